@@ -1,0 +1,96 @@
+/** How far a value can be trusted. */
+export type QualitySeverity = "good" | "uncertain" | "bad";
+
+/**
+ * The quality of a sample: a severity, a numeric code in the OPC UA StatusCode space
+ * (so an OPC UA server's code passes through unchanged), and a human reason where one helps.
+ */
+export interface Quality {
+  /** `good`, `uncertain` or `bad`. */
+  readonly severity: QualitySeverity;
+  /** An OPC UA StatusCode value (32-bit unsigned). See {@link QualityCodes}. */
+  readonly code: number;
+  /** Why the quality is not good, in words ("no communication, last usable value"). */
+  readonly reason?: string;
+}
+
+/** The OPC UA StatusCodes Kiln itself assigns. Any other valid StatusCode may appear too. */
+export const QualityCodes = {
+  Good: 0x00000000,
+  Uncertain: 0x40000000,
+  UncertainNoCommunicationLastUsableValue: 0x408f0000,
+  UncertainLastUsableValue: 0x40900000,
+  Bad: 0x80000000,
+  BadInternalError: 0x80020000,
+  BadCommunicationError: 0x80050000,
+  BadTimeout: 0x800a0000,
+  BadUserAccessDenied: 0x801f0000,
+  BadNoCommunication: 0x80310000,
+  BadWaitingForInitialData: 0x80320000,
+  BadNodeIdUnknown: 0x80340000,
+  BadNotReadable: 0x803a0000,
+  BadNotWritable: 0x803b0000,
+  BadOutOfRange: 0x803c0000,
+  BadTypeMismatch: 0x80740000,
+  BadConfigurationError: 0x80890000,
+  BadNotConnected: 0x808a0000,
+  BadDeviceFailure: 0x808b0000,
+  BadOutOfService: 0x808d0000,
+} as const;
+
+/** The one shared `good` quality. */
+export const GOOD: Quality = Object.freeze({ severity: "good", code: QualityCodes.Good });
+
+/** Builds a quality; `code` defaults to the generic code of the severity. */
+export function quality(severity: QualitySeverity, reason?: string, code?: number): Quality {
+  const resolved =
+    code ??
+    (severity === "good" ? QualityCodes.Good : severity === "uncertain" ? QualityCodes.Uncertain : QualityCodes.Bad);
+  return reason === undefined ? { severity, code: resolved } : { severity, code: resolved, reason };
+}
+
+/**
+ * Severity of an OPC UA StatusCode: its top two bits (00 good, 01 uncertain, 10/11 bad).
+ */
+export function severityOfStatusCode(statusCode: number): QualitySeverity {
+  const top = (statusCode >>> 30) & 0b11;
+  return top === 0 ? "good" : top === 1 ? "uncertain" : "bad";
+}
+
+/** Maps an OPC UA StatusCode (and optionally its name) to a Kiln quality, keeping the code. */
+export function qualityFromStatusCode(statusCode: number, reason?: string): Quality {
+  const code = statusCode >>> 0;
+  return quality(severityOfStatusCode(code), reason, code);
+}
+
+/** Modbus exception codes (application protocol v1.1b3, section 7). */
+export const ModbusExceptions: Readonly<Record<number, string>> = {
+  1: "illegal function",
+  2: "illegal data address",
+  3: "illegal data value",
+  4: "server device failure",
+  5: "acknowledge",
+  6: "server device busy",
+  8: "memory parity error",
+  10: "gateway path unavailable",
+  11: "gateway target device failed to respond",
+};
+
+/**
+ * Maps a Modbus failure to a Kiln quality: always `bad`, with a reason naming the exception.
+ * `failure` is an exception code (1-11), or `"timeout"` / `"disconnected"`.
+ */
+export function qualityFromModbus(failure: number | "timeout" | "disconnected"): Quality {
+  if (failure === "timeout") return quality("bad", "modbus request timed out", QualityCodes.BadTimeout);
+  if (failure === "disconnected") return quality("bad", "modbus connection lost", QualityCodes.BadNotConnected);
+  const name = ModbusExceptions[failure] ?? "unknown exception";
+  const code =
+    failure === 2
+      ? QualityCodes.BadNodeIdUnknown
+      : failure === 1 || failure === 3
+        ? QualityCodes.BadConfigurationError
+        : failure === 10 || failure === 11
+          ? QualityCodes.BadCommunicationError
+          : QualityCodes.BadDeviceFailure;
+  return quality("bad", `modbus exception ${failure} (${name})`, code);
+}

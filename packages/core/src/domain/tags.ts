@@ -1,0 +1,188 @@
+import { z } from "zod";
+import { KilnError, KilnValidationError, type ValidationIssue } from "./errors";
+import { issuesFromZod } from "./validation";
+
+/** The data types a tag can carry. */
+export const TAG_DATA_TYPES = ["bool", "int16", "uint16", "int32", "uint32", "float32", "float64", "string"] as const;
+/** A tag's data type. */
+export type TagDataType = (typeof TAG_DATA_TYPES)[number];
+
+/** A tag value as Kiln carries it: numbers for numeric types, booleans, strings; `bigint` for 64-bit integer drivers. */
+export type TagValue = number | boolean | string | bigint;
+
+const deadbandSchema = z.object({
+  kind: z.enum(["absolute", "percent"]),
+  value: z.number().nonnegative(),
+});
+
+/** zod schema of a tag's logging policy. */
+export const loggingPolicySchema = z.discriminatedUnion("mode", [
+  z.object({ mode: z.literal("change"), deadband: deadbandSchema.optional() }),
+  z.object({ mode: z.literal("periodic"), periodMs: z.number().int().positive() }),
+  z.object({ mode: z.literal("none") }),
+]);
+
+/** zod schema of one tag definition (without its name, which is the key in {@link defineTags}). */
+export const tagDefinitionSchema = z
+  .object({
+    dataType: z.enum(TAG_DATA_TYPES),
+    unit: z.string().optional(),
+    range: z
+      .object({ min: z.number(), max: z.number() })
+      .refine((range) => range.min <= range.max, { message: "range.min must not exceed range.max" })
+      .optional(),
+    access: z.enum(["read", "readwrite"]).default("read"),
+    description: z.string().optional(),
+    logging: loggingPolicySchema.default({ mode: "change" }),
+    scanGroup: z.string().min(1).default("default"),
+    address: z.union([z.string().min(1), z.record(z.string(), z.unknown())]).optional(),
+  })
+  .strict()
+  .superRefine((tag, context) => {
+    if (tag.range && (tag.dataType === "bool" || tag.dataType === "string")) {
+      context.addIssue({ code: "custom", path: ["range"], message: `a ${tag.dataType} tag cannot have a range` });
+    }
+    if (tag.logging.mode === "change" && tag.logging.deadband?.kind === "percent" && !tag.range) {
+      context.addIssue({
+        code: "custom",
+        path: ["logging", "deadband"],
+        message: "a percent deadband needs the tag's range",
+      });
+    }
+  });
+
+/** What a user writes for one tag (defaults not yet applied). */
+export type TagDefinitionInput = z.input<typeof tagDefinitionSchema>;
+
+/** A tag's logging policy: on change (with optional absolute or percent deadband), periodic, or none. */
+export type LoggingPolicy = z.output<typeof loggingPolicySchema>;
+
+/** A validated tag with its name and every default applied. */
+export type Tag<TName extends string = string> = z.output<typeof tagDefinitionSchema> & { readonly name: TName };
+
+const TAG_NAME = /^[A-Za-z_][A-Za-z0-9_.\-/:]*$/;
+
+/**
+ * The validated, immutable set of tags of a machine. Names are typed, so `catalog.get("pressur")`
+ * is a compile error when the catalog was made with {@link defineTags}.
+ */
+export class TagCatalog<TName extends string = string> {
+  readonly #tags: ReadonlyMap<string, Tag<TName>>;
+
+  /** @internal use {@link defineTags}. */
+  constructor(tags: ReadonlyMap<string, Tag<TName>>) {
+    this.#tags = tags;
+  }
+
+  /** Every tag name, in definition order. */
+  get names(): readonly TName[] {
+    return [...this.#tags.keys()] as TName[];
+  }
+
+  /** Number of tags. */
+  get size(): number {
+    return this.#tags.size;
+  }
+
+  /** Every tag, in definition order. */
+  list(): readonly Tag<TName>[] {
+    return [...this.#tags.values()];
+  }
+
+  /** True when a tag of that name exists. */
+  has(name: string): name is TName {
+    return this.#tags.has(name);
+  }
+
+  /** The tag of that name. @throws KilnError `KILN_TAG_UNKNOWN` when there is none. */
+  get(name: TName | (string & {})): Tag<TName> {
+    const tag = this.#tags.get(name);
+    if (!tag)
+      throw new KilnError("KILN_TAG_UNKNOWN", `No tag named "${name}" in the catalog.`, { details: { tag: name } });
+    return tag;
+  }
+
+  /** The tag of that name, or undefined. */
+  find(name: string): Tag<TName> | undefined {
+    return this.#tags.get(name);
+  }
+}
+
+/**
+ * Validates tag definitions and returns a typed {@link TagCatalog}. Keys are tag names.
+ *
+ * @example
+ * const tags = defineTags({
+ *   "chamber.pressure": { dataType: "float64", unit: "mbar", range: { min: 0, max: 10 } },
+ *   "valve.ald1": { dataType: "bool", access: "readwrite" },
+ * });
+ * tags.get("chamber.pressure").unit; // "mbar"
+ * @throws KilnValidationError (`KILN_VALIDATION`) naming every bad field, e.g. `chamber.pressure.range`.
+ */
+export function defineTags<const TDefinitions extends Record<string, TagDefinitionInput>>(
+  definitions: TDefinitions,
+): TagCatalog<Extract<keyof TDefinitions, string>> {
+  type TName = Extract<keyof TDefinitions, string>;
+  if (typeof definitions !== "object" || definitions === null || Array.isArray(definitions)) {
+    throw new TypeError("defineTags expects an object whose keys are tag names");
+  }
+  const issues: ValidationIssue[] = [];
+  const tags = new Map<string, Tag<TName>>();
+  for (const [name, definition] of Object.entries(definitions)) {
+    if (!TAG_NAME.test(name)) {
+      issues.push({
+        path: name,
+        message: "tag name must start with a letter or _ and use only letters, digits, _ . - / :",
+      });
+      continue;
+    }
+    const result = tagDefinitionSchema.safeParse(definition);
+    if (!result.success) {
+      issues.push(...issuesFromZod(result.error, [name]));
+      continue;
+    }
+    tags.set(name, Object.freeze({ ...result.data, name: name as TName }));
+  }
+  if (issues.length > 0) throw new KilnValidationError("tag definitions", issues);
+  return new TagCatalog<TName>(tags);
+}
+
+const INTEGER_LIMITS: Partial<Record<TagDataType, readonly [number, number]>> = {
+  int16: [-32768, 32767],
+  uint16: [0, 65535],
+  int32: [-2147483648, 2147483647],
+  uint32: [0, 4294967295],
+};
+
+/**
+ * Checks that `value` fits `tag`: its JavaScript type, integer limits of its data type, and its
+ * engineering range. Returns a problem in words, or undefined when the value is acceptable.
+ */
+export function checkTagValue(tag: Tag, value: unknown): string | undefined {
+  switch (tag.dataType) {
+    case "bool":
+      return typeof value === "boolean" ? undefined : `expected a boolean, got ${describe(value)}`;
+    case "string":
+      return typeof value === "string" ? undefined : `expected a string, got ${describe(value)}`;
+    default: {
+      if (typeof value !== "number" || !Number.isFinite(value))
+        return `expected a finite number, got ${describe(value)}`;
+      const limits = INTEGER_LIMITS[tag.dataType];
+      if (limits) {
+        if (!Number.isInteger(value)) return `expected an integer for ${tag.dataType}, got ${value}`;
+        if (value < limits[0] || value > limits[1])
+          return `${value} does not fit ${tag.dataType} (${limits[0]}..${limits[1]})`;
+      }
+      if (tag.range && (value < tag.range.min || value > tag.range.max)) {
+        return `${value} is outside the range ${tag.range.min}..${tag.range.max}${tag.unit ? ` ${tag.unit}` : ""}`;
+      }
+      return undefined;
+    }
+  }
+}
+
+function describe(value: unknown): string {
+  if (value === null) return "null";
+  if (typeof value === "string") return `"${value}"`;
+  return `${typeof value} ${String(value)}`;
+}

@@ -1,0 +1,34 @@
+import type { z } from "zod";
+import { KilnValidationError, type ValidationIssue } from "./errors";
+
+/** Formats a zod issue path as `steps[3].pulse.tag`. */
+export function formatPath(path: readonly PropertyKey[]): string {
+  let out = "";
+  for (const key of path) {
+    if (typeof key === "number") out += `[${key}]`;
+    else out += out === "" ? String(key) : `.${String(key)}`;
+  }
+  return out;
+}
+
+/** Converts a zod error into Kiln validation issues, one per problem. */
+export function issuesFromZod(error: z.ZodError, prefix: readonly PropertyKey[] = []): ValidationIssue[] {
+  return error.issues.map((issue) => ({
+    path: formatPath([...prefix, ...issue.path]),
+    message: issue.message,
+  }));
+}
+
+/**
+ * Parses `input` with `schema` and returns the typed result, or throws {@link KilnValidationError}
+ * naming every bad field. `subject` says what was being validated ("tag definitions", "options").
+ */
+export function parseOrThrow<TSchema extends z.ZodType>(
+  schema: TSchema,
+  input: unknown,
+  subject: string,
+): z.output<TSchema> {
+  const result = schema.safeParse(input);
+  if (result.success) return result.data;
+  throw new KilnValidationError(subject, issuesFromZod(result.error));
+}

@@ -1,0 +1,85 @@
+import { z } from "zod";
+import type { TagValue } from "../domain/tags";
+
+/** zod schema of a signal generator specification. */
+export const signalSpecSchema = z.discriminatedUnion("kind", [
+  z.object({ kind: z.literal("constant"), value: z.union([z.number(), z.boolean(), z.string()]) }),
+  z.object({
+    kind: z.literal("ramp"),
+    from: z.number(),
+    to: z.number(),
+    periodMs: z.number().positive(),
+  }),
+  z.object({
+    kind: z.literal("sine"),
+    amplitude: z.number(),
+    offset: z.number().default(0),
+    periodMs: z.number().positive(),
+  }),
+  z.object({ kind: z.literal("counter"), start: z.number().int().default(0), step: z.number().int().default(1) }),
+  z.object({
+    kind: z.literal("random-walk"),
+    start: z.number(),
+    step: z.number().positive(),
+    min: z.number(),
+    max: z.number(),
+    seed: z.number().int().default(1),
+  }),
+  z.object({ kind: z.literal("square"), low: z.number(), high: z.number(), periodMs: z.number().positive() }),
+]);
+
+/**
+ * How a simulated tag's value evolves: `constant`, `ramp` (sawtooth from→to each period),
+ * `sine`, `counter` (advances by `step` on every evaluation: a per-tag sequence number),
+ * `random-walk` (seeded, bounded) or `square`.
+ */
+export type SignalSpec = z.input<typeof signalSpecSchema>;
+
+/** A signal generator: the value at time `t` (ms since epoch). Stateful kinds advance per call. */
+export type Signal = (t: number) => TagValue;
+
+/**
+ * Creates a deterministic generator from a spec. Used by `SimulatedPlc` and by every
+ * protocol simulator, so a tag behaves the same whichever simulator serves it.
+ */
+export function createSignal(input: SignalSpec, origin = 0): Signal {
+  const spec = signalSpecSchema.parse(input);
+  switch (spec.kind) {
+    case "constant":
+      return () => spec.value;
+    case "ramp":
+      return (t) => {
+        const phase = (((t - origin) % spec.periodMs) + spec.periodMs) % spec.periodMs;
+        return spec.from + ((spec.to - spec.from) * phase) / spec.periodMs;
+      };
+    case "sine":
+      return (t) => spec.offset + spec.amplitude * Math.sin((2 * Math.PI * (t - origin)) / spec.periodMs);
+    case "square":
+      return (t) => {
+        const phase = (((t - origin) % spec.periodMs) + spec.periodMs) % spec.periodMs;
+        return phase < spec.periodMs / 2 ? spec.high : spec.low;
+      };
+    case "counter": {
+      let next = spec.start;
+      return () => {
+        const value = next;
+        next += spec.step;
+        return value;
+      };
+    }
+    case "random-walk": {
+      let value = spec.start;
+      let state = spec.seed >>> 0 || 1;
+      return () => {
+        // xorshift32: deterministic for a given seed.
+        state ^= state << 13;
+        state ^= state >>> 17;
+        state ^= state << 5;
+        state >>>= 0;
+        const unit = state / 0x1_0000_0000;
+        value = Math.min(spec.max, Math.max(spec.min, value + (unit * 2 - 1) * spec.step));
+        return value;
+      };
+    }
+  }
+}

@@ -1,0 +1,97 @@
+import { sleepOn, type Clock, type TimerHandle } from "../ports/clock";
+
+interface PendingTimer {
+  readonly id: number;
+  readonly due: number;
+  readonly callback: () => void;
+}
+
+/**
+ * A clock that moves only when told to. Timers fire in due order as time is advanced, and
+ * pending promise work settles between timers, so async code driven by this clock behaves as
+ * it would in real time, only faster and deterministically.
+ *
+ * @example
+ * const clock = new SimulatedClock({ start: Date.UTC(2026, 0, 1) });
+ * const done = clock.sleep(1_000);
+ * await clock.advance(1_000); // `done` is now resolved
+ */
+export class SimulatedClock implements Clock {
+  #now: number;
+  #nextId = 1;
+  #timers: PendingTimer[] = [];
+
+  constructor(options: { start?: number } = {}) {
+    this.#now = options.start ?? Date.UTC(2026, 0, 1);
+  }
+
+  now(): number {
+    return this.#now;
+  }
+
+  setTimeout(callback: () => void, delayMs: number): TimerHandle {
+    const timer: PendingTimer = { id: this.#nextId++, due: this.#now + Math.max(0, delayMs), callback };
+    // Keep timers sorted by due time, then creation order.
+    let index = this.#timers.length;
+    while (index > 0 && this.#timers[index - 1]!.due > timer.due) index--;
+    this.#timers.splice(index, 0, timer);
+    return { __timer: timer.id };
+  }
+
+  clearTimeout(handle: TimerHandle): void {
+    const index = this.#timers.findIndex((timer) => timer.id === handle.__timer);
+    if (index >= 0) this.#timers.splice(index, 1);
+  }
+
+  sleep(delayMs: number, signal?: AbortSignal): Promise<void> {
+    return sleepOn(this, delayMs, signal);
+  }
+
+  /** Number of timers waiting to fire. */
+  get pendingTimers(): number {
+    return this.#timers.length;
+  }
+
+  /**
+   * Moves time forward by `ms`, firing every timer that falls due on the way, in order, and
+   * letting pending promise work settle after each.
+   */
+  async advance(ms: number): Promise<void> {
+    if (ms < 0) throw new RangeError("SimulatedClock cannot go back in time");
+    await this.advanceTo(this.#now + ms);
+  }
+
+  /** Moves time forward to the absolute time `target` (ms since epoch). */
+  async advanceTo(target: number): Promise<void> {
+    await settle();
+    for (;;) {
+      const next = this.#timers[0];
+      if (!next || next.due > target) break;
+      this.#timers.shift();
+      this.#now = Math.max(this.#now, next.due);
+      next.callback();
+      await settle();
+    }
+    this.#now = Math.max(this.#now, target);
+    await settle();
+  }
+
+  /** Fires timers until none is left or `limit` have fired; returns how many fired. */
+  async runAll(limit = 100_000): Promise<number> {
+    let fired = 0;
+    await settle();
+    while (this.#timers.length > 0 && fired < limit) {
+      const next = this.#timers.shift()!;
+      this.#now = Math.max(this.#now, next.due);
+      next.callback();
+      fired++;
+      await settle();
+    }
+    return fired;
+  }
+}
+
+/** Lets queued microtasks and immediate callbacks run. */
+function settle(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}

@@ -1,0 +1,19 @@
+export type { AlarmHistory, AlarmHistoryEntry, TimeRange } from "./alarm-history";
+export type { AuditEntry, AuditLog } from "./audit-log";
+export { SystemClock, sleepOn, type Clock, type TimerHandle } from "./clock";
+export type { EventStore, NewDomainEvent, StoredDomainEvent } from "./event-store";
+export { silentLogger, type LogMethod, type Logger } from "./logger";
+export type { Counter, Gauge, Histogram, MetricLabels, Metrics } from "./metrics";
+export type {
+  BrowsedVariable,
+  DriverStatus,
+  DriverStatusChange,
+  PlcDriver,
+  PlcDriverCapabilities,
+  SubscriptionOptions,
+} from "./plc-driver";
+export type { ProcessFilter, ProcessRecord, ProcessRepository, ProcessStatus } from "./process-repository";
+export type { RecipeRepository, StoredRecipe } from "./recipe-repository";
+export type { BucketQuery, SampleBucket, SampleHistory, SampleQuery } from "./sample-history";
+export type { SampleSink } from "./sample-sink";
+export type { Store, StoreCapabilities } from "./store";

@@ -1,0 +1,24 @@
+/** A log method: `(message)` or `(fields, message)`, as pino has it. */
+export interface LogMethod {
+  (message: string): void;
+  (fields: Record<string, unknown>, message?: string): void;
+}
+
+/** A structured logger with pino's shape, so a host can pass its pino instance as is. */
+export interface Logger {
+  debug: LogMethod;
+  info: LogMethod;
+  warn: LogMethod;
+  error: LogMethod;
+  /** A logger that adds `bindings` to every line. */
+  child(bindings: Record<string, unknown>): Logger;
+}
+
+/** A logger that discards everything: the default when the host gives none. */
+export const silentLogger: Logger = {
+  debug: () => undefined,
+  info: () => undefined,
+  warn: () => undefined,
+  error: () => undefined,
+  child: () => silentLogger,
+};

@@ -1,0 +1,99 @@
+import type { Sample } from "../domain/sample";
+import type { Tag, TagValue } from "../domain/tags";
+import type { Disposer } from "../events/event-bus";
+
+/** What a driver can do beyond read and write. The core branches on this declaration. */
+export interface PlcDriverCapabilities {
+  /** The driver can push value changes (`subscribe`). */
+  readonly subscribe: boolean;
+  /** The driver can list the variables a device exposes (`browse`). */
+  readonly browse: boolean;
+}
+
+/** A driver's connection state. */
+export type DriverStatus = "disconnected" | "connecting" | "connected" | "reconnecting" | "closed";
+
+/** Passed to status listeners when a driver's connection state changes. */
+export interface DriverStatusChange {
+  /** The previous state. */
+  readonly from: DriverStatus;
+  /** The new state. */
+  readonly to: DriverStatus;
+  /** Why, in words, where known. */
+  readonly reason?: string;
+}
+
+/** How a subscription should sample, from the tag group that asked for it. */
+export interface SubscriptionOptions {
+  /** Fastest rate at which the device should sample each tag. */
+  readonly samplingIntervalMs: number;
+  /** How many changes the device may queue per tag between deliveries. @default 1 */
+  readonly queueSize?: number;
+  /** Absolute deadband applied by the device, where it supports one. */
+  readonly deadband?: number;
+}
+
+/** A variable found by {@link PlcDriver.browse}. */
+export interface BrowsedVariable {
+  /** Display name. */
+  readonly name: string;
+  /** The driver-specific address to put in a tag definition. */
+  readonly address: string;
+  /** The closest Kiln data type, where it maps onto one. */
+  readonly dataType?: Tag["dataType"];
+  /** The device's native data type name. */
+  readonly nativeType?: string;
+  /** Whether the device lets a client write it. */
+  readonly access: Tag["access"];
+}
+
+/**
+ * The port every PLC driver implements. The core wraps a driver: it validates tags and
+ * values, checks tag access, applies timeouts, retries and a circuit breaker, and only then
+ * calls the driver, so a driver receives fully normalised arguments and does no policy of
+ * its own beyond its protocol's needs.
+ *
+ * Contract (checked by `plcDriverConformance` in `@kiln/core/testing`):
+ * - `read(tags)` returns exactly one sample per tag, in the order given, in one round trip
+ *   where the protocol allows. A tag the device cannot read comes back with quality `bad`;
+ *   a failure of the whole call (connection lost) rejects with a retryable `KilnError`.
+ * - The same `tags` array instance is passed for the same scan group on every cycle, so a
+ *   driver may cache per-array work (read plans, resolved node ids) in a `WeakMap`.
+ * - `write` of a tag whose access is `read` rejects with `KILN_TAG_NOT_WRITABLE` before any
+ *   network traffic; a device refusal rejects with `KILN_WRITE_REJECTED`.
+ * - Calls before `connect()` or after `close()` reject with `KILN_NOT_CONNECTED`.
+ */
+export interface PlcDriver {
+  /** The driver contract version this driver implements. */
+  readonly driverApiVersion: "1";
+  /** A name for this connection, unique in the system ("opcua:reactor-1"); used in events and breakers. */
+  readonly name: string;
+  /** Optional features this driver provides. */
+  readonly capabilities: PlcDriverCapabilities;
+  /** The current connection state. */
+  readonly status: DriverStatus;
+  /** Calls `listener` on every connection state change; returns a disposer. */
+  onStatusChange(listener: (change: DriverStatusChange) => void): Disposer;
+  /**
+   * Opens the connection. Resolves when the device can be read. Rejects with
+   * `KILN_CONNECTION_FAILED` (retryable) or `KILN_AUTHENTICATION_FAILED` (not retryable).
+   */
+  connect(signal?: AbortSignal): Promise<void>;
+  /** Closes the connection and releases every resource. Idempotent. */
+  close(): Promise<void>;
+  /** Reads `tags` and returns one sample per tag, in order. */
+  read(tags: readonly Tag[], signal?: AbortSignal): Promise<Sample[]>;
+  /** Writes `value` (already checked against the tag's type and range) to `tag`. */
+  write(tag: Tag, value: TagValue, signal?: AbortSignal): Promise<void>;
+  /**
+   * Present when `capabilities.subscribe`: delivers value changes of `tags` to `onSamples`
+   * until the returned disposer is called. The core re-subscribes after a reconnect.
+   */
+  subscribe?(
+    tags: readonly Tag[],
+    options: SubscriptionOptions,
+    onSamples: (samples: Sample[]) => void,
+  ): Promise<Disposer>;
+  /** Present when `capabilities.browse`: lists the variables under `root` (driver-specific). */
+  browse?(root?: string): Promise<BrowsedVariable[]>;
+}

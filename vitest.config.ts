@@ -1,0 +1,41 @@
+import { defineConfig } from "vitest/config";
+
+// Workspace packages resolve to their TypeScript sources through the "@kiln/source" export
+// condition, so tests never need a build (see docs/adr/0001-module-format-and-workspace.md).
+const conditions = ["@kiln/source"];
+
+export default defineConfig({
+  resolve: { conditions },
+  ssr: { resolve: { conditions, externalConditions: conditions } },
+  test: {
+    projects: [
+      {
+        extends: true,
+        test: { name: "core", root: "packages/core", include: ["src/**/*.test.ts", "test/**/*.test.ts"] },
+      },
+      {
+        extends: true,
+        test: { name: "plc-opcua", root: "packages/plc-opcua", include: ["src/**/*.test.ts", "test/**/*.test.ts"] },
+      },
+      {
+        extends: true,
+        test: { name: "plc-modbus", root: "packages/plc-modbus", include: ["src/**/*.test.ts", "test/**/*.test.ts"] },
+      },
+      {
+        extends: true,
+        test: {
+          name: "store-postgres",
+          root: "packages/store-postgres",
+          include: ["src/**/*.test.ts", "test/**/*.test.ts"],
+        },
+      },
+      {
+        extends: true,
+        test: { name: "examples", root: "examples", include: ["**/*.test.ts"], exclude: ["**/node_modules/**"] },
+      },
+    ],
+    passWithNoTests: true,
+    testTimeout: 30_000,
+    hookTimeout: 60_000,
+  },
+});
