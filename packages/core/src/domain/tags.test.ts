@@ -1,0 +1,76 @@
+import { describe, expect, expectTypeOf, test } from "vitest";
+import { KilnError, KilnValidationError } from "./errors";
+import { checkTagValue, defineTags } from "./tags";
+
+const tags = defineTags({
+  "chamber.pressure": { dataType: "float64", unit: "mbar", range: { min: 0, max: 10 } },
+  "valve.ald1": { dataType: "bool", access: "readwrite" },
+  "heater.setpoint": { dataType: "int16", access: "readwrite", range: { min: 0, max: 400 }, unit: "°C" },
+});
+
+describe("defineTags", () => {
+  test("applies defaults", () => {
+    const pressure = tags.get("chamber.pressure");
+    expect(pressure).toMatchObject({
+      name: "chamber.pressure",
+      access: "read",
+      logging: { mode: "change" },
+      scanGroup: "default",
+    });
+    expect(tags.names).toEqual(["chamber.pressure", "valve.ald1", "heater.setpoint"]);
+    expect(tags.size).toBe(3);
+  });
+
+  test("types tag names", () => {
+    expectTypeOf(tags.names).toEqualTypeOf<readonly ("chamber.pressure" | "valve.ald1" | "heater.setpoint")[]>();
+  });
+
+  test("an unknown tag fails with KILN_TAG_UNKNOWN", () => {
+    expect(() => tags.get("nope")).toThrow(expect.objectContaining({ code: "KILN_TAG_UNKNOWN" }));
+    expect(tags.find("nope")).toBeUndefined();
+  });
+
+  test("reports every bad field with its path and changes nothing", () => {
+    let caught: unknown;
+    try {
+      defineTags({
+        good: { dataType: "float32" },
+        "bad range": { dataType: "float32" },
+        inverted: { dataType: "float64", range: { min: 5, max: 1 } },
+        wrongType: { dataType: "float128" as "float64" },
+        percentWithoutRange: { dataType: "float64", logging: { mode: "change", deadband: { kind: "percent", value: 1 } } },
+        boolWithRange: { dataType: "bool", range: { min: 0, max: 1 } },
+      });
+    } catch (error) {
+      caught = error;
+    }
+    expect(caught).toBeInstanceOf(KilnValidationError);
+    const paths = (caught as KilnValidationError).issues.map((issue) => issue.path);
+    expect(paths).toEqual([
+      "bad range",
+      "inverted.range",
+      "wrongType.dataType",
+      "percentWithoutRange.logging.deadband",
+      "boolWithRange.range",
+    ]);
+    expect(KilnError.is(caught, "KILN_VALIDATION")).toBe(true);
+  });
+
+  test("rejects unknown keys so typos do not pass silently", () => {
+    expect(() => defineTags({ t: { dataType: "bool", acess: "readwrite" } as never })).toThrow(KilnValidationError);
+  });
+});
+
+describe("checkTagValue", () => {
+  test("accepts values of the right type inside the range", () => {
+    expect(checkTagValue(tags.get("chamber.pressure"), 2.5)).toBeUndefined();
+    expect(checkTagValue(tags.get("valve.ald1"), false)).toBeUndefined();
+  });
+
+  test("names the rule that failed", () => {
+    expect(checkTagValue(tags.get("chamber.pressure"), 11)).toBe("11 is outside the range 0..10 mbar");
+    expect(checkTagValue(tags.get("valve.ald1"), 1)).toBe("expected a boolean, got number 1");
+    expect(checkTagValue(tags.get("heater.setpoint"), 1.5)).toBe("expected an integer for int16, got 1.5");
+    expect(checkTagValue(tags.get("chamber.pressure"), Number.NaN)).toBe("expected a finite number, got number NaN");
+  });
+});
