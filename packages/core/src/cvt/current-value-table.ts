@@ -1,0 +1,189 @@
+import { quality, QualityCodes, type Quality } from "../domain/quality";
+import type { Sample } from "../domain/sample";
+import { KilnError } from "../domain/errors";
+import type { Tag } from "../domain/tags";
+import type { Disposer } from "../events/event-bus";
+
+/** What an observer receives for every update of a tag. */
+export interface CvtChange {
+  /** The new sample (now the tag's current value). */
+  readonly sample: Sample;
+  /** The sample it replaced; undefined for a tag's first value. */
+  readonly previous: Sample | undefined;
+  /** True when the value differs from the previous one (always true for a first value). */
+  readonly valueChanged: boolean;
+  /** True when severity or code differ from the previous quality (always true for a first value). */
+  readonly qualityChanged: boolean;
+}
+
+/** Called synchronously for each update. Must be cheap; hand heavy work off. */
+export type CvtObserver = (change: CvtChange) => void;
+
+interface Entry {
+  sample: Sample;
+  /** Receive time on the system clock. */
+  receivedAt: number;
+  staleAfterMs: number;
+  stale: boolean;
+}
+
+/** Quality a tag takes when its source stops answering: uncertain, last usable value. */
+export const NO_COMMUNICATION: Quality = Object.freeze(
+  quality("uncertain", "no communication, last usable value", QualityCodes.UncertainNoCommunicationLastUsableValue),
+);
+
+/**
+ * The current value table: the last value, quality and source timestamp of every tag, with
+ * change detection and observers. Reads are synchronous map lookups. Observers run
+ * synchronously inside `update`, isolated from each other: one that throws is reported through
+ * `onObserverError` and the others still run.
+ */
+export class CurrentValueTable {
+  readonly #entries = new Map<string, Entry>();
+  readonly #tagObservers = new Map<string, Set<CvtObserver>>();
+  readonly #allObservers = new Set<CvtObserver>();
+  readonly #known: ReadonlySet<string>;
+  readonly #onObserverError: (error: unknown, change: CvtChange) => void;
+
+  constructor(options: { tags: readonly Tag[]; onObserverError?: (error: unknown, change: CvtChange) => void }) {
+    this.#known = new Set(options.tags.map((tag) => tag.name));
+    this.#onObserverError = options.onObserverError ?? (() => undefined);
+  }
+
+  /** The current sample of `tag`, or undefined before its first value. */
+  get(tag: string): Sample | undefined {
+    return this.#entries.get(tag)?.sample;
+  }
+
+  /** The current value of `tag`, or undefined before its first value. */
+  value(tag: string): Sample["value"] | undefined {
+    return this.#entries.get(tag)?.sample.value;
+  }
+
+  /** Every tag's current sample. */
+  snapshot(): Sample[] {
+    return [...this.#entries.values()].map((entry) => entry.sample);
+  }
+
+  /** Number of tags that have a value. */
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  /** Observes one tag. @throws KilnError `KILN_TAG_UNKNOWN` for a tag not in the table's catalog. */
+  observe(tag: string, observer: CvtObserver): Disposer {
+    if (!this.#known.has(tag))
+      throw new KilnError("KILN_TAG_UNKNOWN", `Cannot observe unknown tag "${tag}".`, { details: { tag } });
+    let set = this.#tagObservers.get(tag);
+    if (!set) this.#tagObservers.set(tag, (set = new Set()));
+    set.add(observer);
+    return () => void set.delete(observer);
+  }
+
+  /** Observes every tag. */
+  observeAll(observer: CvtObserver): Disposer {
+    this.#allObservers.add(observer);
+    return () => void this.#allObservers.delete(observer);
+  }
+
+  /**
+   * Records samples as the tags' current values and notifies observers. Samples for tags the
+   * table does not know are ignored. A sample older than the current one (by source
+   * timestamp) is ignored too, so late deliveries never roll a tag back.
+   * @param receivedAt the system clock time of receipt, used for staleness.
+   */
+  update(samples: readonly Sample[], receivedAt: number): void {
+    for (const sample of samples) this.#apply(sample, receivedAt);
+  }
+
+  /**
+   * Marks a tag as stale when no update arrives for `staleAfterMs` (0 disables it).
+   * Checked by {@link sweepStale}.
+   */
+  setStaleAfter(tag: string, staleAfterMs: number): void {
+    this.#staleAfter.set(tag, staleAfterMs);
+    const entry = this.#entries.get(tag);
+    if (entry) entry.staleAfterMs = staleAfterMs;
+  }
+
+  readonly #staleAfter = new Map<string, number>();
+
+  /**
+   * Turns the quality of every tag not updated within its staleness window to `uncertain`
+   * (keeping its last value). Returns the tags that went stale in this sweep.
+   */
+  sweepStale(now: number): string[] {
+    const turned: string[] = [];
+    for (const [tag, entry] of this.#entries) {
+      if (entry.stale || entry.staleAfterMs <= 0 || now - entry.receivedAt < entry.staleAfterMs) continue;
+      if (entry.sample.quality.severity === "bad") continue;
+      turned.push(tag);
+      this.#degrade(
+        entry,
+        now,
+        quality("uncertain", `stale: no update within ${entry.staleAfterMs} ms`, QualityCodes.UncertainLastUsableValue),
+      );
+      entry.stale = true;
+    }
+    return turned;
+  }
+
+  /**
+   * Sets `quality` on each of `tags` that has a value, keeping the last value (used when a
+   * driver loses communication). Observers see a quality change at time `now`.
+   */
+  degrade(tags: readonly string[], degraded: Quality, now: number): void {
+    for (const tag of tags) {
+      const entry = this.#entries.get(tag);
+      if (entry) this.#degrade(entry, now, degraded);
+    }
+  }
+
+  #degrade(entry: Entry, now: number, degraded: Quality): void {
+    const current = entry.sample;
+    if (current.quality.code === degraded.code && current.quality.severity === degraded.severity) return;
+    const timestamp = Math.max(now, current.timestamp + 1);
+    this.#apply({ tag: current.tag, value: current.value, timestamp, quality: degraded }, entry.receivedAt, true);
+  }
+
+  #apply(sample: Sample, receivedAt: number, keepReceivedAt = false): void {
+    if (!this.#known.has(sample.tag)) return;
+    const entry = this.#entries.get(sample.tag);
+    let change: CvtChange;
+    if (entry === undefined) {
+      this.#entries.set(sample.tag, {
+        sample,
+        receivedAt,
+        staleAfterMs: this.#staleAfter.get(sample.tag) ?? 0,
+        stale: false,
+      });
+      change = { sample, previous: undefined, valueChanged: true, qualityChanged: true };
+    } else {
+      const previous = entry.sample;
+      if (sample.timestamp < previous.timestamp) return;
+      entry.sample = sample;
+      if (!keepReceivedAt) {
+        entry.receivedAt = receivedAt;
+        entry.stale = false;
+      }
+      change = {
+        sample,
+        previous,
+        valueChanged: !Object.is(previous.value, sample.value),
+        qualityChanged:
+          previous.quality.code !== sample.quality.code || previous.quality.severity !== sample.quality.severity,
+      };
+    }
+    const tagObservers = this.#tagObservers.get(sample.tag);
+    if (tagObservers) for (const observer of tagObservers) this.#notify(observer, change);
+    for (const observer of this.#allObservers) this.#notify(observer, change);
+  }
+
+  #notify(observer: CvtObserver, change: CvtChange): void {
+    try {
+      observer(change);
+    } catch (error) {
+      this.#onObserverError(error, change);
+    }
+  }
+}

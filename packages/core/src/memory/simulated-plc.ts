@@ -1,0 +1,282 @@
+import { KilnError } from "../domain/errors";
+import { GOOD, quality, QualityCodes, type Quality } from "../domain/quality";
+import type { Sample } from "../domain/sample";
+import { TagCatalog, type Tag, type TagValue } from "../domain/tags";
+import type { Disposer } from "../events/event-bus";
+import { SystemClock, type Clock } from "../ports/clock";
+import type {
+  BrowsedVariable,
+  DriverStatus,
+  DriverStatusChange,
+  PlcDriver,
+  PlcDriverCapabilities,
+  SubscriptionOptions,
+} from "../ports/plc-driver";
+import { createSignal, type Signal, type SignalSpec } from "./signals";
+
+/** A value source for a simulated tag: a signal spec, or a function of time and the PLC's state. */
+export type SimulatedSource = SignalSpec | ((now: number, plc: SimulatedPlc) => TagValue);
+
+/** Options of {@link SimulatedPlc}. */
+export interface SimulatedPlcOptions {
+  /** Connection name used in events. @default "simulated" */
+  readonly name?: string;
+  /** The tags it serves. */
+  readonly tags: TagCatalog | readonly Tag[];
+  /** Value sources per tag; tags without one hold the last value written (initially 0, false or ""). */
+  readonly sources?: Readonly<Record<string, SimulatedSource>>;
+  /** Clock for timestamps, latency and subscriptions. @default SystemClock */
+  readonly clock?: Clock;
+  /** Declares and implements `subscribe`. @default true */
+  readonly subscribe?: boolean;
+}
+
+/** Faults a test can switch on and off at run time. */
+export interface SimulatedPlcFaults {
+  /** Connection refused: `connect` fails and reads/writes fail as not connected. */
+  unreachable: boolean;
+  /** Calls hang until their abort signal fires (as a dead peer would). */
+  hang: boolean;
+  /** Extra latency per call, in ms on the PLC's clock. */
+  latencyMs: number;
+  /** Tags that come back with quality bad. */
+  readonly badQuality: Set<string>;
+}
+
+/** One write the simulated PLC accepted. */
+export interface SimulatedWrite {
+  readonly tag: string;
+  readonly value: TagValue;
+  readonly at: number;
+}
+
+const DEFAULT_VALUE: Record<Tag["dataType"], TagValue> = {
+  bool: false,
+  int16: 0,
+  uint16: 0,
+  int32: 0,
+  uint32: 0,
+  float32: 0,
+  float64: 0,
+  string: "",
+};
+
+/**
+ * A PLC in memory. Tags follow signal generators or hold written values; faults (disconnect,
+ * hangs, latency, bad quality) can be injected while running; every accepted write is kept in
+ * {@link SimulatedPlc.writes}. It is the driver a system gets when the host gives none.
+ *
+ * @example
+ * const plc = new SimulatedPlc({ tags, sources: { "chamber.pressure": { kind: "sine", amplitude: 1, offset: 2, periodMs: 10_000 } } });
+ * await plc.connect();
+ * const [pressure] = await plc.read([tags.get("chamber.pressure")]);
+ */
+export class SimulatedPlc implements PlcDriver {
+  readonly driverApiVersion = "1" as const;
+  readonly name: string;
+  readonly capabilities: PlcDriverCapabilities;
+  /** Switchable faults. */
+  readonly faults: SimulatedPlcFaults = { unreachable: false, hang: false, latencyMs: 0, badQuality: new Set() };
+  /** Every accepted write, in order. */
+  readonly writes: SimulatedWrite[] = [];
+  /** Number of `read` calls that reached the PLC. */
+  readCalls = 0;
+
+  readonly #clock: Clock;
+  readonly #tags: ReadonlyMap<string, Tag>;
+  readonly #signals = new Map<string, Signal | ((now: number, plc: SimulatedPlc) => TagValue)>();
+  readonly #held = new Map<string, TagValue>();
+  readonly #listeners = new Set<(change: DriverStatusChange) => void>();
+  readonly #subscriptions = new Set<() => void>();
+  #status: DriverStatus = "disconnected";
+
+  constructor(options: SimulatedPlcOptions) {
+    const list = options.tags instanceof TagCatalog ? options.tags.list() : options.tags;
+    this.name = options.name ?? "simulated";
+    this.#clock = options.clock ?? new SystemClock();
+    this.#tags = new Map(list.map((tag) => [tag.name, tag]));
+    this.capabilities = { subscribe: options.subscribe ?? true, browse: true };
+    for (const [tag, source] of Object.entries(options.sources ?? {})) {
+      if (!this.#tags.has(tag))
+        throw new KilnError("KILN_TAG_UNKNOWN", `Simulated source for unknown tag "${tag}".`, { details: { tag } });
+      this.#signals.set(tag, typeof source === "function" ? source : createSignal(source, this.#clock.now()));
+    }
+    for (const tag of list) this.#held.set(tag.name, DEFAULT_VALUE[tag.dataType]);
+    if (!this.capabilities.subscribe) (this as { subscribe?: unknown }).subscribe = undefined;
+  }
+
+  get status(): DriverStatus {
+    return this.#status;
+  }
+
+  onStatusChange(listener: (change: DriverStatusChange) => void): Disposer {
+    this.#listeners.add(listener);
+    return () => void this.#listeners.delete(listener);
+  }
+
+  async connect(signal?: AbortSignal): Promise<void> {
+    if (this.#status === "connected") return;
+    this.#setStatus("connecting");
+    try {
+      await this.#latency(signal);
+    } catch (error) {
+      this.#setStatus("disconnected", "connect aborted");
+      throw error;
+    }
+    if (this.faults.unreachable) {
+      this.#setStatus("disconnected", "unreachable");
+      throw new KilnError("KILN_CONNECTION_FAILED", `Simulated PLC "${this.name}" is unreachable.`, {
+        retryable: true,
+      });
+    }
+    this.#setStatus("connected");
+  }
+
+  async close(): Promise<void> {
+    for (const stop of this.#subscriptions) stop();
+    this.#subscriptions.clear();
+    if (this.#status !== "closed") this.#setStatus("closed");
+  }
+
+  /** Simulates the peer dropping the connection (status `disconnected`; the next connect may succeed). */
+  dropConnection(reason = "connection reset by peer"): void {
+    if (this.#status === "connected") this.#setStatus("disconnected", reason);
+  }
+
+  async read(tags: readonly Tag[], signal?: AbortSignal): Promise<Sample[]> {
+    this.#assertConnected();
+    await this.#latency(signal);
+    this.#assertConnected();
+    this.readCalls++;
+    const now = this.#clock.now();
+    const samples: Sample[] = new Array(tags.length);
+    for (let i = 0; i < tags.length; i++) samples[i] = this.#sample(tags[i]!, now);
+    return samples;
+  }
+
+  async write(tag: Tag, value: TagValue, signal?: AbortSignal): Promise<void> {
+    if (tag.access !== "readwrite") {
+      throw new KilnError("KILN_TAG_NOT_WRITABLE", `Tag "${tag.name}" is read-only.`, { details: { tag: tag.name } });
+    }
+    this.#assertConnected();
+    await this.#latency(signal);
+    this.#assertConnected();
+    if (!this.#tags.has(tag.name)) {
+      throw new KilnError("KILN_WRITE_REJECTED", `Simulated PLC has no tag "${tag.name}".`, {
+        details: { tag: tag.name },
+      });
+    }
+    this.#held.set(tag.name, value);
+    this.writes.push({ tag: tag.name, value, at: this.#clock.now() });
+  }
+
+  async subscribe(
+    tags: readonly Tag[],
+    options: SubscriptionOptions,
+    onSamples: (samples: Sample[]) => void,
+  ): Promise<Disposer> {
+    this.#assertConnected();
+    const last = new Map<string, Sample>();
+    let handle = this.#clock.setTimeout(tick, 0);
+    const self = this;
+    let active = true;
+    function tick(): void {
+      if (!active) return;
+      if (self.#status === "connected" && !self.faults.hang) {
+        const now = self.#clock.now();
+        const changed: Sample[] = [];
+        for (const tag of tags) {
+          const sample = self.#sample(tag, now);
+          const previous = last.get(tag.name);
+          if (!previous || !Object.is(previous.value, sample.value) || previous.quality.code !== sample.quality.code) {
+            last.set(tag.name, sample);
+            changed.push(sample);
+          }
+        }
+        if (changed.length > 0) onSamples(changed);
+      }
+      handle = self.#clock.setTimeout(tick, options.samplingIntervalMs);
+    }
+    const stop = (): void => {
+      active = false;
+      this.#clock.clearTimeout(handle);
+    };
+    this.#subscriptions.add(stop);
+    return () => {
+      stop();
+      this.#subscriptions.delete(stop);
+    };
+  }
+
+  async browse(): Promise<BrowsedVariable[]> {
+    this.#assertConnected();
+    return [...this.#tags.values()].map((tag) => ({
+      name: tag.name,
+      address: tag.name,
+      dataType: tag.dataType,
+      nativeType: tag.dataType,
+      access: tag.access,
+    }));
+  }
+
+  /** Sets a tag's held value from the simulation side (as the process would). */
+  set(tag: string, value: TagValue): void {
+    if (!this.#tags.has(tag))
+      throw new KilnError("KILN_TAG_UNKNOWN", `No simulated tag "${tag}".`, { details: { tag } });
+    this.#signals.delete(tag);
+    this.#held.set(tag, value);
+  }
+
+  /** The value a read would return now, without counting as a read. */
+  peek(tag: string): TagValue {
+    const known = this.#tags.get(tag);
+    if (!known) throw new KilnError("KILN_TAG_UNKNOWN", `No simulated tag "${tag}".`, { details: { tag } });
+    return this.#valueOf(known, this.#clock.now());
+  }
+
+  #valueOf(tag: Tag, now: number): TagValue {
+    const source = this.#signals.get(tag.name);
+    if (source) return source(now, this);
+    return this.#held.get(tag.name) ?? DEFAULT_VALUE[tag.dataType];
+  }
+
+  #sample(tag: Tag, now: number): Sample {
+    if (!this.#tags.has(tag.name)) {
+      return { tag: tag.name, value: null, timestamp: now, quality: BAD_UNKNOWN };
+    }
+    const value = this.#valueOf(tag, now);
+    const sampleQuality: Quality = this.faults.badQuality.has(tag.name) ? BAD_INJECTED : GOOD;
+    return { tag: tag.name, value, timestamp: now, quality: sampleQuality };
+  }
+
+  async #latency(signal?: AbortSignal): Promise<void> {
+    if (this.faults.hang) {
+      await new Promise<never>((_resolve, reject) => {
+        if (signal?.aborted) reject(signal.reason);
+        signal?.addEventListener("abort", () => reject(signal.reason), { once: true });
+      });
+    }
+    if (this.faults.latencyMs > 0) await this.#clock.sleep(this.faults.latencyMs, signal);
+  }
+
+  #assertConnected(): void {
+    if (this.faults.unreachable && this.#status === "connected") this.#setStatus("disconnected", "unreachable");
+    if (this.#status !== "connected") {
+      throw new KilnError("KILN_NOT_CONNECTED", `Simulated PLC "${this.name}" is ${this.#status}.`, {
+        retryable: this.#status !== "closed",
+        details: { status: this.#status },
+      });
+    }
+  }
+
+  #setStatus(to: DriverStatus, reason?: string): void {
+    const from = this.#status;
+    if (from === to) return;
+    this.#status = to;
+    const change: DriverStatusChange = reason === undefined ? { from, to } : { from, to, reason };
+    for (const listener of this.#listeners) listener(change);
+  }
+}
+
+const BAD_UNKNOWN = quality("bad", "unknown tag", QualityCodes.BadNodeIdUnknown);
+const BAD_INJECTED = quality("bad", "injected fault", QualityCodes.BadDeviceFailure);
