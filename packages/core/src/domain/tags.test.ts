@@ -38,7 +38,10 @@ describe("defineTags", () => {
         "bad range": { dataType: "float32" },
         inverted: { dataType: "float64", range: { min: 5, max: 1 } },
         wrongType: { dataType: "float128" as "float64" },
-        percentWithoutRange: { dataType: "float64", logging: { mode: "change", deadband: { kind: "percent", value: 1 } } },
+        percentWithoutRange: {
+          dataType: "float64",
+          logging: { mode: "change", deadband: { kind: "percent", value: 1 } },
+        },
         boolWithRange: { dataType: "bool", range: { min: 0, max: 1 } },
       });
     } catch (error) {

@@ -28,7 +28,7 @@ export interface TimeRange {
   readonly to: number;
 }
 
-/** Persists alarm transitions. Entries come back in time order. */
+/** Persists alarm transitions. Entries come back in time order; ties in the order recorded. */
 export interface AlarmHistory {
   /** Appends one transition. */
   record(entry: AlarmHistoryEntry): Promise<void>;

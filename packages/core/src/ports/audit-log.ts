@@ -22,7 +22,7 @@ export interface AuditEntry {
   readonly at: number;
 }
 
-/** The append-only record of who did what. Entries come back in time order. */
+/** The append-only record of who did what. Entries come back in time order; ties in the order recorded. */
 export interface AuditLog {
   /** Appends one entry. */
   record(entry: AuditEntry): Promise<void>;

@@ -41,6 +41,7 @@ export interface ProcessFilter {
  * Contract: `save` writes the record and appends `events` to the process's event stream
  * atomically (one transaction where the store has them), only when the stream is at
  * `expectedVersion`; otherwise it rejects with `KILN_CONCURRENCY_CONFLICT` and writes nothing.
+ * The stored record's `version` is the new stream version. `list` orders by `createdAt`, then `id`.
  */
 export interface ProcessRepository {
   /** Saves `record` and appends `events`; resolves with the new stream version. */

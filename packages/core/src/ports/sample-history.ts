@@ -38,7 +38,10 @@ export interface SampleBucket {
   readonly count: number;
 }
 
-/** Reads logged samples back, raw or downsampled for trend charts. */
+/**
+ * Reads logged samples back, raw or downsampled for trend charts. A `limit` or `bucketMs` of
+ * zero or less rejects with `KILN_VALIDATION`; an empty or reversed range gives `[]`.
+ */
 export interface SampleHistory {
   /** Samples of one tag in time order. */
   readSamples(query: SampleQuery): Promise<Sample[]>;

@@ -5,7 +5,9 @@ import type { Sample } from "../domain/sample";
  *
  * Contract (checked by `storeConformance`): `writeBatch` is idempotent on (tag, timestamp), so
  * writing a batch again after an unknown outcome (timeout, dropped connection) stores each
- * sample once. Duplicates inside one batch are stored once. A failure rejects with a
+ * sample once. Duplicates inside one batch are stored once. When two samples share a
+ * (tag, timestamp), the FIRST one stored wins (in a batch: the earlier one), as with
+ * `ON CONFLICT DO NOTHING`. A malformed sample rejects the whole batch with `KILN_VALIDATION`. A failure rejects with a
  * `KilnError` whose `retryable` says whether to try again; a rejected batch is either wholly
  * written or not written at all.
  */

@@ -34,7 +34,10 @@ export interface Store {
   readonly alarms: AlarmHistory;
   /** The audit trail. */
   readonly audit: AuditLog;
-  /** Prepares the store (connect, migrate) and registers the tag catalog. Idempotent. */
+  /**
+   * Prepares the store (connect, migrate) and registers the tag catalog. Idempotent. Every
+   * other operation before `open` or after `close` rejects with `KILN_LIFECYCLE`.
+   */
   open(tags: readonly Tag[]): Promise<void>;
   /** Releases connections it owns. Idempotent. */
   close(): Promise<void>;

@@ -1,4 +1,4 @@
-import { expect, test } from "vitest";
+import { describe, expect, test } from "vitest";
 import { defineTags } from "../domain/tags";
 import { SimulatedPlc } from "../memory/simulated-plc";
 import { plcDriverConformance } from "./plc-driver-conformance";
@@ -15,7 +15,8 @@ for (const subscribe of [true, false]) {
   plcDriverConformance({
     test,
     expect,
-    prefix: `SimulatedPlc (subscribe: ${subscribe})`,
+    describe,
+    name: `SimulatedPlc (subscribe: ${subscribe})`,
     factory: async () => ({
       driver: new SimulatedPlc({
         tags,

@@ -2,17 +2,7 @@ import { KilnError, type KilnErrorCode } from "../domain/errors";
 import type { Sample } from "../domain/sample";
 import type { Tag, TagValue } from "../domain/tags";
 import type { DriverStatusChange, PlcDriver } from "../ports/plc-driver";
-
-/** The part of a test runner's `test` function the conformance suites use (vitest, jest, node:test adapters). */
-export type ConformanceTest = (name: string, body: () => Promise<void>, timeoutMs?: number) => void;
-
-/** The part of a runner's `expect` the conformance suites use. */
-export type ConformanceExpect = (actual: unknown) => {
-  toBe(expected: unknown): void;
-  toEqual(expected: unknown): void;
-  toBeGreaterThan(expected: number): void;
-  toBeGreaterThanOrEqual(expected: number): void;
-};
+import { group, type ConformanceRunner } from "./conformance-runner";
 
 /** What a driver factory returns: a fresh, unconnected driver and the tags to exercise it with. */
 export interface PlcDriverFixture {
@@ -45,19 +35,13 @@ export interface PlcDriverConformanceGroups {
 }
 
 /** Options of {@link plcDriverConformance}. */
-export interface PlcDriverConformanceOptions {
-  /** The runner's `test`. */
-  readonly test: ConformanceTest;
-  /** The runner's `expect`. */
-  readonly expect: ConformanceExpect;
+export interface PlcDriverConformanceOptions extends ConformanceRunner {
   /** Returns a fresh fixture per test. */
   readonly factory: () => Promise<PlcDriverFixture>;
   /** Groups to run. @default every group, with subscribe/browse only where the driver declares them */
   readonly groups?: PlcDriverConformanceGroups;
-  /** Per-test timeout passed to the runner. @default 20000 */
-  readonly timeoutMs?: number;
-  /** Prefix for test names, e.g. the driver's name. */
-  readonly prefix?: string;
+  /** Group name for the tests, e.g. the driver's name. @default "PlcDriver conformance" */
+  readonly name?: string;
   /** How long to wait for subscription deliveries, in real ms. @default 5000 */
   readonly deliveryTimeoutMs?: number;
 }
@@ -72,30 +56,28 @@ export interface PlcDriverConformanceOptions {
  */
 export function plcDriverConformance(options: PlcDriverConformanceOptions): void {
   const groups = { lifecycle: true, read: true, write: true, subscribe: true, browse: true, ...options.groups };
-  if (groups.lifecycle) plcDriverLifecycleConformance(options);
-  if (groups.read) plcDriverReadConformance(options);
-  if (groups.write) plcDriverWriteConformance(options);
-  if (groups.subscribe) plcDriverSubscribeConformance(options);
-  if (groups.browse) plcDriverBrowseConformance(options);
+  group(options, options.name ?? "PlcDriver conformance", (test) => {
+    const scoped = { ...options, test, describe: undefined };
+    if (groups.lifecycle) plcDriverLifecycleConformance(scoped);
+    if (groups.read) plcDriverReadConformance(scoped);
+    if (groups.write) plcDriverWriteConformance(scoped);
+    if (groups.subscribe) plcDriverSubscribeConformance(scoped);
+    if (groups.browse) plcDriverBrowseConformance(scoped);
+  });
 }
 
 type Body = (fixture: PlcDriverFixture) => Promise<void>;
 
 function define(options: PlcDriverConformanceOptions, name: string, body: Body): void {
-  const title = options.prefix ? `${options.prefix}: ${name}` : name;
-  options.test(
-    title,
-    async () => {
-      const fixture = await options.factory();
-      try {
-        await body(fixture);
-      } finally {
-        await fixture.driver.close();
-        await fixture.cleanup?.();
-      }
-    },
-    options.timeoutMs ?? 20_000,
-  );
+  options.test(name, async () => {
+    const fixture = await options.factory();
+    try {
+      await body(fixture);
+    } finally {
+      await fixture.driver.close();
+      await fixture.cleanup?.();
+    }
+  });
 }
 
 async function codeOf(promise: Promise<unknown>): Promise<KilnErrorCode | "resolved" | "not a KilnError"> {
@@ -107,12 +89,12 @@ async function codeOf(promise: Promise<unknown>): Promise<KilnErrorCode | "resol
   }
 }
 
-function checkSample(expect: ConformanceExpect, sample: Sample | undefined, tag: Tag): void {
+function checkSample(expect: ConformanceRunner["expect"], sample: Sample | undefined, tag: Tag): void {
   expect(sample?.tag).toBe(tag.name);
   expect(["good", "uncertain", "bad"].includes(String(sample?.quality.severity))).toBe(true);
   expect(typeof sample?.quality.code).toBe("number");
   expect(Number.isFinite(sample?.timestamp)).toBe(true);
-  expect(sample!.timestamp).toBeGreaterThan(0);
+  expect(sample!.timestamp > 0).toBe(true);
 }
 
 /** Lifecycle contract: version, capabilities, connect/close, status events, calls outside a connection. */
@@ -260,7 +242,7 @@ export function plcDriverBrowseConformance(options: PlcDriverConformanceOptions)
     await driver.connect();
     const variables = await driver.browse();
     expect(Array.isArray(variables)).toBe(true);
-    expect(variables.length).toBeGreaterThan(0);
+    expect(variables.length > 0).toBe(true);
     for (const variable of variables) {
       expect(typeof variable.name === "string" && typeof variable.address === "string").toBe(true);
       expect(["read", "readwrite"].includes(variable.access)).toBe(true);

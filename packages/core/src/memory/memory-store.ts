@@ -1,0 +1,536 @@
+import { z } from "zod";
+import { KilnError, KilnValidationError, type ValidationIssue } from "../domain/errors";
+import type { Quality } from "../domain/quality";
+import type { Sample } from "../domain/sample";
+import type { Tag } from "../domain/tags";
+import { parseOrThrow } from "../domain/validation";
+import type { AlarmHistory, AlarmHistoryEntry, TimeRange } from "../ports/alarm-history";
+import type { AuditEntry, AuditLog } from "../ports/audit-log";
+import { SystemClock, type Clock } from "../ports/clock";
+import type { EventStore, NewDomainEvent, StoredDomainEvent } from "../ports/event-store";
+import type { ProcessFilter, ProcessRecord, ProcessRepository } from "../ports/process-repository";
+import type { RecipeRepository, StoredRecipe } from "../ports/recipe-repository";
+import type { BucketQuery, SampleBucket, SampleHistory, SampleQuery } from "../ports/sample-history";
+import type { SampleSink } from "../ports/sample-sink";
+import type { Store, StoreCapabilities } from "../ports/store";
+
+/** Options of {@link MemoryStore}. */
+export interface MemoryStoreOptions {
+  /** The clock {@link MemoryStoreFaults.delayWrites} waits on. @default new SystemClock() */
+  readonly clock?: Clock;
+}
+
+/**
+ * Fault injection for `writeBatch`, for testing the logging pipeline against a failing store.
+ * Faults are claimed in call order when `writeBatch` is called; a failing write takes precedence
+ * over an unknown-outcome one. Injected failures are `KILN_STORE_ERROR` with `retryable: true`.
+ */
+export class MemoryStoreFaults {
+  #failNext = 0;
+  #failUntilCleared = false;
+  #failAfterNext = 0;
+  #delayMs = 0;
+
+  /** The next `count` `writeBatch` calls reject without writing anything. */
+  failWrites(count = 1): void {
+    this.#failNext += checkCount(count);
+  }
+
+  /** Every `writeBatch` call rejects without writing anything until {@link clear}. */
+  failWritesUntilCleared(): void {
+    this.#failUntilCleared = true;
+  }
+
+  /**
+   * The next `count` `writeBatch` calls write their batch and then reject, as when a
+   * connection drops after the commit: the caller cannot tell the batch was stored.
+   */
+  failAfterWrites(count = 1): void {
+    this.#failAfterNext += checkCount(count);
+  }
+
+  /** Every `writeBatch` call waits `ms` on the store's clock before taking effect; 0 removes the delay. */
+  delayWrites(ms: number): void {
+    if (!Number.isFinite(ms) || ms < 0) throw new RangeError("delayWrites expects a finite, non-negative delay");
+    this.#delayMs = ms;
+  }
+
+  /** Removes every fault. */
+  clear(): void {
+    this.#failNext = 0;
+    this.#failUntilCleared = false;
+    this.#failAfterNext = 0;
+    this.#delayMs = 0;
+  }
+
+  /** @internal claims the fault, if any, of one `writeBatch` call. */
+  claim(): { readonly fault: "fail" | "fail-after" | undefined; readonly delayMs: number } {
+    let fault: "fail" | "fail-after" | undefined;
+    if (this.#failUntilCleared) fault = "fail";
+    else if (this.#failNext > 0) {
+      this.#failNext--;
+      fault = "fail";
+    } else if (this.#failAfterNext > 0) {
+      this.#failAfterNext--;
+      fault = "fail-after";
+    }
+    return { fault, delayMs: this.#delayMs };
+  }
+}
+
+function checkCount(count: number): number {
+  if (!Number.isInteger(count) || count < 1) throw new RangeError("the fault count must be a positive integer");
+  return count;
+}
+
+interface Series {
+  readonly timestamps: number[];
+  readonly samples: Sample[];
+}
+
+const DEFAULT_LIMIT = 10_000;
+const SEVERITIES = new Set(["good", "uncertain", "bad"]);
+
+const sampleQuerySchema = z.object({
+  tag: z.string().min(1),
+  from: z.number(),
+  to: z.number(),
+  limit: z.number().int().positive().optional(),
+  after: z.number().optional(),
+});
+
+const bucketQuerySchema = z.object({
+  tag: z.string().min(1),
+  from: z.number(),
+  to: z.number(),
+  bucketMs: z.number().positive(),
+});
+
+const timeRangeSchema = z.object({ from: z.number(), to: z.number() });
+
+const versionSchema = z.number().int().nonnegative();
+
+const recipeKeySchema = z.object({
+  name: z.string().min(1),
+  version: z.number().int().positive(),
+  definition: z.record(z.string(), z.unknown()),
+  savedAt: z.number(),
+});
+
+/**
+ * The embedded, in-memory {@link Store}: every port, no dependencies, nothing durable. It passes
+ * `storeConformance` and is what Kiln uses when the host gives no store.
+ *
+ * - Samples are kept per tag in arrays sorted by timestamp (appending in order is O(1); late
+ *   samples and queries use binary search). A sample at an existing (tag, timestamp) is ignored,
+ *   so the first stored value wins, as with SQL `ON CONFLICT DO NOTHING`.
+ * - Events, processes, recipes, alarm and audit entries are stored as JSON copies, as a durable
+ *   store would, and come back frozen.
+ * - Every operation rejects with `KILN_LIFECYCLE` unless the store is open. `close()` keeps the
+ *   data: opening again resumes with it.
+ * - {@link faults} injects `writeBatch` failures and delays for pipeline tests.
+ *
+ * @example
+ * const store = new MemoryStore();
+ * await store.open(tags.list());
+ * await store.samples.writeBatch([{ tag: "chamber.pressure", value: 2.5, timestamp: 0, quality: GOOD }]);
+ */
+export class MemoryStore implements Store {
+  /** The store contract version. */
+  readonly storeApiVersion = "1";
+  /** Every call runs without awaiting in between, so `processes.save` is atomic. */
+  readonly capabilities: StoreCapabilities = Object.freeze({ transactions: true });
+  /** Fault injection for `samples.writeBatch`. */
+  readonly faults = new MemoryStoreFaults();
+  /** Sample ingest and history. */
+  readonly samples: SampleSink & SampleHistory;
+  /** Domain event streams. */
+  readonly events: EventStore;
+  /** Processes, saved with their events. */
+  readonly processes: ProcessRepository;
+  /** Immutable recipe versions. */
+  readonly recipes: RecipeRepository;
+  /** Alarm transitions. */
+  readonly alarms: AlarmHistory;
+  /** The audit trail. */
+  readonly audit: AuditLog;
+
+  readonly #clock: Clock;
+  #state: "created" | "open" | "closed" = "created";
+  #writeBatchCalls = 0;
+  #sampleCount = 0;
+  readonly #series = new Map<string, Series>();
+  readonly #streams = new Map<string, StoredDomainEvent[]>();
+  readonly #processes = new Map<string, ProcessRecord>();
+  readonly #recipes = new Map<string, Map<number, { readonly recipe: StoredRecipe; readonly canonical: string }>>();
+  readonly #alarms: AlarmHistoryEntry[] = [];
+  readonly #auditEntries: AuditEntry[] = [];
+
+  constructor(options: MemoryStoreOptions = {}) {
+    this.#clock = options.clock ?? new SystemClock();
+    this.samples = {
+      sinkApiVersion: "1",
+      writeBatch: (samples) => this.#writeBatch(samples),
+      readSamples: async (query) => this.#readSamples(query),
+      readBuckets: async (query) => this.#readBuckets(query),
+    };
+    this.events = {
+      eventStoreApiVersion: "1",
+      append: async (aggregateId, expectedVersion, events) => {
+        this.#assertOpen();
+        return this.#append(aggregateId, expectedVersion, events);
+      },
+      read: async (aggregateId, fromVersion = 1) => {
+        this.#assertOpen();
+        return (this.#streams.get(aggregateId) ?? []).slice(Math.max(0, fromVersion - 1));
+      },
+      version: async (aggregateId) => {
+        this.#assertOpen();
+        return this.#streams.get(aggregateId)?.length ?? 0;
+      },
+    };
+    this.processes = {
+      save: async (record, events, expectedVersion) => this.#saveProcess(record, events, expectedVersion),
+      get: async (id) => {
+        this.#assertOpen();
+        return this.#processes.get(id);
+      },
+      list: async (filter) => this.#listProcesses(filter),
+    };
+    this.recipes = {
+      save: async (recipe) => this.#saveRecipe(recipe),
+      get: async (name, version) => this.#getRecipe(name, version),
+      list: async () => {
+        this.#assertOpen();
+        const names = [...this.#recipes.keys()].sort(compareStrings);
+        return names.flatMap((name) =>
+          [...this.#recipes.get(name)!.values()].map((entry) => entry.recipe).sort((a, b) => a.version - b.version),
+        );
+      },
+    };
+    this.alarms = {
+      record: async (entry) => this.#recordTimed(this.#alarms, entry),
+      query: async (range) => this.#queryTimed(this.#alarms, range),
+    };
+    this.audit = {
+      record: async (entry) => this.#recordTimed(this.#auditEntries, entry),
+      query: async (range) => this.#queryTimed(this.#auditEntries, range),
+    };
+  }
+
+  /** Number of `samples.writeBatch` calls so far, failed ones included. */
+  get writeBatchCalls(): number {
+    return this.#writeBatchCalls;
+  }
+
+  /** Number of samples stored, over every tag. */
+  get sampleCount(): number {
+    return this.#sampleCount;
+  }
+
+  /** Opens the store (again, after `close`); idempotent. `tags` are registered but not enforced. */
+  async open(tags: readonly Tag[]): Promise<void> {
+    if (!Array.isArray(tags)) throw new TypeError("open expects an array of tags");
+    for (const tag of tags) this.#seriesOf(tag.name);
+    this.#state = "open";
+  }
+
+  /** Closes the store; idempotent. Data is kept for a later `open`. */
+  async close(): Promise<void> {
+    if (this.#state === "open") this.#state = "closed";
+  }
+
+  #assertOpen(): void {
+    if (this.#state === "open") return;
+    throw new KilnError(
+      "KILN_LIFECYCLE",
+      this.#state === "created"
+        ? "The memory store is not open: call store.open(tags) first."
+        : "The memory store is closed: open it again before using it.",
+      { details: { state: this.#state } },
+    );
+  }
+
+  async #writeBatch(samples: readonly Sample[]): Promise<void> {
+    this.#writeBatchCalls++;
+    this.#assertOpen();
+    if (!Array.isArray(samples)) throw new TypeError("writeBatch expects an array of samples");
+    const { fault, delayMs } = this.faults.claim();
+    if (delayMs > 0) await this.#clock.sleep(delayMs);
+    if (fault === "fail") throw simulatedFailure("fail");
+    this.#assertOpen();
+    const issues: ValidationIssue[] = [];
+    samples.forEach((sample, index) => checkSample(sample, index, issues));
+    if (issues.length > 0) throw new KilnValidationError("sample batch", issues);
+    for (const sample of samples) this.#insertSample(sample);
+    if (fault === "fail-after") throw simulatedFailure("fail-after");
+  }
+
+  #seriesOf(tag: string): Series {
+    let series = this.#series.get(tag);
+    if (!series) {
+      series = { timestamps: [], samples: [] };
+      this.#series.set(tag, series);
+    }
+    return series;
+  }
+
+  #insertSample(sample: Sample): void {
+    const { timestamps, samples } = this.#seriesOf(sample.tag);
+    const timestamp = sample.timestamp;
+    const length = timestamps.length;
+    let index = length;
+    if (length > 0 && timestamps[length - 1]! >= timestamp) {
+      index = lowerBound(timestamps, timestamp);
+      if (timestamps[index] === timestamp) return;
+    }
+    const stored = Object.freeze({
+      tag: sample.tag,
+      value: sample.value,
+      timestamp,
+      quality: freezeQuality(sample.quality),
+    });
+    if (index === length) {
+      timestamps.push(timestamp);
+      samples.push(stored);
+    } else {
+      timestamps.splice(index, 0, timestamp);
+      samples.splice(index, 0, stored);
+    }
+    this.#sampleCount++;
+  }
+
+  #readSamples(input: SampleQuery): Sample[] {
+    this.#assertOpen();
+    const query = parseOrThrow(sampleQuerySchema, input, "sample query");
+    const series = this.#series.get(query.tag);
+    if (!series || query.from >= query.to) return [];
+    let start = lowerBound(series.timestamps, query.from);
+    if (query.after !== undefined) start = Math.max(start, upperBound(series.timestamps, query.after));
+    const end = Math.min(lowerBound(series.timestamps, query.to), start + (query.limit ?? DEFAULT_LIMIT));
+    return start < end ? series.samples.slice(start, end) : [];
+  }
+
+  #readBuckets(input: BucketQuery): SampleBucket[] {
+    this.#assertOpen();
+    const query = parseOrThrow(bucketQuerySchema, input, "bucket query");
+    const series = this.#series.get(query.tag);
+    if (!series || query.from >= query.to) return [];
+    const buckets: {
+      start: number;
+      min: number;
+      max: number;
+      sum: number;
+      first: number;
+      last: number;
+      count: number;
+    }[] = [];
+    const end = lowerBound(series.timestamps, query.to);
+    for (let index = lowerBound(series.timestamps, query.from); index < end; index++) {
+      const sample = series.samples[index]!;
+      const value = numericValue(sample.value);
+      if (value === undefined) continue;
+      const start = query.from + Math.floor((sample.timestamp - query.from) / query.bucketMs) * query.bucketMs;
+      const bucket = buckets.at(-1);
+      if (bucket && bucket.start === start) {
+        bucket.min = Math.min(bucket.min, value);
+        bucket.max = Math.max(bucket.max, value);
+        bucket.sum += value;
+        bucket.last = value;
+        bucket.count++;
+      } else {
+        buckets.push({ start, min: value, max: value, sum: value, first: value, last: value, count: 1 });
+      }
+    }
+    return buckets.map(({ sum, ...bucket }) => ({ ...bucket, avg: sum / bucket.count }));
+  }
+
+  #append(aggregateId: string, expectedVersion: number, events: readonly NewDomainEvent[]): number {
+    if (typeof aggregateId !== "string" || aggregateId === "") throw new TypeError("aggregateId must be a string");
+    parseOrThrow(versionSchema, expectedVersion, "expected version");
+    const stream = this.#streams.get(aggregateId) ?? [];
+    if (stream.length !== expectedVersion) {
+      throw new KilnError(
+        "KILN_CONCURRENCY_CONFLICT",
+        `The event stream "${aggregateId}" is at version ${stream.length}, not ${expectedVersion}: reload it and retry.`,
+        { details: { aggregateId, expectedVersion, actualVersion: stream.length } },
+      );
+    }
+    const stored = events.map((event, index) =>
+      deepFreeze({
+        type: event.type,
+        payload: jsonCopy(event.payload),
+        at: event.at,
+        aggregateId,
+        version: expectedVersion + index + 1,
+      }),
+    );
+    stream.push(...stored);
+    this.#streams.set(aggregateId, stream);
+    return stream.length;
+  }
+
+  #saveProcess(record: ProcessRecord, events: readonly NewDomainEvent[], expectedVersion: number): number {
+    this.#assertOpen();
+    const copy = jsonCopy(record);
+    const version = this.#append(record.id, expectedVersion, events);
+    this.#processes.set(record.id, deepFreeze({ ...copy, version }));
+    return version;
+  }
+
+  #listProcesses(filter: ProcessFilter = {}): ProcessRecord[] {
+    this.#assertOpen();
+    return [...this.#processes.values()]
+      .filter(
+        (process) =>
+          (filter.machineId === undefined || process.machineId === filter.machineId) &&
+          (filter.status === undefined || filter.status.includes(process.status)),
+      )
+      .sort((a, b) => a.createdAt - b.createdAt || compareStrings(a.id, b.id));
+  }
+
+  #saveRecipe(recipe: StoredRecipe): void {
+    this.#assertOpen();
+    parseOrThrow(recipeKeySchema, recipe, "recipe");
+    const canonical = canonicalJson(recipe.definition);
+    const versions = this.#recipes.get(recipe.name) ?? new Map();
+    const existing = versions.get(recipe.version);
+    if (existing) {
+      if (existing.canonical === canonical) return;
+      throw new KilnError(
+        "KILN_ALREADY_EXISTS",
+        `Recipe "${recipe.name}" version ${recipe.version} exists with another definition: save it as a new version.`,
+        { details: { name: recipe.name, version: recipe.version } },
+      );
+    }
+    versions.set(recipe.version, { recipe: deepFreeze(jsonCopy(recipe)), canonical });
+    this.#recipes.set(recipe.name, versions);
+  }
+
+  #getRecipe(name: string, version?: number): StoredRecipe | undefined {
+    this.#assertOpen();
+    const versions = this.#recipes.get(name);
+    if (!versions) return undefined;
+    if (version !== undefined) return versions.get(version)?.recipe;
+    return versions.get(Math.max(...versions.keys()))?.recipe;
+  }
+
+  #recordTimed<TEntry extends { readonly at: number }>(entries: TEntry[], entry: TEntry): void {
+    this.#assertOpen();
+    if (!Number.isFinite(entry.at)) {
+      throw new KilnValidationError("entry", [{ path: "at", message: "must be a finite number" }]);
+    }
+    const stored = deepFreeze(jsonCopy(entry));
+    const last = entries.at(-1);
+    if (!last || last.at <= stored.at) entries.push(stored);
+    else
+      entries.splice(
+        partitionPoint(entries.length, (index) => entries[index]!.at <= stored.at),
+        0,
+        stored,
+      );
+  }
+
+  #queryTimed<TEntry extends { readonly at: number }>(entries: readonly TEntry[], input: TimeRange): TEntry[] {
+    this.#assertOpen();
+    const range = parseOrThrow(timeRangeSchema, input, "time range");
+    if (range.from >= range.to) return [];
+    const startOf = (at: number): number => partitionPoint(entries.length, (index) => entries[index]!.at < at);
+    return entries.slice(startOf(range.from), startOf(range.to));
+  }
+}
+
+function simulatedFailure(fault: "fail" | "fail-after"): KilnError {
+  return new KilnError(
+    "KILN_STORE_ERROR",
+    fault === "fail"
+      ? "Simulated store failure (MemoryStore fault injection); nothing was written: retry the batch."
+      : "Simulated store failure after the write (MemoryStore fault injection): retry the batch.",
+    { retryable: true, details: { fault } },
+  );
+}
+
+function checkSample(sample: Sample, index: number, issues: ValidationIssue[]): void {
+  if (typeof sample !== "object" || sample === null) {
+    issues.push({ path: `[${index}]`, message: "must be a sample object" });
+    return;
+  }
+  if (typeof sample.tag !== "string" || sample.tag === "") {
+    issues.push({ path: `[${index}].tag`, message: "must be a non-empty string" });
+  }
+  if (typeof sample.timestamp !== "number" || !Number.isFinite(sample.timestamp)) {
+    issues.push({ path: `[${index}].timestamp`, message: "must be a finite number of ms since epoch" });
+  }
+  const value = sample.value as unknown;
+  if (value !== null && !["number", "boolean", "string", "bigint"].includes(typeof value)) {
+    issues.push({ path: `[${index}].value`, message: "must be a number, boolean, string, bigint or null" });
+  }
+  const quality = sample.quality as Quality | undefined;
+  if (typeof quality !== "object" || quality === null || !SEVERITIES.has(quality.severity)) {
+    issues.push({ path: `[${index}].quality.severity`, message: "must be good, uncertain or bad" });
+  } else if (!Number.isInteger(quality.code) || quality.code < 0 || quality.code > 0xffffffff) {
+    issues.push({ path: `[${index}].quality.code`, message: "must be a 32-bit unsigned status code" });
+  }
+}
+
+function freezeQuality(quality: Quality): Quality {
+  if (Object.isFrozen(quality)) return quality;
+  return Object.freeze(
+    quality.reason === undefined
+      ? { severity: quality.severity, code: quality.code }
+      : { severity: quality.severity, code: quality.code, reason: quality.reason },
+  );
+}
+
+function numericValue(value: Sample["value"]): number | undefined {
+  if (typeof value === "number") return Number.isFinite(value) ? value : undefined;
+  if (typeof value === "bigint") return Number(value);
+  return undefined;
+}
+
+/** The first index in `[0, length)` for which `isBefore` is false; `isBefore` must be monotonic. */
+function partitionPoint(length: number, isBefore: (index: number) => boolean): number {
+  let low = 0;
+  let high = length;
+  while (low < high) {
+    const middle = (low + high) >>> 1;
+    if (isBefore(middle)) low = middle + 1;
+    else high = middle;
+  }
+  return low;
+}
+
+/** First index whose timestamp is >= `value`. */
+function lowerBound(sorted: readonly number[], value: number): number {
+  return partitionPoint(sorted.length, (index) => sorted[index]! < value);
+}
+
+/** First index whose timestamp is > `value`. */
+function upperBound(sorted: readonly number[], value: number): number {
+  return partitionPoint(sorted.length, (index) => sorted[index]! <= value);
+}
+
+function compareStrings(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+function jsonCopy<TValue>(value: TValue): TValue {
+  return JSON.parse(JSON.stringify(value)) as TValue;
+}
+
+function deepFreeze<TValue>(value: TValue): TValue {
+  if (typeof value === "object" && value !== null && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const child of Object.values(value)) deepFreeze(child);
+  }
+  return value;
+}
+
+/** JSON with object keys sorted at every level, so equal definitions compare equal. */
+function canonicalJson(value: unknown): string {
+  return JSON.stringify(value, (_key, child: unknown) =>
+    typeof child === "object" && child !== null && !Array.isArray(child)
+      ? Object.fromEntries(Object.entries(child).sort(([a], [b]) => compareStrings(a, b)))
+      : child,
+  );
+}

@@ -1,0 +1,757 @@
+import { KilnError } from "../domain/errors";
+import { GOOD, QualityCodes, quality, type Quality } from "../domain/quality";
+import type { Sample } from "../domain/sample";
+import { defineTags, type TagValue } from "../domain/tags";
+import type { AlarmHistoryEntry, TimeRange } from "../ports/alarm-history";
+import type { AuditEntry } from "../ports/audit-log";
+import type { NewDomainEvent } from "../ports/event-store";
+import type { ProcessRecord } from "../ports/process-repository";
+import type { StoredRecipe } from "../ports/recipe-repository";
+import type { Store } from "../ports/store";
+import { expectKilnError, group, type ConformanceRunner } from "./conformance-runner";
+
+/**
+ * Returns a fresh, isolated, empty store each call (a new `MemoryStore`, a new database schema...).
+ * The suite opens it with its own tags and closes it at the end of each test.
+ */
+export type StoreFactory = () => Promise<Store>;
+
+/** Options of one group of the store conformance suite. */
+export interface StoreGroupConformanceOptions extends ConformanceRunner {
+  /** Makes the store under test. */
+  readonly factory: StoreFactory;
+}
+
+/** The groups of {@link storeConformance}, one per port plus the store's lifecycle. */
+export type StoreConformanceGroup = "lifecycle" | "samples" | "events" | "processes" | "recipes" | "alarms" | "audit";
+
+/** Options of {@link storeConformance}. */
+export interface StoreConformanceOptions extends StoreGroupConformanceOptions {
+  /** Set a group to `false` to leave it out. @default every group on */
+  readonly groups?: Partial<Record<StoreConformanceGroup, boolean>>;
+}
+
+/**
+ * The conformance suite every {@link Store} implementation runs: one group per port, each
+ * test named for the contract it checks. Pass your runner's `test` and `expect` (and
+ * `describe` to group the tests); the suite imports no test framework.
+ *
+ * @example
+ * import { expect, test, describe } from "vitest";
+ * import { storeConformance } from "@kiln/core/testing";
+ * storeConformance({ test, expect, describe, factory: async () => new PostgresStore({ pool: await freshSchema() }) });
+ */
+export function storeConformance(options: StoreConformanceOptions): void {
+  const groups = options.groups ?? {};
+  if (groups.lifecycle !== false) storeLifecycleConformance(options);
+  if (groups.samples !== false) sampleSinkConformance(options);
+  if (groups.events !== false) eventStoreConformance(options);
+  if (groups.processes !== false) processRepositoryConformance(options);
+  if (groups.recipes !== false) recipeRepositoryConformance(options);
+  if (groups.alarms !== false) alarmHistoryConformance(options);
+  if (groups.audit !== false) auditLogConformance(options);
+}
+
+const T0 = Date.UTC(2026, 0, 1);
+const TAGS = defineTags({
+  "conformance.temperature": { dataType: "float64", unit: "degC" },
+  "conformance.pressure": { dataType: "float64", unit: "mbar" },
+  "conformance.running": { dataType: "bool" },
+  "conformance.label": { dataType: "string" },
+});
+const TEMPERATURE = "conformance.temperature";
+const PRESSURE = "conformance.pressure";
+const RUNNING = "conformance.running";
+const LABEL = "conformance.label";
+
+type StoreTest = (store: Store) => Promise<void>;
+
+/** Wraps a test body: a fresh store, opened with the suite's tags, closed afterwards. */
+function withStore(factory: StoreFactory, body: StoreTest): () => Promise<void> {
+  return async () => {
+    const store = await factory();
+    await store.open(TAGS.list());
+    try {
+      await body(store);
+    } finally {
+      await store.close();
+    }
+  };
+}
+
+function sampleAt(tag: string, offsetMs: number, value: TagValue | null, sampleQuality: Quality = GOOD): Sample {
+  return { tag, value, timestamp: T0 + offsetMs, quality: sampleQuality };
+}
+
+/** Lifecycle: `open`/`close` are idempotent; a closed store refuses work; contract versions. */
+export function storeLifecycleConformance(options: StoreGroupConformanceOptions): void {
+  const { expect, factory } = options;
+  group(options, "store lifecycle", (test) => {
+    test("declares contract version 1 for the store, its sample sink and its event store", async () => {
+      const store = await factory();
+      expect([store.storeApiVersion, store.samples.sinkApiVersion, store.events.eventStoreApiVersion]).toEqual([
+        "1",
+        "1",
+        "1",
+      ]);
+      expect(typeof store.capabilities.transactions).toBe("boolean");
+      await store.close();
+    });
+
+    test("open and close are idempotent", async () => {
+      const store = await factory();
+      await store.open(TAGS.list());
+      await store.open(TAGS.list());
+      await store.samples.writeBatch([sampleAt(TEMPERATURE, 0, 1)]);
+      expect(await store.samples.readSamples({ tag: TEMPERATURE, from: T0, to: T0 + 1 })).toEqual([
+        sampleAt(TEMPERATURE, 0, 1),
+      ]);
+      await store.close();
+      await store.close();
+    });
+
+    test("operations on a closed store reject with KILN_LIFECYCLE", async () => {
+      const store = await factory();
+      await store.open(TAGS.list());
+      await store.close();
+      await expectKilnError(expect, store.samples.writeBatch([sampleAt(TEMPERATURE, 0, 1)]), "KILN_LIFECYCLE");
+      await expectKilnError(
+        expect,
+        store.samples.readSamples({ tag: TEMPERATURE, from: T0, to: T0 + 1 }),
+        "KILN_LIFECYCLE",
+      );
+      await expectKilnError(expect, store.events.append("machine-1", 0, [started(T0)]), "KILN_LIFECYCLE");
+    });
+  });
+}
+
+/** `SampleSink` and `SampleHistory`: idempotent batches, ordered reads, paging, buckets. */
+export function sampleSinkConformance(options: StoreGroupConformanceOptions): void {
+  const { expect, factory } = options;
+  const readAll = (store: Store, tag: string): Promise<Sample[]> =>
+    store.samples.readSamples({ tag, from: T0 - 1_000_000, to: T0 + 1_000_000 });
+
+  group(options, "samples", (test) => {
+    test(
+      "readSamples returns written samples in time order, whatever the write order",
+      withStore(factory, async (store) => {
+        await store.samples.writeBatch([sampleAt(TEMPERATURE, 30, 3), sampleAt(TEMPERATURE, 10, 1)]);
+        await store.samples.writeBatch([sampleAt(TEMPERATURE, 40, 4), sampleAt(TEMPERATURE, 20, 2)]);
+        expect(await readAll(store, TEMPERATURE)).toEqual([
+          sampleAt(TEMPERATURE, 10, 1),
+          sampleAt(TEMPERATURE, 20, 2),
+          sampleAt(TEMPERATURE, 30, 3),
+          sampleAt(TEMPERATURE, 40, 4),
+        ]);
+      }),
+    );
+
+    test(
+      "writeBatch is idempotent on (tag, timestamp): a replayed batch stores each sample once",
+      withStore(factory, async (store) => {
+        const batch = [sampleAt(TEMPERATURE, 0, 20.5), sampleAt(PRESSURE, 0, 1.25), sampleAt(TEMPERATURE, 10, 20.75)];
+        await store.samples.writeBatch(batch);
+        await store.samples.writeBatch(batch);
+        await store.samples.writeBatch([sampleAt(TEMPERATURE, 10, 20.75), sampleAt(TEMPERATURE, 20, 21)]);
+        expect(await readAll(store, TEMPERATURE)).toEqual([
+          sampleAt(TEMPERATURE, 0, 20.5),
+          sampleAt(TEMPERATURE, 10, 20.75),
+          sampleAt(TEMPERATURE, 20, 21),
+        ]);
+        expect(await readAll(store, PRESSURE)).toEqual([sampleAt(PRESSURE, 0, 1.25)]);
+      }),
+    );
+
+    test(
+      "duplicates inside one batch are stored once",
+      withStore(factory, async (store) => {
+        const duplicate = sampleAt(TEMPERATURE, 5, 7.5);
+        await store.samples.writeBatch([duplicate, duplicate, sampleAt(TEMPERATURE, 6, 8), duplicate]);
+        expect(await readAll(store, TEMPERATURE)).toEqual([duplicate, sampleAt(TEMPERATURE, 6, 8)]);
+      }),
+    );
+
+    test(
+      "a different value at an existing (tag, timestamp) keeps the first stored sample",
+      withStore(factory, async (store) => {
+        await store.samples.writeBatch([sampleAt(TEMPERATURE, 10, 1.5)]);
+        await store.samples.writeBatch([
+          sampleAt(TEMPERATURE, 10, 9.5, quality("bad", "late duplicate")),
+          sampleAt(TEMPERATURE, 20, 2),
+          sampleAt(TEMPERATURE, 30, 3),
+          sampleAt(TEMPERATURE, 30, 33),
+        ]);
+        expect(await readAll(store, TEMPERATURE)).toEqual([
+          sampleAt(TEMPERATURE, 10, 1.5),
+          sampleAt(TEMPERATURE, 20, 2),
+          sampleAt(TEMPERATURE, 30, 3),
+        ]);
+      }),
+    );
+
+    test(
+      "float, bool, string and null values round-trip with their quality (severity, code, reason)",
+      withStore(factory, async (store) => {
+        const uncertain = quality(
+          "uncertain",
+          "no communication, last usable value",
+          QualityCodes.UncertainNoCommunicationLastUsableValue,
+        );
+        const bad = quality("bad", "modbus connection lost", QualityCodes.BadCommunicationError);
+        const written = [
+          sampleAt(TEMPERATURE, 0, 21.537),
+          sampleAt(TEMPERATURE, 1, -0.125, uncertain),
+          sampleAt(TEMPERATURE, 2, 4294967295),
+          sampleAt(RUNNING, 0, true),
+          sampleAt(RUNNING, 1, false, quality("good", undefined, 0x00a80000)),
+          sampleAt(LABEL, 0, "phase 2: purge ✓"),
+          sampleAt(LABEL, 1, ""),
+          sampleAt(PRESSURE, 0, null, bad),
+        ];
+        await store.samples.writeBatch(written);
+        expect(await readAll(store, TEMPERATURE)).toEqual(written.slice(0, 3));
+        expect(await readAll(store, RUNNING)).toEqual(written.slice(3, 5));
+        expect(await readAll(store, LABEL)).toEqual(written.slice(5, 7));
+        expect(await readAll(store, PRESSURE)).toEqual(written.slice(7));
+      }),
+    );
+
+    test(
+      "an empty batch resolves and stores nothing",
+      withStore(factory, async (store) => {
+        await store.samples.writeBatch([]);
+        expect(await readAll(store, TEMPERATURE)).toEqual([]);
+      }),
+    );
+
+    test(
+      "a rejected batch writes none of its samples (invalid timestamp: KILN_VALIDATION)",
+      withStore(factory, async (store) => {
+        const invalid = { ...sampleAt(TEMPERATURE, 0, 2), timestamp: Number.NaN };
+        await expectKilnError(
+          expect,
+          store.samples.writeBatch([sampleAt(TEMPERATURE, 0, 1), sampleAt(PRESSURE, 0, 1), invalid]),
+          "KILN_VALIDATION",
+        );
+        expect(await readAll(store, TEMPERATURE)).toEqual([]);
+        expect(await readAll(store, PRESSURE)).toEqual([]);
+      }),
+    );
+
+    test(
+      "readSamples covers the half-open range [from, to) of one tag",
+      withStore(factory, async (store) => {
+        await store.samples.writeBatch([99, 100, 150, 199, 200].map((offset) => sampleAt(TEMPERATURE, offset, offset)));
+        await store.samples.writeBatch([sampleAt(PRESSURE, 150, 1)]);
+        const read = await store.samples.readSamples({ tag: TEMPERATURE, from: T0 + 100, to: T0 + 200 });
+        expect(read).toEqual([100, 150, 199].map((offset) => sampleAt(TEMPERATURE, offset, offset)));
+      }),
+    );
+
+    test(
+      "readSamples pages with limit and after (the last timestamp of the previous page)",
+      withStore(factory, async (store) => {
+        const written = Array.from({ length: 25 }, (_, index) => sampleAt(TEMPERATURE, index * 10, index));
+        await store.samples.writeBatch(written);
+        const query = { tag: TEMPERATURE, from: T0, to: T0 + 1000, limit: 10 };
+        const first = await store.samples.readSamples(query);
+        const second = await store.samples.readSamples({ ...query, after: first.at(-1)?.timestamp });
+        const third = await store.samples.readSamples({ ...query, after: second.at(-1)?.timestamp });
+        const fourth = await store.samples.readSamples({ ...query, after: third.at(-1)?.timestamp });
+        expect([first, second, third, fourth]).toEqual([
+          written.slice(0, 10),
+          written.slice(10, 20),
+          written.slice(20),
+          [],
+        ]);
+        const early = await store.samples.readSamples({ ...query, from: T0 + 100, after: T0 - 5, limit: 2 });
+        expect(early).toEqual(written.slice(10, 12));
+      }),
+    );
+
+    test(
+      "readSamples and readBuckets return [] for an empty range, a reversed range or a tag without samples",
+      withStore(factory, async (store) => {
+        await store.samples.writeBatch([sampleAt(TEMPERATURE, 100, 1)]);
+        const ranges = [
+          { tag: TEMPERATURE, from: T0 + 100, to: T0 + 100 },
+          { tag: TEMPERATURE, from: T0 + 200, to: T0 },
+          { tag: TEMPERATURE, from: T0 + 101, to: T0 + 500 },
+          { tag: PRESSURE, from: T0, to: T0 + 500 },
+        ];
+        for (const range of ranges) {
+          expect(await store.samples.readSamples(range)).toEqual([]);
+          expect(await store.samples.readBuckets({ ...range, bucketMs: 10 })).toEqual([]);
+        }
+      }),
+    );
+
+    test(
+      "readBuckets aggregates min/max/avg/first/last/count per bucket aligned to from, omitting empty buckets",
+      withStore(factory, async (store) => {
+        // Written out of order: first/last follow time, not write order.
+        await store.samples.writeBatch([
+          sampleAt(TEMPERATURE, 3000, 2.5),
+          sampleAt(TEMPERATURE, 1499, 7),
+          sampleAt(TEMPERATURE, 499, 100),
+          sampleAt(TEMPERATURE, 500, 4),
+          sampleAt(TEMPERATURE, 2000, null, quality("bad", "no value", QualityCodes.BadNoCommunication)),
+          sampleAt(TEMPERATURE, 900, 1),
+          sampleAt(TEMPERATURE, 3499, 5.5),
+          sampleAt(TEMPERATURE, 2500, -2),
+          sampleAt(TEMPERATURE, 3500, 1000),
+        ]);
+        const range = { tag: TEMPERATURE, from: T0 + 500, to: T0 + 3500 };
+        expect(await store.samples.readBuckets({ ...range, bucketMs: 1000 })).toEqual([
+          { start: T0 + 500, min: 1, max: 7, avg: 4, first: 4, last: 7, count: 3 },
+          { start: T0 + 2500, min: -2, max: 5.5, avg: 2, first: -2, last: 5.5, count: 3 },
+        ]);
+        expect(await store.samples.readBuckets({ ...range, bucketMs: 60_000 })).toEqual([
+          { start: T0 + 500, min: -2, max: 7, avg: 3, first: 4, last: 5.5, count: 6 },
+        ]);
+      }),
+    );
+
+    test(
+      "a non-positive limit or bucket width rejects with KILN_VALIDATION",
+      withStore(factory, async (store) => {
+        const range = { tag: TEMPERATURE, from: T0, to: T0 + 1000 };
+        await expectKilnError(expect, store.samples.readSamples({ ...range, limit: 0 }), "KILN_VALIDATION");
+        await expectKilnError(expect, store.samples.readBuckets({ ...range, bucketMs: 0 }), "KILN_VALIDATION");
+        await expectKilnError(expect, store.samples.readBuckets({ ...range, bucketMs: -60 }), "KILN_VALIDATION");
+      }),
+    );
+  });
+}
+
+function started(at: number, payload: Record<string, unknown> = {}): NewDomainEvent {
+  return { type: "process-start", payload, at };
+}
+
+/** `EventStore`: versioned streams with optimistic concurrency. */
+export function eventStoreConformance(options: StoreGroupConformanceOptions): void {
+  const { expect, factory } = options;
+  const first = started(T0, { recipe: { name: "ald", version: 2 }, steps: [1, 2, 3], note: null, ok: true });
+  const second: NewDomainEvent = { type: "process-end", payload: { reason: "completed" }, at: T0 + 1000 };
+  const third: NewDomainEvent = {
+    type: "machine-state-change",
+    payload: { from: "Processing", to: "Idle" },
+    at: T0 + 2000,
+  };
+
+  group(options, "events", (test) => {
+    test(
+      "append to a new stream at expected version 0 numbers the events from 1",
+      withStore(factory, async (store) => {
+        expect(await store.events.append("machine-1", 0, [first, second])).toBe(2);
+        expect(await store.events.read("machine-1")).toEqual([
+          { ...first, aggregateId: "machine-1", version: 1 },
+          { ...second, aggregateId: "machine-1", version: 2 },
+        ]);
+        expect(await store.events.version("machine-1")).toBe(2);
+      }),
+    );
+
+    test(
+      "append at the current version continues the stream; read starts at fromVersion",
+      withStore(factory, async (store) => {
+        await store.events.append("machine-1", 0, [first, second]);
+        expect(await store.events.append("machine-1", 2, [third])).toBe(3);
+        expect(await store.events.read("machine-1", 2)).toEqual([
+          { ...second, aggregateId: "machine-1", version: 2 },
+          { ...third, aggregateId: "machine-1", version: 3 },
+        ]);
+        expect(await store.events.read("machine-1", 4)).toEqual([]);
+      }),
+    );
+
+    test(
+      "append with a stale expected version fails with KILN_CONCURRENCY_CONFLICT and writes nothing",
+      withStore(factory, async (store) => {
+        await store.events.append("machine-1", 0, [first, second]);
+        await expectKilnError(expect, store.events.append("machine-1", 1, [third]), "KILN_CONCURRENCY_CONFLICT");
+        await expectKilnError(expect, store.events.append("machine-1", 0, [third]), "KILN_CONCURRENCY_CONFLICT");
+        expect(await store.events.version("machine-1")).toBe(2);
+        expect((await store.events.read("machine-1")).map((event) => event.type)).toEqual([first.type, second.type]);
+      }),
+    );
+
+    test(
+      "append with an expected version ahead of the stream fails with KILN_CONCURRENCY_CONFLICT and writes nothing",
+      withStore(factory, async (store) => {
+        await expectKilnError(expect, store.events.append("machine-2", 1, [first]), "KILN_CONCURRENCY_CONFLICT");
+        await store.events.append("machine-1", 0, [first]);
+        await expectKilnError(expect, store.events.append("machine-1", 3, [second]), "KILN_CONCURRENCY_CONFLICT");
+        expect(await store.events.version("machine-2")).toBe(0);
+        expect(await store.events.version("machine-1")).toBe(1);
+      }),
+    );
+
+    test(
+      "concurrent appends at the same expected version: exactly one succeeds, the other conflicts",
+      withStore(factory, async (store) => {
+        const results = await Promise.allSettled([
+          store.events.append("machine-1", 0, [first]),
+          store.events.append("machine-1", 0, [third]),
+        ]);
+        expect(results.map((result) => result.status).sort()).toEqual(["fulfilled", "rejected"]);
+        const rejected = results.find((result) => result.status === "rejected");
+        expect(KilnError.is(rejected?.reason, "KILN_CONCURRENCY_CONFLICT")).toBe(true);
+        const winner = results[0]?.status === "fulfilled" ? first : third;
+        expect(await store.events.read("machine-1")).toEqual([{ ...winner, aggregateId: "machine-1", version: 1 }]);
+      }),
+    );
+
+    test(
+      "streams are independent, and a stream without events is at version 0",
+      withStore(factory, async (store) => {
+        await store.events.append("machine-1", 0, [first, second]);
+        expect(await store.events.append("machine-2", 0, [third])).toBe(1);
+        expect(await store.events.read("machine-2")).toEqual([{ ...third, aggregateId: "machine-2", version: 1 }]);
+        expect(await store.events.version("machine-3")).toBe(0);
+        expect(await store.events.read("machine-3")).toEqual([]);
+      }),
+    );
+  });
+}
+
+function processRecord(overrides: Partial<ProcessRecord> = {}): ProcessRecord {
+  return {
+    id: "process-1",
+    machineId: "machine-1",
+    recipe: { name: "ald", version: 2 },
+    parameters: { cycles: 20, gas: "TMA", purge: { durationMs: 500 } },
+    status: "created",
+    createdAt: T0,
+    version: 1,
+    ...overrides,
+  };
+}
+
+/** `ProcessRepository`: records saved atomically with their events, under optimistic concurrency. */
+export function processRepositoryConformance(options: StoreGroupConformanceOptions): void {
+  const { expect, factory } = options;
+  const created: NewDomainEvent = { type: "process-create", payload: { recipe: "ald" }, at: T0 };
+  const start: NewDomainEvent = { type: "process-start", payload: {}, at: T0 + 100 };
+  const end: NewDomainEvent = { type: "process-end", payload: { reason: "operator abort" }, at: T0 + 900 };
+
+  group(options, "processes", (test) => {
+    test(
+      "save stores the record and appends its events to the process's event stream",
+      withStore(factory, async (store) => {
+        const record = processRecord();
+        expect(await store.processes.save(record, [created], 0)).toBe(1);
+        expect(await store.processes.get(record.id)).toEqual(record);
+        expect(await store.events.read(record.id)).toEqual([{ ...created, aggregateId: record.id, version: 1 }]);
+      }),
+    );
+
+    test(
+      "save sets the record's version to the stream version it produced",
+      withStore(factory, async (store) => {
+        expect(await store.processes.save(processRecord({ version: 0 }), [created, start], 0)).toBe(2);
+        expect((await store.processes.get("process-1"))?.version).toBe(2);
+      }),
+    );
+
+    test(
+      "save at the current version updates the record and continues the stream",
+      withStore(factory, async (store) => {
+        await store.processes.save(processRecord(), [created], 0);
+        const running = processRecord({
+          status: "running",
+          startedAt: T0 + 100,
+          lastCompletedStep: "steps[0]",
+          version: 2,
+        });
+        expect(await store.processes.save(running, [start], 1)).toBe(2);
+        const aborted = {
+          ...running,
+          status: "aborted" as const,
+          endedAt: T0 + 900,
+          reason: "operator abort",
+          version: 3,
+        };
+        expect(await store.processes.save(aborted, [end], 2)).toBe(3);
+        expect(await store.processes.get("process-1")).toEqual(aborted);
+        expect((await store.events.read("process-1")).map((event) => event.type)).toEqual([
+          created.type,
+          start.type,
+          end.type,
+        ]);
+      }),
+    );
+
+    test(
+      "a save with a stale expected version fails with KILN_CONCURRENCY_CONFLICT and writes neither record nor events",
+      withStore(factory, async (store) => {
+        const record = processRecord();
+        await store.processes.save(record, [created], 0);
+        const running = processRecord({ status: "running", startedAt: T0 + 100, version: 2 });
+        await expectKilnError(expect, store.processes.save(running, [start], 0), "KILN_CONCURRENCY_CONFLICT");
+        expect(await store.processes.get(record.id)).toEqual(record);
+        expect(await store.events.version(record.id)).toBe(1);
+
+        await expectKilnError(
+          expect,
+          store.processes.save(processRecord({ id: "process-2" }), [created], 1),
+          "KILN_CONCURRENCY_CONFLICT",
+        );
+        expect(await store.processes.get("process-2")).toBe(undefined);
+        expect(await store.events.read("process-2")).toEqual([]);
+      }),
+    );
+
+    test(
+      "save checks the version of the same stream that events.append writes",
+      withStore(factory, async (store) => {
+        await store.processes.save(processRecord(), [created], 0);
+        await store.events.append("process-1", 1, [start]);
+        await expectKilnError(
+          expect,
+          store.processes.save(processRecord({ status: "running", version: 2 }), [start], 1),
+          "KILN_CONCURRENCY_CONFLICT",
+        );
+        expect((await store.processes.get("process-1"))?.status).toBe("created");
+        expect(await store.events.version("process-1")).toBe(2);
+      }),
+    );
+
+    test(
+      "concurrent saves at the same expected version: exactly one succeeds, with its record and events",
+      withStore(factory, async (store) => {
+        await store.processes.save(processRecord(), [created], 0);
+        const running = processRecord({ status: "running", version: 2 });
+        const aborted = processRecord({ status: "aborted", reason: "operator abort", version: 2 });
+        const results = await Promise.allSettled([
+          store.processes.save(running, [start], 1),
+          store.processes.save(aborted, [end], 1),
+        ]);
+        expect(results.map((result) => result.status).sort()).toEqual(["fulfilled", "rejected"]);
+        const rejected = results.find((result) => result.status === "rejected");
+        expect(KilnError.is(rejected?.reason, "KILN_CONCURRENCY_CONFLICT")).toBe(true);
+        const runningWon = results[0]?.status === "fulfilled";
+        expect(await store.processes.get("process-1")).toEqual(runningWon ? running : aborted);
+        expect((await store.events.read("process-1")).map((event) => event.type)).toEqual([
+          created.type,
+          (runningWon ? start : end).type,
+        ]);
+      }),
+    );
+
+    test(
+      "get returns undefined for an unknown process",
+      withStore(factory, async (store) => {
+        expect(await store.processes.get("process-unknown")).toBe(undefined);
+      }),
+    );
+
+    test(
+      "list returns processes oldest first, filtered by machine and status",
+      withStore(factory, async (store) => {
+        const records = [
+          processRecord({ id: "process-b", machineId: "machine-1", status: "created", createdAt: T0 + 20 }),
+          processRecord({ id: "process-a", machineId: "machine-1", status: "running", createdAt: T0 + 10 }),
+          processRecord({ id: "process-d", machineId: "machine-1", status: "completed", createdAt: T0 + 40 }),
+          processRecord({ id: "process-c", machineId: "machine-2", status: "completed", createdAt: T0 + 30 }),
+        ];
+        for (const record of records) await store.processes.save(record, [created], 0);
+        const ids = async (filter?: Parameters<Store["processes"]["list"]>[0]): Promise<string[]> =>
+          (await store.processes.list(filter)).map((record) => record.id);
+        expect(await ids()).toEqual(["process-a", "process-b", "process-c", "process-d"]);
+        expect(await ids({ machineId: "machine-1" })).toEqual(["process-a", "process-b", "process-d"]);
+        expect(await ids({ status: ["completed", "aborted"] })).toEqual(["process-c", "process-d"]);
+        expect(await ids({ machineId: "machine-1", status: ["completed"] })).toEqual(["process-d"]);
+        expect(await ids({ machineId: "machine-3" })).toEqual([]);
+        expect((await store.processes.list())[0]).toEqual(records[1]);
+      }),
+    );
+  });
+}
+
+const DEFINITION = {
+  parameters: { cycles: { type: "integer", default: 20 } },
+  steps: [{ pulse: { tag: "valve.ald1", durationMs: 20 } }, { wait: { durationMs: 500 } }],
+};
+
+function recipe(name: string, version: number, definition: Record<string, unknown> = DEFINITION): StoredRecipe {
+  return { name, version, definition, savedAt: T0 + version };
+}
+
+/** `RecipeRepository`: immutable versions, latest lookup, ordered listing. */
+export function recipeRepositoryConformance(options: StoreGroupConformanceOptions): void {
+  const { expect, factory } = options;
+  group(options, "recipes", (test) => {
+    test(
+      "get returns a saved version, or the latest version when none is given",
+      withStore(factory, async (store) => {
+        const changed = { ...DEFINITION, parameters: { cycles: { type: "integer", default: 40 } } };
+        await store.recipes.save(recipe("ald", 1));
+        await store.recipes.save(recipe("ald", 3, changed));
+        await store.recipes.save(recipe("ald", 2));
+        expect(await store.recipes.get("ald", 1)).toEqual(recipe("ald", 1));
+        expect(await store.recipes.get("ald")).toEqual(recipe("ald", 3, changed));
+      }),
+    );
+
+    test(
+      "saving the identical definition again is a no-op, whatever its key order",
+      withStore(factory, async (store) => {
+        await store.recipes.save(recipe("ald", 1));
+        const reordered = { steps: DEFINITION.steps, parameters: DEFINITION.parameters };
+        await store.recipes.save({ ...recipe("ald", 1, reordered), savedAt: T0 + 5000 });
+        expect(await store.recipes.list()).toEqual([recipe("ald", 1)]);
+      }),
+    );
+
+    test(
+      "saving a different definition under an existing version fails with KILN_ALREADY_EXISTS and keeps the original",
+      withStore(factory, async (store) => {
+        await store.recipes.save(recipe("ald", 1));
+        const changed = { ...DEFINITION, steps: [{ wait: { durationMs: 1 } }] };
+        await expectKilnError(expect, store.recipes.save(recipe("ald", 1, changed)), "KILN_ALREADY_EXISTS");
+        expect(await store.recipes.get("ald", 1)).toEqual(recipe("ald", 1));
+      }),
+    );
+
+    test(
+      "get returns undefined for an unknown name or version",
+      withStore(factory, async (store) => {
+        await store.recipes.save(recipe("ald", 1));
+        expect(await store.recipes.get("ald", 2)).toBe(undefined);
+        expect(await store.recipes.get("etch")).toBe(undefined);
+        expect(await store.recipes.get("etch", 1)).toBe(undefined);
+      }),
+    );
+
+    test(
+      "list returns every version ordered by name, then version",
+      withStore(factory, async (store) => {
+        for (const [name, version] of [
+          ["mask", 2],
+          ["ald", 2],
+          ["mask", 1],
+          ["ald", 10],
+          ["ald", 1],
+        ] as const) {
+          await store.recipes.save(recipe(name, version));
+        }
+        const listed = (await store.recipes.list()).map((saved) => `${saved.name}@${saved.version}`);
+        expect(listed).toEqual(["ald@1", "ald@2", "ald@10", "mask@1", "mask@2"]);
+      }),
+    );
+  });
+}
+
+interface TimedLog<TEntry> {
+  record(entry: TEntry): Promise<void>;
+  query(range: TimeRange): Promise<TEntry[]>;
+}
+
+/** The shared contract of the alarm history and the audit log: half-open ranges, time order. */
+function timedLogTests<TEntry extends { readonly at: number }>(
+  options: StoreGroupConformanceOptions,
+  name: string,
+  select: (store: Store) => TimedLog<TEntry>,
+  entries: readonly ((at: number) => TEntry)[],
+): void {
+  const { expect, factory } = options;
+  const make = (index: number, at: number): TEntry => entries[index % entries.length]!(at);
+  group(options, name, (test) => {
+    test(
+      "query returns the entries in [from, to), oldest first, whatever the recording order",
+      withStore(factory, async (store) => {
+        const log = select(store);
+        for (const [index, offset] of [300, 100, 400, 200, 99].entries()) await log.record(make(index, T0 + offset));
+        expect(await log.query({ from: T0 + 100, to: T0 + 400 })).toEqual([
+          make(1, T0 + 100),
+          make(3, T0 + 200),
+          make(0, T0 + 300),
+        ]);
+      }),
+    );
+
+    test(
+      "entries at the same time come back in recording order",
+      withStore(factory, async (store) => {
+        const log = select(store);
+        await log.record(make(1, T0 + 90));
+        for (let index = 0; index < entries.length; index++) await log.record(make(index, T0 + 50));
+        await log.record(make(0, T0 + 10));
+        expect(await log.query({ from: T0, to: T0 + 100 })).toEqual([
+          make(0, T0 + 10),
+          ...entries.map((_, index) => make(index, T0 + 50)),
+          make(1, T0 + 90),
+        ]);
+      }),
+    );
+
+    test(
+      "query over an empty or reversed range returns []",
+      withStore(factory, async (store) => {
+        const log = select(store);
+        await log.record(make(0, T0 + 100));
+        expect(await log.query({ from: T0 + 100, to: T0 + 100 })).toEqual([]);
+        expect(await log.query({ from: T0 + 200, to: T0 })).toEqual([]);
+        expect(await log.query({ from: T0 + 101, to: T0 + 1000 })).toEqual([]);
+      }),
+    );
+  });
+}
+
+/** `AlarmHistory`: transitions round-trip and come back by half-open range in time order. */
+export function alarmHistoryConformance(options: StoreGroupConformanceOptions): void {
+  const base = { alarmId: "conformance.pressure:HI", tag: PRESSURE, kind: "HI", priority: 2 };
+  timedLogTests<AlarmHistoryEntry>(options, "alarms", (store) => store.alarms, [
+    (at) => ({ ...base, from: "normal", to: "unacknowledged", cause: "process-value", value: 12.5, at }),
+    (at) => ({ ...base, from: "unacknowledged", to: "acknowledged", cause: "acknowledge", principal: "op-7", at }),
+    (at) => ({
+      ...base,
+      alarmId: "conformance.running:BOOL",
+      tag: RUNNING,
+      kind: "BOOL",
+      priority: 1,
+      from: "normal",
+      to: "unacknowledged",
+      cause: "process-value",
+      value: true,
+      at,
+    }),
+    (at) => ({ ...base, from: "acknowledged", to: "shelved", cause: "shelve", principal: "op-7", at }),
+  ]);
+}
+
+/** `AuditLog`: entries round-trip and come back by half-open range in time order. */
+export function auditLogConformance(options: StoreGroupConformanceOptions): void {
+  timedLogTests<AuditEntry>(options, "audit", (store) => store.audit, [
+    (at) => ({
+      principal: "op-7",
+      roles: ["operator"],
+      action: "tag.write",
+      target: "valve.ald1",
+      oldValue: false,
+      newValue: true,
+      outcome: "allowed",
+      at,
+    }),
+    (at) => ({
+      principal: "guest",
+      roles: [],
+      action: "recipe.start",
+      target: "ald@2",
+      newValue: { cycles: 20, gas: "TMA" },
+      outcome: "denied",
+      reason: "role operator required",
+      at,
+    }),
+    (at) => ({
+      principal: "eng-1",
+      roles: ["engineer", "operator"],
+      action: "alarm.acknowledge",
+      target: "conformance.pressure:HI",
+      outcome: "failed",
+      reason: "alarm not active",
+      at,
+    }),
+  ]);
+}
