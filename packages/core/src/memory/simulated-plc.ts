@@ -177,16 +177,14 @@ export class SimulatedPlc implements PlcDriver {
   ): Promise<Disposer> {
     this.#assertConnected();
     const last = new Map<string, Sample>();
-    let handle = this.#clock.setTimeout(tick, 0);
-    const self = this;
     let active = true;
-    function tick(): void {
+    const tick = (): void => {
       if (!active) return;
-      if (self.#status === "connected" && !self.faults.hang) {
-        const now = self.#clock.now();
+      if (this.#status === "connected" && !this.faults.hang) {
+        const now = this.#clock.now();
         const changed: Sample[] = [];
         for (const tag of tags) {
-          const sample = self.#sample(tag, now);
+          const sample = this.#sample(tag, now);
           const previous = last.get(tag.name);
           if (!previous || !Object.is(previous.value, sample.value) || previous.quality.code !== sample.quality.code) {
             last.set(tag.name, sample);
@@ -195,8 +193,9 @@ export class SimulatedPlc implements PlcDriver {
         }
         if (changed.length > 0) onSamples(changed);
       }
-      handle = self.#clock.setTimeout(tick, options.samplingIntervalMs);
-    }
+      handle = this.#clock.setTimeout(tick, options.samplingIntervalMs);
+    };
+    let handle = this.#clock.setTimeout(tick, 0);
     const stop = (): void => {
       active = false;
       this.#clock.clearTimeout(handle);

@@ -1,0 +1,237 @@
+import { describe, expect, test } from "vitest";
+import { KilnError } from "../domain/errors";
+import { defineTags } from "../domain/tags";
+import { CurrentValueTable } from "../cvt/current-value-table";
+import type { KilnEvents } from "../events/catalogue";
+import { EventBus } from "../events/event-bus";
+import { SimulatedClock } from "../memory/simulated-clock";
+import { SimulatedPlc } from "../memory/simulated-plc";
+import { Acquisition, type AcquisitionPolicy, type ScanGroupSettings } from "./acquisition";
+
+const tags = defineTags({
+  "fast.counter": { dataType: "uint32", scanGroup: "fast" },
+  "fast.pressure": { dataType: "float64", scanGroup: "fast" },
+  "slow.temperature": { dataType: "float64", scanGroup: "slow" },
+});
+
+const policy: AcquisitionPolicy = {
+  timeoutMs: 40,
+  failureThreshold: 3,
+  recoveryTimeMs: 1_000,
+  reconnect: { initialDelayMs: 100, maxDelayMs: 1_000, random: () => 0.5 },
+};
+
+function setup(options: { groups?: Record<string, ScanGroupSettings>; policy?: Partial<AcquisitionPolicy> } = {}) {
+  const clock = new SimulatedClock({ start: 0 });
+  const bus = new EventBus<KilnEvents>({ now: () => clock.now() });
+  const plc = new SimulatedPlc({
+    tags,
+    clock,
+    sources: {
+      "fast.counter": { kind: "counter" },
+      "fast.pressure": { kind: "ramp", from: 0, to: 10, periodMs: 1_000 },
+      "slow.temperature": { kind: "constant", value: 200 },
+    },
+  });
+  const cvt = new CurrentValueTable({ tags: tags.list() });
+  const events: { type: string; event: unknown }[] = [];
+  bus.tap((type, event) => void events.push({ type, event }));
+  const acquisition = new Acquisition({
+    driver: plc,
+    tags: tags.list(),
+    groups: options.groups ?? {
+      fast: { periodMs: 50, mode: "poll", staleAfterPeriods: 3 },
+      slow: { periodMs: 1_000, mode: "poll", staleAfterPeriods: 3 },
+    },
+    cvt,
+    clock,
+    bus,
+    policy: { ...policy, ...options.policy },
+  });
+  const ofType = <TType extends keyof KilnEvents>(type: TType) =>
+    events.filter((entry) => entry.type === type).map((entry) => entry.event as KilnEvents[TType]);
+  return { clock, bus, plc, cvt, acquisition, events, ofType };
+}
+
+describe("Acquisition", () => {
+  test("polls each scan group on its own period with one bulk read per cycle", async () => {
+    const { clock, plc, cvt, acquisition } = setup();
+    await acquisition.start();
+    await clock.advance(1_000);
+    const health = acquisition.health();
+    expect(health.link).toBe("online");
+    expect(health.groups.map((group) => [group.name, group.cycles])).toEqual([
+      ["fast", 21],
+      ["slow", 2],
+    ]);
+    expect(plc.readCalls).toBe(23);
+    expect(cvt.value("fast.counter")).toBe(20);
+    expect(cvt.value("slow.temperature")).toBe(200);
+    expect(health.groups[0]?.periodError).toMatchObject({ p50: 0, p99: 0, max: 0 });
+    await acquisition.stop();
+    expect(plc.status).toBe("closed");
+  });
+
+  test("an overrun skips cycles, counts them and publishes scan-overrun", async () => {
+    const { clock, plc, acquisition, ofType } = setup({
+      groups: {
+        fast: { periodMs: 50, mode: "poll", staleAfterPeriods: 0 },
+        slow: { periodMs: 1_000, mode: "poll", staleAfterPeriods: 0 },
+      },
+      policy: { timeoutMs: 500 },
+    });
+    await acquisition.start();
+    await clock.advance(100);
+    plc.faults.latencyMs = 120;
+    await clock.advance(400);
+    await acquisition.stop();
+    const overruns = ofType("scan-overrun").filter((event) => event.group === "fast");
+    expect(overruns.length).toBeGreaterThan(0);
+    expect(overruns.every((event) => event.missedCycles === 2)).toBe(true);
+    const fast = acquisition.health().groups.find((group) => group.name === "fast")!;
+    expect(fast.skippedCycles).toBe(overruns.reduce((sum, event) => sum + event.missedCycles, 0));
+  });
+
+  test("losing the PLC turns every tag uncertain, publishes plc-connection-lose, and recovers with fresh values", async () => {
+    const { clock, plc, cvt, acquisition, ofType } = setup();
+    await acquisition.start();
+    await clock.advance(200);
+    const before = cvt.value("fast.counter") as number;
+    plc.faults.unreachable = true;
+    await clock.advance(300);
+    expect(acquisition.link).toBe("offline");
+    for (const name of tags.names) {
+      expect(cvt.get(name)?.quality).toMatchObject({
+        severity: "uncertain",
+        reason: "no communication, last usable value",
+      });
+    }
+    expect(cvt.value("fast.counter")).toBe(before);
+    expect(ofType("plc-connection-lose")).toHaveLength(1);
+    plc.faults.unreachable = false;
+    await clock.advance(2_000);
+    expect(acquisition.link).toBe("online");
+    expect(ofType("plc-connection-restore")).toHaveLength(1);
+    expect(ofType("plc-connection-restore")[0]!.downtimeMs).toBeGreaterThan(0);
+    expect(cvt.get("fast.counter")?.quality.severity).toBe("good");
+    expect(cvt.value("fast.counter") as number).toBeGreaterThan(before);
+    expect(acquisition.health().breaker.state.state).toBe("closed");
+    await acquisition.stop();
+  });
+
+  test("a hung PLC times out; consecutive failures open the breaker and take the link offline", async () => {
+    const { clock, plc, acquisition, ofType } = setup();
+    await acquisition.start();
+    await clock.advance(100);
+    plc.faults.hang = true;
+    await clock.advance(500);
+    expect(acquisition.link).toBe("offline");
+    expect(ofType("breaker-state-change").map((event) => event.to)).toContain("open");
+    expect(acquisition.health().lastError).toContain("KILN_TIMEOUT");
+    plc.faults.hang = false;
+    await clock.advance(3_000);
+    expect(acquisition.link).toBe("online");
+    await acquisition.stop();
+  });
+
+  test("reconnection backs off exponentially up to the cap", async () => {
+    const { clock, plc, acquisition } = setup({
+      policy: { reconnect: { initialDelayMs: 100, maxDelayMs: 800, random: () => 0.999 } },
+    });
+    await acquisition.start();
+    plc.faults.unreachable = true;
+    const attemptsAt: number[] = [];
+    let last = acquisition.health().reconnectAttempts;
+    for (let t = 0; t < 6_000; t += 10) {
+      await clock.advance(10);
+      const now = acquisition.health().reconnectAttempts;
+      if (now !== last) attemptsAt.push(clock.now());
+      last = now;
+    }
+    const gaps = attemptsAt.slice(1).map((at, index) => at - attemptsAt[index]!);
+    // 0.999 × (200, 400, 800, 800...) floored, give or take the 10 ms observation step.
+    expect(gaps.slice(0, 5).map((gap) => Math.round(gap / 100) * 100)).toEqual([200, 400, 800, 800, 800]);
+    expect(attemptsAt[0]).toBeLessThan(300);
+    await acquisition.stop();
+  });
+
+  test("a PLC that is down at start does not fail start; values flow once it answers", async () => {
+    const { clock, plc, cvt, acquisition, ofType } = setup();
+    plc.faults.unreachable = true;
+    await acquisition.start();
+    expect(acquisition.link).toBe("offline");
+    expect(cvt.size).toBe(0);
+    plc.faults.unreachable = false;
+    await clock.advance(1_000);
+    expect(acquisition.link).toBe("online");
+    expect(cvt.get("fast.counter")?.quality.severity).toBe("good");
+    expect(ofType("plc-connection-restore")).toHaveLength(1);
+    await acquisition.stop();
+  });
+
+  test("a non-retryable connect failure (bad credentials) rejects start", async () => {
+    const { plc, acquisition } = setup();
+    plc.connect = () => Promise.reject(new KilnError("KILN_AUTHENTICATION_FAILED", "bad password"));
+    await expect(acquisition.start()).rejects.toMatchObject({ code: "KILN_AUTHENTICATION_FAILED" });
+    expect(acquisition.link).toBe("stopped");
+  });
+
+  test("polled tags that stop updating turn uncertain after their staleness window", async () => {
+    const { clock, plc, cvt, acquisition } = setup({ policy: { failureThreshold: 1_000 } });
+    await acquisition.start();
+    await clock.advance(100);
+    plc.faults.hang = true;
+    await clock.advance(100);
+    expect(cvt.get("fast.pressure")?.quality.severity).toBe("good");
+    await clock.advance(100);
+    expect(cvt.get("fast.pressure")?.quality).toMatchObject({
+      severity: "uncertain",
+      reason: "stale: no update within 150 ms",
+    });
+    await acquisition.stop();
+  });
+
+  test("subscription groups receive pushed values and are re-subscribed after a reconnect", async () => {
+    const { clock, plc, cvt, acquisition, ofType } = setup({
+      groups: {
+        fast: { periodMs: 50, mode: "subscribe", staleAfterPeriods: 3 },
+        slow: { periodMs: 1_000, mode: "poll", staleAfterPeriods: 3 },
+      },
+    });
+    await acquisition.start();
+    await clock.advance(200);
+    expect(acquisition.health().groups.find((group) => group.name === "fast")?.mode).toBe("subscribe");
+    const readsBefore = plc.readCalls;
+    expect(cvt.value("fast.counter")).toBeGreaterThan(0);
+    plc.dropConnection();
+    expect(acquisition.link).toBe("offline");
+    expect(cvt.get("fast.counter")?.quality.severity).toBe("uncertain");
+    await clock.advance(1_000);
+    expect(acquisition.link).toBe("online");
+    const afterReconnect = cvt.value("fast.counter") as number;
+    await clock.advance(500);
+    expect(cvt.value("fast.counter") as number).toBeGreaterThan(afterReconnect);
+    expect(cvt.get("fast.counter")?.quality.severity).toBe("good");
+    expect(ofType("plc-connection-restore")).toHaveLength(1);
+    // Only the slow group and the reconnect probe read; the fast group is pushed.
+    expect(plc.readCalls - readsBefore).toBeLessThan(5);
+    await acquisition.stop();
+  });
+
+  test("a tag in an undefined scan group is a configuration error", () => {
+    const clock = new SimulatedClock();
+    const plc = new SimulatedPlc({ tags, clock });
+    expect(
+      () =>
+        new Acquisition({
+          driver: plc,
+          tags: tags.list(),
+          groups: { fast: { periodMs: 50, mode: "poll", staleAfterPeriods: 3 } },
+          cvt: new CurrentValueTable({ tags: tags.list() }),
+          clock,
+          bus: new EventBus<KilnEvents>(),
+          policy,
+        }),
+    ).toThrow(expect.objectContaining({ code: "KILN_VALIDATION" }));
+  });
+});

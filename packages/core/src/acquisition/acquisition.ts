@@ -1,0 +1,435 @@
+import { KilnError } from "../domain/errors";
+import type { Tag } from "../domain/tags";
+import { NO_COMMUNICATION, type CurrentValueTable } from "../cvt/current-value-table";
+import type { KilnEvents } from "../events/catalogue";
+import type { Disposer, EventBus } from "../events/event-bus";
+import type { Clock } from "../ports/clock";
+import { silentLogger, type Logger } from "../ports/logger";
+import type { Metrics } from "../ports/metrics";
+import type { PlcDriver } from "../ports/plc-driver";
+import { CircuitBreaker, type CircuitBreakerSnapshot } from "../resilience/circuit-breaker";
+import { backoffDelay, createRetryPolicy, type RetryPolicy } from "../resilience/retry";
+import { withTimeout } from "../resilience/timeout";
+import { FixedRateScheduler } from "./fixed-rate-scheduler";
+import { RollingStats, type StatsSummary } from "./rolling-stats";
+
+/** How one scan group is acquired. */
+export interface ScanGroupSettings {
+  /** Scan period (poll) or sampling interval (subscribe), in ms. */
+  readonly periodMs: number;
+  /** `poll`: one bulk read per period. `subscribe`: the device pushes changes (falls back to poll when the driver cannot). */
+  readonly mode: "poll" | "subscribe";
+  /** A polled tag not updated for this many periods turns uncertain (0 disables). */
+  readonly staleAfterPeriods: number;
+  /** Subscription queue size per item. */
+  readonly queueSize?: number;
+  /** Device-side absolute deadband for subscriptions. */
+  readonly deadband?: number;
+}
+
+/** Connection handling of an {@link Acquisition}. */
+export interface AcquisitionPolicy {
+  /** Time allowed to one driver call (connect, read, subscribe), in ms. */
+  readonly timeoutMs: number;
+  /** Consecutive failed reads that declare the connection lost. */
+  readonly failureThreshold: number;
+  /** How long the breaker stays open before turning half-open on its own, in ms. */
+  readonly recoveryTimeMs: number;
+  /** Reconnection backoff: capped exponential with jitter. */
+  readonly reconnect: {
+    readonly initialDelayMs: number;
+    readonly maxDelayMs: number;
+    readonly multiplier?: number;
+    readonly random?: () => number;
+  };
+}
+
+/** Options of {@link Acquisition}. */
+export interface AcquisitionOptions {
+  readonly driver: PlcDriver;
+  /** The tags this driver serves; each belongs to `groups[tag.scanGroup]`. */
+  readonly tags: readonly Tag[];
+  readonly groups: Readonly<Record<string, ScanGroupSettings>>;
+  readonly cvt: CurrentValueTable;
+  readonly clock: Clock;
+  readonly bus: EventBus<KilnEvents>;
+  readonly policy: AcquisitionPolicy;
+  readonly metrics?: Metrics;
+  readonly logger?: Logger;
+  /** Awaited before each poll: lets the logging pipeline apply back-pressure (`block` policy). */
+  readonly beforeRead?: () => Promise<void> | undefined;
+}
+
+/** Health of one scan group. */
+export interface ScanGroupHealth {
+  readonly name: string;
+  readonly mode: "poll" | "subscribe";
+  readonly periodMs: number;
+  readonly tags: number;
+  readonly cycles: number;
+  readonly skippedCycles: number;
+  readonly failedReads: number;
+  /** Start lateness of cycles (period error), ms. */
+  readonly periodError: StatsSummary;
+  /** Read duration, ms. */
+  readonly readDuration: StatsSummary;
+}
+
+/** Health of an acquisition: link, breaker and groups. */
+export interface AcquisitionHealth {
+  readonly driver: string;
+  /** `online`: values flow. `offline`: reconnecting, tags uncertain. */
+  readonly link: "stopped" | "online" | "offline";
+  readonly driverStatus: PlcDriver["status"];
+  readonly breaker: CircuitBreakerSnapshot;
+  readonly reconnectAttempts: number;
+  readonly lastError?: string;
+  readonly groups: readonly ScanGroupHealth[];
+}
+
+interface Group {
+  readonly name: string;
+  readonly settings: ScanGroupSettings;
+  readonly tags: readonly Tag[];
+  readonly mode: "poll" | "subscribe";
+  scheduler?: FixedRateScheduler;
+  unsubscribe?: Disposer;
+  failedReads: number;
+  readonly periodError: RollingStats;
+  readonly readDuration: RollingStats;
+}
+
+/**
+ * Acquires one driver's tags into the current value table: fixed-rate polls per scan group (one
+ * bulk read each), or subscriptions where the driver and group allow. Every driver call has a
+ * timeout and goes through the driver's circuit breaker. When the breaker opens or the driver
+ * reports a dropped connection, every tag turns `uncertain` ("no communication, last usable
+ * value"), `plc-connection-lose` is published, and reconnection runs with capped exponential
+ * backoff and jitter; on success `plc-connection-restore` is published, subscriptions (the
+ * desired state) are re-created and fresh values flow.
+ */
+export class Acquisition {
+  readonly #options: AcquisitionOptions;
+  readonly #groups: Group[];
+  readonly #breaker: CircuitBreaker;
+  readonly #retry: RetryPolicy;
+  readonly #logger: Logger;
+  readonly #disposers: Disposer[] = [];
+  #link: "stopped" | "online" | "offline" = "stopped";
+  #lostAt = 0;
+  #reconnectAttempts = 0;
+  #reconnecting: Promise<void> | undefined;
+  #wake: AbortController | undefined;
+  #stopping: AbortController | undefined;
+  #lastError: string | undefined;
+
+  constructor(options: AcquisitionOptions) {
+    this.#options = options;
+    this.#logger = (options.logger ?? silentLogger).child({ driver: options.driver.name });
+    const byGroup = new Map<string, Tag[]>();
+    for (const tag of options.tags) {
+      if (!options.groups[tag.scanGroup]) {
+        throw new KilnError(
+          "KILN_VALIDATION",
+          `Tag "${tag.name}" names scan group "${tag.scanGroup}", which is not defined.`,
+          {
+            details: { tag: tag.name, scanGroup: tag.scanGroup },
+          },
+        );
+      }
+      let list = byGroup.get(tag.scanGroup);
+      if (!list) byGroup.set(tag.scanGroup, (list = []));
+      list.push(tag);
+    }
+    const canSubscribe = options.driver.capabilities.subscribe && typeof options.driver.subscribe === "function";
+    this.#groups = [...byGroup].map(([name, tags]) => {
+      const settings = options.groups[name]!;
+      return {
+        name,
+        settings,
+        tags,
+        mode: settings.mode === "subscribe" && canSubscribe ? "subscribe" : "poll",
+        failedReads: 0,
+        periodError: new RollingStats(),
+        readDuration: new RollingStats(),
+      };
+    });
+    this.#breaker = new CircuitBreaker({
+      name: `plc:${options.driver.name}`,
+      clock: options.clock,
+      bus: options.bus,
+      failureThreshold: options.policy.failureThreshold,
+      recoveryTimeMs: options.policy.recoveryTimeMs,
+    });
+    this.#retry = createRetryPolicy({
+      maxAttempts: Number.MAX_SAFE_INTEGER,
+      jitter: "full",
+      ...options.policy.reconnect,
+    });
+  }
+
+  /** The driver's breaker (for health). */
+  get breaker(): CircuitBreaker {
+    return this.#breaker;
+  }
+
+  /** `online`, `offline` (reconnecting) or `stopped`. */
+  get link(): "stopped" | "online" | "offline" {
+    return this.#link;
+  }
+
+  /**
+   * Connects and starts the scan groups. A device that cannot be reached now does not fail
+   * start: its tags stay without value and reconnection runs in the background. A failure
+   * that retrying cannot fix (bad credentials, configuration) rejects.
+   */
+  async start(): Promise<void> {
+    if (this.#link !== "stopped") return;
+    const { driver, clock, cvt } = this.#options;
+    this.#stopping = new AbortController();
+    for (const group of this.#groups) {
+      const staleAfter = group.mode === "poll" ? group.settings.staleAfterPeriods * group.settings.periodMs : 0;
+      for (const tag of group.tags) cvt.setStaleAfter(tag.name, staleAfter);
+    }
+    this.#disposers.push(
+      driver.onStatusChange((change) => {
+        if (this.#link === "online" && (change.to === "disconnected" || change.to === "reconnecting")) {
+          this.#goOffline(change.reason ?? `driver ${change.to}`);
+        } else if (this.#link === "offline" && change.to === "connected") {
+          this.#wake?.abort();
+        }
+      }),
+      this.#breaker.onStateChange((change) => {
+        if (change.to === "open" && this.#link === "online") this.#goOffline(change.reason);
+      }),
+    );
+    this.#link = "offline";
+    this.#lostAt = clock.now();
+    try {
+      await withTimeout((signal) => driver.connect(signal), {
+        clock,
+        timeoutMs: this.#options.policy.timeoutMs,
+        name: `${driver.name}.connect`,
+      });
+      await this.#goOnline();
+    } catch (error) {
+      if (KilnError.is(error) && !error.retryable) {
+        this.#link = "stopped";
+        this.#disposeListeners();
+        throw error;
+      }
+      this.#lastError = describe(error);
+      this.#logger.warn({ error: this.#lastError }, "PLC not reachable at start; reconnecting in the background");
+      this.#link = "online"; // so that goOffline runs its full transition
+      this.#goOffline(this.#lastError);
+    }
+    for (const group of this.#groups) {
+      if (group.mode !== "poll") continue;
+      group.scheduler = new FixedRateScheduler({
+        clock,
+        periodMs: group.settings.periodMs,
+        task: () => this.#poll(group),
+        onLateness: (ms) => {
+          group.periodError.observe(ms);
+          this.#options.metrics
+            ?.histogram("kiln_scan_period_error_ms", "Scan start lateness")
+            .observe(ms, { group: group.name });
+        },
+        onOverrun: (info) => {
+          this.#options.metrics
+            ?.counter("kiln_scan_overruns_total", "Skipped scan cycles")
+            .inc(info.missedCycles, { group: group.name });
+          void this.#options.bus.publish("scan-overrun", { at: clock.now(), group: group.name, ...info });
+        },
+        onError: (error) => this.#logger.error({ error: describe(error), group: group.name }, "scan cycle failed"),
+      });
+      group.scheduler.start();
+    }
+  }
+
+  /** Stops polling and subscriptions, ends reconnection, and closes the driver. */
+  async stop(): Promise<void> {
+    if (this.#link === "stopped") return;
+    this.#link = "stopped";
+    this.#stopping?.abort();
+    this.#wake?.abort();
+    await Promise.all(this.#groups.map((group) => group.scheduler?.stop() ?? Promise.resolve()));
+    await this.#reconnecting;
+    this.#unsubscribeAll();
+    this.#disposeListeners();
+    this.#breaker.dispose();
+    await this.#options.driver.close();
+  }
+
+  /** Link, breaker and per-group statistics. */
+  health(): AcquisitionHealth {
+    return {
+      driver: this.#options.driver.name,
+      link: this.#link,
+      driverStatus: this.#options.driver.status,
+      breaker: this.#breaker.snapshot,
+      reconnectAttempts: this.#reconnectAttempts,
+      ...(this.#lastError === undefined ? {} : { lastError: this.#lastError }),
+      groups: this.#groups.map((group) => ({
+        name: group.name,
+        mode: group.mode,
+        periodMs: group.settings.periodMs,
+        tags: group.tags.length,
+        cycles: group.scheduler?.cyclesRun ?? 0,
+        skippedCycles: group.scheduler?.cyclesSkipped ?? 0,
+        failedReads: group.failedReads,
+        periodError: group.periodError.summary(),
+        readDuration: group.readDuration.summary(),
+      })),
+    };
+  }
+
+  async #poll(group: Group): Promise<void> {
+    if (this.#link !== "online") return;
+    const { driver, clock, cvt, policy } = this.#options;
+    const waiting = this.#options.beforeRead?.();
+    if (waiting) await untilAborted(waiting, this.#stopping!.signal);
+    if (this.#link !== "online") return;
+    const started = clock.now();
+    try {
+      const samples = await this.#breaker.execute(() =>
+        withTimeout((signal) => driver.read(group.tags, signal), {
+          clock,
+          timeoutMs: policy.timeoutMs,
+          name: `${driver.name}.read`,
+          signal: this.#stopping!.signal,
+        }),
+      );
+      const now = clock.now();
+      group.readDuration.observe(now - started);
+      cvt.update(samples, now);
+    } catch (error) {
+      if (this.#link === "stopped") return;
+      group.failedReads++;
+      this.#lastError = describe(error);
+      this.#options.metrics?.counter("kiln_scan_failures_total", "Failed scan reads").inc(1, { group: group.name });
+      this.#logger.warn({ error: this.#lastError, group: group.name }, "scan read failed");
+    } finally {
+      cvt.sweepStale(clock.now());
+    }
+  }
+
+  #goOffline(reason: string): void {
+    if (this.#link !== "online") return;
+    const { clock, cvt, bus, driver, options } = { ...this.#options, options: this.#options };
+    this.#link = "offline";
+    this.#lostAt = clock.now();
+    this.#unsubscribeAll();
+    cvt.degrade(
+      options.tags.map((tag) => tag.name),
+      NO_COMMUNICATION,
+      this.#lostAt,
+    );
+    this.#logger.warn({ reason }, "PLC connection lost");
+    void bus.publish("plc-connection-lose", { at: this.#lostAt, driver: driver.name, reason });
+    this.#reconnecting ??= this.#reconnectLoop().finally(() => (this.#reconnecting = undefined));
+  }
+
+  async #goOnline(): Promise<void> {
+    const { clock, driver, cvt, bus, policy } = this.#options;
+    for (const group of this.#groups) {
+      if (group.mode !== "subscribe") continue;
+      group.unsubscribe = await withTimeout(
+        () =>
+          driver.subscribe!(
+            group.tags,
+            {
+              samplingIntervalMs: group.settings.periodMs,
+              ...(group.settings.queueSize === undefined ? {} : { queueSize: group.settings.queueSize }),
+              ...(group.settings.deadband === undefined ? {} : { deadband: group.settings.deadband }),
+            },
+            (samples) => cvt.update(samples, clock.now()),
+          ),
+        { clock, timeoutMs: policy.timeoutMs, name: `${driver.name}.subscribe` },
+      );
+    }
+    const wasOffline = this.#link === "offline";
+    this.#link = "online";
+    this.#breaker.reset();
+    if (wasOffline && this.#reconnectAttempts > 0) {
+      const now = clock.now();
+      this.#logger.info({ downtimeMs: now - this.#lostAt }, "PLC connection restored");
+      void bus.publish("plc-connection-restore", { at: now, driver: driver.name, downtimeMs: now - this.#lostAt });
+    }
+  }
+
+  async #reconnectLoop(): Promise<void> {
+    const { clock, driver, cvt, policy } = this.#options;
+    let attempt = 0;
+    while (this.#link === "offline") {
+      attempt++;
+      this.#wake = new AbortController();
+      const wait = backoffDelay(Math.min(attempt, 64), this.#retry, this.#retry.random());
+      try {
+        await clock.sleep(wait, AbortSignal.any([this.#wake.signal, this.#stopping!.signal]));
+      } catch {
+        // Woken early: the driver reported a connection, or we are stopping.
+      }
+      if (this.#link !== "offline") return;
+      this.#reconnectAttempts++;
+      try {
+        if (driver.status === "disconnected" || driver.status === "closed") {
+          await withTimeout((signal) => driver.connect(signal), {
+            clock,
+            timeoutMs: policy.timeoutMs,
+            name: `${driver.name}.connect`,
+          });
+        }
+        const probe = this.#groups.find((group) => group.mode === "poll") ?? this.#groups[0];
+        if (probe) {
+          const samples = await withTimeout((signal) => driver.read(probe.tags, signal), {
+            clock,
+            timeoutMs: policy.timeoutMs,
+            name: `${driver.name}.read`,
+          });
+          if (this.#link !== "offline") return;
+          cvt.update(samples, clock.now());
+        }
+        await this.#goOnline();
+        return;
+      } catch (error) {
+        this.#lastError = describe(error);
+        this.#logger.debug({ error: this.#lastError, attempt }, "reconnect attempt failed");
+        this.#unsubscribeAll();
+      }
+    }
+  }
+
+  #unsubscribeAll(): void {
+    for (const group of this.#groups) {
+      try {
+        group.unsubscribe?.();
+      } catch (error) {
+        this.#logger.warn({ error: describe(error), group: group.name }, "unsubscribe failed");
+      }
+      group.unsubscribe = undefined;
+    }
+  }
+
+  #disposeListeners(): void {
+    for (const dispose of this.#disposers.splice(0)) dispose();
+  }
+}
+
+/** Resolves when `promise` settles or `signal` aborts, whichever comes first. */
+function untilAborted(promise: Promise<void>, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = (): void => {
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    signal.addEventListener("abort", done, { once: true });
+    promise.then(done, done);
+  });
+}
+
+function describe(error: unknown): string {
+  if (KilnError.is(error)) return `${error.code}: ${error.message}`;
+  return error instanceof Error ? error.message : String(error);
+}

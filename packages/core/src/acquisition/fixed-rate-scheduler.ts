@@ -1,0 +1,120 @@
+import type { Clock, TimerHandle } from "../ports/clock";
+
+/** What a cycle's task is told. */
+export interface CycleInfo {
+  /** Cycle number since start (0-based); skipped cycles are never run, so numbers may jump. */
+  readonly cycle: number;
+  /** When the cycle was due, on the clock. */
+  readonly scheduledAt: number;
+  /** When it actually started; `startedAt - scheduledAt` is the period error. */
+  readonly startedAt: number;
+}
+
+/** Reported when a cycle ran past the start of the next one(s). */
+export interface OverrunInfo {
+  /** The cycle that overran. */
+  readonly cycle: number;
+  /** How many following cycles were skipped. */
+  readonly missedCycles: number;
+  /** How long the cycle took, in ms. */
+  readonly durationMs: number;
+}
+
+/** Options of {@link FixedRateScheduler}. */
+export interface FixedRateSchedulerOptions {
+  /** The clock the schedule is anchored to. */
+  readonly clock: Clock;
+  /** Period in ms (> 0). */
+  readonly periodMs: number;
+  /** The work of one cycle; the next cycle never starts before it settles. */
+  readonly task: (info: CycleInfo) => Promise<void> | void;
+  /** Called after a cycle that overran, with the cycles skipped. */
+  readonly onOverrun?: (info: OverrunInfo) => void;
+  /** Called with each cycle's start lateness (ms), for period-error metrics. */
+  readonly onLateness?: (latenessMs: number) => void;
+  /** Called when the task throws; the schedule goes on. */
+  readonly onError?: (error: unknown) => void;
+}
+
+/**
+ * Runs a task at a fixed rate anchored to the start time: cycle `k` is due at
+ * `start + k × period`, whatever earlier cycles cost, so the schedule never drifts. A cycle
+ * that runs past the next due time(s) makes the scheduler skip those cycles (counted and
+ * reported), never run them late in a burst.
+ */
+export class FixedRateScheduler {
+  readonly #options: FixedRateSchedulerOptions;
+  #timer: TimerHandle | undefined;
+  #start = 0;
+  #running = false;
+  #current: Promise<void> | undefined;
+  /** Cycles run since start. */
+  cyclesRun = 0;
+  /** Cycles skipped because of overruns since start. */
+  cyclesSkipped = 0;
+
+  constructor(options: FixedRateSchedulerOptions) {
+    if (!(options.periodMs > 0) || !Number.isFinite(options.periodMs)) {
+      throw new RangeError(`periodMs must be a positive finite number, got ${options.periodMs}`);
+    }
+    this.#options = options;
+  }
+
+  /** True between start() and stop(). */
+  get running(): boolean {
+    return this.#running;
+  }
+
+  /** Starts the schedule; the first cycle runs at once (cycle 0 is due now). */
+  start(): void {
+    if (this.#running) return;
+    this.#running = true;
+    this.#start = this.#options.clock.now();
+    this.cyclesRun = 0;
+    this.cyclesSkipped = 0;
+    this.#schedule(0);
+  }
+
+  /** Stops the schedule and waits for a cycle in progress to finish. */
+  async stop(): Promise<void> {
+    this.#running = false;
+    if (this.#timer !== undefined) this.#options.clock.clearTimeout(this.#timer);
+    this.#timer = undefined;
+    await this.#current;
+  }
+
+  #schedule(cycle: number): void {
+    const { clock, periodMs } = this.#options;
+    const due = this.#start + cycle * periodMs;
+    this.#timer = clock.setTimeout(() => {
+      this.#timer = undefined;
+      this.#current = this.#run(cycle, due);
+    }, due - clock.now());
+  }
+
+  async #run(cycle: number, scheduledAt: number): Promise<void> {
+    if (!this.#running) return;
+    const { clock, periodMs, task, onOverrun, onLateness, onError } = this.#options;
+    const startedAt = clock.now();
+    onLateness?.(startedAt - scheduledAt);
+    try {
+      await task({ cycle, scheduledAt, startedAt });
+    } catch (error) {
+      onError?.(error);
+    }
+    this.cyclesRun++;
+    if (!this.#running) return;
+    const finishedAt = clock.now();
+    // The next cycle is the first one whose due time has not passed yet (or is exactly now).
+    let next = cycle + 1;
+    const elapsedCycles = Math.floor((finishedAt - this.#start) / periodMs);
+    const earliestDue = this.#start + elapsedCycles * periodMs;
+    if (elapsedCycles >= next) next = earliestDue === finishedAt ? elapsedCycles : elapsedCycles + 1;
+    const missed = next - cycle - 1;
+    if (missed > 0) {
+      this.cyclesSkipped += missed;
+      onOverrun?.({ cycle, missedCycles: missed, durationMs: finishedAt - startedAt });
+    }
+    this.#schedule(next);
+  }
+}

@@ -1,0 +1,290 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, test } from "vitest";
+import { KilnError } from "../domain/errors";
+import { GOOD } from "../domain/quality";
+import type { Sample } from "../domain/sample";
+import { defineTags } from "../domain/tags";
+import type { KilnEvents } from "../events/catalogue";
+import { EventBus } from "../events/event-bus";
+import { MemoryStore } from "../memory/memory-store";
+import { SimulatedClock } from "../memory/simulated-clock";
+import type { SampleSink } from "../ports/sample-sink";
+import { SampleLogger, type SampleLoggerSettings } from "./sample-logger";
+
+const TAGS = Array.from({ length: 8 }, (_, index) => `tag${index}`);
+const catalog = defineTags(Object.fromEntries(TAGS.map((name) => [name, { dataType: "float64" as const }])));
+
+const settings: SampleLoggerSettings = {
+  maxBatchSize: 10,
+  maxLatencyMs: 100,
+  flushConcurrency: 2,
+  maxBufferedSamples: 100,
+  overflow: "block",
+  writeTimeoutMs: 50,
+  retry: { maxAttempts: 2, initialDelayMs: 10, maxDelayMs: 100, random: () => 0.5 },
+  breaker: { failureThreshold: 3, recoveryTimeMs: 200 },
+  drainTimeoutMs: 1_000,
+};
+
+let directory: string;
+beforeEach(async () => {
+  directory = await mkdtemp(join(tmpdir(), "kiln-logger-"));
+});
+afterEach(async () => {
+  await rm(directory, { recursive: true, force: true });
+});
+
+async function setup(overrides: Partial<SampleLoggerSettings> = {}, makeSink?: (clock: SimulatedClock) => SampleSink) {
+  const clock = new SimulatedClock({ start: 0 });
+  const sink = makeSink?.(clock);
+  const bus = new EventBus<KilnEvents>({ now: () => clock.now() });
+  const store = new MemoryStore({ clock });
+  await store.open(catalog.list());
+  const events: { type: string; event: never }[] = [];
+  bus.tap((type, event) => void events.push({ type, event: event as never }));
+  const logger = new SampleLogger({ ...settings, ...overrides, sink: sink ?? store.samples, clock, bus });
+  await logger.start();
+  const ofType = <TType extends keyof KilnEvents>(type: TType): KilnEvents[TType][] =>
+    events.filter((entry) => entry.type === type).map((entry) => entry.event);
+  return { clock, bus, store, logger, ofType };
+}
+
+/**
+ * Advances simulated time in steps, letting real I/O (the spool file) progress in between,
+ * until `condition` holds. Fails the test if it never does.
+ */
+async function advanceUntil(
+  clock: SimulatedClock,
+  condition: () => boolean,
+  stepMs = 50,
+  maxSteps = 2_000,
+): Promise<void> {
+  for (let step = 0; step < maxSteps && !condition(); step++) {
+    await clock.advance(stepMs);
+    await new Promise((resolve) => setTimeout(resolve, 1));
+  }
+  expect(condition()).toBe(true);
+}
+
+/** Appends `count` sequence-numbered samples per tag; the value is the per-tag sequence. */
+function feed(logger: SampleLogger, from: number, count: number): void {
+  for (let seq = from; seq < from + count; seq++) {
+    for (const tag of TAGS) logger.append({ tag, value: seq, timestamp: 1_000_000 + seq, quality: GOOD });
+  }
+}
+
+/** Every tag's stored sequence numbers must be exactly from..to-1, once each. */
+async function expectComplete(store: MemoryStore, to: number, from = 0): Promise<void> {
+  for (const tag of TAGS) {
+    const stored = await store.samples.readSamples({ tag, from: 0, to: Number.MAX_SAFE_INTEGER, limit: 1_000_000 });
+    expect(stored.map((sample) => sample.value)).toEqual(Array.from({ length: to - from }, (_, index) => from + index));
+  }
+}
+
+describe("SampleLogger batching", () => {
+  test("flushes full batches at once and the rest after maxLatencyMs", async () => {
+    const { clock, store, logger, ofType } = await setup({ flushConcurrency: 1 });
+    for (let i = 0; i < 25; i++) logger.append({ tag: "tag0", value: i, timestamp: i, quality: GOOD });
+    await clock.advance(0);
+    expect(ofType("batch-flush-end").map((event) => event.size)).toEqual([10, 10]);
+    await clock.advance(99);
+    expect(ofType("batch-flush-end")).toHaveLength(2);
+    await clock.advance(1);
+    expect(ofType("batch-flush-end").map((event) => event.size)).toEqual([10, 10, 5]);
+    expect(store.sampleCount).toBe(25);
+    await logger.stop();
+  });
+
+  test("keeps each tag's samples in order across concurrent lanes", async () => {
+    const writes: Sample[][] = [];
+    const slowSink = (clock: SimulatedClock): SampleSink => ({
+      sinkApiVersion: "1",
+      writeBatch: async (samples) => {
+        writes.push([...samples]);
+        await clock.sleep(1 + (samples.length % 3));
+      },
+    });
+    const { clock, logger } = await setup({ flushConcurrency: 4, maxBufferedSamples: 10_000 }, slowSink);
+    feed(logger, 0, 200);
+    await clock.advance(500);
+    await logger.stop();
+    for (const tag of TAGS) {
+      const order = writes
+        .flat()
+        .filter((sample) => sample.tag === tag)
+        .map((sample) => sample.value);
+      expect(order).toEqual(Array.from({ length: 200 }, (_, index) => index));
+    }
+  });
+});
+
+describe("SampleLogger failures", () => {
+  test("a failed batch is retried with backoff until stored, once", async () => {
+    const { clock, store, logger, ofType } = await setup();
+    store.faults.failWrites(5);
+    store.faults.failAfterWrites(1); // an unknown outcome: stored, but the caller saw an error
+    feed(logger, 0, 10);
+    await clock.advance(5_000);
+    await expectComplete(store, 10);
+    expect(ofType("batch-flush-fail").length).toBeGreaterThanOrEqual(6);
+    expect(logger.health()).toMatchObject({ samplesIn: 80, samplesOut: 80, samplesDropped: 0, buffered: 0 });
+    await logger.stop();
+  });
+
+  test("a store that hangs is timed out and the breaker opens, then recovers", async () => {
+    const { clock, store, logger, ofType } = await setup();
+    store.faults.delayWrites(10_000);
+    feed(logger, 0, 5);
+    await clock.advance(1_000);
+    expect(ofType("breaker-state-change").map((event) => event.to)).toContain("open");
+    store.faults.clear();
+    await clock.advance(2_000);
+    await expectComplete(store, 5);
+    expect(logger.health().breaker.state.state).toBe("closed");
+    await logger.stop();
+  });
+
+  test("drop-oldest drops exactly the excess, counts it and publishes it", async () => {
+    const { clock, store, logger, ofType } = await setup({ overflow: "drop-oldest", maxBufferedSamples: 100 });
+    store.faults.failWritesUntilCleared();
+    feed(logger, 0, 50); // 400 samples
+    await clock.advance(200);
+    const health = logger.health();
+    expect(health.buffered).toBe(100);
+    expect(health.samplesDropped).toBe(300);
+    expect(ofType("samples-drop").reduce((sum, event) => sum + event.count, 0)).toBe(300);
+    store.faults.clear();
+    await clock.advance(5_000);
+    await logger.stop();
+    expect(store.sampleCount + logger.health().samplesDropped).toBe(400);
+  });
+
+  test("block holds acquisition back until the store drains the buffer", async () => {
+    const { clock, store, logger } = await setup({ overflow: "block", maxBufferedSamples: 40 });
+    store.faults.failWritesUntilCleared();
+    expect(logger.whenWritable()).toBeUndefined();
+    feed(logger, 0, 5);
+    const waiting = logger.whenWritable();
+    expect(waiting).toBeInstanceOf(Promise);
+    let released = false;
+    void waiting!.then(() => (released = true));
+    await clock.advance(500);
+    expect(released).toBe(false);
+    store.faults.clear();
+    await clock.advance(2_000);
+    expect(released).toBe(true);
+    await expectComplete(store, 5);
+    expect(logger.health().blockedWaits).toBe(1);
+    await logger.stop();
+  });
+
+  test("a rejection that retrying cannot fix is counted as dropped, not retried forever", async () => {
+    const rejecting = (): SampleSink => ({
+      sinkApiVersion: "1",
+      writeBatch: () => Promise.reject(new KilnError("KILN_VALIDATION", "bad sample")),
+    });
+    const { clock, logger, ofType } = await setup({}, rejecting);
+    feed(logger, 0, 1);
+    await clock.advance(200);
+    expect(logger.health().samplesDropped).toBe(8);
+    expect(ofType("samples-drop")[0]?.reason).toBe("store rejected batch: KILN_VALIDATION");
+    await logger.stop();
+  });
+});
+
+describe("SampleLogger spool (store-and-forward)", () => {
+  test("an outage of any length loses and duplicates nothing", async () => {
+    const spoolPath = join(directory, "samples.journal");
+    const { clock, store, logger, ofType } = await setup({ overflow: "spool", spoolPath, maxBufferedSamples: 50 });
+    feed(logger, 0, 5);
+    await clock.advance(200);
+    feed(logger, 5, 5);
+    await clock.advance(200);
+    feed(logger, 10, 5);
+    await clock.advance(200);
+    feed(logger, 15, 5);
+    await clock.advance(200);
+    store.faults.failWritesUntilCleared();
+    for (let round = 0; round < 30; round++) {
+      feed(logger, 20 + round * 10, 10);
+      await clock.advance(100);
+    }
+    expect(logger.health().mode).toBe("spooling");
+    await advanceUntil(clock, () => logger.health().buffered === 0);
+    const { samplesIn, samplesOut, spooled } = logger.health();
+    expect(samplesOut + spooled).toBe(samplesIn);
+    console.log(logger.health());
+    expect(spooled).toBeGreaterThan(2_000);
+    expect(ofType("samples-spool").length).toBeGreaterThan(0);
+    store.faults.clear();
+    // New data keeps arriving while the spool replays; it must land after the spooled data.
+    for (let round = 0; round < 10; round++) {
+      feed(logger, 320 + round * 10, 10);
+      await clock.advance(200);
+    }
+    await advanceUntil(clock, () => logger.health().mode === "memory");
+    await logger.stop();
+    await expectComplete(store, 420);
+    expect(logger.health().samplesDropped).toBe(0);
+    expect(logger.health().samplesReplayed).toBe(logger.health().samplesSpooled);
+  });
+
+  test("stop with the store down spools what is left; the next start replays it", async () => {
+    const spoolPath = join(directory, "samples.journal");
+    const first = await setup({ overflow: "spool", spoolPath, drainTimeoutMs: 300 });
+    first.store.faults.failWritesUntilCleared();
+    feed(first.logger, 0, 7);
+    let stopped = false;
+    const stopping = first.logger.stop().then(() => (stopped = true));
+    await advanceUntil(first.clock, () => stopped);
+    await stopping;
+    expect(first.logger.health()).toMatchObject({ samplesDropped: 0, samplesOut: 0, samplesSpooled: 56 });
+
+    const second = await setup({ overflow: "spool", spoolPath });
+    expect(second.logger.health().mode).toBe("spooling");
+    await advanceUntil(second.clock, () => second.logger.health().mode === "memory");
+    await second.logger.stop();
+    await expectComplete(second.store, 7);
+  });
+
+  test("stop without a spool and the store down counts what is lost and says why", async () => {
+    const { clock, store, logger, ofType } = await setup({ overflow: "block", drainTimeoutMs: 300 });
+    store.faults.failWritesUntilCleared();
+    feed(logger, 0, 2);
+    const stopping = logger.stop();
+    await clock.advance(1_000);
+    await stopping;
+    expect(logger.health().samplesDropped).toBe(16);
+    expect(ofType("samples-drop")).toEqual([
+      expect.objectContaining({ count: 16, reason: "store unavailable at shutdown" }),
+    ]);
+  });
+
+  test("stop drains everything when the store is up", async () => {
+    const { store, logger } = await setup({ maxLatencyMs: 60_000 });
+    feed(logger, 0, 3);
+    await logger.stop();
+    await expectComplete(store, 3);
+    expect(() => logger.append({ tag: "tag0", value: 1, timestamp: 1, quality: GOOD })).toThrow(
+      expect.objectContaining({ code: "KILN_LIFECYCLE" }),
+    );
+  });
+
+  test("spool without a path is a configuration error naming the field", () => {
+    const clock = new SimulatedClock();
+    expect(
+      () =>
+        new SampleLogger({
+          ...settings,
+          overflow: "spool",
+          sink: new MemoryStore().samples,
+          clock,
+          bus: new EventBus<KilnEvents>(),
+        }),
+    ).toThrow(
+      expect.objectContaining({ code: "KILN_VALIDATION", message: expect.stringContaining("logging.spoolPath") }),
+    );
+  });
+});

@@ -1,0 +1,580 @@
+import PQueue from "p-queue";
+import { KilnError, isRetryable } from "../domain/errors";
+import type { Sample } from "../domain/sample";
+import type { KilnEvents } from "../events/catalogue";
+import type { EventBus } from "../events/event-bus";
+import { RollingStats, type StatsSummary } from "../acquisition/rolling-stats";
+import type { Clock, TimerHandle } from "../ports/clock";
+import { silentLogger, type Logger } from "../ports/logger";
+import type { Counter, Gauge, Histogram, Metrics } from "../ports/metrics";
+import type { SampleSink } from "../ports/sample-sink";
+import type { CircuitBreakerSnapshot } from "../resilience/circuit-breaker";
+import { CallPolicy } from "../resilience/policy";
+import { backoffDelay, createRetryPolicy, type RetryPolicyOptions } from "../resilience/retry";
+import { SampleJournal } from "./sample-journal";
+
+/** What happens when `maxBufferedSamples` are waiting for the store. */
+export type OverflowPolicy = "block" | "drop-oldest" | "spool";
+
+/** Settings of a {@link SampleLogger}. */
+export interface SampleLoggerSettings {
+  /** A batch is flushed as soon as this many samples wait in it. */
+  readonly maxBatchSize: number;
+  /** ...or when its oldest sample has waited this long, in ms. */
+  readonly maxLatencyMs: number;
+  /** Batches written at the same time (also the number of tag lanes that keep per-tag order). */
+  readonly flushConcurrency: number;
+  /** Samples held in memory at most before the overflow policy applies. */
+  readonly maxBufferedSamples: number;
+  /** `block` (back-pressure on acquisition), `drop-oldest` (counted), or `spool` (to disk). */
+  readonly overflow: OverflowPolicy;
+  /** Journal file for `spool` (and for draining at shutdown while the store is down). */
+  readonly spoolPath?: string;
+  /** Time one `writeBatch` may take, in ms. */
+  readonly writeTimeoutMs: number;
+  /** Retry schedule of a failed batch; after it, the batch is retried forever at `maxDelayMs`. */
+  readonly retry: RetryPolicyOptions;
+  /** Store circuit breaker. */
+  readonly breaker: { readonly failureThreshold: number; readonly recoveryTimeMs: number };
+  /** How long `stop()` keeps trying to reach a failing store before spooling (or, without a spool, giving up), in ms. */
+  readonly drainTimeoutMs: number;
+}
+
+/** Options of {@link SampleLogger}. */
+export interface SampleLoggerOptions extends SampleLoggerSettings {
+  readonly sink: SampleSink;
+  readonly clock: Clock;
+  readonly bus: EventBus<KilnEvents>;
+  readonly metrics?: Metrics;
+  readonly logger?: Logger;
+}
+
+/** Counters and state of the logging pipeline, for `health()`. */
+export interface SampleLoggerHealth {
+  /** `memory`: batches go straight to the store. `spooling`: the store is behind; batches go through the journal. */
+  readonly mode: "stopped" | "memory" | "spooling";
+  readonly overflow: OverflowPolicy;
+  readonly samplesIn: number;
+  readonly samplesOut: number;
+  readonly samplesDropped: number;
+  readonly samplesSpooled: number;
+  readonly samplesReplayed: number;
+  /** Samples held in memory now (waiting or being written). */
+  readonly buffered: number;
+  /** Samples waiting in the journal now. */
+  readonly spooled: number;
+  /** Poll cycles that waited for room under the `block` policy. */
+  readonly blockedWaits: number;
+  readonly flushLatency: StatsSummary;
+  readonly breaker: CircuitBreakerSnapshot;
+}
+
+interface Lane {
+  readonly index: number;
+  buffer: Sample[];
+  head: number;
+  /** Clock time the oldest waiting sample arrived. */
+  firstAt: number;
+  flushing: boolean;
+  inFlight: Sample[] | undefined;
+}
+
+/**
+ * The batched, loss-free path from the current value table to a {@link SampleSink}.
+ *
+ * Samples are spread over `flushConcurrency` lanes by tag (so each tag's samples are written
+ * in order) and flushed in batches of at most `maxBatchSize`, or after `maxLatencyMs`, on a
+ * p-queue. A failed batch is retried with capped backoff through the store's circuit breaker
+ * and never dropped silently. Memory is bounded by `maxBufferedSamples`; at the bound the
+ * overflow policy decides: `block` holds acquisition back, `drop-oldest` drops (counted,
+ * published as `samples-drop`), `spool` moves everything waiting to a crash-safe journal on
+ * disk and keeps writing through it until the store has caught up, replaying in order.
+ */
+export class SampleLogger {
+  readonly #options: SampleLoggerOptions;
+  readonly #logger: Logger;
+  readonly #lanes: Lane[];
+  readonly #laneOfTag = new Map<string, Lane>();
+  readonly #queue: PQueue;
+  readonly #policy: CallPolicy;
+  readonly #flushLatency = new RollingStats();
+  readonly #instruments:
+    | {
+        in: Counter;
+        out: Counter;
+        dropped: Counter;
+        spooled: Counter;
+        buffered: Gauge;
+        flush: Histogram;
+      }
+    | undefined;
+  #mode: "stopped" | "memory" | "spooling" = "stopped";
+  #generation = 0;
+  #buffered = 0;
+  #timer: TimerHandle | undefined;
+  #journal: SampleJournal | undefined;
+  #spoolBuffer: Sample[] = [];
+  #spoolChain: Promise<void> = Promise.resolve();
+  #replaying: Promise<void> | undefined;
+  /** Samples on their way from memory to the journal (counted as buffered). */
+  #journalPending = 0;
+  #stopping = new AbortController();
+  #roomWaiters: (() => void)[] = [];
+  #pendingDropCount = 0;
+  #stats = { in: 0, out: 0, dropped: 0, spooled: 0, replayed: 0, blockedWaits: 0 };
+
+  constructor(options: SampleLoggerOptions) {
+    validate(options);
+    this.#options = options;
+    this.#logger = (options.logger ?? silentLogger).child({ component: "sample-logger" });
+    this.#lanes = Array.from({ length: options.flushConcurrency }, (_, index) => ({
+      index,
+      buffer: [],
+      head: 0,
+      firstAt: 0,
+      flushing: false,
+      inFlight: undefined,
+    }));
+    this.#queue = new PQueue({ concurrency: options.flushConcurrency });
+    this.#policy = new CallPolicy({
+      name: "store",
+      clock: options.clock,
+      bus: options.bus,
+      timeoutMs: options.writeTimeoutMs,
+      retry: options.retry,
+      breaker: options.breaker,
+    });
+    const metrics = options.metrics;
+    this.#instruments = metrics && {
+      in: metrics.counter("kiln_samples_in_total", "Samples offered to the logging pipeline"),
+      out: metrics.counter("kiln_samples_out_total", "Samples written to the store"),
+      dropped: metrics.counter("kiln_samples_dropped_total", "Samples dropped by the overflow policy"),
+      spooled: metrics.counter("kiln_samples_spooled_total", "Samples written to the disk spool"),
+      buffered: metrics.gauge("kiln_samples_buffered", "Samples held in memory"),
+      flush: metrics.histogram("kiln_batch_flush_ms", "Batch write latency"),
+    };
+  }
+
+  /** Opens the spool (if configured) and replays what a previous run left in it. */
+  async start(): Promise<void> {
+    if (this.#mode !== "stopped") return;
+    this.#stopping = new AbortController();
+    this.#mode = "memory";
+    if (this.#options.spoolPath) {
+      const { journal, recovery } = await SampleJournal.open(this.#options.spoolPath);
+      this.#journal = journal;
+      if (recovery.discardedBytes > 0) {
+        this.#logger.warn({ ...recovery }, "spool had a torn tail from a crash; it was cut off");
+      }
+      if (!journal.empty) {
+        this.#logger.info({ samples: journal.samples }, "replaying spooled samples from a previous run");
+        this.#enterSpooling();
+      }
+    }
+  }
+
+  /**
+   * Accepts one sample to log (called synchronously from the CVT observer). Never throws for
+   * a full buffer: the overflow policy applies.
+   */
+  append(sample: Sample): void {
+    if (this.#mode === "stopped") {
+      throw new KilnError("KILN_LIFECYCLE", "The sample logger is not running.");
+    }
+    this.#stats.in++;
+    this.#instruments?.in.inc();
+    if (this.#mode === "spooling") {
+      this.#spoolBuffer.push(sample);
+      if (this.#spoolBuffer.length >= this.#options.maxBatchSize) void this.#spoolPending();
+      else this.#armTimer();
+      return;
+    }
+    const lane = this.#laneFor(sample.tag);
+    if (lane.buffer.length === lane.head) lane.firstAt = this.#options.clock.now();
+    lane.buffer.push(sample);
+    this.#buffered++;
+    if (lane.buffer.length - lane.head >= this.#options.maxBatchSize) this.#scheduleFlush(lane);
+    else this.#armTimer();
+    if (this.#buffered > this.#options.maxBufferedSamples) this.#overflow();
+  }
+
+  /**
+   * Under the `block` policy, a promise that resolves once the buffer has room again;
+   * otherwise undefined. Acquisition awaits it before each poll.
+   */
+  whenWritable(): Promise<void> | undefined {
+    if (this.#options.overflow !== "block" || this.#buffered < this.#options.maxBufferedSamples) return undefined;
+    this.#stats.blockedWaits++;
+    return new Promise((resolve) => this.#roomWaiters.push(resolve));
+  }
+
+  /**
+   * Flushes everything that is waiting and waits for it to be stored. While the store keeps
+   * failing, it tries for `drainTimeoutMs`; then what is left goes to the spool when one is
+   * configured, or is counted as dropped (`samples-drop`, reason "store unavailable at shutdown").
+   */
+  async stop(): Promise<void> {
+    if (this.#mode === "stopped") return;
+    const { clock, drainTimeoutMs } = this.#options;
+    if (this.#timer !== undefined) clock.clearTimeout(this.#timer);
+    this.#timer = undefined;
+    const stopping = this.#stopping;
+    const deadline = clock.setTimeout(
+      () => stopping.abort(new KilnError("KILN_ABORTED", "drain deadline reached")),
+      drainTimeoutMs,
+    );
+    if (this.#mode === "spooling") {
+      await this.#spoolPending();
+      await this.#replaying;
+    }
+    if (this.#mode === "memory") await this.#drainMemory();
+    clock.clearTimeout(deadline);
+    stopping.abort(new KilnError("KILN_ABORTED", "sample logger stopped"));
+    await this.#queue.onIdle();
+    await this.#replaying;
+    // Whatever could not be written leaves memory now: to the spool, or counted as lost.
+    const leftovers = this.#takeAll();
+    if (this.#journal) {
+      if (leftovers.length > 0) await this.#appendToJournal(leftovers);
+      await this.#spoolPending();
+    } else {
+      this.#drop(leftovers.length, "store unavailable at shutdown");
+    }
+    this.#flushDropEvent();
+    this.#generation++;
+    this.#buffered = 0;
+    this.#mode = "stopped";
+    this.#releaseRoom(true);
+    this.#policy.dispose();
+    await this.#journal?.close();
+    this.#journal = undefined;
+  }
+
+  /** Counters, mode and breaker state. */
+  health(): SampleLoggerHealth {
+    return {
+      mode: this.#mode,
+      overflow: this.#options.overflow,
+      samplesIn: this.#stats.in,
+      samplesOut: this.#stats.out,
+      samplesDropped: this.#stats.dropped,
+      samplesSpooled: this.#stats.spooled,
+      samplesReplayed: this.#stats.replayed,
+      buffered: this.#buffered + this.#spoolBuffer.length + this.#journalPending,
+      spooled: this.#journal?.samples ?? 0,
+      blockedWaits: this.#stats.blockedWaits,
+      flushLatency: this.#flushLatency.summary(),
+      breaker: this.#policy.snapshot,
+    };
+  }
+
+  #laneFor(tag: string): Lane {
+    let lane = this.#laneOfTag.get(tag);
+    if (lane === undefined) {
+      let hash = 0;
+      for (let i = 0; i < tag.length; i++) hash = (Math.imul(hash, 31) + tag.charCodeAt(i)) | 0;
+      lane = this.#lanes[(hash >>> 0) % this.#lanes.length]!;
+      this.#laneOfTag.set(tag, lane);
+    }
+    return lane;
+  }
+
+  #armTimer(): void {
+    if (this.#timer !== undefined) return;
+    this.#timer = this.#options.clock.setTimeout(() => this.#onTimer(), this.#options.maxLatencyMs);
+  }
+
+  #onTimer(): void {
+    this.#timer = undefined;
+    this.#flushDropEvent();
+    if (this.#mode === "spooling") {
+      void this.#spoolPending();
+      return;
+    }
+    const now = this.#options.clock.now();
+    let waiting = false;
+    for (const lane of this.#lanes) {
+      if (lane.buffer.length === lane.head) continue;
+      if (now - lane.firstAt >= this.#options.maxLatencyMs) this.#scheduleFlush(lane);
+      else waiting = true;
+    }
+    if (waiting) this.#armTimer();
+  }
+
+  #scheduleFlush(lane: Lane): void {
+    if (lane.flushing || this.#mode !== "memory") return;
+    lane.flushing = true;
+    const generation = this.#generation;
+    void this.#queue.add(() => this.#flushLane(lane, generation, false));
+  }
+
+  async #flushLane(lane: Lane, generation: number, draining: boolean): Promise<void> {
+    const { maxBatchSize, maxLatencyMs, clock } = this.#options;
+    try {
+      while (generation === this.#generation && lane.buffer.length > lane.head) {
+        const waiting = lane.buffer.length - lane.head;
+        if (!draining && waiting < maxBatchSize && clock.now() - lane.firstAt < maxLatencyMs) break;
+        const batch = lane.buffer.slice(lane.head, lane.head + maxBatchSize);
+        lane.head += batch.length;
+        if (lane.head === lane.buffer.length) {
+          lane.buffer = [];
+          lane.head = 0;
+        } else if (lane.head > 4096 && lane.head * 2 > lane.buffer.length) {
+          lane.buffer = lane.buffer.slice(lane.head);
+          lane.head = 0;
+        }
+        lane.firstAt = clock.now();
+        lane.inFlight = batch;
+        const written = await this.#write(batch, generation);
+        if (generation !== this.#generation) return;
+        lane.inFlight = undefined;
+        if (!written) {
+          // Given up (stopping): put it back in front so it is spooled or counted.
+          lane.buffer = [...batch, ...lane.buffer.slice(lane.head)];
+          lane.head = 0;
+          return;
+        }
+        this.#buffered -= batch.length;
+        this.#instruments?.buffered.set(this.#buffered);
+        this.#releaseRoom(false);
+      }
+    } finally {
+      if (generation === this.#generation) {
+        lane.flushing = false;
+        if (lane.buffer.length > lane.head) this.#armTimer();
+      }
+    }
+  }
+
+  /**
+   * Writes one batch through timeout + breaker + retry, and keeps retrying at the capped
+   * delay until it succeeds, the batch is superseded (moved to the spool), or the logger stops.
+   * A non-retryable rejection is counted as dropped and reported: retrying cannot fix it.
+   */
+  async #write(batch: readonly Sample[], generation: number): Promise<boolean> {
+    const { sink, clock, bus } = this.#options;
+    const retryPolicy = createRetryPolicy(this.#options.retry);
+    const stop = this.#stopping.signal;
+    for (let attempt = 1; ; attempt++) {
+      if (generation !== this.#generation || stop.aborted) return false;
+      const started = clock.now();
+      try {
+        await this.#policy.execute(() => sink.writeBatch(batch), stop);
+        const duration = clock.now() - started;
+        this.#flushLatency.observe(duration);
+        this.#instruments?.flush.observe(duration);
+        this.#instruments?.out.inc(batch.length);
+        this.#stats.out += batch.length;
+        void bus.publish("batch-flush-end", {
+          at: clock.now(),
+          size: batch.length,
+          durationMs: duration,
+          attempts: attempt,
+        });
+        return true;
+      } catch (error) {
+        if (generation !== this.#generation || stop.aborted) return false;
+        void bus.publish("batch-flush-fail", { at: clock.now(), size: batch.length, attempt, error });
+        if (!isRetryable(error) && !KilnError.is(error, "KILN_CIRCUIT_OPEN")) {
+          this.#logger.error(
+            { error: String(error), size: batch.length },
+            "store rejected a batch; it cannot be retried",
+          );
+          this.#drop(batch.length, `store rejected batch: ${KilnError.is(error) ? error.code : String(error)}`);
+          return true;
+        }
+        this.#logger.warn({ error: String(error), attempt, size: batch.length }, "batch write failed; retrying");
+        try {
+          await clock.sleep(backoffDelay(retryPolicy.maxAttempts, retryPolicy, retryPolicy.random()), stop);
+        } catch {
+          return false;
+        }
+      }
+    }
+  }
+
+  #overflow(): void {
+    switch (this.#options.overflow) {
+      case "block":
+        return; // acquisition waits in whenWritable()
+      case "drop-oldest":
+        this.#dropOldest(this.#buffered - this.#options.maxBufferedSamples);
+        return;
+      case "spool":
+        if (this.#journal) this.#enterSpooling();
+        return;
+    }
+  }
+
+  #dropOldest(count: number): void {
+    let remaining = count;
+    while (remaining > 0) {
+      let fullest: Lane | undefined;
+      for (const lane of this.#lanes) {
+        if (!fullest || lane.buffer.length - lane.head > fullest.buffer.length - fullest.head) fullest = lane;
+      }
+      const available = fullest ? fullest.buffer.length - fullest.head : 0;
+      if (!fullest || available === 0) break;
+      const take = Math.min(available, remaining);
+      fullest.head += take;
+      this.#buffered -= take;
+      remaining -= take;
+    }
+    this.#drop(count - remaining, "buffer full (drop-oldest)");
+  }
+
+  #drop(count: number, reason: string): void {
+    if (count <= 0) return;
+    this.#stats.dropped += count;
+    this.#instruments?.dropped.inc(count);
+    if (reason === "buffer full (drop-oldest)") {
+      // Coalesced: one event per latency period, carrying the exact count.
+      this.#pendingDropCount += count;
+      this.#armTimer();
+      return;
+    }
+    void this.#options.bus.publish("samples-drop", { at: this.#options.clock.now(), count, reason });
+  }
+
+  #flushDropEvent(): void {
+    if (this.#pendingDropCount === 0) return;
+    const count = this.#pendingDropCount;
+    this.#pendingDropCount = 0;
+    void this.#options.bus.publish("samples-drop", {
+      at: this.#options.clock.now(),
+      count,
+      reason: "buffer full (drop-oldest)",
+    });
+  }
+
+  /** Moves every sample held in memory (being written or waiting) to the journal, in lane order. */
+  #enterSpooling(): void {
+    if (this.#mode === "spooling") return;
+    const moved = this.#takeAll();
+    this.#mode = "spooling";
+    this.#generation++;
+    this.#buffered = 0;
+    for (const lane of this.#lanes) lane.flushing = false;
+    this.#releaseRoom(true);
+    if (moved.length > 0) void this.#appendToJournal(moved);
+    if (this.#replaying === undefined) {
+      const run: Promise<void> = this.#replay().finally(() => {
+        if (this.#replaying === run) this.#replaying = undefined;
+      });
+      this.#replaying = run;
+    }
+  }
+
+  /** Empties every lane, in-flight batches first, preserving per-tag order. */
+  #takeAll(): Sample[] {
+    const all: Sample[] = [];
+    for (const lane of this.#lanes) {
+      if (lane.inFlight) all.push(...lane.inFlight);
+      for (let i = lane.head; i < lane.buffer.length; i++) all.push(lane.buffer[i]!);
+      lane.inFlight = undefined;
+      lane.buffer = [];
+      lane.head = 0;
+    }
+    return all;
+  }
+
+  #spoolPending(): Promise<void> {
+    if (this.#spoolBuffer.length === 0) return this.#spoolChain;
+    const batch = this.#spoolBuffer;
+    this.#spoolBuffer = [];
+    return this.#appendToJournal(batch);
+  }
+
+  #appendToJournal(samples: Sample[]): Promise<void> {
+    const journal = this.#journal!;
+    const { maxBatchSize } = this.#options;
+    this.#journalPending += samples.length;
+    this.#spoolChain = this.#spoolChain.then(async () => {
+      for (let offset = 0; offset < samples.length; offset += maxBatchSize) {
+        const chunk = samples.slice(offset, offset + maxBatchSize);
+        try {
+          await journal.append(chunk);
+        } catch (error) {
+          this.#journalPending -= chunk.length;
+          this.#logger.error({ error: String(error), size: chunk.length }, "spool write failed");
+          this.#drop(chunk.length, `spool write failed: ${String(error)}`);
+          continue;
+        }
+        this.#journalPending -= chunk.length;
+        this.#stats.spooled += chunk.length;
+        this.#instruments?.spooled.inc(chunk.length);
+        void this.#options.bus.publish("samples-spool", { at: this.#options.clock.now(), count: chunk.length });
+      }
+    });
+    return this.#spoolChain;
+  }
+
+  /** Writes journal records to the store in order; returns to memory mode once it has caught up. */
+  async #replay(): Promise<void> {
+    const journal = this.#journal!;
+    const generation = this.#generation;
+    for (;;) {
+      await this.#spoolChain;
+      const batch = await journal.peek();
+      if (batch === undefined) {
+        if (this.#spoolBuffer.length > 0) {
+          await this.#spoolPending();
+          continue;
+        }
+        if (this.#stopping.signal.aborted) return;
+        // Caught up: new samples go to memory again. Both fields change in the same tick, so a
+        // later overflow starts a fresh replay.
+        this.#mode = "memory";
+        this.#replaying = undefined;
+        this.#logger.info({}, "spool replayed; back to direct writes");
+        return;
+      }
+      const written = await this.#write(batch, generation);
+      if (!written) return;
+      await journal.release();
+      this.#stats.replayed += batch.length;
+      void this.#options.bus.publish("spool-replay", { at: this.#options.clock.now(), count: batch.length });
+    }
+  }
+
+  /** Writes every lane out, however small its batch, until done or the stop deadline aborts. */
+  async #drainMemory(): Promise<void> {
+    await this.#queue.onIdle();
+    const generation = this.#generation;
+    for (const lane of this.#lanes) {
+      if (lane.buffer.length === lane.head || lane.flushing) continue;
+      lane.flushing = true;
+      void this.#queue.add(() => this.#flushLane(lane, generation, true));
+    }
+    await this.#queue.onIdle();
+  }
+
+  #releaseRoom(all: boolean): void {
+    if (this.#roomWaiters.length === 0) return;
+    if (!all && this.#buffered >= this.#options.maxBufferedSamples) return;
+    const waiters = this.#roomWaiters;
+    this.#roomWaiters = [];
+    for (const resolve of waiters) resolve();
+  }
+}
+
+function validate(options: SampleLoggerSettings): void {
+  const positiveInteger = (name: keyof SampleLoggerSettings): void => {
+    const value = options[name];
+    if (typeof value !== "number" || !Number.isInteger(value) || value < 1) {
+      throw new RangeError(`logging.${name} must be a positive integer, got ${String(value)}`);
+    }
+  };
+  positiveInteger("maxBatchSize");
+  positiveInteger("flushConcurrency");
+  positiveInteger("maxBufferedSamples");
+  if (!(options.maxLatencyMs > 0)) throw new RangeError("logging.maxLatencyMs must be positive");
+  if (options.overflow === "spool" && !options.spoolPath) {
+    throw new KilnError("KILN_VALIDATION", 'logging.spoolPath is required when logging.overflow is "spool".', {
+      details: { issues: [{ path: "logging.spoolPath", message: 'required for overflow "spool"' }] },
+    });
+  }
+  if (options.maxBufferedSamples < options.maxBatchSize) {
+    throw new RangeError("logging.maxBufferedSamples must be at least logging.maxBatchSize");
+  }
+}
