@@ -54,6 +54,117 @@ export interface KilnEvents {
   "spool-replay": EventBase & { readonly count: number };
   /** A tag's quality changed. */
   "tag-quality-change": EventBase & { readonly tag: string; readonly from: Quality; readonly to: Quality };
+  /** An alarm changed ISA-18.2 state (process value, operator command, shelf timer or suppression logic). */
+  "alarm-state-change": EventBase & {
+    readonly alarmId: string;
+    readonly tag: string;
+    readonly kind: "HI" | "LO" | "HIHI" | "LOLO" | "BOOL";
+    readonly priority: number;
+    readonly from:
+      "normal" | "unacknowledged" | "acknowledged" | "rtn-unacknowledged" | "shelved" | "suppressed" | "out-of-service";
+    readonly to:
+      "normal" | "unacknowledged" | "acknowledged" | "rtn-unacknowledged" | "shelved" | "suppressed" | "out-of-service";
+    readonly cause:
+      | "process-activate"
+      | "process-clear"
+      | "acknowledge"
+      | "shelve"
+      | "unshelve"
+      | "shelve-expire"
+      | "suppress"
+      | "unsuppress"
+      | "suppress-condition"
+      | "unsuppress-condition"
+      | "remove-from-service"
+      | "return-to-service";
+    readonly value: number | boolean | null;
+    readonly principal?: string;
+  };
+  /** An alarm's condition became active (after its on-delay); `state` says whether it is annunciated. */
+  "alarm-raise": EventBase & {
+    readonly alarmId: string;
+    readonly tag: string;
+    readonly kind: "HI" | "LO" | "HIHI" | "LOLO" | "BOOL";
+    readonly priority: number;
+    readonly message: string;
+    readonly value: number | boolean | null;
+    readonly state: string;
+  };
+  /** An alarm's condition returned to normal (past its deadband, after its off-delay). */
+  "alarm-clear": EventBase & {
+    readonly alarmId: string;
+    readonly tag: string;
+    readonly kind: "HI" | "LO" | "HIHI" | "LOLO" | "BOOL";
+    readonly priority: number;
+    readonly message: string;
+    readonly value: number | boolean | null;
+    readonly state: string;
+  };
+  /** An alarm declared `interlock: true` became active while in service and not suppressed: trip the machine. */
+  "interlock-trip": EventBase & {
+    readonly alarmId: string;
+    readonly tag: string;
+    readonly value: number | boolean | null;
+  };
+  /** The alarm history could not record a transition; the alarm engine carried on. */
+  "alarm-history-fail": EventBase & { readonly alarmId: string; readonly error: unknown };
+  /** An alarm's suppression condition threw; the alarm is treated as not suppressed (fail-safe). */
+  "alarm-condition-fail": EventBase & { readonly alarmId: string; readonly error: unknown };
+  /** A recipe process began running on a machine (its machine state machine has started). */
+  "process-start": EventBase & {
+    readonly processId: string;
+    readonly machineId: string;
+    readonly recipe: { readonly name: string; readonly version: number };
+    readonly parameters: Readonly<Record<string, unknown>>;
+  };
+  /** A recipe process paused at a step boundary; `nextStep` is where it will resume. */
+  "process-pause": EventBase & { readonly processId: string; readonly machineId: string; readonly nextStep?: string };
+  /** A paused recipe process resumed. */
+  "process-resume": EventBase & { readonly processId: string; readonly machineId: string; readonly pausedMs: number };
+  /** A recipe process ended; `interrupted` is set at startup for a process the host left running. */
+  "process-end": EventBase & {
+    readonly processId: string;
+    readonly machineId: string;
+    readonly reason: "completed" | "aborted" | "failed" | "interrupted";
+    readonly message?: string;
+    readonly lastCompletedStep?: string;
+    readonly durationMs: number;
+  };
+  /** A recipe step began; `path` is its run-time path (`steps[2].loop[17].steps[1]`). */
+  "step-start": EventBase & {
+    readonly processId: string;
+    readonly path: string;
+    readonly kind: "set" | "pulse" | "wait" | "waitUntil" | "ramp" | "loop" | "call";
+    readonly plannedMs?: number;
+  };
+  /** A recipe step ended, with its planned and actual duration (`errorMs` = actual - planned, for pulse and wait). */
+  "step-end": EventBase & {
+    readonly processId: string;
+    readonly path: string;
+    readonly kind: "set" | "pulse" | "wait" | "waitUntil" | "ramp" | "loop" | "call";
+    readonly startedAt: number;
+    readonly plannedMs?: number;
+    readonly actualMs: number;
+    readonly errorMs?: number;
+    readonly outcome: "completed" | "timeout" | "aborted" | "failed";
+  };
+  /** A process record and its events could not be saved; they are kept and saved with the next save. */
+  "process-save-fail": EventBase & {
+    readonly processId: string;
+    readonly pendingEvents: number;
+    readonly error: unknown;
+  };
+  /** An audit entry could not be recorded; it is kept in a bounded backlog and retried. */
+  "audit-record-fail": EventBase & {
+    readonly principal: string;
+    readonly action: string;
+    readonly target: string;
+    readonly outcome: "allowed" | "denied" | "failed";
+    readonly backlog: number;
+    readonly error: unknown;
+  };
+  /** Audit entries were dropped because the backlog of unrecorded entries was full (oldest first). */
+  "audit-entry-drop": EventBase & { readonly count: number; readonly reason: string };
 }
 
 /** The type name of a Kiln event. */
