@@ -304,7 +304,7 @@ export class Acquisition {
       group.readDuration.observe(now - started);
       cvt.update(samples, now);
     } catch (error) {
-      if (this.#link === "stopped") return;
+      if (this.#stopping!.signal.aborted) return;
       group.failedReads++;
       this.#lastError = describe(error);
       this.#options.metrics?.counter("kiln_scan_failures_total", "Failed scan reads").inc(1, { group: group.name });
