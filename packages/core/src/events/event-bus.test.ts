@@ -90,3 +90,30 @@ describe("EventBus", () => {
     expect(count).toBe(1);
   });
 });
+
+describe("EventBus nesting", () => {
+  test("an async handler of a nested publish is awaited by the inner publish, not the outer one", async () => {
+    const bus = new EventBus<KilnEvents>();
+    const order: string[] = [];
+    bus.on("scan-overrun", async () => {
+      await bus.publish("samples-drop", { at: 1, count: 1, reason: "nested" });
+      order.push("outer handler done");
+    });
+    bus.on("samples-drop", async () => {
+      await new Promise((resolve) => setImmediate(resolve));
+      order.push("inner handler done");
+    });
+    await bus.publish("scan-overrun", overrun);
+    expect(order).toEqual(["inner handler done", "outer handler done"]);
+  });
+
+  test("subscribing during a publish does not affect that publish", async () => {
+    const bus = new EventBus<KilnEvents>();
+    let late = 0;
+    bus.on("scan-overrun", () => void bus.on("scan-overrun", () => void late++));
+    await bus.publish("scan-overrun", overrun);
+    expect(late).toBe(0);
+    await bus.publish("scan-overrun", overrun);
+    expect(late).toBe(1);
+  });
+});

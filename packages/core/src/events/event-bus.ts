@@ -1,5 +1,3 @@
-import { EventEmitter } from "eventemitter3";
-
 /** Calling it removes the subscription. Calling it twice is harmless. */
 export type Disposer = () => void;
 
@@ -12,16 +10,13 @@ export type EventTap<TEvents> = <TType extends keyof TEvents & string>(
   event: TEvents[TType],
 ) => void | Promise<void>;
 
-interface Dispatch {
-  pending: Promise<void>[] | undefined;
-}
-
 const RESOLVED: Promise<void> = Promise.resolve();
 
 /**
- * A typed publish/subscribe bus on eventemitter3. Handlers are isolated: one that throws or
- * rejects never stops the others or the publisher; its failure is published as
- * `handler-error` (when the event map has that type) and passed to `onHandlerError`.
+ * A typed publish/subscribe bus. Handlers run in subscription order; synchronous ones run
+ * inside `publish`. Handlers are isolated: one that throws or rejects never stops the others
+ * or the publisher; its failure is published as `handler-error` (when the event map has that
+ * type) and passed to `onHandlerError`. (Why not eventemitter3's `emit`: docs/adr/0003-event-bus.md.)
  *
  * @example
  * const bus = new EventBus<KilnEvents>();
@@ -30,36 +25,30 @@ const RESOLVED: Promise<void> = Promise.resolve();
  * off();
  */
 export class EventBus<TEvents extends object> {
-  readonly #emitter = new EventEmitter();
+  /** Handlers per type. Arrays are replaced, never mutated, so a publish in progress is unaffected. */
+  readonly #handlers = new Map<string, readonly EventHandler<never>[]>();
   readonly #taps: EventTap<TEvents>[] = [];
   readonly #onHandlerError: (type: string, error: unknown) => void;
   readonly #now: () => number;
+  /** Async handler results of the publish in progress (saved and restored around nested publishes). */
+  #pending: Promise<void>[] | undefined;
 
   constructor(options: { onHandlerError?: (type: string, error: unknown) => void; now?: () => number } = {}) {
     this.#onHandlerError = options.onHandlerError ?? (() => undefined);
     this.#now = options.now ?? Date.now;
   }
 
-  /** Subscribes `handler` to `type`; returns a disposer. */
+  /** Subscribes `handler` to `type`; returns a disposer. The same function may subscribe twice. */
   on<TType extends keyof TEvents & string>(type: TType, handler: EventHandler<TEvents[TType]>): Disposer {
-    const listener = (event: TEvents[TType], dispatch: Dispatch): void => {
-      try {
-        const result = handler(event);
-        if (result !== undefined && typeof (result as Promise<void>).then === "function") {
-          (dispatch.pending ??= []).push(
-            (result as Promise<void>).then(undefined, (error: unknown) => this.#reportHandlerError(type, error)),
-          );
-        }
-      } catch (error) {
-        this.#reportHandlerError(type, error);
-      }
-    };
-    this.#emitter.on(type, listener);
+    const wrapped = ((event: TEvents[TType]) => handler(event)) as EventHandler<never>;
+    this.#handlers.set(type, [...(this.#handlers.get(type) ?? []), wrapped]);
     let active = true;
     return () => {
       if (!active) return;
       active = false;
-      this.#emitter.off(type, listener);
+      const remaining = (this.#handlers.get(type) ?? []).filter((candidate) => candidate !== wrapped);
+      if (remaining.length === 0) this.#handlers.delete(type);
+      else this.#handlers.set(type, remaining);
     };
   }
 
@@ -100,7 +89,7 @@ export class EventBus<TEvents extends object> {
 
   /** Number of handlers subscribed to `type`. */
   listenerCount(type: keyof TEvents & string): number {
-    return this.#emitter.listenerCount(type);
+    return this.#handlers.get(type)?.length ?? 0;
   }
 
   /**
@@ -108,13 +97,36 @@ export class EventBus<TEvents extends object> {
    * returned promise settles when every async handler has settled; it never rejects.
    */
   publish<TType extends keyof TEvents & string>(type: TType, event: TEvents[TType]): Promise<void> {
-    const dispatch: Dispatch = { pending: undefined };
-    this.#emitter.emit(type, event, dispatch);
+    const outer = this.#pending;
+    this.#pending = undefined;
+    const handlers = this.#handlers.get(type) as readonly EventHandler<TEvents[TType]>[] | undefined;
+    if (handlers !== undefined) {
+      for (let index = 0; index < handlers.length; index++) {
+        try {
+          const result = handlers[index]!(event);
+          if (result !== undefined && typeof result.then === "function") {
+            (this.#pending ??= []).push(
+              result.then(undefined, (error: unknown) => this.#reportHandlerError(type, error)),
+            );
+          }
+        } catch (error) {
+          this.#reportHandlerError(type, error);
+        }
+      }
+    }
+    if (this.#taps.length > 0) this.#runTaps(type, event);
+    const pending = this.#pending;
+    this.#pending = outer;
+    if (pending === undefined) return RESOLVED;
+    return Promise.all(pending).then(() => undefined);
+  }
+
+  #runTaps<TType extends keyof TEvents & string>(type: TType, event: TEvents[TType]): void {
     for (const tap of this.#taps) {
       try {
         const result = tap(type, event);
         if (result !== undefined) {
-          (dispatch.pending ??= []).push(
+          (this.#pending ??= []).push(
             result.then(undefined, (error: unknown) => this.#reportHandlerError(type, error)),
           );
         }
@@ -122,9 +134,6 @@ export class EventBus<TEvents extends object> {
         this.#reportHandlerError(type, error);
       }
     }
-    const pending = dispatch.pending;
-    if (pending === undefined) return RESOLVED;
-    return Promise.all(pending).then(() => undefined);
   }
 
   #reportHandlerError(type: string, error: unknown): void {
