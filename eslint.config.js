@@ -44,4 +44,9 @@ export default tseslint.config(
     },
   },
   { files: ["**/*.js", "**/*.cjs", "**/*.mjs"], ...tseslint.configs.disableTypeChecked },
+  {
+    files: ["**/*.js", "**/*.cjs", "**/*.mjs"],
+    languageOptions: { globals: { console: "readonly", process: "readonly", require: "readonly", module: "writable" } },
+  },
+  { files: ["**/*.cjs"], rules: { "@typescript-eslint/no-require-imports": "off" } },
 );

@@ -1,1 +1,30 @@
 export { SimulatedClock } from "../memory/simulated-clock";
+export { SimulatedPlc } from "../memory/simulated-plc";
+export { MemoryStore, MemoryStoreFaults } from "../memory/memory-store";
+export { MemoryMetrics } from "../memory/memory-metrics";
+export type { ConformanceAssertion, ConformanceRunner } from "./conformance-runner";
+export {
+  plcDriverBrowseConformance,
+  plcDriverConformance,
+  plcDriverLifecycleConformance,
+  plcDriverReadConformance,
+  plcDriverSubscribeConformance,
+  plcDriverWriteConformance,
+  type PlcDriverConformanceGroups,
+  type PlcDriverConformanceOptions,
+  type PlcDriverFixture,
+} from "./plc-driver-conformance";
+export {
+  alarmHistoryConformance,
+  auditLogConformance,
+  eventStoreConformance,
+  processRepositoryConformance,
+  recipeRepositoryConformance,
+  sampleSinkConformance,
+  storeConformance,
+  storeLifecycleConformance,
+  type StoreConformanceGroup,
+  type StoreConformanceOptions,
+  type StoreFactory,
+  type StoreGroupConformanceOptions,
+} from "./store-conformance";

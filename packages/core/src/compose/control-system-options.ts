@@ -1,0 +1,200 @@
+import { z } from "zod";
+import type { AlarmDefinitionInput } from "../alarms/alarm-definition";
+import { KilnValidationError, type ValidationIssue } from "../domain/errors";
+import { TagCatalog, type TagValue } from "../domain/tags";
+import { issuesFromZod } from "../domain/validation";
+import type { Clock } from "../ports/clock";
+import type { Logger } from "../ports/logger";
+import type { Metrics } from "../ports/metrics";
+import type { PlcDriver } from "../ports/plc-driver";
+import type { Store } from "../ports/store";
+import type { ServiceRegistry } from "./service-registry";
+
+const positive = z.number().positive();
+const positiveInteger = z.number().int().positive();
+
+/** zod schema of one scan group's settings. */
+export const scanGroupSchema = z
+  .object({
+    periodMs: positive,
+    mode: z.enum(["poll", "subscribe"]).default("poll"),
+    staleAfterPeriods: z.number().int().nonnegative().default(3),
+    queueSize: positiveInteger.optional(),
+    deadband: z.number().nonnegative().optional(),
+  })
+  .strict();
+
+const acquisitionSchema = z
+  .object({
+    timeoutMs: positive.default(2_000),
+    failureThreshold: positiveInteger.default(3),
+    recoveryTimeMs: positive.default(5_000),
+    reconnect: z
+      .object({
+        initialDelayMs: z.number().nonnegative().default(500),
+        maxDelayMs: positive.default(30_000),
+        multiplier: z.number().min(1).default(2),
+      })
+      .strict()
+      .refine((value) => value.maxDelayMs >= value.initialDelayMs, {
+        message: "maxDelayMs must be at least initialDelayMs",
+        path: ["maxDelayMs"],
+      })
+      .prefault({}),
+  })
+  .strict()
+  .prefault({});
+
+const loggingSchema = z
+  .object({
+    maxBatchSize: positiveInteger.default(1_000),
+    maxLatencyMs: positive.default(1_000),
+    flushConcurrency: positiveInteger.max(64).default(2),
+    maxBufferedSamples: positiveInteger.default(100_000),
+    overflow: z.enum(["block", "drop-oldest", "spool"]).default("block"),
+    spoolPath: z.string().min(1).optional(),
+    writeTimeoutMs: positive.default(10_000),
+    retry: z
+      .object({
+        maxAttempts: positiveInteger.default(3),
+        initialDelayMs: z.number().nonnegative().default(200),
+        maxDelayMs: positive.default(10_000),
+      })
+      .strict()
+      .prefault({}),
+    breaker: z
+      .object({ failureThreshold: positiveInteger.default(5), recoveryTimeMs: positive.default(10_000) })
+      .strict()
+      .prefault({}),
+    drainTimeoutMs: positive.default(30_000),
+  })
+  .strict()
+  .superRefine((value, context) => {
+    if (value.overflow === "spool" && !value.spoolPath) {
+      context.addIssue({ code: "custom", path: ["spoolPath"], message: 'required when overflow is "spool"' });
+    }
+    if (value.maxBufferedSamples < value.maxBatchSize) {
+      context.addIssue({ code: "custom", path: ["maxBufferedSamples"], message: "must be at least maxBatchSize" });
+    }
+  })
+  .prefault({});
+
+const safeStateSchema = z.array(
+  z.object({ tag: z.string().min(1), value: z.union([z.number(), z.boolean(), z.string()]) }).strict(),
+);
+
+const machineSchema = z
+  .object({
+    model: z.enum(["kiln", "packml"]).default("kiln"),
+    safeState: safeStateSchema.default([]),
+  })
+  .strict()
+  .prefault({});
+
+const implementing = <T>(what: string, check: (value: Record<string, unknown>) => boolean) =>
+  z.custom<T>((value) => typeof value === "object" && value !== null && check(value as Record<string, unknown>), {
+    message: `must implement ${what}`,
+  });
+
+const optionsSchema = z
+  .object({
+    machineId: z
+      .string()
+      .min(1)
+      .regex(/^[A-Za-z0-9_.:-]+$/, "use letters, digits and _ . : - only"),
+    tags: z.instanceof(TagCatalog, { message: "must be a TagCatalog made with defineTags()" }),
+    driver: implementing<PlcDriver>(
+      'the PlcDriver port (driverApiVersion "1", read, write, connect, close)',
+      (value) =>
+        value.driverApiVersion === "1" &&
+        ["read", "write", "connect", "close", "onStatusChange"].every((name) => typeof value[name] === "function"),
+    ).optional(),
+    store: implementing<Store>(
+      'the Store port (storeApiVersion "1")',
+      (value) => value.storeApiVersion === "1" && typeof value.open === "function",
+    ).optional(),
+    clock: implementing<Clock>("the Clock port", (value) => typeof value.now === "function").optional(),
+    logger: implementing<Logger>("the Logger port", (value) => typeof value.child === "function").optional(),
+    metrics: implementing<Metrics>("the Metrics port", (value) => typeof value.counter === "function").optional(),
+    scanGroups: z.record(z.string().min(1), scanGroupSchema).prefault({ default: { periodMs: 1_000 } }),
+    acquisition: acquisitionSchema,
+    logging: loggingSchema,
+    alarms: z.array(z.unknown()).default([]),
+    machine: machineSchema,
+    register: z
+      .custom<(registry: ServiceRegistry) => void>((value) => typeof value === "function", {
+        message: "must be a function",
+      })
+      .optional(),
+  })
+  .strict();
+
+/** What a host passes to `createControlSystem`. Only `machineId` and `tags` are required. */
+export interface ControlSystemOptions {
+  /** The machine this system controls; events and processes carry it. */
+  readonly machineId: string;
+  /** The machine's tags, from `defineTags`. */
+  readonly tags: TagCatalog;
+  /** The PLC driver. @default a `SimulatedPlc` serving the tags */
+  readonly driver?: PlcDriver;
+  /** Where samples, events, processes, recipes, alarms and audit go. @default a `MemoryStore` */
+  readonly store?: Store;
+  /** @default the system clock */
+  readonly clock?: Clock;
+  /** A pino-compatible logger. @default silent */
+  readonly logger?: Logger;
+  /** @default a `MemoryMetrics` */
+  readonly metrics?: Metrics;
+  /** Scan groups by name; every tag's `scanGroup` must be one of them. @default `{ default: { periodMs: 1000 } }` */
+  readonly scanGroups?: Readonly<Record<string, z.input<typeof scanGroupSchema>>>;
+  /** Driver call timeout, breaker and reconnection backoff. */
+  readonly acquisition?: z.input<typeof acquisitionSchema>;
+  /** Batching, overflow policy, spool and store retry of the logging pipeline. */
+  readonly logging?: z.input<typeof loggingSchema>;
+  /** ISA-18.2 alarm definitions on the tags. */
+  readonly alarms?: readonly AlarmDefinitionInput[];
+  /** The machine's state model and the safe state applied on abort and interlock trips. */
+  readonly machine?: {
+    readonly model?: "kiln" | "packml";
+    readonly safeState?: readonly { readonly tag: string; readonly value: TagValue }[];
+  };
+  /** Overrides registrations in the system's container (swap a driver, a store, a clock...). */
+  readonly register?: (registry: ServiceRegistry) => void;
+}
+
+/** The options with every default applied. */
+export type ResolvedControlSystemOptions = Omit<z.output<typeof optionsSchema>, "alarms" | "register"> & {
+  readonly alarms: readonly AlarmDefinitionInput[];
+  readonly register?: (registry: ServiceRegistry) => void;
+};
+
+/**
+ * Validates control system options and applies defaults. Cross-checks the tags: every tag's
+ * scan group must exist, and every safe-state entry must name a writable tag.
+ *
+ * @throws KilnValidationError (`KILN_VALIDATION`) listing every bad field by path, e.g.
+ *   `logging.maxBatchSize` or `tags.chamber.pressure.scanGroup`.
+ */
+export function resolveControlSystemOptions(input: ControlSystemOptions): ResolvedControlSystemOptions {
+  const result = optionsSchema.safeParse(input);
+  if (!result.success) throw new KilnValidationError("control system options", issuesFromZod(result.error));
+  const options = result.data;
+  const issues: ValidationIssue[] = [];
+  for (const tag of options.tags.list()) {
+    if (!options.scanGroups[tag.scanGroup]) {
+      issues.push({
+        path: `tags.${tag.name}.scanGroup`,
+        message: `scan group "${tag.scanGroup}" is not defined in scanGroups (${Object.keys(options.scanGroups).join(", ")})`,
+      });
+    }
+  }
+  options.machine.safeState.forEach((entry, index) => {
+    const tag = options.tags.find(entry.tag);
+    if (!tag) issues.push({ path: `machine.safeState[${index}].tag`, message: `unknown tag "${entry.tag}"` });
+    else if (tag.access !== "readwrite") {
+      issues.push({ path: `machine.safeState[${index}].tag`, message: `tag "${entry.tag}" is read-only` });
+    }
+  });
+  if (issues.length > 0) throw new KilnValidationError("control system options", issues);
+  return options as ResolvedControlSystemOptions;
+}

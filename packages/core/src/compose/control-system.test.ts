@@ -1,0 +1,168 @@
+import { describe, expect, test } from "vitest";
+import { KilnError, type KilnValidationError } from "../domain/errors";
+import { defineTags } from "../domain/tags";
+import { MemoryStore } from "../memory/memory-store";
+import { SimulatedClock } from "../memory/simulated-clock";
+import { SimulatedPlc } from "../memory/simulated-plc";
+import { createControlSystem } from "./control-system";
+import { Tokens } from "./tokens";
+
+const tags = defineTags({
+  "chamber.pressure": { dataType: "float64", unit: "mbar", range: { min: 0, max: 10 }, scanGroup: "fast" },
+  "seq.counter": { dataType: "uint32", scanGroup: "fast" },
+  "heater.temperature": { dataType: "float64", unit: "°C", scanGroup: "slow" },
+  "valve.ald1": { dataType: "bool", access: "readwrite", scanGroup: "fast" },
+});
+const scanGroups = { fast: { periodMs: 100 }, slow: { periodMs: 1_000 } };
+
+function build() {
+  const clock = new SimulatedClock({ start: Date.UTC(2026, 10, 22) });
+  const plc = new SimulatedPlc({
+    tags,
+    clock,
+    sources: {
+      "chamber.pressure": { kind: "sine", amplitude: 1, offset: 2, periodMs: 2_000 },
+      "seq.counter": { kind: "counter" },
+      "heater.temperature": { kind: "constant", value: 250 },
+    },
+  });
+  const store = new MemoryStore({ clock });
+  const system = createControlSystem({
+    machineId: "ald-1",
+    tags,
+    driver: plc,
+    store,
+    clock,
+    scanGroups,
+    logging: { maxBatchSize: 50, maxLatencyMs: 200 },
+  });
+  return { clock, plc, store, system };
+}
+
+describe("createControlSystem", () => {
+  test("runs end to end on the embedded defaults: PLC → CVT → logging → store, and stop drains", async () => {
+    const { clock, store, system } = build();
+    await system.start();
+    await clock.advance(2_000);
+    expect(system.read("seq.counter")?.quality.severity).toBe("good");
+    expect(system.health()).toMatchObject({ status: "ok", machineState: "idle", problems: [] });
+    await system.stop();
+    await store.open(tags.list()); // stop closed it; history is read back as a host would
+    const counter = await store.samples.readSamples({ tag: "seq.counter", from: 0, to: Number.MAX_SAFE_INTEGER });
+    // Every polled counter value was logged (change policy, no deadband), in order, none lost at stop.
+    expect(counter.map((sample) => sample.value)).toEqual(Array.from({ length: 21 }, (_, index) => index));
+    const temperature = await store.samples.readSamples({ tag: "heater.temperature", from: 0, to: Number.MAX_SAFE_INTEGER });
+    expect(temperature).toHaveLength(1); // a constant is logged once
+    expect(system.health().status).toBe("stopped");
+  });
+
+  test("needs only a machine id and tags", async () => {
+    const system = createControlSystem({ machineId: "bare", tags, scanGroups });
+    expect(system.driver.name).toBe("simulated");
+    expect(system.store.storeApiVersion).toBe("1");
+    await system.start();
+    await system.stop();
+  });
+
+  test("machine state changes are published and appended to the event store", async () => {
+    const { clock, store, system } = build();
+    await system.start();
+    await system.machine.send("start");
+    await system.machine.send("started");
+    await clock.advance(0);
+    await system.stop();
+    await store.open(tags.list());
+    const events = await store.events.read("ald-1");
+    expect(events.map((event) => [event.version, event.payload.from, event.payload.to])).toEqual([
+      [1, "idle", "starting"],
+      [2, "starting", "processing"],
+    ]);
+  });
+
+  test("a lost PLC shows as degraded health with the reason", async () => {
+    const { clock, plc, system } = build();
+    await system.start();
+    await clock.advance(300);
+    plc.faults.unreachable = true;
+    await clock.advance(1_000);
+    const health = system.health();
+    expect(health.status).toBe("degraded");
+    expect(health.problems[0]).toMatch(/^PLC simulated offline/);
+    expect(system.read("chamber.pressure")?.quality.severity).toBe("uncertain");
+    await system.stop();
+  });
+
+  test("a host can override any registration", async () => {
+    const clock = new SimulatedClock();
+    const replacement = new SimulatedPlc({ name: "replacement", tags, clock });
+    const system = createControlSystem({
+      machineId: "ald-2",
+      tags,
+      scanGroups,
+      clock,
+      register: (registry) => registry.override(Tokens.Driver, () => replacement),
+    });
+    expect(system.driver).toBe(replacement);
+    expect(system.container.resolve(Tokens.Clock)).toBe(clock);
+  });
+
+  test("two systems in one process share nothing", () => {
+    const first = createControlSystem({ machineId: "a", tags, scanGroups });
+    const second = createControlSystem({ machineId: "b", tags, scanGroups });
+    expect(first.bus).not.toBe(second.bus);
+    expect(first.container.resolve(Tokens.Store)).not.toBe(second.container.resolve(Tokens.Store));
+  });
+
+  test("start twice is a lifecycle error; await using stops it", async () => {
+    const { system } = build();
+    {
+      await using running = system;
+      await running.start();
+      await expect(running.start()).rejects.toMatchObject({ code: "KILN_LIFECYCLE" });
+    }
+    expect(system.state).toBe("stopped");
+  });
+
+  test("bad options fail with KILN_VALIDATION naming every field, and build nothing", () => {
+    let caught: unknown;
+    try {
+      createControlSystem({
+        machineId: "has spaces",
+        tags,
+        scanGroups: { fast: { periodMs: -5 } },
+        logging: { maxBatchSize: 0, overflow: "spool" },
+        machine: { safeState: [{ tag: "chamber.pressure", value: 0 }] },
+        driver: {} as never,
+      });
+    } catch (error) {
+      caught = error;
+    }
+    expect(KilnError.is(caught, "KILN_VALIDATION")).toBe(true);
+    expect((caught as KilnValidationError).issues.map((issue) => issue.path)).toEqual([
+      "machineId",
+      "driver",
+      "scanGroups.fast.periodMs",
+      "logging.maxBatchSize",
+      "logging.spoolPath",
+    ]);
+  });
+
+  test("cross-checks tags against scan groups and the safe state", () => {
+    let caught: unknown;
+    try {
+      createControlSystem({
+        machineId: "ald-3",
+        tags,
+        scanGroups: { fast: { periodMs: 100 } },
+        machine: { safeState: [{ tag: "chamber.pressure", value: 0 }, { tag: "nope", value: 1 }] },
+      });
+    } catch (error) {
+      caught = error;
+    }
+    expect((caught as KilnValidationError).issues.map((issue) => issue.path)).toEqual([
+      "tags.heater.temperature.scanGroup",
+      "machine.safeState[0].tag",
+      "machine.safeState[1].tag",
+    ]);
+  });
+});
