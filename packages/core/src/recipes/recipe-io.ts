@@ -1,0 +1,37 @@
+import type { Sample } from "../domain/sample";
+import type { TagValue } from "../domain/tags";
+import type { CurrentValueTable } from "../cvt/current-value-table";
+import type { Disposer } from "../events/event-bus";
+
+/**
+ * The device I/O a recipe executor uses. Bind `write` to the control system's checked,
+ * audited write path (validation, access, breaker, timeout), and `current`/`onChange` to the
+ * current value table.
+ */
+export interface RecipeIo {
+  /**
+   * Writes `value` to `tag`. `signal` aborts a write the process no longer needs; writes that
+   * must complete (a pulse's off value, the safe state) are made without one, so the write path
+   * should bound them with its own timeout.
+   */
+  write(tag: string, value: TagValue, signal?: AbortSignal): Promise<void>;
+  /** The current sample of `tag`, or undefined before its first value. */
+  current(tag: string): Sample | undefined;
+  /** Calls `listener` with every new sample of `tag` until the returned disposer is called. */
+  onChange(tag: string, listener: (sample: Sample) => void): Disposer;
+}
+
+/**
+ * A {@link RecipeIo} reading a {@link CurrentValueTable} and writing through `write` (the
+ * system's checked write path).
+ */
+export function tableRecipeIo(
+  table: Pick<CurrentValueTable, "get" | "observe">,
+  write: (tag: string, value: TagValue, signal?: AbortSignal) => Promise<void>,
+): RecipeIo {
+  return {
+    write,
+    current: (tag) => table.get(tag),
+    onChange: (tag, listener) => table.observe(tag, (change) => listener(change.sample)),
+  };
+}
