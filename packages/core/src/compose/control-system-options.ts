@@ -8,6 +8,7 @@ import type { Logger } from "../ports/logger";
 import type { Metrics } from "../ports/metrics";
 import type { PlcDriver } from "../ports/plc-driver";
 import type { Store } from "../ports/store";
+import type { RoleTable } from "../security/authorization";
 import type { ServiceRegistry } from "./service-registry";
 
 const positive = z.number().positive();
@@ -91,6 +92,21 @@ const machineSchema = z
   .strict()
   .prefault({});
 
+const authorizationSchema = z
+  .object({
+    roles: z.record(z.string(), z.array(z.unknown())).optional(),
+    operatorWritableTags: z.array(z.string().min(1)).default([]),
+  })
+  .strict()
+  .prefault({});
+
+const recipesSchema = z
+  .object({
+    progressSaveIntervalMs: positive.default(5_000),
+  })
+  .strict()
+  .prefault({});
+
 const implementing = <T>(what: string, check: (value: Record<string, unknown>) => boolean) =>
   z.custom<T>((value) => typeof value === "object" && value !== null && check(value as Record<string, unknown>), {
     message: `must implement ${what}`,
@@ -121,6 +137,8 @@ const optionsSchema = z
     logging: loggingSchema,
     alarms: z.array(z.unknown()).default([]),
     machine: machineSchema,
+    authorization: authorizationSchema,
+    recipes: recipesSchema,
     register: z
       .custom<(registry: ServiceRegistry) => void>((value) => typeof value === "function", {
         message: "must be a function",
@@ -158,13 +176,27 @@ export interface ControlSystemOptions {
     readonly model?: "kiln" | "packml";
     readonly safeState?: readonly { readonly tag: string; readonly value: TagValue }[];
   };
+  /**
+   * Who may do what. `roles` replaces the default role table (viewer, operator, engineer,
+   * admin); `operatorWritableTags` (patterns, `*` wildcard) lists the tags operators may write.
+   */
+  readonly authorization?: {
+    readonly roles?: RoleTable;
+    readonly operatorWritableTags?: readonly string[];
+  };
+  /** Recipe execution settings. */
+  readonly recipes?: { readonly progressSaveIntervalMs?: number };
   /** Overrides registrations in the system's container (swap a driver, a store, a clock...). */
   readonly register?: (registry: ServiceRegistry) => void;
 }
 
 /** The options with every default applied. */
-export type ResolvedControlSystemOptions = Omit<z.output<typeof optionsSchema>, "alarms" | "register"> & {
+export type ResolvedControlSystemOptions = Omit<
+  z.output<typeof optionsSchema>,
+  "alarms" | "register" | "authorization"
+> & {
   readonly alarms: readonly AlarmDefinitionInput[];
+  readonly authorization: { readonly roles?: RoleTable; readonly operatorWritableTags: readonly string[] };
   readonly register?: (registry: ServiceRegistry) => void;
 };
 

@@ -51,7 +51,11 @@ describe("createControlSystem", () => {
     const counter = await store.samples.readSamples({ tag: "seq.counter", from: 0, to: Number.MAX_SAFE_INTEGER });
     // Every polled counter value was logged (change policy, no deadband), in order, none lost at stop.
     expect(counter.map((sample) => sample.value)).toEqual(Array.from({ length: 21 }, (_, index) => index));
-    const temperature = await store.samples.readSamples({ tag: "heater.temperature", from: 0, to: Number.MAX_SAFE_INTEGER });
+    const temperature = await store.samples.readSamples({
+      tag: "heater.temperature",
+      from: 0,
+      to: Number.MAX_SAFE_INTEGER,
+    });
     expect(temperature).toHaveLength(1); // a constant is logged once
     expect(system.health().status).toBe("stopped");
   });
@@ -154,7 +158,12 @@ describe("createControlSystem", () => {
         machineId: "ald-3",
         tags,
         scanGroups: { fast: { periodMs: 100 } },
-        machine: { safeState: [{ tag: "chamber.pressure", value: 0 }, { tag: "nope", value: 1 }] },
+        machine: {
+          safeState: [
+            { tag: "chamber.pressure", value: 0 },
+            { tag: "nope", value: 1 },
+          ],
+        },
       });
     } catch (error) {
       caught = error;

@@ -3,9 +3,9 @@ import { container as rootContainer, type DependencyContainer, type InjectionTok
 import { Acquisition, type AcquisitionHealth } from "../acquisition/acquisition";
 import { AlarmEngine } from "../alarms/alarm-engine";
 import { CurrentValueTable } from "../cvt/current-value-table";
-import { KilnError } from "../domain/errors";
+import { KilnError, KilnValidationError } from "../domain/errors";
 import type { Sample } from "../domain/sample";
-import type { TagCatalog } from "../domain/tags";
+import { checkTagValue, type TagCatalog, type TagValue } from "../domain/tags";
 import type { KilnEvents } from "../events/catalogue";
 import { EventBus, type Disposer } from "../events/event-bus";
 import { kilnMachineModel } from "../fsm/kiln-machine-model";
@@ -16,10 +16,26 @@ import { SampleLogger, type SampleLoggerHealth } from "../logging/sample-logger"
 import { MemoryMetrics } from "../memory/memory-metrics";
 import { MemoryStore } from "../memory/memory-store";
 import { SimulatedPlc } from "../memory/simulated-plc";
-import { SystemClock } from "../ports/clock";
+import { SystemClock, type Clock } from "../ports/clock";
 import { silentLogger, type Logger } from "../ports/logger";
 import type { Store } from "../ports/store";
 import type { PlcDriver } from "../ports/plc-driver";
+import type { StoredRecipe } from "../ports/recipe-repository";
+import type { AlarmShelveOptions, AlarmSnapshot } from "../alarms/alarm-engine";
+import { kilnMachineBinding, packmlMachineBinding } from "../recipes/machine-binding";
+import { recoverInterrupted } from "../recipes/process-recovery";
+import {
+  RecipeExecutor,
+  type ProcessResult,
+  type RecipeProcess,
+  type StartRecipeOptions,
+} from "../recipes/recipe-executor";
+import { tableRecipeIo } from "../recipes/recipe-io";
+import { storedRecipeOf, type RecipeInput } from "../recipes/recipe-schema";
+import { recipeResolver, validateRecipe } from "../recipes/recipe-validation";
+import { CallPolicy } from "../resilience/policy";
+import { Authorizer, defaultRoleTable, type Permission, type Principal } from "../security/authorization";
+import { AuditedCommandRunner } from "../security/audited-command";
 import {
   resolveControlSystemOptions,
   type ControlSystemOptions,
@@ -71,6 +87,8 @@ export class ControlSystem {
   readonly store: Store;
   /** The DI container (child of tsyringe's root; one per system). */
   readonly container: DependencyContainer;
+  /** Runs recipes as processes on this machine (use the audited commands below to start them). */
+  readonly recipes: RecipeExecutor;
 
   readonly #options: ResolvedControlSystemOptions;
   readonly #acquisition: Acquisition;
@@ -80,6 +98,9 @@ export class ControlSystem {
   readonly #disposers: Disposer[] = [];
   #state: "stopped" | "starting" | "running" | "stopping" = "stopped";
   readonly #versions = new Map<string, Promise<number>>();
+  readonly #clock: Clock;
+  readonly #commands: AuditedCommandRunner;
+  readonly #writePolicy: CallPolicy;
 
   /** @internal use {@link createControlSystem}. */
   constructor(container: DependencyContainer) {
@@ -97,11 +118,37 @@ export class ControlSystem {
     this.#filter = container.resolve(Tokens.LoggingFilter);
     this.#logger = container.resolve(Tokens.Logger);
     const clock = container.resolve(Tokens.Clock);
-    const model = this.#options.machine.model === "packml" ? packmlModel : kilnMachineModel;
-    this.machine = new StateMachine<string, string>(model as never, {
+    this.#clock = clock;
+    this.#commands = container.resolve(Tokens.CommandRunner);
+    const packml = this.#options.machine.model === "packml";
+    const interlockGuard = (): true | { allowed: false; reason: string } => {
+      const tripped = this.alarms.list().find((alarm) => alarm.interlock && alarm.active);
+      return tripped ? { allowed: false, reason: `interlock ${tripped.id} is active` } : true;
+    };
+    this.machine = new StateMachine<string, string>((packml ? packmlModel : kilnMachineModel) as never, {
       machineId: this.machineId,
       clock,
       bus: this.bus,
+      guards: { start: interlockGuard },
+    });
+    // Device writes share the acquisition's breaker: one breaker per device.
+    this.#writePolicy = new CallPolicy({
+      name: `plc:${this.driver.name}:write`,
+      clock,
+      timeoutMs: this.#options.acquisition.timeoutMs,
+      breaker: this.#acquisition.breaker,
+    });
+    this.recipes = new RecipeExecutor({
+      machine: packml ? packmlMachineBinding(this.machine as never) : kilnMachineBinding(this.machine as never),
+      io: tableRecipeIo(this.cvt, (tag, value, signal) => this.#write(tag, value, signal)),
+      catalog: this.tags,
+      clock,
+      processes: this.store.processes,
+      resolveRecipe: recipeResolver(this.store.recipes),
+      safeState: this.#options.machine.safeState,
+      bus: this.bus,
+      logger: this.#logger,
+      progressSaveIntervalMs: this.#options.recipes.progressSaveIntervalMs,
     });
   }
 
@@ -122,6 +169,17 @@ export class ControlSystem {
     this.#state = "starting";
     try {
       await this.store.open(this.tags.list());
+      const { recovered } = await recoverInterrupted(this.store.processes, {
+        clock: this.#clock,
+        machineId: this.machineId,
+        bus: this.bus,
+      });
+      for (const process of recovered) {
+        this.#logger.warn(
+          { processId: process.id, lastCompletedStep: process.lastCompletedStep },
+          "process was interrupted by a restart",
+        );
+      }
       await this.#sampleLogger.start();
       this.#wire();
       await this.#acquisition.start();
@@ -144,6 +202,12 @@ export class ControlSystem {
     if (this.#state === "stopped" || this.#state === "stopping") return;
     this.#state = "stopping";
     try {
+      if (this.recipes.active) {
+        await this.recipes.active.abort("control system stopping").catch((error: unknown) => {
+          this.#logger.error({ error: String(error) }, "aborting the running process at stop failed");
+        });
+      }
+      await this.#commands.flush().catch(() => undefined);
       await this.#acquisition.stop();
       await this.#sampleLogger.stop();
       await this.alarms.flush();
@@ -166,6 +230,149 @@ export class ControlSystem {
   read(tag: string): Sample | undefined {
     if (!this.tags.has(tag)) throw new KilnError("KILN_TAG_UNKNOWN", `No tag named "${tag}".`, { details: { tag } });
     return this.cvt.get(tag);
+  }
+
+  /**
+   * Writes `value` to a tag for `principal`: checked (tag exists, is writable, value fits its
+   * type and range), authorized (`tag.write` on the tag), written through the device's timeout
+   * and breaker, and audited with the old and new value whatever the outcome.
+   * @throws `KILN_FORBIDDEN`, `KILN_TAG_UNKNOWN`, `KILN_TAG_NOT_WRITABLE`, `KILN_OUT_OF_RANGE`,
+   *   `KILN_VALIDATION`, or the device's error (`KILN_TIMEOUT`, `KILN_CIRCUIT_OPEN`, `KILN_WRITE_REJECTED`...).
+   */
+  writeTag(principal: Principal, tag: string, value: TagValue, options: { comment?: string } = {}): Promise<void> {
+    return this.#command(principal, "tag.write", tag, () => this.#write(tag, value), {
+      action: "tag.write",
+      newValue: value,
+      readOldValue: () => this.cvt.value(tag),
+      ...options,
+    });
+  }
+
+  /**
+   * Validates `recipe` against the tag catalog and starts it as a process (`recipe.start`).
+   * @returns the running process; await `process.finished` for its result.
+   * @throws `KILN_VALIDATION` listing every problem with its step path (nothing runs),
+   *   `KILN_INVALID_TRANSITION` when the machine cannot start (busy, interlock active), `KILN_FORBIDDEN`.
+   */
+  startRecipe(principal: Principal, recipe: RecipeInput, options: StartRecipeOptions = {}): Promise<RecipeProcess> {
+    const name = typeof recipe === "object" && recipe !== null && "name" in recipe ? String(recipe.name) : "(recipe)";
+    return this.#command(principal, "recipe.start", name, () => this.recipes.start(recipe, options), {
+      newValue: options.parameters,
+    });
+  }
+
+  /** Pauses the running process at its next step boundary (`recipe.pause`). */
+  pauseProcess(principal: Principal): Promise<void> {
+    return this.#command(principal, "recipe.pause", this.#activeId(), () => this.#active().pause());
+  }
+
+  /** Resumes the paused process (`recipe.resume`). */
+  resumeProcess(principal: Principal): Promise<void> {
+    return this.#command(principal, "recipe.resume", this.#activeId(), () => this.#active().resume());
+  }
+
+  /** Aborts the running process at once and writes the safe state (`recipe.abort`). */
+  abortProcess(principal: Principal, reason = "aborted by operator"): Promise<ProcessResult> {
+    return this.#command(principal, "recipe.abort", this.#activeId(), () => this.#active().abort(reason), {
+      comment: reason,
+    });
+  }
+
+  /**
+   * Validates and saves an immutable recipe version (`recipe.save`).
+   * @throws `KILN_VALIDATION` (every problem, by step path), `KILN_ALREADY_EXISTS` for a changed
+   *   definition under an existing version, `KILN_FORBIDDEN`.
+   */
+  saveRecipe(principal: Principal, recipe: RecipeInput): Promise<StoredRecipe> {
+    const name = typeof recipe === "object" && recipe !== null && "name" in recipe ? String(recipe.name) : "(recipe)";
+    return this.#command(principal, "recipe.save", name, async () => {
+      await validateRecipe(recipe, { catalog: this.tags, resolveRecipe: recipeResolver(this.store.recipes) });
+      const stored = storedRecipeOf(recipe, this.#clock.now());
+      await this.store.recipes.save(stored);
+      return stored;
+    });
+  }
+
+  /** Acknowledges an alarm (`alarm.acknowledge`). */
+  acknowledgeAlarm(principal: Principal, alarmId: string, comment?: string): Promise<AlarmSnapshot> {
+    return this.#alarmCommand(
+      principal,
+      "alarm.acknowledge",
+      alarmId,
+      () => this.alarms.acknowledge(alarmId, principal.id),
+      comment,
+    );
+  }
+
+  /** Shelves an alarm for a time or until it next clears (`alarm.shelve`). */
+  shelveAlarm(
+    principal: Principal,
+    alarmId: string,
+    shelve: AlarmShelveOptions,
+    comment?: string,
+  ): Promise<AlarmSnapshot> {
+    return this.#alarmCommand(
+      principal,
+      "alarm.shelve",
+      alarmId,
+      () => this.alarms.shelve(alarmId, shelve, principal.id),
+      comment,
+    );
+  }
+
+  /** Unshelves an alarm (`alarm.unshelve`). */
+  unshelveAlarm(principal: Principal, alarmId: string, comment?: string): Promise<AlarmSnapshot> {
+    return this.#alarmCommand(
+      principal,
+      "alarm.unshelve",
+      alarmId,
+      () => this.alarms.unshelve(alarmId, principal.id),
+      comment,
+    );
+  }
+
+  /** Suppresses an alarm by design, or lifts that suppression (`alarm.suppress`). */
+  suppressAlarm(principal: Principal, alarmId: string, suppressed: boolean, comment?: string): Promise<AlarmSnapshot> {
+    return this.#alarmCommand(
+      principal,
+      "alarm.suppress",
+      alarmId,
+      () => (suppressed ? this.alarms.suppress(alarmId, principal.id) : this.alarms.unsuppress(alarmId, principal.id)),
+      comment,
+    );
+  }
+
+  /** Takes an alarm out of service, or returns it (`alarm.out-of-service`). */
+  setAlarmInService(
+    principal: Principal,
+    alarmId: string,
+    inService: boolean,
+    comment?: string,
+  ): Promise<AlarmSnapshot> {
+    return this.#alarmCommand(
+      principal,
+      "alarm.out-of-service",
+      alarmId,
+      () =>
+        inService
+          ? this.alarms.returnToService(alarmId, principal.id)
+          : this.alarms.removeFromService(alarmId, principal.id),
+      comment,
+    );
+  }
+
+  /**
+   * Sends a command to the machine's state machine (`machine.mode`; maintenance commands need
+   * `machine.maintenance`). Recipes drive the machine themselves; this is for manual modes.
+   * @throws `KILN_INVALID_TRANSITION` (nothing changes), `KILN_FORBIDDEN`.
+   */
+  sendMachineCommand(principal: Principal, command: string): Promise<string> {
+    const permission: Permission = /maintenance/i.test(command) ? "machine.maintenance" : "machine.mode";
+    return this.#command(principal, permission, this.machineId, () => this.machine.send(command), {
+      action: `machine.${command}`,
+      readOldValue: () => this.machine.state,
+      newValue: command,
+    });
   }
 
   /** Driver link, pipeline, store breaker and alarms in one summary. */
@@ -198,6 +405,70 @@ export class ControlSystem {
     };
   }
 
+  #command<TResult>(
+    principal: Principal,
+    permission: Permission,
+    target: string,
+    execute: () => TResult | Promise<TResult>,
+    extras: { action?: string; newValue?: unknown; readOldValue?: () => unknown; comment?: string } = {},
+  ): Promise<TResult> {
+    return this.#commands.run({ principal, permission, target, execute, ...withoutUndefined(extras) });
+  }
+
+  #alarmCommand(
+    principal: Principal,
+    permission: Permission,
+    alarmId: string,
+    execute: () => AlarmSnapshot,
+    comment: string | undefined,
+  ): Promise<AlarmSnapshot> {
+    return this.#command(principal, permission, alarmId, execute, {
+      readOldValue: () => this.alarms.list().find((alarm) => alarm.id === alarmId)?.state.name ?? null,
+      ...(comment === undefined ? {} : { comment }),
+    });
+  }
+
+  #active(): RecipeProcess {
+    const active = this.recipes.active;
+    if (!active) throw new KilnError("KILN_NOT_FOUND", `No process is running on ${this.machineId}.`);
+    return active;
+  }
+
+  #activeId(): string {
+    return this.recipes.active?.id ?? "(no process)";
+  }
+
+  /** The checked write path: catalog, access, type and range, then the device under timeout + breaker. */
+  async #write(tag: string, value: TagValue, signal?: AbortSignal): Promise<void> {
+    const definition = this.tags.find(tag);
+    if (!definition) throw new KilnError("KILN_TAG_UNKNOWN", `No tag named "${tag}".`, { details: { tag } });
+    if (definition.access !== "readwrite") {
+      throw new KilnError(
+        "KILN_TAG_NOT_WRITABLE",
+        `Tag "${tag}" is read-only; declare it access: "readwrite" to write it.`,
+        {
+          details: { tag },
+        },
+      );
+    }
+    const problem = checkTagValue(definition, value);
+    if (problem !== undefined) {
+      const { range } = definition;
+      if (range && typeof value === "number" && Number.isFinite(value) && (value < range.min || value > range.max)) {
+        throw new KilnError("KILN_OUT_OF_RANGE", `Cannot write ${tag}: ${problem}.`, {
+          details: { tag, value, min: range.min, max: range.max },
+        });
+      }
+      throw new KilnValidationError(`write to ${tag}`, [{ path: "value", message: problem }]);
+    }
+    if (this.#state !== "running") {
+      throw new KilnError("KILN_LIFECYCLE", `Cannot write ${tag}: the control system is ${this.#state}.`);
+    }
+    await this.#writePolicy.executeOnce((attempt) =>
+      this.driver.write(definition, value, signal ? AbortSignal.any([attempt, signal]) : attempt),
+    );
+  }
+
   #wire(): void {
     this.#disposers.push(
       this.cvt.observeAll((change) => {
@@ -205,6 +476,10 @@ export class ControlSystem {
         if (this.#filter.accept(change.sample)) this.#sampleLogger.append(change.sample);
       }),
       this.bus.tap((type, event) => this.#record(type, event)),
+      this.bus.on("interlock-trip", async (event) => {
+        this.#logger.error({ alarmId: event.alarmId, value: event.value }, "interlock tripped");
+        await this.recipes.trip(`interlock ${event.alarmId} tripped at ${String(event.value)}`);
+      }),
     );
   }
 
@@ -229,6 +504,10 @@ export class ControlSystem {
     this.#versions.set(aggregateId, next);
     return next.then(() => undefined);
   }
+}
+
+function withoutUndefined<T extends Record<string, unknown>>(value: T): T {
+  return Object.fromEntries(Object.entries(value).filter(([, entry]) => entry !== undefined)) as T;
 }
 
 function toJson(payload: Record<string, unknown>): Record<string, unknown> {
@@ -321,6 +600,26 @@ function registerDefaults(container: DependencyContainer, options: ResolvedContr
       beforeRead: () => sampleLogger.whenWritable(),
     });
   });
+  singleton(
+    Tokens.Authorizer,
+    () =>
+      new Authorizer({
+        roles:
+          options.authorization.roles ??
+          defaultRoleTable({ operatorWritableTags: options.authorization.operatorWritableTags }),
+      }),
+  );
+  singleton(
+    Tokens.CommandRunner,
+    (resolve) =>
+      new AuditedCommandRunner({
+        authorizer: resolve(Tokens.Authorizer),
+        audit: resolve(Tokens.Store).audit,
+        clock: resolve(Tokens.Clock),
+        bus: resolve(Tokens.Bus),
+        logger: resolve(Tokens.Logger),
+      }),
+  );
   singleton(
     Tokens.AlarmEngine,
     (resolve) =>

@@ -12,6 +12,8 @@ import type { Logger } from "../ports/logger";
 import type { Metrics } from "../ports/metrics";
 import type { PlcDriver } from "../ports/plc-driver";
 import type { Store } from "../ports/store";
+import type { Authorizer } from "../security/authorization";
+import type { AuditedCommandRunner } from "../security/audited-command";
 import type { ResolvedControlSystemOptions } from "./control-system-options";
 
 function token<T>(description: string): InjectionToken<T> & symbol {
@@ -37,4 +39,8 @@ export const Tokens = {
   SampleLogger: token<SampleLogger>("sample-logger"),
   Acquisition: token<Acquisition>("acquisition"),
   AlarmEngine: token<AlarmEngine>("alarm-engine"),
+  /** Decides who may do what (role table). */
+  Authorizer: token<Authorizer>("authorizer"),
+  /** Authorizes, runs and audits every operator command. */
+  CommandRunner: token<AuditedCommandRunner>("command-runner"),
 } as const;
