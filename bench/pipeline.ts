@@ -67,7 +67,7 @@ async function kilnRun(
     maxBufferedSamples: 200_000,
     overflow: "block",
     writeTimeoutMs: 10_000,
-    retry: { maxAttempts: 3, initialDelayMs: 10, maxDelayMs: 100 },
+    retry: { initialDelayMs: 10, maxDelayMs: 100 },
     breaker: { failureThreshold: 5, recoveryTimeMs: 1_000 },
     drainTimeoutMs: 30_000,
   });

@@ -67,7 +67,7 @@ test("a process killed with SIGKILL loses nothing that reached the spool; a rest
     overflow: "spool",
     spoolPath,
     writeTimeoutMs: 1_000,
-    retry: { maxAttempts: 3, initialDelayMs: 10, maxDelayMs: 100 },
+    retry: { initialDelayMs: 10, maxDelayMs: 100 },
     breaker: { failureThreshold: 5, recoveryTimeMs: 1_000 },
     drainTimeoutMs: 5_000,
   });

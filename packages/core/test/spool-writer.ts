@@ -27,7 +27,7 @@ const logger = new SampleLogger({
   overflow: "spool",
   spoolPath,
   writeTimeoutMs: 100,
-  retry: { maxAttempts: 1, initialDelayMs: 10, maxDelayMs: 50 },
+  retry: { initialDelayMs: 10, maxDelayMs: 50 },
   breaker: { failureThreshold: 2, recoveryTimeMs: 1_000 },
   drainTimeoutMs: 1_000,
 });

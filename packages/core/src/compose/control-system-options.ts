@@ -57,9 +57,9 @@ const loggingSchema = z
     writeTimeoutMs: positive.default(10_000),
     retry: z
       .object({
-        maxAttempts: positiveInteger.default(3),
         initialDelayMs: z.number().nonnegative().default(200),
         maxDelayMs: positive.default(10_000),
+        multiplier: z.number().min(1).default(2),
       })
       .strict()
       .prefault({}),

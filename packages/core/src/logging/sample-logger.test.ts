@@ -23,7 +23,7 @@ const settings: SampleLoggerSettings = {
   maxBufferedSamples: 100,
   overflow: "block",
   writeTimeoutMs: 50,
-  retry: { maxAttempts: 2, initialDelayMs: 10, maxDelayMs: 100, random: () => 0.5 },
+  retry: { initialDelayMs: 10, maxDelayMs: 100, random: () => 0.5 },
   breaker: { failureThreshold: 3, recoveryTimeMs: 200 },
   drainTimeoutMs: 1_000,
 };

@@ -10,7 +10,7 @@ import type { Counter, Gauge, Histogram, Metrics } from "../ports/metrics";
 import type { SampleSink } from "../ports/sample-sink";
 import type { CircuitBreakerSnapshot } from "../resilience/circuit-breaker";
 import { CallPolicy } from "../resilience/policy";
-import { backoffDelay, createRetryPolicy, type RetryPolicyOptions } from "../resilience/retry";
+import { backoffDelay, createRetryPolicy, type RetryPolicy } from "../resilience/retry";
 import { SampleJournal } from "./sample-journal";
 
 /** What happens when `maxBufferedSamples` are waiting for the store. */
@@ -32,8 +32,16 @@ export interface SampleLoggerSettings {
   readonly spoolPath?: string;
   /** Time one `writeBatch` may take, in ms. */
   readonly writeTimeoutMs: number;
-  /** Retry schedule of a failed batch; after it, the batch is retried forever at `maxDelayMs`. */
-  readonly retry: RetryPolicyOptions;
+  /**
+   * Backoff between attempts of a failed batch: capped exponential with full jitter. A batch
+   * is retried until it is stored (or spooled at the bound, or counted at a stop deadline).
+   */
+  readonly retry: {
+    readonly initialDelayMs: number;
+    readonly maxDelayMs: number;
+    readonly multiplier?: number;
+    readonly random?: () => number;
+  };
   /** Store circuit breaker. */
   readonly breaker: { readonly failureThreshold: number; readonly recoveryTimeMs: number };
   /** How long `stop()` keeps trying to reach a failing store before spooling (or, without a spool, giving up), in ms. */
@@ -97,6 +105,7 @@ export class SampleLogger {
   readonly #laneOfTag = new Map<string, Lane>();
   readonly #queue: PQueue;
   readonly #policy: CallPolicy;
+  readonly #retry: RetryPolicy;
   readonly #flushLatency = new RollingStats();
   readonly #instruments:
     | {
@@ -141,9 +150,9 @@ export class SampleLogger {
       clock: options.clock,
       bus: options.bus,
       timeoutMs: options.writeTimeoutMs,
-      retry: options.retry,
       breaker: options.breaker,
     });
+    this.#retry = createRetryPolicy({ maxAttempts: Number.MAX_SAFE_INTEGER, ...options.retry });
     const metrics = options.metrics;
     this.#instruments = metrics && {
       in: metrics.counter("kiln_samples_in_total", "Samples offered to the logging pipeline"),
@@ -347,19 +356,19 @@ export class SampleLogger {
   }
 
   /**
-   * Writes one batch through timeout + breaker + retry, and keeps retrying at the capped
-   * delay until it succeeds, the batch is superseded (moved to the spool), or the logger stops.
+   * Writes one batch through timeout + breaker, retrying with capped backoff until it succeeds,
+   * the batch is superseded (moved to the spool), or the logger stops. Every failed attempt is
+   * published as `batch-flush-fail`.
    * A non-retryable rejection is counted as dropped and reported: retrying cannot fix it.
    */
   async #write(batch: readonly Sample[], generation: number): Promise<boolean> {
     const { sink, clock, bus } = this.#options;
-    const retryPolicy = createRetryPolicy(this.#options.retry);
     const stop = this.#stopping.signal;
     for (let attempt = 1; ; attempt++) {
       if (generation !== this.#generation || stop.aborted) return false;
       const started = clock.now();
       try {
-        await this.#policy.execute(() => sink.writeBatch(batch), stop);
+        await this.#policy.executeOnce(() => sink.writeBatch(batch), stop);
         const duration = clock.now() - started;
         this.#flushLatency.observe(duration);
         this.#instruments?.flush.observe(duration);
@@ -385,7 +394,7 @@ export class SampleLogger {
         }
         this.#logger.warn({ error: String(error), attempt, size: batch.length }, "batch write failed; retrying");
         try {
-          await clock.sleep(backoffDelay(retryPolicy.maxAttempts, retryPolicy, retryPolicy.random()), stop);
+          await clock.sleep(backoffDelay(Math.min(attempt, 32), this.#retry, this.#retry.random()), stop);
         } catch {
           return false;
         }

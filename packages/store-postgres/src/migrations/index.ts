@@ -1,0 +1,7 @@
+import { initialSchema } from "./0001-initial-schema";
+import type { Migration } from "./migration";
+
+export type { Migration } from "./migration";
+
+/** Every migration, in version order. Append new ones; never edit or reorder applied ones. */
+export const MIGRATIONS: readonly Migration[] = [initialSchema];

@@ -1,0 +1,93 @@
+import type { AuditEntry, AuditLog, TimeRange } from "@kiln/core";
+import { checkTimeRange, IssueCollector } from "./input-checks";
+import { arrayLiteral } from "./sql-array";
+import { jsonText, millisecondsOf, parseJsonText, timestampOf } from "./sql-expressions";
+import type { StoreContext } from "./store-context";
+
+const OUTCOMES: ReadonlySet<string> = new Set(["allowed", "denied", "failed"]);
+
+interface AuditRow {
+  readonly principal: string;
+  readonly roles: string;
+  readonly action: string;
+  readonly target: string;
+  readonly old_value: string | null;
+  readonly new_value: string | null;
+  readonly outcome: AuditEntry["outcome"];
+  readonly reason: string | null;
+  readonly at: number;
+}
+
+/**
+ * The append-only audit trail in the `audit_log` table, returned in time order (ties in
+ * insertion order). Old and new values are stored as `jsonb` (a bigint as its decimal string).
+ */
+export class PostgresAuditLog implements AuditLog {
+  readonly #context: StoreContext;
+
+  constructor(context: StoreContext) {
+    this.#context = context;
+  }
+
+  /** Appends one entry. */
+  async record(entry: AuditEntry): Promise<void> {
+    this.#context.client();
+    const issues = new IssueCollector();
+    if (typeof entry !== "object" || entry === null) issues.add("", "must be an audit entry");
+    else {
+      for (const field of ["principal", "action", "target"] as const) issues.string(field, entry[field]);
+      if (!Array.isArray(entry.roles)) issues.add("roles", "must be an array of strings");
+      else entry.roles.forEach((role, index) => issues.string(`roles[${index}]`, role));
+      if (!OUTCOMES.has(entry.outcome)) issues.add("outcome", "must be allowed, denied or failed");
+      issues.optionalString("reason", entry.reason);
+      issues.finite("at", entry.at);
+    }
+    issues.throwIfAny("audit entry");
+    await this.#context.run("audit.record", (client) =>
+      client.query(
+        `INSERT INTO ${this.#context.table("audit_log")}
+           (principal, roles, action, target, old_value, new_value, outcome, reason, at)
+         VALUES ($1, $2::text::text[], $3, $4, $5::text::jsonb, $6::text::jsonb, $7, $8, ${timestampOf("$9")})`,
+        [
+          entry.principal,
+          arrayLiteral(entry.roles),
+          entry.action,
+          entry.target,
+          jsonText(entry.oldValue),
+          jsonText(entry.newValue),
+          entry.outcome,
+          entry.reason ?? null,
+          entry.at,
+        ],
+      ),
+    );
+  }
+
+  /** Entries in `[from, to)`, oldest first. */
+  async query(range: TimeRange): Promise<AuditEntry[]> {
+    this.#context.client();
+    checkTimeRange(range, "time range");
+    if (range.from >= range.to) return [];
+    const rows = await this.#context.run("audit.query", (client) =>
+      client.query<AuditRow>(
+        `SELECT principal, array_to_json(roles)::text AS roles, action, target, old_value::text AS old_value,
+                new_value::text AS new_value, outcome, reason, ${millisecondsOf("at")} AS at
+         FROM ${this.#context.table("audit_log")}
+         WHERE at >= ${timestampOf("$1")} AND at < ${timestampOf("$2")}
+         ORDER BY at, id`,
+        [range.from, range.to],
+      ),
+    );
+    return rows.rows.map((row) => ({
+      principal: row.principal,
+      roles: JSON.parse(row.roles) as string[],
+      action: row.action,
+      target: row.target,
+      ...(row.old_value === null ? {} : { oldValue: parseJsonText(row.old_value) }),
+      ...(row.new_value === null ? {} : { newValue: parseJsonText(row.new_value) }),
+      outcome: row.outcome,
+      ...(row.reason === null ? {} : { reason: row.reason }),
+      at: row.at,
+    }));
+  }
+}

@@ -1,0 +1,93 @@
+import { KilnError } from "@kiln/core";
+import { describe, expect, test } from "vitest";
+import { isRetryablePostgresError, sqlStateOf, toStoreError } from "./postgres-error";
+
+/** An error shaped like pg's DatabaseError (and PGlite's): a message and a SQLSTATE `code`. */
+function databaseError(code: string, message = `server error ${code}`): Error {
+  return Object.assign(new Error(message), { code, severity: "ERROR" });
+}
+
+/** An error shaped like Node's socket errors. */
+function socketError(code: string): Error {
+  return Object.assign(new Error(`connect ${code} 127.0.0.1:5432`), { code, syscall: "connect" });
+}
+
+describe("isRetryablePostgresError", () => {
+  test.each([
+    ["serialization failure", databaseError("40001")],
+    ["deadlock", databaseError("40P01")],
+    [
+      "admin shutdown (pg_terminate_backend)",
+      databaseError("57P01", "terminating connection due to administrator command"),
+    ],
+    ["crash shutdown", databaseError("57P02")],
+    ["cannot connect now", databaseError("57P03")],
+    ["too many connections", databaseError("53300", "sorry, too many clients already")],
+    ["connection failure (class 08)", databaseError("08006")],
+    ["lock not available", databaseError("55P03")],
+    ["statement timeout", databaseError("57014")],
+    ["connection refused", socketError("ECONNREFUSED")],
+    ["connection reset", socketError("ECONNRESET")],
+    ["broken pipe", socketError("EPIPE")],
+    ["socket timeout", socketError("ETIMEDOUT")],
+    ["connection lost mid-query", new Error("Connection terminated unexpectedly")],
+    ["pool connect timeout", new Error("timeout exceeded when trying to connect")],
+    ["unqueryable client", new Error("Client has encountered a connection error and is not queryable")],
+    ["refused on every address", new AggregateError([socketError("ECONNREFUSED"), socketError("ECONNREFUSED")], "")],
+    ["wrapped cause", new Error("write failed", { cause: databaseError("40P01") })],
+    ["a retryable KilnError", new KilnError("KILN_TIMEOUT", "timed out", { retryable: true })],
+  ])("%s is retryable", (_name, error) => {
+    expect(isRetryablePostgresError(error)).toBe(true);
+  });
+
+  test.each([
+    ["unique violation", databaseError("23505")],
+    ["foreign key violation", databaseError("23503")],
+    ["not-null violation", databaseError("23502")],
+    ["syntax error", databaseError("42601")],
+    ["undefined table", databaseError("42P01")],
+    ["invalid text representation", databaseError("22P02")],
+    ["datetime overflow", databaseError("22008")],
+    ["authentication failure", databaseError("28P01")],
+    ["permission denied", databaseError("42501")],
+    [
+      "an unlisted SQLSTATE whose message mentions a dropped connection",
+      databaseError("XX000", "Connection terminated"),
+    ],
+    ["a plain error", new Error("boom")],
+    ["a file-system error", socketError("ENOENT")],
+    ["a non-error value", "Connection terminated"],
+    ["nothing", undefined],
+    ["a KilnError that is not retryable", new KilnError("KILN_VALIDATION", "bad")],
+  ])("%s is not retryable", (_name, error) => {
+    expect(isRetryablePostgresError(error)).toBe(false);
+  });
+});
+
+describe("sqlStateOf", () => {
+  test("reads SQLSTATEs and ignores Node error codes", () => {
+    expect(sqlStateOf(databaseError("40P01"))).toBe("40P01");
+    expect(sqlStateOf(socketError("EPIPE"))).toBeUndefined();
+    expect(sqlStateOf(socketError("ECONNRESET"))).toBeUndefined();
+    expect(sqlStateOf(new Error("no code"))).toBeUndefined();
+  });
+});
+
+describe("toStoreError", () => {
+  test("wraps a failure as KILN_STORE_ERROR with retryable, cause, operation and SQLSTATE", () => {
+    const cause = databaseError("57P01");
+    const error = toStoreError(cause, "samples.writeBatch");
+    expect(error.code).toBe("KILN_STORE_ERROR");
+    expect(error.retryable).toBe(true);
+    expect(error.cause).toBe(cause);
+    expect(error.details).toEqual({ operation: "samples.writeBatch", sqlState: "57P01" });
+    const refused = toStoreError(socketError("ECONNREFUSED"), "open");
+    expect([refused.retryable, refused.details]).toEqual([true, { operation: "open" }]);
+    expect(toStoreError(databaseError("42601"), "migrate").retryable).toBe(false);
+  });
+
+  test("passes a KilnError through unchanged", () => {
+    const conflict = new KilnError("KILN_CONCURRENCY_CONFLICT", "stale");
+    expect(toStoreError(conflict, "events.append")).toBe(conflict);
+  });
+});

@@ -1,0 +1,236 @@
+import {
+  KilnError,
+  silentLogger,
+  type AlarmHistory,
+  type AuditLog,
+  type EventStore,
+  type Logger,
+  type ProcessRepository,
+  type RecipeRepository,
+  type SampleHistory,
+  type SampleSink,
+  type Store,
+  type StoreCapabilities,
+  type Tag,
+} from "@kiln/core";
+import pg from "pg";
+import { IssueCollector } from "./input-checks";
+import { applyMigrations, type MigrationReport } from "./migrator";
+import { PgPoolSqlClient, type PgPoolLike } from "./pg-pool-sql-client";
+import { PgliteSqlClient, type PgliteLike } from "./pglite-sql-client";
+import { PostgresAlarmHistory } from "./postgres-alarm-history";
+import { PostgresAuditLog } from "./postgres-audit-log";
+import { toStoreError } from "./postgres-error";
+import { PostgresEventStore } from "./postgres-event-store";
+import { PostgresProcessRepository } from "./postgres-process-repository";
+import { PostgresRecipeRepository } from "./postgres-recipe-repository";
+import { PostgresSampleSink } from "./postgres-sample-sink";
+import type { SqlClient } from "./sql-client";
+import { StoreContext } from "./store-context";
+import { TagRegistry } from "./tag-registry";
+
+/**
+ * Options of {@link PostgresStore}. Give at most one of `connectionString`, `pool`, `pglite` and
+ * `client`; with none, the store runs on a fresh in-memory PGlite database.
+ */
+export interface PostgresStoreOptions {
+  /** A PostgreSQL URL; the store creates (and on `close`, ends) its own `pg.Pool`. */
+  readonly connectionString?: string;
+  /** A pool the host already has (`pg.Pool` fits). The store never ends it. */
+  readonly pool?: PgPoolLike;
+  /** A PGlite instance the host created (in memory or on disk). The store never closes it. */
+  readonly pglite?: PgliteLike;
+  /** Any other client, adapted to the structural {@link SqlClient}. The store never closes it. */
+  readonly client?: SqlClient;
+  /**
+   * The schema holding Kiln's tables: lower-case letters, digits and `_`, starting with a letter
+   * or `_`, at most 63 characters, not starting with `pg_`. Created by `migrate()` when missing.
+   * @default "kiln"
+   */
+  readonly schema?: string;
+  /** Pool size when the store creates the pool from `connectionString`. @default 4 */
+  readonly maxConnections?: number;
+  /** Where the store reports connection errors of idle pooled connections. @default silentLogger */
+  readonly logger?: Logger;
+}
+
+/** A lower-case identifier that needs no quoting rules beyond double quotes; `pg_` is reserved. */
+const SCHEMA_NAME = /^(?!pg_)[a-z_][a-z0-9_]{0,62}$/;
+
+interface Connection {
+  readonly client: SqlClient;
+  release(): Promise<void>;
+}
+
+/**
+ * The durable {@link Store}: every Kiln port on PostgreSQL, or on embedded PGlite when no
+ * server is given, so a newcomer needs no database to start.
+ *
+ * - `open(tags)` connects, applies migrations (see {@link PostgresStore.migrate}) and registers
+ *   the tag catalog. Every other call rejects with `KILN_LIFECYCLE` until then, and after `close`.
+ * - Sample ingest is a binary COPY, idempotent on (tag, timestamp) and safe to retry
+ *   (see {@link PostgresSampleSink}); process saves and their events share one transaction.
+ * - Database failures reject with `KILN_STORE_ERROR` whose `retryable` tells a retry policy or
+ *   breaker whether to try again (connection lost, admin shutdown, serialization failure,
+ *   deadlock, too many connections are retryable; constraint or syntax errors are not).
+ * - All SQL is parameterised; the schema name is validated and quoted.
+ *
+ * @example
+ * const store = new PostgresStore(); // in-memory PGlite
+ * // or: new PostgresStore({ connectionString: process.env.DATABASE_URL, schema: "plant1" })
+ * await store.open(tags.list());
+ * await store.samples.writeBatch([{ tag: "chamber.pressure", value: 2.5, timestamp: Date.now(), quality: GOOD }]);
+ * await store.close();
+ * @throws KilnValidationError (`KILN_VALIDATION`) from the constructor for bad options (`schema`,
+ * `maxConnections`, more than one connection source).
+ */
+export class PostgresStore implements Store {
+  /** The store contract version. */
+  readonly storeApiVersion = "1";
+  /** Process saves and their events commit in one transaction. */
+  readonly capabilities: StoreCapabilities = Object.freeze({ transactions: true });
+  /** Sample ingest and history. */
+  readonly samples: SampleSink & SampleHistory;
+  /** Domain event streams. */
+  readonly events: EventStore;
+  /** Processes, saved with their events. */
+  readonly processes: ProcessRepository;
+  /** Immutable recipe versions. */
+  readonly recipes: RecipeRepository;
+  /** Alarm transitions. */
+  readonly alarms: AlarmHistory;
+  /** The audit trail. */
+  readonly audit: AuditLog;
+  /** The schema holding the tables. */
+  readonly schema: string;
+
+  readonly #options: PostgresStoreOptions;
+  readonly #logger: Logger;
+  readonly #tags: TagRegistry;
+  #state: "created" | "open" | "closed" = "created";
+  #connection: Promise<Connection> | undefined;
+  #client: SqlClient | undefined;
+
+  constructor(options: PostgresStoreOptions = {}) {
+    checkOptions(options);
+    this.#options = options;
+    this.#logger = options.logger ?? silentLogger;
+    this.schema = options.schema ?? "kiln";
+    const context = new StoreContext(this.schema, () => this.#openClient());
+    this.#tags = new TagRegistry(context);
+    this.samples = new PostgresSampleSink(context, this.#tags);
+    this.events = new PostgresEventStore(context);
+    this.processes = new PostgresProcessRepository(context);
+    this.recipes = new PostgresRecipeRepository(context);
+    this.alarms = new PostgresAlarmHistory(context);
+    this.audit = new PostgresAuditLog(context);
+  }
+
+  /**
+   * Connects (creating the pool or PGlite database when the store owns it), applies pending
+   * migrations and registers `tags` in the `tags` table. Idempotent; opening again after
+   * `close` reconnects (an owned in-memory PGlite database then starts empty).
+   * @throws KilnError `KILN_STORE_ERROR` (retryable when the database was unreachable).
+   */
+  async open(tags: readonly Tag[]): Promise<void> {
+    if (!Array.isArray(tags)) throw new TypeError("open expects an array of tags");
+    try {
+      const client = await this.#connect();
+      await applyMigrations(client, this.schema);
+      await this.#tags.register(client, tags);
+      this.#client = client;
+    } catch (error) {
+      throw toStoreError(error, "open");
+    }
+    this.#state = "open";
+  }
+
+  /**
+   * Applies pending migrations (connecting first when needed) and reports what it did. `open`
+   * calls it; call it alone from a deployment step. Safe to run concurrently from several
+   * processes: an advisory lock serialises them, and a second run applies nothing.
+   * @throws KilnError `KILN_STORE_ERROR`
+   */
+  async migrate(): Promise<MigrationReport> {
+    try {
+      return await applyMigrations(await this.#connect(), this.schema);
+    } catch (error) {
+      throw toStoreError(error, "migrate");
+    }
+  }
+
+  /** Releases what the store owns (its pool or PGlite database). Idempotent. */
+  async close(): Promise<void> {
+    const connection = this.#connection;
+    this.#connection = undefined;
+    this.#client = undefined;
+    if (this.#state === "open") this.#state = "closed";
+    this.#tags.clear();
+    if (connection === undefined) return;
+    const resolved = await connection.catch(() => undefined);
+    await resolved?.release();
+  }
+
+  #openClient(): SqlClient {
+    if (this.#state === "open" && this.#client !== undefined) return this.#client;
+    throw new KilnError(
+      "KILN_LIFECYCLE",
+      this.#state === "closed"
+        ? "The PostgreSQL store is closed: open it again before using it."
+        : "The PostgreSQL store is not open: call store.open(tags) first.",
+      { details: { state: this.#state } },
+    );
+  }
+
+  async #connect(): Promise<SqlClient> {
+    this.#connection ??= this.#createConnection().catch((error: unknown) => {
+      this.#connection = undefined;
+      throw error;
+    });
+    return (await this.#connection).client;
+  }
+
+  async #createConnection(): Promise<Connection> {
+    const { client, pool, pglite, connectionString } = this.#options;
+    const keep = async (): Promise<void> => undefined;
+    if (client) return { client, release: keep };
+    if (pool) return { client: new PgPoolSqlClient(pool), release: keep };
+    if (pglite) return { client: new PgliteSqlClient(pglite), release: keep };
+    if (connectionString !== undefined) {
+      const owned = new pg.Pool({
+        connectionString,
+        max: this.#options.maxConnections ?? 4,
+        application_name: "kiln",
+      });
+      // An idle pooled connection that drops (server restart, pg_terminate_backend) emits here;
+      // the pool discards it and the next call opens a new one.
+      owned.on("error", (error) =>
+        this.#logger.warn({ err: error, schema: this.schema }, "idle PostgreSQL connection lost"),
+      );
+      return { client: new PgPoolSqlClient(owned), release: () => owned.end() };
+    }
+    const { PGlite } = await import("@electric-sql/pglite");
+    const embedded = await PGlite.create();
+    return { client: new PgliteSqlClient(embedded), release: () => embedded.close() };
+  }
+}
+
+function checkOptions(options: PostgresStoreOptions): void {
+  if (typeof options !== "object" || options === null) throw new TypeError("PostgresStore expects an options object");
+  const issues = new IssueCollector();
+  const sources = (["connectionString", "pool", "pglite", "client"] as const).filter(
+    (key) => options[key] !== undefined,
+  );
+  if (sources.length > 1) {
+    issues.add(sources[1]!, `give only one of connectionString, pool, pglite and client (got ${sources.join(", ")})`);
+  }
+  if (options.connectionString !== undefined) issues.string("connectionString", options.connectionString);
+  if (options.schema !== undefined && (typeof options.schema !== "string" || !SCHEMA_NAME.test(options.schema))) {
+    issues.add(
+      "schema",
+      "must be a SQL identifier: lower-case letters, digits and _, starting with a letter or _, at most 63 characters, not starting with pg_",
+    );
+  }
+  if (options.maxConnections !== undefined) issues.integer("maxConnections", options.maxConnections, 1);
+  issues.throwIfAny("PostgreSQL store options");
+}

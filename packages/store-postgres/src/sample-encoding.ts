@@ -1,0 +1,243 @@
+import { KilnValidationError, type Quality, type Sample, type ValidationIssue } from "@kiln/core";
+import { arrayLiteral, type SqlArrayElement } from "./sql-array";
+
+/** Columns of `samples` written by ingest, in the order of the COPY stream and unnest arrays. */
+export const SAMPLE_COLUMNS = [
+  "tag_id",
+  "quality",
+  "time",
+  "value_float",
+  "value_int",
+  "value_bool",
+  "value_text",
+  "quality_reason",
+] as const;
+
+const SEVERITIES: ReadonlySet<string> = new Set(["good", "uncertain", "bad"]);
+const INT64_MIN = -(2n ** 63n);
+const INT64_MAX = 2n ** 63n - 1n;
+
+/**
+ * Checks every sample of a batch and returns the distinct tag names in it.
+ *
+ * @throws KilnValidationError (`KILN_VALIDATION`) naming each bad field as `[index].field`;
+ * nothing is written when it throws.
+ */
+export function checkSamples(samples: readonly Sample[]): Set<string> {
+  const names = new Set<string>();
+  let issues: ValidationIssue[] | undefined;
+  for (let index = 0; index < samples.length; index++) {
+    const sample = samples[index] as Sample | null | undefined;
+    if (typeof sample !== "object" || sample === null) {
+      (issues ??= []).push({ path: `[${index}]`, message: "must be a sample object" });
+      continue;
+    }
+    const { tag, timestamp, value } = sample;
+    if (typeof tag !== "string" || tag === "") {
+      (issues ??= []).push({ path: `[${index}].tag`, message: "must be a non-empty string" });
+    } else names.add(tag);
+    if (typeof timestamp !== "number" || !Number.isFinite(timestamp)) {
+      (issues ??= []).push({ path: `[${index}].timestamp`, message: "must be a finite number of ms since epoch" });
+    }
+    const type = typeof value;
+    if (value !== null && type !== "number" && type !== "boolean" && type !== "string" && type !== "bigint") {
+      (issues ??= []).push({ path: `[${index}].value`, message: "must be a number, boolean, string, bigint or null" });
+    } else if (type === "bigint" && ((value as bigint) < INT64_MIN || (value as bigint) > INT64_MAX)) {
+      (issues ??= []).push({ path: `[${index}].value`, message: "a bigint value must fit a signed 64-bit integer" });
+    }
+    const quality = sample.quality as Quality | null | undefined;
+    if (typeof quality !== "object" || quality === null || !SEVERITIES.has(quality.severity)) {
+      (issues ??= []).push({ path: `[${index}].quality.severity`, message: "must be good, uncertain or bad" });
+    } else if (!Number.isInteger(quality.code) || quality.code < 0 || quality.code > 0xffffffff) {
+      (issues ??= []).push({ path: `[${index}].quality.code`, message: "must be a 32-bit unsigned status code" });
+    } else if (quality.reason !== undefined && typeof quality.reason !== "string") {
+      (issues ??= []).push({ path: `[${index}].quality.reason`, message: "must be a string when present" });
+    }
+  }
+  if (issues) throw new KilnValidationError("sample batch", issues);
+  return names;
+}
+
+/** A checked batch with in-batch duplicates removed, ready to encode. */
+export interface PreparedSamples {
+  /** Number of distinct (tag, timestamp) samples. */
+  readonly length: number;
+  /** Tag id of each kept sample. */
+  readonly tagIds: Int32Array;
+  /** Timestamp of each kept sample in whole microseconds since the Unix epoch. */
+  readonly micros: Float64Array;
+  /** The kept samples, first occurrence of each (tag, timestamp). */
+  readonly samples: readonly Sample[];
+}
+
+/**
+ * Removes duplicate (tag, timestamp) pairs from a checked batch, keeping the first occurrence
+ * (as `ON CONFLICT DO NOTHING` keeps the row already stored), and resolves tag ids.
+ * Timestamps are rounded to whole microseconds, PostgreSQL's resolution, here and only here, so
+ * the COPY and the unnest paths store exactly the same key.
+ */
+export function prepareSamples(samples: readonly Sample[], tagIds: ReadonlyMap<string, number>): PreparedSamples {
+  const ids = new Int32Array(samples.length);
+  const micros = new Float64Array(samples.length);
+  const kept: Sample[] = [];
+  // Keyed by timestamp first: a batch usually holds a few scans of many tags, so this makes a
+  // few sets of tag ids rather than one set per tag. A lone tag id is stored unboxed.
+  const seen = new Map<number, number | Set<number>>();
+  for (const sample of samples) {
+    const id = tagIds.get(sample.tag);
+    if (id === undefined) throw new Error(`tag "${sample.tag}" has no id: register it before preparing`);
+    const time = Math.round(sample.timestamp * 1000);
+    const entry = seen.get(time);
+    if (entry === undefined) seen.set(time, id);
+    else if (typeof entry === "number") {
+      if (entry === id) continue;
+      seen.set(time, new Set([entry, id]));
+    } else {
+      if (entry.has(id)) continue;
+      entry.add(id);
+    }
+    ids[kept.length] = id;
+    micros[kept.length] = time;
+    kept.push(sample);
+  }
+  return {
+    length: kept.length,
+    tagIds: ids.subarray(0, kept.length),
+    micros: micros.subarray(0, kept.length),
+    samples: kept,
+  };
+}
+
+const COPY_HEADER = [0x50, 0x47, 0x43, 0x4f, 0x50, 0x59, 0x0a, 0xff, 0x0d, 0x0a, 0x00, 0, 0, 0, 0, 0, 0, 0, 0];
+/** 2000-01-01T00:00:00Z, PostgreSQL's timestamp epoch, in microseconds since the Unix epoch. */
+const POSTGRES_EPOCH_MICROS = 946_684_800_000_000;
+const TWO_TO_32 = 4_294_967_296;
+/** Field count (2), tag_id and quality (8 each), time (12), five length words of the nullable columns. */
+const FIXED_ROW_BYTES = 2 + 8 + 8 + 12 + 5 * 4;
+
+/**
+ * Encodes a prepared batch as a PostgreSQL binary COPY stream (header, one tuple per sample in
+ * {@link SAMPLE_COLUMNS} order, trailer). Binary avoids the server parsing text timestamps and
+ * floats, which is most of the cost of a text COPY.
+ */
+export function encodeBinaryCopy(batch: PreparedSamples): Uint8Array {
+  let size = COPY_HEADER.length + 2;
+  for (const sample of batch.samples) {
+    size += FIXED_ROW_BYTES + payloadBound(sample.value);
+    if (sample.quality.reason !== undefined) size += sample.quality.reason.length * 3;
+  }
+  const buffer = Buffer.allocUnsafe(size);
+  const view = new DataView(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+  buffer.set(COPY_HEADER, 0);
+  let offset = COPY_HEADER.length;
+  for (let index = 0; index < batch.length; index++) {
+    const sample = batch.samples[index]!;
+    view.setInt16(offset, 8);
+    view.setInt32(offset + 2, 4);
+    view.setInt32(offset + 6, batch.tagIds[index]!);
+    view.setInt32(offset + 10, 4);
+    view.setInt32(offset + 14, sample.quality.code | 0);
+    const since2000 = batch.micros[index]! - POSTGRES_EPOCH_MICROS;
+    const high = Math.floor(since2000 / TWO_TO_32);
+    view.setInt32(offset + 18, 8);
+    view.setInt32(offset + 22, high);
+    view.setUint32(offset + 26, since2000 - high * TWO_TO_32);
+    offset += 30;
+    const value = sample.value;
+    // value_float, value_int, value_bool, value_text: exactly one is set, or none for null.
+    if (typeof value === "number") {
+      view.setInt32(offset, 8);
+      view.setFloat64(offset + 4, value);
+      view.setInt32(offset + 12, -1);
+      view.setInt32(offset + 16, -1);
+      view.setInt32(offset + 20, -1);
+      offset += 24;
+    } else if (typeof value === "bigint") {
+      view.setInt32(offset, -1);
+      view.setInt32(offset + 4, 8);
+      view.setBigInt64(offset + 8, value);
+      view.setInt32(offset + 16, -1);
+      view.setInt32(offset + 20, -1);
+      offset += 24;
+    } else if (typeof value === "boolean") {
+      view.setInt32(offset, -1);
+      view.setInt32(offset + 4, -1);
+      view.setInt32(offset + 8, 1);
+      buffer[offset + 12] = value ? 1 : 0;
+      view.setInt32(offset + 13, -1);
+      offset += 17;
+    } else if (typeof value === "string") {
+      view.setInt32(offset, -1);
+      view.setInt32(offset + 4, -1);
+      view.setInt32(offset + 8, -1);
+      const length = buffer.write(value, offset + 16, "utf8");
+      view.setInt32(offset + 12, length);
+      offset += 16 + length;
+    } else {
+      view.setInt32(offset, -1);
+      view.setInt32(offset + 4, -1);
+      view.setInt32(offset + 8, -1);
+      view.setInt32(offset + 12, -1);
+      offset += 16;
+    }
+    const reason = sample.quality.reason;
+    if (reason === undefined) {
+      view.setInt32(offset, -1);
+      offset += 4;
+    } else {
+      const length = buffer.write(reason, offset + 4, "utf8");
+      view.setInt32(offset, length);
+      offset += 4 + length;
+    }
+  }
+  view.setInt16(offset, -1);
+  return buffer.subarray(0, offset + 2);
+}
+
+function payloadBound(value: Sample["value"]): number {
+  switch (typeof value) {
+    case "number":
+    case "bigint":
+      return 8;
+    case "boolean":
+      return 1;
+    case "string":
+      return value.length * 3;
+    default:
+      return 0;
+  }
+}
+
+/**
+ * The eight array literals, in {@link SAMPLE_COLUMNS} order, for the
+ * `INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING` path. Time is whole microseconds
+ * since the Unix epoch (an exact float8), converted in SQL.
+ */
+export function unnestParameters(batch: PreparedSamples): string[] {
+  const quality = new Array<number>(batch.length);
+  const floats = new Array<SqlArrayElement>(batch.length);
+  const integers = new Array<SqlArrayElement>(batch.length);
+  const booleans = new Array<SqlArrayElement>(batch.length);
+  const texts = new Array<SqlArrayElement>(batch.length);
+  const reasons = new Array<SqlArrayElement>(batch.length);
+  for (let index = 0; index < batch.length; index++) {
+    const sample = batch.samples[index]!;
+    const value = sample.value;
+    quality[index] = sample.quality.code | 0;
+    floats[index] = typeof value === "number" ? value : null;
+    integers[index] = typeof value === "bigint" ? value : null;
+    booleans[index] = typeof value === "boolean" ? value : null;
+    texts[index] = typeof value === "string" ? value : null;
+    reasons[index] = sample.quality.reason ?? null;
+  }
+  return [
+    arrayLiteral(Array.from(batch.tagIds)),
+    arrayLiteral(quality),
+    arrayLiteral(Array.from(batch.micros)),
+    arrayLiteral(floats),
+    arrayLiteral(integers),
+    arrayLiteral(booleans),
+    arrayLiteral(texts),
+    arrayLiteral(reasons),
+  ];
+}
