@@ -1,0 +1,351 @@
+import { KilnError, KilnValidationError, type TagDataType, type TagValue } from "@kiln/core";
+import type { ModbusAddress, ModbusByteOrder, ModbusWireType } from "./modbus-address";
+
+/** A value as it sits on the wire, before scale and offset: booleans, numbers, bigints (64-bit) or strings. */
+export type ModbusRawValue = boolean | number | bigint | string;
+
+/** The part of an address the codec needs. */
+export type ModbusCodecAddress = Pick<ModbusAddress, "type" | "bit" | "count">;
+
+const FLOAT32_MAX = 3.4028234663852886e38;
+
+const INTEGER_LIMITS: Partial<Record<ModbusWireType, readonly [number, number]>> = {
+  int16: [-32768, 32767],
+  uint16: [0, 65535],
+  int32: [-2147483648, 2147483647],
+  uint32: [0, 4294967295],
+};
+
+const BIGINT_LIMITS: Partial<Record<ModbusWireType, readonly [bigint, bigint]>> = {
+  int64: [-(2n ** 63n), 2n ** 63n - 1n],
+  uint64: [0n, 2n ** 64n - 1n],
+};
+
+const scratch = new DataView(new ArrayBuffer(8));
+const scratchBytes = new Uint8Array(scratch.buffer);
+const textDecoder = new TextDecoder("utf-8");
+const textEncoder = new TextEncoder();
+
+function swapsWords(order: ModbusByteOrder): boolean {
+  return order === "CDAB" || order === "DCBA";
+}
+
+function swapsBytes(order: ModbusByteOrder): boolean {
+  return order === "BADC" || order === "DCBA";
+}
+
+/** Copies `words` registers from `registers[offset...]` into `target` as canonical big-endian bytes. */
+function canonicalBytes(
+  registers: ArrayLike<number>,
+  offset: number,
+  words: number,
+  order: ModbusByteOrder,
+  swapWords: boolean,
+  target: Uint8Array,
+): void {
+  const swapBytes = swapsBytes(order);
+  for (let index = 0; index < words; index++) {
+    const register = registers[offset + index] ?? 0;
+    const word = swapWords ? words - 1 - index : index;
+    const high = (register >>> 8) & 0xff;
+    const low = register & 0xff;
+    target[2 * word] = swapBytes ? low : high;
+    target[2 * word + 1] = swapBytes ? high : low;
+  }
+}
+
+/** Turns canonical big-endian bytes into registers in wire order. */
+function wireRegisters(bytes: Uint8Array, order: ModbusByteOrder, swapWords: boolean): number[] {
+  const words = bytes.length / 2;
+  const swapBytes = swapsBytes(order);
+  const out = new Array<number>(words);
+  for (let index = 0; index < words; index++) {
+    const word = swapWords ? words - 1 - index : index;
+    const high = bytes[2 * word]!;
+    const low = bytes[2 * word + 1]!;
+    out[index] = swapBytes ? (low << 8) | high : (high << 8) | low;
+  }
+  return out;
+}
+
+/**
+ * Decodes the raw value of a register-area tag starting at `registers[offset]`.
+ *
+ * @example
+ * decodeRegisters([0x0000, 0x3f80], 0, { type: "float32", count: 2 }, "CDAB"); // 1
+ */
+export function decodeRegisters(
+  registers: ArrayLike<number>,
+  offset: number,
+  address: ModbusCodecAddress,
+  order: ModbusByteOrder,
+): ModbusRawValue {
+  switch (address.type) {
+    case "bool":
+    case "bit":
+      return (((registers[offset] ?? 0) >>> (address.bit ?? 0)) & 1) === 1;
+    case "string": {
+      const bytes = new Uint8Array(address.count * 2);
+      canonicalBytes(registers, offset, address.count, order, false, bytes);
+      const end = bytes.indexOf(0);
+      return textDecoder.decode(end === -1 ? bytes : bytes.subarray(0, end));
+    }
+    default: {
+      const words = address.count;
+      canonicalBytes(registers, offset, words, order, swapsWords(order), scratchBytes);
+      switch (address.type) {
+        case "int16":
+          return scratch.getInt16(0);
+        case "uint16":
+          return scratch.getUint16(0);
+        case "int32":
+          return scratch.getInt32(0);
+        case "uint32":
+          return scratch.getUint32(0);
+        case "float32":
+          return scratch.getFloat32(0);
+        case "float64":
+          return scratch.getFloat64(0);
+        case "int64":
+          return scratch.getBigInt64(0);
+        case "uint64":
+          return scratch.getBigUint64(0);
+      }
+    }
+  }
+}
+
+/**
+ * Encodes a raw value into registers in wire order. The value must already fit the type (see
+ * {@link rawFromEngineering}, which checks). A `bit` encodes as the register with only that bit set
+ * (callers merge it into the register's other bits).
+ *
+ * @example
+ * encodeRegisters(1, { type: "float32", count: 2 }, "ABCD"); // [0x3f80, 0x0000]
+ */
+export function encodeRegisters(value: ModbusRawValue, address: ModbusCodecAddress, order: ModbusByteOrder): number[] {
+  switch (address.type) {
+    case "bool":
+    case "bit":
+      return [value === true ? 1 << (address.bit ?? 0) : 0];
+    case "string": {
+      const bytes = new Uint8Array(address.count * 2);
+      bytes.set(textEncoder.encode(String(value)).subarray(0, bytes.length));
+      return wireRegisters(bytes, order, false);
+    }
+    default: {
+      const words = address.count;
+      const bytes = new Uint8Array(words * 2);
+      const view = new DataView(bytes.buffer);
+      switch (address.type) {
+        case "int16":
+          view.setInt16(0, Number(value));
+          break;
+        case "uint16":
+          view.setUint16(0, Number(value));
+          break;
+        case "int32":
+          view.setInt32(0, Number(value));
+          break;
+        case "uint32":
+          view.setUint32(0, Number(value));
+          break;
+        case "float32":
+          view.setFloat32(0, Number(value));
+          break;
+        case "float64":
+          view.setFloat64(0, Number(value));
+          break;
+        case "int64":
+          view.setBigInt64(0, BigInt(value));
+          break;
+        case "uint64":
+          view.setBigUint64(0, BigInt(value));
+          break;
+      }
+      return wireRegisters(bytes, order, swapsWords(order));
+    }
+  }
+}
+
+/**
+ * Converts a raw wire value to the tag's engineering value: `raw × scale + offset` for numbers; integer
+ * wire types read by a `bool` tag are true when non-zero. 64-bit integers stay `bigint` unless the tag is a
+ * float tag or is scaled.
+ */
+export function engineeringFromRaw(
+  raw: ModbusRawValue,
+  address: Pick<ModbusAddress, "scale" | "offset">,
+  dataType: TagDataType,
+): TagValue {
+  if (typeof raw === "boolean" || typeof raw === "string") return raw;
+  if (dataType === "bool") return raw !== 0 && raw !== 0n;
+  const scaled = address.scale !== 1 || address.offset !== 0;
+  if (typeof raw === "bigint") {
+    if (!scaled && dataType !== "float32" && dataType !== "float64") return raw;
+    return Number(raw) * address.scale + address.offset;
+  }
+  return scaled ? raw * address.scale + address.offset : raw;
+}
+
+/** Options of {@link rawFromEngineering}. */
+export interface RawConversionOptions {
+  /** Clamp a value that does not fit the wire type instead of throwing (used by the simulator). */
+  readonly clamp?: boolean;
+  /** Tag name, for error details. */
+  readonly tag?: string;
+}
+
+function outOfRange(message: string, options: RawConversionOptions, value: unknown): KilnError {
+  return new KilnError("KILN_OUT_OF_RANGE", message, {
+    details: { ...(options.tag === undefined ? {} : { tag: options.tag }), value: String(value) },
+  });
+}
+
+function wrongType(expected: string, value: unknown, options: RawConversionOptions): KilnValidationError {
+  return new KilnValidationError("tag value", [
+    { path: options.tag ?? "", message: `expected ${expected}, got ${typeof value} ${String(value)}` },
+  ]);
+}
+
+/**
+ * Converts an engineering value to the raw wire value: `(value − offset) / scale`, rounded to the nearest
+ * integer for integer wire types, then checked against the wire type's limits.
+ *
+ * @throws KilnError `KILN_OUT_OF_RANGE` when the raw value does not fit the wire type (a string longer
+ *   than its registers, 70000 for an int16...), unless `options.clamp`.
+ * @throws KilnValidationError when the value's JavaScript type does not suit the tag.
+ */
+export function rawFromEngineering(
+  value: TagValue,
+  address: Pick<ModbusAddress, "type" | "scale" | "offset" | "count">,
+  options: RawConversionOptions = {},
+): ModbusRawValue {
+  const type = address.type;
+  if (type === "bool" || type === "bit") {
+    if (typeof value === "boolean") return value;
+    if (typeof value === "number" && (value === 0 || value === 1)) return value === 1;
+    throw wrongType("a boolean", value, options);
+  }
+  if (type === "string") {
+    if (typeof value !== "string") throw wrongType("a string", value, options);
+    const bytes = textEncoder.encode(value).length;
+    if (bytes > address.count * 2) {
+      if (options.clamp) return value.slice(0, address.count * 2);
+      throw outOfRange(
+        `"${value}" needs ${bytes} bytes but the tag holds ${address.count * 2} (${address.count} registers)`,
+        options,
+        value,
+      );
+    }
+    return value;
+  }
+  const scaled = address.scale !== 1 || address.offset !== 0;
+  const bigintLimits = BIGINT_LIMITS[type];
+  if (bigintLimits) {
+    let raw: bigint;
+    if (typeof value === "bigint" && !scaled) raw = value;
+    else if (typeof value === "number" || typeof value === "bigint") {
+      const number = (Number(value) - address.offset) / address.scale;
+      if (!Number.isFinite(number)) throw outOfRange(`${String(value)} is not a finite number`, options, value);
+      raw = BigInt(Math.round(number));
+    } else if (typeof value === "boolean") raw = value ? 1n : 0n;
+    else throw wrongType("a number or bigint", value, options);
+    if (raw < bigintLimits[0] || raw > bigintLimits[1]) {
+      if (options.clamp) return raw < bigintLimits[0] ? bigintLimits[0] : bigintLimits[1];
+      throw outOfRange(`${String(value)} does not fit ${type}`, options, value);
+    }
+    return raw;
+  }
+  let number: number;
+  if (typeof value === "number" || typeof value === "bigint") number = Number(value);
+  else if (typeof value === "boolean") number = value ? 1 : 0;
+  else throw wrongType("a number", value, options);
+  if (scaled) number = (number - address.offset) / address.scale;
+  if (!Number.isFinite(number)) {
+    if (options.clamp) return 0;
+    throw outOfRange(`${String(value)} is not a finite number`, options, value);
+  }
+  const limits = INTEGER_LIMITS[type];
+  if (limits) {
+    const rounded = Math.round(number);
+    if (rounded < limits[0] || rounded > limits[1]) {
+      if (options.clamp) return Math.min(limits[1], Math.max(limits[0], rounded));
+      throw outOfRange(
+        `${String(value)}${scaled ? ` (raw ${rounded})` : ""} does not fit ${type} (${limits[0]}..${limits[1]})`,
+        options,
+        value,
+      );
+    }
+    return rounded;
+  }
+  if (type === "float32" && Math.abs(number) > FLOAT32_MAX) {
+    if (options.clamp) return Math.sign(number) * FLOAT32_MAX;
+    throw outOfRange(`${String(value)} does not fit float32`, options, value);
+  }
+  return number;
+}
+
+/** Decodes one tag's engineering value from a read block (registers, or booleans for bit areas) at `offset`. */
+export type ModbusTagDecoder = (block: ArrayLike<number | boolean>, offset: number) => TagValue;
+
+function swap16(word: number): number {
+  return ((word & 0xff) << 8) | ((word >>> 8) & 0xff);
+}
+
+/**
+ * Builds a decoder specialised for one tag's wire type, byte order, scale and data type: the same result as
+ * {@link decodeRegisters} followed by {@link engineeringFromRaw}, without re-examining the address per read.
+ * The driver compiles one per tag per read plan.
+ */
+export function compileDecoder(
+  address: Pick<ModbusAddress, "area" | "type" | "bit" | "count" | "scale" | "offset">,
+  order: ModbusByteOrder,
+  dataType: TagDataType,
+): ModbusTagDecoder {
+  if (address.area === "coil" || address.area === "discrete-input") {
+    return (block, offset) => block[offset] === true;
+  }
+  const swapBytes = swapsBytes(order);
+  const high = swapsWords(order) ? 1 : 0;
+  const low = 1 - high;
+  const word = swapBytes
+    ? (block: ArrayLike<number | boolean>, index: number) => swap16(block[index] as number)
+    : (block: ArrayLike<number | boolean>, index: number) => block[index] as number;
+  let raw: ((block: ArrayLike<number | boolean>, offset: number) => number) | undefined;
+  switch (address.type) {
+    case "bit": {
+      const bit = address.bit ?? 0;
+      return (block, offset) => (((block[offset] as number) >>> bit) & 1) === 1;
+    }
+    case "uint16":
+      raw = (block, offset) => word(block, offset);
+      break;
+    case "int16":
+      raw = (block, offset) => (word(block, offset) << 16) >> 16;
+      break;
+    case "uint32":
+      raw = (block, offset) => word(block, offset + high) * 0x10000 + word(block, offset + low);
+      break;
+    case "int32":
+      raw = (block, offset) => (word(block, offset + high) << 16) | word(block, offset + low);
+      break;
+    case "float32":
+      raw = (block, offset) => {
+        scratch.setUint16(0, word(block, offset + high));
+        scratch.setUint16(2, word(block, offset + low));
+        return scratch.getFloat32(0);
+      };
+      break;
+    default: {
+      const codec = { type: address.type, bit: address.bit, count: address.count };
+      return (block, offset) =>
+        engineeringFromRaw(decodeRegisters(block as ArrayLike<number>, offset, codec, order), address, dataType);
+    }
+  }
+  const decode = raw;
+  if (dataType === "bool") return (block, offset) => decode(block, offset) !== 0;
+  const { scale, offset: shift } = address;
+  if (scale === 1 && shift === 0) return decode;
+  return (block, offset) => decode(block, offset) * scale + shift;
+}

@@ -1,0 +1,75 @@
+import { KilnError, ModbusExceptions, QualityCodes, quality, qualityFromModbus, type Quality } from "@kiln/core";
+
+/** Why a Modbus request failed: an exception code from the device, no reply, or no connection. */
+export type ModbusFailure = number | "timeout" | "disconnected";
+
+/** Exception codes after which the same request may succeed later (acknowledge, busy, gateway). */
+const RETRYABLE_EXCEPTIONS: ReadonlySet<number> = new Set([5, 6, 10, 11]);
+
+/** The failure a Kiln error carries (`details.modbus`), if it came from a Modbus request. */
+export function modbusFailureOf(error: unknown): ModbusFailure | undefined {
+  if (!KilnError.is(error)) return undefined;
+  const failure = error.details.modbus;
+  return typeof failure === "number" || failure === "timeout" || failure === "disconnected" ? failure : undefined;
+}
+
+/** A `KILN_TIMEOUT` error for a request that got no reply within `timeoutMs`. */
+export function modbusTimeoutError(timeoutMs: number, what: string): KilnError {
+  return new KilnError(
+    "KILN_TIMEOUT",
+    `No reply to ${what} within ${timeoutMs} ms. Check the unit id and wiring, or raise requestTimeoutMs for a slow device.`,
+    { retryable: true, details: { modbus: "timeout", timeoutMs } },
+  );
+}
+
+/** A `KILN_CONNECTION_FAILED` error for a connection that dropped. */
+export function modbusDisconnectedError(reason: string, cause?: unknown): KilnError {
+  return new KilnError(
+    "KILN_CONNECTION_FAILED",
+    `Modbus connection lost: ${reason}. The driver reconnects by itself.`,
+    {
+      retryable: true,
+      cause,
+      details: { modbus: "disconnected" },
+    },
+  );
+}
+
+/**
+ * Converts whatever modbus-serial rejected with into a Kiln error: exception responses become
+ * `KILN_DEVICE_ERROR` with `details.modbus` = the exception code; modbus-serial's own timeout becomes
+ * `KILN_TIMEOUT`; "port not open" becomes `KILN_CONNECTION_FAILED`; anything else (CRC, length, unexpected
+ * reply) becomes a retryable `KILN_DEVICE_ERROR`.
+ */
+export function kilnErrorFromModbus(error: unknown, what: string): KilnError {
+  if (KilnError.is(error)) return error;
+  const record = (typeof error === "object" && error !== null ? error : {}) as Record<string, unknown>;
+  const message = typeof record.message === "string" ? record.message : String(error);
+  const code = record.modbusCode;
+  if (typeof code === "number") {
+    const name = ModbusExceptions[code] ?? "unknown exception";
+    return new KilnError("KILN_DEVICE_ERROR", `The device answered ${what} with Modbus exception ${code} (${name}).`, {
+      retryable: RETRYABLE_EXCEPTIONS.has(code),
+      cause: error,
+      details: { modbus: code },
+    });
+  }
+  if (record.errno === "ETIMEDOUT") return modbusTimeoutError(0, what);
+  if (record.errno === "ECONNREFUSED" || record.name === "PortNotOpenError" || message === "Port Not Open") {
+    return modbusDisconnectedError(`port not open during ${what}`, error);
+  }
+  return new KilnError("KILN_DEVICE_ERROR", `Bad reply to ${what}: ${message}`, { retryable: true, cause: error });
+}
+
+/** The quality of a tag whose read failed with `error`. */
+export function qualityFromModbusError(error: unknown): Quality {
+  const failure = modbusFailureOf(error);
+  if (failure !== undefined) return qualityFromModbus(failure);
+  const message = error instanceof Error ? error.message : String(error);
+  return quality("bad", message, QualityCodes.BadCommunicationError);
+}
+
+/** True when an exception code says the same write may succeed later. */
+export function isRetryableException(code: number): boolean {
+  return RETRYABLE_EXCEPTIONS.has(code);
+}

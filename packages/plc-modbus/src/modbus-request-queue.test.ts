@@ -1,0 +1,155 @@
+import { describe, expect, it } from "vitest";
+import { KilnError } from "@kiln/core";
+import { SimulatedClock } from "@kiln/core/testing";
+import { modbusFailureOf } from "./modbus-failure";
+import { ModbusRequestQueue } from "./modbus-request-queue";
+
+interface Deferred<T> {
+  readonly promise: Promise<T>;
+  resolve(value: T): void;
+  reject(error: unknown): void;
+}
+
+function deferred<T>(): Deferred<T> {
+  let resolve!: (value: T) => void;
+  let reject!: (error: unknown) => void;
+  const promise = new Promise<T>((yes, no) => {
+    resolve = yes;
+    reject = no;
+  });
+  return { promise, resolve, reject };
+}
+
+async function rejection(promise: Promise<unknown>): Promise<unknown> {
+  try {
+    await promise;
+  } catch (error) {
+    return error;
+  }
+  throw new Error("expected a rejection");
+}
+
+describe("ModbusRequestQueue", () => {
+  it("runs one request at a time, in order", async () => {
+    const clock = new SimulatedClock();
+    const queue = new ModbusRequestQueue({ clock, timeoutMs: 1000 });
+    const started: string[] = [];
+    const first = deferred<string>();
+    const second = deferred<string>();
+    const a = queue.run(() => (started.push("a"), first.promise), "a");
+    const b = queue.run(() => (started.push("b"), second.promise), "b");
+    await clock.advance(0);
+    expect(started).toEqual(["a"]);
+    expect(queue.size).toBe(2);
+    first.resolve("A");
+    await expect(a).resolves.toBe("A");
+    await clock.advance(0);
+    expect(started).toEqual(["a", "b"]);
+    second.resolve("B");
+    await expect(b).resolves.toBe("B");
+    expect(queue.size).toBe(0);
+  });
+
+  it("times a silent request out with KILN_TIMEOUT and moves on", async () => {
+    const clock = new SimulatedClock();
+    const queue = new ModbusRequestQueue({ clock, timeoutMs: 500 });
+    const silent = queue.run(() => new Promise<never>(() => undefined), "silent");
+    const next = queue.run(() => Promise.resolve(7), "next");
+    const outcome = rejection(silent);
+    await clock.advance(499);
+    expect(queue.size).toBe(2);
+    await clock.advance(1);
+    const error = await outcome;
+    expect(KilnError.is(error, "KILN_TIMEOUT")).toBe(true);
+    expect((error as KilnError).retryable).toBe(true);
+    expect(modbusFailureOf(error)).toBe("timeout");
+    await expect(next).resolves.toBe(7);
+  });
+
+  it("leaves the inter-request delay between the end of one request and the start of the next", async () => {
+    const clock = new SimulatedClock();
+    const queue = new ModbusRequestQueue({ clock, timeoutMs: 1000, interRequestDelayMs: 50 });
+    const starts: number[] = [];
+    const first = deferred<void>();
+    const a = queue.run(() => (starts.push(clock.now()), first.promise), "a");
+    const b = queue.run(() => (starts.push(clock.now()), Promise.resolve()), "b");
+    await clock.advance(20);
+    first.resolve();
+    await a;
+    await clock.advance(49);
+    expect(starts).toHaveLength(1);
+    await clock.advance(1);
+    await b;
+    expect(starts[1]! - starts[0]!).toBe(70);
+  });
+
+  it("drops a queued request whose signal aborts, without running it", async () => {
+    const clock = new SimulatedClock();
+    const queue = new ModbusRequestQueue({ clock, timeoutMs: 1000 });
+    const first = deferred<void>();
+    let ran = false;
+    const a = queue.run(() => first.promise, "a");
+    const controller = new AbortController();
+    const b = queue.run(
+      () => {
+        ran = true;
+        return Promise.resolve();
+      },
+      "b",
+      controller.signal,
+    );
+    controller.abort();
+    expect(KilnError.is(await rejection(b), "KILN_ABORTED")).toBe(true);
+    first.resolve();
+    await a;
+    await clock.advance(0);
+    expect(ran).toBe(false);
+    await expect(queue.run(() => Promise.resolve(1), "c", controller.signal)).rejects.toMatchObject({
+      code: "KILN_ABORTED",
+    });
+  });
+
+  it("rejects an aborted in-flight request at once but keeps the line until the wire answers", async () => {
+    const clock = new SimulatedClock();
+    const queue = new ModbusRequestQueue({ clock, timeoutMs: 1000 });
+    const wire = deferred<void>();
+    const controller = new AbortController();
+    const a = queue.run(() => wire.promise, "a", controller.signal);
+    let bStarted = false;
+    const b = queue.run(() => ((bStarted = true), Promise.resolve()), "b");
+    await clock.advance(0);
+    controller.abort();
+    expect(KilnError.is(await rejection(a), "KILN_ABORTED")).toBe(true);
+    await clock.advance(0);
+    expect(bStarted).toBe(false);
+    wire.resolve();
+    await b;
+    expect(bStarted).toBe(true);
+  });
+
+  it("fail() rejects the request in flight and every queued one, and frees the line", async () => {
+    const clock = new SimulatedClock();
+    const queue = new ModbusRequestQueue({ clock, timeoutMs: 1000 });
+    const lost = new KilnError("KILN_CONNECTION_FAILED", "lost", { retryable: true });
+    const a = rejection(queue.run(() => new Promise<never>(() => undefined), "a"));
+    const b = rejection(queue.run(() => Promise.resolve(), "b"));
+    await clock.advance(0);
+    queue.fail(lost);
+    expect(await a).toBe(lost);
+    expect(await b).toBe(lost);
+    expect(queue.size).toBe(0);
+    await expect(queue.run(() => Promise.resolve("again"), "c")).resolves.toBe("again");
+  });
+
+  it("turns an operation that throws synchronously into a rejection", async () => {
+    const clock = new SimulatedClock();
+    const queue = new ModbusRequestQueue({ clock, timeoutMs: 1000 });
+    const boom = new Error("boom");
+    await expect(
+      queue.run(() => {
+        throw boom;
+      }, "a"),
+    ).rejects.toBe(boom);
+    await expect(queue.run(() => Promise.resolve(2), "b")).resolves.toBe(2);
+  });
+});

@@ -1,0 +1,161 @@
+import { KilnError, type Clock, type TimerHandle } from "@kiln/core";
+import { modbusTimeoutError } from "./modbus-failure";
+
+/** Options of {@link ModbusRequestQueue}. */
+export interface ModbusRequestQueueOptions {
+  /** Source of time for timeouts and delays. */
+  readonly clock: Clock;
+  /** A request with no reply after this long rejects with `KILN_TIMEOUT` and frees the line. */
+  readonly timeoutMs: number;
+  /** Quiet time between the end of one request and the start of the next. @default 0 */
+  readonly interRequestDelayMs?: number;
+}
+
+interface Entry {
+  readonly operation: () => Promise<unknown>;
+  readonly what: string;
+  readonly signal: AbortSignal | undefined;
+  resolve(value: unknown): void;
+  reject(error: unknown): void;
+  settled: boolean;
+  onAbort?: () => void;
+  /** Frees the line while the request is in flight (set by #execute). */
+  release?: () => void;
+}
+
+function abortError(what: string, signal: AbortSignal): KilnError {
+  return new KilnError("KILN_ABORTED", `${what} was aborted.`, { cause: signal.reason });
+}
+
+/**
+ * Runs Modbus requests one at a time on one connection. modbus-serial has no queue and no default timeout,
+ * and serial lines and many gateways cannot take a second request before the first is answered, so every
+ * request waits its turn, gets `timeoutMs` to complete, and leaves `interRequestDelayMs` of quiet time
+ * before the next one. {@link ModbusRequestQueue.fail} rejects the request in flight and every queued one
+ * at once (connection lost, driver closed).
+ */
+export class ModbusRequestQueue {
+  readonly #clock: Clock;
+  readonly #timeoutMs: number;
+  readonly #delayMs: number;
+  readonly #queue: Entry[] = [];
+  #current: Entry | undefined;
+  #running = false;
+  #lastEnd = Number.NEGATIVE_INFINITY;
+
+  constructor(options: ModbusRequestQueueOptions) {
+    this.#clock = options.clock;
+    this.#timeoutMs = options.timeoutMs;
+    this.#delayMs = options.interRequestDelayMs ?? 0;
+  }
+
+  /** Requests waiting, including the one in flight. */
+  get size(): number {
+    return this.#queue.length + (this.#current ? 1 : 0);
+  }
+
+  /**
+   * Queues `operation` and resolves with its result once it has run. Rejects with `KILN_TIMEOUT` when it
+   * takes longer than the timeout, `KILN_ABORTED` when `signal` aborts first, or the error given to
+   * {@link ModbusRequestQueue.fail}.
+   */
+  run<T>(operation: () => Promise<T>, what: string, signal?: AbortSignal): Promise<T> {
+    if (signal?.aborted) return Promise.reject(abortError(what, signal));
+    return new Promise<T>((resolve, reject) => {
+      const entry: Entry = {
+        operation,
+        what,
+        signal,
+        resolve: resolve as (value: unknown) => void,
+        reject,
+        settled: false,
+      };
+      if (signal) {
+        entry.onAbort = () => {
+          const index = this.#queue.indexOf(entry);
+          if (index >= 0) this.#queue.splice(index, 1);
+          // A request already on the wire keeps the line until it completes or times out.
+          this.#settle(entry, false, abortError(what, signal));
+        };
+        signal.addEventListener("abort", entry.onAbort, { once: true });
+      }
+      this.#queue.push(entry);
+      void this.#pump();
+    });
+  }
+
+  /** Rejects the request in flight and every queued request with `error`. */
+  fail(error: unknown): void {
+    const current = this.#current;
+    const queued = this.#queue.splice(0);
+    if (current) {
+      this.#settle(current, false, error);
+      current.release?.();
+    }
+    for (const entry of queued) this.#settle(entry, false, error);
+  }
+
+  #settle(entry: Entry, ok: boolean, value: unknown): void {
+    if (entry.settled) return;
+    entry.settled = true;
+    if (entry.onAbort) entry.signal?.removeEventListener("abort", entry.onAbort);
+    if (ok) entry.resolve(value);
+    else entry.reject(value);
+  }
+
+  async #pump(): Promise<void> {
+    if (this.#running) return;
+    this.#running = true;
+    try {
+      while (this.#queue.length > 0) {
+        if (this.#delayMs > 0) {
+          const wait = this.#lastEnd + this.#delayMs - this.#clock.now();
+          if (wait > 0) await this.#clock.sleep(wait);
+        }
+        const entry = this.#queue.shift();
+        if (!entry) break;
+        await this.#execute(entry);
+        this.#lastEnd = this.#clock.now();
+      }
+    } finally {
+      this.#running = false;
+    }
+  }
+
+  #execute(entry: Entry): Promise<void> {
+    this.#current = entry;
+    return new Promise<void>((done) => {
+      let timer: TimerHandle | undefined;
+      let finished = false;
+      const finish = (): void => {
+        if (finished) return;
+        finished = true;
+        if (timer) this.#clock.clearTimeout(timer);
+        if (this.#current === entry) this.#current = undefined;
+        done();
+      };
+      entry.release = finish;
+      timer = this.#clock.setTimeout(() => {
+        timer = undefined;
+        this.#settle(entry, false, modbusTimeoutError(this.#timeoutMs, entry.what));
+        finish();
+      }, this.#timeoutMs);
+      let promise: Promise<unknown>;
+      try {
+        promise = entry.operation();
+      } catch (error) {
+        promise = Promise.reject(error);
+      }
+      promise.then(
+        (value) => {
+          this.#settle(entry, true, value);
+          finish();
+        },
+        (error: unknown) => {
+          this.#settle(entry, false, error);
+          finish();
+        },
+      );
+    });
+  }
+}

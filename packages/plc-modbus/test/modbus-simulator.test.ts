@@ -1,0 +1,192 @@
+import ModbusRTU from "modbus-serial";
+import { afterEach, describe, expect, it } from "vitest";
+import { KilnError, defineTags } from "@kiln/core";
+import { SimulatedClock } from "@kiln/core/testing";
+import { ModbusSimulator } from "../src/index";
+
+const tags = defineTags({
+  level: { dataType: "float32", address: "HR10:float32" },
+  speed: { dataType: "uint16", access: "readwrite", address: "HR12" },
+  running: { dataType: "bool", access: "readwrite", address: "C2" },
+  door: { dataType: "bool", address: "DI1" },
+  temperature: { dataType: "float32", address: { area: "input-register", address: 3, type: "int16", scale: 0.5 } },
+  remote: { dataType: "int16", address: "HR0@5" },
+});
+
+const cleanups: (() => Promise<void>)[] = [];
+
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+async function started(simulator: ModbusSimulator): Promise<{ host: string; port: number }> {
+  const address = await simulator.start();
+  cleanups.push(() => simulator.stop());
+  return address;
+}
+
+async function client(port: number, unitId = 1): Promise<ModbusRTU> {
+  const raw = new ModbusRTU();
+  await raw.connectTCP("127.0.0.1", { port });
+  raw.setID(unitId);
+  cleanups.push(() => new Promise<void>((resolve) => raw.destroy(() => resolve())));
+  return raw;
+}
+
+async function exceptionOf(promise: Promise<unknown>): Promise<number | undefined> {
+  try {
+    await promise;
+  } catch (error) {
+    return (error as { modbusCode?: number }).modbusCode;
+  }
+  return undefined;
+}
+
+describe("ModbusSimulator", () => {
+  it("listens on a free loopback port and serves tags at their addresses", async () => {
+    const clock = new SimulatedClock();
+    const simulator = new ModbusSimulator({
+      tags,
+      clock,
+      signals: { level: { kind: "ramp", from: 0, to: 100, periodMs: 1000 } },
+      initialValues: { speed: 1450, running: true, door: true, temperature: -20, remote: -7 },
+    });
+    const { host, port } = await started(simulator);
+    expect(host).toBe("127.0.0.1");
+    expect(port).toBeGreaterThan(0);
+    const raw = await client(port);
+    await clock.advance(250);
+    const words = (await raw.readHoldingRegisters(10, 3)).data;
+    expect(words).toEqual([0x41c8, 0x0000, 1450]); // 25.0 as float32 ABCD, then speed
+    expect((await raw.readCoils(0, 4)).data.slice(0, 4)).toEqual([false, false, true, false]);
+    expect((await raw.readDiscreteInputs(1, 1)).data[0]).toBe(true);
+    expect((await raw.readInputRegisters(3, 1)).data).toEqual([0xffd8]); // -20 / 0.5 = -40
+    raw.setID(5);
+    expect((await raw.readHoldingRegisters(0, 1)).data).toEqual([0xfff9]);
+    expect(simulator.stats).toMatchObject({ requests: 5, connections: 1, protocolViolations: 0 });
+    expect(simulator.stats.byFunction).toEqual({ 1: 1, 2: 1, 3: 2, 4: 1 });
+  });
+
+  it("accepts writes, and a written tag keeps its value over its signal", async () => {
+    const simulator = new ModbusSimulator({ tags, signals: { speed: { kind: "counter" } } });
+    const { port } = await started(simulator);
+    const raw = await client(port);
+    await raw.writeRegister(12, 999);
+    await raw.writeCoil(2, true);
+    expect(simulator.getValue("speed")).toBe(999);
+    expect(simulator.getValue("running")).toBe(true);
+    expect((await raw.readHoldingRegisters(12, 1)).data).toEqual([999]);
+    expect((await raw.readHoldingRegisters(12, 1)).data).toEqual([999]);
+    await raw.writeRegisters(10, [0x3f80, 0x0000]);
+    expect(simulator.getValue("level")).toBe(1);
+    simulator.setValue("level", 2.5);
+    expect((await raw.readHoldingRegisters(10, 2)).data).toEqual([0x4020, 0x0000]);
+  });
+
+  it("answers injected exceptions until the fault is removed", async () => {
+    const simulator = new ModbusSimulator({ tags });
+    const { port } = await started(simulator);
+    const raw = await client(port);
+    const remove = simulator.injectException({ area: "holding-register", address: 11 }, 2);
+    expect(await exceptionOf(raw.readHoldingRegisters(10, 3))).toBe(2);
+    expect(await exceptionOf(raw.readHoldingRegisters(12, 1))).toBeUndefined();
+    simulator.injectException({ area: "coil", address: 2, on: "write" }, 4);
+    expect(await exceptionOf(raw.writeCoil(2, true))).toBe(4);
+    expect(await exceptionOf(raw.readCoils(2, 1))).toBeUndefined();
+    remove();
+    expect(await exceptionOf(raw.readHoldingRegisters(10, 3))).toBeUndefined();
+    simulator.clearFaults();
+    expect(await exceptionOf(raw.writeCoil(2, true))).toBeUndefined();
+  });
+
+  it("never answers a request hit by an injected timeout, while answering later ones", async () => {
+    const simulator = new ModbusSimulator({ tags });
+    const { port } = await started(simulator);
+    const raw = await client(port);
+    const remove = simulator.injectTimeout({ area: "holding-register", address: 10 });
+    let answered = false;
+    const silent = raw.readHoldingRegisters(10, 2).then(
+      () => (answered = true),
+      () => (answered = true),
+    );
+    expect((await raw.readHoldingRegisters(12, 1)).data).toHaveLength(1);
+    expect((await raw.readCoils(0, 8)).data).toHaveLength(8);
+    expect(answered).toBe(false);
+    remove();
+    expect((await raw.readHoldingRegisters(10, 2)).data).toHaveLength(2);
+    expect(answered).toBe(false);
+    void silent;
+  });
+
+  it("answers exception 3 to a read over the protocol limit and counts the violation", async () => {
+    const simulator = new ModbusSimulator({ tags });
+    const { port } = await started(simulator);
+    const raw = await client(port);
+    expect(await exceptionOf(raw.readHoldingRegisters(0, 126))).toBe(3);
+    expect(await exceptionOf(raw.readHoldingRegisters(0, 125))).toBeUndefined();
+    expect(simulator.stats.protocolViolations).toBe(1);
+  });
+
+  it("in strict mode, refuses addresses no tag occupies", async () => {
+    const simulator = new ModbusSimulator({ tags, strict: true });
+    const { port } = await started(simulator);
+    const raw = await client(port);
+    expect(await exceptionOf(raw.readHoldingRegisters(10, 3))).toBeUndefined();
+    expect(await exceptionOf(raw.readHoldingRegisters(10, 4))).toBe(2);
+    expect(await exceptionOf(raw.writeRegister(13, 1))).toBe(2);
+    expect(await exceptionOf(raw.readCoils(3, 1))).toBe(2);
+  });
+
+  it("drops connections on demand and keeps listening", async () => {
+    const simulator = new ModbusSimulator({ tags });
+    const { port } = await started(simulator);
+    const raw = await client(port);
+    const closed = new Promise<void>((resolve) => raw.on("close", () => resolve()));
+    simulator.dropConnections();
+    await closed;
+    const again = await client(port);
+    expect((await again.readHoldingRegisters(12, 1)).data).toHaveLength(1);
+  });
+
+  it("stops cleanly and starts again on the same port", async () => {
+    const simulator = new ModbusSimulator({ tags });
+    const { port } = await started(simulator);
+    const raw = await client(port);
+    const closed = new Promise<void>((resolve) => raw.on("close", () => resolve()));
+    await simulator.stop();
+    await closed;
+    expect(simulator.address).toBeUndefined();
+    await expect(client(port)).rejects.toBeDefined();
+    expect(await simulator.start()).toEqual({ host: "127.0.0.1", port });
+    expect((await (await client(port)).readHoldingRegisters(12, 1)).data).toHaveLength(1);
+    await simulator.stop();
+    await simulator.stop();
+  });
+
+  it("fails to start on a port already in use with KILN_CONNECTION_FAILED", async () => {
+    const first = new ModbusSimulator({ tags });
+    const { port } = await started(first);
+    const second = new ModbusSimulator({ tags, port });
+    let caught: unknown;
+    await second.start().catch((error: unknown) => (caught = error));
+    expect(KilnError.is(caught, "KILN_CONNECTION_FAILED")).toBe(true);
+    expect(second.address).toBeUndefined();
+  });
+
+  it("names an unknown tag with KILN_TAG_UNKNOWN and checks values it is given", () => {
+    const simulator = new ModbusSimulator({ tags });
+    expect(() => simulator.getValue("nope")).toThrow(expect.objectContaining({ code: "KILN_TAG_UNKNOWN" }));
+    let caught: unknown;
+    try {
+      simulator.setValue("speed", 70_000);
+    } catch (error) {
+      caught = error;
+    }
+    expect(KilnError.is(caught, "KILN_OUT_OF_RANGE")).toBe(true);
+  });
+
+  it("rejects a tag without a Modbus address", () => {
+    const bad = defineTags({ orphan: { dataType: "int16" } });
+    expect(() => new ModbusSimulator({ tags: bad })).toThrow(expect.objectContaining({ code: "KILN_VALIDATION" }));
+  });
+});
