@@ -1,0 +1,150 @@
+import { fork, type ChildProcess } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { performance } from "node:perf_hooks";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import {
+  AttributeIds,
+  MessageSecurityMode,
+  OPCUACertificateManager,
+  OPCUAClient,
+  SecurityPolicy,
+  type ReadValueIdOptions,
+} from "node-opcua";
+import { defineTags, type Tag, type TagDefinitionInput } from "@kiln/core";
+import { OpcuaDriver } from "@kiln/plc-opcua";
+
+// opcua-read: 1,000 Double tags read per scan by OpcuaDriver.read and by raw node-opcua session.read of the same
+// nodes, against an OpcuaSimulator in another process (security None on both sides: this measures the driver).
+
+const TAG_COUNT = 1_000;
+const ROUNDS = 4;
+const ROUND_MS = 1_500;
+const WARMUP_SCANS = 20;
+const SIMULATOR_SCRIPT = fileURLToPath(
+  new URL("../packages/plc-opcua/test/support/simulator-process.ts", import.meta.url),
+);
+
+interface Ready {
+  readonly endpointUrl: string;
+  readonly addresses: readonly string[];
+}
+
+function startSimulator(): Promise<{ child: ChildProcess; ready: Ready }> {
+  const config = {
+    tagCount: TAG_COUNT,
+    dataType: "float64",
+    signal: { kind: "sine", amplitude: 10, offset: 50, periodMs: 10_000 },
+    updateIntervalMs: 100,
+    securityModes: ["None"],
+  };
+  const child = fork(SIMULATOR_SCRIPT, [], {
+    execArgv: ["--conditions=@kiln/source", "--import", "tsx"],
+    env: { ...process.env, KILN_OPCUA_SIMULATOR: JSON.stringify(config) },
+    stdio: ["ignore", "ignore", "inherit", "ipc"],
+  });
+  return new Promise((resolve, reject) => {
+    child.once("message", (message) => resolve({ child, ready: message as Ready }));
+    child.once("error", reject);
+    child.once("exit", (code) => reject(new Error(`OPC UA simulator process exited early (code ${code})`)));
+  });
+}
+
+async function stopSimulator(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  child.send("stop");
+  const timer = setTimeout(() => child.kill(), 5_000);
+  await exited;
+  clearTimeout(timer);
+}
+
+/** Back-to-back scans for about ROUND_MS. */
+async function measure(scan: () => Promise<void>): Promise<{ scans: number; ms: number }> {
+  const started = performance.now();
+  let scans = 0;
+  let elapsed = 0;
+  while (elapsed < ROUND_MS) {
+    await scan();
+    scans++;
+    elapsed = performance.now() - started;
+  }
+  return { scans, ms: elapsed };
+}
+
+/** Runs the benchmark and returns its JSON line. */
+export async function run(): Promise<Record<string, unknown>> {
+  const { child, ready } = await startSimulator();
+  const pkiDir = await mkdtemp(path.join(tmpdir(), "kiln-bench-opcua-"));
+  const definitions: Record<string, TagDefinitionInput> = {};
+  ready.addresses.forEach((address, index) => {
+    definitions[`bench.${index}`] = { dataType: "float64", address };
+  });
+  const tags: readonly Tag[] = defineTags(definitions).list();
+  const driver = new OpcuaDriver({ endpointUrl: ready.endpointUrl, security: { mode: "None" }, pki: { dir: pkiDir } });
+  const client = OPCUAClient.create({
+    endpointMustExist: false,
+    securityMode: MessageSecurityMode.None,
+    securityPolicy: SecurityPolicy.None,
+    clientCertificateManager: new OPCUACertificateManager({ rootFolder: path.join(pkiDir, "raw") }),
+    connectionStrategy: { maxRetry: 1, initialDelay: 500, maxDelay: 2_000, randomisationFactor: 0 },
+  });
+  try {
+    await driver.connect();
+    await client.connect(ready.endpointUrl);
+    const session = await client.createSession();
+    const namespaceIndex = (await session.readNamespaceArray()).indexOf("urn:kiln:opcua-simulator");
+    const nodesToRead: ReadValueIdOptions[] = ready.addresses.map((_, index) => ({
+      nodeId: `ns=${namespaceIndex};s=Bench.${index}`,
+      attributeId: AttributeIds.Value,
+    }));
+
+    const check = await driver.read(tags);
+    const bad = check.filter((sample) => sample.quality.severity !== "good").length;
+    if (bad > 0) throw new Error(`${bad} tags read with bad quality; the benchmark is not valid`);
+    const rawCheck = await session.read(nodesToRead, 0);
+    if (rawCheck.some((dataValue) => !dataValue.statusCode.isGood())) throw new Error("raw read returned bad values");
+
+    const kilnScan = async (): Promise<void> => {
+      await driver.read(tags);
+    };
+    const baselineScan = async (): Promise<void> => {
+      await session.read(nodesToRead, 0);
+    };
+    for (let index = 0; index < WARMUP_SCANS; index++) {
+      await kilnScan();
+      await baselineScan();
+    }
+    const totals = { kiln: { scans: 0, ms: 0 }, baseline: { scans: 0, ms: 0 } };
+    for (let round = 0; round < ROUNDS; round++) {
+      // Alternate which side goes first so neither always runs on a warmer process.
+      const order = round % 2 === 0 ? (["kiln", "baseline"] as const) : (["baseline", "kiln"] as const);
+      for (const side of order) {
+        const result = await measure(side === "kiln" ? kilnScan : baselineScan);
+        totals[side].scans += result.scans;
+        totals[side].ms += result.ms;
+      }
+    }
+    await session.close();
+    const kiln = (totals.kiln.scans * 1_000) / totals.kiln.ms;
+    const baseline = (totals.baseline.scans * 1_000) / totals.baseline.ms;
+    return {
+      name: "opcua-read",
+      unit: "scans/s",
+      kiln: Number(kiln.toFixed(2)),
+      baseline: Number(baseline.toFixed(2)),
+      ratio: Number((kiln / baseline).toFixed(3)),
+      tags_per_scan: TAG_COUNT,
+    };
+  } finally {
+    await driver.close();
+    await client.disconnect();
+    await stopSimulator(child);
+    await rm(pkiDir, { recursive: true, force: true });
+  }
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  console.log(JSON.stringify(await run()));
+}

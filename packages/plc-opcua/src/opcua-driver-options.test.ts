@@ -1,0 +1,53 @@
+import { describe, expect, test } from "vitest";
+import { opcuaDriverOptionsSchema } from "./opcua-driver-options";
+
+describe("opcuaDriverOptionsSchema", () => {
+  test("is secure by default and always yields a complete connection strategy", () => {
+    const options = opcuaDriverOptionsSchema.parse({ endpointUrl: "opc.tcp://plc:4840" });
+    expect(options.security).toEqual({ mode: "SignAndEncrypt", policy: "Basic256Sha256" });
+    expect(options.identity).toEqual({ type: "anonymous" });
+    expect(options.pki).toEqual({ trustedServerCertificates: [], automaticallyAcceptUnknownCertificate: false });
+    expect(options.connectionStrategy).toEqual({
+      maxRetry: 2,
+      initialDelayMs: 1_000,
+      maxDelayMs: 20_000,
+      randomisationFactor: 0.1,
+    });
+    const partial = opcuaDriverOptionsSchema.parse({
+      endpointUrl: "opc.tcp://plc:4840",
+      connectionStrategy: { maxDelayMs: 5_000 },
+    });
+    expect(partial.connectionStrategy).toEqual({
+      maxRetry: 2,
+      initialDelayMs: 1_000,
+      maxDelayMs: 5_000,
+      randomisationFactor: 0.1,
+    });
+  });
+
+  test.each([
+    [{ endpointUrl: "opc.tcp://plc:4840", identity: { type: "username", userName: "" } }, "identity.userName"],
+    [{ endpointUrl: "opc.tcp://plc:4840", security: { policy: "Basic128Rsa15" } }, "security.policy"],
+    [{ endpointUrl: "opc.tcp://plc:4840", timeouts: { requestMs: 0 } }, "timeouts.requestMs"],
+    [
+      { endpointUrl: "opc.tcp://plc:4840", connectionStrategy: { initialDelayMs: 5_000, maxDelayMs: 1_000 } },
+      "connectionStrategy.initialDelayMs",
+    ],
+    [{ endpointUrl: "opc.tcp://plc:4840", limits: { maxNodesPerRead: -1 } }, "limits.maxNodesPerRead"],
+    [{ endpointUrl: "opc.tcp://plc:4840", logger: console.log }, "logger"],
+    [{ endpointUrl: "opc.tcp://plc:4840", colour: "red" }, ""],
+    [{ endpointUrl: "tcp://plc:4840" }, "endpointUrl"],
+  ])("rejects %j at %s", (input, path) => {
+    const result = opcuaDriverOptionsSchema.safeParse(input);
+    expect(result.success).toBe(false);
+    expect(result.error!.issues.map((issue) => issue.path.join("."))).toContain(path);
+  });
+
+  test("validation messages never echo a password", () => {
+    const result = opcuaDriverOptionsSchema.safeParse({
+      endpointUrl: "opc.tcp://plc:4840",
+      identity: { type: "username", userName: "", password: "topsecret-xyz" },
+    });
+    expect(JSON.stringify(result.error!.issues)).not.toContain("topsecret-xyz");
+  });
+});

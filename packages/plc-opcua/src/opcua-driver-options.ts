@@ -1,0 +1,128 @@
+import type { Clock, Logger } from "@kiln/core";
+import { z } from "zod";
+
+const positiveMs = z.number().int().positive();
+const limit = z.number().int().positive().optional();
+
+const isLogger = (value: unknown): value is Logger =>
+  typeof value === "object" &&
+  value !== null &&
+  ["debug", "info", "warn", "error", "child"].every(
+    (method) => typeof (value as Record<string, unknown>)[method] === "function",
+  );
+
+const isClock = (value: unknown): value is Clock =>
+  typeof value === "object" &&
+  value !== null &&
+  ["now", "setTimeout", "clearTimeout", "sleep"].every(
+    (method) => typeof (value as Record<string, unknown>)[method] === "function",
+  );
+
+/**
+ * zod schema of {@link OpcuaDriverOptions}. Parsing applies every default; the driver's
+ * constructor runs it and throws `KilnValidationError` naming each bad field.
+ */
+export const opcuaDriverOptionsSchema = z
+  .object({
+    endpointUrl: z
+      .string()
+      .regex(/^opc\.tcp:\/\/[^/:\s]+(:\d+)?(\/.*)?$/i, "must be an opc.tcp:// URL, e.g. opc.tcp://10.0.0.5:4840"),
+    name: z.string().min(1).optional(),
+    security: z
+      .object({
+        mode: z.enum(["None", "Sign", "SignAndEncrypt"]).default("SignAndEncrypt"),
+        policy: z.enum(["Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss"]).default("Basic256Sha256"),
+      })
+      .strict()
+      .prefault({}),
+    identity: z
+      .discriminatedUnion("type", [
+        z.object({ type: z.literal("anonymous") }).strict(),
+        z.object({ type: z.literal("username"), userName: z.string().min(1), password: z.string() }).strict(),
+        z
+          .object({
+            type: z.literal("certificate"),
+            certificateFile: z.string().min(1),
+            privateKeyFile: z.string().min(1),
+          })
+          .strict(),
+      ])
+      .default({ type: "anonymous" }),
+    pki: z
+      .object({
+        dir: z.string().min(1).optional(),
+        trustedServerCertificates: z.array(z.union([z.string().min(1), z.instanceof(Uint8Array)])).default([]),
+        automaticallyAcceptUnknownCertificate: z.boolean().default(false),
+      })
+      .strict()
+      .prefault({}),
+    timeouts: z
+      .object({
+        connectMs: positiveMs.default(15_000),
+        requestMs: positiveMs.default(10_000),
+        sessionMs: positiveMs.default(60_000),
+        keepAliveMs: positiveMs.default(5_000),
+      })
+      .strict()
+      .prefault({}),
+    connectionStrategy: z
+      .object({
+        maxRetry: z.number().int().min(0).default(2),
+        initialDelayMs: positiveMs.default(1_000),
+        maxDelayMs: positiveMs.default(20_000),
+        randomisationFactor: z.number().min(0).max(1).default(0.1),
+      })
+      .strict()
+      .refine((strategy) => strategy.initialDelayMs <= strategy.maxDelayMs, {
+        message: "initialDelayMs must not exceed maxDelayMs",
+        path: ["initialDelayMs"],
+      })
+      .prefault({}),
+    monitoredItemRetry: z
+      .object({ initialDelayMs: positiveMs.default(1_000), maxDelayMs: positiveMs.default(30_000) })
+      .strict()
+      .prefault({}),
+    limits: z
+      .object({
+        maxNodesPerRead: limit,
+        maxNodesPerWrite: limit,
+        maxNodesPerBrowse: limit,
+        maxMonitoredItemsPerCall: limit,
+      })
+      .strict()
+      .prefault({}),
+    applicationName: z.string().min(1).default("Kiln"),
+    applicationUri: z.string().min(1).optional(),
+    logger: z.custom<Logger>(isLogger, "must be a Logger (debug, info, warn, error, child)").optional(),
+    clock: z.custom<Clock>(isClock, "must be a Clock (now, setTimeout, clearTimeout, sleep)").optional(),
+  })
+  .strict();
+
+/**
+ * Options of {@link OpcuaDriver}, as a user writes them (defaults not yet applied).
+ *
+ * - `endpointUrl`: `opc.tcp://host:port[/path]`.
+ * - `name`: the connection's name in events and breakers. @default `opcua:<host:port>`
+ * - `security.mode`: `None`, `Sign` or `SignAndEncrypt`. @default "SignAndEncrypt"
+ * - `security.policy`: `Basic256Sha256`, `Aes128_Sha256_RsaOaep` or `Aes256_Sha256_RsaPss`. Ignored with mode `None`. @default "Basic256Sha256"
+ * - `identity`: `{ type: "anonymous" }`, `{ type: "username", userName, password }` or
+ *   `{ type: "certificate", certificateFile, privateKeyFile }` (PEM or DER files). @default anonymous
+ * - `pki.dir`: folder holding the client certificate (`own/`) and trusted/rejected server
+ *   certificates (`trusted/`, `rejected/`); created on first connect. @default `~/.kiln/opcua/pki`
+ * - `pki.trustedServerCertificates`: server certificates to trust, as file paths (PEM or DER),
+ *   PEM text or DER bytes. An unknown server certificate is otherwise rejected.
+ * - `pki.automaticallyAcceptUnknownCertificate`: trust any server certificate on first sight.
+ *   Convenient on a lab bench; never in production. @default false
+ * - `timeouts`: `connectMs` (whole `connect()`), `requestMs` (each service call), `sessionMs`
+ *   (session timeout the server keeps the session for), `keepAliveMs` (dead-session detection).
+ * - `connectionStrategy`: `maxRetry` (attempts of the first connect; once connected, the driver
+ *   reconnects until `close()`), `initialDelayMs`, `maxDelayMs`, `randomisationFactor`. Always
+ *   passed to node-opcua complete.
+ * - `monitoredItemRetry`: backoff for monitored items the server refused (BadNodeIdUnknown...).
+ * - `limits`: client-side caps on top of the server's operation limits.
+ * - `logger`, `clock`: Kiln ports. @default silentLogger, SystemClock
+ */
+export type OpcuaDriverOptions = z.input<typeof opcuaDriverOptionsSchema>;
+
+/** {@link OpcuaDriverOptions} with every default applied. */
+export type ResolvedOpcuaDriverOptions = z.output<typeof opcuaDriverOptionsSchema>;

@@ -1,0 +1,101 @@
+import { KilnError } from "@kiln/core";
+import { describe, expect, test } from "vitest";
+import { connectError, redact, requestError, statusNameOf, statusOfError } from "./opcua-errors";
+
+const context = {
+  endpointUrl: "opc.tcp://plc:4840",
+  securityMode: "SignAndEncrypt",
+  securityPolicy: "Basic256Sha256",
+  pkiDir: "/pki",
+  secret: "hunter2-password",
+};
+
+describe("statusOfError", () => {
+  test("reads node-opcua's 'BadXxx (0x........)' from the message", () => {
+    expect(statusOfError(new Error("BadUserAccessDenied (0x801f0000)"))).toEqual({
+      statusCode: 0x801f0000,
+      statusName: "BadUserAccessDenied",
+    });
+  });
+
+  test("prefers the ServiceFault's service result", () => {
+    const error = Object.assign(new Error("fault"), {
+      response: { responseHeader: { serviceResult: { value: 0x80250000 } } },
+    });
+    expect(statusOfError(error)).toEqual({ statusCode: 0x80250000, statusName: statusNameOf(0x80250000) });
+    expect(statusNameOf(0x80250000)).toBe("BadSessionIdInvalid");
+  });
+
+  test("is undefined for errors without a status", () => {
+    expect(statusOfError(new Error("ECONNREFUSED"))).toBeUndefined();
+    expect(statusOfError("text")).toBeUndefined();
+  });
+
+  test("names unknown codes in hex", () => {
+    expect(statusNameOf(0x80ff1234)).toBe("0x80ff1234");
+  });
+});
+
+describe("connectError", () => {
+  test("a refused identity is KILN_AUTHENTICATION_FAILED, not retryable", () => {
+    const error = connectError(new Error("BadIdentityTokenRejected (0x80210000)"), context);
+    expect(error.code).toBe("KILN_AUTHENTICATION_FAILED");
+    expect(error.retryable).toBe(false);
+    expect(error.details).toMatchObject({ statusName: "BadIdentityTokenRejected", endpointUrl: context.endpointUrl });
+  });
+
+  test("an untrusted server certificate says how to trust it, not retryable", () => {
+    const error = connectError(
+      new Error("server Certificate verification failed with err BadCertificateUntrusted (0x801a0000)"),
+      context,
+    );
+    expect(error.code).toBe("KILN_CONNECTION_FAILED");
+    expect(error.retryable).toBe(false);
+    expect(error.message).toContain("trustedServerCertificates");
+    expect(error.details.reason).toBe("server-certificate-untrusted");
+  });
+
+  test("a server refusing our certificate, or no matching endpoint, is not retryable", () => {
+    expect(connectError(new Error("BadSecurityChecksFailed (0x80130000)"), context)).toMatchObject({
+      code: "KILN_CONNECTION_FAILED",
+      retryable: false,
+      details: { reason: "client-certificate-rejected" },
+    });
+    expect(connectError(new Error("Cannot find an Endpoint matching security mode"), context)).toMatchObject({
+      retryable: false,
+      details: { reason: "no-matching-endpoint" },
+    });
+  });
+
+  test("an unreachable server is a retryable KILN_CONNECTION_FAILED", () => {
+    const error = connectError(new Error("connect ECONNREFUSED 127.0.0.1:4840"), context);
+    expect(error).toMatchObject({ code: "KILN_CONNECTION_FAILED", retryable: true });
+  });
+
+  test("never repeats the password, and passes Kiln errors through", () => {
+    const error = connectError(new Error(`login hunter2-password failed`), context);
+    expect(error.message).not.toContain("hunter2-password");
+    const kiln = new KilnError("KILN_ABORTED", "aborted");
+    expect(connectError(kiln, context)).toBe(kiln);
+    expect(redact("a secret b secret", "secret")).toBe("a *** b ***");
+    expect(redact("text", undefined)).toBe("text");
+  });
+});
+
+describe("requestError", () => {
+  test("timeouts and lost sessions are retryable; other faults are device errors with the status", () => {
+    expect(requestError(new Error("Transaction has timed out ( timeout = 10 ms )"), "read")).toMatchObject({
+      code: "KILN_TIMEOUT",
+      retryable: true,
+    });
+    expect(requestError(new Error("BadSessionIdInvalid (0x80250000)"), "read")).toMatchObject({
+      code: "KILN_CONNECTION_FAILED",
+      retryable: true,
+    });
+    expect(requestError(new Error("BadTooManyOperations (0x80100000)"), "read")).toMatchObject({
+      code: "KILN_DEVICE_ERROR",
+      retryable: false,
+      details: { operation: "read", statusName: "BadTooManyOperations" },
+    });
+  });
+});

@@ -1,0 +1,202 @@
+import { KilnError } from "@kiln/core";
+import { StatusCodes } from "node-opcua";
+
+/** An OPC UA status code with its symbolic name. */
+export interface OpcuaStatus {
+  /** The 32-bit StatusCode value. */
+  readonly statusCode: number;
+  /** The symbolic name, e.g. `BadUserAccessDenied`. */
+  readonly statusName: string;
+}
+
+let namesByCode: Map<number, string> | undefined;
+
+/** The symbolic name of a status code (`BadNodeIdUnknown`), or its hex form when unknown. */
+export function statusNameOf(statusCode: number): string {
+  if (!namesByCode) {
+    namesByCode = new Map();
+    for (const [name, status] of Object.entries(StatusCodes)) {
+      const value = (status as { value?: unknown }).value;
+      if (typeof value === "number" && !namesByCode.has(value >>> 0)) namesByCode.set(value >>> 0, name);
+    }
+  }
+  return namesByCode.get(statusCode >>> 0) ?? `0x${(statusCode >>> 0).toString(16).padStart(8, "0")}`;
+}
+
+const STATUS_IN_TEXT = /\b((?:Bad|Uncertain|Good)[A-Za-z0-9]*)\s*\(0x([0-9a-fA-F]{1,8})\)/;
+
+/**
+ * Finds the OPC UA status a node-opcua error carries: the ServiceFault's service result when
+ * there is one, else the `BadXxx (0x........)` node-opcua prints in its messages.
+ */
+export function statusOfError(error: unknown): OpcuaStatus | undefined {
+  if (typeof error !== "object" || error === null) return undefined;
+  const response = (error as { response?: { responseHeader?: { serviceResult?: { value?: unknown } } } }).response;
+  const serviceResult = response?.responseHeader?.serviceResult?.value;
+  if (typeof serviceResult === "number" && serviceResult !== 0) {
+    return { statusCode: serviceResult >>> 0, statusName: statusNameOf(serviceResult) };
+  }
+  const message = (error as { message?: unknown }).message;
+  if (typeof message !== "string") return undefined;
+  const match = STATUS_IN_TEXT.exec(message);
+  if (!match) return undefined;
+  return { statusCode: Number.parseInt(match[2]!, 16) >>> 0, statusName: match[1]! };
+}
+
+const AUTHENTICATION_FAILURES = new Set([
+  "BadUserAccessDenied",
+  "BadIdentityTokenInvalid",
+  "BadIdentityTokenRejected",
+  "BadUserSignatureInvalid",
+]);
+
+const CERTIFICATE_FAILURES =
+  /^Bad(Certificate\w*|SecurityChecksFailed|SecurityPolicyRejected|SecurityModeRejected|NoValidCertificates)$/;
+
+const CONNECTION_LOSS = new Set([
+  "BadTimeout",
+  "BadRequestTimeout",
+  "BadCommunicationError",
+  "BadConnectionClosed",
+  "BadConnectionRejected",
+  "BadDisconnect",
+  "BadNotConnected",
+  "BadSecureChannelClosed",
+  "BadSecureChannelIdInvalid",
+  "BadServerHalted",
+  "BadServerNotConnected",
+  "BadSessionClosed",
+  "BadSessionIdInvalid",
+  "BadSessionNotActivated",
+  "BadTooManySessions",
+  "BadShutdown",
+]);
+
+/** True when the status says the user identity was refused. */
+export function isAuthenticationFailure(status: OpcuaStatus | undefined): boolean {
+  return status !== undefined && AUTHENTICATION_FAILURES.has(status.statusName);
+}
+
+/** True when the status says the session or connection is gone (so a new one may help). */
+export function isConnectionLoss(status: OpcuaStatus | undefined): boolean {
+  return status !== undefined && CONNECTION_LOSS.has(status.statusName);
+}
+
+/** Replaces every occurrence of `secret` in `text`, so error messages never carry a password. */
+export function redact(text: string, secret: string | undefined): string {
+  if (!secret) return text;
+  return text.split(secret).join("***");
+}
+
+function messageOf(error: unknown): string {
+  if (error instanceof Error) return error.message.split("\n")[0]!.trim();
+  return String(error);
+}
+
+/** What {@link connectError} needs to know to explain a failure. */
+export interface ConnectErrorContext {
+  readonly endpointUrl: string;
+  readonly securityMode: string;
+  readonly securityPolicy: string;
+  readonly pkiDir: string;
+  readonly secret?: string;
+}
+
+/**
+ * Turns a failure to open a connection or session into the Kiln error a user can act on:
+ * `KILN_AUTHENTICATION_FAILED` (not retryable) for a refused identity, a non-retryable
+ * `KILN_CONNECTION_FAILED` for certificate and endpoint mismatches (repeating cannot help until
+ * the configuration changes), and a retryable `KILN_CONNECTION_FAILED` otherwise.
+ */
+export function connectError(error: unknown, context: ConnectErrorContext): KilnError {
+  if (KilnError.is(error)) return error;
+  const status = statusOfError(error);
+  const message = redact(messageOf(error), context.secret);
+  const details: Record<string, unknown> = { endpointUrl: context.endpointUrl };
+  if (status) Object.assign(details, status);
+
+  if (isAuthenticationFailure(status)) {
+    return new KilnError(
+      "KILN_AUTHENTICATION_FAILED",
+      `The OPC UA server at ${context.endpointUrl} refused the user identity (${status!.statusName}). Check the identity option (user name and password, or user certificate) and the user's rights on the server.`,
+      { cause: error, retryable: false, details },
+    );
+  }
+  if (/cannot find \w+ user token policy/i.test(message)) {
+    return new KilnError(
+      "KILN_AUTHENTICATION_FAILED",
+      `The OPC UA server at ${context.endpointUrl} does not accept this kind of user identity on the ${context.securityMode} endpoint. Use an identity type the server allows (anonymous, username or certificate).`,
+      { cause: error, retryable: false, details: { ...details, reason: "identity-type-not-offered" } },
+    );
+  }
+  if (/server Certificate verification failed/i.test(message)) {
+    return new KilnError(
+      "KILN_CONNECTION_FAILED",
+      `The certificate of the OPC UA server at ${context.endpointUrl} is not trusted (${status?.statusName ?? "untrusted"}). Trust it: add it to pki.trustedServerCertificates, or move it from ${context.pkiDir}/rejected to ${context.pkiDir}/trusted/certs.`,
+      { cause: error, retryable: false, details: { ...details, reason: "server-certificate-untrusted" } },
+    );
+  }
+  if (status && CERTIFICATE_FAILURES.test(status.statusName)) {
+    return new KilnError(
+      "KILN_CONNECTION_FAILED",
+      `The OPC UA server at ${context.endpointUrl} refused the secure channel (${status.statusName}). Most servers must be told to trust a new client: trust the client certificate in ${context.pkiDir}/own/certs on the server, then connect again.`,
+      { cause: error, retryable: false, details: { ...details, reason: "client-certificate-rejected" } },
+    );
+  }
+  if (/cannot find (an )?endpoint/i.test(message)) {
+    return new KilnError(
+      "KILN_CONNECTION_FAILED",
+      `The OPC UA server at ${context.endpointUrl} offers no endpoint with security mode ${context.securityMode} and policy ${context.securityPolicy}. Pick a mode and policy the server offers.`,
+      { cause: error, retryable: false, details: { ...details, reason: "no-matching-endpoint" } },
+    );
+  }
+  return new KilnError(
+    "KILN_CONNECTION_FAILED",
+    `Cannot connect to the OPC UA server at ${context.endpointUrl}: ${message}`,
+    {
+      cause: error,
+      retryable: true,
+      details,
+    },
+  );
+}
+
+/**
+ * Turns the failure of a whole service call (read, write, browse, create monitored items) into
+ * a Kiln error: `KILN_TIMEOUT` or `KILN_CONNECTION_FAILED` (both retryable) when the request
+ * timed out or the connection or session is gone, `KILN_DEVICE_ERROR` for any other service
+ * fault, with the status code in `details`.
+ */
+export function requestError(error: unknown, operation: string, secret?: string): KilnError {
+  if (KilnError.is(error)) return error;
+  const status = statusOfError(error);
+  const message = redact(messageOf(error), secret);
+  const details: Record<string, unknown> = { operation };
+  if (status) Object.assign(details, status);
+  if (/timed out|timeout/i.test(message) || status?.statusName === "BadTimeout") {
+    return new KilnError("KILN_TIMEOUT", `OPC UA ${operation} timed out: ${message}`, {
+      cause: error,
+      retryable: true,
+      details,
+    });
+  }
+  if (
+    isConnectionLoss(status) ||
+    /disconnected|ECONNRESET|EPIPE|ECONNREFUSED|not usable|closed|canceled|aborted/i.test(message)
+  ) {
+    return new KilnError(
+      "KILN_CONNECTION_FAILED",
+      `OPC UA ${operation} failed: the connection was lost (${message}).`,
+      {
+        cause: error,
+        retryable: true,
+        details,
+      },
+    );
+  }
+  return new KilnError("KILN_DEVICE_ERROR", `OPC UA ${operation} failed: ${message}`, {
+    cause: error,
+    retryable: status === undefined,
+    details,
+  });
+}

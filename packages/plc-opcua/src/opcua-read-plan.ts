@@ -1,0 +1,50 @@
+import { AttributeIds, type ReadValueIdOptions } from "node-opcua";
+import { resolveNodeAddress, type OpcuaNodeAddress } from "./opcua-node-id";
+
+/** One ReadRequest of a plan: the nodes to read and, for each, the index of its tag. */
+export interface ReadChunk {
+  readonly nodesToRead: readonly ReadValueIdOptions[];
+  readonly indexes: readonly number[];
+}
+
+/**
+ * How one scan group is read on one connection: its tags split into ReadRequests no larger
+ * than the server's MaxNodesPerRead, and the tags whose namespace the server does not have.
+ */
+export interface ReadPlan {
+  /** The connection generation the plan was made for (namespace indexes and limits). */
+  readonly generation: number;
+  readonly chunks: readonly ReadChunk[];
+  /** Tags that cannot be read on this server, by index, with the reason. */
+  readonly unresolved: ReadonlyMap<number, string>;
+}
+
+/**
+ * Plans the reads of `addresses` (one per tag, in tag order) against a server with the given
+ * namespace array, in chunks of at most `maxNodesPerRead` nodes (0: no limit).
+ */
+export function planReads(
+  addresses: readonly OpcuaNodeAddress[],
+  namespaceArray: readonly string[],
+  maxNodesPerRead: number,
+  generation: number,
+): ReadPlan {
+  const unresolved = new Map<number, string>();
+  const nodes: ReadValueIdOptions[] = [];
+  const indexes: number[] = [];
+  addresses.forEach((address, index) => {
+    const nodeId = resolveNodeAddress(address, namespaceArray);
+    if (!nodeId) {
+      unresolved.set(index, `namespace ${address.namespaceUri} is not on the server`);
+      return;
+    }
+    nodes.push({ nodeId, attributeId: AttributeIds.Value });
+    indexes.push(index);
+  });
+  const size = maxNodesPerRead > 0 ? maxNodesPerRead : Math.max(1, nodes.length);
+  const chunks: ReadChunk[] = [];
+  for (let start = 0; start < nodes.length; start += size) {
+    chunks.push({ nodesToRead: nodes.slice(start, start + size), indexes: indexes.slice(start, start + size) });
+  }
+  return { generation, chunks, unresolved };
+}

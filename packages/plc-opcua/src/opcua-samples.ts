@@ -1,0 +1,66 @@
+import {
+  GOOD,
+  QualityCodes,
+  quality,
+  qualityFromStatusCode,
+  severityOfStatusCode,
+  type Sample,
+  type Tag,
+  type TagValue,
+} from "@kiln/core";
+import type { DataValue } from "node-opcua";
+import { statusNameOf } from "./opcua-errors";
+import { tagValueFromVariant } from "./opcua-values";
+
+/**
+ * Builds the Kiln sample of `tag` from an OPC UA DataValue: quality from the status code
+ * (severity from its top two bits, the code kept), the source timestamp when the server gives
+ * one (else the server timestamp, else `now`), and the value converted to the tag's type.
+ */
+export function sampleFromDataValue(tag: Tag, dataValue: DataValue, now: number): Sample {
+  const code = dataValue.statusCode.value >>> 0;
+  const timestamp = dataValue.sourceTimestamp?.getTime() ?? dataValue.serverTimestamp?.getTime() ?? now;
+  if (severityOfStatusCode(code) === "bad") {
+    return { tag: tag.name, value: null, timestamp, quality: qualityFromStatusCode(code, statusNameOf(code)) };
+  }
+  const converted = tagValueFromVariant(dataValue.value, tag);
+  if (!converted.ok) {
+    return {
+      tag: tag.name,
+      value: null,
+      timestamp,
+      quality: quality("bad", converted.problem, QualityCodes.BadTypeMismatch),
+    };
+  }
+  return {
+    tag: tag.name,
+    value: converted.value,
+    timestamp,
+    quality: code === 0 ? GOOD : qualityFromStatusCode(code, statusNameOf(code)),
+  };
+}
+
+/** A `bad` sample of `tag` with the given status code and reason. */
+export function badSample(tag: Tag, statusCode: number, reason: string, now: number): Sample {
+  return { tag: tag.name, value: null, timestamp: now, quality: quality("bad", reason, statusCode) };
+}
+
+/**
+ * The sample of a subscribed tag while the connection is down: the last value with quality
+ * `uncertain` (no communication, last usable value), or `bad` when no value was ever received.
+ */
+export function staleSample(tag: Tag, lastValue: TagValue | undefined, now: number): Sample {
+  if (lastValue === undefined) {
+    return badSample(tag, QualityCodes.BadNotConnected, "connection lost; no value received yet", now);
+  }
+  return {
+    tag: tag.name,
+    value: lastValue,
+    timestamp: now,
+    quality: quality(
+      "uncertain",
+      "connection lost; last usable value",
+      QualityCodes.UncertainNoCommunicationLastUsableValue,
+    ),
+  };
+}

@@ -1,0 +1,437 @@
+import {
+  QualityCodes,
+  type Clock,
+  type Logger,
+  type Sample,
+  type SubscriptionOptions,
+  type Tag,
+  type TagValue,
+  type TimerHandle,
+} from "@kiln/core";
+import {
+  AttributeIds,
+  ClientMonitoredItemGroup,
+  DataChangeFilter,
+  DataChangeTrigger,
+  DeadbandType,
+  TimestampsToReturn,
+  type ClientMonitoredItemBase,
+  type ClientSession,
+  type ClientSubscription,
+  type DataValue,
+  type MonitoringParametersOptions,
+  type NodeId,
+} from "node-opcua";
+import { statusNameOf } from "./opcua-errors";
+import { resolveNodeAddress, type OpcuaNodeAddress } from "./opcua-node-id";
+import { badSample, sampleFromDataValue, staleSample } from "./opcua-samples";
+
+/** What a tag subscription needs from the connection it lives on. */
+export interface SubscriptionConnection {
+  readonly session: ClientSession;
+  readonly namespaceArray: readonly string[];
+  readonly maxMonitoredItemsPerCall: number;
+  readonly generation: number;
+}
+
+/** The driver-side services a tag subscription uses. */
+export interface TagSubscriptionContext {
+  readonly logger: Logger;
+  readonly clock: Clock;
+  readonly retry: { readonly initialDelayMs: number; readonly maxDelayMs: number };
+  /** The connection to use now, or undefined while there is none that works. */
+  readonly connection: () => SubscriptionConnection | undefined;
+}
+
+interface Entry {
+  readonly tag: Tag;
+  readonly address: OpcuaNodeAddress;
+  nodeId: NodeId | undefined;
+  item: ClientMonitoredItemBase | undefined;
+  /** Identifies the creation attempt whose notifications are current for this entry. */
+  attempt: number;
+  lastValue: TagValue | undefined;
+  useDeadband: boolean;
+  /** The status last reported for a failed item, so a repeated failure is not re-reported. */
+  reportedStatus: number | undefined;
+}
+
+const FILTER_REFUSALS = new Set([
+  "BadMonitoredItemFilterUnsupported",
+  "BadFilterNotAllowed",
+  "BadDeadbandFilterInvalid",
+  "BadMonitoredItemFilterInvalid",
+]);
+
+const NUMERIC_TYPES = new Set<Tag["dataType"]>(["int16", "uint16", "int32", "uint32", "float32", "float64"]);
+
+let nextAttempt = 1;
+
+/**
+ * One `PlcDriver.subscribe` call: an OPC UA subscription on the driver's session with one
+ * monitored item per tag, created in batches no larger than the server's
+ * MaxMonitoredItemsPerCall. It keeps the desired state (which tags, how sampled), so after a
+ * reconnect or a server restart {@link ensure} brings the server back to it: a recreated
+ * subscription, items for NodeIds that moved (namespace index changed) and items the server
+ * refused (BadNodeIdUnknown...), retried with capped exponential backoff.
+ */
+export class OpcuaTagSubscription {
+  readonly #entries: Entry[];
+  readonly #options: SubscriptionOptions;
+  readonly #onSamples: (samples: Sample[]) => void;
+  readonly #context: TagSubscriptionContext;
+  #subscription: ClientSubscription | undefined;
+  #session: ClientSession | undefined;
+  #generation = -1;
+  #queue: Promise<void> = Promise.resolve();
+  #retryTimer: TimerHandle | undefined;
+  #retryDelay: number;
+  #buffer: Sample[] = [];
+  #flushScheduled = false;
+  #closed = false;
+  #warnedNoDeadband = false;
+
+  constructor(
+    tags: readonly Tag[],
+    addresses: readonly OpcuaNodeAddress[],
+    options: SubscriptionOptions,
+    onSamples: (samples: Sample[]) => void,
+    context: TagSubscriptionContext,
+  ) {
+    this.#entries = tags.map((tag, index) => ({
+      tag,
+      address: addresses[index]!,
+      nodeId: undefined,
+      item: undefined,
+      attempt: 0,
+      lastValue: undefined,
+      useDeadband: true,
+      reportedStatus: undefined,
+    }));
+    this.#options = options;
+    this.#onSamples = onSamples;
+    this.#context = context;
+    this.#retryDelay = context.retry.initialDelayMs;
+  }
+
+  /** Tags whose monitored item is not (yet) working on the server. */
+  get pendingTags(): string[] {
+    return this.#entries.filter((entry) => entry.item === undefined).map((entry) => entry.tag.name);
+  }
+
+  /**
+   * Brings the server in line with the desired state on the current connection. Serialised:
+   * concurrent calls run one after the other. Rejects only when the OPC UA subscription itself
+   * cannot be created; refused items are retried in the background.
+   */
+  ensure(): Promise<void> {
+    const run = this.#queue.then(async () => {
+      try {
+        await this.#ensureNow();
+      } catch (error) {
+        this.#scheduleRetry();
+        throw error;
+      }
+    });
+    this.#queue = run.catch(() => undefined);
+    return run;
+  }
+
+  /** The connection dropped: report every tag `uncertain` (last value) and stop retrying. */
+  connectionLost(): void {
+    this.#cancelRetry();
+    const now = this.#context.clock.now();
+    this.#emit(this.#entries.map((entry) => staleSample(entry.tag, entry.lastValue, now)));
+  }
+
+  /**
+   * Stops every delivery and, with `deleteOnServer` (the default), deletes the subscription on
+   * the server, best effort. The driver passes false when it is about to close the session,
+   * which deletes the session's subscriptions anyway.
+   */
+  async close(deleteOnServer = true): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#cancelRetry();
+    this.#buffer = [];
+    const subscription = this.#subscription;
+    this.#subscription = undefined;
+    for (const entry of this.#entries) entry.item = undefined;
+    if (deleteOnServer && subscription?.isActive && this.#context.connection()) {
+      await subscription.terminate().catch((error: unknown) => {
+        this.#context.logger.debug({ err: error }, "deleting the OPC UA subscription failed");
+      });
+    }
+  }
+
+  async #ensureNow(): Promise<void> {
+    const connection = this.#context.connection();
+    if (this.#closed || !connection) return;
+    this.#cancelRetry();
+
+    const subscriptionLost =
+      this.#subscription !== undefined && (this.#session !== connection.session || !this.#subscription.isActive);
+    if (subscriptionLost) this.#dropSubscription();
+
+    if (this.#generation !== connection.generation) {
+      this.#generation = connection.generation;
+      await this.#resolveNodeIds(connection);
+    }
+    for (const entry of this.#entries) {
+      if (entry.item && !entry.item.statusCode.isGood()) {
+        // node-opcua re-created it after a reconnect and the server refused it this time.
+        this.#reportFailure(entry, entry.item.statusCode.value, "monitored item not re-created");
+        this.#detach(entry);
+      }
+    }
+
+    if (!this.#subscription) this.#subscription = await this.#createSubscription(connection);
+
+    const pending = this.#entries.filter((entry) => entry.item === undefined && entry.nodeId !== undefined);
+    if (pending.length > 0) await this.#createItems(connection, this.#subscription, pending);
+
+    if (this.#entries.some((entry) => entry.item === undefined)) this.#scheduleRetry();
+    else this.#retryDelay = this.#context.retry.initialDelayMs;
+  }
+
+  async #resolveNodeIds(connection: SubscriptionConnection): Promise<void> {
+    const now = this.#context.clock.now();
+    const moved: ClientMonitoredItemBase[] = [];
+    for (const entry of this.#entries) {
+      const nodeId = resolveNodeAddress(entry.address, connection.namespaceArray);
+      if (entry.item && (!nodeId || entry.item.itemToMonitor.nodeId.toString() !== nodeId.toString())) {
+        if (entry.item.statusCode.isGood()) moved.push(entry.item);
+        this.#detach(entry);
+      }
+      entry.nodeId = nodeId;
+      if (!nodeId) {
+        this.#emitFailure(
+          entry,
+          badSample(
+            entry.tag,
+            QualityCodes.BadNodeIdUnknown,
+            `namespace ${entry.address.namespaceUri} is not on the server`,
+            now,
+          ),
+        );
+      }
+    }
+    if (moved.length > 0 && this.#subscription?.isActive) {
+      await Promise.all(moved.map((item) => item.terminate().catch(() => undefined)));
+    }
+  }
+
+  async #createSubscription(connection: SubscriptionConnection): Promise<ClientSubscription> {
+    const publishingInterval = Math.max(1, this.#options.samplingIntervalMs);
+    // Keep-alive about every 5 s whatever the publishing interval; lifetime three keep-alives or more.
+    const maxKeepAliveCount = Math.min(1_000, Math.max(2, Math.ceil(5_000 / publishingInterval)));
+    const subscription = await connection.session.createSubscription2({
+      requestedPublishingInterval: publishingInterval,
+      requestedMaxKeepAliveCount: maxKeepAliveCount,
+      requestedLifetimeCount: maxKeepAliveCount * 6,
+      maxNotificationsPerPublish: 0,
+      publishingEnabled: true,
+      priority: 0,
+    });
+    this.#session = connection.session;
+    subscription.on("terminated", () => {
+      if (this.#closed || subscription !== this.#subscription) return;
+      this.#context.logger.warn("the OPC UA subscription was terminated; re-creating it");
+      this.#scheduleRetry();
+    });
+    subscription.on("internal_error", (error: Error) => {
+      this.#context.logger.warn({ err: error }, "OPC UA subscription internal error");
+    });
+    return subscription;
+  }
+
+  async #createItems(
+    connection: SubscriptionConnection,
+    subscription: ClientSubscription,
+    pending: Entry[],
+  ): Promise<void> {
+    const batchSize = connection.maxMonitoredItemsPerCall > 0 ? connection.maxMonitoredItemsPerCall : pending.length;
+    const withDeadband = pending.filter((entry) => this.#deadbandFor(entry) !== undefined);
+    const plain = pending.filter((entry) => this.#deadbandFor(entry) === undefined);
+    let refusedFilter = false;
+    for (const [entries, deadband] of [
+      [withDeadband, this.#options.deadband],
+      [plain, undefined],
+    ] as const) {
+      for (let start = 0; start < entries.length; start += batchSize) {
+        if (this.#closed || subscription !== this.#subscription) return;
+        const batch = entries.slice(start, start + batchSize);
+        refusedFilter = (await this.#createBatch(subscription, batch, deadband)) || refusedFilter;
+      }
+    }
+    if (refusedFilter && !this.#closed) {
+      // Retry the items the server refused for their deadband filter, now without it.
+      const retry = pending.filter((entry) => entry.item === undefined && !entry.useDeadband);
+      if (retry.length > 0) await this.#createItems(connection, subscription, retry);
+    }
+  }
+
+  /** Creates one batch of items. Returns true when the server refused some for their deadband filter. */
+  async #createBatch(subscription: ClientSubscription, batch: Entry[], deadband: number | undefined): Promise<boolean> {
+    const attempt = nextAttempt++;
+    for (const entry of batch) entry.attempt = attempt;
+    const parameters: MonitoringParametersOptions = {
+      samplingInterval: this.#options.samplingIntervalMs,
+      queueSize: this.#options.queueSize ?? 1,
+      discardOldest: true,
+    };
+    if (deadband !== undefined) {
+      parameters.filter = new DataChangeFilter({
+        trigger: DataChangeTrigger.StatusValue,
+        deadbandType: DeadbandType.Absolute,
+        deadbandValue: deadband,
+      });
+    }
+    const group = ClientMonitoredItemGroup.create(
+      subscription,
+      batch.map((entry) => ({ nodeId: entry.nodeId!, attributeId: AttributeIds.Value })),
+      parameters,
+      TimestampsToReturn.Both,
+    );
+    group.on("changed", (_item: ClientMonitoredItemBase, dataValue: DataValue, index: number) => {
+      const entry = batch[index];
+      if (entry && entry.attempt === attempt) this.#onValue(entry, dataValue);
+    });
+    const failure = await new Promise<Error | undefined>((resolve) => {
+      group.once("initialized", () => resolve(undefined));
+      group.once("terminated", (error?: Error) => resolve(error ?? new Error("monitored item group terminated")));
+    });
+    if (failure) {
+      this.#context.logger.warn(
+        { err: failure, items: batch.length },
+        "creating OPC UA monitored items failed; will retry",
+      );
+      return false;
+    }
+    let refusedFilter = false;
+    batch.forEach((entry, index) => {
+      const item = group.monitoredItems[index];
+      if (!item) return;
+      if (item.statusCode.isGood()) {
+        entry.item = item;
+        entry.reportedStatus = undefined;
+        return;
+      }
+      const statusName = statusNameOf(item.statusCode.value);
+      if (deadband !== undefined && FILTER_REFUSALS.has(statusName)) {
+        entry.useDeadband = false;
+        refusedFilter = true;
+        if (!this.#warnedNoDeadband) {
+          this.#warnedNoDeadband = true;
+          this.#context.logger.warn(
+            { statusName },
+            "the server refused the deadband filter; monitoring those tags without a deadband",
+          );
+        }
+        return;
+      }
+      this.#reportFailure(entry, item.statusCode.value, "monitored item refused");
+    });
+    if (!group.monitoredItems.some((item) => item.statusCode.isGood())) forgetGroup(subscription, group);
+    return refusedFilter;
+  }
+
+  #deadbandFor(entry: Entry): number | undefined {
+    const deadband = this.#options.deadband;
+    if (deadband === undefined || deadband <= 0 || !entry.useDeadband) return undefined;
+    return NUMERIC_TYPES.has(entry.tag.dataType) ? deadband : undefined;
+  }
+
+  #onValue(entry: Entry, dataValue: DataValue): void {
+    if (this.#closed) return;
+    const sample = sampleFromDataValue(entry.tag, dataValue, this.#context.clock.now());
+    if (sample.value !== null) entry.lastValue = sample.value;
+    this.#emit([sample]);
+  }
+
+  #reportFailure(entry: Entry, statusCode: number, what: string): void {
+    const code = statusCode >>> 0;
+    if (entry.reportedStatus === code) return;
+    const statusName = statusNameOf(code);
+    this.#context.logger.warn({ tag: entry.tag.name, address: entry.address.text, statusName }, `${what}; will retry`);
+    this.#emitFailure(entry, badSample(entry.tag, code, statusName, this.#context.clock.now()));
+  }
+
+  #emitFailure(entry: Entry, sample: Sample): void {
+    entry.reportedStatus = sample.quality.code;
+    this.#emit([sample]);
+  }
+
+  /** Forgets a monitored item locally without a server call (its server-side id may be stale). */
+  #detach(entry: Entry): void {
+    const item = entry.item;
+    entry.item = undefined;
+    entry.attempt = 0;
+    if (!item) return;
+    item.removeAllListeners();
+    const subscription = this.#subscription as unknown as { _removeMonitoredItem?: (handle: number) => void };
+    subscription?._removeMonitoredItem?.(item.monitoringParameters.clientHandle);
+  }
+
+  #dropSubscription(): void {
+    for (const entry of this.#entries) {
+      entry.item = undefined;
+      entry.attempt = 0;
+    }
+    const old = this.#subscription;
+    this.#subscription = undefined;
+    this.#session = undefined;
+    if (old?.isActive) void old.terminate().catch(() => undefined);
+  }
+
+  #scheduleRetry(): void {
+    if (this.#closed || this.#retryTimer) return;
+    const base = this.#retryDelay;
+    this.#retryDelay = Math.min(this.#context.retry.maxDelayMs, base * 2);
+    const delay = base * (0.8 + Math.random() * 0.4);
+    this.#retryTimer = this.#context.clock.setTimeout(() => {
+      this.#retryTimer = undefined;
+      this.ensure().catch((error: unknown) => {
+        this.#context.logger.warn({ err: error }, "re-creating the OPC UA subscription failed; will retry");
+        this.#scheduleRetry();
+      });
+    }, delay);
+  }
+
+  #cancelRetry(): void {
+    if (!this.#retryTimer) return;
+    this.#context.clock.clearTimeout(this.#retryTimer);
+    this.#retryTimer = undefined;
+  }
+
+  #emit(samples: Sample[]): void {
+    if (this.#closed || samples.length === 0) return;
+    for (const sample of samples) this.#buffer.push(sample);
+    if (this.#flushScheduled) return;
+    this.#flushScheduled = true;
+    // node-opcua dispatches one publish response item by item: deliver them as one batch.
+    queueMicrotask(() => {
+      this.#flushScheduled = false;
+      const batch = this.#buffer;
+      this.#buffer = [];
+      if (this.#closed || batch.length === 0) return;
+      try {
+        this.#onSamples(batch);
+      } catch (error) {
+        this.#context.logger.error({ err: error }, "the subscription's onSamples handler threw");
+      }
+    });
+  }
+}
+
+/**
+ * Drops a group none of whose items the server accepted, so retries do not pile up empty
+ * groups inside node-opcua's subscription (node-opcua has no public call for this).
+ */
+function forgetGroup(subscription: ClientSubscription, group: ClientMonitoredItemGroup): void {
+  try {
+    (subscription as unknown as { _removeGroup?: (group: ClientMonitoredItemGroup) => void })._removeGroup?.(group);
+  } catch {
+    // Already gone: nothing to forget.
+  }
+}

@@ -1,0 +1,121 @@
+import { KilnError, defineTags, type Tag } from "@kiln/core";
+import { DataType, LocalizedText, Variant, VariantArrayType } from "node-opcua";
+import { describe, expect, test } from "vitest";
+import { OPCUA_TYPE_OF_TAG, tagDataTypeOf, tagValueFromVariant, variantForWrite } from "./opcua-values";
+
+const tags = defineTags({
+  flag: { dataType: "bool", access: "readwrite" },
+  count: { dataType: "int32", access: "readwrite" },
+  level: { dataType: "float64", access: "readwrite" },
+  label: { dataType: "string", access: "readwrite" },
+});
+const tag = (name: string): Tag => tags.get(name);
+const variant = (dataType: DataType, value: unknown): Variant =>
+  new Variant({ dataType, arrayType: VariantArrayType.Scalar, value });
+
+describe("tagValueFromVariant", () => {
+  test.each([
+    [DataType.Double, 1.5, "level", 1.5],
+    [DataType.Float, 2, "level", 2],
+    [DataType.Int16, -7, "count", -7],
+    [DataType.UInt32, 4_000_000_000, "count", 4_000_000_000],
+    [DataType.Boolean, true, "flag", true],
+    [DataType.Int32, 3, "flag", true],
+    [DataType.Int32, 0, "flag", false],
+    [DataType.Boolean, true, "level", 1],
+    [DataType.String, "12.5", "level", 12.5],
+    [DataType.Double, 4.5, "label", "4.5"],
+    [DataType.String, "TiN", "label", "TiN"],
+  ])("%s %j for a %s tag gives %j", (dataType, raw, name, expected) => {
+    expect(tagValueFromVariant(variant(dataType, raw), tag(name))).toEqual({ ok: true, value: expected });
+  });
+
+  test("64-bit integers become numbers when safe, bigint otherwise", () => {
+    expect(tagValueFromVariant(variant(DataType.Int64, [0xffffffff, 0xfffffffb]), tag("count"))).toEqual({
+      ok: true,
+      value: -5,
+    });
+    expect(tagValueFromVariant(variant(DataType.UInt64, [0xffffffff, 0xffffffff]), tag("count"))).toEqual({
+      ok: true,
+      value: 18446744073709551615n,
+    });
+  });
+
+  test("dates become epoch milliseconds; localized text its text", () => {
+    expect(tagValueFromVariant(variant(DataType.DateTime, new Date(1_700_000_000_000)), tag("level"))).toEqual({
+      ok: true,
+      value: 1_700_000_000_000,
+    });
+    const text = variant(DataType.LocalizedText, new LocalizedText({ text: "Running", locale: "en" }));
+    expect(tagValueFromVariant(text, tag("label"))).toEqual({ ok: true, value: "Running" });
+  });
+
+  test("arrays, empty values and non-numeric text for numeric tags are problems, not values", () => {
+    const array = new Variant({ dataType: DataType.Double, arrayType: VariantArrayType.Array, value: [1, 2] });
+    expect(tagValueFromVariant(array, tag("level"))).toMatchObject({
+      ok: false,
+      problem: expect.stringMatching(/array/),
+    });
+    expect(tagValueFromVariant(new Variant(), tag("level"))).toMatchObject({ ok: false });
+    expect(tagValueFromVariant(variant(DataType.String, "high"), tag("level"))).toMatchObject({ ok: false });
+    expect(tagValueFromVariant(variant(DataType.String, "maybe"), tag("flag"))).toMatchObject({ ok: false });
+  });
+});
+
+describe("variantForWrite", () => {
+  test("converts the tag's value to the node's built-in type", () => {
+    expect(variantForWrite(3, DataType.Int16, tag("count"), "ns=2;s=X")).toMatchObject({
+      dataType: DataType.Int16,
+      value: 3,
+    });
+    expect(variantForWrite(true, DataType.Double, tag("flag"), "n")).toMatchObject({
+      dataType: DataType.Double,
+      value: 1,
+    });
+    expect(variantForWrite(1, DataType.Boolean, tag("count"), "n")).toMatchObject({ value: true });
+    expect(variantForWrite(2.5, DataType.String, tag("level"), "n")).toMatchObject({ value: "2.5" });
+    expect(variantForWrite(-5, DataType.Int64, tag("count"), "n").value).toEqual([0xffffffff, 0xfffffffb]);
+    expect(variantForWrite(1_700_000_000_000, DataType.DateTime, tag("level"), "n").value).toEqual(
+      new Date(1_700_000_000_000),
+    );
+  });
+
+  test.each([
+    [70_000, DataType.Int16],
+    [-1, DataType.UInt16],
+    [256, DataType.Byte],
+    [2.5, DataType.Int32],
+    [1e39, DataType.Float],
+    [2.5, DataType.Int64],
+  ])("%s does not fit %s: KILN_OUT_OF_RANGE", (value, dataType) => {
+    let error: unknown;
+    try {
+      variantForWrite(value, dataType, tag("level"), "ns=2;s=X");
+    } catch (caught) {
+      error = caught;
+    }
+    expect(KilnError.is(error, "KILN_OUT_OF_RANGE")).toBe(true);
+    expect((error as KilnError).details).toMatchObject({ tag: "level", nodeId: "ns=2;s=X" });
+  });
+
+  test("a kind of value the node cannot hold is a BadTypeMismatch rejection", () => {
+    let error: unknown;
+    try {
+      variantForWrite("fast", DataType.Double, tag("label"), "ns=2;s=X");
+    } catch (caught) {
+      error = caught;
+    }
+    expect(KilnError.is(error, "KILN_WRITE_REJECTED")).toBe(true);
+    expect((error as KilnError).details).toMatchObject({ statusName: "BadTypeMismatch", nodeDataType: "Double" });
+    expect(() => variantForWrite(1, DataType.ExtensionObject, tag("count"), "n")).toThrow(
+      /data type is ExtensionObject/,
+    );
+  });
+});
+
+describe("data type mapping", () => {
+  test("every Kiln type has an OPC UA type that maps back to it", () => {
+    for (const [kiln, opcua] of Object.entries(OPCUA_TYPE_OF_TAG)) expect(tagDataTypeOf(opcua)).toBe(kiln);
+    expect(tagDataTypeOf(DataType.ExtensionObject)).toBeUndefined();
+  });
+});

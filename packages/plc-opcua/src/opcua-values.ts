@@ -1,0 +1,219 @@
+import { KilnError, QualityCodes, type Tag, type TagDataType, type TagValue } from "@kiln/core";
+import { DataType, Variant, VariantArrayType, type LocalizedText, type NodeId, type QualifiedName } from "node-opcua";
+
+/** The OPC UA built-in type that best carries each Kiln data type. */
+export const OPCUA_TYPE_OF_TAG: Readonly<Record<TagDataType, DataType>> = {
+  bool: DataType.Boolean,
+  int16: DataType.Int16,
+  uint16: DataType.UInt16,
+  int32: DataType.Int32,
+  uint32: DataType.UInt32,
+  float32: DataType.Float,
+  float64: DataType.Double,
+  string: DataType.String,
+};
+
+const KILN_TYPE_OF_OPCUA: Partial<Record<DataType, TagDataType>> = {
+  [DataType.Boolean]: "bool",
+  [DataType.SByte]: "int16",
+  [DataType.Byte]: "uint16",
+  [DataType.Int16]: "int16",
+  [DataType.UInt16]: "uint16",
+  [DataType.Int32]: "int32",
+  [DataType.UInt32]: "uint32",
+  [DataType.Float]: "float32",
+  [DataType.Double]: "float64",
+  [DataType.String]: "string",
+  [DataType.LocalizedText]: "string",
+};
+
+/** The Kiln data type closest to an OPC UA built-in type, where there is one. */
+export function tagDataTypeOf(dataType: DataType): TagDataType | undefined {
+  return KILN_TYPE_OF_OPCUA[dataType];
+}
+
+/** The result of turning an OPC UA value into a Kiln value: the value, or why it could not be. */
+export type ConvertedValue =
+  { readonly ok: true; readonly value: TagValue } | { readonly ok: false; readonly problem: string };
+
+const TWO_POW_32 = 0x1_0000_0000n;
+
+/**
+ * Turns a read or notified OPC UA variant into the tag's Kiln value. Numbers, booleans and
+ * strings convert between each other where the meaning is plain (a Double for an int32 tag
+ * stays a number; a Boolean for a float64 tag becomes 0 or 1). 64-bit integers become numbers
+ * when they are safe integers, `bigint` otherwise.
+ */
+export function tagValueFromVariant(variant: Variant | null | undefined, tag: Tag): ConvertedValue {
+  if (!variant || variant.dataType === DataType.Null) return { ok: false, problem: "the server returned no value" };
+  if (variant.arrayType !== VariantArrayType.Scalar) {
+    return { ok: false, problem: `the node holds an array; tag "${tag.name}" needs a scalar` };
+  }
+  const raw = scalarOf(variant);
+  if (raw === undefined) {
+    return { ok: false, problem: `OPC UA type ${DataType[variant.dataType]} cannot be carried by a Kiln tag` };
+  }
+  return coerceToTag(raw, tag);
+}
+
+function scalarOf(variant: Variant): TagValue | undefined {
+  const value: unknown = variant.value;
+  switch (variant.dataType) {
+    case DataType.Boolean:
+    case DataType.String:
+    case DataType.SByte:
+    case DataType.Byte:
+    case DataType.Int16:
+    case DataType.UInt16:
+    case DataType.Int32:
+    case DataType.UInt32:
+    case DataType.Float:
+    case DataType.Double:
+      return value as TagValue;
+    case DataType.Int64:
+    case DataType.UInt64: {
+      const [high, low] = value as [number, number];
+      const unsigned = (BigInt(high >>> 0) << 32n) | BigInt(low >>> 0);
+      const big = variant.dataType === DataType.Int64 ? BigInt.asIntN(64, unsigned) : unsigned;
+      return big >= BigInt(Number.MIN_SAFE_INTEGER) && big <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(big) : big;
+    }
+    case DataType.DateTime:
+      return value instanceof Date ? value.getTime() : undefined;
+    case DataType.LocalizedText:
+      return (value as LocalizedText | null)?.text ?? "";
+    case DataType.QualifiedName:
+      return (value as QualifiedName | null)?.name ?? "";
+    case DataType.NodeId:
+    case DataType.Guid:
+      return String(value as NodeId | string);
+    case DataType.StatusCode:
+      return (value as { value: number }).value;
+    case DataType.ByteString:
+      return Buffer.isBuffer(value) ? value.toString("base64") : undefined;
+    default:
+      return undefined;
+  }
+}
+
+function coerceToTag(raw: TagValue, tag: Tag): ConvertedValue {
+  switch (tag.dataType) {
+    case "string":
+      return { ok: true, value: typeof raw === "string" ? raw : String(raw) };
+    case "bool":
+      if (typeof raw === "boolean") return { ok: true, value: raw };
+      if (typeof raw === "number") return { ok: true, value: raw !== 0 };
+      if (typeof raw === "bigint") return { ok: true, value: raw !== 0n };
+      if (raw === "true" || raw === "false") return { ok: true, value: raw === "true" };
+      return { ok: false, problem: `"${raw}" is not a boolean` };
+    default:
+      if (typeof raw === "number" || typeof raw === "bigint") return { ok: true, value: raw };
+      if (typeof raw === "boolean") return { ok: true, value: raw ? 1 : 0 };
+      if (raw.trim() !== "" && Number.isFinite(Number(raw))) return { ok: true, value: Number(raw) };
+      return { ok: false, problem: `"${raw}" is not a number` };
+  }
+}
+
+const INTEGER_RANGES: Partial<Record<DataType, readonly [number, number]>> = {
+  [DataType.SByte]: [-128, 127],
+  [DataType.Byte]: [0, 255],
+  [DataType.Int16]: [-32768, 32767],
+  [DataType.UInt16]: [0, 65535],
+  [DataType.Int32]: [-2147483648, 2147483647],
+  [DataType.UInt32]: [0, 4294967295],
+};
+
+const FLOAT32_MAX = 3.4028234663852886e38;
+
+/**
+ * Builds the variant to write `value` (already checked against `tag`'s type and range by the
+ * core) to a node whose built-in type is `dataType`, converting between number, boolean and
+ * string where the meaning is plain.
+ *
+ * @throws KilnError `KILN_OUT_OF_RANGE` when the value does not fit the node's type (an int32
+ *   tag writing 70000 to an Int16 node); `KILN_WRITE_REJECTED` with `statusName: "BadTypeMismatch"`
+ *   when the node's type cannot hold the tag's kind of value at all. No traffic happens.
+ */
+export function variantForWrite(value: TagValue, dataType: DataType, tag: Tag, nodeText: string): Variant {
+  const mismatch = (): KilnError =>
+    new KilnError(
+      "KILN_WRITE_REJECTED",
+      `Cannot write ${typeof value} to ${nodeText} (tag "${tag.name}"): the node's data type is ${DataType[dataType]}. Fix the tag's dataType or address.`,
+      {
+        details: {
+          tag: tag.name,
+          nodeId: nodeText,
+          nodeDataType: DataType[dataType],
+          statusCode: QualityCodes.BadTypeMismatch,
+          statusName: "BadTypeMismatch",
+        },
+      },
+    );
+  const outOfRange = (reason: string): KilnError =>
+    new KilnError("KILN_OUT_OF_RANGE", `Cannot write to ${nodeText} (tag "${tag.name}"): ${reason}.`, {
+      details: { tag: tag.name, nodeId: nodeText, nodeDataType: DataType[dataType] },
+    });
+  const scalar = (variantValue: unknown, type = dataType): Variant =>
+    new Variant({ dataType: type, arrayType: VariantArrayType.Scalar, value: variantValue });
+
+  switch (dataType) {
+    case DataType.Boolean:
+      if (typeof value === "boolean") return scalar(value);
+      if (typeof value === "number" || typeof value === "bigint") return scalar(Number(value) !== 0);
+      throw mismatch();
+    case DataType.String:
+      return scalar(String(value));
+    case DataType.LocalizedText:
+      return scalar({ text: String(value) });
+    case DataType.Float:
+    case DataType.Double: {
+      const number = toNumber(value);
+      if (number === undefined) throw mismatch();
+      if (dataType === DataType.Float && Number.isFinite(number) && Math.abs(number) > FLOAT32_MAX) {
+        throw outOfRange(`${number} does not fit a Float`);
+      }
+      return scalar(number);
+    }
+    case DataType.Int64:
+    case DataType.UInt64: {
+      if (typeof value === "number" && !Number.isInteger(value)) {
+        throw outOfRange(`${value} is not an integer; the node is ${DataType[dataType]}`);
+      }
+      const big = toBigInt(value);
+      if (big === undefined) throw mismatch();
+      const fits = dataType === DataType.Int64 ? BigInt.asIntN(64, big) === big : BigInt.asUintN(64, big) === big;
+      if (!fits) throw outOfRange(`${big} does not fit ${DataType[dataType]}`);
+      const unsigned = BigInt.asUintN(64, big);
+      return scalar([Number(unsigned / TWO_POW_32), Number(unsigned % TWO_POW_32)]);
+    }
+    case DataType.DateTime: {
+      const number = toNumber(value);
+      if (number === undefined || typeof value === "boolean") throw mismatch();
+      return scalar(new Date(number));
+    }
+    default: {
+      const range = INTEGER_RANGES[dataType];
+      if (!range) throw mismatch();
+      const number = toNumber(value);
+      if (number === undefined) throw mismatch();
+      if (!Number.isInteger(number)) throw outOfRange(`${number} is not an integer; the node is ${DataType[dataType]}`);
+      if (number < range[0] || number > range[1]) {
+        throw outOfRange(`${number} does not fit ${DataType[dataType]} (${range[0]}..${range[1]})`);
+      }
+      return scalar(number);
+    }
+  }
+}
+
+function toNumber(value: TagValue): number | undefined {
+  if (typeof value === "number") return value;
+  if (typeof value === "boolean") return value ? 1 : 0;
+  if (typeof value === "bigint") return Number(value);
+  return undefined;
+}
+
+function toBigInt(value: TagValue): bigint | undefined {
+  if (typeof value === "bigint") return value;
+  if (typeof value === "boolean") return value ? 1n : 0n;
+  if (typeof value === "number" && Number.isInteger(value)) return BigInt(value);
+  return undefined;
+}
