@@ -87,7 +87,10 @@ export interface PlcDriver {
   write(tag: Tag, value: TagValue, signal?: AbortSignal): Promise<void>;
   /**
    * Present when `capabilities.subscribe`: delivers value changes of `tags` to `onSamples`
-   * until the returned disposer is called. The core re-subscribes after a reconnect.
+   * until the returned disposer is called. Subscriptions are the core's desired state: it calls
+   * the disposer when the link goes offline and subscribes again once it is back, so a driver
+   * that repairs its session by itself must not revive a subscription whose disposer was called
+   * (and may keep live ones alive across a transparent session repair).
    */
   subscribe?(
     tags: readonly Tag[],
