@@ -1,15 +1,23 @@
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { GOOD, defineTags, type Sample, type TagDefinitionInput } from "@kiln/core";
+import {
+  EventBus,
+  GOOD,
+  SampleLogger,
+  SystemClock,
+  defineTags,
+  type KilnEvents,
+  type Sample,
+  type TagDefinitionInput,
+} from "@kiln/core";
 import { PostgresStore } from "@kiln/store-postgres";
 import { PGlite } from "@electric-sql/pglite";
 import pg from "pg";
 import pgCopyStreams from "pg-copy-streams";
 
 /**
- * Ingest benchmark: 1,000 tags x 1,000 scans (1,000,000 samples) through
- * `PostgresStore.samples.writeBatch` in batches of 5,000 with two batches in flight (the shape of
- * the logging pipeline's flush), against the baseline of the database's own bulk load: one
+ * Ingest benchmark: 1,000 tags x 1,000 scans (1,000,000 samples) pushed through Kiln's logging
+ * pipeline (`SampleLogger`: batches of 5,000, two lanes in flight) into `PostgresStore`, against the baseline of the database's own bulk load: one
  * `COPY FROM STDIN` (text, like `psql \copy`) of the same rows, rendered beforehand, into an
  * identical table (same columns, primary key and BRIN index) through `pg`, in the same run.
  * Each side runs twice, alternating, and keeps its best time. The second record is the same
@@ -54,19 +62,42 @@ function makeSamples(names: readonly string[]): Sample[] {
   return samples;
 }
 
+/**
+ * Pushes the samples through Kiln's logging pipeline (laned batcher, p-queue, store breaker and
+ * retry) into the store, and times until the last batch is committed (`stop()` drains).
+ */
 async function writeThroughStore(store: PostgresStore, samples: readonly Sample[]): Promise<number> {
-  let next = 0;
+  const clock = new SystemClock();
+  const logger = new SampleLogger({
+    sink: store.samples,
+    clock,
+    bus: new EventBus<KilnEvents>(),
+    maxBatchSize: BATCH,
+    maxLatencyMs: 50,
+    flushConcurrency: CONCURRENCY,
+    maxBufferedSamples: BATCH * CONCURRENCY * 4,
+    overflow: "block",
+    writeTimeoutMs: 60_000,
+    retry: { initialDelayMs: 50, maxDelayMs: 1_000 },
+    breaker: { failureThreshold: 5, recoveryTimeMs: 5_000 },
+    drainTimeoutMs: 120_000,
+  });
+  await logger.start();
   const started = performance.now();
-  await Promise.all(
-    Array.from({ length: CONCURRENCY }, async () => {
-      while (next < samples.length) {
-        const from = next;
-        next += BATCH;
-        await store.samples.writeBatch(samples.slice(from, from + BATCH));
-      }
-    }),
-  );
-  return performance.now() - started;
+  for (let index = 0; index < samples.length; index++) {
+    if (index % BATCH === 0) {
+      const waiting = logger.whenWritable();
+      if (waiting) await waiting;
+    }
+    logger.append(samples[index]!);
+  }
+  await logger.stop();
+  const elapsed = performance.now() - started;
+  const { samplesOut, samplesDropped } = logger.health();
+  if (samplesOut !== samples.length || samplesDropped !== 0) {
+    throw new Error(`pipeline committed ${samplesOut} of ${samples.length} samples (${samplesDropped} dropped)`);
+  }
+  return elapsed;
 }
 
 /** The same rows as `COPY` text lines: tag id, quality, ISO time, float value. */
