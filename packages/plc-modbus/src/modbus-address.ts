@@ -180,6 +180,8 @@ const WIRE_DEFAULT: Readonly<Record<Exclude<TagDataType, "bool">, ModbusWireType
   uint16: "uint16",
   int32: "int32",
   uint32: "uint32",
+  int64: "int64",
+  uint64: "uint64",
   float32: "float32",
   float64: "float64",
   string: "string",

@@ -77,3 +77,20 @@ describe("checkTagValue", () => {
     expect(checkTagValue(tags.get("chamber.pressure"), Number.NaN)).toBe("expected a finite number, got number NaN");
   });
 });
+
+describe("64-bit integer tags", () => {
+  const wide = defineTags({
+    counter: { dataType: "uint64", access: "readwrite" },
+    offset: { dataType: "int64", access: "readwrite", range: { min: -10, max: 10 } },
+  });
+
+  test("take a bigint or a safe integer within the type and range", () => {
+    expect(checkTagValue(wide.get("counter"), 2n ** 64n - 1n)).toBeUndefined();
+    expect(checkTagValue(wide.get("counter"), 42)).toBeUndefined();
+    expect(checkTagValue(wide.get("counter"), 2n ** 64n)).toBe("18446744073709551616 does not fit uint64");
+    expect(checkTagValue(wide.get("counter"), -1n)).toBe("-1 does not fit uint64");
+    expect(checkTagValue(wide.get("offset"), 11n)).toBe("11 is outside the range -10..10");
+    expect(checkTagValue(wide.get("counter"), 2 ** 60)).toMatch(/^expected a bigint or a safe integer for uint64/);
+    expect(checkTagValue(wide.get("counter"), "1")).toBe('expected a bigint, got "1"');
+  });
+});

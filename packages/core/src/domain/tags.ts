@@ -3,11 +3,25 @@ import { KilnError, KilnValidationError, type ValidationIssue } from "./errors";
 import { issuesFromZod } from "./validation";
 
 /** The data types a tag can carry. */
-export const TAG_DATA_TYPES = ["bool", "int16", "uint16", "int32", "uint32", "float32", "float64", "string"] as const;
+export const TAG_DATA_TYPES = [
+  "bool",
+  "int16",
+  "uint16",
+  "int32",
+  "uint32",
+  "int64",
+  "uint64",
+  "float32",
+  "float64",
+  "string",
+] as const;
 /** A tag's data type. */
 export type TagDataType = (typeof TAG_DATA_TYPES)[number];
 
-/** A tag value as Kiln carries it: numbers for numeric types, booleans, strings; `bigint` for 64-bit integer drivers. */
+/**
+ * A tag value as Kiln carries it: numbers for numeric types, booleans, strings. 64-bit integer
+ * tags (`int64`, `uint64`) carry a `bigint`, or a number when it is a safe integer.
+ */
 export type TagValue = number | boolean | string | bigint;
 
 const deadbandSchema = z.object({
@@ -164,6 +178,20 @@ export function checkTagValue(tag: Tag, value: unknown): string | undefined {
       return typeof value === "boolean" ? undefined : `expected a boolean, got ${describe(value)}`;
     case "string":
       return typeof value === "string" ? undefined : `expected a string, got ${describe(value)}`;
+    case "int64":
+    case "uint64": {
+      if (typeof value === "number" && !Number.isSafeInteger(value)) {
+        return `expected a bigint or a safe integer for ${tag.dataType}, got ${value}`;
+      }
+      if (typeof value !== "bigint" && typeof value !== "number") return `expected a bigint, got ${describe(value)}`;
+      const big = BigInt(value);
+      const [min, max] = tag.dataType === "int64" ? [-(2n ** 63n), 2n ** 63n - 1n] : [0n, 2n ** 64n - 1n];
+      if (big < min || big > max) return `${big} does not fit ${tag.dataType}`;
+      if (tag.range && (big < BigInt(Math.ceil(tag.range.min)) || big > BigInt(Math.floor(tag.range.max)))) {
+        return `${big} is outside the range ${tag.range.min}..${tag.range.max}${tag.unit ? ` ${tag.unit}` : ""}`;
+      }
+      return undefined;
+    }
     default: {
       if (typeof value !== "number" || !Number.isFinite(value))
         return `expected a finite number, got ${describe(value)}`;

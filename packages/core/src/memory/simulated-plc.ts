@@ -56,6 +56,8 @@ const DEFAULT_VALUE: Record<Tag["dataType"], TagValue> = {
   uint16: 0,
   int32: 0,
   uint32: 0,
+  int64: 0n,
+  uint64: 0n,
   float32: 0,
   float64: 0,
   string: "",
