@@ -1,0 +1,231 @@
+import { once } from "node:events";
+import { connect, type Socket } from "node:net";
+import { createInterface } from "node:readline";
+import { z } from "zod";
+import {
+  GOOD,
+  KilnError,
+  KilnValidationError,
+  QualityCodes,
+  SystemClock,
+  issuesFromZod,
+  parseOrThrow,
+  quality,
+  type Clock,
+  type Disposer,
+  type DriverStatus,
+  type DriverStatusChange,
+  type PlcDriver,
+  type Quality,
+  type Sample,
+  type Tag,
+  type TagValue,
+  type ValidationIssue,
+} from "@kiln/core";
+import { KlpErrorCodes, decodeKlpValue, encodeKlpValue, klpAddressSchema } from "./klp-protocol";
+
+/** Options of {@link KlpDriver}. */
+export interface KlpDriverOptions {
+  /** TCP port of the KLP device. */
+  readonly port: number;
+  /** @default "127.0.0.1" */
+  readonly host?: string;
+  /** Connection name used in events and breakers. @default "klp:<host>:<port>" */
+  readonly name?: string;
+  /** Source of sample timestamps (KLP has no source timestamps). @default new SystemClock() */
+  readonly clock?: Clock;
+}
+
+const optionsSchema = z.object({
+  port: z.number().int().min(1).max(65535),
+  host: z.string().min(1).default("127.0.0.1"),
+  name: z.string().min(1).optional(),
+  clock: z.custom<Clock>((value) => typeof (value as Clock | undefined)?.now === "function").optional(),
+});
+
+const BAD_UNKNOWN_ADDRESS = quality("bad", "unknown KLP address", QualityCodes.BadNodeIdUnknown);
+const BAD_TYPE_MISMATCH = quality("bad", "KLP value does not fit the tag's data type", QualityCodes.BadTypeMismatch);
+
+/** A request on the wire; its reply is the next line the device sends. */
+interface PendingRequest {
+  readonly resolve: (line: string) => void;
+  readonly reject: (error: unknown) => void;
+}
+
+/**
+ * A `PlcDriver` for the Kiln Line Protocol: newline-delimited text over TCP. Reads all the
+ * tags of a call in one `READ` line; the address of each tag is its definition's `address`.
+ *
+ * @example
+ * const driver = new KlpDriver({ port: 7878 });
+ * const system = createControlSystem({ machineId: "oven-1", tags, driver });
+ * @throws KilnValidationError naming each bad option.
+ */
+export class KlpDriver implements PlcDriver {
+  readonly driverApiVersion = "1" as const;
+  readonly name: string;
+  readonly capabilities = { subscribe: false, browse: false } as const;
+  readonly #host: string;
+  readonly #port: number;
+  readonly #clock: Clock;
+  readonly #listeners = new Set<(change: DriverStatusChange) => void>();
+  readonly #readRequests = new WeakMap<readonly Tag[], string>();
+  readonly #pending: PendingRequest[] = [];
+  #socket: Socket | undefined;
+  #status: DriverStatus = "disconnected";
+
+  constructor(options: KlpDriverOptions) {
+    const { host, port, name, clock } = parseOrThrow(optionsSchema, options, "KLP driver options");
+    this.#host = host;
+    this.#port = port;
+    this.name = name ?? `klp:${host}:${port}`;
+    this.#clock = clock ?? new SystemClock();
+  }
+
+  get status(): DriverStatus {
+    return this.#status;
+  }
+
+  onStatusChange(listener: (change: DriverStatusChange) => void): Disposer {
+    this.#listeners.add(listener);
+    return () => void this.#listeners.delete(listener);
+  }
+
+  async connect(signal?: AbortSignal): Promise<void> {
+    if (this.#status === "connected") return;
+    signal?.throwIfAborted();
+    this.#setStatus("connecting");
+    const socket = connect({ host: this.#host, port: this.#port, noDelay: true }); // small request lines: no Nagle delay
+    try {
+      await once(socket, "connect", signal ? { signal } : {});
+    } catch (error) {
+      socket.destroy();
+      this.#setStatus("disconnected", "connect failed");
+      if (signal?.aborted) throw signal.reason;
+      throw new KilnError("KILN_CONNECTION_FAILED", `No KLP device at ${this.#host}:${this.#port}.`, {
+        retryable: true,
+        cause: error,
+      });
+    }
+    socket.on("error", () => undefined); // always followed by "close", handled below
+    socket.on("close", () => this.#lost(socket));
+    createInterface({ input: socket }).on("line", (line) => this.#pending.shift()?.resolve(line));
+    this.#socket = socket;
+    this.#setStatus("connected");
+  }
+
+  async close(): Promise<void> {
+    if (this.#status === "closed") return;
+    this.#setStatus("closed");
+    this.#socket?.destroy();
+  }
+
+  async read(tags: readonly Tag[], signal?: AbortSignal): Promise<Sample[]> {
+    const request = this.#readRequestOf(tags);
+    this.#assertConnected();
+    if (tags.length === 0) return [];
+    const reply = await this.#request(request, signal);
+    const [status, ...items] = reply.split(" ");
+    if (status !== "OK") {
+      throw new KilnError("KILN_DEVICE_ERROR", `KLP device refused the read: ${reply}`, { details: { reply } });
+    }
+    const timestamp = this.#clock.now();
+    return tags.map((tag, index) => sampleOf(tag, items[index], timestamp));
+  }
+
+  async write(tag: Tag, value: TagValue, signal?: AbortSignal): Promise<void> {
+    if (tag.access !== "readwrite") {
+      throw new KilnError("KILN_TAG_NOT_WRITABLE", `Tag "${tag.name}" is read-only.`, { details: { tag: tag.name } });
+    }
+    const [address] = klpAddressesOf([tag]);
+    this.#assertConnected();
+    const reply = await this.#request(`WRITE ${address} ${encodeKlpValue(value)}`, signal);
+    if (reply !== "OK") {
+      throw new KilnError("KILN_WRITE_REJECTED", `KLP device refused the write of "${tag.name}": ${reply}`, {
+        details: { tag: tag.name, klpCode: Number(reply.split(" ")[1]) },
+      });
+    }
+  }
+
+  /** The scan group passes the same array every cycle, so the request line is built once per array. */
+  #readRequestOf(tags: readonly Tag[]): string {
+    let request = this.#readRequests.get(tags);
+    if (request === undefined) {
+      request = ["READ", ...klpAddressesOf(tags)].join(" ");
+      this.#readRequests.set(tags, request);
+    }
+    return request;
+  }
+
+  async #request(line: string, signal?: AbortSignal): Promise<string> {
+    signal?.throwIfAborted();
+    let onAbort = (): void => undefined;
+    try {
+      return await new Promise<string>((resolve, reject) => {
+        // An aborted request stays queued: its reply still comes, and must not be taken for the next one's.
+        this.#pending.push({ resolve, reject });
+        onAbort = () => reject(signal?.reason);
+        signal?.addEventListener("abort", onAbort, { once: true });
+        this.#socket!.write(`${line}\n`);
+      });
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
+    }
+  }
+
+  #lost(socket: Socket): void {
+    if (this.#socket !== socket) return;
+    this.#socket = undefined;
+    if (this.#status === "connected") this.#setStatus("disconnected", "the device closed the connection");
+    const error = this.#notConnected();
+    for (const request of this.#pending.splice(0)) request.reject(error);
+  }
+
+  #assertConnected(): void {
+    if (this.#status !== "connected" || !this.#socket) throw this.#notConnected();
+  }
+
+  #notConnected(): KilnError {
+    return new KilnError("KILN_NOT_CONNECTED", `KLP driver "${this.name}" is ${this.#status}.`, {
+      retryable: this.#status !== "closed",
+      details: { status: this.#status },
+    });
+  }
+
+  #setStatus(to: DriverStatus, reason?: string): void {
+    const from = this.#status;
+    if (from === to) return;
+    this.#status = to;
+    for (const listener of this.#listeners) listener(reason === undefined ? { from, to } : { from, to, reason });
+  }
+}
+
+/**
+ * The KLP address of each tag, in order.
+ * @throws KilnValidationError naming `<tag>.address` for every tag whose address is missing or invalid.
+ */
+export function klpAddressesOf(tags: readonly Tag[]): string[] {
+  const issues: ValidationIssue[] = [];
+  const addresses = tags.map((tag) => {
+    const result = klpAddressSchema.safeParse(tag.address);
+    if (!result.success) issues.push(...issuesFromZod(result.error, [tag.name, "address"]));
+    return result.data ?? "";
+  });
+  if (issues.length > 0) throw new KilnValidationError("KLP tag addresses", issues);
+  return addresses;
+}
+
+function sampleOf(tag: Tag, item: string | undefined, timestamp: number): Sample {
+  const value = item === undefined || item.startsWith("ERR:") ? undefined : decodeKlpValue(item, tag.dataType);
+  if (value !== undefined) return { tag: tag.name, value, timestamp, quality: GOOD };
+  return { tag: tag.name, value: null, timestamp, quality: badQualityOf(item) };
+}
+
+/** Why a read item gave no value: an unknown address, another KLP error, or a token that does not fit the type. */
+function badQualityOf(item: string | undefined): Quality {
+  if (item === `ERR:${KlpErrorCodes.UnknownAddress}`) return BAD_UNKNOWN_ADDRESS;
+  if (item === undefined || item.startsWith("ERR:")) {
+    return quality("bad", `KLP read item ${item ?? "missing"}`, QualityCodes.BadDeviceFailure);
+  }
+  return BAD_TYPE_MISMATCH;
+}
