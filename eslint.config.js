@@ -2,7 +2,9 @@ import js from "@eslint/js";
 import tseslint from "typescript-eslint";
 
 export default tseslint.config(
-  { ignores: ["**/dist/**", "**/node_modules/**", "**/out/**", "docs/api/**", "coverage/**", "docs-check/generated/**"] },
+  {
+    ignores: ["**/dist/**", "**/node_modules/**", "**/out/**", "docs/api/**", "coverage/**", "docs-check/generated/**"],
+  },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
