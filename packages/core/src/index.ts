@@ -125,6 +125,8 @@ export {
   AlarmEngine,
   computeAlarmKpis,
   defineAlarms,
+  isAlarmRaise,
+  type AlarmBaseState,
   type AlarmDefinition,
   type AlarmDefinitionInput,
   type AlarmEngineOptions,
@@ -195,6 +197,7 @@ export {
   type TimerHandle,
 } from "./ports/index";
 export {
+  DEFAULT_RECIPE_LIMITS,
   RecipeExecutor,
   kilnMachineBinding,
   packmlMachineBinding,
@@ -222,6 +225,7 @@ export {
   type RecipeInput,
   type RecipeIo,
   type RecipeLimits,
+  type RecipePlan,
   type RecipeProcess,
   type RecipeResolver,
   type RecipeStep,
@@ -241,6 +245,7 @@ export {
 export {
   AuditedCommandRunner,
   Authorizer,
+  DENIAL_CODES,
   PERMISSIONS,
   defaultRoleTable,
   principalSchema,

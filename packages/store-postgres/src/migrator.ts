@@ -2,7 +2,7 @@ import { KilnError } from "@kiln/core";
 import { MIGRATIONS, type Migration } from "./migrations/index";
 import type { SqlClient, SqlQueryable } from "./sql-client";
 
-/** What {@link applyMigrations} did. */
+/** What `migrate()` did: the migrations applied by this call and the schema version. */
 export interface MigrationReport {
   /** Versions applied by this call, in order; empty when the schema was already up to date. */
   readonly applied: readonly number[];

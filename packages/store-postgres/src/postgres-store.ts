@@ -69,7 +69,7 @@ interface Connection {
  * - `open(tags)` connects, applies migrations (see {@link PostgresStore.migrate}) and registers
  *   the tag catalog. Every other call rejects with `KILN_LIFECYCLE` until then, and after `close`.
  * - Sample ingest is a binary COPY, idempotent on (tag, timestamp) and safe to retry
- *   (see {@link PostgresSampleSink}); process saves and their events share one transaction.
+ *   (see docs/stores/postgres.md); process saves and their events share one transaction.
  * - Database failures reject with `KILN_STORE_ERROR` whose `retryable` tells a retry policy or
  *   breaker whether to try again (connection lost, admin shutdown, serialization failure,
  *   deadlock, too many connections are retryable; constraint or syntax errors are not).

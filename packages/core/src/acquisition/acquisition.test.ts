@@ -69,6 +69,8 @@ describe("Acquisition", () => {
     expect(cvt.value("slow.temperature")).toBe(200);
     expect(health.groups[0]?.periodError).toMatchObject({ p50: 0, p99: 0, max: 0 });
     await acquisition.stop();
+    expect(plc.status).toBe("connected"); // the owner closes it after the pipeline drained
+    await acquisition.close();
     expect(plc.status).toBe("closed");
   });
 

@@ -247,7 +247,10 @@ export class Acquisition {
     }
   }
 
-  /** Stops polling and subscriptions, ends reconnection, and closes the driver. */
+  /**
+   * Stops polling and subscriptions and ends reconnection. The driver stays open (the owner
+   * closes it once the logging pipeline has drained; see {@link Acquisition.close}).
+   */
   async stop(): Promise<void> {
     if (this.#link === "stopped") return;
     this.#link = "stopped";
@@ -258,6 +261,10 @@ export class Acquisition {
     this.#unsubscribeAll();
     this.#disposeListeners();
     this.#breaker.dispose();
+  }
+
+  /** Closes the driver. Call after {@link stop}. */
+  async close(): Promise<void> {
     await this.#options.driver.close();
   }
 

@@ -58,6 +58,7 @@ describe("createControlSystem", () => {
     });
     expect(temperature).toHaveLength(1); // a constant is logged once
     expect(system.health().status).toBe("stopped");
+    expect(system.driver.status).toBe("closed"); // closed only after the pipeline drained
   });
 
   test("needs only a machine id and tags", async () => {

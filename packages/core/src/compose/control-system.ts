@@ -213,6 +213,7 @@ export class ControlSystem {
       await this.alarms.flush();
       this.#unwire();
       await Promise.all(this.#versions.values()).catch(() => undefined);
+      await this.#acquisition.close();
       await this.store.close();
     } finally {
       this.alarms.dispose();

@@ -26,7 +26,6 @@ export const KILN_ERROR_CODES = [
   "KILN_ABORTED",
   "KILN_LIFECYCLE",
   "KILN_BUFFER_FULL",
-  "KILN_SPOOL_CORRUPT",
 ] as const;
 
 /** A stable Kiln error code. */

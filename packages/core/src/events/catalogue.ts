@@ -1,5 +1,3 @@
-import type { Quality } from "../domain/quality";
-
 /** Fields every Kiln event carries. */
 export interface EventBase {
   /** When it happened, ms since the Unix epoch, from the system's clock. */
@@ -52,8 +50,6 @@ export interface KilnEvents {
   "samples-spool": EventBase & { readonly count: number };
   /** Spooled samples were replayed into the store. */
   "spool-replay": EventBase & { readonly count: number };
-  /** A tag's quality changed. */
-  "tag-quality-change": EventBase & { readonly tag: string; readonly from: Quality; readonly to: Quality };
   /** An alarm changed ISA-18.2 state (process value, operator command, shelf timer or suppression logic). */
   "alarm-state-change": EventBase & {
     readonly alarmId: string;

@@ -71,7 +71,7 @@ export interface RecipePlan {
   readonly recipe: Recipe;
   /** The parameter values of the run: the defaults overridden by the values given. */
   readonly parameters: Readonly<Record<string, ParameterValue>>;
-  /** Every recipe reached through `call` steps, by {@link recipeKey}. */
+  /** Every recipe reached through `call` steps, keyed `name@version`. */
   readonly calls: ReadonlyMap<string, Recipe>;
   /** How many steps the run executes, loops and calls expanded (containers not counted). */
   readonly expandedSteps: number;
