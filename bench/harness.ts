@@ -1,4 +1,5 @@
 /** Shared helpers for benchmarks: timing loops and machine facts. */
+import { fork, type ChildProcess } from "node:child_process";
 import { cpus } from "node:os";
 
 /** Runs `body` repeatedly for about `durationMs` after a warm-up; returns operations per second. */
@@ -48,4 +49,52 @@ export function machine(): Record<string, unknown> {
 export function round(value: number, digits = 3): number {
   const factor = 10 ** digits;
   return Math.round(value * factor) / factor;
+}
+
+/**
+ * Forks `script` under tsx with the workspace source condition (a simulator in another process,
+ * so the benchmark measures the client side), and resolves with the child and the first IPC
+ * message it sends (its "ready" report).
+ */
+export function forkReady<TReady>(
+  script: string,
+  env: Record<string, string>,
+  what: string,
+): Promise<{ child: ChildProcess; ready: TReady }> {
+  const child = fork(script, [], {
+    execArgv: ["--conditions=@kiln/source", "--import", "tsx"],
+    env: { ...process.env, ...env },
+    stdio: ["ignore", "ignore", "inherit", "ipc"],
+  });
+  return new Promise((resolve, reject) => {
+    child.once("message", (message) => resolve({ child, ready: message as TReady }));
+    child.once("error", reject);
+    child.once("exit", (code) => reject(new Error(`${what} process exited early (code ${code})`)));
+  });
+}
+
+/** Asks a forked child to stop (IPC "stop"), killing it after 5 s if it does not exit. */
+export async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  child.send("stop");
+  const timer = setTimeout(() => child.kill(), 5_000);
+  await exited;
+  clearTimeout(timer);
+}
+
+/** Runs `scan` back to back for about `durationMs`; returns how many ran and how long it took. */
+export async function measureScans(
+  scan: () => Promise<void>,
+  durationMs: number,
+): Promise<{ scans: number; ms: number }> {
+  const started = performance.now();
+  let scans = 0;
+  let elapsed = 0;
+  while (elapsed < durationMs) {
+    await scan();
+    scans++;
+    elapsed = performance.now() - started;
+  }
+  return { scans, ms: elapsed };
 }

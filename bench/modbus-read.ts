@@ -1,9 +1,9 @@
-import { fork, type ChildProcess } from "node:child_process";
-import { performance } from "node:perf_hooks";
+import type { ChildProcess } from "node:child_process";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import ModbusRTU from "modbus-serial";
 import { defineTags, type Tag, type TagDefinitionInput } from "@kiln/core";
 import { ModbusDriver, ModbusSimulator } from "@kiln/plc-modbus";
+import { forkReady, measureScans, stopChild } from "./harness";
 
 // modbus-read: 1,000 tags scattered over 4,000 holding registers, read by Kiln's planned requests and by raw
 // modbus-serial readHoldingRegisters issuing the same blocks, against a simulator in another process.
@@ -93,40 +93,16 @@ async function serveSimulator(): Promise<void> {
   process.send?.({ port });
 }
 
-function startChild(): Promise<{ child: ChildProcess; port: number }> {
-  const child = fork(fileURLToPath(import.meta.url), [], {
-    execArgv: ["--conditions=@kiln/source", "--import", "tsx"],
-    env: { ...process.env, [CHILD_FLAG]: "1" },
-    stdio: ["ignore", "ignore", "inherit", "ipc"],
-  });
-  return new Promise((resolve, reject) => {
-    child.once("message", (message) => resolve({ child, port: (message as { port: number }).port }));
-    child.once("error", reject);
-    child.once("exit", (code) => reject(new Error(`modbus simulator process exited early (code ${code})`)));
-  });
+async function startChild(): Promise<{ child: ChildProcess; port: number }> {
+  const { child, ready } = await forkReady<{ port: number }>(
+    fileURLToPath(import.meta.url),
+    { [CHILD_FLAG]: "1" },
+    "modbus simulator",
+  );
+  return { child, port: ready.port };
 }
 
-async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null) return;
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  child.send("stop");
-  const timer = setTimeout(() => child.kill(), 5000);
-  await exited;
-  clearTimeout(timer);
-}
-
-/** Scans per second over about ROUND_MS of back-to-back scans. */
-async function measure(scan: () => Promise<void>): Promise<{ scans: number; ms: number }> {
-  const started = performance.now();
-  let scans = 0;
-  let elapsed = 0;
-  while (elapsed < ROUND_MS) {
-    await scan();
-    scans++;
-    elapsed = performance.now() - started;
-  }
-  return { scans, ms: elapsed };
-}
+const measure = (scan: () => Promise<void>) => measureScans(scan, ROUND_MS);
 
 /** Runs the benchmark and returns its JSON line. */
 export async function run(): Promise<Record<string, unknown>> {

@@ -1,8 +1,7 @@
-import { fork, type ChildProcess } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { performance } from "node:perf_hooks";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import {
   AttributeIds,
@@ -14,6 +13,7 @@ import {
 } from "node-opcua";
 import { defineTags, type Tag, type TagDefinitionInput } from "@kiln/core";
 import { OpcuaDriver } from "@kiln/plc-opcua";
+import { forkReady, measureScans, stopChild } from "./harness";
 
 // opcua-read: 1,000 Double tags read per scan by OpcuaDriver.read and by raw node-opcua session.read of the same
 // nodes, against an OpcuaSimulator in another process (security None on both sides: this measures the driver).
@@ -39,39 +39,10 @@ function startSimulator(): Promise<{ child: ChildProcess; ready: Ready }> {
     updateIntervalMs: 100,
     securityModes: ["None"],
   };
-  const child = fork(SIMULATOR_SCRIPT, [], {
-    execArgv: ["--conditions=@kiln/source", "--import", "tsx"],
-    env: { ...process.env, KILN_OPCUA_SIMULATOR: JSON.stringify(config) },
-    stdio: ["ignore", "ignore", "inherit", "ipc"],
-  });
-  return new Promise((resolve, reject) => {
-    child.once("message", (message) => resolve({ child, ready: message as Ready }));
-    child.once("error", reject);
-    child.once("exit", (code) => reject(new Error(`OPC UA simulator process exited early (code ${code})`)));
-  });
+  return forkReady<Ready>(SIMULATOR_SCRIPT, { KILN_OPCUA_SIMULATOR: JSON.stringify(config) }, "OPC UA simulator");
 }
 
-async function stopSimulator(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null) return;
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  child.send("stop");
-  const timer = setTimeout(() => child.kill(), 5_000);
-  await exited;
-  clearTimeout(timer);
-}
-
-/** Back-to-back scans for about ROUND_MS. */
-async function measure(scan: () => Promise<void>): Promise<{ scans: number; ms: number }> {
-  const started = performance.now();
-  let scans = 0;
-  let elapsed = 0;
-  while (elapsed < ROUND_MS) {
-    await scan();
-    scans++;
-    elapsed = performance.now() - started;
-  }
-  return { scans, ms: elapsed };
-}
+const measure = (scan: () => Promise<void>) => measureScans(scan, ROUND_MS);
 
 /** Runs the benchmark and returns its JSON line. */
 export async function run(): Promise<Record<string, unknown>> {
@@ -140,7 +111,7 @@ export async function run(): Promise<Record<string, unknown>> {
   } finally {
     await driver.close();
     await client.disconnect();
-    await stopSimulator(child);
+    await stopChild(child);
     await rm(pkiDir, { recursive: true, force: true });
   }
 }

@@ -1,4 +1,4 @@
-import { fork, type ChildProcess } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -17,6 +17,7 @@ import {
 } from "node-opcua";
 import { defineTags, type Sample, type Tag, type TagDefinitionInput } from "@kiln/core";
 import { OpcuaDriver } from "@kiln/plc-opcua";
+import { forkReady, stopChild } from "./harness";
 
 // opcua-subscribe: 1,000 Double tags that all change every 50 ms on an OpcuaSimulator in another process. Value
 // changes delivered per second into a current-value map, through OpcuaDriver.subscribe and through a raw
@@ -44,25 +45,7 @@ function startSimulator(): Promise<{ child: ChildProcess; ready: Ready }> {
     updateIntervalMs: UPDATE_INTERVAL_MS,
     securityModes: ["None"],
   };
-  const child = fork(SIMULATOR_SCRIPT, [], {
-    execArgv: ["--conditions=@kiln/source", "--import", "tsx"],
-    env: { ...process.env, KILN_OPCUA_SIMULATOR: JSON.stringify(config) },
-    stdio: ["ignore", "ignore", "inherit", "ipc"],
-  });
-  return new Promise((resolve, reject) => {
-    child.once("message", (message) => resolve({ child, ready: message as Ready }));
-    child.once("error", reject);
-    child.once("exit", (code) => reject(new Error(`OPC UA simulator process exited early (code ${code})`)));
-  });
-}
-
-async function stopSimulator(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null) return;
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  child.send("stop");
-  const timer = setTimeout(() => child.kill(), 5_000);
-  await exited;
-  clearTimeout(timer);
+  return forkReady<Ready>(SIMULATOR_SCRIPT, { KILN_OPCUA_SIMULATOR: JSON.stringify(config) }, "OPC UA simulator");
 }
 
 const pause = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -180,7 +163,7 @@ export async function run(): Promise<Record<string, unknown>> {
     await driver.close();
     await session?.close().catch(() => undefined);
     await client.disconnect();
-    await stopSimulator(child);
+    await stopChild(child);
     await rm(pkiDir, { recursive: true, force: true });
   }
 }

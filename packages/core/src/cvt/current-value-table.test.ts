@@ -93,3 +93,24 @@ describe("CurrentValueTable", () => {
     expect(changes[1]?.qualityChanged).toBe(true);
   });
 });
+
+describe("CurrentValueTable after a communication loss", () => {
+  test("an unchanged device value with its old source timestamp restores good quality, stamped after the marker", () => {
+    const cvt = new CurrentValueTable({ tags: tags.list() });
+    const logged: Sample[] = [];
+    cvt.observeAll((change) => logged.push(change.sample));
+    cvt.update([sample("a", 5, 1_000)], 1_000);
+    cvt.degrade(["a"], NO_COMMUNICATION, 5_000);
+    // The device is back; the value never changed, so its source timestamp is still 1000.
+    cvt.update([sample("a", 5, 1_000)], 7_000);
+    expect(cvt.get("a")).toEqual({ tag: "a", value: 5, timestamp: 7_000, quality: GOOD });
+    expect(logged.map((entry) => [entry.timestamp, entry.quality.severity])).toEqual([
+      [1_000, "good"],
+      [5_000, "uncertain"],
+      [7_000, "good"],
+    ]);
+    // Once good again, a late delivery of the old sample is ignored as before.
+    cvt.update([sample("a", 4, 1_000)], 7_100);
+    expect(cvt.value("a")).toBe(5);
+  });
+});

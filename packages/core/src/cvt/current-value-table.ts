@@ -25,6 +25,8 @@ interface Entry {
   receivedAt: number;
   staleAfterMs: number;
   stale: boolean;
+  /** The current sample was made by Kiln (stale or no-communication marker), not by the device. */
+  synthetic: boolean;
 }
 
 /** Quality a tag takes when its source stops answering: uncertain, last usable value. */
@@ -156,11 +158,19 @@ export class CurrentValueTable {
         receivedAt,
         staleAfterMs: this.#staleAfter.get(sample.tag) ?? 0,
         stale: false,
+        synthetic: keepReceivedAt,
       });
       change = { sample, previous: undefined, valueChanged: true, qualityChanged: true };
     } else {
       const previous = entry.sample;
-      if (sample.timestamp < previous.timestamp) return;
+      if (sample.timestamp < previous.timestamp || (sample.timestamp === previous.timestamp && entry.synthetic)) {
+        // Older than what we hold: a late delivery, ignored, unless what we hold is our own
+        // marker. A device value unchanged since before an outage keeps its old source
+        // timestamp; it is restamped just after the marker so history stays in time order.
+        if (!entry.synthetic || keepReceivedAt) return;
+        sample = { ...sample, timestamp: Math.max(receivedAt, previous.timestamp + 1) };
+      }
+      entry.synthetic = keepReceivedAt;
       entry.sample = sample;
       if (!keepReceivedAt) {
         entry.receivedAt = receivedAt;
