@@ -1,0 +1,658 @@
+import { randomUUID } from "node:crypto";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { PGlite } from "@electric-sql/pglite";
+import {
+  KilnError,
+  SystemClock,
+  createControlSystem,
+  parseOrThrow,
+  type AlarmDefinitionInput,
+  type Clock,
+  type ControlSystem,
+  type Principal,
+  type ProcessResult,
+  type Sample,
+  type SampleBucket,
+  type TimerHandle,
+} from "@kiln/core";
+import { OpcuaDriver } from "@kiln/plc-opcua";
+import { PostgresStore } from "@kiln/store-postgres";
+import { z } from "zod";
+import { AldReactorPlc, aldTags } from "./ald-reactor-plc";
+import { aldRecipe, phaseOfStep, type AldPhase } from "./ald-recipe";
+import { summaryItems, type AldDemoSummary, type AlarmRaiseRecord, type BreakerEventRecord } from "./ald-summary";
+import { ProgressLine, type ProgressOutput } from "./progress-line";
+import { DEFAULT_REACTOR_PARAMETERS } from "./reactor-model";
+import { buildRunReport, type ReportMarker, type ReportPhase, type ReportPoint } from "./report";
+
+const positive = z.number().positive();
+const milliseconds = z.number().int().nonnegative();
+
+const optionsSchema = z
+  .object({
+    cycles: z.number().int().min(2).max(5_000).default(30),
+    fault: z.boolean().default(false),
+    outDir: z.string().min(1).default("out"),
+    timing: z
+      .object({
+        pulseMs: z.number().int().min(5).max(5_000).default(150),
+        purgeMs: z.number().int().min(10).max(60_000).default(500),
+        holdMs: milliseconds.default(3_000),
+        heatUpMs: milliseconds.default(2_000),
+        outageMs: milliseconds.default(2_000),
+        ackDelayMs: milliseconds.default(300),
+      })
+      .strict()
+      .prefault({}),
+    reactor: z
+      .object({
+        basePressureMbar: positive.optional(),
+        tmaPressureMbar: positive.optional(),
+        h2oPressureMbar: positive.optional(),
+        tmaDriftPerCycle: z.number().min(0).optional(),
+        riseTimeConstantMs: positive.optional(),
+        purgeTimeConstantMs: positive.optional(),
+        heaterTimeConstantMs: positive.optional(),
+      })
+      .strict()
+      .prefault({}),
+    alarms: z
+      .object({ hiMbar: positive.max(10).default(1.2), hihiMbar: positive.max(10).default(2.0) })
+      .strict()
+      .refine((alarms) => alarms.hihiMbar > alarms.hiMbar, { message: "must exceed hiMbar", path: ["hihiMbar"] })
+      .prefault({}),
+    databaseUrl: z.string().min(1).optional(),
+    schema: z.string().min(1).default("ald_demo"),
+    output: z
+      .custom<ProgressOutput>(
+        (value) => typeof value === "object" && value !== null && typeof (value as ProgressOutput).write === "function",
+        "must have a write(text) method, like process.stdout",
+      )
+      .optional(),
+    progressLineMs: z.number().int().positive().default(2_000),
+    log: z.custom<(line: string) => void>((value) => typeof value === "function", "must be a function").optional(),
+  })
+  .strict();
+
+/**
+ * Options of {@link runAldDemo}. Everything has a default: 30 cycles of 150 ms pulses and
+ * 500 ms purges (about a minute in all), on embedded PGlite, quiet.
+ *
+ * - `cycles`: ALD cycles, split in two blocks around the purge hold (at least 2). @default 30
+ * - `fault`: stop the PLC's OPC UA server at the start of the hold and start it again
+ *   `timing.outageMs` later, on the same port. @default false
+ * - `outDir`: where `ald-run.html` goes, resolved against the current directory. @default "out"
+ * - `timing`: `pulseMs` (150), `purgeMs` (500), `holdMs` (3000), `heatUpMs` (2000),
+ *   `outageMs` (2000), `ackDelayMs` (300: how long the demo operator takes to acknowledge).
+ * - `reactor`: overrides of {@link DEFAULT_REACTOR_PARAMETERS}.
+ * - `alarms`: `hiMbar` (1.2) and `hihiMbar` (2.0, with an interlock) on the chamber pressure.
+ * - `databaseUrl`: a PostgreSQL URL; without it the store runs on an in-memory PGlite.
+ * - `schema`: the schema used on the server. @default "ald_demo"
+ * - `output`: where the progress line goes (`process.stdout`). @default none
+ * - `progressLineMs`: period of the progress lines when `output` is not a terminal. @default 2000
+ * - `log`: where status lines go when there is no progress line. @default none
+ */
+export type AldDemoOptions = z.input<typeof optionsSchema>;
+
+type ResolvedOptions = z.output<typeof optionsSchema>;
+
+/** Scan periods of the fast (pressure, valves) and slow (heater, counter) groups, ms. */
+const FAST_SCAN_MS = 50;
+const SLOW_SCAN_MS = 200;
+
+/** The demo operator: acknowledges alarms and starts the recipe. */
+const OPERATOR: Principal = { id: "demo-operator", roles: ["operator"] };
+
+/** Name of the report file written in `outDir`. */
+export const ALD_REPORT_FILE = "ald-run.html";
+
+/**
+ * Runs the ALD demo end to end and returns its summary:
+ *
+ * 1. starts a simulated ALD reactor behind a real OPC UA server (SignAndEncrypt, user name and
+ *    password, its certificate trusted explicitly by the driver);
+ * 2. composes a Kiln system on it with `OpcuaDriver` and `PostgresStore`, pressure alarms
+ *    (HI, and HIHI with an interlock) and logging;
+ * 3. runs the ALD recipe through `system.startRecipe`, acknowledging alarms as an operator
+ *    would, optionally stopping and restarting the PLC's server mid-run (`fault`);
+ * 4. stops the system (draining the logging pipeline), reads the run back from the store
+ *    through the history API, and writes `outDir/ald-run.html`.
+ *
+ * @throws KilnValidationError (`KILN_VALIDATION`) for bad options, naming the field.
+ * @throws KilnError `KILN_CONNECTION_FAILED` when the PLC link does not come up, and the
+ *   store's or driver's errors when they fail to start.
+ */
+export async function runAldDemo(input: AldDemoOptions = {}): Promise<AldDemoSummary> {
+  const options = parseOrThrow(optionsSchema, input, "ALD demo options");
+  const clock = new SystemClock();
+  return new AldDemoRun(options, clock).run();
+}
+
+class AldDemoRun {
+  readonly #options: ResolvedOptions;
+  readonly #clock: Clock;
+  readonly #cleanups: (() => Promise<void>)[] = [];
+  readonly #phases: ReportPhase[] = [];
+  readonly #markers: ReportMarker[] = [];
+  readonly #raises: { record: AlarmRaiseRecord; acknowledgedAt?: number }[] = [];
+  readonly #breakerEvents: BreakerEventRecord[] = [];
+  readonly #pendingAcks = new Set<Promise<unknown>>();
+  readonly #ackTimers = new Map<TimerHandle, () => void>();
+  #acknowledged = 0;
+  #interlockTrips = 0;
+  #tmaStarts = 0;
+  #cyclesCompleted = 0;
+  #currentStep = "starting";
+  #link = "connecting";
+  #linkLost = 0;
+  #linkRestored = 0;
+  #downtimeMs = 0;
+  #qualityChanges = 0;
+  #fault: Promise<void> | undefined;
+  #faultTimes: { stoppedAt: number; restartedAt: number } | undefined;
+  #progress: ProgressLine | undefined;
+
+  constructor(options: ResolvedOptions, clock: Clock) {
+    this.#options = options;
+    this.#clock = clock;
+  }
+
+  async run(): Promise<AldDemoSummary> {
+    try {
+      return await this.#run();
+    } finally {
+      this.#progress?.stop();
+      for (const cleanup of this.#cleanups.splice(0).reverse()) await cleanup().catch(() => undefined);
+    }
+  }
+
+  async #run(): Promise<AldDemoSummary> {
+    const options = this.#options;
+    const clock = this.#clock;
+    const startedAt = clock.now();
+    const workDir = await mkdtemp(path.join(tmpdir(), "kiln-ald-demo-"));
+    this.#cleanups.push(() => rm(workDir, { recursive: true, force: true }));
+
+    const user = { userName: "kiln-demo", password: randomUUID() };
+    const parameters = { ...DEFAULT_REACTOR_PARAMETERS, ...options.reactor };
+    const plc = new AldReactorPlc({ parameters, users: [user], clock });
+    this.#cleanups.push(() => plc.dispose());
+    const storeCreated = this.#createStore(); // PGlite boots while the PLC starts
+    storeCreated.catch(() => undefined); // awaited below; this only keeps an early failure from being "unhandled"
+    this.#cleanups.push(async () => (await storeCreated).release());
+    await plc.start();
+    this.#say(`PLC: simulated ALD reactor on OPC UA at ${plc.server.endpointUrl}`);
+    const { store, kind: storeKind } = await storeCreated;
+    this.#say(storeKind === "pglite" ? "Store: embedded PGlite (in memory)" : "Store: PostgreSQL at DATABASE_URL");
+
+    const system = this.#compose(plc, store, workDir, user);
+    this.#cleanups.push(() => system.stop());
+    this.#record(system);
+    await system.start();
+    await this.#untilOnline(system);
+
+    const cyclesBeforeHold = Math.floor(options.cycles / 2);
+    const runParameters = {
+      cyclesBeforeHold,
+      cyclesAfterHold: options.cycles - cyclesBeforeHold,
+      pulseMs: options.timing.pulseMs,
+      purgeMs: options.timing.purgeMs,
+      holdMs: options.timing.holdMs,
+      heatUpMs: options.timing.heatUpMs,
+    };
+    if (options.fault) {
+      system.bus.on("step-start", (event) => {
+        if (this.#fault === undefined && phaseOfStep(event.path)?.kind === "hold") this.#fault = this.#outage(plc);
+      });
+    }
+    if (options.output) {
+      this.#progress = new ProgressLine({
+        output: options.output,
+        clock,
+        lineMs: options.progressLineMs,
+        read: () => {
+          const pressure = system.read("chamber.pressure");
+          const temperature = system.read("heater.temperature");
+          return {
+            cycle: this.#tmaStarts,
+            cycles: options.cycles,
+            step: this.#currentStep,
+            ...(typeof pressure?.value === "number" ? { pressureMbar: pressure.value } : {}),
+            ...(typeof temperature?.value === "number" ? { temperatureC: temperature.value } : {}),
+            stale: pressure !== undefined && pressure.quality.severity !== "good",
+            alarms: this.#raises.length,
+            link: this.#link,
+            elapsedMs: clock.now() - startedAt,
+          };
+        },
+      });
+      this.#progress.start();
+    }
+
+    const recipeProcess = await system.startRecipe(OPERATOR, aldRecipe, { parameters: runParameters });
+    const result = await recipeProcess.finished;
+    this.#currentStep = result.status;
+    this.#progress?.stop();
+    this.#progress = undefined;
+    await this.#fault;
+    await this.#settleAcknowledgements();
+    const plcState = plc.state;
+    await system.stop();
+    const logging = system.health().logging;
+
+    const history = await this.#readHistory(store, startedAt, clock.now() + 1);
+    const summary: AldDemoSummary = {
+      ok: false,
+      mode: options.fault ? "fault" : "normal",
+      store: storeKind,
+      endpointUrl: plc.server.endpointUrl,
+      process: {
+        id: result.processId,
+        status: result.status,
+        ...(result.reason === undefined ? {} : { reason: result.reason }),
+        stepsCompleted: result.stepsCompleted,
+        durationMs: result.endedAt - result.startedAt,
+      },
+      cycles: { planned: options.cycles, completed: this.#cyclesCompleted, countedByPlc: plcState.cycles },
+      pulses: { tma: plcState.tmaPulses, h2o: plcState.h2oPulses },
+      samples: {
+        in: logging.samplesIn,
+        out: logging.samplesOut,
+        dropped: logging.samplesDropped,
+        stored: history.stored,
+        lost: Math.max(0, logging.samplesIn - history.stored),
+        notGood: history.notGood,
+      },
+      pulseTiming: result.timing.pulse,
+      waitTiming: result.timing.wait,
+      alarms: {
+        raised: this.#raises.length,
+        acknowledged: this.#acknowledged,
+        interlockTrips: this.#interlockTrips,
+        raises: this.#raises.map(({ record, acknowledgedAt }) =>
+          acknowledgedAt === undefined ? record : { ...record, acknowledgedAt },
+        ),
+      },
+      breakerEvents: [...this.#breakerEvents],
+      link: {
+        lost: this.#linkLost,
+        restored: this.#linkRestored,
+        downtimeMs: this.#downtimeMs,
+        qualityChanges: this.#qualityChanges,
+      },
+      ...(this.#faultTimes ? { fault: this.#faultTimes } : {}),
+      reportFile: path.resolve(options.outDir, ALD_REPORT_FILE),
+      startedAt,
+      durationMs: 0,
+    };
+    const finished: AldDemoSummary = {
+      ...summary,
+      ok:
+        result.status === "completed" &&
+        summary.cycles.completed === options.cycles &&
+        summary.samples.lost === 0 &&
+        summary.samples.dropped === 0 &&
+        summary.samples.out === summary.samples.in,
+      durationMs: clock.now() - startedAt,
+    };
+    await mkdir(options.outDir, { recursive: true });
+    await writeFile(finished.reportFile, this.#report(finished, result, history, runParameters), "utf8");
+    return finished;
+  }
+
+  async #createStore(): Promise<{
+    store: PostgresStore;
+    kind: "pglite" | "postgresql";
+    release: () => Promise<void>;
+  }> {
+    const { databaseUrl, schema } = this.#options;
+    if (databaseUrl !== undefined) {
+      const store = new PostgresStore({ connectionString: databaseUrl, schema });
+      return { store, kind: "postgresql", release: () => store.close() };
+    }
+    // The demo owns the PGlite database (the store never closes a PGlite it was given), so the
+    // run can be read back after the system has stopped and closed the store.
+    const pglite = await PGlite.create();
+    const store = new PostgresStore({ pglite });
+    return {
+      store,
+      kind: "pglite",
+      release: async () => {
+        await store.close();
+        await pglite.close();
+      },
+    };
+  }
+
+  #compose(
+    plc: AldReactorPlc,
+    store: PostgresStore,
+    workDir: string,
+    user: { userName: string; password: string },
+  ): ControlSystem {
+    const { alarms } = this.#options;
+    const driver = new OpcuaDriver({
+      endpointUrl: plc.server.endpointUrl,
+      name: "ald-plc",
+      security: { mode: "SignAndEncrypt", policy: "Basic256Sha256" },
+      identity: { type: "username", ...user },
+      pki: { dir: path.join(workDir, "pki"), trustedServerCertificates: [plc.server.certificateFile] },
+      connectionStrategy: { maxRetry: 3, initialDelayMs: 200, maxDelayMs: 1_000, randomisationFactor: 0.1 },
+      timeouts: { keepAliveMs: 1_000, requestMs: 2_000 },
+    });
+    const definitions: AlarmDefinitionInput[] = [
+      {
+        tag: "chamber.pressure",
+        kind: "HI",
+        setpoint: alarms.hiMbar,
+        deadband: Math.min(0.2, alarms.hiMbar / 4),
+        priority: 2,
+        message: "Chamber pressure high: TMA dose drifting up",
+      },
+      {
+        tag: "chamber.pressure",
+        kind: "HIHI",
+        setpoint: alarms.hihiMbar,
+        priority: 1,
+        interlock: true,
+        message: "Chamber pressure very high: precursors overlapping, process tripped",
+      },
+    ];
+    return createControlSystem({
+      machineId: "ald-1",
+      tags: aldTags,
+      driver,
+      store,
+      scanGroups: { fast: { periodMs: FAST_SCAN_MS }, slow: { periodMs: SLOW_SCAN_MS } },
+      acquisition: {
+        timeoutMs: 2_000,
+        failureThreshold: 3,
+        recoveryTimeMs: 2_000,
+        reconnect: { initialDelayMs: 200, maxDelayMs: 1_000 },
+      },
+      logging: { maxLatencyMs: 250 },
+      alarms: definitions,
+      machine: {
+        safeState: [
+          { tag: "valve.tma", value: false },
+          { tag: "valve.h2o", value: false },
+        ],
+      },
+    });
+  }
+
+  /** Subscribes to everything the summary and the report need. */
+  #record(system: ControlSystem): void {
+    const { bus } = system;
+    const clock = this.#clock;
+    bus.on("step-start", (event) => {
+      const phase = phaseOfStep(event.path);
+      if (!phase || phase.kind === "set") return;
+      this.#currentStep = phase.label;
+      if (phase.kind === "tma") this.#tmaStarts++;
+    });
+    bus.on("step-end", (event) => {
+      const phase: AldPhase | undefined = phaseOfStep(event.path);
+      if (!phase || phase.kind === "set") return;
+      this.#phases.push({ start: event.startedAt, end: event.at, kind: phase.kind, label: phase.label });
+      if (phase.kind === "h2o" && event.outcome === "completed") this.#cyclesCompleted++;
+    });
+    bus.on("alarm-raise", (event) => {
+      const entry: { record: AlarmRaiseRecord; acknowledgedAt?: number } = {
+        record: { at: event.at, alarmId: event.alarmId, message: event.message, value: event.value },
+      };
+      this.#raises.push(entry);
+      this.#markers.push({
+        at: event.at,
+        kind: "alarm",
+        label: `${event.alarmId} raised (${formatValue(event.value)} mbar)`,
+        chartId: "pressure",
+      });
+      if (event.state !== "unacknowledged") return;
+      const acknowledge = (): void => {
+        const acknowledging = system
+          .acknowledgeAlarm(OPERATOR, event.alarmId, "seen by the demo operator")
+          .catch((error: unknown) => {
+            // Already acknowledged (or gone back to normal and acknowledged): nothing to do.
+            if (!KilnError.is(error, "KILN_INVALID_TRANSITION")) throw error;
+          })
+          .finally(() => this.#pendingAcks.delete(acknowledging));
+        this.#pendingAcks.add(acknowledging);
+      };
+      const timer = clock.setTimeout(() => {
+        this.#ackTimers.delete(timer);
+        acknowledge();
+      }, this.#options.timing.ackDelayMs);
+      this.#ackTimers.set(timer, acknowledge);
+    });
+    bus.on("alarm-state-change", (event) => {
+      if (event.cause !== "acknowledge") return;
+      this.#acknowledged++;
+      const pending = [...this.#raises].reverse().find((raise) => raise.record.alarmId === event.alarmId);
+      if (pending && pending.acknowledgedAt === undefined) pending.acknowledgedAt = event.at;
+      this.#markers.push({
+        at: event.at,
+        kind: "acknowledge",
+        label: `${event.alarmId} acknowledged`,
+        chartId: "pressure",
+      });
+    });
+    bus.on("interlock-trip", (event) => {
+      this.#interlockTrips++;
+      this.#markers.push({ at: event.at, kind: "interlock", label: `interlock ${event.alarmId} tripped` });
+      this.#say(
+        `Interlock ${event.alarmId} tripped at ${formatValue(event.value)} mbar: process aborted, valves closed`,
+      );
+    });
+    bus.on("breaker-state-change", (event) => {
+      this.#breakerEvents.push({
+        at: event.at,
+        breaker: event.breaker,
+        from: event.from,
+        to: event.to,
+        ...(event.reason === undefined ? {} : { reason: event.reason }),
+      });
+    });
+    bus.on("plc-connection-lose", (event) => {
+      this.#link = "offline";
+      this.#linkLost++;
+      this.#markers.push({ at: event.at, kind: "link-lost", label: `PLC link lost: ${event.reason}` });
+      this.#say(`PLC link lost (${event.reason}); tags turn uncertain, reconnecting`);
+    });
+    bus.on("plc-connection-restore", (event) => {
+      this.#link = "online";
+      this.#linkRestored++;
+      this.#downtimeMs += event.downtimeMs;
+      this.#markers.push({
+        at: event.at,
+        kind: "link-restored",
+        label: `PLC link restored after ${event.downtimeMs} ms`,
+      });
+      this.#say(`PLC link restored after ${(event.downtimeMs / 1_000).toFixed(1)} s`);
+    });
+    system.cvt.observeAll((change) => {
+      if (change.previous !== undefined && change.qualityChanged) this.#qualityChanges++;
+    });
+  }
+
+  async #untilOnline(system: ControlSystem): Promise<void> {
+    const deadline = this.#clock.now() + 20_000;
+    while (
+      system.health().acquisition.link !== "online" ||
+      aldTags.names.some((tag) => system.read(tag)?.quality.severity !== "good")
+    ) {
+      if (this.#clock.now() > deadline) {
+        throw new KilnError("KILN_CONNECTION_FAILED", "The PLC link did not come up within 20 s.", {
+          details: { lastError: system.health().acquisition.lastError },
+        });
+      }
+      await this.#clock.sleep(20);
+    }
+    this.#link = "online";
+  }
+
+  /** Stops the OPC UA server, keeps it down for `outageMs`, and starts it again on the same port. */
+  async #outage(plc: AldReactorPlc): Promise<void> {
+    this.#say(`Fault: stopping the PLC's OPC UA server for ${(this.#options.timing.outageMs / 1_000).toFixed(1)} s`);
+    const stoppedAt = this.#clock.now();
+    await plc.server.stop();
+    await this.#clock.sleep(this.#options.timing.outageMs);
+    await plc.server.start();
+    const restartedAt = this.#clock.now();
+    this.#faultTimes = { stoppedAt, restartedAt };
+    this.#say(`Fault: OPC UA server running again on ${plc.server.endpointUrl}`);
+  }
+
+  /** Acknowledges at once what the operator has not got to yet, and waits for every acknowledgement. */
+  async #settleAcknowledgements(): Promise<void> {
+    for (const [timer, acknowledge] of this.#ackTimers) {
+      this.#clock.clearTimeout(timer);
+      acknowledge();
+    }
+    this.#ackTimers.clear();
+    await Promise.all([...this.#pendingAcks]);
+  }
+
+  async #readHistory(store: PostgresStore, from: number, to: number): Promise<History> {
+    // The system closed the store on stop; open it again to read the run back.
+    await store.open(aldTags.list());
+    const samples = new Map<string, Sample[]>();
+    let stored = 0;
+    let notGood = 0;
+    for (const tag of aldTags.names) {
+      const all: Sample[] = [];
+      for (;;) {
+        const page = await store.samples.readSamples({
+          tag,
+          from,
+          to,
+          limit: 10_000,
+          ...(all.length > 0 ? { after: all.at(-1)!.timestamp } : {}),
+        });
+        all.push(...page);
+        if (page.length < 10_000) break;
+      }
+      samples.set(tag, all);
+      stored += all.length;
+      notGood += all.filter((sample) => sample.quality.severity !== "good").length;
+    }
+    const bucketMs = Math.max(50, Math.ceil((to - from) / 240));
+    const buckets = new Map<string, SampleBucket[]>();
+    for (const tag of ["chamber.pressure", "heater.temperature"]) {
+      buckets.set(tag, await store.samples.readBuckets({ tag, from, to, bucketMs }));
+    }
+    await store.close();
+    return { samples, buckets, bucketMs, stored, notGood, from, to };
+  }
+
+  #report(
+    summary: AldDemoSummary,
+    result: ProcessResult,
+    history: History,
+    runParameters: Readonly<Record<string, number>>,
+  ): string {
+    const points = (tag: string): ReportPoint[] =>
+      (history.samples.get(tag) ?? []).flatMap((sample) =>
+        typeof sample.value === "number"
+          ? [{ t: sample.timestamp, v: sample.value, good: sample.quality.severity === "good" }]
+          : [],
+      );
+    const { alarms } = this.#options;
+    const start = new Date(summary.startedAt).toISOString().replace("T", " ").slice(0, 19);
+    return buildRunReport({
+      title: `ALD run: ${aldRecipe.name} v${aldRecipe.version}, ${summary.cycles.completed} of ${summary.cycles.planned} cycles`,
+      subtitle: `${start} UTC · ${summary.mode === "fault" ? "fault mode: PLC server stopped and restarted mid-run" : "normal run"} · process ${result.processId} ${result.status}`,
+      range: { from: history.from, to: history.to },
+      charts: [
+        {
+          id: "pressure",
+          title: "Chamber pressure",
+          unit: "mbar",
+          series: [
+            { label: "chamber.pressure", role: "primary", points: points("chamber.pressure"), holdMs: FAST_SCAN_MS },
+          ],
+          band: { bucketMs: history.bucketMs, buckets: history.buckets.get("chamber.pressure") ?? [] },
+          limits: [
+            { label: `HI ${alarms.hiMbar}`, value: alarms.hiMbar, severity: "warning" },
+            { label: `HIHI ${alarms.hihiMbar}`, value: alarms.hihiMbar, severity: "danger" },
+          ],
+        },
+        {
+          id: "temperature",
+          title: "Heater temperature",
+          unit: "°C",
+          series: [
+            {
+              label: "heater.temperature",
+              role: "primary",
+              points: points("heater.temperature"),
+              holdMs: SLOW_SCAN_MS,
+            },
+            { label: "heater.setpoint", role: "reference", points: points("heater.setpoint"), step: true },
+          ],
+          band: { bucketMs: history.bucketMs, buckets: history.buckets.get("heater.temperature") ?? [] },
+        },
+      ],
+      phases: this.#phases,
+      markers: this.#markers,
+      summary: summaryItems(summary),
+      tables: [
+        {
+          title: "Alarms",
+          columns: ["raised at", "alarm", "value (mbar)", "message", "acknowledged at"],
+          rows: summary.alarms.raises.map((raise) => [
+            offset(raise.at, history.from),
+            raise.alarmId,
+            formatValue(raise.value),
+            raise.message,
+            raise.acknowledgedAt === undefined ? "not acknowledged" : offset(raise.acknowledgedAt, history.from),
+          ]),
+          empty: "No alarm was raised.",
+        },
+        {
+          title: "Breaker events",
+          columns: ["at", "breaker", "from", "to", "reason"],
+          rows: summary.breakerEvents.map((event) => [
+            offset(event.at, history.from),
+            event.breaker,
+            event.from,
+            event.to,
+            event.reason ?? "",
+          ]),
+          empty: "No circuit breaker changed state.",
+        },
+      ],
+      recipe: aldRecipe,
+      parameters: runParameters,
+      notes: [
+        "Charts are read back from the store after the run: raw samples (readSamples) as the line, min/max per bucket (readBuckets) as the band.",
+        "Shading shows the recipe step running at each moment (step-start/step-end events); triangles mark alarms, acknowledgements and PLC link changes.",
+      ],
+    });
+  }
+
+  #say(text: string): void {
+    if (this.#progress) this.#progress.note(text);
+    else this.#options.log?.(text);
+  }
+}
+
+interface History {
+  readonly samples: ReadonlyMap<string, Sample[]>;
+  readonly buckets: ReadonlyMap<string, SampleBucket[]>;
+  readonly bucketMs: number;
+  readonly stored: number;
+  readonly notGood: number;
+  readonly from: number;
+  readonly to: number;
+}
+
+function formatValue(value: number | boolean | null): string {
+  return typeof value === "number" ? value.toFixed(3) : String(value);
+}
+
+function offset(at: number, from: number): string {
+  return `${((at - from) / 1_000).toFixed(2)} s`;
+}

@@ -1,0 +1,158 @@
+import type { TimingStats } from "@kiln/core";
+
+/** A breaker state change seen during the run. */
+export interface BreakerEventRecord {
+  readonly at: number;
+  readonly breaker: string;
+  readonly from: string;
+  readonly to: string;
+  readonly reason?: string;
+}
+
+/** An alarm activation seen during the run. */
+export interface AlarmRaiseRecord {
+  readonly at: number;
+  readonly alarmId: string;
+  readonly message: string;
+  readonly value: number | boolean | null;
+  /** When the demo operator acknowledged it. */
+  readonly acknowledgedAt?: number;
+}
+
+/** What an ALD demo run did, as `runAldDemo` returns it and the report shows it. */
+export interface AldDemoSummary {
+  /** True when the recipe completed every cycle and every logged sample is in the store. */
+  readonly ok: boolean;
+  /** `fault`: the PLC's OPC UA server was stopped and restarted during the run. */
+  readonly mode: "normal" | "fault";
+  /** `pglite` (embedded, in memory) or `postgresql` (the server at the given URL). */
+  readonly store: "pglite" | "postgresql";
+  readonly endpointUrl: string;
+  readonly process: {
+    readonly id: string;
+    readonly status: "completed" | "aborted" | "failed";
+    readonly reason?: string;
+    readonly stepsCompleted: number;
+    readonly durationMs: number;
+  };
+  /** Cycles the recipe asked for, completed (H2O pulse done), and counted by the PLC. */
+  readonly cycles: { readonly planned: number; readonly completed: number; readonly countedByPlc: number };
+  /** Valve openings the simulated reactor saw. */
+  readonly pulses: { readonly tma: number; readonly h2o: number };
+  /**
+   * The logging pipeline's counters, the rows read back from the store over the run, and
+   * `lost` = samples accepted by the pipeline that are not in the store.
+   */
+  readonly samples: {
+    readonly in: number;
+    readonly out: number;
+    readonly dropped: number;
+    readonly stored: number;
+    readonly lost: number;
+    /** Stored samples whose quality was not good (the outage, in fault mode). */
+    readonly notGood: number;
+  };
+  /** Pulse open time minus planned, ms (from the process result). */
+  readonly pulseTiming: TimingStats;
+  /** Wait duration minus planned, ms. */
+  readonly waitTiming: TimingStats;
+  readonly alarms: {
+    readonly raised: number;
+    readonly acknowledged: number;
+    readonly interlockTrips: number;
+    readonly raises: readonly AlarmRaiseRecord[];
+  };
+  readonly breakerEvents: readonly BreakerEventRecord[];
+  /** PLC link: losses, restorations, total downtime, and tag quality changes seen in the CVT. */
+  readonly link: {
+    readonly lost: number;
+    readonly restored: number;
+    readonly downtimeMs: number;
+    readonly qualityChanges: number;
+  };
+  /** When the OPC UA server was stopped and started again (fault mode). */
+  readonly fault?: { readonly stoppedAt: number; readonly restartedAt: number };
+  /** The HTML report written. */
+  readonly reportFile: string;
+  readonly startedAt: number;
+  readonly durationMs: number;
+}
+
+/** The summary as aligned `label: value` lines for a terminal. */
+export function formatAldSummary(summary: AldDemoSummary): string {
+  return summaryItems(summary)
+    .map((item) => `${item.ok === false ? "✗" : " "} ${item.label.padEnd(24)} ${item.value}`)
+    .join("\n");
+}
+
+/** The summary as labelled items (`ok: false` marks a problem), shared by the terminal and the report. */
+export function summaryItems(summary: AldDemoSummary): { label: string; value: string; ok?: boolean }[] {
+  const { samples, alarms, pulseTiming } = summary;
+  const cyclesOk = summary.cycles.completed === summary.cycles.planned;
+  const items: { label: string; value: string; ok?: boolean }[] = [
+    {
+      label: "Process",
+      value: `${summary.process.status}${summary.process.reason ? ` (${summary.process.reason})` : ""}, ${summary.process.stepsCompleted} steps in ${seconds(summary.process.durationMs)}`,
+      ok: summary.process.status === "completed",
+    },
+    {
+      label: "Cycles done",
+      value: `${summary.cycles.completed} of ${summary.cycles.planned} (PLC counter ${summary.cycles.countedByPlc}, valve pulses TMA ${summary.pulses.tma} / H2O ${summary.pulses.h2o})`,
+      ok: cyclesOk,
+    },
+    {
+      label: "Samples logged",
+      value: `${samples.out} of ${samples.in} written, ${samples.stored} read back from the store, ${samples.dropped} dropped, ${samples.lost} lost${samples.notGood > 0 ? ` (${samples.notGood} with quality not good)` : ""}`,
+      ok: samples.lost === 0 && samples.dropped === 0 && samples.out === samples.in,
+    },
+    {
+      label: "Pulse timing error",
+      value:
+        pulseTiming.count === 0
+          ? "no pulse measured"
+          : `p50 ${ms(pulseTiming.p50)}, p99 ${ms(pulseTiming.p99)}, max ${ms(pulseTiming.max)} over ${pulseTiming.count} pulses`,
+    },
+    {
+      label: "Alarms",
+      value: `${alarms.raised} raised, ${alarms.acknowledged} acknowledged${alarms.interlockTrips > 0 ? `, ${alarms.interlockTrips} interlock trip(s)` : ""}`,
+      ok: alarms.interlockTrips === 0,
+    },
+    {
+      label: "Breaker events",
+      value:
+        summary.breakerEvents.length === 0
+          ? "none"
+          : summary.breakerEvents
+              .map((event) => `${event.breaker} ${event.from}→${event.to} at ${seconds(event.at - summary.startedAt)}`)
+              .join("; "),
+    },
+    {
+      label: "PLC link",
+      value:
+        summary.link.lost === 0
+          ? "online throughout"
+          : `lost ${summary.link.lost}×, restored ${summary.link.restored}×, down ${seconds(summary.link.downtimeMs)}, ${summary.link.qualityChanges} tag quality changes`,
+      ok: summary.link.lost === summary.link.restored,
+    },
+  ];
+  if (summary.fault) {
+    items.push({
+      label: "Fault injected",
+      value: `OPC UA server stopped at ${seconds(summary.fault.stoppedAt - summary.startedAt)}, restarted at ${seconds(summary.fault.restartedAt - summary.startedAt)} on the same port`,
+    });
+  }
+  items.push(
+    { label: "Store", value: summary.store === "pglite" ? "embedded PGlite (in memory)" : "PostgreSQL (DATABASE_URL)" },
+    { label: "PLC endpoint", value: `${summary.endpointUrl} (SignAndEncrypt, Basic256Sha256)` },
+    { label: "Run time", value: seconds(summary.durationMs) },
+  );
+  return items;
+}
+
+function seconds(value: number): string {
+  return `${(value / 1_000).toFixed(1)} s`;
+}
+
+function ms(value: number): string {
+  return `${value.toFixed(1)} ms`;
+}
