@@ -1,8 +1,7 @@
-import type { ChildProcess } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { fileURLToPath, pathToFileURL } from "node:url";
+import { pathToFileURL } from "node:url";
 import {
   AttributeIds,
   MessageSecurityMode,
@@ -13,7 +12,8 @@ import {
 } from "node-opcua";
 import { defineTags, type Tag, type TagDefinitionInput } from "@kiln/core";
 import { OpcuaDriver } from "@kiln/plc-opcua";
-import { forkReady, measureScans, stopChild } from "./harness";
+import { startOpcuaSimulator } from "./_opcua-simulator";
+import { measureScans, stopChild } from "./harness";
 
 // opcua-read: 1,000 Double tags read per scan by OpcuaDriver.read and by raw node-opcua session.read of the same
 // nodes, against an OpcuaSimulator in another process (security None on both sides: this measures the driver).
@@ -22,24 +22,12 @@ const TAG_COUNT = 1_000;
 const ROUNDS = 4;
 const ROUND_MS = 1_500;
 const WARMUP_SCANS = 20;
-const SIMULATOR_SCRIPT = fileURLToPath(
-  new URL("../packages/plc-opcua/test/support/simulator-process.ts", import.meta.url),
-);
-
-interface Ready {
-  readonly endpointUrl: string;
-  readonly addresses: readonly string[];
-}
-
-function startSimulator(): Promise<{ child: ChildProcess; ready: Ready }> {
-  const config = {
+function startSimulator() {
+  return startOpcuaSimulator({
     tagCount: TAG_COUNT,
-    dataType: "float64",
     signal: { kind: "sine", amplitude: 10, offset: 50, periodMs: 10_000 },
     updateIntervalMs: 100,
-    securityModes: ["None"],
-  };
-  return forkReady<Ready>(SIMULATOR_SCRIPT, { KILN_OPCUA_SIMULATOR: JSON.stringify(config) }, "OPC UA simulator");
+  });
 }
 
 const measure = (scan: () => Promise<void>) => measureScans(scan, ROUND_MS);

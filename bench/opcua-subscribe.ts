@@ -1,9 +1,8 @@
-import type { ChildProcess } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
-import { fileURLToPath, pathToFileURL } from "node:url";
+import { pathToFileURL } from "node:url";
 import {
   AttributeIds,
   ClientMonitoredItemGroup,
@@ -17,7 +16,8 @@ import {
 } from "node-opcua";
 import { defineTags, type Sample, type Tag, type TagDefinitionInput } from "@kiln/core";
 import { OpcuaDriver } from "@kiln/plc-opcua";
-import { forkReady, stopChild } from "./harness";
+import { startOpcuaSimulator } from "./_opcua-simulator";
+import { stopChild } from "./harness";
 
 // opcua-subscribe: 1,000 Double tags that all change every 50 ms on an OpcuaSimulator in another process. Value
 // changes delivered per second into a current-value map, through OpcuaDriver.subscribe and through a raw
@@ -28,24 +28,12 @@ const UPDATE_INTERVAL_MS = 50;
 const ROUNDS = 4;
 const SETTLE_MS = 750;
 const ROUND_MS = 2_000;
-const SIMULATOR_SCRIPT = fileURLToPath(
-  new URL("../packages/plc-opcua/test/support/simulator-process.ts", import.meta.url),
-);
-
-interface Ready {
-  readonly endpointUrl: string;
-  readonly addresses: readonly string[];
-}
-
-function startSimulator(): Promise<{ child: ChildProcess; ready: Ready }> {
-  const config = {
+function startSimulator() {
+  return startOpcuaSimulator({
     tagCount: TAG_COUNT,
-    dataType: "float64",
     signal: { kind: "counter", start: 0, step: 1 },
     updateIntervalMs: UPDATE_INTERVAL_MS,
-    securityModes: ["None"],
-  };
-  return forkReady<Ready>(SIMULATOR_SCRIPT, { KILN_OPCUA_SIMULATOR: JSON.stringify(config) }, "OPC UA simulator");
+  });
 }
 
 const pause = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
