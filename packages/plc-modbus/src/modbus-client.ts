@@ -46,8 +46,9 @@ export interface ModbusClient {
   maskWriteRegister(address: number, andMask: number, orMask: number): Promise<unknown>;
   /** Drops the connection at once. */
   destroy(callback: () => void): void;
-  /** `close`: the transport closed; `error`: the transport failed. */
+  /** Calls `listener` when the transport closes. */
   on(event: "close", listener: () => unknown): unknown;
+  /** Calls `listener` with the error when the transport fails. */
   on(event: "error", listener: (error: unknown) => unknown): unknown;
 }
 

@@ -46,15 +46,23 @@ export interface AcquisitionPolicy {
 
 /** Options of {@link Acquisition}. */
 export interface AcquisitionOptions {
+  /** The driver to acquire from: `start` connects it, {@link Acquisition.close} closes it. */
   readonly driver: PlcDriver;
   /** The tags this driver serves; each belongs to `groups[tag.scanGroup]`. */
   readonly tags: readonly Tag[];
+  /** Settings of each scan group, by group name. */
   readonly groups: Readonly<Record<string, ScanGroupSettings>>;
+  /** The current value table the samples go into. */
   readonly cvt: CurrentValueTable;
+  /** Time source for scans, timeouts and reconnection backoff. */
   readonly clock: Clock;
+  /** Where connection, breaker and scan-overrun events are published. */
   readonly bus: EventBus<KilnEvents>;
+  /** Timeouts, circuit breaker and reconnection backoff. */
   readonly policy: AcquisitionPolicy;
+  /** Where scan lateness, overruns and failed reads are counted; nothing is reported when omitted. */
   readonly metrics?: Metrics;
+  /** Where link changes and failures are logged. @default silentLogger */
   readonly logger?: Logger;
   /** Awaited before each poll: lets the logging pipeline apply back-pressure (`block` policy). */
   readonly beforeRead?: () => Promise<void> | undefined;
@@ -62,12 +70,19 @@ export interface AcquisitionOptions {
 
 /** Health of one scan group. */
 export interface ScanGroupHealth {
+  /** The scan group's name. */
   readonly name: string;
+  /** The mode in effect: `subscribe` falls back to `poll` when the driver cannot subscribe. */
   readonly mode: "poll" | "subscribe";
+  /** Scan period (poll) or sampling interval (subscribe), in ms. */
   readonly periodMs: number;
+  /** Number of tags in the group. */
   readonly tags: number;
+  /** Poll cycles run since the last start (0 for a subscribed group). */
   readonly cycles: number;
+  /** Poll cycles skipped because a cycle overran, since the last start. */
   readonly skippedCycles: number;
+  /** Poll reads that failed, since the acquisition was created. */
   readonly failedReads: number;
   /** Start lateness of cycles (period error), ms. */
   readonly periodError: StatsSummary;
@@ -77,13 +92,19 @@ export interface ScanGroupHealth {
 
 /** Health of an acquisition: link, breaker and groups. */
 export interface AcquisitionHealth {
+  /** The driver's name. */
   readonly driver: string;
   /** `online`: values flow. `offline`: reconnecting, tags uncertain. */
   readonly link: "stopped" | "online" | "offline";
+  /** The driver's own connection state. */
   readonly driverStatus: PlcDriver["status"];
+  /** State and counters of the driver's circuit breaker. */
   readonly breaker: CircuitBreakerSnapshot;
+  /** Reconnection attempts made since the acquisition was created. */
   readonly reconnectAttempts: number;
+  /** The last driver failure (`CODE: message` for a `KilnError`), absent until one happens. */
   readonly lastError?: string;
+  /** Health of each scan group that has tags. */
   readonly groups: readonly ScanGroupHealth[];
 }
 

@@ -54,10 +54,15 @@ export type MachineStateMachine = StateMachine<string, string>;
 export interface ControlSystemHealth {
   /** `ok`: values flow and reach the store. `degraded`: something is failing but handled. */
   readonly status: "stopped" | "ok" | "degraded";
+  /** The machine's id. */
   readonly machineId: string;
+  /** The current state of the machine's state machine. */
   readonly machineState: string;
+  /** Link, breaker and scan group health of the PLC acquisition. */
   readonly acquisition: AcquisitionHealth;
+  /** Counters and state of the logging pipeline to the store. */
   readonly logging: SampleLoggerHealth;
+  /** Counts of active alarms, unacknowledged alarms, and transitions the alarm history failed to record. */
   readonly alarms: { readonly active: number; readonly unacknowledged: number; readonly historyFailures: number };
   /** Why the status is not `ok`, in words. */
   readonly problems: readonly string[];

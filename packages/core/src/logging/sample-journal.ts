@@ -26,6 +26,7 @@ export interface JournalRecovery {
  * {@link SampleJournal.release} once stored; when all are released the file is truncated.
  */
 export class SampleJournal {
+  /** The journal file, as given to {@link SampleJournal.open}. */
   readonly path: string;
   readonly #file: FileHandle;
   #size: number;

@@ -50,10 +50,15 @@ export interface SampleLoggerSettings {
 
 /** Options of {@link SampleLogger}. */
 export interface SampleLoggerOptions extends SampleLoggerSettings {
+  /** The store the batches are written to. */
   readonly sink: SampleSink;
+  /** Time source for batch latency, write timeouts and retry backoff. */
   readonly clock: Clock;
+  /** Where flush, drop, spool and breaker events are published. */
   readonly bus: EventBus<KilnEvents>;
+  /** Where sample counters, buffered samples and flush latency are reported; nothing is reported when omitted. */
   readonly metrics?: Metrics;
+  /** Where failures and spool changes are logged. @default silentLogger */
   readonly logger?: Logger;
 }
 
@@ -61,11 +66,17 @@ export interface SampleLoggerOptions extends SampleLoggerSettings {
 export interface SampleLoggerHealth {
   /** `memory`: batches go straight to the store. `spooling`: the store is behind; batches go through the journal. */
   readonly mode: "stopped" | "memory" | "spooling";
+  /** The configured overflow policy. */
   readonly overflow: OverflowPolicy;
+  /** Samples accepted by `append`, since the logger was created. */
   readonly samplesIn: number;
+  /** Samples written to the store (replayed ones included), since the logger was created. */
   readonly samplesOut: number;
+  /** Samples lost (drop-oldest, rejected by the store, failed spool write, unwritten at stop), since creation. */
   readonly samplesDropped: number;
+  /** Samples written to the journal, since the logger was created. */
   readonly samplesSpooled: number;
+  /** Samples replayed from the journal to the store, since the logger was created. */
   readonly samplesReplayed: number;
   /** Samples held in memory now (waiting or being written). */
   readonly buffered: number;
@@ -73,7 +84,9 @@ export interface SampleLoggerHealth {
   readonly spooled: number;
   /** Poll cycles that waited for room under the `block` policy. */
   readonly blockedWaits: number;
+  /** Duration of successful batch writes, in ms. */
   readonly flushLatency: StatsSummary;
+  /** State and counters of the store's circuit breaker. */
   readonly breaker: CircuitBreakerSnapshot;
 }
 

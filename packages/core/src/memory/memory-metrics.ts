@@ -14,9 +14,13 @@ export interface MemoryMetricsOptions {
 
 /** The distribution of one histogram series. Quantiles are nearest-rank over the kept observations. */
 export interface HistogramSummary {
+  /** Number of observations (exact). */
   readonly count: number;
+  /** Sum of every observation (exact). */
   readonly sum: number;
+  /** Smallest observation (exact). */
   readonly min: number;
+  /** Largest observation (exact). */
   readonly max: number;
   /** Median. */
   readonly p50: number;

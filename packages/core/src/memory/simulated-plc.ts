@@ -45,8 +45,11 @@ export interface SimulatedPlcFaults {
 
 /** One write the simulated PLC accepted. */
 export interface SimulatedWrite {
+  /** The written tag's name. */
   readonly tag: string;
+  /** The value written. */
   readonly value: TagValue;
+  /** When the PLC accepted it, ms since epoch on the PLC's clock. */
   readonly at: number;
 }
 

@@ -24,7 +24,9 @@ export interface AlarmHistoryEntry {
 
 /** A time range `[from, to)` in ms since epoch. */
 export interface TimeRange {
+  /** Start, inclusive, ms since epoch. */
   readonly from: number;
+  /** End, exclusive, ms since epoch. */
   readonly to: number;
 }
 

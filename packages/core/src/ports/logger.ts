@@ -6,9 +6,13 @@ export interface LogMethod {
 
 /** A structured logger with pino's shape, so a host can pass its pino instance as is. */
 export interface Logger {
+  /** Logs at debug level: detail for troubleshooting (a failed reconnect attempt). */
   debug: LogMethod;
+  /** Logs at info level: normal but notable events (a connection restored). */
   info: LogMethod;
+  /** Logs at warn level: a handled failure (a failed scan read, a retried batch). */
   warn: LogMethod;
+  /** Logs at error level: a failure that loses data or needs attention (a batch the store rejected). */
   error: LogMethod;
   /** A logger that adds `bindings` to every line. */
   child(bindings: Record<string, unknown>): Logger;

@@ -31,7 +31,9 @@ export interface ProcessRecord {
 
 /** Filters for {@link ProcessRepository.list}. */
 export interface ProcessFilter {
+  /** Only processes of this machine; every machine when omitted. */
   readonly machineId?: string;
+  /** Only processes in one of these statuses; every status when omitted. */
   readonly status?: readonly ProcessStatus[];
 }
 

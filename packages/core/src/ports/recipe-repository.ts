@@ -1,5 +1,6 @@
 /** A saved recipe version: its name, version number and its definition as JSON. */
 export interface StoredRecipe {
+  /** The recipe's name (non-empty); with `version`, the key of a saved recipe. */
   readonly name: string;
   /** Positive integer; versions of one name are immutable once saved. */
   readonly version: number;

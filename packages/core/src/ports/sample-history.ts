@@ -30,11 +30,17 @@ export interface BucketQuery {
 export interface SampleBucket {
   /** Bucket start, ms since epoch. */
   readonly start: number;
+  /** Smallest value in the bucket. */
   readonly min: number;
+  /** Largest value in the bucket. */
   readonly max: number;
+  /** Mean of the values in the bucket. */
   readonly avg: number;
+  /** Value of the earliest sample in the bucket. */
   readonly first: number;
+  /** Value of the latest sample in the bucket. */
   readonly last: number;
+  /** Number of numeric samples in the bucket (at least 1). */
   readonly count: number;
 }
 

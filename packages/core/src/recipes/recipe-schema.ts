@@ -152,11 +152,13 @@ export const loopStepHeadSchema = z
 
 /** `{ set: { tag, value } }`: writes `value` to `tag`. */
 export interface SetStep {
+  /** The tag to write and the value to write to it. */
   readonly set: { readonly tag: string; readonly value: RecipeValue };
 }
 
 /** `{ pulse: { tag, durationMs, on?, off? } }`: writes `on` (default true), waits, writes `off` (default false). */
 export interface PulseStep {
+  /** The tag, how long it stays `on` (ms), and the `on` and `off` values (default `true` and `false`). */
   readonly pulse: {
     readonly tag: string;
     readonly durationMs: RecipeNumber;
@@ -167,18 +169,23 @@ export interface PulseStep {
 
 /** `{ wait: { durationMs } }`: waits. */
 export interface WaitStep {
+  /** How long to wait, in ms. */
   readonly wait: { readonly durationMs: RecipeNumber };
 }
 
 /** A `waitUntil` condition: `tag op value`, e.g. `{ tag: "chamber.pressure", op: "<", value: 0.5 }`. */
 export interface RecipeCondition {
+  /** The tag whose current value is compared; only a good-quality sample can satisfy the condition. */
   readonly tag: string;
+  /** The comparison operator. */
   readonly op: ConditionOperator;
+  /** The value the tag's value is compared with. */
   readonly value: RecipeValue;
 }
 
 /** `{ waitUntil: { condition, timeoutMs, onTimeout? } }`: waits for a condition on a tag. */
 export interface WaitUntilStep {
+  /** The condition, its `timeoutMs` (ms), and what to do on timeout (`onTimeout`, default `fail`). */
   readonly waitUntil: {
     readonly condition: RecipeCondition;
     readonly timeoutMs: RecipeNumber;
@@ -188,6 +195,7 @@ export interface WaitUntilStep {
 
 /** `{ ramp: { tag, from, to, durationMs, steps } }`: writes `from`, then `steps` more values ending at `to`. */
 export interface RampStep {
+  /** The tag, `from` and `to` values, total `durationMs`, and number of increments after `from` (`steps`). */
   readonly ramp: {
     readonly tag: string;
     readonly from: RecipeNumber;
@@ -199,11 +207,13 @@ export interface RampStep {
 
 /** `{ loop: { count, steps } }`: runs `steps` `count` times. */
 export interface LoopStep {
+  /** How many times to run (a positive integer) and the steps to repeat. */
   readonly loop: { readonly count: RecipeNumber; readonly steps: readonly RecipeStep[] };
 }
 
 /** `{ call: { recipe, version, parameters? } }`: runs another saved recipe version inline. */
 export interface CallStep {
+  /** The saved recipe's name and version, and the parameter values passed to it. */
   readonly call: {
     readonly recipe: string;
     readonly version: number;

@@ -27,10 +27,15 @@ export interface PlcDriverFixture {
 
 /** Groups of {@link plcDriverConformance}; each can be switched off. */
 export interface PlcDriverConformanceGroups {
+  /** Run {@link plcDriverLifecycleConformance}. @default true */
   lifecycle?: boolean;
+  /** Run {@link plcDriverReadConformance}. @default true */
   read?: boolean;
+  /** Run {@link plcDriverWriteConformance}. @default true */
   write?: boolean;
+  /** Run {@link plcDriverSubscribeConformance} (checks nothing unless `subscribe` is declared). @default true */
   subscribe?: boolean;
+  /** Run {@link plcDriverBrowseConformance} (checks nothing unless the driver declares `browse`). @default true */
   browse?: boolean;
 }
 
