@@ -36,7 +36,14 @@ async function klpFixture(): Promise<PlcDriverFixture & { server: KlpServer }> {
   };
 }
 
-plcDriverConformance({ test, expect, describe, name: "KlpDriver", factory: klpFixture });
+plcDriverConformance({
+  test,
+  expect,
+  describe,
+  name: "KlpDriver",
+  capabilities: { subscribe: false, browse: false },
+  factory: klpFixture,
+});
 
 describe("KlpDriver", () => {
   async function withFixture(body: (fixture: Awaited<ReturnType<typeof klpFixture>>) => Promise<void>) {

@@ -21,6 +21,7 @@ plcDriverConformance({
   expect,
   describe,
   name: "ModbusDriver on ModbusSimulator",
+  capabilities: { subscribe: false, browse: false },
   factory: async () => {
     const simulator = new ModbusSimulator({
       tags: tags.list().filter((tag) => tag.name !== "not.there"),

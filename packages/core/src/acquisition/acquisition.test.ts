@@ -4,6 +4,7 @@ import { defineTags } from "../domain/tags";
 import { CurrentValueTable } from "../cvt/current-value-table";
 import type { KilnEvents } from "../events/catalogue";
 import { EventBus } from "../events/event-bus";
+import { MemoryMetrics } from "../memory/memory-metrics";
 import { SimulatedClock } from "../memory/simulated-clock";
 import { SimulatedPlc } from "../memory/simulated-plc";
 import { Acquisition, type AcquisitionPolicy, type ScanGroupSettings } from "./acquisition";
@@ -34,6 +35,7 @@ function setup(options: { groups?: Record<string, ScanGroupSettings>; policy?: P
     },
   });
   const cvt = new CurrentValueTable({ tags: tags.list() });
+  const metrics = new MemoryMetrics();
   const events: { type: string; event: unknown }[] = [];
   bus.tap((type, event) => void events.push({ type, event }));
   const acquisition = new Acquisition({
@@ -46,11 +48,12 @@ function setup(options: { groups?: Record<string, ScanGroupSettings>; policy?: P
     cvt,
     clock,
     bus,
+    metrics,
     policy: { ...policy, ...options.policy },
   });
   const ofType = <TType extends keyof KilnEvents>(type: TType) =>
     events.filter((entry) => entry.type === type).map((entry) => entry.event as KilnEvents[TType]);
-  return { clock, bus, plc, cvt, acquisition, events, ofType };
+  return { clock, bus, plc, cvt, acquisition, events, ofType, metrics };
 }
 
 describe("Acquisition", () => {
@@ -75,7 +78,7 @@ describe("Acquisition", () => {
   });
 
   test("an overrun skips cycles, counts them and publishes scan-overrun", async () => {
-    const { clock, plc, acquisition, ofType } = setup({
+    const { clock, plc, acquisition, ofType, metrics } = setup({
       groups: {
         fast: { periodMs: 50, mode: "poll", staleAfterPeriods: 0 },
         slow: { periodMs: 1_000, mode: "poll", staleAfterPeriods: 0 },
@@ -92,6 +95,8 @@ describe("Acquisition", () => {
     expect(overruns.every((event) => event.missedCycles === 2)).toBe(true);
     const fast = acquisition.health().groups.find((group) => group.name === "fast")!;
     expect(fast.skippedCycles).toBe(overruns.reduce((sum, event) => sum + event.missedCycles, 0));
+    expect(metrics.value("kiln_scan_overruns_total", { group: "fast" })).toBe(fast.skippedCycles);
+    expect(metrics.summary("kiln_scan_period_error_ms", { group: "fast" })?.count).toBe(fast.cycles);
   });
 
   test("losing the PLC turns every tag uncertain, publishes plc-connection-lose, and recovers with fresh values", async () => {

@@ -5,7 +5,7 @@ import type { KilnEvents } from "../events/catalogue";
 import type { Disposer, EventBus } from "../events/event-bus";
 import type { Clock } from "../ports/clock";
 import { silentLogger, type Logger } from "../ports/logger";
-import type { Metrics } from "../ports/metrics";
+import type { Counter, Histogram, Metrics } from "../ports/metrics";
 import type { PlcDriver } from "../ports/plc-driver";
 import { CircuitBreaker, type CircuitBreakerSnapshot } from "../resilience/circuit-breaker";
 import { backoffDelay, createRetryPolicy, type RetryPolicy } from "../resilience/retry";
@@ -143,6 +143,8 @@ export class Acquisition {
   #wake: AbortController | undefined;
   #stopping: AbortController | undefined;
   #lastError: string | undefined;
+  readonly #instruments:
+    { readonly periodError: Histogram; readonly overruns: Counter; readonly failures: Counter } | undefined;
 
   constructor(options: AcquisitionOptions) {
     this.#options = options;
@@ -182,6 +184,12 @@ export class Acquisition {
       failureThreshold: options.policy.failureThreshold,
       recoveryTimeMs: options.policy.recoveryTimeMs,
     });
+    const metrics = options.metrics;
+    this.#instruments = metrics && {
+      periodError: metrics.histogram("kiln_scan_period_error_ms", "Scan start lateness"),
+      overruns: metrics.counter("kiln_scan_overruns_total", "Skipped scan cycles"),
+      failures: metrics.counter("kiln_scan_failures_total", "Failed scan reads"),
+    };
     this.#retry = createRetryPolicy({
       maxAttempts: Number.MAX_SAFE_INTEGER,
       jitter: "full",
@@ -252,14 +260,10 @@ export class Acquisition {
         task: () => this.#poll(group),
         onLateness: (ms) => {
           group.periodError.observe(ms);
-          this.#options.metrics
-            ?.histogram("kiln_scan_period_error_ms", "Scan start lateness")
-            .observe(ms, { group: group.name });
+          this.#instruments?.periodError.observe(ms, { group: group.name });
         },
         onOverrun: (info) => {
-          this.#options.metrics
-            ?.counter("kiln_scan_overruns_total", "Skipped scan cycles")
-            .inc(info.missedCycles, { group: group.name });
+          this.#instruments?.overruns.inc(info.missedCycles, { group: group.name });
           void this.#options.bus.publish("scan-overrun", { at: clock.now(), group: group.name, ...info });
         },
         onError: (error) => this.#logger.error({ error: describe(error), group: group.name }, "scan cycle failed"),
@@ -335,7 +339,7 @@ export class Acquisition {
       if (this.#stopping!.signal.aborted) return;
       group.failedReads++;
       this.#lastError = describe(error);
-      this.#options.metrics?.counter("kiln_scan_failures_total", "Failed scan reads").inc(1, { group: group.name });
+      this.#instruments?.failures.inc(1, { group: group.name });
       this.#logger.warn({ error: this.#lastError, group: group.name }, "scan read failed");
     } finally {
       cvt.sweepStale(clock.now());

@@ -1,7 +1,7 @@
 import { KilnError, type KilnErrorCode } from "../domain/errors";
 import type { Sample } from "../domain/sample";
 import type { Tag, TagValue } from "../domain/tags";
-import type { DriverStatusChange, PlcDriver } from "../ports/plc-driver";
+import type { DriverStatusChange, PlcDriver, PlcDriverCapabilities } from "../ports/plc-driver";
 import { group, type ConformanceRunner } from "./conformance-runner";
 
 /** What a driver factory returns: a fresh, unconnected driver and the tags to exercise it with. */
@@ -45,6 +45,13 @@ export interface PlcDriverConformanceOptions extends ConformanceRunner {
   readonly factory: () => Promise<PlcDriverFixture>;
   /** Groups to run. @default every group, with subscribe/browse only where the driver declares them */
   readonly groups?: PlcDriverConformanceGroups;
+  /**
+   * The capabilities the driver declares. When given, the `subscribe` and `browse` groups are
+   * registered only for declared features (undeclared ones are skipped, not run empty), and the
+   * lifecycle group checks the driver declares exactly these. When omitted, each of those tests
+   * reads the declaration from the driver and passes without checks for an undeclared feature.
+   */
+  readonly capabilities?: PlcDriverCapabilities;
   /** Group name for the tests, e.g. the driver's name. @default "PlcDriver conformance" */
   readonly name?: string;
   /** How long to wait for subscription deliveries, in real ms. @default 5000 */
@@ -60,7 +67,15 @@ export interface PlcDriverConformanceOptions extends ConformanceRunner {
  * plcDriverConformance({ test, expect, factory: async () => ({ driver: new MyDriver(...), readable, writable, readOnly }) });
  */
 export function plcDriverConformance(options: PlcDriverConformanceOptions): void {
-  const groups = { lifecycle: true, read: true, write: true, subscribe: true, browse: true, ...options.groups };
+  const declared = options.capabilities;
+  const groups = {
+    lifecycle: true,
+    read: true,
+    write: true,
+    ...options.groups,
+    subscribe: (options.groups?.subscribe ?? true) && (declared?.subscribe ?? true),
+    browse: (options.groups?.browse ?? true) && (declared?.browse ?? true),
+  };
   group(options, options.name ?? "PlcDriver conformance", (test) => {
     const scoped = { ...options, test, describe: undefined };
     if (groups.lifecycle) plcDriverLifecycleConformance(scoped);
@@ -112,6 +127,7 @@ export function plcDriverLifecycleConformance(options: PlcDriverConformanceOptio
     expect(typeof driver.capabilities.browse).toBe("boolean");
     expect(typeof driver.subscribe === "function").toBe(driver.capabilities.subscribe);
     expect(typeof driver.browse === "function").toBe(driver.capabilities.browse);
+    if (options.capabilities) expect(driver.capabilities).toEqual(options.capabilities);
   });
 
   define(options, "read before connect rejects with KILN_NOT_CONNECTED", async ({ driver, readable }) => {
