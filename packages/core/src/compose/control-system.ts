@@ -45,7 +45,7 @@ import { registerSingleton, type Resolve, type ServiceRegistry } from "./service
 import { Tokens } from "./tokens";
 
 /** Event types appended to the event store, by the aggregate id they carry. */
-const RECORDED_EVENTS = new Set<keyof KilnEvents>(["machine-state-change", "interlock-trip"]);
+const RECORDED_EVENTS = new Set<keyof KilnEvents>(["machine-state-change"]);
 
 /** The machine's state machine: the founding Kiln model or PackML. */
 export type MachineStateMachine = StateMachine<string, string>;
