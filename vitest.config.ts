@@ -34,6 +34,7 @@ export default defineConfig({
         test: { name: "examples", root: "examples", include: ["**/*.test.ts"], exclude: ["**/node_modules/**"] },
       },
     ],
+    reporters: ["default", "./vitest.summary-reporter.ts"],
     passWithNoTests: true,
     testTimeout: 30_000,
     hookTimeout: 60_000,
