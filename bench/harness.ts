@@ -98,3 +98,32 @@ export async function measureScans(
   }
   return { scans, ms: elapsed };
 }
+
+/**
+ * Compares two scan functions fairly: `warmup` scans of each, then `rounds` rounds of about
+ * `roundMs` each, alternating which side goes first so neither always runs on a warmer process.
+ * Returns scans per second of each side.
+ */
+export async function compareScans(
+  kilnScan: () => Promise<void>,
+  baselineScan: () => Promise<void>,
+  options: { readonly warmup: number; readonly rounds: number; readonly roundMs: number },
+): Promise<{ kiln: number; baseline: number }> {
+  for (let index = 0; index < options.warmup; index++) {
+    await kilnScan();
+    await baselineScan();
+  }
+  const totals = { kiln: { scans: 0, ms: 0 }, baseline: { scans: 0, ms: 0 } };
+  for (let round = 0; round < options.rounds; round++) {
+    const order = round % 2 === 0 ? (["kiln", "baseline"] as const) : (["baseline", "kiln"] as const);
+    for (const side of order) {
+      const result = await measureScans(side === "kiln" ? kilnScan : baselineScan, options.roundMs);
+      totals[side].scans += result.scans;
+      totals[side].ms += result.ms;
+    }
+  }
+  return {
+    kiln: (totals.kiln.scans * 1_000) / totals.kiln.ms,
+    baseline: (totals.baseline.scans * 1_000) / totals.baseline.ms,
+  };
+}

@@ -3,7 +3,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import ModbusRTU from "modbus-serial";
 import { defineTags, type Tag, type TagDefinitionInput } from "@kiln/core";
 import { ModbusDriver, ModbusSimulator } from "@kiln/plc-modbus";
-import { forkReady, measureScans, stopChild } from "./harness";
+import { compareScans, forkReady, stopChild } from "./harness";
 
 // modbus-read: 1,000 tags scattered over 4,000 holding registers, read by Kiln's planned requests and by raw
 // modbus-serial readHoldingRegisters issuing the same blocks, against a simulator in another process.
@@ -102,8 +102,6 @@ async function startChild(): Promise<{ child: ChildProcess; port: number }> {
   return { child, port: ready.port };
 }
 
-const measure = (scan: () => Promise<void>) => measureScans(scan, ROUND_MS);
-
 /** Runs the benchmark and returns its JSON line. */
 export async function run(): Promise<Record<string, unknown>> {
   const { tags, placed } = benchTags();
@@ -130,23 +128,11 @@ export async function run(): Promise<Record<string, unknown>> {
     const check = await driver.read(tags);
     const bad = check.filter((sample) => sample.quality.severity !== "good");
     if (bad.length > 0) throw new Error(`${bad.length} tags read with bad quality; the benchmark is not valid`);
-    for (let index = 0; index < WARMUP_SCANS; index++) {
-      await kilnScan();
-      await baselineScan();
-    }
-
-    const totals = { kiln: { scans: 0, ms: 0 }, baseline: { scans: 0, ms: 0 } };
-    for (let round = 0; round < ROUNDS; round++) {
-      // Alternate which side goes first so neither always runs on a warmer process.
-      const order = round % 2 === 0 ? (["kiln", "baseline"] as const) : (["baseline", "kiln"] as const);
-      for (const side of order) {
-        const result = await measure(side === "kiln" ? kilnScan : baselineScan);
-        totals[side].scans += result.scans;
-        totals[side].ms += result.ms;
-      }
-    }
-    const kiln = (totals.kiln.scans * 1000) / totals.kiln.ms;
-    const baseline = (totals.baseline.scans * 1000) / totals.baseline.ms;
+    const { kiln, baseline } = await compareScans(kilnScan, baselineScan, {
+      warmup: WARMUP_SCANS,
+      rounds: ROUNDS,
+      roundMs: ROUND_MS,
+    });
     return {
       name: "modbus-read",
       unit: "scans/s",

@@ -13,7 +13,7 @@ import {
 import { defineTags, type Tag, type TagDefinitionInput } from "@kiln/core";
 import { OpcuaDriver } from "@kiln/plc-opcua";
 import { startOpcuaSimulator } from "./_opcua-simulator";
-import { measureScans, stopChild } from "./harness";
+import { compareScans, stopChild } from "./harness";
 
 // opcua-read: 1,000 Double tags read per scan by OpcuaDriver.read and by raw node-opcua session.read of the same
 // nodes, against an OpcuaSimulator in another process (security None on both sides: this measures the driver).
@@ -29,8 +29,6 @@ function startSimulator() {
     updateIntervalMs: 100,
   });
 }
-
-const measure = (scan: () => Promise<void>) => measureScans(scan, ROUND_MS);
 
 /** Runs the benchmark and returns its JSON line. */
 export async function run(): Promise<Record<string, unknown>> {
@@ -71,23 +69,12 @@ export async function run(): Promise<Record<string, unknown>> {
     const baselineScan = async (): Promise<void> => {
       await session.read(nodesToRead, 0);
     };
-    for (let index = 0; index < WARMUP_SCANS; index++) {
-      await kilnScan();
-      await baselineScan();
-    }
-    const totals = { kiln: { scans: 0, ms: 0 }, baseline: { scans: 0, ms: 0 } };
-    for (let round = 0; round < ROUNDS; round++) {
-      // Alternate which side goes first so neither always runs on a warmer process.
-      const order = round % 2 === 0 ? (["kiln", "baseline"] as const) : (["baseline", "kiln"] as const);
-      for (const side of order) {
-        const result = await measure(side === "kiln" ? kilnScan : baselineScan);
-        totals[side].scans += result.scans;
-        totals[side].ms += result.ms;
-      }
-    }
+    const { kiln, baseline } = await compareScans(kilnScan, baselineScan, {
+      warmup: WARMUP_SCANS,
+      rounds: ROUNDS,
+      roundMs: ROUND_MS,
+    });
     await session.close();
-    const kiln = (totals.kiln.scans * 1_000) / totals.kiln.ms;
-    const baseline = (totals.baseline.scans * 1_000) / totals.baseline.ms;
     return {
       name: "opcua-read",
       unit: "scans/s",
