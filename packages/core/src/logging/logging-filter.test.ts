@@ -50,6 +50,35 @@ describe("LoggingFilter", () => {
     ).toEqual([100, 102.1]);
   });
 
+  test("NaN is a value of its own: logged when it starts and when it ends, under any deadband", () => {
+    // A float32 register that reads NaN at night (an inverter asleep), with absolute and percent deadbands.
+    for (const tag of ["absolute", "percent", "exact"]) {
+      const byDay = new LoggingFilter(tags.list());
+      const day = run(
+        byDay,
+        [20, 20.1, NaN, NaN, NaN, 20.2, 20.3].map((value, index) => at(tag, value, index)),
+      );
+      expect(day, tag).toEqual(tag === "exact" ? [20, 20.1, NaN, 20.2, 20.3] : [20, NaN, 20.2]);
+      const byNight = new LoggingFilter(tags.list());
+      const night = run(
+        byNight,
+        [NaN, NaN, 20, 20, 40, NaN].map((value, index) => at(tag, value, index)),
+      );
+      expect(night, tag).toEqual([NaN, 20, 40, NaN]);
+    }
+  });
+
+  test("infinities are changes against finite values and each other, repeats are not", () => {
+    const filter = new LoggingFilter(tags.list());
+    const values = [1, Infinity, Infinity, -Infinity, -Infinity, 1];
+    expect(
+      run(
+        filter,
+        values.map((value, index) => at("absolute", value, index)),
+      ),
+    ).toEqual([1, Infinity, -Infinity, 1]);
+  });
+
   test("without a deadband every change is logged, repeats are not", () => {
     const filter = new LoggingFilter(tags.list());
     expect(

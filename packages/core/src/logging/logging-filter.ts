@@ -16,7 +16,8 @@ interface TagLogState {
  * Decides which CVT updates are logged, per tag policy:
  * - `change`: log when the value moved by more than the deadband since the last LOGGED value
  *   (absolute, or percent of the tag's range span), so slow drift is still recorded;
- *   non-numeric values are logged on any change.
+ *   non-numeric values are logged on any change. NaN compares equal to NaN and differs from every
+ *   number, whatever the deadband, so a NaN period is logged once at its start and once at its end.
  * - `periodic`: log when `periodMs` has passed since the last logged sample.
  * - `none`: never log.
  * A tag's first sample and every quality change are always logged (except under `none`).
@@ -69,6 +70,9 @@ export class LoggingFilter {
     const value = sample.value;
     const last = state.lastValue;
     if (typeof value === "number" && typeof last === "number") {
+      // NaN (a sensor asleep, an inverter at night) is a value of its own: NaN to NaN is no change,
+      // NaN to a number or back is a change whatever the deadband (Object.is semantics).
+      if (Number.isNaN(value) || Number.isNaN(last)) return Number.isNaN(value) !== Number.isNaN(last);
       return state.deadband > 0 ? Math.abs(value - last) > state.deadband : value !== last;
     }
     return !Object.is(value, last);
