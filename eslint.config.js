@@ -3,7 +3,15 @@ import tseslint from "typescript-eslint";
 
 export default tseslint.config(
   {
-    ignores: ["**/dist/**", "**/node_modules/**", "**/out/**", "docs/api/**", "coverage/**", "docs-check/generated/**"],
+    ignores: [
+      "**/dist/**",
+      "**/node_modules/**",
+      "**/out/**",
+      "docs/api/**",
+      "coverage/**",
+      "docs-check/generated/**",
+      "test/packed-install/fixtures/**",
+    ],
   },
   js.configs.recommended,
   ...tseslint.configs.recommended,

@@ -33,6 +33,10 @@ export default defineConfig({
         extends: true,
         test: { name: "examples", root: "examples", include: ["**/*.test.ts"], exclude: ["**/node_modules/**"] },
       },
+      {
+        extends: true,
+        test: { name: "packaging", root: "test", include: ["**/*.test.ts"] },
+      },
     ],
     reporters: ["default", "./vitest.summary-reporter.ts"],
     passWithNoTests: true,
