@@ -26,6 +26,7 @@ export const KILN_ERROR_CODES = [
   "KILN_ABORTED",
   "KILN_LIFECYCLE",
   "KILN_BUFFER_FULL",
+  "KILN_JOURNAL_FAILED",
 ] as const;
 
 /** A stable Kiln error code. */

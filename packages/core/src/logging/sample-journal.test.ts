@@ -1,7 +1,9 @@
+import { existsSync } from "node:fs";
 import { mkdtemp, appendFile, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
+import { KilnError } from "../domain/errors";
 import { GOOD, quality } from "../domain/quality";
 import type { Sample } from "../domain/sample";
 import { SampleJournal } from "./sample-journal";
@@ -34,7 +36,7 @@ describe("SampleJournal", () => {
     await first.journal.close();
 
     const { journal, recovery } = await SampleJournal.open(path);
-    expect(recovery).toEqual({ records: 2, samples: 5, discardedBytes: 0 });
+    expect(recovery).toEqual({ records: 2, samples: 5, skippedRecords: 0, discardedBytes: 0 });
     expect(await journal.peek()).toEqual(batch(0, 3));
     expect(await journal.peek()).toEqual(batch(0, 3));
     await journal.release();
@@ -49,6 +51,35 @@ describe("SampleJournal", () => {
     await journal.close();
   });
 
+  test("every value a sample may hold reads back equal, across reopen", async () => {
+    const path = join(directory, "values.journal");
+    const values: Sample["value"][] = [
+      NaN,
+      Infinity,
+      -Infinity,
+      -0,
+      0,
+      Number.MAX_VALUE,
+      2n ** 64n - 1n,
+      -(2n ** 63n),
+      "LOT-42\u0000\u0000",
+      "\ud800 lone surrogate",
+      "\uffff",
+      "$bigint",
+      true,
+      null,
+    ];
+    const samples = values.map((value, index) => ({ tag: "v", value, timestamp: index, quality: GOOD }));
+    const first = await SampleJournal.open(path);
+    await first.journal.append(samples);
+    await first.journal.close();
+    const { journal } = await SampleJournal.open(path);
+    const back = await journal.peek();
+    expect(back).toHaveLength(values.length);
+    back!.forEach((sample, index) => expect(Object.is(sample.value, values[index]), String(values[index])).toBe(true));
+    await journal.close();
+  });
+
   test("a torn tail (crash mid-write) is cut off and every earlier record kept", async () => {
     const path = join(directory, "samples.journal");
     const { journal } = await SampleJournal.open(path);
@@ -56,36 +87,70 @@ describe("SampleJournal", () => {
     await journal.append(batch(10, 10));
     await journal.close();
     const intact = (await stat(path)).size;
-    // A third record whose header promises more bytes than were written.
-    const header = Buffer.alloc(8);
-    header.writeUInt32LE(1_000, 0);
-    await appendFile(path, Buffer.concat([header, Buffer.from('[{"tag":"seq"')]));
+    // The start of a third record: a good header whose payload never reached the disk.
+    const bytes = await readFile(path);
+    await appendFile(path, bytes.subarray(0, 30));
 
     const reopened = await SampleJournal.open(path);
-    expect(reopened.recovery).toEqual({ records: 2, samples: 20, discardedBytes: 8 + 13 });
+    expect(reopened.recovery).toEqual({ records: 2, samples: 20, skippedRecords: 0, discardedBytes: 30 });
     expect((await stat(path)).size).toBe(intact);
     await reopened.journal.append(batch(20, 1));
-    const values: number[] = [];
-    for (let next = await reopened.journal.peek(); next; next = await reopened.journal.peek()) {
-      values.push(...next.map((sample) => sample.value as number));
-      await reopened.journal.release();
-    }
-    expect(values).toEqual(Array.from({ length: 21 }, (_, index) => index));
+    expect(await drain(reopened.journal)).toEqual(Array.from({ length: 21 }, (_, index) => index));
     await reopened.journal.close();
   });
 
-  test("a record whose checksum does not match ends the journal there", async () => {
+  test("a corrupt record between good ones is skipped and counted; the records after it are kept", async () => {
     const path = join(directory, "samples.journal");
     const { journal } = await SampleJournal.open(path);
     await journal.append(batch(0, 2));
     await journal.append(batch(2, 2));
+    await journal.append(batch(4, 2));
     await journal.close();
     const bytes = await readFile(path);
-    bytes[bytes.length - 3] = bytes[bytes.length - 3]! ^ 0xff; // flip a byte in the second payload
+    const third = bytes.lastIndexOf(Buffer.from("KJR1".split("").reverse().join(""), "latin1"));
+    bytes[third - 3] = bytes[third - 3]! ^ 0xff; // flip a byte at the end of the second payload
     await writeFile(path, bytes);
     const reopened = await SampleJournal.open(path);
-    expect(reopened.recovery.records).toBe(1);
-    expect(await reopened.journal.peek()).toEqual(batch(0, 2));
+    expect(reopened.recovery).toMatchObject({ records: 2, samples: 4, skippedRecords: 1, discardedBytes: 0 });
+    expect(await drain(reopened.journal)).toEqual([0, 1, 4, 5]);
     await reopened.journal.close();
   });
+
+  test("an append past maxBytes is refused with KILN_BUFFER_FULL and writes nothing", async () => {
+    const path = join(directory, "small.journal");
+    const { journal } = await SampleJournal.open(path, { maxBytes: 400 });
+    await journal.append(batch(0, 3));
+    const used = (await stat(path)).size;
+    const error = await journal.append(batch(3, 10)).catch((caught: unknown) => caught);
+    expect(KilnError.is(error, "KILN_BUFFER_FULL")).toBe(true);
+    expect((await stat(path)).size).toBe(used);
+    expect(journal.samples).toBe(3);
+    await journal.peek();
+    await journal.release();
+    await journal.append(batch(3, 3));
+    expect(await drain(journal)).toEqual([3, 4, 5]);
+    await journal.close();
+  });
+
+  test.skipIf(!existsSync("/dev/full"))(
+    "a full disk (ENOSPC) rejects the append with KILN_JOURNAL_FAILED and counts nothing as spooled (needs /dev/full)",
+    async () => {
+      const { journal } = await SampleJournal.open("/dev/full");
+      const error = await journal.append(batch(0, 3)).catch((caught: unknown) => caught);
+      expect(KilnError.is(error, "KILN_JOURNAL_FAILED")).toBe(true);
+      expect((error as KilnError).details).toMatchObject({ errno: "ENOSPC", operation: "append" });
+      expect(journal.samples).toBe(0);
+      expect(journal.empty).toBe(true);
+      await journal.close();
+    },
+  );
 });
+
+async function drain(journal: SampleJournal): Promise<number[]> {
+  const values: number[] = [];
+  for (let next = await journal.peek(); next; next = await journal.peek()) {
+    values.push(...next.map((sample) => sample.value as number));
+    await journal.release();
+  }
+  return values;
+}

@@ -1,10 +1,5 @@
-import { mkdir, open, type FileHandle } from "node:fs/promises";
-import { dirname } from "node:path";
-import { crc32 } from "node:zlib";
 import type { Sample } from "../domain/sample";
-
-const HEADER_BYTES = 8;
-const MAX_RECORD_BYTES = 256 * 1024 * 1024;
+import { RecordJournal, type RecordJournalOptions } from "../journal/record-journal";
 
 /** What {@link SampleJournal.open} found in an existing file. */
 export interface JournalRecovery {
@@ -12,74 +7,69 @@ export interface JournalRecovery {
   readonly records: number;
   /** Samples in those records. */
   readonly samples: number;
+  /** Corrupt stretches between good records that were skipped (their samples are lost and counted here). */
+  readonly skippedRecords: number;
   /** Bytes of a torn or corrupt tail that were cut off (0 for a clean file). */
   readonly discardedBytes: number;
 }
 
 /**
- * An append-only, crash-safe journal of sample batches on disk (the spool of the `spool`
- * overflow policy). Each record is `[u32 length][u32 crc32][JSON payload]`, little-endian, and
- * is fsynced before `append` resolves. On open, a torn or corrupt tail (a crash mid-write) is
- * detected by length and checksum and cut off; every record before it is kept.
- *
- * Records are read back in order with {@link SampleJournal.peek} and released with
- * {@link SampleJournal.release} once stored; when all are released the file is truncated.
+ * The sample spool: batches of samples in a {@link RecordJournal} (crash-safe, fsynced per
+ * batch, bounded by `maxBytes`, corrupt stretches skipped and counted). Every value a sample
+ * may hold reads back equal: `bigint`, `NaN`, `±Infinity` and `-0` included, which plain JSON
+ * would turn into `null` or `0`.
  */
 export class SampleJournal {
-  /** The journal file, as given to {@link SampleJournal.open}. */
-  readonly path: string;
-  readonly #file: FileHandle;
-  #size: number;
-  #readOffset = 0;
-  #records: number;
-  #samples: number;
-  #pending: { samples: Sample[]; bytes: number } | undefined;
+  readonly #records: RecordJournal;
+  readonly #counts: number[] = [];
+  #samples = 0;
+  #pending: Sample[] | undefined;
+  #undecodable = 0;
 
-  private constructor(path: string, file: FileHandle, size: number, records: number, samples: number) {
-    this.path = path;
-    this.#file = file;
-    this.#size = size;
+  private constructor(records: RecordJournal) {
     this.#records = records;
-    this.#samples = samples;
   }
 
-  /** Opens (creating if needed) the journal at `path`, recovering from a torn tail. */
-  static async open(path: string): Promise<{ journal: SampleJournal; recovery: JournalRecovery }> {
-    await mkdir(dirname(path), { recursive: true });
-    const file = await open(path, "a+");
-    await file.close();
-    const handle = await open(path, "r+");
-    const { size } = await handle.stat();
-    let offset = 0;
-    let records = 0;
-    let samples = 0;
-    const header = Buffer.alloc(HEADER_BYTES);
-    while (offset + HEADER_BYTES <= size) {
-      await handle.read(header, 0, HEADER_BYTES, offset);
-      const length = header.readUInt32LE(0);
-      const checksum = header.readUInt32LE(4);
-      if (length === 0 || length > MAX_RECORD_BYTES || offset + HEADER_BYTES + length > size) break;
-      const payload = Buffer.alloc(length);
-      await handle.read(payload, 0, length, offset + HEADER_BYTES);
-      if (crc32(payload) !== checksum) break;
-      records++;
-      samples += countSamples(payload);
-      offset += HEADER_BYTES + length;
-    }
-    const discardedBytes = size - offset;
-    if (discardedBytes > 0) {
-      await handle.truncate(offset);
-      await handle.sync();
-    }
+  /**
+   * Opens (creating if needed) the spool at `path`, recovering from a torn tail or a corrupt stretch.
+   * @throws KilnError `KILN_JOURNAL_FAILED` when the file cannot be opened or read.
+   */
+  static async open(
+    path: string,
+    options: RecordJournalOptions = {},
+  ): Promise<{ journal: SampleJournal; recovery: JournalRecovery }> {
+    const { journal: records, recovery } = await RecordJournal.open(path, options);
+    const journal = new SampleJournal(records);
+    // Count each record's samples once; the counts are kept so peek and release stay cheap.
+    await records.scan((payload) => {
+      let count = 0;
+      try {
+        count = decodeSamples(payload.toString("utf8")).length;
+      } catch {
+        // Counted as undecodable when peek reaches it.
+      }
+      journal.#counts.push(count);
+      journal.#samples += count;
+    });
     return {
-      journal: new SampleJournal(path, handle, offset, records, samples),
-      recovery: { records, samples, discardedBytes },
+      journal,
+      recovery: {
+        records: recovery.records,
+        samples: journal.#samples,
+        skippedRecords: recovery.skippedRecords,
+        discardedBytes: recovery.discardedBytes,
+      },
     };
+  }
+
+  /** The spool file. */
+  get path(): string {
+    return this.#records.path;
   }
 
   /** Records not yet released. */
   get records(): number {
-    return this.#records;
+    return this.#records.records;
   }
 
   /** Samples in records not yet released. */
@@ -87,73 +77,87 @@ export class SampleJournal {
     return this.#samples;
   }
 
-  /** True when every record has been released. */
-  get empty(): boolean {
-    return this.#records === 0;
+  /** Bytes the spool file holds now. */
+  get bytes(): number {
+    return this.#records.bytes;
   }
 
-  /** Appends one batch as one record and fsyncs it. */
+  /** Records that passed their checksum but could not be decoded, skipped by {@link peek} (0 unless a bug wrote them). */
+  get undecodable(): number {
+    return this.#undecodable;
+  }
+
+  /** True when every record has been released. */
+  get empty(): boolean {
+    return this.#records.empty;
+  }
+
+  /**
+   * Appends one batch as one record and fsyncs it.
+   * @throws KilnError `KILN_BUFFER_FULL` past the size limit, `KILN_JOURNAL_FAILED` when the
+   *   disk refuses it (e.g. `ENOSPC`); in both cases nothing of the batch is kept.
+   */
   async append(samples: readonly Sample[]): Promise<void> {
     if (samples.length === 0) return;
-    const payload = Buffer.from(JSON.stringify(samples, replacer));
-    const record = Buffer.alloc(HEADER_BYTES + payload.length);
-    record.writeUInt32LE(payload.length, 0);
-    record.writeUInt32LE(crc32(payload), 4);
-    payload.copy(record, HEADER_BYTES);
-    await this.#file.write(record, 0, record.length, this.#size);
-    await this.#file.datasync();
-    this.#size += record.length;
-    this.#records++;
+    await this.#records.append(Buffer.from(encodeSamples(samples)));
+    this.#counts.push(samples.length);
     this.#samples += samples.length;
   }
 
-  /** The oldest unreleased batch, or undefined when there is none. Repeated calls return the same batch. */
+  /**
+   * The oldest unreleased batch, or undefined when there is none. Repeated calls return the same
+   * batch. A record that cannot be decoded is skipped and counted in {@link undecodable}.
+   */
   async peek(): Promise<Sample[] | undefined> {
-    if (this.#pending) return this.#pending.samples;
-    if (this.#readOffset + HEADER_BYTES > this.#size) return undefined;
-    const header = Buffer.alloc(HEADER_BYTES);
-    await this.#file.read(header, 0, HEADER_BYTES, this.#readOffset);
-    const length = header.readUInt32LE(0);
-    const payload = Buffer.alloc(length);
-    await this.#file.read(payload, 0, length, this.#readOffset + HEADER_BYTES);
-    const samples = JSON.parse(payload.toString("utf8"), reviver) as Sample[];
-    this.#pending = { samples, bytes: HEADER_BYTES + length };
-    return samples;
+    while (this.#pending === undefined) {
+      const payload = await this.#records.peek();
+      if (payload === undefined) return undefined;
+      try {
+        this.#pending = decodeSamples(payload.toString("utf8"));
+      } catch {
+        this.#undecodable++;
+        await this.#drop();
+      }
+    }
+    return this.#pending;
   }
 
   /** Releases the batch last returned by {@link peek}; truncates the file once all are released. */
   async release(): Promise<void> {
-    const pending = this.#pending;
-    if (!pending) return;
+    if (this.#pending === undefined) return;
+    await this.#drop();
+  }
+
+  async #drop(): Promise<void> {
     this.#pending = undefined;
-    this.#readOffset += pending.bytes;
-    this.#records--;
-    this.#samples -= pending.samples.length;
-    if (this.#readOffset >= this.#size) {
-      await this.#file.truncate(0);
-      await this.#file.datasync();
-      this.#size = 0;
-      this.#readOffset = 0;
-    }
+    this.#samples -= this.#counts.shift() ?? 0;
+    await this.#records.release();
   }
 
   /** Closes the file. Unreleased records stay on disk for the next open. */
   async close(): Promise<void> {
-    await this.#file.close();
+    await this.#records.close();
   }
 }
 
-function countSamples(payload: Buffer): number {
-  return (JSON.parse(payload.toString("utf8")) as unknown[]).length;
+/** JSON with every sample value kept exact: bigint, NaN, ±Infinity and -0 are tagged objects. */
+export function encodeSamples(samples: readonly Sample[]): string {
+  return JSON.stringify(samples, (_key, value: unknown) => {
+    if (typeof value === "bigint") return { $bigint: value.toString() };
+    if (typeof value === "number" && (!Number.isFinite(value) || Object.is(value, -0))) {
+      return { $number: Object.is(value, -0) ? "-0" : String(value) };
+    }
+    return value;
+  });
 }
 
-function replacer(_key: string, value: unknown): unknown {
-  return typeof value === "bigint" ? { $bigint: value.toString() } : value;
-}
-
-function reviver(_key: string, value: unknown): unknown {
-  if (typeof value === "object" && value !== null && "$bigint" in value) {
-    return BigInt((value as { $bigint: string }).$bigint);
-  }
-  return value;
+/** The inverse of {@link encodeSamples}. */
+export function decodeSamples(text: string): Sample[] {
+  return JSON.parse(text, (_key, value: unknown) => {
+    if (typeof value === "object" && value !== null) {
+      if ("$bigint" in value) return BigInt((value as { $bigint: string }).$bigint);
+      if ("$number" in value) return Number((value as { $number: string }).$number);
+    }
+    return value;
+  }) as Sample[];
 }

@@ -1,0 +1,83 @@
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, test } from "vitest";
+import { KilnError } from "../domain/errors";
+import { RecordJournal } from "./record-journal";
+
+let directory: string;
+beforeEach(async () => {
+  directory = await mkdtemp(join(tmpdir(), "kiln-record-journal-"));
+});
+afterEach(async () => {
+  await rm(directory, { recursive: true, force: true });
+});
+
+const payload = (index: number): Buffer => Buffer.from(`record ${index} `.repeat(1 + (index % 7)));
+
+async function readAll(journal: RecordJournal): Promise<string[]> {
+  const seen: string[] = [];
+  for (let next = await journal.peek(); next; next = await journal.peek()) {
+    seen.push(next.toString());
+    await journal.release();
+  }
+  return seen;
+}
+
+describe("RecordJournal", () => {
+  test("one damaged byte anywhere loses at most the record that holds it; every other record is kept in order", async () => {
+    const path = join(directory, "fuzz.journal");
+    const { journal } = await RecordJournal.open(path);
+    const written = Array.from({ length: 12 }, (_, index) => payload(index));
+    for (const record of written) await journal.append(record);
+    await journal.close();
+    const pristine = await readFile(path);
+    let seed = 7;
+    const next = (): number => (seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31);
+    for (let trial = 0; trial < 150; trial++) {
+      const damaged = Buffer.from(pristine);
+      const at = next() % damaged.length;
+      damaged[at] = damaged[at]! ^ (1 + (next() % 255));
+      await writeFile(path, damaged);
+      const { journal: reopened, recovery } = await RecordJournal.open(path);
+      const seen = await readAll(reopened);
+      await reopened.close();
+      const expected = written.map(String);
+      expect(seen.length, `byte ${at}`).toBeGreaterThanOrEqual(expected.length - 1);
+      expect(
+        expected.filter((record) => seen.includes(record)),
+        `byte ${at}`,
+      ).toEqual(seen);
+      if (seen.length < expected.length) {
+        expect(recovery.skippedRecords + (recovery.discardedBytes > 0 ? 1 : 0), `byte ${at}`).toBe(1);
+      }
+    }
+  });
+
+  test("garbage between records (a stray write) is skipped and the records after it are found", async () => {
+    const path = join(directory, "garbage.journal");
+    const { journal } = await RecordJournal.open(path);
+    await journal.append(payload(1));
+    await journal.close();
+    const first = await readFile(path);
+    const { journal: second } = await RecordJournal.open(join(directory, "other.journal"));
+    await second.append(payload(2));
+    await second.close();
+    const other = await readFile(join(directory, "other.journal"));
+    await writeFile(path, Buffer.concat([first, Buffer.alloc(5_000, 0xab), other]));
+    const { journal: reopened, recovery } = await RecordJournal.open(path);
+    expect(recovery).toEqual({ records: 2, skippedRecords: 1, skippedBytes: 5_000, discardedBytes: 0 });
+    expect(await readAll(reopened)).toEqual([String(payload(1)), String(payload(2))]);
+    await reopened.close();
+  });
+
+  test("bad options are refused with KILN_VALIDATION naming maxBytes", async () => {
+    for (const maxBytes of [0, -1, 1.5, Number.NaN]) {
+      const error = await RecordJournal.open(join(directory, "x.journal"), { maxBytes }).catch(
+        (caught: unknown) => caught,
+      );
+      expect(KilnError.is(error, "KILN_VALIDATION")).toBe(true);
+      expect((error as Error).message).toContain("maxBytes");
+    }
+  });
+});
