@@ -65,7 +65,7 @@ export {
   type FixedRateSchedulerOptions,
   type OverrunInfo,
 } from "./acquisition/fixed-rate-scheduler";
-export type { StatsSummary } from "./acquisition/rolling-stats";
+export type { StatsSummary } from "./stats/rolling-stats";
 export { LoggingFilter } from "./logging/logging-filter";
 export {
   SampleLogger,
@@ -155,10 +155,9 @@ export {
 } from "./compose/control-system-options";
 export type { Resolve, ServiceRegistry } from "./compose/service-registry";
 export { Tokens } from "./compose/tokens";
+export { SystemClock, sleepOn } from "./runtime/system-clock";
+export { silentLogger } from "./runtime/silent-logger";
 export {
-  SystemClock,
-  silentLogger,
-  sleepOn,
   type AlarmHistory,
   type AlarmHistoryEntry,
   type AuditEntry,

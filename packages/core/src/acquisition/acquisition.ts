@@ -4,14 +4,15 @@ import { NO_COMMUNICATION, type CurrentValueTable } from "../cvt/current-value-t
 import type { KilnEvents } from "../events/catalogue";
 import type { Disposer, EventBus } from "../events/event-bus";
 import type { Clock } from "../ports/clock";
-import { silentLogger, type Logger } from "../ports/logger";
+import type { Logger } from "../ports/logger";
+import { silentLogger } from "../runtime/silent-logger";
 import type { Counter, Histogram, Metrics } from "../ports/metrics";
 import type { PlcDriver } from "../ports/plc-driver";
 import { CircuitBreaker, type CircuitBreakerSnapshot } from "../resilience/circuit-breaker";
 import { backoffDelay, createRetryPolicy, type RetryPolicy } from "../resilience/retry";
 import { withTimeout } from "../resilience/timeout";
 import { FixedRateScheduler } from "./fixed-rate-scheduler";
-import { RollingStats, type StatsSummary } from "./rolling-stats";
+import { RollingStats, type StatsSummary } from "../stats/rolling-stats";
 
 /** How one scan group is acquired. */
 export interface ScanGroupSettings {

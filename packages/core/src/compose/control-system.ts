@@ -16,8 +16,10 @@ import { SampleLogger, type SampleLoggerHealth } from "../logging/sample-logger"
 import { MemoryMetrics } from "../memory/memory-metrics";
 import { MemoryStore } from "../memory/memory-store";
 import { SimulatedPlc } from "../memory/simulated-plc";
-import { SystemClock, type Clock } from "../ports/clock";
-import { silentLogger, type Logger } from "../ports/logger";
+import type { Clock } from "../ports/clock";
+import { SystemClock } from "../runtime/system-clock";
+import type { Logger } from "../ports/logger";
+import { silentLogger } from "../runtime/silent-logger";
 import type { Store } from "../ports/store";
 import type { PlcDriver } from "../ports/plc-driver";
 import type { StoredRecipe } from "../ports/recipe-repository";
