@@ -43,7 +43,7 @@ export {
   type SimulatedSource,
   type SimulatedWrite,
 } from "./memory/simulated-plc";
-export { MemoryStore, MemoryStoreFaults, type MemoryStoreOptions } from "./memory/memory-store";
+export { MemoryStore, MemoryStoreFaults, type MemoryStoreOptions, type MemoryStorePort } from "./memory/memory-store";
 export {
   MemoryMetrics,
   type HistogramSummary,
@@ -141,12 +141,26 @@ export {
   type AlarmState,
   type AlarmStateName,
 } from "./alarms/index";
+export { ControlSystem, type ControlSystemHealth, type MachineStateMachine } from "./compose/control-system";
+export { createControlSystem } from "./compose/create-control-system";
+export type { TagWriter } from "./compose/checked-write";
 export {
-  ControlSystem,
-  createControlSystem,
-  type ControlSystemHealth,
-  type MachineStateMachine,
-} from "./compose/control-system";
+  guardDriver,
+  guardSampleSink,
+  guardStore,
+  type PortBreakerSettings,
+  type PortHealth,
+  type PortPolicy,
+  type PortPolicyContext,
+  type StorePolicies,
+} from "./compose/port-policies";
+export type {
+  GuardedDriver,
+  GuardedSampleSink,
+  GuardedStore,
+  PortCall,
+  StorePortName,
+} from "./resilience/guarded-ports";
 export {
   resolveControlSystemOptions,
   scanGroupSchema,

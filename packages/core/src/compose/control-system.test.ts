@@ -4,7 +4,7 @@ import { defineTags } from "../domain/tags";
 import { MemoryStore } from "../memory/memory-store";
 import { SimulatedClock } from "../memory/simulated-clock";
 import { SimulatedPlc } from "../memory/simulated-plc";
-import { createControlSystem } from "./control-system";
+import { createControlSystem } from "./create-control-system";
 import { Tokens } from "./tokens";
 
 const tags = defineTags({
@@ -108,14 +108,36 @@ describe("createControlSystem", () => {
       register: (registry) => registry.override(Tokens.Driver, () => replacement),
     });
     expect(system.driver).toBe(replacement);
-    expect(system.container.resolve(Tokens.Clock)).toBe(clock);
+    expect(system.health().acquisition.driver).toBe("replacement");
+    expect("container" in system).toBe(false);
+  });
+
+  test("a host can override a part the container builds: the write path", async () => {
+    const clock = new SimulatedClock({ start: 123_456 });
+    const written: [string, unknown][] = [];
+    const system = createControlSystem({
+      machineId: "ald-3",
+      tags,
+      scanGroups,
+      clock,
+      register: (registry) =>
+        registry.override(Tokens.TagWriter, () => ({
+          write: async (tag, value) => void written.push([tag, value]),
+        })),
+    });
+    await system.start();
+    await system.writeTag({ id: "eng", roles: ["engineer"] }, "valve.ald1", true);
+    await system.stop();
+    expect(written).toEqual([["valve.ald1", true]]);
+    expect(system.health().ports.driver.successes).toBe(system.health().acquisition.breaker.successes);
   });
 
   test("two systems in one process share nothing", () => {
     const first = createControlSystem({ machineId: "a", tags, scanGroups });
     const second = createControlSystem({ machineId: "b", tags, scanGroups });
     expect(first.bus).not.toBe(second.bus);
-    expect(first.container.resolve(Tokens.Store)).not.toBe(second.container.resolve(Tokens.Store));
+    expect(first.store).not.toBe(second.store);
+    expect(first.health().ports.driver).not.toBe(second.health().ports.driver);
   });
 
   test("start twice is a lifecycle error; await using stops it", async () => {
