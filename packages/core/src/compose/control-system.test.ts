@@ -4,6 +4,7 @@ import { defineTags } from "../domain/tags";
 import { MemoryStore } from "../memory/memory-store";
 import { SimulatedClock } from "../memory/simulated-clock";
 import { SimulatedPlc } from "../memory/simulated-plc";
+import { resolveControlSystemOptions } from "./control-system-options";
 import { createControlSystem } from "./create-control-system";
 import { Tokens } from "./tokens";
 
@@ -171,6 +172,37 @@ describe("createControlSystem", () => {
       "scanGroups.fast.periodMs",
       "logging.maxBatchSize",
       "logging.spoolPath",
+    ]);
+  });
+
+  test("store port policies have documented defaults and bad ones name their field", () => {
+    const resolved = resolveControlSystemOptions({
+      machineId: "m",
+      tags,
+      scanGroups,
+      storePolicies: { audit: { timeoutMs: 1_000 } },
+    });
+    expect(resolved.storePolicies.audit).toEqual({
+      timeoutMs: 1_000,
+      breaker: { failureThreshold: 5, recoveryTimeMs: 10_000 },
+      retry: { maxAttempts: 3, initialDelayMs: 100, maxDelayMs: 2_000, multiplier: 2 },
+    });
+    expect(resolved.storePolicies.history.timeoutMs).toBe(30_000);
+    expect(resolved.storePolicies.events.timeoutMs).toBe(5_000);
+    let caught: unknown;
+    try {
+      createControlSystem({
+        machineId: "m",
+        tags,
+        scanGroups,
+        storePolicies: { alarms: { timeoutMs: 0, retry: { initialDelayMs: 500, maxDelayMs: 100 } } },
+      });
+    } catch (error) {
+      caught = error;
+    }
+    expect((caught as KilnValidationError).issues.map((issue) => issue.path)).toEqual([
+      "storePolicies.alarms.timeoutMs",
+      "storePolicies.alarms.retry.maxDelayMs",
     ]);
   });
 
