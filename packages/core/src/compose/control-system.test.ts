@@ -149,6 +149,9 @@ describe("createControlSystem", () => {
       await expect(running.start()).rejects.toMatchObject({ code: "KILN_LIFECYCLE" });
     }
     expect(system.state).toBe("stopped");
+    // stop() disposed the port breakers: starting again is refused, not silently broken.
+    await expect(system.start()).rejects.toMatchObject({ code: "KILN_LIFECYCLE" });
+    expect(system.state).toBe("stopped");
   });
 
   test("bad options fail with KILN_VALIDATION naming every field, and build nothing", () => {

@@ -94,6 +94,7 @@ export class ControlSystem {
   readonly #guardedStore: GuardedStore;
   readonly #writer: TagWriter;
   readonly #recorder: EventRecorder;
+  #disposed = false;
 
   /** @internal use `createControlSystem`; the container stays private to the system. */
   constructor(container: DependencyContainer) {
@@ -128,11 +129,18 @@ export class ControlSystem {
   /**
    * Opens the store, replays any spool, and starts acquisition. A PLC that cannot be reached
    * does not fail start (reconnection runs in the background); bad credentials do.
-   * @throws KilnError `KILN_LIFECYCLE` when not stopped.
+   * @throws KilnError `KILN_LIFECYCLE` when not stopped, or when it has run and been stopped
+   *   (`stop()` disposes its circuit breakers): a system starts once; build a new one.
    */
   async start(): Promise<void> {
     if (this.#lifecycle.state !== "stopped") {
       throw new KilnError("KILN_LIFECYCLE", `Cannot start a control system that is ${this.#lifecycle.state}.`);
+    }
+    if (this.#disposed) {
+      throw new KilnError(
+        "KILN_LIFECYCLE",
+        "This control system was stopped; a system starts once. Build a new one with createControlSystem().",
+      );
     }
     this.#lifecycle.state = "starting";
     try {
@@ -186,6 +194,7 @@ export class ControlSystem {
     } finally {
       this.alarms.dispose();
       disposeGuards(this.#guardedDriver, this.#guardedStore);
+      this.#disposed = true;
       this.#lifecycle.state = "stopped";
       this.#logger.info({ machineId: this.machineId }, "control system stopped");
     }
