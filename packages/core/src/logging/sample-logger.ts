@@ -74,7 +74,7 @@ export interface SampleLoggerHealth {
   readonly blockedWaits: number;
   /** Duration of successful batch writes, in ms. */
   readonly flushLatency: StatsSummary;
-  /** State and counters of the store's circuit breaker. */
+  /** State and counters of the samples port's circuit breaker (`store:samples`). */
   readonly breaker: CircuitBreakerSnapshot;
 }
 
