@@ -76,7 +76,8 @@ function worthRetrying(error: unknown): boolean {
  * breaker named `plc:<driver name>` (one breaker per device, so a failing device refuses writes
  * at once too), each tried once; `connect` and `subscribe` under the timeout only (the
  * acquisition's reconnect loop owns their retries). `close`, `status`, `onStatusChange` and
- * `browse` pass through.
+ * `browse` pass through. `policy.retry` is not used: no driver call is retried here (a read's
+ * retry is the next scan; a write may not be idempotent).
  *
  * @example
  * const guarded = guardDriver(new SimulatedPlc({ tags }), { timeoutMs: 2_000, breaker: { failureThreshold: 3, recoveryTimeMs: 5_000 } }, { clock, bus });
