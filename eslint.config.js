@@ -40,7 +40,7 @@ export default tseslint.config(
   {
     files: ["packages/core/src/**/*.ts"],
     // The conformance suites run against real devices in real time, so they use real timers.
-    ignores: ["**/*.test.ts", "packages/core/src/ports/clock.ts", "packages/core/src/testing/**"],
+    ignores: ["**/*.test.ts", "packages/core/src/runtime/system-clock.ts", "packages/core/src/testing/**"],
     rules: {
       "no-restricted-syntax": [
         "error",

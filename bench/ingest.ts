@@ -6,6 +6,7 @@ import {
   SampleLogger,
   SystemClock,
   defineTags,
+  guardSampleSink,
   type KilnEvents,
   type Sample,
   type TagDefinitionInput,
@@ -68,18 +69,24 @@ function makeSamples(names: readonly string[]): Sample[] {
  */
 async function writeThroughStore(store: PostgresStore, samples: readonly Sample[]): Promise<number> {
   const clock = new SystemClock();
+  const bus = new EventBus<KilnEvents>();
   const logger = new SampleLogger({
-    sink: store.samples,
+    sink: guardSampleSink(
+      store.samples,
+      {
+        timeoutMs: 60_000,
+        retry: { maxAttempts: Number.MAX_SAFE_INTEGER, initialDelayMs: 50, maxDelayMs: 1_000 },
+        breaker: { failureThreshold: 5, recoveryTimeMs: 5_000 },
+      },
+      { clock, bus },
+    ),
     clock,
-    bus: new EventBus<KilnEvents>(),
+    bus,
     maxBatchSize: BATCH,
     maxLatencyMs: 50,
     flushConcurrency: CONCURRENCY,
     maxBufferedSamples: BATCH * CONCURRENCY * 4,
     overflow: "block",
-    writeTimeoutMs: 60_000,
-    retry: { initialDelayMs: 50, maxDelayMs: 1_000 },
-    breaker: { failureThreshold: 5, recoveryTimeMs: 5_000 },
     drainTimeoutMs: 120_000,
   });
   await logger.start();

@@ -15,6 +15,7 @@ import {
   SimulatedPlc,
   SystemClock,
   defineTags,
+  guardSampleSink,
   type KilnEvents,
   type Sample,
   type SampleSink,
@@ -58,7 +59,15 @@ async function kilnRun(
   const cvt = new CurrentValueTable({ tags: list });
   const filter = new LoggingFilter(list);
   const logger = new SampleLogger({
-    sink,
+    sink: guardSampleSink(
+      sink,
+      {
+        timeoutMs: 10_000,
+        retry: { maxAttempts: Number.MAX_SAFE_INTEGER, initialDelayMs: 10, maxDelayMs: 100 },
+        breaker: { failureThreshold: 5, recoveryTimeMs: 1_000 },
+      },
+      { clock, bus },
+    ),
     clock,
     bus,
     maxBatchSize: 5_000,
@@ -66,9 +75,6 @@ async function kilnRun(
     flushConcurrency: 2,
     maxBufferedSamples: 200_000,
     overflow: "block",
-    writeTimeoutMs: 10_000,
-    retry: { initialDelayMs: 10, maxDelayMs: 100 },
-    breaker: { failureThreshold: 5, recoveryTimeMs: 1_000 },
     drainTimeoutMs: 30_000,
   });
   await logger.start();

@@ -43,7 +43,7 @@ export {
   type SimulatedSource,
   type SimulatedWrite,
 } from "./memory/simulated-plc";
-export { MemoryStore, MemoryStoreFaults, type MemoryStoreOptions } from "./memory/memory-store";
+export { MemoryStore, MemoryStoreFaults, type MemoryStoreOptions, type MemoryStorePort } from "./memory/memory-store";
 export {
   MemoryMetrics,
   type HistogramSummary,
@@ -65,7 +65,7 @@ export {
   type FixedRateSchedulerOptions,
   type OverrunInfo,
 } from "./acquisition/fixed-rate-scheduler";
-export type { StatsSummary } from "./acquisition/rolling-stats";
+export type { StatsSummary } from "./stats/rolling-stats";
 export { LoggingFilter } from "./logging/logging-filter";
 export {
   SampleLogger,
@@ -141,12 +141,26 @@ export {
   type AlarmState,
   type AlarmStateName,
 } from "./alarms/index";
+export { ControlSystem, type ControlSystemHealth, type MachineStateMachine } from "./compose/control-system";
+export { createControlSystem } from "./compose/create-control-system";
+export type { TagWriter } from "./compose/checked-write";
 export {
-  ControlSystem,
-  createControlSystem,
-  type ControlSystemHealth,
-  type MachineStateMachine,
-} from "./compose/control-system";
+  guardDriver,
+  guardSampleSink,
+  guardStore,
+  type PortBreakerSettings,
+  type PortHealth,
+  type PortPolicy,
+  type PortPolicyContext,
+  type StorePolicies,
+} from "./compose/port-policies";
+export type {
+  GuardedDriver,
+  GuardedSampleSink,
+  GuardedStore,
+  PortCall,
+  StorePortName,
+} from "./resilience/guarded-ports";
 export {
   resolveControlSystemOptions,
   scanGroupSchema,
@@ -155,10 +169,9 @@ export {
 } from "./compose/control-system-options";
 export type { Resolve, ServiceRegistry } from "./compose/service-registry";
 export { Tokens } from "./compose/tokens";
+export { SystemClock, sleepOn } from "./runtime/system-clock";
+export { silentLogger } from "./runtime/silent-logger";
 export {
-  SystemClock,
-  silentLogger,
-  sleepOn,
   type AlarmHistory,
   type AlarmHistoryEntry,
   type AuditEntry,

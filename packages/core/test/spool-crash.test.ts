@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterEach, beforeEach, expect, test } from "vitest";
-import { EventBus, MemoryStore, SampleLogger, type KilnEvents } from "@kiln/core";
+import { EventBus, MemoryStore, SampleLogger, guardSampleSink, type KilnEvents } from "@kiln/core";
 import { SimulatedClock } from "@kiln/core/testing";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -57,7 +57,15 @@ test("a process killed with SIGKILL loses nothing that reached the spool; a rest
   await store.open([]);
   const bus = new EventBus<KilnEvents>();
   const logger = new SampleLogger({
-    sink: store.samples,
+    sink: guardSampleSink(
+      store.samples,
+      {
+        timeoutMs: 1_000,
+        retry: { maxAttempts: Number.MAX_SAFE_INTEGER, initialDelayMs: 10, maxDelayMs: 100 },
+        breaker: { failureThreshold: 5, recoveryTimeMs: 1_000 },
+      },
+      { clock, bus },
+    ),
     clock,
     bus,
     maxBatchSize: 500,
@@ -66,9 +74,6 @@ test("a process killed with SIGKILL loses nothing that reached the spool; a rest
     maxBufferedSamples: 1_000,
     overflow: "spool",
     spoolPath,
-    writeTimeoutMs: 1_000,
-    retry: { initialDelayMs: 10, maxDelayMs: 100 },
-    breaker: { failureThreshold: 5, recoveryTimeMs: 1_000 },
     drainTimeoutMs: 5_000,
   });
   await logger.start();

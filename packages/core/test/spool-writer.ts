@@ -4,7 +4,15 @@
  * write it prints `spooled <total>` (the journal is fsynced before that line is printed).
  * The parent kills it with SIGKILL at an arbitrary moment.
  */
-import { EventBus, GOOD, SampleLogger, SystemClock, type KilnEvents, type SampleSink } from "@kiln/core";
+import {
+  EventBus,
+  GOOD,
+  SampleLogger,
+  SystemClock,
+  guardSampleSink,
+  type KilnEvents,
+  type SampleSink,
+} from "@kiln/core";
 import { KilnError } from "@kiln/core";
 
 const spoolPath = process.argv[2];
@@ -17,7 +25,15 @@ const downStore: SampleSink = {
   writeBatch: () => Promise.reject(new KilnError("KILN_STORE_ERROR", "store down", { retryable: true })),
 };
 const logger = new SampleLogger({
-  sink: downStore,
+  sink: guardSampleSink(
+    downStore,
+    {
+      timeoutMs: 100,
+      retry: { maxAttempts: Number.MAX_SAFE_INTEGER, initialDelayMs: 10, maxDelayMs: 50 },
+      breaker: { failureThreshold: 2, recoveryTimeMs: 1_000 },
+    },
+    { clock, bus },
+  ),
   clock,
   bus,
   maxBatchSize: 100,
@@ -26,9 +42,6 @@ const logger = new SampleLogger({
   maxBufferedSamples: 200,
   overflow: "spool",
   spoolPath,
-  writeTimeoutMs: 100,
-  retry: { initialDelayMs: 10, maxDelayMs: 50 },
-  breaker: { failureThreshold: 2, recoveryTimeMs: 1_000 },
   drainTimeoutMs: 1_000,
 });
 

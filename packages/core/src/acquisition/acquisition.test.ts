@@ -7,7 +7,8 @@ import { EventBus } from "../events/event-bus";
 import { MemoryMetrics } from "../memory/memory-metrics";
 import { SimulatedClock } from "../memory/simulated-clock";
 import { SimulatedPlc } from "../memory/simulated-plc";
-import { Acquisition, type AcquisitionPolicy, type ScanGroupSettings } from "./acquisition";
+import { guardDriver } from "../compose/port-policies";
+import { Acquisition, type ScanGroupSettings } from "./acquisition";
 
 const tags = defineTags({
   "fast.counter": { dataType: "uint32", scanGroup: "fast" },
@@ -15,14 +16,22 @@ const tags = defineTags({
   "slow.temperature": { dataType: "float64", scanGroup: "slow" },
 });
 
-const policy: AcquisitionPolicy = {
+/** The device policy (applied by guardDriver, as composition does) and the reconnect backoff. */
+interface TestPolicy {
+  readonly timeoutMs: number;
+  readonly failureThreshold: number;
+  readonly recoveryTimeMs: number;
+  readonly reconnect: { initialDelayMs: number; maxDelayMs: number; random: () => number };
+}
+
+const policy: TestPolicy = {
   timeoutMs: 40,
   failureThreshold: 3,
   recoveryTimeMs: 1_000,
   reconnect: { initialDelayMs: 100, maxDelayMs: 1_000, random: () => 0.5 },
 };
 
-function setup(options: { groups?: Record<string, ScanGroupSettings>; policy?: Partial<AcquisitionPolicy> } = {}) {
+function setup(options: { groups?: Record<string, ScanGroupSettings>; policy?: Partial<TestPolicy> } = {}) {
   const clock = new SimulatedClock({ start: 0 });
   const bus = new EventBus<KilnEvents>({ now: () => clock.now() });
   const plc = new SimulatedPlc({
@@ -38,8 +47,17 @@ function setup(options: { groups?: Record<string, ScanGroupSettings>; policy?: P
   const metrics = new MemoryMetrics();
   const events: { type: string; event: unknown }[] = [];
   bus.tap((type, event) => void events.push({ type, event }));
+  const settings = { ...policy, ...options.policy };
+  const driver = guardDriver(
+    plc,
+    {
+      timeoutMs: settings.timeoutMs,
+      breaker: { failureThreshold: settings.failureThreshold, recoveryTimeMs: settings.recoveryTimeMs },
+    },
+    { clock, bus },
+  );
   const acquisition = new Acquisition({
-    driver: plc,
+    driver,
     tags: tags.list(),
     groups: options.groups ?? {
       fast: { periodMs: 50, mode: "poll", staleAfterPeriods: 3 },
@@ -49,7 +67,7 @@ function setup(options: { groups?: Record<string, ScanGroupSettings>; policy?: P
     clock,
     bus,
     metrics,
-    policy: { ...policy, ...options.policy },
+    policy: { reconnect: settings.reconnect },
   });
   const ofType = <TType extends keyof KilnEvents>(type: TType) =>
     events.filter((entry) => entry.type === type).map((entry) => entry.event as KilnEvents[TType]);
@@ -231,7 +249,11 @@ describe("Acquisition", () => {
     expect(
       () =>
         new Acquisition({
-          driver: plc,
+          driver: guardDriver(
+            plc,
+            { timeoutMs: 40, breaker: { failureThreshold: 3, recoveryTimeMs: 1_000 } },
+            { clock },
+          ),
           tags: tags.list(),
           groups: { fast: { periodMs: 50, mode: "poll", staleAfterPeriods: 3 } },
           cvt: new CurrentValueTable({ tags: tags.list() }),

@@ -4,14 +4,15 @@ import { NO_COMMUNICATION, type CurrentValueTable } from "../cvt/current-value-t
 import type { KilnEvents } from "../events/catalogue";
 import type { Disposer, EventBus } from "../events/event-bus";
 import type { Clock } from "../ports/clock";
-import { silentLogger, type Logger } from "../ports/logger";
+import type { Logger } from "../ports/logger";
+import { silentLogger } from "../runtime/silent-logger";
 import type { Counter, Histogram, Metrics } from "../ports/metrics";
 import type { PlcDriver } from "../ports/plc-driver";
-import { CircuitBreaker, type CircuitBreakerSnapshot } from "../resilience/circuit-breaker";
+import type { CircuitBreaker, CircuitBreakerSnapshot } from "../resilience/circuit-breaker";
+import type { GuardedDriver } from "../resilience/guarded-ports";
 import { backoffDelay, createRetryPolicy, type RetryPolicy } from "../resilience/retry";
-import { withTimeout } from "../resilience/timeout";
 import { FixedRateScheduler } from "./fixed-rate-scheduler";
-import { RollingStats, type StatsSummary } from "./rolling-stats";
+import { RollingStats, type StatsSummary } from "../stats/rolling-stats";
 
 /** How one scan group is acquired. */
 export interface ScanGroupSettings {
@@ -27,14 +28,11 @@ export interface ScanGroupSettings {
   readonly deadband?: number;
 }
 
-/** Connection handling of an {@link Acquisition}. */
+/**
+ * Reconnection handling of an {@link Acquisition}. The call timeout and the device breaker are
+ * the guarded driver's (composition applies them once, see `guardDriver`).
+ */
 export interface AcquisitionPolicy {
-  /** Time allowed to one driver call (connect, read, subscribe), in ms. */
-  readonly timeoutMs: number;
-  /** Consecutive failed reads that declare the connection lost. */
-  readonly failureThreshold: number;
-  /** How long the breaker stays open before turning half-open on its own, in ms. */
-  readonly recoveryTimeMs: number;
   /** Reconnection backoff: capped exponential with jitter. */
   readonly reconnect: {
     readonly initialDelayMs: number;
@@ -46,8 +44,12 @@ export interface AcquisitionPolicy {
 
 /** Options of {@link Acquisition}. */
 export interface AcquisitionOptions {
-  /** The driver to acquire from: `start` connects it, {@link Acquisition.close} closes it. */
-  readonly driver: PlcDriver;
+  /**
+   * The driver to acquire from, already wrapped in its timeout and breaker by composition:
+   * `start` connects it, {@link Acquisition.close} closes it. Consecutive failed reads open its
+   * breaker, which takes the link offline.
+   */
+  readonly driver: GuardedDriver;
   /** The tags this driver serves; each belongs to `groups[tag.scanGroup]`. */
   readonly tags: readonly Tag[];
   /** Settings of each scan group, by group name. */
@@ -58,7 +60,7 @@ export interface AcquisitionOptions {
   readonly clock: Clock;
   /** Where connection, breaker and scan-overrun events are published. */
   readonly bus: EventBus<KilnEvents>;
-  /** Timeouts, circuit breaker and reconnection backoff. */
+  /** Reconnection backoff. */
   readonly policy: AcquisitionPolicy;
   /** Where scan lateness, overruns and failed reads are counted; nothing is reported when omitted. */
   readonly metrics?: Metrics;
@@ -122,8 +124,8 @@ interface Group {
 
 /**
  * Acquires one driver's tags into the current value table: fixed-rate polls per scan group (one
- * bulk read each), or subscriptions where the driver and group allow. Every driver call has a
- * timeout and goes through the driver's circuit breaker. When the breaker opens or the driver
+ * bulk read each), or subscriptions where the driver and group allow. The driver comes guarded
+ * (every call has a timeout; reads and writes share the device's circuit breaker). When the breaker opens or the driver
  * reports a dropped connection, every tag turns `uncertain` ("no communication, last usable
  * value"), `plc-connection-lose` is published, and reconnection runs with capped exponential
  * backoff and jitter; on success `plc-connection-restore` is published, subscriptions (the
@@ -132,7 +134,6 @@ interface Group {
 export class Acquisition {
   readonly #options: AcquisitionOptions;
   readonly #groups: Group[];
-  readonly #breaker: CircuitBreaker;
   readonly #retry: RetryPolicy;
   readonly #logger: Logger;
   readonly #disposers: Disposer[] = [];
@@ -177,13 +178,6 @@ export class Acquisition {
         readDuration: new RollingStats(),
       };
     });
-    this.#breaker = new CircuitBreaker({
-      name: `plc:${options.driver.name}`,
-      clock: options.clock,
-      bus: options.bus,
-      failureThreshold: options.policy.failureThreshold,
-      recoveryTimeMs: options.policy.recoveryTimeMs,
-    });
     const metrics = options.metrics;
     this.#instruments = metrics && {
       periodError: metrics.histogram("kiln_scan_period_error_ms", "Scan start lateness"),
@@ -199,7 +193,7 @@ export class Acquisition {
 
   /** The driver's breaker (for health). */
   get breaker(): CircuitBreaker {
-    return this.#breaker;
+    return this.#options.driver.breaker;
   }
 
   /** `online`, `offline` (reconnecting) or `stopped`. */
@@ -228,18 +222,14 @@ export class Acquisition {
           this.#wake?.abort();
         }
       }),
-      this.#breaker.onStateChange((change) => {
+      driver.breaker.onStateChange((change) => {
         if (change.to === "open" && this.#link === "online") this.#goOffline(change.reason);
       }),
     );
     this.#link = "offline";
     this.#lostAt = clock.now();
     try {
-      await withTimeout((signal) => driver.connect(signal), {
-        clock,
-        timeoutMs: this.#options.policy.timeoutMs,
-        name: `${driver.name}.connect`,
-      });
+      await driver.connect();
       await this.#goOnline();
     } catch (error) {
       if (KilnError.is(error) && !error.retryable) {
@@ -285,7 +275,6 @@ export class Acquisition {
     await this.#reconnecting;
     this.#unsubscribeAll();
     this.#disposeListeners();
-    this.#breaker.dispose();
   }
 
   /** Closes the driver. Call after {@link stop}. */
@@ -299,7 +288,7 @@ export class Acquisition {
       driver: this.#options.driver.name,
       link: this.#link,
       driverStatus: this.#options.driver.status,
-      breaker: this.#breaker.snapshot,
+      breaker: this.#options.driver.breaker.snapshot,
       reconnectAttempts: this.#reconnectAttempts,
       ...(this.#lastError === undefined ? {} : { lastError: this.#lastError }),
       groups: this.#groups.map((group) => ({
@@ -318,20 +307,13 @@ export class Acquisition {
 
   async #poll(group: Group): Promise<void> {
     if (this.#link !== "online") return;
-    const { driver, clock, cvt, policy } = this.#options;
+    const { driver, clock, cvt } = this.#options;
     const waiting = this.#options.beforeRead?.();
     if (waiting) await untilAborted(waiting, this.#stopping!.signal);
     if (this.#link !== "online") return;
     const started = clock.now();
     try {
-      const samples = await this.#breaker.execute(() =>
-        withTimeout((signal) => driver.read(group.tags, signal), {
-          clock,
-          timeoutMs: policy.timeoutMs,
-          name: `${driver.name}.read`,
-          signal: this.#stopping!.signal,
-        }),
-      );
+      const samples = await driver.read(group.tags, this.#stopping!.signal);
       const now = clock.now();
       group.readDuration.observe(now - started);
       cvt.update(samples, now);
@@ -363,26 +345,22 @@ export class Acquisition {
   }
 
   async #goOnline(): Promise<void> {
-    const { clock, driver, cvt, bus, policy } = this.#options;
+    const { clock, driver, cvt, bus } = this.#options;
     for (const group of this.#groups) {
       if (group.mode !== "subscribe") continue;
-      group.unsubscribe = await withTimeout(
-        () =>
-          driver.subscribe!(
-            group.tags,
-            {
-              samplingIntervalMs: group.settings.periodMs,
-              ...(group.settings.queueSize === undefined ? {} : { queueSize: group.settings.queueSize }),
-              ...(group.settings.deadband === undefined ? {} : { deadband: group.settings.deadband }),
-            },
-            (samples) => cvt.update(samples, clock.now()),
-          ),
-        { clock, timeoutMs: policy.timeoutMs, name: `${driver.name}.subscribe` },
+      group.unsubscribe = await driver.subscribe!(
+        group.tags,
+        {
+          samplingIntervalMs: group.settings.periodMs,
+          ...(group.settings.queueSize === undefined ? {} : { queueSize: group.settings.queueSize }),
+          ...(group.settings.deadband === undefined ? {} : { deadband: group.settings.deadband }),
+        },
+        (samples) => cvt.update(samples, clock.now()),
       );
     }
     const wasOffline = this.#link === "offline";
     this.#link = "online";
-    this.#breaker.reset();
+    driver.breaker.reset();
     if (wasOffline && this.#reconnectAttempts > 0) {
       const now = clock.now();
       this.#logger.info({ downtimeMs: now - this.#lostAt }, "PLC connection restored");
@@ -391,7 +369,7 @@ export class Acquisition {
   }
 
   async #reconnectLoop(): Promise<void> {
-    const { clock, driver, cvt, policy } = this.#options;
+    const { clock, driver, cvt } = this.#options;
     let attempt = 0;
     while (this.#link === "offline") {
       attempt++;
@@ -406,19 +384,11 @@ export class Acquisition {
       this.#reconnectAttempts++;
       try {
         if (driver.status === "disconnected" || driver.status === "closed") {
-          await withTimeout((signal) => driver.connect(signal), {
-            clock,
-            timeoutMs: policy.timeoutMs,
-            name: `${driver.name}.connect`,
-          });
+          await driver.connect();
         }
         const probe = this.#groups.find((group) => group.mode === "poll") ?? this.#groups[0];
         if (probe) {
-          const samples = await withTimeout((signal) => driver.read(probe.tags, signal), {
-            clock,
-            timeoutMs: policy.timeoutMs,
-            name: `${driver.name}.read`,
-          });
+          const samples = await driver.probe(probe.tags);
           if (this.#link !== "offline") return;
           cvt.update(samples, clock.now());
         }

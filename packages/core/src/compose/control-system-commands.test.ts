@@ -6,7 +6,7 @@ import { SimulatedClock } from "../memory/simulated-clock";
 import { SimulatedPlc } from "../memory/simulated-plc";
 import type { RecipeInput } from "../recipes/recipe-schema";
 import type { Principal } from "../security/authorization";
-import { createControlSystem } from "./control-system";
+import { createControlSystem } from "./create-control-system";
 
 const tags = defineTags({
   "chamber.pressure": { dataType: "float64", unit: "mbar", range: { min: 0, max: 100 }, scanGroup: "fast" },

@@ -80,6 +80,44 @@ const loggingSchema = z
   })
   .prefault({});
 
+const storePortPolicySchema = (timeoutMs: number) =>
+  z
+    .object({
+      timeoutMs: positive.default(timeoutMs),
+      breaker: z
+        .object({ failureThreshold: positiveInteger.default(5), recoveryTimeMs: positive.default(10_000) })
+        .strict()
+        .prefault({}),
+      retry: z
+        .object({
+          maxAttempts: positiveInteger.default(3),
+          initialDelayMs: z.number().nonnegative().default(100),
+          maxDelayMs: positive.default(2_000),
+          multiplier: z.number().min(1).default(2),
+        })
+        .strict()
+        .refine((value) => value.maxDelayMs >= value.initialDelayMs, {
+          message: "maxDelayMs must be at least initialDelayMs",
+          path: ["maxDelayMs"],
+        })
+        .prefault({}),
+    })
+    .strict()
+    .prefault({});
+
+/** zod schema of `storePolicies`: one policy per store port (the samples port is configured under `logging`). */
+export const storePoliciesSchema = z
+  .object({
+    history: storePortPolicySchema(30_000),
+    events: storePortPolicySchema(5_000),
+    processes: storePortPolicySchema(5_000),
+    recipes: storePortPolicySchema(5_000),
+    alarms: storePortPolicySchema(5_000),
+    audit: storePortPolicySchema(5_000),
+  })
+  .strict()
+  .prefault({});
+
 const safeStateSchema = z.array(
   z.object({ tag: z.string().min(1), value: z.union([z.number(), z.boolean(), z.string()]) }).strict(),
 );
@@ -135,6 +173,7 @@ const optionsSchema = z
     scanGroups: z.record(z.string().min(1), scanGroupSchema).prefault({ default: { periodMs: 1_000 } }),
     acquisition: acquisitionSchema,
     logging: loggingSchema,
+    storePolicies: storePoliciesSchema,
     alarms: z.array(z.unknown()).default([]),
     machine: machineSchema,
     authorization: authorizationSchema,
@@ -165,10 +204,35 @@ export interface ControlSystemOptions {
   readonly metrics?: Metrics;
   /** Scan groups by name; every tag's `scanGroup` must be one of them. @default `{ default: { periodMs: 1000 } }` */
   readonly scanGroups?: Readonly<Record<string, z.input<typeof scanGroupSchema>>>;
-  /** Driver call timeout, breaker and reconnection backoff. */
+  /**
+   * The device policy (composition wraps the driver in it once; reads and writes share it) and
+   * the reconnection backoff.
+   * - `timeoutMs`: time one driver call (connect, read, write, subscribe) may take. @default 2000
+   * - `failureThreshold`: consecutive failed calls that open the device breaker and take the link offline. @default 3
+   * - `recoveryTimeMs`: how long the breaker stays open before it turns half-open. @default 5000
+   * - `reconnect`: `{ initialDelayMs: 500, maxDelayMs: 30000, multiplier: 2 }`, with full jitter.
+   */
   readonly acquisition?: z.input<typeof acquisitionSchema>;
-  /** Batching, overflow policy, spool and store retry of the logging pipeline. */
+  /**
+   * Batching, overflow policy and spool of the logging pipeline, and the policy of the samples
+   * port (`samples.writeBatch`, which is idempotent and retried until stored, spooled or stopped):
+   * `writeTimeoutMs` (@default 10000), `retry` backoff (@default `{ initialDelayMs: 200, maxDelayMs: 10000, multiplier: 2 }`)
+   * and `breaker` (@default `{ failureThreshold: 5, recoveryTimeMs: 10000 }`).
+   */
   readonly logging?: z.input<typeof loggingSchema>;
+  /**
+   * The policy of each other store port, each with its own breaker (`store:<port>`), so a slow
+   * history query or a stuck audit table opens only its own breaker. Every call has the port's
+   * `timeoutMs`; `retry` applies only to idempotent calls (reads and `recipes.save`), never to
+   * `events.append`, `processes.save`, `alarms.record` or `audit.record`.
+   *
+   * Defaults per port: `timeoutMs` 5000 (`history`: 30000), `breaker` `{ failureThreshold: 5,
+   * recoveryTimeMs: 10000 }`, `retry` `{ maxAttempts: 3, initialDelayMs: 100, maxDelayMs: 2000, multiplier: 2 }`.
+   *
+   * @example
+   * createControlSystem({ machineId, tags, storePolicies: { audit: { timeoutMs: 1_000 } } });
+   */
+  readonly storePolicies?: z.input<typeof storePoliciesSchema>;
   /** ISA-18.2 alarm definitions on the tags. */
   readonly alarms?: readonly AlarmDefinitionInput[];
   /** The machine's state model and the safe state applied on abort and interlock trips. */

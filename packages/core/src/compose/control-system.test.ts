@@ -4,7 +4,8 @@ import { defineTags } from "../domain/tags";
 import { MemoryStore } from "../memory/memory-store";
 import { SimulatedClock } from "../memory/simulated-clock";
 import { SimulatedPlc } from "../memory/simulated-plc";
-import { createControlSystem } from "./control-system";
+import { resolveControlSystemOptions } from "./control-system-options";
+import { createControlSystem } from "./create-control-system";
 import { Tokens } from "./tokens";
 
 const tags = defineTags({
@@ -108,14 +109,36 @@ describe("createControlSystem", () => {
       register: (registry) => registry.override(Tokens.Driver, () => replacement),
     });
     expect(system.driver).toBe(replacement);
-    expect(system.container.resolve(Tokens.Clock)).toBe(clock);
+    expect(system.health().acquisition.driver).toBe("replacement");
+    expect("container" in system).toBe(false);
+  });
+
+  test("a host can override a part the container builds: the write path", async () => {
+    const clock = new SimulatedClock({ start: 123_456 });
+    const written: [string, unknown][] = [];
+    const system = createControlSystem({
+      machineId: "ald-3",
+      tags,
+      scanGroups,
+      clock,
+      register: (registry) =>
+        registry.override(Tokens.TagWriter, () => ({
+          write: async (tag, value) => void written.push([tag, value]),
+        })),
+    });
+    await system.start();
+    await system.writeTag({ id: "eng", roles: ["engineer"] }, "valve.ald1", true);
+    await system.stop();
+    expect(written).toEqual([["valve.ald1", true]]);
+    expect(system.health().ports.driver.successes).toBe(system.health().acquisition.breaker.successes);
   });
 
   test("two systems in one process share nothing", () => {
     const first = createControlSystem({ machineId: "a", tags, scanGroups });
     const second = createControlSystem({ machineId: "b", tags, scanGroups });
     expect(first.bus).not.toBe(second.bus);
-    expect(first.container.resolve(Tokens.Store)).not.toBe(second.container.resolve(Tokens.Store));
+    expect(first.store).not.toBe(second.store);
+    expect(first.health().ports.driver).not.toBe(second.health().ports.driver);
   });
 
   test("start twice is a lifecycle error; await using stops it", async () => {
@@ -125,6 +148,9 @@ describe("createControlSystem", () => {
       await running.start();
       await expect(running.start()).rejects.toMatchObject({ code: "KILN_LIFECYCLE" });
     }
+    expect(system.state).toBe("stopped");
+    // stop() disposed the port breakers: starting again is refused, not silently broken.
+    await expect(system.start()).rejects.toMatchObject({ code: "KILN_LIFECYCLE" });
     expect(system.state).toBe("stopped");
   });
 
@@ -149,6 +175,37 @@ describe("createControlSystem", () => {
       "scanGroups.fast.periodMs",
       "logging.maxBatchSize",
       "logging.spoolPath",
+    ]);
+  });
+
+  test("store port policies have documented defaults and bad ones name their field", () => {
+    const resolved = resolveControlSystemOptions({
+      machineId: "m",
+      tags,
+      scanGroups,
+      storePolicies: { audit: { timeoutMs: 1_000 } },
+    });
+    expect(resolved.storePolicies.audit).toEqual({
+      timeoutMs: 1_000,
+      breaker: { failureThreshold: 5, recoveryTimeMs: 10_000 },
+      retry: { maxAttempts: 3, initialDelayMs: 100, maxDelayMs: 2_000, multiplier: 2 },
+    });
+    expect(resolved.storePolicies.history.timeoutMs).toBe(30_000);
+    expect(resolved.storePolicies.events.timeoutMs).toBe(5_000);
+    let caught: unknown;
+    try {
+      createControlSystem({
+        machineId: "m",
+        tags,
+        scanGroups,
+        storePolicies: { alarms: { timeoutMs: 0, retry: { initialDelayMs: 500, maxDelayMs: 100 } } },
+      });
+    } catch (error) {
+      caught = error;
+    }
+    expect((caught as KilnValidationError).issues.map((issue) => issue.path)).toEqual([
+      "storePolicies.alarms.timeoutMs",
+      "storePolicies.alarms.retry.maxDelayMs",
     ]);
   });
 

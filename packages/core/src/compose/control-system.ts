@@ -1,51 +1,33 @@
-import "reflect-metadata";
-import { container as rootContainer, type DependencyContainer, type InjectionToken } from "tsyringe";
-import { Acquisition, type AcquisitionHealth } from "../acquisition/acquisition";
-import { AlarmEngine } from "../alarms/alarm-engine";
-import { CurrentValueTable } from "../cvt/current-value-table";
-import { KilnError, KilnValidationError } from "../domain/errors";
+import type { DependencyContainer } from "tsyringe";
+import type { Acquisition, AcquisitionHealth } from "../acquisition/acquisition";
+import type { AlarmEngine, AlarmShelveOptions, AlarmSnapshot } from "../alarms/alarm-engine";
+import type { CurrentValueTable } from "../cvt/current-value-table";
+import { KilnError } from "../domain/errors";
 import type { Sample } from "../domain/sample";
-import { checkTagValue, type TagCatalog, type TagValue } from "../domain/tags";
+import type { TagCatalog, TagValue } from "../domain/tags";
 import type { KilnEvents } from "../events/catalogue";
-import { EventBus, type Disposer } from "../events/event-bus";
-import { kilnMachineModel } from "../fsm/kiln-machine-model";
-import { packmlModel } from "../fsm/packml-model";
-import { StateMachine } from "../fsm/state-machine";
-import { LoggingFilter } from "../logging/logging-filter";
-import { SampleLogger, type SampleLoggerHealth } from "../logging/sample-logger";
-import { MemoryMetrics } from "../memory/memory-metrics";
-import { MemoryStore } from "../memory/memory-store";
-import { SimulatedPlc } from "../memory/simulated-plc";
-import { SystemClock, type Clock } from "../ports/clock";
-import { silentLogger, type Logger } from "../ports/logger";
-import type { Store } from "../ports/store";
+import type { Disposer, EventBus } from "../events/event-bus";
+import type { StateMachine } from "../fsm/state-machine";
+import type { LoggingFilter } from "../logging/logging-filter";
+import type { SampleLogger, SampleLoggerHealth } from "../logging/sample-logger";
+import type { Clock } from "../ports/clock";
+import type { Logger } from "../ports/logger";
 import type { PlcDriver } from "../ports/plc-driver";
 import type { StoredRecipe } from "../ports/recipe-repository";
-import type { AlarmShelveOptions, AlarmSnapshot } from "../alarms/alarm-engine";
-import { kilnMachineBinding, packmlMachineBinding } from "../recipes/machine-binding";
+import type { Store } from "../ports/store";
 import { recoverInterrupted } from "../recipes/process-recovery";
-import {
-  RecipeExecutor,
-  type ProcessResult,
-  type RecipeProcess,
-  type StartRecipeOptions,
-} from "../recipes/recipe-executor";
-import { tableRecipeIo } from "../recipes/recipe-io";
+import type { ProcessResult, RecipeExecutor, RecipeProcess, StartRecipeOptions } from "../recipes/recipe-executor";
 import { storedRecipeOf, type RecipeInput } from "../recipes/recipe-schema";
 import { recipeResolver, validateRecipe } from "../recipes/recipe-validation";
-import { CallPolicy } from "../resilience/policy";
-import { Authorizer, defaultRoleTable, type Permission, type Principal } from "../security/authorization";
-import { AuditedCommandRunner } from "../security/audited-command";
-import {
-  resolveControlSystemOptions,
-  type ControlSystemOptions,
-  type ResolvedControlSystemOptions,
-} from "./control-system-options";
-import { registerSingleton, type Resolve, type ServiceRegistry } from "./service-registry";
+import type { GuardedDriver, GuardedStore } from "../resilience/guarded-ports";
+import type { Permission, Principal } from "../security/authorization";
+import type { AuditedCommandRunner } from "../security/audited-command";
+import type { TagWriter } from "./checked-write";
+import type { ResolvedControlSystemOptions } from "./control-system-options";
+import type { EventRecorder } from "./event-recorder";
+import { disposeGuards, portHealth, type PortHealth } from "./port-policies";
+import type { SystemLifecycle, SystemState } from "./system-lifecycle";
 import { Tokens } from "./tokens";
-
-/** Event types appended to the event store, by the aggregate id they carry. */
-const RECORDED_EVENTS = new Set<keyof KilnEvents>(["machine-state-change"]);
 
 /** The machine's state machine: the founding Kiln model or PackML. */
 export type MachineStateMachine = StateMachine<string, string>;
@@ -62,6 +44,12 @@ export interface ControlSystemHealth {
   readonly acquisition: AcquisitionHealth;
   /** Counters and state of the logging pipeline to the store. */
   readonly logging: SampleLoggerHealth;
+  /**
+   * The circuit breaker of every guarded port: the driver (`plc:<name>`) and each store port
+   * (`store:samples`, `store:history`, `store:events`, `store:processes`, `store:recipes`,
+   * `store:alarms`, `store:audit`), with state and counters.
+   */
+  readonly ports: PortHealth;
   /** Counts of active alarms, unacknowledged alarms, and transitions the alarm history failed to record. */
   readonly alarms: { readonly active: number; readonly unacknowledged: number; readonly historyFailures: number };
   /** Why the status is not `ok`, in words. */
@@ -71,7 +59,7 @@ export interface ControlSystemHealth {
 /**
  * A composed control system for one machine: driver → acquisition → current value table →
  * alarms and the logging pipeline → store, plus the machine's state machine, all on one event
- * bus and one clock. Made by {@link createControlSystem}; nothing runs until {@link start}.
+ * bus and one clock. Made by `createControlSystem`; nothing runs until {@link start}.
  */
 export class ControlSystem {
   /** The machine's id. */
@@ -86,12 +74,10 @@ export class ControlSystem {
   readonly machine: MachineStateMachine;
   /** The ISA-18.2 alarm engine. */
   readonly alarms: AlarmEngine;
-  /** The PLC driver (as registered; the core wraps its calls). */
+  /** The PLC driver as registered; the core calls it only through its device policy. */
   readonly driver: PlcDriver;
-  /** The store. */
+  /** The store as registered; the core calls its ports only through their policies. */
   readonly store: Store;
-  /** The DI container (child of tsyringe's root; one per system). */
-  readonly container: DependencyContainer;
   /** Runs recipes as processes on this machine (use the audited commands below to start them). */
   readonly recipes: RecipeExecutor;
 
@@ -101,15 +87,17 @@ export class ControlSystem {
   readonly #filter: LoggingFilter;
   readonly #logger: Logger;
   readonly #disposers: Disposer[] = [];
-  #state: "stopped" | "starting" | "running" | "stopping" = "stopped";
-  readonly #versions = new Map<string, Promise<number>>();
+  readonly #lifecycle: SystemLifecycle;
   readonly #clock: Clock;
   readonly #commands: AuditedCommandRunner;
-  readonly #writePolicy: CallPolicy;
+  readonly #guardedDriver: GuardedDriver;
+  readonly #guardedStore: GuardedStore;
+  readonly #writer: TagWriter;
+  readonly #recorder: EventRecorder;
+  #disposed = false;
 
-  /** @internal use {@link createControlSystem}. */
+  /** @internal use `createControlSystem`; the container stays private to the system. */
   constructor(container: DependencyContainer) {
-    this.container = container;
     this.#options = container.resolve(Tokens.Options);
     this.machineId = this.#options.machineId;
     this.tags = container.resolve(Tokens.Tags);
@@ -122,59 +110,42 @@ export class ControlSystem {
     this.#sampleLogger = container.resolve(Tokens.SampleLogger);
     this.#filter = container.resolve(Tokens.LoggingFilter);
     this.#logger = container.resolve(Tokens.Logger);
-    const clock = container.resolve(Tokens.Clock);
-    this.#clock = clock;
+    this.#clock = container.resolve(Tokens.Clock);
     this.#commands = container.resolve(Tokens.CommandRunner);
-    const packml = this.#options.machine.model === "packml";
-    const interlockGuard = (): true | { allowed: false; reason: string } => {
-      const tripped = this.alarms.list().find((alarm) => alarm.interlock && alarm.active);
-      return tripped ? { allowed: false, reason: `interlock ${tripped.id} is active` } : true;
-    };
-    this.machine = new StateMachine<string, string>((packml ? packmlModel : kilnMachineModel) as never, {
-      machineId: this.machineId,
-      clock,
-      bus: this.bus,
-      guards: { start: interlockGuard },
-    });
-    // Device writes share the acquisition's breaker: one breaker per device.
-    this.#writePolicy = new CallPolicy({
-      name: `plc:${this.driver.name}:write`,
-      clock,
-      timeoutMs: this.#options.acquisition.timeoutMs,
-      breaker: this.#acquisition.breaker,
-    });
-    this.recipes = new RecipeExecutor({
-      machine: packml ? packmlMachineBinding(this.machine as never) : kilnMachineBinding(this.machine as never),
-      io: tableRecipeIo(this.cvt, (tag, value, signal) => this.#write(tag, value, signal)),
-      catalog: this.tags,
-      clock,
-      processes: this.store.processes,
-      resolveRecipe: recipeResolver(this.store.recipes),
-      safeState: this.#options.machine.safeState,
-      bus: this.bus,
-      logger: this.#logger,
-      progressSaveIntervalMs: this.#options.recipes.progressSaveIntervalMs,
-    });
+    this.#lifecycle = container.resolve(Tokens.Lifecycle);
+    this.#guardedDriver = container.resolve(Tokens.GuardedDriver);
+    this.#guardedStore = container.resolve(Tokens.GuardedStore);
+    this.#writer = container.resolve(Tokens.TagWriter);
+    this.#recorder = container.resolve(Tokens.EventRecorder);
+    this.machine = container.resolve(Tokens.Machine);
+    this.recipes = container.resolve(Tokens.RecipeExecutor);
   }
 
   /** `stopped`, `starting`, `running` or `stopping`. */
-  get state(): "stopped" | "starting" | "running" | "stopping" {
-    return this.#state;
+  get state(): SystemState {
+    return this.#lifecycle.state;
   }
 
   /**
    * Opens the store, replays any spool, and starts acquisition. A PLC that cannot be reached
    * does not fail start (reconnection runs in the background); bad credentials do.
-   * @throws KilnError `KILN_LIFECYCLE` when not stopped.
+   * @throws KilnError `KILN_LIFECYCLE` when not stopped, or when it has run and been stopped
+   *   (`stop()` disposes its circuit breakers): a system starts once; build a new one.
    */
   async start(): Promise<void> {
-    if (this.#state !== "stopped") {
-      throw new KilnError("KILN_LIFECYCLE", `Cannot start a control system that is ${this.#state}.`);
+    if (this.#lifecycle.state !== "stopped") {
+      throw new KilnError("KILN_LIFECYCLE", `Cannot start a control system that is ${this.#lifecycle.state}.`);
     }
-    this.#state = "starting";
+    if (this.#disposed) {
+      throw new KilnError(
+        "KILN_LIFECYCLE",
+        "This control system was stopped; a system starts once. Build a new one with createControlSystem().",
+      );
+    }
+    this.#lifecycle.state = "starting";
     try {
-      await this.store.open(this.tags.list());
-      const { recovered } = await recoverInterrupted(this.store.processes, {
+      await this.#guardedStore.open(this.tags.list());
+      const { recovered } = await recoverInterrupted(this.#guardedStore.processes, {
         clock: this.#clock,
         machineId: this.machineId,
         bus: this.bus,
@@ -188,13 +159,13 @@ export class ControlSystem {
       await this.#sampleLogger.start();
       this.#wire();
       await this.#acquisition.start();
-      this.#state = "running";
+      this.#lifecycle.state = "running";
       this.#logger.info({ machineId: this.machineId }, "control system started");
     } catch (error) {
       this.#unwire();
       await this.#sampleLogger.stop().catch(() => undefined);
-      await this.store.close().catch(() => undefined);
-      this.#state = "stopped";
+      await this.#guardedStore.close().catch(() => undefined);
+      this.#lifecycle.state = "stopped";
       throw error;
     }
   }
@@ -204,8 +175,8 @@ export class ControlSystem {
    * spooling it when the store is down), then closes the driver and the store. Idempotent.
    */
   async stop(): Promise<void> {
-    if (this.#state === "stopped" || this.#state === "stopping") return;
-    this.#state = "stopping";
+    if (this.#lifecycle.state === "stopped" || this.#lifecycle.state === "stopping") return;
+    this.#lifecycle.state = "stopping";
     try {
       if (this.recipes.active) {
         await this.recipes.active.abort("control system stopping").catch((error: unknown) => {
@@ -217,12 +188,14 @@ export class ControlSystem {
       await this.#sampleLogger.stop();
       await this.alarms.flush();
       this.#unwire();
-      await Promise.all(this.#versions.values()).catch(() => undefined);
+      await this.#recorder.settled();
       await this.#acquisition.close();
-      await this.store.close();
+      await this.#guardedStore.close();
     } finally {
       this.alarms.dispose();
-      this.#state = "stopped";
+      disposeGuards(this.#guardedDriver, this.#guardedStore);
+      this.#disposed = true;
+      this.#lifecycle.state = "stopped";
       this.#logger.info({ machineId: this.machineId }, "control system stopped");
     }
   }
@@ -246,7 +219,7 @@ export class ControlSystem {
    *   `KILN_VALIDATION`, or the device's error (`KILN_TIMEOUT`, `KILN_CIRCUIT_OPEN`, `KILN_WRITE_REJECTED`...).
    */
   writeTag(principal: Principal, tag: string, value: TagValue, options: { comment?: string } = {}): Promise<void> {
-    return this.#command(principal, "tag.write", tag, () => this.#write(tag, value), {
+    return this.#command(principal, "tag.write", tag, () => this.#writer.write(tag, value), {
       action: "tag.write",
       newValue: value,
       readOldValue: () => this.cvt.value(tag),
@@ -292,9 +265,10 @@ export class ControlSystem {
   saveRecipe(principal: Principal, recipe: RecipeInput): Promise<StoredRecipe> {
     const name = typeof recipe === "object" && recipe !== null && "name" in recipe ? String(recipe.name) : "(recipe)";
     return this.#command(principal, "recipe.save", name, async () => {
-      await validateRecipe(recipe, { catalog: this.tags, resolveRecipe: recipeResolver(this.store.recipes) });
+      const recipes = this.#guardedStore.recipes;
+      await validateRecipe(recipe, { catalog: this.tags, resolveRecipe: recipeResolver(recipes) });
       const stored = storedRecipeOf(recipe, this.#clock.now());
-      await this.store.recipes.save(stored);
+      await recipes.save(stored);
       return stored;
     });
   }
@@ -381,25 +355,31 @@ export class ControlSystem {
     });
   }
 
-  /** Driver link, pipeline, store breaker and alarms in one summary. */
+  /** Driver link, pipeline, the breaker of every port, and alarms in one summary. */
   health(): ControlSystemHealth {
     const acquisition = this.#acquisition.health();
     const logging = this.#sampleLogger.health();
+    const ports = portHealth(this.#guardedDriver, this.#guardedStore);
     const alarms = this.alarms.list();
     const problems: string[] = [];
-    if (this.#state === "running") {
+    if (this.#lifecycle.state === "running") {
       if (acquisition.link !== "online")
         problems.push(`PLC ${acquisition.driver} offline: ${acquisition.lastError ?? "reconnecting"}`);
-      if (logging.breaker.state.state !== "closed") problems.push(`store breaker ${logging.breaker.state.state}`);
+      for (const [port, breaker] of Object.entries(ports)) {
+        if (port !== "driver" && breaker.state.state !== "closed") {
+          problems.push(`${breaker.name} breaker ${breaker.state.state}`);
+        }
+      }
       if (logging.mode === "spooling") problems.push(`store behind: ${logging.spooled} samples spooled`);
       if (logging.samplesDropped > 0) problems.push(`${logging.samplesDropped} samples dropped`);
     }
     return {
-      status: this.#state !== "running" ? "stopped" : problems.length === 0 ? "ok" : "degraded",
+      status: this.#lifecycle.state !== "running" ? "stopped" : problems.length === 0 ? "ok" : "degraded",
       machineId: this.machineId,
       machineState: this.machine.state,
       acquisition,
       logging,
+      ports,
       alarms: {
         active: alarms.filter((alarm) => alarm.active).length,
         unacknowledged: alarms.filter(
@@ -444,44 +424,13 @@ export class ControlSystem {
     return this.recipes.active?.id ?? "(no process)";
   }
 
-  /** The checked write path: catalog, access, type and range, then the device under timeout + breaker. */
-  async #write(tag: string, value: TagValue, signal?: AbortSignal): Promise<void> {
-    const definition = this.tags.find(tag);
-    if (!definition) throw new KilnError("KILN_TAG_UNKNOWN", `No tag named "${tag}".`, { details: { tag } });
-    if (definition.access !== "readwrite") {
-      throw new KilnError(
-        "KILN_TAG_NOT_WRITABLE",
-        `Tag "${tag}" is read-only; declare it access: "readwrite" to write it.`,
-        {
-          details: { tag },
-        },
-      );
-    }
-    const problem = checkTagValue(definition, value);
-    if (problem !== undefined) {
-      const { range } = definition;
-      if (range && typeof value === "number" && Number.isFinite(value) && (value < range.min || value > range.max)) {
-        throw new KilnError("KILN_OUT_OF_RANGE", `Cannot write ${tag}: ${problem}.`, {
-          details: { tag, value, min: range.min, max: range.max },
-        });
-      }
-      throw new KilnValidationError(`write to ${tag}`, [{ path: "value", message: problem }]);
-    }
-    if (this.#state !== "running") {
-      throw new KilnError("KILN_LIFECYCLE", `Cannot write ${tag}: the control system is ${this.#state}.`);
-    }
-    await this.#writePolicy.executeOnce((attempt) =>
-      this.driver.write(definition, value, signal ? AbortSignal.any([attempt, signal]) : attempt),
-    );
-  }
-
   #wire(): void {
     this.#disposers.push(
       this.cvt.observeAll((change) => {
         this.alarms.observe(change.sample);
         if (this.#filter.accept(change.sample)) this.#sampleLogger.append(change.sample);
       }),
-      this.bus.tap((type, event) => this.#record(type, event)),
+      this.bus.tap((type, event) => this.#recorder.record(type, event)),
       this.bus.on("interlock-trip", async (event) => {
         this.#logger.error({ alarmId: event.alarmId, value: event.value }, "interlock tripped");
         await this.recipes.trip(`interlock ${event.alarmId} tripped at ${String(event.value)}`);
@@ -492,149 +441,8 @@ export class ControlSystem {
   #unwire(): void {
     for (const dispose of this.#disposers.splice(0)) dispose();
   }
-
-  /** Appends recorded domain events to the event store, serialized per aggregate. */
-  #record(type: keyof KilnEvents, event: KilnEvents[keyof KilnEvents]): Promise<void> | undefined {
-    if (!RECORDED_EVENTS.has(type) || event.aggregateId === undefined) return undefined;
-    const aggregateId = event.aggregateId;
-    const {
-      at,
-      aggregateId: _aggregateId,
-      ...payload
-    } = event as KilnEvents[keyof KilnEvents] & Record<string, unknown>;
-    const events = this.store.events;
-    const previous = this.#versions.get(aggregateId) ?? events.version(aggregateId);
-    const next = previous
-      .catch(() => events.version(aggregateId))
-      .then((version) => events.append(aggregateId, version, [{ type, at, payload: toJson(payload) }]));
-    this.#versions.set(aggregateId, next);
-    return next.then(() => undefined);
-  }
 }
 
 function withoutUndefined<T extends Record<string, unknown>>(value: T): T {
   return Object.fromEntries(Object.entries(value).filter(([, entry]) => entry !== undefined)) as T;
-}
-
-function toJson(payload: Record<string, unknown>): Record<string, unknown> {
-  return JSON.parse(
-    JSON.stringify(payload, (_key, value: unknown) =>
-      value instanceof Error ? { name: value.name, message: value.message } : value,
-    ),
-  ) as Record<string, unknown>;
-}
-
-/**
- * Builds a control system for one machine from its options, wiring every part through a
- * tsyringe container with explicit tokens. Only `machineId` and `tags` are required: without a
- * driver it runs on a `SimulatedPlc`, without a store on a `MemoryStore`. Nothing starts until
- * `start()`.
- *
- * @example
- * const tags = defineTags({ "chamber.pressure": { dataType: "float64", unit: "mbar" } });
- * await using system = createControlSystem({ machineId: "ald-1", tags });
- * await system.start();
- * system.read("chamber.pressure");
- *
- * @throws KilnValidationError (`KILN_VALIDATION`) naming every bad option by path.
- */
-export function createControlSystem(options: ControlSystemOptions): ControlSystem {
-  const resolved = resolveControlSystemOptions(options);
-  const container = rootContainer.createChildContainer();
-  registerDefaults(container, resolved);
-  const registry: ServiceRegistry = {
-    override: (token, factory) => registerSingleton(container, token, factory),
-  };
-  resolved.register?.(registry);
-  return new ControlSystem(container);
-}
-
-function registerDefaults(container: DependencyContainer, options: ResolvedControlSystemOptions): void {
-  const singleton = <T>(token: InjectionToken<T>, factory: (resolve: Resolve) => T): void =>
-    registerSingleton(container, token, factory);
-  singleton(Tokens.Options, () => options);
-  singleton(Tokens.Tags, () => options.tags);
-  singleton(Tokens.Clock, () => options.clock ?? new SystemClock());
-  singleton(Tokens.Logger, () => (options.logger ?? silentLogger).child({ machineId: options.machineId }));
-  singleton(Tokens.Metrics, () => options.metrics ?? new MemoryMetrics());
-  singleton(Tokens.Bus, (resolve) => {
-    const logger = resolve(Tokens.Logger);
-    const clock = resolve(Tokens.Clock);
-    return new EventBus<KilnEvents>({
-      now: () => clock.now(),
-      onHandlerError: (type, error) => logger.error({ eventType: type, error: String(error) }, "event handler failed"),
-    });
-  });
-  singleton(
-    Tokens.Driver,
-    (resolve) => options.driver ?? new SimulatedPlc({ tags: options.tags, clock: resolve(Tokens.Clock) }),
-  );
-  singleton(Tokens.Store, (resolve) => options.store ?? new MemoryStore({ clock: resolve(Tokens.Clock) }));
-  singleton(Tokens.CurrentValueTable, (resolve) => {
-    const logger = resolve(Tokens.Logger);
-    return new CurrentValueTable({
-      tags: options.tags.list(),
-      onObserverError: (error, change) =>
-        logger.error({ tag: change.sample.tag, error: String(error) }, "CVT observer failed"),
-    });
-  });
-  singleton(Tokens.LoggingFilter, () => new LoggingFilter(options.tags.list()));
-  singleton(
-    Tokens.SampleLogger,
-    (resolve) =>
-      new SampleLogger({
-        ...options.logging,
-        sink: resolve(Tokens.Store).samples,
-        clock: resolve(Tokens.Clock),
-        bus: resolve(Tokens.Bus),
-        metrics: resolve(Tokens.Metrics),
-        logger: resolve(Tokens.Logger),
-      }),
-  );
-  singleton(Tokens.Acquisition, (resolve) => {
-    const sampleLogger = resolve(Tokens.SampleLogger);
-    return new Acquisition({
-      driver: resolve(Tokens.Driver),
-      tags: options.tags.list(),
-      groups: options.scanGroups,
-      cvt: resolve(Tokens.CurrentValueTable),
-      clock: resolve(Tokens.Clock),
-      bus: resolve(Tokens.Bus),
-      metrics: resolve(Tokens.Metrics),
-      logger: resolve(Tokens.Logger),
-      policy: options.acquisition,
-      beforeRead: () => sampleLogger.whenWritable(),
-    });
-  });
-  singleton(
-    Tokens.Authorizer,
-    () =>
-      new Authorizer({
-        roles:
-          options.authorization.roles ??
-          defaultRoleTable({ operatorWritableTags: options.authorization.operatorWritableTags }),
-      }),
-  );
-  singleton(
-    Tokens.CommandRunner,
-    (resolve) =>
-      new AuditedCommandRunner({
-        authorizer: resolve(Tokens.Authorizer),
-        audit: resolve(Tokens.Store).audit,
-        clock: resolve(Tokens.Clock),
-        bus: resolve(Tokens.Bus),
-        logger: resolve(Tokens.Logger),
-      }),
-  );
-  singleton(
-    Tokens.AlarmEngine,
-    (resolve) =>
-      new AlarmEngine({
-        clock: resolve(Tokens.Clock),
-        tags: options.tags,
-        definitions: options.alarms,
-        bus: resolve(Tokens.Bus),
-        history: resolve(Tokens.Store).alarms,
-      }),
-  );
 }

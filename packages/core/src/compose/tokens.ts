@@ -12,9 +12,15 @@ import type { Logger } from "../ports/logger";
 import type { Metrics } from "../ports/metrics";
 import type { PlcDriver } from "../ports/plc-driver";
 import type { Store } from "../ports/store";
+import type { RecipeExecutor } from "../recipes/recipe-executor";
+import type { GuardedDriver, GuardedStore } from "../resilience/guarded-ports";
 import type { Authorizer } from "../security/authorization";
 import type { AuditedCommandRunner } from "../security/audited-command";
+import type { TagWriter } from "./checked-write";
+import type { MachineStateMachine } from "./control-system";
 import type { ResolvedControlSystemOptions } from "./control-system-options";
+import type { EventRecorder } from "./event-recorder";
+import type { SystemLifecycle } from "./system-lifecycle";
 
 function token<T>(description: string): InjectionToken<T> & symbol {
   return Symbol(`kiln.${description}`) as InjectionToken<T> & symbol;
@@ -32,8 +38,24 @@ export const Tokens = {
   Metrics: token<Metrics>("metrics"),
   Bus: token<EventBus<KilnEvents>>("bus"),
   Tags: token<TagCatalog>("tags"),
+  /** The PLC driver as given (or the simulated default); the core only calls it through {@link Tokens.GuardedDriver}. */
   Driver: token<PlcDriver>("driver"),
+  /** The store as given (or the in-memory default); the core only calls its ports through {@link Tokens.GuardedStore}. */
   Store: token<Store>("store"),
+  /** The driver wrapped in the device policy (timeout, one breaker per device). */
+  GuardedDriver: token<GuardedDriver>("guarded-driver"),
+  /** The store with every port wrapped in its policy (timeout, a breaker per port, retry where idempotent). */
+  GuardedStore: token<GuardedStore>("guarded-store"),
+  /** The system's lifecycle state, shared with the write path. */
+  Lifecycle: token<SystemLifecycle>("lifecycle"),
+  /** The machine's state machine (the Kiln model or PackML, with the interlock guard on `start`). */
+  Machine: token<MachineStateMachine>("machine"),
+  /** The checked write path every operator write, recipe step and safe-state write goes through. */
+  TagWriter: token<TagWriter>("tag-writer"),
+  /** Runs recipes as processes on the machine. */
+  RecipeExecutor: token<RecipeExecutor>("recipe-executor"),
+  /** Appends recorded domain events from the bus to the event store. */
+  EventRecorder: token<EventRecorder>("event-recorder"),
   CurrentValueTable: token<CurrentValueTable>("cvt"),
   LoggingFilter: token<LoggingFilter>("logging-filter"),
   SampleLogger: token<SampleLogger>("sample-logger"),

@@ -11,6 +11,7 @@ import { EventBus } from "../events/event-bus";
 import { MemoryStore } from "../memory/memory-store";
 import { SimulatedClock } from "../memory/simulated-clock";
 import type { SampleSink } from "../ports/sample-sink";
+import { guardSampleSink, type PortPolicy } from "../compose/port-policies";
 import { SampleLogger, type SampleLoggerSettings } from "./sample-logger";
 
 const TAGS = Array.from({ length: 8 }, (_, index) => `tag${index}`);
@@ -22,10 +23,14 @@ const settings: SampleLoggerSettings = {
   flushConcurrency: 2,
   maxBufferedSamples: 100,
   overflow: "block",
-  writeTimeoutMs: 50,
-  retry: { initialDelayMs: 10, maxDelayMs: 100, random: () => 0.5 },
-  breaker: { failureThreshold: 3, recoveryTimeMs: 200 },
   drainTimeoutMs: 1_000,
+};
+
+/** The sink's port policy, as composition applies it (`logging.writeTimeoutMs`, `retry`, `breaker`). */
+const sinkPolicy: PortPolicy = {
+  timeoutMs: 50,
+  retry: { maxAttempts: Number.MAX_SAFE_INTEGER, initialDelayMs: 10, maxDelayMs: 100, random: () => 0.5 },
+  breaker: { failureThreshold: 3, recoveryTimeMs: 200 },
 };
 
 let directory: string;
@@ -44,7 +49,8 @@ async function setup(overrides: Partial<SampleLoggerSettings> = {}, makeSink?: (
   await store.open(catalog.list());
   const events: { type: string; event: never }[] = [];
   bus.tap((type, event) => void events.push({ type, event: event as never }));
-  const logger = new SampleLogger({ ...settings, ...overrides, sink: sink ?? store.samples, clock, bus });
+  const guarded = guardSampleSink(sink ?? store.samples, sinkPolicy, { clock, bus });
+  const logger = new SampleLogger({ ...settings, ...overrides, sink: guarded, clock, bus });
   await logger.start();
   const ofType = <TType extends keyof KilnEvents>(type: TType): KilnEvents[TType][] =>
     events.filter((entry) => entry.type === type).map((entry) => entry.event);
@@ -279,7 +285,7 @@ describe("SampleLogger spool (store-and-forward)", () => {
         new SampleLogger({
           ...settings,
           overflow: "spool",
-          sink: new MemoryStore().samples,
+          sink: guardSampleSink(new MemoryStore().samples, sinkPolicy, { clock }),
           clock,
           bus: new EventBus<KilnEvents>(),
         }),

@@ -1,16 +1,15 @@
 import PQueue from "p-queue";
-import { KilnError, isRetryable } from "../domain/errors";
+import { KilnError } from "../domain/errors";
 import type { Sample } from "../domain/sample";
 import type { KilnEvents } from "../events/catalogue";
 import type { EventBus } from "../events/event-bus";
-import { RollingStats, type StatsSummary } from "../acquisition/rolling-stats";
+import { RollingStats, type StatsSummary } from "../stats/rolling-stats";
 import type { Clock, TimerHandle } from "../ports/clock";
-import { silentLogger, type Logger } from "../ports/logger";
+import type { Logger } from "../ports/logger";
+import { silentLogger } from "../runtime/silent-logger";
 import type { Counter, Gauge, Histogram, Metrics } from "../ports/metrics";
-import type { SampleSink } from "../ports/sample-sink";
 import type { CircuitBreakerSnapshot } from "../resilience/circuit-breaker";
-import { CallPolicy } from "../resilience/policy";
-import { backoffDelay, createRetryPolicy, type RetryPolicy } from "../resilience/retry";
+import type { GuardedSampleSink } from "../resilience/guarded-ports";
 import { SampleJournal } from "./sample-journal";
 
 /** What happens when `maxBufferedSamples` are waiting for the store. */
@@ -30,29 +29,18 @@ export interface SampleLoggerSettings {
   readonly overflow: OverflowPolicy;
   /** Journal file for `spool` (and for draining at shutdown while the store is down). */
   readonly spoolPath?: string;
-  /** Time one `writeBatch` may take, in ms. */
-  readonly writeTimeoutMs: number;
-  /**
-   * Backoff between attempts of a failed batch: capped exponential with full jitter. A batch
-   * is retried until it is stored (or spooled at the bound, or counted at a stop deadline).
-   */
-  readonly retry: {
-    readonly initialDelayMs: number;
-    readonly maxDelayMs: number;
-    readonly multiplier?: number;
-    readonly random?: () => number;
-  };
-  /** Store circuit breaker. */
-  readonly breaker: { readonly failureThreshold: number; readonly recoveryTimeMs: number };
   /** How long `stop()` keeps trying to reach a failing store before spooling (or, without a spool, giving up), in ms. */
   readonly drainTimeoutMs: number;
 }
 
 /** Options of {@link SampleLogger}. */
 export interface SampleLoggerOptions extends SampleLoggerSettings {
-  /** The store the batches are written to. */
-  readonly sink: SampleSink;
-  /** Time source for batch latency, write timeouts and retry backoff. */
+  /**
+   * The store the batches are written to, already wrapped in its port policy by composition
+   * (write timeout, breaker, retry with backoff until stored; see `guardStore`).
+   */
+  readonly sink: GuardedSampleSink;
+  /** Time source for batch latency and the drain deadline. */
   readonly clock: Clock;
   /** Where flush, drop, spool and breaker events are published. */
   readonly bus: EventBus<KilnEvents>;
@@ -86,7 +74,7 @@ export interface SampleLoggerHealth {
   readonly blockedWaits: number;
   /** Duration of successful batch writes, in ms. */
   readonly flushLatency: StatsSummary;
-  /** State and counters of the store's circuit breaker. */
+  /** State and counters of the samples port's circuit breaker (`store:samples`). */
   readonly breaker: CircuitBreakerSnapshot;
 }
 
@@ -105,8 +93,9 @@ interface Lane {
  *
  * Samples are spread over `flushConcurrency` lanes by tag (so each tag's samples are written
  * in order) and flushed in batches of at most `maxBatchSize`, or after `maxLatencyMs`, on a
- * p-queue. A failed batch is retried with capped backoff through the store's circuit breaker
- * and never dropped silently. Memory is bounded by `maxBufferedSamples`; at the bound the
+ * p-queue. A failed batch is retried by the guarded sink (capped backoff, through the store's
+ * circuit breaker) until it is stored, superseded by the spool or the logger stops; every failed
+ * attempt is published as `batch-flush-fail`, and nothing is dropped silently. Memory is bounded by `maxBufferedSamples`; at the bound the
  * overflow policy decides: `block` holds acquisition back, `drop-oldest` drops (counted,
  * published as `samples-drop`), `spool` moves everything waiting to a crash-safe journal on
  * disk and keeps writing through it until the store has caught up, replaying in order.
@@ -117,8 +106,6 @@ export class SampleLogger {
   readonly #lanes: Lane[];
   readonly #laneOfTag = new Map<string, Lane>();
   readonly #queue: PQueue;
-  readonly #policy: CallPolicy;
-  readonly #retry: RetryPolicy;
   readonly #flushLatency = new RollingStats();
   readonly #instruments:
     | {
@@ -132,6 +119,8 @@ export class SampleLogger {
     | undefined;
   #mode: "stopped" | "memory" | "spooling" = "stopped";
   #generation = 0;
+  /** Aborted when the generation changes: ends the retries of batches that were moved to the spool. */
+  #superseded = new AbortController();
   #buffered = 0;
   #timer: TimerHandle | undefined;
   #journal: SampleJournal | undefined;
@@ -158,14 +147,6 @@ export class SampleLogger {
       inFlight: undefined,
     }));
     this.#queue = new PQueue({ concurrency: options.flushConcurrency });
-    this.#policy = new CallPolicy({
-      name: "store",
-      clock: options.clock,
-      bus: options.bus,
-      timeoutMs: options.writeTimeoutMs,
-      breaker: options.breaker,
-    });
-    this.#retry = createRetryPolicy({ maxAttempts: Number.MAX_SAFE_INTEGER, ...options.retry });
     const metrics = options.metrics;
     this.#instruments = metrics && {
       in: metrics.counter("kiln_samples_in_total", "Samples offered to the logging pipeline"),
@@ -263,11 +244,10 @@ export class SampleLogger {
       this.#drop(leftovers.length, "store unavailable at shutdown");
     }
     this.#flushDropEvent();
-    this.#generation++;
+    this.#nextGeneration();
     this.#buffered = 0;
     this.#mode = "stopped";
     this.#releaseRoom(true);
-    this.#policy.dispose();
     await this.#journal?.close();
     this.#journal = undefined;
   }
@@ -286,7 +266,7 @@ export class SampleLogger {
       spooled: this.#journal?.samples ?? 0,
       blockedWaits: this.#stats.blockedWaits,
       flushLatency: this.#flushLatency.summary(),
-      breaker: this.#policy.snapshot,
+      breaker: this.#options.sink.breaker.snapshot,
     };
   }
 
@@ -369,50 +349,47 @@ export class SampleLogger {
   }
 
   /**
-   * Writes one batch through timeout + breaker, retrying with capped backoff until it succeeds,
-   * the batch is superseded (moved to the spool), or the logger stops. Every failed attempt is
-   * published as `batch-flush-fail`.
-   * A non-retryable rejection is counted as dropped and reported: retrying cannot fix it.
+   * Writes one batch through the guarded sink, which retries it with capped backoff until it is
+   * stored, the batch is superseded (moved to the spool), or the logger stops. Every failed
+   * attempt is published as `batch-flush-fail`. A rejection retrying cannot fix is counted as
+   * dropped and reported.
+   * @returns false when it gave up because the batch was superseded or the logger stopped.
    */
   async #write(batch: readonly Sample[], generation: number): Promise<boolean> {
     const { sink, clock, bus } = this.#options;
     const stop = this.#stopping.signal;
-    for (let attempt = 1; ; attempt++) {
+    if (generation !== this.#generation || stop.aborted) return false;
+    const started = clock.now();
+    let attempts = 1;
+    try {
+      await sink.writeBatch(batch, {
+        signal: AbortSignal.any([stop, this.#superseded.signal]),
+        onRetry: ({ attempt, error }) => {
+          attempts = attempt + 1;
+          void bus.publish("batch-flush-fail", { at: clock.now(), size: batch.length, attempt, error });
+          this.#logger.warn({ error: String(error), attempt, size: batch.length }, "batch write failed; retrying");
+        },
+      });
+    } catch (error) {
       if (generation !== this.#generation || stop.aborted) return false;
-      const started = clock.now();
-      try {
-        await this.#policy.executeOnce(() => sink.writeBatch(batch), stop);
-        const duration = clock.now() - started;
-        this.#flushLatency.observe(duration);
-        this.#instruments?.flush.observe(duration);
-        this.#instruments?.out.inc(batch.length);
-        this.#stats.out += batch.length;
-        void bus.publish("batch-flush-end", {
-          at: clock.now(),
-          size: batch.length,
-          durationMs: duration,
-          attempts: attempt,
-        });
-        return true;
-      } catch (error) {
-        if (generation !== this.#generation || stop.aborted) return false;
-        void bus.publish("batch-flush-fail", { at: clock.now(), size: batch.length, attempt, error });
-        if (!isRetryable(error) && !KilnError.is(error, "KILN_CIRCUIT_OPEN")) {
-          this.#logger.error(
-            { error: String(error), size: batch.length },
-            "store rejected a batch; it cannot be retried",
-          );
-          this.#drop(batch.length, `store rejected batch: ${KilnError.is(error) ? error.code : String(error)}`);
-          return true;
-        }
-        this.#logger.warn({ error: String(error), attempt, size: batch.length }, "batch write failed; retrying");
-        try {
-          await clock.sleep(backoffDelay(Math.min(attempt, 32), this.#retry, this.#retry.random()), stop);
-        } catch {
-          return false;
-        }
-      }
+      void bus.publish("batch-flush-fail", { at: clock.now(), size: batch.length, attempt: attempts, error });
+      this.#logger.error({ error: String(error), size: batch.length }, "store rejected a batch; it cannot be retried");
+      this.#drop(batch.length, `store rejected batch: ${KilnError.is(error) ? error.code : String(error)}`);
+      return true;
     }
+    const duration = clock.now() - started;
+    this.#flushLatency.observe(duration);
+    this.#instruments?.flush.observe(duration);
+    this.#instruments?.out.inc(batch.length);
+    this.#stats.out += batch.length;
+    void bus.publish("batch-flush-end", { at: clock.now(), size: batch.length, durationMs: duration, attempts });
+    return true;
+  }
+
+  #nextGeneration(): void {
+    this.#generation++;
+    this.#superseded.abort(new KilnError("KILN_ABORTED", "batch moved to the spool"));
+    this.#superseded = new AbortController();
   }
 
   #overflow(): void {
@@ -474,7 +451,7 @@ export class SampleLogger {
     if (this.#mode === "spooling") return;
     const moved = this.#takeAll();
     this.#mode = "spooling";
-    this.#generation++;
+    this.#nextGeneration();
     this.#buffered = 0;
     for (const lane of this.#lanes) lane.flushing = false;
     this.#releaseRoom(true);

@@ -6,7 +6,8 @@ import type { Tag } from "../domain/tags";
 import { parseOrThrow } from "../domain/validation";
 import type { AlarmHistory, AlarmHistoryEntry, TimeRange } from "../ports/alarm-history";
 import type { AuditEntry, AuditLog } from "../ports/audit-log";
-import { SystemClock, type Clock } from "../ports/clock";
+import type { Clock } from "../ports/clock";
+import { SystemClock } from "../runtime/system-clock";
 import type { EventStore, NewDomainEvent, StoredDomainEvent } from "../ports/event-store";
 import type { ProcessFilter, ProcessRecord, ProcessRepository } from "../ports/process-repository";
 import type { RecipeRepository, StoredRecipe } from "../ports/recipe-repository";
@@ -20,16 +21,32 @@ export interface MemoryStoreOptions {
   readonly clock?: Clock;
 }
 
+/** A store port whose writes {@link MemoryStoreFaults.hang} can hold. */
+export type MemoryStorePort = "samples" | "events" | "processes" | "recipes" | "alarms" | "audit";
+
 /**
- * Fault injection for `writeBatch`, for testing the logging pipeline against a failing store.
- * Faults are claimed in call order when `writeBatch` is called; a failing write takes precedence
- * over an unknown-outcome one. Injected failures are `KILN_STORE_ERROR` with `retryable: true`.
+ * Fault injection for testing the core against a failing store. `failWrites`,
+ * `failWritesUntilCleared`, `failAfterWrites` and `delayWrites` act on `samples.writeBatch`: they
+ * are claimed in call order; a failing write takes precedence over an unknown-outcome one.
+ * Injected failures are `KILN_STORE_ERROR` with `retryable: true`. `hang` holds the writes of any
+ * port (a store that stopped answering).
  */
 export class MemoryStoreFaults {
   #failNext = 0;
   #failUntilCleared = false;
   #failAfterNext = 0;
   #delayMs = 0;
+  readonly #hanging = new Set<MemoryStorePort>();
+  #released: (() => void)[] = [];
+
+  /**
+   * Every write to `ports` (`samples.writeBatch`, `events.append`, `processes.save`,
+   * `recipes.save`, `alarms.record`, `audit.record`) waits, without settling, until
+   * {@link clear}; then it takes effect. Reads are not held.
+   */
+  hang(...ports: MemoryStorePort[]): void {
+    for (const port of ports) this.#hanging.add(port);
+  }
 
   /** The next `count` `writeBatch` calls reject without writing anything. */
   failWrites(count = 1): void {
@@ -61,6 +78,14 @@ export class MemoryStoreFaults {
     this.#failUntilCleared = false;
     this.#failAfterNext = 0;
     this.#delayMs = 0;
+    this.#hanging.clear();
+    for (const release of this.#released.splice(0)) release();
+  }
+
+  /** @internal waits while writes to `port` hang; resolves at once otherwise. */
+  held(port: MemoryStorePort): Promise<void> | undefined {
+    if (!this.#hanging.has(port)) return undefined;
+    return new Promise((resolve) => this.#released.push(resolve));
   }
 
   /** @internal claims the fault, if any, of one `writeBatch` call. */
@@ -140,7 +165,7 @@ export class MemoryStore implements Store {
   readonly storeApiVersion = "1";
   /** Every call runs without awaiting in between, so `processes.save` is atomic. */
   readonly capabilities: StoreCapabilities = Object.freeze({ transactions: true });
-  /** Fault injection for `samples.writeBatch`. */
+  /** Fault injection: failing and slow `samples.writeBatch`, hanging writes on any port. */
   readonly faults = new MemoryStoreFaults();
   /** Sample ingest and history. */
   readonly samples: SampleSink & SampleHistory;
@@ -170,13 +195,17 @@ export class MemoryStore implements Store {
     this.#clock = options.clock ?? new SystemClock();
     this.samples = {
       sinkApiVersion: "1",
-      writeBatch: (samples) => this.#writeBatch(samples),
+      writeBatch: async (samples) => {
+        await this.faults.held("samples");
+        return this.#writeBatch(samples);
+      },
       readSamples: async (query) => this.#readSamples(query),
       readBuckets: async (query) => this.#readBuckets(query),
     };
     this.events = {
       eventStoreApiVersion: "1",
       append: async (aggregateId, expectedVersion, events) => {
+        await this.faults.held("events");
         this.#assertOpen();
         return this.#append(aggregateId, expectedVersion, events);
       },
@@ -190,7 +219,10 @@ export class MemoryStore implements Store {
       },
     };
     this.processes = {
-      save: async (record, events, expectedVersion) => this.#saveProcess(record, events, expectedVersion),
+      save: async (record, events, expectedVersion) => {
+        await this.faults.held("processes");
+        return this.#saveProcess(record, events, expectedVersion);
+      },
       get: async (id) => {
         this.#assertOpen();
         return this.#processes.get(id);
@@ -198,7 +230,10 @@ export class MemoryStore implements Store {
       list: async (filter) => this.#listProcesses(filter),
     };
     this.recipes = {
-      save: async (recipe) => this.#saveRecipe(recipe),
+      save: async (recipe) => {
+        await this.faults.held("recipes");
+        this.#saveRecipe(recipe);
+      },
       get: async (name, version) => this.#getRecipe(name, version),
       list: async () => {
         this.#assertOpen();
@@ -209,11 +244,17 @@ export class MemoryStore implements Store {
       },
     };
     this.alarms = {
-      record: async (entry) => this.#recordTimed(this.#alarms, entry),
+      record: async (entry) => {
+        await this.faults.held("alarms");
+        this.#recordTimed(this.#alarms, entry);
+      },
       query: async (range) => this.#queryTimed(this.#alarms, range),
     };
     this.audit = {
-      record: async (entry) => this.#recordTimed(this.#auditEntries, entry),
+      record: async (entry) => {
+        await this.faults.held("audit");
+        this.#recordTimed(this.#auditEntries, entry);
+      },
       query: async (range) => this.#queryTimed(this.#auditEntries, range),
     };
   }

@@ -1,4 +1,5 @@
-import { sleepOn, type Clock, type TimerHandle } from "../ports/clock";
+import type { Clock, TimerHandle } from "../ports/clock";
+import { sleepOn } from "../runtime/system-clock";
 
 interface PendingTimer {
   readonly id: number;

@@ -3,7 +3,8 @@ import { GOOD, quality, QualityCodes, type Quality } from "../domain/quality";
 import type { Sample } from "../domain/sample";
 import { TagCatalog, type Tag, type TagValue } from "../domain/tags";
 import type { Disposer } from "../events/event-bus";
-import { SystemClock, type Clock } from "../ports/clock";
+import type { Clock } from "../ports/clock";
+import { SystemClock } from "../runtime/system-clock";
 import type {
   BrowsedVariable,
   DriverStatus,

@@ -1,8 +1,8 @@
 export type { AlarmHistory, AlarmHistoryEntry, TimeRange } from "./alarm-history";
 export type { AuditEntry, AuditLog } from "./audit-log";
-export { SystemClock, sleepOn, type Clock, type TimerHandle } from "./clock";
+export type { Clock, TimerHandle } from "./clock";
 export type { EventStore, NewDomainEvent, StoredDomainEvent } from "./event-store";
-export { silentLogger, type LogMethod, type Logger } from "./logger";
+export type { LogMethod, Logger } from "./logger";
 export type { Counter, Gauge, Histogram, MetricLabels, Metrics } from "./metrics";
 export type {
   BrowsedVariable,

@@ -17,12 +17,3 @@ export interface Logger {
   /** A logger that adds `bindings` to every line. */
   child(bindings: Record<string, unknown>): Logger;
 }
-
-/** A logger that discards everything: the default when the host gives none. */
-export const silentLogger: Logger = {
-  debug: () => undefined,
-  info: () => undefined,
-  warn: () => undefined,
-  error: () => undefined,
-  child: () => silentLogger,
-};

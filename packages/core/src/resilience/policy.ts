@@ -114,12 +114,26 @@ export class CallPolicy {
    * @throws the last attempt's error, unchanged: `KILN_TIMEOUT`, `KILN_CIRCUIT_OPEN`, or the
    *   operation's own error (at once when it is not retryable).
    * @throws the signal's reason when `signal` aborts.
+   *
+   * @param onRetry called before each backoff wait of this call, after the policy's own `onRetry`.
    */
-  execute<T>(operation: (signal: AbortSignal) => Promise<T>, signal?: AbortSignal): Promise<T> {
+  execute<T>(
+    operation: (signal: AbortSignal) => Promise<T>,
+    signal?: AbortSignal,
+    onRetry?: (info: RetryInfo) => void,
+  ): Promise<T> {
+    const policyOnRetry = this.#onRetry;
+    const both =
+      policyOnRetry && onRetry
+        ? (info: RetryInfo): void => {
+            policyOnRetry(info);
+            onRetry(info);
+          }
+        : (policyOnRetry ?? onRetry);
     return retry(() => this.#attempt(operation, signal), this.retryPolicy, {
       clock: this.#clock,
       signal,
-      onRetry: this.#onRetry,
+      onRetry: both,
     });
   }
 

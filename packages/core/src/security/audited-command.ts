@@ -3,7 +3,8 @@ import type { KilnEvents } from "../events/catalogue";
 import type { EventBus } from "../events/event-bus";
 import type { AuditEntry, AuditLog } from "../ports/audit-log";
 import type { Clock } from "../ports/clock";
-import { silentLogger, type Logger } from "../ports/logger";
+import type { Logger } from "../ports/logger";
+import { silentLogger } from "../runtime/silent-logger";
 import type { Authorizer, Permission, Principal } from "./authorization";
 
 /** One command to authorize, run and audit. */

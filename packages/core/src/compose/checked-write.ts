@@ -1,0 +1,65 @@
+import { KilnError, KilnValidationError } from "../domain/errors";
+import { checkTagValue, type TagCatalog, type TagValue } from "../domain/tags";
+import type { PlcDriver } from "../ports/plc-driver";
+import type { SystemLifecycle } from "./system-lifecycle";
+
+/** Writes a value to a tag on the machine's PLC. Operator writes, recipe steps and the safe state all use it. */
+export interface TagWriter {
+  /**
+   * Writes `value` to `tag`; `signal` aborts it.
+   * @throws `KILN_TAG_UNKNOWN`, `KILN_TAG_NOT_WRITABLE`, `KILN_OUT_OF_RANGE`, `KILN_VALIDATION`,
+   *   `KILN_LIFECYCLE` while the system is not running, or the device's error (`KILN_TIMEOUT`,
+   *   `KILN_CIRCUIT_OPEN`, `KILN_WRITE_REJECTED`...).
+   */
+  write(tag: string, value: TagValue, signal?: AbortSignal): Promise<void>;
+}
+
+/** Options of {@link CheckedTagWriter}. */
+export interface CheckedTagWriterOptions {
+  /** The tag catalog the write is checked against. */
+  readonly tags: TagCatalog;
+  /** The guarded driver (timeout and the device breaker, applied by composition). */
+  readonly driver: PlcDriver;
+  /** Writes are refused unless it is `running`. */
+  readonly lifecycle: SystemLifecycle;
+}
+
+/**
+ * The checked write path: the tag exists, is writable, the value fits its type and range, the
+ * system is running; only then the guarded driver's `write` (once: a write is not idempotent).
+ */
+export class CheckedTagWriter implements TagWriter {
+  readonly #options: CheckedTagWriterOptions;
+
+  constructor(options: CheckedTagWriterOptions) {
+    this.#options = options;
+  }
+
+  /** @inheritDoc TagWriter.write */
+  async write(tag: string, value: TagValue, signal?: AbortSignal): Promise<void> {
+    const { tags, driver, lifecycle } = this.#options;
+    const definition = tags.find(tag);
+    if (!definition) throw new KilnError("KILN_TAG_UNKNOWN", `No tag named "${tag}".`, { details: { tag } });
+    if (definition.access !== "readwrite") {
+      throw new KilnError(
+        "KILN_TAG_NOT_WRITABLE",
+        `Tag "${tag}" is read-only; declare it access: "readwrite" to write it.`,
+        { details: { tag } },
+      );
+    }
+    const problem = checkTagValue(definition, value);
+    if (problem !== undefined) {
+      const { range } = definition;
+      if (range && typeof value === "number" && Number.isFinite(value) && (value < range.min || value > range.max)) {
+        throw new KilnError("KILN_OUT_OF_RANGE", `Cannot write ${tag}: ${problem}.`, {
+          details: { tag, value, min: range.min, max: range.max },
+        });
+      }
+      throw new KilnValidationError(`write to ${tag}`, [{ path: "value", message: problem }]);
+    }
+    if (lifecycle.state !== "running") {
+      throw new KilnError("KILN_LIFECYCLE", `Cannot write ${tag}: the control system is ${lifecycle.state}.`);
+    }
+    await driver.write(definition, value, signal);
+  }
+}

@@ -1,0 +1,227 @@
+import "reflect-metadata";
+import { container as rootContainer, type DependencyContainer, type InjectionToken } from "tsyringe";
+import { Acquisition } from "../acquisition/acquisition";
+import { AlarmEngine } from "../alarms/alarm-engine";
+import { CurrentValueTable } from "../cvt/current-value-table";
+import type { KilnEvents } from "../events/catalogue";
+import { EventBus } from "../events/event-bus";
+import { kilnMachineModel } from "../fsm/kiln-machine-model";
+import { packmlModel } from "../fsm/packml-model";
+import { StateMachine } from "../fsm/state-machine";
+import { LoggingFilter } from "../logging/logging-filter";
+import { SampleLogger } from "../logging/sample-logger";
+import { MemoryMetrics } from "../memory/memory-metrics";
+import { MemoryStore } from "../memory/memory-store";
+import { SimulatedPlc } from "../memory/simulated-plc";
+import { kilnMachineBinding, packmlMachineBinding } from "../recipes/machine-binding";
+import { RecipeExecutor } from "../recipes/recipe-executor";
+import { tableRecipeIo } from "../recipes/recipe-io";
+import { recipeResolver } from "../recipes/recipe-validation";
+import { SystemClock } from "../runtime/system-clock";
+import { silentLogger } from "../runtime/silent-logger";
+import { Authorizer, defaultRoleTable } from "../security/authorization";
+import { AuditedCommandRunner } from "../security/audited-command";
+import { CheckedTagWriter } from "./checked-write";
+import { ControlSystem, type MachineStateMachine } from "./control-system";
+import {
+  resolveControlSystemOptions,
+  type ControlSystemOptions,
+  type ResolvedControlSystemOptions,
+} from "./control-system-options";
+import { EventRecorder } from "./event-recorder";
+import { guardDriver, guardStore, type PortPolicy, type StorePolicies } from "./port-policies";
+import { registerSingleton, type Resolve, type ServiceRegistry } from "./service-registry";
+import { SystemLifecycle } from "./system-lifecycle";
+import { Tokens } from "./tokens";
+
+/**
+ * Builds a control system for one machine from its options, wiring every part through a
+ * tsyringe container with explicit tokens. Only `machineId` and `tags` are required: without a
+ * driver it runs on a `SimulatedPlc`, without a store on a `MemoryStore`. Every driver and store
+ * call goes through its port's policy (timeout, breaker, retry where idempotent), applied here
+ * once. Nothing starts until `start()`.
+ *
+ * @example
+ * const tags = defineTags({ "chamber.pressure": { dataType: "float64", unit: "mbar" } });
+ * await using system = createControlSystem({ machineId: "ald-1", tags });
+ * await system.start();
+ * system.read("chamber.pressure");
+ *
+ * @throws KilnValidationError (`KILN_VALIDATION`) naming every bad option by path.
+ */
+export function createControlSystem(options: ControlSystemOptions): ControlSystem {
+  const resolved = resolveControlSystemOptions(options);
+  const container = rootContainer.createChildContainer();
+  registerDefaults(container, resolved);
+  const registry: ServiceRegistry = {
+    override: (token, factory) => registerSingleton(container, token, factory),
+  };
+  resolved.register?.(registry);
+  return new ControlSystem(container);
+}
+
+/** The device policy, from `acquisition`. */
+function driverPolicy(options: ResolvedControlSystemOptions): PortPolicy {
+  const { timeoutMs, failureThreshold, recoveryTimeMs } = options.acquisition;
+  return { timeoutMs, breaker: { failureThreshold, recoveryTimeMs } };
+}
+
+/** Every store port's policy: samples from `logging` (retried until stored), the others from `storePolicies`. */
+function storePolicies(options: ResolvedControlSystemOptions): StorePolicies {
+  const { writeTimeoutMs, retry, breaker } = options.logging;
+  return {
+    ...options.storePolicies,
+    samples: {
+      timeoutMs: writeTimeoutMs,
+      breaker,
+      // A batch is retried until it is stored, spooled at the bound, or counted at a stop deadline.
+      retry: { ...retry, maxAttempts: Number.MAX_SAFE_INTEGER },
+    },
+  };
+}
+
+function registerDefaults(container: DependencyContainer, options: ResolvedControlSystemOptions): void {
+  const singleton = <T>(token: InjectionToken<T>, factory: (resolve: Resolve) => T): void =>
+    registerSingleton(container, token, factory);
+  singleton(Tokens.Options, () => options);
+  singleton(Tokens.Tags, () => options.tags);
+  singleton(Tokens.Clock, () => options.clock ?? new SystemClock());
+  singleton(Tokens.Logger, () => (options.logger ?? silentLogger).child({ machineId: options.machineId }));
+  singleton(Tokens.Metrics, () => options.metrics ?? new MemoryMetrics());
+  singleton(Tokens.Lifecycle, () => new SystemLifecycle());
+  singleton(Tokens.Bus, (resolve) => {
+    const logger = resolve(Tokens.Logger);
+    const clock = resolve(Tokens.Clock);
+    return new EventBus<KilnEvents>({
+      now: () => clock.now(),
+      onHandlerError: (type, error) => logger.error({ eventType: type, error: String(error) }, "event handler failed"),
+    });
+  });
+  singleton(
+    Tokens.Driver,
+    (resolve) => options.driver ?? new SimulatedPlc({ tags: options.tags, clock: resolve(Tokens.Clock) }),
+  );
+  singleton(Tokens.Store, (resolve) => options.store ?? new MemoryStore({ clock: resolve(Tokens.Clock) }));
+  singleton(Tokens.GuardedDriver, (resolve) =>
+    guardDriver(resolve(Tokens.Driver), driverPolicy(options), {
+      clock: resolve(Tokens.Clock),
+      bus: resolve(Tokens.Bus),
+    }),
+  );
+  singleton(Tokens.GuardedStore, (resolve) =>
+    guardStore(resolve(Tokens.Store), storePolicies(options), {
+      clock: resolve(Tokens.Clock),
+      bus: resolve(Tokens.Bus),
+    }),
+  );
+  singleton(Tokens.CurrentValueTable, (resolve) => {
+    const logger = resolve(Tokens.Logger);
+    return new CurrentValueTable({
+      tags: options.tags.list(),
+      onObserverError: (error, change) =>
+        logger.error({ tag: change.sample.tag, error: String(error) }, "CVT observer failed"),
+    });
+  });
+  singleton(Tokens.LoggingFilter, () => new LoggingFilter(options.tags.list()));
+  singleton(Tokens.SampleLogger, (resolve) => {
+    const { writeTimeoutMs: _timeout, retry: _retry, breaker: _breaker, ...settings } = options.logging;
+    return new SampleLogger({
+      ...settings,
+      sink: resolve(Tokens.GuardedStore).samples,
+      clock: resolve(Tokens.Clock),
+      bus: resolve(Tokens.Bus),
+      metrics: resolve(Tokens.Metrics),
+      logger: resolve(Tokens.Logger),
+    });
+  });
+  singleton(Tokens.Acquisition, (resolve) => {
+    const sampleLogger = resolve(Tokens.SampleLogger);
+    return new Acquisition({
+      driver: resolve(Tokens.GuardedDriver),
+      tags: options.tags.list(),
+      groups: options.scanGroups,
+      cvt: resolve(Tokens.CurrentValueTable),
+      clock: resolve(Tokens.Clock),
+      bus: resolve(Tokens.Bus),
+      metrics: resolve(Tokens.Metrics),
+      logger: resolve(Tokens.Logger),
+      policy: { reconnect: options.acquisition.reconnect },
+      beforeRead: () => sampleLogger.whenWritable(),
+    });
+  });
+  singleton(
+    Tokens.Authorizer,
+    () =>
+      new Authorizer({
+        roles:
+          options.authorization.roles ??
+          defaultRoleTable({ operatorWritableTags: options.authorization.operatorWritableTags }),
+      }),
+  );
+  singleton(
+    Tokens.CommandRunner,
+    (resolve) =>
+      new AuditedCommandRunner({
+        authorizer: resolve(Tokens.Authorizer),
+        audit: resolve(Tokens.GuardedStore).audit,
+        clock: resolve(Tokens.Clock),
+        bus: resolve(Tokens.Bus),
+        logger: resolve(Tokens.Logger),
+      }),
+  );
+  singleton(
+    Tokens.AlarmEngine,
+    (resolve) =>
+      new AlarmEngine({
+        clock: resolve(Tokens.Clock),
+        tags: options.tags,
+        definitions: options.alarms,
+        bus: resolve(Tokens.Bus),
+        history: resolve(Tokens.GuardedStore).alarms,
+      }),
+  );
+  singleton(Tokens.Machine, (resolve): MachineStateMachine => {
+    const alarms = resolve(Tokens.AlarmEngine);
+    const interlockGuard = (): true | { allowed: false; reason: string } => {
+      const tripped = alarms.list().find((alarm) => alarm.interlock && alarm.active);
+      return tripped ? { allowed: false, reason: `interlock ${tripped.id} is active` } : true;
+    };
+    const model = options.machine.model === "packml" ? packmlModel : kilnMachineModel;
+    return new StateMachine<string, string>(model as never, {
+      machineId: options.machineId,
+      clock: resolve(Tokens.Clock),
+      bus: resolve(Tokens.Bus),
+      guards: { start: interlockGuard },
+    });
+  });
+  singleton(
+    Tokens.TagWriter,
+    (resolve) =>
+      new CheckedTagWriter({
+        tags: options.tags,
+        driver: resolve(Tokens.GuardedDriver),
+        lifecycle: resolve(Tokens.Lifecycle),
+      }),
+  );
+  singleton(Tokens.RecipeExecutor, (resolve) => {
+    const machine = resolve(Tokens.Machine);
+    const writer = resolve(Tokens.TagWriter);
+    const store = resolve(Tokens.GuardedStore);
+    return new RecipeExecutor({
+      machine:
+        options.machine.model === "packml"
+          ? packmlMachineBinding(machine as never)
+          : kilnMachineBinding(machine as never),
+      io: tableRecipeIo(resolve(Tokens.CurrentValueTable), (tag, value, signal) => writer.write(tag, value, signal)),
+      catalog: options.tags,
+      clock: resolve(Tokens.Clock),
+      processes: store.processes,
+      resolveRecipe: recipeResolver(store.recipes),
+      safeState: options.machine.safeState,
+      bus: resolve(Tokens.Bus),
+      logger: resolve(Tokens.Logger),
+      progressSaveIntervalMs: options.recipes.progressSaveIntervalMs,
+    });
+  });
+  singleton(Tokens.EventRecorder, (resolve) => new EventRecorder(resolve(Tokens.GuardedStore).events));
+}

@@ -1,0 +1,94 @@
+import { expect, test } from "vitest";
+import { KilnError } from "../domain/errors";
+import { defineTags } from "../domain/tags";
+import { MemoryStore } from "../memory/memory-store";
+import { SimulatedClock } from "../memory/simulated-clock";
+import { SimulatedPlc } from "../memory/simulated-plc";
+import type { Principal } from "../security/authorization";
+import { createControlSystem } from "./create-control-system";
+
+const tags = defineTags({
+  "chamber.pressure": { dataType: "float64", unit: "mbar", scanGroup: "fast" },
+  "seq.counter": { dataType: "uint32", scanGroup: "fast" },
+  "valve.ald1": { dataType: "bool", access: "readwrite", scanGroup: "fast" },
+});
+const admin: Principal = { id: "root", roles: ["admin"] };
+const operator: Principal = { id: "olga", roles: ["operator"] };
+const TIMEOUT_MS = 500;
+const hangingPortPolicy = { timeoutMs: TIMEOUT_MS, breaker: { failureThreshold: 2, recoveryTimeMs: 60_000 } };
+
+/** Tracks when a command settles and how: `"ok"` or the error's code. */
+function track(command: Promise<unknown>): { outcome: string | undefined } {
+  const state: { outcome: string | undefined } = { outcome: undefined };
+  command.then(
+    () => (state.outcome = "ok"),
+    (error: unknown) => (state.outcome = KilnError.is(error) ? error.code : String(error)),
+  );
+  return state;
+}
+
+test("a store whose audit, alarm-history and event writes hang: commands settle within the timeout, health() shows the timeouts and open breakers, nothing else blocks", async () => {
+  const clock = new SimulatedClock({ start: Date.UTC(2026, 10, 22) });
+  const plc = new SimulatedPlc({
+    tags,
+    clock,
+    sources: { "chamber.pressure": { kind: "constant", value: 5 }, "seq.counter": { kind: "counter" } },
+  });
+  const store = new MemoryStore({ clock });
+  const system = createControlSystem({
+    machineId: "ald-1",
+    tags,
+    driver: plc,
+    store,
+    clock,
+    scanGroups: { fast: { periodMs: 100 } },
+    logging: { maxBatchSize: 50, maxLatencyMs: 200 },
+    alarms: [{ tag: "chamber.pressure", kind: "HI", setpoint: 3, priority: 2, message: "Pressure high" }],
+    storePolicies: { audit: hangingPortPolicy, alarms: hangingPortPolicy, events: hangingPortPolicy },
+  });
+  store.faults.hang("audit", "alarms", "events");
+  await system.start();
+  await clock.advance(300); // the HI alarm raises on the first scan; its history write hangs
+
+  // A machine command waits for its state change to be appended to the (hung) event store, then
+  // for its entry in the (hung) audit log: each wait ends at its port's timeout.
+  const start = track(system.sendMachineCommand(admin, "start"));
+  await clock.advance(TIMEOUT_MS - 1);
+  expect(start.outcome).toBeUndefined();
+  await clock.advance(TIMEOUT_MS + 1);
+  expect(["ok", "KILN_TIMEOUT"]).toContain(start.outcome);
+
+  // The second audit timeout opens the audit breaker; from then on commands settle at once.
+  const acknowledge = track(system.acknowledgeAlarm(operator, "chamber.pressure:HI"));
+  await clock.advance(TIMEOUT_MS);
+  expect(["ok", "KILN_TIMEOUT", "KILN_CIRCUIT_OPEN"]).toContain(acknowledge.outcome);
+  const write = track(system.writeTag(admin, "valve.ald1", true));
+  await clock.advance(0);
+  expect(["ok", "KILN_CIRCUIT_OPEN"]).toContain(write.outcome);
+
+  const scansBefore = system.health().acquisition.groups[0]!.cycles;
+  const storedBefore = store.sampleCount;
+  await clock.advance(2_000);
+  const health = system.health();
+  expect(health.ports.audit.state.state).toBe("open");
+  expect(health.ports.audit.failures).toBeGreaterThanOrEqual(2);
+  expect(health.ports.alarms.failures).toBeGreaterThanOrEqual(1);
+  expect(health.ports.events.failures).toBeGreaterThanOrEqual(1);
+  expect(health.alarms.historyFailures).toBeGreaterThanOrEqual(1);
+  expect(health.problems).toContain("store:audit breaker open");
+  expect(health.status).toBe("degraded");
+  // Nothing else blocks: the device and the samples port are healthy, scans and sample writes go on.
+  expect(health.ports.driver.state.state).toBe("closed");
+  expect(health.ports.samples.state.state).toBe("closed");
+  expect(health.acquisition.link).toBe("online");
+  expect(health.acquisition.groups[0]!.cycles).toBeGreaterThanOrEqual(scansBefore + 20);
+  expect(store.sampleCount).toBeGreaterThan(storedBefore);
+
+  // stop() drains in bounded time: every hung write times out or is refused by its open breaker.
+  let stopped = false;
+  const stopping = system.stop().then(() => (stopped = true));
+  for (let step = 0; step < 20 && !stopped; step++) await clock.advance(TIMEOUT_MS);
+  await stopping;
+  expect(stopped).toBe(true);
+  expect(system.state).toBe("stopped");
+});

@@ -1,0 +1,59 @@
+import type { Sample } from "../domain/sample";
+import type { Tag } from "../domain/tags";
+import type { PlcDriver } from "../ports/plc-driver";
+import type { SampleHistory } from "../ports/sample-history";
+import type { SampleSink } from "../ports/sample-sink";
+import type { Store } from "../ports/store";
+import type { CircuitBreaker } from "./circuit-breaker";
+import type { RetryInfo } from "./retry";
+
+/** Per-call options of a guarded port call. */
+export interface PortCall {
+  /** Aborting it ends the call (and its retries) at once with the signal's reason. */
+  readonly signal?: AbortSignal;
+  /** Called before each backoff wait of a retried call, with the failed attempt and its error. */
+  readonly onRetry?: (info: RetryInfo) => void;
+}
+
+/**
+ * A PLC driver wrapped in its device policy by composition: `read` and `write` run under the
+ * call timeout and through the device's circuit breaker, once each (the next scan is a read's
+ * retry; a write is not idempotent); `connect` and `subscribe` run under the timeout only.
+ * Consumers use it as a plain {@link PlcDriver} and never wire resilience themselves.
+ */
+export interface GuardedDriver extends PlcDriver {
+  /** The device's breaker (`plc:<driver name>`), shared by reads and writes. */
+  readonly breaker: CircuitBreaker;
+  /**
+   * Reads `tags` under the timeout only, outside the breaker: the reconnect loop's probe while
+   * the link is down. Its caller closes the breaker (`breaker.reset()`) once the link is back.
+   */
+  probe(tags: readonly Tag[], signal?: AbortSignal): Promise<Sample[]>;
+}
+
+/**
+ * A sample sink wrapped in its port policy by composition: each attempt of `writeBatch` runs
+ * under the write timeout and through the sink's breaker, and retryable failures (timeouts,
+ * store errors, an open breaker) are retried with capped backoff until the batch is stored or
+ * `call.signal` aborts; `writeBatch` is idempotent on (tag, timestamp), so this is safe.
+ */
+export interface GuardedSampleSink extends SampleSink {
+  /** Stores `samples`, retrying as described above. Rejects with the first error retrying cannot fix. */
+  writeBatch(samples: readonly Sample[], call?: PortCall): Promise<void>;
+  /** The sink's breaker (`store:samples`). */
+  readonly breaker: CircuitBreaker;
+}
+
+/** The store ports composition guards, each with its own breaker. */
+export type StorePortName = "samples" | "history" | "events" | "processes" | "recipes" | "alarms" | "audit";
+
+/**
+ * A store whose every port call runs under its port's policy (see `guardStore`). `open` and
+ * `close` are passed through: they are lifecycle, run once, by the owner.
+ */
+export interface GuardedStore extends Store {
+  /** Sample ingest (retried, idempotent) and history reads (their own breaker). */
+  readonly samples: GuardedSampleSink & SampleHistory;
+  /** The breaker of each port, by port name. */
+  readonly breakers: Readonly<Record<StorePortName, CircuitBreaker>>;
+}
