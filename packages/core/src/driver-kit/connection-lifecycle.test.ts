@@ -44,12 +44,12 @@ describe("ConnectionLifecycle", () => {
     expect(opens).toBe(1);
   });
 
-  test("a failed open goes back to disconnected with the error's code, and rethrows", async () => {
+  test("a failed open goes back to disconnected with the error's message, and rethrows", async () => {
     const { lifecycle, changes } = setup();
     const failure = new KilnError("KILN_CONNECTION_FAILED", "refused", { retryable: true });
     await expect(lifecycle.connect(() => Promise.reject(failure))).rejects.toBe(failure);
     expect(lifecycle.status).toBe("disconnected");
-    expect(changes.at(-1)).toEqual({ from: "connecting", to: "disconnected", reason: "KILN_CONNECTION_FAILED" });
+    expect(changes.at(-1)).toEqual({ from: "connecting", to: "disconnected", reason: "refused" });
   });
 
   test("close during connect wins: the connect rejects with KILN_ABORTED, open saw the abort, status is closed", async () => {

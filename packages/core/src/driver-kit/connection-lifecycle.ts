@@ -114,7 +114,7 @@ export class ConnectionLifecycle {
    * attempt. `open` receives a signal that aborts when `signal` or `close()` does, and must honour it.
    * `reasons` are the reasons of the `connecting` and `connected` status changes.
    *
-   * @throws what `open` throws (status back to `disconnected`, reason the error's code or message);
+   * @throws what `open` throws (status back to `disconnected`, the error's message as reason);
    *   `KILN_ABORTED` when `signal` aborts first or `close()` is called meanwhile.
    */
   connect(
@@ -250,6 +250,5 @@ export class ConnectionLifecycle {
 }
 
 function describe(error: unknown): string {
-  if (KilnError.is(error)) return error.code;
   return error instanceof Error ? error.message : String(error);
 }
