@@ -7,7 +7,6 @@ import {
   qualityFromModbus,
   silentLogger,
   type Clock,
-  type Disposer,
   type DriverStatus,
   type DriverStatusChange,
   type Logger,
@@ -17,8 +16,8 @@ import {
   type Sample,
   type Tag,
   type TagValue,
-  type TimerHandle,
 } from "@kiln/core";
+import { ConnectionLifecycle, abortError, raceAbort, type Disposer } from "@kiln/core/driver-kit";
 import {
   MODBUS_AREAS,
   MODBUS_BYTE_ORDERS,
@@ -228,16 +227,6 @@ const optionsSchema = z.object({
 
 type ResolvedOptions = z.output<typeof optionsSchema>;
 
-/** The delay before reconnect attempt `attempt` (0-based): capped exponential backoff, shortened by jitter. */
-export function reconnectDelay(
-  attempt: number,
-  options: Required<Omit<ModbusReconnectOptions, "enabled">>,
-  random: () => number = Math.random,
-): number {
-  const base = Math.min(options.maxDelayMs, options.initialDelayMs * options.multiplier ** attempt);
-  return base * (1 - options.jitter * random());
-}
-
 /** Splits `values` starting at `address` into chunks of at most `max`. */
 export function chunkWrite<TValue>(
   address: number,
@@ -287,13 +276,10 @@ export class ModbusDriver implements PlcDriver {
   readonly #clientFactory: () => ModbusClient;
   readonly #planner: ModbusReadPlanner;
   readonly #queue: ModbusRequestQueue;
-  readonly #listeners = new Set<(change: DriverStatusChange) => void>();
+  readonly #lifecycle: ConnectionLifecycle;
   readonly #maxConsecutiveTimeouts: number;
   readonly #target: string;
-  #status: DriverStatus = "disconnected";
   #client: ModbusClient | undefined;
-  #lifecycle: AbortController | undefined;
-  #connecting: Promise<void> | undefined;
   #consecutiveTimeouts = 0;
   #bitWriteLock: Promise<void> = Promise.resolve();
   readonly #learner: Pick<ModbusReadPlanner, "poison" | "learnBarrier">;
@@ -307,6 +293,14 @@ export class ModbusDriver implements PlcDriver {
     this.name = this.#options.name ?? `modbus:${this.#target}`;
     this.#clock = this.#options.clock ?? new SystemClock();
     this.#logger = (this.#options.logger ?? silentLogger).child({ driver: this.name });
+    this.#lifecycle = new ConnectionLifecycle({
+      name: this.name,
+      clock: this.#clock,
+      onListenerError: (error) => this.#logger.error({ error }, "status listener failed"),
+    });
+    this.#lifecycle.onStatusChange(({ from, to, reason }) =>
+      this.#logger.info({ from, to, reason }, "modbus driver status"),
+    );
     this.#clientFactory = this.#options.clientFactory ?? createModbusSerialClient;
     this.#maxConsecutiveTimeouts = this.#options.maxConsecutiveTimeouts ?? (transport.kind === "tcp" ? 3 : 0);
     const planner = this.#options.planner;
@@ -336,7 +330,7 @@ export class ModbusDriver implements PlcDriver {
 
   /** The current connection state. */
   get status(): DriverStatus {
-    return this.#status;
+    return this.#lifecycle.status;
   }
 
   /** What the planner has learned about the device (poisoned addresses, barriers). */
@@ -346,10 +340,7 @@ export class ModbusDriver implements PlcDriver {
 
   /** Calls `listener` on every connection state change; returns a disposer. */
   onStatusChange(listener: (change: DriverStatusChange) => void): Disposer {
-    this.#listeners.add(listener);
-    return () => {
-      this.#listeners.delete(listener);
-    };
+    return this.#lifecycle.onStatusChange(listener);
   }
 
   /**
@@ -368,43 +359,20 @@ export class ModbusDriver implements PlcDriver {
    *   `KILN_NOT_SUPPORTED` for RTU without the `serialport` package, `KILN_ABORTED` when `signal` aborts.
    */
   connect(signal?: AbortSignal): Promise<void> {
-    if (this.#status === "connected") return Promise.resolve();
-    if (this.#connecting) return this.#connecting;
-    if (this.#status === "reconnecting") return this.#nextConnected(signal);
-    const lifecycle = new AbortController();
-    this.#lifecycle = lifecycle;
-    this.#setStatus("connecting");
-    const attempt = this.#open(lifecycle.signal, signal).then(
-      () => {
-        if (lifecycle.signal.aborted) throw lifecycle.signal.reason;
-        this.#setStatus("connected");
-      },
-      (error: unknown) => {
-        if (this.#status === "connecting") {
-          this.#setStatus("disconnected", error instanceof Error ? error.message : String(error));
-        }
-        throw error;
-      },
-    );
-    const connecting = attempt.finally(() => {
-      if (this.#connecting === connecting) this.#connecting = undefined;
-    });
-    this.#connecting = connecting;
-    return connecting;
+    if (this.status === "reconnecting") return this.#lifecycle.whenConnected(signal);
+    return this.#lifecycle.connect((lifetime) => this.#open(lifetime), signal);
   }
 
   /** Closes the connection, stops reconnecting and fails every pending request. Idempotent. */
-  async close(): Promise<void> {
-    if (this.#status === "closed") return;
-    this.#lifecycle?.abort(new KilnError("KILN_NOT_CONNECTED", "The Modbus driver was closed."));
-    this.#lifecycle = undefined;
-    const client = this.#client;
-    this.#client = undefined;
-    this.#queue.fail(
-      new KilnError("KILN_NOT_CONNECTED", "The Modbus driver was closed.", { details: { modbus: "disconnected" } }),
-    );
-    if (client) await destroyClient(client);
-    this.#setStatus("closed");
+  close(): Promise<void> {
+    return this.#lifecycle.close(async () => {
+      const client = this.#client;
+      this.#client = undefined;
+      this.#queue.fail(
+        new KilnError("KILN_NOT_CONNECTED", "The Modbus driver was closed.", { details: { modbus: "disconnected" } }),
+      );
+      if (client) await destroyClient(client);
+    });
   }
 
   /**
@@ -552,13 +520,14 @@ export class ModbusDriver implements PlcDriver {
   }
 
   #assertOpen(): void {
-    if (this.#status === "connected" || this.#status === "reconnecting") return;
+    const status = this.status;
+    if (status === "connected" || status === "reconnecting") return;
     throw new KilnError(
       "KILN_NOT_CONNECTED",
-      this.#status === "closed"
+      status === "closed"
         ? `Modbus driver "${this.name}" is closed.`
         : `Modbus driver "${this.name}" is not connected; call connect() first.`,
-      { details: { driver: this.name, status: this.#status } },
+      { details: { driver: this.name, status } },
     );
   }
 
@@ -574,8 +543,8 @@ export class ModbusDriver implements PlcDriver {
       const result = await this.#queue.run(
         async () => {
           client = this.#client;
-          if (!client || this.#status !== "connected") {
-            throw modbusDisconnectedError(`not connected (${this.#status}) when ${what} was due`);
+          if (!client || this.status !== "connected") {
+            throw modbusDisconnectedError(`not connected (${this.status}) when ${what} was due`);
           }
           client.setID(unitId);
           try {
@@ -655,7 +624,8 @@ export class ModbusDriver implements PlcDriver {
     }
   }
 
-  async #open(lifecycle: AbortSignal, signal?: AbortSignal): Promise<void> {
+  /** Opens a client; `signal` (the call's and the lifetime's) aborts the attempt. */
+  async #open(signal: AbortSignal): Promise<void> {
     const transport = this.#options.transport;
     if (transport.kind === "rtu") await loadSerialSupport();
     const client = this.#clientFactory();
@@ -672,107 +642,61 @@ export class ModbusDriver implements PlcDriver {
             stopBits: transport.stopBits,
             parity: transport.parity,
           });
+    const deadline = new AbortController();
+    const timer = this.#clock.setTimeout(
+      () => deadline.abort(this.#connectFailed(`no answer within ${this.#options.connectTimeoutMs} ms`)),
+      this.#options.connectTimeoutMs,
+    );
     try {
-      await raceOpen(opening, this.#clock, this.#options.connectTimeoutMs, [lifecycle, signal]);
+      await raceAbort(opening, AbortSignal.any([signal, deadline.signal]), "opening the Modbus connection");
     } catch (error) {
       void destroyClient(client);
       if (KilnError.is(error)) throw error;
-      const reason = error instanceof Error ? error.message : String(error);
-      throw new KilnError(
-        "KILN_CONNECTION_FAILED",
-        `Could not open Modbus ${transport.kind.toUpperCase()} connection to ${this.#target}: ${reason}. ` +
-          "Check the address, port and that the device accepts another client.",
-        { retryable: true, cause: error, details: { driver: this.name, target: this.#target } },
-      );
+      throw this.#connectFailed(error instanceof Error ? error.message : String(error), error);
+    } finally {
+      this.#clock.clearTimeout(timer);
     }
-    if (lifecycle.aborted) {
+    if (signal.aborted) {
       void destroyClient(client);
-      throw lifecycle.reason;
+      throw abortError(signal, "opening the Modbus connection");
     }
     this.#client = client;
     this.#consecutiveTimeouts = 0;
   }
 
+  #connectFailed(reason: string, cause?: unknown): KilnError {
+    const transport = this.#options.transport;
+    return new KilnError(
+      "KILN_CONNECTION_FAILED",
+      `Could not open Modbus ${transport.kind.toUpperCase()} connection to ${this.#target}: ${reason}. ` +
+        "Check the address, port and that the device accepts another client.",
+      { retryable: true, cause, details: { driver: this.name, target: this.#target } },
+    );
+  }
+
   #connectionLost(client: ModbusClient, reason: string): void {
-    if (client !== this.#client || this.#status !== "connected") return;
+    if (client !== this.#client || this.status !== "connected") return;
     this.#client = undefined;
     void destroyClient(client);
     this.#queue.fail(modbusDisconnectedError(reason));
     this.#logger.warn({ reason }, "modbus connection lost");
-    const lifecycle = this.#lifecycle;
-    if (!this.#options.reconnect.enabled || !lifecycle) {
-      this.#setStatus("disconnected", reason);
+    const { enabled, ...backoff } = this.#options.reconnect;
+    if (!enabled || this.#lifecycle.signal.aborted) {
+      this.#lifecycle.setStatus("disconnected", reason);
       return;
     }
-    this.#setStatus("reconnecting", reason);
-    void this.#reconnect(lifecycle.signal);
-  }
-
-  async #reconnect(lifecycle: AbortSignal): Promise<void> {
-    const { enabled: _enabled, ...backoff } = this.#options.reconnect;
-    for (let attempt = 0; ; attempt++) {
-      try {
-        await this.#clock.sleep(reconnectDelay(attempt, backoff), lifecycle);
-      } catch {
-        return;
-      }
-      if (lifecycle.aborted) return;
-      try {
-        await this.#open(lifecycle);
-      } catch (error) {
-        if (lifecycle.aborted) return;
-        if (KilnError.is(error, "KILN_NOT_SUPPORTED")) {
-          this.#setStatus("disconnected", error.message);
-          return;
-        }
-        this.#logger.debug({ attempt: attempt + 1, error }, "modbus reconnect attempt failed");
-        continue;
-      }
-      if (lifecycle.aborted) return;
-      this.#setStatus("connected", `reconnected after ${attempt + 1} attempt${attempt === 0 ? "" : "s"}`);
-      return;
-    }
-  }
-
-  #nextConnected(signal?: AbortSignal): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      const onAbort = (): void => {
-        dispose();
-        reject(new KilnError("KILN_ABORTED", "connect() was aborted.", { cause: signal?.reason }));
-      };
-      const dispose = this.onStatusChange((change) => {
-        if (change.to === "connected") {
-          dispose();
-          signal?.removeEventListener("abort", onAbort);
-          resolve();
-        } else if (change.to === "closed" || change.to === "disconnected") {
-          dispose();
-          signal?.removeEventListener("abort", onAbort);
-          reject(
-            new KilnError("KILN_CONNECTION_FAILED", `Modbus driver "${this.name}" stopped reconnecting.`, {
-              retryable: change.to === "disconnected",
-            }),
-          );
-        }
-      });
-      if (signal?.aborted) onAbort();
-      else signal?.addEventListener("abort", onAbort, { once: true });
+    void this.#lifecycle.reconnect({
+      reason,
+      backoff,
+      delayFirst: true,
+      attempt: (lifetime) => this.#open(lifetime),
+      onAttemptFailed: (error, attempt) => {
+        if (KilnError.is(error, "KILN_NOT_SUPPORTED")) return "stop";
+        this.#logger.debug({ attempt, error }, "modbus reconnect attempt failed");
+        return "retry";
+      },
+      connectedReason: (attempts) => `reconnected after ${attempts} attempt${attempts === 1 ? "" : "s"}`,
     });
-  }
-
-  #setStatus(to: DriverStatus, reason?: string): void {
-    const from = this.#status;
-    if (from === to) return;
-    this.#status = to;
-    const change: DriverStatusChange = reason === undefined ? { from, to } : { from, to, reason };
-    this.#logger.info({ from, to, reason }, "modbus driver status");
-    for (const listener of [...this.#listeners]) {
-      try {
-        listener(change);
-      } catch (error) {
-        this.#logger.error({ error }, "status listener failed");
-      }
-    }
   }
 }
 
@@ -808,52 +732,5 @@ function destroyClient(client: ModbusClient): Promise<void> {
     } catch {
       resolve();
     }
-  });
-}
-
-/** Waits for `opening`, failing on timeout or when any signal aborts. */
-function raceOpen(
-  opening: Promise<void>,
-  clock: Clock,
-  timeoutMs: number,
-  signals: readonly (AbortSignal | undefined)[],
-): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    let timer: TimerHandle | undefined;
-    const cleanup = (): void => {
-      if (timer) clock.clearTimeout(timer);
-      for (const signal of signals) signal?.removeEventListener("abort", onAbort);
-    };
-    const onAbort = (): void => {
-      cleanup();
-      const reason = signals.find((signal) => signal?.aborted)?.reason;
-      reject(
-        KilnError.is(reason)
-          ? reason
-          : new KilnError("KILN_ABORTED", "Opening the Modbus connection was aborted.", { cause: reason }),
-      );
-    };
-    for (const signal of signals) {
-      if (signal?.aborted) {
-        onAbort();
-        return;
-      }
-      signal?.addEventListener("abort", onAbort, { once: true });
-    }
-    timer = clock.setTimeout(() => {
-      timer = undefined;
-      cleanup();
-      reject(new Error(`no answer within ${timeoutMs} ms`));
-    }, timeoutMs);
-    opening.then(
-      () => {
-        cleanup();
-        resolve();
-      },
-      (error: unknown) => {
-        cleanup();
-        reject(error);
-      },
-    );
   });
 }
