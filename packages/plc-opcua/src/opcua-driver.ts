@@ -10,7 +10,6 @@ import {
   silentLogger,
   type BrowsedVariable,
   type Clock,
-  type Disposer,
   type DriverStatus,
   type DriverStatusChange,
   type Logger,
@@ -22,6 +21,7 @@ import {
   type TagValue,
   type ValidationIssue,
 } from "@kiln/core";
+import { ConnectionLifecycle, raceAbort, type Disposer } from "@kiln/core/driver-kit";
 import {
   AttributeIds,
   BrowseDirection,
@@ -100,8 +100,6 @@ const SECURITY_POLICIES = {
 
 const MAX_BROWSED_NODES = 100_000;
 
-let generations = 0;
-
 /**
  * A Kiln {@link PlcDriver} for OPC UA servers (Siemens S7-1500, Beckhoff TwinCAT, CODESYS,
  * open62541, node-opcua...), built on node-opcua.
@@ -148,20 +146,17 @@ export class OpcuaDriver implements PlcDriver {
   readonly #clock: Clock;
   readonly #pkiDir: string;
   readonly #secret: string | undefined;
-  readonly #listeners = new Set<(change: DriverStatusChange) => void>();
+  readonly #lifecycle: ConnectionLifecycle;
   readonly #subscriptions = new Set<OpcuaTagSubscription>();
   readonly #readPlans = new WeakMap<readonly Tag[], ReadPlan>();
   readonly #addresses = new WeakMap<Tag, OpcuaNodeAddress>();
   readonly #dataTypes = new Map<string, Promise<DataType>>();
-  #status: DriverStatus = "disconnected";
   #connection: Connection | undefined;
-  #connecting: Promise<void> | undefined;
-  #rebuilding: Promise<void> | undefined;
   #repairing: Promise<void> | undefined;
   #repairAgain = false;
-  #lifetime = new AbortController();
-  #closing = false;
   #warnedInsecure = false;
+  /** Numbers each session layout (namespaces, limits), so plans and data types cached for an older one are not reused. */
+  #generations = 0;
 
   /**
    * Validates `options` and prepares the driver. No connection is opened: call {@link connect}.
@@ -175,19 +170,22 @@ export class OpcuaDriver implements PlcDriver {
     this.#clock = this.#options.clock ?? new SystemClock();
     this.#pkiDir = path.resolve(this.#options.pki.dir ?? path.join(homedir(), ".kiln", "opcua", "pki"));
     this.#secret = this.#options.identity.type === "username" ? this.#options.identity.password : undefined;
+    this.#lifecycle = new ConnectionLifecycle({
+      name: this.name,
+      clock: this.#clock,
+      ...(this.#options.random ? { random: this.#options.random } : {}),
+      onListenerError: (error) => this.#logger.error({ err: error }, "a status listener threw"),
+    });
   }
 
   /** The current connection state. */
   get status(): DriverStatus {
-    return this.#status;
+    return this.#lifecycle.status;
   }
 
   /** Calls `listener` on every connection state change; returns a disposer. */
   onStatusChange(listener: (change: DriverStatusChange) => void): Disposer {
-    this.#listeners.add(listener);
-    return () => {
-      this.#listeners.delete(listener);
-    };
+    return this.#lifecycle.onStatusChange(listener);
   }
 
   /**
@@ -200,32 +198,28 @@ export class OpcuaDriver implements PlcDriver {
    *   `KILN_ABORTED` when `signal` aborts first.
    */
   connect(signal?: AbortSignal): Promise<void> {
-    if (this.#status === "connected" || this.#status === "reconnecting") return Promise.resolve();
-    if (this.#connecting) return this.#connecting;
-    this.#closing = false;
-    this.#lifetime = new AbortController();
-    this.#connecting = this.#connectNow(signal).finally(() => {
-      this.#connecting = undefined;
-    });
-    return this.#connecting;
+    if (this.status === "reconnecting") return Promise.resolve();
+    return this.#lifecycle.connect(
+      async (lifetime) => {
+        this.#connection = await this.#open(lifetime);
+      },
+      signal,
+      { connecting: `connecting to ${this.#options.endpointUrl}`, connected: "session open" },
+    );
   }
 
   /** Closes subscriptions, the session and the connection, and stops reconnecting. Idempotent. */
-  async close(): Promise<void> {
-    if (this.#status === "closed" && !this.#connecting) return;
-    this.#closing = true;
-    this.#lifetime.abort(new KilnError("KILN_ABORTED", "The OPC UA driver was closed."));
-    await this.#connecting?.catch(() => undefined);
-    const subscriptions = [...this.#subscriptions];
-    this.#subscriptions.clear();
-    await Promise.all(subscriptions.map((subscription) => subscription.close(false)));
-    const connection = this.#connection;
-    this.#connection = undefined;
-    if (connection) await this.#dispose(connection);
-    await this.#rebuilding?.catch(() => undefined);
-    await this.#repairing;
-    this.#dataTypes.clear();
-    this.#setStatus("closed", "closed by the application");
+  close(): Promise<void> {
+    return this.#lifecycle.close(async () => {
+      const subscriptions = [...this.#subscriptions];
+      this.#subscriptions.clear();
+      await Promise.all(subscriptions.map((subscription) => subscription.close(false)));
+      const connection = this.#connection;
+      this.#connection = undefined;
+      if (connection) await this.#dispose(connection);
+      await this.#repairing;
+      this.#dataTypes.clear();
+    }, "closed by the application");
   }
 
   /**
@@ -243,9 +237,10 @@ export class OpcuaDriver implements PlcDriver {
     const plan = this.#planFor(tags, connection);
     let results: DataValue[][];
     try {
-      results = await this.#untilAborted(
+      results = await raceAbort(
         Promise.all(plan.chunks.map((chunk) => connection.session.read(chunk.nodesToRead as ReadValueIdOptions[], 0))),
         signal,
+        "the OPC UA read",
       );
     } catch (error) {
       throw requestError(error, "read", this.#secret);
@@ -292,13 +287,18 @@ export class OpcuaDriver implements PlcDriver {
         `namespace ${address.namespaceUri} is not on the server`,
       );
     }
-    const dataType = await this.#untilAborted(this.#dataTypeOf(connection, nodeId, tag, address.text), signal);
+    const dataType = await raceAbort(
+      this.#dataTypeOf(connection, nodeId, tag, address.text),
+      signal,
+      "the OPC UA write",
+    );
     const variant = variantForWrite(value, dataType, tag, address.text);
     let status;
     try {
-      status = await this.#untilAborted(
+      status = await raceAbort(
         connection.session.write({ nodeId, attributeId: AttributeIds.Value, value: { value: variant } }),
         signal,
+        "the OPC UA write",
       );
     } catch (error) {
       throw requestError(error, "write", this.#secret);
@@ -322,14 +322,15 @@ export class OpcuaDriver implements PlcDriver {
     options: SubscriptionOptions,
     onSamples: (samples: Sample[]) => void,
   ): Promise<Disposer> {
-    if (this.#status !== "reconnecting") this.#requireConnection();
+    if (this.status !== "reconnecting") this.#requireConnection();
     const addresses = this.#addressesOf(tags);
     if (tags.length === 0) return () => undefined;
     const subscription = new OpcuaTagSubscription(tags, addresses, options, onSamples, {
       logger: this.#logger,
       clock: this.#clock,
       retry: this.#options.monitoredItemRetry,
-      connection: () => (this.#status === "connected" ? this.#connection : undefined),
+      ...(this.#options.random ? { random: this.#options.random } : {}),
+      connection: () => (this.status === "connected" ? this.#connection : undefined),
     });
     this.#subscriptions.add(subscription);
     try {
@@ -380,19 +381,8 @@ export class OpcuaDriver implements PlcDriver {
     }
   }
 
-  async #connectNow(signal: AbortSignal | undefined): Promise<void> {
-    this.#setStatus("connecting", `connecting to ${this.#options.endpointUrl}`);
-    const lifetime = this.#lifetime.signal;
-    try {
-      this.#connection = await this.#open(signal ? AbortSignal.any([signal, lifetime]) : lifetime);
-      this.#setStatus("connected", "session open");
-    } catch (error) {
-      this.#setStatus("disconnected", KilnError.is(error) ? error.code : "connection failed");
-      throw error;
-    }
-  }
-
-  async #open(signal?: AbortSignal): Promise<Connection> {
+  /** Opens the channel and the session; `signal` (the call's and the lifetime's) aborts it. */
+  async #open(signal: AbortSignal): Promise<Connection> {
     const { endpointUrl, security, pki, timeouts, connectionStrategy } = this.#options;
     const mode = security.mode;
     if (mode === "None" && !this.#warnedInsecure) {
@@ -455,7 +445,22 @@ export class OpcuaDriver implements PlcDriver {
         }
       })();
       attempt.catch(() => undefined);
-      const { session, info } = await this.#untilAborted(attempt, signal, timeouts.connectMs);
+      const deadline = new AbortController();
+      const timer = this.#clock.setTimeout(
+        () =>
+          deadline.abort(
+            new KilnError("KILN_CONNECTION_FAILED", `Connecting took longer than ${timeouts.connectMs} ms.`, {
+              retryable: true,
+              details: { timeoutMs: timeouts.connectMs },
+            }),
+          ),
+        timeouts.connectMs,
+      );
+      const { session, info } = await raceAbort(
+        attempt,
+        AbortSignal.any([signal, deadline.signal]),
+        "connecting",
+      ).finally(() => this.#clock.clearTimeout(timer));
       const connection: Connection = {
         client: opened,
         session,
@@ -463,7 +468,7 @@ export class OpcuaDriver implements PlcDriver {
         namespaceArray: info.namespaceArray,
         limits: info.limits,
         maxMonitoredItemsPerCall: info.limits.maxMonitoredItemsPerCall,
-        generation: ++generations,
+        generation: ++this.#generations,
       };
       this.#wire(connection);
       this.#logger.info(
@@ -496,11 +501,11 @@ export class OpcuaDriver implements PlcDriver {
 
   #wire(connection: Connection): void {
     const { client, session } = connection;
-    const current = (): boolean => this.#connection === connection && !this.#closing;
+    const current = (): boolean => this.#connection === connection && !this.#lifecycle.signal.aborted;
     client.on("connection_lost", () => {
       if (!current()) return;
       this.#logger.warn("OPC UA connection lost; reconnecting");
-      this.#setStatus("reconnecting", "connection lost");
+      this.#lifecycle.setStatus("reconnecting", "connection lost");
       for (const subscription of this.#subscriptions) subscription.connectionLost();
     });
     client.on("backoff", (retry: number, delay: number) => {
@@ -537,7 +542,7 @@ export class OpcuaDriver implements PlcDriver {
       do {
         this.#repairAgain = false;
         await this.#reconcile(connection);
-      } while (this.#repairAgain && this.#connection === connection && !this.#closing);
+      } while (this.#repairAgain && this.#connection === connection && !this.#lifecycle.signal.aborted);
     })().finally(() => {
       this.#repairing = undefined;
     });
@@ -555,15 +560,15 @@ export class OpcuaDriver implements PlcDriver {
         connection.namespaceArray = info.namespaceArray;
         connection.limits = info.limits;
         connection.maxMonitoredItemsPerCall = info.limits.maxMonitoredItemsPerCall;
-        connection.generation = ++generations;
+        connection.generation = ++this.#generations;
         this.#dataTypes.clear();
         this.#logger.info("the server's namespaces or operation limits changed; re-planning");
       }
     } catch (error) {
       this.#logger.warn({ err: error }, "reading the server's namespaces after a reconnect failed");
     }
-    if (this.#connection !== connection || this.#closing || connection.client.isReconnecting) return;
-    this.#setStatus("connected", "connection re-established");
+    if (this.#connection !== connection || this.#lifecycle.signal.aborted || connection.client.isReconnecting) return;
+    this.#lifecycle.setStatus("connected", "connection re-established");
     await this.#reconcileSubscriptions();
   }
 
@@ -578,40 +583,38 @@ export class OpcuaDriver implements PlcDriver {
   }
 
   #rebuild(old: Connection, reason: string): void {
-    if (this.#rebuilding || this.#closing || this.#connection !== old) return;
+    if (this.#lifecycle.signal.aborted || this.#connection !== old) return;
     this.#logger.warn({ reason }, "OPC UA session lost; opening a new one");
     this.#connection = undefined;
-    this.#setStatus("reconnecting", reason);
+    this.#lifecycle.setStatus("reconnecting", reason);
     for (const subscription of this.#subscriptions) subscription.connectionLost();
-    const lifetime = this.#lifetime.signal;
-    this.#rebuilding = (async () => {
-      await this.#dispose(old);
-      let delay = this.#options.connectionStrategy.initialDelayMs;
-      while (!lifetime.aborted) {
-        try {
-          const connection = await this.#open(lifetime);
-          if (lifetime.aborted) {
-            await this.#dispose(connection);
-            return;
-          }
-          this.#connection = connection;
-          this.#dataTypes.clear();
-          this.#setStatus("connected", "session re-created");
-          await this.#reconcileSubscriptions();
-          return;
-        } catch (error) {
-          if (lifetime.aborted) return;
-          this.#logger.warn(
-            { code: KilnError.is(error) ? error.code : undefined, retryInMs: delay },
-            "opening a new OPC UA session failed; will retry",
-          );
-          const jitter = 1 + (Math.random() * 2 - 1) * this.#options.connectionStrategy.randomisationFactor;
-          await this.#clock.sleep(delay * jitter, lifetime).catch(() => undefined);
-          delay = Math.min(this.#options.connectionStrategy.maxDelayMs, delay * 2);
+    const { initialDelayMs, maxDelayMs, randomisationFactor } = this.#options.connectionStrategy;
+    let disposed = false;
+    void this.#lifecycle.reconnect({
+      reason,
+      backoff: { initialDelayMs, maxDelayMs, jitter: randomisationFactor },
+      attempt: async (lifetime) => {
+        if (!disposed) {
+          disposed = true;
+          await this.#dispose(old);
         }
-      }
-    })().finally(() => {
-      this.#rebuilding = undefined;
+        const connection = await this.#open(lifetime);
+        if (lifetime.aborted) {
+          await this.#dispose(connection);
+          return;
+        }
+        this.#connection = connection;
+        this.#dataTypes.clear();
+      },
+      onAttemptFailed: (error, attempt) => {
+        this.#logger.warn(
+          { code: KilnError.is(error) ? error.code : undefined, attempt },
+          "opening a new OPC UA session failed; will retry",
+        );
+        return "retry";
+      },
+      connectedReason: () => "session re-created",
+      onConnected: () => this.#reconcileSubscriptions(),
     });
   }
 
@@ -626,25 +629,25 @@ export class OpcuaDriver implements PlcDriver {
       ]);
       deadline.abort();
     };
-    if (this.#status === "connected") await bound(connection.session.close(true));
+    if (this.status === "connected") await bound(connection.session.close(true));
     await bound(connection.client.disconnect());
     await connection.certificateManager.dispose().catch(() => undefined);
   }
 
   #requireConnection(): Connection {
     const connection = this.#connection;
-    if (this.#status === "connected" && connection) return connection;
-    if (this.#status === "reconnecting") {
+    const status = this.status;
+    if (status === "connected" && connection) return connection;
+    if (status === "reconnecting") {
       throw new KilnError("KILN_CONNECTION_FAILED", `The OPC UA connection "${this.name}" is down; reconnecting.`, {
         retryable: true,
-        details: { driver: this.name, status: this.#status },
+        details: { driver: this.name, status },
       });
     }
-    throw new KilnError(
-      "KILN_NOT_CONNECTED",
-      `The OPC UA driver "${this.name}" is ${this.#status}; call connect() first.`,
-      { retryable: this.#status === "connecting", details: { driver: this.name, status: this.#status } },
-    );
+    throw new KilnError("KILN_NOT_CONNECTED", `The OPC UA driver "${this.name}" is ${status}; call connect() first.`, {
+      retryable: status === "connecting",
+      details: { driver: this.name, status },
+    });
   }
 
   #addressesOf(tags: readonly Tag[]): OpcuaNodeAddress[] {
@@ -779,59 +782,6 @@ export class OpcuaDriver implements PlcDriver {
     }
     return out;
   }
-
-  #setStatus(to: DriverStatus, reason?: string): void {
-    const from = this.#status;
-    if (from === to) return;
-    this.#status = to;
-    const change: DriverStatusChange = reason === undefined ? { from, to } : { from, to, reason };
-    for (const listener of [...this.#listeners]) {
-      try {
-        listener(change);
-      } catch (error) {
-        this.#logger.error({ err: error }, "a status listener threw");
-      }
-    }
-  }
-
-  /** Races `promise` against `signal` (and an optional deadline); the work itself is not cancelled. */
-  #untilAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined, deadlineMs?: number): Promise<T> {
-    if (!signal && deadlineMs === undefined) return promise;
-    if (signal?.aborted) return Promise.reject(aborted(signal));
-    return new Promise<T>((resolve, reject) => {
-      const timer =
-        deadlineMs === undefined
-          ? undefined
-          : this.#clock.setTimeout(
-              () =>
-                finish(() =>
-                  reject(
-                    new KilnError("KILN_CONNECTION_FAILED", `Connecting took longer than ${deadlineMs} ms.`, {
-                      retryable: true,
-                      details: { timeoutMs: deadlineMs },
-                    }),
-                  ),
-                ),
-              deadlineMs,
-            );
-      const onAbort = (): void => finish(() => reject(aborted(signal!)));
-      const finish = (settle: () => void): void => {
-        if (timer) this.#clock.clearTimeout(timer);
-        signal?.removeEventListener("abort", onAbort);
-        settle();
-      };
-      signal?.addEventListener("abort", onAbort, { once: true });
-      promise.then(
-        (value) => finish(() => resolve(value)),
-        (error: unknown) => finish(() => reject(error)),
-      );
-    });
-  }
-}
-
-function aborted(signal: AbortSignal): KilnError {
-  if (KilnError.is(signal.reason)) return signal.reason;
-  return new KilnError("KILN_ABORTED", "The OPC UA call was aborted.", { cause: signal.reason });
 }
 
 function rejected(tag: Tag, nodeText: string, statusCode: number, reason: string | undefined): KilnError {

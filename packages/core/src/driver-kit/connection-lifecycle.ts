@@ -3,7 +3,7 @@ import { KilnError } from "../domain/errors";
 import type { Clock } from "../ports/clock";
 import type { DriverStatus, DriverStatusChange } from "../ports/plc-driver";
 import { abortError, raceAbort } from "./abort";
-import { defaultRandom, reconnectDelay, type ReconnectBackoff } from "./backoff";
+import { reconnectDelay, type ReconnectBackoff } from "./backoff";
 
 /** Options of {@link ConnectionLifecycle}. */
 export interface ConnectionLifecycleOptions {
@@ -61,7 +61,7 @@ export interface ReconnectOptions {
 export class ConnectionLifecycle {
   readonly #name: string;
   readonly #clock: Clock | undefined;
-  readonly #random: () => number;
+  readonly #random: (() => number) | undefined;
   readonly #onListenerError: ((error: unknown) => void) | undefined;
   readonly #listeners = new Set<(change: DriverStatusChange) => void>();
   #status: DriverStatus = "disconnected";
@@ -72,7 +72,7 @@ export class ConnectionLifecycle {
   constructor(options: ConnectionLifecycleOptions) {
     this.#name = options.name;
     this.#clock = options.clock;
-    this.#random = options.random ?? defaultRandom;
+    this.#random = options.random;
     this.#onListenerError = options.onListenerError;
   }
 
@@ -203,7 +203,7 @@ export class ConnectionLifecycle {
         if (options.delayFirst || attempt > 1) {
           const waitFor = options.delayFirst ? attempt : attempt - 1;
           try {
-            await clock.sleep(reconnectDelay(waitFor, options.backoff, this.#random()), lifetime);
+            await clock.sleep(reconnectDelay(waitFor, options.backoff, this.#random), lifetime);
           } catch {
             return;
           }

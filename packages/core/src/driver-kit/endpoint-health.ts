@@ -1,5 +1,5 @@
 import type { Clock } from "../ports/clock";
-import { defaultRandom, reconnectDelay, type ReconnectBackoff } from "./backoff";
+import { reconnectDelay, type ReconnectBackoff } from "./backoff";
 
 /** Whether a driver currently treats an endpoint (a Modbus unit, an OPC UA session) as reachable. */
 export type EndpointState = "online" | "offline";
@@ -60,7 +60,7 @@ export class EndpointHealth {
   readonly #clock: Clock;
   readonly #offlineAfter: number;
   readonly #backoff: ReconnectBackoff;
-  readonly #random: () => number;
+  readonly #random: (() => number) | undefined;
   readonly #entries = new Map<string, Entry>();
 
   /** @throws `RangeError` when `offlineAfter` is not an integer ≥ 1. */
@@ -71,7 +71,7 @@ export class EndpointHealth {
       throw new RangeError(`offlineAfter must be an integer ≥ 1, got ${this.#offlineAfter}`);
     }
     this.#backoff = options.probeBackoff ?? { initialDelayMs: 1_000, maxDelayMs: 60_000, jitter: 0.2 };
-    this.#random = options.random ?? defaultRandom;
+    this.#random = options.random;
   }
 
   /** Records a successful request: the endpoint is `online`, its failure count 0. */
@@ -95,7 +95,7 @@ export class EndpointHealth {
     entry.lastFailureAt = now;
     if (entry.consecutiveFailures < this.#offlineAfter) return "online";
     entry.offlineProbes++;
-    entry.nextProbeAt = now + reconnectDelay(entry.offlineProbes, this.#backoff, this.#random());
+    entry.nextProbeAt = now + reconnectDelay(entry.offlineProbes, this.#backoff, this.#random);
     return "offline";
   }
 
