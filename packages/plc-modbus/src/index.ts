@@ -38,7 +38,7 @@ export {
   type ModbusTransport,
   type ModbusWriteOptions,
 } from "./modbus-driver";
-export { modbusFailureOf, type ModbusFailure } from "./modbus-failure";
+export { ModbusExceptions, modbusFailureOf, qualityFromModbus, type ModbusFailure } from "./modbus-failure";
 export {
   MODBUS_READ_LIMIT_DEFAULTS,
   ModbusReadPlanner,

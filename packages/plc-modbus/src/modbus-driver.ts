@@ -4,7 +4,6 @@ import {
   KilnError,
   SystemClock,
   parseOrThrow,
-  qualityFromModbus,
   silentLogger,
   type Clock,
   type DriverStatus,
@@ -34,6 +33,7 @@ import {
   kilnErrorFromModbus,
   modbusDisconnectedError,
   modbusFailureOf,
+  qualityFromModbus,
   qualityFromModbusError,
 } from "./modbus-failure";
 import {
