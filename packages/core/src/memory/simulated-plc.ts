@@ -3,7 +3,7 @@ import { GOOD, quality, QualityCodes, type Quality } from "../domain/quality";
 import type { Sample } from "../domain/sample";
 import { TagCatalog, type Tag, type TagValue } from "../domain/tags";
 import type { Disposer } from "../domain/disposer";
-import { untilAbort } from "../driver-kit/abort";
+import { abortError, untilAbort } from "../driver-kit/abort";
 import { ConnectionLifecycle } from "../driver-kit/connection-lifecycle";
 import { SystemClock, type Clock } from "../ports/clock";
 import type {
@@ -249,6 +249,7 @@ export class SimulatedPlc implements PlcDriver {
   }
 
   async #latency(signal?: AbortSignal): Promise<void> {
+    if (signal?.aborted) throw abortError(signal);
     if (this.faults.hang) await untilAbort(signal);
     if (this.faults.latencyMs > 0) await this.#clock.sleep(this.faults.latencyMs, signal);
   }
