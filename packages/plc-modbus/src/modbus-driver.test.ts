@@ -3,7 +3,9 @@ import { KilnError, QualityCodes, defineTags, type DriverStatusChange } from "@k
 import { SimulatedClock } from "@kiln/core/testing";
 import { FakeModbusDevice } from "../test/fake-modbus-device";
 import { loadSerialSupport } from "./modbus-client";
-import { ModbusDriver, chunkWrite, type ModbusDriverOptions } from "./modbus-driver";
+import { ModbusDriver } from "./modbus-driver";
+import type { ModbusDriverOptions } from "./modbus-driver-options";
+import { chunkWrite } from "./modbus-writer";
 
 const tags = defineTags({
   "tank.level": { dataType: "float32", address: "HR0:float32:CDAB" },

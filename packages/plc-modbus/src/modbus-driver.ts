@@ -1,4 +1,3 @@
-import { z } from "zod";
 import {
   GOOD,
   KilnError,
@@ -16,20 +15,17 @@ import {
   type Tag,
   type TagValue,
 } from "@kiln/core";
-import { ConnectionLifecycle, abortError, raceAbort, type Disposer } from "@kiln/core/driver-kit";
+import { ConnectionLifecycle, type Disposer } from "@kiln/core/driver-kit";
+import { formatModbusAddress, isBitArea, isWritableArea } from "./modbus-address";
+import { createModbusSerialClient, type ModbusClient } from "./modbus-client";
+import { compileDecoder, rawFromEngineering, type ModbusTagDecoder } from "./modbus-codec";
+import { destroyClient, modbusTarget, openModbusClient } from "./modbus-connection";
 import {
-  MODBUS_AREAS,
-  MODBUS_BYTE_ORDERS,
-  formatModbusAddress,
-  isBitArea,
-  isWritableArea,
-  type ModbusAddress,
-  type ModbusByteOrder,
-} from "./modbus-address";
-import { createModbusSerialClient, loadSerialSupport, type ModbusClient } from "./modbus-client";
-import { compileDecoder, encodeRegisters, rawFromEngineering, type ModbusTagDecoder } from "./modbus-codec";
+  modbusDriverOptionsSchema,
+  type ModbusDriverOptions,
+  type ResolvedModbusDriverOptions,
+} from "./modbus-driver-options";
 import {
-  isRetryableException,
   kilnErrorFromModbus,
   modbusDisconnectedError,
   modbusFailureOf,
@@ -39,206 +35,12 @@ import {
 import {
   ModbusReadPlanner,
   readModbusRequest,
-  type ModbusAddressRange,
   type ModbusLearnedMap,
-  type ModbusReadLimits,
   type ModbusReadPlan,
   type ModbusReadRequest,
 } from "./modbus-read-planner";
 import { ModbusRequestQueue } from "./modbus-request-queue";
-
-/** Modbus TCP: a device or gateway on the network. */
-export interface ModbusTcpTransport {
-  /** Modbus TCP. */
-  readonly kind: "tcp";
-  /** Host name or IP address. */
-  readonly host: string;
-  /** @default 502 */
-  readonly port?: number;
-}
-
-/** Modbus RTU over a serial port (needs the optional `serialport` package). */
-export interface ModbusRtuTransport {
-  /** Modbus RTU on a serial line. */
-  readonly kind: "rtu";
-  /** Serial device path, e.g. `/dev/ttyUSB0` or `COM3`. */
-  readonly path: string;
-  /** @default 9600 */
-  readonly baudRate?: number;
-  /** @default 8 */
-  readonly dataBits?: 5 | 6 | 7 | 8;
-  /** @default 1 */
-  readonly stopBits?: 1 | 2;
-  /** @default "none" */
-  readonly parity?: "none" | "even" | "odd" | "mark" | "space";
-}
-
-/** Where the driver connects. */
-export type ModbusTransport = ModbusTcpTransport | ModbusRtuTransport;
-
-/** Read planner settings. */
-export interface ModbusPlannerOptions extends Partial<ModbusReadLimits> {
-  /** Address ranges the planner never reads through (an address inside one is read only by its own tag). */
-  readonly forbidden?: readonly ModbusAddressRange[];
-  /** Exception codes after which a coalesced read is split to isolate the bad address. @default [2, 3] */
-  readonly splitOnExceptions?: readonly number[];
-  /** Learned bad addresses and barriers are retried after this long. @default 600000 */
-  readonly relearnAfterMs?: number;
-}
-
-/** Write settings. */
-export interface ModbusWriteOptions {
-  /** Most registers per write request (function code 16); the protocol allows 123. @default 123 */
-  readonly maxRegistersPerWrite?: number;
-  /** Most coils per write request (function code 15); the protocol allows 1968. @default 1968 */
-  readonly maxCoilsPerWrite?: number;
-  /** Use function codes 5 and 6 for one coil or one register; false always uses 15 and 16. @default true */
-  readonly singleWriteFunctions?: boolean;
-  /** How a `bit` tag is written: read, change the bit, write back (serialised); or function code 22. @default "read-modify-write" */
-  readonly bitWriteMode?: "read-modify-write" | "mask-write";
-}
-
-/** Reconnection after a connection loss. */
-export interface ModbusReconnectOptions {
-  /** @default true */
-  readonly enabled?: boolean;
-  /** Delay before the first attempt. @default 250 */
-  readonly initialDelayMs?: number;
-  /** The delay doubles (see `multiplier`) up to this cap. @default 30000 */
-  readonly maxDelayMs?: number;
-  /** @default 2 */
-  readonly multiplier?: number;
-  /** Each delay is shortened by up to this fraction at random, so many drivers do not retry in step. @default 0.2 */
-  readonly jitter?: number;
-}
-
-/** Options of {@link ModbusDriver}. */
-export interface ModbusDriverOptions {
-  /** Where to connect. */
-  readonly transport: ModbusTransport;
-  /** Connection name used in events and breakers. @default "modbus:<host>:<port>" or "modbus:<path>" */
-  readonly name?: string;
-  /** Unit id (slave id) of tags that do not give one. @default 1 */
-  readonly unitId?: number;
-  /** Byte order of tags that do not give one. @default "ABCD" */
-  readonly byteOrder?: ModbusByteOrder;
-  /** A request with no reply after this long fails with `KILN_TIMEOUT` / quality bad. @default 1000 */
-  readonly requestTimeoutMs?: number;
-  /** Opening the connection fails after this long. @default 5000 */
-  readonly connectTimeoutMs?: number;
-  /** Quiet time between requests, for slow devices and gateways. @default 0 */
-  readonly interRequestDelayMs?: number;
-  /** After this many timeouts in a row the connection is treated as lost and reopened; 0 never. @default 3 for TCP, 0 for RTU */
-  readonly maxConsecutiveTimeouts?: number;
-  /** Read planner settings. */
-  readonly planner?: ModbusPlannerOptions;
-  /** Write settings. */
-  readonly write?: ModbusWriteOptions;
-  /** Reconnection settings. */
-  readonly reconnect?: ModbusReconnectOptions;
-  /** Source of time for timeouts, delays and backoff. @default new SystemClock() */
-  readonly clock?: Clock;
-  /** @default silentLogger */
-  readonly logger?: Logger;
-  /** Creates the modbus-serial client for each connection. @default () => new ModbusRTU() */
-  readonly clientFactory?: () => ModbusClient;
-}
-
-const areaSchema = z.enum(MODBUS_AREAS);
-const optionsSchema = z.object({
-  transport: z.discriminatedUnion("kind", [
-    z.object({
-      kind: z.literal("tcp"),
-      host: z.string().min(1),
-      port: z.number().int().min(1).max(65535).default(502),
-    }),
-    z.object({
-      kind: z.literal("rtu"),
-      path: z.string().min(1),
-      baudRate: z.number().int().positive().default(9600),
-      dataBits: z.union([z.literal(5), z.literal(6), z.literal(7), z.literal(8)]).default(8),
-      stopBits: z.union([z.literal(1), z.literal(2)]).default(1),
-      parity: z.enum(["none", "even", "odd", "mark", "space"]).default("none"),
-    }),
-  ]),
-  name: z.string().min(1).optional(),
-  unitId: z.number().int().min(0).max(255).default(1),
-  byteOrder: z.enum(MODBUS_BYTE_ORDERS).default("ABCD"),
-  requestTimeoutMs: z.number().positive().default(1000),
-  connectTimeoutMs: z.number().positive().default(5000),
-  interRequestDelayMs: z.number().nonnegative().default(0),
-  maxConsecutiveTimeouts: z.number().int().nonnegative().optional(),
-  planner: z
-    .object({
-      maxRegistersPerRead: z.number().int().min(1).max(125).default(125),
-      maxBitsPerRead: z.number().int().min(1).max(2000).default(2000),
-      maxGap: z.number().int().nonnegative().default(8),
-      maxBitGap: z.number().int().nonnegative().default(64),
-      forbidden: z
-        .array(
-          z
-            .object({
-              area: areaSchema,
-              start: z.number().int().min(0).max(65535),
-              end: z.number().int().min(0).max(65535),
-              unitId: z.number().int().min(0).max(255).optional(),
-            })
-            .refine((range) => range.start <= range.end, { message: "start must not exceed end", path: ["end"] }),
-        )
-        .default([]),
-      splitOnExceptions: z.array(z.number().int().min(1).max(255)).default([2, 3]),
-      relearnAfterMs: z.number().positive().default(600_000),
-    })
-    .default({
-      maxRegistersPerRead: 125,
-      maxBitsPerRead: 2000,
-      maxGap: 8,
-      maxBitGap: 64,
-      forbidden: [],
-      splitOnExceptions: [2, 3],
-      relearnAfterMs: 600_000,
-    }),
-  write: z
-    .object({
-      maxRegistersPerWrite: z.number().int().min(1).max(123).default(123),
-      maxCoilsPerWrite: z.number().int().min(1).max(1968).default(1968),
-      singleWriteFunctions: z.boolean().default(true),
-      bitWriteMode: z.enum(["read-modify-write", "mask-write"]).default("read-modify-write"),
-    })
-    .default({
-      maxRegistersPerWrite: 123,
-      maxCoilsPerWrite: 1968,
-      singleWriteFunctions: true,
-      bitWriteMode: "read-modify-write",
-    }),
-  reconnect: z
-    .object({
-      enabled: z.boolean().default(true),
-      initialDelayMs: z.number().nonnegative().default(250),
-      maxDelayMs: z.number().nonnegative().default(30_000),
-      multiplier: z.number().min(1).default(2),
-      jitter: z.number().min(0).max(1).default(0.2),
-    })
-    .default({ enabled: true, initialDelayMs: 250, maxDelayMs: 30_000, multiplier: 2, jitter: 0.2 }),
-  clock: z.custom<Clock>((value) => typeof value === "object" && value !== null).optional(),
-  logger: z.custom<Logger>((value) => typeof value === "object" && value !== null).optional(),
-  clientFactory: z.custom<() => ModbusClient>((value) => typeof value === "function").optional(),
-});
-
-type ResolvedOptions = z.output<typeof optionsSchema>;
-
-/** Splits `values` starting at `address` into chunks of at most `max`. */
-export function chunkWrite<TValue>(
-  address: number,
-  values: readonly TValue[],
-  max: number,
-): { address: number; values: TValue[] }[] {
-  const chunks: { address: number; values: TValue[] }[] = [];
-  for (let offset = 0; offset < values.length; offset += max) {
-    chunks.push({ address: address + offset, values: values.slice(offset, offset + max) });
-  }
-  return chunks;
-}
+import { ModbusWriter } from "./modbus-writer";
 
 const CAPABILITIES: PlcDriverCapabilities = Object.freeze({ subscribe: false, browse: false });
 
@@ -270,32 +72,33 @@ export class ModbusDriver implements PlcDriver {
   /** Modbus has neither subscriptions nor browsing. */
   readonly capabilities: PlcDriverCapabilities = CAPABILITIES;
 
-  readonly #options: ResolvedOptions;
+  readonly #options: ResolvedModbusDriverOptions;
   readonly #clock: Clock;
   readonly #logger: Logger;
   readonly #clientFactory: () => ModbusClient;
   readonly #planner: ModbusReadPlanner;
   readonly #queue: ModbusRequestQueue;
+  readonly #writer: ModbusWriter;
   readonly #lifecycle: ConnectionLifecycle;
   readonly #maxConsecutiveTimeouts: number;
   readonly #target: string;
   #client: ModbusClient | undefined;
   #consecutiveTimeouts = 0;
-  #bitWriteLock: Promise<void> = Promise.resolve();
   readonly #learner: Pick<ModbusReadPlanner, "poison" | "learnBarrier">;
   readonly #compiled = new WeakMap<ModbusReadPlan, readonly ModbusTagDecoder[]>();
 
   /** @throws KilnValidationError naming each bad option. */
   constructor(options: ModbusDriverOptions) {
-    this.#options = parseOrThrow(optionsSchema, options, "Modbus driver options");
+    this.#options = parseOrThrow(modbusDriverOptionsSchema, options, "Modbus driver options");
     const transport = this.#options.transport;
-    this.#target = transport.kind === "tcp" ? `${transport.host}:${transport.port}` : transport.path;
+    this.#target = modbusTarget(transport);
     this.name = this.#options.name ?? `modbus:${this.#target}`;
     this.#clock = this.#options.clock ?? new SystemClock();
     this.#logger = (this.#options.logger ?? silentLogger).child({ driver: this.name });
     this.#lifecycle = new ConnectionLifecycle({
       name: this.name,
       clock: this.#clock,
+      ...(this.#options.random ? { random: this.#options.random } : {}),
       onListenerError: (error) => this.#logger.error({ error }, "status listener failed"),
     });
     this.#lifecycle.onStatusChange(({ from, to, reason }) =>
@@ -321,6 +124,9 @@ export class ModbusDriver implements PlcDriver {
       },
       learnBarrier: (left, right) => this.#planner.learnBarrier(left, right),
     };
+    this.#writer = new ModbusWriter(this.#options.write, this.#options.byteOrder, (unitId, operation, what, signal) =>
+      this.#request(unitId, operation, what, signal),
+    );
     this.#queue = new ModbusRequestQueue({
       clock: this.#clock,
       timeoutMs: this.#options.requestTimeoutMs,
@@ -426,97 +232,7 @@ export class ModbusDriver implements PlcDriver {
     this.#assertOpen();
     const raw = rawFromEngineering(value, address, { tag: tag.name });
     const unitId = address.unitId ?? this.#options.unitId;
-    const what = `write of "${tag.name}" (${formatModbusAddress(address)})`;
-    try {
-      if (address.area === "coil") {
-        await this.#writeCoils(unitId, address.address, [raw === true], what, signal);
-      } else if (address.type === "bit") {
-        await this.#writeBit(unitId, address, raw === true, what, signal);
-      } else {
-        const registers = encodeRegisters(raw, address, address.order ?? this.#options.byteOrder);
-        await this.#writeRegisters(unitId, address.address, registers, what, signal);
-      }
-    } catch (error) {
-      throw this.#writeError(error, tag, what);
-    }
-  }
-
-  #writeError(error: unknown, tag: Tag, what: string): unknown {
-    const failure = modbusFailureOf(error);
-    if (typeof failure !== "number") return error;
-    return new KilnError("KILN_WRITE_REJECTED", `The device refused the ${what}: ${(error as Error).message}`, {
-      cause: error,
-      retryable: isRetryableException(failure),
-      details: { tag: tag.name, modbus: failure, exceptionCode: failure },
-    });
-  }
-
-  async #writeCoils(
-    unitId: number,
-    address: number,
-    states: boolean[],
-    what: string,
-    signal?: AbortSignal,
-  ): Promise<void> {
-    const { singleWriteFunctions, maxCoilsPerWrite } = this.#options.write;
-    if (states.length === 1 && singleWriteFunctions) {
-      await this.#request(unitId, (client) => client.writeCoil(address, states[0]!), what, signal);
-      return;
-    }
-    for (const chunk of chunkWrite(address, states, maxCoilsPerWrite)) {
-      await this.#request(unitId, (client) => client.writeCoils(chunk.address, chunk.values), what, signal);
-    }
-  }
-
-  async #writeRegisters(
-    unitId: number,
-    address: number,
-    registers: number[],
-    what: string,
-    signal?: AbortSignal,
-  ): Promise<void> {
-    const { singleWriteFunctions, maxRegistersPerWrite } = this.#options.write;
-    if (registers.length === 1 && singleWriteFunctions) {
-      await this.#request(unitId, (client) => client.writeRegister(address, registers[0]!), what, signal);
-      return;
-    }
-    for (const chunk of chunkWrite(address, registers, maxRegistersPerWrite)) {
-      await this.#request(unitId, (client) => client.writeRegisters(chunk.address, chunk.values), what, signal);
-    }
-  }
-
-  async #writeBit(
-    unitId: number,
-    address: ModbusAddress,
-    state: boolean,
-    what: string,
-    signal?: AbortSignal,
-  ): Promise<void> {
-    const mask = 1 << (address.bit ?? 0);
-    if (this.#options.write.bitWriteMode === "mask-write") {
-      const andMask = 0xffff & ~mask;
-      const orMask = state ? mask : 0;
-      await this.#request(unitId, (client) => client.maskWriteRegister(address.address, andMask, orMask), what, signal);
-      return;
-    }
-    // Read-modify-write is not atomic on the device; serialise it here so two bit writes to one register
-    // from this driver cannot lose each other's update.
-    const previous = this.#bitWriteLock;
-    let release!: () => void;
-    this.#bitWriteLock = new Promise<void>((resolve) => (release = resolve));
-    try {
-      await previous;
-      const current = await this.#request(
-        unitId,
-        (client) => client.readHoldingRegisters(address.address, 1),
-        what,
-        signal,
-      );
-      const word = current.data[0] ?? 0;
-      await this.#writeRegisters(unitId, address.address, [state ? word | mask : word & ~mask & 0xffff], what, signal);
-    } finally {
-      release();
-    }
+    await this.#writer.write(tag, address, raw, unitId, signal);
   }
 
   #assertOpen(): void {
@@ -626,52 +342,19 @@ export class ModbusDriver implements PlcDriver {
 
   /** Opens a client; `signal` (the call's and the lifetime's) aborts the attempt. */
   async #open(signal: AbortSignal): Promise<void> {
-    const transport = this.#options.transport;
-    if (transport.kind === "rtu") await loadSerialSupport();
-    const client = this.#clientFactory();
-    client.on("close", () => this.#connectionLost(client, "the device closed the connection"));
-    client.on("error", (error) =>
-      this.#connectionLost(client, `transport error: ${error instanceof Error ? error.message : String(error)}`),
+    const client = await openModbusClient(
+      {
+        transport: this.#options.transport,
+        clientFactory: this.#clientFactory,
+        clock: this.#clock,
+        connectTimeoutMs: this.#options.connectTimeoutMs,
+        driver: this.name,
+        onLost: (lost, reason) => this.#connectionLost(lost, reason),
+      },
+      signal,
     );
-    const opening =
-      transport.kind === "tcp"
-        ? client.connectTCP(transport.host, { port: transport.port })
-        : client.connectRTUBuffered(transport.path, {
-            baudRate: transport.baudRate,
-            dataBits: transport.dataBits,
-            stopBits: transport.stopBits,
-            parity: transport.parity,
-          });
-    const deadline = new AbortController();
-    const timer = this.#clock.setTimeout(
-      () => deadline.abort(this.#connectFailed(`no answer within ${this.#options.connectTimeoutMs} ms`)),
-      this.#options.connectTimeoutMs,
-    );
-    try {
-      await raceAbort(opening, AbortSignal.any([signal, deadline.signal]), "opening the Modbus connection");
-    } catch (error) {
-      void destroyClient(client);
-      if (KilnError.is(error)) throw error;
-      throw this.#connectFailed(error instanceof Error ? error.message : String(error), error);
-    } finally {
-      this.#clock.clearTimeout(timer);
-    }
-    if (signal.aborted) {
-      void destroyClient(client);
-      throw abortError(signal, "opening the Modbus connection");
-    }
     this.#client = client;
     this.#consecutiveTimeouts = 0;
-  }
-
-  #connectFailed(reason: string, cause?: unknown): KilnError {
-    const transport = this.#options.transport;
-    return new KilnError(
-      "KILN_CONNECTION_FAILED",
-      `Could not open Modbus ${transport.kind.toUpperCase()} connection to ${this.#target}: ${reason}. ` +
-        "Check the address, port and that the device accepts another client.",
-      { retryable: true, cause, details: { driver: this.name, target: this.#target } },
-    );
   }
 
   #connectionLost(client: ModbusClient, reason: string): void {
@@ -723,14 +406,4 @@ async function readArea(client: ModbusClient, request: ModbusReadRequest): Promi
     case "holding-register":
       return (await client.readHoldingRegisters(request.address, request.count)).data;
   }
-}
-
-function destroyClient(client: ModbusClient): Promise<void> {
-  return new Promise<void>((resolve) => {
-    try {
-      client.destroy(() => resolve());
-    } catch {
-      resolve();
-    }
-  });
 }
