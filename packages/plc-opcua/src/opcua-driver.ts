@@ -24,81 +24,27 @@ import {
 import { ConnectionLifecycle, raceAbort, type Disposer } from "@kiln/core/driver-kit";
 import {
   AttributeIds,
-  BrowseDirection,
-  DataType,
-  MessageSecurityMode,
-  NodeClass,
-  NodeClassMask,
-  type NodeId,
-  OPCUACertificateManager,
-  OPCUAClient,
   ObjectIds,
-  ReferenceTypeIds,
-  SecurityPolicy,
-  UserTokenType,
-  VariableIds,
-  browseAll,
-  findBasicDataType,
   resolveNodeId,
-  type BrowseDescriptionOptions,
-  type ClientSession,
+  type DataType,
   type DataValue,
+  type NodeId,
   type ReadValueIdOptions,
-  type ReferenceDescription,
-  type UserIdentityInfo,
 } from "node-opcua";
-import { certificateDer, privateKeyPem } from "./opcua-certificates";
+import { browseVariables } from "./opcua-browse";
+import { openOpcuaConnection, readServerInfo, sameServerInfo, type Connection } from "./opcua-connection";
+import { discoverDataType, writeRejected } from "./opcua-data-types";
 import {
   opcuaDriverOptionsSchema,
   type OpcuaDriverOptions,
   type ResolvedOpcuaDriverOptions,
 } from "./opcua-driver-options";
-import { connectError, redact, requestError, statusNameOf } from "./opcua-errors";
-import { formatNodeAddress, parseNodeAddress, resolveNodeAddress, type OpcuaNodeAddress } from "./opcua-node-id";
+import { redact, requestError } from "./opcua-errors";
+import { parseNodeAddress, resolveNodeAddress, type OpcuaNodeAddress } from "./opcua-node-id";
 import { planReads, type ReadPlan } from "./opcua-read-plan";
 import { badSample, sampleFromDataValue } from "./opcua-samples";
-import { OpcuaTagSubscription, type SubscriptionConnection } from "./opcua-tag-subscription";
-import { tagDataTypeOf, variantForWrite } from "./opcua-values";
-
-/** The operation limits the driver honours: the server's, capped by the options (0: none). */
-interface OperationLimits {
-  readonly maxNodesPerRead: number;
-  readonly maxNodesPerWrite: number;
-  readonly maxNodesPerBrowse: number;
-  readonly maxMonitoredItemsPerCall: number;
-}
-
-interface Connection extends SubscriptionConnection {
-  readonly client: OPCUAClient;
-  readonly session: ClientSession;
-  readonly certificateManager: OPCUACertificateManager;
-  namespaceArray: readonly string[];
-  limits: OperationLimits;
-  maxMonitoredItemsPerCall: number;
-  generation: number;
-}
-
-const SERVER_INFO_NODES = [
-  VariableIds.Server_NamespaceArray,
-  VariableIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead,
-  VariableIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerWrite,
-  VariableIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerBrowse,
-  VariableIds.Server_ServerCapabilities_OperationLimits_MaxMonitoredItemsPerCall,
-].map((id) => ({ nodeId: resolveNodeId(id), attributeId: AttributeIds.Value }));
-
-const SECURITY_MODES = {
-  None: MessageSecurityMode.None,
-  Sign: MessageSecurityMode.Sign,
-  SignAndEncrypt: MessageSecurityMode.SignAndEncrypt,
-} as const;
-
-const SECURITY_POLICIES = {
-  Basic256Sha256: SecurityPolicy.Basic256Sha256,
-  Aes128_Sha256_RsaOaep: SecurityPolicy.Aes128_Sha256_RsaOaep,
-  Aes256_Sha256_RsaPss: SecurityPolicy.Aes256_Sha256_RsaPss,
-} as const;
-
-const MAX_BROWSED_NODES = 100_000;
+import { OpcuaTagSubscription } from "./opcua-tag-subscription";
+import { variantForWrite } from "./opcua-values";
 
 /**
  * A Kiln {@link PlcDriver} for OPC UA servers (Siemens S7-1500, Beckhoff TwinCAT, CODESYS,
@@ -280,7 +226,7 @@ export class OpcuaDriver implements PlcDriver {
     const address = this.#addressesOf([tag])[0]!;
     const nodeId = resolveNodeAddress(address, connection.namespaceArray);
     if (!nodeId) {
-      throw rejected(
+      throw writeRejected(
         tag,
         address.text,
         QualityCodes.BadNodeIdUnknown,
@@ -304,7 +250,7 @@ export class OpcuaDriver implements PlcDriver {
       throw requestError(error, "write", this.#secret);
     }
     if (severityOfStatusCode(status.value) === "bad") {
-      throw rejected(tag, address.text, status.value, undefined);
+      throw writeRejected(tag, address.text, status.value, undefined);
     }
   }
 
@@ -375,7 +321,7 @@ export class OpcuaDriver implements PlcDriver {
       rootId = resolved;
     }
     try {
-      return await this.#browse(connection, rootId, root === undefined);
+      return await browseVariables(connection, rootId, root === undefined);
     } catch (error) {
       throw requestError(error, "browse", this.#secret);
     }
@@ -383,120 +329,31 @@ export class OpcuaDriver implements PlcDriver {
 
   /** Opens the channel and the session; `signal` (the call's and the lifetime's) aborts it. */
   async #open(signal: AbortSignal): Promise<Connection> {
-    const { endpointUrl, security, pki, timeouts, connectionStrategy } = this.#options;
-    const mode = security.mode;
-    if (mode === "None" && !this.#warnedInsecure) {
+    const { endpointUrl, security } = this.#options;
+    if (security.mode === "None" && !this.#warnedInsecure) {
       this.#warnedInsecure = true;
       this.#logger.warn(
         { endpointUrl },
         "OPC UA security mode is None: traffic is neither signed nor encrypted. Use Sign or SignAndEncrypt outside a lab.",
       );
     }
-    const context = {
-      endpointUrl,
-      securityMode: mode,
-      securityPolicy: mode === "None" ? "None" : security.policy,
-      pkiDir: this.#pkiDir,
-      secret: this.#secret,
-    };
-    const certificateManager = new OPCUACertificateManager({
-      rootFolder: this.#pkiDir,
-      automaticallyAcceptUnknownCertificate: pki.automaticallyAcceptUnknownCertificate,
-    });
-    let client: OPCUAClient | undefined;
-    try {
-      await certificateManager.initialize();
-      for (const certificate of pki.trustedServerCertificates) {
-        await certificateManager.trustCertificate(await certificateDer(certificate));
-      }
-      const identity = await this.#identity();
-      client = OPCUAClient.create({
-        applicationName: this.#options.applicationName,
-        ...(this.#options.applicationUri ? { applicationUri: this.#options.applicationUri } : {}),
-        clientName: this.name,
-        endpointMustExist: false,
-        securityMode: SECURITY_MODES[mode],
-        securityPolicy: mode === "None" ? SecurityPolicy.None : SECURITY_POLICIES[security.policy],
-        clientCertificateManager: certificateManager,
-        // Complete on purpose: node-opcua fills a partial strategy with maxRetry 10.
-        connectionStrategy: {
-          maxRetry: connectionStrategy.maxRetry,
-          initialDelay: connectionStrategy.initialDelayMs,
-          maxDelay: connectionStrategy.maxDelayMs,
-          randomisationFactor: connectionStrategy.randomisationFactor,
-        },
-        keepSessionAlive: true,
-        keepAliveInterval: timeouts.keepAliveMs,
-        requestedSessionTimeout: timeouts.sessionMs,
-        defaultTransactionTimeout: timeouts.requestMs,
-        // The socket's idle timeout: keep-alives must land well within it.
-        transportTimeout: Math.max(60_000, timeouts.keepAliveMs * 3),
-      });
-      const opened = client;
-      const attempt = (async () => {
-        await opened.connect(endpointUrl);
-        const session = await opened.createSession(identity);
-        try {
-          const info = await readServerInfo(session, this.#options.limits);
-          return { session, info };
-        } catch (error) {
-          await session.close().catch(() => undefined);
-          throw error;
-        }
-      })();
-      attempt.catch(() => undefined);
-      const deadline = new AbortController();
-      const timer = this.#clock.setTimeout(
-        () =>
-          deadline.abort(
-            new KilnError("KILN_CONNECTION_FAILED", `Connecting took longer than ${timeouts.connectMs} ms.`, {
-              retryable: true,
-              details: { timeoutMs: timeouts.connectMs },
-            }),
-          ),
-        timeouts.connectMs,
-      );
-      const { session, info } = await raceAbort(
-        attempt,
-        AbortSignal.any([signal, deadline.signal]),
-        "connecting",
-      ).finally(() => this.#clock.clearTimeout(timer));
-      const connection: Connection = {
-        client: opened,
-        session,
-        certificateManager,
-        namespaceArray: info.namespaceArray,
-        limits: info.limits,
-        maxMonitoredItemsPerCall: info.limits.maxMonitoredItemsPerCall,
-        generation: ++this.#generations,
-      };
-      this.#wire(connection);
-      this.#logger.info(
-        { endpointUrl, securityMode: mode, namespaces: info.namespaceArray.length, ...info.limits },
-        "OPC UA session open",
-      );
-      return connection;
-    } catch (error) {
-      if (client) await client.disconnect().catch(() => undefined);
-      await certificateManager.dispose().catch(() => undefined);
-      throw connectError(error, context);
-    }
-  }
-
-  async #identity(): Promise<UserIdentityInfo> {
-    const identity = this.#options.identity;
-    switch (identity.type) {
-      case "anonymous":
-        return { type: UserTokenType.Anonymous };
-      case "username":
-        return { type: UserTokenType.UserName, userName: identity.userName, password: identity.password };
-      case "certificate":
-        return {
-          type: UserTokenType.Certificate,
-          certificateData: await certificateDer(identity.certificateFile),
-          privateKey: await privateKeyPem(identity.privateKeyFile),
-        };
-    }
+    const connection = await openOpcuaConnection(
+      {
+        options: this.#options,
+        name: this.name,
+        pkiDir: this.#pkiDir,
+        secret: this.#secret,
+        clock: this.#clock,
+        generation: () => ++this.#generations,
+      },
+      signal,
+    );
+    this.#wire(connection);
+    this.#logger.info(
+      { endpointUrl, securityMode: security.mode, namespaces: connection.namespaceArray.length, ...connection.limits },
+      "OPC UA session open",
+    );
+    return connection;
   }
 
   #wire(connection: Connection): void {
@@ -698,168 +555,4 @@ export class OpcuaDriver implements PlcDriver {
     }
     return dataType;
   }
-
-  async #browse(connection: Connection, rootId: NodeId, skipServerObject: boolean): Promise<BrowsedVariable[]> {
-    const serverObject = resolveNodeId(ObjectIds.Server).toString();
-    const hasProperty = resolveNodeId(ReferenceTypeIds.HasProperty).toString();
-    const visited = new Set<string>([rootId.toString()]);
-    const variables: { nodeId: NodeId; name: string }[] = [];
-    let frontier: NodeId[] = [rootId];
-    const batch = connection.limits.maxNodesPerBrowse > 0 ? connection.limits.maxNodesPerBrowse : 500;
-    while (frontier.length > 0 && visited.size < MAX_BROWSED_NODES) {
-      const next: NodeId[] = [];
-      for (let start = 0; start < frontier.length; start += batch) {
-        const descriptions: BrowseDescriptionOptions[] = frontier.slice(start, start + batch).map((nodeId) => ({
-          nodeId,
-          browseDirection: BrowseDirection.Forward,
-          referenceTypeId: resolveNodeId(ReferenceTypeIds.HierarchicalReferences),
-          includeSubtypes: true,
-          nodeClassMask: NodeClassMask.Object | NodeClassMask.Variable,
-          resultMask: 0x3f,
-        }));
-        const results = await browseAll(connection.session, descriptions);
-        for (const result of results) {
-          for (const reference of result.references ?? []) {
-            const child = reference.nodeId as unknown as NodeId;
-            const key = child.toString();
-            if (visited.has(key) || reference.referenceTypeId.toString() === hasProperty) continue;
-            if (skipServerObject && key === serverObject) continue;
-            visited.add(key);
-            if (reference.nodeClass === NodeClass.Variable) variables.push({ nodeId: child, name: nameOf(reference) });
-            else next.push(child);
-          }
-        }
-      }
-      frontier = next;
-    }
-    return this.#describeVariables(connection, variables);
-  }
-
-  async #describeVariables(
-    connection: Connection,
-    variables: readonly { nodeId: NodeId; name: string }[],
-  ): Promise<BrowsedVariable[]> {
-    const perRead =
-      connection.limits.maxNodesPerRead > 0 ? Math.max(1, Math.floor(connection.limits.maxNodesPerRead / 2)) : 1_000;
-    const out: BrowsedVariable[] = [];
-    for (let start = 0; start < variables.length; start += perRead) {
-      const slice = variables.slice(start, start + perRead);
-      const values = await connection.session.read(
-        slice.flatMap(({ nodeId }) => [
-          { nodeId, attributeId: AttributeIds.DataType },
-          { nodeId, attributeId: AttributeIds.UserAccessLevel },
-        ]),
-      );
-      for (let index = 0; index < slice.length; index++) {
-        const { nodeId, name } = slice[index]!;
-        const dataTypeValue = values[index * 2];
-        const accessValue = values[index * 2 + 1];
-        const dataTypeId = dataTypeValue?.statusCode.isGood() ? (dataTypeValue.value.value as NodeId) : undefined;
-        let builtIn: DataType | undefined;
-        if (
-          dataTypeId &&
-          dataTypeId.namespace === 0 &&
-          typeof dataTypeId.value === "number" &&
-          dataTypeId.value <= 25
-        ) {
-          builtIn = dataTypeId.value as DataType;
-        }
-        const accessLevel = accessValue?.statusCode.isGood() ? Number(accessValue.value.value) : 1;
-        const kilnType = builtIn === undefined ? undefined : tagDataTypeOf(builtIn);
-        out.push({
-          name,
-          address: formatNodeAddress(nodeId, connection.namespaceArray),
-          ...(kilnType ? { dataType: kilnType } : {}),
-          ...(dataTypeId
-            ? {
-                nativeType:
-                  builtIn === undefined ? formatNodeAddress(dataTypeId, connection.namespaceArray) : DataType[builtIn],
-              }
-            : {}),
-          access: (accessLevel & 0x02) !== 0 ? "readwrite" : "read",
-        });
-      }
-    }
-    return out;
-  }
-}
-
-function rejected(tag: Tag, nodeText: string, statusCode: number, reason: string | undefined): KilnError {
-  const statusName = statusNameOf(statusCode);
-  return new KilnError(
-    "KILN_WRITE_REJECTED",
-    `The OPC UA server refused the write of tag "${tag.name}" to ${nodeText}: ${statusName}${reason ? ` (${reason})` : ""}.`,
-    { details: { tag: tag.name, nodeId: nodeText, statusCode: statusCode >>> 0, statusName } },
-  );
-}
-
-async function discoverDataType(
-  session: ClientSession,
-  nodeId: NodeId,
-  tag: Tag,
-  nodeText: string,
-  secret: string | undefined,
-): Promise<DataType> {
-  let dataValue: DataValue;
-  try {
-    dataValue = await session.read({ nodeId, attributeId: AttributeIds.DataType });
-  } catch (error) {
-    throw requestError(error, "write", secret);
-  }
-  if (!dataValue.statusCode.isGood()) throw rejected(tag, nodeText, dataValue.statusCode.value, "reading its DataType");
-  const dataTypeId = dataValue.value.value as NodeId;
-  if (dataTypeId.namespace === 0 && typeof dataTypeId.value === "number" && dataTypeId.value <= 25) {
-    return dataTypeId.value as DataType;
-  }
-  try {
-    return await findBasicDataType(session, dataTypeId);
-  } catch (error) {
-    throw requestError(error, "write", secret);
-  }
-}
-
-interface ServerInfo {
-  readonly namespaceArray: readonly string[];
-  readonly limits: OperationLimits;
-}
-
-async function readServerInfo(session: ClientSession, caps: ResolvedOpcuaDriverOptions["limits"]): Promise<ServerInfo> {
-  const values = await session.read(SERVER_INFO_NODES.map((node) => ({ ...node })));
-  const namespaces = values[0];
-  const namespaceArray =
-    namespaces?.statusCode.isGood() && Array.isArray(namespaces.value.value)
-      ? (namespaces.value.value as string[])
-      : ["http://opcfoundation.org/UA/"];
-  const limit = (index: number, cap: number | undefined): number => {
-    const value = values[index];
-    const server = value?.statusCode.isGood() && typeof value.value.value === "number" ? value.value.value : 0;
-    if (server > 0 && cap !== undefined) return Math.min(server, cap);
-    return server > 0 ? server : (cap ?? 0);
-  };
-  return {
-    namespaceArray,
-    limits: {
-      maxNodesPerRead: limit(1, caps.maxNodesPerRead),
-      maxNodesPerWrite: limit(2, caps.maxNodesPerWrite),
-      maxNodesPerBrowse: limit(3, caps.maxNodesPerBrowse),
-      maxMonitoredItemsPerCall: limit(4, caps.maxMonitoredItemsPerCall),
-    },
-  };
-}
-
-function sameServerInfo(connection: Connection, info: ServerInfo): boolean {
-  const a = connection.limits;
-  const b = info.limits;
-  return (
-    connection.namespaceArray.length === info.namespaceArray.length &&
-    connection.namespaceArray.every((uri, index) => uri === info.namespaceArray[index]) &&
-    a.maxNodesPerRead === b.maxNodesPerRead &&
-    a.maxNodesPerWrite === b.maxNodesPerWrite &&
-    a.maxNodesPerBrowse === b.maxNodesPerBrowse &&
-    a.maxMonitoredItemsPerCall === b.maxMonitoredItemsPerCall
-  );
-}
-
-function nameOf(reference: ReferenceDescription): string {
-  return reference.displayName?.text ?? reference.browseName?.name ?? reference.nodeId.toString();
 }

@@ -71,8 +71,6 @@ const FILTER_REFUSALS = new Set([
 
 const NUMERIC_TYPES = new Set<Tag["dataType"]>(["int16", "uint16", "int32", "uint32", "float32", "float64"]);
 
-let nextAttempt = 1;
-
 /**
  * One `PlcDriver.subscribe` call: an OPC UA subscription on the driver's session with one
  * monitored item per tag, created in batches no larger than the server's
@@ -92,6 +90,8 @@ export class OpcuaTagSubscription {
   #queue: Promise<void> = Promise.resolve();
   #retryTimer: TimerHandle | undefined;
   #retryAttempt = 0;
+  /** Numbers item-creation batches, so a late reply to an older batch is recognised. */
+  #nextAttempt = 1;
   #buffer: Sample[] = [];
   #flushScheduled = false;
   #closed = false;
@@ -278,7 +278,7 @@ export class OpcuaTagSubscription {
 
   /** Creates one batch of items. Returns true when the server refused some for their deadband filter. */
   async #createBatch(subscription: ClientSubscription, batch: Entry[], deadband: number | undefined): Promise<boolean> {
-    const attempt = nextAttempt++;
+    const attempt = this.#nextAttempt++;
     for (const entry of batch) entry.attempt = attempt;
     const parameters: MonitoringParametersOptions = {
       samplingInterval: this.#options.samplingIntervalMs,
