@@ -1,4 +1,6 @@
 import { defineConfig } from "tsup";
 import { packageBuild } from "../../tsup.base";
 
-export default defineConfig(packageBuild({ index: "src/index.ts", testing: "src/testing/index.ts" }));
+export default defineConfig(
+  packageBuild({ index: "src/index.ts", testing: "src/testing/index.ts", "driver-kit": "src/driver-kit/index.ts" }),
+);

@@ -12,7 +12,6 @@ import {
   parseOrThrow,
   quality,
   type Clock,
-  type Disposer,
   type DriverStatus,
   type DriverStatusChange,
   type PlcDriver,
@@ -22,6 +21,7 @@ import {
   type TagValue,
   type ValidationIssue,
 } from "@kiln/core";
+import { ConnectionLifecycle, abortError, raceAbort, type Disposer } from "@kiln/core/driver-kit";
 import { KlpErrorCodes, decodeKlpValue, encodeKlpValue, klpAddressSchema } from "./klp-protocol";
 
 /** Options of {@link KlpDriver}. */
@@ -68,11 +68,10 @@ export class KlpDriver implements PlcDriver {
   readonly #host: string;
   readonly #port: number;
   readonly #clock: Clock;
-  readonly #listeners = new Set<(change: DriverStatusChange) => void>();
+  readonly #lifecycle: ConnectionLifecycle;
   readonly #readRequests = new WeakMap<readonly Tag[], string>();
   readonly #pending: PendingRequest[] = [];
   #socket: Socket | undefined;
-  #status: DriverStatus = "disconnected";
 
   constructor(options: KlpDriverOptions) {
     const { host, port, name, clock } = parseOrThrow(optionsSchema, options, "KLP driver options");
@@ -80,44 +79,26 @@ export class KlpDriver implements PlcDriver {
     this.#port = port;
     this.name = name ?? `klp:${host}:${port}`;
     this.#clock = clock ?? new SystemClock();
+    this.#lifecycle = new ConnectionLifecycle({ name: this.name, clock: this.#clock });
   }
 
   get status(): DriverStatus {
-    return this.#status;
+    return this.#lifecycle.status;
   }
 
   onStatusChange(listener: (change: DriverStatusChange) => void): Disposer {
-    this.#listeners.add(listener);
-    return () => void this.#listeners.delete(listener);
+    return this.#lifecycle.onStatusChange(listener);
   }
 
-  async connect(signal?: AbortSignal): Promise<void> {
-    if (this.#status === "connected") return;
-    signal?.throwIfAborted();
-    this.#setStatus("connecting");
-    const socket = connect({ host: this.#host, port: this.#port, noDelay: true }); // small request lines: no Nagle delay
-    try {
-      await once(socket, "connect", signal ? { signal } : {});
-    } catch (error) {
-      socket.destroy();
-      this.#setStatus("disconnected", "connect failed");
-      if (signal?.aborted) throw signal.reason;
-      throw new KilnError("KILN_CONNECTION_FAILED", `No KLP device at ${this.#host}:${this.#port}.`, {
-        retryable: true,
-        cause: error,
-      });
-    }
-    socket.on("error", () => undefined); // always followed by "close", handled below
-    socket.on("close", () => this.#lost(socket));
-    createInterface({ input: socket }).on("line", (line) => this.#pending.shift()?.resolve(line));
-    this.#socket = socket;
-    this.#setStatus("connected");
+  /** Concurrent calls share one attempt; `close()` during it wins. */
+  connect(signal?: AbortSignal): Promise<void> {
+    return this.#lifecycle.connect((lifetime) => this.#open(lifetime), signal);
   }
 
-  async close(): Promise<void> {
-    if (this.#status === "closed") return;
-    this.#setStatus("closed");
-    this.#socket?.destroy();
+  close(): Promise<void> {
+    return this.#lifecycle.close(async () => {
+      this.#socket?.destroy();
+    });
   }
 
   async read(tags: readonly Tag[], signal?: AbortSignal): Promise<Sample[]> {
@@ -157,46 +138,48 @@ export class KlpDriver implements PlcDriver {
     return request;
   }
 
-  async #request(line: string, signal?: AbortSignal): Promise<string> {
-    signal?.throwIfAborted();
-    let onAbort = (): void => undefined;
+  async #open(signal: AbortSignal): Promise<void> {
+    const socket = connect({ host: this.#host, port: this.#port, noDelay: true }); // small request lines: no Nagle delay
     try {
-      return await new Promise<string>((resolve, reject) => {
-        // An aborted request stays queued: its reply still comes, and must not be taken for the next one's.
-        this.#pending.push({ resolve, reject });
-        onAbort = () => reject(signal?.reason);
-        signal?.addEventListener("abort", onAbort, { once: true });
-        this.#socket!.write(`${line}\n`);
+      await once(socket, "connect", { signal });
+    } catch (error) {
+      socket.destroy();
+      if (signal.aborted) throw abortError(signal, "connecting");
+      throw new KilnError("KILN_CONNECTION_FAILED", `No KLP device at ${this.#host}:${this.#port}.`, {
+        retryable: true,
+        cause: error,
       });
-    } finally {
-      signal?.removeEventListener("abort", onAbort);
     }
+    socket.on("error", () => undefined); // always followed by "close", handled below
+    socket.on("close", () => this.#lost(socket));
+    createInterface({ input: socket }).on("line", (line) => this.#pending.shift()?.resolve(line));
+    this.#socket = socket;
+  }
+
+  #request(line: string, signal?: AbortSignal): Promise<string> {
+    if (signal?.aborted) return Promise.reject(abortError(signal, "the request"));
+    const reply = new Promise<string>((resolve, reject) => {
+      // An aborted request stays queued: its reply still comes, and must not be taken for the next one's.
+      this.#pending.push({ resolve, reject });
+      this.#socket!.write(`${line}\n`);
+    });
+    return raceAbort(reply, signal, "the request");
   }
 
   #lost(socket: Socket): void {
     if (this.#socket !== socket) return;
     this.#socket = undefined;
-    if (this.#status === "connected") this.#setStatus("disconnected", "the device closed the connection");
+    if (this.status === "connected") this.#lifecycle.setStatus("disconnected", "the device closed the connection");
     const error = this.#notConnected();
     for (const request of this.#pending.splice(0)) request.reject(error);
   }
 
   #assertConnected(): void {
-    if (this.#status !== "connected" || !this.#socket) throw this.#notConnected();
+    if (this.status !== "connected" || !this.#socket) throw this.#notConnected();
   }
 
   #notConnected(): KilnError {
-    return new KilnError("KILN_NOT_CONNECTED", `KLP driver "${this.name}" is ${this.#status}.`, {
-      retryable: this.#status !== "closed",
-      details: { status: this.#status },
-    });
-  }
-
-  #setStatus(to: DriverStatus, reason?: string): void {
-    const from = this.#status;
-    if (from === to) return;
-    this.#status = to;
-    for (const listener of this.#listeners) listener(reason === undefined ? { from, to } : { from, to, reason });
+    return this.#lifecycle.notConnected(`KLP driver "${this.name}" is ${this.status}.`);
   }
 }
 

@@ -19,6 +19,8 @@ export interface KlpServerOptions {
 export class KlpServer {
   /** How many request lines it has answered. */
   requests = 0;
+  /** While true the device reads requests but answers none (a hung device). */
+  stalled = false;
   readonly #values: Map<string, string>;
   readonly #readOnly: ReadonlySet<string>;
   readonly #sockets = new Set<Socket>();
@@ -41,6 +43,11 @@ export class KlpServer {
     this.#values.set(address, encodeKlpValue(value));
   }
 
+  /** Drops every client but keeps listening, as a device that reset its connections would. */
+  dropClients(): void {
+    for (const socket of this.#sockets) socket.destroy();
+  }
+
   /** Drops every client and stops listening. */
   async stop(): Promise<void> {
     for (const socket of this.#sockets) socket.destroy();
@@ -51,7 +58,9 @@ export class KlpServer {
     this.#sockets.add(socket);
     socket.on("close", () => this.#sockets.delete(socket));
     socket.on("error", () => undefined); // a client vanishing is the client's problem
-    createInterface({ input: socket }).on("line", (line) => socket.write(`${this.#answer(line)}\n`));
+    createInterface({ input: socket }).on("line", (line) => {
+      if (!this.stalled) socket.write(`${this.#answer(line)}\n`);
+    });
   }
 
   #answer(line: string): string {

@@ -32,6 +32,12 @@ async function klpFixture(): Promise<PlcDriverFixture & { server: KlpServer }> {
     ],
     readOnly: tags.get("zone1.temperature"),
     missing: tags.get("zone2.temperature"),
+    unreachable: () => new KlpDriver({ port: 1 }), // nothing listens on port 1
+    rejectedWrite: { tag: tags.get("heater.count"), value: 7 }, // read-only on the device
+    dropConnection: () => server.dropClients(),
+    stall: () => {
+      server.stalled = true;
+    },
     cleanup: () => server.stop(),
   };
 }
@@ -42,6 +48,7 @@ plcDriverConformance({
   describe,
   name: "KlpDriver",
   capabilities: { subscribe: false, browse: false },
+  features: { missing: true, unreachable: true, rejectedWrite: true, dropConnection: true, stall: true },
   factory: klpFixture,
 });
 

@@ -9,10 +9,8 @@ export {
 } from "./domain/errors";
 export {
   GOOD,
-  ModbusExceptions,
   QualityCodes,
   quality,
-  qualityFromModbus,
   qualityFromStatusCode,
   severityOfStatusCode,
   type Quality,

@@ -28,8 +28,8 @@ export {
   type ModbusRawValue,
   type RawConversionOptions,
 } from "./modbus-codec";
+export { ModbusDriver } from "./modbus-driver";
 export {
-  ModbusDriver,
   type ModbusDriverOptions,
   type ModbusPlannerOptions,
   type ModbusReconnectOptions,
@@ -37,8 +37,8 @@ export {
   type ModbusTcpTransport,
   type ModbusTransport,
   type ModbusWriteOptions,
-} from "./modbus-driver";
-export { modbusFailureOf, type ModbusFailure } from "./modbus-failure";
+} from "./modbus-driver-options";
+export { ModbusExceptions, modbusFailureOf, qualityFromModbus, type ModbusFailure } from "./modbus-failure";
 export {
   MODBUS_READ_LIMIT_DEFAULTS,
   ModbusReadPlanner,

@@ -3,7 +3,9 @@ import { KilnError, QualityCodes, defineTags, type DriverStatusChange } from "@k
 import { SimulatedClock } from "@kiln/core/testing";
 import { FakeModbusDevice } from "../test/fake-modbus-device";
 import { loadSerialSupport } from "./modbus-client";
-import { ModbusDriver, chunkWrite, reconnectDelay, type ModbusDriverOptions } from "./modbus-driver";
+import { ModbusDriver } from "./modbus-driver";
+import type { ModbusDriverOptions } from "./modbus-driver-options";
+import { chunkWrite } from "./modbus-writer";
 
 const tags = defineTags({
   "tank.level": { dataType: "float32", address: "HR0:float32:CDAB" },
@@ -307,14 +309,6 @@ describe("ModbusDriver: reconnection", () => {
     await clock.advance(10_000);
     expect(device.calls.filter((call) => call.method === "connectTCP")).toHaveLength(1);
     expect(driver.status).toBe("closed");
-  });
-
-  it("computes capped, jittered delays", () => {
-    const backoff = { initialDelayMs: 100, maxDelayMs: 1000, multiplier: 2, jitter: 0.5 };
-    expect([0, 1, 2, 3, 4, 10].map((attempt) => reconnectDelay(attempt, backoff, () => 0))).toEqual([
-      100, 200, 400, 800, 1000, 1000,
-    ]);
-    expect(reconnectDelay(2, backoff, () => 1)).toBe(200);
   });
 });
 

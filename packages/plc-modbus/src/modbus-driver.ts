@@ -1,13 +1,10 @@
-import { z } from "zod";
 import {
   GOOD,
   KilnError,
   SystemClock,
   parseOrThrow,
-  qualityFromModbus,
   silentLogger,
   type Clock,
-  type Disposer,
   type DriverStatus,
   type DriverStatusChange,
   type Logger,
@@ -17,239 +14,33 @@ import {
   type Sample,
   type Tag,
   type TagValue,
-  type TimerHandle,
 } from "@kiln/core";
+import { ConnectionLifecycle, type Disposer } from "@kiln/core/driver-kit";
+import { formatModbusAddress, isBitArea, isWritableArea } from "./modbus-address";
+import { createModbusSerialClient, type ModbusClient } from "./modbus-client";
+import { compileDecoder, rawFromEngineering, type ModbusTagDecoder } from "./modbus-codec";
+import { destroyClient, modbusTarget, openModbusClient } from "./modbus-connection";
 import {
-  MODBUS_AREAS,
-  MODBUS_BYTE_ORDERS,
-  formatModbusAddress,
-  isBitArea,
-  isWritableArea,
-  type ModbusAddress,
-  type ModbusByteOrder,
-} from "./modbus-address";
-import { createModbusSerialClient, loadSerialSupport, type ModbusClient } from "./modbus-client";
-import { compileDecoder, encodeRegisters, rawFromEngineering, type ModbusTagDecoder } from "./modbus-codec";
+  modbusDriverOptionsSchema,
+  type ModbusDriverOptions,
+  type ResolvedModbusDriverOptions,
+} from "./modbus-driver-options";
 import {
-  isRetryableException,
   kilnErrorFromModbus,
   modbusDisconnectedError,
   modbusFailureOf,
+  qualityFromModbus,
   qualityFromModbusError,
 } from "./modbus-failure";
 import {
   ModbusReadPlanner,
   readModbusRequest,
-  type ModbusAddressRange,
   type ModbusLearnedMap,
-  type ModbusReadLimits,
   type ModbusReadPlan,
   type ModbusReadRequest,
 } from "./modbus-read-planner";
 import { ModbusRequestQueue } from "./modbus-request-queue";
-
-/** Modbus TCP: a device or gateway on the network. */
-export interface ModbusTcpTransport {
-  /** Modbus TCP. */
-  readonly kind: "tcp";
-  /** Host name or IP address. */
-  readonly host: string;
-  /** @default 502 */
-  readonly port?: number;
-}
-
-/** Modbus RTU over a serial port (needs the optional `serialport` package). */
-export interface ModbusRtuTransport {
-  /** Modbus RTU on a serial line. */
-  readonly kind: "rtu";
-  /** Serial device path, e.g. `/dev/ttyUSB0` or `COM3`. */
-  readonly path: string;
-  /** @default 9600 */
-  readonly baudRate?: number;
-  /** @default 8 */
-  readonly dataBits?: 5 | 6 | 7 | 8;
-  /** @default 1 */
-  readonly stopBits?: 1 | 2;
-  /** @default "none" */
-  readonly parity?: "none" | "even" | "odd" | "mark" | "space";
-}
-
-/** Where the driver connects. */
-export type ModbusTransport = ModbusTcpTransport | ModbusRtuTransport;
-
-/** Read planner settings. */
-export interface ModbusPlannerOptions extends Partial<ModbusReadLimits> {
-  /** Address ranges the planner never reads through (an address inside one is read only by its own tag). */
-  readonly forbidden?: readonly ModbusAddressRange[];
-  /** Exception codes after which a coalesced read is split to isolate the bad address. @default [2, 3] */
-  readonly splitOnExceptions?: readonly number[];
-  /** Learned bad addresses and barriers are retried after this long. @default 600000 */
-  readonly relearnAfterMs?: number;
-}
-
-/** Write settings. */
-export interface ModbusWriteOptions {
-  /** Most registers per write request (function code 16); the protocol allows 123. @default 123 */
-  readonly maxRegistersPerWrite?: number;
-  /** Most coils per write request (function code 15); the protocol allows 1968. @default 1968 */
-  readonly maxCoilsPerWrite?: number;
-  /** Use function codes 5 and 6 for one coil or one register; false always uses 15 and 16. @default true */
-  readonly singleWriteFunctions?: boolean;
-  /** How a `bit` tag is written: read, change the bit, write back (serialised); or function code 22. @default "read-modify-write" */
-  readonly bitWriteMode?: "read-modify-write" | "mask-write";
-}
-
-/** Reconnection after a connection loss. */
-export interface ModbusReconnectOptions {
-  /** @default true */
-  readonly enabled?: boolean;
-  /** Delay before the first attempt. @default 250 */
-  readonly initialDelayMs?: number;
-  /** The delay doubles (see `multiplier`) up to this cap. @default 30000 */
-  readonly maxDelayMs?: number;
-  /** @default 2 */
-  readonly multiplier?: number;
-  /** Each delay is shortened by up to this fraction at random, so many drivers do not retry in step. @default 0.2 */
-  readonly jitter?: number;
-}
-
-/** Options of {@link ModbusDriver}. */
-export interface ModbusDriverOptions {
-  /** Where to connect. */
-  readonly transport: ModbusTransport;
-  /** Connection name used in events and breakers. @default "modbus:<host>:<port>" or "modbus:<path>" */
-  readonly name?: string;
-  /** Unit id (slave id) of tags that do not give one. @default 1 */
-  readonly unitId?: number;
-  /** Byte order of tags that do not give one. @default "ABCD" */
-  readonly byteOrder?: ModbusByteOrder;
-  /** A request with no reply after this long fails with `KILN_TIMEOUT` / quality bad. @default 1000 */
-  readonly requestTimeoutMs?: number;
-  /** Opening the connection fails after this long. @default 5000 */
-  readonly connectTimeoutMs?: number;
-  /** Quiet time between requests, for slow devices and gateways. @default 0 */
-  readonly interRequestDelayMs?: number;
-  /** After this many timeouts in a row the connection is treated as lost and reopened; 0 never. @default 3 for TCP, 0 for RTU */
-  readonly maxConsecutiveTimeouts?: number;
-  /** Read planner settings. */
-  readonly planner?: ModbusPlannerOptions;
-  /** Write settings. */
-  readonly write?: ModbusWriteOptions;
-  /** Reconnection settings. */
-  readonly reconnect?: ModbusReconnectOptions;
-  /** Source of time for timeouts, delays and backoff. @default new SystemClock() */
-  readonly clock?: Clock;
-  /** @default silentLogger */
-  readonly logger?: Logger;
-  /** Creates the modbus-serial client for each connection. @default () => new ModbusRTU() */
-  readonly clientFactory?: () => ModbusClient;
-}
-
-const areaSchema = z.enum(MODBUS_AREAS);
-const optionsSchema = z.object({
-  transport: z.discriminatedUnion("kind", [
-    z.object({
-      kind: z.literal("tcp"),
-      host: z.string().min(1),
-      port: z.number().int().min(1).max(65535).default(502),
-    }),
-    z.object({
-      kind: z.literal("rtu"),
-      path: z.string().min(1),
-      baudRate: z.number().int().positive().default(9600),
-      dataBits: z.union([z.literal(5), z.literal(6), z.literal(7), z.literal(8)]).default(8),
-      stopBits: z.union([z.literal(1), z.literal(2)]).default(1),
-      parity: z.enum(["none", "even", "odd", "mark", "space"]).default("none"),
-    }),
-  ]),
-  name: z.string().min(1).optional(),
-  unitId: z.number().int().min(0).max(255).default(1),
-  byteOrder: z.enum(MODBUS_BYTE_ORDERS).default("ABCD"),
-  requestTimeoutMs: z.number().positive().default(1000),
-  connectTimeoutMs: z.number().positive().default(5000),
-  interRequestDelayMs: z.number().nonnegative().default(0),
-  maxConsecutiveTimeouts: z.number().int().nonnegative().optional(),
-  planner: z
-    .object({
-      maxRegistersPerRead: z.number().int().min(1).max(125).default(125),
-      maxBitsPerRead: z.number().int().min(1).max(2000).default(2000),
-      maxGap: z.number().int().nonnegative().default(8),
-      maxBitGap: z.number().int().nonnegative().default(64),
-      forbidden: z
-        .array(
-          z
-            .object({
-              area: areaSchema,
-              start: z.number().int().min(0).max(65535),
-              end: z.number().int().min(0).max(65535),
-              unitId: z.number().int().min(0).max(255).optional(),
-            })
-            .refine((range) => range.start <= range.end, { message: "start must not exceed end", path: ["end"] }),
-        )
-        .default([]),
-      splitOnExceptions: z.array(z.number().int().min(1).max(255)).default([2, 3]),
-      relearnAfterMs: z.number().positive().default(600_000),
-    })
-    .default({
-      maxRegistersPerRead: 125,
-      maxBitsPerRead: 2000,
-      maxGap: 8,
-      maxBitGap: 64,
-      forbidden: [],
-      splitOnExceptions: [2, 3],
-      relearnAfterMs: 600_000,
-    }),
-  write: z
-    .object({
-      maxRegistersPerWrite: z.number().int().min(1).max(123).default(123),
-      maxCoilsPerWrite: z.number().int().min(1).max(1968).default(1968),
-      singleWriteFunctions: z.boolean().default(true),
-      bitWriteMode: z.enum(["read-modify-write", "mask-write"]).default("read-modify-write"),
-    })
-    .default({
-      maxRegistersPerWrite: 123,
-      maxCoilsPerWrite: 1968,
-      singleWriteFunctions: true,
-      bitWriteMode: "read-modify-write",
-    }),
-  reconnect: z
-    .object({
-      enabled: z.boolean().default(true),
-      initialDelayMs: z.number().nonnegative().default(250),
-      maxDelayMs: z.number().nonnegative().default(30_000),
-      multiplier: z.number().min(1).default(2),
-      jitter: z.number().min(0).max(1).default(0.2),
-    })
-    .default({ enabled: true, initialDelayMs: 250, maxDelayMs: 30_000, multiplier: 2, jitter: 0.2 }),
-  clock: z.custom<Clock>((value) => typeof value === "object" && value !== null).optional(),
-  logger: z.custom<Logger>((value) => typeof value === "object" && value !== null).optional(),
-  clientFactory: z.custom<() => ModbusClient>((value) => typeof value === "function").optional(),
-});
-
-type ResolvedOptions = z.output<typeof optionsSchema>;
-
-/** The delay before reconnect attempt `attempt` (0-based): capped exponential backoff, shortened by jitter. */
-export function reconnectDelay(
-  attempt: number,
-  options: Required<Omit<ModbusReconnectOptions, "enabled">>,
-  random: () => number = Math.random,
-): number {
-  const base = Math.min(options.maxDelayMs, options.initialDelayMs * options.multiplier ** attempt);
-  return base * (1 - options.jitter * random());
-}
-
-/** Splits `values` starting at `address` into chunks of at most `max`. */
-export function chunkWrite<TValue>(
-  address: number,
-  values: readonly TValue[],
-  max: number,
-): { address: number; values: TValue[] }[] {
-  const chunks: { address: number; values: TValue[] }[] = [];
-  for (let offset = 0; offset < values.length; offset += max) {
-    chunks.push({ address: address + offset, values: values.slice(offset, offset + max) });
-  }
-  return chunks;
-}
+import { ModbusWriter } from "./modbus-writer";
 
 const CAPABILITIES: PlcDriverCapabilities = Object.freeze({ subscribe: false, browse: false });
 
@@ -281,32 +72,38 @@ export class ModbusDriver implements PlcDriver {
   /** Modbus has neither subscriptions nor browsing. */
   readonly capabilities: PlcDriverCapabilities = CAPABILITIES;
 
-  readonly #options: ResolvedOptions;
+  readonly #options: ResolvedModbusDriverOptions;
   readonly #clock: Clock;
   readonly #logger: Logger;
   readonly #clientFactory: () => ModbusClient;
   readonly #planner: ModbusReadPlanner;
   readonly #queue: ModbusRequestQueue;
-  readonly #listeners = new Set<(change: DriverStatusChange) => void>();
+  readonly #writer: ModbusWriter;
+  readonly #lifecycle: ConnectionLifecycle;
   readonly #maxConsecutiveTimeouts: number;
   readonly #target: string;
-  #status: DriverStatus = "disconnected";
   #client: ModbusClient | undefined;
-  #lifecycle: AbortController | undefined;
-  #connecting: Promise<void> | undefined;
   #consecutiveTimeouts = 0;
-  #bitWriteLock: Promise<void> = Promise.resolve();
   readonly #learner: Pick<ModbusReadPlanner, "poison" | "learnBarrier">;
   readonly #compiled = new WeakMap<ModbusReadPlan, readonly ModbusTagDecoder[]>();
 
   /** @throws KilnValidationError naming each bad option. */
   constructor(options: ModbusDriverOptions) {
-    this.#options = parseOrThrow(optionsSchema, options, "Modbus driver options");
+    this.#options = parseOrThrow(modbusDriverOptionsSchema, options, "Modbus driver options");
     const transport = this.#options.transport;
-    this.#target = transport.kind === "tcp" ? `${transport.host}:${transport.port}` : transport.path;
+    this.#target = modbusTarget(transport);
     this.name = this.#options.name ?? `modbus:${this.#target}`;
     this.#clock = this.#options.clock ?? new SystemClock();
     this.#logger = (this.#options.logger ?? silentLogger).child({ driver: this.name });
+    this.#lifecycle = new ConnectionLifecycle({
+      name: this.name,
+      clock: this.#clock,
+      ...(this.#options.random ? { random: this.#options.random } : {}),
+      onListenerError: (error) => this.#logger.error({ error }, "status listener failed"),
+    });
+    this.#lifecycle.onStatusChange(({ from, to, reason }) =>
+      this.#logger.info({ from, to, reason }, "modbus driver status"),
+    );
     this.#clientFactory = this.#options.clientFactory ?? createModbusSerialClient;
     this.#maxConsecutiveTimeouts = this.#options.maxConsecutiveTimeouts ?? (transport.kind === "tcp" ? 3 : 0);
     const planner = this.#options.planner;
@@ -327,6 +124,9 @@ export class ModbusDriver implements PlcDriver {
       },
       learnBarrier: (left, right) => this.#planner.learnBarrier(left, right),
     };
+    this.#writer = new ModbusWriter(this.#options.write, this.#options.byteOrder, (unitId, operation, what, signal) =>
+      this.#request(unitId, operation, what, signal),
+    );
     this.#queue = new ModbusRequestQueue({
       clock: this.#clock,
       timeoutMs: this.#options.requestTimeoutMs,
@@ -336,7 +136,7 @@ export class ModbusDriver implements PlcDriver {
 
   /** The current connection state. */
   get status(): DriverStatus {
-    return this.#status;
+    return this.#lifecycle.status;
   }
 
   /** What the planner has learned about the device (poisoned addresses, barriers). */
@@ -346,10 +146,7 @@ export class ModbusDriver implements PlcDriver {
 
   /** Calls `listener` on every connection state change; returns a disposer. */
   onStatusChange(listener: (change: DriverStatusChange) => void): Disposer {
-    this.#listeners.add(listener);
-    return () => {
-      this.#listeners.delete(listener);
-    };
+    return this.#lifecycle.onStatusChange(listener);
   }
 
   /**
@@ -368,43 +165,20 @@ export class ModbusDriver implements PlcDriver {
    *   `KILN_NOT_SUPPORTED` for RTU without the `serialport` package, `KILN_ABORTED` when `signal` aborts.
    */
   connect(signal?: AbortSignal): Promise<void> {
-    if (this.#status === "connected") return Promise.resolve();
-    if (this.#connecting) return this.#connecting;
-    if (this.#status === "reconnecting") return this.#nextConnected(signal);
-    const lifecycle = new AbortController();
-    this.#lifecycle = lifecycle;
-    this.#setStatus("connecting");
-    const attempt = this.#open(lifecycle.signal, signal).then(
-      () => {
-        if (lifecycle.signal.aborted) throw lifecycle.signal.reason;
-        this.#setStatus("connected");
-      },
-      (error: unknown) => {
-        if (this.#status === "connecting") {
-          this.#setStatus("disconnected", error instanceof Error ? error.message : String(error));
-        }
-        throw error;
-      },
-    );
-    const connecting = attempt.finally(() => {
-      if (this.#connecting === connecting) this.#connecting = undefined;
-    });
-    this.#connecting = connecting;
-    return connecting;
+    if (this.status === "reconnecting") return this.#lifecycle.whenConnected(signal);
+    return this.#lifecycle.connect((lifetime) => this.#open(lifetime), signal);
   }
 
   /** Closes the connection, stops reconnecting and fails every pending request. Idempotent. */
-  async close(): Promise<void> {
-    if (this.#status === "closed") return;
-    this.#lifecycle?.abort(new KilnError("KILN_NOT_CONNECTED", "The Modbus driver was closed."));
-    this.#lifecycle = undefined;
-    const client = this.#client;
-    this.#client = undefined;
-    this.#queue.fail(
-      new KilnError("KILN_NOT_CONNECTED", "The Modbus driver was closed.", { details: { modbus: "disconnected" } }),
-    );
-    if (client) await destroyClient(client);
-    this.#setStatus("closed");
+  close(): Promise<void> {
+    return this.#lifecycle.close(async () => {
+      const client = this.#client;
+      this.#client = undefined;
+      this.#queue.fail(
+        new KilnError("KILN_NOT_CONNECTED", "The Modbus driver was closed.", { details: { modbus: "disconnected" } }),
+      );
+      if (client) await destroyClient(client);
+    });
   }
 
   /**
@@ -458,107 +232,18 @@ export class ModbusDriver implements PlcDriver {
     this.#assertOpen();
     const raw = rawFromEngineering(value, address, { tag: tag.name });
     const unitId = address.unitId ?? this.#options.unitId;
-    const what = `write of "${tag.name}" (${formatModbusAddress(address)})`;
-    try {
-      if (address.area === "coil") {
-        await this.#writeCoils(unitId, address.address, [raw === true], what, signal);
-      } else if (address.type === "bit") {
-        await this.#writeBit(unitId, address, raw === true, what, signal);
-      } else {
-        const registers = encodeRegisters(raw, address, address.order ?? this.#options.byteOrder);
-        await this.#writeRegisters(unitId, address.address, registers, what, signal);
-      }
-    } catch (error) {
-      throw this.#writeError(error, tag, what);
-    }
-  }
-
-  #writeError(error: unknown, tag: Tag, what: string): unknown {
-    const failure = modbusFailureOf(error);
-    if (typeof failure !== "number") return error;
-    return new KilnError("KILN_WRITE_REJECTED", `The device refused the ${what}: ${(error as Error).message}`, {
-      cause: error,
-      retryable: isRetryableException(failure),
-      details: { tag: tag.name, modbus: failure, exceptionCode: failure },
-    });
-  }
-
-  async #writeCoils(
-    unitId: number,
-    address: number,
-    states: boolean[],
-    what: string,
-    signal?: AbortSignal,
-  ): Promise<void> {
-    const { singleWriteFunctions, maxCoilsPerWrite } = this.#options.write;
-    if (states.length === 1 && singleWriteFunctions) {
-      await this.#request(unitId, (client) => client.writeCoil(address, states[0]!), what, signal);
-      return;
-    }
-    for (const chunk of chunkWrite(address, states, maxCoilsPerWrite)) {
-      await this.#request(unitId, (client) => client.writeCoils(chunk.address, chunk.values), what, signal);
-    }
-  }
-
-  async #writeRegisters(
-    unitId: number,
-    address: number,
-    registers: number[],
-    what: string,
-    signal?: AbortSignal,
-  ): Promise<void> {
-    const { singleWriteFunctions, maxRegistersPerWrite } = this.#options.write;
-    if (registers.length === 1 && singleWriteFunctions) {
-      await this.#request(unitId, (client) => client.writeRegister(address, registers[0]!), what, signal);
-      return;
-    }
-    for (const chunk of chunkWrite(address, registers, maxRegistersPerWrite)) {
-      await this.#request(unitId, (client) => client.writeRegisters(chunk.address, chunk.values), what, signal);
-    }
-  }
-
-  async #writeBit(
-    unitId: number,
-    address: ModbusAddress,
-    state: boolean,
-    what: string,
-    signal?: AbortSignal,
-  ): Promise<void> {
-    const mask = 1 << (address.bit ?? 0);
-    if (this.#options.write.bitWriteMode === "mask-write") {
-      const andMask = 0xffff & ~mask;
-      const orMask = state ? mask : 0;
-      await this.#request(unitId, (client) => client.maskWriteRegister(address.address, andMask, orMask), what, signal);
-      return;
-    }
-    // Read-modify-write is not atomic on the device; serialise it here so two bit writes to one register
-    // from this driver cannot lose each other's update.
-    const previous = this.#bitWriteLock;
-    let release!: () => void;
-    this.#bitWriteLock = new Promise<void>((resolve) => (release = resolve));
-    try {
-      await previous;
-      const current = await this.#request(
-        unitId,
-        (client) => client.readHoldingRegisters(address.address, 1),
-        what,
-        signal,
-      );
-      const word = current.data[0] ?? 0;
-      await this.#writeRegisters(unitId, address.address, [state ? word | mask : word & ~mask & 0xffff], what, signal);
-    } finally {
-      release();
-    }
+    await this.#writer.write(tag, address, raw, unitId, signal);
   }
 
   #assertOpen(): void {
-    if (this.#status === "connected" || this.#status === "reconnecting") return;
+    const status = this.status;
+    if (status === "connected" || status === "reconnecting") return;
     throw new KilnError(
       "KILN_NOT_CONNECTED",
-      this.#status === "closed"
+      status === "closed"
         ? `Modbus driver "${this.name}" is closed.`
         : `Modbus driver "${this.name}" is not connected; call connect() first.`,
-      { details: { driver: this.name, status: this.#status } },
+      { details: { driver: this.name, status } },
     );
   }
 
@@ -574,8 +259,8 @@ export class ModbusDriver implements PlcDriver {
       const result = await this.#queue.run(
         async () => {
           client = this.#client;
-          if (!client || this.#status !== "connected") {
-            throw modbusDisconnectedError(`not connected (${this.#status}) when ${what} was due`);
+          if (!client || this.status !== "connected") {
+            throw modbusDisconnectedError(`not connected (${this.status}) when ${what} was due`);
           }
           client.setID(unitId);
           try {
@@ -655,124 +340,46 @@ export class ModbusDriver implements PlcDriver {
     }
   }
 
-  async #open(lifecycle: AbortSignal, signal?: AbortSignal): Promise<void> {
-    const transport = this.#options.transport;
-    if (transport.kind === "rtu") await loadSerialSupport();
-    const client = this.#clientFactory();
-    client.on("close", () => this.#connectionLost(client, "the device closed the connection"));
-    client.on("error", (error) =>
-      this.#connectionLost(client, `transport error: ${error instanceof Error ? error.message : String(error)}`),
+  /** Opens a client; `signal` (the call's and the lifetime's) aborts the attempt. */
+  async #open(signal: AbortSignal): Promise<void> {
+    const client = await openModbusClient(
+      {
+        transport: this.#options.transport,
+        clientFactory: this.#clientFactory,
+        clock: this.#clock,
+        connectTimeoutMs: this.#options.connectTimeoutMs,
+        driver: this.name,
+        onLost: (lost, reason) => this.#connectionLost(lost, reason),
+      },
+      signal,
     );
-    const opening =
-      transport.kind === "tcp"
-        ? client.connectTCP(transport.host, { port: transport.port })
-        : client.connectRTUBuffered(transport.path, {
-            baudRate: transport.baudRate,
-            dataBits: transport.dataBits,
-            stopBits: transport.stopBits,
-            parity: transport.parity,
-          });
-    try {
-      await raceOpen(opening, this.#clock, this.#options.connectTimeoutMs, [lifecycle, signal]);
-    } catch (error) {
-      void destroyClient(client);
-      if (KilnError.is(error)) throw error;
-      const reason = error instanceof Error ? error.message : String(error);
-      throw new KilnError(
-        "KILN_CONNECTION_FAILED",
-        `Could not open Modbus ${transport.kind.toUpperCase()} connection to ${this.#target}: ${reason}. ` +
-          "Check the address, port and that the device accepts another client.",
-        { retryable: true, cause: error, details: { driver: this.name, target: this.#target } },
-      );
-    }
-    if (lifecycle.aborted) {
-      void destroyClient(client);
-      throw lifecycle.reason;
-    }
     this.#client = client;
     this.#consecutiveTimeouts = 0;
   }
 
   #connectionLost(client: ModbusClient, reason: string): void {
-    if (client !== this.#client || this.#status !== "connected") return;
+    if (client !== this.#client || this.status !== "connected") return;
     this.#client = undefined;
     void destroyClient(client);
     this.#queue.fail(modbusDisconnectedError(reason));
     this.#logger.warn({ reason }, "modbus connection lost");
-    const lifecycle = this.#lifecycle;
-    if (!this.#options.reconnect.enabled || !lifecycle) {
-      this.#setStatus("disconnected", reason);
+    const { enabled, ...backoff } = this.#options.reconnect;
+    if (!enabled || this.#lifecycle.signal.aborted) {
+      this.#lifecycle.setStatus("disconnected", reason);
       return;
     }
-    this.#setStatus("reconnecting", reason);
-    void this.#reconnect(lifecycle.signal);
-  }
-
-  async #reconnect(lifecycle: AbortSignal): Promise<void> {
-    const { enabled: _enabled, ...backoff } = this.#options.reconnect;
-    for (let attempt = 0; ; attempt++) {
-      try {
-        await this.#clock.sleep(reconnectDelay(attempt, backoff), lifecycle);
-      } catch {
-        return;
-      }
-      if (lifecycle.aborted) return;
-      try {
-        await this.#open(lifecycle);
-      } catch (error) {
-        if (lifecycle.aborted) return;
-        if (KilnError.is(error, "KILN_NOT_SUPPORTED")) {
-          this.#setStatus("disconnected", error.message);
-          return;
-        }
-        this.#logger.debug({ attempt: attempt + 1, error }, "modbus reconnect attempt failed");
-        continue;
-      }
-      if (lifecycle.aborted) return;
-      this.#setStatus("connected", `reconnected after ${attempt + 1} attempt${attempt === 0 ? "" : "s"}`);
-      return;
-    }
-  }
-
-  #nextConnected(signal?: AbortSignal): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      const onAbort = (): void => {
-        dispose();
-        reject(new KilnError("KILN_ABORTED", "connect() was aborted.", { cause: signal?.reason }));
-      };
-      const dispose = this.onStatusChange((change) => {
-        if (change.to === "connected") {
-          dispose();
-          signal?.removeEventListener("abort", onAbort);
-          resolve();
-        } else if (change.to === "closed" || change.to === "disconnected") {
-          dispose();
-          signal?.removeEventListener("abort", onAbort);
-          reject(
-            new KilnError("KILN_CONNECTION_FAILED", `Modbus driver "${this.name}" stopped reconnecting.`, {
-              retryable: change.to === "disconnected",
-            }),
-          );
-        }
-      });
-      if (signal?.aborted) onAbort();
-      else signal?.addEventListener("abort", onAbort, { once: true });
+    void this.#lifecycle.reconnect({
+      reason,
+      backoff,
+      delayFirst: true,
+      attempt: (lifetime) => this.#open(lifetime),
+      onAttemptFailed: (error, attempt) => {
+        if (KilnError.is(error, "KILN_NOT_SUPPORTED")) return "stop";
+        this.#logger.debug({ attempt, error }, "modbus reconnect attempt failed");
+        return "retry";
+      },
+      connectedReason: (attempts) => `reconnected after ${attempts} attempt${attempts === 1 ? "" : "s"}`,
     });
-  }
-
-  #setStatus(to: DriverStatus, reason?: string): void {
-    const from = this.#status;
-    if (from === to) return;
-    this.#status = to;
-    const change: DriverStatusChange = reason === undefined ? { from, to } : { from, to, reason };
-    this.#logger.info({ from, to, reason }, "modbus driver status");
-    for (const listener of [...this.#listeners]) {
-      try {
-        listener(change);
-      } catch (error) {
-        this.#logger.error({ error }, "status listener failed");
-      }
-    }
   }
 }
 
@@ -799,61 +406,4 @@ async function readArea(client: ModbusClient, request: ModbusReadRequest): Promi
     case "holding-register":
       return (await client.readHoldingRegisters(request.address, request.count)).data;
   }
-}
-
-function destroyClient(client: ModbusClient): Promise<void> {
-  return new Promise<void>((resolve) => {
-    try {
-      client.destroy(() => resolve());
-    } catch {
-      resolve();
-    }
-  });
-}
-
-/** Waits for `opening`, failing on timeout or when any signal aborts. */
-function raceOpen(
-  opening: Promise<void>,
-  clock: Clock,
-  timeoutMs: number,
-  signals: readonly (AbortSignal | undefined)[],
-): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    let timer: TimerHandle | undefined;
-    const cleanup = (): void => {
-      if (timer) clock.clearTimeout(timer);
-      for (const signal of signals) signal?.removeEventListener("abort", onAbort);
-    };
-    const onAbort = (): void => {
-      cleanup();
-      const reason = signals.find((signal) => signal?.aborted)?.reason;
-      reject(
-        KilnError.is(reason)
-          ? reason
-          : new KilnError("KILN_ABORTED", "Opening the Modbus connection was aborted.", { cause: reason }),
-      );
-    };
-    for (const signal of signals) {
-      if (signal?.aborted) {
-        onAbort();
-        return;
-      }
-      signal?.addEventListener("abort", onAbort, { once: true });
-    }
-    timer = clock.setTimeout(() => {
-      timer = undefined;
-      cleanup();
-      reject(new Error(`no answer within ${timeoutMs} ms`));
-    }, timeoutMs);
-    opening.then(
-      () => {
-        cleanup();
-        resolve();
-      },
-      (error: unknown) => {
-        cleanup();
-        reject(error);
-      },
-    );
-  });
 }

@@ -14,6 +14,7 @@ const tags = defineTags({
   "recipe.name": { dataType: "string", access: "readwrite", address: "HR200:string:8" },
   // Not served by the simulator: a strict device answers "illegal data address".
   "not.there": { dataType: "uint16", address: "HR5000" },
+  "not.there.either": { dataType: "uint16", access: "readwrite", address: "HR5001" },
 });
 
 plcDriverConformance({
@@ -22,9 +23,10 @@ plcDriverConformance({
   describe,
   name: "ModbusDriver on ModbusSimulator",
   capabilities: { subscribe: false, browse: false },
+  features: { missing: true, unreachable: true, rejectedWrite: true, dropConnection: true, stall: true },
   factory: async () => {
     const simulator = new ModbusSimulator({
-      tags: tags.list().filter((tag) => tag.name !== "not.there"),
+      tags: tags.list().filter((tag) => !tag.name.startsWith("not.there")),
       strict: true,
       initialValues: { "chamber.pressure": 2.5, "batch.counter": 7 },
     });
@@ -40,6 +42,12 @@ plcDriverConformance({
       ],
       readOnly: tags.get("door.closed"),
       missing: tags.get("not.there"),
+      // Nothing listens on port 1: the connection is refused.
+      unreachable: () => new ModbusDriver({ transport: { kind: "tcp", host, port: 1 }, connectTimeoutMs: 1_000 }),
+      // A strict device answers exception 2 (illegal data address).
+      rejectedWrite: { tag: tags.get("not.there.either"), value: 1 },
+      dropConnection: () => simulator.dropConnections(),
+      stall: () => void simulator.injectTimeout(),
       cleanup: () => simulator.stop(),
     };
   },

@@ -95,6 +95,9 @@ export const opcuaDriverOptionsSchema = z
     applicationUri: z.string().min(1).optional(),
     logger: z.custom<Logger>(isLogger, "must be a Logger (debug, info, warn, error, child)").optional(),
     clock: z.custom<Clock>(isClock, "must be a Clock (now, setTimeout, clearTimeout, sleep)").optional(),
+    random: z
+      .custom<() => number>((value) => typeof value === "function", "must be a function returning a number in [0, 1)")
+      .optional(),
   })
   .strict();
 
@@ -121,6 +124,7 @@ export const opcuaDriverOptionsSchema = z
  * - `monitoredItemRetry`: backoff for monitored items the server refused (BadNodeIdUnknown...).
  * - `limits`: client-side caps on top of the server's operation limits.
  * - `logger`, `clock`: Kiln ports. @default silentLogger, SystemClock
+ * - `random`: source of randomness in `[0, 1)` for reconnect and retry jitter, for tests. @default Math.random
  */
 export type OpcuaDriverOptions = z.input<typeof opcuaDriverOptionsSchema>;
 

@@ -10,7 +10,6 @@ import {
   silentLogger,
   type BrowsedVariable,
   type Clock,
-  type Disposer,
   type DriverStatus,
   type DriverStatusChange,
   type Logger,
@@ -22,85 +21,30 @@ import {
   type TagValue,
   type ValidationIssue,
 } from "@kiln/core";
+import { ConnectionLifecycle, raceAbort, type Disposer } from "@kiln/core/driver-kit";
 import {
   AttributeIds,
-  BrowseDirection,
-  DataType,
-  MessageSecurityMode,
-  NodeClass,
-  NodeClassMask,
-  type NodeId,
-  OPCUACertificateManager,
-  OPCUAClient,
   ObjectIds,
-  ReferenceTypeIds,
-  SecurityPolicy,
-  UserTokenType,
-  VariableIds,
-  browseAll,
-  findBasicDataType,
   resolveNodeId,
-  type BrowseDescriptionOptions,
-  type ClientSession,
+  type DataType,
   type DataValue,
+  type NodeId,
   type ReadValueIdOptions,
-  type ReferenceDescription,
-  type UserIdentityInfo,
 } from "node-opcua";
-import { certificateDer, privateKeyPem } from "./opcua-certificates";
+import { browseVariables } from "./opcua-browse";
+import { openOpcuaConnection, readServerInfo, sameServerInfo, type Connection } from "./opcua-connection";
+import { discoverDataType, writeRejected } from "./opcua-data-types";
 import {
   opcuaDriverOptionsSchema,
   type OpcuaDriverOptions,
   type ResolvedOpcuaDriverOptions,
 } from "./opcua-driver-options";
-import { connectError, redact, requestError, statusNameOf } from "./opcua-errors";
-import { formatNodeAddress, parseNodeAddress, resolveNodeAddress, type OpcuaNodeAddress } from "./opcua-node-id";
+import { redact, requestError } from "./opcua-errors";
+import { parseNodeAddress, resolveNodeAddress, type OpcuaNodeAddress } from "./opcua-node-id";
 import { planReads, type ReadPlan } from "./opcua-read-plan";
 import { badSample, sampleFromDataValue } from "./opcua-samples";
-import { OpcuaTagSubscription, type SubscriptionConnection } from "./opcua-tag-subscription";
-import { tagDataTypeOf, variantForWrite } from "./opcua-values";
-
-/** The operation limits the driver honours: the server's, capped by the options (0: none). */
-interface OperationLimits {
-  readonly maxNodesPerRead: number;
-  readonly maxNodesPerWrite: number;
-  readonly maxNodesPerBrowse: number;
-  readonly maxMonitoredItemsPerCall: number;
-}
-
-interface Connection extends SubscriptionConnection {
-  readonly client: OPCUAClient;
-  readonly session: ClientSession;
-  readonly certificateManager: OPCUACertificateManager;
-  namespaceArray: readonly string[];
-  limits: OperationLimits;
-  maxMonitoredItemsPerCall: number;
-  generation: number;
-}
-
-const SERVER_INFO_NODES = [
-  VariableIds.Server_NamespaceArray,
-  VariableIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead,
-  VariableIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerWrite,
-  VariableIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerBrowse,
-  VariableIds.Server_ServerCapabilities_OperationLimits_MaxMonitoredItemsPerCall,
-].map((id) => ({ nodeId: resolveNodeId(id), attributeId: AttributeIds.Value }));
-
-const SECURITY_MODES = {
-  None: MessageSecurityMode.None,
-  Sign: MessageSecurityMode.Sign,
-  SignAndEncrypt: MessageSecurityMode.SignAndEncrypt,
-} as const;
-
-const SECURITY_POLICIES = {
-  Basic256Sha256: SecurityPolicy.Basic256Sha256,
-  Aes128_Sha256_RsaOaep: SecurityPolicy.Aes128_Sha256_RsaOaep,
-  Aes256_Sha256_RsaPss: SecurityPolicy.Aes256_Sha256_RsaPss,
-} as const;
-
-const MAX_BROWSED_NODES = 100_000;
-
-let generations = 0;
+import { OpcuaTagSubscription } from "./opcua-tag-subscription";
+import { variantForWrite } from "./opcua-values";
 
 /**
  * A Kiln {@link PlcDriver} for OPC UA servers (Siemens S7-1500, Beckhoff TwinCAT, CODESYS,
@@ -148,20 +92,17 @@ export class OpcuaDriver implements PlcDriver {
   readonly #clock: Clock;
   readonly #pkiDir: string;
   readonly #secret: string | undefined;
-  readonly #listeners = new Set<(change: DriverStatusChange) => void>();
+  readonly #lifecycle: ConnectionLifecycle;
   readonly #subscriptions = new Set<OpcuaTagSubscription>();
   readonly #readPlans = new WeakMap<readonly Tag[], ReadPlan>();
   readonly #addresses = new WeakMap<Tag, OpcuaNodeAddress>();
   readonly #dataTypes = new Map<string, Promise<DataType>>();
-  #status: DriverStatus = "disconnected";
   #connection: Connection | undefined;
-  #connecting: Promise<void> | undefined;
-  #rebuilding: Promise<void> | undefined;
   #repairing: Promise<void> | undefined;
   #repairAgain = false;
-  #lifetime = new AbortController();
-  #closing = false;
   #warnedInsecure = false;
+  /** Numbers each session layout (namespaces, limits), so plans and data types cached for an older one are not reused. */
+  #generations = 0;
 
   /**
    * Validates `options` and prepares the driver. No connection is opened: call {@link connect}.
@@ -175,19 +116,22 @@ export class OpcuaDriver implements PlcDriver {
     this.#clock = this.#options.clock ?? new SystemClock();
     this.#pkiDir = path.resolve(this.#options.pki.dir ?? path.join(homedir(), ".kiln", "opcua", "pki"));
     this.#secret = this.#options.identity.type === "username" ? this.#options.identity.password : undefined;
+    this.#lifecycle = new ConnectionLifecycle({
+      name: this.name,
+      clock: this.#clock,
+      ...(this.#options.random ? { random: this.#options.random } : {}),
+      onListenerError: (error) => this.#logger.error({ err: error }, "a status listener threw"),
+    });
   }
 
   /** The current connection state. */
   get status(): DriverStatus {
-    return this.#status;
+    return this.#lifecycle.status;
   }
 
   /** Calls `listener` on every connection state change; returns a disposer. */
   onStatusChange(listener: (change: DriverStatusChange) => void): Disposer {
-    this.#listeners.add(listener);
-    return () => {
-      this.#listeners.delete(listener);
-    };
+    return this.#lifecycle.onStatusChange(listener);
   }
 
   /**
@@ -200,32 +144,28 @@ export class OpcuaDriver implements PlcDriver {
    *   `KILN_ABORTED` when `signal` aborts first.
    */
   connect(signal?: AbortSignal): Promise<void> {
-    if (this.#status === "connected" || this.#status === "reconnecting") return Promise.resolve();
-    if (this.#connecting) return this.#connecting;
-    this.#closing = false;
-    this.#lifetime = new AbortController();
-    this.#connecting = this.#connectNow(signal).finally(() => {
-      this.#connecting = undefined;
-    });
-    return this.#connecting;
+    if (this.status === "reconnecting") return Promise.resolve();
+    return this.#lifecycle.connect(
+      async (lifetime) => {
+        this.#connection = await this.#open(lifetime);
+      },
+      signal,
+      { connecting: `connecting to ${this.#options.endpointUrl}`, connected: "session open" },
+    );
   }
 
   /** Closes subscriptions, the session and the connection, and stops reconnecting. Idempotent. */
-  async close(): Promise<void> {
-    if (this.#status === "closed" && !this.#connecting) return;
-    this.#closing = true;
-    this.#lifetime.abort(new KilnError("KILN_ABORTED", "The OPC UA driver was closed."));
-    await this.#connecting?.catch(() => undefined);
-    const subscriptions = [...this.#subscriptions];
-    this.#subscriptions.clear();
-    await Promise.all(subscriptions.map((subscription) => subscription.close(false)));
-    const connection = this.#connection;
-    this.#connection = undefined;
-    if (connection) await this.#dispose(connection);
-    await this.#rebuilding?.catch(() => undefined);
-    await this.#repairing;
-    this.#dataTypes.clear();
-    this.#setStatus("closed", "closed by the application");
+  close(): Promise<void> {
+    return this.#lifecycle.close(async () => {
+      const subscriptions = [...this.#subscriptions];
+      this.#subscriptions.clear();
+      await Promise.all(subscriptions.map((subscription) => subscription.close(false)));
+      const connection = this.#connection;
+      this.#connection = undefined;
+      if (connection) await this.#dispose(connection);
+      await this.#repairing;
+      this.#dataTypes.clear();
+    }, "closed by the application");
   }
 
   /**
@@ -243,9 +183,10 @@ export class OpcuaDriver implements PlcDriver {
     const plan = this.#planFor(tags, connection);
     let results: DataValue[][];
     try {
-      results = await this.#untilAborted(
+      results = await raceAbort(
         Promise.all(plan.chunks.map((chunk) => connection.session.read(chunk.nodesToRead as ReadValueIdOptions[], 0))),
         signal,
+        "the OPC UA read",
       );
     } catch (error) {
       throw requestError(error, "read", this.#secret);
@@ -285,26 +226,31 @@ export class OpcuaDriver implements PlcDriver {
     const address = this.#addressesOf([tag])[0]!;
     const nodeId = resolveNodeAddress(address, connection.namespaceArray);
     if (!nodeId) {
-      throw rejected(
+      throw writeRejected(
         tag,
         address.text,
         QualityCodes.BadNodeIdUnknown,
         `namespace ${address.namespaceUri} is not on the server`,
       );
     }
-    const dataType = await this.#untilAborted(this.#dataTypeOf(connection, nodeId, tag, address.text), signal);
+    const dataType = await raceAbort(
+      this.#dataTypeOf(connection, nodeId, tag, address.text),
+      signal,
+      "the OPC UA write",
+    );
     const variant = variantForWrite(value, dataType, tag, address.text);
     let status;
     try {
-      status = await this.#untilAborted(
+      status = await raceAbort(
         connection.session.write({ nodeId, attributeId: AttributeIds.Value, value: { value: variant } }),
         signal,
+        "the OPC UA write",
       );
     } catch (error) {
       throw requestError(error, "write", this.#secret);
     }
     if (severityOfStatusCode(status.value) === "bad") {
-      throw rejected(tag, address.text, status.value, undefined);
+      throw writeRejected(tag, address.text, status.value, undefined);
     }
   }
 
@@ -322,14 +268,15 @@ export class OpcuaDriver implements PlcDriver {
     options: SubscriptionOptions,
     onSamples: (samples: Sample[]) => void,
   ): Promise<Disposer> {
-    if (this.#status !== "reconnecting") this.#requireConnection();
+    if (this.status !== "reconnecting") this.#requireConnection();
     const addresses = this.#addressesOf(tags);
     if (tags.length === 0) return () => undefined;
     const subscription = new OpcuaTagSubscription(tags, addresses, options, onSamples, {
       logger: this.#logger,
       clock: this.#clock,
       retry: this.#options.monitoredItemRetry,
-      connection: () => (this.#status === "connected" ? this.#connection : undefined),
+      ...(this.#options.random ? { random: this.#options.random } : {}),
+      connection: () => (this.status === "connected" ? this.#connection : undefined),
     });
     this.#subscriptions.add(subscription);
     try {
@@ -374,133 +321,48 @@ export class OpcuaDriver implements PlcDriver {
       rootId = resolved;
     }
     try {
-      return await this.#browse(connection, rootId, root === undefined);
+      return await browseVariables(connection, rootId, root === undefined);
     } catch (error) {
       throw requestError(error, "browse", this.#secret);
     }
   }
 
-  async #connectNow(signal: AbortSignal | undefined): Promise<void> {
-    this.#setStatus("connecting", `connecting to ${this.#options.endpointUrl}`);
-    const lifetime = this.#lifetime.signal;
-    try {
-      this.#connection = await this.#open(signal ? AbortSignal.any([signal, lifetime]) : lifetime);
-      this.#setStatus("connected", "session open");
-    } catch (error) {
-      this.#setStatus("disconnected", KilnError.is(error) ? error.code : "connection failed");
-      throw error;
-    }
-  }
-
-  async #open(signal?: AbortSignal): Promise<Connection> {
-    const { endpointUrl, security, pki, timeouts, connectionStrategy } = this.#options;
-    const mode = security.mode;
-    if (mode === "None" && !this.#warnedInsecure) {
+  /** Opens the channel and the session; `signal` (the call's and the lifetime's) aborts it. */
+  async #open(signal: AbortSignal): Promise<Connection> {
+    const { endpointUrl, security } = this.#options;
+    if (security.mode === "None" && !this.#warnedInsecure) {
       this.#warnedInsecure = true;
       this.#logger.warn(
         { endpointUrl },
         "OPC UA security mode is None: traffic is neither signed nor encrypted. Use Sign or SignAndEncrypt outside a lab.",
       );
     }
-    const context = {
-      endpointUrl,
-      securityMode: mode,
-      securityPolicy: mode === "None" ? "None" : security.policy,
-      pkiDir: this.#pkiDir,
-      secret: this.#secret,
-    };
-    const certificateManager = new OPCUACertificateManager({
-      rootFolder: this.#pkiDir,
-      automaticallyAcceptUnknownCertificate: pki.automaticallyAcceptUnknownCertificate,
-    });
-    let client: OPCUAClient | undefined;
-    try {
-      await certificateManager.initialize();
-      for (const certificate of pki.trustedServerCertificates) {
-        await certificateManager.trustCertificate(await certificateDer(certificate));
-      }
-      const identity = await this.#identity();
-      client = OPCUAClient.create({
-        applicationName: this.#options.applicationName,
-        ...(this.#options.applicationUri ? { applicationUri: this.#options.applicationUri } : {}),
-        clientName: this.name,
-        endpointMustExist: false,
-        securityMode: SECURITY_MODES[mode],
-        securityPolicy: mode === "None" ? SecurityPolicy.None : SECURITY_POLICIES[security.policy],
-        clientCertificateManager: certificateManager,
-        // Complete on purpose: node-opcua fills a partial strategy with maxRetry 10.
-        connectionStrategy: {
-          maxRetry: connectionStrategy.maxRetry,
-          initialDelay: connectionStrategy.initialDelayMs,
-          maxDelay: connectionStrategy.maxDelayMs,
-          randomisationFactor: connectionStrategy.randomisationFactor,
-        },
-        keepSessionAlive: true,
-        keepAliveInterval: timeouts.keepAliveMs,
-        requestedSessionTimeout: timeouts.sessionMs,
-        defaultTransactionTimeout: timeouts.requestMs,
-        // The socket's idle timeout: keep-alives must land well within it.
-        transportTimeout: Math.max(60_000, timeouts.keepAliveMs * 3),
-      });
-      const opened = client;
-      const attempt = (async () => {
-        await opened.connect(endpointUrl);
-        const session = await opened.createSession(identity);
-        try {
-          const info = await readServerInfo(session, this.#options.limits);
-          return { session, info };
-        } catch (error) {
-          await session.close().catch(() => undefined);
-          throw error;
-        }
-      })();
-      attempt.catch(() => undefined);
-      const { session, info } = await this.#untilAborted(attempt, signal, timeouts.connectMs);
-      const connection: Connection = {
-        client: opened,
-        session,
-        certificateManager,
-        namespaceArray: info.namespaceArray,
-        limits: info.limits,
-        maxMonitoredItemsPerCall: info.limits.maxMonitoredItemsPerCall,
-        generation: ++generations,
-      };
-      this.#wire(connection);
-      this.#logger.info(
-        { endpointUrl, securityMode: mode, namespaces: info.namespaceArray.length, ...info.limits },
-        "OPC UA session open",
-      );
-      return connection;
-    } catch (error) {
-      if (client) await client.disconnect().catch(() => undefined);
-      await certificateManager.dispose().catch(() => undefined);
-      throw connectError(error, context);
-    }
-  }
-
-  async #identity(): Promise<UserIdentityInfo> {
-    const identity = this.#options.identity;
-    switch (identity.type) {
-      case "anonymous":
-        return { type: UserTokenType.Anonymous };
-      case "username":
-        return { type: UserTokenType.UserName, userName: identity.userName, password: identity.password };
-      case "certificate":
-        return {
-          type: UserTokenType.Certificate,
-          certificateData: await certificateDer(identity.certificateFile),
-          privateKey: await privateKeyPem(identity.privateKeyFile),
-        };
-    }
+    const connection = await openOpcuaConnection(
+      {
+        options: this.#options,
+        name: this.name,
+        pkiDir: this.#pkiDir,
+        secret: this.#secret,
+        clock: this.#clock,
+        generation: () => ++this.#generations,
+      },
+      signal,
+    );
+    this.#wire(connection);
+    this.#logger.info(
+      { endpointUrl, securityMode: security.mode, namespaces: connection.namespaceArray.length, ...connection.limits },
+      "OPC UA session open",
+    );
+    return connection;
   }
 
   #wire(connection: Connection): void {
     const { client, session } = connection;
-    const current = (): boolean => this.#connection === connection && !this.#closing;
+    const current = (): boolean => this.#connection === connection && !this.#lifecycle.signal.aborted;
     client.on("connection_lost", () => {
       if (!current()) return;
       this.#logger.warn("OPC UA connection lost; reconnecting");
-      this.#setStatus("reconnecting", "connection lost");
+      this.#lifecycle.setStatus("reconnecting", "connection lost");
       for (const subscription of this.#subscriptions) subscription.connectionLost();
     });
     client.on("backoff", (retry: number, delay: number) => {
@@ -537,7 +399,7 @@ export class OpcuaDriver implements PlcDriver {
       do {
         this.#repairAgain = false;
         await this.#reconcile(connection);
-      } while (this.#repairAgain && this.#connection === connection && !this.#closing);
+      } while (this.#repairAgain && this.#connection === connection && !this.#lifecycle.signal.aborted);
     })().finally(() => {
       this.#repairing = undefined;
     });
@@ -555,15 +417,15 @@ export class OpcuaDriver implements PlcDriver {
         connection.namespaceArray = info.namespaceArray;
         connection.limits = info.limits;
         connection.maxMonitoredItemsPerCall = info.limits.maxMonitoredItemsPerCall;
-        connection.generation = ++generations;
+        connection.generation = ++this.#generations;
         this.#dataTypes.clear();
         this.#logger.info("the server's namespaces or operation limits changed; re-planning");
       }
     } catch (error) {
       this.#logger.warn({ err: error }, "reading the server's namespaces after a reconnect failed");
     }
-    if (this.#connection !== connection || this.#closing || connection.client.isReconnecting) return;
-    this.#setStatus("connected", "connection re-established");
+    if (this.#connection !== connection || this.#lifecycle.signal.aborted || connection.client.isReconnecting) return;
+    this.#lifecycle.setStatus("connected", "connection re-established");
     await this.#reconcileSubscriptions();
   }
 
@@ -578,40 +440,38 @@ export class OpcuaDriver implements PlcDriver {
   }
 
   #rebuild(old: Connection, reason: string): void {
-    if (this.#rebuilding || this.#closing || this.#connection !== old) return;
+    if (this.#lifecycle.signal.aborted || this.#connection !== old) return;
     this.#logger.warn({ reason }, "OPC UA session lost; opening a new one");
     this.#connection = undefined;
-    this.#setStatus("reconnecting", reason);
+    this.#lifecycle.setStatus("reconnecting", reason);
     for (const subscription of this.#subscriptions) subscription.connectionLost();
-    const lifetime = this.#lifetime.signal;
-    this.#rebuilding = (async () => {
-      await this.#dispose(old);
-      let delay = this.#options.connectionStrategy.initialDelayMs;
-      while (!lifetime.aborted) {
-        try {
-          const connection = await this.#open(lifetime);
-          if (lifetime.aborted) {
-            await this.#dispose(connection);
-            return;
-          }
-          this.#connection = connection;
-          this.#dataTypes.clear();
-          this.#setStatus("connected", "session re-created");
-          await this.#reconcileSubscriptions();
-          return;
-        } catch (error) {
-          if (lifetime.aborted) return;
-          this.#logger.warn(
-            { code: KilnError.is(error) ? error.code : undefined, retryInMs: delay },
-            "opening a new OPC UA session failed; will retry",
-          );
-          const jitter = 1 + (Math.random() * 2 - 1) * this.#options.connectionStrategy.randomisationFactor;
-          await this.#clock.sleep(delay * jitter, lifetime).catch(() => undefined);
-          delay = Math.min(this.#options.connectionStrategy.maxDelayMs, delay * 2);
+    const { initialDelayMs, maxDelayMs, randomisationFactor } = this.#options.connectionStrategy;
+    let disposed = false;
+    void this.#lifecycle.reconnect({
+      reason,
+      backoff: { initialDelayMs, maxDelayMs, jitter: randomisationFactor },
+      attempt: async (lifetime) => {
+        if (!disposed) {
+          disposed = true;
+          await this.#dispose(old);
         }
-      }
-    })().finally(() => {
-      this.#rebuilding = undefined;
+        const connection = await this.#open(lifetime);
+        if (lifetime.aborted) {
+          await this.#dispose(connection);
+          return;
+        }
+        this.#connection = connection;
+        this.#dataTypes.clear();
+      },
+      onAttemptFailed: (error, attempt) => {
+        this.#logger.warn(
+          { code: KilnError.is(error) ? error.code : undefined, attempt },
+          "opening a new OPC UA session failed; will retry",
+        );
+        return "retry";
+      },
+      connectedReason: () => "session re-created",
+      onConnected: () => this.#reconcileSubscriptions(),
     });
   }
 
@@ -626,25 +486,25 @@ export class OpcuaDriver implements PlcDriver {
       ]);
       deadline.abort();
     };
-    if (this.#status === "connected") await bound(connection.session.close(true));
+    if (this.status === "connected") await bound(connection.session.close(true));
     await bound(connection.client.disconnect());
     await connection.certificateManager.dispose().catch(() => undefined);
   }
 
   #requireConnection(): Connection {
     const connection = this.#connection;
-    if (this.#status === "connected" && connection) return connection;
-    if (this.#status === "reconnecting") {
+    const status = this.status;
+    if (status === "connected" && connection) return connection;
+    if (status === "reconnecting") {
       throw new KilnError("KILN_CONNECTION_FAILED", `The OPC UA connection "${this.name}" is down; reconnecting.`, {
         retryable: true,
-        details: { driver: this.name, status: this.#status },
+        details: { driver: this.name, status },
       });
     }
-    throw new KilnError(
-      "KILN_NOT_CONNECTED",
-      `The OPC UA driver "${this.name}" is ${this.#status}; call connect() first.`,
-      { retryable: this.#status === "connecting", details: { driver: this.name, status: this.#status } },
-    );
+    throw new KilnError("KILN_NOT_CONNECTED", `The OPC UA driver "${this.name}" is ${status}; call connect() first.`, {
+      retryable: status === "connecting",
+      details: { driver: this.name, status },
+    });
   }
 
   #addressesOf(tags: readonly Tag[]): OpcuaNodeAddress[] {
@@ -695,221 +555,4 @@ export class OpcuaDriver implements PlcDriver {
     }
     return dataType;
   }
-
-  async #browse(connection: Connection, rootId: NodeId, skipServerObject: boolean): Promise<BrowsedVariable[]> {
-    const serverObject = resolveNodeId(ObjectIds.Server).toString();
-    const hasProperty = resolveNodeId(ReferenceTypeIds.HasProperty).toString();
-    const visited = new Set<string>([rootId.toString()]);
-    const variables: { nodeId: NodeId; name: string }[] = [];
-    let frontier: NodeId[] = [rootId];
-    const batch = connection.limits.maxNodesPerBrowse > 0 ? connection.limits.maxNodesPerBrowse : 500;
-    while (frontier.length > 0 && visited.size < MAX_BROWSED_NODES) {
-      const next: NodeId[] = [];
-      for (let start = 0; start < frontier.length; start += batch) {
-        const descriptions: BrowseDescriptionOptions[] = frontier.slice(start, start + batch).map((nodeId) => ({
-          nodeId,
-          browseDirection: BrowseDirection.Forward,
-          referenceTypeId: resolveNodeId(ReferenceTypeIds.HierarchicalReferences),
-          includeSubtypes: true,
-          nodeClassMask: NodeClassMask.Object | NodeClassMask.Variable,
-          resultMask: 0x3f,
-        }));
-        const results = await browseAll(connection.session, descriptions);
-        for (const result of results) {
-          for (const reference of result.references ?? []) {
-            const child = reference.nodeId as unknown as NodeId;
-            const key = child.toString();
-            if (visited.has(key) || reference.referenceTypeId.toString() === hasProperty) continue;
-            if (skipServerObject && key === serverObject) continue;
-            visited.add(key);
-            if (reference.nodeClass === NodeClass.Variable) variables.push({ nodeId: child, name: nameOf(reference) });
-            else next.push(child);
-          }
-        }
-      }
-      frontier = next;
-    }
-    return this.#describeVariables(connection, variables);
-  }
-
-  async #describeVariables(
-    connection: Connection,
-    variables: readonly { nodeId: NodeId; name: string }[],
-  ): Promise<BrowsedVariable[]> {
-    const perRead =
-      connection.limits.maxNodesPerRead > 0 ? Math.max(1, Math.floor(connection.limits.maxNodesPerRead / 2)) : 1_000;
-    const out: BrowsedVariable[] = [];
-    for (let start = 0; start < variables.length; start += perRead) {
-      const slice = variables.slice(start, start + perRead);
-      const values = await connection.session.read(
-        slice.flatMap(({ nodeId }) => [
-          { nodeId, attributeId: AttributeIds.DataType },
-          { nodeId, attributeId: AttributeIds.UserAccessLevel },
-        ]),
-      );
-      for (let index = 0; index < slice.length; index++) {
-        const { nodeId, name } = slice[index]!;
-        const dataTypeValue = values[index * 2];
-        const accessValue = values[index * 2 + 1];
-        const dataTypeId = dataTypeValue?.statusCode.isGood() ? (dataTypeValue.value.value as NodeId) : undefined;
-        let builtIn: DataType | undefined;
-        if (
-          dataTypeId &&
-          dataTypeId.namespace === 0 &&
-          typeof dataTypeId.value === "number" &&
-          dataTypeId.value <= 25
-        ) {
-          builtIn = dataTypeId.value as DataType;
-        }
-        const accessLevel = accessValue?.statusCode.isGood() ? Number(accessValue.value.value) : 1;
-        const kilnType = builtIn === undefined ? undefined : tagDataTypeOf(builtIn);
-        out.push({
-          name,
-          address: formatNodeAddress(nodeId, connection.namespaceArray),
-          ...(kilnType ? { dataType: kilnType } : {}),
-          ...(dataTypeId
-            ? {
-                nativeType:
-                  builtIn === undefined ? formatNodeAddress(dataTypeId, connection.namespaceArray) : DataType[builtIn],
-              }
-            : {}),
-          access: (accessLevel & 0x02) !== 0 ? "readwrite" : "read",
-        });
-      }
-    }
-    return out;
-  }
-
-  #setStatus(to: DriverStatus, reason?: string): void {
-    const from = this.#status;
-    if (from === to) return;
-    this.#status = to;
-    const change: DriverStatusChange = reason === undefined ? { from, to } : { from, to, reason };
-    for (const listener of [...this.#listeners]) {
-      try {
-        listener(change);
-      } catch (error) {
-        this.#logger.error({ err: error }, "a status listener threw");
-      }
-    }
-  }
-
-  /** Races `promise` against `signal` (and an optional deadline); the work itself is not cancelled. */
-  #untilAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined, deadlineMs?: number): Promise<T> {
-    if (!signal && deadlineMs === undefined) return promise;
-    if (signal?.aborted) return Promise.reject(aborted(signal));
-    return new Promise<T>((resolve, reject) => {
-      const timer =
-        deadlineMs === undefined
-          ? undefined
-          : this.#clock.setTimeout(
-              () =>
-                finish(() =>
-                  reject(
-                    new KilnError("KILN_CONNECTION_FAILED", `Connecting took longer than ${deadlineMs} ms.`, {
-                      retryable: true,
-                      details: { timeoutMs: deadlineMs },
-                    }),
-                  ),
-                ),
-              deadlineMs,
-            );
-      const onAbort = (): void => finish(() => reject(aborted(signal!)));
-      const finish = (settle: () => void): void => {
-        if (timer) this.#clock.clearTimeout(timer);
-        signal?.removeEventListener("abort", onAbort);
-        settle();
-      };
-      signal?.addEventListener("abort", onAbort, { once: true });
-      promise.then(
-        (value) => finish(() => resolve(value)),
-        (error: unknown) => finish(() => reject(error)),
-      );
-    });
-  }
-}
-
-function aborted(signal: AbortSignal): KilnError {
-  if (KilnError.is(signal.reason)) return signal.reason;
-  return new KilnError("KILN_ABORTED", "The OPC UA call was aborted.", { cause: signal.reason });
-}
-
-function rejected(tag: Tag, nodeText: string, statusCode: number, reason: string | undefined): KilnError {
-  const statusName = statusNameOf(statusCode);
-  return new KilnError(
-    "KILN_WRITE_REJECTED",
-    `The OPC UA server refused the write of tag "${tag.name}" to ${nodeText}: ${statusName}${reason ? ` (${reason})` : ""}.`,
-    { details: { tag: tag.name, nodeId: nodeText, statusCode: statusCode >>> 0, statusName } },
-  );
-}
-
-async function discoverDataType(
-  session: ClientSession,
-  nodeId: NodeId,
-  tag: Tag,
-  nodeText: string,
-  secret: string | undefined,
-): Promise<DataType> {
-  let dataValue: DataValue;
-  try {
-    dataValue = await session.read({ nodeId, attributeId: AttributeIds.DataType });
-  } catch (error) {
-    throw requestError(error, "write", secret);
-  }
-  if (!dataValue.statusCode.isGood()) throw rejected(tag, nodeText, dataValue.statusCode.value, "reading its DataType");
-  const dataTypeId = dataValue.value.value as NodeId;
-  if (dataTypeId.namespace === 0 && typeof dataTypeId.value === "number" && dataTypeId.value <= 25) {
-    return dataTypeId.value as DataType;
-  }
-  try {
-    return await findBasicDataType(session, dataTypeId);
-  } catch (error) {
-    throw requestError(error, "write", secret);
-  }
-}
-
-interface ServerInfo {
-  readonly namespaceArray: readonly string[];
-  readonly limits: OperationLimits;
-}
-
-async function readServerInfo(session: ClientSession, caps: ResolvedOpcuaDriverOptions["limits"]): Promise<ServerInfo> {
-  const values = await session.read(SERVER_INFO_NODES.map((node) => ({ ...node })));
-  const namespaces = values[0];
-  const namespaceArray =
-    namespaces?.statusCode.isGood() && Array.isArray(namespaces.value.value)
-      ? (namespaces.value.value as string[])
-      : ["http://opcfoundation.org/UA/"];
-  const limit = (index: number, cap: number | undefined): number => {
-    const value = values[index];
-    const server = value?.statusCode.isGood() && typeof value.value.value === "number" ? value.value.value : 0;
-    if (server > 0 && cap !== undefined) return Math.min(server, cap);
-    return server > 0 ? server : (cap ?? 0);
-  };
-  return {
-    namespaceArray,
-    limits: {
-      maxNodesPerRead: limit(1, caps.maxNodesPerRead),
-      maxNodesPerWrite: limit(2, caps.maxNodesPerWrite),
-      maxNodesPerBrowse: limit(3, caps.maxNodesPerBrowse),
-      maxMonitoredItemsPerCall: limit(4, caps.maxMonitoredItemsPerCall),
-    },
-  };
-}
-
-function sameServerInfo(connection: Connection, info: ServerInfo): boolean {
-  const a = connection.limits;
-  const b = info.limits;
-  return (
-    connection.namespaceArray.length === info.namespaceArray.length &&
-    connection.namespaceArray.every((uri, index) => uri === info.namespaceArray[index]) &&
-    a.maxNodesPerRead === b.maxNodesPerRead &&
-    a.maxNodesPerWrite === b.maxNodesPerWrite &&
-    a.maxNodesPerBrowse === b.maxNodesPerBrowse &&
-    a.maxMonitoredItemsPerCall === b.maxMonitoredItemsPerCall
-  );
-}
-
-function nameOf(reference: ReferenceDescription): string {
-  return reference.displayName?.text ?? reference.browseName?.name ?? reference.nodeId.toString();
 }

@@ -9,18 +9,19 @@ export interface OpcuaStatus {
   readonly statusName: string;
 }
 
-let namesByCode: Map<number, string> | undefined;
+/** Symbolic names by status code, the first name wins for a code with aliases. */
+const NAMES_BY_CODE: ReadonlyMap<number, string> = (() => {
+  const names = new Map<number, string>();
+  for (const [name, status] of Object.entries(StatusCodes)) {
+    const value = (status as { value?: unknown }).value;
+    if (typeof value === "number" && !names.has(value >>> 0)) names.set(value >>> 0, name);
+  }
+  return names;
+})();
 
 /** The symbolic name of a status code (`BadNodeIdUnknown`), or its hex form when unknown. */
 export function statusNameOf(statusCode: number): string {
-  if (!namesByCode) {
-    namesByCode = new Map();
-    for (const [name, status] of Object.entries(StatusCodes)) {
-      const value = (status as { value?: unknown }).value;
-      if (typeof value === "number" && !namesByCode.has(value >>> 0)) namesByCode.set(value >>> 0, name);
-    }
-  }
-  return namesByCode.get(statusCode >>> 0) ?? `0x${(statusCode >>> 0).toString(16).padStart(8, "0")}`;
+  return NAMES_BY_CODE.get(statusCode >>> 0) ?? `0x${(statusCode >>> 0).toString(16).padStart(8, "0")}`;
 }
 
 const STATUS_IN_TEXT = /\b((?:Bad|Uncertain|Good)[A-Za-z0-9]*)\s*\(0x([0-9a-fA-F]{1,8})\)/;

@@ -8,6 +8,7 @@ import {
   type TagValue,
   type TimerHandle,
 } from "@kiln/core";
+import { reconnectDelay } from "@kiln/core/driver-kit";
 import {
   AttributeIds,
   ClientMonitoredItemGroup,
@@ -26,6 +27,9 @@ import { statusNameOf } from "./opcua-errors";
 import { resolveNodeAddress, type OpcuaNodeAddress } from "./opcua-node-id";
 import { badSample, sampleFromDataValue, staleSample } from "./opcua-samples";
 
+/** Items the server refused are retried on the driver kit's backoff, each delay shortened by up to this fraction. */
+const RETRY_JITTER = 0.2;
+
 /** What a tag subscription needs from the connection it lives on. */
 export interface SubscriptionConnection {
   readonly session: ClientSession;
@@ -39,6 +43,8 @@ export interface TagSubscriptionContext {
   readonly logger: Logger;
   readonly clock: Clock;
   readonly retry: { readonly initialDelayMs: number; readonly maxDelayMs: number };
+  /** Source of randomness in `[0, 1)` for the retry jitter; absent: the driver kit's default. */
+  readonly random?: () => number;
   /** The connection to use now, or undefined while there is none that works. */
   readonly connection: () => SubscriptionConnection | undefined;
 }
@@ -65,8 +71,6 @@ const FILTER_REFUSALS = new Set([
 
 const NUMERIC_TYPES = new Set<Tag["dataType"]>(["int16", "uint16", "int32", "uint32", "float32", "float64"]);
 
-let nextAttempt = 1;
-
 /**
  * One `PlcDriver.subscribe` call: an OPC UA subscription on the driver's session with one
  * monitored item per tag, created in batches no larger than the server's
@@ -85,7 +89,9 @@ export class OpcuaTagSubscription {
   #generation = -1;
   #queue: Promise<void> = Promise.resolve();
   #retryTimer: TimerHandle | undefined;
-  #retryDelay: number;
+  #retryAttempt = 0;
+  /** Numbers item-creation batches, so a late reply to an older batch is recognised. */
+  #nextAttempt = 1;
   #buffer: Sample[] = [];
   #flushScheduled = false;
   #closed = false;
@@ -111,7 +117,6 @@ export class OpcuaTagSubscription {
     this.#options = options;
     this.#onSamples = onSamples;
     this.#context = context;
-    this.#retryDelay = context.retry.initialDelayMs;
   }
 
   /** Tags whose monitored item is not (yet) working on the server. */
@@ -191,7 +196,7 @@ export class OpcuaTagSubscription {
     if (pending.length > 0) await this.#createItems(connection, this.#subscription, pending);
 
     if (this.#entries.some((entry) => entry.item === undefined)) this.#scheduleRetry();
-    else this.#retryDelay = this.#context.retry.initialDelayMs;
+    else this.#retryAttempt = 0;
   }
 
   async #resolveNodeIds(connection: SubscriptionConnection): Promise<void> {
@@ -273,7 +278,7 @@ export class OpcuaTagSubscription {
 
   /** Creates one batch of items. Returns true when the server refused some for their deadband filter. */
   async #createBatch(subscription: ClientSubscription, batch: Entry[], deadband: number | undefined): Promise<boolean> {
-    const attempt = nextAttempt++;
+    const attempt = this.#nextAttempt++;
     for (const entry of batch) entry.attempt = attempt;
     const parameters: MonitoringParametersOptions = {
       samplingInterval: this.#options.samplingIntervalMs,
@@ -386,9 +391,12 @@ export class OpcuaTagSubscription {
 
   #scheduleRetry(): void {
     if (this.#closed || this.#retryTimer) return;
-    const base = this.#retryDelay;
-    this.#retryDelay = Math.min(this.#context.retry.maxDelayMs, base * 2);
-    const delay = base * (0.8 + Math.random() * 0.4);
+    this.#retryAttempt++;
+    const delay = reconnectDelay(
+      this.#retryAttempt,
+      { ...this.#context.retry, jitter: RETRY_JITTER },
+      this.#context.random,
+    );
     this.#retryTimer = this.#context.clock.setTimeout(() => {
       this.#retryTimer = undefined;
       this.ensure().catch((error: unknown) => {

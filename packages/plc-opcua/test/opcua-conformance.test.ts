@@ -41,7 +41,9 @@ for (const subscribe of [true, false]) {
     expect,
     describe,
     name: `OpcuaDriver on OpcuaSimulator (${subscribe ? "with" : "without"} subscriptions)`,
+    capabilities: { subscribe: true, browse: true },
     groups: { subscribe },
+    features: { missing: true, unreachable: true, rejectedWrite: true, dropConnection: true },
     factory: async () => {
       round++;
       // Each fixture writes values that differ from what the previous one left behind.
@@ -59,6 +61,20 @@ for (const subscribe of [true, false]) {
         readOnly: tags.get("reactor.pressure"),
         missing: tags.get("ghost.tag"),
         change: async (tag, value) => simulator.setValue(tag.name, value),
+        // Nothing listens on port 1; one attempt, no retries.
+        unreachable: () =>
+          new OpcuaDriver({
+            endpointUrl: "opc.tcp://127.0.0.1:1",
+            pki: { dir: pkiDir },
+            connectionStrategy: { maxRetry: 0, initialDelayMs: 10, maxDelayMs: 20 },
+          }),
+        // Read-only on the server, declared writable here: the server refuses the write.
+        rejectedWrite: { tag: { ...tags.get("reactor.pressure"), access: "readwrite" }, value: 1.5 },
+        // A server restart: the channel drops (closing sessions only is repaired transparently).
+        dropConnection: async () => {
+          await simulator.stop();
+          await simulator.start();
+        },
       };
     },
   });

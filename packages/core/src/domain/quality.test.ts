@@ -1,5 +1,5 @@
 import { describe, expect, test } from "vitest";
-import { QualityCodes, qualityFromModbus, qualityFromStatusCode, severityOfStatusCode } from "./quality";
+import { QualityCodes, qualityFromStatusCode, severityOfStatusCode } from "./quality";
 
 describe("OPC UA status code mapping", () => {
   test.each([
@@ -24,22 +24,5 @@ describe("OPC UA status code mapping", () => {
 
   test("treats a negative signed 32-bit code as unsigned", () => {
     expect(qualityFromStatusCode(0x80050000 | 0).code).toBe(0x80050000);
-  });
-});
-
-describe("Modbus failure mapping", () => {
-  test("an illegal data address is bad with a reason naming the exception", () => {
-    const q = qualityFromModbus(2);
-    expect(q.severity).toBe("bad");
-    expect(q.reason).toBe("modbus exception 2 (illegal data address)");
-  });
-
-  test("timeouts and disconnects are bad with their own codes", () => {
-    expect(qualityFromModbus("timeout")).toMatchObject({ severity: "bad", code: QualityCodes.BadTimeout });
-    expect(qualityFromModbus("disconnected")).toMatchObject({ severity: "bad", code: QualityCodes.BadNotConnected });
-  });
-
-  test("an unknown exception code is still bad", () => {
-    expect(qualityFromModbus(99)).toMatchObject({ severity: "bad", reason: "modbus exception 99 (unknown exception)" });
   });
 });

@@ -62,35 +62,3 @@ export function qualityFromStatusCode(statusCode: number, reason?: string): Qual
   const code = statusCode >>> 0;
   return quality(severityOfStatusCode(code), reason, code);
 }
-
-/** Modbus exception codes (application protocol v1.1b3, section 7). */
-export const ModbusExceptions: Readonly<Record<number, string>> = {
-  1: "illegal function",
-  2: "illegal data address",
-  3: "illegal data value",
-  4: "server device failure",
-  5: "acknowledge",
-  6: "server device busy",
-  8: "memory parity error",
-  10: "gateway path unavailable",
-  11: "gateway target device failed to respond",
-};
-
-/**
- * Maps a Modbus failure to a Kiln quality: always `bad`, with a reason naming the exception.
- * `failure` is an exception code (1-11), or `"timeout"` / `"disconnected"`.
- */
-export function qualityFromModbus(failure: number | "timeout" | "disconnected"): Quality {
-  if (failure === "timeout") return quality("bad", "modbus request timed out", QualityCodes.BadTimeout);
-  if (failure === "disconnected") return quality("bad", "modbus connection lost", QualityCodes.BadNotConnected);
-  const name = ModbusExceptions[failure] ?? "unknown exception";
-  const code =
-    failure === 2
-      ? QualityCodes.BadNodeIdUnknown
-      : failure === 1 || failure === 3
-        ? QualityCodes.BadConfigurationError
-        : failure === 10 || failure === 11
-          ? QualityCodes.BadCommunicationError
-          : QualityCodes.BadDeviceFailure;
-  return quality("bad", `modbus exception ${failure} (${name})`, code);
-}

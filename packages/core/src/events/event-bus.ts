@@ -1,5 +1,6 @@
-/** Calling it removes the subscription. Calling it twice is harmless. */
-export type Disposer = () => void;
+import type { Disposer } from "../domain/disposer";
+
+export type { Disposer };
 
 /** A handler for one event type; it may be async, and the publisher then awaits it. */
 export type EventHandler<TPayload> = (event: TPayload) => void | Promise<void>;

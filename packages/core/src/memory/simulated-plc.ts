@@ -2,7 +2,9 @@ import { KilnError } from "../domain/errors";
 import { GOOD, quality, QualityCodes, type Quality } from "../domain/quality";
 import type { Sample } from "../domain/sample";
 import { TagCatalog, type Tag, type TagValue } from "../domain/tags";
-import type { Disposer } from "../events/event-bus";
+import type { Disposer } from "../domain/disposer";
+import { abortError, untilAbort } from "../driver-kit/abort";
+import { ConnectionLifecycle } from "../driver-kit/connection-lifecycle";
 import type { Clock } from "../ports/clock";
 import { SystemClock } from "../runtime/system-clock";
 import type {
@@ -92,14 +94,14 @@ export class SimulatedPlc implements PlcDriver {
   readonly #tags: ReadonlyMap<string, Tag>;
   readonly #signals = new Map<string, Signal | ((now: number, plc: SimulatedPlc) => TagValue)>();
   readonly #held = new Map<string, TagValue>();
-  readonly #listeners = new Set<(change: DriverStatusChange) => void>();
   readonly #subscriptions = new Set<() => void>();
-  #status: DriverStatus = "disconnected";
+  readonly #lifecycle: ConnectionLifecycle;
 
   constructor(options: SimulatedPlcOptions) {
     const list = options.tags instanceof TagCatalog ? options.tags.list() : options.tags;
     this.name = options.name ?? "simulated";
     this.#clock = options.clock ?? new SystemClock();
+    this.#lifecycle = new ConnectionLifecycle({ name: this.name, clock: this.#clock });
     this.#tags = new Map(list.map((tag) => [tag.name, tag]));
     this.capabilities = { subscribe: options.subscribe ?? true, browse: true };
     for (const [tag, source] of Object.entries(options.sources ?? {})) {
@@ -112,41 +114,34 @@ export class SimulatedPlc implements PlcDriver {
   }
 
   get status(): DriverStatus {
-    return this.#status;
+    return this.#lifecycle.status;
   }
 
   onStatusChange(listener: (change: DriverStatusChange) => void): Disposer {
-    this.#listeners.add(listener);
-    return () => void this.#listeners.delete(listener);
+    return this.#lifecycle.onStatusChange(listener);
   }
 
-  async connect(signal?: AbortSignal): Promise<void> {
-    if (this.#status === "connected") return;
-    this.#setStatus("connecting");
-    try {
-      await this.#latency(signal);
-    } catch (error) {
-      this.#setStatus("disconnected", "connect aborted");
-      throw error;
-    }
-    if (this.faults.unreachable) {
-      this.#setStatus("disconnected", "unreachable");
-      throw new KilnError("KILN_CONNECTION_FAILED", `Simulated PLC "${this.name}" is unreachable.`, {
-        retryable: true,
-      });
-    }
-    this.#setStatus("connected");
+  connect(signal?: AbortSignal): Promise<void> {
+    return this.#lifecycle.connect(async (lifetime) => {
+      await this.#latency(lifetime);
+      if (this.faults.unreachable) {
+        throw new KilnError("KILN_CONNECTION_FAILED", `Simulated PLC "${this.name}" is unreachable.`, {
+          retryable: true,
+        });
+      }
+    }, signal);
   }
 
-  async close(): Promise<void> {
-    for (const stop of this.#subscriptions) stop();
-    this.#subscriptions.clear();
-    if (this.#status !== "closed") this.#setStatus("closed");
+  close(): Promise<void> {
+    return this.#lifecycle.close(async () => {
+      for (const stop of this.#subscriptions) stop();
+      this.#subscriptions.clear();
+    });
   }
 
   /** Simulates the peer dropping the connection (status `disconnected`; the next connect may succeed). */
   dropConnection(reason = "connection reset by peer"): void {
-    if (this.#status === "connected") this.#setStatus("disconnected", reason);
+    if (this.status === "connected") this.#lifecycle.setStatus("disconnected", reason);
   }
 
   async read(tags: readonly Tag[], signal?: AbortSignal): Promise<Sample[]> {
@@ -186,7 +181,7 @@ export class SimulatedPlc implements PlcDriver {
     let active = true;
     const tick = (): void => {
       if (!active) return;
-      if (this.#status === "connected" && !this.faults.hang) {
+      if (this.status === "connected" && !this.faults.hang) {
         const now = this.#clock.now();
         const changed: Sample[] = [];
         for (const tag of tags) {
@@ -255,31 +250,18 @@ export class SimulatedPlc implements PlcDriver {
   }
 
   async #latency(signal?: AbortSignal): Promise<void> {
-    if (this.faults.hang) {
-      await new Promise<never>((_resolve, reject) => {
-        if (signal?.aborted) reject(signal.reason);
-        signal?.addEventListener("abort", () => reject(signal.reason), { once: true });
-      });
-    }
+    if (signal?.aborted) throw abortError(signal);
+    if (this.faults.hang) await untilAbort(signal);
     if (this.faults.latencyMs > 0) await this.#clock.sleep(this.faults.latencyMs, signal);
   }
 
   #assertConnected(): void {
-    if (this.faults.unreachable && this.#status === "connected") this.#setStatus("disconnected", "unreachable");
-    if (this.#status !== "connected") {
-      throw new KilnError("KILN_NOT_CONNECTED", `Simulated PLC "${this.name}" is ${this.#status}.`, {
-        retryable: this.#status !== "closed",
-        details: { status: this.#status },
-      });
+    if (this.faults.unreachable && this.status === "connected") {
+      this.#lifecycle.setStatus("disconnected", "unreachable");
     }
-  }
-
-  #setStatus(to: DriverStatus, reason?: string): void {
-    const from = this.#status;
-    if (from === to) return;
-    this.#status = to;
-    const change: DriverStatusChange = reason === undefined ? { from, to } : { from, to, reason };
-    for (const listener of this.#listeners) listener(change);
+    if (this.status !== "connected") {
+      throw this.#lifecycle.notConnected(`Simulated PLC "${this.name}" is ${this.status}.`);
+    }
   }
 }
 

@@ -1,6 +1,6 @@
 import type { Sample } from "../domain/sample";
 import type { Tag, TagValue } from "../domain/tags";
-import type { Disposer } from "../events/event-bus";
+import type { Disposer } from "../domain/disposer";
 
 /** What a driver can do beyond read and write. The core branches on this declaration. */
 export interface PlcDriverCapabilities {

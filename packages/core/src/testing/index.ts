@@ -4,8 +4,11 @@ export { MemoryStore, MemoryStoreFaults } from "../memory/memory-store";
 export { MemoryMetrics } from "../memory/memory-metrics";
 export type { ConformanceAssertion, ConformanceRunner } from "./conformance-runner";
 export {
+  plcDriverAbortConformance,
   plcDriverBrowseConformance,
+  plcDriverConcurrencyConformance,
   plcDriverConformance,
+  plcDriverErrorConformance,
   plcDriverLifecycleConformance,
   plcDriverReadConformance,
   plcDriverSubscribeConformance,
@@ -13,6 +16,7 @@ export {
   type PlcDriverConformanceGroups,
   type PlcDriverConformanceOptions,
   type PlcDriverFixture,
+  type PlcDriverFixtureFeatures,
 } from "./plc-driver-conformance";
 export {
   alarmHistoryConformance,

@@ -11,26 +11,43 @@ const tags = defineTags({
   "recipe.name": { dataType: "string", access: "readwrite" },
 });
 
+const plcOptions = (subscribe: boolean) => ({
+  tags,
+  subscribe,
+  sources: { "chamber.pressure": { kind: "sine", amplitude: 1, offset: 2, periodMs: 1_000 } } as const,
+});
+
 for (const subscribe of [true, false]) {
   plcDriverConformance({
     test,
     expect,
     describe,
     name: `SimulatedPlc (subscribe: ${subscribe})`,
-    factory: async () => ({
-      driver: new SimulatedPlc({
-        tags,
-        subscribe,
-        sources: { "chamber.pressure": { kind: "sine", amplitude: 1, offset: 2, periodMs: 1_000 } },
-      }),
-      readable: [tags.get("chamber.pressure"), tags.get("heater.temperature"), tags.get("valve.ald1")],
-      writable: [
-        { tag: tags.get("valve.ald1"), value: true },
-        { tag: tags.get("heater.setpoint"), value: 250.5 },
-        { tag: tags.get("recipe.name"), value: "ALD-Al2O3" },
-      ],
-      readOnly: tags.get("chamber.pressure"),
-      missing: { ...tags.get("heater.temperature"), name: "not.on.this.plc" },
-    }),
+    capabilities: { subscribe, browse: true },
+    features: { missing: true, unreachable: true, rejectedWrite: true, dropConnection: true, stall: true },
+    factory: async () => {
+      const driver = new SimulatedPlc(plcOptions(subscribe));
+      return {
+        driver,
+        readable: [tags.get("chamber.pressure"), tags.get("heater.temperature"), tags.get("valve.ald1")],
+        writable: [
+          { tag: tags.get("valve.ald1"), value: true },
+          { tag: tags.get("heater.setpoint"), value: 250.5 },
+          { tag: tags.get("recipe.name"), value: "ALD-Al2O3" },
+        ],
+        readOnly: tags.get("chamber.pressure"),
+        missing: { ...tags.get("heater.temperature"), name: "not.on.this.plc" },
+        unreachable: () => {
+          const unreachable = new SimulatedPlc(plcOptions(subscribe));
+          unreachable.faults.unreachable = true;
+          return unreachable;
+        },
+        rejectedWrite: { tag: { ...tags.get("heater.setpoint"), name: "not.on.this.plc" }, value: 1 },
+        dropConnection: () => driver.dropConnection(),
+        stall: () => {
+          driver.faults.hang = true;
+        },
+      };
+    },
   });
 }

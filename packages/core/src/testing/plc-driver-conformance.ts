@@ -10,19 +10,55 @@ export interface PlcDriverFixture {
   readonly driver: PlcDriver;
   /** At least two readable tags the device serves. */
   readonly readable: readonly Tag[];
-  /** Writable tags with a value to write and read back (the value must differ from the current one). */
+  /** At least one writable tag with a value to write and read back (the value must differ from the current one). */
   readonly writable: readonly { readonly tag: Tag; readonly value: TagValue }[];
   /** A tag declared read-only. */
   readonly readOnly: Tag;
-  /** A tag whose address does not exist on the device (read must give quality bad), if the protocol can tell. */
+  /** A tag whose address does not exist on the device (read must give quality bad). Needed with `features.missing`. */
   readonly missing?: Tag;
   /**
    * Changes a tag's value on the device side (to prove subscriptions deliver it). When absent
    * the suite writes through the driver.
    */
   readonly change?: (tag: Tag, value: TagValue) => Promise<void>;
+  /**
+   * Returns a new driver, configured like `driver` but for an endpoint where nothing answers
+   * (a closed port). The suite connects and closes it. Needed with `features.unreachable`.
+   */
+  readonly unreachable?: () => PlcDriver;
+  /**
+   * A write the device refuses (a read-only node declared writable, an address the device does
+   * not have), and the error code the driver documents for it. Needed with `features.rejectedWrite`.
+   */
+  readonly rejectedWrite?: {
+    readonly tag: Tag;
+    readonly value: TagValue;
+    /** @default "KILN_WRITE_REJECTED" */
+    readonly code?: KilnErrorCode;
+  };
+  /** Drops the link from the device side (socket reset, sessions closed). Needed with `features.dropConnection`. */
+  readonly dropConnection?: () => void | Promise<void>;
+  /** Makes the device stop answering requests, so calls stay in flight. Needed with `features.stall`. */
+  readonly stall?: () => void | Promise<void>;
   /** Releases what the fixture started (simulators, sockets). Called after each test. */
   readonly cleanup?: () => Promise<void>;
+}
+
+/**
+ * The optional parts a fixture provides. Declared once at registration: the cases that need a
+ * part are registered only when it is declared, and fail when the fixture then lacks it.
+ */
+export interface PlcDriverFixtureFeatures {
+  /** The fixture gives `missing`. */
+  readonly missing?: boolean;
+  /** The fixture gives `unreachable`. */
+  readonly unreachable?: boolean;
+  /** The fixture gives `rejectedWrite`. */
+  readonly rejectedWrite?: boolean;
+  /** The fixture gives `dropConnection`. */
+  readonly dropConnection?: boolean;
+  /** The fixture gives `stall`. */
+  readonly stall?: boolean;
 }
 
 /** Groups of {@link plcDriverConformance}; each can be switched off. */
@@ -33,9 +69,15 @@ export interface PlcDriverConformanceGroups {
   read?: boolean;
   /** Run {@link plcDriverWriteConformance}. @default true */
   write?: boolean;
-  /** Run {@link plcDriverSubscribeConformance} (checks nothing unless `subscribe` is declared). @default true */
+  /** Run {@link plcDriverErrorConformance}. @default true */
+  errors?: boolean;
+  /** Run {@link plcDriverAbortConformance}. @default true */
+  abort?: boolean;
+  /** Run {@link plcDriverConcurrencyConformance}. @default true */
+  concurrency?: boolean;
+  /** Run {@link plcDriverSubscribeConformance}; only where `subscribe` is declared. @default true */
   subscribe?: boolean;
-  /** Run {@link plcDriverBrowseConformance} (checks nothing unless the driver declares `browse`). @default true */
+  /** Run {@link plcDriverBrowseConformance}; only where `browse` is declared. @default true */
   browse?: boolean;
 }
 
@@ -43,46 +85,52 @@ export interface PlcDriverConformanceGroups {
 export interface PlcDriverConformanceOptions extends ConformanceRunner {
   /** Returns a fresh fixture per test. */
   readonly factory: () => Promise<PlcDriverFixture>;
-  /** Groups to run. @default every group, with subscribe/browse only where the driver declares them */
-  readonly groups?: PlcDriverConformanceGroups;
   /**
-   * The capabilities the driver declares. When given, the `subscribe` and `browse` groups are
-   * registered only for declared features (undeclared ones are skipped, not run empty), and the
-   * lifecycle group checks the driver declares exactly these. When omitted, each of those tests
-   * reads the declaration from the driver and passes without checks for an undeclared feature.
+   * The capabilities the driver declares. The `subscribe` and `browse` groups are registered only
+   * for declared features, and the lifecycle group checks the driver declares exactly these.
    */
-  readonly capabilities?: PlcDriverCapabilities;
+  readonly capabilities: PlcDriverCapabilities;
+  /** The optional fixture parts the factory provides; cases that need an undeclared part are not registered. @default none */
+  readonly features?: PlcDriverFixtureFeatures;
+  /** Groups to run. @default every group (subscribe/browse only where declared) */
+  readonly groups?: PlcDriverConformanceGroups;
   /** Group name for the tests, e.g. the driver's name. @default "PlcDriver conformance" */
   readonly name?: string;
   /** How long to wait for subscription deliveries, in real ms. @default 5000 */
   readonly deliveryTimeoutMs?: number;
+  /**
+   * How long an aborted call may take to reject, and a dropped connection to be reported, in real
+   * ms (polled, not slept). @default 2000
+   */
+  readonly promptMs?: number;
 }
 
 /**
  * The contract every `PlcDriver` must meet, as tests. Run it from your driver's test file:
  *
  * @example
- * import { test, expect } from "vitest";
+ * import { test, expect, describe } from "vitest";
  * import { plcDriverConformance } from "@kiln/core/testing";
- * plcDriverConformance({ test, expect, factory: async () => ({ driver: new MyDriver(...), readable, writable, readOnly }) });
+ * plcDriverConformance({
+ *   test, expect, describe,
+ *   capabilities: { subscribe: false, browse: false },
+ *   features: { missing: true, unreachable: true },
+ *   factory: async () => ({ driver: new MyDriver(...), readable, writable, readOnly, missing, unreachable: () => new MyDriver({ port: 1 }) }),
+ * });
  */
 export function plcDriverConformance(options: PlcDriverConformanceOptions): void {
   const declared = options.capabilities;
-  const groups = {
-    lifecycle: true,
-    read: true,
-    write: true,
-    ...options.groups,
-    subscribe: (options.groups?.subscribe ?? true) && (declared?.subscribe ?? true),
-    browse: (options.groups?.browse ?? true) && (declared?.browse ?? true),
-  };
+  const on = (name: keyof PlcDriverConformanceGroups): boolean => options.groups?.[name] ?? true;
   group(options, options.name ?? "PlcDriver conformance", (test) => {
     const scoped = { ...options, test, describe: undefined };
-    if (groups.lifecycle) plcDriverLifecycleConformance(scoped);
-    if (groups.read) plcDriverReadConformance(scoped);
-    if (groups.write) plcDriverWriteConformance(scoped);
-    if (groups.subscribe) plcDriverSubscribeConformance(scoped);
-    if (groups.browse) plcDriverBrowseConformance(scoped);
+    if (on("lifecycle")) plcDriverLifecycleConformance(scoped);
+    if (on("read")) plcDriverReadConformance(scoped);
+    if (on("write")) plcDriverWriteConformance(scoped);
+    if (on("errors")) plcDriverErrorConformance(scoped);
+    if (on("abort")) plcDriverAbortConformance(scoped);
+    if (on("concurrency")) plcDriverConcurrencyConformance(scoped);
+    if (on("subscribe") && declared.subscribe) plcDriverSubscribeConformance(scoped);
+    if (on("browse") && declared.browse) plcDriverBrowseConformance(scoped);
   });
 }
 
@@ -100,13 +148,43 @@ function define(options: PlcDriverConformanceOptions, name: string, body: Body):
   });
 }
 
-async function codeOf(promise: Promise<unknown>): Promise<KilnErrorCode | "resolved" | "not a KilnError"> {
+function feature<TKey extends keyof PlcDriverFixtureFeatures & keyof PlcDriverFixture>(
+  fixture: PlcDriverFixture,
+  key: TKey,
+): NonNullable<PlcDriverFixture[TKey]> {
+  const part = fixture[key];
+  if (part === undefined) throw new Error(`the fixture declares features.${key} but gave no ${key}`);
+  return part as NonNullable<PlcDriverFixture[TKey]>;
+}
+
+/** A code, "resolved", or "not a KilnError: ..." — strings, so a failed assertion shows what happened. */
+async function codeOf(promise: Promise<unknown>): Promise<string> {
   try {
     await promise;
     return "resolved";
   } catch (error) {
-    return KilnError.is(error) ? error.code : "not a KilnError";
+    return KilnError.is(error) ? error.code : `not a KilnError: ${String(error)}`;
   }
+}
+
+/** Like {@link codeOf}, but "still pending" when `promise` has not settled within `ms` real ms. */
+async function codeWithin(promise: Promise<unknown>, ms: number): Promise<string> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const pending = new Promise<string>((resolve) => {
+    timer = setTimeout(() => resolve(`still pending after ${ms} ms`), ms);
+  });
+  try {
+    return await Promise.race([codeOf(promise), pending]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function rejection(promise: Promise<unknown>): Promise<unknown> {
+  return promise.then(
+    () => undefined,
+    (error: unknown) => error,
+  );
 }
 
 function checkSample(expect: ConformanceRunner["expect"], sample: Sample | undefined, tag: Tag): void {
@@ -117,17 +195,20 @@ function checkSample(expect: ConformanceRunner["expect"], sample: Sample | undef
   expect(sample!.timestamp > 0).toBe(true);
 }
 
+function valueFor(tag: Tag): TagValue {
+  return tag.dataType === "bool" ? true : tag.dataType === "string" ? "x" : 1;
+}
+
 /** Lifecycle contract: version, capabilities, connect/close, status events, calls outside a connection. */
 export function plcDriverLifecycleConformance(options: PlcDriverConformanceOptions): void {
   const { expect } = options;
+  const promptMs = options.promptMs ?? 2_000;
   define(options, "declares driverApiVersion 1, a name and its capabilities", async ({ driver }) => {
     expect(driver.driverApiVersion).toBe("1");
     expect(typeof driver.name === "string" && driver.name.length > 0).toBe(true);
-    expect(typeof driver.capabilities.subscribe).toBe("boolean");
-    expect(typeof driver.capabilities.browse).toBe("boolean");
+    expect(driver.capabilities).toEqual(options.capabilities);
     expect(typeof driver.subscribe === "function").toBe(driver.capabilities.subscribe);
     expect(typeof driver.browse === "function").toBe(driver.capabilities.browse);
-    if (options.capabilities) expect(driver.capabilities).toEqual(options.capabilities);
   });
 
   define(options, "read before connect rejects with KILN_NOT_CONNECTED", async ({ driver, readable }) => {
@@ -148,15 +229,43 @@ export function plcDriverLifecycleConformance(options: PlcDriverConformanceOptio
 
   define(
     options,
-    "close is idempotent and later calls reject with KILN_NOT_CONNECTED",
-    async ({ driver, readable }) => {
+    "close is idempotent; later reads and writes reject with KILN_NOT_CONNECTED, not retryable",
+    async ({ driver, readable, writable }) => {
       await driver.connect();
       await driver.close();
       await driver.close();
       expect(driver.status).toBe("closed");
-      expect(await codeOf(driver.read(readable))).toBe("KILN_NOT_CONNECTED");
+      const read = await rejection(driver.read(readable));
+      expect(KilnError.is(read) ? read.code : `read: ${String(read)}`).toBe("KILN_NOT_CONNECTED");
+      expect(KilnError.is(read) && read.retryable).toBe(false);
+      expect(writable.length > 0).toBe(true);
+      expect(await codeOf(driver.write(writable[0]!.tag, writable[0]!.value))).toBe("KILN_NOT_CONNECTED");
     },
   );
+
+  if (options.features?.dropConnection) {
+    define(
+      options,
+      "a connection dropped by the device is reported as a status change; calls then succeed or fail retryably",
+      async (fixture) => {
+        const { driver, readable } = fixture;
+        const drop = feature(fixture, "dropConnection");
+        await driver.connect();
+        const changes: DriverStatusChange[] = [];
+        driver.onStatusChange((change) => changes.push(change));
+        await drop();
+        const reported = await waitFor(
+          () => changes.some((change) => change.from === "connected" && change.to !== "closed"),
+          promptMs,
+        );
+        expect(reported ? "reported" : `no status change within ${promptMs} ms (status ${driver.status})`).toBe(
+          "reported",
+        );
+        const error = await rejection(driver.read(readable));
+        expect(error === undefined || (KilnError.is(error) && error.retryable)).toBe(true);
+      },
+    );
+  }
 }
 
 /** Read contract: one sample per tag, in order, in one call; bad quality for a missing address. */
@@ -184,17 +293,19 @@ export function plcDriverReadConformance(options: PlcDriverConformanceOptions): 
     expect(await driver.read([])).toEqual([]);
   });
 
-  define(options, "a tag at a missing address reads with quality bad, the others unaffected", async (fixture) => {
-    const { driver, readable, missing } = fixture;
-    if (!missing) return;
-    await driver.connect();
-    const samples = await driver.read([readable[0]!, missing, readable[1]!]);
-    expect(samples.length).toBe(3);
-    expect(samples[1]?.tag).toBe(missing.name);
-    expect(samples[1]?.quality.severity).toBe("bad");
-    expect(samples[0]?.quality.severity).toBe("good");
-    expect(samples[2]?.quality.severity).toBe("good");
-  });
+  if (options.features?.missing) {
+    define(options, "a tag at a missing address reads with quality bad, the others unaffected", async (fixture) => {
+      const { driver, readable } = fixture;
+      const missing = feature(fixture, "missing");
+      await driver.connect();
+      const samples = await driver.read([readable[0]!, missing, readable[1]!]);
+      expect(samples.length).toBe(3);
+      expect(samples[1]?.tag).toBe(missing.name);
+      expect(samples[1]?.quality.severity).toBe("bad");
+      expect(samples[0]?.quality.severity).toBe("good");
+      expect(samples[2]?.quality.severity).toBe("good");
+    });
+  }
 }
 
 /** Write contract: values round-trip; read-only tags are refused before any traffic. */
@@ -202,43 +313,161 @@ export function plcDriverWriteConformance(options: PlcDriverConformanceOptions):
   const { expect } = options;
   define(options, "write then read returns the written value", async ({ driver, writable }) => {
     await driver.connect();
+    expect(writable.length > 0).toBe(true);
     for (const { tag, value } of writable) {
       await driver.write(tag, value);
       const [sample] = await driver.read([tag]);
-      if (typeof value === "number" && typeof sample?.value === "number") {
-        expect(Math.abs(sample.value - value) <= Math.abs(value) * 1e-6 + 1e-9).toBe(true);
-      } else {
-        expect(sample?.value).toEqual(value);
-      }
+      expect(valuesMatch(sample?.value, value) ? value : sample?.value).toEqual(value);
       expect(sample?.quality.severity).toBe("good");
     }
   });
 
   define(options, "write to a read-only tag rejects with KILN_TAG_NOT_WRITABLE", async ({ driver, readOnly }) => {
     await driver.connect();
-    const value: TagValue = readOnly.dataType === "bool" ? true : readOnly.dataType === "string" ? "x" : 1;
-    expect(await codeOf(driver.write(readOnly, value))).toBe("KILN_TAG_NOT_WRITABLE");
+    expect(await codeOf(driver.write(readOnly, valueFor(readOnly)))).toBe("KILN_TAG_NOT_WRITABLE");
   });
 
   define(options, "write before connect rejects with KILN_NOT_CONNECTED", async ({ driver, writable }) => {
-    const first = writable[0];
-    if (!first) return;
-    expect(await codeOf(driver.write(first.tag, first.value))).toBe("KILN_NOT_CONNECTED");
+    expect(writable.length > 0).toBe(true);
+    expect(await codeOf(driver.write(writable[0]!.tag, writable[0]!.value))).toBe("KILN_NOT_CONNECTED");
   });
 }
 
-/** Subscribe contract (only where declared): changes are delivered until disposed. */
+/** Typed errors: a failed connect and a refused write reject with the documented codes. */
+export function plcDriverErrorConformance(options: PlcDriverConformanceOptions): void {
+  const { expect } = options;
+  if (options.features?.unreachable) {
+    define(
+      options,
+      "connect to an unreachable endpoint rejects with a retryable KILN_CONNECTION_FAILED",
+      async (fixture) => {
+        const driver = feature(fixture, "unreachable")();
+        try {
+          const error = await rejection(driver.connect());
+          expect(KilnError.is(error) ? error.code : `not a KilnError: ${String(error)}`).toBe("KILN_CONNECTION_FAILED");
+          expect(KilnError.is(error) && error.retryable).toBe(true);
+          expect(driver.status === "connected").toBe(false);
+        } finally {
+          await driver.close();
+        }
+      },
+    );
+  }
+
+  if (options.features?.rejectedWrite) {
+    define(
+      options,
+      "a write the device refuses rejects with KILN_WRITE_REJECTED (or the documented code)",
+      async (fixture) => {
+        const { driver } = fixture;
+        const { tag, value, code = "KILN_WRITE_REJECTED" } = feature(fixture, "rejectedWrite");
+        await driver.connect();
+        expect(await codeOf(driver.write(tag, value))).toBe(code);
+        expect(driver.status).toBe("connected");
+      },
+    );
+  }
+}
+
+/** Abort signals: a call given an aborted signal, or aborted while in flight, rejects promptly. */
+export function plcDriverAbortConformance(options: PlcDriverConformanceOptions): void {
+  const { expect } = options;
+  const promptMs = options.promptMs ?? 2_000;
+  define(
+    options,
+    "connect with an already-aborted signal rejects with KILN_ABORTED and does not connect",
+    async ({ driver }) => {
+      expect(await codeWithin(driver.connect(AbortSignal.abort()), promptMs)).toBe("KILN_ABORTED");
+      expect(driver.status === "connected").toBe(false);
+    },
+  );
+
+  define(options, "connect aborted while in progress rejects promptly with KILN_ABORTED", async ({ driver }) => {
+    const controller = new AbortController();
+    const connecting = driver.connect(controller.signal);
+    controller.abort();
+    expect(await codeWithin(connecting, promptMs)).toBe("KILN_ABORTED");
+    expect(driver.status === "connected").toBe(false);
+  });
+
+  define(options, "read with an already-aborted signal rejects with KILN_ABORTED", async ({ driver, readable }) => {
+    await driver.connect();
+    expect(await codeWithin(driver.read(readable, AbortSignal.abort()), promptMs)).toBe("KILN_ABORTED");
+    expect((await driver.read(readable)).length).toBe(readable.length);
+  });
+
+  if (options.features?.stall) {
+    define(options, "a read the device does not answer rejects promptly when its signal aborts", async (fixture) => {
+      const { driver, readable } = fixture;
+      const stall = feature(fixture, "stall");
+      await driver.connect();
+      await stall();
+      const controller = new AbortController();
+      const reading = driver.read(readable, controller.signal);
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      controller.abort();
+      expect(await codeWithin(reading, promptMs)).toBe("KILN_ABORTED");
+    });
+  }
+}
+
+/** Concurrency: connect, close and read may overlap. */
+export function plcDriverConcurrencyConformance(options: PlcDriverConformanceOptions): void {
+  const { expect } = options;
+  define(options, "concurrent connect calls share one attempt and end connected", async ({ driver }) => {
+    const changes: DriverStatusChange[] = [];
+    driver.onStatusChange((change) => changes.push(change));
+    await Promise.all([driver.connect(), driver.connect(), driver.connect()]);
+    expect(driver.status).toBe("connected");
+    expect(changes.filter((change) => change.to === "connected").length).toBe(1);
+    await driver.connect();
+    expect(changes.filter((change) => change.to === "connected").length).toBe(1);
+  });
+
+  define(
+    options,
+    "close during connect wins: the driver ends closed and reads reject with KILN_NOT_CONNECTED",
+    async ({ driver, readable }) => {
+      const connecting = rejection(driver.connect());
+      await driver.close();
+      const error = await connecting;
+      expect(error === undefined || KilnError.is(error)).toBe(true);
+      expect(driver.status).toBe("closed");
+      expect(await codeOf(driver.read(readable))).toBe("KILN_NOT_CONNECTED");
+    },
+  );
+
+  define(options, "concurrent reads each return one sample per tag, in order", async ({ driver, readable }) => {
+    await driver.connect();
+    const orders = [readable, [...readable].reverse(), [readable[0]!]];
+    const results = await Promise.all(orders.map((tags) => driver.read(tags)));
+    results.forEach((samples, index) => {
+      expect(samples.map((sample) => sample.tag)).toEqual(orders[index]!.map((tag) => tag.name));
+    });
+  });
+
+  define(options, "close while a read is in flight settles the read and ends closed", async ({ driver, readable }) => {
+    await driver.connect();
+    const reading = codeOf(driver.read(readable));
+    await driver.close();
+    const outcome = await reading;
+    expect(outcome === "resolved" || !outcome.startsWith("not a KilnError") ? "settled" : outcome).toBe("settled");
+    expect(driver.status).toBe("closed");
+  });
+}
+
+/** Subscribe contract (registered only where declared): changes are delivered until disposed. */
 export function plcDriverSubscribeConformance(options: PlcDriverConformanceOptions): void {
   const { expect } = options;
   const deliveryTimeoutMs = options.deliveryTimeoutMs ?? 5_000;
   define(options, "subscribe delivers a changed value, and nothing after dispose", async (fixture) => {
     const { driver, writable } = fixture;
-    if (!driver.capabilities.subscribe || !driver.subscribe) return;
-    const target = writable[0];
-    if (!target) return;
+    expect(typeof driver.subscribe).toBe("function");
+    expect(writable.length > 0).toBe(true);
+    const target = writable[0]!;
     await driver.connect();
     const received: Sample[] = [];
-    const dispose = await driver.subscribe([target.tag], { samplingIntervalMs: 50 }, (samples) =>
+    const dispose = await driver.subscribe!([target.tag], { samplingIntervalMs: 50 }, (samples) =>
       received.push(...samples),
     );
     const change = fixture.change ?? ((tag: Tag, value: TagValue) => driver.write(tag, value));
@@ -250,18 +479,19 @@ export function plcDriverSubscribeConformance(options: PlcDriverConformanceOptio
     expect(delivered).toBe(true);
     dispose();
     const count = received.length;
+    // Nothing to poll for: wait a bounded while and check no delivery came.
     await new Promise((resolve) => setTimeout(resolve, 200));
     expect(received.length).toBe(count);
   });
 }
 
-/** Browse contract (only where declared): variables come back with a name and an address. */
+/** Browse contract (registered only where declared): variables come back with a name and an address. */
 export function plcDriverBrowseConformance(options: PlcDriverConformanceOptions): void {
   const { expect } = options;
   define(options, "browse lists variables with a name, an address and an access", async ({ driver }) => {
-    if (!driver.capabilities.browse || !driver.browse) return;
+    expect(typeof driver.browse).toBe("function");
     await driver.connect();
-    const variables = await driver.browse();
+    const variables = await driver.browse!();
     expect(Array.isArray(variables)).toBe(true);
     expect(variables.length > 0).toBe(true);
     for (const variable of variables) {
@@ -278,6 +508,7 @@ function valuesMatch(actual: unknown, expected: TagValue): boolean {
   return actual === expected;
 }
 
+/** Polls `condition` every 10 ms for at most `timeoutMs` real ms. */
 async function waitFor(condition: () => boolean, timeoutMs: number): Promise<boolean> {
   const deadline = performance.now() + timeoutMs;
   while (performance.now() < deadline) {

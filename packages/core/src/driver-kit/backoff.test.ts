@@ -1,0 +1,28 @@
+import { describe, expect, test } from "vitest";
+import { reconnectDelay } from "./backoff";
+
+describe("reconnectDelay", () => {
+  const backoff = { initialDelayMs: 100, maxDelayMs: 1000, multiplier: 2, jitter: 0.5 };
+
+  test("grows exponentially up to the cap (random 0: no shortening)", () => {
+    expect([1, 2, 3, 4, 5, 11].map((attempt) => reconnectDelay(attempt, backoff, () => 0))).toEqual([
+      100, 200, 400, 800, 1000, 1000,
+    ]);
+  });
+
+  test("a fractional jitter shortens by up to that fraction", () => {
+    expect(reconnectDelay(3, backoff, () => 0.999_999)).toBe(200);
+    expect(reconnectDelay(3, backoff, () => 0.5)).toBe(300);
+  });
+
+  test("a retry jitter kind uses the retry policy's formula", () => {
+    expect(reconnectDelay(3, { ...backoff, jitter: "full" }, () => 0.5)).toBe(200);
+    expect(reconnectDelay(3, { ...backoff, jitter: "none" }, () => 0.5)).toBe(400);
+  });
+
+  test("rejects out-of-range input", () => {
+    expect(() => reconnectDelay(0, backoff, () => 0)).toThrow(RangeError);
+    expect(() => reconnectDelay(1, backoff, () => 1)).toThrow(RangeError);
+    expect(() => reconnectDelay(1, { ...backoff, jitter: 1.5 }, () => 0)).toThrow(RangeError);
+  });
+});

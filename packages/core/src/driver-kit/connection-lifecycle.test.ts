@@ -1,0 +1,193 @@
+import { describe, expect, test } from "vitest";
+import { KilnError } from "../domain/errors";
+import { SimulatedClock } from "../memory/simulated-clock";
+import type { DriverStatusChange } from "../ports/plc-driver";
+import { ConnectionLifecycle } from "./connection-lifecycle";
+
+function deferred(): { promise: Promise<void>; resolve: () => void; reject: (error: unknown) => void } {
+  let resolve!: () => void;
+  let reject!: (error: unknown) => void;
+  const promise = new Promise<void>((res, rej) => ((resolve = res), (reject = rej)));
+  return { promise, resolve, reject };
+}
+
+function setup() {
+  const clock = new SimulatedClock({ start: 0 });
+  const errors: unknown[] = [];
+  const lifecycle = new ConnectionLifecycle({
+    name: "test",
+    clock,
+    random: () => 0,
+    onListenerError: (error) => errors.push(error),
+  });
+  const changes: DriverStatusChange[] = [];
+  lifecycle.onStatusChange((change) => changes.push(change));
+  return { clock, lifecycle, changes, errors };
+}
+
+describe("ConnectionLifecycle", () => {
+  test("concurrent connect calls share one attempt and report connecting, then connected", async () => {
+    const { lifecycle, changes } = setup();
+    const opening = deferred();
+    let opens = 0;
+    const open = () => (opens++, opening.promise);
+    const first = lifecycle.connect(open, undefined, { connecting: "dialing" });
+    const second = lifecycle.connect(open);
+    opening.resolve();
+    await Promise.all([first, second]);
+    expect(opens).toBe(1);
+    expect(changes).toEqual([
+      { from: "disconnected", to: "connecting", reason: "dialing" },
+      { from: "connecting", to: "connected" },
+    ]);
+    await lifecycle.connect(open);
+    expect(opens).toBe(1);
+  });
+
+  test("a failed open goes back to disconnected with the error's message, and rethrows", async () => {
+    const { lifecycle, changes } = setup();
+    const failure = new KilnError("KILN_CONNECTION_FAILED", "refused", { retryable: true });
+    await expect(lifecycle.connect(() => Promise.reject(failure))).rejects.toBe(failure);
+    expect(lifecycle.status).toBe("disconnected");
+    expect(changes.at(-1)).toEqual({ from: "connecting", to: "disconnected", reason: "refused" });
+  });
+
+  test("close during connect wins: the connect rejects with KILN_ABORTED, open saw the abort, status is closed", async () => {
+    const { lifecycle } = setup();
+    let seen: AbortSignal | undefined;
+    const connecting = lifecycle.connect((signal) => {
+      seen = signal;
+      return new Promise(() => undefined);
+    });
+    let released = false;
+    await lifecycle.close(async () => {
+      released = true;
+    });
+    const error = await connecting.catch((caught: unknown) => caught);
+    expect(KilnError.is(error, "KILN_ABORTED")).toBe(true);
+    expect(seen?.aborted).toBe(true);
+    expect(released).toBe(true);
+    expect(lifecycle.status).toBe("closed");
+    expect(lifecycle.notConnected()).toMatchObject({ code: "KILN_NOT_CONNECTED", retryable: false });
+    expect(() => lifecycle.assertConnected()).toThrow(KilnError);
+  });
+
+  test("an already-aborted signal rejects without opening; one aborted mid-open rejects promptly", async () => {
+    const { lifecycle } = setup();
+    let opens = 0;
+    const error = await lifecycle
+      .connect(() => (opens++, Promise.resolve()), AbortSignal.abort())
+      .catch((caught: unknown) => caught);
+    expect(KilnError.is(error, "KILN_ABORTED")).toBe(true);
+    expect(opens).toBe(0);
+    const controller = new AbortController();
+    const connecting = lifecycle.connect(() => new Promise(() => undefined), controller.signal);
+    controller.abort();
+    expect(KilnError.is(await connecting.catch((caught: unknown) => caught), "KILN_ABORTED")).toBe(true);
+    expect(lifecycle.status).toBe("disconnected");
+  });
+
+  test("a connect after close opens again with a fresh lifetime signal", async () => {
+    const { lifecycle } = setup();
+    await lifecycle.connect(async () => undefined);
+    await lifecycle.close();
+    await lifecycle.close();
+    expect(lifecycle.signal.aborted).toBe(true);
+    await lifecycle.connect(async () => undefined);
+    expect(lifecycle.signal.aborted).toBe(false);
+    expect(lifecycle.status).toBe("connected");
+  });
+
+  test("a throwing listener is reported and the others still hear the change", async () => {
+    const { lifecycle, changes, errors } = setup();
+    const boom = new Error("listener bug");
+    lifecycle.onStatusChange(() => {
+      throw boom;
+    });
+    lifecycle.setStatus("connected");
+    lifecycle.setStatus("connected");
+    expect(changes).toHaveLength(1);
+    expect(errors).toEqual([boom]);
+  });
+
+  test("reconnect backs off on the clock, reports reconnecting then connected, and runs onConnected", async () => {
+    const { clock, lifecycle, changes } = setup();
+    await lifecycle.connect(async () => undefined);
+    const attempts: number[] = [];
+    let recovered = false;
+    const loop = lifecycle.reconnect({
+      reason: "link lost",
+      backoff: { initialDelayMs: 100, maxDelayMs: 1_000, jitter: 0.2 },
+      delayFirst: true,
+      attempt: async () => {
+        attempts.push(clock.now());
+        if (attempts.length < 3) throw new Error("refused");
+      },
+      connectedReason: (count) => `after ${count}`,
+      onConnected: () => {
+        recovered = true;
+      },
+    });
+    expect(lifecycle.status).toBe("reconnecting");
+    await clock.advance(99);
+    expect(attempts).toHaveLength(0);
+    await clock.advance(1);
+    await clock.advance(200);
+    await clock.advance(400);
+    await loop;
+    expect(attempts).toEqual([100, 300, 700]);
+    expect(changes.slice(-2)).toEqual([
+      { from: "connected", to: "reconnecting", reason: "link lost" },
+      { from: "reconnecting", to: "connected", reason: "after 3" },
+    ]);
+    expect(recovered).toBe(true);
+  });
+
+  test("reconnect stops on close, and when told to stop (status disconnected)", async () => {
+    const { clock, lifecycle } = setup();
+    await lifecycle.connect(async () => undefined);
+    let attempts = 0;
+    const backoff = { initialDelayMs: 100, maxDelayMs: 100 };
+    const loop = lifecycle.reconnect({
+      reason: "lost",
+      backoff,
+      attempt: async () => {
+        attempts++;
+        throw new Error("no");
+      },
+    });
+    await lifecycle.close();
+    await loop;
+    await clock.advance(1_000);
+    expect(lifecycle.status).toBe("closed");
+    expect(attempts).toBe(1);
+
+    const other = setup();
+    await other.lifecycle.connect(async () => undefined);
+    await other.lifecycle.reconnect({
+      reason: "lost",
+      backoff,
+      attempt: () => Promise.reject(new Error("no serial port")),
+      onAttemptFailed: () => "stop",
+    });
+    expect(other.lifecycle.status).toBe("disconnected");
+    expect(other.changes.at(-1)?.reason).toBe("no serial port");
+  });
+
+  test("whenConnected resolves on the next connected and rejects when reconnecting stops", async () => {
+    const { lifecycle } = setup();
+    lifecycle.setStatus("reconnecting");
+    const waiting = lifecycle.whenConnected();
+    lifecycle.setStatus("connected");
+    await waiting;
+    lifecycle.setStatus("reconnecting");
+    const failing = lifecycle.whenConnected();
+    lifecycle.setStatus("disconnected");
+    expect(KilnError.is(await failing.catch((caught: unknown) => caught), "KILN_CONNECTION_FAILED")).toBe(true);
+    lifecycle.setStatus("reconnecting");
+    const controller = new AbortController();
+    const aborted = lifecycle.whenConnected(controller.signal);
+    controller.abort();
+    expect(KilnError.is(await aborted.catch((caught: unknown) => caught), "KILN_ABORTED")).toBe(true);
+  });
+});

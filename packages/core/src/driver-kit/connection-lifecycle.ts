@@ -1,0 +1,254 @@
+import type { Disposer } from "../domain/disposer";
+import { KilnError } from "../domain/errors";
+import type { Clock } from "../ports/clock";
+import type { DriverStatus, DriverStatusChange } from "../ports/plc-driver";
+import { abortError, raceAbort } from "./abort";
+import { reconnectDelay, type ReconnectBackoff } from "./backoff";
+
+/** Options of {@link ConnectionLifecycle}. */
+export interface ConnectionLifecycleOptions {
+  /** The driver's name, used in error messages and `details.driver`. */
+  readonly name: string;
+  /** Source of time for reconnect waits. Needed by {@link ConnectionLifecycle.reconnect}. */
+  readonly clock?: Clock;
+  /** Source of randomness in `[0, 1)` for the reconnect jitter; injectable for tests. @default Math.random */
+  readonly random?: () => number;
+  /** Told about an error thrown by a status listener (it never reaches the driver). @default ignore it */
+  readonly onListenerError?: (error: unknown) => void;
+}
+
+/** Options of one background reconnect loop ({@link ConnectionLifecycle.reconnect}). */
+export interface ReconnectOptions {
+  /** Why the connection is being reopened; the `reason` of the `reconnecting` status change. */
+  readonly reason: string;
+  /** Spacing of the attempts. */
+  readonly backoff: ReconnectBackoff;
+  /** Opens the connection again; rejects when this attempt failed. Gets the lifetime signal. */
+  readonly attempt: (signal: AbortSignal) => Promise<void>;
+  /** Wait before the first attempt too (otherwise the first attempt starts at once). @default false */
+  readonly delayFirst?: boolean;
+  /**
+   * Told about each failed attempt (1-based); returning `"stop"` ends the loop with status
+   * `disconnected` and the error's message as reason. @default retry every failure
+   */
+  readonly onAttemptFailed?: (error: unknown, attempt: number) => "retry" | "stop";
+  /** The reason of the `connected` status change after `attempts` attempts. @default "reconnected" */
+  readonly connectedReason?: (attempts: number) => string;
+  /** Runs once the status is `connected` again (re-create subscriptions...). */
+  readonly onConnected?: () => Promise<void> | void;
+}
+
+/**
+ * The connection lifecycle every driver shares: its {@link DriverStatus}, status listeners, and
+ * serialised `connect`/`close`.
+ *
+ * - `connect(open)` runs `open` at most once at a time: concurrent calls share one attempt; the
+ *   status goes `connecting` → `connected`, or back to `disconnected` when `open` fails.
+ * - `close(release)` wins over a connect in progress: it aborts the lifetime signal that `open`
+ *   received (the pending `connect` rejects with `KILN_ABORTED`), waits for it to settle, runs
+ *   `release` and reports `closed`. Idempotent.
+ * - {@link ConnectionLifecycle.reconnect} runs a background reconnect loop with capped
+ *   exponential backoff and jitter on the injected clock, ended by `close()`.
+ * - Listener errors are caught and passed to `onListenerError`; a listener never breaks the driver.
+ *
+ * @example
+ * readonly #lifecycle = new ConnectionLifecycle({ name: this.name, clock });
+ * get status() { return this.#lifecycle.status; }
+ * onStatusChange(listener) { return this.#lifecycle.onStatusChange(listener); }
+ * connect(signal) { return this.#lifecycle.connect((lifetime) => this.#open(lifetime), signal); }
+ * close() { return this.#lifecycle.close(() => this.#release()); }
+ */
+export class ConnectionLifecycle {
+  readonly #name: string;
+  readonly #clock: Clock | undefined;
+  readonly #random: (() => number) | undefined;
+  readonly #onListenerError: ((error: unknown) => void) | undefined;
+  readonly #listeners = new Set<(change: DriverStatusChange) => void>();
+  #status: DriverStatus = "disconnected";
+  #lifetime = new AbortController();
+  #connecting: Promise<void> | undefined;
+  #reconnecting: Promise<void> | undefined;
+
+  constructor(options: ConnectionLifecycleOptions) {
+    this.#name = options.name;
+    this.#clock = options.clock;
+    this.#random = options.random;
+    this.#onListenerError = options.onListenerError;
+  }
+
+  /** The current connection state. */
+  get status(): DriverStatus {
+    return this.#status;
+  }
+
+  /** Aborted by `close()`; renewed by the next `connect()`. Pass it to everything the connection owns. */
+  get signal(): AbortSignal {
+    return this.#lifetime.signal;
+  }
+
+  /** Calls `listener` on every status change; returns a disposer. */
+  onStatusChange(listener: (change: DriverStatusChange) => void): Disposer {
+    this.#listeners.add(listener);
+    return () => {
+      this.#listeners.delete(listener);
+    };
+  }
+
+  /** Moves to `to` and tells the listeners, with `reason` where given. No change, no event. */
+  setStatus(to: DriverStatus, reason?: string): void {
+    const from = this.#status;
+    if (from === to) return;
+    this.#status = to;
+    const change: DriverStatusChange = reason === undefined ? { from, to } : { from, to, reason };
+    for (const listener of [...this.#listeners]) {
+      try {
+        listener(change);
+      } catch (error) {
+        this.#onListenerError?.(error);
+      }
+    }
+  }
+
+  /**
+   * Opens the connection with `open` unless it is open already; concurrent calls share one
+   * attempt. `open` receives a signal that aborts when `signal` or `close()` does, and must honour it.
+   * `reasons` are the reasons of the `connecting` and `connected` status changes.
+   *
+   * @throws what `open` throws (status back to `disconnected`, the error's message as reason);
+   *   `KILN_ABORTED` when `signal` aborts first or `close()` is called meanwhile.
+   */
+  connect(
+    open: (signal: AbortSignal) => Promise<void>,
+    signal?: AbortSignal,
+    reasons: { readonly connecting?: string; readonly connected?: string } = {},
+  ): Promise<void> {
+    if (this.#status === "connected") return Promise.resolve();
+    if (this.#connecting) return raceAbort(this.#connecting, signal, "connect()");
+    if (signal?.aborted) return Promise.reject(abortError(signal, "connect()"));
+    if (this.#lifetime.signal.aborted) this.#lifetime = new AbortController();
+    const lifetime = this.#lifetime.signal;
+    const combined = signal ? AbortSignal.any([signal, lifetime]) : lifetime;
+    this.setStatus("connecting", reasons.connecting);
+    const attempt = (async () => {
+      try {
+        await raceAbort(open(combined), combined, "connect()");
+        if (lifetime.aborted) throw abortError(lifetime, "connect()");
+        this.setStatus("connected", reasons.connected);
+      } catch (error) {
+        if (this.#status === "connecting") this.setStatus("disconnected", describe(error));
+        throw error;
+      }
+    })();
+    const connecting = attempt.finally(() => {
+      if (this.#connecting === connecting) this.#connecting = undefined;
+    });
+    this.#connecting = connecting;
+    return connecting;
+  }
+
+  /**
+   * Closes: aborts the lifetime signal (a pending `connect` and a reconnect loop stop), waits
+   * for them, runs `release` and reports `closed`. Idempotent.
+   */
+  async close(release?: () => Promise<void>, reason?: string): Promise<void> {
+    if (this.#status === "closed" && !this.#connecting) return;
+    this.#lifetime.abort(new KilnError("KILN_ABORTED", `The driver "${this.#name}" was closed.`));
+    await this.#connecting?.catch(() => undefined);
+    await release?.();
+    await this.#reconnecting;
+    this.setStatus("closed", reason);
+  }
+
+  /**
+   * Resolves when the status next becomes `connected` (at once when it is).
+   * @throws `KILN_CONNECTION_FAILED` (retryable after `disconnected`) when the driver stops
+   *   reconnecting or closes; `KILN_ABORTED` when `signal` aborts first.
+   */
+  whenConnected(signal?: AbortSignal): Promise<void> {
+    if (this.#status === "connected") return Promise.resolve();
+    let dispose: Disposer = () => undefined;
+    const next = new Promise<void>((resolve, reject) => {
+      dispose = this.onStatusChange((change) => {
+        if (change.to === "connected") resolve();
+        else if (change.to === "closed" || change.to === "disconnected") {
+          reject(
+            new KilnError("KILN_CONNECTION_FAILED", `The driver "${this.#name}" stopped reconnecting.`, {
+              retryable: change.to === "disconnected",
+              details: { driver: this.#name, status: change.to },
+            }),
+          );
+        }
+      });
+    });
+    return raceAbort(next, signal, "connect()").finally(() => dispose());
+  }
+
+  /**
+   * Reports `reconnecting` and reopens the connection in the background: attempts spaced by
+   * {@link reconnectDelay} on the clock, until one succeeds (status `connected`), `close()` is
+   * called, or `onAttemptFailed` says stop (status `disconnected`). A loop already running is
+   * left alone. Returns the loop's promise, which never rejects.
+   *
+   * @throws `TypeError` when the lifecycle was built without a clock (a programmer error).
+   */
+  reconnect(options: ReconnectOptions): Promise<void> {
+    const clock = this.#clock;
+    if (!clock) throw new TypeError("ConnectionLifecycle.reconnect needs the clock option");
+    if (this.#reconnecting) return this.#reconnecting;
+    const lifetime = this.#lifetime.signal;
+    if (lifetime.aborted) return Promise.resolve();
+    this.setStatus("reconnecting", options.reason);
+    const loop = async (): Promise<void> => {
+      for (let attempt = 1; ; attempt++) {
+        if (options.delayFirst || attempt > 1) {
+          const waitFor = options.delayFirst ? attempt : attempt - 1;
+          try {
+            await clock.sleep(reconnectDelay(waitFor, options.backoff, this.#random), lifetime);
+          } catch {
+            return;
+          }
+        }
+        if (lifetime.aborted) return;
+        try {
+          await options.attempt(lifetime);
+        } catch (error) {
+          if (lifetime.aborted) return;
+          if (options.onAttemptFailed?.(error, attempt) === "stop") {
+            this.setStatus("disconnected", describe(error));
+            return;
+          }
+          continue;
+        }
+        if (lifetime.aborted) return;
+        this.setStatus("connected", options.connectedReason?.(attempt) ?? "reconnected");
+        await options.onConnected?.();
+        return;
+      }
+    };
+    const running = loop().finally(() => {
+      if (this.#reconnecting === running) this.#reconnecting = undefined;
+    });
+    this.#reconnecting = running;
+    return running;
+  }
+
+  /**
+   * The error for a call the connection cannot serve now: `KILN_NOT_CONNECTED`, retryable unless
+   * closed, with `details.driver` and `details.status`.
+   */
+  notConnected(message = `The driver "${this.#name}" is ${this.#status}; call connect() first.`): KilnError {
+    return new KilnError("KILN_NOT_CONNECTED", message, {
+      retryable: this.#status !== "closed",
+      details: { driver: this.#name, status: this.#status },
+    });
+  }
+
+  /** @throws {@link ConnectionLifecycle.notConnected}'s error unless the status is `connected`. */
+  assertConnected(): void {
+    if (this.#status !== "connected") throw this.notConnected();
+  }
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

@@ -1,0 +1,190 @@
+import { z } from "zod";
+import type { Clock, Logger } from "@kiln/core";
+import { MODBUS_AREAS, MODBUS_BYTE_ORDERS, type ModbusByteOrder } from "./modbus-address";
+import type { ModbusClient } from "./modbus-client";
+import type { ModbusAddressRange, ModbusReadLimits } from "./modbus-read-planner";
+
+/** Modbus TCP: a device or gateway on the network. */
+export interface ModbusTcpTransport {
+  /** Modbus TCP. */
+  readonly kind: "tcp";
+  /** Host name or IP address. */
+  readonly host: string;
+  /** @default 502 */
+  readonly port?: number;
+}
+
+/** Modbus RTU over a serial port (needs the optional `serialport` package). */
+export interface ModbusRtuTransport {
+  /** Modbus RTU on a serial line. */
+  readonly kind: "rtu";
+  /** Serial device path, e.g. `/dev/ttyUSB0` or `COM3`. */
+  readonly path: string;
+  /** @default 9600 */
+  readonly baudRate?: number;
+  /** @default 8 */
+  readonly dataBits?: 5 | 6 | 7 | 8;
+  /** @default 1 */
+  readonly stopBits?: 1 | 2;
+  /** @default "none" */
+  readonly parity?: "none" | "even" | "odd" | "mark" | "space";
+}
+
+/** Where the driver connects. */
+export type ModbusTransport = ModbusTcpTransport | ModbusRtuTransport;
+
+/** Read planner settings. */
+export interface ModbusPlannerOptions extends Partial<ModbusReadLimits> {
+  /** Address ranges the planner never reads through (an address inside one is read only by its own tag). */
+  readonly forbidden?: readonly ModbusAddressRange[];
+  /** Exception codes after which a coalesced read is split to isolate the bad address. @default [2, 3] */
+  readonly splitOnExceptions?: readonly number[];
+  /** Learned bad addresses and barriers are retried after this long. @default 600000 */
+  readonly relearnAfterMs?: number;
+}
+
+/** Write settings. */
+export interface ModbusWriteOptions {
+  /** Most registers per write request (function code 16); the protocol allows 123. @default 123 */
+  readonly maxRegistersPerWrite?: number;
+  /** Most coils per write request (function code 15); the protocol allows 1968. @default 1968 */
+  readonly maxCoilsPerWrite?: number;
+  /** Use function codes 5 and 6 for one coil or one register; false always uses 15 and 16. @default true */
+  readonly singleWriteFunctions?: boolean;
+  /** How a `bit` tag is written: read, change the bit, write back (serialised); or function code 22. @default "read-modify-write" */
+  readonly bitWriteMode?: "read-modify-write" | "mask-write";
+}
+
+/** Reconnection after a connection loss. */
+export interface ModbusReconnectOptions {
+  /** @default true */
+  readonly enabled?: boolean;
+  /** Delay before the first attempt. @default 250 */
+  readonly initialDelayMs?: number;
+  /** The delay doubles (see `multiplier`) up to this cap. @default 30000 */
+  readonly maxDelayMs?: number;
+  /** @default 2 */
+  readonly multiplier?: number;
+  /** Each delay is shortened by up to this fraction at random, so many drivers do not retry in step. @default 0.2 */
+  readonly jitter?: number;
+}
+
+/** Options of {@link ModbusDriver}. */
+export interface ModbusDriverOptions {
+  /** Where to connect. */
+  readonly transport: ModbusTransport;
+  /** Connection name used in events and breakers. @default "modbus:<host>:<port>" or "modbus:<path>" */
+  readonly name?: string;
+  /** Unit id (slave id) of tags that do not give one. @default 1 */
+  readonly unitId?: number;
+  /** Byte order of tags that do not give one. @default "ABCD" */
+  readonly byteOrder?: ModbusByteOrder;
+  /** A request with no reply after this long fails with `KILN_TIMEOUT` / quality bad. @default 1000 */
+  readonly requestTimeoutMs?: number;
+  /** Opening the connection fails after this long. @default 5000 */
+  readonly connectTimeoutMs?: number;
+  /** Quiet time between requests, for slow devices and gateways. @default 0 */
+  readonly interRequestDelayMs?: number;
+  /** After this many timeouts in a row the connection is treated as lost and reopened; 0 never. @default 3 for TCP, 0 for RTU */
+  readonly maxConsecutiveTimeouts?: number;
+  /** Read planner settings. */
+  readonly planner?: ModbusPlannerOptions;
+  /** Write settings. */
+  readonly write?: ModbusWriteOptions;
+  /** Reconnection settings. */
+  readonly reconnect?: ModbusReconnectOptions;
+  /** Source of time for timeouts, delays and backoff. @default new SystemClock() */
+  readonly clock?: Clock;
+  /** @default silentLogger */
+  readonly logger?: Logger;
+  /** Creates the modbus-serial client for each connection. @default () => new ModbusRTU() */
+  readonly clientFactory?: () => ModbusClient;
+  /** Source of randomness in `[0, 1)` for the reconnect jitter, for tests. @default Math.random */
+  readonly random?: () => number;
+}
+
+const areaSchema = z.enum(MODBUS_AREAS);
+/** Checks {@link ModbusDriverOptions} and applies the defaults. */
+export const modbusDriverOptionsSchema = z.object({
+  transport: z.discriminatedUnion("kind", [
+    z.object({
+      kind: z.literal("tcp"),
+      host: z.string().min(1),
+      port: z.number().int().min(1).max(65535).default(502),
+    }),
+    z.object({
+      kind: z.literal("rtu"),
+      path: z.string().min(1),
+      baudRate: z.number().int().positive().default(9600),
+      dataBits: z.union([z.literal(5), z.literal(6), z.literal(7), z.literal(8)]).default(8),
+      stopBits: z.union([z.literal(1), z.literal(2)]).default(1),
+      parity: z.enum(["none", "even", "odd", "mark", "space"]).default("none"),
+    }),
+  ]),
+  name: z.string().min(1).optional(),
+  unitId: z.number().int().min(0).max(255).default(1),
+  byteOrder: z.enum(MODBUS_BYTE_ORDERS).default("ABCD"),
+  requestTimeoutMs: z.number().positive().default(1000),
+  connectTimeoutMs: z.number().positive().default(5000),
+  interRequestDelayMs: z.number().nonnegative().default(0),
+  maxConsecutiveTimeouts: z.number().int().nonnegative().optional(),
+  planner: z
+    .object({
+      maxRegistersPerRead: z.number().int().min(1).max(125).default(125),
+      maxBitsPerRead: z.number().int().min(1).max(2000).default(2000),
+      maxGap: z.number().int().nonnegative().default(8),
+      maxBitGap: z.number().int().nonnegative().default(64),
+      forbidden: z
+        .array(
+          z
+            .object({
+              area: areaSchema,
+              start: z.number().int().min(0).max(65535),
+              end: z.number().int().min(0).max(65535),
+              unitId: z.number().int().min(0).max(255).optional(),
+            })
+            .refine((range) => range.start <= range.end, { message: "start must not exceed end", path: ["end"] }),
+        )
+        .default([]),
+      splitOnExceptions: z.array(z.number().int().min(1).max(255)).default([2, 3]),
+      relearnAfterMs: z.number().positive().default(600_000),
+    })
+    .default({
+      maxRegistersPerRead: 125,
+      maxBitsPerRead: 2000,
+      maxGap: 8,
+      maxBitGap: 64,
+      forbidden: [],
+      splitOnExceptions: [2, 3],
+      relearnAfterMs: 600_000,
+    }),
+  write: z
+    .object({
+      maxRegistersPerWrite: z.number().int().min(1).max(123).default(123),
+      maxCoilsPerWrite: z.number().int().min(1).max(1968).default(1968),
+      singleWriteFunctions: z.boolean().default(true),
+      bitWriteMode: z.enum(["read-modify-write", "mask-write"]).default("read-modify-write"),
+    })
+    .default({
+      maxRegistersPerWrite: 123,
+      maxCoilsPerWrite: 1968,
+      singleWriteFunctions: true,
+      bitWriteMode: "read-modify-write",
+    }),
+  reconnect: z
+    .object({
+      enabled: z.boolean().default(true),
+      initialDelayMs: z.number().nonnegative().default(250),
+      maxDelayMs: z.number().nonnegative().default(30_000),
+      multiplier: z.number().min(1).default(2),
+      jitter: z.number().min(0).max(1).default(0.2),
+    })
+    .default({ enabled: true, initialDelayMs: 250, maxDelayMs: 30_000, multiplier: 2, jitter: 0.2 }),
+  clock: z.custom<Clock>((value) => typeof value === "object" && value !== null).optional(),
+  logger: z.custom<Logger>((value) => typeof value === "object" && value !== null).optional(),
+  clientFactory: z.custom<() => ModbusClient>((value) => typeof value === "function").optional(),
+  random: z.custom<() => number>((value) => typeof value === "function").optional(),
+});
+
+/** {@link ModbusDriverOptions} with every default applied. */
+export type ResolvedModbusDriverOptions = z.output<typeof modbusDriverOptionsSchema>;

@@ -1,0 +1,112 @@
+import type { BrowsedVariable } from "@kiln/core";
+import {
+  AttributeIds,
+  BrowseDirection,
+  DataType,
+  NodeClass,
+  NodeClassMask,
+  ObjectIds,
+  ReferenceTypeIds,
+  browseAll,
+  resolveNodeId,
+  type BrowseDescriptionOptions,
+  type NodeId,
+  type ReferenceDescription,
+} from "node-opcua";
+import type { Connection } from "./opcua-connection";
+import { formatNodeAddress } from "./opcua-node-id";
+import { tagDataTypeOf } from "./opcua-values";
+
+const MAX_BROWSED_NODES = 100_000;
+
+/**
+ * Lists the variables under `rootId`, following hierarchical references through objects and
+ * folders (breadth first, in batches of the server's MaxNodesPerBrowse, at most 100 000 nodes),
+ * with each variable's data type and access. Each result carries an `nsu=` address.
+ */
+export async function browseVariables(
+  connection: Connection,
+  rootId: NodeId,
+  skipServerObject: boolean,
+): Promise<BrowsedVariable[]> {
+  const serverObject = resolveNodeId(ObjectIds.Server).toString();
+  const hasProperty = resolveNodeId(ReferenceTypeIds.HasProperty).toString();
+  const visited = new Set<string>([rootId.toString()]);
+  const variables: { nodeId: NodeId; name: string }[] = [];
+  let frontier: NodeId[] = [rootId];
+  const batch = connection.limits.maxNodesPerBrowse > 0 ? connection.limits.maxNodesPerBrowse : 500;
+  while (frontier.length > 0 && visited.size < MAX_BROWSED_NODES) {
+    const next: NodeId[] = [];
+    for (let start = 0; start < frontier.length; start += batch) {
+      const descriptions: BrowseDescriptionOptions[] = frontier.slice(start, start + batch).map((nodeId) => ({
+        nodeId,
+        browseDirection: BrowseDirection.Forward,
+        referenceTypeId: resolveNodeId(ReferenceTypeIds.HierarchicalReferences),
+        includeSubtypes: true,
+        nodeClassMask: NodeClassMask.Object | NodeClassMask.Variable,
+        resultMask: 0x3f,
+      }));
+      const results = await browseAll(connection.session, descriptions);
+      for (const result of results) {
+        for (const reference of result.references ?? []) {
+          const child = reference.nodeId as unknown as NodeId;
+          const key = child.toString();
+          if (visited.has(key) || reference.referenceTypeId.toString() === hasProperty) continue;
+          if (skipServerObject && key === serverObject) continue;
+          visited.add(key);
+          if (reference.nodeClass === NodeClass.Variable) variables.push({ nodeId: child, name: nameOf(reference) });
+          else next.push(child);
+        }
+      }
+    }
+    frontier = next;
+  }
+  return describeVariables(connection, variables);
+}
+
+async function describeVariables(
+  connection: Connection,
+  variables: readonly { nodeId: NodeId; name: string }[],
+): Promise<BrowsedVariable[]> {
+  const perRead =
+    connection.limits.maxNodesPerRead > 0 ? Math.max(1, Math.floor(connection.limits.maxNodesPerRead / 2)) : 1_000;
+  const out: BrowsedVariable[] = [];
+  for (let start = 0; start < variables.length; start += perRead) {
+    const slice = variables.slice(start, start + perRead);
+    const values = await connection.session.read(
+      slice.flatMap(({ nodeId }) => [
+        { nodeId, attributeId: AttributeIds.DataType },
+        { nodeId, attributeId: AttributeIds.UserAccessLevel },
+      ]),
+    );
+    for (let index = 0; index < slice.length; index++) {
+      const { nodeId, name } = slice[index]!;
+      const dataTypeValue = values[index * 2];
+      const accessValue = values[index * 2 + 1];
+      const dataTypeId = dataTypeValue?.statusCode.isGood() ? (dataTypeValue.value.value as NodeId) : undefined;
+      let builtIn: DataType | undefined;
+      if (dataTypeId && dataTypeId.namespace === 0 && typeof dataTypeId.value === "number" && dataTypeId.value <= 25) {
+        builtIn = dataTypeId.value as DataType;
+      }
+      const accessLevel = accessValue?.statusCode.isGood() ? Number(accessValue.value.value) : 1;
+      const kilnType = builtIn === undefined ? undefined : tagDataTypeOf(builtIn);
+      out.push({
+        name,
+        address: formatNodeAddress(nodeId, connection.namespaceArray),
+        ...(kilnType ? { dataType: kilnType } : {}),
+        ...(dataTypeId
+          ? {
+              nativeType:
+                builtIn === undefined ? formatNodeAddress(dataTypeId, connection.namespaceArray) : DataType[builtIn],
+            }
+          : {}),
+        access: (accessLevel & 0x02) !== 0 ? "readwrite" : "read",
+      });
+    }
+  }
+  return out;
+}
+
+function nameOf(reference: ReferenceDescription): string {
+  return reference.displayName?.text ?? reference.browseName?.name ?? reference.nodeId.toString();
+}

@@ -1,0 +1,230 @@
+import {
+  AttributeIds,
+  MessageSecurityMode,
+  OPCUACertificateManager,
+  OPCUAClient,
+  SecurityPolicy,
+  UserTokenType,
+  VariableIds,
+  resolveNodeId,
+  type ClientSession,
+  type UserIdentityInfo,
+} from "node-opcua";
+import { KilnError, type Clock } from "@kiln/core";
+import { raceAbort } from "@kiln/core/driver-kit";
+import { certificateDer, privateKeyPem } from "./opcua-certificates";
+import type { ResolvedOpcuaDriverOptions } from "./opcua-driver-options";
+import { connectError } from "./opcua-errors";
+import type { SubscriptionConnection } from "./opcua-tag-subscription";
+
+/** The operation limits the driver honours: the server's, capped by the options (0: none). */
+export interface OperationLimits {
+  readonly maxNodesPerRead: number;
+  readonly maxNodesPerWrite: number;
+  readonly maxNodesPerBrowse: number;
+  readonly maxMonitoredItemsPerCall: number;
+}
+
+export interface Connection extends SubscriptionConnection {
+  readonly client: OPCUAClient;
+  readonly session: ClientSession;
+  readonly certificateManager: OPCUACertificateManager;
+  namespaceArray: readonly string[];
+  limits: OperationLimits;
+  maxMonitoredItemsPerCall: number;
+  generation: number;
+}
+
+const SERVER_INFO_NODES = [
+  VariableIds.Server_NamespaceArray,
+  VariableIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead,
+  VariableIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerWrite,
+  VariableIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerBrowse,
+  VariableIds.Server_ServerCapabilities_OperationLimits_MaxMonitoredItemsPerCall,
+].map((id) => ({ nodeId: resolveNodeId(id), attributeId: AttributeIds.Value }));
+
+const SECURITY_MODES = {
+  None: MessageSecurityMode.None,
+  Sign: MessageSecurityMode.Sign,
+  SignAndEncrypt: MessageSecurityMode.SignAndEncrypt,
+} as const;
+
+const SECURITY_POLICIES = {
+  Basic256Sha256: SecurityPolicy.Basic256Sha256,
+  Aes128_Sha256_RsaOaep: SecurityPolicy.Aes128_Sha256_RsaOaep,
+  Aes256_Sha256_RsaPss: SecurityPolicy.Aes256_Sha256_RsaPss,
+} as const;
+
+/** What {@link openOpcuaConnection} needs from the driver. */
+export interface OpcuaConnectionSettings {
+  /** The driver's checked options. */
+  readonly options: ResolvedOpcuaDriverOptions;
+  /** The driver's name, sent as the client name. */
+  readonly name: string;
+  /** The client's PKI folder. */
+  readonly pkiDir: string;
+  /** The password to keep out of errors, if any. */
+  readonly secret: string | undefined;
+  /** Source of time for the connect deadline. */
+  readonly clock: Clock;
+  /** Numbers the new connection's layout (namespaces, limits). */
+  readonly generation: () => number;
+}
+
+/**
+ * Opens the secure channel and the session, and reads the server's namespace array and
+ * operation limits; node-opcua gets the complete connection strategy (keep-alive, repair).
+ *
+ * @throws KilnError `KILN_AUTHENTICATION_FAILED`, `KILN_CONNECTION_FAILED` (retryable when the
+ *   server cannot be reached or does not answer within `timeouts.connectMs`), `KILN_ABORTED`
+ *   when `signal` aborts first. Everything opened is released on failure.
+ */
+export async function openOpcuaConnection(settings: OpcuaConnectionSettings, signal: AbortSignal): Promise<Connection> {
+  const { options, pkiDir, secret, clock } = settings;
+  const { endpointUrl, security, pki, timeouts, connectionStrategy } = options;
+  const mode = security.mode;
+  const context = {
+    endpointUrl,
+    securityMode: mode,
+    securityPolicy: mode === "None" ? "None" : security.policy,
+    pkiDir: pkiDir,
+    secret: secret,
+  };
+  const certificateManager = new OPCUACertificateManager({
+    rootFolder: pkiDir,
+    automaticallyAcceptUnknownCertificate: pki.automaticallyAcceptUnknownCertificate,
+  });
+  let client: OPCUAClient | undefined;
+  try {
+    await certificateManager.initialize();
+    for (const certificate of pki.trustedServerCertificates) {
+      await certificateManager.trustCertificate(await certificateDer(certificate));
+    }
+    const identity = await identityOf(options.identity);
+    client = OPCUAClient.create({
+      applicationName: options.applicationName,
+      ...(options.applicationUri ? { applicationUri: options.applicationUri } : {}),
+      clientName: settings.name,
+      endpointMustExist: false,
+      securityMode: SECURITY_MODES[mode],
+      securityPolicy: mode === "None" ? SecurityPolicy.None : SECURITY_POLICIES[security.policy],
+      clientCertificateManager: certificateManager,
+      // Complete on purpose: node-opcua fills a partial strategy with maxRetry 10.
+      connectionStrategy: {
+        maxRetry: connectionStrategy.maxRetry,
+        initialDelay: connectionStrategy.initialDelayMs,
+        maxDelay: connectionStrategy.maxDelayMs,
+        randomisationFactor: connectionStrategy.randomisationFactor,
+      },
+      keepSessionAlive: true,
+      keepAliveInterval: timeouts.keepAliveMs,
+      requestedSessionTimeout: timeouts.sessionMs,
+      defaultTransactionTimeout: timeouts.requestMs,
+      // The socket's idle timeout: keep-alives must land well within it.
+      transportTimeout: Math.max(60_000, timeouts.keepAliveMs * 3),
+    });
+    const opened = client;
+    const attempt = (async () => {
+      await opened.connect(endpointUrl);
+      const session = await opened.createSession(identity);
+      try {
+        const info = await readServerInfo(session, options.limits);
+        return { session, info };
+      } catch (error) {
+        await session.close().catch(() => undefined);
+        throw error;
+      }
+    })();
+    attempt.catch(() => undefined);
+    const deadline = new AbortController();
+    const timer = clock.setTimeout(
+      () =>
+        deadline.abort(
+          new KilnError("KILN_CONNECTION_FAILED", `Connecting took longer than ${timeouts.connectMs} ms.`, {
+            retryable: true,
+            details: { timeoutMs: timeouts.connectMs },
+          }),
+        ),
+      timeouts.connectMs,
+    );
+    const { session, info } = await raceAbort(
+      attempt,
+      AbortSignal.any([signal, deadline.signal]),
+      "connecting",
+    ).finally(() => clock.clearTimeout(timer));
+    const connection: Connection = {
+      client: opened,
+      session,
+      certificateManager,
+      namespaceArray: info.namespaceArray,
+      limits: info.limits,
+      maxMonitoredItemsPerCall: info.limits.maxMonitoredItemsPerCall,
+      generation: settings.generation(),
+    };
+    return connection;
+  } catch (error) {
+    if (client) await client.disconnect().catch(() => undefined);
+    await certificateManager.dispose().catch(() => undefined);
+    throw connectError(error, context);
+  }
+}
+
+async function identityOf(identity: ResolvedOpcuaDriverOptions["identity"]): Promise<UserIdentityInfo> {
+  switch (identity.type) {
+    case "anonymous":
+      return { type: UserTokenType.Anonymous };
+    case "username":
+      return { type: UserTokenType.UserName, userName: identity.userName, password: identity.password };
+    case "certificate":
+      return {
+        type: UserTokenType.Certificate,
+        certificateData: await certificateDer(identity.certificateFile),
+        privateKey: await privateKeyPem(identity.privateKeyFile),
+      };
+  }
+}
+
+export interface ServerInfo {
+  readonly namespaceArray: readonly string[];
+  readonly limits: OperationLimits;
+}
+
+export async function readServerInfo(
+  session: ClientSession,
+  caps: ResolvedOpcuaDriverOptions["limits"],
+): Promise<ServerInfo> {
+  const values = await session.read(SERVER_INFO_NODES.map((node) => ({ ...node })));
+  const namespaces = values[0];
+  const namespaceArray =
+    namespaces?.statusCode.isGood() && Array.isArray(namespaces.value.value)
+      ? (namespaces.value.value as string[])
+      : ["http://opcfoundation.org/UA/"];
+  const limit = (index: number, cap: number | undefined): number => {
+    const value = values[index];
+    const server = value?.statusCode.isGood() && typeof value.value.value === "number" ? value.value.value : 0;
+    if (server > 0 && cap !== undefined) return Math.min(server, cap);
+    return server > 0 ? server : (cap ?? 0);
+  };
+  return {
+    namespaceArray,
+    limits: {
+      maxNodesPerRead: limit(1, caps.maxNodesPerRead),
+      maxNodesPerWrite: limit(2, caps.maxNodesPerWrite),
+      maxNodesPerBrowse: limit(3, caps.maxNodesPerBrowse),
+      maxMonitoredItemsPerCall: limit(4, caps.maxMonitoredItemsPerCall),
+    },
+  };
+}
+
+export function sameServerInfo(connection: Connection, info: ServerInfo): boolean {
+  const a = connection.limits;
+  const b = info.limits;
+  return (
+    connection.namespaceArray.length === info.namespaceArray.length &&
+    connection.namespaceArray.every((uri, index) => uri === info.namespaceArray[index]) &&
+    a.maxNodesPerRead === b.maxNodesPerRead &&
+    a.maxNodesPerWrite === b.maxNodesPerWrite &&
+    a.maxNodesPerBrowse === b.maxNodesPerBrowse &&
+    a.maxMonitoredItemsPerCall === b.maxMonitoredItemsPerCall
+  );
+}
