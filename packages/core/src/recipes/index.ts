@@ -2,15 +2,13 @@ export { kilnMachineBinding, packmlMachineBinding, type DrivableMachine, type Ma
 export { recoverInterrupted, type RecoverInterruptedOptions, type RecoveryResult } from "./process-recovery";
 export {
   RecipeExecutor,
-  type ProcessProblem,
-  type ProcessResult,
   type RecipeExecutorOptions,
-  type RecipeProcess,
-  type SafeStateWrite,
   type StartRecipeOptions,
-  type TimingStats,
   type TripResult,
 } from "./recipe-executor";
+export { recipeKey, type PlannedRecipe, type PlannedStep, type RecipePlan } from "./recipe-plan";
+export { type ProcessProblem, type ProcessResult, type RecipeProcess, type TimingStats } from "./recipe-process";
+export { type SafeStateWrite } from "./safe-state";
 export { tableRecipeIo, type RecipeIo } from "./recipe-io";
 export {
   CONDITION_OPERATORS,
@@ -48,11 +46,9 @@ export {
 } from "./recipe-schema";
 export {
   DEFAULT_RECIPE_LIMITS,
-  recipeKey,
   recipeResolver,
   validateRecipe,
   type RecipeLimits,
-  type RecipePlan,
   type RecipeResolver,
   type RecipeValidationOptions,
 } from "./recipe-validation";

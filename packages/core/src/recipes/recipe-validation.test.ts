@@ -195,6 +195,28 @@ describe("validateRecipe: calls", () => {
     expect(plan.expandedSteps).toBe(5);
   });
 
+  test("the plan tags every step by kind, resolves each call to its planned callee, and lists the write set", async () => {
+    const resolveRecipe = await withRecipes(purge);
+    const plan = await validateRecipe(
+      recipe([
+        { set: { tag: "heater.setpoint", value: 200 } },
+        { loop: { count: 2, steps: [{ call: { recipe: "purge", version: 2 } }, { wait: { durationMs: 5 } }] } },
+        { ramp: { tag: "mfc.flow", from: 0, to: 100, durationMs: 10, steps: 2 } },
+      ]),
+      { catalog: tags, resolveRecipe },
+    );
+    expect(plan.steps.map((step) => step.kind)).toEqual(["set", "loop", "ramp"]);
+    const loop = plan.steps[1]!;
+    if (loop.kind !== "loop") throw new Error("expected a loop");
+    const call = loop.body.steps[0]!;
+    if (call.kind !== "call") throw new Error("expected a call");
+    expect(call.callee.recipe.name).toBe("purge");
+    expect(call.callee.steps).toEqual([
+      { kind: "pulse", body: { tag: "valve.h2o", durationMs: { param: "ms" }, on: true, off: false } },
+    ]);
+    expect(plan.writeSet).toEqual(["heater.setpoint", "valve.h2o", "mfc.flow"]);
+  });
+
   test("a missing recipe, bad call parameters and the callee's own problems are reported under the call's path", async () => {
     const broken = recipe([{ set: { tag: "chamber.pressure", value: 1 } }], { name: "broken", version: 1 });
     const resolveRecipe = await withRecipes(purge, broken);

@@ -3,6 +3,7 @@ import { KilnValidationError, type ValidationIssue } from "../domain/errors";
 import { checkTagValue, type Tag, type TagCatalog } from "../domain/tags";
 import { formatPath } from "../domain/validation";
 import type { RecipeRepository } from "../ports/recipe-repository";
+import { planRecipe, recipeKey, writeSetOf, type RecipePlan } from "./recipe-plan";
 import {
   IDENTIFIER,
   PARAMETER_NAME_MESSAGE,
@@ -65,23 +66,6 @@ export interface RecipeValidationOptions {
   readonly limits?: Partial<RecipeLimits>;
 }
 
-/** A recipe that passed {@link validateRecipe}, with everything its run needs resolved. */
-export interface RecipePlan {
-  /** The recipe, defaults applied. */
-  readonly recipe: Recipe;
-  /** The parameter values of the run: the defaults overridden by the values given. */
-  readonly parameters: Readonly<Record<string, ParameterValue>>;
-  /** Every recipe reached through `call` steps, keyed `name@version`. */
-  readonly calls: ReadonlyMap<string, Recipe>;
-  /** How many steps the run executes, loops and calls expanded (containers not counted). */
-  readonly expandedSteps: number;
-}
-
-/** The key of a recipe version in {@link RecipePlan.calls}: `name@version`. */
-export function recipeKey(name: string, version: number): string {
-  return `${name}@${version}`;
-}
-
 /**
  * Checks a recipe before it runs, against the machine's tag catalog, and reports every
  * problem at once with its path (`steps[3].loop.steps[1].pulse.tag`):
@@ -101,7 +85,7 @@ export function recipeKey(name: string, version: number): string {
  *
  * A step whose structure is wrong is reported and skipped; the other steps are still checked.
  *
- * @returns the {@link RecipePlan} to run.
+ * @returns the {@link RecipePlan} to run: its steps tagged by kind, callees resolved, and its write set.
  * @throws KilnValidationError (`KILN_VALIDATION`) listing every problem, in document order.
  */
 export async function validateRecipe(input: unknown, options: RecipeValidationOptions): Promise<RecipePlan> {
@@ -122,7 +106,14 @@ export async function validateRecipe(input: unknown, options: RecipeValidationOp
   if (validation.issues.length > 0 || root.recipe === undefined) {
     throw new KilnValidationError("recipe", validation.issues);
   }
-  return { recipe: root.recipe, parameters: root.values, calls: validation.calls, expandedSteps: root.count };
+  const planned = planRecipe(root.recipe, validation.calls);
+  return {
+    ...planned,
+    parameters: root.values,
+    calls: validation.calls,
+    expandedSteps: root.count,
+    writeSet: writeSetOf(planned.steps),
+  };
 }
 
 function checkLimits(limits: RecipeLimits): RecipeLimits {
