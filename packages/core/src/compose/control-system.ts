@@ -30,12 +30,13 @@ import {
   type RecipeProcess,
   type StartRecipeOptions,
 } from "../recipes/recipe-executor";
-import { tableRecipeIo } from "../recipes/recipe-io";
+import { tableRecipeIo, type WriteOrigin } from "../recipes/recipe-io";
 import { storedRecipeOf, type RecipeInput } from "../recipes/recipe-schema";
-import { recipeResolver, validateRecipe } from "../recipes/recipe-validation";
+import { recipeResolver } from "../recipes/recipe-validation";
 import { CallPolicy } from "../resilience/policy";
 import { Authorizer, defaultRoleTable, type Permission, type Principal } from "../security/authorization";
-import { AuditedCommandRunner } from "../security/audited-command";
+import { AuditedCommandRunner, type CommandContext } from "../security/audited-command";
+import { authorizeRecipeSave, authorizeRecipeStart } from "../security/recipe-authorization";
 import {
   resolveControlSystemOptions,
   type ControlSystemOptions,
@@ -145,7 +146,7 @@ export class ControlSystem {
     });
     this.recipes = new RecipeExecutor({
       machine: packml ? packmlMachineBinding(this.machine as never) : kilnMachineBinding(this.machine as never),
-      io: tableRecipeIo(this.cvt, (tag, value, signal) => this.#write(tag, value, signal)),
+      io: tableRecipeIo(this.cvt, (tag, value, signal, origin) => this.#write(tag, value, signal, origin)),
       catalog: this.tags,
       clock,
       processes: this.store.processes,
@@ -248,6 +249,7 @@ export class ControlSystem {
   writeTag(principal: Principal, tag: string, value: TagValue, options: { comment?: string } = {}): Promise<void> {
     return this.#command(principal, "tag.write", tag, () => this.#write(tag, value), {
       action: "tag.write",
+      machineState: this.machine.state,
       newValue: value,
       readOldValue: () => this.cvt.value(tag),
       ...options,
@@ -262,24 +264,40 @@ export class ControlSystem {
    */
   startRecipe(principal: Principal, recipe: RecipeInput, options: StartRecipeOptions = {}): Promise<RecipeProcess> {
     const name = typeof recipe === "object" && recipe !== null && "name" in recipe ? String(recipe.name) : "(recipe)";
-    return this.#command(principal, "recipe.start", name, () => this.recipes.start(recipe, options), {
-      newValue: options.parameters,
-    });
+    return this.#command(
+      principal,
+      "recipe.start",
+      name,
+      (command) =>
+        this.recipes.start(recipe, {
+          ...options,
+          startedBy: command.principal,
+          authorize: (request) => authorizeRecipeStart(command, request),
+        }),
+      {
+        newValue: options.parameters,
+      },
+    );
   }
 
   /** Pauses the running process at its next step boundary (`recipe.pause`). */
   pauseProcess(principal: Principal): Promise<void> {
-    return this.#command(principal, "recipe.pause", this.#activeId(), () => this.#active().pause());
+    return this.#command(principal, "recipe.pause", this.#activeId(), () => this.#active().pause(), {
+      subject: this.machineId,
+    });
   }
 
   /** Resumes the paused process (`recipe.resume`). */
   resumeProcess(principal: Principal): Promise<void> {
-    return this.#command(principal, "recipe.resume", this.#activeId(), () => this.#active().resume());
+    return this.#command(principal, "recipe.resume", this.#activeId(), () => this.#active().resume(), {
+      subject: this.machineId,
+    });
   }
 
   /** Aborts the running process at once and writes the safe state (`recipe.abort`). */
   abortProcess(principal: Principal, reason = "aborted by operator"): Promise<ProcessResult> {
     return this.#command(principal, "recipe.abort", this.#activeId(), () => this.#active().abort(reason), {
+      subject: this.machineId,
       comment: reason,
     });
   }
@@ -291,8 +309,11 @@ export class ControlSystem {
    */
   saveRecipe(principal: Principal, recipe: RecipeInput): Promise<StoredRecipe> {
     const name = typeof recipe === "object" && recipe !== null && "name" in recipe ? String(recipe.name) : "(recipe)";
-    return this.#command(principal, "recipe.save", name, async () => {
-      await validateRecipe(recipe, { catalog: this.tags, resolveRecipe: recipeResolver(this.store.recipes) });
+    return this.#command(principal, "recipe.save", name, async (command) => {
+      const plan = await this.recipes.plan(recipe);
+      const { name: recipeName, version } = plan.recipe;
+      const writeSet = this.recipes.writeSet(plan);
+      authorizeRecipeSave(command, { recipe: { name: recipeName, version }, writeSet, saved: false });
       const stored = storedRecipeOf(recipe, this.#clock.now());
       await this.store.recipes.save(stored);
       return stored;
@@ -305,7 +326,7 @@ export class ControlSystem {
       principal,
       "alarm.acknowledge",
       alarmId,
-      () => this.alarms.acknowledge(alarmId, principal.id),
+      (command) => this.alarms.acknowledge(alarmId, command.principal.id),
       comment,
     );
   }
@@ -321,7 +342,7 @@ export class ControlSystem {
       principal,
       "alarm.shelve",
       alarmId,
-      () => this.alarms.shelve(alarmId, shelve, principal.id),
+      (command) => this.alarms.shelve(alarmId, shelve, command.principal.id),
       comment,
     );
   }
@@ -332,7 +353,7 @@ export class ControlSystem {
       principal,
       "alarm.unshelve",
       alarmId,
-      () => this.alarms.unshelve(alarmId, principal.id),
+      (command) => this.alarms.unshelve(alarmId, command.principal.id),
       comment,
     );
   }
@@ -343,7 +364,10 @@ export class ControlSystem {
       principal,
       "alarm.suppress",
       alarmId,
-      () => (suppressed ? this.alarms.suppress(alarmId, principal.id) : this.alarms.unsuppress(alarmId, principal.id)),
+      (command) =>
+        suppressed
+          ? this.alarms.suppress(alarmId, command.principal.id)
+          : this.alarms.unsuppress(alarmId, command.principal.id),
       comment,
     );
   }
@@ -359,10 +383,10 @@ export class ControlSystem {
       principal,
       "alarm.out-of-service",
       alarmId,
-      () =>
+      (command) =>
         inService
-          ? this.alarms.returnToService(alarmId, principal.id)
-          : this.alarms.removeFromService(alarmId, principal.id),
+          ? this.alarms.returnToService(alarmId, command.principal.id)
+          : this.alarms.removeFromService(alarmId, command.principal.id),
       comment,
     );
   }
@@ -415,8 +439,15 @@ export class ControlSystem {
     principal: Principal,
     permission: Permission,
     target: string,
-    execute: () => TResult | Promise<TResult>,
-    extras: { action?: string; newValue?: unknown; readOldValue?: () => unknown; comment?: string } = {},
+    execute: (command: CommandContext) => TResult | Promise<TResult>,
+    extras: {
+      action?: string;
+      subject?: string;
+      machineState?: string;
+      newValue?: unknown;
+      readOldValue?: () => unknown;
+      comment?: string;
+    } = {},
   ): Promise<TResult> {
     return this.#commands.run({ principal, permission, target, execute, ...withoutUndefined(extras) });
   }
@@ -425,7 +456,7 @@ export class ControlSystem {
     principal: Principal,
     permission: Permission,
     alarmId: string,
-    execute: () => AlarmSnapshot,
+    execute: (command: CommandContext) => AlarmSnapshot,
     comment: string | undefined,
   ): Promise<AlarmSnapshot> {
     return this.#command(principal, permission, alarmId, execute, {
@@ -445,7 +476,8 @@ export class ControlSystem {
   }
 
   /** The checked write path: catalog, access, type and range, then the device under timeout + breaker. */
-  async #write(tag: string, value: TagValue, signal?: AbortSignal): Promise<void> {
+  async #write(tag: string, value: TagValue, signal?: AbortSignal, origin?: WriteOrigin): Promise<void> {
+    if (origin) this.#logger.debug({ tag, processId: origin.processId, principal: origin.principal }, "process write");
     const definition = this.tags.find(tag);
     if (!definition) throw new KilnError("KILN_TAG_UNKNOWN", `No tag named "${tag}".`, { details: { tag } });
     if (definition.access !== "readwrite") {

@@ -4,8 +4,9 @@ import type { Clock } from "../ports/clock";
 import type { Logger } from "../ports/logger";
 import type { ProcessRecord, ProcessStatus } from "../ports/process-repository";
 import { PauseHandshake } from "./pause-handshake";
+import type { WriteOrigin } from "./recipe-io";
 import { ProcessJournal } from "./process-journal";
-import type { RecipeExecutorOptions } from "./recipe-executor";
+import type { ProcessPrincipal, RecipeExecutorOptions } from "./recipe-executor";
 import type { PlannedStep, RecipePlan } from "./recipe-plan";
 import { timingStats, type ProcessProblem, type ProcessResult, type RecipeProcess } from "./recipe-process";
 import type { ParameterValue, RecipeStepKind } from "./recipe-schema";
@@ -27,6 +28,10 @@ import {
 export interface ProcessRunInit {
   readonly id: string;
   readonly plan: RecipePlan;
+  /** Every tag the run can write (steps and safe state). */
+  readonly writeSet: readonly string[];
+  /** Who started it. */
+  readonly startedBy?: ProcessPrincipal;
   readonly options: RecipeExecutorOptions;
   readonly safeState: readonly SafeStateWrite[];
   readonly progressSaveIntervalMs: number;
@@ -49,6 +54,7 @@ export class ProcessRun implements RecipeProcess {
   readonly #journal: ProcessJournal;
   readonly #handshake: PauseHandshake;
   readonly #context: StepRunContext;
+  readonly #origin: WriteOrigin;
   readonly #problems: ProcessProblem[] = [];
   readonly #pulseErrors: number[] = [];
   readonly #waitErrors: number[] = [];
@@ -93,8 +99,14 @@ export class ProcessRun implements RecipeProcess {
         await this.#journal.save();
       },
     });
+    const origin: WriteOrigin = {
+      processId: init.id,
+      ...(init.startedBy === undefined ? {} : { principal: init.startedBy.id }),
+    };
+    this.#origin = origin;
     this.#context = {
       processId: init.id,
+      origin,
       io: init.options.io,
       clock: this.#clock,
       catalog: init.options.catalog,
@@ -157,6 +169,10 @@ export class ProcessRun implements RecipeProcess {
       machineId: this.record.machineId,
       recipe: this.record.recipe,
       parameters: this.record.parameters,
+      writeSet: [...this.#init.writeSet],
+      ...(this.#init.startedBy === undefined
+        ? {}
+        : { startedBy: { id: this.#init.startedBy.id, roles: [...this.#init.startedBy.roles] } }),
     });
     await this.#journal.save();
     void this.#run();
@@ -185,7 +201,9 @@ export class ProcessRun implements RecipeProcess {
     const machine = this.#options.machine;
     const begun = this.record.status !== "created";
     if (status !== "completed" && begun) {
-      this.#problems.push(...(await writeSafeState(this.#options.io, this.#init.safeState, this.#init.logger)));
+      this.#problems.push(
+        ...(await writeSafeState(this.#options.io, this.#init.safeState, this.#init.logger, this.#origin)),
+      );
     }
     if (begun) {
       const fault = status === "failed" || this.#abortRequest?.fault === true || this.#problems.length > 0;

@@ -9,7 +9,8 @@ import type { MachineBinding } from "./machine-binding";
 import { ProcessRun } from "./process-run";
 import type { RecipeIo } from "./recipe-io";
 import type { ProcessProblem, ProcessResult, RecipeProcess } from "./recipe-process";
-import type { RecipeInput } from "./recipe-schema";
+import type { RecipePlan } from "./recipe-plan";
+import { recipeSchema, type RecipeInput } from "./recipe-schema";
 import { validateRecipe, type RecipeLimits, type RecipeResolver } from "./recipe-validation";
 import { checkSafeState, writeSafeState, type SafeStateWrite } from "./safe-state";
 
@@ -52,12 +53,39 @@ export interface RecipeExecutorOptions {
   readonly createId?: () => string;
 }
 
+/** Who started a process: recorded on its `process-start` event and passed with each of its writes. */
+export interface ProcessPrincipal {
+  /** The principal's id. */
+  readonly id: string;
+  /** Its roles when it started the process. */
+  readonly roles: readonly string[];
+}
+
+/** A validated recipe's effects, given to {@link StartRecipeOptions.authorize} before anything runs. */
+export interface RecipeStartRequest {
+  /** The recipe version. */
+  readonly recipe: { readonly name: string; readonly version: number };
+  /** See {@link RecipeExecutor.writeSet}: steps, called recipes and the safe state. */
+  readonly writeSet: readonly string[];
+  /** True when the recipe is a saved version, unchanged (see {@link RecipeExecutor.isSaved}). */
+  readonly saved: boolean;
+  /** The run's parameter values, defaults applied. */
+  readonly parameters: Readonly<Record<string, unknown>>;
+}
+
 /** Options of {@link RecipeExecutor.start}. */
 export interface StartRecipeOptions {
   /** Parameter values for this run; the recipe's defaults fill the rest. */
   readonly parameters?: Readonly<Record<string, unknown>>;
   /** The process id. @default options.createId() */
   readonly processId?: string;
+  /** Who starts it: recorded on `process-start` and passed with every write of the process. */
+  readonly startedBy?: ProcessPrincipal;
+  /**
+   * Called once the recipe is validated, before the process is saved or the machine started;
+   * throw to refuse the start (nothing has run). The control system authorizes the write set here.
+   */
+  readonly authorize?: (request: RecipeStartRequest) => void | Promise<void>;
 }
 
 /** What {@link RecipeExecutor.trip} did. */
@@ -137,6 +165,7 @@ export class RecipeExecutor {
    * runs the recipe in the background. Resolves once the process is running.
    *
    * @throws KilnValidationError (`KILN_VALIDATION`) listing every problem of the recipe; nothing ran.
+   * @throws whatever `options.authorize` throws (e.g. `KILN_FORBIDDEN`); nothing ran.
    * @throws KilnError `KILN_INVALID_TRANSITION` when a process is already active on the machine,
    * or the machine binding refuses to begin (the process is then saved `failed`).
    * @throws the store's error when the new process cannot be saved; nothing ran.
@@ -151,15 +180,26 @@ export class RecipeExecutor {
     }
     this.#starting = true;
     try {
-      const plan = await validateRecipe(recipe, {
-        catalog: this.#options.catalog,
-        resolveRecipe: this.#options.resolveRecipe,
-        parameters: options.parameters,
-        limits: this.#options.limits,
+      const plan = await this.plan(recipe, options);
+      const writeSet = this.writeSet(plan);
+      await options.authorize?.({
+        recipe: { name: plan.recipe.name, version: plan.recipe.version },
+        writeSet,
+        saved: await this.isSaved(plan),
+        parameters: { ...plan.parameters },
       });
       const run = new ProcessRun({
         id: options.processId ?? (this.#options.createId ?? defaultId)(),
         plan,
+        writeSet,
+        ...(options.startedBy === undefined
+          ? {}
+          : {
+              startedBy: Object.freeze({
+                id: options.startedBy.id,
+                roles: Object.freeze([...options.startedBy.roles]),
+              }),
+            }),
         options: this.#options,
         safeState: this.#safeState,
         progressSaveIntervalMs: this.#progressSaveIntervalMs,
@@ -179,6 +219,39 @@ export class RecipeExecutor {
     } finally {
       this.#starting = false;
     }
+  }
+
+  /**
+   * Validates `recipe` against the machine (see `validateRecipe`) without running it.
+   * @throws KilnValidationError (`KILN_VALIDATION`) listing every problem of the recipe.
+   */
+  plan(recipe: unknown, options: Pick<StartRecipeOptions, "parameters"> = {}): Promise<RecipePlan> {
+    return validateRecipe(recipe, {
+      catalog: this.#options.catalog,
+      resolveRecipe: this.#options.resolveRecipe,
+      parameters: options.parameters,
+      limits: this.#options.limits,
+    });
+  }
+
+  /**
+   * Every tag a run of `plan` can write, each once: the plan's write set (set, pulse and ramp
+   * steps, through loops and called recipes) followed by the machine's safe state, which is
+   * written when the process is aborted or fails.
+   */
+  writeSet(plan: RecipePlan): string[] {
+    return [...new Set([...plan.writeSet, ...this.#safeState.map((write) => write.tag)])];
+  }
+
+  /**
+   * True when `plan`'s recipe is a saved version, unchanged: the recipe resolver finds its name
+   * and version, and the saved definition is the same recipe (defaults applied; key order ignored).
+   */
+  async isSaved(plan: RecipePlan): Promise<boolean> {
+    const resolve = this.#options.resolveRecipe;
+    if (resolve === undefined) return false;
+    const saved = recipeSchema.safeParse(await resolve(plan.recipe.name, plan.recipe.version));
+    return saved.success && canonicalJson(saved.data) === canonicalJson(plan.recipe);
   }
 
   /**
@@ -207,6 +280,15 @@ export class RecipeExecutor {
     }
     return { problems };
   }
+}
+
+/** JSON with object keys sorted, so two stores' copies of a definition compare equal. */
+function canonicalJson(value: unknown): string {
+  return JSON.stringify(value, (_key, entry: unknown) =>
+    typeof entry === "object" && entry !== null && !Array.isArray(entry)
+      ? Object.fromEntries(Object.entries(entry).sort(([left], [right]) => (left < right ? -1 : left > right ? 1 : 0)))
+      : entry,
+  );
 }
 
 function defaultId(): string {

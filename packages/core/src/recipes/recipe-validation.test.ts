@@ -248,3 +248,31 @@ describe("validateRecipe: calls", () => {
     expect(await paths(self, { resolveRecipe })).toEqual(["steps[0].call"]);
   });
 });
+
+describe("validateRecipe: reserved parameter names", () => {
+  test("__proto__, constructor and prototype are rejected by path; nothing is skipped silently", async () => {
+    const input = JSON.parse(
+      JSON.stringify({
+        name: "proto",
+        version: 1,
+        parameters: { PROTO: { type: "number", default: 5000 } },
+        steps: [{ wait: { durationMs: { param: "PROTO" } } }],
+      }).replaceAll("PROTO", "__proto__"),
+    ) as unknown;
+    const found = await issues(input);
+    expect(found.map((issue) => issue.path)).toContain("parameters.__proto__");
+    for (const name of ["constructor", "prototype"]) {
+      const named = recipe([{ wait: { durationMs: { param: name } } }], {
+        parameters: { [name]: { type: "number", default: 10 } },
+      });
+      expect(await paths(named)).toContain(`parameters.${name}`);
+    }
+  });
+
+  test("run-time values keyed __proto__ or constructor are unknown parameters, never a prototype", async () => {
+    const overrides = JSON.parse('{"__proto__": 7, "constructor": 3}') as Record<string, unknown>;
+    expect(await paths(ald, { parameters: overrides })).toEqual(["parameters.__proto__", "parameters.constructor"]);
+    const plan = await validateRecipe(ald, { catalog: tags });
+    expect(Object.getPrototypeOf(plan.parameters)).toBeNull();
+  });
+});

@@ -5,13 +5,12 @@ import { formatPath } from "../domain/validation";
 import type { RecipeRepository } from "../ports/recipe-repository";
 import { planRecipe, recipeKey, writeSetOf, type RecipePlan } from "./recipe-plan";
 import {
-  IDENTIFIER,
-  PARAMETER_NAME_MESSAGE,
   RECIPE_STEP_KINDS,
   STEP_BODY_SCHEMAS,
   checkParameterValue,
   isParameterRef,
   parameterDefinitionSchema,
+  parameterNameSchema,
   recipeSchema,
   stepKindMessage,
   type CallStep,
@@ -146,7 +145,7 @@ interface Scope {
 type ValueUse = "value" | "number" | "duration" | "count";
 
 const documentHeadSchema = recipeSchema.extend({
-  parameters: z.record(z.string().regex(IDENTIFIER, PARAMETER_NAME_MESSAGE), z.unknown()).default({}),
+  parameters: z.record(z.string(), z.unknown()).default({}),
   steps: z.array(z.unknown()).min(1, "a recipe needs at least one step"),
 });
 
@@ -178,6 +177,12 @@ class RecipeValidation {
     const rawParameters = isPlainObject(object.parameters) ? object.parameters : {};
     const definitions = new Map<string, ParameterDefinition>();
     for (const [name, definition] of Object.entries(rawParameters)) {
+      // Checked here, not by the head schema: zod drops a "__proto__" key before checking it.
+      const named = parameterNameSchema.safeParse(name);
+      if (!named.success) {
+        this.#zodIssues(named.error, `${context.prefix}parameters.${name}`);
+        continue;
+      }
       const parsed = parameterDefinitionSchema.safeParse(definition);
       if (parsed.success) definitions.set(name, parsed.data);
       else this.#zodIssues(parsed.error, `${context.prefix}parameters.${name}`);
@@ -209,7 +214,7 @@ class RecipeValidation {
     declared: ReadonlySet<string>,
     context: DocumentContext,
   ): Record<string, ParameterValue> {
-    const values: Record<string, ParameterValue> = {};
+    const values = nullPrototype<ParameterValue>();
     for (const [name, definition] of definitions) values[name] = definition.default;
     for (const [name, value] of Object.entries(context.overrides)) {
       const path = `${context.overridesPath}.${name}`;
@@ -346,7 +351,7 @@ class RecipeValidation {
       this.issue(path, `call cycle: ${[...scope.stack, key].join(" → ")}`);
       return 0;
     }
-    const overrides: Record<string, unknown> = {};
+    const overrides = nullPrototype<unknown>();
     for (const [name, value] of Object.entries(body.parameters ?? {})) {
       const resolved = this.#resolve(value, `${path}.parameters.${name}`, scope, "value");
       if (resolved !== undefined) overrides[name] = resolved;
@@ -450,6 +455,11 @@ function joinPath(base: string, sub: string): string {
   if (sub === "") return trimmed;
   if (trimmed === "") return sub;
   return sub.startsWith("[") ? `${trimmed}${sub}` : `${trimmed}.${sub}`;
+}
+
+/** A record without a prototype: a caller-chosen key can never reach `Object.prototype`. */
+function nullPrototype<TValue>(): Record<string, TValue> {
+  return Object.create(null) as Record<string, TValue>;
 }
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {

@@ -2,7 +2,7 @@ import { KilnValidationError, type ValidationIssue } from "../domain/errors";
 import { checkTagValue, type TagCatalog, type TagValue } from "../domain/tags";
 import type { Logger } from "../ports/logger";
 import type { ProcessProblem } from "./recipe-process";
-import type { RecipeIo } from "./recipe-io";
+import type { RecipeIo, WriteOrigin } from "./recipe-io";
 
 /** One write of a machine's safe state. */
 export interface SafeStateWrite {
@@ -41,11 +41,12 @@ export async function writeSafeState(
   io: RecipeIo,
   writes: readonly SafeStateWrite[],
   logger: Logger,
+  origin?: WriteOrigin,
 ): Promise<ProcessProblem[]> {
   const problems: ProcessProblem[] = [];
   for (const write of writes) {
     try {
-      await io.write(write.tag, write.value);
+      await io.write(write.tag, write.value, undefined, origin);
     } catch (error) {
       problems.push({ stage: "safe-state", tag: write.tag, error });
       logger.error({ tag: write.tag, error }, "a safe-state write failed");

@@ -6,7 +6,7 @@ import type { Clock } from "../ports/clock";
 import type { Logger } from "../ports/logger";
 import type { PlannedStep } from "./recipe-plan";
 import type { ProcessProblem } from "./recipe-process";
-import type { RecipeIo } from "./recipe-io";
+import type { RecipeIo, WriteOrigin } from "./recipe-io";
 import {
   isParameterRef,
   type ConditionOperator,
@@ -34,6 +34,8 @@ export interface StepOutcome {
 /** What the step runners of one process share. */
 export interface StepRunContext {
   readonly processId: string;
+  /** Passed with every write: the process and who started it. */
+  readonly origin: WriteOrigin;
   readonly io: RecipeIo;
   readonly clock: Clock;
   readonly catalog: TagCatalog;
@@ -66,7 +68,7 @@ export function plannedMsOf(step: PlannedStep, frame: Frame): number | undefined
 
 /** `set`: one write. */
 export async function runSet(body: SetStep["set"], frame: Frame, context: StepRunContext): Promise<StepOutcome> {
-  await context.io.write(body.tag, valueOf(body.value, frame), context.signal);
+  await context.io.write(body.tag, valueOf(body.value, frame), context.signal, context.origin);
   return {};
 }
 
@@ -90,14 +92,14 @@ export async function runPulse(body: PulseStep["pulse"], frame: Frame, context: 
   let failure: { error: unknown } | undefined;
   let onAt = clock.now();
   try {
-    await io.write(body.tag, valueOf(body.on, frame), context.signal);
+    await io.write(body.tag, valueOf(body.on, frame), context.signal, context.origin);
     onAt = clock.now();
     await clock.sleep(planned, context.signal);
   } catch (error) {
     failure = { error };
   }
   try {
-    await io.write(body.tag, valueOf(body.off, frame));
+    await io.write(body.tag, valueOf(body.off, frame), undefined, context.origin);
   } catch (error) {
     if (failure === undefined) throw error;
     context.problems.push({ stage: "pulse-off", tag: body.tag, error });
@@ -157,7 +159,7 @@ export async function runRamp(body: RampStep["ramp"], frame: Frame, context: Ste
     }
     let value = index === body.steps ? to : from + ((to - from) * index) / body.steps;
     if (integer) value = Math.round(value);
-    await context.io.write(body.tag, value, context.signal);
+    await context.io.write(body.tag, value, context.signal, context.origin);
   }
   return {};
 }
