@@ -269,6 +269,14 @@ describe("validateRecipe: reserved parameter names", () => {
     }
   });
 
+  test("a call passing a value named __proto__ is rejected at the call's path", async () => {
+    const resolveRecipe = await withRecipes(recipe([{ wait: { durationMs: 10 } }], { name: "inner", version: 1 }));
+    const input = JSON.parse(
+      '{"name":"outer","version":1,"steps":[{"call":{"recipe":"inner","version":1,"parameters":{"__proto__":5}}}]}',
+    ) as unknown;
+    expect(await paths(input, { resolveRecipe })).toEqual(["steps[0].call.parameters.__proto__"]);
+  });
+
   test("run-time values keyed __proto__ or constructor are unknown parameters, never a prototype", async () => {
     const overrides = JSON.parse('{"__proto__": 7, "constructor": 3}') as Record<string, unknown>;
     expect(await paths(ald, { parameters: overrides })).toEqual(["parameters.__proto__", "parameters.constructor"]);

@@ -11,6 +11,7 @@ import {
   isParameterRef,
   parameterDefinitionSchema,
   parameterNameSchema,
+  RESERVED_PARAMETER_NAMES,
   recipeSchema,
   stepKindMessage,
   type CallStep,
@@ -252,6 +253,15 @@ class RecipeValidation {
     const bodyPath = `${path}.${kind}`;
     const parsed = STEP_BODY_SCHEMAS[kind].safeParse(raw[kind]);
     if (!parsed.success) this.#zodIssues(parsed.error, bodyPath);
+    // zod drops a "__proto__" key of a record before checking it: check the names given to a call here.
+    const body = raw[kind];
+    if (kind === "call" && isPlainObject(body) && isPlainObject(body.parameters)) {
+      for (const name of Object.keys(body.parameters)) {
+        if (!RESERVED_PARAMETER_NAMES.includes(name)) continue;
+        this.#zodIssues(parameterNameSchema.safeParse(name).error!, `${bodyPath}.parameters.${name}`);
+        return 0;
+      }
+    }
     if (kind === "loop") return this.#loop(raw[kind], parsed.success, bodyPath, scope);
     if (!parsed.success) return 0;
     switch (kind) {
