@@ -379,9 +379,3 @@ export function stepKindMessage(kinds: readonly string[]): string {
     ? `a step must have exactly one of: ${expected}`
     : `a step must have exactly one kind, found ${kinds.join(", ")}`;
 }
-
-/** @internal the body schema of each step kind, `loop` with its steps unchecked. */
-export const STEP_BODY_SCHEMAS: { readonly [TKind in RecipeStepKind]: z.ZodType } = {
-  ...bodySchemas,
-  loop: loopStepHeadSchema,
-};

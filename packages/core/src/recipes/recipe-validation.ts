@@ -6,7 +6,13 @@ import type { RecipeRepository } from "../ports/recipe-repository";
 import { planRecipe, recipeKey, writeSetOf, type RecipePlan } from "./recipe-plan";
 import {
   RECIPE_STEP_KINDS,
-  STEP_BODY_SCHEMAS,
+  callStepBodySchema,
+  loopStepHeadSchema,
+  pulseStepBodySchema,
+  rampStepBodySchema,
+  setStepBodySchema,
+  waitStepBodySchema,
+  waitUntilStepBodySchema,
   checkParameterValue,
   isParameterRef,
   parameterDefinitionSchema,
@@ -251,43 +257,56 @@ class RecipeValidation {
     }
     const kind = kinds[0]!;
     const bodyPath = `${path}.${kind}`;
-    const parsed = STEP_BODY_SCHEMAS[kind].safeParse(raw[kind]);
-    if (!parsed.success) this.#zodIssues(parsed.error, bodyPath);
-    // zod drops a "__proto__" key of a record before checking it: check the names given to a call here.
     const body = raw[kind];
-    if (kind === "call" && isPlainObject(body) && isPlainObject(body.parameters)) {
-      for (const name of Object.keys(body.parameters)) {
-        if (!RESERVED_PARAMETER_NAMES.includes(name)) continue;
-        this.#zodIssues(parameterNameSchema.safeParse(name).error!, `${bodyPath}.parameters.${name}`);
-        return 0;
-      }
-    }
-    if (kind === "loop") return this.#loop(raw[kind], parsed.success, bodyPath, scope);
-    if (!parsed.success) return 0;
     switch (kind) {
       case "set":
-        this.#set(parsed.data as SetStep["set"], bodyPath, scope);
-        return 1;
+        return this.#counted(setStepBodySchema, body, bodyPath, (data) => this.#set(data, bodyPath, scope));
       case "pulse":
-        this.#pulse(parsed.data as PulseStep["pulse"], bodyPath, scope);
-        return 1;
+        return this.#counted(pulseStepBodySchema, body, bodyPath, (data) => this.#pulse(data, bodyPath, scope));
       case "wait":
-        this.#resolve(
-          (parsed.data as { durationMs: RecipeValue }).durationMs,
-          `${bodyPath}.durationMs`,
-          scope,
-          "duration",
+        return this.#counted(waitStepBodySchema, body, bodyPath, (data) =>
+          this.#resolve(data.durationMs, `${bodyPath}.durationMs`, scope, "duration"),
         );
-        return 1;
       case "waitUntil":
-        this.#waitUntil(parsed.data as WaitUntilStep["waitUntil"], bodyPath, scope);
-        return 1;
+        return this.#counted(waitUntilStepBodySchema, body, bodyPath, (data) => this.#waitUntil(data, bodyPath, scope));
       case "ramp":
-        this.#ramp(parsed.data as RampStep["ramp"], bodyPath, scope);
-        return 1;
-      case "call":
-        return this.#call(parsed.data as CallStep["call"], bodyPath, scope);
+        return this.#counted(rampStepBodySchema, body, bodyPath, (data) => this.#ramp(data, bodyPath, scope));
+      case "loop":
+        return this.#loop(body, this.#parsed(loopStepHeadSchema, body, bodyPath) !== undefined, bodyPath, scope);
+      case "call": {
+        const data = this.#parsed(callStepBodySchema, body, bodyPath);
+        // zod drops a "__proto__" key of a record before checking it: check the names given to a call here.
+        if (isPlainObject(body) && isPlainObject(body.parameters)) {
+          const reserved = Object.keys(body.parameters).find((name) => RESERVED_PARAMETER_NAMES.includes(name));
+          if (reserved !== undefined) {
+            this.#zodIssues(parameterNameSchema.safeParse(reserved).error!, `${bodyPath}.parameters.${reserved}`);
+            return 0;
+          }
+        }
+        return data === undefined ? 0 : this.#call(data, bodyPath, scope);
+      }
     }
+  }
+
+  /** Parses a step body, reporting its problems under `path`; undefined when it is malformed. */
+  #parsed<TSchema extends z.ZodType>(schema: TSchema, raw: unknown, path: string): z.output<TSchema> | undefined {
+    const parsed = schema.safeParse(raw);
+    if (parsed.success) return parsed.data;
+    this.#zodIssues(parsed.error, path);
+    return undefined;
+  }
+
+  /** Parses and checks a leaf step body: it counts 1 step when well formed, 0 otherwise. */
+  #counted<TSchema extends z.ZodType>(
+    schema: TSchema,
+    raw: unknown,
+    path: string,
+    check: (body: z.output<TSchema>) => unknown,
+  ): number {
+    const body = this.#parsed(schema, raw, path);
+    if (body === undefined) return 0;
+    check(body);
+    return 1;
   }
 
   #set(body: SetStep["set"], path: string, scope: Scope): void {
