@@ -104,6 +104,8 @@ const SLOW_SCAN_MS = 200;
 
 /** The demo operator: acknowledges alarms and starts the recipe. */
 const OPERATOR: Principal = { id: "demo-operator", roles: ["operator"] };
+/** Saves the recipe version the operator runs: operators run saved recipes (their write set was authorized at save). */
+const ENGINEER: Principal = { id: "demo-engineer", roles: ["engineer"] };
 
 /** Name of the report file written in `outDir`. */
 export const ALD_REPORT_FILE = "ald-run.html";
@@ -115,7 +117,8 @@ export const ALD_REPORT_FILE = "ald-run.html";
  *    password, its certificate trusted explicitly by the driver);
  * 2. composes a Kiln system on it with `OpcuaDriver` and `PostgresStore`, pressure alarms
  *    (HI, and HIHI with an interlock) and logging;
- * 3. runs the ALD recipe through `system.startRecipe`, acknowledging alarms as an operator
+ * 3. saves the ALD recipe as an engineer (`system.saveRecipe`) and runs it through
+ *    `system.startRecipe` as an operator, acknowledging alarms as an operator
  *    would, optionally stopping and restarting the PLC's server mid-run (`fault`);
  * 4. stops the system (draining the logging pipeline), reads the run back from the store
  *    through the history API, and writes `outDir/ald-run.html`.
@@ -231,6 +234,7 @@ class AldDemoRun {
       this.#progress.start();
     }
 
+    await system.saveRecipe(ENGINEER, aldRecipe);
     const recipeProcess = await system.startRecipe(OPERATOR, aldRecipe, { parameters: runParameters });
     const result = await recipeProcess.finished;
     this.#currentStep = result.status;

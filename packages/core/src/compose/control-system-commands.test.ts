@@ -6,6 +6,7 @@ import { SimulatedClock } from "../memory/simulated-clock";
 import { SimulatedPlc } from "../memory/simulated-plc";
 import type { RecipeInput } from "../recipes/recipe-schema";
 import type { Principal } from "../security/authorization";
+import type { ControlSystem } from "./control-system";
 import { createControlSystem } from "./create-control-system";
 
 const tags = defineTags({
@@ -19,24 +20,29 @@ const operator: Principal = { id: "olga", roles: ["operator"] };
 const viewer: Principal = { id: "vic", roles: ["viewer"] };
 const engineer: Principal = { id: "erik", roles: ["engineer"] };
 
-function ald(cycles: number): RecipeInput {
-  return {
-    name: "ald",
-    version: 1,
-    steps: [
-      {
-        loop: {
-          count: cycles,
-          steps: [
-            { pulse: { tag: "valve.tma", durationMs: 20 } },
-            { wait: { durationMs: 50 } },
-            { pulse: { tag: "valve.h2o", durationMs: 20 } },
-            { wait: { durationMs: 50 } },
-          ],
-        },
+const ALD: RecipeInput = {
+  name: "ald",
+  version: 1,
+  parameters: { cycles: { type: "number", default: 1, min: 1, max: 1000 } },
+  steps: [
+    {
+      loop: {
+        count: { param: "cycles" },
+        steps: [
+          { pulse: { tag: "valve.tma", durationMs: 20 } },
+          { wait: { durationMs: 50 } },
+          { pulse: { tag: "valve.h2o", durationMs: 20 } },
+          { wait: { durationMs: 50 } },
+        ],
       },
-    ],
-  };
+    },
+  ],
+};
+
+/** Operators run saved recipes: an engineer saves ALD (idempotent), then the operator starts it. */
+async function startAld(system: ControlSystem, cycles: number) {
+  await system.saveRecipe(engineer, ALD);
+  return system.startRecipe(operator, ALD, { parameters: { cycles } });
 }
 
 async function build(pressure: { value: number } = { value: 1 }) {
@@ -121,7 +127,7 @@ describe("operator commands", () => {
 
   test("a recipe started by an operator runs to completion with every pulse written", async () => {
     const { clock, plc, store, system } = await build();
-    const process = await system.startRecipe(operator, ald(20));
+    const process = await startAld(system, 20);
     expect(system.machine.state).toBe("processing");
     await clock.advance(20 * 140 + 100);
     const result = await process.finished;
@@ -136,7 +142,7 @@ describe("operator commands", () => {
 
   test("an interlock trip aborts the running process within one scan and writes the safe state", async () => {
     const { clock, plc, system, pressure } = await build();
-    const process = await system.startRecipe(operator, ald(100));
+    const process = await startAld(system, 100);
     await clock.advance(1_000);
     pressure.value = 25; // overpressure
     const trippedAt = clock.now();
@@ -152,13 +158,13 @@ describe("operator commands", () => {
     expect(lastWrites.every((write) => write.at - trippedAt <= 50)).toBe(true);
     // While the interlock is active the machine cannot start again.
     await expect(system.sendMachineCommand({ id: "root", roles: ["admin"] }, "reset")).resolves.toBe("idle");
-    await expect(system.startRecipe(operator, ald(1))).rejects.toMatchObject({ code: "KILN_INVALID_TRANSITION" });
+    await expect(startAld(system, 1)).rejects.toMatchObject({ code: "KILN_INVALID_TRANSITION" });
     await system.stop();
   });
 
   test("pause and resume take effect at step boundaries; abort writes the safe state", async () => {
     const { clock, plc, system } = await build();
-    const process = await system.startRecipe(operator, ald(50));
+    const process = await startAld(system, 50);
     await clock.advance(300);
     const pausing = system.pauseProcess(operator); // takes effect at the next step boundary
     await clock.advance(200);
@@ -226,7 +232,7 @@ describe("operator commands", () => {
 
   test("a host restarted mid-run finds the process interrupted, never running forever", async () => {
     const { clock, store, system } = await build();
-    const process = await system.startRecipe(operator, ald(100));
+    const process = await startAld(system, 100);
     await clock.advance(6_000); // past the 5 s progress-save interval
     // Simulate a crash: the store keeps what was saved; a new system starts on it.
     const saved = await store.processes.get(process.id);

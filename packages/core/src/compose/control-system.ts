@@ -18,10 +18,10 @@ import type { Store } from "../ports/store";
 import { recoverInterrupted } from "../recipes/process-recovery";
 import type { ProcessResult, RecipeExecutor, RecipeProcess, StartRecipeOptions } from "../recipes/recipe-executor";
 import { storedRecipeOf, type RecipeInput } from "../recipes/recipe-schema";
-import { recipeResolver, validateRecipe } from "../recipes/recipe-validation";
 import type { GuardedDriver, GuardedStore } from "../resilience/guarded-ports";
 import type { Permission, Principal } from "../security/authorization";
-import type { AuditedCommandRunner } from "../security/audited-command";
+import type { AuditedCommandRunner, CommandContext } from "../security/audited-command";
+import { authorizeRecipeSave, authorizeRecipeStart } from "../security/recipe-authorization";
 import type { TagWriter } from "./checked-write";
 import type { ResolvedControlSystemOptions } from "./control-system-options";
 import type { EventRecorder } from "./event-recorder";
@@ -221,6 +221,7 @@ export class ControlSystem {
   writeTag(principal: Principal, tag: string, value: TagValue, options: { comment?: string } = {}): Promise<void> {
     return this.#command(principal, "tag.write", tag, () => this.#writer.write(tag, value), {
       action: "tag.write",
+      machineState: this.machine.state,
       newValue: value,
       readOldValue: () => this.cvt.value(tag),
       ...options,
@@ -235,24 +236,38 @@ export class ControlSystem {
    */
   startRecipe(principal: Principal, recipe: RecipeInput, options: StartRecipeOptions = {}): Promise<RecipeProcess> {
     const name = typeof recipe === "object" && recipe !== null && "name" in recipe ? String(recipe.name) : "(recipe)";
-    return this.#command(principal, "recipe.start", name, () => this.recipes.start(recipe, options), {
-      newValue: options.parameters,
-    });
+    return this.#command(
+      principal,
+      "recipe.start",
+      name,
+      (command) =>
+        this.recipes.start(recipe, {
+          ...options,
+          startedBy: command.principal,
+          authorize: (request) => authorizeRecipeStart(command, request),
+        }),
+      { newValue: options.parameters },
+    );
   }
 
   /** Pauses the running process at its next step boundary (`recipe.pause`). */
   pauseProcess(principal: Principal): Promise<void> {
-    return this.#command(principal, "recipe.pause", this.#activeId(), () => this.#active().pause());
+    return this.#command(principal, "recipe.pause", this.#activeId(), () => this.#active().pause(), {
+      subject: this.machineId,
+    });
   }
 
   /** Resumes the paused process (`recipe.resume`). */
   resumeProcess(principal: Principal): Promise<void> {
-    return this.#command(principal, "recipe.resume", this.#activeId(), () => this.#active().resume());
+    return this.#command(principal, "recipe.resume", this.#activeId(), () => this.#active().resume(), {
+      subject: this.machineId,
+    });
   }
 
   /** Aborts the running process at once and writes the safe state (`recipe.abort`). */
   abortProcess(principal: Principal, reason = "aborted by operator"): Promise<ProcessResult> {
     return this.#command(principal, "recipe.abort", this.#activeId(), () => this.#active().abort(reason), {
+      subject: this.machineId,
       comment: reason,
     });
   }
@@ -264,9 +279,12 @@ export class ControlSystem {
    */
   saveRecipe(principal: Principal, recipe: RecipeInput): Promise<StoredRecipe> {
     const name = typeof recipe === "object" && recipe !== null && "name" in recipe ? String(recipe.name) : "(recipe)";
-    return this.#command(principal, "recipe.save", name, async () => {
+    return this.#command(principal, "recipe.save", name, async (command) => {
       const recipes = this.#guardedStore.recipes;
-      await validateRecipe(recipe, { catalog: this.tags, resolveRecipe: recipeResolver(recipes) });
+      const plan = await this.recipes.plan(recipe);
+      const { name: recipeName, version } = plan.recipe;
+      const writeSet = this.recipes.writeSet(plan);
+      authorizeRecipeSave(command, { recipe: { name: recipeName, version }, writeSet, saved: false });
       const stored = storedRecipeOf(recipe, this.#clock.now());
       await recipes.save(stored);
       return stored;
@@ -279,7 +297,7 @@ export class ControlSystem {
       principal,
       "alarm.acknowledge",
       alarmId,
-      () => this.alarms.acknowledge(alarmId, principal.id),
+      (command) => this.alarms.acknowledge(alarmId, command.principal.id),
       comment,
     );
   }
@@ -295,7 +313,7 @@ export class ControlSystem {
       principal,
       "alarm.shelve",
       alarmId,
-      () => this.alarms.shelve(alarmId, shelve, principal.id),
+      (command) => this.alarms.shelve(alarmId, shelve, command.principal.id),
       comment,
     );
   }
@@ -306,7 +324,7 @@ export class ControlSystem {
       principal,
       "alarm.unshelve",
       alarmId,
-      () => this.alarms.unshelve(alarmId, principal.id),
+      (command) => this.alarms.unshelve(alarmId, command.principal.id),
       comment,
     );
   }
@@ -317,7 +335,10 @@ export class ControlSystem {
       principal,
       "alarm.suppress",
       alarmId,
-      () => (suppressed ? this.alarms.suppress(alarmId, principal.id) : this.alarms.unsuppress(alarmId, principal.id)),
+      (command) =>
+        suppressed
+          ? this.alarms.suppress(alarmId, command.principal.id)
+          : this.alarms.unsuppress(alarmId, command.principal.id),
       comment,
     );
   }
@@ -333,10 +354,10 @@ export class ControlSystem {
       principal,
       "alarm.out-of-service",
       alarmId,
-      () =>
+      (command) =>
         inService
-          ? this.alarms.returnToService(alarmId, principal.id)
-          : this.alarms.removeFromService(alarmId, principal.id),
+          ? this.alarms.returnToService(alarmId, command.principal.id)
+          : this.alarms.removeFromService(alarmId, command.principal.id),
       comment,
     );
   }
@@ -395,8 +416,15 @@ export class ControlSystem {
     principal: Principal,
     permission: Permission,
     target: string,
-    execute: () => TResult | Promise<TResult>,
-    extras: { action?: string; newValue?: unknown; readOldValue?: () => unknown; comment?: string } = {},
+    execute: (command: CommandContext) => TResult | Promise<TResult>,
+    extras: {
+      action?: string;
+      subject?: string;
+      machineState?: string;
+      newValue?: unknown;
+      readOldValue?: () => unknown;
+      comment?: string;
+    } = {},
   ): Promise<TResult> {
     return this.#commands.run({ principal, permission, target, execute, ...withoutUndefined(extras) });
   }
@@ -405,7 +433,7 @@ export class ControlSystem {
     principal: Principal,
     permission: Permission,
     alarmId: string,
-    execute: () => AlarmSnapshot,
+    execute: (command: CommandContext) => AlarmSnapshot,
     comment: string | undefined,
   ): Promise<AlarmSnapshot> {
     return this.#command(principal, permission, alarmId, execute, {

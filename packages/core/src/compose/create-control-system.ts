@@ -207,19 +207,23 @@ function registerDefaults(container: DependencyContainer, options: ResolvedContr
     const machine = resolve(Tokens.Machine);
     const writer = resolve(Tokens.TagWriter);
     const store = resolve(Tokens.GuardedStore);
+    const logger = resolve(Tokens.Logger);
     return new RecipeExecutor({
       machine:
         options.machine.model === "packml"
           ? packmlMachineBinding(machine as never)
           : kilnMachineBinding(machine as never),
-      io: tableRecipeIo(resolve(Tokens.CurrentValueTable), (tag, value, signal) => writer.write(tag, value, signal)),
+      io: tableRecipeIo(resolve(Tokens.CurrentValueTable), (tag, value, signal, origin) => {
+        if (origin) logger.debug({ tag, processId: origin.processId, principal: origin.principal }, "process write");
+        return writer.write(tag, value, signal);
+      }),
       catalog: options.tags,
       clock: resolve(Tokens.Clock),
       processes: store.processes,
       resolveRecipe: recipeResolver(store.recipes),
       safeState: options.machine.safeState,
       bus: resolve(Tokens.Bus),
-      logger: resolve(Tokens.Logger),
+      logger,
       progressSaveIntervalMs: options.recipes.progressSaveIntervalMs,
     });
   });

@@ -112,6 +112,10 @@ export interface KilnEvents {
     readonly machineId: string;
     readonly recipe: { readonly name: string; readonly version: number };
     readonly parameters: Readonly<Record<string, unknown>>;
+    /** Every tag the process can write (its steps, called recipes and the machine's safe state). */
+    readonly writeSet?: readonly string[];
+    /** Who started it (id and roles at the start); every write of the process is made on its authority. */
+    readonly startedBy?: { readonly id: string; readonly roles: readonly string[] };
   };
   /** A recipe process paused at a step boundary; `nextStep` is where it will resume. */
   "process-pause": EventBase & { readonly processId: string; readonly machineId: string; readonly nextStep?: string };

@@ -2,19 +2,20 @@ export { kilnMachineBinding, packmlMachineBinding, type DrivableMachine, type Ma
 export { recoverInterrupted, type RecoverInterruptedOptions, type RecoveryResult } from "./process-recovery";
 export {
   RecipeExecutor,
-  type ProcessProblem,
-  type ProcessResult,
+  type ProcessPrincipal,
   type RecipeExecutorOptions,
-  type RecipeProcess,
-  type SafeStateWrite,
+  type RecipeStartRequest,
   type StartRecipeOptions,
-  type TimingStats,
   type TripResult,
 } from "./recipe-executor";
-export { tableRecipeIo, type RecipeIo } from "./recipe-io";
+export { recipeKey, type PlannedRecipe, type PlannedStep, type RecipePlan } from "./recipe-plan";
+export { type ProcessProblem, type ProcessResult, type RecipeProcess, type TimingStats } from "./recipe-process";
+export { type SafeStateWrite } from "./safe-state";
+export { tableRecipeIo, type RecipeIo, type WriteOrigin } from "./recipe-io";
 export {
   CONDITION_OPERATORS,
   RECIPE_STEP_KINDS,
+  RESERVED_PARAMETER_NAMES,
   TIMEOUT_ACTIONS,
   checkParameterValue,
   isParameterRef,
@@ -48,11 +49,9 @@ export {
 } from "./recipe-schema";
 export {
   DEFAULT_RECIPE_LIMITS,
-  recipeKey,
   recipeResolver,
   validateRecipe,
   type RecipeLimits,
-  type RecipePlan,
   type RecipeResolver,
   type RecipeValidationOptions,
 } from "./recipe-validation";

@@ -3,6 +3,14 @@ import type { TagValue } from "../domain/tags";
 import type { CurrentValueTable } from "../cvt/current-value-table";
 import type { Disposer } from "../events/event-bus";
 
+/** Who a write of a process is made for: the process, and the principal who started it. */
+export interface WriteOrigin {
+  /** The process id. */
+  readonly processId: string;
+  /** The id of the principal who started the process, when known. */
+  readonly principal?: string;
+}
+
 /**
  * The device I/O a recipe executor uses. Bind `write` to the control system's checked,
  * audited write path (validation, access, breaker, timeout), and `current`/`onChange` to the
@@ -12,9 +20,10 @@ export interface RecipeIo {
   /**
    * Writes `value` to `tag`. `signal` aborts a write the process no longer needs; writes that
    * must complete (a pulse's off value, the safe state) are made without one, so the write path
-   * should bound them with its own timeout.
+   * should bound them with its own timeout. `origin` names the process (and its principal)
+   * making the write, for logs and audit; every write of a process carries it.
    */
-  write(tag: string, value: TagValue, signal?: AbortSignal): Promise<void>;
+  write(tag: string, value: TagValue, signal?: AbortSignal, origin?: WriteOrigin): Promise<void>;
   /** The current sample of `tag`, or undefined before its first value. */
   current(tag: string): Sample | undefined;
   /** Calls `listener` with every new sample of `tag` until the returned disposer is called. */
@@ -27,7 +36,7 @@ export interface RecipeIo {
  */
 export function tableRecipeIo(
   table: Pick<CurrentValueTable, "get" | "observe">,
-  write: (tag: string, value: TagValue, signal?: AbortSignal) => Promise<void>,
+  write: (tag: string, value: TagValue, signal?: AbortSignal, origin?: WriteOrigin) => Promise<void>,
 ): RecipeIo {
   return {
     write,

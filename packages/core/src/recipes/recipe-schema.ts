@@ -39,10 +39,24 @@ export type RecipeNumber = number | ParameterRef;
 export const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
 /** @internal the message when a parameter name breaks {@link IDENTIFIER}. */
 export const PARAMETER_NAME_MESSAGE = "a parameter name is letters, digits and _, not starting with a digit";
+
+/**
+ * Names no parameter may have: they are special on JavaScript objects, so a lookup by such a
+ * name could reach an object's prototype instead of the parameter.
+ */
+export const RESERVED_PARAMETER_NAMES: readonly string[] = Object.freeze(["__proto__", "constructor", "prototype"]);
+
+/** @internal zod schema of a parameter name: {@link IDENTIFIER}, not one of {@link RESERVED_PARAMETER_NAMES}. */
+export const parameterNameSchema = z
+  .string()
+  .regex(IDENTIFIER, PARAMETER_NAME_MESSAGE)
+  .refine((name) => !RESERVED_PARAMETER_NAMES.includes(name), {
+    message: `a parameter cannot be named ${RESERVED_PARAMETER_NAMES.join(", ")} (reserved)`,
+  });
 const RECIPE_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.\-/]*$/;
 
 /** zod schema of a parameter reference `{ param: "name" }`. */
-export const parameterRefSchema = z.object({ param: z.string().regex(IDENTIFIER, PARAMETER_NAME_MESSAGE) }).strict();
+export const parameterRefSchema = z.object({ param: parameterNameSchema }).strict();
 
 const literalSchema = z.union([z.number(), z.boolean(), z.string()]);
 
@@ -138,7 +152,7 @@ export const callStepBodySchema = z
   .object({
     recipe: z.string().regex(RECIPE_NAME, "a recipe name is letters, digits and _ . - /"),
     version: z.number().int().positive(),
-    parameters: z.record(z.string(), valueSchema).optional(),
+    parameters: z.record(parameterNameSchema, valueSchema).optional(),
   })
   .strict();
 
@@ -279,7 +293,7 @@ export const recipeSchema = z
     name: z.string().regex(RECIPE_NAME, "a recipe name is letters, digits and _ . - /"),
     version: z.number().int().positive(),
     description: z.string().default(""),
-    parameters: z.record(z.string().regex(IDENTIFIER, PARAMETER_NAME_MESSAGE), parameterDefinitionSchema).default({}),
+    parameters: z.record(parameterNameSchema, parameterDefinitionSchema).default({}),
     steps: z.array(recipeStepSchema).min(1, "a recipe needs at least one step"),
   })
   .strict();
@@ -365,9 +379,3 @@ export function stepKindMessage(kinds: readonly string[]): string {
     ? `a step must have exactly one of: ${expected}`
     : `a step must have exactly one kind, found ${kinds.join(", ")}`;
 }
-
-/** @internal the body schema of each step kind, `loop` with its steps unchecked. */
-export const STEP_BODY_SCHEMAS: { readonly [TKind in RecipeStepKind]: z.ZodType } = {
-  ...bodySchemas,
-  loop: loopStepHeadSchema,
-};

@@ -195,6 +195,28 @@ describe("validateRecipe: calls", () => {
     expect(plan.expandedSteps).toBe(5);
   });
 
+  test("the plan tags every step by kind, resolves each call to its planned callee, and lists the write set", async () => {
+    const resolveRecipe = await withRecipes(purge);
+    const plan = await validateRecipe(
+      recipe([
+        { set: { tag: "heater.setpoint", value: 200 } },
+        { loop: { count: 2, steps: [{ call: { recipe: "purge", version: 2 } }, { wait: { durationMs: 5 } }] } },
+        { ramp: { tag: "mfc.flow", from: 0, to: 100, durationMs: 10, steps: 2 } },
+      ]),
+      { catalog: tags, resolveRecipe },
+    );
+    expect(plan.steps.map((step) => step.kind)).toEqual(["set", "loop", "ramp"]);
+    const loop = plan.steps[1]!;
+    if (loop.kind !== "loop") throw new Error("expected a loop");
+    const call = loop.body.steps[0]!;
+    if (call.kind !== "call") throw new Error("expected a call");
+    expect(call.callee.recipe.name).toBe("purge");
+    expect(call.callee.steps).toEqual([
+      { kind: "pulse", body: { tag: "valve.h2o", durationMs: { param: "ms" }, on: true, off: false } },
+    ]);
+    expect(plan.writeSet).toEqual(["heater.setpoint", "valve.h2o", "mfc.flow"]);
+  });
+
   test("a missing recipe, bad call parameters and the callee's own problems are reported under the call's path", async () => {
     const broken = recipe([{ set: { tag: "chamber.pressure", value: 1 } }], { name: "broken", version: 1 });
     const resolveRecipe = await withRecipes(purge, broken);
@@ -224,5 +246,41 @@ describe("validateRecipe: calls", () => {
     const found = await issues(a, { resolveRecipe });
     expect(found).toEqual([{ path: "steps[0].call.steps[1].call", message: "call cycle: a@1 → b@1 → a@1" }]);
     expect(await paths(self, { resolveRecipe })).toEqual(["steps[0].call"]);
+  });
+});
+
+describe("validateRecipe: reserved parameter names", () => {
+  test("__proto__, constructor and prototype are rejected by path; nothing is skipped silently", async () => {
+    const input = JSON.parse(
+      JSON.stringify({
+        name: "proto",
+        version: 1,
+        parameters: { PROTO: { type: "number", default: 5000 } },
+        steps: [{ wait: { durationMs: { param: "PROTO" } } }],
+      }).replaceAll("PROTO", "__proto__"),
+    ) as unknown;
+    const found = await issues(input);
+    expect(found.map((issue) => issue.path)).toContain("parameters.__proto__");
+    for (const name of ["constructor", "prototype"]) {
+      const named = recipe([{ wait: { durationMs: { param: name } } }], {
+        parameters: { [name]: { type: "number", default: 10 } },
+      });
+      expect(await paths(named)).toContain(`parameters.${name}`);
+    }
+  });
+
+  test("a call passing a value named __proto__ is rejected at the call's path", async () => {
+    const resolveRecipe = await withRecipes(recipe([{ wait: { durationMs: 10 } }], { name: "inner", version: 1 }));
+    const input = JSON.parse(
+      '{"name":"outer","version":1,"steps":[{"call":{"recipe":"inner","version":1,"parameters":{"__proto__":5}}}]}',
+    ) as unknown;
+    expect(await paths(input, { resolveRecipe })).toEqual(["steps[0].call.parameters.__proto__"]);
+  });
+
+  test("run-time values keyed __proto__ or constructor are unknown parameters, never a prototype", async () => {
+    const overrides = JSON.parse('{"__proto__": 7, "constructor": 3}') as Record<string, unknown>;
+    expect(await paths(ald, { parameters: overrides })).toEqual(["parameters.__proto__", "parameters.constructor"]);
+    const plan = await validateRecipe(ald, { catalog: tags });
+    expect(Object.getPrototypeOf(plan.parameters)).toBeNull();
   });
 });

@@ -3,14 +3,21 @@ import { KilnValidationError, type ValidationIssue } from "../domain/errors";
 import { checkTagValue, type Tag, type TagCatalog } from "../domain/tags";
 import { formatPath } from "../domain/validation";
 import type { RecipeRepository } from "../ports/recipe-repository";
+import { planRecipe, recipeKey, writeSetOf, type RecipePlan } from "./recipe-plan";
 import {
-  IDENTIFIER,
-  PARAMETER_NAME_MESSAGE,
   RECIPE_STEP_KINDS,
-  STEP_BODY_SCHEMAS,
+  callStepBodySchema,
+  loopStepHeadSchema,
+  pulseStepBodySchema,
+  rampStepBodySchema,
+  setStepBodySchema,
+  waitStepBodySchema,
+  waitUntilStepBodySchema,
   checkParameterValue,
   isParameterRef,
   parameterDefinitionSchema,
+  parameterNameSchema,
+  RESERVED_PARAMETER_NAMES,
   recipeSchema,
   stepKindMessage,
   type CallStep,
@@ -65,23 +72,6 @@ export interface RecipeValidationOptions {
   readonly limits?: Partial<RecipeLimits>;
 }
 
-/** A recipe that passed {@link validateRecipe}, with everything its run needs resolved. */
-export interface RecipePlan {
-  /** The recipe, defaults applied. */
-  readonly recipe: Recipe;
-  /** The parameter values of the run: the defaults overridden by the values given. */
-  readonly parameters: Readonly<Record<string, ParameterValue>>;
-  /** Every recipe reached through `call` steps, keyed `name@version`. */
-  readonly calls: ReadonlyMap<string, Recipe>;
-  /** How many steps the run executes, loops and calls expanded (containers not counted). */
-  readonly expandedSteps: number;
-}
-
-/** The key of a recipe version in {@link RecipePlan.calls}: `name@version`. */
-export function recipeKey(name: string, version: number): string {
-  return `${name}@${version}`;
-}
-
 /**
  * Checks a recipe before it runs, against the machine's tag catalog, and reports every
  * problem at once with its path (`steps[3].loop.steps[1].pulse.tag`):
@@ -101,7 +91,7 @@ export function recipeKey(name: string, version: number): string {
  *
  * A step whose structure is wrong is reported and skipped; the other steps are still checked.
  *
- * @returns the {@link RecipePlan} to run.
+ * @returns the {@link RecipePlan} to run: its steps tagged by kind, callees resolved, and its write set.
  * @throws KilnValidationError (`KILN_VALIDATION`) listing every problem, in document order.
  */
 export async function validateRecipe(input: unknown, options: RecipeValidationOptions): Promise<RecipePlan> {
@@ -122,7 +112,14 @@ export async function validateRecipe(input: unknown, options: RecipeValidationOp
   if (validation.issues.length > 0 || root.recipe === undefined) {
     throw new KilnValidationError("recipe", validation.issues);
   }
-  return { recipe: root.recipe, parameters: root.values, calls: validation.calls, expandedSteps: root.count };
+  const planned = planRecipe(root.recipe, validation.calls);
+  return {
+    ...planned,
+    parameters: root.values,
+    calls: validation.calls,
+    expandedSteps: root.count,
+    writeSet: writeSetOf(planned.steps),
+  };
 }
 
 function checkLimits(limits: RecipeLimits): RecipeLimits {
@@ -155,7 +152,7 @@ interface Scope {
 type ValueUse = "value" | "number" | "duration" | "count";
 
 const documentHeadSchema = recipeSchema.extend({
-  parameters: z.record(z.string().regex(IDENTIFIER, PARAMETER_NAME_MESSAGE), z.unknown()).default({}),
+  parameters: z.record(z.string(), z.unknown()).default({}),
   steps: z.array(z.unknown()).min(1, "a recipe needs at least one step"),
 });
 
@@ -187,6 +184,12 @@ class RecipeValidation {
     const rawParameters = isPlainObject(object.parameters) ? object.parameters : {};
     const definitions = new Map<string, ParameterDefinition>();
     for (const [name, definition] of Object.entries(rawParameters)) {
+      // Checked here, not by the head schema: zod drops a "__proto__" key before checking it.
+      const named = parameterNameSchema.safeParse(name);
+      if (!named.success) {
+        this.#zodIssues(named.error, `${context.prefix}parameters.${name}`);
+        continue;
+      }
       const parsed = parameterDefinitionSchema.safeParse(definition);
       if (parsed.success) definitions.set(name, parsed.data);
       else this.#zodIssues(parsed.error, `${context.prefix}parameters.${name}`);
@@ -218,7 +221,7 @@ class RecipeValidation {
     declared: ReadonlySet<string>,
     context: DocumentContext,
   ): Record<string, ParameterValue> {
-    const values: Record<string, ParameterValue> = {};
+    const values = nullPrototype<ParameterValue>();
     for (const [name, definition] of definitions) values[name] = definition.default;
     for (const [name, value] of Object.entries(context.overrides)) {
       const path = `${context.overridesPath}.${name}`;
@@ -254,34 +257,56 @@ class RecipeValidation {
     }
     const kind = kinds[0]!;
     const bodyPath = `${path}.${kind}`;
-    const parsed = STEP_BODY_SCHEMAS[kind].safeParse(raw[kind]);
-    if (!parsed.success) this.#zodIssues(parsed.error, bodyPath);
-    if (kind === "loop") return this.#loop(raw[kind], parsed.success, bodyPath, scope);
-    if (!parsed.success) return 0;
+    const body = raw[kind];
     switch (kind) {
       case "set":
-        this.#set(parsed.data as SetStep["set"], bodyPath, scope);
-        return 1;
+        return this.#counted(setStepBodySchema, body, bodyPath, (data) => this.#set(data, bodyPath, scope));
       case "pulse":
-        this.#pulse(parsed.data as PulseStep["pulse"], bodyPath, scope);
-        return 1;
+        return this.#counted(pulseStepBodySchema, body, bodyPath, (data) => this.#pulse(data, bodyPath, scope));
       case "wait":
-        this.#resolve(
-          (parsed.data as { durationMs: RecipeValue }).durationMs,
-          `${bodyPath}.durationMs`,
-          scope,
-          "duration",
+        return this.#counted(waitStepBodySchema, body, bodyPath, (data) =>
+          this.#resolve(data.durationMs, `${bodyPath}.durationMs`, scope, "duration"),
         );
-        return 1;
       case "waitUntil":
-        this.#waitUntil(parsed.data as WaitUntilStep["waitUntil"], bodyPath, scope);
-        return 1;
+        return this.#counted(waitUntilStepBodySchema, body, bodyPath, (data) => this.#waitUntil(data, bodyPath, scope));
       case "ramp":
-        this.#ramp(parsed.data as RampStep["ramp"], bodyPath, scope);
-        return 1;
-      case "call":
-        return this.#call(parsed.data as CallStep["call"], bodyPath, scope);
+        return this.#counted(rampStepBodySchema, body, bodyPath, (data) => this.#ramp(data, bodyPath, scope));
+      case "loop":
+        return this.#loop(body, this.#parsed(loopStepHeadSchema, body, bodyPath) !== undefined, bodyPath, scope);
+      case "call": {
+        const data = this.#parsed(callStepBodySchema, body, bodyPath);
+        // zod drops a "__proto__" key of a record before checking it: check the names given to a call here.
+        if (isPlainObject(body) && isPlainObject(body.parameters)) {
+          const reserved = Object.keys(body.parameters).find((name) => RESERVED_PARAMETER_NAMES.includes(name));
+          if (reserved !== undefined) {
+            this.#zodIssues(parameterNameSchema.safeParse(reserved).error!, `${bodyPath}.parameters.${reserved}`);
+            return 0;
+          }
+        }
+        return data === undefined ? 0 : this.#call(data, bodyPath, scope);
+      }
     }
+  }
+
+  /** Parses a step body, reporting its problems under `path`; undefined when it is malformed. */
+  #parsed<TSchema extends z.ZodType>(schema: TSchema, raw: unknown, path: string): z.output<TSchema> | undefined {
+    const parsed = schema.safeParse(raw);
+    if (parsed.success) return parsed.data;
+    this.#zodIssues(parsed.error, path);
+    return undefined;
+  }
+
+  /** Parses and checks a leaf step body: it counts 1 step when well formed, 0 otherwise. */
+  #counted<TSchema extends z.ZodType>(
+    schema: TSchema,
+    raw: unknown,
+    path: string,
+    check: (body: z.output<TSchema>) => unknown,
+  ): number {
+    const body = this.#parsed(schema, raw, path);
+    if (body === undefined) return 0;
+    check(body);
+    return 1;
   }
 
   #set(body: SetStep["set"], path: string, scope: Scope): void {
@@ -355,7 +380,7 @@ class RecipeValidation {
       this.issue(path, `call cycle: ${[...scope.stack, key].join(" → ")}`);
       return 0;
     }
-    const overrides: Record<string, unknown> = {};
+    const overrides = nullPrototype<unknown>();
     for (const [name, value] of Object.entries(body.parameters ?? {})) {
       const resolved = this.#resolve(value, `${path}.parameters.${name}`, scope, "value");
       if (resolved !== undefined) overrides[name] = resolved;
@@ -459,6 +484,11 @@ function joinPath(base: string, sub: string): string {
   if (sub === "") return trimmed;
   if (trimmed === "") return sub;
   return sub.startsWith("[") ? `${trimmed}${sub}` : `${trimmed}.${sub}`;
+}
+
+/** A record without a prototype: a caller-chosen key can never reach `Object.prototype`. */
+function nullPrototype<TValue>(): Record<string, TValue> {
+  return Object.create(null) as Record<string, TValue>;
 }
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {

@@ -42,6 +42,7 @@ async function setup(options: { audit?: (store: MemoryStore) => AuditLog; backlo
       principal,
       permission: "tag.write",
       target: tag,
+      machineState: "idle",
       newValue: value,
       readOldValue: () => plc.peek(tag),
       execute: () => plc.write(tags.get(tag), value),
@@ -175,5 +176,61 @@ describe("AuditedCommandRunner", () => {
     expect(runner.dropped).toBe(1);
     expect(drops).toEqual([expect.objectContaining({ count: 1 })]);
     expect(await runner.flush()).toBe(false);
+  });
+
+  test("a principal is read once: a roles getter that turns viewer into admin is audited and refused as viewer", async () => {
+    const { plc, writeTag, entries } = await setup();
+    let reads = 0;
+    const shifty = {
+      id: "mallory",
+      get roles(): string[] {
+        reads++;
+        return reads === 1 ? ["viewer"] : ["admin"];
+      },
+    };
+    const error = await rejection(writeTag(shifty, "valve.tma", true));
+    expect(error.code).toBe("KILN_FORBIDDEN");
+    expect(plc.writes).toEqual([]);
+    expect(reads).toBe(1);
+    expect(await entries()).toEqual([
+      expect.objectContaining({ principal: "mallory", roles: ["viewer"], outcome: "denied" }),
+    ]);
+  });
+
+  test("execute gets the frozen principal, never the caller's object", async () => {
+    const { runner } = await setup();
+    let reads = 0;
+    const shifty = {
+      get id(): string {
+        reads++;
+        return reads === 1 ? "olga" : "someone-else";
+      },
+      roles: ["operator"],
+    };
+    const seen = await runner.run({
+      principal: shifty,
+      permission: "recipe.start",
+      target: "ald",
+      execute: (command) => command.principal.id,
+    });
+    expect(seen).toBe("olga");
+    expect(reads).toBe(1);
+  });
+
+  test("a refusal names only the subject the caller gave, not the target recorded in the audit", async () => {
+    const { runner, entries } = await setup();
+    const error = await rejection(
+      runner.run({
+        principal: { id: "vic", roles: ["viewer"] },
+        permission: "recipe.pause",
+        target: "process-7f3a",
+        subject: "ald-1",
+        execute: () => undefined,
+      }),
+    );
+    expect(error.message).not.toContain("process-7f3a");
+    expect(JSON.stringify(error.details)).not.toContain("process-7f3a");
+    expect(error.message).toContain("ald-1");
+    expect(await entries()).toEqual([expect.objectContaining({ target: "process-7f3a", outcome: "denied" })]);
   });
 });

@@ -5,7 +5,20 @@ import type { AuditEntry, AuditLog } from "../ports/audit-log";
 import type { Clock } from "../ports/clock";
 import type { Logger } from "../ports/logger";
 import { silentLogger } from "../runtime/silent-logger";
-import type { Authorizer, Permission, Principal } from "./authorization";
+import { snapshotPrincipal, type Authorizer, type Permission, type Principal } from "./authorization";
+
+/** What a command's `execute` gets from the runner. */
+export interface CommandContext {
+  /** The principal as read once at the command boundary (frozen): use it, never the caller's object. */
+  readonly principal: Principal;
+  /**
+   * The targets of `targets` on which the principal may not use `permission` (in the command's
+   * machine state, or in any state with `inAnyState`), in order. Empty when all are allowed.
+   */
+  refused(permission: Permission, targets: readonly string[], options?: { readonly inAnyState?: boolean }): string[];
+  /** Replaces what the audit entry records as the requested value (e.g. a recipe's write set once known). */
+  recordRequest(newValue: unknown): void;
+}
 
 /** One command to authorize, run and audit. */
 export interface AuditedCommand<TResult> {
@@ -15,8 +28,18 @@ export interface AuditedCommand<TResult> {
   readonly permission: Permission;
   /** The audit action name. @default permission */
   readonly action?: string;
-  /** What it acts on: tag name, process id, alarm id, machine id. */
+  /** What it acts on: tag name, process id, alarm id, machine id. Recorded in the audit entry. */
   readonly target: string;
+  /**
+   * What a refusal's message may name: only what the caller named itself (a tag, an alarm id),
+   * never state it could not see (the running process's id). @default target
+   */
+  readonly subject?: string;
+  /**
+   * The machine state the command is checked in: grants limited to states (see
+   * `PermissionGrant.states`) match only in theirs. Omitted: state-limited grants do not match.
+   */
+  readonly machineState?: string;
   /** The value requested, where it applies (a tag write's value, a new mode). */
   readonly newValue?: unknown;
   /** Reads the value before the command, where it applies; called only once the command is authorized. */
@@ -24,7 +47,7 @@ export interface AuditedCommand<TResult> {
   /** The operator's stated reason, recorded with the entry. */
   readonly comment?: string;
   /** The action itself; runs only when authorized. */
-  readonly execute: () => TResult | Promise<TResult>;
+  readonly execute: (context: CommandContext) => TResult | Promise<TResult>;
 }
 
 /** Options of {@link AuditedCommandRunner}. */
@@ -55,7 +78,10 @@ export const DENIAL_CODES: readonly KilnErrorCode[] = [
 
 /**
  * Runs commands as authorize → read old value → execute, and records one {@link AuditEntry}
- * for every outcome:
+ * for every outcome. The principal is read once, validated and frozen first ({@link snapshotPrincipal});
+ * the entry, the check and `execute` (through its {@link CommandContext}) all use that snapshot.
+ * A refusal's message names only `subject` and, to a principal who holds the permission in
+ * another state, the machine state.
  *
  * - `denied`: the authorizer refused (`KILN_FORBIDDEN`, or `KILN_VALIDATION` for a malformed
  *   principal): `execute` never runs, so nothing reaches a PLC; or `execute` was refused by a
@@ -116,32 +142,56 @@ export class AuditedCommandRunner {
    */
   async run<TResult>(command: AuditedCommand<TResult>): Promise<TResult> {
     const at = this.#options.clock.now();
+    // Read once: the audit and every check below see the same principal.
+    const read = snapshotPrincipal(command.principal);
     const base = {
-      principal: typeof command.principal?.id === "string" ? command.principal.id : "(invalid principal)",
-      roles: Array.isArray(command.principal?.roles) ? [...command.principal.roles] : [],
+      principal: typeof read.id === "string" ? read.id : "(invalid principal)",
+      roles: Array.isArray(read.roles) ? [...(read.roles as string[])] : [],
       action: command.action ?? command.permission,
       target: command.target,
       at,
     };
-    const withNew = command.newValue === undefined ? base : { ...base, newValue: command.newValue };
-    try {
-      this.#options.authorizer.check(command.principal, command.permission, command.target);
-    } catch (error) {
-      await this.#record({ ...withNew, outcome: "denied", reason: reasonOf(error, command.comment) });
+    let newValue = command.newValue;
+    const entry = (): typeof base & { newValue?: unknown } => (newValue === undefined ? base : { ...base, newValue });
+    const authorizer = this.#options.authorizer;
+    const checkContext = command.machineState === undefined ? {} : { machineState: command.machineState };
+    const principal = read.principal;
+    if (principal === undefined || !authorizer.can(principal, command.permission, command.target, checkContext)) {
+      const error =
+        principal === undefined
+          ? read.error!
+          : authorizer.forbidden(
+              principal,
+              command.permission,
+              "subject" in command ? command.subject : command.target,
+              checkContext,
+            );
+      await this.#record({ ...entry(), outcome: "denied", reason: reasonOf(error, command.comment) });
       throw error;
     }
+    const context: CommandContext = {
+      principal,
+      refused: (permission, targets, options = {}) =>
+        targets.filter(
+          (target) =>
+            !authorizer.can(principal, permission, target, options.inAnyState ? { inAnyState: true } : checkContext),
+        ),
+      recordRequest: (value) => {
+        newValue = value;
+      },
+    };
     let oldValue: unknown;
     let result: TResult;
     try {
       oldValue = await command.readOldValue?.();
-      result = await command.execute();
+      result = await command.execute(context);
     } catch (error) {
       const outcome = KilnError.is(error) && DENIAL_CODES.includes(error.code) ? "denied" : "failed";
-      await this.#record({ ...withOld(withNew, oldValue), outcome, reason: reasonOf(error, command.comment) });
+      await this.#record({ ...withOld(entry(), oldValue), outcome, reason: reasonOf(error, command.comment) });
       throw error;
     }
     await this.#record({
-      ...withOld(withNew, oldValue),
+      ...withOld(entry(), oldValue),
       outcome: "allowed",
       ...(command.comment === undefined ? {} : { reason: command.comment }),
     });

@@ -1,6 +1,6 @@
 import { describe, expect, test } from "vitest";
 import { KilnError } from "../domain/errors";
-import { Authorizer, PERMISSIONS, defaultRoleTable, type Principal } from "./authorization";
+import { Authorizer, PERMISSIONS, defaultRoleTable, snapshotPrincipal, type Principal } from "./authorization";
 
 const viewer: Principal = { id: "vera", roles: ["viewer"] };
 const operator: Principal = { id: "olga", roles: ["operator"] };
@@ -22,7 +22,7 @@ describe("defaultRoleTable + Authorizer", () => {
     roles: defaultRoleTable({ operatorWritableTags: ["heater.setpoint", "mfc.*"] }),
   });
   const allowed = (principal: Principal) =>
-    PERMISSIONS.filter((permission) => authorizer.can(principal, permission, "reactor-1"));
+    PERMISSIONS.filter((permission) => authorizer.can(principal, permission, "reactor-1", { machineState: "idle" }));
 
   test("each default role grants what the table documents", () => {
     expect(allowed(viewer)).toEqual(["read"]);
@@ -54,13 +54,14 @@ describe("defaultRoleTable + Authorizer", () => {
   });
 
   test("operators write only operator-writable tags (patterns); engineers any tag", () => {
-    expect(authorizer.can(operator, "tag.write", "heater.setpoint")).toBe(true);
-    expect(authorizer.can(operator, "tag.write", "mfc.argon")).toBe(true);
-    expect(authorizer.can(operator, "tag.write", "valve.tma")).toBe(false);
-    expect(authorizer.can(operator, "tag.write", "heater.setpoint.raw")).toBe(false);
-    expect(authorizer.can(operator, "tag.write")).toBe(false);
-    expect(authorizer.can(engineer, "tag.write", "valve.tma")).toBe(true);
-    expect(new Authorizer().can(operator, "tag.write", "heater.setpoint")).toBe(false);
+    const idle = { machineState: "idle" };
+    expect(authorizer.can(operator, "tag.write", "heater.setpoint", idle)).toBe(true);
+    expect(authorizer.can(operator, "tag.write", "mfc.argon", idle)).toBe(true);
+    expect(authorizer.can(operator, "tag.write", "valve.tma", idle)).toBe(false);
+    expect(authorizer.can(operator, "tag.write", "heater.setpoint.raw", idle)).toBe(false);
+    expect(authorizer.can(operator, "tag.write", undefined, idle)).toBe(false);
+    expect(authorizer.can(engineer, "tag.write", "valve.tma", idle)).toBe(true);
+    expect(new Authorizer().can(operator, "tag.write", "heater.setpoint", idle)).toBe(false);
   });
 
   test("check throws KILN_FORBIDDEN with principal, permission and target", () => {
@@ -93,5 +94,79 @@ describe("defaultRoleTable + Authorizer", () => {
     expect(custom.can(lead, "machine.mode", "reactor-2")).toBe(true);
     expect(custom.can(lead, "machine.mode", "reactor-1")).toBe(false);
     expect(custom.can(operator, "read")).toBe(false);
+  });
+});
+
+describe("per-state write policy", () => {
+  const authorizer = new Authorizer({ roles: defaultRoleTable({ operatorWritableTags: ["heater.*"] }) });
+
+  test("by default operators write their tags only while idle (or PackML stopped), engineers never while a process runs, admins always", () => {
+    const states = ["idle", "stopped", "starting", "processing", "paused", "execute", "held", "maintenance", "error"];
+    const writable = (principal: Principal) =>
+      states.filter((machineState) => authorizer.can(principal, "tag.write", "heater.setpoint", { machineState }));
+    expect(writable(operator)).toEqual(["idle", "stopped"]);
+    expect(writable(engineer)).toEqual(["idle", "stopped", "maintenance", "error"]);
+    expect(writable(admin)).toEqual(states);
+  });
+
+  test("a grant limited to states never matches a check that names no state, unless asked about any state", () => {
+    expect(authorizer.can(operator, "tag.write", "heater.setpoint")).toBe(false);
+    expect(authorizer.can(operator, "tag.write", "heater.setpoint", { inAnyState: true })).toBe(true);
+    expect(authorizer.can(operator, "tag.write", "valve.tma", { inAnyState: true })).toBe(false);
+  });
+
+  test("host grants name their own states and tags", () => {
+    const custom = new Authorizer({
+      roles: { trim: [{ permission: "tag.write", targets: ["heater.trim"], states: ["processing", "paused"] }] },
+    });
+    const trimmer = { id: "tia", roles: ["trim"] };
+    expect(custom.can(trimmer, "tag.write", "heater.trim", { machineState: "processing" })).toBe(true);
+    expect(custom.can(trimmer, "tag.write", "heater.trim", { machineState: "idle" })).toBe(false);
+    expect(custom.can(trimmer, "tag.write", "heater.setpoint", { machineState: "processing" })).toBe(false);
+  });
+
+  test("a refusal names the machine state only to a principal who may write the tag in another state", () => {
+    const running = { machineState: "processing" };
+    const operatorError = forbidden(() => authorizer.check(operator, "tag.write", "heater.setpoint", running));
+    expect(operatorError.message).toContain('in machine state "processing"');
+    expect(operatorError.details).toMatchObject({ machineState: "processing" });
+    for (const error of [
+      forbidden(() => authorizer.check(viewer, "tag.write", "heater.setpoint", running)),
+      forbidden(() => authorizer.check(operator, "tag.write", "valve.tma", running)),
+    ]) {
+      expect(error.code).toBe("KILN_FORBIDDEN");
+      expect(error.message).not.toContain("processing");
+      expect(error.details).not.toHaveProperty("machineState");
+    }
+  });
+});
+
+describe("snapshotPrincipal", () => {
+  test("reads id and roles once and freezes them", () => {
+    let reads = 0;
+    const shifty = {
+      id: "mallory",
+      get roles(): string[] {
+        reads++;
+        return reads === 1 ? ["viewer"] : ["admin"];
+      },
+    };
+    const { principal } = snapshotPrincipal(shifty);
+    expect(principal).toEqual({ id: "mallory", roles: ["viewer"] });
+    expect(Object.isFrozen(principal) && Object.isFrozen(principal?.roles)).toBe(true);
+    expect(reads).toBe(1);
+  });
+
+  test("a malformed or unreadable principal gives KILN_VALIDATION naming the field", () => {
+    expect(snapshotPrincipal({ id: "", roles: [] }).error?.issues[0]?.path).toBe("id");
+    expect(snapshotPrincipal({ id: "x", roles: [1] }).error?.issues[0]?.path).toBe("roles[0]");
+    const throwing = {
+      id: "x",
+      get roles(): string[] {
+        throw new Error("boom");
+      },
+    };
+    expect(snapshotPrincipal(throwing).error?.code).toBe("KILN_VALIDATION");
+    expect(snapshotPrincipal(null).principal).toBeUndefined();
   });
 });

@@ -1,6 +1,7 @@
 import { z } from "zod";
-import { KilnError } from "../domain/errors";
-import { parseOrThrow } from "../domain/validation";
+import { KilnError, KilnValidationError } from "../domain/errors";
+import { issuesFromZod, parseOrThrow } from "../domain/validation";
+import { TagPattern } from "./tag-pattern";
 
 /** Who issues a command: an id (user, service account) and the roles the host gives it. */
 export interface Principal {
@@ -15,6 +16,42 @@ export const principalSchema = z.object({
   id: z.string().min(1, "a principal needs an id"),
   roles: z.array(z.string()),
 });
+
+/**
+ * Reads a principal once and returns a frozen copy: `id` and `roles` (and each role) are read
+ * exactly once, so a principal whose getters answer differently on each read is checked and
+ * audited as what it was at the command boundary, not as what it says later.
+ *
+ * @returns the raw values read (for auditing a malformed principal) and, when they pass
+ * {@link principalSchema}, the frozen principal.
+ */
+export function snapshotPrincipal(input: unknown): {
+  readonly id: unknown;
+  readonly roles: unknown;
+  readonly principal?: Principal;
+  readonly error?: KilnValidationError;
+} {
+  let id: unknown;
+  let roles: unknown;
+  try {
+    const source = input as { readonly id?: unknown; readonly roles?: unknown } | null | undefined;
+    id = source?.id;
+    const rawRoles = source?.roles;
+    roles = Array.isArray(rawRoles) ? Array.from(rawRoles as unknown[]) : rawRoles;
+  } catch (error) {
+    return {
+      id,
+      roles,
+      error: new KilnValidationError("principal", [{ path: "", message: "the principal could not be read" }], {
+        cause: error,
+      }),
+    };
+  }
+  const parsed = principalSchema.safeParse({ id, roles });
+  if (!parsed.success) return { id, roles, error: new KilnValidationError("principal", issuesFromZod(parsed.error)) };
+  const principal: Principal = Object.freeze({ id: parsed.data.id, roles: Object.freeze([...parsed.data.roles]) });
+  return { id, roles, principal };
+}
 
 /** The permissions Kiln's commands check. A host may define more in its own role table. */
 export const PERMISSIONS = [
@@ -40,10 +77,53 @@ export type Permission = (typeof PERMISSIONS)[number] | (string & {});
 /**
  * One entry of a role: a permission (`"*"`: every permission), optionally limited to targets
  * matching one of `targets` (`*` in a pattern matches any run of characters:
- * `"valve.*"`, `"reactor-1/*"`).
+ * `"valve.*"`, `"reactor-1/*"`) and to machine states (`states`: the grant applies only when
+ * the command is checked in one of them; a check that names no state never matches it).
  */
 export type PermissionGrant =
-  Permission | "*" | { readonly permission: Permission | "*"; readonly targets: readonly string[] };
+  | Permission
+  | "*"
+  | {
+      readonly permission: Permission | "*";
+      /** Target patterns; omitted: any target. */
+      readonly targets?: readonly string[];
+      /** Machine states (exact names, e.g. `"idle"`) in which the grant applies; omitted: every state. */
+      readonly states?: readonly string[];
+    };
+
+/** Where a permission is checked. */
+export interface AuthorizationContext {
+  /**
+   * The machine's current state. Grants limited to `states` match only when it is one of them.
+   */
+  readonly machineState?: string;
+  /**
+   * Ignore the `states` of grants: asks whether the principal may use the permission on the
+   * target in some state. Used for a recipe's write set, whose writes happen in the process's
+   * own states (the machine state model guards the start).
+   */
+  readonly inAnyState?: boolean;
+}
+
+/**
+ * Machine states in which the default operator role may write its tags: no process is active,
+ * the machine is not in maintenance or faulted (`idle` of both models, `stopped` of PackML).
+ */
+export const DEFAULT_OPERATOR_WRITE_STATES: readonly string[] = Object.freeze(["idle", "stopped"]);
+
+/**
+ * Machine states in which the default engineer role may write tags: no process is active
+ * (`idle`, `maintenance`, `error` of the Kiln model; `idle`, `stopped`, `completed`,
+ * `aborted` of PackML).
+ */
+export const DEFAULT_ENGINEER_WRITE_STATES: readonly string[] = Object.freeze([
+  "idle",
+  "stopped",
+  "completed",
+  "aborted",
+  "error",
+  "maintenance",
+]);
 
 /** Role name → what it grants. Replaceable by the host. */
 export type RoleTable = Readonly<Record<string, readonly PermissionGrant[]>>;
@@ -55,6 +135,10 @@ export interface DefaultRoleTableOptions {
    * Engineers and admins may write every writable tag. @default [] (operators write no tag)
    */
   readonly operatorWritableTags?: readonly string[];
+  /** Machine states in which operators may write those tags. @default DEFAULT_OPERATOR_WRITE_STATES */
+  readonly operatorWriteStates?: readonly string[];
+  /** Machine states in which engineers may write tags. @default DEFAULT_ENGINEER_WRITE_STATES */
+  readonly engineerWriteStates?: readonly string[];
 }
 
 /**
@@ -63,10 +147,12 @@ export interface DefaultRoleTableOptions {
  * | role       | grants                                                                                         |
  * |------------|------------------------------------------------------------------------------------------------|
  * | `viewer`   | `read`                                                                                         |
- * | `operator` | viewer + `recipe.start/pause/resume/abort`, `alarm.acknowledge/shelve/unshelve`, `tag.write` of `operatorWritableTags` |
- * | `engineer` | operator + `recipe.save`, `tag.write` of any tag, `alarm.suppress`, `alarm.out-of-service`    |
- * | `admin`    | everything (`*`), including `machine.mode` and `machine.maintenance`                          |
+ * | `operator` | viewer + `recipe.start/pause/resume/abort`, `alarm.acknowledge/shelve/unshelve`, `tag.write` of `operatorWritableTags` in `operatorWriteStates` |
+ * | `engineer` | operator + `recipe.save`, `tag.write` of any tag in `engineerWriteStates`, `alarm.suppress`, `alarm.out-of-service` |
+ * | `admin`    | everything (`*`) in every state, including `machine.mode` and `machine.maintenance`          |
  *
+ * So by default nobody but an admin writes a tag by hand while a process runs (the process owns
+ * the outputs), and operators do not write in maintenance or after a fault (ADR 0010).
  * Whether a tag is writable at all (its access) is checked by the write path, not here.
  */
 export function defaultRoleTable(options: DefaultRoleTableOptions = {}): RoleTable {
@@ -80,12 +166,16 @@ export function defaultRoleTable(options: DefaultRoleTableOptions = {}): RoleTab
     "alarm.acknowledge",
     "alarm.shelve",
     "alarm.unshelve",
-    { permission: "tag.write", targets: [...(options.operatorWritableTags ?? [])] },
+    {
+      permission: "tag.write",
+      targets: [...(options.operatorWritableTags ?? [])],
+      states: [...(options.operatorWriteStates ?? DEFAULT_OPERATOR_WRITE_STATES)],
+    },
   ];
   const engineer: PermissionGrant[] = [
     ...operator,
     "recipe.save",
-    "tag.write",
+    { permission: "tag.write", states: [...(options.engineerWriteStates ?? DEFAULT_ENGINEER_WRITE_STATES)] },
     "alarm.suppress",
     "alarm.out-of-service",
   ];
@@ -109,7 +199,7 @@ export interface AuthorizerOptions {
  */
 export class Authorizer {
   readonly #roles: RoleTable;
-  readonly #patterns = new Map<string, RegExp>();
+  readonly #patterns = new Map<string, TagPattern>();
 
   constructor(options: AuthorizerOptions = {}) {
     this.#roles = options.roles ?? defaultRoleTable();
@@ -121,14 +211,16 @@ export class Authorizer {
   }
 
   /**
-   * True when one of the principal's roles grants `permission` on `target`. A grant limited to
-   * targets never matches a call without a target. A malformed principal is allowed nothing.
+   * True when one of the principal's roles grants `permission` on `target` in `context`. A grant
+   * limited to targets never matches a call without a target; one limited to states never
+   * matches a call without a machine state (unless `context.inAnyState`). A malformed principal
+   * is allowed nothing.
    */
-  can(principal: Principal, permission: Permission, target?: string): boolean {
+  can(principal: Principal, permission: Permission, target?: string, context: AuthorizationContext = {}): boolean {
     if (!principalSchema.safeParse(principal).success) return false;
     return principal.roles.some((role) =>
       (Object.hasOwn(this.#roles, role) ? this.#roles[role]! : []).some((grant) =>
-        this.#grants(grant, permission, target),
+        this.#grants(grant, permission, target, context),
       ),
     );
   }
@@ -138,35 +230,69 @@ export class Authorizer {
    * @throws KilnValidationError (`KILN_VALIDATION`) when `principal` is malformed (no id, roles not strings).
    * @throws KilnError `KILN_FORBIDDEN` with `details: { principal, roles, permission, target }` otherwise.
    */
-  check(principal: Principal, permission: Permission, target?: string): void {
+  check(principal: Principal, permission: Permission, target?: string, context: AuthorizationContext = {}): void {
     parseOrThrow(principalSchema, principal, "principal");
-    if (this.can(principal, permission, target)) return;
-    const on = target === undefined ? "" : ` on "${target}"`;
-    throw new KilnError(
+    if (this.can(principal, permission, target, context)) return;
+    throw this.forbidden(principal, permission, target, context);
+  }
+
+  /**
+   * The `KILN_FORBIDDEN` error for a refused check. It names `shown` (what the caller itself
+   * named; pass undefined to name nothing) and, only when the principal could use the
+   * permission on it in another state, the machine state: a principal without the right learns
+   * nothing about the machine.
+   */
+  forbidden(
+    principal: Principal,
+    permission: Permission,
+    shown: string | undefined,
+    context: AuthorizationContext = {},
+  ): KilnError {
+    const on = shown === undefined ? "" : ` on "${shown}"`;
+    const inState =
+      context.machineState !== undefined &&
+      !context.inAnyState &&
+      this.can(principal, permission, shown, { inAnyState: true })
+        ? ` in machine state "${context.machineState}"`
+        : "";
+    return new KilnError(
       "KILN_FORBIDDEN",
-      `"${principal.id}" (roles: ${principal.roles.join(", ") || "none"}) may not ${permission}${on}: ask for a role that grants it.`,
-      { details: { principal: principal.id, roles: [...principal.roles], permission, target } },
+      `"${principal.id}" (roles: ${principal.roles.join(", ") || "none"}) may not ${permission}${on}${inState}: ask for a role that grants it.`,
+      {
+        details: {
+          principal: principal.id,
+          roles: [...principal.roles],
+          permission,
+          target: shown,
+          ...(inState === "" ? {} : { machineState: context.machineState }),
+        },
+      },
     );
   }
 
-  #grants(grant: PermissionGrant, permission: Permission, target: string | undefined): boolean {
+  #grants(
+    grant: PermissionGrant,
+    permission: Permission,
+    target: string | undefined,
+    context: AuthorizationContext,
+  ): boolean {
     if (typeof grant === "string") return grant === "*" || grant === permission;
     if (grant.permission !== "*" && grant.permission !== permission) return false;
+    if (grant.states !== undefined && context.inAnyState !== true) {
+      if (context.machineState === undefined || !grant.states.includes(context.machineState)) return false;
+    }
+    if (grant.targets === undefined) return true;
     if (target === undefined) return false;
     return grant.targets.some((pattern) => this.#pattern(pattern).test(target));
   }
 
-  #pattern(pattern: string): RegExp {
-    let regex = this.#patterns.get(pattern);
-    if (regex === undefined) {
-      const source = pattern
-        .split("*")
-        .map((part) => part.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"))
-        .join(".*");
-      regex = new RegExp(`^${source}$`, "s");
-      this.#patterns.set(pattern, regex);
+  #pattern(source: string): TagPattern {
+    let pattern = this.#patterns.get(source);
+    if (pattern === undefined) {
+      pattern = new TagPattern(source);
+      this.#patterns.set(source, pattern);
     }
-    return regex;
+    return pattern;
   }
 }
 

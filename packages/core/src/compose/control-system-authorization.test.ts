@@ -1,0 +1,249 @@
+import { describe, expect, test } from "vitest";
+import { KilnError } from "../domain/errors";
+import { defineTags } from "../domain/tags";
+import type { KilnEvents } from "../events/catalogue";
+import { MemoryStore } from "../memory/memory-store";
+import { SimulatedClock } from "../memory/simulated-clock";
+import { SimulatedPlc } from "../memory/simulated-plc";
+import type { RecipeInput } from "../recipes/recipe-schema";
+import type { SafeStateWrite } from "../recipes/safe-state";
+import type { Principal } from "../security/authorization";
+import { createControlSystem } from "./create-control-system";
+
+const tags = defineTags({
+  "chamber.pressure": { dataType: "float64", range: { min: 0, max: 100 }, scanGroup: "fast" },
+  "valve.tma": { dataType: "bool", access: "readwrite", scanGroup: "fast" },
+  "valve.h2o": { dataType: "bool", access: "readwrite", scanGroup: "fast" },
+  "heater.setpoint": { dataType: "float64", access: "readwrite", range: { min: 0, max: 400 }, scanGroup: "fast" },
+  "mfc.flow": { dataType: "float64", access: "readwrite", range: { min: 0, max: 100 }, scanGroup: "fast" },
+});
+
+const operator: Principal = { id: "olga", roles: ["operator"] };
+const viewer: Principal = { id: "vic", roles: ["viewer"] };
+const engineer: Principal = { id: "erik", roles: ["engineer"] };
+const admin: Principal = { id: "ada", roles: ["admin"] };
+
+const VALVES_CLOSED: SafeStateWrite[] = [
+  { tag: "valve.tma", value: false },
+  { tag: "valve.h2o", value: false },
+];
+
+async function build(safeState: SafeStateWrite[] = VALVES_CLOSED) {
+  const clock = new SimulatedClock({ start: Date.UTC(2026, 10, 22) });
+  const plc = new SimulatedPlc({ tags, clock });
+  const store = new MemoryStore({ clock });
+  const system = createControlSystem({
+    machineId: "ald-1",
+    tags,
+    driver: plc,
+    store,
+    clock,
+    scanGroups: { fast: { periodMs: 50 } },
+    machine: { safeState },
+    authorization: { operatorWritableTags: ["heater.*"] },
+  });
+  const starts: KilnEvents["process-start"][] = [];
+  system.bus.on("process-start", (event) => void starts.push(event));
+  await system.start();
+  await clock.advance(100);
+  const audit = async () => {
+    await system.stop();
+    await store.open(tags.list());
+    return store.audit.query({ from: 0, to: clock.now() + 1 });
+  };
+  return { clock, plc, store, system, starts, audit };
+}
+
+async function rejection(promise: Promise<unknown>): Promise<KilnError> {
+  const error: unknown = await promise.then(
+    () => undefined,
+    (reason: unknown) => reason,
+  );
+  if (!KilnError.is(error)) throw new Error(`expected a KilnError, got ${String(error)}`);
+  return error;
+}
+
+const sneaky: RecipeInput = {
+  name: "sneaky",
+  version: 1,
+  steps: [{ set: { tag: "valve.tma", value: true } }, { wait: { durationMs: 10_000 } }],
+};
+
+const warmUp: RecipeInput = {
+  name: "warm-up",
+  version: 1,
+  steps: [{ set: { tag: "heater.setpoint", value: 120 } }, { wait: { durationMs: 1_000 } }],
+};
+
+describe("a recipe's write set is authorized for the principal who starts it (issue 15, fault 1)", () => {
+  test("an operator cannot write through an ad-hoc recipe a tag they may not write by hand", async () => {
+    const { plc, system, starts, audit } = await build();
+    await expect(system.writeTag(operator, "valve.tma", true)).rejects.toMatchObject({ code: "KILN_FORBIDDEN" });
+    const error = await rejection(system.startRecipe(operator, sneaky));
+    expect(error.code).toBe("KILN_FORBIDDEN");
+    expect(error.message).toContain('recipe "sneaky" version 1');
+    expect(error.details).toMatchObject({
+      recipe: { name: "sneaky", version: 1 },
+      refused: ["valve.tma", "valve.h2o"],
+    });
+    expect(plc.writes).toEqual([]);
+    expect(starts).toEqual([]);
+    expect(system.machine.state).toBe("idle");
+    const [, start] = await audit();
+    expect(start).toMatchObject({
+      principal: "olga",
+      action: "recipe.start",
+      target: "sneaky",
+      outcome: "denied",
+      newValue: { recipe: { name: "sneaky", version: 1 }, writeSet: ["valve.tma", "valve.h2o"], saved: false },
+    });
+    expect(start?.reason).toMatch(/^KILN_FORBIDDEN: .*"valve\.tma", "valve\.h2o"/);
+  });
+
+  test("the machine's safe state is part of the write set: an operator's heater-only recipe still needs the valves", async () => {
+    const { plc, system } = await build();
+    const error = await rejection(system.startRecipe(operator, warmUp));
+    expect(error.details).toMatchObject({ refused: ["valve.tma", "valve.h2o"] });
+    expect(plc.writes).toEqual([]);
+  });
+
+  test("an allowed start is audited with recipe, version and write set; its process names its principal", async () => {
+    const { clock, plc, system, starts, audit } = await build([]);
+    const process = await system.startRecipe(operator, warmUp);
+    await clock.advance(1_100);
+    expect((await process.finished).status).toBe("completed");
+    expect(plc.writes.map((write) => [write.tag, write.value])).toEqual([["heater.setpoint", 120]]);
+    expect(starts).toEqual([
+      expect.objectContaining({
+        processId: process.id,
+        writeSet: ["heater.setpoint"],
+        startedBy: { id: "olga", roles: ["operator"] },
+      }),
+    ]);
+    expect(await audit()).toEqual([
+      expect.objectContaining({
+        action: "recipe.start",
+        outcome: "allowed",
+        newValue: {
+          recipe: { name: "warm-up", version: 1 },
+          writeSet: ["heater.setpoint"],
+          saved: false,
+          parameters: {},
+        },
+      }),
+    ]);
+  });
+
+  test("a called sub-recipe's writes count: calling a saved recipe that opens a valve is refused", async () => {
+    const { plc, system } = await build([]);
+    await system.saveRecipe(engineer, {
+      name: "purge",
+      version: 1,
+      steps: [{ pulse: { tag: "valve.h2o", durationMs: 100 } }],
+    });
+    const caller: RecipeInput = {
+      name: "outer",
+      version: 3,
+      steps: [
+        { set: { tag: "heater.setpoint", value: 100 } },
+        { loop: { count: 2, steps: [{ call: { recipe: "purge", version: 1 } }] } },
+      ],
+    };
+    const error = await rejection(system.startRecipe(operator, caller));
+    expect(error.details).toMatchObject({ recipe: { name: "outer", version: 3 }, refused: ["valve.h2o"] });
+    expect(plc.writes).toEqual([]);
+  });
+
+  test("a ramp on a tag the operator may not write is refused", async () => {
+    const { plc, system } = await build([]);
+    const ramp: RecipeInput = {
+      name: "flow-ramp",
+      version: 1,
+      steps: [{ ramp: { tag: "mfc.flow", from: 0, to: 50, durationMs: 1_000, steps: 10 } }],
+    };
+    const error = await rejection(system.startRecipe(operator, ramp));
+    expect(error.details).toMatchObject({ refused: ["mfc.flow"] });
+    expect(plc.writes).toEqual([]);
+  });
+
+  test("a saved, unchanged version runs for an operator: its write set was authorized when an engineer saved it", async () => {
+    const { clock, plc, system, audit } = await build();
+    await system.saveRecipe(engineer, sneaky);
+    const process = await system.startRecipe(operator, sneaky);
+    await clock.advance(10_100);
+    expect((await process.finished).status).toBe("completed");
+    expect(plc.writes.map((write) => write.tag)).toEqual(["valve.tma"]);
+    // Changing a saved version makes it ad hoc again.
+    const changed = await rejection(
+      system.startRecipe(operator, { ...sneaky, steps: [{ set: { tag: "valve.h2o", value: true } }] }),
+    );
+    expect(changed.code).toBe("KILN_FORBIDDEN");
+    const entries = await audit();
+    expect(
+      entries.map((entry) => [entry.action, entry.outcome, (entry.newValue as { saved?: boolean }).saved]),
+    ).toEqual([
+      ["recipe.save", "allowed", false],
+      ["recipe.start", "allowed", true],
+      ["recipe.start", "denied", false],
+    ]);
+  });
+
+  test("saving needs tag.write on the whole write set, so a saved version is never a way around it", async () => {
+    const clock = new SimulatedClock({ start: 0 });
+    const system = createControlSystem({
+      machineId: "ald-1",
+      tags,
+      clock,
+      scanGroups: { fast: { periodMs: 50 } },
+      authorization: { roles: { author: ["recipe.save", { permission: "tag.write", targets: ["heater.*"] }] } },
+    });
+    await system.start();
+    const error = await rejection(system.saveRecipe({ id: "al", roles: ["author"] }, sneaky));
+    expect(error.details).toMatchObject({ refused: ["valve.tma"] });
+    expect(await system.store.recipes.get("sneaky", 1)).toBeUndefined();
+    await expect(system.saveRecipe({ id: "al", roles: ["author"] }, warmUp)).resolves.toMatchObject({
+      name: "warm-up",
+    });
+    await system.stop();
+  });
+});
+
+describe("per-state write policy and what refusals say (issue 15, fault 4)", () => {
+  test("operators cannot write by hand while a process runs or in maintenance; engineers can in maintenance", async () => {
+    const { clock, plc, system } = await build([]);
+    const process = await system.startRecipe(operator, warmUp);
+    const writesBefore = plc.writes.length;
+    const running = await rejection(system.writeTag(operator, "heater.setpoint", 300));
+    expect(running.code).toBe("KILN_FORBIDDEN");
+    expect(running.message).toContain('in machine state "processing"');
+    await expect(system.writeTag(engineer, "heater.setpoint", 300)).rejects.toMatchObject({ code: "KILN_FORBIDDEN" });
+    expect(plc.writes.length).toBe(writesBefore);
+    await clock.advance(1_100);
+    await process.finished;
+    await expect(system.writeTag(operator, "heater.setpoint", 200)).resolves.toBeUndefined();
+    await system.sendMachineCommand(admin, "enterMaintenance");
+    await expect(system.writeTag(operator, "heater.setpoint", 210)).rejects.toMatchObject({ code: "KILN_FORBIDDEN" });
+    await expect(system.writeTag(engineer, "heater.setpoint", 220)).resolves.toBeUndefined();
+    expect(plc.writes.slice(-2).map((write) => write.value)).toEqual([200, 220]);
+    await system.stop();
+  });
+
+  test("a principal without rights learns neither the process id nor the machine state", async () => {
+    const { system } = await build([]);
+    const process = await system.startRecipe(operator, warmUp);
+    const errors = [
+      await rejection(system.pauseProcess(viewer)),
+      await rejection(system.abortProcess(viewer)),
+      await rejection(system.writeTag(viewer, "heater.setpoint", 1)),
+      await rejection(system.startRecipe(viewer, warmUp)),
+    ];
+    for (const error of errors) {
+      expect(error.code).toBe("KILN_FORBIDDEN");
+      const said = `${error.message} ${JSON.stringify(error.details)}`;
+      expect(said).not.toContain(process.id);
+      expect(said).not.toContain("processing");
+      expect(said).not.toContain("running");
+    }
+    await system.stop();
+  });
+});

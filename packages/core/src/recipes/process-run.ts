@@ -1,0 +1,366 @@
+import { KilnError } from "../domain/errors";
+import type { KilnEvents } from "../events/catalogue";
+import type { Clock } from "../ports/clock";
+import type { Logger } from "../ports/logger";
+import type { ProcessRecord, ProcessStatus } from "../ports/process-repository";
+import { PauseHandshake } from "./pause-handshake";
+import type { WriteOrigin } from "./recipe-io";
+import { ProcessJournal } from "./process-journal";
+import type { ProcessPrincipal, RecipeExecutorOptions } from "./recipe-executor";
+import type { PlannedStep, RecipePlan } from "./recipe-plan";
+import { timingStats, type ProcessProblem, type ProcessResult, type RecipeProcess } from "./recipe-process";
+import type { ParameterValue, RecipeStepKind } from "./recipe-schema";
+import { writeSafeState, type SafeStateWrite } from "./safe-state";
+import {
+  plannedMsOf,
+  runPulse,
+  runRamp,
+  runSet,
+  runWait,
+  runWaitUntil,
+  valueOf,
+  type Frame,
+  type StepOutcome,
+  type StepRunContext,
+} from "./step-runners";
+
+/** What a {@link ProcessRun} needs from its executor. */
+export interface ProcessRunInit {
+  readonly id: string;
+  readonly plan: RecipePlan;
+  /** Every tag the run can write (steps and safe state). */
+  readonly writeSet: readonly string[];
+  /** Who started it. */
+  readonly startedBy?: ProcessPrincipal;
+  readonly options: RecipeExecutorOptions;
+  readonly safeState: readonly SafeStateWrite[];
+  readonly progressSaveIntervalMs: number;
+  readonly logger: Logger;
+  readonly onEnd: (run: ProcessRun) => void;
+}
+
+/**
+ * One process: runs a plan's steps with the step runners, keeps its {@link ProcessJournal},
+ * takes pauses through the {@link PauseHandshake}, and writes the safe state when it does not
+ * complete. See `RecipeExecutor` for the life of a process.
+ */
+export class ProcessRun implements RecipeProcess {
+  readonly id: string;
+  readonly finished: Promise<ProcessResult>;
+  readonly #init: ProcessRunInit;
+  readonly #options: RecipeExecutorOptions;
+  readonly #clock: Clock;
+  readonly #controller = new AbortController();
+  readonly #journal: ProcessJournal;
+  readonly #handshake: PauseHandshake;
+  readonly #context: StepRunContext;
+  readonly #origin: WriteOrigin;
+  readonly #problems: ProcessProblem[] = [];
+  readonly #pulseErrors: number[] = [];
+  readonly #waitErrors: number[] = [];
+  #stepsCompleted = 0;
+  #ended = false;
+  #abortRequest: { reason: string; fault: boolean } | undefined;
+  #finish!: (result: ProcessResult) => void;
+
+  constructor(init: ProcessRunInit) {
+    this.#init = init;
+    this.#options = init.options;
+    this.#clock = init.options.clock;
+    this.id = init.id;
+    this.#journal = new ProcessJournal({
+      record: {
+        id: init.id,
+        machineId: init.options.machine.machineId,
+        recipe: { name: init.plan.recipe.name, version: init.plan.recipe.version },
+        parameters: { ...init.plan.parameters },
+        status: "created",
+        createdAt: this.#clock.now(),
+        version: 0,
+      },
+      processes: init.options.processes,
+      clock: this.#clock,
+      bus: init.options.bus,
+      logger: init.logger,
+    });
+    this.#handshake = new PauseHandshake({
+      processId: init.id,
+      machine: init.options.machine,
+      clock: this.#clock,
+      signal: this.#controller.signal,
+      onPaused: async (nextStep) => {
+        this.#journal.update({ status: "paused" });
+        this.#journal.emit("process-pause", { processId: this.id, machineId: this.record.machineId, nextStep });
+        await this.#journal.save();
+      },
+      onResumed: async (pausedMs) => {
+        this.#journal.update({ status: "running" });
+        this.#journal.emit("process-resume", { processId: this.id, machineId: this.record.machineId, pausedMs });
+        await this.#journal.save();
+      },
+    });
+    const origin: WriteOrigin = {
+      processId: init.id,
+      ...(init.startedBy === undefined ? {} : { principal: init.startedBy.id }),
+    };
+    this.#origin = origin;
+    this.#context = {
+      processId: init.id,
+      origin,
+      io: init.options.io,
+      clock: this.#clock,
+      catalog: init.options.catalog,
+      logger: init.logger,
+      signal: this.#controller.signal,
+      pulseErrors: this.#pulseErrors,
+      waitErrors: this.#waitErrors,
+      problems: this.#problems,
+      abort: (reason) => {
+        this.#requestAbort(reason, false);
+        return this.#controller.signal.reason;
+      },
+    };
+    this.finished = new Promise((resolve) => {
+      this.#finish = resolve;
+    });
+  }
+
+  get status(): ProcessStatus {
+    return this.#journal.record.status;
+  }
+
+  get record(): ProcessRecord {
+    return this.#journal.record;
+  }
+
+  pause(): Promise<void> {
+    if (this.#ended) return Promise.reject(this.#endedError("pause"));
+    if (this.status === "paused") return Promise.resolve();
+    return this.#handshake.requestPause();
+  }
+
+  resume(): Promise<void> {
+    if (this.#ended) return Promise.reject(this.#endedError("resume"));
+    if (this.status !== "paused") {
+      this.#handshake.cancelPause();
+      return Promise.resolve();
+    }
+    return this.#handshake.requestResume();
+  }
+
+  abort(reason = "aborted by command", options: { readonly fault?: boolean } = {}): Promise<ProcessResult> {
+    this.#requestAbort(reason, options.fault ?? false);
+    return this.finished;
+  }
+
+  /** Saves the new process, starts the machine and launches the run. */
+  async begin(): Promise<void> {
+    await this.#journal.save({ rethrow: true });
+    try {
+      await this.#options.machine.begin();
+    } catch (error) {
+      await this.#end("failed", describeError(error), error);
+      throw error;
+    }
+    const startedAt = this.#clock.now();
+    this.#journal.update({ status: "running", startedAt });
+    this.#journal.emit("process-start", {
+      processId: this.id,
+      machineId: this.record.machineId,
+      recipe: this.record.recipe,
+      parameters: this.record.parameters,
+      writeSet: [...this.#init.writeSet],
+      ...(this.#init.startedBy === undefined
+        ? {}
+        : { startedBy: { id: this.#init.startedBy.id, roles: [...this.#init.startedBy.roles] } }),
+    });
+    await this.#journal.save();
+    void this.#run();
+  }
+
+  async #run(): Promise<void> {
+    let status: ProcessResult["status"] = "completed";
+    let reason: string | undefined;
+    let failure: unknown;
+    try {
+      await this.#steps(this.#init.plan.steps, "steps", { values: this.#init.plan.parameters }, true);
+    } catch (error) {
+      if (this.#controller.signal.aborted) {
+        status = "aborted";
+        reason = this.#abortRequest?.reason;
+      } else {
+        status = "failed";
+        reason = describeError(error);
+        failure = error;
+      }
+    }
+    await this.#end(status, reason, failure);
+  }
+
+  async #end(status: ProcessResult["status"], reason: string | undefined, failure: unknown): Promise<void> {
+    const machine = this.#options.machine;
+    const begun = this.record.status !== "created";
+    if (status !== "completed" && begun) {
+      this.#problems.push(
+        ...(await writeSafeState(this.#options.io, this.#init.safeState, this.#init.logger, this.#origin)),
+      );
+    }
+    if (begun) {
+      const fault = status === "failed" || this.#abortRequest?.fault === true || this.#problems.length > 0;
+      try {
+        if (status === "completed") await machine.end("completed");
+        else if (fault) await machine.fault(reason ?? status);
+        else await machine.end("aborted");
+      } catch (error) {
+        this.#problems.push({ stage: "machine", error });
+        this.#init.logger.error({ processId: this.id, error }, "the machine could not follow the process end");
+      }
+    }
+    const endedAt = this.#clock.now();
+    this.#ended = true;
+    this.#journal.update({ status, endedAt, ...(reason === undefined ? {} : { reason }) });
+    const record = this.record;
+    this.#journal.emit("process-end", {
+      processId: this.id,
+      machineId: record.machineId,
+      reason: status,
+      ...(reason === undefined ? {} : { message: reason }),
+      ...(record.lastCompletedStep === undefined ? {} : { lastCompletedStep: record.lastCompletedStep }),
+      durationMs: endedAt - (record.startedAt ?? record.createdAt),
+    });
+    await this.#journal.save();
+    const saveFailure = this.#journal.saveFailure;
+    if (saveFailure !== undefined) this.#problems.push({ stage: "save", error: saveFailure.error });
+    this.#handshake.end(this.#endedError("pause"));
+    this.#init.onEnd(this);
+    this.#finish({
+      processId: this.id,
+      status,
+      ...(reason === undefined ? {} : { reason }),
+      ...(failure === undefined ? {} : { error: failure }),
+      ...(record.lastCompletedStep === undefined ? {} : { lastCompletedStep: record.lastCompletedStep }),
+      stepsCompleted: this.#stepsCompleted,
+      startedAt: record.startedAt ?? record.createdAt,
+      endedAt,
+      timing: { pulse: timingStats(this.#pulseErrors), wait: timingStats(this.#waitErrors) },
+      problems: [...this.#problems],
+      persisted: this.#journal.persisted,
+    });
+  }
+
+  async #steps(steps: readonly PlannedStep[], path: string, frame: Frame, topLevel: boolean): Promise<void> {
+    for (const [index, step] of steps.entries()) {
+      await this.#step(step, `${path}[${index}]`, frame);
+      if (topLevel) await this.#journal.save();
+    }
+  }
+
+  async #step(step: PlannedStep, path: string, frame: Frame): Promise<void> {
+    await this.#boundary(path);
+    const kind = step.kind;
+    const plannedMs = plannedMsOf(step, frame);
+    const startedAt = this.#clock.now();
+    this.#journal.emit("step-start", {
+      processId: this.id,
+      path,
+      kind,
+      ...(plannedMs === undefined ? {} : { plannedMs }),
+    });
+    let outcome: StepOutcome;
+    try {
+      outcome = await this.#execute(step, path, frame);
+    } catch (error) {
+      this.#stepEnd(kind, path, startedAt, { plannedMs }, this.#controller.signal.aborted ? "aborted" : "failed");
+      throw error;
+    }
+    this.#stepEnd(kind, path, startedAt, { ...outcome, plannedMs }, outcome.outcome ?? "completed");
+    this.#journal.update({ lastCompletedStep: path });
+    if (kind !== "loop" && kind !== "call") this.#stepsCompleted++;
+  }
+
+  #stepEnd(
+    kind: RecipeStepKind,
+    path: string,
+    startedAt: number,
+    timing: StepOutcome,
+    outcome: KilnEvents["step-end"]["outcome"],
+  ): void {
+    const actualMs = timing.actualMs ?? this.#clock.now() - startedAt;
+    const measured = outcome === "completed" && (kind === "pulse" || kind === "wait") && timing.plannedMs !== undefined;
+    this.#journal.emit("step-end", {
+      processId: this.id,
+      path,
+      kind,
+      startedAt,
+      ...(timing.plannedMs === undefined ? {} : { plannedMs: timing.plannedMs }),
+      actualMs,
+      ...(measured ? { errorMs: actualMs - timing.plannedMs! } : {}),
+      outcome,
+    });
+  }
+
+  async #execute(step: PlannedStep, path: string, frame: Frame): Promise<StepOutcome> {
+    const context = this.#context;
+    switch (step.kind) {
+      case "set":
+        return runSet(step.body, frame, context);
+      case "pulse":
+        return runPulse(step.body, frame, context);
+      case "wait":
+        return runWait(step.body, frame, context);
+      case "waitUntil":
+        return runWaitUntil(step.body, path, frame, context);
+      case "ramp":
+        return runRamp(step.body, frame, context);
+      case "loop": {
+        const count = valueOf(step.body.count, frame) as number;
+        for (let iteration = 0; iteration < count; iteration++) {
+          await this.#steps(step.body.steps, `${path}.loop[${iteration}].steps`, frame, false);
+        }
+        return {};
+      }
+      case "call": {
+        const values: Record<string, ParameterValue> = Object.create(null) as Record<string, ParameterValue>;
+        for (const [name, definition] of Object.entries(step.callee.recipe.parameters))
+          values[name] = definition.default;
+        for (const [name, value] of Object.entries(step.body.parameters ?? {})) values[name] = valueOf(value, frame);
+        await this.#steps(step.callee.steps, `${path}.call.steps`, { values }, false);
+        return {};
+      }
+    }
+  }
+
+  /** A step boundary: abort check, pause point, periodic progress save. */
+  async #boundary(nextStep: string): Promise<void> {
+    this.#throwIfAborted();
+    if (this.#handshake.pauseRequested) await this.#handshake.pauseAt(nextStep);
+    if (this.#clock.now() - this.#journal.lastSaveAt >= this.#init.progressSaveIntervalMs) await this.#journal.save();
+  }
+
+  #requestAbort(reason: string, fault: boolean): void {
+    if (this.#ended || this.#controller.signal.aborted) return;
+    this.#abortRequest = { reason, fault };
+    this.#controller.abort(
+      new KilnError("KILN_ABORTED", `Process ${this.id} was aborted: ${reason}`, {
+        details: { processId: this.id, machineId: this.record.machineId, reason },
+      }),
+    );
+  }
+
+  #throwIfAborted(): void {
+    if (this.#controller.signal.aborted) throw this.#controller.signal.reason;
+  }
+
+  #endedError(command: string): KilnError {
+    return new KilnError(
+      "KILN_INVALID_TRANSITION",
+      `Process ${this.id} has ended (${this.record.status}); it cannot ${command}.`,
+      { details: { processId: this.id, status: this.record.status, command } },
+    );
+  }
+}
+
+function describeError(error: unknown): string {
+  if (KilnError.is(error)) return `${error.code}: ${error.message}`;
+  return error instanceof Error ? error.message : String(error);
+}

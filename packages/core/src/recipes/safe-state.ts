@@ -1,0 +1,56 @@
+import { KilnValidationError, type ValidationIssue } from "../domain/errors";
+import { checkTagValue, type TagCatalog, type TagValue } from "../domain/tags";
+import type { Logger } from "../ports/logger";
+import type { ProcessProblem } from "./recipe-process";
+import type { RecipeIo, WriteOrigin } from "./recipe-io";
+
+/** One write of a machine's safe state. */
+export interface SafeStateWrite {
+  /** A writable tag of the catalog. */
+  readonly tag: string;
+  /** The value that makes it safe (a closed valve, a zero setpoint). */
+  readonly value: TagValue;
+}
+
+/**
+ * Checks a machine's safe state against its catalog and returns a frozen copy.
+ * @throws KilnValidationError (`KILN_VALIDATION`) when a write names an unknown or read-only
+ * tag or a value that does not fit it (paths `safeState[1].tag`).
+ */
+export function checkSafeState(catalog: TagCatalog, writes: readonly SafeStateWrite[]): readonly SafeStateWrite[] {
+  const issues: ValidationIssue[] = [];
+  writes.forEach((write, index) => {
+    const tag = catalog.find(write.tag);
+    if (tag === undefined) issues.push({ path: `safeState[${index}].tag`, message: `unknown tag "${write.tag}"` });
+    else if (tag.access !== "readwrite") {
+      issues.push({ path: `safeState[${index}].tag`, message: `tag "${write.tag}" is read-only` });
+    } else {
+      const problem = checkTagValue(tag, write.value);
+      if (problem !== undefined) issues.push({ path: `safeState[${index}].value`, message: problem });
+    }
+  });
+  if (issues.length > 0) throw new KilnValidationError("recipe executor options", issues);
+  return Object.freeze(writes.map((write) => Object.freeze({ ...write })));
+}
+
+/**
+ * Writes the safe state, in order, each write attempted even when an earlier one fails (and
+ * without an abort signal: it must complete). Resolves with the writes that failed.
+ */
+export async function writeSafeState(
+  io: RecipeIo,
+  writes: readonly SafeStateWrite[],
+  logger: Logger,
+  origin?: WriteOrigin,
+): Promise<ProcessProblem[]> {
+  const problems: ProcessProblem[] = [];
+  for (const write of writes) {
+    try {
+      await io.write(write.tag, write.value, undefined, origin);
+    } catch (error) {
+      problems.push({ stage: "safe-state", tag: write.tag, error });
+      logger.error({ tag: write.tag, error }, "a safe-state write failed");
+    }
+  }
+  return problems;
+}

@@ -1,0 +1,75 @@
+import { KilnError } from "../domain/errors";
+import type { CommandContext } from "./audited-command";
+
+/** What a recipe can write, as the audit records it. */
+export interface RecipeWriteRequest {
+  /** The recipe version. */
+  readonly recipe: { readonly name: string; readonly version: number };
+  /** Every tag the run can write: its steps, ramps, pulses, called recipes and the machine's safe state. */
+  readonly writeSet: readonly string[];
+  /**
+   * True when the recipe is a saved version, unchanged: its write set was authorized for the
+   * principal who saved it ({@link authorizeRecipeSave}).
+   */
+  readonly saved: boolean;
+  /** The parameter values of the run, where it applies. */
+  readonly parameters?: Readonly<Record<string, unknown>>;
+}
+
+/**
+ * Authorizes a recipe start's effects (ADR 0010): records `{ recipe, writeSet, saved, parameters }`
+ * as the audit entry's requested value, then, for a recipe that is not a saved version, requires
+ * `tag.write` on every tag of its write set for the starting principal. A saved version needs
+ * nothing more: its write set was authorized when it was saved.
+ *
+ * @throws KilnError `KILN_FORBIDDEN` naming the recipe, its version and the tags refused
+ * (`details.refused`); nothing has run.
+ */
+export function authorizeRecipeStart(context: CommandContext, request: RecipeWriteRequest): void {
+  context.recordRequest(auditValue(request));
+  if (request.saved) return;
+  refuseUnwritable(context, request, "start");
+}
+
+/**
+ * Authorizes saving a recipe version: records its write set, and requires `tag.write` on every
+ * tag of it for the saving principal, so that a saved version is one its author could run.
+ *
+ * @throws KilnError `KILN_FORBIDDEN` naming the recipe, its version and the tags refused.
+ */
+export function authorizeRecipeSave(context: CommandContext, request: RecipeWriteRequest): void {
+  context.recordRequest(auditValue(request));
+  refuseUnwritable(context, request, "save");
+}
+
+function refuseUnwritable(context: CommandContext, request: RecipeWriteRequest, command: "start" | "save"): void {
+  const refused = context.refused("tag.write", request.writeSet, { inAnyState: true });
+  if (refused.length === 0) return;
+  const { name, version } = request.recipe;
+  const advice =
+    command === "start"
+      ? "run a saved version of it, or ask for a role that grants tag.write on these tags"
+      : "ask for a role that grants tag.write on these tags";
+  throw new KilnError(
+    "KILN_FORBIDDEN",
+    `"${context.principal.id}" may not ${command} recipe "${name}" version ${version}: it writes ${refused.map((tag) => `"${tag}"`).join(", ")}, which they may not write; ${advice}.`,
+    {
+      details: {
+        principal: context.principal.id,
+        roles: [...context.principal.roles],
+        permission: "tag.write",
+        recipe: { name, version },
+        refused,
+      },
+    },
+  );
+}
+
+function auditValue(request: RecipeWriteRequest): Record<string, unknown> {
+  return {
+    recipe: { name: request.recipe.name, version: request.recipe.version },
+    writeSet: [...request.writeSet],
+    saved: request.saved,
+    ...(request.parameters === undefined ? {} : { parameters: { ...request.parameters } }),
+  };
+}
