@@ -26,12 +26,46 @@ export {
   defineTags,
   loggingPolicySchema,
   tagDefinitionSchema,
+  interpolationOf,
+  type Interpolation,
   type LoggingPolicy,
   type Tag,
   type TagDataType,
   type TagDefinitionInput,
   type TagValue,
 } from "./domain/tags";
+export { AGGREGATES, MAX_HISTORY_INTERVALS } from "./ports/sample-history";
+export {
+  checkAggregateQuery,
+  checkDownsampleQuery,
+  checkIntervalQuery,
+  checkValueAtQuery,
+  type CheckedIntervals,
+} from "./history/history-input";
+export {
+  HISTORY_GOOD,
+  HISTORY_NO_DATA,
+  HISTORY_UNCERTAIN,
+  boundingValue,
+  finishAggregates,
+  segmentArea,
+  type Bound,
+  type BoundingSamples,
+  type HistoryPoint,
+  type IntervalPartials,
+  type OuterBounds,
+} from "./history/part13-aggregates";
+export {
+  aggregateSeries,
+  downsampleSeries,
+  isGoodData,
+  numericValue,
+  samplePoint,
+  valueAtInSeries,
+  valueFromBounds,
+  type SamplePoint,
+  type SampleSeries,
+} from "./history/series-history";
 export { formatPath, issuesFromZod, parseOrThrow } from "./domain/validation";
 export type { BreakerState, EventBase, KilnEventType, KilnEvents } from "./events/catalogue";
 export { EventBus, type Disposer, type EventHandler, type EventTap } from "./events/event-bus";

@@ -88,7 +88,7 @@ export class PostgresStore implements Store {
   /** The store contract version. */
   readonly storeApiVersion = "1";
   /** Process saves and their events commit in one transaction. */
-  readonly capabilities: StoreCapabilities = Object.freeze({ transactions: true });
+  readonly capabilities: StoreCapabilities = Object.freeze({ transactions: true, aggregates: false });
   /** Sample ingest and history. */
   readonly samples: SampleSink & SampleHistory;
   /** Domain event streams. */
