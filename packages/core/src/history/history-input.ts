@@ -42,7 +42,10 @@ export function checkAggregateQuery(
     const seen = new Set<string>();
     aggregates.forEach((name: unknown, index) => {
       if (typeof name !== "string" || !AGGREGATE_NAMES.has(name)) {
-        issues.push({ path: `aggregates[${index}]`, message: `unknown aggregate: use one of ${AGGREGATES.join(", ")}` });
+        issues.push({
+          path: `aggregates[${index}]`,
+          message: `unknown aggregate: use one of ${AGGREGATES.join(", ")}`,
+        });
       } else if (seen.has(name)) issues.push({ path: `aggregates[${index}]`, message: `${name} is listed twice` });
       else seen.add(name);
     });
@@ -149,4 +152,3 @@ function checkTime(path: string, value: unknown, issues: ValidationIssue[]): voi
 function throwIfAny(subject: string, issues: readonly ValidationIssue[]): void {
   if (issues.length > 0) throw new KilnValidationError(subject, issues);
 }
-

@@ -113,7 +113,11 @@ export function boundingValue<TPoint extends HistoryPoint>(
   const noBadBefore = anyBefore !== undefined && anyBefore.time === goodBefore.time;
   if (interpolation === "stepped" || goodAfter === undefined) {
     const held = interpolation === "stepped" ? anyAfter !== undefined : false;
-    return { value: goodBefore.value, source: goodBefore, quality: noBadBefore && held ? HISTORY_GOOD : HISTORY_UNCERTAIN };
+    return {
+      value: goodBefore.value,
+      source: goodBefore,
+      quality: noBadBefore && held ? HISTORY_GOOD : HISTORY_UNCERTAIN,
+    };
   }
   const noBadAfter = anyAfter !== undefined && anyAfter.time === goodAfter.time;
   const value =
@@ -230,7 +234,8 @@ export function finishAggregates(
       if (first === undefined || last === undefined) {
         area = segmentArea(interpolation, startBound!.value, endBound?.value ?? null, e - s);
       } else {
-        const head = startBound === undefined ? 0 : segmentArea(interpolation, startBound.value, first.value, first.time - s);
+        const head =
+          startBound === undefined ? 0 : segmentArea(interpolation, startBound.value, first.value, first.time - s);
         const tail = segmentArea(interpolation, last.value, endBound?.value ?? null, e - last.time);
         area = head === null || tail === null ? null : head + (partial?.innerArea ?? 0) + tail;
       }

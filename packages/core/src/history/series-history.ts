@@ -25,9 +25,7 @@ export interface SampleSeries {
  */
 export function isGoodData(sample: Pick<Sample, "value" | "quality">): boolean {
   const { value } = sample;
-  return (
-    sample.quality.severity === "good" && value !== null && (typeof value !== "number" || Number.isFinite(value))
-  );
+  return sample.quality.severity === "good" && value !== null && (typeof value !== "number" || Number.isFinite(value));
 }
 
 /** The numeric value of a tag value: numbers (finite), bigints, booleans as 0/1; otherwise null. */

@@ -17,13 +17,7 @@ import { SystemClock, type Clock } from "../ports/clock";
 import type { EventStore, NewDomainEvent, StoredDomainEvent } from "../ports/event-store";
 import type { ProcessFilter, ProcessRecord, ProcessRepository } from "../ports/process-repository";
 import type { RecipeRepository, StoredRecipe } from "../ports/recipe-repository";
-import type {
-  BucketQuery,
-  HistoryQueries,
-  SampleBucket,
-  SampleHistory,
-  SampleQuery,
-} from "../ports/sample-history";
+import type { BucketQuery, HistoryQueries, SampleBucket, SampleHistory, SampleQuery } from "../ports/sample-history";
 import type { SampleSink } from "../ports/sample-sink";
 import type { Store, StoreCapabilities } from "../ports/store";
 

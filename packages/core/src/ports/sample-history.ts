@@ -1,6 +1,5 @@
 import type { Quality } from "../domain/quality";
 import type { Sample } from "../domain/sample";
-import type { Interpolation } from "../domain/tags";
 
 /** A raw history query for one tag over a half-open time range `[from, to)`. */
 export interface SampleQuery {
@@ -159,8 +158,8 @@ export interface DownsampleQuery {
  * semantics. Every store that declares `capabilities.aggregates` gives the same results for
  * the same data (the store conformance suite's `history` group holds golden vectors).
  *
- * Values between samples follow the tag's {@link Interpolation} (declared in the catalog given to
- * `open`). Bad input rejects with `KILN_VALIDATION` naming the field before any query: `end` not
+ * Values between samples follow the tag's interpolation (`stepped` or `sloped`, declared in the catalog given to
+ * `open`, see `interpolationOf`). Bad input rejects with `KILN_VALIDATION` naming the field before any query: `end` not
  * after `start`, non-integer times, an interval under 1 ms, more than
  * {@link MAX_HISTORY_INTERVALS} intervals, an unknown aggregate, or a tag not in the catalog.
  */

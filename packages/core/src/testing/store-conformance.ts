@@ -25,14 +25,7 @@ export interface StoreGroupConformanceOptions extends ConformanceRunner {
 
 /** The groups of {@link storeConformance}, one per port plus the store's lifecycle. */
 export type StoreConformanceGroup =
-  | "lifecycle"
-  | "samples"
-  | "history"
-  | "events"
-  | "processes"
-  | "recipes"
-  | "alarms"
-  | "audit";
+  "lifecycle" | "samples" | "history" | "events" | "processes" | "recipes" | "alarms" | "audit";
 
 /** Options of {@link storeConformance}. */
 export interface StoreConformanceOptions extends StoreGroupConformanceOptions {

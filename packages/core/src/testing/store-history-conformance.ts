@@ -333,7 +333,9 @@ export function storeHistoryConformance(options: StoreGroupConformanceOptions): 
           intervalMs: 10 * S,
           aggregates: ["Count"],
         });
-        expect(result.map((interval) => [interval.tag, (interval.start - T0) / S, interval.values.Count?.value])).toEqual([
+        expect(
+          result.map((interval) => [interval.tag, (interval.start - T0) / S, interval.values.Count?.value]),
+        ).toEqual([
           [VALVE, 0, 1],
           [VALVE, 10, 2],
           [RAMP, 0, 1],
