@@ -79,8 +79,8 @@ export interface OuterBounds {
 export interface BoundingSamples<TPoint extends HistoryPoint = HistoryPoint> {
   readonly goodBefore?: TPoint;
   readonly goodAfter?: TPoint;
-  readonly anyBefore?: TPoint;
-  readonly anyAfter?: TPoint;
+  readonly anyBefore?: Pick<HistoryPoint, "time">;
+  readonly anyAfter?: Pick<HistoryPoint, "time">;
 }
 
 /** A value found by {@link boundingValue}: which sample(s) it comes from and its quality. */
