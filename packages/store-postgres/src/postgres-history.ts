@@ -21,7 +21,7 @@ import {
 } from "@kiln/core";
 import { SAMPLE_ROW_COLUMNS, toSample, type SampleRow } from "./sample-row";
 import { arrayLiteral } from "./sql-array";
-import { millisecondsOf, timestampOf } from "./sql-expressions";
+import { fastMillisecondsOf, timestampOf } from "./sql-expressions";
 import type { StoreContext } from "./store-context";
 import type { TagRegistry } from "./tag-registry";
 
@@ -133,7 +133,7 @@ export class PostgresHistory implements HistoryQueries {
   #aggregateSql(needs: { readonly ends: boolean; readonly time: boolean; readonly area: boolean }): string {
     const samples = this.#context.table("samples");
     const bound = (name: string, comparison: string, order: string, good: boolean): string =>
-      `LEFT JOIN LATERAL (SELECT ${millisecondsOf("time")} AS ms, ${good ? NUMERIC : GOOD} AS v FROM ${samples}
+      `LEFT JOIN LATERAL (SELECT ${fastMillisecondsOf("time")} AS ms, ${good ? NUMERIC : GOOD} AS v FROM ${samples}
          WHERE tag_id = input.tag_id AND time ${comparison} ${good ? `AND ${GOOD}` : ""}
          ORDER BY time ${order} LIMIT 1) AS ${name} ON true`;
     const windows = [
@@ -141,7 +141,7 @@ export class PostgresHistory implements HistoryQueries {
       needs.area ? "lead(ms) OVER (PARTITION BY tag_id, good ORDER BY time) AS next_good_ms" : "",
       needs.area ? "lead(num) OVER (PARTITION BY tag_id, good ORDER BY time) AS next_good_num" : "",
     ].filter((column) => column !== "");
-    const inInterval = (column: string): string => `floor((${column} - $3::float8) / $4::float8) = k`;
+    const inInterval = (column: string): string => `${column} < ${fastMillisecondsOf("bucket")} + $4::float8`;
     const columns = [
       "count(*) FILTER (WHERE good)::int4 AS count",
       "count(num) FILTER (WHERE good)::int4 AS numeric_count",
@@ -184,9 +184,10 @@ export class PostgresHistory implements HistoryQueries {
       "any_after.ms AS any_after_ms",
       "any_after.v AS any_after_good",
     ];
-    const intervalsSql = `SELECT tag_id, k, ${columns.join(", ")}
+    const intervalsSql = `SELECT tag_id, floor((${fastMillisecondsOf("bucket")} - $3::float8) / $4::float8)::int4 AS k,
+        ${columns.join(", ")}
       ${needs.time ? boundNames.map((column) => `, NULL AS ${column.split(" AS ")[1]}`).join("") : ""}
-      FROM ranked GROUP BY tag_id, k`;
+      FROM ranked GROUP BY tag_id, bucket`;
     const boundsSql = `SELECT input.tag_id, NULL AS k, ${names.map((name) => `NULL AS ${name}`).join(", ")},
         ${boundNames.join(", ")}
       FROM input
@@ -194,16 +195,17 @@ export class PostgresHistory implements HistoryQueries {
       ${bound("any_before", `< ${timestampOf("$3")}`, "DESC", false)}
       ${bound("good_after", `>= ${timestampOf("$5")}`, "ASC", true)}
       ${bound("any_after", `>= ${timestampOf("$5")}`, "ASC", false)}`;
+    const perRow = needs.ends ? `, ${fastMillisecondsOf("time")} AS ms` : "";
     return `WITH input AS (
         SELECT tag_id, sloped FROM unnest($1::text::int4[], $2::text::bool[]) AS input (tag_id, sloped)
       ), raw AS (
-        SELECT tag_id, time, ${millisecondsOf("time")} AS ms, ${GOOD} AS good, ${NUMERIC} AS num
+        SELECT tag_id, time, ${GOOD} AS good, ${NUMERIC} AS num,
+               date_bin(make_interval(secs => $4::float8 / 1000), time, ${timestampOf("$3")}) AS bucket ${perRow}
         FROM ${samples}
         WHERE tag_id = ANY($1::text::int4[]) AND time >= ${timestampOf("$3")} AND time < ${timestampOf("$5")}
       ), ranked AS (
-        SELECT raw.*, input.sloped, floor((ms - $3::float8) / $4::float8)::int4 AS k
-               ${windows.map((column) => `, ${column}`).join("")}
-        FROM raw JOIN input USING (tag_id)
+        SELECT raw.* ${needs.area ? ", input.sloped" : ""} ${windows.map((column) => `, ${column}`).join("")}
+        FROM raw ${needs.area ? "JOIN input USING (tag_id)" : ""}
       )
       ${intervalsSql}
       ${needs.time ? `UNION ALL ${boundsSql}` : ""}`;
@@ -281,7 +283,7 @@ export class PostgresHistory implements HistoryQueries {
     const rows = await this.#context.run("history.downsample", (client) =>
       client.query<SampleRow>(
         `WITH numeric_samples AS (
-           SELECT ${millisecondsOf("time")} AS ms, ${NUMERIC} AS num FROM ${samples} WHERE ${range}
+           SELECT ${fastMillisecondsOf("time")} AS ms, ${NUMERIC} AS num FROM ${samples} WHERE ${range}
          ), chosen AS (
            SELECT min(ms) AS first_ms, max(ms) AS last_ms, (min(ARRAY[num, ms]))[2] AS min_ms,
                   -(max(ARRAY[num, -ms]))[2] AS max_ms
@@ -289,7 +291,7 @@ export class PostgresHistory implements HistoryQueries {
            GROUP BY floor(((ms - $2::float8) * $4::float8) / ($3::float8 - $2::float8))
          )
          SELECT ${SAMPLE_ROW_COLUMNS} FROM ${samples}
-         WHERE ${range} AND ${millisecondsOf("time")} IN (
+         WHERE ${range} AND ${fastMillisecondsOf("time")} IN (
            SELECT unnest(ARRAY[first_ms, last_ms, min_ms, max_ms]) FROM chosen)
          ORDER BY time`,
         [this.#tags.ids.get(tag)!, query.start, query.end, columns],
