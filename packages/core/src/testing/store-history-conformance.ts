@@ -460,5 +460,18 @@ export function storeHistoryConformance(options: StoreGroupConformanceOptions): 
         expect(await paths(history.downsample(RAMP, { start: T0, end: T0 + S, points: 3 }))).toEqual(["points"]);
       }),
     );
+
+    test(
+      "history calls on a closed store reject with KILN_LIFECYCLE",
+      withHistory(options, async (history, store) => {
+        await store.close();
+        await expectKilnError(expect, history.valueAt([RAMP], T0), "KILN_LIFECYCLE");
+        await expectKilnError(
+          expect,
+          history.aggregate([RAMP], { start: T0, end: T0 + S, intervalMs: S, aggregates: ["Count"] }),
+          "KILN_LIFECYCLE",
+        );
+      }),
+    );
   });
 }
