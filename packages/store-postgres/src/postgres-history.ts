@@ -136,12 +136,17 @@ export class PostgresHistory implements HistoryQueries {
       `LEFT JOIN LATERAL (SELECT ${fastMillisecondsOf("time")} AS ms, ${good ? NUMERIC : GOOD} AS v FROM ${samples}
          WHERE tag_id = input.tag_id AND time ${comparison} ${good ? `AND ${GOOD}` : ""}
          ORDER BY time ${order} LIMIT 1) AS ${name} ON true`;
+    // Windows look back, in the primary key's order: the previous sample (good durations) and the
+    // previous good one (areas), so one ordering serves every window.
     const windows = [
-      needs.time ? "lead(ms) OVER (PARTITION BY tag_id ORDER BY time) AS next_ms" : "",
-      needs.area ? "lead(ms) OVER (PARTITION BY tag_id, good ORDER BY time) AS next_good_ms" : "",
-      needs.area ? "lead(num) OVER (PARTITION BY tag_id, good ORDER BY time) AS next_good_num" : "",
+      needs.time ? "lag(ms) OVER (PARTITION BY tag_id ORDER BY time) AS previous_ms" : "",
+      needs.time ? "lag(good) OVER (PARTITION BY tag_id ORDER BY time) AS previous_good" : "",
+      needs.area
+        ? `max(ARRAY[ms, num]) FILTER (WHERE good) OVER (PARTITION BY tag_id ORDER BY time
+             ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS previous_good_point`
+        : "",
     ].filter((column) => column !== "");
-    const inInterval = (column: string): string => `${column} < ${fastMillisecondsOf("bucket")} + $4::float8`;
+    const inInterval = (column: string): string => `${column} >= ${fastMillisecondsOf("bucket")}`;
     const columns = [
       "count(*) FILTER (WHERE good)::int4 AS count",
       "count(num) FILTER (WHERE good)::int4 AS numeric_count",
@@ -163,13 +168,15 @@ export class PostgresHistory implements HistoryQueries {
             "(min(ARRAY[ms, good::int4]))[2] = 1 AS first_any_good",
             "max(ms) AS last_any_ms",
             "(max(ARRAY[ms, good::int4]))[2] = 1 AS last_any_good",
-            `coalesce(sum(next_ms - ms) FILTER (WHERE good AND ${inInterval("next_ms")}), 0) AS inner_good_ms`,
+            `coalesce(sum(ms - previous_ms) FILTER (WHERE previous_good AND ${inInterval("previous_ms")}), 0)
+               AS inner_good_ms`,
           ]
         : []),
       ...(needs.area
         ? [
-            `sum(CASE WHEN sloped THEN ((num + next_good_num) / 2) * (next_good_ms - ms) ELSE num * (next_good_ms - ms) END)
-               FILTER (WHERE good AND ${inInterval("next_good_ms")}) AS inner_area`,
+            `sum(CASE WHEN sloped THEN ((previous_good_point[2] + num) / 2) * (ms - previous_good_point[1])
+                      ELSE previous_good_point[2] * (ms - previous_good_point[1]) END)
+               FILTER (WHERE good AND ${inInterval("previous_good_point[1]")}) AS inner_area`,
           ]
         : []),
     ];
