@@ -24,12 +24,46 @@ export {
   defineTags,
   loggingPolicySchema,
   tagDefinitionSchema,
+  interpolationOf,
+  type Interpolation,
   type LoggingPolicy,
   type Tag,
   type TagDataType,
   type TagDefinitionInput,
   type TagValue,
 } from "./domain/tags";
+export { AGGREGATES, MAX_HISTORY_INTERVALS } from "./ports/sample-history";
+export {
+  checkAggregateQuery,
+  checkDownsampleQuery,
+  checkIntervalQuery,
+  checkValueAtQuery,
+  type CheckedIntervals,
+} from "./history/history-input";
+export {
+  HISTORY_GOOD,
+  HISTORY_NO_DATA,
+  HISTORY_UNCERTAIN,
+  boundingValue,
+  finishAggregates,
+  segmentArea,
+  type Bound,
+  type BoundingSamples,
+  type HistoryPoint,
+  type IntervalPartials,
+  type OuterBounds,
+} from "./history/part13-aggregates";
+export {
+  aggregateSeries,
+  downsampleSeries,
+  isGoodData,
+  numericValue,
+  samplePoint,
+  valueAtInSeries,
+  valueFromBounds,
+  type SamplePoint,
+  type SampleSeries,
+} from "./history/series-history";
 export { formatPath, issuesFromZod, parseOrThrow } from "./domain/validation";
 export type { BreakerState, EventBase, KilnEventType, KilnEvents } from "./events/catalogue";
 export { EventBus, type Disposer, type EventHandler, type EventTap } from "./events/event-bus";
@@ -170,6 +204,10 @@ export { Tokens } from "./compose/tokens";
 export { SystemClock, sleepOn } from "./runtime/system-clock";
 export { silentLogger } from "./runtime/silent-logger";
 export {
+  type AggregateInterval,
+  type AggregateName,
+  type AggregateQuery,
+  type AggregateValue,
   type AlarmHistory,
   type AlarmHistoryEntry,
   type AuditEntry,
@@ -177,6 +215,9 @@ export {
   type BrowsedVariable,
   type BucketQuery,
   type Clock,
+  type DownsampleQuery,
+  type HistoryQueries,
+  type IntervalQuery,
   type Counter,
   type DriverStatus,
   type DriverStatusChange,

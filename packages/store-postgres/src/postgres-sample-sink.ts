@@ -1,6 +1,4 @@
 import {
-  GOOD,
-  qualityFromStatusCode,
   type BucketQuery,
   type Sample,
   type SampleBucket,
@@ -22,18 +20,9 @@ import type { SqlClient } from "./sql-client";
 import { millisecondsOf, timestampOf } from "./sql-expressions";
 import type { StoreContext } from "./store-context";
 import type { TagRegistry } from "./tag-registry";
+import { SAMPLE_ROW_COLUMNS, toSample, type SampleRow } from "./sample-row";
 
 const DEFAULT_LIMIT = 10_000;
-
-interface SampleRow {
-  readonly timestamp: number;
-  readonly value_float: number | null;
-  readonly value_int: string | null;
-  readonly value_bool: boolean | null;
-  readonly value_text: string | null;
-  readonly quality: number;
-  readonly quality_reason: string | null;
-}
 
 interface BucketRow {
   readonly start: number;
@@ -124,8 +113,7 @@ export class PostgresSampleSink implements SampleSink, SampleHistory {
     if (query.after !== undefined) parameters.push(query.after);
     const rows = await this.#context.run("samples.readSamples", (client) =>
       client.query<SampleRow>(
-        `SELECT ${millisecondsOf("time")} AS timestamp, value_float, value_int::text AS value_int, value_bool,
-                value_text, quality, quality_reason
+        `SELECT ${SAMPLE_ROW_COLUMNS}
          FROM ${this.#context.table("samples")}
          WHERE tag_id = (SELECT id FROM ${this.#context.table("tags")} WHERE name = $1)
            AND time >= ${timestampOf("$2")} AND time < ${timestampOf("$3")}
@@ -186,19 +174,4 @@ export class PostgresSampleSink implements SampleSink, SampleHistory {
       count: row.count,
     }));
   }
-}
-
-function toSample(tag: string, row: SampleRow): Sample {
-  const value =
-    row.value_float ??
-    (row.value_int !== null ? BigInt(row.value_int) : null) ??
-    row.value_bool ??
-    row.value_text ??
-    null;
-  const code = row.quality >>> 0;
-  const quality =
-    code === 0 && row.quality_reason === null
-      ? GOOD
-      : qualityFromStatusCode(code, row.quality_reason === null ? undefined : row.quality_reason);
-  return { tag, value, timestamp: row.timestamp, quality };
 }

@@ -4,6 +4,7 @@ import {
   type AlarmHistory,
   type AuditLog,
   type EventStore,
+  type HistoryQueries,
   type Logger,
   type ProcessRepository,
   type RecipeRepository,
@@ -22,6 +23,7 @@ import { PostgresAlarmHistory } from "./postgres-alarm-history";
 import { PostgresAuditLog } from "./postgres-audit-log";
 import { toStoreError } from "./postgres-error";
 import { PostgresEventStore } from "./postgres-event-store";
+import { PostgresHistory } from "./postgres-history";
 import { PostgresProcessRepository } from "./postgres-process-repository";
 import { PostgresRecipeRepository } from "./postgres-recipe-repository";
 import { PostgresSampleSink } from "./postgres-sample-sink";
@@ -88,7 +90,9 @@ export class PostgresStore implements Store {
   /** The store contract version. */
   readonly storeApiVersion = "1";
   /** Process saves and their events commit in one transaction. */
-  readonly capabilities: StoreCapabilities = Object.freeze({ transactions: true });
+  readonly capabilities: StoreCapabilities = Object.freeze({ transactions: true, aggregates: true });
+  /** History queries computed in SQL (OPC UA Part 13 aggregates, values at times, trends). */
+  readonly history: HistoryQueries;
   /** Sample ingest and history. */
   readonly samples: SampleSink & SampleHistory;
   /** Domain event streams. */
@@ -119,6 +123,7 @@ export class PostgresStore implements Store {
     const context = new StoreContext(this.schema, () => this.#openClient());
     this.#tags = new TagRegistry(context);
     this.samples = new PostgresSampleSink(context, this.#tags);
+    this.history = new PostgresHistory(context, this.#tags);
     this.events = new PostgresEventStore(context);
     this.processes = new PostgresProcessRepository(context);
     this.recipes = new PostgresRecipeRepository(context);

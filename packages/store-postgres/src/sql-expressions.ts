@@ -21,3 +21,13 @@ export function jsonText(value: unknown): string | null {
 export function parseJsonText(text: string | null): unknown {
   return text === null ? undefined : JSON.parse(text);
 }
+
+/**
+ * SQL for a `timestamptz` column as float8 milliseconds since the Unix epoch, in float8
+ * arithmetic only (`extract` works in numeric, several times slower per row): whole
+ * microseconds recovered by rounding, exact for times from 1834 to 2106 (the rounding error of
+ * the two float8 steps stays under half a microsecond there). For queries that convert every row.
+ */
+export function fastMillisecondsOf(column: string): string {
+  return `(round(date_part('epoch', ${column}) * 1000000) / 1000)`;
+}

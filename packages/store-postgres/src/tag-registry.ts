@@ -1,4 +1,4 @@
-import type { Tag } from "@kiln/core";
+import { interpolationOf, type Interpolation, type Tag } from "@kiln/core";
 import { arrayLiteral } from "./sql-array";
 import type { SqlQueryable } from "./sql-client";
 import type { StoreContext } from "./store-context";
@@ -10,6 +10,7 @@ import type { StoreContext } from "./store-context";
 export class TagRegistry {
   readonly #context: StoreContext;
   readonly #ids = new Map<string, number>();
+  readonly #interpolations = new Map<string, Interpolation>();
 
   constructor(context: StoreContext) {
     this.#context = context;
@@ -18,6 +19,11 @@ export class TagRegistry {
   /** Tag ids by name, for every tag registered or looked up so far. */
   get ids(): ReadonlyMap<string, number> {
     return this.#ids;
+  }
+
+  /** Interpolation of each catalog tag registered by {@link register}: the tags history queries accept. */
+  get interpolations(): ReadonlyMap<string, Interpolation> {
+    return this.#interpolations;
   }
 
   /** Inserts or updates the catalog's tags (type, unit, range, description) and caches their ids. */
@@ -45,6 +51,7 @@ export class TagRegistry {
       ],
     );
     for (const row of rows.rows) this.#ids.set(row.name, row.id);
+    for (const tag of list) this.#interpolations.set(tag.name, interpolationOf(tag));
   }
 
   /** Makes sure every name in `names` has an id, registering unknown names without metadata. */
@@ -68,5 +75,6 @@ export class TagRegistry {
   /** Forgets every cached id (on close: another database may be opened next). */
   clear(): void {
     this.#ids.clear();
+    this.#interpolations.clear();
   }
 }

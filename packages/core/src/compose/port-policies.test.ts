@@ -66,6 +66,22 @@ describe("guardStore", () => {
     expect(store.sampleCount).toBe(1);
   });
 
+  test("history queries run under the history port's timeout and breaker", async () => {
+    const { clock, store, guarded } = await setup();
+    await guarded.samples.writeBatch([{ tag: "chamber.pressure", value: 1, timestamp: 1, quality: GOOD }]);
+    expect((await guarded.history!.valueAt(["chamber.pressure"], 5))[0]?.value).toBe(1);
+    const slow: typeof store = Object.create(store) as typeof store;
+    const never = () => new Promise<never>(() => undefined);
+    Object.defineProperty(slow, "history", {
+      value: { aggregate: never, valueAt: never, interpolated: never, downsample: never },
+    });
+    const guardedSlow = guardStore(slow, { ...policies, history: { ...policy, retry: undefined } }, { clock });
+    const pending = codeOf(guardedSlow.history!.valueAt(["chamber.pressure"], 5));
+    await clock.advance(100);
+    expect(await pending).toBe("KILN_TIMEOUT");
+    expect(guardedSlow.breakers.history.snapshot.failures).toBeGreaterThan(0);
+  });
+
   test("writes that are not idempotent run once; idempotent calls are retried", async () => {
     const { clock, store } = await setup();
     const calls = { audit: 0, append: 0, version: 0, writeBatch: 0 };

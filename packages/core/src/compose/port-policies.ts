@@ -5,6 +5,7 @@ import type { Clock } from "../ports/clock";
 import type { PlcDriver } from "../ports/plc-driver";
 import type { Store } from "../ports/store";
 import type { CircuitBreaker, CircuitBreakerSnapshot } from "../resilience/circuit-breaker";
+import type { HistoryQueries } from "../ports/sample-history";
 import type { SampleSink } from "../ports/sample-sink";
 import type {
   GuardedDriver,
@@ -201,6 +202,7 @@ export function guardStore(store: Store, policies: StorePolicies, context: PortP
       readSamples: (query) => history.execute(() => raw.samples.readSamples(query)),
       readBuckets: (query) => history.execute(() => raw.samples.readBuckets(query)),
     },
+    ...(raw.history ? { history: guardHistory(raw.history, history) } : {}),
     events: {
       eventStoreApiVersion: raw.events.eventStoreApiVersion,
       append: (aggregateId, expectedVersion, list) =>
@@ -227,6 +229,16 @@ export function guardStore(store: Store, policies: StorePolicies, context: PortP
       record: (entry) => audit.executeOnce(() => raw.audit.record(entry)),
       query: (range) => audit.execute(() => raw.audit.query(range)),
     },
+  };
+}
+
+/** History queries under the `store:history` policy: read-only, so retried like every read. */
+function guardHistory(raw: HistoryQueries, history: CallPolicy): HistoryQueries {
+  return {
+    aggregate: (tags, query) => history.execute(() => raw.aggregate(tags, query)),
+    valueAt: (tags, time) => history.execute(() => raw.valueAt(tags, time)),
+    interpolated: (tags, query) => history.execute(() => raw.interpolated(tags, query)),
+    downsample: (tag, query) => history.execute(() => raw.downsample(tag, query)),
   };
 }
 

@@ -1,6 +1,6 @@
 import { describe, expect, expectTypeOf, test } from "vitest";
 import { KilnError, KilnValidationError } from "./errors";
-import { checkTagValue, defineTags } from "./tags";
+import { checkTagValue, defineTags, interpolationOf, type TagDefinitionInput } from "./tags";
 
 const tags = defineTags({
   "chamber.pressure": { dataType: "float64", unit: "mbar", range: { min: 0, max: 10 } },
@@ -92,5 +92,48 @@ describe("64-bit integer tags", () => {
     expect(checkTagValue(wide.get("offset"), 11n)).toBe("11 is outside the range -10..10");
     expect(checkTagValue(wide.get("counter"), 2 ** 60)).toMatch(/^expected a bigint or a safe integer for uint64/);
     expect(checkTagValue(wide.get("counter"), "1")).toBe('expected a bigint, got "1"');
+  });
+});
+
+describe("interpolation", () => {
+  test("floats default to sloped; booleans, integers and strings to stepped; a declaration wins", () => {
+    const tags = defineTags({
+      pressure: { dataType: "float64" },
+      ratio: { dataType: "float32" },
+      valve: { dataType: "bool" },
+      count: { dataType: "uint32" },
+      total: { dataType: "int64" },
+      state: { dataType: "string" },
+      setpoint: { dataType: "float64", interpolation: "stepped" },
+      speed: { dataType: "int16", interpolation: "sloped" },
+    });
+    expect(tags.list().map((tag) => [tag.name, interpolationOf(tag)])).toEqual([
+      ["pressure", "sloped"],
+      ["ratio", "sloped"],
+      ["valve", "stepped"],
+      ["count", "stepped"],
+      ["total", "stepped"],
+      ["state", "stepped"],
+      ["setpoint", "stepped"],
+      ["speed", "sloped"],
+    ]);
+  });
+
+  test("a bool or string tag cannot be sloped, and an unknown interpolation is refused", () => {
+    const paths = (definitions: Record<string, TagDefinitionInput>): string[] => {
+      try {
+        defineTags(definitions);
+        return [];
+      } catch (error) {
+        return error instanceof KilnValidationError
+          ? error.issues.map((issue) => issue.path)
+          : ["not a validation error"];
+      }
+    };
+    expect(paths({ valve: { dataType: "bool", interpolation: "sloped" } })).toEqual(["valve.interpolation"]);
+    expect(paths({ state: { dataType: "string", interpolation: "sloped" } })).toEqual(["state.interpolation"]);
+    expect(paths({ level: { dataType: "float64", interpolation: "linear" as "sloped" } })).toEqual([
+      "level.interpolation",
+    ]);
   });
 });

@@ -50,11 +50,19 @@ export const tagDefinitionSchema = z
     logging: loggingPolicySchema.default({ mode: "change" }),
     scanGroup: z.string().min(1).default("default"),
     address: z.union([z.string().min(1), z.record(z.string(), z.unknown())]).optional(),
+    interpolation: z.enum(["stepped", "sloped"]).optional(),
   })
   .strict()
   .superRefine((tag, context) => {
     if (tag.range && (tag.dataType === "bool" || tag.dataType === "string")) {
       context.addIssue({ code: "custom", path: ["range"], message: `a ${tag.dataType} tag cannot have a range` });
+    }
+    if (tag.interpolation === "sloped" && (tag.dataType === "bool" || tag.dataType === "string")) {
+      context.addIssue({
+        code: "custom",
+        path: ["interpolation"],
+        message: `a ${tag.dataType} tag cannot be sloped: only numbers can be interpolated`,
+      });
     }
     if (tag.logging.mode === "change" && tag.logging.deadband?.kind === "percent" && !tag.range) {
       context.addIssue({
@@ -73,6 +81,23 @@ export type LoggingPolicy = z.output<typeof loggingPolicySchema>;
 
 /** A validated tag with its name and every default applied. */
 export type Tag<TName extends string = string> = z.output<typeof tagDefinitionSchema> & { readonly name: TName };
+
+/**
+ * How a tag's value behaves between two samples (OPC UA Part 13, 3.1.5 SteppedInterpolation and
+ * 3.1.6 SlopedInterpolation): `stepped` holds each value until the next one (a valve, a setpoint,
+ * a counter, a state text); `sloped` changes linearly from one value to the next (a measured
+ * temperature or pressure). History queries use it for values between samples and for
+ * time-weighted aggregates.
+ */
+export type Interpolation = "stepped" | "sloped";
+
+/**
+ * The interpolation of `tag`: what it declares, else the default of its data type: `sloped` for
+ * `float32` and `float64`, `stepped` for booleans, integers and strings.
+ */
+export function interpolationOf(tag: Pick<Tag, "dataType" | "interpolation">): Interpolation {
+  return tag.interpolation ?? (tag.dataType === "float32" || tag.dataType === "float64" ? "sloped" : "stepped");
+}
 
 const TAG_NAME = /^[A-Za-z_][A-Za-z0-9_.\-/:]*$/;
 

@@ -2,7 +2,14 @@ import { z } from "zod";
 import { KilnError, KilnValidationError, type ValidationIssue } from "../domain/errors";
 import type { Quality } from "../domain/quality";
 import type { Sample } from "../domain/sample";
-import type { Tag } from "../domain/tags";
+import { interpolationOf, type Interpolation, type Tag } from "../domain/tags";
+import {
+  checkAggregateQuery,
+  checkDownsampleQuery,
+  checkIntervalQuery,
+  checkValueAtQuery,
+} from "../history/history-input";
+import { aggregateSeries, downsampleSeries, valueAtInSeries, type SampleSeries } from "../history/series-history";
 import { parseOrThrow } from "../domain/validation";
 import type { AlarmHistory, AlarmHistoryEntry, TimeRange } from "../ports/alarm-history";
 import type { AuditEntry, AuditLog } from "../ports/audit-log";
@@ -11,7 +18,7 @@ import { SystemClock } from "../runtime/system-clock";
 import type { EventStore, NewDomainEvent, StoredDomainEvent } from "../ports/event-store";
 import type { ProcessFilter, ProcessRecord, ProcessRepository } from "../ports/process-repository";
 import type { RecipeRepository, StoredRecipe } from "../ports/recipe-repository";
-import type { BucketQuery, SampleBucket, SampleHistory, SampleQuery } from "../ports/sample-history";
+import type { BucketQuery, HistoryQueries, SampleBucket, SampleHistory, SampleQuery } from "../ports/sample-history";
 import type { SampleSink } from "../ports/sample-sink";
 import type { Store, StoreCapabilities } from "../ports/store";
 
@@ -164,7 +171,9 @@ export class MemoryStore implements Store {
   /** The store contract version. */
   readonly storeApiVersion = "1";
   /** Every call runs without awaiting in between, so `processes.save` is atomic. */
-  readonly capabilities: StoreCapabilities = Object.freeze({ transactions: true });
+  readonly capabilities: StoreCapabilities = Object.freeze({ transactions: true, aggregates: true });
+  /** History queries, computed from the samples in memory by the reference implementation. */
+  readonly history: HistoryQueries;
   /** Fault injection: failing and slow `samples.writeBatch`, hanging writes on any port. */
   readonly faults = new MemoryStoreFaults();
   /** Sample ingest and history. */
@@ -185,6 +194,7 @@ export class MemoryStore implements Store {
   #writeBatchCalls = 0;
   #sampleCount = 0;
   readonly #series = new Map<string, Series>();
+  readonly #interpolations = new Map<string, Interpolation>();
   readonly #streams = new Map<string, StoredDomainEvent[]>();
   readonly #processes = new Map<string, ProcessRecord>();
   readonly #recipes = new Map<string, Map<number, { readonly recipe: StoredRecipe; readonly canonical: string }>>();
@@ -201,6 +211,36 @@ export class MemoryStore implements Store {
       },
       readSamples: async (query) => this.#readSamples(query),
       readBuckets: async (query) => this.#readBuckets(query),
+    };
+    const known = (tag: string): boolean => this.#interpolations.has(tag);
+    const seriesOf = (tag: string): SampleSeries => this.#series.get(tag) ?? { timestamps: [], samples: [] };
+    this.history = {
+      aggregate: async (tags, query) => {
+        this.#assertOpen();
+        const intervals = checkAggregateQuery(tags, query, known);
+        return tags.flatMap((tag) =>
+          aggregateSeries(tag, seriesOf(tag), this.#interpolations.get(tag)!, intervals, query.aggregates),
+        );
+      },
+      valueAt: async (tags, time) => {
+        this.#assertOpen();
+        checkValueAtQuery(tags, time, known);
+        return tags.map((tag) => valueAtInSeries(tag, seriesOf(tag), time, this.#interpolations.get(tag)!));
+      },
+      interpolated: async (tags, query) => {
+        this.#assertOpen();
+        const { start, intervalMs, count } = checkIntervalQuery(tags, query, known);
+        return tags.flatMap((tag) =>
+          Array.from({ length: count }, (_, index) =>
+            valueAtInSeries(tag, seriesOf(tag), start + index * intervalMs, this.#interpolations.get(tag)!),
+          ),
+        );
+      },
+      downsample: async (tag, query) => {
+        this.#assertOpen();
+        const columns = checkDownsampleQuery(tag, query, known);
+        return downsampleSeries(seriesOf(tag), query.start, query.end, columns);
+      },
     };
     this.events = {
       eventStoreApiVersion: "1",
@@ -269,10 +309,16 @@ export class MemoryStore implements Store {
     return this.#sampleCount;
   }
 
-  /** Opens the store (again, after `close`); idempotent. `tags` are registered but not enforced. */
+  /**
+   * Opens the store (again, after `close`); idempotent. `tags` are registered but not enforced
+   * for writes; `history` queries accept only these tags and use their interpolation.
+   */
   async open(tags: readonly Tag[]): Promise<void> {
     if (!Array.isArray(tags)) throw new TypeError("open expects an array of tags");
-    for (const tag of tags) this.#seriesOf(tag.name);
+    for (const tag of tags) {
+      this.#seriesOf(tag.name);
+      this.#interpolations.set(tag.name, interpolationOf(tag));
+    }
     this.#state = "open";
   }
 

@@ -14,6 +14,18 @@ export type {
 } from "./plc-driver";
 export type { ProcessFilter, ProcessRecord, ProcessRepository, ProcessStatus } from "./process-repository";
 export type { RecipeRepository, StoredRecipe } from "./recipe-repository";
-export type { BucketQuery, SampleBucket, SampleHistory, SampleQuery } from "./sample-history";
+export type {
+  AggregateInterval,
+  AggregateName,
+  AggregateQuery,
+  AggregateValue,
+  BucketQuery,
+  DownsampleQuery,
+  HistoryQueries,
+  IntervalQuery,
+  SampleBucket,
+  SampleHistory,
+  SampleQuery,
+} from "./sample-history";
 export type { SampleSink } from "./sample-sink";
 export type { Store, StoreCapabilities } from "./store";

@@ -1,3 +1,4 @@
+import type { Quality } from "../domain/quality";
 import type { Sample } from "../domain/sample";
 
 /** A raw history query for one tag over a half-open time range `[from, to)`. */
@@ -53,4 +54,146 @@ export interface SampleHistory {
   readSamples(query: SampleQuery): Promise<Sample[]>;
   /** Min/max/avg/first/last/count of numeric samples per bucket, in time order. */
   readBuckets(query: BucketQuery): Promise<SampleBucket[]>;
+}
+
+/**
+ * The aggregates of {@link HistoryQueries.aggregate}, named as in OPC UA Part 13 (5.4.3).
+ * Kiln aggregates with `TreatUncertainAsBad`: only samples of `good` quality with a usable value
+ * (not null, not NaN or infinite) are data; every other sample is bad data. Booleans count as
+ * 0 and 1; strings have no numeric value.
+ *
+ * - `Count` (5.4.3.25): the number of good samples in the interval.
+ * - `Minimum`, `Maximum` (5.4.3.10, 5.4.3.11): the smallest and largest good value.
+ * - `Start`, `End` (5.4.3.16, 5.4.3.17): the first and last good value in the interval.
+ * - `Delta` (5.4.3.20): `End - Start`.
+ * - `Average` (5.4.3.5): the arithmetic mean of the good values.
+ * - `TimeAverage` (5.4.3.6): the area under the tag's curve (stepped or sloped) from the bounding
+ *   value at the interval's start, through each good sample, to the bounding value at its end,
+ *   divided by the duration it covers (the whole interval unless there is no data before it).
+ * - `Total` (5.4.3.8): `TimeAverage` times the interval length in seconds (value·s).
+ * - `DurationGood`, `PercentGood` (5.4.3.29, 5.4.3.31): how long, in ms and in % of the interval,
+ *   the data was good; each sample's quality lasts until the next sample, the last one onwards.
+ * - `Interpolative` (5.4.3.4): the bounding value at the interval's start, as {@link HistoryQueries.valueAt}.
+ */
+export const AGGREGATES = [
+  "Count",
+  "Minimum",
+  "Maximum",
+  "Start",
+  "End",
+  "Delta",
+  "Average",
+  "TimeAverage",
+  "Total",
+  "DurationGood",
+  "PercentGood",
+  "Interpolative",
+] as const;
+/** One aggregate name of {@link AGGREGATES}. */
+export type AggregateName = (typeof AGGREGATES)[number];
+
+/** At most this many intervals (aggregates, interpolated values, downsampled columns) per query and tag. */
+export const MAX_HISTORY_INTERVALS = 10_000;
+
+/**
+ * Consecutive intervals `[start + k * intervalMs, start + (k + 1) * intervalMs)` covering
+ * `[start, end)`; each includes its start and excludes its end (OPC UA Part 13, 5.4.2.2). The
+ * last one may end after `end`.
+ */
+export interface IntervalQuery {
+  /** Start of the first interval, inclusive, ms since epoch (whole ms). */
+  readonly start: number;
+  /** End of the range, exclusive, ms since epoch (whole ms), after `start`. */
+  readonly end: number;
+  /** Interval length in ms: a whole number, at least 1, at most {@link MAX_HISTORY_INTERVALS} intervals. */
+  readonly intervalMs: number;
+}
+
+/** An aggregate query: the aggregates to compute per interval. */
+export interface AggregateQuery extends IntervalQuery {
+  /** One or more of {@link AGGREGATES}, each once. */
+  readonly aggregates: readonly AggregateName[];
+}
+
+/** One aggregate of one interval. */
+export interface AggregateValue {
+  /** The result; `null` when there was no data to compute it from (quality is then bad). */
+  readonly value: number | null;
+  /**
+   * `good` when the interval's data was good throughout; `uncertain` when it rests on bad or
+   * missing data (bad samples, an interval starting before the first sample, a value held past
+   * the last sample); `bad` when there was no data to compute it.
+   */
+  readonly quality: Quality;
+}
+
+/** The aggregates of one tag over one interval. */
+export interface AggregateInterval {
+  /** The tag name. */
+  readonly tag: string;
+  /** Interval start, inclusive, ms since epoch. */
+  readonly start: number;
+  /** Interval end, exclusive. */
+  readonly end: number;
+  /** One entry per requested aggregate. */
+  readonly values: Readonly<Partial<Record<AggregateName, AggregateValue>>>;
+}
+
+/**
+ * A downsampled trend query: `[start, end)` cut into `floor(points / 4)` equal columns, each
+ * giving its first, minimum, maximum and last sample (M4).
+ */
+export interface DownsampleQuery {
+  /** Start, inclusive, ms since epoch (whole ms). */
+  readonly start: number;
+  /** End, exclusive, ms since epoch (whole ms), after `start`. */
+  readonly end: number;
+  /** The most points to return: at least 4, at most 4 × {@link MAX_HISTORY_INTERVALS}. */
+  readonly points: number;
+}
+
+/**
+ * Process history people can use: per-interval aggregates, values at given times and trends
+ * downsampled for drawing, with OPC UA Part 13 (Aggregates) and Part 11 (Historical Access)
+ * semantics. Every store that declares `capabilities.aggregates` gives the same results for
+ * the same data (the store conformance suite's `history` group holds golden vectors).
+ *
+ * Values between samples follow the tag's interpolation (`stepped` or `sloped`, declared in the catalog given to
+ * `open`, see `interpolationOf`). Bad input rejects with `KILN_VALIDATION` naming the field before any query: `end` not
+ * after `start`, non-integer times, an interval under 1 ms, more than
+ * {@link MAX_HISTORY_INTERVALS} intervals, an unknown aggregate, or a tag not in the catalog.
+ */
+export interface HistoryQueries {
+  /**
+   * The requested aggregates per tag and interval, tag by tag in the order given, intervals in
+   * time order; intervals without data are included (with bad quality).
+   * @example
+   * await store.history.aggregate(["chamber.pressure"], {
+   *   start: Date.UTC(2026, 0, 1), end: Date.UTC(2026, 0, 2), intervalMs: 60_000,
+   *   aggregates: ["Average", "Minimum", "Maximum"],
+   * });
+   * @throws KilnValidationError (`KILN_VALIDATION`) for bad input; `KILN_STORE_ERROR` from the store.
+   */
+  aggregate(tags: readonly string[], query: AggregateQuery): Promise<AggregateInterval[]>;
+  /**
+   * The value of each tag at `time` (OPC UA Part 11, 6.5.5.2 read at time, with Part 13 3.1.8
+   * interpolated bounding values): a good sample at `time` itself; else for a stepped tag the last
+   * good value before it; for a sloped tag the straight line between the good samples on either
+   * side (or the last one held, when there is none after: uncertain). Quality is uncertain when a
+   * bad sample lies between the value's sources and `time`, or nothing was stored after `time`;
+   * bad, with value `null`, when there is no good sample at or before it. One sample per tag,
+   * stamped `time`, in the order given.
+   * @throws KilnValidationError (`KILN_VALIDATION`) for bad input.
+   */
+  valueAt(tags: readonly string[], time: number): Promise<Sample[]>;
+  /** {@link valueAt} at the start of every interval, tag by tag, in time order. */
+  interpolated(tags: readonly string[], query: IntervalQuery): Promise<Sample[]>;
+  /**
+   * A trend of one tag for drawing: `[start, end)` cut into `floor(points / 4)` columns and, per
+   * column, its first, smallest, largest and last sample with a numeric value (whatever its
+   * quality, which each returned sample keeps), in time order, each sample once. A line drawn
+   * through them at that many pixel columns looks the same as one drawn through every sample:
+   * every spike survives (M4, Jugel et al., VLDB 2014). At most `points` samples.
+   */
+  downsample(tag: string, query: DownsampleQuery): Promise<Sample[]>;
 }

@@ -3,7 +3,7 @@ import type { AuditLog } from "./audit-log";
 import type { EventStore } from "./event-store";
 import type { ProcessRepository } from "./process-repository";
 import type { RecipeRepository } from "./recipe-repository";
-import type { SampleHistory } from "./sample-history";
+import type { HistoryQueries, SampleHistory } from "./sample-history";
 import type { SampleSink } from "./sample-sink";
 import type { Tag } from "../domain/tags";
 
@@ -11,6 +11,8 @@ import type { Tag } from "../domain/tags";
 export interface StoreCapabilities {
   /** `processes.save` is atomic with its events (a real transaction). */
   readonly transactions: boolean;
+  /** `history` is present: per-interval aggregates, values at times and downsampled trends. */
+  readonly aggregates: boolean;
 }
 
 /**
@@ -24,6 +26,11 @@ export interface Store {
   readonly capabilities: StoreCapabilities;
   /** Sample ingest (idempotent batches). */
   readonly samples: SampleSink & SampleHistory;
+  /**
+   * History queries with OPC UA Part 13 semantics; present exactly when `capabilities.aggregates`
+   * is true (see docs/adr/0011-history-aggregates.md).
+   */
+  readonly history?: HistoryQueries;
   /** Domain event streams. */
   readonly events: EventStore;
   /** Processes, saved with their events. */

@@ -32,3 +32,4 @@ export {
   type StoreFactory,
   type StoreGroupConformanceOptions,
 } from "./store-conformance";
+export { storeHistoryConformance } from "./store-history-conformance";

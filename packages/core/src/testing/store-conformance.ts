@@ -7,8 +7,9 @@ import type { AuditEntry } from "../ports/audit-log";
 import type { NewDomainEvent } from "../ports/event-store";
 import type { ProcessRecord } from "../ports/process-repository";
 import type { StoredRecipe } from "../ports/recipe-repository";
-import type { Store } from "../ports/store";
+import type { Store, StoreCapabilities } from "../ports/store";
 import { expectKilnError, group, type ConformanceRunner } from "./conformance-runner";
+import { storeHistoryConformance } from "./store-history-conformance";
 
 /**
  * Returns a fresh, isolated, empty store each call (a new `MemoryStore`, a new database schema...).
@@ -23,12 +24,19 @@ export interface StoreGroupConformanceOptions extends ConformanceRunner {
 }
 
 /** The groups of {@link storeConformance}, one per port plus the store's lifecycle. */
-export type StoreConformanceGroup = "lifecycle" | "samples" | "events" | "processes" | "recipes" | "alarms" | "audit";
+export type StoreConformanceGroup =
+  "lifecycle" | "samples" | "history" | "events" | "processes" | "recipes" | "alarms" | "audit";
 
 /** Options of {@link storeConformance}. */
 export interface StoreConformanceOptions extends StoreGroupConformanceOptions {
   /** Set a group to `false` to leave it out. @default every group on */
   readonly groups?: Partial<Record<StoreConformanceGroup, boolean>>;
+  /**
+   * The capabilities the store declares. The `history` group is registered only when
+   * `aggregates` is declared (an undeclared capability is skipped, not run empty), and the
+   * lifecycle group checks the store declares exactly these.
+   */
+  readonly capabilities?: StoreCapabilities;
 }
 
 /**
@@ -45,6 +53,7 @@ export function storeConformance(options: StoreConformanceOptions): void {
   const groups = options.groups ?? {};
   if (groups.lifecycle !== false) storeLifecycleConformance(options);
   if (groups.samples !== false) sampleSinkConformance(options);
+  if (groups.history !== false && options.capabilities?.aggregates === true) storeHistoryConformance(options);
   if (groups.events !== false) eventStoreConformance(options);
   if (groups.processes !== false) processRepositoryConformance(options);
   if (groups.recipes !== false) recipeRepositoryConformance(options);
@@ -84,7 +93,9 @@ function sampleAt(tag: string, offsetMs: number, value: TagValue | null, sampleQ
 }
 
 /** Lifecycle: `open`/`close` are idempotent; a closed store refuses work; contract versions. */
-export function storeLifecycleConformance(options: StoreGroupConformanceOptions): void {
+export function storeLifecycleConformance(
+  options: StoreGroupConformanceOptions & { readonly capabilities?: StoreCapabilities },
+): void {
   const { expect, factory } = options;
   group(options, "store lifecycle", (test) => {
     test("declares contract version 1 for the store, its sample sink and its event store", async () => {
@@ -95,6 +106,9 @@ export function storeLifecycleConformance(options: StoreGroupConformanceOptions)
         "1",
       ]);
       expect(typeof store.capabilities.transactions).toBe("boolean");
+      expect(typeof store.capabilities.aggregates).toBe("boolean");
+      expect(store.history !== undefined).toBe(store.capabilities.aggregates);
+      if (options.capabilities) expect(store.capabilities).toEqual(options.capabilities);
       await store.close();
     });
 

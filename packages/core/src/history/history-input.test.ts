@@ -1,0 +1,66 @@
+import { describe, expect, test } from "vitest";
+import { KilnValidationError } from "../domain/errors";
+import type { AggregateName, AggregateQuery } from "../ports/sample-history";
+import { checkAggregateQuery, checkDownsampleQuery, checkIntervalQuery, checkValueAtQuery } from "./history-input";
+
+const known = (tag: string): boolean => tag === "a" || tag === "b";
+
+function paths(check: () => unknown): string[] {
+  try {
+    check();
+    return [];
+  } catch (error) {
+    return error instanceof KilnValidationError ? error.issues.map((issue) => issue.path) : ["not a validation error"];
+  }
+}
+
+const query: AggregateQuery = { start: 0, end: 60_000, intervalMs: 1_000, aggregates: ["Count"] };
+
+describe("history input checks", () => {
+  test("a good query gives its intervals: ceil((end - start) / intervalMs), the last one may end after end", () => {
+    expect(checkAggregateQuery(["a"], query, known)).toEqual({ start: 0, intervalMs: 1_000, count: 60 });
+    expect(checkIntervalQuery(["a", "b"], { start: 5, end: 2_006, intervalMs: 1_000 }, known)).toEqual({
+      start: 5,
+      intervalMs: 1_000,
+      count: 3,
+    });
+    expect(checkDownsampleQuery("a", { start: 0, end: 1, points: 1_001 }, known)).toBe(250);
+  });
+
+  test("every problem is reported at once, each naming its field", () => {
+    expect(
+      paths(() =>
+        checkAggregateQuery(
+          ["a", "zzz", 3 as unknown as string],
+          { start: 0.5, end: 10, intervalMs: 1.5, aggregates: ["Count", "Count", "Mode" as AggregateName] },
+          known,
+        ),
+      ),
+    ).toEqual(["tags[1]", "tags[2]", "start", "intervalMs", "aggregates[1]", "aggregates[2]"]);
+    expect(paths(() => checkAggregateQuery([], { ...query, aggregates: [] }, known))).toEqual(["tags", "aggregates"]);
+  });
+
+  test("end must be after start; an empty range is refused", () => {
+    expect(paths(() => checkAggregateQuery(["a"], { ...query, end: 0 }, known))).toEqual(["end"]);
+    expect(paths(() => checkIntervalQuery(["a"], { start: 10, end: 5, intervalMs: 1 }, known))).toEqual(["end"]);
+    expect(paths(() => checkDownsampleQuery("a", { start: 10, end: 10, points: 4 }, known))).toEqual(["end"]);
+  });
+
+  test("at most 10,000 intervals: exactly 10,000 passes, 10,001 is refused on intervalMs", () => {
+    expect(checkIntervalQuery(["a"], { start: 0, end: 10_000, intervalMs: 1 }, known).count).toBe(10_000);
+    expect(paths(() => checkIntervalQuery(["a"], { start: 0, end: 10_001, intervalMs: 1 }, known))).toEqual([
+      "intervalMs",
+    ]);
+  });
+
+  test("valueAt needs known tags and a whole-ms time; downsample needs 4 to 40,000 points", () => {
+    expect(paths(() => checkValueAtQuery(["b", "c"], Number.POSITIVE_INFINITY, known))).toEqual(["tags[1]", "time"]);
+    expect(paths(() => checkDownsampleQuery("c", { start: 0, end: 10, points: 40_001 }, known))).toEqual([
+      "tag",
+      "points",
+    ]);
+    expect(paths(() => checkDownsampleQuery("a", null as unknown as { start: 0; end: 1; points: 4 }, known))).toEqual([
+      "",
+    ]);
+  });
+});

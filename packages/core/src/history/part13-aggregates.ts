@@ -1,0 +1,299 @@
+import { quality, type Quality } from "../domain/quality";
+import type { Interpolation } from "../domain/tags";
+import type { AggregateInterval, AggregateName, AggregateValue } from "../ports/sample-history";
+import type { CheckedIntervals } from "./history-input";
+
+/** OPC UA StatusCode `Bad_NoData`: nothing to compute a result from. */
+const BAD_NO_DATA = 0x809b0000;
+/** OPC UA StatusCode `Uncertain_DataSubNormal`: the result rests on bad or missing data. */
+const UNCERTAIN_DATA_SUB_NORMAL = 0x40a40000;
+
+/** Quality of a history result that rests on good data throughout. */
+export const HISTORY_GOOD: Quality = Object.freeze(quality("good"));
+/** Quality of a history result that rests partly on bad or missing data. */
+export const HISTORY_UNCERTAIN: Quality = Object.freeze(
+  quality("uncertain", "rests on bad or missing data", UNCERTAIN_DATA_SUB_NORMAL),
+);
+/** Quality of a history result with no data to compute it from. */
+export const HISTORY_NO_DATA: Quality = Object.freeze(quality("bad", "no data", BAD_NO_DATA));
+
+/** A sample reduced to what aggregation needs: time, numeric value, whether it is good data. */
+export interface HistoryPoint {
+  /** Timestamp, ms since epoch. */
+  readonly time: number;
+  /** Numeric value (booleans as 0/1); null for strings and values that are not data. */
+  readonly value: number | null;
+  /** Good quality and a usable value. */
+  readonly good: boolean;
+}
+
+/**
+ * What the store computes from the raw samples of one interval, by one scan in time order (SQL
+ * `GROUP BY` with `lead()` windows, or a loop). Only good samples are data.
+ */
+export interface IntervalPartials {
+  /** Index of the interval, from 0. */
+  readonly index: number;
+  /** Good samples. */
+  readonly count: number;
+  /** Good samples with a numeric value. */
+  readonly numericCount: number;
+  /** Sum, smallest and largest numeric good value (null when `numericCount` is 0). */
+  readonly sum: number | null;
+  readonly minimum: number | null;
+  readonly maximum: number | null;
+  /** First and last good sample. */
+  readonly firstGood?: HistoryPoint;
+  readonly lastGood?: HistoryPoint;
+  /** First and last sample of any quality. */
+  readonly firstAny?: HistoryPoint;
+  readonly lastAny?: HistoryPoint;
+  /** Samples that are not good data. */
+  readonly badCount: number;
+  /**
+   * Area (value·ms) between each good sample and the next good sample when both lie in this
+   * interval, per the tag's interpolation; pairs with a non-numeric value are left out (a SQL
+   * `sum` skips nulls). Null when there is no such pair.
+   */
+  readonly innerArea: number | null;
+  /** ms from each good sample to the next sample of any quality, when both lie in this interval. */
+  readonly innerGoodMs: number;
+}
+
+/**
+ * The samples around the query's intervals that bounding values need: the last good and last
+ * sample before the first interval, the first good and first sample at or after the last one's end.
+ */
+export interface OuterBounds {
+  readonly goodBefore?: HistoryPoint;
+  readonly anyBefore?: HistoryPoint;
+  readonly goodAfter?: HistoryPoint;
+  readonly anyAfter?: HistoryPoint;
+}
+
+/**
+ * The four samples around a time `t` that decide its value (OPC UA Part 13, 3.1.8 interpolated
+ * bounding values): the last good sample at or before `t`, the first good one at or after it,
+ * and the last and first samples of any quality on either side.
+ */
+export interface BoundingSamples<TPoint extends HistoryPoint = HistoryPoint> {
+  readonly goodBefore?: TPoint;
+  readonly goodAfter?: TPoint;
+  readonly anyBefore?: Pick<HistoryPoint, "time">;
+  readonly anyAfter?: Pick<HistoryPoint, "time">;
+}
+
+/** A value found by {@link boundingValue}: which sample(s) it comes from and its quality. */
+export interface Bound<TPoint extends HistoryPoint = HistoryPoint> {
+  /** The numeric value at `t` (null when the source has no numeric value). */
+  readonly value: number | null;
+  /** The sample the value comes from, when it is not interpolated between two samples. */
+  readonly source?: TPoint;
+  readonly quality: Quality;
+}
+
+/**
+ * The value at `t` from its bounding samples (OPC UA Part 13, 3.1.8 interpolated bounding
+ * values, with `TreatUncertainAsBad` and stepped extrapolation):
+ * - a good sample at `t`: its value, good;
+ * - stepped: the last good value before `t`;
+ * - sloped: the straight line between the good samples before and after `t`, or, with none
+ *   after, the last one held (extrapolation, uncertain);
+ * - good when no other sample lies between the sources and `t` and something was stored at or
+ *   after `t`; otherwise uncertain; no good sample at or before `t`: undefined (no data).
+ */
+export function boundingValue<TPoint extends HistoryPoint>(
+  t: number,
+  samples: BoundingSamples<TPoint>,
+  interpolation: Interpolation,
+): Bound<TPoint> | undefined {
+  const { goodBefore, goodAfter, anyBefore, anyAfter } = samples;
+  if (goodBefore === undefined) return undefined;
+  if (goodBefore.time === t) return { value: goodBefore.value, source: goodBefore, quality: HISTORY_GOOD };
+  const noBadBefore = anyBefore !== undefined && anyBefore.time === goodBefore.time;
+  if (interpolation === "stepped" || goodAfter === undefined) {
+    const held = interpolation === "stepped" ? anyAfter !== undefined : false;
+    return {
+      value: goodBefore.value,
+      source: goodBefore,
+      quality: noBadBefore && held ? HISTORY_GOOD : HISTORY_UNCERTAIN,
+    };
+  }
+  const noBadAfter = anyAfter !== undefined && anyAfter.time === goodAfter.time;
+  const value =
+    goodBefore.value === null || goodAfter.value === null
+      ? null
+      : goodBefore.value +
+        ((goodAfter.value - goodBefore.value) * (t - goodBefore.time)) / (goodAfter.time - goodBefore.time);
+  return { value, quality: noBadBefore && noBadAfter ? HISTORY_GOOD : HISTORY_UNCERTAIN };
+}
+
+/**
+ * Area (value·ms) of one segment from `from` to `to`: stepped holds `from`'s value, sloped is a
+ * trapezoid. The one formula every store uses, so results agree to the bit.
+ */
+export function segmentArea(
+  interpolation: Interpolation,
+  fromValue: number | null,
+  toValue: number | null,
+  durationMs: number,
+): number | null {
+  if (fromValue === null) return null;
+  if (interpolation === "stepped") return fromValue * durationMs;
+  if (toValue === null) return null;
+  return ((fromValue + toValue) / 2) * durationMs;
+}
+
+/**
+ * Turns per-interval partials into the requested aggregates, applying OPC UA Part 13's rules
+ * for bounding values, intervals without data and quality (see {@link AGGREGATES} for each
+ * definition). Intervals missing from `partials` hold no samples.
+ */
+export function finishAggregates(
+  tag: string,
+  interpolation: Interpolation,
+  intervals: CheckedIntervals,
+  partials: readonly IntervalPartials[],
+  outer: OuterBounds,
+  aggregates: readonly AggregateName[],
+): AggregateInterval[] {
+  const { start, intervalMs, count } = intervals;
+  const byIndex: (IntervalPartials | undefined)[] = new Array<IntervalPartials | undefined>(count);
+  for (const partial of partials) byIndex[partial.index] = partial;
+  // Latest good / any sample before each edge, and earliest at or after it, by two sweeps.
+  const goodBefore: (HistoryPoint | undefined)[] = new Array<HistoryPoint | undefined>(count + 1);
+  const anyBefore: (HistoryPoint | undefined)[] = new Array<HistoryPoint | undefined>(count + 1);
+  const goodAfter: (HistoryPoint | undefined)[] = new Array<HistoryPoint | undefined>(count + 1);
+  const anyAfter: (HistoryPoint | undefined)[] = new Array<HistoryPoint | undefined>(count + 1);
+  let good = outer.goodBefore;
+  let any = outer.anyBefore;
+  for (let edge = 0; edge <= count; edge++) {
+    goodBefore[edge] = good;
+    anyBefore[edge] = any;
+    const partial = byIndex[edge];
+    if (partial) {
+      good = partial.lastGood ?? good;
+      any = partial.lastAny ?? any;
+    }
+  }
+  good = outer.goodAfter;
+  any = outer.anyAfter;
+  for (let edge = count; edge >= 0; edge--) {
+    const partial = byIndex[edge];
+    if (partial) {
+      good = partial.firstGood ?? good;
+      any = partial.firstAny ?? any;
+    }
+    goodAfter[edge] = good;
+    anyAfter[edge] = any;
+  }
+  // A sample exactly on an edge is the last sample at or before it, too.
+  const boundAt = (edge: number): Bound | undefined => {
+    const t = start + edge * intervalMs;
+    const after = goodAfter[edge];
+    const anyOn = anyAfter[edge];
+    return boundingValue(
+      t,
+      {
+        goodBefore: after?.time === t ? after : goodBefore[edge],
+        goodAfter: after,
+        anyBefore: anyOn?.time === t ? anyOn : anyBefore[edge],
+        anyAfter: anyOn,
+      },
+      interpolation,
+    );
+  };
+
+  const results: AggregateInterval[] = [];
+  let startBound = boundAt(0);
+  for (let index = 0; index < count; index++) {
+    const s = start + index * intervalMs;
+    const e = s + intervalMs;
+    const partial = byIndex[index];
+    const endBound = boundAt(index + 1);
+    const values: Partial<Record<AggregateName, AggregateValue>> = {};
+    const rawQuality = (present: boolean): Quality =>
+      !present ? HISTORY_NO_DATA : (partial?.badCount ?? 0) > 0 ? HISTORY_UNCERTAIN : HISTORY_GOOD;
+    const raw = (value: number | null | undefined): AggregateValue =>
+      value === null || value === undefined
+        ? { value: null, quality: HISTORY_NO_DATA }
+        : { value, quality: rawQuality(true) };
+
+    // DurationGood: the state before the first sample of the interval is the last sample's before it.
+    const stateBefore = anyBefore[index];
+    let goodMs = partial?.innerGoodMs ?? 0;
+    if (stateBefore?.good) goodMs += (partial?.firstAny?.time ?? e) - s;
+    if (partial?.lastAny?.good) goodMs += e - partial.lastAny.time;
+
+    // TimeAverage: head (start bound to first good sample), inner pairs, tail (last good to end bound).
+    let average: number | null = null;
+    const first = partial?.firstGood;
+    const last = partial?.lastGood;
+    if (startBound !== undefined || first !== undefined) {
+      let area: number | null;
+      if (first === undefined || last === undefined) {
+        area = segmentArea(interpolation, startBound!.value, endBound?.value ?? null, e - s);
+      } else {
+        const head =
+          startBound === undefined ? 0 : segmentArea(interpolation, startBound.value, first.value, first.time - s);
+        const tail = segmentArea(interpolation, last.value, endBound?.value ?? null, e - last.time);
+        area = head === null || tail === null ? null : head + (partial?.innerArea ?? 0) + tail;
+      }
+      const covered = e - (startBound === undefined ? first!.time : s);
+      average = area === null || covered <= 0 ? null : area / covered;
+    }
+    const timeQuality =
+      average === null
+        ? HISTORY_NO_DATA
+        : goodMs === intervalMs && startBound?.quality === HISTORY_GOOD && endBound?.quality === HISTORY_GOOD
+          ? HISTORY_GOOD
+          : HISTORY_UNCERTAIN;
+
+    for (const name of aggregates) {
+      switch (name) {
+        case "Count":
+          values.Count = { value: partial?.count ?? 0, quality: rawQuality((partial?.count ?? 0) > 0) };
+          break;
+        case "Minimum":
+          values.Minimum = raw(partial?.minimum);
+          break;
+        case "Maximum":
+          values.Maximum = raw(partial?.maximum);
+          break;
+        case "Start":
+          values.Start = raw(first?.value);
+          break;
+        case "End":
+          values.End = raw(last?.value);
+          break;
+        case "Delta":
+          values.Delta = raw(first?.value == null || last?.value == null ? null : last.value - first.value);
+          break;
+        case "Average":
+          values.Average = raw(partial && partial.numericCount > 0 ? partial.sum! / partial.numericCount : null);
+          break;
+        case "TimeAverage":
+          values.TimeAverage = { value: average, quality: timeQuality };
+          break;
+        case "Total":
+          values.Total = { value: average === null ? null : (average * intervalMs) / 1000, quality: timeQuality };
+          break;
+        case "DurationGood":
+          values.DurationGood = { value: goodMs, quality: HISTORY_GOOD };
+          break;
+        case "PercentGood":
+          values.PercentGood = { value: (goodMs / intervalMs) * 100, quality: HISTORY_GOOD };
+          break;
+        case "Interpolative":
+          values.Interpolative =
+            startBound === undefined || startBound.value === null
+              ? { value: null, quality: HISTORY_NO_DATA }
+              : { value: startBound.value, quality: startBound.quality };
+          break;
+      }
+    }
+    results.push({ tag, start: s, end: e, values });
+    startBound = endBound;
+  }
+  return results;
+}

@@ -1,0 +1,230 @@
+import type { Sample } from "../domain/sample";
+import type { Interpolation, TagValue } from "../domain/tags";
+import type { AggregateInterval, AggregateName } from "../ports/sample-history";
+import type { CheckedIntervals } from "./history-input";
+import {
+  HISTORY_NO_DATA,
+  boundingValue,
+  finishAggregates,
+  segmentArea,
+  type BoundingSamples,
+  type HistoryPoint,
+  type IntervalPartials,
+  type OuterBounds,
+} from "./part13-aggregates";
+
+/** One tag's stored samples in time order, as parallel arrays. */
+export interface SampleSeries {
+  readonly timestamps: readonly number[];
+  readonly samples: readonly Sample[];
+}
+
+/**
+ * True for data: good quality and a usable value (not null, not NaN or infinite).
+ * Uncertain samples are not data (OPC UA Part 13 `TreatUncertainAsBad`).
+ */
+export function isGoodData(sample: Pick<Sample, "value" | "quality">): boolean {
+  const { value } = sample;
+  return sample.quality.severity === "good" && value !== null && (typeof value !== "number" || Number.isFinite(value));
+}
+
+/** The numeric value of a tag value: numbers (finite), bigints, booleans as 0/1; otherwise null. */
+export function numericValue(value: TagValue | null): number | null {
+  switch (typeof value) {
+    case "number":
+      return Number.isFinite(value) ? value : null;
+    case "bigint":
+      return Number(value);
+    case "boolean":
+      return value ? 1 : 0;
+    default:
+      return null;
+  }
+}
+
+function pointOf(sample: Sample): HistoryPoint {
+  return { time: sample.timestamp, value: numericValue(sample.value), good: isGoodData(sample) };
+}
+
+/** First index whose timestamp is >= `value`. */
+function lowerBound(sorted: readonly number[], value: number): number {
+  let low = 0;
+  let high = sorted.length;
+  while (low < high) {
+    const middle = (low + high) >>> 1;
+    if (sorted[middle]! < value) low = middle + 1;
+    else high = middle;
+  }
+  return low;
+}
+
+/** The aggregates of one tag from its in-memory series: the TypeScript form of the stores' SQL. */
+export function aggregateSeries(
+  tag: string,
+  series: SampleSeries,
+  interpolation: Interpolation,
+  intervals: CheckedIntervals,
+  aggregates: readonly AggregateName[],
+): AggregateInterval[] {
+  const { start, intervalMs, count } = intervals;
+  const end = start + count * intervalMs;
+  const from = lowerBound(series.timestamps, start);
+  const to = lowerBound(series.timestamps, end);
+  const partials: IntervalPartials[] = [];
+  let current: Mutable<IntervalPartials> | undefined;
+  let lastGood: HistoryPoint | undefined;
+  let lastAny: HistoryPoint | undefined;
+  for (let position = from; position < to; position++) {
+    const point = pointOf(series.samples[position]!);
+    const index = Math.floor((point.time - start) / intervalMs);
+    if (current?.index !== index) {
+      current = {
+        index,
+        count: 0,
+        numericCount: 0,
+        sum: null,
+        minimum: null,
+        maximum: null,
+        badCount: 0,
+        innerArea: null,
+        innerGoodMs: 0,
+      };
+      partials.push(current);
+    } else if (lastAny?.good) current.innerGoodMs += point.time - lastAny.time;
+    current.firstAny ??= point;
+    current.lastAny = point;
+    lastAny = point;
+    if (!point.good) {
+      current.badCount++;
+      continue;
+    }
+    current.count++;
+    if (point.value !== null) {
+      current.numericCount++;
+      current.sum = (current.sum ?? 0) + point.value;
+      current.minimum = current.minimum === null ? point.value : Math.min(current.minimum, point.value);
+      current.maximum = current.maximum === null ? point.value : Math.max(current.maximum, point.value);
+    }
+    if (current.firstGood === undefined) current.firstGood = point;
+    else if (lastGood !== undefined) {
+      const area = segmentArea(interpolation, lastGood.value, point.value, point.time - lastGood.time);
+      if (area !== null) current.innerArea = (current.innerArea ?? 0) + area;
+    }
+    current.lastGood = point;
+    lastGood = point;
+  }
+  const outer: OuterBounds = {
+    goodBefore: findGood(series, from - 1, -1),
+    anyBefore: from > 0 ? pointOf(series.samples[from - 1]!) : undefined,
+    goodAfter: findGood(series, to, 1),
+    anyAfter: to < series.samples.length ? pointOf(series.samples[to]!) : undefined,
+  };
+  return finishAggregates(tag, interpolation, intervals, partials, outer, aggregates);
+}
+
+type Mutable<T> = { -readonly [K in keyof T]: T[K] };
+
+function findGood(series: SampleSeries, from: number, step: 1 | -1): HistoryPoint | undefined {
+  for (let position = from; position >= 0 && position < series.samples.length; position += step) {
+    const sample = series.samples[position]!;
+    if (isGoodData(sample)) return pointOf(sample);
+  }
+  return undefined;
+}
+
+/** A history point that keeps its sample, so a stepped value comes back with its own type. */
+export interface SamplePoint extends HistoryPoint {
+  readonly sample: Sample;
+}
+
+/** The {@link SamplePoint} of a sample, or undefined. */
+export function samplePoint(sample: Sample | undefined): SamplePoint | undefined {
+  return sample === undefined ? undefined : { ...pointOf(sample), sample };
+}
+
+/** The bounding samples of `time` in a series (OPC UA Part 13, 3.1.8). */
+function boundingSamples(series: SampleSeries, time: number): BoundingSamples<SamplePoint> {
+  const after = lowerBound(series.timestamps, time);
+  const at = series.timestamps[after] === time ? after : after - 1;
+  const goodAt = (from: number, step: 1 | -1): SamplePoint | undefined => {
+    for (let position = from; position >= 0 && position < series.samples.length; position += step) {
+      const sample = series.samples[position]!;
+      if (isGoodData(sample)) return samplePoint(sample);
+    }
+    return undefined;
+  };
+  return {
+    goodBefore: goodAt(at, -1),
+    goodAfter: goodAt(after, 1),
+    anyBefore: samplePoint(series.samples[at]),
+    anyAfter: samplePoint(series.samples[after]),
+  };
+}
+
+/**
+ * The value of a tag at `time` from its bounding samples, as a sample stamped `time`: what
+ * every store returns from `valueAt` and `interpolated`, built in this one place.
+ */
+export function valueFromBounds(
+  tag: string,
+  time: number,
+  bounds: BoundingSamples<SamplePoint>,
+  interpolation: Interpolation,
+): Sample {
+  const bound = boundingValue(time, bounds, interpolation);
+  if (bound === undefined) return { tag, value: null, timestamp: time, quality: HISTORY_NO_DATA };
+  const value = bound.source !== undefined ? bound.source.sample.value : bound.value;
+  if (value === null) return { tag, value: null, timestamp: time, quality: HISTORY_NO_DATA };
+  return { tag, value, timestamp: time, quality: bound.quality };
+}
+
+/** {@link valueFromBounds} over an in-memory series. */
+export function valueAtInSeries(tag: string, series: SampleSeries, time: number, interpolation: Interpolation): Sample {
+  return valueFromBounds(tag, time, boundingSamples(series, time), interpolation);
+}
+
+/**
+ * M4 downsampling (Jugel et al., "M4: A Visualization-Oriented Time Series Data Aggregation",
+ * VLDB 2014): per column, the first, smallest, largest and last sample with a numeric value;
+ * ties go to the earliest. Column of a sample: `floor((t - start) * columns / (end - start))`.
+ */
+export function downsampleSeries(series: SampleSeries, start: number, end: number, columns: number): Sample[] {
+  const from = lowerBound(series.timestamps, start);
+  const to = lowerBound(series.timestamps, end);
+  const chosen: number[] = [];
+  let column = -1;
+  let first = -1;
+  let minimum = -1;
+  let maximum = -1;
+  let last = -1;
+  let low = 0;
+  let high = 0;
+  const flush = (): void => {
+    if (first < 0) return;
+    chosen.push(...new Set([first, minimum, maximum, last].sort((a, b) => a - b)));
+  };
+  for (let position = from; position < to; position++) {
+    const sample = series.samples[position]!;
+    const value = numericValue(sample.value);
+    if (value === null) continue;
+    const at = Math.floor(((sample.timestamp - start) * columns) / (end - start));
+    if (at !== column) {
+      flush();
+      column = at;
+      first = minimum = maximum = position;
+      low = high = value;
+    } else {
+      if (value < low) {
+        low = value;
+        minimum = position;
+      }
+      if (value > high) {
+        high = value;
+        maximum = position;
+      }
+    }
+    last = position;
+  }
+  flush();
+  return chosen.map((position) => series.samples[position]!);
+}

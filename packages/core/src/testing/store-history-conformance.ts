@@ -1,0 +1,477 @@
+import { KilnValidationError } from "../domain/errors";
+import { GOOD, quality, type Quality, type QualitySeverity } from "../domain/quality";
+import type { Sample } from "../domain/sample";
+import { defineTags, type TagValue } from "../domain/tags";
+import type { AggregateInterval, AggregateName, HistoryQueries } from "../ports/sample-history";
+import type { Store } from "../ports/store";
+import { expectKilnError, group } from "./conformance-runner";
+import type { StoreGroupConformanceOptions } from "./store-conformance";
+
+const T0 = Date.UTC(2026, 0, 1);
+const S = 1000;
+const HISTORY_TAGS = defineTags({
+  "history.ramp": { dataType: "float64" }, // sloped by default
+  "history.valve": { dataType: "bool" }, // stepped by default
+  "history.state": { dataType: "string" }, // stepped by default
+  "history.trend": { dataType: "float64" },
+});
+const RAMP = "history.ramp";
+const VALVE = "history.valve";
+const STATE = "history.state";
+const TREND = "history.trend";
+const BAD = quality("bad", "sensor failure");
+const UNCERTAIN = quality("uncertain", "last usable value");
+
+function at(tag: string, seconds: number, value: TagValue | null, sampleQuality: Quality = GOOD): Sample {
+  return { tag, value, timestamp: T0 + seconds * S, quality: sampleQuality };
+}
+
+/**
+ * The golden data set. Times in seconds after T0.
+ * ramp (float64, sloped): a ramp, samples on interval edges, a bad stretch 20-30 s (one bad
+ * sample carries a value, 999, that must be ignored), a gap 30-60 s, no data after 60 s.
+ * valve (bool, stepped): steps, an uncertain sample at 22 s (uncertain is not data), the
+ * last sample at 40 s. state (string, stepped). trend: 40 samples with a spike and a dip.
+ */
+const DATA: readonly Sample[] = [
+  at(RAMP, 0, 0),
+  at(RAMP, 10, 10),
+  at(RAMP, 15, 20),
+  at(RAMP, 20, null, BAD),
+  at(RAMP, 25, 999, BAD),
+  at(RAMP, 30, 40),
+  at(RAMP, 60, 10),
+  at(VALVE, 0, false),
+  at(VALVE, 10, true),
+  at(VALVE, 14, false),
+  at(VALVE, 22, true, UNCERTAIN),
+  at(VALVE, 26, true),
+  at(VALVE, 40, false),
+  at(STATE, 0, "idle"),
+  at(STATE, 10, "run"),
+  ...Array.from({ length: 40 }, (_, second) => {
+    if (second === 5) return at(TREND, second, null, BAD);
+    if (second === 13) return at(TREND, second, 100);
+    if (second === 27) return at(TREND, second, -50);
+    if (second === 33) return at(TREND, second, 500, UNCERTAIN);
+    return at(TREND, second, 0);
+  }),
+];
+
+type Expected = [value: number | null, severity: QualitySeverity];
+type ExpectedInterval = Partial<Record<AggregateName, Expected>>;
+
+/** Rounds to 1e-9 so results computed in a different order (SQL, TypeScript) compare equal. */
+function round(value: number | null): number | null {
+  return value === null ? null : Math.round(value * 1e9) / 1e9;
+}
+
+function summarize(intervals: readonly AggregateInterval[]): ExpectedInterval[] {
+  return intervals.map((interval) =>
+    Object.fromEntries(
+      Object.entries(interval.values).map(([name, result]) => [name, [round(result.value), result.quality.severity]]),
+    ),
+  );
+}
+
+function expectedOf(rows: readonly ExpectedInterval[]): ExpectedInterval[] {
+  return rows.map((row) =>
+    Object.fromEntries(Object.entries(row).map(([name, [value, severity]]) => [name, [round(value), severity]])),
+  );
+}
+
+type HistoryTest = (history: HistoryQueries, store: Store) => Promise<void>;
+
+function withHistory(options: StoreGroupConformanceOptions, body: HistoryTest): () => Promise<void> {
+  return async () => {
+    const store = await options.factory();
+    await store.open(HISTORY_TAGS.list());
+    try {
+      await store.samples.writeBatch(DATA);
+      await body(store.history!, store);
+    } finally {
+      await store.close();
+    }
+  };
+}
+
+const ALL: AggregateName[] = [
+  "Count",
+  "Minimum",
+  "Maximum",
+  "Start",
+  "End",
+  "Delta",
+  "Average",
+  "TimeAverage",
+  "Total",
+  "DurationGood",
+  "PercentGood",
+  "Interpolative",
+];
+
+/**
+ * `HistoryQueries` (stores declaring `capabilities.aggregates`): golden vectors derived by hand
+ * from OPC UA Part 13, so every store gives the same numbers and qualities for the same data.
+ */
+export function storeHistoryConformance(options: StoreGroupConformanceOptions): void {
+  const { expect } = options;
+  group(options, "history", (test) => {
+    test(
+      "aggregate follows OPC UA Part 13 on a sloped tag: ramps, edges, a bad stretch, a gap, no data",
+      withHistory(options, async (history) => {
+        const result = await history.aggregate([RAMP], {
+          start: T0 - 10 * S,
+          end: T0 + 80 * S,
+          intervalMs: 10 * S,
+          aggregates: ALL,
+        });
+        expect(result.map((interval) => (interval.start - T0) / S)).toEqual([-10, 0, 10, 20, 30, 40, 50, 60, 70]);
+        expect(result.map((interval) => interval.end - interval.start)).toEqual(new Array(9).fill(10 * S));
+        // Bounding values V(t) (Part 13 3.1.8): V(-10) none; V(0)=0, V(10)=10, V(30)=40, V(60)=10
+        // exact good samples; V(20): bad sample at 20, line 15 s (20) -> 30 s (40): 20+20*5/15 = 80/3,
+        // uncertain; V(40) = 40-30*10/30 = 30 good; V(50) = 40-30*20/30 = 20 good;
+        // V(70) = V(80) = 10 held past the last sample, uncertain.
+        const none: ExpectedInterval = {
+          Count: [0, "bad"],
+          Minimum: [null, "bad"],
+          Maximum: [null, "bad"],
+          Start: [null, "bad"],
+          End: [null, "bad"],
+          Delta: [null, "bad"],
+          Average: [null, "bad"],
+        };
+        expect(summarize(result)).toEqual(
+          expectedOf([
+            {
+              // [-10, 0): before any sample: nothing at all; no sample before it, so 0 ms good.
+              ...none,
+              TimeAverage: [null, "bad"],
+              Total: [null, "bad"],
+              DurationGood: [0, "good"],
+              PercentGood: [0, "good"],
+              Interpolative: [null, "bad"],
+            },
+            {
+              // [0, 10): one good sample (0 s, 0). Area: line 0 -> V(10)=10 over 10 s = 50; /10 s = 5.
+              Count: [1, "good"],
+              Minimum: [0, "good"],
+              Maximum: [0, "good"],
+              Start: [0, "good"],
+              End: [0, "good"],
+              Delta: [0, "good"],
+              Average: [0, "good"],
+              TimeAverage: [5, "good"],
+              Total: [50, "good"], // 5 * 10 s
+              DurationGood: [10_000, "good"],
+              PercentGood: [100, "good"],
+              Interpolative: [0, "good"],
+            },
+            {
+              // [10, 20): 10 and 20. Area: (10+20)/2*5 = 75, then 20 -> V(20)=80/3 over 5 s:
+              // (20+80/3)/2*5 = 350/3; total 575/3 over 10 s = 115/6. Uncertain: V(20) is.
+              Count: [2, "good"],
+              Minimum: [10, "good"],
+              Maximum: [20, "good"],
+              Start: [10, "good"],
+              End: [20, "good"],
+              Delta: [10, "good"],
+              Average: [15, "good"],
+              TimeAverage: [115 / 6, "uncertain"],
+              Total: [575 / 3, "uncertain"],
+              DurationGood: [10_000, "good"], // 10 -> 15 -> 20, every sample good
+              PercentGood: [100, "good"],
+              Interpolative: [10, "good"],
+            },
+            {
+              // [20, 30): only bad samples (the 999 is not data). Raw aggregates: no data.
+              // TimeAverage across the bad stretch: (80/3 + 40)/2 = 100/3, uncertain; 0 ms good.
+              ...none,
+              TimeAverage: [100 / 3, "uncertain"],
+              Total: [1000 / 3, "uncertain"],
+              DurationGood: [0, "good"],
+              PercentGood: [0, "good"],
+              Interpolative: [80 / 3, "uncertain"],
+            },
+            {
+              // [30, 40): 40 at the edge. Line 40 -> V(40)=30: average 35.
+              Count: [1, "good"],
+              Minimum: [40, "good"],
+              Maximum: [40, "good"],
+              Start: [40, "good"],
+              End: [40, "good"],
+              Delta: [0, "good"],
+              Average: [40, "good"],
+              TimeAverage: [35, "good"],
+              Total: [350, "good"],
+              DurationGood: [10_000, "good"],
+              PercentGood: [100, "good"],
+              Interpolative: [40, "good"],
+            },
+            {
+              // [40, 50): inside the gap, no raw data; the line 30 -> 20 averages 25, good.
+              ...none,
+              TimeAverage: [25, "good"],
+              Total: [250, "good"],
+              DurationGood: [10_000, "good"], // the last sample before (30 s) is good
+              PercentGood: [100, "good"],
+              Interpolative: [30, "good"],
+            },
+            {
+              // [50, 60): line 20 -> 10 (the sample at 60 s is the end bound): 15.
+              ...none,
+              TimeAverage: [15, "good"],
+              Total: [150, "good"],
+              DurationGood: [10_000, "good"],
+              PercentGood: [100, "good"],
+              Interpolative: [20, "good"],
+            },
+            {
+              // [60, 70): the last sample, 10; its value held to 70 s: 10, uncertain (extrapolated).
+              Count: [1, "good"],
+              Minimum: [10, "good"],
+              Maximum: [10, "good"],
+              Start: [10, "good"],
+              End: [10, "good"],
+              Delta: [0, "good"],
+              Average: [10, "good"],
+              TimeAverage: [10, "uncertain"],
+              Total: [100, "uncertain"],
+              DurationGood: [10_000, "good"],
+              PercentGood: [100, "good"],
+              Interpolative: [10, "good"],
+            },
+            {
+              // [70, 80): after the last sample: held value 10, uncertain.
+              ...none,
+              TimeAverage: [10, "uncertain"],
+              Total: [100, "uncertain"],
+              DurationGood: [10_000, "good"],
+              PercentGood: [100, "good"],
+              Interpolative: [10, "uncertain"],
+            },
+          ]),
+        );
+      }),
+    );
+
+    test(
+      "aggregate follows OPC UA Part 13 on a stepped tag: steps, an uncertain sample, held values",
+      withHistory(options, async (history) => {
+        const result = await history.aggregate([VALVE], {
+          start: T0,
+          end: T0 + 50 * S,
+          intervalMs: 10 * S,
+          aggregates: ["Count", "Maximum", "Delta", "TimeAverage", "DurationGood", "PercentGood", "Interpolative"],
+        });
+        // Stepped bounds: V(0)=0 and V(10)=1 exact; V(20)=0 (14 s, later samples exist);
+        // V(30)=1 (26 s); V(40)=0 exact; V(50)=0 held past the last sample, uncertain.
+        expect(summarize(result)).toEqual(
+          expectedOf([
+            {
+              // [0, 10): false for 10 s: time average 0 (fraction of time open).
+              Count: [1, "good"],
+              Maximum: [0, "good"],
+              Delta: [0, "good"],
+              TimeAverage: [0, "good"],
+              DurationGood: [10_000, "good"],
+              PercentGood: [100, "good"],
+              Interpolative: [0, "good"],
+            },
+            {
+              // [10, 20): true 10-14 s, false 14-20 s: 4/10 = 0.4. Delta: End 0 - Start 1.
+              Count: [2, "good"],
+              Maximum: [1, "good"],
+              Delta: [-1, "good"],
+              TimeAverage: [0.4, "good"],
+              DurationGood: [10_000, "good"],
+              PercentGood: [100, "good"],
+              Interpolative: [1, "good"],
+            },
+            {
+              // [20, 30): uncertain at 22 s is not data: false held 20-26 s, true 26-30 s: 4/10.
+              // Good 20-22 s and 26-30 s: 6 s = 60 %; the raw results are uncertain.
+              Count: [1, "uncertain"],
+              Maximum: [1, "uncertain"],
+              Delta: [0, "uncertain"],
+              TimeAverage: [0.4, "uncertain"],
+              DurationGood: [6_000, "good"],
+              PercentGood: [60, "good"],
+              Interpolative: [0, "good"],
+            },
+            {
+              // [30, 40): no samples; true held all along: 1, good.
+              Count: [0, "bad"],
+              Maximum: [null, "bad"],
+              Delta: [null, "bad"],
+              TimeAverage: [1, "good"],
+              DurationGood: [10_000, "good"],
+              PercentGood: [100, "good"],
+              Interpolative: [1, "good"],
+            },
+            {
+              // [40, 50): false from the last sample on; held past it, so uncertain.
+              Count: [1, "good"],
+              Maximum: [0, "good"],
+              Delta: [0, "good"],
+              TimeAverage: [0, "uncertain"],
+              DurationGood: [10_000, "good"],
+              PercentGood: [100, "good"],
+              Interpolative: [0, "good"],
+            },
+          ]),
+        );
+      }),
+    );
+
+    test(
+      "aggregate returns tags in the order given, each over every interval",
+      withHistory(options, async (history) => {
+        const result = await history.aggregate([VALVE, RAMP], {
+          start: T0,
+          end: T0 + 15 * S, // the last interval [10, 20) ends after end
+          intervalMs: 10 * S,
+          aggregates: ["Count"],
+        });
+        expect(
+          result.map((interval) => [interval.tag, (interval.start - T0) / S, interval.values.Count?.value]),
+        ).toEqual([
+          [VALVE, 0, 1],
+          [VALVE, 10, 2],
+          [RAMP, 0, 1],
+          [RAMP, 10, 2],
+        ]);
+      }),
+    );
+
+    test(
+      "valueAt gives stepped values with their type, sloped values on the line, with quality",
+      withHistory(options, async (history) => {
+        const values = async (seconds: number): Promise<[TagValue | null, QualitySeverity][]> =>
+          (await history.valueAt([RAMP, VALVE, STATE], T0 + seconds * S)).map((sample) => {
+            expect(sample.timestamp).toBe(T0 + seconds * S);
+            return [typeof sample.value === "number" ? round(sample.value) : sample.value, sample.quality.severity];
+          });
+        // 12 s: ramp on the line 10 s (10) -> 15 s (20): 14; valve true since 10 s (a sample
+        // follows at 14 s); state "run" since 10 s, but nothing stored after it: uncertain.
+        expect(await values(12)).toEqual([
+          [14, "good"],
+          [true, "good"],
+          ["run", "uncertain"],
+        ]);
+        // 17 s: ramp 20 + 20*2/15 = 68/3, uncertain (the bad sample at 20 s lies before the next
+        // good one); valve false since 14 s (a sample follows).
+        expect(await values(17)).toEqual([
+          [round(68 / 3), "uncertain"],
+          [false, "good"],
+          ["run", "uncertain"], // nothing stored after 10 s: held past the last sample
+        ]);
+        // 30 s: exact good samples, or the last value before with later samples.
+        expect(await values(30)).toEqual([
+          [40, "good"],
+          [true, "good"],
+          ["run", "uncertain"],
+        ]);
+        // 45 s: ramp 40 - 30*15/30 = 25 good; valve false held past its last sample.
+        expect(await values(45)).toEqual([
+          [25, "good"],
+          [false, "uncertain"],
+          ["run", "uncertain"],
+        ]);
+        // Before any sample: no data.
+        expect(await values(-5)).toEqual([
+          [null, "bad"],
+          [null, "bad"],
+          [null, "bad"],
+        ]);
+      }),
+    );
+
+    test(
+      "interpolated gives valueAt at the start of each interval",
+      withHistory(options, async (history) => {
+        const result = await history.interpolated([RAMP, VALVE], { start: T0, end: T0 + 30 * S, intervalMs: 10 * S });
+        expect(
+          result.map((sample) => [
+            sample.tag,
+            (sample.timestamp - T0) / S,
+            typeof sample.value === "number" ? round(sample.value) : sample.value,
+            sample.quality.severity,
+          ]),
+        ).toEqual([
+          [RAMP, 0, 0, "good"],
+          [RAMP, 10, 10, "good"],
+          [RAMP, 20, round(80 / 3), "uncertain"],
+          [VALVE, 0, false, "good"],
+          [VALVE, 10, true, "good"],
+          [VALVE, 20, false, "good"],
+        ]);
+      }),
+    );
+
+    test(
+      "downsample keeps the first, smallest, largest and last sample of each column (M4)",
+      withHistory(options, async (history) => {
+        // 8 points: 2 columns, [0, 20) and [20, 40). Column 0: first 0 s, smallest 0 (earliest:
+        // 0 s; the bad sample at 5 s has no value), largest 100 at 13 s, last 19 s. Column 1:
+        // first 20 s, smallest -50 at 27 s, largest 500 at 33 s (uncertain, kept with its
+        // quality), last 39 s.
+        const trend = await history.downsample(TREND, { start: T0, end: T0 + 40 * S, points: 8 });
+        expect(trend.map((sample) => [(sample.timestamp - T0) / S, sample.value, sample.quality.severity])).toEqual([
+          [0, 0, "good"],
+          [13, 100, "good"],
+          [19, 0, "good"],
+          [20, 0, "good"],
+          [27, -50, "good"],
+          [33, 500, "uncertain"],
+          [39, 0, "good"],
+        ]);
+        // Enough points for every sample: every numeric sample comes back once.
+        const all = await history.downsample(TREND, { start: T0, end: T0 + 40 * S, points: 4 * 40 });
+        expect(all.length).toBe(39);
+      }),
+    );
+
+    test(
+      "bad queries reject with KILN_VALIDATION naming the field, before any query",
+      withHistory(options, async (history) => {
+        const paths = async (operation: Promise<unknown>): Promise<string[]> => {
+          const error = await expectKilnError(expect, operation, "KILN_VALIDATION");
+          return error instanceof KilnValidationError ? error.issues.map((issue) => issue.path) : [];
+        };
+        const interval = { start: T0, end: T0 + 10 * S, intervalMs: S };
+        expect(await paths(history.aggregate([RAMP], { ...interval, end: T0 - 1, aggregates: ["Count"] }))).toEqual([
+          "end",
+        ]);
+        expect(await paths(history.aggregate([RAMP], { ...interval, intervalMs: 0, aggregates: ["Count"] }))).toEqual([
+          "intervalMs",
+        ]);
+        expect(
+          await paths(history.aggregate([RAMP], { ...interval, end: T0 + 10_001 * S, aggregates: ["Count"] })),
+        ).toEqual(["intervalMs"]);
+        expect(await paths(history.aggregate([RAMP, "no.such.tag"], { ...interval, aggregates: ["Count"] }))).toEqual([
+          "tags[1]",
+        ]);
+        expect(
+          await paths(history.aggregate([RAMP], { ...interval, aggregates: ["Median" as AggregateName] })),
+        ).toEqual(["aggregates[0]"]);
+        expect(await paths(history.valueAt(["no.such.tag"], T0))).toEqual(["tags[0]"]);
+        expect(await paths(history.interpolated([RAMP], { ...interval, start: Number.NaN }))).toEqual(["start"]);
+        expect(await paths(history.downsample(RAMP, { start: T0, end: T0 + S, points: 3 }))).toEqual(["points"]);
+      }),
+    );
+
+    test(
+      "history calls on a closed store reject with KILN_LIFECYCLE",
+      withHistory(options, async (history, store) => {
+        await store.close();
+        await expectKilnError(expect, history.valueAt([RAMP], T0), "KILN_LIFECYCLE");
+        await expectKilnError(
+          expect,
+          history.aggregate([RAMP], { start: T0, end: T0 + S, intervalMs: S, aggregates: ["Count"] }),
+          "KILN_LIFECYCLE",
+        );
+      }),
+    );
+  });
+}

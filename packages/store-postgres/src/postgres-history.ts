@@ -1,0 +1,353 @@
+import {
+  checkAggregateQuery,
+  checkDownsampleQuery,
+  checkIntervalQuery,
+  checkValueAtQuery,
+  finishAggregates,
+  samplePoint,
+  valueFromBounds,
+  type AggregateInterval,
+  type AggregateName,
+  type AggregateQuery,
+  type CheckedIntervals,
+  type DownsampleQuery,
+  type HistoryPoint,
+  type HistoryQueries,
+  type IntervalPartials,
+  type Interpolation,
+  type IntervalQuery,
+  type OuterBounds,
+  type Sample,
+} from "@kiln/core";
+import { SAMPLE_ROW_COLUMNS, toSample, type SampleRow } from "./sample-row";
+import { arrayLiteral } from "./sql-array";
+import { fastMillisecondsOf, timestampOf } from "./sql-expressions";
+import type { StoreContext } from "./store-context";
+import type { TagRegistry } from "./tag-registry";
+
+/** SQL: the row is data (good quality, a usable value), as `isGoodData` in `@kiln/core`. */
+const GOOD = `(quality BETWEEN 0 AND 1073741823
+  AND (value_int IS NOT NULL OR value_bool IS NOT NULL OR value_text IS NOT NULL
+       OR value_float NOT IN ('NaN'::float8, 'Infinity'::float8, '-Infinity'::float8)))`;
+/** SQL: the numeric value (booleans 0/1), as `numericValue` in `@kiln/core`; NULL for text. */
+const NUMERIC = `CASE WHEN value_float NOT IN ('NaN'::float8, 'Infinity'::float8, '-Infinity'::float8) THEN value_float
+  WHEN value_int IS NOT NULL THEN value_int::float8 WHEN value_bool IS NOT NULL THEN value_bool::int4::float8 END`;
+
+/** What each aggregate needs computed beyond count, sum, minimum, maximum and bad samples. */
+const NEEDS: Readonly<
+  Record<AggregateName, { readonly ends: boolean; readonly time: boolean; readonly area: boolean }>
+> = {
+  Count: { ends: false, time: false, area: false },
+  Minimum: { ends: false, time: false, area: false },
+  Maximum: { ends: false, time: false, area: false },
+  Average: { ends: false, time: false, area: false },
+  Start: { ends: true, time: false, area: false },
+  End: { ends: true, time: false, area: false },
+  Delta: { ends: true, time: false, area: false },
+  DurationGood: { ends: true, time: true, area: false },
+  PercentGood: { ends: true, time: true, area: false },
+  Interpolative: { ends: true, time: true, area: false },
+  TimeAverage: { ends: true, time: true, area: true },
+  Total: { ends: true, time: true, area: true },
+};
+
+interface PartialsRow {
+  readonly tag_id: number;
+  readonly k: number | null;
+  readonly count: number | null;
+  readonly numeric_count: number | null;
+  readonly sum: number | null;
+  readonly minimum: number | null;
+  readonly maximum: number | null;
+  readonly bad_count: number | null;
+  readonly first_good_ms: number | null;
+  readonly first_good_num: number | null;
+  readonly last_good_ms: number | null;
+  readonly last_good_num: number | null;
+  readonly first_any_ms: number | null;
+  readonly first_any_good: boolean | null;
+  readonly last_any_ms: number | null;
+  readonly last_any_good: boolean | null;
+  readonly inner_area: number | null;
+  readonly inner_good_ms: number | null;
+  readonly good_before_ms: number | null;
+  readonly good_before_num: number | null;
+  readonly any_before_ms: number | null;
+  readonly any_before_good: boolean | null;
+  readonly good_after_ms: number | null;
+  readonly good_after_num: number | null;
+  readonly any_after_ms: number | null;
+  readonly any_after_good: boolean | null;
+}
+
+type BoundRow = { readonly [key: string]: unknown };
+
+/**
+ * History queries on the `samples` table, computed in the database: one statement per call.
+ *
+ * - `aggregate`: one scan of `[start, end)` over the `(tag_id, time)` primary key reduces the
+ *   raw samples to per-interval partials (`GROUP BY`, `lead()` windows for areas and good
+ *   durations), and four index probes per tag find the samples bounding the range; the shared
+ *   Part 13 finisher of `@kiln/core` turns the (at most 10,000) partial rows into results,
+ *   exactly as `MemoryStore` does. Partials an aggregate does not need are not computed.
+ * - `valueAt` / `interpolated`: per tag and time, index probes for the last sample at or
+ *   before it and the first at or after it (and the nearest good ones, only when those are not good).
+ * - `downsample`: one `GROUP BY` column picks the first, last, smallest and largest sample (M4).
+ */
+export class PostgresHistory implements HistoryQueries {
+  readonly #context: StoreContext;
+  readonly #tags: TagRegistry;
+
+  constructor(context: StoreContext, tags: TagRegistry) {
+    this.#context = context;
+    this.#tags = tags;
+  }
+
+  readonly #known = (tag: string): boolean => this.#tags.interpolations.has(tag);
+
+  /** Per-interval aggregates with OPC UA Part 13 semantics; see `HistoryQueries.aggregate`. */
+  async aggregate(tags: readonly string[], query: AggregateQuery): Promise<AggregateInterval[]> {
+    this.#context.client();
+    const intervals = checkAggregateQuery(tags, query, this.#known);
+    const needs = { ends: false, time: false, area: false };
+    for (const name of query.aggregates) {
+      needs.ends ||= NEEDS[name].ends;
+      needs.time ||= NEEDS[name].time;
+      needs.area ||= NEEDS[name].area;
+    }
+    const ids = tags.map((tag) => this.#tags.ids.get(tag)!);
+    const rows = await this.#context.run("history.aggregate", (client) =>
+      client.query<PartialsRow>(this.#aggregateSql(needs), [
+        arrayLiteral(ids),
+        arrayLiteral(tags.map((tag) => this.#tags.interpolations.get(tag) === "sloped")),
+        intervals.start,
+        intervals.intervalMs,
+        intervals.start + intervals.count * intervals.intervalMs,
+      ]),
+    );
+    return tags.flatMap((tag, index) =>
+      finish(tag, ids[index]!, this.#tags.interpolations.get(tag)!, intervals, rows.rows, query.aggregates),
+    );
+  }
+
+  #aggregateSql(needs: { readonly ends: boolean; readonly time: boolean; readonly area: boolean }): string {
+    const samples = this.#context.table("samples");
+    const bound = (name: string, comparison: string, order: string, good: boolean): string =>
+      `LEFT JOIN LATERAL (SELECT ${fastMillisecondsOf("time")} AS ms, ${good ? NUMERIC : GOOD} AS v FROM ${samples}
+         WHERE tag_id = input.tag_id AND time ${comparison} ${good ? `AND ${GOOD}` : ""}
+         ORDER BY time ${order} LIMIT 1) AS ${name} ON true`;
+    // Windows look back, in the primary key's order: the previous sample (good durations) and the
+    // previous good one (areas), so one ordering serves every window.
+    const windows = [
+      needs.time ? "lag(ms) OVER (PARTITION BY tag_id ORDER BY time) AS previous_ms" : "",
+      needs.time ? "lag(good) OVER (PARTITION BY tag_id ORDER BY time) AS previous_good" : "",
+      needs.area
+        ? `max(ARRAY[ms, num]) FILTER (WHERE good) OVER (PARTITION BY tag_id ORDER BY time
+             ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS previous_good_point`
+        : "",
+    ].filter((column) => column !== "");
+    const inInterval = (column: string): string => `${column} >= ${fastMillisecondsOf("bucket")}`;
+    const columns = [
+      "count(*) FILTER (WHERE good)::int4 AS count",
+      "count(num) FILTER (WHERE good)::int4 AS numeric_count",
+      "sum(num) FILTER (WHERE good) AS sum",
+      "min(num) FILTER (WHERE good) AS minimum",
+      "max(num) FILTER (WHERE good) AS maximum",
+      "count(*) FILTER (WHERE NOT good)::int4 AS bad_count",
+      ...(needs.ends
+        ? [
+            "min(ms) FILTER (WHERE good) AS first_good_ms",
+            "(min(ARRAY[ms, num]) FILTER (WHERE good))[2] AS first_good_num",
+            "max(ms) FILTER (WHERE good) AS last_good_ms",
+            "(max(ARRAY[ms, num]) FILTER (WHERE good))[2] AS last_good_num",
+          ]
+        : []),
+      ...(needs.time
+        ? [
+            "min(ms) AS first_any_ms",
+            "(min(ARRAY[ms, good::int4]))[2] = 1 AS first_any_good",
+            "max(ms) AS last_any_ms",
+            "(max(ARRAY[ms, good::int4]))[2] = 1 AS last_any_good",
+            `coalesce(sum(ms - previous_ms) FILTER (WHERE previous_good AND ${inInterval("previous_ms")}), 0)
+               AS inner_good_ms`,
+          ]
+        : []),
+      ...(needs.area
+        ? [
+            `sum(CASE WHEN sloped THEN ((previous_good_point[2] + num) / 2) * (ms - previous_good_point[1])
+                      ELSE previous_good_point[2] * (ms - previous_good_point[1]) END)
+               FILTER (WHERE good AND ${inInterval("previous_good_point[1]")}) AS inner_area`,
+          ]
+        : []),
+    ];
+    const names = columns.map((column) => column.split(" AS ").at(-1)!);
+    const boundNames = [
+      "good_before.ms AS good_before_ms",
+      "good_before.v AS good_before_num",
+      "any_before.ms AS any_before_ms",
+      "any_before.v AS any_before_good",
+      "good_after.ms AS good_after_ms",
+      "good_after.v AS good_after_num",
+      "any_after.ms AS any_after_ms",
+      "any_after.v AS any_after_good",
+    ];
+    const intervalsSql = `SELECT tag_id, floor((${fastMillisecondsOf("bucket")} - $3::float8) / $4::float8)::int4 AS k,
+        ${columns.join(", ")}
+      ${needs.time ? boundNames.map((column) => `, NULL AS ${column.split(" AS ")[1]}`).join("") : ""}
+      FROM ranked GROUP BY tag_id, bucket`;
+    const boundsSql = `SELECT input.tag_id, NULL AS k, ${names.map((name) => `NULL AS ${name}`).join(", ")},
+        ${boundNames.join(", ")}
+      FROM input
+      ${bound("good_before", `< ${timestampOf("$3")}`, "DESC", true)}
+      ${bound("any_before", `< ${timestampOf("$3")}`, "DESC", false)}
+      ${bound("good_after", `>= ${timestampOf("$5")}`, "ASC", true)}
+      ${bound("any_after", `>= ${timestampOf("$5")}`, "ASC", false)}`;
+    const perRow = needs.ends ? `, ${fastMillisecondsOf("time")} AS ms` : "";
+    return `WITH input AS (
+        SELECT tag_id, sloped FROM unnest($1::text::int4[], $2::text::bool[]) AS input (tag_id, sloped)
+      ), raw AS (
+        SELECT tag_id, time, ${GOOD} AS good, ${NUMERIC} AS num,
+               date_bin(make_interval(secs => $4::float8 / 1000), time, ${timestampOf("$3")}) AS bucket ${perRow}
+        FROM ${samples}
+        WHERE tag_id = ANY($1::text::int4[]) AND time >= ${timestampOf("$3")} AND time < ${timestampOf("$5")}
+      ), ranked AS (
+        SELECT raw.* ${needs.area ? ", input.sloped" : ""} ${windows.map((column) => `, ${column}`).join("")}
+        FROM raw ${needs.area ? "JOIN input USING (tag_id)" : ""}
+      )
+      ${intervalsSql}
+      ${needs.time ? `UNION ALL ${boundsSql}` : ""}`;
+  }
+
+  /** Values at `time`; see `HistoryQueries.valueAt`. */
+  async valueAt(tags: readonly string[], time: number): Promise<Sample[]> {
+    this.#context.client();
+    checkValueAtQuery(tags, time, this.#known);
+    return this.#valuesAt(tags, { start: time, intervalMs: 1, count: 1 }, "history.valueAt");
+  }
+
+  /** Values at the start of each interval; see `HistoryQueries.interpolated`. */
+  async interpolated(tags: readonly string[], query: IntervalQuery): Promise<Sample[]> {
+    this.#context.client();
+    const intervals = checkIntervalQuery(tags, query, this.#known);
+    return this.#valuesAt(tags, intervals, "history.interpolated");
+  }
+
+  async #valuesAt(tags: readonly string[], intervals: CheckedIntervals, operation: string): Promise<Sample[]> {
+    const samples = this.#context.table("samples");
+    const probe = (name: string, comparison: string, order: string, when: string): string =>
+      `LEFT JOIN LATERAL (SELECT ${SAMPLE_ROW_COLUMNS}, ${GOOD} AS good FROM ${samples}
+         WHERE ${when} tag_id = input.tag_id AND time ${comparison} point.at ${name.startsWith("good") ? `AND ${GOOD}` : ""}
+         ORDER BY time ${order} LIMIT 1) AS ${name} ON true`;
+    const rows = await this.#context.run(operation, (client) =>
+      client.query<BoundRow>(
+        `SELECT input.ordinality AS tag_index, step.k,
+                to_jsonb(any_before)::text AS any_before, to_jsonb(good_before)::text AS good_before,
+                to_jsonb(any_after)::text AS any_after, to_jsonb(good_after)::text AS good_after
+         FROM unnest($1::text::int4[]) WITH ORDINALITY AS input (tag_id, ordinality)
+         CROSS JOIN generate_series(0, $4::int4 - 1) AS step (k)
+         CROSS JOIN LATERAL (SELECT ${timestampOf("($2::float8 + step.k * $3::float8)")} AS at) AS point
+         ${probe("any_before", "<=", "DESC", "")}
+         ${probe("good_before", "<=", "DESC", "any_before.good IS NOT TRUE AND")}
+         ${probe("any_after", ">=", "ASC", "")}
+         ${probe("good_after", ">=", "ASC", "any_after.good IS NOT TRUE AND")}
+         ORDER BY input.ordinality, step.k`,
+        [
+          arrayLiteral(tags.map((tag) => this.#tags.ids.get(tag)!)),
+          intervals.start,
+          intervals.intervalMs,
+          intervals.count,
+        ],
+      ),
+    );
+    return rows.rows.map((row) => {
+      const tag = tags[Number(row.tag_index) - 1]!;
+      const read = (column: string): (SampleRow & { good: boolean }) | undefined =>
+        row[column] === null ? undefined : (JSON.parse(row[column] as string) as SampleRow & { good: boolean });
+      const anyBefore = read("any_before");
+      const anyAfter = read("any_after");
+      const point = (found: (SampleRow & { good: boolean }) | undefined) =>
+        found === undefined ? undefined : samplePoint(toSample(tag, found));
+      return valueFromBounds(
+        tag,
+        intervals.start + Number(row.k) * intervals.intervalMs,
+        {
+          goodBefore: anyBefore?.good ? point(anyBefore) : point(read("good_before")),
+          goodAfter: anyAfter?.good ? point(anyAfter) : point(read("good_after")),
+          anyBefore: anyBefore && { time: anyBefore.timestamp },
+          anyAfter: anyAfter && { time: anyAfter.timestamp },
+        },
+        this.#tags.interpolations.get(tag)!,
+      );
+    });
+  }
+
+  /** A trend for drawing (M4); see `HistoryQueries.downsample`. */
+  async downsample(tag: string, query: DownsampleQuery): Promise<Sample[]> {
+    this.#context.client();
+    const columns = checkDownsampleQuery(tag, query, this.#known);
+    const samples = this.#context.table("samples");
+    const range = `tag_id = $1 AND time >= ${timestampOf("$2")} AND time < ${timestampOf("$3")}`;
+    const rows = await this.#context.run("history.downsample", (client) =>
+      client.query<SampleRow>(
+        `WITH numeric_samples AS (
+           SELECT ${fastMillisecondsOf("time")} AS ms, ${NUMERIC} AS num FROM ${samples} WHERE ${range}
+         ), chosen AS (
+           SELECT min(ms) AS first_ms, max(ms) AS last_ms, (min(ARRAY[num, ms]))[2] AS min_ms,
+                  -(max(ARRAY[num, -ms]))[2] AS max_ms
+           FROM numeric_samples WHERE num IS NOT NULL
+           GROUP BY floor(((ms - $2::float8) * $4::float8) / ($3::float8 - $2::float8))
+         )
+         SELECT ${SAMPLE_ROW_COLUMNS} FROM ${samples}
+         WHERE ${range} AND ${fastMillisecondsOf("time")} IN (
+           SELECT unnest(ARRAY[first_ms, last_ms, min_ms, max_ms]) FROM chosen)
+         ORDER BY time`,
+        [this.#tags.ids.get(tag)!, query.start, query.end, columns],
+      ),
+    );
+    return rows.rows.map((row) => toSample(tag, row));
+  }
+}
+
+function point(time: number | null, value: number | null, good: boolean): HistoryPoint | undefined {
+  return time === null ? undefined : { time, value, good };
+}
+
+function finish(
+  tag: string,
+  id: number,
+  interpolation: Interpolation,
+  intervals: CheckedIntervals,
+  rows: readonly PartialsRow[],
+  aggregates: readonly AggregateName[],
+): AggregateInterval[] {
+  const partials: IntervalPartials[] = [];
+  let outer: OuterBounds = {};
+  for (const row of rows) {
+    if (row.tag_id !== id) continue;
+    if (row.k === null) {
+      outer = {
+        goodBefore: point(row.good_before_ms, row.good_before_num, true),
+        anyBefore: point(row.any_before_ms, null, row.any_before_good === true),
+        goodAfter: point(row.good_after_ms, row.good_after_num, true),
+        anyAfter: point(row.any_after_ms, null, row.any_after_good === true),
+      };
+      continue;
+    }
+    partials.push({
+      index: row.k,
+      count: row.count ?? 0,
+      numericCount: row.numeric_count ?? 0,
+      sum: row.sum,
+      minimum: row.minimum,
+      maximum: row.maximum,
+      badCount: row.bad_count ?? 0,
+      firstGood: point(row.first_good_ms, row.first_good_num, true),
+      lastGood: point(row.last_good_ms, row.last_good_num, true),
+      firstAny: point(row.first_any_ms, null, row.first_any_good === true),
+      lastAny: point(row.last_any_ms, null, row.last_any_good === true),
+      innerArea: row.inner_area ?? null,
+      innerGoodMs: row.inner_good_ms ?? 0,
+    });
+  }
+  return finishAggregates(tag, interpolation, intervals, partials, outer, aggregates);
+}
