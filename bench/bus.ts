@@ -3,7 +3,8 @@
  * with the same 3 listeners, in the same run. Target: ratio >= 0.5.
  */
 import { EventEmitter } from "eventemitter3";
-import { EventBus, type KilnEvents } from "@kiln/core";
+import { type KilnEvents } from "@kiln/core";
+import { EventBus } from "../packages/core/src/events/event-bus";
 import { machine, opsPerSecondSync, round } from "./harness";
 
 export async function run(): Promise<Record<string, unknown>> {

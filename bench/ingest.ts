@@ -1,16 +1,9 @@
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import {
-  EventBus,
-  GOOD,
-  SampleLogger,
-  SystemClock,
-  defineTags,
-  guardSampleSink,
-  type KilnEvents,
-  type Sample,
-  type TagDefinitionInput,
-} from "@kiln/core";
+import { defineTags, GOOD, type KilnEvents, type Sample, SystemClock, type TagDefinitionInput } from "@kiln/core";
+import { EventBus } from "../packages/core/src/events/event-bus";
+import { SampleLogger } from "../packages/core/src/logging/sample-logger";
+import { guardSampleSink } from "../packages/core/src/compose/port-policies";
 import { PostgresStore } from "@kiln/store-postgres";
 import { PGlite } from "@electric-sql/pglite";
 import pg from "pg";

@@ -7,19 +7,19 @@
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import {
-  CurrentValueTable,
-  EventBus,
-  LoggingFilter,
-  MemoryStore,
-  SampleLogger,
-  SimulatedPlc,
-  SystemClock,
   defineTags,
-  guardSampleSink,
   type KilnEvents,
+  MemoryStore,
   type Sample,
   type SampleSink,
+  SimulatedPlc,
+  SystemClock,
 } from "@kiln/core";
+import { CurrentValueTable } from "../packages/core/src/cvt/current-value-table";
+import { EventBus } from "../packages/core/src/events/event-bus";
+import { LoggingFilter } from "../packages/core/src/logging/logging-filter";
+import { SampleLogger } from "../packages/core/src/logging/sample-logger";
+import { guardSampleSink } from "../packages/core/src/compose/port-policies";
 import { machine, round } from "./harness";
 
 const TAGS = 1_000;

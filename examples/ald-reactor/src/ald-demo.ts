@@ -4,19 +4,17 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { PGlite } from "@electric-sql/pglite";
 import {
-  KilnError,
-  SystemClock,
-  createControlSystem,
-  parseOrThrow,
   type AlarmDefinitionInput,
   type Clock,
   type ControlSystem,
+  createControlSystem,
+  KilnError,
   type Principal,
   type ProcessResult,
   type Sample,
-  type SampleBucket,
-  type TimerHandle,
+  SystemClock,
 } from "@kiln/core";
+import { parseOrThrow, type SampleBucket, type TimerHandle } from "@kiln/core/driver-kit";
 import { OpcuaDriver } from "@kiln/plc-opcua";
 import { PostgresStore } from "@kiln/store-postgres";
 import { z } from "zod";

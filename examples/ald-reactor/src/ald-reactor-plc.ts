@@ -1,4 +1,5 @@
-import { SystemClock, defineTags, type Clock, type TimerHandle } from "@kiln/core";
+import { type Clock, defineTags, SystemClock } from "@kiln/core";
+import { type TimerHandle } from "@kiln/core/driver-kit";
 import { OPCUA_SIMULATOR_NAMESPACE_URI, OpcuaSimulator } from "@kiln/plc-opcua";
 import {
   DEFAULT_REACTOR_PARAMETERS,

@@ -1,4 +1,5 @@
-import type { Clock, TimerHandle } from "@kiln/core";
+import { type Clock } from "@kiln/core";
+import { type TimerHandle } from "@kiln/core/driver-kit";
 
 /** What the progress line shows. */
 export interface ProgressSnapshot {

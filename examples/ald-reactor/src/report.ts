@@ -1,4 +1,4 @@
-import type { SampleBucket } from "@kiln/core";
+import { type SampleBucket } from "@kiln/core/driver-kit";
 
 /** One charted sample: time (ms since epoch), value, and whether its quality was good. */
 export interface ReportPoint {

@@ -3,24 +3,22 @@ import { connect, type Socket } from "node:net";
 import { createInterface } from "node:readline";
 import { z } from "zod";
 import {
+  type Clock,
+  type DriverStatus,
   GOOD,
   KilnError,
   KilnValidationError,
-  QualityCodes,
-  SystemClock,
-  issuesFromZod,
-  parseOrThrow,
-  quality,
-  type Clock,
-  type DriverStatus,
-  type DriverStatusChange,
   type PlcDriver,
   type Quality,
+  quality,
+  QualityCodes,
   type Sample,
+  SystemClock,
   type Tag,
   type TagValue,
   type ValidationIssue,
 } from "@kiln/core";
+import { type DriverStatusChange, issuesFromZod, parseOrThrow } from "@kiln/core/driver-kit";
 import { ConnectionLifecycle, abortError, raceAbort, type Disposer } from "@kiln/core/driver-kit";
 import { KlpErrorCodes, decodeKlpValue, encodeKlpValue, klpAddressSchema } from "./klp-protocol";
 

@@ -1,5 +1,6 @@
 import { describe, expect, test } from "vitest";
-import { KilnError, defineTags, type DriverStatusChange } from "@kiln/core";
+import { defineTags, KilnError } from "@kiln/core";
+import { type DriverStatusChange } from "@kiln/core/driver-kit";
 import { plcDriverConformance, type PlcDriverFixture } from "@kiln/core/testing";
 import { KlpDriver } from "../src/klp-driver";
 import { KlpServer } from "../src/klp-server";

@@ -1,3 +1,8 @@
+// @kiln/core: what a host application needs to compose and run a control system.
+// Plugin authors (drivers, stores) import from "@kiln/core/driver-kit"; tests from "@kiln/core/testing".
+// Everything else is internal. The API report (packages/core/api/index.api.md) shows every change.
+
+// Errors
 export {
   KILN_ERROR_CODES,
   KilnError,
@@ -7,23 +12,14 @@ export {
   type KilnErrorOptions,
   type ValidationIssue,
 } from "./domain/errors";
-export {
-  GOOD,
-  QualityCodes,
-  quality,
-  qualityFromStatusCode,
-  severityOfStatusCode,
-  type Quality,
-  type QualitySeverity,
-} from "./domain/quality";
+
+// Tags, samples and quality
+export { GOOD, QualityCodes, quality, type Quality, type QualitySeverity } from "./domain/quality";
 export type { Sample } from "./domain/sample";
 export {
   TAG_DATA_TYPES,
   TagCatalog,
-  checkTagValue,
   defineTags,
-  loggingPolicySchema,
-  tagDefinitionSchema,
   interpolationOf,
   type Interpolation,
   type LoggingPolicy,
@@ -32,288 +28,103 @@ export {
   type TagDefinitionInput,
   type TagValue,
 } from "./domain/tags";
-export { AGGREGATES, MAX_HISTORY_INTERVALS } from "./ports/sample-history";
-export {
-  checkAggregateQuery,
-  checkDownsampleQuery,
-  checkIntervalQuery,
-  checkValueAtQuery,
-  type CheckedIntervals,
-} from "./history/history-input";
-export {
-  HISTORY_GOOD,
-  HISTORY_NO_DATA,
-  HISTORY_UNCERTAIN,
-  boundingValue,
-  finishAggregates,
-  segmentArea,
-  type Bound,
-  type BoundingSamples,
-  type HistoryPoint,
-  type IntervalPartials,
-  type OuterBounds,
-} from "./history/part13-aggregates";
-export {
-  aggregateSeries,
-  downsampleSeries,
-  isGoodData,
-  numericValue,
-  samplePoint,
-  valueAtInSeries,
-  valueFromBounds,
-  type SamplePoint,
-  type SampleSeries,
-} from "./history/series-history";
-export { formatPath, issuesFromZod, parseOrThrow } from "./domain/validation";
-export type { BreakerState, EventBase, KilnEventType, KilnEvents } from "./events/catalogue";
-export { EventBus, type Disposer, type EventHandler, type EventTap } from "./events/event-bus";
-export { createSignal, signalSpecSchema, type Signal, type SignalSpec } from "./memory/signals";
+export type { CurrentValueTable, CvtChange, CvtObserver } from "./cvt/current-value-table";
+export { NO_COMMUNICATION } from "./cvt/current-value-table";
+
+// Composition and health
+export { createControlSystem } from "./compose/create-control-system";
+export { ControlSystem, type ControlSystemHealth, type MachineStateMachine } from "./compose/control-system";
+export type { ControlSystemOptions } from "./compose/control-system-options";
+export type { PortBreakerSettings, PortHealth, PortPolicy, StorePolicies } from "./compose/port-policies";
+export type { Resolve, ServiceRegistry } from "./compose/service-registry";
+export { Tokens } from "./compose/tokens";
+export type { AcquisitionHealth, ScanGroupHealth } from "./acquisition/acquisition";
+export type { OverflowPolicy, SampleLoggerHealth } from "./logging/sample-logger";
+export type { StatsSummary } from "./stats/rolling-stats";
+export type { CircuitBreakerSnapshot, CircuitState } from "./resilience/circuit-breaker";
+
+// Events
+export { EventBus, type EventHandler } from "./events/event-bus";
+export type { Disposer } from "./domain/disposer";
+export type { BreakerState, KilnEventType, KilnEvents } from "./events/catalogue";
+
+// Embedded defaults: simulated PLC, in-memory store and metrics, system clock, silent logger
 export {
   SimulatedPlc,
   type SimulatedPlcFaults,
   type SimulatedPlcOptions,
   type SimulatedSource,
-  type SimulatedWrite,
 } from "./memory/simulated-plc";
-export { MemoryStore, MemoryStoreFaults, type MemoryStoreOptions, type MemoryStorePort } from "./memory/memory-store";
-export {
-  MemoryMetrics,
-  type HistogramSummary,
-  type MemoryMetricsOptions,
-  type MetricSnapshot,
-} from "./memory/memory-metrics";
-export { CurrentValueTable, NO_COMMUNICATION, type CvtChange, type CvtObserver } from "./cvt/current-value-table";
-export {
-  Acquisition,
-  type AcquisitionHealth,
-  type AcquisitionOptions,
-  type AcquisitionPolicy,
-  type ScanGroupHealth,
-  type ScanGroupSettings,
-} from "./acquisition/acquisition";
-export {
-  FixedRateScheduler,
-  type CycleInfo,
-  type FixedRateSchedulerOptions,
-  type OverrunInfo,
-} from "./acquisition/fixed-rate-scheduler";
-export type { StatsSummary } from "./stats/rolling-stats";
-export { LoggingFilter } from "./logging/logging-filter";
-export {
-  SampleLogger,
-  type OverflowPolicy,
-  type SampleLoggerHealth,
-  type SampleLoggerOptions,
-  type SampleLoggerSettings,
-} from "./logging/sample-logger";
-export { SampleJournal, type JournalRecovery } from "./logging/sample-journal";
-export {
-  CallPolicy,
-  CircuitBreaker,
-  RETRY_JITTERS,
-  backoffDelay,
-  createRetryPolicy,
-  isBreakerFailure,
-  retry,
-  withTimeout,
-  type CallPolicyBreakerOptions,
-  type CallPolicyOptions,
-  type CircuitBreakerOptions,
-  type CircuitBreakerSnapshot,
-  type CircuitState,
-  type CircuitStateChange,
-  type RetryInfo,
-  type RetryJitter,
-  type RetryOptions,
-  type RetryPolicy,
-  type RetryPolicyOptions,
-  type TimeoutOptions,
-} from "./resilience/index";
+export type { SignalSpec } from "./memory/signals";
+export { MemoryStore, type MemoryStoreFaults, type MemoryStoreOptions } from "./memory/memory-store";
+export { MemoryMetrics, type MemoryMetricsOptions, type MetricSnapshot } from "./memory/memory-metrics";
+export { SystemClock } from "./runtime/system-clock";
+export { silentLogger } from "./runtime/silent-logger";
+
+// Machine state models (a custom model runs on a StateMachine registered with `Tokens.Machine`)
 export {
   StateMachine,
   defineMachineModel,
-  kilnMachineModel,
-  packmlModel,
-  type GuardDenial,
-  type GuardResult,
-  type KilnMachineCommand,
-  type KilnMachineState,
   type MachineModel,
-  type MachineModelDefinition,
   type MachineSnapshot,
   type MachineTransition,
-  type PackmlCommand,
-  type PackmlState,
-  type StateAction,
   type StateMachineOptions,
-  type TransitionGuard,
-  type TransitionListener,
-  type TransitionRequest,
-  type TransitionTable,
-} from "./fsm/index";
+} from "./fsm/state-machine";
+export { kilnMachineModel, type KilnMachineCommand, type KilnMachineState } from "./fsm/kiln-machine-model";
+export { packmlModel, type PackmlCommand, type PackmlState } from "./fsm/packml-model";
+
+// Alarms (ISA-18.2)
+export { computeAlarmKpis, type AlarmKpiOptions, type AlarmKpis } from "./alarms/alarm-kpis";
+export { defineAlarms, type AlarmDefinitionInput, type AlarmKind, type AlarmPriority } from "./alarms/alarm-definition";
+export { type AlarmShelveOptions, type AlarmSnapshot } from "./alarms/alarm-engine";
+export { type AlarmStateName } from "./alarms/alarm-state";
+
+// Recipes and processes
+export { parseRecipe, type Recipe, type RecipeInput, type RecipeStepInput } from "./recipes/recipe-schema";
+export { validateRecipe } from "./recipes/recipe-validation";
 export {
-  ALARM_KINDS,
-  ALARM_STATE_NAMES,
-  AlarmEngine,
-  computeAlarmKpis,
-  defineAlarms,
-  isAlarmRaise,
-  type AlarmBaseState,
-  type AlarmDefinition,
-  type AlarmDefinitionInput,
-  type AlarmEngineOptions,
-  type AlarmEngineStats,
-  type AlarmKind,
-  type AlarmKpiOptions,
-  type AlarmKpis,
-  type AlarmPrincipal,
-  type AlarmPriority,
-  type AlarmShelveOptions,
-  type AlarmSnapshot,
-  type AlarmState,
-  type AlarmStateName,
-} from "./alarms/index";
-export { ControlSystem, type ControlSystemHealth, type MachineStateMachine } from "./compose/control-system";
-export { createControlSystem } from "./compose/create-control-system";
-export type { TagWriter } from "./compose/checked-write";
-export {
-  guardDriver,
-  guardSampleSink,
-  guardStore,
-  type PortBreakerSettings,
-  type PortHealth,
-  type PortPolicy,
-  type PortPolicyContext,
-  type StorePolicies,
-} from "./compose/port-policies";
-export type {
-  GuardedDriver,
-  GuardedSampleSink,
-  GuardedStore,
-  PortCall,
-  StorePortName,
-} from "./resilience/guarded-ports";
-export {
-  resolveControlSystemOptions,
-  scanGroupSchema,
-  type ControlSystemOptions,
-  type ResolvedControlSystemOptions,
-} from "./compose/control-system-options";
-export type { Resolve, ServiceRegistry } from "./compose/service-registry";
-export { Tokens } from "./compose/tokens";
-export { SystemClock, sleepOn } from "./runtime/system-clock";
-export { silentLogger } from "./runtime/silent-logger";
-export {
-  type AggregateInterval,
-  type AggregateName,
-  type AggregateQuery,
-  type AggregateValue,
-  type AlarmHistory,
-  type AlarmHistoryEntry,
-  type AuditEntry,
-  type AuditLog,
-  type BrowsedVariable,
-  type BucketQuery,
-  type Clock,
-  type DownsampleQuery,
-  type HistoryQueries,
-  type IntervalQuery,
-  type Counter,
-  type DriverStatus,
-  type DriverStatusChange,
-  type EventStore,
-  type Gauge,
-  type Histogram,
-  type LogMethod,
-  type Logger,
-  type MetricLabels,
-  type Metrics,
-  type NewDomainEvent,
-  type PlcDriver,
-  type PlcDriverCapabilities,
-  type ProcessFilter,
-  type ProcessRecord,
-  type ProcessRepository,
-  type ProcessStatus,
-  type RecipeRepository,
-  type SampleBucket,
-  type SampleHistory,
-  type SampleQuery,
-  type SampleSink,
-  type Store,
-  type StoreCapabilities,
-  type StoredDomainEvent,
-  type StoredRecipe,
-  type SubscriptionOptions,
-  type TimeRange,
-  type TimerHandle,
-} from "./ports/index";
-export {
-  DEFAULT_RECIPE_LIMITS,
-  RecipeExecutor,
-  kilnMachineBinding,
-  packmlMachineBinding,
-  parseRecipe,
-  recipeResolver,
-  recipeSchema,
-  recoverInterrupted,
-  storedRecipeOf,
-  tableRecipeIo,
-  validateRecipe,
-  type CallStep,
-  type ConditionOperator,
-  type DrivableMachine,
-  type LoopStep,
-  type MachineBinding,
-  type ParameterDefinition,
-  type ParameterRef,
-  type ProcessPrincipal,
   type ProcessProblem,
   type ProcessResult,
-  type PulseStep,
-  type RampStep,
-  type Recipe,
-  type RecipeCondition,
-  type RecipeExecutorOptions,
-  type RecipeInput,
-  type RecipeIo,
-  type RecipeLimits,
-  type RecipePlan,
   type RecipeProcess,
-  type RecipeResolver,
-  type RecipeStartRequest,
-  type RecipeStep,
-  type RecipeStepInput,
-  type RecipeValidationOptions,
-  type RecoverInterruptedOptions,
-  type RecoveryResult,
-  type SafeStateWrite,
-  type SetStep,
-  type StartRecipeOptions,
-  type TimeoutAction,
   type TimingStats,
-  type TripResult,
-  type WaitStep,
-  type WaitUntilStep,
-  type WriteOrigin,
-} from "./recipes/index";
+} from "./recipes/recipe-process";
+export { type SafeStateWrite } from "./recipes/safe-state";
+export { type StartRecipeOptions } from "./recipes/recipe-executor";
+
+// Operator authorization
 export {
-  AuditedCommandRunner,
   Authorizer,
-  DEFAULT_ENGINEER_WRITE_STATES,
-  DEFAULT_OPERATOR_WRITE_STATES,
-  DENIAL_CODES,
   PERMISSIONS,
   defaultRoleTable,
-  principalSchema,
-  type AuditedCommand,
-  type AuditedCommandRunnerOptions,
-  type AuthorizationContext,
-  type AuthorizerOptions,
-  type CommandContext,
   type DefaultRoleTableOptions,
   type Permission,
   type PermissionGrant,
   type Principal,
   type RoleTable,
-} from "./security/index";
+} from "./security/authorization";
+
+// Ports: the contracts a driver or store implements and a host may pass in
+export { AGGREGATES, MAX_HISTORY_INTERVALS } from "./ports/sample-history";
+export type {
+  AggregateInterval,
+  AggregateName,
+  AlarmHistory,
+  AuditEntry,
+  AuditLog,
+  Clock,
+  Counter,
+  DriverStatus,
+  EventStore,
+  Gauge,
+  Histogram,
+  HistoryQueries,
+  Logger,
+  Metrics,
+  PlcDriver,
+  ProcessRecord,
+  ProcessRepository,
+  RecipeRepository,
+  SampleHistory,
+  SampleSink,
+  Store,
+} from "./ports/index";

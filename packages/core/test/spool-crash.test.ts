@@ -4,7 +4,10 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterEach, beforeEach, expect, test } from "vitest";
-import { EventBus, MemoryStore, SampleLogger, guardSampleSink, type KilnEvents } from "@kiln/core";
+import { type KilnEvents, MemoryStore } from "@kiln/core";
+import { EventBus } from "../src/events/event-bus";
+import { SampleLogger } from "../src/logging/sample-logger";
+import { guardSampleSink } from "../src/compose/port-policies";
 import { SimulatedClock } from "@kiln/core/testing";
 
 const here = dirname(fileURLToPath(import.meta.url));

@@ -4,15 +4,10 @@
  * write it prints `spooled <total>` (the journal is fsynced before that line is printed).
  * The parent kills it with SIGKILL at an arbitrary moment.
  */
-import {
-  EventBus,
-  GOOD,
-  SampleLogger,
-  SystemClock,
-  guardSampleSink,
-  type KilnEvents,
-  type SampleSink,
-} from "@kiln/core";
+import { GOOD, type KilnEvents, type SampleSink, SystemClock } from "@kiln/core";
+import { EventBus } from "../src/events/event-bus";
+import { SampleLogger } from "../src/logging/sample-logger";
+import { guardSampleSink } from "../src/compose/port-policies";
 import { KilnError } from "@kiln/core";
 
 const spoolPath = process.argv[2];

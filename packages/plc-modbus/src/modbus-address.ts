@@ -1,5 +1,6 @@
 import { z } from "zod";
-import { KilnValidationError, issuesFromZod, type Tag, type TagDataType } from "@kiln/core";
+import { KilnValidationError, type Tag, type TagDataType } from "@kiln/core";
+import { issuesFromZod } from "@kiln/core/driver-kit";
 
 /** The four Modbus data areas (tables). */
 export const MODBUS_AREAS = ["coil", "discrete-input", "input-register", "holding-register"] as const;

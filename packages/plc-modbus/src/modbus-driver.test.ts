@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { KilnError, QualityCodes, defineTags, type DriverStatusChange } from "@kiln/core";
+import { defineTags, KilnError, QualityCodes } from "@kiln/core";
+import { type DriverStatusChange } from "@kiln/core/driver-kit";
 import { SimulatedClock } from "@kiln/core/testing";
 import { FakeModbusDevice } from "../test/fake-modbus-device";
 import { loadSerialSupport } from "./modbus-client";

@@ -1,20 +1,18 @@
 import {
-  GOOD,
-  KilnError,
-  SystemClock,
-  parseOrThrow,
-  silentLogger,
   type Clock,
   type DriverStatus,
-  type DriverStatusChange,
+  GOOD,
+  KilnError,
   type Logger,
   type PlcDriver,
-  type PlcDriverCapabilities,
   type Quality,
   type Sample,
+  silentLogger,
+  SystemClock,
   type Tag,
   type TagValue,
 } from "@kiln/core";
+import { type DriverStatusChange, parseOrThrow, type PlcDriverCapabilities } from "@kiln/core/driver-kit";
 import { ConnectionLifecycle, type Disposer } from "@kiln/core/driver-kit";
 import { formatModbusAddress, isBitArea, isWritableArea } from "./modbus-address";
 import { createModbusSerialClient, type ModbusClient } from "./modbus-client";

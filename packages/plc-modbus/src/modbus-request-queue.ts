@@ -1,4 +1,5 @@
-import { KilnError, type Clock, type TimerHandle } from "@kiln/core";
+import { type Clock, KilnError } from "@kiln/core";
+import { type TimerHandle } from "@kiln/core/driver-kit";
 import { modbusTimeoutError } from "./modbus-failure";
 
 /** Options of {@link ModbusRequestQueue}. */

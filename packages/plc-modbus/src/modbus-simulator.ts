@@ -1,17 +1,16 @@
 import { createServer, type AddressInfo, type Server, type Socket } from "node:net";
 import { ServerTCP, type IServiceVector } from "modbus-serial";
 import {
-  KilnError,
-  SystemClock,
-  createSignal,
-  type TagCatalog,
   type Clock,
   type Disposer,
-  type Signal,
+  KilnError,
   type SignalSpec,
+  SystemClock,
   type Tag,
+  type TagCatalog,
   type TagValue,
 } from "@kiln/core";
+import { createSignal, type Signal } from "@kiln/core/driver-kit";
 import {
   isBitArea,
   modbusTagAddress,

@@ -1,12 +1,6 @@
 import { afterEach, describe, expect, it } from "vitest";
-import {
-  KilnError,
-  QualityCodes,
-  defineTags,
-  type DriverStatus,
-  type DriverStatusChange,
-  type TagDefinitionInput,
-} from "@kiln/core";
+import { defineTags, type DriverStatus, KilnError, QualityCodes, type TagDefinitionInput } from "@kiln/core";
+import { type DriverStatusChange } from "@kiln/core/driver-kit";
 import { SimulatedClock } from "@kiln/core/testing";
 import { ModbusDriver, ModbusSimulator, type ModbusDriverOptions, type ModbusSimulatorRequest } from "../src/index";
 

@@ -1,4 +1,4 @@
-import type { BrowsedVariable } from "@kiln/core";
+import { type BrowsedVariable } from "@kiln/core/driver-kit";
 import {
   AttributeIds,
   BrowseDirection,

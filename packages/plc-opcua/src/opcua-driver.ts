@@ -1,26 +1,28 @@
 import { homedir } from "node:os";
 import path from "node:path";
 import {
-  KilnError,
-  KilnValidationError,
-  QualityCodes,
-  SystemClock,
-  parseOrThrow,
-  severityOfStatusCode,
-  silentLogger,
-  type BrowsedVariable,
   type Clock,
   type DriverStatus,
-  type DriverStatusChange,
+  KilnError,
+  KilnValidationError,
   type Logger,
   type PlcDriver,
-  type PlcDriverCapabilities,
+  QualityCodes,
   type Sample,
-  type SubscriptionOptions,
+  silentLogger,
+  SystemClock,
   type Tag,
   type TagValue,
   type ValidationIssue,
 } from "@kiln/core";
+import {
+  type BrowsedVariable,
+  type DriverStatusChange,
+  parseOrThrow,
+  type PlcDriverCapabilities,
+  severityOfStatusCode,
+  type SubscriptionOptions,
+} from "@kiln/core/driver-kit";
 import { ConnectionLifecycle, raceAbort, type Disposer } from "@kiln/core/driver-kit";
 import {
   AttributeIds,

@@ -1,13 +1,5 @@
-import {
-  GOOD,
-  QualityCodes,
-  quality,
-  qualityFromStatusCode,
-  severityOfStatusCode,
-  type Sample,
-  type Tag,
-  type TagValue,
-} from "@kiln/core";
+import { GOOD, quality, QualityCodes, type Sample, type Tag, type TagValue } from "@kiln/core";
+import { qualityFromStatusCode, severityOfStatusCode } from "@kiln/core/driver-kit";
 import type { DataValue } from "node-opcua";
 import { statusNameOf } from "./opcua-errors";
 import { tagValueFromVariant } from "./opcua-values";

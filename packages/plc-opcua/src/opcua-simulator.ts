@@ -1,20 +1,8 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import {
-  KilnError,
-  SystemClock,
-  TagCatalog,
-  createSignal,
-  parseOrThrow,
-  signalSpecSchema,
-  type Clock,
-  type Signal,
-  type SignalSpec,
-  type Tag,
-  type TagValue,
-  type TimerHandle,
-} from "@kiln/core";
+import { type Clock, KilnError, type SignalSpec, SystemClock, type Tag, TagCatalog, type TagValue } from "@kiln/core";
+import { createSignal, parseOrThrow, type Signal, signalSpecSchema, type TimerHandle } from "@kiln/core/driver-kit";
 import {
   ActivateSessionRequest,
   CreateMonitoredItemsRequest,

@@ -1,13 +1,5 @@
-import {
-  QualityCodes,
-  type Clock,
-  type Logger,
-  type Sample,
-  type SubscriptionOptions,
-  type Tag,
-  type TagValue,
-  type TimerHandle,
-} from "@kiln/core";
+import { type Clock, type Logger, QualityCodes, type Sample, type Tag, type TagValue } from "@kiln/core";
+import { type SubscriptionOptions, type TimerHandle } from "@kiln/core/driver-kit";
 import { reconnectDelay } from "@kiln/core/driver-kit";
 import {
   AttributeIds,

@@ -1,7 +1,8 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { KilnError, QualityCodes, defineTags, type DriverStatusChange, type Sample, type Tag } from "@kiln/core";
+import { defineTags, KilnError, QualityCodes, type Sample, type Tag } from "@kiln/core";
+import { type DriverStatusChange } from "@kiln/core/driver-kit";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { OpcuaDriver, OpcuaSimulator, type OpcuaDriverOptions } from "../src/index";
 import { RecordingLogger } from "./support/recording-logger";

@@ -1,7 +1,8 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { QualityCodes, defineTags, type DriverStatusChange, type Sample } from "@kiln/core";
+import { defineTags, QualityCodes, type Sample } from "@kiln/core";
+import { type DriverStatusChange } from "@kiln/core/driver-kit";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { OPCUA_SIMULATOR_NAMESPACE_URI, OpcuaDriver, OpcuaSimulator } from "../src/index";
 import { RecordingLogger } from "./support/recording-logger";

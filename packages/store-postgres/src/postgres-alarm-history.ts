@@ -1,4 +1,5 @@
-import type { AlarmHistory, AlarmHistoryEntry, TimeRange } from "@kiln/core";
+import { type AlarmHistory } from "@kiln/core";
+import { type AlarmHistoryEntry, type TimeRange } from "@kiln/core/driver-kit";
 import { checkTimeRange, IssueCollector } from "./input-checks";
 import { jsonText, millisecondsOf, parseJsonText, timestampOf } from "./sql-expressions";
 import type { StoreContext } from "./store-context";

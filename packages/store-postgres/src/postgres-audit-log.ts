@@ -1,4 +1,5 @@
-import type { AuditEntry, AuditLog, TimeRange } from "@kiln/core";
+import { type AuditEntry, type AuditLog } from "@kiln/core";
+import { type TimeRange } from "@kiln/core/driver-kit";
 import { checkTimeRange, IssueCollector } from "./input-checks";
 import { arrayLiteral } from "./sql-array";
 import { jsonText, millisecondsOf, parseJsonText, timestampOf } from "./sql-expressions";

@@ -1,4 +1,5 @@
-import { KilnError, type EventStore, type NewDomainEvent, type StoredDomainEvent } from "@kiln/core";
+import { type EventStore, KilnError } from "@kiln/core";
+import { type NewDomainEvent, type StoredDomainEvent } from "@kiln/core/driver-kit";
 import { invalid, IssueCollector } from "./input-checks";
 import { sqlStateOf, UNIQUE_VIOLATION } from "./postgres-error";
 import { arrayLiteral } from "./sql-array";

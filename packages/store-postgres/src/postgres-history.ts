@@ -1,24 +1,26 @@
 import {
-  checkAggregateQuery,
-  checkDownsampleQuery,
-  checkIntervalQuery,
-  checkValueAtQuery,
-  finishAggregates,
-  samplePoint,
-  valueFromBounds,
   type AggregateInterval,
   type AggregateName,
-  type AggregateQuery,
-  type CheckedIntervals,
-  type DownsampleQuery,
-  type HistoryPoint,
   type HistoryQueries,
-  type IntervalPartials,
   type Interpolation,
-  type IntervalQuery,
-  type OuterBounds,
   type Sample,
 } from "@kiln/core";
+import {
+  type AggregateQuery,
+  checkAggregateQuery,
+  checkDownsampleQuery,
+  type CheckedIntervals,
+  checkIntervalQuery,
+  checkValueAtQuery,
+  type DownsampleQuery,
+  finishAggregates,
+  type HistoryPoint,
+  type IntervalPartials,
+  type IntervalQuery,
+  type OuterBounds,
+  samplePoint,
+  valueFromBounds,
+} from "@kiln/core/driver-kit";
 import { SAMPLE_ROW_COLUMNS, toSample, type SampleRow } from "./sample-row";
 import { arrayLiteral } from "./sql-array";
 import { fastMillisecondsOf, timestampOf } from "./sql-expressions";

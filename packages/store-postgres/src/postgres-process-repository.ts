@@ -1,4 +1,5 @@
-import type { NewDomainEvent, ProcessFilter, ProcessRecord, ProcessRepository, ProcessStatus } from "@kiln/core";
+import { type ProcessRecord, type ProcessRepository } from "@kiln/core";
+import { type NewDomainEvent, type ProcessFilter, type ProcessStatus } from "@kiln/core/driver-kit";
 import { appendEvents, checkAppend } from "./postgres-event-store";
 import { IssueCollector } from "./input-checks";
 import { arrayLiteral } from "./sql-array";

@@ -1,4 +1,5 @@
-import { KilnError, type RecipeRepository, type StoredRecipe } from "@kiln/core";
+import { KilnError, type RecipeRepository } from "@kiln/core";
+import { type StoredRecipe } from "@kiln/core/driver-kit";
 import { invalid, IssueCollector } from "./input-checks";
 import { jsonText, millisecondsOf, timestampOf } from "./sql-expressions";
 import type { StoreContext } from "./store-context";

@@ -1,11 +1,5 @@
-import {
-  type BucketQuery,
-  type Sample,
-  type SampleBucket,
-  type SampleHistory,
-  type SampleQuery,
-  type SampleSink,
-} from "@kiln/core";
+import { type Sample, type SampleHistory, type SampleSink } from "@kiln/core";
+import { type BucketQuery, type SampleBucket, type SampleQuery } from "@kiln/core/driver-kit";
 import { IssueCollector } from "./input-checks";
 import { sqlStateOf, UNIQUE_VIOLATION } from "./postgres-error";
 import {

@@ -1,19 +1,19 @@
 import {
-  KilnError,
-  silentLogger,
   type AlarmHistory,
   type AuditLog,
   type EventStore,
   type HistoryQueries,
+  KilnError,
   type Logger,
   type ProcessRepository,
   type RecipeRepository,
   type SampleHistory,
   type SampleSink,
+  silentLogger,
   type Store,
-  type StoreCapabilities,
   type Tag,
 } from "@kiln/core";
+import { type StoreCapabilities } from "@kiln/core/driver-kit";
 import pg from "pg";
 import { IssueCollector } from "./input-checks";
 import { applyMigrations, type MigrationReport } from "./migrator";

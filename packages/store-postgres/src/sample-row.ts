@@ -1,4 +1,5 @@
-import { GOOD, qualityFromStatusCode, type Sample } from "@kiln/core";
+import { GOOD, type Sample } from "@kiln/core";
+import { qualityFromStatusCode } from "@kiln/core/driver-kit";
 import { millisecondsOf } from "./sql-expressions";
 
 /** One stored sample as read back: the columns of {@link SAMPLE_ROW_COLUMNS}. */

@@ -1,13 +1,5 @@
-import {
-  GOOD,
-  KilnError,
-  QualityCodes,
-  defineTags,
-  quality,
-  type NewDomainEvent,
-  type ProcessRecord,
-  type Sample,
-} from "@kiln/core";
+import { defineTags, GOOD, KilnError, type ProcessRecord, quality, QualityCodes, type Sample } from "@kiln/core";
+import { type NewDomainEvent } from "@kiln/core/driver-kit";
 import { describe, expect, test } from "vitest";
 import type { SqlClient } from "../src/index";
 import { TARGETS, expectKilnError, useTarget } from "./support/database";

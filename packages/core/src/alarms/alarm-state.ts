@@ -161,11 +161,6 @@ export function nextAlarmState(state: AlarmState, trigger: AlarmTrigger): AlarmS
   }
 }
 
-/** True for the four annunciation states (no overlay). */
-export function isBaseAlarmState(state: AlarmState): state is AlarmBaseState {
-  return isBase(state);
-}
-
 /** The innermost annunciation state: what the alarm would show with every overlay removed. */
 export function alarmBaseState(state: AlarmState): AlarmBaseState {
   return isBase(state) ? state : alarmBaseState(state.underlying);

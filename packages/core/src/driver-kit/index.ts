@@ -15,6 +15,58 @@ export {
   type KilnErrorCode,
   type ValidationIssue,
 } from "../domain/errors";
-export { GOOD, QualityCodes, quality, qualityFromStatusCode, type Quality } from "../domain/quality";
+export {
+  GOOD,
+  QualityCodes,
+  quality,
+  qualityFromStatusCode,
+  severityOfStatusCode,
+  type Quality,
+  type QualitySeverity,
+} from "../domain/quality";
 export { checkTagValue } from "../domain/tags";
-export { issuesFromZod, parseOrThrow } from "../domain/validation";
+export { formatPath, issuesFromZod, parseOrThrow } from "../domain/validation";
+
+// For simulators: the signal generators SimulatedPlc uses, to drive a protocol simulator's values.
+export { createSignal, signalSpecSchema, type Signal, type SignalSpec } from "../memory/signals";
+export { SystemClock, sleepOn } from "../runtime/system-clock";
+export { silentLogger } from "../runtime/silent-logger";
+
+// For store authors: input checks and the OPC UA Part 13 reference logic behind every store's history.
+export { AGGREGATES, MAX_HISTORY_INTERVALS } from "../ports/sample-history";
+export {
+  checkAggregateQuery,
+  checkDownsampleQuery,
+  checkIntervalQuery,
+  checkValueAtQuery,
+  type CheckedIntervals,
+} from "../history/history-input";
+export {
+  HISTORY_GOOD,
+  HISTORY_NO_DATA,
+  HISTORY_UNCERTAIN,
+  boundingValue,
+  finishAggregates,
+  segmentArea,
+  type Bound,
+  type BoundingSamples,
+  type HistoryPoint,
+  type IntervalPartials,
+  type OuterBounds,
+} from "../history/part13-aggregates";
+export {
+  aggregateSeries,
+  downsampleSeries,
+  isGoodData,
+  numericValue,
+  samplePoint,
+  valueAtInSeries,
+  valueFromBounds,
+  type SamplePoint,
+  type SampleSeries,
+} from "../history/series-history";
+export { interpolationOf, type Interpolation, type Tag, type TagDataType, type TagValue } from "../domain/tags";
+export type { Sample } from "../domain/sample";
+
+// The port contracts, with every type a driver or store implementation names.
+export type * from "../ports/index";

@@ -15,7 +15,7 @@ import { recipeSchema, type RecipeInput } from "./recipe-schema";
 import { validateRecipe, type RecipeLimits, type RecipeResolver } from "./recipe-validation";
 import { checkSafeState, writeSafeState, type SafeStateWrite } from "./safe-state";
 
-export type { ProcessProblem, ProcessResult, RecipeProcess, TimingStats } from "./recipe-process";
+export type { ProcessProblem, ProcessResult, RecipeProcess } from "./recipe-process";
 export type { SafeStateWrite } from "./safe-state";
 
 /** Options of {@link RecipeExecutor}. */

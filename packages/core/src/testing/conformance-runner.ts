@@ -33,7 +33,11 @@ export function group(
 
 /**
  * Awaits `operation` and asserts it rejected with a `KilnError` of `code` (checked with
- * `KilnError.is`, so errors from another copy of `@kiln/core` count). Returns the error.
+ * `KilnError.is`, so errors from another copy of `@kiln/core` count). Returns the error. A
+ * failure message names what happened instead (`resolved`, another code, a non-Kiln error).
+ *
+ * @example
+ * const error = await expectKilnError(expect, system.writeTag(viewer, "valve.ald1", true), "KILN_FORBIDDEN");
  */
 export async function expectKilnError(
   expect: ConformanceRunner["expect"],

@@ -1,8 +1,8 @@
+// @kiln/core/testing: what tests need. The in-memory defaults (SimulatedPlc, MemoryStore,
+// MemoryMetrics) are exported once, from "@kiln/core".
 export { SimulatedClock } from "../memory/simulated-clock";
-export { SimulatedPlc } from "../memory/simulated-plc";
-export { MemoryStore, MemoryStoreFaults } from "../memory/memory-store";
-export { MemoryMetrics } from "../memory/memory-metrics";
-export type { ConformanceAssertion, ConformanceRunner } from "./conformance-runner";
+export { MemoryStoreFaults } from "../memory/memory-store";
+export { expectKilnError, type ConformanceAssertion, type ConformanceRunner } from "./conformance-runner";
 export {
   plcDriverAbortConformance,
   plcDriverBrowseConformance,
