@@ -154,6 +154,8 @@ export class SampleLogger {
   #stopping = new AbortController();
   #roomWaiters: (() => void)[] = [];
   #pendingDropCount = 0;
+  /** False while the store is not open yet (a degraded start): everything is spooled, nothing replayed. */
+  #storeReady = true;
   #stats = { in: 0, out: 0, dropped: 0, spooled: 0, replayed: 0, blockedWaits: 0, corruptRecords: 0 };
 
   constructor(options: SampleLoggerOptions) {
@@ -180,9 +182,22 @@ export class SampleLogger {
     };
   }
 
-  /** Opens the spool (if configured) and replays what a previous run left in it. */
-  async start(): Promise<void> {
+  /**
+   * Opens the spool (if configured) and replays what a previous run left in it.
+   * With `storeReady: false` (the store could not be opened yet), every sample goes to the
+   * spool and nothing is written until {@link storeReady} is called.
+   * @throws KilnError `KILN_VALIDATION` for `storeReady: false` without a spool;
+   *   `KILN_JOURNAL_FAILED` when the spool cannot be opened.
+   */
+  async start(options: { readonly storeReady?: boolean } = {}): Promise<void> {
     if (this.#mode !== "stopped") return;
+    const storeReady = options.storeReady ?? true;
+    if (!storeReady && !this.#options.spoolPath) {
+      throw new KilnError("KILN_VALIDATION", "Starting without a store needs logging.spoolPath.", {
+        details: { issues: [{ path: "logging.spoolPath", message: "required to start while the store is down" }] },
+      });
+    }
+    this.#storeReady = storeReady;
     this.#stopping = new AbortController();
     this.#mode = "memory";
     if (this.#options.spoolPath) {
@@ -197,11 +212,18 @@ export class SampleLogger {
       if (recovery.skippedRecords > 0) {
         this.#logger.error({ ...recovery }, "spool had corrupt records; they were skipped");
       }
-      if (!journal.empty) {
-        this.#logger.info({ samples: journal.samples }, "replaying spooled samples from a previous run");
+      if (!journal.empty || !storeReady) {
+        if (!journal.empty) this.#logger.info({ samples: journal.samples }, "spool holds samples from a previous run");
         this.#enterSpooling();
       }
     }
+  }
+
+  /** Tells a logger started with `storeReady: false` that the store is open: the spool replays. */
+  storeReady(): void {
+    if (this.#storeReady) return;
+    this.#storeReady = true;
+    if (this.#mode === "spooling") this.#startReplay();
   }
 
   /**
@@ -495,12 +517,15 @@ export class SampleLogger {
     this.#buffered = 0;
     this.#releaseRoom(true);
     if (moved.length > 0) void this.#appendToJournal(moved);
-    if (this.#replaying === undefined) {
-      const run: Promise<void> = this.#replay().finally(() => {
-        if (this.#replaying === run) this.#replaying = undefined;
-      });
-      this.#replaying = run;
-    }
+    if (this.#storeReady) this.#startReplay();
+  }
+
+  #startReplay(): void {
+    if (this.#replaying !== undefined) return;
+    const run: Promise<void> = this.#replay().finally(() => {
+      if (this.#replaying === run) this.#replaying = undefined;
+    });
+    this.#replaying = run;
   }
 
   /** Empties every lane, in-flight batches first, preserving per-tag order. */
@@ -576,7 +601,8 @@ export class SampleLogger {
       if (generation !== this.#generation) return;
       const batch = await journal.peek();
       if (batch === undefined) {
-        if (this.#spoolBuffer.length > 0) {
+        // A journal write still under way (started while peek ran) is replayed before leaving spooling.
+        if (this.#spoolBuffer.length > 0 || this.#journalPending > 0) {
           await this.#spoolPending();
           continue;
         }
