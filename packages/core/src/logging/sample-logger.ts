@@ -185,7 +185,7 @@ export class SampleLogger {
   /**
    * Opens the spool (if configured) and replays what a previous run left in it.
    * With `storeReady: false` (the store could not be opened yet), every sample goes to the
-   * spool and nothing is written until {@link storeReady} is called.
+   * spool and nothing is written until {@link SampleLogger.storeReady} is called.
    * @throws KilnError `KILN_VALIDATION` for `storeReady: false` without a spool;
    *   `KILN_JOURNAL_FAILED` when the spool cannot be opened.
    */

@@ -40,7 +40,7 @@ interface ChainedTimer {
 
 /**
  * The real clock: wall time and Node's timers. Delays of any length are honoured: one longer
- * than {@link MAX_TIMER_DELAY_MS} is waited out as a chain of shorter timers, measured against
+ * than `MAX_TIMER_DELAY_MS` (2^31 − 1 ms) is waited out as a chain of shorter timers, measured against
  * wall time, instead of firing after 1 ms as a bare `setTimeout` would.
  */
 export class SystemClock implements Clock {
