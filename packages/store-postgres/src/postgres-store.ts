@@ -54,6 +54,12 @@ export interface PostgresStoreOptions {
   readonly maxConnections?: number;
   /** Where the store reports connection errors of idle pooled connections. @default silentLogger */
   readonly logger?: Logger;
+  /**
+   * When the store owns its pool: how long `close()` waits for queries still running (a frozen
+   * or unreachable server never answers them) before it destroys their connections, in ms.
+   * @default 5000
+   */
+  readonly closeTimeoutMs?: number;
 }
 
 /** A lower-case identifier that needs no quoting rules beyond double quotes; `pg_` is reserved. */
@@ -84,7 +90,7 @@ interface Connection {
  * await store.samples.writeBatch([{ tag: "chamber.pressure", value: 2.5, timestamp: Date.now(), quality: GOOD }]);
  * await store.close();
  * @throws KilnValidationError (`KILN_VALIDATION`) from the constructor for bad options (`schema`,
- * `maxConnections`, more than one connection source).
+ * `maxConnections`, `closeTimeoutMs`, more than one connection source).
  */
 export class PostgresStore implements Store {
   /** The store contract version. */
@@ -212,7 +218,22 @@ export class PostgresStore implements Store {
       owned.on("error", (error) =>
         this.#logger.warn({ err: error, schema: this.schema }, "idle PostgreSQL connection lost"),
       );
-      return { client: new PgPoolSqlClient(owned), release: () => owned.end() };
+      // Clients checked out now; close() destroys the ones an abandoned query still holds.
+      const active = new Set<pg.PoolClient>();
+      owned.on("acquire", (pooled) => active.add(pooled));
+      owned.on("release", (_error, pooled) => active.delete(pooled));
+      owned.on("remove", (pooled) => active.delete(pooled));
+      const closeTimeoutMs = this.#options.closeTimeoutMs ?? 5_000;
+      return {
+        client: new PgPoolSqlClient(owned),
+        release: async () => {
+          const ended = owned.end();
+          if (await settlesWithin(ended, closeTimeoutMs)) return;
+          this.#logger.warn({ schema: this.schema, queries: active.size }, "closing with queries still running");
+          for (const pooled of active) destroyConnection(pooled);
+          await settlesWithin(ended, closeTimeoutMs);
+        },
+      };
     }
     const { PGlite } = await import("@electric-sql/pglite");
     const embedded = await PGlite.create();
@@ -237,5 +258,28 @@ function checkOptions(options: PostgresStoreOptions): void {
     );
   }
   if (options.maxConnections !== undefined) issues.integer("maxConnections", options.maxConnections, 1);
+  if (options.closeTimeoutMs !== undefined) issues.integer("closeTimeoutMs", options.closeTimeoutMs, 1);
   issues.throwIfAny("PostgreSQL store options");
+}
+
+/** True when `work` settles within `ms`; never rejects. */
+async function settlesWithin(work: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  const settled = work.then(
+    () => true as const,
+    () => true as const,
+  );
+  try {
+    return await Promise.race([settled, timedOut]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Closes a pooled client's socket at once: its pending query fails and the pool drops it. */
+function destroyConnection(pooled: pg.PoolClient): void {
+  (pooled as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
 }

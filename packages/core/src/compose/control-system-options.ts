@@ -3,6 +3,7 @@ import type { AlarmDefinitionInput } from "../alarms/alarm-definition";
 import { KilnValidationError, type ValidationIssue } from "../domain/errors";
 import { TagCatalog, type TagValue } from "../domain/tags";
 import { issuesFromZod } from "../domain/validation";
+import { DEFAULT_SPOOL_MAX_BYTES } from "../logging/sample-logger";
 import type { Clock } from "../ports/clock";
 import type { Logger } from "../ports/logger";
 import type { Metrics } from "../ports/metrics";
@@ -54,6 +55,7 @@ const loggingSchema = z
     maxBufferedSamples: positiveInteger.default(100_000),
     overflow: z.enum(["block", "drop-oldest", "spool"]).default("block"),
     spoolPath: z.string().min(1).optional(),
+    spoolMaxBytes: positiveInteger.min(1024).default(DEFAULT_SPOOL_MAX_BYTES),
     writeTimeoutMs: positive.default(10_000),
     retry: z
       .object({
@@ -214,7 +216,8 @@ export interface ControlSystemOptions {
    */
   readonly acquisition?: z.input<typeof acquisitionSchema>;
   /**
-   * Batching, overflow policy and spool of the logging pipeline, and the policy of the samples
+   * Batching, overflow policy and spool of the logging pipeline (`spoolMaxBytes`: size limit of
+   * the spool file, @default 1 GiB), and the policy of the samples
    * port (`samples.writeBatch`, which is idempotent and retried until stored, spooled or stopped):
    * `writeTimeoutMs` (@default 10000), `retry` backoff (@default `{ initialDelayMs: 200, maxDelayMs: 10000, multiplier: 2 }`)
    * and `breaker` (@default `{ failureThreshold: 5, recoveryTimeMs: 10000 }`).

@@ -2,7 +2,8 @@ import type { DependencyContainer } from "tsyringe";
 import type { Acquisition, AcquisitionHealth } from "../acquisition/acquisition";
 import type { AlarmEngine, AlarmShelveOptions, AlarmSnapshot } from "../alarms/alarm-engine";
 import type { CurrentValueTable } from "../cvt/current-value-table";
-import { KilnError } from "../domain/errors";
+import { isRetryable, KilnError } from "../domain/errors";
+import { reconnectDelay } from "../driver-kit/backoff";
 import type { Sample } from "../domain/sample";
 import type { TagCatalog, TagValue } from "../domain/tags";
 import type { KilnEvents } from "../events/catalogue";
@@ -44,6 +45,11 @@ export interface ControlSystemHealth {
   readonly acquisition: AcquisitionHealth;
   /** Counters and state of the logging pipeline to the store. */
   readonly logging: SampleLoggerHealth;
+  /**
+   * The store's lifecycle: `opening` after a start during a database outage (samples go to the
+   * spool while the store is opened in the background with backoff), with the last error.
+   */
+  readonly store: { readonly state: "closed" | "opening" | "open"; readonly lastError?: string };
   /**
    * The circuit breaker of every guarded port: the driver (`plc:<name>`) and each store port
    * (`store:samples`, `store:history`, `store:events`, `store:processes`, `store:recipes`,
@@ -95,6 +101,10 @@ export class ControlSystem {
   readonly #writer: TagWriter;
   readonly #recorder: EventRecorder;
   #disposed = false;
+  #storeState: "closed" | "opening" | "open" = "closed";
+  #storeError: string | undefined;
+  #storeOpening = new AbortController();
+  #storeOpener: Promise<void> | undefined;
 
   /** @internal use `createControlSystem`; the container stays private to the system. */
   constructor(container: DependencyContainer) {
@@ -128,7 +138,10 @@ export class ControlSystem {
 
   /**
    * Opens the store, replays any spool, and starts acquisition. A PLC that cannot be reached
-   * does not fail start (reconnection runs in the background); bad credentials do.
+   * does not fail start (reconnection runs in the background); bad credentials do. With a spool
+   * (`logging.spoolPath`), a store that cannot be opened for a retryable reason (a database
+   * outage) does not fail start either: acquisition logs into the spool, the store is opened in
+   * the background with the `logging.retry` backoff (see `health().store`), then the spool replays.
    * @throws KilnError `KILN_LIFECYCLE` when not stopped, or when it has run and been stopped
    *   (`stop()` disposes its circuit breakers): a system starts once; build a new one.
    */
@@ -144,30 +157,71 @@ export class ControlSystem {
     }
     this.#lifecycle.state = "starting";
     try {
-      await this.#guardedStore.open(this.tags.list());
-      const { recovered } = await recoverInterrupted(this.#guardedStore.processes, {
-        clock: this.#clock,
-        machineId: this.machineId,
-        bus: this.bus,
-      });
-      for (const process of recovered) {
-        this.#logger.warn(
-          { processId: process.id, lastCompletedStep: process.lastCompletedStep },
-          "process was interrupted by a restart",
-        );
+      let storeReady = true;
+      try {
+        await this.#guardedStore.open(this.tags.list());
+      } catch (error) {
+        // With a spool, a database outage does not stop acquisition: start degraded.
+        if (!this.#options.logging.spoolPath || !isRetryable(error)) throw error;
+        storeReady = false;
+        this.#storeError = String(error);
+        this.#logger.error({ error: String(error) }, "store unavailable at start; spooling until it opens");
       }
-      await this.#sampleLogger.start();
+      this.#storeState = storeReady ? "open" : "opening";
+      if (storeReady) await this.#recoverProcesses();
+      await this.#sampleLogger.start({ storeReady });
       this.#wire();
       await this.#acquisition.start();
       this.#lifecycle.state = "running";
+      if (!storeReady) this.#storeOpener = this.#openStoreInBackground();
       this.#logger.info({ machineId: this.machineId }, "control system started");
     } catch (error) {
       this.#unwire();
       await this.#sampleLogger.stop().catch(() => undefined);
       await this.#guardedStore.close().catch(() => undefined);
+      this.#storeState = "closed";
       this.#lifecycle.state = "stopped";
       throw error;
     }
+  }
+
+  async #recoverProcesses(): Promise<void> {
+    const { recovered } = await recoverInterrupted(this.#guardedStore.processes, {
+      clock: this.#clock,
+      machineId: this.machineId,
+      bus: this.bus,
+    });
+    for (const process of recovered) {
+      this.#logger.warn(
+        { processId: process.id, lastCompletedStep: process.lastCompletedStep },
+        "process was interrupted by a restart",
+      );
+    }
+  }
+
+  /** Opens the store with backoff (`logging.retry`) after a degraded start, then lets the spool replay. */
+  async #openStoreInBackground(): Promise<void> {
+    const signal = this.#storeOpening.signal;
+    const { initialDelayMs, maxDelayMs, multiplier } = this.#options.logging.retry;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.#clock.sleep(reconnectDelay(attempt, { initialDelayMs, maxDelayMs, multiplier }), signal);
+        await this.#guardedStore.open(this.tags.list());
+        break;
+      } catch (error) {
+        if (signal.aborted) return;
+        this.#storeError = String(error);
+        this.#logger.warn({ error: String(error), attempt }, "store still unavailable");
+      }
+    }
+    if (signal.aborted) return;
+    this.#storeState = "open";
+    this.#storeError = undefined;
+    this.#logger.info({}, "store opened; replaying the spool");
+    await this.#recoverProcesses().catch((error: unknown) => {
+      this.#logger.error({ error: String(error) }, "recovering interrupted processes failed");
+    });
+    this.#sampleLogger.storeReady();
   }
 
   /**
@@ -183,6 +237,8 @@ export class ControlSystem {
           this.#logger.error({ error: String(error) }, "aborting the running process at stop failed");
         });
       }
+      this.#storeOpening.abort(new KilnError("KILN_ABORTED", "control system stopping"));
+      await this.#storeOpener;
       await this.#commands.flush().catch(() => undefined);
       await this.#acquisition.stop();
       await this.#sampleLogger.stop();
@@ -191,6 +247,7 @@ export class ControlSystem {
       await this.#recorder.settled();
       await this.#acquisition.close();
       await this.#guardedStore.close();
+      this.#storeState = "closed";
     } finally {
       this.alarms.dispose();
       disposeGuards(this.#guardedDriver, this.#guardedStore);
@@ -391,6 +448,9 @@ export class ControlSystem {
           problems.push(`${breaker.name} breaker ${breaker.state.state}`);
         }
       }
+      if (this.#storeState === "opening") {
+        problems.push(`store unavailable, opening in the background: ${this.#storeError ?? "retrying"}`);
+      }
       if (logging.mode === "spooling") problems.push(`store behind: ${logging.spooled} samples spooled`);
       if (logging.samplesDropped > 0) problems.push(`${logging.samplesDropped} samples dropped`);
     }
@@ -400,6 +460,7 @@ export class ControlSystem {
       machineState: this.machine.state,
       acquisition,
       logging,
+      store: { state: this.#storeState, ...(this.#storeError === undefined ? {} : { lastError: this.#storeError }) },
       ports,
       alarms: {
         active: alarms.filter((alarm) => alarm.active).length,

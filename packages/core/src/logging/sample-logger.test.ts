@@ -1,7 +1,7 @@
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterEach, beforeEach, describe, expect, test } from "vitest";
+import { afterEach, beforeEach, describe, expect, test, vi } from "vitest";
 import { KilnError } from "../domain/errors";
 import { GOOD } from "../domain/quality";
 import type { Sample } from "../domain/sample";
@@ -12,6 +12,7 @@ import { MemoryStore } from "../memory/memory-store";
 import { SimulatedClock } from "../memory/simulated-clock";
 import type { SampleSink } from "../ports/sample-sink";
 import { guardSampleSink, type PortPolicy } from "../compose/port-policies";
+import { SampleJournal } from "./sample-journal";
 import { SampleLogger, type SampleLoggerSettings } from "./sample-logger";
 
 const TAGS = Array.from({ length: 8 }, (_, index) => `tag${index}`);
@@ -292,5 +293,196 @@ describe("SampleLogger spool (store-and-forward)", () => {
     ).toThrow(
       expect.objectContaining({ code: "KILN_VALIDATION", message: expect.stringContaining("logging.spoolPath") }),
     );
+  });
+});
+
+/** Every tag's stored values, to check for losses and duplicates by sequence number. */
+async function storedValues(store: MemoryStore): Promise<string[]> {
+  const values: string[] = [];
+  for (const tag of TAGS) {
+    const stored = await store.samples.readSamples({ tag, from: 0, to: Number.MAX_SAFE_INTEGER, limit: 1_000_000 });
+    values.push(...stored.map((sample) => `${tag}:${String(sample.value)}`));
+  }
+  return values;
+}
+
+describe("SampleLogger spool faults (issue 14)", () => {
+  afterEach(() => {
+    vi.restoreAllMocks();
+  });
+
+  test("a full spool drops and counts what does not fit, and the pipeline leaves spooling once the store is back", async () => {
+    const spoolPath = join(directory, "samples.journal");
+    const { clock, store, logger, ofType } = await setup({
+      overflow: "spool",
+      spoolPath,
+      maxBufferedSamples: 50,
+      spoolMaxBytes: 8_192,
+    });
+    store.faults.failWritesUntilCleared();
+    for (let round = 0; round < 20; round++) {
+      feed(logger, round * 10, 10);
+      await clock.advance(100);
+    }
+    await advanceUntil(clock, () => logger.health().buffered === 0);
+    const during = logger.health();
+    expect(during.mode).toBe("spooling");
+    expect(during.spoolBytes).toBeLessThanOrEqual(8_192);
+    expect(during.samplesDropped).toBeGreaterThan(0);
+    expect(during.samplesIn).toBe(during.samplesOut + during.samplesDropped + during.spooled);
+    expect(ofType("samples-drop").every((event) => event.reason === "spool full")).toBe(true);
+    store.faults.clear();
+    await advanceUntil(clock, () => logger.health().mode === "memory");
+    feed(logger, 200, 5);
+    await clock.advance(200);
+    expect(logger.health().mode).toBe("memory");
+    await logger.stop();
+    const values = await storedValues(store);
+    const health = logger.health();
+    expect(new Set(values).size).toBe(values.length); // no duplicates
+    expect(store.sampleCount + health.samplesDropped).toBe(health.samplesIn);
+    expect(ofType("samples-drop").reduce((sum, event) => sum + event.count, 0)).toBe(health.samplesDropped);
+    expect(values).toEqual(expect.arrayContaining(["tag0:200", "tag0:201", "tag7:204"]));
+  });
+
+  test("ENOSPC on the spool: nothing counted as spooled, the loss is counted and published, no crash", async () => {
+    const spoolPath = join(directory, "samples.journal");
+    const { clock, store, logger, ofType } = await setup({ overflow: "spool", spoolPath, maxBufferedSamples: 50 });
+    const realAppend = SampleJournal.prototype.append;
+    let refusals = 3;
+    vi.spyOn(SampleJournal.prototype, "append").mockImplementation(async function (this: SampleJournal, samples) {
+      if (refusals-- > 0) {
+        throw new KilnError("KILN_JOURNAL_FAILED", "the disk is full", { details: { errno: "ENOSPC" } });
+      }
+      return realAppend.call(this, samples);
+    });
+    store.faults.failWritesUntilCleared();
+    feed(logger, 0, 10); // 80 samples: overflow moves them to the spool, and the disk refuses them
+    await advanceUntil(clock, () => logger.health().buffered === 0);
+    const health = logger.health();
+    expect(health.samplesSpooled).toBe(health.spooled);
+    expect(health.samplesDropped).toBeGreaterThan(0);
+    expect(health.samplesIn).toBe(health.samplesDropped + health.spooled);
+    expect(ofType("samples-drop").map((event) => event.reason)).toContain(
+      "spool write failed: KILN_JOURNAL_FAILED (ENOSPC)",
+    );
+    store.faults.clear();
+    await advanceUntil(clock, () => logger.health().mode === "memory");
+    await logger.stop();
+    expect(store.sampleCount + logger.health().samplesDropped).toBe(logger.health().samplesIn);
+  });
+
+  test("a spool that cannot be read during replay is retried, not an unhandled rejection", async () => {
+    const spoolPath = join(directory, "samples.journal");
+    const { clock, store, logger } = await setup({ overflow: "spool", spoolPath, maxBufferedSamples: 50 });
+    const realPeek = SampleJournal.prototype.peek;
+    let failures = 2;
+    vi.spyOn(SampleJournal.prototype, "peek").mockImplementation(async function (this: SampleJournal) {
+      if (failures-- > 0) throw new KilnError("KILN_JOURNAL_FAILED", "EIO");
+      return realPeek.call(this);
+    });
+    feed(logger, 0, 10);
+    await advanceUntil(clock, () => logger.health().mode === "memory");
+    await logger.stop();
+    await expectComplete(store, 10);
+    expect(failures).toBeLessThan(0);
+  });
+
+  test("a corrupt record in the spool is skipped and counted; the rest is replayed", async () => {
+    const spoolPath = join(directory, "samples.journal");
+    const { journal } = await SampleJournal.open(spoolPath);
+    const batch = (seq: number): Sample[] =>
+      TAGS.map((tag) => ({ tag, value: seq, timestamp: 1_000_000 + seq, quality: GOOD }));
+    await journal.append(batch(0));
+    await journal.append(batch(1));
+    await journal.append(batch(2));
+    await journal.close();
+    const bytes = await readFile(spoolPath);
+    bytes[Math.floor(bytes.length / 2)]! ^= 0xff; // inside the second record
+    await writeFile(spoolPath, bytes);
+    const { clock, store, logger } = await setup({ overflow: "spool", spoolPath });
+    expect(logger.health().spoolCorruptRecords).toBe(1);
+    await advanceUntil(clock, () => logger.health().mode === "memory");
+    await logger.stop();
+    expect((await storedValues(store)).sort()).toEqual(TAGS.flatMap((tag) => [`${tag}:0`, `${tag}:2`]).sort());
+  });
+});
+
+describe("SampleLogger counters and stop (issue 14)", () => {
+  test("a batch in flight when spooling starts is counted once in samplesOut", async () => {
+    const spoolPath = join(directory, "samples.journal");
+    const { clock, bus, store, logger } = await setup({
+      overflow: "spool",
+      spoolPath,
+      maxBufferedSamples: 20,
+      flushConcurrency: 1,
+    });
+    // Spooling starts in the same tick the first batch is stored, before its lane hears of it.
+    const off = bus.on("batch-flush-end", () => {
+      off();
+      for (let seq = 10; seq < 40; seq++) logger.append({ tag: "tag0", value: seq, timestamp: seq, quality: GOOD });
+    });
+    for (let seq = 0; seq < 10; seq++) logger.append({ tag: "tag0", value: seq, timestamp: seq, quality: GOOD });
+    await clock.advance(0);
+    await advanceUntil(clock, () => logger.health().mode === "memory", 10);
+    await logger.stop();
+    expect(logger.health().samplesSpooled).toBeGreaterThanOrEqual(30);
+    expect(store.sampleCount).toBe(40);
+    expect(logger.health()).toMatchObject({ samplesIn: 40, samplesOut: 40, samplesDropped: 0 });
+  });
+
+  test("stop during an outage returns as soon as everything is journaled", async () => {
+    const spoolPath = join(directory, "samples.journal");
+    const { clock, store, logger } = await setup({
+      overflow: "spool",
+      spoolPath,
+      maxBufferedSamples: 20,
+      drainTimeoutMs: 30_000,
+    });
+    store.faults.failWritesUntilCleared();
+    feed(logger, 0, 5);
+    await advanceUntil(clock, () => logger.health().buffered === 0);
+    const started = clock.now();
+    let stopped = false;
+    void logger.stop().then(() => (stopped = true));
+    await advanceUntil(clock, () => stopped, 10);
+    expect(clock.now() - started).toBeLessThan(1_000);
+    expect(logger.health()).toMatchObject({ samplesDropped: 0, samplesOut: 0, samplesSpooled: 40 });
+    const { journal } = await SampleJournal.open(spoolPath);
+    expect(journal.samples).toBe(40);
+    await journal.close();
+  });
+
+  test("stop honours drainTimeoutMs when the store never answers, and journals what it could not write", async () => {
+    const spoolPath = join(directory, "samples.journal");
+    const clock = new SimulatedClock({ start: 0 });
+    const bus = new EventBus<KilnEvents>({ now: () => clock.now() });
+    const frozen = guardSampleSink({ sinkApiVersion: "1", writeBatch: () => Promise.resolve() }, sinkPolicy, {
+      clock,
+      bus,
+    });
+    // A store whose query never returns and ignores every abort (a frozen database).
+    const sink = Object.assign(Object.create(frozen) as typeof frozen, {
+      writeBatch: () => new Promise<void>(() => undefined),
+    });
+    const logger = new SampleLogger({
+      ...settings,
+      overflow: "block",
+      spoolPath,
+      drainTimeoutMs: 500,
+      sink,
+      clock,
+      bus,
+    });
+    await logger.start();
+    feed(logger, 0, 3);
+    await clock.advance(200);
+    let stopped = false;
+    const started = clock.now();
+    void logger.stop().then(() => (stopped = true));
+    await advanceUntil(clock, () => stopped, 50);
+    // The deadline is 500 ms; the rest is simulated time that passed while the journal was written.
+    expect(clock.now() - started).toBeLessThan(2_000);
+    expect(logger.health()).toMatchObject({ samplesOut: 0, samplesDropped: 0, samplesSpooled: 24 });
   });
 });

@@ -10,7 +10,14 @@ import { silentLogger } from "../runtime/silent-logger";
 import type { Counter, Gauge, Histogram, Metrics } from "../ports/metrics";
 import type { CircuitBreakerSnapshot } from "../resilience/circuit-breaker";
 import type { GuardedSampleSink } from "../resilience/guarded-ports";
+import { DEFAULT_JOURNAL_MAX_BYTES } from "../journal/record-journal";
 import { SampleJournal } from "./sample-journal";
+
+/** The default size limit of the spool file, in bytes: 1 GiB. */
+export const DEFAULT_SPOOL_MAX_BYTES = DEFAULT_JOURNAL_MAX_BYTES;
+
+/** How long the replay waits before trying again after the spool could not be read, in ms. */
+const REPLAY_RETRY_MS = 1_000;
 
 /** What happens when `maxBufferedSamples` are waiting for the store. */
 export type OverflowPolicy = "block" | "drop-oldest" | "spool";
@@ -29,6 +36,14 @@ export interface SampleLoggerSettings {
   readonly overflow: OverflowPolicy;
   /** Journal file for `spool` (and for draining at shutdown while the store is down). */
   readonly spoolPath?: string;
+  /**
+   * Size limit of the spool file, in bytes. A batch that would pass it is not spooled: it is
+   * dropped, counted and published as `samples-drop` (reason "spool full"), as is a batch the
+   * disk refuses (e.g. `ENOSPC`, reason "spool write failed: ..."). Nothing is counted as
+   * spooled before it is durable.
+   * @default DEFAULT_SPOOL_MAX_BYTES (1 GiB)
+   */
+  readonly spoolMaxBytes?: number;
   /** How long `stop()` keeps trying to reach a failing store before spooling (or, without a spool, giving up), in ms. */
   readonly drainTimeoutMs: number;
 }
@@ -70,6 +85,13 @@ export interface SampleLoggerHealth {
   readonly buffered: number;
   /** Samples waiting in the journal now. */
   readonly spooled: number;
+  /** Bytes the spool file holds now (0 without a spool). */
+  readonly spoolBytes: number;
+  /**
+   * Corrupt spool records skipped (at start, and during replay), since the logger was created.
+   * Their samples could not be read back; the count of samples is unknown.
+   */
+  readonly spoolCorruptRecords: number;
   /** Poll cycles that waited for room under the `block` policy. */
   readonly blockedWaits: number;
   /** Duration of successful batch writes, in ms. */
@@ -132,7 +154,9 @@ export class SampleLogger {
   #stopping = new AbortController();
   #roomWaiters: (() => void)[] = [];
   #pendingDropCount = 0;
-  #stats = { in: 0, out: 0, dropped: 0, spooled: 0, replayed: 0, blockedWaits: 0 };
+  /** False while the store is not open yet (a degraded start): everything is spooled, nothing replayed. */
+  #storeReady = true;
+  #stats = { in: 0, out: 0, dropped: 0, spooled: 0, replayed: 0, blockedWaits: 0, corruptRecords: 0 };
 
   constructor(options: SampleLoggerOptions) {
     validate(options);
@@ -158,22 +182,48 @@ export class SampleLogger {
     };
   }
 
-  /** Opens the spool (if configured) and replays what a previous run left in it. */
-  async start(): Promise<void> {
+  /**
+   * Opens the spool (if configured) and replays what a previous run left in it.
+   * With `storeReady: false` (the store could not be opened yet), every sample goes to the
+   * spool and nothing is written until {@link SampleLogger.storeReady} is called.
+   * @throws KilnError `KILN_VALIDATION` for `storeReady: false` without a spool;
+   *   `KILN_JOURNAL_FAILED` when the spool cannot be opened.
+   */
+  async start(options: { readonly storeReady?: boolean } = {}): Promise<void> {
     if (this.#mode !== "stopped") return;
+    const storeReady = options.storeReady ?? true;
+    if (!storeReady && !this.#options.spoolPath) {
+      throw new KilnError("KILN_VALIDATION", "Starting without a store needs logging.spoolPath.", {
+        details: { issues: [{ path: "logging.spoolPath", message: "required to start while the store is down" }] },
+      });
+    }
+    this.#storeReady = storeReady;
     this.#stopping = new AbortController();
     this.#mode = "memory";
     if (this.#options.spoolPath) {
-      const { journal, recovery } = await SampleJournal.open(this.#options.spoolPath);
+      const { journal, recovery } = await SampleJournal.open(this.#options.spoolPath, {
+        maxBytes: this.#options.spoolMaxBytes ?? DEFAULT_SPOOL_MAX_BYTES,
+      });
       this.#journal = journal;
+      this.#stats.corruptRecords += recovery.skippedRecords;
       if (recovery.discardedBytes > 0) {
         this.#logger.warn({ ...recovery }, "spool had a torn tail from a crash; it was cut off");
       }
-      if (!journal.empty) {
-        this.#logger.info({ samples: journal.samples }, "replaying spooled samples from a previous run");
+      if (recovery.skippedRecords > 0) {
+        this.#logger.error({ ...recovery }, "spool had corrupt records; they were skipped");
+      }
+      if (!journal.empty || !storeReady) {
+        if (!journal.empty) this.#logger.info({ samples: journal.samples }, "spool holds samples from a previous run");
         this.#enterSpooling();
       }
     }
+  }
+
+  /** Tells a logger started with `storeReady: false` that the store is open: the spool replays. */
+  storeReady(): void {
+    if (this.#storeReady) return;
+    this.#storeReady = true;
+    if (this.#mode === "spooling") this.#startReplay();
   }
 
   /**
@@ -226,15 +276,22 @@ export class SampleLogger {
       () => stopping.abort(new KilnError("KILN_ABORTED", "drain deadline reached")),
       drainTimeoutMs,
     );
+    // A store that ignores the abort (a frozen database) cannot hold stop past the deadline.
+    const deadlineReached = new Promise<void>((resolve) => stopping.signal.addEventListener("abort", () => resolve()));
+    const untilDeadline = (work: Promise<unknown> | undefined): Promise<unknown> =>
+      Promise.race([work, deadlineReached]);
     if (this.#mode === "spooling") {
+      // Everything new goes to the journal; once it is there, stop need not wait for the store.
       await this.#spoolPending();
-      await this.#replaying;
+    } else if (this.#mode === "memory") {
+      await untilDeadline(this.#drainMemory());
     }
-    if (this.#mode === "memory") await this.#drainMemory();
     clock.clearTimeout(deadline);
     stopping.abort(new KilnError("KILN_ABORTED", "sample logger stopped"));
-    await this.#queue.onIdle();
-    await this.#replaying;
+    await untilDeadline(this.#queue.onIdle());
+    await untilDeadline(this.#replaying);
+    // Writes still pending now are abandoned: their batches are counted below, never by a late success.
+    this.#nextGeneration();
     // Whatever could not be written leaves memory now: to the spool, or counted as lost.
     const leftovers = this.#takeAll();
     if (this.#journal) {
@@ -244,7 +301,6 @@ export class SampleLogger {
       this.#drop(leftovers.length, "store unavailable at shutdown");
     }
     this.#flushDropEvent();
-    this.#nextGeneration();
     this.#buffered = 0;
     this.#mode = "stopped";
     this.#releaseRoom(true);
@@ -264,6 +320,8 @@ export class SampleLogger {
       samplesReplayed: this.#stats.replayed,
       buffered: this.#buffered + this.#spoolBuffer.length + this.#journalPending,
       spooled: this.#journal?.samples ?? 0,
+      spoolBytes: this.#journal?.bytes ?? 0,
+      spoolCorruptRecords: this.#stats.corruptRecords + (this.#journal?.undecodable ?? 0),
       blockedWaits: this.#stats.blockedWaits,
       flushLatency: this.#flushLatency.summary(),
       breaker: this.#options.sink.breaker.snapshot,
@@ -327,7 +385,7 @@ export class SampleLogger {
         }
         lane.firstAt = clock.now();
         lane.inFlight = batch;
-        const written = await this.#write(batch, generation);
+        const written = await this.#write(batch, generation, lane);
         if (generation !== this.#generation) return;
         lane.inFlight = undefined;
         if (!written) {
@@ -352,10 +410,10 @@ export class SampleLogger {
    * Writes one batch through the guarded sink, which retries it with capped backoff until it is
    * stored, the batch is superseded (moved to the spool), or the logger stops. Every failed
    * attempt is published as `batch-flush-fail`. A rejection retrying cannot fix is counted as
-   * dropped and reported.
+   * dropped and reported. `lane` is the lane whose in-flight batch this is.
    * @returns false when it gave up because the batch was superseded or the logger stopped.
    */
-  async #write(batch: readonly Sample[], generation: number): Promise<boolean> {
+  async #write(batch: readonly Sample[], generation: number, lane?: Lane): Promise<boolean> {
     const { sink, clock, bus } = this.#options;
     const stop = this.#stopping.signal;
     if (generation !== this.#generation || stop.aborted) return false;
@@ -377,6 +435,10 @@ export class SampleLogger {
       this.#drop(batch.length, `store rejected batch: ${KilnError.is(error) ? error.code : String(error)}`);
       return true;
     }
+    // Stored after it was moved to the spool (or abandoned at stop): the spool's copy is counted when replayed.
+    if (generation !== this.#generation) return false;
+    // Counted and taken off the lane in one tick, so spooling cannot move (and count) it again.
+    if (lane) lane.inFlight = undefined;
     const duration = clock.now() - started;
     this.#flushLatency.observe(duration);
     this.#instruments?.flush.observe(duration);
@@ -453,15 +515,17 @@ export class SampleLogger {
     this.#mode = "spooling";
     this.#nextGeneration();
     this.#buffered = 0;
-    for (const lane of this.#lanes) lane.flushing = false;
     this.#releaseRoom(true);
     if (moved.length > 0) void this.#appendToJournal(moved);
-    if (this.#replaying === undefined) {
-      const run: Promise<void> = this.#replay().finally(() => {
-        if (this.#replaying === run) this.#replaying = undefined;
-      });
-      this.#replaying = run;
-    }
+    if (this.#storeReady) this.#startReplay();
+  }
+
+  #startReplay(): void {
+    if (this.#replaying !== undefined) return;
+    const run: Promise<void> = this.#replay().finally(() => {
+      if (this.#replaying === run) this.#replaying = undefined;
+    });
+    this.#replaying = run;
   }
 
   /** Empties every lane, in-flight batches first, preserving per-tag order. */
@@ -473,6 +537,7 @@ export class SampleLogger {
       lane.inFlight = undefined;
       lane.buffer = [];
       lane.head = 0;
+      lane.flushing = false;
     }
     return all;
   }
@@ -495,8 +560,9 @@ export class SampleLogger {
           await journal.append(chunk);
         } catch (error) {
           this.#journalPending -= chunk.length;
-          this.#logger.error({ error: String(error), size: chunk.length }, "spool write failed");
-          this.#drop(chunk.length, `spool write failed: ${String(error)}`);
+          const full = KilnError.is(error) && error.code === "KILN_BUFFER_FULL";
+          this.#logger.error({ error: String(error), size: chunk.length }, "spool write failed; batch dropped");
+          this.#drop(chunk.length, full ? "spool full" : `spool write failed: ${spoolErrorReason(error)}`);
           continue;
         }
         this.#journalPending -= chunk.length;
@@ -510,13 +576,33 @@ export class SampleLogger {
 
   /** Writes journal records to the store in order; returns to memory mode once it has caught up. */
   async #replay(): Promise<void> {
-    const journal = this.#journal!;
     const generation = this.#generation;
     for (;;) {
+      try {
+        await this.#replayOnce(generation);
+        return;
+      } catch (error) {
+        // The spool could not be read: never an unhandled rejection; try again while still spooling.
+        this.#logger.error({ error: String(error) }, "spool replay failed; retrying");
+        if (generation !== this.#generation || this.#stopping.signal.aborted) return;
+        try {
+          await this.#options.clock.sleep(REPLAY_RETRY_MS, this.#stopping.signal);
+        } catch {
+          return;
+        }
+      }
+    }
+  }
+
+  async #replayOnce(generation: number): Promise<void> {
+    const journal = this.#journal!;
+    for (;;) {
       await this.#spoolChain;
+      if (generation !== this.#generation) return;
       const batch = await journal.peek();
       if (batch === undefined) {
-        if (this.#spoolBuffer.length > 0) {
+        // A journal write still under way (started while peek ran) is replayed before leaving spooling.
+        if (this.#spoolBuffer.length > 0 || this.#journalPending > 0) {
           await this.#spoolPending();
           continue;
         }
@@ -529,7 +615,7 @@ export class SampleLogger {
         return;
       }
       const written = await this.#write(batch, generation);
-      if (!written) return;
+      if (!written || generation !== this.#generation) return;
       await journal.release();
       this.#stats.replayed += batch.length;
       void this.#options.bus.publish("spool-replay", { at: this.#options.clock.now(), count: batch.length });
@@ -555,6 +641,12 @@ export class SampleLogger {
     this.#roomWaiters = [];
     for (const resolve of waiters) resolve();
   }
+}
+
+function spoolErrorReason(error: unknown): string {
+  if (!KilnError.is(error)) return String(error);
+  const errno = (error.details as { errno?: unknown } | undefined)?.errno;
+  return typeof errno === "string" ? `${error.code} (${errno})` : error.code;
 }
 
 function validate(options: SampleLoggerSettings): void {

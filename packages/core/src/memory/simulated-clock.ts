@@ -1,5 +1,5 @@
 import type { Clock, TimerHandle } from "../ports/clock";
-import { sleepOn } from "../runtime/system-clock";
+import { normalizeDelay, sleepOn } from "../runtime/system-clock";
 
 interface PendingTimer {
   readonly id: number;
@@ -31,7 +31,7 @@ export class SimulatedClock implements Clock {
   }
 
   setTimeout(callback: () => void, delayMs: number): TimerHandle {
-    const timer: PendingTimer = { id: this.#nextId++, due: this.#now + Math.max(0, delayMs), callback };
+    const timer: PendingTimer = { id: this.#nextId++, due: this.#now + normalizeDelay(delayMs), callback };
     // Keep timers sorted by due time, then creation order.
     let index = this.#timers.length;
     while (index > 0 && this.#timers[index - 1]!.due > timer.due) index--;
@@ -77,11 +77,11 @@ export class SimulatedClock implements Clock {
     await settle();
   }
 
-  /** Fires timers until none is left or `limit` have fired; returns how many fired. */
+  /** Fires timers until none is left (timers set for `Infinity` never fire) or `limit` have fired; returns how many fired. */
   async runAll(limit = 100_000): Promise<number> {
     let fired = 0;
     await settle();
-    while (this.#timers.length > 0 && fired < limit) {
+    while (this.#timers.length > 0 && fired < limit && this.#timers[0]!.due !== Infinity) {
       const next = this.#timers.shift()!;
       this.#now = Math.max(this.#now, next.due);
       next.callback();

@@ -11,7 +11,10 @@ export interface TimerHandle {
 export interface Clock {
   /** Milliseconds since the Unix epoch. */
   now(): number;
-  /** Runs `callback` once after `delayMs`. */
+  /**
+   * Runs `callback` once after `delayMs`. Any duration is honoured, including ones beyond
+   * 2^31 − 1 ms (about 24.8 days); a negative or `NaN` delay means 0, `Infinity` never fires.
+   */
   setTimeout(callback: () => void, delayMs: number): TimerHandle;
   /** Cancels a timer; unknown or fired handles are ignored. */
   clearTimeout(handle: TimerHandle): void;

@@ -23,18 +23,56 @@ export function sleepOn(
   });
 }
 
-/** The real clock: wall time and Node's timers. */
+/** The longest delay Node's `setTimeout` honours (2^31 − 1 ms, about 24.8 days); longer ones fire after 1 ms. */
+export const MAX_TIMER_DELAY_MS = 2 ** 31 - 1;
+
+/**
+ * The delay a {@link Clock} timer waits for, in ms: negative and `NaN` mean 0, `Infinity` never fires.
+ * Both clocks apply it, so a simulated run agrees with a real one.
+ */
+export function normalizeDelay(delayMs: number): number {
+  return Number.isNaN(delayMs) ? 0 : Math.max(0, delayMs);
+}
+
+interface ChainedTimer {
+  current: NodeJS.Timeout | undefined;
+}
+
+/**
+ * The real clock: wall time and Node's timers. Delays of any length are honoured: one longer
+ * than `MAX_TIMER_DELAY_MS` (2^31 − 1 ms) is waited out as a chain of shorter timers, measured against
+ * wall time, instead of firing after 1 ms as a bare `setTimeout` would.
+ */
 export class SystemClock implements Clock {
   now(): number {
     return Date.now();
   }
 
   setTimeout(callback: () => void, delayMs: number): TimerHandle {
-    return { __timer: setTimeout(callback, Math.max(0, delayMs)) };
+    const delay = normalizeDelay(delayMs);
+    const timer: ChainedTimer = { current: undefined };
+    if (delay <= MAX_TIMER_DELAY_MS) {
+      timer.current = setTimeout(callback, delay);
+      return { __timer: timer };
+    }
+    const due = Date.now() + delay;
+    const wait = (): void => {
+      const remaining = due - Date.now();
+      if (remaining <= 0) {
+        timer.current = undefined;
+        callback();
+        return;
+      }
+      timer.current = setTimeout(wait, Math.min(remaining, MAX_TIMER_DELAY_MS));
+    };
+    wait();
+    return { __timer: timer };
   }
 
   clearTimeout(handle: TimerHandle): void {
-    clearTimeout(handle.__timer as NodeJS.Timeout);
+    const timer = handle.__timer as ChainedTimer;
+    if (timer.current !== undefined) clearTimeout(timer.current);
+    timer.current = undefined;
   }
 
   sleep(delayMs: number, signal?: AbortSignal): Promise<void> {

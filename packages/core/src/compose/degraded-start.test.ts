@@ -1,0 +1,100 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeEach, expect, test } from "vitest";
+import { KilnError } from "../domain/errors";
+import type { Tag } from "../domain/tags";
+import { defineTags } from "../domain/tags";
+import { MemoryStore } from "../memory/memory-store";
+import { SimulatedClock } from "../memory/simulated-clock";
+import { SimulatedPlc } from "../memory/simulated-plc";
+import { createControlSystem } from "./create-control-system";
+
+const tags = defineTags({ "seq.counter": { dataType: "uint32", scanGroup: "fast" } });
+
+/** A memory store whose database is down: `open` fails (retryably) until `up` is set. */
+class OutageStore extends MemoryStore {
+  up = false;
+  attempts = 0;
+  override async open(list: readonly Tag[]): Promise<void> {
+    this.attempts++;
+    if (!this.up) throw new KilnError("KILN_STORE_ERROR", "connection refused", { retryable: true });
+    await super.open(list);
+  }
+}
+
+let directory: string;
+beforeEach(async () => {
+  directory = await mkdtemp(join(tmpdir(), "kiln-degraded-"));
+});
+afterEach(async () => {
+  await rm(directory, { recursive: true, force: true });
+});
+
+function build(spoolPath: string | undefined) {
+  const clock = new SimulatedClock({ start: Date.UTC(2026, 10, 22) });
+  const plc = new SimulatedPlc({ tags, clock, sources: { "seq.counter": { kind: "counter" } } });
+  const store = new OutageStore({ clock });
+  const system = createControlSystem({
+    machineId: "ald-1",
+    tags,
+    driver: plc,
+    store,
+    clock,
+    scanGroups: { fast: { periodMs: 100 } },
+    logging: {
+      maxBatchSize: 10,
+      maxLatencyMs: 100,
+      maxBufferedSamples: 100,
+      ...(spoolPath ? { overflow: "spool" as const, spoolPath } : {}),
+      retry: { initialDelayMs: 100, maxDelayMs: 1_000 },
+    },
+  });
+  return { clock, store, system };
+}
+
+/** Advances simulated time in small steps, letting the real spool I/O keep up with it. */
+async function advanceUntil(clock: SimulatedClock, condition: () => boolean): Promise<void> {
+  for (let step = 0; step < 5_000 && !condition(); step++) {
+    await clock.advance(10);
+    await new Promise((resolve) => setTimeout(resolve, 1));
+  }
+  expect(condition()).toBe(true);
+}
+
+test("with a spool, start during a database outage acquires into the spool and opens the store in the background", async () => {
+  const { clock, store, system } = build(join(directory, "samples.journal"));
+  await system.start();
+  expect(system.state).toBe("running");
+  await advanceUntil(clock, () => system.health().logging.samplesSpooled >= 10);
+  expect(system.health()).toMatchObject({ status: "degraded", store: { state: "opening" } });
+  expect(system.health().store.lastError).toContain("connection refused");
+  expect(system.health().problems.join(" ")).toContain("store unavailable");
+  await clock.advance(3_000);
+  expect(store.attempts).toBeGreaterThan(2);
+  store.up = true;
+  await advanceUntil(clock, () => system.health().store.state === "open" && system.health().logging.mode === "memory");
+  await system.stop();
+  await store.open(tags.list());
+  const counter = await store.samples.readSamples({ tag: "seq.counter", from: 0, to: Number.MAX_SAFE_INTEGER });
+  const values = counter.map((sample) => sample.value);
+  // Every value acquired since the start, during the outage included, once and in order.
+  expect(values).toEqual(Array.from({ length: values.length }, (_, index) => index));
+  expect(values.length).toBeGreaterThan(40);
+  expect(system.health().logging.samplesDropped).toBe(0);
+});
+
+test("stop during the outage keeps what was acquired in the spool", async () => {
+  const spoolPath = join(directory, "samples.journal");
+  const { clock, system } = build(spoolPath);
+  await system.start();
+  await advanceUntil(clock, () => system.health().logging.samplesSpooled >= 10);
+  await system.stop();
+  expect(system.health().logging).toMatchObject({ samplesDropped: 0, samplesOut: 0 });
+});
+
+test("without a spool, start fails when the store cannot be opened", async () => {
+  const { system } = build(undefined);
+  await expect(system.start()).rejects.toMatchObject({ code: "KILN_STORE_ERROR" });
+  expect(system.state).toBe("stopped");
+});
