@@ -16,7 +16,7 @@ export {
   type Quality,
   type QualitySeverity,
 } from "./domain/quality";
-export type { Sample } from "./domain/sample";
+export { SAMPLE_TIME_MAX, SAMPLE_TIME_MIN, checkSample, type Sample } from "./domain/sample";
 export {
   TAG_DATA_TYPES,
   TagCatalog,

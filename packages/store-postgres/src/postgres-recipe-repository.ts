@@ -1,6 +1,6 @@
 import { KilnError, type RecipeRepository, type StoredRecipe } from "@kiln/core";
 import { invalid, IssueCollector } from "./input-checks";
-import { jsonText, millisecondsOf, timestampOf } from "./sql-expressions";
+import { jsonText, millisecondsOf, parseJsonText, timestampOf } from "./sql-expressions";
 import type { StoreContext } from "./store-context";
 
 interface RecipeRow {
@@ -95,7 +95,7 @@ function toRecipe(row: RecipeRow): StoredRecipe {
   return {
     name: row.name,
     version: row.version,
-    definition: JSON.parse(row.definition) as Record<string, unknown>,
+    definition: parseJsonText(row.definition) as Record<string, unknown>,
     savedAt: row.saved_at,
   };
 }
