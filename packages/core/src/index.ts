@@ -15,7 +15,7 @@ export {
 
 // Tags, samples and quality
 export { GOOD, QualityCodes, quality, type Quality, type QualitySeverity } from "./domain/quality";
-export type { Sample } from "./domain/sample";
+export { SAMPLE_TIME_MAX, SAMPLE_TIME_MIN, type Sample } from "./domain/sample";
 export {
   TAG_DATA_TYPES,
   TagCatalog,

@@ -81,7 +81,7 @@ export class PostgresAuditLog implements AuditLog {
     );
     return rows.rows.map((row) => ({
       principal: row.principal,
-      roles: JSON.parse(row.roles) as string[],
+      roles: parseJsonText(row.roles) as string[],
       action: row.action,
       target: row.target,
       ...(row.old_value === null ? {} : { oldValue: parseJsonText(row.old_value) }),

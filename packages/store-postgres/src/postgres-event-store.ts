@@ -4,7 +4,7 @@ import { invalid, IssueCollector } from "./input-checks";
 import { sqlStateOf, UNIQUE_VIOLATION } from "./postgres-error";
 import { arrayLiteral } from "./sql-array";
 import type { SqlQueryable } from "./sql-client";
-import { jsonText, millisecondsOf } from "./sql-expressions";
+import { jsonText, millisecondsOf, parseJsonText } from "./sql-expressions";
 import type { StoreContext } from "./store-context";
 
 interface EventRow {
@@ -59,7 +59,7 @@ export class PostgresEventStore implements EventStore {
       aggregateId,
       version: row.version,
       type: row.type,
-      payload: JSON.parse(row.payload) as Record<string, unknown>,
+      payload: parseJsonText(row.payload) as Record<string, unknown>,
       at: row.at,
     }));
   }

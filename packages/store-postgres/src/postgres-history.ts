@@ -23,17 +23,18 @@ import {
 } from "@kiln/core/driver-kit";
 import { SAMPLE_ROW_COLUMNS, toSample, type SampleRow } from "./sample-row";
 import { arrayLiteral } from "./sql-array";
-import { fastMillisecondsOf, timestampOf } from "./sql-expressions";
+import { fastMillisecondsOf, parseJsonText, timestampOf } from "./sql-expressions";
 import type { StoreContext } from "./store-context";
 import type { TagRegistry } from "./tag-registry";
 
 /** SQL: the row is data (good quality, a usable value), as `isGoodData` in `@kiln/core`. */
 const GOOD = `(quality BETWEEN 0 AND 1073741823
-  AND (value_int IS NOT NULL OR value_bool IS NOT NULL OR value_text IS NOT NULL
+  AND (value_int IS NOT NULL OR value_uint IS NOT NULL OR value_bool IS NOT NULL OR value_text IS NOT NULL
        OR value_float NOT IN ('NaN'::float8, 'Infinity'::float8, '-Infinity'::float8)))`;
 /** SQL: the numeric value (booleans 0/1), as `numericValue` in `@kiln/core`; NULL for text. */
 const NUMERIC = `CASE WHEN value_float NOT IN ('NaN'::float8, 'Infinity'::float8, '-Infinity'::float8) THEN value_float
-  WHEN value_int IS NOT NULL THEN value_int::float8 WHEN value_bool IS NOT NULL THEN value_bool::int4::float8 END`;
+  WHEN value_int IS NOT NULL THEN value_int::float8 WHEN value_uint IS NOT NULL THEN value_uint::float8
+  WHEN value_bool IS NOT NULL THEN value_bool::int4::float8 END`;
 
 /** What each aggregate needs computed beyond count, sum, minimum, maximum and bad samples. */
 const NEEDS: Readonly<
@@ -264,7 +265,7 @@ export class PostgresHistory implements HistoryQueries {
     return rows.rows.map((row) => {
       const tag = tags[Number(row.tag_index) - 1]!;
       const read = (column: string): (SampleRow & { good: boolean }) | undefined =>
-        row[column] === null ? undefined : (JSON.parse(row[column] as string) as SampleRow & { good: boolean });
+        row[column] === null ? undefined : (parseJsonText(row[column] as string) as SampleRow & { good: boolean });
       const anyBefore = read("any_before");
       const anyAfter = read("any_after");
       const point = (found: (SampleRow & { good: boolean }) | undefined) =>

@@ -3,7 +3,7 @@ import { type NewDomainEvent, type ProcessFilter, type ProcessStatus } from "@ki
 import { appendEvents, checkAppend } from "./postgres-event-store";
 import { IssueCollector } from "./input-checks";
 import { arrayLiteral } from "./sql-array";
-import { jsonText, millisecondsOf, timestampOf } from "./sql-expressions";
+import { jsonText, millisecondsOf, parseJsonText, timestampOf } from "./sql-expressions";
 import type { StoreContext } from "./store-context";
 
 const STATUSES: ReadonlySet<string> = new Set<ProcessStatus>([
@@ -150,7 +150,7 @@ function toRecord(row: ProcessRow): ProcessRecord {
     id: row.id,
     machineId: row.machine_id,
     recipe: { name: row.recipe_name, version: row.recipe_version },
-    parameters: JSON.parse(row.parameters) as Record<string, unknown>,
+    parameters: parseJsonText(row.parameters) as Record<string, unknown>,
     status: row.status,
     createdAt: row.created_at,
     ...(row.started_at === null ? {} : { startedAt: row.started_at }),

@@ -1,7 +1,7 @@
 import { KilnError, type RecipeRepository } from "@kiln/core";
 import { type StoredRecipe } from "@kiln/core/driver-kit";
 import { invalid, IssueCollector } from "./input-checks";
-import { jsonText, millisecondsOf, timestampOf } from "./sql-expressions";
+import { jsonText, millisecondsOf, parseJsonText, timestampOf } from "./sql-expressions";
 import type { StoreContext } from "./store-context";
 
 interface RecipeRow {
@@ -96,7 +96,7 @@ function toRecipe(row: RecipeRow): StoredRecipe {
   return {
     name: row.name,
     version: row.version,
-    definition: JSON.parse(row.definition) as Record<string, unknown>,
+    definition: parseJsonText(row.definition) as Record<string, unknown>,
     savedAt: row.saved_at,
   };
 }

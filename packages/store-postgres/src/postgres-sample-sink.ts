@@ -37,6 +37,8 @@ interface BucketRow {
  * with a unique violation and the batch is sent again as
  * `INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING`, which keeps the stored rows.
  * After such a conflict the next batch goes straight to that path, until one inserts every row.
+ * A batch holding a uint64 above int64 (`value_uint`, outside the COPY columns) also takes it.
+ * Text is escaped so that every string is stored exactly (docs/adr/0012-storable-values.md).
  */
 export class PostgresSampleSink implements SampleSink, SampleHistory {
   /** The sink contract version. */
@@ -59,7 +61,7 @@ export class PostgresSampleSink implements SampleSink, SampleHistory {
     await this.#context.run("samples.writeBatch", async (client) => {
       await this.#tags.ensure(client, names);
       const batch = prepareSamples(samples, this.#tags.ids);
-      if (client.copyBinary && !this.#preferInsert) {
+      if (client.copyBinary && !this.#preferInsert && !batch.unsigned) {
         try {
           await client.copyBinary(this.#context.table("samples"), SAMPLE_COLUMNS, encodeBinaryCopy(batch));
           return;
@@ -76,12 +78,13 @@ export class PostgresSampleSink implements SampleSink, SampleHistory {
   async #insert(client: SqlClient, batch: PreparedSamples): Promise<number> {
     // Ordered by key so concurrent retries of overlapping batches lock rows in the same order.
     const result = await client.query(
-      `INSERT INTO ${this.#context.table("samples")} (${SAMPLE_COLUMNS.join(", ")})
+      `INSERT INTO ${this.#context.table("samples")} (${SAMPLE_COLUMNS.join(", ")}, value_uint)
        SELECT tag_id, quality, to_timestamp(micros / 1000000), value_float, value_int::int8, value_bool,
-              value_text, quality_reason
+              value_text, quality_reason, value_uint::numeric
        FROM unnest($1::text::int4[], $2::text::int4[], $3::text::float8[], $4::text::float8[],
-                   $5::text::text[], $6::text::bool[], $7::text::text[], $8::text::text[])
-            AS input (tag_id, quality, micros, value_float, value_int, value_bool, value_text, quality_reason)
+                   $5::text::text[], $6::text::bool[], $7::text::text[], $8::text::text[], $9::text::text[])
+            AS input (tag_id, quality, micros, value_float, value_int, value_bool, value_text, quality_reason,
+                      value_uint)
        ORDER BY tag_id, micros
        ON CONFLICT DO NOTHING`,
       unnestParameters(batch),
@@ -146,11 +149,11 @@ export class PostgresSampleSink implements SampleSink, SampleHistory {
                 count(*)::int4 AS count
          FROM (
            SELECT date_bin(make_interval(secs => $4::float8 / 1000), time, ${timestampOf("$2")}) AS bucket, time,
-                  coalesce(value_float, value_int::float8) AS value
+                  coalesce(value_float, value_int::float8, value_uint::float8) AS value
            FROM ${this.#context.table("samples")}
            WHERE tag_id = (SELECT id FROM ${this.#context.table("tags")} WHERE name = $1)
              AND time >= ${timestampOf("$2")} AND time < ${timestampOf("$3")}
-             AND (value_int IS NOT NULL
+             AND (value_int IS NOT NULL OR value_uint IS NOT NULL
                   OR value_float NOT IN ('NaN'::float8, 'Infinity'::float8, '-Infinity'::float8))
          ) AS numeric_samples
          GROUP BY bucket

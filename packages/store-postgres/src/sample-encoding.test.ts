@@ -158,23 +158,28 @@ describe("encodeBinaryCopy", () => {
 });
 
 describe("unnestParameters", () => {
-  test("gives eight array literals in column order with NULL where a column does not apply", () => {
+  test("gives nine array literals in column order with NULL where a column does not apply", () => {
     const ids = new Map([["a", 3]]);
     const batch = [
       sample("a", 1.5, T0),
       sample("a", 5n, T0 + 1),
       sample("a", true, T0 + 2),
       sample("a", 'x"y', T0 + 3, quality("bad", "why")),
+      sample("a", 2n ** 64n - 1n, T0 + 4),
+      sample("a", -0, T0 + 5),
     ];
-    expect(unnestParameters(prepareSamples(batch, ids))).toEqual([
-      "{3,3,3,3}",
-      `{0,0,0,${QualityCodes.Bad | 0}}`,
-      `{${T0 * 1000},${(T0 + 1) * 1000},${(T0 + 2) * 1000},${(T0 + 3) * 1000}}`,
-      "{1.5,NULL,NULL,NULL}",
-      "{NULL,5,NULL,NULL}",
-      "{NULL,NULL,t,NULL}",
-      '{NULL,NULL,NULL,"x\\"y"}',
-      '{NULL,NULL,NULL,"why"}',
+    const prepared = prepareSamples(batch, ids);
+    expect(prepared.unsigned).toBe(true);
+    expect(unnestParameters(prepared)).toEqual([
+      "{3,3,3,3,3,3}",
+      `{0,0,0,${QualityCodes.Bad | 0},0,0}`,
+      `{${[0, 1, 2, 3, 4, 5].map((offset) => (T0 + offset) * 1000).join(",")}}`,
+      "{1.5,NULL,NULL,NULL,NULL,-0}",
+      "{NULL,5,NULL,NULL,NULL,NULL}",
+      "{NULL,NULL,t,NULL,NULL,NULL}",
+      '{NULL,NULL,NULL,"x\\"y",NULL,NULL}',
+      '{NULL,NULL,NULL,"why",NULL,NULL}',
+      "{NULL,NULL,NULL,NULL,18446744073709551615,NULL}",
     ]);
   });
 });

@@ -1,5 +1,6 @@
-import { KilnValidationError, type Quality, type Sample, type ValidationIssue } from "@kiln/core";
+import { checkSample, KilnValidationError, type Sample, type ValidationIssue } from "@kiln/core";
 import { arrayLiteral, type SqlArrayElement } from "./sql-array";
+import { escapeText } from "./text-escape";
 
 /** Columns of `samples` written by ingest, in the order of the COPY stream and unnest arrays. */
 export const SAMPLE_COLUMNS = [
@@ -13,12 +14,11 @@ export const SAMPLE_COLUMNS = [
   "quality_reason",
 ] as const;
 
-const SEVERITIES: ReadonlySet<string> = new Set(["good", "uncertain", "bad"]);
-const INT64_MIN = -(2n ** 63n);
 const INT64_MAX = 2n ** 63n - 1n;
 
 /**
- * Checks every sample of a batch and returns the distinct tag names in it.
+ * Checks every sample of a batch with `checkSample` from `@kiln/core` (the rules every store
+ * applies) and returns the distinct tag names in it.
  *
  * @throws KilnValidationError (`KILN_VALIDATION`) naming each bad field as `[index].field`;
  * nothing is written when it throws.
@@ -27,32 +27,10 @@ export function checkSamples(samples: readonly Sample[]): Set<string> {
   const names = new Set<string>();
   let issues: ValidationIssue[] | undefined;
   for (let index = 0; index < samples.length; index++) {
-    const sample = samples[index] as Sample | null | undefined;
-    if (typeof sample !== "object" || sample === null) {
-      (issues ??= []).push({ path: `[${index}]`, message: "must be a sample object" });
-      continue;
-    }
-    const { tag, timestamp, value } = sample;
-    if (typeof tag !== "string" || tag === "") {
-      (issues ??= []).push({ path: `[${index}].tag`, message: "must be a non-empty string" });
-    } else names.add(tag);
-    if (typeof timestamp !== "number" || !Number.isFinite(timestamp)) {
-      (issues ??= []).push({ path: `[${index}].timestamp`, message: "must be a finite number of ms since epoch" });
-    }
-    const type = typeof value;
-    if (value !== null && type !== "number" && type !== "boolean" && type !== "string" && type !== "bigint") {
-      (issues ??= []).push({ path: `[${index}].value`, message: "must be a number, boolean, string, bigint or null" });
-    } else if (type === "bigint" && ((value as bigint) < INT64_MIN || (value as bigint) > INT64_MAX)) {
-      (issues ??= []).push({ path: `[${index}].value`, message: "a bigint value must fit a signed 64-bit integer" });
-    }
-    const quality = sample.quality as Quality | null | undefined;
-    if (typeof quality !== "object" || quality === null || !SEVERITIES.has(quality.severity)) {
-      (issues ??= []).push({ path: `[${index}].quality.severity`, message: "must be good, uncertain or bad" });
-    } else if (!Number.isInteger(quality.code) || quality.code < 0 || quality.code > 0xffffffff) {
-      (issues ??= []).push({ path: `[${index}].quality.code`, message: "must be a 32-bit unsigned status code" });
-    } else if (quality.reason !== undefined && typeof quality.reason !== "string") {
-      (issues ??= []).push({ path: `[${index}].quality.reason`, message: "must be a string when present" });
-    }
+    const sample = samples[index];
+    const found = checkSample(sample, `[${index}]`);
+    if (found.length > 0) (issues ??= []).push(...found);
+    else names.add(sample!.tag);
   }
   if (issues) throw new KilnValidationError("sample batch", issues);
   return names;
@@ -68,6 +46,8 @@ export interface PreparedSamples {
   readonly micros: Float64Array;
   /** The kept samples, first occurrence of each (tag, timestamp). */
   readonly samples: readonly Sample[];
+  /** Whether a kept sample holds a uint64 above the int64 range (`value_uint`, not in the COPY columns). */
+  readonly unsigned: boolean;
 }
 
 /**
@@ -80,6 +60,7 @@ export function prepareSamples(samples: readonly Sample[], tagIds: ReadonlyMap<s
   const ids = new Int32Array(samples.length);
   const micros = new Float64Array(samples.length);
   const kept: Sample[] = [];
+  let unsigned = false;
   // Keyed by timestamp first: a batch usually holds a few scans of many tags, so this makes a
   // few sets of tag ids rather than one set per tag. A lone tag id is stored unboxed.
   const seen = new Map<number, number | Set<number>>();
@@ -99,12 +80,14 @@ export function prepareSamples(samples: readonly Sample[], tagIds: ReadonlyMap<s
     ids[kept.length] = id;
     micros[kept.length] = time;
     kept.push(sample);
+    if (typeof sample.value === "bigint" && sample.value > INT64_MAX) unsigned = true;
   }
   return {
     length: kept.length,
     tagIds: ids.subarray(0, kept.length),
     micros: micros.subarray(0, kept.length),
     samples: kept,
+    unsigned,
   };
 }
 
@@ -112,19 +95,23 @@ const COPY_HEADER = [0x50, 0x47, 0x43, 0x4f, 0x50, 0x59, 0x0a, 0xff, 0x0d, 0x0a,
 /** 2000-01-01T00:00:00Z, PostgreSQL's timestamp epoch, in microseconds since the Unix epoch. */
 const POSTGRES_EPOCH_MICROS = 946_684_800_000_000;
 const TWO_TO_32 = 4_294_967_296;
+/** UTF-8 bytes of one UTF-16 code unit at most once escaped: 3, or 5 for an escaped one (U+0010 and four hex digits). */
+const ESCAPED_BYTES_PER_UNIT = 5;
 /** Field count (2), tag_id and quality (8 each), time (12), five length words of the nullable columns. */
 const FIXED_ROW_BYTES = 2 + 8 + 8 + 12 + 5 * 4;
 
 /**
  * Encodes a prepared batch as a PostgreSQL binary COPY stream (header, one tuple per sample in
  * {@link SAMPLE_COLUMNS} order, trailer). Binary avoids the server parsing text timestamps and
- * floats, which is most of the cost of a text COPY.
+ * floats, which is most of the cost of a text COPY. Text is escaped with `escapeText` (NUL, lone
+ * surrogates). A batch with a uint64 above int64 does not fit these columns: see
+ * {@link PreparedSamples.unsigned}.
  */
 export function encodeBinaryCopy(batch: PreparedSamples): Uint8Array {
   let size = COPY_HEADER.length + 2;
   for (const sample of batch.samples) {
     size += FIXED_ROW_BYTES + payloadBound(sample.value);
-    if (sample.quality.reason !== undefined) size += sample.quality.reason.length * 3;
+    if (sample.quality.reason !== undefined) size += sample.quality.reason.length * ESCAPED_BYTES_PER_UNIT;
   }
   const buffer = Buffer.allocUnsafe(size);
   const view = new DataView(buffer.buffer, buffer.byteOffset, buffer.byteLength);
@@ -170,7 +157,7 @@ export function encodeBinaryCopy(batch: PreparedSamples): Uint8Array {
       view.setInt32(offset, -1);
       view.setInt32(offset + 4, -1);
       view.setInt32(offset + 8, -1);
-      const length = buffer.write(value, offset + 16, "utf8");
+      const length = buffer.write(escapeText(value), offset + 16, "utf8");
       view.setInt32(offset + 12, length);
       offset += 16 + length;
     } else {
@@ -185,7 +172,7 @@ export function encodeBinaryCopy(batch: PreparedSamples): Uint8Array {
       view.setInt32(offset, -1);
       offset += 4;
     } else {
-      const length = buffer.write(reason, offset + 4, "utf8");
+      const length = buffer.write(escapeText(reason), offset + 4, "utf8");
       view.setInt32(offset, length);
       offset += 4 + length;
     }
@@ -202,14 +189,14 @@ function payloadBound(value: Sample["value"]): number {
     case "boolean":
       return 1;
     case "string":
-      return value.length * 3;
+      return value.length * ESCAPED_BYTES_PER_UNIT;
     default:
       return 0;
   }
 }
 
 /**
- * The eight array literals, in {@link SAMPLE_COLUMNS} order, for the
+ * The nine array literals, in {@link SAMPLE_COLUMNS} order and then `value_uint`, for the
  * `INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING` path. Time is whole microseconds
  * since the Unix epoch (an exact float8), converted in SQL.
  */
@@ -217,6 +204,7 @@ export function unnestParameters(batch: PreparedSamples): string[] {
   const quality = new Array<number>(batch.length);
   const floats = new Array<SqlArrayElement>(batch.length);
   const integers = new Array<SqlArrayElement>(batch.length);
+  const unsigned = new Array<SqlArrayElement>(batch.length);
   const booleans = new Array<SqlArrayElement>(batch.length);
   const texts = new Array<SqlArrayElement>(batch.length);
   const reasons = new Array<SqlArrayElement>(batch.length);
@@ -225,7 +213,9 @@ export function unnestParameters(batch: PreparedSamples): string[] {
     const value = sample.value;
     quality[index] = sample.quality.code | 0;
     floats[index] = typeof value === "number" ? value : null;
-    integers[index] = typeof value === "bigint" ? value : null;
+    const big = typeof value === "bigint";
+    integers[index] = big && value <= INT64_MAX ? value : null;
+    unsigned[index] = big && value > INT64_MAX ? value : null;
     booleans[index] = typeof value === "boolean" ? value : null;
     texts[index] = typeof value === "string" ? value : null;
     reasons[index] = sample.quality.reason ?? null;
@@ -239,5 +229,6 @@ export function unnestParameters(batch: PreparedSamples): string[] {
     arrayLiteral(booleans),
     arrayLiteral(texts),
     arrayLiteral(reasons),
+    arrayLiteral(unsigned),
   ];
 }

@@ -1,3 +1,5 @@
+import { escapeText, jsonNeedsEscape, mapStrings, unescapeText } from "./text-escape";
+
 /** SQL for a `timestamptz` column as float8 milliseconds since the Unix epoch (exact to the µs). */
 export function millisecondsOf(column: string): string {
   return `(extract(epoch from ${column}) * 1000)::float8`;
@@ -10,16 +12,22 @@ export function timestampOf(parameter: string): string {
 
 /**
  * JSON text of `value` for a `$n::text::jsonb` parameter, or null for `undefined`. A bigint
- * becomes its decimal string, since JSON has no 64-bit integers.
+ * becomes its decimal string, since JSON has no 64-bit integers. Every string in it, object keys
+ * included, is escaped (`escapeText`): `jsonb` holds neither U+0000 nor a lone surrogate.
  */
 export function jsonText(value: unknown): string | null {
   if (value === undefined) return null;
-  return JSON.stringify(value, (_key, child: unknown) => (typeof child === "bigint" ? child.toString() : child));
+  const text = JSON.stringify(value, (_key, child: unknown) => (typeof child === "bigint" ? child.toString() : child));
+  if (!jsonNeedsEscape(text)) return text;
+  return JSON.stringify(mapStrings(JSON.parse(text), escapeText));
 }
 
-/** Parses JSON text read back with `column::text`; SQL NULL gives undefined. */
+/** Parses JSON text read back with `column::text`, unescaping its strings; SQL NULL gives undefined. */
 export function parseJsonText(text: string | null): unknown {
-  return text === null ? undefined : JSON.parse(text);
+  if (text === null) return undefined;
+  const value: unknown = JSON.parse(text);
+  // jsonb writes the escape character U+0010 as \u0010.
+  return text.includes("\\u0010") ? mapStrings(value, unescapeText) : value;
 }
 
 /**

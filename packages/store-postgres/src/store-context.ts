@@ -1,5 +1,6 @@
 import { toStoreError } from "./postgres-error";
-import type { SqlClient } from "./sql-client";
+import type { SqlClient, SqlQueryable, SqlResult } from "./sql-client";
+import { escapeText, unescapeText } from "./text-escape";
 
 /** What the repositories of one PostgresStore share: the schema and the open client. */
 export class StoreContext {
@@ -29,13 +30,55 @@ export class StoreContext {
   /**
    * Runs `work` with the open client and turns any failure that is not already a `KilnError`
    * into a classified `KILN_STORE_ERROR` naming `operation`.
+   *
+   * The client `work` gets escapes every string parameter and unescapes every string column of
+   * every row (see `escapeText`), so each text column holds any JavaScript string exactly. A COPY
+   * stream is passed through as it is: its encoder escapes its own text.
    */
   async run<TResult>(operation: string, work: (client: SqlClient) => Promise<TResult>): Promise<TResult> {
-    const client = this.#client();
+    const client = escaping(this.#client());
     try {
       return await work(client);
     } catch (error) {
       throw toStoreError(error, operation);
     }
   }
+}
+
+const escapingClients = new WeakMap<SqlClient, SqlClient>();
+
+/** `client` with text escaped on the way in and unescaped on the way out (one wrapper per client). */
+function escaping(client: SqlClient): SqlClient {
+  let wrapped = escapingClients.get(client);
+  if (!wrapped) {
+    const copyBinary = client.copyBinary?.bind(client);
+    wrapped = {
+      query: (text, parameters) => escapedQuery(client, text, parameters),
+      transaction: (work) =>
+        client.transaction((transaction) =>
+          work({ query: (text, parameters) => escapedQuery(transaction, text, parameters) }),
+        ),
+      ...(copyBinary ? { copyBinary } : {}),
+    };
+    escapingClients.set(client, wrapped);
+  }
+  return wrapped;
+}
+
+async function escapedQuery<TRow>(
+  client: SqlQueryable,
+  text: string,
+  parameters?: readonly unknown[],
+): Promise<SqlResult<TRow>> {
+  const result = await client.query<TRow>(
+    text,
+    parameters?.map((parameter) => (typeof parameter === "string" ? escapeText(parameter) : parameter)),
+  );
+  for (const row of result.rows as Record<string, unknown>[]) {
+    for (const key in row) {
+      const value = row[key];
+      if (typeof value === "string") row[key] = unescapeText(value);
+    }
+  }
+  return result;
 }

@@ -1,3 +1,4 @@
+import type { ValidationIssue } from "./errors";
 import type { Quality } from "./quality";
 import type { TagValue } from "./tags";
 
@@ -15,4 +16,65 @@ export interface Sample {
   readonly timestamp: number;
   /** How far the value can be trusted. */
   readonly quality: Quality;
+}
+
+/**
+ * The earliest sample timestamp every store accepts: 1900-01-01T00:00:00.000Z, in ms since the
+ * Unix epoch. See {@link checkSample} and docs/adr/0012-storable-values.md.
+ */
+export const SAMPLE_TIME_MIN = -2_208_988_800_000;
+
+/**
+ * The latest sample timestamp every store accepts: 2099-12-31T23:59:59.999Z, in ms since the
+ * Unix epoch. Within [{@link SAMPLE_TIME_MIN}, SAMPLE_TIME_MAX] a timestamp in whole
+ * microseconds is an exact float64 (under 2^53) and PostgreSQL's float8 time arithmetic is
+ * exact, so every store keeps it to the microsecond.
+ */
+export const SAMPLE_TIME_MAX = 4_102_444_799_999;
+
+const INT64_MIN = -(2n ** 63n);
+const UINT64_MAX = 2n ** 64n - 1n;
+const SEVERITIES: ReadonlySet<string> = new Set(["good", "uncertain", "bad"]);
+
+/**
+ * Checks one sample against the rules every `SampleSink` applies, so a store refuses exactly
+ * what the core would never produce, and accepts every value the core does: any string (NUL,
+ * U+FFFF and lone surrogates included), any number (NaN, ±Infinity and -0 included), a boolean,
+ * a bigint from -2^63 to 2^64-1 (int64 and uint64), or null; a timestamp from
+ * {@link SAMPLE_TIME_MIN} to {@link SAMPLE_TIME_MAX}; a quality with a known severity, a 32-bit
+ * status code and an optional string reason.
+ *
+ * @param sample the sample to check (anything: it comes from outside the type system).
+ * @param path the prefix of every issue path, e.g. `[3]` for the fourth sample of a batch.
+ * @returns the broken rules, each naming its field (`[3].timestamp`); empty when the sample is valid.
+ */
+export function checkSample(sample: unknown, path = ""): ValidationIssue[] {
+  if (typeof sample !== "object" || sample === null) return [{ path, message: "must be a sample object" }];
+  const issues: ValidationIssue[] = [];
+  const { tag, timestamp, value, quality } = sample as Partial<Record<keyof Sample, unknown>>;
+  const at = (field: string): string => (path === "" ? field : `${path}.${field}`);
+  if (typeof tag !== "string" || tag === "") issues.push({ path: at("tag"), message: "must be a non-empty string" });
+  if (typeof timestamp !== "number" || !Number.isFinite(timestamp)) {
+    issues.push({ path: at("timestamp"), message: "must be a finite number of ms since the Unix epoch" });
+  } else if (timestamp < SAMPLE_TIME_MIN || timestamp > SAMPLE_TIME_MAX) {
+    issues.push({
+      path: at("timestamp"),
+      message: "must be from 1900-01-01T00:00:00.000Z to 2099-12-31T23:59:59.999Z (SAMPLE_TIME_MIN..SAMPLE_TIME_MAX)",
+    });
+  }
+  const type = typeof value;
+  if (value !== null && type !== "number" && type !== "boolean" && type !== "string" && type !== "bigint") {
+    issues.push({ path: at("value"), message: "must be a number, boolean, string, bigint or null" });
+  } else if (type === "bigint" && ((value as bigint) < INT64_MIN || (value as bigint) > UINT64_MAX)) {
+    issues.push({ path: at("value"), message: "a bigint value must be from -2^63 (int64) to 2^64-1 (uint64)" });
+  }
+  const checked = quality as Partial<Quality> | null | undefined;
+  if (typeof checked !== "object" || checked === null || !SEVERITIES.has(checked.severity as string)) {
+    issues.push({ path: at("quality.severity"), message: "must be good, uncertain or bad" });
+  } else if (!Number.isInteger(checked.code) || (checked.code as number) < 0 || (checked.code as number) > 0xffffffff) {
+    issues.push({ path: at("quality.code"), message: "must be a 32-bit unsigned status code" });
+  } else if (checked.reason !== undefined && typeof checked.reason !== "string") {
+    issues.push({ path: at("quality.reason"), message: "must be a string when present" });
+  }
+  return issues;
 }

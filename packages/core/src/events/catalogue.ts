@@ -44,8 +44,11 @@ export interface KilnEvents {
   "batch-flush-end": EventBase & { readonly size: number; readonly durationMs: number; readonly attempts: number };
   /** A batch could not be written; it will be retried or spooled, never dropped silently. */
   "batch-flush-fail": EventBase & { readonly size: number; readonly attempt: number; readonly error: unknown };
-  /** Samples were dropped under the `drop-oldest` overflow policy. */
-  "samples-drop": EventBase & { readonly count: number; readonly reason: string };
+  /**
+   * Samples were dropped: under the `drop-oldest` overflow policy, at shutdown, or one sample the
+   * store refused on its own (then `tag` names it and `reason` says why, e.g. `KILN_VALIDATION: ...`).
+   */
+  "samples-drop": EventBase & { readonly count: number; readonly reason: string; readonly tag?: string };
   /** Samples were written to the on-disk spool because the store was unavailable. */
   "samples-spool": EventBase & { readonly count: number };
   /** Spooled samples were replayed into the store. */

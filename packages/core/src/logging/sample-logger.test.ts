@@ -196,7 +196,11 @@ describe("SampleLogger failures", () => {
     feed(logger, 0, 1);
     await clock.advance(200);
     expect(logger.health().samplesDropped).toBe(8);
-    expect(ofType("samples-drop")[0]?.reason).toBe("store rejected batch: KILN_VALIDATION");
+    // The batch is bisected down to single samples; each is refused and reported with its tag.
+    const drops = ofType("samples-drop");
+    expect(drops.map((drop) => drop.count)).toEqual(Array.from({ length: 8 }, () => 1));
+    expect(new Set(drops.map((drop) => drop.tag)).size).toBeGreaterThan(1);
+    expect(drops[0]?.reason).toBe("KILN_VALIDATION: bad sample");
     await logger.stop();
   });
 });

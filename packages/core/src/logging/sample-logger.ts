@@ -11,6 +11,7 @@ import type { Counter, Gauge, Histogram, Metrics } from "../ports/metrics";
 import type { CircuitBreakerSnapshot } from "../resilience/circuit-breaker";
 import type { GuardedSampleSink } from "../resilience/guarded-ports";
 import { DEFAULT_JOURNAL_MAX_BYTES } from "../journal/record-journal";
+import { bisectBatch, refusalReason } from "./batch-bisect";
 import { SampleJournal } from "./sample-journal";
 
 /** The default size limit of the spool file, in bytes: 1 GiB. */
@@ -432,7 +433,17 @@ export class SampleLogger {
       if (generation !== this.#generation || stop.aborted) return false;
       void bus.publish("batch-flush-fail", { at: clock.now(), size: batch.length, attempt: attempts, error });
       this.#logger.error({ error: String(error), size: batch.length }, "store rejected a batch; it cannot be retried");
-      this.#drop(batch.length, `store rejected batch: ${KilnError.is(error) ? error.code : String(error)}`);
+      // Refuse only the samples the store cannot take; the rest of the batch is stored.
+      const outcome = await bisectBatch(
+        batch,
+        error,
+        (part) => sink.writeBatch(part, { signal: AbortSignal.any([stop, this.#superseded.signal]) }),
+        () => generation === this.#generation && !stop.aborted,
+      ).catch(() => undefined);
+      if (!outcome) return false;
+      for (const { sample, error: refusal } of outcome.refused) this.#drop(1, refusalReason(refusal), sample.tag);
+      this.#instruments?.out.inc(outcome.written);
+      this.#stats.out += outcome.written;
       return true;
     }
     // Stored after it was moved to the spool (or abandoned at stop): the spool's copy is counted when replayed.
@@ -484,7 +495,7 @@ export class SampleLogger {
     this.#drop(count - remaining, "buffer full (drop-oldest)");
   }
 
-  #drop(count: number, reason: string): void {
+  #drop(count: number, reason: string, tag?: string): void {
     if (count <= 0) return;
     this.#stats.dropped += count;
     this.#instruments?.dropped.inc(count);
@@ -494,7 +505,12 @@ export class SampleLogger {
       this.#armTimer();
       return;
     }
-    void this.#options.bus.publish("samples-drop", { at: this.#options.clock.now(), count, reason });
+    void this.#options.bus.publish("samples-drop", {
+      at: this.#options.clock.now(),
+      count,
+      reason,
+      ...(tag === undefined ? {} : { tag }),
+    });
   }
 
   #flushDropEvent(): void {

@@ -1,7 +1,7 @@
 import { z } from "zod";
-import { KilnError, KilnValidationError, type ValidationIssue } from "../domain/errors";
+import { KilnError, KilnValidationError } from "../domain/errors";
 import type { Quality } from "../domain/quality";
-import type { Sample } from "../domain/sample";
+import { checkSample, type Sample } from "../domain/sample";
 import { interpolationOf, type Interpolation, type Tag } from "../domain/tags";
 import {
   checkAggregateQuery,
@@ -121,7 +121,6 @@ interface Series {
 }
 
 const DEFAULT_LIMIT = 10_000;
-const SEVERITIES = new Set(["good", "uncertain", "bad"]);
 
 const sampleQuerySchema = z.object({
   tag: z.string().min(1),
@@ -346,8 +345,7 @@ export class MemoryStore implements Store {
     if (delayMs > 0) await this.#clock.sleep(delayMs);
     if (fault === "fail") throw simulatedFailure("fail");
     this.#assertOpen();
-    const issues: ValidationIssue[] = [];
-    samples.forEach((sample, index) => checkSample(sample, index, issues));
+    const issues = samples.flatMap((sample, index) => checkSample(sample, `[${index}]`));
     if (issues.length > 0) throw new KilnValidationError("sample batch", issues);
     for (const sample of samples) this.#insertSample(sample);
     if (fault === "fail-after") throw simulatedFailure("fail-after");
@@ -535,29 +533,6 @@ function simulatedFailure(fault: "fail" | "fail-after"): KilnError {
       : "Simulated store failure after the write (MemoryStore fault injection): retry the batch.",
     { retryable: true, details: { fault } },
   );
-}
-
-function checkSample(sample: Sample, index: number, issues: ValidationIssue[]): void {
-  if (typeof sample !== "object" || sample === null) {
-    issues.push({ path: `[${index}]`, message: "must be a sample object" });
-    return;
-  }
-  if (typeof sample.tag !== "string" || sample.tag === "") {
-    issues.push({ path: `[${index}].tag`, message: "must be a non-empty string" });
-  }
-  if (typeof sample.timestamp !== "number" || !Number.isFinite(sample.timestamp)) {
-    issues.push({ path: `[${index}].timestamp`, message: "must be a finite number of ms since epoch" });
-  }
-  const value = sample.value as unknown;
-  if (value !== null && !["number", "boolean", "string", "bigint"].includes(typeof value)) {
-    issues.push({ path: `[${index}].value`, message: "must be a number, boolean, string, bigint or null" });
-  }
-  const quality = sample.quality as Quality | undefined;
-  if (typeof quality !== "object" || quality === null || !SEVERITIES.has(quality.severity)) {
-    issues.push({ path: `[${index}].quality.severity`, message: "must be good, uncertain or bad" });
-  } else if (!Number.isInteger(quality.code) || quality.code < 0 || quality.code > 0xffffffff) {
-    issues.push({ path: `[${index}].quality.code`, message: "must be a 32-bit unsigned status code" });
-  }
 }
 
 function freezeQuality(quality: Quality): Quality {

@@ -21,6 +21,7 @@ export {
 export {
   alarmHistoryConformance,
   auditLogConformance,
+  edgeValueConformance,
   eventStoreConformance,
   processRepositoryConformance,
   recipeRepositoryConformance,

@@ -1,6 +1,6 @@
 import { KilnError } from "../domain/errors";
 import { GOOD, QualityCodes, quality, type Quality } from "../domain/quality";
-import type { Sample } from "../domain/sample";
+import { SAMPLE_TIME_MAX, SAMPLE_TIME_MIN, type Sample } from "../domain/sample";
 import { defineTags, type TagValue } from "../domain/tags";
 import type { AlarmHistoryEntry, TimeRange } from "../ports/alarm-history";
 import type { AuditEntry } from "../ports/audit-log";
@@ -25,7 +25,7 @@ export interface StoreGroupConformanceOptions extends ConformanceRunner {
 
 /** The groups of {@link storeConformance}, one per port plus the store's lifecycle. */
 export type StoreConformanceGroup =
-  "lifecycle" | "samples" | "history" | "events" | "processes" | "recipes" | "alarms" | "audit";
+  "lifecycle" | "samples" | "edge-values" | "history" | "events" | "processes" | "recipes" | "alarms" | "audit";
 
 /** Options of {@link storeConformance}. */
 export interface StoreConformanceOptions extends StoreGroupConformanceOptions {
@@ -53,6 +53,7 @@ export function storeConformance(options: StoreConformanceOptions): void {
   const groups = options.groups ?? {};
   if (groups.lifecycle !== false) storeLifecycleConformance(options);
   if (groups.samples !== false) sampleSinkConformance(options);
+  if (groups["edge-values"] !== false) edgeValueConformance(options);
   if (groups.history !== false && options.capabilities?.aggregates === true) storeHistoryConformance(options);
   if (groups.events !== false) eventStoreConformance(options);
   if (groups.processes !== false) processRepositoryConformance(options);
@@ -340,6 +341,170 @@ export function sampleSinkConformance(options: StoreGroupConformanceOptions): vo
 
 function started(at: number, payload: Record<string, unknown> = {}): NewDomainEvent {
   return { type: "process-start", payload, at };
+}
+
+/**
+ * Text every store must hold exactly: NUL (which PostgreSQL text and jsonb refuse), U+FFFF, lone
+ * surrogates of both halves (not valid UTF-8), a valid pair, and text that looks like an escape.
+ */
+const HOSTILE_TEXTS = [
+  "LOT-42\0\0\0\0\0\0",
+  "\0",
+  "\uFFFF",
+  "\uD800",
+  "a\uDC00b",
+  "\uDBFF\uDFFF",
+  "\uDFFF\uD800",
+  "\u0010",
+  "\u00100000",
+  "\\u0000",
+  "",
+];
+const EDGE_TAGS = defineTags({
+  "conformance.text": { dataType: "string" },
+  "conformance.counter": { dataType: "uint64" },
+  "conformance.offset": { dataType: "int64" },
+  "conformance.reading": { dataType: "float64" },
+});
+
+/**
+ * Edge values: every value the core accepts (`checkSample`) is stored and reads back equal, and
+ * the limits are typed errors (`KILN_VALIDATION`, nothing of the batch stored), never a silent
+ * wrap-around or a whole batch lost for one value.
+ */
+export function edgeValueConformance(options: StoreGroupConformanceOptions): void {
+  const { expect, factory } = options;
+  const open = (body: StoreTest) =>
+    withStore(factory, async (store) => {
+      await store.open([...TAGS.list(), ...EDGE_TAGS.list()]);
+      await body(store);
+    });
+  const roundTrip = async (store: Store, tag: string, values: readonly (TagValue | null)[]): Promise<Sample[]> => {
+    const written = values.map((value, index) => sampleAt(tag, index, value));
+    await store.samples.writeBatch(written);
+    const read = await store.samples.readSamples({ tag, from: T0, to: T0 + values.length });
+    expect(read).toEqual(written);
+    return read;
+  };
+
+  group(options, "edge values", (test) => {
+    test(
+      "text with NUL, U+FFFF and lone surrogates reads back exactly, beside other tags in the same batch",
+      open(async (store) => {
+        const texts = HOSTILE_TEXTS.map((text, index) => sampleAt("conformance.text", index, text));
+        const numbers = HOSTILE_TEXTS.map((_, index) => sampleAt("conformance.reading", index, index + 0.5));
+        await store.samples.writeBatch([...texts, ...numbers]);
+        const read = await store.samples.readSamples({ tag: "conformance.text", from: T0, to: T0 + 100 });
+        // Compared code unit by code unit: a replacement character must not pass for a lone surrogate.
+        expect(read.map((sample) => [...String(sample.value)].map((unit) => unit.charCodeAt(0)))).toEqual(
+          HOSTILE_TEXTS.map((text) => [...text].map((unit) => unit.charCodeAt(0))),
+        );
+        expect(read).toEqual(texts);
+        expect(await store.samples.readSamples({ tag: "conformance.reading", from: T0, to: T0 + 100 })).toEqual(
+          numbers,
+        );
+      }),
+    );
+
+    test(
+      "a quality reason with NUL and lone surrogates reads back exactly",
+      open(async (store) => {
+        const reasons = HOSTILE_TEXTS.filter((text) => text !== "");
+        const written = reasons.map((reason, index) => sampleAt(TEMPERATURE, index, index, quality("bad", reason)));
+        await store.samples.writeBatch(written);
+        expect(await store.samples.readSamples({ tag: TEMPERATURE, from: T0, to: T0 + 100 })).toEqual(written);
+      }),
+    );
+
+    test(
+      "uint64 0, 2^63 and 2^64-1 and int64 -2^63 and 2^63-1 read back as the same bigint",
+      open(async (store) => {
+        await roundTrip(store, "conformance.counter", [0n, 2n ** 63n, 9223372036854775813n, 2n ** 64n - 1n]);
+        await roundTrip(store, "conformance.offset", [-(2n ** 63n), -1n, 2n ** 63n - 1n]);
+      }),
+    );
+
+    test(
+      "NaN, Infinity, -Infinity and -0 read back as themselves",
+      open(async (store) => {
+        const values = [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY, -0, 0, Number.MIN_VALUE];
+        const read = await roundTrip(store, "conformance.reading", values);
+        expect(read.map((sample, index) => Object.is(sample.value, values[index]))).toEqual(values.map(() => true));
+      }),
+    );
+
+    test(
+      "the earliest and latest allowed timestamps (SAMPLE_TIME_MIN, SAMPLE_TIME_MAX) are stored exactly",
+      open(async (store) => {
+        const written = [
+          { ...sampleAt(TEMPERATURE, 0, 1), timestamp: SAMPLE_TIME_MIN },
+          { ...sampleAt(TEMPERATURE, 0, 2), timestamp: SAMPLE_TIME_MIN + 0.001 },
+          { ...sampleAt(TEMPERATURE, 0, 3), timestamp: SAMPLE_TIME_MAX - 0.5 },
+          { ...sampleAt(TEMPERATURE, 0, 4), timestamp: SAMPLE_TIME_MAX },
+        ];
+        await store.samples.writeBatch(written);
+        expect(
+          await store.samples.readSamples({ tag: TEMPERATURE, from: SAMPLE_TIME_MIN, to: SAMPLE_TIME_MAX + 1 }),
+        ).toEqual(written);
+      }),
+    );
+
+    test(
+      "a timestamp or an integer beyond the limits is KILN_VALIDATION and nothing of the batch is stored",
+      open(async (store) => {
+        const good = sampleAt(TEMPERATURE, 0, 1);
+        for (const bad of [
+          { ...sampleAt(TEMPERATURE, 1, 1), timestamp: SAMPLE_TIME_MIN - 1 },
+          { ...sampleAt(TEMPERATURE, 1, 1), timestamp: SAMPLE_TIME_MAX + 1 },
+          sampleAt("conformance.counter", 1, 2n ** 64n),
+          sampleAt("conformance.offset", 1, -(2n ** 63n) - 1n),
+        ]) {
+          await expectKilnError(expect, store.samples.writeBatch([good, bad]), "KILN_VALIDATION");
+        }
+        expect(
+          await store.samples.readSamples({ tag: TEMPERATURE, from: SAMPLE_TIME_MIN, to: SAMPLE_TIME_MAX }),
+        ).toEqual([]);
+      }),
+    );
+
+    test(
+      "text with NUL and lone surrogates in event payloads, audit entries and alarm history reads back exactly",
+      open(async (store) => {
+        const odd = "op\0\uD800-7\u0010";
+        const payload = { [odd]: odd, list: HOSTILE_TEXTS, nested: { note: "\0\uDC00" } };
+        await store.events.append("machine-1", 0, [started(T0, payload)]);
+        expect(await store.events.read("machine-1")).toEqual([
+          { ...started(T0, payload), aggregateId: "machine-1", version: 1 },
+        ]);
+        const entry: AuditEntry = {
+          principal: odd,
+          roles: [odd, "operator"],
+          action: "tag.write",
+          target: `conformance.label${odd}`,
+          oldValue: odd,
+          newValue: { [odd]: [odd] },
+          outcome: "denied",
+          reason: odd,
+          at: T0,
+        };
+        await store.audit.record(entry);
+        expect(await store.audit.query({ from: T0, to: T0 + 1 })).toEqual([entry]);
+        const transition: AlarmHistoryEntry = {
+          alarmId: `conformance.pressure:HI${odd}`,
+          tag: PRESSURE,
+          kind: "HI",
+          priority: 2,
+          from: "unacknowledged",
+          to: "acknowledged",
+          cause: "acknowledge",
+          principal: odd,
+          at: T0,
+        };
+        await store.alarms.record(transition);
+        expect(await store.alarms.query({ from: T0, to: T0 + 1 })).toEqual([transition]);
+      }),
+    );
+  });
 }
 
 /** `EventStore`: versioned streams with optimistic concurrency. */
