@@ -183,7 +183,8 @@ export class ControlSystem {
           this.#logger.error({ error: String(error) }, "aborting the running process at stop failed");
         });
       }
-      await this.#commands.flush().catch(() => undefined);
+      // Whatever the audit store did not take stays journaled (or is reported as dropped).
+      await this.#commands.close();
       await this.#acquisition.stop();
       await this.#sampleLogger.stop();
       await this.alarms.flush();

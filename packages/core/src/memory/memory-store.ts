@@ -200,6 +200,7 @@ export class MemoryStore implements Store {
   readonly #recipes = new Map<string, Map<number, { readonly recipe: StoredRecipe; readonly canonical: string }>>();
   readonly #alarms: AlarmHistoryEntry[] = [];
   readonly #auditEntries: AuditEntry[] = [];
+  readonly #auditIds = new Set<string>();
 
   constructor(options: MemoryStoreOptions = {}) {
     this.#clock = options.clock ?? new SystemClock();
@@ -293,7 +294,13 @@ export class MemoryStore implements Store {
     this.audit = {
       record: async (entry) => {
         await this.faults.held("audit");
+        // Once per id: a retried record after an unknown outcome changes nothing.
+        if (typeof entry?.id !== "string" || entry.id === "") {
+          throw new KilnValidationError("audit entry", [{ path: "id", message: "must be a non-empty string" }]);
+        }
+        if (this.#auditIds.has(entry.id)) return;
         this.#recordTimed(this.#auditEntries, entry);
+        this.#auditIds.add(entry.id);
       },
       query: async (range) => this.#queryTimed(this.#auditEntries, range),
     };

@@ -1,5 +1,6 @@
 export {
   AuditedCommandRunner,
+  type AuditBacklogOptions,
   DENIAL_CODES,
   type AuditedCommand,
   type AuditedCommandRunnerOptions,
