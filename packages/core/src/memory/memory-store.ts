@@ -608,8 +608,11 @@ function compareStrings(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
+/** A JSON round trip, as a durable store keeps it: a bigint becomes its decimal string (as in PostgresStore). */
 function jsonCopy<TValue>(value: TValue): TValue {
-  return JSON.parse(JSON.stringify(value)) as TValue;
+  return JSON.parse(
+    JSON.stringify(value, (_key, child: unknown) => (typeof child === "bigint" ? child.toString() : child)),
+  ) as TValue;
 }
 
 function deepFreeze<TValue>(value: TValue): TValue {

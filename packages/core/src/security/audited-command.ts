@@ -146,7 +146,8 @@ export const DENIAL_CODES: readonly KilnErrorCode[] = [
  * (or kept in memory without a journal), reported by `audit-record-fail`, and written, oldest
  * first and one at a time, before any newer entry. An entry the store refuses for good (a
  * non-retryable error: text the database cannot hold, a malformed field) is skipped and reported
- * by `audit-entry-skip`, so a caller-controlled field can never hold up the trail. Stores record
+ * by `audit-entry-skip`, so a caller-controlled field can never hold up the trail; so is one that
+ * fails three times with an error that is not a `KilnError` (a store bug, a value it cannot encode). Stores record
  * once per id, so a retry after an unknown outcome never duplicates an entry.
  *
  * @example
@@ -170,6 +171,7 @@ export class AuditedCommandRunner {
   #dropped = 0;
   #skipped = 0;
   #lastError: unknown;
+  #unknownFailures = { id: "", count: 0 };
 
   /** @throws RangeError when `backlog.maxEntries` is not a positive integer. */
   constructor(options: AuditedCommandRunnerOptions) {
@@ -341,7 +343,11 @@ export class AuditedCommandRunner {
       await this.#options.audit.record(entry);
       return "done";
     } catch (error) {
-      if (refusedForGood(error)) {
+      // An unknown error (not a KilnError) gets a few attempts, then counts as for good: it must
+      // never hold the entries behind it.
+      const attempts = this.#unknownFailures.id === entry.id ? this.#unknownFailures.count + 1 : 1;
+      this.#unknownFailures = { id: entry.id, count: KilnError.is(error) ? 0 : attempts };
+      if (refusedForGood(error) || (!KilnError.is(error) && attempts >= UNKNOWN_ERROR_ATTEMPTS)) {
         this.#skip(entry, error);
         return "done";
       }
@@ -457,6 +463,9 @@ interface BacklogItem {
   /** True when the entry is in the journal (then it is the journal's oldest unreleased record once it reaches the front). */
   readonly journaled: boolean;
 }
+
+/** Attempts at one entry that fails with an error that is not a KilnError before it is skipped. */
+const UNKNOWN_ERROR_ATTEMPTS = 3;
 
 /**
  * The store's definite answer that this entry can never be stored (a malformed field, text the
