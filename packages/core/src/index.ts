@@ -173,7 +173,12 @@ export {
   type AlarmState,
   type AlarmStateName,
 } from "./alarms/index";
-export { ControlSystem, type ControlSystemHealth, type MachineStateMachine } from "./compose/control-system";
+export {
+  ControlSystem,
+  type ControlSystemHealth,
+  type MachineStateMachine,
+  type UncheckedParts,
+} from "./compose/control-system";
 export { createControlSystem } from "./compose/create-control-system";
 export type { TagWriter } from "./compose/checked-write";
 export {
