@@ -25,7 +25,7 @@ const system = createControlSystem({
 system.bus.on("plc-connection-lose", (event) => console.log(`  connection lost: ${event.reason}`));
 system.bus.on("plc-connection-restore", (event) => console.log(`  connection restored after ${event.downtimeMs} ms`));
 await system.start();
-console.log(`Kiln custom driver: machine "${system.machineId}" on ${system.driver.name}, reading for 2 s`);
+console.log(`Kiln custom driver: machine "${system.machineId}" on ${system.unchecked.driver.name}, reading for 2 s`);
 for (let step = 1; step <= 4; step++) {
   server.set("ZONE1.TEMP", 20 + step * 15); // the oven heats up, on the device side
   await new Promise((resolve) => setTimeout(resolve, 500));

@@ -33,7 +33,12 @@ export { NO_COMMUNICATION } from "./cvt/current-value-table";
 
 // Composition and health
 export { createControlSystem } from "./compose/create-control-system";
-export { ControlSystem, type ControlSystemHealth, type MachineStateMachine } from "./compose/control-system";
+export {
+  ControlSystem,
+  type ControlSystemHealth,
+  type MachineStateMachine,
+  type UncheckedParts,
+} from "./compose/control-system";
 export type { ControlSystemOptions } from "./compose/control-system-options";
 export type { PortBreakerSettings, PortHealth, PortPolicy, StorePolicies } from "./compose/port-policies";
 export type { Resolve, ServiceRegistry } from "./compose/service-registry";

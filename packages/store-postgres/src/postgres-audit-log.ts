@@ -8,6 +8,11 @@ import type { StoreContext } from "./store-context";
 const OUTCOMES: ReadonlySet<string> = new Set(["allowed", "denied", "failed"]);
 
 interface AuditRow {
+  readonly id: string;
+  readonly event_id: string | null;
+  readonly machine_id: string | null;
+  readonly source: string | null;
+  readonly category: string | null;
   readonly principal: string;
   readonly roles: string;
   readonly action: string;
@@ -22,6 +27,9 @@ interface AuditRow {
 /**
  * The append-only audit trail in the `audit_log` table, returned in time order (ties in
  * insertion order). Old and new values are stored as `jsonb` (a bigint as its decimal string).
+ * An entry is recorded once per `id` (a unique `event_id`; a repeat is ignored). Text the
+ * database cannot hold (a NUL character) is refused with a non-retryable `KILN_STORE_ERROR`,
+ * which the audited command runner reports and skips.
  */
 export class PostgresAuditLog implements AuditLog {
   readonly #context: StoreContext;
@@ -36,7 +44,8 @@ export class PostgresAuditLog implements AuditLog {
     const issues = new IssueCollector();
     if (typeof entry !== "object" || entry === null) issues.add("", "must be an audit entry");
     else {
-      for (const field of ["principal", "action", "target"] as const) issues.string(field, entry[field]);
+      for (const field of ["id", "principal", "action", "target"] as const) issues.string(field, entry[field]);
+      for (const field of ["machineId", "source", "category"] as const) issues.optionalString(field, entry[field]);
       if (!Array.isArray(entry.roles)) issues.add("roles", "must be an array of strings");
       else entry.roles.forEach((role, index) => issues.string(`roles[${index}]`, role));
       if (!OUTCOMES.has(entry.outcome)) issues.add("outcome", "must be allowed, denied or failed");
@@ -47,8 +56,11 @@ export class PostgresAuditLog implements AuditLog {
     await this.#context.run("audit.record", (client) =>
       client.query(
         `INSERT INTO ${this.#context.table("audit_log")}
-           (principal, roles, action, target, old_value, new_value, outcome, reason, at)
-         VALUES ($1, $2::text::text[], $3, $4, $5::text::jsonb, $6::text::jsonb, $7, $8, ${timestampOf("$9")})`,
+           (principal, roles, action, target, old_value, new_value, outcome, reason, at,
+            event_id, machine_id, source, category)
+         VALUES ($1, $2::text::text[], $3, $4, $5::text::jsonb, $6::text::jsonb, $7, $8, ${timestampOf("$9")},
+                 $10, $11, $12, $13)
+         ON CONFLICT (event_id) DO NOTHING`,
         [
           entry.principal,
           arrayLiteral(entry.roles),
@@ -59,6 +71,10 @@ export class PostgresAuditLog implements AuditLog {
           entry.outcome,
           entry.reason ?? null,
           entry.at,
+          entry.id,
+          entry.machineId ?? null,
+          entry.source ?? null,
+          entry.category ?? null,
         ],
       ),
     );
@@ -71,7 +87,7 @@ export class PostgresAuditLog implements AuditLog {
     if (range.from >= range.to) return [];
     const rows = await this.#context.run("audit.query", (client) =>
       client.query<AuditRow>(
-        `SELECT principal, array_to_json(roles)::text AS roles, action, target, old_value::text AS old_value,
+        `SELECT id::text AS id, event_id, machine_id, source, category, principal, array_to_json(roles)::text AS roles, action, target, old_value::text AS old_value,
                 new_value::text AS new_value, outcome, reason, ${millisecondsOf("at")} AS at
          FROM ${this.#context.table("audit_log")}
          WHERE at >= ${timestampOf("$1")} AND at < ${timestampOf("$2")}
@@ -80,8 +96,12 @@ export class PostgresAuditLog implements AuditLog {
       ),
     );
     return rows.rows.map((row) => ({
+      id: row.event_id ?? `legacy-${row.id}`,
+      ...(row.machine_id === null ? {} : { machineId: row.machine_id }),
       principal: row.principal,
       roles: parseJsonText(row.roles) as string[],
+      ...(row.source === null ? {} : { source: row.source }),
+      ...(row.category === null ? {} : { category: row.category }),
       action: row.action,
       target: row.target,
       ...(row.old_value === null ? {} : { oldValue: parseJsonText(row.old_value) }),

@@ -631,6 +631,7 @@ for (const target of TARGETS) {
         const store = await database.store();
         const entries = [
           {
+            id: "audit-1",
             principal: "ana",
             roles: ["operator", 'quo"te', "back\\slash", "NULL"],
             action: "tag.write",
@@ -641,6 +642,7 @@ for (const target of TARGETS) {
             at: T0 + 1,
           },
           {
+            id: "audit-2",
             principal: "bob",
             roles: [],
             action: "recipe.start",
@@ -651,6 +653,7 @@ for (const target of TARGETS) {
             at: T0,
           },
           {
+            id: "audit-3",
             principal: "ana",
             roles: ["operator"],
             action: "tag.write",

@@ -128,13 +128,13 @@ describe("operator commands", () => {
   test("a recipe started by an operator runs to completion with every pulse written", async () => {
     const { clock, plc, store, system } = await build();
     const process = await startAld(system, 20);
-    expect(system.machine.state).toBe("processing");
+    expect(system.machineState).toBe("processing");
     await clock.advance(20 * 140 + 100);
     const result = await process.finished;
     expect(result.status).toBe("completed");
     expect(pulses(plc, "valve.tma")).toBe(20);
     expect(pulses(plc, "valve.h2o")).toBe(20);
-    expect(system.machine.state).toBe("idle");
+    expect(system.machineState).toBe("idle");
     await system.stop();
     await store.open(tags.list());
     expect((await store.processes.get(process.id))?.status).toBe("completed");
@@ -149,7 +149,7 @@ describe("operator commands", () => {
     await clock.advance(50); // one scan period
     const result = await process.finished;
     expect(result.status).toBe("aborted");
-    expect(system.machine.state).toBe("error");
+    expect(system.machineState).toBe("error");
     const lastWrites = plc.writes.filter((write) => write.at >= trippedAt);
     expect(lastWrites.slice(-2).map((write) => [write.tag, write.value])).toEqual([
       ["valve.tma", false],
@@ -208,7 +208,7 @@ describe("operator commands", () => {
       "steps[1].loop.steps[1].set.value",
     ]);
     expect(plc.writes).toEqual([]);
-    expect(system.machine.state).toBe("idle");
+    expect(system.machineState).toBe("idle");
     await system.stop();
   });
 

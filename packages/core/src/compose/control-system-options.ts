@@ -147,6 +147,28 @@ const recipesSchema = z
   .strict()
   .prefault({});
 
+/** zod schema of `audit`: the backlog (CR 2.9) and the actions that run without a durable entry (CR 2.10). */
+const auditSchema = z
+  .object({
+    source: z.string().min(1).optional(),
+    backlog: z
+      .object({
+        path: z.string().min(1).optional(),
+        maxEntries: z.number().int().positive().default(10_000),
+        maxBytes: z
+          .number()
+          .int()
+          .min(1024)
+          .default(64 * 1024 * 1024),
+        whenFull: z.enum(["refuse-commands", "drop-oldest"]).default("refuse-commands"),
+      })
+      .strict()
+      .prefault({}),
+    runWithoutDurableAudit: z.array(z.string().min(1)).default(["recipe.abort"]),
+  })
+  .strict()
+  .prefault({});
+
 const implementing = <T>(what: string, check: (value: Record<string, unknown>) => boolean) =>
   z.custom<T>((value) => typeof value === "object" && value !== null && check(value as Record<string, unknown>), {
     message: `must implement ${what}`,
@@ -180,6 +202,7 @@ const optionsSchema = z
     machine: machineSchema,
     authorization: authorizationSchema,
     recipes: recipesSchema,
+    audit: auditSchema,
     register: z
       .custom<(registry: ServiceRegistry) => void>((value) => typeof value === "function", {
         message: "must be a function",
@@ -253,6 +276,25 @@ export interface ControlSystemOptions {
   };
   /** Recipe execution settings. */
   readonly recipes?: { readonly progressSaveIntervalMs?: number };
+  /**
+   * The audit trail (IEC 62443-3-3 CR 2.8–2.10). Commands fail closed: one whose entry cannot
+   * be made durable (stored, or journaled when `backlog.path` is set) is refused with
+   * `KILN_AUDIT_UNAVAILABLE` and not executed.
+   * - `source`: recorded as the source of commands that name none. @default none
+   * - `backlog.path`: a journal file for entries the store cannot take yet; they survive a
+   *   restart and are written in order once the store is back. @default none (memory only)
+   * - `backlog.maxEntries` (@default 10000), `backlog.maxBytes` (journal size, @default 64 MiB)
+   * - `backlog.whenFull`: `refuse-commands` (@default) or `drop-oldest` (reported by `audit-entry-drop`).
+   * - `runWithoutDurableAudit`: actions that run even so (safety functions); their entry is kept
+   *   in memory, retried and reported. @default ["recipe.abort"]
+   *
+   * @example
+   * createControlSystem({ machineId, tags, audit: {
+   *   backlog: { path: "/var/lib/kiln/audit.journal" },
+   *   runWithoutDurableAudit: ["recipe.abort", "alarm.acknowledge"],
+   * } });
+   */
+  readonly audit?: z.input<typeof auditSchema>;
   /** Overrides registrations in the system's container (swap a driver, a store, a clock...). */
   readonly register?: (registry: ServiceRegistry) => void;
 }

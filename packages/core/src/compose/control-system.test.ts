@@ -59,22 +59,33 @@ describe("createControlSystem", () => {
     });
     expect(temperature).toHaveLength(1); // a constant is logged once
     expect(system.health().status).toBe("stopped");
-    expect(system.driver.status).toBe("closed"); // closed only after the pipeline drained
+    expect(system.unchecked.driver.status).toBe("closed"); // closed only after the pipeline drained
   });
 
   test("needs only a machine id and tags", async () => {
     const system = createControlSystem({ machineId: "bare", tags, scanGroups });
-    expect(system.driver.name).toBe("simulated");
-    expect(system.store.storeApiVersion).toBe("1");
+    expect(system.unchecked.driver.name).toBe("simulated");
+    expect(system.unchecked.store.storeApiVersion).toBe("1");
     await system.start();
     await system.stop();
+  });
+
+  test("the public object exposes only checked operations; the raw parts are behind `unchecked`", () => {
+    const system = createControlSystem({ machineId: "bare", tags, scanGroups });
+    for (const raw of ["driver", "store", "recipes", "alarms", "machine", "container"]) {
+      expect(raw in system, raw).toBe(false);
+    }
+    expect(Object.keys(system.unchecked).sort()).toEqual(["alarms", "driver", "machine", "recipes", "store"]);
+    expect(Object.isFrozen(system.unchecked)).toBe(true);
+    expect(system.machineState).toBe(system.unchecked.machine.state);
+    expect(system.listAlarms()).toEqual(system.unchecked.alarms.list());
   });
 
   test("machine state changes are published and appended to the event store", async () => {
     const { clock, store, system } = build();
     await system.start();
-    await system.machine.send("start");
-    await system.machine.send("started");
+    await system.unchecked.machine.send("start");
+    await system.unchecked.machine.send("started");
     await clock.advance(0);
     await system.stop();
     await store.open(tags.list());
@@ -108,7 +119,7 @@ describe("createControlSystem", () => {
       clock,
       register: (registry) => registry.override(Tokens.Driver, () => replacement),
     });
-    expect(system.driver).toBe(replacement);
+    expect(system.unchecked.driver).toBe(replacement);
     expect(system.health().acquisition.driver).toBe("replacement");
     expect("container" in system).toBe(false);
   });
@@ -137,7 +148,7 @@ describe("createControlSystem", () => {
     const first = createControlSystem({ machineId: "a", tags, scanGroups });
     const second = createControlSystem({ machineId: "b", tags, scanGroups });
     expect(first.bus).not.toBe(second.bus);
-    expect(first.store).not.toBe(second.store);
+    expect(first.unchecked.store).not.toBe(second.unchecked.store);
     expect(first.health().ports.driver).not.toBe(second.health().ports.driver);
   });
 

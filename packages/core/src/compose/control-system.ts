@@ -33,6 +33,23 @@ import { Tokens } from "./tokens";
 /** The machine's state machine: the founding Kiln model or PackML. */
 export type MachineStateMachine = StateMachine<string, string>;
 
+/**
+ * The raw parts of a {@link ControlSystem}, reached through `system.unchecked`. Every call on them
+ * bypasses authorization and the audit trail.
+ */
+export interface UncheckedParts {
+  /** The PLC driver as registered (not even its device policy: no timeout, no breaker). */
+  readonly driver: PlcDriver;
+  /** The store as registered (no port policies). */
+  readonly store: Store;
+  /** The recipe executor: `start` runs a recipe with no write-set authorization. */
+  readonly recipes: RecipeExecutor;
+  /** The ISA-18.2 alarm engine: acknowledge, shelve and suppress with no role check. */
+  readonly alarms: AlarmEngine;
+  /** The machine's state machine: `send` changes the mode with no role check. */
+  readonly machine: MachineStateMachine;
+}
+
 /** A summary of the system's health for a host's health endpoint. */
 export interface ControlSystemHealth {
   /** `ok`: values flow and reach the store. `degraded`: something is failing but handled. */
@@ -76,18 +93,23 @@ export class ControlSystem {
   readonly bus: EventBus<KilnEvents>;
   /** Current values, synchronously readable. */
   readonly cvt: CurrentValueTable;
-  /** The machine's state machine. */
-  readonly machine: MachineStateMachine;
-  /** The ISA-18.2 alarm engine. */
-  readonly alarms: AlarmEngine;
-  /** The PLC driver as registered; the core calls it only through its device policy. */
-  readonly driver: PlcDriver;
-  /** The store as registered; the core calls its ports only through their policies. */
-  readonly store: Store;
-  /** Runs recipes as processes on this machine (use the audited commands below to start them). */
-  readonly recipes: RecipeExecutor;
+  /**
+   * The raw parts underneath the checked commands: the driver, the store, the recipe executor,
+   * the alarm engine and the state machine.
+   *
+   * **Everything reached through `unchecked` bypasses authorization and the audit trail**: a
+   * write through `unchecked.driver` reaches the PLC with no role check, no machine-state check,
+   * no value check and no audit entry; `unchecked.store.audit.record` writes whatever it is given
+   * into the audit trail. It exists for hosts that compose their own parts, for diagnostics and
+   * for tests. Operator-facing code uses the commands of this class ({@link writeTag},
+   * {@link startRecipe}, {@link acknowledgeAlarm}...), each authorized and audited.
+   */
+  readonly unchecked: UncheckedParts;
 
   readonly #options: ResolvedControlSystemOptions;
+  readonly #machine: MachineStateMachine;
+  readonly #alarms: AlarmEngine;
+  readonly #recipes: RecipeExecutor;
   readonly #acquisition: Acquisition;
   readonly #sampleLogger: SampleLogger;
   readonly #filter: LoggingFilter;
@@ -113,9 +135,7 @@ export class ControlSystem {
     this.tags = container.resolve(Tokens.Tags);
     this.bus = container.resolve(Tokens.Bus);
     this.cvt = container.resolve(Tokens.CurrentValueTable);
-    this.driver = container.resolve(Tokens.Driver);
-    this.store = container.resolve(Tokens.Store);
-    this.alarms = container.resolve(Tokens.AlarmEngine);
+    this.#alarms = container.resolve(Tokens.AlarmEngine);
     this.#acquisition = container.resolve(Tokens.Acquisition);
     this.#sampleLogger = container.resolve(Tokens.SampleLogger);
     this.#filter = container.resolve(Tokens.LoggingFilter);
@@ -127,8 +147,25 @@ export class ControlSystem {
     this.#guardedStore = container.resolve(Tokens.GuardedStore);
     this.#writer = container.resolve(Tokens.TagWriter);
     this.#recorder = container.resolve(Tokens.EventRecorder);
-    this.machine = container.resolve(Tokens.Machine);
-    this.recipes = container.resolve(Tokens.RecipeExecutor);
+    this.#machine = container.resolve(Tokens.Machine);
+    this.#recipes = container.resolve(Tokens.RecipeExecutor);
+    this.unchecked = Object.freeze({
+      driver: container.resolve(Tokens.Driver),
+      store: container.resolve(Tokens.Store),
+      recipes: this.#recipes,
+      alarms: this.#alarms,
+      machine: this.#machine,
+    });
+  }
+
+  /** The current state of the machine's state machine (`idle`, `processing`...). */
+  get machineState(): string {
+    return this.#machine.state;
+  }
+
+  /** Every alarm's current state (read-only snapshots; change them with the alarm commands). */
+  listAlarms(): AlarmSnapshot[] {
+    return this.#alarms.list();
   }
 
   /** `stopped`, `starting`, `running` or `stopping`. */
@@ -232,24 +269,25 @@ export class ControlSystem {
     if (this.#lifecycle.state === "stopped" || this.#lifecycle.state === "stopping") return;
     this.#lifecycle.state = "stopping";
     try {
-      if (this.recipes.active) {
-        await this.recipes.active.abort("control system stopping").catch((error: unknown) => {
+      if (this.#recipes.active) {
+        await this.#recipes.active.abort("control system stopping").catch((error: unknown) => {
           this.#logger.error({ error: String(error) }, "aborting the running process at stop failed");
         });
       }
       this.#storeOpening.abort(new KilnError("KILN_ABORTED", "control system stopping"));
       await this.#storeOpener;
-      await this.#commands.flush().catch(() => undefined);
+      // Whatever the audit store did not take stays journaled (or is reported as dropped).
+      await this.#commands.close();
       await this.#acquisition.stop();
       await this.#sampleLogger.stop();
-      await this.alarms.flush();
+      await this.#alarms.flush();
       this.#unwire();
       await this.#recorder.settled();
       await this.#acquisition.close();
       await this.#guardedStore.close();
       this.#storeState = "closed";
     } finally {
-      this.alarms.dispose();
+      this.#alarms.dispose();
       disposeGuards(this.#guardedDriver, this.#guardedStore);
       this.#disposed = true;
       this.#lifecycle.state = "stopped";
@@ -278,7 +316,7 @@ export class ControlSystem {
   writeTag(principal: Principal, tag: string, value: TagValue, options: { comment?: string } = {}): Promise<void> {
     return this.#command(principal, "tag.write", tag, () => this.#writer.write(tag, value), {
       action: "tag.write",
-      machineState: this.machine.state,
+      machineState: this.#machine.state,
       newValue: value,
       readOldValue: () => this.cvt.value(tag),
       ...options,
@@ -298,7 +336,7 @@ export class ControlSystem {
       "recipe.start",
       name,
       (command) =>
-        this.recipes.start(recipe, {
+        this.#recipes.start(recipe, {
           ...options,
           startedBy: command.principal,
           authorize: (request) => authorizeRecipeStart(command, request),
@@ -338,9 +376,9 @@ export class ControlSystem {
     const name = typeof recipe === "object" && recipe !== null && "name" in recipe ? String(recipe.name) : "(recipe)";
     return this.#command(principal, "recipe.save", name, async (command) => {
       const recipes = this.#guardedStore.recipes;
-      const plan = await this.recipes.plan(recipe);
+      const plan = await this.#recipes.plan(recipe);
       const { name: recipeName, version } = plan.recipe;
-      const writeSet = this.recipes.writeSet(plan);
+      const writeSet = this.#recipes.writeSet(plan);
       authorizeRecipeSave(command, { recipe: { name: recipeName, version }, writeSet, saved: false });
       const stored = storedRecipeOf(recipe, this.#clock.now());
       await recipes.save(stored);
@@ -354,7 +392,7 @@ export class ControlSystem {
       principal,
       "alarm.acknowledge",
       alarmId,
-      (command) => this.alarms.acknowledge(alarmId, command.principal.id),
+      (command) => this.#alarms.acknowledge(alarmId, command.principal.id),
       comment,
     );
   }
@@ -370,7 +408,7 @@ export class ControlSystem {
       principal,
       "alarm.shelve",
       alarmId,
-      (command) => this.alarms.shelve(alarmId, shelve, command.principal.id),
+      (command) => this.#alarms.shelve(alarmId, shelve, command.principal.id),
       comment,
     );
   }
@@ -381,7 +419,7 @@ export class ControlSystem {
       principal,
       "alarm.unshelve",
       alarmId,
-      (command) => this.alarms.unshelve(alarmId, command.principal.id),
+      (command) => this.#alarms.unshelve(alarmId, command.principal.id),
       comment,
     );
   }
@@ -394,8 +432,8 @@ export class ControlSystem {
       alarmId,
       (command) =>
         suppressed
-          ? this.alarms.suppress(alarmId, command.principal.id)
-          : this.alarms.unsuppress(alarmId, command.principal.id),
+          ? this.#alarms.suppress(alarmId, command.principal.id)
+          : this.#alarms.unsuppress(alarmId, command.principal.id),
       comment,
     );
   }
@@ -413,8 +451,8 @@ export class ControlSystem {
       alarmId,
       (command) =>
         inService
-          ? this.alarms.returnToService(alarmId, command.principal.id)
-          : this.alarms.removeFromService(alarmId, command.principal.id),
+          ? this.#alarms.returnToService(alarmId, command.principal.id)
+          : this.#alarms.removeFromService(alarmId, command.principal.id),
       comment,
     );
   }
@@ -426,9 +464,9 @@ export class ControlSystem {
    */
   sendMachineCommand(principal: Principal, command: string): Promise<string> {
     const permission: Permission = /maintenance/i.test(command) ? "machine.maintenance" : "machine.mode";
-    return this.#command(principal, permission, this.machineId, () => this.machine.send(command), {
+    return this.#command(principal, permission, this.machineId, () => this.#machine.send(command), {
       action: `machine.${command}`,
-      readOldValue: () => this.machine.state,
+      readOldValue: () => this.#machine.state,
       newValue: command,
     });
   }
@@ -438,7 +476,7 @@ export class ControlSystem {
     const acquisition = this.#acquisition.health();
     const logging = this.#sampleLogger.health();
     const ports = portHealth(this.#guardedDriver, this.#guardedStore);
-    const alarms = this.alarms.list();
+    const alarms = this.#alarms.list();
     const problems: string[] = [];
     if (this.#lifecycle.state === "running") {
       if (acquisition.link !== "online")
@@ -457,7 +495,7 @@ export class ControlSystem {
     return {
       status: this.#lifecycle.state !== "running" ? "stopped" : problems.length === 0 ? "ok" : "degraded",
       machineId: this.machineId,
-      machineState: this.machine.state,
+      machineState: this.#machine.state,
       acquisition,
       logging,
       store: { state: this.#storeState, ...(this.#storeError === undefined ? {} : { lastError: this.#storeError }) },
@@ -467,7 +505,7 @@ export class ControlSystem {
         unacknowledged: alarms.filter(
           (alarm) => alarm.state.name === "unacknowledged" || alarm.state.name === "rtn-unacknowledged",
         ).length,
-        historyFailures: this.alarms.stats.historyFailures,
+        historyFailures: this.#alarms.stats.historyFailures,
       },
       problems,
     };
@@ -498,31 +536,31 @@ export class ControlSystem {
     comment: string | undefined,
   ): Promise<AlarmSnapshot> {
     return this.#command(principal, permission, alarmId, execute, {
-      readOldValue: () => this.alarms.list().find((alarm) => alarm.id === alarmId)?.state.name ?? null,
+      readOldValue: () => this.#alarms.list().find((alarm) => alarm.id === alarmId)?.state.name ?? null,
       ...(comment === undefined ? {} : { comment }),
     });
   }
 
   #active(): RecipeProcess {
-    const active = this.recipes.active;
+    const active = this.#recipes.active;
     if (!active) throw new KilnError("KILN_NOT_FOUND", `No process is running on ${this.machineId}.`);
     return active;
   }
 
   #activeId(): string {
-    return this.recipes.active?.id ?? "(no process)";
+    return this.#recipes.active?.id ?? "(no process)";
   }
 
   #wire(): void {
     this.#disposers.push(
       this.cvt.observeAll((change) => {
-        this.alarms.observe(change.sample);
+        this.#alarms.observe(change.sample);
         if (this.#filter.accept(change.sample)) this.#sampleLogger.append(change.sample);
       }),
       this.bus.tap((type, event) => this.#recorder.record(type, event)),
       this.bus.on("interlock-trip", async (event) => {
         this.#logger.error({ alarmId: event.alarmId, value: event.value }, "interlock tripped");
-        await this.recipes.trip(`interlock ${event.alarmId} tripped at ${String(event.value)}`);
+        await this.#recipes.trip(`interlock ${event.alarmId} tripped at ${String(event.value)}`);
       }),
     );
   }

@@ -165,6 +165,10 @@ function registerDefaults(container: DependencyContainer, options: ResolvedContr
         authorizer: resolve(Tokens.Authorizer),
         audit: resolve(Tokens.GuardedStore).audit,
         clock: resolve(Tokens.Clock),
+        machineId: options.machineId,
+        ...(options.audit.source === undefined ? {} : { source: options.audit.source }),
+        backlog: withoutUndefinedPath(options.audit.backlog),
+        runWithoutDurableAudit: options.audit.runWithoutDurableAudit,
         bus: resolve(Tokens.Bus),
         logger: resolve(Tokens.Logger),
       }),
@@ -228,4 +232,11 @@ function registerDefaults(container: DependencyContainer, options: ResolvedContr
     });
   });
   singleton(Tokens.EventRecorder, (resolve) => new EventRecorder(resolve(Tokens.GuardedStore).events));
+}
+
+function withoutUndefinedPath<T extends { path?: string | undefined }>(
+  backlog: T,
+): Omit<T, "path"> & { path?: string } {
+  const { path, ...rest } = backlog;
+  return path === undefined ? rest : { ...rest, path };
 }

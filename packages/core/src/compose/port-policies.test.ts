@@ -23,6 +23,7 @@ const policy: PortPolicy = {
 const PORTS: StorePortName[] = ["samples", "history", "events", "processes", "recipes", "alarms", "audit"];
 const policies = Object.fromEntries(PORTS.map((port) => [port, policy])) as StorePolicies;
 const entry: AuditEntry = {
+  id: "entry-1",
   principal: "olga",
   roles: ["operator"],
   action: "tag.write",

@@ -163,8 +163,9 @@ function callPolicy(port: StorePortName, settings: PortPolicy, retry: boolean, c
  *   (saving an identical version is a no-op) and `samples.writeBatch` (idempotent on
  *   (tag, timestamp)).
  * - Calls that are not idempotent run once: `events.append` and `processes.save` (a retry after
- *   an unknown outcome would conflict on `expectedVersion`), `alarms.record` and `audit.record`
- *   (a retry could record an entry twice; the audited command runner keeps its own backlog).
+ *   an unknown outcome would conflict on `expectedVersion`), `alarms.record` (a retry could
+ *   record a transition twice) and `audit.record` (idempotent on the entry id, but the audited
+ *   command runner keeps its own ordered backlog and retries from there).
  *
  * `open` and `close` pass through. {@link disposeGuards} releases the breakers' timers.
  *

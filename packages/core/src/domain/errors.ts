@@ -27,6 +27,7 @@ export const KILN_ERROR_CODES = [
   "KILN_LIFECYCLE",
   "KILN_BUFFER_FULL",
   "KILN_JOURNAL_FAILED",
+  "KILN_AUDIT_UNAVAILABLE",
 ] as const;
 
 /** A stable Kiln error code. */

@@ -157,17 +157,51 @@ export interface KilnEvents {
     readonly pendingEvents: number;
     readonly error: unknown;
   };
-  /** An audit entry could not be recorded; it is kept in a bounded backlog and retried. */
+  /**
+   * An audit entry could not be recorded in the store; it is kept in the audit backlog (the
+   * journal when one is configured: `durable: true`) and written, in order, once the store is back.
+   */
   "audit-record-fail": EventBase & {
+    /** The entry's event id. */
+    readonly id: string;
     readonly principal: string;
     readonly action: string;
     readonly target: string;
     readonly outcome: "allowed" | "denied" | "failed";
+    /** Entries now waiting in the backlog. */
     readonly backlog: number;
+    /** True when the entry is on disk (journaled), false when only in memory. */
+    readonly durable: boolean;
     readonly error: unknown;
+  };
+  /**
+   * An audit entry the store refused for a reason repeating cannot fix (e.g. text the database
+   * cannot hold): it is skipped so it never holds up the entries behind it, and reported here.
+   */
+  "audit-entry-skip": EventBase & {
+    /** The entry's event id. */
+    readonly id: string;
+    readonly principal: string;
+    readonly action: string;
+    readonly target: string;
+    readonly outcome: "allowed" | "denied" | "failed";
+    /** The store's error, `CODE: message`. */
+    readonly reason: string;
   };
   /** Audit entries were dropped because the backlog of unrecorded entries was full (oldest first). */
   "audit-entry-drop": EventBase & { readonly count: number; readonly reason: string };
+  /**
+   * A command was refused, not executed, because its audit entry could not be made durable
+   * (fail closed, IEC 62443-3-3 CR 2.10); the caller got `KILN_AUDIT_UNAVAILABLE`.
+   */
+  "command-refuse": EventBase & {
+    /** The command's audit event id. */
+    readonly id: string;
+    readonly principal: string;
+    readonly action: string;
+    readonly target: string;
+    readonly reason: string;
+  };
 }
 
 /** The type name of a Kiln event. */

@@ -140,24 +140,34 @@ export class SampleJournal {
   }
 }
 
-/** JSON with every sample value kept exact: bigint, NaN, ±Infinity and -0 are tagged objects. */
-export function encodeSamples(samples: readonly Sample[]): string {
-  return JSON.stringify(samples, (_key, value: unknown) => {
-    if (typeof value === "bigint") return { $bigint: value.toString() };
-    if (typeof value === "number" && (!Number.isFinite(value) || Object.is(value, -0))) {
-      return { $number: Object.is(value, -0) ? "-0" : String(value) };
+/** JSON with every value kept exact: bigint, NaN, ±Infinity and -0 are tagged objects. */
+export function encodeExactJson(value: unknown): string {
+  return JSON.stringify(value, (_key, child: unknown) => {
+    if (typeof child === "bigint") return { $bigint: child.toString() };
+    if (typeof child === "number" && (!Number.isFinite(child) || Object.is(child, -0))) {
+      return { $number: Object.is(child, -0) ? "-0" : String(child) };
     }
-    return value;
+    return child;
   });
 }
 
-/** The inverse of {@link encodeSamples}. */
-export function decodeSamples(text: string): Sample[] {
+/** The inverse of {@link encodeExactJson}. */
+export function decodeExactJson(text: string): unknown {
   return JSON.parse(text, (_key, value: unknown) => {
     if (typeof value === "object" && value !== null) {
       if ("$bigint" in value) return BigInt((value as { $bigint: string }).$bigint);
       if ("$number" in value) return Number((value as { $number: string }).$number);
     }
     return value;
-  }) as Sample[];
+  });
+}
+
+/** JSON with every sample value kept exact (see {@link encodeExactJson}). */
+export function encodeSamples(samples: readonly Sample[]): string {
+  return encodeExactJson(samples);
+}
+
+/** The inverse of {@link encodeSamples}. */
+export function decodeSamples(text: string): Sample[] {
+  return decodeExactJson(text) as Sample[];
 }

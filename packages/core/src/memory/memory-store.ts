@@ -199,6 +199,7 @@ export class MemoryStore implements Store {
   readonly #recipes = new Map<string, Map<number, { readonly recipe: StoredRecipe; readonly canonical: string }>>();
   readonly #alarms: AlarmHistoryEntry[] = [];
   readonly #auditEntries: AuditEntry[] = [];
+  readonly #auditIds = new Set<string>();
 
   constructor(options: MemoryStoreOptions = {}) {
     this.#clock = options.clock ?? new SystemClock();
@@ -292,7 +293,13 @@ export class MemoryStore implements Store {
     this.audit = {
       record: async (entry) => {
         await this.faults.held("audit");
+        // Once per id: a retried record after an unknown outcome changes nothing.
+        if (typeof entry?.id !== "string" || entry.id === "") {
+          throw new KilnValidationError("audit entry", [{ path: "id", message: "must be a non-empty string" }]);
+        }
+        if (this.#auditIds.has(entry.id)) return;
         this.#recordTimed(this.#auditEntries, entry);
+        this.#auditIds.add(entry.id);
       },
       query: async (range) => this.#queryTimed(this.#auditEntries, range),
     };
@@ -576,8 +583,11 @@ function compareStrings(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
+/** A JSON round trip, as a durable store keeps it: a bigint becomes its decimal string (as in PostgresStore). */
 function jsonCopy<TValue>(value: TValue): TValue {
-  return JSON.parse(JSON.stringify(value)) as TValue;
+  return JSON.parse(
+    JSON.stringify(value, (_key, child: unknown) => (typeof child === "bigint" ? child.toString() : child)),
+  ) as TValue;
 }
 
 function deepFreeze<TValue>(value: TValue): TValue {

@@ -1,12 +1,26 @@
 import type { TimeRange } from "./alarm-history";
 
-/** One audited command, allowed or denied. */
+/**
+ * One audited command, allowed or denied: the auditable event of IEC 62443-3-3 CR 2.8
+ * (category, type, source, event id, outcome, timestamp) plus who, what and the values.
+ */
 export interface AuditEntry {
+  /**
+   * The event id, unique per command. A store records an entry once per id: recording the same
+   * id again is a no-op, so a retried record never duplicates an entry.
+   */
+  readonly id: string;
+  /** The machine the command was issued on. */
+  readonly machineId?: string;
   /** Who (principal id). */
   readonly principal: string;
   /** Their roles at the time. */
   readonly roles: readonly string[];
-  /** The command (`tag.write`, `recipe.start`, `alarm.acknowledge`...). */
+  /** The session or client the command came from, as the host identified it (e.g. `hmi-2/session-81f`). */
+  readonly source?: string;
+  /** The action category: `tag`, `recipe`, `alarm` or `machine`. */
+  readonly category?: string;
+  /** The action type (`tag.write`, `recipe.start`, `alarm.acknowledge`...). */
   readonly action: string;
   /** What it acted on (tag name, process id, alarm id). */
   readonly target: string;
@@ -24,7 +38,12 @@ export interface AuditEntry {
 
 /** The append-only record of who did what. Entries come back in time order; ties in the order recorded. */
 export interface AuditLog {
-  /** Appends one entry. */
+  /**
+   * Appends one entry, once per `entry.id`: an entry whose id is already recorded is ignored
+   * (resolves without changing anything), so a retry after an unknown outcome is safe.
+   * @throws KilnError `KILN_VALIDATION` for a malformed entry; `KILN_STORE_ERROR` (retryable
+   *   when repeating may succeed) when the store cannot take it.
+   */
   record(entry: AuditEntry): Promise<void>;
   /** Entries in `[from, to)`, oldest first. */
   query(range: TimeRange): Promise<AuditEntry[]>;

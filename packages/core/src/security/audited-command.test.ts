@@ -7,7 +7,10 @@ import { MemoryStore } from "../memory/memory-store";
 import { SimulatedClock } from "../memory/simulated-clock";
 import { SimulatedPlc } from "../memory/simulated-plc";
 import type { AuditEntry, AuditLog } from "../ports/audit-log";
-import { AuditedCommandRunner } from "./audited-command";
+import { mkdtemp } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { AuditedCommandRunner, type AuditBacklogOptions } from "./audited-command";
 import { Authorizer, defaultRoleTable, type Principal } from "./authorization";
 
 const START = Date.UTC(2026, 0, 1);
@@ -19,7 +22,13 @@ const tags = defineTags({
 const operator: Principal = { id: "olga", roles: ["operator"] };
 const engineer: Principal = { id: "enzo", roles: ["engineer"] };
 
-async function setup(options: { audit?: (store: MemoryStore) => AuditLog; backlogLimit?: number } = {}) {
+async function setup(
+  options: {
+    audit?: (store: MemoryStore) => AuditLog;
+    backlog?: AuditBacklogOptions;
+    runWithoutDurableAudit?: readonly string[];
+  } = {},
+) {
   const clock = new SimulatedClock({ start: START });
   const plc = new SimulatedPlc({ tags, clock });
   await plc.connect();
@@ -28,14 +37,22 @@ async function setup(options: { audit?: (store: MemoryStore) => AuditLog; backlo
   const bus = new EventBus<KilnEvents>({ now: () => clock.now() });
   const failures: KilnEvents["audit-record-fail"][] = [];
   const drops: KilnEvents["audit-entry-drop"][] = [];
+  const skips: KilnEvents["audit-entry-skip"][] = [];
+  const refusals: KilnEvents["command-refuse"][] = [];
   bus.on("audit-record-fail", (event) => void failures.push(event));
   bus.on("audit-entry-drop", (event) => void drops.push(event));
+  bus.on("audit-entry-skip", (event) => void skips.push(event));
+  bus.on("command-refuse", (event) => void refusals.push(event));
+  let ids = 0;
   const runner = new AuditedCommandRunner({
     authorizer: new Authorizer({ roles: defaultRoleTable({ operatorWritableTags: ["heater.*"] }) }),
     audit: options.audit?.(store) ?? store.audit,
     clock,
     bus,
-    ...(options.backlogLimit === undefined ? {} : { backlogLimit: options.backlogLimit }),
+    machineId: "ald-1",
+    newId: () => `entry-${++ids}`,
+    ...(options.backlog === undefined ? {} : { backlog: options.backlog }),
+    ...(options.runWithoutDurableAudit === undefined ? {} : { runWithoutDurableAudit: options.runWithoutDurableAudit }),
   });
   const writeTag = (principal: Principal, tag: string, value: TagValue, comment?: string) =>
     runner.run({
@@ -49,7 +66,7 @@ async function setup(options: { audit?: (store: MemoryStore) => AuditLog; backlo
       ...(comment === undefined ? {} : { comment }),
     });
   const entries = () => store.audit.query({ from: 0, to: Number.MAX_SAFE_INTEGER });
-  return { clock, plc, store, runner, writeTag, entries, failures, drops };
+  return { clock, plc, store, bus, runner, writeTag, entries, failures, drops, skips, refusals };
 }
 
 async function rejection(promise: Promise<unknown>): Promise<KilnError> {
@@ -70,6 +87,9 @@ describe("AuditedCommandRunner", () => {
     const [entry, ...rest] = await entries();
     expect(rest).toEqual([]);
     expect(entry).toEqual({
+      id: "entry-1",
+      machineId: "ald-1",
+      category: "tag",
       principal: "olga",
       roles: ["operator"],
       action: "tag.write",
@@ -92,6 +112,9 @@ describe("AuditedCommandRunner", () => {
     ]);
     expect(await entries()).toEqual([
       {
+        id: "entry-1",
+        machineId: "ald-1",
+        category: "tag",
         principal: "olga",
         roles: ["operator"],
         action: "tag.write",
@@ -131,9 +154,9 @@ describe("AuditedCommandRunner", () => {
     expect((await entries())[0]).not.toHaveProperty("newValue");
   });
 
-  test("an audit outage does not fail the command; entries are kept, reported and written once the log is back", async () => {
+  test("fail closed: while the audit log is down a command is refused, not executed, and the refusal is audited and reported", async () => {
     let down = true;
-    const { plc, writeTag, runner, entries, failures } = await setup({
+    const { plc, writeTag, runner, entries, failures, refusals } = await setup({
       audit: (store) => ({
         query: store.audit.query,
         record: async (entry: AuditEntry) => {
@@ -142,40 +165,147 @@ describe("AuditedCommandRunner", () => {
         },
       }),
     });
+    // The outage is not known before the first entry fails: that write ran, its entry is kept.
     await writeTag(engineer, "valve.tma", true);
     expect((await rejection(writeTag(operator, "valve.tma", false))).code).toBe("KILN_FORBIDDEN");
+    const refused = await rejection(writeTag(engineer, "heater.setpoint", 5));
+    expect(refused.code).toBe("KILN_AUDIT_UNAVAILABLE");
+    expect(refused.retryable).toBe(true);
     expect(plc.writes).toHaveLength(1);
-    expect(runner.backlog).toBe(2);
-    expect(failures.map((event) => [event.outcome, event.backlog])).toEqual([
-      ["allowed", 1],
-      ["denied", 2],
+    expect(refusals).toEqual([expect.objectContaining({ id: "entry-3", action: "tag.write", principal: "enzo" })]);
+    expect(runner.backlog).toBe(3);
+    expect(failures.map((event) => [event.id, event.outcome, event.backlog, event.durable])).toEqual([
+      ["entry-1", "allowed", 1, false],
+      ["entry-2", "denied", 2, false],
+      ["entry-3", "denied", 3, false],
     ]);
-    expect(KilnError.is(failures[0]?.error, "KILN_STORE_ERROR")).toBe(true);
     expect(await entries()).toEqual([]);
 
     down = false;
     await writeTag(engineer, "heater.setpoint", 10);
     expect(runner.backlog).toBe(0);
-    expect((await entries()).map((entry) => [entry.principal, entry.outcome])).toEqual([
-      ["enzo", "allowed"],
-      ["olga", "denied"],
-      ["enzo", "allowed"],
+    expect((await entries()).map((entry) => [entry.id, entry.outcome, entry.reason?.split(":")[0]])).toEqual([
+      ["entry-1", "allowed", undefined],
+      ["entry-2", "denied", "KILN_FORBIDDEN"],
+      ["entry-3", "denied", "KILN_AUDIT_UNAVAILABLE"],
+      ["entry-4", "allowed", undefined],
     ]);
   });
 
-  test("the backlog is bounded: the oldest entries are dropped and the drop is reported", async () => {
+  test("a safety action listed in runWithoutDurableAudit runs while the audit log is down; its entry is kept and reported", async () => {
+    const { plc, writeTag, runner, failures } = await setup({
+      audit: () => ({
+        query: async () => [],
+        record: () => Promise.reject(new KilnError("KILN_STORE_ERROR", "down", { retryable: true })),
+      }),
+      runWithoutDurableAudit: ["tag.write"],
+    });
+    for (const value of [1, 2, 3]) await writeTag(engineer, "heater.setpoint", value);
+    expect(plc.writes.map((write) => write.value)).toEqual([1, 2, 3]);
+    expect(runner.backlog).toBe(3);
+    expect(failures.map((event) => event.durable)).toEqual([false, false, false]);
+  });
+
+  test("the backlog is bounded: at the limit the oldest entries are dropped and the drop is reported", async () => {
     const { writeTag, runner, drops } = await setup({
       audit: () => ({
         query: async () => [],
-        record: () => Promise.reject(new KilnError("KILN_STORE_ERROR", "down")),
+        record: () => Promise.reject(new KilnError("KILN_STORE_ERROR", "down", { retryable: true })),
       }),
-      backlogLimit: 2,
+      backlog: { maxEntries: 2 },
     });
-    for (const value of [1, 2, 3]) await writeTag(engineer, "heater.setpoint", value);
+    await writeTag(engineer, "heater.setpoint", 1);
+    for (const value of [2, 3]) {
+      expect((await rejection(writeTag(engineer, "heater.setpoint", value))).code).toBe("KILN_AUDIT_UNAVAILABLE");
+    }
     expect(runner.backlog).toBe(2);
     expect(runner.dropped).toBe(1);
     expect(drops).toEqual([expect.objectContaining({ count: 1 })]);
     expect(await runner.flush()).toBe(false);
+  });
+
+  test("an entry the store refuses for good (NUL in the target) is reported and skipped; the 40 commands behind it are all audited", async () => {
+    const { store, writeTag, runner, entries, skips } = await setup({
+      audit: (memory) => ({
+        query: memory.audit.query,
+        // What PostgreSQL answers for text with NUL: SQLSTATE 22021, not retryable.
+        record: async (entry: AuditEntry) => {
+          if (JSON.stringify(entry).includes("\\u0000")) {
+            throw new KilnError("KILN_STORE_ERROR", "invalid byte sequence for encoding UTF8: 0x00", {
+              retryable: false,
+            });
+          }
+          await memory.audit.record(entry);
+        },
+      }),
+    });
+    const viewer: Principal = { id: "vic", roles: ["viewer"] };
+    expect((await rejection(writeTag(viewer, "heater.setpoint\u0000", 1))).code).toBe("KILN_FORBIDDEN");
+    for (let index = 0; index < 40; index++) {
+      const principal = index % 2 === 0 ? engineer : viewer;
+      await writeTag(principal, "heater.setpoint", index).catch(() => undefined);
+    }
+    expect(skips).toEqual([
+      expect.objectContaining({ id: "entry-1", outcome: "denied", reason: expect.stringMatching(/^KILN_STORE_ERROR/) }),
+    ]);
+    expect(runner.skipped).toBe(1);
+    expect(runner.backlog).toBe(0);
+    const recorded = await entries();
+    expect(recorded).toHaveLength(40);
+    expect(new Set(recorded.map((entry) => entry.id)).size).toBe(40);
+    expect(recorded.filter((entry) => entry.outcome === "allowed")).toHaveLength(20);
+    void store;
+  });
+
+  test("a journaled backlog survives a restart and drains to the store in order", async () => {
+    const path = join(await mkdtemp(join(tmpdir(), "kiln-audit-")), "audit.journal");
+    let down = true;
+    const failing = (memory: MemoryStore): AuditLog => ({
+      query: memory.audit.query,
+      record: async (entry: AuditEntry) => {
+        if (down) throw new KilnError("KILN_TIMEOUT", "audit store slow", { retryable: true });
+        await memory.audit.record(entry);
+      },
+    });
+    const first = await setup({ audit: failing, backlog: { path } });
+    // With a journal the outage does not refuse commands: every entry is on disk first.
+    for (const value of [1, 2, 3]) await first.writeTag(engineer, "heater.setpoint", value);
+    expect(first.plc.writes).toHaveLength(3);
+    expect(first.failures.map((event) => event.durable)).toEqual([true, true, true]);
+    await first.runner.close();
+
+    down = false;
+    const second = await setup({ audit: failing, backlog: { path } });
+    expect(await second.runner.flush()).toBe(true);
+    expect((await second.entries()).map((entry) => [entry.id, entry.newValue])).toEqual([
+      ["entry-1", 1],
+      ["entry-2", 2],
+      ["entry-3", 3],
+    ]);
+    // Drained: a third run finds nothing left.
+    await second.runner.close();
+    const third = await setup({ backlog: { path } });
+    expect(await third.runner.flush()).toBe(true);
+    expect(await third.entries()).toEqual([]);
+    await third.runner.close();
+  });
+
+  test("exactly once: a store that stores the entry but answers with a timeout gets it again under the same id, and keeps one", async () => {
+    let flaky = 0;
+    const { writeTag, entries, runner } = await setup({
+      audit: (memory) => ({
+        query: memory.audit.query,
+        record: async (entry: AuditEntry) => {
+          await memory.audit.record(entry);
+          if (flaky++ % 2 === 0) throw new KilnError("KILN_TIMEOUT", "answer lost", { retryable: true });
+        },
+      }),
+      runWithoutDurableAudit: ["tag.write"],
+    });
+    await Promise.all([1, 2, 3, 4, 5].map((value) => writeTag(engineer, "heater.setpoint", value)));
+    await runner.flush();
+    const recorded = await entries();
+    expect(recorded.map((entry) => entry.id).sort()).toEqual(["entry-1", "entry-2", "entry-3", "entry-4", "entry-5"]);
   });
 
   test("a principal is read once: a roles getter that turns viewer into admin is audited and refused as viewer", async () => {

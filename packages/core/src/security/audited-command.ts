@@ -1,8 +1,11 @@
+import { randomUUID } from "node:crypto";
 import { KilnError, type KilnErrorCode } from "../domain/errors";
 import type { KilnEvents } from "../events/catalogue";
 import type { EventBus } from "../events/event-bus";
 import type { AuditEntry, AuditLog } from "../ports/audit-log";
 import type { Clock } from "../ports/clock";
+import { RecordJournal } from "../journal/record-journal";
+import { decodeExactJson, encodeExactJson } from "../logging/sample-journal";
 import type { Logger } from "../ports/logger";
 import { silentLogger } from "../runtime/silent-logger";
 import { snapshotPrincipal, type Authorizer, type Permission, type Principal } from "./authorization";
@@ -50,6 +53,31 @@ export interface AuditedCommand<TResult> {
   readonly execute: (context: CommandContext) => TResult | Promise<TResult>;
 }
 
+/**
+ * The audit backlog: where entries wait while the audit store cannot take them (IEC 62443-3-3
+ * CR 2.9, audit storage capacity).
+ */
+export interface AuditBacklogOptions {
+  /**
+   * A journal file (the shared `RecordJournal`: checksummed records, fsync per append). Entries
+   * the store does not take are appended here, survive a restart and are written to the store, in
+   * order, once it is back. Omitted: the backlog is in memory only, so a command runs only while
+   * the store takes entries (fail closed).
+   */
+  readonly path?: string;
+  /** Most entries held (memory and journal together). @default 10000 */
+  readonly maxEntries?: number;
+  /** Size limit of the journal file in bytes. @default 64 MiB */
+  readonly maxBytes?: number;
+  /**
+   * At the limit: `refuse-commands` refuses new commands with `KILN_AUDIT_UNAVAILABLE` until the
+   * backlog drains (nothing is dropped unless an entry still arrives, e.g. a denial);
+   * `drop-oldest` keeps commands running and drops the oldest entries, reported by
+   * `audit-entry-drop`. @default "refuse-commands"
+   */
+  readonly whenFull?: "refuse-commands" | "drop-oldest";
+}
+
 /** Options of {@link AuditedCommandRunner}. */
 export interface AuditedCommandRunnerOptions {
   /** Decides who may do what. */
@@ -58,12 +86,25 @@ export interface AuditedCommandRunnerOptions {
   readonly audit: AuditLog;
   /** Timestamps the entries. */
   readonly clock: Clock;
-  /** Where `audit-record-fail` and `audit-entry-drop` are published. */
+  /** Recorded as every entry's `machineId`. */
+  readonly machineId?: string;
+  /** The `source` recorded for commands that name none (e.g. the host process). */
+  readonly source?: string;
+  /** Where the backlog of unrecorded entries is kept, how large it may grow and what happens at the limit. */
+  readonly backlog?: AuditBacklogOptions;
+  /**
+   * Actions that run even when their audit entry cannot be made durable (IEC 62443-3-3 CR 2.10:
+   * keep essential functions): the entry is kept in memory, retried and reported by
+   * `audit-record-fail`. Every other action fails closed with `KILN_AUDIT_UNAVAILABLE`.
+   * @default ["recipe.abort"] (an abort writes the safe state)
+   */
+  readonly runWithoutDurableAudit?: readonly string[];
+  /** Where `audit-record-fail`, `audit-entry-skip`, `audit-entry-drop` and `command-refuse` are published. */
   readonly bus?: EventBus<KilnEvents>;
   /** Diagnostics. @default silentLogger */
   readonly logger?: Logger;
-  /** Most entries kept while the audit log is failing; beyond it the oldest are dropped (and reported). @default 10000 */
-  readonly backlogLimit?: number;
+  /** Makes each entry's event id. @default crypto.randomUUID */
+  readonly newId?: () => string;
 }
 
 /** Error codes that mean a command was refused by a check (recorded `denied`), not that it failed while running. */
@@ -77,15 +118,17 @@ export const DENIAL_CODES: readonly KilnErrorCode[] = [
 ];
 
 /**
- * Runs commands as authorize → read old value → execute, and records one {@link AuditEntry}
- * for every outcome. The principal is read once, validated and frozen first ({@link snapshotPrincipal});
- * the entry, the check and `execute` (through its {@link CommandContext}) all use that snapshot.
- * A refusal's message names only `subject` and, to a principal who holds the permission in
- * another state, the machine state.
+ * Runs commands as authorize → check the audit trail can take the entry → read old value →
+ * execute, and records exactly one {@link AuditEntry}, under its own event id, for every command.
+ * The principal is read once, validated and frozen first ({@link snapshotPrincipal}); the entry,
+ * the check and `execute` (through its {@link CommandContext}) all use that snapshot. A refusal's
+ * message names only `subject` and, to a principal who holds the permission in another state,
+ * the machine state.
  *
  * - `denied`: the authorizer refused (`KILN_FORBIDDEN`, or `KILN_VALIDATION` for a malformed
  *   principal): `execute` never runs, so nothing reaches a PLC; or `execute` was refused by a
- *   check (its error code is one of {@link DENIAL_CODES}: bad value, read-only tag, FSM guard).
+ *   check (its error code is one of {@link DENIAL_CODES}: bad value, read-only tag, FSM guard);
+ *   or the audit trail could not take the entry (`KILN_AUDIT_UNAVAILABLE`, below).
  * - `failed`: `execute` threw anything else (device error, timeout).
  * - `allowed`: `execute` succeeded.
  *
@@ -93,12 +136,19 @@ export const DENIAL_CODES: readonly KilnErrorCode[] = [
  * denied and failed commands, and the operator's `comment` (appended to the error when both).
  * The command's own result or error is returned or rethrown unchanged.
  *
- * **When the audit log fails**, the command is not failed: it has already happened (or was
- * already refused), and an outage of the audit store must not block an abort or a safe-state
- * command. Instead the entry goes to a bounded in-memory backlog, `audit-record-fail` is
- * published and logged, and the backlog is written, oldest first, before the next entry (or on
- * {@link flush}). When the backlog is full the oldest entries are dropped and
- * `audit-entry-drop` reports how many: nothing is lost silently.
+ * **Fail closed (IEC 62443-3-3 CR 2.10).** An authorized command runs only when its entry can be
+ * made durable: the backlog has drained to the store, or a backlog journal is configured, works
+ * and has room. Otherwise it is refused with `KILN_AUDIT_UNAVAILABLE` (nothing executed), the
+ * refusal is its audit entry and is published as `command-refuse`. Actions listed in
+ * `runWithoutDurableAudit` (default `recipe.abort`) run anyway; their entry is kept and reported.
+ *
+ * **The backlog (CR 2.9).** An entry the store does not take (a retryable error) is journaled
+ * (or kept in memory without a journal), reported by `audit-record-fail`, and written, oldest
+ * first and one at a time, before any newer entry. An entry the store refuses for good (a
+ * non-retryable error: text the database cannot hold, a malformed field) is skipped and reported
+ * by `audit-entry-skip`, so a caller-controlled field can never hold up the trail; so is one that
+ * fails three times with an error that is not a `KilnError` (a store bug, a value it cannot encode). Stores record
+ * once per id, so a retry after an unknown outcome never duplicates an entry.
  *
  * @example
  * await runner.run({
@@ -110,21 +160,33 @@ export const DENIAL_CODES: readonly KilnErrorCode[] = [
 export class AuditedCommandRunner {
   readonly #options: AuditedCommandRunnerOptions;
   readonly #logger: Logger;
-  readonly #backlogLimit: number;
-  readonly #backlog: AuditEntry[] = [];
+  readonly #maxEntries: number;
+  readonly #whenFull: "refuse-commands" | "drop-oldest";
+  readonly #unguarded: ReadonlySet<string>;
+  readonly #newId: () => string;
+  readonly #backlog: BacklogItem[] = [];
+  #journal: Promise<RecordJournal | undefined> | undefined;
+  #journalFailing = false;
+  #tail: Promise<unknown> = Promise.resolve();
   #dropped = 0;
+  #skipped = 0;
+  #lastError: unknown;
+  #unknownFailures = { id: "", count: 0 };
 
-  /** @throws RangeError when `backlogLimit` is not a positive integer. */
+  /** @throws RangeError when `backlog.maxEntries` is not a positive integer. */
   constructor(options: AuditedCommandRunnerOptions) {
     this.#options = options;
     this.#logger = options.logger ?? silentLogger;
-    this.#backlogLimit = options.backlogLimit ?? 10_000;
-    if (!Number.isInteger(this.#backlogLimit) || this.#backlogLimit < 1) {
-      throw new RangeError("backlogLimit must be a positive integer");
+    this.#maxEntries = options.backlog?.maxEntries ?? 10_000;
+    this.#whenFull = options.backlog?.whenFull ?? "refuse-commands";
+    this.#unguarded = new Set(options.runWithoutDurableAudit ?? ["recipe.abort"]);
+    this.#newId = options.newId ?? randomUUID;
+    if (!Number.isInteger(this.#maxEntries) || this.#maxEntries < 1) {
+      throw new RangeError("backlog.maxEntries must be a positive integer");
     }
   }
 
-  /** Entries waiting to be recorded because the audit log failed. */
+  /** Entries waiting to be recorded because the audit log failed (journaled or in memory). */
   get backlog(): number {
     return this.#backlog.length;
   }
@@ -134,25 +196,38 @@ export class AuditedCommandRunner {
     return this.#dropped;
   }
 
+  /** Entries the store refused for good and that were skipped (each reported by `audit-entry-skip`). */
+  get skipped(): number {
+    return this.#skipped;
+  }
+
   /**
    * Authorizes and runs `command`, auditing the outcome.
    * @returns what `execute` returned.
    * @throws KilnError `KILN_FORBIDDEN` (or `KILN_VALIDATION` for a malformed principal) when not
-   * authorized; otherwise whatever `execute` threw.
+   *   authorized; `KILN_AUDIT_UNAVAILABLE` (retryable, nothing executed) when its audit entry
+   *   cannot be made durable; otherwise whatever `execute` threw.
    */
   async run<TResult>(command: AuditedCommand<TResult>): Promise<TResult> {
     const at = this.#options.clock.now();
     // Read once: the audit and every check below see the same principal.
     const read = snapshotPrincipal(command.principal);
-    const base = {
+    const action = command.action ?? command.permission;
+    const source = typeof read.source === "string" ? read.source : this.#options.source;
+    const base: AuditEntry = {
+      id: this.#newId(),
+      ...(this.#options.machineId === undefined ? {} : { machineId: this.#options.machineId }),
       principal: typeof read.id === "string" ? read.id : "(invalid principal)",
       roles: Array.isArray(read.roles) ? [...(read.roles as string[])] : [],
-      action: command.action ?? command.permission,
+      ...(source === undefined ? {} : { source }),
+      category: action.split(".")[0]!,
+      action,
       target: command.target,
+      outcome: "denied",
       at,
     };
     let newValue = command.newValue;
-    const entry = (): typeof base & { newValue?: unknown } => (newValue === undefined ? base : { ...base, newValue });
+    const entry = (): AuditEntry => (newValue === undefined ? base : { ...base, newValue });
     const authorizer = this.#options.authorizer;
     const checkContext = command.machineState === undefined ? {} : { machineState: command.machineState };
     const principal = read.principal;
@@ -167,6 +242,24 @@ export class AuditedCommandRunner {
               checkContext,
             );
       await this.#record({ ...entry(), outcome: "denied", reason: reasonOf(error, command.comment) });
+      throw error;
+    }
+    if (!this.#unguarded.has(action) && !(await this.#serial(() => this.#ready()))) {
+      const error = new KilnError(
+        "KILN_AUDIT_UNAVAILABLE",
+        `Refused ${action}: the audit trail cannot record it now, so it was not executed.`,
+        { retryable: true, details: { action, auditEntryId: base.id } },
+      );
+      const reason = reasonOf(error, command.comment);
+      void this.#options.bus?.publish("command-refuse", {
+        at: this.#options.clock.now(),
+        id: base.id,
+        principal: base.principal,
+        action,
+        target: base.target,
+        reason,
+      });
+      await this.#record({ ...entry(), outcome: "denied", reason });
       throw error;
     }
     const context: CommandContext = {
@@ -198,61 +291,190 @@ export class AuditedCommandRunner {
     return result;
   }
 
-  /** Writes the backlog, oldest first; resolves true when it is empty. Never rejects. */
-  async flush(): Promise<boolean> {
-    while (this.#backlog.length > 0) {
-      try {
-        await this.#options.audit.record(this.#backlog[0]!);
-      } catch {
-        return false;
+  /**
+   * Writes the backlog to the store, oldest first (entries it refuses for good are skipped and
+   * reported); resolves true when it is empty. Never rejects.
+   */
+  flush(): Promise<boolean> {
+    return this.#serial(() => this.#drain());
+  }
+
+  /**
+   * Flushes, then closes the journal: what the store did not take stays journaled for the next
+   * start. Entries held only in memory are reported by `audit-entry-drop`. Never rejects.
+   */
+  async close(): Promise<void> {
+    await this.flush();
+    await this.#serial(async () => {
+      const memoryOnly = this.#backlog.filter((item) => !item.journaled).length;
+      if (memoryOnly > 0) this.#reportDrop(memoryOnly, "the control system stopped before the audit store took them");
+      this.#backlog.length = 0;
+      const journal = await this.#openJournal();
+      this.#journal = undefined;
+      await journal?.close().catch(() => undefined);
+    });
+  }
+
+  /** Runs `task` after every earlier audit task: one writer, so the store sees entries in order and once. */
+  #serial<T>(task: () => Promise<T>): Promise<T> {
+    const run = this.#tail.then(task, task);
+    this.#tail = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Whether a new entry can be made durable now (see the class comment). */
+  async #ready(): Promise<boolean> {
+    if (await this.#drain()) return true;
+    const journal = await this.#openJournal();
+    if (journal === undefined || this.#journalFailing) return false;
+    return this.#backlog.length < this.#maxEntries || this.#whenFull === "drop-oldest";
+  }
+
+  #record(entry: AuditEntry): Promise<void> {
+    return this.#serial(async () => {
+      if ((await this.#drain()) && (await this.#store(entry)) !== "retry") return;
+      await this.#enqueue(entry);
+    });
+  }
+
+  /** Stores one entry: `done` (stored, or skipped for good and reported) or `retry`. */
+  async #store(entry: AuditEntry): Promise<"done" | "retry"> {
+    try {
+      await this.#options.audit.record(entry);
+      return "done";
+    } catch (error) {
+      // An unknown error (not a KilnError) gets a few attempts, then counts as for good: it must
+      // never hold the entries behind it.
+      const attempts = this.#unknownFailures.id === entry.id ? this.#unknownFailures.count + 1 : 1;
+      this.#unknownFailures = { id: entry.id, count: KilnError.is(error) ? 0 : attempts };
+      if (refusedForGood(error) || (!KilnError.is(error) && attempts >= UNKNOWN_ERROR_ATTEMPTS)) {
+        this.#skip(entry, error);
+        return "done";
       }
+      this.#lastError = error;
+      return "retry";
+    }
+  }
+
+  /** Writes the backlog, oldest first; true when it is empty. */
+  async #drain(): Promise<boolean> {
+    await this.#openJournal();
+    while (this.#backlog.length > 0) {
+      const head = this.#backlog[0]!;
+      if ((await this.#store(head.entry)) === "retry") return false;
       this.#backlog.shift();
+      if (head.journaled) await this.#releaseJournalHead();
     }
     return true;
   }
 
-  async #record(entry: AuditEntry): Promise<void> {
-    if ((await this.flush()) === false) {
-      this.#enqueue(entry, undefined);
-      return;
+  async #enqueue(entry: AuditEntry): Promise<void> {
+    const journal = await this.#openJournal();
+    let journaled = false;
+    if (journal !== undefined) {
+      try {
+        await journal.append(Buffer.from(encodeExactJson(entry), "utf8"));
+        journaled = true;
+        this.#journalFailing = false;
+      } catch (error) {
+        this.#journalFailing = true;
+        this.#logger.error({ id: entry.id, error: String(error) }, "the audit journal could not take an entry");
+      }
     }
-    try {
-      await this.#options.audit.record(entry);
-    } catch (error) {
-      this.#enqueue(entry, error);
-    }
-  }
-
-  #enqueue(entry: AuditEntry, error: unknown): void {
-    this.#backlog.push(entry);
+    this.#backlog.push({ entry, journaled });
     let dropped = 0;
-    while (this.#backlog.length > this.#backlogLimit) {
-      this.#backlog.shift();
+    while (this.#backlog.length > this.#maxEntries) {
+      const oldest = this.#backlog.shift()!;
+      if (oldest.journaled) await this.#releaseJournalHead();
       dropped++;
     }
-    const now = this.#options.clock.now();
     this.#logger.error(
-      { principal: entry.principal, action: entry.action, target: entry.target, backlog: this.#backlog.length, error },
+      { id: entry.id, action: entry.action, backlog: this.#backlog.length, durable: journaled },
       "an audit entry could not be recorded; it is kept for retry",
     );
     void this.#options.bus?.publish("audit-record-fail", {
-      at: now,
+      at: this.#options.clock.now(),
+      id: entry.id,
       principal: entry.principal,
       action: entry.action,
       target: entry.target,
       outcome: entry.outcome,
       backlog: this.#backlog.length,
-      error: error ?? new KilnError("KILN_STORE_ERROR", "The audit log is still failing (backlog not yet written)."),
+      durable: journaled,
+      error: this.#lastError ?? new KilnError("KILN_STORE_ERROR", "The audit log is failing."),
     });
-    if (dropped > 0) {
-      this.#dropped += dropped;
-      void this.#options.bus?.publish("audit-entry-drop", {
-        at: now,
-        count: dropped,
-        reason: `the audit backlog is full (${this.#backlogLimit} entries)`,
-      });
-    }
+    if (dropped > 0) this.#reportDrop(dropped, `the audit backlog is full (${this.#maxEntries} entries)`);
   }
+
+  #skip(entry: AuditEntry, error: unknown): void {
+    this.#skipped++;
+    const reason = reasonOf(error, undefined);
+    this.#logger.error({ id: entry.id, action: entry.action, reason }, "the audit store refused an entry for good");
+    void this.#options.bus?.publish("audit-entry-skip", {
+      at: this.#options.clock.now(),
+      id: entry.id,
+      principal: entry.principal,
+      action: entry.action,
+      target: entry.target,
+      outcome: entry.outcome,
+      reason,
+    });
+  }
+
+  #reportDrop(count: number, reason: string): void {
+    this.#dropped += count;
+    void this.#options.bus?.publish("audit-entry-drop", { at: this.#options.clock.now(), count, reason });
+  }
+
+  async #releaseJournalHead(): Promise<void> {
+    const journal = await this.#openJournal();
+    await journal?.release().catch(() => undefined);
+  }
+
+  /** Opens the journal once and loads what an earlier run left in it to the front of the backlog. */
+  #openJournal(): Promise<RecordJournal | undefined> {
+    const path = this.#options.backlog?.path;
+    if (path === undefined) return Promise.resolve(undefined);
+    this.#journal ??= (async () => {
+      try {
+        const { journal } = await RecordJournal.open(path, {
+          maxBytes: this.#options.backlog?.maxBytes ?? 64 * 1024 * 1024,
+        });
+        const recovered: BacklogItem[] = [];
+        await journal.scan((payload) => {
+          recovered.push({ entry: decodeExactJson(payload.toString("utf8")) as AuditEntry, journaled: true });
+        });
+        this.#backlog.unshift(...recovered);
+        this.#journalFailing = false;
+        return journal;
+      } catch (error) {
+        this.#journalFailing = true;
+        this.#journal = undefined;
+        this.#logger.error({ path, error: String(error) }, "the audit journal could not be opened");
+        return undefined;
+      }
+    })();
+    return this.#journal;
+  }
+}
+
+interface BacklogItem {
+  readonly entry: AuditEntry;
+  /** True when the entry is in the journal (then it is the journal's oldest unreleased record once it reaches the front). */
+  readonly journaled: boolean;
+}
+
+/** Attempts at one entry that fails with an error that is not a KilnError before it is skipped. */
+const UNKNOWN_ERROR_ATTEMPTS = 3;
+
+/**
+ * The store's definite answer that this entry can never be stored (a malformed field, text the
+ * database cannot hold). Timeouts, an open breaker, a closed store and unknown errors are retried.
+ */
+function refusedForGood(error: unknown): boolean {
+  return (
+    KilnError.is(error) && !error.retryable && (error.code === "KILN_VALIDATION" || error.code === "KILN_STORE_ERROR")
+  );
 }
 
 function withOld<TEntry extends object>(entry: TEntry, oldValue: unknown): TEntry & { oldValue?: unknown } {

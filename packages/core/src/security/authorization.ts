@@ -9,12 +9,19 @@ export interface Principal {
   readonly id: string;
   /** Role names, looked up in the {@link RoleTable}. Unknown roles grant nothing. */
   readonly roles: readonly string[];
+  /**
+   * The session or client this principal acts through, as the host authenticated it (e.g.
+   * `hmi-2/session-81f`); recorded as the audit entry's `source` (IEC 62443-3-3 CR 2.8).
+   * @default the system's `audit.source`
+   */
+  readonly source?: string;
 }
 
 /** zod schema of a {@link Principal}. */
 export const principalSchema = z.object({
   id: z.string().min(1, "a principal needs an id"),
   roles: z.array(z.string()),
+  source: z.string().optional(),
 });
 
 /**
@@ -28,16 +35,20 @@ export const principalSchema = z.object({
 export function snapshotPrincipal(input: unknown): {
   readonly id: unknown;
   readonly roles: unknown;
+  readonly source?: unknown;
   readonly principal?: Principal;
   readonly error?: KilnValidationError;
 } {
   let id: unknown;
   let roles: unknown;
+  let origin: unknown;
   try {
-    const source = input as { readonly id?: unknown; readonly roles?: unknown } | null | undefined;
+    const source = input as
+      { readonly id?: unknown; readonly roles?: unknown; readonly source?: unknown } | null | undefined;
     id = source?.id;
     const rawRoles = source?.roles;
     roles = Array.isArray(rawRoles) ? Array.from(rawRoles as unknown[]) : rawRoles;
+    origin = source?.source;
   } catch (error) {
     return {
       id,
@@ -47,10 +58,17 @@ export function snapshotPrincipal(input: unknown): {
       }),
     };
   }
-  const parsed = principalSchema.safeParse({ id, roles });
-  if (!parsed.success) return { id, roles, error: new KilnValidationError("principal", issuesFromZod(parsed.error)) };
-  const principal: Principal = Object.freeze({ id: parsed.data.id, roles: Object.freeze([...parsed.data.roles]) });
-  return { id, roles, principal };
+  const parsed = principalSchema.safeParse(origin === undefined ? { id, roles } : { id, roles, source: origin });
+  if (!parsed.success) {
+    return { id, roles, source: origin, error: new KilnValidationError("principal", issuesFromZod(parsed.error)) };
+  }
+  const { source } = parsed.data;
+  const principal: Principal = Object.freeze({
+    id: parsed.data.id,
+    roles: Object.freeze([...parsed.data.roles]),
+    ...(source === undefined ? {} : { source }),
+  });
+  return { id, roles, ...(source === undefined ? {} : { source }), principal };
 }
 
 /** The permissions Kiln's commands check. A host may define more in its own role table. */

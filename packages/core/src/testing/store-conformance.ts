@@ -900,12 +900,16 @@ export function alarmHistoryConformance(options: StoreGroupConformanceOptions): 
   ]);
 }
 
-/** `AuditLog`: entries round-trip and come back by half-open range in time order. */
+/** `AuditLog`: entries round-trip with every CR 2.8 field, come back by half-open range in time order, and are recorded once per id. */
 export function auditLogConformance(options: StoreGroupConformanceOptions): void {
   timedLogTests<AuditEntry>(options, "audit", (store) => store.audit, [
     (at) => ({
+      id: `conformance-a-${at}`,
+      machineId: "ald-1",
       principal: "op-7",
       roles: ["operator"],
+      source: "hmi-2/session-81f",
+      category: "tag",
       action: "tag.write",
       target: "valve.ald1",
       oldValue: false,
@@ -914,6 +918,7 @@ export function auditLogConformance(options: StoreGroupConformanceOptions): void
       at,
     }),
     (at) => ({
+      id: `conformance-b-${at}`,
       principal: "guest",
       roles: [],
       action: "recipe.start",
@@ -924,8 +929,11 @@ export function auditLogConformance(options: StoreGroupConformanceOptions): void
       at,
     }),
     (at) => ({
+      id: `conformance-c-${at}`,
+      machineId: "ald-1",
       principal: "eng-1",
       roles: ["engineer", "operator"],
+      category: "alarm",
       action: "alarm.acknowledge",
       target: "conformance.pressure:HI",
       outcome: "failed",
@@ -933,4 +941,25 @@ export function auditLogConformance(options: StoreGroupConformanceOptions): void
       at,
     }),
   ]);
+  const { expect, factory } = options;
+  group(options, "audit ids", (test) => {
+    test(
+      "record is idempotent on the entry id: recording an id again changes nothing",
+      withStore(factory, async (store) => {
+        const entry: AuditEntry = {
+          id: "conformance-once",
+          principal: "op-7",
+          roles: ["operator"],
+          action: "tag.write",
+          target: "valve.ald1",
+          outcome: "allowed",
+          at: T0 + 10,
+        };
+        await store.audit.record(entry);
+        await store.audit.record(entry);
+        await store.audit.record({ ...entry, outcome: "failed", reason: "a different second attempt" });
+        expect(await store.audit.query({ from: T0, to: T0 + 100 })).toEqual([entry]);
+      }),
+    );
+  });
 }
