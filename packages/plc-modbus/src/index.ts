@@ -36,6 +36,7 @@ export {
   type ModbusRtuTransport,
   type ModbusTcpTransport,
   type ModbusTransport,
+  type ModbusUnitHealthOptions,
   type ModbusWriteOptions,
 } from "./modbus-driver-options";
 export { ModbusExceptions, modbusFailureOf, qualityFromModbus, type ModbusFailure } from "./modbus-failure";
@@ -61,3 +62,4 @@ export {
   type ModbusSimulatorRequest,
   type ModbusSimulatorStats,
 } from "./modbus-simulator";
+export { type ModbusUnitHealth, type ModbusUnitStatusChange } from "./modbus-unit-health";

@@ -69,6 +69,19 @@ export interface ModbusReconnectOptions {
   readonly jitter?: number;
 }
 
+/**
+ * Health of each unit (slave id) behind one connection, so one dead unit behind a gateway does not take the
+ * others down. See "Gateways and unit health" in docs/drivers/modbus.md.
+ */
+export interface ModbusUnitHealthOptions {
+  /** Timeouts in a row (or gateway exceptions 10/11) after which a unit is offline. @default 3 */
+  readonly offlineAfter?: number;
+  /** While a unit is offline its tags are answered bad without traffic; one request probes it, first after this long. @default 1000 */
+  readonly probeInitialDelayMs?: number;
+  /** Probe spacing doubles up to this cap. @default 60000 */
+  readonly probeMaxDelayMs?: number;
+}
+
 /** Options of {@link ModbusDriver}. */
 export interface ModbusDriverOptions {
   /** Where to connect. */
@@ -85,8 +98,14 @@ export interface ModbusDriverOptions {
   readonly connectTimeoutMs?: number;
   /** Quiet time between requests, for slow devices and gateways. @default 0 */
   readonly interRequestDelayMs?: number;
-  /** After this many timeouts in a row the connection is treated as lost and reopened; 0 never. @default 3 for TCP, 0 for RTU */
+  /**
+   * After this many timeouts in a row with no answer from any unit in between, the connection itself is
+   * treated as lost and reopened; 0 never. Timeouts of one unit while others answer never drop the
+   * connection (see `unitHealth`). @default 3 for TCP, 0 for RTU
+   */
   readonly maxConsecutiveTimeouts?: number;
+  /** Per-unit health: when a unit is offline and how often it is probed. */
+  readonly unitHealth?: ModbusUnitHealthOptions;
   /** Read planner settings. */
   readonly planner?: ModbusPlannerOptions;
   /** Write settings. */
@@ -128,6 +147,17 @@ export const modbusDriverOptionsSchema = z.object({
   connectTimeoutMs: z.number().positive().default(5000),
   interRequestDelayMs: z.number().nonnegative().default(0),
   maxConsecutiveTimeouts: z.number().int().nonnegative().optional(),
+  unitHealth: z
+    .object({
+      offlineAfter: z.number().int().min(1).default(3),
+      probeInitialDelayMs: z.number().positive().default(1_000),
+      probeMaxDelayMs: z.number().positive().default(60_000),
+    })
+    .refine((value) => value.probeInitialDelayMs <= value.probeMaxDelayMs, {
+      message: "probeInitialDelayMs must not exceed probeMaxDelayMs",
+      path: ["probeMaxDelayMs"],
+    })
+    .default({ offlineAfter: 3, probeInitialDelayMs: 1_000, probeMaxDelayMs: 60_000 }),
   planner: z
     .object({
       maxRegistersPerRead: z.number().int().min(1).max(125).default(125),

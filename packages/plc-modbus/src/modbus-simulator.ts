@@ -82,9 +82,10 @@ export interface ModbusSimulatorStats {
 }
 
 interface Fault {
-  /** Undefined: every request. */
+  /** Undefined: every request (of `unitId` when given). */
   readonly target: ModbusFaultTarget | undefined;
-  readonly kind: "exception" | "timeout";
+  readonly unitId?: number;
+  readonly kind: "exception" | "timeout" | "reset";
   readonly code: number;
 }
 
@@ -246,6 +247,23 @@ export class ModbusSimulator {
     return this.#addFault({ target, kind: "timeout", code: 0 });
   }
 
+  /**
+   * Never answers any request to unit `unitId` until the returned disposer is called, as a dead unit
+   * behind a gateway that keeps answering for its other units.
+   */
+  injectSilence(unitId: number): Disposer {
+    return this.#addFault({ target: undefined, unitId, kind: "timeout", code: 0 });
+  }
+
+  /**
+   * Resets the TCP connection (RST) when a request touching `target` arrives (any request when omitted),
+   * without answering it, until the returned disposer is called: the request is in flight when the
+   * connection goes.
+   */
+  injectReset(target?: ModbusFaultTarget): Disposer {
+    return this.#addFault({ target, kind: "reset", code: 0 });
+  }
+
   /** Removes every injected fault. */
   clearFaults(): void {
     this.#faults.clear();
@@ -379,16 +397,8 @@ export class ModbusSimulator {
     direction: "read" | "write",
   ): Promise<never> | undefined {
     for (const fault of this.#faults) {
-      const target = fault.target;
-      if (target) {
-        const on = target.on ?? "any";
-        if (on !== "any" && on !== direction) continue;
-        if (target.unitId !== undefined && target.unitId !== unitId) continue;
-        if (target.area !== area) continue;
-        const end = target.address + (target.length ?? 1) - 1;
-        if (target.address > address + length - 1 || end < address) continue;
-      }
-      if (fault.kind === "timeout") return NEVER;
+      if (!faultApplies(fault, unitId, area, address, length, direction)) continue;
+      if (fault.kind === "timeout" || fault.kind === "reset") return NEVER;
       throw modbusException(fault.code);
     }
     if (this.#strict && !this.#mapped(unitId, area, address, length)) throw modbusException(2);
@@ -498,8 +508,23 @@ export class ModbusSimulator {
         };
         buffer = buffer.subarray(6 + length);
         this.#record(request);
+        if (this.#resets(request)) {
+          socket.resetAndDestroy();
+          return;
+        }
       }
     });
+  }
+
+  #resets(request: ModbusSimulatorRequest): boolean {
+    const area = AREA_OF_FUNCTION[request.functionCode];
+    if (area === undefined) return false;
+    const direction = request.functionCode <= 4 ? "read" : "write";
+    for (const fault of this.#faults) {
+      if (fault.kind !== "reset") continue;
+      if (faultApplies(fault, request.unitId, area, request.address, request.quantity, direction)) return true;
+    }
+    return false;
   }
 
   #record(request: ModbusSimulatorRequest): void {
@@ -509,6 +534,37 @@ export class ModbusSimulator {
     if (limit !== undefined && request.quantity > limit) this.#violations++;
     for (const listener of [...this.#listeners]) listener(request);
   }
+}
+
+const AREA_OF_FUNCTION: Readonly<Record<number, ModbusArea>> = {
+  1: "coil",
+  2: "discrete-input",
+  3: "holding-register",
+  4: "input-register",
+  5: "coil",
+  6: "holding-register",
+  15: "coil",
+  16: "holding-register",
+  22: "holding-register",
+};
+
+function faultApplies(
+  fault: Fault,
+  unitId: number,
+  area: ModbusArea,
+  address: number,
+  length: number,
+  direction: "read" | "write",
+): boolean {
+  if (fault.unitId !== undefined && fault.unitId !== unitId) return false;
+  const target = fault.target;
+  if (!target) return true;
+  const on = target.on ?? "any";
+  if (on !== "any" && on !== direction) return false;
+  if (target.unitId !== undefined && target.unitId !== unitId) return false;
+  if (target.area !== area) return false;
+  const end = target.address + (target.length ?? 1) - 1;
+  return target.address <= address + length - 1 && end >= address;
 }
 
 function isTagList(tags: TagCatalog | readonly Tag[]): tags is readonly Tag[] {
