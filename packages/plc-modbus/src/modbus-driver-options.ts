@@ -37,10 +37,22 @@ export type ModbusTransport = ModbusTcpTransport | ModbusRtuTransport;
 export interface ModbusPlannerOptions extends Partial<ModbusReadLimits> {
   /** Address ranges the planner never reads through (an address inside one is read only by its own tag). */
   readonly forbidden?: readonly ModbusAddressRange[];
-  /** Exception codes after which a coalesced read is split to isolate the bad address. @default [2, 3] */
+  /**
+   * Exception codes after which a coalesced read is split to isolate the bad address. The transient codes
+   * 4, 5, 6, 10 and 11 are never split on nor learned, even when listed. @default [2, 3]
+   */
   readonly splitOnExceptions?: readonly number[];
-  /** Learned bad addresses and barriers are retried after this long. @default 600000 */
+  /**
+   * Longest time a learned hole (an address the device refuses) goes unread: it is probed again first after
+   * `min(30 s, relearnAfterMs)`, then twice as long after each new refusal, up to this. Learned barriers are
+   * retried after this long. Everything learned is forgotten on reconnect. @default 600000
+   */
   readonly relearnAfterMs?: number;
+  /**
+   * A tag refused while read alone is learned as a hole only after this many reads in a row refused it (a
+   * refusal inside a bigger request, confirmed by a split, is learned at once). @default 3
+   */
+  readonly learnAfterRefusals?: number;
 }
 
 /** Write settings. */
@@ -178,6 +190,7 @@ export const modbusDriverOptionsSchema = z.object({
         .default([]),
       splitOnExceptions: z.array(z.number().int().min(1).max(255)).default([2, 3]),
       relearnAfterMs: z.number().positive().default(600_000),
+      learnAfterRefusals: z.number().int().min(1).default(3),
     })
     .default({
       maxRegistersPerRead: 125,
@@ -187,6 +200,7 @@ export const modbusDriverOptionsSchema = z.object({
       forbidden: [],
       splitOnExceptions: [2, 3],
       relearnAfterMs: 600_000,
+      learnAfterRefusals: 3,
     }),
   write: z
     .object({

@@ -24,7 +24,7 @@ import {
   checkTagValue,
   type Disposer,
 } from "@kiln/core/driver-kit";
-import { formatModbusAddress, isBitArea, isWritableArea } from "./modbus-address";
+import { formatModbusAddress, isBitArea, isWritableArea, type ModbusAddress } from "./modbus-address";
 import { createModbusSerialClient, type ModbusClient } from "./modbus-client";
 import { compileDecoder, rawFromEngineering, type ModbusTagDecoder } from "./modbus-codec";
 import { destroyClient, modbusTarget, openModbusClient } from "./modbus-connection";
@@ -43,6 +43,8 @@ import {
 import {
   ModbusReadPlanner,
   readModbusRequest,
+  TRANSIENT_MODBUS_EXCEPTIONS,
+  type ModbusLearnedHole,
   type ModbusLearnedMap,
   type ModbusReadPlan,
   type ModbusReadRequest,
@@ -94,7 +96,7 @@ export class ModbusDriver implements PlcDriver {
   #client: ModbusClient | undefined;
   #consecutiveTimeouts = 0;
   readonly #units: ModbusUnitHealthMap;
-  readonly #learner: Pick<ModbusReadPlanner, "poison" | "learnBarrier">;
+  readonly #learner: Pick<ModbusReadPlanner, "refused" | "learnBarrier">;
   readonly #compiled = new WeakMap<ModbusReadPlan, readonly ModbusTagDecoder[]>();
 
   /** @throws KilnValidationError naming each bad option. */
@@ -123,15 +125,19 @@ export class ModbusDriver implements PlcDriver {
       forbidden: planner.forbidden,
       defaultUnitId: this.#options.unitId,
       relearnAfterMs: planner.relearnAfterMs,
+      learnAfterRefusals: planner.learnAfterRefusals,
       clock: this.#clock,
     });
     this.#learner = {
-      poison: (item, code) => {
-        this.#logger.warn(
-          { area: item.area, address: item.address, unitId: item.unitId, exception: code },
-          "modbus address refused; reporting it bad until relearned",
-        );
-        this.#planner.poison(item, code);
+      refused: (item, code, proven) => {
+        const before = this.#planner.learned.poisoned.length;
+        this.#planner.refused(item, code, proven);
+        if (this.#planner.learned.poisoned.length > before) {
+          this.#logger.warn(
+            { area: item.area, address: item.address, unitId: item.unitId, exception: code },
+            "modbus address refused; reporting it bad until its next probe",
+          );
+        }
       },
       learnBarrier: (left, right) => this.#planner.learnBarrier(left, right),
     };
@@ -228,8 +234,9 @@ export class ModbusDriver implements PlcDriver {
     const plan = this.#planner.plan(tags);
     const samples = new Array<Sample>(tags.length);
     const now = this.#clock.now();
-    for (const [index, code] of plan.poisoned) {
-      samples[index] = { tag: tags[index]!.name, value: null, timestamp: now, quality: qualityFromModbus(code) };
+    for (const [index, hole] of plan.poisoned) {
+      const quality = holeQuality(hole, plan.addresses[index]!);
+      samples[index] = { tag: tags[index]!.name, value: null, timestamp: now, quality };
     }
     const state: ReadState = { tags, decoders: this.#decoders(plan, tags), samples, signal, silent: new Set() };
     const suspects = this.#suspects(plan.requests);
@@ -401,13 +408,16 @@ export class ModbusDriver implements PlcDriver {
       {
         splitCode: (error) => {
           const failure = modbusFailureOf(error);
-          return typeof failure === "number" && split.includes(failure) ? failure : undefined;
+          return typeof failure === "number" && split.includes(failure) && !TRANSIENT_MODBUS_EXCEPTIONS.has(failure)
+            ? failure
+            : undefined;
         },
         learner: this.#learner,
       },
     );
     for (const outcome of outcomes) {
       if (outcome.ok) {
+        this.#planner.served(outcome.request);
         this.#decode(state, outcome.request, outcome.data);
         continue;
       }
@@ -459,6 +469,8 @@ export class ModbusDriver implements PlcDriver {
     );
     this.#client = client;
     this.#consecutiveTimeouts = 0;
+    // What was learned may not hold for the device behind the new connection (replaced, reconfigured).
+    this.#planner.forget();
   }
 
   #connectionLost(client: ModbusClient, reason: string): void {
@@ -497,6 +509,14 @@ interface ReadState {
 }
 
 const BAD_TIMEOUT = QualityCodes.BadTimeout;
+
+/** "modbus exception 2 (illegal data address) at HR266@100; learned, next probe at <ISO time>". */
+function holeQuality(hole: ModbusLearnedHole, address: ModbusAddress): Quality {
+  const refused = qualityFromModbus(hole.exceptionCode);
+  const where = formatModbusAddress({ ...address, unitId: hole.unitId });
+  const next = new Date(hole.nextProbeAt).toISOString();
+  return quality("bad", `${refused.reason ?? "refused"} at ${where}; learned, next probe at ${next}`, refused.code);
+}
 
 function describeRead(request: ModbusReadRequest): string {
   const unit = isBitArea(request.area) ? "bits" : "registers";
