@@ -36,6 +36,7 @@ export {
   type ModbusRtuTransport,
   type ModbusTcpTransport,
   type ModbusTransport,
+  type ModbusUnitHealthOptions,
   type ModbusWriteOptions,
 } from "./modbus-driver-options";
 export { ModbusExceptions, modbusFailureOf, qualityFromModbus, type ModbusFailure } from "./modbus-failure";
@@ -44,7 +45,9 @@ export {
   ModbusReadPlanner,
   planModbusReads,
   splitModbusReadRequest,
+  TRANSIENT_MODBUS_EXCEPTIONS,
   type ModbusAddressRange,
+  type ModbusLearnedHole,
   type ModbusLearnedMap,
   type ModbusPlanSettings,
   type ModbusReadBarrier,
@@ -61,3 +64,4 @@ export {
   type ModbusSimulatorRequest,
   type ModbusSimulatorStats,
 } from "./modbus-simulator";
+export { type ModbusUnitHealth, type ModbusUnitStatusChange } from "./modbus-unit-health";

@@ -66,8 +66,34 @@ export async function openModbusClient(options: ModbusConnectionOptions, signal:
     void destroyClient(client);
     throw abortError(signal, "opening the Modbus connection");
   }
+  watchTransport(client, options);
   return client;
 }
+
+/**
+ * Listens on the socket or serial port under modbus-serial's client: when a connection is reset,
+ * modbus-serial marks its port closed on the `error` and then swallows the `close`, so the request in
+ * flight would wait for its timeout. The transport's own events report the loss at once.
+ */
+function watchTransport(client: ModbusClient, options: ModbusConnectionOptions): void {
+  const transport = (client as { _port?: { _client?: unknown } })._port?._client;
+  if (!isEmitter(transport)) return;
+  transport.once("close", () => options.onLost(client, "the connection closed"));
+  transport.on("error", (error: unknown) =>
+    options.onLost(client, `transport error: ${error instanceof Error ? error.message : String(error)}`),
+  );
+}
+
+function isEmitter(value: unknown): value is { once: EmitterMethod; on: EmitterMethod } {
+  return (
+    typeof value === "object" &&
+    value !== null &&
+    typeof (value as { once?: unknown }).once === "function" &&
+    typeof (value as { on?: unknown }).on === "function"
+  );
+}
+
+type EmitterMethod = (event: string, listener: (...args: unknown[]) => void) => unknown;
 
 function connectFailed(options: ModbusConnectionOptions, reason: string, cause?: unknown): KilnError {
   const target = modbusTarget(options.transport);

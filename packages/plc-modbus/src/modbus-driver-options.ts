@@ -37,10 +37,22 @@ export type ModbusTransport = ModbusTcpTransport | ModbusRtuTransport;
 export interface ModbusPlannerOptions extends Partial<ModbusReadLimits> {
   /** Address ranges the planner never reads through (an address inside one is read only by its own tag). */
   readonly forbidden?: readonly ModbusAddressRange[];
-  /** Exception codes after which a coalesced read is split to isolate the bad address. @default [2, 3] */
+  /**
+   * Exception codes after which a coalesced read is split to isolate the bad address. The transient codes
+   * 4, 5, 6, 10 and 11 are never split on nor learned, even when listed. @default [2, 3]
+   */
   readonly splitOnExceptions?: readonly number[];
-  /** Learned bad addresses and barriers are retried after this long. @default 600000 */
+  /**
+   * Longest time a learned hole (an address the device refuses) goes unread: it is probed again first after
+   * `min(30 s, relearnAfterMs)`, then twice as long after each new refusal, up to this. Learned barriers are
+   * retried after this long. Everything learned is forgotten on reconnect. @default 600000
+   */
   readonly relearnAfterMs?: number;
+  /**
+   * A tag refused while read alone is learned as a hole only after this many reads in a row refused it (a
+   * refusal inside a bigger request, confirmed by a split, is learned at once). @default 3
+   */
+  readonly learnAfterRefusals?: number;
 }
 
 /** Write settings. */
@@ -69,6 +81,19 @@ export interface ModbusReconnectOptions {
   readonly jitter?: number;
 }
 
+/**
+ * Health of each unit (slave id) behind one connection, so one dead unit behind a gateway does not take the
+ * others down. See "Gateways and unit health" in docs/drivers/modbus.md.
+ */
+export interface ModbusUnitHealthOptions {
+  /** Timeouts in a row (or gateway exceptions 10/11) after which a unit is offline. @default 3 */
+  readonly offlineAfter?: number;
+  /** While a unit is offline its tags are answered bad without traffic; one request probes it, first after this long. @default 1000 */
+  readonly probeInitialDelayMs?: number;
+  /** Probe spacing doubles up to this cap. @default 60000 */
+  readonly probeMaxDelayMs?: number;
+}
+
 /** Options of {@link ModbusDriver}. */
 export interface ModbusDriverOptions {
   /** Where to connect. */
@@ -85,8 +110,14 @@ export interface ModbusDriverOptions {
   readonly connectTimeoutMs?: number;
   /** Quiet time between requests, for slow devices and gateways. @default 0 */
   readonly interRequestDelayMs?: number;
-  /** After this many timeouts in a row the connection is treated as lost and reopened; 0 never. @default 3 for TCP, 0 for RTU */
+  /**
+   * After this many timeouts in a row with no answer from any unit in between, the connection itself is
+   * treated as lost and reopened; 0 never. Timeouts of one unit while others answer never drop the
+   * connection (see `unitHealth`). @default 3 for TCP, 0 for RTU
+   */
   readonly maxConsecutiveTimeouts?: number;
+  /** Per-unit health: when a unit is offline and how often it is probed. */
+  readonly unitHealth?: ModbusUnitHealthOptions;
   /** Read planner settings. */
   readonly planner?: ModbusPlannerOptions;
   /** Write settings. */
@@ -128,6 +159,17 @@ export const modbusDriverOptionsSchema = z.object({
   connectTimeoutMs: z.number().positive().default(5000),
   interRequestDelayMs: z.number().nonnegative().default(0),
   maxConsecutiveTimeouts: z.number().int().nonnegative().optional(),
+  unitHealth: z
+    .object({
+      offlineAfter: z.number().int().min(1).default(3),
+      probeInitialDelayMs: z.number().positive().default(1_000),
+      probeMaxDelayMs: z.number().positive().default(60_000),
+    })
+    .refine((value) => value.probeInitialDelayMs <= value.probeMaxDelayMs, {
+      message: "probeInitialDelayMs must not exceed probeMaxDelayMs",
+      path: ["probeMaxDelayMs"],
+    })
+    .default({ offlineAfter: 3, probeInitialDelayMs: 1_000, probeMaxDelayMs: 60_000 }),
   planner: z
     .object({
       maxRegistersPerRead: z.number().int().min(1).max(125).default(125),
@@ -148,6 +190,7 @@ export const modbusDriverOptionsSchema = z.object({
         .default([]),
       splitOnExceptions: z.array(z.number().int().min(1).max(255)).default([2, 3]),
       relearnAfterMs: z.number().positive().default(600_000),
+      learnAfterRefusals: z.number().int().min(1).default(3),
     })
     .default({
       maxRegistersPerRead: 125,
@@ -157,6 +200,7 @@ export const modbusDriverOptionsSchema = z.object({
       forbidden: [],
       splitOnExceptions: [2, 3],
       relearnAfterMs: 600_000,
+      learnAfterRefusals: 3,
     }),
   write: z
     .object({

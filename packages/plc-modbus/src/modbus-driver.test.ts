@@ -410,13 +410,30 @@ describe("ModbusDriver: write", () => {
     expect(device.requests).toEqual([]);
   });
 
-  it("range-checks before sending", async () => {
+  it("checks values by the control system's rules before sending: 1.5 to an integer tag is refused, not rounded", async () => {
     const { driver, device } = setup();
     await driver.connect();
-    expect(await codeOf(driver.write(tags.get("pump.speed"), 70_000))).toBe("KILN_OUT_OF_RANGE");
+    const checked = defineTags({
+      "valve.step": { dataType: "int16", access: "readwrite", address: "HR30" },
+      "heater.power": { dataType: "float64", access: "readwrite", address: "HR31:int16", range: { min: 0, max: 100 } },
+      "heater.offset": { dataType: "float64", access: "readwrite", address: "HR32:int16" },
+    });
+    for (const [name, value, code] of [
+      ["valve.step", 1.5, "KILN_VALIDATION"],
+      ["valve.step", 40_000, "KILN_VALIDATION"],
+      ["valve.step", true, "KILN_VALIDATION"],
+      ["heater.power", 101, "KILN_OUT_OF_RANGE"],
+      ["heater.power", Number.NaN, "KILN_VALIDATION"],
+      ["heater.offset", 40_000, "KILN_OUT_OF_RANGE"], // fits float64, not the int16 register
+    ] as const) {
+      expect(await codeOf(driver.write(checked.get(name), value)), `${name} = ${String(value)}`).toBe(code);
+    }
+    expect(await codeOf(driver.write(tags.get("pump.speed"), 70_000))).toBe("KILN_VALIDATION");
     expect(await codeOf(driver.write(tags.get("recipe.name"), "x".repeat(21)))).toBe("KILN_OUT_OF_RANGE");
     expect(await codeOf(driver.write(tags.get("pump.speed"), "fast"))).toBe("KILN_VALIDATION");
     expect(device.requests).toEqual([]);
+    await driver.write(checked.get("valve.step"), -2);
+    expect(device.requests).toHaveLength(1);
   });
 
   it("maps a device exception to KILN_WRITE_REJECTED and silence to KILN_TIMEOUT", async () => {

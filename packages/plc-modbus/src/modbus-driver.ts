@@ -1,20 +1,28 @@
 import {
-  type Clock,
-  type DriverStatus,
+  ConnectionLifecycle,
   GOOD,
   KilnError,
+  KilnValidationError,
+  QualityCodes,
+  SystemClock,
+  abortError,
+  checkTagValue,
+  parseOrThrow,
+  quality,
+  silentLogger,
+  type Clock,
+  type Disposer,
+  type DriverStatus,
+  type DriverStatusChange,
   type Logger,
   type PlcDriver,
+  type PlcDriverCapabilities,
   type Quality,
   type Sample,
-  silentLogger,
-  SystemClock,
   type Tag,
   type TagValue,
-} from "@kiln/core";
-import { type DriverStatusChange, parseOrThrow, type PlcDriverCapabilities } from "@kiln/core/driver-kit";
-import { ConnectionLifecycle, type Disposer } from "@kiln/core/driver-kit";
-import { formatModbusAddress, isBitArea, isWritableArea } from "./modbus-address";
+} from "@kiln/core/driver-kit";
+import { formatModbusAddress, isBitArea, isWritableArea, type ModbusAddress } from "./modbus-address";
 import { createModbusSerialClient, type ModbusClient } from "./modbus-client";
 import { compileDecoder, rawFromEngineering, type ModbusTagDecoder } from "./modbus-codec";
 import { destroyClient, modbusTarget, openModbusClient } from "./modbus-connection";
@@ -33,11 +41,14 @@ import {
 import {
   ModbusReadPlanner,
   readModbusRequest,
+  TRANSIENT_MODBUS_EXCEPTIONS,
+  type ModbusLearnedHole,
   type ModbusLearnedMap,
   type ModbusReadPlan,
   type ModbusReadRequest,
 } from "./modbus-read-planner";
 import { ModbusRequestQueue } from "./modbus-request-queue";
+import { ModbusUnitHealthMap, type ModbusUnitHealth, type ModbusUnitStatusChange } from "./modbus-unit-health";
 import { ModbusWriter } from "./modbus-writer";
 
 const CAPABILITIES: PlcDriverCapabilities = Object.freeze({ subscribe: false, browse: false });
@@ -82,7 +93,8 @@ export class ModbusDriver implements PlcDriver {
   readonly #target: string;
   #client: ModbusClient | undefined;
   #consecutiveTimeouts = 0;
-  readonly #learner: Pick<ModbusReadPlanner, "poison" | "learnBarrier">;
+  readonly #units: ModbusUnitHealthMap;
+  readonly #learner: Pick<ModbusReadPlanner, "refused" | "learnBarrier">;
   readonly #compiled = new WeakMap<ModbusReadPlan, readonly ModbusTagDecoder[]>();
 
   /** @throws KilnValidationError naming each bad option. */
@@ -102,6 +114,7 @@ export class ModbusDriver implements PlcDriver {
     this.#lifecycle.onStatusChange(({ from, to, reason }) =>
       this.#logger.info({ from, to, reason }, "modbus driver status"),
     );
+    this.#units = new ModbusUnitHealthMap(this.#options.unitHealth, this.#clock, this.#logger, this.#options.random);
     this.#clientFactory = this.#options.clientFactory ?? createModbusSerialClient;
     this.#maxConsecutiveTimeouts = this.#options.maxConsecutiveTimeouts ?? (transport.kind === "tcp" ? 3 : 0);
     const planner = this.#options.planner;
@@ -110,15 +123,19 @@ export class ModbusDriver implements PlcDriver {
       forbidden: planner.forbidden,
       defaultUnitId: this.#options.unitId,
       relearnAfterMs: planner.relearnAfterMs,
+      learnAfterRefusals: planner.learnAfterRefusals,
       clock: this.#clock,
     });
     this.#learner = {
-      poison: (item, code) => {
-        this.#logger.warn(
-          { area: item.area, address: item.address, unitId: item.unitId, exception: code },
-          "modbus address refused; reporting it bad until relearned",
-        );
-        this.#planner.poison(item, code);
+      refused: (item, code, proven) => {
+        const before = this.#planner.learned.poisoned.length;
+        this.#planner.refused(item, code, proven);
+        if (this.#planner.learned.poisoned.length > before) {
+          this.#logger.warn(
+            { area: item.area, address: item.address, unitId: item.unitId, exception: code },
+            "modbus address refused; reporting it bad until its next probe",
+          );
+        }
       },
       learnBarrier: (left, right) => this.#planner.learnBarrier(left, right),
     };
@@ -140,6 +157,25 @@ export class ModbusDriver implements PlcDriver {
   /** What the planner has learned about the device (poisoned addresses, barriers). */
   get learned(): ModbusLearnedMap {
     return this.#planner.learned;
+  }
+
+  /**
+   * The health of every unit (slave id) this driver has talked to, by unit id: online or offline,
+   * failures in a row, last error, and when an offline unit is probed next. The connection's own
+   * state is {@link ModbusDriver.status}; a unit that stops answering never changes it while
+   * other units answer.
+   */
+  units(): ModbusUnitHealth[] {
+    return this.#units.list();
+  }
+
+  /**
+   * Calls `listener` when a unit goes offline (`unitHealth.offlineAfter` timeouts in a row) or answers
+   * again; returns a disposer. Independent of any event bus: wire it to yours, or to an alarm.
+   * A listener that throws is logged and does not affect the driver.
+   */
+  onUnitStatusChange(listener: (change: ModbusUnitStatusChange) => void): Disposer {
+    return this.#units.onChange(listener);
   }
 
   /** Calls `listener` on every connection state change; returns a disposer. */
@@ -181,21 +217,71 @@ export class ModbusDriver implements PlcDriver {
 
   /**
    * Reads `tags` and returns one sample per tag, in order. A tag the device refuses (exception, timeout)
-   * comes back with quality bad; a lost connection rejects the whole call with a retryable
-   * `KILN_CONNECTION_FAILED`.
+   * comes back with quality bad. Units are independent: requests to units that answer go first; a unit
+   * that times out is not asked again in the same read; an offline unit's tags are bad
+   * (`BadTimeout`, "unit 2 offline, next probe at ...") without traffic until its probe is due. While
+   * another unit of the read answers, a unit that has failed since it last answered is not waited for:
+   * its tags are bad at once and one probe request goes out after the read's own requests, so a dead
+   * unit costs a read at most one request timeout, once. A lost connection rejects the whole call with
+   * a retryable `KILN_CONNECTION_FAILED`; an aborted `signal` with `KILN_ABORTED` (the driver contract).
    */
   async read(tags: readonly Tag[], signal?: AbortSignal): Promise<Sample[]> {
     this.#assertOpen();
+    if (signal?.aborted) throw abortError(signal, `Modbus read of ${tags.length} tags`);
     if (tags.length === 0) return [];
     const plan = this.#planner.plan(tags);
     const samples = new Array<Sample>(tags.length);
     const now = this.#clock.now();
-    for (const [index, code] of plan.poisoned) {
-      samples[index] = { tag: tags[index]!.name, value: null, timestamp: now, quality: qualityFromModbus(code) };
+    for (const [index, hole] of plan.poisoned) {
+      const quality = holeQuality(hole, plan.addresses[index]!);
+      samples[index] = { tag: tags[index]!.name, value: null, timestamp: now, quality };
     }
-    const state: ReadState = { tags, decoders: this.#decoders(plan, tags), samples, signal };
-    for (const request of plan.requests) await this.#readRequest(state, request);
+    const state: ReadState = { tags, decoders: this.#decoders(plan, tags), samples, signal, silent: new Set() };
+    const suspects = this.#suspects(plan.requests);
+    const probes = new Map<number, ModbusReadRequest>();
+    for (const request of plan.requests) {
+      const unitId = request.unitId;
+      if (state.silent.has(unitId)) {
+        this.#markBad(
+          state,
+          request,
+          quality("bad", `unit ${unitId} did not answer earlier in this read`, BAD_TIMEOUT),
+        );
+      } else if (!this.#units.shouldProbe(unitId)) this.#markBad(state, request, this.#units.waitingQuality(unitId));
+      else if (suspects?.has(unitId)) {
+        this.#markBad(state, request, this.#units.waitingQuality(unitId));
+        if (!probes.has(unitId)) probes.set(unitId, request);
+      } else await this.#readRequest(state, request);
+    }
+    for (const request of probes.values()) this.#probe(request);
     return samples;
+  }
+
+  /**
+   * Units of this read whose requests are not awaited: those that failed since they last answered, as
+   * long as some other unit of the read is in good health (a read of one unit simply waits for it).
+   */
+  #suspects(requests: readonly ModbusReadRequest[]): Set<number> | undefined {
+    let suspects: Set<number> | undefined;
+    let healthy = false;
+    let last: number | undefined;
+    for (const request of requests) {
+      if (request.unitId === last) continue;
+      last = request.unitId;
+      if (this.#units.suspect(request.unitId)) (suspects ??= new Set()).add(request.unitId);
+      else healthy = true;
+    }
+    return healthy ? suspects : undefined;
+  }
+
+  /**
+   * Sends one request to a suspect unit after the read's own requests, without awaiting it: its outcome
+   * only updates the unit's health, so a dead unit's timeout never delays the other units' values.
+   */
+  #probe(request: ModbusReadRequest): void {
+    this.#request(request.unitId, (client) => readArea(client, request), `probe ${describeRead(request)}`).catch(
+      () => undefined,
+    );
   }
 
   /** One compiled decoder per tag of a plan, built once per plan. */
@@ -211,9 +297,12 @@ export class ModbusDriver implements PlcDriver {
   }
 
   /**
-   * Writes `value` to `tag`, encoded from the tag's type, byte order and scale, and range-checked first.
+   * Writes `value` to `tag`, encoded from the tag's type, byte order and scale, and checked first by the
+   * same rules as the control system's writes (core's `checkTagValue`): `1.5` to an `int16` tag is refused,
+   * never rounded.
    * @throws KilnError `KILN_TAG_NOT_WRITABLE` (read-only tag or area; nothing is sent),
-   *   `KILN_OUT_OF_RANGE` (value does not fit; nothing is sent), `KILN_WRITE_REJECTED` (device exception),
+   *   `KILN_VALIDATION` (wrong type, a fraction for an integer tag; nothing is sent),
+   *   `KILN_OUT_OF_RANGE` (value outside the tag's range or the Modbus type; nothing is sent), `KILN_WRITE_REJECTED` (device exception),
    *   `KILN_TIMEOUT`, `KILN_CONNECTION_FAILED`, `KILN_NOT_CONNECTED`.
    */
   async write(tag: Tag, value: TagValue, signal?: AbortSignal): Promise<void> {
@@ -226,6 +315,16 @@ export class ModbusDriver implements PlcDriver {
           : `Tag "${tag.name}" is in the ${address.area} area, which Modbus clients cannot write; use a coil or holding register.`,
         { details: { tag: tag.name, address: formatModbusAddress(address) } },
       );
+    }
+    const problem = checkTagValue(tag, value);
+    if (problem !== undefined) {
+      const { range } = tag;
+      if (range && typeof value === "number" && Number.isFinite(value) && (value < range.min || value > range.max)) {
+        throw new KilnError("KILN_OUT_OF_RANGE", `Cannot write ${tag.name}: ${problem}.`, {
+          details: { tag: tag.name, value, min: range.min, max: range.max },
+        });
+      }
+      throw new KilnValidationError(`write to ${tag.name}`, [{ path: "value", message: problem }]);
     }
     this.#assertOpen();
     const raw = rawFromEngineering(value, address, { tag: tag.name });
@@ -271,15 +370,25 @@ export class ModbusDriver implements PlcDriver {
         signal,
       );
       this.#consecutiveTimeouts = 0;
+      this.#units.answered(unitId);
       return result;
     } catch (error) {
       const failure = modbusFailureOf(error);
-      if (typeof failure === "number") this.#consecutiveTimeouts = 0;
+      if (typeof failure === "number") {
+        // The gateway answered, so the link is alive; 10 and 11 say the unit behind it did not.
+        this.#consecutiveTimeouts = 0;
+        if (failure === 10 || failure === 11) this.#units.failed(unitId, error);
+        else this.#units.answered(unitId);
+      }
       if (failure === "timeout" && client && client === this.#client) {
         this.#consecutiveTimeouts++;
+        this.#units.failed(unitId, error);
         if (client.isOpen === false) this.#connectionLost(client, "the transport closed without notice");
         else if (this.#maxConsecutiveTimeouts > 0 && this.#consecutiveTimeouts >= this.#maxConsecutiveTimeouts) {
-          this.#connectionLost(client, `${this.#consecutiveTimeouts} requests in a row timed out`);
+          this.#connectionLost(
+            client,
+            `${this.#consecutiveTimeouts} requests in a row timed out with no answer from any unit`,
+          );
         }
       } else if (failure === "disconnected" && client && client === this.#client) {
         this.#connectionLost(client, "the transport is not open");
@@ -297,19 +406,24 @@ export class ModbusDriver implements PlcDriver {
       {
         splitCode: (error) => {
           const failure = modbusFailureOf(error);
-          return typeof failure === "number" && split.includes(failure) ? failure : undefined;
+          return typeof failure === "number" && split.includes(failure) && !TRANSIENT_MODBUS_EXCEPTIONS.has(failure)
+            ? failure
+            : undefined;
         },
         learner: this.#learner,
       },
     );
     for (const outcome of outcomes) {
       if (outcome.ok) {
+        this.#planner.served(outcome.request);
         this.#decode(state, outcome.request, outcome.data);
         continue;
       }
       const error = outcome.error;
       const failure = modbusFailureOf(error);
-      // A tag-level failure (exception, timeout, bad reply) is a quality; anything else fails the read.
+      if (failure === "timeout") state.silent.add(outcome.request.unitId);
+      // A tag-level failure (exception, timeout, bad reply) is a quality; anything else (the connection,
+      // the caller's abort) fails the read.
       if (typeof failure === "number" || failure === "timeout" || KilnError.is(error, "KILN_DEVICE_ERROR")) {
         this.#markBad(state, outcome.request, qualityFromModbusError(error));
       } else throw error;
@@ -353,6 +467,8 @@ export class ModbusDriver implements PlcDriver {
     );
     this.#client = client;
     this.#consecutiveTimeouts = 0;
+    // What was learned may not hold for the device behind the new connection (replaced, reconfigured).
+    this.#planner.forget();
   }
 
   #connectionLost(client: ModbusClient, reason: string): void {
@@ -386,6 +502,18 @@ interface ReadState {
   readonly decoders: readonly ModbusTagDecoder[];
   readonly samples: Sample[];
   readonly signal: AbortSignal | undefined;
+  /** Units that timed out during this read: not asked again in it. */
+  readonly silent: Set<number>;
+}
+
+const BAD_TIMEOUT = QualityCodes.BadTimeout;
+
+/** "modbus exception 2 (illegal data address) at HR266@100; learned, next probe at <ISO time>". */
+function holeQuality(hole: ModbusLearnedHole, address: ModbusAddress): Quality {
+  const refused = qualityFromModbus(hole.exceptionCode);
+  const where = formatModbusAddress({ ...address, unitId: hole.unitId });
+  const next = new Date(hole.nextProbeAt).toISOString();
+  return quality("bad", `${refused.reason ?? "refused"} at ${where}; learned, next probe at ${next}`, refused.code);
 }
 
 function describeRead(request: ModbusReadRequest): string {

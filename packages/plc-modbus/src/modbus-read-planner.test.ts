@@ -10,8 +10,8 @@ import {
   splitModbusReadRequest,
   type ModbusAddressRange,
   type ModbusReadItem,
-  type ModbusReadLimits,
   type ModbusReadRequest,
+  type ModbusReadLimits,
 } from "./modbus-read-planner";
 
 const limits = MODBUS_READ_LIMIT_DEFAULTS;
@@ -330,7 +330,7 @@ describe("split on failure", () => {
 
     const next = planner.plan(tags);
     expect(next).not.toBe(plan);
-    expect([...next.poisoned]).toEqual([[badIndex, 2]]);
+    expect([...next.poisoned].map(([index, hole]) => [index, hole.exceptionCode])).toEqual([[badIndex, 2]]);
     expect(next.requests.flatMap((request) => request.items).some((served) => served.index === badIndex)).toBe(false);
     // Nor is the poisoned register read through as a gap.
     expect(
@@ -394,18 +394,50 @@ describe("ModbusReadPlanner", () => {
     ]);
   });
 
-  it("forgets a poisoned address after relearnAfterMs", async () => {
+  it("probes a learned hole after 30 s, then twice as long after each relearning, up to relearnAfterMs", async () => {
     const clock = new SimulatedClock();
     const tags = holdingTags([0, 1]);
-    const planner = new ModbusReadPlanner({ clock, relearnAfterMs: 60_000 });
-    planner.poison({ unitId: 1, area: "holding-register", address: 1, count: 1 }, 2);
-    expect(planner.plan(tags).poisoned.size).toBe(1);
-    await clock.advance(59_999);
-    expect(planner.plan(tags).poisoned.size).toBe(1);
-    await clock.advance(1);
-    const plan = planner.plan(tags);
-    expect(plan.poisoned.size).toBe(0);
-    expect(shape(plan.requests)).toEqual([[1, "holding-register", 0, 2]]);
+    const hole = { unitId: 1, area: "holding-register", address: 1, count: 1 } as const;
+    const planner = new ModbusReadPlanner({ clock, relearnAfterMs: 100_000 });
+    const intervals: number[] = [];
+    for (let learning = 0; learning < 4; learning++) {
+      planner.poison(hole, 2);
+      const learnedAt = clock.now();
+      expect(planner.plan(tags).poisoned.size).toBe(1);
+      const nextProbeAt = planner.learned.poisoned[0]!.nextProbeAt;
+      await clock.advance(nextProbeAt - learnedAt - 1);
+      expect(planner.plan(tags).poisoned.size).toBe(1);
+      await clock.advance(1);
+      const plan = planner.plan(tags);
+      expect(plan.poisoned.size).toBe(0);
+      expect(shape(plan.requests)).toEqual([[1, "holding-register", 0, 2]]);
+      intervals.push(nextProbeAt - learnedAt);
+    }
+    expect(intervals).toEqual([30_000, 60_000, 100_000, 100_000]);
+    planner.forget();
+    planner.poison(hole, 2);
+    expect(planner.learned.poisoned[0]!.nextProbeAt - clock.now()).toBe(30_000);
+  });
+
+  it("learns a refusal of an item read alone only after refusals in 3 reads in a row, and never a transient code", () => {
+    const hole = { unitId: 100, area: "holding-register", address: 266, count: 1 } as const;
+    const planner = new ModbusReadPlanner();
+    const alone = (): ModbusReadRequest => ({ ...hole, items: [{ ...hole, index: 0 }] });
+    planner.refused(hole, 2, false);
+    planner.refused(hole, 2, false);
+    planner.served(alone());
+    planner.refused(hole, 2, false);
+    planner.refused(hole, 2, false);
+    expect(planner.learned.poisoned).toEqual([]);
+    planner.refused(hole, 2, false);
+    expect(planner.learned.poisoned).toEqual([expect.objectContaining({ address: 266, exceptionCode: 2 })]);
+    for (const code of [4, 5, 6, 10, 11]) {
+      const other = { ...hole, address: 300 + code };
+      for (let read = 0; read < 5; read++) planner.refused(other, code, true);
+    }
+    expect(planner.learned.poisoned).toHaveLength(1);
+    planner.refused({ ...hole, address: 400 }, 3, true);
+    expect(planner.learned.poisoned).toHaveLength(2);
   });
 
   it("lists every tag with a bad address in one validation error", () => {

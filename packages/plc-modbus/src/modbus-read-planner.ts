@@ -1,4 +1,5 @@
 import { KilnValidationError, SystemClock, type Clock, type Tag, type ValidationIssue } from "@kiln/core";
+import { reconnectDelay } from "@kiln/core/driver-kit";
 import { MODBUS_AREAS, isBitArea, modbusTagAddress, type ModbusAddress, type ModbusArea } from "./modbus-address";
 
 /** One thing to read: a tag's span in one area of one unit. */
@@ -239,14 +240,15 @@ export interface ModbusSplitOptions {
   /** The exception code of `error` when it should split the request (illegal data address...), else undefined. */
   splitCode(error: unknown): number | undefined;
   /** Told which items the device refuses and which boundaries it refuses to read across. */
-  readonly learner?: Pick<ModbusReadPlanner, "poison" | "learnBarrier">;
+  readonly learner?: Pick<ModbusReadPlanner, "refused" | "learnBarrier">;
 }
 
 /**
  * Reads `request` with `read`; when it fails with a split-worthy exception, splits it in halves and reads
  * each, recursively, so one bad address costs about 2·log2(n) extra requests and poisons only itself. An
- * item refused alone is reported to `learner.poison`; two halves read fine alone after refusing together
- * are reported to `learner.learnBarrier`. Every other failure comes back as an outcome with its error.
+ * item refused alone is reported to `learner.refused` (proven when it was refused in a bigger request
+ * first); two halves read fine alone after refusing together are reported to `learner.learnBarrier`.
+ * Every other failure comes back as an outcome with its error.
  *
  * @returns The outcomes, left to right; together they cover every item of `request` exactly once.
  */
@@ -254,6 +256,7 @@ export async function readModbusRequest<TData>(
   request: ModbusReadRequest,
   read: (request: ModbusReadRequest) => Promise<TData>,
   options: ModbusSplitOptions,
+  split = false,
 ): Promise<ModbusReadOutcome<TData>[]> {
   try {
     return [{ ok: true, request, data: await read(request) }];
@@ -262,12 +265,12 @@ export async function readModbusRequest<TData>(
     if (code === undefined) return [{ ok: false, request, error }];
     const halves = splitModbusReadRequest(request);
     if (!halves) {
-      for (const item of request.items) options.learner?.poison(item, code);
+      for (const item of request.items) options.learner?.refused(item, code, split);
       return [{ ok: false, request, error }];
     }
     const [left, right] = halves;
-    const leftOutcomes = await readModbusRequest(left, read, options);
-    const rightOutcomes = await readModbusRequest(right, read, options);
+    const leftOutcomes = await readModbusRequest(left, read, options, true);
+    const rightOutcomes = await readModbusRequest(right, read, options, true);
     if (leftOutcomes.length === 1 && leftOutcomes[0]!.ok && rightOutcomes.length === 1 && rightOutcomes[0]!.ok) {
       options.learner?.learnBarrier(left, right);
     }
@@ -275,17 +278,28 @@ export async function readModbusRequest<TData>(
   }
 }
 
+/** An address the device refused, reported bad without traffic until `nextProbeAt`. */
+export interface ModbusLearnedHole {
+  /** Unit id. */
+  readonly unitId: number;
+  /** Area. */
+  readonly area: ModbusArea;
+  /** First address. */
+  readonly address: number;
+  /** Registers or bits. */
+  readonly count: number;
+  /** The Modbus exception code the device answered (2 or 3 by default). */
+  readonly exceptionCode: number;
+  /** When it was learned, ms since epoch on the planner's clock. */
+  readonly learnedAt: number;
+  /** When it is read again, ms since epoch: the probe interval grows with each relearning, up to `relearnAfterMs`. */
+  readonly nextProbeAt: number;
+}
+
 /** What the read planner has learned from the device, for diagnostics. */
 export interface ModbusLearnedMap {
-  /** Items the device refused to read alone (exception code per item), with when it was learned. */
-  readonly poisoned: readonly {
-    readonly unitId: number;
-    readonly area: ModbusArea;
-    readonly address: number;
-    readonly count: number;
-    readonly exceptionCode: number;
-    readonly learnedAt: number;
-  }[];
+  /** Items the device refused to read alone, each with its exception code and next probe. */
+  readonly poisoned: readonly ModbusLearnedHole[];
   /** Boundaries the device refused to read across. */
   readonly barriers: readonly (ModbusReadBarrier & { readonly learnedAt: number })[];
 }
@@ -296,8 +310,8 @@ export interface ModbusReadPlan {
   readonly addresses: readonly ModbusAddress[];
   /** The requests to send, in order. */
   readonly requests: readonly ModbusReadRequest[];
-  /** Tags not read because the device refused their address: tag index → Modbus exception code. */
-  readonly poisoned: ReadonlyMap<number, number>;
+  /** Tags not read because the device refused their address: tag index → the learned hole. */
+  readonly poisoned: ReadonlyMap<number, ModbusLearnedHole>;
 }
 
 /** Options of {@link ModbusReadPlanner}. */
@@ -308,20 +322,23 @@ export interface ModbusReadPlannerOptions {
   readonly forbidden?: readonly ModbusAddressRange[];
   /** Unit id of tags that do not give one. @default 1 */
   readonly defaultUnitId?: number;
-  /** Learned poisoned addresses and barriers are forgotten after this long, so a fixed device is read again. @default 600000 */
+  /**
+   * Longest time a learned hole goes unread: it is probed first after `min(30 s, relearnAfterMs)`, then
+   * after twice as long each time it is refused again, up to this. Barriers are forgotten after this long.
+   * @default 600000
+   */
   readonly relearnAfterMs?: number;
+  /** Refusals of an item read alone (not proven by a split) in reads in a row before it is learned. @default 3 */
+  readonly learnAfterRefusals?: number;
   /** Source of time for learned entries. @default new SystemClock() */
   readonly clock?: Clock;
 }
 
-interface PoisonEntry {
-  readonly unitId: number;
-  readonly area: ModbusArea;
-  readonly address: number;
-  readonly count: number;
-  readonly exceptionCode: number;
-  readonly learnedAt: number;
-}
+/**
+ * Exception codes that say "not now" rather than "not here" (device failure, acknowledge, busy, gateway
+ * path, gateway target): never learned as a hole, never split on.
+ */
+export const TRANSIENT_MODBUS_EXCEPTIONS: ReadonlySet<number> = new Set([4, 5, 6, 10, 11]);
 
 interface CachedPlan {
   readonly version: number;
@@ -350,7 +367,12 @@ export class ModbusReadPlanner {
   readonly #clock: Clock;
   readonly #cache = new WeakMap<readonly Tag[], CachedPlan>();
   readonly #addresses = new WeakMap<Tag, ModbusAddress>();
-  readonly #poisoned = new Map<string, PoisonEntry>();
+  readonly #poisoned = new Map<string, ModbusLearnedHole>();
+  /** Times each hole was learned since the last `forget()`: the probe backoff's attempt number. */
+  readonly #learnings = new Map<string, number>();
+  /** Unproven refusals of an item read alone, in reads in a row. */
+  readonly #strikes = new Map<string, number>();
+  readonly #learnAfterRefusals: number;
   readonly #barriers = new Map<string, ModbusReadBarrier & { readonly learnedAt: number }>();
   #version = 0;
 
@@ -365,6 +387,7 @@ export class ModbusReadPlanner {
     this.#settings = { limits, forbidden: options.forbidden ?? [] };
     this.#defaultUnitId = options.defaultUnitId ?? 1;
     this.#relearnAfterMs = options.relearnAfterMs ?? 600_000;
+    this.#learnAfterRefusals = options.learnAfterRefusals ?? 3;
     this.#clock = options.clock ?? new SystemClock();
   }
 
@@ -396,13 +419,45 @@ export class ModbusReadPlanner {
     return address;
   }
 
-  /** Marks `item`'s address as refused by the device: later plans report it bad without reading it. */
+  /**
+   * Marks `item`'s address as refused by the device: later plans report it bad without reading it until
+   * its probe is due (after `min(30 s, relearnAfterMs)`, doubling with each relearning up to `relearnAfterMs`).
+   */
   poison(item: Pick<ModbusReadItem, "unitId" | "area" | "address" | "count">, exceptionCode: number): void {
     const key = poisonKey(item);
-    if (this.#poisoned.get(key)?.exceptionCode === exceptionCode) return;
+    if (this.#poisoned.has(key)) return;
+    const learnings = (this.#learnings.get(key) ?? 0) + 1;
+    this.#learnings.set(key, learnings);
+    this.#strikes.delete(key);
     const { unitId, area, address, count } = item;
-    this.#poisoned.set(key, { unitId, area, address, count, exceptionCode, learnedAt: this.#clock.now() });
+    const learnedAt = this.#clock.now();
+    const backoff = { initialDelayMs: Math.min(30_000, this.#relearnAfterMs), maxDelayMs: this.#relearnAfterMs };
+    const nextProbeAt = learnedAt + reconnectDelay(learnings, { ...backoff, jitter: "none" });
+    this.#poisoned.set(key, { unitId, area, address, count, exceptionCode, learnedAt, nextProbeAt });
     this.#version++;
+  }
+
+  /**
+   * Records that the device refused `item` read alone with exception `exceptionCode`. It is learned as a
+   * hole when `proven` (it was refused in a bigger request and again alone) or after
+   * `learnAfterRefusals` refusals in reads in a row; never for the transient codes 4, 5, 6, 10 and 11.
+   */
+  refused(
+    item: Pick<ModbusReadItem, "unitId" | "area" | "address" | "count">,
+    exceptionCode: number,
+    proven: boolean,
+  ): void {
+    if (TRANSIENT_MODBUS_EXCEPTIONS.has(exceptionCode)) return;
+    const key = poisonKey(item);
+    const strikes = (this.#strikes.get(key) ?? 0) + 1;
+    if (proven || strikes >= this.#learnAfterRefusals) this.poison(item, exceptionCode);
+    else this.#strikes.set(key, strikes);
+  }
+
+  /** Records that the items of `request` were read: their unproven refusals no longer count. */
+  served(request: ModbusReadRequest): void {
+    if (this.#strikes.size === 0) return;
+    for (const item of request.items) this.#strikes.delete(poisonKey(item));
   }
 
   /**
@@ -425,8 +480,10 @@ export class ModbusReadPlanner {
     return { poisoned: [...this.#poisoned.values()], barriers: [...this.#barriers.values()] };
   }
 
-  /** Forgets everything learned; the next plans read every address again. */
+  /** Forgets everything learned (after a reconnect: it may be another device now); the next plans read every address again. */
   forget(): void {
+    this.#learnings.clear();
+    this.#strikes.clear();
     if (this.#poisoned.size === 0 && this.#barriers.size === 0) return;
     this.#poisoned.clear();
     this.#barriers.clear();
@@ -435,10 +492,11 @@ export class ModbusReadPlanner {
 
   #expire(): void {
     if (this.#poisoned.size === 0 && this.#barriers.size === 0) return;
-    const cutoff = this.#clock.now() - this.#relearnAfterMs;
+    const now = this.#clock.now();
+    const cutoff = now - this.#relearnAfterMs;
     let changed = false;
     for (const [key, entry] of this.#poisoned) {
-      if (entry.learnedAt <= cutoff) changed = this.#poisoned.delete(key) || changed;
+      if (entry.nextProbeAt <= now) changed = this.#poisoned.delete(key) || changed;
     }
     for (const [key, entry] of this.#barriers) {
       if (entry.learnedAt <= cutoff) changed = this.#barriers.delete(key) || changed;
@@ -450,7 +508,7 @@ export class ModbusReadPlanner {
     const issues: ValidationIssue[] = [];
     const addresses: ModbusAddress[] = [];
     const items: ModbusReadItem[] = [];
-    const poisoned = new Map<number, number>();
+    const poisoned = new Map<number, ModbusLearnedHole>();
     const limits = this.#settings.limits;
     tags.forEach((tag, index) => {
       let address: ModbusAddress;
@@ -480,7 +538,7 @@ export class ModbusReadPlanner {
         count: address.count,
       };
       const poison = this.#poisoned.get(poisonKey(item));
-      if (poison) poisoned.set(index, poison.exceptionCode);
+      if (poison) poisoned.set(index, poison);
       else items.push(item);
     });
     if (issues.length > 0) throw new KilnValidationError("Modbus tag addresses", issues);

@@ -1,5 +1,4 @@
 import { createServer, type AddressInfo, type Server, type Socket } from "node:net";
-import { ServerTCP, type IServiceVector } from "modbus-serial";
 import {
   type Clock,
   type Disposer,
@@ -81,11 +80,19 @@ export interface ModbusSimulatorStats {
 }
 
 interface Fault {
-  /** Undefined: every request. */
+  /** Undefined: every request (of `unitId` when given). */
   readonly target: ModbusFaultTarget | undefined;
-  readonly kind: "exception" | "timeout";
+  readonly unitId?: number;
+  readonly kind: "exception" | "timeout" | "reset" | "delay";
+  /** The exception code, or the delay in ms. */
   readonly code: number;
 }
+
+/** What to do with a request instead of (or before) answering it. */
+type FaultAction =
+  | { readonly kind: "exception"; readonly code: number }
+  | { readonly kind: "timeout" | "reset" }
+  | { readonly kind: "delay"; readonly ms: number };
 
 interface Entry {
   readonly tag: Tag;
@@ -104,16 +111,18 @@ interface UnitMemory {
 }
 
 const QUANTITY_LIMITS: Readonly<Record<number, number>> = { 1: 2000, 2: 2000, 3: 125, 4: 125, 15: 1968, 16: 123 };
-const NEVER: Promise<never> = new Promise<never>(() => undefined);
-
-function modbusException(code: number): { modbusErrorCode: number; message: string } {
-  return { modbusErrorCode: code, message: `simulated Modbus exception ${code}` };
-}
+/** Longest MBAP length field: unit id plus a 253-byte PDU (Modbus application protocol 4.1). */
+const MAX_MBAP_LENGTH = 254;
 
 /**
- * A Modbus TCP server (modbus-serial's `ServerTCP`) serving a Kiln tag list at its addresses, with the core's
- * signal generators, for tests, demos and benchmarks. It accepts writes (a written tag keeps its value), and
- * injects faults: exceptions and timeouts on addresses, and dropped connections.
+ * A Modbus TCP server serving a Kiln tag list at its addresses, with the core's signal generators, for tests,
+ * demos and benchmarks. It answers like a device (Modbus application protocol v1.1b3): function codes 1-6,
+ * 15, 16 and 22; exception 01 for any other function code or a frame too short for its function, 03 for an
+ * illegal quantity (0, more than 125 registers or 2000 bits read, 123 registers or 1968 coils written, a
+ * byte count that does not match), 02 for addresses past 65535 (and, when `strict`, any unmapped address).
+ * Requests on one connection are answered independently, by transaction id, so pipelined requests work.
+ * It accepts writes (a written tag keeps its value) and injects faults: exceptions, silence (per address or
+ * per unit), late replies, connection resets and dropped connections.
  *
  * @example
  * const simulator = new ModbusSimulator({ tags, signals: { "chamber.pressure": { kind: "sine", amplitude: 1, periodMs: 60_000 } } });
@@ -132,8 +141,9 @@ export class ModbusSimulator {
   readonly #faults = new Set<Fault>();
   readonly #listeners = new Set<(request: ModbusSimulatorRequest) => void>();
   readonly #byFunction: Record<number, number> = {};
+  readonly #sockets = new Set<Socket>();
   #port: number;
-  #server: ServerTCP | undefined;
+  #server: Server | undefined;
   #requests = 0;
   #violations = 0;
   #connections = 0;
@@ -196,21 +206,15 @@ export class ModbusSimulator {
    */
   async start(): Promise<{ host: string; port: number }> {
     if (this.#server) return { host: this.#host, port: this.#port };
-    const ephemeral = this.#port === 0;
-    for (let attempt = 0; ; attempt++) {
-      const port = ephemeral ? await freePort(this.#host) : this.#port;
-      try {
-        this.#server = await this.#listen(port);
-        this.#port = port;
-        return { host: this.#host, port };
-      } catch (error) {
-        // Another process may take the free port between the probe and the bind: try another one.
-        if (ephemeral && attempt < 5 && (error as NodeJS.ErrnoException).code === "EADDRINUSE") continue;
-        throw new KilnError("KILN_CONNECTION_FAILED", `Modbus simulator cannot listen on ${this.#host}:${port}.`, {
-          cause: error,
-          retryable: true,
-        });
-      }
+    try {
+      this.#server = await this.#listen(this.#port);
+      this.#port = (this.#server.address() as AddressInfo).port;
+      return { host: this.#host, port: this.#port };
+    } catch (error) {
+      throw new KilnError("KILN_CONNECTION_FAILED", `Modbus simulator cannot listen on ${this.#host}:${this.#port}.`, {
+        cause: error,
+        retryable: true,
+      });
     }
   }
 
@@ -219,6 +223,7 @@ export class ModbusSimulator {
     const server = this.#server;
     if (!server) return;
     this.#server = undefined;
+    this.dropConnections();
     await new Promise<void>((resolve) => server.close(() => resolve()));
   }
 
@@ -229,7 +234,8 @@ export class ModbusSimulator {
 
   /** Drops every open connection; the server keeps listening, so clients can reconnect. */
   dropConnections(): void {
-    for (const socket of this.#server?.socks.keys() ?? []) socket.destroy();
+    for (const socket of this.#sockets) socket.destroy();
+    this.#sockets.clear();
   }
 
   /** Answers requests touching `target` with Modbus exception `code` until the returned disposer is called. */
@@ -243,6 +249,31 @@ export class ModbusSimulator {
    */
   injectTimeout(target?: ModbusFaultTarget): Disposer {
     return this.#addFault({ target, kind: "timeout", code: 0 });
+  }
+
+  /**
+   * Never answers any request to unit `unitId` until the returned disposer is called, as a dead unit
+   * behind a gateway that keeps answering for its other units.
+   */
+  injectSilence(unitId: number): Disposer {
+    return this.#addFault({ target: undefined, unitId, kind: "timeout", code: 0 });
+  }
+
+  /**
+   * Resets the TCP connection (RST) when a request touching `target` arrives (any request when omitted),
+   * without answering it, until the returned disposer is called: the request is in flight when the
+   * connection goes.
+   */
+  injectReset(target?: ModbusFaultTarget): Disposer {
+    return this.#addFault({ target, kind: "reset", code: 0 });
+  }
+
+  /**
+   * Answers requests touching `target` (every request when omitted) `delayMs` late until the returned
+   * disposer is called, as a slow device or a congested gateway. Other requests are answered meanwhile.
+   */
+  injectDelay(delayMs: number, target?: ModbusFaultTarget): Disposer {
+    return this.#addFault({ target, kind: "delay", code: delayMs });
   }
 
   /** Removes every injected fault. */
@@ -369,28 +400,21 @@ export class ModbusSimulator {
     }
   }
 
-  /** Throws or returns a never-settling promise when a fault applies; undefined otherwise. */
+  /** The fault that applies to a request, if any. */
   #fault(
     unitId: number,
     area: ModbusArea,
     address: number,
     length: number,
     direction: "read" | "write",
-  ): Promise<never> | undefined {
+  ): FaultAction | undefined {
     for (const fault of this.#faults) {
-      const target = fault.target;
-      if (target) {
-        const on = target.on ?? "any";
-        if (on !== "any" && on !== direction) continue;
-        if (target.unitId !== undefined && target.unitId !== unitId) continue;
-        if (target.area !== area) continue;
-        const end = target.address + (target.length ?? 1) - 1;
-        if (target.address > address + length - 1 || end < address) continue;
-      }
-      if (fault.kind === "timeout") return NEVER;
-      throw modbusException(fault.code);
+      if (!faultApplies(fault, unitId, area, address, length, direction)) continue;
+      if (fault.kind === "exception") return { kind: "exception", code: fault.code };
+      if (fault.kind === "delay") return { kind: "delay", ms: fault.code };
+      return { kind: fault.kind };
     }
-    if (this.#strict && !this.#mapped(unitId, area, address, length)) throw modbusException(2);
+    if (this.#strict && !this.#mapped(unitId, area, address, length)) return { kind: "exception", code: 2 };
     return undefined;
   }
 
@@ -401,104 +425,163 @@ export class ModbusSimulator {
     return true;
   }
 
-  #readWords(area: "input-register" | "holding-register", address: number, length: number, unitId: number) {
-    const pending = this.#fault(unitId, area, address, length, "read");
-    if (pending) return Array.from({ length }, () => pending) as unknown as number[];
-    this.#touch(unitId, area, address, length);
-    const memory = this.#unit(unitId);
-    const words = area === "holding-register" ? memory.holdingRegisters : memory.inputRegisters;
-    return Array.from(words.subarray(address, address + length));
-  }
-
-  #readBit(area: "coil" | "discrete-input", address: number, unitId: number): boolean | Promise<boolean> {
-    const pending = this.#fault(unitId, area, address, 1, "read");
-    if (pending) return pending;
-    this.#touch(unitId, area, address, 1);
-    const memory = this.#unit(unitId);
-    return (area === "coil" ? memory.coils : memory.discreteInputs)[address] === 1;
-  }
-
-  #writeWords(address: number, values: readonly number[], unitId: number): Promise<void> | undefined {
-    const pending = this.#fault(unitId, "holding-register", address, values.length, "write");
-    if (pending) return pending;
-    this.#unit(unitId).holdingRegisters.set(values, address);
-    this.#pin(unitId, "holding-register", address, values.length);
-    return undefined;
-  }
-
-  #writeCoil(address: number, value: boolean, unitId: number): Promise<void> | undefined {
-    const pending = this.#fault(unitId, "coil", address, 1, "write");
-    if (pending) return pending;
-    this.#unit(unitId).coils[address] = value ? 1 : 0;
-    this.#pin(unitId, "coil", address, 1);
-    return undefined;
-  }
-
-  #vector(): IServiceVector {
-    return {
-      getCoil: (address: number, unitId: number) => this.#readBit("coil", address, unitId),
-      getDiscreteInput: (address: number, unitId: number) => this.#readBit("discrete-input", address, unitId),
-      getHoldingRegister: (address: number, unitId: number) => {
-        const [value] = this.#readWords("holding-register", address, 1, unitId);
-        return value as number;
-      },
-      getInputRegister: (address: number, unitId: number) => {
-        const [value] = this.#readWords("input-register", address, 1, unitId);
-        return value as number;
-      },
-      getMultipleHoldingRegisters: (address: number, length: number, unitId: number) => {
-        if (length > 125) throw modbusException(3);
-        return this.#readWords("holding-register", address, length, unitId);
-      },
-      getMultipleInputRegisters: (address: number, length: number, unitId: number) => {
-        if (length > 125) throw modbusException(3);
-        return this.#readWords("input-register", address, length, unitId);
-      },
-      setCoil: (address: number, value: boolean, unitId: number) => this.#writeCoil(address, value, unitId),
-      setRegister: (address: number, value: number, unitId: number) => this.#writeWords(address, [value], unitId),
-      setRegisterArray: (address: number, values: number[], unitId: number) =>
-        this.#writeWords(address, values, unitId),
-    } as IServiceVector;
-  }
-
-  #listen(port: number): Promise<ServerTCP> {
-    return new Promise<ServerTCP>((resolve, reject) => {
-      const server = new ServerTCP(this.#vector(), { host: this.#host, port, unitID: 255 });
-      const onError = (error: Error | null): void => {
-        server.close(() => reject(error ?? new Error("Modbus simulator failed to listen")));
-      };
-      server.once("serverError", onError);
-      server.once("initialized", () => {
-        server.removeListener("serverError", onError);
-        server.on("serverError", () => undefined);
+  #listen(port: number): Promise<Server> {
+    return new Promise<Server>((resolve, reject) => {
+      const server = createServer({ noDelay: true }, (socket) => this.#serve(socket));
+      server.once("error", reject);
+      server.listen({ port, host: this.#host }, () => {
+        server.removeListener("error", reject);
+        server.on("error", () => undefined);
         resolve(server);
       });
-      server.on("socketError", () => undefined);
-      server.on("error", () => undefined);
-      // modbus-serial gives no per-request hook: watch the raw frames on the listening socket to count them.
-      const inner = (server as unknown as { _server?: Server })._server;
-      inner?.on("connection", (socket: Socket) => this.#watch(socket));
     });
   }
 
-  #watch(socket: Socket): void {
+  #serve(socket: Socket): void {
     this.#connections++;
+    this.#sockets.add(socket);
+    socket.on("close", () => this.#sockets.delete(socket));
+    socket.on("error", () => undefined);
     let buffer: Buffer = Buffer.alloc(0);
     socket.on("data", (data: Buffer) => {
       buffer = buffer.length === 0 ? data : Buffer.concat([buffer, data]);
-      while (buffer.length >= 12) {
+      while (buffer.length >= 7) {
         const length = buffer.readUInt16BE(4);
+        if (length < 1 || length > MAX_MBAP_LENGTH) {
+          // Not Modbus TCP framing: a device drops such a connection.
+          socket.destroy();
+          return;
+        }
         if (buffer.length < 6 + length) break;
-        const request: ModbusSimulatorRequest = {
-          unitId: buffer.readUInt8(6),
-          functionCode: buffer.readUInt8(7),
-          address: buffer.readUInt16BE(8),
-          quantity: [5, 6].includes(buffer.readUInt8(7)) ? 1 : buffer.readUInt16BE(10),
-        };
+        const frame = buffer.subarray(0, 6 + length);
         buffer = buffer.subarray(6 + length);
-        this.#record(request);
+        if (!this.#handle(socket, frame)) return;
       }
     });
+  }
+
+  /** Answers one MBAP frame; false when the connection was reset. */
+  #handle(socket: Socket, frame: Buffer): boolean {
+    const unitId = frame.readUInt8(6);
+    const pdu = frame.subarray(7);
+    const functionCode = pdu.length > 0 ? pdu.readUInt8(0) : 0;
+    const request: ModbusSimulatorRequest = {
+      unitId,
+      functionCode,
+      address: pdu.length >= 3 ? pdu.readUInt16BE(1) : 0,
+      quantity:
+        functionCode === 5 || functionCode === 6 || functionCode === 22 ? 1 : pdu.length >= 5 ? pdu.readUInt16BE(3) : 0,
+    };
+    this.#record(request);
+    const outcome = this.#execute(pdu, unitId);
+    if (outcome.kind !== "answer") {
+      if (outcome.kind === "timeout") return true;
+      socket.resetAndDestroy();
+      return false;
+    }
+    const reply = Buffer.allocUnsafe(7 + outcome.pdu.length);
+    frame.copy(reply, 0, 0, 4); // transaction and protocol id
+    reply.writeUInt16BE(outcome.pdu.length + 1, 4);
+    reply.writeUInt8(unitId, 6);
+    outcome.pdu.copy(reply, 7);
+    if (outcome.delayMs > 0) {
+      setTimeout(() => {
+        if (!socket.destroyed) socket.write(reply);
+      }, outcome.delayMs);
+    } else socket.write(reply);
+    return true;
+  }
+
+  /** The response PDU to a request PDU, or what to do instead. */
+  #execute(
+    pdu: Buffer,
+    unitId: number,
+  ): { kind: "answer"; pdu: Buffer; delayMs: number } | { kind: "timeout" | "reset" } {
+    const functionCode = pdu.length > 0 ? pdu.readUInt8(0) : 0;
+    const exception = (code: number) => ({
+      kind: "answer" as const,
+      pdu: Buffer.from([(functionCode | 0x80) & 0xff, code]),
+      delayMs: 0,
+    });
+    const shape = PDU_SHAPES[functionCode];
+    if (!shape || pdu.length < shape.minLength) return exception(1);
+    const address = pdu.readUInt16BE(1);
+    const quantity = shape.single ? 1 : pdu.readUInt16BE(3);
+    if (quantity < 1 || quantity > shape.maxQuantity) return exception(3);
+    if (shape.byteCount) {
+      const byteCount = pdu.readUInt8(5);
+      const expected = shape.area === "coil" ? Math.ceil(quantity / 8) : quantity * 2;
+      if (byteCount !== expected || pdu.length < 6 + byteCount) return exception(3);
+    }
+    if (functionCode === 5) {
+      const value = pdu.readUInt16BE(3);
+      if (value !== 0x0000 && value !== 0xff00) return exception(3);
+    }
+    if (address + quantity > 65536) return exception(2);
+    const fault = this.#fault(unitId, shape.area, address, quantity, functionCode <= 4 ? "read" : "write");
+    if (fault?.kind === "exception") return exception(fault.code);
+    if (fault?.kind === "timeout" || fault?.kind === "reset") return { kind: fault.kind };
+    const delayMs = fault?.kind === "delay" ? fault.ms : 0;
+    return { kind: "answer", pdu: this.#apply(functionCode, pdu, address, quantity, unitId, shape.area), delayMs };
+  }
+
+  /** Carries out a valid, fault-free request and builds its response PDU. */
+  #apply(functionCode: number, pdu: Buffer, address: number, quantity: number, unitId: number, area: ModbusArea) {
+    const memory = this.#unit(unitId);
+    switch (functionCode) {
+      case 1:
+      case 2: {
+        this.#touch(unitId, area, address, quantity);
+        const bits = functionCode === 1 ? memory.coils : memory.discreteInputs;
+        const byteCount = Math.ceil(quantity / 8);
+        const reply = Buffer.alloc(2 + byteCount);
+        reply.writeUInt8(functionCode, 0);
+        reply.writeUInt8(byteCount, 1);
+        for (let offset = 0; offset < quantity; offset++) {
+          if (bits[address + offset] === 1) reply[2 + (offset >> 3)]! |= 1 << (offset & 7);
+        }
+        return reply;
+      }
+      case 3:
+      case 4: {
+        this.#touch(unitId, area, address, quantity);
+        const words = functionCode === 3 ? memory.holdingRegisters : memory.inputRegisters;
+        const reply = Buffer.allocUnsafe(2 + quantity * 2);
+        reply.writeUInt8(functionCode, 0);
+        reply.writeUInt8(quantity * 2, 1);
+        for (let offset = 0; offset < quantity; offset++) reply.writeUInt16BE(words[address + offset]!, 2 + offset * 2);
+        return reply;
+      }
+      case 5:
+        memory.coils[address] = pdu.readUInt16BE(3) === 0xff00 ? 1 : 0;
+        this.#pin(unitId, "coil", address, 1);
+        return Buffer.from(pdu.subarray(0, 5));
+      case 6:
+        memory.holdingRegisters[address] = pdu.readUInt16BE(3);
+        this.#pin(unitId, "holding-register", address, 1);
+        return Buffer.from(pdu.subarray(0, 5));
+      case 15:
+        for (let offset = 0; offset < quantity; offset++) {
+          memory.coils[address + offset] = (pdu[6 + (offset >> 3)]! >> (offset & 7)) & 1;
+        }
+        this.#pin(unitId, "coil", address, quantity);
+        return Buffer.from(pdu.subarray(0, 5));
+      case 16:
+        for (let offset = 0; offset < quantity; offset++) {
+          memory.holdingRegisters[address + offset] = pdu.readUInt16BE(6 + offset * 2);
+        }
+        this.#pin(unitId, "holding-register", address, quantity);
+        return Buffer.from(pdu.subarray(0, 5));
+      default: {
+        // 22, mask write register: (current AND andMask) OR (orMask AND NOT andMask).
+        const andMask = pdu.readUInt16BE(3);
+        const orMask = pdu.readUInt16BE(5);
+        const current = memory.holdingRegisters[address]!;
+        memory.holdingRegisters[address] = ((current & andMask) | (orMask & ~andMask)) & 0xffff;
+        this.#pin(unitId, "holding-register", address, 1);
+        return Buffer.from(pdu.subarray(0, 7));
+      }
+    }
   }
 
   #record(request: ModbusSimulatorRequest): void {
@@ -510,18 +593,49 @@ export class ModbusSimulator {
   }
 }
 
-function isTagList(tags: TagCatalog | readonly Tag[]): tags is readonly Tag[] {
-  return Array.isArray(tags);
+/** What each supported function code's request looks like (Modbus application protocol 6.1-6.16). */
+interface PduShape {
+  readonly area: ModbusArea;
+  /** Bytes up to the quantity or value (and the byte count for 15 and 16). */
+  readonly minLength: number;
+  readonly maxQuantity: number;
+  /** One address, no quantity field (5, 6, 22). */
+  readonly single?: boolean;
+  /** A byte count and data follow (15, 16). */
+  readonly byteCount?: boolean;
 }
 
-/** Asks the OS for a free TCP port on `host` (modbus-serial's ServerTCP cannot listen on port 0). */
-function freePort(host: string): Promise<number> {
-  return new Promise<number>((resolve, reject) => {
-    const probe = createServer();
-    probe.once("error", reject);
-    probe.listen({ port: 0, host }, () => {
-      const { port } = probe.address() as AddressInfo;
-      probe.close(() => resolve(port));
-    });
-  });
+const PDU_SHAPES: Readonly<Record<number, PduShape>> = {
+  1: { area: "coil", minLength: 5, maxQuantity: 2000 },
+  2: { area: "discrete-input", minLength: 5, maxQuantity: 2000 },
+  3: { area: "holding-register", minLength: 5, maxQuantity: 125 },
+  4: { area: "input-register", minLength: 5, maxQuantity: 125 },
+  5: { area: "coil", minLength: 5, maxQuantity: 1, single: true },
+  6: { area: "holding-register", minLength: 5, maxQuantity: 1, single: true },
+  15: { area: "coil", minLength: 6, maxQuantity: 1968, byteCount: true },
+  16: { area: "holding-register", minLength: 6, maxQuantity: 123, byteCount: true },
+  22: { area: "holding-register", minLength: 7, maxQuantity: 1, single: true },
+};
+
+function faultApplies(
+  fault: Fault,
+  unitId: number,
+  area: ModbusArea,
+  address: number,
+  length: number,
+  direction: "read" | "write",
+): boolean {
+  if (fault.unitId !== undefined && fault.unitId !== unitId) return false;
+  const target = fault.target;
+  if (!target) return true;
+  const on = target.on ?? "any";
+  if (on !== "any" && on !== direction) return false;
+  if (target.unitId !== undefined && target.unitId !== unitId) return false;
+  if (target.area !== area) return false;
+  const end = target.address + (target.length ?? 1) - 1;
+  return target.address <= address + length - 1 && end >= address;
+}
+
+function isTagList(tags: TagCatalog | readonly Tag[]): tags is readonly Tag[] {
+  return Array.isArray(tags);
 }

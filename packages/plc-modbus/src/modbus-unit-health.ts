@@ -1,0 +1,151 @@
+import { QualityCodes, quality, type Clock, type Logger, type Quality } from "@kiln/core";
+import { EndpointHealth, type Disposer, type EndpointState } from "@kiln/core/driver-kit";
+import type { ResolvedModbusDriverOptions } from "./modbus-driver-options";
+
+/** What the driver knows about one unit (slave id) behind its connection. */
+export interface ModbusUnitHealth {
+  /** The unit id. */
+  readonly unitId: number;
+  /** `offline` after `unitHealth.offlineAfter` timeouts in a row; `online` again after any answer. */
+  readonly state: EndpointState;
+  /** Timeouts (and gateway exceptions 10/11) since the unit last answered. */
+  readonly consecutiveFailures: number;
+  /** The last failure's message. */
+  readonly lastError?: string;
+  /** When the unit last failed, ms since epoch on the driver's clock. */
+  readonly lastFailureAt?: number;
+  /** When the unit last answered (with data or an exception), ms since epoch. */
+  readonly lastSuccessAt?: number;
+  /** While offline: when the next probe request may go out, ms since epoch. */
+  readonly nextProbeAt?: number;
+}
+
+/** A unit going offline or coming back, as reported by `ModbusDriver.onUnitStatusChange`. */
+export interface ModbusUnitStatusChange {
+  /** The unit id. */
+  readonly unitId: number;
+  /** The state before. */
+  readonly from: EndpointState;
+  /** The state now. */
+  readonly to: EndpointState;
+  /** Why, in words: the last error, or "answered again". */
+  readonly reason: string;
+  /** When going offline: when the first probe is due, ms since epoch. */
+  readonly nextProbeAt?: number;
+}
+
+/**
+ * Health of each Modbus unit behind one connection, on the driver kit's {@link EndpointHealth}
+ * (keyed `unit <id>`): a unit that fails `offlineAfter` times in a row is offline, its tags are
+ * answered bad without traffic and one request probes it on the backoff. Reports each transition
+ * to its listeners (a listener that throws is logged and skipped).
+ */
+export class ModbusUnitHealthMap {
+  readonly #health: EndpointHealth;
+  readonly #clock: Clock;
+  readonly #logger: Logger;
+  readonly #listeners = new Set<(change: ModbusUnitStatusChange) => void>();
+
+  constructor(options: ResolvedModbusDriverOptions["unitHealth"], clock: Clock, logger: Logger, random?: () => number) {
+    this.#clock = clock;
+    this.#logger = logger;
+    this.#health = new EndpointHealth({
+      clock,
+      offlineAfter: options.offlineAfter,
+      probeBackoff: { initialDelayMs: options.probeInitialDelayMs, maxDelayMs: options.probeMaxDelayMs, jitter: 0.2 },
+      ...(random ? { random } : {}),
+    });
+  }
+
+  /** Records that `unitId` answered (data or an exception). */
+  answered(unitId: number): void {
+    const key = unitKey(unitId);
+    const before = this.#health.state(key);
+    this.#health.success(key);
+    if (before === "offline") this.#emit({ unitId, from: "offline", to: "online", reason: "answered again" });
+  }
+
+  /** Records that `unitId` did not answer (timeout, gateway exception 10/11). */
+  failed(unitId: number, error: unknown): void {
+    const key = unitKey(unitId);
+    const before = this.#health.state(key);
+    const after = this.#health.failure(key, error);
+    if (before === "online" && after === "offline") {
+      const reason = error instanceof Error ? error.message : String(error);
+      const nextProbeAt = this.#entry(unitId)?.nextProbeAt;
+      this.#emit({
+        unitId,
+        from: "online",
+        to: "offline",
+        reason,
+        ...(nextProbeAt === undefined ? {} : { nextProbeAt }),
+      });
+    }
+  }
+
+  /** Whether `unitId` has failed since it last answered (its requests go last in a read). */
+  suspect(unitId: number): boolean {
+    return (this.#entry(unitId)?.consecutiveFailures ?? 0) > 0;
+  }
+
+  /** Whether a request to `unitId` may go out now: always while online; when offline, once its probe is due. */
+  shouldProbe(unitId: number): boolean {
+    return this.#health.shouldProbe(unitKey(unitId));
+  }
+
+  /**
+   * The quality of a tag of a suspect unit that is not read in this scan: "unit 2 offline, next probe
+   * at <ISO time>", or, before it is offline, "unit 2 did not answer its last 2 requests; probing it".
+   */
+  waitingQuality(unitId: number): Quality {
+    const entry = this.#entry(unitId);
+    if (entry?.state === "offline") {
+      const nextProbeAt = entry.nextProbeAt ?? this.#clock.now();
+      return quality(
+        "bad",
+        `unit ${unitId} offline, next probe at ${new Date(nextProbeAt).toISOString()}`,
+        QualityCodes.BadTimeout,
+      );
+    }
+    const failures = entry?.consecutiveFailures ?? 0;
+    const requests = failures === 1 ? "request" : `${failures} requests`;
+    return quality("bad", `unit ${unitId} did not answer its last ${requests}; probing it`, QualityCodes.BadTimeout);
+  }
+
+  /** Every unit seen, by unit id. */
+  list(): ModbusUnitHealth[] {
+    return this.#health
+      .snapshot()
+      .map(({ endpoint, ...rest }) => ({ unitId: Number(endpoint.slice(5)), ...rest }))
+      .sort((left, right) => left.unitId - right.unitId);
+  }
+
+  /** Calls `listener` on each unit status change; returns a disposer. */
+  onChange(listener: (change: ModbusUnitStatusChange) => void): Disposer {
+    this.#listeners.add(listener);
+    return () => {
+      this.#listeners.delete(listener);
+    };
+  }
+
+  #entry(unitId: number) {
+    const key = unitKey(unitId);
+    return this.#health.snapshot().find((entry) => entry.endpoint === key);
+  }
+
+  #emit(change: ModbusUnitStatusChange): void {
+    if (change.to === "offline") this.#logger.warn({ ...change }, "modbus unit offline");
+    else this.#logger.info({ ...change }, "modbus unit online again");
+    for (const listener of [...this.#listeners]) {
+      try {
+        listener(change);
+      } catch (error) {
+        this.#logger.error({ error }, "unit status listener failed");
+      }
+    }
+  }
+}
+
+function unitKey(unitId: number): string {
+  return `unit ${unitId}`;
+}

@@ -1,0 +1,193 @@
+import { afterEach, describe, expect, it } from "vitest";
+import { KilnError, MemoryStore, createControlSystem, defineTags, type Sample } from "@kiln/core";
+import { ModbusDriver, ModbusSimulator, type ModbusDriverOptions, type ModbusUnitStatusChange } from "../src/index";
+
+// A gateway with several units behind one TCP connection: one dead unit must not take the others down,
+// and a connection reset must fail the request in flight at once.
+const cleanups: (() => Promise<void>)[] = [];
+
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+const gatewayTags = defineTags({
+  "unit1.counter": { dataType: "uint16", address: "HR0@1" },
+  "unit1.input": { dataType: "uint16", address: "IR0@1" },
+  "unit2.level": { dataType: "uint16", address: "HR0@2" },
+  "unit2.flow": { dataType: "uint16", address: "IR5@2" },
+  "unit2.pump": { dataType: "bool", address: "C0@2" },
+});
+
+async function startGateway(): Promise<{ simulator: ModbusSimulator; host: string; port: number }> {
+  const simulator = new ModbusSimulator({
+    tags: gatewayTags,
+    signals: { "unit1.counter": { kind: "counter", start: 1 }, "unit1.input": { kind: "counter", start: 100 } },
+  });
+  const { host, port } = await simulator.start();
+  cleanups.push(() => simulator.stop());
+  return { simulator, host, port };
+}
+
+function createDriver(options: ModbusDriverOptions): ModbusDriver {
+  const driver = new ModbusDriver(options);
+  cleanups.push(() => driver.close());
+  return driver;
+}
+
+describe("a gateway with a dead unit", () => {
+  it("keeps unit 1's tags good on every 1 s scan while unit 2 never answers (default settings)", async () => {
+    const { simulator, host, port } = await startGateway();
+    simulator.injectSilence(2);
+    const driver = createDriver({ transport: { kind: "tcp", host, port } });
+    const statuses: string[] = [];
+    driver.onStatusChange((change) => statuses.push(change.to));
+    const unitChanges: ModbusUnitStatusChange[] = [];
+    driver.onUnitStatusChange((change) => unitChanges.push(change));
+    const system = createControlSystem({ machineId: "gateway", tags: gatewayTags, store: new MemoryStore(), driver });
+    cleanups.push(() => system.stop());
+    const unit1: Sample[] = [];
+    system.cvt.observe("unit1.counter", (change) => unit1.push(change.sample));
+    await system.start();
+    const startedAt = Date.now();
+    await new Promise((resolve) => setTimeout(resolve, 6_500));
+
+    const good = unit1.filter((sample) => sample.quality.severity === "good");
+    // Scans at 1 s for 6.5 s: only the scan of unit 2's first timeout may run long (it waits 1 s for it);
+    // after that unit 2 is probed after unit 1's reads and never delays them.
+    expect(good.length).toBeGreaterThanOrEqual(5);
+    expect(system.health().acquisition.groups[0]!.skippedCycles).toBeLessThanOrEqual(1);
+    expect(unit1.filter((sample) => sample.quality.severity !== "good")).toEqual([]);
+    const times = [startedAt, ...good.map((sample) => sample.timestamp)];
+    const gaps = times.slice(1).map((time, index) => time - times[index]!);
+    expect(Math.max(...gaps)).toBeLessThan(2_500);
+
+    // The link never dropped; the unit, not the gateway, is offline, and says so.
+    expect(statuses).not.toContain("reconnecting");
+    expect(driver.status).toBe("connected");
+    const unit2 = driver.units().find((unit) => unit.unitId === 2);
+    expect(unit2).toMatchObject({ state: "offline" });
+    expect(driver.units().find((unit) => unit.unitId === 1)).toMatchObject({ state: "online", consecutiveFailures: 0 });
+    expect(unitChanges).toMatchObject([{ unitId: 2, from: "online", to: "offline" }]);
+    const level = system.read("unit2.level");
+    expect(level?.quality.severity).toBe("bad");
+    expect(level?.quality.reason).toMatch(/unit 2 (offline, next probe at \d{4}-\d\d-\d\dT|did not answer)/);
+  }, 20_000);
+
+  it("answers an offline unit's tags without traffic until its probe is due, and brings it back online", async () => {
+    const { simulator, host, port } = await startGateway();
+    const silence = simulator.injectSilence(2);
+    const driver = createDriver({
+      transport: { kind: "tcp", host, port },
+      requestTimeoutMs: 50,
+      unitHealth: { offlineAfter: 2, probeInitialDelayMs: 400, probeMaxDelayMs: 400 },
+    });
+    const unitChanges: ModbusUnitStatusChange[] = [];
+    driver.onUnitStatusChange((change) => unitChanges.push(change));
+    await driver.connect();
+    const list = gatewayTags.list();
+    // The first timeout is awaited; later ones are probes sent after unit 1's reads, not awaited.
+    for (let scan = 0; scan < 20 && unitChanges.length === 0; scan++) {
+      await driver.read(list);
+      await new Promise((resolve) => setTimeout(resolve, 60));
+    }
+    expect(driver.units().find((unit) => unit.unitId === 2)?.state).toBe("offline");
+
+    const unit2Requests: number[] = [];
+    simulator.onRequest((request) => {
+      if (request.unitId === 2) unit2Requests.push(request.functionCode);
+    });
+    const skipped = await driver.read(list);
+    expect(unit2Requests).toEqual([]);
+    const byName = Object.fromEntries(skipped.map((sample) => [sample.tag, sample]));
+    expect(byName["unit1.counter"]!.quality.severity).toBe("good");
+    expect(byName["unit2.flow"]!.quality.reason).toMatch(/^unit 2 offline, next probe at \d{4}-\d\d-\d\dT[\d:.]+Z$/);
+
+    silence();
+    await new Promise((resolve) => setTimeout(resolve, 450));
+    // The due probe goes out after unit 1's reads; unit 2 answers it and is read normally from then on.
+    await driver.read(list);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(driver.units().find((unit) => unit.unitId === 2)?.state).toBe("online");
+    const probed = await driver.read(list);
+    expect(probed.every((sample) => sample.quality.severity === "good")).toBe(true);
+    expect(unitChanges.map((change) => `${change.unitId}:${change.to}`)).toEqual(["2:offline", "2:online"]);
+  });
+
+  it("declares the link lost when every unit stops answering", async () => {
+    const { simulator, host, port } = await startGateway();
+    simulator.injectSilence(1);
+    simulator.injectSilence(2);
+    const driver = createDriver({ transport: { kind: "tcp", host, port }, requestTimeoutMs: 50 });
+    await driver.connect();
+    const lost = new Promise<string | undefined>((resolve) =>
+      driver.onStatusChange((change) => {
+        if (change.to === "reconnecting") resolve(change.reason);
+      }),
+    );
+    for (let scan = 0; scan < 3 && driver.status === "connected"; scan++) {
+      await driver.read(gatewayTags.list()).catch(() => undefined);
+    }
+    expect(await lost).toMatch(/no answer from any unit/);
+  });
+
+  it("waits for a dead unit once: later reads take no request timeout at all", async () => {
+    const { simulator, host, port } = await startGateway();
+    simulator.injectSilence(2);
+    const driver = createDriver({ transport: { kind: "tcp", host, port }, requestTimeoutMs: 400 });
+    await driver.connect();
+    const durations: number[] = [];
+    for (let scan = 0; scan < 4; scan++) {
+      const startedAt = Date.now();
+      const samples = await driver.read(gatewayTags.list());
+      durations.push(Date.now() - startedAt);
+      const byName = Object.fromEntries(samples.map((sample) => [sample.tag, sample]));
+      expect(byName["unit1.counter"]!.quality.severity).toBe("good");
+      expect(byName["unit1.input"]!.quality.severity).toBe("good");
+      expect(byName["unit2.level"]!.quality.severity).toBe("bad");
+      // A probe of unit 2 may still be on the line; the next read's unit 1 requests wait behind it.
+      await new Promise((resolve) => setTimeout(resolve, 450));
+    }
+    expect(durations[0]).toBeGreaterThanOrEqual(390);
+    expect(Math.max(...durations.slice(1))).toBeLessThan(200);
+  });
+});
+
+describe("a connection reset with a request in flight", () => {
+  it("fails the read at once with a retryable KILN_CONNECTION_FAILED, not at the request timeout", async () => {
+    const { simulator, host, port } = await startGateway();
+    const driver = createDriver({ transport: { kind: "tcp", host, port }, requestTimeoutMs: 5_000 });
+    await driver.connect();
+    simulator.injectReset({ area: "holding-register", address: 0, unitId: 1 });
+    const startedAt = Date.now();
+    const error = await driver.read(gatewayTags.list()).then(
+      () => undefined,
+      (caught: unknown) => caught,
+    );
+    expect(Date.now() - startedAt).toBeLessThan(1_000);
+    expect(KilnError.is(error, "KILN_CONNECTION_FAILED")).toBe(true);
+    expect((error as KilnError).retryable).toBe(true);
+  });
+
+  it("fails a write in flight at once too, and reconnects", async () => {
+    const { simulator, host, port } = await startGateway();
+    const writable = defineTags({ "unit1.setpoint": { dataType: "uint16", access: "readwrite", address: "HR7@1" } });
+    const driver = createDriver({
+      transport: { kind: "tcp", host, port },
+      requestTimeoutMs: 5_000,
+      reconnect: { initialDelayMs: 10 },
+    });
+    await driver.connect();
+    const reset = simulator.injectReset({ area: "holding-register", address: 7, on: "write" });
+    const startedAt = Date.now();
+    const error = await driver.write(writable.get("unit1.setpoint"), 5).then(
+      () => undefined,
+      (caught: unknown) => caught,
+    );
+    expect(Date.now() - startedAt).toBeLessThan(1_000);
+    expect(KilnError.is(error, "KILN_CONNECTION_FAILED")).toBe(true);
+    reset();
+    await driver.connect();
+    await driver.write(writable.get("unit1.setpoint"), 6);
+    expect(simulator.stats.connections).toBe(2);
+  });
+});

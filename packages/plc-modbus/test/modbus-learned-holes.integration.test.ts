@@ -1,0 +1,83 @@
+import { afterEach, describe, expect, it } from "vitest";
+import { QualityCodes, defineTags } from "@kiln/core";
+import { ModbusDriver, ModbusSimulator, type ModbusDriverOptions } from "../src/index";
+
+// What the driver learns from refusals: only what a split proved or several reads confirmed, re-probed on
+// a growing backoff, forgotten on reconnect, never learned from "not now" exception codes.
+const cleanups: (() => Promise<void>)[] = [];
+
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+const tags = defineTags({
+  "flow.total": { dataType: "uint16", address: "HR266@100" },
+});
+
+async function setup(options: Partial<ModbusDriverOptions> = {}) {
+  const simulator = new ModbusSimulator({ tags, initialValues: { "flow.total": 42 } });
+  const { host, port } = await simulator.start();
+  cleanups.push(() => simulator.stop());
+  const driver = new ModbusDriver({ transport: { kind: "tcp", host, port }, ...options });
+  cleanups.push(() => driver.close());
+  await driver.connect();
+  const requests: number[] = [];
+  simulator.onRequest((request) => requests.push(request.address));
+  return { simulator, driver, requests };
+}
+
+describe("learned holes", () => {
+  it("HR266@100 alone in its request, refused once and then served: bad once, good on the next read", async () => {
+    const { simulator, driver, requests } = await setup();
+    const refuse = simulator.injectException({ area: "holding-register", address: 266, unitId: 100 }, 2);
+    const [refused] = await driver.read(tags.list());
+    expect(refused!.quality).toMatchObject({ severity: "bad", code: QualityCodes.BadNodeIdUnknown });
+    refuse();
+    const [served] = await driver.read(tags.list());
+    expect(served).toMatchObject({ value: 42, quality: { severity: "good" } });
+    expect(driver.learned.poisoned).toEqual([]);
+    expect(requests).toEqual([266, 266]);
+  });
+
+  it("a tag refused alone in 3 reads in a row is learned: no traffic, a reason naming it and the next probe", async () => {
+    const { simulator, driver, requests } = await setup();
+    simulator.injectException({ area: "holding-register", address: 266, unitId: 100 }, 2);
+    for (let read = 0; read < 3; read++) await driver.read(tags.list());
+    expect(requests).toHaveLength(3);
+    const [learned] = await driver.read(tags.list());
+    expect(requests).toHaveLength(3);
+    expect(learned!.quality.reason).toMatch(
+      /^modbus exception 2 \(illegal data address\) at HR266:uint16@100; learned, next probe at \d{4}-\d\d-\d\dT[\d:.]+Z$/,
+    );
+    expect(driver.learned.poisoned).toEqual([expect.objectContaining({ unitId: 100, address: 266, exceptionCode: 2 })]);
+  });
+
+  it("never learns from a busy device (exception 6), and keeps reading it", async () => {
+    const { simulator, driver, requests } = await setup();
+    simulator.injectException({ area: "holding-register", address: 266, unitId: 100 }, 6);
+    for (let read = 0; read < 5; read++) {
+      const [sample] = await driver.read(tags.list());
+      expect(sample!.quality.severity).toBe("bad");
+    }
+    expect(requests).toHaveLength(5);
+    expect(driver.learned.poisoned).toEqual([]);
+  });
+
+  it("forgets a learned hole on reconnect", async () => {
+    const { simulator, driver } = await setup({ reconnect: { initialDelayMs: 10 } });
+    const refuse = simulator.injectException({ area: "holding-register", address: 266, unitId: 100 }, 2);
+    for (let read = 0; read < 3; read++) await driver.read(tags.list());
+    expect(driver.learned.poisoned).toHaveLength(1);
+    refuse();
+    const reconnected = new Promise<void>((resolve) =>
+      driver.onStatusChange((change) => {
+        if (change.to === "connected") resolve();
+      }),
+    );
+    simulator.dropConnections();
+    await reconnected;
+    expect(driver.learned.poisoned).toEqual([]);
+    const [sample] = await driver.read(tags.list());
+    expect(sample).toMatchObject({ value: 42, quality: { severity: "good" } });
+  });
+});
