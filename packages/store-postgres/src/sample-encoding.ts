@@ -1,4 +1,5 @@
-import { checkSample, KilnValidationError, type Sample, type ValidationIssue } from "@kiln/core";
+import { KilnValidationError, type ValidationIssue } from "@kiln/core";
+import { checkSample, type Sample } from "@kiln/core/driver-kit";
 import { arrayLiteral, type SqlArrayElement } from "./sql-array";
 import { escapeText } from "./text-escape";
 

@@ -1,8 +1,16 @@
 import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { KilnError, createControlSystem, defineTags, type Principal, type Store, type TagValue } from "@kiln/core";
-import { SimulatedClock, SimulatedPlc } from "@kiln/core/testing";
+import {
+  KilnError,
+  SimulatedPlc,
+  createControlSystem,
+  defineTags,
+  type Principal,
+  type Store,
+  type TagValue,
+} from "@kiln/core";
+import { SimulatedClock } from "@kiln/core/testing";
 import fc from "fast-check";
 import { describe, expect, test } from "vitest";
 import { TARGETS, useTarget } from "./support/database";

@@ -477,6 +477,7 @@ export function edgeValueConformance(options: StoreGroupConformanceOptions): voi
           { ...started(T0, payload), aggregateId: "machine-1", version: 1 },
         ]);
         const entry: AuditEntry = {
+          id: `conformance-odd-${odd}`,
           principal: odd,
           roles: [odd, "operator"],
           action: "tag.write",
