@@ -50,31 +50,34 @@ const SEVERITIES: ReadonlySet<string> = new Set(["good", "uncertain", "bad"]);
  */
 export function checkSample(sample: unknown, path = ""): ValidationIssue[] {
   if (typeof sample !== "object" || sample === null) return [{ path, message: "must be a sample object" }];
-  const issues: ValidationIssue[] = [];
+  // Collects lazily: stores run this on every sample they ingest.
+  let issues: ValidationIssue[] | undefined;
+  const add = (field: string, message: string): void => {
+    (issues ??= []).push({ path: path === "" ? field : `${path}.${field}`, message });
+  };
   const { tag, timestamp, value, quality } = sample as Partial<Record<keyof Sample, unknown>>;
-  const at = (field: string): string => (path === "" ? field : `${path}.${field}`);
-  if (typeof tag !== "string" || tag === "") issues.push({ path: at("tag"), message: "must be a non-empty string" });
+  if (typeof tag !== "string" || tag === "") add("tag", "must be a non-empty string");
   if (typeof timestamp !== "number" || !Number.isFinite(timestamp)) {
-    issues.push({ path: at("timestamp"), message: "must be a finite number of ms since the Unix epoch" });
+    add("timestamp", "must be a finite number of ms since the Unix epoch");
   } else if (timestamp < SAMPLE_TIME_MIN || timestamp > SAMPLE_TIME_MAX) {
-    issues.push({
-      path: at("timestamp"),
-      message: "must be from 1900-01-01T00:00:00.000Z to 2099-12-31T23:59:59.999Z (SAMPLE_TIME_MIN..SAMPLE_TIME_MAX)",
-    });
+    add(
+      "timestamp",
+      "must be from 1900-01-01T00:00:00.000Z to 2099-12-31T23:59:59.999Z (SAMPLE_TIME_MIN..SAMPLE_TIME_MAX)",
+    );
   }
   const type = typeof value;
   if (value !== null && type !== "number" && type !== "boolean" && type !== "string" && type !== "bigint") {
-    issues.push({ path: at("value"), message: "must be a number, boolean, string, bigint or null" });
+    add("value", "must be a number, boolean, string, bigint or null");
   } else if (type === "bigint" && ((value as bigint) < INT64_MIN || (value as bigint) > UINT64_MAX)) {
-    issues.push({ path: at("value"), message: "a bigint value must be from -2^63 (int64) to 2^64-1 (uint64)" });
+    add("value", "a bigint value must be from -2^63 (int64) to 2^64-1 (uint64)");
   }
   const checked = quality as Partial<Quality> | null | undefined;
   if (typeof checked !== "object" || checked === null || !SEVERITIES.has(checked.severity as string)) {
-    issues.push({ path: at("quality.severity"), message: "must be good, uncertain or bad" });
+    add("quality.severity", "must be good, uncertain or bad");
   } else if (!Number.isInteger(checked.code) || (checked.code as number) < 0 || (checked.code as number) > 0xffffffff) {
-    issues.push({ path: at("quality.code"), message: "must be a 32-bit unsigned status code" });
+    add("quality.code", "must be a 32-bit unsigned status code");
   } else if (checked.reason !== undefined && typeof checked.reason !== "string") {
-    issues.push({ path: at("quality.reason"), message: "must be a string when present" });
+    add("quality.reason", "must be a string when present");
   }
-  return issues;
+  return issues ?? [];
 }
