@@ -31,7 +31,13 @@ const policy: TestPolicy = {
   reconnect: { initialDelayMs: 100, maxDelayMs: 1_000, random: () => 0.5 },
 };
 
-function setup(options: { groups?: Record<string, ScanGroupSettings>; policy?: Partial<TestPolicy> } = {}) {
+function setup(
+  options: {
+    groups?: Record<string, ScanGroupSettings>;
+    policy?: Partial<TestPolicy>;
+    beforeRead?: () => Promise<void> | undefined;
+  } = {},
+) {
   const clock = new SimulatedClock({ start: 0 });
   const bus = new EventBus<KilnEvents>({ now: () => clock.now() });
   const plc = new SimulatedPlc({
@@ -68,6 +74,7 @@ function setup(options: { groups?: Record<string, ScanGroupSettings>; policy?: P
     bus,
     metrics,
     policy: { reconnect: settings.reconnect },
+    ...(options.beforeRead ? { beforeRead: options.beforeRead } : {}),
   });
   const ofType = <TType extends keyof KilnEvents>(type: TType) =>
     events.filter((entry) => entry.type === type).map((entry) => entry.event as KilnEvents[TType]);
@@ -213,6 +220,27 @@ describe("Acquisition", () => {
       severity: "uncertain",
       reason: "stale: no update within 150 ms",
     });
+    await acquisition.stop();
+  });
+
+  test("values held back by a blocked pipeline turn uncertain after their staleness window too", async () => {
+    let blocked: Promise<void> | undefined;
+    let unblock = (): void => undefined;
+    const { clock, cvt, acquisition } = setup({ beforeRead: () => blocked });
+    await acquisition.start();
+    await clock.advance(100);
+    blocked = new Promise((resolve) => (unblock = resolve));
+    await clock.advance(100);
+    expect(cvt.get("fast.pressure")?.quality.severity).toBe("good");
+    await clock.advance(200);
+    expect(cvt.get("fast.pressure")?.quality).toMatchObject({
+      severity: "uncertain",
+      reason: "stale: no update within 150 ms",
+    });
+    blocked = undefined;
+    unblock();
+    await clock.advance(100);
+    expect(cvt.get("fast.pressure")?.quality.severity).toBe("good");
     await acquisition.stop();
   });
 

@@ -309,7 +309,7 @@ export class Acquisition {
     if (this.#link !== "online") return;
     const { driver, clock, cvt } = this.#options;
     const waiting = this.#options.beforeRead?.();
-    if (waiting) await untilAborted(waiting, this.#stopping!.signal);
+    if (waiting) await this.#waitForRoom(waiting, group);
     if (this.#link !== "online") return;
     const started = clock.now();
     try {
@@ -324,6 +324,28 @@ export class Acquisition {
       this.#instruments?.failures.inc(1, { group: group.name });
       this.#logger.warn({ error: this.#lastError, group: group.name }, "scan read failed");
     } finally {
+      cvt.sweepStale(clock.now());
+    }
+  }
+
+  /**
+   * Waits for the logging pipeline to have room (the `block` policy), sweeping staleness every
+   * period meanwhile: a value that is old because acquisition is held back turns uncertain too.
+   */
+  async #waitForRoom(waiting: Promise<void>, group: Group): Promise<void> {
+    const { clock, cvt } = this.#options;
+    const stopping = this.#stopping!.signal;
+    let room = false;
+    const roomMade = waiting.then(() => {
+      room = true;
+    });
+    while (!room && !stopping.aborted) {
+      const tick = new AbortController();
+      const period = clock
+        .sleep(group.settings.periodMs, AbortSignal.any([tick.signal, stopping]))
+        .catch(() => undefined);
+      await untilAborted(Promise.race([roomMade, period]), stopping);
+      tick.abort();
       cvt.sweepStale(clock.now());
     }
   }
