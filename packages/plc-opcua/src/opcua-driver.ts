@@ -99,6 +99,8 @@ export class OpcuaDriver implements PlcDriver {
   readonly #readPlans = new WeakMap<readonly Tag[], ReadPlan>();
   readonly #addresses = new WeakMap<Tag, OpcuaNodeAddress>();
   readonly #dataTypes = new Map<string, Promise<DataType>>();
+  /** Server-side ids of subscriptions closed while the connection was down, to delete once it is repaired. */
+  readonly #deleteLater = new Set<number>();
   #connection: Connection | undefined;
   #repairing: Promise<void> | undefined;
   #repairAgain = false;
@@ -279,6 +281,7 @@ export class OpcuaDriver implements PlcDriver {
       retry: this.#options.monitoredItemRetry,
       ...(this.#options.random ? { random: this.#options.random } : {}),
       connection: () => (this.status === "connected" ? this.#connection : undefined),
+      deleteLater: (subscriptionId) => this.#deleteLater.add(subscriptionId),
     });
     this.#subscriptions.add(subscription);
     try {
@@ -427,8 +430,33 @@ export class OpcuaDriver implements PlcDriver {
       this.#logger.warn({ err: error }, "reading the server's namespaces after a reconnect failed");
     }
     if (this.#connection !== connection || this.#lifecycle.signal.aborted || connection.client.isReconnecting) return;
+    await this.#deleteClosedSubscriptions(connection);
     this.#lifecycle.setStatus("connected", "connection re-established");
     await this.#reconcileSubscriptions();
+  }
+
+  /**
+   * Deletes on the server the subscriptions closed while the connection was down (a server that
+   * stayed up kept them on the repaired session). Ids node-opcua holds now are skipped: after a
+   * server restart they may number subscriptions it has just re-created. BadSubscriptionIdInvalid
+   * (the server no longer has it) is the expected answer after a restart.
+   */
+  async #deleteClosedSubscriptions(connection: Connection): Promise<void> {
+    // Both calls are on node-opcua's ClientSessionImpl, not on its public ClientSession interface.
+    const session = connection.session as unknown as {
+      getPublishEngine?: () => { getSubscriptionIds(): number[] };
+      deleteSubscriptions(request: { subscriptionIds: number[] }): Promise<unknown>;
+    };
+    const held = new Set(session.getPublishEngine?.().getSubscriptionIds() ?? []);
+    const subscriptionIds = [...this.#deleteLater].filter((id) => !held.has(id));
+    this.#deleteLater.clear();
+    if (subscriptionIds.length === 0) return;
+    try {
+      await session.deleteSubscriptions({ subscriptionIds });
+      this.#logger.debug({ subscriptionIds }, "deleted OPC UA subscriptions closed during the outage");
+    } catch (error) {
+      this.#logger.debug({ err: error, subscriptionIds }, "deleting subscriptions closed during the outage failed");
+    }
   }
 
   async #reconcileSubscriptions(): Promise<void> {
@@ -464,6 +492,8 @@ export class OpcuaDriver implements PlcDriver {
         }
         this.#connection = connection;
         this.#dataTypes.clear();
+        // Subscriptions belong to their session: those of the old one went with it.
+        this.#deleteLater.clear();
       },
       onAttemptFailed: (error, attempt) => {
         this.#logger.warn(

@@ -280,6 +280,21 @@ export class OpcuaSimulator {
   }
 
   /**
+   * The subscriptions and monitored items alive on the server now, from its engine's diagnostics:
+   * `subscriptions` is the server's CurrentSubscriptionCount (sessions' subscriptions plus those
+   * orphaned by a dropped session and not yet expired); `monitoredItems` sums the items of every
+   * session's subscriptions; `sessions` counts open sessions. All 0 while stopped. Tests use it to
+   * prove that reconnects leave exactly one subscription per scan group on the server.
+   */
+  liveSubscriptions(): { readonly sessions: number; readonly subscriptions: number; readonly monitoredItems: number } {
+    const engine = this.#server?.engine;
+    if (!engine) return { sessions: 0, subscriptions: 0, monitoredItems: 0 };
+    const sessions = engine.getSessions();
+    const monitoredItems = sessions.reduce((sum, session) => sum + session.currentMonitoredItemCount, 0);
+    return { sessions: sessions.length, subscriptions: engine.currentSubscriptionCount, monitoredItems };
+  }
+
+  /**
    * Drops every client session on the server side, with its subscriptions, as a server does
    * when sessions time out; the connections stay open. Returns how many sessions were closed.
    */

@@ -19,6 +19,9 @@ import { statusNameOf } from "./opcua-errors";
 import { resolveNodeAddress, type OpcuaNodeAddress } from "./opcua-node-id";
 import { badSample, sampleFromDataValue, staleSample } from "./opcua-samples";
 
+/** node-opcua's subscriptionId while it (re-)creates a subscription (node-opcua-client, client_subscription_impl). */
+const PENDING_SUBSCRIPTION_ID = 0xc0cac01a;
+
 /** Items the server refused are retried on the driver kit's backoff, each delay shortened by up to this fraction. */
 const RETRY_JITTER = 0.2;
 
@@ -39,6 +42,11 @@ export interface TagSubscriptionContext {
   readonly random?: () => number;
   /** The connection to use now, or undefined while there is none that works. */
   readonly connection: () => SubscriptionConnection | undefined;
+  /**
+   * Called with the server-side id of a subscription closed while there was no working
+   * connection: the driver deletes it on the server once the session is repaired.
+   */
+  readonly deleteLater: (subscriptionId: number) => void;
 }
 
 interface Entry {
@@ -145,6 +153,11 @@ export class OpcuaTagSubscription {
    * Stops every delivery and, with `deleteOnServer` (the default), deletes the subscription on
    * the server, best effort. The driver passes false when it is about to close the session,
    * which deletes the session's subscriptions anyway.
+   *
+   * Closed while the connection is down, the subscription is taken out of node-opcua's publish
+   * engine at once (else node-opcua re-creates it when it repairs the session, next to the one
+   * the caller subscribes anew) and its server-side id is handed to `deleteLater`: a server that
+   * stayed up still holds it.
    */
   async close(deleteOnServer = true): Promise<void> {
     if (this.#closed) return;
@@ -154,10 +167,19 @@ export class OpcuaTagSubscription {
     const subscription = this.#subscription;
     this.#subscription = undefined;
     for (const entry of this.#entries) entry.item = undefined;
-    if (deleteOnServer && subscription?.isActive && this.#context.connection()) {
-      await subscription.terminate().catch((error: unknown) => {
-        this.#context.logger.debug({ err: error }, "deleting the OPC UA subscription failed");
-      });
+    if (deleteOnServer && subscription) await this.#delete(subscription);
+  }
+
+  /** Deletes `subscription` on the server now, or once the connection is repaired when it is down. */
+  async #delete(subscription: ClientSubscription): Promise<void> {
+    const subscriptionId = subscription.subscriptionId;
+    const deleted = subscription.terminate().catch((error: unknown) => {
+      this.#context.logger.debug({ err: error }, "deleting the OPC UA subscription failed");
+    });
+    if (this.#context.connection()) {
+      await deleted;
+    } else if (Number.isInteger(subscriptionId) && subscriptionId > 0 && subscriptionId < PENDING_SUBSCRIPTION_ID) {
+      this.#context.deleteLater(subscriptionId);
     }
   }
 
@@ -166,6 +188,11 @@ export class OpcuaTagSubscription {
     if (this.#closed || !connection) return;
     this.#cancelRetry();
 
+    if (this.#subscription?.subscriptionId === PENDING_SUBSCRIPTION_ID) {
+      // node-opcua is re-creating it after a repair: dropping it now would leave its copy on the server.
+      this.#scheduleRetry();
+      return;
+    }
     const subscriptionLost =
       this.#subscription !== undefined && (this.#session !== connection.session || !this.#subscription.isActive);
     if (subscriptionLost) this.#dropSubscription();
@@ -182,7 +209,15 @@ export class OpcuaTagSubscription {
       }
     }
 
-    if (!this.#subscription) this.#subscription = await this.#createSubscription(connection);
+    if (!this.#subscription) {
+      const created = await this.#createSubscription(connection);
+      if (this.#closed) {
+        // Closed while the server was creating it: nobody else will delete it.
+        await this.#delete(created);
+        return;
+      }
+      this.#subscription = created;
+    }
 
     const pending = this.#entries.filter((entry) => entry.item === undefined && entry.nodeId !== undefined);
     if (pending.length > 0) await this.#createItems(connection, this.#subscription, pending);
@@ -378,7 +413,8 @@ export class OpcuaTagSubscription {
     const old = this.#subscription;
     this.#subscription = undefined;
     this.#session = undefined;
-    if (old?.isActive) void old.terminate().catch(() => undefined);
+    // Even when node-opcua calls it inactive: a copy may live on a server that stayed up.
+    if (old) void this.#delete(old);
   }
 
   #scheduleRetry(): void {
