@@ -129,30 +129,35 @@ describe("server-side subscription count", () => {
   // re-subscribes on every reconnect, about one run in two still leaves one extra subscription
   // without monitored items on the server (cause not yet found; it expires with its lifetime,
   // about 30 s). A single cut through a whole Kiln system passes (last test).
-  test.skip("after two network outages with the server up (TCP proxy cut): one subscription with three items", async () => {
-    const proxy = new TcpProxy(simulator.port);
-    const driver = newDriver(await proxy.start());
-    await driver.connect();
-    const received: Sample[] = [];
-    try {
-      await followLikeTheCore(driver, received);
-      await expectServerHolds(1, 3);
-      for (let outage = 0; outage < 2; outage++) {
-        proxy.drop();
-        await waitFor(() => driver.status === "reconnecting", { what: "reconnecting" });
-        proxy.restore();
-        await waitFor(() => driver.status === "connected", { what: "connected again" });
+  // Known gap (issue 13): about half the runs leave one extra, empty subscription after the second cut.
+  test.skipIf(process.env.KILN_OPCUA_KNOWN_GAPS !== "1")(
+    "after two network outages with the server up (TCP proxy cut): one subscription with three items (needs the fix for a known gap: set KILN_OPCUA_KNOWN_GAPS=1 to run it)",
+    async () => {
+      const proxy = new TcpProxy(simulator.port);
+      const driver = newDriver(await proxy.start());
+      await driver.connect();
+      const received: Sample[] = [];
+      try {
+        await followLikeTheCore(driver, received);
+        await expectServerHolds(1, 3);
+        for (let outage = 0; outage < 2; outage++) {
+          proxy.drop();
+          await waitFor(() => driver.status === "reconnecting", { what: "reconnecting" });
+          proxy.restore();
+          await waitFor(() => driver.status === "connected", { what: "connected again" });
+        }
+        await expectServerHolds(1, 3);
+        const mark = received.length;
+        await waitFor(() => received.slice(mark).filter((s) => s.quality.severity === "good").length >= 6, {
+          what: "fresh values",
+        });
+      } finally {
+        await driver.close();
+        await proxy.close();
       }
-      await expectServerHolds(1, 3);
-      const mark = received.length;
-      await waitFor(() => received.slice(mark).filter((s) => s.quality.severity === "good").length >= 6, {
-        what: "fresh values",
-      });
-    } finally {
-      await driver.close();
-      await proxy.close();
-    }
-  }, 60_000);
+    },
+    60_000,
+  );
 
   test("after the server dropped the session: one subscription with three items", async () => {
     const driver = newDriver();
