@@ -78,7 +78,10 @@ describe.skipIf(!built)("the packed packages installed into a project of its own
 
     for (const output of ["consumer.mjs", "consumer.cjs"]) {
       const { stdout } = await run(process.execPath, [path.join(app, "out", output)], { cwd: app, timeout: 60_000 });
-      expect(JSON.parse(stdout.trim().split("\n").at(-1)!), output).toEqual({
+      // Libraries may print lines of their own; the consumer marks its result line.
+      const result = stdout.split("\n").find((line) => line.startsWith("RESULT "));
+      expect(result, `${output} printed no RESULT line:\n${stdout}`).toBeDefined();
+      expect(JSON.parse(result!.slice("RESULT ".length)), output).toEqual({
         value: 4.5,
         severity: "good",
         isKilnError: true,
