@@ -27,10 +27,14 @@ import { fastMillisecondsOf, timestampOf } from "./sql-expressions";
 import type { StoreContext } from "./store-context";
 import type { TagRegistry } from "./tag-registry";
 
-/** SQL: the row is data (good quality, a usable value), as `isGoodData` in `@kiln/core`. */
+/**
+ * SQL: the row is data (good quality, a usable value), as `isGoodData` in `@kiln/core`. Never
+ * NULL: a null value is not data (`value_float NOT IN (...)` alone would be NULL for it, which
+ * `FILTER (WHERE NOT good)`, `lag(good)` and `good::int4` would all miss).
+ */
 const GOOD = `(quality BETWEEN 0 AND 1073741823
   AND (value_int IS NOT NULL OR value_bool IS NOT NULL OR value_text IS NOT NULL
-       OR value_float NOT IN ('NaN'::float8, 'Infinity'::float8, '-Infinity'::float8)))`;
+       OR (value_float IS NOT NULL AND value_float NOT IN ('NaN'::float8, 'Infinity'::float8, '-Infinity'::float8))))`;
 /** SQL: the numeric value (booleans 0/1), as `numericValue` in `@kiln/core`; NULL for text. */
 const NUMERIC = `CASE WHEN value_float NOT IN ('NaN'::float8, 'Infinity'::float8, '-Infinity'::float8) THEN value_float
   WHEN value_int IS NOT NULL THEN value_int::float8 WHEN value_bool IS NOT NULL THEN value_bool::int4::float8 END`;

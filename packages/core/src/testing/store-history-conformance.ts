@@ -325,6 +325,28 @@ export function storeHistoryConformance(options: StoreGroupConformanceOptions): 
     );
 
     test(
+      "a good-quality sample without a value is not data: it makes the interval uncertain",
+      withHistory(options, async (history, store) => {
+        const start = T0 + 1000 * S;
+        await store.samples.writeBatch([
+          { tag: TREND, value: 1, timestamp: start, quality: GOOD },
+          { tag: TREND, value: null, timestamp: start + 10, quality: GOOD },
+          { tag: TREND, value: 3, timestamp: start + 20, quality: GOOD },
+        ]);
+        const result = await history.aggregate([TREND], {
+          start,
+          end: start + 30,
+          intervalMs: 30,
+          aggregates: ["Count", "Average", "PercentGood"],
+        });
+        const summary = summarize(result);
+        expect(summary[0]?.Count).toEqual([2, "uncertain"]);
+        expect(summary[0]?.Average).toEqual([2, "uncertain"]);
+        expect(summary[0]?.PercentGood?.[0]).toBeLessThan(100);
+      }),
+    );
+
+    test(
       "aggregate returns tags in the order given, each over every interval",
       withHistory(options, async (history) => {
         const result = await history.aggregate([VALVE, RAMP], {
