@@ -98,7 +98,9 @@ type BoundRow = { readonly [key: string]: unknown };
  *   exactly as `MemoryStore` does. Partials an aggregate does not need are not computed.
  * - `valueAt` / `interpolated`: per tag and time, index probes for the last sample at or
  *   before it and the first at or after it (and the nearest good ones, only when those are not good).
- * - `downsample`: one `GROUP BY` column picks the first, last, smallest and largest sample (M4).
+ * - `downsample`: one `GROUP BY` column picks the first, last, smallest and largest sample (M4);
+ *   the picked rows are then read by primary key, at most four per column (one pass: a
+ *   `time IN (subquery)` filter over the range was quadratic on PostgreSQL and PGlite).
  */
 export class PostgresHistory implements HistoryQueries {
   readonly #context: StoreContext;
@@ -302,10 +304,11 @@ export class PostgresHistory implements HistoryQueries {
                   -(max(ARRAY[num, -ms]))[2] AS max_ms
            FROM numeric_samples WHERE num IS NOT NULL
            GROUP BY floor(((ms - $2::float8) * $4::float8) / ($3::float8 - $2::float8))
+         ), picked AS (
+           SELECT DISTINCT unnest(ARRAY[first_ms, last_ms, min_ms, max_ms]) AS ms FROM chosen
          )
-         SELECT ${SAMPLE_ROW_COLUMNS} FROM ${samples}
-         WHERE ${range} AND ${fastMillisecondsOf("time")} IN (
-           SELECT unnest(ARRAY[first_ms, last_ms, min_ms, max_ms]) FROM chosen)
+         SELECT ${SAMPLE_ROW_COLUMNS} FROM picked
+         JOIN ${samples} ON tag_id = $1 AND time = ${timestampOf("picked.ms")}
          ORDER BY time`,
         [this.#tags.ids.get(tag)!, query.start, query.end, columns],
       ),

@@ -455,6 +455,26 @@ export function storeHistoryConformance(options: StoreGroupConformanceOptions): 
     );
 
     test(
+      "downsample reads a long range in one pass (20,000 samples well inside the test timeout)",
+      withHistory(options, async (history, store) => {
+        const start = T0 + 10_000 * S;
+        const count = 20_000;
+        const value = (index: number): number =>
+          Math.round(Math.sin(index / 300) * 1000) + (index === 12_345 ? 5000 : 0);
+        const long = Array.from({ length: count }, (_, index) => at(TREND, 0, value(index)));
+        long.forEach((sample, index) => Object.assign(sample, { timestamp: start + index * 10 }));
+        for (let first = 0; first < count; first += 5000)
+          await store.samples.writeBatch(long.slice(first, first + 5000));
+        const trend = await history.downsample(TREND, { start, end: start + count * 10, points: 200 });
+        expect(trend.length).toBeLessThanOrEqual(200);
+        expect(trend.length).toBeGreaterThan(100);
+        expect(trend[0]?.timestamp).toBe(start);
+        expect(trend.at(-1)?.timestamp).toBe(start + (count - 1) * 10);
+        expect(trend.find((sample) => sample.timestamp === start + 12_345 * 10)?.value).toBe(value(12_345));
+      }),
+    );
+
+    test(
       "bad queries reject with KILN_VALIDATION naming the field, before any query",
       withHistory(options, async (history) => {
         const paths = async (operation: Promise<unknown>): Promise<string[]> => {
