@@ -96,6 +96,16 @@ export type AggregateName = (typeof AGGREGATES)[number];
 export const MAX_HISTORY_INTERVALS = 10_000;
 
 /**
+ * History query times (`start`, `end`, `time`, and the end of the last interval) lie in
+ * `[HISTORY_TIME_MIN, HISTORY_TIME_MAX]`: 1900-01-01 to 2100-01-01 UTC, a range every store
+ * computes exactly (the PostgreSQL store's float8 time arithmetic is exact from 1834 to 2106).
+ * Times outside it reject with `KILN_VALIDATION`.
+ */
+export const HISTORY_TIME_MIN = Date.UTC(1900, 0, 1);
+/** See {@link HISTORY_TIME_MIN}. */
+export const HISTORY_TIME_MAX = Date.UTC(2100, 0, 1);
+
+/**
  * Consecutive intervals `[start + k * intervalMs, start + (k + 1) * intervalMs)` covering
  * `[start, end)`; each includes its start and excludes its end (OPC UA Part 13, 5.4.2.2). The
  * last one may end after `end`.

@@ -498,6 +498,33 @@ export function storeHistoryConformance(options: StoreGroupConformanceOptions): 
           await paths(history.aggregate([RAMP], { ...interval, aggregates: ["Median" as AggregateName] })),
         ).toEqual(["aggregates[0]"]);
         expect(await paths(history.valueAt(["no.such.tag"], T0))).toEqual(["tags[0]"]);
+        // Times outside 1900..2100 (exact on every store): a validation error, never a shifted result.
+        const y1700 = Date.UTC(1700, 0, 1);
+        expect(
+          await paths(
+            history.aggregate([RAMP], {
+              start: y1700,
+              end: y1700 + 30 * S,
+              intervalMs: S,
+              aggregates: ["PercentGood"],
+            }),
+          ),
+        ).toEqual(["start", "end"]);
+        expect(await paths(history.valueAt([RAMP], Date.UTC(300_000, 0, 1)))).toEqual(["time"]);
+        expect(await paths(history.downsample(RAMP, { start: Date.UTC(1800, 0, 1), end: T0, points: 4 }))).toEqual([
+          "start",
+        ]);
+        const nearEnd = Date.UTC(2099, 11, 31);
+        expect(
+          await paths(
+            history.aggregate([RAMP], {
+              start: nearEnd,
+              end: nearEnd + 1,
+              intervalMs: 2 * 86_400_000,
+              aggregates: ["Count"],
+            }),
+          ),
+        ).toEqual(["intervalMs"]);
         expect(await paths(history.interpolated([RAMP], { ...interval, start: Number.NaN }))).toEqual(["start"]);
         expect(await paths(history.downsample(RAMP, { start: T0, end: T0 + S, points: 3 }))).toEqual(["points"]);
       }),
