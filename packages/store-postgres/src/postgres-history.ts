@@ -130,7 +130,7 @@ export class PostgresHistory implements HistoryQueries {
         arrayLiteral(tags.map((tag) => this.#tags.interpolations.get(tag) === "sloped")),
         intervals.start,
         intervals.intervalMs,
-        intervals.start + intervals.count * intervals.intervalMs,
+        intervals.end,
       ]),
     );
     return tags.flatMap((tag, index) =>
@@ -230,7 +230,7 @@ export class PostgresHistory implements HistoryQueries {
   async valueAt(tags: readonly string[], time: number): Promise<Sample[]> {
     this.#context.client();
     checkValueAtQuery(tags, time, this.#known);
-    return this.#valuesAt(tags, { start: time, intervalMs: 1, count: 1 }, "history.valueAt");
+    return this.#valuesAt(tags, { start: time, intervalMs: 1, count: 1, end: time + 1 }, "history.valueAt");
   }
 
   /** Values at the start of each interval; see `HistoryQueries.interpolated`. */

@@ -19,6 +19,11 @@ export interface CheckedIntervals {
   readonly intervalMs: number;
   /** Number of intervals: `ceil((end - start) / intervalMs)`, 1 to {@link MAX_HISTORY_INTERVALS}. */
   readonly count: number;
+  /**
+   * End of the range, exclusive, ms since epoch: the last interval ends here, clipped when
+   * `end - start` is not a multiple of `intervalMs` (OPC UA Part 13, 5.4.2.2).
+   */
+  readonly end: number;
 }
 
 /**
@@ -134,14 +139,7 @@ function checkIntervals(query: IntervalQuery, issues: ValidationIssue[]): Checke
     });
     return undefined;
   }
-  if (query.start + count * intervalMs > HISTORY_TIME_MAX) {
-    issues.push({
-      path: "intervalMs",
-      message: `the last interval would end after ${new Date(HISTORY_TIME_MAX).toISOString()}: use a shorter interval`,
-    });
-    return undefined;
-  }
-  return { start: query.start, intervalMs, count };
+  return { start: query.start, intervalMs, count, end: query.end };
 }
 
 function checkRange(range: { readonly start: number; readonly end: number }, issues: ValidationIssue[]): boolean {

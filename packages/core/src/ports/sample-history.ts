@@ -96,7 +96,7 @@ export type AggregateName = (typeof AGGREGATES)[number];
 export const MAX_HISTORY_INTERVALS = 10_000;
 
 /**
- * History query times (`start`, `end`, `time`, and the end of the last interval) lie in
+ * History query times (`start`, `end`, `time`) lie in
  * `[HISTORY_TIME_MIN, HISTORY_TIME_MAX]`: 1900-01-01 to 2100-01-01 UTC, a range every store
  * computes exactly (the PostgreSQL store's float8 time arithmetic is exact from 1834 to 2106).
  * Times outside it reject with `KILN_VALIDATION`.
@@ -108,7 +108,8 @@ export const HISTORY_TIME_MAX = Date.UTC(2100, 0, 1);
 /**
  * Consecutive intervals `[start + k * intervalMs, start + (k + 1) * intervalMs)` covering
  * `[start, end)`; each includes its start and excludes its end (OPC UA Part 13, 5.4.2.2). The
- * last one may end after `end`.
+ * last one is clipped at `end` when `end - start` is not a multiple of `intervalMs`: it is
+ * shorter, and time-based aggregates (`Total`, `DurationGood`, `PercentGood`) use its length.
  */
 export interface IntervalQuery {
   /** Start of the first interval, inclusive, ms since epoch (whole ms). */
@@ -143,7 +144,7 @@ export interface AggregateInterval {
   readonly tag: string;
   /** Interval start, inclusive, ms since epoch. */
   readonly start: number;
-  /** Interval end, exclusive. */
+  /** Interval end, exclusive, ms since epoch: the query's `end` for a clipped last interval. */
   readonly end: number;
   /** One entry per requested aggregate. */
   readonly values: Readonly<Partial<Record<AggregateName, AggregateValue>>>;
