@@ -62,16 +62,16 @@ export interface SampleHistory {
  * (not null, not NaN or infinite) are data; every other sample is bad data. Booleans count as
  * 0 and 1; strings have no numeric value.
  *
- * - `Count` (5.4.3.25): the number of good samples in the interval.
+ * - `Count` (5.4.3.21): the number of good samples in the interval.
  * - `Minimum`, `Maximum` (5.4.3.10, 5.4.3.11): the smallest and largest good value.
- * - `Start`, `End` (5.4.3.16, 5.4.3.17): the first and last good value in the interval.
- * - `Delta` (5.4.3.20): `End - Start`.
+ * - `Start`, `End` (5.4.3.25, 5.4.3.26): the first and last good value in the interval.
+ * - `Delta` (5.4.3.27): `End - Start`.
  * - `Average` (5.4.3.5): the arithmetic mean of the good values.
  * - `TimeAverage` (5.4.3.6): the area under the tag's curve (stepped or sloped) from the bounding
  *   value at the interval's start, through each good sample, to the bounding value at its end,
  *   divided by the duration it covers (the whole interval unless there is no data before it).
  * - `Total` (5.4.3.8): `TimeAverage` times the interval length in seconds (value·s).
- * - `DurationGood`, `PercentGood` (5.4.3.29, 5.4.3.31): how long, in ms and in % of the interval,
+ * - `DurationGood`, `PercentGood` (5.4.3.31, 5.4.3.33): how long, in ms and in % of the interval,
  *   the data was good; each sample's quality lasts until the next sample, the last one onwards.
  * - `Interpolative` (5.4.3.4): the bounding value at the interval's start, as {@link HistoryQueries.valueAt}.
  */
