@@ -18,7 +18,12 @@ const query: AggregateQuery = { start: 0, end: 60_000, intervalMs: 1_000, aggreg
 
 describe("history input checks", () => {
   test("a good query gives its intervals: ceil((end - start) / intervalMs), the last one clipped at end", () => {
-    expect(checkAggregateQuery(["a"], query, known)).toEqual({ start: 0, intervalMs: 1_000, count: 60, end: query.end });
+    expect(checkAggregateQuery(["a"], query, known)).toEqual({
+      start: 0,
+      intervalMs: 1_000,
+      count: 60,
+      end: query.end,
+    });
     expect(checkIntervalQuery(["a", "b"], { start: 5, end: 2_006, intervalMs: 1_000 }, known)).toEqual({
       start: 5,
       intervalMs: 1_000,
