@@ -27,10 +27,14 @@ import { fastMillisecondsOf, parseJsonText, timestampOf } from "./sql-expression
 import type { StoreContext } from "./store-context";
 import type { TagRegistry } from "./tag-registry";
 
-/** SQL: the row is data (good quality, a usable value), as `isGoodData` in `@kiln/core`. */
+/**
+ * SQL: the row is data (good quality, a usable value), as `isGoodData` in `@kiln/core`. Never
+ * NULL: a null value is not data (`value_float NOT IN (...)` alone would be NULL for it, which
+ * `FILTER (WHERE NOT good)`, `lag(good)` and `good::int4` would all miss).
+ */
 const GOOD = `(quality BETWEEN 0 AND 1073741823
   AND (value_int IS NOT NULL OR value_uint IS NOT NULL OR value_bool IS NOT NULL OR value_text IS NOT NULL
-       OR value_float NOT IN ('NaN'::float8, 'Infinity'::float8, '-Infinity'::float8)))`;
+       OR (value_float IS NOT NULL AND value_float NOT IN ('NaN'::float8, 'Infinity'::float8, '-Infinity'::float8))))`;
 /** SQL: the numeric value (booleans 0/1), as `numericValue` in `@kiln/core`; NULL for text. */
 const NUMERIC = `CASE WHEN value_float NOT IN ('NaN'::float8, 'Infinity'::float8, '-Infinity'::float8) THEN value_float
   WHEN value_int IS NOT NULL THEN value_int::float8 WHEN value_uint IS NOT NULL THEN value_uint::float8
@@ -95,7 +99,9 @@ type BoundRow = { readonly [key: string]: unknown };
  *   exactly as `MemoryStore` does. Partials an aggregate does not need are not computed.
  * - `valueAt` / `interpolated`: per tag and time, index probes for the last sample at or
  *   before it and the first at or after it (and the nearest good ones, only when those are not good).
- * - `downsample`: one `GROUP BY` column picks the first, last, smallest and largest sample (M4).
+ * - `downsample`: one `GROUP BY` column picks the first, last, smallest and largest sample (M4);
+ *   the picked rows are then read by primary key, at most four per column (one pass: a
+ *   `time IN (subquery)` filter over the range was quadratic on PostgreSQL and PGlite).
  */
 export class PostgresHistory implements HistoryQueries {
   readonly #context: StoreContext;
@@ -125,7 +131,7 @@ export class PostgresHistory implements HistoryQueries {
         arrayLiteral(tags.map((tag) => this.#tags.interpolations.get(tag) === "sloped")),
         intervals.start,
         intervals.intervalMs,
-        intervals.start + intervals.count * intervals.intervalMs,
+        intervals.end,
       ]),
     );
     return tags.flatMap((tag, index) =>
@@ -225,7 +231,7 @@ export class PostgresHistory implements HistoryQueries {
   async valueAt(tags: readonly string[], time: number): Promise<Sample[]> {
     this.#context.client();
     checkValueAtQuery(tags, time, this.#known);
-    return this.#valuesAt(tags, { start: time, intervalMs: 1, count: 1 }, "history.valueAt");
+    return this.#valuesAt(tags, { start: time, intervalMs: 1, count: 1, end: time + 1 }, "history.valueAt");
   }
 
   /** Values at the start of each interval; see `HistoryQueries.interpolated`. */
@@ -299,10 +305,11 @@ export class PostgresHistory implements HistoryQueries {
                   -(max(ARRAY[num, -ms]))[2] AS max_ms
            FROM numeric_samples WHERE num IS NOT NULL
            GROUP BY floor(((ms - $2::float8) * $4::float8) / ($3::float8 - $2::float8))
+         ), picked AS (
+           SELECT DISTINCT unnest(ARRAY[first_ms, last_ms, min_ms, max_ms]) AS ms FROM chosen
          )
-         SELECT ${SAMPLE_ROW_COLUMNS} FROM ${samples}
-         WHERE ${range} AND ${fastMillisecondsOf("time")} IN (
-           SELECT unnest(ARRAY[first_ms, last_ms, min_ms, max_ms]) FROM chosen)
+         SELECT ${SAMPLE_ROW_COLUMNS} FROM picked
+         JOIN ${samples} ON tag_id = $1 AND time = ${timestampOf("picked.ms")}
          ORDER BY time`,
         [this.#tags.ids.get(tag)!, query.start, query.end, columns],
       ),

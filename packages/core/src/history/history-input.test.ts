@@ -17,12 +17,18 @@ function paths(check: () => unknown): string[] {
 const query: AggregateQuery = { start: 0, end: 60_000, intervalMs: 1_000, aggregates: ["Count"] };
 
 describe("history input checks", () => {
-  test("a good query gives its intervals: ceil((end - start) / intervalMs), the last one may end after end", () => {
-    expect(checkAggregateQuery(["a"], query, known)).toEqual({ start: 0, intervalMs: 1_000, count: 60 });
+  test("a good query gives its intervals: ceil((end - start) / intervalMs), the last one clipped at end", () => {
+    expect(checkAggregateQuery(["a"], query, known)).toEqual({
+      start: 0,
+      intervalMs: 1_000,
+      count: 60,
+      end: query.end,
+    });
     expect(checkIntervalQuery(["a", "b"], { start: 5, end: 2_006, intervalMs: 1_000 }, known)).toEqual({
       start: 5,
       intervalMs: 1_000,
       count: 3,
+      end: 2_006,
     });
     expect(checkDownsampleQuery("a", { start: 0, end: 1, points: 1_001 }, known)).toBe(250);
   });

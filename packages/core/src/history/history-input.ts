@@ -1,6 +1,8 @@
 import { KilnValidationError, type ValidationIssue } from "../domain/errors";
 import {
   AGGREGATES,
+  HISTORY_TIME_MAX,
+  HISTORY_TIME_MIN,
   MAX_HISTORY_INTERVALS,
   type AggregateQuery,
   type DownsampleQuery,
@@ -17,6 +19,11 @@ export interface CheckedIntervals {
   readonly intervalMs: number;
   /** Number of intervals: `ceil((end - start) / intervalMs)`, 1 to {@link MAX_HISTORY_INTERVALS}. */
   readonly count: number;
+  /**
+   * End of the range, exclusive, ms since epoch: the last interval ends here, clipped when
+   * `end - start` is not a multiple of `intervalMs` (OPC UA Part 13, 5.4.2.2).
+   */
+  readonly end: number;
 }
 
 /**
@@ -25,7 +32,7 @@ export interface CheckedIntervals {
  *
  * @param isKnownTag true for the tags of the catalog the store was opened with.
  * @throws KilnValidationError (`KILN_VALIDATION`) naming each bad field (`tags[1]`, `end`,
- * `intervalMs`, `aggregates[0]`).
+ * `intervalMs`, `aggregates[0]`); times must lie in `[HISTORY_TIME_MIN, HISTORY_TIME_MAX]`.
  */
 export function checkAggregateQuery(
   tags: readonly string[],
@@ -132,7 +139,7 @@ function checkIntervals(query: IntervalQuery, issues: ValidationIssue[]): Checke
     });
     return undefined;
   }
-  return { start: query.start, intervalMs, count };
+  return { start: query.start, intervalMs, count, end: query.end };
 }
 
 function checkRange(range: { readonly start: number; readonly end: number }, issues: ValidationIssue[]): boolean {
@@ -145,8 +152,15 @@ function checkRange(range: { readonly start: number; readonly end: number }, iss
   return issues.length === before;
 }
 
+/** A whole number of ms in `[HISTORY_TIME_MIN, HISTORY_TIME_MAX]`, the range every store computes exactly. */
 function checkTime(path: string, value: unknown, issues: ValidationIssue[]): void {
   if (!Number.isSafeInteger(value)) issues.push({ path, message: "must be a whole number of ms since epoch" });
+  else if ((value as number) < HISTORY_TIME_MIN || (value as number) > HISTORY_TIME_MAX) {
+    issues.push({
+      path,
+      message: `must be from ${new Date(HISTORY_TIME_MIN).toISOString()} to ${new Date(HISTORY_TIME_MAX).toISOString()} (the range every store computes exactly)`,
+    });
+  }
 }
 
 function throwIfAny(subject: string, issues: readonly ValidationIssue[]): void {

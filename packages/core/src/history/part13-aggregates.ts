@@ -157,7 +157,7 @@ export function finishAggregates(
   outer: OuterBounds,
   aggregates: readonly AggregateName[],
 ): AggregateInterval[] {
-  const { start, intervalMs, count } = intervals;
+  const { start, intervalMs, count, end } = intervals;
   const byIndex: (IntervalPartials | undefined)[] = new Array<IntervalPartials | undefined>(count);
   for (const partial of partials) byIndex[partial.index] = partial;
   // Latest good / any sample before each edge, and earliest at or after it, by two sweeps.
@@ -189,7 +189,7 @@ export function finishAggregates(
   }
   // A sample exactly on an edge is the last sample at or before it, too.
   const boundAt = (edge: number): Bound | undefined => {
-    const t = start + edge * intervalMs;
+    const t = Math.min(start + edge * intervalMs, end);
     const after = goodAfter[edge];
     const anyOn = anyAfter[edge];
     return boundingValue(
@@ -208,7 +208,7 @@ export function finishAggregates(
   let startBound = boundAt(0);
   for (let index = 0; index < count; index++) {
     const s = start + index * intervalMs;
-    const e = s + intervalMs;
+    const e = Math.min(s + intervalMs, end); // the last interval ends at `end` (Part 13, 5.4.2.2)
     const partial = byIndex[index];
     const endBound = boundAt(index + 1);
     const values: Partial<Record<AggregateName, AggregateValue>> = {};
@@ -245,7 +245,7 @@ export function finishAggregates(
     const timeQuality =
       average === null
         ? HISTORY_NO_DATA
-        : goodMs === intervalMs && startBound?.quality === HISTORY_GOOD && endBound?.quality === HISTORY_GOOD
+        : goodMs === e - s && startBound?.quality === HISTORY_GOOD && endBound?.quality === HISTORY_GOOD
           ? HISTORY_GOOD
           : HISTORY_UNCERTAIN;
 
@@ -276,13 +276,13 @@ export function finishAggregates(
           values.TimeAverage = { value: average, quality: timeQuality };
           break;
         case "Total":
-          values.Total = { value: average === null ? null : (average * intervalMs) / 1000, quality: timeQuality };
+          values.Total = { value: average === null ? null : (average * (e - s)) / 1000, quality: timeQuality };
           break;
         case "DurationGood":
           values.DurationGood = { value: goodMs, quality: HISTORY_GOOD };
           break;
         case "PercentGood":
-          values.PercentGood = { value: (goodMs / intervalMs) * 100, quality: HISTORY_GOOD };
+          values.PercentGood = { value: (goodMs / (e - s)) * 100, quality: HISTORY_GOOD };
           break;
         case "Interpolative":
           values.Interpolative =

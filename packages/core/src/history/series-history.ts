@@ -66,8 +66,7 @@ export function aggregateSeries(
   intervals: CheckedIntervals,
   aggregates: readonly AggregateName[],
 ): AggregateInterval[] {
-  const { start, intervalMs, count } = intervals;
-  const end = start + count * intervalMs;
+  const { start, intervalMs, end } = intervals;
   const from = lowerBound(series.timestamps, start);
   const to = lowerBound(series.timestamps, end);
   const partials: IntervalPartials[] = [];

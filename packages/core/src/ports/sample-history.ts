@@ -62,16 +62,16 @@ export interface SampleHistory {
  * (not null, not NaN or infinite) are data; every other sample is bad data. Booleans count as
  * 0 and 1; strings have no numeric value.
  *
- * - `Count` (5.4.3.25): the number of good samples in the interval.
+ * - `Count` (5.4.3.21): the number of good samples in the interval.
  * - `Minimum`, `Maximum` (5.4.3.10, 5.4.3.11): the smallest and largest good value.
- * - `Start`, `End` (5.4.3.16, 5.4.3.17): the first and last good value in the interval.
- * - `Delta` (5.4.3.20): `End - Start`.
+ * - `Start`, `End` (5.4.3.25, 5.4.3.26): the first and last good value in the interval.
+ * - `Delta` (5.4.3.27): `End - Start`.
  * - `Average` (5.4.3.5): the arithmetic mean of the good values.
  * - `TimeAverage` (5.4.3.6): the area under the tag's curve (stepped or sloped) from the bounding
  *   value at the interval's start, through each good sample, to the bounding value at its end,
  *   divided by the duration it covers (the whole interval unless there is no data before it).
  * - `Total` (5.4.3.8): `TimeAverage` times the interval length in seconds (value·s).
- * - `DurationGood`, `PercentGood` (5.4.3.29, 5.4.3.31): how long, in ms and in % of the interval,
+ * - `DurationGood`, `PercentGood` (5.4.3.31, 5.4.3.33): how long, in ms and in % of the interval,
  *   the data was good; each sample's quality lasts until the next sample, the last one onwards.
  * - `Interpolative` (5.4.3.4): the bounding value at the interval's start, as {@link HistoryQueries.valueAt}.
  */
@@ -96,9 +96,20 @@ export type AggregateName = (typeof AGGREGATES)[number];
 export const MAX_HISTORY_INTERVALS = 10_000;
 
 /**
+ * History query times (`start`, `end`, `time`) lie in
+ * `[HISTORY_TIME_MIN, HISTORY_TIME_MAX]`: 1900-01-01 to 2100-01-01 UTC, a range every store
+ * computes exactly (the PostgreSQL store's float8 time arithmetic is exact from 1834 to 2106).
+ * Times outside it reject with `KILN_VALIDATION`.
+ */
+export const HISTORY_TIME_MIN = Date.UTC(1900, 0, 1);
+/** See {@link HISTORY_TIME_MIN}. */
+export const HISTORY_TIME_MAX = Date.UTC(2100, 0, 1);
+
+/**
  * Consecutive intervals `[start + k * intervalMs, start + (k + 1) * intervalMs)` covering
  * `[start, end)`; each includes its start and excludes its end (OPC UA Part 13, 5.4.2.2). The
- * last one may end after `end`.
+ * last one is clipped at `end` when `end - start` is not a multiple of `intervalMs`: it is
+ * shorter, and time-based aggregates (`Total`, `DurationGood`, `PercentGood`) use its length.
  */
 export interface IntervalQuery {
   /** Start of the first interval, inclusive, ms since epoch (whole ms). */
@@ -133,7 +144,7 @@ export interface AggregateInterval {
   readonly tag: string;
   /** Interval start, inclusive, ms since epoch. */
   readonly start: number;
-  /** Interval end, exclusive. */
+  /** Interval end, exclusive, ms since epoch: the query's `end` for a clipped last interval. */
   readonly end: number;
   /** One entry per requested aggregate. */
   readonly values: Readonly<Partial<Record<AggregateName, AggregateValue>>>;

@@ -325,21 +325,75 @@ export function storeHistoryConformance(options: StoreGroupConformanceOptions): 
     );
 
     test(
+      "a good-quality sample without a value is not data: it makes the interval uncertain",
+      withHistory(options, async (history, store) => {
+        const start = T0 + 1000 * S;
+        await store.samples.writeBatch([
+          { tag: TREND, value: 1, timestamp: start, quality: GOOD },
+          { tag: TREND, value: null, timestamp: start + 10, quality: GOOD },
+          { tag: TREND, value: 3, timestamp: start + 20, quality: GOOD },
+        ]);
+        const result = await history.aggregate([TREND], {
+          start,
+          end: start + 30,
+          intervalMs: 30,
+          aggregates: ["Count", "Average", "PercentGood"],
+        });
+        const summary = summarize(result);
+        expect(summary[0]?.Count).toEqual([2, "uncertain"]);
+        expect(summary[0]?.Average).toEqual([2, "uncertain"]);
+        expect((summary[0]?.PercentGood?.[0] ?? 100) < 100).toBe(true);
+      }),
+    );
+
+    test(
+      "the last interval ends at end (Part 13 5.4.2.2): a sample after end is not in it",
+      withHistory(options, async (history, store) => {
+        const start = T0 + 2000 * S;
+        await store.samples.writeBatch([
+          { tag: TREND, value: 1, timestamp: start + 5, quality: GOOD },
+          { tag: TREND, value: 100, timestamp: start + 25, quality: GOOD },
+        ]);
+        const result = await history.aggregate([TREND], {
+          start,
+          end: start + 20,
+          intervalMs: 15,
+          aggregates: ["Count", "Maximum", "DurationGood", "PercentGood"],
+        });
+        expect(result.map((interval) => [interval.start - start, interval.end - start])).toEqual([
+          [0, 15],
+          [15, 20],
+        ]);
+        expect(summarize(result)[1]).toEqual({
+          Count: [0, "bad"],
+          Maximum: [null, "bad"],
+          DurationGood: [5, "good"],
+          PercentGood: [100, "good"],
+        });
+      }),
+    );
+
+    test(
       "aggregate returns tags in the order given, each over every interval",
       withHistory(options, async (history) => {
         const result = await history.aggregate([VALVE, RAMP], {
           start: T0,
-          end: T0 + 15 * S, // the last interval [10, 20) ends after end
+          end: T0 + 15 * S, // the last interval is [10, 15): the ramp's sample at 15 s lies outside
           intervalMs: 10 * S,
           aggregates: ["Count"],
         });
         expect(
-          result.map((interval) => [interval.tag, (interval.start - T0) / S, interval.values.Count?.value]),
+          result.map((interval) => [
+            interval.tag,
+            (interval.start - T0) / S,
+            (interval.end - T0) / S,
+            interval.values.Count?.value,
+          ]),
         ).toEqual([
-          [VALVE, 0, 1],
-          [VALVE, 10, 2],
-          [RAMP, 0, 1],
-          [RAMP, 10, 2],
+          [VALVE, 0, 10, 1],
+          [VALVE, 10, 15, 2],
+          [RAMP, 0, 10, 1],
+          [RAMP, 10, 15, 1],
         ]);
       }),
     );
@@ -433,6 +487,25 @@ export function storeHistoryConformance(options: StoreGroupConformanceOptions): 
     );
 
     test(
+      "downsample reads a long range in one pass (20,000 samples well inside the test timeout)",
+      withHistory(options, async (history, store) => {
+        const start = T0 + 10_000 * S;
+        const count = 20_000;
+        const value = (index: number): number =>
+          Math.round(Math.sin(index / 300) * 1000) + (index === 12_345 ? 5000 : 0);
+        const long = Array.from({ length: count }, (_, index) => at(TREND, 0, value(index)));
+        long.forEach((sample, index) => Object.assign(sample, { timestamp: start + index * 10 }));
+        for (let first = 0; first < count; first += 5000)
+          await store.samples.writeBatch(long.slice(first, first + 5000));
+        const trend = await history.downsample(TREND, { start, end: start + count * 10, points: 200 });
+        expect(trend.length <= 200 && trend.length > 100).toBe(true);
+        expect(trend[0]?.timestamp).toBe(start);
+        expect(trend.at(-1)?.timestamp).toBe(start + (count - 1) * 10);
+        expect(trend.find((sample) => sample.timestamp === start + 12_345 * 10)?.value).toBe(value(12_345));
+      }),
+    );
+
+    test(
       "bad queries reject with KILN_VALIDATION naming the field, before any query",
       withHistory(options, async (history) => {
         const paths = async (operation: Promise<unknown>): Promise<string[]> => {
@@ -456,6 +529,22 @@ export function storeHistoryConformance(options: StoreGroupConformanceOptions): 
           await paths(history.aggregate([RAMP], { ...interval, aggregates: ["Median" as AggregateName] })),
         ).toEqual(["aggregates[0]"]);
         expect(await paths(history.valueAt(["no.such.tag"], T0))).toEqual(["tags[0]"]);
+        // Times outside 1900..2100 (exact on every store): a validation error, never a shifted result.
+        const y1700 = Date.UTC(1700, 0, 1);
+        expect(
+          await paths(
+            history.aggregate([RAMP], {
+              start: y1700,
+              end: y1700 + 30 * S,
+              intervalMs: S,
+              aggregates: ["PercentGood"],
+            }),
+          ),
+        ).toEqual(["start", "end"]);
+        expect(await paths(history.valueAt([RAMP], Date.UTC(300_000, 0, 1)))).toEqual(["time"]);
+        expect(await paths(history.downsample(RAMP, { start: Date.UTC(1800, 0, 1), end: T0, points: 4 }))).toEqual([
+          "start",
+        ]);
         expect(await paths(history.interpolated([RAMP], { ...interval, start: Number.NaN }))).toEqual(["start"]);
         expect(await paths(history.downsample(RAMP, { start: T0, end: T0 + S, points: 3 }))).toEqual(["points"]);
       }),
