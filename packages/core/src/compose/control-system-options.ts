@@ -15,6 +15,44 @@ import type { ServiceRegistry } from "./service-registry";
 const positive = z.number().positive();
 const positiveInteger = z.number().int().positive();
 
+/** Defaults of one backoff: delays in ms, `multiplier` ≥ 1. */
+interface BackoffDefaults {
+  readonly initialDelayMs: number;
+  readonly maxDelayMs: number;
+  readonly multiplier: number;
+}
+
+/**
+ * The one schema of a capped exponential backoff (reconnect, samples retry, store-port retry):
+ * `initialDelayMs` ≥ 0, `maxDelayMs` > 0 and at least `initialDelayMs`, `multiplier` ≥ 1.
+ * `extra` adds fields of the same object (a retry's `maxAttempts`).
+ */
+const backoffSchema = <TExtra extends z.ZodRawShape = Record<never, never>>(
+  defaults: BackoffDefaults,
+  extra?: TExtra,
+) =>
+  z
+    .object({
+      initialDelayMs: z.number().nonnegative().default(defaults.initialDelayMs),
+      maxDelayMs: positive.default(defaults.maxDelayMs),
+      multiplier: z.number().min(1).default(defaults.multiplier),
+      ...(extra as TExtra),
+    })
+    .strict()
+    .refine((value) => (value as BackoffDefaults).maxDelayMs >= (value as BackoffDefaults).initialDelayMs, {
+      message: "maxDelayMs must be at least initialDelayMs",
+      path: ["maxDelayMs"],
+    })
+    // Every field has a default, so `{}` is a complete input (zod cannot see that through TExtra).
+    .prefault({} as never);
+
+/** The one schema of a port breaker: consecutive failures to open, ms open before half-open. */
+const breakerSchema = () =>
+  z
+    .object({ failureThreshold: positiveInteger.default(5), recoveryTimeMs: positive.default(10_000) })
+    .strict()
+    .prefault({});
+
 /** zod schema of one scan group's settings. */
 export const scanGroupSchema = z
   .object({
@@ -31,18 +69,7 @@ const acquisitionSchema = z
     timeoutMs: positive.default(2_000),
     failureThreshold: positiveInteger.default(3),
     recoveryTimeMs: positive.default(5_000),
-    reconnect: z
-      .object({
-        initialDelayMs: z.number().nonnegative().default(500),
-        maxDelayMs: positive.default(30_000),
-        multiplier: z.number().min(1).default(2),
-      })
-      .strict()
-      .refine((value) => value.maxDelayMs >= value.initialDelayMs, {
-        message: "maxDelayMs must be at least initialDelayMs",
-        path: ["maxDelayMs"],
-      })
-      .prefault({}),
+    reconnect: backoffSchema({ initialDelayMs: 500, maxDelayMs: 30_000, multiplier: 2 }),
   })
   .strict()
   .prefault({});
@@ -57,18 +84,8 @@ const loggingSchema = z
     spoolPath: z.string().min(1).optional(),
     spoolMaxBytes: positiveInteger.min(1024).default(DEFAULT_SPOOL_MAX_BYTES),
     writeTimeoutMs: positive.default(10_000),
-    retry: z
-      .object({
-        initialDelayMs: z.number().nonnegative().default(200),
-        maxDelayMs: positive.default(10_000),
-        multiplier: z.number().min(1).default(2),
-      })
-      .strict()
-      .prefault({}),
-    breaker: z
-      .object({ failureThreshold: positiveInteger.default(5), recoveryTimeMs: positive.default(10_000) })
-      .strict()
-      .prefault({}),
+    retry: backoffSchema({ initialDelayMs: 200, maxDelayMs: 10_000, multiplier: 2 }),
+    breaker: breakerSchema(),
     drainTimeoutMs: positive.default(30_000),
   })
   .strict()
@@ -86,23 +103,11 @@ const storePortPolicySchema = (timeoutMs: number) =>
   z
     .object({
       timeoutMs: positive.default(timeoutMs),
-      breaker: z
-        .object({ failureThreshold: positiveInteger.default(5), recoveryTimeMs: positive.default(10_000) })
-        .strict()
-        .prefault({}),
-      retry: z
-        .object({
-          maxAttempts: positiveInteger.default(3),
-          initialDelayMs: z.number().nonnegative().default(100),
-          maxDelayMs: positive.default(2_000),
-          multiplier: z.number().min(1).default(2),
-        })
-        .strict()
-        .refine((value) => value.maxDelayMs >= value.initialDelayMs, {
-          message: "maxDelayMs must be at least initialDelayMs",
-          path: ["maxDelayMs"],
-        })
-        .prefault({}),
+      breaker: breakerSchema(),
+      retry: backoffSchema(
+        { initialDelayMs: 100, maxDelayMs: 2_000, multiplier: 2 },
+        { maxAttempts: positiveInteger.default(3) },
+      ),
     })
     .strict()
     .prefault({});

@@ -220,6 +220,38 @@ describe("createControlSystem", () => {
     ]);
   });
 
+  test.each([
+    ["acquisition.reconnect", { acquisition: { reconnect: { initialDelayMs: 500, maxDelayMs: 100 } } }],
+    ["logging.retry", { logging: { retry: { initialDelayMs: 500, maxDelayMs: 100 } } }],
+    [
+      "storePolicies.history.retry",
+      { storePolicies: { history: { retry: { initialDelayMs: 500, maxDelayMs: 100 } } } },
+    ],
+  ] as const)("every backoff (%s) refuses maxDelayMs below initialDelayMs", (path, options) => {
+    let caught: unknown;
+    try {
+      resolveControlSystemOptions({ machineId: "m", tags, scanGroups, ...options });
+    } catch (error) {
+      caught = error;
+    }
+    expect(KilnError.is(caught, "KILN_VALIDATION")).toBe(true);
+    expect((caught as KilnValidationError).issues).toEqual([
+      { path: `${path}.maxDelayMs`, message: "maxDelayMs must be at least initialDelayMs" },
+    ]);
+  });
+
+  test("every backoff keeps its documented defaults", () => {
+    const resolved = resolveControlSystemOptions({ machineId: "m", tags, scanGroups });
+    expect(resolved.acquisition.reconnect).toEqual({ initialDelayMs: 500, maxDelayMs: 30_000, multiplier: 2 });
+    expect(resolved.logging.retry).toEqual({ initialDelayMs: 200, maxDelayMs: 10_000, multiplier: 2 });
+    expect(resolved.storePolicies.events.retry).toEqual({
+      maxAttempts: 3,
+      initialDelayMs: 100,
+      maxDelayMs: 2_000,
+      multiplier: 2,
+    });
+  });
+
   test("cross-checks tags against scan groups and the safe state", () => {
     let caught: unknown;
     try {
