@@ -553,5 +553,25 @@ describe("AlarmEngine: history and lifecycle", () => {
     expect(clock.pendingTimers).toBe(0);
     expectCode(() => feed("chamber.pressure", 6), "KILN_LIFECYCLE");
     expectCode(() => engine.unshelve(PRESSURE_HI), "KILN_LIFECYCLE");
+    expectCode(() => engine.resume(), "KILN_LIFECYCLE");
+  });
+
+  it("suspend cancels every timer until resume, which re-arms timed shelves and drops pending delays", async () => {
+    const { engine, feed, clock, transitions } = setup([pressureHigh({ onDelayMs: 1_000 })]);
+    feed("chamber.pressure", 6);
+    engine.shelve(PRESSURE_HI, { durationMs: 60_000 });
+    engine.suspend();
+    expect(clock.pendingTimers).toBe(0);
+    expectCode(() => feed("chamber.pressure", 6), "KILN_LIFECYCLE");
+    expectCode(() => engine.unshelve(PRESSURE_HI), "KILN_LIFECYCLE");
+    await clock.advance(120_000); // the shelf ran out while suspended
+    expect(engine.get(PRESSURE_HI).state.name).toBe("shelved");
+    engine.resume();
+    await clock.advance(0);
+    expect(engine.get(PRESSURE_HI).state.name).toBe("normal"); // expired at once, the on-delay did not survive
+    expect(transitions()).toEqual(["normal->shelved:shelve", "shelved->normal:shelve-expire"]);
+    feed("chamber.pressure", 6);
+    await clock.advance(1_000); // the next sample starts the on-delay again
+    expect(engine.get(PRESSURE_HI).active).toBe(true);
   });
 });

@@ -184,6 +184,7 @@ export class AlarmEngine {
   #historyFailures = 0;
   #conditionFailures = 0;
   #disposed = false;
+  #suspended = false;
 
   /** @throws KilnValidationError (`KILN_VALIDATION`) when a definition is invalid; see {@link defineAlarms}. */
   constructor(options: AlarmEngineOptions) {
@@ -234,7 +235,7 @@ export class AlarmEngine {
   /**
    * Evaluates one sample: first every `suppressWhen` condition, then the alarms on the sample's
    * tag. Samples of tags outside the catalog are ignored.
-   * @throws KilnError `KILN_LIFECYCLE` after {@link AlarmEngine.dispose}.
+   * @throws KilnError `KILN_LIFECYCLE` after {@link AlarmEngine.dispose} or while suspended.
    */
   observe(sample: Sample): void {
     this.#assertOpen();
@@ -248,7 +249,7 @@ export class AlarmEngine {
   /**
    * Re-evaluates every `suppressWhen` condition now. Call it when a condition reads state the
    * engine does not observe (a machine mode held by the host), and once after start.
-   * @throws KilnError `KILN_LIFECYCLE` after {@link AlarmEngine.dispose}.
+   * @throws KilnError `KILN_LIFECYCLE` after {@link AlarmEngine.dispose} or while suspended.
    */
   evaluateSuppression(): void {
     this.#assertOpen();
@@ -356,16 +357,39 @@ export class AlarmEngine {
     } while (tail !== this.#historyTail);
   }
 
-  /** Cancels every delay and shelf timer. The engine accepts no samples or commands afterwards. */
-  dispose(): void {
-    if (this.#disposed) return;
-    this.#disposed = true;
+  /**
+   * Cancels every delay and shelf timer until {@link AlarmEngine.resume}; samples and commands
+   * are refused meanwhile (`KILN_LIFECYCLE`). Alarm states are kept. A pending on/off-delay is
+   * dropped: the condition can no longer be shown to hold continuously, so the next sample
+   * starts it again. Used by a control system while it is stopped.
+   */
+  suspend(): void {
+    if (this.#suspended) return;
+    this.#suspended = true;
     for (const record of this.#records.values()) {
       if (record.delay) this.#clock.clearTimeout(record.delay.handle);
       if (record.shelfTimer) this.#clock.clearTimeout(record.shelfTimer.handle);
       record.delay = undefined;
       record.shelfTimer = undefined;
     }
+  }
+
+  /**
+   * Accepts samples and commands again after {@link AlarmEngine.suspend}, and re-arms every
+   * timed shelf (one whose time ran out meanwhile expires at once). No-op when not suspended.
+   * @throws KilnError `KILN_LIFECYCLE` after {@link AlarmEngine.dispose}.
+   */
+  resume(): void {
+    if (this.#disposed) throw new KilnError("KILN_LIFECYCLE", "The alarm engine has been disposed; create a new one.");
+    if (!this.#suspended) return;
+    this.#suspended = false;
+    for (const record of this.#records.values()) this.#syncShelfTimer(record);
+  }
+
+  /** Cancels every delay and shelf timer for good. The engine accepts no samples or commands afterwards. */
+  dispose(): void {
+    this.suspend();
+    this.#disposed = true;
   }
 
   /** Same as {@link AlarmEngine.dispose}, for `using`. */
@@ -376,6 +400,9 @@ export class AlarmEngine {
   #assertOpen(): void {
     if (this.#disposed) {
       throw new KilnError("KILN_LIFECYCLE", "The alarm engine has been disposed; create a new one.");
+    }
+    if (this.#suspended) {
+      throw new KilnError("KILN_LIFECYCLE", "The alarm engine is suspended (its control system is stopped).");
     }
   }
 
@@ -542,10 +569,13 @@ export class AlarmEngine {
       record.shelfTimer = undefined;
     }
     if (until === undefined || record.shelfTimer) return;
-    const handle = this.#clock.setTimeout(() => {
-      record.shelfTimer = undefined;
-      this.#apply(record, { type: "unshelve", by: "timer", active: record.active }, "shelve-expire");
-    }, until - this.#clock.now());
+    const handle = this.#clock.setTimeout(
+      () => {
+        record.shelfTimer = undefined;
+        this.#apply(record, { type: "unshelve", by: "timer", active: record.active }, "shelve-expire");
+      },
+      Math.max(0, until - this.#clock.now()),
+    );
     record.shelfTimer = { handle, until };
   }
 

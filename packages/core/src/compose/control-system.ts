@@ -26,7 +26,7 @@ import { authorizeRecipeSave, authorizeRecipeStart } from "../security/recipe-au
 import type { TagWriter } from "./checked-write";
 import type { ResolvedControlSystemOptions } from "./control-system-options";
 import type { EventRecorder } from "./event-recorder";
-import { disposeGuards, portHealth, type PortHealth } from "./port-policies";
+import { portHealth, resetGuards, type PortHealth } from "./port-policies";
 import type { SystemLifecycle, SystemState } from "./system-lifecycle";
 import { Tokens } from "./tokens";
 
@@ -122,7 +122,6 @@ export class ControlSystem {
   readonly #guardedStore: GuardedStore;
   readonly #writer: TagWriter;
   readonly #recorder: EventRecorder;
-  #disposed = false;
   #storeState: "closed" | "opening" | "open" = "closed";
   #storeError: string | undefined;
   #storeOpening = new AbortController();
@@ -179,20 +178,20 @@ export class ControlSystem {
    * (`logging.spoolPath`), a store that cannot be opened for a retryable reason (a database
    * outage) does not fail start either: acquisition logs into the spool, the store is opened in
    * the background with the `logging.retry` backoff (see `health().store`), then the spool replays.
-   * @throws KilnError `KILN_LIFECYCLE` when not stopped, or when it has run and been stopped
-   *   (`stop()` disposes its circuit breakers): a system starts once; build a new one.
+   *
+   * A stopped system can be started again (start → stop → start ...): it reopens the store and
+   * the driver, every port breaker begins closed, and the current value table, alarm states,
+   * machine state and counters carry over. A start that fails leaves the system stopped.
+   * @throws KilnError `KILN_LIFECYCLE` when not stopped (starting, running or stopping).
    */
   async start(): Promise<void> {
     if (this.#lifecycle.state !== "stopped") {
       throw new KilnError("KILN_LIFECYCLE", `Cannot start a control system that is ${this.#lifecycle.state}.`);
     }
-    if (this.#disposed) {
-      throw new KilnError(
-        "KILN_LIFECYCLE",
-        "This control system was stopped; a system starts once. Build a new one with createControlSystem().",
-      );
-    }
     this.#lifecycle.state = "starting";
+    this.#storeOpening = new AbortController();
+    this.#storeOpener = undefined;
+    this.#storeError = undefined;
     try {
       let storeReady = true;
       try {
@@ -207,6 +206,7 @@ export class ControlSystem {
       this.#storeState = storeReady ? "open" : "opening";
       if (storeReady) await this.#recoverProcesses();
       await this.#sampleLogger.start({ storeReady });
+      this.#alarms.resume();
       this.#wire();
       await this.#acquisition.start();
       this.#lifecycle.state = "running";
@@ -217,6 +217,8 @@ export class ControlSystem {
       await this.#sampleLogger.stop().catch(() => undefined);
       await this.#guardedStore.close().catch(() => undefined);
       this.#storeState = "closed";
+      this.#alarms.suspend();
+      resetGuards(this.#guardedDriver, this.#guardedStore, "control system start failed");
       this.#lifecycle.state = "stopped";
       throw error;
     }
@@ -264,6 +266,10 @@ export class ControlSystem {
   /**
    * Stops acquisition, drains the logging pipeline (flushing every buffered sample, or
    * spooling it when the store is down), then closes the driver and the store. Idempotent.
+   * Afterwards the system holds no timer and no listener of its own on the driver: alarm
+   * delay and shelf timers are suspended (timed shelves resume at the next start) and every
+   * port breaker is closed (`breaker-state-change`, reason "control system stopped", for one
+   * that was not). {@link start} may be called again.
    */
   async stop(): Promise<void> {
     if (this.#lifecycle.state === "stopped" || this.#lifecycle.state === "stopping") return;
@@ -287,9 +293,8 @@ export class ControlSystem {
       await this.#guardedStore.close();
       this.#storeState = "closed";
     } finally {
-      this.#alarms.dispose();
-      disposeGuards(this.#guardedDriver, this.#guardedStore);
-      this.#disposed = true;
+      this.#alarms.suspend();
+      resetGuards(this.#guardedDriver, this.#guardedStore, "control system stopped");
       this.#lifecycle.state = "stopped";
       this.#logger.info({ machineId: this.machineId }, "control system stopped");
     }

@@ -167,7 +167,7 @@ function callPolicy(port: StorePortName, settings: PortPolicy, retry: boolean, c
  *   record a transition twice) and `audit.record` (idempotent on the entry id, but the audited
  *   command runner keeps its own ordered backlog and retries from there).
  *
- * `open` and `close` pass through. {@link disposeGuards} releases the breakers' timers.
+ * `open` and `close` pass through. {@link resetGuards} closes the breakers (and clears their timers) at stop.
  *
  * @throws `TypeError`/`RangeError` for invalid settings (a programmer error).
  */
@@ -243,10 +243,14 @@ function guardHistory(raw: HistoryQueries, history: CallPolicy): HistoryQueries 
   };
 }
 
-/** Disposes every breaker of a guarded driver and store (clears their recovery timers). */
-export function disposeGuards(driver: GuardedDriver, store: GuardedStore): void {
+/**
+ * Closes every breaker of a guarded driver and store with `reason`, clearing their recovery
+ * timers: a stopped system holds no timer, and the next start begins with closed breakers
+ * (the link and the store are opened afresh, so an earlier failure count says nothing about them).
+ */
+export function resetGuards(driver: GuardedDriver, store: GuardedStore, reason: string): void {
   const breakers: CircuitBreaker[] = [driver.breaker, ...Object.values(store.breakers)];
-  for (const breaker of breakers) breaker.dispose();
+  for (const breaker of breakers) breaker.reset(reason);
 }
 
 /** Breaker snapshots of every guarded port. */

@@ -234,13 +234,18 @@ export class CircuitBreaker {
     };
   }
 
-  /** Closes the breaker now (e.g. an operator confirmed the device is back), clearing the failure count. */
-  reset(): void {
+  /**
+   * Closes the breaker now (e.g. an operator confirmed the device is back), clearing the failure
+   * count and the recovery timer; an isolated breaker is released too. A breaker that was not
+   * closed publishes `breaker-state-change` with `reason`.
+   * @param reason why it was reset. @default "manual reset"
+   */
+  reset(reason = "manual reset"): void {
     if (this.#state.state === "closed") {
       this.#state = { state: "closed", failures: 0 };
       return;
     }
-    this.#transition({ state: "closed", failures: 0 }, "manual reset");
+    this.#transition({ state: "closed", failures: 0 }, reason);
   }
 
   /**
