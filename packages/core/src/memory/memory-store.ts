@@ -141,6 +141,18 @@ const timeRangeSchema = z.object({ from: z.number(), to: z.number() });
 
 const versionSchema = z.number().int().nonnegative();
 
+const newEventsSchema = z.object({
+  events: z.array(
+    z.object({
+      type: z.string().min(1),
+      payload: z.record(z.string(), z.unknown()),
+      at: z.number(),
+    }),
+  ),
+});
+
+const auditOutcomeSchema = z.object({ outcome: z.enum(["allowed", "denied", "failed"]) });
+
 const recipeKeySchema = z.object({
   name: z.string().min(1),
   version: z.number().int().positive(),
@@ -297,6 +309,7 @@ export class MemoryStore implements Store {
         if (typeof entry?.id !== "string" || entry.id === "") {
           throw new KilnValidationError("audit entry", [{ path: "id", message: "must be a non-empty string" }]);
         }
+        parseOrThrow(auditOutcomeSchema, { outcome: entry.outcome }, "audit entry");
         if (this.#auditIds.has(entry.id)) return;
         this.#recordTimed(this.#auditEntries, entry);
         this.#auditIds.add(entry.id);
@@ -440,6 +453,7 @@ export class MemoryStore implements Store {
   #append(aggregateId: string, expectedVersion: number, events: readonly NewDomainEvent[]): number {
     if (typeof aggregateId !== "string" || aggregateId === "") throw new TypeError("aggregateId must be a string");
     parseOrThrow(versionSchema, expectedVersion, "expected version");
+    parseOrThrow(newEventsSchema, { events }, "events");
     const stream = this.#streams.get(aggregateId) ?? [];
     if (stream.length !== expectedVersion) {
       throw new KilnError(

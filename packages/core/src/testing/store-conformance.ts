@@ -68,11 +68,13 @@ const TAGS = defineTags({
   "conformance.pressure": { dataType: "float64", unit: "mbar" },
   "conformance.running": { dataType: "bool" },
   "conformance.label": { dataType: "string" },
+  "conformance.count": { dataType: "uint64" },
 });
 const TEMPERATURE = "conformance.temperature";
 const PRESSURE = "conformance.pressure";
 const RUNNING = "conformance.running";
 const LABEL = "conformance.label";
+const COUNT = "conformance.count";
 
 type StoreTest = (store: Store) => Promise<void>;
 
@@ -113,7 +115,7 @@ export function storeLifecycleConformance(
       await store.close();
     });
 
-    test("open and close are idempotent", async () => {
+    test("open and close are idempotent, and opening again after close finds the data", async () => {
       const store = await factory();
       await store.open(TAGS.list());
       await store.open(TAGS.list());
@@ -123,19 +125,32 @@ export function storeLifecycleConformance(
       ]);
       await store.close();
       await store.close();
+      await store.open(TAGS.list());
+      expect(await store.samples.readSamples({ tag: TEMPERATURE, from: T0, to: T0 + 1 })).toEqual([
+        sampleAt(TEMPERATURE, 0, 1),
+      ]);
+      await store.close();
     });
 
-    test("operations on a closed store reject with KILN_LIFECYCLE", async () => {
+    test("every port rejects with KILN_LIFECYCLE before open and after close", async () => {
       const store = await factory();
+      await expectKilnError(expect, store.samples.writeBatch([sampleAt(TEMPERATURE, 0, 1)]), "KILN_LIFECYCLE");
+      await expectKilnError(expect, store.events.version("machine-1"), "KILN_LIFECYCLE");
       await store.open(TAGS.list());
       await store.close();
-      await expectKilnError(expect, store.samples.writeBatch([sampleAt(TEMPERATURE, 0, 1)]), "KILN_LIFECYCLE");
-      await expectKilnError(
-        expect,
-        store.samples.readSamples({ tag: TEMPERATURE, from: T0, to: T0 + 1 }),
-        "KILN_LIFECYCLE",
-      );
-      await expectKilnError(expect, store.events.append("machine-1", 0, [started(T0)]), "KILN_LIFECYCLE");
+      const range = { from: T0, to: T0 + 1 };
+      const calls: Promise<unknown>[] = [
+        store.samples.writeBatch([sampleAt(TEMPERATURE, 0, 1)]),
+        store.samples.readSamples({ tag: TEMPERATURE, ...range }),
+        store.samples.readBuckets({ tag: TEMPERATURE, ...range, bucketMs: 1 }),
+        store.events.append("machine-1", 0, [started(T0)]),
+        store.events.read("machine-1"),
+        store.processes.list(),
+        store.recipes.list(),
+        store.alarms.query(range),
+        store.audit.query(range),
+      ];
+      for (const call of calls) await expectKilnError(expect, call, "KILN_LIFECYCLE");
     });
   });
 }
@@ -254,6 +269,84 @@ export function sampleSinkConformance(options: StoreGroupConformanceOptions): vo
     );
 
     test(
+      "a rejected batch names every bad sample field by index (KILN_VALIDATION) and writes nothing",
+      withStore(factory, async (store) => {
+        const invalid = [
+          sampleAt(TEMPERATURE, 0, 1),
+          { ...sampleAt(TEMPERATURE, 1, 2), timestamp: Number.NaN },
+          { ...sampleAt(TEMPERATURE, 5, 0), value: {} } as unknown as Sample,
+          sampleAt(TEMPERATURE, 6, 3, { severity: "good", code: -1 }),
+        ];
+        const error = (await expectKilnError(
+          expect,
+          store.samples.writeBatch(invalid),
+          "KILN_VALIDATION",
+        )) as KilnError;
+        expect((error.details?.issues as { path: string }[]).map((issue) => issue.path)).toEqual([
+          "[1].timestamp",
+          "[2].value",
+          "[3].quality.code",
+        ]);
+        expect(await readAll(store, TEMPERATURE)).toEqual([]);
+      }),
+    );
+
+    test(
+      "a retry that overlaps stored samples keeps them, adds the rest, and later batches still land",
+      withStore(factory, async (store) => {
+        const series = (count: number, fromIndex: number, valueOffset: number): Sample[] =>
+          Array.from({ length: count }, (_, index) =>
+            sampleAt(TEMPERATURE, (fromIndex + index) * 1000, fromIndex + index + valueOffset),
+          );
+        await store.samples.writeBatch(series(10, 0, 0));
+        // Samples 5..9 exist; the retry carries other values for them and five new samples.
+        await store.samples.writeBatch(series(10, 5, 100));
+        await store.samples.writeBatch(series(5, 15, 0));
+        await store.samples.writeBatch(series(5, 20, 0));
+        expect((await readAll(store, TEMPERATURE)).map((sample) => sample.value)).toEqual([
+          0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 110, 111, 112, 113, 114, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24,
+        ]);
+      }),
+    );
+
+    test(
+      "concurrent overlapping batches store each sample once",
+      withStore(factory, async (store) => {
+        const batches = [0, 50, 100, 25, 75].map((start) =>
+          Array.from({ length: 100 }, (_, index) => sampleAt(TEMPERATURE, (start + index) * 1000, start + index)),
+        );
+        await Promise.all(batches.map((batch) => store.samples.writeBatch(batch)));
+        const stored = await readAll(store, TEMPERATURE);
+        expect(stored).toEqual(Array.from({ length: 200 }, (_, index) => sampleAt(TEMPERATURE, index * 1000, index)));
+      }),
+    );
+
+    test(
+      "samples of tags outside the opened catalog are stored and read back",
+      withStore(factory, async (store) => {
+        await store.samples.writeBatch([sampleAt("conformance.adhoc", 0, 7), sampleAt(TEMPERATURE, 0, 1)]);
+        expect(await readAll(store, "conformance.adhoc")).toEqual([sampleAt("conformance.adhoc", 0, 7)]);
+        expect(await readAll(store, TEMPERATURE)).toEqual([sampleAt(TEMPERATURE, 0, 1)]);
+      }),
+    );
+
+    test(
+      "sub-millisecond timestamps keep at least microseconds and stay idempotent across retries",
+      withStore(factory, async (store) => {
+        const batch = [0.001, 0.25, 0.5002, 1.999, 2.5].map((fraction, index) =>
+          sampleAt(TEMPERATURE, fraction, index),
+        );
+        await store.samples.writeBatch(batch);
+        await store.samples.writeBatch(batch);
+        await store.samples.writeBatch([...batch, sampleAt(TEMPERATURE, 3, 9)]);
+        const stored = await readAll(store, TEMPERATURE);
+        expect(stored.map((sample) => sample.value)).toEqual([0, 1, 2, 3, 4, 9]);
+        const microseconds = (time: number | undefined): number => Math.round(((time ?? 0) - T0) * 1000);
+        expect([stored[0]?.timestamp, stored[2]?.timestamp].map(microseconds)).toEqual([1, 500]);
+      }),
+    );
+
+    test(
       "readSamples covers the half-open range [from, to) of one tag",
       withStore(factory, async (store) => {
         await store.samples.writeBatch([99, 100, 150, 199, 200].map((offset) => sampleAt(TEMPERATURE, offset, offset)));
@@ -328,9 +421,38 @@ export function sampleSinkConformance(options: StoreGroupConformanceOptions): vo
     );
 
     test(
-      "a non-positive limit or bucket width rejects with KILN_VALIDATION",
+      "readBuckets leaves out NaN, infinities and null, counts 64-bit integers, and has no buckets for booleans or text",
+      withStore(factory, async (store) => {
+        await store.samples.writeBatch([
+          sampleAt(TEMPERATURE, 0, 5),
+          sampleAt(TEMPERATURE, 1, Number.NaN),
+          sampleAt(TEMPERATURE, 2, Number.POSITIVE_INFINITY),
+          sampleAt(TEMPERATURE, 3, Number.NEGATIVE_INFINITY),
+          sampleAt(TEMPERATURE, 4, null, quality("bad")),
+          sampleAt(TEMPERATURE, 5, -2),
+          sampleAt(COUNT, 0, 10n),
+          sampleAt(COUNT, 1, 30n),
+          sampleAt(RUNNING, 0, true),
+          sampleAt(LABEL, 0, "purge"),
+        ]);
+        const bucket = { from: T0, to: T0 + 10, bucketMs: 10 };
+        expect(await store.samples.readBuckets({ tag: TEMPERATURE, ...bucket })).toEqual([
+          { start: T0, min: -2, max: 5, avg: 1.5, first: 5, last: -2, count: 2 },
+        ]);
+        expect(await store.samples.readBuckets({ tag: COUNT, ...bucket })).toEqual([
+          { start: T0, min: 10, max: 30, avg: 20, first: 10, last: 30, count: 2 },
+        ]);
+        expect(await store.samples.readBuckets({ tag: RUNNING, ...bucket })).toEqual([]);
+        expect(await store.samples.readBuckets({ tag: LABEL, ...bucket })).toEqual([]);
+      }),
+    );
+
+    test(
+      "a non-positive limit or bucket width, a non-finite bound or an empty tag rejects with KILN_VALIDATION",
       withStore(factory, async (store) => {
         const range = { tag: TEMPERATURE, from: T0, to: T0 + 1000 };
+        await expectKilnError(expect, store.samples.readSamples({ ...range, from: Number.NaN }), "KILN_VALIDATION");
+        await expectKilnError(expect, store.samples.readSamples({ ...range, tag: "" }), "KILN_VALIDATION");
         await expectKilnError(expect, store.samples.readSamples({ ...range, limit: 0 }), "KILN_VALIDATION");
         await expectKilnError(expect, store.samples.readBuckets({ ...range, bucketMs: 0 }), "KILN_VALIDATION");
         await expectKilnError(expect, store.samples.readBuckets({ ...range, bucketMs: -60 }), "KILN_VALIDATION");
@@ -583,6 +705,43 @@ export function eventStoreConformance(options: StoreGroupConformanceOptions): vo
     );
 
     test(
+      "an empty append at the current version returns it; at any other version it conflicts",
+      withStore(factory, async (store) => {
+        await store.events.append("machine-1", 0, [first, second]);
+        expect(await store.events.append("machine-1", 2, [])).toBe(2);
+        await expectKilnError(expect, store.events.append("machine-1", 1, []), "KILN_CONCURRENCY_CONFLICT");
+        expect(await store.events.version("machine-1")).toBe(2);
+      }),
+    );
+
+    test(
+      "bad arguments: TypeError for an empty aggregate id, KILN_VALIDATION naming each bad version or event field",
+      withStore(factory, async (store) => {
+        const emptyId = await store.events.append("", 0, []).then(
+          () => "resolved",
+          (error: unknown) => (error instanceof TypeError ? "TypeError" : String(error)),
+        );
+        expect(emptyId).toBe("TypeError");
+        await expectKilnError(expect, store.events.append("machine-1", -1, []), "KILN_VALIDATION");
+        await expectKilnError(expect, store.events.append("machine-1", 0.5, []), "KILN_VALIDATION");
+        const error = (await expectKilnError(
+          expect,
+          store.events.append("machine-1", 0, [
+            { type: "", payload: {}, at: T0 },
+            { type: "x", payload: [] as never, at: Number.NaN },
+          ]),
+          "KILN_VALIDATION",
+        )) as KilnError;
+        expect((error.details?.issues as { path: string }[]).map((issue) => issue.path)).toEqual([
+          "events[0].type",
+          "events[1].payload",
+          "events[1].at",
+        ]);
+        expect(await store.events.version("machine-1")).toBe(0);
+      }),
+    );
+
+    test(
       "streams are independent, and a stream without events is at version 0",
       withStore(factory, async (store) => {
         await store.events.append("machine-1", 0, [first, second]);
@@ -795,6 +954,14 @@ export function recipeRepositoryConformance(options: StoreGroupConformanceOption
     );
 
     test(
+      "a version below 1 rejects with KILN_VALIDATION and stores nothing",
+      withStore(factory, async (store) => {
+        await expectKilnError(expect, store.recipes.save(recipe("ald", 0)), "KILN_VALIDATION");
+        expect(await store.recipes.list()).toEqual([]);
+      }),
+    );
+
+    test(
       "get returns undefined for an unknown name or version",
       withStore(factory, async (store) => {
         await store.recipes.save(recipe("ald", 1));
@@ -863,6 +1030,16 @@ function timedLogTests<TEntry extends { readonly at: number }>(
           ...entries.map((_, index) => make(index, T0 + 50)),
           make(1, T0 + 90),
         ]);
+      }),
+    );
+
+    test(
+      "a non-finite time in a record or a query rejects with KILN_VALIDATION and records nothing",
+      withStore(factory, async (store) => {
+        const log = select(store);
+        await expectKilnError(expect, log.record(make(0, Number.NaN)), "KILN_VALIDATION");
+        await expectKilnError(expect, log.query({ from: Number.NaN, to: T0 }), "KILN_VALIDATION");
+        expect(await log.query({ from: 0, to: Number.MAX_SAFE_INTEGER })).toEqual([]);
       }),
     );
 
@@ -960,6 +1137,23 @@ export function auditLogConformance(options: StoreGroupConformanceOptions): void
         await store.audit.record(entry);
         await store.audit.record({ ...entry, outcome: "failed", reason: "a different second attempt" });
         expect(await store.audit.query({ from: T0, to: T0 + 100 })).toEqual([entry]);
+      }),
+    );
+
+    test(
+      "an entry with an unknown outcome rejects with KILN_VALIDATION and is not recorded",
+      withStore(factory, async (store) => {
+        const entry = {
+          id: "conformance-bad-outcome",
+          principal: "op-7",
+          roles: ["operator"],
+          action: "tag.write",
+          target: "valve.ald1",
+          outcome: "maybe",
+          at: T0,
+        } as unknown as AuditEntry;
+        await expectKilnError(expect, store.audit.record(entry), "KILN_VALIDATION");
+        expect(await store.audit.query({ from: 0, to: T0 + 100 })).toEqual([]);
       }),
     );
   });
