@@ -2,13 +2,10 @@ import { describe, expect, test } from "vitest";
 import { KilnError } from "../domain/errors";
 import { defineTags } from "../domain/tags";
 import type { KilnEvents } from "../events/catalogue";
-import { MemoryStore } from "../memory/memory-store";
-import { SimulatedClock } from "../memory/simulated-clock";
-import { SimulatedPlc } from "../memory/simulated-plc";
 import type { RecipeInput } from "../recipes/recipe-schema";
 import type { SafeStateWrite } from "../recipes/safe-state";
 import type { Principal } from "../security/authorization";
-import { createControlSystem } from "./create-control-system";
+import { auditTrailAfterStop, simulatedSystem } from "../../test/support/simulated-system";
 
 const tags = defineTags({
   "chamber.pressure": { dataType: "float64", range: { min: 0, max: 100 }, scanGroup: "fast" },
@@ -29,29 +26,18 @@ const VALVES_CLOSED: SafeStateWrite[] = [
 ];
 
 async function build(safeState: SafeStateWrite[] = VALVES_CLOSED) {
-  const clock = new SimulatedClock({ start: Date.UTC(2026, 10, 22) });
-  const plc = new SimulatedPlc({ tags, clock });
-  const store = new MemoryStore({ clock });
-  const system = createControlSystem({
-    machineId: "ald-1",
+  const parts = simulatedSystem({
     tags,
-    driver: plc,
-    store,
-    clock,
     scanGroups: { fast: { periodMs: 50 } },
     machine: { safeState },
     authorization: { operatorWritableTags: ["heater.*"] },
   });
+  const { clock, system } = parts;
   const starts: KilnEvents["process-start"][] = [];
   system.bus.on("process-start", (event) => void starts.push(event));
   await system.start();
   await clock.advance(100);
-  const audit = async () => {
-    await system.stop();
-    await store.open(tags.list());
-    return store.audit.query({ from: 0, to: clock.now() + 1 });
-  };
-  return { clock, plc, store, system, starts, audit };
+  return { ...parts, starts, audit: () => auditTrailAfterStop(parts) };
 }
 
 async function rejection(promise: Promise<unknown>): Promise<KilnError> {
@@ -189,11 +175,8 @@ describe("a recipe's write set is authorized for the principal who starts it (is
   });
 
   test("saving needs tag.write on the whole write set, so a saved version is never a way around it", async () => {
-    const clock = new SimulatedClock({ start: 0 });
-    const system = createControlSystem({
-      machineId: "ald-1",
+    const { system } = simulatedSystem({
       tags,
-      clock,
       scanGroups: { fast: { periodMs: 50 } },
       authorization: { roles: { author: ["recipe.save", { permission: "tag.write", targets: ["heater.*"] }] } },
     });

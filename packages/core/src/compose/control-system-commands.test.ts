@@ -1,12 +1,11 @@
 import { describe, expect, test } from "vitest";
 import { KilnError } from "../domain/errors";
 import { defineTags } from "../domain/tags";
-import { MemoryStore } from "../memory/memory-store";
-import { SimulatedClock } from "../memory/simulated-clock";
-import { SimulatedPlc } from "../memory/simulated-plc";
+import type { SimulatedPlc } from "../memory/simulated-plc";
 import type { RecipeInput } from "../recipes/recipe-schema";
 import type { Principal } from "../security/authorization";
 import type { ControlSystem } from "./control-system";
+import { auditTrailAfterStop, simulatedSystem } from "../../test/support/simulated-system";
 import { createControlSystem } from "./create-control-system";
 
 const tags = defineTags({
@@ -46,15 +45,9 @@ async function startAld(system: ControlSystem, cycles: number) {
 }
 
 async function build(pressure: { value: number } = { value: 1 }) {
-  const clock = new SimulatedClock({ start: Date.UTC(2026, 10, 22) });
-  const plc = new SimulatedPlc({ tags, clock, sources: { "chamber.pressure": () => pressure.value } });
-  const store = new MemoryStore({ clock });
-  const system = createControlSystem({
-    machineId: "ald-1",
+  const parts = simulatedSystem({
     tags,
-    driver: plc,
-    store,
-    clock,
+    sources: { "chamber.pressure": () => pressure.value },
     scanGroups: { fast: { periodMs: 50 } },
     machine: {
       safeState: [
@@ -68,9 +61,9 @@ async function build(pressure: { value: number } = { value: 1 }) {
       { tag: "chamber.pressure", kind: "HIHI", setpoint: 20, priority: 1, message: "Overpressure", interlock: true },
     ],
   });
-  await system.start();
-  await clock.advance(100);
-  return { clock, plc, store, system, pressure };
+  await parts.system.start();
+  await parts.clock.advance(100);
+  return { ...parts, pressure };
 }
 
 const pulses = (plc: SimulatedPlc, tag: string) =>
@@ -78,12 +71,11 @@ const pulses = (plc: SimulatedPlc, tag: string) =>
 
 describe("operator commands", () => {
   test("an allowed write reaches the PLC and is audited with old and new value", async () => {
-    const { clock, plc, store, system } = await build();
+    const parts = await build();
+    const { plc, system } = parts;
     await system.writeTag(operator, "heater.setpoint", 250);
     expect(plc.writes).toEqual([expect.objectContaining({ tag: "heater.setpoint", value: 250 })]);
-    await system.stop();
-    await store.open(tags.list());
-    const audit = await store.audit.query({ from: 0, to: clock.now() + 1 });
+    const audit = await auditTrailAfterStop(parts);
     expect(audit).toEqual([
       expect.objectContaining({
         principal: "olga",
@@ -97,13 +89,12 @@ describe("operator commands", () => {
   });
 
   test("a forbidden write is audited as denied and never reaches the PLC", async () => {
-    const { clock, plc, store, system } = await build();
+    const parts = await build();
+    const { plc, system } = parts;
     await expect(system.writeTag(viewer, "heater.setpoint", 250)).rejects.toMatchObject({ code: "KILN_FORBIDDEN" });
     await expect(system.writeTag(operator, "valve.tma", true)).rejects.toMatchObject({ code: "KILN_FORBIDDEN" });
     expect(plc.writes).toEqual([]);
-    await system.stop();
-    await store.open(tags.list());
-    const audit = await store.audit.query({ from: 0, to: clock.now() + 1 });
+    const audit = await auditTrailAfterStop(parts);
     expect(audit.map((entry) => [entry.principal, entry.target, entry.outcome])).toEqual([
       ["vic", "heater.setpoint", "denied"],
       ["olga", "valve.tma", "denied"],
@@ -213,7 +204,8 @@ describe("operator commands", () => {
   });
 
   test("alarms are acknowledged through audited commands", async () => {
-    const { clock, store, system, pressure } = await build();
+    const parts = await build();
+    const { clock, system, pressure } = parts;
     pressure.value = 15;
     await clock.advance(100);
     await expect(system.acknowledgeAlarm(viewer, "chamber.pressure:HI")).rejects.toMatchObject({
@@ -221,9 +213,7 @@ describe("operator commands", () => {
     });
     const snapshot = await system.acknowledgeAlarm(operator, "chamber.pressure:HI", "seen");
     expect(snapshot.state.name).toBe("acknowledged");
-    await system.stop();
-    await store.open(tags.list());
-    const audit = await store.audit.query({ from: 0, to: clock.now() + 1 });
+    const audit = await auditTrailAfterStop(parts);
     expect(audit.map((entry) => [entry.principal, entry.action, entry.outcome])).toEqual([
       ["vic", "alarm.acknowledge", "denied"],
       ["olga", "alarm.acknowledge", "allowed"],

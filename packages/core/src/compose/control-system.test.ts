@@ -6,6 +6,7 @@ import { SimulatedClock } from "../memory/simulated-clock";
 import { SimulatedPlc } from "../memory/simulated-plc";
 import { resolveControlSystemOptions } from "./control-system-options";
 import { createControlSystem } from "./create-control-system";
+import { simulatedSystem } from "../../test/support/simulated-system";
 import { Tokens } from "./tokens";
 
 const tags = defineTags({
@@ -17,27 +18,16 @@ const tags = defineTags({
 const scanGroups = { fast: { periodMs: 100 }, slow: { periodMs: 1_000 } };
 
 function build() {
-  const clock = new SimulatedClock({ start: Date.UTC(2026, 10, 22) });
-  const plc = new SimulatedPlc({
+  return simulatedSystem({
     tags,
-    clock,
     sources: {
       "chamber.pressure": { kind: "sine", amplitude: 1, offset: 2, periodMs: 2_000 },
       "seq.counter": { kind: "counter" },
       "heater.temperature": { kind: "constant", value: 250 },
     },
-  });
-  const store = new MemoryStore({ clock });
-  const system = createControlSystem({
-    machineId: "ald-1",
-    tags,
-    driver: plc,
-    store,
-    clock,
     scanGroups,
     logging: { maxBatchSize: 50, maxLatencyMs: 200 },
   });
-  return { clock, plc, store, system };
 }
 
 /** Wraps `target[method]` (which returns a disposer, or a promise of one) to count the live registrations. */

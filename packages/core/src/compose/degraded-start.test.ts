@@ -6,9 +6,8 @@ import { KilnError } from "../domain/errors";
 import type { Tag } from "../domain/tags";
 import { defineTags } from "../domain/tags";
 import { MemoryStore } from "../memory/memory-store";
-import { SimulatedClock } from "../memory/simulated-clock";
-import { SimulatedPlc } from "../memory/simulated-plc";
-import { createControlSystem } from "./create-control-system";
+import type { SimulatedClock } from "../memory/simulated-clock";
+import { simulatedSystem } from "../../test/support/simulated-system";
 
 const tags = defineTags({ "seq.counter": { dataType: "uint32", scanGroup: "fast" } });
 
@@ -32,15 +31,10 @@ afterEach(async () => {
 });
 
 function build(spoolPath: string | undefined) {
-  const clock = new SimulatedClock({ start: Date.UTC(2026, 10, 22) });
-  const plc = new SimulatedPlc({ tags, clock, sources: { "seq.counter": { kind: "counter" } } });
-  const store = new OutageStore({ clock });
-  const system = createControlSystem({
-    machineId: "ald-1",
+  const { clock, store, system } = simulatedSystem({
     tags,
-    driver: plc,
-    store,
-    clock,
+    sources: { "seq.counter": { kind: "counter" } },
+    store: (clock) => new OutageStore({ clock }),
     scanGroups: { fast: { periodMs: 100 } },
     logging: {
       maxBatchSize: 10,

@@ -1,11 +1,8 @@
 import { expect, test } from "vitest";
 import { KilnError } from "../domain/errors";
 import { defineTags } from "../domain/tags";
-import { MemoryStore } from "../memory/memory-store";
-import { SimulatedClock } from "../memory/simulated-clock";
-import { SimulatedPlc } from "../memory/simulated-plc";
 import type { Principal } from "../security/authorization";
-import { createControlSystem } from "./create-control-system";
+import { simulatedSystem } from "../../test/support/simulated-system";
 
 const tags = defineTags({
   "chamber.pressure": { dataType: "float64", unit: "mbar", scanGroup: "fast" },
@@ -28,19 +25,9 @@ function track(command: Promise<unknown>): { outcome: string | undefined } {
 }
 
 test("a store whose audit, alarm-history and event writes hang: commands settle within the timeout, health() shows the timeouts and open breakers, nothing else blocks", async () => {
-  const clock = new SimulatedClock({ start: Date.UTC(2026, 10, 22) });
-  const plc = new SimulatedPlc({
+  const { clock, plc, store, system } = simulatedSystem({
     tags,
-    clock,
     sources: { "chamber.pressure": { kind: "constant", value: 5 }, "seq.counter": { kind: "counter" } },
-  });
-  const store = new MemoryStore({ clock });
-  const system = createControlSystem({
-    machineId: "ald-1",
-    tags,
-    driver: plc,
-    store,
-    clock,
     scanGroups: { fast: { periodMs: 100 } },
     logging: { maxBatchSize: 50, maxLatencyMs: 200 },
     alarms: [{ tag: "chamber.pressure", kind: "HI", setpoint: 3, priority: 2, message: "Pressure high" }],
