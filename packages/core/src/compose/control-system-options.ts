@@ -233,7 +233,23 @@ export interface ControlSystemOptions {
   /** @default a `MemoryMetrics` */
   readonly metrics?: Metrics;
   /** Scan groups by name; every tag's `scanGroup` must be one of them. @default `{ default: { periodMs: 1000 } }` */
-  readonly scanGroups?: Readonly<Record<string, z.input<typeof scanGroupSchema>>>;
+  readonly scanGroups?: Readonly<
+    Record<
+      string,
+      {
+        /** Poll period (or the sampling interval asked of a subscription), in ms. > 0 */
+        readonly periodMs: number;
+        /** @default "poll" */
+        readonly mode?: "poll" | "subscribe";
+        /** Periods without a new value after which a polled value turns uncertain (stale). 0 = never. @default 3 */
+        readonly staleAfterPeriods?: number;
+        /** Subscription queue size per item (protocol-dependent). */
+        readonly queueSize?: number;
+        /** Absolute deadband asked of a subscription. ≥ 0 */
+        readonly deadband?: number;
+      }
+    >
+  >;
   /**
    * The device policy (composition wraps the driver in it once; reads and writes share it) and
    * the reconnection backoff.
@@ -242,7 +258,16 @@ export interface ControlSystemOptions {
    * - `recoveryTimeMs`: how long the breaker stays open before it turns half-open. @default 5000
    * - `reconnect`: `{ initialDelayMs: 500, maxDelayMs: 30000, multiplier: 2 }`, with full jitter.
    */
-  readonly acquisition?: z.input<typeof acquisitionSchema>;
+  readonly acquisition?: {
+    readonly timeoutMs?: number;
+    readonly failureThreshold?: number;
+    readonly recoveryTimeMs?: number;
+    readonly reconnect?: {
+      readonly initialDelayMs?: number;
+      readonly maxDelayMs?: number;
+      readonly multiplier?: number;
+    };
+  };
   /**
    * Batching, overflow policy and spool of the logging pipeline (`spoolMaxBytes`: size limit of
    * the spool file, @default 1 GiB), and the policy of the samples
@@ -250,7 +275,25 @@ export interface ControlSystemOptions {
    * `writeTimeoutMs` (@default 10000), `retry` backoff (@default `{ initialDelayMs: 200, maxDelayMs: 10000, multiplier: 2 }`)
    * and `breaker` (@default `{ failureThreshold: 5, recoveryTimeMs: 10000 }`).
    */
-  readonly logging?: z.input<typeof loggingSchema>;
+  readonly logging?: {
+    /** Samples per batch written to the store. @default 1000 */
+    readonly maxBatchSize?: number;
+    /** Longest a sample waits in memory before its batch is flushed, in ms. @default 1000 */
+    readonly maxLatencyMs?: number;
+    /** Batches written at once (1 to 64). @default 2 */
+    readonly flushConcurrency?: number;
+    /** The bound of the in-memory buffer; at least `maxBatchSize`. @default 100000 */
+    readonly maxBufferedSamples?: number;
+    /** What happens at the bound. `spool` needs `spoolPath`. @default "block" */
+    readonly overflow?: "block" | "drop-oldest" | "spool";
+    readonly spoolPath?: string;
+    readonly spoolMaxBytes?: number;
+    readonly writeTimeoutMs?: number;
+    readonly retry?: { readonly initialDelayMs?: number; readonly maxDelayMs?: number; readonly multiplier?: number };
+    readonly breaker?: { readonly failureThreshold?: number; readonly recoveryTimeMs?: number };
+    /** How long `stop()` keeps trying to store what is buffered, in ms. @default 30000 */
+    readonly drainTimeoutMs?: number;
+  };
   /**
    * The policy of each other store port, each with its own breaker (`store:<port>`), so a slow
    * history query or a stuck audit table opens only its own breaker. Every call has the port's
@@ -263,7 +306,18 @@ export interface ControlSystemOptions {
    * @example
    * createControlSystem({ machineId, tags, storePolicies: { audit: { timeoutMs: 1_000 } } });
    */
-  readonly storePolicies?: z.input<typeof storePoliciesSchema>;
+  readonly storePolicies?: {
+    readonly [TPort in "history" | "events" | "processes" | "recipes" | "alarms" | "audit"]?: {
+      readonly timeoutMs?: number;
+      readonly breaker?: { readonly failureThreshold?: number; readonly recoveryTimeMs?: number };
+      readonly retry?: {
+        readonly initialDelayMs?: number;
+        readonly maxDelayMs?: number;
+        readonly multiplier?: number;
+        readonly maxAttempts?: number;
+      };
+    };
+  };
   /** ISA-18.2 alarm definitions on the tags. */
   readonly alarms?: readonly AlarmDefinitionInput[];
   /** The machine's state model and the safe state applied on abort and interlock trips. */
@@ -299,10 +353,31 @@ export interface ControlSystemOptions {
    *   runWithoutDurableAudit: ["recipe.abort", "alarm.acknowledge"],
    * } });
    */
-  readonly audit?: z.input<typeof auditSchema>;
+  readonly audit?: {
+    readonly source?: string;
+    readonly backlog?: {
+      readonly path?: string;
+      readonly maxEntries?: number;
+      readonly maxBytes?: number;
+      readonly whenFull?: "refuse-commands" | "drop-oldest";
+    };
+    readonly runWithoutDurableAudit?: string[];
+  };
   /** Overrides registrations in the system's container (swap a driver, a store, a clock...). */
   readonly register?: (registry: ServiceRegistry) => void;
 }
+
+/** Mutual assignability: the written-out option types above stay the schemas' input types. */
+type SameShape<TLeft, TRight> = [TLeft] extends [TRight] ? ([TRight] extends [TLeft] ? true : false) : false;
+type Written<TKey extends keyof ControlSystemOptions> = NonNullable<ControlSystemOptions[TKey]>;
+const optionTypesMatchSchemas: [
+  SameShape<Written<"scanGroups">[string], z.input<typeof scanGroupSchema>>,
+  SameShape<Written<"acquisition">, NonNullable<z.input<typeof acquisitionSchema>>>,
+  SameShape<Written<"logging">, NonNullable<z.input<typeof loggingSchema>>>,
+  SameShape<Written<"storePolicies">, NonNullable<z.input<typeof storePoliciesSchema>>>,
+  SameShape<Written<"audit">, NonNullable<z.input<typeof auditSchema>>>,
+] = [true, true, true, true, true];
+void optionTypesMatchSchemas;
 
 /** The options with every default applied. */
 export type ResolvedControlSystemOptions = Omit<
