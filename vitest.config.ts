@@ -39,6 +39,15 @@ export default defineConfig({
       },
     ],
     reporters: ["default", "./vitest.summary-reporter.ts"],
+    // `npx vitest run --coverage` writes coverage/index.html and a summary in the terminal.
+    coverage: {
+      provider: "v8",
+      include: ["packages/*/src/**/*.ts"],
+      exclude: ["**/*.test.ts", "**/*.test-d.ts", "**/bench/**", "**/examples/**", "**/dist/**", "**/test/**"],
+      reporter: ["text-summary", "html", "json-summary"],
+      reportsDirectory: "coverage",
+      reportOnFailure: true,
+    },
     passWithNoTests: true,
     testTimeout: 30_000,
     hookTimeout: 60_000,
