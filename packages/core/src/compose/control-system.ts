@@ -1,13 +1,13 @@
 import type { DependencyContainer } from "tsyringe";
 import type { Acquisition, AcquisitionHealth } from "../acquisition/acquisition";
 import type { AlarmEngine, AlarmShelveOptions, AlarmSnapshot } from "../alarms/alarm-engine";
-import type { CurrentValueTable } from "../cvt/current-value-table";
+import { currentValueViewOf, type CurrentValueTable, type CurrentValueView } from "../cvt/current-value-table";
 import { isRetryable, KilnError } from "../domain/errors";
 import { reconnectDelay } from "../driver-kit/backoff";
 import type { Sample } from "../domain/sample";
 import type { TagCatalog, TagValue } from "../domain/tags";
 import type { KilnEvents } from "../events/catalogue";
-import type { Disposer, EventBus } from "../events/event-bus";
+import { eventSourceOf, type Disposer, type EventBus, type EventSource } from "../events/event-bus";
 import type { StateMachine } from "../fsm/state-machine";
 import type { LoggingFilter } from "../logging/logging-filter";
 import type { SampleLogger, SampleLoggerHealth } from "../logging/sample-logger";
@@ -48,6 +48,17 @@ export interface UncheckedParts {
   readonly alarms: AlarmEngine;
   /** The machine's state machine: `send` changes the mode with no role check. */
   readonly machine: MachineStateMachine;
+  /**
+   * The event bus itself: `publish` delivers whatever it is given to every handler and to the
+   * event recorder, which stores machine-state events as fact; a published `alarm-raise` looks
+   * like a real alarm to every subscriber.
+   */
+  readonly bus: EventBus<KilnEvents>;
+  /**
+   * The current value table itself: `update` and `degrade` set values and qualities that alarms,
+   * the logging pipeline and recipe conditions take as the device's.
+   */
+  readonly cvt: CurrentValueTable;
 }
 
 /** A summary of the system's health for a host's health endpoint. */
@@ -89,24 +100,35 @@ export class ControlSystem {
   readonly machineId: string;
   /** The tag catalog. */
   readonly tags: TagCatalog;
-  /** The event bus every part publishes on. */
-  readonly bus: EventBus<KilnEvents>;
-  /** Current values, synchronously readable. */
-  readonly cvt: CurrentValueTable;
+  /**
+   * The events every part publishes, to subscribe to (`on`, `once`, `next`). A read-only view:
+   * there is no `publish` here, so host code cannot make up an alarm or a state change. (The bus
+   * itself is `unchecked.bus`.)
+   */
+  readonly bus: EventSource<KilnEvents>;
+  /**
+   * Current values, synchronously readable and observable (`get`, `value`, `snapshot`, `size`,
+   * `observe`, `observeAll`). A read-only view: only acquisition writes values. (The table itself
+   * is `unchecked.cvt`.)
+   */
+  readonly cvt: CurrentValueView;
   /**
    * The raw parts underneath the checked commands: the driver, the store, the recipe executor,
-   * the alarm engine and the state machine.
+   * the alarm engine, the state machine, the event bus and the current value table.
    *
    * **Everything reached through `unchecked` bypasses authorization and the audit trail**: a
    * write through `unchecked.driver` reaches the PLC with no role check, no machine-state check,
    * no value check and no audit entry; `unchecked.store.audit.record` writes whatever it is given
-   * into the audit trail. It exists for hosts that compose their own parts, for diagnostics and
+   * into the audit trail; `unchecked.bus.publish` makes up events (alarms, state changes) that
+   * subscribers and the event recorder trust; `unchecked.cvt.update` sets values no device sent. It exists for hosts that compose their own parts, for diagnostics and
    * for tests. Operator-facing code uses the commands of this class ({@link writeTag},
    * {@link startRecipe}, {@link acknowledgeAlarm}...), each authorized and audited.
    */
   readonly unchecked: UncheckedParts;
 
   readonly #options: ResolvedControlSystemOptions;
+  readonly #bus: EventBus<KilnEvents>;
+  readonly #cvt: CurrentValueTable;
   readonly #machine: MachineStateMachine;
   readonly #alarms: AlarmEngine;
   readonly #recipes: RecipeExecutor;
@@ -133,8 +155,10 @@ export class ControlSystem {
     this.#options = container.resolve(Tokens.Options);
     this.machineId = this.#options.machineId;
     this.tags = container.resolve(Tokens.Tags);
-    this.bus = container.resolve(Tokens.Bus);
-    this.cvt = container.resolve(Tokens.CurrentValueTable);
+    this.#bus = container.resolve(Tokens.Bus);
+    this.#cvt = container.resolve(Tokens.CurrentValueTable);
+    this.bus = eventSourceOf(this.#bus);
+    this.cvt = currentValueViewOf(this.#cvt);
     this.#alarms = container.resolve(Tokens.AlarmEngine);
     this.#acquisition = container.resolve(Tokens.Acquisition);
     this.#sampleLogger = container.resolve(Tokens.SampleLogger);
@@ -155,6 +179,8 @@ export class ControlSystem {
       recipes: this.#recipes,
       alarms: this.#alarms,
       machine: this.#machine,
+      bus: this.#bus,
+      cvt: this.#cvt,
     });
   }
 
@@ -226,7 +252,7 @@ export class ControlSystem {
     const { recovered } = await recoverInterrupted(this.#guardedStore.processes, {
       clock: this.#clock,
       machineId: this.machineId,
-      bus: this.bus,
+      bus: this.#bus,
     });
     for (const process of recovered) {
       this.#logger.warn(
@@ -553,12 +579,12 @@ export class ControlSystem {
 
   #wire(): void {
     this.#disposers.push(
-      this.cvt.observeAll((change) => {
+      this.#cvt.observeAll((change) => {
         this.#alarms.observe(change.sample);
         if (this.#filter.accept(change.sample)) this.#sampleLogger.append(change.sample);
       }),
-      this.bus.tap((type, event) => this.#recorder.record(type, event)),
-      this.bus.on("interlock-trip", async (event) => {
+      this.#bus.tap((type, event) => this.#recorder.record(type, event)),
+      this.#bus.on("interlock-trip", async (event) => {
         this.#logger.error({ alarmId: event.alarmId, value: event.value }, "interlock tripped");
         await this.#recipes.trip(`interlock ${event.alarmId} tripped at ${String(event.value)}`);
       }),
