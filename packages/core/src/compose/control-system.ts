@@ -23,7 +23,7 @@ import type { GuardedDriver, GuardedStore } from "../resilience/guarded-ports";
 import type { Permission, Principal } from "../security/authorization";
 import type { AuditedCommandRunner, CommandContext } from "../security/audited-command";
 import { authorizeRecipeSave, authorizeRecipeStart } from "../security/recipe-authorization";
-import type { TagWriter } from "./checked-write";
+import { checkTagWrite, type TagWriter } from "./checked-write";
 import type { ResolvedControlSystemOptions } from "./control-system-options";
 import type { EventRecorder } from "./event-recorder";
 import { disposeGuards, portHealth, type PortHealth } from "./port-policies";
@@ -340,13 +340,23 @@ export class ControlSystem {
    *   `KILN_VALIDATION`, or the device's error (`KILN_TIMEOUT`, `KILN_CIRCUIT_OPEN`, `KILN_WRITE_REJECTED`...).
    */
   writeTag(principal: Principal, tag: string, value: TagValue, options: { comment?: string } = {}): Promise<void> {
-    return this.#command(principal, "tag.write", tag, () => this.#writer.write(tag, value), {
-      action: "tag.write",
-      machineState: this.#machine.state,
-      newValue: value,
-      readOldValue: () => this.cvt.value(tag),
-      ...options,
-    });
+    return this.#command(
+      principal,
+      "tag.write",
+      tag,
+      async (command) => {
+        checkTagWrite(this.tags, this.#lifecycle, tag, value);
+        await command.commit();
+        await this.#writer.write(tag, value);
+      },
+      {
+        action: "tag.write",
+        machineState: this.#machine.state,
+        newValue: value,
+        readOldValue: () => this.#cvt.value(tag),
+        ...options,
+      },
+    );
   }
 
   /**
@@ -365,7 +375,10 @@ export class ControlSystem {
         this.#recipes.start(recipe, {
           ...options,
           startedBy: command.principal,
-          authorize: (request) => authorizeRecipeStart(command, request),
+          authorize: async (request) => {
+            authorizeRecipeStart(command, request);
+            await command.commit();
+          },
         }),
       { newValue: options.parameters },
     );
@@ -373,24 +386,42 @@ export class ControlSystem {
 
   /** Pauses the running process at its next step boundary (`recipe.pause`). */
   pauseProcess(principal: Principal): Promise<void> {
-    return this.#command(principal, "recipe.pause", this.#activeId(), () => this.#active().pause(), {
-      subject: this.machineId,
-    });
+    return this.#command(
+      principal,
+      "recipe.pause",
+      this.#activeId(),
+      (command) => this.#onActive(command, (active) => active.pause()),
+      {
+        subject: this.machineId,
+      },
+    );
   }
 
   /** Resumes the paused process (`recipe.resume`). */
   resumeProcess(principal: Principal): Promise<void> {
-    return this.#command(principal, "recipe.resume", this.#activeId(), () => this.#active().resume(), {
-      subject: this.machineId,
-    });
+    return this.#command(
+      principal,
+      "recipe.resume",
+      this.#activeId(),
+      (command) => this.#onActive(command, (active) => active.resume()),
+      {
+        subject: this.machineId,
+      },
+    );
   }
 
   /** Aborts the running process at once and writes the safe state (`recipe.abort`). */
   abortProcess(principal: Principal, reason = "aborted by operator"): Promise<ProcessResult> {
-    return this.#command(principal, "recipe.abort", this.#activeId(), () => this.#active().abort(reason), {
-      subject: this.machineId,
-      comment: reason,
-    });
+    return this.#command(
+      principal,
+      "recipe.abort",
+      this.#activeId(),
+      (command) => this.#onActive(command, (active) => active.abort(reason)),
+      {
+        subject: this.machineId,
+        comment: reason,
+      },
+    );
   }
 
   /**
@@ -407,6 +438,7 @@ export class ControlSystem {
       const writeSet = this.#recipes.writeSet(plan);
       authorizeRecipeSave(command, { recipe: { name: recipeName, version }, writeSet, saved: false });
       const stored = storedRecipeOf(recipe, this.#clock.now());
+      await command.commit();
       await recipes.save(stored);
       return stored;
     });
@@ -490,11 +522,21 @@ export class ControlSystem {
    */
   sendMachineCommand(principal: Principal, command: string): Promise<string> {
     const permission: Permission = /maintenance/i.test(command) ? "machine.maintenance" : "machine.mode";
-    return this.#command(principal, permission, this.machineId, () => this.#machine.send(command), {
-      action: `machine.${command}`,
-      readOldValue: () => this.#machine.state,
-      newValue: command,
-    });
+    return this.#command(
+      principal,
+      permission,
+      this.machineId,
+      async (context) => {
+        // An impossible transition is refused before the entry is committed (recorded denied).
+        if (this.#machine.can(command)) await context.commit();
+        return this.#machine.send(command);
+      },
+      {
+        action: `machine.${command}`,
+        readOldValue: () => this.#machine.state,
+        newValue: command,
+      },
+    );
   }
 
   /** Driver link, pipeline, the breaker of every port, and alarms in one summary. */
@@ -551,7 +593,15 @@ export class ControlSystem {
       comment?: string;
     } = {},
   ): Promise<TResult> {
-    return this.#commands.run({ principal, permission, target, execute, ...withoutUndefined(extras) });
+    // Each command commits its audit entry itself, after its checks and before its first effect.
+    return this.#commands.run({
+      principal,
+      permission,
+      target,
+      execute,
+      commit: "in-execute",
+      ...withoutUndefined(extras),
+    });
   }
 
   #alarmCommand(
@@ -561,16 +611,36 @@ export class ControlSystem {
     execute: (command: CommandContext) => AlarmSnapshot,
     comment: string | undefined,
   ): Promise<AlarmSnapshot> {
-    return this.#command(principal, permission, alarmId, execute, {
-      readOldValue: () => this.#alarms.list().find((alarm) => alarm.id === alarmId)?.state.name ?? null,
-      ...(comment === undefined ? {} : { comment }),
-    });
+    return this.#command(
+      principal,
+      permission,
+      alarmId,
+      async (command) => {
+        // An unknown alarm is refused by the engine before the entry is committed.
+        if (this.#alarms.list().some((alarm) => alarm.id === alarmId)) await command.commit();
+        return execute(command);
+      },
+      {
+        readOldValue: () => this.#alarms.list().find((alarm) => alarm.id === alarmId)?.state.name ?? null,
+        ...(comment === undefined ? {} : { comment }),
+      },
+    );
   }
 
   #active(): RecipeProcess {
     const active = this.#recipes.active;
     if (!active) throw new KilnError("KILN_NOT_FOUND", `No process is running on ${this.machineId}.`);
     return active;
+  }
+
+  /** Runs `action` on the active process once the entry is committed; no process: `KILN_NOT_FOUND`, nothing committed. */
+  async #onActive<TResult>(
+    command: CommandContext,
+    action: (active: RecipeProcess) => TResult | Promise<TResult>,
+  ): Promise<TResult> {
+    const active = this.#active();
+    await command.commit();
+    return action(active);
   }
 
   #activeId(): string {
