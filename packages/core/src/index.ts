@@ -49,7 +49,7 @@ export type { StatsSummary } from "./stats/rolling-stats";
 export type { CircuitBreakerSnapshot, CircuitState } from "./resilience/circuit-breaker";
 
 // Events
-export { EventBus, type EventHandler, type EventSource } from "./events/event-bus";
+export { EventBus, type EventHandler, type EventBusView } from "./events/event-bus";
 export type { Disposer } from "./domain/disposer";
 export type { BreakerState, KilnEventType, KilnEvents } from "./events/catalogue";
 

@@ -7,7 +7,7 @@ import { reconnectDelay } from "../driver-kit/backoff";
 import type { Sample } from "../domain/sample";
 import type { TagCatalog, TagValue } from "../domain/tags";
 import type { KilnEvents } from "../events/catalogue";
-import { eventSourceOf, type Disposer, type EventBus, type EventSource } from "../events/event-bus";
+import { eventBusViewOf, type Disposer, type EventBus, type EventBusView } from "../events/event-bus";
 import type { StateMachine } from "../fsm/state-machine";
 import type { LoggingFilter } from "../logging/logging-filter";
 import type { SampleLogger, SampleLoggerHealth } from "../logging/sample-logger";
@@ -105,7 +105,7 @@ export class ControlSystem {
    * there is no `publish` here, so host code cannot make up an alarm or a state change. (The bus
    * itself is `unchecked.bus`.)
    */
-  readonly bus: EventSource<KilnEvents>;
+  readonly bus: EventBusView<KilnEvents>;
   /**
    * Current values, synchronously readable and observable (`get`, `value`, `snapshot`, `size`,
    * `observe`, `observeAll`). A read-only view: only acquisition writes values. (The table itself
@@ -157,7 +157,7 @@ export class ControlSystem {
     this.tags = container.resolve(Tokens.Tags);
     this.#bus = container.resolve(Tokens.Bus);
     this.#cvt = container.resolve(Tokens.CurrentValueTable);
-    this.bus = eventSourceOf(this.#bus);
+    this.bus = eventBusViewOf(this.#bus);
     this.cvt = currentValueViewOf(this.#cvt);
     this.#alarms = container.resolve(Tokens.AlarmEngine);
     this.#acquisition = container.resolve(Tokens.Acquisition);

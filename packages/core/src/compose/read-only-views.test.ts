@@ -26,7 +26,7 @@ function build() {
 
 test("the public types have no mutators, and calling one at run time fails", () => {
   const { system } = build();
-  // @ts-expect-error system.bus is an EventSource: subscribe only
+  // @ts-expect-error system.bus is an EventBusView: subscribe only
   expect(() => system.bus.publish("alarm-raise", {})).toThrow(TypeError);
   // @ts-expect-error no tap on the public bus
   expect(() => system.bus.tap(() => undefined)).toThrow(TypeError);

@@ -24,7 +24,7 @@ const RESOLVED: Promise<void> = Promise.resolve();
  * const end = await system.bus.next("process-end");
  * off();
  */
-export interface EventSource<TEvents extends object> {
+export interface EventBusView<TEvents extends object> {
   /** Subscribes `handler` to `type`; returns a disposer. See {@link EventBus.on}. */
   on<TType extends keyof TEvents & string>(type: TType, handler: EventHandler<TEvents[TType]>): Disposer;
   /** Subscribes `handler` to the next `type` event only. See {@link EventBus.once}. */
@@ -40,12 +40,12 @@ export interface EventSource<TEvents extends object> {
  * A read-only view of `bus`: a separate frozen object whose methods forward to the bus's
  * subscription methods. A cast cannot reach `publish` through it: the bus is not reachable from it.
  */
-export function eventSourceOf<TEvents extends object>(bus: EventBus<TEvents>): EventSource<TEvents> {
+export function eventBusViewOf<TEvents extends object>(bus: EventBus<TEvents>): EventBusView<TEvents> {
   return Object.freeze({
     on: (type, handler) => bus.on(type, handler),
     once: (type, handler) => bus.once(type, handler),
     next: (type, predicate) => bus.next(type, predicate),
-  } satisfies EventSource<TEvents>);
+  } satisfies EventBusView<TEvents>);
 }
 
 /**
@@ -60,7 +60,7 @@ export function eventSourceOf<TEvents extends object>(bus: EventBus<TEvents>): E
  * await bus.publish("process-end", { ... });
  * off();
  */
-export class EventBus<TEvents extends object> implements EventSource<TEvents> {
+export class EventBus<TEvents extends object> implements EventBusView<TEvents> {
   /** Handlers per type. Arrays are replaced, never mutated, so a publish in progress is unaffected. */
   readonly #handlers = new Map<string, readonly EventHandler<never>[]>();
   readonly #taps: EventTap<TEvents>[] = [];

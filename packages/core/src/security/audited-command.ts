@@ -134,8 +134,8 @@ export const DENIAL_CODES: readonly KilnErrorCode[] = [
 ];
 
 /**
- * Runs commands as authorize → check the audit trail can take the entry → read old value →
- * execute, and records exactly one {@link AuditEntry}, under its own event id, for every command.
+ * Runs commands as authorize → read old value → make the entry durable (commit) → execute, and
+ * records exactly one {@link AuditEntry}, under its own event id, for every command.
  * The principal is read once, validated and frozen first ({@link snapshotPrincipal}); the entry,
  * the check and `execute` (through its {@link CommandContext}) all use that snapshot. A refusal's
  * message names only `subject` and, to a principal who holds the permission in another state,
@@ -145,18 +145,24 @@ export const DENIAL_CODES: readonly KilnErrorCode[] = [
  *   principal): `execute` never runs, so nothing reaches a PLC; or `execute` was refused by a
  *   check (its error code is one of {@link DENIAL_CODES}: bad value, read-only tag, FSM guard);
  *   or the audit trail could not take the entry (`KILN_AUDIT_UNAVAILABLE`, below).
- * - `failed`: `execute` threw anything else (device error, timeout).
- * - `allowed`: `execute` succeeded.
+ * - `failed`: `execute` threw anything else before the commit (the system not running).
+ * - `allowed`: authorized, checked and committed; recorded before `execute`'s first effect. A
+ *   failure after that (the device refused the write, a timeout) leaves the entry as it is and is
+ *   published as `command-fail`; the caller gets the error.
  *
  * The entry's `at` is when the command was issued; `reason` is the error (`CODE: message`) for
  * denied and failed commands, and the operator's `comment` (appended to the error when both).
  * The command's own result or error is returned or rethrown unchanged.
  *
- * **Fail closed (IEC 62443-3-3 CR 2.10).** An authorized command runs only when its entry can be
- * made durable: the backlog has drained to the store, or a backlog journal is configured, works
- * and has room. Otherwise it is refused with `KILN_AUDIT_UNAVAILABLE` (nothing executed), the
- * refusal is its audit entry and is published as `command-refuse`. Actions listed in
+ * **Fail closed (IEC 62443-3-3 CR 2.10, ADR 0013).** An authorized command runs only once its
+ * `allowed` entry is durable: stored in the audit log (after the backlog drained, awaited), or,
+ * when the store does not take it, appended to a working backlog journal with room. This holds
+ * with or without a journal, so even the first command after the store fails is refused, not
+ * run. A refusal is `KILN_AUDIT_UNAVAILABLE` (nothing executed); it is the command's audit entry
+ * (`denied`, same id) and is published as `command-refuse`. Actions listed in
  * `runWithoutDurableAudit` (default `recipe.abort`) run anyway; their entry is kept and reported.
+ * With `commit: "in-execute"` the command runs its own side-effect-free checks first and calls
+ * {@link CommandContext.commit} before its first effect, so a check's refusal is still `denied`.
  *
  * **The backlog (CR 2.9).** An entry the store does not take (a retryable error) is journaled
  * (or kept in memory without a journal), reported by `audit-record-fail`, and written, oldest
