@@ -28,7 +28,7 @@ export {
   type TagDefinitionInput,
   type TagValue,
 } from "./domain/tags";
-export type { CurrentValueTable, CvtChange, CvtObserver } from "./cvt/current-value-table";
+export type { CurrentValueTable, CurrentValueView, CvtChange, CvtObserver } from "./cvt/current-value-table";
 export { NO_COMMUNICATION } from "./cvt/current-value-table";
 
 // Composition and health
@@ -49,7 +49,7 @@ export type { StatsSummary } from "./stats/rolling-stats";
 export type { CircuitBreakerSnapshot, CircuitState } from "./resilience/circuit-breaker";
 
 // Events
-export { EventBus, type EventHandler } from "./events/event-bus";
+export { EventBus, type EventHandler, type EventBusView } from "./events/event-bus";
 export type { Disposer } from "./domain/disposer";
 export type { BreakerState, KilnEventType, KilnEvents } from "./events/catalogue";
 

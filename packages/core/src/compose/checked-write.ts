@@ -1,5 +1,5 @@
 import { KilnError, KilnValidationError } from "../domain/errors";
-import { checkTagValue, type TagCatalog, type TagValue } from "../domain/tags";
+import { checkTagValue, type Tag, type TagCatalog, type TagValue } from "../domain/tags";
 import type { PlcDriver } from "../ports/plc-driver";
 import type { SystemLifecycle } from "./system-lifecycle";
 
@@ -38,28 +38,38 @@ export class CheckedTagWriter implements TagWriter {
   /** @inheritDoc TagWriter.write */
   async write(tag: string, value: TagValue, signal?: AbortSignal): Promise<void> {
     const { tags, driver, lifecycle } = this.#options;
-    const definition = tags.find(tag);
-    if (!definition) throw new KilnError("KILN_TAG_UNKNOWN", `No tag named "${tag}".`, { details: { tag } });
-    if (definition.access !== "readwrite") {
-      throw new KilnError(
-        "KILN_TAG_NOT_WRITABLE",
-        `Tag "${tag}" is read-only; declare it access: "readwrite" to write it.`,
-        { details: { tag } },
-      );
-    }
-    const problem = checkTagValue(definition, value);
-    if (problem !== undefined) {
-      const { range } = definition;
-      if (range && typeof value === "number" && Number.isFinite(value) && (value < range.min || value > range.max)) {
-        throw new KilnError("KILN_OUT_OF_RANGE", `Cannot write ${tag}: ${problem}.`, {
-          details: { tag, value, min: range.min, max: range.max },
-        });
-      }
-      throw new KilnValidationError(`write to ${tag}`, [{ path: "value", message: problem }]);
-    }
-    if (lifecycle.state !== "running") {
-      throw new KilnError("KILN_LIFECYCLE", `Cannot write ${tag}: the control system is ${lifecycle.state}.`);
-    }
-    await driver.write(definition, value, signal);
+    await driver.write(checkTagWrite(tags, lifecycle, tag, value), value, signal);
   }
+}
+
+/**
+ * The checks of a tag write, before anything reaches a driver: the tag exists, is writable, the
+ * value fits its type and range, the system is running. Returns the tag's definition.
+ * @throws `KILN_TAG_UNKNOWN`, `KILN_TAG_NOT_WRITABLE`, `KILN_OUT_OF_RANGE`, `KILN_VALIDATION`,
+ *   `KILN_LIFECYCLE`.
+ */
+export function checkTagWrite(tags: TagCatalog, lifecycle: SystemLifecycle, tag: string, value: TagValue): Tag {
+  const definition = tags.find(tag);
+  if (!definition) throw new KilnError("KILN_TAG_UNKNOWN", `No tag named "${tag}".`, { details: { tag } });
+  if (definition.access !== "readwrite") {
+    throw new KilnError(
+      "KILN_TAG_NOT_WRITABLE",
+      `Tag "${tag}" is read-only; declare it access: "readwrite" to write it.`,
+      { details: { tag } },
+    );
+  }
+  const problem = checkTagValue(definition, value);
+  if (problem !== undefined) {
+    const { range } = definition;
+    if (range && typeof value === "number" && Number.isFinite(value) && (value < range.min || value > range.max)) {
+      throw new KilnError("KILN_OUT_OF_RANGE", `Cannot write ${tag}: ${problem}.`, {
+        details: { tag, value, min: range.min, max: range.max },
+      });
+    }
+    throw new KilnValidationError(`write to ${tag}`, [{ path: "value", message: problem }]);
+  }
+  if (lifecycle.state !== "running") {
+    throw new KilnError("KILN_LIFECYCLE", `Cannot write ${tag}: the control system is ${lifecycle.state}.`);
+  }
+  return definition;
 }

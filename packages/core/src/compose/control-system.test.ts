@@ -87,7 +87,15 @@ describe("createControlSystem", () => {
     for (const raw of ["driver", "store", "recipes", "alarms", "machine", "container"]) {
       expect(raw in system, raw).toBe(false);
     }
-    expect(Object.keys(system.unchecked).sort()).toEqual(["alarms", "driver", "machine", "recipes", "store"]);
+    expect(Object.keys(system.unchecked).sort()).toEqual([
+      "alarms",
+      "bus",
+      "cvt",
+      "driver",
+      "machine",
+      "recipes",
+      "store",
+    ]);
     expect(Object.isFrozen(system.unchecked)).toBe(true);
     expect(system.machineState).toBe(system.unchecked.machine.state);
     expect(system.listAlarms()).toEqual(system.unchecked.alarms.list());

@@ -1,13 +1,13 @@
 import type { DependencyContainer } from "tsyringe";
 import type { Acquisition, AcquisitionHealth } from "../acquisition/acquisition";
 import type { AlarmEngine, AlarmShelveOptions, AlarmSnapshot } from "../alarms/alarm-engine";
-import type { CurrentValueTable } from "../cvt/current-value-table";
+import { currentValueViewOf, type CurrentValueTable, type CurrentValueView } from "../cvt/current-value-table";
 import { isRetryable, KilnError } from "../domain/errors";
 import { reconnectDelay } from "../driver-kit/backoff";
 import type { Sample } from "../domain/sample";
 import type { TagCatalog, TagValue } from "../domain/tags";
 import type { KilnEvents } from "../events/catalogue";
-import type { Disposer, EventBus } from "../events/event-bus";
+import { eventBusViewOf, type Disposer, type EventBus, type EventBusView } from "../events/event-bus";
 import type { StateMachine } from "../fsm/state-machine";
 import type { LoggingFilter } from "../logging/logging-filter";
 import type { SampleLogger, SampleLoggerHealth } from "../logging/sample-logger";
@@ -23,7 +23,7 @@ import type { GuardedDriver, GuardedStore } from "../resilience/guarded-ports";
 import type { Permission, Principal } from "../security/authorization";
 import type { AuditedCommandRunner, CommandContext } from "../security/audited-command";
 import { authorizeRecipeSave, authorizeRecipeStart } from "../security/recipe-authorization";
-import type { TagWriter } from "./checked-write";
+import { checkTagWrite, type TagWriter } from "./checked-write";
 import type { ResolvedControlSystemOptions } from "./control-system-options";
 import type { EventRecorder } from "./event-recorder";
 import { portHealth, resetGuards, type PortHealth } from "./port-policies";
@@ -48,6 +48,17 @@ export interface UncheckedParts {
   readonly alarms: AlarmEngine;
   /** The machine's state machine: `send` changes the mode with no role check. */
   readonly machine: MachineStateMachine;
+  /**
+   * The event bus itself: `publish` delivers whatever it is given to every handler and to the
+   * event recorder, which stores machine-state events as fact; a published `alarm-raise` looks
+   * like a real alarm to every subscriber.
+   */
+  readonly bus: EventBus<KilnEvents>;
+  /**
+   * The current value table itself: `update` and `degrade` set values and qualities that alarms,
+   * the logging pipeline and recipe conditions take as the device's.
+   */
+  readonly cvt: CurrentValueTable;
 }
 
 /** A summary of the system's health for a host's health endpoint. */
@@ -89,24 +100,35 @@ export class ControlSystem {
   readonly machineId: string;
   /** The tag catalog. */
   readonly tags: TagCatalog;
-  /** The event bus every part publishes on. */
-  readonly bus: EventBus<KilnEvents>;
-  /** Current values, synchronously readable. */
-  readonly cvt: CurrentValueTable;
+  /**
+   * The events every part publishes, to subscribe to (`on`, `once`, `next`). A read-only view:
+   * there is no `publish` here, so host code cannot make up an alarm or a state change. (The bus
+   * itself is `unchecked.bus`.)
+   */
+  readonly bus: EventBusView<KilnEvents>;
+  /**
+   * Current values, synchronously readable and observable (`get`, `value`, `snapshot`, `size`,
+   * `observe`, `observeAll`). A read-only view: only acquisition writes values. (The table itself
+   * is `unchecked.cvt`.)
+   */
+  readonly cvt: CurrentValueView;
   /**
    * The raw parts underneath the checked commands: the driver, the store, the recipe executor,
-   * the alarm engine and the state machine.
+   * the alarm engine, the state machine, the event bus and the current value table.
    *
    * **Everything reached through `unchecked` bypasses authorization and the audit trail**: a
    * write through `unchecked.driver` reaches the PLC with no role check, no machine-state check,
    * no value check and no audit entry; `unchecked.store.audit.record` writes whatever it is given
-   * into the audit trail. It exists for hosts that compose their own parts, for diagnostics and
+   * into the audit trail; `unchecked.bus.publish` makes up events (alarms, state changes) that
+   * subscribers and the event recorder trust; `unchecked.cvt.update` sets values no device sent. It exists for hosts that compose their own parts, for diagnostics and
    * for tests. Operator-facing code uses the commands of this class ({@link writeTag},
    * {@link startRecipe}, {@link acknowledgeAlarm}...), each authorized and audited.
    */
   readonly unchecked: UncheckedParts;
 
   readonly #options: ResolvedControlSystemOptions;
+  readonly #bus: EventBus<KilnEvents>;
+  readonly #cvt: CurrentValueTable;
   readonly #machine: MachineStateMachine;
   readonly #alarms: AlarmEngine;
   readonly #recipes: RecipeExecutor;
@@ -132,8 +154,10 @@ export class ControlSystem {
     this.#options = container.resolve(Tokens.Options);
     this.machineId = this.#options.machineId;
     this.tags = container.resolve(Tokens.Tags);
-    this.bus = container.resolve(Tokens.Bus);
-    this.cvt = container.resolve(Tokens.CurrentValueTable);
+    this.#bus = container.resolve(Tokens.Bus);
+    this.#cvt = container.resolve(Tokens.CurrentValueTable);
+    this.bus = eventBusViewOf(this.#bus);
+    this.cvt = currentValueViewOf(this.#cvt);
     this.#alarms = container.resolve(Tokens.AlarmEngine);
     this.#acquisition = container.resolve(Tokens.Acquisition);
     this.#sampleLogger = container.resolve(Tokens.SampleLogger);
@@ -154,6 +178,8 @@ export class ControlSystem {
       recipes: this.#recipes,
       alarms: this.#alarms,
       machine: this.#machine,
+      bus: this.#bus,
+      cvt: this.#cvt,
     });
   }
 
@@ -228,7 +254,7 @@ export class ControlSystem {
     const { recovered } = await recoverInterrupted(this.#guardedStore.processes, {
       clock: this.#clock,
       machineId: this.machineId,
-      bus: this.bus,
+      bus: this.#bus,
     });
     for (const process of recovered) {
       this.#logger.warn(
@@ -319,13 +345,23 @@ export class ControlSystem {
    *   `KILN_VALIDATION`, or the device's error (`KILN_TIMEOUT`, `KILN_CIRCUIT_OPEN`, `KILN_WRITE_REJECTED`...).
    */
   writeTag(principal: Principal, tag: string, value: TagValue, options: { comment?: string } = {}): Promise<void> {
-    return this.#command(principal, "tag.write", tag, () => this.#writer.write(tag, value), {
-      action: "tag.write",
-      machineState: this.#machine.state,
-      newValue: value,
-      readOldValue: () => this.cvt.value(tag),
-      ...options,
-    });
+    return this.#command(
+      principal,
+      "tag.write",
+      tag,
+      async (command) => {
+        checkTagWrite(this.tags, this.#lifecycle, tag, value);
+        await command.commit();
+        await this.#writer.write(tag, value);
+      },
+      {
+        action: "tag.write",
+        machineState: this.#machine.state,
+        newValue: value,
+        readOldValue: () => this.#cvt.value(tag),
+        ...options,
+      },
+    );
   }
 
   /**
@@ -344,7 +380,10 @@ export class ControlSystem {
         this.#recipes.start(recipe, {
           ...options,
           startedBy: command.principal,
-          authorize: (request) => authorizeRecipeStart(command, request),
+          authorize: async (request) => {
+            authorizeRecipeStart(command, request);
+            await command.commit();
+          },
         }),
       { newValue: options.parameters },
     );
@@ -352,24 +391,42 @@ export class ControlSystem {
 
   /** Pauses the running process at its next step boundary (`recipe.pause`). */
   pauseProcess(principal: Principal): Promise<void> {
-    return this.#command(principal, "recipe.pause", this.#activeId(), () => this.#active().pause(), {
-      subject: this.machineId,
-    });
+    return this.#command(
+      principal,
+      "recipe.pause",
+      this.#activeId(),
+      (command) => this.#onActive(command, (active) => active.pause()),
+      {
+        subject: this.machineId,
+      },
+    );
   }
 
   /** Resumes the paused process (`recipe.resume`). */
   resumeProcess(principal: Principal): Promise<void> {
-    return this.#command(principal, "recipe.resume", this.#activeId(), () => this.#active().resume(), {
-      subject: this.machineId,
-    });
+    return this.#command(
+      principal,
+      "recipe.resume",
+      this.#activeId(),
+      (command) => this.#onActive(command, (active) => active.resume()),
+      {
+        subject: this.machineId,
+      },
+    );
   }
 
   /** Aborts the running process at once and writes the safe state (`recipe.abort`). */
   abortProcess(principal: Principal, reason = "aborted by operator"): Promise<ProcessResult> {
-    return this.#command(principal, "recipe.abort", this.#activeId(), () => this.#active().abort(reason), {
-      subject: this.machineId,
-      comment: reason,
-    });
+    return this.#command(
+      principal,
+      "recipe.abort",
+      this.#activeId(),
+      (command) => this.#onActive(command, (active) => active.abort(reason)),
+      {
+        subject: this.machineId,
+        comment: reason,
+      },
+    );
   }
 
   /**
@@ -386,6 +443,7 @@ export class ControlSystem {
       const writeSet = this.#recipes.writeSet(plan);
       authorizeRecipeSave(command, { recipe: { name: recipeName, version }, writeSet, saved: false });
       const stored = storedRecipeOf(recipe, this.#clock.now());
+      await command.commit();
       await recipes.save(stored);
       return stored;
     });
@@ -469,11 +527,21 @@ export class ControlSystem {
    */
   sendMachineCommand(principal: Principal, command: string): Promise<string> {
     const permission: Permission = /maintenance/i.test(command) ? "machine.maintenance" : "machine.mode";
-    return this.#command(principal, permission, this.machineId, () => this.#machine.send(command), {
-      action: `machine.${command}`,
-      readOldValue: () => this.#machine.state,
-      newValue: command,
-    });
+    return this.#command(
+      principal,
+      permission,
+      this.machineId,
+      async (context) => {
+        // An impossible transition is refused before the entry is committed (recorded denied).
+        if (this.#machine.can(command)) await context.commit();
+        return this.#machine.send(command);
+      },
+      {
+        action: `machine.${command}`,
+        readOldValue: () => this.#machine.state,
+        newValue: command,
+      },
+    );
   }
 
   /** Driver link, pipeline, the breaker of every port, and alarms in one summary. */
@@ -530,7 +598,15 @@ export class ControlSystem {
       comment?: string;
     } = {},
   ): Promise<TResult> {
-    return this.#commands.run({ principal, permission, target, execute, ...withoutUndefined(extras) });
+    // Each command commits its audit entry itself, after its checks and before its first effect.
+    return this.#commands.run({
+      principal,
+      permission,
+      target,
+      execute,
+      commit: "in-execute",
+      ...withoutUndefined(extras),
+    });
   }
 
   #alarmCommand(
@@ -540,10 +616,20 @@ export class ControlSystem {
     execute: (command: CommandContext) => AlarmSnapshot,
     comment: string | undefined,
   ): Promise<AlarmSnapshot> {
-    return this.#command(principal, permission, alarmId, execute, {
-      readOldValue: () => this.#alarms.list().find((alarm) => alarm.id === alarmId)?.state.name ?? null,
-      ...(comment === undefined ? {} : { comment }),
-    });
+    return this.#command(
+      principal,
+      permission,
+      alarmId,
+      async (command) => {
+        // An unknown alarm is refused by the engine before the entry is committed.
+        if (this.#alarms.list().some((alarm) => alarm.id === alarmId)) await command.commit();
+        return execute(command);
+      },
+      {
+        readOldValue: () => this.#alarms.list().find((alarm) => alarm.id === alarmId)?.state.name ?? null,
+        ...(comment === undefined ? {} : { comment }),
+      },
+    );
   }
 
   #active(): RecipeProcess {
@@ -552,18 +638,28 @@ export class ControlSystem {
     return active;
   }
 
+  /** Runs `action` on the active process once the entry is committed; no process: `KILN_NOT_FOUND`, nothing committed. */
+  async #onActive<TResult>(
+    command: CommandContext,
+    action: (active: RecipeProcess) => TResult | Promise<TResult>,
+  ): Promise<TResult> {
+    const active = this.#active();
+    await command.commit();
+    return action(active);
+  }
+
   #activeId(): string {
     return this.#recipes.active?.id ?? "(no process)";
   }
 
   #wire(): void {
     this.#disposers.push(
-      this.cvt.observeAll((change) => {
+      this.#cvt.observeAll((change) => {
         this.#alarms.observe(change.sample);
         if (this.#filter.accept(change.sample)) this.#sampleLogger.append(change.sample);
       }),
-      this.bus.tap((type, event) => this.#recorder.record(type, event)),
-      this.bus.on("interlock-trip", async (event) => {
+      this.#bus.tap((type, event) => this.#recorder.record(type, event)),
+      this.#bus.on("interlock-trip", async (event) => {
         this.#logger.error({ alarmId: event.alarmId, value: event.value }, "interlock tripped");
         await this.#recipes.trip(`interlock ${event.alarmId} tripped at ${String(event.value)}`);
       }),

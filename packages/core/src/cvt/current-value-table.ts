@@ -35,12 +35,54 @@ export const NO_COMMUNICATION: Quality = Object.freeze(
 );
 
 /**
+ * The reading half of the {@link CurrentValueTable}: what a host gets as `system.cvt`. Reads and
+ * observers only; it has no `update`, `degrade`, `setStaleAfter` or `sweepStale`, so code holding
+ * it cannot put a value into the table that the alarms, the logging pipeline and recipe
+ * conditions would take as the device's. Only acquisition writes the table (and
+ * `system.unchecked.cvt`, which bypasses every check).
+ */
+export interface CurrentValueView {
+  /** The current sample of `tag` (value, quality, source timestamp), or undefined before its first value. */
+  get(tag: string): Sample | undefined;
+  /** The current value of `tag`, or undefined before its first value. */
+  value(tag: string): Sample["value"] | undefined;
+  /** Every tag's current sample. */
+  snapshot(): Sample[];
+  /** Number of tags that have a value. */
+  readonly size: number;
+  /**
+   * Observes one tag; observers run synchronously on every change and are isolated from each other.
+   * @throws KilnError `KILN_TAG_UNKNOWN` for a tag not in the catalog.
+   */
+  observe(tag: string, observer: CvtObserver): Disposer;
+  /** Observes every tag. */
+  observeAll(observer: CvtObserver): Disposer;
+}
+
+/**
+ * A read-only view of `table`: a separate frozen object forwarding to its reads and observers.
+ * A cast cannot reach the mutators through it: the table is not reachable from it.
+ */
+export function currentValueViewOf(table: CurrentValueTable): CurrentValueView {
+  return Object.freeze({
+    get: (tag: string) => table.get(tag),
+    value: (tag: string) => table.value(tag),
+    snapshot: () => table.snapshot(),
+    get size() {
+      return table.size;
+    },
+    observe: (tag: string, observer: CvtObserver) => table.observe(tag, observer),
+    observeAll: (observer: CvtObserver) => table.observeAll(observer),
+  });
+}
+
+/**
  * The current value table: the last value, quality and source timestamp of every tag, with
  * change detection and observers. Reads are synchronous map lookups. Observers run
  * synchronously inside `update`, isolated from each other: one that throws is reported through
  * `onObserverError` and the others still run.
  */
-export class CurrentValueTable {
+export class CurrentValueTable implements CurrentValueView {
   readonly #entries = new Map<string, Entry>();
   readonly #tagObservers = new Map<string, Set<CvtObserver>>();
   readonly #allObservers = new Set<CvtObserver>();

@@ -202,6 +202,20 @@ export interface KilnEvents {
     readonly target: string;
     readonly reason: string;
   };
+  /**
+   * A command failed after its audit entry was made durable (outcome `allowed`: authorized,
+   * checked and issued), e.g. the device refused the write or timed out. The audit entry stays
+   * as recorded; this event carries the failure, and the caller got the error.
+   */
+  "command-fail": EventBase & {
+    /** The command's audit event id. */
+    readonly id: string;
+    readonly principal: string;
+    readonly action: string;
+    readonly target: string;
+    /** The error, `CODE: message`. */
+    readonly reason: string;
+  };
 }
 
 /** The type name of a Kiln event. */

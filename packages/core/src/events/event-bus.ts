@@ -14,6 +14,41 @@ export type EventTap<TEvents> = <TType extends keyof TEvents & string>(
 const RESOLVED: Promise<void> = Promise.resolve();
 
 /**
+ * The subscribing half of an {@link EventBus}: what a host gets as `system.bus`. It has no
+ * `publish` and no `tap`, so code holding it can listen to every event but cannot make one up (a
+ * fake alarm or machine-state event that the event recorder would store as fact). Publishing is
+ * reserved to the parts of the system, and to `system.unchecked.bus`.
+ *
+ * @example
+ * const off = system.bus.on("alarm-raise", (event) => console.log(event.alarmId));
+ * const end = await system.bus.next("process-end");
+ * off();
+ */
+export interface EventBusView<TEvents extends object> {
+  /** Subscribes `handler` to `type`; returns a disposer. See {@link EventBus.on}. */
+  on<TType extends keyof TEvents & string>(type: TType, handler: EventHandler<TEvents[TType]>): Disposer;
+  /** Subscribes `handler` to the next `type` event only. See {@link EventBus.once}. */
+  once<TType extends keyof TEvents & string>(type: TType, handler: EventHandler<TEvents[TType]>): Disposer;
+  /** Resolves with the next `type` event for which `predicate` holds. See {@link EventBus.next}. */
+  next<TType extends keyof TEvents & string>(
+    type: TType,
+    predicate?: (event: TEvents[TType]) => boolean,
+  ): Promise<TEvents[TType]>;
+}
+
+/**
+ * A read-only view of `bus`: a separate frozen object whose methods forward to the bus's
+ * subscription methods. A cast cannot reach `publish` through it: the bus is not reachable from it.
+ */
+export function eventBusViewOf<TEvents extends object>(bus: EventBus<TEvents>): EventBusView<TEvents> {
+  return Object.freeze({
+    on: (type, handler) => bus.on(type, handler),
+    once: (type, handler) => bus.once(type, handler),
+    next: (type, predicate) => bus.next(type, predicate),
+  } satisfies EventBusView<TEvents>);
+}
+
+/**
  * A typed publish/subscribe bus. Handlers run in subscription order; synchronous ones run
  * inside `publish`. Handlers are isolated: one that throws or rejects never stops the others
  * or the publisher; its failure is published as `handler-error` (when the event map has that
@@ -25,7 +60,7 @@ const RESOLVED: Promise<void> = Promise.resolve();
  * await bus.publish("process-end", { ... });
  * off();
  */
-export class EventBus<TEvents extends object> {
+export class EventBus<TEvents extends object> implements EventBusView<TEvents> {
   /** Handlers per type. Arrays are replaced, never mutated, so a publish in progress is unaffected. */
   readonly #handlers = new Map<string, readonly EventHandler<never>[]>();
   readonly #taps: EventTap<TEvents>[] = [];

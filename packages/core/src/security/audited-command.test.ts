@@ -129,14 +129,87 @@ describe("AuditedCommandRunner", () => {
     ]);
   });
 
-  test("a command refused by a check is denied; one that breaks while running is failed; errors pass through", async () => {
-    const { plc, writeTag, entries } = await setup();
-    expect((await rejection(writeTag(engineer, "chamber.pressure", 1))).code).toBe("KILN_TAG_NOT_WRITABLE");
+  test("in-execute: a check that refuses before commit is denied, an error before commit failed; after commit the allowed entry stays and the failure is reported", async () => {
+    const { plc, runner, bus, entries } = await setup();
+    const fails: KilnEvents["command-fail"][] = [];
+    bus.on("command-fail", (event) => void fails.push(event));
+    const write = (tag: string, value: TagValue, before?: () => void) =>
+      runner.run({
+        principal: engineer,
+        permission: "tag.write",
+        target: tag,
+        machineState: "idle",
+        newValue: value,
+        commit: "in-execute",
+        execute: async (context) => {
+          const definition = tags.get(tag);
+          if (definition.access !== "readwrite") throw new KilnError("KILN_TAG_NOT_WRITABLE", `${tag} is read-only`);
+          before?.();
+          await context.commit();
+          await plc.write(definition, value);
+        },
+      });
+    expect((await rejection(write("chamber.pressure", 1))).code).toBe("KILN_TAG_NOT_WRITABLE");
+    const stopped = () => {
+      throw new KilnError("KILN_LIFECYCLE", "not running");
+    };
+    expect((await rejection(write("valve.tma", true, stopped))).code).toBe("KILN_LIFECYCLE");
     plc.faults.unreachable = true;
-    expect((await rejection(writeTag(engineer, "valve.tma", true))).code).toBe("KILN_NOT_CONNECTED");
+    expect((await rejection(write("valve.tma", true))).code).toBe("KILN_NOT_CONNECTED");
     expect((await entries()).map((entry) => [entry.target, entry.outcome, entry.reason?.split(":")[0]])).toEqual([
       ["chamber.pressure", "denied", "KILN_TAG_NOT_WRITABLE"],
-      ["valve.tma", "failed", "KILN_NOT_CONNECTED"],
+      ["valve.tma", "failed", "KILN_LIFECYCLE"],
+      ["valve.tma", "allowed", undefined],
+    ]);
+    expect(fails).toEqual([
+      expect.objectContaining({
+        id: "entry-3",
+        action: "tag.write",
+        reason: expect.stringMatching(/^KILN_NOT_CONNECTED/),
+      }),
+    ]);
+  });
+
+  test("without a backlog journal an allowed command's entry is stored before the driver is touched; the first command after the store fails is refused, not run", async () => {
+    let down = false;
+    const seenAtWrite: string[][] = [];
+    const { store, plc, runner, entries } = await setup({
+      audit: (memory) => ({
+        query: memory.audit.query,
+        record: async (entry: AuditEntry) => {
+          if (down) throw new KilnError("KILN_STORE_ERROR", "audit store down", { retryable: true });
+          await memory.audit.record(entry);
+        },
+      }),
+    });
+    const write = (value: number) =>
+      runner.run({
+        principal: engineer,
+        permission: "tag.write",
+        target: "heater.setpoint",
+        machineState: "idle",
+        newValue: value,
+        execute: async () => {
+          const stored = await store.audit.query({ from: 0, to: Number.MAX_SAFE_INTEGER });
+          seenAtWrite.push(stored.map((entry) => `${entry.id}:${entry.outcome}`));
+          await plc.write(tags.get("heater.setpoint"), value);
+        },
+      });
+    await write(1);
+    expect(seenAtWrite).toEqual([["entry-1:allowed"]]);
+    down = true;
+    // Nothing had failed yet: this is the first command to meet the outage.
+    expect((await rejection(write(2))).code).toBe("KILN_AUDIT_UNAVAILABLE");
+    expect(plc.writes.map((entry) => entry.value)).toEqual([1]);
+    expect(seenAtWrite).toHaveLength(1);
+    down = false;
+    await write(3);
+    expect(seenAtWrite[1]).toEqual(["entry-1:allowed", "entry-2:denied", "entry-3:allowed"]);
+    expect(runner.backlog).toBe(0);
+    expect((await entries()).map((entry) => entry.reason?.split(":")[0])).toEqual([
+      undefined,
+      "KILN_AUDIT_UNAVAILABLE",
+      undefined,
     ]);
   });
 
@@ -165,17 +238,20 @@ describe("AuditedCommandRunner", () => {
         },
       }),
     });
-    // The outage is not known before the first entry fails: that write ran, its entry is kept.
-    await writeTag(engineer, "valve.tma", true);
+    // The entry of an allowed command is stored before it runs, so even the first one is refused.
+    expect((await rejection(writeTag(engineer, "valve.tma", true))).code).toBe("KILN_AUDIT_UNAVAILABLE");
     expect((await rejection(writeTag(operator, "valve.tma", false))).code).toBe("KILN_FORBIDDEN");
     const refused = await rejection(writeTag(engineer, "heater.setpoint", 5));
     expect(refused.code).toBe("KILN_AUDIT_UNAVAILABLE");
     expect(refused.retryable).toBe(true);
-    expect(plc.writes).toHaveLength(1);
-    expect(refusals).toEqual([expect.objectContaining({ id: "entry-3", action: "tag.write", principal: "enzo" })]);
+    expect(plc.writes).toHaveLength(0);
+    expect(refusals).toEqual([
+      expect.objectContaining({ id: "entry-1", action: "tag.write", principal: "enzo" }),
+      expect.objectContaining({ id: "entry-3", action: "tag.write", principal: "enzo" }),
+    ]);
     expect(runner.backlog).toBe(3);
     expect(failures.map((event) => [event.id, event.outcome, event.backlog, event.durable])).toEqual([
-      ["entry-1", "allowed", 1, false],
+      ["entry-1", "denied", 1, false],
       ["entry-2", "denied", 2, false],
       ["entry-3", "denied", 3, false],
     ]);
@@ -185,7 +261,7 @@ describe("AuditedCommandRunner", () => {
     await writeTag(engineer, "heater.setpoint", 10);
     expect(runner.backlog).toBe(0);
     expect((await entries()).map((entry) => [entry.id, entry.outcome, entry.reason?.split(":")[0]])).toEqual([
-      ["entry-1", "allowed", undefined],
+      ["entry-1", "denied", "KILN_AUDIT_UNAVAILABLE"],
       ["entry-2", "denied", "KILN_FORBIDDEN"],
       ["entry-3", "denied", "KILN_AUDIT_UNAVAILABLE"],
       ["entry-4", "allowed", undefined],
@@ -214,8 +290,7 @@ describe("AuditedCommandRunner", () => {
       }),
       backlog: { maxEntries: 2 },
     });
-    await writeTag(engineer, "heater.setpoint", 1);
-    for (const value of [2, 3]) {
+    for (const value of [1, 2, 3]) {
       expect((await rejection(writeTag(engineer, "heater.setpoint", value))).code).toBe("KILN_AUDIT_UNAVAILABLE");
     }
     expect(runner.backlog).toBe(2);

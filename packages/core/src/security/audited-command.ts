@@ -21,6 +21,15 @@ export interface CommandContext {
   refused(permission: Permission, targets: readonly string[], options?: { readonly inAnyState?: boolean }): string[];
   /** Replaces what the audit entry records as the requested value (e.g. a recipe's write set once known). */
   recordRequest(newValue: unknown): void;
+  /**
+   * Makes the command's audit entry (outcome `allowed`) durable now: stored, or journaled when
+   * the store does not take it; call it once the command's checks passed and before its first
+   * effect (a driver write, a state change). Idempotent; a no-op for commands that commit
+   * `before-execute`.
+   * @throws KilnError `KILN_AUDIT_UNAVAILABLE` when the entry cannot be made durable: do nothing
+   *   more and let it propagate (the refusal is already audited and reported).
+   */
+  commit(): Promise<void>;
 }
 
 /** One command to authorize, run and audit. */
@@ -49,6 +58,13 @@ export interface AuditedCommand<TResult> {
   readonly readOldValue?: () => unknown | Promise<unknown>;
   /** The operator's stated reason, recorded with the entry. */
   readonly comment?: string;
+  /**
+   * When the audit entry is made durable. `before-execute`: before `execute` is called.
+   * `in-execute`: `execute` runs its own checks first (a refusal there is recorded `denied`
+   * after the fact; nothing happened) and calls {@link CommandContext.commit} before its first
+   * effect. @default "before-execute"
+   */
+  readonly commit?: "before-execute" | "in-execute";
   /** The action itself; runs only when authorized. */
   readonly execute: (context: CommandContext) => TResult | Promise<TResult>;
 }
@@ -118,8 +134,8 @@ export const DENIAL_CODES: readonly KilnErrorCode[] = [
 ];
 
 /**
- * Runs commands as authorize → check the audit trail can take the entry → read old value →
- * execute, and records exactly one {@link AuditEntry}, under its own event id, for every command.
+ * Runs commands as authorize → read old value → make the entry durable (commit) → execute, and
+ * records exactly one {@link AuditEntry}, under its own event id, for every command.
  * The principal is read once, validated and frozen first ({@link snapshotPrincipal}); the entry,
  * the check and `execute` (through its {@link CommandContext}) all use that snapshot. A refusal's
  * message names only `subject` and, to a principal who holds the permission in another state,
@@ -129,18 +145,24 @@ export const DENIAL_CODES: readonly KilnErrorCode[] = [
  *   principal): `execute` never runs, so nothing reaches a PLC; or `execute` was refused by a
  *   check (its error code is one of {@link DENIAL_CODES}: bad value, read-only tag, FSM guard);
  *   or the audit trail could not take the entry (`KILN_AUDIT_UNAVAILABLE`, below).
- * - `failed`: `execute` threw anything else (device error, timeout).
- * - `allowed`: `execute` succeeded.
+ * - `failed`: `execute` threw anything else before the commit (the system not running).
+ * - `allowed`: authorized, checked and committed; recorded before `execute`'s first effect. A
+ *   failure after that (the device refused the write, a timeout) leaves the entry as it is and is
+ *   published as `command-fail`; the caller gets the error.
  *
  * The entry's `at` is when the command was issued; `reason` is the error (`CODE: message`) for
  * denied and failed commands, and the operator's `comment` (appended to the error when both).
  * The command's own result or error is returned or rethrown unchanged.
  *
- * **Fail closed (IEC 62443-3-3 CR 2.10).** An authorized command runs only when its entry can be
- * made durable: the backlog has drained to the store, or a backlog journal is configured, works
- * and has room. Otherwise it is refused with `KILN_AUDIT_UNAVAILABLE` (nothing executed), the
- * refusal is its audit entry and is published as `command-refuse`. Actions listed in
+ * **Fail closed (IEC 62443-3-3 CR 2.10, ADR 0013).** An authorized command runs only once its
+ * `allowed` entry is durable: stored in the audit log (after the backlog drained, awaited), or,
+ * when the store does not take it, appended to a working backlog journal with room. This holds
+ * with or without a journal, so even the first command after the store fails is refused, not
+ * run. A refusal is `KILN_AUDIT_UNAVAILABLE` (nothing executed); it is the command's audit entry
+ * (`denied`, same id) and is published as `command-refuse`. Actions listed in
  * `runWithoutDurableAudit` (default `recipe.abort`) run anyway; their entry is kept and reported.
+ * With `commit: "in-execute"` the command runs its own side-effect-free checks first and calls
+ * {@link CommandContext.commit} before its first effect, so a check's refusal is still `denied`.
  *
  * **The backlog (CR 2.9).** An entry the store does not take (a retryable error) is journaled
  * (or kept in memory without a journal), reported by `audit-record-fail`, and written, oldest
@@ -244,24 +266,34 @@ export class AuditedCommandRunner {
       await this.#record({ ...entry(), outcome: "denied", reason: reasonOf(error, command.comment) });
       throw error;
     }
-    if (!this.#unguarded.has(action) && !(await this.#serial(() => this.#ready()))) {
-      const error = new KilnError(
-        "KILN_AUDIT_UNAVAILABLE",
-        `Refused ${action}: the audit trail cannot record it now, so it was not executed.`,
-        { retryable: true, details: { action, auditEntryId: base.id } },
-      );
-      const reason = reasonOf(error, command.comment);
-      void this.#options.bus?.publish("command-refuse", {
-        at: this.#options.clock.now(),
-        id: base.id,
-        principal: base.principal,
-        action,
-        target: base.target,
-        reason,
-      });
-      await this.#record({ ...entry(), outcome: "denied", reason });
-      throw error;
-    }
+    const guarded = !this.#unguarded.has(action);
+    const refusal = new KilnError(
+      "KILN_AUDIT_UNAVAILABLE",
+      `Refused ${action}: the audit trail cannot record it now, so it was not executed.`,
+      { retryable: true, details: { action, auditEntryId: base.id } },
+    );
+    let oldValue: unknown;
+    const state: { committed: "no" | "yes" | "refused" } = { committed: "no" };
+    const commit = async (): Promise<void> => {
+      if (state.committed === "yes") return;
+      if (state.committed === "refused") throw refusal;
+      const allowed = {
+        ...withOld(entry(), oldValue),
+        outcome: "allowed" as const,
+        ...(command.comment === undefined ? {} : { reason: command.comment }),
+      };
+      const outcome = await this.#serial(() => this.#commit(allowed, guarded));
+      if (outcome === "run") {
+        state.committed = "yes";
+        return;
+      }
+      state.committed = "refused";
+      const reason = reasonOf(refusal, command.comment);
+      this.#publish("command-refuse", { id: base.id, principal: base.principal, action, target: base.target, reason });
+      // An unstorable entry was skipped and reported already; its refusal could not be stored either.
+      if (outcome === "refused") await this.#record({ ...entry(), outcome: "denied", reason });
+      throw refusal;
+    };
     const context: CommandContext = {
       principal,
       refused: (permission, targets, options = {}) =>
@@ -272,22 +304,34 @@ export class AuditedCommandRunner {
       recordRequest: (value) => {
         newValue = value;
       },
+      commit,
     };
-    let oldValue: unknown;
     let result: TResult;
     try {
       oldValue = await command.readOldValue?.();
+      if (command.commit !== "in-execute") await commit();
       result = await command.execute(context);
     } catch (error) {
+      if (state.committed === "refused") throw error;
+      const reason = reasonOf(error, command.comment);
+      if (state.committed === "yes") {
+        // The entry already says allowed and is durable: the failure is reported, not re-recorded.
+        this.#logger.error({ id: base.id, action, reason }, "a command failed after its audit entry was recorded");
+        this.#publish("command-fail", { id: base.id, principal: base.principal, action, target: base.target, reason });
+        throw error;
+      }
       const outcome = KilnError.is(error) && DENIAL_CODES.includes(error.code) ? "denied" : "failed";
-      await this.#record({ ...withOld(entry(), oldValue), outcome, reason: reasonOf(error, command.comment) });
+      await this.#record({ ...withOld(entry(), oldValue), outcome, reason });
       throw error;
     }
-    await this.#record({
-      ...withOld(entry(), oldValue),
-      outcome: "allowed",
-      ...(command.comment === undefined ? {} : { reason: command.comment }),
-    });
+    if (state.committed === "no") {
+      // An in-execute command that had no effect to commit before: record it now.
+      await this.#record({
+        ...withOld(entry(), oldValue),
+        outcome: "allowed",
+        ...(command.comment === undefined ? {} : { reason: command.comment }),
+      });
+    }
     return result;
   }
 
@@ -322,12 +366,31 @@ export class AuditedCommandRunner {
     return run;
   }
 
-  /** Whether a new entry can be made durable now (see the class comment). */
-  async #ready(): Promise<boolean> {
-    if (await this.#drain()) return true;
+  /**
+   * Makes an allowed entry durable before its command runs: stored (after the backlog drained),
+   * else journaled when a journal works and has room. `run` when it is, and for an unguarded
+   * action whatever happened (its entry is then at least kept in the backlog, or skipped and
+   * reported). Otherwise the command is refused: `refused` (the entry is not kept; its refusal is
+   * recorded under the same id) or `unstorable` (the store refused it for good; reported).
+   */
+  async #commit(entry: AuditEntry, guarded: boolean): Promise<"run" | "refused" | "unstorable"> {
+    if (await this.#drain()) {
+      const stored = await this.#store(entry);
+      if (stored === "stored") return "run";
+      if (stored === "skipped") return guarded ? "unstorable" : "run";
+    }
+    if (!guarded) {
+      await this.#enqueue(entry);
+      return "run";
+    }
     const journal = await this.#openJournal();
-    if (journal === undefined || this.#journalFailing) return false;
-    return this.#backlog.length < this.#maxEntries || this.#whenFull === "drop-oldest";
+    if (journal === undefined || this.#journalFailing) return "refused";
+    if (this.#backlog.length >= this.#maxEntries && this.#whenFull === "refuse-commands") return "refused";
+    if (await this.#enqueue(entry)) return "run";
+    // The journal failed on this very entry: it is only in memory, so the command must not run.
+    const index = this.#backlog.findIndex((item) => item.entry.id === entry.id);
+    if (index >= 0) this.#backlog.splice(index, 1);
+    return "refused";
   }
 
   #record(entry: AuditEntry): Promise<void> {
@@ -337,11 +400,11 @@ export class AuditedCommandRunner {
     });
   }
 
-  /** Stores one entry: `done` (stored, or skipped for good and reported) or `retry`. */
-  async #store(entry: AuditEntry): Promise<"done" | "retry"> {
+  /** Stores one entry: `stored`, `skipped` (refused for good, reported) or `retry`. */
+  async #store(entry: AuditEntry): Promise<"stored" | "skipped" | "retry"> {
     try {
       await this.#options.audit.record(entry);
-      return "done";
+      return "stored";
     } catch (error) {
       // An unknown error (not a KilnError) gets a few attempts, then counts as for good: it must
       // never hold the entries behind it.
@@ -349,7 +412,7 @@ export class AuditedCommandRunner {
       this.#unknownFailures = { id: entry.id, count: KilnError.is(error) ? 0 : attempts };
       if (refusedForGood(error) || (!KilnError.is(error) && attempts >= UNKNOWN_ERROR_ATTEMPTS)) {
         this.#skip(entry, error);
-        return "done";
+        return "skipped";
       }
       this.#lastError = error;
       return "retry";
@@ -368,7 +431,8 @@ export class AuditedCommandRunner {
     return true;
   }
 
-  async #enqueue(entry: AuditEntry): Promise<void> {
+  /** Appends `entry` to the backlog (and the journal, when there is one); true when it was journaled. */
+  async #enqueue(entry: AuditEntry): Promise<boolean> {
     const journal = await this.#openJournal();
     let journaled = false;
     if (journal !== undefined) {
@@ -404,6 +468,11 @@ export class AuditedCommandRunner {
       error: this.#lastError ?? new KilnError("KILN_STORE_ERROR", "The audit log is failing."),
     });
     if (dropped > 0) this.#reportDrop(dropped, `the audit backlog is full (${this.#maxEntries} entries)`);
+    return journaled;
+  }
+
+  #publish<TType extends "command-refuse" | "command-fail">(type: TType, event: Omit<KilnEvents[TType], "at">): void {
+    void this.#options.bus?.publish(type, { at: this.#options.clock.now(), ...event } as KilnEvents[TType]);
   }
 
   #skip(entry: AuditEntry, error: unknown): void {

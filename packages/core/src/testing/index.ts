@@ -2,6 +2,7 @@
 // MemoryMetrics) are exported once, from "@kiln/core".
 export { SimulatedClock } from "../memory/simulated-clock";
 export { MemoryStoreFaults } from "../memory/memory-store";
+export { auditTrailPropertySuite, type AuditTrailPropertyOptions } from "./audit-trail-property";
 export { expectKilnError, type ConformanceAssertion, type ConformanceRunner } from "./conformance-runner";
 export {
   plcDriverAbortConformance,

@@ -1,0 +1,82 @@
+import { expect, test } from "vitest";
+import { defineTags } from "../domain/tags";
+import { MemoryStore } from "../memory/memory-store";
+import { SimulatedClock } from "../memory/simulated-clock";
+import { SimulatedPlc } from "../memory/simulated-plc";
+import { createControlSystem } from "./create-control-system";
+
+const tags = defineTags({
+  "chamber.pressure": { dataType: "float64", range: { min: 0, max: 10 } },
+  "valve.ald1": { dataType: "bool", access: "readwrite" },
+});
+
+function build() {
+  const clock = new SimulatedClock({ start: Date.UTC(2026, 10, 22) });
+  const plc = new SimulatedPlc({ tags, clock, sources: { "chamber.pressure": { kind: "constant", value: 2 } } });
+  const system = createControlSystem({
+    machineId: "ald-1",
+    tags,
+    driver: plc,
+    store: new MemoryStore({ clock }),
+    clock,
+    alarms: [{ tag: "chamber.pressure", kind: "HI", setpoint: 5, priority: 2, message: "high" }],
+  });
+  return { clock, system };
+}
+
+test("the public types have no mutators, and calling one at run time fails", () => {
+  const { system } = build();
+  // @ts-expect-error system.bus is an EventBusView: subscribe only
+  expect(() => system.bus.publish("alarm-raise", {})).toThrow(TypeError);
+  // @ts-expect-error no tap on the public bus
+  expect(() => system.bus.tap(() => undefined)).toThrow(TypeError);
+  // @ts-expect-error system.cvt is a CurrentValueView: reads and observers only
+  expect(() => system.cvt.update([], 0)).toThrow(TypeError);
+  // @ts-expect-error no degrade on the public table
+  expect(() => system.cvt.degrade([], undefined, 0)).toThrow(TypeError);
+  // @ts-expect-error no setStaleAfter on the public table
+  expect(() => system.cvt.setStaleAfter("chamber.pressure", 1)).toThrow(TypeError);
+  // @ts-expect-error no sweepStale on the public table
+  expect(() => system.cvt.sweepStale(0)).toThrow(TypeError);
+});
+
+test("system.bus and system.cvt are separate read-only objects: no mutator is reachable, even by a cast", () => {
+  const { system } = build();
+  const bus = system.bus as unknown as Record<string, unknown>;
+  const cvt = system.cvt as unknown as Record<string, unknown>;
+  expect(Object.keys(bus).sort()).toEqual(["next", "on", "once"]);
+  expect(Object.keys(cvt).sort()).toEqual(["get", "observe", "observeAll", "size", "snapshot", "value"]);
+  for (const name of ["publish", "tap", "listenerCount"]) expect(name in bus).toBe(false);
+  for (const name of ["update", "degrade", "setStaleAfter", "sweepStale"]) expect(name in cvt).toBe(false);
+  expect(bus).not.toBe(system.unchecked.bus);
+  expect(cvt).not.toBe(system.unchecked.cvt);
+  expect(Object.isFrozen(bus) && Object.isFrozen(cvt)).toBe(true);
+  expect(() => Object.assign(bus, { publish: () => undefined })).toThrow(TypeError);
+});
+
+test("the views forward to the real bus and table: subscribers see real events and values", async () => {
+  const { clock, system } = build();
+  const raised: string[] = [];
+  const seen: number[] = [];
+  system.bus.on("alarm-raise", (event) => void raised.push(event.alarmId));
+  system.cvt.observe("chamber.pressure", (change) => void seen.push(Number(change.sample.value)));
+  const next = system.bus.next("machine-state-change");
+  await system.start();
+  await clock.advance(1_000);
+  expect(system.cvt.value("chamber.pressure")).toBe(2);
+  expect(system.cvt.size).toBe(system.unchecked.cvt.size);
+  expect(seen[0]).toBe(2);
+  // Only the unchecked bus publishes; the view's subscribers receive it like any event.
+  void system.unchecked.bus.publish("machine-state-change", {
+    at: clock.now(),
+    aggregateId: "ald-1",
+    machineId: "ald-1",
+    model: "kiln",
+    from: "idle",
+    to: "idle",
+    command: "noop",
+  });
+  await expect(next).resolves.toMatchObject({ command: "noop" });
+  expect(raised).toEqual([]);
+  await system.stop();
+});
