@@ -363,7 +363,12 @@ export class PostgresHistory implements HistoryQueries {
   }
 }
 
-function point(time: number | null, value: number | null, good: boolean, exact?: string | null): HistoryPoint | undefined {
+function point(
+  time: number | null,
+  value: number | null,
+  good: boolean,
+  exact?: string | null,
+): HistoryPoint | undefined {
   return time === null ? undefined : { time, value: exact != null ? BigInt(exact) : value, good };
 }
 
@@ -412,7 +417,12 @@ function finish(
         true,
         exactAt(row.first_good_ms, row.first_exact_us, row.first_exact),
       ),
-      lastGood: point(row.last_good_ms, row.last_good_num, true, exactAt(row.last_good_ms, row.last_exact_us, row.last_exact)),
+      lastGood: point(
+        row.last_good_ms,
+        row.last_good_num,
+        true,
+        exactAt(row.last_good_ms, row.last_exact_us, row.last_exact),
+      ),
       firstAny: point(row.first_any_ms, null, row.first_any_good === true),
       lastAny: point(row.last_any_ms, null, row.last_any_good === true),
       innerArea: row.inner_area ?? null,

@@ -21,11 +21,7 @@ export const HISTORY_NO_DATA: Quality = Object.freeze(quality("bad", "no data", 
  * float64 cannot hold exactly (`Number.MAX_SAFE_INTEGER`): the result may be off, so it is never good.
  */
 export const HISTORY_IMPRECISE: Quality = Object.freeze(
-  quality(
-    "uncertain",
-    "precision lost: computed in float64 from an integer beyond ±2^53",
-    UNCERTAIN_DATA_SUB_NORMAL,
-  ),
+  quality("uncertain", "precision lost: computed in float64 from an integer beyond ±2^53", UNCERTAIN_DATA_SUB_NORMAL),
 );
 
 /** A numeric value as stored: a number, or a bigint for 64-bit integer tags (exact). */
@@ -165,7 +161,12 @@ export function boundingValue<TPoint extends HistoryPoint>(
   const { goodBefore, goodAfter, anyBefore, anyAfter } = samples;
   if (goodBefore === undefined) return undefined;
   if (goodBefore.time === t)
-    return { value: goodBefore.value, source: goodBefore, quality: HISTORY_GOOD, imprecise: isImprecise(goodBefore.value) };
+    return {
+      value: goodBefore.value,
+      source: goodBefore,
+      quality: HISTORY_GOOD,
+      imprecise: isImprecise(goodBefore.value),
+    };
   const noBadBefore = anyBefore !== undefined && anyBefore.time === goodBefore.time;
   if (interpolation === "stepped" || goodAfter === undefined) {
     const held = interpolation === "stepped" ? anyAfter !== undefined : false;
@@ -181,7 +182,8 @@ export function boundingValue<TPoint extends HistoryPoint>(
   const found = precise(noBadBefore && noBadAfter ? HISTORY_GOOD : HISTORY_UNCERTAIN, imprecise);
   if (goodBefore.value === null || goodAfter.value === null) return { value: null, quality: found, imprecise };
   const before = Number(goodBefore.value);
-  const value = before + ((Number(goodAfter.value) - before) * (t - goodBefore.time)) / (goodAfter.time - goodBefore.time);
+  const value =
+    before + ((Number(goodAfter.value) - before) * (t - goodBefore.time)) / (goodAfter.time - goodBefore.time);
   return { value, quality: found, imprecise };
 }
 

@@ -543,7 +543,17 @@ export function storeHistoryConformance(options: StoreGroupConformanceOptions): 
         const interval = { start: T0, end: T0 + 30 * S, intervalMs: 10 * S };
         const int64 = await history.aggregate([INT64], {
           ...interval,
-          aggregates: ["Count", "Minimum", "Maximum", "Start", "End", "Delta", "Average", "TimeAverage", "Interpolative"],
+          aggregates: [
+            "Count",
+            "Minimum",
+            "Maximum",
+            "Start",
+            "End",
+            "Delta",
+            "Average",
+            "TimeAverage",
+            "Interpolative",
+          ],
         });
         // [0, 10): 2^53+1, 2^53, 2^53+3 (all 2^53 or 2^53+4 in float64). [10, 20): -2^63, -2^63+1.
         // [20, 30): 5, 7 (safe: arithmetic exact, good). A sample at 30 s closes the last interval.
