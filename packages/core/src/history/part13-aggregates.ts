@@ -82,8 +82,9 @@ export interface IntervalPartials {
   readonly numericCount: number;
   /** Sum (float64) of the numeric good values (null when `numericCount` is 0). */
   readonly sum: number | null;
-  /** Smallest and largest numeric good value, exact ({@link smaller}, {@link larger}). */
+  /** Smallest numeric good value, exact ({@link smaller}; null when `numericCount` is 0). */
   readonly minimum: HistoryNumber | null;
+  /** Largest numeric good value, exact ({@link larger}; null when `numericCount` is 0). */
   readonly maximum: HistoryNumber | null;
   /** A numeric good value is an integer beyond ±(2^53 - 1) ({@link isImprecise}). */
   readonly imprecise: boolean;
