@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { PGlite } from "@electric-sql/pglite";
 import {
+  type AggregateValue,
   type AlarmDefinitionInput,
   type Clock,
   type ControlSystem,
@@ -19,6 +20,7 @@ import { OpcuaDriver } from "@kiln/plc-opcua";
 import { PostgresStore } from "@kiln/store-postgres";
 import { z } from "zod";
 import { AldReactorPlc, aldTags } from "./ald-reactor-plc";
+import { cycleStatistics, cycleWindows, type CycleStatistics } from "./ald-cycles";
 import { aldRecipe, phaseOfStep, type AldPhase } from "./ald-recipe";
 import { summaryItems, type AldDemoSummary, type AlarmRaiseRecord, type BreakerEventRecord } from "./ald-summary";
 import { ProgressLine, type ProgressOutput } from "./progress-line";
@@ -70,6 +72,7 @@ const optionsSchema = z
       )
       .optional(),
     progressLineMs: z.number().int().positive().default(2_000),
+    trendPoints: z.number().int().min(4).max(40_000).default(1_000),
     log: z.custom<(line: string) => void>((value) => typeof value === "function", "must be a function").optional(),
   })
   .strict();
@@ -91,6 +94,7 @@ const optionsSchema = z
  * - `output`: where the progress line goes (`process.stdout`). @default none
  * - `progressLineMs`: period of the progress lines when `output` is not a terminal. @default 2000
  * - `log`: where status lines go when there is no progress line. @default none
+ * - `trendPoints`: the most points of the pressure trend (`history.downsample`). @default 1000
  */
 export type AldDemoOptions = z.input<typeof optionsSchema>;
 
@@ -98,6 +102,7 @@ type ResolvedOptions = z.output<typeof optionsSchema>;
 
 /** Scan periods of the fast (pressure, valves) and slow (heater, counter) groups, ms. */
 const FAST_SCAN_MS = 50;
+const PRESSURE = "chamber.pressure";
 const SLOW_SCAN_MS = 200;
 
 /** The demo operator: acknowledges alarms and starts the recipe. */
@@ -285,6 +290,12 @@ class AldDemoRun {
         qualityChanges: this.#qualityChanges,
       },
       ...(this.#faultTimes ? { fault: this.#faultTimes } : {}),
+      pressure: {
+        range: { from: history.from, to: history.to },
+        samples: history.samples.get(PRESSURE) ?? [],
+        trend: history.pressureTrend,
+        cycles: history.cycles,
+      },
       reportFile: path.resolve(options.outDir, ALD_REPORT_FILE),
       startedAt,
       durationMs: 0,
@@ -542,11 +553,19 @@ class AldDemoRun {
     }
     const bucketMs = Math.max(50, Math.ceil((to - from) / 240));
     const buckets = new Map<string, SampleBucket[]>();
-    for (const tag of ["chamber.pressure", "heater.temperature"]) {
+    for (const tag of [PRESSURE, "heater.temperature"]) {
       buckets.set(tag, await store.samples.readBuckets({ tag, from, to, bucketMs }));
     }
+    // The pressure trend is drawn from the store's M4 downsample, and each cycle's statistics are
+    // the store's aggregates over the cycle (OPC UA Part 13), both computed in the database.
+    const pressureTrend = await store.history.downsample(PRESSURE, {
+      start: from,
+      end: to,
+      points: this.#options.trendPoints,
+    });
+    const cycles = await cycleStatistics(store.history, PRESSURE, cycleWindows(this.#phases));
     await store.close();
-    return { samples, buckets, bucketMs, stored, notGood, from, to };
+    return { samples, buckets, bucketMs, stored, notGood, from, to, pressureTrend, cycles };
   }
 
   #report(
@@ -555,8 +574,8 @@ class AldDemoRun {
     history: History,
     runParameters: Readonly<Record<string, number>>,
   ): string {
-    const points = (tag: string): ReportPoint[] =>
-      (history.samples.get(tag) ?? []).flatMap((sample) =>
+    const points = (tag: string, samples: readonly Sample[] = history.samples.get(tag) ?? []): ReportPoint[] =>
+      samples.flatMap((sample) =>
         typeof sample.value === "number"
           ? [{ t: sample.timestamp, v: sample.value, good: sample.quality.severity === "good" }]
           : [],
@@ -573,9 +592,14 @@ class AldDemoRun {
           title: "Chamber pressure",
           unit: "mbar",
           series: [
-            { label: "chamber.pressure", role: "primary", points: points("chamber.pressure"), holdMs: FAST_SCAN_MS },
+            {
+              label: PRESSURE,
+              role: "primary",
+              points: points(PRESSURE, history.pressureTrend),
+              holdMs: FAST_SCAN_MS,
+            },
           ],
-          band: { bucketMs: history.bucketMs, buckets: history.buckets.get("chamber.pressure") ?? [] },
+          band: { bucketMs: history.bucketMs, buckets: history.buckets.get(PRESSURE) ?? [] },
           limits: [
             { label: `HI ${alarms.hiMbar}`, value: alarms.hiMbar, severity: "warning" },
             { label: `HIHI ${alarms.hihiMbar}`, value: alarms.hihiMbar, severity: "danger" },
@@ -601,6 +625,20 @@ class AldDemoRun {
       markers: this.#markers,
       summary: summaryItems(summary),
       tables: [
+        {
+          title: "Chamber pressure per cycle",
+          columns: ["cycle", "from", "to", "minimum (mbar)", "maximum (mbar)", "average (mbar)", "quality"],
+          rows: history.cycles.map((cycle) => [
+            String(cycle.cycle),
+            offset(cycle.start, history.from),
+            offset(cycle.end, history.from),
+            formatAggregate(cycle.minimum.value),
+            formatAggregate(cycle.maximum.value),
+            formatAggregate(cycle.average.value),
+            worstQuality([cycle.minimum, cycle.maximum, cycle.average]),
+          ]),
+          empty: "No cycle ran.",
+        },
         {
           title: "Alarms",
           columns: ["raised at", "alarm", "value (mbar)", "message", "acknowledged at"],
@@ -629,7 +667,8 @@ class AldDemoRun {
       recipe: aldRecipe,
       parameters: runParameters,
       notes: [
-        "Charts are read back from the store after the run: raw samples (readSamples) as the line, min/max per bucket (readBuckets) as the band.",
+        "Charts are read back from the store after the run: the pressure line is the store's M4 trend (history.downsample), the other lines raw samples (readSamples), the band min/max per bucket (readBuckets).",
+        "The per-cycle table is computed by the store (history.aggregate: Minimum, Maximum, Average over each cycle, OPC UA Part 13); a cycle runs from its TMA pulse through the purges after its H2O pulse.",
         "Shading shows the recipe step running at each moment (step-start/step-end events); triangles mark alarms, acknowledgements and PLC link changes.",
       ],
     });
@@ -643,12 +682,29 @@ class AldDemoRun {
 
 interface History {
   readonly samples: ReadonlyMap<string, Sample[]>;
+  readonly pressureTrend: readonly Sample[];
+  readonly cycles: readonly CycleStatistics[];
   readonly buckets: ReadonlyMap<string, SampleBucket[]>;
   readonly bucketMs: number;
   readonly stored: number;
   readonly notGood: number;
   readonly from: number;
   readonly to: number;
+}
+
+function formatAggregate(value: number | bigint | null): string {
+  return value === null ? "no data" : typeof value === "number" ? value.toFixed(3) : String(value);
+}
+
+/** The worst severity of the results, with the reason when it is not good. */
+function worstQuality(results: readonly AggregateValue[]): string {
+  const worst =
+    results.find((result) => result.quality.severity === "bad") ??
+    results.find((result) => result.quality.severity === "uncertain");
+  if (worst === undefined) return "good";
+  return worst.quality.reason === undefined
+    ? worst.quality.severity
+    : `${worst.quality.severity}: ${worst.quality.reason}`;
 }
 
 function formatValue(value: number | boolean | null): string {

@@ -1,4 +1,5 @@
-import type { TimingStats } from "@kiln/core";
+import type { Sample, TimingStats } from "@kiln/core";
+import type { CycleStatistics } from "./ald-cycles";
 
 /** A breaker state change seen during the run. */
 export interface BreakerEventRecord {
@@ -72,6 +73,17 @@ export interface AldDemoSummary {
   };
   /** When the OPC UA server was stopped and started again (fault mode). */
   readonly fault?: { readonly stoppedAt: number; readonly restartedAt: number };
+  /** The chamber pressure as the report shows it, read back through the store's history port. */
+  readonly pressure: {
+    /** The range read back, ms since epoch: `[from, to)`. */
+    readonly range: { readonly from: number; readonly to: number };
+    /** Every stored sample of the run (`samples.readSamples`). */
+    readonly samples: readonly Sample[];
+    /** The trend drawn: `history.downsample` (M4) of the run at `trendPoints` points. */
+    readonly trend: readonly Sample[];
+    /** The per-cycle table: `history.aggregate` (Minimum, Maximum, Average) over each cycle. */
+    readonly cycles: readonly CycleStatistics[];
+  };
   /** The HTML report written. */
   readonly reportFile: string;
   readonly startedAt: number;

@@ -3,7 +3,10 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import type { KilnValidationError } from "@kiln/core";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { MemoryStore } from "@kiln/core";
 import { ALD_REPORT_FILE, runAldDemo, type AldDemoOptions } from "../src/ald-demo";
+import { aldTags } from "../src/ald-reactor-plc";
+import type { AldDemoSummary } from "../src/ald-summary";
 import { shortDemo } from "./support/short-demo";
 
 let outRoot: string;
@@ -16,6 +19,62 @@ afterAll(async () => {
   await rm(outRoot, { recursive: true, force: true });
 });
 
+/**
+ * The report's pressure comes from the history port: the trend drawn is the store's M4
+ * downsample (the same as MemoryStore computes from the raw samples, and far fewer points than
+ * them), and the per-cycle table holds each cycle's min/max/mean of the good samples, computed
+ * here from the raw samples.
+ */
+async function expectPressureFromHistory(summary: AldDemoSummary, html: string, points: number): Promise<void> {
+  const { samples, trend, cycles, range } = summary.pressure;
+  expect(samples.length).toBeGreaterThan(2 * points + 1);
+  const memory = new MemoryStore();
+  await memory.open(aldTags.list());
+  await memory.samples.writeBatch(samples);
+  const expectedTrend = await memory.history.downsample("chamber.pressure", {
+    start: range.from,
+    end: range.to,
+    points,
+  });
+  expect(trend).toEqual(expectedTrend);
+  const chart = html.slice(
+    html.indexOf('data-chart="pressure"'),
+    html.indexOf("</svg>", html.indexOf('data-chart="pressure"')),
+  );
+  const drawn = [...chart.matchAll(/<polyline class="trace trace-primary" points="([^"]*)"/g)].flatMap((match) =>
+    match[1]!.split(" "),
+  );
+  // holdMs adds at most one point per drawn sample (plus one at the end).
+  expect(drawn.length).toBeGreaterThan(0);
+  expect(drawn.length).toBeLessThanOrEqual(2 * trend.length + 1);
+  expect(drawn.length).toBeLessThan(samples.length); // raw samples would draw one point each at least
+
+  expect(cycles.map((cycle) => cycle.cycle)).toEqual([1, 2, 3]);
+  const table = html.slice(html.indexOf("Chamber pressure per cycle"));
+  const rows = [...table.slice(0, table.indexOf("</table>")).matchAll(/<tr><td>(.*?)<\/td><\/tr>/g)].map((match) =>
+    match[1]!.split("</td><td>"),
+  );
+  expect(rows.length).toBe(3);
+  cycles.forEach((cycle, index) => {
+    const values = samples
+      .filter((sample) => sample.timestamp >= cycle.start && sample.timestamp < cycle.end)
+      .filter((sample) => sample.quality.severity === "good" && typeof sample.value === "number")
+      .map((sample) => sample.value as number);
+    expect(values.length).toBeGreaterThan(0);
+    const minimum = Math.min(...values);
+    const maximum = Math.max(...values);
+    const mean = values.reduce((sum, value) => sum + value, 0) / values.length;
+    expect(cycle.minimum).toMatchObject({ value: minimum, quality: { severity: "good" } });
+    expect(cycle.maximum).toMatchObject({ value: maximum, quality: { severity: "good" } });
+    expect(cycle.average.value as number).toBeCloseTo(mean, 9);
+    expect(rows[index]!.slice(3)).toEqual([minimum.toFixed(3), maximum.toFixed(3), mean.toFixed(3), "good"]);
+  });
+  // Cycles follow the recipe: each starts with its TMA pulse, in order, without overlap.
+  for (let index = 1; index < cycles.length; index++) {
+    expect(cycles[index]!.start).toBeGreaterThanOrEqual(cycles[index - 1]!.end);
+  }
+}
+
 function count(text: string, fragment: string): number {
   return text.split(fragment).length - 1;
 }
@@ -26,7 +85,8 @@ describe("the ALD demo, shortened to 3 cycles", () => {
   test("runs every cycle on the OPC UA PLC, logs every sample to the store, acknowledges its alarms, and writes the report", async () => {
     const outDir = path.join(outRoot, "normal");
     // HI at 0.9 mbar sits below the 1 mbar TMA plateau, so TMA pulses raise it.
-    const summary = await runAldDemo({ ...shortDemo, outDir, alarms: { hiMbar: 0.9 } });
+    // 16 trend points (4 M4 columns): fewer than the samples, so the drawn line must be the downsample.
+    const summary = await runAldDemo({ ...shortDemo, outDir, alarms: { hiMbar: 0.9 }, trendPoints: 16 });
 
     expect(summary).toMatchObject({ ok: true, mode: "normal", store: "pglite" });
     expect(summary.process.status).toBe("completed");
@@ -57,6 +117,7 @@ describe("the ALD demo, shortened to 3 cycles", () => {
     expect(count(html, 'class="marker marker-alarm"')).toBe(summary.alarms.raised);
     expect(html).toContain('data-gaps="0"');
     expect(html).not.toMatch(/https?:\/\//);
+    await expectPressureFromHistory(summary, html, 16);
   });
 
   test("fault mode: the PLC's server stops and restarts mid-run; the recipe waits, recovers, and no logged sample is lost", async () => {

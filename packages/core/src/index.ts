@@ -112,6 +112,7 @@ export {
 export { AGGREGATES, MAX_HISTORY_INTERVALS } from "./ports/sample-history";
 export type {
   AggregateInterval,
+  AggregateValue,
   AggregateName,
   AlarmHistory,
   AuditEntry,

@@ -13,11 +13,14 @@ import {
   checkIntervalQuery,
   checkValueAtQuery,
   type DownsampleQuery,
+  downsampleSeries,
   finishAggregates,
   type HistoryPoint,
   type IntervalPartials,
   type IntervalQuery,
+  larger,
   type OuterBounds,
+  smaller,
   samplePoint,
   valueFromBounds,
 } from "@kiln/core/driver-kit";
@@ -39,6 +42,13 @@ const GOOD = `(quality BETWEEN 0 AND 1073741823
 const NUMERIC = `CASE WHEN value_float NOT IN ('NaN'::float8, 'Infinity'::float8, '-Infinity'::float8) THEN value_float
   WHEN value_int IS NOT NULL THEN value_int::float8 WHEN value_uint IS NOT NULL THEN value_uint::float8
   WHEN value_bool IS NOT NULL THEN value_bool::int4::float8 END`;
+
+/** SQL: the exact value of a 64-bit integer sample as `numeric` (NULL for every other value). */
+const EXACT = `CASE WHEN value_int IS NOT NULL THEN value_int::numeric ELSE value_uint END`;
+/** SQL: microseconds since the epoch as int8, exact (see `fastMillisecondsOf`). */
+const MICROS = `round(date_part('epoch', time) * 1000000)::int8`;
+/** SQL: the integer `exact` is beyond ±(2^53 - 1), as `isImprecise` in `@kiln/core`. */
+const IMPRECISE = `(exact NOT BETWEEN -9007199254740991 AND 9007199254740991)`;
 
 /** What each aggregate needs computed beyond count, sum, minimum, maximum and bad samples. */
 const NEEDS: Readonly<
@@ -66,11 +76,18 @@ interface PartialsRow {
   readonly sum: number | null;
   readonly minimum: number | null;
   readonly maximum: number | null;
+  readonly minimum_exact: string | null;
+  readonly maximum_exact: string | null;
+  readonly imprecise: boolean | null;
   readonly bad_count: number | null;
   readonly first_good_ms: number | null;
   readonly first_good_num: number | null;
+  readonly first_exact_us: string | null;
+  readonly first_exact: string | null;
   readonly last_good_ms: number | null;
   readonly last_good_num: number | null;
+  readonly last_exact_us: string | null;
+  readonly last_exact: string | null;
   readonly first_any_ms: number | null;
   readonly first_any_good: boolean | null;
   readonly last_any_ms: number | null;
@@ -79,10 +96,12 @@ interface PartialsRow {
   readonly inner_good_ms: number | null;
   readonly good_before_ms: number | null;
   readonly good_before_num: number | null;
+  readonly good_before_exact: string | null;
   readonly any_before_ms: number | null;
   readonly any_before_good: boolean | null;
   readonly good_after_ms: number | null;
   readonly good_after_num: number | null;
+  readonly good_after_exact: string | null;
   readonly any_after_ms: number | null;
   readonly any_after_good: boolean | null;
 }
@@ -99,8 +118,9 @@ type BoundRow = { readonly [key: string]: unknown };
  *   exactly as `MemoryStore` does. Partials an aggregate does not need are not computed.
  * - `valueAt` / `interpolated`: per tag and time, index probes for the last sample at or
  *   before it and the first at or after it (and the nearest good ones, only when those are not good).
- * - `downsample`: one `GROUP BY` column picks the first, last, smallest and largest sample (M4);
- *   the picked rows are then read by primary key, at most four per column (one pass: a
+ * - `downsample`: one `GROUP BY` column picks the first, last, smallest and largest sample (M4;
+ *   floats and 64-bit integers apart, each compared exactly, and the shared `downsampleSeries`
+ *   picks among the candidates); the picked rows are then read by primary key, at most six per column (one pass: a
  *   `time IN (subquery)` filter over the range was quadratic on PostgreSQL and PGlite).
  */
 export class PostgresHistory implements HistoryQueries {
@@ -142,7 +162,8 @@ export class PostgresHistory implements HistoryQueries {
   #aggregateSql(needs: { readonly ends: boolean; readonly time: boolean; readonly area: boolean }): string {
     const samples = this.#context.table("samples");
     const bound = (name: string, comparison: string, order: string, good: boolean): string =>
-      `LEFT JOIN LATERAL (SELECT ${fastMillisecondsOf("time")} AS ms, ${good ? NUMERIC : GOOD} AS v FROM ${samples}
+      `LEFT JOIN LATERAL (SELECT ${fastMillisecondsOf("time")} AS ms, ${good ? NUMERIC : GOOD} AS v,
+         ${good ? `(${EXACT})::text` : "NULL"} AS x FROM ${samples}
          WHERE tag_id = input.tag_id AND time ${comparison} ${good ? `AND ${GOOD}` : ""}
          ORDER BY time ${order} LIMIT 1) AS ${name} ON true`;
     // Windows look back, in the primary key's order: the previous sample (good durations) and the
@@ -160,8 +181,12 @@ export class PostgresHistory implements HistoryQueries {
       "count(*) FILTER (WHERE good)::int4 AS count",
       "count(num) FILTER (WHERE good)::int4 AS numeric_count",
       "sum(num) FILTER (WHERE good) AS sum",
-      "min(num) FILTER (WHERE good) AS minimum",
-      "max(num) FILTER (WHERE good) AS maximum",
+      // Minimum and maximum exactly: float values in float8, 64-bit integers in numeric.
+      "min(num) FILTER (WHERE good AND exact IS NULL) AS minimum",
+      "max(num) FILTER (WHERE good AND exact IS NULL) AS maximum",
+      "min(exact) FILTER (WHERE good)::text AS minimum_exact",
+      "max(exact) FILTER (WHERE good)::text AS maximum_exact",
+      `coalesce(bool_or(${IMPRECISE}) FILTER (WHERE good), false) AS imprecise`,
       "count(*) FILTER (WHERE NOT good)::int4 AS bad_count",
       ...(needs.ends
         ? [
@@ -169,6 +194,11 @@ export class PostgresHistory implements HistoryQueries {
             "(min(ARRAY[ms, num]) FILTER (WHERE good))[2] AS first_good_num",
             "max(ms) FILTER (WHERE good) AS last_good_ms",
             "(max(ARRAY[ms, num]) FILTER (WHERE good))[2] AS last_good_num",
+            // The first and last good 64-bit integer, exactly; used when it is the first / last good sample.
+            `(min(ARRAY[${MICROS}::numeric, exact]) FILTER (WHERE good AND exact IS NOT NULL))[1]::text AS first_exact_us`,
+            `(min(ARRAY[${MICROS}::numeric, exact]) FILTER (WHERE good AND exact IS NOT NULL))[2]::text AS first_exact`,
+            `(max(ARRAY[${MICROS}::numeric, exact]) FILTER (WHERE good AND exact IS NOT NULL))[1]::text AS last_exact_us`,
+            `(max(ARRAY[${MICROS}::numeric, exact]) FILTER (WHERE good AND exact IS NOT NULL))[2]::text AS last_exact`,
           ]
         : []),
       ...(needs.time
@@ -193,10 +223,12 @@ export class PostgresHistory implements HistoryQueries {
     const boundNames = [
       "good_before.ms AS good_before_ms",
       "good_before.v AS good_before_num",
+      "good_before.x AS good_before_exact",
       "any_before.ms AS any_before_ms",
       "any_before.v AS any_before_good",
       "good_after.ms AS good_after_ms",
       "good_after.v AS good_after_num",
+      "good_after.x AS good_after_exact",
       "any_after.ms AS any_after_ms",
       "any_after.v AS any_after_good",
     ];
@@ -215,7 +247,7 @@ export class PostgresHistory implements HistoryQueries {
     return `WITH input AS (
         SELECT tag_id, sloped FROM unnest($1::text::int4[], $2::text::bool[]) AS input (tag_id, sloped)
       ), raw AS (
-        SELECT tag_id, time, ${GOOD} AS good, ${NUMERIC} AS num,
+        SELECT tag_id, time, ${GOOD} AS good, ${NUMERIC} AS num, ${EXACT} AS exact,
                date_bin(make_interval(secs => $4::float8 / 1000), time, ${timestampOf("$3")}) AS bucket ${perRow}
         FROM ${samples}
         WHERE tag_id = ANY($1::text::int4[]) AND time >= ${timestampOf("$3")} AND time < ${timestampOf("$5")}
@@ -299,14 +331,19 @@ export class PostgresHistory implements HistoryQueries {
     const rows = await this.#context.run("history.downsample", (client) =>
       client.query<SampleRow>(
         `WITH numeric_samples AS (
-           SELECT ${fastMillisecondsOf("time")} AS ms, ${NUMERIC} AS num FROM ${samples} WHERE ${range}
+           SELECT ${fastMillisecondsOf("time")} AS ms, ${NUMERIC} AS num, ${EXACT} AS exact, ${MICROS} AS us
+           FROM ${samples} WHERE ${range}
          ), chosen AS (
-           SELECT min(ms) AS first_ms, max(ms) AS last_ms, (min(ARRAY[num, ms]))[2] AS min_ms,
-                  -(max(ARRAY[num, -ms]))[2] AS max_ms
+           SELECT min(ms) AS first_ms, max(ms) AS last_ms,
+                  (min(ARRAY[num, ms]) FILTER (WHERE exact IS NULL))[2] AS min_ms,
+                  -(max(ARRAY[num, -ms]) FILTER (WHERE exact IS NULL))[2] AS max_ms,
+                  (min(ARRAY[exact, us::numeric]) FILTER (WHERE exact IS NOT NULL))[2]::float8 / 1000 AS min_exact_ms,
+                  -(max(ARRAY[exact, -us::numeric]) FILTER (WHERE exact IS NOT NULL))[2]::float8 / 1000 AS max_exact_ms
            FROM numeric_samples WHERE num IS NOT NULL
            GROUP BY floor(((ms - $2::float8) * $4::float8) / ($3::float8 - $2::float8))
          ), picked AS (
-           SELECT DISTINCT unnest(ARRAY[first_ms, last_ms, min_ms, max_ms]) AS ms FROM chosen
+           SELECT DISTINCT unnest(ARRAY[first_ms, last_ms, min_ms, max_ms, min_exact_ms, max_exact_ms]) AS ms
+           FROM chosen
          )
          SELECT ${SAMPLE_ROW_COLUMNS} FROM picked
          JOIN ${samples} ON tag_id = $1 AND time = ${timestampOf("picked.ms")}
@@ -314,12 +351,34 @@ export class PostgresHistory implements HistoryQueries {
         [this.#tags.ids.get(tag)!, query.start, query.end, columns],
       ),
     );
-    return rows.rows.map((row) => toSample(tag, row));
+    // The candidates hold each column's M4 picks (floats and 64-bit integers picked apart, each
+    // exactly); the shared reference picks among them, so every store chooses the same samples.
+    const candidates = rows.rows.map((row) => toSample(tag, row));
+    return downsampleSeries(
+      { timestamps: candidates.map((sample) => sample.timestamp), samples: candidates },
+      query.start,
+      query.end,
+      columns,
+    );
   }
 }
 
-function point(time: number | null, value: number | null, good: boolean): HistoryPoint | undefined {
-  return time === null ? undefined : { time, value, good };
+function point(
+  time: number | null,
+  value: number | null,
+  good: boolean,
+  exact?: string | null,
+): HistoryPoint | undefined {
+  return time === null ? undefined : { time, value: exact != null ? BigInt(exact) : value, good };
+}
+
+/** The exact value when the sample at `time` is the 64-bit integer found at `micros`, else undefined. */
+function exactAt(time: number | null, micros: string | null, exact: string | null): string | null {
+  return time !== null && micros !== null && Number(micros) / 1000 === time ? exact : null;
+}
+
+function bigintOf(text: string | null): bigint | null {
+  return text === null ? null : BigInt(text);
 }
 
 function finish(
@@ -336,9 +395,9 @@ function finish(
     if (row.tag_id !== id) continue;
     if (row.k === null) {
       outer = {
-        goodBefore: point(row.good_before_ms, row.good_before_num, true),
+        goodBefore: point(row.good_before_ms, row.good_before_num, true, row.good_before_exact),
         anyBefore: point(row.any_before_ms, null, row.any_before_good === true),
-        goodAfter: point(row.good_after_ms, row.good_after_num, true),
+        goodAfter: point(row.good_after_ms, row.good_after_num, true, row.good_after_exact),
         anyAfter: point(row.any_after_ms, null, row.any_after_good === true),
       };
       continue;
@@ -348,11 +407,22 @@ function finish(
       count: row.count ?? 0,
       numericCount: row.numeric_count ?? 0,
       sum: row.sum,
-      minimum: row.minimum,
-      maximum: row.maximum,
+      minimum: smaller(row.minimum, bigintOf(row.minimum_exact)),
+      maximum: larger(row.maximum, bigintOf(row.maximum_exact)),
+      imprecise: row.imprecise === true,
       badCount: row.bad_count ?? 0,
-      firstGood: point(row.first_good_ms, row.first_good_num, true),
-      lastGood: point(row.last_good_ms, row.last_good_num, true),
+      firstGood: point(
+        row.first_good_ms,
+        row.first_good_num,
+        true,
+        exactAt(row.first_good_ms, row.first_exact_us, row.first_exact),
+      ),
+      lastGood: point(
+        row.last_good_ms,
+        row.last_good_num,
+        true,
+        exactAt(row.last_good_ms, row.last_exact_us, row.last_exact),
+      ),
       firstAny: point(row.first_any_ms, null, row.first_any_good === true),
       lastAny: point(row.last_any_ms, null, row.last_any_good === true),
       innerArea: row.inner_area ?? null,

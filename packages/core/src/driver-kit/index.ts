@@ -43,13 +43,18 @@ export {
 } from "../history/history-input";
 export {
   HISTORY_GOOD,
+  HISTORY_IMPRECISE,
   HISTORY_NO_DATA,
   HISTORY_UNCERTAIN,
   boundingValue,
   finishAggregates,
+  isImprecise,
+  larger,
   segmentArea,
+  smaller,
   type Bound,
   type BoundingSamples,
+  type HistoryNumber,
   type HistoryPoint,
   type IntervalPartials,
   type OuterBounds,

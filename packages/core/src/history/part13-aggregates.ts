@@ -16,13 +16,55 @@ export const HISTORY_UNCERTAIN: Quality = Object.freeze(
 );
 /** Quality of a history result with no data to compute it from. */
 export const HISTORY_NO_DATA: Quality = Object.freeze(quality("bad", "no data", BAD_NO_DATA));
+/**
+ * Quality of a result computed in float64 arithmetic from an integer beyond ±(2^53 - 1), which
+ * float64 cannot hold exactly (`Number.MAX_SAFE_INTEGER`): the result may be off, so it is never good.
+ */
+export const HISTORY_IMPRECISE: Quality = Object.freeze(
+  quality("uncertain", "precision lost: computed in float64 from an integer beyond ±2^53", UNCERTAIN_DATA_SUB_NORMAL),
+);
+
+/** A numeric value as stored: a number, or a bigint for 64-bit integer tags (exact). */
+export type HistoryNumber = number | bigint;
+
+const SAFE_MAX = BigInt(Number.MAX_SAFE_INTEGER);
+
+/** True when `value` is an integer that float64 cannot hold exactly (beyond ±(2^53 - 1)). */
+export function isImprecise(value: HistoryNumber | null | undefined): boolean {
+  return typeof value === "bigint" && (value > SAFE_MAX || value < -SAFE_MAX);
+}
+
+/**
+ * The smaller of two values, compared exactly (a bigint against a number too); on a tie the
+ * bigint. The one rule every store uses to pick a `Minimum`.
+ */
+export function smaller(a: HistoryNumber | null, b: HistoryNumber | null): HistoryNumber | null {
+  if (a === null) return b;
+  if (b === null) return a;
+  return b < a || (b == a && typeof b === "bigint") ? b : a;
+}
+
+/** The larger of two values, compared exactly; on a tie the bigint (see {@link smaller}). */
+export function larger(a: HistoryNumber | null, b: HistoryNumber | null): HistoryNumber | null {
+  if (a === null) return b;
+  if (b === null) return a;
+  return b > a || (b == a && typeof b === "bigint") ? b : a;
+}
+
+/** Quality `result` with the precision rule applied: uncertain when `imprecise`, unless bad. */
+function precise(result: Quality, imprecise: boolean): Quality {
+  return imprecise && result.severity !== "bad" ? HISTORY_IMPRECISE : result;
+}
 
 /** A sample reduced to what aggregation needs: time, numeric value, whether it is good data. */
 export interface HistoryPoint {
   /** Timestamp, ms since epoch. */
   readonly time: number;
-  /** Numeric value (booleans as 0/1); null for strings and values that are not data. */
-  readonly value: number | null;
+  /**
+   * Numeric value, exact: a bigint for a bigint sample, booleans as 0/1; null for strings and
+   * values that are not data.
+   */
+  readonly value: HistoryNumber | null;
   /** Good quality and a usable value. */
   readonly good: boolean;
 }
@@ -38,10 +80,14 @@ export interface IntervalPartials {
   readonly count: number;
   /** Good samples with a numeric value. */
   readonly numericCount: number;
-  /** Sum, smallest and largest numeric good value (null when `numericCount` is 0). */
+  /** Sum (float64) of the numeric good values (null when `numericCount` is 0). */
   readonly sum: number | null;
-  readonly minimum: number | null;
-  readonly maximum: number | null;
+  /** Smallest numeric good value, exact ({@link smaller}; null when `numericCount` is 0). */
+  readonly minimum: HistoryNumber | null;
+  /** Largest numeric good value, exact ({@link larger}; null when `numericCount` is 0). */
+  readonly maximum: HistoryNumber | null;
+  /** A numeric good value is an integer beyond ±(2^53 - 1) ({@link isImprecise}). */
+  readonly imprecise: boolean;
   /** First and last good sample. */
   readonly firstGood?: HistoryPoint;
   readonly lastGood?: HistoryPoint;
@@ -85,8 +131,13 @@ export interface BoundingSamples<TPoint extends HistoryPoint = HistoryPoint> {
 
 /** A value found by {@link boundingValue}: which sample(s) it comes from and its quality. */
 export interface Bound<TPoint extends HistoryPoint = HistoryPoint> {
-  /** The numeric value at `t` (null when the source has no numeric value). */
-  readonly value: number | null;
+  /**
+   * The numeric value at `t` (null when the source has no numeric value): the source's value,
+   * exact, or a float64 interpolated between two samples.
+   */
+  readonly value: HistoryNumber | null;
+  /** A value it rests on is an integer beyond ±(2^53 - 1): arithmetic on it is not exact. */
+  readonly imprecise: boolean;
   /** The sample the value comes from, when it is not interpolated between two samples. */
   readonly source?: TPoint;
   readonly quality: Quality;
@@ -100,7 +151,8 @@ export interface Bound<TPoint extends HistoryPoint = HistoryPoint> {
  * - sloped: the straight line between the good samples before and after `t`, or, with none
  *   after, the last one held (extrapolation, uncertain);
  * - good when no other sample lies between the sources and `t` and something was stored at or
- *   after `t`; otherwise uncertain; no good sample at or before `t`: undefined (no data).
+ *   after `t`; otherwise uncertain; no good sample at or before `t`: undefined (no data);
+ * - a value interpolated from an integer beyond ±(2^53 - 1) is uncertain ({@link HISTORY_IMPRECISE}).
  */
 export function boundingValue<TPoint extends HistoryPoint>(
   t: number,
@@ -109,7 +161,13 @@ export function boundingValue<TPoint extends HistoryPoint>(
 ): Bound<TPoint> | undefined {
   const { goodBefore, goodAfter, anyBefore, anyAfter } = samples;
   if (goodBefore === undefined) return undefined;
-  if (goodBefore.time === t) return { value: goodBefore.value, source: goodBefore, quality: HISTORY_GOOD };
+  if (goodBefore.time === t)
+    return {
+      value: goodBefore.value,
+      source: goodBefore,
+      quality: HISTORY_GOOD,
+      imprecise: isImprecise(goodBefore.value),
+    };
   const noBadBefore = anyBefore !== undefined && anyBefore.time === goodBefore.time;
   if (interpolation === "stepped" || goodAfter === undefined) {
     const held = interpolation === "stepped" ? anyAfter !== undefined : false;
@@ -117,15 +175,17 @@ export function boundingValue<TPoint extends HistoryPoint>(
       value: goodBefore.value,
       source: goodBefore,
       quality: noBadBefore && held ? HISTORY_GOOD : HISTORY_UNCERTAIN,
+      imprecise: isImprecise(goodBefore.value),
     };
   }
   const noBadAfter = anyAfter !== undefined && anyAfter.time === goodAfter.time;
+  const imprecise = isImprecise(goodBefore.value) || isImprecise(goodAfter.value);
+  const found = precise(noBadBefore && noBadAfter ? HISTORY_GOOD : HISTORY_UNCERTAIN, imprecise);
+  if (goodBefore.value === null || goodAfter.value === null) return { value: null, quality: found, imprecise };
+  const before = Number(goodBefore.value);
   const value =
-    goodBefore.value === null || goodAfter.value === null
-      ? null
-      : goodBefore.value +
-        ((goodAfter.value - goodBefore.value) * (t - goodBefore.time)) / (goodAfter.time - goodBefore.time);
-  return { value, quality: noBadBefore && noBadAfter ? HISTORY_GOOD : HISTORY_UNCERTAIN };
+    before + ((Number(goodAfter.value) - before) * (t - goodBefore.time)) / (goodAfter.time - goodBefore.time);
+  return { value, quality: found, imprecise };
 }
 
 /**
@@ -134,14 +194,14 @@ export function boundingValue<TPoint extends HistoryPoint>(
  */
 export function segmentArea(
   interpolation: Interpolation,
-  fromValue: number | null,
-  toValue: number | null,
+  fromValue: HistoryNumber | null,
+  toValue: HistoryNumber | null,
   durationMs: number,
 ): number | null {
   if (fromValue === null) return null;
-  if (interpolation === "stepped") return fromValue * durationMs;
+  if (interpolation === "stepped") return Number(fromValue) * durationMs;
   if (toValue === null) return null;
-  return ((fromValue + toValue) / 2) * durationMs;
+  return ((Number(fromValue) + Number(toValue)) / 2) * durationMs;
 }
 
 /**
@@ -214,10 +274,10 @@ export function finishAggregates(
     const values: Partial<Record<AggregateName, AggregateValue>> = {};
     const rawQuality = (present: boolean): Quality =>
       !present ? HISTORY_NO_DATA : (partial?.badCount ?? 0) > 0 ? HISTORY_UNCERTAIN : HISTORY_GOOD;
-    const raw = (value: number | null | undefined): AggregateValue =>
+    const raw = (value: HistoryNumber | null | undefined, imprecise = false): AggregateValue =>
       value === null || value === undefined
         ? { value: null, quality: HISTORY_NO_DATA }
-        : { value, quality: rawQuality(true) };
+        : { value, quality: precise(rawQuality(true), imprecise) };
 
     // DurationGood: the state before the first sample of the interval is the last sample's before it.
     const stateBefore = anyBefore[index];
@@ -245,9 +305,12 @@ export function finishAggregates(
     const timeQuality =
       average === null
         ? HISTORY_NO_DATA
-        : goodMs === e - s && startBound?.quality === HISTORY_GOOD && endBound?.quality === HISTORY_GOOD
-          ? HISTORY_GOOD
-          : HISTORY_UNCERTAIN;
+        : precise(
+            goodMs === e - s && startBound?.quality === HISTORY_GOOD && endBound?.quality === HISTORY_GOOD
+              ? HISTORY_GOOD
+              : HISTORY_UNCERTAIN,
+            (partial?.imprecise ?? false) || (startBound?.imprecise ?? false) || (endBound?.imprecise ?? false),
+          );
 
     for (const name of aggregates) {
       switch (name) {
@@ -267,10 +330,17 @@ export function finishAggregates(
           values.End = raw(last?.value);
           break;
         case "Delta":
-          values.Delta = raw(first?.value == null || last?.value == null ? null : last.value - first.value);
+          {
+            const difference = delta(first?.value, last?.value);
+            const imprecise = typeof difference === "number" && (isImprecise(first?.value) || isImprecise(last?.value));
+            values.Delta = raw(difference, imprecise);
+          }
           break;
         case "Average":
-          values.Average = raw(partial && partial.numericCount > 0 ? partial.sum! / partial.numericCount : null);
+          values.Average = raw(
+            partial && partial.numericCount > 0 ? partial.sum! / partial.numericCount : null,
+            partial?.imprecise,
+          );
           break;
         case "TimeAverage":
           values.TimeAverage = { value: average, quality: timeQuality };
@@ -296,4 +366,16 @@ export function finishAggregates(
     startBound = endBound;
   }
   return results;
+}
+
+/**
+ * `last - first`: exact, a bigint, when one is a bigint and the other an integer (a 64-bit tag
+ * delivers safe integers as numbers), else float64 (imprecise per {@link isImprecise}).
+ */
+function delta(first: HistoryNumber | null | undefined, last: HistoryNumber | null | undefined): HistoryNumber | null {
+  if (first === null || first === undefined || last === null || last === undefined) return null;
+  const integral = (value: HistoryNumber): boolean => typeof value === "bigint" || Number.isInteger(value);
+  if ((typeof first === "bigint" || typeof last === "bigint") && integral(first) && integral(last))
+    return BigInt(last) - BigInt(first);
+  return Number(last) - Number(first);
 }

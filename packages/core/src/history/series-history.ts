@@ -5,6 +5,10 @@ import type { CheckedIntervals } from "./history-input";
 import {
   HISTORY_NO_DATA,
   boundingValue,
+  isImprecise,
+  larger,
+  smaller,
+  type HistoryNumber,
   finishAggregates,
   segmentArea,
   type BoundingSamples,
@@ -42,8 +46,13 @@ export function numericValue(value: TagValue | null): number | null {
   }
 }
 
+/** The numeric value, exact: as {@link numericValue}, but a bigint stays a bigint. */
+function exactValue(value: TagValue | null): HistoryNumber | null {
+  return typeof value === "bigint" ? value : numericValue(value);
+}
+
 function pointOf(sample: Sample): HistoryPoint {
-  return { time: sample.timestamp, value: numericValue(sample.value), good: isGoodData(sample) };
+  return { time: sample.timestamp, value: exactValue(sample.value), good: isGoodData(sample) };
 }
 
 /** First index whose timestamp is >= `value`. */
@@ -87,6 +96,7 @@ export function aggregateSeries(
         badCount: 0,
         innerArea: null,
         innerGoodMs: 0,
+        imprecise: false,
       };
       partials.push(current);
     } else if (lastAny?.good) current.innerGoodMs += point.time - lastAny.time;
@@ -100,9 +110,10 @@ export function aggregateSeries(
     current.count++;
     if (point.value !== null) {
       current.numericCount++;
-      current.sum = (current.sum ?? 0) + point.value;
-      current.minimum = current.minimum === null ? point.value : Math.min(current.minimum, point.value);
-      current.maximum = current.maximum === null ? point.value : Math.max(current.maximum, point.value);
+      current.sum = (current.sum ?? 0) + Number(point.value);
+      current.minimum = smaller(current.minimum, point.value);
+      current.maximum = larger(current.maximum, point.value);
+      current.imprecise ||= isImprecise(point.value);
     }
     if (current.firstGood === undefined) current.firstGood = point;
     else if (lastGood !== undefined) {
@@ -185,7 +196,7 @@ export function valueAtInSeries(tag: string, series: SampleSeries, time: number,
 /**
  * M4 downsampling (Jugel et al., "M4: A Visualization-Oriented Time Series Data Aggregation",
  * VLDB 2014): per column, the first, smallest, largest and last sample with a numeric value;
- * ties go to the earliest. Column of a sample: `floor((t - start) * columns / (end - start))`.
+ * values compared exactly (a bigint too, never rounded to float64); ties go to the earliest. Column of a sample: `floor((t - start) * columns / (end - start))`.
  */
 export function downsampleSeries(series: SampleSeries, start: number, end: number, columns: number): Sample[] {
   const from = lowerBound(series.timestamps, start);
@@ -196,15 +207,15 @@ export function downsampleSeries(series: SampleSeries, start: number, end: numbe
   let minimum = -1;
   let maximum = -1;
   let last = -1;
-  let low = 0;
-  let high = 0;
+  let low: HistoryNumber = 0;
+  let high: HistoryNumber = 0;
   const flush = (): void => {
     if (first < 0) return;
     chosen.push(...new Set([first, minimum, maximum, last].sort((a, b) => a - b)));
   };
   for (let position = from; position < to; position++) {
     const sample = series.samples[position]!;
-    const value = numericValue(sample.value);
+    const value = exactValue(sample.value);
     if (value === null) continue;
     const at = Math.floor(((sample.timestamp - start) * columns) / (end - start));
     if (at !== column) {

@@ -128,8 +128,16 @@ export interface AggregateQuery extends IntervalQuery {
 
 /** One aggregate of one interval. */
 export interface AggregateValue {
-  /** The result; `null` when there was no data to compute it from (quality is then bad). */
-  readonly value: number | null;
+  /**
+   * The result; `null` when there was no data to compute it from (quality is then bad). A value
+   * picked from the samples (`Minimum`, `Maximum`, `Start`, `End`, a stepped `Interpolative`) is
+   * the stored value itself, a bigint for 64-bit integer tags, and `Delta` of two bigints is their
+   * exact bigint difference. Results computed in float64 arithmetic (`Average`, `TimeAverage`,
+   * `Total`, a sloped `Interpolative`, a mixed `Delta`) are numbers; when one of the values they rest on
+   * is an integer beyond ±(2^53 - 1), which float64 cannot hold exactly, the result is
+   * `uncertain` with the reason "precision lost: ..." (never good).
+   */
+  readonly value: number | bigint | null;
   /**
    * `good` when the interval's data was good throughout; `uncertain` when it rests on bad or
    * missing data (bad samples, an interval starting before the first sample, a value held past

@@ -1,7 +1,10 @@
 import { describe, expect, test } from "vitest";
+import { GOOD } from "../domain/quality";
 import { SAMPLE_TIME_MAX, SAMPLE_TIME_MIN, type Sample } from "../domain/sample";
 import { MemoryStore } from "../memory/memory-store";
+import type { AggregateQuery, AggregateValue } from "../ports/sample-history";
 import { edgeValueConformance, storeConformance } from "./store-conformance";
+import { storeHistoryConformance } from "./store-history-conformance";
 
 storeConformance({
   test,
@@ -67,4 +70,38 @@ describe("the edge-value group fails a store that breaks its rules", () => {
       await intact.get(`edge values: ${name}`)!();
     });
   }
+});
+
+// A store whose history works in float64 throughout (the bug of issue 18): 64-bit values come
+// back rounded to numbers and marked good. The history group must fail it.
+function float64History(): MemoryStore {
+  const store = new MemoryStore();
+  const history = store.history;
+  const rounded = (value: AggregateValue): AggregateValue => ({
+    value: typeof value.value === "bigint" ? Number(value.value) : value.value,
+    quality: value.quality.reason?.startsWith("precision lost") ? GOOD : value.quality,
+  });
+  Object.assign(store, {
+    history: {
+      ...history,
+      aggregate: async (tags: readonly string[], query: AggregateQuery) =>
+        (await history.aggregate(tags, query)).map((interval) => ({
+          ...interval,
+          values: Object.fromEntries(Object.entries(interval.values).map(([name, value]) => [name, rounded(value)])),
+        })),
+    },
+  });
+  return store;
+}
+
+test("the history group fails a store that rounds 64-bit integers to float64 and calls them good", async () => {
+  const bodies = new Map<string, () => Promise<void>>();
+  storeHistoryConformance({
+    test: (testName, body) => bodies.set(testName, body),
+    expect,
+    factory: async () => float64History(),
+  });
+  const names = [...bodies.keys()].filter((name) => name.includes("64-bit integers"));
+  expect(names.length).toBe(2);
+  for (const name of names) await expect(bodies.get(name)!()).rejects.toThrow();
 });

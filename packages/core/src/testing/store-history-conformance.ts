@@ -14,6 +14,10 @@ const HISTORY_TAGS = defineTags({
   "history.valve": { dataType: "bool" }, // stepped by default
   "history.state": { dataType: "string" }, // stepped by default
   "history.trend": { dataType: "float64" },
+  "history.int64": { dataType: "int64" }, // stepped by default
+  "history.uint64": { dataType: "uint64" },
+  "history.int64.sloped": { dataType: "int64", interpolation: "sloped" },
+  "history.int64.mixed": { dataType: "int64" },
 });
 const RAMP = "history.ramp";
 const VALVE = "history.valve";
@@ -58,12 +62,39 @@ const DATA: readonly Sample[] = [
   }),
 ];
 
-type Expected = [value: number | null, severity: QualitySeverity];
+const INT64 = "history.int64";
+const UINT64 = "history.uint64";
+const SLOPED64 = "history.int64.sloped";
+const MIXED64 = "history.int64.mixed";
+/** 64-bit integers around 2^53, 2^63 and 2^64 - 1 (tests of the precision rule). */
+const WIDE: readonly Sample[] = [
+  at(INT64, 0, 2n ** 53n + 1n),
+  at(INT64, 4, 2n ** 53n),
+  at(INT64, 7, 2n ** 53n + 3n),
+  at(INT64, 10, -(2n ** 63n)),
+  at(INT64, 15, -(2n ** 63n) + 1n),
+  at(INT64, 20, 5n),
+  at(INT64, 25, 7n),
+  at(INT64, 30, 7n),
+  at(UINT64, 0, 2n ** 64n - 2n),
+  at(UINT64, 2, 2n ** 64n - 1n),
+  at(UINT64, 5, 2n ** 63n),
+  at(UINT64, 8, 2n ** 63n - 1n),
+  at(UINT64, 10, 1n),
+  at(SLOPED64, 0, 2n ** 62n),
+  at(SLOPED64, 10, 2n ** 62n + 10n),
+  at(SLOPED64, 20, 2n ** 62n + 20n),
+  at(MIXED64, 0, 5),
+  at(MIXED64, 2, 5n),
+  at(MIXED64, 5, 2n ** 53n + 1n),
+];
+
+type Expected = [value: number | bigint | null, severity: QualitySeverity];
 type ExpectedInterval = Partial<Record<AggregateName, Expected>>;
 
 /** Rounds to 1e-9 so results computed in a different order (SQL, TypeScript) compare equal. */
-function round(value: number | null): number | null {
-  return value === null ? null : Math.round(value * 1e9) / 1e9;
+function round(value: number | bigint | null): number | bigint | null {
+  return value === null || typeof value === "bigint" ? value : Math.round(value * 1e9) / 1e9;
 }
 
 function summarize(intervals: readonly AggregateInterval[]): ExpectedInterval[] {
@@ -502,6 +533,144 @@ export function storeHistoryConformance(options: StoreGroupConformanceOptions): 
         expect(trend[0]?.timestamp).toBe(start);
         expect(trend.at(-1)?.timestamp).toBe(start + (count - 1) * 10);
         expect(trend.find((sample) => sample.timestamp === start + 12_345 * 10)?.value).toBe(value(12_345));
+      }),
+    );
+
+    test(
+      "64-bit integers: picked values are exact bigints, float64 arithmetic on them beyond ±2^53 is uncertain",
+      withHistory(options, async (history, store) => {
+        await store.samples.writeBatch(WIDE);
+        const interval = { start: T0, end: T0 + 30 * S, intervalMs: 10 * S };
+        const int64 = await history.aggregate([INT64], {
+          ...interval,
+          aggregates: [
+            "Count",
+            "Minimum",
+            "Maximum",
+            "Start",
+            "End",
+            "Delta",
+            "Average",
+            "TimeAverage",
+            "Interpolative",
+          ],
+        });
+        // [0, 10): 2^53+1, 2^53, 2^53+3 (all 2^53 or 2^53+4 in float64). [10, 20): -2^63, -2^63+1.
+        // [20, 30): 5, 7 (safe: arithmetic exact, good). A sample at 30 s closes the last interval.
+        expect(summarize(int64)).toEqual([
+          {
+            Count: [3, "good"],
+            Minimum: [2n ** 53n, "good"],
+            Maximum: [2n ** 53n + 3n, "good"],
+            Start: [2n ** 53n + 1n, "good"],
+            End: [2n ** 53n + 3n, "good"],
+            Delta: [2n, "good"],
+            Average: [summarize(int64)[0]!.Average![0], "uncertain"],
+            TimeAverage: [summarize(int64)[0]!.TimeAverage![0], "uncertain"],
+            Interpolative: [2n ** 53n + 1n, "good"],
+          },
+          {
+            Count: [2, "good"],
+            Minimum: [-(2n ** 63n), "good"],
+            Maximum: [-(2n ** 63n) + 1n, "good"],
+            Start: [-(2n ** 63n), "good"],
+            End: [-(2n ** 63n) + 1n, "good"],
+            Delta: [1n, "good"],
+            Average: [summarize(int64)[1]!.Average![0], "uncertain"],
+            TimeAverage: [summarize(int64)[1]!.TimeAverage![0], "uncertain"],
+            Interpolative: [-(2n ** 63n), "good"],
+          },
+          {
+            Count: [2, "good"],
+            Minimum: [5n, "good"],
+            Maximum: [7n, "good"],
+            Start: [5n, "good"],
+            End: [7n, "good"],
+            Delta: [2n, "good"],
+            Average: [6, "good"],
+            TimeAverage: [6, "good"],
+            Interpolative: [5n, "good"],
+          },
+        ]);
+        const average = int64[0]!.values.Average!;
+        expect(typeof average.value === "number" && Math.abs(average.value - 2 ** 53) < 8).toBe(true);
+        expect(average.quality.reason?.startsWith("precision lost") ?? false).toBe(true);
+
+        // uint64 across both columns: 2^64-2, 2^64-1, 2^63, 2^63-1 (float64: 2^64, 2^64, 2^63, 2^63).
+        const uint64 = await history.aggregate([UINT64], {
+          start: T0,
+          end: T0 + 10 * S,
+          intervalMs: 10 * S,
+          aggregates: ["Minimum", "Maximum", "Start", "End", "Delta"],
+        });
+        expect(summarize(uint64)).toEqual([
+          {
+            Minimum: [2n ** 63n - 1n, "good"],
+            Maximum: [2n ** 64n - 1n, "good"],
+            Start: [2n ** 64n - 2n, "good"],
+            End: [2n ** 63n - 1n, "good"],
+            Delta: [2n ** 63n - 1n - (2n ** 64n - 2n), "good"],
+          },
+        ]);
+
+        // valueAt and interpolated of a stepped tag: the held sample's value, exactly.
+        const at = await history.valueAt([INT64, UINT64], T0 + 6 * S);
+        expect(at.map((sample) => [sample.value, sample.quality.severity])).toEqual([
+          [2n ** 53n, "good"],
+          [2n ** 63n, "good"],
+        ]);
+        const stepped = await history.interpolated([INT64], interval);
+        expect(stepped.map((sample) => sample.value)).toEqual([2n ** 53n + 1n, -(2n ** 63n), 5n]);
+
+        // M4 compares exactly: smallest 2^63-1 at 8 s, largest 2^64-1 at 2 s.
+        const trend = await history.downsample(UINT64, { start: T0, end: T0 + 10 * S, points: 4 });
+        expect(trend.map((sample) => [(sample.timestamp - T0) / S, sample.value])).toEqual([
+          [0, 2n ** 64n - 2n],
+          [2, 2n ** 64n - 1n],
+          [8, 2n ** 63n - 1n],
+        ]);
+      }),
+    );
+
+    test(
+      "64-bit integers: a sloped value between integers beyond ±2^53 is uncertain; safe ones arriving as numbers mix exactly",
+      withHistory(options, async (history, store) => {
+        await store.samples.writeBatch(WIDE);
+        // Sloped 2^62 at 0 s, 2^62 + 10 at 10 s: halfway is computed in float64, so never good.
+        const [between, onSample] = [
+          ...(await history.valueAt([SLOPED64], T0 + 5 * S)),
+          ...(await history.valueAt([SLOPED64], T0 + 10 * S)),
+        ];
+        expect(typeof between?.value).toBe("number");
+        expect(between?.quality.severity).toBe("uncertain");
+        expect(between?.quality.reason?.startsWith("precision lost") ?? false).toBe(true);
+        expect([onSample?.value, onSample?.quality.severity]).toEqual([2n ** 62n + 10n, "good"]);
+        const sloped = await history.aggregate([SLOPED64], {
+          start: T0 + 5 * S,
+          end: T0 + 10 * S,
+          intervalMs: 5 * S,
+          aggregates: ["Interpolative", "TimeAverage", "Count"],
+        });
+        expect(summarize(sloped).map((row) => [row.Interpolative?.[1], row.TimeAverage?.[1], row.Count])).toEqual([
+          ["uncertain", "uncertain", [0, "bad"]],
+        ]);
+
+        // A 64-bit tag delivers safe integers as numbers: 5 (number) at 0 s, 5n at 2 s, 2^53+1 at 5 s.
+        // Ties go to the bigint; Delta of an integer number and a bigint is an exact bigint.
+        const mixed = await history.aggregate([MIXED64], {
+          start: T0,
+          end: T0 + 10 * S,
+          intervalMs: 10 * S,
+          aggregates: ["Minimum", "Maximum", "Start", "Delta"],
+        });
+        expect(summarize(mixed)).toEqual([
+          {
+            Minimum: [5n, "good"],
+            Maximum: [2n ** 53n + 1n, "good"],
+            Start: [5, "good"],
+            Delta: [2n ** 53n + 1n - 5n, "good"],
+          },
+        ]);
       }),
     );
 
