@@ -14,7 +14,7 @@ export interface ModbusTcpTransport {
   readonly port?: number;
 }
 
-/** Modbus RTU over a serial port (needs the optional `serialport` package). */
+/** Modbus RTU over a serial port; every answer is checked against its request (see docs/drivers/modbus.md, "Serial lines"). */
 export interface ModbusRtuTransport {
   /** Modbus RTU on a serial line. */
   readonly kind: "rtu";

@@ -24,6 +24,7 @@ import {
 } from "@kiln/core/driver-kit";
 import { formatModbusAddress, isBitArea, isWritableArea, type ModbusAddress } from "./modbus-address";
 import { createModbusSerialClient, type ModbusClient } from "./modbus-client";
+import { createModbusRtuClient } from "./modbus-rtu-client";
 import { compileDecoder, rawFromEngineering, type ModbusTagDecoder } from "./modbus-codec";
 import { destroyClient, modbusTarget, openModbusClient } from "./modbus-connection";
 import {
@@ -115,7 +116,8 @@ export class ModbusDriver implements PlcDriver {
       this.#logger.info({ from, to, reason }, "modbus driver status"),
     );
     this.#units = new ModbusUnitHealthMap(this.#options.unitHealth, this.#clock, this.#logger, this.#options.random);
-    this.#clientFactory = this.#options.clientFactory ?? createModbusSerialClient;
+    this.#clientFactory =
+      this.#options.clientFactory ?? (transport.kind === "rtu" ? createModbusRtuClient : createModbusSerialClient);
     this.#maxConsecutiveTimeouts = this.#options.maxConsecutiveTimeouts ?? (transport.kind === "tcp" ? 3 : 0);
     const planner = this.#options.planner;
     this.#planner = new ModbusReadPlanner({
@@ -196,7 +198,7 @@ export class ModbusDriver implements PlcDriver {
    * Opens the connection. Resolves at once when connected; while reconnecting, resolves on the next
    * successful attempt.
    * @throws KilnError `KILN_CONNECTION_FAILED` (retryable) when the device cannot be reached,
-   *   `KILN_NOT_SUPPORTED` for RTU without the `serialport` package, `KILN_ABORTED` when `signal` aborts.
+   *   `KILN_NOT_SUPPORTED` for RTU when serial support (serialport, its native binding) does not load, `KILN_ABORTED` when `signal` aborts.
    */
   connect(signal?: AbortSignal): Promise<void> {
     if (this.status === "reconnecting") return this.#lifecycle.whenConnected(signal);
