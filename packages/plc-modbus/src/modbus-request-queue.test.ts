@@ -30,6 +30,30 @@ async function rejection(promise: Promise<unknown>): Promise<unknown> {
 }
 
 describe("ModbusRequestQueue", () => {
+  it("keeps up to maxInFlight requests on the wire, each with its own timeout, and fails them all at once", async () => {
+    const clock = new SimulatedClock();
+    const queue = new ModbusRequestQueue({ clock, timeoutMs: 1000, maxInFlight: 2 });
+    const started: string[] = [];
+    const answers = [deferred<string>(), deferred<string>(), deferred<string>(), deferred<string>()];
+    const runs = ["a", "b", "c", "d"].map((name, index) =>
+      queue.run(() => (started.push(name), answers[index]!.promise), name),
+    );
+    await clock.advance(0);
+    expect(started).toEqual(["a", "b"]);
+    answers[1]!.resolve("B");
+    await expect(runs[1]).resolves.toBe("B");
+    await clock.advance(0);
+    expect(started).toEqual(["a", "b", "c"]);
+    await clock.advance(1000);
+    expect(modbusFailureOf(await rejection(runs[0]!))).toBe("timeout");
+    expect(modbusFailureOf(await rejection(runs[2]!))).toBe("timeout");
+    await clock.advance(0);
+    expect(started).toEqual(["a", "b", "c", "d"]);
+    queue.fail(new KilnError("KILN_NOT_CONNECTED", "closed"));
+    expect(KilnError.is(await rejection(runs[3]!), "KILN_NOT_CONNECTED")).toBe(true);
+    expect(queue.size).toBe(0);
+  });
+
   it("runs one request at a time, in order", async () => {
     const clock = new SimulatedClock();
     const queue = new ModbusRequestQueue({ clock, timeoutMs: 1000 });
