@@ -40,6 +40,7 @@ interface Pending {
  *   and discards what arrived before sending again, and accepts the next answer only when no further
  *   bytes follow it within the quiet time (a late answer to an earlier request is followed by the next one).
  * A mismatch rejects with an `Error` naming it; an exception answer with `{ modbusCode }`, like modbus-serial.
+ * Quiet times run on real time, as they measure the serial line, not the driver's (injectable) clock.
  */
 export class ModbusRtuClient implements ModbusClient {
   readonly #opener: SerialPortOpener;
