@@ -1,4 +1,3 @@
-import type { ChildProcess } from "node:child_process";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import ModbusRTU from "modbus-serial";
 import type { Tag, TagValue } from "@kiln/core";
