@@ -44,13 +44,14 @@ describe("ModbusRequestQueue", () => {
     await expect(runs[1]).resolves.toBe("B");
     await clock.advance(0);
     expect(started).toEqual(["a", "b", "c"]);
+    const [aFailed, cFailed, dFailed] = [rejection(runs[0]!), rejection(runs[2]!), rejection(runs[3]!)];
     await clock.advance(1000);
-    expect(modbusFailureOf(await rejection(runs[0]!))).toBe("timeout");
-    expect(modbusFailureOf(await rejection(runs[2]!))).toBe("timeout");
+    expect(modbusFailureOf(await aFailed)).toBe("timeout");
+    expect(modbusFailureOf(await cFailed)).toBe("timeout");
     await clock.advance(0);
     expect(started).toEqual(["a", "b", "c", "d"]);
     queue.fail(new KilnError("KILN_NOT_CONNECTED", "closed"));
-    expect(KilnError.is(await rejection(runs[3]!), "KILN_NOT_CONNECTED")).toBe(true);
+    expect(KilnError.is(await dFailed, "KILN_NOT_CONNECTED")).toBe(true);
     expect(queue.size).toBe(0);
   });
 
