@@ -33,8 +33,8 @@ function mulberry32(seed: number): () => number {
   };
 }
 
-/** The same 1,000 tags in both processes: int16/uint16 (1 register) and float32/int32 (2), no overlaps. */
-function benchTags(): { tags: readonly Tag[]; placed: readonly Placed[] } {
+/** The same 1,000 tags in both processes (and in modbus-pipeline): int16/uint16 (1 register) and float32/int32 (2), no overlaps. */
+export function benchTags(): { tags: readonly Tag[]; placed: readonly Placed[] } {
   const random = mulberry32(0x6b696c6e);
   const used = new Uint8Array(REGISTER_SPAN);
   const definitions: Record<string, TagDefinitionInput> = {};

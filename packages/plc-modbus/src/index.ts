@@ -18,7 +18,12 @@ export {
   type ModbusByteOrder,
   type ModbusWireType,
 } from "./modbus-address";
-export { loadSerialSupport, type ModbusClient, type ModbusSerialOptions } from "./modbus-client";
+export {
+  loadSerialSupport,
+  type ModbusClient,
+  type ModbusSerialOptions,
+  type SerialPortConstructor,
+} from "./modbus-client";
 export {
   decodeRegisters,
   encodeRegisters,

@@ -20,7 +20,7 @@ export interface ModbusSerialOptions {
 export interface ModbusClient {
   /** Opens a Modbus TCP connection. */
   connectTCP(host: string, options: { port: number }): Promise<void>;
-  /** Opens a serial port for Modbus RTU (needs the optional `serialport` package). */
+  /** Opens a serial port for Modbus RTU. */
   connectRTUBuffered(path: string, options: ModbusSerialOptions): Promise<void>;
   /** Sets the unit id of the next requests. */
   setID(id: number): void;
@@ -62,11 +62,17 @@ export type ModuleImporter = (specifier: string) => Promise<unknown>;
 
 const importModule: ModuleImporter = (specifier) => import(specifier);
 
+/** serialport's `SerialPort` class, as the RTU client constructs it. */
+export type SerialPortConstructor = new (options: { path: string; autoOpen: boolean } & ModbusSerialOptions) => unknown;
+
 /**
- * Checks that Modbus RTU can run: the optional `serialport` package and its native bindings load.
- * @throws KilnError `KILN_NOT_SUPPORTED` saying how to install serial support when they do not.
+ * Loads serial port support for Modbus RTU: the `serialport` package (installed with modbus-serial as its
+ * optional dependency) and its native binding (`@serialport/bindings-cpp`, shipped prebuilt for Linux, macOS
+ * and Windows on x64 and arm).
+ * @returns serialport's `SerialPort` class.
+ * @throws KilnError `KILN_NOT_SUPPORTED` saying what helps when it does not load.
  */
-export async function loadSerialSupport(importer: ModuleImporter = importModule): Promise<void> {
+export async function loadSerialSupport(importer: ModuleImporter = importModule): Promise<SerialPortConstructor> {
   // The specifier is a variable so bundlers and TypeScript leave the optional dependency alone.
   const specifier = "serialport";
   let loaded: unknown;
@@ -77,15 +83,22 @@ export async function loadSerialSupport(importer: ModuleImporter = importModule)
   }
   const serialPort = (loaded as { SerialPort?: unknown } | undefined)?.SerialPort;
   if (typeof serialPort !== "function") throw serialNotSupported(new Error("serialport has no SerialPort export"));
+  return serialPort as SerialPortConstructor;
 }
 
 function serialNotSupported(cause: unknown): KilnError {
   const reason = cause instanceof Error ? cause.message : String(cause);
+  const missingPackage = /Cannot find (module|package) ['"]?serialport/.test(reason);
+  const help = missingPackage
+    ? "serialport is an optional dependency of modbus-serial and was left out of this install " +
+      "(npm --omit=optional or --no-optional, or a bundler that dropped it): reinstall without that flag, " +
+      "or add it with `npm install serialport`."
+    : "serialport is installed but its native binding did not load. It ships prebuilt for Linux, macOS and " +
+      "Windows on x64 and arm; on another platform or libc run `npm rebuild @serialport/bindings-cpp` with " +
+      "a C++ toolchain and Python installed. Check that the binding's Node ABI matches this Node.";
   return new KilnError(
     "KILN_NOT_SUPPORTED",
-    `Modbus RTU needs serial port support, which could not be loaded (${reason}). Install it next to ` +
-      "@kiln/plc-modbus with `npm install serialport` (its native bindings need a prebuilt binary for your " +
-      "platform or a C++ toolchain), or use Modbus TCP.",
-    { cause, details: { transport: "rtu", package: "serialport" } },
+    `Modbus RTU needs serial port support, which could not be loaded (${reason}). ${help} Or use Modbus TCP.`,
+    { cause, details: { transport: "rtu", package: missingPackage ? "serialport" : "@serialport/bindings-cpp" } },
   );
 }

@@ -1,6 +1,6 @@
 import { KilnError, type Clock } from "@kiln/core";
 import { abortError, raceAbort } from "@kiln/core/driver-kit";
-import { loadSerialSupport, type ModbusClient } from "./modbus-client";
+import type { ModbusClient } from "./modbus-client";
 import type { ResolvedModbusDriverOptions } from "./modbus-driver-options";
 
 /** What {@link openModbusClient} needs. */
@@ -28,12 +28,11 @@ export function modbusTarget(transport: ResolvedModbusDriverOptions["transport"]
  * Opens a Modbus TCP or RTU client, wired to report its loss through `onLost`.
  *
  * @throws KilnError `KILN_CONNECTION_FAILED` (retryable) when the device cannot be reached or does
- *   not answer within `connectTimeoutMs`; `KILN_NOT_SUPPORTED` for RTU without `serialport`;
+ *   not answer within `connectTimeoutMs`; `KILN_NOT_SUPPORTED` for RTU when serial support does not load;
  *   `KILN_ABORTED` (or the signal's `KilnError` reason) when `signal` aborts first.
  */
 export async function openModbusClient(options: ModbusConnectionOptions, signal: AbortSignal): Promise<ModbusClient> {
   const { transport, clock, connectTimeoutMs } = options;
-  if (transport.kind === "rtu") await loadSerialSupport();
   const client = options.clientFactory();
   client.on("close", () => options.onLost(client, "the device closed the connection"));
   client.on("error", (error) =>

@@ -14,7 +14,7 @@ export interface ModbusTcpTransport {
   readonly port?: number;
 }
 
-/** Modbus RTU over a serial port (needs the optional `serialport` package). */
+/** Modbus RTU over a serial port; every answer is checked against its request (see docs/drivers/modbus.md, "Serial lines"). */
 export interface ModbusRtuTransport {
   /** Modbus RTU on a serial line. */
   readonly kind: "rtu";
@@ -111,6 +111,14 @@ export interface ModbusDriverOptions {
   /** Quiet time between requests, for slow devices and gateways. @default 0 */
   readonly interRequestDelayMs?: number;
   /**
+   * Requests on the wire at once on a Modbus TCP connection (pipelining): Modbus TCP answers carry the
+   * request's transaction id, so a read's requests can go out together, each with its own timeout. Many
+   * gateways and small devices take one request at a time and drop or mix up the rest: turn this on only for
+   * a device known to handle it (see "Pipelining" in docs/drivers/modbus.md). Modbus RTU is always 1.
+   * @default 1
+   */
+  readonly maxInFlight?: number;
+  /**
    * After this many timeouts in a row with no answer from any unit in between, the connection itself is
    * treated as lost and reopened; 0 never. Timeouts of one unit while others answer never drop the
    * connection (see `unitHealth`). @default 3 for TCP, 0 for RTU
@@ -136,99 +144,105 @@ export interface ModbusDriverOptions {
 
 const areaSchema = z.enum(MODBUS_AREAS);
 /** Checks {@link ModbusDriverOptions} and applies the defaults. */
-export const modbusDriverOptionsSchema = z.object({
-  transport: z.discriminatedUnion("kind", [
-    z.object({
-      kind: z.literal("tcp"),
-      host: z.string().min(1),
-      port: z.number().int().min(1).max(65535).default(502),
-    }),
-    z.object({
-      kind: z.literal("rtu"),
-      path: z.string().min(1),
-      baudRate: z.number().int().positive().default(9600),
-      dataBits: z.union([z.literal(5), z.literal(6), z.literal(7), z.literal(8)]).default(8),
-      stopBits: z.union([z.literal(1), z.literal(2)]).default(1),
-      parity: z.enum(["none", "even", "odd", "mark", "space"]).default("none"),
-    }),
-  ]),
-  name: z.string().min(1).optional(),
-  unitId: z.number().int().min(0).max(255).default(1),
-  byteOrder: z.enum(MODBUS_BYTE_ORDERS).default("ABCD"),
-  requestTimeoutMs: z.number().positive().default(1000),
-  connectTimeoutMs: z.number().positive().default(5000),
-  interRequestDelayMs: z.number().nonnegative().default(0),
-  maxConsecutiveTimeouts: z.number().int().nonnegative().optional(),
-  unitHealth: z
-    .object({
-      offlineAfter: z.number().int().min(1).default(3),
-      probeInitialDelayMs: z.number().positive().default(1_000),
-      probeMaxDelayMs: z.number().positive().default(60_000),
-    })
-    .refine((value) => value.probeInitialDelayMs <= value.probeMaxDelayMs, {
-      message: "probeInitialDelayMs must not exceed probeMaxDelayMs",
-      path: ["probeMaxDelayMs"],
-    })
-    .default({ offlineAfter: 3, probeInitialDelayMs: 1_000, probeMaxDelayMs: 60_000 }),
-  planner: z
-    .object({
-      maxRegistersPerRead: z.number().int().min(1).max(125).default(125),
-      maxBitsPerRead: z.number().int().min(1).max(2000).default(2000),
-      maxGap: z.number().int().nonnegative().default(8),
-      maxBitGap: z.number().int().nonnegative().default(64),
-      forbidden: z
-        .array(
-          z
-            .object({
-              area: areaSchema,
-              start: z.number().int().min(0).max(65535),
-              end: z.number().int().min(0).max(65535),
-              unitId: z.number().int().min(0).max(255).optional(),
-            })
-            .refine((range) => range.start <= range.end, { message: "start must not exceed end", path: ["end"] }),
-        )
-        .default([]),
-      splitOnExceptions: z.array(z.number().int().min(1).max(255)).default([2, 3]),
-      relearnAfterMs: z.number().positive().default(600_000),
-      learnAfterRefusals: z.number().int().min(1).default(3),
-    })
-    .default({
-      maxRegistersPerRead: 125,
-      maxBitsPerRead: 2000,
-      maxGap: 8,
-      maxBitGap: 64,
-      forbidden: [],
-      splitOnExceptions: [2, 3],
-      relearnAfterMs: 600_000,
-      learnAfterRefusals: 3,
-    }),
-  write: z
-    .object({
-      maxRegistersPerWrite: z.number().int().min(1).max(123).default(123),
-      maxCoilsPerWrite: z.number().int().min(1).max(1968).default(1968),
-      singleWriteFunctions: z.boolean().default(true),
-      bitWriteMode: z.enum(["read-modify-write", "mask-write"]).default("read-modify-write"),
-    })
-    .default({
-      maxRegistersPerWrite: 123,
-      maxCoilsPerWrite: 1968,
-      singleWriteFunctions: true,
-      bitWriteMode: "read-modify-write",
-    }),
-  reconnect: z
-    .object({
-      enabled: z.boolean().default(true),
-      initialDelayMs: z.number().nonnegative().default(250),
-      maxDelayMs: z.number().nonnegative().default(30_000),
-      multiplier: z.number().min(1).default(2),
-      jitter: z.number().min(0).max(1).default(0.2),
-    })
-    .default({ enabled: true, initialDelayMs: 250, maxDelayMs: 30_000, multiplier: 2, jitter: 0.2 }),
-  clock: z.custom<Clock>((value) => typeof value === "object" && value !== null).optional(),
-  logger: z.custom<Logger>((value) => typeof value === "object" && value !== null).optional(),
-  clientFactory: z.custom<() => ModbusClient>((value) => typeof value === "function").optional(),
-  random: z.custom<() => number>((value) => typeof value === "function").optional(),
-});
+export const modbusDriverOptionsSchema = z
+  .object({
+    transport: z.discriminatedUnion("kind", [
+      z.object({
+        kind: z.literal("tcp"),
+        host: z.string().min(1),
+        port: z.number().int().min(1).max(65535).default(502),
+      }),
+      z.object({
+        kind: z.literal("rtu"),
+        path: z.string().min(1),
+        baudRate: z.number().int().positive().default(9600),
+        dataBits: z.union([z.literal(5), z.literal(6), z.literal(7), z.literal(8)]).default(8),
+        stopBits: z.union([z.literal(1), z.literal(2)]).default(1),
+        parity: z.enum(["none", "even", "odd", "mark", "space"]).default("none"),
+      }),
+    ]),
+    name: z.string().min(1).optional(),
+    unitId: z.number().int().min(0).max(255).default(1),
+    byteOrder: z.enum(MODBUS_BYTE_ORDERS).default("ABCD"),
+    requestTimeoutMs: z.number().positive().default(1000),
+    connectTimeoutMs: z.number().positive().default(5000),
+    interRequestDelayMs: z.number().nonnegative().default(0),
+    maxInFlight: z.number().int().min(1).max(64).default(1),
+    maxConsecutiveTimeouts: z.number().int().nonnegative().optional(),
+    unitHealth: z
+      .object({
+        offlineAfter: z.number().int().min(1).default(3),
+        probeInitialDelayMs: z.number().positive().default(1_000),
+        probeMaxDelayMs: z.number().positive().default(60_000),
+      })
+      .refine((value) => value.probeInitialDelayMs <= value.probeMaxDelayMs, {
+        message: "probeInitialDelayMs must not exceed probeMaxDelayMs",
+        path: ["probeMaxDelayMs"],
+      })
+      .default({ offlineAfter: 3, probeInitialDelayMs: 1_000, probeMaxDelayMs: 60_000 }),
+    planner: z
+      .object({
+        maxRegistersPerRead: z.number().int().min(1).max(125).default(125),
+        maxBitsPerRead: z.number().int().min(1).max(2000).default(2000),
+        maxGap: z.number().int().nonnegative().default(8),
+        maxBitGap: z.number().int().nonnegative().default(64),
+        forbidden: z
+          .array(
+            z
+              .object({
+                area: areaSchema,
+                start: z.number().int().min(0).max(65535),
+                end: z.number().int().min(0).max(65535),
+                unitId: z.number().int().min(0).max(255).optional(),
+              })
+              .refine((range) => range.start <= range.end, { message: "start must not exceed end", path: ["end"] }),
+          )
+          .default([]),
+        splitOnExceptions: z.array(z.number().int().min(1).max(255)).default([2, 3]),
+        relearnAfterMs: z.number().positive().default(600_000),
+        learnAfterRefusals: z.number().int().min(1).default(3),
+      })
+      .default({
+        maxRegistersPerRead: 125,
+        maxBitsPerRead: 2000,
+        maxGap: 8,
+        maxBitGap: 64,
+        forbidden: [],
+        splitOnExceptions: [2, 3],
+        relearnAfterMs: 600_000,
+        learnAfterRefusals: 3,
+      }),
+    write: z
+      .object({
+        maxRegistersPerWrite: z.number().int().min(1).max(123).default(123),
+        maxCoilsPerWrite: z.number().int().min(1).max(1968).default(1968),
+        singleWriteFunctions: z.boolean().default(true),
+        bitWriteMode: z.enum(["read-modify-write", "mask-write"]).default("read-modify-write"),
+      })
+      .default({
+        maxRegistersPerWrite: 123,
+        maxCoilsPerWrite: 1968,
+        singleWriteFunctions: true,
+        bitWriteMode: "read-modify-write",
+      }),
+    reconnect: z
+      .object({
+        enabled: z.boolean().default(true),
+        initialDelayMs: z.number().nonnegative().default(250),
+        maxDelayMs: z.number().nonnegative().default(30_000),
+        multiplier: z.number().min(1).default(2),
+        jitter: z.number().min(0).max(1).default(0.2),
+      })
+      .default({ enabled: true, initialDelayMs: 250, maxDelayMs: 30_000, multiplier: 2, jitter: 0.2 }),
+    clock: z.custom<Clock>((value) => typeof value === "object" && value !== null).optional(),
+    logger: z.custom<Logger>((value) => typeof value === "object" && value !== null).optional(),
+    clientFactory: z.custom<() => ModbusClient>((value) => typeof value === "function").optional(),
+    random: z.custom<() => number>((value) => typeof value === "function").optional(),
+  })
+  .refine((options) => options.transport.kind === "tcp" || options.maxInFlight === 1, {
+    message: "must be 1 for Modbus RTU: a serial line carries one request at a time",
+    path: ["maxInFlight"],
+  });
 
 /** {@link ModbusDriverOptions} with every default applied. */
 export type ResolvedModbusDriverOptions = z.output<typeof modbusDriverOptionsSchema>;

@@ -456,37 +456,34 @@ describe("ModbusDriver: write", () => {
 });
 
 describe("ModbusDriver: RTU", () => {
-  it("opens the serial port with its line settings, or says serial support is missing", async () => {
+  it("hands a custom client the serial path and line settings", async () => {
     const { driver, device } = setup({
       transport: { kind: "rtu", path: "/dev/ttyUSB0", baudRate: 19200, parity: "even" },
     });
     expect(driver.name).toBe("modbus:/dev/ttyUSB0");
-    const available = await loadSerialSupport().then(
-      () => true,
-      () => false,
-    );
-    const outcome = await codeOf(driver.connect());
-    if (available) {
-      expect(outcome).toBeUndefined();
-      expect(device.calls[0]).toEqual({
-        method: "connectRTUBuffered",
-        unitId: 1,
-        args: ["/dev/ttyUSB0", { baudRate: 19200, dataBits: 8, stopBits: 1, parity: "even" }],
-      });
-    } else {
-      expect(outcome).toBe("KILN_NOT_SUPPORTED");
-      expect(device.calls).toEqual([]);
-    }
+    expect(await codeOf(driver.connect())).toBeUndefined();
+    expect(device.calls[0]).toEqual({
+      method: "connectRTUBuffered",
+      unitId: 1,
+      args: ["/dev/ttyUSB0", { baudRate: 19200, dataBits: 8, stopBits: 1, parity: "even" }],
+    });
   });
 
-  it("fails with KILN_NOT_SUPPORTED, saying how to install it, when serialport cannot load", async () => {
-    let caught: unknown;
-    await loadSerialSupport(() => Promise.reject(new Error("Cannot find module 'serialport'"))).catch(
-      (error: unknown) => (caught = error),
-    );
-    expect(KilnError.is(caught, "KILN_NOT_SUPPORTED")).toBe(true);
-    expect((caught as KilnError).message).toContain("npm install serialport");
+  it("fails with KILN_NOT_SUPPORTED saying what helps: reinstall optional deps, or rebuild the binding", async () => {
+    const caught = (importer: () => Promise<unknown>) =>
+      loadSerialSupport(importer).then(
+        () => undefined,
+        (error: unknown) => error as KilnError,
+      );
+    const missing = await caught(() => Promise.reject(new Error("Cannot find module 'serialport'")));
+    expect(KilnError.is(missing, "KILN_NOT_SUPPORTED")).toBe(true);
+    expect(missing!.message).toContain("optional dependency of modbus-serial");
+    expect(missing!.details.package).toBe("serialport");
+    const binding = await caught(() => Promise.reject(new Error("No native build was found for platform=freebsd")));
+    expect(binding!.message).toContain("npm rebuild @serialport/bindings-cpp");
+    expect(binding!.details.package).toBe("@serialport/bindings-cpp");
     await expect(loadSerialSupport(() => Promise.resolve({}))).rejects.toMatchObject({ code: "KILN_NOT_SUPPORTED" });
-    await expect(loadSerialSupport(() => Promise.resolve({ SerialPort: class {} }))).resolves.toBeUndefined();
+    class SerialPort {}
+    await expect(loadSerialSupport(() => Promise.resolve({ SerialPort }))).resolves.toBe(SerialPort);
   });
 });

@@ -24,6 +24,7 @@ import {
 } from "@kiln/core/driver-kit";
 import { formatModbusAddress, isBitArea, isWritableArea, type ModbusAddress } from "./modbus-address";
 import { createModbusSerialClient, type ModbusClient } from "./modbus-client";
+import { createModbusRtuClient } from "./modbus-rtu-client";
 import { compileDecoder, rawFromEngineering, type ModbusTagDecoder } from "./modbus-codec";
 import { destroyClient, modbusTarget, openModbusClient } from "./modbus-connection";
 import {
@@ -62,7 +63,8 @@ const CAPABILITIES: PlcDriverCapabilities = Object.freeze({ subscribe: false, br
  *   as few requests as the protocol allows, through gaps of up to `maxGap` registers. A request refused with
  *   an exception in `splitOnExceptions` is split and retried so one bad address only poisons itself; it is
  *   remembered and reported with quality bad.
- * - Requests are serialised, each with a timeout and an optional quiet time before the next.
+ * - Requests are serialised, each with a timeout and an optional quiet time before the next; on Modbus TCP,
+ *   `maxInFlight` lets up to that many go out at once (pipelining), matched by transaction id.
  * - A lost connection is reopened with capped exponential backoff; status changes are reported through
  *   {@link ModbusDriver.onStatusChange}.
  *
@@ -93,6 +95,9 @@ export class ModbusDriver implements PlcDriver {
   readonly #target: string;
   #client: ModbusClient | undefined;
   #consecutiveTimeouts = 0;
+  /** Requests numbered in the order they are queued (and sent), and the highest each unit answered. */
+  #sequence = 0;
+  readonly #lastAnswered = new Map<number, number>();
   readonly #units: ModbusUnitHealthMap;
   readonly #learner: Pick<ModbusReadPlanner, "refused" | "learnBarrier">;
   readonly #compiled = new WeakMap<ModbusReadPlan, readonly ModbusTagDecoder[]>();
@@ -115,7 +120,8 @@ export class ModbusDriver implements PlcDriver {
       this.#logger.info({ from, to, reason }, "modbus driver status"),
     );
     this.#units = new ModbusUnitHealthMap(this.#options.unitHealth, this.#clock, this.#logger, this.#options.random);
-    this.#clientFactory = this.#options.clientFactory ?? createModbusSerialClient;
+    this.#clientFactory =
+      this.#options.clientFactory ?? (transport.kind === "rtu" ? createModbusRtuClient : createModbusSerialClient);
     this.#maxConsecutiveTimeouts = this.#options.maxConsecutiveTimeouts ?? (transport.kind === "tcp" ? 3 : 0);
     const planner = this.#options.planner;
     this.#planner = new ModbusReadPlanner({
@@ -146,12 +152,21 @@ export class ModbusDriver implements PlcDriver {
       clock: this.#clock,
       timeoutMs: this.#options.requestTimeoutMs,
       interRequestDelayMs: this.#options.interRequestDelayMs,
+      maxInFlight: this.#options.maxInFlight,
     });
   }
 
   /** The current connection state. */
   get status(): DriverStatus {
     return this.#lifecycle.status;
+  }
+
+  /**
+   * Requests this driver keeps on the wire at once: the `maxInFlight` option, or 1 after the device was seen
+   * to drop pipelined requests (a unit answered later requests but not an earlier one).
+   */
+  get maxInFlight(): number {
+    return this.#queue.maxInFlight;
   }
 
   /** What the planner has learned about the device (poisoned addresses, barriers). */
@@ -196,7 +211,7 @@ export class ModbusDriver implements PlcDriver {
    * Opens the connection. Resolves at once when connected; while reconnecting, resolves on the next
    * successful attempt.
    * @throws KilnError `KILN_CONNECTION_FAILED` (retryable) when the device cannot be reached,
-   *   `KILN_NOT_SUPPORTED` for RTU without the `serialport` package, `KILN_ABORTED` when `signal` aborts.
+   *   `KILN_NOT_SUPPORTED` for RTU when serial support (serialport, its native binding) does not load, `KILN_ABORTED` when `signal` aborts.
    */
   connect(signal?: AbortSignal): Promise<void> {
     if (this.status === "reconnecting") return this.#lifecycle.whenConnected(signal);
@@ -239,20 +254,28 @@ export class ModbusDriver implements PlcDriver {
     const state: ReadState = { tags, decoders: this.#decoders(plan, tags), samples, signal, silent: new Set() };
     const suspects = this.#suspects(plan.requests);
     const probes = new Map<number, ModbusReadRequest>();
-    for (const request of plan.requests) {
-      const unitId = request.unitId;
-      if (state.silent.has(unitId)) {
-        this.#markBad(
-          state,
-          request,
-          quality("bad", `unit ${unitId} did not answer earlier in this read`, BAD_TIMEOUT),
-        );
-      } else if (!this.#units.shouldProbe(unitId)) this.#markBad(state, request, this.#units.waitingQuality(unitId));
-      else if (suspects?.has(unitId)) {
-        this.#markBad(state, request, this.#units.waitingQuality(unitId));
-        if (!probes.has(unitId)) probes.set(unitId, request);
-      } else await this.#readRequest(state, request);
-    }
+    // Workers take the plan's requests in order; with maxInFlight 1 this is one request after the other,
+    // with more the queue keeps that many on the wire.
+    const pending = plan.requests.values();
+    const worker = async (): Promise<void> => {
+      for (const request of pending) {
+        const unitId = request.unitId;
+        if (state.silent.has(unitId)) {
+          this.#markBad(
+            state,
+            request,
+            quality("bad", `unit ${unitId} did not answer earlier in this read`, BAD_TIMEOUT),
+          );
+        } else if (!this.#units.shouldProbe(unitId)) this.#markBad(state, request, this.#units.waitingQuality(unitId));
+        else if (suspects?.has(unitId)) {
+          this.#markBad(state, request, this.#units.waitingQuality(unitId));
+          if (!probes.has(unitId)) probes.set(unitId, request);
+        } else await this.#readRequest(state, request);
+      }
+    };
+    const workers = Math.min(this.#queue.maxInFlight, plan.requests.length);
+    if (workers <= 1) await worker();
+    else await Promise.all(Array.from({ length: workers }, worker));
     for (const request of probes.values()) this.#probe(request);
     return samples;
   }
@@ -352,6 +375,7 @@ export class ModbusDriver implements PlcDriver {
     signal?: AbortSignal,
   ): Promise<T> {
     let client: ModbusClient | undefined;
+    const sequence = ++this.#sequence;
     try {
       const result = await this.#queue.run(
         async () => {
@@ -371,9 +395,16 @@ export class ModbusDriver implements PlcDriver {
       );
       this.#consecutiveTimeouts = 0;
       this.#units.answered(unitId);
+      if ((this.#lastAnswered.get(unitId) ?? 0) < sequence) this.#lastAnswered.set(unitId, sequence);
       return result;
     } catch (error) {
       const failure = modbusFailureOf(error);
+      if (failure === "timeout" && (this.#lastAnswered.get(unitId) ?? 0) > sequence) {
+        // The unit answered requests sent after this one (only possible with several in flight): it dropped
+        // this one because it was pipelined, which says nothing about the unit's or the link's health.
+        if (this.#queue.maxInFlight > 1) this.#pipeliningDropped(unitId);
+        throw error;
+      }
       if (typeof failure === "number") {
         // The gateway answered, so the link is alive; 10 and 11 say the unit behind it did not.
         this.#consecutiveTimeouts = 0;
@@ -395,6 +426,16 @@ export class ModbusDriver implements PlcDriver {
       }
       throw error;
     }
+  }
+
+  #pipeliningDropped(unitId: number): void {
+    const from = this.#queue.maxInFlight;
+    this.#queue.maxInFlight = 1;
+    this.#logger.warn(
+      { unitId, maxInFlight: from },
+      "the device dropped pipelined requests (it answered later ones but not an earlier one); " +
+        "sending one request at a time from now on: leave maxInFlight at 1 for this device",
+    );
   }
 
   /** Reads one request, splitting it on an address exception; a lost connection rejects. */

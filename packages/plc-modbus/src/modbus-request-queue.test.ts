@@ -30,6 +30,31 @@ async function rejection(promise: Promise<unknown>): Promise<unknown> {
 }
 
 describe("ModbusRequestQueue", () => {
+  it("keeps up to maxInFlight requests on the wire, each with its own timeout, and fails them all at once", async () => {
+    const clock = new SimulatedClock();
+    const queue = new ModbusRequestQueue({ clock, timeoutMs: 1000, maxInFlight: 2 });
+    const started: string[] = [];
+    const answers = [deferred<string>(), deferred<string>(), deferred<string>(), deferred<string>()];
+    const runs = ["a", "b", "c", "d"].map((name, index) =>
+      queue.run(() => (started.push(name), answers[index]!.promise), name),
+    );
+    await clock.advance(0);
+    expect(started).toEqual(["a", "b"]);
+    answers[1]!.resolve("B");
+    await expect(runs[1]).resolves.toBe("B");
+    await clock.advance(0);
+    expect(started).toEqual(["a", "b", "c"]);
+    const [aFailed, cFailed, dFailed] = [rejection(runs[0]!), rejection(runs[2]!), rejection(runs[3]!)];
+    await clock.advance(1000);
+    expect(modbusFailureOf(await aFailed)).toBe("timeout");
+    expect(modbusFailureOf(await cFailed)).toBe("timeout");
+    await clock.advance(0);
+    expect(started).toEqual(["a", "b", "c", "d"]);
+    queue.fail(new KilnError("KILN_NOT_CONNECTED", "closed"));
+    expect(KilnError.is(await dFailed, "KILN_NOT_CONNECTED")).toBe(true);
+    expect(queue.size).toBe(0);
+  });
+
   it("runs one request at a time, in order", async () => {
     const clock = new SimulatedClock();
     const queue = new ModbusRequestQueue({ clock, timeoutMs: 1000 });

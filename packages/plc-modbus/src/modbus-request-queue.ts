@@ -10,6 +10,8 @@ export interface ModbusRequestQueueOptions {
   readonly timeoutMs: number;
   /** Quiet time between the end of one request and the start of the next. @default 0 */
   readonly interRequestDelayMs?: number;
+  /** Requests on the wire at once (Modbus TCP matches answers by transaction id). @default 1 */
+  readonly maxInFlight?: number;
 }
 
 interface Entry {
@@ -29,18 +31,19 @@ function abortError(what: string, signal: AbortSignal): KilnError {
 }
 
 /**
- * Runs Modbus requests one at a time on one connection. modbus-serial has no queue and no default timeout,
- * and serial lines and many gateways cannot take a second request before the first is answered, so every
- * request waits its turn, gets `timeoutMs` to complete, and leaves `interRequestDelayMs` of quiet time
- * before the next one. {@link ModbusRequestQueue.fail} rejects the request in flight and every queued one
- * at once (connection lost, driver closed).
+ * Runs Modbus requests on one connection, `maxInFlight` at a time (default one). modbus-serial has no queue
+ * and no default timeout, and serial lines and many gateways cannot take a second request before the first
+ * is answered, so every request waits its turn, gets `timeoutMs` to complete, and waits for
+ * `interRequestDelayMs` of quiet time after the last completed request. {@link ModbusRequestQueue.fail}
+ * rejects the requests in flight and every queued one at once (connection lost, driver closed).
  */
 export class ModbusRequestQueue {
   readonly #clock: Clock;
   readonly #timeoutMs: number;
   readonly #delayMs: number;
+  #maxInFlight: number;
   readonly #queue: Entry[] = [];
-  #current: Entry | undefined;
+  readonly #inFlight = new Set<Entry>();
   #running = false;
   #lastEnd = Number.NEGATIVE_INFINITY;
 
@@ -48,11 +51,21 @@ export class ModbusRequestQueue {
     this.#clock = options.clock;
     this.#timeoutMs = options.timeoutMs;
     this.#delayMs = options.interRequestDelayMs ?? 0;
+    this.#maxInFlight = options.maxInFlight ?? 1;
   }
 
-  /** Requests waiting, including the one in flight. */
+  /** Requests on the wire at once; lowering it lets those in flight finish. */
+  get maxInFlight(): number {
+    return this.#maxInFlight;
+  }
+
+  set maxInFlight(value: number) {
+    this.#maxInFlight = value;
+  }
+
+  /** Requests waiting, including those in flight. */
   get size(): number {
-    return this.#queue.length + (this.#current ? 1 : 0);
+    return this.#queue.length + this.#inFlight.size;
   }
 
   /**
@@ -85,13 +98,13 @@ export class ModbusRequestQueue {
     });
   }
 
-  /** Rejects the request in flight and every queued request with `error`. */
+  /** Rejects the requests in flight and every queued request with `error`. */
   fail(error: unknown): void {
-    const current = this.#current;
+    const inFlight = [...this.#inFlight];
     const queued = this.#queue.splice(0);
-    if (current) {
-      this.#settle(current, false, error);
-      current.release?.();
+    for (const entry of inFlight) {
+      this.#settle(entry, false, error);
+      entry.release?.();
     }
     for (const entry of queued) this.#settle(entry, false, error);
   }
@@ -108,15 +121,17 @@ export class ModbusRequestQueue {
     if (this.#running) return;
     this.#running = true;
     try {
-      while (this.#queue.length > 0) {
+      while (this.#queue.length > 0 && this.#inFlight.size < this.#maxInFlight) {
         if (this.#delayMs > 0) {
           const wait = this.#lastEnd + this.#delayMs - this.#clock.now();
           if (wait > 0) await this.#clock.sleep(wait);
         }
         const entry = this.#queue.shift();
         if (!entry) break;
-        await this.#execute(entry);
-        this.#lastEnd = this.#clock.now();
+        void this.#execute(entry).then(() => {
+          this.#lastEnd = this.#clock.now();
+          void this.#pump();
+        });
       }
     } finally {
       this.#running = false;
@@ -124,7 +139,7 @@ export class ModbusRequestQueue {
   }
 
   #execute(entry: Entry): Promise<void> {
-    this.#current = entry;
+    this.#inFlight.add(entry);
     return new Promise<void>((done) => {
       let timer: TimerHandle | undefined;
       let finished = false;
@@ -132,7 +147,7 @@ export class ModbusRequestQueue {
         if (finished) return;
         finished = true;
         if (timer) this.#clock.clearTimeout(timer);
-        if (this.#current === entry) this.#current = undefined;
+        this.#inFlight.delete(entry);
         done();
       };
       entry.release = finish;

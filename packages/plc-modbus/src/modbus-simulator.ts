@@ -83,7 +83,7 @@ interface Fault {
   /** Undefined: every request (of `unitId` when given). */
   readonly target: ModbusFaultTarget | undefined;
   readonly unitId?: number;
-  readonly kind: "exception" | "timeout" | "reset" | "delay";
+  readonly kind: "exception" | "timeout" | "reset" | "delay" | "busy-drop";
   /** The exception code, or the delay in ms. */
   readonly code: number;
 }
@@ -276,6 +276,15 @@ export class ModbusSimulator {
     return this.#addFault({ target, kind: "delay", code: delayMs });
   }
 
+  /**
+   * Takes one request at a time per connection until the returned disposer is called: a request that arrives
+   * while an earlier one on the same connection is still unanswered (see {@link ModbusSimulator.injectDelay})
+   * is dropped without an answer, as many gateways and small devices do with pipelined requests.
+   */
+  injectBusyDrop(): Disposer {
+    return this.#addFault({ target: undefined, kind: "busy-drop", code: 0 });
+  }
+
   /** Removes every injected fault. */
   clearFaults(): void {
     this.#faults.clear();
@@ -412,7 +421,7 @@ export class ModbusSimulator {
       if (!faultApplies(fault, unitId, area, address, length, direction)) continue;
       if (fault.kind === "exception") return { kind: "exception", code: fault.code };
       if (fault.kind === "delay") return { kind: "delay", ms: fault.code };
-      return { kind: fault.kind };
+      if (fault.kind === "timeout" || fault.kind === "reset") return { kind: fault.kind };
     }
     if (this.#strict && !this.#mapped(unitId, area, address, length)) return { kind: "exception", code: 2 };
     return undefined;
@@ -443,6 +452,7 @@ export class ModbusSimulator {
     socket.on("close", () => this.#sockets.delete(socket));
     socket.on("error", () => undefined);
     let buffer: Buffer = Buffer.alloc(0);
+    const busy = { answers: 0 };
     socket.on("data", (data: Buffer) => {
       buffer = buffer.length === 0 ? data : Buffer.concat([buffer, data]);
       while (buffer.length >= 7) {
@@ -455,13 +465,13 @@ export class ModbusSimulator {
         if (buffer.length < 6 + length) break;
         const frame = buffer.subarray(0, 6 + length);
         buffer = buffer.subarray(6 + length);
-        if (!this.#handle(socket, frame)) return;
+        if (!this.#handle(socket, frame, busy)) return;
       }
     });
   }
 
-  /** Answers one MBAP frame; false when the connection was reset. */
-  #handle(socket: Socket, frame: Buffer): boolean {
+  /** Answers one MBAP frame; false when the connection was reset. `busy` counts answers still owed. */
+  #handle(socket: Socket, frame: Buffer, busy: { answers: number }): boolean {
     const unitId = frame.readUInt8(6);
     const pdu = frame.subarray(7);
     const functionCode = pdu.length > 0 ? pdu.readUInt8(0) : 0;
@@ -473,6 +483,7 @@ export class ModbusSimulator {
         functionCode === 5 || functionCode === 6 || functionCode === 22 ? 1 : pdu.length >= 5 ? pdu.readUInt16BE(3) : 0,
     };
     this.#record(request);
+    if (busy.answers > 0 && [...this.#faults].some((fault) => fault.kind === "busy-drop")) return true;
     const outcome = this.#execute(pdu, unitId);
     if (outcome.kind !== "answer") {
       if (outcome.kind === "timeout") return true;
@@ -485,7 +496,9 @@ export class ModbusSimulator {
     reply.writeUInt8(unitId, 6);
     outcome.pdu.copy(reply, 7);
     if (outcome.delayMs > 0) {
+      busy.answers++;
       setTimeout(() => {
+        busy.answers--;
         if (!socket.destroyed) socket.write(reply);
       }, outcome.delayMs);
     } else socket.write(reply);

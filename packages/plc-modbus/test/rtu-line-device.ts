@@ -1,0 +1,119 @@
+import { loadSerialSupport } from "../src/modbus-client";
+import { crc16, rtuFrame } from "../src/modbus-rtu-frame";
+import type { SerialPortLike } from "../src/modbus-rtu-client";
+
+/** Turns the normal answer frame into what goes on the line (a fault), or null to stay silent. */
+export type AnswerFault = (answer: Buffer, request: Buffer) => Buffer | null;
+
+/**
+ * A small Modbus RTU device (holding registers and coils per unit) on one end of a serial line, for tests:
+ * answers in order, can be paused (requests pile up unanswered, as a stopped process) and can corrupt its
+ * next answers.
+ */
+export class RtuLineDevice {
+  readonly registers = new Map<number, Uint16Array>();
+  readonly coils = new Map<number, Uint8Array>();
+  readonly faults: AnswerFault[] = [];
+  requests = 0;
+  #port: SerialPortLike;
+  #buffer: Buffer = Buffer.alloc(0);
+  #paused = false;
+  #held: Buffer[] = [];
+
+  private constructor(port: SerialPortLike, units: readonly number[]) {
+    this.#port = port;
+    for (const unit of units) {
+      this.registers.set(unit, new Uint16Array(256));
+      this.coils.set(unit, new Uint8Array(256));
+    }
+    port.on("data", (data: Buffer) => this.#receive(data));
+  }
+
+  static async open(path: string, units: readonly number[]): Promise<RtuLineDevice> {
+    const SerialPort = await loadSerialSupport();
+    const port = new SerialPort({ path, baudRate: 19200, autoOpen: false }) as SerialPortLike;
+    await new Promise<void>((resolve, reject) => port.open((error) => (error ? reject(error) : resolve())));
+    return new RtuLineDevice(port, units);
+  }
+
+  /** Stops answering; requests are held and answered in order on {@link RtuLineDevice.resume}. */
+  pause(): void {
+    this.#paused = true;
+  }
+
+  resume(): void {
+    this.#paused = false;
+    const held = this.#held.splice(0);
+    for (const request of held) this.#answer(request);
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => (this.#port.isOpen ? this.#port.close(() => resolve()) : resolve(undefined)));
+  }
+
+  #receive(data: Buffer): void {
+    this.#buffer = Buffer.concat([this.#buffer, data]);
+    for (;;) {
+      if (this.#buffer.length < 2) return;
+      const functionCode = this.#buffer[1]!;
+      const length =
+        functionCode === 15 || functionCode === 16
+          ? this.#buffer.length >= 7
+            ? 9 + this.#buffer[6]!
+            : Number.POSITIVE_INFINITY
+          : functionCode === 22
+            ? 10
+            : 8;
+      if (this.#buffer.length < length) return;
+      const request = this.#buffer.subarray(0, length);
+      this.#buffer = this.#buffer.subarray(length);
+      if (request.readUInt16LE(length - 2) !== crc16(request.subarray(0, length - 2))) continue;
+      this.requests++;
+      if (this.#paused) this.#held.push(Buffer.from(request));
+      else this.#answer(request);
+    }
+  }
+
+  #answer(request: Buffer): void {
+    const unitId = request[0]!;
+    const registers = this.registers.get(unitId);
+    const coils = this.coils.get(unitId);
+    if (!registers || !coils) return; // no such unit on the bus: silence
+    const functionCode = request[1]!;
+    const address = request.readUInt16BE(2);
+    const value = request.readUInt16BE(4);
+    let pdu: Buffer;
+    if (functionCode === 3 || functionCode === 4) {
+      pdu = Buffer.alloc(2 + value * 2);
+      pdu[0] = functionCode;
+      pdu[1] = value * 2;
+      for (let index = 0; index < value; index++) pdu.writeUInt16BE(registers[address + index] ?? 0, 2 + index * 2);
+    } else if (functionCode === 1) {
+      pdu = Buffer.alloc(2 + Math.ceil(value / 8));
+      pdu[0] = 1;
+      pdu[1] = pdu.length - 2;
+      for (let index = 0; index < value; index++)
+        if (coils[address + index]) pdu[2 + (index >> 3)]! |= 1 << (index & 7);
+    } else if (functionCode === 6) {
+      registers[address] = value;
+      pdu = Buffer.from(request.subarray(1, 6));
+    } else if (functionCode === 5) {
+      coils[address] = value === 0xff00 ? 1 : 0;
+      pdu = Buffer.from(request.subarray(1, 6));
+    } else if (functionCode === 16) {
+      for (let index = 0; index < value; index++) registers[address + index] = request.readUInt16BE(7 + index * 2);
+      pdu = Buffer.from(request.subarray(1, 6));
+    } else pdu = Buffer.from([functionCode | 0x80, 1]);
+    const answer = rtuFrame(unitId, pdu);
+    const fault = this.faults.shift();
+    const sent = fault ? fault(answer, request) : answer;
+    if (sent) this.#port.write(sent);
+  }
+}
+
+/** Recomputes the CRC of a frame whose bytes a fault changed. */
+export function withCrc(frame: Buffer): Buffer {
+  const copy = Buffer.from(frame);
+  copy.writeUInt16LE(crc16(copy.subarray(0, copy.length - 2)), copy.length - 2);
+  return copy;
+}
