@@ -81,7 +81,9 @@ function count(text: string, fragment: string): number {
 
 // End to end on loopback: a real OPC UA server (SignAndEncrypt), the OPC UA driver, the
 // PostgreSQL store on embedded PGlite, and the recipe executor, shortened to 3 cycles.
-describe("the ALD demo, shortened to 3 cycles", () => {
+// The demo runs in real time against an OPC UA server it starts (certificates, sessions,
+// recipe timing): about 10-20 s each on an idle machine, more when the machine is shared.
+describe("the ALD demo, shortened to 3 cycles", { timeout: 120_000 }, () => {
   test("runs every cycle on the OPC UA PLC, logs every sample to the store, acknowledges its alarms, and writes the report", async () => {
     const outDir = path.join(outRoot, "normal");
     // HI at 0.9 mbar sits below the 1 mbar TMA plateau, so TMA pulses raise it.
