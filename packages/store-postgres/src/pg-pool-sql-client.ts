@@ -48,6 +48,11 @@ export interface PgPoolLike {
   connect(): Promise<PgPoolClientLike>;
   /** Runs one statement on any pooled connection. */
   query(config: PgQueryConfigLike): Promise<PgQueryResultLike>;
+  /**
+   * Listens for each new connection (`pg.Pool` emits `connect`). Optional: when present, the
+   * store gives every new connection an error listener at once (see {@link PgPoolSqlClient}).
+   */
+  on?(event: "connect", listener: (client: PgPoolClientLike) => void): unknown;
 }
 
 const PARSERS: Readonly<Record<number, PgTypeParser>> = {
@@ -82,6 +87,12 @@ export class PgPoolSqlClient implements SqlClient {
 
   constructor(pool: PgPoolLike) {
     this.#pool = pool;
+    // pg-pool removes its idle error listener when it hands out a new connection, and the server
+    // can send an error (57P01 after pg_terminate_backend) in the same network read as the
+    // connection's ReadyForQuery, before any caller could listen: without a listener of its own
+    // that error would be an uncaught exception in the host. The call that uses the connection
+    // next fails on it and discards it.
+    pool.on?.("connect", (client) => client.on("error", ignoreError));
   }
 
   /** Runs one statement on any pooled connection. */
@@ -144,7 +155,9 @@ export class PgPoolSqlClient implements SqlClient {
       healthy = false;
       throw error;
     } finally {
-      client.removeListener("error", ignoreError);
+      // A broken client is destroyed: it keeps the listener, because the server's FATAL message
+      // (57P01 after pg_terminate_backend) can arrive while it closes, with no query to take it.
+      if (healthy) client.removeListener("error", ignoreError);
       client.release(!healthy);
     }
   }
