@@ -1,16 +1,14 @@
 import { join } from "node:path";
-import { expect, test } from "vitest";
-import { clusterUnavailable, NEEDS_POSTGRES_BINARIES } from "./support/cluster";
+import { describe, expect, test } from "vitest";
+import { announceSkip, clusterUnavailable, NEEDS_POSTGRES_BINARIES } from "./support/cluster";
 import { report, useFaultCluster } from "./support/case";
 import { countSequences, hold, startPipeline, waitFor } from "./support/pipeline";
 
-const env = useFaultCluster();
-const skip = clusterUnavailable !== undefined;
-if (skip) console.log(`[faults] crash cases skipped: ${clusterUnavailable} ${NEEDS_POSTGRES_BINARIES}`);
+announceSkip("crash cases");
+describe.skipIf(clusterUnavailable !== undefined)(`PostgreSQL crashes ${NEEDS_POSTGRES_BINARIES}`, () => {
+  const env = useFaultCluster();
 
-test.skipIf(skip)(
-  `PostgreSQL crashed twice (pg_ctl stop -m immediate) under "spool": nothing lost, nothing twice ${NEEDS_POSTGRES_BINARIES}`,
-  async () => {
+  test('crashed twice (pg_ctl stop -m immediate) under "spool": nothing lost, nothing twice', async () => {
     const cluster = env.cluster();
     const schema = "crash_spool";
     const pipeline = await startPipeline({
@@ -44,12 +42,9 @@ test.skipIf(skip)(
     expect(final.samplesDropped).toBe(0);
     expect(count.distinct).toBe(final.samplesIn);
     expect(count.gaps).toBe(0);
-  },
-);
+  });
 
-test.skipIf(skip)(
-  `PostgreSQL crashed under "drop-oldest": lost = the samples-drop count, nothing twice ${NEEDS_POSTGRES_BINARIES}`,
-  async () => {
+  test('crashed under "drop-oldest": lost = the samples-drop count, nothing twice', async () => {
     const cluster = env.cluster();
     const schema = "crash_drop";
     const pipeline = await startPipeline({
@@ -81,5 +76,5 @@ test.skipIf(skip)(
     expect(lost).toBe(final.samplesDropped);
     // samples-drop events are coalesced per latency period; the last one is published by stop().
     expect(pipeline.dropped()).toBe(final.samplesDropped);
-  },
-);
+  });
+});

@@ -28,5 +28,9 @@ export function useFaultCluster(): { cluster(): FaultCluster; scratch(): string 
 
 /** Prints one line of a fault case's figures (the suite's report names what each case proved). */
 export function report(name: string, figures: Record<string, unknown>): void {
-  console.log(`[faults] ${name}: ${Object.entries(figures).map(([key, value]) => `${key}=${String(value)}`).join(" ")}`);
+  console.log(
+    `[faults] ${name}: ${Object.entries(figures)
+      .map(([key, value]) => `${key}=${String(value)}`)
+      .join(" ")}`,
+  );
 }

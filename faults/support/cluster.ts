@@ -14,7 +14,8 @@ import { promisify } from "node:util";
 const run = promisify(execFile);
 
 /** Suffix of a fault test's name: what it needs and how to enable it. */
-export const NEEDS_POSTGRES_BINARIES = "(needs initdb and pg_ctl: install the PostgreSQL server package, or set PG_BIN)";
+export const NEEDS_POSTGRES_BINARIES =
+  "(needs initdb and pg_ctl: install the PostgreSQL server package, or set PG_BIN)";
 
 /** The directory holding initdb and pg_ctl: `PG_BIN`, else the newest /usr/lib/postgresql/<version>/bin. */
 function findBinaries(): string | undefined {
@@ -34,7 +35,12 @@ const isRoot = process.getuid?.() === 0;
 export const clusterUnavailable: string | undefined = (() => {
   if (process.platform !== "linux") return "the fault suite runs on Linux only";
   if (!findBinaries()) return "initdb/pg_ctl not found";
-  if (isRoot && !readFileSync("/etc/passwd", "utf8").split("\n").some((line) => line.startsWith("postgres:"))) {
+  if (
+    isRoot &&
+    !readFileSync("/etc/passwd", "utf8")
+      .split("\n")
+      .some((line) => line.startsWith("postgres:"))
+  ) {
     return "running as root, but there is no postgres user to run the server as";
   }
   return undefined;
@@ -89,7 +95,17 @@ export class FaultCluster {
       "--locale=C",
     ]);
     await cluster.start();
-    await cluster.#as(join(bin, "psql"), ["-h", "127.0.0.1", "-p", String(cluster.port), "-U", "postgres", "-c", "CREATE DATABASE kiln", "postgres"]);
+    await cluster.#as(join(bin, "psql"), [
+      "-h",
+      "127.0.0.1",
+      "-p",
+      String(cluster.port),
+      "-U",
+      "postgres",
+      "-c",
+      "CREATE DATABASE kiln",
+      "postgres",
+    ]);
     return cluster;
   }
 
@@ -177,4 +193,9 @@ export class FaultCluster {
     const [file, argv] = isRoot ? ["runuser", ["-u", "postgres", "--", command, ...args]] : [command, [...args]];
     await run(file, argv, { cwd: this.directory, timeout: 60_000 });
   }
+}
+
+/** Prints why the fault cases of a file are skipped (also in their names) and how to enable them. */
+export function announceSkip(what: string): void {
+  if (clusterUnavailable) console.log(`[faults] ${what} skipped: ${clusterUnavailable} ${NEEDS_POSTGRES_BINARIES}`);
 }

@@ -13,7 +13,9 @@ export const TAG_COUNT = 100;
 export const SCAN_PERIOD_MS = 20;
 
 const tags = defineTags(
-  Object.fromEntries(Array.from({ length: TAG_COUNT }, (_, index) => [`seq.${index}`, { dataType: "uint32" as const }])),
+  Object.fromEntries(
+    Array.from({ length: TAG_COUNT }, (_, index) => [`seq.${index}`, { dataType: "uint32" as const }]),
+  ),
 );
 
 /** Logging settings a fault case chooses (the rest is fixed here). */
@@ -122,7 +124,11 @@ export async function countSequences(url: string, schema: string, from = 0, to =
 }
 
 /** Polls `condition` every 50 ms until it holds; throws with `what` after `timeoutMs`. */
-export async function waitFor(what: string, condition: () => boolean | Promise<boolean>, timeoutMs = 30_000): Promise<void> {
+export async function waitFor(
+  what: string,
+  condition: () => boolean | Promise<boolean>,
+  timeoutMs = 30_000,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await condition())) {
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
