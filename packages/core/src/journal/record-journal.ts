@@ -170,7 +170,7 @@ export class RecordJournal {
     try {
       if (this.#dirty) await this.#cutBack();
       this.#dirty = true;
-      await this.#file.write(record, 0, record.length, this.#size);
+      await writeFully(this.#file, record, this.#size);
       await this.#file.datasync();
       this.#dirty = false;
     } catch (error) {
@@ -237,6 +237,19 @@ export class RecordJournal {
     await this.#file.truncate(this.#size);
     await this.#file.datasync();
     this.#dirty = false;
+  }
+}
+
+/**
+ * Writes all of `data` at `position`. A write the disk can take only part of returns short
+ * without an error (a nearly full disk); the rest is written again, which fails with `ENOSPC`
+ * when there is no room, so a record is never taken as written when only part of it is.
+ */
+async function writeFully(file: FileHandle, data: Buffer, position: number): Promise<void> {
+  for (let written = 0; written < data.length;) {
+    const { bytesWritten } = await file.write(data, written, data.length - written, position + written);
+    if (bytesWritten === 0) throw Object.assign(new Error("write made no progress"), { code: "ENOSPC" });
+    written += bytesWritten;
   }
 }
 

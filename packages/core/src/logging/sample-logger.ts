@@ -305,6 +305,8 @@ export class SampleLogger {
     this.#buffered = 0;
     this.#mode = "stopped";
     this.#releaseRoom(true);
+    // Records skipped while replaying stay counted after the journal is closed.
+    this.#stats.corruptRecords += this.#journal?.undecodable ?? 0;
     await this.#journal?.close();
     this.#journal = undefined;
   }
