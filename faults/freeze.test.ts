@@ -68,7 +68,7 @@ describe.skipIf(clusterUnavailable !== undefined)(`PostgreSQL frozen with SIGSTO
     const first = await startPipeline({ url: cluster.url, schema, logging });
     await waitFor("samples stored", () => first.system.health().logging.samplesOut >= 5_000);
     const frozen = cluster.freeze();
-    let stopped: Record<string, number> | undefined;
+    let stopped: { acquired: number; out: number; spooled: number } | undefined;
     try {
       await hold(WRITE_TIMEOUT_MS / 2);
       // Returns within drainTimeoutMs although writes hang on the frozen server (the test's own
