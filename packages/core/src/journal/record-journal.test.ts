@@ -72,6 +72,24 @@ describe("RecordJournal", () => {
     await reopened.close();
   });
 
+  test("an append that meets the release emptying the file is kept, whichever starts first", async () => {
+    for (const appendFirst of [true, false]) {
+      const { journal } = await RecordJournal.open(join(directory, `race-${appendFirst}.journal`));
+      await journal.append(payload(1));
+      await journal.peek();
+      // The release empties the journal and truncates the file while the next record is being written.
+      const operations = appendFirst
+        ? [journal.append(payload(2)), journal.release()]
+        : [journal.release(), journal.append(payload(2))];
+      await Promise.all(operations);
+      expect(await readAll(journal)).toEqual([String(payload(2))]);
+      await journal.close();
+      const { journal: reopened, recovery } = await RecordJournal.open(join(directory, `race-${appendFirst}.journal`));
+      expect(recovery).toMatchObject({ records: 0, skippedRecords: 0, discardedBytes: 0 });
+      await reopened.close();
+    }
+  });
+
   const isRoot = process.platform === "linux" && process.getuid?.() === 0;
   test.skipIf(!isRoot)(
     "on a full disk a record is written whole or refused with ENOSPC; every accepted record reads back (needs root on Linux to mount a tmpfs)",
