@@ -57,7 +57,7 @@ async function kilnRun(
     sinkKind === "memory-store" ? store.samples : { sinkApiVersion: "1", writeBatch: () => Promise.resolve() };
   const bus = new EventBus<KilnEvents>();
   const cvt = new CurrentValueTable({ tags: list });
-  const filter = new LoggingFilter(list);
+  const filter = new LoggingFilter(list, clock);
   const logger = new SampleLogger({
     sink: guardSampleSink(
       sink,
@@ -79,7 +79,8 @@ async function kilnRun(
   });
   await logger.start();
   cvt.observeAll((change) => {
-    if (filter.accept(change.sample)) logger.append(change.sample);
+    const logged = filter.select(change.sample);
+    if (logged) logger.append(logged);
   });
   await plc.connect();
   const start = performance.now();

@@ -656,7 +656,8 @@ export class ControlSystem {
     this.#disposers.push(
       this.#cvt.observeAll((change) => {
         this.#alarms.observe(change.sample);
-        if (this.#filter.accept(change.sample)) this.#sampleLogger.append(change.sample);
+        const logged = this.#filter.select(change.sample);
+        if (logged) this.#sampleLogger.append(logged);
       }),
       this.#bus.tap((type, event) => this.#recorder.record(type, event)),
       this.#bus.on("interlock-trip", async (event) => {

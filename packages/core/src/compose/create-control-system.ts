@@ -122,7 +122,7 @@ function registerDefaults(container: DependencyContainer, options: ResolvedContr
         logger.error({ tag: change.sample.tag, error: String(error) }, "CVT observer failed"),
     });
   });
-  singleton(Tokens.LoggingFilter, () => new LoggingFilter(options.tags.list()));
+  singleton(Tokens.LoggingFilter, (resolve) => new LoggingFilter(options.tags.list(), resolve(Tokens.Clock)));
   singleton(Tokens.SampleLogger, (resolve) => {
     const { writeTimeoutMs: _timeout, retry: _retry, breaker: _breaker, ...settings } = options.logging;
     return new SampleLogger({

@@ -1,4 +1,5 @@
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { execFileSync } from "node:child_process";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
@@ -70,6 +71,54 @@ describe("RecordJournal", () => {
     expect(await readAll(reopened)).toEqual([String(payload(1)), String(payload(2))]);
     await reopened.close();
   });
+
+  test("an append that meets the release emptying the file is kept, whichever starts first", async () => {
+    for (const appendFirst of [true, false]) {
+      const { journal } = await RecordJournal.open(join(directory, `race-${appendFirst}.journal`));
+      await journal.append(payload(1));
+      await journal.peek();
+      // The release empties the journal and truncates the file while the next record is being written.
+      const operations = appendFirst
+        ? [journal.append(payload(2)), journal.release()]
+        : [journal.release(), journal.append(payload(2))];
+      await Promise.all(operations);
+      expect(await readAll(journal)).toEqual([String(payload(2))]);
+      await journal.close();
+      const { journal: reopened, recovery } = await RecordJournal.open(join(directory, `race-${appendFirst}.journal`));
+      expect(recovery).toMatchObject({ records: 0, skippedRecords: 0, discardedBytes: 0 });
+      await reopened.close();
+    }
+  });
+
+  const isRoot = process.platform === "linux" && process.getuid?.() === 0;
+  test.skipIf(!isRoot)(
+    "on a full disk a record is written whole or refused with ENOSPC; every accepted record reads back (needs root on Linux to mount a tmpfs)",
+    async () => {
+      const disk = join(directory, "disk");
+      await mkdir(disk);
+      execFileSync("mount", ["-t", "tmpfs", "-o", "size=64k", "tmpfs", disk]);
+      try {
+        const { journal } = await RecordJournal.open(join(disk, "full.journal"));
+        const accepted: string[] = [];
+        let refusal: unknown;
+        // 7,000-byte records do not divide the 4 KiB pages: the last one only partly fits (a short write).
+        for (let index = 0; index < 20 && refusal === undefined; index++) {
+          const record = Buffer.alloc(7_000, 97 + index);
+          await journal.append(record).then(
+            () => accepted.push(record.toString()),
+            (error: unknown) => (refusal = error),
+          );
+        }
+        expect(KilnError.is(refusal, "KILN_JOURNAL_FAILED")).toBe(true);
+        expect((refusal as KilnError).details).toMatchObject({ errno: "ENOSPC" });
+        expect(journal.records).toBe(accepted.length);
+        expect(await readAll(journal)).toEqual(accepted);
+        await journal.close();
+      } finally {
+        execFileSync("umount", [disk]);
+      }
+    },
+  );
 
   test("bad options are refused with KILN_VALIDATION naming maxBytes", async () => {
     for (const maxBytes of [0, -1, 1.5, Number.NaN]) {

@@ -64,6 +64,8 @@ export class RecordJournal {
   #head = 0;
   #size: number;
   #dirty = false;
+  /** Appends and releases run one at a time: a release that empties the file truncates it, which must not meet a write. */
+  #exclusive: Promise<unknown> = Promise.resolve();
 
   private constructor(path: string, file: FileHandle, size: number, records: RecordRef[], maxBytes: number) {
     this.path = path;
@@ -155,7 +157,11 @@ export class RecordJournal {
    *   pass `maxBytes`; `KILN_JOURNAL_FAILED` (retryable; nothing kept) when writing or syncing
    *   fails, e.g. `ENOSPC` on a full disk (`details.errno`).
    */
-  async append(payload: Uint8Array): Promise<void> {
+  append(payload: Uint8Array): Promise<void> {
+    return this.#serialized(() => this.#append(payload));
+  }
+
+  async #append(payload: Uint8Array): Promise<void> {
     if (payload.length === 0 || payload.length > MAX_RECORD_BYTES) {
       throw new RangeError(`A journal record holds 1 to ${MAX_RECORD_BYTES} bytes, not ${payload.length}.`);
     }
@@ -170,7 +176,7 @@ export class RecordJournal {
     try {
       if (this.#dirty) await this.#cutBack();
       this.#dirty = true;
-      await this.#file.write(record, 0, record.length, this.#size);
+      await writeFully(this.#file, record, this.#size);
       await this.#file.datasync();
       this.#dirty = false;
     } catch (error) {
@@ -213,7 +219,11 @@ export class RecordJournal {
   }
 
   /** Releases the record last returned by {@link peek}; truncates the file once all are released. */
-  async release(): Promise<void> {
+  release(): Promise<void> {
+    return this.#serialized(() => this.#release());
+  }
+
+  async #release(): Promise<void> {
     if (this.#head >= this.#records.length) return;
     this.#head++;
     if (this.#head === this.#records.length) {
@@ -233,10 +243,29 @@ export class RecordJournal {
     await this.#file.close();
   }
 
+  #serialized(work: () => Promise<void>): Promise<void> {
+    const run = this.#exclusive.then(work);
+    this.#exclusive = run.catch(() => undefined);
+    return run;
+  }
+
   async #cutBack(): Promise<void> {
     await this.#file.truncate(this.#size);
     await this.#file.datasync();
     this.#dirty = false;
+  }
+}
+
+/**
+ * Writes all of `data` at `position`. A write the disk can take only part of returns short
+ * without an error (a nearly full disk); the rest is written again, which fails with `ENOSPC`
+ * when there is no room, so a record is never taken as written when only part of it is.
+ */
+async function writeFully(file: FileHandle, data: Buffer, position: number): Promise<void> {
+  for (let written = 0; written < data.length;) {
+    const { bytesWritten } = await file.write(data, written, data.length - written, position + written);
+    if (bytesWritten === 0) throw Object.assign(new Error("write made no progress"), { code: "ENOSPC" });
+    written += bytesWritten;
   }
 }
 

@@ -2,7 +2,7 @@ import { describe, expect, test } from "vitest";
 import { GOOD, quality } from "../domain/quality";
 import type { Sample } from "../domain/sample";
 import { defineTags } from "../domain/tags";
-import { LoggingFilter } from "./logging-filter";
+import { LoggingFilter, RESTAMPED_REASON } from "./logging-filter";
 
 const tags = defineTags({
   absolute: { dataType: "float64", logging: { mode: "change", deadband: { kind: "absolute", value: 0.5 } } },
@@ -24,13 +24,25 @@ const at = (tag: string, value: Sample["value"], timestamp: number, q = GOOD): S
   quality: q,
 });
 
+/** A system clock the test sets: by default it reads each sample's own timestamp as receive time. */
+const clock = { time: 0, now: () => clock.time };
+const newFilter = () => new LoggingFilter(tags.list(), clock);
+
+/** The samples the filter logs, the clock at each sample's source timestamp. */
+function logged(filter: LoggingFilter, samples: Sample[], receivedAt = (sample: Sample) => sample.timestamp): Sample[] {
+  return samples.flatMap((sample) => {
+    clock.time = receivedAt(sample);
+    return filter.select(sample) ?? [];
+  });
+}
+
 function run(filter: LoggingFilter, samples: Sample[]): Sample["value"][] {
-  return samples.filter((sample) => filter.accept(sample)).map((sample) => sample.value);
+  return logged(filter, samples).map((sample) => sample.value);
 }
 
 describe("LoggingFilter", () => {
   test("absolute deadband compares with the last logged value, so drift is still logged", () => {
-    const filter = new LoggingFilter(tags.list());
+    const filter = newFilter();
     const values = [10, 10.3, 10.5, 10.6, 10.9, 11.2, 9];
     expect(
       run(
@@ -41,7 +53,7 @@ describe("LoggingFilter", () => {
   });
 
   test("percent deadband is a share of the range span (1 % of 200 = 2)", () => {
-    const filter = new LoggingFilter(tags.list());
+    const filter = newFilter();
     expect(
       run(
         filter,
@@ -53,13 +65,13 @@ describe("LoggingFilter", () => {
   test("NaN is a value of its own: logged when it starts and when it ends, under any deadband", () => {
     // A float32 register that reads NaN at night (an inverter asleep), with absolute and percent deadbands.
     for (const tag of ["absolute", "percent", "exact"]) {
-      const byDay = new LoggingFilter(tags.list());
+      const byDay = newFilter();
       const day = run(
         byDay,
         [20, 20.1, NaN, NaN, NaN, 20.2, 20.3].map((value, index) => at(tag, value, index)),
       );
       expect(day, tag).toEqual(tag === "exact" ? [20, 20.1, NaN, 20.2, 20.3] : [20, NaN, 20.2]);
-      const byNight = new LoggingFilter(tags.list());
+      const byNight = newFilter();
       const night = run(
         byNight,
         [NaN, NaN, 20, 20, 40, NaN].map((value, index) => at(tag, value, index)),
@@ -69,7 +81,7 @@ describe("LoggingFilter", () => {
   });
 
   test("infinities are changes against finite values and each other, repeats are not", () => {
-    const filter = new LoggingFilter(tags.list());
+    const filter = newFilter();
     const values = [1, Infinity, Infinity, -Infinity, -Infinity, 1];
     expect(
       run(
@@ -80,7 +92,7 @@ describe("LoggingFilter", () => {
   });
 
   test("without a deadband every change is logged, repeats are not", () => {
-    const filter = new LoggingFilter(tags.list());
+    const filter = newFilter();
     expect(
       run(
         filter,
@@ -96,7 +108,7 @@ describe("LoggingFilter", () => {
   });
 
   test("a quality change is always logged, even inside the deadband", () => {
-    const filter = new LoggingFilter(tags.list());
+    const filter = newFilter();
     const bad = quality("uncertain", "stale");
     expect(
       run(filter, [
@@ -109,13 +121,56 @@ describe("LoggingFilter", () => {
   });
 
   test("periodic logs once per period whatever the value does", () => {
-    const filter = new LoggingFilter(tags.list());
+    const filter = newFilter();
     const samples = [0, 400, 999, 1_000, 1_500, 2_100].map((timestamp) => at("periodic", timestamp, timestamp));
     expect(run(filter, samples)).toEqual([0, 1_000, 2_100]);
   });
 
+  test("periodic is measured on the system clock: an unchanged value whose source timestamp never advances is logged once per period", () => {
+    // An OPC UA variable left alone: every read returns the same value and SourceTimestamp.
+    const reads = Array.from({ length: 11 }, (_, index) => index * 250);
+    const samples = reads.map(() => at("periodic", 7, 5));
+    const rows = logged(newFilter(), samples, () => reads.shift()!);
+    expect(rows.map((row) => row.timestamp)).toEqual([5, 1_000, 2_000]);
+    expect(rows.map((row) => row.quality.reason)).toEqual([undefined, RESTAMPED_REASON, RESTAMPED_REASON]);
+  });
+
+  test("periodic ignores source time: timestamps that jump ahead do not log faster than the period", () => {
+    const samples = [0, 10_000, 20_000, 30_000].map((timestamp) => at("periodic", 1, timestamp));
+    expect(logged(newFilter(), samples, () => 100).map((row) => row.timestamp)).toEqual([0]);
+  });
+
+  test("a value that changes while its source timestamp stays fixed is logged every time, stamped with receive time", () => {
+    // Changes every 250 ms, SourceTimestamp fixed, polled every 200 ms (the CVT sees each read).
+    const T = 1_000;
+    const polls = Array.from({ length: 26 }, (_, index) => T + index * 200);
+    const samples = polls.map((polledAt) => at("exact", Math.floor((polledAt - T) / 250), T));
+    let poll = 0;
+    const rows = logged(newFilter(), samples, () => polls[poll++]!);
+    expect(rows.map((row) => row.value)).toEqual(Array.from({ length: 21 }, (_, index) => index));
+    const timestamps = rows.map((row) => row.timestamp);
+    expect(new Set(timestamps).size).toBe(21);
+    expect(timestamps).toEqual([...timestamps].sort((a, b) => a - b));
+    expect(rows.slice(1).every((row) => row.quality.reason === RESTAMPED_REASON)).toBe(true);
+    expect(rows[0]!.quality.reason).toBeUndefined();
+  });
+
+  test("a quality change with a fixed source timestamp is restamped too, keeping its own reason; advancing timestamps are left alone", () => {
+    const stale = quality("uncertain", "sensor drift");
+    const rows = logged(
+      newFilter(),
+      [at("exact", 1, 10), at("exact", 1, 10, stale), at("exact", 2, 20, stale)],
+      (sample) => (sample.quality === stale ? 50 : 10),
+    );
+    expect(rows.map((row) => [row.timestamp, row.quality.reason])).toEqual([
+      [10, undefined],
+      [50, `sensor drift; ${RESTAMPED_REASON}`],
+      [51, `sensor drift; ${RESTAMPED_REASON}`],
+    ]);
+  });
+
   test("none never logs; unknown tags are not logged", () => {
-    const filter = new LoggingFilter(tags.list());
+    const filter = newFilter();
     expect(run(filter, [at("silent", 1, 0), at("silent", 2, 1, quality("bad")), at("nope", 1, 0)])).toEqual([]);
   });
 });

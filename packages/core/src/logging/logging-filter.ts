@@ -1,5 +1,9 @@
 import type { Tag } from "../domain/tags";
 import type { Sample } from "../domain/sample";
+import type { Clock } from "../ports/clock";
+
+/** Added to the quality reason of a logged sample whose source timestamp did not advance. */
+export const RESTAMPED_REASON = "source timestamp did not advance; stamped with receive time";
 
 interface TagLogState {
   readonly mode: "change" | "periodic" | "none";
@@ -7,7 +11,10 @@ interface TagLogState {
   readonly periodMs: number;
   logged: boolean;
   lastValue: Sample["value"];
-  lastAt: number;
+  /** Timestamp of the last logged sample (after any restamp). */
+  lastTimestamp: number;
+  /** Clock time the last sample was logged, for `periodic`. */
+  lastLoggedAt: number;
   lastQualityCode: number;
   lastSeverity: string;
 }
@@ -18,14 +25,26 @@ interface TagLogState {
  *   (absolute, or percent of the tag's range span), so slow drift is still recorded;
  *   non-numeric values are logged on any change. NaN compares equal to NaN and differs from every
  *   number, whatever the deadband, so a NaN period is logged once at its start and once at its end.
- * - `periodic`: log when `periodMs` has passed since the last logged sample.
+ * - `periodic`: log when `periodMs` has passed on the system clock since the last logged sample
+ *   (not on source time: a device that leaves an unchanged value's timestamp alone is still logged).
  * - `none`: never log.
  * A tag's first sample and every quality change are always logged (except under `none`).
+ *
+ * A sample to log whose source timestamp does not advance past the last logged one (a device
+ * whose value changes while its SourceTimestamp stays fixed, or a periodic repeat) is not merged
+ * with it in history: it is stamped with the receive time (`clock.now()`, at least 1 ms after the
+ * last logged sample) and its quality reason says so ({@link RESTAMPED_REASON}).
  */
 export class LoggingFilter {
   readonly #states = new Map<string, TagLogState>();
+  readonly #clock: Pick<Clock, "now">;
 
-  constructor(tags: readonly Tag[]) {
+  /**
+   * @param tags the tags and their logging policies.
+   * @param clock the system clock (receive time, and the period of `periodic` logging).
+   */
+  constructor(tags: readonly Tag[], clock: Pick<Clock, "now">) {
+    this.#clock = clock;
     for (const tag of tags) {
       const policy = tag.logging;
       let deadband = 0;
@@ -41,32 +60,47 @@ export class LoggingFilter {
         periodMs: policy.mode === "periodic" ? policy.periodMs : 0,
         logged: false,
         lastValue: null,
-        lastAt: 0,
+        lastTimestamp: 0,
+        lastLoggedAt: 0,
         lastQualityCode: 0,
         lastSeverity: "",
       });
     }
   }
 
-  /** True when `sample` should be logged; records it as the last logged sample when so. */
-  accept(sample: Sample): boolean {
+  /**
+   * The sample to log for this CVT update, or undefined when it is not logged. Records it as the
+   * tag's last logged sample. The result is `sample` itself unless it had to be restamped.
+   */
+  select(sample: Sample): Sample | undefined {
     const state = this.#states.get(sample.tag);
-    if (state === undefined || state.mode === "none") return false;
-    if (state.logged && !this.#qualityChanged(state, sample) && !this.#due(state, sample)) return false;
+    if (state === undefined || state.mode === "none") return undefined;
+    const now = this.#clock.now();
+    if (state.logged && !this.#qualityChanged(state, sample) && !this.#due(state, sample, now)) return undefined;
+    let logged = sample;
+    if (state.logged && sample.timestamp <= state.lastTimestamp) {
+      const reason = sample.quality.reason ? `${sample.quality.reason}; ${RESTAMPED_REASON}` : RESTAMPED_REASON;
+      logged = {
+        ...sample,
+        timestamp: Math.max(now, state.lastTimestamp + 1),
+        quality: { ...sample.quality, reason },
+      };
+    }
     state.logged = true;
     state.lastValue = sample.value;
-    state.lastAt = sample.timestamp;
+    state.lastTimestamp = logged.timestamp;
+    state.lastLoggedAt = now;
     state.lastQualityCode = sample.quality.code;
     state.lastSeverity = sample.quality.severity;
-    return true;
+    return logged;
   }
 
   #qualityChanged(state: TagLogState, sample: Sample): boolean {
     return state.lastQualityCode !== sample.quality.code || state.lastSeverity !== sample.quality.severity;
   }
 
-  #due(state: TagLogState, sample: Sample): boolean {
-    if (state.mode === "periodic") return sample.timestamp - state.lastAt >= state.periodMs;
+  #due(state: TagLogState, sample: Sample, now: number): boolean {
+    if (state.mode === "periodic") return now - state.lastLoggedAt >= state.periodMs;
     const value = sample.value;
     const last = state.lastValue;
     if (typeof value === "number" && typeof last === "number") {

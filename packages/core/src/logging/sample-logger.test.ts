@@ -1,5 +1,7 @@
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, test, vi } from "vitest";
 import { KilnError } from "../domain/errors";
@@ -166,6 +168,33 @@ describe("SampleLogger failures", () => {
     await clock.advance(5_000);
     await logger.stop();
     expect(store.sampleCount + logger.health().samplesDropped).toBe(400);
+  });
+
+  test("drop-oldest lets go of the samples it dropped: memory is bounded, not only the buffer count", async () => {
+    setFlagsFromString("--expose-gc");
+    const collect = runInNewContext("gc") as () => void;
+    for (const concurrency of [1, 2]) {
+      const { clock, store, logger } = await setup({
+        overflow: "drop-oldest",
+        maxBufferedSamples: 100,
+        flushConcurrency: concurrency,
+      });
+      store.faults.failWritesUntilCleared();
+      // The first samples are dropped; weak references tell whether anything still holds them.
+      const early: WeakRef<Sample>[] = [];
+      for (let seq = 0; seq < 20_000; seq++) {
+        const sample: Sample = { tag: TAGS[seq % TAGS.length]!, value: seq, timestamp: seq, quality: GOOD };
+        if (seq >= 1_000 && seq < 2_000) early.push(new WeakRef(sample));
+        logger.append(sample);
+      }
+      await clock.advance(200);
+      expect(logger.health()).toMatchObject({ buffered: 100, samplesDropped: 19_900 });
+      collect();
+      expect(early.filter((reference) => reference.deref() !== undefined)).toHaveLength(0);
+      store.faults.clear();
+      await clock.advance(5_000);
+      await logger.stop();
+    }
   });
 
   test("block holds acquisition back until the store drains the buffer", async () => {

@@ -305,6 +305,8 @@ export class SampleLogger {
     this.#buffered = 0;
     this.#mode = "stopped";
     this.#releaseRoom(true);
+    // Records skipped while replaying stay counted after the journal is closed.
+    this.#stats.corruptRecords += this.#journal?.undecodable ?? 0;
     await this.#journal?.close();
     this.#journal = undefined;
   }
@@ -377,13 +379,7 @@ export class SampleLogger {
         if (!draining && waiting < maxBatchSize && clock.now() - lane.firstAt < maxLatencyMs) break;
         const batch = lane.buffer.slice(lane.head, lane.head + maxBatchSize);
         lane.head += batch.length;
-        if (lane.head === lane.buffer.length) {
-          lane.buffer = [];
-          lane.head = 0;
-        } else if (lane.head > 4096 && lane.head * 2 > lane.buffer.length) {
-          lane.buffer = lane.buffer.slice(lane.head);
-          lane.head = 0;
-        }
+        compact(lane);
         lane.firstAt = clock.now();
         lane.inFlight = batch;
         const written = await this.#write(batch, generation, lane);
@@ -489,6 +485,8 @@ export class SampleLogger {
       if (!fullest || available === 0) break;
       const take = Math.min(available, remaining);
       fullest.head += take;
+      // The dropped samples must not stay referenced: memory is bounded, not only the count.
+      compact(fullest);
       this.#buffered -= take;
       remaining -= take;
     }
@@ -656,6 +654,20 @@ export class SampleLogger {
     const waiters = this.#roomWaiters;
     this.#roomWaiters = [];
     for (const resolve of waiters) resolve();
+  }
+}
+
+/**
+ * Lets go of the samples before a lane's head (written or dropped). Amortized O(1) per sample:
+ * the array is copied only once the dead part is at least half of it (and more than a batch).
+ */
+function compact(lane: Lane): void {
+  if (lane.head === lane.buffer.length) {
+    lane.buffer = [];
+    lane.head = 0;
+  } else if (lane.head > 1024 && lane.head * 2 > lane.buffer.length) {
+    lane.buffer = lane.buffer.slice(lane.head);
+    lane.head = 0;
   }
 }
 
