@@ -41,7 +41,7 @@ import {
   type OpcuaDriverOptions,
   type ResolvedOpcuaDriverOptions,
 } from "./opcua-driver-options";
-import { redact, requestError } from "./opcua-errors";
+import { connectError, isAuthenticationFailure, redact, requestError, statusOfError } from "./opcua-errors";
 import { parseNodeAddress, resolveNodeAddress, type OpcuaNodeAddress } from "./opcua-node-id";
 import { planReads, type ReadPlan } from "./opcua-read-plan";
 import { badSample, sampleFromDataValue } from "./opcua-samples";
@@ -125,6 +125,14 @@ export class OpcuaDriver implements PlcDriver {
       clock: this.#clock,
       ...(this.#options.random ? { random: this.#options.random } : {}),
       onListenerError: (error) => this.#logger.error({ err: error }, "a status listener threw"),
+    });
+    this.#lifecycle.onStatusChange((change) => {
+      if (change.to === "failed") {
+        this.#logger.error(
+          { code: change.code, reason: change.reason },
+          "the OPC UA server refused the identity; not reconnecting (retrying a refused log-in can lock the account). Fix the identity option and call connect() again.",
+        );
+      }
     });
   }
 
@@ -386,12 +394,36 @@ export class OpcuaDriver implements PlcDriver {
     session.on("keepalive_failure", () => {
       if (current()) this.#logger.warn("OPC UA keep-alive failed; the session may be dead");
     });
+    session.on("session_repaired_failed", (error: unknown) => {
+      // node-opcua retries a failed repair every 2 s forever; a refused identity must stop it.
+      if (current() && isAuthenticationFailure(statusOfError(error))) this.#refused(connection, error);
+    });
     session.on("session_restored", () => {
       // Also after a repair on a live channel (the server had dropped the session).
       if (!current()) return;
       this.#logger.info("OPC UA session restored");
       this.#afterRepair(connection);
     });
+  }
+
+  /**
+   * The server refused the identity while node-opcua repaired the session (a password changed
+   * during a restart): stop here, with status `failed`, after this one log-in attempt.
+   */
+  #refused(connection: Connection, cause: unknown): void {
+    this.#connection = undefined;
+    for (const subscription of this.#subscriptions) subscription.connectionLost();
+    const { endpointUrl, security } = this.#options;
+    const error = connectError(cause, {
+      endpointUrl,
+      securityMode: security.mode,
+      securityPolicy: security.mode === "None" ? "None" : security.policy,
+      pkiDir: this.#pkiDir,
+      secret: this.#secret,
+    });
+    this.#lifecycle.fail(error);
+    // Disconnecting makes the client unusable, which ends node-opcua's repair loop.
+    void this.#dispose(connection);
   }
 
   /** Runs {@link #reconcile} once node-opcua has repaired the session; coalesces bursts. */

@@ -104,6 +104,8 @@ export interface OpcuaSimulatorStats {
   readonly createMonitoredItemsRequests: number;
   /** ActivateSessionRequests (each a log-in attempt), whatever their outcome. */
   readonly activateSessionRequests: number;
+  /** User name and password checks, whatever their outcome: the log-in attempts an account lockout would count. */
+  readonly passwordChecks: number;
 }
 
 interface SimulatedTag {
@@ -158,12 +160,14 @@ export class OpcuaSimulator {
   #timer: TimerHandle | undefined;
   #updating = false;
   #starting: Promise<void> | undefined;
+  #users: readonly { readonly userName: string; readonly password: string }[];
   #stats = {
     readRequests: 0,
     readNodes: 0,
     writeRequests: 0,
     createMonitoredItemsRequests: 0,
     activateSessionRequests: 0,
+    passwordChecks: 0,
   };
 
   /** @throws KilnValidationError naming each bad option. */
@@ -171,6 +175,7 @@ export class OpcuaSimulator {
     this.#options = parseOrThrow(opcuaSimulatorOptionsSchema, options, "OPC UA simulator options");
     this.#clock = this.#options.clock ?? new SystemClock();
     this.#port = this.#options.port;
+    this.#users = this.#options.users;
     const tags = this.#options.tags instanceof TagCatalog ? this.#options.tags.list() : this.#options.tags;
     const origin = this.#clock.now();
     for (const tag of tags) {
@@ -241,6 +246,7 @@ export class OpcuaSimulator {
       writeRequests: 0,
       createMonitoredItemsRequests: 0,
       activateSessionRequests: 0,
+      passwordChecks: 0,
     };
   }
 
@@ -292,6 +298,14 @@ export class OpcuaSimulator {
     const sessions = engine.getSessions();
     const monitoredItems = sessions.reduce((sum, session) => sum + session.currentMonitoredItemCount, 0);
     return { sessions: sessions.length, subscriptions: engine.currentSubscriptionCount, monitoredItems };
+  }
+
+  /**
+   * Replaces the accepted user names and passwords (an operator changing a password); applies
+   * to the next log-in. Sessions already open stay open, as on most servers.
+   */
+  setUsers(users: readonly { readonly userName: string; readonly password: string }[]): void {
+    this.#users = users.map((user) => ({ ...user }));
   }
 
   /**
@@ -363,7 +377,7 @@ export class OpcuaSimulator {
       automaticallyAcceptUnknownCertificate: true,
     });
     this.#certificateManagers = [serverCertificateManager, userCertificateManager];
-    const { users, operationLimits } = this.#options;
+    const { operationLimits } = this.#options;
     const server = new OPCUAServer({
       host: this.#options.host,
       hostname: this.#options.host,
@@ -380,8 +394,10 @@ export class OpcuaSimulator {
       ],
       allowAnonymous: this.#options.allowAnonymous,
       userManager: {
-        isValidUser: (userName: string, password: string) =>
-          users.some((user) => user.userName === userName && user.password === password),
+        isValidUser: (userName: string, password: string) => {
+          this.#stats.passwordChecks++;
+          return this.#users.some((user) => user.userName === userName && user.password === password);
+        },
       },
       serverCapabilities: { operationLimits: { ...operationLimits } },
       buildInfo: { productName: "Kiln OPC UA simulator", manufacturerName: "Kiln" },

@@ -244,6 +244,27 @@ describe("Acquisition", () => {
     await acquisition.stop();
   });
 
+  test("a refused identity while reconnecting stops reconnecting after one attempt and publishes plc-connection-fail once", async () => {
+    const { clock, plc, acquisition, ofType } = setup();
+    await acquisition.start();
+    await clock.advance(100);
+    plc.faults.unreachable = true;
+    await clock.advance(300);
+    expect(acquisition.link).toBe("offline");
+    let connects = 0;
+    plc.connect = () => {
+      connects++;
+      return Promise.reject(new KilnError("KILN_AUTHENTICATION_FAILED", "BadUserAccessDenied", { retryable: false }));
+    };
+    await clock.advance(30_000);
+    expect(connects).toBe(1);
+    expect(ofType("plc-connection-fail")).toEqual([
+      expect.objectContaining({ code: "KILN_AUTHENTICATION_FAILED", reason: "BadUserAccessDenied" }),
+    ]);
+    expect(acquisition.health().lastError).toBe("KILN_AUTHENTICATION_FAILED: BadUserAccessDenied");
+    await acquisition.stop();
+  });
+
   test("subscription groups receive pushed values and are re-subscribed after a reconnect", async () => {
     const { clock, plc, cvt, acquisition, ofType } = setup({
       groups: {

@@ -1,4 +1,4 @@
-import { KilnError } from "../domain/errors";
+import { KilnError, type KilnErrorCode } from "../domain/errors";
 import type { Tag } from "../domain/tags";
 import { NO_COMMUNICATION, type CurrentValueTable } from "../cvt/current-value-table";
 import type { KilnEvents } from "../events/catalogue";
@@ -129,7 +129,9 @@ interface Group {
  * reports a dropped connection, every tag turns `uncertain` ("no communication, last usable
  * value"), `plc-connection-lose` is published, and reconnection runs with capped exponential
  * backoff and jitter; on success `plc-connection-restore` is published, subscriptions (the
- * desired state) are re-created and fresh values flow.
+ * desired state) are re-created and fresh values flow. A driver that reports `failed` (it
+ * refused the identity) is not reconnected: `plc-connection-fail` is published and `health()`
+ * shows the driver status and the error.
  */
 export class Acquisition {
   readonly #options: AcquisitionOptions;
@@ -144,6 +146,7 @@ export class Acquisition {
   #wake: AbortController | undefined;
   #stopping: AbortController | undefined;
   #lastError: string | undefined;
+  #gaveUp = false;
   readonly #instruments:
     { readonly periodError: Histogram; readonly overruns: Counter; readonly failures: Counter } | undefined;
 
@@ -210,13 +213,16 @@ export class Acquisition {
     if (this.#link !== "stopped") return;
     const { driver, clock, cvt } = this.#options;
     this.#stopping = new AbortController();
+    this.#gaveUp = false;
     for (const group of this.#groups) {
       const staleAfter = group.mode === "poll" ? group.settings.staleAfterPeriods * group.settings.periodMs : 0;
       for (const tag of group.tags) cvt.setStaleAfter(tag.name, staleAfter);
     }
     this.#disposers.push(
       driver.onStatusChange((change) => {
-        if (this.#link === "online" && (change.to === "disconnected" || change.to === "reconnecting")) {
+        if (change.to === "failed") {
+          this.#giveUp(change.code ?? "KILN_AUTHENTICATION_FAILED", change.reason ?? "the device refused the identity");
+        } else if (this.#link === "online" && (change.to === "disconnected" || change.to === "reconnecting")) {
           this.#goOffline(change.reason ?? `driver ${change.to}`);
         } else if (this.#link === "offline" && change.to === "connected") {
           this.#wake?.abort();
@@ -402,7 +408,7 @@ export class Acquisition {
       } catch {
         // Woken early: the driver reported a connection, or we are stopping.
       }
-      if (this.#link !== "offline") return;
+      if (this.#link !== "offline" || driver.status === "failed") return;
       this.#reconnectAttempts++;
       try {
         if (driver.status === "disconnected" || driver.status === "closed") {
@@ -420,8 +426,28 @@ export class Acquisition {
         this.#lastError = describe(error);
         this.#logger.debug({ error: this.#lastError, attempt }, "reconnect attempt failed");
         this.#unsubscribeAll();
+        if (KilnError.is(error, "KILN_AUTHENTICATION_FAILED")) {
+          this.#giveUp(error.code, error.message);
+          return;
+        }
       }
     }
+  }
+
+  /**
+   * The device refused the identity: stop reconnecting (each attempt would repeat the refused
+   * log-in, and servers lock accounts after a few), say so once, keep the tags degraded.
+   */
+  #giveUp(code: KilnErrorCode, reason: string): void {
+    if (this.#link === "stopped") return;
+    this.#lastError = `${code}: ${reason}`;
+    this.#goOffline(reason);
+    this.#wake?.abort();
+    if (this.#gaveUp) return;
+    this.#gaveUp = true;
+    this.#logger.error({ error: this.#lastError }, "PLC refused the identity; not reconnecting");
+    const { bus, clock, driver } = this.#options;
+    void bus.publish("plc-connection-fail", { at: clock.now(), driver: driver.name, code, reason });
   }
 
   #unsubscribeAll(): void {
