@@ -20,6 +20,7 @@ import {
   type NodeId,
   type UAFolder,
   type UAVariable,
+  VariantArrayType,
 } from "node-opcua";
 import { z } from "zod";
 import { parseNodeAddress } from "./opcua-node-id";
@@ -448,7 +449,7 @@ export class OpcuaSimulator {
       if (this.#updating) return;
       // A client wrote it: hold the written value.
       simulated.held = true;
-      simulated.value = coerce(dataValue.value.value as TagValue, simulated.tag);
+      simulated.value = coerce(fromWire(dataValue.value.value, simulated.dataType), simulated.tag);
     });
     simulated.variable = variable;
     this.#publish(simulated, this.#clock.now());
@@ -460,7 +461,11 @@ export class OpcuaSimulator {
     this.#updating = true;
     try {
       variable.setValueFromSource(
-        { dataType: simulated.dataType, value: simulated.value },
+        {
+          dataType: simulated.dataType,
+          arrayType: VariantArrayType.Scalar,
+          value: wireValue(simulated.value, simulated.dataType),
+        },
         StatusCodes.Good,
         new Date(now),
       );
@@ -529,6 +534,19 @@ const INTEGER_RANGES: Partial<Record<Tag["dataType"], readonly [number, number]>
   uint32: [0, 4294967295],
 };
 
+/** node-opcua carries a 64-bit integer as [high, low] 32-bit words. */
+function wireValue(value: TagValue, dataType: DataType): unknown {
+  if (dataType !== DataType.Int64 && dataType !== DataType.UInt64) return value;
+  const unsigned = BigInt.asUintN(64, BigInt(value as number | bigint));
+  return [Number(unsigned >> 32n), Number(unsigned & 0xffffffffn)];
+}
+
+function fromWire(value: unknown, dataType: DataType): TagValue {
+  if ((dataType !== DataType.Int64 && dataType !== DataType.UInt64) || !Array.isArray(value)) return value as TagValue;
+  const unsigned = (BigInt((value[0] as number) >>> 0) << 32n) | BigInt((value[1] as number) >>> 0);
+  return dataType === DataType.Int64 ? BigInt.asIntN(64, unsigned) : unsigned;
+}
+
 function coerce(value: TagValue, tag: Tag): TagValue {
   switch (tag.dataType) {
     case "bool":
@@ -538,6 +556,12 @@ function coerce(value: TagValue, tag: Tag): TagValue {
     case "float32":
     case "float64":
       return Number(value);
+    case "int64":
+    case "uint64": {
+      if (typeof value === "bigint") return value;
+      const number = Math.round(Number(value));
+      return Number.isFinite(number) ? number : 0;
+    }
     default: {
       const number = Math.round(Number(value));
       const [min, max] = INTEGER_RANGES[tag.dataType]!;
