@@ -147,6 +147,8 @@ export class Acquisition {
   #stopping: AbortController | undefined;
   #lastError: string | undefined;
   #gaveUp = false;
+  /** Counts the driver's drops and our stops, so a subscribe that completes after one is disposed. */
+  #epoch = 0;
   readonly #instruments:
     { readonly periodError: Histogram; readonly overruns: Counter; readonly failures: Counter } | undefined;
 
@@ -220,6 +222,7 @@ export class Acquisition {
     }
     this.#disposers.push(
       driver.onStatusChange((change) => {
+        if (change.from === "connected" || change.to === "closed") this.#epoch++;
         if (change.to === "failed") {
           this.#giveUp(change.code ?? "KILN_AUTHENTICATION_FAILED", change.reason ?? "the device refused the identity");
         } else if (this.#link === "online" && (change.to === "disconnected" || change.to === "reconnecting")) {
@@ -275,6 +278,7 @@ export class Acquisition {
   async stop(): Promise<void> {
     if (this.#link === "stopped") return;
     this.#link = "stopped";
+    this.#epoch++;
     this.#stopping?.abort();
     this.#wake?.abort();
     await Promise.all(this.#groups.map((group) => group.scheduler?.stop() ?? Promise.resolve()));
@@ -374,9 +378,10 @@ export class Acquisition {
 
   async #goOnline(): Promise<void> {
     const { clock, driver, cvt, bus } = this.#options;
+    const epoch = this.#epoch;
     for (const group of this.#groups) {
       if (group.mode !== "subscribe") continue;
-      group.unsubscribe = await driver.subscribe!(
+      const unsubscribe = await driver.subscribe!(
         group.tags,
         {
           samplingIntervalMs: group.settings.periodMs,
@@ -385,6 +390,15 @@ export class Acquisition {
         },
         (samples) => cvt.update(samples, clock.now()),
       );
+      group.unsubscribe = unsubscribe;
+      if (epoch !== this.#epoch || this.#link === "stopped" || driver.status !== "connected") {
+        // The link dropped (or we stopped) while subscribing: this subscription's caller has gone.
+        this.#unsubscribeAll();
+        throw new KilnError("KILN_CONNECTION_FAILED", "The connection dropped while subscribing; retrying.", {
+          retryable: true,
+          details: { driver: driver.name, group: group.name },
+        });
+      }
     }
     const wasOffline = this.#link === "offline";
     this.#link = "online";
