@@ -57,7 +57,8 @@ import { variantForWrite } from "./opcua-values";
  *   array after connecting (so an address survives servers that number namespaces differently).
  * - Secure by default: SignAndEncrypt with Basic256Sha256; an unknown server certificate is
  *   rejected unless trusted (`pki.trustedServerCertificates`); security `None` logs a warning
- *   once. Passwords never appear in logs or errors.
+ *   once, and a second one with a `username` identity (the password is then encrypted for a
+ *   server certificate nothing verifies). Passwords never appear in logs or errors.
  * - `read` sends one ReadRequest per scan, split by the server's MaxNodesPerRead (read once
  *   after connecting); the plan is cached per tag array.
  * - `write` discovers each node's DataType once and converts the value to it; read-only tags
@@ -313,7 +314,8 @@ export class OpcuaDriver implements PlcDriver {
    * folders. Each result carries an `nsu=` address ready for a tag definition.
    *
    * @throws KilnValidationError when `root` is not a NodeId; `KILN_NOT_FOUND` when its
-   *   namespace is not on the server.
+   *   namespace is not on the server or the node does not exist (BadNodeIdUnknown, in
+   *   `details.statusName`), rather than an empty list.
    */
   async browse(root?: string): Promise<BrowsedVariable[]> {
     const connection = this.#requireConnection();
@@ -349,6 +351,14 @@ export class OpcuaDriver implements PlcDriver {
         { endpointUrl },
         "OPC UA security mode is None: traffic is neither signed nor encrypted. Use Sign or SignAndEncrypt outside a lab.",
       );
+      if (this.#options.identity.type === "username") {
+        // The password is encrypted with the certificate the endpoint offers, which the secure
+        // channel never checks in mode None: anyone answering at this address can read it.
+        this.#logger.warn(
+          { endpointUrl },
+          "OPC UA security mode None with a user name: the password is encrypted for a server certificate that is not verified, so an impostor server can read it. Use Sign or SignAndEncrypt with a trusted server certificate.",
+        );
+      }
     }
     const connection = await openOpcuaConnection(
       {

@@ -1,7 +1,7 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { createControlSystem, defineTags, type KilnEvents, MemoryStore } from "@kiln/core";
+import { createControlSystem, defineTags, KilnError, type KilnEvents, MemoryStore } from "@kiln/core";
 import type { DriverStatusChange } from "@kiln/core/driver-kit";
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from "vitest";
 import { OPCUA_SIMULATOR_NAMESPACE_URI, OpcuaDriver, OpcuaSimulator } from "../src/index";
@@ -55,6 +55,34 @@ function newDriver(logger = new RecordingLogger()): OpcuaDriver {
 
 /** Longer than node-opcua's own 2 s session-repair retry, twice: a storm would show here. */
 const settle = () => new Promise((resolve) => setTimeout(resolve, 5_000));
+
+describe("issue 13, fault 5", () => {
+  test("security None with a user name warns that the password goes to an unverified certificate", async () => {
+    const logger = new RecordingLogger();
+    const driver = newDriver(logger);
+    try {
+      await driver.connect();
+    } finally {
+      await driver.close();
+    }
+    const warnings = logger.lines.filter((line) => line.level === "warn").map((line) => line.message);
+    expect(warnings.some((message) => /None with a user name/.test(message))).toBe(true);
+    expect(logger.text()).not.toContain(PASSWORD);
+  });
+
+  test("browsing a node that does not exist fails with KILN_NOT_FOUND, not an empty list", async () => {
+    const driver = newDriver();
+    await driver.connect();
+    try {
+      const error = await driver.browse(`nsu=${NS};s=No.Such.Node`).catch((caught: unknown) => caught);
+      expect(KilnError.is(error, "KILN_NOT_FOUND")).toBe(true);
+      expect((error as KilnError).details.statusName).toBe("BadNodeIdUnknown");
+      expect((await driver.browse(`nsu=${NS};s=Kiln`)).length).toBeGreaterThan(0);
+    } finally {
+      await driver.close();
+    }
+  });
+});
 
 describe("a refused identity stops reconnecting (issue 13, fault 2)", () => {
   test("password changed during a server restart: one log-in attempt, status failed with KILN_AUTHENTICATION_FAILED", async () => {
