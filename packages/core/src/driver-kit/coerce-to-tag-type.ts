@@ -3,8 +3,7 @@ import type { Tag, TagDataType, TagValue } from "../domain/tags";
 
 /** The result of {@link coerceToTagType}: the exact value in the tag's type, or why there is none. */
 export type TagTypeCoercion =
-  | { readonly ok: true; readonly value: TagValue }
-  | { readonly ok: false; readonly quality: Quality };
+  { readonly ok: true; readonly value: TagValue } | { readonly ok: false; readonly quality: Quality };
 
 const INTEGER_LIMITS: Partial<Record<TagDataType, readonly [bigint, bigint]>> = {
   int16: [-32768n, 32767n],
