@@ -1,4 +1,4 @@
-import { type BrowsedVariable } from "@kiln/core/driver-kit";
+import { KilnError, type BrowsedVariable } from "@kiln/core/driver-kit";
 import {
   AttributeIds,
   BrowseDirection,
@@ -14,6 +14,7 @@ import {
   type ReferenceDescription,
 } from "node-opcua";
 import type { Connection } from "./opcua-connection";
+import { statusNameOf } from "./opcua-errors";
 import { formatNodeAddress } from "./opcua-node-id";
 import { tagDataTypeOf } from "./opcua-values";
 
@@ -23,6 +24,9 @@ const MAX_BROWSED_NODES = 100_000;
  * Lists the variables under `rootId`, following hierarchical references through objects and
  * folders (breadth first, in batches of the server's MaxNodesPerBrowse, at most 100 000 nodes),
  * with each variable's data type and access. Each result carries an `nsu=` address.
+ *
+ * @throws KilnError `KILN_NOT_FOUND` when the server refuses to browse the root itself
+ *   (BadNodeIdUnknown: no such node), with `details.statusName`.
  */
 export async function browseVariables(
   connection: Connection,
@@ -47,6 +51,14 @@ export async function browseVariables(
         resultMask: 0x3f,
       }));
       const results = await browseAll(connection.session, descriptions);
+      const rootResult = frontier[0] === rootId ? results[0] : undefined;
+      if (rootResult && !rootResult.statusCode.isGood()) {
+        const statusCode = rootResult.statusCode.value >>> 0;
+        const statusName = statusNameOf(statusCode);
+        throw new KilnError("KILN_NOT_FOUND", `The OPC UA server cannot browse ${rootId.toString()} (${statusName}).`, {
+          details: { root: rootId.toString(), statusCode, statusName },
+        });
+      }
       for (const result of results) {
         for (const reference of result.references ?? []) {
           const child = reference.nodeId as unknown as NodeId;

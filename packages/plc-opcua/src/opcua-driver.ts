@@ -41,7 +41,7 @@ import {
   type OpcuaDriverOptions,
   type ResolvedOpcuaDriverOptions,
 } from "./opcua-driver-options";
-import { redact, requestError } from "./opcua-errors";
+import { connectError, isAuthenticationFailure, redact, requestError, statusOfError } from "./opcua-errors";
 import { parseNodeAddress, resolveNodeAddress, type OpcuaNodeAddress } from "./opcua-node-id";
 import { planReads, type ReadPlan } from "./opcua-read-plan";
 import { badSample, sampleFromDataValue } from "./opcua-samples";
@@ -57,7 +57,8 @@ import { variantForWrite } from "./opcua-values";
  *   array after connecting (so an address survives servers that number namespaces differently).
  * - Secure by default: SignAndEncrypt with Basic256Sha256; an unknown server certificate is
  *   rejected unless trusted (`pki.trustedServerCertificates`); security `None` logs a warning
- *   once. Passwords never appear in logs or errors.
+ *   once, and a second one with a `username` identity (the password is then encrypted for a
+ *   server certificate nothing verifies). Passwords never appear in logs or errors.
  * - `read` sends one ReadRequest per scan, split by the server's MaxNodesPerRead (read once
  *   after connecting); the plan is cached per tag array.
  * - `write` discovers each node's DataType once and converts the value to it; read-only tags
@@ -125,6 +126,14 @@ export class OpcuaDriver implements PlcDriver {
       clock: this.#clock,
       ...(this.#options.random ? { random: this.#options.random } : {}),
       onListenerError: (error) => this.#logger.error({ err: error }, "a status listener threw"),
+    });
+    this.#lifecycle.onStatusChange((change) => {
+      if (change.to === "failed") {
+        this.#logger.error(
+          { code: change.code, reason: change.reason },
+          "the OPC UA server refused the identity; not reconnecting (retrying a refused log-in can lock the account). Fix the identity option and call connect() again.",
+        );
+      }
     });
   }
 
@@ -305,7 +314,8 @@ export class OpcuaDriver implements PlcDriver {
    * folders. Each result carries an `nsu=` address ready for a tag definition.
    *
    * @throws KilnValidationError when `root` is not a NodeId; `KILN_NOT_FOUND` when its
-   *   namespace is not on the server.
+   *   namespace is not on the server or the node does not exist (BadNodeIdUnknown, in
+   *   `details.statusName`), rather than an empty list.
    */
   async browse(root?: string): Promise<BrowsedVariable[]> {
     const connection = this.#requireConnection();
@@ -341,6 +351,14 @@ export class OpcuaDriver implements PlcDriver {
         { endpointUrl },
         "OPC UA security mode is None: traffic is neither signed nor encrypted. Use Sign or SignAndEncrypt outside a lab.",
       );
+      if (this.#options.identity.type === "username") {
+        // The password is encrypted with the certificate the endpoint offers, which the secure
+        // channel never checks in mode None: anyone answering at this address can read it.
+        this.#logger.warn(
+          { endpointUrl },
+          "OPC UA security mode None with a user name: the password is encrypted for a server certificate that is not verified, so an impostor server can read it. Use Sign or SignAndEncrypt with a trusted server certificate.",
+        );
+      }
     }
     const connection = await openOpcuaConnection(
       {
@@ -386,12 +404,36 @@ export class OpcuaDriver implements PlcDriver {
     session.on("keepalive_failure", () => {
       if (current()) this.#logger.warn("OPC UA keep-alive failed; the session may be dead");
     });
+    session.on("session_repaired_failed", (error: unknown) => {
+      // node-opcua retries a failed repair every 2 s forever; a refused identity must stop it.
+      if (current() && isAuthenticationFailure(statusOfError(error))) this.#refused(connection, error);
+    });
     session.on("session_restored", () => {
       // Also after a repair on a live channel (the server had dropped the session).
       if (!current()) return;
       this.#logger.info("OPC UA session restored");
       this.#afterRepair(connection);
     });
+  }
+
+  /**
+   * The server refused the identity while node-opcua repaired the session (a password changed
+   * during a restart): stop here, with status `failed`, after this one log-in attempt.
+   */
+  #refused(connection: Connection, cause: unknown): void {
+    this.#connection = undefined;
+    for (const subscription of this.#subscriptions) subscription.connectionLost();
+    const { endpointUrl, security } = this.#options;
+    const error = connectError(cause, {
+      endpointUrl,
+      securityMode: security.mode,
+      securityPolicy: security.mode === "None" ? "None" : security.policy,
+      pkiDir: this.#pkiDir,
+      secret: this.#secret,
+    });
+    this.#lifecycle.fail(error);
+    // Disconnecting makes the client unusable, which ends node-opcua's repair loop.
+    void this.#dispose(connection);
   }
 
   /** Runs {@link #reconcile} once node-opcua has repaired the session; coalesces bursts. */

@@ -7,7 +7,7 @@ import { tagValueFromVariant } from "./opcua-values";
 /**
  * Builds the Kiln sample of `tag` from an OPC UA DataValue: quality from the status code
  * (severity from its top two bits, the code kept), the source timestamp when the server gives
- * one (else the server timestamp, else `now`), and the value converted to the tag's type.
+ * one (else the server timestamp, else `now`), and the value converted to the tag's type exactly (else `bad` BadTypeMismatch).
  */
 export function sampleFromDataValue(tag: Tag, dataValue: DataValue, now: number): Sample {
   const code = dataValue.statusCode.value >>> 0;
@@ -16,14 +16,7 @@ export function sampleFromDataValue(tag: Tag, dataValue: DataValue, now: number)
     return { tag: tag.name, value: null, timestamp, quality: qualityFromStatusCode(code, statusNameOf(code)) };
   }
   const converted = tagValueFromVariant(dataValue.value, tag);
-  if (!converted.ok) {
-    return {
-      tag: tag.name,
-      value: null,
-      timestamp,
-      quality: quality("bad", converted.problem, QualityCodes.BadTypeMismatch),
-    };
-  }
+  if (!converted.ok) return { tag: tag.name, value: null, timestamp, quality: converted.quality };
   return {
     tag: tag.name,
     value: converted.value,

@@ -20,6 +20,7 @@ import {
   type NodeId,
   type UAFolder,
   type UAVariable,
+  VariantArrayType,
 } from "node-opcua";
 import { z } from "zod";
 import { parseNodeAddress } from "./opcua-node-id";
@@ -104,6 +105,8 @@ export interface OpcuaSimulatorStats {
   readonly createMonitoredItemsRequests: number;
   /** ActivateSessionRequests (each a log-in attempt), whatever their outcome. */
   readonly activateSessionRequests: number;
+  /** User name and password checks, whatever their outcome: the log-in attempts an account lockout would count. */
+  readonly passwordChecks: number;
 }
 
 interface SimulatedTag {
@@ -158,12 +161,14 @@ export class OpcuaSimulator {
   #timer: TimerHandle | undefined;
   #updating = false;
   #starting: Promise<void> | undefined;
+  #users: readonly { readonly userName: string; readonly password: string }[];
   #stats = {
     readRequests: 0,
     readNodes: 0,
     writeRequests: 0,
     createMonitoredItemsRequests: 0,
     activateSessionRequests: 0,
+    passwordChecks: 0,
   };
 
   /** @throws KilnValidationError naming each bad option. */
@@ -171,6 +176,7 @@ export class OpcuaSimulator {
     this.#options = parseOrThrow(opcuaSimulatorOptionsSchema, options, "OPC UA simulator options");
     this.#clock = this.#options.clock ?? new SystemClock();
     this.#port = this.#options.port;
+    this.#users = this.#options.users;
     const tags = this.#options.tags instanceof TagCatalog ? this.#options.tags.list() : this.#options.tags;
     const origin = this.#clock.now();
     for (const tag of tags) {
@@ -241,6 +247,7 @@ export class OpcuaSimulator {
       writeRequests: 0,
       createMonitoredItemsRequests: 0,
       activateSessionRequests: 0,
+      passwordChecks: 0,
     };
   }
 
@@ -292,6 +299,14 @@ export class OpcuaSimulator {
     const sessions = engine.getSessions();
     const monitoredItems = sessions.reduce((sum, session) => sum + session.currentMonitoredItemCount, 0);
     return { sessions: sessions.length, subscriptions: engine.currentSubscriptionCount, monitoredItems };
+  }
+
+  /**
+   * Replaces the accepted user names and passwords (an operator changing a password); applies
+   * to the next log-in. Sessions already open stay open, as on most servers.
+   */
+  setUsers(users: readonly { readonly userName: string; readonly password: string }[]): void {
+    this.#users = users.map((user) => ({ ...user }));
   }
 
   /**
@@ -363,7 +378,7 @@ export class OpcuaSimulator {
       automaticallyAcceptUnknownCertificate: true,
     });
     this.#certificateManagers = [serverCertificateManager, userCertificateManager];
-    const { users, operationLimits } = this.#options;
+    const { operationLimits } = this.#options;
     const server = new OPCUAServer({
       host: this.#options.host,
       hostname: this.#options.host,
@@ -380,8 +395,10 @@ export class OpcuaSimulator {
       ],
       allowAnonymous: this.#options.allowAnonymous,
       userManager: {
-        isValidUser: (userName: string, password: string) =>
-          users.some((user) => user.userName === userName && user.password === password),
+        isValidUser: (userName: string, password: string) => {
+          this.#stats.passwordChecks++;
+          return this.#users.some((user) => user.userName === userName && user.password === password);
+        },
       },
       serverCapabilities: { operationLimits: { ...operationLimits } },
       buildInfo: { productName: "Kiln OPC UA simulator", manufacturerName: "Kiln" },
@@ -432,7 +449,7 @@ export class OpcuaSimulator {
       if (this.#updating) return;
       // A client wrote it: hold the written value.
       simulated.held = true;
-      simulated.value = coerce(dataValue.value.value as TagValue, simulated.tag);
+      simulated.value = coerce(fromWire(dataValue.value.value, simulated.dataType), simulated.tag);
     });
     simulated.variable = variable;
     this.#publish(simulated, this.#clock.now());
@@ -444,7 +461,11 @@ export class OpcuaSimulator {
     this.#updating = true;
     try {
       variable.setValueFromSource(
-        { dataType: simulated.dataType, value: simulated.value },
+        {
+          dataType: simulated.dataType,
+          arrayType: VariantArrayType.Scalar,
+          value: wireValue(simulated.value, simulated.dataType),
+        },
         StatusCodes.Good,
         new Date(now),
       );
@@ -513,6 +534,19 @@ const INTEGER_RANGES: Partial<Record<Tag["dataType"], readonly [number, number]>
   uint32: [0, 4294967295],
 };
 
+/** node-opcua carries a 64-bit integer as [high, low] 32-bit words. */
+function wireValue(value: TagValue, dataType: DataType): unknown {
+  if (dataType !== DataType.Int64 && dataType !== DataType.UInt64) return value;
+  const unsigned = BigInt.asUintN(64, BigInt(value as number | bigint));
+  return [Number(unsigned >> 32n), Number(unsigned & 0xffffffffn)];
+}
+
+function fromWire(value: unknown, dataType: DataType): TagValue {
+  if ((dataType !== DataType.Int64 && dataType !== DataType.UInt64) || !Array.isArray(value)) return value as TagValue;
+  const unsigned = (BigInt((value[0] as number) >>> 0) << 32n) | BigInt((value[1] as number) >>> 0);
+  return dataType === DataType.Int64 ? BigInt.asIntN(64, unsigned) : unsigned;
+}
+
 function coerce(value: TagValue, tag: Tag): TagValue {
   switch (tag.dataType) {
     case "bool":
@@ -522,6 +556,12 @@ function coerce(value: TagValue, tag: Tag): TagValue {
     case "float32":
     case "float64":
       return Number(value);
+    case "int64":
+    case "uint64": {
+      if (typeof value === "bigint") return value;
+      const number = Math.round(Number(value));
+      return Number.isFinite(number) ? number : 0;
+    }
     default: {
       const number = Math.round(Number(value));
       const [min, max] = INTEGER_RANGES[tag.dataType]!;

@@ -1,4 +1,4 @@
-import { KilnError, defineTags, type Tag } from "@kiln/core";
+import { KilnError, QualityCodes, defineTags, type Tag } from "@kiln/core";
 import { DataType, LocalizedText, Variant, VariantArrayType } from "node-opcua";
 import { describe, expect, test } from "vitest";
 import { OPCUA_TYPE_OF_TAG, tagDataTypeOf, tagValueFromVariant, variantForWrite } from "./opcua-values";
@@ -18,26 +18,44 @@ describe("tagValueFromVariant", () => {
     [DataType.Double, 1.5, "level", 1.5],
     [DataType.Float, 2, "level", 2],
     [DataType.Int16, -7, "count", -7],
-    [DataType.UInt32, 4_000_000_000, "count", 4_000_000_000],
+    [DataType.Double, 2, "count", 2],
     [DataType.Boolean, true, "flag", true],
-    [DataType.Int32, 3, "flag", true],
+    [DataType.Int32, 1, "flag", true],
     [DataType.Int32, 0, "flag", false],
-    [DataType.Boolean, true, "level", 1],
-    [DataType.String, "12.5", "level", 12.5],
-    [DataType.Double, 4.5, "label", "4.5"],
     [DataType.String, "TiN", "label", "TiN"],
   ])("%s %j for a %s tag gives %j", (dataType, raw, name, expected) => {
     expect(tagValueFromVariant(variant(dataType, raw), tag(name))).toEqual({ ok: true, value: expected });
   });
 
-  test("64-bit integers become numbers when safe, bigint otherwise", () => {
+  // Issue 13, fault 4: never a value of another type marked good.
+  test.each([
+    [DataType.Double, 1.5, "count"],
+    [DataType.UInt32, 4_000_000_000, "count"],
+    [DataType.Int32, 3, "flag"],
+    [DataType.Boolean, true, "level"],
+    [DataType.String, "12.5", "level"],
+    [DataType.Double, 4.5, "label"],
+  ])("%s %j for a %s tag is bad BadTypeMismatch naming both types", (dataType, raw, name) => {
+    const converted = tagValueFromVariant(variant(dataType, raw), tag(name));
+    expect(converted).toMatchObject({ ok: false, quality: { severity: "bad", code: QualityCodes.BadTypeMismatch } });
+    const reason = converted.ok ? "" : converted.quality.reason;
+    expect(reason).toContain(DataType[dataType]);
+    expect(reason).toContain(tag(name).dataType);
+  });
+
+  test("64-bit integers become numbers when exact for the tag, BadTypeMismatch otherwise", () => {
     expect(tagValueFromVariant(variant(DataType.Int64, [0xffffffff, 0xfffffffb]), tag("count"))).toEqual({
       ok: true,
       value: -5,
     });
-    expect(tagValueFromVariant(variant(DataType.UInt64, [0xffffffff, 0xffffffff]), tag("count"))).toEqual({
-      ok: true,
-      value: 18446744073709551615n,
+    expect(tagValueFromVariant(variant(DataType.Int64, [0, 7]), tag("level"))).toEqual({ ok: true, value: 7 });
+    expect(tagValueFromVariant(variant(DataType.UInt64, [0xffffffff, 0xffffffff]), tag("count"))).toMatchObject({
+      ok: false,
+      quality: { code: QualityCodes.BadTypeMismatch },
+    });
+    expect(tagValueFromVariant(variant(DataType.Int64, [0x10000000, 0]), tag("level"))).toMatchObject({
+      ok: false,
+      quality: { code: QualityCodes.BadTypeMismatch },
     });
   });
 
@@ -54,7 +72,7 @@ describe("tagValueFromVariant", () => {
     const array = new Variant({ dataType: DataType.Double, arrayType: VariantArrayType.Array, value: [1, 2] });
     expect(tagValueFromVariant(array, tag("level"))).toMatchObject({
       ok: false,
-      problem: expect.stringMatching(/array/),
+      quality: { reason: expect.stringMatching(/array/) },
     });
     expect(tagValueFromVariant(new Variant(), tag("level"))).toMatchObject({ ok: false });
     expect(tagValueFromVariant(variant(DataType.String, "high"), tag("level"))).toMatchObject({ ok: false });

@@ -1,4 +1,5 @@
-import { KilnError, QualityCodes, type Tag, type TagDataType, type TagValue } from "@kiln/core";
+import { KilnError, quality, QualityCodes, type Tag, type TagDataType, type TagValue } from "@kiln/core";
+import { coerceToTagType, type TagTypeCoercion } from "@kiln/core/driver-kit";
 import { DataType, Variant, VariantArrayType, type LocalizedText, type NodeId, type QualifiedName } from "node-opcua";
 
 /** The OPC UA built-in type that best carries each Kiln data type. */
@@ -36,28 +37,30 @@ export function tagDataTypeOf(dataType: DataType): TagDataType | undefined {
   return KILN_TYPE_OF_OPCUA[dataType];
 }
 
-/** The result of turning an OPC UA value into a Kiln value: the value, or why it could not be. */
-export type ConvertedValue =
-  { readonly ok: true; readonly value: TagValue } | { readonly ok: false; readonly problem: string };
+/** The result of turning an OPC UA value into a Kiln value: the value, or its `bad` quality. */
+export type ConvertedValue = TagTypeCoercion;
+
+function mismatch(problem: string): ConvertedValue {
+  return { ok: false, quality: quality("bad", problem, QualityCodes.BadTypeMismatch) };
+}
 
 const TWO_POW_32 = 0x1_0000_0000n;
 
 /**
- * Turns a read or notified OPC UA variant into the tag's Kiln value. Numbers, booleans and
- * strings convert between each other where the meaning is plain (a Double for an int32 tag
- * stays a number; a Boolean for a float64 tag becomes 0 or 1). 64-bit integers become numbers
- * when they are safe integers, `bigint` otherwise.
+ * Turns a read or notified OPC UA variant into the tag's Kiln value by the driver kit's one
+ * rule, {@link coerceToTagType}: exact conversions only (an Int64 within 2^53 for a float64
+ * tag, an integral in-range Double for an int32 tag), otherwise `bad` BadTypeMismatch naming
+ * the OPC UA type and the tag's. Text-like types (LocalizedText, QualifiedName, NodeId, Guid,
+ * ByteString as base64) count as strings, DateTime as ms since the epoch, StatusCode as its number.
  */
 export function tagValueFromVariant(variant: Variant | null | undefined, tag: Tag): ConvertedValue {
-  if (!variant || variant.dataType === DataType.Null) return { ok: false, problem: "the server returned no value" };
+  if (!variant || variant.dataType === DataType.Null) return mismatch("the server returned no value");
   if (variant.arrayType !== VariantArrayType.Scalar) {
-    return { ok: false, problem: `the node holds an array; tag "${tag.name}" needs a scalar` };
+    return mismatch(`the node holds an array; tag "${tag.name}" needs a scalar`);
   }
   const raw = scalarOf(variant);
-  if (raw === undefined) {
-    return { ok: false, problem: `OPC UA type ${DataType[variant.dataType]} cannot be carried by a Kiln tag` };
-  }
-  return coerceToTag(raw, tag);
+  if (raw === undefined) return mismatch(`OPC UA type ${DataType[variant.dataType]} cannot be carried by a Kiln tag`);
+  return coerceToTagType(raw, tag, DataType[variant.dataType]);
 }
 
 function scalarOf(variant: Variant): TagValue | undefined {
@@ -96,24 +99,6 @@ function scalarOf(variant: Variant): TagValue | undefined {
       return Buffer.isBuffer(value) ? value.toString("base64") : undefined;
     default:
       return undefined;
-  }
-}
-
-function coerceToTag(raw: TagValue, tag: Tag): ConvertedValue {
-  switch (tag.dataType) {
-    case "string":
-      return { ok: true, value: typeof raw === "string" ? raw : String(raw) };
-    case "bool":
-      if (typeof raw === "boolean") return { ok: true, value: raw };
-      if (typeof raw === "number") return { ok: true, value: raw !== 0 };
-      if (typeof raw === "bigint") return { ok: true, value: raw !== 0n };
-      if (raw === "true" || raw === "false") return { ok: true, value: raw === "true" };
-      return { ok: false, problem: `"${raw}" is not a boolean` };
-    default:
-      if (typeof raw === "number" || typeof raw === "bigint") return { ok: true, value: raw };
-      if (typeof raw === "boolean") return { ok: true, value: raw ? 1 : 0 };
-      if (raw.trim() !== "" && Number.isFinite(Number(raw))) return { ok: true, value: Number(raw) };
-      return { ok: false, problem: `"${raw}" is not a number` };
   }
 }
 

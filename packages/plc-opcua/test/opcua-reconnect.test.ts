@@ -61,10 +61,12 @@ describe("OpcuaDriver across a server restart", () => {
     try {
       await driver.subscribe(tags.list(), { samplingIntervalMs: 50 }, (samples) => received.push(...samples));
       await waitFor(() => counterSamples(received).length >= 3, { what: "counter values before the restart" });
-      const lastBefore = counterSamples(received).at(-1)!.value as number;
-
       await simulator.stop();
       await waitFor(() => driver.status === "reconnecting", { what: "status reconnecting" });
+      // Taken after the stop: a value can still arrive while the server shuts down.
+      const lastBefore = counterSamples(received)
+        .filter((sample) => sample.quality.severity === "good")
+        .at(-1)!.value as number;
       const stale = await waitFor(
         () => counterSamples(received).find((sample) => sample.quality.severity === "uncertain"),
         { what: "the counter to turn uncertain" },

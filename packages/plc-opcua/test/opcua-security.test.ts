@@ -111,8 +111,8 @@ describe("OpcuaDriver security", () => {
     expect((error as KilnError).retryable).toBe(false);
     expect((error as KilnError).details.statusName).toBe("BadUserAccessDenied");
     expect(simulator.stats.activateSessionRequests).toBe(1);
-    expect(driver.status).toBe("disconnected");
-    expect(changes).toEqual(["connecting", "disconnected"]);
+    expect(driver.status).toBe("failed");
+    expect(changes).toEqual(["connecting", "failed"]);
 
     const everything = `${(error as Error).message} ${JSON.stringify((error as KilnError).details)} ${logger.text()}`;
     expect(everything).not.toContain(wrong);

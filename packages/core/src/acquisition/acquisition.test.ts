@@ -36,6 +36,7 @@ function setup(
     groups?: Record<string, ScanGroupSettings>;
     policy?: Partial<TestPolicy>;
     beforeRead?: () => Promise<void> | undefined;
+    preparePlc?: (plc: SimulatedPlc) => void;
   } = {},
 ) {
   const clock = new SimulatedClock({ start: 0 });
@@ -49,6 +50,7 @@ function setup(
       "slow.temperature": { kind: "constant", value: 200 },
     },
   });
+  options.preparePlc?.(plc);
   const cvt = new CurrentValueTable({ tags: tags.list() });
   const metrics = new MemoryMetrics();
   const events: { type: string; event: unknown }[] = [];
@@ -244,6 +246,27 @@ describe("Acquisition", () => {
     await acquisition.stop();
   });
 
+  test("a refused identity while reconnecting stops reconnecting after one attempt and publishes plc-connection-fail once", async () => {
+    const { clock, plc, acquisition, ofType } = setup();
+    await acquisition.start();
+    await clock.advance(100);
+    plc.faults.unreachable = true;
+    await clock.advance(300);
+    expect(acquisition.link).toBe("offline");
+    let connects = 0;
+    plc.connect = () => {
+      connects++;
+      return Promise.reject(new KilnError("KILN_AUTHENTICATION_FAILED", "BadUserAccessDenied", { retryable: false }));
+    };
+    await clock.advance(30_000);
+    expect(connects).toBe(1);
+    expect(ofType("plc-connection-fail")).toEqual([
+      expect.objectContaining({ code: "KILN_AUTHENTICATION_FAILED", reason: "BadUserAccessDenied" }),
+    ]);
+    expect(acquisition.health().lastError).toBe("KILN_AUTHENTICATION_FAILED: BadUserAccessDenied");
+    await acquisition.stop();
+  });
+
   test("subscription groups receive pushed values and are re-subscribed after a reconnect", async () => {
     const { clock, plc, cvt, acquisition, ofType } = setup({
       groups: {
@@ -269,6 +292,50 @@ describe("Acquisition", () => {
     // Only the slow group and the reconnect probe read; the fast group is pushed.
     expect(plc.readCalls - readsBefore).toBeLessThan(5);
     await acquisition.stop();
+  });
+
+  test("a subscribe that completes after the link dropped is disposed, and the link reconnects (not online on a dead driver)", async () => {
+    let live = 0;
+    let hold: Promise<void> | undefined;
+    const { clock, plc, acquisition } = setup({
+      groups: {
+        fast: { periodMs: 50, mode: "subscribe", staleAfterPeriods: 3 },
+        slow: { periodMs: 1_000, mode: "subscribe", staleAfterPeriods: 3 },
+      },
+      preparePlc: (plc) => {
+        const subscribe = plc.subscribe.bind(plc);
+        plc.subscribe = async (...args: Parameters<typeof subscribe>) => {
+          const dispose = await subscribe(...args);
+          live++;
+          if (args[0].some((tag) => tag.scanGroup === "slow")) await hold; // the last group subscribed
+
+          let disposed = false;
+          return () => {
+            if (!disposed) live--;
+            disposed = true;
+            dispose();
+          };
+        };
+      },
+    });
+    await acquisition.start();
+    expect(live).toBe(2);
+    let release!: () => void;
+    hold = new Promise((resolve) => (release = resolve));
+    plc.dropConnection();
+    expect(live).toBe(0);
+    // The reconnect subscribes; the link drops again while that subscribe is under way.
+    for (let step = 0; step < 100 && live < 2; step++) await clock.advance(10);
+    expect(live).toBe(2);
+    plc.dropConnection();
+    hold = undefined;
+    release();
+    await clock.advance(5_000);
+    expect(plc.status).toBe("connected");
+    expect(acquisition.link).toBe("online");
+    expect(live).toBe(2);
+    await acquisition.stop();
+    expect(live).toBe(0);
   });
 
   test("a tag in an undefined scan group is a configuration error", () => {

@@ -1,4 +1,4 @@
-import { KilnError } from "../domain/errors";
+import { KilnError, type KilnErrorCode } from "../domain/errors";
 import type { Tag } from "../domain/tags";
 import { NO_COMMUNICATION, type CurrentValueTable } from "../cvt/current-value-table";
 import type { KilnEvents } from "../events/catalogue";
@@ -129,7 +129,9 @@ interface Group {
  * reports a dropped connection, every tag turns `uncertain` ("no communication, last usable
  * value"), `plc-connection-lose` is published, and reconnection runs with capped exponential
  * backoff and jitter; on success `plc-connection-restore` is published, subscriptions (the
- * desired state) are re-created and fresh values flow.
+ * desired state) are re-created and fresh values flow. A driver that reports `failed` (it
+ * refused the identity) is not reconnected: `plc-connection-fail` is published and `health()`
+ * shows the driver status and the error.
  */
 export class Acquisition {
   readonly #options: AcquisitionOptions;
@@ -144,6 +146,9 @@ export class Acquisition {
   #wake: AbortController | undefined;
   #stopping: AbortController | undefined;
   #lastError: string | undefined;
+  #gaveUp = false;
+  /** Counts the driver's drops and our stops, so a subscribe that completes after one is disposed. */
+  #epoch = 0;
   readonly #instruments:
     { readonly periodError: Histogram; readonly overruns: Counter; readonly failures: Counter } | undefined;
 
@@ -210,13 +215,17 @@ export class Acquisition {
     if (this.#link !== "stopped") return;
     const { driver, clock, cvt } = this.#options;
     this.#stopping = new AbortController();
+    this.#gaveUp = false;
     for (const group of this.#groups) {
       const staleAfter = group.mode === "poll" ? group.settings.staleAfterPeriods * group.settings.periodMs : 0;
       for (const tag of group.tags) cvt.setStaleAfter(tag.name, staleAfter);
     }
     this.#disposers.push(
       driver.onStatusChange((change) => {
-        if (this.#link === "online" && (change.to === "disconnected" || change.to === "reconnecting")) {
+        if (change.from === "connected" || change.to === "closed") this.#epoch++;
+        if (change.to === "failed") {
+          this.#giveUp(change.code ?? "KILN_AUTHENTICATION_FAILED", change.reason ?? "the device refused the identity");
+        } else if (this.#link === "online" && (change.to === "disconnected" || change.to === "reconnecting")) {
           this.#goOffline(change.reason ?? `driver ${change.to}`);
         } else if (this.#link === "offline" && change.to === "connected") {
           this.#wake?.abort();
@@ -269,6 +278,7 @@ export class Acquisition {
   async stop(): Promise<void> {
     if (this.#link === "stopped") return;
     this.#link = "stopped";
+    this.#epoch++;
     this.#stopping?.abort();
     this.#wake?.abort();
     await Promise.all(this.#groups.map((group) => group.scheduler?.stop() ?? Promise.resolve()));
@@ -368,9 +378,10 @@ export class Acquisition {
 
   async #goOnline(): Promise<void> {
     const { clock, driver, cvt, bus } = this.#options;
+    const epoch = this.#epoch;
     for (const group of this.#groups) {
       if (group.mode !== "subscribe") continue;
-      group.unsubscribe = await driver.subscribe!(
+      const unsubscribe = await driver.subscribe!(
         group.tags,
         {
           samplingIntervalMs: group.settings.periodMs,
@@ -379,6 +390,15 @@ export class Acquisition {
         },
         (samples) => cvt.update(samples, clock.now()),
       );
+      group.unsubscribe = unsubscribe;
+      if (epoch !== this.#epoch || this.#link === "stopped" || driver.status !== "connected") {
+        // The link dropped (or we stopped) while subscribing: this subscription's caller has gone.
+        this.#unsubscribeAll();
+        throw new KilnError("KILN_CONNECTION_FAILED", "The connection dropped while subscribing; retrying.", {
+          retryable: true,
+          details: { driver: driver.name, group: group.name },
+        });
+      }
     }
     const wasOffline = this.#link === "offline";
     this.#link = "online";
@@ -402,7 +422,7 @@ export class Acquisition {
       } catch {
         // Woken early: the driver reported a connection, or we are stopping.
       }
-      if (this.#link !== "offline") return;
+      if (this.#link !== "offline" || driver.status === "failed") return;
       this.#reconnectAttempts++;
       try {
         if (driver.status === "disconnected" || driver.status === "closed") {
@@ -420,8 +440,28 @@ export class Acquisition {
         this.#lastError = describe(error);
         this.#logger.debug({ error: this.#lastError, attempt }, "reconnect attempt failed");
         this.#unsubscribeAll();
+        if (KilnError.is(error, "KILN_AUTHENTICATION_FAILED")) {
+          this.#giveUp(error.code, error.message);
+          return;
+        }
       }
     }
+  }
+
+  /**
+   * The device refused the identity: stop reconnecting (each attempt would repeat the refused
+   * log-in, and servers lock accounts after a few), say so once, keep the tags degraded.
+   */
+  #giveUp(code: KilnErrorCode, reason: string): void {
+    if (this.#link === "stopped") return;
+    this.#lastError = `${code}: ${reason}`;
+    this.#goOffline(reason);
+    this.#wake?.abort();
+    if (this.#gaveUp) return;
+    this.#gaveUp = true;
+    this.#logger.error({ error: this.#lastError }, "PLC refused the identity; not reconnecting");
+    const { bus, clock, driver } = this.#options;
+    void bus.publish("plc-connection-fail", { at: clock.now(), driver: driver.name, code, reason });
   }
 
   #unsubscribeAll(): void {

@@ -49,7 +49,47 @@ describe("ConnectionLifecycle", () => {
     const failure = new KilnError("KILN_CONNECTION_FAILED", "refused", { retryable: true });
     await expect(lifecycle.connect(() => Promise.reject(failure))).rejects.toBe(failure);
     expect(lifecycle.status).toBe("disconnected");
-    expect(changes.at(-1)).toEqual({ from: "connecting", to: "disconnected", reason: "refused" });
+    expect(changes.at(-1)).toEqual({
+      from: "connecting",
+      to: "disconnected",
+      reason: "refused",
+      code: "KILN_CONNECTION_FAILED",
+    });
+  });
+
+  test("a refused identity on connect goes to failed with its code; whenConnected rejects with that code", async () => {
+    const { lifecycle, changes } = setup();
+    const refused = new KilnError("KILN_AUTHENTICATION_FAILED", "BadUserAccessDenied", { retryable: false });
+    const waiting = lifecycle.whenConnected().catch((error: unknown) => error);
+    await expect(lifecycle.connect(() => Promise.reject(refused))).rejects.toBe(refused);
+    expect(lifecycle.status).toBe("failed");
+    expect(changes.at(-1)).toEqual({
+      from: "connecting",
+      to: "failed",
+      reason: "BadUserAccessDenied",
+      code: "KILN_AUTHENTICATION_FAILED",
+    });
+    expect(KilnError.is(await waiting, "KILN_AUTHENTICATION_FAILED")).toBe(true);
+  });
+
+  test("a reconnect loop stops at the first refused identity (status failed), even when onAttemptFailed says retry", async () => {
+    const { clock, lifecycle, changes } = setup();
+    await lifecycle.connect(async () => undefined);
+    let attempts = 0;
+    const loop = lifecycle.reconnect({
+      reason: "lost",
+      backoff: { initialDelayMs: 100, maxDelayMs: 100 },
+      attempt: async () => {
+        attempts++;
+        throw new KilnError("KILN_AUTHENTICATION_FAILED", "refused", { retryable: false });
+      },
+      onAttemptFailed: () => "retry",
+    });
+    await loop;
+    await clock.advance(1_000);
+    expect(attempts).toBe(1);
+    expect(lifecycle.status).toBe("failed");
+    expect(changes.at(-1)).toMatchObject({ to: "failed", code: "KILN_AUTHENTICATION_FAILED" });
   });
 
   test("close during connect wins: the connect rejects with KILN_ABORTED, open saw the abort, status is closed", async () => {

@@ -1,5 +1,5 @@
 import type { Disposer } from "../domain/disposer";
-import { KilnError } from "../domain/errors";
+import { KilnError, type KilnErrorCode } from "../domain/errors";
 import type { Clock } from "../ports/clock";
 import type { DriverStatus, DriverStatusChange } from "../ports/plc-driver";
 import { abortError, raceAbort } from "./abort";
@@ -29,7 +29,8 @@ export interface ReconnectOptions {
   readonly delayFirst?: boolean;
   /**
    * Told about each failed attempt (1-based); returning `"stop"` ends the loop with status
-   * `disconnected` and the error's message as reason. @default retry every failure
+   * `disconnected` and the error's message as reason. A `KILN_AUTHENTICATION_FAILED` always
+   * ends it, with status `failed`. @default retry every other failure
    */
   readonly onAttemptFailed?: (error: unknown, attempt: number) => "retry" | "stop";
   /** The reason of the `connected` status change after `attempts` attempts. @default "reconnected" */
@@ -94,12 +95,20 @@ export class ConnectionLifecycle {
     };
   }
 
-  /** Moves to `to` and tells the listeners, with `reason` where given. No change, no event. */
-  setStatus(to: DriverStatus, reason?: string): void {
+  /**
+   * Moves to `to` and tells the listeners, with `reason` and the error `code` behind it where
+   * given. No change, no event.
+   */
+  setStatus(to: DriverStatus, reason?: string, code?: KilnErrorCode): void {
     const from = this.#status;
     if (from === to) return;
     this.#status = to;
-    const change: DriverStatusChange = reason === undefined ? { from, to } : { from, to, reason };
+    const change: DriverStatusChange = {
+      from,
+      to,
+      ...(reason === undefined ? {} : { reason }),
+      ...(code === undefined ? {} : { code }),
+    };
     for (const listener of [...this.#listeners]) {
       try {
         listener(change);
@@ -114,7 +123,8 @@ export class ConnectionLifecycle {
    * attempt. `open` receives a signal that aborts when `signal` or `close()` does, and must honour it.
    * `reasons` are the reasons of the `connecting` and `connected` status changes.
    *
-   * @throws what `open` throws (status back to `disconnected`, the error's message as reason);
+   * @throws what `open` throws (status back to `disconnected`, the error's message as reason and
+   *   its code; `failed` for `KILN_AUTHENTICATION_FAILED`);
    *   `KILN_ABORTED` when `signal` aborts first or `close()` is called meanwhile.
    */
   connect(
@@ -135,7 +145,7 @@ export class ConnectionLifecycle {
         if (lifetime.aborted) throw abortError(lifetime, "connect()");
         this.setStatus("connected", reasons.connected);
       } catch (error) {
-        if (this.#status === "connecting") this.setStatus("disconnected", describe(error));
+        if (this.#status === "connecting") this.#stopped(error);
         throw error;
       }
     })();
@@ -170,7 +180,18 @@ export class ConnectionLifecycle {
     const next = new Promise<void>((resolve, reject) => {
       dispose = this.onStatusChange((change) => {
         if (change.to === "connected") resolve();
-        else if (change.to === "closed" || change.to === "disconnected") {
+        else if (change.to === "failed") {
+          reject(
+            new KilnError(
+              change.code ?? "KILN_CONNECTION_FAILED",
+              `The driver "${this.#name}" stopped: ${change.reason}`,
+              {
+                retryable: false,
+                details: { driver: this.#name, status: change.to },
+              },
+            ),
+          );
+        } else if (change.to === "closed" || change.to === "disconnected") {
           reject(
             new KilnError("KILN_CONNECTION_FAILED", `The driver "${this.#name}" stopped reconnecting.`, {
               retryable: change.to === "disconnected",
@@ -186,7 +207,8 @@ export class ConnectionLifecycle {
   /**
    * Reports `reconnecting` and reopens the connection in the background: attempts spaced by
    * {@link reconnectDelay} on the clock, until one succeeds (status `connected`), `close()` is
-   * called, or `onAttemptFailed` says stop (status `disconnected`). A loop already running is
+   * called, an attempt is refused authentication (status `failed`), or `onAttemptFailed` says
+   * stop (status `disconnected`). A loop already running is
    * left alone. Returns the loop's promise, which never rejects.
    *
    * @throws `TypeError` when the lifecycle was built without a clock (a programmer error).
@@ -213,8 +235,8 @@ export class ConnectionLifecycle {
           await options.attempt(lifetime);
         } catch (error) {
           if (lifetime.aborted) return;
-          if (options.onAttemptFailed?.(error, attempt) === "stop") {
-            this.setStatus("disconnected", describe(error));
+          if (isFatal(error) || options.onAttemptFailed?.(error, attempt) === "stop") {
+            this.#stopped(error);
             return;
           }
           continue;
@@ -233,6 +255,19 @@ export class ConnectionLifecycle {
   }
 
   /**
+   * Stops after `error`: status `failed` (with its code) for a refused identity, which must not
+   * be retried by itself; `disconnected` otherwise. Use it when a driver's own repair fails.
+   */
+  fail(error: unknown): void {
+    this.#stopped(error);
+  }
+
+  #stopped(error: unknown): void {
+    if (isFatal(error)) this.setStatus("failed", describe(error), error.code);
+    else this.setStatus("disconnected", describe(error), KilnError.is(error) ? error.code : undefined);
+  }
+
+  /**
    * The error for a call the connection cannot serve now: `KILN_NOT_CONNECTED`, retryable unless
    * closed, with `details.driver` and `details.status`.
    */
@@ -247,6 +282,14 @@ export class ConnectionLifecycle {
   assertConnected(): void {
     if (this.#status !== "connected") throw this.notConnected();
   }
+}
+
+/**
+ * A refused identity: never retried by itself (status `failed`), because repeating a wrong
+ * password can lock the account (IEC 62443-4-2 CR 1.11, unsuccessful login attempts).
+ */
+function isFatal(error: unknown): error is KilnError {
+  return KilnError.is(error, "KILN_AUTHENTICATION_FAILED");
 }
 
 function describe(error: unknown): string {

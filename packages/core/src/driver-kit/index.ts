@@ -1,5 +1,6 @@
 export { abortError, raceAbort, untilAbort } from "./abort";
 export { reconnectDelay, type ReconnectBackoff } from "./backoff";
+export { coerceToTagType, type TagTypeCoercion } from "./coerce-to-tag-type";
 export { ConnectionLifecycle, type ConnectionLifecycleOptions, type ReconnectOptions } from "./connection-lifecycle";
 export {
   EndpointHealth,

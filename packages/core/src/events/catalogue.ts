@@ -1,3 +1,5 @@
+import type { KilnErrorCode } from "../domain/errors";
+
 /** Fields every Kiln event carries. */
 export interface EventBase {
   /** When it happened, ms since the Unix epoch, from the system's clock. */
@@ -36,6 +38,12 @@ export interface KilnEvents {
   };
   /** Kiln lost communication with a PLC; its tags turned uncertain. */
   "plc-connection-lose": EventBase & { readonly driver: string; readonly reason: string };
+  /**
+   * Kiln stopped reconnecting to a PLC because it refused the identity (`code`
+   * `KILN_AUTHENTICATION_FAILED`): retrying a refused log-in could lock the account. Its tags
+   * stay uncertain until the configuration is fixed and the system restarted.
+   */
+  "plc-connection-fail": EventBase & { readonly driver: string; readonly code: KilnErrorCode; readonly reason: string };
   /** Communication with a PLC is back; fresh values follow. */
   "plc-connection-restore": EventBase & { readonly driver: string; readonly downtimeMs: number };
   /** A scan took longer than its period; the missed cycles were skipped. */

@@ -1,6 +1,7 @@
 import type { Sample } from "../domain/sample";
 import type { Tag, TagValue } from "../domain/tags";
 import type { Disposer } from "../domain/disposer";
+import type { KilnErrorCode } from "../domain/errors";
 
 /** What a driver can do beyond read and write. The core branches on this declaration. */
 export interface PlcDriverCapabilities {
@@ -10,8 +11,19 @@ export interface PlcDriverCapabilities {
   readonly browse: boolean;
 }
 
-/** A driver's connection state. */
-export type DriverStatus = "disconnected" | "connecting" | "connected" | "reconnecting" | "closed";
+/**
+ * A driver's connection state.
+ *
+ * - `disconnected`: not connected and not trying; `connect()` may be called (again).
+ * - `connecting` / `reconnecting`: an attempt or a background reconnect loop is under way.
+ * - `connected`: the device can be read.
+ * - `failed`: stopped after a refusal that retrying cannot fix and that repeating could make
+ *   worse: the device refused the identity (`KILN_AUTHENTICATION_FAILED`; a wrong password
+ *   retried in a loop can lock the account). Nothing retries by itself; fix the configuration
+ *   and call `connect()` again. The change's `code` names the error.
+ * - `closed`: `close()` was called.
+ */
+export type DriverStatus = "disconnected" | "connecting" | "connected" | "reconnecting" | "failed" | "closed";
 
 /** Passed to status listeners when a driver's connection state changes. */
 export interface DriverStatusChange {
@@ -21,6 +33,8 @@ export interface DriverStatusChange {
   readonly to: DriverStatus;
   /** Why, in words, where known. */
   readonly reason?: string;
+  /** The code of the error behind the change, where one caused it (always set for `failed`). */
+  readonly code?: KilnErrorCode;
 }
 
 /** How a subscription should sample, from the tag group that asked for it. */

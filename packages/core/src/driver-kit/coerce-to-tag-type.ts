@@ -1,0 +1,91 @@
+import { quality, QualityCodes, type Quality } from "../domain/quality";
+import type { Tag, TagDataType, TagValue } from "../domain/tags";
+
+/** The result of {@link coerceToTagType}: the exact value in the tag's type, or why there is none. */
+export type TagTypeCoercion =
+  { readonly ok: true; readonly value: TagValue } | { readonly ok: false; readonly quality: Quality };
+
+const INTEGER_LIMITS: Partial<Record<TagDataType, readonly [bigint, bigint]>> = {
+  int16: [-32768n, 32767n],
+  uint16: [0n, 65535n],
+  int32: [-2147483648n, 2147483647n],
+  uint32: [0n, 4294967295n],
+  int64: [-(2n ** 63n), 2n ** 63n - 1n],
+  uint64: [0n, 2n ** 64n - 1n],
+};
+
+const SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+
+/**
+ * The one rule for a device value whose type differs from its tag's: convert only when the
+ * conversion is exact, otherwise report `bad` with `BadTypeMismatch` (0x80740000) and a reason
+ * naming both types. Never a value of another type marked good (Kiln architecture, principle 10).
+ *
+ * - Numeric tags take a `number` or a `bigint` whose value the tag's type holds exactly:
+ *   integer types (`int16`…`uint64`) only integral values within their limits (a Double 2.0 →
+ *   2 for `int32`; 1.5 or 3e9 → mismatch); `float32`/`float64` any finite number and a `bigint`
+ *   within ±2^53 (an Int64 7 → 7; 2^60 → mismatch, a number cannot hold it exactly).
+ *   `int64`/`uint64` values are numbers when safe integers, `bigint` beyond.
+ * - `bool` tags take a boolean, or the integers 0 and 1 (a coil or a bit register).
+ * - `string` tags take a string only.
+ * - Anything else (a boolean for a number, a number for a string, NaN, ±Infinity for integers)
+ *   is a mismatch. Engineering ranges are not checked here: a value out of range is a value of
+ *   the right type (see `checkTagValue`).
+ *
+ * @param value the value as the protocol library decoded it.
+ * @param tag the tag it is for (its `dataType` decides).
+ * @param sourceType the device's name of the value's type for the reason (`"Double"`, `"Int64"`,
+ *   `"holding register uint32"`). @default the JavaScript type of `value`
+ * @returns `{ ok: true, value }`, or `{ ok: false, quality }` with severity `bad`, code
+ *   `QualityCodes.BadTypeMismatch` and a reason such as
+ *   `Double 1.5 cannot be carried exactly by int32 tag "reactor.steps"`.
+ *
+ * @example
+ * const coerced = coerceToTagType(raw, tag, "Int64");
+ * const sample = coerced.ok
+ *   ? { tag: tag.name, value: coerced.value, timestamp, quality: GOOD }
+ *   : { tag: tag.name, value: null, timestamp, quality: coerced.quality };
+ */
+export function coerceToTagType(
+  value: TagValue,
+  tag: Pick<Tag, "name" | "dataType">,
+  sourceType?: string,
+): TagTypeCoercion {
+  const exact = exactValue(value, tag.dataType);
+  if (exact !== undefined) return { ok: true, value: exact };
+  const shown = typeof value === "string" ? JSON.stringify(value) : String(value);
+  return {
+    ok: false,
+    quality: quality(
+      "bad",
+      `${sourceType ?? typeof value} ${shown} cannot be carried exactly by ${tag.dataType} tag "${tag.name}"`,
+      QualityCodes.BadTypeMismatch,
+    ),
+  };
+}
+
+function exactValue(value: TagValue, dataType: TagDataType): TagValue | undefined {
+  switch (dataType) {
+    case "string":
+      return typeof value === "string" ? value : undefined;
+    case "bool":
+      if (typeof value === "boolean") return value;
+      if (value === 0 || value === 0n) return false;
+      if (value === 1 || value === 1n) return true;
+      return undefined;
+    case "float32":
+    case "float64":
+      if (typeof value === "number") return value;
+      if (typeof value === "bigint") return value >= -SAFE - 1n && value <= SAFE + 1n ? Number(value) : undefined;
+      return undefined;
+    default: {
+      const limits = INTEGER_LIMITS[dataType]!;
+      let big: bigint;
+      if (typeof value === "bigint") big = value;
+      else if (typeof value === "number" && Number.isInteger(value)) big = BigInt(value);
+      else return undefined;
+      if (big < limits[0] || big > limits[1]) return undefined;
+      return big >= -SAFE && big <= SAFE ? Number(big) : big;
+    }
+  }
+}
