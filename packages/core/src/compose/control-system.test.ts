@@ -202,8 +202,8 @@ describe("createControlSystem", () => {
     const live = {
       statusListeners,
       subscriptions,
-      observers: countLive(system.cvt, "observeAll"),
-      taps: countLive(system.bus, "tap"),
+      observers: countLive(system.unchecked.cvt, "observeAll"),
+      taps: countLive(system.unchecked.bus, "tap"),
     };
     const idle = { statusListeners: 0, subscriptions: 0, observers: 0, taps: 0 };
     for (const round of [1, 2, 3]) {
@@ -227,7 +227,7 @@ describe("createControlSystem", () => {
       await Promise.all([system.stop(), clock.advance(5_000)]);
       expect(system.state).toBe("stopped");
       expect(Object.fromEntries(Object.entries(live).map(([name, count]) => [name, count.active]))).toEqual(idle);
-      expect(system.bus.listenerCount("interlock-trip")).toBe(0);
+      expect(system.unchecked.bus.listenerCount("interlock-trip")).toBe(0);
       expect(clock.pendingTimers).toBe(0);
       expect(Object.values(system.health().ports).map((port) => port.state.state)).toEqual(Array(8).fill("closed"));
     }
