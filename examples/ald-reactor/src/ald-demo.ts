@@ -596,6 +596,8 @@ class AldDemoRun {
               label: PRESSURE,
               role: "primary",
               points: points(PRESSURE, history.pressureTrend),
+              // Communication gaps come from every stored sample, not from the trend's picks.
+              qualityPoints: points(PRESSURE),
               holdMs: FAST_SCAN_MS,
             },
           ],

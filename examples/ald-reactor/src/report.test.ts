@@ -118,6 +118,22 @@ describe("buildRunReport", () => {
     expect(count(html, '<polygon class="band"')).toBe(2);
   });
 
+  test("a downsampled trace takes its gaps from qualityPoints: a gap the trend's picks skipped is still hatched", () => {
+    const all = pressure();
+    const goodOnly = all.filter((point) => point.good);
+    const base = report();
+    const withTrend = (series: Partial<RunReportData["charts"][number]["series"][number]>): RunReportData => ({
+      ...base,
+      charts: base.charts.map((chart) =>
+        chart.id === "pressure"
+          ? { ...chart, series: [{ label: "chamber.pressure", role: "primary", points: goodOnly, ...series }] }
+          : chart,
+      ),
+    });
+    expect(buildRunReport(withTrend({}))).toContain('data-chart="pressure" data-gaps="0"');
+    expect(buildRunReport(withTrend({ qualityPoints: all }))).toContain('data-chart="pressure" data-gaps="1"');
+  });
+
   test("breaks the trace at the communication gap, hatches it and marks the uncertain sample", () => {
     const html = buildRunReport(report());
     expect(html).toContain('data-chart="pressure" data-gaps="1"');

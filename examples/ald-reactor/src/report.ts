@@ -22,6 +22,12 @@ export interface ReportSeries {
    * of the range. Use the tag's scan period. @default undefined (plain straight lines)
    */
   readonly holdMs?: number;
+  /**
+   * The samples whose quality drives the chart's gaps, when `points` are a downsample: M4 keeps
+   * each column's value extremes, not its quality changes, so an uncertain stretch can be missing
+   * from the drawn points. @default points
+   */
+  readonly qualityPoints?: readonly ReportPoint[];
 }
 
 /** A horizontal limit line (an alarm setpoint). */
@@ -202,7 +208,7 @@ function renderChart(chart: ReportChart, data: RunReportData): string {
   const [low, high] = niceDomain(values);
   const y = (v: number): number => MARGIN.top + (1 - (v - low) / (high - low)) * PLOT_HEIGHT;
   const primary = chart.series.find((series) => series.role === "primary");
-  const gaps = primary ? qualityGaps(primary.points, to) : [];
+  const gaps = primary ? qualityGaps(primary.qualityPoints ?? primary.points, to) : [];
 
   const parts: string[] = [];
   parts.push(`<rect class="plot" x="${MARGIN.left}" y="${MARGIN.top}" width="${PLOT_WIDTH}" height="${PLOT_HEIGHT}"/>`);
