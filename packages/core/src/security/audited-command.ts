@@ -50,8 +50,12 @@ export interface AuditedCommand<TResult> {
   /**
    * The machine state the command is checked in: grants limited to states (see
    * `PermissionGrant.states`) match only in theirs. Omitted: state-limited grants do not match.
+   * A function is read at the check and again at the commit point (inside the audit writer's
+   * turn, just before the entry is made durable): a command authorized in one state whose
+   * machine has moved to a state its grant does not cover is refused there (`denied`), so the
+   * check and the effect see the same state.
    */
-  readonly machineState?: string;
+  readonly machineState?: string | (() => string);
   /** The value requested, where it applies (a tag write's value, a new mode). */
   readonly newValue?: unknown;
   /** Reads the value before the command, where it applies; called only once the command is authorized. */
@@ -251,7 +255,10 @@ export class AuditedCommandRunner {
     let newValue = command.newValue;
     const entry = (): AuditEntry => (newValue === undefined ? base : { ...base, newValue });
     const authorizer = this.#options.authorizer;
-    const checkContext = command.machineState === undefined ? {} : { machineState: command.machineState };
+    const stateOf = command.machineState;
+    const contextNow = (): { machineState?: string } =>
+      stateOf === undefined ? {} : { machineState: typeof stateOf === "function" ? stateOf() : stateOf };
+    const checkContext = contextNow();
     const principal = read.principal;
     if (principal === undefined || !authorizer.can(principal, command.permission, command.target, checkContext)) {
       const error =
@@ -282,7 +289,20 @@ export class AuditedCommandRunner {
         outcome: "allowed" as const,
         ...(command.comment === undefined ? {} : { reason: command.comment }),
       };
-      const outcome = await this.#serial(() => this.#commit(allowed, guarded));
+      const outcome = await this.#serial(async () =>
+        // Re-checked at the commit point: the machine state may have changed while waiting.
+        typeof stateOf === "function" && !authorizer.can(principal, command.permission, command.target, contextNow())
+          ? ("forbidden" as const)
+          : this.#commit(allowed, guarded),
+      );
+      if (outcome === "forbidden") {
+        throw authorizer.forbidden(
+          principal,
+          command.permission,
+          "subject" in command ? command.subject : command.target,
+          contextNow(),
+        );
+      }
       if (outcome === "run") {
         state.committed = "yes";
         return;
