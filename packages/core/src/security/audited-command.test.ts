@@ -7,7 +7,7 @@ import { MemoryStore } from "../memory/memory-store";
 import { SimulatedClock } from "../memory/simulated-clock";
 import { SimulatedPlc } from "../memory/simulated-plc";
 import type { AuditEntry, AuditLog } from "../ports/audit-log";
-import { mkdtemp } from "node:fs/promises";
+import { mkdtemp, readFile, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { AuditedCommandRunner, type AuditBacklogOptions } from "./audited-command";
@@ -364,6 +364,52 @@ describe("AuditedCommandRunner", () => {
     expect(await third.entries()).toEqual([]);
     await third.runner.close();
   });
+
+  test.each([
+    [
+      "truncated (a torn tail)",
+      (bytes: Buffer) => bytes.subarray(0, bytes.length - 5),
+      ["entry-1", "entry-2"],
+      /torn tail of \d+ bytes/,
+    ],
+    [
+      "corrupted in the middle",
+      (bytes: Buffer) => {
+        const copy = Buffer.from(bytes);
+        const second = copy.indexOf("entry-2");
+        copy[second] = copy[second]! ^ 0xff;
+        return copy;
+      },
+      ["entry-1", "entry-3"],
+      /1 corrupt stretch/,
+    ],
+  ])(
+    "a backlog journal %s between runs: the lost entries are reported by audit-entry-drop, the rest drain",
+    async (_name, damage, kept, reason) => {
+      const path = join(await mkdtemp(join(tmpdir(), "kiln-audit-")), "audit.journal");
+      let down = true;
+      const failing = (memory: MemoryStore): AuditLog => ({
+        query: memory.audit.query,
+        record: async (entry: AuditEntry) => {
+          if (down) throw new KilnError("KILN_TIMEOUT", "audit store slow", { retryable: true });
+          await memory.audit.record(entry);
+        },
+      });
+      const first = await setup({ audit: failing, backlog: { path } });
+      for (const value of [1, 2, 3]) await first.writeTag(engineer, "heater.setpoint", value);
+      await first.runner.close();
+      await writeFile(path, damage(await readFile(path)));
+
+      down = false;
+      const second = await setup({ audit: failing, backlog: { path } });
+      expect(await second.runner.flush()).toBe(true);
+      expect((await second.entries()).map((entry) => entry.id)).toEqual(kept);
+      expect(second.drops).toHaveLength(1);
+      expect(second.drops[0]).toMatchObject({ count: 1, reason: expect.stringMatching(reason) });
+      expect(second.runner.dropped).toBe(1);
+      await second.runner.close();
+    },
+  );
 
   test("exactly once: a store that stores the entry but answers with a timeout gets it again under the same id, and keeps one", async () => {
     let flaky = 0;

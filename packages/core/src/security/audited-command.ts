@@ -408,7 +408,7 @@ export class AuditedCommandRunner {
     if (this.#backlog.length >= this.#maxEntries && this.#whenFull === "refuse-commands") return "refused";
     if (await this.#enqueue(entry)) return "run";
     // The journal failed on this very entry: it is only in memory, so the command must not run.
-    const index = this.#backlog.findIndex((item) => item.entry.id === entry.id);
+    const index = this.#backlog.findIndex((item) => item.entry?.id === entry.id);
     if (index >= 0) this.#backlog.splice(index, 1);
     return "refused";
   }
@@ -444,7 +444,7 @@ export class AuditedCommandRunner {
     await this.#openJournal();
     while (this.#backlog.length > 0) {
       const head = this.#backlog[0]!;
-      if ((await this.#store(head.entry)) === "retry") return false;
+      if (head.entry !== undefined && (await this.#store(head.entry)) === "retry") return false;
       this.#backlog.shift();
       if (head.journaled) await this.#releaseJournalHead();
     }
@@ -520,21 +520,32 @@ export class AuditedCommandRunner {
     await journal?.release().catch(() => undefined);
   }
 
-  /** Opens the journal once and loads what an earlier run left in it to the front of the backlog. */
+  /**
+   * Opens the journal once and loads what an earlier run left in it to the front of the backlog.
+   * Damage found there (a torn tail cut off, corrupt stretches skipped, a record whose checksum
+   * holds but whose entry cannot be decoded) is logged and published as `audit-entry-drop` with
+   * its counts: those entries are lost, and say so. A journal file deleted between runs cannot be
+   * told from one that was never written (ADR 0013).
+   */
   #openJournal(): Promise<RecordJournal | undefined> {
     const path = this.#options.backlog?.path;
     if (path === undefined) return Promise.resolve(undefined);
     this.#journal ??= (async () => {
       try {
-        const { journal } = await RecordJournal.open(path, {
+        const { journal, recovery } = await RecordJournal.open(path, {
           maxBytes: this.#options.backlog?.maxBytes ?? 64 * 1024 * 1024,
         });
         const recovered: BacklogItem[] = [];
+        let undecodable = 0;
         await journal.scan((payload) => {
-          recovered.push({ entry: decodeExactJson(payload.toString("utf8")) as AuditEntry, journaled: true });
+          const entry = decodeEntry(payload);
+          if (entry === undefined) undecodable++;
+          // An undecodable record keeps its place (the journal releases oldest first) and is released unread.
+          recovered.push({ entry, journaled: true });
         });
         this.#backlog.unshift(...recovered);
         this.#journalFailing = false;
+        this.#reportDamage(path, { ...recovery, undecodable });
         return journal;
       } catch (error) {
         this.#journalFailing = true;
@@ -545,10 +556,37 @@ export class AuditedCommandRunner {
     })();
     return this.#journal;
   }
+
+  #reportDamage(
+    path: string,
+    damage: { skippedRecords: number; skippedBytes: number; discardedBytes: number; undecodable: number },
+  ): void {
+    const { skippedRecords, skippedBytes, discardedBytes, undecodable } = damage;
+    // Each corrupt stretch and a torn tail hold at least one entry; how many more cannot be known.
+    const lost = skippedRecords + (discardedBytes > 0 ? 1 : 0) + undecodable;
+    if (lost === 0) return;
+    const reason =
+      `the audit journal ${path} was damaged: ${skippedRecords} corrupt stretch(es) (${skippedBytes} bytes) ` +
+      `skipped, a torn tail of ${discardedBytes} bytes cut off, ${undecodable} undecodable record(s); ` +
+      `at least ${lost} entr${lost === 1 ? "y" : "ies"} lost`;
+    this.#logger.error({ path, ...damage }, "the audit journal was damaged; entries in it were lost");
+    this.#reportDrop(lost, reason);
+  }
+}
+
+/** The entry in a journal record, or undefined when it cannot be decoded into one. */
+function decodeEntry(payload: Buffer): AuditEntry | undefined {
+  try {
+    const entry = decodeExactJson(payload.toString("utf8")) as AuditEntry | null;
+    return typeof entry === "object" && entry !== null && typeof entry.id === "string" ? entry : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 interface BacklogItem {
-  readonly entry: AuditEntry;
+  /** Undefined for a journal record that could not be decoded: released without being stored. */
+  readonly entry: AuditEntry | undefined;
   /** True when the entry is in the journal (then it is the journal's oldest unreleased record once it reaches the front). */
   readonly journaled: boolean;
 }
