@@ -421,16 +421,21 @@ export class ControlSystem {
     );
   }
 
-  /** Aborts the running process at once and writes the safe state (`recipe.abort`). */
-  abortProcess(principal: Principal, reason = "aborted by operator"): Promise<ProcessResult> {
+  /**
+   * Aborts the running process at once and writes the safe state (`recipe.abort`). `reason` is
+   * the operator's comment (recorded with the entry, a string of at most 1000 characters);
+   * without one the process ends with "aborted by operator" and the entry has no comment.
+   * @throws `KILN_FORBIDDEN`, `KILN_VALIDATION` (a bad `reason`), `KILN_NOT_FOUND` (no process).
+   */
+  abortProcess(principal: Principal, reason?: string): Promise<ProcessResult> {
     return this.#command(
       principal,
       "recipe.abort",
       this.#activeId(),
-      (command) => this.#onActive(command, (active) => active.abort(reason)),
+      (command) => this.#onActive(command, (active) => active.abort(reason ?? "aborted by operator")),
       {
         subject: this.machineId,
-        comment: reason,
+        ...(reason === undefined ? {} : { comment: reason }),
       },
     );
   }

@@ -411,6 +411,64 @@ describe("AuditedCommandRunner", () => {
     },
   );
 
+  test("caller-controlled values are stored as a safe snapshot: cyclic, 20,000-deep, throwing getter or toJSON", async () => {
+    const { runner, entries, plc, skips } = await setup();
+    const cyclic: Record<string, unknown> = { name: "loop" };
+    cyclic.self = cyclic;
+    let deep: unknown = 1;
+    for (let level = 0; level < 20_000; level++) deep = [deep];
+    const getter = Object.defineProperty({}, "boom", {
+      enumerable: true,
+      get() {
+        throw new Error("getter failed");
+      },
+    });
+    const toJson = {
+      toJSON() {
+        throw new Error("toJSON failed");
+      },
+    };
+    for (const value of [cyclic, deep, getter, toJson]) {
+      await runner.run({
+        principal: engineer,
+        permission: "recipe.start",
+        target: "r",
+        newValue: value,
+        execute: () => plc.write(tags.get("heater.setpoint"), 1),
+      });
+    }
+    const stored = await entries();
+    expect(skips).toEqual([]);
+    expect(stored.map((entry) => entry.outcome)).toEqual(["allowed", "allowed", "allowed", "allowed"]);
+    expect(stored[0]!.newValue).toEqual({ name: "loop", self: "[circular]" });
+    expect(JSON.stringify(stored[1]!.newValue)).toContain("[too deep]");
+    expect(stored[2]!.newValue).toEqual({ boom: "[unreadable: getter failed]" });
+    expect(stored[3]!.newValue).toEqual({ toJSON: "[function]" });
+    expect(plc.writes).toHaveLength(4);
+  });
+
+  test.each([
+    ["a number", 42],
+    ["an object", { text: "hi" }],
+    ["a 20,000-deep array", Array.from({ length: 1 }).reduce<unknown>((inner) => inner, [])],
+    ["a string over 1000 characters", "x".repeat(1001)],
+  ])(
+    "a comment that is %s refuses the command with KILN_VALIDATION, audited denied without it",
+    async (_name, comment) => {
+      const { writeTag, entries, plc } = await setup();
+      let deep: unknown = comment;
+      if (Array.isArray(comment)) for (let level = 0; level < 20_000; level++) deep = [deep];
+      const error = await rejection(writeTag(engineer, "heater.setpoint", 5, deep as string));
+      expect(error.code).toBe("KILN_VALIDATION");
+      expect(error.message).toContain("comment");
+      const [entry, ...rest] = await entries();
+      expect(rest).toEqual([]);
+      expect(entry).toMatchObject({ outcome: "denied", reason: expect.stringContaining("KILN_VALIDATION") });
+      expect(entry!.reason).not.toContain("xxxx");
+      expect(plc.writes).toEqual([]);
+    },
+  );
+
   test("exactly once: a store that stores the entry but answers with a timeout gets it again under the same id, and keeps one", async () => {
     let flaky = 0;
     const { writeTag, entries, runner } = await setup({

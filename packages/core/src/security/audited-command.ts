@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { KilnError, type KilnErrorCode } from "../domain/errors";
+import { KilnError, KilnValidationError, type KilnErrorCode, type ValidationIssue } from "../domain/errors";
 import type { KilnEvents } from "../events/catalogue";
 import type { EventBus } from "../events/event-bus";
 import type { AuditEntry, AuditLog } from "../ports/audit-log";
@@ -8,6 +8,7 @@ import { RecordJournal } from "../journal/record-journal";
 import { decodeExactJson, encodeExactJson } from "../logging/sample-journal";
 import type { Logger } from "../ports/logger";
 import { silentLogger } from "../runtime/silent-logger";
+import { COMMENT_MAX_LENGTH, storableAuditValue } from "./storable-value";
 import { snapshotPrincipal, type Authorizer, type Permission, type Principal } from "./authorization";
 
 /** What a command's `execute` gets from the runner. */
@@ -60,7 +61,11 @@ export interface AuditedCommand<TResult> {
   readonly newValue?: unknown;
   /** Reads the value before the command, where it applies; called only once the command is authorized. */
   readonly readOldValue?: () => unknown | Promise<unknown>;
-  /** The operator's stated reason, recorded with the entry. */
+  /**
+   * The operator's stated reason, recorded with the entry: a string of at most
+   * `COMMENT_MAX_LENGTH` (1000) characters. Anything else refuses the command with
+   * `KILN_VALIDATION` (path `comment`), recorded `denied` without the comment.
+   */
   readonly comment?: string;
   /**
    * When the audit entry is made durable. `before-execute`: before `execute` is called.
@@ -252,8 +257,12 @@ export class AuditedCommandRunner {
       outcome: "denied",
       at,
     };
-    let newValue = command.newValue;
+    // Caller-controlled values are made storable once, here: every store and the journal get the same snapshot.
+    let newValue = storableAuditValue(command.newValue);
     const entry = (): AuditEntry => (newValue === undefined ? base : { ...base, newValue });
+    const commentProblem = checkComment(command.comment);
+    // An invalid comment is never stored or echoed; the command is refused below, once authorized.
+    const comment = commentProblem === undefined ? command.comment : undefined;
     const authorizer = this.#options.authorizer;
     const stateOf = command.machineState;
     const contextNow = (): { machineState?: string } =>
@@ -270,7 +279,7 @@ export class AuditedCommandRunner {
               "subject" in command ? command.subject : command.target,
               checkContext,
             );
-      await this.#record({ ...entry(), outcome: "denied", reason: reasonOf(error, command.comment) });
+      await this.#record({ ...entry(), outcome: "denied", reason: reasonOf(error, comment) });
       throw error;
     }
     const guarded = !this.#unguarded.has(action);
@@ -287,7 +296,7 @@ export class AuditedCommandRunner {
       const allowed = {
         ...withOld(entry(), oldValue),
         outcome: "allowed" as const,
-        ...(command.comment === undefined ? {} : { reason: command.comment }),
+        ...(comment === undefined ? {} : { reason: comment }),
       };
       const outcome = await this.#serial(async () =>
         // Re-checked at the commit point: the machine state may have changed while waiting.
@@ -308,7 +317,7 @@ export class AuditedCommandRunner {
         return;
       }
       state.committed = "refused";
-      const reason = reasonOf(refusal, command.comment);
+      const reason = reasonOf(refusal, comment);
       this.#publish("command-refuse", { id: base.id, principal: base.principal, action, target: base.target, reason });
       // An unstorable entry was skipped and reported already; its refusal could not be stored either.
       if (outcome === "refused") await this.#record({ ...entry(), outcome: "denied", reason });
@@ -322,18 +331,19 @@ export class AuditedCommandRunner {
             !authorizer.can(principal, permission, target, options.inAnyState ? { inAnyState: true } : checkContext),
         ),
       recordRequest: (value) => {
-        newValue = value;
+        newValue = storableAuditValue(value);
       },
       commit,
     };
     let result: TResult;
     try {
-      oldValue = await command.readOldValue?.();
+      if (commentProblem !== undefined) throw new KilnValidationError(`${action} command`, [commentProblem]);
+      oldValue = storableAuditValue(await command.readOldValue?.());
       if (command.commit !== "in-execute") await commit();
       result = await command.execute(context);
     } catch (error) {
       if (state.committed === "refused") throw error;
-      const reason = reasonOf(error, command.comment);
+      const reason = reasonOf(error, comment);
       if (state.committed === "yes") {
         // The entry already says allowed and is durable: the failure is reported, not re-recorded.
         this.#logger.error({ id: base.id, action, reason }, "a command failed after its audit entry was recorded");
@@ -349,7 +359,7 @@ export class AuditedCommandRunner {
       await this.#record({
         ...withOld(entry(), oldValue),
         outcome: "allowed",
-        ...(command.comment === undefined ? {} : { reason: command.comment }),
+        ...(comment === undefined ? {} : { reason: comment }),
       });
     }
     return result;
@@ -589,6 +599,16 @@ interface BacklogItem {
   readonly entry: AuditEntry | undefined;
   /** True when the entry is in the journal (then it is the journal's oldest unreleased record once it reaches the front). */
   readonly journaled: boolean;
+}
+
+/** The rule a command's comment breaks, or undefined when it is absent or a string of at most {@link COMMENT_MAX_LENGTH}. */
+function checkComment(comment: unknown): ValidationIssue | undefined {
+  if (comment === undefined) return undefined;
+  if (typeof comment !== "string") return { path: "comment", message: "must be a string" };
+  if (comment.length > COMMENT_MAX_LENGTH) {
+    return { path: "comment", message: `must be at most ${COMMENT_MAX_LENGTH} characters` };
+  }
+  return undefined;
 }
 
 /** Attempts at one entry that fails with an error that is not a KilnError before it is skipped. */
