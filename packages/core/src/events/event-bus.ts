@@ -158,15 +158,15 @@ export class EventBus<TEvents extends object> implements EventBusView<TEvents> {
    * arrays; errors and class instances are passed as they are): a handler cannot change what
    * later handlers or the event recorder see, and the publisher keeps its own object.
    */
-  publish<TType extends keyof TEvents & string>(type: TType, published: TEvents[TType]): Promise<void> {
-    const event = frozenCopy(published) as TEvents[TType];
+  publish<TType extends keyof TEvents & string>(type: TType, event: TEvents[TType]): Promise<void> {
+    const delivered = frozenCopy(event) as TEvents[TType];
     const outer = this.#pending;
     this.#pending = undefined;
     const handlers = this.#handlers.get(type) as readonly EventHandler<TEvents[TType]>[] | undefined;
     if (handlers !== undefined) {
       for (let index = 0; index < handlers.length; index++) {
         try {
-          const result = handlers[index]!(event);
+          const result = handlers[index]!(delivered);
           if (result !== undefined && typeof result.then === "function") {
             (this.#pending ??= []).push(
               result.then(undefined, (error: unknown) => this.#reportHandlerError(type, error)),
@@ -177,7 +177,7 @@ export class EventBus<TEvents extends object> implements EventBusView<TEvents> {
         }
       }
     }
-    if (this.#taps.length > 0) this.#runTaps(type, event);
+    if (this.#taps.length > 0) this.#runTaps(type, delivered);
     const pending = this.#pending;
     this.#pending = outer;
     if (pending === undefined) return RESOLVED;
