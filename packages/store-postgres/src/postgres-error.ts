@@ -4,20 +4,21 @@ import { KilnError } from "@kiln/core";
 export const UNIQUE_VIOLATION = "23505";
 
 /**
- * SQLSTATEs after which repeating the same call may succeed: serialization failure, deadlock,
- * lock not available, statement timeout or cancel, too many connections, administrator or crash
- * shutdown and "cannot connect now" (server starting or in recovery).
+ * SQLSTATE classes after which repeating the same call may succeed (PostgreSQL manual, appendix
+ * A "PostgreSQL Error Codes"): 08 connection exception, 40 transaction rollback (serialization
+ * failure, deadlock), 53 insufficient resources (disk full, out of memory, too many
+ * connections), 57 operator intervention (statement cancel or timeout, administrator or crash
+ * shutdown, cannot connect now) and 58 system error (I/O error). These describe the server's
+ * condition, not the call.
  */
-const RETRYABLE_SQLSTATES: ReadonlySet<string> = new Set([
-  "40001",
-  "40P01",
-  "55P03",
-  "57014",
-  "53300",
-  "57P01",
-  "57P02",
-  "57P03",
-]);
+const RETRYABLE_CLASSES: readonly string[] = ["08", "40", "53", "57", "58"];
+
+/**
+ * Single SQLSTATEs of otherwise definite classes that are transient: lock not available (55P03)
+ * and read-only transaction (25006, a standby or a primary demoted by a failover until the
+ * client reaches the new primary).
+ */
+const RETRYABLE_SQLSTATES: ReadonlySet<string> = new Set(["55P03", "25006"]);
 
 /** Socket errors that mean the connection failed or dropped, not that the call was wrong. */
 const RETRYABLE_NODE_CODES: ReadonlySet<string> = new Set([
@@ -52,10 +53,15 @@ export function sqlStateOf(error: unknown): string | undefined {
 }
 
 /**
- * Whether a failed database call may succeed if repeated: connection failures (refused, reset,
- * terminated, pool timeout), class 08 connection exceptions, administrator shutdown, serialization
- * failures, deadlocks and too many connections are; constraint violations, syntax errors and
- * everything unrecognised are not. Causes and `AggregateError` members are inspected too.
+ * Whether a failed database call may succeed if repeated. Retryable: connection failures (refused,
+ * reset, terminated, pool timeout) and the SQLSTATE classes of the server's condition: 08
+ * connection exception, 40 transaction rollback, 53 insufficient resources, 57 operator
+ * intervention, 58 system error, plus 55P03 (lock not available) and 25006 (read-only after a
+ * failover). Not retryable: every other SQLSTATE, a definite answer about the call itself
+ * (class 22 data exception, 23 integrity constraint violation, 42 syntax or access rule
+ * violation...), and everything unrecognised. Causes and `AggregateError` members are inspected
+ * too. Both the sample pipeline (retry and spool vs. bisect and drop) and the audit backlog (keep
+ * vs. skip) act on this answer.
  */
 export function isRetryablePostgresError(error: unknown): boolean {
   return inspect(error, 0);
@@ -66,7 +72,10 @@ function inspect(error: unknown, depth: number): boolean {
   if (KilnError.is(error)) return error.retryable;
   const code = codeOf(error);
   if (code !== undefined) {
-    if (RETRYABLE_SQLSTATES.has(code) || code.startsWith("08") || RETRYABLE_NODE_CODES.has(code)) return true;
+    if (RETRYABLE_NODE_CODES.has(code)) return true;
+    if (SQLSTATE.test(code) && (RETRYABLE_SQLSTATES.has(code) || RETRYABLE_CLASSES.includes(code.slice(0, 2)))) {
+      return true;
+    }
     // A SQLSTATE we did not list is a definite answer from the server: not retryable.
     if (SQLSTATE.test(code)) return false;
   }

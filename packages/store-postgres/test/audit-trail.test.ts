@@ -1,5 +1,8 @@
 import { SimulatedPlc, createControlSystem, defineTags, type Principal } from "@kiln/core";
 import { SimulatedClock, auditTrailPropertySuite } from "@kiln/core/testing";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, test } from "vitest";
 import { TARGETS, useTarget } from "./support/database";
 
@@ -54,6 +57,48 @@ describe.each(TARGETS)("the audit trail $title", ({ kind, title, skip }) => {
         action: "tag.write",
         roles: ["engineer"],
       });
+    },
+  );
+
+  // Issue 15: a transient server condition must never make an audit entry be skipped for good.
+  test.skipIf(skip).each(["53100", "53200", "53300", "58030", "25006", "57014", "57P03", "08006", "40001", "40P01"])(
+    "an audit insert failing with SQLSTATE %s is journaled and stored once the server recovers, never skipped",
+    async (sqlState) => {
+      const directory = mkdtempSync(join(tmpdir(), "kiln-audit-"));
+      const clock = new SimulatedClock({ start: Date.UTC(2026, 0, 1) });
+      const plc = new SimulatedPlc({ tags, clock });
+      const store = target.create();
+      const system = createControlSystem({
+        machineId: "ald-1",
+        tags,
+        driver: plc,
+        store,
+        clock,
+        audit: { backlog: { path: join(directory, "audit.journal") } },
+      });
+      const skipped: string[] = [];
+      const failed: string[] = [];
+      system.bus.on("audit-entry-skip", (event) => void skipped.push(event.id));
+      system.bus.on("audit-record-fail", (event) => void failed.push(event.id));
+      await system.start();
+      const schema = `"${store.schema}"`;
+      await target.sql(
+        `CREATE FUNCTION ${schema}.fail_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'transient' USING ERRCODE = '${sqlState}'; END $$`,
+      );
+      await target.sql(
+        `CREATE TRIGGER fail_audit BEFORE INSERT ON ${schema}.audit_log FOR EACH ROW EXECUTE FUNCTION ${schema}.fail_audit()`,
+      );
+      const admin: Principal = { id: "ada", roles: ["admin"] };
+      await system.writeTag(admin, "heater.setpoint", 7);
+      expect(plc.writes).toHaveLength(1);
+      expect(failed).toHaveLength(1);
+      await target.sql(`DROP TRIGGER fail_audit ON ${schema}.audit_log`);
+      await system.stop();
+      await store.open(system.tags.list());
+      const entries = await store.audit.query({ from: 0, to: Number.MAX_SAFE_INTEGER });
+      rmSync(directory, { recursive: true, force: true });
+      expect(skipped).toEqual([]);
+      expect(entries.map((entry) => [entry.id, entry.outcome])).toEqual([[failed[0], "allowed"]]);
     },
   );
 

@@ -230,3 +230,21 @@ describe("per-state write policy and what refusals say (issue 15, fault 4)", () 
     await system.stop();
   });
 });
+
+describe("refusals tell nothing the caller did not say (issue 15)", () => {
+  test("a viewer's refused abort is audited without a made-up comment; a refused start does not name the running process", async () => {
+    const { system, audit } = await build();
+    const process = await system.startRecipe(admin, sneaky);
+    expect((await rejection(system.abortProcess(viewer))).code).toBe("KILN_FORBIDDEN");
+    const refused = await rejection(system.startRecipe(operator, warmUp));
+    expect(refused.code).toBe("KILN_INVALID_TRANSITION");
+    expect(refused.message).not.toContain(process.id);
+    expect(JSON.stringify(refused.details)).not.toContain(process.id);
+    await system.abortProcess(admin);
+    const entries = await audit();
+    const abort = entries.find((entry) => entry.action === "recipe.abort" && entry.outcome === "denied");
+    expect(abort?.reason).not.toContain("aborted by operator");
+    const start = entries.filter((entry) => entry.action === "recipe.start" && entry.outcome !== "allowed");
+    expect(start.map((entry) => entry.reason ?? "").join()).not.toContain(process.id);
+  });
+});

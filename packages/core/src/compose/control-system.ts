@@ -345,22 +345,24 @@ export class ControlSystem {
    *   `KILN_VALIDATION`, or the device's error (`KILN_TIMEOUT`, `KILN_CIRCUIT_OPEN`, `KILN_WRITE_REJECTED`...).
    */
   writeTag(principal: Principal, tag: string, value: TagValue, options: { comment?: string } = {}): Promise<void> {
-    return this.#command(
-      principal,
-      "tag.write",
-      tag,
-      async (command) => {
-        checkTagWrite(this.tags, this.#lifecycle, tag, value);
-        await command.commit();
-        await this.#writer.write(tag, value);
-      },
-      {
-        action: "tag.write",
-        machineState: this.#machine.state,
-        newValue: value,
-        readOldValue: () => this.#cvt.value(tag),
-        ...options,
-      },
+    return this.#stateCommand(() =>
+      this.#command(
+        principal,
+        "tag.write",
+        tag,
+        async (command) => {
+          checkTagWrite(this.tags, this.#lifecycle, tag, value);
+          await command.commit();
+          await this.#writer.write(tag, value);
+        },
+        {
+          action: "tag.write",
+          machineState: () => this.#machine.state,
+          newValue: value,
+          readOldValue: () => this.#cvt.value(tag),
+          ...options,
+        },
+      ),
     );
   }
 
@@ -372,20 +374,22 @@ export class ControlSystem {
    */
   startRecipe(principal: Principal, recipe: RecipeInput, options: StartRecipeOptions = {}): Promise<RecipeProcess> {
     const name = typeof recipe === "object" && recipe !== null && "name" in recipe ? String(recipe.name) : "(recipe)";
-    return this.#command(
-      principal,
-      "recipe.start",
-      name,
-      (command) =>
-        this.#recipes.start(recipe, {
-          ...options,
-          startedBy: command.principal,
-          authorize: async (request) => {
-            authorizeRecipeStart(command, request);
-            await command.commit();
-          },
-        }),
-      { newValue: options.parameters },
+    return this.#stateCommand(() =>
+      this.#command(
+        principal,
+        "recipe.start",
+        name,
+        (command) =>
+          this.#recipes.start(recipe, {
+            ...options,
+            startedBy: command.principal,
+            authorize: async (request) => {
+              authorizeRecipeStart(command, request);
+              await command.commit();
+            },
+          }),
+        { newValue: options.parameters },
+      ),
     );
   }
 
@@ -404,27 +408,34 @@ export class ControlSystem {
 
   /** Resumes the paused process (`recipe.resume`). */
   resumeProcess(principal: Principal): Promise<void> {
-    return this.#command(
-      principal,
-      "recipe.resume",
-      this.#activeId(),
-      (command) => this.#onActive(command, (active) => active.resume()),
-      {
-        subject: this.machineId,
-      },
+    return this.#stateCommand(() =>
+      this.#command(
+        principal,
+        "recipe.resume",
+        this.#activeId(),
+        (command) => this.#onActive(command, (active) => active.resume()),
+        {
+          subject: this.machineId,
+        },
+      ),
     );
   }
 
-  /** Aborts the running process at once and writes the safe state (`recipe.abort`). */
-  abortProcess(principal: Principal, reason = "aborted by operator"): Promise<ProcessResult> {
+  /**
+   * Aborts the running process at once and writes the safe state (`recipe.abort`). `reason` is
+   * the operator's comment (recorded with the entry, a string of at most 1000 characters);
+   * without one the process ends with "aborted by operator" and the entry has no comment.
+   * @throws `KILN_FORBIDDEN`, `KILN_VALIDATION` (a bad `reason`), `KILN_NOT_FOUND` (no process).
+   */
+  abortProcess(principal: Principal, reason?: string): Promise<ProcessResult> {
     return this.#command(
       principal,
       "recipe.abort",
       this.#activeId(),
-      (command) => this.#onActive(command, (active) => active.abort(reason)),
+      (command) => this.#onActive(command, (active) => active.abort(reason ?? "aborted by operator")),
       {
         subject: this.machineId,
-        comment: reason,
+        ...(reason === undefined ? {} : { comment: reason }),
       },
     );
   }
@@ -527,20 +538,22 @@ export class ControlSystem {
    */
   sendMachineCommand(principal: Principal, command: string): Promise<string> {
     const permission: Permission = /maintenance/i.test(command) ? "machine.maintenance" : "machine.mode";
-    return this.#command(
-      principal,
-      permission,
-      this.machineId,
-      async (context) => {
-        // An impossible transition is refused before the entry is committed (recorded denied).
-        if (this.#machine.can(command)) await context.commit();
-        return this.#machine.send(command);
-      },
-      {
-        action: `machine.${command}`,
-        readOldValue: () => this.#machine.state,
-        newValue: command,
-      },
+    return this.#stateCommand(() =>
+      this.#command(
+        principal,
+        permission,
+        this.machineId,
+        async (context) => {
+          // An impossible transition is refused before the entry is committed (recorded denied).
+          if (this.#machine.can(command)) await context.commit();
+          return this.#machine.send(command);
+        },
+        {
+          action: `machine.${command}`,
+          readOldValue: () => this.#machine.state,
+          newValue: command,
+        },
+      ),
     );
   }
 
@@ -584,6 +597,23 @@ export class ControlSystem {
     };
   }
 
+  /**
+   * Runs `task` after every earlier state command has settled: manual writes (checked against
+   * the machine state) and the commands that move the machine out of a state (recipe start,
+   * resume, machine commands) take turns, so a write authorized in `idle` cannot reach the
+   * driver after a process started. Abort and pause do not wait: they must act at once.
+   */
+  #stateCommand<TResult>(task: () => Promise<TResult>): Promise<TResult> {
+    const run = this.#stateTurn.then(task, task);
+    this.#stateTurn = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
+  }
+
+  #stateTurn: Promise<void> = Promise.resolve();
+
   #command<TResult>(
     principal: Principal,
     permission: Permission,
@@ -592,7 +622,7 @@ export class ControlSystem {
     extras: {
       action?: string;
       subject?: string;
-      machineState?: string;
+      machineState?: string | (() => string);
       newValue?: unknown;
       readOldValue?: () => unknown;
       comment?: string;

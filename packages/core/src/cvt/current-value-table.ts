@@ -29,6 +29,13 @@ interface Entry {
   synthetic: boolean;
 }
 
+/** A frozen copy of `sample` with a frozen quality (the quality object is reused when already frozen). */
+function frozenSample(sample: Sample): Sample {
+  const { quality: given } = sample;
+  const frozenQuality = Object.isFrozen(given) ? given : Object.freeze({ ...given });
+  return Object.freeze({ tag: sample.tag, value: sample.value, timestamp: sample.timestamp, quality: frozenQuality });
+}
+
 /** Quality a tag takes when its source stops answering: uncertain, last usable value. */
 export const NO_COMMUNICATION: Quality = Object.freeze(
   quality("uncertain", "no communication, last usable value", QualityCodes.UncertainNoCommunicationLastUsableValue),
@@ -42,16 +49,20 @@ export const NO_COMMUNICATION: Quality = Object.freeze(
  * `system.unchecked.cvt`, which bypasses every check).
  */
 export interface CurrentValueView {
-  /** The current sample of `tag` (value, quality, source timestamp), or undefined before its first value. */
+  /**
+   * The current sample of `tag` (value, quality, source timestamp), or undefined before its first
+   * value. Samples are frozen when they enter the table: a reader cannot change them.
+   */
   get(tag: string): Sample | undefined;
   /** The current value of `tag`, or undefined before its first value. */
   value(tag: string): Sample["value"] | undefined;
-  /** Every tag's current sample. */
+  /** Every tag's current sample (a new array; the samples in it are frozen). */
   snapshot(): Sample[];
   /** Number of tags that have a value. */
   readonly size: number;
   /**
    * Observes one tag; observers run synchronously on every change and are isolated from each other.
+   * The change and its samples are frozen: an observer cannot alter what the others see.
    * @throws KilnError `KILN_TAG_UNKNOWN` for a tag not in the catalog.
    */
   observe(tag: string, observer: CvtObserver): Disposer;
@@ -190,8 +201,12 @@ export class CurrentValueTable implements CurrentValueView {
     this.#apply({ tag: current.tag, value: current.value, timestamp, quality: degraded }, entry.receivedAt, true);
   }
 
-  #apply(sample: Sample, receivedAt: number, keepReceivedAt = false): void {
-    if (!this.#known.has(sample.tag)) return;
+  #apply(input: Sample, receivedAt: number, keepReceivedAt = false): void {
+    if (!this.#known.has(input.tag)) return;
+    // Samples are immutable once published: what the table holds and hands out is a frozen copy,
+    // so no reader (observer, `get`, `snapshot`) can change what alarms, interlocks and recipe
+    // conditions act on, and the producer keeps its own object.
+    let sample = frozenSample(input);
     const entry = this.#entries.get(sample.tag);
     let change: CvtChange;
     if (entry === undefined) {
@@ -202,7 +217,7 @@ export class CurrentValueTable implements CurrentValueView {
         stale: false,
         synthetic: keepReceivedAt,
       });
-      change = { sample, previous: undefined, valueChanged: true, qualityChanged: true };
+      change = Object.freeze({ sample, previous: undefined, valueChanged: true, qualityChanged: true });
     } else {
       const previous = entry.sample;
       if (sample.timestamp < previous.timestamp || (sample.timestamp === previous.timestamp && entry.synthetic)) {
@@ -210,7 +225,7 @@ export class CurrentValueTable implements CurrentValueView {
         // marker. A device value unchanged since before an outage keeps its old source
         // timestamp; it is restamped just after the marker so history stays in time order.
         if (!entry.synthetic || keepReceivedAt) return;
-        sample = { ...sample, timestamp: Math.max(receivedAt, previous.timestamp + 1) };
+        sample = frozenSample({ ...sample, timestamp: Math.max(receivedAt, previous.timestamp + 1) });
       }
       entry.synthetic = keepReceivedAt;
       entry.sample = sample;
@@ -218,13 +233,13 @@ export class CurrentValueTable implements CurrentValueView {
         entry.receivedAt = receivedAt;
         entry.stale = false;
       }
-      change = {
+      change = Object.freeze({
         sample,
         previous,
         valueChanged: !Object.is(previous.value, sample.value),
         qualityChanged:
           previous.quality.code !== sample.quality.code || previous.quality.severity !== sample.quality.severity,
-      };
+      });
     }
     const tagObservers = this.#tagObservers.get(sample.tag);
     if (tagObservers) for (const observer of tagObservers) this.#notify(observer, change);

@@ -1,3 +1,4 @@
+import { deepFreeze } from "./deep-freeze";
 import { z } from "zod";
 import { KilnError, KilnValidationError, type ValidationIssue } from "./errors";
 import { issuesFromZod } from "./validation";
@@ -180,7 +181,9 @@ export function defineTags<const TDefinitions extends Record<string, TagDefiniti
       issues.push(...issuesFromZod(result.error, [name]));
       continue;
     }
-    tags.set(name, Object.freeze({ ...result.data, name: name as TName }));
+    // Deep-frozen: a tag's range, enum, logging and every nested part are fixed once defined, so
+    // no holder of the catalog can widen a range and disable the checks made against it.
+    tags.set(name, deepFreeze({ ...result.data, name: name as TName }));
   }
   if (issues.length > 0) throw new KilnValidationError("tag definitions", issues);
   return new TagCatalog<TName>(tags);

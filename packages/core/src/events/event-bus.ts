@@ -14,6 +14,29 @@ export type EventTap<TEvents> = <TType extends keyof TEvents & string>(
 const RESOLVED: Promise<void> = Promise.resolve();
 
 /**
+ * A deep frozen copy of the plain data in `value`: plain objects and arrays are copied and frozen
+ * (cycles keep their shape); anything else (errors, class instances, functions) is passed as is.
+ * Used so one published event is the same immutable fact for every handler and tap.
+ */
+function frozenCopy(value: unknown, seen = new Map<object, unknown>()): unknown {
+  if (typeof value !== "object" || value === null) return value;
+  const done = seen.get(value);
+  if (done !== undefined) return done;
+  if (Array.isArray(value)) {
+    const copy: unknown[] = [];
+    seen.set(value, copy);
+    for (const item of value) copy.push(frozenCopy(item, seen));
+    return Object.freeze(copy);
+  }
+  const prototype = Object.getPrototypeOf(value) as unknown;
+  if (prototype !== Object.prototype && prototype !== null) return value;
+  const copy: Record<string, unknown> = {};
+  seen.set(value, copy);
+  for (const key of Object.keys(value)) copy[key] = frozenCopy((value as Record<string, unknown>)[key], seen);
+  return Object.freeze(copy);
+}
+
+/**
  * The subscribing half of an {@link EventBus}: what a host gets as `system.bus`. It has no
  * `publish` and no `tap`, so code holding it can listen to every event but cannot make one up (a
  * fake alarm or machine-state event that the event recorder would store as fact). Publishing is
@@ -131,15 +154,19 @@ export class EventBus<TEvents extends object> implements EventBusView<TEvents> {
   /**
    * Delivers `event` to every handler of `type`, synchronously for synchronous handlers. The
    * returned promise settles when every async handler has settled; it never rejects.
+   * Handlers and taps receive one deep-frozen copy of the event's plain data (objects and
+   * arrays; errors and class instances are passed as they are): a handler cannot change what
+   * later handlers or the event recorder see, and the publisher keeps its own object.
    */
   publish<TType extends keyof TEvents & string>(type: TType, event: TEvents[TType]): Promise<void> {
+    const delivered = frozenCopy(event) as TEvents[TType];
     const outer = this.#pending;
     this.#pending = undefined;
     const handlers = this.#handlers.get(type) as readonly EventHandler<TEvents[TType]>[] | undefined;
     if (handlers !== undefined) {
       for (let index = 0; index < handlers.length; index++) {
         try {
-          const result = handlers[index]!(event);
+          const result = handlers[index]!(delivered);
           if (result !== undefined && typeof result.then === "function") {
             (this.#pending ??= []).push(
               result.then(undefined, (error: unknown) => this.#reportHandlerError(type, error)),
@@ -150,7 +177,7 @@ export class EventBus<TEvents extends object> implements EventBusView<TEvents> {
         }
       }
     }
-    if (this.#taps.length > 0) this.#runTaps(type, event);
+    if (this.#taps.length > 0) this.#runTaps(type, delivered);
     const pending = this.#pending;
     this.#pending = outer;
     if (pending === undefined) return RESOLVED;

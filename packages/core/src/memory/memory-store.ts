@@ -1,3 +1,4 @@
+import { deepFreeze } from "../domain/deep-freeze";
 import { z } from "zod";
 import { KilnError, KilnValidationError } from "../domain/errors";
 import type { Quality } from "../domain/quality";
@@ -602,14 +603,6 @@ function jsonCopy<TValue>(value: TValue): TValue {
   return JSON.parse(
     JSON.stringify(value, (_key, child: unknown) => (typeof child === "bigint" ? child.toString() : child)),
   ) as TValue;
-}
-
-function deepFreeze<TValue>(value: TValue): TValue {
-  if (typeof value === "object" && value !== null && !Object.isFrozen(value)) {
-    Object.freeze(value);
-    for (const child of Object.values(value)) deepFreeze(child);
-  }
-  return value;
 }
 
 /** JSON with object keys sorted at every level, so equal definitions compare equal. */

@@ -175,8 +175,9 @@ export class RecipeExecutor {
     if (this.#active !== undefined || this.#starting) {
       throw new KilnError(
         "KILN_INVALID_TRANSITION",
-        `Machine "${this.machineId}" is already running process ${this.#active?.id ?? "(starting)"}: abort it or wait for it to end.`,
-        { details: { machineId: this.machineId, processId: this.#active?.id, command: "start" } },
+        // The running process is not named: the caller may not be allowed to see it (issue 15).
+        `Machine "${this.machineId}" is already running a process: abort it or wait for it to end.`,
+        { details: { machineId: this.machineId, command: "start" } },
       );
     }
     this.#starting = true;

@@ -7,7 +7,7 @@ import { MemoryStore } from "../memory/memory-store";
 import { SimulatedClock } from "../memory/simulated-clock";
 import { SimulatedPlc } from "../memory/simulated-plc";
 import type { AuditEntry, AuditLog } from "../ports/audit-log";
-import { mkdtemp } from "node:fs/promises";
+import { mkdtemp, readFile, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { AuditedCommandRunner, type AuditBacklogOptions } from "./audited-command";
@@ -364,6 +364,110 @@ describe("AuditedCommandRunner", () => {
     expect(await third.entries()).toEqual([]);
     await third.runner.close();
   });
+
+  test.each([
+    [
+      "truncated (a torn tail)",
+      (bytes: Buffer) => bytes.subarray(0, bytes.length - 5),
+      ["entry-1", "entry-2"],
+      /torn tail of \d+ bytes/,
+    ],
+    [
+      "corrupted in the middle",
+      (bytes: Buffer) => {
+        const copy = Buffer.from(bytes);
+        const second = copy.indexOf("entry-2");
+        copy[second] = copy[second]! ^ 0xff;
+        return copy;
+      },
+      ["entry-1", "entry-3"],
+      /1 corrupt stretch/,
+    ],
+  ])(
+    "a backlog journal %s between runs: the lost entries are reported by audit-entry-drop, the rest drain",
+    async (_name, damage, kept, reason) => {
+      const path = join(await mkdtemp(join(tmpdir(), "kiln-audit-")), "audit.journal");
+      let down = true;
+      const failing = (memory: MemoryStore): AuditLog => ({
+        query: memory.audit.query,
+        record: async (entry: AuditEntry) => {
+          if (down) throw new KilnError("KILN_TIMEOUT", "audit store slow", { retryable: true });
+          await memory.audit.record(entry);
+        },
+      });
+      const first = await setup({ audit: failing, backlog: { path } });
+      for (const value of [1, 2, 3]) await first.writeTag(engineer, "heater.setpoint", value);
+      await first.runner.close();
+      await writeFile(path, damage(await readFile(path)));
+
+      down = false;
+      const second = await setup({ audit: failing, backlog: { path } });
+      expect(await second.runner.flush()).toBe(true);
+      expect((await second.entries()).map((entry) => entry.id)).toEqual(kept);
+      expect(second.drops).toHaveLength(1);
+      expect(second.drops[0]).toMatchObject({ count: 1, reason: expect.stringMatching(reason) });
+      expect(second.runner.dropped).toBe(1);
+      await second.runner.close();
+    },
+  );
+
+  test("caller-controlled values are stored as a safe snapshot: cyclic, 20,000-deep, throwing getter or toJSON", async () => {
+    const { runner, entries, plc, skips } = await setup();
+    const cyclic: Record<string, unknown> = { name: "loop" };
+    cyclic.self = cyclic;
+    let deep: unknown = 1;
+    for (let level = 0; level < 20_000; level++) deep = [deep];
+    const getter = Object.defineProperty({}, "boom", {
+      enumerable: true,
+      get() {
+        throw new Error("getter failed");
+      },
+    });
+    const toJson = {
+      toJSON() {
+        throw new Error("toJSON failed");
+      },
+    };
+    for (const value of [cyclic, deep, getter, toJson]) {
+      await runner.run({
+        principal: engineer,
+        permission: "recipe.start",
+        target: "r",
+        newValue: value,
+        execute: () => plc.write(tags.get("heater.setpoint"), 1),
+      });
+    }
+    const stored = await entries();
+    expect(skips).toEqual([]);
+    expect(stored.map((entry) => entry.outcome)).toEqual(["allowed", "allowed", "allowed", "allowed"]);
+    expect(stored[0]!.newValue).toEqual({ name: "loop", self: "[circular]" });
+    expect(JSON.stringify(stored[1]!.newValue)).toContain("[too deep]");
+    expect(stored[2]!.newValue).toEqual({ boom: "[unreadable: getter failed]" });
+    expect(stored[3]!.newValue).toEqual({ toJSON: "[function]" });
+    expect(plc.writes).toHaveLength(4);
+  });
+
+  test.each([
+    ["a number", 42],
+    ["an object", { text: "hi" }],
+    ["a 20,000-deep array", Array.from({ length: 1 }).reduce<unknown>((inner) => inner, [])],
+    ["a string over 1000 characters", "x".repeat(1001)],
+  ])(
+    "a comment that is %s refuses the command with KILN_VALIDATION, audited denied without it",
+    async (_name, comment) => {
+      const { writeTag, entries, plc } = await setup();
+      let deep: unknown = comment;
+      if (Array.isArray(comment)) for (let level = 0; level < 20_000; level++) deep = [deep];
+      const error = await rejection(writeTag(engineer, "heater.setpoint", 5, deep as string));
+      expect(error.code).toBe("KILN_VALIDATION");
+      expect(error.message).toContain("comment");
+      const [entry, ...rest] = await entries();
+      expect(rest).toEqual([]);
+      expect(entry).toMatchObject({ outcome: "denied", reason: expect.stringContaining("KILN_VALIDATION") });
+      expect(entry!.reason).not.toContain("xxxx");
+      expect(plc.writes).toEqual([]);
+    },
+  );
 
   test("exactly once: a store that stores the entry but answers with a timeout gets it again under the same id, and keeps one", async () => {
     let flaky = 0;

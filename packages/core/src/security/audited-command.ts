@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { KilnError, type KilnErrorCode } from "../domain/errors";
+import { KilnError, KilnValidationError, type KilnErrorCode, type ValidationIssue } from "../domain/errors";
 import type { KilnEvents } from "../events/catalogue";
 import type { EventBus } from "../events/event-bus";
 import type { AuditEntry, AuditLog } from "../ports/audit-log";
@@ -8,6 +8,7 @@ import { RecordJournal } from "../journal/record-journal";
 import { decodeExactJson, encodeExactJson } from "../logging/sample-journal";
 import type { Logger } from "../ports/logger";
 import { silentLogger } from "../runtime/silent-logger";
+import { COMMENT_MAX_LENGTH, storableAuditValue } from "./storable-value";
 import { snapshotPrincipal, type Authorizer, type Permission, type Principal } from "./authorization";
 
 /** What a command's `execute` gets from the runner. */
@@ -50,13 +51,21 @@ export interface AuditedCommand<TResult> {
   /**
    * The machine state the command is checked in: grants limited to states (see
    * `PermissionGrant.states`) match only in theirs. Omitted: state-limited grants do not match.
+   * A function is read at the check and again at the commit point (inside the audit writer's
+   * turn, just before the entry is made durable): a command authorized in one state whose
+   * machine has moved to a state its grant does not cover is refused there (`denied`), so the
+   * check and the effect see the same state.
    */
-  readonly machineState?: string;
+  readonly machineState?: string | (() => string);
   /** The value requested, where it applies (a tag write's value, a new mode). */
   readonly newValue?: unknown;
   /** Reads the value before the command, where it applies; called only once the command is authorized. */
   readonly readOldValue?: () => unknown | Promise<unknown>;
-  /** The operator's stated reason, recorded with the entry. */
+  /**
+   * The operator's stated reason, recorded with the entry: a string of at most
+   * `COMMENT_MAX_LENGTH` (1000) characters. Anything else refuses the command with
+   * `KILN_VALIDATION` (path `comment`), recorded `denied` without the comment.
+   */
   readonly comment?: string;
   /**
    * When the audit entry is made durable. `before-execute`: before `execute` is called.
@@ -248,10 +257,17 @@ export class AuditedCommandRunner {
       outcome: "denied",
       at,
     };
-    let newValue = command.newValue;
+    // Caller-controlled values are made storable once, here: every store and the journal get the same snapshot.
+    let newValue = storableAuditValue(command.newValue);
     const entry = (): AuditEntry => (newValue === undefined ? base : { ...base, newValue });
+    const commentProblem = checkComment(command.comment);
+    // An invalid comment is never stored or echoed; the command is refused below, once authorized.
+    const comment = commentProblem === undefined ? command.comment : undefined;
     const authorizer = this.#options.authorizer;
-    const checkContext = command.machineState === undefined ? {} : { machineState: command.machineState };
+    const stateOf = command.machineState;
+    const contextNow = (): { machineState?: string } =>
+      stateOf === undefined ? {} : { machineState: typeof stateOf === "function" ? stateOf() : stateOf };
+    const checkContext = contextNow();
     const principal = read.principal;
     if (principal === undefined || !authorizer.can(principal, command.permission, command.target, checkContext)) {
       const error =
@@ -263,7 +279,7 @@ export class AuditedCommandRunner {
               "subject" in command ? command.subject : command.target,
               checkContext,
             );
-      await this.#record({ ...entry(), outcome: "denied", reason: reasonOf(error, command.comment) });
+      await this.#record({ ...entry(), outcome: "denied", reason: reasonOf(error, comment) });
       throw error;
     }
     const guarded = !this.#unguarded.has(action);
@@ -280,15 +296,28 @@ export class AuditedCommandRunner {
       const allowed = {
         ...withOld(entry(), oldValue),
         outcome: "allowed" as const,
-        ...(command.comment === undefined ? {} : { reason: command.comment }),
+        ...(comment === undefined ? {} : { reason: comment }),
       };
-      const outcome = await this.#serial(() => this.#commit(allowed, guarded));
+      const outcome = await this.#serial(async () =>
+        // Re-checked at the commit point: the machine state may have changed while waiting.
+        typeof stateOf === "function" && !authorizer.can(principal, command.permission, command.target, contextNow())
+          ? ("forbidden" as const)
+          : this.#commit(allowed, guarded),
+      );
+      if (outcome === "forbidden") {
+        throw authorizer.forbidden(
+          principal,
+          command.permission,
+          "subject" in command ? command.subject : command.target,
+          contextNow(),
+        );
+      }
       if (outcome === "run") {
         state.committed = "yes";
         return;
       }
       state.committed = "refused";
-      const reason = reasonOf(refusal, command.comment);
+      const reason = reasonOf(refusal, comment);
       this.#publish("command-refuse", { id: base.id, principal: base.principal, action, target: base.target, reason });
       // An unstorable entry was skipped and reported already; its refusal could not be stored either.
       if (outcome === "refused") await this.#record({ ...entry(), outcome: "denied", reason });
@@ -302,18 +331,19 @@ export class AuditedCommandRunner {
             !authorizer.can(principal, permission, target, options.inAnyState ? { inAnyState: true } : checkContext),
         ),
       recordRequest: (value) => {
-        newValue = value;
+        newValue = storableAuditValue(value);
       },
       commit,
     };
     let result: TResult;
     try {
-      oldValue = await command.readOldValue?.();
+      if (commentProblem !== undefined) throw new KilnValidationError(`${action} command`, [commentProblem]);
+      oldValue = storableAuditValue(await command.readOldValue?.());
       if (command.commit !== "in-execute") await commit();
       result = await command.execute(context);
     } catch (error) {
       if (state.committed === "refused") throw error;
-      const reason = reasonOf(error, command.comment);
+      const reason = reasonOf(error, comment);
       if (state.committed === "yes") {
         // The entry already says allowed and is durable: the failure is reported, not re-recorded.
         this.#logger.error({ id: base.id, action, reason }, "a command failed after its audit entry was recorded");
@@ -329,7 +359,7 @@ export class AuditedCommandRunner {
       await this.#record({
         ...withOld(entry(), oldValue),
         outcome: "allowed",
-        ...(command.comment === undefined ? {} : { reason: command.comment }),
+        ...(comment === undefined ? {} : { reason: comment }),
       });
     }
     return result;
@@ -388,7 +418,7 @@ export class AuditedCommandRunner {
     if (this.#backlog.length >= this.#maxEntries && this.#whenFull === "refuse-commands") return "refused";
     if (await this.#enqueue(entry)) return "run";
     // The journal failed on this very entry: it is only in memory, so the command must not run.
-    const index = this.#backlog.findIndex((item) => item.entry.id === entry.id);
+    const index = this.#backlog.findIndex((item) => item.entry?.id === entry.id);
     if (index >= 0) this.#backlog.splice(index, 1);
     return "refused";
   }
@@ -424,7 +454,7 @@ export class AuditedCommandRunner {
     await this.#openJournal();
     while (this.#backlog.length > 0) {
       const head = this.#backlog[0]!;
-      if ((await this.#store(head.entry)) === "retry") return false;
+      if (head.entry !== undefined && (await this.#store(head.entry)) === "retry") return false;
       this.#backlog.shift();
       if (head.journaled) await this.#releaseJournalHead();
     }
@@ -500,21 +530,32 @@ export class AuditedCommandRunner {
     await journal?.release().catch(() => undefined);
   }
 
-  /** Opens the journal once and loads what an earlier run left in it to the front of the backlog. */
+  /**
+   * Opens the journal once and loads what an earlier run left in it to the front of the backlog.
+   * Damage found there (a torn tail cut off, corrupt stretches skipped, a record whose checksum
+   * holds but whose entry cannot be decoded) is logged and published as `audit-entry-drop` with
+   * its counts: those entries are lost, and say so. A journal file deleted between runs cannot be
+   * told from one that was never written (ADR 0013).
+   */
   #openJournal(): Promise<RecordJournal | undefined> {
     const path = this.#options.backlog?.path;
     if (path === undefined) return Promise.resolve(undefined);
     this.#journal ??= (async () => {
       try {
-        const { journal } = await RecordJournal.open(path, {
+        const { journal, recovery } = await RecordJournal.open(path, {
           maxBytes: this.#options.backlog?.maxBytes ?? 64 * 1024 * 1024,
         });
         const recovered: BacklogItem[] = [];
+        let undecodable = 0;
         await journal.scan((payload) => {
-          recovered.push({ entry: decodeExactJson(payload.toString("utf8")) as AuditEntry, journaled: true });
+          const entry = decodeEntry(payload);
+          if (entry === undefined) undecodable++;
+          // An undecodable record keeps its place (the journal releases oldest first) and is released unread.
+          recovered.push({ entry, journaled: true });
         });
         this.#backlog.unshift(...recovered);
         this.#journalFailing = false;
+        this.#reportDamage(path, { ...recovery, undecodable });
         return journal;
       } catch (error) {
         this.#journalFailing = true;
@@ -525,12 +566,49 @@ export class AuditedCommandRunner {
     })();
     return this.#journal;
   }
+
+  #reportDamage(
+    path: string,
+    damage: { skippedRecords: number; skippedBytes: number; discardedBytes: number; undecodable: number },
+  ): void {
+    const { skippedRecords, skippedBytes, discardedBytes, undecodable } = damage;
+    // Each corrupt stretch and a torn tail hold at least one entry; how many more cannot be known.
+    const lost = skippedRecords + (discardedBytes > 0 ? 1 : 0) + undecodable;
+    if (lost === 0) return;
+    const reason =
+      `the audit journal ${path} was damaged: ${skippedRecords} corrupt stretch(es) (${skippedBytes} bytes) ` +
+      `skipped, a torn tail of ${discardedBytes} bytes cut off, ${undecodable} undecodable record(s); ` +
+      `at least ${lost} entr${lost === 1 ? "y" : "ies"} lost`;
+    this.#logger.error({ path, ...damage }, "the audit journal was damaged; entries in it were lost");
+    this.#reportDrop(lost, reason);
+  }
+}
+
+/** The entry in a journal record, or undefined when it cannot be decoded into one. */
+function decodeEntry(payload: Buffer): AuditEntry | undefined {
+  try {
+    const entry = decodeExactJson(payload.toString("utf8")) as AuditEntry | null;
+    return typeof entry === "object" && entry !== null && typeof entry.id === "string" ? entry : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 interface BacklogItem {
-  readonly entry: AuditEntry;
+  /** Undefined for a journal record that could not be decoded: released without being stored. */
+  readonly entry: AuditEntry | undefined;
   /** True when the entry is in the journal (then it is the journal's oldest unreleased record once it reaches the front). */
   readonly journaled: boolean;
+}
+
+/** The rule a command's comment breaks, or undefined when it is absent or a string of at most {@link COMMENT_MAX_LENGTH}. */
+function checkComment(comment: unknown): ValidationIssue | undefined {
+  if (comment === undefined) return undefined;
+  if (typeof comment !== "string") return { path: "comment", message: "must be a string" };
+  if (comment.length > COMMENT_MAX_LENGTH) {
+    return { path: "comment", message: `must be at most ${COMMENT_MAX_LENGTH} characters` };
+  }
+  return undefined;
 }
 
 /** Attempts at one entry that fails with an error that is not a KilnError before it is skipped. */

@@ -1,3 +1,4 @@
+import { deepFreeze } from "../domain/deep-freeze";
 import { z } from "zod";
 import { KilnError, KilnValidationError } from "../domain/errors";
 import { issuesFromZod, parseOrThrow } from "../domain/validation";
@@ -312,12 +313,4 @@ export class Authorizer {
     }
     return pattern;
   }
-}
-
-function deepFreeze<TValue>(value: TValue): TValue {
-  if (typeof value === "object" && value !== null && !Object.isFrozen(value)) {
-    Object.freeze(value);
-    for (const child of Object.values(value)) deepFreeze(child);
-  }
-  return value;
 }

@@ -1,0 +1,107 @@
+/** Longest comment a command accepts, in UTF-16 code units. */
+export const COMMENT_MAX_LENGTH = 1000;
+
+/** Deepest nesting kept in an audit value; deeper parts become `"[too deep]"`. */
+const MAX_DEPTH = 16;
+/** Most nodes (values, keys' values, elements) kept in one audit value; the rest become `"[truncated]"`. */
+const MAX_NODES = 10_000;
+/** Longest string kept in an audit value; a longer one is cut and marked. */
+const MAX_STRING = 10_000;
+
+/**
+ * A storable snapshot of a caller-controlled audit value (a tag write's value, a recipe's
+ * parameters, a previous value), taken once when the entry is made, so every store and the
+ * backlog journal hold the same data. Never throws. Kept as they are: null, booleans, numbers,
+ * bigints and strings up to 10,000 code units. Plain data is copied: arrays and objects (own
+ * enumerable string keys; getters read once) up to 16 levels deep and 10,000 nodes. Marker
+ * strings replace what cannot be stored: `"[circular]"`, `"[too deep]"`, `"[truncated]"`,
+ * `"[unreadable: reason]"` (a getter, proxy or `toJSON` that throws), `"[function]"`,
+ * `"[symbol]"`; a longer string ends in `"…[cut]"`. A `Date` becomes its ISO string. `toJSON`
+ * methods are not called. Undefined stays undefined at the top and is dropped inside objects.
+ */
+export function storableAuditValue(value: unknown): unknown {
+  const budget = { nodes: MAX_NODES };
+  return snapshot(value, 0, new Set(), budget);
+}
+
+function snapshot(value: unknown, depth: number, path: Set<object>, budget: { nodes: number }): unknown {
+  if (budget.nodes-- <= 0) return "[truncated]";
+  switch (typeof value) {
+    case "string":
+      return value.length > MAX_STRING ? `${value.slice(0, MAX_STRING)}…[cut]` : value;
+    case "number":
+    case "boolean":
+    case "bigint":
+    case "undefined":
+      return value;
+    case "function":
+      return "[function]";
+    case "symbol":
+      return "[symbol]";
+  }
+  if (value === null) return null;
+  const object = value as object;
+  if (path.has(object)) return "[circular]";
+  if (depth >= MAX_DEPTH) return "[too deep]";
+  try {
+    if (object instanceof Date) return Number.isNaN(object.getTime()) ? "[invalid date]" : object.toISOString();
+    path.add(object);
+    try {
+      if (Array.isArray(object)) {
+        const copy: unknown[] = [];
+        for (let index = 0; index < object.length; index++) {
+          if (budget.nodes <= 0) {
+            copy.push("[truncated]");
+            break;
+          }
+          const item = snapshot(
+            readSafely(() => (object as unknown[])[index]),
+            depth + 1,
+            path,
+            budget,
+          );
+          copy.push(item === undefined ? null : item);
+        }
+        return copy;
+      }
+      const copy: Record<string, unknown> = {};
+      for (const key of Object.keys(object)) {
+        if (budget.nodes <= 0) {
+          copy["…"] = "[truncated]";
+          break;
+        }
+        const item = snapshot(
+          readSafely(() => (object as Record<string, unknown>)[key]),
+          depth + 1,
+          path,
+          budget,
+        );
+        if (item !== undefined) copy[key] = item;
+      }
+      return copy;
+    } finally {
+      path.delete(object);
+    }
+  } catch (error) {
+    return unreadable(error);
+  }
+}
+
+/** Reads a property; a throwing getter or proxy trap gives its marker string instead. */
+function readSafely(read: () => unknown): unknown {
+  try {
+    return read();
+  } catch (error) {
+    return unreadable(error);
+  }
+}
+
+function unreadable(error: unknown): string {
+  let reason = "error";
+  try {
+    reason = error instanceof Error ? error.message : String(error);
+  } catch {
+    // An error whose message cannot be read: the generic marker.
+  }
+  return `[unreadable: ${reason.slice(0, 200)}]`;
+}
