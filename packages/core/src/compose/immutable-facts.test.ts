@@ -1,6 +1,6 @@
 import { expect, test } from "vitest";
 import { defineTags } from "../domain/tags";
-import { EventBus } from "../events/event-bus";
+import { EventBus, eventBusViewOf } from "../events/event-bus";
 import { MemoryStore } from "../memory/memory-store";
 import { SimulatedClock } from "../memory/simulated-clock";
 import { SimulatedPlc } from "../memory/simulated-plc";
@@ -124,16 +124,21 @@ test("a bus handler cannot change what later handlers and the event recorder see
   expect(start?.payload).toMatchObject({ startedBy: { id: "ada", roles: ["admin"] } });
 });
 
-test("publish hands every handler one deep-frozen copy; the publisher's object is left alone", async () => {
+test("the bus view hands each host handler a deep-frozen copy; the publisher's object and the system's handlers are left alone", async () => {
   const bus = new EventBus<{ thing: { nested: { list: number[] }; error: Error } }>();
+  const view = eventBusViewOf(bus);
   const error = new Error("kept as is");
   const mine = { nested: { list: [1, 2] }, error };
   const received: { nested: { list: number[] }; error: Error }[] = [];
-  bus.on("thing", (event) => void received.push(event));
-  bus.on("thing", (event) => void received.push(event));
+  let internal: { nested: { list: number[] } } | undefined;
+  view.on("thing", (event) => void received.push(event));
+  bus.on("thing", (event) => void (internal = event));
+  const next = view.next("thing");
   await bus.publish("thing", mine);
-  expect(received[0]).toBe(received[1]);
+  received.push(await next);
+  expect(internal).toBe(mine);
   expect(received[0]).not.toBe(mine);
+  expect(Object.isFrozen(received[1]!.nested)).toBe(true);
   expect(Object.isFrozen(received[0]!.nested.list)).toBe(true);
   expect(() => received[0]!.nested.list.push(3)).toThrow(TypeError);
   expect(received[0]!.error).toBe(error);

@@ -62,12 +62,33 @@ export interface EventBusView<TEvents extends object> {
 /**
  * A read-only view of `bus`: a separate frozen object whose methods forward to the bus's
  * subscription methods. A cast cannot reach `publish` through it: the bus is not reachable from it.
+ * Each handler subscribed through the view receives its own deep-frozen copy of the event's plain
+ * data, so host code cannot change the fact the system's own handlers, the event recorder and
+ * other host handlers act on. The copy is made here, at the trust boundary, so the system's own
+ * dispatch (the hot path) pays nothing for it.
  */
 export function eventBusViewOf<TEvents extends object>(bus: EventBus<TEvents>): EventBusView<TEvents> {
+  const copied =
+    <TEvent>(handler: EventHandler<TEvent>): EventHandler<TEvent> =>
+    (event) =>
+      handler(frozenCopy(event) as TEvent);
   return Object.freeze({
-    on: (type, handler) => bus.on(type, handler),
-    once: (type, handler) => bus.once(type, handler),
-    next: (type, predicate) => bus.next(type, predicate),
+    on: (type, handler) => bus.on(type, copied(handler)),
+    once: (type, handler) => bus.once(type, copied(handler)),
+    next: <TType extends keyof TEvents & string>(
+      type: TType,
+      predicate?: (event: TEvents[TType]) => boolean,
+    ): Promise<TEvents[TType]> =>
+      new Promise<TEvents[TType]>((resolve) => {
+        const dispose = bus.on(
+          type,
+          copied<TEvents[TType]>((event) => {
+            if (predicate !== undefined && !predicate(event)) return;
+            dispose();
+            resolve(event);
+          }),
+        );
+      }),
   } satisfies EventBusView<TEvents>);
 }
 
@@ -154,12 +175,12 @@ export class EventBus<TEvents extends object> implements EventBusView<TEvents> {
   /**
    * Delivers `event` to every handler of `type`, synchronously for synchronous handlers. The
    * returned promise settles when every async handler has settled; it never rejects.
-   * Handlers and taps receive one deep-frozen copy of the event's plain data (objects and
-   * arrays; errors and class instances are passed as they are): a handler cannot change what
-   * later handlers or the event recorder see, and the publisher keeps its own object.
+   * Handlers and taps receive the publisher's object: they are the system's own parts and must
+   * not change it. Host code subscribes through {@link eventBusViewOf} (`system.bus`), which hands
+   * each of its handlers a deep-frozen copy.
    */
   publish<TType extends keyof TEvents & string>(type: TType, event: TEvents[TType]): Promise<void> {
-    const delivered = frozenCopy(event) as TEvents[TType];
+    const delivered = event;
     const outer = this.#pending;
     this.#pending = undefined;
     const handlers = this.#handlers.get(type) as readonly EventHandler<TEvents[TType]>[] | undefined;
