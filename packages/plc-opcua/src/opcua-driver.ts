@@ -25,6 +25,7 @@ import {
 } from "@kiln/core/driver-kit";
 import { ConnectionLifecycle, raceAbort, type Disposer } from "@kiln/core/driver-kit";
 import {
+  ActivateSessionRequest,
   AttributeIds,
   ObjectIds,
   resolveNodeId,
@@ -383,10 +384,7 @@ export class OpcuaDriver implements PlcDriver {
     const { client, session } = connection;
     const current = (): boolean => this.#connection === connection && !this.#lifecycle.signal.aborted;
     client.on("connection_lost", () => {
-      if (!current()) return;
-      this.#logger.warn("OPC UA connection lost; reconnecting");
-      this.#lifecycle.setStatus("reconnecting", "connection lost");
-      for (const subscription of this.#subscriptions) subscription.connectionLost();
+      if (current()) this.#sessionLost("connection lost");
     });
     client.on("backoff", (retry: number, delay: number) => {
       if (current()) this.#logger.debug({ retry, delayMs: delay }, "OPC UA reconnect attempt failed; backing off");
@@ -401,6 +399,15 @@ export class OpcuaDriver implements PlcDriver {
     session.on("session_closed", () => {
       if (current()) this.#rebuild(connection, "the server closed the session");
     });
+    client.on("send_request", (request: unknown) => {
+      // node-opcua repairs a session the server dropped (BadSessionIdInvalid, seen on the next
+      // keep-alive) by re-activating it, then re-creating it; the channel is up, so no
+      // connection_lost. The first re-activation marks the loss: values are not live until the
+      // repair ends (session_restored reports connected again).
+      if (request instanceof ActivateSessionRequest && current() && this.status === "connected") {
+        this.#sessionLost("the server dropped the session; re-creating it");
+      }
+    });
     session.on("keepalive_failure", () => {
       if (current()) this.#logger.warn("OPC UA keep-alive failed; the session may be dead");
     });
@@ -414,6 +421,13 @@ export class OpcuaDriver implements PlcDriver {
       this.#logger.info("OPC UA session restored");
       this.#afterRepair(connection);
     });
+  }
+
+  /** Status `reconnecting` with `reason`, and every subscribed tag `uncertain` (last value). */
+  #sessionLost(reason: string): void {
+    this.#logger.warn({ reason }, "OPC UA session lost; repairing it");
+    this.#lifecycle.setStatus("reconnecting", reason);
+    for (const subscription of this.#subscriptions) subscription.connectionLost();
   }
 
   /**

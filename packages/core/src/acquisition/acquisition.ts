@@ -432,7 +432,9 @@ export class Acquisition {
         if (probe) {
           const samples = await driver.probe(probe.tags);
           if (this.#link !== "offline") return;
-          cvt.update(samples, clock.now());
+          // A subscription group's values come with its subscription's first notification; the
+          // probe's copy of them (same value, timestamp and quality) would reach observers twice.
+          if (probe.mode === "poll") cvt.update(samples, clock.now());
         }
         await this.#goOnline();
         return;
