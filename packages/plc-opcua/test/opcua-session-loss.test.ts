@@ -131,4 +131,38 @@ describe("session loss and reconnects (issue 13, fault 5)", () => {
       await system.stop();
     }
   }, 60_000);
+
+  test("while the server is down, each failed reconnect attempt's reason shows in the status change and health() (issue 13, fault 2)", async () => {
+    const { system, seen, statuses } = newSystem();
+    await system.start();
+    try {
+      await goodAgain(system, seen, 0);
+      await simulator.stop();
+      const attempts = await waitFor(
+        () => {
+          const failed = statuses.filter((change) => change.from === "reconnecting" && change.to === "reconnecting");
+          return failed.length >= 2 ? failed : undefined;
+        },
+        { what: "two failed reconnect attempts reported" },
+      );
+      const reasons = attempts.map((change) => change.reason!);
+      // The attempt's own reason (the refused TCP connection), not the first "connection lost".
+      expect(reasons.every((reason) => /^TCP connection to opc\.tcp:\/\/\S+ failed \(attempt \d+\)/.test(reason))).toBe(
+        true,
+      );
+      expect(attempts.every((change) => change.code === "KILN_CONNECTION_FAILED")).toBe(true);
+      await waitFor(
+        () => {
+          const lastError = system.health().acquisition.lastError ?? "";
+          const latest = statuses.filter((change) => change.to === "reconnecting").map((change) => change.reason!);
+          return latest.slice(1).some((reason) => lastError.includes(reason));
+        },
+        { what: "health() to show a failed attempt's reason" },
+      );
+      await simulator.start();
+      await goodAgain(system, seen, 0);
+    } finally {
+      await system.stop();
+    }
+  }, 60_000);
 });

@@ -223,6 +223,10 @@ export class Acquisition {
     this.#disposers.push(
       driver.onStatusChange((change) => {
         if (change.from === "connected" || change.to === "closed") this.#epoch++;
+        // The driver's own reconnect loop reports each failed attempt's reason: health() shows the latest.
+        if (change.to === "reconnecting" && change.reason) {
+          this.#lastError = change.code ? `${change.code}: ${change.reason}` : change.reason;
+        }
         if (change.to === "failed") {
           this.#giveUp(change.code ?? "KILN_AUTHENTICATION_FAILED", change.reason ?? "the device refused the identity");
         } else if (this.#link === "online" && (change.to === "disconnected" || change.to === "reconnecting")) {
