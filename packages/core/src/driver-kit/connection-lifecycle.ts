@@ -85,7 +85,7 @@ export class ConnectionLifecycle {
 
   /**
    * Why the connection is in its state: the reason of the last status change, or of the last
-   * failed reconnect attempt while `reconnecting` (see {@link attemptFailed}). Undefined before any.
+   * failed reconnect attempt while `reconnecting` (see {@link ConnectionLifecycle.attemptFailed}). Undefined before any.
    */
   get reason(): string | undefined {
     return this.#reason;
@@ -106,7 +106,7 @@ export class ConnectionLifecycle {
 
   /**
    * Moves to `to` and tells the listeners, with `reason` and the error `code` behind it where
-   * given. No change, no event (a failed attempt while reconnecting: {@link attemptFailed}).
+   * given. No change, no event (a failed attempt while reconnecting: {@link ConnectionLifecycle.attemptFailed}).
    */
   setStatus(to: DriverStatus, reason?: string, code?: KilnErrorCode): void {
     const from = this.#status;
@@ -119,9 +119,9 @@ export class ConnectionLifecycle {
   /**
    * Reports a failed reconnect attempt while `reconnecting`: listeners get a `reconnecting` →
    * `reconnecting` change with this attempt's reason (the error's message) and code, and
-   * {@link reason} holds it, so the application sees why the link is still down now (TCP,
+   * {@link ConnectionLifecycle.reason} holds it, so the application sees why the link is still down now (TCP,
    * secure channel, certificate, session...) rather than why it first went down. The
-   * {@link reconnect} loop calls it for each failed attempt; a driver whose protocol library
+   * {@link ConnectionLifecycle.reconnect} loop calls it for each failed attempt; a driver whose protocol library
    * runs its own reconnect loop calls it from that loop's failure event. Ignored in any other state.
    */
   attemptFailed(error: unknown): void {
