@@ -12,6 +12,7 @@ import {
   KilnError,
   type Principal,
   type ProcessResult,
+  QualityCodes,
   type Sample,
   SystemClock,
 } from "@kiln/core";
@@ -271,6 +272,7 @@ class AldDemoRun {
         stored: history.stored,
         lost: Math.max(0, logging.samplesIn - history.stored),
         notGood: history.notGood,
+        stale: history.stale,
       },
       pulseTiming: result.timing.pulse,
       waitTiming: result.timing.wait,
@@ -534,6 +536,7 @@ class AldDemoRun {
     const samples = new Map<string, Sample[]>();
     let stored = 0;
     let notGood = 0;
+    let stale = 0;
     for (const tag of aldTags.names) {
       const all: Sample[] = [];
       for (;;) {
@@ -550,6 +553,7 @@ class AldDemoRun {
       samples.set(tag, all);
       stored += all.length;
       notGood += all.filter((sample) => sample.quality.severity !== "good").length;
+      stale += all.filter((sample) => sample.quality.code === QualityCodes.UncertainLastUsableValue).length;
     }
     const bucketMs = Math.max(50, Math.ceil((to - from) / 240));
     const buckets = new Map<string, SampleBucket[]>();
@@ -565,7 +569,7 @@ class AldDemoRun {
     });
     const cycles = await cycleStatistics(store.history, PRESSURE, cycleWindows(this.#phases));
     await store.close();
-    return { samples, buckets, bucketMs, stored, notGood, from, to, pressureTrend, cycles };
+    return { samples, buckets, bucketMs, stored, notGood, stale, from, to, pressureTrend, cycles };
   }
 
   #report(
@@ -690,6 +694,7 @@ interface History {
   readonly bucketMs: number;
   readonly stored: number;
   readonly notGood: number;
+  readonly stale: number;
   readonly from: number;
   readonly to: number;
 }

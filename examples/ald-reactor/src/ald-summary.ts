@@ -50,8 +50,14 @@ export interface AldDemoSummary {
     readonly dropped: number;
     readonly stored: number;
     readonly lost: number;
-    /** Stored samples whose quality was not good (the outage, in fault mode). */
+    /** Stored samples whose quality was not good (the outage, in fault mode; `stale` below). */
     readonly notGood: number;
+    /**
+     * Of `notGood`, the staleness markers (UncertainLastUsableValue): a polled value not updated
+     * within its scan group's `staleAfterPeriods` because the scan fell behind (a loaded machine;
+     * the demo's store shares the event loop). Correct quality, not a communication fault.
+     */
+    readonly stale: number;
   };
   /** Pulse open time minus planned, ms (from the process result). */
   readonly pulseTiming: TimingStats;
@@ -114,7 +120,7 @@ export function summaryItems(summary: AldDemoSummary): { label: string; value: s
     },
     {
       label: "Samples logged",
-      value: `${samples.out} of ${samples.in} written, ${samples.stored} read back from the store, ${samples.dropped} dropped, ${samples.lost} lost${samples.notGood > 0 ? ` (${samples.notGood} with quality not good)` : ""}`,
+      value: `${samples.out} of ${samples.in} written, ${samples.stored} read back from the store, ${samples.dropped} dropped, ${samples.lost} lost${samples.notGood > 0 ? ` (${samples.notGood} with quality not good, ${samples.stale} of them stale: the scan fell behind)` : ""}`,
       ok: samples.lost === 0 && samples.dropped === 0 && samples.out === samples.in,
     },
     {

@@ -98,7 +98,12 @@ describe("the ALD demo, shortened to 3 cycles", { timeout: 120_000 }, () => {
 
     const { samples } = summary;
     expect(samples.in).toBeGreaterThan(20);
-    expect(samples).toMatchObject({ out: samples.in, stored: samples.in, dropped: 0, lost: 0, notGood: 0 });
+    expect(samples).toMatchObject({ out: samples.in, stored: samples.in, dropped: 0, lost: 0 });
+    // No sample is uncertain or bad for a communication or type fault. The only quality allowed
+    // is staleness: on a loaded machine a 50 ms scan can fall more than 3 periods behind (seen as
+    // 6 "stale: no update within 150 ms" markers in 2 of 5 runs at load 13 on 2 cores), and
+    // marking those values uncertain is the correct behaviour, not a fault of the run.
+    expect(samples.notGood).toBe(samples.stale);
 
     expect(summary.alarms.raised).toBeGreaterThanOrEqual(1);
     expect(summary.alarms.acknowledged).toBe(summary.alarms.raised);

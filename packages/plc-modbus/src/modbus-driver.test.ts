@@ -285,10 +285,17 @@ describe("ModbusDriver: reconnection", () => {
     device.connectBehaviour = "accept";
     await clock.advance(400);
     expect(driver.status).toBe("connected");
-    expect(changes.slice(2).map((change) => [change.from, change.to])).toEqual([
+    const transitions = changes.slice(2).filter((change) => change.from !== change.to);
+    expect(transitions.map((change) => [change.from, change.to])).toEqual([
       ["connected", "reconnecting"],
       ["reconnecting", "connected"],
     ]);
+    // Each refused attempt is reported with its own reason (reconnecting -> reconnecting).
+    const attemptsReported = changes.filter((change) => change.from === "reconnecting" && change.to === "reconnecting");
+    expect(attemptsReported).toHaveLength(4);
+    expect(attemptsReported.every((change) => typeof change.reason === "string" && change.reason.length > 0)).toBe(
+      true,
+    );
   });
 
   it("connect() while reconnecting resolves on the next successful attempt", async () => {

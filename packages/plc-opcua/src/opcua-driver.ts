@@ -25,6 +25,7 @@ import {
 } from "@kiln/core/driver-kit";
 import { ConnectionLifecycle, raceAbort, type Disposer } from "@kiln/core/driver-kit";
 import {
+  ActivateSessionRequest,
   AttributeIds,
   ObjectIds,
   resolveNodeId,
@@ -383,13 +384,24 @@ export class OpcuaDriver implements PlcDriver {
     const { client, session } = connection;
     const current = (): boolean => this.#connection === connection && !this.#lifecycle.signal.aborted;
     client.on("connection_lost", () => {
-      if (!current()) return;
-      this.#logger.warn("OPC UA connection lost; reconnecting");
-      this.#lifecycle.setStatus("reconnecting", "connection lost");
-      for (const subscription of this.#subscriptions) subscription.connectionLost();
+      if (current()) this.#sessionLost("connection lost");
+    });
+    client.on("reconnection_attempt_has_failed", (error: unknown) => {
+      // node-opcua's own reconnect loop (TCP, secure channel, certificate): each attempt's reason.
+      if (current()) this.#lifecycle.attemptFailed(this.#connectError(error));
     });
     client.on("backoff", (retry: number, delay: number) => {
-      if (current()) this.#logger.debug({ retry, delayMs: delay }, "OPC UA reconnect attempt failed; backing off");
+      if (!current()) return;
+      this.#logger.debug({ retry, delayMs: delay }, "OPC UA reconnect attempt failed; backing off");
+      // node-opcua retries the TCP connection inside the secure channel and does not pass on
+      // the socket error; the stage is what is known.
+      this.#lifecycle.attemptFailed(
+        new KilnError(
+          "KILN_CONNECTION_FAILED",
+          `TCP connection to ${this.#options.endpointUrl} failed (attempt ${retry + 1}); retrying in ${Math.round(delay)} ms`,
+          { retryable: true, details: { endpointUrl: this.#options.endpointUrl, stage: "tcp" } },
+        ),
+      );
     });
     client.on("connection_reestablished", () => {
       if (current()) this.#afterRepair(connection);
@@ -401,12 +413,23 @@ export class OpcuaDriver implements PlcDriver {
     session.on("session_closed", () => {
       if (current()) this.#rebuild(connection, "the server closed the session");
     });
+    client.on("send_request", (request: unknown) => {
+      // node-opcua repairs a session the server dropped (BadSessionIdInvalid, seen on the next
+      // keep-alive) by re-activating it, then re-creating it; the channel is up, so no
+      // connection_lost. The first re-activation marks the loss: values are not live until the
+      // repair ends (session_restored reports connected again).
+      if (request instanceof ActivateSessionRequest && current() && this.status === "connected") {
+        this.#sessionLost("the server dropped the session; re-creating it");
+      }
+    });
     session.on("keepalive_failure", () => {
       if (current()) this.#logger.warn("OPC UA keep-alive failed; the session may be dead");
     });
     session.on("session_repaired_failed", (error: unknown) => {
       // node-opcua retries a failed repair every 2 s forever; a refused identity must stop it.
-      if (current() && isAuthenticationFailure(statusOfError(error))) this.#refused(connection, error);
+      if (!current()) return;
+      if (isAuthenticationFailure(statusOfError(error))) this.#refused(connection, error);
+      else this.#lifecycle.attemptFailed(this.#connectError(error));
     });
     session.on("session_restored", () => {
       // Also after a repair on a live channel (the server had dropped the session).
@@ -416,6 +439,13 @@ export class OpcuaDriver implements PlcDriver {
     });
   }
 
+  /** Status `reconnecting` with `reason`, and every subscribed tag `uncertain` (last value). */
+  #sessionLost(reason: string): void {
+    this.#logger.warn({ reason }, "OPC UA session lost; repairing it");
+    this.#lifecycle.setStatus("reconnecting", reason);
+    for (const subscription of this.#subscriptions) subscription.connectionLost();
+  }
+
   /**
    * The server refused the identity while node-opcua repaired the session (a password changed
    * during a restart): stop here, with status `failed`, after this one log-in attempt.
@@ -423,17 +453,21 @@ export class OpcuaDriver implements PlcDriver {
   #refused(connection: Connection, cause: unknown): void {
     this.#connection = undefined;
     for (const subscription of this.#subscriptions) subscription.connectionLost();
+    this.#lifecycle.fail(this.#connectError(cause));
+    // Disconnecting makes the client unusable, which ends node-opcua's repair loop.
+    void this.#dispose(connection);
+  }
+
+  /** A connection failure as the KilnError `connect()` would throw (its code and specific message). */
+  #connectError(cause: unknown): KilnError {
     const { endpointUrl, security } = this.#options;
-    const error = connectError(cause, {
+    return connectError(cause, {
       endpointUrl,
       securityMode: security.mode,
       securityPolicy: security.mode === "None" ? "None" : security.policy,
       pkiDir: this.#pkiDir,
       secret: this.#secret,
     });
-    this.#lifecycle.fail(error);
-    // Disconnecting makes the client unusable, which ends node-opcua's repair loop.
-    void this.#dispose(connection);
   }
 
   /** Runs {@link #reconcile} once node-opcua has repaired the session; coalesces bursts. */
@@ -570,10 +604,12 @@ export class OpcuaDriver implements PlcDriver {
     const status = this.status;
     if (status === "connected" && connection) return connection;
     if (status === "reconnecting") {
-      throw new KilnError("KILN_CONNECTION_FAILED", `The OPC UA connection "${this.name}" is down; reconnecting.`, {
-        retryable: true,
-        details: { driver: this.name, status },
-      });
+      const reason = this.#lifecycle.reason;
+      throw new KilnError(
+        "KILN_CONNECTION_FAILED",
+        `The OPC UA connection "${this.name}" is down; reconnecting${reason ? ` (${reason})` : ""}.`,
+        { retryable: true, details: { driver: this.name, status, ...(reason ? { reason } : {}) } },
+      );
     }
     throw new KilnError("KILN_NOT_CONNECTED", `The OPC UA driver "${this.name}" is ${status}; call connect() first.`, {
       retryable: status === "connecting",

@@ -223,6 +223,10 @@ export class Acquisition {
     this.#disposers.push(
       driver.onStatusChange((change) => {
         if (change.from === "connected" || change.to === "closed") this.#epoch++;
+        // The driver's own reconnect loop reports each failed attempt's reason: health() shows the latest.
+        if (change.to === "reconnecting" && change.reason) {
+          this.#lastError = change.code ? `${change.code}: ${change.reason}` : change.reason;
+        }
         if (change.to === "failed") {
           this.#giveUp(change.code ?? "KILN_AUTHENTICATION_FAILED", change.reason ?? "the device refused the identity");
         } else if (this.#link === "online" && (change.to === "disconnected" || change.to === "reconnecting")) {
@@ -432,7 +436,9 @@ export class Acquisition {
         if (probe) {
           const samples = await driver.probe(probe.tags);
           if (this.#link !== "offline") return;
-          cvt.update(samples, clock.now());
+          // A subscription group's values come with its subscription's first notification; the
+          // probe's copy of them (same value, timestamp and quality) would reach observers twice.
+          if (probe.mode === "poll") cvt.update(samples, clock.now());
         }
         await this.#goOnline();
         return;

@@ -176,11 +176,56 @@ describe("ConnectionLifecycle", () => {
     await clock.advance(400);
     await loop;
     expect(attempts).toEqual([100, 300, 700]);
-    expect(changes.slice(-2)).toEqual([
+    expect(changes.slice(-4)).toEqual([
       { from: "connected", to: "reconnecting", reason: "link lost" },
+      { from: "reconnecting", to: "reconnecting", reason: "refused" },
+      { from: "reconnecting", to: "reconnecting", reason: "refused" },
       { from: "reconnecting", to: "connected", reason: "after 3" },
     ]);
     expect(recovered).toBe(true);
+  });
+
+  test("each failed reconnect attempt reports its own reason and code, not the first one (issue 13, fault 2)", async () => {
+    const { clock, lifecycle, changes } = setup();
+    await lifecycle.connect(async () => undefined);
+    const failures = [
+      new Error("connect ECONNREFUSED 127.0.0.1:4840"),
+      new KilnError(
+        "KILN_CONNECTION_FAILED",
+        "The certificate of the server is not trusted (BadCertificateUntrusted).",
+      ),
+    ];
+    let attempts = 0;
+    const loop = lifecycle.reconnect({
+      reason: "connection lost",
+      backoff: { initialDelayMs: 100, maxDelayMs: 100, jitter: 0 },
+      attempt: async () => {
+        const failure = failures[attempts++];
+        if (failure) throw failure;
+      },
+    });
+    await clock.advance(0);
+    expect(lifecycle.reason).toBe("connect ECONNREFUSED 127.0.0.1:4840");
+    await clock.advance(100);
+    expect(lifecycle.reason).toMatch(/not trusted/);
+    await clock.advance(100);
+    await loop;
+    expect(changes.slice(-4)).toEqual([
+      { from: "connected", to: "reconnecting", reason: "connection lost" },
+      { from: "reconnecting", to: "reconnecting", reason: "connect ECONNREFUSED 127.0.0.1:4840" },
+      {
+        from: "reconnecting",
+        to: "reconnecting",
+        reason: "The certificate of the server is not trusted (BadCertificateUntrusted).",
+        code: "KILN_CONNECTION_FAILED",
+      },
+      { from: "reconnecting", to: "connected", reason: "reconnected" },
+    ]);
+    expect(lifecycle.reason).toBe("reconnected");
+    // Sibling: outside reconnecting a failed attempt changes nothing.
+    lifecycle.attemptFailed(new Error("late"));
+    expect(changes.at(-1)!.reason).toBe("reconnected");
+    expect(lifecycle.reason).toBe("reconnected");
   });
 
   test("reconnect stops on close, and when told to stop (status disconnected)", async () => {

@@ -66,6 +66,7 @@ export class ConnectionLifecycle {
   readonly #onListenerError: ((error: unknown) => void) | undefined;
   readonly #listeners = new Set<(change: DriverStatusChange) => void>();
   #status: DriverStatus = "disconnected";
+  #reason: string | undefined;
   #lifetime = new AbortController();
   #connecting: Promise<void> | undefined;
   #reconnecting: Promise<void> | undefined;
@@ -80,6 +81,14 @@ export class ConnectionLifecycle {
   /** The current connection state. */
   get status(): DriverStatus {
     return this.#status;
+  }
+
+  /**
+   * Why the connection is in its state: the reason of the last status change, or of the last
+   * failed reconnect attempt while `reconnecting` (see {@link ConnectionLifecycle.attemptFailed}). Undefined before any.
+   */
+  get reason(): string | undefined {
+    return this.#reason;
   }
 
   /** Aborted by `close()`; renewed by the next `connect()`. Pass it to everything the connection owns. */
@@ -97,12 +106,32 @@ export class ConnectionLifecycle {
 
   /**
    * Moves to `to` and tells the listeners, with `reason` and the error `code` behind it where
-   * given. No change, no event.
+   * given. No change, no event (a failed attempt while reconnecting: {@link ConnectionLifecycle.attemptFailed}).
    */
   setStatus(to: DriverStatus, reason?: string, code?: KilnErrorCode): void {
     const from = this.#status;
     if (from === to) return;
     this.#status = to;
+    this.#reason = reason;
+    this.#tell(from, to, reason, code);
+  }
+
+  /**
+   * Reports a failed reconnect attempt while `reconnecting`: listeners get a `reconnecting` →
+   * `reconnecting` change with this attempt's reason (the error's message) and code, and
+   * {@link ConnectionLifecycle.reason} holds it, so the application sees why the link is still down now (TCP,
+   * secure channel, certificate, session...) rather than why it first went down. The
+   * {@link ConnectionLifecycle.reconnect} loop calls it for each failed attempt; a driver whose protocol library
+   * runs its own reconnect loop calls it from that loop's failure event. Ignored in any other state.
+   */
+  attemptFailed(error: unknown): void {
+    if (this.#status !== "reconnecting") return;
+    const reason = describe(error);
+    this.#reason = reason;
+    this.#tell("reconnecting", "reconnecting", reason, KilnError.is(error) ? error.code : undefined);
+  }
+
+  #tell(from: DriverStatus, to: DriverStatus, reason: string | undefined, code: KilnErrorCode | undefined): void {
     const change: DriverStatusChange = {
       from,
       to,
@@ -239,6 +268,7 @@ export class ConnectionLifecycle {
             this.#stopped(error);
             return;
           }
+          this.attemptFailed(error);
           continue;
         }
         if (lifetime.aborted) return;

@@ -25,7 +25,11 @@ export interface PlcDriverCapabilities {
  */
 export type DriverStatus = "disconnected" | "connecting" | "connected" | "reconnecting" | "failed" | "closed";
 
-/** Passed to status listeners when a driver's connection state changes. */
+/**
+ * Passed to status listeners when a driver's connection state changes, and while `reconnecting`
+ * after each failed attempt (`from` and `to` both `reconnecting`, with that attempt's reason and
+ * code), so the reason shown is why the link is down now.
+ */
 export interface DriverStatusChange {
   /** The previous state. */
   readonly from: DriverStatus;
