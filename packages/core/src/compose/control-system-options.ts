@@ -203,6 +203,7 @@ const optionsSchema = z
     acquisition: acquisitionSchema,
     logging: loggingSchema,
     storePolicies: storePoliciesSchema,
+    lifecycleTimeoutMs: positive.default(30_000),
     alarms: z.array(z.unknown()).default([]),
     machine: machineSchema,
     authorization: authorizationSchema,
@@ -318,6 +319,14 @@ export interface ControlSystemOptions {
       };
     };
   };
+  /**
+   * Time each lifecycle call to a port may take, in ms: the store's `open` and `close` and the
+   * driver's `close`. One that fails or runs over is reported (`lifecycle-step-fail`,
+   * `health().lifecycle.lastError`) and the start or stop goes on from there: a stop still
+   * closes the store and ends `stopped`, so `start()` works again; a start fails (or, with a
+   * spool, starts degraded) as if the store could not be opened. @default 30000
+   */
+  readonly lifecycleTimeoutMs?: number;
   /** ISA-18.2 alarm definitions on the tags. */
   readonly alarms?: readonly AlarmDefinitionInput[];
   /** The machine's state model and the safe state applied on abort and interlock trips. */
