@@ -37,6 +37,7 @@ export {
   ControlSystem,
   type ControlSystemHealth,
   type MachineStateMachine,
+  type StoredHistoryView,
   type UncheckedParts,
 } from "./compose/control-system";
 export type { ControlSystemOptions } from "./compose/control-system-options";

@@ -15,6 +15,8 @@ import type { Clock } from "../ports/clock";
 import type { Logger } from "../ports/logger";
 import type { PlcDriver } from "../ports/plc-driver";
 import type { StoredRecipe } from "../ports/recipe-repository";
+import type { AlarmHistory } from "../ports/alarm-history";
+import type { HistoryQueries, SampleHistory } from "../ports/sample-history";
 import type { Store } from "../ports/store";
 import { withTimeout } from "../resilience/timeout";
 import { recoverInterrupted } from "../recipes/process-recovery";
@@ -60,6 +62,20 @@ export interface UncheckedParts {
    * the logging pipeline and recipe conditions take as the device's.
    */
   readonly cvt: CurrentValueTable;
+}
+
+/**
+ * Reads of what the store holds, each through its port's policy (timeout, breaker, retry):
+ * samples and history queries under `store:history`, alarm history under `store:alarms`.
+ * Read-only; the store is open only while the system runs (otherwise `KILN_LIFECYCLE`).
+ */
+export interface StoredHistoryView {
+  /** Raw samples (`readSamples`) and time buckets (`readBuckets`) of one tag. */
+  readonly samples: SampleHistory;
+  /** Alarm transitions recorded in a time range (for `computeAlarmKpis`). */
+  readonly alarms: Pick<AlarmHistory, "query">;
+  /** Aggregates, value-at, interpolation and downsampling, when the store has them (`capabilities.history`). */
+  readonly queries?: HistoryQueries;
 }
 
 /** A summary of the system's health for a host's health endpoint. */
@@ -132,6 +148,13 @@ export class ControlSystem {
    */
   readonly unchecked: UncheckedParts;
 
+  /**
+   * Stored history (samples, buckets, alarm transitions, history queries) read through the
+   * store's port policies; use this rather than `unchecked.store`.
+   * @example
+   * const kpis = computeAlarmKpis(await system.history.alarms.query(lastHour), lastHour);
+   */
+  readonly history: StoredHistoryView;
   readonly #options: ResolvedControlSystemOptions;
   readonly #bus: EventBus<KilnEvents>;
   readonly #cvt: CurrentValueTable;
@@ -185,6 +208,15 @@ export class ControlSystem {
     this.#recorder = container.resolve(Tokens.EventRecorder);
     this.#machine = container.resolve(Tokens.Machine);
     this.#recipes = container.resolve(Tokens.RecipeExecutor);
+    const store = this.#guardedStore;
+    this.history = Object.freeze({
+      samples: Object.freeze({
+        readSamples: (query: Parameters<SampleHistory["readSamples"]>[0]) => store.samples.readSamples(query),
+        readBuckets: (query: Parameters<SampleHistory["readBuckets"]>[0]) => store.samples.readBuckets(query),
+      }),
+      alarms: Object.freeze({ query: (range: Parameters<AlarmHistory["query"]>[0]) => store.alarms.query(range) }),
+      ...(store.history ? { queries: store.history } : {}),
+    });
     this.unchecked = Object.freeze({
       driver: container.resolve(Tokens.Driver),
       store: container.resolve(Tokens.Store),
