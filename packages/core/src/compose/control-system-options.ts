@@ -24,7 +24,8 @@ interface BackoffDefaults {
 
 /**
  * The one schema of a capped exponential backoff (reconnect, samples retry, store-port retry):
- * `initialDelayMs` ≥ 0, `maxDelayMs` > 0 and at least `initialDelayMs`, `multiplier` ≥ 1.
+ * `initialDelayMs` > 0, `maxDelayMs` > 0 and at least `initialDelayMs`, `multiplier` ≥ 1 (the
+ * rules of the driver kit's `checkBackoff`).
  * `extra` adds fields of the same object (a retry's `maxAttempts`).
  */
 const backoffSchema = <TExtra extends z.ZodRawShape = Record<never, never>>(
@@ -33,7 +34,7 @@ const backoffSchema = <TExtra extends z.ZodRawShape = Record<never, never>>(
 ) =>
   z
     .object({
-      initialDelayMs: z.number().nonnegative().default(defaults.initialDelayMs),
+      initialDelayMs: positive.default(defaults.initialDelayMs),
       maxDelayMs: positive.default(defaults.maxDelayMs),
       multiplier: z.number().min(1).default(defaults.multiplier),
       ...(extra as TExtra),
