@@ -72,7 +72,10 @@ export function checkBackoff(backoff: ReconnectBackoff, path = "backoff"): void 
   const { initialDelayMs, maxDelayMs, multiplier, jitter } = (backoff ?? {}) as Partial<ReconnectBackoff>;
   const finite = (value: unknown): value is number => typeof value === "number" && Number.isFinite(value);
   if (!finite(initialDelayMs) || initialDelayMs <= 0) {
-    issues.push({ path: field("initialDelayMs"), message: `must be a finite number > 0, got ${String(initialDelayMs)}` });
+    issues.push({
+      path: field("initialDelayMs"),
+      message: `must be a finite number > 0, got ${String(initialDelayMs)}`,
+    });
   }
   if (!finite(maxDelayMs) || !(maxDelayMs >= (finite(initialDelayMs) ? initialDelayMs : 0)) || maxDelayMs <= 0) {
     issues.push({
@@ -83,7 +86,11 @@ export function checkBackoff(backoff: ReconnectBackoff, path = "backoff"): void 
   if (multiplier !== undefined && (!finite(multiplier) || multiplier < 1)) {
     issues.push({ path: field("multiplier"), message: `must be a finite number ≥ 1, got ${String(multiplier)}` });
   }
-  if (jitter !== undefined && !JITTER_KINDS.has(jitter) && !(typeof jitter === "number" && jitter >= 0 && jitter <= 1)) {
+  if (
+    jitter !== undefined &&
+    !JITTER_KINDS.has(jitter) &&
+    !(typeof jitter === "number" && jitter >= 0 && jitter <= 1)
+  ) {
     issues.push({
       path: field("jitter"),
       message: `must be "full", "equal", "none" or a fraction in [0, 1], got ${String(jitter)}`,

@@ -259,7 +259,13 @@ describe("ConnectionLifecycle", () => {
     await connecting;
     expect(lifecycle.status).toBe("connected");
     expect(open).toBe(1);
-    expect(changes.map((change) => change.to)).toEqual(["connecting", "connected", "closed", "connecting", "connected"]);
+    expect(changes.map((change) => change.to)).toEqual([
+      "connecting",
+      "connected",
+      "closed",
+      "connecting",
+      "connected",
+    ]);
   });
 
   test("a release that throws: close ends closed and rejects with a typed error carrying the cause; a second close resolves", async () => {

@@ -315,7 +315,6 @@ export class ConnectionLifecycle {
     else this.setStatus("disconnected", describe(error), KilnError.is(error) ? error.code : undefined);
   }
 
-
   /**
    * The error for a call the connection cannot serve now: `KILN_NOT_CONNECTED`, retryable unless
    * closed, with `details.driver` and `details.status`.
