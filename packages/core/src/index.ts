@@ -37,10 +37,13 @@ export {
   ControlSystem,
   type ControlSystemHealth,
   type MachineStateMachine,
+  type StoredHistoryView,
   type UncheckedParts,
 } from "./compose/control-system";
 export type { ControlSystemOptions } from "./compose/control-system-options";
 export type { PortBreakerSettings, PortHealth, PortPolicy, StorePolicies } from "./compose/port-policies";
+export type { SystemState } from "./compose/system-lifecycle";
+export type { RetryJitter, RetryPolicyOptions } from "./resilience/retry";
 export type { Resolve, ServiceRegistry } from "./compose/service-registry";
 export { Tokens } from "./compose/tokens";
 export type { AcquisitionHealth, ScanGroupHealth } from "./acquisition/acquisition";
@@ -61,7 +64,12 @@ export {
   type SimulatedSource,
 } from "./memory/simulated-plc";
 export type { SignalSpec } from "./memory/signals";
-export { MemoryStore, type MemoryStoreFaults, type MemoryStoreOptions } from "./memory/memory-store";
+export {
+  MemoryStore,
+  type MemoryStoreFaults,
+  type MemoryStoreOptions,
+  type MemoryStorePort,
+} from "./memory/memory-store";
 export { MemoryMetrics, type MemoryMetricsOptions, type MetricSnapshot } from "./memory/memory-metrics";
 export { SystemClock } from "./runtime/system-clock";
 export { silentLogger } from "./runtime/silent-logger";

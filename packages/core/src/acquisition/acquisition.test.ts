@@ -84,6 +84,32 @@ function setup(
 }
 
 describe("Acquisition", () => {
+  test("does not trust the driver: a wrong-typed value is bad, a tag missing from a read is bad, an unrequested sample is dropped and counted", async () => {
+    const { clock, cvt, acquisition } = setup({
+      preparePlc: (plc) => {
+        const read = plc.read.bind(plc);
+        plc.read = async (list, signal) => {
+          const samples = await read(list, signal);
+          const reply = samples
+            .filter((sample) => sample.tag !== "fast.pressure")
+            .map((sample) => (sample.tag === "slow.temperature" ? { ...sample, value: "200 C" } : sample));
+          return [...reply, { ...samples[0]!, tag: "ghost.tag" }];
+        };
+      },
+    });
+    await acquisition.start();
+    await clock.advance(100);
+    expect(cvt.get("slow.temperature")).toMatchObject({ value: null, quality: { severity: "bad", code: 0x80740000 } });
+    expect(cvt.get("fast.pressure")).toMatchObject({
+      value: null,
+      quality: { severity: "bad", code: 0x809b0000, reason: "driver returned no sample" },
+    });
+    expect(cvt.get("fast.counter")?.quality.severity).toBe("good");
+    expect(acquisition.health().unrequestedSamples).toBe(4); // one per read: fast at 0, 50, 100; slow at 0
+    await acquisition.stop();
+    await acquisition.close();
+  });
+
   test("polls each scan group on its own period with one bulk read per cycle", async () => {
     const { clock, plc, cvt, acquisition } = setup();
     await acquisition.start();

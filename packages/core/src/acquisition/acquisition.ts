@@ -1,4 +1,5 @@
 import { KilnError, type KilnErrorCode } from "../domain/errors";
+import type { Sample } from "../domain/sample";
 import type { Tag } from "../domain/tags";
 import { NO_COMMUNICATION, type CurrentValueTable } from "../cvt/current-value-table";
 import type { KilnEvents } from "../events/catalogue";
@@ -11,6 +12,7 @@ import type { PlcDriver } from "../ports/plc-driver";
 import type { CircuitBreaker, CircuitBreakerSnapshot } from "../resilience/circuit-breaker";
 import type { GuardedDriver } from "../resilience/guarded-ports";
 import { backoffDelay, createRetryPolicy, type RetryPolicy } from "../resilience/retry";
+import { checkDriverSamples } from "./driver-samples";
 import { FixedRateScheduler } from "./fixed-rate-scheduler";
 import { RollingStats, type StatsSummary } from "../stats/rolling-stats";
 
@@ -104,6 +106,11 @@ export interface AcquisitionHealth {
   readonly breaker: CircuitBreakerSnapshot;
   /** Reconnection attempts made since the acquisition was created. */
   readonly reconnectAttempts: number;
+  /**
+   * Samples the driver returned for tags it was not asked for, dropped (a driver bug; logged
+   * once). Wrong-typed and missing values are not counted here: they show as `bad` samples.
+   */
+  readonly unrequestedSamples: number;
   /** The last driver failure (`CODE: message` for a `KilnError`), absent until one happens. */
   readonly lastError?: string;
   /** Health of each scan group that has tags. */
@@ -114,6 +121,8 @@ interface Group {
   readonly name: string;
   readonly settings: ScanGroupSettings;
   readonly tags: readonly Tag[];
+  /** The group's tags by name: what a driver reply for this group may contain. */
+  readonly asked: ReadonlyMap<string, Tag>;
   readonly mode: "poll" | "subscribe";
   scheduler?: FixedRateScheduler;
   unsubscribe?: Disposer;
@@ -146,6 +155,7 @@ export class Acquisition {
   #wake: AbortController | undefined;
   #stopping: AbortController | undefined;
   #lastError: string | undefined;
+  #unrequested = 0;
   #gaveUp = false;
   /** Counts the driver's drops and our stops, so a subscribe that completes after one is disposed. */
   #epoch = 0;
@@ -177,6 +187,7 @@ export class Acquisition {
         name,
         settings,
         tags,
+        asked: new Map(tags.map((tag) => [tag.name, tag])),
         mode: settings.mode === "subscribe" && canSubscribe ? "subscribe" : "poll",
         failedReads: 0,
         periodError: new RollingStats(),
@@ -304,6 +315,7 @@ export class Acquisition {
       driverStatus: this.#options.driver.status,
       breaker: this.#options.driver.breaker.snapshot,
       reconnectAttempts: this.#reconnectAttempts,
+      unrequestedSamples: this.#unrequested,
       ...(this.#lastError === undefined ? {} : { lastError: this.#lastError }),
       groups: this.#groups.map((group) => ({
         name: group.name,
@@ -330,7 +342,7 @@ export class Acquisition {
       const samples = await driver.read(group.tags, this.#stopping!.signal);
       const now = clock.now();
       group.readDuration.observe(now - started);
-      cvt.update(samples, now);
+      this.#accept(group, samples, true, now);
     } catch (error) {
       if (this.#stopping!.signal.aborted) return;
       group.failedReads++;
@@ -340,6 +352,24 @@ export class Acquisition {
     } finally {
       cvt.sweepStale(clock.now());
     }
+  }
+
+  /**
+   * Puts a driver reply into the current value table through the one check of driver samples
+   * (wrong type → bad, unrequested → dropped and counted, missing from a read → bad).
+   */
+  #accept(group: Group, reply: readonly Sample[], complete: boolean, now: number): void {
+    const { samples, unrequested } = checkDriverSamples(reply, group.asked, complete, now);
+    if (unrequested > 0) {
+      if (this.#unrequested === 0) {
+        this.#logger.warn(
+          { driver: this.#options.driver.name, group: group.name, count: unrequested },
+          "driver returned samples for tags it was not asked for; dropped (counted in health().acquisition.unrequestedSamples)",
+        );
+      }
+      this.#unrequested += unrequested;
+    }
+    this.#options.cvt.update(samples, now);
   }
 
   /**
@@ -381,7 +411,7 @@ export class Acquisition {
   }
 
   async #goOnline(): Promise<void> {
-    const { clock, driver, cvt, bus } = this.#options;
+    const { clock, driver, bus } = this.#options;
     const epoch = this.#epoch;
     for (const group of this.#groups) {
       if (group.mode !== "subscribe") continue;
@@ -392,7 +422,7 @@ export class Acquisition {
           ...(group.settings.queueSize === undefined ? {} : { queueSize: group.settings.queueSize }),
           ...(group.settings.deadband === undefined ? {} : { deadband: group.settings.deadband }),
         },
-        (samples) => cvt.update(samples, clock.now()),
+        (samples) => this.#accept(group, samples, false, clock.now()),
       );
       group.unsubscribe = unsubscribe;
       if (epoch !== this.#epoch || this.#link === "stopped" || driver.status !== "connected") {
@@ -415,7 +445,7 @@ export class Acquisition {
   }
 
   async #reconnectLoop(): Promise<void> {
-    const { clock, driver, cvt } = this.#options;
+    const { clock, driver } = this.#options;
     let attempt = 0;
     while (this.#link === "offline") {
       attempt++;
@@ -438,7 +468,7 @@ export class Acquisition {
           if (this.#link !== "offline") return;
           // A subscription group's values come with its subscription's first notification; the
           // probe's copy of them (same value, timestamp and quality) would reach observers twice.
-          if (probe.mode === "poll") cvt.update(samples, clock.now());
+          if (probe.mode === "poll") this.#accept(probe, samples, true, clock.now());
         }
         await this.#goOnline();
         return;

@@ -24,7 +24,8 @@ interface BackoffDefaults {
 
 /**
  * The one schema of a capped exponential backoff (reconnect, samples retry, store-port retry):
- * `initialDelayMs` ≥ 0, `maxDelayMs` > 0 and at least `initialDelayMs`, `multiplier` ≥ 1.
+ * `initialDelayMs` > 0, `maxDelayMs` > 0 and at least `initialDelayMs`, `multiplier` ≥ 1 (the
+ * rules of the driver kit's `checkBackoff`).
  * `extra` adds fields of the same object (a retry's `maxAttempts`).
  */
 const backoffSchema = <TExtra extends z.ZodRawShape = Record<never, never>>(
@@ -33,7 +34,7 @@ const backoffSchema = <TExtra extends z.ZodRawShape = Record<never, never>>(
 ) =>
   z
     .object({
-      initialDelayMs: z.number().nonnegative().default(defaults.initialDelayMs),
+      initialDelayMs: positive.default(defaults.initialDelayMs),
       maxDelayMs: positive.default(defaults.maxDelayMs),
       multiplier: z.number().min(1).default(defaults.multiplier),
       ...(extra as TExtra),
@@ -203,6 +204,7 @@ const optionsSchema = z
     acquisition: acquisitionSchema,
     logging: loggingSchema,
     storePolicies: storePoliciesSchema,
+    lifecycleTimeoutMs: positive.default(30_000),
     alarms: z.array(z.unknown()).default([]),
     machine: machineSchema,
     authorization: authorizationSchema,
@@ -318,6 +320,14 @@ export interface ControlSystemOptions {
       };
     };
   };
+  /**
+   * Time each lifecycle call to a port may take, in ms: the store's `open` and `close` and the
+   * driver's `close`. One that fails or runs over is reported (`lifecycle-step-fail`,
+   * `health().lifecycle.lastError`) and the start or stop goes on from there: a stop still
+   * closes the store and ends `stopped`, so `start()` works again; a start fails (or, with a
+   * spool, starts degraded) as if the store could not be opened. @default 30000
+   */
+  readonly lifecycleTimeoutMs?: number;
   /** ISA-18.2 alarm definitions on the tags. */
   readonly alarms?: readonly AlarmDefinitionInput[];
   /** The machine's state model and the safe state applied on abort and interlock trips. */

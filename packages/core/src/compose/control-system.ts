@@ -15,7 +15,10 @@ import type { Clock } from "../ports/clock";
 import type { Logger } from "../ports/logger";
 import type { PlcDriver } from "../ports/plc-driver";
 import type { StoredRecipe } from "../ports/recipe-repository";
+import type { AlarmHistory } from "../ports/alarm-history";
+import type { HistoryQueries, SampleHistory } from "../ports/sample-history";
 import type { Store } from "../ports/store";
+import { withTimeout } from "../resilience/timeout";
 import { recoverInterrupted } from "../recipes/process-recovery";
 import type { ProcessResult, RecipeExecutor, RecipeProcess, StartRecipeOptions } from "../recipes/recipe-executor";
 import { storedRecipeOf, type RecipeInput } from "../recipes/recipe-schema";
@@ -61,6 +64,20 @@ export interface UncheckedParts {
   readonly cvt: CurrentValueTable;
 }
 
+/**
+ * Reads of what the store holds, each through its port's policy (timeout, breaker, retry):
+ * samples and history queries under `store:history`, alarm history under `store:alarms`.
+ * Read-only; the store is open only while the system runs (otherwise `KILN_LIFECYCLE`).
+ */
+export interface StoredHistoryView {
+  /** Raw samples (`readSamples`) and time buckets (`readBuckets`) of one tag. */
+  readonly samples: SampleHistory;
+  /** Alarm transitions recorded in a time range (for `computeAlarmKpis`). */
+  readonly alarms: Pick<AlarmHistory, "query">;
+  /** Aggregates, value-at, interpolation and downsampling, when the store has them (`capabilities.history`). */
+  readonly queries?: HistoryQueries;
+}
+
 /** A summary of the system's health for a host's health endpoint. */
 export interface ControlSystemHealth {
   /** `ok`: values flow and reach the store. `degraded`: something is failing but handled. */
@@ -78,6 +95,11 @@ export interface ControlSystemHealth {
    * spool while the store is opened in the background with backoff), with the last error.
    */
   readonly store: { readonly state: "closed" | "opening" | "open"; readonly lastError?: string };
+  /**
+   * The last lifecycle call to a port that failed or ran over `lifecycleTimeoutMs` (`store.open`,
+   * `store.close`, `driver.close`), as `step: CODE: message`; cleared by the next start.
+   */
+  readonly lifecycle: { readonly lastError?: string };
   /**
    * The circuit breaker of every guarded port: the driver (`plc:<name>`) and each store port
    * (`store:samples`, `store:history`, `store:events`, `store:processes`, `store:recipes`,
@@ -126,6 +148,13 @@ export class ControlSystem {
    */
   readonly unchecked: UncheckedParts;
 
+  /**
+   * Stored history (samples, buckets, alarm transitions, history queries) read through the
+   * store's port policies; use this rather than `unchecked.store`.
+   * @example
+   * const kpis = computeAlarmKpis(await system.history.alarms.query(lastHour), lastHour);
+   */
+  readonly history: StoredHistoryView;
   readonly #options: ResolvedControlSystemOptions;
   readonly #bus: EventBus<KilnEvents>;
   readonly #cvt: CurrentValueTable;
@@ -148,6 +177,13 @@ export class ControlSystem {
   #storeError: string | undefined;
   #storeOpening = new AbortController();
   #storeOpener: Promise<void> | undefined;
+  #lifecycleError: string | undefined;
+  /** The start in progress (never rejects), so a stop can wait for it. */
+  #starting: Promise<unknown> | undefined;
+  /** Set by a stop during a start: the start gives up at its next step. */
+  #startAbort = new AbortController();
+  /** The stop in progress, shared by every caller. */
+  #stopping: Promise<void> | undefined;
 
   /** @internal use `createControlSystem`; the container stays private to the system. */
   constructor(container: DependencyContainer) {
@@ -172,6 +208,15 @@ export class ControlSystem {
     this.#recorder = container.resolve(Tokens.EventRecorder);
     this.#machine = container.resolve(Tokens.Machine);
     this.#recipes = container.resolve(Tokens.RecipeExecutor);
+    const store = this.#guardedStore;
+    this.history = Object.freeze({
+      samples: Object.freeze({
+        readSamples: (query: Parameters<SampleHistory["readSamples"]>[0]) => store.samples.readSamples(query),
+        readBuckets: (query: Parameters<SampleHistory["readBuckets"]>[0]) => store.samples.readBuckets(query),
+      }),
+      alarms: Object.freeze({ query: (range: Parameters<AlarmHistory["query"]>[0]) => store.alarms.query(range) }),
+      ...(store.history ? { queries: store.history } : {}),
+    });
     this.unchecked = Object.freeze({
       driver: container.resolve(Tokens.Driver),
       store: container.resolve(Tokens.Store),
@@ -208,21 +253,45 @@ export class ControlSystem {
    * A stopped system can be started again (start → stop → start ...): it reopens the store and
    * the driver, every port breaker begins closed, and the current value table, alarm states,
    * machine state and counters carry over. A start that fails leaves the system stopped.
-   * @throws KilnError `KILN_LIFECYCLE` when not stopped (starting, running or stopping).
+   * Opening the store is bounded by `lifecycleTimeoutMs`.
+   *
+   * Start and stop are serialized: a {@link stop} during a start makes the start give up at its
+   * next step (it rejects with `KILN_ABORTED`) or, once acquisition is starting, waits for it
+   * and then stops; either way the system ends `stopped` with nothing connected.
+   * @throws KilnError `KILN_LIFECYCLE` when not stopped (starting, running or stopping);
+   *   `KILN_ABORTED` when a stop came during the start.
    */
-  async start(): Promise<void> {
+  start(): Promise<void> {
     if (this.#lifecycle.state !== "stopped") {
-      throw new KilnError("KILN_LIFECYCLE", `Cannot start a control system that is ${this.#lifecycle.state}.`);
+      return Promise.reject(
+        new KilnError("KILN_LIFECYCLE", `Cannot start a control system that is ${this.#lifecycle.state}.`),
+      );
     }
     this.#lifecycle.state = "starting";
+    this.#startAbort = new AbortController();
+    const starting = this.#start(this.#startAbort.signal);
+    this.#starting = starting.then(
+      () => (this.#starting = undefined),
+      () => (this.#starting = undefined),
+    );
+    return starting;
+  }
+
+  async #start(abort: AbortSignal): Promise<void> {
     this.#storeOpening = new AbortController();
     this.#storeOpener = undefined;
     this.#storeError = undefined;
+    this.#lifecycleError = undefined;
+    const checkpoint = (): void => {
+      if (abort.aborted) throw new KilnError("KILN_ABORTED", "control system stopped while starting");
+    };
     try {
       let storeReady = true;
       try {
-        await this.#guardedStore.open(this.tags.list());
+        await this.#bounded("store.open", () => this.#guardedStore.open(this.tags.list()), false);
+        checkpoint();
       } catch (error) {
+        if (KilnError.is(error, "KILN_ABORTED")) throw error;
         // With a spool, a database outage does not stop acquisition: start degraded.
         if (!this.#options.logging.spoolPath || !isRetryable(error)) throw error;
         storeReady = false;
@@ -231,9 +300,12 @@ export class ControlSystem {
       }
       this.#storeState = storeReady ? "open" : "opening";
       if (storeReady) await this.#recoverProcesses();
+      checkpoint();
       await this.#sampleLogger.start({ storeReady });
+      checkpoint();
       this.#alarms.resume();
       this.#wire();
+      // From here on a stop waits for the acquisition to start, then stops it.
       await this.#acquisition.start();
       this.#lifecycle.state = "running";
       if (!storeReady) this.#storeOpener = this.#openStoreInBackground();
@@ -241,7 +313,7 @@ export class ControlSystem {
     } catch (error) {
       this.#unwire();
       await this.#sampleLogger.stop().catch(() => undefined);
-      await this.#guardedStore.close().catch(() => undefined);
+      await this.#bounded("store.close", () => this.#guardedStore.close());
       this.#storeState = "closed";
       this.#alarms.suspend();
       resetGuards(this.#guardedDriver, this.#guardedStore, "control system start failed");
@@ -271,7 +343,7 @@ export class ControlSystem {
     for (let attempt = 1; ; attempt++) {
       try {
         await this.#clock.sleep(reconnectDelay(attempt, { initialDelayMs, maxDelayMs, multiplier }), signal);
-        await this.#guardedStore.open(this.tags.list());
+        await this.#bounded("store.open", () => this.#guardedStore.open(this.tags.list()), false);
         break;
       } catch (error) {
         if (signal.aborted) return;
@@ -296,33 +368,77 @@ export class ControlSystem {
    * delay and shelf timers are suspended (timed shelves resume at the next start) and every
    * port breaker is closed (`breaker-state-change`, reason "control system stopped", for one
    * that was not). {@link start} may be called again.
+   *
+   * Every caller awaits the same stop: a second `stop()` (a signal handler and `await using`)
+   * resolves only when the drain and the closes are done. A stop during a start waits for the
+   * start (see {@link start}). Each step goes on past a failure of the one before; the driver's
+   * and the store's `close` are bounded by `lifecycleTimeoutMs`, and a close that fails or runs
+   * over is reported (`lifecycle-step-fail`, `health().lifecycle`) without failing the stop,
+   * which always ends `stopped`. Never rejects.
    */
-  async stop(): Promise<void> {
-    if (this.#lifecycle.state === "stopped" || this.#lifecycle.state === "stopping") return;
+  stop(): Promise<void> {
+    this.#stopping ??= this.#stop().finally(() => (this.#stopping = undefined));
+    return this.#stopping;
+  }
+
+  async #stop(): Promise<void> {
+    if (this.#lifecycle.state === "starting") {
+      this.#startAbort.abort();
+      await this.#starting;
+    }
+    if (this.#lifecycle.state !== "running") return;
     this.#lifecycle.state = "stopping";
+    const step = async (what: string, operation: () => Promise<unknown>): Promise<void> => {
+      await operation().catch((error: unknown) => {
+        this.#logger.error({ error: String(error) }, `${what} at stop failed`);
+      });
+    };
     try {
       if (this.#recipes.active) {
-        await this.#recipes.active.abort("control system stopping").catch((error: unknown) => {
-          this.#logger.error({ error: String(error) }, "aborting the running process at stop failed");
-        });
+        await step("aborting the running process", () => this.#recipes.active!.abort("control system stopping"));
       }
       this.#storeOpening.abort(new KilnError("KILN_ABORTED", "control system stopping"));
       await this.#storeOpener;
       // Whatever the audit store did not take stays journaled (or is reported as dropped).
-      await this.#commands.close();
-      await this.#acquisition.stop();
-      await this.#sampleLogger.stop();
-      await this.#alarms.flush();
+      await step("closing the command runner", () => this.#commands.close());
+      await step("stopping acquisition", () => this.#acquisition.stop());
+      await step("draining the logging pipeline", () => this.#sampleLogger.stop());
+      await step("flushing alarm history", () => this.#alarms.flush());
       this.#unwire();
-      await this.#recorder.settled();
-      await this.#acquisition.close();
-      await this.#guardedStore.close();
+      await step("recording events", () => this.#recorder.settled());
+      // The store is closed even when the driver's close fails or hangs.
+      await this.#bounded("driver.close", () => this.#acquisition.close());
+      await this.#bounded("store.close", () => this.#guardedStore.close());
       this.#storeState = "closed";
     } finally {
       this.#alarms.suspend();
       resetGuards(this.#guardedDriver, this.#guardedStore, "control system stopped");
       this.#lifecycle.state = "stopped";
       this.#logger.info({ machineId: this.machineId }, "control system stopped");
+    }
+  }
+
+  /**
+   * Runs a lifecycle call to a port under `lifecycleTimeoutMs`. A failure is reported
+   * (`lifecycle-step-fail`, `health().lifecycle`) and, unless `swallow` is false, not thrown.
+   */
+  async #bounded(
+    step: "store.open" | "store.close" | "driver.close",
+    operation: () => Promise<void>,
+    swallow = true,
+  ): Promise<void> {
+    try {
+      await withTimeout(() => operation(), {
+        clock: this.#clock,
+        timeoutMs: this.#options.lifecycleTimeoutMs,
+        name: step,
+      });
+    } catch (error) {
+      const reason = KilnError.is(error) ? `${error.code}: ${error.message}` : String(error);
+      this.#lifecycleError = `${step}: ${reason}`;
+      this.#logger.error({ error: reason }, `${step} failed`);
+      void this.#bus.publish("lifecycle-step-fail", { at: this.#clock.now(), step, reason });
+      if (!swallow) throw error;
     }
   }
 
@@ -585,6 +701,7 @@ export class ControlSystem {
       acquisition,
       logging,
       store: { state: this.#storeState, ...(this.#storeError === undefined ? {} : { lastError: this.#storeError }) },
+      lifecycle: this.#lifecycleError === undefined ? {} : { lastError: this.#lifecycleError },
       ports,
       alarms: {
         active: alarms.filter((alarm) => alarm.active).length,

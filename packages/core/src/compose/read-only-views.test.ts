@@ -80,3 +80,20 @@ test("the views forward to the real bus and table: subscribers see real events a
   expect(raised).toEqual([]);
   await system.stop();
 });
+
+test("system.history reads stored samples and alarm history through the store's port policies, and has no writer", async () => {
+  const { clock, system } = build();
+  await system.start();
+  await clock.advance(3_000);
+  const range = { from: 0, to: clock.now() + 1 };
+  const samples = await system.history.samples.readSamples({ tag: "chamber.pressure", ...range });
+  expect(samples.length).toBeGreaterThan(0);
+  expect(await system.history.alarms.query(range)).toEqual([]);
+  const health = system.health();
+  expect(health.ports.history.successes).toBe(1);
+  expect(health.ports.alarms.successes).toBeGreaterThanOrEqual(1);
+  expect(Object.keys(system.history.samples).sort()).toEqual(["readBuckets", "readSamples"]);
+  expect(Object.keys(system.history.alarms)).toEqual(["query"]);
+  await system.stop();
+  await expect(system.history.alarms.query(range)).rejects.toMatchObject({ code: "KILN_LIFECYCLE" });
+});

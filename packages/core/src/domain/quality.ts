@@ -32,6 +32,7 @@ export const QualityCodes = {
   BadNotWritable: 0x803b0000,
   BadOutOfRange: 0x803c0000,
   BadTypeMismatch: 0x80740000,
+  BadNoData: 0x809b0000,
   BadConfigurationError: 0x80890000,
   BadNotConnected: 0x808a0000,
   BadDeviceFailure: 0x808b0000,

@@ -1,5 +1,6 @@
 import { describe, expect, test } from "vitest";
-import { reconnectDelay } from "./backoff";
+import { KilnValidationError } from "../domain/errors";
+import { checkBackoff, reconnectDelay, type ReconnectBackoff } from "./backoff";
 
 describe("reconnectDelay", () => {
   const backoff = { initialDelayMs: 100, maxDelayMs: 1000, multiplier: 2, jitter: 0.5 };
@@ -23,6 +24,30 @@ describe("reconnectDelay", () => {
   test("rejects out-of-range input", () => {
     expect(() => reconnectDelay(0, backoff, () => 0)).toThrow(RangeError);
     expect(() => reconnectDelay(1, backoff, () => 1)).toThrow(RangeError);
-    expect(() => reconnectDelay(1, { ...backoff, jitter: 1.5 }, () => 0)).toThrow(RangeError);
+    expect(() => reconnectDelay(1, { ...backoff, jitter: 1.5 }, () => 0)).toThrow(KilnValidationError);
+  });
+
+  test("a backoff that would retry in a hot loop or never is KILN_VALIDATION naming the field", () => {
+    const bad: [Partial<ReconnectBackoff>, string][] = [
+      [{ initialDelayMs: Number.NaN }, "backoff.initialDelayMs"],
+      [{ initialDelayMs: -100, maxDelayMs: -1 }, "backoff.initialDelayMs"],
+      [{ initialDelayMs: 0 }, "backoff.initialDelayMs"],
+      [{ maxDelayMs: Number.NaN }, "backoff.maxDelayMs"],
+      [{ maxDelayMs: 1 }, "backoff.maxDelayMs"],
+      [{ multiplier: 0.5 }, "backoff.multiplier"],
+      [{ jitter: "sometimes" as never }, "backoff.jitter"],
+    ];
+    for (const [override, path] of bad) {
+      let issues: readonly { path: string }[] = [];
+      try {
+        checkBackoff({ ...backoff, ...override });
+      } catch (error) {
+        issues = (error as KilnValidationError).issues;
+      }
+      expect(issues.map((issue) => issue.path)).toContain(path);
+    }
+    for (const jitter of ["full", "equal", "none", 0, 1] as const) {
+      expect(() => checkBackoff({ ...backoff, jitter })).not.toThrow();
+    }
   });
 });

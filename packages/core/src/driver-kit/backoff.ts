@@ -1,3 +1,4 @@
+import { KilnValidationError, type ValidationIssue } from "../domain/errors";
 import { backoffDelay, type RetryJitter } from "../resilience/retry";
 
 const defaultRandom: () => number = Math.random;
@@ -7,11 +8,11 @@ const defaultRandom: () => number = Math.random;
  * formula as the core's retry policy ({@link backoffDelay}).
  */
 export interface ReconnectBackoff {
-  /** Delay before the first reconnect attempt, in ms. ≥ 0. */
+  /** Delay before the first reconnect attempt, in ms. > 0 (0 would retry a dead device in a hot loop). */
   readonly initialDelayMs: number;
   /** Upper bound of any delay, before jitter, in ms. ≥ `initialDelayMs`. */
   readonly maxDelayMs: number;
-  /** Growth factor from one attempt to the next. ≥ 1. @default 2 */
+  /** Growth factor from one attempt to the next. A finite number ≥ 1. @default 2 */
   readonly multiplier?: number;
   /**
    * A retry jitter kind (`"full"`, `"equal"`, `"none"`, see {@link backoffDelay}), or a fraction in
@@ -30,8 +31,9 @@ export interface ReconnectBackoff {
  * fixed one.
  *
  * @param random source of randomness in `[0, 1)`. @default Math.random
- * @throws `RangeError` when `attempt` is not an integer ≥ 1, `random()` is outside `[0, 1)` or a
- *   fractional `jitter` is outside `[0, 1]`.
+ * @throws `KilnValidationError` (`KILN_VALIDATION`) when `backoff` breaks a rule of
+ *   {@link checkBackoff} (NaN, negative, `initialDelayMs` 0, `jitter` outside `[0, 1]`);
+ *   `RangeError` when `attempt` is not an integer ≥ 1 or `random()` is outside `[0, 1)`.
  *
  * @example
  * // 100, 200, 400, 800, 1000, 1000... (random 0: no shortening)
@@ -42,6 +44,7 @@ export function reconnectDelay(
   backoff: ReconnectBackoff,
   random: (() => number) | undefined = defaultRandom,
 ): number {
+  checkBackoff(backoff);
   const value = (random ?? defaultRandom)();
   const jitter = backoff.jitter ?? 0.2;
   const policy = {
@@ -50,6 +53,48 @@ export function reconnectDelay(
     multiplier: backoff.multiplier ?? 2,
   };
   if (typeof jitter === "string") return backoffDelay(attempt, { ...policy, jitter }, value);
-  if (!(jitter >= 0 && jitter <= 1)) throw new RangeError(`jitter must be in [0, 1], got ${jitter}`);
   return Math.floor(backoffDelay(attempt, { ...policy, jitter: "none" }, value) * (1 - jitter * value));
+}
+
+const JITTER_KINDS: ReadonlySet<unknown> = new Set(["full", "equal", "none"]);
+
+/**
+ * The one check of a {@link ReconnectBackoff}: `initialDelayMs` a finite number > 0,
+ * `maxDelayMs` finite and ≥ `initialDelayMs`, `multiplier` (when given) finite and ≥ 1,
+ * `jitter` (when given) `"full"`, `"equal"`, `"none"` or a fraction in `[0, 1]`. NaN fails every rule.
+ *
+ * @param path the field path of `backoff` in the caller's options, for the issues (`"reconnect"`).
+ * @throws `KilnValidationError` (`KILN_VALIDATION`) listing every broken rule by field path.
+ */
+export function checkBackoff(backoff: ReconnectBackoff, path = "backoff"): void {
+  const issues: ValidationIssue[] = [];
+  const field = (name: string): string => (path === "" ? name : `${path}.${name}`);
+  const { initialDelayMs, maxDelayMs, multiplier, jitter } = (backoff ?? {}) as Partial<ReconnectBackoff>;
+  const finite = (value: unknown): value is number => typeof value === "number" && Number.isFinite(value);
+  if (!finite(initialDelayMs) || initialDelayMs <= 0) {
+    issues.push({
+      path: field("initialDelayMs"),
+      message: `must be a finite number > 0, got ${String(initialDelayMs)}`,
+    });
+  }
+  if (!finite(maxDelayMs) || !(maxDelayMs >= (finite(initialDelayMs) ? initialDelayMs : 0)) || maxDelayMs <= 0) {
+    issues.push({
+      path: field("maxDelayMs"),
+      message: `must be a finite number > 0 and at least initialDelayMs, got ${String(maxDelayMs)}`,
+    });
+  }
+  if (multiplier !== undefined && (!finite(multiplier) || multiplier < 1)) {
+    issues.push({ path: field("multiplier"), message: `must be a finite number ≥ 1, got ${String(multiplier)}` });
+  }
+  if (
+    jitter !== undefined &&
+    !JITTER_KINDS.has(jitter) &&
+    !(typeof jitter === "number" && jitter >= 0 && jitter <= 1)
+  ) {
+    issues.push({
+      path: field("jitter"),
+      message: `must be "full", "equal", "none" or a fraction in [0, 1], got ${String(jitter)}`,
+    });
+  }
+  if (issues.length > 0) throw new KilnValidationError("reconnect backoff", issues);
 }

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "vitest";
-import { KilnError } from "../domain/errors";
+import { KilnError, KilnValidationError } from "../domain/errors";
 import { SimulatedClock } from "../memory/simulated-clock";
 import type { DriverStatusChange } from "../ports/plc-driver";
 import { ConnectionLifecycle } from "./connection-lifecycle";
@@ -274,5 +274,76 @@ describe("ConnectionLifecycle", () => {
     const aborted = lifecycle.whenConnected(controller.signal);
     controller.abort();
     expect(KilnError.is(await aborted.catch((caught: unknown) => caught), "KILN_ABORTED")).toBe(true);
+  });
+
+  test("setStatus after close is refused: a late event of the old connection does not bring it back", async () => {
+    const { lifecycle, changes } = setup();
+    await lifecycle.connect(async () => undefined);
+    await lifecycle.close();
+    const count = changes.length;
+    lifecycle.setStatus("connected", "late event");
+    lifecycle.setStatus("disconnected", "late drop");
+    expect(lifecycle.status).toBe("closed");
+    expect(changes.length).toBe(count);
+    await lifecycle.connect(async () => undefined); // only connect() reopens it
+    expect(lifecycle.status).toBe("connected");
+  });
+
+  test("connect during close waits for the close, then opens anew: status and connections agree", async () => {
+    const { lifecycle, changes } = setup();
+    let open = 0;
+    await lifecycle.connect(async () => void open++);
+    const releasing = deferred();
+    const closing = lifecycle.close(async () => {
+      await releasing.promise;
+      open--;
+    });
+    const connecting = lifecycle.connect(async () => void open++);
+    releasing.resolve();
+    await closing;
+    await connecting;
+    expect(lifecycle.status).toBe("connected");
+    expect(open).toBe(1);
+    expect(changes.map((change) => change.to)).toEqual([
+      "connecting",
+      "connected",
+      "closed",
+      "connecting",
+      "connected",
+    ]);
+  });
+
+  test("a release that throws: close ends closed and rejects with a typed error carrying the cause; a second close resolves", async () => {
+    const { lifecycle } = setup();
+    await lifecycle.connect(async () => undefined);
+    const cause = new Error("socket already gone");
+    const error = await lifecycle.close(() => Promise.reject(cause)).catch((caught: unknown) => caught);
+    expect(KilnError.is(error, "KILN_CONNECTION_FAILED") && error.cause === cause && !error.retryable).toBe(true);
+    expect(lifecycle.status).toBe("closed");
+    await expect(lifecycle.close()).resolves.toBeUndefined();
+  });
+
+  test("a plain Error from an open attempt is wrapped as a retryable KILN_CONNECTION_FAILED with the cause", async () => {
+    const { lifecycle } = setup();
+    const cause = new Error("ECONNREFUSED");
+    const error = await lifecycle.connect(() => Promise.reject(cause)).catch((caught: unknown) => caught);
+    expect(KilnError.is(error, "KILN_CONNECTION_FAILED") && error.retryable && error.cause === cause).toBe(true);
+    expect(lifecycle.status).toBe("disconnected");
+  });
+
+  test("reconnect without a clock option runs on the system clock; a nonsensical backoff is KILN_VALIDATION and starts nothing", async () => {
+    const lifecycle = new ConnectionLifecycle({ name: "no-clock", random: () => 0 });
+    await lifecycle.connect(async () => undefined);
+    lifecycle.setStatus("disconnected", "drop");
+    let attempts = 0;
+    const attempt = async (): Promise<void> => void attempts++;
+    const invalid = { initialDelayMs: Number.NaN, maxDelayMs: -1 };
+    expect(() => lifecycle.reconnect({ reason: "drop", backoff: invalid, attempt })).toThrow(KilnValidationError);
+    expect(attempts).toBe(0);
+    expect(lifecycle.status).toBe("disconnected");
+    await lifecycle.reconnect({ reason: "drop", backoff: { initialDelayMs: 1, maxDelayMs: 1 }, attempt });
+    expect(attempts).toBe(1);
+    expect(lifecycle.status).toBe("connected");
+    await lifecycle.close();
   });
 });

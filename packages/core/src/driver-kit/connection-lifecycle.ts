@@ -3,13 +3,14 @@ import { KilnError, type KilnErrorCode } from "../domain/errors";
 import type { Clock } from "../ports/clock";
 import type { DriverStatus, DriverStatusChange } from "../ports/plc-driver";
 import { abortError, raceAbort } from "./abort";
-import { reconnectDelay, type ReconnectBackoff } from "./backoff";
+import { SystemClock } from "../runtime/system-clock";
+import { checkBackoff, reconnectDelay, type ReconnectBackoff } from "./backoff";
 
 /** Options of {@link ConnectionLifecycle}. */
 export interface ConnectionLifecycleOptions {
   /** The driver's name, used in error messages and `details.driver`. */
   readonly name: string;
-  /** Source of time for reconnect waits. Needed by {@link ConnectionLifecycle.reconnect}. */
+  /** Source of time for reconnect waits ({@link ConnectionLifecycle.reconnect}). @default new SystemClock() */
   readonly clock?: Clock;
   /** Source of randomness in `[0, 1)` for the reconnect jitter; injectable for tests. @default Math.random */
   readonly random?: () => number;
@@ -61,7 +62,7 @@ export interface ReconnectOptions {
  */
 export class ConnectionLifecycle {
   readonly #name: string;
-  readonly #clock: Clock | undefined;
+  readonly #clock: Clock;
   readonly #random: (() => number) | undefined;
   readonly #onListenerError: ((error: unknown) => void) | undefined;
   readonly #listeners = new Set<(change: DriverStatusChange) => void>();
@@ -70,10 +71,11 @@ export class ConnectionLifecycle {
   #lifetime = new AbortController();
   #connecting: Promise<void> | undefined;
   #reconnecting: Promise<void> | undefined;
+  #closing: Promise<void> | undefined;
 
   constructor(options: ConnectionLifecycleOptions) {
     this.#name = options.name;
-    this.#clock = options.clock;
+    this.#clock = options.clock ?? new SystemClock();
     this.#random = options.random;
     this.#onListenerError = options.onListenerError;
   }
@@ -107,8 +109,15 @@ export class ConnectionLifecycle {
   /**
    * Moves to `to` and tells the listeners, with `reason` and the error `code` behind it where
    * given. No change, no event (a failed attempt while reconnecting: {@link ConnectionLifecycle.attemptFailed}).
+   * Refused once closed (or closing): a late event of the old connection must not bring a closed
+   * driver back; only `connect()` reopens it.
    */
   setStatus(to: DriverStatus, reason?: string, code?: KilnErrorCode): void {
+    if (this.#status === "closed" || this.#closing) return;
+    this.#set(to, reason, code);
+  }
+
+  #set(to: DriverStatus, reason?: string, code?: KilnErrorCode): void {
     const from = this.#status;
     if (from === to) return;
     this.#status = to;
@@ -152,8 +161,11 @@ export class ConnectionLifecycle {
    * attempt. `open` receives a signal that aborts when `signal` or `close()` does, and must honour it.
    * `reasons` are the reasons of the `connecting` and `connected` status changes.
    *
-   * @throws what `open` throws (status back to `disconnected`, the error's message as reason and
-   *   its code; `failed` for `KILN_AUTHENTICATION_FAILED`);
+   * A connect called while `close()` runs waits for the close to end, then opens anew.
+   *
+   * @throws what `open` throws when it is a `KilnError` (status back to `disconnected`, the
+   *   error's message as reason and its code; `failed` for `KILN_AUTHENTICATION_FAILED`); any
+   *   other error wrapped as a retryable `KILN_CONNECTION_FAILED` with it as `cause`;
    *   `KILN_ABORTED` when `signal` aborts first or `close()` is called meanwhile.
    */
   connect(
@@ -161,19 +173,30 @@ export class ConnectionLifecycle {
     signal?: AbortSignal,
     reasons: { readonly connecting?: string; readonly connected?: string } = {},
   ): Promise<void> {
+    if (this.#closing) {
+      const closing = this.#closing.catch(() => undefined);
+      return raceAbort(closing, signal, "connect()").then(() => this.connect(open, signal, reasons));
+    }
     if (this.#status === "connected") return Promise.resolve();
     if (this.#connecting) return raceAbort(this.#connecting, signal, "connect()");
     if (signal?.aborted) return Promise.reject(abortError(signal, "connect()"));
     if (this.#lifetime.signal.aborted) this.#lifetime = new AbortController();
     const lifetime = this.#lifetime.signal;
     const combined = signal ? AbortSignal.any([signal, lifetime]) : lifetime;
-    this.setStatus("connecting", reasons.connecting);
+    this.#set("connecting", reasons.connecting);
     const attempt = (async () => {
       try {
         await raceAbort(open(combined), combined, "connect()");
         if (lifetime.aborted) throw abortError(lifetime, "connect()");
-        this.setStatus("connected", reasons.connected);
-      } catch (error) {
+        this.#set("connected", reasons.connected);
+      } catch (caught) {
+        const error = KilnError.is(caught)
+          ? caught
+          : new KilnError("KILN_CONNECTION_FAILED", `Connecting "${this.#name}" failed: ${describe(caught)}`, {
+              retryable: true,
+              cause: caught,
+              details: { driver: this.#name },
+            });
         if (this.#status === "connecting") this.#stopped(error);
         throw error;
       }
@@ -187,15 +210,40 @@ export class ConnectionLifecycle {
 
   /**
    * Closes: aborts the lifetime signal (a pending `connect` and a reconnect loop stop), waits
-   * for them, runs `release` and reports `closed`. Idempotent.
+   * for them, runs `release` and reports `closed`. Idempotent; concurrent calls share one close.
+   * The status ends `closed` even when `release` throws.
+   *
+   * @throws `KILN_CONNECTION_FAILED` (not retryable, `cause`: the error) when `release` threw;
+   *   the driver is closed all the same.
    */
-  async close(release?: () => Promise<void>, reason?: string): Promise<void> {
-    if (this.#status === "closed" && !this.#connecting) return;
+  close(release?: () => Promise<void>, reason?: string): Promise<void> {
+    if (this.#closing) return this.#closing;
+    if (this.#status === "closed" && !this.#connecting) return Promise.resolve();
+    const closing = this.#close(release, reason).finally(() => {
+      if (this.#closing === closing) this.#closing = undefined;
+    });
+    this.#closing = closing;
+    return closing;
+  }
+
+  async #close(release: (() => Promise<void>) | undefined, reason: string | undefined): Promise<void> {
     this.#lifetime.abort(new KilnError("KILN_ABORTED", `The driver "${this.#name}" was closed.`));
     await this.#connecting?.catch(() => undefined);
-    await release?.();
+    let failure: unknown;
+    try {
+      await release?.();
+    } catch (error) {
+      failure = error;
+    }
     await this.#reconnecting;
-    this.setStatus("closed", reason);
+    this.#set("closed", reason);
+    if (failure !== undefined) {
+      throw new KilnError("KILN_CONNECTION_FAILED", `Closing "${this.#name}" failed: ${describe(failure)}`, {
+        retryable: false,
+        cause: failure,
+        details: { driver: this.#name },
+      });
+    }
   }
 
   /**
@@ -240,11 +288,12 @@ export class ConnectionLifecycle {
    * stop (status `disconnected`). A loop already running is
    * left alone. Returns the loop's promise, which never rejects.
    *
-   * @throws `TypeError` when the lifecycle was built without a clock (a programmer error).
+   * @throws `KilnValidationError` (`KILN_VALIDATION`) when `options.backoff` breaks its rules
+   *   (see `checkBackoff`); nothing starts.
    */
   reconnect(options: ReconnectOptions): Promise<void> {
     const clock = this.#clock;
-    if (!clock) throw new TypeError("ConnectionLifecycle.reconnect needs the clock option");
+    checkBackoff(options.backoff, "backoff");
     if (this.#reconnecting) return this.#reconnecting;
     const lifetime = this.#lifetime.signal;
     if (lifetime.aborted) return Promise.resolve();

@@ -1,4 +1,5 @@
 import { describe, expect, test } from "vitest";
+import { KilnValidationError } from "../domain/errors";
 import { SimulatedClock } from "../memory/simulated-clock";
 import { EndpointHealth } from "./endpoint-health";
 
@@ -60,6 +61,8 @@ describe("EndpointHealth", () => {
   });
 
   test("rejects a nonsensical threshold", () => {
-    expect(() => new EndpointHealth({ clock: new SimulatedClock(), offlineAfter: 0 })).toThrow(RangeError);
+    expect(() => new EndpointHealth({ clock: new SimulatedClock(), offlineAfter: 0 })).toThrow(KilnValidationError);
+    const probeBackoff = { initialDelayMs: Number.NaN, maxDelayMs: -1 };
+    expect(() => new EndpointHealth({ clock: new SimulatedClock(), probeBackoff })).toThrow(KilnValidationError);
   });
 });

@@ -1,5 +1,6 @@
 import type { Clock } from "../ports/clock";
-import { reconnectDelay, type ReconnectBackoff } from "./backoff";
+import { KilnValidationError } from "../domain/errors";
+import { checkBackoff, reconnectDelay, type ReconnectBackoff } from "./backoff";
 
 /** Whether a driver currently treats an endpoint (a Modbus unit, an OPC UA session) as reachable. */
 export type EndpointState = "online" | "offline";
@@ -63,14 +64,20 @@ export class EndpointHealth {
   readonly #random: (() => number) | undefined;
   readonly #entries = new Map<string, Entry>();
 
-  /** @throws `RangeError` when `offlineAfter` is not an integer ≥ 1. */
+  /**
+   * @throws `KilnValidationError` (`KILN_VALIDATION`) when `offlineAfter` is not an integer ≥ 1 or
+   *   `probeBackoff` breaks a rule of `checkBackoff`.
+   */
   constructor(options: EndpointHealthOptions) {
     this.#clock = options.clock;
     this.#offlineAfter = options.offlineAfter ?? 3;
     if (!Number.isInteger(this.#offlineAfter) || this.#offlineAfter < 1) {
-      throw new RangeError(`offlineAfter must be an integer ≥ 1, got ${this.#offlineAfter}`);
+      throw new KilnValidationError("endpoint health options", [
+        { path: "offlineAfter", message: `must be an integer ≥ 1, got ${String(this.#offlineAfter)}` },
+      ]);
     }
     this.#backoff = options.probeBackoff ?? { initialDelayMs: 1_000, maxDelayMs: 60_000, jitter: 0.2 };
+    checkBackoff(this.#backoff, "probeBackoff");
     this.#random = options.random;
   }
 

@@ -1,5 +1,6 @@
 export { abortError, raceAbort, untilAbort } from "./abort";
-export { reconnectDelay, type ReconnectBackoff } from "./backoff";
+export { checkBackoff, reconnectDelay, type ReconnectBackoff } from "./backoff";
+export type { RetryJitter } from "../resilience/retry";
 export { coerceToTagType, type TagTypeCoercion } from "./coerce-to-tag-type";
 export { ConnectionLifecycle, type ConnectionLifecycleOptions, type ReconnectOptions } from "./connection-lifecycle";
 export {
@@ -26,11 +27,11 @@ export {
   type QualitySeverity,
 } from "../domain/quality";
 export { checkTagValue } from "../domain/tags";
-export { formatPath, issuesFromZod, parseOrThrow } from "../domain/validation";
+export { issuesFromZod, parseOrThrow } from "../domain/validation";
 
 // For simulators: the signal generators SimulatedPlc uses, to drive a protocol simulator's values.
 export { createSignal, signalSpecSchema, type Signal, type SignalSpec } from "../memory/signals";
-export { SystemClock, sleepOn } from "../runtime/system-clock";
+export { SystemClock } from "../runtime/system-clock";
 export { silentLogger } from "../runtime/silent-logger";
 
 // For store authors: input checks and the OPC UA Part 13 reference logic behind every store's history.

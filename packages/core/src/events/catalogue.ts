@@ -37,6 +37,15 @@ export interface KilnEvents {
     readonly reason?: string;
   };
   /** Kiln lost communication with a PLC; its tags turned uncertain. */
+  /**
+   * A lifecycle call to a port failed or ran over `lifecycleTimeoutMs` (`step`: `store.open`,
+   * `store.close` or `driver.close`). A stop goes on past it and still ends `stopped`.
+   */
+  "lifecycle-step-fail": EventBase & {
+    readonly step: "store.open" | "store.close" | "driver.close";
+    /** The error, `CODE: message`. */
+    readonly reason: string;
+  };
   "plc-connection-lose": EventBase & { readonly driver: string; readonly reason: string };
   /**
    * Kiln stopped reconnecting to a PLC because it refused the identity (`code`

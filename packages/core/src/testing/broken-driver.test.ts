@@ -1,4 +1,6 @@
 import { describe, expect, test } from "vitest";
+import { KilnError } from "../domain/errors";
+import { GOOD } from "../domain/quality";
 import type { Disposer } from "../domain/disposer";
 import type { Sample } from "../domain/sample";
 import { defineTags, type Tag, type TagValue } from "../domain/tags";
@@ -8,7 +10,17 @@ import { plcDriverConformance, type PlcDriverFixture } from "./plc-driver-confor
 
 // A driver written to break one rule of the contract at a time. The suite must fail it, by name.
 
-type BrokenRule = "none" | "silent-drop" | "ignores-abort" | "plain-errors" | "works-after-close";
+type BrokenRule =
+  | "none"
+  | "silent-drop"
+  | "ignores-abort"
+  | "plain-errors"
+  | "works-after-close"
+  | "status-after-close"
+  | "write-abort-ignored"
+  | "read-after-close"
+  | "one-shot"
+  | "wrong-type";
 
 const tags = defineTags({
   "chamber.pressure": { dataType: "float64" },
@@ -23,6 +35,7 @@ class BrokenDriver implements PlcDriver {
   readonly #plc: SimulatedPlc;
   readonly #rule: BrokenRule;
   #closed = false;
+  readonly #listeners = new Set<(change: DriverStatusChange) => void>();
 
   constructor(plc: SimulatedPlc, rule: BrokenRule) {
     this.#plc = plc;
@@ -34,14 +47,23 @@ class BrokenDriver implements PlcDriver {
   }
 
   onStatusChange(listener: (change: DriverStatusChange) => void): Disposer {
-    return this.#plc.onStatusChange((change) => {
+    this.#listeners.add(listener);
+    const dispose = this.#plc.onStatusChange((change) => {
       // "silent-drop": the peer hung up, and nobody is told.
       if (this.#rule === "silent-drop" && change.from === "connected" && change.to === "disconnected") return;
       listener(change);
     });
+    return () => {
+      this.#listeners.delete(listener);
+      dispose();
+    };
   }
 
   connect(signal?: AbortSignal): Promise<void> {
+    // "one-shot": once closed, never connects again.
+    if (this.#rule === "one-shot" && this.#closed) {
+      return Promise.reject(new KilnError("KILN_CONNECTION_FAILED", "closed for good", { retryable: false }));
+    }
     return this.#call(() => this.#plc.connect(this.#signal(signal)));
   }
 
@@ -49,14 +71,29 @@ class BrokenDriver implements PlcDriver {
     this.#closed = true;
     // "works-after-close": says closed, keeps the connection open.
     if (this.#rule !== "works-after-close") await this.#plc.close();
+    // "status-after-close": a late event from the old connection claims it is connected again.
+    if (this.#rule === "status-after-close") {
+      setTimeout(() => {
+        for (const listener of this.#listeners) listener({ from: "closed", to: "connected" } as DriverStatusChange);
+      }, 5);
+    }
   }
 
   read(tags: readonly Tag[], signal?: AbortSignal): Promise<Sample[]> {
-    return this.#call(() => this.#plc.read(tags, this.#signal(signal)));
+    return this.#call(async () => {
+      const samples = await this.#plc.read(tags, this.#signal(signal));
+      // "read-after-close": the reply is handed out late, after close, as good data.
+      if (this.#rule === "read-after-close") await new Promise((resolve) => setTimeout(resolve, 5));
+      // "wrong-type": a float read as the device's text, marked good.
+      if (this.#rule === "wrong-type")
+        return samples.map((sample) => ({ ...sample, value: "12.5 mbar", quality: GOOD }));
+      return samples;
+    });
   }
 
   write(tag: Tag, value: TagValue, signal?: AbortSignal): Promise<void> {
-    return this.#call(() => this.#plc.write(tag, value, this.#signal(signal)));
+    const passed = this.#rule === "write-abort-ignored" ? undefined : this.#signal(signal);
+    return this.#call(() => this.#plc.write(tag, value, passed));
   }
 
   #signal(signal: AbortSignal | undefined): AbortSignal | undefined {
@@ -133,6 +170,16 @@ const CAUGHT_BY: Record<Exclude<BrokenRule, "none">, readonly string[]> = {
     "close is idempotent; later reads and writes reject with KILN_NOT_CONNECTED, not retryable",
     "close during connect wins: the driver ends closed and reads reject with KILN_NOT_CONNECTED",
   ],
+  "status-after-close": ["after close no status change is reported and the status stays closed"],
+  "write-abort-ignored": [
+    "write with an already-aborted signal rejects with KILN_ABORTED and writes nothing",
+    "a write the device does not answer rejects promptly when its signal aborts",
+  ],
+  "read-after-close": [
+    "close while a read is in flight settles the read; one settling after close rejects typed or carries no good sample",
+  ],
+  "one-shot": ["a closed driver connects again (close, connect, read)"],
+  "wrong-type": ["read(tags) returns one sample per tag, in order"],
 };
 
 describe("the driver conformance suite fails a broken driver", () => {

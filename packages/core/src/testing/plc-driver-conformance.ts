@@ -1,6 +1,7 @@
 import { KilnError, type KilnErrorCode } from "../domain/errors";
 import type { Sample } from "../domain/sample";
 import type { Tag, TagValue } from "../domain/tags";
+import { coerceToTagType } from "../driver-kit/coerce-to-tag-type";
 import type { DriverStatusChange, PlcDriver, PlcDriverCapabilities } from "../ports/plc-driver";
 import { group, type ConformanceRunner } from "./conformance-runner";
 
@@ -193,6 +194,13 @@ function checkSample(expect: ConformanceRunner["expect"], sample: Sample | undef
   expect(typeof sample?.quality.code).toBe("number");
   expect(Number.isFinite(sample?.timestamp)).toBe(true);
   expect(sample!.timestamp > 0).toBe(true);
+  // A value that is not bad must be of the tag's type (never a wrong value shown as good).
+  if (sample !== undefined && sample.quality.severity !== "bad") {
+    const typed = sample.value !== null && coerceToTagType(sample.value, tag).ok;
+    expect(
+      typed ? "of the tag's type" : `${tag.dataType} tag read ${typeof sample.value} ${String(sample.value)}`,
+    ).toBe("of the tag's type");
+  }
 }
 
 function valueFor(tag: Tag): TagValue {
@@ -242,6 +250,24 @@ export function plcDriverLifecycleConformance(options: PlcDriverConformanceOptio
       expect(await codeOf(driver.write(writable[0]!.tag, writable[0]!.value))).toBe("KILN_NOT_CONNECTED");
     },
   );
+
+  define(options, "after close no status change is reported and the status stays closed", async ({ driver }) => {
+    await driver.connect();
+    await driver.close();
+    const changes: DriverStatusChange[] = [];
+    driver.onStatusChange((change) => changes.push(change));
+    // Nothing to poll for: wait a bounded while and check nothing came.
+    const changed = await waitFor(() => changes.length > 0 || driver.status !== "closed", Math.min(promptMs, 200));
+    expect(changed ? `status ${driver.status} after close, changes ${JSON.stringify(changes)}` : "quiet").toBe("quiet");
+  });
+
+  define(options, "a closed driver connects again (close, connect, read)", async ({ driver, readable }) => {
+    await driver.connect();
+    await driver.close();
+    expect(await codeOf(driver.connect())).toBe("resolved");
+    expect(driver.status).toBe("connected");
+    expect((await driver.read(readable)).length).toBe(readable.length);
+  });
 
   if (options.features?.dropConnection) {
     define(
@@ -396,7 +422,34 @@ export function plcDriverAbortConformance(options: PlcDriverConformanceOptions):
     expect((await driver.read(readable)).length).toBe(readable.length);
   });
 
+  define(
+    options,
+    "write with an already-aborted signal rejects with KILN_ABORTED and writes nothing",
+    async ({ driver, writable }) => {
+      expect(writable.length > 0).toBe(true);
+      const { tag, value } = writable[0]!;
+      await driver.connect();
+      const [before] = await driver.read([tag]);
+      expect(await codeWithin(driver.write(tag, value, AbortSignal.abort()), promptMs)).toBe("KILN_ABORTED");
+      const [after] = await driver.read([tag]);
+      expect(after?.value).toEqual(before?.value);
+    },
+  );
+
   if (options.features?.stall) {
+    define(options, "a write the device does not answer rejects promptly when its signal aborts", async (fixture) => {
+      const { driver, writable } = fixture;
+      const stall = feature(fixture, "stall");
+      expect(writable.length > 0).toBe(true);
+      await driver.connect();
+      await stall();
+      const controller = new AbortController();
+      const writing = driver.write(writable[0]!.tag, writable[0]!.value, controller.signal);
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      controller.abort();
+      expect(await codeWithin(writing, promptMs)).toBe("KILN_ABORTED");
+    });
+
     define(options, "a read the device does not answer rejects promptly when its signal aborts", async (fixture) => {
       const { driver, readable } = fixture;
       const stall = feature(fixture, "stall");
@@ -446,14 +499,23 @@ export function plcDriverConcurrencyConformance(options: PlcDriverConformanceOpt
     });
   });
 
-  define(options, "close while a read is in flight settles the read and ends closed", async ({ driver, readable }) => {
-    await driver.connect();
-    const reading = codeOf(driver.read(readable));
-    await driver.close();
-    const outcome = await reading;
-    expect(outcome === "resolved" || !outcome.startsWith("not a KilnError") ? "settled" : outcome).toBe("settled");
-    expect(driver.status).toBe("closed");
-  });
+  define(
+    options,
+    "close while a read is in flight settles the read; one settling after close rejects typed or carries no good sample",
+    async ({ driver, readable }) => {
+      await driver.connect();
+      let closed = false;
+      const reading = driver.read(readable).then(
+        (samples) =>
+          closed && samples.some((sample) => sample.quality.severity !== "bad") ? "good data after close" : "ok",
+        (error: unknown) => (KilnError.is(error) ? "ok" : `not a KilnError: ${String(error)}`),
+      );
+      await driver.close();
+      closed = true;
+      expect(await reading).toBe("ok");
+      expect(driver.status).toBe("closed");
+    },
+  );
 }
 
 /** Subscribe contract (registered only where declared): changes are delivered until disposed. */

@@ -105,3 +105,93 @@ test("the history group fails a store that rounds 64-bit integers to float64 and
   expect(names.length).toBe(2);
   for (const name of names) await expect(bodies.get(name)!()).rejects.toThrow();
 });
+
+// A store breaking one lifecycle or alarm-history rule at a time: the suite must fail it, by name.
+type BrokenPortRule = "writes-after-close" | "version-after-close" | "alarm-dedup";
+
+function brokenPorts(rule: BrokenPortRule): MemoryStore {
+  const store = new MemoryStore();
+  let closed = false;
+  const close = store.close.bind(store);
+  const open = store.open.bind(store);
+  Object.assign(store, {
+    open: async (...args: Parameters<MemoryStore["open"]>) => {
+      closed = false;
+      await open(...args);
+    },
+    close: async () => {
+      closed = true;
+      await close();
+    },
+  });
+  const seen = new Set<string>();
+  const patch = <TPort extends object>(
+    port: TPort,
+    method: keyof TPort & string,
+    after: (...args: never[]) => unknown,
+  ) => {
+    const original = (port[method] as (...args: unknown[]) => Promise<unknown>).bind(port);
+    Object.assign(port, {
+      [method]: (...args: unknown[]) =>
+        closed && rule !== "alarm-dedup" ? Promise.resolve(after(...(args as never[]))) : original(...args),
+    });
+  };
+  if (rule === "writes-after-close") {
+    // Audit, alarm, process and recipe writes after close resolve as if stored.
+    patch(store.audit, "record", () => undefined);
+    patch(store.alarms, "record", () => undefined);
+    patch(store.processes, "save", () => 1);
+    patch(store.recipes, "save", () => undefined);
+  }
+  if (rule === "version-after-close") patch(store.events, "version", () => 0);
+  if (rule === "alarm-dedup") {
+    const record = store.alarms.record.bind(store.alarms);
+    Object.assign(store.alarms, {
+      record: async (entry: Parameters<MemoryStore["alarms"]["record"]>[0]) => {
+        const key = JSON.stringify(entry);
+        if (seen.has(key)) return;
+        seen.add(key);
+        await record(entry);
+      },
+    });
+  }
+  return store;
+}
+
+describe("the store suite fails a store that breaks a port rule", () => {
+  const cases: [BrokenPortRule, string][] = [
+    [
+      "writes-after-close",
+      "store lifecycle: every port, reads and writes, rejects with KILN_LIFECYCLE before open and after close",
+    ],
+    [
+      "version-after-close",
+      "store lifecycle: every port, reads and writes, rejects with KILN_LIFECYCLE before open and after close",
+    ],
+    [
+      "alarm-dedup",
+      "alarm history entries: two identical transitions recorded are both kept (alarm history has no key; nothing is merged)",
+    ],
+  ];
+  for (const [rule, name] of cases) {
+    test(`${rule} fails "${name}", leaving no rejection unhandled`, async () => {
+      const unhandled: unknown[] = [];
+      const onUnhandled = (reason: unknown): void => void unhandled.push(reason);
+      process.on("unhandledRejection", onUnhandled);
+      try {
+        const bodies = new Map<string, () => Promise<void>>();
+        storeConformance({
+          test: (testName, body) => bodies.set(testName, body),
+          expect,
+          factory: async () => brokenPorts(rule),
+        });
+        expect([...bodies.keys()]).toContain(name);
+        await expect(bodies.get(name)!()).rejects.toThrow();
+        await new Promise((resolve) => setTimeout(resolve, 0));
+        expect(unhandled).toEqual([]);
+      } finally {
+        process.off("unhandledRejection", onUnhandled);
+      }
+    });
+  }
+});

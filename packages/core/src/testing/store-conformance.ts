@@ -132,25 +132,42 @@ export function storeLifecycleConformance(
       await store.close();
     });
 
-    test("every port rejects with KILN_LIFECYCLE before open and after close", async () => {
+    test("every port, reads and writes, rejects with KILN_LIFECYCLE before open and after close", async () => {
       const store = await factory();
       await expectKilnError(expect, store.samples.writeBatch([sampleAt(TEMPERATURE, 0, 1)]), "KILN_LIFECYCLE");
       await expectKilnError(expect, store.events.version("machine-1"), "KILN_LIFECYCLE");
       await store.open(TAGS.list());
       await store.close();
       const range = { from: T0, to: T0 + 1 };
-      const calls: Promise<unknown>[] = [
-        store.samples.writeBatch([sampleAt(TEMPERATURE, 0, 1)]),
-        store.samples.readSamples({ tag: TEMPERATURE, ...range }),
-        store.samples.readBuckets({ tag: TEMPERATURE, ...range, bucketMs: 1 }),
-        store.events.append("machine-1", 0, [started(T0)]),
-        store.events.read("machine-1"),
-        store.processes.list(),
-        store.recipes.list(),
-        store.alarms.query(range),
-        store.audit.query(range),
-      ];
-      for (const call of calls) await expectKilnError(expect, call, "KILN_LIFECYCLE");
+      const calls: Record<string, () => Promise<unknown>> = {
+        "samples.writeBatch": () => store.samples.writeBatch([sampleAt(TEMPERATURE, 0, 1)]),
+        "samples.readSamples": () => store.samples.readSamples({ tag: TEMPERATURE, ...range }),
+        "samples.readBuckets": () => store.samples.readBuckets({ tag: TEMPERATURE, ...range, bucketMs: 1 }),
+        "events.append": () => store.events.append("machine-1", 0, [started(T0)]),
+        "events.read": () => store.events.read("machine-1"),
+        "events.version": () => store.events.version("machine-1"),
+        "processes.save": () => store.processes.save(processRecord(), [started(T0)], 0),
+        "processes.get": () => store.processes.get("process-1"),
+        "processes.list": () => store.processes.list(),
+        "recipes.save": () => store.recipes.save(recipe("ald", 1)),
+        "recipes.get": () => store.recipes.get("ald"),
+        "recipes.list": () => store.recipes.list(),
+        "alarms.record": () => store.alarms.record(alarmEntry(T0)),
+        "alarms.query": () => store.alarms.query(range),
+        "audit.record": () => store.audit.record(auditEntry(T0)),
+        "audit.query": () => store.audit.query(range),
+      };
+      // Every call is settled before anything is asserted, so a failing store leaves no rejection unhandled.
+      const outcomes: Record<string, string> = {};
+      for (const [name, call] of Object.entries(calls)) {
+        outcomes[name] = await Promise.resolve()
+          .then(call)
+          .then(
+            () => "resolved",
+            (error: unknown) => (KilnError.is(error) ? error.code : `not a KilnError: ${String(error)}`),
+          );
+      }
+      expect(outcomes).toEqual(Object.fromEntries(Object.keys(calls).map((name) => [name, "KILN_LIFECYCLE"])));
     });
   });
 }
@@ -1058,9 +1075,9 @@ function timedLogTests<TEntry extends { readonly at: number }>(
 
 /** `AlarmHistory`: transitions round-trip and come back by half-open range in time order. */
 export function alarmHistoryConformance(options: StoreGroupConformanceOptions): void {
-  const base = { alarmId: "conformance.pressure:HI", tag: PRESSURE, kind: "HI", priority: 2 };
+  const base = ALARM_BASE;
   timedLogTests<AlarmHistoryEntry>(options, "alarms", (store) => store.alarms, [
-    (at) => ({ ...base, from: "normal", to: "unacknowledged", cause: "process-value", value: 12.5, at }),
+    alarmEntry,
     (at) => ({ ...base, from: "unacknowledged", to: "acknowledged", cause: "acknowledge", principal: "op-7", at }),
     (at) => ({
       ...base,
@@ -1076,25 +1093,49 @@ export function alarmHistoryConformance(options: StoreGroupConformanceOptions): 
     }),
     (at) => ({ ...base, from: "acknowledged", to: "shelved", cause: "shelve", principal: "op-7", at }),
   ]);
+  const { expect, factory } = options;
+  group(options, "alarm history entries", (test) => {
+    test(
+      "two identical transitions recorded are both kept (alarm history has no key; nothing is merged)",
+      withStore(factory, async (store) => {
+        await store.alarms.record(alarmEntry(T0 + 10));
+        await store.alarms.record(alarmEntry(T0 + 10));
+        expect(await store.alarms.query({ from: T0, to: T0 + 100 })).toEqual([
+          alarmEntry(T0 + 10),
+          alarmEntry(T0 + 10),
+        ]);
+      }),
+    );
+  });
+}
+
+const ALARM_BASE = { alarmId: "conformance.pressure:HI", tag: PRESSURE, kind: "HI", priority: 2 } as const;
+
+function alarmEntry(at: number): AlarmHistoryEntry {
+  return { ...ALARM_BASE, from: "normal", to: "unacknowledged", cause: "process-value", value: 12.5, at };
+}
+
+function auditEntry(at: number): AuditEntry {
+  return {
+    id: `conformance-a-${at}`,
+    machineId: "ald-1",
+    principal: "op-7",
+    roles: ["operator"],
+    source: "hmi-2/session-81f",
+    category: "tag",
+    action: "tag.write",
+    target: "valve.ald1",
+    oldValue: false,
+    newValue: true,
+    outcome: "allowed",
+    at,
+  };
 }
 
 /** `AuditLog`: entries round-trip with every CR 2.8 field, come back by half-open range in time order, and are recorded once per id. */
 export function auditLogConformance(options: StoreGroupConformanceOptions): void {
   timedLogTests<AuditEntry>(options, "audit", (store) => store.audit, [
-    (at) => ({
-      id: `conformance-a-${at}`,
-      machineId: "ald-1",
-      principal: "op-7",
-      roles: ["operator"],
-      source: "hmi-2/session-81f",
-      category: "tag",
-      action: "tag.write",
-      target: "valve.ald1",
-      oldValue: false,
-      newValue: true,
-      outcome: "allowed",
-      at,
-    }),
+    auditEntry,
     (at) => ({
       id: `conformance-b-${at}`,
       principal: "guest",

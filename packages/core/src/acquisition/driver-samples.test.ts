@@ -1,0 +1,66 @@
+import { expect, test } from "vitest";
+import { GOOD, quality, QualityCodes } from "../domain/quality";
+import type { Sample } from "../domain/sample";
+import { defineTags } from "../domain/tags";
+import { checkDriverSamples } from "./driver-samples";
+
+const tags = defineTags({
+  "chamber.pressure": { dataType: "float64" },
+  "door.closed": { dataType: "bool" },
+  "seq.counter": { dataType: "uint32" },
+});
+const asked = new Map(tags.list().map((tag) => [tag.name, tag]));
+const NOW = Date.UTC(2026, 10, 22);
+const good = (tag: string, value: Sample["value"]): Sample => ({ tag, value, timestamp: NOW - 5, quality: GOOD });
+
+test("a wrong-typed value marked good becomes bad BadTypeMismatch with a reason; an exact conversion is kept", () => {
+  const { samples } = checkDriverSamples(
+    [good("chamber.pressure", "5.0 mbar"), good("door.closed", 42), good("seq.counter", 7n)],
+    asked,
+    true,
+    NOW,
+  );
+  expect(samples.map((sample) => [sample.tag, sample.value, sample.quality.severity, sample.quality.code])).toEqual([
+    ["chamber.pressure", null, "bad", QualityCodes.BadTypeMismatch],
+    ["door.closed", null, "bad", QualityCodes.BadTypeMismatch],
+    ["seq.counter", 7, "good", QualityCodes.Good],
+  ]);
+  expect(samples[0]!.quality.reason).toMatch(/"5\.0 mbar" cannot be carried exactly by float64/);
+  expect(checkDriverSamples([good("door.closed", 1)], asked, false, NOW).samples[0]!.value).toBe(true);
+});
+
+test("a null value with good or uncertain quality is bad; a bad sample is kept as the driver reported it", () => {
+  const badSample: Sample = { ...good("chamber.pressure", null), quality: quality("bad", "sensor fault") };
+  const { samples } = checkDriverSamples([good("door.closed", null), badSample], asked, false, NOW);
+  expect(samples[0]!.quality).toMatchObject({ severity: "bad", code: QualityCodes.BadTypeMismatch });
+  expect(samples[1]).toBe(badSample);
+});
+
+test("samples for tags not asked for are dropped and counted; a read reply missing a tag gives it a bad BadNoData sample", () => {
+  const reply = [good("chamber.pressure", 5), good("ghost.tag", 1), good("chamber.pressure", 6)];
+  const { samples, unrequested } = checkDriverSamples(reply, asked, true, NOW);
+  expect(unrequested).toBe(2); // the unknown tag and the duplicate in one read reply
+  expect(samples.map((sample) => [sample.tag, sample.value, sample.quality.code, sample.timestamp])).toEqual([
+    ["chamber.pressure", 5, QualityCodes.Good, NOW - 5],
+    ["door.closed", null, QualityCodes.BadNoData, NOW],
+    ["seq.counter", null, QualityCodes.BadNoData, NOW],
+  ]);
+  expect(samples[1]!.quality.reason).toBe("driver returned no sample");
+});
+
+test("a subscription batch may cover some tags and repeat one (queued values); nothing is invented for the rest", () => {
+  const reply = [good("seq.counter", 1), good("seq.counter", 2)];
+  const { samples, unrequested } = checkDriverSamples(reply, asked, false, NOW);
+  expect(unrequested).toBe(0);
+  expect(samples.map((sample) => sample.value)).toEqual([1, 2]);
+});
+
+test("a source timestamp a store cannot keep (NaN, out of range) is stamped on receipt and a good sample turns uncertain", () => {
+  const reply = [
+    { ...good("chamber.pressure", 5), timestamp: Number.NaN },
+    { ...good("door.closed", true), timestamp: 1e20, quality: quality("bad", "x") },
+  ];
+  const { samples } = checkDriverSamples(reply, asked, false, NOW);
+  expect(samples[0]).toMatchObject({ timestamp: NOW, value: 5, quality: { severity: "uncertain" } });
+  expect(samples[1]).toMatchObject({ timestamp: NOW, quality: { severity: "bad", reason: "x" } });
+});
