@@ -23,8 +23,9 @@ import {
   type TagValue,
 } from "@kiln/core/driver-kit";
 import { formatModbusAddress, isBitArea, isWritableArea, type ModbusAddress } from "./modbus-address";
-import { createModbusSerialClient, type ModbusClient } from "./modbus-client";
+import type { ModbusClient } from "./modbus-client";
 import { createModbusRtuClient } from "./modbus-rtu-client";
+import { createModbusTcpClient } from "./modbus-tcp-client";
 import { compileDecoder, rawFromEngineering, type ModbusTagDecoder } from "./modbus-codec";
 import { destroyClient, modbusTarget, openModbusClient } from "./modbus-connection";
 import {
@@ -98,6 +99,8 @@ export class ModbusDriver implements PlcDriver {
   /** Requests numbered in the order they are queued (and sent), and the highest each unit answered. */
   #sequence = 0;
   readonly #lastAnswered = new Map<number, number>();
+  /** The newest request sent when a timeout last counted against the link. */
+  #lastCountedSequence = 0;
   readonly #units: ModbusUnitHealthMap;
   readonly #learner: Pick<ModbusReadPlanner, "refused" | "learnBarrier">;
   readonly #compiled = new WeakMap<ModbusReadPlan, readonly ModbusTagDecoder[]>();
@@ -121,7 +124,10 @@ export class ModbusDriver implements PlcDriver {
     );
     this.#units = new ModbusUnitHealthMap(this.#options.unitHealth, this.#clock, this.#logger, this.#options.random);
     this.#clientFactory =
-      this.#options.clientFactory ?? (transport.kind === "rtu" ? createModbusRtuClient : createModbusSerialClient);
+      this.#options.clientFactory ??
+      (transport.kind === "rtu"
+        ? createModbusRtuClient
+        : () => createModbusTcpClient({ requestTimeoutMs: this.#options.requestTimeoutMs }));
     this.#maxConsecutiveTimeouts = this.#options.maxConsecutiveTimeouts ?? (transport.kind === "tcp" ? 3 : 0);
     const planner = this.#options.planner;
     this.#planner = new ModbusReadPlanner({
@@ -153,6 +159,9 @@ export class ModbusDriver implements PlcDriver {
       timeoutMs: this.#options.requestTimeoutMs,
       interRequestDelayMs: this.#options.interRequestDelayMs,
       maxInFlight: this.#options.maxInFlight,
+      // RTU answers carry no transaction id: after a timeout the line stays quiet for another request
+      // timeout, so a late answer lands while nothing else is asked and is never taken for the next one.
+      lateAnswerGuardMs: transport.kind === "rtu" ? this.#options.requestTimeoutMs : 0,
     });
   }
 
@@ -402,7 +411,9 @@ export class ModbusDriver implements PlcDriver {
       if (failure === "timeout" && (this.#lastAnswered.get(unitId) ?? 0) > sequence) {
         // The unit answered requests sent after this one (only possible with several in flight): it dropped
         // this one because it was pipelined, which says nothing about the unit's or the link's health.
-        if (this.#queue.maxInFlight > 1) this.#pipeliningDropped(unitId);
+        if (this.#queue.maxInFlight > 1) {
+          this.#pipeliningDropped(unitId, "answered later requests but not an earlier one");
+        }
         throw error;
       }
       if (typeof failure === "number") {
@@ -411,9 +422,13 @@ export class ModbusDriver implements PlcDriver {
         if (failure === 10 || failure === 11) this.#units.failed(unitId, error);
         else this.#units.answered(unitId);
       }
+      if (KilnError.is(error, "KILN_DEVICE_ERROR") && error.details.pipelineDesync === true) {
+        // Answers that fit no request in flight: the device's transaction ids cannot be trusted.
+        if (this.#queue.maxInFlight > 1) this.#pipeliningDropped(unitId, "answered with transaction ids that do not match");
+      }
       if (failure === "timeout" && client && client === this.#client) {
-        this.#consecutiveTimeouts++;
         this.#units.failed(unitId, error);
+        if (this.#linkSuspected(sequence)) this.#consecutiveTimeouts++;
         if (client.isOpen === false) this.#connectionLost(client, "the transport closed without notice");
         else if (this.#maxConsecutiveTimeouts > 0 && this.#consecutiveTimeouts >= this.#maxConsecutiveTimeouts) {
           this.#connectionLost(
@@ -428,12 +443,24 @@ export class ModbusDriver implements PlcDriver {
     }
   }
 
-  #pipeliningDropped(unitId: number): void {
+  /**
+   * Whether a timeout of the request numbered `sequence` is evidence against the link itself: only while no
+   * unit is in good health (any unit that answers since its last failure proves the link works), and once
+   * per batch of pipelined requests (those sent before the last counted timeout fail together).
+   */
+  #linkSuspected(sequence: number): boolean {
+    if (this.#units.anyAnswering()) return false;
+    if (sequence <= this.#lastCountedSequence) return false;
+    this.#lastCountedSequence = this.#sequence;
+    return true;
+  }
+
+  #pipeliningDropped(unitId: number, how: string): void {
     const from = this.#queue.maxInFlight;
     this.#queue.maxInFlight = 1;
     this.#logger.warn(
       { unitId, maxInFlight: from },
-      "the device dropped pipelined requests (it answered later ones but not an earlier one); " +
+      `the device ${how} with ${from} requests in flight; ` +
         "sending one request at a time from now on: leave maxInFlight at 1 for this device",
     );
   }

@@ -88,6 +88,11 @@ export class ModbusUnitHealthMap {
     return (this.#entry(unitId)?.consecutiveFailures ?? 0) > 0;
   }
 
+  /** Whether some unit has answered since its last failure (so the link to the device works). */
+  anyAnswering(): boolean {
+    return this.#health.snapshot().some((entry) => entry.consecutiveFailures === 0);
+  }
+
   /** Whether a request to `unitId` may go out now: always while online; when offline, once its probe is due. */
   shouldProbe(unitId: number): boolean {
     return this.#health.shouldProbe(unitKey(unitId));
