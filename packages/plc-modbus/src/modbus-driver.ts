@@ -424,7 +424,8 @@ export class ModbusDriver implements PlcDriver {
       }
       if (KilnError.is(error, "KILN_DEVICE_ERROR") && error.details.pipelineDesync === true) {
         // Answers that fit no request in flight: the device's transaction ids cannot be trusted.
-        if (this.#queue.maxInFlight > 1) this.#pipeliningDropped(unitId, "answered with transaction ids that do not match");
+        if (this.#queue.maxInFlight > 1)
+          this.#pipeliningDropped(unitId, "answered with transaction ids that do not match");
       }
       if (failure === "timeout" && client && client === this.#client) {
         this.#units.failed(unitId, error);

@@ -1,6 +1,12 @@
 import { EventEmitter } from "node:events";
 import { loadSerialSupport, type ModbusClient, type ModbusSerialOptions } from "./modbus-client";
-import { bitsFromBytes as bits, modbusPdu as pdu, wordsFromBytes as words, writeCoilsPdu, writeRegistersPdu } from "./modbus-pdu";
+import {
+  bitsFromBytes as bits,
+  modbusPdu as pdu,
+  wordsFromBytes as words,
+  writeCoilsPdu,
+  writeRegistersPdu,
+} from "./modbus-pdu";
 import { checkRtuAnswer, expectedAnswerLength, rtuFrame, rtuRequest, type RtuRequest } from "./modbus-rtu-frame";
 
 /** The part of serialport's `SerialPort` the RTU client uses. */

@@ -87,7 +87,8 @@ export function checkAnswerPdu(request: RtuRequest, pdu: Buffer): RtuAnswer {
   const functionCode = pdu[0];
   if (functionCode === undefined) return { kind: "mismatch", reason: "empty answer" };
   if (functionCode === (request.functionCode | 0x80)) {
-    if (pdu.length !== 2) return { kind: "mismatch", reason: `exception answer of ${pdu.length} bytes where 2 were due` };
+    if (pdu.length !== 2)
+      return { kind: "mismatch", reason: `exception answer of ${pdu.length} bytes where 2 were due` };
     return { kind: "exception", code: pdu[1]! };
   }
   if (functionCode !== request.functionCode) {

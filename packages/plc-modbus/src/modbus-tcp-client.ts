@@ -211,14 +211,18 @@ export class ModbusTcpClient implements ModbusClient {
     const pending = this.#pending.get(transactionId);
     if (!pending) {
       if (this.#abandoned.includes(transactionId)) return;
-      if (this.#pending.size > 0) this.#mismatchAll(`answer with transaction id ${transactionId}, which no request in flight has`);
+      if (this.#pending.size > 0)
+        this.#mismatchAll(`answer with transaction id ${transactionId}, which no request in flight has`);
       return;
     }
     const several = this.#pending.size > 1;
     const answer =
       unitId === pending.request.unitId
         ? checkAnswerPdu(pending.request, pdu)
-        : ({ kind: "mismatch", reason: `answer from unit ${unitId} to a request for unit ${pending.request.unitId}` } as const);
+        : ({
+            kind: "mismatch",
+            reason: `answer from unit ${unitId} to a request for unit ${pending.request.unitId}`,
+          } as const);
     if (answer.kind === "mismatch") {
       if (several) this.#mismatchAll(`${answer.reason} (transaction id ${transactionId})`);
       else {
