@@ -321,7 +321,7 @@ export class ModbusDriver implements PlcDriver {
     let decoders = this.#compiled.get(plan);
     if (!decoders) {
       decoders = plan.addresses.map((address, index) =>
-        compileDecoder(address, address.order ?? this.#options.byteOrder, tags[index]!.dataType),
+        compileDecoder(address, address.order ?? this.#options.byteOrder, tags[index]!),
       );
       this.#compiled.set(plan, decoders);
     }
@@ -505,12 +505,10 @@ export class ModbusDriver implements PlcDriver {
     const start = request.address;
     for (const item of request.items) {
       const index = item.index;
-      samples[index] = {
-        tag: tags[index]!.name,
-        value: decoders[index]!(data, item.address - start),
-        timestamp,
-        quality: GOOD,
-      };
+      const decoded = decoders[index]!(data, item.address - start);
+      samples[index] = decoded.ok
+        ? { tag: tags[index]!.name, value: decoded.value, timestamp, quality: GOOD }
+        : { tag: tags[index]!.name, value: null, timestamp, quality: decoded.quality };
     }
   }
 
