@@ -81,7 +81,10 @@ export async function loadSerialSupport(importer: ModuleImporter = importModule)
   } catch (error) {
     throw serialNotSupported(error);
   }
-  const serialPort = (loaded as { SerialPort?: unknown } | undefined)?.SerialPort;
+  // An ES module import gives `SerialPort` at the top; a CommonJS build seen through a bundler's interop
+  // puts it under `default`.
+  const module = loaded as { SerialPort?: unknown; default?: { SerialPort?: unknown } } | undefined;
+  const serialPort = module?.SerialPort ?? module?.default?.SerialPort;
   if (typeof serialPort !== "function") throw serialNotSupported(new Error("serialport has no SerialPort export"));
   return serialPort as SerialPortConstructor;
 }

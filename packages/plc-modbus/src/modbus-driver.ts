@@ -99,6 +99,8 @@ export class ModbusDriver implements PlcDriver {
   /** Requests numbered in the order they are queued (and sent), and the highest each unit answered. */
   #sequence = 0;
   readonly #lastAnswered = new Map<number, number>();
+  /** When to try `maxInFlight` again after falling back to 1 (ms on the driver's clock). */
+  #pipelineRetryAt = Number.POSITIVE_INFINITY;
   /** The newest request sent when a timeout last counted against the link. */
   #lastCountedSequence = 0;
   readonly #units: ModbusUnitHealthMap;
@@ -253,6 +255,7 @@ export class ModbusDriver implements PlcDriver {
     this.#assertOpen();
     if (signal?.aborted) throw abortError(signal, `Modbus read of ${tags.length} tags`);
     if (tags.length === 0) return [];
+    if (this.#pipelineRetryAt !== Number.POSITIVE_INFINITY) this.#retryPipelining();
     const plan = this.#planner.plan(tags);
     const samples = new Array<Sample>(tags.length);
     const now = this.#clock.now();
@@ -412,7 +415,7 @@ export class ModbusDriver implements PlcDriver {
         // The unit answered requests sent after this one (only possible with several in flight): it dropped
         // this one because it was pipelined, which says nothing about the unit's or the link's health.
         if (this.#queue.maxInFlight > 1) {
-          this.#pipeliningDropped(unitId, "answered later requests but not an earlier one");
+          this.#pipeliningDropped(unitId, "answered later requests but not an earlier one", true);
         }
         throw error;
       }
@@ -422,10 +425,13 @@ export class ModbusDriver implements PlcDriver {
         if (failure === 10 || failure === 11) this.#units.failed(unitId, error);
         else this.#units.answered(unitId);
       }
-      if (KilnError.is(error, "KILN_DEVICE_ERROR") && error.details.pipelineDesync === true) {
-        // Answers that fit no request in flight: the device's transaction ids cannot be trusted.
-        if (this.#queue.maxInFlight > 1)
-          this.#pipeliningDropped(unitId, "answered with transaction ids that do not match");
+      if (failure === undefined && KilnError.is(error, "KILN_DEVICE_ERROR") && client && client === this.#client) {
+        // An answer that does not fit its request (CRC, unit, length, echo): the unit is not answering usefully.
+        this.#units.failed(unitId, error);
+        if (error.details.pipelineDesync === true && this.#queue.maxInFlight > 1) {
+          // Answers that fit no request in flight: the device's transaction ids cannot be trusted, for good.
+          this.#pipeliningDropped(unitId, "answered with transaction ids that do not match", false);
+        }
       }
       if (failure === "timeout" && client && client === this.#client) {
         this.#units.failed(unitId, error);
@@ -456,14 +462,27 @@ export class ModbusDriver implements PlcDriver {
     return true;
   }
 
-  #pipeliningDropped(unitId: number, how: string): void {
+  /**
+   * Falls back to one request in flight. A dropped request may have been one slow answer, so unless
+   * `retry` is false (wrong transaction ids) pipelining is tried again after {@link PIPELINE_RETRY_MS}.
+   */
+  #pipeliningDropped(unitId: number, how: string, retry: boolean): void {
     const from = this.#queue.maxInFlight;
     this.#queue.maxInFlight = 1;
+    this.#pipelineRetryAt = retry ? this.#clock.now() + PIPELINE_RETRY_MS : Number.POSITIVE_INFINITY;
     this.#logger.warn(
       { unitId, maxInFlight: from },
-      `the device ${how} with ${from} requests in flight; ` +
-        "sending one request at a time from now on: leave maxInFlight at 1 for this device",
+      `the device ${how} with ${from} requests in flight; sending one request at a time ` +
+        (retry ? `for ${PIPELINE_RETRY_MS / 60_000} minutes` : "from now on: leave maxInFlight at 1 for this device"),
     );
+  }
+
+  /** Tries pipelining again once its retry time has come (see `#pipeliningDropped`). */
+  #retryPipelining(): void {
+    if (this.#pipelineRetryAt > this.#clock.now()) return;
+    this.#pipelineRetryAt = Number.POSITIVE_INFINITY;
+    this.#queue.maxInFlight = this.#options.maxInFlight;
+    this.#logger.info({ maxInFlight: this.#options.maxInFlight }, "trying pipelined requests again");
   }
 
   /** Reads one request, splitting it on an address exception; a lost connection rejects. */
@@ -574,6 +593,9 @@ interface ReadState {
 }
 
 const BAD_TIMEOUT = QualityCodes.BadTimeout;
+
+/** After a dropped pipelined request, one request at a time for this long (ms) before trying again. */
+const PIPELINE_RETRY_MS = 5 * 60_000;
 
 /** "modbus exception 2 (illegal data address) at HR266@100; learned, next probe at <ISO time>". */
 function holeQuality(hole: ModbusLearnedHole, address: ModbusAddress): Quality {

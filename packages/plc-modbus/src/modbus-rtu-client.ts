@@ -190,7 +190,10 @@ export class ModbusRtuClient implements ModbusClient {
     this.#frameTimer = undefined;
     const expected = expectedAnswerLength(pending.request, this.#buffer);
     if (expected !== undefined && this.#buffer.length > expected) {
-      this.#mismatch(pending, `${this.#buffer.length - expected} unexpected bytes after the answer`);
+      this.#mismatch(
+        pending,
+        `${this.#buffer.length} bytes where the answer has ${expected} (noise or another frame before or after it)`,
+      );
       return;
     }
     if (expected === undefined || this.#buffer.length < expected) {

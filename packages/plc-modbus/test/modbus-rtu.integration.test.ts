@@ -135,13 +135,17 @@ describe.skipIf(!hasSocat)("Modbus RTU on a serial line (needs socat: apt-get in
       "function code 4",
     ],
     ["a short frame", (answer) => answer.subarray(0, answer.length - 3), "short frame"],
-    ["a long frame", (answer) => Buffer.concat([answer, Buffer.from([0, 0])]), "unexpected bytes"],
+    ["a long frame", (answer) => Buffer.concat([answer, Buffer.from([0, 0])]), "noise or another frame"],
     [
       "an exception answer for another request",
       (answer) => withCrc(Buffer.from([answer[0]!, 0x84, 2, 0, 0])),
       "function code 132",
     ],
-    ["garbage before the frame", (answer) => Buffer.concat([Buffer.from([0x55, 0xaa]), answer]), "unexpected bytes"],
+    [
+      "garbage before the frame",
+      (answer) => Buffer.concat([Buffer.from([0x55, 0xaa]), answer]),
+      "noise or another frame",
+    ],
     [
       "a wrong byte count",
       (answer) => withCrc(Buffer.concat([answer.subarray(0, 2), Buffer.from([4]), answer.subarray(3)])),
