@@ -1,4 +1,3 @@
-import ModbusRTU from "modbus-serial";
 import { KilnError } from "@kiln/core";
 
 /** Serial line settings for Modbus RTU. */
@@ -14,8 +13,9 @@ export interface ModbusSerialOptions {
 }
 
 /**
- * The part of modbus-serial's `ModbusRTU` client the driver uses. Pass your own (a wrapped or instrumented
- * client) through `ModbusDriverOptions.clientFactory`.
+ * The client the driver talks through: the part of modbus-serial's `ModbusRTU` API it uses. The driver's own
+ * TCP and RTU clients implement it; pass your own (a wrapped or instrumented client, or modbus-serial's
+ * `ModbusRTU`, which does not check answers against their requests) through `ModbusDriverOptions.clientFactory`.
  */
 export interface ModbusClient {
   /** Opens a Modbus TCP connection. */
@@ -50,11 +50,6 @@ export interface ModbusClient {
   on(event: "close", listener: () => unknown): unknown;
   /** Calls `listener` with the error when the transport fails. */
   on(event: "error", listener: (error: unknown) => unknown): unknown;
-}
-
-/** Creates modbus-serial's client. */
-export function createModbusSerialClient(): ModbusClient {
-  return new ModbusRTU();
 }
 
 /** Loads a module by name; replaced in tests. */

@@ -176,7 +176,7 @@ export function encodeRegisters(value: ModbusRawValue, address: ModbusCodecAddre
  * wire types read by a `bool` tag are true when non-zero. 64-bit integers stay `bigint` unless the tag is a
  * float tag or is scaled and the value is a safe integer (beyond ±2^53 a number would not be exact, so the
  * `bigint` is returned and the tag-type check reports it). The result is not yet checked against the tag's
- * type: {@link compileDecoder} does that.
+ * type: the driver's compiled decoders do that.
  */
 export function engineeringFromRaw(
   raw: ModbusRawValue,
