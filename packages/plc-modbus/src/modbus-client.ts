@@ -1,4 +1,3 @@
-import ModbusRTU from "modbus-serial";
 import { KilnError } from "@kiln/core";
 
 /** Serial line settings for Modbus RTU. */
@@ -14,8 +13,9 @@ export interface ModbusSerialOptions {
 }
 
 /**
- * The part of modbus-serial's `ModbusRTU` client the driver uses. Pass your own (a wrapped or instrumented
- * client) through `ModbusDriverOptions.clientFactory`.
+ * The client the driver talks through: the part of modbus-serial's `ModbusRTU` API it uses. The driver's own
+ * TCP and RTU clients implement it; pass your own (a wrapped or instrumented client, or modbus-serial's
+ * `ModbusRTU`, which does not check answers against their requests) through `ModbusDriverOptions.clientFactory`.
  */
 export interface ModbusClient {
   /** Opens a Modbus TCP connection. */
@@ -52,11 +52,6 @@ export interface ModbusClient {
   on(event: "error", listener: (error: unknown) => unknown): unknown;
 }
 
-/** Creates modbus-serial's client. */
-export function createModbusSerialClient(): ModbusClient {
-  return new ModbusRTU();
-}
-
 /** Loads a module by name; replaced in tests. */
 export type ModuleImporter = (specifier: string) => Promise<unknown>;
 
@@ -81,7 +76,10 @@ export async function loadSerialSupport(importer: ModuleImporter = importModule)
   } catch (error) {
     throw serialNotSupported(error);
   }
-  const serialPort = (loaded as { SerialPort?: unknown } | undefined)?.SerialPort;
+  // An ES module import gives `SerialPort` at the top; a CommonJS build seen through a bundler's interop
+  // puts it under `default`.
+  const module = loaded as { SerialPort?: unknown; default?: { SerialPort?: unknown } } | undefined;
+  const serialPort = module?.SerialPort ?? module?.default?.SerialPort;
   if (typeof serialPort !== "function") throw serialNotSupported(new Error("serialport has no SerialPort export"));
   return serialPort as SerialPortConstructor;
 }

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { KilnError } from "@kiln/core";
+import { KilnError, QualityCodes, type TagDataType } from "@kiln/core";
+import type { TagTypeCoercion } from "@kiln/core/driver-kit";
 import { registerCount, type ModbusByteOrder, type ModbusWireType } from "./modbus-address";
 import {
   compileDecoder,
@@ -138,21 +139,62 @@ describe("modbus codec: every type × every byte order", () => {
           scale: 1,
           offset: 0,
         };
-        const dataType = testCase.type === "string" ? "string" : testCase.type === "float64" ? "float64" : "int32";
+        const tag = { name: "t", dataType: testCase.type as TagDataType };
         const block = [0xaaaa, ...testCase.wire[order], 0x5555];
-        expect(compileDecoder(address, order, dataType)(block, 1)).toEqual(testCase.value);
+        // 64-bit integers come out as numbers when safe integers, bigint beyond (core's coerceToTagType).
+        const { value } = testCase;
+        const expected = typeof value === "bigint" && Number.isSafeInteger(Number(value)) ? Number(value) : value;
+        expect(compileDecoder(address, order, tag)(block, 1)).toEqual({ ok: true, value: expected });
       });
     }
   }
 
+  const as = (dataType: TagDataType) => ({ name: "t", dataType });
+  const value = (decoded: TagTypeCoercion) => (decoded.ok ? decoded.value : decoded.quality);
+
   it("compiled decoders apply scale, offset, bits and bool-from-integer", () => {
     const base = { area: "holding-register" as const, count: 1, scale: 1, offset: 0 };
-    expect(compileDecoder({ ...base, type: "int16", scale: 0.5, offset: 1 }, "ABCD", "float32")([0xfffc], 0)).toBe(-1);
-    expect(compileDecoder({ ...base, type: "uint16" }, "ABCD", "bool")([2], 0)).toBe(true);
-    expect(compileDecoder({ ...base, type: "bit", bit: 1 }, "DCBA", "bool")([2], 0)).toBe(true);
-    expect(compileDecoder({ ...base, type: "bool", area: "coil" }, "ABCD", "bool")([false, true], 1)).toBe(true);
+    expect(
+      value(compileDecoder({ ...base, type: "int16", scale: 0.5, offset: 1 }, "ABCD", as("float32"))([0xfffc], 0)),
+    ).toBe(-1);
+    expect(value(compileDecoder({ ...base, type: "uint16" }, "ABCD", as("bool"))([2], 0))).toBe(true);
+    expect(value(compileDecoder({ ...base, type: "bit", bit: 1 }, "DCBA", as("bool"))([2], 0))).toBe(true);
+    expect(value(compileDecoder({ ...base, type: "bool", area: "coil" }, "ABCD", as("bool"))([false, true], 1))).toBe(
+      true,
+    );
     const int64 = { ...base, type: "int64" as const, count: 4, scale: 2 };
-    expect(compileDecoder(int64, "ABCD", "float64")([0, 0, 0, 21], 0)).toBe(42);
+    expect(value(compileDecoder(int64, "ABCD", as("float64"))([0, 0, 0, 21], 0))).toBe(42);
+  });
+
+  it("compiled decoders never hand out a value the tag's type cannot hold exactly (BadTypeMismatch)", () => {
+    const base = { area: "holding-register" as const, scale: 1, offset: 0 };
+    const mismatch = { severity: "bad", code: QualityCodes.BadTypeMismatch };
+    // float32 1.5 read by an int32 tag
+    const float = compileDecoder({ ...base, type: "float32", count: 2 }, "ABCD", as("int32"));
+    expect(float([0x3fc0, 0], 0)).toMatchObject({ ok: false, quality: mismatch });
+    expect(float([0x4000, 0], 0)).toEqual({ ok: true, value: 2 });
+    // uint64 2^60 read by a float64 tag: a number cannot carry it exactly
+    const big = compileDecoder({ ...base, type: "uint64", count: 4 }, "ABCD", as("float64"));
+    expect(big([0x1000, 0, 0, 0], 0)).toMatchObject({ ok: false, quality: mismatch });
+    expect(big([0, 0, 0, 7], 0)).toEqual({ ok: true, value: 7 });
+    // uint32 3e9 read by an int16 tag; a scaled register that lands between integers for an int32 tag
+    expect(
+      compileDecoder({ ...base, type: "uint32", count: 2 }, "ABCD", as("int16"))([0xb2d0, 0x5e00], 0),
+    ).toMatchObject({
+      ok: false,
+      quality: mismatch,
+    });
+    expect(
+      compileDecoder({ ...base, type: "uint16", count: 1, scale: 0.5 }, "ABCD", as("int32"))([3], 0),
+    ).toMatchObject({
+      ok: false,
+      quality: { reason: expect.stringMatching(/1\.5 .*int32 tag "t"/) },
+    });
+    // a string register block read by a number tag
+    expect(compileDecoder({ ...base, type: "string", count: 1 }, "ABCD", as("uint16"))([0x4142], 0)).toMatchObject({
+      ok: false,
+      quality: mismatch,
+    });
   });
 
   it("decodes at an offset inside a larger block", () => {

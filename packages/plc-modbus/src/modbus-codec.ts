@@ -1,4 +1,5 @@
-import { KilnError, KilnValidationError, type TagDataType, type TagValue } from "@kiln/core";
+import { KilnError, KilnValidationError, type Tag, type TagDataType, type TagValue } from "@kiln/core";
+import { coerceToTagType, type TagTypeCoercion } from "@kiln/core/driver-kit";
 import type { ModbusAddress, ModbusByteOrder, ModbusWireType } from "./modbus-address";
 
 /** A value as it sits on the wire, before scale and offset: booleans, numbers, bigints (64-bit) or strings. */
@@ -20,6 +21,8 @@ const BIGINT_LIMITS: Partial<Record<ModbusWireType, readonly [bigint, bigint]>> 
   int64: [-(2n ** 63n), 2n ** 63n - 1n],
   uint64: [0n, 2n ** 64n - 1n],
 };
+
+const SAFE_BIGINT = BigInt(Number.MAX_SAFE_INTEGER);
 
 const scratch = new DataView(new ArrayBuffer(8));
 const scratchBytes = new Uint8Array(scratch.buffer);
@@ -171,7 +174,9 @@ export function encodeRegisters(value: ModbusRawValue, address: ModbusCodecAddre
 /**
  * Converts a raw wire value to the tag's engineering value: `raw × scale + offset` for numbers; integer
  * wire types read by a `bool` tag are true when non-zero. 64-bit integers stay `bigint` unless the tag is a
- * float tag or is scaled.
+ * float tag or is scaled and the value is a safe integer (beyond ±2^53 a number would not be exact, so the
+ * `bigint` is returned and the tag-type check reports it). The result is not yet checked against the tag's
+ * type: the driver's compiled decoders do that.
  */
 export function engineeringFromRaw(
   raw: ModbusRawValue,
@@ -183,6 +188,7 @@ export function engineeringFromRaw(
   const scaled = address.scale !== 1 || address.offset !== 0;
   if (typeof raw === "bigint") {
     if (!scaled && dataType !== "float32" && dataType !== "float64") return raw;
+    if (raw > SAFE_BIGINT || raw < -SAFE_BIGINT) return raw;
     return Number(raw) * address.scale + address.offset;
   }
   return scaled ? raw * address.scale + address.offset : raw;
@@ -286,23 +292,57 @@ export function rawFromEngineering(
   return number;
 }
 
-/** Decodes one tag's engineering value from a read block (registers, or booleans for bit areas) at `offset`. */
-export type ModbusTagDecoder = (block: ArrayLike<number | boolean>, offset: number) => TagValue;
+/**
+ * Decodes one tag's value from a read block (registers, or booleans for bit areas) at `offset`: the
+ * engineering value checked against the tag's type, or a bad quality (`BadTypeMismatch`) saying why not.
+ */
+export type ModbusTagDecoder = (block: ArrayLike<number | boolean>, offset: number) => TagTypeCoercion;
 
 function swap16(word: number): number {
   return ((word & 0xff) << 8) | ((word >>> 8) & 0xff);
 }
 
+/** Wire types whose every value each tag type holds exactly (unscaled), so no per-value check is needed. */
+const EXACT_FITS: Partial<Record<ModbusWireType, ReadonlySet<TagDataType>>> = {
+  int16: new Set(["int16", "int32", "int64", "float32", "float64"]),
+  uint16: new Set(["uint16", "int32", "uint32", "int64", "uint64", "float32", "float64"]),
+  int32: new Set(["int32", "int64", "float32", "float64"]),
+  uint32: new Set(["uint32", "int64", "uint64", "float32", "float64"]),
+  float32: new Set(["float32", "float64"]),
+  string: new Set(["string"]),
+};
+
 /**
- * Builds a decoder specialised for one tag's wire type, byte order, scale and data type: the same result as
- * {@link decodeRegisters} followed by {@link engineeringFromRaw}, without re-examining the address per read.
- * The driver compiles one per tag per read plan.
+ * Builds a decoder specialised for one tag's wire type, byte order, scale and data type: the same value as
+ * {@link decodeRegisters} followed by {@link engineeringFromRaw}, without re-examining the address per read,
+ * then checked against the tag's type by core's `coerceToTagType` (the one rule for device values: a
+ * float32 register read by an `int32` tag is `bad` `BadTypeMismatch`, never 1.5 good). The check is skipped
+ * only where every wire value fits the tag's type exactly. The driver compiles one per tag per read plan.
  */
 export function compileDecoder(
   address: Pick<ModbusAddress, "area" | "type" | "bit" | "count" | "scale" | "offset">,
   order: ModbusByteOrder,
-  dataType: TagDataType,
+  tag: Pick<Tag, "name" | "dataType">,
 ): ModbusTagDecoder {
+  const decode = compileValueDecoder(address, order, tag.dataType);
+  const scaled = address.scale !== 1 || address.offset !== 0;
+  const bits = address.area === "coil" || address.area === "discrete-input" || address.type === "bit";
+  const fits = bits
+    ? tag.dataType === "bool"
+    : tag.dataType === "bool" ||
+      (scaled
+        ? (tag.dataType === "float64" || tag.dataType === "float32") && address.type !== "string"
+        : (EXACT_FITS[address.type]?.has(tag.dataType) ?? false));
+  if (fits) return (block, offset) => ({ ok: true, value: decode(block, offset) });
+  const source = `${address.area} ${bits ? "bit" : address.type}${scaled ? " (scaled)" : ""}`;
+  return (block, offset) => coerceToTagType(decode(block, offset), tag, source);
+}
+
+function compileValueDecoder(
+  address: Pick<ModbusAddress, "area" | "type" | "bit" | "count" | "scale" | "offset">,
+  order: ModbusByteOrder,
+  dataType: TagDataType,
+): (block: ArrayLike<number | boolean>, offset: number) => TagValue {
   if (address.area === "coil" || address.area === "discrete-input") {
     return (block, offset) => block[offset] === true;
   }

@@ -115,6 +115,8 @@ export interface ModbusDriverOptions {
    * request's transaction id, so a read's requests can go out together, each with its own timeout. Many
    * gateways and small devices take one request at a time and drop or mix up the rest: turn this on only for
    * a device known to handle it (see "Pipelining" in docs/drivers/modbus.md). Modbus RTU is always 1.
+   * An integer from 1 to 64 (`KILN_VALIDATION` otherwise). A device seen dropping pipelined requests gets 1
+   * for 5 minutes; one that answers with wrong transaction ids gets 1 for good (`ModbusDriver.maxInFlight`).
    * @default 1
    */
   readonly maxInFlight?: number;

@@ -492,5 +492,7 @@ describe("ModbusDriver: RTU", () => {
     await expect(loadSerialSupport(() => Promise.resolve({}))).rejects.toMatchObject({ code: "KILN_NOT_SUPPORTED" });
     class SerialPort {}
     await expect(loadSerialSupport(() => Promise.resolve({ SerialPort }))).resolves.toBe(SerialPort);
+    // A CommonJS build seen through an interop layer puts it under `default`.
+    await expect(loadSerialSupport(() => Promise.resolve({ default: { SerialPort } }))).resolves.toBe(SerialPort);
   });
 });

@@ -23,8 +23,9 @@ import {
   type TagValue,
 } from "@kiln/core/driver-kit";
 import { formatModbusAddress, isBitArea, isWritableArea, type ModbusAddress } from "./modbus-address";
-import { createModbusSerialClient, type ModbusClient } from "./modbus-client";
+import type { ModbusClient } from "./modbus-client";
 import { createModbusRtuClient } from "./modbus-rtu-client";
+import { createModbusTcpClient } from "./modbus-tcp-client";
 import { compileDecoder, rawFromEngineering, type ModbusTagDecoder } from "./modbus-codec";
 import { destroyClient, modbusTarget, openModbusClient } from "./modbus-connection";
 import {
@@ -98,6 +99,10 @@ export class ModbusDriver implements PlcDriver {
   /** Requests numbered in the order they are queued (and sent), and the highest each unit answered. */
   #sequence = 0;
   readonly #lastAnswered = new Map<number, number>();
+  /** When to try `maxInFlight` again after falling back to 1 (ms on the driver's clock). */
+  #pipelineRetryAt = Number.POSITIVE_INFINITY;
+  /** The newest request sent when a timeout last counted against the link. */
+  #lastCountedSequence = 0;
   readonly #units: ModbusUnitHealthMap;
   readonly #learner: Pick<ModbusReadPlanner, "refused" | "learnBarrier">;
   readonly #compiled = new WeakMap<ModbusReadPlan, readonly ModbusTagDecoder[]>();
@@ -121,7 +126,10 @@ export class ModbusDriver implements PlcDriver {
     );
     this.#units = new ModbusUnitHealthMap(this.#options.unitHealth, this.#clock, this.#logger, this.#options.random);
     this.#clientFactory =
-      this.#options.clientFactory ?? (transport.kind === "rtu" ? createModbusRtuClient : createModbusSerialClient);
+      this.#options.clientFactory ??
+      (transport.kind === "rtu"
+        ? createModbusRtuClient
+        : () => createModbusTcpClient({ requestTimeoutMs: this.#options.requestTimeoutMs }));
     this.#maxConsecutiveTimeouts = this.#options.maxConsecutiveTimeouts ?? (transport.kind === "tcp" ? 3 : 0);
     const planner = this.#options.planner;
     this.#planner = new ModbusReadPlanner({
@@ -153,6 +161,9 @@ export class ModbusDriver implements PlcDriver {
       timeoutMs: this.#options.requestTimeoutMs,
       interRequestDelayMs: this.#options.interRequestDelayMs,
       maxInFlight: this.#options.maxInFlight,
+      // RTU answers carry no transaction id: after a timeout the line stays quiet for another request
+      // timeout, so a late answer lands while nothing else is asked and is never taken for the next one.
+      lateAnswerGuardMs: transport.kind === "rtu" ? this.#options.requestTimeoutMs : 0,
     });
   }
 
@@ -244,6 +255,7 @@ export class ModbusDriver implements PlcDriver {
     this.#assertOpen();
     if (signal?.aborted) throw abortError(signal, `Modbus read of ${tags.length} tags`);
     if (tags.length === 0) return [];
+    if (this.#pipelineRetryAt !== Number.POSITIVE_INFINITY) this.#retryPipelining();
     const plan = this.#planner.plan(tags);
     const samples = new Array<Sample>(tags.length);
     const now = this.#clock.now();
@@ -312,7 +324,7 @@ export class ModbusDriver implements PlcDriver {
     let decoders = this.#compiled.get(plan);
     if (!decoders) {
       decoders = plan.addresses.map((address, index) =>
-        compileDecoder(address, address.order ?? this.#options.byteOrder, tags[index]!.dataType),
+        compileDecoder(address, address.order ?? this.#options.byteOrder, tags[index]!),
       );
       this.#compiled.set(plan, decoders);
     }
@@ -402,7 +414,9 @@ export class ModbusDriver implements PlcDriver {
       if (failure === "timeout" && (this.#lastAnswered.get(unitId) ?? 0) > sequence) {
         // The unit answered requests sent after this one (only possible with several in flight): it dropped
         // this one because it was pipelined, which says nothing about the unit's or the link's health.
-        if (this.#queue.maxInFlight > 1) this.#pipeliningDropped(unitId);
+        if (this.#queue.maxInFlight > 1) {
+          this.#pipeliningDropped(unitId, "answered later requests but not an earlier one", true);
+        }
         throw error;
       }
       if (typeof failure === "number") {
@@ -411,9 +425,17 @@ export class ModbusDriver implements PlcDriver {
         if (failure === 10 || failure === 11) this.#units.failed(unitId, error);
         else this.#units.answered(unitId);
       }
-      if (failure === "timeout" && client && client === this.#client) {
-        this.#consecutiveTimeouts++;
+      if (failure === undefined && KilnError.is(error, "KILN_DEVICE_ERROR") && client && client === this.#client) {
+        // An answer that does not fit its request (CRC, unit, length, echo): the unit is not answering usefully.
         this.#units.failed(unitId, error);
+        if (error.details.pipelineDesync === true && this.#queue.maxInFlight > 1) {
+          // Answers that fit no request in flight: the device's transaction ids cannot be trusted, for good.
+          this.#pipeliningDropped(unitId, "answered with transaction ids that do not match", false);
+        }
+      }
+      if (failure === "timeout" && client && client === this.#client) {
+        this.#units.failed(unitId, error);
+        if (this.#linkSuspected(sequence)) this.#consecutiveTimeouts++;
         if (client.isOpen === false) this.#connectionLost(client, "the transport closed without notice");
         else if (this.#maxConsecutiveTimeouts > 0 && this.#consecutiveTimeouts >= this.#maxConsecutiveTimeouts) {
           this.#connectionLost(
@@ -428,14 +450,39 @@ export class ModbusDriver implements PlcDriver {
     }
   }
 
-  #pipeliningDropped(unitId: number): void {
+  /**
+   * Whether a timeout of the request numbered `sequence` is evidence against the link itself: only while no
+   * unit is in good health (any unit that answers since its last failure proves the link works), and once
+   * per batch of pipelined requests (those sent before the last counted timeout fail together).
+   */
+  #linkSuspected(sequence: number): boolean {
+    if (this.#units.anyAnswering()) return false;
+    if (sequence <= this.#lastCountedSequence) return false;
+    this.#lastCountedSequence = this.#sequence;
+    return true;
+  }
+
+  /**
+   * Falls back to one request in flight. A dropped request may have been one slow answer, so unless
+   * `retry` is false (wrong transaction ids) pipelining is tried again after {@link PIPELINE_RETRY_MS}.
+   */
+  #pipeliningDropped(unitId: number, how: string, retry: boolean): void {
     const from = this.#queue.maxInFlight;
     this.#queue.maxInFlight = 1;
+    this.#pipelineRetryAt = retry ? this.#clock.now() + PIPELINE_RETRY_MS : Number.POSITIVE_INFINITY;
     this.#logger.warn(
       { unitId, maxInFlight: from },
-      "the device dropped pipelined requests (it answered later ones but not an earlier one); " +
-        "sending one request at a time from now on: leave maxInFlight at 1 for this device",
+      `the device ${how} with ${from} requests in flight; sending one request at a time ` +
+        (retry ? `for ${PIPELINE_RETRY_MS / 60_000} minutes` : "from now on: leave maxInFlight at 1 for this device"),
     );
+  }
+
+  /** Tries pipelining again once its retry time has come (see `#pipeliningDropped`). */
+  #retryPipelining(): void {
+    if (this.#pipelineRetryAt > this.#clock.now()) return;
+    this.#pipelineRetryAt = Number.POSITIVE_INFINITY;
+    this.#queue.maxInFlight = this.#options.maxInFlight;
+    this.#logger.info({ maxInFlight: this.#options.maxInFlight }, "trying pipelined requests again");
   }
 
   /** Reads one request, splitting it on an address exception; a lost connection rejects. */
@@ -477,12 +524,10 @@ export class ModbusDriver implements PlcDriver {
     const start = request.address;
     for (const item of request.items) {
       const index = item.index;
-      samples[index] = {
-        tag: tags[index]!.name,
-        value: decoders[index]!(data, item.address - start),
-        timestamp,
-        quality: GOOD,
-      };
+      const decoded = decoders[index]!(data, item.address - start);
+      samples[index] = decoded.ok
+        ? { tag: tags[index]!.name, value: decoded.value, timestamp, quality: GOOD }
+        : { tag: tags[index]!.name, value: null, timestamp, quality: decoded.quality };
     }
   }
 
@@ -548,6 +593,9 @@ interface ReadState {
 }
 
 const BAD_TIMEOUT = QualityCodes.BadTimeout;
+
+/** After a dropped pipelined request, one request at a time for this long (ms) before trying again. */
+const PIPELINE_RETRY_MS = 5 * 60_000;
 
 /** "modbus exception 2 (illegal data address) at HR266@100; learned, next probe at <ISO time>". */
 function holeQuality(hole: ModbusLearnedHole, address: ModbusAddress): Quality {

@@ -90,7 +90,13 @@ export function kilnErrorFromModbus(error: unknown, what: string): KilnError {
   if (record.errno === "ECONNREFUSED" || record.name === "PortNotOpenError" || message === "Port Not Open") {
     return modbusDisconnectedError(`port not open during ${what}`, error);
   }
-  return new KilnError("KILN_DEVICE_ERROR", `Bad reply to ${what}: ${message}`, { retryable: true, cause: error });
+  // An answer that does not match its request (modbus-tcp-client, modbus-rtu-client): with several requests
+  // in flight, `pipelineDesync` says the device's transaction ids cannot be trusted.
+  return new KilnError("KILN_DEVICE_ERROR", `Bad reply to ${what}: ${message}`, {
+    retryable: true,
+    cause: error,
+    details: record.pipelineDesync === true ? { pipelineDesync: true } : {},
+  });
 }
 
 /** The quality of a tag whose read failed with `error`. */

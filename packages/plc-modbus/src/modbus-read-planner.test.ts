@@ -344,6 +344,31 @@ describe("split on failure", () => {
     expect(device.calls).toBe(next.requests.length);
   });
 
+  it("a device that refuses everything for a moment teaches no holes (no part of the split was read)", async () => {
+    const tags = holdingTags([0, 1, 2, 3, 10, 11]);
+    const planner = new ModbusReadPlanner();
+    const refuseAll = (): Promise<number[]> => Promise.reject<number[]>({ exception: 2 } satisfies FakeError);
+    const plan = planner.plan(tags);
+    const outcomes = await readModbusRequest(plan.requests[0]!, refuseAll, { splitCode, learner: planner });
+    expect(outcomes.length).toBeGreaterThan(1);
+    expect(outcomes.every((outcome) => !outcome.ok)).toBe(true);
+    expect(planner.learned.poisoned).toEqual([]);
+    // Served again: every tag is read in the next plan.
+    const next = planner.plan(tags);
+    expect(next.poisoned.size).toBe(0);
+    const served = await readModbusRequest(next.requests[0]!, fakeDevice(new Set()).read, {
+      splitCode,
+      learner: planner,
+    });
+    expect(served.every((outcome) => outcome.ok)).toBe(true);
+    planner.served(next.requests[0]!); // as the driver does: the strikes start again
+    // Refused in every part of the split in 3 reads in a row, though, it is learned (unproven strikes).
+    for (let read = 0; read < 3; read++) {
+      await readModbusRequest(planner.plan(tags).requests[0]!, refuseAll, { splitCode, learner: planner });
+    }
+    expect(planner.plan(tags).poisoned.size).toBe(tags.length);
+  });
+
   it("learns a barrier when the refused address is in a gap, not a tag", async () => {
     const tags = holdingTags(Array.from({ length: 60 }, (_, index) => index * 2));
     const device = fakeDevice(new Set([51]));

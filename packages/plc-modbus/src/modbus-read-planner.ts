@@ -245,10 +245,12 @@ export interface ModbusSplitOptions {
 
 /**
  * Reads `request` with `read`; when it fails with a split-worthy exception, splits it in halves and reads
- * each, recursively, so one bad address costs about 2·log2(n) extra requests and poisons only itself. An
- * item refused alone is reported to `learner.refused` (proven when it was refused in a bigger request
- * first); two halves read fine alone after refusing together are reported to `learner.learnBarrier`.
- * Every other failure comes back as an outcome with its error.
+ * each, recursively, so one bad address costs about 2·log2(n) extra requests and poisons only itself. Items
+ * refused alone are reported to `learner.refused` once the whole split is done: as proven only when some
+ * other part of the same split was read (a device that refuses everything for a moment proves nothing about
+ * one address; such refusals count as unproven strikes across reads); two halves read fine alone after
+ * refusing together are reported to `learner.learnBarrier`. Every other failure comes back as an outcome
+ * with its error.
  *
  * @returns The outcomes, left to right; together they cover every item of `request` exactly once.
  */
@@ -256,7 +258,20 @@ export async function readModbusRequest<TData>(
   request: ModbusReadRequest,
   read: (request: ModbusReadRequest) => Promise<TData>,
   options: ModbusSplitOptions,
-  split = false,
+): Promise<ModbusReadOutcome<TData>[]> {
+  const refusals: { item: ModbusReadItem; code: number }[] = [];
+  const outcomes = await readSplitting(request, read, options, refusals);
+  const proven = refusals.length > 0 && outcomes.some((outcome) => outcome.ok);
+  const split = outcomes.length > 1;
+  for (const { item, code } of refusals) options.learner?.refused(item, code, proven && split);
+  return outcomes;
+}
+
+async function readSplitting<TData>(
+  request: ModbusReadRequest,
+  read: (request: ModbusReadRequest) => Promise<TData>,
+  options: ModbusSplitOptions,
+  refusals: { item: ModbusReadItem; code: number }[],
 ): Promise<ModbusReadOutcome<TData>[]> {
   try {
     return [{ ok: true, request, data: await read(request) }];
@@ -265,12 +280,12 @@ export async function readModbusRequest<TData>(
     if (code === undefined) return [{ ok: false, request, error }];
     const halves = splitModbusReadRequest(request);
     if (!halves) {
-      for (const item of request.items) options.learner?.refused(item, code, split);
+      for (const item of request.items) refusals.push({ item, code });
       return [{ ok: false, request, error }];
     }
     const [left, right] = halves;
-    const leftOutcomes = await readModbusRequest(left, read, options, true);
-    const rightOutcomes = await readModbusRequest(right, read, options, true);
+    const leftOutcomes = await readSplitting(left, read, options, refusals);
+    const rightOutcomes = await readSplitting(right, read, options, refusals);
     if (leftOutcomes.length === 1 && leftOutcomes[0]!.ok && rightOutcomes.length === 1 && rightOutcomes[0]!.ok) {
       options.learner?.learnBarrier(left, right);
     }

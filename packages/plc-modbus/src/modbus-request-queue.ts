@@ -10,6 +10,12 @@ export interface ModbusRequestQueueOptions {
   readonly timeoutMs: number;
   /** Quiet time between the end of one request and the start of the next. @default 0 */
   readonly interRequestDelayMs?: number;
+  /**
+   * After a request times out, the line stays quiet this long (ms) before the next request goes out, so a
+   * late answer arrives while nothing else is asked (Modbus RTU has no transaction id to tell it apart).
+   * @default 0
+   */
+  readonly lateAnswerGuardMs?: number;
   /** Requests on the wire at once (Modbus TCP matches answers by transaction id). @default 1 */
   readonly maxInFlight?: number;
 }
@@ -46,14 +52,23 @@ export class ModbusRequestQueue {
   readonly #inFlight = new Set<Entry>();
   #running = false;
   #lastEnd = Number.NEGATIVE_INFINITY;
+  readonly #guardMs: number;
+  #quietUntil = Number.NEGATIVE_INFINITY;
 
   constructor(options: ModbusRequestQueueOptions) {
     this.#clock = options.clock;
     this.#timeoutMs = options.timeoutMs;
     this.#delayMs = options.interRequestDelayMs ?? 0;
     this.#maxInFlight = options.maxInFlight ?? 1;
+    this.#guardMs = options.lateAnswerGuardMs ?? 0;
   }
 
+  /**
+   * After a request times out, the line stays quiet this long (ms) before the next request goes out, so a
+   * late answer arrives while nothing else is asked (Modbus RTU has no transaction id to tell it apart).
+   * @default 0
+   */
+  readonly lateAnswerGuardMs?: number;
   /** Requests on the wire at once; lowering it lets those in flight finish. */
   get maxInFlight(): number {
     return this.#maxInFlight;
@@ -122,8 +137,8 @@ export class ModbusRequestQueue {
     this.#running = true;
     try {
       while (this.#queue.length > 0 && this.#inFlight.size < this.#maxInFlight) {
-        if (this.#delayMs > 0) {
-          const wait = this.#lastEnd + this.#delayMs - this.#clock.now();
+        if (this.#delayMs > 0 || this.#guardMs > 0) {
+          const wait = Math.max(this.#lastEnd + this.#delayMs, this.#quietUntil) - this.#clock.now();
           if (wait > 0) await this.#clock.sleep(wait);
         }
         const entry = this.#queue.shift();
@@ -153,6 +168,7 @@ export class ModbusRequestQueue {
       entry.release = finish;
       timer = this.#clock.setTimeout(() => {
         timer = undefined;
+        if (this.#guardMs > 0) this.#quietUntil = this.#clock.now() + this.#guardMs;
         this.#settle(entry, false, modbusTimeoutError(this.#timeoutMs, entry.what));
         finish();
       }, this.#timeoutMs);

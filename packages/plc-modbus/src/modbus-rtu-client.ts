@@ -1,5 +1,12 @@
 import { EventEmitter } from "node:events";
 import { loadSerialSupport, type ModbusClient, type ModbusSerialOptions } from "./modbus-client";
+import {
+  bitsFromBytes as bits,
+  modbusPdu as pdu,
+  wordsFromBytes as words,
+  writeCoilsPdu,
+  writeRegistersPdu,
+} from "./modbus-pdu";
 import { checkRtuAnswer, expectedAnswerLength, rtuFrame, rtuRequest, type RtuRequest } from "./modbus-rtu-frame";
 
 /** The part of serialport's `SerialPort` the RTU client uses. */
@@ -87,19 +94,19 @@ export class ModbusRtuClient implements ModbusClient {
   }
 
   async readCoils(address: number, length: number): Promise<{ data: boolean[] }> {
-    return { data: bits(await this.#transact(readPdu(1, address, length)), length) };
+    return { data: bits(await this.#transact(pdu(1, address, length)), length) };
   }
 
   async readDiscreteInputs(address: number, length: number): Promise<{ data: boolean[] }> {
-    return { data: bits(await this.#transact(readPdu(2, address, length)), length) };
+    return { data: bits(await this.#transact(pdu(2, address, length)), length) };
   }
 
   async readHoldingRegisters(address: number, length: number): Promise<{ data: number[] }> {
-    return { data: words(await this.#transact(readPdu(3, address, length))) };
+    return { data: words(await this.#transact(pdu(3, address, length))) };
   }
 
   async readInputRegisters(address: number, length: number): Promise<{ data: number[] }> {
-    return { data: words(await this.#transact(readPdu(4, address, length))) };
+    return { data: words(await this.#transact(pdu(4, address, length))) };
   }
 
   writeCoil(address: number, state: boolean): Promise<unknown> {
@@ -107,11 +114,7 @@ export class ModbusRtuClient implements ModbusClient {
   }
 
   writeCoils(address: number, states: boolean[]): Promise<unknown> {
-    const data = Buffer.alloc(Math.ceil(states.length / 8));
-    states.forEach((state, index) => {
-      if (state) data[index >> 3]! |= 1 << (index & 7);
-    });
-    return this.#transact(Buffer.concat([pdu(15, address, states.length), Buffer.from([data.length]), data]));
+    return this.#transact(writeCoilsPdu(address, states));
   }
 
   writeRegister(address: number, value: number): Promise<unknown> {
@@ -119,9 +122,7 @@ export class ModbusRtuClient implements ModbusClient {
   }
 
   writeRegisters(address: number, values: number[]): Promise<unknown> {
-    const data = Buffer.alloc(values.length * 2);
-    values.forEach((value, index) => data.writeUInt16BE(value & 0xffff, index * 2));
-    return this.#transact(Buffer.concat([pdu(16, address, values.length), Buffer.from([data.length]), data]));
+    return this.#transact(writeRegistersPdu(address, values));
   }
 
   maskWriteRegister(address: number, andMask: number, orMask: number): Promise<unknown> {
@@ -189,7 +190,10 @@ export class ModbusRtuClient implements ModbusClient {
     this.#frameTimer = undefined;
     const expected = expectedAnswerLength(pending.request, this.#buffer);
     if (expected !== undefined && this.#buffer.length > expected) {
-      this.#mismatch(pending, `${this.#buffer.length - expected} unexpected bytes after the answer`);
+      this.#mismatch(
+        pending,
+        `${this.#buffer.length} bytes where the answer has ${expected} (noise or another frame before or after it)`,
+      );
       return;
     }
     if (expected === undefined || this.#buffer.length < expected) {
@@ -250,28 +254,4 @@ export class ModbusRtuClient implements ModbusClient {
 /** Creates the RTU client for a serial transport. */
 export function createModbusRtuClient(): ModbusClient {
   return new ModbusRtuClient();
-}
-
-function pdu(functionCode: number, address: number, value: number): Buffer {
-  const bytes = Buffer.alloc(5);
-  bytes.writeUInt8(functionCode, 0);
-  bytes.writeUInt16BE(address, 1);
-  bytes.writeUInt16BE(value & 0xffff, 3);
-  return bytes;
-}
-
-function readPdu(functionCode: number, address: number, quantity: number): Buffer {
-  return pdu(functionCode, address, quantity);
-}
-
-function bits(data: Buffer, count: number): boolean[] {
-  const result = new Array<boolean>(count);
-  for (let index = 0; index < count; index++) result[index] = ((data[index >> 3]! >> (index & 7)) & 1) === 1;
-  return result;
-}
-
-function words(data: Buffer): number[] {
-  const result = new Array<number>(data.length / 2);
-  for (let index = 0; index < result.length; index++) result[index] = data.readUInt16BE(index * 2);
-  return result;
 }

@@ -61,8 +61,8 @@ export type RtuAnswer =
   | { readonly kind: "mismatch"; readonly reason: string };
 
 /**
- * Checks one complete answer `frame` against `request`: CRC, unit id, function code, byte count against the
- * quantity asked for, and for writes the echoed address and value. Only an exact match is data.
+ * Checks one complete RTU answer `frame` against `request`: CRC and unit id, then the PDU by
+ * {@link checkAnswerPdu}. Only an exact match is data.
  */
 export function checkRtuAnswer(request: RtuRequest, frame: Buffer): RtuAnswer {
   if (frame.length < 5) return { kind: "mismatch", reason: `short frame of ${frame.length} bytes` };
@@ -71,13 +71,25 @@ export function checkRtuAnswer(request: RtuRequest, frame: Buffer): RtuAnswer {
     return { kind: "mismatch", reason: "CRC error (the frame was corrupted on the line)" };
   }
   const unitId = frame[0]!;
-  const functionCode = frame[1]!;
   if (unitId !== request.unitId) {
     return { kind: "mismatch", reason: `answer from unit ${unitId} to a request for unit ${request.unitId}` };
   }
+  return checkAnswerPdu(request, frame.subarray(1, frame.length - 2));
+}
+
+/**
+ * Checks an answer PDU (function code first, no unit id, no CRC or MBAP header) against `request`, for RTU
+ * and TCP alike (Modbus application protocol v1.1b3, section 6): function code, PDU length, byte count
+ * against the quantity asked for (2 per register, ceil(quantity / 8) for bits), and for writes the echoed
+ * address and value or quantity (FC 5, 6, 15, 16) or masks (FC 22). Only an exact match is data.
+ */
+export function checkAnswerPdu(request: RtuRequest, pdu: Buffer): RtuAnswer {
+  const functionCode = pdu[0];
+  if (functionCode === undefined) return { kind: "mismatch", reason: "empty answer" };
   if (functionCode === (request.functionCode | 0x80)) {
-    if (frame.length !== 5) return { kind: "mismatch", reason: `exception frame of ${frame.length} bytes` };
-    return { kind: "exception", code: frame[2]! };
+    if (pdu.length !== 2)
+      return { kind: "mismatch", reason: `exception answer of ${pdu.length} bytes where 2 were due` };
+    return { kind: "exception", code: pdu[1]! };
   }
   if (functionCode !== request.functionCode) {
     return {
@@ -85,23 +97,22 @@ export function checkRtuAnswer(request: RtuRequest, frame: Buffer): RtuAnswer {
       reason: `answer with function code ${functionCode} to a request with function code ${request.functionCode}`,
     };
   }
-  if (frame.length !== request.answerLength) {
-    return { kind: "mismatch", reason: `frame of ${frame.length} bytes where ${request.answerLength} were due` };
-  }
+  const due = request.answerLength - 3;
   if (request.functionCode <= 4) {
-    const byteCount = frame[2]!;
-    if (byteCount !== request.answerLength - 5) {
+    const byteCount = pdu[1];
+    if (byteCount !== due - 2) {
       return {
         kind: "mismatch",
-        reason: `byte count ${byteCount} for ${request.quantity} ${request.functionCode <= 2 ? "bits" : "registers"}`,
+        reason: `byte count ${byteCount ?? "missing"} for ${request.quantity} ${request.functionCode <= 2 ? "bits" : "registers"} (${due - 2} due)`,
       };
     }
-    return { kind: "data", data: frame.subarray(3, frame.length - 2) };
   }
+  if (pdu.length !== due) return { kind: "mismatch", reason: `answer of ${pdu.length} bytes where ${due} were due` };
+  if (request.functionCode <= 4) return { kind: "data", data: pdu.subarray(2) };
   // Writes echo the request's address and quantity or value (FC 5, 6, 15, 16) or the masks (FC 22).
   const echoLength = request.functionCode === 22 ? 6 : 4;
-  if (!frame.subarray(2, 2 + echoLength).equals(request.pdu.subarray(1, 1 + echoLength))) {
+  if (!pdu.subarray(1, 1 + echoLength).equals(request.pdu.subarray(1, 1 + echoLength))) {
     return { kind: "mismatch", reason: "the echoed address or value differs from the request" };
   }
-  return { kind: "data", data: frame.subarray(2, frame.length - 2) };
+  return { kind: "data", data: pdu.subarray(1) };
 }

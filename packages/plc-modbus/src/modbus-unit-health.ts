@@ -65,7 +65,7 @@ export class ModbusUnitHealthMap {
     if (before === "offline") this.#emit({ unitId, from: "offline", to: "online", reason: "answered again" });
   }
 
-  /** Records that `unitId` did not answer (timeout, gateway exception 10/11). */
+  /** Records that `unitId` did not answer usefully (timeout, gateway exception 10/11, an answer that fits no request). */
   failed(unitId: number, error: unknown): void {
     const key = unitKey(unitId);
     const before = this.#health.state(key);
@@ -88,6 +88,11 @@ export class ModbusUnitHealthMap {
     return (this.#entry(unitId)?.consecutiveFailures ?? 0) > 0;
   }
 
+  /** Whether some unit has answered since its last failure (so the link to the device works). */
+  anyAnswering(): boolean {
+    return this.#health.snapshot().some((entry) => entry.consecutiveFailures === 0);
+  }
+
   /** Whether a request to `unitId` may go out now: always while online; when offline, once its probe is due. */
   shouldProbe(unitId: number): boolean {
     return this.#health.shouldProbe(unitKey(unitId));
@@ -95,7 +100,7 @@ export class ModbusUnitHealthMap {
 
   /**
    * The quality of a tag of a suspect unit that is not read in this scan: "unit 2 offline, next probe
-   * at <ISO time>", or, before it is offline, "unit 2 did not answer its last 2 requests; probing it".
+   * at <ISO time>", or, before it is offline, "unit 2 failed its last 2 requests (last: <error>); probing it".
    */
   waitingQuality(unitId: number): Quality {
     const entry = this.#entry(unitId);
@@ -109,7 +114,8 @@ export class ModbusUnitHealthMap {
     }
     const failures = entry?.consecutiveFailures ?? 0;
     const requests = failures === 1 ? "request" : `${failures} requests`;
-    return quality("bad", `unit ${unitId} did not answer its last ${requests}; probing it`, QualityCodes.BadTimeout);
+    const last = entry?.lastError === undefined ? "" : ` (last: ${entry.lastError})`;
+    return quality("bad", `unit ${unitId} failed its last ${requests}${last}; probing it`, QualityCodes.BadTimeout);
   }
 
   /** Every unit seen, by unit id. */

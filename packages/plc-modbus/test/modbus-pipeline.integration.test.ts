@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { KilnValidationError, defineTags, type TagDefinitionInput } from "@kiln/core";
+import { KilnValidationError, SystemClock, defineTags, type Clock, type TagDefinitionInput } from "@kiln/core";
 import { ModbusDriver, ModbusSimulator } from "../src/index";
 
 // Pipelining on Modbus TCP: several requests on the wire at once, answers matched by transaction id.
@@ -90,5 +90,38 @@ describe("a device that drops pipelined requests", () => {
     expect(second.map((sample) => sample.value)).toEqual(tags.map((tag) => initialValues[tag.name]));
     expect(second.every((sample) => sample.quality.severity === "good")).toBe(true);
     expect(statuses).toEqual(["connecting", "connected"]);
+  });
+
+  it("tries pipelining again 5 minutes later (one slow answer is not a device that drops frames)", async () => {
+    const { simulator, host, port } = await start();
+    simulator.injectDelay(5);
+    const busyDrop = simulator.injectBusyDrop();
+    // Real time, plus whatever the test skips ahead.
+    let skipped = 0;
+    const real = new SystemClock();
+    const clock: Clock = {
+      now: () => real.now() + skipped,
+      setTimeout: (callback, delayMs) => real.setTimeout(callback, delayMs),
+      clearTimeout: (handle) => real.clearTimeout(handle),
+      sleep: (delayMs, signal) => real.sleep(delayMs, signal),
+    };
+    const driver = new ModbusDriver({
+      transport: { kind: "tcp", host, port },
+      maxInFlight: 8,
+      requestTimeoutMs: 300,
+      clock,
+    });
+    cleanups.push(() => driver.close());
+    await driver.connect();
+    await driver.read(tags);
+    expect(driver.maxInFlight).toBe(1);
+    skipped = 4 * 60_000;
+    await driver.read(tags);
+    expect(driver.maxInFlight).toBe(1);
+    busyDrop(); // it was one slow moment: the device takes pipelined requests again
+    skipped = 5 * 60_000;
+    const after = await driver.read(tags);
+    expect(driver.maxInFlight).toBe(8);
+    expect(after.every((sample) => sample.quality.severity === "good")).toBe(true);
   });
 });

@@ -14,7 +14,13 @@ export class RtuLineDevice {
   readonly registers = new Map<number, Uint16Array>();
   readonly coils = new Map<number, Uint8Array>();
   readonly faults: AnswerFault[] = [];
+  /**
+   * How late (ms) to answer the request numbered `index` (from 0), or 0 for at once. While a late answer
+   * is pending the device is busy and ignores requests, as a slow device does.
+   */
+  lateBy: (index: number) => number = () => 0;
   requests = 0;
+  #busy = false;
   #port: SerialPortLike;
   #buffer: Buffer = Buffer.alloc(0);
   #paused = false;
@@ -68,9 +74,21 @@ export class RtuLineDevice {
       const request = this.#buffer.subarray(0, length);
       this.#buffer = this.#buffer.subarray(length);
       if (request.readUInt16LE(length - 2) !== crc16(request.subarray(0, length - 2))) continue;
-      this.requests++;
+      const index = this.requests++;
+      if (this.#busy) continue;
       if (this.#paused) this.#held.push(Buffer.from(request));
-      else this.#answer(request);
+      else {
+        const late = this.lateBy(index);
+        if (late <= 0) this.#answer(request);
+        else {
+          this.#busy = true;
+          const held = Buffer.from(request);
+          setTimeout(() => {
+            this.#busy = false;
+            this.#answer(held);
+          }, late);
+        }
+      }
     }
   }
 
@@ -107,7 +125,7 @@ export class RtuLineDevice {
     const answer = rtuFrame(unitId, pdu);
     const fault = this.faults.shift();
     const sent = fault ? fault(answer, request) : answer;
-    if (sent) this.#port.write(sent);
+    if (sent && this.#port.isOpen) this.#port.write(sent);
   }
 }
 

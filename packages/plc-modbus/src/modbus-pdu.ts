@@ -1,0 +1,40 @@
+/** Request PDUs and answer data of the Modbus application protocol (v1.1b3, section 6), for RTU and TCP. */
+
+/** A 5-byte PDU: function code, then two 16-bit fields (address and quantity or value). */
+export function modbusPdu(functionCode: number, address: number, value: number): Buffer {
+  const bytes = Buffer.alloc(5);
+  bytes.writeUInt8(functionCode, 0);
+  bytes.writeUInt16BE(address, 1);
+  bytes.writeUInt16BE(value & 0xffff, 3);
+  return bytes;
+}
+
+/** FC 15: write `states` to coils from `address`. */
+export function writeCoilsPdu(address: number, states: readonly boolean[]): Buffer {
+  const data = Buffer.alloc(Math.ceil(states.length / 8));
+  states.forEach((state, index) => {
+    if (state) data[index >> 3]! |= 1 << (index & 7);
+  });
+  return Buffer.concat([modbusPdu(15, address, states.length), Buffer.from([data.length]), data]);
+}
+
+/** FC 16: write `values` (16-bit) to holding registers from `address`. */
+export function writeRegistersPdu(address: number, values: readonly number[]): Buffer {
+  const data = Buffer.alloc(values.length * 2);
+  values.forEach((value, index) => data.writeUInt16BE(value & 0xffff, index * 2));
+  return Buffer.concat([modbusPdu(16, address, values.length), Buffer.from([data.length]), data]);
+}
+
+/** The first `count` bits of a bit-read answer's data, least significant bit of the first byte first. */
+export function bitsFromBytes(data: Buffer, count: number): boolean[] {
+  const result = new Array<boolean>(count);
+  for (let index = 0; index < count; index++) result[index] = ((data[index >> 3]! >> (index & 7)) & 1) === 1;
+  return result;
+}
+
+/** The 16-bit registers of a register-read answer's data (big-endian). */
+export function wordsFromBytes(data: Buffer): number[] {
+  const result = new Array<number>(data.length >> 1);
+  for (let index = 0; index < result.length; index++) result[index] = data.readUInt16BE(index * 2);
+  return result;
+}

@@ -1,0 +1,264 @@
+import { EventEmitter } from "node:events";
+import net from "node:net";
+import type { ModbusClient } from "./modbus-client";
+import { checkAnswerPdu, rtuRequest, type RtuRequest } from "./modbus-rtu-frame";
+import { bitsFromBytes, modbusPdu, wordsFromBytes, writeCoilsPdu, writeRegistersPdu } from "./modbus-pdu";
+
+/** Options of {@link ModbusTcpClient}. */
+export interface ModbusTcpClientOptions {
+  /**
+   * A request unanswered after this long (ms, real time) has been given up by its caller; its answer, if
+   * it comes later, is dropped. The driver passes its `requestTimeoutMs`. @default 1000
+   */
+  readonly requestTimeoutMs?: number;
+}
+
+interface Pending {
+  readonly request: RtuRequest;
+  readonly sentAt: number;
+  resolve(data: Buffer): void;
+  reject(error: unknown): void;
+}
+
+/** Transaction ids whose requests were given up; their late answers are dropped without alarm. */
+const ABANDONED_MEMORY = 256;
+
+/**
+ * A Modbus TCP client (Modbus messaging on TCP/IP v1.0b) that never takes a frame that does not answer
+ * its request for data:
+ * - every answer is checked against its own request by the same {@link checkAnswerPdu} as RTU
+ *   (function code, byte count against the quantity, PDU length, echoed write) and its MBAP header
+ *   (protocol id 0, a length of 2-254 that the frame fills, the request's unit id);
+ * - answers are matched by transaction id, so several requests may be in flight; an answer whose id
+ *   matches no request in flight (a device that numbers its answers wrongly), or any mismatch while several
+ *   are in flight, fails every request in flight with `pipelineDesync: true`: none of them can be trusted.
+ * A mismatch rejects with an `Error` carrying `mismatch: true`; an exception with `{ modbusCode }`, like
+ * modbus-serial; a closed or reset socket fails the requests in flight at once with `PortNotOpenError`.
+ */
+export class ModbusTcpClient implements ModbusClient {
+  readonly #events = new EventEmitter();
+  readonly #pending = new Map<number, Pending>();
+  readonly #abandoned: number[] = [];
+  #socket: net.Socket | undefined;
+  #unitId = 1;
+  #transactionId = 0;
+  #buffer: Buffer = Buffer.alloc(0);
+  readonly #staleAfterMs: number;
+
+  constructor(options: ModbusTcpClientOptions = {}) {
+    this.#staleAfterMs = options.requestTimeoutMs ?? 1000;
+  }
+
+  get isOpen(): boolean {
+    const socket = this.#socket;
+    return socket !== undefined && !socket.destroyed && socket.readyState === "open";
+  }
+
+  connectTCP(host: string, options: { port: number }): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const socket = net.connect({ host, port: options.port });
+      socket.setNoDelay(true);
+      this.#socket = socket;
+      let connected = false;
+      socket.once("connect", () => {
+        connected = true;
+        resolve();
+      });
+      socket.on("data", (data) => this.#receive(data));
+      socket.on("error", (error) => {
+        if (!connected) reject(error);
+        else this.#events.emit("error", error);
+      });
+      socket.once("close", () => {
+        this.#failAll(Object.assign(new Error("Port Not Open"), { name: "PortNotOpenError" }));
+        if (connected) this.#events.emit("close");
+      });
+    });
+  }
+
+  connectRTUBuffered(): Promise<void> {
+    return Promise.reject(new Error("ModbusTcpClient speaks Modbus TCP only"));
+  }
+
+  setID(id: number): void {
+    this.#unitId = id;
+  }
+
+  async readCoils(address: number, length: number): Promise<{ data: boolean[] }> {
+    return { data: bitsFromBytes(await this.#transact(modbusPdu(1, address, length)), length) };
+  }
+
+  async readDiscreteInputs(address: number, length: number): Promise<{ data: boolean[] }> {
+    return { data: bitsFromBytes(await this.#transact(modbusPdu(2, address, length)), length) };
+  }
+
+  async readHoldingRegisters(address: number, length: number): Promise<{ data: number[] }> {
+    return { data: wordsFromBytes(await this.#transact(modbusPdu(3, address, length))) };
+  }
+
+  async readInputRegisters(address: number, length: number): Promise<{ data: number[] }> {
+    return { data: wordsFromBytes(await this.#transact(modbusPdu(4, address, length))) };
+  }
+
+  writeCoil(address: number, state: boolean): Promise<unknown> {
+    return this.#transact(modbusPdu(5, address, state ? 0xff00 : 0));
+  }
+
+  writeCoils(address: number, states: boolean[]): Promise<unknown> {
+    return this.#transact(writeCoilsPdu(address, states));
+  }
+
+  writeRegister(address: number, value: number): Promise<unknown> {
+    return this.#transact(modbusPdu(6, address, value));
+  }
+
+  writeRegisters(address: number, values: number[]): Promise<unknown> {
+    return this.#transact(writeRegistersPdu(address, values));
+  }
+
+  maskWriteRegister(address: number, andMask: number, orMask: number): Promise<unknown> {
+    const request = Buffer.alloc(7);
+    request.writeUInt8(22, 0);
+    request.writeUInt16BE(address, 1);
+    request.writeUInt16BE(andMask, 3);
+    request.writeUInt16BE(orMask, 5);
+    return this.#transact(request);
+  }
+
+  destroy(callback: () => void): void {
+    const socket = this.#socket;
+    this.#failAll(Object.assign(new Error("Port Not Open"), { name: "PortNotOpenError" }));
+    if (!socket || socket.destroyed) {
+      callback();
+      return;
+    }
+    socket.once("close", () => callback());
+    socket.destroy();
+  }
+
+  on(event: "close" | "error", listener: (...args: never[]) => unknown): unknown {
+    this.#events.on(event, listener as (...args: unknown[]) => void);
+    return this;
+  }
+
+  #transact(pdu: Buffer): Promise<Buffer> {
+    const socket = this.#socket;
+    if (!this.isOpen || !socket) {
+      return Promise.reject(Object.assign(new Error("Port Not Open"), { name: "PortNotOpenError" }));
+    }
+    this.#transactionId = (this.#transactionId + 1) & 0xffff;
+    const transactionId = this.#transactionId;
+    // A request still waiting with this id (65,536 requests ago) was given up long since.
+    const stale = this.#pending.get(transactionId);
+    if (stale) this.#abandon(transactionId, stale);
+    this.#pruneStale();
+    const request = rtuRequest(this.#unitId, pdu);
+    const frame = Buffer.alloc(7 + pdu.length);
+    frame.writeUInt16BE(transactionId, 0);
+    frame.writeUInt16BE(0, 2);
+    frame.writeUInt16BE(pdu.length + 1, 4);
+    frame[6] = request.unitId;
+    frame.set(pdu, 7);
+    return new Promise<Buffer>((resolve, reject) => {
+      this.#pending.set(transactionId, { request, sentAt: performance.now(), resolve, reject });
+      socket.write(frame);
+    });
+  }
+
+  /** Forgets requests their callers have given up on (timed out), so they no longer count as in flight. */
+  #pruneStale(): void {
+    const before = performance.now() - this.#staleAfterMs;
+    for (const [transactionId, pending] of this.#pending) {
+      if (pending.sentAt <= before) this.#abandon(transactionId, pending);
+    }
+  }
+
+  /** Forgets the request with `transactionId`; its answer, if it still comes, is dropped. */
+  #abandon(transactionId: number, pending: Pending): void {
+    this.#pending.delete(transactionId);
+    this.#abandoned.push(transactionId);
+    if (this.#abandoned.length > ABANDONED_MEMORY) this.#abandoned.shift();
+    pending.reject(new Error("abandoned"));
+  }
+
+  #receive(data: Buffer): void {
+    this.#buffer = this.#buffer.length === 0 ? data : Buffer.concat([this.#buffer, data]);
+    while (this.#buffer.length >= 7) {
+      const buffer = this.#buffer;
+      const protocolId = buffer.readUInt16BE(2);
+      const length = buffer.readUInt16BE(4);
+      if (protocolId !== 0 || length < 2 || length > 254) {
+        // The stream cannot be split into frames any more: drop what is buffered, fail what is in flight.
+        this.#buffer = Buffer.alloc(0);
+        this.#mismatchAll(
+          protocolId !== 0
+            ? `answer with protocol id ${protocolId} (Modbus is 0)`
+            : `answer with MBAP length ${length} (2-254 allowed)`,
+        );
+        return;
+      }
+      if (buffer.length < 6 + length) return;
+      const transactionId = buffer.readUInt16BE(0);
+      const unitId = buffer[6]!;
+      const pdu = buffer.subarray(7, 6 + length);
+      this.#buffer = buffer.subarray(6 + length);
+      this.#answer(transactionId, unitId, pdu);
+    }
+  }
+
+  #answer(transactionId: number, unitId: number, pdu: Buffer): void {
+    this.#pruneStale();
+    const pending = this.#pending.get(transactionId);
+    if (!pending) {
+      if (this.#abandoned.includes(transactionId)) return;
+      if (this.#pending.size > 0)
+        this.#mismatchAll(`answer with transaction id ${transactionId}, which no request in flight has`);
+      return;
+    }
+    const several = this.#pending.size > 1;
+    const answer =
+      unitId === pending.request.unitId
+        ? checkAnswerPdu(pending.request, pdu)
+        : ({
+            kind: "mismatch",
+            reason: `answer from unit ${unitId} to a request for unit ${pending.request.unitId}`,
+          } as const);
+    if (answer.kind === "mismatch") {
+      if (several) this.#mismatchAll(`${answer.reason} (transaction id ${transactionId})`);
+      else {
+        this.#pending.delete(transactionId);
+        pending.reject(mismatchError(answer.reason, false));
+      }
+      return;
+    }
+    this.#pending.delete(transactionId);
+    if (answer.kind === "exception") {
+      pending.reject(Object.assign(new Error(`Modbus exception ${answer.code}`), { modbusCode: answer.code }));
+    } else pending.resolve(Buffer.from(answer.data));
+  }
+
+  /** Fails every request in flight: an answer that fits none of them makes all of their answers suspect. */
+  #mismatchAll(reason: string): void {
+    const several = this.#pending.size > 1;
+    for (const [transactionId, pending] of [...this.#pending]) {
+      this.#pending.delete(transactionId);
+      this.#abandoned.push(transactionId);
+      pending.reject(mismatchError(reason, several));
+    }
+    while (this.#abandoned.length > ABANDONED_MEMORY) this.#abandoned.shift();
+  }
+
+  #failAll(error: Error): void {
+    for (const pending of this.#pending.values()) pending.reject(error);
+    this.#pending.clear();
+  }
+}
+
+function mismatchError(reason: string, pipelineDesync: boolean): Error {
+  return Object.assign(new Error(`answer does not match the request: ${reason}`), { mismatch: true, pipelineDesync });
+}
+
+/** Creates the TCP client for a TCP transport. */
+export function createModbusTcpClient(options?: ModbusTcpClientOptions): ModbusClient {
+  return new ModbusTcpClient(options);
+}

@@ -1,0 +1,121 @@
+import net from "node:net";
+
+/** One request as the raw device saw it. */
+export interface RawRequest {
+  readonly transactionId: number;
+  readonly unitId: number;
+  readonly functionCode: number;
+  readonly address: number;
+  /** Quantity (reads, FC 15/16) or value (FC 5/6). */
+  readonly value: number;
+  /** Requests seen before this one. */
+  readonly index: number;
+}
+
+/** How to answer one request: a normal answer changed field by field, an exception, silence, or raw bytes. */
+export type RawAnswer =
+  | {
+      readonly kind: "normal";
+      readonly transactionId?: number;
+      readonly protocolId?: number;
+      /** Added to the MBAP length field. */
+      readonly lengthDelta?: number;
+      readonly unitId?: number;
+      readonly byteCount?: number;
+      /** Registers sent (default: the quantity asked for). */
+      readonly registers?: number;
+      /** Replaces the echoed address (writes). */
+      readonly echoAddress?: number;
+      /** Replaces the echoed value or quantity (writes). */
+      readonly echoValue?: number;
+      readonly delayMs?: number;
+    }
+  | { readonly kind: "exception"; readonly code: number }
+  | { readonly kind: "silent" };
+
+/** Holding and input register `address` of `unitId` hold `1000 * unitId + address`; coils alternate. */
+export function rawRegister(unitId: number, address: number): number {
+  return (1000 * unitId + address) & 0xffff;
+}
+
+/**
+ * A deliberately wrong Modbus TCP device for tests: every answer is built from the request and then bent
+ * by `answer` (a byte count that disagrees, another transaction id, a wrong echo, silence, ...).
+ */
+export async function startRawTcpDevice(
+  answer: (request: RawRequest) => RawAnswer,
+): Promise<{ host: string; port: number; requests: RawRequest[]; stop: () => Promise<void> }> {
+  const requests: RawRequest[] = [];
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
+    socket.on("error", () => undefined);
+    let buffer = Buffer.alloc(0);
+    socket.on("data", (data) => {
+      buffer = Buffer.concat([buffer, data]);
+      while (buffer.length >= 7 && buffer.length >= 6 + buffer.readUInt16BE(4)) {
+        const frame = buffer.subarray(0, 6 + buffer.readUInt16BE(4));
+        buffer = buffer.subarray(frame.length);
+        const request: RawRequest = {
+          transactionId: frame.readUInt16BE(0),
+          unitId: frame[6]!,
+          functionCode: frame[7]!,
+          address: frame.readUInt16BE(8),
+          value: frame.readUInt16BE(10),
+          index: requests.length,
+        };
+        requests.push(request);
+        const reply = answer(request);
+        if (reply.kind === "silent") continue;
+        const bytes = build(request, reply);
+        const delay = reply.kind === "normal" ? (reply.delayMs ?? 0) : 0;
+        if (delay > 0) setTimeout(() => socket.destroyed || socket.write(bytes), delay);
+        else socket.write(bytes);
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as net.AddressInfo;
+  return {
+    host: "127.0.0.1",
+    port,
+    requests,
+    stop: () =>
+      new Promise<void>((resolve) => {
+        for (const socket of sockets) socket.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+function build(request: RawRequest, reply: Exclude<RawAnswer, { kind: "silent" }>): Buffer {
+  let pdu: Buffer;
+  if (reply.kind === "exception") pdu = Buffer.from([request.functionCode | 0x80, reply.code]);
+  else if (request.functionCode === 3 || request.functionCode === 4) {
+    const count = reply.registers ?? request.value;
+    pdu = Buffer.alloc(2 + count * 2);
+    pdu[0] = request.functionCode;
+    pdu[1] = reply.byteCount ?? count * 2;
+    for (let index = 0; index < count; index++) {
+      pdu.writeUInt16BE(rawRegister(request.unitId, request.address + index), 2 + index * 2);
+    }
+  } else if (request.functionCode === 1 || request.functionCode === 2) {
+    const bytes = Math.ceil(request.value / 8);
+    pdu = Buffer.alloc(2 + bytes, 0x55);
+    pdu[0] = request.functionCode;
+    pdu[1] = reply.byteCount ?? bytes;
+  } else {
+    pdu = Buffer.alloc(5);
+    pdu[0] = request.functionCode;
+    pdu.writeUInt16BE(reply.echoAddress ?? request.address, 1);
+    pdu.writeUInt16BE(reply.echoValue ?? request.value, 3);
+  }
+  const normal = reply.kind === "normal" ? reply : undefined;
+  const header = Buffer.alloc(7);
+  header.writeUInt16BE(normal?.transactionId ?? request.transactionId, 0);
+  header.writeUInt16BE(normal?.protocolId ?? 0, 2);
+  header.writeUInt16BE(pdu.length + 1 + (normal?.lengthDelta ?? 0), 4);
+  header[6] = normal?.unitId ?? request.unitId;
+  return Buffer.concat([header, pdu]);
+}
