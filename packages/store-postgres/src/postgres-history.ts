@@ -137,25 +137,25 @@ export class PostgresHistory implements HistoryQueries {
   /** Per-interval aggregates with OPC UA Part 13 semantics; see `HistoryQueries.aggregate`. */
   async aggregate(tags: readonly string[], query: AggregateQuery): Promise<AggregateInterval[]> {
     this.#context.client();
-    const intervals = checkAggregateQuery(tags, query, this.#known);
+    const { tags: checkedTags, intervals, aggregates } = checkAggregateQuery(tags, query, this.#known);
     const needs = { ends: false, time: false, area: false };
-    for (const name of query.aggregates) {
+    for (const name of aggregates) {
       needs.ends ||= NEEDS[name].ends;
       needs.time ||= NEEDS[name].time;
       needs.area ||= NEEDS[name].area;
     }
-    const ids = tags.map((tag) => this.#tags.ids.get(tag)!);
+    const ids = checkedTags.map((tag) => this.#tags.ids.get(tag)!);
     const rows = await this.#context.run("history.aggregate", (client) =>
       client.query<PartialsRow>(this.#aggregateSql(needs), [
         arrayLiteral(ids),
-        arrayLiteral(tags.map((tag) => this.#tags.interpolations.get(tag) === "sloped")),
+        arrayLiteral(checkedTags.map((tag) => this.#tags.interpolations.get(tag) === "sloped")),
         intervals.start,
         intervals.intervalMs,
         intervals.end,
       ]),
     );
-    return tags.flatMap((tag, index) =>
-      finish(tag, ids[index]!, this.#tags.interpolations.get(tag)!, intervals, rows.rows, query.aggregates),
+    return checkedTags.flatMap((tag, index) =>
+      finish(tag, ids[index]!, this.#tags.interpolations.get(tag)!, intervals, rows.rows, aggregates),
     );
   }
 
@@ -262,15 +262,16 @@ export class PostgresHistory implements HistoryQueries {
   /** Values at `time`; see `HistoryQueries.valueAt`. */
   async valueAt(tags: readonly string[], time: number): Promise<Sample[]> {
     this.#context.client();
-    checkValueAtQuery(tags, time, this.#known);
-    return this.#valuesAt(tags, { start: time, intervalMs: 1, count: 1, end: time + 1 }, "history.valueAt");
+    const checked = checkValueAtQuery(tags, time, this.#known);
+    const { time: at } = checked;
+    return this.#valuesAt(checked.tags, { start: at, intervalMs: 1, count: 1, end: at + 1 }, "history.valueAt");
   }
 
   /** Values at the start of each interval; see `HistoryQueries.interpolated`. */
   async interpolated(tags: readonly string[], query: IntervalQuery): Promise<Sample[]> {
     this.#context.client();
-    const intervals = checkIntervalQuery(tags, query, this.#known);
-    return this.#valuesAt(tags, intervals, "history.interpolated");
+    const checked = checkIntervalQuery(tags, query, this.#known);
+    return this.#valuesAt(checked.tags, checked.intervals, "history.interpolated");
   }
 
   async #valuesAt(tags: readonly string[], intervals: CheckedIntervals, operation: string): Promise<Sample[]> {
@@ -325,7 +326,7 @@ export class PostgresHistory implements HistoryQueries {
   /** A trend for drawing (M4); see `HistoryQueries.downsample`. */
   async downsample(tag: string, query: DownsampleQuery): Promise<Sample[]> {
     this.#context.client();
-    const columns = checkDownsampleQuery(tag, query, this.#known);
+    const { start, end, columns } = checkDownsampleQuery(tag, query, this.#known);
     const samples = this.#context.table("samples");
     const range = `tag_id = $1 AND time >= ${timestampOf("$2")} AND time < ${timestampOf("$3")}`;
     const rows = await this.#context.run("history.downsample", (client) =>
@@ -348,7 +349,7 @@ export class PostgresHistory implements HistoryQueries {
          SELECT ${SAMPLE_ROW_COLUMNS} FROM picked
          JOIN ${samples} ON tag_id = $1 AND time = ${timestampOf("picked.ms")}
          ORDER BY time`,
-        [this.#tags.ids.get(tag)!, query.start, query.end, columns],
+        [this.#tags.ids.get(tag)!, start, end, columns],
       ),
     );
     // The candidates hold each column's M4 picks (floats and 64-bit integers picked apart, each
@@ -356,8 +357,8 @@ export class PostgresHistory implements HistoryQueries {
     const candidates = rows.rows.map((row) => toSample(tag, row));
     return downsampleSeries(
       { timestamps: candidates.map((sample) => sample.timestamp), samples: candidates },
-      query.start,
-      query.end,
+      start,
+      end,
       columns,
     );
   }

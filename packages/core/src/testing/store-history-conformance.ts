@@ -18,6 +18,8 @@ const HISTORY_TAGS = defineTags({
   "history.uint64": { dataType: "uint64" },
   "history.int64.sloped": { dataType: "int64", interpolation: "sloped" },
   "history.int64.mixed": { dataType: "int64" },
+  "history.huge": { dataType: "float64" }, // sloped: values near float64's largest
+  "history.huge.stepped": { dataType: "float64", interpolation: "stepped" },
 });
 const RAMP = "history.ramp";
 const VALVE = "history.valve";
@@ -716,6 +718,41 @@ export function storeHistoryConformance(options: StoreGroupConformanceOptions): 
         ]);
         expect(await paths(history.interpolated([RAMP], { ...interval, start: Number.NaN }))).toEqual(["start"]);
         expect(await paths(history.downsample(RAMP, { start: T0, end: T0 + S, points: 3 }))).toEqual(["points"]);
+        // A tag listed twice (its results would count twice), too many tags, too large a result.
+        expect(await paths(history.aggregate([RAMP, VALVE, RAMP], { ...interval, aggregates: ["Count"] }))).toEqual([
+          "tags[2]",
+        ]);
+        expect(await paths(history.valueAt([RAMP, RAMP], T0))).toEqual(["tags[1]"]);
+        expect(await paths(history.valueAt(new Array<string>(1_001).fill(RAMP), T0))).toEqual(["tags"]);
+        // 10 tags x 10,000 intervals x 12 aggregates = 1,200,000 results > MAX_HISTORY_CELLS (1,000,000):
+        // refused before running, though each tag alone stays within MAX_HISTORY_INTERVALS.
+        const allTags = HISTORY_TAGS.list().map((tag) => tag.name);
+        expect(allTags.length).toBe(10);
+        expect(
+          await paths(history.aggregate(allTags, { start: T0, end: T0 + 10_000, intervalMs: 1, aggregates: ALL })),
+        ).toEqual(["intervalMs"]);
+      }),
+    );
+
+    test(
+      "a query uses the tags and aggregates as given at the call: later changes and shifting arrays change nothing",
+      withHistory(options, async (history) => {
+        const tags = [RAMP];
+        const aggregates: AggregateName[] = ["Count"];
+        const pending = history.aggregate(tags, { start: T0, end: T0 + 10 * S, intervalMs: 10 * S, aggregates });
+        tags[0] = TREND;
+        tags.push(VALVE);
+        aggregates[0] = "Maximum";
+        const result = await pending;
+        expect(result.map((interval) => [interval.tag, Object.keys(interval.values)])).toEqual([[RAMP, ["Count"]]]);
+        expect(result[0]?.values.Count?.value).toBe(1); // [0 s, 10 s) holds the sample at 0 s
+        // An array answering each read differently (a Proxy) is read once; what was checked is what runs.
+        let reads = 0;
+        const shifty = new Proxy([RAMP], {
+          get: (target, key) => (key === "0" && reads++ > 0 ? "no.such.tag" : Reflect.get(target, key)),
+        });
+        const values = await history.valueAt(shifty, T0 + 10 * S);
+        expect(values.map((sample) => [sample.tag, sample.value])).toEqual([[RAMP, 10]]);
       }),
     );
 
