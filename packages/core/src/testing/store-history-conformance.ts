@@ -735,6 +735,37 @@ export function storeHistoryConformance(options: StoreGroupConformanceOptions): 
     );
 
     test(
+      "a sample's severity is its code's: a mismatching pair is refused, quality() keeps the stated severity",
+      withHistory(options, async (history, store) => {
+        const written = (sampleQuality: Quality): Promise<unknown> =>
+          store.samples.writeBatch([at(TREND, 45, 7, sampleQuality)]);
+        for (const mismatch of [
+          { severity: "bad", code: 0 },
+          { severity: "good", code: 0x80000000 },
+          { severity: "uncertain", code: 0x80340000 },
+        ] as const) {
+          const error = await expectKilnError(expect, written(mismatch), "KILN_VALIDATION");
+          expect(error instanceof KilnValidationError ? error.issues.map((issue) => issue.path) : []).toEqual([
+            "[0].quality.code",
+          ]);
+        }
+        // quality("bad", reason, 0): bad, with the generic Bad code; every store counts it as bad.
+        const probeBroken = quality("bad", "probe broken", 0);
+        expect([probeBroken.severity, probeBroken.code]).toEqual(["bad", 0x80000000]);
+        await written(probeBroken);
+        const [interval] = await history.aggregate([TREND], {
+          start: T0 + 45 * S,
+          end: T0 + 50 * S,
+          intervalMs: 5 * S,
+          aggregates: ["Count", "Maximum"],
+        });
+        expect(summarize([interval!])).toEqual([{ Count: [0, "bad"], Maximum: [null, "bad"] }]);
+        const [value] = await history.valueAt([TREND], T0 + 45 * S);
+        expect([value?.value, value?.quality.severity]).toEqual([0, "uncertain"]);
+      }),
+    );
+
+    test(
       "a query uses the tags and aggregates as given at the call: later changes and shifting arrays change nothing",
       withHistory(options, async (history) => {
         const tags = [RAMP];
