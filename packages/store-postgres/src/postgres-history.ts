@@ -15,6 +15,7 @@ import {
   type DownsampleQuery,
   downsampleSeries,
   finishAggregates,
+  HISTORY_ARITHMETIC_LIMIT,
   type HistoryPoint,
   type IntervalPartials,
   type IntervalQuery,
@@ -50,6 +51,11 @@ const MICROS = `round(date_part('epoch', time) * 1000000)::int8`;
 /** SQL: the integer `exact` is beyond ±(2^53 - 1), as `isImprecise` in `@kiln/core`. */
 const IMPRECISE = `(exact NOT BETWEEN -9007199254740991 AND 9007199254740991)`;
 
+/** SQL: `HISTORY_ARITHMETIC_LIMIT` of `@kiln/core` as float8. */
+const LIMIT = `'${HISTORY_ARITHMETIC_LIMIT}'::float8`;
+/** SQL: the numeric value takes part in sums and areas (NULL for no numeric value), as `!isHuge`. */
+const WITHIN = `(abs(num) <= ${LIMIT})`;
+
 /** What each aggregate needs computed beyond count, sum, minimum, maximum and bad samples. */
 const NEEDS: Readonly<
   Record<AggregateName, { readonly ends: boolean; readonly time: boolean; readonly area: boolean }>
@@ -79,6 +85,7 @@ interface PartialsRow {
   readonly minimum_exact: string | null;
   readonly maximum_exact: string | null;
   readonly imprecise: boolean | null;
+  readonly overflow: boolean | null;
   readonly bad_count: number | null;
   readonly first_good_ms: number | null;
   readonly first_good_num: number | null;
@@ -180,7 +187,9 @@ export class PostgresHistory implements HistoryQueries {
     const columns = [
       "count(*) FILTER (WHERE good)::int4 AS count",
       "count(num) FILTER (WHERE good)::int4 AS numeric_count",
-      "sum(num) FILTER (WHERE good) AS sum",
+      // Values beyond HISTORY_ARITHMETIC_LIMIT stay out of sums and areas (float8 raises on overflow).
+      `sum(num) FILTER (WHERE good AND ${WITHIN}) AS sum`,
+      `coalesce(bool_or(NOT ${WITHIN}) FILTER (WHERE good), false) AS overflow`,
       // Minimum and maximum exactly: float values in float8, 64-bit integers in numeric.
       "min(num) FILTER (WHERE good AND exact IS NULL) AS minimum",
       "max(num) FILTER (WHERE good AND exact IS NULL) AS maximum",
@@ -215,7 +224,8 @@ export class PostgresHistory implements HistoryQueries {
         ? [
             `sum(CASE WHEN sloped THEN ((previous_good_point[2] + num) / 2) * (ms - previous_good_point[1])
                       ELSE previous_good_point[2] * (ms - previous_good_point[1]) END)
-               FILTER (WHERE good AND ${inInterval("previous_good_point[1]")}) AS inner_area`,
+               FILTER (WHERE good AND ${inInterval("previous_good_point[1]")} AND ${WITHIN}
+                 AND abs(previous_good_point[2]) <= ${LIMIT}) AS inner_area`,
           ]
         : []),
     ];
@@ -411,6 +421,7 @@ function finish(
       minimum: smaller(row.minimum, bigintOf(row.minimum_exact)),
       maximum: larger(row.maximum, bigintOf(row.maximum_exact)),
       imprecise: row.imprecise === true,
+      overflow: row.overflow === true,
       badCount: row.bad_count ?? 0,
       firstGood: point(
         row.first_good_ms,

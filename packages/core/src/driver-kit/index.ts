@@ -47,12 +47,15 @@ export {
   type CheckedValueAtQuery,
 } from "../history/history-input";
 export {
+  HISTORY_ARITHMETIC_LIMIT,
   HISTORY_GOOD,
   HISTORY_IMPRECISE,
   HISTORY_NO_DATA,
+  HISTORY_OVERFLOW,
   HISTORY_UNCERTAIN,
   boundingValue,
   finishAggregates,
+  isHuge,
   isImprecise,
   larger,
   segmentArea,

@@ -68,6 +68,8 @@ const INT64 = "history.int64";
 const UINT64 = "history.uint64";
 const SLOPED64 = "history.int64.sloped";
 const MIXED64 = "history.int64.mixed";
+const HUGE = "history.huge";
+const HUGE_STEPPED = "history.huge.stepped";
 /** 64-bit integers around 2^53, 2^63 and 2^64 - 1 (tests of the precision rule). */
 const WIDE: readonly Sample[] = [
   at(INT64, 0, 2n ** 53n + 1n),
@@ -96,7 +98,8 @@ type ExpectedInterval = Partial<Record<AggregateName, Expected>>;
 
 /** Rounds to 1e-9 so results computed in a different order (SQL, TypeScript) compare equal. */
 function round(value: number | bigint | null): number | bigint | null {
-  return value === null || typeof value === "bigint" ? value : Math.round(value * 1e9) / 1e9;
+  if (value === null || typeof value === "bigint" || Math.abs(value) > 1e290) return value;
+  return Math.round(value * 1e9) / 1e9;
 }
 
 function summarize(intervals: readonly AggregateInterval[]): ExpectedInterval[] {
@@ -731,6 +734,72 @@ export function storeHistoryConformance(options: StoreGroupConformanceOptions): 
         expect(
           await paths(history.aggregate(allTags, { start: T0, end: T0 + 10_000, intervalMs: 1, aggregates: ALL })),
         ).toEqual(["intervalMs"]);
+      }),
+    );
+
+    test(
+      "values near float64's largest: interpolation stays finite, arithmetic that would overflow is bad (overflow), never Infinity",
+      withHistory(options, async (history, store) => {
+        const MAX = Number.MAX_VALUE;
+        await store.samples.writeBatch([
+          at(HUGE, 0, -MAX),
+          at(HUGE, 10, MAX),
+          at(HUGE, 20, 1e308),
+          at(HUGE_STEPPED, 0, 1.7e308),
+          at(HUGE_STEPPED, 10, 1.7e308),
+          at(HUGE_STEPPED, 20, 1.7e308),
+          // Safe integers whose float64 sum (3 * 2^52 + 3) is beyond 2^53: the Average is not exact.
+          at(HUGE_STEPPED, 100, 2 ** 52 + 1),
+          at(HUGE_STEPPED, 101, 2 ** 52 + 1),
+          at(HUGE_STEPPED, 102, 2 ** 52 + 1),
+        ]);
+        // Halfway between -MAX and MAX is 0, not Infinity - Infinity.
+        const values = await history.valueAt([HUGE], T0 + 5 * S);
+        expect(values.map((sample) => [sample.value, sample.quality.severity])).toEqual([[0, "good"]]);
+        const interpolated = await history.interpolated([HUGE], { start: T0, end: T0 + 20 * S, intervalMs: 5 * S });
+        expect(interpolated.every((sample) => typeof sample.value === "number" && Number.isFinite(sample.value))).toBe(
+          true,
+        );
+        const overflow = ["overflow", "bad"];
+        const reasonOf = (result: AggregateInterval[], name: AggregateName): string | undefined =>
+          result[0]?.values[name]?.quality.reason;
+        const query = { start: T0, end: T0 + 30 * S, intervalMs: 30 * S };
+        const sloped = await history.aggregate([HUGE], {
+          ...query,
+          aggregates: ["Count", "Minimum", "Maximum", "Average", "TimeAverage", "Total", "Delta"],
+        });
+        expect(summarize(sloped)).toEqual([
+          {
+            Count: [3, "good"],
+            Minimum: [-MAX, "good"],
+            Maximum: [MAX, "good"],
+            Average: [null, "bad"],
+            TimeAverage: [null, "bad"],
+            Total: [null, "bad"],
+            Delta: [null, "bad"], // 1e308 - (-MAX) is beyond float64
+          },
+        ]);
+        expect(
+          ["Average", "TimeAverage", "Total", "Delta"].map((name) => [
+            reasonOf(sloped, name as AggregateName)?.split(":")[0],
+            "bad",
+          ]),
+        ).toEqual(new Array(4).fill(overflow));
+        const stepped = await history.aggregate([HUGE_STEPPED], {
+          ...query,
+          aggregates: ["Count", "Average", "TimeAverage", "Delta"],
+        });
+        expect(summarize(stepped)).toEqual([
+          { Count: [3, "good"], Average: [null, "bad"], TimeAverage: [null, "bad"], Delta: [0, "good"] },
+        ]);
+        const [safe] = await history.aggregate([HUGE_STEPPED], {
+          start: T0 + 100 * S,
+          end: T0 + 103 * S,
+          intervalMs: 3 * S,
+          aggregates: ["Average"],
+        });
+        expect(safe?.values.Average?.quality.severity).toBe("uncertain");
+        expect(safe?.values.Average?.quality.reason?.startsWith("precision lost") ?? false).toBe(true);
       }),
     );
 
