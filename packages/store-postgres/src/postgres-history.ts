@@ -152,14 +152,16 @@ export class PostgresHistory implements HistoryQueries {
       needs.area ||= NEEDS[name].area;
     }
     const ids = checkedTags.map((tag) => this.#tags.ids.get(tag)!);
-    const rows = await this.#context.run("history.aggregate", (client) =>
-      client.query<PartialsRow>(this.#aggregateSql(needs), [
-        arrayLiteral(ids),
-        arrayLiteral(checkedTags.map((tag) => this.#tags.interpolations.get(tag) === "sloped")),
-        intervals.start,
-        intervals.intervalMs,
-        intervals.end,
-      ]),
+    const rows = await this.#context.reads.track(
+      this.#context.run("history.aggregate", (client) =>
+        client.query<PartialsRow>(this.#aggregateSql(needs), [
+          arrayLiteral(ids),
+          arrayLiteral(checkedTags.map((tag) => this.#tags.interpolations.get(tag) === "sloped")),
+          intervals.start,
+          intervals.intervalMs,
+          intervals.end,
+        ]),
+      ),
     );
     return checkedTags.flatMap((tag, index) =>
       finish(tag, ids[index]!, this.#tags.interpolations.get(tag)!, intervals, rows.rows, aggregates),
@@ -290,9 +292,10 @@ export class PostgresHistory implements HistoryQueries {
       `LEFT JOIN LATERAL (SELECT ${SAMPLE_ROW_COLUMNS}, ${GOOD} AS good FROM ${samples}
          WHERE ${when} tag_id = input.tag_id AND time ${comparison} point.at ${name.startsWith("good") ? `AND ${GOOD}` : ""}
          ORDER BY time ${order} LIMIT 1) AS ${name} ON true`;
-    const rows = await this.#context.run(operation, (client) =>
-      client.query<BoundRow>(
-        `SELECT input.ordinality AS tag_index, step.k,
+    const rows = await this.#context.reads.track(
+      this.#context.run(operation, (client) =>
+        client.query<BoundRow>(
+          `SELECT input.ordinality AS tag_index, step.k,
                 to_jsonb(any_before)::text AS any_before, to_jsonb(good_before)::text AS good_before,
                 to_jsonb(any_after)::text AS any_after, to_jsonb(good_after)::text AS good_after
          FROM unnest($1::text::int4[]) WITH ORDINALITY AS input (tag_id, ordinality)
@@ -303,12 +306,13 @@ export class PostgresHistory implements HistoryQueries {
          ${probe("any_after", ">=", "ASC", "")}
          ${probe("good_after", ">=", "ASC", "any_after.good IS NOT TRUE AND")}
          ORDER BY input.ordinality, step.k`,
-        [
-          arrayLiteral(tags.map((tag) => this.#tags.ids.get(tag)!)),
-          intervals.start,
-          intervals.intervalMs,
-          intervals.count,
-        ],
+          [
+            arrayLiteral(tags.map((tag) => this.#tags.ids.get(tag)!)),
+            intervals.start,
+            intervals.intervalMs,
+            intervals.count,
+          ],
+        ),
       ),
     );
     return rows.rows.map((row) => {
@@ -339,9 +343,10 @@ export class PostgresHistory implements HistoryQueries {
     const { start, end, columns } = checkDownsampleQuery(tag, query, this.#known);
     const samples = this.#context.table("samples");
     const range = `tag_id = $1 AND time >= ${timestampOf("$2")} AND time < ${timestampOf("$3")}`;
-    const rows = await this.#context.run("history.downsample", (client) =>
-      client.query<SampleRow>(
-        `WITH numeric_samples AS (
+    const rows = await this.#context.reads.track(
+      this.#context.run("history.downsample", (client) =>
+        client.query<SampleRow>(
+          `WITH numeric_samples AS (
            SELECT ${fastMillisecondsOf("time")} AS ms, ${NUMERIC} AS num, ${EXACT} AS exact, ${MICROS} AS us
            FROM ${samples} WHERE ${range}
          ), chosen AS (
@@ -359,7 +364,8 @@ export class PostgresHistory implements HistoryQueries {
          SELECT ${SAMPLE_ROW_COLUMNS} FROM picked
          JOIN ${samples} ON tag_id = $1 AND time = ${timestampOf("picked.ms")}
          ORDER BY time`,
-        [this.#tags.ids.get(tag)!, start, end, columns],
+          [this.#tags.ids.get(tag)!, start, end, columns],
+        ),
       ),
     );
     // The candidates hold each column's M4 picks (floats and 64-bit integers picked apart, each

@@ -859,7 +859,15 @@ export function storeHistoryConformance(options: StoreGroupConformanceOptions): 
     test(
       "history calls on a closed store reject with KILN_LIFECYCLE",
       withHistory(options, async (history, store) => {
+        // A query in flight when close() runs settles: with its result, or KILN_LIFECYCLE.
+        const inFlight = history
+          .aggregate([RAMP, TREND], { start: T0, end: T0 + 10_000 * S, intervalMs: S, aggregates: ["TimeAverage"] })
+          .then(
+            (result) => result.length,
+            (error: unknown) => (error as { code?: string }).code,
+          );
         await store.close();
+        expect([20_000, "KILN_LIFECYCLE"]).toContain(await inFlight);
         await expectKilnError(expect, history.valueAt([RAMP], T0), "KILN_LIFECYCLE");
         await expectKilnError(
           expect,
