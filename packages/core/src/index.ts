@@ -117,7 +117,7 @@ export {
 } from "./security/authorization";
 
 // Ports: the contracts a driver or store implements and a host may pass in
-export { AGGREGATES, MAX_HISTORY_INTERVALS } from "./ports/sample-history";
+export { AGGREGATES, MAX_HISTORY_CELLS, MAX_HISTORY_INTERVALS, MAX_HISTORY_TAGS } from "./ports/sample-history";
 export type {
   AggregateInterval,
   AggregateValue,

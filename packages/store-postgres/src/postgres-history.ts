@@ -15,6 +15,7 @@ import {
   type DownsampleQuery,
   downsampleSeries,
   finishAggregates,
+  HISTORY_ARITHMETIC_LIMIT,
   type HistoryPoint,
   type IntervalPartials,
   type IntervalQuery,
@@ -50,6 +51,11 @@ const MICROS = `round(date_part('epoch', time) * 1000000)::int8`;
 /** SQL: the integer `exact` is beyond ±(2^53 - 1), as `isImprecise` in `@kiln/core`. */
 const IMPRECISE = `(exact NOT BETWEEN -9007199254740991 AND 9007199254740991)`;
 
+/** SQL: `HISTORY_ARITHMETIC_LIMIT` of `@kiln/core` as float8. */
+const LIMIT = `'${HISTORY_ARITHMETIC_LIMIT}'::float8`;
+/** SQL: the numeric value takes part in sums and areas (NULL for no numeric value), as `!isHuge`. */
+const WITHIN = `(abs(num) <= ${LIMIT})`;
+
 /** What each aggregate needs computed beyond count, sum, minimum, maximum and bad samples. */
 const NEEDS: Readonly<
   Record<AggregateName, { readonly ends: boolean; readonly time: boolean; readonly area: boolean }>
@@ -79,6 +85,7 @@ interface PartialsRow {
   readonly minimum_exact: string | null;
   readonly maximum_exact: string | null;
   readonly imprecise: boolean | null;
+  readonly overflow: boolean | null;
   readonly bad_count: number | null;
   readonly first_good_ms: number | null;
   readonly first_good_num: number | null;
@@ -137,25 +144,27 @@ export class PostgresHistory implements HistoryQueries {
   /** Per-interval aggregates with OPC UA Part 13 semantics; see `HistoryQueries.aggregate`. */
   async aggregate(tags: readonly string[], query: AggregateQuery): Promise<AggregateInterval[]> {
     this.#context.client();
-    const intervals = checkAggregateQuery(tags, query, this.#known);
+    const { tags: checkedTags, intervals, aggregates } = checkAggregateQuery(tags, query, this.#known);
     const needs = { ends: false, time: false, area: false };
-    for (const name of query.aggregates) {
+    for (const name of aggregates) {
       needs.ends ||= NEEDS[name].ends;
       needs.time ||= NEEDS[name].time;
       needs.area ||= NEEDS[name].area;
     }
-    const ids = tags.map((tag) => this.#tags.ids.get(tag)!);
-    const rows = await this.#context.run("history.aggregate", (client) =>
-      client.query<PartialsRow>(this.#aggregateSql(needs), [
-        arrayLiteral(ids),
-        arrayLiteral(tags.map((tag) => this.#tags.interpolations.get(tag) === "sloped")),
-        intervals.start,
-        intervals.intervalMs,
-        intervals.end,
-      ]),
+    const ids = checkedTags.map((tag) => this.#tags.ids.get(tag)!);
+    const rows = await this.#context.reads.track(
+      this.#context.run("history.aggregate", (client) =>
+        client.query<PartialsRow>(this.#aggregateSql(needs), [
+          arrayLiteral(ids),
+          arrayLiteral(checkedTags.map((tag) => this.#tags.interpolations.get(tag) === "sloped")),
+          intervals.start,
+          intervals.intervalMs,
+          intervals.end,
+        ]),
+      ),
     );
-    return tags.flatMap((tag, index) =>
-      finish(tag, ids[index]!, this.#tags.interpolations.get(tag)!, intervals, rows.rows, query.aggregates),
+    return checkedTags.flatMap((tag, index) =>
+      finish(tag, ids[index]!, this.#tags.interpolations.get(tag)!, intervals, rows.rows, aggregates),
     );
   }
 
@@ -180,7 +189,9 @@ export class PostgresHistory implements HistoryQueries {
     const columns = [
       "count(*) FILTER (WHERE good)::int4 AS count",
       "count(num) FILTER (WHERE good)::int4 AS numeric_count",
-      "sum(num) FILTER (WHERE good) AS sum",
+      // Values beyond HISTORY_ARITHMETIC_LIMIT stay out of sums and areas (float8 raises on overflow).
+      `sum(num) FILTER (WHERE good AND ${WITHIN}) AS sum`,
+      `coalesce(bool_or(NOT ${WITHIN}) FILTER (WHERE good), false) AS overflow`,
       // Minimum and maximum exactly: float values in float8, 64-bit integers in numeric.
       "min(num) FILTER (WHERE good AND exact IS NULL) AS minimum",
       "max(num) FILTER (WHERE good AND exact IS NULL) AS maximum",
@@ -215,7 +226,8 @@ export class PostgresHistory implements HistoryQueries {
         ? [
             `sum(CASE WHEN sloped THEN ((previous_good_point[2] + num) / 2) * (ms - previous_good_point[1])
                       ELSE previous_good_point[2] * (ms - previous_good_point[1]) END)
-               FILTER (WHERE good AND ${inInterval("previous_good_point[1]")}) AS inner_area`,
+               FILTER (WHERE good AND ${inInterval("previous_good_point[1]")} AND ${WITHIN}
+                 AND abs(previous_good_point[2]) <= ${LIMIT}) AS inner_area`,
           ]
         : []),
     ];
@@ -262,15 +274,16 @@ export class PostgresHistory implements HistoryQueries {
   /** Values at `time`; see `HistoryQueries.valueAt`. */
   async valueAt(tags: readonly string[], time: number): Promise<Sample[]> {
     this.#context.client();
-    checkValueAtQuery(tags, time, this.#known);
-    return this.#valuesAt(tags, { start: time, intervalMs: 1, count: 1, end: time + 1 }, "history.valueAt");
+    const checked = checkValueAtQuery(tags, time, this.#known);
+    const { time: at } = checked;
+    return this.#valuesAt(checked.tags, { start: at, intervalMs: 1, count: 1, end: at + 1 }, "history.valueAt");
   }
 
   /** Values at the start of each interval; see `HistoryQueries.interpolated`. */
   async interpolated(tags: readonly string[], query: IntervalQuery): Promise<Sample[]> {
     this.#context.client();
-    const intervals = checkIntervalQuery(tags, query, this.#known);
-    return this.#valuesAt(tags, intervals, "history.interpolated");
+    const checked = checkIntervalQuery(tags, query, this.#known);
+    return this.#valuesAt(checked.tags, checked.intervals, "history.interpolated");
   }
 
   async #valuesAt(tags: readonly string[], intervals: CheckedIntervals, operation: string): Promise<Sample[]> {
@@ -279,9 +292,10 @@ export class PostgresHistory implements HistoryQueries {
       `LEFT JOIN LATERAL (SELECT ${SAMPLE_ROW_COLUMNS}, ${GOOD} AS good FROM ${samples}
          WHERE ${when} tag_id = input.tag_id AND time ${comparison} point.at ${name.startsWith("good") ? `AND ${GOOD}` : ""}
          ORDER BY time ${order} LIMIT 1) AS ${name} ON true`;
-    const rows = await this.#context.run(operation, (client) =>
-      client.query<BoundRow>(
-        `SELECT input.ordinality AS tag_index, step.k,
+    const rows = await this.#context.reads.track(
+      this.#context.run(operation, (client) =>
+        client.query<BoundRow>(
+          `SELECT input.ordinality AS tag_index, step.k,
                 to_jsonb(any_before)::text AS any_before, to_jsonb(good_before)::text AS good_before,
                 to_jsonb(any_after)::text AS any_after, to_jsonb(good_after)::text AS good_after
          FROM unnest($1::text::int4[]) WITH ORDINALITY AS input (tag_id, ordinality)
@@ -292,12 +306,13 @@ export class PostgresHistory implements HistoryQueries {
          ${probe("any_after", ">=", "ASC", "")}
          ${probe("good_after", ">=", "ASC", "any_after.good IS NOT TRUE AND")}
          ORDER BY input.ordinality, step.k`,
-        [
-          arrayLiteral(tags.map((tag) => this.#tags.ids.get(tag)!)),
-          intervals.start,
-          intervals.intervalMs,
-          intervals.count,
-        ],
+          [
+            arrayLiteral(tags.map((tag) => this.#tags.ids.get(tag)!)),
+            intervals.start,
+            intervals.intervalMs,
+            intervals.count,
+          ],
+        ),
       ),
     );
     return rows.rows.map((row) => {
@@ -325,12 +340,13 @@ export class PostgresHistory implements HistoryQueries {
   /** A trend for drawing (M4); see `HistoryQueries.downsample`. */
   async downsample(tag: string, query: DownsampleQuery): Promise<Sample[]> {
     this.#context.client();
-    const columns = checkDownsampleQuery(tag, query, this.#known);
+    const { start, end, columns } = checkDownsampleQuery(tag, query, this.#known);
     const samples = this.#context.table("samples");
     const range = `tag_id = $1 AND time >= ${timestampOf("$2")} AND time < ${timestampOf("$3")}`;
-    const rows = await this.#context.run("history.downsample", (client) =>
-      client.query<SampleRow>(
-        `WITH numeric_samples AS (
+    const rows = await this.#context.reads.track(
+      this.#context.run("history.downsample", (client) =>
+        client.query<SampleRow>(
+          `WITH numeric_samples AS (
            SELECT ${fastMillisecondsOf("time")} AS ms, ${NUMERIC} AS num, ${EXACT} AS exact, ${MICROS} AS us
            FROM ${samples} WHERE ${range}
          ), chosen AS (
@@ -348,7 +364,8 @@ export class PostgresHistory implements HistoryQueries {
          SELECT ${SAMPLE_ROW_COLUMNS} FROM picked
          JOIN ${samples} ON tag_id = $1 AND time = ${timestampOf("picked.ms")}
          ORDER BY time`,
-        [this.#tags.ids.get(tag)!, query.start, query.end, columns],
+          [this.#tags.ids.get(tag)!, start, end, columns],
+        ),
       ),
     );
     // The candidates hold each column's M4 picks (floats and 64-bit integers picked apart, each
@@ -356,8 +373,8 @@ export class PostgresHistory implements HistoryQueries {
     const candidates = rows.rows.map((row) => toSample(tag, row));
     return downsampleSeries(
       { timestamps: candidates.map((sample) => sample.timestamp), samples: candidates },
-      query.start,
-      query.end,
+      start,
+      end,
       columns,
     );
   }
@@ -410,6 +427,7 @@ function finish(
       minimum: smaller(row.minimum, bigintOf(row.minimum_exact)),
       maximum: larger(row.maximum, bigintOf(row.maximum_exact)),
       imprecise: row.imprecise === true,
+      overflow: row.overflow === true,
       badCount: row.bad_count ?? 0,
       firstGood: point(
         row.first_good_ms,

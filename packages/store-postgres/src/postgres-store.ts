@@ -120,6 +120,7 @@ export class PostgresStore implements Store {
   #state: "created" | "open" | "closed" = "created";
   #connection: Promise<Connection> | undefined;
   #client: SqlClient | undefined;
+  readonly #context: StoreContext;
 
   constructor(options: PostgresStoreOptions = {}) {
     checkOptions(options);
@@ -127,6 +128,7 @@ export class PostgresStore implements Store {
     this.#logger = options.logger ?? silentLogger;
     this.schema = options.schema ?? "kiln";
     const context = new StoreContext(this.schema, () => this.#openClient());
+    this.#context = context;
     this.#tags = new TagRegistry(context);
     this.samples = new PostgresSampleSink(context, this.#tags);
     this.history = new PostgresHistory(context, this.#tags);
@@ -170,8 +172,12 @@ export class PostgresStore implements Store {
     }
   }
 
-  /** Releases what the store owns (its pool or PGlite database). Idempotent. */
+  /**
+   * Releases what the store owns (its pool or PGlite database). Idempotent. History queries still
+   * running reject with `KILN_LIFECYCLE`.
+   */
   async close(): Promise<void> {
+    this.#context.reads.closeAll();
     const connection = this.#connection;
     this.#connection = undefined;
     this.#client = undefined;

@@ -1,3 +1,4 @@
+import { KilnError } from "@kiln/core";
 import { toStoreError } from "./postgres-error";
 import type { SqlClient, SqlQueryable, SqlResult } from "./sql-client";
 import { escapeText, unescapeText } from "./text-escape";
@@ -7,6 +8,8 @@ export class StoreContext {
   /** The schema, double-quoted for SQL text. */
   readonly schema: string;
   readonly #client: () => SqlClient;
+  /** History reads in flight, cut short by `close` (see {@link PendingReads}). */
+  readonly reads = new PendingReads();
 
   /**
    * @param schema a validated, unquoted schema name.
@@ -42,6 +45,34 @@ export class StoreContext {
     } catch (error) {
       throw toStoreError(error, operation);
     }
+  }
+}
+
+/**
+ * Read-only queries (history) of one store: each in-flight read rejects with `KILN_LIFECYCLE`
+ * when the store closes, instead of waiting on a client the close is tearing down. Writes are not
+ * cut short this way: whether they committed must stay knowable.
+ */
+export class PendingReads {
+  readonly #rejecters = new Set<(error: KilnError) => void>();
+
+  /** `running`, or a `KILN_LIFECYCLE` rejection when {@link PendingReads.closeAll} runs first. */
+  async track<TResult>(running: Promise<TResult>): Promise<TResult> {
+    let reject!: (error: KilnError) => void;
+    const closed = new Promise<never>((_, rejectClosed) => (reject = rejectClosed));
+    this.#rejecters.add(reject);
+    try {
+      return await Promise.race([running, closed]);
+    } finally {
+      this.#rejecters.delete(reject);
+    }
+  }
+
+  /** Rejects every read in flight: the store is closing. */
+  closeAll(): void {
+    const error = new KilnError("KILN_LIFECYCLE", "The PostgreSQL store was closed while this query ran.");
+    for (const reject of this.#rejecters) reject(error);
+    this.#rejecters.clear();
   }
 }
 

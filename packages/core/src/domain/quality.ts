@@ -42,11 +42,22 @@ export const QualityCodes = {
 /** The one shared `good` quality. */
 export const GOOD: Quality = Object.freeze({ severity: "good", code: QualityCodes.Good });
 
-/** Builds a quality; `code` defaults to the generic code of the severity. */
+/**
+ * Builds a quality. One rule on every store: a quality's severity is the severity of its code
+ * (the code's top two bits, see {@link severityOfStatusCode}), and stores refuse a sample whose
+ * two disagree (`checkSample`). `code` defaults to the generic code of the severity; a `code`
+ * whose severity bits disagree with `severity` is replaced by that generic code (the stated
+ * severity wins, so `quality("bad", "probe broken", 0)` is bad, code `0x80000000`).
+ */
 export function quality(severity: QualitySeverity, reason?: string, code?: number): Quality {
   const resolved =
-    code ??
-    (severity === "good" ? QualityCodes.Good : severity === "uncertain" ? QualityCodes.Uncertain : QualityCodes.Bad);
+    code !== undefined && severityOfStatusCode(code) === severity
+      ? code
+      : severity === "good"
+        ? QualityCodes.Good
+        : severity === "uncertain"
+          ? QualityCodes.Uncertain
+          : QualityCodes.Bad;
   return reason === undefined ? { severity, code: resolved } : { severity, code: resolved, reason };
 }
 

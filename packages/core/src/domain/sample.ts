@@ -1,5 +1,5 @@
 import type { ValidationIssue } from "./errors";
-import type { Quality } from "./quality";
+import { severityOfStatusCode, type Quality } from "./quality";
 import type { TagValue } from "./tags";
 
 /**
@@ -42,7 +42,9 @@ const SEVERITIES: ReadonlySet<string> = new Set(["good", "uncertain", "bad"]);
  * U+FFFF and lone surrogates included), any number (NaN, ±Infinity and -0 included), a boolean,
  * a bigint from -2^63 to 2^64-1 (int64 and uint64), or null; a timestamp from
  * {@link SAMPLE_TIME_MIN} to {@link SAMPLE_TIME_MAX}; a quality with a known severity, a 32-bit
- * status code and an optional string reason.
+ * OPC UA status code whose severity bits (its top two) give that same severity (one rule for a
+ * sample's severity on every store: MemoryStore reads `severity`, SQL stores derive it from the
+ * code), and an optional string reason.
  *
  * @param sample the sample to check (anything: it comes from outside the type system).
  * @param path the prefix of every issue path, e.g. `[3]` for the fourth sample of a batch.
@@ -76,6 +78,11 @@ export function checkSample(sample: unknown, path = ""): ValidationIssue[] {
     add("quality.severity", "must be good, uncertain or bad");
   } else if (!Number.isInteger(checked.code) || (checked.code as number) < 0 || (checked.code as number) > 0xffffffff) {
     add("quality.code", "must be a 32-bit unsigned status code");
+  } else if (severityOfStatusCode(checked.code as number) !== checked.severity) {
+    add(
+      "quality.code",
+      `its severity bits (0x00 good, 0x40 uncertain, 0x80 bad in the top two) must agree with severity ${String(checked.severity)}`,
+    );
   } else if (checked.reason !== undefined && typeof checked.reason !== "string") {
     add("quality.reason", "must be a string when present");
   }

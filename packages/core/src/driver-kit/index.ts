@@ -35,21 +35,28 @@ export { SystemClock } from "../runtime/system-clock";
 export { silentLogger } from "../runtime/silent-logger";
 
 // For store authors: input checks and the OPC UA Part 13 reference logic behind every store's history.
-export { AGGREGATES, MAX_HISTORY_INTERVALS } from "../ports/sample-history";
+export { AGGREGATES, MAX_HISTORY_CELLS, MAX_HISTORY_INTERVALS, MAX_HISTORY_TAGS } from "../ports/sample-history";
 export {
   checkAggregateQuery,
   checkDownsampleQuery,
   checkIntervalQuery,
   checkValueAtQuery,
+  type CheckedAggregateQuery,
+  type CheckedDownsampleQuery,
+  type CheckedIntervalQuery,
   type CheckedIntervals,
+  type CheckedValueAtQuery,
 } from "../history/history-input";
 export {
+  HISTORY_ARITHMETIC_LIMIT,
   HISTORY_GOOD,
   HISTORY_IMPRECISE,
   HISTORY_NO_DATA,
+  HISTORY_OVERFLOW,
   HISTORY_UNCERTAIN,
   boundingValue,
   finishAggregates,
+  isHuge,
   isImprecise,
   larger,
   segmentArea,

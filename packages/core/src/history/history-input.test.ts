@@ -19,18 +19,17 @@ const query: AggregateQuery = { start: 0, end: 60_000, intervalMs: 1_000, aggreg
 describe("history input checks", () => {
   test("a good query gives its intervals: ceil((end - start) / intervalMs), the last one clipped at end", () => {
     expect(checkAggregateQuery(["a"], query, known)).toEqual({
-      start: 0,
-      intervalMs: 1_000,
-      count: 60,
-      end: query.end,
+      tags: ["a"],
+      intervals: { start: 0, intervalMs: 1_000, count: 60, end: query.end },
+      aggregates: ["Count"],
     });
-    expect(checkIntervalQuery(["a", "b"], { start: 5, end: 2_006, intervalMs: 1_000 }, known)).toEqual({
+    expect(checkIntervalQuery(["a", "b"], { start: 5, end: 2_006, intervalMs: 1_000 }, known).intervals).toEqual({
       start: 5,
       intervalMs: 1_000,
       count: 3,
       end: 2_006,
     });
-    expect(checkDownsampleQuery("a", { start: 0, end: 1, points: 1_001 }, known)).toBe(250);
+    expect(checkDownsampleQuery("a", { start: 0, end: 1, points: 1_001 }, known).columns).toBe(250);
   });
 
   test("every problem is reported at once, each naming its field", () => {
@@ -46,6 +45,36 @@ describe("history input checks", () => {
     expect(paths(() => checkAggregateQuery([], { ...query, aggregates: [] }, known))).toEqual(["tags", "aggregates"]);
   });
 
+  test("the checked query is a frozen copy, read once: later changes to the caller's arrays change nothing", () => {
+    const tags = ["a"];
+    const aggregates: AggregateName[] = ["Count"];
+    const checked = checkAggregateQuery(tags, { ...query, aggregates }, known);
+    tags[0] = "zzz";
+    aggregates.push("Count");
+    expect([checked.tags, checked.aggregates]).toEqual([["a"], ["Count"]]);
+    expect(Object.isFrozen(checked.tags) && Object.isFrozen(checked.aggregates)).toBe(true);
+    // An array answering each read differently is read once: its first answer is checked and kept.
+    let reads = 0;
+    const shifty = new Proxy(["a"], {
+      get: (target, key) => (key === "0" && reads++ > 0 ? "zzz" : Reflect.get(target, key)),
+    });
+    expect(checkValueAtQuery(shifty, 0, known).tags).toEqual(["a"]);
+  });
+
+  test("tags: each once, at most MAX_HISTORY_TAGS; results at most MAX_HISTORY_CELLS", () => {
+    expect(paths(() => checkAggregateQuery(["a", "b", "a"], query, known))).toEqual(["tags[2]"]);
+    const many = Array.from({ length: 1_001 }, () => "a");
+    expect(paths(() => checkValueAtQuery(many, 0, known))).toEqual(["tags"]);
+    // 100 tags x 10,000 intervals x 2 aggregates = 2,000,000 cells > 1,000,000.
+    const hundred = Array.from({ length: 100 }, (_, index) => `t${index}`);
+    const any = (): boolean => true;
+    const wide = { start: 0, end: 10_000, intervalMs: 1 };
+    expect(paths(() => checkAggregateQuery(hundred, { ...wide, aggregates: ["Count", "Average"] }, any))).toEqual([
+      "intervalMs",
+    ]);
+    expect(checkAggregateQuery(hundred, { ...wide, aggregates: ["Count"] }, any).intervals.count).toBe(10_000);
+  });
+
   test("end must be after start; an empty range is refused", () => {
     expect(paths(() => checkAggregateQuery(["a"], { ...query, end: 0 }, known))).toEqual(["end"]);
     expect(paths(() => checkIntervalQuery(["a"], { start: 10, end: 5, intervalMs: 1 }, known))).toEqual(["end"]);
@@ -53,7 +82,7 @@ describe("history input checks", () => {
   });
 
   test("at most 10,000 intervals: exactly 10,000 passes, 10,001 is refused on intervalMs", () => {
-    expect(checkIntervalQuery(["a"], { start: 0, end: 10_000, intervalMs: 1 }, known).count).toBe(10_000);
+    expect(checkIntervalQuery(["a"], { start: 0, end: 10_000, intervalMs: 1 }, known).intervals.count).toBe(10_000);
     expect(paths(() => checkIntervalQuery(["a"], { start: 0, end: 10_001, intervalMs: 1 }, known))).toEqual([
       "intervalMs",
     ]);

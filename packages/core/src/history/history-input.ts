@@ -3,7 +3,10 @@ import {
   AGGREGATES,
   HISTORY_TIME_MAX,
   HISTORY_TIME_MIN,
+  MAX_HISTORY_CELLS,
   MAX_HISTORY_INTERVALS,
+  MAX_HISTORY_TAGS,
+  type AggregateName,
   type AggregateQuery,
   type DownsampleQuery,
   type IntervalQuery,
@@ -27,38 +30,79 @@ export interface CheckedIntervals {
 }
 
 /**
- * Checks the tags and intervals of a history query, for store implementations: every problem is
- * collected and thrown together, before the store runs anything.
+ * A checked `interpolated` query: a frozen copy of the caller's input, read once. Stores use
+ * only this copy, so a caller changing its arrays after the call (or an array whose reads change,
+ * such as a Proxy) cannot change what the store computes or bypass the checks.
+ */
+export interface CheckedIntervalQuery {
+  /** The tags, each known and listed once, at most {@link MAX_HISTORY_TAGS}. */
+  readonly tags: readonly string[];
+  readonly intervals: CheckedIntervals;
+}
+
+/** A checked `aggregate` query: see {@link CheckedIntervalQuery}. */
+export interface CheckedAggregateQuery extends CheckedIntervalQuery {
+  /** The aggregates, each known and listed once. */
+  readonly aggregates: readonly AggregateName[];
+}
+
+/** A checked `valueAt` query: see {@link CheckedIntervalQuery}. */
+export interface CheckedValueAtQuery {
+  readonly tags: readonly string[];
+  /** The time, ms since epoch. */
+  readonly time: number;
+}
+
+/** A checked `downsample` query: see {@link CheckedIntervalQuery}. */
+export interface CheckedDownsampleQuery {
+  readonly tag: string;
+  readonly start: number;
+  readonly end: number;
+  /** Number of columns: `floor(points / 4)`. */
+  readonly columns: number;
+}
+
+/**
+ * Checks the tags and intervals of a history query, for store implementations: the input is
+ * copied once and every problem is collected and thrown together, before the store runs anything.
+ * The result size is bounded: tags × intervals × aggregates ≤ {@link MAX_HISTORY_CELLS}.
  *
  * @param isKnownTag true for the tags of the catalog the store was opened with.
- * @throws KilnValidationError (`KILN_VALIDATION`) naming each bad field (`tags[1]`, `end`,
- * `intervalMs`, `aggregates[0]`); times must lie in `[HISTORY_TIME_MIN, HISTORY_TIME_MAX]`.
+ * @returns a frozen copy of the query; stores use only it.
+ * @throws KilnValidationError (`KILN_VALIDATION`) naming each bad field (`tags[1]` unknown or
+ * listed twice, `tags` over {@link MAX_HISTORY_TAGS}, `end`, `intervalMs` (also for too many
+ * cells), `aggregates[0]`); times must lie in `[HISTORY_TIME_MIN, HISTORY_TIME_MAX]`.
  */
 export function checkAggregateQuery(
   tags: readonly string[],
   query: AggregateQuery,
   isKnownTag: (tag: string) => boolean,
-): CheckedIntervals {
+): CheckedAggregateQuery {
   const issues: ValidationIssue[] = [];
-  checkTags(tags, isKnownTag, issues);
-  const intervals = checkIntervals(query, issues);
-  const aggregates = (query as Partial<AggregateQuery> | null)?.aggregates;
-  if (!Array.isArray(aggregates) || aggregates.length === 0) {
+  const checkedTags = checkTags(tags, isKnownTag, issues);
+  const read = readQuery(query, issues);
+  const aggregates = copyArray(read?.aggregates);
+  const intervals = read && checkIntervals(read, issues, checkedTags.length * Math.max(aggregates?.length ?? 1, 1));
+  if (read !== undefined && (aggregates === undefined || aggregates.length === 0)) {
     issues.push({ path: "aggregates", message: `must be a non-empty array of ${AGGREGATES.join(", ")}` });
-  } else {
-    const seen = new Set<string>();
-    aggregates.forEach((name: unknown, index) => {
+  } else if (aggregates !== undefined) {
+    const seen = new Set<unknown>();
+    aggregates.forEach((name, index) => {
       if (typeof name !== "string" || !AGGREGATE_NAMES.has(name)) {
         issues.push({
           path: `aggregates[${index}]`,
           message: `unknown aggregate: use one of ${AGGREGATES.join(", ")}`,
         });
       } else if (seen.has(name)) issues.push({ path: `aggregates[${index}]`, message: `${name} is listed twice` });
-      else seen.add(name);
+      seen.add(name);
     });
   }
   throwIfAny("aggregate query", issues);
-  return intervals!;
+  return Object.freeze({
+    tags: checkedTags,
+    intervals: intervals!,
+    aggregates: Object.freeze(aggregates as AggregateName[]),
+  });
 }
 
 /** {@link checkAggregateQuery} for `interpolated`: tags and intervals. @throws KilnValidationError */
@@ -66,72 +110,123 @@ export function checkIntervalQuery(
   tags: readonly string[],
   query: IntervalQuery,
   isKnownTag: (tag: string) => boolean,
-): CheckedIntervals {
+): CheckedIntervalQuery {
   const issues: ValidationIssue[] = [];
-  checkTags(tags, isKnownTag, issues);
-  const intervals = checkIntervals(query, issues);
+  const checkedTags = checkTags(tags, isKnownTag, issues);
+  const read = readQuery(query, issues);
+  const intervals = read && checkIntervals(read, issues, checkedTags.length);
   throwIfAny("interpolated query", issues);
-  return intervals!;
-}
-
-/** Checks the tags and time of `valueAt`. @throws KilnValidationError naming `tags[i]` or `time`. */
-export function checkValueAtQuery(tags: readonly string[], time: number, isKnownTag: (tag: string) => boolean): void {
-  const issues: ValidationIssue[] = [];
-  checkTags(tags, isKnownTag, issues);
-  checkTime("time", time, issues);
-  throwIfAny("valueAt query", issues);
+  return Object.freeze({ tags: checkedTags, intervals: intervals! });
 }
 
 /**
- * Checks a downsample query and returns its number of columns (`floor(points / 4)`).
+ * Checks the tags and time of `valueAt`.
+ * @returns a frozen copy (see {@link checkAggregateQuery}).
+ * @throws KilnValidationError naming `tags`, `tags[i]` or `time`.
+ */
+export function checkValueAtQuery(
+  tags: readonly string[],
+  time: number,
+  isKnownTag: (tag: string) => boolean,
+): CheckedValueAtQuery {
+  const issues: ValidationIssue[] = [];
+  const checkedTags = checkTags(tags, isKnownTag, issues);
+  checkTime("time", time, issues);
+  throwIfAny("valueAt query", issues);
+  return Object.freeze({ tags: checkedTags, time });
+}
+
+/**
+ * Checks a downsample query.
+ * @returns a frozen copy with its number of columns (`floor(points / 4)`).
  * @throws KilnValidationError naming `tag`, `start`, `end` or `points`.
  */
 export function checkDownsampleQuery(
   tag: string,
   query: DownsampleQuery,
   isKnownTag: (tag: string) => boolean,
-): number {
+): CheckedDownsampleQuery {
   const issues: ValidationIssue[] = [];
   if (typeof tag !== "string" || !isKnownTag(tag)) {
     issues.push({ path: "tag", message: "must name a tag of the catalog the store was opened with" });
   }
+  let read: { start: unknown; end: unknown; points: unknown } | undefined;
   if (typeof query !== "object" || query === null) issues.push({ path: "", message: "must be a downsample query" });
   else {
-    checkRange(query, issues);
-    const { points } = query;
-    if (!Number.isInteger(points) || points < 4 || points > 4 * MAX_HISTORY_INTERVALS) {
+    const { start, end, points } = query;
+    read = { start, end, points };
+    checkRange(read, issues);
+    if (!Number.isInteger(points) || (points as number) < 4 || (points as number) > 4 * MAX_HISTORY_INTERVALS) {
       issues.push({ path: "points", message: `must be a whole number from 4 to ${4 * MAX_HISTORY_INTERVALS}` });
     }
   }
   throwIfAny("downsample query", issues);
-  return Math.floor(query.points / 4);
-}
-
-function checkTags(tags: readonly string[], isKnownTag: (tag: string) => boolean, issues: ValidationIssue[]): void {
-  if (!Array.isArray(tags) || tags.length === 0) {
-    issues.push({ path: "tags", message: "must be a non-empty array of tag names" });
-    return;
-  }
-  tags.forEach((tag: unknown, index) => {
-    if (typeof tag !== "string" || !isKnownTag(tag)) {
-      issues.push({ path: `tags[${index}]`, message: "must name a tag of the catalog the store was opened with" });
-    }
+  return Object.freeze({
+    tag,
+    start: read!.start as number,
+    end: read!.end as number,
+    columns: Math.floor((read!.points as number) / 4),
   });
 }
 
-function checkIntervals(query: IntervalQuery, issues: ValidationIssue[]): CheckedIntervals | undefined {
+/** A copy of an array, read once (a Proxy's traps run here and never again); undefined if not an array. */
+function copyArray(value: unknown): unknown[] | undefined {
+  return Array.isArray(value) ? Array.prototype.slice.call(value) : undefined;
+}
+
+function checkTags(tags: unknown, isKnownTag: (tag: string) => boolean, issues: ValidationIssue[]): readonly string[] {
+  const copy = copyArray(tags);
+  if (copy === undefined || copy.length === 0) {
+    issues.push({ path: "tags", message: "must be a non-empty array of tag names" });
+    return Object.freeze([]);
+  }
+  if (copy.length > MAX_HISTORY_TAGS) {
+    issues.push({ path: "tags", message: `lists ${copy.length} tags; at most ${MAX_HISTORY_TAGS} per query` });
+    return Object.freeze([]);
+  }
+  const seen = new Set<unknown>();
+  copy.forEach((tag, index) => {
+    if (typeof tag !== "string" || !isKnownTag(tag)) {
+      issues.push({ path: `tags[${index}]`, message: "must name a tag of the catalog the store was opened with" });
+    } else if (seen.has(tag)) issues.push({ path: `tags[${index}]`, message: `${tag} is listed twice` });
+    seen.add(tag);
+  });
+  return Object.freeze(copy as string[]);
+}
+
+interface ReadQuery {
+  readonly start: unknown;
+  readonly end: unknown;
+  readonly intervalMs: unknown;
+  readonly aggregates?: unknown;
+}
+
+/** The query's fields, each read once (a getter cannot answer differently later). */
+function readQuery(query: unknown, issues: ValidationIssue[]): ReadQuery | undefined {
   if (typeof query !== "object" || query === null) {
     issues.push({ path: "", message: "must be a query object with start, end and intervalMs" });
     return undefined;
   }
+  const { start, end, intervalMs, aggregates } = query as Partial<AggregateQuery>;
+  return { start, end, intervalMs, aggregates };
+}
+
+/** Checks the intervals; `cellsPerInterval` results per interval (tags × aggregates) bound the result size. */
+function checkIntervals(
+  query: ReadQuery,
+  issues: ValidationIssue[],
+  cellsPerInterval: number,
+): CheckedIntervals | undefined {
   const rangeOk = checkRange(query, issues);
   const { intervalMs } = query;
-  if (!Number.isInteger(intervalMs) || intervalMs < 1) {
+  if (!Number.isInteger(intervalMs) || (intervalMs as number) < 1) {
     issues.push({ path: "intervalMs", message: "must be a whole number of ms, at least 1" });
     return undefined;
   }
   if (!rangeOk) return undefined;
-  const count = Math.ceil((query.end - query.start) / intervalMs);
+  const start = query.start as number;
+  const end = query.end as number;
+  const count = Math.ceil((end - start) / (intervalMs as number));
   if (count > MAX_HISTORY_INTERVALS) {
     issues.push({
       path: "intervalMs",
@@ -139,14 +234,21 @@ function checkIntervals(query: IntervalQuery, issues: ValidationIssue[]): Checke
     });
     return undefined;
   }
-  return { start: query.start, intervalMs, count, end: query.end };
+  if (count * cellsPerInterval > MAX_HISTORY_CELLS) {
+    issues.push({
+      path: "intervalMs",
+      message: `gives ${count * cellsPerInterval} results (tags × intervals × aggregates); at most ${MAX_HISTORY_CELLS} per query: use a longer interval, fewer tags or fewer aggregates`,
+    });
+    return undefined;
+  }
+  return Object.freeze({ start, intervalMs: intervalMs as number, count, end });
 }
 
-function checkRange(range: { readonly start: number; readonly end: number }, issues: ValidationIssue[]): boolean {
+function checkRange(range: { readonly start: unknown; readonly end: unknown }, issues: ValidationIssue[]): boolean {
   const before = issues.length;
   checkTime("start", range.start, issues);
   checkTime("end", range.end, issues);
-  if (issues.length === before && range.end <= range.start) {
+  if (issues.length === before && (range.end as number) <= (range.start as number)) {
     issues.push({ path: "end", message: "must be after start" });
   }
   return issues.length === before;

@@ -21,8 +21,36 @@ export const HISTORY_NO_DATA: Quality = Object.freeze(quality("bad", "no data", 
  * float64 cannot hold exactly (`Number.MAX_SAFE_INTEGER`): the result may be off, so it is never good.
  */
 export const HISTORY_IMPRECISE: Quality = Object.freeze(
-  quality("uncertain", "precision lost: computed in float64 from an integer beyond ±2^53", UNCERTAIN_DATA_SUB_NORMAL),
+  quality(
+    "uncertain",
+    "precision lost: computed in float64 from or to an integer beyond ±2^53",
+    UNCERTAIN_DATA_SUB_NORMAL,
+  ),
 );
+
+/** OPC UA StatusCode `Bad_OutOfRange`. */
+const BAD_OUT_OF_RANGE = 0x803c0000;
+
+/**
+ * Magnitude beyond which a value takes no part in history arithmetic (sums, areas): every sum
+ * and area of values within it stays finite in float64 (and in PostgreSQL float8, which raises
+ * an error on overflow), whatever the number of samples or the interval length.
+ */
+export const HISTORY_ARITHMETIC_LIMIT = 1e290;
+
+/**
+ * Quality of a result whose float64 arithmetic would overflow: `Average`, `TimeAverage` or
+ * `Total` resting on a value beyond ±{@link HISTORY_ARITHMETIC_LIMIT}, or any computed result
+ * (an interpolated value, a `Delta`) that is not finite. The value is null; never good.
+ */
+export const HISTORY_OVERFLOW: Quality = Object.freeze(
+  quality("bad", "overflow: beyond the range of float64 arithmetic", BAD_OUT_OF_RANGE),
+);
+
+/** True when `value` is a number beyond ±{@link HISTORY_ARITHMETIC_LIMIT} (bigints never are). */
+export function isHuge(value: HistoryNumber | null | undefined): boolean {
+  return typeof value === "number" && Math.abs(value) > HISTORY_ARITHMETIC_LIMIT;
+}
 
 /** A numeric value as stored: a number, or a bigint for 64-bit integer tags (exact). */
 export type HistoryNumber = number | bigint;
@@ -80,8 +108,13 @@ export interface IntervalPartials {
   readonly count: number;
   /** Good samples with a numeric value. */
   readonly numericCount: number;
-  /** Sum (float64) of the numeric good values (null when `numericCount` is 0). */
+  /**
+   * Sum (float64) of the numeric good values within ±{@link HISTORY_ARITHMETIC_LIMIT} (null when
+   * there is none).
+   */
   readonly sum: number | null;
+  /** A numeric good value lies beyond ±{@link HISTORY_ARITHMETIC_LIMIT} ({@link isHuge}). */
+  readonly overflow: boolean;
   /** Smallest numeric good value, exact ({@link smaller}; null when `numericCount` is 0). */
   readonly minimum: HistoryNumber | null;
   /** Largest numeric good value, exact ({@link larger}; null when `numericCount` is 0). */
@@ -98,8 +131,8 @@ export interface IntervalPartials {
   readonly badCount: number;
   /**
    * Area (value·ms) between each good sample and the next good sample when both lie in this
-   * interval, per the tag's interpolation; pairs with a non-numeric value are left out (a SQL
-   * `sum` skips nulls). Null when there is no such pair.
+   * interval, per the tag's interpolation; pairs with a non-numeric value or one beyond
+   * ±{@link HISTORY_ARITHMETIC_LIMIT} are left out (a SQL `sum` skips nulls). Null when there is no such pair.
    */
   readonly innerArea: number | null;
   /** ms from each good sample to the next sample of any quality, when both lie in this interval. */
@@ -182,10 +215,23 @@ export function boundingValue<TPoint extends HistoryPoint>(
   const imprecise = isImprecise(goodBefore.value) || isImprecise(goodAfter.value);
   const found = precise(noBadBefore && noBadAfter ? HISTORY_GOOD : HISTORY_UNCERTAIN, imprecise);
   if (goodBefore.value === null || goodAfter.value === null) return { value: null, quality: found, imprecise };
-  const before = Number(goodBefore.value);
-  const value =
-    before + ((Number(goodAfter.value) - before) * (t - goodBefore.time)) / (goodAfter.time - goodBefore.time);
-  return { value, quality: found, imprecise };
+  const value = interpolate(
+    Number(goodBefore.value),
+    Number(goodAfter.value),
+    (t - goodBefore.time) / (goodAfter.time - goodBefore.time),
+  );
+  return Number.isFinite(value)
+    ? { value, quality: found, imprecise }
+    : { value: null, quality: HISTORY_OVERFLOW, imprecise };
+}
+
+/**
+ * `a + (b - a) * fraction`; when `b - a` overflows (values of opposite sign near float64's
+ * largest), `a * (1 - fraction) + b * fraction`, which stays within [a, b].
+ */
+function interpolate(a: number, b: number, fraction: number): number {
+  const value = a + (b - a) * fraction;
+  return Number.isFinite(value) ? value : a * (1 - fraction) + b * fraction;
 }
 
 /**
@@ -277,7 +323,9 @@ export function finishAggregates(
     const raw = (value: HistoryNumber | null | undefined, imprecise = false): AggregateValue =>
       value === null || value === undefined
         ? { value: null, quality: HISTORY_NO_DATA }
-        : { value, quality: precise(rawQuality(true), imprecise) };
+        : typeof value === "number" && !Number.isFinite(value)
+          ? { value: null, quality: HISTORY_OVERFLOW }
+          : { value, quality: precise(rawQuality(true), imprecise) };
 
     // DurationGood: the state before the first sample of the interval is the last sample's before it.
     const stateBefore = anyBefore[index];
@@ -302,8 +350,16 @@ export function finishAggregates(
       const covered = e - (startBound === undefined ? first!.time : s);
       average = area === null || covered <= 0 ? null : area / covered;
     }
-    const timeQuality =
-      average === null
+    // Arithmetic on a value beyond the limit (in the interval or a bound) could overflow: not done.
+    const timeOverflow =
+      average !== null &&
+      ((partial?.overflow ?? false) ||
+        isHuge(startBound?.value) ||
+        isHuge(endBound?.value) ||
+        !Number.isFinite(average));
+    const timeQuality = timeOverflow
+      ? HISTORY_OVERFLOW
+      : average === null
         ? HISTORY_NO_DATA
         : precise(
             goodMs === e - s && startBound?.quality === HISTORY_GOOD && endBound?.quality === HISTORY_GOOD
@@ -337,16 +393,23 @@ export function finishAggregates(
           }
           break;
         case "Average":
-          values.Average = raw(
-            partial && partial.numericCount > 0 ? partial.sum! / partial.numericCount : null,
-            partial?.imprecise,
-          );
+          values.Average =
+            partial?.overflow === true
+              ? { value: null, quality: HISTORY_OVERFLOW }
+              : raw(
+                  partial && partial.numericCount > 0 ? partial.sum! / partial.numericCount : null,
+                  // A float64 sum beyond ±2^53 is not exact either (integers lose their last digits).
+                  (partial?.imprecise ?? false) || Math.abs(partial?.sum ?? 0) > Number.MAX_SAFE_INTEGER,
+                );
           break;
         case "TimeAverage":
-          values.TimeAverage = { value: average, quality: timeQuality };
+          values.TimeAverage = { value: timeOverflow ? null : average, quality: timeQuality };
           break;
         case "Total":
-          values.Total = { value: average === null ? null : (average * (e - s)) / 1000, quality: timeQuality };
+          values.Total = {
+            value: average === null || timeOverflow ? null : (average * (e - s)) / 1000,
+            quality: timeQuality,
+          };
           break;
         case "DurationGood":
           values.DurationGood = { value: goodMs, quality: HISTORY_GOOD };

@@ -5,6 +5,8 @@ import type { CheckedIntervals } from "./history-input";
 import {
   HISTORY_NO_DATA,
   boundingValue,
+  HISTORY_OVERFLOW,
+  isHuge,
   isImprecise,
   larger,
   smaller,
@@ -97,6 +99,7 @@ export function aggregateSeries(
         innerArea: null,
         innerGoodMs: 0,
         imprecise: false,
+        overflow: false,
       };
       partials.push(current);
     } else if (lastAny?.good) current.innerGoodMs += point.time - lastAny.time;
@@ -110,13 +113,14 @@ export function aggregateSeries(
     current.count++;
     if (point.value !== null) {
       current.numericCount++;
-      current.sum = (current.sum ?? 0) + Number(point.value);
+      if (isHuge(point.value)) current.overflow = true;
+      else current.sum = (current.sum ?? 0) + Number(point.value);
       current.minimum = smaller(current.minimum, point.value);
       current.maximum = larger(current.maximum, point.value);
       current.imprecise ||= isImprecise(point.value);
     }
     if (current.firstGood === undefined) current.firstGood = point;
-    else if (lastGood !== undefined) {
+    else if (lastGood !== undefined && !isHuge(lastGood.value) && !isHuge(point.value)) {
       const area = segmentArea(interpolation, lastGood.value, point.value, point.time - lastGood.time);
       if (area !== null) current.innerArea = (current.innerArea ?? 0) + area;
     }
@@ -184,7 +188,10 @@ export function valueFromBounds(
   const bound = boundingValue(time, bounds, interpolation);
   if (bound === undefined) return { tag, value: null, timestamp: time, quality: HISTORY_NO_DATA };
   const value = bound.source !== undefined ? bound.source.sample.value : bound.value;
-  if (value === null) return { tag, value: null, timestamp: time, quality: HISTORY_NO_DATA };
+  if (value === null) {
+    const why = bound.quality === HISTORY_OVERFLOW ? HISTORY_OVERFLOW : HISTORY_NO_DATA;
+    return { tag, value: null, timestamp: time, quality: why };
+  }
   return { tag, value, timestamp: time, quality: bound.quality };
 }
 

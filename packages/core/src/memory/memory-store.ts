@@ -230,20 +230,23 @@ export class MemoryStore implements Store {
     this.history = {
       aggregate: async (tags, query) => {
         this.#assertOpen();
-        const intervals = checkAggregateQuery(tags, query, known);
-        return tags.flatMap((tag) =>
-          aggregateSeries(tag, seriesOf(tag), this.#interpolations.get(tag)!, intervals, query.aggregates),
+        const checked = checkAggregateQuery(tags, query, known);
+        return checked.tags.flatMap((tag) =>
+          aggregateSeries(tag, seriesOf(tag), this.#interpolations.get(tag)!, checked.intervals, checked.aggregates),
         );
       },
       valueAt: async (tags, time) => {
         this.#assertOpen();
-        checkValueAtQuery(tags, time, known);
-        return tags.map((tag) => valueAtInSeries(tag, seriesOf(tag), time, this.#interpolations.get(tag)!));
+        const checked = checkValueAtQuery(tags, time, known);
+        return checked.tags.map((tag) =>
+          valueAtInSeries(tag, seriesOf(tag), checked.time, this.#interpolations.get(tag)!),
+        );
       },
       interpolated: async (tags, query) => {
         this.#assertOpen();
-        const { start, intervalMs, count } = checkIntervalQuery(tags, query, known);
-        return tags.flatMap((tag) =>
+        const checked = checkIntervalQuery(tags, query, known);
+        const { start, intervalMs, count } = checked.intervals;
+        return checked.tags.flatMap((tag) =>
           Array.from({ length: count }, (_, index) =>
             valueAtInSeries(tag, seriesOf(tag), start + index * intervalMs, this.#interpolations.get(tag)!),
           ),
@@ -251,8 +254,8 @@ export class MemoryStore implements Store {
       },
       downsample: async (tag, query) => {
         this.#assertOpen();
-        const columns = checkDownsampleQuery(tag, query, known);
-        return downsampleSeries(seriesOf(tag), query.start, query.end, columns);
+        const checked = checkDownsampleQuery(tag, query, known);
+        return downsampleSeries(seriesOf(checked.tag), checked.start, checked.end, checked.columns);
       },
     };
     this.events = {

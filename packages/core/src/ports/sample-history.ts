@@ -95,6 +95,16 @@ export type AggregateName = (typeof AGGREGATES)[number];
 /** At most this many intervals (aggregates, interpolated values, downsampled columns) per query and tag. */
 export const MAX_HISTORY_INTERVALS = 10_000;
 
+/** At most this many tags per history query (`aggregate`, `valueAt`, `interpolated`). */
+export const MAX_HISTORY_TAGS = 1_000;
+
+/**
+ * At most this many results per history query: tags × intervals × aggregates for `aggregate`,
+ * tags × intervals for `interpolated`. Bounds the memory a query can take (a result holds about
+ * 100 bytes per cell); a larger query rejects with `KILN_VALIDATION` on `intervalMs` before running.
+ */
+export const MAX_HISTORY_CELLS = 1_000_000;
+
 /**
  * History query times (`start`, `end`, `time`) lie in
  * `[HISTORY_TIME_MIN, HISTORY_TIME_MAX]`: 1900-01-01 to 2100-01-01 UTC, a range every store
@@ -180,7 +190,9 @@ export interface DownsampleQuery {
  * Values between samples follow the tag's interpolation (`stepped` or `sloped`, declared in the catalog given to
  * `open`, see `interpolationOf`). Bad input rejects with `KILN_VALIDATION` naming the field before any query: `end` not
  * after `start`, non-integer times, an interval under 1 ms, more than
- * {@link MAX_HISTORY_INTERVALS} intervals, an unknown aggregate, or a tag not in the catalog.
+ * {@link MAX_HISTORY_INTERVALS} intervals or {@link MAX_HISTORY_CELLS} results, more than
+ * {@link MAX_HISTORY_TAGS} tags, a tag listed twice, an unknown aggregate, or a tag not in the catalog.
+ * Stores read the caller's arrays once, at the call: changing them afterwards changes nothing.
  */
 export interface HistoryQueries {
   /**

@@ -18,6 +18,8 @@ const HISTORY_TAGS = defineTags({
   "history.uint64": { dataType: "uint64" },
   "history.int64.sloped": { dataType: "int64", interpolation: "sloped" },
   "history.int64.mixed": { dataType: "int64" },
+  "history.huge": { dataType: "float64" }, // sloped: values near float64's largest
+  "history.huge.stepped": { dataType: "float64", interpolation: "stepped" },
 });
 const RAMP = "history.ramp";
 const VALVE = "history.valve";
@@ -66,6 +68,8 @@ const INT64 = "history.int64";
 const UINT64 = "history.uint64";
 const SLOPED64 = "history.int64.sloped";
 const MIXED64 = "history.int64.mixed";
+const HUGE = "history.huge";
+const HUGE_STEPPED = "history.huge.stepped";
 /** 64-bit integers around 2^53, 2^63 and 2^64 - 1 (tests of the precision rule). */
 const WIDE: readonly Sample[] = [
   at(INT64, 0, 2n ** 53n + 1n),
@@ -94,7 +98,8 @@ type ExpectedInterval = Partial<Record<AggregateName, Expected>>;
 
 /** Rounds to 1e-9 so results computed in a different order (SQL, TypeScript) compare equal. */
 function round(value: number | bigint | null): number | bigint | null {
-  return value === null || typeof value === "bigint" ? value : Math.round(value * 1e9) / 1e9;
+  if (value === null || typeof value === "bigint" || Math.abs(value) > 1e290) return value;
+  return Math.round(value * 1e9) / 1e9;
 }
 
 function summarize(intervals: readonly AggregateInterval[]): ExpectedInterval[] {
@@ -716,13 +721,154 @@ export function storeHistoryConformance(options: StoreGroupConformanceOptions): 
         ]);
         expect(await paths(history.interpolated([RAMP], { ...interval, start: Number.NaN }))).toEqual(["start"]);
         expect(await paths(history.downsample(RAMP, { start: T0, end: T0 + S, points: 3 }))).toEqual(["points"]);
+        // A tag listed twice (its results would count twice), too many tags, too large a result.
+        expect(await paths(history.aggregate([RAMP, VALVE, RAMP], { ...interval, aggregates: ["Count"] }))).toEqual([
+          "tags[2]",
+        ]);
+        expect(await paths(history.valueAt([RAMP, RAMP], T0))).toEqual(["tags[1]"]);
+        expect(await paths(history.valueAt(new Array<string>(1_001).fill(RAMP), T0))).toEqual(["tags"]);
+        // 10 tags x 10,000 intervals x 12 aggregates = 1,200,000 results > MAX_HISTORY_CELLS (1,000,000):
+        // refused before running, though each tag alone stays within MAX_HISTORY_INTERVALS.
+        const allTags = HISTORY_TAGS.list().map((tag) => tag.name);
+        expect(allTags.length).toBe(10);
+        expect(
+          await paths(history.aggregate(allTags, { start: T0, end: T0 + 10_000, intervalMs: 1, aggregates: ALL })),
+        ).toEqual(["intervalMs"]);
+      }),
+    );
+
+    test(
+      "values near float64's largest: interpolation stays finite, arithmetic that would overflow is bad (overflow), never Infinity",
+      withHistory(options, async (history, store) => {
+        const MAX = Number.MAX_VALUE;
+        await store.samples.writeBatch([
+          at(HUGE, 0, -MAX),
+          at(HUGE, 10, MAX),
+          at(HUGE, 20, 1e308),
+          at(HUGE_STEPPED, 0, 1.7e308),
+          at(HUGE_STEPPED, 10, 1.7e308),
+          at(HUGE_STEPPED, 20, 1.7e308),
+          // Safe integers whose float64 sum (3 * 2^52 + 3) is beyond 2^53: the Average is not exact.
+          at(HUGE_STEPPED, 100, 2 ** 52 + 1),
+          at(HUGE_STEPPED, 101, 2 ** 52 + 1),
+          at(HUGE_STEPPED, 102, 2 ** 52 + 1),
+        ]);
+        // Halfway between -MAX and MAX is 0, not Infinity - Infinity.
+        const values = await history.valueAt([HUGE], T0 + 5 * S);
+        expect(values.map((sample) => [sample.value, sample.quality.severity])).toEqual([[0, "good"]]);
+        const interpolated = await history.interpolated([HUGE], { start: T0, end: T0 + 20 * S, intervalMs: 5 * S });
+        expect(interpolated.every((sample) => typeof sample.value === "number" && Number.isFinite(sample.value))).toBe(
+          true,
+        );
+        const overflow = ["overflow", "bad"];
+        const reasonOf = (result: AggregateInterval[], name: AggregateName): string | undefined =>
+          result[0]?.values[name]?.quality.reason;
+        const query = { start: T0, end: T0 + 30 * S, intervalMs: 30 * S };
+        const sloped = await history.aggregate([HUGE], {
+          ...query,
+          aggregates: ["Count", "Minimum", "Maximum", "Average", "TimeAverage", "Total", "Delta"],
+        });
+        expect(summarize(sloped)).toEqual([
+          {
+            Count: [3, "good"],
+            Minimum: [-MAX, "good"],
+            Maximum: [MAX, "good"],
+            Average: [null, "bad"],
+            TimeAverage: [null, "bad"],
+            Total: [null, "bad"],
+            Delta: [null, "bad"], // 1e308 - (-MAX) is beyond float64
+          },
+        ]);
+        expect(
+          ["Average", "TimeAverage", "Total", "Delta"].map((name) => [
+            reasonOf(sloped, name as AggregateName)?.split(":")[0],
+            "bad",
+          ]),
+        ).toEqual(new Array(4).fill(overflow));
+        const stepped = await history.aggregate([HUGE_STEPPED], {
+          ...query,
+          aggregates: ["Count", "Average", "TimeAverage", "Delta"],
+        });
+        expect(summarize(stepped)).toEqual([
+          { Count: [3, "good"], Average: [null, "bad"], TimeAverage: [null, "bad"], Delta: [0, "good"] },
+        ]);
+        const [safe] = await history.aggregate([HUGE_STEPPED], {
+          start: T0 + 100 * S,
+          end: T0 + 103 * S,
+          intervalMs: 3 * S,
+          aggregates: ["Average"],
+        });
+        expect(safe?.values.Average?.quality.severity).toBe("uncertain");
+        expect(safe?.values.Average?.quality.reason?.startsWith("precision lost") ?? false).toBe(true);
+      }),
+    );
+
+    test(
+      "a sample's severity is its code's: a mismatching pair is refused, quality() keeps the stated severity",
+      withHistory(options, async (history, store) => {
+        const written = (sampleQuality: Quality): Promise<unknown> =>
+          store.samples.writeBatch([at(TREND, 45, 7, sampleQuality)]);
+        for (const mismatch of [
+          { severity: "bad", code: 0 },
+          { severity: "good", code: 0x80000000 },
+          { severity: "uncertain", code: 0x80340000 },
+        ] as const) {
+          const error = await expectKilnError(expect, written(mismatch), "KILN_VALIDATION");
+          expect(error instanceof KilnValidationError ? error.issues.map((issue) => issue.path) : []).toEqual([
+            "[0].quality.code",
+          ]);
+        }
+        // quality("bad", reason, 0): bad, with the generic Bad code; every store counts it as bad.
+        const probeBroken = quality("bad", "probe broken", 0);
+        expect([probeBroken.severity, probeBroken.code]).toEqual(["bad", 0x80000000]);
+        await written(probeBroken);
+        const [interval] = await history.aggregate([TREND], {
+          start: T0 + 45 * S,
+          end: T0 + 50 * S,
+          intervalMs: 5 * S,
+          aggregates: ["Count", "Maximum"],
+        });
+        expect(summarize([interval!])).toEqual([{ Count: [0, "bad"], Maximum: [null, "bad"] }]);
+        const [value] = await history.valueAt([TREND], T0 + 45 * S);
+        expect([value?.value, value?.quality.severity]).toEqual([0, "uncertain"]);
+      }),
+    );
+
+    test(
+      "a query uses the tags and aggregates as given at the call: later changes and shifting arrays change nothing",
+      withHistory(options, async (history) => {
+        const tags = [RAMP];
+        const aggregates: AggregateName[] = ["Count"];
+        const pending = history.aggregate(tags, { start: T0, end: T0 + 10 * S, intervalMs: 10 * S, aggregates });
+        tags[0] = TREND;
+        tags.push(VALVE);
+        aggregates[0] = "Maximum";
+        const result = await pending;
+        expect(result.map((interval) => [interval.tag, Object.keys(interval.values)])).toEqual([[RAMP, ["Count"]]]);
+        expect(result[0]?.values.Count?.value).toBe(1); // [0 s, 10 s) holds the sample at 0 s
+        // An array answering each read differently (a Proxy) is read once; what was checked is what runs.
+        let reads = 0;
+        const shifty = new Proxy([RAMP], {
+          get: (target, key) => (key === "0" && reads++ > 0 ? "no.such.tag" : Reflect.get(target, key)),
+        });
+        const values = await history.valueAt(shifty, T0 + 10 * S);
+        expect(values.map((sample) => [sample.tag, sample.value])).toEqual([[RAMP, 10]]);
       }),
     );
 
     test(
       "history calls on a closed store reject with KILN_LIFECYCLE",
       withHistory(options, async (history, store) => {
+        // A query in flight when close() runs settles: with its result, or KILN_LIFECYCLE.
+        const inFlight = history
+          .aggregate([RAMP, TREND], { start: T0, end: T0 + 10_000 * S, intervalMs: S, aggregates: ["TimeAverage"] })
+          .then(
+            (result) => result.length,
+            (error: unknown) => (error as { code?: string }).code,
+          );
         await store.close();
+        const settled = await inFlight;
+        expect(settled === 20_000 || settled === "KILN_LIFECYCLE").toBe(true);
         await expectKilnError(expect, history.valueAt([RAMP], T0), "KILN_LIFECYCLE");
         await expectKilnError(
           expect,
