@@ -101,7 +101,8 @@ for (const { kind, title, skip } of TARGETS) {
         [2n ** 64n - 1n, 0n],
       );
       expect(limits.drops).toEqual([]);
-      expect(limits.stored.get("ctr.u")!.map((sample) => sample.value)).toEqual([2n ** 64n - 1n, 0n]);
+      // 0 fits a number exactly, so the driver kit's type rule (coerceToTagType) hands it over as one.
+      expect(limits.stored.get("ctr.u")!.map((sample) => sample.value)).toEqual([2n ** 64n - 1n, 0]);
     });
   });
 }
