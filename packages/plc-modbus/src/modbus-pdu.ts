@@ -38,3 +38,54 @@ export function wordsFromBytes(data: Buffer): number[] {
   for (let index = 0; index < result.length; index++) result[index] = data.readUInt16BE(index * 2);
   return result;
 }
+
+/**
+ * The function-code methods of a Modbus client (v1.1b3, section 6), written once for RTU and TCP:
+ * each builds its request PDU and decodes the answer's data. A subclass supplies the transport:
+ * `transact` sends one request PDU and resolves with the answer's data (after the byte count)
+ * or, for writes, the echoed PDU, checked against the request.
+ */
+export abstract class ModbusFunctionCodes {
+  protected abstract transact(pdu: Buffer): Promise<Buffer>;
+
+  async readCoils(address: number, length: number): Promise<{ data: boolean[] }> {
+    return { data: bitsFromBytes(await this.transact(modbusPdu(1, address, length)), length) };
+  }
+
+  async readDiscreteInputs(address: number, length: number): Promise<{ data: boolean[] }> {
+    return { data: bitsFromBytes(await this.transact(modbusPdu(2, address, length)), length) };
+  }
+
+  async readHoldingRegisters(address: number, length: number): Promise<{ data: number[] }> {
+    return { data: wordsFromBytes(await this.transact(modbusPdu(3, address, length))) };
+  }
+
+  async readInputRegisters(address: number, length: number): Promise<{ data: number[] }> {
+    return { data: wordsFromBytes(await this.transact(modbusPdu(4, address, length))) };
+  }
+
+  writeCoil(address: number, state: boolean): Promise<unknown> {
+    return this.transact(modbusPdu(5, address, state ? 0xff00 : 0));
+  }
+
+  writeCoils(address: number, states: boolean[]): Promise<unknown> {
+    return this.transact(writeCoilsPdu(address, states));
+  }
+
+  writeRegister(address: number, value: number): Promise<unknown> {
+    return this.transact(modbusPdu(6, address, value));
+  }
+
+  writeRegisters(address: number, values: number[]): Promise<unknown> {
+    return this.transact(writeRegistersPdu(address, values));
+  }
+
+  maskWriteRegister(address: number, andMask: number, orMask: number): Promise<unknown> {
+    const request = Buffer.alloc(7);
+    request.writeUInt8(22, 0);
+    request.writeUInt16BE(address, 1);
+    request.writeUInt16BE(andMask, 3);
+    request.writeUInt16BE(orMask, 5);
+    return this.transact(request);
+  }
+}

@@ -1,12 +1,6 @@
 import { EventEmitter } from "node:events";
 import { loadSerialSupport, type ModbusClient, type ModbusSerialOptions } from "./modbus-client";
-import {
-  bitsFromBytes as bits,
-  modbusPdu as pdu,
-  wordsFromBytes as words,
-  writeCoilsPdu,
-  writeRegistersPdu,
-} from "./modbus-pdu";
+import { ModbusFunctionCodes } from "./modbus-pdu";
 import { checkRtuAnswer, expectedAnswerLength, rtuFrame, rtuRequest, type RtuRequest } from "./modbus-rtu-frame";
 
 /** The part of serialport's `SerialPort` the RTU client uses. */
@@ -49,7 +43,7 @@ interface Pending {
  * A mismatch rejects with an `Error` naming it; an exception answer with `{ modbusCode }`, like modbus-serial.
  * Quiet times run on real time, as they measure the serial line, not the driver's (injectable) clock.
  */
-export class ModbusRtuClient implements ModbusClient {
+export class ModbusRtuClient extends ModbusFunctionCodes implements ModbusClient {
   readonly #opener: SerialPortOpener;
   readonly #events = new EventEmitter();
   #port: SerialPortLike | undefined;
@@ -62,6 +56,7 @@ export class ModbusRtuClient implements ModbusClient {
   #frameTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(opener: SerialPortOpener = openSerialPort) {
+    super();
     this.#opener = opener;
   }
 
@@ -93,47 +88,6 @@ export class ModbusRtuClient implements ModbusClient {
     this.#unitId = id;
   }
 
-  async readCoils(address: number, length: number): Promise<{ data: boolean[] }> {
-    return { data: bits(await this.#transact(pdu(1, address, length)), length) };
-  }
-
-  async readDiscreteInputs(address: number, length: number): Promise<{ data: boolean[] }> {
-    return { data: bits(await this.#transact(pdu(2, address, length)), length) };
-  }
-
-  async readHoldingRegisters(address: number, length: number): Promise<{ data: number[] }> {
-    return { data: words(await this.#transact(pdu(3, address, length))) };
-  }
-
-  async readInputRegisters(address: number, length: number): Promise<{ data: number[] }> {
-    return { data: words(await this.#transact(pdu(4, address, length))) };
-  }
-
-  writeCoil(address: number, state: boolean): Promise<unknown> {
-    return this.#transact(pdu(5, address, state ? 0xff00 : 0));
-  }
-
-  writeCoils(address: number, states: boolean[]): Promise<unknown> {
-    return this.#transact(writeCoilsPdu(address, states));
-  }
-
-  writeRegister(address: number, value: number): Promise<unknown> {
-    return this.#transact(pdu(6, address, value));
-  }
-
-  writeRegisters(address: number, values: number[]): Promise<unknown> {
-    return this.#transact(writeRegistersPdu(address, values));
-  }
-
-  maskWriteRegister(address: number, andMask: number, orMask: number): Promise<unknown> {
-    const request = Buffer.alloc(7);
-    request.writeUInt8(22, 0);
-    request.writeUInt16BE(address, 1);
-    request.writeUInt16BE(andMask, 3);
-    request.writeUInt16BE(orMask, 5);
-    return this.#transact(request);
-  }
-
   destroy(callback: () => void): void {
     const port = this.#port;
     this.#port = undefined;
@@ -150,7 +104,7 @@ export class ModbusRtuClient implements ModbusClient {
     return this;
   }
 
-  async #transact(pduBytes: Buffer): Promise<Buffer> {
+  protected override async transact(pduBytes: Buffer): Promise<Buffer> {
     const port = this.#port;
     if (!port?.isOpen) throw Object.assign(new Error("Port Not Open"), { name: "PortNotOpenError" });
     // The caller gave up on the previous request (its timeout): its answer may still come.

@@ -2,7 +2,7 @@ import { EventEmitter } from "node:events";
 import net from "node:net";
 import type { ModbusClient } from "./modbus-client";
 import { checkAnswerPdu, rtuRequest, type RtuRequest } from "./modbus-rtu-frame";
-import { bitsFromBytes, modbusPdu, wordsFromBytes, writeCoilsPdu, writeRegistersPdu } from "./modbus-pdu";
+import { ModbusFunctionCodes } from "./modbus-pdu";
 
 /** Options of {@link ModbusTcpClient}. */
 export interface ModbusTcpClientOptions {
@@ -35,7 +35,7 @@ const ABANDONED_MEMORY = 256;
  * A mismatch rejects with an `Error` carrying `mismatch: true`; an exception with `{ modbusCode }`, like
  * modbus-serial; a closed or reset socket fails the requests in flight at once with `PortNotOpenError`.
  */
-export class ModbusTcpClient implements ModbusClient {
+export class ModbusTcpClient extends ModbusFunctionCodes implements ModbusClient {
   readonly #events = new EventEmitter();
   readonly #pending = new Map<number, Pending>();
   readonly #abandoned: number[] = [];
@@ -46,6 +46,7 @@ export class ModbusTcpClient implements ModbusClient {
   readonly #staleAfterMs: number;
 
   constructor(options: ModbusTcpClientOptions = {}) {
+    super();
     this.#staleAfterMs = options.requestTimeoutMs ?? 1000;
   }
 
@@ -84,47 +85,6 @@ export class ModbusTcpClient implements ModbusClient {
     this.#unitId = id;
   }
 
-  async readCoils(address: number, length: number): Promise<{ data: boolean[] }> {
-    return { data: bitsFromBytes(await this.#transact(modbusPdu(1, address, length)), length) };
-  }
-
-  async readDiscreteInputs(address: number, length: number): Promise<{ data: boolean[] }> {
-    return { data: bitsFromBytes(await this.#transact(modbusPdu(2, address, length)), length) };
-  }
-
-  async readHoldingRegisters(address: number, length: number): Promise<{ data: number[] }> {
-    return { data: wordsFromBytes(await this.#transact(modbusPdu(3, address, length))) };
-  }
-
-  async readInputRegisters(address: number, length: number): Promise<{ data: number[] }> {
-    return { data: wordsFromBytes(await this.#transact(modbusPdu(4, address, length))) };
-  }
-
-  writeCoil(address: number, state: boolean): Promise<unknown> {
-    return this.#transact(modbusPdu(5, address, state ? 0xff00 : 0));
-  }
-
-  writeCoils(address: number, states: boolean[]): Promise<unknown> {
-    return this.#transact(writeCoilsPdu(address, states));
-  }
-
-  writeRegister(address: number, value: number): Promise<unknown> {
-    return this.#transact(modbusPdu(6, address, value));
-  }
-
-  writeRegisters(address: number, values: number[]): Promise<unknown> {
-    return this.#transact(writeRegistersPdu(address, values));
-  }
-
-  maskWriteRegister(address: number, andMask: number, orMask: number): Promise<unknown> {
-    const request = Buffer.alloc(7);
-    request.writeUInt8(22, 0);
-    request.writeUInt16BE(address, 1);
-    request.writeUInt16BE(andMask, 3);
-    request.writeUInt16BE(orMask, 5);
-    return this.#transact(request);
-  }
-
   destroy(callback: () => void): void {
     const socket = this.#socket;
     this.#failAll(Object.assign(new Error("Port Not Open"), { name: "PortNotOpenError" }));
@@ -141,7 +101,7 @@ export class ModbusTcpClient implements ModbusClient {
     return this;
   }
 
-  #transact(pdu: Buffer): Promise<Buffer> {
+  protected override transact(pdu: Buffer): Promise<Buffer> {
     const socket = this.#socket;
     if (!this.isOpen || !socket) {
       return Promise.reject(Object.assign(new Error("Port Not Open"), { name: "PortNotOpenError" }));
