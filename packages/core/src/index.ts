@@ -40,7 +40,7 @@ export {
   type StoredHistoryView,
   type UncheckedParts,
 } from "./compose/control-system";
-export type { ControlSystemOptions } from "./compose/control-system-options";
+export type { BackoffOptions, ControlSystemOptions } from "./compose/control-system-options";
 export type { PortBreakerSettings, PortHealth, PortPolicy, StorePolicies } from "./compose/port-policies";
 export type { SystemState } from "./compose/system-lifecycle";
 export type { RetryJitter, RetryPolicyOptions } from "./resilience/retry";

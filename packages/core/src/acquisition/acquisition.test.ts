@@ -21,7 +21,12 @@ interface TestPolicy {
   readonly timeoutMs: number;
   readonly failureThreshold: number;
   readonly recoveryTimeMs: number;
-  readonly reconnect: { initialDelayMs: number; maxDelayMs: number; random: () => number };
+  readonly reconnect: {
+    initialDelayMs: number;
+    maxDelayMs: number;
+    random: () => number;
+    jitter?: "full" | "equal" | "none";
+  };
 }
 
 const policy: TestPolicy = {
@@ -212,6 +217,26 @@ describe("Acquisition", () => {
     // 0.999 × (200, 400, 800, 800...) floored, give or take the 10 ms observation step.
     expect(gaps.slice(0, 5).map((gap) => Math.round(gap / 100) * 100)).toEqual([200, 400, 800, 800, 800]);
     expect(attemptsAt[0]).toBeLessThan(300);
+    await acquisition.stop();
+  });
+
+  test('reconnection honours the configured jitter ("none": the exact backoff, whatever the random source)', async () => {
+    const { clock, plc, acquisition } = setup({
+      policy: { reconnect: { initialDelayMs: 100, maxDelayMs: 800, random: () => 0, jitter: "none" } },
+    });
+    await acquisition.start();
+    plc.faults.unreachable = true;
+    const attemptsAt: number[] = [];
+    let last = acquisition.health().reconnectAttempts;
+    for (let t = 0; t < 4_000; t += 10) {
+      await clock.advance(10);
+      const now = acquisition.health().reconnectAttempts;
+      if (now !== last) attemptsAt.push(clock.now());
+      last = now;
+    }
+    const gaps = attemptsAt.slice(1).map((at, index) => at - attemptsAt[index]!);
+    // Full jitter with random 0 would retry at once every time; "none" waits 200, 400, 800, 800.
+    expect(gaps.slice(0, 4).map((gap) => Math.round(gap / 100) * 100)).toEqual([200, 400, 800, 800]);
     await acquisition.stop();
   });
 

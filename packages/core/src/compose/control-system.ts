@@ -339,10 +339,10 @@ export class ControlSystem {
   /** Opens the store with backoff (`logging.retry`) after a degraded start, then lets the spool replay. */
   async #openStoreInBackground(): Promise<void> {
     const signal = this.#storeOpening.signal;
-    const { initialDelayMs, maxDelayMs, multiplier } = this.#options.logging.retry;
+    const backoff = this.#options.logging.retry;
     for (let attempt = 1; ; attempt++) {
       try {
-        await this.#clock.sleep(reconnectDelay(attempt, { initialDelayMs, maxDelayMs, multiplier }), signal);
+        await this.#clock.sleep(reconnectDelay(attempt, backoff), signal);
         await this.#bounded("store.open", () => this.#guardedStore.open(this.tags.list()), false);
         break;
       } catch (error) {
