@@ -31,7 +31,7 @@ import type { ResolvedControlSystemOptions } from "./control-system-options";
 import type { EventRecorder } from "./event-recorder";
 import { portHealth, resetGuards, type PortHealth } from "./port-policies";
 import type { SystemLifecycle, SystemState } from "./system-lifecycle";
-import { Tokens } from "./tokens";
+import { InternalTokens } from "./tokens";
 
 /** The machine's state machine: the founding Kiln model or PackML. */
 export type MachineStateMachine = StateMachine<string, string>;
@@ -45,10 +45,6 @@ export interface UncheckedParts {
   readonly driver: PlcDriver;
   /** The store as registered (no port policies). */
   readonly store: Store;
-  /** The recipe executor: `start` runs a recipe with no write-set authorization. */
-  readonly recipes: RecipeExecutor;
-  /** The ISA-18.2 alarm engine: acknowledge, shelve and suppress with no role check. */
-  readonly alarms: AlarmEngine;
   /** The machine's state machine: `send` changes the mode with no role check. */
   readonly machine: MachineStateMachine;
   /**
@@ -187,27 +183,27 @@ export class ControlSystem {
 
   /** @internal use `createControlSystem`; the container stays private to the system. */
   constructor(container: DependencyContainer) {
-    this.#options = container.resolve(Tokens.Options);
+    this.#options = container.resolve(InternalTokens.Options);
     this.machineId = this.#options.machineId;
-    this.tags = container.resolve(Tokens.Tags);
-    this.#bus = container.resolve(Tokens.Bus);
-    this.#cvt = container.resolve(Tokens.CurrentValueTable);
+    this.tags = container.resolve(InternalTokens.Tags);
+    this.#bus = container.resolve(InternalTokens.Bus);
+    this.#cvt = container.resolve(InternalTokens.CurrentValueTable);
     this.bus = eventBusViewOf(this.#bus);
     this.cvt = currentValueViewOf(this.#cvt);
-    this.#alarms = container.resolve(Tokens.AlarmEngine);
-    this.#acquisition = container.resolve(Tokens.Acquisition);
-    this.#sampleLogger = container.resolve(Tokens.SampleLogger);
-    this.#filter = container.resolve(Tokens.LoggingFilter);
-    this.#logger = container.resolve(Tokens.Logger);
-    this.#clock = container.resolve(Tokens.Clock);
-    this.#commands = container.resolve(Tokens.CommandRunner);
-    this.#lifecycle = container.resolve(Tokens.Lifecycle);
-    this.#guardedDriver = container.resolve(Tokens.GuardedDriver);
-    this.#guardedStore = container.resolve(Tokens.GuardedStore);
-    this.#writer = container.resolve(Tokens.TagWriter);
-    this.#recorder = container.resolve(Tokens.EventRecorder);
-    this.#machine = container.resolve(Tokens.Machine);
-    this.#recipes = container.resolve(Tokens.RecipeExecutor);
+    this.#alarms = container.resolve(InternalTokens.AlarmEngine);
+    this.#acquisition = container.resolve(InternalTokens.Acquisition);
+    this.#sampleLogger = container.resolve(InternalTokens.SampleLogger);
+    this.#filter = container.resolve(InternalTokens.LoggingFilter);
+    this.#logger = container.resolve(InternalTokens.Logger);
+    this.#clock = container.resolve(InternalTokens.Clock);
+    this.#commands = container.resolve(InternalTokens.CommandRunner);
+    this.#lifecycle = container.resolve(InternalTokens.Lifecycle);
+    this.#guardedDriver = container.resolve(InternalTokens.GuardedDriver);
+    this.#guardedStore = container.resolve(InternalTokens.GuardedStore);
+    this.#writer = container.resolve(InternalTokens.TagWriter);
+    this.#recorder = container.resolve(InternalTokens.EventRecorder);
+    this.#machine = container.resolve(InternalTokens.Machine);
+    this.#recipes = container.resolve(InternalTokens.RecipeExecutor);
     const store = this.#guardedStore;
     this.history = Object.freeze({
       samples: Object.freeze({
@@ -218,10 +214,8 @@ export class ControlSystem {
       ...(store.history ? { queries: store.history } : {}),
     });
     this.unchecked = Object.freeze({
-      driver: container.resolve(Tokens.Driver),
-      store: container.resolve(Tokens.Store),
-      recipes: this.#recipes,
-      alarms: this.#alarms,
+      driver: container.resolve(InternalTokens.Driver),
+      store: container.resolve(InternalTokens.Store),
       machine: this.#machine,
       bus: this.#bus,
       cvt: this.#cvt,
