@@ -256,7 +256,7 @@ export class ControlSystem {
    * Opening the store is bounded by `lifecycleTimeoutMs`.
    *
    * Start resolves once acquisition has started, before the first scan has read any value:
-   * `read()` may still return undefined. Await {@link ready} for a current value of every tag.
+   * `read()` may still return undefined. Await {@link ControlSystem.ready} for a current value of every tag.
    *
    * Start and stop are serialized: a {@link stop} during a start makes the start give up at its
    * next step (it rejects with `KILN_ABORTED`) or, once acquisition is starting, waits for it
@@ -327,7 +327,7 @@ export class ControlSystem {
 
   /**
    * Resolves when the system has a current value for every tag: the first complete scan of
-   * every scan group since the last {@link start} (poll groups: the first cycle; subscribed
+   * every scan group since the last {@link ControlSystem.start} (poll groups: the first cycle; subscribed
    * groups: a first notification for each tag). Each tag then has a sample in the current value
    * table — the device's as read, or, where the device did not answer (unreachable, the read
    * failed or timed out), `bad` (`BadNoCommunication`, `value: null`) with the reason; a tag
