@@ -1,5 +1,6 @@
 import { describe, expect, test } from "vitest";
 import { KilnError } from "../domain/errors";
+import { QualityCodes } from "../domain/quality";
 import { defineTags } from "../domain/tags";
 import { CurrentValueTable } from "../cvt/current-value-table";
 import type { KilnEvents } from "../events/catalogue";
@@ -245,7 +246,16 @@ describe("Acquisition", () => {
     plc.faults.unreachable = true;
     await acquisition.start();
     expect(acquisition.link).toBe("offline");
-    expect(cvt.size).toBe(0);
+    // Every tag has a sample at once: bad, no value, with the reason (nothing waits for the device).
+    expect(cvt.snapshot()).toHaveLength(3);
+    for (const sample of cvt.snapshot()) {
+      expect(sample).toMatchObject({
+        value: null,
+        quality: { severity: "bad", code: QualityCodes.BadNoCommunication },
+      });
+      expect(sample.quality.reason).toContain("unreachable");
+    }
+    await acquisition.firstScan(1_000);
     plc.faults.unreachable = false;
     await clock.advance(1_000);
     expect(acquisition.link).toBe("online");

@@ -249,6 +249,9 @@ export class ControlSystem {
    * machine state and counters carry over. A start that fails leaves the system stopped.
    * Opening the store is bounded by `lifecycleTimeoutMs`.
    *
+   * Start resolves once acquisition has started, before the first scan has read any value:
+   * `read()` may still return undefined. Await {@link ControlSystem.ready} for a current value of every tag.
+   *
    * Start and stop are serialized: a {@link stop} during a start makes the start give up at its
    * next step (it rejects with `KILN_ABORTED`) or, once acquisition is starting, waits for it
    * and then stops; either way the system ends `stopped` with nothing connected.
@@ -313,6 +316,38 @@ export class ControlSystem {
       resetGuards(this.#guardedDriver, this.#guardedStore, "control system start failed");
       this.#lifecycle.state = "stopped";
       throw error;
+    }
+  }
+
+  /**
+   * Resolves when the system has a current value for every tag: the first complete scan of
+   * every scan group since the last {@link ControlSystem.start} (poll groups: the first cycle; subscribed
+   * groups: a first notification for each tag). Each tag then has a sample in the current value
+   * table — the device's as read, or, where the device did not answer (unreachable, the read
+   * failed or timed out), `bad` (`BadNoCommunication`, `value: null`) with the reason; a tag
+   * holding a value from an earlier run keeps it as `uncertain`. It never waits longer than
+   * `lifecycleTimeoutMs` (the tags still without an answer are then marked bad the same way);
+   * a poll group's first read is bounded by the driver's `timeoutMs` already. `start()` itself
+   * does not wait for values (see docs/adr/0016-ready-after-first-scan.md). Resolves at once
+   * when the first scan is already done; waits for a start in progress.
+   * @example
+   * await system.start();
+   * await system.ready();
+   * console.log(system.read("chamber.pressure")); // { tag, value, timestamp, quality: { severity: "good", ... } }
+   * @throws KilnError `KILN_LIFECYCLE` when the system is not running (or the start failed);
+   *   `KILN_ABORTED` when a stop came while waiting.
+   */
+  async ready(): Promise<void> {
+    if (this.#lifecycle.state === "starting") await this.#starting;
+    if (this.#lifecycle.state !== "running") {
+      throw new KilnError(
+        "KILN_LIFECYCLE",
+        `A control system that is ${this.#lifecycle.state} has no scan to wait for; start it first.`,
+      );
+    }
+    await this.#acquisition.firstScan(this.#options.lifecycleTimeoutMs);
+    if (this.#lifecycle.state !== "running") {
+      throw new KilnError("KILN_ABORTED", "control system stopped while waiting for its first scan");
     }
   }
 

@@ -42,10 +42,13 @@ import { InternalTokens } from "./tokens";
  * once. Nothing starts until `start()`.
  *
  * @example
+ * import { createControlSystem, defineTags } from "@kiln/core";
+ *
  * const tags = defineTags({ "chamber.pressure": { dataType: "float64", unit: "mbar" } });
  * await using system = createControlSystem({ machineId: "ald-1", tags });
  * await system.start();
- * system.read("chamber.pressure");
+ * await system.ready(); // the first scan is done: every tag has a sample
+ * console.log(system.read("chamber.pressure")); // { tag, value: 0, timestamp, quality: { severity: "good", code: 0 } }
  *
  * @throws KilnValidationError (`KILN_VALIDATION`) naming every bad option by path.
  */
