@@ -46,7 +46,7 @@ export type { SystemState } from "./compose/system-lifecycle";
 export type { TagWriter } from "./compose/checked-write";
 export type { StorePortName } from "./resilience/guarded-ports";
 export type { RetryJitter, RetryPolicyOptions } from "./resilience/retry";
-export type { Resolve, ServiceRegistry } from "./compose/service-registry";
+export type { Resolve, ServiceRegistry, ServiceToken } from "./compose/service-registry";
 export { Tokens } from "./compose/tokens";
 export type { AcquisitionHealth, ScanGroupHealth } from "./acquisition/acquisition";
 export type { OverflowPolicy, SampleLoggerHealth } from "./logging/sample-logger";

@@ -1,4 +1,3 @@
-import type { DependencyContainer } from "tsyringe";
 import type { Acquisition, AcquisitionHealth } from "../acquisition/acquisition";
 import type { AlarmEngine, AlarmShelveOptions, AlarmSnapshot } from "../alarms/alarm-engine";
 import { currentValueViewOf, type CurrentValueTable, type CurrentValueView } from "../cvt/current-value-table";
@@ -31,6 +30,7 @@ import type { ResolvedControlSystemOptions } from "./control-system-options";
 import type { EventRecorder } from "./event-recorder";
 import { portHealth, resetGuards, type PortHealth } from "./port-policies";
 import type { SystemLifecycle, SystemState } from "./system-lifecycle";
+import type { ServiceContainer } from "./service-registry";
 import { InternalTokens } from "./tokens";
 
 /** The machine's state machine: the founding Kiln model or PackML. */
@@ -182,7 +182,7 @@ export class ControlSystem {
   #stopping: Promise<void> | undefined;
 
   /** @internal use `createControlSystem`; the container stays private to the system. */
-  constructor(container: DependencyContainer) {
+  constructor(container: ServiceContainer) {
     this.#options = container.resolve(InternalTokens.Options);
     this.machineId = this.#options.machineId;
     this.tags = container.resolve(InternalTokens.Tags);

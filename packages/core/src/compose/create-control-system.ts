@@ -1,5 +1,3 @@
-import "reflect-metadata";
-import { container as rootContainer, type DependencyContainer, type InjectionToken } from "tsyringe";
 import { Acquisition } from "../acquisition/acquisition";
 import { AlarmEngine } from "../alarms/alarm-engine";
 import { CurrentValueTable } from "../cvt/current-value-table";
@@ -30,13 +28,13 @@ import {
 } from "./control-system-options";
 import { EventRecorder } from "./event-recorder";
 import { guardDriver, guardStore, type PortPolicy, type StorePolicies } from "./port-policies";
-import { registerSingleton, type Resolve, type ServiceRegistry } from "./service-registry";
+import { ServiceContainer, type Resolve, type ServiceRegistry, type ServiceToken } from "./service-registry";
 import { SystemLifecycle } from "./system-lifecycle";
 import { InternalTokens } from "./tokens";
 
 /**
  * Builds a control system for one machine from its options, wiring every part through a
- * tsyringe container with explicit tokens. Only `machineId` and `tags` are required: without a
+ * container of its own with explicit tokens. Only `machineId` and `tags` are required: without a
  * driver it runs on a `SimulatedPlc`, without a store on a `MemoryStore`. Every driver and store
  * call goes through its port's policy (timeout, breaker, retry where idempotent), applied here
  * once. Nothing starts until `start()`.
@@ -54,10 +52,10 @@ import { InternalTokens } from "./tokens";
  */
 export function createControlSystem(options: ControlSystemOptions): ControlSystem {
   const resolved = resolveControlSystemOptions(options);
-  const container = rootContainer.createChildContainer();
+  const container = new ServiceContainer();
   registerDefaults(container, resolved);
   const registry: ServiceRegistry = {
-    override: (token, factory) => registerSingleton(container, token, factory),
+    override: (token, factory) => container.register(token, factory),
   };
   resolved.register?.(registry);
   return new ControlSystem(container);
@@ -83,9 +81,9 @@ function storePolicies(options: ResolvedControlSystemOptions): StorePolicies {
   };
 }
 
-function registerDefaults(container: DependencyContainer, options: ResolvedControlSystemOptions): void {
-  const singleton = <T>(token: InjectionToken<T>, factory: (resolve: Resolve) => T): void =>
-    registerSingleton(container, token, factory);
+function registerDefaults(container: ServiceContainer, options: ResolvedControlSystemOptions): void {
+  const singleton = <T>(token: ServiceToken<T>, factory: (resolve: Resolve) => T): void =>
+    container.register(token, factory);
   singleton(InternalTokens.Options, () => options);
   singleton(InternalTokens.Tags, () => options.tags);
   singleton(InternalTokens.Clock, () => options.clock ?? new SystemClock());
@@ -104,7 +102,10 @@ function registerDefaults(container: DependencyContainer, options: ResolvedContr
     InternalTokens.Driver,
     (resolve) => options.driver ?? new SimulatedPlc({ tags: options.tags, clock: resolve(InternalTokens.Clock) }),
   );
-  singleton(InternalTokens.Store, (resolve) => options.store ?? new MemoryStore({ clock: resolve(InternalTokens.Clock) }));
+  singleton(
+    InternalTokens.Store,
+    (resolve) => options.store ?? new MemoryStore({ clock: resolve(InternalTokens.Clock) }),
+  );
   singleton(InternalTokens.GuardedDriver, (resolve) =>
     guardDriver(resolve(InternalTokens.Driver), driverPolicy(options), {
       clock: resolve(InternalTokens.Clock),
@@ -125,7 +126,10 @@ function registerDefaults(container: DependencyContainer, options: ResolvedContr
         logger.error({ tag: change.sample.tag, error: String(error) }, "CVT observer failed"),
     });
   });
-  singleton(InternalTokens.LoggingFilter, (resolve) => new LoggingFilter(options.tags.list(), resolve(InternalTokens.Clock)));
+  singleton(
+    InternalTokens.LoggingFilter,
+    (resolve) => new LoggingFilter(options.tags.list(), resolve(InternalTokens.Clock)),
+  );
   singleton(InternalTokens.SampleLogger, (resolve) => {
     const { writeTimeoutMs: _timeout, retry: _retry, breaker: _breaker, ...settings } = options.logging;
     return new SampleLogger({
