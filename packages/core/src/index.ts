@@ -138,7 +138,9 @@ export type {
   ProcessRecord,
   ProcessRepository,
   RecipeRepository,
+  SampleConflict,
   SampleHistory,
   SampleSink,
+  SampleWriteResult,
   Store,
 } from "./ports/index";
