@@ -1,4 +1,13 @@
-import { defineTags, GOOD, type ProcessRecord, type Sample } from "@kiln/core";
+import {
+  createControlSystem,
+  defineTags,
+  GOOD,
+  SimulatedPlc,
+  type KilnEvents,
+  type ProcessRecord,
+  type Sample,
+} from "@kiln/core";
+import { SimulatedClock } from "@kiln/core/testing";
 import { type NewDomainEvent } from "@kiln/core/driver-kit";
 import { describe, expect, test } from "vitest";
 import type { SqlClient } from "../src/index";
@@ -200,6 +209,57 @@ for (const target of TARGETS) {
         );
         // What one writer stored, the other was refused and told so; nothing merged silently.
         expect(reported).toEqual([storedBy[1], storedBy[0]]);
+      });
+    });
+
+    describe("Conflicts through the pipeline", () => {
+      test("samples another writer already stored differently are dropped with their tag and reason; samplesOut counts exactly the rows stored", async () => {
+        const start = Date.UTC(2026, 10, 30);
+        const clock = new SimulatedClock({ start });
+        const counterTags = defineTags({ "seq.counter": { dataType: "float64" } });
+        const schema = uniqueSchema();
+        // Another writer holds every millisecond of the first second with another value.
+        const other = database.create({ schema });
+        await other.open(counterTags.list());
+        const taken = Array.from({ length: 1001 }, (_unused, index) => sample("seq.counter", -1, start + index));
+        expect((await other.samples.writeBatch(taken))?.conflicts).toEqual([]);
+        const system = createControlSystem({
+          machineId: "conflict-test",
+          tags: counterTags,
+          driver: new SimulatedPlc({ tags: counterTags, clock, sources: { "seq.counter": { kind: "counter" } } }),
+          store: database.create({ schema }),
+          clock,
+          scanGroups: { default: { periodMs: 100, staleAfterPeriods: 0 } },
+          logging: { maxBatchSize: 5, maxLatencyMs: 50 },
+        });
+        const drops: KilnEvents["samples-drop"][] = [];
+        system.bus.on("samples-drop", (event) => void drops.push(event));
+        await system.start();
+        for (let step = 0; step < 30; step++) {
+          await clock.advance(100);
+          // Real I/O (PGlite or the server) runs between simulated steps.
+          await new Promise((resolve) => setTimeout(resolve, 5));
+        }
+        await system.stop();
+        const stored = await other.samples.readSamples({
+          tag: "seq.counter",
+          from: start,
+          to: start + 1e6,
+          limit: 10_000,
+        });
+        const logged = stored.filter((entry) => entry.value !== -1);
+        const inFirstSecond = logged.filter((entry) => entry.timestamp <= start + 1000);
+        const health = system.health().logging;
+        expect(inFirstSecond).toEqual([]);
+        expect(stored.filter((entry) => entry.value === -1)).toHaveLength(1001);
+        expect(health.samplesDropped).toBeGreaterThanOrEqual(10);
+        expect(logged.length).toBeGreaterThanOrEqual(15);
+        expect(health.samplesOut).toBe(logged.length);
+        expect(health.samplesIn).toBe(health.samplesOut + health.samplesDropped);
+        expect(drops.reduce((sum, drop) => sum + drop.count, 0)).toBe(health.samplesDropped);
+        expect(new Set(drops.map((drop) => `${drop.tag} ${drop.reason}`))).toEqual(
+          new Set(["seq.counter conflict: a different sample is stored at this timestamp"]),
+        );
       });
     });
 
