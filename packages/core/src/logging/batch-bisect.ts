@@ -72,7 +72,7 @@ export async function bisectBatch(
       return false;
     }
     written += part.length;
-    if (result) conflicts.push(...result.conflicts);
+    conflicts.push(...conflictsOf(result));
     return true;
   };
   if (!isRefusal(error)) throw error;
@@ -83,4 +83,13 @@ export async function bisectBatch(
 /** A refusal in words for a `samples-drop` reason: the Kiln error code and message, or the error as text. */
 export function refusalReason(error: unknown): string {
   return KilnError.is(error) ? `${error.code}: ${error.message}` : String(error);
+}
+
+/**
+ * The conflicts a sink's `writeBatch` resolved with: its `conflicts` array, or none when it
+ * resolved `void` (a sink written before conflicts were reported) or anything else.
+ */
+export function conflictsOf(result: SampleWriteResult | void): readonly SampleConflict[] {
+  const conflicts = (result as Partial<SampleWriteResult> | undefined | null)?.conflicts;
+  return Array.isArray(conflicts) ? conflicts : [];
 }

@@ -12,7 +12,7 @@ import type { SampleConflict, SampleWriteResult } from "../ports/sample-sink";
 import type { CircuitBreakerSnapshot } from "../resilience/circuit-breaker";
 import type { GuardedSampleSink } from "../resilience/guarded-ports";
 import { DEFAULT_JOURNAL_MAX_BYTES } from "../journal/record-journal";
-import { bisectBatch, refusalReason } from "./batch-bisect";
+import { bisectBatch, conflictsOf, refusalReason } from "./batch-bisect";
 import { SampleJournal } from "./sample-journal";
 
 /** The default size limit of the spool file, in bytes: 1 GiB. */
@@ -459,7 +459,7 @@ export class SampleLogger {
     const duration = clock.now() - started;
     this.#flushLatency.observe(duration);
     this.#instruments?.flush.observe(duration);
-    this.#countStored(batch.length, result?.conflicts ?? []);
+    this.#countStored(batch.length, conflictsOf(result));
     void bus.publish("batch-flush-end", { at: clock.now(), size: batch.length, durationMs: duration, attempts });
     return true;
   }
