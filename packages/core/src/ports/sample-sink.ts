@@ -2,10 +2,11 @@ import type { Sample } from "../domain/sample";
 
 /**
  * One sample a sink did not store because a different sample already holds its (tag, timestamp):
- * one stored before (`existing: "stored"`), or one earlier in the same batch (`existing: "batch"`).
- * "Different" means another value or quality, compared exactly as `sameSamplePayload` from
- * `@kiln/core/driver-kit` does (`Object.is` on the value, so `0` and `-0` differ, `NaN` equals `NaN`, `1` and `1n`
- * differ; the quality code and reason). The stored sample is left as it was.
+ * one stored before (`existing: "stored"`), or, when none was, the first of that key earlier in
+ * the same batch (`existing: "batch"`). "Different" means another value or quality, compared
+ * exactly as `sameSamplePayload` from `@kiln/core/driver-kit` does (`Object.is` on the value, so
+ * `0` and `-0` differ, `NaN` equals `NaN`, `1` and `1n` differ; the quality code and reason). The
+ * sample that holds the key is left as it was. Source of the rule: docs/adr/0017-sample-conflicts-reported.md.
  */
 export interface SampleConflict {
   /** The refused sample, as it was in the batch. */
