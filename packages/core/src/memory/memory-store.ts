@@ -2,7 +2,7 @@ import { deepFreeze } from "../domain/deep-freeze";
 import { z } from "zod";
 import { KilnError, KilnValidationError } from "../domain/errors";
 import type { Quality } from "../domain/quality";
-import { checkSample, type Sample } from "../domain/sample";
+import { checkSample, sameSamplePayload, type Sample } from "../domain/sample";
 import { interpolationOf, type Interpolation, type Tag } from "../domain/tags";
 import {
   checkAggregateQuery,
@@ -20,7 +20,7 @@ import type { EventStore, NewDomainEvent, StoredDomainEvent } from "../ports/eve
 import type { ProcessFilter, ProcessRecord, ProcessRepository } from "../ports/process-repository";
 import type { RecipeRepository, StoredRecipe } from "../ports/recipe-repository";
 import type { BucketQuery, HistoryQueries, SampleBucket, SampleHistory, SampleQuery } from "../ports/sample-history";
-import type { SampleSink } from "../ports/sample-sink";
+import type { SampleConflict, SampleSink, SampleWriteResult } from "../ports/sample-sink";
 import type { Store, StoreCapabilities } from "../ports/store";
 
 /** Options of {@link MemoryStore}. */
@@ -111,6 +111,20 @@ export class MemoryStoreFaults {
   }
 }
 
+const NO_CONFLICTS: SampleWriteResult = Object.freeze({ conflicts: Object.freeze([]) });
+
+/** The index of the first sample of each (timestamp, tag) in `samples`. */
+function firstIndexOfKeys(samples: readonly Sample[]): Map<number, Map<string, number>> {
+  const first = new Map<number, Map<string, number>>();
+  for (let index = 0; index < samples.length; index++) {
+    const { tag, timestamp } = samples[index]!;
+    let tags = first.get(timestamp);
+    if (tags === undefined) first.set(timestamp, (tags = new Map()));
+    if (!tags.has(tag)) tags.set(tag, index);
+  }
+  return first;
+}
+
 function checkCount(count: number): number {
   if (!Number.isInteger(count) || count < 1) throw new RangeError("the fault count must be a positive integer");
   return count;
@@ -166,8 +180,9 @@ const recipeKeySchema = z.object({
  * `storeConformance` and is what Kiln uses when the host gives no store.
  *
  * - Samples are kept per tag in arrays sorted by timestamp (appending in order is O(1); late
- *   samples and queries use binary search). A sample at an existing (tag, timestamp) is ignored,
- *   so the first stored value wins, as with SQL `ON CONFLICT DO NOTHING`.
+ *   samples and queries use binary search). A sample at an existing (tag, timestamp) is not
+ *   stored, so the first stored value wins, as with SQL `ON CONFLICT DO NOTHING`; when its value
+ *   or quality differs, `writeBatch` reports it as a conflict.
  * - Events, processes, recipes, alarm and audit entries are stored as JSON copies, as a durable
  *   store would, and come back frozen.
  * - Every operation rejects with `KILN_LIFECYCLE` unless the store is open. `close()` keeps the
@@ -361,7 +376,7 @@ export class MemoryStore implements Store {
     );
   }
 
-  async #writeBatch(samples: readonly Sample[]): Promise<void> {
+  async #writeBatch(samples: readonly Sample[]): Promise<SampleWriteResult> {
     this.#writeBatchCalls++;
     this.#assertOpen();
     if (!Array.isArray(samples)) throw new TypeError("writeBatch expects an array of samples");
@@ -371,8 +386,24 @@ export class MemoryStore implements Store {
     this.#assertOpen();
     const issues = samples.flatMap((sample, index) => checkSample(sample, `[${index}]`));
     if (issues.length > 0) throw new KilnValidationError("sample batch", issues);
-    for (const sample of samples) this.#insertSample(sample);
+    let conflicts: SampleConflict[] | undefined;
+    // Built only once a conflict needs them: which samples met a sample already at their key,
+    // and the first index of each key in the batch (so the common batch costs nothing more).
+    let collided: Set<number> | undefined;
+    let firstOfKey: Map<number, Map<string, number>> | undefined;
+    for (let index = 0; index < samples.length; index++) {
+      const sample = samples[index]!;
+      const existing = this.#insertSample(sample);
+      if (existing === undefined) continue;
+      (collided ??= new Set()).add(index);
+      if (sameSamplePayload(existing, sample)) continue;
+      firstOfKey ??= firstIndexOfKeys(samples);
+      const first = firstOfKey.get(sample.timestamp)!.get(sample.tag)!;
+      // The sample at the key came from this batch when the key's first sample was inserted by it.
+      (conflicts ??= []).push({ sample, existing: first < index && !collided.has(first) ? "batch" : "stored" });
+    }
     if (fault === "fail-after") throw simulatedFailure("fail-after");
+    return conflicts ? { conflicts } : NO_CONFLICTS;
   }
 
   #seriesOf(tag: string): Series {
@@ -384,14 +415,15 @@ export class MemoryStore implements Store {
     return series;
   }
 
-  #insertSample(sample: Sample): void {
+  /** Stores `sample` unless its (tag, timestamp) is taken; returns the sample that holds it then. */
+  #insertSample(sample: Sample): Sample | undefined {
     const { timestamps, samples } = this.#seriesOf(sample.tag);
     const timestamp = sample.timestamp;
     const length = timestamps.length;
     let index = length;
     if (length > 0 && timestamps[length - 1]! >= timestamp) {
       index = lowerBound(timestamps, timestamp);
-      if (timestamps[index] === timestamp) return;
+      if (timestamps[index] === timestamp) return samples[index];
     }
     const stored = Object.freeze({
       tag: sample.tag,
@@ -407,6 +439,7 @@ export class MemoryStore implements Store {
       samples.splice(index, 0, stored);
     }
     this.#sampleCount++;
+    return undefined;
   }
 
   #readSamples(input: SampleQuery): Sample[] {
