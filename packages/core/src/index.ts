@@ -68,6 +68,9 @@ export {
   MemoryStore,
   type MemoryStoreFaults,
   type MemoryStoreOptions,
+  type MemoryStoreRetention,
+  type MemoryStoreEviction,
+  type MemoryStoreEvictions,
   type MemoryStorePort,
 } from "./memory/memory-store";
 export { MemoryMetrics, type MemoryMetricsOptions, type MetricSnapshot } from "./memory/memory-metrics";

@@ -101,7 +101,15 @@ function registerDefaults(container: DependencyContainer, options: ResolvedContr
     Tokens.Driver,
     (resolve) => options.driver ?? new SimulatedPlc({ tags: options.tags, clock: resolve(Tokens.Clock) }),
   );
-  singleton(Tokens.Store, (resolve) => options.store ?? new MemoryStore({ clock: resolve(Tokens.Clock) }));
+  singleton(Tokens.Store, (resolve) => {
+    const clock = resolve(Tokens.Clock);
+    const store = options.store ?? new MemoryStore({ clock });
+    if (store instanceof MemoryStore) {
+      const bus = resolve(Tokens.Bus);
+      store.observeEvictions((eviction) => void bus.publish("store-evict", { at: clock.now(), ...eviction }));
+    }
+    return store;
+  });
   singleton(Tokens.GuardedDriver, (resolve) =>
     guardDriver(resolve(Tokens.Driver), driverPolicy(options), {
       clock: resolve(Tokens.Clock),
