@@ -370,7 +370,7 @@ describe("Acquisition", () => {
     // the core gave it; the first three subscribes take 150 ms against a 40 ms timeout.
     const made: { disposed: boolean; completedAt: number; disposedAt?: number; emit: () => void }[] = [];
     let calls = 0;
-    const { clock, plc, cvt, acquisition } = setup({
+    const { clock, cvt, acquisition } = setup({
       groups: {
         fast: { periodMs: 50, mode: "subscribe", staleAfterPeriods: 3 },
         slow: { periodMs: 1_000, mode: "poll", staleAfterPeriods: 3 },
