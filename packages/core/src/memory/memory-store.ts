@@ -66,8 +66,11 @@ export interface MemoryStoreEviction {
 
 /** Entries a {@link MemoryStore} evicted under its retention since it was created, per port. */
 export interface MemoryStoreEvictions {
+  /** Samples evicted by `maxSamples` or `maxAgeMs`. */
   readonly samples: number;
+  /** Alarm history entries evicted by `maxAlarmEntries`. */
   readonly alarms: number;
+  /** Audit entries evicted by `maxAuditEntries`. */
   readonly audit: number;
 }
 
@@ -233,12 +236,13 @@ const recipeKeySchema = z.object({
  * `storeConformance` and is what Kiln uses when the host gives no store.
  *
  * - Samples are kept per tag in arrays sorted by timestamp (appending in order is O(1); late
- *   samples and queries use binary search). A sample at an existing (tag, timestamp) is ignored,
- *   so the first stored value wins, as with SQL `ON CONFLICT DO NOTHING`.
- * - History is bounded by {@link MemoryStoreOptions.retention} (by default the newest
- *   1,000,000 samples over every tag, 100,000 alarm and 100,000 audit entries): the oldest are
- *   evicted first, counted in {@link evicted} and reported to {@link observeEvictions}. Event streams, processes
- *   and recipes are not evicted (they grow with processes run and recipes saved, not with time).
+ *   samples and queries use binary search). A sample at a kept (tag, timestamp) is ignored, so
+ *   the first stored value wins, as with SQL `ON CONFLICT DO NOTHING`.
+ * - History is bounded by {@link MemoryStoreOptions.retention} (by default the newest 1,000,000
+ *   samples over every tag, 100,000 alarm and 100,000 audit entries): the oldest are evicted
+ *   first, counted in {@link MemoryStore.evicted} and reported to
+ *   {@link MemoryStore.observeEvictions}. Event streams, processes and recipes are not evicted
+ *   (they grow with processes run and recipes saved, not with time).
  * - Events, processes, recipes, alarm and audit entries are stored as JSON copies, as a durable
  *   store would, and come back frozen.
  * - Every operation rejects with `KILN_LIFECYCLE` unless the store is open. `close()` keeps the
