@@ -12,7 +12,8 @@ import type { PlcDriver } from "../ports/plc-driver";
 import type { CircuitBreaker, CircuitBreakerSnapshot } from "../resilience/circuit-breaker";
 import type { GuardedDriver } from "../resilience/guarded-ports";
 import { backoffDelay, createRetryPolicy, type RetryPolicy } from "../resilience/retry";
-import { checkDriverSamples } from "./driver-samples";
+import { checkReplyPart, missingFromRead } from "./driver-samples";
+import { SlicedQueue } from "./sliced-queue";
 import { FixedRateScheduler } from "./fixed-rate-scheduler";
 import { RollingStats, type StatsSummary } from "../stats/rolling-stats";
 
@@ -70,6 +71,12 @@ export interface AcquisitionOptions {
   readonly logger?: Logger;
   /** Awaited before each poll: lets the logging pipeline apply back-pressure (`block` policy). */
   readonly beforeRead?: () => Promise<void> | undefined;
+  /**
+   * Most samples of a driver reply put into the current value table in one turn of the event
+   * loop; a larger reply is processed in slices, in order, yielding in between
+   * (docs/adr/0018-sliced-scan-processing.md). @default 1_000
+   */
+  readonly sliceSize?: number;
 }
 
 /** Health of one scan group. */
@@ -159,12 +166,15 @@ export class Acquisition {
   #gaveUp = false;
   /** Counts the driver's drops and our stops, so a subscribe that completes after one is disposed. */
   #epoch = 0;
+  /** Driver replies on their way into the current value table, in arrival order. */
+  readonly #replies: SlicedQueue;
   readonly #instruments:
     { readonly periodError: Histogram; readonly overruns: Counter; readonly failures: Counter } | undefined;
 
   constructor(options: AcquisitionOptions) {
     this.#options = options;
     this.#logger = (options.logger ?? silentLogger).child({ driver: options.driver.name });
+    this.#replies = new SlicedQueue({ sliceSize: options.sliceSize ?? 1_000 });
     const byGroup = new Map<string, Tag[]>();
     for (const tag of options.tags) {
       if (!options.groups[tag.scanGroup]) {
@@ -299,6 +309,7 @@ export class Acquisition {
     await Promise.all(this.#groups.map((group) => group.scheduler?.stop() ?? Promise.resolve()));
     await this.#reconnecting;
     this.#unsubscribeAll();
+    this.#replies.flush();
     this.#disposeListeners();
   }
 
@@ -342,7 +353,7 @@ export class Acquisition {
       const samples = await driver.read(group.tags, this.#stopping!.signal);
       const now = clock.now();
       group.readDuration.observe(now - started);
-      this.#accept(group, samples, true, now);
+      await this.#accept(group, samples, true, now);
     } catch (error) {
       if (this.#stopping!.signal.aborted) return;
       group.failedReads++;
@@ -356,20 +367,32 @@ export class Acquisition {
 
   /**
    * Puts a driver reply into the current value table through the one check of driver samples
-   * (wrong type → bad, unrequested → dropped and counted, missing from a read → bad).
+   * (wrong type → bad, unrequested → dropped and counted, missing from a read → bad), behind the
+   * replies before it and a slice at a time; resolves once all of it is in the table.
    */
-  #accept(group: Group, reply: readonly Sample[], complete: boolean, now: number): void {
-    const { samples, unrequested } = checkDriverSamples(reply, group.asked, complete, now);
-    if (unrequested > 0) {
-      if (this.#unrequested === 0) {
-        this.#logger.warn(
-          { driver: this.#options.driver.name, group: group.name, count: unrequested },
-          "driver returned samples for tags it was not asked for; dropped (counted in health().acquisition.unrequestedSamples)",
-        );
-      }
-      this.#unrequested += unrequested;
+  #accept(group: Group, reply: readonly Sample[], complete: boolean, now: number): Promise<void> {
+    const { cvt } = this.#options;
+    const seen = complete ? new Set<string>() : undefined;
+    return this.#replies.enqueue({
+      size: reply.length,
+      run: (from, to) => {
+        const part = from === 0 && to === reply.length ? reply : reply.slice(from, to);
+        const { samples, unrequested } = checkReplyPart(part, group.asked, now, seen);
+        if (unrequested > 0) this.#countUnrequested(group, unrequested);
+        cvt.update(samples, now);
+      },
+      ...(seen === undefined ? {} : { finish: () => cvt.update(missingFromRead(group.asked, seen, now), now) }),
+    });
+  }
+
+  #countUnrequested(group: Group, unrequested: number): void {
+    if (this.#unrequested === 0) {
+      this.#logger.warn(
+        { driver: this.#options.driver.name, group: group.name, count: unrequested },
+        "driver returned samples for tags it was not asked for; dropped (counted in health().acquisition.unrequestedSamples)",
+      );
     }
-    this.#options.cvt.update(samples, now);
+    this.#unrequested += unrequested;
   }
 
   /**
@@ -400,6 +423,8 @@ export class Acquisition {
     this.#link = "offline";
     this.#lostAt = clock.now();
     this.#unsubscribeAll();
+    // Values read before the loss go in first, so the loss marker is the newest entry of each tag.
+    this.#replies.flush();
     cvt.degrade(
       options.tags.map((tag) => tag.name),
       NO_COMMUNICATION,
@@ -422,7 +447,11 @@ export class Acquisition {
           ...(group.settings.queueSize === undefined ? {} : { queueSize: group.settings.queueSize }),
           ...(group.settings.deadband === undefined ? {} : { deadband: group.settings.deadband }),
         },
-        (samples) => this.#accept(group, samples, false, clock.now()),
+        (samples) => {
+          this.#accept(group, samples, false, clock.now()).catch((error: unknown) => {
+            this.#logger.error({ error: describe(error), group: group.name }, "subscription delivery failed");
+          });
+        },
       );
       group.unsubscribe = unsubscribe;
       if (epoch !== this.#epoch || this.#link === "stopped" || driver.status !== "connected") {
@@ -468,7 +497,7 @@ export class Acquisition {
           if (this.#link !== "offline") return;
           // A subscription group's values come with its subscription's first notification; the
           // probe's copy of them (same value, timestamp and quality) would reach observers twice.
-          if (probe.mode === "poll") this.#accept(probe, samples, true, clock.now());
+          if (probe.mode === "poll") await this.#accept(probe, samples, true, clock.now());
         }
         await this.#goOnline();
         return;
