@@ -252,6 +252,46 @@ describe("Acquisition", () => {
     await acquisition.stop();
   });
 
+  test("each poll sweeps its own group for staleness; another group only when its polls stopped coming", async () => {
+    let hang = false;
+    const { clock, cvt, acquisition } = setup({
+      policy: { timeoutMs: 60_000 },
+      preparePlc: (plc) => {
+        const read = plc.read.bind(plc);
+        plc.read = async (list, signal) => {
+          if (hang && list.some((tag) => tag.scanGroup === "slow")) {
+            await new Promise((_resolve, reject) => signal?.addEventListener("abort", () => reject(signal.reason)));
+          }
+          return read(list, signal);
+        };
+      },
+    });
+    const swept: string[] = [];
+    const sweep = cvt.sweepStale.bind(cvt);
+    cvt.sweepStale = (now, tags) => {
+      swept.push(tags === undefined ? "every tag" : tags.includes("slow.temperature") ? "slow" : "fast");
+      return sweep(now, tags);
+    };
+    await acquisition.start();
+    await clock.advance(2_000);
+    // 40 fast polls sweep the fast group; the slow group is swept by its own 2 polls (and at most
+    // once more when a fast poll finds it a period overdue at the same instant).
+    expect(swept.filter((group) => group === "fast").length).toBeGreaterThanOrEqual(40);
+    expect(swept.filter((group) => group === "slow").length).toBeLessThanOrEqual(4);
+    expect(swept).not.toContain("every tag");
+    hang = true;
+    // The slow group's last value came at 2,000; its reads from 3,000 on hang.
+    await clock.advance(2_900);
+    expect(cvt.get("slow.temperature")?.quality.severity).toBe("good");
+    // The fast polls sweep it, so it turns stale within a period of its window (5,000 + 1,000).
+    await clock.advance(1_100);
+    expect(cvt.get("slow.temperature")?.quality).toMatchObject({
+      severity: "uncertain",
+      reason: "stale: no update within 3000 ms",
+    });
+    await acquisition.stop();
+  });
+
   test("values held back by a blocked pipeline turn uncertain after their staleness window too", async () => {
     let blocked: Promise<void> | undefined;
     let unblock = (): void => undefined;
