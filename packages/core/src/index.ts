@@ -40,11 +40,13 @@ export {
   type StoredHistoryView,
   type UncheckedParts,
 } from "./compose/control-system";
-export type { ControlSystemOptions } from "./compose/control-system-options";
+export type { BackoffOptions, ControlSystemOptions } from "./compose/control-system-options";
 export type { PortBreakerSettings, PortHealth, PortPolicy, StorePolicies } from "./compose/port-policies";
 export type { SystemState } from "./compose/system-lifecycle";
+export type { TagWriter } from "./compose/checked-write";
+export type { StorePortName } from "./resilience/guarded-ports";
 export type { RetryJitter, RetryPolicyOptions } from "./resilience/retry";
-export type { Resolve, ServiceRegistry } from "./compose/service-registry";
+export type { Resolve, ServiceRegistry, ServiceToken } from "./compose/service-registry";
 export { Tokens } from "./compose/tokens";
 export type { AcquisitionHealth, ScanGroupHealth } from "./acquisition/acquisition";
 export type { OverflowPolicy, SampleLoggerHealth } from "./logging/sample-logger";
@@ -52,9 +54,9 @@ export type { StatsSummary } from "./stats/rolling-stats";
 export type { CircuitBreakerSnapshot, CircuitState } from "./resilience/circuit-breaker";
 
 // Events
-export { EventBus, type EventHandler, type EventBusView } from "./events/event-bus";
+export { EventBus, type EventHandler, type EventBusView, type EventTap } from "./events/event-bus";
 export type { Disposer } from "./domain/disposer";
-export type { BreakerState, KilnEventType, KilnEvents } from "./events/catalogue";
+export type { BreakerState, EventBase, KilnEventType, KilnEvents } from "./events/catalogue";
 
 // Embedded defaults: simulated PLC, in-memory store and metrics, system clock, silent logger
 export {
@@ -62,6 +64,7 @@ export {
   type SimulatedPlcFaults,
   type SimulatedPlcOptions,
   type SimulatedSource,
+  type SimulatedWrite,
 } from "./memory/simulated-plc";
 export type { SignalSpec } from "./memory/signals";
 export {
@@ -73,7 +76,12 @@ export {
   type MemoryStoreEvictions,
   type MemoryStorePort,
 } from "./memory/memory-store";
-export { MemoryMetrics, type MemoryMetricsOptions, type MetricSnapshot } from "./memory/memory-metrics";
+export {
+  MemoryMetrics,
+  type HistogramSummary,
+  type MemoryMetricsOptions,
+  type MetricSnapshot,
+} from "./memory/memory-metrics";
 export { SystemClock } from "./runtime/system-clock";
 export { silentLogger } from "./runtime/silent-logger";
 
@@ -82,22 +90,99 @@ export {
   StateMachine,
   defineMachineModel,
   type MachineModel,
+  type GuardDenial,
+  type GuardResult,
+  type MachineModelDefinition,
   type MachineSnapshot,
   type MachineTransition,
+  type StateAction,
   type StateMachineOptions,
+  type TransitionGuard,
+  type TransitionListener,
+  type TransitionRequest,
+  type TransitionTable,
 } from "./fsm/state-machine";
-export { kilnMachineModel, type KilnMachineCommand, type KilnMachineState } from "./fsm/kiln-machine-model";
-export { packmlModel, type PackmlCommand, type PackmlState } from "./fsm/packml-model";
+export {
+  KILN_MACHINE_COMMANDS,
+  KILN_MACHINE_STATES,
+  kilnMachineModel,
+  type KilnMachineCommand,
+  type KilnMachineState,
+} from "./fsm/kiln-machine-model";
+export { PACKML_COMMANDS, PACKML_STATES, packmlModel, type PackmlCommand, type PackmlState } from "./fsm/packml-model";
 
 // Alarms (ISA-18.2)
-export { computeAlarmKpis, type AlarmKpiOptions, type AlarmKpis } from "./alarms/alarm-kpis";
-export { defineAlarms, type AlarmDefinitionInput, type AlarmKind, type AlarmPriority } from "./alarms/alarm-definition";
-export { type AlarmShelveOptions, type AlarmSnapshot } from "./alarms/alarm-engine";
-export { type AlarmStateName } from "./alarms/alarm-state";
+export {
+  computeAlarmKpis,
+  type AlarmFlood,
+  type AlarmKpiOptions,
+  type AlarmKpis,
+  type AlarmRateBucket,
+  type ChatteringAlarm,
+} from "./alarms/alarm-kpis";
+export {
+  ALARM_KINDS,
+  NUMERIC_ALARM_KINDS,
+  defineAlarms,
+  type AlarmDefinition,
+  type AlarmDefinitionBase,
+  type AlarmConditionContext,
+  type AlarmDefinitionInput,
+  type AlarmSuppressionCondition,
+  type AlarmSuppressionPredicate,
+  type AlarmSuppressionRule,
+  type BooleanAlarmDefinition,
+  type NumericAlarmDefinition,
+  type NumericAlarmKind,
+  type AlarmKind,
+  type AlarmPriority,
+} from "./alarms/alarm-definition";
+export type { AlarmPendingDelay, AlarmShelveOptions, AlarmSnapshot } from "./alarms/alarm-engine";
+export {
+  ALARM_STATE_NAMES,
+  type AcknowledgedAlarmState,
+  type AlarmBaseState,
+  type AlarmShelf,
+  type AlarmState,
+  type AlarmStateName,
+  type AlarmSuppressionSource,
+  type NormalAlarmState,
+  type OutOfServiceAlarmState,
+  type RtnUnacknowledgedAlarmState,
+  type ShelvedAlarmState,
+  type SuppressedAlarmState,
+  type UnacknowledgedAlarmState,
+} from "./alarms/alarm-state";
 
 // Recipes and processes
-export { parseRecipe, type Recipe, type RecipeInput, type RecipeStepInput } from "./recipes/recipe-schema";
-export { validateRecipe } from "./recipes/recipe-validation";
+export {
+  CONDITION_OPERATORS,
+  TIMEOUT_ACTIONS,
+  parseRecipe,
+  type CallStep,
+  type ConditionOperator,
+  type ParameterRef,
+  type ParameterValue,
+  type PulseStep,
+  type RampStep,
+  type Recipe,
+  type RecipeInput,
+  type RecipeNumber,
+  type RecipeCondition,
+  type RecipeStepInput,
+  type RecipeValue,
+  type SetStep,
+  type TimeoutAction,
+  type WaitStep,
+  type WaitUntilStep,
+} from "./recipes/recipe-schema";
+export {
+  validateRecipe,
+  type RecipeLimits,
+  type RecipeResolver,
+  type RecipeValidationOptions,
+} from "./recipes/recipe-validation";
+export type { PlannedRecipe, PlannedStep, RecipePlan } from "./recipes/recipe-plan";
 export {
   type ProcessProblem,
   type ProcessResult,
@@ -105,13 +190,15 @@ export {
   type TimingStats,
 } from "./recipes/recipe-process";
 export { type SafeStateWrite } from "./recipes/safe-state";
-export { type StartRecipeOptions } from "./recipes/recipe-executor";
+export type { StartRecipeOptions } from "./recipes/recipe-executor";
 
 // Operator authorization
 export {
   Authorizer,
   PERMISSIONS,
   defaultRoleTable,
+  type AuthorizationContext,
+  type AuthorizerOptions,
   type DefaultRoleTableOptions,
   type Permission,
   type PermissionGrant,
@@ -123,25 +210,48 @@ export {
 export { AGGREGATES, MAX_HISTORY_CELLS, MAX_HISTORY_INTERVALS, MAX_HISTORY_TAGS } from "./ports/sample-history";
 export type {
   AggregateInterval,
-  AggregateValue,
   AggregateName,
+  AggregateQuery,
+  AggregateValue,
   AlarmHistory,
+  AlarmHistoryEntry,
   AuditEntry,
   AuditLog,
+  BrowsedVariable,
+  BucketQuery,
   Clock,
   Counter,
+  DownsampleQuery,
   DriverStatus,
+  DriverStatusChange,
   EventStore,
   Gauge,
   Histogram,
   HistoryQueries,
+  IntervalQuery,
+  LogMethod,
   Logger,
+  MetricLabels,
   Metrics,
+  NewDomainEvent,
   PlcDriver,
+  PlcDriverCapabilities,
+  ProcessFilter,
   ProcessRecord,
   ProcessRepository,
+  ProcessStatus,
   RecipeRepository,
+  SampleBucket,
+  SampleConflict,
   SampleHistory,
+  SampleQuery,
   SampleSink,
+  SampleWriteResult,
   Store,
+  StoreCapabilities,
+  StoredDomainEvent,
+  StoredRecipe,
+  SubscriptionOptions,
+  TimeRange,
+  TimerHandle,
 } from "./ports/index";

@@ -1,6 +1,6 @@
 import { describe, expect, test } from "vitest";
 import { KilnError } from "../domain/errors";
-import { GOOD } from "../domain/quality";
+import { GOOD, QualityCodes } from "../domain/quality";
 import { defineTags } from "../domain/tags";
 import { CurrentValueTable } from "../cvt/current-value-table";
 import type { KilnEvents } from "../events/catalogue";
@@ -22,7 +22,12 @@ interface TestPolicy {
   readonly timeoutMs: number;
   readonly failureThreshold: number;
   readonly recoveryTimeMs: number;
-  readonly reconnect: { initialDelayMs: number; maxDelayMs: number; random: () => number };
+  readonly reconnect: {
+    initialDelayMs: number;
+    maxDelayMs: number;
+    random: () => number;
+    jitter?: "full" | "equal" | "none";
+  };
 }
 
 const policy: TestPolicy = {
@@ -216,12 +221,41 @@ describe("Acquisition", () => {
     await acquisition.stop();
   });
 
+  test('reconnection honours the configured jitter ("none": the exact backoff, whatever the random source)', async () => {
+    const { clock, plc, acquisition } = setup({
+      policy: { reconnect: { initialDelayMs: 100, maxDelayMs: 800, random: () => 0, jitter: "none" } },
+    });
+    await acquisition.start();
+    plc.faults.unreachable = true;
+    const attemptsAt: number[] = [];
+    let last = acquisition.health().reconnectAttempts;
+    for (let t = 0; t < 4_000; t += 10) {
+      await clock.advance(10);
+      const now = acquisition.health().reconnectAttempts;
+      if (now !== last) attemptsAt.push(clock.now());
+      last = now;
+    }
+    const gaps = attemptsAt.slice(1).map((at, index) => at - attemptsAt[index]!);
+    // Full jitter with random 0 would retry at once every time; "none" waits 200, 400, 800, 800.
+    expect(gaps.slice(0, 4).map((gap) => Math.round(gap / 100) * 100)).toEqual([200, 400, 800, 800]);
+    await acquisition.stop();
+  });
+
   test("a PLC that is down at start does not fail start; values flow once it answers", async () => {
     const { clock, plc, cvt, acquisition, ofType } = setup();
     plc.faults.unreachable = true;
     await acquisition.start();
     expect(acquisition.link).toBe("offline");
-    expect(cvt.size).toBe(0);
+    // Every tag has a sample at once: bad, no value, with the reason (nothing waits for the device).
+    expect(cvt.snapshot()).toHaveLength(3);
+    for (const sample of cvt.snapshot()) {
+      expect(sample).toMatchObject({
+        value: null,
+        quality: { severity: "bad", code: QualityCodes.BadNoCommunication },
+      });
+      expect(sample.quality.reason).toContain("unreachable");
+    }
+    await acquisition.firstScan(1_000);
     plc.faults.unreachable = false;
     await clock.advance(1_000);
     expect(acquisition.link).toBe("online");

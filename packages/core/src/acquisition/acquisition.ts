@@ -2,6 +2,7 @@ import { KilnError, type KilnErrorCode } from "../domain/errors";
 import type { Sample } from "../domain/sample";
 import type { Tag } from "../domain/tags";
 import { NO_COMMUNICATION, type CurrentValueTable } from "../cvt/current-value-table";
+import { quality, QualityCodes } from "../domain/quality";
 import type { KilnEvents } from "../events/catalogue";
 import type { Disposer, EventBus } from "../events/event-bus";
 import type { Clock } from "../ports/clock";
@@ -74,7 +75,7 @@ export interface AcquisitionOptions {
   /**
    * Most samples of a driver reply put into the current value table in one turn of the event
    * loop; a larger reply is processed in slices, in order, yielding in between
-   * (docs/adr/0018-sliced-scan-processing.md). @default 1_000
+   * (docs/adr/0019-sliced-scan-processing.md). @default 1_000
    */
   readonly sliceSize?: number;
 }
@@ -137,6 +138,10 @@ interface Group {
   scheduler?: FixedRateScheduler;
   unsubscribe?: Disposer;
   failedReads: number;
+  /** Tags the device answered for (any quality) since the last start, until the first scan is done. */
+  readonly answered: Set<string>;
+  /** True from a start until the group's first scan is done (see {@link Acquisition.firstScan}). */
+  firstScanPending: boolean;
   readonly periodError: RollingStats;
   readonly readDuration: RollingStats;
 }
@@ -167,6 +172,9 @@ export class Acquisition {
   #lastError: string | undefined;
   #unrequested = 0;
   #gaveUp = false;
+  /** Resolves when no group's first scan is pending (see {@link firstScan}). */
+  #firstScan: Promise<void> = Promise.resolve();
+  #firstScanDone: () => void = () => undefined;
   /** Counts the driver's drops and our stops, so a subscribe that completes after one is disposed. */
   #epoch = 0;
   /** Driver replies on their way into the current value table, in arrival order. */
@@ -205,6 +213,8 @@ export class Acquisition {
         sweptAt: 0,
         mode: settings.mode === "subscribe" && canSubscribe ? "subscribe" : "poll",
         failedReads: 0,
+        answered: new Set<string>(),
+        firstScanPending: false,
         periodError: new RollingStats(),
         readDuration: new RollingStats(),
       };
@@ -234,7 +244,8 @@ export class Acquisition {
 
   /**
    * Connects and starts the scan groups. A device that cannot be reached now does not fail
-   * start: its tags stay without value and reconnection runs in the background. A failure
+   * start: its tags turn `bad` (`BadNoCommunication`, no value; a value from an earlier run is
+   * kept as `uncertain`) and reconnection runs in the background. A failure
    * that retrying cannot fix (bad credentials, configuration) rejects.
    */
   async start(): Promise<void> {
@@ -242,7 +253,10 @@ export class Acquisition {
     const { driver, clock, cvt } = this.#options;
     this.#stopping = new AbortController();
     this.#gaveUp = false;
+    this.#firstScan = new Promise((resolve) => (this.#firstScanDone = resolve));
     for (const group of this.#groups) {
+      group.answered.clear();
+      group.firstScanPending = true;
       const staleAfter = group.mode === "poll" ? group.settings.staleAfterPeriods * group.settings.periodMs : 0;
       for (const tag of group.tags) cvt.setStaleAfter(tag.name, staleAfter);
       group.sweptAt = clock.now();
@@ -282,12 +296,16 @@ export class Acquisition {
       this.#link = "online"; // so that goOffline runs its full transition
       this.#goOffline(this.#lastError);
     }
+    this.#checkFirstScan();
     for (const group of this.#groups) {
       if (group.mode !== "poll") continue;
       group.scheduler = new FixedRateScheduler({
         clock,
         periodMs: group.settings.periodMs,
-        task: () => this.#poll(group),
+        task: async () => {
+          await this.#poll(group);
+          if (group.firstScanPending) this.#endFirstScan(group, this.#lastError ?? "no answer from the device");
+        },
         onLateness: (ms) => {
           group.periodError.observe(ms);
           this.#instruments?.periodError.observe(ms, { group: group.name });
@@ -312,6 +330,8 @@ export class Acquisition {
     this.#epoch++;
     this.#stopping?.abort();
     this.#wake?.abort();
+    for (const group of this.#groups) group.firstScanPending = false;
+    this.#firstScanDone();
     await Promise.all(this.#groups.map((group) => group.scheduler?.stop() ?? Promise.resolve()));
     await this.#reconnecting;
     this.#unsubscribeAll();
@@ -386,8 +406,17 @@ export class Acquisition {
         const { samples, unrequested } = checkReplyPart(part, group.asked, now, seen);
         if (unrequested > 0) this.#countUnrequested(group, unrequested);
         cvt.update(samples, now);
+        this.#noteAnswered(group, samples);
       },
-      ...(seen === undefined ? {} : { finish: () => cvt.update(missingFromRead(group.asked, seen, now), now) }),
+      ...(seen === undefined
+        ? {}
+        : {
+            finish: () => {
+              const missing = missingFromRead(group.asked, seen, now);
+              cvt.update(missing, now);
+              this.#noteAnswered(group, missing);
+            },
+          }),
     });
   }
 
@@ -399,6 +428,77 @@ export class Acquisition {
       );
     }
     this.#unrequested += unrequested;
+  }
+
+  /** Counts the tags of `group` that had a sample, until its first scan is complete. */
+  #noteAnswered(group: Group, samples: readonly Sample[]): void {
+    if (!group.firstScanPending) return;
+    for (const sample of samples) group.answered.add(sample.tag);
+    if (group.answered.size === group.tags.length) this.#endFirstScan(group);
+  }
+
+  /**
+   * Resolves when the first scan since the last {@link start} is complete for every scan group:
+   * each tag has a sample from this run in the current value table — the device's (good,
+   * uncertain or bad, as read), or, when the device did not answer (unreachable at start, the
+   * first read failed or timed out, the link dropped), `bad` `BadNoCommunication` with a `null`
+   * value and the reason (a tag holding a value from an earlier run keeps it, `uncertain`
+   * "no communication, last usable value"). A poll group's first scan is its first cycle, so it
+   * is bounded by the driver's call timeout; a subscribed group's ends when every tag has had a
+   * notification. Waits at most `timeoutMs` (on the clock): tags still without an answer then
+   * are marked as above, with the reason "no answer within `timeoutMs` ms of start". Also
+   * resolves when the acquisition stops. Resolves at once when the first scan is already done.
+   */
+  async firstScan(timeoutMs: number): Promise<void> {
+    if (!this.#groups.some((group) => group.firstScanPending)) return;
+    const bound = new AbortController();
+    const timedOut = this.#options.clock.sleep(timeoutMs, bound.signal).then(
+      () => true,
+      () => false,
+    );
+    const done = this.#firstScan.then(() => false);
+    const expired = await Promise.race([done, timedOut]);
+    bound.abort();
+    if (expired && this.#link !== "stopped") {
+      for (const group of this.#groups) {
+        if (group.firstScanPending) this.#endFirstScan(group, `no answer within ${timeoutMs} ms of start`);
+      }
+    }
+  }
+
+  /**
+   * Ends a group's first scan; with `reason` (the device did not answer), each tag without an
+   * answer since the start gets a bad sample, or keeps its earlier value as uncertain.
+   */
+  #endFirstScan(group: Group, reason?: string): void {
+    if (!group.firstScanPending) return;
+    group.firstScanPending = false;
+    if (reason !== undefined) {
+      const { cvt, clock } = this.#options;
+      const now = clock.now();
+      const unanswered = group.tags.filter((tag) => !group.answered.has(tag.name)).map((tag) => tag.name);
+      const earlier = unanswered.filter((tag) => cvt.get(tag) !== undefined);
+      const noValue = quality("bad", `no communication since start: ${reason}`, QualityCodes.BadNoCommunication);
+      cvt.update(
+        unanswered
+          .filter((tag) => cvt.get(tag) === undefined)
+          .map((tag) => ({ tag, value: null, timestamp: now, quality: noValue })),
+        now,
+      );
+      cvt.degrade(earlier, NO_COMMUNICATION, now);
+    }
+    group.answered.clear();
+    this.#checkFirstScan();
+  }
+
+  /** Ends the first scan of every group while the link is offline (the device did not answer). */
+  #checkFirstScan(reason?: string): void {
+    if (this.#link === "offline") {
+      for (const group of this.#groups) {
+        if (group.firstScanPending) this.#endFirstScan(group, reason ?? this.#lastError ?? "PLC offline");
+      }
+    }
+    if (!this.#groups.some((group) => group.firstScanPending)) this.#firstScanDone();
   }
 
   /**
@@ -454,6 +554,7 @@ export class Acquisition {
     );
     this.#logger.warn({ reason }, "PLC connection lost");
     void bus.publish("plc-connection-lose", { at: this.#lostAt, driver: driver.name, reason });
+    this.#checkFirstScan(reason);
     this.#reconnecting ??= this.#reconnectLoop().finally(() => (this.#reconnecting = undefined));
   }
 

@@ -27,7 +27,7 @@ export interface SlicedQueueOptions {
 /**
  * @internal Runs jobs in order, at most `sliceSize` items per turn of the event loop, so one
  * large scan does not hold every other timer, scan group and socket in the process for its whole
- * length (docs/adr/0018-sliced-scan-processing.md). A job no larger than a slice that finds the
+ * length (docs/adr/0019-sliced-scan-processing.md). A job no larger than a slice that finds the
  * queue empty runs at once, synchronously, as before.
  */
 export class SlicedQueue {

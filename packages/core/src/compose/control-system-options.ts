@@ -9,6 +9,7 @@ import type { Logger } from "../ports/logger";
 import type { Metrics } from "../ports/metrics";
 import type { PlcDriver } from "../ports/plc-driver";
 import type { Store } from "../ports/store";
+import type { RetryJitter } from "../resilience/retry";
 import type { RoleTable } from "../security/authorization";
 import type { ServiceRegistry } from "./service-registry";
 
@@ -23,9 +24,32 @@ interface BackoffDefaults {
 }
 
 /**
+ * A capped exponential backoff, as given in the options (`acquisition.reconnect`,
+ * `logging.retry`, `storePolicies.<port>.retry`): attempt `n` waits
+ * `min(maxDelayMs, initialDelayMs × multiplier^(n − 1))` ms, then jittered. Each field has the
+ * default of the place it is given in.
+ */
+export interface BackoffOptions {
+  /** Delay before the first retry, in ms. > 0 */
+  readonly initialDelayMs?: number;
+  /** Upper bound of any delay, before jitter, in ms. ≥ `initialDelayMs` */
+  readonly maxDelayMs?: number;
+  /** Growth factor from one attempt to the next. ≥ 1. @default 2 */
+  readonly multiplier?: number;
+  /**
+   * `"full"`: uniform in `[0, delay)`; `"equal"`: uniform in `[delay/2, delay)`; `"none"`: exactly
+   * the delay. Full jitter spreads the retries of many systems that lost the same device or
+   * database best. @default "full"
+   */
+  readonly jitter?: RetryJitter;
+}
+
+const jitterSchema = z.enum(["full", "equal", "none"]).default("full");
+
+/**
  * The one schema of a capped exponential backoff (reconnect, samples retry, store-port retry):
- * `initialDelayMs` > 0, `maxDelayMs` > 0 and at least `initialDelayMs`, `multiplier` ≥ 1 (the
- * rules of the driver kit's `checkBackoff`).
+ * `initialDelayMs` > 0, `maxDelayMs` > 0 and at least `initialDelayMs`, `multiplier` ≥ 1, `jitter`
+ * one of the kinds (the rules of the driver kit's `checkBackoff`).
  * `extra` adds fields of the same object (a retry's `maxAttempts`).
  */
 const backoffSchema = <TExtra extends z.ZodRawShape = Record<never, never>>(
@@ -37,6 +61,7 @@ const backoffSchema = <TExtra extends z.ZodRawShape = Record<never, never>>(
       initialDelayMs: positive.default(defaults.initialDelayMs),
       maxDelayMs: positive.default(defaults.maxDelayMs),
       multiplier: z.number().min(1).default(defaults.multiplier),
+      jitter: jitterSchema,
       ...(extra as TExtra),
     })
     .strict()
@@ -258,23 +283,19 @@ export interface ControlSystemOptions {
    * - `timeoutMs`: time one driver call (connect, read, write, subscribe) may take. @default 2000
    * - `failureThreshold`: consecutive failed calls that open the device breaker and take the link offline. @default 3
    * - `recoveryTimeMs`: how long the breaker stays open before it turns half-open. @default 5000
-   * - `reconnect`: `{ initialDelayMs: 500, maxDelayMs: 30000, multiplier: 2 }`, with full jitter.
+   * - `reconnect`: @default `{ initialDelayMs: 500, maxDelayMs: 30000, multiplier: 2, jitter: "full" }`
    */
   readonly acquisition?: {
     readonly timeoutMs?: number;
     readonly failureThreshold?: number;
     readonly recoveryTimeMs?: number;
-    readonly reconnect?: {
-      readonly initialDelayMs?: number;
-      readonly maxDelayMs?: number;
-      readonly multiplier?: number;
-    };
+    readonly reconnect?: BackoffOptions;
   };
   /**
    * Batching, overflow policy and spool of the logging pipeline (`spoolMaxBytes`: size limit of
    * the spool file, @default 1 GiB), and the policy of the samples
    * port (`samples.writeBatch`, which is idempotent and retried until stored, spooled or stopped):
-   * `writeTimeoutMs` (@default 10000), `retry` backoff (@default `{ initialDelayMs: 200, maxDelayMs: 10000, multiplier: 2 }`)
+   * `writeTimeoutMs` (@default 10000), `retry` backoff (@default `{ initialDelayMs: 200, maxDelayMs: 10000, multiplier: 2, jitter: "full" }`)
    * and `breaker` (@default `{ failureThreshold: 5, recoveryTimeMs: 10000 }`).
    */
   readonly logging?: {
@@ -291,7 +312,7 @@ export interface ControlSystemOptions {
     readonly spoolPath?: string;
     readonly spoolMaxBytes?: number;
     readonly writeTimeoutMs?: number;
-    readonly retry?: { readonly initialDelayMs?: number; readonly maxDelayMs?: number; readonly multiplier?: number };
+    readonly retry?: BackoffOptions;
     readonly breaker?: { readonly failureThreshold?: number; readonly recoveryTimeMs?: number };
     /** How long `stop()` keeps trying to store what is buffered, in ms. @default 30000 */
     readonly drainTimeoutMs?: number;
@@ -303,7 +324,7 @@ export interface ControlSystemOptions {
    * `events.append`, `processes.save`, `alarms.record` or `audit.record`.
    *
    * Defaults per port: `timeoutMs` 5000 (`history`: 30000), `breaker` `{ failureThreshold: 5,
-   * recoveryTimeMs: 10000 }`, `retry` `{ maxAttempts: 3, initialDelayMs: 100, maxDelayMs: 2000, multiplier: 2 }`.
+   * recoveryTimeMs: 10000 }`, `retry` `{ maxAttempts: 3, initialDelayMs: 100, maxDelayMs: 2000, multiplier: 2, jitter: "full" }`.
    *
    * @example
    * createControlSystem({ machineId, tags, storePolicies: { audit: { timeoutMs: 1_000 } } });
@@ -312,12 +333,8 @@ export interface ControlSystemOptions {
     readonly [TPort in "history" | "events" | "processes" | "recipes" | "alarms" | "audit"]?: {
       readonly timeoutMs?: number;
       readonly breaker?: { readonly failureThreshold?: number; readonly recoveryTimeMs?: number };
-      readonly retry?: {
-        readonly initialDelayMs?: number;
-        readonly maxDelayMs?: number;
-        readonly multiplier?: number;
-        readonly maxAttempts?: number;
-      };
+      /** The backoff, and `maxAttempts`: attempts in all, the first included (an integer ≥ 1). */
+      readonly retry?: BackoffOptions & { readonly maxAttempts?: number };
     };
   };
   /**

@@ -87,18 +87,10 @@ describe("createControlSystem", () => {
     for (const raw of ["driver", "store", "recipes", "alarms", "machine", "container"]) {
       expect(raw in system, raw).toBe(false);
     }
-    expect(Object.keys(system.unchecked).sort()).toEqual([
-      "alarms",
-      "bus",
-      "cvt",
-      "driver",
-      "machine",
-      "recipes",
-      "store",
-    ]);
+    // No raw recipe executor or alarm engine: recipes and alarm commands are always authorized and audited.
+    expect(Object.keys(system.unchecked).sort()).toEqual(["bus", "cvt", "driver", "machine", "store"]);
     expect(Object.isFrozen(system.unchecked)).toBe(true);
     expect(system.machineState).toBe(system.unchecked.machine.state);
-    expect(system.listAlarms()).toEqual(system.unchecked.alarms.list());
   });
 
   test("machine state changes are published and appended to the event store", async () => {
@@ -274,7 +266,7 @@ describe("createControlSystem", () => {
     expect(resolved.storePolicies.audit).toEqual({
       timeoutMs: 1_000,
       breaker: { failureThreshold: 5, recoveryTimeMs: 10_000 },
-      retry: { maxAttempts: 3, initialDelayMs: 100, maxDelayMs: 2_000, multiplier: 2 },
+      retry: { maxAttempts: 3, initialDelayMs: 100, maxDelayMs: 2_000, multiplier: 2, jitter: "full" },
     });
     expect(resolved.storePolicies.history.timeoutMs).toBe(30_000);
     expect(resolved.storePolicies.events.timeoutMs).toBe(5_000);
@@ -317,14 +309,45 @@ describe("createControlSystem", () => {
 
   test("every backoff keeps its documented defaults", () => {
     const resolved = resolveControlSystemOptions({ machineId: "m", tags, scanGroups });
-    expect(resolved.acquisition.reconnect).toEqual({ initialDelayMs: 500, maxDelayMs: 30_000, multiplier: 2 });
-    expect(resolved.logging.retry).toEqual({ initialDelayMs: 200, maxDelayMs: 10_000, multiplier: 2 });
+    expect(resolved.acquisition.reconnect).toEqual({
+      initialDelayMs: 500,
+      maxDelayMs: 30_000,
+      multiplier: 2,
+      jitter: "full",
+    });
+    expect(resolved.logging.retry).toEqual({ initialDelayMs: 200, maxDelayMs: 10_000, multiplier: 2, jitter: "full" });
     expect(resolved.storePolicies.events.retry).toEqual({
       maxAttempts: 3,
       initialDelayMs: 100,
       maxDelayMs: 2_000,
       multiplier: 2,
+      jitter: "full",
     });
+  });
+
+  test.each([
+    ["acquisition.reconnect", (jitter: unknown) => ({ acquisition: { reconnect: { jitter } } })],
+    ["logging.retry", (jitter: unknown) => ({ logging: { retry: { jitter } } })],
+    ["storePolicies.audit.retry", (jitter: unknown) => ({ storePolicies: { audit: { retry: { jitter } } } })],
+  ] as const)("every backoff (%s) takes a jitter kind and refuses anything else", (path, options) => {
+    const resolved = resolveControlSystemOptions({ machineId: "m", tags, scanGroups, ...options("none") } as never);
+    const backoff =
+      path === "acquisition.reconnect"
+        ? resolved.acquisition.reconnect
+        : path === "logging.retry"
+          ? resolved.logging.retry
+          : resolved.storePolicies.audit.retry;
+    expect(backoff.jitter).toBe("none");
+    for (const bad of ["half", 0.5, null]) {
+      let caught: unknown;
+      try {
+        resolveControlSystemOptions({ machineId: "m", tags, scanGroups, ...options(bad) } as never);
+      } catch (error) {
+        caught = error;
+      }
+      expect(KilnError.is(caught, "KILN_VALIDATION")).toBe(true);
+      expect((caught as KilnValidationError).issues.map((issue) => issue.path)).toEqual([`${path}.jitter`]);
+    }
   });
 
   test("cross-checks tags against scan groups and the safe state", () => {

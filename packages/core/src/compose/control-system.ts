@@ -1,4 +1,3 @@
-import type { DependencyContainer } from "tsyringe";
 import type { Acquisition, AcquisitionHealth } from "../acquisition/acquisition";
 import type { AlarmEngine, AlarmShelveOptions, AlarmSnapshot } from "../alarms/alarm-engine";
 import { currentValueViewOf, type CurrentValueTable, type CurrentValueView } from "../cvt/current-value-table";
@@ -31,7 +30,8 @@ import type { ResolvedControlSystemOptions } from "./control-system-options";
 import type { EventRecorder } from "./event-recorder";
 import { portHealth, resetGuards, type PortHealth } from "./port-policies";
 import type { SystemLifecycle, SystemState } from "./system-lifecycle";
-import { Tokens } from "./tokens";
+import type { ServiceContainer } from "./service-registry";
+import { InternalTokens } from "./tokens";
 
 /** The machine's state machine: the founding Kiln model or PackML. */
 export type MachineStateMachine = StateMachine<string, string>;
@@ -45,10 +45,6 @@ export interface UncheckedParts {
   readonly driver: PlcDriver;
   /** The store as registered (no port policies). */
   readonly store: Store;
-  /** The recipe executor: `start` runs a recipe with no write-set authorization. */
-  readonly recipes: RecipeExecutor;
-  /** The ISA-18.2 alarm engine: acknowledge, shelve and suppress with no role check. */
-  readonly alarms: AlarmEngine;
   /** The machine's state machine: `send` changes the mode with no role check. */
   readonly machine: MachineStateMachine;
   /**
@@ -186,28 +182,28 @@ export class ControlSystem {
   #stopping: Promise<void> | undefined;
 
   /** @internal use `createControlSystem`; the container stays private to the system. */
-  constructor(container: DependencyContainer) {
-    this.#options = container.resolve(Tokens.Options);
+  constructor(container: ServiceContainer) {
+    this.#options = container.resolve(InternalTokens.Options);
     this.machineId = this.#options.machineId;
-    this.tags = container.resolve(Tokens.Tags);
-    this.#bus = container.resolve(Tokens.Bus);
-    this.#cvt = container.resolve(Tokens.CurrentValueTable);
+    this.tags = container.resolve(InternalTokens.Tags);
+    this.#bus = container.resolve(InternalTokens.Bus);
+    this.#cvt = container.resolve(InternalTokens.CurrentValueTable);
     this.bus = eventBusViewOf(this.#bus);
     this.cvt = currentValueViewOf(this.#cvt);
-    this.#alarms = container.resolve(Tokens.AlarmEngine);
-    this.#acquisition = container.resolve(Tokens.Acquisition);
-    this.#sampleLogger = container.resolve(Tokens.SampleLogger);
-    this.#filter = container.resolve(Tokens.LoggingFilter);
-    this.#logger = container.resolve(Tokens.Logger);
-    this.#clock = container.resolve(Tokens.Clock);
-    this.#commands = container.resolve(Tokens.CommandRunner);
-    this.#lifecycle = container.resolve(Tokens.Lifecycle);
-    this.#guardedDriver = container.resolve(Tokens.GuardedDriver);
-    this.#guardedStore = container.resolve(Tokens.GuardedStore);
-    this.#writer = container.resolve(Tokens.TagWriter);
-    this.#recorder = container.resolve(Tokens.EventRecorder);
-    this.#machine = container.resolve(Tokens.Machine);
-    this.#recipes = container.resolve(Tokens.RecipeExecutor);
+    this.#alarms = container.resolve(InternalTokens.AlarmEngine);
+    this.#acquisition = container.resolve(InternalTokens.Acquisition);
+    this.#sampleLogger = container.resolve(InternalTokens.SampleLogger);
+    this.#filter = container.resolve(InternalTokens.LoggingFilter);
+    this.#logger = container.resolve(InternalTokens.Logger);
+    this.#clock = container.resolve(InternalTokens.Clock);
+    this.#commands = container.resolve(InternalTokens.CommandRunner);
+    this.#lifecycle = container.resolve(InternalTokens.Lifecycle);
+    this.#guardedDriver = container.resolve(InternalTokens.GuardedDriver);
+    this.#guardedStore = container.resolve(InternalTokens.GuardedStore);
+    this.#writer = container.resolve(InternalTokens.TagWriter);
+    this.#recorder = container.resolve(InternalTokens.EventRecorder);
+    this.#machine = container.resolve(InternalTokens.Machine);
+    this.#recipes = container.resolve(InternalTokens.RecipeExecutor);
     const store = this.#guardedStore;
     this.history = Object.freeze({
       samples: Object.freeze({
@@ -218,10 +214,8 @@ export class ControlSystem {
       ...(store.history ? { queries: store.history } : {}),
     });
     this.unchecked = Object.freeze({
-      driver: container.resolve(Tokens.Driver),
-      store: container.resolve(Tokens.Store),
-      recipes: this.#recipes,
-      alarms: this.#alarms,
+      driver: container.resolve(InternalTokens.Driver),
+      store: container.resolve(InternalTokens.Store),
       machine: this.#machine,
       bus: this.#bus,
       cvt: this.#cvt,
@@ -254,6 +248,9 @@ export class ControlSystem {
    * the driver, every port breaker begins closed, and the current value table, alarm states,
    * machine state and counters carry over. A start that fails leaves the system stopped.
    * Opening the store is bounded by `lifecycleTimeoutMs`.
+   *
+   * Start resolves once acquisition has started, before the first scan has read any value:
+   * `read()` may still return undefined. Await {@link ControlSystem.ready} for a current value of every tag.
    *
    * Start and stop are serialized: a {@link stop} during a start makes the start give up at its
    * next step (it rejects with `KILN_ABORTED`) or, once acquisition is starting, waits for it
@@ -322,6 +319,38 @@ export class ControlSystem {
     }
   }
 
+  /**
+   * Resolves when the system has a current value for every tag: the first complete scan of
+   * every scan group since the last {@link ControlSystem.start} (poll groups: the first cycle; subscribed
+   * groups: a first notification for each tag). Each tag then has a sample in the current value
+   * table — the device's as read, or, where the device did not answer (unreachable, the read
+   * failed or timed out), `bad` (`BadNoCommunication`, `value: null`) with the reason; a tag
+   * holding a value from an earlier run keeps it as `uncertain`. It never waits longer than
+   * `lifecycleTimeoutMs` (the tags still without an answer are then marked bad the same way);
+   * a poll group's first read is bounded by the driver's `timeoutMs` already. `start()` itself
+   * does not wait for values (see docs/adr/0016-ready-after-first-scan.md). Resolves at once
+   * when the first scan is already done; waits for a start in progress.
+   * @example
+   * await system.start();
+   * await system.ready();
+   * console.log(system.read("chamber.pressure")); // { tag, value, timestamp, quality: { severity: "good", ... } }
+   * @throws KilnError `KILN_LIFECYCLE` when the system is not running (or the start failed);
+   *   `KILN_ABORTED` when a stop came while waiting.
+   */
+  async ready(): Promise<void> {
+    if (this.#lifecycle.state === "starting") await this.#starting;
+    if (this.#lifecycle.state !== "running") {
+      throw new KilnError(
+        "KILN_LIFECYCLE",
+        `A control system that is ${this.#lifecycle.state} has no scan to wait for; start it first.`,
+      );
+    }
+    await this.#acquisition.firstScan(this.#options.lifecycleTimeoutMs);
+    if (this.#lifecycle.state !== "running") {
+      throw new KilnError("KILN_ABORTED", "control system stopped while waiting for its first scan");
+    }
+  }
+
   async #recoverProcesses(): Promise<void> {
     const { recovered } = await recoverInterrupted(this.#guardedStore.processes, {
       clock: this.#clock,
@@ -339,10 +368,10 @@ export class ControlSystem {
   /** Opens the store with backoff (`logging.retry`) after a degraded start, then lets the spool replay. */
   async #openStoreInBackground(): Promise<void> {
     const signal = this.#storeOpening.signal;
-    const { initialDelayMs, maxDelayMs, multiplier } = this.#options.logging.retry;
+    const backoff = this.#options.logging.retry;
     for (let attempt = 1; ; attempt++) {
       try {
-        await this.#clock.sleep(reconnectDelay(attempt, { initialDelayMs, maxDelayMs, multiplier }), signal);
+        await this.#clock.sleep(reconnectDelay(attempt, backoff), signal);
         await this.#bounded("store.open", () => this.#guardedStore.open(this.tags.list()), false);
         break;
       } catch (error) {

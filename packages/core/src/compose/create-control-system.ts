@@ -1,5 +1,3 @@
-import "reflect-metadata";
-import { container as rootContainer, type DependencyContainer, type InjectionToken } from "tsyringe";
 import { Acquisition } from "../acquisition/acquisition";
 import { AlarmEngine } from "../alarms/alarm-engine";
 import { CurrentValueTable } from "../cvt/current-value-table";
@@ -30,31 +28,34 @@ import {
 } from "./control-system-options";
 import { EventRecorder } from "./event-recorder";
 import { guardDriver, guardStore, type PortPolicy, type StorePolicies } from "./port-policies";
-import { registerSingleton, type Resolve, type ServiceRegistry } from "./service-registry";
+import { ServiceContainer, type Resolve, type ServiceRegistry, type ServiceToken } from "./service-registry";
 import { SystemLifecycle } from "./system-lifecycle";
-import { Tokens } from "./tokens";
+import { InternalTokens } from "./tokens";
 
 /**
  * Builds a control system for one machine from its options, wiring every part through a
- * tsyringe container with explicit tokens. Only `machineId` and `tags` are required: without a
+ * container of its own with explicit tokens. Only `machineId` and `tags` are required: without a
  * driver it runs on a `SimulatedPlc`, without a store on a `MemoryStore`. Every driver and store
  * call goes through its port's policy (timeout, breaker, retry where idempotent), applied here
  * once. Nothing starts until `start()`.
  *
  * @example
+ * import { createControlSystem, defineTags } from "@kiln/core";
+ *
  * const tags = defineTags({ "chamber.pressure": { dataType: "float64", unit: "mbar" } });
  * await using system = createControlSystem({ machineId: "ald-1", tags });
  * await system.start();
- * system.read("chamber.pressure");
+ * await system.ready(); // the first scan is done: every tag has a sample
+ * console.log(system.read("chamber.pressure")); // { tag, value: 0, timestamp, quality: { severity: "good", code: 0 } }
  *
  * @throws KilnValidationError (`KILN_VALIDATION`) naming every bad option by path.
  */
 export function createControlSystem(options: ControlSystemOptions): ControlSystem {
   const resolved = resolveControlSystemOptions(options);
-  const container = rootContainer.createChildContainer();
+  const container = new ServiceContainer();
   registerDefaults(container, resolved);
   const registry: ServiceRegistry = {
-    override: (token, factory) => registerSingleton(container, token, factory),
+    override: (token, factory) => container.register(token, factory),
   };
   resolved.register?.(registry);
   return new ControlSystem(container);
@@ -80,85 +81,88 @@ function storePolicies(options: ResolvedControlSystemOptions): StorePolicies {
   };
 }
 
-function registerDefaults(container: DependencyContainer, options: ResolvedControlSystemOptions): void {
-  const singleton = <T>(token: InjectionToken<T>, factory: (resolve: Resolve) => T): void =>
-    registerSingleton(container, token, factory);
-  singleton(Tokens.Options, () => options);
-  singleton(Tokens.Tags, () => options.tags);
-  singleton(Tokens.Clock, () => options.clock ?? new SystemClock());
-  singleton(Tokens.Logger, () => (options.logger ?? silentLogger).child({ machineId: options.machineId }));
-  singleton(Tokens.Metrics, () => options.metrics ?? new MemoryMetrics());
-  singleton(Tokens.Lifecycle, () => new SystemLifecycle());
-  singleton(Tokens.Bus, (resolve) => {
-    const logger = resolve(Tokens.Logger);
-    const clock = resolve(Tokens.Clock);
+function registerDefaults(container: ServiceContainer, options: ResolvedControlSystemOptions): void {
+  const singleton = <T>(token: ServiceToken<T>, factory: (resolve: Resolve) => T): void =>
+    container.register(token, factory);
+  singleton(InternalTokens.Options, () => options);
+  singleton(InternalTokens.Tags, () => options.tags);
+  singleton(InternalTokens.Clock, () => options.clock ?? new SystemClock());
+  singleton(InternalTokens.Logger, () => (options.logger ?? silentLogger).child({ machineId: options.machineId }));
+  singleton(InternalTokens.Metrics, () => options.metrics ?? new MemoryMetrics());
+  singleton(InternalTokens.Lifecycle, () => new SystemLifecycle());
+  singleton(InternalTokens.Bus, (resolve) => {
+    const logger = resolve(InternalTokens.Logger);
+    const clock = resolve(InternalTokens.Clock);
     return new EventBus<KilnEvents>({
       now: () => clock.now(),
       onHandlerError: (type, error) => logger.error({ eventType: type, error: String(error) }, "event handler failed"),
     });
   });
   singleton(
-    Tokens.Driver,
-    (resolve) => options.driver ?? new SimulatedPlc({ tags: options.tags, clock: resolve(Tokens.Clock) }),
+    InternalTokens.Driver,
+    (resolve) => options.driver ?? new SimulatedPlc({ tags: options.tags, clock: resolve(InternalTokens.Clock) }),
   );
-  singleton(Tokens.Store, (resolve) => {
-    const clock = resolve(Tokens.Clock);
+  singleton(InternalTokens.Store, (resolve) => {
+    const clock = resolve(InternalTokens.Clock);
     const store = options.store ?? new MemoryStore({ clock });
     if (store instanceof MemoryStore) {
-      const bus = resolve(Tokens.Bus);
+      const bus = resolve(InternalTokens.Bus);
       store.observeEvictions((eviction) => void bus.publish("store-evict", { at: clock.now(), ...eviction }));
     }
     return store;
   });
-  singleton(Tokens.GuardedDriver, (resolve) =>
-    guardDriver(resolve(Tokens.Driver), driverPolicy(options), {
-      clock: resolve(Tokens.Clock),
-      bus: resolve(Tokens.Bus),
+  singleton(InternalTokens.GuardedDriver, (resolve) =>
+    guardDriver(resolve(InternalTokens.Driver), driverPolicy(options), {
+      clock: resolve(InternalTokens.Clock),
+      bus: resolve(InternalTokens.Bus),
     }),
   );
-  singleton(Tokens.GuardedStore, (resolve) =>
-    guardStore(resolve(Tokens.Store), storePolicies(options), {
-      clock: resolve(Tokens.Clock),
-      bus: resolve(Tokens.Bus),
+  singleton(InternalTokens.GuardedStore, (resolve) =>
+    guardStore(resolve(InternalTokens.Store), storePolicies(options), {
+      clock: resolve(InternalTokens.Clock),
+      bus: resolve(InternalTokens.Bus),
     }),
   );
-  singleton(Tokens.CurrentValueTable, (resolve) => {
-    const logger = resolve(Tokens.Logger);
+  singleton(InternalTokens.CurrentValueTable, (resolve) => {
+    const logger = resolve(InternalTokens.Logger);
     return new CurrentValueTable({
       tags: options.tags.list(),
       onObserverError: (error, change) =>
         logger.error({ tag: change.sample.tag, error: String(error) }, "CVT observer failed"),
     });
   });
-  singleton(Tokens.LoggingFilter, (resolve) => new LoggingFilter(options.tags.list(), resolve(Tokens.Clock)));
-  singleton(Tokens.SampleLogger, (resolve) => {
+  singleton(
+    InternalTokens.LoggingFilter,
+    (resolve) => new LoggingFilter(options.tags.list(), resolve(InternalTokens.Clock)),
+  );
+  singleton(InternalTokens.SampleLogger, (resolve) => {
     const { writeTimeoutMs: _timeout, retry: _retry, breaker: _breaker, ...settings } = options.logging;
     return new SampleLogger({
       ...settings,
-      sink: resolve(Tokens.GuardedStore).samples,
-      clock: resolve(Tokens.Clock),
-      bus: resolve(Tokens.Bus),
-      metrics: resolve(Tokens.Metrics),
-      logger: resolve(Tokens.Logger),
+      sink: resolve(InternalTokens.GuardedStore).samples,
+      clock: resolve(InternalTokens.Clock),
+      bus: resolve(InternalTokens.Bus),
+      metrics: resolve(InternalTokens.Metrics),
+      logger: resolve(InternalTokens.Logger),
     });
   });
-  singleton(Tokens.Acquisition, (resolve) => {
-    const sampleLogger = resolve(Tokens.SampleLogger);
+  singleton(InternalTokens.Acquisition, (resolve) => {
+    const sampleLogger = resolve(InternalTokens.SampleLogger);
     return new Acquisition({
-      driver: resolve(Tokens.GuardedDriver),
+      driver: resolve(InternalTokens.GuardedDriver),
       tags: options.tags.list(),
       groups: options.scanGroups,
-      cvt: resolve(Tokens.CurrentValueTable),
-      clock: resolve(Tokens.Clock),
-      bus: resolve(Tokens.Bus),
-      metrics: resolve(Tokens.Metrics),
-      logger: resolve(Tokens.Logger),
+      cvt: resolve(InternalTokens.CurrentValueTable),
+      clock: resolve(InternalTokens.Clock),
+      bus: resolve(InternalTokens.Bus),
+      metrics: resolve(InternalTokens.Metrics),
+      logger: resolve(InternalTokens.Logger),
       policy: { reconnect: options.acquisition.reconnect },
       beforeRead: () => sampleLogger.whenWritable(),
     });
   });
   singleton(
-    Tokens.Authorizer,
+    InternalTokens.Authorizer,
     () =>
       new Authorizer({
         roles:
@@ -167,33 +171,33 @@ function registerDefaults(container: DependencyContainer, options: ResolvedContr
       }),
   );
   singleton(
-    Tokens.CommandRunner,
+    InternalTokens.CommandRunner,
     (resolve) =>
       new AuditedCommandRunner({
-        authorizer: resolve(Tokens.Authorizer),
-        audit: resolve(Tokens.GuardedStore).audit,
-        clock: resolve(Tokens.Clock),
+        authorizer: resolve(InternalTokens.Authorizer),
+        audit: resolve(InternalTokens.GuardedStore).audit,
+        clock: resolve(InternalTokens.Clock),
         machineId: options.machineId,
         ...(options.audit.source === undefined ? {} : { source: options.audit.source }),
         backlog: withoutUndefinedPath(options.audit.backlog),
         runWithoutDurableAudit: options.audit.runWithoutDurableAudit,
-        bus: resolve(Tokens.Bus),
-        logger: resolve(Tokens.Logger),
+        bus: resolve(InternalTokens.Bus),
+        logger: resolve(InternalTokens.Logger),
       }),
   );
   singleton(
-    Tokens.AlarmEngine,
+    InternalTokens.AlarmEngine,
     (resolve) =>
       new AlarmEngine({
-        clock: resolve(Tokens.Clock),
+        clock: resolve(InternalTokens.Clock),
         tags: options.tags,
         definitions: options.alarms,
-        bus: resolve(Tokens.Bus),
-        history: resolve(Tokens.GuardedStore).alarms,
+        bus: resolve(InternalTokens.Bus),
+        history: resolve(InternalTokens.GuardedStore).alarms,
       }),
   );
-  singleton(Tokens.Machine, (resolve): MachineStateMachine => {
-    const alarms = resolve(Tokens.AlarmEngine);
+  singleton(InternalTokens.Machine, (resolve): MachineStateMachine => {
+    const alarms = resolve(InternalTokens.AlarmEngine);
     const interlockGuard = (): true | { allowed: false; reason: string } => {
       const tripped = alarms.list().find((alarm) => alarm.interlock && alarm.active);
       return tripped ? { allowed: false, reason: `interlock ${tripped.id} is active` } : true;
@@ -201,45 +205,45 @@ function registerDefaults(container: DependencyContainer, options: ResolvedContr
     const model = options.machine.model === "packml" ? packmlModel : kilnMachineModel;
     return new StateMachine<string, string>(model as never, {
       machineId: options.machineId,
-      clock: resolve(Tokens.Clock),
-      bus: resolve(Tokens.Bus),
+      clock: resolve(InternalTokens.Clock),
+      bus: resolve(InternalTokens.Bus),
       guards: { start: interlockGuard },
     });
   });
   singleton(
-    Tokens.TagWriter,
+    InternalTokens.TagWriter,
     (resolve) =>
       new CheckedTagWriter({
         tags: options.tags,
-        driver: resolve(Tokens.GuardedDriver),
-        lifecycle: resolve(Tokens.Lifecycle),
+        driver: resolve(InternalTokens.GuardedDriver),
+        lifecycle: resolve(InternalTokens.Lifecycle),
       }),
   );
-  singleton(Tokens.RecipeExecutor, (resolve) => {
-    const machine = resolve(Tokens.Machine);
-    const writer = resolve(Tokens.TagWriter);
-    const store = resolve(Tokens.GuardedStore);
-    const logger = resolve(Tokens.Logger);
+  singleton(InternalTokens.RecipeExecutor, (resolve) => {
+    const machine = resolve(InternalTokens.Machine);
+    const writer = resolve(InternalTokens.TagWriter);
+    const store = resolve(InternalTokens.GuardedStore);
+    const logger = resolve(InternalTokens.Logger);
     return new RecipeExecutor({
       machine:
         options.machine.model === "packml"
           ? packmlMachineBinding(machine as never)
           : kilnMachineBinding(machine as never),
-      io: tableRecipeIo(resolve(Tokens.CurrentValueTable), (tag, value, signal, origin) => {
+      io: tableRecipeIo(resolve(InternalTokens.CurrentValueTable), (tag, value, signal, origin) => {
         if (origin) logger.debug({ tag, processId: origin.processId, principal: origin.principal }, "process write");
         return writer.write(tag, value, signal);
       }),
       catalog: options.tags,
-      clock: resolve(Tokens.Clock),
+      clock: resolve(InternalTokens.Clock),
       processes: store.processes,
       resolveRecipe: recipeResolver(store.recipes),
       safeState: options.machine.safeState,
-      bus: resolve(Tokens.Bus),
+      bus: resolve(InternalTokens.Bus),
       logger,
       progressSaveIntervalMs: options.recipes.progressSaveIntervalMs,
     });
   });
-  singleton(Tokens.EventRecorder, (resolve) => new EventRecorder(resolve(Tokens.GuardedStore).events));
+  singleton(InternalTokens.EventRecorder, (resolve) => new EventRecorder(resolve(InternalTokens.GuardedStore).events));
 }
 
 function withoutUndefinedPath<T extends { path?: string | undefined }>(

@@ -1,4 +1,3 @@
-import type { InjectionToken } from "tsyringe";
 import type { AlarmEngine } from "../alarms/alarm-engine";
 import type { Acquisition } from "../acquisition/acquisition";
 import type { CurrentValueTable } from "../cvt/current-value-table";
@@ -19,39 +18,51 @@ import type { AuditedCommandRunner } from "../security/audited-command";
 import type { TagWriter } from "./checked-write";
 import type { MachineStateMachine } from "./control-system";
 import type { ResolvedControlSystemOptions } from "./control-system-options";
+import type { ServiceToken } from "./service-registry";
 import type { EventRecorder } from "./event-recorder";
 import type { SystemLifecycle } from "./system-lifecycle";
 
-function token<T>(description: string): InjectionToken<T> & symbol {
-  return Symbol(`kiln.${description}`) as InjectionToken<T> & symbol;
+function token<T>(description: string): ServiceToken<T> {
+  return Symbol(`kiln.${description}`) as ServiceToken<T>;
 }
 
 /**
- * The registration tokens of a control system's container. Override any of them with
- * `createControlSystem({ ..., register: (registry) => registry.override(Tokens.Driver, ...) })`.
+ * The registration tokens a host may override, with
+ * `createControlSystem({ ..., register: (registry) => registry.override(Tokens.Driver, ...) })`:
+ * the ports (driver, store, clock, logger, metrics) and the policies (who may do what, the
+ * machine's state model, the write path). The parts that make the guarantees (acquisition, the
+ * logging pipeline, alarms, recipes, the audited command path) are internal and not replaceable
+ * (docs/adr/0009-policies-at-ports.md, addendum).
  */
 export const Tokens = {
-  /** The validated options, with defaults applied. */
-  Options: token<ResolvedControlSystemOptions>("options"),
   Clock: token<Clock>("clock"),
   Logger: token<Logger>("logger"),
   Metrics: token<Metrics>("metrics"),
+  /** The PLC driver as given (or the simulated default); the core calls it only through its device policy. */
+  Driver: token<PlcDriver>("driver"),
+  /** The store as given (or the in-memory default); the core calls its ports only through their policies. */
+  Store: token<Store>("store"),
+  /** The machine's state machine (the Kiln model or PackML, with the interlock guard on `start`). */
+  Machine: token<MachineStateMachine>("machine"),
+  /** The checked write path every operator write, recipe step and safe-state write goes through. */
+  TagWriter: token<TagWriter>("tag-writer"),
+  /** Decides who may do what (role table). */
+  Authorizer: token<Authorizer>("authorizer"),
+} as const;
+
+/** @internal Every registration of a control system's container: {@link Tokens} and the internal parts. */
+export const InternalTokens = {
+  ...Tokens,
+  /** The validated options, with defaults applied. */
+  Options: token<ResolvedControlSystemOptions>("options"),
   Bus: token<EventBus<KilnEvents>>("bus"),
   Tags: token<TagCatalog>("tags"),
-  /** The PLC driver as given (or the simulated default); the core only calls it through {@link Tokens.GuardedDriver}. */
-  Driver: token<PlcDriver>("driver"),
-  /** The store as given (or the in-memory default); the core only calls its ports through {@link Tokens.GuardedStore}. */
-  Store: token<Store>("store"),
   /** The driver wrapped in the device policy (timeout, one breaker per device). */
   GuardedDriver: token<GuardedDriver>("guarded-driver"),
   /** The store with every port wrapped in its policy (timeout, a breaker per port, retry where idempotent). */
   GuardedStore: token<GuardedStore>("guarded-store"),
   /** The system's lifecycle state, shared with the write path. */
   Lifecycle: token<SystemLifecycle>("lifecycle"),
-  /** The machine's state machine (the Kiln model or PackML, with the interlock guard on `start`). */
-  Machine: token<MachineStateMachine>("machine"),
-  /** The checked write path every operator write, recipe step and safe-state write goes through. */
-  TagWriter: token<TagWriter>("tag-writer"),
   /** Runs recipes as processes on the machine. */
   RecipeExecutor: token<RecipeExecutor>("recipe-executor"),
   /** Appends recorded domain events from the bus to the event store. */
@@ -61,8 +72,6 @@ export const Tokens = {
   SampleLogger: token<SampleLogger>("sample-logger"),
   Acquisition: token<Acquisition>("acquisition"),
   AlarmEngine: token<AlarmEngine>("alarm-engine"),
-  /** Decides who may do what (role table). */
-  Authorizer: token<Authorizer>("authorizer"),
   /** Authorizes, runs and audits every operator command. */
   CommandRunner: token<AuditedCommandRunner>("command-runner"),
 } as const;

@@ -1,8 +1,10 @@
 import { defineMachineModel, type MachineModel } from "./state-machine";
 
-const KILN_MACHINE_STATES = ["idle", "starting", "processing", "paused", "stopping", "error", "maintenance"] as const;
+/** Every state of the {@link kilnMachineModel}. */
+export const KILN_MACHINE_STATES = ["idle", "starting", "processing", "paused", "stopping", "error", "maintenance"] as const;
 
-const KILN_MACHINE_COMMANDS = [
+/** Every command of the {@link kilnMachineModel}. */
+export const KILN_MACHINE_COMMANDS = [
   "start",
   "started",
   "pause",

@@ -1,6 +1,7 @@
 import { defineMachineModel, type MachineModel } from "./state-machine";
 
-const PACKML_STATES = [
+/** Every state of the {@link packmlModel} (ISA-TR88.00.02 / PackML), in the standard's order. */
+export const PACKML_STATES = [
   "stopped",
   "starting",
   "idle",
@@ -20,7 +21,8 @@ const PACKML_STATES = [
   "clearing",
 ] as const;
 
-const PACKML_COMMANDS = [
+/** Every command of the {@link packmlModel}. */
+export const PACKML_COMMANDS = [
   "reset",
   "start",
   "stop",

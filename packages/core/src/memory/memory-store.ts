@@ -2,7 +2,7 @@ import { deepFreeze } from "../domain/deep-freeze";
 import type { Disposer } from "../domain/disposer";
 import { z } from "zod";
 import { KilnError, KilnValidationError } from "../domain/errors";
-import { checkSample, type Sample } from "../domain/sample";
+import { checkSample, sameSamplePayload, type Sample } from "../domain/sample";
 import { interpolationOf, type Interpolation, type Tag } from "../domain/tags";
 import {
   checkAggregateQuery,
@@ -21,7 +21,7 @@ import type { EventStore, NewDomainEvent, StoredDomainEvent } from "../ports/eve
 import type { ProcessFilter, ProcessRecord, ProcessRepository } from "../ports/process-repository";
 import type { RecipeRepository, StoredRecipe } from "../ports/recipe-repository";
 import type { BucketQuery, HistoryQueries, SampleBucket, SampleHistory, SampleQuery } from "../ports/sample-history";
-import type { SampleSink } from "../ports/sample-sink";
+import type { SampleConflict, SampleSink, SampleWriteResult } from "../ports/sample-sink";
 import type { Store, StoreCapabilities } from "../ports/store";
 
 /**
@@ -186,6 +186,20 @@ export class MemoryStoreFaults {
   }
 }
 
+const NO_CONFLICTS: SampleWriteResult = Object.freeze({ conflicts: Object.freeze([]) });
+
+/** The index of the first sample of each (timestamp, tag) in `samples`. */
+function firstIndexOfKeys(samples: readonly Sample[]): Map<number, Map<string, number>> {
+  const first = new Map<number, Map<string, number>>();
+  for (let index = 0; index < samples.length; index++) {
+    const { tag, timestamp } = samples[index]!;
+    let tags = first.get(timestamp);
+    if (tags === undefined) first.set(timestamp, (tags = new Map()));
+    if (!tags.has(tag)) tags.set(tag, index);
+  }
+  return first;
+}
+
 function checkCount(count: number): number {
   if (!Number.isInteger(count) || count < 1) throw new RangeError("the fault count must be a positive integer");
   return count;
@@ -236,8 +250,9 @@ const recipeKeySchema = z.object({
  * `storeConformance` and is what Kiln uses when the host gives no store.
  *
  * - Samples are kept per tag in arrays sorted by timestamp (appending in order is O(1); late
- *   samples and queries use binary search). A sample at a kept (tag, timestamp) is ignored, so
- *   the first stored value wins, as with SQL `ON CONFLICT DO NOTHING`.
+ *   samples and queries use binary search). A sample at a kept (tag, timestamp) is not stored,
+ *   so the first stored value wins, as with SQL `ON CONFLICT DO NOTHING`; when its value or
+ *   quality differs, `writeBatch` reports it as a conflict.
  * - History is bounded by {@link MemoryStoreOptions.retention} (by default the newest 1,000,000
  *   samples over every tag, 100,000 alarm and 100,000 audit entries): the oldest are evicted
  *   first, counted in {@link MemoryStore.evicted} and reported to
@@ -499,7 +514,7 @@ export class MemoryStore implements Store {
     );
   }
 
-  async #writeBatch(samples: readonly Sample[]): Promise<void> {
+  async #writeBatch(samples: readonly Sample[]): Promise<SampleWriteResult> {
     this.#writeBatchCalls++;
     this.#assertOpen();
     if (!Array.isArray(samples)) throw new TypeError("writeBatch expects an array of samples");
@@ -509,10 +524,26 @@ export class MemoryStore implements Store {
     this.#assertOpen();
     const issues = samples.flatMap((sample, index) => checkSample(sample, `[${index}]`));
     if (issues.length > 0) throw new KilnValidationError("sample batch", issues);
-    for (const sample of samples) this.#samples.insert(sample);
+    let conflicts: SampleConflict[] | undefined;
+    // Built only once a conflict needs them: which samples met a sample already at their key,
+    // and the first index of each key in the batch (so the common batch costs nothing more).
+    let collided: Set<number> | undefined;
+    let firstOfKey: Map<number, Map<string, number>> | undefined;
+    for (let index = 0; index < samples.length; index++) {
+      const sample = samples[index]!;
+      const existing = this.#samples.insert(sample);
+      if (existing === undefined) continue;
+      (collided ??= new Set()).add(index);
+      if (sameSamplePayload(existing, sample)) continue;
+      firstOfKey ??= firstIndexOfKeys(samples);
+      const first = firstOfKey.get(sample.timestamp)!.get(sample.tag)!;
+      // The sample at the key came from this batch when the key's first sample was inserted by it.
+      (conflicts ??= []).push({ sample, existing: first < index && !collided.has(first) ? "batch" : "stored" });
+    }
     const evicted = this.#samples.retain(this.#clock.now());
     if (evicted > 0) this.#reportEviction({ port: "samples", count: evicted });
     if (fault === "fail-after") throw simulatedFailure("fail-after");
+    return conflicts ? { conflicts } : NO_CONFLICTS;
   }
 
   #readSamples(input: SampleQuery): Sample[] {

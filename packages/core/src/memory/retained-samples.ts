@@ -81,8 +81,11 @@ export class RetainedSamples {
     return series;
   }
 
-  /** Stores `sample` unless its (tag, timestamp) is stored already: the first value wins. */
-  insert(sample: Sample): void {
+  /**
+   * Stores `sample` unless its (tag, timestamp) is kept already (the first value wins); returns
+   * the kept sample then, else undefined.
+   */
+  insert(sample: Sample): Sample | undefined {
     const series = this.#seriesOf(sample.tag);
     const { timestamps, samples, start } = series;
     const timestamp = sample.timestamp;
@@ -90,7 +93,7 @@ export class RetainedSamples {
     let index = length;
     if (length > start && timestamps[length - 1]! >= timestamp) {
       index = start + partitionPoint(length - start, (offset) => timestamps[start + offset]! < timestamp);
-      if (timestamps[index] === timestamp) return;
+      if (timestamps[index] === timestamp) return samples[index];
     }
     const stored = Object.freeze({
       tag: sample.tag,
@@ -107,6 +110,7 @@ export class RetainedSamples {
     }
     if (index === start) this.#push({ at: timestamp, series });
     this.#count++;
+    return undefined;
   }
 
   /**

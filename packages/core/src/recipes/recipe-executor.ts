@@ -62,7 +62,7 @@ export interface ProcessPrincipal {
   readonly roles: readonly string[];
 }
 
-/** A validated recipe's effects, given to {@link StartRecipeOptions.authorize} before anything runs. */
+/** A validated recipe's effects, given to {@link ProcessStartOptions.authorize} before anything runs. */
 export interface RecipeStartRequest {
   /** The recipe version. */
   readonly recipe: { readonly name: string; readonly version: number };
@@ -74,12 +74,16 @@ export interface RecipeStartRequest {
   readonly parameters: Readonly<Record<string, unknown>>;
 }
 
-/** Options of {@link RecipeExecutor.start}. */
+/** Options of `ControlSystem.startRecipe`. */
 export interface StartRecipeOptions {
   /** Parameter values for this run; the recipe's defaults fill the rest. */
   readonly parameters?: Readonly<Record<string, unknown>>;
-  /** The process id. @default options.createId() */
+  /** The process id. @default a new unique id */
   readonly processId?: string;
+}
+
+/** @internal What the control system adds to {@link StartRecipeOptions} when it starts a process. */
+export interface ProcessStartOptions extends StartRecipeOptions {
   /** Who starts it: recorded on `process-start` and passed with every write of the process. */
   readonly startedBy?: ProcessPrincipal;
   /**
@@ -171,7 +175,7 @@ export class RecipeExecutor {
    * or the machine binding refuses to begin (the process is then saved `failed`).
    * @throws the store's error when the new process cannot be saved; nothing ran.
    */
-  async start(recipe: RecipeInput, options: StartRecipeOptions = {}): Promise<RecipeProcess> {
+  async start(recipe: RecipeInput, options: ProcessStartOptions = {}): Promise<RecipeProcess> {
     if (this.#active !== undefined || this.#starting) {
       throw new KilnError(
         "KILN_INVALID_TRANSITION",

@@ -238,8 +238,6 @@ export interface CallStep {
 /** One recipe step: an object with exactly one key, the step's kind. */
 export type RecipeStep = SetStep | PulseStep | WaitStep | WaitUntilStep | RampStep | LoopStep | CallStep;
 
-type Writable<TValue> = { -readonly [TKey in keyof TValue]: TValue[TKey] };
-
 /** A recipe step as a user writes it (defaults such as `pulse.on` may be left out). */
 export type RecipeStepInput =
   | SetStep
@@ -248,7 +246,7 @@ export type RecipeStepInput =
   | { readonly waitUntil: z.input<typeof waitUntilStepBodySchema> }
   | RampStep
   | { readonly loop: { readonly count: RecipeNumber; readonly steps: readonly RecipeStepInput[] } }
-  | { readonly call: Writable<CallStep["call"]> };
+  | { readonly call: { -readonly [TKey in keyof CallStep["call"]]: CallStep["call"][TKey] } };
 
 const bodySchemas = {
   set: setStepBodySchema,
