@@ -40,7 +40,8 @@ export interface MemoryStoreRetention {
    * Most samples kept, over every tag. Past it the oldest samples (by timestamp, over every tag)
    * are evicted after each `writeBatch`. A number sample costs about 100 to 180 bytes of heap
    * (more when each tag keeps only a few), so the default bounds the samples to roughly 100 to
-   * 180 MB; a string value costs its length on top.
+   * 180 MB; a string value costs its length on top. A sample written again after its (tag,
+   * timestamp) was evicted is stored again, not reported as a conflict.
    * @default 1_000_000
    */
   readonly maxSamples?: number;
