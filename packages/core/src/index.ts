@@ -71,6 +71,9 @@ export {
   MemoryStore,
   type MemoryStoreFaults,
   type MemoryStoreOptions,
+  type MemoryStoreRetention,
+  type MemoryStoreEviction,
+  type MemoryStoreEvictions,
   type MemoryStorePort,
 } from "./memory/memory-store";
 export {

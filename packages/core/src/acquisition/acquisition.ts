@@ -13,7 +13,8 @@ import type { PlcDriver } from "../ports/plc-driver";
 import type { CircuitBreaker, CircuitBreakerSnapshot } from "../resilience/circuit-breaker";
 import type { GuardedDriver } from "../resilience/guarded-ports";
 import { backoffDelay, createRetryPolicy, type RetryPolicy } from "../resilience/retry";
-import { checkDriverSamples } from "./driver-samples";
+import { checkReplyPart, missingFromRead } from "./driver-samples";
+import { SlicedQueue } from "./sliced-queue";
 import { FixedRateScheduler } from "./fixed-rate-scheduler";
 import { RollingStats, type StatsSummary } from "../stats/rolling-stats";
 
@@ -71,6 +72,12 @@ export interface AcquisitionOptions {
   readonly logger?: Logger;
   /** Awaited before each poll: lets the logging pipeline apply back-pressure (`block` policy). */
   readonly beforeRead?: () => Promise<void> | undefined;
+  /**
+   * Most samples of a driver reply put into the current value table in one turn of the event
+   * loop; a larger reply is processed in slices, in order, yielding in between
+   * (docs/adr/0019-sliced-scan-processing.md). @default 1_000
+   */
+  readonly sliceSize?: number;
 }
 
 /** Health of one scan group. */
@@ -124,7 +131,10 @@ interface Group {
   readonly tags: readonly Tag[];
   /** The group's tags by name: what a driver reply for this group may contain. */
   readonly asked: ReadonlyMap<string, Tag>;
+  readonly names: readonly string[];
   readonly mode: "poll" | "subscribe";
+  /** When the group's tags were last swept for staleness (clock time). */
+  sweptAt: number;
   scheduler?: FixedRateScheduler;
   unsubscribe?: Disposer;
   failedReads: number;
@@ -167,12 +177,15 @@ export class Acquisition {
   #firstScanDone: () => void = () => undefined;
   /** Counts the driver's drops and our stops, so a subscribe that completes after one is disposed. */
   #epoch = 0;
+  /** Driver replies on their way into the current value table, in arrival order. */
+  readonly #replies: SlicedQueue;
   readonly #instruments:
     { readonly periodError: Histogram; readonly overruns: Counter; readonly failures: Counter } | undefined;
 
   constructor(options: AcquisitionOptions) {
     this.#options = options;
     this.#logger = (options.logger ?? silentLogger).child({ driver: options.driver.name });
+    this.#replies = new SlicedQueue({ sliceSize: options.sliceSize ?? 1_000 });
     const byGroup = new Map<string, Tag[]>();
     for (const tag of options.tags) {
       if (!options.groups[tag.scanGroup]) {
@@ -196,6 +209,8 @@ export class Acquisition {
         settings,
         tags,
         asked: new Map(tags.map((tag) => [tag.name, tag])),
+        names: tags.map((tag) => tag.name),
+        sweptAt: 0,
         mode: settings.mode === "subscribe" && canSubscribe ? "subscribe" : "poll",
         failedReads: 0,
         answered: new Set<string>(),
@@ -244,6 +259,7 @@ export class Acquisition {
       group.firstScanPending = true;
       const staleAfter = group.mode === "poll" ? group.settings.staleAfterPeriods * group.settings.periodMs : 0;
       for (const tag of group.tags) cvt.setStaleAfter(tag.name, staleAfter);
+      group.sweptAt = clock.now();
     }
     this.#disposers.push(
       driver.onStatusChange((change) => {
@@ -319,6 +335,7 @@ export class Acquisition {
     await Promise.all(this.#groups.map((group) => group.scheduler?.stop() ?? Promise.resolve()));
     await this.#reconnecting;
     this.#unsubscribeAll();
+    this.#replies.flush();
     this.#disposeListeners();
   }
 
@@ -353,7 +370,7 @@ export class Acquisition {
 
   async #poll(group: Group): Promise<void> {
     if (this.#link !== "online") return;
-    const { driver, clock, cvt } = this.#options;
+    const { driver, clock } = this.#options;
     const waiting = this.#options.beforeRead?.();
     if (waiting) await this.#waitForRoom(waiting, group);
     if (this.#link !== "online") return;
@@ -362,7 +379,7 @@ export class Acquisition {
       const samples = await driver.read(group.tags, this.#stopping!.signal);
       const now = clock.now();
       group.readDuration.observe(now - started);
-      this.#accept(group, samples, true, now);
+      await this.#accept(group, samples, true, now);
     } catch (error) {
       if (this.#stopping!.signal.aborted) return;
       group.failedReads++;
@@ -370,30 +387,54 @@ export class Acquisition {
       this.#instruments?.failures.inc(1, { group: group.name });
       this.#logger.warn({ error: this.#lastError, group: group.name }, "scan read failed");
     } finally {
-      cvt.sweepStale(clock.now());
+      this.#sweepStale(group);
     }
   }
 
   /**
    * Puts a driver reply into the current value table through the one check of driver samples
-   * (wrong type → bad, unrequested → dropped and counted, missing from a read → bad).
+   * (wrong type → bad, unrequested → dropped and counted, missing from a read → bad), behind the
+   * replies before it and a slice at a time; resolves once all of it is in the table.
    */
-  #accept(group: Group, reply: readonly Sample[], complete: boolean, now: number): void {
-    const { samples, unrequested } = checkDriverSamples(reply, group.asked, complete, now);
-    if (unrequested > 0) {
-      if (this.#unrequested === 0) {
-        this.#logger.warn(
-          { driver: this.#options.driver.name, group: group.name, count: unrequested },
-          "driver returned samples for tags it was not asked for; dropped (counted in health().acquisition.unrequestedSamples)",
-        );
-      }
-      this.#unrequested += unrequested;
+  #accept(group: Group, reply: readonly Sample[], complete: boolean, now: number): Promise<void> {
+    const { cvt } = this.#options;
+    const seen = complete ? new Set<string>() : undefined;
+    return this.#replies.enqueue({
+      size: reply.length,
+      run: (from, to) => {
+        const part = from === 0 && to === reply.length ? reply : reply.slice(from, to);
+        const { samples, unrequested } = checkReplyPart(part, group.asked, now, seen);
+        if (unrequested > 0) this.#countUnrequested(group, unrequested);
+        cvt.update(samples, now);
+        this.#noteAnswered(group, samples);
+      },
+      ...(seen === undefined
+        ? {}
+        : {
+            finish: () => {
+              const missing = missingFromRead(group.asked, seen, now);
+              cvt.update(missing, now);
+              this.#noteAnswered(group, missing);
+            },
+          }),
+    });
+  }
+
+  #countUnrequested(group: Group, unrequested: number): void {
+    if (this.#unrequested === 0) {
+      this.#logger.warn(
+        { driver: this.#options.driver.name, group: group.name, count: unrequested },
+        "driver returned samples for tags it was not asked for; dropped (counted in health().acquisition.unrequestedSamples)",
+      );
     }
-    this.#options.cvt.update(samples, now);
-    if (group.firstScanPending) {
-      for (const sample of samples) group.answered.add(sample.tag);
-      if (group.answered.size === group.tags.length) this.#endFirstScan(group);
-    }
+    this.#unrequested += unrequested;
+  }
+
+  /** Counts the tags of `group` that had a sample, until its first scan is complete. */
+  #noteAnswered(group: Group, samples: readonly Sample[]): void {
+    if (!group.firstScanPending) return;
+    for (const sample of samples) group.answered.add(sample.tag);
+    if (group.answered.size === group.tags.length) this.#endFirstScan(group);
   }
 
   /**
@@ -465,7 +506,7 @@ export class Acquisition {
    * period meanwhile: a value that is old because acquisition is held back turns uncertain too.
    */
   async #waitForRoom(waiting: Promise<void>, group: Group): Promise<void> {
-    const { clock, cvt } = this.#options;
+    const { clock } = this.#options;
     const stopping = this.#stopping!.signal;
     let room = false;
     const roomMade = waiting.then(() => {
@@ -478,7 +519,23 @@ export class Acquisition {
         .catch(() => undefined);
       await untilAborted(Promise.race([roomMade, period]), stopping);
       tick.abort();
-      cvt.sweepStale(clock.now());
+      this.#sweepStale(group);
+    }
+  }
+
+  /**
+   * Sweeps staleness of `group`'s tags, and of every other polled group not swept for a period
+   * (its own polls stopped coming: a read hanging up to its timeout). Sweeping every tag after
+   * every poll cost a 10 ms group beside 100,000 tags a few ms of CPU each period.
+   */
+  #sweepStale(group: Group): void {
+    const { clock, cvt } = this.#options;
+    const now = clock.now();
+    for (const other of this.#groups) {
+      if (other.mode !== "poll" || other.settings.staleAfterPeriods === 0) continue;
+      if (other !== group && now - other.sweptAt < other.settings.periodMs) continue;
+      other.sweptAt = now;
+      cvt.sweepStale(now, other.names);
     }
   }
 
@@ -488,6 +545,8 @@ export class Acquisition {
     this.#link = "offline";
     this.#lostAt = clock.now();
     this.#unsubscribeAll();
+    // Values read before the loss go in first, so the loss marker is the newest entry of each tag.
+    this.#replies.flush();
     cvt.degrade(
       options.tags.map((tag) => tag.name),
       NO_COMMUNICATION,
@@ -511,7 +570,11 @@ export class Acquisition {
           ...(group.settings.queueSize === undefined ? {} : { queueSize: group.settings.queueSize }),
           ...(group.settings.deadband === undefined ? {} : { deadband: group.settings.deadband }),
         },
-        (samples) => this.#accept(group, samples, false, clock.now()),
+        (samples) => {
+          this.#accept(group, samples, false, clock.now()).catch((error: unknown) => {
+            this.#logger.error({ error: describe(error), group: group.name }, "subscription delivery failed");
+          });
+        },
       );
       group.unsubscribe = unsubscribe;
       if (epoch !== this.#epoch || this.#link === "stopped" || driver.status !== "connected") {
@@ -557,7 +620,7 @@ export class Acquisition {
           if (this.#link !== "offline") return;
           // A subscription group's values come with its subscription's first notification; the
           // probe's copy of them (same value, timestamp and quality) would reach observers twice.
-          if (probe.mode === "poll") this.#accept(probe, samples, true, clock.now());
+          if (probe.mode === "poll") await this.#accept(probe, samples, true, clock.now());
         }
         await this.#goOnline();
         return;

@@ -102,10 +102,15 @@ function registerDefaults(container: ServiceContainer, options: ResolvedControlS
     InternalTokens.Driver,
     (resolve) => options.driver ?? new SimulatedPlc({ tags: options.tags, clock: resolve(InternalTokens.Clock) }),
   );
-  singleton(
-    InternalTokens.Store,
-    (resolve) => options.store ?? new MemoryStore({ clock: resolve(InternalTokens.Clock) }),
-  );
+  singleton(InternalTokens.Store, (resolve) => {
+    const clock = resolve(InternalTokens.Clock);
+    const store = options.store ?? new MemoryStore({ clock });
+    if (store instanceof MemoryStore) {
+      const bus = resolve(InternalTokens.Bus);
+      store.observeEvictions((eviction) => void bus.publish("store-evict", { at: clock.now(), ...eviction }));
+    }
+    return store;
+  });
   singleton(InternalTokens.GuardedDriver, (resolve) =>
     guardDriver(resolve(InternalTokens.Driver), driverPolicy(options), {
       clock: resolve(InternalTokens.Clock),

@@ -166,10 +166,14 @@ export class CurrentValueTable implements CurrentValueView {
   /**
    * Turns the quality of every tag not updated within its staleness window to `uncertain`
    * (keeping its last value). Returns the tags that went stale in this sweep.
+   * @param tags only these tags (all when absent): acquisition sweeps one scan group at a time.
    */
-  sweepStale(now: number): string[] {
+  sweepStale(now: number, tags?: readonly string[]): string[] {
     const turned: string[] = [];
-    for (const [tag, entry] of this.#entries) {
+    const entries: Iterable<[string, Entry | undefined]> =
+      tags === undefined ? this.#entries : tags.map((tag) => [tag, this.#entries.get(tag)]);
+    for (const [tag, entry] of entries) {
+      if (entry === undefined) continue;
       if (entry.stale || entry.staleAfterMs <= 0 || now - entry.receivedAt < entry.staleAfterMs) continue;
       if (entry.sample.quality.severity === "bad") continue;
       turned.push(tag);

@@ -207,6 +207,13 @@ export interface KilnEvents {
     /** The store's error, `CODE: message`. */
     readonly reason: string;
   };
+  /**
+   * The default in-memory store evicted its oldest entries under its retention
+   * (`MemoryStoreRetention`): stored, then aged out, as a database retention policy drops rows.
+   * Not a loss of unstored data (that is `samplesDropped` and `audit-entry-drop`). One event per
+   * write that evicted.
+   */
+  "store-evict": EventBase & { readonly port: "samples" | "alarms" | "audit"; readonly count: number };
   /** Audit entries were dropped because the backlog of unrecorded entries was full (oldest first). */
   "audit-entry-drop": EventBase & { readonly count: number; readonly reason: string };
   /**

@@ -1,7 +1,7 @@
 import { deepFreeze } from "../domain/deep-freeze";
+import type { Disposer } from "../domain/disposer";
 import { z } from "zod";
 import { KilnError, KilnValidationError } from "../domain/errors";
-import type { Quality } from "../domain/quality";
 import { checkSample, sameSamplePayload, type Sample } from "../domain/sample";
 import { interpolationOf, type Interpolation, type Tag } from "../domain/tags";
 import {
@@ -16,6 +16,7 @@ import type { AlarmHistory, AlarmHistoryEntry, TimeRange } from "../ports/alarm-
 import type { AuditEntry, AuditLog } from "../ports/audit-log";
 import type { Clock } from "../ports/clock";
 import { SystemClock } from "../runtime/system-clock";
+import { lowerBound, partitionPoint, RetainedSamples, upperBound } from "./retained-samples";
 import type { EventStore, NewDomainEvent, StoredDomainEvent } from "../ports/event-store";
 import type { ProcessFilter, ProcessRecord, ProcessRepository } from "../ports/process-repository";
 import type { RecipeRepository, StoredRecipe } from "../ports/recipe-repository";
@@ -23,11 +24,86 @@ import type { BucketQuery, HistoryQueries, SampleBucket, SampleHistory, SampleQu
 import type { SampleConflict, SampleSink, SampleWriteResult } from "../ports/sample-sink";
 import type { Store, StoreCapabilities } from "../ports/store";
 
+/**
+ * How much history a {@link MemoryStore} keeps. The store is an embedded convenience, not an
+ * archive: it keeps a bounded window and evicts the oldest entries first, so a long run cannot
+ * exhaust the host's memory. Evictions are counted ({@link MemoryStore.evicted}) and reported
+ * ({@link MemoryStore.observeEvictions}; in a control system, the `store-evict` event).
+ *
+ * An evicted sample was stored and then aged out by this retention, as a database retention
+ * policy would drop it; it is not a lost sample (`samplesDropped` in the logging health counts
+ * samples that never reached the store). Audit entries are evicted the same way, counted and
+ * reported; a host that must keep its audit trail uses a durable store.
+ */
+export interface MemoryStoreRetention {
+  /**
+   * Most samples kept, over every tag. Past it the oldest samples (by timestamp, over every tag)
+   * are evicted after each `writeBatch`. A number sample costs about 100 to 180 bytes of heap
+   * (more when each tag keeps only a few), so the default bounds the samples to roughly 100 to
+   * 180 MB; a string value costs its length on top. A sample written again after its (tag,
+   * timestamp) was evicted is stored again, not reported as a conflict.
+   * @default 1_000_000
+   */
+  readonly maxSamples?: number;
+  /**
+   * Samples older than this, in ms before the store's clock's `now()`, are evicted after each
+   * `writeBatch` (a late sample already older is evicted at once). No age limit when absent.
+   * @default undefined
+   */
+  readonly maxAgeMs?: number;
+  /** Most alarm history entries kept; the oldest (by `at`) are evicted past it. @default 100_000 */
+  readonly maxAlarmEntries?: number;
+  /** Most audit entries kept; the oldest (by `at`) are evicted past it. @default 100_000 */
+  readonly maxAuditEntries?: number;
+}
+
+/** What one write evicted from a {@link MemoryStore} under its {@link MemoryStoreRetention}. */
+export interface MemoryStoreEviction {
+  /** The port whose entries were evicted. */
+  readonly port: "samples" | "alarms" | "audit";
+  /** How many entries this write evicted. */
+  readonly count: number;
+}
+
+/** Entries a {@link MemoryStore} evicted under its retention since it was created, per port. */
+export interface MemoryStoreEvictions {
+  /** Samples evicted by `maxSamples` or `maxAgeMs`. */
+  readonly samples: number;
+  /** Alarm history entries evicted by `maxAlarmEntries`. */
+  readonly alarms: number;
+  /** Audit entries evicted by `maxAuditEntries`. */
+  readonly audit: number;
+}
+
 /** Options of {@link MemoryStore}. */
 export interface MemoryStoreOptions {
-  /** The clock {@link MemoryStoreFaults.delayWrites} waits on. @default new SystemClock() */
+  /** The clock {@link MemoryStoreFaults.delayWrites} waits on and `retention.maxAgeMs` counts from. @default new SystemClock() */
   readonly clock?: Clock;
+  /** How much history is kept; see {@link MemoryStoreRetention} for the defaults. */
+  readonly retention?: MemoryStoreRetention;
+  /** Gets what an eviction observer ({@link MemoryStore.observeEvictions}) threw. @default ignores it */
+  readonly onObserverError?: (error: unknown, eviction: MemoryStoreEviction) => void;
 }
+
+const DEFAULT_MEMORY_STORE_RETENTION = Object.freeze({
+  maxSamples: 1_000_000,
+  maxAlarmEntries: 100_000,
+  maxAuditEntries: 100_000,
+} as const);
+
+const positiveCount = z.number().int().positive().max(Number.MAX_SAFE_INTEGER);
+const memoryStoreOptionsSchema = z.object({
+  retention: z
+    .object({
+      maxSamples: positiveCount.optional(),
+      maxAgeMs: z.number().positive().finite().optional(),
+      maxAlarmEntries: positiveCount.optional(),
+      maxAuditEntries: positiveCount.optional(),
+    })
+    .strict()
+    .optional(),
+  onObserverError: z.function().optional(),
+});
 
 /** A store port whose writes {@link MemoryStoreFaults.hang} can hold. */
 export type MemoryStorePort = "samples" | "events" | "processes" | "recipes" | "alarms" | "audit";
@@ -130,11 +206,6 @@ function checkCount(count: number): number {
   return count;
 }
 
-interface Series {
-  readonly timestamps: number[];
-  readonly samples: Sample[];
-}
-
 const DEFAULT_LIMIT = 10_000;
 
 const sampleQuerySchema = z.object({
@@ -180,9 +251,14 @@ const recipeKeySchema = z.object({
  * `storeConformance` and is what Kiln uses when the host gives no store.
  *
  * - Samples are kept per tag in arrays sorted by timestamp (appending in order is O(1); late
- *   samples and queries use binary search). A sample at an existing (tag, timestamp) is not
- *   stored, so the first stored value wins, as with SQL `ON CONFLICT DO NOTHING`; when its value
- *   or quality differs, `writeBatch` reports it as a conflict.
+ *   samples and queries use binary search). A sample at a kept (tag, timestamp) is not stored,
+ *   so the first stored value wins, as with SQL `ON CONFLICT DO NOTHING`; when its value or
+ *   quality differs, `writeBatch` reports it as a conflict.
+ * - History is bounded by {@link MemoryStoreOptions.retention} (by default the newest 1,000,000
+ *   samples over every tag, 100,000 alarm and 100,000 audit entries): the oldest are evicted
+ *   first, counted in {@link MemoryStore.evicted} and reported to
+ *   {@link MemoryStore.observeEvictions}. Event streams, processes and recipes are not evicted
+ *   (they grow with processes run and recipes saved, not with time).
  * - Events, processes, recipes, alarm and audit entries are stored as JSON copies, as a durable
  *   store would, and come back frozen.
  * - Every operation rejects with `KILN_LIFECYCLE` unless the store is open. `close()` keeps the
@@ -219,8 +295,13 @@ export class MemoryStore implements Store {
   readonly #clock: Clock;
   #state: "created" | "open" | "closed" = "created";
   #writeBatchCalls = 0;
-  #sampleCount = 0;
-  readonly #series = new Map<string, Series>();
+  readonly #samples: RetainedSamples;
+  readonly #maxAlarmEntries: number;
+  readonly #maxAuditEntries: number;
+  readonly #onObserverError: (error: unknown, eviction: MemoryStoreEviction) => void;
+  #evictionObservers: readonly ((eviction: MemoryStoreEviction) => void)[] = [];
+  #evictedAlarms = 0;
+  #evictedAudit = 0;
   readonly #interpolations = new Map<string, Interpolation>();
   readonly #streams = new Map<string, StoredDomainEvent[]>();
   readonly #processes = new Map<string, ProcessRecord>();
@@ -229,8 +310,24 @@ export class MemoryStore implements Store {
   readonly #auditEntries: AuditEntry[] = [];
   readonly #auditIds = new Set<string>();
 
+  /**
+   * @throws KilnValidationError (`KILN_VALIDATION`) naming each bad option, e.g.
+   * `retention.maxSamples: Too small: expected number to be >0`.
+   */
   constructor(options: MemoryStoreOptions = {}) {
+    const { retention = {} } = parseOrThrow(
+      memoryStoreOptionsSchema,
+      { retention: options.retention, onObserverError: options.onObserverError },
+      "memory store options",
+    );
     this.#clock = options.clock ?? new SystemClock();
+    this.#onObserverError = options.onObserverError ?? (() => undefined);
+    this.#samples = new RetainedSamples({
+      maxSamples: retention.maxSamples ?? DEFAULT_MEMORY_STORE_RETENTION.maxSamples,
+      maxAgeMs: retention.maxAgeMs,
+    });
+    this.#maxAlarmEntries = retention.maxAlarmEntries ?? DEFAULT_MEMORY_STORE_RETENTION.maxAlarmEntries;
+    this.#maxAuditEntries = retention.maxAuditEntries ?? DEFAULT_MEMORY_STORE_RETENTION.maxAuditEntries;
     this.samples = {
       sinkApiVersion: "1",
       writeBatch: async (samples) => {
@@ -241,7 +338,7 @@ export class MemoryStore implements Store {
       readBuckets: async (query) => this.#readBuckets(query),
     };
     const known = (tag: string): boolean => this.#interpolations.has(tag);
-    const seriesOf = (tag: string): SampleSeries => this.#series.get(tag) ?? { timestamps: [], samples: [] };
+    const seriesOf = (tag: string): SampleSeries => this.#samples.get(tag) ?? { timestamps: [], samples: [] };
     this.history = {
       aggregate: async (tags, query) => {
         this.#assertOpen();
@@ -318,6 +415,12 @@ export class MemoryStore implements Store {
       record: async (entry) => {
         await this.faults.held("alarms");
         this.#recordTimed(this.#alarms, entry);
+        const evicted = this.#alarms.length - this.#maxAlarmEntries;
+        if (evicted > 0) {
+          this.#alarms.splice(0, evicted);
+          this.#evictedAlarms += evicted;
+          this.#reportEviction({ port: "alarms", count: evicted });
+        }
       },
       query: async (range) => this.#queryTimed(this.#alarms, range),
     };
@@ -332,6 +435,13 @@ export class MemoryStore implements Store {
         if (this.#auditIds.has(entry.id)) return;
         this.#recordTimed(this.#auditEntries, entry);
         this.#auditIds.add(entry.id);
+        const evicted = this.#auditEntries.length - this.#maxAuditEntries;
+        if (evicted > 0) {
+          // The ids go too, to bound memory: a retry of an evicted entry would be stored again.
+          for (const old of this.#auditEntries.splice(0, evicted)) this.#auditIds.delete(old.id);
+          this.#evictedAudit += evicted;
+          this.#reportEviction({ port: "audit", count: evicted });
+        }
       },
       query: async (range) => this.#queryTimed(this.#auditEntries, range),
     };
@@ -342,9 +452,38 @@ export class MemoryStore implements Store {
     return this.#writeBatchCalls;
   }
 
-  /** Number of samples stored, over every tag. */
+  /** Number of samples kept, over every tag (stored and not evicted). */
   get sampleCount(): number {
-    return this.#sampleCount;
+    return this.#samples.count;
+  }
+
+  /** Entries evicted under the {@link MemoryStoreRetention} since the store was created, per port. */
+  get evicted(): MemoryStoreEvictions {
+    return Object.freeze({ samples: this.#samples.evicted, alarms: this.#evictedAlarms, audit: this.#evictedAudit });
+  }
+
+  /**
+   * Calls `observer` once per write that evicted entries under the retention, after the write took
+   * effect; returns a disposer. `createControlSystem` publishes these as `store-evict`. An observer
+   * that throws is reported to `onObserverError` and affects neither the write nor the other observers.
+   */
+  observeEvictions(observer: (eviction: MemoryStoreEviction) => void): Disposer {
+    if (typeof observer !== "function") throw new TypeError("observeEvictions expects a function");
+    this.#evictionObservers = [...this.#evictionObservers, observer];
+    return () => {
+      this.#evictionObservers = this.#evictionObservers.filter((candidate) => candidate !== observer);
+    };
+  }
+
+  #reportEviction(eviction: MemoryStoreEviction): void {
+    const frozen = Object.freeze(eviction);
+    for (const observer of this.#evictionObservers) {
+      try {
+        observer(frozen);
+      } catch (error) {
+        this.#onObserverError(error, frozen);
+      }
+    }
   }
 
   /**
@@ -354,7 +493,7 @@ export class MemoryStore implements Store {
   async open(tags: readonly Tag[]): Promise<void> {
     if (!Array.isArray(tags)) throw new TypeError("open expects an array of tags");
     for (const tag of tags) {
-      this.#seriesOf(tag.name);
+      this.#samples.register(tag.name);
       this.#interpolations.set(tag.name, interpolationOf(tag));
     }
     this.#state = "open";
@@ -393,7 +532,7 @@ export class MemoryStore implements Store {
     let firstOfKey: Map<number, Map<string, number>> | undefined;
     for (let index = 0; index < samples.length; index++) {
       const sample = samples[index]!;
-      const existing = this.#insertSample(sample);
+      const existing = this.#samples.insert(sample);
       if (existing === undefined) continue;
       (collided ??= new Set()).add(index);
       if (sameSamplePayload(existing, sample)) continue;
@@ -402,50 +541,16 @@ export class MemoryStore implements Store {
       // The sample at the key came from this batch when the key's first sample was inserted by it.
       (conflicts ??= []).push({ sample, existing: first < index && !collided.has(first) ? "batch" : "stored" });
     }
+    const evicted = this.#samples.retain(this.#clock.now());
+    if (evicted > 0) this.#reportEviction({ port: "samples", count: evicted });
     if (fault === "fail-after") throw simulatedFailure("fail-after");
     return conflicts ? { conflicts } : NO_CONFLICTS;
-  }
-
-  #seriesOf(tag: string): Series {
-    let series = this.#series.get(tag);
-    if (!series) {
-      series = { timestamps: [], samples: [] };
-      this.#series.set(tag, series);
-    }
-    return series;
-  }
-
-  /** Stores `sample` unless its (tag, timestamp) is taken; returns the sample that holds it then. */
-  #insertSample(sample: Sample): Sample | undefined {
-    const { timestamps, samples } = this.#seriesOf(sample.tag);
-    const timestamp = sample.timestamp;
-    const length = timestamps.length;
-    let index = length;
-    if (length > 0 && timestamps[length - 1]! >= timestamp) {
-      index = lowerBound(timestamps, timestamp);
-      if (timestamps[index] === timestamp) return samples[index];
-    }
-    const stored = Object.freeze({
-      tag: sample.tag,
-      value: sample.value,
-      timestamp,
-      quality: freezeQuality(sample.quality),
-    });
-    if (index === length) {
-      timestamps.push(timestamp);
-      samples.push(stored);
-    } else {
-      timestamps.splice(index, 0, timestamp);
-      samples.splice(index, 0, stored);
-    }
-    this.#sampleCount++;
-    return undefined;
   }
 
   #readSamples(input: SampleQuery): Sample[] {
     this.#assertOpen();
     const query = parseOrThrow(sampleQuerySchema, input, "sample query");
-    const series = this.#series.get(query.tag);
+    const series = this.#samples.get(query.tag);
     if (!series || query.from >= query.to) return [];
     let start = lowerBound(series.timestamps, query.from);
     if (query.after !== undefined) start = Math.max(start, upperBound(series.timestamps, query.after));
@@ -456,7 +561,7 @@ export class MemoryStore implements Store {
   #readBuckets(input: BucketQuery): SampleBucket[] {
     this.#assertOpen();
     const query = parseOrThrow(bucketQuerySchema, input, "bucket query");
-    const series = this.#series.get(query.tag);
+    const series = this.#samples.get(query.tag);
     if (!series || query.from >= query.to) return [];
     const buckets: {
       start: number;
@@ -593,41 +698,10 @@ function simulatedFailure(fault: "fail" | "fail-after"): KilnError {
   );
 }
 
-function freezeQuality(quality: Quality): Quality {
-  if (Object.isFrozen(quality)) return quality;
-  return Object.freeze(
-    quality.reason === undefined
-      ? { severity: quality.severity, code: quality.code }
-      : { severity: quality.severity, code: quality.code, reason: quality.reason },
-  );
-}
-
 function numericValue(value: Sample["value"]): number | undefined {
   if (typeof value === "number") return Number.isFinite(value) ? value : undefined;
   if (typeof value === "bigint") return Number(value);
   return undefined;
-}
-
-/** The first index in `[0, length)` for which `isBefore` is false; `isBefore` must be monotonic. */
-function partitionPoint(length: number, isBefore: (index: number) => boolean): number {
-  let low = 0;
-  let high = length;
-  while (low < high) {
-    const middle = (low + high) >>> 1;
-    if (isBefore(middle)) low = middle + 1;
-    else high = middle;
-  }
-  return low;
-}
-
-/** First index whose timestamp is >= `value`. */
-function lowerBound(sorted: readonly number[], value: number): number {
-  return partitionPoint(sorted.length, (index) => sorted[index]! < value);
-}
-
-/** First index whose timestamp is > `value`. */
-function upperBound(sorted: readonly number[], value: number): number {
-  return partitionPoint(sorted.length, (index) => sorted[index]! <= value);
 }
 
 function compareStrings(a: string, b: string): number {
