@@ -2,7 +2,7 @@ import type { DependencyContainer } from "tsyringe";
 import type { Acquisition, AcquisitionHealth } from "../acquisition/acquisition";
 import type { AlarmEngine, AlarmShelveOptions, AlarmSnapshot } from "../alarms/alarm-engine";
 import { currentValueViewOf, type CurrentValueTable, type CurrentValueView } from "../cvt/current-value-table";
-import { isRetryable, KilnError } from "../domain/errors";
+import { isRetryable, KilnError, KilnValidationError } from "../domain/errors";
 import { reconnectDelay } from "../driver-kit/backoff";
 import type { Sample } from "../domain/sample";
 import type { TagCatalog, TagValue } from "../domain/tags";
@@ -23,7 +23,8 @@ import { recoverInterrupted } from "../recipes/process-recovery";
 import type { ProcessResult, RecipeExecutor, RecipeProcess, StartRecipeOptions } from "../recipes/recipe-executor";
 import { storedRecipeOf, type RecipeInput } from "../recipes/recipe-schema";
 import type { GuardedDriver, GuardedStore } from "../resilience/guarded-ports";
-import type { Permission, Principal } from "../security/authorization";
+import { snapshotPrincipal, type Permission, type Principal, type PrincipalSnapshot } from "../security/authorization";
+import { snapshotInput, valueOf, type InputSnapshot } from "../security/command-input";
 import type { AuditedCommandRunner, CommandContext } from "../security/audited-command";
 import { authorizeRecipeSave, authorizeRecipeStart } from "../security/recipe-authorization";
 import { checkTagWrite, type TagWriter } from "./checked-write";
@@ -461,22 +462,27 @@ export class ControlSystem {
    *   `KILN_VALIDATION`, or the device's error (`KILN_TIMEOUT`, `KILN_CIRCUIT_OPEN`, `KILN_WRITE_REJECTED`...).
    */
   writeTag(principal: Principal, tag: string, value: TagValue, options: { comment?: string } = {}): Promise<void> {
+    // Read once, at the call: a command queued behind another uses what it was given.
+    const who = snapshotPrincipal(principal);
+    const input = snapshotInput(value, "value");
+    const comment = commentOf(options);
     return this.#stateCommand(() =>
       this.#command(
-        principal,
+        who,
         "tag.write",
         tag,
         async (command) => {
-          checkTagWrite(this.tags, this.#lifecycle, tag, value);
+          const checked = valueOf(input);
+          checkTagWrite(this.tags, this.#lifecycle, tag, checked);
           await command.commit();
-          await this.#writer.write(tag, value);
+          await this.#writer.write(tag, checked);
         },
         {
           action: "tag.write",
           machineState: () => this.#machine.state,
-          newValue: value,
+          newValue: input.ok ? input.value : undefined,
           readOldValue: () => this.#cvt.value(tag),
-          ...options,
+          comment,
         },
       ),
     );
@@ -489,22 +495,31 @@ export class ControlSystem {
    *   `KILN_INVALID_TRANSITION` when the machine cannot start (busy, interlock active), `KILN_FORBIDDEN`.
    */
   startRecipe(principal: Principal, recipe: RecipeInput, options: StartRecipeOptions = {}): Promise<RecipeProcess> {
-    const name = typeof recipe === "object" && recipe !== null && "name" in recipe ? String(recipe.name) : "(recipe)";
+    // Read once, at the call: validation, the write-set check and the run use this copy.
+    const who = snapshotPrincipal(principal);
+    const input = snapshotInput(recipe, "recipe");
+    const given = snapshotInput(
+      { parameters: readSafely(() => options.parameters), processId: readSafely(() => options.processId) },
+      "options",
+    );
     return this.#stateCommand(() =>
       this.#command(
-        principal,
+        who,
         "recipe.start",
-        name,
-        (command) =>
-          this.#recipes.start(recipe, {
-            ...options,
+        recipeNameOf(input),
+        (command) => {
+          const { parameters, processId } = valueOf(given);
+          return this.#recipes.start(valueOf(input), {
+            ...(parameters === undefined ? {} : { parameters: parameters as Record<string, unknown> }),
+            ...(processId === undefined ? {} : { processId: processId as string }),
             startedBy: command.principal,
             authorize: async (request) => {
               authorizeRecipeStart(command, request);
               await command.commit();
             },
-          }),
-        { newValue: options.parameters },
+          });
+        },
+        { newValue: given.ok ? given.value.parameters : undefined },
       ),
     );
   }
@@ -512,7 +527,7 @@ export class ControlSystem {
   /** Pauses the running process at its next step boundary (`recipe.pause`). */
   pauseProcess(principal: Principal): Promise<void> {
     return this.#command(
-      principal,
+      snapshotPrincipal(principal),
       "recipe.pause",
       this.#activeId(),
       (command) => this.#onActive(command, (active) => active.pause()),
@@ -524,9 +539,10 @@ export class ControlSystem {
 
   /** Resumes the paused process (`recipe.resume`). */
   resumeProcess(principal: Principal): Promise<void> {
+    const who = snapshotPrincipal(principal);
     return this.#stateCommand(() =>
       this.#command(
-        principal,
+        who,
         "recipe.resume",
         this.#activeId(),
         (command) => this.#onActive(command, (active) => active.resume()),
@@ -545,7 +561,7 @@ export class ControlSystem {
    */
   abortProcess(principal: Principal, reason?: string): Promise<ProcessResult> {
     return this.#command(
-      principal,
+      snapshotPrincipal(principal),
       "recipe.abort",
       this.#activeId(),
       (command) => this.#onActive(command, (active) => active.abort(reason ?? "aborted by operator")),
@@ -562,14 +578,16 @@ export class ControlSystem {
    *   definition under an existing version, `KILN_FORBIDDEN`.
    */
   saveRecipe(principal: Principal, recipe: RecipeInput): Promise<StoredRecipe> {
-    const name = typeof recipe === "object" && recipe !== null && "name" in recipe ? String(recipe.name) : "(recipe)";
-    return this.#command(principal, "recipe.save", name, async (command) => {
+    // Read once, at the call: what is authorized is what is stored (issue 15).
+    const input = snapshotInput(recipe, "recipe");
+    return this.#command(snapshotPrincipal(principal), "recipe.save", recipeNameOf(input), async (command) => {
+      const definition = valueOf(input);
       const recipes = this.#guardedStore.recipes;
-      const plan = await this.#recipes.plan(recipe);
+      const plan = await this.#recipes.plan(definition);
       const { name: recipeName, version } = plan.recipe;
       const writeSet = this.#recipes.writeSet(plan);
       authorizeRecipeSave(command, { recipe: { name: recipeName, version }, writeSet, saved: false });
-      const stored = storedRecipeOf(recipe, this.#clock.now());
+      const stored = storedRecipeOf(definition, this.#clock.now());
       await command.commit();
       await recipes.save(stored);
       return stored;
@@ -579,7 +597,7 @@ export class ControlSystem {
   /** Acknowledges an alarm (`alarm.acknowledge`). */
   acknowledgeAlarm(principal: Principal, alarmId: string, comment?: string): Promise<AlarmSnapshot> {
     return this.#alarmCommand(
-      principal,
+      snapshotPrincipal(principal),
       "alarm.acknowledge",
       alarmId,
       (command) => this.#alarms.acknowledge(alarmId, command.principal.id),
@@ -594,11 +612,12 @@ export class ControlSystem {
     shelve: AlarmShelveOptions,
     comment?: string,
   ): Promise<AlarmSnapshot> {
+    const given = snapshotInput(shelve, "shelve");
     return this.#alarmCommand(
-      principal,
+      snapshotPrincipal(principal),
       "alarm.shelve",
       alarmId,
-      (command) => this.#alarms.shelve(alarmId, shelve, command.principal.id),
+      (command) => this.#alarms.shelve(alarmId, valueOf(given), command.principal.id),
       comment,
     );
   }
@@ -606,7 +625,7 @@ export class ControlSystem {
   /** Unshelves an alarm (`alarm.unshelve`). */
   unshelveAlarm(principal: Principal, alarmId: string, comment?: string): Promise<AlarmSnapshot> {
     return this.#alarmCommand(
-      principal,
+      snapshotPrincipal(principal),
       "alarm.unshelve",
       alarmId,
       (command) => this.#alarms.unshelve(alarmId, command.principal.id),
@@ -617,7 +636,7 @@ export class ControlSystem {
   /** Suppresses an alarm by design, or lifts that suppression (`alarm.suppress`). */
   suppressAlarm(principal: Principal, alarmId: string, suppressed: boolean, comment?: string): Promise<AlarmSnapshot> {
     return this.#alarmCommand(
-      principal,
+      snapshotPrincipal(principal),
       "alarm.suppress",
       alarmId,
       (command) =>
@@ -636,7 +655,7 @@ export class ControlSystem {
     comment?: string,
   ): Promise<AlarmSnapshot> {
     return this.#alarmCommand(
-      principal,
+      snapshotPrincipal(principal),
       "alarm.out-of-service",
       alarmId,
       (command) =>
@@ -653,21 +672,28 @@ export class ControlSystem {
    * @throws `KILN_INVALID_TRANSITION` (nothing changes), `KILN_FORBIDDEN`.
    */
   sendMachineCommand(principal: Principal, command: string): Promise<string> {
-    const permission: Permission = /maintenance/i.test(command) ? "machine.maintenance" : "machine.mode";
+    const who = snapshotPrincipal(principal);
+    // A string is read once by nature; anything else is refused (recorded denied) below.
+    const name = typeof command === "string" ? command : undefined;
+    const permission: Permission =
+      name !== undefined && /maintenance/i.test(name) ? "machine.maintenance" : "machine.mode";
     return this.#stateCommand(() =>
       this.#command(
-        principal,
+        who,
         permission,
         this.machineId,
         async (context) => {
+          if (name === undefined) {
+            throw new KilnValidationError("machine command", [{ path: "command", message: "must be a string" }]);
+          }
           // An impossible transition is refused before the entry is committed (recorded denied).
-          if (this.#machine.can(command)) await context.commit();
-          return this.#machine.send(command);
+          if (this.#machine.can(name)) await context.commit();
+          return this.#machine.send(name);
         },
         {
-          action: `machine.${command}`,
+          action: `machine.${name ?? "(invalid)"}`,
           readOldValue: () => this.#machine.state,
-          newValue: command,
+          newValue: name ?? "(invalid)",
         },
       ),
     );
@@ -732,7 +758,7 @@ export class ControlSystem {
   #stateTurn: Promise<void> = Promise.resolve();
 
   #command<TResult>(
-    principal: Principal,
+    principal: PrincipalSnapshot,
     permission: Permission,
     target: string,
     execute: (command: CommandContext) => TResult | Promise<TResult>,
@@ -742,7 +768,7 @@ export class ControlSystem {
       machineState?: string | (() => string);
       newValue?: unknown;
       readOldValue?: () => unknown;
-      comment?: string;
+      comment?: string | undefined;
     } = {},
   ): Promise<TResult> {
     // Each command commits its audit entry itself, after its checks and before its first effect.
@@ -757,7 +783,7 @@ export class ControlSystem {
   }
 
   #alarmCommand(
-    principal: Principal,
+    principal: PrincipalSnapshot,
     permission: Permission,
     alarmId: string,
     execute: (command: CommandContext) => AlarmSnapshot,
@@ -818,6 +844,29 @@ export class ControlSystem {
     for (const dispose of this.#disposers.splice(0)) dispose();
   }
 }
+
+/** A recipe's name for the audit target, from its snapshot; "(recipe)" when it has none. */
+function recipeNameOf(input: InputSnapshot<unknown>): string {
+  const recipe = input.ok ? input.value : undefined;
+  return typeof recipe === "object" && recipe !== null && "name" in recipe ? String(recipe.name) : "(recipe)";
+}
+
+/** The comment of a command's options, read once (an unreadable one is refused as not a string). */
+function commentOf(options: { comment?: string }): string | undefined {
+  return readSafely(() => options.comment) as string | undefined;
+}
+
+/** `read()`, or a marker value the command's checks refuse when it throws (a hostile getter). */
+function readSafely(read: () => unknown): unknown {
+  try {
+    return read();
+  } catch {
+    return UNREADABLE;
+  }
+}
+
+/** Stands for a field whose getter threw: not plain data, so the snapshot refuses it. */
+const UNREADABLE = Symbol("unreadable");
 
 function withoutUndefined<T extends Record<string, unknown>>(value: T): T {
   return Object.fromEntries(Object.entries(value).filter(([, entry]) => entry !== undefined)) as T;

@@ -9,7 +9,13 @@ import { decodeExactJson, encodeExactJson } from "../logging/sample-journal";
 import type { Logger } from "../ports/logger";
 import { silentLogger } from "../runtime/silent-logger";
 import { COMMENT_MAX_LENGTH, storableAuditValue } from "./storable-value";
-import { snapshotPrincipal, type Authorizer, type Permission, type Principal } from "./authorization";
+import {
+  snapshotPrincipal,
+  type Authorizer,
+  type Permission,
+  type Principal,
+  type PrincipalSnapshot,
+} from "./authorization";
 
 /** What a command's `execute` gets from the runner. */
 export interface CommandContext {
@@ -35,8 +41,11 @@ export interface CommandContext {
 
 /** One command to authorize, run and audit. */
 export interface AuditedCommand<TResult> {
-  /** Who issues it. */
-  readonly principal: Principal;
+  /**
+   * Who issues it: a principal, read once here, or the {@link PrincipalSnapshot} the caller took
+   * at its own boundary (used as it is, so a principal changed after the call changes nothing).
+   */
+  readonly principal: Principal | PrincipalSnapshot;
   /** The permission it needs (also the audit `action` unless `action` is given). */
   readonly permission: Permission;
   /** The audit action name. @default permission */

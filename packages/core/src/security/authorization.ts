@@ -31,15 +31,34 @@ export const principalSchema = z.object({
  * audited as what it was at the command boundary, not as what it says later.
  *
  * @returns the raw values read (for auditing a malformed principal) and, when they pass
- * {@link principalSchema}, the frozen principal.
+ * {@link principalSchema}, the frozen principal. A snapshot given again is returned as is, so
+ * a command can read its principal at the call and hand the snapshot on.
  */
-export function snapshotPrincipal(input: unknown): {
+export function snapshotPrincipal(input: unknown): PrincipalSnapshot {
+  if (typeof input === "object" && input !== null && SNAPSHOTS.has(input)) return input as PrincipalSnapshot;
+  const read = readPrincipalOnce(input);
+  Object.freeze(read);
+  SNAPSHOTS.add(read);
+  return read;
+}
+
+/**
+ * A principal as read once by {@link snapshotPrincipal}: the raw values read (for auditing a
+ * malformed principal) and, when they are valid, the frozen principal. Passing a snapshot where
+ * a principal is expected reuses it (it is not read again).
+ */
+export interface PrincipalSnapshot {
   readonly id: unknown;
   readonly roles: unknown;
   readonly source?: unknown;
   readonly principal?: Principal;
   readonly error?: KilnValidationError;
-} {
+}
+
+/** The snapshots {@link snapshotPrincipal} made: reused as they are. */
+const SNAPSHOTS = new WeakSet<object>();
+
+function readPrincipalOnce(input: unknown): PrincipalSnapshot {
   let id: unknown;
   let roles: unknown;
   let origin: unknown;
