@@ -282,13 +282,13 @@ describe("AuditedCommandRunner", () => {
     expect(failures.map((event) => event.durable)).toEqual([false, false, false]);
   });
 
-  test("the backlog is bounded: at the limit the oldest entries are dropped and the drop is reported", async () => {
+  test("the backlog is bounded: with drop-oldest the oldest entries are dropped at the limit and the drop is reported", async () => {
     const { writeTag, runner, drops } = await setup({
       audit: () => ({
         query: async () => [],
         record: () => Promise.reject(new KilnError("KILN_STORE_ERROR", "down", { retryable: true })),
       }),
-      backlog: { maxEntries: 2 },
+      backlog: { maxEntries: 2, whenFull: "drop-oldest" },
     });
     for (const value of [1, 2, 3]) {
       expect((await rejection(writeTag(engineer, "heater.setpoint", value))).code).toBe("KILN_AUDIT_UNAVAILABLE");
@@ -297,6 +297,61 @@ describe("AuditedCommandRunner", () => {
     expect(runner.dropped).toBe(1);
     expect(drops).toEqual([expect.objectContaining({ count: 1 })]);
     expect(await runner.flush()).toBe(false);
+  });
+
+  test("refuse-commands never evicts: denials at the limit are counted into one audit.overflow entry, the journaled writes that ran are all stored", async () => {
+    const path = join(await mkdtemp(join(tmpdir(), "kiln-audit-")), "audit.journal");
+    let down = true;
+    const { plc, writeTag, runner, entries, drops } = await setup({
+      audit: (store) => ({
+        query: store.audit.query,
+        record: async (entry: AuditEntry) => {
+          if (down) throw new KilnError("KILN_STORE_ERROR", "audit store down", { retryable: true });
+          await store.audit.record(entry);
+        },
+      }),
+      backlog: { path, maxEntries: 3 },
+    });
+    for (const value of [1, 2, 3]) await writeTag(engineer, "heater.setpoint", value);
+    expect(plc.writes).toHaveLength(3);
+    for (let attempt = 0; attempt < 10; attempt++) {
+      expect((await rejection(writeTag(operator, "valve.tma", true))).code).toBe("KILN_FORBIDDEN");
+    }
+    // The backlog is full: the next write is refused, and its refusal is counted too.
+    expect((await rejection(writeTag(engineer, "heater.setpoint", 4))).code).toBe("KILN_AUDIT_UNAVAILABLE");
+    expect(plc.writes).toHaveLength(3);
+    expect(runner.backlog).toBe(3);
+    expect(runner.dropped).toBe(0);
+    expect(drops).toEqual([]);
+
+    down = false;
+    expect(await runner.flush()).toBe(true);
+    const stored = await entries();
+    expect(stored.map((entry) => [entry.action, entry.outcome, entry.newValue])).toEqual([
+      ["tag.write", "allowed", 1],
+      ["tag.write", "allowed", 2],
+      ["tag.write", "allowed", 3],
+      ["audit.overflow", "denied", expect.objectContaining({ count: 11, principals: ["olga", "enzo"] })],
+    ]);
+    expect(stored[3]!.reason).toContain("11 denied or failed attempt(s) by olga, enzo");
+  });
+
+  test("refuse-commands at the limit: an action that runs without a durable entry is kept beyond the limit, not evicting one", async () => {
+    const { writeTag, runner, drops } = await setup({
+      audit: () => ({
+        query: async () => [],
+        record: () => Promise.reject(new KilnError("KILN_STORE_ERROR", "down", { retryable: true })),
+      }),
+      backlog: { maxEntries: 2 },
+      runWithoutDurableAudit: ["tag.write"],
+    });
+    for (const value of [1, 2, 3]) await writeTag(engineer, "heater.setpoint", value);
+    expect(runner.backlog).toBe(3);
+    expect(runner.dropped).toBe(0);
+    expect(drops).toEqual([]);
+    await runner.close();
+    // Memory only: reported at close as dropped, never silently.
+    expect(drops).toEqual([expect.objectContaining({ count: 3 })]);
   });
 
   test("an entry the store refuses for good (NUL in the target) is reported and skipped; the 40 commands behind it are all audited", async () => {

@@ -105,8 +105,11 @@ export interface AuditBacklogOptions {
   readonly maxBytes?: number;
   /**
    * At the limit: `refuse-commands` refuses new commands with `KILN_AUDIT_UNAVAILABLE` until the
-   * backlog drains (nothing is dropped unless an entry still arrives, e.g. a denial);
-   * `drop-oldest` keeps commands running and drops the oldest entries, reported by
+   * backlog drains and never evicts an entry: denied and failed attempts that still arrive (the
+   * refusals among them) are counted and recorded as one `audit.overflow` entry (outcome
+   * `denied`; count, first and last time, principals, actions) once there is room, and an
+   * action that runs without a durable entry (`runWithoutDurableAudit`) is kept beyond the
+   * limit. `drop-oldest` keeps commands running and drops the oldest entries, reported by
    * `audit-entry-drop`. @default "refuse-commands"
    */
   readonly whenFull?: "refuse-commands" | "drop-oldest";
@@ -212,6 +215,8 @@ export class AuditedCommandRunner {
   #skipped = 0;
   #lastError: unknown;
   #unknownFailures = { id: "", count: 0 };
+  /** Denied and failed attempts that came while the backlog was full (refuse-commands): counted, summarized once there is room. */
+  #overflow: DenialOverflow | undefined;
 
   /** @throws RangeError when `backlog.maxEntries` is not a positive integer. */
   constructor(options: AuditedCommandRunnerOptions) {
@@ -391,6 +396,13 @@ export class AuditedCommandRunner {
     await this.#serial(async () => {
       const memoryOnly = this.#backlog.filter((item) => !item.journaled).length;
       if (memoryOnly > 0) this.#reportDrop(memoryOnly, "the control system stopped before the audit store took them");
+      if (this.#overflow !== undefined) {
+        this.#reportDrop(
+          this.#overflow.count,
+          "denied attempts counted while the audit backlog was full; the control system stopped before they were summarized",
+        );
+        this.#overflow = undefined;
+      }
       this.#backlog.length = 0;
       const journal = await this.#openJournal();
       this.#journal = undefined;
@@ -461,32 +473,72 @@ export class AuditedCommandRunner {
   /** Writes the backlog, oldest first; true when it is empty. */
   async #drain(): Promise<boolean> {
     await this.#openJournal();
+    await this.#summarizeOverflow();
     while (this.#backlog.length > 0) {
       const head = this.#backlog[0]!;
       if (head.entry !== undefined && (await this.#store(head.entry)) === "retry") return false;
       this.#backlog.shift();
       if (head.journaled) await this.#releaseJournalHead();
+      await this.#summarizeOverflow();
     }
     return true;
   }
 
-  /** Appends `entry` to the backlog (and the journal, when there is one); true when it was journaled. */
+  /**
+   * Once the backlog has room, the attempts counted while it was full become one entry at its
+   * end (after every older entry): `audit.overflow`, outcome `denied`, with their count, first
+   * and last time, principals and actions.
+   */
+  async #summarizeOverflow(): Promise<void> {
+    const overflow = this.#overflow;
+    if (overflow === undefined || this.#backlog.length >= this.#maxEntries) return;
+    this.#overflow = undefined;
+    const principals = [...overflow.principals].join(", ") + (overflow.morePrincipals ? ", ..." : "");
+    const entry: AuditEntry = {
+      id: this.#newId(),
+      ...(this.#options.machineId === undefined ? {} : { machineId: this.#options.machineId }),
+      principal: overflow.principals.size === 1 ? [...overflow.principals][0]! : "(several)",
+      roles: [],
+      ...(this.#options.source === undefined ? {} : { source: this.#options.source }),
+      category: "audit",
+      action: "audit.overflow",
+      target: this.#options.machineId ?? "(audit)",
+      newValue: {
+        count: overflow.count,
+        first: overflow.first,
+        last: overflow.last,
+        principals: [...overflow.principals],
+        actions: [...overflow.actions],
+      },
+      outcome: "denied",
+      reason:
+        `${overflow.count} denied or failed attempt(s) by ${principals} while the audit backlog was full ` +
+        `(${this.#maxEntries} entries), from ${new Date(overflow.first).toISOString()} ` +
+        `to ${new Date(overflow.last).toISOString()}; counted, not recorded one by one`,
+      at: overflow.last,
+    };
+    await this.#append(entry);
+  }
+
+  /**
+   * Appends `entry` to the backlog (and the journal, when there is one); true when it was
+   * journaled. At the limit: with `drop-oldest` the oldest entries are dropped (reported);
+   * with `refuse-commands` nothing is ever evicted: an entry of a command that ran (`allowed`,
+   * e.g. an abort that runs without a durable entry) is kept beyond the limit, a denied or
+   * failed one is counted into the overflow summary instead (ADR 0013).
+   */
   async #enqueue(entry: AuditEntry): Promise<boolean> {
-    const journal = await this.#openJournal();
-    let journaled = false;
-    if (journal !== undefined) {
-      try {
-        await journal.append(Buffer.from(encodeExactJson(entry), "utf8"));
-        journaled = true;
-        this.#journalFailing = false;
-      } catch (error) {
-        this.#journalFailing = true;
-        this.#logger.error({ id: entry.id, error: String(error) }, "the audit journal could not take an entry");
-      }
+    if (
+      this.#whenFull === "refuse-commands" &&
+      entry.outcome !== "allowed" &&
+      this.#backlog.length >= this.#maxEntries
+    ) {
+      this.#countOverflow(entry);
+      return false;
     }
-    this.#backlog.push({ entry, journaled });
+    const journaled = await this.#append(entry);
     let dropped = 0;
-    while (this.#backlog.length > this.#maxEntries) {
+    while (this.#whenFull === "drop-oldest" && this.#backlog.length > this.#maxEntries) {
       const oldest = this.#backlog.shift()!;
       if (oldest.journaled) await this.#releaseJournalHead();
       dropped++;
@@ -508,6 +560,46 @@ export class AuditedCommandRunner {
     });
     if (dropped > 0) this.#reportDrop(dropped, `the audit backlog is full (${this.#maxEntries} entries)`);
     return journaled;
+  }
+
+  /** Journals (when there is a journal) and appends one entry to the backlog; true when journaled. */
+  async #append(entry: AuditEntry): Promise<boolean> {
+    const journal = await this.#openJournal();
+    let journaled = false;
+    if (journal !== undefined) {
+      try {
+        await journal.append(Buffer.from(encodeExactJson(entry), "utf8"));
+        journaled = true;
+        this.#journalFailing = false;
+      } catch (error) {
+        this.#journalFailing = true;
+        this.#logger.error({ id: entry.id, error: String(error) }, "the audit journal could not take an entry");
+      }
+    }
+    this.#backlog.push({ entry, journaled });
+    return journaled;
+  }
+
+  #countOverflow(entry: AuditEntry): void {
+    const overflow = (this.#overflow ??= {
+      count: 0,
+      first: entry.at,
+      last: entry.at,
+      principals: new Set(),
+      morePrincipals: false,
+      actions: new Set(),
+    });
+    overflow.count++;
+    overflow.first = Math.min(overflow.first, entry.at);
+    overflow.last = Math.max(overflow.last, entry.at);
+    if (overflow.principals.size < OVERFLOW_NAMES || overflow.principals.has(entry.principal)) {
+      overflow.principals.add(entry.principal);
+    } else overflow.morePrincipals = true;
+    if (overflow.actions.size < OVERFLOW_NAMES) overflow.actions.add(entry.action);
+    this.#logger.error(
+      { id: entry.id, action: entry.action, outcome: entry.outcome, overflow: overflow.count },
+      "the audit backlog is full: a denied attempt is counted into the overflow summary",
+    );
   }
 
   #publish<TType extends "command-refuse" | "command-fail">(type: TType, event: Omit<KilnEvents[TType], "at">): void {
@@ -619,6 +711,21 @@ function checkComment(comment: unknown): ValidationIssue | undefined {
   }
   return undefined;
 }
+
+/** Attempts counted while the backlog was full (refuse-commands), summarized into one entry later. */
+interface DenialOverflow {
+  count: number;
+  first: number;
+  last: number;
+  /** The first {@link OVERFLOW_NAMES} principals. */
+  readonly principals: Set<string>;
+  morePrincipals: boolean;
+  /** The first {@link OVERFLOW_NAMES} actions. */
+  readonly actions: Set<string>;
+}
+
+/** Most principals and actions an overflow summary names. */
+const OVERFLOW_NAMES = 16;
 
 /** Attempts at one entry that fails with an error that is not a KilnError before it is skipped. */
 const UNKNOWN_ERROR_ATTEMPTS = 3;
