@@ -354,6 +354,77 @@ describe("AuditedCommandRunner", () => {
     expect(drops).toEqual([expect.objectContaining({ count: 3 })]);
   });
 
+  test("a 150,000-character target is refused with KILN_VALIDATION before anything runs; its denied entry holds a bounded prefix and the length", async () => {
+    const { plc, writeTag, entries } = await setup();
+    const huge = "heater." + "x".repeat(150_000);
+    const error = await rejection(writeTag(engineer, huge, 1));
+    expect(error.code).toBe("KILN_VALIDATION");
+    expect(error.details).toMatchObject({ issues: [expect.objectContaining({ path: "target" })] });
+    expect(error.message.length).toBeLessThan(400);
+    expect(plc.writes).toEqual([]);
+    const [entry] = await entries();
+    expect(entry).toMatchObject({ outcome: "denied", principal: "enzo" });
+    expect(entry!.target.length).toBeLessThan(300);
+    expect(entry!.target).toContain("…(truncated, 150007 chars)");
+    expect(entry!.reason!.length).toBeLessThan(2100);
+  });
+
+  test("a principal with a 100,000-character id or 1,000 roles is refused with KILN_VALIDATION and recorded bounded", async () => {
+    const { plc, writeTag, entries } = await setup();
+    const longId = { id: "v".repeat(100_000), roles: ["engineer"] };
+    const manyRoles = { id: "mia", roles: Array.from({ length: 1000 }, (_, index) => `role-${index}`) };
+    const longRole = { id: "lou", roles: ["r".repeat(10_000)] };
+    for (const principal of [longId, manyRoles, longRole]) {
+      expect((await rejection(writeTag(principal, "heater.setpoint", 1))).code).toBe("KILN_VALIDATION");
+    }
+    expect(plc.writes).toEqual([]);
+    const stored = await entries();
+    expect(stored.map((entry) => entry.outcome)).toEqual(["denied", "denied", "denied"]);
+    expect(stored[0]!.principal).toContain("…(truncated, 100000 chars)");
+    expect(stored[0]!.principal.length).toBeLessThan(300);
+    expect(stored[1]!.roles).toHaveLength(65);
+    expect(stored[1]!.roles.at(-1)).toBe("…(1000 roles)");
+    expect(stored[2]!.roles[0]!.length).toBeLessThan(200);
+  });
+
+  test("a value of 50 strings of 10,000 characters is kept to 100,000 characters in the entry", async () => {
+    const { runner, entries } = await setup();
+    await runner.run({
+      principal: engineer,
+      permission: "tag.write",
+      target: "heater.setpoint",
+      machineState: "idle",
+      newValue: Array.from({ length: 50 }, () => "z".repeat(10_000)),
+      execute: () => undefined,
+    });
+    const [entry] = await entries();
+    expect(JSON.stringify(entry!.newValue).length).toBeLessThan(101_000);
+  });
+
+  test("one entry larger than the journal's maxBytes is refused alone: the journal keeps taking the next commands", async () => {
+    const path = join(await mkdtemp(join(tmpdir(), "kiln-audit-")), "audit.journal");
+    const { plc, runner, writeTag } = await setup({
+      audit: () => ({
+        query: async () => [],
+        record: () => Promise.reject(new KilnError("KILN_STORE_ERROR", "down", { retryable: true })),
+      }),
+      backlog: { path, maxBytes: 4096 },
+    });
+    await writeTag(engineer, "heater.setpoint", 1);
+    const big = runner.run({
+      principal: engineer,
+      permission: "tag.write",
+      target: "heater.setpoint",
+      machineState: "idle",
+      newValue: "y".repeat(8000),
+      execute: () => plc.write(tags.get("heater.setpoint"), 2),
+    });
+    expect((await rejection(big)).code).toBe("KILN_AUDIT_UNAVAILABLE");
+    await writeTag(engineer, "heater.setpoint", 3);
+    expect(plc.writes.map((write) => write.value)).toEqual([1, 3]);
+    await runner.close();
+  });
+
   test("an entry the store refuses for good (NUL in the target) is reported and skipped; the 40 commands behind it are all audited", async () => {
     const { store, writeTag, runner, entries, skips } = await setup({
       audit: (memory) => ({

@@ -8,6 +8,7 @@ import { RecordJournal } from "../journal/record-journal";
 import { decodeExactJson, encodeExactJson } from "../logging/sample-journal";
 import type { Logger } from "../ports/logger";
 import { silentLogger } from "../runtime/silent-logger";
+import { boundedText, NAME_MAX_LENGTH, ROLE_MAX_LENGTH, ROLES_MAX_COUNT } from "./command-input";
 import { COMMENT_MAX_LENGTH, storableAuditValue } from "./storable-value";
 import {
   snapshotPrincipal,
@@ -209,7 +210,6 @@ export class AuditedCommandRunner {
   readonly #newId: () => string;
   readonly #backlog: BacklogItem[] = [];
   #journal: Promise<RecordJournal | undefined> | undefined;
-  #journalFailing = false;
   #tail: Promise<unknown> = Promise.resolve();
   #dropped = 0;
   #skipped = 0;
@@ -259,15 +259,19 @@ export class AuditedCommandRunner {
     const read = snapshotPrincipal(command.principal);
     const action = command.action ?? command.permission;
     const source = typeof read.source === "string" ? read.source : this.#options.source;
+    const targetProblem = checkTarget(command.target);
+    // Every caller-controlled field is bounded in the entry, valid or not: a refusal's record
+    // echoes at most a bounded prefix and the original length.
     const base: AuditEntry = {
       id: this.#newId(),
       ...(this.#options.machineId === undefined ? {} : { machineId: this.#options.machineId }),
-      principal: typeof read.id === "string" ? read.id : "(invalid principal)",
-      roles: Array.isArray(read.roles) ? [...(read.roles as string[])] : [],
-      ...(source === undefined ? {} : { source }),
+      principal:
+        typeof read.id === "string" && read.id !== "" ? boundedText(read.id, NAME_MAX_LENGTH) : "(invalid principal)",
+      roles: auditedRoles(read.roles),
+      ...(source === undefined ? {} : { source: boundedText(source, NAME_MAX_LENGTH) }),
       category: action.split(".")[0]!,
-      action,
-      target: command.target,
+      action: boundedText(action, NAME_MAX_LENGTH),
+      target: typeof command.target === "string" ? boundedText(command.target, NAME_MAX_LENGTH) : "(invalid target)",
       outcome: "denied",
       at,
     };
@@ -283,6 +287,12 @@ export class AuditedCommandRunner {
       stateOf === undefined ? {} : { machineState: typeof stateOf === "function" ? stateOf() : stateOf };
     const checkContext = contextNow();
     const principal = read.principal;
+    if (targetProblem !== undefined) {
+      // Shape, checked before authorization: a name no command accepts is refused without a lookup.
+      const error = new KilnValidationError(`${base.action} command`, [targetProblem]);
+      await this.#record({ ...entry(), outcome: "denied", reason: reasonOf(error, comment) });
+      throw error;
+    }
     if (principal === undefined || !authorizer.can(principal, command.permission, command.target, checkContext)) {
       const error =
         principal === undefined
@@ -435,7 +445,8 @@ export class AuditedCommandRunner {
       return "run";
     }
     const journal = await this.#openJournal();
-    if (journal === undefined || this.#journalFailing) return "refused";
+    // Each entry tries the journal itself: one record it refuses (too large) does not refuse the next.
+    if (journal === undefined) return "refused";
     if (this.#backlog.length >= this.#maxEntries && this.#whenFull === "refuse-commands") return "refused";
     if (await this.#enqueue(entry)) return "run";
     // The journal failed on this very entry: it is only in memory, so the command must not run.
@@ -570,9 +581,7 @@ export class AuditedCommandRunner {
       try {
         await journal.append(Buffer.from(encodeExactJson(entry), "utf8"));
         journaled = true;
-        this.#journalFailing = false;
       } catch (error) {
-        this.#journalFailing = true;
         this.#logger.error({ id: entry.id, error: String(error) }, "the audit journal could not take an entry");
       }
     }
@@ -655,11 +664,9 @@ export class AuditedCommandRunner {
           recovered.push({ entry, journaled: true });
         });
         this.#backlog.unshift(...recovered);
-        this.#journalFailing = false;
         this.#reportDamage(path, { ...recovery, undecodable });
         return journal;
       } catch (error) {
-        this.#journalFailing = true;
         this.#journal = undefined;
         this.#logger.error({ path, error: String(error) }, "the audit journal could not be opened");
         return undefined;
@@ -744,11 +751,39 @@ function withOld<TEntry extends object>(entry: TEntry, oldValue: unknown): TEntr
   return oldValue === undefined ? entry : { ...entry, oldValue };
 }
 
+/** Longest error text kept in an entry's `reason` (the comment, at most 1000 more, comes after it). */
+const REASON_MAX_LENGTH = 2000;
+
 function reasonOf(error: unknown, comment: string | undefined): string {
-  const text = KilnError.is(error)
-    ? `${error.code}: ${error.message}`
-    : error instanceof Error
-      ? error.message
-      : String(error);
+  const text = boundedText(
+    KilnError.is(error) ? `${error.code}: ${error.message}` : error instanceof Error ? error.message : String(error),
+    REASON_MAX_LENGTH,
+  );
   return comment === undefined ? text : `${text} (comment: ${comment})`;
+}
+
+/** The rule a command's target breaks, or undefined when it is a string of 1 to {@link NAME_MAX_LENGTH} characters. */
+function checkTarget(target: unknown): ValidationIssue | undefined {
+  if (typeof target !== "string" || target === "") return { path: "target", message: "must be a non-empty string" };
+  if (target.length > NAME_MAX_LENGTH) {
+    return {
+      path: "target",
+      message: `must be at most ${NAME_MAX_LENGTH} characters, not ${target.length}`,
+    };
+  }
+  return undefined;
+}
+
+/**
+ * A principal's roles as recorded: at most {@link ROLES_MAX_COUNT}, each a string cut to
+ * {@link ROLE_MAX_LENGTH}; an element that is not a string is recorded as `"(invalid role)"`
+ * and a longer list ends with `"…(N roles)"`, so every store takes the entry (ADR 0013).
+ */
+function auditedRoles(roles: unknown): string[] {
+  if (!Array.isArray(roles)) return [];
+  const kept = (roles as unknown[])
+    .slice(0, ROLES_MAX_COUNT)
+    .map((role) => (typeof role === "string" ? boundedText(role, ROLE_MAX_LENGTH) : "(invalid role)"));
+  if (roles.length > ROLES_MAX_COUNT) kept.push(`…(${roles.length} roles)`);
+  return kept;
 }

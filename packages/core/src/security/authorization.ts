@@ -2,6 +2,7 @@ import { deepFreeze } from "../domain/deep-freeze";
 import { z } from "zod";
 import { KilnError, KilnValidationError } from "../domain/errors";
 import { issuesFromZod, parseOrThrow } from "../domain/validation";
+import { NAME_MAX_LENGTH, ROLE_MAX_LENGTH, ROLES_MAX_COUNT } from "./command-input";
 import { TagPattern } from "./tag-pattern";
 
 /** Who issues a command: an id (user, service account) and the roles the host gives it. */
@@ -18,11 +19,20 @@ export interface Principal {
   readonly source?: string;
 }
 
-/** zod schema of a {@link Principal}. */
+/**
+ * zod schema of a {@link Principal}: an id of 1 to 256 characters, at most 64 roles of at most
+ * 128 characters each, a source of at most 256 characters (`NAME_MAX_LENGTH`,
+ * `ROLES_MAX_COUNT`, `ROLE_MAX_LENGTH`), so no caller can make an audit entry unboundedly large.
+ */
 export const principalSchema = z.object({
-  id: z.string().min(1, "a principal needs an id"),
-  roles: z.array(z.string()),
-  source: z.string().optional(),
+  id: z
+    .string()
+    .min(1, "a principal needs an id")
+    .max(NAME_MAX_LENGTH, `must be at most ${NAME_MAX_LENGTH} characters`),
+  roles: z
+    .array(z.string().max(ROLE_MAX_LENGTH, `must be at most ${ROLE_MAX_LENGTH} characters`))
+    .max(ROLES_MAX_COUNT, `must hold at most ${ROLES_MAX_COUNT} roles`),
+  source: z.string().max(NAME_MAX_LENGTH, `must be at most ${NAME_MAX_LENGTH} characters`).optional(),
 });
 
 /**

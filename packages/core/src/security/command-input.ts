@@ -1,11 +1,12 @@
 import { deepFreeze } from "../domain/deep-freeze";
 import { KilnValidationError } from "../domain/errors";
+import { TAG_NAME_MAX_LENGTH } from "../domain/tags";
 
 /**
  * Longest name a command accepts, in UTF-16 code units: a command's target (tag name, recipe
  * name, alarm id), a principal's id and its source. Tag names follow the same rule.
  */
-export const NAME_MAX_LENGTH = 256;
+export const NAME_MAX_LENGTH = TAG_NAME_MAX_LENGTH;
 /** Most roles a principal may carry. */
 export const ROLES_MAX_COUNT = 64;
 /** Longest role name, in UTF-16 code units. */
