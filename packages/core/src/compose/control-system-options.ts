@@ -10,6 +10,7 @@ import type { Metrics } from "../ports/metrics";
 import type { PlcDriver } from "../ports/plc-driver";
 import type { Store } from "../ports/store";
 import type { RetryJitter } from "../resilience/retry";
+import { DEFAULT_RUN_WITHOUT_DURABLE_AUDIT } from "../security/audited-command";
 import type { RoleTable } from "../security/authorization";
 import type { ServiceRegistry } from "./service-registry";
 
@@ -195,7 +196,7 @@ const auditSchema = z
       })
       .strict()
       .prefault({}),
-    runWithoutDurableAudit: z.array(z.string().min(1)).default(["recipe.abort"]),
+    runWithoutDurableAudit: z.array(z.string().min(1)).default([...DEFAULT_RUN_WITHOUT_DURABLE_AUDIT]),
   })
   .strict()
   .prefault({});
@@ -371,8 +372,9 @@ export interface ControlSystemOptions {
    *   restart and are written in order once the store is back. @default none (memory only)
    * - `backlog.maxEntries` (@default 10000), `backlog.maxBytes` (journal size, @default 64 MiB)
    * - `backlog.whenFull`: `refuse-commands` (@default) or `drop-oldest` (reported by `audit-entry-drop`).
-   * - `runWithoutDurableAudit`: actions that run even so (safety functions); their entry is kept
-   *   in memory, retried and reported. @default ["recipe.abort"]
+   * - `runWithoutDurableAudit`: actions that act at once, without waiting for their entry
+   *   (safety functions); the entry follows: stored, or kept (journaled when possible), retried
+   *   and reported. @default ["recipe.abort", "recipe.pause"]
    *
    * @example
    * createControlSystem({ machineId, tags, audit: {

@@ -223,6 +223,8 @@ describe("AuditedCommandRunner", () => {
       execute: () => "aborted",
     });
     expect(result).toBe("aborted");
+    // A safety action's entry follows it through the writer.
+    await runner.flush();
     expect(await entries()).toEqual([expect.objectContaining({ action: "recipe.abort", outcome: "allowed" })]);
     expect((await entries())[0]).not.toHaveProperty("newValue");
   });
@@ -278,8 +280,60 @@ describe("AuditedCommandRunner", () => {
     });
     for (const value of [1, 2, 3]) await writeTag(engineer, "heater.setpoint", value);
     expect(plc.writes.map((write) => write.value)).toEqual([1, 2, 3]);
+    await runner.flush();
     expect(runner.backlog).toBe(3);
     expect(failures.map((event) => event.durable)).toEqual([false, false, false]);
+  });
+
+  test("a safety action acts at once while the audit store hangs on an earlier entry; its entry follows once the store answers", async () => {
+    let release: (() => void) | undefined;
+    const { runner, writeTag, entries } = await setup({
+      audit: (store) => ({
+        query: store.audit.query,
+        record: async (entry: AuditEntry) => {
+          if (release === undefined) await new Promise<void>((resolve) => (release = resolve));
+          await store.audit.record(entry);
+        },
+      }),
+    });
+    const write = writeTag(engineer, "heater.setpoint", 1);
+    let aborted = false;
+    const abort = runner.run({
+      principal: operator,
+      permission: "recipe.abort",
+      target: "process-1",
+      execute: () => {
+        aborted = true;
+        return "aborted";
+      },
+    });
+    for (let tick = 0; tick < 5; tick++) await Promise.resolve();
+    expect(aborted).toBe(true);
+    expect(await abort).toBe("aborted");
+    release!();
+    await write;
+    expect(await runner.flush()).toBe(true);
+    expect((await entries()).map((entry) => [entry.action, entry.outcome])).toEqual([
+      ["tag.write", "allowed"],
+      ["recipe.abort", "allowed"],
+    ]);
+  });
+
+  test("a pause acts at once too (default runWithoutDurableAudit), a guarded command still waits", async () => {
+    const { runner, store } = await setup({
+      audit: () => ({ query: async () => [], record: () => new Promise<void>(() => undefined) }),
+    });
+    void store;
+    const ran: string[] = [];
+    void runner.run({
+      principal: engineer,
+      permission: "machine.mode",
+      target: "ald-1",
+      execute: () => ran.push("mode"),
+    });
+    void runner.run({ principal: operator, permission: "recipe.pause", target: "p", execute: () => ran.push("pause") });
+    for (let tick = 0; tick < 5; tick++) await Promise.resolve();
+    expect(ran).toEqual(["pause"]);
   });
 
   test("the backlog is bounded: with drop-oldest the oldest entries are dropped at the limit and the drop is reported", async () => {
@@ -346,6 +400,7 @@ describe("AuditedCommandRunner", () => {
       runWithoutDurableAudit: ["tag.write"],
     });
     for (const value of [1, 2, 3]) await writeTag(engineer, "heater.setpoint", value);
+    await runner.flush();
     expect(runner.backlog).toBe(3);
     expect(runner.dropped).toBe(0);
     expect(drops).toEqual([]);

@@ -131,10 +131,12 @@ export interface AuditedCommandRunnerOptions {
   /** Where the backlog of unrecorded entries is kept, how large it may grow and what happens at the limit. */
   readonly backlog?: AuditBacklogOptions;
   /**
-   * Actions that run even when their audit entry cannot be made durable (IEC 62443-3-3 CR 2.10:
-   * keep essential functions): the entry is kept in memory, retried and reported by
-   * `audit-record-fail`. Every other action fails closed with `KILN_AUDIT_UNAVAILABLE`.
-   * @default ["recipe.abort"] (an abort writes the safe state)
+   * Actions that act at once, without waiting for their audit entry (IEC 62443-3-3 CR 2.10: keep
+   * essential functions): the entry is recorded after them through the same writer (stored, or
+   * kept in the backlog, journaled when possible, retried and reported by `audit-record-fail`);
+   * neither earlier entries nor a hanging store delay them. Every other action fails closed
+   * with `KILN_AUDIT_UNAVAILABLE`.
+   * @default ["recipe.abort", "recipe.pause"] (an abort writes the safe state; a pause holds the process)
    */
   readonly runWithoutDurableAudit?: readonly string[];
   /** Where `audit-record-fail`, `audit-entry-skip`, `audit-entry-drop` and `command-refuse` are published. */
@@ -144,6 +146,13 @@ export interface AuditedCommandRunnerOptions {
   /** Makes each entry's event id. @default crypto.randomUUID */
   readonly newId?: () => string;
 }
+
+/**
+ * The actions that run without waiting for a durable audit entry unless the host says otherwise:
+ * an abort writes the safe state and a pause holds the process, so neither may wait on the audit
+ * trail (IEC 62443-3-3 CR 2.10).
+ */
+export const DEFAULT_RUN_WITHOUT_DURABLE_AUDIT: readonly string[] = ["recipe.abort", "recipe.pause"];
 
 /** Error codes that mean a command was refused by a check (recorded `denied`), not that it failed while running. */
 export const DENIAL_CODES: readonly KilnErrorCode[] = [
@@ -182,7 +191,8 @@ export const DENIAL_CODES: readonly KilnErrorCode[] = [
  * with or without a journal, so even the first command after the store fails is refused, not
  * run. A refusal is `KILN_AUDIT_UNAVAILABLE` (nothing executed); it is the command's audit entry
  * (`denied`, same id) and is published as `command-refuse`. Actions listed in
- * `runWithoutDurableAudit` (default `recipe.abort`) run anyway; their entry is kept and reported.
+ * `runWithoutDurableAudit` (default `recipe.abort`, `recipe.pause`) act at once, without waiting
+ * for the audit writer; their entry follows (stored, or kept and reported).
  * With `commit: "in-execute"` the command runs its own side-effect-free checks first and calls
  * {@link CommandContext.commit} before its first effect, so a check's refusal is still `denied`.
  *
@@ -224,7 +234,7 @@ export class AuditedCommandRunner {
     this.#logger = options.logger ?? silentLogger;
     this.#maxEntries = options.backlog?.maxEntries ?? 10_000;
     this.#whenFull = options.backlog?.whenFull ?? "refuse-commands";
-    this.#unguarded = new Set(options.runWithoutDurableAudit ?? ["recipe.abort"]);
+    this.#unguarded = new Set(options.runWithoutDurableAudit ?? DEFAULT_RUN_WITHOUT_DURABLE_AUDIT);
     this.#newId = options.newId ?? randomUUID;
     if (!Number.isInteger(this.#maxEntries) || this.#maxEntries < 1) {
       throw new RangeError("backlog.maxEntries must be a positive integer");
@@ -322,11 +332,29 @@ export class AuditedCommandRunner {
         outcome: "allowed" as const,
         ...(comment === undefined ? {} : { reason: comment }),
       };
+      const stillAllowed = (): boolean =>
+        typeof stateOf !== "function" || authorizer.can(principal, command.permission, command.target, contextNow());
+      if (!guarded) {
+        // A safety action (abort, pause) acts at once: it never waits behind other entries or a
+        // hanging store. Its entry follows through the writer: stored, else kept in the backlog
+        // (journaled when possible) and reported by audit-record-fail (ADR 0013).
+        if (!stillAllowed()) {
+          throw authorizer.forbidden(
+            principal,
+            command.permission,
+            "subject" in command ? command.subject : command.target,
+            contextNow(),
+          );
+        }
+        state.committed = "yes";
+        void this.#record(allowed).catch((error: unknown) => {
+          this.#logger.error({ id: base.id, action, error: String(error) }, "recording a safety action's entry failed");
+        });
+        return;
+      }
       const outcome = await this.#serial(async () =>
         // Re-checked at the commit point: the machine state may have changed while waiting.
-        typeof stateOf === "function" && !authorizer.can(principal, command.permission, command.target, contextNow())
-          ? ("forbidden" as const)
-          : this.#commit(allowed, guarded),
+        stillAllowed() ? this.#commit(allowed) : ("forbidden" as const),
       );
       if (outcome === "forbidden") {
         throw authorizer.forbidden(
@@ -429,20 +457,15 @@ export class AuditedCommandRunner {
 
   /**
    * Makes an allowed entry durable before its command runs: stored (after the backlog drained),
-   * else journaled when a journal works and has room. `run` when it is, and for an unguarded
-   * action whatever happened (its entry is then at least kept in the backlog, or skipped and
-   * reported). Otherwise the command is refused: `refused` (the entry is not kept; its refusal is
-   * recorded under the same id) or `unstorable` (the store refused it for good; reported).
+   * else journaled when a journal works and has room: `run`. Otherwise the command is refused:
+   * `refused` (the entry is not kept; its refusal is recorded under the same id) or `unstorable`
+   * (the store refused it for good; reported). Safety actions never come here (see `run`).
    */
-  async #commit(entry: AuditEntry, guarded: boolean): Promise<"run" | "refused" | "unstorable"> {
+  async #commit(entry: AuditEntry): Promise<"run" | "refused" | "unstorable"> {
     if (await this.#drain()) {
       const stored = await this.#store(entry);
       if (stored === "stored") return "run";
-      if (stored === "skipped") return guarded ? "unstorable" : "run";
-    }
-    if (!guarded) {
-      await this.#enqueue(entry);
-      return "run";
+      if (stored === "skipped") return "unstorable";
     }
     const journal = await this.#openJournal();
     // Each entry tries the journal itself: one record it refuses (too large) does not refuse the next.
