@@ -1,5 +1,6 @@
 import { describe, expect, test } from "vitest";
 import { defineTags } from "../domain/tags";
+import type { KilnEvents } from "../events/catalogue";
 import { auditTrailAfterStop, simulatedSystem } from "../../test/support/simulated-system";
 
 const tags = defineTags({
@@ -75,5 +76,58 @@ describe("safety actions do not wait on the audit trail (issue 15, third review)
     expect(plc.writes.filter((entry) => entry.tag === "heater.setpoint")).toHaveLength(1);
     await system.abortProcess(admin);
     await system.stop();
+  });
+});
+
+describe("stop() with commands in flight (issue 15, third review)", () => {
+  test("20 writes then stop(): every command has its entry in the store, nothing fails or drops, and a restart runs the next write", async () => {
+    const parts = await build();
+    const { system, store, plc } = parts;
+    const events: string[] = [];
+    for (const type of ["audit-record-fail", "audit-entry-drop", "audit-entry-skip"] as const) {
+      system.bus.on(type, () => void events.push(type));
+    }
+    const results = await Promise.all([
+      ...Array.from({ length: 20 }, (_, index) =>
+        system.writeTag(admin, "heater.setpoint", index + 1).then(
+          () => "ok",
+          (error: { code: string }) => error.code,
+        ),
+      ),
+      system.stop().then(() => "stopped"),
+    ]);
+    expect(results.at(-1)).toBe("stopped");
+    await store.open(tags.list());
+    const trail = await store.audit.query({ from: 0, to: Number.MAX_SAFE_INTEGER });
+    await store.close();
+    expect(trail).toHaveLength(20);
+    expect(trail.filter((entry) => entry.outcome === "allowed")).toHaveLength(results.filter((r) => r === "ok").length);
+    expect(events).toEqual([]);
+
+    await system.start();
+    expect(system.health().ports.audit.state.state).toBe("closed");
+    await system.writeTag(admin, "heater.setpoint", 99);
+    expect(plc.writes.at(-1)).toMatchObject({ tag: "heater.setpoint", value: 99 });
+    await system.stop();
+  });
+
+  test("a command while stopped is refused and audited without calling the closed store; its entry is stored after the restart, breakers closed", async () => {
+    const parts = await build();
+    const { system, store, clock } = parts;
+    const failures: KilnEvents["audit-record-fail"][] = [];
+    system.bus.on("audit-record-fail", (event) => void failures.push(event));
+    await system.stop();
+    for (let attempt = 0; attempt < 10; attempt++) {
+      await expect(system.writeTag(admin, "heater.setpoint", 1)).rejects.toMatchObject({ code: "KILN_LIFECYCLE" });
+    }
+    expect(failures).toHaveLength(10);
+    expect(failures[0]!.error).toMatchObject({ code: "KILN_LIFECYCLE" });
+    await system.start();
+    expect(system.health().problems).toEqual([]);
+    await system.writeTag(admin, "heater.setpoint", 2);
+    await clock.advance(10);
+    const trail = await auditTrailAfterStop(parts);
+    expect(trail.map((entry) => entry.outcome)).toEqual([...Array<string>(10).fill("failed"), "allowed"]);
+    void store;
   });
 });

@@ -279,6 +279,8 @@ export class ControlSystem {
   }
 
   async #start(abort: AbortSignal): Promise<void> {
+    // Every start begins with closed breakers, whatever happened while the system was stopped.
+    resetGuards(this.#guardedDriver, this.#guardedStore, "control system starting");
     this.#storeOpening = new AbortController();
     this.#storeOpener = undefined;
     this.#storeError = undefined;
@@ -300,6 +302,8 @@ export class ControlSystem {
         this.#logger.error({ error: String(error) }, "store unavailable at start; spooling until it opens");
       }
       this.#storeState = storeReady ? "open" : "opening";
+      // The audit writer may call the store again: entries kept while stopped are written first.
+      this.#commands.open();
       if (storeReady) await this.#recoverProcesses();
       checkpoint();
       await this.#sampleLogger.start({ storeReady });
@@ -363,8 +367,11 @@ export class ControlSystem {
   }
 
   /**
-   * Stops acquisition, drains the logging pipeline (flushing every buffered sample, or
-   * spooling it when the store is down), then closes the driver and the store. Idempotent.
+   * Refuses new commands (`KILN_LIFECYCLE`, audited), waits at most `lifecycleTimeoutMs` for
+   * the commands in flight to settle, aborts a running process, flushes the audit backlog,
+   * stops acquisition, drains the logging pipeline (flushing every buffered sample, or spooling
+   * it when the store is down), then closes the driver and the store. Idempotent. A command
+   * while stopped is refused and its entry is kept until the next start (see ADR 0013).
    * Afterwards the system holds no timer and no listener of its own on the driver: alarm
    * delay and shelf timers are suspended (timed shelves resume at the next start) and every
    * port breaker is closed (`breaker-state-change`, reason "control system stopped", for one
@@ -388,6 +395,7 @@ export class ControlSystem {
       await this.#starting;
     }
     if (this.#lifecycle.state !== "running") return;
+    // The command gate closes here: a command from now on is refused (KILN_LIFECYCLE) and audited.
     this.#lifecycle.state = "stopping";
     const step = async (what: string, operation: () => Promise<unknown>): Promise<void> => {
       await operation().catch((error: unknown) => {
@@ -395,6 +403,14 @@ export class ControlSystem {
       });
     };
     try {
+      // Commands in flight settle (and their entries reach the writer) before the writer closes.
+      await step("settling the commands in flight", () =>
+        withTimeout(() => this.#settled(), {
+          clock: this.#clock,
+          timeoutMs: this.#options.lifecycleTimeoutMs,
+          name: "commands in flight",
+        }),
+      );
       if (this.#recipes.active) {
         await step("aborting the running process", () => this.#recipes.active!.abort("control system stopping"));
       }
@@ -747,7 +763,7 @@ export class ControlSystem {
    * driver after a process started. Abort and pause do not wait: they must act at once.
    */
   #stateCommand<TResult>(task: () => Promise<TResult>): Promise<TResult> {
-    const run = this.#stateTurn.then(task, task);
+    const run = this.#track(this.#stateTurn.then(task, task));
     this.#stateTurn = run.then(
       () => undefined,
       () => undefined,
@@ -756,6 +772,24 @@ export class ControlSystem {
   }
 
   #stateTurn: Promise<void> = Promise.resolve();
+
+  /** Every command not yet settled (settles, never rejects). */
+  readonly #inFlight = new Set<Promise<void>>();
+
+  #track<TResult>(command: Promise<TResult>): Promise<TResult> {
+    const settled = command.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.#inFlight.add(settled);
+    void settled.then(() => this.#inFlight.delete(settled));
+    return command;
+  }
+
+  /** Resolves once no command is in flight (also those issued while waiting). */
+  async #settled(): Promise<void> {
+    while (this.#inFlight.size > 0) await Promise.all(this.#inFlight);
+  }
 
   #command<TResult>(
     principal: PrincipalSnapshot,
@@ -772,14 +806,16 @@ export class ControlSystem {
     } = {},
   ): Promise<TResult> {
     // Each command commits its audit entry itself, after its checks and before its first effect.
-    return this.#commands.run({
-      principal,
-      permission,
-      target,
-      execute,
-      commit: "in-execute",
-      ...withoutUndefined(extras),
-    });
+    return this.#track(
+      this.#commands.run({
+        principal,
+        permission,
+        target,
+        execute,
+        commit: "in-execute",
+        ...withoutUndefined(extras),
+      }),
+    );
   }
 
   #alarmCommand(

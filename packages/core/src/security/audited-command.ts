@@ -227,6 +227,8 @@ export class AuditedCommandRunner {
   #unknownFailures = { id: "", count: 0 };
   /** Denied and failed attempts that came while the backlog was full (refuse-commands): counted, summarized once there is room. */
   #overflow: DenialOverflow | undefined;
+  /** Set by {@link close} until {@link open}: the store is not called (it is being closed or closed). */
+  #closed = false;
 
   /** @throws RangeError when `backlog.maxEntries` is not a positive integer. */
   constructor(options: AuditedCommandRunnerOptions) {
@@ -426,12 +428,28 @@ export class AuditedCommandRunner {
   }
 
   /**
+   * Lets the runner call the store again after {@link close} (the control system's start). A
+   * new runner is open.
+   */
+  open(): void {
+    this.#closed = false;
+  }
+
+  /**
    * Flushes, then closes the journal: what the store did not take stays journaled for the next
-   * start. Entries held only in memory are reported by `audit-entry-drop`. Never rejects.
+   * start. Entries held only in memory are reported by `audit-entry-drop`. Afterwards, until
+   * {@link open}, the store is not called: an entry recorded meanwhile (a command refused because
+   * the system is stopped) is kept in the backlog (journaled when there is a journal), reported
+   * by `audit-record-fail`, and written after the next `open`. Never rejects.
    */
   async close(): Promise<void> {
     await this.flush();
     await this.#serial(async () => {
+      this.#closed = true;
+      this.#lastError = new KilnError(
+        "KILN_LIFECYCLE",
+        "The control system is stopped: the audit store is closed; the entry is written after the next start.",
+      );
       const memoryOnly = this.#backlog.filter((item) => !item.journaled).length;
       if (memoryOnly > 0) this.#reportDrop(memoryOnly, "the control system stopped before the audit store took them");
       if (this.#overflow !== undefined) {
@@ -507,6 +525,7 @@ export class AuditedCommandRunner {
   /** Writes the backlog, oldest first; true when it is empty. */
   async #drain(): Promise<boolean> {
     await this.#openJournal();
+    if (this.#closed) return false;
     await this.#summarizeOverflow();
     while (this.#backlog.length > 0) {
       const head = this.#backlog[0]!;
