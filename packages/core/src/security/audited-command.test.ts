@@ -456,6 +456,27 @@ describe("AuditedCommandRunner", () => {
     expect(JSON.stringify(entry!.newValue).length).toBeLessThan(101_000);
   });
 
+  test("malformed principals and an empty target are recorded denied in one normalized form every store accepts", async () => {
+    const { writeTag, entries } = await setup();
+    const sparse: unknown[] = ["operator"];
+    sparse[2] = "admin";
+    const principals = [
+      { id: "", roles: ["admin"] },
+      { id: "nina", roles: [1] },
+      { id: "sid", roles: sparse },
+    ];
+    for (const principal of principals) {
+      expect((await rejection(writeTag(principal as Principal, "heater.setpoint", 1))).code).toBe("KILN_VALIDATION");
+    }
+    expect((await rejection(writeTag(engineer, "", 1))).code).toBe("KILN_VALIDATION");
+    expect((await entries()).map((entry) => [entry.principal, entry.roles, entry.target, entry.outcome])).toEqual([
+      ["(invalid principal)", ["admin"], "heater.setpoint", "denied"],
+      ["nina", ["(invalid role)"], "heater.setpoint", "denied"],
+      ["sid", ["operator", "(invalid role)", "admin"], "heater.setpoint", "denied"],
+      ["enzo", ["engineer"], "(invalid target)", "denied"],
+    ]);
+  });
+
   test("one entry larger than the journal's maxBytes is refused alone: the journal keeps taking the next commands", async () => {
     const path = join(await mkdtemp(join(tmpdir(), "kiln-audit-")), "audit.journal");
     const { plc, runner, writeTag } = await setup({

@@ -283,7 +283,10 @@ export class AuditedCommandRunner {
       ...(source === undefined ? {} : { source: boundedText(source, NAME_MAX_LENGTH) }),
       category: action.split(".")[0]!,
       action: boundedText(action, NAME_MAX_LENGTH),
-      target: typeof command.target === "string" ? boundedText(command.target, NAME_MAX_LENGTH) : "(invalid target)",
+      target:
+        typeof command.target === "string" && command.target !== ""
+          ? boundedText(command.target, NAME_MAX_LENGTH)
+          : "(invalid target)",
       outcome: "denied",
       at,
     };
