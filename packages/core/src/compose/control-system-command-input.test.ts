@@ -95,3 +95,13 @@ describe("a command uses what it was given at the call, read once (issue 15, thi
     expect((await audit()).map((entry) => [entry.action, entry.outcome])).toEqual([["recipe.save", "denied"]]);
   });
 });
+
+describe("every entry has a source (IEC 62443-3-3 CR 2.8)", () => {
+  test("without audit.source or a principal's source, entries name the system: kiln:<machineId>", async () => {
+    const parts = await build();
+    await parts.system.writeTag({ id: "ada", roles: ["admin"] }, "heater.setpoint", 5);
+    await parts.system.writeTag({ id: "ada", roles: ["admin"], source: "hmi-2/s1" }, "heater.setpoint", 6);
+    const trail = await parts.audit();
+    expect(trail.map((entry) => entry.source)).toEqual(["kiln:ald-1", "hmi-2/s1"]);
+  });
+});
