@@ -96,6 +96,17 @@ describe("a command uses what it was given at the call, read once (issue 15, thi
   });
 });
 
+describe("a recipe without a usable name", () => {
+  test("is refused by the recipe's own validation (path name), audited against the target (recipe)", async () => {
+    const { system, audit } = await build();
+    const error: unknown = await system
+      .startRecipe(author, { name: "", version: 1, steps: benign })
+      .catch((e: unknown) => e);
+    expect(error).toMatchObject({ code: "KILN_VALIDATION", issues: [expect.objectContaining({ path: "name" })] });
+    expect((await audit()).map((entry) => [entry.target, entry.outcome])).toEqual([["(recipe)", "denied"]]);
+  });
+});
+
 describe("every entry has a source (IEC 62443-3-3 CR 2.8)", () => {
   test("without audit.source or a principal's source, entries name the system: kiln:<machineId>", async () => {
     const parts = await build();

@@ -881,10 +881,17 @@ export class ControlSystem {
   }
 }
 
-/** A recipe's name for the audit target, from its snapshot; "(recipe)" when it has none. */
+/**
+ * A recipe's name for the audit target, from its snapshot; "(recipe)" when it has no non-empty
+ * string name (the recipe's validation then says what is wrong with it).
+ */
 function recipeNameOf(input: InputSnapshot<unknown>): string {
-  const recipe = input.ok ? input.value : undefined;
-  return typeof recipe === "object" && recipe !== null && "name" in recipe ? String(recipe.name) : "(recipe)";
+  const name = input.ok && typeof input.value === "object" && input.value !== null ? readName(input.value) : undefined;
+  return typeof name === "string" && name !== "" ? name : "(recipe)";
+}
+
+function readName(recipe: object): unknown {
+  return "name" in recipe ? recipe.name : undefined;
 }
 
 /** The comment of a command's options, read once (an unreadable one is refused as not a string). */
