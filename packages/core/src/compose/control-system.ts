@@ -540,7 +540,10 @@ export class ControlSystem {
     );
   }
 
-  /** Pauses the running process at its next step boundary (`recipe.pause`). */
+  /**
+   * Pauses the running process at its next step boundary (`recipe.pause`). Acts at once, even
+   * while the audit store hangs: its entry follows (`audit.runWithoutDurableAudit`, ADR 0013).
+   */
   pauseProcess(principal: Principal): Promise<void> {
     return this.#command(
       snapshotPrincipal(principal),
@@ -570,7 +573,8 @@ export class ControlSystem {
   }
 
   /**
-   * Aborts the running process at once and writes the safe state (`recipe.abort`). `reason` is
+   * Aborts the running process at once and writes the safe state (`recipe.abort`), without
+   * waiting for the audit trail (its entry follows; `audit.runWithoutDurableAudit`). `reason` is
    * the operator's comment (recorded with the entry, a string of at most 1000 characters);
    * without one the process ends with "aborted by operator" and the entry has no comment.
    * @throws `KILN_FORBIDDEN`, `KILN_VALIDATION` (a bad `reason`), `KILN_NOT_FOUND` (no process).
