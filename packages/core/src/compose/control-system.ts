@@ -1,7 +1,7 @@
 import type { Acquisition, AcquisitionHealth } from "../acquisition/acquisition";
 import type { AlarmEngine, AlarmShelveOptions, AlarmSnapshot } from "../alarms/alarm-engine";
 import { currentValueViewOf, type CurrentValueTable, type CurrentValueView } from "../cvt/current-value-table";
-import { isRetryable, KilnError } from "../domain/errors";
+import { isRetryable, KilnError, KilnValidationError } from "../domain/errors";
 import { reconnectDelay } from "../driver-kit/backoff";
 import type { Sample } from "../domain/sample";
 import type { TagCatalog, TagValue } from "../domain/tags";
@@ -22,7 +22,8 @@ import { recoverInterrupted } from "../recipes/process-recovery";
 import type { ProcessResult, RecipeExecutor, RecipeProcess, StartRecipeOptions } from "../recipes/recipe-executor";
 import { storedRecipeOf, type RecipeInput } from "../recipes/recipe-schema";
 import type { GuardedDriver, GuardedStore } from "../resilience/guarded-ports";
-import type { Permission, Principal } from "../security/authorization";
+import { snapshotPrincipal, type Permission, type Principal, type PrincipalSnapshot } from "../security/authorization";
+import { snapshotInput, valueOf, type InputSnapshot } from "../security/command-input";
 import type { AuditedCommandRunner, CommandContext } from "../security/audited-command";
 import { authorizeRecipeSave, authorizeRecipeStart } from "../security/recipe-authorization";
 import { checkTagWrite, type TagWriter } from "./checked-write";
@@ -275,6 +276,8 @@ export class ControlSystem {
   }
 
   async #start(abort: AbortSignal): Promise<void> {
+    // Every start begins with closed breakers, whatever happened while the system was stopped.
+    resetGuards(this.#guardedDriver, this.#guardedStore, "control system starting");
     this.#storeOpening = new AbortController();
     this.#storeOpener = undefined;
     this.#storeError = undefined;
@@ -296,6 +299,8 @@ export class ControlSystem {
         this.#logger.error({ error: String(error) }, "store unavailable at start; spooling until it opens");
       }
       this.#storeState = storeReady ? "open" : "opening";
+      // The audit writer may call the store again: entries kept while stopped are written first.
+      this.#commands.open();
       if (storeReady) await this.#recoverProcesses();
       checkpoint();
       await this.#sampleLogger.start({ storeReady });
@@ -391,8 +396,11 @@ export class ControlSystem {
   }
 
   /**
-   * Stops acquisition, drains the logging pipeline (flushing every buffered sample, or
-   * spooling it when the store is down), then closes the driver and the store. Idempotent.
+   * Refuses new commands (`KILN_LIFECYCLE`, audited), waits at most `lifecycleTimeoutMs` for
+   * the commands in flight to settle, aborts a running process, flushes the audit backlog,
+   * stops acquisition, drains the logging pipeline (flushing every buffered sample, or spooling
+   * it when the store is down), then closes the driver and the store. Idempotent. A command
+   * while stopped is refused and its entry is kept until the next start (see ADR 0013).
    * Afterwards the system holds no timer and no listener of its own on the driver: alarm
    * delay and shelf timers are suspended (timed shelves resume at the next start) and every
    * port breaker is closed (`breaker-state-change`, reason "control system stopped", for one
@@ -416,6 +424,7 @@ export class ControlSystem {
       await this.#starting;
     }
     if (this.#lifecycle.state !== "running") return;
+    // The command gate closes here: a command from now on is refused (KILN_LIFECYCLE) and audited.
     this.#lifecycle.state = "stopping";
     const step = async (what: string, operation: () => Promise<unknown>): Promise<void> => {
       await operation().catch((error: unknown) => {
@@ -423,6 +432,14 @@ export class ControlSystem {
       });
     };
     try {
+      // Commands in flight settle (and their entries reach the writer) before the writer closes.
+      await step("settling the commands in flight", () =>
+        withTimeout(() => this.#settled(), {
+          clock: this.#clock,
+          timeoutMs: this.#options.lifecycleTimeoutMs,
+          name: "commands in flight",
+        }),
+      );
       if (this.#recipes.active) {
         await step("aborting the running process", () => this.#recipes.active!.abort("control system stopping"));
       }
@@ -490,22 +507,27 @@ export class ControlSystem {
    *   `KILN_VALIDATION`, or the device's error (`KILN_TIMEOUT`, `KILN_CIRCUIT_OPEN`, `KILN_WRITE_REJECTED`...).
    */
   writeTag(principal: Principal, tag: string, value: TagValue, options: { comment?: string } = {}): Promise<void> {
+    // Read once, at the call: a command queued behind another uses what it was given.
+    const who = snapshotPrincipal(principal);
+    const input = snapshotInput(value, "value");
+    const comment = commentOf(options);
     return this.#stateCommand(() =>
       this.#command(
-        principal,
+        who,
         "tag.write",
         tag,
         async (command) => {
-          checkTagWrite(this.tags, this.#lifecycle, tag, value);
+          const checked = valueOf(input);
+          checkTagWrite(this.tags, this.#lifecycle, tag, checked);
           await command.commit();
-          await this.#writer.write(tag, value);
+          await this.#writer.write(tag, checked);
         },
         {
           action: "tag.write",
           machineState: () => this.#machine.state,
-          newValue: value,
+          newValue: input.ok ? input.value : undefined,
           readOldValue: () => this.#cvt.value(tag),
-          ...options,
+          comment,
         },
       ),
     );
@@ -518,30 +540,42 @@ export class ControlSystem {
    *   `KILN_INVALID_TRANSITION` when the machine cannot start (busy, interlock active), `KILN_FORBIDDEN`.
    */
   startRecipe(principal: Principal, recipe: RecipeInput, options: StartRecipeOptions = {}): Promise<RecipeProcess> {
-    const name = typeof recipe === "object" && recipe !== null && "name" in recipe ? String(recipe.name) : "(recipe)";
+    // Read once, at the call: validation, the write-set check and the run use this copy.
+    const who = snapshotPrincipal(principal);
+    const input = snapshotInput(recipe, "recipe");
+    const given = snapshotInput(
+      { parameters: readSafely(() => options.parameters), processId: readSafely(() => options.processId) },
+      "options",
+    );
     return this.#stateCommand(() =>
       this.#command(
-        principal,
+        who,
         "recipe.start",
-        name,
-        (command) =>
-          this.#recipes.start(recipe, {
-            ...options,
+        recipeNameOf(input),
+        (command) => {
+          const { parameters, processId } = valueOf(given);
+          return this.#recipes.start(valueOf(input), {
+            ...(parameters === undefined ? {} : { parameters: parameters as Record<string, unknown> }),
+            ...(processId === undefined ? {} : { processId: processId as string }),
             startedBy: command.principal,
             authorize: async (request) => {
               authorizeRecipeStart(command, request);
               await command.commit();
             },
-          }),
-        { newValue: options.parameters },
+          });
+        },
+        { newValue: given.ok ? given.value.parameters : undefined },
       ),
     );
   }
 
-  /** Pauses the running process at its next step boundary (`recipe.pause`). */
+  /**
+   * Pauses the running process at its next step boundary (`recipe.pause`). Acts at once, even
+   * while the audit store hangs: its entry follows (`audit.runWithoutDurableAudit`, ADR 0013).
+   */
   pauseProcess(principal: Principal): Promise<void> {
     return this.#command(
-      principal,
+      snapshotPrincipal(principal),
       "recipe.pause",
       this.#activeId(),
       (command) => this.#onActive(command, (active) => active.pause()),
@@ -553,9 +587,10 @@ export class ControlSystem {
 
   /** Resumes the paused process (`recipe.resume`). */
   resumeProcess(principal: Principal): Promise<void> {
+    const who = snapshotPrincipal(principal);
     return this.#stateCommand(() =>
       this.#command(
-        principal,
+        who,
         "recipe.resume",
         this.#activeId(),
         (command) => this.#onActive(command, (active) => active.resume()),
@@ -567,14 +602,15 @@ export class ControlSystem {
   }
 
   /**
-   * Aborts the running process at once and writes the safe state (`recipe.abort`). `reason` is
+   * Aborts the running process at once and writes the safe state (`recipe.abort`), without
+   * waiting for the audit trail (its entry follows; `audit.runWithoutDurableAudit`). `reason` is
    * the operator's comment (recorded with the entry, a string of at most 1000 characters);
    * without one the process ends with "aborted by operator" and the entry has no comment.
    * @throws `KILN_FORBIDDEN`, `KILN_VALIDATION` (a bad `reason`), `KILN_NOT_FOUND` (no process).
    */
   abortProcess(principal: Principal, reason?: string): Promise<ProcessResult> {
     return this.#command(
-      principal,
+      snapshotPrincipal(principal),
       "recipe.abort",
       this.#activeId(),
       (command) => this.#onActive(command, (active) => active.abort(reason ?? "aborted by operator")),
@@ -591,14 +627,16 @@ export class ControlSystem {
    *   definition under an existing version, `KILN_FORBIDDEN`.
    */
   saveRecipe(principal: Principal, recipe: RecipeInput): Promise<StoredRecipe> {
-    const name = typeof recipe === "object" && recipe !== null && "name" in recipe ? String(recipe.name) : "(recipe)";
-    return this.#command(principal, "recipe.save", name, async (command) => {
+    // Read once, at the call: what is authorized is what is stored (issue 15).
+    const input = snapshotInput(recipe, "recipe");
+    return this.#command(snapshotPrincipal(principal), "recipe.save", recipeNameOf(input), async (command) => {
+      const definition = valueOf(input);
       const recipes = this.#guardedStore.recipes;
-      const plan = await this.#recipes.plan(recipe);
+      const plan = await this.#recipes.plan(definition);
       const { name: recipeName, version } = plan.recipe;
       const writeSet = this.#recipes.writeSet(plan);
       authorizeRecipeSave(command, { recipe: { name: recipeName, version }, writeSet, saved: false });
-      const stored = storedRecipeOf(recipe, this.#clock.now());
+      const stored = storedRecipeOf(definition, this.#clock.now());
       await command.commit();
       await recipes.save(stored);
       return stored;
@@ -608,7 +646,7 @@ export class ControlSystem {
   /** Acknowledges an alarm (`alarm.acknowledge`). */
   acknowledgeAlarm(principal: Principal, alarmId: string, comment?: string): Promise<AlarmSnapshot> {
     return this.#alarmCommand(
-      principal,
+      snapshotPrincipal(principal),
       "alarm.acknowledge",
       alarmId,
       (command) => this.#alarms.acknowledge(alarmId, command.principal.id),
@@ -623,11 +661,12 @@ export class ControlSystem {
     shelve: AlarmShelveOptions,
     comment?: string,
   ): Promise<AlarmSnapshot> {
+    const given = snapshotInput(shelve, "shelve");
     return this.#alarmCommand(
-      principal,
+      snapshotPrincipal(principal),
       "alarm.shelve",
       alarmId,
-      (command) => this.#alarms.shelve(alarmId, shelve, command.principal.id),
+      (command) => this.#alarms.shelve(alarmId, valueOf(given), command.principal.id),
       comment,
     );
   }
@@ -635,7 +674,7 @@ export class ControlSystem {
   /** Unshelves an alarm (`alarm.unshelve`). */
   unshelveAlarm(principal: Principal, alarmId: string, comment?: string): Promise<AlarmSnapshot> {
     return this.#alarmCommand(
-      principal,
+      snapshotPrincipal(principal),
       "alarm.unshelve",
       alarmId,
       (command) => this.#alarms.unshelve(alarmId, command.principal.id),
@@ -646,7 +685,7 @@ export class ControlSystem {
   /** Suppresses an alarm by design, or lifts that suppression (`alarm.suppress`). */
   suppressAlarm(principal: Principal, alarmId: string, suppressed: boolean, comment?: string): Promise<AlarmSnapshot> {
     return this.#alarmCommand(
-      principal,
+      snapshotPrincipal(principal),
       "alarm.suppress",
       alarmId,
       (command) =>
@@ -665,7 +704,7 @@ export class ControlSystem {
     comment?: string,
   ): Promise<AlarmSnapshot> {
     return this.#alarmCommand(
-      principal,
+      snapshotPrincipal(principal),
       "alarm.out-of-service",
       alarmId,
       (command) =>
@@ -682,21 +721,28 @@ export class ControlSystem {
    * @throws `KILN_INVALID_TRANSITION` (nothing changes), `KILN_FORBIDDEN`.
    */
   sendMachineCommand(principal: Principal, command: string): Promise<string> {
-    const permission: Permission = /maintenance/i.test(command) ? "machine.maintenance" : "machine.mode";
+    const who = snapshotPrincipal(principal);
+    // A string is read once by nature; anything else is refused (recorded denied) below.
+    const name = typeof command === "string" ? command : undefined;
+    const permission: Permission =
+      name !== undefined && /maintenance/i.test(name) ? "machine.maintenance" : "machine.mode";
     return this.#stateCommand(() =>
       this.#command(
-        principal,
+        who,
         permission,
         this.machineId,
         async (context) => {
+          if (name === undefined) {
+            throw new KilnValidationError("machine command", [{ path: "command", message: "must be a string" }]);
+          }
           // An impossible transition is refused before the entry is committed (recorded denied).
-          if (this.#machine.can(command)) await context.commit();
-          return this.#machine.send(command);
+          if (this.#machine.can(name)) await context.commit();
+          return this.#machine.send(name);
         },
         {
-          action: `machine.${command}`,
+          action: `machine.${name ?? "(invalid)"}`,
           readOldValue: () => this.#machine.state,
-          newValue: command,
+          newValue: name ?? "(invalid)",
         },
       ),
     );
@@ -750,7 +796,7 @@ export class ControlSystem {
    * driver after a process started. Abort and pause do not wait: they must act at once.
    */
   #stateCommand<TResult>(task: () => Promise<TResult>): Promise<TResult> {
-    const run = this.#stateTurn.then(task, task);
+    const run = this.#track(this.#stateTurn.then(task, task));
     this.#stateTurn = run.then(
       () => undefined,
       () => undefined,
@@ -760,8 +806,26 @@ export class ControlSystem {
 
   #stateTurn: Promise<void> = Promise.resolve();
 
+  /** Every command not yet settled (settles, never rejects). */
+  readonly #inFlight = new Set<Promise<void>>();
+
+  #track<TResult>(command: Promise<TResult>): Promise<TResult> {
+    const settled = command.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.#inFlight.add(settled);
+    void settled.then(() => this.#inFlight.delete(settled));
+    return command;
+  }
+
+  /** Resolves once no command is in flight (also those issued while waiting). */
+  async #settled(): Promise<void> {
+    while (this.#inFlight.size > 0) await Promise.all(this.#inFlight);
+  }
+
   #command<TResult>(
-    principal: Principal,
+    principal: PrincipalSnapshot,
     permission: Permission,
     target: string,
     execute: (command: CommandContext) => TResult | Promise<TResult>,
@@ -771,22 +835,24 @@ export class ControlSystem {
       machineState?: string | (() => string);
       newValue?: unknown;
       readOldValue?: () => unknown;
-      comment?: string;
+      comment?: string | undefined;
     } = {},
   ): Promise<TResult> {
     // Each command commits its audit entry itself, after its checks and before its first effect.
-    return this.#commands.run({
-      principal,
-      permission,
-      target,
-      execute,
-      commit: "in-execute",
-      ...withoutUndefined(extras),
-    });
+    return this.#track(
+      this.#commands.run({
+        principal,
+        permission,
+        target,
+        execute,
+        commit: "in-execute",
+        ...withoutUndefined(extras),
+      }),
+    );
   }
 
   #alarmCommand(
-    principal: Principal,
+    principal: PrincipalSnapshot,
     permission: Permission,
     alarmId: string,
     execute: (command: CommandContext) => AlarmSnapshot,
@@ -847,6 +913,36 @@ export class ControlSystem {
     for (const dispose of this.#disposers.splice(0)) dispose();
   }
 }
+
+/**
+ * A recipe's name for the audit target, from its snapshot; "(recipe)" when it has no non-empty
+ * string name (the recipe's validation then says what is wrong with it).
+ */
+function recipeNameOf(input: InputSnapshot<unknown>): string {
+  const name = input.ok && typeof input.value === "object" && input.value !== null ? readName(input.value) : undefined;
+  return typeof name === "string" && name !== "" ? name : "(recipe)";
+}
+
+function readName(recipe: object): unknown {
+  return "name" in recipe ? recipe.name : undefined;
+}
+
+/** The comment of a command's options, read once (an unreadable one is refused as not a string). */
+function commentOf(options: { comment?: string }): string | undefined {
+  return readSafely(() => options.comment) as string | undefined;
+}
+
+/** `read()`, or a marker value the command's checks refuse when it throws (a hostile getter). */
+function readSafely(read: () => unknown): unknown {
+  try {
+    return read();
+  } catch {
+    return UNREADABLE;
+  }
+}
+
+/** Stands for a field whose getter threw: not plain data, so the snapshot refuses it. */
+const UNREADABLE = Symbol("unreadable");
 
 function withoutUndefined<T extends Record<string, unknown>>(value: T): T {
   return Object.fromEntries(Object.entries(value).filter(([, entry]) => entry !== undefined)) as T;

@@ -178,7 +178,8 @@ function registerDefaults(container: ServiceContainer, options: ResolvedControlS
         audit: resolve(InternalTokens.GuardedStore).audit,
         clock: resolve(InternalTokens.Clock),
         machineId: options.machineId,
-        ...(options.audit.source === undefined ? {} : { source: options.audit.source }),
+        // CR 2.8 wants a source on every entry: without one configured, the system names itself.
+        source: options.audit.source ?? `kiln:${options.machineId}`,
         backlog: withoutUndefinedPath(options.audit.backlog),
         runWithoutDurableAudit: options.audit.runWithoutDurableAudit,
         bus: resolve(InternalTokens.Bus),

@@ -1329,6 +1329,22 @@ export function auditLogConformance(options: StoreGroupConformanceOptions): void
   const { expect, factory } = options;
   group(options, "audit ids", (test) => {
     test(
+      "twelve entries in the same millisecond come back in the order recorded (not sorted by id or row text)",
+      withStore(factory, async (store) => {
+        const recorded: AuditEntry[] = [];
+        for (let index = 0; index < 12; index++) {
+          // Ids sort against the recording order; a store must order by its commit sequence.
+          const entry: AuditEntry = { ...auditEntry(T0 + 5), id: `z-${String(99 - index)}-${index}` };
+          recorded.push(entry);
+          await store.audit.record(entry);
+        }
+        expect((await store.audit.query({ from: T0, to: T0 + 10 })).map((entry) => entry.id)).toEqual(
+          recorded.map((entry) => entry.id),
+        );
+      }),
+    );
+
+    test(
       "record is idempotent on the entry id: recording an id again changes nothing",
       withStore(factory, async (store) => {
         const entry: AuditEntry = {
