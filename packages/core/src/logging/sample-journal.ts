@@ -31,8 +31,10 @@ export class SampleJournal {
   }
 
   /**
-   * Opens (creating if needed) the spool at `path`, recovering from a torn tail or a corrupt stretch.
-   * @throws KilnError `KILN_JOURNAL_FAILED` when the file cannot be opened or read.
+   * Opens (creating if needed) the spool at `path` and takes its lock, recovering from a torn
+   * tail or a corrupt stretch.
+   * @throws KilnError `KILN_JOURNAL_LOCKED` when another live journal has `path` open;
+   *   `KILN_JOURNAL_FAILED` when the file cannot be opened or read.
    */
   static async open(
     path: string,
@@ -41,16 +43,21 @@ export class SampleJournal {
     const { journal: records, recovery } = await RecordJournal.open(path, options);
     const journal = new SampleJournal(records);
     // Count each record's samples once; the counts are kept so peek and release stay cheap.
-    await records.scan((payload) => {
-      let count = 0;
-      try {
-        count = decodeSamples(payload.toString("utf8")).length;
-      } catch {
-        // Counted as undecodable when peek reaches it.
-      }
-      journal.#counts.push(count);
-      journal.#samples += count;
-    });
+    await records
+      .scan((payload) => {
+        let count = 0;
+        try {
+          count = decodeSamples(payload.toString("utf8")).length;
+        } catch {
+          // Counted as undecodable when peek reaches it.
+        }
+        journal.#counts.push(count);
+        journal.#samples += count;
+      })
+      .catch(async (error: unknown) => {
+        await records.close().catch(() => undefined);
+        throw error;
+      });
     return {
       journal,
       recovery: {

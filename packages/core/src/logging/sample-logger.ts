@@ -188,7 +188,8 @@ export class SampleLogger {
    * With `storeReady: false` (the store could not be opened yet), every sample goes to the
    * spool and nothing is written until {@link SampleLogger.storeReady} is called.
    * @throws KilnError `KILN_VALIDATION` for `storeReady: false` without a spool;
-   *   `KILN_JOURNAL_FAILED` when the spool cannot be opened.
+   *   `KILN_JOURNAL_LOCKED` when another live journal has the spool open (a journal has one
+   *   writer); `KILN_JOURNAL_FAILED` when the spool cannot be opened.
    */
   async start(options: { readonly storeReady?: boolean } = {}): Promise<void> {
     if (this.#mode !== "stopped") return;
@@ -202,9 +203,16 @@ export class SampleLogger {
     this.#stopping = new AbortController();
     this.#mode = "memory";
     if (this.#options.spoolPath) {
-      const { journal, recovery } = await SampleJournal.open(this.#options.spoolPath, {
-        maxBytes: this.#options.spoolMaxBytes ?? DEFAULT_SPOOL_MAX_BYTES,
-      });
+      let opened: Awaited<ReturnType<typeof SampleJournal.open>>;
+      try {
+        opened = await SampleJournal.open(this.#options.spoolPath, {
+          maxBytes: this.#options.spoolMaxBytes ?? DEFAULT_SPOOL_MAX_BYTES,
+        });
+      } catch (error) {
+        this.#mode = "stopped";
+        throw error;
+      }
+      const { journal, recovery } = opened;
       this.#journal = journal;
       this.#stats.corruptRecords += recovery.skippedRecords;
       if (recovery.discardedBytes > 0) {
