@@ -68,8 +68,12 @@ export interface SampleLoggerOptions extends SampleLoggerSettings {
 
 /** Counters and state of the logging pipeline, for `health()`. */
 export interface SampleLoggerHealth {
-  /** `memory`: batches go straight to the store. `spooling`: the store is behind; batches go through the journal. */
-  readonly mode: "stopped" | "memory" | "spooling";
+  /**
+   * `memory`: batches go straight to the store. `spooling`: the store is behind; new samples go
+   * to the journal. `replaying`: the store is back and takes the journal's records; new samples
+   * go straight to the store again meanwhile, so a full journal never costs new samples.
+   */
+  readonly mode: "stopped" | "memory" | "spooling" | "replaying";
   /** The configured overflow policy. */
   readonly overflow: OverflowPolicy;
   /** Samples accepted by `append`, since the logger was created. */
@@ -140,7 +144,7 @@ export class SampleLogger {
         flush: Histogram;
       }
     | undefined;
-  #mode: "stopped" | "memory" | "spooling" = "stopped";
+  #mode: SampleLoggerHealth["mode"] = "stopped";
   #generation = 0;
   /** Aborted when the generation changes: ends the retries of batches that were moved to the spool. */
   #superseded = new AbortController();
@@ -150,11 +154,16 @@ export class SampleLogger {
   #spoolBuffer: Sample[] = [];
   #spoolChain: Promise<void> = Promise.resolve();
   #replaying: Promise<void> | undefined;
+  /** Why the journal refused its last append (full, or the disk failed); undefined once it takes one again or is replayed to the end. */
+  #journalRefusal: string | undefined;
+  /** The generation the running replay belongs to. */
+  #replayGeneration = -1;
   /** Samples on their way from memory to the journal (counted as buffered). */
   #journalPending = 0;
   #stopping = new AbortController();
   #roomWaiters: (() => void)[] = [];
-  #pendingDropCount = 0;
+  /** Drops of the overflow bound, by reason, published as one `samples-drop` per latency period. */
+  #pendingDrops = new Map<string, number>();
   /** False while the store is not open yet (a degraded start): everything is spooled, nothing replayed. */
   #storeReady = true;
   #stats = { in: 0, out: 0, dropped: 0, spooled: 0, replayed: 0, blockedWaits: 0, corruptRecords: 0 };
@@ -292,7 +301,7 @@ export class SampleLogger {
     if (this.#mode === "spooling") {
       // Everything new goes to the journal; once it is there, stop need not wait for the store.
       await this.#spoolPending();
-    } else if (this.#mode === "memory") {
+    } else {
       await untilDeadline(this.#drainMemory());
     }
     clock.clearTimeout(deadline);
@@ -373,7 +382,7 @@ export class SampleLogger {
   }
 
   #scheduleFlush(lane: Lane): void {
-    if (lane.flushing || this.#mode !== "memory") return;
+    if (lane.flushing || (this.#mode !== "memory" && this.#mode !== "replaying")) return;
     lane.flushing = true;
     const generation = this.#generation;
     void this.#queue.add(() => this.#flushLane(lane, generation, false));
@@ -474,15 +483,21 @@ export class SampleLogger {
       case "block":
         return; // acquisition waits in whenWritable()
       case "drop-oldest":
-        this.#dropOldest(this.#buffered - this.#options.maxBufferedSamples);
+        this.#dropOldest(this.#buffered - this.#options.maxBufferedSamples, "buffer full (drop-oldest)");
         return;
       case "spool":
-        if (this.#journal) this.#enterSpooling();
+        // While replaying, a journal that refuses appends cannot take memory's excess: moving it
+        // there would only drop it; the oldest waiting samples are dropped instead, with the reason.
+        if (this.#mode === "replaying" && this.#journalRefusal !== undefined) {
+          this.#dropOldest(this.#buffered - this.#options.maxBufferedSamples, this.#journalRefusal);
+        } else if (this.#journal) {
+          this.#enterSpooling();
+        }
         return;
     }
   }
 
-  #dropOldest(count: number): void {
+  #dropOldest(count: number, reason: string): void {
     let remaining = count;
     while (remaining > 0) {
       let fullest: Lane | undefined;
@@ -498,16 +513,16 @@ export class SampleLogger {
       this.#buffered -= take;
       remaining -= take;
     }
-    this.#drop(count - remaining, "buffer full (drop-oldest)");
+    this.#drop(count - remaining, reason, undefined, true);
   }
 
-  #drop(count: number, reason: string, tag?: string): void {
+  /** Counts `count` lost samples; `coalesced` ones are published as one event per latency period, with the exact count. */
+  #drop(count: number, reason: string, tag?: string, coalesced = false): void {
     if (count <= 0) return;
     this.#stats.dropped += count;
     this.#instruments?.dropped.inc(count);
-    if (reason === "buffer full (drop-oldest)") {
-      // Coalesced: one event per latency period, carrying the exact count.
-      this.#pendingDropCount += count;
+    if (coalesced) {
+      this.#pendingDrops.set(reason, (this.#pendingDrops.get(reason) ?? 0) + count);
       this.#armTimer();
       return;
     }
@@ -520,17 +535,18 @@ export class SampleLogger {
   }
 
   #flushDropEvent(): void {
-    if (this.#pendingDropCount === 0) return;
-    const count = this.#pendingDropCount;
-    this.#pendingDropCount = 0;
-    void this.#options.bus.publish("samples-drop", {
-      at: this.#options.clock.now(),
-      count,
-      reason: "buffer full (drop-oldest)",
-    });
+    if (this.#pendingDrops.size === 0) return;
+    const drops = this.#pendingDrops;
+    this.#pendingDrops = new Map();
+    for (const [reason, count] of drops) {
+      void this.#options.bus.publish("samples-drop", { at: this.#options.clock.now(), count, reason });
+    }
   }
 
-  /** Moves every sample held in memory (being written or waiting) to the journal, in lane order. */
+  /**
+   * Moves every sample held in memory (being written or waiting) to the journal, in lane order.
+   * From `replaying` too: the store fell behind again while the journal was replaying.
+   */
   #enterSpooling(): void {
     if (this.#mode === "spooling") return;
     const moved = this.#takeAll();
@@ -542,11 +558,64 @@ export class SampleLogger {
     if (this.#storeReady) this.#startReplay();
   }
 
+  /**
+   * The store took a replayed record: new samples go straight to it again (the lanes) while the
+   * replay goes on. The store is keyed by (tag, timestamp), so the order between the journal's
+   * older samples and the new ones does not matter; what matters is that a journal full from a
+   * long outage costs no new sample once the store is back.
+   */
+  #enterReplaying(): void {
+    if (this.#mode !== "spooling") return;
+    this.#mode = "replaying";
+    // Samples still on their way to the journal join it; the replay writes them. Samples held in
+    // memory because the journal was full are written now.
+    void this.#spoolPending();
+    this.#flushHeld();
+    this.#logger.info({ spooled: this.#journal?.samples ?? 0 }, "store is back; replaying the spool beside new writes");
+  }
+
+  /**
+   * Takes a batch the journal refused (full, or the disk failed) into memory instead: memory is a
+   * buffer too, bounded by `maxBufferedSamples`. While spooling, the oldest held samples beyond
+   * the bound are dropped and counted with `reason`; once the store takes writes again they are
+   * written like any other. At stop, nothing is held: the batch is dropped and counted.
+   */
+  #holdInMemory(samples: readonly Sample[], reason: string): void {
+    if (this.#mode === "stopped" || this.#stopping.signal.aborted) {
+      this.#drop(samples.length, reason);
+      return;
+    }
+    const now = this.#options.clock.now();
+    for (const sample of samples) {
+      const lane = this.#laneFor(sample.tag);
+      if (lane.buffer.length === lane.head) lane.firstAt = now;
+      lane.buffer.push(sample);
+    }
+    this.#buffered += samples.length;
+    const over = this.#buffered - this.#options.maxBufferedSamples;
+    if (this.#mode === "spooling") {
+      if (over > 0) this.#dropOldest(over, reason);
+    } else {
+      this.#flushHeld();
+      if (over > 0) this.#overflow();
+    }
+  }
+
+  /** Schedules every lane that holds samples (held while spooling) once writes go straight to the store again. */
+  #flushHeld(): void {
+    for (const lane of this.#lanes) if (lane.buffer.length > lane.head) this.#scheduleFlush(lane);
+  }
+
   #startReplay(): void {
-    if (this.#replaying !== undefined) return;
-    const run: Promise<void> = this.#replay().finally(() => {
-      if (this.#replaying === run) this.#replaying = undefined;
-    });
+    if (this.#replaying !== undefined && this.#replayGeneration === this.#generation) return;
+    // A replay of an older generation is ending (its write was superseded): the new one follows it.
+    const previous = this.#replaying ?? Promise.resolve();
+    this.#replayGeneration = this.#generation;
+    const run: Promise<void> = previous
+      .then(() => this.#replay())
+      .finally(() => {
+        if (this.#replaying === run) this.#replaying = undefined;
+      });
     this.#replaying = run;
   }
 
@@ -583,10 +652,12 @@ export class SampleLogger {
         } catch (error) {
           this.#journalPending -= chunk.length;
           const full = KilnError.is(error) && error.code === "KILN_BUFFER_FULL";
-          this.#logger.error({ error: String(error), size: chunk.length }, "spool write failed; batch dropped");
-          this.#drop(chunk.length, full ? "spool full" : `spool write failed: ${spoolErrorReason(error)}`);
+          this.#logger.error({ error: String(error), size: chunk.length }, "spool write failed; batch held in memory");
+          this.#journalRefusal = full ? "spool full" : `spool write failed: ${spoolErrorReason(error)}`;
+          this.#holdInMemory(chunk, this.#journalRefusal);
           continue;
         }
+        this.#journalRefusal = undefined;
         this.#journalPending -= chunk.length;
         this.#stats.spooled += chunk.length;
         this.#instruments?.spooled.inc(chunk.length);
@@ -622,6 +693,7 @@ export class SampleLogger {
       await this.#spoolChain;
       if (generation !== this.#generation) return;
       const batch = await journal.peek();
+      if (generation !== this.#generation) return;
       if (batch === undefined) {
         // A journal write still under way (started while peek ran) is replayed before leaving spooling.
         if (this.#spoolBuffer.length > 0 || this.#journalPending > 0) {
@@ -633,12 +705,15 @@ export class SampleLogger {
         // later overflow starts a fresh replay.
         this.#mode = "memory";
         this.#replaying = undefined;
+        this.#journalRefusal = undefined;
+        this.#flushHeld();
         this.#logger.info({}, "spool replayed; back to direct writes");
         return;
       }
       const written = await this.#write(batch, generation);
       if (!written || generation !== this.#generation) return;
       await journal.release();
+      this.#enterReplaying();
       this.#stats.replayed += batch.length;
       void this.#options.bus.publish("spool-replay", { at: this.#options.clock.now(), count: batch.length });
     }
