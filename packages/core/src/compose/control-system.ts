@@ -686,7 +686,8 @@ export class ControlSystem {
         problems.push(`store unavailable, opening in the background: ${this.#storeError ?? "retrying"}`);
       }
       if (logging.mode === "spooling") problems.push(`store behind: ${logging.spooled} samples spooled`);
-      if (logging.mode === "replaying") problems.push(`store catching up: ${logging.spooled} spooled samples to replay`);
+      if (logging.mode === "replaying")
+        problems.push(`store catching up: ${logging.spooled} spooled samples to replay`);
       if (logging.samplesDropped > 0) problems.push(`${logging.samplesDropped} samples dropped`);
     }
     return {
