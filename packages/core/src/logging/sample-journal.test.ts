@@ -1,4 +1,4 @@
-import { existsSync } from "node:fs";
+import { accessSync, constants, existsSync } from "node:fs";
 import { mkdtemp, appendFile, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -6,7 +6,8 @@ import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { KilnError } from "../domain/errors";
 import { GOOD, quality } from "../domain/quality";
 import type { Sample } from "../domain/sample";
-import { SampleJournal } from "./sample-journal";
+import { RecordJournal } from "../journal/record-journal";
+import { SampleJournal, type SampleJournalSkip } from "./sample-journal";
 
 let directory: string;
 beforeEach(async () => {
@@ -132,8 +133,8 @@ describe("SampleJournal", () => {
     await journal.close();
   });
 
-  test.skipIf(!existsSync("/dev/full"))(
-    "a full disk (ENOSPC) rejects the append with KILN_JOURNAL_FAILED and counts nothing as spooled (needs /dev/full)",
+  test.skipIf(!existsSync("/dev/full") || !writable("/dev"))(
+    "a full disk (ENOSPC) rejects the append with KILN_JOURNAL_FAILED and counts nothing as spooled (needs /dev/full, and /dev writable for its lock file)",
     async () => {
       const { journal } = await SampleJournal.open("/dev/full");
       const error = await journal.append(batch(0, 3)).catch((caught: unknown) => caught);
@@ -146,6 +147,15 @@ describe("SampleJournal", () => {
   );
 });
 
+function writable(path: string): boolean {
+  try {
+    accessSync(path, constants.W_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 async function drain(journal: SampleJournal): Promise<number[]> {
   const values: number[] = [];
   for (let next = await journal.peek(); next; next = await journal.peek()) {
@@ -154,3 +164,61 @@ async function drain(journal: SampleJournal): Promise<number[]> {
   }
   return values;
 }
+
+describe("SampleJournal replay of records of the wrong shape (a valid checksum, not a batch of valid samples)", () => {
+  const good = (value: number) => ({ tag: "seq", value, timestamp: value, quality: GOOD });
+
+  async function craft(path: string, payloads: string[]): Promise<void> {
+    const { journal } = await RecordJournal.open(path);
+    for (const payload of payloads) await journal.append(Buffer.from(payload));
+    await journal.close();
+  }
+
+  test("a record that is not an array, or whose tagged values are not ones the encoder writes, is skipped and counted; replay goes on", async () => {
+    const path = join(directory, "shapes.journal");
+    await craft(path, [
+      JSON.stringify([good(1)]),
+      JSON.stringify({ $number: "5" }),
+      JSON.stringify("str"),
+      JSON.stringify({ not: "an array" }),
+      JSON.stringify([{ ...good(9), value: { $bigint: "x" } }]),
+      JSON.stringify([{ ...good(9), value: { $number: "42" } }]),
+      "not json",
+      JSON.stringify([good(2)]),
+    ]);
+    const skips: SampleJournalSkip[] = [];
+    const { journal, recovery } = await SampleJournal.open(path, { onSkip: (skip) => skips.push(skip) });
+    expect(recovery).toMatchObject({ records: 8, samples: 2 });
+    expect(journal.samples).toBe(2);
+    expect(await drain(journal)).toEqual([1, 2]);
+    expect(journal.undecodable).toBe(6);
+    expect(skips).toEqual(
+      Array.from({ length: 6 }, () => ({ kind: "record", count: 1, reason: "spool record is not a batch of samples" })),
+    );
+    expect(journal.samples).toBe(0);
+    await journal.close();
+  });
+
+  test("samples that break a sample rule are left out and reported with the rule; the record's valid samples replay", async () => {
+    const path = join(directory, "samples.journal");
+    await craft(path, [
+      JSON.stringify([null]),
+      JSON.stringify([good(1), { ...good(2), timestamp: -3e12 }, good(3), { tag: "", value: 4 }]),
+      JSON.stringify([good(5)]),
+    ]);
+    const skips: SampleJournalSkip[] = [];
+    const { journal, recovery } = await SampleJournal.open(path, { onSkip: (skip) => skips.push(skip) });
+    expect(recovery).toMatchObject({ records: 3, samples: 6 });
+    expect(await drain(journal)).toEqual([1, 3, 5]);
+    expect(journal.undecodable).toBe(0);
+    expect(skips).toEqual([
+      { kind: "samples", count: 1, reason: "spool sample malformed: [0] must be a sample object" },
+      {
+        kind: "samples",
+        count: 2,
+        reason: expect.stringMatching(/^spool sample malformed: \[1\]\.timestamp must be from 1900/),
+      },
+    ]);
+    await journal.close();
+  });
+});

@@ -1,4 +1,4 @@
-import type { Sample } from "../domain/sample";
+import { checkSample, type Sample } from "../domain/sample";
 import { RecordJournal, type RecordJournalOptions } from "../journal/record-journal";
 
 /** What {@link SampleJournal.open} found in an existing file. */
@@ -13,6 +13,25 @@ export interface JournalRecovery {
   readonly discardedBytes: number;
 }
 
+/** What the spool skipped while replaying, reported by {@link SampleJournalOptions.onSkip}. */
+export interface SampleJournalSkip {
+  /**
+   * `record`: a checksummed record that is not a batch of samples (its sample count is unknown);
+   * `samples`: samples of a record that are not valid samples (the rest of the record is replayed).
+   */
+  readonly kind: "record" | "samples";
+  /** Records skipped (`record`) or samples skipped (`samples`). */
+  readonly count: number;
+  /** Why, naming the first broken rule. */
+  readonly reason: string;
+}
+
+/** Options of {@link SampleJournal.open}. */
+export interface SampleJournalOptions extends RecordJournalOptions {
+  /** Called once for each skip, when the record is released. */
+  readonly onSkip?: (skip: SampleJournalSkip) => void;
+}
+
 /**
  * The sample spool: batches of samples in a {@link RecordJournal} (crash-safe, fsynced per
  * batch, bounded by `maxBytes`, corrupt stretches skipped and counted). Every value a sample
@@ -24,10 +43,13 @@ export class SampleJournal {
   readonly #counts: number[] = [];
   #samples = 0;
   #pending: Sample[] | undefined;
+  #pendingSkip: SampleJournalSkip | undefined;
   #undecodable = 0;
+  readonly #onSkip: ((skip: SampleJournalSkip) => void) | undefined;
 
-  private constructor(records: RecordJournal) {
+  private constructor(records: RecordJournal, onSkip: ((skip: SampleJournalSkip) => void) | undefined) {
     this.#records = records;
+    this.#onSkip = onSkip;
   }
 
   /**
@@ -38,19 +60,15 @@ export class SampleJournal {
    */
   static async open(
     path: string,
-    options: RecordJournalOptions = {},
+    options: SampleJournalOptions = {},
   ): Promise<{ journal: SampleJournal; recovery: JournalRecovery }> {
     const { journal: records, recovery } = await RecordJournal.open(path, options);
-    const journal = new SampleJournal(records);
+    const journal = new SampleJournal(records, options.onSkip);
     // Count each record's samples once; the counts are kept so peek and release stay cheap.
     await records
       .scan((payload) => {
-        let count = 0;
-        try {
-          count = decodeSamples(payload.toString("utf8")).length;
-        } catch {
-          // Counted as undecodable when peek reaches it.
-        }
+        // A record that is not a batch counts 0 samples, and is counted as undecodable when peek reaches it.
+        const count = decodeBatch(payload.toString("utf8"))?.length ?? 0;
         journal.#counts.push(count);
         journal.#samples += count;
       })
@@ -113,18 +131,43 @@ export class SampleJournal {
 
   /**
    * The oldest unreleased batch, or undefined when there is none. Repeated calls return the same
-   * batch. A record that cannot be decoded is skipped and counted in {@link undecodable}.
+   * batch. Every sample is checked ({@link checkSample}): a record that is not a batch of samples
+   * (it passed its checksum, so only a bug or a hand-made file writes one) is skipped, counted in
+   * {@link undecodable} and reported (`onSkip`, kind `record`); the samples of a record that are
+   * not valid samples are left out and reported (kind `samples`) when the record is released.
    */
   async peek(): Promise<Sample[] | undefined> {
     while (this.#pending === undefined) {
       const payload = await this.#records.peek();
       if (payload === undefined) return undefined;
-      try {
-        this.#pending = decodeSamples(payload.toString("utf8"));
-      } catch {
+      const batch = decodeBatch(payload.toString("utf8"));
+      if (batch === undefined) {
         this.#undecodable++;
+        this.#pendingSkip = { kind: "record", count: 1, reason: "spool record is not a batch of samples" };
         await this.#drop();
+        continue;
       }
+      const samples: Sample[] = [];
+      let malformed = 0;
+      let firstIssue: string | undefined;
+      for (const [index, sample] of batch.entries()) {
+        const issues = checkSample(sample, `[${index}]`);
+        if (issues.length === 0) {
+          samples.push(sample as Sample);
+          continue;
+        }
+        malformed++;
+        firstIssue ??= `${issues[0]!.path} ${issues[0]!.message}`;
+      }
+      this.#pendingSkip =
+        malformed === 0
+          ? undefined
+          : { kind: "samples", count: malformed, reason: `spool sample malformed: ${firstIssue ?? ""}` };
+      if (samples.length === 0) {
+        await this.#drop();
+        continue;
+      }
+      this.#pending = samples;
     }
     return this.#pending;
   }
@@ -138,7 +181,10 @@ export class SampleJournal {
   async #drop(): Promise<void> {
     this.#pending = undefined;
     this.#samples -= this.#counts.shift() ?? 0;
+    const skip = this.#pendingSkip;
+    this.#pendingSkip = undefined;
     await this.#records.release();
+    if (skip !== undefined) this.#onSkip?.(skip);
   }
 
   /** Closes the file. Unreleased records stay on disk for the next open. */
@@ -158,12 +204,31 @@ export function encodeExactJson(value: unknown): string {
   });
 }
 
-/** The inverse of {@link encodeExactJson}. */
+const EXACT_NUMBERS: ReadonlyMap<unknown, number> = new Map([
+  ["NaN", Number.NaN],
+  ["Infinity", Number.POSITIVE_INFINITY],
+  ["-Infinity", Number.NEGATIVE_INFINITY],
+  ["-0", -0],
+]);
+
+/**
+ * The inverse of {@link encodeExactJson}.
+ * @throws SyntaxError for text that is not JSON, or a tagged value {@link encodeExactJson} never
+ *   writes (`{ "$bigint": "x" }`, `{ "$number": "5" }`): never read back as some other value.
+ */
 export function decodeExactJson(text: string): unknown {
   return JSON.parse(text, (_key, value: unknown) => {
     if (typeof value === "object" && value !== null) {
-      if ("$bigint" in value) return BigInt((value as { $bigint: string }).$bigint);
-      if ("$number" in value) return Number((value as { $number: string }).$number);
+      if ("$bigint" in value) {
+        const digits = (value as { $bigint: unknown }).$bigint;
+        if (typeof digits !== "string" || !/^-?\d+$/.test(digits)) throw new SyntaxError("bad $bigint");
+        return BigInt(digits);
+      }
+      if ("$number" in value) {
+        const number = EXACT_NUMBERS.get((value as { $number: unknown }).$number);
+        if (number === undefined) throw new SyntaxError("bad $number");
+        return number;
+      }
     }
     return value;
   });
@@ -174,7 +239,15 @@ export function encodeSamples(samples: readonly Sample[]): string {
   return encodeExactJson(samples);
 }
 
-/** The inverse of {@link encodeSamples}. */
-export function decodeSamples(text: string): Sample[] {
-  return decodeExactJson(text) as Sample[];
+/**
+ * The array a spool record holds, or undefined when the record is not one (not exact JSON, or
+ * not an array). Its elements are not checked yet: see {@link SampleJournal.peek}.
+ */
+function decodeBatch(text: string): unknown[] | undefined {
+  try {
+    const decoded = decodeExactJson(text);
+    return Array.isArray(decoded) ? decoded : undefined;
+  } catch {
+    return undefined;
+  }
 }

@@ -14,6 +14,7 @@ import { MemoryStore } from "../memory/memory-store";
 import { SimulatedClock } from "../memory/simulated-clock";
 import type { SampleSink } from "../ports/sample-sink";
 import { guardSampleSink, type PortPolicy } from "../compose/port-policies";
+import { RecordJournal } from "../journal/record-journal";
 import { SampleJournal } from "./sample-journal";
 import { SampleLogger, type SampleLoggerSettings } from "./sample-logger";
 
@@ -490,6 +491,40 @@ describe("SampleLogger spool faults (issue 14)", () => {
     await advanceUntil(clock, () => logger.health().mode === "memory");
     await logger.stop();
     expect((await storedValues(store)).sort()).toEqual(TAGS.flatMap((tag) => [`${tag}:0`, `${tag}:2`]).sort());
+  });
+});
+
+describe("SampleLogger replay of records of the wrong shape (issue 14)", () => {
+  test("records with a valid checksum but the wrong shape do not wedge replay: skipped, counted, reported; the rest is stored", async () => {
+    const spoolPath = join(directory, "samples.journal");
+    const sample = (tag: string, seq: number) => ({ tag, value: seq, timestamp: 1_000_000 + seq, quality: GOOD });
+    const { journal } = await RecordJournal.open(spoolPath);
+    for (const payload of [
+      JSON.stringify([sample("tag0", 0)]),
+      JSON.stringify([null]),
+      JSON.stringify({ $number: "5" }),
+      JSON.stringify("str"),
+      JSON.stringify([sample("tag1", 1), { ...sample("tag2", 2), timestamp: -3e12 }, sample("tag3", 3)]),
+      JSON.stringify([sample("tag4", 4)]),
+    ]) {
+      await journal.append(Buffer.from(payload));
+    }
+    await journal.close();
+    const { clock, store, logger, ofType } = await setup({ overflow: "spool", spoolPath });
+    expect(Number.isFinite(logger.health().spooled)).toBe(true);
+    await advanceUntil(clock, () => logger.health().mode === "memory");
+    await logger.stop();
+    expect((await storedValues(store)).sort()).toEqual(["tag0:0", "tag1:1", "tag3:3", "tag4:4"]);
+    const health = logger.health();
+    expect(health).toMatchObject({ spooled: 0, spoolCorruptRecords: 2, samplesDropped: 2 });
+    expect(ofType("samples-drop").map((event) => [event.count, event.reason.slice(0, 27)])).toEqual([
+      [1, "spool sample malformed: [0]"],
+      [1, "spool sample malformed: [1]"],
+    ]);
+    // A restart finds nothing left to replay: the bad records were released, not kept forever.
+    const again = await setup({ overflow: "spool", spoolPath });
+    expect(again.logger.health()).toMatchObject({ mode: "memory", spooled: 0 });
+    await again.logger.stop();
   });
 });
 

@@ -12,7 +12,7 @@ import type { CircuitBreakerSnapshot } from "../resilience/circuit-breaker";
 import type { GuardedSampleSink } from "../resilience/guarded-ports";
 import { DEFAULT_JOURNAL_MAX_BYTES } from "../journal/record-journal";
 import { bisectBatch, refusalReason } from "./batch-bisect";
-import { SampleJournal } from "./sample-journal";
+import { SampleJournal, type SampleJournalSkip } from "./sample-journal";
 
 /** The default size limit of the spool file, in bytes: 1 GiB. */
 export const DEFAULT_SPOOL_MAX_BYTES = DEFAULT_JOURNAL_MAX_BYTES;
@@ -216,6 +216,7 @@ export class SampleLogger {
       try {
         opened = await SampleJournal.open(this.#options.spoolPath, {
           maxBytes: this.#options.spoolMaxBytes ?? DEFAULT_SPOOL_MAX_BYTES,
+          onSkip: (skip) => this.#onSpoolSkip(skip),
         });
       } catch (error) {
         this.#mode = "stopped";
@@ -665,6 +666,12 @@ export class SampleLogger {
       }
     });
     return this.#spoolChain;
+  }
+
+  /** What replay could not use: invalid samples are counted as dropped; a record that is not a batch is counted as corrupt. */
+  #onSpoolSkip(skip: SampleJournalSkip): void {
+    this.#logger.error({ ...skip }, "spool replay skipped what it could not use");
+    if (skip.kind === "samples") this.#drop(skip.count, skip.reason);
   }
 
   /** Writes journal records to the store in order; returns to memory mode once it has caught up. */
