@@ -70,6 +70,13 @@ export interface KilnEvents {
   "samples-spool": EventBase & { readonly count: number };
   /** Spooled samples were replayed into the store. */
   "spool-replay": EventBase & { readonly count: number };
+  /**
+   * Spool records were skipped because they could not be read back: a corrupt stretch found
+   * when the spool was opened (`bytes` of it), or a record that is not a batch of samples met
+   * during replay. Their samples are lost and, since the record cannot be read, **how many is
+   * unknown**; they are not in `samplesDropped`. Counted in `health().logging.spoolCorruptRecords`.
+   */
+  "spool-record-skip": EventBase & { readonly records: number; readonly bytes?: number; readonly reason: string };
   /** An alarm changed ISA-18.2 state (process value, operator command, shelf timer or suppression logic). */
   "alarm-state-change": EventBase & {
     readonly alarmId: string;

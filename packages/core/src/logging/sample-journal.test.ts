@@ -37,7 +37,7 @@ describe("SampleJournal", () => {
     await first.journal.close();
 
     const { journal, recovery } = await SampleJournal.open(path);
-    expect(recovery).toEqual({ records: 2, samples: 5, skippedRecords: 0, discardedBytes: 0 });
+    expect(recovery).toEqual({ records: 2, samples: 5, skippedRecords: 0, skippedBytes: 0, discardedBytes: 0 });
     expect(await journal.peek()).toEqual(batch(0, 3));
     expect(await journal.peek()).toEqual(batch(0, 3));
     await journal.release();
@@ -93,7 +93,13 @@ describe("SampleJournal", () => {
     await appendFile(path, bytes.subarray(0, 30));
 
     const reopened = await SampleJournal.open(path);
-    expect(reopened.recovery).toEqual({ records: 2, samples: 20, skippedRecords: 0, discardedBytes: 30 });
+    expect(reopened.recovery).toEqual({
+      records: 2,
+      samples: 20,
+      skippedRecords: 0,
+      skippedBytes: 0,
+      discardedBytes: 30,
+    });
     expect((await stat(path)).size).toBe(intact);
     await reopened.journal.append(batch(20, 1));
     expect(await drain(reopened.journal)).toEqual(Array.from({ length: 21 }, (_, index) => index));

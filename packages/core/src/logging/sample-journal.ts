@@ -7,8 +7,10 @@ export interface JournalRecovery {
   readonly records: number;
   /** Samples in those records. */
   readonly samples: number;
-  /** Corrupt stretches between good records that were skipped (their samples are lost and counted here). */
+  /** Corrupt stretches between good records that were skipped (their samples are lost; how many is unknown). */
   readonly skippedRecords: number;
+  /** Bytes of those corrupt stretches. */
+  readonly skippedBytes: number;
   /** Bytes of a torn or corrupt tail that were cut off (0 for a clean file). */
   readonly discardedBytes: number;
 }
@@ -82,6 +84,7 @@ export class SampleJournal {
         records: recovery.records,
         samples: journal.#samples,
         skippedRecords: recovery.skippedRecords,
+        skippedBytes: recovery.skippedBytes,
         discardedBytes: recovery.discardedBytes,
       },
     };

@@ -486,8 +486,17 @@ describe("SampleLogger spool faults (issue 14)", () => {
     const bytes = await readFile(spoolPath);
     bytes[Math.floor(bytes.length / 2)]! ^= 0xff; // inside the second record
     await writeFile(spoolPath, bytes);
-    const { clock, store, logger } = await setup({ overflow: "spool", spoolPath });
+    const { clock, store, logger, ofType } = await setup({ overflow: "spool", spoolPath });
     expect(logger.health().spoolCorruptRecords).toBe(1);
+    // Reported, not only counted: its samples are lost and how many cannot be known.
+    expect(ofType("spool-record-skip")).toEqual([
+      expect.objectContaining({
+        records: 1,
+        bytes: expect.any(Number) as number,
+        reason: expect.stringContaining("unknown") as string,
+      }),
+    ]);
+    expect(logger.health().samplesDropped).toBe(0);
     await advanceUntil(clock, () => logger.health().mode === "memory");
     await logger.stop();
     expect((await storedValues(store)).sort()).toEqual(TAGS.flatMap((tag) => [`${tag}:0`, `${tag}:2`]).sort());
@@ -521,6 +530,7 @@ describe("SampleLogger replay of records of the wrong shape (issue 14)", () => {
       [1, "spool sample malformed: [0]"],
       [1, "spool sample malformed: [1]"],
     ]);
+    expect(ofType("spool-record-skip").map((event) => event.records)).toEqual([1, 1]);
     // A restart finds nothing left to replay: the bad records were released, not kept forever.
     const again = await setup({ overflow: "spool", spoolPath });
     expect(again.logger.health()).toMatchObject({ mode: "memory", spooled: 0 });

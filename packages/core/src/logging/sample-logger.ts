@@ -94,7 +94,8 @@ export interface SampleLoggerHealth {
   readonly spoolBytes: number;
   /**
    * Corrupt spool records skipped (at start, and during replay), since the logger was created.
-   * Their samples could not be read back; the count of samples is unknown.
+   * Their samples could not be read back; the count of samples is unknown, so they are not in
+   * `samplesDropped`. Each skip is published as `spool-record-skip` and shows in `health().problems`.
    */
   readonly spoolCorruptRecords: number;
   /** Poll cycles that waited for room under the `block` policy. */
@@ -230,6 +231,12 @@ export class SampleLogger {
       }
       if (recovery.skippedRecords > 0) {
         this.#logger.error({ ...recovery }, "spool had corrupt records; they were skipped");
+        void this.#options.bus.publish("spool-record-skip", {
+          at: this.#options.clock.now(),
+          records: recovery.skippedRecords,
+          bytes: recovery.skippedBytes,
+          reason: `corrupt spool record (checksum) skipped at start; its samples are lost, how many is unknown`,
+        });
       }
       if (!journal.empty || !storeReady) {
         if (!journal.empty) this.#logger.info({ samples: journal.samples }, "spool holds samples from a previous run");
@@ -671,7 +678,15 @@ export class SampleLogger {
   /** What replay could not use: invalid samples are counted as dropped; a record that is not a batch is counted as corrupt. */
   #onSpoolSkip(skip: SampleJournalSkip): void {
     this.#logger.error({ ...skip }, "spool replay skipped what it could not use");
-    if (skip.kind === "samples") this.#drop(skip.count, skip.reason);
+    if (skip.kind === "samples") {
+      this.#drop(skip.count, skip.reason);
+      return;
+    }
+    void this.#options.bus.publish("spool-record-skip", {
+      at: this.#options.clock.now(),
+      records: skip.count,
+      reason: `${skip.reason}; its samples are lost, how many is unknown`,
+    });
   }
 
   /** Writes journal records to the store in order; returns to memory mode once it has caught up. */
