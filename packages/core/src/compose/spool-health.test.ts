@@ -27,7 +27,7 @@ test("a spool record that cannot be read back shows in health().problems, saying
     logging: { overflow: "spool", spoolPath },
   });
   const skips: number[] = [];
-  system.bus.on("spool-record-skip", (event) => skips.push(event.records));
+  system.bus.on("spool-record-skip", (event) => void skips.push(event.records));
   await system.start();
   for (let step = 0; step < 50 && system.health().logging.mode !== "memory"; step++) {
     await clock.advance(10);
