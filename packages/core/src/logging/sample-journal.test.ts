@@ -7,7 +7,7 @@ import { KilnError } from "../domain/errors";
 import { GOOD, quality } from "../domain/quality";
 import type { Sample } from "../domain/sample";
 import { RecordJournal } from "../journal/record-journal";
-import { SampleJournal, type SampleJournalSkip } from "./sample-journal";
+import { SampleJournal, SPOOL_RECORD_TARGET_BYTES, type SampleJournalSkip } from "./sample-journal";
 
 let directory: string;
 beforeEach(async () => {
@@ -121,6 +121,46 @@ describe("SampleJournal", () => {
     expect(reopened.recovery).toMatchObject({ records: 2, samples: 4, skippedRecords: 1, discardedBytes: 0 });
     expect(await drain(reopened.journal)).toEqual([0, 1, 4, 5]);
     await reopened.journal.close();
+  });
+
+  test("a batch too large for one record is split into records of about SPOOL_RECORD_TARGET_BYTES; every sample reads back, in order", async () => {
+    const path = join(directory, "big.journal");
+    // Strings of NUL escape sixfold in JSON: 20 samples of 400,000 NULs are about 48 MB of JSON.
+    const nul = "\u0000".repeat(400_000);
+    const samples = Array.from({ length: 20 }, (_, index) => ({
+      tag: "s",
+      value: nul + String(index),
+      timestamp: index,
+      quality: GOOD,
+    }));
+    const { journal } = await SampleJournal.open(path);
+    await journal.append(samples);
+    expect(journal.samples).toBe(20);
+    expect(journal.records).toBeGreaterThanOrEqual(Math.floor((20 * 6 * 400_000) / SPOOL_RECORD_TARGET_BYTES));
+    const back: Sample[] = [];
+    for (let next = await journal.peek(); next; next = await journal.peek()) {
+      back.push(...next);
+      await journal.release();
+    }
+    expect(back.map((sample) => sample.value)).toEqual(samples.map((sample) => sample.value));
+    await journal.close();
+  });
+
+  test("when a later record of a split batch is refused, the error says how many of the batch's first samples are durable", async () => {
+    const path = join(directory, "partial.journal");
+    const big = "x".repeat(SPOOL_RECORD_TARGET_BYTES / 2);
+    const samples = Array.from({ length: 4 }, (_, index) => ({
+      tag: "s",
+      value: big,
+      timestamp: index,
+      quality: GOOD,
+    }));
+    const { journal } = await SampleJournal.open(path, { maxBytes: SPOOL_RECORD_TARGET_BYTES });
+    const error = await journal.append(samples).catch((caught: unknown) => caught);
+    expect(KilnError.is(error, "KILN_BUFFER_FULL")).toBe(true);
+    expect((error as KilnError).details).toMatchObject({ appendedSamples: 1 });
+    expect(journal.samples).toBe(1);
+    await journal.close();
   });
 
   test("an append past maxBytes is refused with KILN_BUFFER_FULL and writes nothing", async () => {

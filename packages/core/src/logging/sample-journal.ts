@@ -1,5 +1,13 @@
+import { KilnError } from "../domain/errors";
 import { checkSample, type Sample } from "../domain/sample";
 import { RecordJournal, type RecordJournalOptions } from "../journal/record-journal";
+
+/**
+ * A spool record holds about this many bytes at most (one sample larger than this gets a record
+ * of its own): 4 MiB. A batch is split at this bound, so no batch is too large to spool (the JSON
+ * of 100 samples of long strings passes V8's string limit).
+ */
+export const SPOOL_RECORD_TARGET_BYTES = 4 * 1024 * 1024;
 
 /** What {@link SampleJournal.open} found in an existing file. */
 export interface JournalRecovery {
@@ -121,15 +129,25 @@ export class SampleJournal {
   }
 
   /**
-   * Appends one batch as one record and fsyncs it.
+   * Appends one batch, in order, as one record or more (split at {@link SPOOL_RECORD_TARGET_BYTES}),
+   * each fsynced.
    * @throws KilnError `KILN_BUFFER_FULL` past the size limit, `KILN_JOURNAL_FAILED` when the
-   *   disk refuses it (e.g. `ENOSPC`); in both cases nothing of the batch is kept.
+   *   disk refuses it (e.g. `ENOSPC`) or a sample cannot be encoded. Nothing of the failing record
+   *   is kept; when earlier records of the batch were kept, `details.appendedSamples` says how
+   *   many of the batch's first samples are durable.
    */
   async append(samples: readonly Sample[]): Promise<void> {
-    if (samples.length === 0) return;
-    await this.#records.append(Buffer.from(encodeSamples(samples)));
-    this.#counts.push(samples.length);
-    this.#samples += samples.length;
+    let appended = 0;
+    try {
+      for (const record of encodeRecords(samples)) {
+        await this.#records.append(record.payload);
+        this.#counts.push(record.count);
+        this.#samples += record.count;
+        appended += record.count;
+      }
+    } catch (error) {
+      throw appendError(this.path, error, appended);
+    }
   }
 
   /**
@@ -237,9 +255,42 @@ export function decodeExactJson(text: string): unknown {
   });
 }
 
-/** JSON with every sample value kept exact (see {@link encodeExactJson}). */
-export function encodeSamples(samples: readonly Sample[]): string {
-  return encodeExactJson(samples);
+/**
+ * The records of a batch: JSON arrays of samples (every value kept exact, see
+ * {@link encodeExactJson}) of about {@link SPOOL_RECORD_TARGET_BYTES} at most. Lazy, so a sample
+ * that cannot be encoded fails only its own record.
+ */
+function* encodeRecords(samples: readonly Sample[]): Generator<{ payload: Buffer; count: number }> {
+  let parts: string[] = [];
+  let bytes = 2;
+  const record = () => ({ payload: Buffer.from(`[${parts.join(",")}]`, "utf8"), count: parts.length });
+  for (const sample of samples) {
+    const part = encodeExactJson(sample);
+    const size = Buffer.byteLength(part, "utf8") + 1;
+    if (parts.length > 0 && bytes + size > SPOOL_RECORD_TARGET_BYTES) {
+      yield record();
+      parts = [];
+      bytes = 2;
+    }
+    parts.push(part);
+    bytes += size;
+  }
+  if (parts.length > 0) yield record();
+}
+
+function appendError(path: string, error: unknown, appendedSamples: number): unknown {
+  if (appendedSamples === 0 && KilnError.is(error)) return error;
+  const kiln = KilnError.is(error)
+    ? error
+    : new KilnError("KILN_JOURNAL_FAILED", `Journal ${path}: append failed: ${String(error)}.`, {
+        cause: error,
+        details: { path, operation: "append" },
+      });
+  return new KilnError(kiln.code, kiln.message, {
+    cause: kiln.cause,
+    retryable: kiln.retryable,
+    details: { ...kiln.details, appendedSamples },
+  });
 }
 
 /**

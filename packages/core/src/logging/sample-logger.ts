@@ -659,10 +659,17 @@ export class SampleLogger {
           await journal.append(chunk);
         } catch (error) {
           this.#journalPending -= chunk.length;
+          // A batch too large for one record is split; records before the failing one are durable.
+          const appended = KilnError.is(error) ? Number(error.details?.["appendedSamples"] ?? 0) : 0;
+          if (appended > 0) {
+            this.#stats.spooled += appended;
+            this.#instruments?.spooled.inc(appended);
+            void this.#options.bus.publish("samples-spool", { at: this.#options.clock.now(), count: appended });
+          }
           const full = KilnError.is(error) && error.code === "KILN_BUFFER_FULL";
           this.#logger.error({ error: String(error), size: chunk.length }, "spool write failed; batch held in memory");
           this.#journalRefusal = full ? "spool full" : `spool write failed: ${spoolErrorReason(error)}`;
-          this.#holdInMemory(chunk, this.#journalRefusal);
+          this.#holdInMemory(chunk.slice(appended), this.#journalRefusal);
           continue;
         }
         this.#journalRefusal = undefined;
