@@ -689,6 +689,11 @@ export class ControlSystem {
       if (logging.mode === "replaying")
         problems.push(`store catching up: ${logging.spooled} spooled samples to replay`);
       if (logging.samplesDropped > 0) problems.push(`${logging.samplesDropped} samples dropped`);
+      if (logging.samplesAbandoned > 0) {
+        problems.push(
+          `${logging.samplesAbandoned} samples of unknown outcome (given up at a stop while being written)`,
+        );
+      }
       if (logging.spoolCorruptRecords > 0) {
         problems.push(
           `${logging.spoolCorruptRecords} corrupt spool records skipped: their samples are lost (how many is unknown)`,

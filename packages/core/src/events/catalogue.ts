@@ -66,6 +66,12 @@ export interface KilnEvents {
    * store refused on its own (then `tag` names it and `reason` says why, e.g. `KILN_VALIDATION: ...`).
    */
   "samples-drop": EventBase & { readonly count: number; readonly reason: string; readonly tag?: string };
+  /**
+   * At `stop()` without a spool, samples whose write was under way (or had timed out) at the
+   * drain deadline were given up: the store may or may not have committed them. Not counted as
+   * dropped; see `health().logging.samplesAbandoned`.
+   */
+  "samples-abandon": EventBase & { readonly count: number; readonly reason: string };
   /** Samples were written to the on-disk spool because the store was unavailable. */
   "samples-spool": EventBase & { readonly count: number };
   /** Spooled samples were replayed into the store. */

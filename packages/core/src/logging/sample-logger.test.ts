@@ -303,6 +303,36 @@ describe("SampleLogger spool (store-and-forward)", () => {
     ]);
   });
 
+  test("stop without a spool and a frozen store: a batch whose write was under way is reported as abandoned (outcome unknown), not as dropped", async () => {
+    // A frozen database: writes neither commit nor fail until it thaws, and ignore the abort.
+    const frozen: (() => Promise<void>)[] = [];
+    const { clock, store, logger, ofType } = await setup({ overflow: "drop-oldest", drainTimeoutMs: 300 }, () => ({
+      sinkApiVersion: "1",
+      writeBatch: (samples) =>
+        new Promise<void>((resolve) => frozen.push(() => store.samples.writeBatch(samples).then(resolve))),
+    }));
+    feed(logger, 0, 2); // 16 samples: one batch of 8 per lane, sent after maxLatencyMs
+    await clock.advance(100);
+    expect(frozen.length).toBe(2);
+    feed(logger, 2, 1); // 8 more, never sent: each lane is busy with its frozen batch
+    const stopping = logger.stop();
+    await clock.advance(1_000);
+    await stopping;
+    const health = logger.health();
+    expect(health).toMatchObject({ samplesAbandoned: 16, samplesDropped: 8 });
+    expect(ofType("samples-abandon")).toEqual([
+      expect.objectContaining({ count: 16, reason: expect.stringContaining("outcome unknown") as string }),
+    ]);
+    expect(ofType("samples-drop")).toEqual([
+      expect.objectContaining({ count: 8, reason: "store unavailable at shutdown" }),
+    ]);
+    // The database thaws and commits the writes under way: they were not lost, as reported.
+    for (const thaw of frozen) await thaw();
+    const lost = health.samplesIn - (await storedValues(store)).length;
+    expect(lost).toBeGreaterThanOrEqual(health.samplesDropped);
+    expect(lost).toBeLessThanOrEqual(health.samplesDropped + health.samplesAbandoned);
+  });
+
   test("stop drains everything when the store is up", async () => {
     const { store, logger } = await setup({ maxLatencyMs: 60_000 });
     feed(logger, 0, 3);

@@ -82,6 +82,15 @@ export interface SampleLoggerHealth {
   readonly samplesOut: number;
   /** Samples lost (drop-oldest, rejected by the store, failed spool write, unwritten at stop), since creation. */
   readonly samplesDropped: number;
+  /**
+   * Samples whose outcome is unknown, since the logger was created: without a spool, a batch
+   * whose write was under way (or had timed out) when `stop()` gave up at its drain deadline. The
+   * store may or may not have committed it, so it is not counted in `samplesDropped`; lost
+   * samples are at least `samplesDropped` and at most `samplesDropped + samplesAbandoned`.
+   * Published as `samples-abandon`. With a spool, such a batch is journaled instead (replay is
+   * idempotent).
+   */
+  readonly samplesAbandoned: number;
   /** Samples written to the journal, since the logger was created. */
   readonly samplesSpooled: number;
   /** Samples replayed from the journal to the store, since the logger was created. */
@@ -114,6 +123,8 @@ interface Lane {
   firstAt: number;
   flushing: boolean;
   inFlight: Sample[] | undefined;
+  /** True when the in-flight batch is known not to be stored (never sent, or its last attempt failed definitely). */
+  inFlightFailed: boolean;
 }
 
 /**
@@ -167,7 +178,7 @@ export class SampleLogger {
   #pendingDrops = new Map<string, number>();
   /** False while the store is not open yet (a degraded start): everything is spooled, nothing replayed. */
   #storeReady = true;
-  #stats = { in: 0, out: 0, dropped: 0, spooled: 0, replayed: 0, blockedWaits: 0, corruptRecords: 0 };
+  #stats = { in: 0, out: 0, dropped: 0, abandoned: 0, spooled: 0, replayed: 0, blockedWaits: 0, corruptRecords: 0 };
 
   constructor(options: SampleLoggerOptions) {
     validate(options);
@@ -180,6 +191,7 @@ export class SampleLogger {
       firstAt: 0,
       flushing: false,
       inFlight: undefined,
+      inFlightFailed: false,
     }));
     this.#queue = new PQueue({ concurrency: options.flushConcurrency });
     const metrics = options.metrics;
@@ -318,13 +330,18 @@ export class SampleLogger {
     await untilDeadline(this.#replaying);
     // Writes still pending now are abandoned: their batches are counted below, never by a late success.
     this.#nextGeneration();
-    // Whatever could not be written leaves memory now: to the spool, or counted as lost.
+    // Whatever could not be written leaves memory now: to the spool (replay is idempotent, so a
+    // batch that may have been stored is safe there), or counted: as lost when it is known not to
+    // be stored, as abandoned when a write of it was under way (it may or may not be stored).
+    let unknown = 0;
+    for (const lane of this.#lanes) if (lane.inFlight && !lane.inFlightFailed) unknown += lane.inFlight.length;
     const leftovers = this.#takeAll();
     if (this.#journal) {
       if (leftovers.length > 0) await this.#appendToJournal(leftovers);
       await this.#spoolPending();
     } else {
-      this.#drop(leftovers.length, "store unavailable at shutdown");
+      this.#abandon(unknown);
+      this.#drop(leftovers.length - unknown, "store unavailable at shutdown");
     }
     this.#flushDropEvent();
     this.#buffered = 0;
@@ -344,6 +361,7 @@ export class SampleLogger {
       samplesIn: this.#stats.in,
       samplesOut: this.#stats.out,
       samplesDropped: this.#stats.dropped,
+      samplesAbandoned: this.#stats.abandoned,
       samplesSpooled: this.#stats.spooled,
       samplesReplayed: this.#stats.replayed,
       buffered: this.#buffered + this.#spoolBuffer.length + this.#journalPending,
@@ -407,15 +425,12 @@ export class SampleLogger {
         compact(lane);
         lane.firstAt = clock.now();
         lane.inFlight = batch;
+        lane.inFlightFailed = false;
         const written = await this.#write(batch, generation, lane);
         if (generation !== this.#generation) return;
+        // Given up (stopping): it stays in flight, so stop spools it or counts it, by what is known of it.
+        if (!written) return;
         lane.inFlight = undefined;
-        if (!written) {
-          // Given up (stopping): put it back in front so it is spooled or counted.
-          lane.buffer = [...batch, ...lane.buffer.slice(lane.head)];
-          lane.head = 0;
-          return;
-        }
         this.#buffered -= batch.length;
         this.#instruments?.buffered.set(this.#buffered);
         this.#releaseRoom(false);
@@ -438,20 +453,33 @@ export class SampleLogger {
   async #write(batch: readonly Sample[], generation: number, lane?: Lane): Promise<boolean> {
     const { sink, clock, bus } = this.#options;
     const stop = this.#stopping.signal;
-    if (generation !== this.#generation || stop.aborted) return false;
+    if (generation !== this.#generation || stop.aborted) {
+      if (lane) lane.inFlightFailed = true; // never sent
+      return false;
+    }
     const started = clock.now();
     let attempts = 1;
+    // Whether the batch is known not to be stored when the stop gives up on it: only while waiting
+    // to retry after an attempt the store refused. An attempt under way, or one that timed out, may
+    // still commit: its outcome is unknown.
+    let timedOut = false;
+    let refusedUntil = Number.NEGATIVE_INFINITY;
     try {
       await sink.writeBatch(batch, {
         signal: AbortSignal.any([stop, this.#superseded.signal]),
-        onRetry: ({ attempt, error }) => {
+        onRetry: ({ attempt, error, delayMs }) => {
+          if (KilnError.is(error, "KILN_TIMEOUT") || KilnError.is(error, "KILN_ABORTED")) timedOut = true;
+          else refusedUntil = clock.now() + delayMs;
           attempts = attempt + 1;
           void bus.publish("batch-flush-fail", { at: clock.now(), size: batch.length, attempt, error });
           this.#logger.warn({ error: String(error), attempt, size: batch.length }, "batch write failed; retrying");
         },
       });
     } catch (error) {
-      if (generation !== this.#generation || stop.aborted) return false;
+      if (generation !== this.#generation || stop.aborted) {
+        if (lane) lane.inFlightFailed = !timedOut && clock.now() < refusedUntil;
+        return false;
+      }
       void bus.publish("batch-flush-fail", { at: clock.now(), size: batch.length, attempt: attempts, error });
       this.#logger.error({ error: String(error), size: batch.length }, "store rejected a batch; it cannot be retried");
       // Refuse only the samples the store cannot take; the rest of the batch is stored.
@@ -539,6 +567,17 @@ export class SampleLogger {
       count,
       reason,
       ...(tag === undefined ? {} : { tag }),
+    });
+  }
+
+  #abandon(count: number): void {
+    if (count <= 0) return;
+    this.#stats.abandoned += count;
+    void this.#options.bus.publish("samples-abandon", {
+      at: this.#options.clock.now(),
+      count,
+      reason:
+        "outcome unknown: a write was under way when stop's drain deadline passed; the samples may or may not be stored",
     });
   }
 
