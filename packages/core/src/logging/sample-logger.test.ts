@@ -460,6 +460,45 @@ describe("SampleLogger spool faults (issue 14)", () => {
     for (let seq = 600; seq < next; seq++) for (const tag of TAGS) expect(values.has(`${tag}:${seq}`)).toBe(true);
   });
 
+  test("the store failing again while the spool replays: back to spooling, replay resumes, nothing lost or stored twice", async () => {
+    const spoolPath = join(directory, "samples.journal");
+    const { clock, store, logger } = await setup({ overflow: "spool", spoolPath, maxBufferedSamples: 50 }, (clock) => ({
+      sinkApiVersion: "1",
+      writeBatch: async (samples) => {
+        await clock.sleep(40);
+        await store.samples.writeBatch(samples);
+      },
+    }));
+    store.faults.failWritesUntilCleared();
+    let next = 0;
+    const round = async () => {
+      feed(logger, next, 2);
+      next += 2;
+      await clock.advance(50);
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    };
+    for (let index = 0; index < 40; index++) await round();
+    expect(logger.health().mode).toBe("spooling");
+    store.faults.clear();
+    for (let index = 0; index < 400 && logger.health().mode !== "replaying"; index++) await round();
+    expect(logger.health().mode).toBe("replaying");
+    // The second outage, while the journal is still replaying.
+    store.faults.failWritesUntilCleared();
+    for (let index = 0; index < 400 && logger.health().mode !== "spooling"; index++) await round();
+    expect(logger.health().mode).toBe("spooling");
+    for (let index = 0; index < 10; index++) await round();
+    store.faults.clear();
+    for (let index = 0; index < 400 && logger.health().mode === "spooling"; index++) await round();
+    // The journal is appended with real fsyncs: let the replay catch up without new samples.
+    await advanceUntil(clock, () => logger.health().mode === "memory", 50, 10_000);
+    let stopped = false;
+    const stopping = logger.stop().then(() => (stopped = true));
+    await advanceUntil(clock, () => stopped);
+    await stopping;
+    expect(logger.health().samplesDropped).toBe(0);
+    await expectComplete(store, next);
+  }, 60_000);
+
   test("ENOSPC on the spool: nothing counted as spooled, refused batches held in memory to its bound, the rest counted and published, no crash", async () => {
     const spoolPath = join(directory, "samples.journal");
     const { clock, store, logger, ofType } = await setup({ overflow: "spool", spoolPath, maxBufferedSamples: 50 });
