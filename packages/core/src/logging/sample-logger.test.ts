@@ -499,6 +499,28 @@ describe("SampleLogger spool faults (issue 14)", () => {
     await expectComplete(store, next);
   }, 60_000);
 
+  test("a batch split into several spool records and refused part-way: the records kept count as spooled, the rest is held in memory", async () => {
+    const spoolPath = join(directory, "samples.journal");
+    const { clock, store, logger } = await setup({
+      overflow: "spool",
+      spoolPath,
+      maxBatchSize: 10,
+      maxBufferedSamples: 10,
+      spoolMaxBytes: 5 * 1024 * 1024,
+    });
+    store.faults.failWritesUntilCleared();
+    // 11 samples of 2 MiB: the overflow moves them to the spool; one record each, two fit.
+    const big = "x".repeat(2 * 1024 * 1024);
+    for (let seq = 0; seq < 11; seq++)
+      logger.append({ tag: "tag0", value: big + String(seq), timestamp: seq, quality: GOOD });
+    await advanceUntil(clock, () => logger.health().samplesSpooled === 2 && logger.health().buffered === 9);
+    expect(logger.health()).toMatchObject({ spooled: 2, samplesDropped: 0 });
+    store.faults.clear();
+    await advanceUntil(clock, () => logger.health().mode === "memory" && logger.health().buffered === 0);
+    expect(store.sampleCount).toBe(11);
+    await logger.stop();
+  });
+
   test("ENOSPC on the spool: nothing counted as spooled, refused batches held in memory to its bound, the rest counted and published, no crash", async () => {
     const spoolPath = join(directory, "samples.journal");
     const { clock, store, logger, ofType } = await setup({ overflow: "spool", spoolPath, maxBufferedSamples: 50 });
