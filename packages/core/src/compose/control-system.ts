@@ -767,7 +767,19 @@ export class ControlSystem {
         problems.push(`store unavailable, opening in the background: ${this.#storeError ?? "retrying"}`);
       }
       if (logging.mode === "spooling") problems.push(`store behind: ${logging.spooled} samples spooled`);
+      if (logging.mode === "replaying")
+        problems.push(`store catching up: ${logging.spooled} spooled samples to replay`);
       if (logging.samplesDropped > 0) problems.push(`${logging.samplesDropped} samples dropped`);
+      if (logging.samplesAbandoned > 0) {
+        problems.push(
+          `${logging.samplesAbandoned} samples of unknown outcome (given up at a stop while being written)`,
+        );
+      }
+      if (logging.spoolCorruptRecords > 0) {
+        problems.push(
+          `${logging.spoolCorruptRecords} corrupt spool records skipped: their samples are lost (how many is unknown)`,
+        );
+      }
     }
     return {
       status: this.#lifecycle.state !== "running" ? "stopped" : problems.length === 0 ? "ok" : "degraded",

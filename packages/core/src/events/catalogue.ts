@@ -68,10 +68,23 @@ export interface KilnEvents {
    * timestamp (`tag` set, `reason` starting with `conflict:`; see `SampleWriteResult`).
    */
   "samples-drop": EventBase & { readonly count: number; readonly reason: string; readonly tag?: string };
+  /**
+   * At `stop()` without a spool, samples whose write was under way (or had timed out) at the
+   * drain deadline were given up: the store may or may not have committed them. Not counted as
+   * dropped; see `health().logging.samplesAbandoned`.
+   */
+  "samples-abandon": EventBase & { readonly count: number; readonly reason: string };
   /** Samples were written to the on-disk spool because the store was unavailable. */
   "samples-spool": EventBase & { readonly count: number };
   /** Spooled samples were replayed into the store. */
   "spool-replay": EventBase & { readonly count: number };
+  /**
+   * Spool records were skipped because they could not be read back: a corrupt stretch found
+   * when the spool was opened (`bytes` of it), or a record that is not a batch of samples met
+   * during replay. Their samples are lost and, since the record cannot be read, **how many is
+   * unknown**; they are not in `samplesDropped`. Counted in `health().logging.spoolCorruptRecords`.
+   */
+  "spool-record-skip": EventBase & { readonly records: number; readonly bytes?: number; readonly reason: string };
   /** An alarm changed ISA-18.2 state (process value, operator command, shelf timer or suppression logic). */
   "alarm-state-change": EventBase & {
     readonly alarmId: string;

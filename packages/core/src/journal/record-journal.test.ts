@@ -1,7 +1,9 @@
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
+import { once } from "node:events";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { KilnError } from "../domain/errors";
 import { RecordJournal } from "./record-journal";
@@ -128,5 +130,90 @@ describe("RecordJournal", () => {
       expect(KilnError.is(error, "KILN_VALIDATION")).toBe(true);
       expect((error as Error).message).toContain("maxBytes");
     }
+  });
+
+  describe("one writer per journal (the lock)", () => {
+    test("a second open of the same path in this process is refused with KILN_JOURNAL_LOCKED naming the path; after close it opens", async () => {
+      const path = join(directory, "one.journal");
+      const { journal: first } = await RecordJournal.open(path);
+      await first.append(payload(1));
+      const error = await RecordJournal.open(path).catch((caught: unknown) => caught);
+      expect(KilnError.is(error, "KILN_JOURNAL_LOCKED")).toBe(true);
+      expect((error as KilnError).retryable).toBe(true);
+      expect((error as Error).message).toContain(path);
+      expect((error as KilnError).details).toMatchObject({
+        path,
+        lockPath: `${path}.lock`,
+        owner: { pid: process.pid, hostname: hostname() },
+      });
+      // The refused opener changed nothing: the first writer's record and lock are intact.
+      await first.append(payload(2));
+      expect(first.records).toBe(2);
+      await first.close();
+      const { journal: second, recovery } = await RecordJournal.open(path);
+      expect(recovery.records).toBe(2);
+      await second.close();
+    });
+
+    test("concurrent opens of one path: exactly one wins", async () => {
+      const path = join(directory, "race.journal");
+      const results = await Promise.allSettled(Array.from({ length: 8 }, () => RecordJournal.open(path)));
+      const won = results.filter((result) => result.status === "fulfilled");
+      expect(won).toHaveLength(1);
+      for (const result of results) {
+        if (result.status === "rejected") expect(KilnError.is(result.reason, "KILN_JOURNAL_LOCKED")).toBe(true);
+      }
+      await won[0]!.value.journal.close();
+    });
+
+    test("a journal held by a live child process is refused; once that process is SIGKILLed its stale lock is taken over", async () => {
+      const path = join(directory, "child.journal");
+      const source = fileURLToPath(new URL("./record-journal.ts", import.meta.url));
+      const child = spawn(
+        process.execPath,
+        [
+          "--import",
+          "tsx",
+          "--input-type=module",
+          "-e",
+          `const { RecordJournal } = await import(process.argv[1]);
+           const { journal } = await RecordJournal.open(process.argv[2]);
+           await journal.append(Buffer.from("from the child"));
+           console.log("open");
+           setInterval(() => {}, 1000);`,
+          source,
+          path,
+        ],
+        { stdio: ["ignore", "pipe", "inherit"] },
+      );
+      try {
+        await new Promise<void>((resolve, reject) => {
+          child.stdout.on("data", (data: Buffer) => data.toString().includes("open") && resolve());
+          child.on("exit", (code) => reject(new Error(`child exited with ${code}`)));
+        });
+        const error = await RecordJournal.open(path).catch((caught: unknown) => caught);
+        expect(KilnError.is(error, "KILN_JOURNAL_LOCKED")).toBe(true);
+        expect((error as KilnError).details).toMatchObject({ owner: { pid: child.pid, hostname: hostname() } });
+        child.kill("SIGKILL");
+        await once(child, "exit");
+        const { journal, recovery } = await RecordJournal.open(path);
+        expect(recovery.records).toBe(1);
+        expect((await journal.peek())?.toString()).toBe("from the child");
+        await journal.close();
+      } finally {
+        child.kill("SIGKILL");
+      }
+    }, 20_000);
+
+    test("a lock from another host is never taken over; an unreadable lock file is", async () => {
+      const path = join(directory, "foreign.journal");
+      await writeFile(`${path}.lock`, JSON.stringify({ pid: 1, hostname: "another-host", token: "x" }));
+      const error = await RecordJournal.open(path).catch((caught: unknown) => caught);
+      expect(KilnError.is(error, "KILN_JOURNAL_LOCKED")).toBe(true);
+      expect((error as Error).message).toContain("another-host");
+      await writeFile(`${path}.lock`, "");
+      const { journal } = await RecordJournal.open(path);
+      await journal.close();
+    });
   });
 });

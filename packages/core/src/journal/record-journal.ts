@@ -2,6 +2,7 @@ import { mkdir, open, type FileHandle } from "node:fs/promises";
 import { dirname } from "node:path";
 import { crc32 } from "node:zlib";
 import { KilnError, KilnValidationError } from "../domain/errors";
+import { JournalLock } from "./journal-lock";
 
 /** `KJR1`: marks the start of every record, so recovery can find the next one after a corrupt stretch. */
 const MAGIC = 0x4b4a5231;
@@ -60,6 +61,7 @@ export class RecordJournal {
   /** Size limit in bytes. */
   readonly maxBytes: number;
   readonly #file: FileHandle;
+  readonly #lock: JournalLock;
   readonly #records: RecordRef[];
   #head = 0;
   #size: number;
@@ -67,18 +69,28 @@ export class RecordJournal {
   /** Appends and releases run one at a time: a release that empties the file truncates it, which must not meet a write. */
   #exclusive: Promise<unknown> = Promise.resolve();
 
-  private constructor(path: string, file: FileHandle, size: number, records: RecordRef[], maxBytes: number) {
+  private constructor(
+    path: string,
+    file: FileHandle,
+    lock: JournalLock,
+    size: number,
+    records: RecordRef[],
+    maxBytes: number,
+  ) {
     this.path = path;
     this.#file = file;
+    this.#lock = lock;
     this.#size = size;
     this.#records = records;
     this.maxBytes = maxBytes;
   }
 
   /**
-   * Opens (creating it and its folder if needed) the journal at `path` and recovers it.
-   * @throws KilnError `KILN_VALIDATION` for a bad `maxBytes`; `KILN_JOURNAL_FAILED` when the
-   *   file cannot be opened or read.
+   * Opens (creating it and its folder if needed) the journal at `path`, takes its exclusive lock
+   * (`<path>.lock`, see {@link JournalLock}: a journal has exactly one writer) and recovers it.
+   * @throws KilnError `KILN_VALIDATION` for a bad `maxBytes`; `KILN_JOURNAL_LOCKED` (retryable)
+   *   when another live journal, in this process or another on this host, has `path` open;
+   *   `KILN_JOURNAL_FAILED` when the file cannot be opened or read.
    */
   static async open(
     path: string,
@@ -90,12 +102,18 @@ export class RecordJournal {
         { path: "maxBytes", message: `must be an integer of at least ${HEADER_BYTES + 2} bytes, not ${maxBytes}` },
       ]);
     }
-    let handle: FileHandle;
     try {
       await mkdir(dirname(path), { recursive: true });
+    } catch (error) {
+      throw journalError(path, "open", error);
+    }
+    const lock = await JournalLock.acquire(path);
+    let handle: FileHandle;
+    try {
       await (await open(path, "a+")).close();
       handle = await open(path, "r+");
     } catch (error) {
+      await lock.release();
       throw journalError(path, "open", error);
     }
     try {
@@ -127,11 +145,12 @@ export class RecordJournal {
         await handle.sync();
       }
       return {
-        journal: new RecordJournal(path, handle, end, records, maxBytes),
+        journal: new RecordJournal(path, handle, lock, end, records, maxBytes),
         recovery: { records: records.length, skippedRecords, skippedBytes, discardedBytes },
       };
     } catch (error) {
       await handle.close().catch(() => undefined);
+      await lock.release();
       throw journalError(path, "recover", error);
     }
   }
@@ -238,9 +257,13 @@ export class RecordJournal {
     }
   }
 
-  /** Closes the file. Unreleased records stay on disk for the next open. */
+  /** Closes the file and releases its lock. Unreleased records stay on disk for the next open. */
   async close(): Promise<void> {
-    await this.#file.close();
+    try {
+      await this.#file.close();
+    } finally {
+      await this.#lock.release();
+    }
   }
 
   #serialized(work: () => Promise<void>): Promise<void> {

@@ -1,4 +1,4 @@
-import { existsSync } from "node:fs";
+import { accessSync, constants, existsSync } from "node:fs";
 import { mkdtemp, appendFile, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -6,7 +6,8 @@ import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { KilnError } from "../domain/errors";
 import { GOOD, quality } from "../domain/quality";
 import type { Sample } from "../domain/sample";
-import { SampleJournal } from "./sample-journal";
+import { RecordJournal } from "../journal/record-journal";
+import { SampleJournal, SPOOL_RECORD_TARGET_BYTES, type SampleJournalSkip } from "./sample-journal";
 
 let directory: string;
 beforeEach(async () => {
@@ -36,7 +37,7 @@ describe("SampleJournal", () => {
     await first.journal.close();
 
     const { journal, recovery } = await SampleJournal.open(path);
-    expect(recovery).toEqual({ records: 2, samples: 5, skippedRecords: 0, discardedBytes: 0 });
+    expect(recovery).toEqual({ records: 2, samples: 5, skippedRecords: 0, skippedBytes: 0, discardedBytes: 0 });
     expect(await journal.peek()).toEqual(batch(0, 3));
     expect(await journal.peek()).toEqual(batch(0, 3));
     await journal.release();
@@ -92,7 +93,13 @@ describe("SampleJournal", () => {
     await appendFile(path, bytes.subarray(0, 30));
 
     const reopened = await SampleJournal.open(path);
-    expect(reopened.recovery).toEqual({ records: 2, samples: 20, skippedRecords: 0, discardedBytes: 30 });
+    expect(reopened.recovery).toEqual({
+      records: 2,
+      samples: 20,
+      skippedRecords: 0,
+      skippedBytes: 0,
+      discardedBytes: 30,
+    });
     expect((await stat(path)).size).toBe(intact);
     await reopened.journal.append(batch(20, 1));
     expect(await drain(reopened.journal)).toEqual(Array.from({ length: 21 }, (_, index) => index));
@@ -116,6 +123,46 @@ describe("SampleJournal", () => {
     await reopened.journal.close();
   });
 
+  test("a batch too large for one record is split into records of about SPOOL_RECORD_TARGET_BYTES; every sample reads back, in order", async () => {
+    const path = join(directory, "big.journal");
+    // Strings of NUL escape sixfold in JSON: 20 samples of 400,000 NULs are about 48 MB of JSON.
+    const nul = "\u0000".repeat(400_000);
+    const samples = Array.from({ length: 20 }, (_, index) => ({
+      tag: "s",
+      value: nul + String(index),
+      timestamp: index,
+      quality: GOOD,
+    }));
+    const { journal } = await SampleJournal.open(path);
+    await journal.append(samples);
+    expect(journal.samples).toBe(20);
+    expect(journal.records).toBeGreaterThanOrEqual(Math.floor((20 * 6 * 400_000) / SPOOL_RECORD_TARGET_BYTES));
+    const back: Sample[] = [];
+    for (let next = await journal.peek(); next; next = await journal.peek()) {
+      back.push(...next);
+      await journal.release();
+    }
+    expect(back.map((sample) => sample.value)).toEqual(samples.map((sample) => sample.value));
+    await journal.close();
+  });
+
+  test("when a later record of a split batch is refused, the error says how many of the batch's first samples are durable", async () => {
+    const path = join(directory, "partial.journal");
+    const big = "x".repeat(SPOOL_RECORD_TARGET_BYTES / 2);
+    const samples = Array.from({ length: 4 }, (_, index) => ({
+      tag: "s",
+      value: big,
+      timestamp: index,
+      quality: GOOD,
+    }));
+    const { journal } = await SampleJournal.open(path, { maxBytes: SPOOL_RECORD_TARGET_BYTES });
+    const error = await journal.append(samples).catch((caught: unknown) => caught);
+    expect(KilnError.is(error, "KILN_BUFFER_FULL")).toBe(true);
+    expect((error as KilnError).details).toMatchObject({ appendedSamples: 1 });
+    expect(journal.samples).toBe(1);
+    await journal.close();
+  });
+
   test("an append past maxBytes is refused with KILN_BUFFER_FULL and writes nothing", async () => {
     const path = join(directory, "small.journal");
     const { journal } = await SampleJournal.open(path, { maxBytes: 400 });
@@ -132,8 +179,8 @@ describe("SampleJournal", () => {
     await journal.close();
   });
 
-  test.skipIf(!existsSync("/dev/full"))(
-    "a full disk (ENOSPC) rejects the append with KILN_JOURNAL_FAILED and counts nothing as spooled (needs /dev/full)",
+  test.skipIf(!existsSync("/dev/full") || !writable("/dev"))(
+    "a full disk (ENOSPC) rejects the append with KILN_JOURNAL_FAILED and counts nothing as spooled (needs /dev/full, and /dev writable for its lock file)",
     async () => {
       const { journal } = await SampleJournal.open("/dev/full");
       const error = await journal.append(batch(0, 3)).catch((caught: unknown) => caught);
@@ -146,6 +193,15 @@ describe("SampleJournal", () => {
   );
 });
 
+function writable(path: string): boolean {
+  try {
+    accessSync(path, constants.W_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 async function drain(journal: SampleJournal): Promise<number[]> {
   const values: number[] = [];
   for (let next = await journal.peek(); next; next = await journal.peek()) {
@@ -154,3 +210,61 @@ async function drain(journal: SampleJournal): Promise<number[]> {
   }
   return values;
 }
+
+describe("SampleJournal replay of records of the wrong shape (a valid checksum, not a batch of valid samples)", () => {
+  const good = (value: number) => ({ tag: "seq", value, timestamp: value, quality: GOOD });
+
+  async function craft(path: string, payloads: string[]): Promise<void> {
+    const { journal } = await RecordJournal.open(path);
+    for (const payload of payloads) await journal.append(Buffer.from(payload));
+    await journal.close();
+  }
+
+  test("a record that is not an array, or whose tagged values are not ones the encoder writes, is skipped and counted; replay goes on", async () => {
+    const path = join(directory, "shapes.journal");
+    await craft(path, [
+      JSON.stringify([good(1)]),
+      JSON.stringify({ $number: "5" }),
+      JSON.stringify("str"),
+      JSON.stringify({ not: "an array" }),
+      JSON.stringify([{ ...good(9), value: { $bigint: "x" } }]),
+      JSON.stringify([{ ...good(9), value: { $number: "42" } }]),
+      "not json",
+      JSON.stringify([good(2)]),
+    ]);
+    const skips: SampleJournalSkip[] = [];
+    const { journal, recovery } = await SampleJournal.open(path, { onSkip: (skip) => skips.push(skip) });
+    expect(recovery).toMatchObject({ records: 8, samples: 2 });
+    expect(journal.samples).toBe(2);
+    expect(await drain(journal)).toEqual([1, 2]);
+    expect(journal.undecodable).toBe(6);
+    expect(skips).toEqual(
+      Array.from({ length: 6 }, () => ({ kind: "record", count: 1, reason: "spool record is not a batch of samples" })),
+    );
+    expect(journal.samples).toBe(0);
+    await journal.close();
+  });
+
+  test("samples that break a sample rule are left out and reported with the rule; the record's valid samples replay", async () => {
+    const path = join(directory, "samples.journal");
+    await craft(path, [
+      JSON.stringify([null]),
+      JSON.stringify([good(1), { ...good(2), timestamp: -3e12 }, good(3), { tag: "", value: 4 }]),
+      JSON.stringify([good(5)]),
+    ]);
+    const skips: SampleJournalSkip[] = [];
+    const { journal, recovery } = await SampleJournal.open(path, { onSkip: (skip) => skips.push(skip) });
+    expect(recovery).toMatchObject({ records: 3, samples: 6 });
+    expect(await drain(journal)).toEqual([1, 3, 5]);
+    expect(journal.undecodable).toBe(0);
+    expect(skips).toEqual([
+      { kind: "samples", count: 1, reason: "spool sample malformed: [0] must be a sample object" },
+      {
+        kind: "samples",
+        count: 2,
+        reason: expect.stringMatching(/^spool sample malformed: \[1\]\.timestamp must be from 1900/),
+      },
+    ]);
+    await journal.close();
+  });
+});

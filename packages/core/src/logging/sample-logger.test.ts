@@ -14,6 +14,7 @@ import { MemoryStore } from "../memory/memory-store";
 import { SimulatedClock } from "../memory/simulated-clock";
 import type { SampleSink } from "../ports/sample-sink";
 import { guardSampleSink, type PortPolicy } from "../compose/port-policies";
+import { RecordJournal } from "../journal/record-journal";
 import { SampleJournal } from "./sample-journal";
 import { SampleLogger, type SampleLoggerSettings } from "./sample-logger";
 
@@ -259,7 +260,7 @@ describe("SampleLogger spool (store-and-forward)", () => {
     expect(spooled).toBeGreaterThan(2_000);
     expect(ofType("samples-spool").length).toBeGreaterThan(0);
     store.faults.clear();
-    // New data keeps arriving while the spool replays; it must land after the spooled data.
+    // New data keeps arriving while the spool replays; it is stored beside the replay, none lost.
     for (let round = 0; round < 10; round++) {
       feed(logger, 320 + round * 10, 10);
       await clock.advance(200);
@@ -300,6 +301,36 @@ describe("SampleLogger spool (store-and-forward)", () => {
     expect(ofType("samples-drop")).toEqual([
       expect.objectContaining({ count: 16, reason: "store unavailable at shutdown" }),
     ]);
+  });
+
+  test("stop without a spool and a frozen store: a batch whose write was under way is reported as abandoned (outcome unknown), not as dropped", async () => {
+    // A frozen database: writes neither commit nor fail until it thaws, and ignore the abort.
+    const frozen: (() => Promise<void>)[] = [];
+    const { clock, store, logger, ofType } = await setup({ overflow: "drop-oldest", drainTimeoutMs: 300 }, () => ({
+      sinkApiVersion: "1",
+      writeBatch: (samples) =>
+        new Promise<void>((resolve) => frozen.push(() => store.samples.writeBatch(samples).then(resolve))),
+    }));
+    feed(logger, 0, 2); // 16 samples: one batch of 8 per lane, sent after maxLatencyMs
+    await clock.advance(100);
+    expect(frozen.length).toBe(2);
+    feed(logger, 2, 1); // 8 more, never sent: each lane is busy with its frozen batch
+    const stopping = logger.stop();
+    await clock.advance(1_000);
+    await stopping;
+    const health = logger.health();
+    expect(health).toMatchObject({ samplesAbandoned: 16, samplesDropped: 8 });
+    expect(ofType("samples-abandon")).toEqual([
+      expect.objectContaining({ count: 16, reason: expect.stringContaining("outcome unknown") as string }),
+    ]);
+    expect(ofType("samples-drop")).toEqual([
+      expect.objectContaining({ count: 8, reason: "store unavailable at shutdown" }),
+    ]);
+    // The database thaws and commits the writes under way: they were not lost, as reported.
+    for (const thaw of frozen) await thaw();
+    const lost = health.samplesIn - (await storedValues(store)).length;
+    expect(lost).toBeGreaterThanOrEqual(health.samplesDropped);
+    expect(lost).toBeLessThanOrEqual(health.samplesDropped + health.samplesAbandoned);
   });
 
   test("stop drains everything when the store is up", async () => {
@@ -357,12 +388,13 @@ describe("SampleLogger spool faults (issue 14)", () => {
       feed(logger, round * 10, 10);
       await clock.advance(100);
     }
-    await advanceUntil(clock, () => logger.health().buffered === 0);
+    await advanceUntil(clock, () => logger.health().buffered === 50);
     const during = logger.health();
     expect(during.mode).toBe("spooling");
     expect(during.spoolBytes).toBeLessThanOrEqual(8_192);
     expect(during.samplesDropped).toBeGreaterThan(0);
-    expect(during.samplesIn).toBe(during.samplesOut + during.samplesDropped + during.spooled);
+    // What the full spool refused is held in memory up to maxBufferedSamples; only the rest is lost.
+    expect(during.samplesIn).toBe(during.samplesOut + during.samplesDropped + during.spooled + during.buffered);
     expect(ofType("samples-drop").every((event) => event.reason === "spool full")).toBe(true);
     store.faults.clear();
     await advanceUntil(clock, () => logger.health().mode === "memory");
@@ -378,11 +410,122 @@ describe("SampleLogger spool faults (issue 14)", () => {
     expect(values).toEqual(expect.arrayContaining(["tag0:200", "tag0:201", "tag7:204"]));
   });
 
-  test("ENOSPC on the spool: nothing counted as spooled, the loss is counted and published, no crash", async () => {
+  test("a full spool replaying after an outage costs no sample acquired after the store is back", async () => {
+    const spoolPath = join(directory, "samples.journal");
+    // A store that takes 40 ms per batch: the replay of a full spool takes a while, as it does for real.
+    const { clock, store, logger, ofType } = await setup(
+      { overflow: "spool", spoolPath, maxBufferedSamples: 50, spoolMaxBytes: 32_768 },
+      (clock) => ({
+        sinkApiVersion: "1",
+        writeBatch: async (samples) => {
+          await clock.sleep(40);
+          await store.samples.writeBatch(samples);
+        },
+      }),
+    );
+    store.faults.failWritesUntilCleared();
+    for (let round = 0; round < 60; round++) {
+      feed(logger, round * 10, 10);
+      await clock.advance(100);
+    }
+    await advanceUntil(clock, () => logger.health().buffered === 50);
+    expect(logger.health().samplesDropped).toBeGreaterThan(0); // the spool filled up
+    expect(ofType("samples-drop").every((event) => event.reason === "spool full")).toBe(true);
+    store.faults.clear();
+    // The store acknowledges the first replayed record: from here on it is known to be back.
+    await advanceUntil(clock, () => logger.health().mode !== "spooling", 10);
+    const droppedBeforeRecovery = logger.health().samplesDropped;
+    let next = 600;
+    let roundsReplaying = 0;
+    for (let round = 0; round < 1_000 && logger.health().mode !== "memory"; round++) {
+      if (logger.health().mode === "replaying") roundsReplaying++;
+      feed(logger, next, 2);
+      next += 2;
+      await clock.advance(50);
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+    expect(roundsReplaying).toBeGreaterThan(10);
+    expect(logger.health().mode).toBe("memory");
+    let stopped = false;
+    const stopping = logger.stop().then(() => (stopped = true));
+    await advanceUntil(clock, () => stopped);
+    await stopping;
+    const health = logger.health();
+    // Memory was full of what the full spool refused: some of that may still be dropped (the
+    // oldest first, counted) to make room; no sample acquired since the store is back is.
+    expect(health.samplesDropped).toBeLessThanOrEqual(droppedBeforeRecovery + 50);
+    expect(store.sampleCount + health.samplesDropped).toBe(health.samplesIn);
+    expect(ofType("samples-drop").reduce((sum, event) => sum + event.count, 0)).toBe(health.samplesDropped);
+    const values = new Set(await storedValues(store));
+    for (let seq = 600; seq < next; seq++) for (const tag of TAGS) expect(values.has(`${tag}:${seq}`)).toBe(true);
+  });
+
+  test("the store failing again while the spool replays: back to spooling, replay resumes, nothing lost or stored twice", async () => {
+    const spoolPath = join(directory, "samples.journal");
+    const { clock, store, logger } = await setup({ overflow: "spool", spoolPath, maxBufferedSamples: 50 }, (clock) => ({
+      sinkApiVersion: "1",
+      writeBatch: async (samples) => {
+        await clock.sleep(40);
+        await store.samples.writeBatch(samples);
+      },
+    }));
+    store.faults.failWritesUntilCleared();
+    let next = 0;
+    const round = async () => {
+      feed(logger, next, 2);
+      next += 2;
+      await clock.advance(50);
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    };
+    for (let index = 0; index < 40; index++) await round();
+    expect(logger.health().mode).toBe("spooling");
+    store.faults.clear();
+    for (let index = 0; index < 400 && logger.health().mode !== "replaying"; index++) await round();
+    expect(logger.health().mode).toBe("replaying");
+    // The second outage, while the journal is still replaying.
+    store.faults.failWritesUntilCleared();
+    for (let index = 0; index < 400 && logger.health().mode !== "spooling"; index++) await round();
+    expect(logger.health().mode).toBe("spooling");
+    for (let index = 0; index < 10; index++) await round();
+    store.faults.clear();
+    for (let index = 0; index < 400 && logger.health().mode === "spooling"; index++) await round();
+    // The journal is appended with real fsyncs: let the replay catch up without new samples.
+    await advanceUntil(clock, () => logger.health().mode === "memory", 50, 10_000);
+    let stopped = false;
+    const stopping = logger.stop().then(() => (stopped = true));
+    await advanceUntil(clock, () => stopped);
+    await stopping;
+    expect(logger.health().samplesDropped).toBe(0);
+    await expectComplete(store, next);
+  }, 60_000);
+
+  test("a batch split into several spool records and refused part-way: the records kept count as spooled, the rest is held in memory", async () => {
+    const spoolPath = join(directory, "samples.journal");
+    const { clock, store, logger } = await setup({
+      overflow: "spool",
+      spoolPath,
+      maxBatchSize: 10,
+      maxBufferedSamples: 10,
+      spoolMaxBytes: 5 * 1024 * 1024,
+    });
+    store.faults.failWritesUntilCleared();
+    // 11 samples of 2 MiB: the overflow moves them to the spool; one record each, two fit.
+    const big = "x".repeat(2 * 1024 * 1024);
+    for (let seq = 0; seq < 11; seq++)
+      logger.append({ tag: "tag0", value: big + String(seq), timestamp: seq, quality: GOOD });
+    await advanceUntil(clock, () => logger.health().samplesSpooled === 2 && logger.health().buffered === 9);
+    expect(logger.health()).toMatchObject({ spooled: 2, samplesDropped: 0 });
+    store.faults.clear();
+    await advanceUntil(clock, () => logger.health().mode === "memory" && logger.health().buffered === 0);
+    expect(store.sampleCount).toBe(11);
+    await logger.stop();
+  });
+
+  test("ENOSPC on the spool: nothing counted as spooled, refused batches held in memory to its bound, the rest counted and published, no crash", async () => {
     const spoolPath = join(directory, "samples.journal");
     const { clock, store, logger, ofType } = await setup({ overflow: "spool", spoolPath, maxBufferedSamples: 50 });
     const realAppend = SampleJournal.prototype.append;
-    let refusals = 3;
+    let refusals = 10;
     vi.spyOn(SampleJournal.prototype, "append").mockImplementation(async function (this: SampleJournal, samples) {
       if (refusals-- > 0) {
         throw new KilnError("KILN_JOURNAL_FAILED", "the disk is full", { details: { errno: "ENOSPC" } });
@@ -391,17 +534,18 @@ describe("SampleLogger spool faults (issue 14)", () => {
     });
     store.faults.failWritesUntilCleared();
     feed(logger, 0, 10); // 80 samples: overflow moves them to the spool, and the disk refuses them
-    await advanceUntil(clock, () => logger.health().buffered === 0);
+    await advanceUntil(clock, () => logger.health().samplesDropped > 0);
     const health = logger.health();
-    expect(health.samplesSpooled).toBe(health.spooled);
-    expect(health.samplesDropped).toBeGreaterThan(0);
-    expect(health.samplesIn).toBe(health.samplesDropped + health.spooled);
+    expect(health).toMatchObject({ samplesSpooled: 0, spooled: 0, buffered: 50, samplesDropped: 30 });
+    await clock.advance(100); // drops at the bound are published once per latency period
     expect(ofType("samples-drop").map((event) => event.reason)).toContain(
       "spool write failed: KILN_JOURNAL_FAILED (ENOSPC)",
     );
     store.faults.clear();
-    await advanceUntil(clock, () => logger.health().mode === "memory");
+    // What memory held is written once the store is back.
+    await advanceUntil(clock, () => logger.health().mode === "memory" && logger.health().buffered === 0);
     await logger.stop();
+    expect(store.sampleCount).toBe(50);
     expect(store.sampleCount + logger.health().samplesDropped).toBe(logger.health().samplesIn);
   });
 
@@ -433,11 +577,55 @@ describe("SampleLogger spool faults (issue 14)", () => {
     const bytes = await readFile(spoolPath);
     bytes[Math.floor(bytes.length / 2)]! ^= 0xff; // inside the second record
     await writeFile(spoolPath, bytes);
-    const { clock, store, logger } = await setup({ overflow: "spool", spoolPath });
+    const { clock, store, logger, ofType } = await setup({ overflow: "spool", spoolPath });
     expect(logger.health().spoolCorruptRecords).toBe(1);
+    // Reported, not only counted: its samples are lost and how many cannot be known.
+    expect(ofType("spool-record-skip")).toEqual([
+      expect.objectContaining({
+        records: 1,
+        bytes: expect.any(Number) as number,
+        reason: expect.stringContaining("unknown") as string,
+      }),
+    ]);
+    expect(logger.health().samplesDropped).toBe(0);
     await advanceUntil(clock, () => logger.health().mode === "memory");
     await logger.stop();
     expect((await storedValues(store)).sort()).toEqual(TAGS.flatMap((tag) => [`${tag}:0`, `${tag}:2`]).sort());
+  });
+});
+
+describe("SampleLogger replay of records of the wrong shape (issue 14)", () => {
+  test("records with a valid checksum but the wrong shape do not wedge replay: skipped, counted, reported; the rest is stored", async () => {
+    const spoolPath = join(directory, "samples.journal");
+    const sample = (tag: string, seq: number) => ({ tag, value: seq, timestamp: 1_000_000 + seq, quality: GOOD });
+    const { journal } = await RecordJournal.open(spoolPath);
+    for (const payload of [
+      JSON.stringify([sample("tag0", 0)]),
+      JSON.stringify([null]),
+      JSON.stringify({ $number: "5" }),
+      JSON.stringify("str"),
+      JSON.stringify([sample("tag1", 1), { ...sample("tag2", 2), timestamp: -3e12 }, sample("tag3", 3)]),
+      JSON.stringify([sample("tag4", 4)]),
+    ]) {
+      await journal.append(Buffer.from(payload));
+    }
+    await journal.close();
+    const { clock, store, logger, ofType } = await setup({ overflow: "spool", spoolPath });
+    expect(Number.isFinite(logger.health().spooled)).toBe(true);
+    await advanceUntil(clock, () => logger.health().mode === "memory");
+    await logger.stop();
+    expect((await storedValues(store)).sort()).toEqual(["tag0:0", "tag1:1", "tag3:3", "tag4:4"]);
+    const health = logger.health();
+    expect(health).toMatchObject({ spooled: 0, spoolCorruptRecords: 2, samplesDropped: 2 });
+    expect(ofType("samples-drop").map((event) => [event.count, event.reason.slice(0, 27)])).toEqual([
+      [1, "spool sample malformed: [0]"],
+      [1, "spool sample malformed: [1]"],
+    ]);
+    expect(ofType("spool-record-skip").map((event) => event.records)).toEqual([1, 1]);
+    // A restart finds nothing left to replay: the bad records were released, not kept forever.
+    const again = await setup({ overflow: "spool", spoolPath });
+    expect(again.logger.health()).toMatchObject({ mode: "memory", spooled: 0 });
+    await again.logger.stop();
   });
 });
 

@@ -13,7 +13,7 @@ import type { CircuitBreakerSnapshot } from "../resilience/circuit-breaker";
 import type { GuardedSampleSink } from "../resilience/guarded-ports";
 import { DEFAULT_JOURNAL_MAX_BYTES } from "../journal/record-journal";
 import { bisectBatch, conflictsOf, refusalReason } from "./batch-bisect";
-import { SampleJournal } from "./sample-journal";
+import { SampleJournal, type SampleJournalSkip } from "./sample-journal";
 
 /** The default size limit of the spool file, in bytes: 1 GiB. */
 export const DEFAULT_SPOOL_MAX_BYTES = DEFAULT_JOURNAL_MAX_BYTES;
@@ -75,8 +75,12 @@ export interface SampleLoggerOptions extends SampleLoggerSettings {
 
 /** Counters and state of the logging pipeline, for `health()`. */
 export interface SampleLoggerHealth {
-  /** `memory`: batches go straight to the store. `spooling`: the store is behind; batches go through the journal. */
-  readonly mode: "stopped" | "memory" | "spooling";
+  /**
+   * `memory`: batches go straight to the store. `spooling`: the store is behind; new samples go
+   * to the journal. `replaying`: the store is back and takes the journal's records; new samples
+   * go straight to the store again meanwhile, so a full journal never costs new samples.
+   */
+  readonly mode: "stopped" | "memory" | "spooling" | "replaying";
   /** The configured overflow policy. */
   readonly overflow: OverflowPolicy;
   /** Samples accepted by `append`, since the logger was created. */
@@ -88,6 +92,15 @@ export interface SampleLoggerHealth {
    * sample at the same tag and timestamp, failed spool write, unwritten at stop), since creation.
    */
   readonly samplesDropped: number;
+  /**
+   * Samples whose outcome is unknown, since the logger was created: without a spool, a batch
+   * whose write was under way (or had timed out) when `stop()` gave up at its drain deadline. The
+   * store may or may not have committed it, so it is not counted in `samplesDropped`; lost
+   * samples are at least `samplesDropped` and at most `samplesDropped + samplesAbandoned`.
+   * Published as `samples-abandon`. With a spool, such a batch is journaled instead (replay is
+   * idempotent).
+   */
+  readonly samplesAbandoned: number;
   /** Samples written to the journal, since the logger was created. */
   readonly samplesSpooled: number;
   /** Samples replayed from the journal to the store, since the logger was created. */
@@ -100,7 +113,8 @@ export interface SampleLoggerHealth {
   readonly spoolBytes: number;
   /**
    * Corrupt spool records skipped (at start, and during replay), since the logger was created.
-   * Their samples could not be read back; the count of samples is unknown.
+   * Their samples could not be read back; the count of samples is unknown, so they are not in
+   * `samplesDropped`. Each skip is published as `spool-record-skip` and shows in `health().problems`.
    */
   readonly spoolCorruptRecords: number;
   /** Poll cycles that waited for room under the `block` policy. */
@@ -119,6 +133,8 @@ interface Lane {
   firstAt: number;
   flushing: boolean;
   inFlight: Sample[] | undefined;
+  /** True when the in-flight batch is known not to be stored (never sent, or its last attempt failed definitely). */
+  inFlightFailed: boolean;
 }
 
 /**
@@ -150,7 +166,7 @@ export class SampleLogger {
         flush: Histogram;
       }
     | undefined;
-  #mode: "stopped" | "memory" | "spooling" = "stopped";
+  #mode: SampleLoggerHealth["mode"] = "stopped";
   #generation = 0;
   /** Aborted when the generation changes: ends the retries of batches that were moved to the spool. */
   #superseded = new AbortController();
@@ -160,14 +176,19 @@ export class SampleLogger {
   #spoolBuffer: Sample[] = [];
   #spoolChain: Promise<void> = Promise.resolve();
   #replaying: Promise<void> | undefined;
+  /** Why the journal refused its last append (full, or the disk failed); undefined once it takes one again or is replayed to the end. */
+  #journalRefusal: string | undefined;
+  /** The generation the running replay belongs to. */
+  #replayGeneration = -1;
   /** Samples on their way from memory to the journal (counted as buffered). */
   #journalPending = 0;
   #stopping = new AbortController();
   #roomWaiters: (() => void)[] = [];
-  #pendingDropCount = 0;
+  /** Drops of the overflow bound, by reason, published as one `samples-drop` per latency period. */
+  #pendingDrops = new Map<string, number>();
   /** False while the store is not open yet (a degraded start): everything is spooled, nothing replayed. */
   #storeReady = true;
-  #stats = { in: 0, out: 0, dropped: 0, spooled: 0, replayed: 0, blockedWaits: 0, corruptRecords: 0 };
+  #stats = { in: 0, out: 0, dropped: 0, abandoned: 0, spooled: 0, replayed: 0, blockedWaits: 0, corruptRecords: 0 };
 
   constructor(options: SampleLoggerOptions) {
     validate(options);
@@ -180,6 +201,7 @@ export class SampleLogger {
       firstAt: 0,
       flushing: false,
       inFlight: undefined,
+      inFlightFailed: false,
     }));
     this.#queue = new PQueue({ concurrency: options.flushConcurrency });
     const metrics = options.metrics;
@@ -198,7 +220,8 @@ export class SampleLogger {
    * With `storeReady: false` (the store could not be opened yet), every sample goes to the
    * spool and nothing is written until {@link SampleLogger.storeReady} is called.
    * @throws KilnError `KILN_VALIDATION` for `storeReady: false` without a spool;
-   *   `KILN_JOURNAL_FAILED` when the spool cannot be opened.
+   *   `KILN_JOURNAL_LOCKED` when another live journal has the spool open (a journal has one
+   *   writer); `KILN_JOURNAL_FAILED` when the spool cannot be opened.
    */
   async start(options: { readonly storeReady?: boolean } = {}): Promise<void> {
     if (this.#mode !== "stopped") return;
@@ -212,9 +235,17 @@ export class SampleLogger {
     this.#stopping = new AbortController();
     this.#mode = "memory";
     if (this.#options.spoolPath) {
-      const { journal, recovery } = await SampleJournal.open(this.#options.spoolPath, {
-        maxBytes: this.#options.spoolMaxBytes ?? DEFAULT_SPOOL_MAX_BYTES,
-      });
+      let opened: Awaited<ReturnType<typeof SampleJournal.open>>;
+      try {
+        opened = await SampleJournal.open(this.#options.spoolPath, {
+          maxBytes: this.#options.spoolMaxBytes ?? DEFAULT_SPOOL_MAX_BYTES,
+          onSkip: (skip) => this.#onSpoolSkip(skip),
+        });
+      } catch (error) {
+        this.#mode = "stopped";
+        throw error;
+      }
+      const { journal, recovery } = opened;
       this.#journal = journal;
       this.#stats.corruptRecords += recovery.skippedRecords;
       if (recovery.discardedBytes > 0) {
@@ -222,6 +253,12 @@ export class SampleLogger {
       }
       if (recovery.skippedRecords > 0) {
         this.#logger.error({ ...recovery }, "spool had corrupt records; they were skipped");
+        void this.#options.bus.publish("spool-record-skip", {
+          at: this.#options.clock.now(),
+          records: recovery.skippedRecords,
+          bytes: recovery.skippedBytes,
+          reason: `corrupt spool record (checksum) skipped at start; its samples are lost, how many is unknown`,
+        });
       }
       if (!journal.empty || !storeReady) {
         if (!journal.empty) this.#logger.info({ samples: journal.samples }, "spool holds samples from a previous run");
@@ -294,7 +331,7 @@ export class SampleLogger {
     if (this.#mode === "spooling") {
       // Everything new goes to the journal; once it is there, stop need not wait for the store.
       await this.#spoolPending();
-    } else if (this.#mode === "memory") {
+    } else {
       await untilDeadline(this.#drainMemory());
     }
     clock.clearTimeout(deadline);
@@ -303,13 +340,18 @@ export class SampleLogger {
     await untilDeadline(this.#replaying);
     // Writes still pending now are abandoned: their batches are counted below, never by a late success.
     this.#nextGeneration();
-    // Whatever could not be written leaves memory now: to the spool, or counted as lost.
+    // Whatever could not be written leaves memory now: to the spool (replay is idempotent, so a
+    // batch that may have been stored is safe there), or counted: as lost when it is known not to
+    // be stored, as abandoned when a write of it was under way (it may or may not be stored).
+    let unknown = 0;
+    for (const lane of this.#lanes) if (lane.inFlight && !lane.inFlightFailed) unknown += lane.inFlight.length;
     const leftovers = this.#takeAll();
     if (this.#journal) {
       if (leftovers.length > 0) await this.#appendToJournal(leftovers);
       await this.#spoolPending();
     } else {
-      this.#drop(leftovers.length, "store unavailable at shutdown");
+      this.#abandon(unknown);
+      this.#drop(leftovers.length - unknown, "store unavailable at shutdown");
     }
     this.#flushDropEvent();
     this.#buffered = 0;
@@ -329,6 +371,7 @@ export class SampleLogger {
       samplesIn: this.#stats.in,
       samplesOut: this.#stats.out,
       samplesDropped: this.#stats.dropped,
+      samplesAbandoned: this.#stats.abandoned,
       samplesSpooled: this.#stats.spooled,
       samplesReplayed: this.#stats.replayed,
       buffered: this.#buffered + this.#spoolBuffer.length + this.#journalPending,
@@ -375,7 +418,7 @@ export class SampleLogger {
   }
 
   #scheduleFlush(lane: Lane): void {
-    if (lane.flushing || this.#mode !== "memory") return;
+    if (lane.flushing || (this.#mode !== "memory" && this.#mode !== "replaying")) return;
     lane.flushing = true;
     const generation = this.#generation;
     void this.#queue.add(() => this.#flushLane(lane, generation, false));
@@ -392,15 +435,12 @@ export class SampleLogger {
         compact(lane);
         lane.firstAt = clock.now();
         lane.inFlight = batch;
+        lane.inFlightFailed = false;
         const written = await this.#write(batch, generation, lane);
         if (generation !== this.#generation) return;
+        // Given up (stopping): it stays in flight, so stop spools it or counts it, by what is known of it.
+        if (!written) return;
         lane.inFlight = undefined;
-        if (!written) {
-          // Given up (stopping): put it back in front so it is spooled or counted.
-          lane.buffer = [...batch, ...lane.buffer.slice(lane.head)];
-          lane.head = 0;
-          return;
-        }
         this.#buffered -= batch.length;
         this.#instruments?.buffered.set(this.#buffered);
         this.#releaseRoom(false);
@@ -423,21 +463,34 @@ export class SampleLogger {
   async #write(batch: readonly Sample[], generation: number, lane?: Lane): Promise<boolean> {
     const { sink, clock, bus } = this.#options;
     const stop = this.#stopping.signal;
-    if (generation !== this.#generation || stop.aborted) return false;
+    if (generation !== this.#generation || stop.aborted) {
+      if (lane) lane.inFlightFailed = true; // never sent
+      return false;
+    }
     const started = clock.now();
     let attempts = 1;
     let result: SampleWriteResult | void;
+    // Whether the batch is known not to be stored when the stop gives up on it: only while waiting
+    // to retry after an attempt the store refused. An attempt under way, or one that timed out, may
+    // still commit: its outcome is unknown.
+    let timedOut = false;
+    let refusedUntil = Number.NEGATIVE_INFINITY;
     try {
       result = await sink.writeBatch(batch, {
         signal: AbortSignal.any([stop, this.#superseded.signal]),
-        onRetry: ({ attempt, error }) => {
+        onRetry: ({ attempt, error, delayMs }) => {
+          if (KilnError.is(error, "KILN_TIMEOUT") || KilnError.is(error, "KILN_ABORTED")) timedOut = true;
+          else refusedUntil = clock.now() + delayMs;
           attempts = attempt + 1;
           void bus.publish("batch-flush-fail", { at: clock.now(), size: batch.length, attempt, error });
           this.#logger.warn({ error: String(error), attempt, size: batch.length }, "batch write failed; retrying");
         },
       });
     } catch (error) {
-      if (generation !== this.#generation || stop.aborted) return false;
+      if (generation !== this.#generation || stop.aborted) {
+        if (lane) lane.inFlightFailed = !timedOut && clock.now() < refusedUntil;
+        return false;
+      }
       void bus.publish("batch-flush-fail", { at: clock.now(), size: batch.length, attempt: attempts, error });
       this.#logger.error({ error: String(error), size: batch.length }, "store rejected a batch; it cannot be retried");
       // Refuse only the samples the store cannot take; the rest of the batch is stored.
@@ -500,15 +553,21 @@ export class SampleLogger {
       case "block":
         return; // acquisition waits in whenWritable()
       case "drop-oldest":
-        this.#dropOldest(this.#buffered - this.#options.maxBufferedSamples);
+        this.#dropOldest(this.#buffered - this.#options.maxBufferedSamples, "buffer full (drop-oldest)");
         return;
       case "spool":
-        if (this.#journal) this.#enterSpooling();
+        // While replaying, a journal that refuses appends cannot take memory's excess: moving it
+        // there would only drop it; the oldest waiting samples are dropped instead, with the reason.
+        if (this.#mode === "replaying" && this.#journalRefusal !== undefined) {
+          this.#dropOldest(this.#buffered - this.#options.maxBufferedSamples, this.#journalRefusal);
+        } else if (this.#journal) {
+          this.#enterSpooling();
+        }
         return;
     }
   }
 
-  #dropOldest(count: number): void {
+  #dropOldest(count: number, reason: string): void {
     let remaining = count;
     while (remaining > 0) {
       let fullest: Lane | undefined;
@@ -524,16 +583,16 @@ export class SampleLogger {
       this.#buffered -= take;
       remaining -= take;
     }
-    this.#drop(count - remaining, "buffer full (drop-oldest)");
+    this.#drop(count - remaining, reason, undefined, true);
   }
 
-  #drop(count: number, reason: string, tag?: string): void {
+  /** Counts `count` lost samples; `coalesced` ones are published as one event per latency period, with the exact count. */
+  #drop(count: number, reason: string, tag?: string, coalesced = false): void {
     if (count <= 0) return;
     this.#stats.dropped += count;
     this.#instruments?.dropped.inc(count);
-    if (reason === "buffer full (drop-oldest)") {
-      // Coalesced: one event per latency period, carrying the exact count.
-      this.#pendingDropCount += count;
+    if (coalesced) {
+      this.#pendingDrops.set(reason, (this.#pendingDrops.get(reason) ?? 0) + count);
       this.#armTimer();
       return;
     }
@@ -545,18 +604,30 @@ export class SampleLogger {
     });
   }
 
-  #flushDropEvent(): void {
-    if (this.#pendingDropCount === 0) return;
-    const count = this.#pendingDropCount;
-    this.#pendingDropCount = 0;
-    void this.#options.bus.publish("samples-drop", {
+  #abandon(count: number): void {
+    if (count <= 0) return;
+    this.#stats.abandoned += count;
+    void this.#options.bus.publish("samples-abandon", {
       at: this.#options.clock.now(),
       count,
-      reason: "buffer full (drop-oldest)",
+      reason:
+        "outcome unknown: a write was under way when stop's drain deadline passed; the samples may or may not be stored",
     });
   }
 
-  /** Moves every sample held in memory (being written or waiting) to the journal, in lane order. */
+  #flushDropEvent(): void {
+    if (this.#pendingDrops.size === 0) return;
+    const drops = this.#pendingDrops;
+    this.#pendingDrops = new Map();
+    for (const [reason, count] of drops) {
+      void this.#options.bus.publish("samples-drop", { at: this.#options.clock.now(), count, reason });
+    }
+  }
+
+  /**
+   * Moves every sample held in memory (being written or waiting) to the journal, in lane order.
+   * From `replaying` too: the store fell behind again while the journal was replaying.
+   */
   #enterSpooling(): void {
     if (this.#mode === "spooling") return;
     const moved = this.#takeAll();
@@ -568,11 +639,64 @@ export class SampleLogger {
     if (this.#storeReady) this.#startReplay();
   }
 
+  /**
+   * The store took a replayed record: new samples go straight to it again (the lanes) while the
+   * replay goes on. The store is keyed by (tag, timestamp), so the order between the journal's
+   * older samples and the new ones does not matter; what matters is that a journal full from a
+   * long outage costs no new sample once the store is back.
+   */
+  #enterReplaying(): void {
+    if (this.#mode !== "spooling") return;
+    this.#mode = "replaying";
+    // Samples still on their way to the journal join it; the replay writes them. Samples held in
+    // memory because the journal was full are written now.
+    void this.#spoolPending();
+    this.#flushHeld();
+    this.#logger.info({ spooled: this.#journal?.samples ?? 0 }, "store is back; replaying the spool beside new writes");
+  }
+
+  /**
+   * Takes a batch the journal refused (full, or the disk failed) into memory instead: memory is a
+   * buffer too, bounded by `maxBufferedSamples`. While spooling, the oldest held samples beyond
+   * the bound are dropped and counted with `reason`; once the store takes writes again they are
+   * written like any other. At stop, nothing is held: the batch is dropped and counted.
+   */
+  #holdInMemory(samples: readonly Sample[], reason: string): void {
+    if (this.#mode === "stopped" || this.#stopping.signal.aborted) {
+      this.#drop(samples.length, reason);
+      return;
+    }
+    const now = this.#options.clock.now();
+    for (const sample of samples) {
+      const lane = this.#laneFor(sample.tag);
+      if (lane.buffer.length === lane.head) lane.firstAt = now;
+      lane.buffer.push(sample);
+    }
+    this.#buffered += samples.length;
+    const over = this.#buffered - this.#options.maxBufferedSamples;
+    if (this.#mode === "spooling") {
+      if (over > 0) this.#dropOldest(over, reason);
+    } else {
+      this.#flushHeld();
+      if (over > 0) this.#overflow();
+    }
+  }
+
+  /** Schedules every lane that holds samples (held while spooling) once writes go straight to the store again. */
+  #flushHeld(): void {
+    for (const lane of this.#lanes) if (lane.buffer.length > lane.head) this.#scheduleFlush(lane);
+  }
+
   #startReplay(): void {
-    if (this.#replaying !== undefined) return;
-    const run: Promise<void> = this.#replay().finally(() => {
-      if (this.#replaying === run) this.#replaying = undefined;
-    });
+    if (this.#replaying !== undefined && this.#replayGeneration === this.#generation) return;
+    // A replay of an older generation is ending (its write was superseded): the new one follows it.
+    const previous = this.#replaying ?? Promise.resolve();
+    this.#replayGeneration = this.#generation;
+    const run: Promise<void> = previous
+      .then(() => this.#replay())
+      .finally(() => {
+        if (this.#replaying === run) this.#replaying = undefined;
+      });
     this.#replaying = run;
   }
 
@@ -608,11 +732,20 @@ export class SampleLogger {
           await journal.append(chunk);
         } catch (error) {
           this.#journalPending -= chunk.length;
+          // A batch too large for one record is split; records before the failing one are durable.
+          const appended = KilnError.is(error) ? Number(error.details?.["appendedSamples"] ?? 0) : 0;
+          if (appended > 0) {
+            this.#stats.spooled += appended;
+            this.#instruments?.spooled.inc(appended);
+            void this.#options.bus.publish("samples-spool", { at: this.#options.clock.now(), count: appended });
+          }
           const full = KilnError.is(error) && error.code === "KILN_BUFFER_FULL";
-          this.#logger.error({ error: String(error), size: chunk.length }, "spool write failed; batch dropped");
-          this.#drop(chunk.length, full ? "spool full" : `spool write failed: ${spoolErrorReason(error)}`);
+          this.#logger.error({ error: String(error), size: chunk.length }, "spool write failed; batch held in memory");
+          this.#journalRefusal = full ? "spool full" : `spool write failed: ${spoolErrorReason(error)}`;
+          this.#holdInMemory(chunk.slice(appended), this.#journalRefusal);
           continue;
         }
+        this.#journalRefusal = undefined;
         this.#journalPending -= chunk.length;
         this.#stats.spooled += chunk.length;
         this.#instruments?.spooled.inc(chunk.length);
@@ -620,6 +753,20 @@ export class SampleLogger {
       }
     });
     return this.#spoolChain;
+  }
+
+  /** What replay could not use: invalid samples are counted as dropped; a record that is not a batch is counted as corrupt. */
+  #onSpoolSkip(skip: SampleJournalSkip): void {
+    this.#logger.error({ ...skip }, "spool replay skipped what it could not use");
+    if (skip.kind === "samples") {
+      this.#drop(skip.count, skip.reason);
+      return;
+    }
+    void this.#options.bus.publish("spool-record-skip", {
+      at: this.#options.clock.now(),
+      records: skip.count,
+      reason: `${skip.reason}; its samples are lost, how many is unknown`,
+    });
   }
 
   /** Writes journal records to the store in order; returns to memory mode once it has caught up. */
@@ -648,6 +795,7 @@ export class SampleLogger {
       await this.#spoolChain;
       if (generation !== this.#generation) return;
       const batch = await journal.peek();
+      if (generation !== this.#generation) return;
       if (batch === undefined) {
         // A journal write still under way (started while peek ran) is replayed before leaving spooling.
         if (this.#spoolBuffer.length > 0 || this.#journalPending > 0) {
@@ -659,12 +807,15 @@ export class SampleLogger {
         // later overflow starts a fresh replay.
         this.#mode = "memory";
         this.#replaying = undefined;
+        this.#journalRefusal = undefined;
+        this.#flushHeld();
         this.#logger.info({}, "spool replayed; back to direct writes");
         return;
       }
       const written = await this.#write(batch, generation);
       if (!written || generation !== this.#generation) return;
       await journal.release();
+      this.#enterReplaying();
       this.#stats.replayed += batch.length;
       void this.#options.bus.publish("spool-replay", { at: this.#options.clock.now(), count: batch.length });
     }

@@ -567,6 +567,30 @@ describe("AuditedCommandRunner", () => {
     await third.runner.close();
   });
 
+  test("two runners on one audit journal: the second cannot open it (one writer per journal) and fails closed; the first's entries are intact", async () => {
+    const path = join(await mkdtemp(join(tmpdir(), "kiln-audit-")), "audit.journal");
+    const down = (memory: MemoryStore): AuditLog => ({
+      query: memory.audit.query,
+      record: async () => {
+        throw new KilnError("KILN_TIMEOUT", "audit store slow", { retryable: true });
+      },
+    });
+    const first = await setup({ audit: down, backlog: { path } });
+    await first.writeTag(engineer, "heater.setpoint", 1);
+    const second = await setup({ audit: down, backlog: { path } });
+    const refused = await rejection(second.writeTag(engineer, "heater.setpoint", 2));
+    expect(refused.code).toBe("KILN_AUDIT_UNAVAILABLE");
+    expect(second.plc.writes).toHaveLength(0);
+    await first.writeTag(engineer, "heater.setpoint", 3);
+    expect(first.failures.map((event) => event.durable)).toEqual([true, true]);
+    await first.runner.close();
+    await second.runner.close();
+    const third = await setup({ backlog: { path } });
+    expect(await third.runner.flush()).toBe(true);
+    expect((await third.entries()).map((entry) => entry.newValue)).toEqual([1, 3]);
+    await third.runner.close();
+  });
+
   test.each([
     [
       "truncated (a torn tail)",

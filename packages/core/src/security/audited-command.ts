@@ -702,12 +702,18 @@ export class AuditedCommandRunner {
         });
         const recovered: BacklogItem[] = [];
         let undecodable = 0;
-        await journal.scan((payload) => {
-          const entry = decodeEntry(payload);
-          if (entry === undefined) undecodable++;
-          // An undecodable record keeps its place (the journal releases oldest first) and is released unread.
-          recovered.push({ entry, journaled: true });
-        });
+        await journal
+          .scan((payload) => {
+            const entry = decodeEntry(payload);
+            if (entry === undefined) undecodable++;
+            // An undecodable record keeps its place (the journal releases oldest first) and is released unread.
+            recovered.push({ entry, journaled: true });
+          })
+          .catch(async (error: unknown) => {
+            // Closed again, so its lock does not keep the next attempt (or another process) out.
+            await journal.close().catch(() => undefined);
+            throw error;
+          });
         this.#backlog.unshift(...recovered);
         this.#reportDamage(path, { ...recovery, undecodable });
         return journal;

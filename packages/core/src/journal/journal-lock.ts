@@ -1,0 +1,198 @@
+import { randomUUID } from "node:crypto";
+import { link, open, readFile, rename, unlink } from "node:fs/promises";
+import { hostname } from "node:os";
+import { KilnError } from "../domain/errors";
+
+/** Who holds a journal's lock: written into `<journal>.lock`. */
+export interface JournalLockOwner {
+  /** Process id of the owner. */
+  readonly pid: number;
+  /** Host name of the owner (a lock from another host is never taken over automatically). */
+  readonly hostname: string;
+  /** The kernel's boot id (Linux), so a lock left before a reboot is stale even if its pid is reused. */
+  readonly bootId?: string;
+  /** Unique per acquisition, so a release never removes a lock another opener took over. */
+  readonly token: string;
+}
+
+/**
+ * The exclusive lock of one journal file: `<journal>.lock`, holding the owner's pid, host name
+ * and boot id. A journal has exactly one writer; two writers on one file lose records silently
+ * (each keeps its own idea of the file's end and truncates the other's records away).
+ *
+ * The lock file is written in full under a unique name and then hard-linked to `<journal>.lock`,
+ * which fails with `EEXIST` when it exists: atomic on every local file system (and on NFS), and
+ * no reader ever sees a half-written owner. An existing lock is stale, and taken over, when its
+ * owner was on this host and its process is gone (or the host rebooted since); it is moved aside
+ * by an atomic `rename`, so of two openers taking over the same stale lock only one succeeds.
+ * A lock of another host is never taken over: remove it by hand once that host's process is gone.
+ */
+export class JournalLock {
+  /** The lock file. */
+  readonly path: string;
+  readonly #owner: JournalLockOwner;
+
+  private constructor(path: string, owner: JournalLockOwner) {
+    this.path = path;
+    this.#owner = owner;
+  }
+
+  /**
+   * Takes the lock of the journal at `journalPath`.
+   * @throws KilnError `KILN_JOURNAL_LOCKED` (retryable) when a live process holds it, this one
+   *   included (`details.path`, `details.lockPath`, `details.owner`); `KILN_JOURNAL_FAILED` when
+   *   the lock file cannot be written.
+   */
+  static async acquire(journalPath: string): Promise<JournalLock> {
+    const lockPath = `${journalPath}.lock`;
+    const bootId = await readBootId();
+    const owner: JournalLockOwner = {
+      pid: process.pid,
+      hostname: hostname(),
+      ...(bootId === undefined ? {} : { bootId }),
+      token: randomUUID(),
+    };
+    const draft = `${lockPath}.${owner.token}`;
+    try {
+      const file = await open(draft, "wx");
+      try {
+        await file.writeFile(JSON.stringify(owner));
+        await file.sync();
+      } finally {
+        await file.close();
+      }
+    } catch (error) {
+      throw lockError(journalPath, error);
+    }
+    try {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          await link(draft, lockPath);
+          return new JournalLock(lockPath, owner);
+        } catch (error) {
+          if (errnoOf(error) !== "EEXIST") throw lockError(journalPath, error);
+        }
+        const holder = await readOwner(lockPath);
+        if (holder === "gone") continue;
+        if (!isStale(holder, owner) || attempt >= 3) throw lockedError(journalPath, lockPath, holder);
+        const aside = `${lockPath}.stale.${owner.token}`;
+        try {
+          await rename(lockPath, aside);
+        } catch (error) {
+          if (errnoOf(error) === "ENOENT") continue; // another opener moved it first
+          throw lockError(journalPath, error);
+        }
+        const moved = await readOwner(aside);
+        if (moved !== "gone" && moved !== undefined && moved.token !== holder?.token) {
+          // A live opener's fresh lock was moved, not the stale one: give it back.
+          await link(aside, lockPath).catch(() => undefined);
+          await unlink(aside).catch(() => undefined);
+          throw lockedError(journalPath, lockPath, moved);
+        }
+        await unlink(aside).catch(() => undefined);
+      }
+    } finally {
+      await unlink(draft).catch(() => undefined);
+    }
+  }
+
+  /** Releases the lock (removes the lock file if it is still this opener's). */
+  async release(): Promise<void> {
+    const holder = await readOwner(this.path);
+    if (holder !== "gone" && holder?.token === this.#owner.token) {
+      await unlink(this.path).catch(() => undefined);
+    }
+  }
+}
+
+/** The owner in a lock file; undefined when it cannot be parsed; "gone" when there is no file. */
+async function readOwner(path: string): Promise<JournalLockOwner | undefined | "gone"> {
+  let text: string;
+  try {
+    text = await readFile(path, "utf8");
+  } catch (error) {
+    if (errnoOf(error) === "ENOENT") return "gone";
+    return undefined;
+  }
+  try {
+    const parsed = JSON.parse(text) as Partial<JournalLockOwner> | null;
+    if (
+      typeof parsed?.pid === "number" &&
+      typeof parsed.hostname === "string" &&
+      typeof parsed.token === "string" &&
+      (parsed.bootId === undefined || typeof parsed.bootId === "string")
+    ) {
+      return parsed as JournalLockOwner;
+    }
+  } catch {
+    // fall through: unreadable
+  }
+  return undefined;
+}
+
+/**
+ * A lock is stale when its owner cannot still hold it: the same host, and its process is gone
+ * or the host rebooted since. A lock file that cannot be parsed (a crash or power loss while it
+ * was created; it is written in full before it gets its name, so only a damaged disk leaves one)
+ * is stale too.
+ */
+function isStale(holder: JournalLockOwner | undefined, self: JournalLockOwner): boolean {
+  if (holder === undefined) return true;
+  if (holder.hostname !== self.hostname) return false;
+  if (holder.bootId !== undefined && self.bootId !== undefined && holder.bootId !== self.bootId) return true;
+  return !processAlive(holder.pid);
+}
+
+function processAlive(pid: number): boolean {
+  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    // EPERM: it exists, under another user.
+    return errnoOf(error) === "EPERM";
+  }
+}
+
+async function readBootId(): Promise<string | undefined> {
+  try {
+    return (await readFile("/proc/sys/kernel/random/boot_id", "utf8")).trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function errnoOf(error: unknown): unknown {
+  return (error as { code?: unknown } | null)?.code;
+}
+
+function lockedError(journalPath: string, lockPath: string, holder: JournalLockOwner | undefined): KilnError {
+  const who = holder === undefined ? "an unknown owner" : `process ${holder.pid} on ${holder.hostname}`;
+  const self = holder?.pid === process.pid && holder.hostname === hostname();
+  return new KilnError(
+    "KILN_JOURNAL_LOCKED",
+    `Journal ${journalPath} is in use by ${self ? "another journal in this process" : who}: a journal has exactly one writer. ` +
+      `Give each control system its own spoolPath, or start this one after the other has stopped (its stop() releases ${lockPath}).`,
+    {
+      retryable: true,
+      details: {
+        path: journalPath,
+        lockPath,
+        ...(holder === undefined ? {} : { owner: { pid: holder.pid, hostname: holder.hostname } }),
+      },
+    },
+  );
+}
+
+function lockError(journalPath: string, error: unknown): KilnError {
+  const errno = errnoOf(error);
+  return new KilnError(
+    "KILN_JOURNAL_FAILED",
+    `Journal ${journalPath}: lock failed: ${error instanceof Error ? error.message : String(error)}.`,
+    {
+      cause: error,
+      retryable: true,
+      details: { path: journalPath, operation: "lock", ...(typeof errno === "string" ? { errno } : {}) },
+    },
+  );
+}
