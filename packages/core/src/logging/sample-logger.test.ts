@@ -309,7 +309,7 @@ describe("SampleLogger spool (store-and-forward)", () => {
     const { clock, store, logger, ofType } = await setup({ overflow: "drop-oldest", drainTimeoutMs: 300 }, () => ({
       sinkApiVersion: "1",
       writeBatch: (samples) =>
-        new Promise<void>((resolve) => frozen.push(() => store.samples.writeBatch(samples).then(resolve))),
+        new Promise<void>((resolve) => frozen.push(() => store.samples.writeBatch(samples).then(() => resolve()))),
     }));
     feed(logger, 0, 2); // 16 samples: one batch of 8 per lane, sent after maxLatencyMs
     await clock.advance(100);
