@@ -256,7 +256,6 @@ describe("SampleLogger spool (store-and-forward)", () => {
     await advanceUntil(clock, () => logger.health().buffered === 0);
     const { samplesIn, samplesOut, spooled } = logger.health();
     expect(samplesOut + spooled).toBe(samplesIn);
-    console.log(logger.health());
     expect(spooled).toBeGreaterThan(2_000);
     expect(ofType("samples-spool").length).toBeGreaterThan(0);
     store.faults.clear();
