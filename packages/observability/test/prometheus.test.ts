@@ -105,6 +105,7 @@ describe("PrometheusMetrics", () => {
       expect(samplesIn).toBeGreaterThan(4);
       expect(valueOf(text, 'kiln_samples_dropped_total{machine="ald-1"}')).toBe(0);
       expect(text).toMatch(/^kiln_scan_period_error_ms_count\{group="default",machine="ald-1"\} [1-9]/m);
+      expect(text).toMatch(/^kiln_device_connected\{driver="[^"]+",machine="ald-1"\} 1$/m);
       expect(text).not.toContain("kiln_metrics_rejected_total{");
     } finally {
       await system.stop();

@@ -32,6 +32,7 @@ import type { EventRecorder } from "./event-recorder";
 import { portHealth, resetGuards, type PortHealth } from "./port-policies";
 import type { SystemLifecycle, SystemState } from "./system-lifecycle";
 import type { ServiceContainer } from "./service-registry";
+import { recordEventMetrics } from "./event-metrics";
 import { InternalTokens } from "./tokens";
 
 /** The machine's state machine: the founding Kiln model or PackML. */
@@ -170,6 +171,7 @@ export class ControlSystem {
   readonly #guardedStore: GuardedStore;
   readonly #writer: TagWriter;
   readonly #recorder: EventRecorder;
+  readonly #eventMetrics: ReturnType<typeof recordEventMetrics>;
   #storeState: "closed" | "opening" | "open" = "closed";
   #storeError: string | undefined;
   #storeOpening = new AbortController();
@@ -205,6 +207,7 @@ export class ControlSystem {
     this.#recorder = container.resolve(InternalTokens.EventRecorder);
     this.#machine = container.resolve(InternalTokens.Machine);
     this.#recipes = container.resolve(InternalTokens.RecipeExecutor);
+    this.#eventMetrics = recordEventMetrics(this.#bus, container.resolve(InternalTokens.Metrics));
     const store = this.#guardedStore;
     this.history = Object.freeze({
       samples: Object.freeze({
@@ -309,6 +312,7 @@ export class ControlSystem {
       this.#wire();
       // From here on a stop waits for the acquisition to start, then stops it.
       await this.#acquisition.start();
+      this.#eventMetrics.deviceConnected(this.#guardedDriver.name, this.#acquisition.link === "online");
       this.#lifecycle.state = "running";
       if (!storeReady) this.#storeOpener = this.#openStoreInBackground();
       this.#logger.info({ machineId: this.machineId }, "control system started");

@@ -36,7 +36,6 @@ export interface KilnEvents {
     readonly to: BreakerState;
     readonly reason?: string;
   };
-  /** Kiln lost communication with a PLC; its tags turned uncertain. */
   /**
    * A lifecycle call to a port failed or ran over `lifecycleTimeoutMs` (`step`: `store.open`,
    * `store.close` or `driver.close`). A stop goes on past it and still ends `stopped`.
@@ -46,6 +45,7 @@ export interface KilnEvents {
     /** The error, `CODE: message`. */
     readonly reason: string;
   };
+  /** Kiln lost communication with a PLC; its tags turned uncertain. */
   "plc-connection-lose": EventBase & { readonly driver: string; readonly reason: string };
   /**
    * Kiln stopped reconnecting to a PLC because it refused the identity (`code`
