@@ -56,7 +56,7 @@ function setup(
     },
   });
   options.preparePlc?.(plc);
-  const cvt = new CurrentValueTable({ tags: tags.list() });
+  const cvt = new CurrentValueTable({ tags: tags.list(), clock });
   const metrics = new MemoryMetrics();
   const events: { type: string; event: unknown }[] = [];
   bus.tap((type, event) => void events.push({ type, event }));
@@ -402,7 +402,7 @@ describe("Acquisition", () => {
           ),
           tags: tags.list(),
           groups: { fast: { periodMs: 50, mode: "poll", staleAfterPeriods: 3 } },
-          cvt: new CurrentValueTable({ tags: tags.list() }),
+          cvt: new CurrentValueTable({ tags: tags.list(), clock }),
           clock,
           bus: new EventBus<KilnEvents>(),
           policy,

@@ -15,6 +15,11 @@ import { backoffDelay, createRetryPolicy, type RetryPolicy } from "../resilience
 import { checkDriverSamples } from "./driver-samples";
 import { FixedRateScheduler } from "./fixed-rate-scheduler";
 import { RollingStats, type StatsSummary } from "../stats/rolling-stats";
+import { monotonicNow } from "../runtime/system-clock";
+import { WallClockWatch } from "../runtime/wall-clock-watch";
+
+/** How long (ms of monotonic time) health lists a wall-clock step as a problem. */
+export const WALL_CLOCK_STEP_REPORT_MS = 600_000;
 
 /** How one scan group is acquired. */
 export interface ScanGroupSettings {
@@ -111,6 +116,12 @@ export interface AcquisitionHealth {
    * once). Wrong-typed and missing values are not counted here: they show as `bad` samples.
    */
   readonly unrequestedSamples: number;
+  /**
+   * The last step of the host's wall clock (`at`: wall time after it; `stepMs`: negative when it
+   * went back), absent until one happens; `recent` for 10 minutes after it, while `health()`
+   * lists it as a problem. Also published as `clock-step`.
+   */
+  readonly lastWallClockStep?: { readonly at: number; readonly stepMs: number; readonly recent: boolean };
   /** The last driver failure (`CODE: message` for a `KilnError`), absent until one happens. */
   readonly lastError?: string;
   /** Health of each scan group that has tags. */
@@ -157,6 +168,8 @@ export class Acquisition {
   #lastError: string | undefined;
   #unrequested = 0;
   #gaveUp = false;
+  readonly #wallWatch: WallClockWatch;
+  #wallStep: { readonly at: number; readonly stepMs: number; readonly seenAt: number } | undefined;
   /** Counts the driver's drops and our stops, so a subscribe that completes after one is disposed. */
   #epoch = 0;
   readonly #instruments:
@@ -165,6 +178,7 @@ export class Acquisition {
   constructor(options: AcquisitionOptions) {
     this.#options = options;
     this.#logger = (options.logger ?? silentLogger).child({ driver: options.driver.name });
+    this.#wallWatch = new WallClockWatch(options.clock);
     const byGroup = new Map<string, Tag[]>();
     for (const tag of options.tags) {
       if (!options.groups[tag.scanGroup]) {
@@ -317,6 +331,15 @@ export class Acquisition {
       reconnectAttempts: this.#reconnectAttempts,
       unrequestedSamples: this.#unrequested,
       ...(this.#lastError === undefined ? {} : { lastError: this.#lastError }),
+      ...(this.#wallStep === undefined
+        ? {}
+        : {
+            lastWallClockStep: {
+              at: this.#wallStep.at,
+              stepMs: this.#wallStep.stepMs,
+              recent: monotonicNow(this.#options.clock) - this.#wallStep.seenAt < WALL_CLOCK_STEP_REPORT_MS,
+            },
+          }),
       groups: this.#groups.map((group) => ({
         name: group.name,
         mode: group.mode,
@@ -337,12 +360,11 @@ export class Acquisition {
     const waiting = this.#options.beforeRead?.();
     if (waiting) await this.#waitForRoom(waiting, group);
     if (this.#link !== "online") return;
-    const started = clock.now();
+    const started = monotonicNow(clock);
     try {
       const samples = await driver.read(group.tags, this.#stopping!.signal);
-      const now = clock.now();
-      group.readDuration.observe(now - started);
-      this.#accept(group, samples, true, now);
+      group.readDuration.observe(monotonicNow(clock) - started);
+      this.#accept(group, samples, true, clock.now());
     } catch (error) {
       if (this.#stopping!.signal.aborted) return;
       group.failedReads++;
@@ -359,6 +381,7 @@ export class Acquisition {
    * (wrong type → bad, unrequested → dropped and counted, missing from a read → bad).
    */
   #accept(group: Group, reply: readonly Sample[], complete: boolean, now: number): void {
+    this.#watchWallClock();
     const { samples, unrequested } = checkDriverSamples(reply, group.asked, complete, now);
     if (unrequested > 0) {
       if (this.#unrequested === 0) {
@@ -370,6 +393,17 @@ export class Acquisition {
       this.#unrequested += unrequested;
     }
     this.#options.cvt.update(samples, now);
+  }
+
+  /** Reports a step of the wall clock once: a warning, `clock-step`, and a health problem for a while. */
+  #watchWallClock(): void {
+    const stepMs = this.#wallWatch.check();
+    if (stepMs === undefined) return;
+    const { clock, bus } = this.#options;
+    const at = clock.now();
+    this.#wallStep = { at, stepMs, seenAt: monotonicNow(clock) };
+    this.#logger.warn({ stepMs }, "host wall clock stepped; scans and staleness go on, on monotonic time");
+    void bus.publish("clock-step", { at, stepMs });
   }
 
   /**

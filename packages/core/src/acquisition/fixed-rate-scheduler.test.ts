@@ -123,3 +123,27 @@ describe("FixedRateScheduler", () => {
     expect(() => new FixedRateScheduler({ clock, periodMs: 0, task: () => undefined })).toThrow(RangeError);
   });
 });
+
+describe("FixedRateScheduler on a wall clock that steps", () => {
+  for (const stepMs of [-60_000, 3_600_000]) {
+    test(`a wall-clock step of ${stepMs} ms neither stalls the schedule nor skips cycles`, async () => {
+      const clock = new SimulatedClock({ start: 0 });
+      const lateness: number[] = [];
+      let runs = 0;
+      const scheduler = new FixedRateScheduler({
+        clock,
+        periodMs: 50,
+        task: () => void runs++,
+        onLateness: (ms) => lateness.push(ms),
+      });
+      scheduler.start();
+      await clock.advance(1_000);
+      clock.stepWall(stepMs);
+      await clock.advance(1_000);
+      await scheduler.stop();
+      expect(runs).toBe(41);
+      expect(scheduler.cyclesSkipped).toBe(0);
+      expect(Math.max(...lateness)).toBe(0);
+    });
+  }
+});

@@ -1,12 +1,13 @@
 import type { Clock, TimerHandle } from "../ports/clock";
+import { monotonicNow } from "../runtime/system-clock";
 
 /** What a cycle's task is told. */
 export interface CycleInfo {
   /** Cycle number since start (0-based); skipped cycles are never run, so numbers may jump. */
   readonly cycle: number;
-  /** When the cycle was due, on the clock. */
+  /** When the cycle was due, on the clock's monotonic time ({@link Clock.monotonicNow}). */
   readonly scheduledAt: number;
-  /** When it actually started; `startedAt - scheduledAt` is the period error. */
+  /** When it actually started, on the same time; `startedAt - scheduledAt` is the period error. */
   readonly startedAt: number;
 }
 
@@ -22,7 +23,7 @@ export interface OverrunInfo {
 
 /** Options of {@link FixedRateScheduler}. */
 export interface FixedRateSchedulerOptions {
-  /** The clock the schedule is anchored to. */
+  /** The clock the schedule is anchored to; due times are on its monotonic time, so a wall-clock step moves nothing. */
   readonly clock: Clock;
   /** Period in ms (> 0). */
   readonly periodMs: number;
@@ -38,7 +39,9 @@ export interface FixedRateSchedulerOptions {
 
 /**
  * Runs a task at a fixed rate anchored to the start time: cycle `k` is due at
- * `start + k × period`, whatever earlier cycles cost, so the schedule never drifts. A cycle
+ * `start + k × period`, whatever earlier cycles cost, so the schedule never drifts. Time is the
+ * clock's monotonic time ({@link Clock.monotonicNow}): a step of the wall clock neither stalls the
+ * schedule (a step back) nor makes it skip cycles (a step forward). A cycle
  * that runs past the next due time(s) makes the scheduler skip those cycles (counted and
  * reported), never run them late in a burst.
  */
@@ -69,7 +72,7 @@ export class FixedRateScheduler {
   start(): void {
     if (this.#running) return;
     this.#running = true;
-    this.#start = this.#options.clock.now();
+    this.#start = monotonicNow(this.#options.clock);
     this.cyclesRun = 0;
     this.cyclesSkipped = 0;
     this.#schedule(0);
@@ -86,16 +89,19 @@ export class FixedRateScheduler {
   #schedule(cycle: number): void {
     const { clock, periodMs } = this.#options;
     const due = this.#start + cycle * periodMs;
-    this.#timer = clock.setTimeout(() => {
-      this.#timer = undefined;
-      this.#current = this.#run(cycle, due);
-    }, due - clock.now());
+    this.#timer = clock.setTimeout(
+      () => {
+        this.#timer = undefined;
+        this.#current = this.#run(cycle, due);
+      },
+      due - monotonicNow(clock),
+    );
   }
 
   async #run(cycle: number, scheduledAt: number): Promise<void> {
     if (!this.#running) return;
     const { clock, periodMs, task, onOverrun, onLateness, onError } = this.#options;
-    const startedAt = clock.now();
+    const startedAt = monotonicNow(clock);
     onLateness?.(startedAt - scheduledAt);
     try {
       await task({ cycle, scheduledAt, startedAt });
@@ -104,7 +110,7 @@ export class FixedRateScheduler {
     }
     this.cyclesRun++;
     if (!this.#running) return;
-    const finishedAt = clock.now();
+    const finishedAt = monotonicNow(clock);
     // The next cycle is the first one whose due time has not passed yet (or is exactly now).
     let next = cycle + 1;
     const elapsedCycles = Math.floor((finishedAt - this.#start) / periodMs);

@@ -677,6 +677,10 @@ export class ControlSystem {
     if (this.#lifecycle.state === "running") {
       if (acquisition.link !== "online")
         problems.push(`PLC ${acquisition.driver} offline: ${acquisition.lastError ?? "reconnecting"}`);
+      const step = acquisition.lastWallClockStep;
+      if (step?.recent) {
+        problems.push(`host wall clock stepped ${step.stepMs > 0 ? "forward" : "back"} by ${Math.abs(step.stepMs)} ms`);
+      }
       for (const [port, breaker] of Object.entries(ports)) {
         if (port !== "driver" && breaker.state.state !== "closed") {
           problems.push(`${breaker.name} breaker ${breaker.state.state}`);

@@ -101,7 +101,10 @@ function registerDefaults(container: DependencyContainer, options: ResolvedContr
     InternalTokens.Driver,
     (resolve) => options.driver ?? new SimulatedPlc({ tags: options.tags, clock: resolve(InternalTokens.Clock) }),
   );
-  singleton(InternalTokens.Store, (resolve) => options.store ?? new MemoryStore({ clock: resolve(InternalTokens.Clock) }));
+  singleton(
+    InternalTokens.Store,
+    (resolve) => options.store ?? new MemoryStore({ clock: resolve(InternalTokens.Clock) }),
+  );
   singleton(InternalTokens.GuardedDriver, (resolve) =>
     guardDriver(resolve(InternalTokens.Driver), driverPolicy(options), {
       clock: resolve(InternalTokens.Clock),
@@ -118,11 +121,15 @@ function registerDefaults(container: DependencyContainer, options: ResolvedContr
     const logger = resolve(InternalTokens.Logger);
     return new CurrentValueTable({
       tags: options.tags.list(),
+      clock: resolve(InternalTokens.Clock),
       onObserverError: (error, change) =>
         logger.error({ tag: change.sample.tag, error: String(error) }, "CVT observer failed"),
     });
   });
-  singleton(InternalTokens.LoggingFilter, (resolve) => new LoggingFilter(options.tags.list(), resolve(InternalTokens.Clock)));
+  singleton(
+    InternalTokens.LoggingFilter,
+    (resolve) => new LoggingFilter(options.tags.list(), resolve(InternalTokens.Clock)),
+  );
   singleton(InternalTokens.SampleLogger, (resolve) => {
     const { writeTimeoutMs: _timeout, retry: _retry, breaker: _breaker, ...settings } = options.logging;
     return new SampleLogger({

@@ -2,6 +2,7 @@ import { describe, expect, test } from "vitest";
 import { GOOD, quality } from "../domain/quality";
 import type { Sample } from "../domain/sample";
 import { defineTags } from "../domain/tags";
+import { SimulatedClock } from "../memory/simulated-clock";
 import { CurrentValueTable, NO_COMMUNICATION, type CvtChange } from "./current-value-table";
 
 const tags = defineTags({ a: { dataType: "float64" }, b: { dataType: "bool" } });
@@ -68,18 +69,35 @@ describe("CurrentValueTable", () => {
     expect(count).toBe(1);
   });
 
-  test("stale tags turn uncertain once, keeping their value, and recover on the next update", () => {
-    const cvt = new CurrentValueTable({ tags: tags.list() });
+  test("stale tags turn uncertain once, keeping their value, and recover on the next update", async () => {
+    const clock = new SimulatedClock({ start: 1_000 });
+    const cvt = new CurrentValueTable({ tags: tags.list(), clock });
     cvt.setStaleAfter("a", 300);
-    cvt.update([sample("a", 7, 1_000), sample("b", true, 1_000)], 1_000);
-    expect(cvt.sweepStale(1_299)).toEqual([]);
-    expect(cvt.sweepStale(1_300)).toEqual(["a"]);
-    expect(cvt.sweepStale(1_400)).toEqual([]);
+    cvt.update([sample("a", 7, 1_000), sample("b", true, 1_000)]);
+    await clock.advance(299);
+    expect(cvt.sweepStale()).toEqual([]);
+    await clock.advance(1);
+    expect(cvt.sweepStale()).toEqual(["a"]);
+    await clock.advance(100);
+    expect(cvt.sweepStale()).toEqual([]);
     expect(cvt.get("a")).toMatchObject({ value: 7, quality: { severity: "uncertain" } });
     expect(cvt.get("b")?.quality.severity).toBe("good");
-    cvt.update([sample("a", 8, 1_500)], 1_500);
+    cvt.update([sample("a", 8, 1_500)]);
     expect(cvt.get("a")?.quality.severity).toBe("good");
   });
+
+  for (const stepMs of [-60_000, 3_600_000]) {
+    test(`staleness is measured on monotonic time: a wall-clock step of ${stepMs} ms neither ages nor freezes a value`, async () => {
+      const clock = new SimulatedClock({ start: 1_000 });
+      const cvt = new CurrentValueTable({ tags: tags.list(), clock });
+      cvt.setStaleAfter("a", 300);
+      cvt.update([sample("a", 7, 1_000)]);
+      clock.stepWall(stepMs);
+      expect(cvt.sweepStale()).toEqual([]);
+      await clock.advance(300);
+      expect(cvt.sweepStale()).toEqual(["a"]);
+    });
+  }
 
   test("degrade marks tags as no communication, last usable value, once", () => {
     const cvt = new CurrentValueTable({ tags: tags.list() });

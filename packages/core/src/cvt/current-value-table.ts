@@ -3,6 +3,8 @@ import type { Sample } from "../domain/sample";
 import { KilnError } from "../domain/errors";
 import type { Tag } from "../domain/tags";
 import type { Disposer } from "../events/event-bus";
+import type { Clock } from "../ports/clock";
+import { monotonicNow, SystemClock } from "../runtime/system-clock";
 
 /** What an observer receives for every update of a tag. */
 export interface CvtChange {
@@ -21,7 +23,7 @@ export type CvtObserver = (change: CvtChange) => void;
 
 interface Entry {
   sample: Sample;
-  /** Receive time on the system clock. */
+  /** Receive time on the clock's monotonic time, for staleness. */
   receivedAt: number;
   staleAfterMs: number;
   stale: boolean;
@@ -99,9 +101,19 @@ export class CurrentValueTable implements CurrentValueView {
   readonly #allObservers = new Set<CvtObserver>();
   readonly #known: ReadonlySet<string>;
   readonly #onObserverError: (error: unknown, change: CvtChange) => void;
+  readonly #clock: Pick<Clock, "now" | "monotonicNow">;
 
-  constructor(options: { tags: readonly Tag[]; onObserverError?: (error: unknown, change: CvtChange) => void }) {
+  /**
+   * @param options.clock receive times and staleness: staleness windows are measured on its
+   *   monotonic time, so a wall-clock step neither freezes nor ages a value. @default new SystemClock()
+   */
+  constructor(options: {
+    tags: readonly Tag[];
+    clock?: Pick<Clock, "now" | "monotonicNow">;
+    onObserverError?: (error: unknown, change: CvtChange) => void;
+  }) {
     this.#known = new Set(options.tags.map((tag) => tag.name));
+    this.#clock = options.clock ?? new SystemClock();
     this.#onObserverError = options.onObserverError ?? (() => undefined);
   }
 
@@ -145,10 +157,12 @@ export class CurrentValueTable implements CurrentValueView {
    * Records samples as the tags' current values and notifies observers. Samples for tags the
    * table does not know are ignored. A sample older than the current one (by source
    * timestamp) is ignored too, so late deliveries never roll a tag back.
-   * @param receivedAt the system clock time of receipt, used for staleness.
+   * Staleness is measured from now on the clock's monotonic time.
+   * @param receivedAt wall time of receipt (ms since the Unix epoch). @default clock.now()
    */
-  update(samples: readonly Sample[], receivedAt: number): void {
-    for (const sample of samples) this.#apply(sample, receivedAt);
+  update(samples: readonly Sample[], receivedAt: number = this.#clock.now()): void {
+    const receivedAtMonotonic = monotonicNow(this.#clock);
+    for (const sample of samples) this.#apply(sample, receivedAt, receivedAtMonotonic);
   }
 
   /**
@@ -164,13 +178,16 @@ export class CurrentValueTable implements CurrentValueView {
   readonly #staleAfter = new Map<string, number>();
 
   /**
-   * Turns the quality of every tag not updated within its staleness window to `uncertain`
-   * (keeping its last value). Returns the tags that went stale in this sweep.
+   * Turns the quality of every tag not updated within its staleness window (measured on the
+   * clock's monotonic time) to `uncertain`, keeping its last value. Returns the tags that went
+   * stale in this sweep.
+   * @param now wall time, the timestamp of the degraded samples. @default clock.now()
    */
-  sweepStale(now: number): string[] {
+  sweepStale(now: number = this.#clock.now()): string[] {
+    const elapsedNow = monotonicNow(this.#clock);
     const turned: string[] = [];
     for (const [tag, entry] of this.#entries) {
-      if (entry.stale || entry.staleAfterMs <= 0 || now - entry.receivedAt < entry.staleAfterMs) continue;
+      if (entry.stale || entry.staleAfterMs <= 0 || elapsedNow - entry.receivedAt < entry.staleAfterMs) continue;
       if (entry.sample.quality.severity === "bad") continue;
       turned.push(tag);
       this.#degrade(
@@ -198,10 +215,10 @@ export class CurrentValueTable implements CurrentValueView {
     const current = entry.sample;
     if (current.quality.code === degraded.code && current.quality.severity === degraded.severity) return;
     const timestamp = Math.max(now, current.timestamp + 1);
-    this.#apply({ tag: current.tag, value: current.value, timestamp, quality: degraded }, entry.receivedAt, true);
+    this.#apply({ tag: current.tag, value: current.value, timestamp, quality: degraded }, now, entry.receivedAt, true);
   }
 
-  #apply(input: Sample, receivedAt: number, keepReceivedAt = false): void {
+  #apply(input: Sample, receivedAt: number, receivedAtMonotonic: number, keepReceivedAt = false): void {
     if (!this.#known.has(input.tag)) return;
     // Samples are immutable once published: what the table holds and hands out is a frozen copy,
     // so no reader (observer, `get`, `snapshot`) can change what alarms, interlocks and recipe
@@ -212,7 +229,7 @@ export class CurrentValueTable implements CurrentValueView {
     if (entry === undefined) {
       this.#entries.set(sample.tag, {
         sample,
-        receivedAt,
+        receivedAt: receivedAtMonotonic,
         staleAfterMs: this.#staleAfter.get(sample.tag) ?? 0,
         stale: false,
         synthetic: keepReceivedAt,
@@ -230,7 +247,7 @@ export class CurrentValueTable implements CurrentValueView {
       entry.synthetic = keepReceivedAt;
       entry.sample = sample;
       if (!keepReceivedAt) {
-        entry.receivedAt = receivedAt;
+        entry.receivedAt = receivedAtMonotonic;
         entry.stale = false;
       }
       change = Object.freeze({

@@ -1,6 +1,7 @@
 import type { Tag } from "../domain/tags";
 import type { Sample } from "../domain/sample";
 import type { Clock } from "../ports/clock";
+import { monotonicNow } from "../runtime/system-clock";
 
 /** Added to the quality reason of a logged sample whose source timestamp did not advance. */
 export const RESTAMPED_REASON = "source timestamp did not advance; stamped with receive time";
@@ -13,7 +14,7 @@ interface TagLogState {
   lastValue: Sample["value"];
   /** Timestamp of the last logged sample (after any restamp). */
   lastTimestamp: number;
-  /** Clock time the last sample was logged, for `periodic`. */
+  /** Monotonic clock time the last sample was logged, for `periodic`. */
   lastLoggedAt: number;
   lastQualityCode: number;
   lastSeverity: string;
@@ -37,13 +38,13 @@ interface TagLogState {
  */
 export class LoggingFilter {
   readonly #states = new Map<string, TagLogState>();
-  readonly #clock: Pick<Clock, "now">;
+  readonly #clock: Pick<Clock, "now" | "monotonicNow">;
 
   /**
    * @param tags the tags and their logging policies.
    * @param clock the system clock (receive time, and the period of `periodic` logging).
    */
-  constructor(tags: readonly Tag[], clock: Pick<Clock, "now">) {
+  constructor(tags: readonly Tag[], clock: Pick<Clock, "now" | "monotonicNow">) {
     this.#clock = clock;
     for (const tag of tags) {
       const policy = tag.logging;
@@ -76,7 +77,8 @@ export class LoggingFilter {
     const state = this.#states.get(sample.tag);
     if (state === undefined || state.mode === "none") return undefined;
     const now = this.#clock.now();
-    if (state.logged && !this.#qualityChanged(state, sample) && !this.#due(state, sample, now)) return undefined;
+    const elapsedNow = monotonicNow(this.#clock);
+    if (state.logged && !this.#qualityChanged(state, sample) && !this.#due(state, sample, elapsedNow)) return undefined;
     let logged = sample;
     if (state.logged && sample.timestamp <= state.lastTimestamp) {
       const reason = sample.quality.reason ? `${sample.quality.reason}; ${RESTAMPED_REASON}` : RESTAMPED_REASON;
@@ -89,7 +91,7 @@ export class LoggingFilter {
     state.logged = true;
     state.lastValue = sample.value;
     state.lastTimestamp = logged.timestamp;
-    state.lastLoggedAt = now;
+    state.lastLoggedAt = elapsedNow;
     state.lastQualityCode = sample.quality.code;
     state.lastSeverity = sample.quality.severity;
     return logged;

@@ -7,6 +7,7 @@ import { RollingStats, type StatsSummary } from "../stats/rolling-stats";
 import type { Clock, TimerHandle } from "../ports/clock";
 import type { Logger } from "../ports/logger";
 import { silentLogger } from "../runtime/silent-logger";
+import { monotonicNow } from "../runtime/system-clock";
 import type { Counter, Gauge, Histogram, Metrics } from "../ports/metrics";
 import type { CircuitBreakerSnapshot } from "../resilience/circuit-breaker";
 import type { GuardedSampleSink } from "../resilience/guarded-ports";
@@ -244,7 +245,7 @@ export class SampleLogger {
       return;
     }
     const lane = this.#laneFor(sample.tag);
-    if (lane.buffer.length === lane.head) lane.firstAt = this.#options.clock.now();
+    if (lane.buffer.length === lane.head) lane.firstAt = monotonicNow(this.#options.clock);
     lane.buffer.push(sample);
     this.#buffered++;
     if (lane.buffer.length - lane.head >= this.#options.maxBatchSize) this.#scheduleFlush(lane);
@@ -354,7 +355,7 @@ export class SampleLogger {
       void this.#spoolPending();
       return;
     }
-    const now = this.#options.clock.now();
+    const now = monotonicNow(this.#options.clock);
     let waiting = false;
     for (const lane of this.#lanes) {
       if (lane.buffer.length === lane.head) continue;
@@ -376,11 +377,11 @@ export class SampleLogger {
     try {
       while (generation === this.#generation && lane.buffer.length > lane.head) {
         const waiting = lane.buffer.length - lane.head;
-        if (!draining && waiting < maxBatchSize && clock.now() - lane.firstAt < maxLatencyMs) break;
+        if (!draining && waiting < maxBatchSize && monotonicNow(clock) - lane.firstAt < maxLatencyMs) break;
         const batch = lane.buffer.slice(lane.head, lane.head + maxBatchSize);
         lane.head += batch.length;
         compact(lane);
-        lane.firstAt = clock.now();
+        lane.firstAt = monotonicNow(clock);
         lane.inFlight = batch;
         const written = await this.#write(batch, generation, lane);
         if (generation !== this.#generation) return;
@@ -414,7 +415,7 @@ export class SampleLogger {
     const { sink, clock, bus } = this.#options;
     const stop = this.#stopping.signal;
     if (generation !== this.#generation || stop.aborted) return false;
-    const started = clock.now();
+    const started = monotonicNow(clock);
     let attempts = 1;
     try {
       await sink.writeBatch(batch, {
@@ -446,7 +447,7 @@ export class SampleLogger {
     if (generation !== this.#generation) return false;
     // Counted and taken off the lane in one tick, so spooling cannot move (and count) it again.
     if (lane) lane.inFlight = undefined;
-    const duration = clock.now() - started;
+    const duration = monotonicNow(clock) - started;
     this.#flushLatency.observe(duration);
     this.#instruments?.flush.observe(duration);
     this.#instruments?.out.inc(batch.length);
