@@ -679,7 +679,9 @@ export class ControlSystem {
         problems.push(`PLC ${acquisition.driver} offline: ${acquisition.lastError ?? "reconnecting"}`);
       const step = acquisition.lastWallClockStep;
       if (step?.recent) {
-        problems.push(`host wall clock stepped ${step.stepMs > 0 ? "forward" : "back"} by ${Math.abs(step.stepMs)} ms`);
+        problems.push(
+          `host wall clock stepped ${step.stepMs > 0 ? "forward" : "back"} by ${Math.round(Math.abs(step.stepMs))} ms`,
+        );
       }
       for (const [port, breaker] of Object.entries(ports)) {
         if (port !== "driver" && breaker.state.state !== "closed") {

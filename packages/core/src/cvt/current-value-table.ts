@@ -5,6 +5,7 @@ import type { Tag } from "../domain/tags";
 import type { Disposer } from "../events/event-bus";
 import type { Clock } from "../ports/clock";
 import { monotonicNow, SystemClock } from "../runtime/system-clock";
+import { receiptStamp, restamped } from "./receipt-stamp";
 
 /** What an observer receives for every update of a tag. */
 export interface CvtChange {
@@ -155,8 +156,15 @@ export class CurrentValueTable implements CurrentValueView {
 
   /**
    * Records samples as the tags' current values and notifies observers. Samples for tags the
-   * table does not know are ignored. A sample older than the current one (by source
-   * timestamp) is ignored too, so late deliveries never roll a tag back.
+   * table does not know are ignored. A tag's timestamps only advance: a sample whose source
+   * timestamp does not advance past the current one
+   * - with a changed value (`Object.is`) or quality (severity or code) is a new value with a stale
+   *   device time: it is stamped with the receive time ({@link receiptStamp}: at least 1 µs after
+   *   the current one) and its quality reason ends with {@link RESTAMPED_REASON}; its severity is
+   *   kept (the value is fresh, only its time is Kiln's);
+   * - unchanged is a repeat: the current sample stays as it is, and observers see it again
+   *   (`valueChanged` and `qualityChanged` false).
+   * Either way the tag was heard from: its staleness window starts again.
    * Staleness is measured from now on the clock's monotonic time.
    * @param receivedAt wall time of receipt (ms since the Unix epoch). @default clock.now()
    */
@@ -214,7 +222,7 @@ export class CurrentValueTable implements CurrentValueView {
   #degrade(entry: Entry, now: number, degraded: Quality): void {
     const current = entry.sample;
     if (current.quality.code === degraded.code && current.quality.severity === degraded.severity) return;
-    const timestamp = Math.max(now, current.timestamp + 1);
+    const timestamp = receiptStamp(current.timestamp, now);
     this.#apply({ tag: current.tag, value: current.value, timestamp, quality: degraded }, now, entry.receivedAt, true);
   }
 
@@ -237,12 +245,21 @@ export class CurrentValueTable implements CurrentValueView {
       change = Object.freeze({ sample, previous: undefined, valueChanged: true, qualityChanged: true });
     } else {
       const previous = entry.sample;
-      if (sample.timestamp < previous.timestamp || (sample.timestamp === previous.timestamp && entry.synthetic)) {
-        // Older than what we hold: a late delivery, ignored, unless what we hold is our own
-        // marker. A device value unchanged since before an outage keeps its old source
-        // timestamp; it is restamped just after the marker so history stays in time order.
-        if (!entry.synthetic || keepReceivedAt) return;
-        sample = frozenSample({ ...sample, timestamp: Math.max(receivedAt, previous.timestamp + 1) });
+      // Kiln's own markers (keepReceivedAt) come stamped after the current sample already.
+      if (!keepReceivedAt && sample.timestamp <= previous.timestamp) {
+        if (entry.synthetic) {
+          // What we hold is our own marker. A device value unchanged since before an outage keeps
+          // its old source timestamp; it follows the marker so history stays in time order.
+          sample = frozenSample({ ...sample, timestamp: receiptStamp(previous.timestamp, receivedAt) });
+        } else if (
+          Object.is(previous.value, sample.value) &&
+          previous.quality.code === sample.quality.code &&
+          previous.quality.severity === sample.quality.severity
+        ) {
+          sample = previous; // a repeat: nothing new, but the tag was heard from
+        } else {
+          sample = frozenSample(restamped(sample, previous.timestamp, receivedAt));
+        }
       }
       entry.synthetic = keepReceivedAt;
       entry.sample = sample;

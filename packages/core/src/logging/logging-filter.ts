@@ -2,9 +2,7 @@ import type { Tag } from "../domain/tags";
 import type { Sample } from "../domain/sample";
 import type { Clock } from "../ports/clock";
 import { monotonicNow } from "../runtime/system-clock";
-
-/** Added to the quality reason of a logged sample whose source timestamp did not advance. */
-export const RESTAMPED_REASON = "source timestamp did not advance; stamped with receive time";
+import { restamped } from "../cvt/receipt-stamp";
 
 interface TagLogState {
   readonly mode: "change" | "periodic" | "none";
@@ -31,10 +29,10 @@ interface TagLogState {
  * - `none`: never log.
  * A tag's first sample and every quality change are always logged (except under `none`).
  *
- * A sample to log whose source timestamp does not advance past the last logged one (a device
- * whose value changes while its SourceTimestamp stays fixed, or a periodic repeat) is not merged
- * with it in history: it is stamped with the receive time (`clock.now()`, at least 1 ms after the
- * last logged sample) and its quality reason says so ({@link RESTAMPED_REASON}).
+ * The current value table already stamps a changed value whose source timestamp did not advance
+ * with its receive time (`receiptStamp`). What remains here is a `periodic` repeat of an unchanged
+ * sample: it carries the last logged timestamp, so it is stamped the same way (the clock's time, at
+ * least 1 µs after the last logged sample) and its reason says so (`RESTAMPED_REASON`).
  */
 export class LoggingFilter {
   readonly #states = new Map<string, TagLogState>();
@@ -79,15 +77,8 @@ export class LoggingFilter {
     const now = this.#clock.now();
     const elapsedNow = monotonicNow(this.#clock);
     if (state.logged && !this.#qualityChanged(state, sample) && !this.#due(state, sample, elapsedNow)) return undefined;
-    let logged = sample;
-    if (state.logged && sample.timestamp <= state.lastTimestamp) {
-      const reason = sample.quality.reason ? `${sample.quality.reason}; ${RESTAMPED_REASON}` : RESTAMPED_REASON;
-      logged = {
-        ...sample,
-        timestamp: Math.max(now, state.lastTimestamp + 1),
-        quality: { ...sample.quality, reason },
-      };
-    }
+    const repeat = state.mode === "periodic" && state.logged && sample.timestamp <= state.lastTimestamp;
+    const logged = repeat ? restamped(sample, state.lastTimestamp, now) : sample;
     state.logged = true;
     state.lastValue = sample.value;
     state.lastTimestamp = logged.timestamp;
