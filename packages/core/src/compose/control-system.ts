@@ -2,7 +2,7 @@ import type { DependencyContainer } from "tsyringe";
 import type { Acquisition, AcquisitionHealth } from "../acquisition/acquisition";
 import type { AlarmEngine, AlarmShelveOptions, AlarmSnapshot } from "../alarms/alarm-engine";
 import { currentValueViewOf, type CurrentValueTable, type CurrentValueView } from "../cvt/current-value-table";
-import { isRetryable, KilnError } from "../domain/errors";
+import { KilnError } from "../domain/errors";
 import { reconnectDelay } from "../driver-kit/backoff";
 import type { Sample } from "../domain/sample";
 import type { TagCatalog, TagValue } from "../domain/tags";
@@ -32,6 +32,10 @@ import type { EventRecorder } from "./event-recorder";
 import { portHealth, resetGuards, type PortHealth } from "./port-policies";
 import type { SystemLifecycle, SystemState } from "./system-lifecycle";
 import { InternalTokens } from "./tokens";
+import { monotonicNow } from "../runtime/system-clock";
+
+/** How long (ms) a store still opening after start goes unreported in `health()`. */
+const STORE_OPEN_GRACE_MS = 1_000;
 
 /** The machine's state machine: the founding Kiln model or PackML. */
 export type MachineStateMachine = StateMachine<string, string>;
@@ -173,6 +177,8 @@ export class ControlSystem {
   #storeError: string | undefined;
   #storeOpening = new AbortController();
   #storeOpener: Promise<void> | undefined;
+  /** When the store began opening, on monotonic time. */
+  #openingSince = 0;
   #lifecycleError: string | undefined;
   /** The start in progress (never rejects), so a stop can wait for it. */
   #starting: Promise<unknown> | undefined;
@@ -240,14 +246,15 @@ export class ControlSystem {
   /**
    * Opens the store, replays any spool, and starts acquisition. A PLC that cannot be reached
    * does not fail start (reconnection runs in the background); bad credentials do. With a spool
-   * (`logging.spoolPath`), a store that cannot be opened for a retryable reason (a database
-   * outage) does not fail start either: acquisition logs into the spool, the store is opened in
-   * the background with the `logging.retry` backoff (see `health().store`), then the spool replays.
+   * (`logging.spoolPath`), start does not wait on the store at all: acquisition logs into the
+   * spool at once, the store is opened in the background (retried with the `logging.retry`
+   * backoff while it fails or hangs; see `health().store`, a problem after 1 s), then the spool
+   * replays. A store that cannot be opened then never fails start; `health()` says why.
    *
    * A stopped system can be started again (start → stop → start ...): it reopens the store and
    * the driver, every port breaker begins closed, and the current value table, alarm states,
    * machine state and counters carry over. A start that fails leaves the system stopped.
-   * Opening the store is bounded by `lifecycleTimeoutMs`.
+   * Opening the store is bounded by `lifecycleTimeoutMs` (without a spool, start waits that long at most).
    *
    * Start and stop are serialized: a {@link stop} during a start makes the start give up at its
    * next step (it rejects with `KILN_ABORTED`) or, once acquisition is starting, waits for it
@@ -279,19 +286,21 @@ export class ControlSystem {
     const checkpoint = (): void => {
       if (abort.aborted) throw new KilnError("KILN_ABORTED", "control system stopped while starting");
     };
+    let firstOpen: Promise<void> | undefined;
     try {
-      let storeReady = true;
-      try {
+      // With a spool, start never waits on the store: acquisition logs into the spool at once and
+      // the store opens in the background (a frozen database would otherwise hold start for
+      // lifecycleTimeoutMs with nothing acquired). Without one, start needs the store.
+      const spooled = Boolean(this.#options.logging.spoolPath);
+      if (spooled) {
+        firstOpen = this.#bounded("store.open", () => this.#guardedStore.open(this.tags.list()), false);
+        firstOpen.catch(() => undefined);
+      } else {
         await this.#bounded("store.open", () => this.#guardedStore.open(this.tags.list()), false);
         checkpoint();
-      } catch (error) {
-        if (KilnError.is(error, "KILN_ABORTED")) throw error;
-        // With a spool, a database outage does not stop acquisition: start degraded.
-        if (!this.#options.logging.spoolPath || !isRetryable(error)) throw error;
-        storeReady = false;
-        this.#storeError = String(error);
-        this.#logger.error({ error: String(error) }, "store unavailable at start; spooling until it opens");
       }
+      const storeReady = !spooled;
+      this.#openingSince = monotonicNow(this.#clock);
       this.#storeState = storeReady ? "open" : "opening";
       if (storeReady) await this.#recoverProcesses();
       checkpoint();
@@ -302,11 +311,12 @@ export class ControlSystem {
       // From here on a stop waits for the acquisition to start, then stops it.
       await this.#acquisition.start();
       this.#lifecycle.state = "running";
-      if (!storeReady) this.#storeOpener = this.#openStoreInBackground();
+      if (!storeReady) this.#storeOpener = this.#openStoreInBackground(firstOpen);
       this.#logger.info({ machineId: this.machineId }, "control system started");
     } catch (error) {
       this.#unwire();
       await this.#sampleLogger.stop().catch(() => undefined);
+      await firstOpen?.catch(() => undefined);
       await this.#bounded("store.close", () => this.#guardedStore.close());
       this.#storeState = "closed";
       this.#alarms.suspend();
@@ -330,19 +340,29 @@ export class ControlSystem {
     }
   }
 
-  /** Opens the store with backoff (`logging.retry`) after a degraded start, then lets the spool replay. */
-  async #openStoreInBackground(): Promise<void> {
+  /**
+   * Opens the store with backoff (`logging.retry`) after a start with a spool, then lets the spool
+   * replay. `first` is the open start launched, awaited as the first attempt.
+   */
+  async #openStoreInBackground(first: Promise<void> | undefined): Promise<void> {
     const signal = this.#storeOpening.signal;
     const backoff = this.#options.logging.retry;
     for (let attempt = 1; ; attempt++) {
       try {
-        await this.#clock.sleep(reconnectDelay(attempt, backoff), signal);
-        await this.#bounded("store.open", () => this.#guardedStore.open(this.tags.list()), false);
+        if (attempt === 1 && first !== undefined) {
+          await first;
+        } else {
+          await this.#clock.sleep(reconnectDelay(attempt, backoff), signal);
+          await this.#bounded("store.open", () => this.#guardedStore.open(this.tags.list()), false);
+        }
+        if (signal.aborted) return;
         break;
       } catch (error) {
         if (signal.aborted) return;
         this.#storeError = String(error);
-        this.#logger.warn({ error: String(error), attempt }, "store still unavailable");
+        if (attempt === 1)
+          this.#logger.error({ error: String(error) }, "store unavailable at start; spooling until it opens");
+        else this.#logger.warn({ error: String(error), attempt }, "store still unavailable");
       }
     }
     if (signal.aborted) return;
@@ -688,10 +708,15 @@ export class ControlSystem {
           problems.push(`${breaker.name} breaker ${breaker.state.state}`);
         }
       }
-      if (this.#storeState === "opening") {
+      // A store that opens at once after a start is not a problem; one that failed or takes over a second is.
+      if (
+        this.#storeState === "opening" &&
+        (this.#storeError !== undefined || monotonicNow(this.#clock) - this.#openingSince >= STORE_OPEN_GRACE_MS)
+      ) {
         problems.push(`store unavailable, opening in the background: ${this.#storeError ?? "retrying"}`);
       }
-      if (logging.mode === "spooling") problems.push(`store behind: ${logging.spooled} samples spooled`);
+      if (logging.mode === "spooling" && logging.spooled > 0)
+        problems.push(`store behind: ${logging.spooled} samples spooled`);
       if (logging.samplesDropped > 0) problems.push(`${logging.samplesDropped} samples dropped`);
     }
     return {

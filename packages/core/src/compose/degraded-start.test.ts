@@ -92,3 +92,57 @@ test("without a spool, start fails when the store cannot be opened", async () =>
   await expect(system.start()).rejects.toMatchObject({ code: "KILN_STORE_ERROR" });
   expect(system.state).toBe("stopped");
 });
+
+/** A memory store whose database is frozen: `open` never settles until `thaw` is called. */
+class FrozenStore extends MemoryStore {
+  #thaw: (() => void) | undefined;
+  override async open(list: readonly Tag[]): Promise<void> {
+    if (this.#thaw === undefined) await new Promise<void>((resolve) => (this.#thaw = resolve));
+    await super.open(list);
+  }
+  thaw(): void {
+    this.#thaw?.();
+    this.#thaw = () => undefined;
+  }
+}
+
+test("with a spool, start against a frozen database does not wait on it: acquisition spools at once", async () => {
+  const { clock, store, system } = simulatedSystem({
+    tags,
+    sources: { "seq.counter": { kind: "counter" } },
+    store: (clock) => new FrozenStore({ clock }),
+    scanGroups: { fast: { periodMs: 100 } },
+    lifecycleTimeoutMs: 30_000,
+    logging: { maxBatchSize: 10, maxLatencyMs: 100, overflow: "spool", spoolPath: join(directory, "samples.journal") },
+  });
+  let started = false;
+  void system.start().then(() => (started = true));
+  await new Promise((resolve) => setTimeout(resolve, 20)); // no simulated time passes
+  expect(started).toBe(true);
+  expect(system.health().store.state).toBe("opening");
+  await advanceUntil(clock, () => system.health().logging.samplesSpooled >= 10);
+  expect(system.health().problems.join(" ")).toContain("store unavailable");
+  store.thaw();
+  await advanceUntil(clock, () => system.health().store.state === "open" && system.health().logging.mode === "memory");
+  await system.stop();
+  await store.open(tags.list());
+  const values = (await store.samples.readSamples({ tag: "seq.counter", from: 0, to: Number.MAX_SAFE_INTEGER })).map(
+    (sample) => sample.value,
+  );
+  expect(values).toEqual(Array.from({ length: values.length }, (_, index) => index));
+  expect(values.length).toBeGreaterThan(10);
+});
+
+test("with a spool, a store that opens at once is not reported as a problem", async () => {
+  const { clock, system } = simulatedSystem({
+    tags,
+    sources: { "seq.counter": { kind: "counter" } },
+    scanGroups: { fast: { periodMs: 100 } },
+    logging: { overflow: "spool", spoolPath: join(directory, "samples.journal") },
+  });
+  await system.start();
+  expect(system.health().problems).toEqual([]);
+  await advanceUntil(clock, () => system.health().store.state === "open");
+  expect(system.health().status).toBe("ok");
+  await system.stop();
+});
