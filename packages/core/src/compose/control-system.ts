@@ -34,6 +34,36 @@ import type { SystemLifecycle, SystemState } from "./system-lifecycle";
 import { InternalTokens } from "./tokens";
 import { monotonicNow } from "../runtime/system-clock";
 
+/**
+ * How long (ms) the driver's and the store's `close` may take at stop after the drain budget
+ * (`logging.drainTimeoutMs`) is spent: stop() takes at most drainTimeoutMs + this (plus a running
+ * process's abort). A close still running then is abandoned and reported.
+ */
+export const STOP_CLOSE_MARGIN_MS = 2_000;
+
+type Settled = "ok" | "timeout" | { readonly error: unknown };
+
+/** How `work` settled, or "timeout" when it did not within `timeoutMs` on `clock`. */
+async function settleWithin(clock: Clock, work: Promise<unknown>, timeoutMs: number): Promise<Settled> {
+  const timer = new AbortController();
+  const timeout = clock.sleep(timeoutMs, timer.signal).then(
+    () => "timeout" as const,
+    () => "timeout" as const,
+  );
+  try {
+    return await Promise.race([settle(work), timeout]);
+  } finally {
+    timer.abort();
+  }
+}
+
+function settle(work: Promise<unknown>): Promise<Settled> {
+  return work.then(
+    () => "ok" as const,
+    (error: unknown) => ({ error }),
+  );
+}
+
 /** How long (ms) a store still opening after start goes unreported in `health()`. */
 const STORE_OPEN_GRACE_MS = 1_000;
 
@@ -385,10 +415,14 @@ export class ControlSystem {
    *
    * Every caller awaits the same stop: a second `stop()` (a signal handler and `await using`)
    * resolves only when the drain and the closes are done. A stop during a start waits for the
-   * start (see {@link start}). Each step goes on past a failure of the one before; the driver's
-   * and the store's `close` are bounded by `lifecycleTimeoutMs`, and a close that fails or runs
-   * over is reported (`lifecycle-step-fail`, `health().lifecycle`) without failing the stop,
-   * which always ends `stopped`. Never rejects.
+   * start (see {@link start}). Each step goes on past a failure of the one before. The whole stop
+   * is bounded: everything up to the drain shares `logging.drainTimeoutMs` from the call (a running
+   * process's safe-state writes are awaited, each bounded by the driver's timeout); alarm history,
+   * events and the driver's and store's `close` get what is left plus {@link STOP_CLOSE_MARGIN_MS}
+   * (and `lifecycleTimeoutMs` at most). A step still running then is abandoned and reported (a
+   * close: `lifecycle-step-fail`, `health().lifecycle`) without failing the stop, which always
+   * ends `stopped`. With a spool and an unhealthy store, the buffered samples are journaled
+   * first. Never rejects.
    */
   stop(): Promise<void> {
     this.#stopping ??= this.#stop().finally(() => (this.#stopping = undefined));
@@ -402,27 +436,46 @@ export class ControlSystem {
     }
     if (this.#lifecycle.state !== "running") return;
     this.#lifecycle.state = "stopping";
-    const step = async (what: string, operation: () => Promise<unknown>): Promise<void> => {
-      await operation().catch((error: unknown) => {
-        this.#logger.error({ error: String(error) }, `${what} at stop failed`);
-      });
+    // One budget for the whole stop: draining gets drainTimeoutMs from here, the closes
+    // STOP_CLOSE_MARGIN_MS after it. A step still running when its time is up is abandoned and reported.
+    const drainEnd = monotonicNow(this.#clock) + this.#options.logging.drainTimeoutMs;
+    const remaining = (): number => Math.max(0, drainEnd - monotonicNow(this.#clock));
+    const remainingWithMargin = (): number => remaining() + STOP_CLOSE_MARGIN_MS;
+    let afterDrain = false;
+    const step = async (what: string, operation: () => Promise<unknown>, bounded = true): Promise<void> => {
+      const work = operation();
+      const budget = afterDrain ? remainingWithMargin() : remaining();
+      const outcome = bounded ? await settleWithin(this.#clock, work, budget) : await settle(work);
+      if (outcome === "timeout") {
+        work.catch(() => undefined);
+        this.#logger.error({ step: what }, `${what} at stop ran out of the drain budget; abandoned`);
+      } else if (outcome !== "ok") {
+        this.#logger.error({ error: String(outcome.error) }, `${what} at stop failed`);
+      }
     };
     try {
       if (this.#recipes.active) {
-        await step("aborting the running process", () => this.#recipes.active!.abort("control system stopping"));
+        // Not abandoned: the safe state must be written (each write is bounded by the driver's timeout).
+        await step("aborting the running process", () => this.#recipes.active!.abort("control system stopping"), false);
       }
       this.#storeOpening.abort(new KilnError("KILN_ABORTED", "control system stopping"));
-      await this.#storeOpener;
+      await step("opening the store", async () => this.#storeOpener);
       // Whatever the audit store did not take stays journaled (or is reported as dropped).
       await step("closing the command runner", () => this.#commands.close());
       await step("stopping acquisition", () => this.#acquisition.stop());
-      await step("draining the logging pipeline", () => this.#sampleLogger.stop());
+      // Bounds itself by the budget it is given, then spools (or counts) what is left: never abandoned.
+      // With a spool and an unhealthy store it journals everything first.
+      await step("draining the logging pipeline", () => this.#sampleLogger.stop(remaining()), false);
+      afterDrain = true; // what follows shares the margin
       await step("flushing alarm history", () => this.#alarms.flush());
       this.#unwire();
       await step("recording events", () => this.#recorder.settled());
-      // The store is closed even when the driver's close fails or hangs.
-      await this.#bounded("driver.close", () => this.#acquisition.close());
-      await this.#bounded("store.close", () => this.#guardedStore.close());
+      // The store is closed even when the driver's close fails or hangs; both within the margin.
+      const closeBudget = Math.min(this.#options.lifecycleTimeoutMs, remainingWithMargin());
+      await Promise.all([
+        this.#bounded("driver.close", () => this.#acquisition.close(), true, closeBudget),
+        this.#bounded("store.close", () => this.#guardedStore.close(), true, closeBudget),
+      ]);
       this.#storeState = "closed";
     } finally {
       this.#alarms.suspend();
@@ -440,11 +493,12 @@ export class ControlSystem {
     step: "store.open" | "store.close" | "driver.close",
     operation: () => Promise<void>,
     swallow = true,
+    timeoutMs = this.#options.lifecycleTimeoutMs,
   ): Promise<void> {
     try {
       await withTimeout(() => operation(), {
         clock: this.#clock,
-        timeoutMs: this.#options.lifecycleTimeoutMs,
+        timeoutMs: Math.max(1, timeoutMs),
         name: step,
       });
     } catch (error) {

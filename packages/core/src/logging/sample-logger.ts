@@ -154,6 +154,8 @@ export class SampleLogger {
   /** Samples on their way from memory to the journal (counted as buffered). */
   #journalPending = 0;
   #stopping = new AbortController();
+  /** The last batch write to the store failed (cleared by the next one that succeeds). */
+  #lastWriteFailed = false;
   #roomWaiters: (() => void)[] = [];
   #pendingDropCount = 0;
   /** False while the store is not open yet (a degraded start): everything is spooled, nothing replayed. */
@@ -267,10 +269,19 @@ export class SampleLogger {
    * Flushes everything that is waiting and waits for it to be stored. While the store keeps
    * failing, it tries for `drainTimeoutMs`; then what is left goes to the spool when one is
    * configured, or is counted as dropped (`samples-drop`, reason "store unavailable at shutdown").
+   * With a spool and a store that is not healthy (its breaker is not closed, or the last write
+   * failed), everything buffered goes to the spool first, at once, so a process killed during the
+   * stop loses nothing that was acquired.
+   * @param budgetMs how long draining may take, in ms (the caller's remaining stop budget). @default drainTimeoutMs
    */
-  async stop(): Promise<void> {
+  async stop(budgetMs?: number): Promise<void> {
     if (this.#mode === "stopped") return;
-    const { clock, drainTimeoutMs } = this.#options;
+    const { clock } = this.#options;
+    const drainTimeoutMs = Math.max(
+      0,
+      Math.min(budgetMs ?? this.#options.drainTimeoutMs, this.#options.drainTimeoutMs),
+    );
+    if (this.#journal && this.#mode === "memory" && !this.#storeHealthy()) this.#enterSpooling();
     if (this.#timer !== undefined) clock.clearTimeout(this.#timer);
     this.#timer = undefined;
     const stopping = this.#stopping;
@@ -310,6 +321,11 @@ export class SampleLogger {
     this.#stats.corruptRecords += this.#journal?.undecodable ?? 0;
     await this.#journal?.close();
     this.#journal = undefined;
+  }
+
+  /** The samples port's breaker is closed and its last write did not fail. */
+  #storeHealthy(): boolean {
+    return this.#options.sink.breaker.snapshot.state.state === "closed" && !this.#lastWriteFailed;
   }
 
   /** Counters, mode and breaker state. */
@@ -422,11 +438,13 @@ export class SampleLogger {
         signal: AbortSignal.any([stop, this.#superseded.signal]),
         onRetry: ({ attempt, error }) => {
           attempts = attempt + 1;
+          this.#lastWriteFailed = true;
           void bus.publish("batch-flush-fail", { at: clock.now(), size: batch.length, attempt, error });
           this.#logger.warn({ error: String(error), attempt, size: batch.length }, "batch write failed; retrying");
         },
       });
     } catch (error) {
+      this.#lastWriteFailed = true;
       if (generation !== this.#generation || stop.aborted) return false;
       void bus.publish("batch-flush-fail", { at: clock.now(), size: batch.length, attempt: attempts, error });
       this.#logger.error({ error: String(error), size: batch.length }, "store rejected a batch; it cannot be retried");
@@ -443,6 +461,7 @@ export class SampleLogger {
       this.#stats.out += outcome.written;
       return true;
     }
+    this.#lastWriteFailed = false;
     // Stored after it was moved to the spool (or abandoned at stop): the spool's copy is counted when replayed.
     if (generation !== this.#generation) return false;
     // Counted and taken off the lane in one tick, so spooling cannot move (and count) it again.
