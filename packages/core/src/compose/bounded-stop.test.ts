@@ -91,3 +91,18 @@ test("with a spool and a failing store, stop() journals the buffer at once, befo
   expect(journal.samples + system.health().logging.samplesOut).toBe(acquired);
   await journal.close();
 });
+
+test("with a spool and sample writes hanging (a frozen database answers nothing), stop() journals the buffer at once", async () => {
+  const spoolPath = join(directory, "samples.journal");
+  const { clock, store, system } = build(spoolPath);
+  await system.start();
+  await clock.advance(500);
+  store.faults.hang("samples");
+  await clock.advance(500); // a write has hung for longer than maxLatencyMs (100 ms); none has failed
+  const acquired = system.health().logging.samplesIn;
+  void system.stop();
+  await new Promise((resolve) => setTimeout(resolve, 50)); // no simulated time passes
+  const health = system.health().logging;
+  expect(health.samplesSpooled + health.samplesOut).toBe(acquired);
+  await timeUntil(clock, () => system.state === "stopped", 60_000);
+});

@@ -110,6 +110,8 @@ interface Lane {
   firstAt: number;
   flushing: boolean;
   inFlight: Sample[] | undefined;
+  /** Monotonic time the in-flight batch's write began. */
+  inFlightSince: number;
 }
 
 /**
@@ -173,6 +175,7 @@ export class SampleLogger {
       firstAt: 0,
       flushing: false,
       inFlight: undefined,
+      inFlightSince: 0,
     }));
     this.#queue = new PQueue({ concurrency: options.flushConcurrency });
     const metrics = options.metrics;
@@ -269,9 +272,9 @@ export class SampleLogger {
    * Flushes everything that is waiting and waits for it to be stored. While the store keeps
    * failing, it tries for `drainTimeoutMs`; then what is left goes to the spool when one is
    * configured, or is counted as dropped (`samples-drop`, reason "store unavailable at shutdown").
-   * With a spool and a store that is not healthy (its breaker is not closed, or the last write
-   * failed), everything buffered goes to the spool first, at once, so a process killed during the
-   * stop loses nothing that was acquired.
+   * With a spool and a store that is not healthy (its breaker is not closed, its last write
+   * failed, or a write has been waiting longer than `maxLatencyMs`), everything buffered goes to
+   * the spool first, at once, so a process killed during the stop loses nothing that was acquired.
    * @param budgetMs how long draining may take, in ms (the caller's remaining stop budget). @default drainTimeoutMs
    */
   async stop(budgetMs?: number): Promise<void> {
@@ -323,9 +326,16 @@ export class SampleLogger {
     this.#journal = undefined;
   }
 
-  /** The samples port's breaker is closed and its last write did not fail. */
+  /**
+   * The samples port's breaker is closed, its last write did not fail, and no write has been
+   * waiting longer than `maxLatencyMs` (a frozen database answers nothing, not even an error).
+   */
   #storeHealthy(): boolean {
-    return this.#options.sink.breaker.snapshot.state.state === "closed" && !this.#lastWriteFailed;
+    const now = monotonicNow(this.#options.clock);
+    const stuck = this.#lanes.some(
+      (lane) => lane.inFlight !== undefined && now - lane.inFlightSince > this.#options.maxLatencyMs,
+    );
+    return this.#options.sink.breaker.snapshot.state.state === "closed" && !this.#lastWriteFailed && !stuck;
   }
 
   /** Counters, mode and breaker state. */
@@ -399,6 +409,7 @@ export class SampleLogger {
         compact(lane);
         lane.firstAt = monotonicNow(clock);
         lane.inFlight = batch;
+        lane.inFlightSince = monotonicNow(clock);
         const written = await this.#write(batch, generation, lane);
         if (generation !== this.#generation) return;
         lane.inFlight = undefined;
