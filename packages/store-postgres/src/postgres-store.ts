@@ -28,7 +28,7 @@ import { PostgresProcessRepository } from "./postgres-process-repository";
 import { PostgresRecipeRepository } from "./postgres-recipe-repository";
 import { PostgresSampleSink } from "./postgres-sample-sink";
 import type { SqlClient } from "./sql-client";
-import { StoreContext } from "./store-context";
+import { escapingClient, StoreContext } from "./store-context";
 import { TagRegistry } from "./tag-registry";
 
 /**
@@ -212,7 +212,8 @@ export class PostgresStore implements Store {
       this.#connection = undefined;
       throw error;
     });
-    return (await this.#connection).client;
+    // Every query the store makes, migrations and tag registration included, escapes its text.
+    return escapingClient((await this.#connection).client);
   }
 
   async #createConnection(): Promise<Connection> {
