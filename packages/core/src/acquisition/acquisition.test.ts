@@ -290,6 +290,8 @@ describe("Acquisition", () => {
       severity: "uncertain",
       reason: "stale: no update within 150 ms",
     });
+    // The cycles the block makes the group skip show while it lasts, not only when it ends.
+    expect(acquisition.health().groups.find((group) => group.name === "fast")?.skippedCycles).toBeGreaterThanOrEqual(4);
     blocked = undefined;
     unblock();
     await clock.advance(100);

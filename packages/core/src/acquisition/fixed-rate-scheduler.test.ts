@@ -147,3 +147,29 @@ describe("FixedRateScheduler on a wall clock that steps", () => {
     });
   }
 });
+
+describe("FixedRateScheduler: skipped cycles are reported as they happen", () => {
+  test("a cycle held for 5 s shows its skipped cycles during the hold, reported once a second, and the total is exact", async () => {
+    const clock = new SimulatedClock({ start: 0 });
+    const overruns: OverrunInfo[] = [];
+    let hold = true;
+    const scheduler = new FixedRateScheduler({
+      clock,
+      periodMs: 100,
+      task: async ({ cycle }) => {
+        if (cycle === 0 && hold) await clock.sleep(5_000);
+      },
+      onOverrun: (info) => overruns.push(info),
+    });
+    scheduler.start();
+    await clock.advance(2_550);
+    expect(scheduler.cyclesSkipped).toBe(25); // cycles 1..25 were due by 2,501 ms
+    expect(overruns.map((info) => info.missedCycles)).toEqual([10, 10]);
+    await clock.advance(2_500);
+    hold = false;
+    await scheduler.stop();
+    // Held 0..5,000: cycles 1..49 skipped, cycle 50 runs at 5,000.
+    expect(scheduler.cyclesSkipped).toBe(49);
+    expect(overruns.reduce((sum, info) => sum + info.missedCycles, 0)).toBe(49);
+  });
+});

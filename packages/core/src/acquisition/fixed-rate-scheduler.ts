@@ -1,6 +1,9 @@
 import type { Clock, TimerHandle } from "../ports/clock";
 import { monotonicNow } from "../runtime/system-clock";
 
+/** While a cycle overruns, its skipped cycles are reported (`onOverrun`) at most this often, in ms. */
+export const OVERRUN_REPORT_INTERVAL_MS = 1_000;
+
 /** What a cycle's task is told. */
 export interface CycleInfo {
   /** Cycle number since start (0-based); skipped cycles are never run, so numbers may jump. */
@@ -29,7 +32,11 @@ export interface FixedRateSchedulerOptions {
   readonly periodMs: number;
   /** The work of one cycle; the next cycle never starts before it settles. */
   readonly task: (info: CycleInfo) => Promise<void> | void;
-  /** Called after a cycle that overran, with the cycles skipped. */
+  /**
+   * Called with the cycles skipped because a cycle overran: while it runs, at most once per
+   * {@link OVERRUN_REPORT_INTERVAL_MS} with those skipped since the last call, and when it ends
+   * with the rest. `cyclesSkipped` counts each as its due time passes.
+   */
   readonly onOverrun?: (info: OverrunInfo) => void;
   /** Called with each cycle's start lateness (ms), for period-error metrics. */
   readonly onLateness?: (latenessMs: number) => void;
@@ -103,10 +110,36 @@ export class FixedRateScheduler {
     const { clock, periodMs, task, onOverrun, onLateness, onError } = this.#options;
     const startedAt = monotonicNow(clock);
     onLateness?.(startedAt - scheduledAt);
+    // Cycles a long task makes the schedule skip are counted as their due times pass, not only
+    // when it ends: a scan held back for an hour shows its skipped cycles during that hour.
+    const live = { skipped: 0, unreported: 0, reportedAt: startedAt, timer: undefined as TimerHandle | undefined };
+    const watch = (): void => {
+      const due = this.#start + (cycle + 1 + live.skipped) * periodMs;
+      // 1 ms past the due time: still running then, the cycle is certainly skipped.
+      live.timer = clock.setTimeout(
+        () => {
+          if (!this.#running) return;
+          live.skipped++;
+          live.unreported++;
+          this.cyclesSkipped++;
+          const now = monotonicNow(clock);
+          if (now - live.reportedAt >= OVERRUN_REPORT_INTERVAL_MS) {
+            onOverrun?.({ cycle, missedCycles: live.unreported, durationMs: now - startedAt });
+            live.unreported = 0;
+            live.reportedAt = now;
+          }
+          watch();
+        },
+        due + 1 - monotonicNow(clock),
+      );
+    };
+    watch();
     try {
       await task({ cycle, scheduledAt, startedAt });
     } catch (error) {
       onError?.(error);
+    } finally {
+      if (live.timer !== undefined) clock.clearTimeout(live.timer);
     }
     this.cyclesRun++;
     if (!this.#running) return;
@@ -117,10 +150,9 @@ export class FixedRateScheduler {
     const earliestDue = this.#start + elapsedCycles * periodMs;
     if (elapsedCycles >= next) next = earliestDue === finishedAt ? elapsedCycles : elapsedCycles + 1;
     const missed = next - cycle - 1;
-    if (missed > 0) {
-      this.cyclesSkipped += missed;
-      onOverrun?.({ cycle, missedCycles: missed, durationMs: finishedAt - startedAt });
-    }
+    const unreported = live.unreported + Math.max(0, missed - live.skipped);
+    this.cyclesSkipped += Math.max(0, missed - live.skipped);
+    if (unreported > 0) onOverrun?.({ cycle, missedCycles: unreported, durationMs: finishedAt - startedAt });
     this.#schedule(next);
   }
 }

@@ -108,6 +108,23 @@ describe("LoggingFilter", () => {
     ).toEqual([true, false]);
   });
 
+  test("without a deadband -0 after 0 is a change (Object.is); inside a deadband it is not", () => {
+    const exact = run(newFilter(), [at("exact", 0, 0), at("exact", -0, 1), at("exact", -0, 2), at("exact", 0, 3)]);
+    expect(exact.map((value) => Object.is(value, -0))).toEqual([false, true, false]);
+    expect(run(newFilter(), [at("absolute", 0, 0), at("absolute", -0, 1)])).toEqual([0]);
+  });
+
+  test("a change of the quality reason alone is not logged", () => {
+    const stale = (reason: string) => quality("uncertain", reason, 0x40900000);
+    expect(
+      run(newFilter(), [
+        at("exact", 1, 0, stale("stale: a")),
+        at("exact", 1, 1, stale("stale: b")),
+        at("exact", 1, 2, GOOD),
+      ]),
+    ).toEqual([1, 1]);
+  });
+
   test("a quality change is always logged, even inside the deadband", () => {
     const filter = newFilter();
     const bad = quality("uncertain", "stale");

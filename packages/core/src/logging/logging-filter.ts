@@ -24,6 +24,8 @@ interface TagLogState {
  *   (absolute, or percent of the tag's range span), so slow drift is still recorded;
  *   non-numeric values are logged on any change. NaN compares equal to NaN and differs from every
  *   number, whatever the deadband, so a NaN period is logged once at its start and once at its end.
+ *   Without a deadband, change is `Object.is`: -0 after 0 is a change. A change of the quality
+ *   reason alone (same severity and code) is not a quality change.
  * - `periodic`: log when `periodMs` has passed on the system clock since the last logged sample
  *   (not on source time: a device that leaves an unchanged value's timestamp alone is still logged).
  * - `none`: never log.
@@ -100,7 +102,8 @@ export class LoggingFilter {
       // NaN (a sensor asleep, an inverter at night) is a value of its own: NaN to NaN is no change,
       // NaN to a number or back is a change whatever the deadband (Object.is semantics).
       if (Number.isNaN(value) || Number.isNaN(last)) return Number.isNaN(value) !== Number.isNaN(last);
-      return state.deadband > 0 ? Math.abs(value - last) > state.deadband : value !== last;
+      // Without a deadband any change counts, -0 after 0 included (Object.is, as the CVT's valueChanged).
+      return state.deadband > 0 ? Math.abs(value - last) > state.deadband : !Object.is(value, last);
     }
     return !Object.is(value, last);
   }
