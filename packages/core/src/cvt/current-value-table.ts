@@ -159,7 +159,7 @@ export class CurrentValueTable implements CurrentValueView {
    * table does not know are ignored. A tag's timestamps only advance: a sample whose source
    * timestamp does not advance past the current one
    * - with a changed value (`Object.is`) or quality (severity or code) is a new value with a stale
-   *   device time: it is stamped with the receive time ({@link receiptStamp}: at least 1 µs after
+   *   device time: it is stamped with the receive time (`receiptStamp`: at least 1 µs after
    *   the current one) and its quality reason ends with {@link RESTAMPED_REASON}; its severity is
    *   kept (the value is fresh, only its time is Kiln's);
    * - unchanged is a repeat: the current sample stays as it is, and observers see it again

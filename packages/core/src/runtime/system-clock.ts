@@ -54,10 +54,12 @@ interface ChainedTimer {
  * 1 ms as a bare `setTimeout` would.
  */
 export class SystemClock implements Clock {
+  /** `Date.now()`: wall time, ms since the Unix epoch. */
   now(): number {
     return Date.now();
   }
 
+  /** `performance.now()`: ms since the process started, never stepped by a wall-clock change. */
   monotonicNow(): number {
     return performance.now();
   }
