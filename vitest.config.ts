@@ -31,6 +31,14 @@ export default defineConfig({
       },
       {
         extends: true,
+        test: {
+          name: "observability",
+          root: "packages/observability",
+          include: ["src/**/*.test.ts", "test/**/*.test.ts"],
+        },
+      },
+      {
+        extends: true,
         test: { name: "examples", root: "examples", include: ["**/*.test.ts"], exclude: ["**/node_modules/**"] },
       },
       {

@@ -15,24 +15,13 @@ import { existsSync } from "node:fs";
 import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { extractBlocks, type Block } from "./code-samples";
 
 /** Folders under docs/ never searched (generated output). */
 const SKIPPED_DIRECTORIES = new Set(["api", "node_modules"]);
 
-/** Opening fence of a TypeScript block: ``` or ~~~ followed by ts/typescript and optional words. */
-const OPENING = /^(\s*)(`{3,}|~{3,})\s*(ts|typescript)(?:\s+(.*))?$/i;
-
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const output = join(root, "docs-check", "generated");
-
-/** One extracted block. */
-interface Block {
-  /** Markdown file, relative to the root, with `/` separators. */
-  readonly file: string;
-  /** 1-based line of the block's first code line. */
-  readonly line: number;
-  readonly code: string;
-}
 
 /**
  * The checked Markdown files, relative to the root: the root README.md, every .md file under
@@ -54,48 +43,6 @@ async function markdownFiles(): Promise<string[]> {
     if (entry.isDirectory() && existsSync(join(root, readme))) files.push(readme);
   }
   return files.sort();
-}
-
-/** The TypeScript blocks of one Markdown file, except those marked `ignore`. */
-function extractBlocks(file: string, markdown: string): Block[] {
-  const lines = markdown.split(/\r?\n/);
-  const blocks: Block[] = [];
-  let fence: { marker: string; indent: number; start: number; ignored: boolean } | undefined;
-  let body: string[] = [];
-  let other: string | undefined;
-  lines.forEach((text, index) => {
-    if (fence === undefined && other === undefined) {
-      const opening = OPENING.exec(text);
-      if (opening) {
-        const words = (opening[4] ?? "").split(/\s+/);
-        fence = {
-          marker: opening[2]!,
-          indent: opening[1]!.length,
-          start: index + 2,
-          ignored: words.includes("ignore"),
-        };
-        body = [];
-        return;
-      }
-      const otherFence = /^\s*(`{3,}|~{3,})/.exec(text);
-      if (otherFence) other = otherFence[1]!;
-      return;
-    }
-    if (other !== undefined) {
-      if (text.trim().startsWith(other) && text.trim().replace(/[`~]/g, "") === "") other = undefined;
-      return;
-    }
-    if (fence !== undefined) {
-      const trimmed = text.trim();
-      if (trimmed.startsWith(fence.marker) && trimmed.replace(/[`~]/g, "") === "") {
-        if (!fence.ignored) blocks.push({ file, line: fence.start, code: body.join("\n") });
-        fence = undefined;
-        return;
-      }
-      body.push(fence.indent > 0 ? text.replace(new RegExp(`^ {0,${fence.indent}}`), "") : text);
-    }
-  });
-  return blocks;
 }
 
 /** The module written for one block: a header, blank lines up to the block's line, the code, `export {};`. */

@@ -10,6 +10,7 @@ import {
   type ControlSystem,
   createControlSystem,
   KilnError,
+  type Metrics,
   type Principal,
   type ProcessResult,
   QualityCodes,
@@ -75,6 +76,17 @@ const optionsSchema = z
     progressLineMs: z.number().int().positive().default(2_000),
     trendPoints: z.number().int().min(4).max(40_000).default(1_000),
     log: z.custom<(line: string) => void>((value) => typeof value === "function", "must be a function").optional(),
+    metrics: z
+      .custom<Metrics>(
+        (value) =>
+          typeof value === "object" &&
+          value !== null &&
+          ["counter", "gauge", "histogram"].every(
+            (method) => typeof (value as Record<string, unknown>)[method] === "function",
+          ),
+        "must implement the Metrics port (counter, gauge, histogram)",
+      )
+      .optional(),
   })
   .strict();
 
@@ -96,6 +108,8 @@ const optionsSchema = z
  * - `progressLineMs`: period of the progress lines when `output` is not a terminal. @default 2000
  * - `log`: where status lines go when there is no progress line. @default none
  * - `trendPoints`: the most points of the pressure trend (`history.downsample`). @default 1000
+ * - `metrics`: where the system reports its metrics (e.g. `PrometheusMetrics` of
+ *   `@kiln/observability`). @default an in-memory `MemoryMetrics`
  */
 export type AldDemoOptions = z.input<typeof optionsSchema>;
 
@@ -388,6 +402,7 @@ class AldDemoRun {
         reconnect: { initialDelayMs: 200, maxDelayMs: 1_000 },
       },
       logging: { maxLatencyMs: 250 },
+      ...(this.#options.metrics ? { metrics: this.#options.metrics } : {}),
       alarms: definitions,
       machine: {
         safeState: [

@@ -1,13 +1,51 @@
+import { createServer } from "node:http";
 import path from "node:path";
+import { parseArgs } from "node:util";
 import { KilnError } from "@kiln/core";
+import { PrometheusMetrics } from "@kiln/observability/prometheus";
 import { runAldDemo } from "./ald-demo";
 import { formatAldSummary } from "./ald-summary";
+
+const USAGE = `Usage: npm run demo -- [--fault] [--metrics] [--metrics-port <port>]
+  --fault               stop and restart the PLC's OPC UA server mid-run
+  --metrics             serve Prometheus metrics at http://127.0.0.1:<port>/metrics while the demo runs
+  --metrics-port <port> the port of --metrics (default 9464)
+Environment: DATABASE_URL=postgres://... logs to that PostgreSQL instead of an embedded PGlite.`;
+
+let args: { fault?: boolean; metrics?: boolean; "metrics-port"?: string };
+try {
+  args = parseArgs({
+    options: { fault: { type: "boolean" }, metrics: { type: "boolean" }, "metrics-port": { type: "string" } },
+  }).values;
+} catch (error) {
+  console.error(`${(error as Error).message}\n\n${USAGE}`);
+  process.exit(2);
+}
+const metricsPort = Number(args["metrics-port"] ?? 9464);
+if (!Number.isInteger(metricsPort) || metricsPort < 1 || metricsPort > 65_535) {
+  console.error(`--metrics-port must be a port number (1 to 65535), got ${args["metrics-port"]}\n\n${USAGE}`);
+  process.exit(2);
+}
 
 // `npm run demo` runs from the repository root through npm, which sets INIT_CWD to the directory
 // the command was typed in: the report goes to <that directory>/out/ald-run.html.
 const baseDir = process.env.INIT_CWD ?? process.cwd();
-const fault = process.argv.slice(2).includes("--fault");
+const fault = args.fault === true;
 const databaseUrl = process.env.DATABASE_URL;
+const metrics = args.metrics ? new PrometheusMetrics({ labels: { machine: "ald-1" } }) : undefined;
+const server =
+  metrics &&
+  createServer((request, response) => {
+    if (request.url !== "/metrics") {
+      response.statusCode = 404;
+      response.end();
+      return;
+    }
+    void metrics.registry.metrics().then((text) => {
+      response.setHeader("Content-Type", metrics.registry.contentType);
+      response.end(text);
+    });
+  }).listen(metricsPort, "127.0.0.1", () => console.log(`Metrics: http://127.0.0.1:${metricsPort}/metrics`));
 
 console.log(
   `Kiln ALD demo: 30 cycles of Al2O3 on a simulated OPC UA PLC${fault ? ", with the PLC's server stopped and restarted mid-run" : ""}`,
@@ -17,6 +55,7 @@ try {
     fault,
     outDir: path.join(baseDir, "out"),
     ...(databaseUrl ? { databaseUrl } : {}),
+    ...(metrics ? { metrics } : {}),
     output: process.stdout,
     log: (line) => console.log(line),
   });
@@ -30,4 +69,6 @@ try {
   console.error(`\nThe demo failed: ${KilnError.is(error) ? `${error.code}: ${error.message}` : String(error)}`);
   if (!KilnError.is(error) && error instanceof Error && error.stack) console.error(error.stack);
   process.exitCode = 1;
+} finally {
+  server?.close();
 }

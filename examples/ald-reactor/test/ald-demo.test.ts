@@ -4,6 +4,7 @@ import path from "node:path";
 import type { KilnValidationError } from "@kiln/core";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { MemoryStore } from "@kiln/core";
+import { PrometheusMetrics } from "@kiln/observability/prometheus";
 import { ALD_REPORT_FILE, runAldDemo, type AldDemoOptions } from "../src/ald-demo";
 import { aldTags } from "../src/ald-reactor-plc";
 import type { AldDemoSummary } from "../src/ald-summary";
@@ -88,7 +89,9 @@ describe("the ALD demo, shortened to 3 cycles", { timeout: 120_000 }, () => {
     const outDir = path.join(outRoot, "normal");
     // HI at 0.9 mbar sits below the 1 mbar TMA plateau, so TMA pulses raise it.
     // 16 trend points (4 M4 columns): fewer than the samples, so the drawn line must be the downsample.
-    const summary = await runAldDemo({ ...shortDemo, outDir, alarms: { hiMbar: 0.9 }, trendPoints: 16 });
+    // The metrics `npm run demo -- --metrics` serves: a Prometheus registry, scraped at the end.
+    const metrics = new PrometheusMetrics({ labels: { machine: "ald-1" } });
+    const summary = await runAldDemo({ ...shortDemo, outDir, alarms: { hiMbar: 0.9 }, trendPoints: 16, metrics });
 
     expect(summary).toMatchObject({ ok: true, mode: "normal", store: "pglite" });
     expect(summary.process.status).toBe("completed");
@@ -99,6 +102,11 @@ describe("the ALD demo, shortened to 3 cycles", { timeout: 120_000 }, () => {
     const { samples } = summary;
     expect(samples.in).toBeGreaterThan(20);
     expect(samples).toMatchObject({ out: samples.in, stored: samples.in, dropped: 0, lost: 0 });
+    const scrape = await metrics.registry.metrics();
+    expect(scrape).toContain(`kiln_samples_in_total{machine="ald-1"} ${samples.in}\n`);
+    expect(scrape).toContain(`kiln_samples_out_total{machine="ald-1"} ${samples.out}\n`);
+    expect(scrape).toContain('kiln_samples_dropped_total{machine="ald-1"} 0\n');
+    expect(scrape).toMatch(/^kiln_scan_period_error_ms_count\{group="fast",machine="ald-1"\} [1-9]/m);
     // No sample is uncertain or bad for a communication or type fault. The only quality allowed
     // is staleness: on a loaded machine a 50 ms scan can fall more than 3 periods behind (seen as
     // 6 "stale: no update within 150 ms" markers in 2 of 5 runs at load 13 on 2 cores), and

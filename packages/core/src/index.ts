@@ -48,7 +48,7 @@ export type { SystemState } from "./compose/system-lifecycle";
 export type { TagWriter } from "./compose/checked-write";
 export type { StorePortName } from "./resilience/guarded-ports";
 export type { RetryJitter, RetryPolicyOptions } from "./resilience/retry";
-export type { Resolve, ServiceRegistry } from "./compose/service-registry";
+export type { Resolve, ServiceRegistry, ServiceToken } from "./compose/service-registry";
 export { Tokens } from "./compose/tokens";
 export type { AcquisitionHealth, ScanGroupHealth } from "./acquisition/acquisition";
 export type { OverflowPolicy, SampleLoggerHealth } from "./logging/sample-logger";
@@ -73,6 +73,9 @@ export {
   MemoryStore,
   type MemoryStoreFaults,
   type MemoryStoreOptions,
+  type MemoryStoreRetention,
+  type MemoryStoreEviction,
+  type MemoryStoreEvictions,
   type MemoryStorePort,
 } from "./memory/memory-store";
 export {
@@ -241,9 +244,11 @@ export type {
   ProcessStatus,
   RecipeRepository,
   SampleBucket,
+  SampleConflict,
   SampleHistory,
   SampleQuery,
   SampleSink,
+  SampleWriteResult,
   Store,
   StoreCapabilities,
   StoredDomainEvent,

@@ -80,7 +80,11 @@ export class PostgresAuditLog implements AuditLog {
     );
   }
 
-  /** Entries in `[from, to)`, oldest first. */
+  /**
+   * Entries in `[from, to)`, oldest first; entries of the same time in the order recorded (the
+   * row's identity column, assigned at insert; the command runner records one entry at a time).
+   * The columns are qualified: a bare `id` in ORDER BY would name the selected `id::text`.
+   */
   async query(range: TimeRange): Promise<AuditEntry[]> {
     this.#context.client();
     checkTimeRange(range, "time range");
@@ -89,9 +93,9 @@ export class PostgresAuditLog implements AuditLog {
       client.query<AuditRow>(
         `SELECT id::text AS id, event_id, machine_id, source, category, principal, array_to_json(roles)::text AS roles, action, target, old_value::text AS old_value,
                 new_value::text AS new_value, outcome, reason, ${millisecondsOf("at")} AS at
-         FROM ${this.#context.table("audit_log")}
-         WHERE at >= ${timestampOf("$1")} AND at < ${timestampOf("$2")}
-         ORDER BY at, id`,
+         FROM ${this.#context.table("audit_log")} AS log
+         WHERE log.at >= ${timestampOf("$1")} AND log.at < ${timestampOf("$2")}
+         ORDER BY log.at, log.id`,
         [range.from, range.to],
       ),
     );

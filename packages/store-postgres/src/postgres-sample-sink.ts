@@ -1,5 +1,12 @@
-import { type Sample, type SampleHistory, type SampleSink } from "@kiln/core";
-import { type BucketQuery, type SampleBucket, type SampleQuery } from "@kiln/core/driver-kit";
+import {
+  KilnError,
+  type Sample,
+  type SampleConflict,
+  type SampleHistory,
+  type SampleSink,
+  type SampleWriteResult,
+} from "@kiln/core";
+import { sameSamplePayload, type BucketQuery, type SampleBucket, type SampleQuery } from "@kiln/core/driver-kit";
 import { IssueCollector } from "./input-checks";
 import { sqlStateOf, UNIQUE_VIOLATION } from "./postgres-error";
 import {
@@ -18,6 +25,15 @@ import { SAMPLE_ROW_COLUMNS, toSample, type SampleRow } from "./sample-row";
 
 const DEFAULT_LIMIT = 10_000;
 
+/**
+ * Statements the insert path runs for one batch at most: a row that a concurrent writer commits
+ * while the statement runs is neither inserted nor visible to it, so it is compared again by a
+ * next statement, which sees it.
+ */
+const MAX_INSERT_STATEMENTS = 3;
+
+const NO_CONFLICTS: SampleWriteResult = Object.freeze({ conflicts: Object.freeze([]) });
+
 interface BucketRow {
   readonly start: number;
   readonly min: number;
@@ -28,14 +44,44 @@ interface BucketRow {
   readonly count: number;
 }
 
+/** The insert path's answer: one row per refused or unseen input row, or one row with `position` null. */
+interface InsertRow {
+  /** Rows the statement inserted (the same on every row). */
+  readonly inserted: number;
+  /** The input row's 0-based index in the batch as given, or null when no row is refused. */
+  readonly position: number | null;
+  /** `stored`/`batch` as in `SampleConflict.existing`; `unseen` when a concurrent writer holds the key. */
+  readonly existing: "stored" | "batch" | "unseen" | null;
+}
+
+/**
+ * SQL that is true when the rows `a` and `b` of `samples`' columns hold the same payload, as
+ * `sameSamplePayload` compares samples: float8 `=` treats NaN as equal to NaN but -0 as equal
+ * to 0, so zeros are compared by their bytes; text is compared escaped on both sides (as stored).
+ */
+function samePayload(a: string, b: string): string {
+  return `(${a}.quality = ${b}.quality
+    AND ${a}.quality_reason IS NOT DISTINCT FROM ${b}.quality_reason
+    AND ${a}.value_int IS NOT DISTINCT FROM ${b}.value_int
+    AND ${a}.value_uint IS NOT DISTINCT FROM ${b}.value_uint
+    AND ${a}.value_bool IS NOT DISTINCT FROM ${b}.value_bool
+    AND ${a}.value_text IS NOT DISTINCT FROM ${b}.value_text
+    AND ${a}.value_float IS NOT DISTINCT FROM ${b}.value_float
+    AND (${a}.value_float IS NULL OR ${a}.value_float <> 0
+         OR float8send(${a}.value_float) = float8send(${b}.value_float)))`;
+}
+
 /**
  * Sample ingest and history on the `samples` table.
  *
  * Ingest: a batch is checked, de-duplicated on (tag, timestamp) keeping the first occurrence, and
  * sent as one binary COPY: one atomic statement at the database's own bulk-load speed. When the
  * COPY meets a row already stored (a retry after an unknown outcome, a replay), it fails whole
- * with a unique violation and the batch is sent again as
- * `INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING`, which keeps the stored rows.
+ * with a unique violation and the batch is sent again as one statement that inserts with
+ * `ON CONFLICT DO NOTHING`, which keeps the stored rows, and in the same round trip returns the
+ * input rows whose stored row holds another payload: they are reported as conflicts
+ * (`SampleWriteResult`), identical ones are not. Later samples of a (tag, timestamp) in the batch
+ * are compared with the sample that holds it (stored before, or the first in the batch).
  * After such a conflict the next batch goes straight to that path, until one inserts every row.
  * A batch holding a uint64 above int64 (`value_uint`, outside the COPY columns) also takes it.
  * Text is escaped so that every string is stored exactly (docs/adr/0012-storable-values.md).
@@ -52,44 +98,116 @@ export class PostgresSampleSink implements SampleSink, SampleHistory {
     this.#tags = tags;
   }
 
-  /** Stores `samples` once each; safe to retry. Resolves once committed. */
-  async writeBatch(samples: readonly Sample[]): Promise<void> {
+  /**
+   * Stores `samples` once each; safe to retry. Resolves once committed, with the samples not
+   * stored because a different sample holds their (tag, timestamp), in batch order.
+   */
+  async writeBatch(samples: readonly Sample[]): Promise<SampleWriteResult> {
     this.#context.client();
     if (!Array.isArray(samples)) throw new TypeError("writeBatch expects an array of samples");
-    if (samples.length === 0) return;
+    if (samples.length === 0) return NO_CONFLICTS;
     const names = checkSamples(samples);
-    await this.#context.run("samples.writeBatch", async (client) => {
+    const conflicts = await this.#context.run("samples.writeBatch", async (client) => {
       await this.#tags.ensure(client, names);
       const batch = prepareSamples(samples, this.#tags.ids);
       if (client.copyBinary && !this.#preferInsert && !batch.unsigned) {
         try {
           await client.copyBinary(this.#context.table("samples"), SAMPLE_COLUMNS, encodeBinaryCopy(batch));
-          return;
+          // Every kept sample was inserted: a repeat conflicts when it differs from its first.
+          return batch.repeats
+            .filter((repeat) => !sameSamplePayload(repeat.sample, batch.samples[repeat.first]!))
+            .map((repeat): SampleConflict => ({ sample: repeat.sample, existing: "batch" }));
         } catch (error) {
           if (sqlStateOf(error) !== UNIQUE_VIOLATION) throw error;
         }
       }
-      const inserted = await this.#insert(client, batch);
-      this.#preferInsert = client.copyBinary !== undefined && inserted < batch.length;
+      return this.#insert(client, samples, batch);
     });
+    return conflicts.length === 0 ? NO_CONFLICTS : { conflicts };
   }
 
-  /** Inserts what is not stored yet; resolves with the number of rows inserted. */
-  async #insert(client: SqlClient, batch: PreparedSamples): Promise<number> {
-    // Ordered by key so concurrent retries of overlapping batches lock rows in the same order.
-    const result = await client.query(
-      `INSERT INTO ${this.#context.table("samples")} (${SAMPLE_COLUMNS.join(", ")}, value_uint)
-       SELECT tag_id, quality, to_timestamp(micros / 1000000), value_float, value_int::int8, value_bool,
-              value_text, quality_reason, value_uint::numeric
-       FROM unnest($1::text::int4[], $2::text::int4[], $3::text::float8[], $4::text::float8[],
-                   $5::text::text[], $6::text::bool[], $7::text::text[], $8::text::text[], $9::text::text[])
-            AS input (tag_id, quality, micros, value_float, value_int, value_bool, value_text, quality_reason,
-                      value_uint)
-       ORDER BY tag_id, micros
-       ON CONFLICT DO NOTHING`,
-      unnestParameters(batch),
-    );
-    return result.rowCount;
+  /**
+   * Inserts what is not stored yet and returns the conflicts, in batch order. Rows a concurrent
+   * writer committed during the statement are tried again in a new statement, which sees them.
+   */
+  async #insert(client: SqlClient, samples: readonly Sample[], batch: PreparedSamples): Promise<SampleConflict[]> {
+    const found: { position: number; conflict: SampleConflict }[] = [];
+    let pending = batch;
+    // Index in `samples` of each sample of `pending` (the identity for the whole batch).
+    let origin: readonly number[] | undefined;
+    for (let statement = 1; ; statement++) {
+      const rows = (await client.query<InsertRow>(this.#insertSql, unnestParameters(pending))).rows;
+      if (statement === 1) this.#preferInsert = client.copyBinary !== undefined && rows[0]!.inserted < batch.length;
+      const unseen: number[] = [];
+      for (const { position, existing } of rows) {
+        if (position === null || existing === null) continue;
+        const index = origin ? origin[position]! : position;
+        if (existing === "unseen") unseen.push(index);
+        else found.push({ position: index, conflict: { sample: samples[index]!, existing } });
+      }
+      if (unseen.length === 0) break;
+      if (statement === MAX_INSERT_STATEMENTS) {
+        throw new KilnError(
+          "KILN_STORE_ERROR",
+          "samples.writeBatch: rows kept changing under concurrent writers; the batch can be written again",
+          { retryable: true },
+        );
+      }
+      unseen.sort((a, b) => a - b);
+      origin = unseen;
+      pending = prepareSamples(
+        unseen.map((index) => samples[index]!),
+        this.#tags.ids,
+      );
+    }
+    return found.sort((a, b) => a.position - b.position).map((entry) => entry.conflict);
+  }
+
+  /**
+   * One statement: the input rows (kept samples and their repeats), the insert of the kept ones
+   * (ordered by key so concurrent retries of overlapping batches lock rows in the same order),
+   * and the input rows refused: those whose key holds a stored row with another payload, repeats
+   * that differ from the kept sample this statement inserted, and rows whose key neither was
+   * inserted nor is visible (committed by a concurrent writer after the statement began). The
+   * main query does not see the rows the insert adds, so `stored` is what was there before.
+   */
+  get #insertSql(): string {
+    const samplesTable = this.#context.table("samples");
+    return `WITH input AS MATERIALIZED (
+         SELECT position, kept, tag_id, quality, to_timestamp(micros / 1000000) AS time,
+                value_float, value_int::int8 AS value_int, value_bool, value_text, quality_reason,
+                value_uint::numeric AS value_uint
+         FROM unnest($1::text::int4[], $2::text::int4[], $3::text::float8[], $4::text::float8[],
+                     $5::text::text[], $6::text::bool[], $7::text::text[], $8::text::text[], $9::text::text[],
+                     $10::text::bool[], $11::text::int4[])
+              AS unnested (tag_id, quality, micros, value_float, value_int, value_bool, value_text, quality_reason,
+                           value_uint, kept, position)
+       ),
+       inserted AS (
+         INSERT INTO ${samplesTable} (${SAMPLE_COLUMNS.join(", ")}, value_uint)
+         SELECT tag_id, quality, time, value_float, value_int, value_bool, value_text, quality_reason, value_uint
+         FROM input
+         WHERE kept
+         ORDER BY tag_id, time
+         ON CONFLICT DO NOTHING
+         RETURNING tag_id, time
+       )
+       SELECT summary.inserted, refused.position, refused.existing
+       FROM (SELECT count(*)::int4 AS inserted FROM inserted) AS summary
+       LEFT JOIN (
+         SELECT input.position,
+                CASE WHEN stored.tag_id IS NOT NULL THEN 'stored'
+                     WHEN inserted.tag_id IS NOT NULL THEN 'batch'
+                     ELSE 'unseen' END AS existing
+         FROM input
+         LEFT JOIN ${samplesTable} AS stored ON stored.tag_id = input.tag_id AND stored.time = input.time
+         LEFT JOIN inserted ON inserted.tag_id = input.tag_id AND inserted.time = input.time
+         LEFT JOIN input AS winner ON winner.kept AND winner.tag_id = input.tag_id AND winner.time = input.time
+         WHERE CASE WHEN stored.tag_id IS NOT NULL THEN NOT ${samePayload("stored", "input")}
+                    WHEN inserted.tag_id IS NOT NULL THEN NOT input.kept AND NOT ${samePayload("winner", "input")}
+                    ELSE true END
+       ) AS refused ON true
+       ORDER BY refused.position`;
   }
 
   /** Samples of one tag in `[from, to)`, oldest first, paged with `limit` and `after`. */

@@ -118,6 +118,13 @@ describe("prepareSamples", () => {
     expect(prepared.samples.map((kept) => kept.value)).toEqual([1, 2, 4, 6]);
     expect(Array.from(prepared.tagIds)).toEqual([7, 9, 7, 9]);
     expect(Array.from(prepared.micros)).toEqual([T0 * 1000, T0 * 1000, (T0 + 1) * 1000, (T0 + 1) * 1000]);
+    expect(Array.from(prepared.positions)).toEqual([0, 1, 3, 5]);
+    // The repeats, in batch order, each with the kept sample it repeats.
+    expect(prepared.repeats.map(({ sample, position, first }) => [sample.value, position, first])).toEqual([
+      [3, 2, 0],
+      [5, 4, 1],
+      [7, 6, 2],
+    ]);
   });
 
   test("rounds timestamps to whole microseconds, so two that round alike are one sample", () => {
@@ -158,7 +165,7 @@ describe("encodeBinaryCopy", () => {
 });
 
 describe("unnestParameters", () => {
-  test("gives nine array literals in column order with NULL where a column does not apply", () => {
+  test("gives eleven array literals in column order with NULL where a column does not apply", () => {
     const ids = new Map([["a", 3]]);
     const batch = [
       sample("a", 1.5, T0),
@@ -167,19 +174,23 @@ describe("unnestParameters", () => {
       sample("a", 'x"y', T0 + 3, quality("bad", "why")),
       sample("a", 2n ** 64n - 1n, T0 + 4),
       sample("a", -0, T0 + 5),
+      sample("a", 0, T0 + 1),
     ];
     const prepared = prepareSamples(batch, ids);
     expect(prepared.unsigned).toBe(true);
+    // The repeat of T0 + 1 comes last, with the key of the sample it repeats and its own payload.
     expect(unnestParameters(prepared)).toEqual([
-      "{3,3,3,3,3,3}",
-      `{0,0,0,${QualityCodes.Bad | 0},0,0}`,
-      `{${[0, 1, 2, 3, 4, 5].map((offset) => (T0 + offset) * 1000).join(",")}}`,
-      "{1.5,NULL,NULL,NULL,NULL,-0}",
-      "{NULL,5,NULL,NULL,NULL,NULL}",
-      "{NULL,NULL,t,NULL,NULL,NULL}",
-      '{NULL,NULL,NULL,"x\\"y",NULL,NULL}',
-      '{NULL,NULL,NULL,"why",NULL,NULL}',
-      "{NULL,NULL,NULL,NULL,18446744073709551615,NULL}",
+      "{3,3,3,3,3,3,3}",
+      `{0,0,0,${QualityCodes.Bad | 0},0,0,0}`,
+      `{${[0, 1, 2, 3, 4, 5, 1].map((offset) => (T0 + offset) * 1000).join(",")}}`,
+      "{1.5,NULL,NULL,NULL,NULL,-0,0}",
+      "{NULL,5,NULL,NULL,NULL,NULL,NULL}",
+      "{NULL,NULL,t,NULL,NULL,NULL,NULL}",
+      '{NULL,NULL,NULL,"x\\"y",NULL,NULL,NULL}',
+      '{NULL,NULL,NULL,"why",NULL,NULL,NULL}',
+      "{NULL,NULL,NULL,NULL,18446744073709551615,NULL,NULL}",
+      "{t,t,t,t,t,t,f}",
+      "{0,1,2,3,4,5,6}",
     ]);
   });
 });

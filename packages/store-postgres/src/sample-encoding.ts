@@ -37,7 +37,17 @@ export function checkSamples(samples: readonly Sample[]): Set<string> {
   return names;
 }
 
-/** A checked batch with in-batch duplicates removed, ready to encode. */
+/** A later sample of a (tag, timestamp) that occurs earlier in the same batch. */
+export interface RepeatedSample {
+  /** The sample, as it was in the batch. */
+  readonly sample: Sample;
+  /** Its index in the batch as given. */
+  readonly position: number;
+  /** The index, among the kept samples of {@link PreparedSamples}, of the first sample of its (tag, timestamp). */
+  readonly first: number;
+}
+
+/** A checked batch with in-batch duplicates set apart, ready to encode. */
 export interface PreparedSamples {
   /** Number of distinct (tag, timestamp) samples. */
   readonly length: number;
@@ -47,49 +57,88 @@ export interface PreparedSamples {
   readonly micros: Float64Array;
   /** The kept samples, first occurrence of each (tag, timestamp). */
   readonly samples: readonly Sample[];
+  /** Index in the batch as given of each kept sample. */
+  readonly positions: Int32Array;
+  /** The samples that repeat the (tag, timestamp) of a kept one, in batch order: not written, but compared. */
+  readonly repeats: readonly RepeatedSample[];
   /** Whether a kept sample holds a uint64 above the int64 range (`value_uint`, not in the COPY columns). */
   readonly unsigned: boolean;
 }
 
 /**
- * Removes duplicate (tag, timestamp) pairs from a checked batch, keeping the first occurrence
- * (as `ON CONFLICT DO NOTHING` keeps the row already stored), and resolves tag ids.
+ * Sets apart duplicate (tag, timestamp) pairs of a checked batch, keeping the first occurrence
+ * (as `ON CONFLICT DO NOTHING` keeps the row already stored) and listing the later ones as
+ * {@link PreparedSamples.repeats}, and resolves tag ids.
  * Timestamps are rounded to whole microseconds, PostgreSQL's resolution, here and only here, so
  * the COPY and the unnest paths store exactly the same key.
  */
 export function prepareSamples(samples: readonly Sample[], tagIds: ReadonlyMap<string, number>): PreparedSamples {
   const ids = new Int32Array(samples.length);
   const micros = new Float64Array(samples.length);
+  const positions = new Int32Array(samples.length);
   const kept: Sample[] = [];
+  let repeated: { position: number; id: number; time: number }[] | undefined;
   let unsigned = false;
   // Keyed by timestamp first: a batch usually holds a few scans of many tags, so this makes a
   // few sets of tag ids rather than one set per tag. A lone tag id is stored unboxed.
   const seen = new Map<number, number | Set<number>>();
-  for (const sample of samples) {
+  for (let position = 0; position < samples.length; position++) {
+    const sample = samples[position]!;
     const id = tagIds.get(sample.tag);
     if (id === undefined) throw new Error(`tag "${sample.tag}" has no id: register it before preparing`);
     const time = Math.round(sample.timestamp * 1000);
     const entry = seen.get(time);
     if (entry === undefined) seen.set(time, id);
     else if (typeof entry === "number") {
-      if (entry === id) continue;
+      if (entry === id) {
+        (repeated ??= []).push({ position, id, time });
+        continue;
+      }
       seen.set(time, new Set([entry, id]));
     } else {
-      if (entry.has(id)) continue;
+      if (entry.has(id)) {
+        (repeated ??= []).push({ position, id, time });
+        continue;
+      }
       entry.add(id);
     }
     ids[kept.length] = id;
     micros[kept.length] = time;
+    positions[kept.length] = position;
     kept.push(sample);
     if (typeof sample.value === "bigint" && sample.value > INT64_MAX) unsigned = true;
   }
+  const length = kept.length;
   return {
-    length: kept.length,
-    tagIds: ids.subarray(0, kept.length),
-    micros: micros.subarray(0, kept.length),
+    length,
+    tagIds: ids.subarray(0, length),
+    micros: micros.subarray(0, length),
     samples: kept,
+    positions: positions.subarray(0, length),
+    repeats: repeated ? resolveRepeats(samples, repeated, ids, micros, length) : [],
     unsigned,
   };
+}
+
+/** Finds the kept sample each repeat repeats; only runs for a batch that has repeats. */
+function resolveRepeats(
+  samples: readonly Sample[],
+  repeated: readonly { position: number; id: number; time: number }[],
+  ids: Int32Array,
+  micros: Float64Array,
+  length: number,
+): RepeatedSample[] {
+  const firstOf = new Map<number, Map<number, number>>();
+  for (let index = 0; index < length; index++) {
+    let byId = firstOf.get(micros[index]!);
+    if (byId === undefined) firstOf.set(micros[index]!, (byId = new Map()));
+    byId.set(ids[index]!, index);
+  }
+  return repeated.map(({ position, id, time }) => ({
+    sample: samples[position]!,
+    position,
+    first: firstOf.get(time)!.get(id)!,
+  }));
 }
 
 const COPY_HEADER = [0x50, 0x47, 0x43, 0x4f, 0x50, 0x59, 0x0a, 0xff, 0x0d, 0x0a, 0x00, 0, 0, 0, 0, 0, 0, 0, 0];
@@ -197,39 +246,54 @@ function payloadBound(value: Sample["value"]): number {
 }
 
 /**
- * The nine array literals, in {@link SAMPLE_COLUMNS} order and then `value_uint`, for the
- * `INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING` path. Time is whole microseconds
- * since the Unix epoch (an exact float8), converted in SQL.
+ * The eleven array literals of the `unnest` insert path, one element per row: the kept samples,
+ * then the repeats (with the tag id and time of the sample they repeat). In
+ * {@link SAMPLE_COLUMNS} order, then `value_uint`, then `kept` (true for a kept sample, false
+ * for a repeat, which is compared but not inserted), then `position` (the index in the batch as
+ * given). Time is whole microseconds since the Unix epoch (an exact float8), converted in SQL.
  */
 export function unnestParameters(batch: PreparedSamples): string[] {
-  const quality = new Array<number>(batch.length);
-  const floats = new Array<SqlArrayElement>(batch.length);
-  const integers = new Array<SqlArrayElement>(batch.length);
-  const unsigned = new Array<SqlArrayElement>(batch.length);
-  const booleans = new Array<SqlArrayElement>(batch.length);
-  const texts = new Array<SqlArrayElement>(batch.length);
-  const reasons = new Array<SqlArrayElement>(batch.length);
-  for (let index = 0; index < batch.length; index++) {
-    const sample = batch.samples[index]!;
+  const rows = batch.length + batch.repeats.length;
+  const tagIds = new Array<number>(rows);
+  const micros = new Array<number>(rows);
+  const quality = new Array<number>(rows);
+  const floats = new Array<SqlArrayElement>(rows);
+  const integers = new Array<SqlArrayElement>(rows);
+  const unsigned = new Array<SqlArrayElement>(rows);
+  const booleans = new Array<SqlArrayElement>(rows);
+  const texts = new Array<SqlArrayElement>(rows);
+  const reasons = new Array<SqlArrayElement>(rows);
+  const kept = new Array<boolean>(rows);
+  const positions = new Array<number>(rows);
+  for (let row = 0; row < rows; row++) {
+    const repeat = row < batch.length ? undefined : batch.repeats[row - batch.length]!;
+    const index = repeat ? repeat.first : row;
+    const sample = repeat ? repeat.sample : batch.samples[row]!;
     const value = sample.value;
-    quality[index] = sample.quality.code | 0;
-    floats[index] = typeof value === "number" ? value : null;
+    tagIds[row] = batch.tagIds[index]!;
+    micros[row] = batch.micros[index]!;
+    quality[row] = sample.quality.code | 0;
+    floats[row] = typeof value === "number" ? value : null;
     const big = typeof value === "bigint";
-    integers[index] = big && value <= INT64_MAX ? value : null;
-    unsigned[index] = big && value > INT64_MAX ? value : null;
-    booleans[index] = typeof value === "boolean" ? value : null;
-    texts[index] = typeof value === "string" ? value : null;
-    reasons[index] = sample.quality.reason ?? null;
+    integers[row] = big && value <= INT64_MAX ? value : null;
+    unsigned[row] = big && value > INT64_MAX ? value : null;
+    booleans[row] = typeof value === "boolean" ? value : null;
+    texts[row] = typeof value === "string" ? value : null;
+    reasons[row] = sample.quality.reason ?? null;
+    kept[row] = repeat === undefined;
+    positions[row] = repeat ? repeat.position : batch.positions[row]!;
   }
   return [
-    arrayLiteral(Array.from(batch.tagIds)),
+    arrayLiteral(tagIds),
     arrayLiteral(quality),
-    arrayLiteral(Array.from(batch.micros)),
+    arrayLiteral(micros),
     arrayLiteral(floats),
     arrayLiteral(integers),
     arrayLiteral(booleans),
     arrayLiteral(texts),
     arrayLiteral(reasons),
     arrayLiteral(unsigned),
+    arrayLiteral(kept),
+    arrayLiteral(positions),
   ];
 }

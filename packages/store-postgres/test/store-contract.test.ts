@@ -1,8 +1,17 @@
-import { defineTags, GOOD, type ProcessRecord, type Sample } from "@kiln/core";
+import {
+  createControlSystem,
+  defineTags,
+  GOOD,
+  SimulatedPlc,
+  type KilnEvents,
+  type ProcessRecord,
+  type Sample,
+} from "@kiln/core";
+import { SimulatedClock } from "@kiln/core/testing";
 import { type NewDomainEvent } from "@kiln/core/driver-kit";
 import { describe, expect, test } from "vitest";
 import type { SqlClient } from "../src/index";
-import { TARGETS, expectKilnError, useTarget } from "./support/database";
+import { TARGETS, expectKilnError, uniqueSchema, useTarget } from "./support/database";
 
 const T0 = Date.UTC(2026, 0, 1);
 
@@ -155,9 +164,102 @@ for (const target of TARGETS) {
         const store = database.create({ client });
         await store.open(levelTags.list());
         await store.samples.writeBatch(levelBatch(0, 20));
-        await store.samples.writeBatch([...levelBatch(10, 20), ...levelBatch(10, 20)]);
+        const retry = await store.samples.writeBatch([...levelBatch(10, 20), ...levelBatch(10, 20)]);
+        expect(retry?.conflicts).toEqual([]);
+        const changed = levelBatch(25, 10).map((entry) => ({ ...entry, value: -1 }));
+        const result = await store.samples.writeBatch(changed);
+        expect(result?.conflicts.map((conflict) => [conflict.sample.timestamp, conflict.existing])).toEqual(
+          changed.slice(0, 5).map((entry) => [entry.timestamp, "stored"]),
+        );
         const stored = await store.samples.readSamples({ tag: "level", from: T0, to: T0 + 1e9 });
-        expect(stored.map((sample) => sample.value)).toEqual(Array.from({ length: 30 }, (_unused, index) => index));
+        expect(stored.map((sample) => sample.value)).toEqual([
+          ...Array.from({ length: 30 }, (_unused, index) => index),
+          ...Array.from({ length: 5 }, () => -1),
+        ]);
+      });
+
+      test("two writers racing on the same keys with different values: each key stored once, every other sample reported by its writer", async () => {
+        const schema = uniqueSchema();
+        const writers = [database.create({ schema }), database.create({ schema })];
+        for (const writer of writers) await writer.open(levelTags.list());
+        const rounds = 8;
+        const perRound = 300;
+        const batchOf = (writer: number, round: number): Sample[] =>
+          Array.from({ length: perRound }, (_unused, index) =>
+            sample("level", writer * 1_000_000 + round, T0 + (round * perRound + index) * 1000),
+          );
+        const reported = [0, 0];
+        for (let round = 0; round < rounds; round++) {
+          const results = await Promise.all(
+            writers.map((writer, index) => writer.samples.writeBatch(batchOf(index, round))),
+          );
+          results.forEach((result, index) => {
+            reported[index]! += result?.conflicts.length ?? 0;
+            for (const conflict of result?.conflicts ?? []) expect(conflict.existing).toBe("stored");
+          });
+        }
+        const stored = await writers[0]!.samples.readSamples({ tag: "level", from: T0, to: T0 + 1e9, limit: 100_000 });
+        expect(stored).toHaveLength(rounds * perRound);
+        const storedBy = [0, 1].map(
+          (writer) =>
+            stored.filter(
+              (entry) =>
+                (entry.value as number) >= writer * 1_000_000 && (entry.value as number) < (writer + 1) * 1_000_000,
+            ).length,
+        );
+        // What one writer stored, the other was refused and told so; nothing merged silently.
+        expect(reported).toEqual([storedBy[1], storedBy[0]]);
+      });
+    });
+
+    describe("Conflicts through the pipeline", () => {
+      test("samples another writer already stored differently are dropped with their tag and reason; samplesOut counts exactly the rows stored", async () => {
+        const start = Date.UTC(2026, 10, 30);
+        const clock = new SimulatedClock({ start });
+        const counterTags = defineTags({ "seq.counter": { dataType: "float64" } });
+        const schema = uniqueSchema();
+        // Another writer holds every millisecond of the first second with another value.
+        const other = database.create({ schema });
+        await other.open(counterTags.list());
+        const taken = Array.from({ length: 1001 }, (_unused, index) => sample("seq.counter", -1, start + index));
+        expect((await other.samples.writeBatch(taken))?.conflicts).toEqual([]);
+        const system = createControlSystem({
+          machineId: "conflict-test",
+          tags: counterTags,
+          driver: new SimulatedPlc({ tags: counterTags, clock, sources: { "seq.counter": { kind: "counter" } } }),
+          store: database.create({ schema }),
+          clock,
+          scanGroups: { default: { periodMs: 100, staleAfterPeriods: 0 } },
+          logging: { maxBatchSize: 5, maxLatencyMs: 50 },
+        });
+        const drops: KilnEvents["samples-drop"][] = [];
+        system.bus.on("samples-drop", (event) => void drops.push(event));
+        await system.start();
+        for (let step = 0; step < 30; step++) {
+          await clock.advance(100);
+          // Real I/O (PGlite or the server) runs between simulated steps.
+          await new Promise((resolve) => setTimeout(resolve, 5));
+        }
+        await system.stop();
+        const stored = await other.samples.readSamples({
+          tag: "seq.counter",
+          from: start,
+          to: start + 1e6,
+          limit: 10_000,
+        });
+        const logged = stored.filter((entry) => entry.value !== -1);
+        const inFirstSecond = logged.filter((entry) => entry.timestamp <= start + 1000);
+        const health = system.health().logging;
+        expect(inFirstSecond).toEqual([]);
+        expect(stored.filter((entry) => entry.value === -1)).toHaveLength(1001);
+        expect(health.samplesDropped).toBeGreaterThanOrEqual(10);
+        expect(logged.length).toBeGreaterThanOrEqual(15);
+        expect(health.samplesOut).toBe(logged.length);
+        expect(health.samplesIn).toBe(health.samplesOut + health.samplesDropped);
+        expect(drops.reduce((sum, drop) => sum + drop.count, 0)).toBe(health.samplesDropped);
+        expect(new Set(drops.map((drop) => `${drop.tag} ${drop.reason}`))).toEqual(
+          new Set(["seq.counter conflict: a different sample is stored at this timestamp"]),
+        );
       });
     });
 

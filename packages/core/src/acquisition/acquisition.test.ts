@@ -1,5 +1,6 @@
 import { describe, expect, test } from "vitest";
 import { KilnError } from "../domain/errors";
+import { GOOD, QualityCodes } from "../domain/quality";
 import { defineTags } from "../domain/tags";
 import { CurrentValueTable } from "../cvt/current-value-table";
 import type { KilnEvents } from "../events/catalogue";
@@ -245,7 +246,16 @@ describe("Acquisition", () => {
     plc.faults.unreachable = true;
     await acquisition.start();
     expect(acquisition.link).toBe("offline");
-    expect(cvt.size).toBe(0);
+    // Every tag has a sample at once: bad, no value, with the reason (nothing waits for the device).
+    expect(cvt.snapshot()).toHaveLength(3);
+    for (const sample of cvt.snapshot()) {
+      expect(sample).toMatchObject({
+        value: null,
+        quality: { severity: "bad", code: QualityCodes.BadNoCommunication },
+      });
+      expect(sample.quality.reason).toContain("unreachable");
+    }
+    await acquisition.firstScan(1_000);
     plc.faults.unreachable = false;
     await clock.advance(1_000);
     expect(acquisition.link).toBe("online");
@@ -272,6 +282,46 @@ describe("Acquisition", () => {
     expect(cvt.get("fast.pressure")?.quality).toMatchObject({
       severity: "uncertain",
       reason: "stale: no update within 150 ms",
+    });
+    await acquisition.stop();
+  });
+
+  test("each poll sweeps its own group for staleness; another group only when its polls stopped coming", async () => {
+    let hang = false;
+    const { clock, cvt, acquisition } = setup({
+      policy: { timeoutMs: 60_000 },
+      preparePlc: (plc) => {
+        const read = plc.read.bind(plc);
+        plc.read = async (list, signal) => {
+          if (hang && list.some((tag) => tag.scanGroup === "slow")) {
+            await new Promise((_resolve, reject) => signal?.addEventListener("abort", () => reject(signal.reason)));
+          }
+          return read(list, signal);
+        };
+      },
+    });
+    const swept: string[] = [];
+    const sweep = cvt.sweepStale.bind(cvt);
+    cvt.sweepStale = (now, tags) => {
+      swept.push(tags === undefined ? "every tag" : tags.includes("slow.temperature") ? "slow" : "fast");
+      return sweep(now, tags);
+    };
+    await acquisition.start();
+    await clock.advance(2_000);
+    // 40 fast polls sweep the fast group; the slow group is swept by its own 2 polls (and at most
+    // once more when a fast poll finds it a period overdue at the same instant).
+    expect(swept.filter((group) => group === "fast").length).toBeGreaterThanOrEqual(40);
+    expect(swept.filter((group) => group === "slow").length).toBeLessThanOrEqual(4);
+    expect(swept).not.toContain("every tag");
+    hang = true;
+    // The slow group's last value came at 2,000; its reads from 3,000 on hang.
+    await clock.advance(2_900);
+    expect(cvt.get("slow.temperature")?.quality.severity).toBe("good");
+    // The fast polls sweep it, so it turns stale within a period of its window (5,000 + 1,000).
+    await clock.advance(1_100);
+    expect(cvt.get("slow.temperature")?.quality).toMatchObject({
+      severity: "uncertain",
+      reason: "stale: no update within 3000 ms",
     });
     await acquisition.stop();
   });
@@ -389,6 +439,61 @@ describe("Acquisition", () => {
     expect(live).toBe(2);
     await acquisition.stop();
     expect(live).toBe(0);
+  });
+
+  test("a subscribe slower than the timeout: each late subscription is disposed when it completes, one stays alive, none after stop", async () => {
+    // Every subscription the driver made, with whether its disposer was called and the callback
+    // the core gave it; the first three subscribes take 150 ms against a 40 ms timeout.
+    const made: { disposed: boolean; completedAt: number; disposedAt?: number; emit: () => void }[] = [];
+    let calls = 0;
+    const { clock, cvt, acquisition } = setup({
+      groups: {
+        fast: { periodMs: 50, mode: "subscribe", staleAfterPeriods: 3 },
+        slow: { periodMs: 1_000, mode: "poll", staleAfterPeriods: 3 },
+      },
+      preparePlc: (plc) => {
+        const subscribe = plc.subscribe.bind(plc);
+        plc.subscribe = async (tags, options, onSamples) => {
+          calls++;
+          if (calls <= 3) await clock.sleep(150);
+          const dispose = await subscribe(tags, options, onSamples);
+          const entry = {
+            disposed: false,
+            completedAt: clock.now(),
+            emit: () => onSamples([{ tag: "fast.counter", value: 999_999, timestamp: clock.now(), quality: GOOD }]),
+          } as (typeof made)[number];
+          made.push(entry);
+          return () => {
+            entry.disposed = true;
+            entry.disposedAt ??= clock.now();
+            dispose();
+          };
+        };
+      },
+    });
+    const started = acquisition.start();
+    await clock.advance(50);
+    await started;
+    expect(acquisition.link).toBe("offline"); // the first subscribe timed out
+    for (let step = 0; step < 300 && acquisition.link !== "online"; step++) await clock.advance(10);
+    expect(acquisition.link).toBe("online");
+    await clock.advance(1_000); // every late subscribe has completed by now
+    expect(calls).toBeGreaterThanOrEqual(4);
+    expect(made).toHaveLength(calls);
+    const late = made.filter((entry) => entry.disposed);
+    expect(late).toHaveLength(calls - 1);
+    for (const entry of late) expect(entry.disposedAt).toBe(entry.completedAt); // at once
+    expect(made.filter((entry) => !entry.disposed)).toHaveLength(1);
+    // A late subscription's callback never reaches the table, even from a driver that ignored its disposer.
+    for (const entry of late) entry.emit();
+    expect(cvt.value("fast.counter")).not.toBe(999_999);
+    await acquisition.stop();
+    expect(made.every((entry) => entry.disposed)).toBe(true);
+    // After stop no callback runs into the table.
+    const before = cvt.get("fast.counter");
+    for (const entry of made) entry.emit();
+    await clock.advance(1_000);
+    expect(cvt.get("fast.counter")).toBe(before);
   });
 
   test("a tag in an undefined scan group is a configuration error", () => {

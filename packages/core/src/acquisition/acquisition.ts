@@ -2,6 +2,7 @@ import { KilnError, type KilnErrorCode } from "../domain/errors";
 import type { Sample } from "../domain/sample";
 import type { Tag } from "../domain/tags";
 import { NO_COMMUNICATION, type CurrentValueTable } from "../cvt/current-value-table";
+import { quality, QualityCodes } from "../domain/quality";
 import type { KilnEvents } from "../events/catalogue";
 import type { Disposer, EventBus } from "../events/event-bus";
 import type { Clock } from "../ports/clock";
@@ -12,7 +13,8 @@ import type { PlcDriver } from "../ports/plc-driver";
 import type { CircuitBreaker, CircuitBreakerSnapshot } from "../resilience/circuit-breaker";
 import type { GuardedDriver } from "../resilience/guarded-ports";
 import { backoffDelay, createRetryPolicy, type RetryPolicy } from "../resilience/retry";
-import { checkDriverSamples } from "./driver-samples";
+import { checkReplyPart, missingFromRead } from "./driver-samples";
+import { SlicedQueue } from "./sliced-queue";
 import { FixedRateScheduler } from "./fixed-rate-scheduler";
 import { RollingStats, type StatsSummary } from "../stats/rolling-stats";
 import { monotonicNow } from "../runtime/system-clock";
@@ -75,6 +77,12 @@ export interface AcquisitionOptions {
   readonly logger?: Logger;
   /** Awaited before each poll: lets the logging pipeline apply back-pressure (`block` policy). */
   readonly beforeRead?: () => Promise<void> | undefined;
+  /**
+   * Most samples of a driver reply put into the current value table in one turn of the event
+   * loop; a larger reply is processed in slices, in order, yielding in between
+   * (docs/adr/0019-sliced-scan-processing.md). @default 1_000
+   */
+  readonly sliceSize?: number;
 }
 
 /** Health of one scan group. */
@@ -134,10 +142,17 @@ interface Group {
   readonly tags: readonly Tag[];
   /** The group's tags by name: what a driver reply for this group may contain. */
   readonly asked: ReadonlyMap<string, Tag>;
+  readonly names: readonly string[];
   readonly mode: "poll" | "subscribe";
+  /** When the group's tags were last swept for staleness (clock time). */
+  sweptAt: number;
   scheduler?: FixedRateScheduler;
   unsubscribe?: Disposer;
   failedReads: number;
+  /** Tags the device answered for (any quality) since the last start, until the first scan is done. */
+  readonly answered: Set<string>;
+  /** True from a start until the group's first scan is done (see {@link Acquisition.firstScan}). */
+  firstScanPending: boolean;
   readonly periodError: RollingStats;
   readonly readDuration: RollingStats;
 }
@@ -170,8 +185,13 @@ export class Acquisition {
   #gaveUp = false;
   readonly #wallWatch: WallClockWatch;
   #wallStep: { readonly at: number; readonly stepMs: number; readonly seenAt: number } | undefined;
+  /** Resolves when no group's first scan is pending (see {@link firstScan}). */
+  #firstScan: Promise<void> = Promise.resolve();
+  #firstScanDone: () => void = () => undefined;
   /** Counts the driver's drops and our stops, so a subscribe that completes after one is disposed. */
   #epoch = 0;
+  /** Driver replies on their way into the current value table, in arrival order. */
+  readonly #replies: SlicedQueue;
   readonly #instruments:
     { readonly periodError: Histogram; readonly overruns: Counter; readonly failures: Counter } | undefined;
 
@@ -179,6 +199,7 @@ export class Acquisition {
     this.#options = options;
     this.#logger = (options.logger ?? silentLogger).child({ driver: options.driver.name });
     this.#wallWatch = new WallClockWatch(options.clock);
+    this.#replies = new SlicedQueue({ sliceSize: options.sliceSize ?? 1_000 });
     const byGroup = new Map<string, Tag[]>();
     for (const tag of options.tags) {
       if (!options.groups[tag.scanGroup]) {
@@ -202,8 +223,12 @@ export class Acquisition {
         settings,
         tags,
         asked: new Map(tags.map((tag) => [tag.name, tag])),
+        names: tags.map((tag) => tag.name),
+        sweptAt: 0,
         mode: settings.mode === "subscribe" && canSubscribe ? "subscribe" : "poll",
         failedReads: 0,
+        answered: new Set<string>(),
+        firstScanPending: false,
         periodError: new RollingStats(),
         readDuration: new RollingStats(),
       };
@@ -233,7 +258,8 @@ export class Acquisition {
 
   /**
    * Connects and starts the scan groups. A device that cannot be reached now does not fail
-   * start: its tags stay without value and reconnection runs in the background. A failure
+   * start: its tags turn `bad` (`BadNoCommunication`, no value; a value from an earlier run is
+   * kept as `uncertain`) and reconnection runs in the background. A failure
    * that retrying cannot fix (bad credentials, configuration) rejects.
    */
   async start(): Promise<void> {
@@ -241,9 +267,13 @@ export class Acquisition {
     const { driver, clock, cvt } = this.#options;
     this.#stopping = new AbortController();
     this.#gaveUp = false;
+    this.#firstScan = new Promise((resolve) => (this.#firstScanDone = resolve));
     for (const group of this.#groups) {
+      group.answered.clear();
+      group.firstScanPending = true;
       const staleAfter = group.mode === "poll" ? group.settings.staleAfterPeriods * group.settings.periodMs : 0;
       for (const tag of group.tags) cvt.setStaleAfter(tag.name, staleAfter);
+      group.sweptAt = clock.now();
     }
     this.#disposers.push(
       driver.onStatusChange((change) => {
@@ -280,12 +310,16 @@ export class Acquisition {
       this.#link = "online"; // so that goOffline runs its full transition
       this.#goOffline(this.#lastError);
     }
+    this.#checkFirstScan();
     for (const group of this.#groups) {
       if (group.mode !== "poll") continue;
       group.scheduler = new FixedRateScheduler({
         clock,
         periodMs: group.settings.periodMs,
-        task: () => this.#poll(group),
+        task: async () => {
+          await this.#poll(group);
+          if (group.firstScanPending) this.#endFirstScan(group, this.#lastError ?? "no answer from the device");
+        },
         onLateness: (ms) => {
           group.periodError.observe(ms);
           this.#instruments?.periodError.observe(ms, { group: group.name });
@@ -310,9 +344,12 @@ export class Acquisition {
     this.#epoch++;
     this.#stopping?.abort();
     this.#wake?.abort();
+    for (const group of this.#groups) group.firstScanPending = false;
+    this.#firstScanDone();
     await Promise.all(this.#groups.map((group) => group.scheduler?.stop() ?? Promise.resolve()));
     await this.#reconnecting;
     this.#unsubscribeAll();
+    this.#replies.flush();
     this.#disposeListeners();
   }
 
@@ -356,7 +393,7 @@ export class Acquisition {
 
   async #poll(group: Group): Promise<void> {
     if (this.#link !== "online") return;
-    const { driver, clock, cvt } = this.#options;
+    const { driver, clock } = this.#options;
     const waiting = this.#options.beforeRead?.();
     if (waiting) await this.#waitForRoom(waiting, group);
     if (this.#link !== "online") return;
@@ -364,7 +401,7 @@ export class Acquisition {
     try {
       const samples = await driver.read(group.tags, this.#stopping!.signal);
       group.readDuration.observe(monotonicNow(clock) - started);
-      this.#accept(group, samples, true, clock.now());
+      await this.#accept(group, samples, true, clock.now());
     } catch (error) {
       if (this.#stopping!.signal.aborted) return;
       group.failedReads++;
@@ -372,27 +409,119 @@ export class Acquisition {
       this.#instruments?.failures.inc(1, { group: group.name });
       this.#logger.warn({ error: this.#lastError, group: group.name }, "scan read failed");
     } finally {
-      cvt.sweepStale(clock.now());
+      this.#sweepStale(group);
     }
   }
 
   /**
    * Puts a driver reply into the current value table through the one check of driver samples
-   * (wrong type → bad, unrequested → dropped and counted, missing from a read → bad).
+   * (wrong type → bad, unrequested → dropped and counted, missing from a read → bad), behind the
+   * replies before it and a slice at a time; resolves once all of it is in the table.
    */
-  #accept(group: Group, reply: readonly Sample[], complete: boolean, now: number): void {
+  #accept(group: Group, reply: readonly Sample[], complete: boolean, now: number): Promise<void> {
     this.#watchWallClock();
-    const { samples, unrequested } = checkDriverSamples(reply, group.asked, complete, now);
-    if (unrequested > 0) {
-      if (this.#unrequested === 0) {
-        this.#logger.warn(
-          { driver: this.#options.driver.name, group: group.name, count: unrequested },
-          "driver returned samples for tags it was not asked for; dropped (counted in health().acquisition.unrequestedSamples)",
-        );
-      }
-      this.#unrequested += unrequested;
+    const { cvt } = this.#options;
+    const seen = complete ? new Set<string>() : undefined;
+    return this.#replies.enqueue({
+      size: reply.length,
+      run: (from, to) => {
+        const part = from === 0 && to === reply.length ? reply : reply.slice(from, to);
+        const { samples, unrequested } = checkReplyPart(part, group.asked, now, seen);
+        if (unrequested > 0) this.#countUnrequested(group, unrequested);
+        cvt.update(samples, now);
+        this.#noteAnswered(group, samples);
+      },
+      ...(seen === undefined
+        ? {}
+        : {
+            finish: () => {
+              const missing = missingFromRead(group.asked, seen, now);
+              cvt.update(missing, now);
+              this.#noteAnswered(group, missing);
+            },
+          }),
+    });
+  }
+
+  #countUnrequested(group: Group, unrequested: number): void {
+    if (this.#unrequested === 0) {
+      this.#logger.warn(
+        { driver: this.#options.driver.name, group: group.name, count: unrequested },
+        "driver returned samples for tags it was not asked for; dropped (counted in health().acquisition.unrequestedSamples)",
+      );
     }
-    this.#options.cvt.update(samples, now);
+    this.#unrequested += unrequested;
+  }
+
+  /** Counts the tags of `group` that had a sample, until its first scan is complete. */
+  #noteAnswered(group: Group, samples: readonly Sample[]): void {
+    if (!group.firstScanPending) return;
+    for (const sample of samples) group.answered.add(sample.tag);
+    if (group.answered.size === group.tags.length) this.#endFirstScan(group);
+  }
+
+  /**
+   * Resolves when the first scan since the last {@link start} is complete for every scan group:
+   * each tag has a sample from this run in the current value table — the device's (good,
+   * uncertain or bad, as read), or, when the device did not answer (unreachable at start, the
+   * first read failed or timed out, the link dropped), `bad` `BadNoCommunication` with a `null`
+   * value and the reason (a tag holding a value from an earlier run keeps it, `uncertain`
+   * "no communication, last usable value"). A poll group's first scan is its first cycle, so it
+   * is bounded by the driver's call timeout; a subscribed group's ends when every tag has had a
+   * notification. Waits at most `timeoutMs` (on the clock): tags still without an answer then
+   * are marked as above, with the reason "no answer within `timeoutMs` ms of start". Also
+   * resolves when the acquisition stops. Resolves at once when the first scan is already done.
+   */
+  async firstScan(timeoutMs: number): Promise<void> {
+    if (!this.#groups.some((group) => group.firstScanPending)) return;
+    const bound = new AbortController();
+    const timedOut = this.#options.clock.sleep(timeoutMs, bound.signal).then(
+      () => true,
+      () => false,
+    );
+    const done = this.#firstScan.then(() => false);
+    const expired = await Promise.race([done, timedOut]);
+    bound.abort();
+    if (expired && this.#link !== "stopped") {
+      for (const group of this.#groups) {
+        if (group.firstScanPending) this.#endFirstScan(group, `no answer within ${timeoutMs} ms of start`);
+      }
+    }
+  }
+
+  /**
+   * Ends a group's first scan; with `reason` (the device did not answer), each tag without an
+   * answer since the start gets a bad sample, or keeps its earlier value as uncertain.
+   */
+  #endFirstScan(group: Group, reason?: string): void {
+    if (!group.firstScanPending) return;
+    group.firstScanPending = false;
+    if (reason !== undefined) {
+      const { cvt, clock } = this.#options;
+      const now = clock.now();
+      const unanswered = group.tags.filter((tag) => !group.answered.has(tag.name)).map((tag) => tag.name);
+      const earlier = unanswered.filter((tag) => cvt.get(tag) !== undefined);
+      const noValue = quality("bad", `no communication since start: ${reason}`, QualityCodes.BadNoCommunication);
+      cvt.update(
+        unanswered
+          .filter((tag) => cvt.get(tag) === undefined)
+          .map((tag) => ({ tag, value: null, timestamp: now, quality: noValue })),
+        now,
+      );
+      cvt.degrade(earlier, NO_COMMUNICATION, now);
+    }
+    group.answered.clear();
+    this.#checkFirstScan();
+  }
+
+  /** Ends the first scan of every group while the link is offline (the device did not answer). */
+  #checkFirstScan(reason?: string): void {
+    if (this.#link === "offline") {
+      for (const group of this.#groups) {
+        if (group.firstScanPending) this.#endFirstScan(group, reason ?? this.#lastError ?? "PLC offline");
+      }
+    }
+    if (!this.#groups.some((group) => group.firstScanPending)) this.#firstScanDone();
   }
 
   /** Reports a step of the wall clock once: a warning, `clock-step`, and a health problem for a while. */
@@ -411,7 +540,7 @@ export class Acquisition {
    * period meanwhile: a value that is old because acquisition is held back turns uncertain too.
    */
   async #waitForRoom(waiting: Promise<void>, group: Group): Promise<void> {
-    const { clock, cvt } = this.#options;
+    const { clock } = this.#options;
     const stopping = this.#stopping!.signal;
     let room = false;
     const roomMade = waiting.then(() => {
@@ -424,7 +553,23 @@ export class Acquisition {
         .catch(() => undefined);
       await untilAborted(Promise.race([roomMade, period]), stopping);
       tick.abort();
-      cvt.sweepStale(clock.now());
+      this.#sweepStale(group);
+    }
+  }
+
+  /**
+   * Sweeps staleness of `group`'s tags, and of every other polled group not swept for a period
+   * (its own polls stopped coming: a read hanging up to its timeout). Sweeping every tag after
+   * every poll cost a 10 ms group beside 100,000 tags a few ms of CPU each period.
+   */
+  #sweepStale(group: Group): void {
+    const { clock, cvt } = this.#options;
+    const now = clock.now();
+    for (const other of this.#groups) {
+      if (other.mode !== "poll" || other.settings.staleAfterPeriods === 0) continue;
+      if (other !== group && now - other.sweptAt < other.settings.periodMs) continue;
+      other.sweptAt = now;
+      cvt.sweepStale(now, other.names);
     }
   }
 
@@ -434,6 +579,8 @@ export class Acquisition {
     this.#link = "offline";
     this.#lostAt = clock.now();
     this.#unsubscribeAll();
+    // Values read before the loss go in first, so the loss marker is the newest entry of each tag.
+    this.#replies.flush();
     cvt.degrade(
       options.tags.map((tag) => tag.name),
       NO_COMMUNICATION,
@@ -441,6 +588,7 @@ export class Acquisition {
     );
     this.#logger.warn({ reason }, "PLC connection lost");
     void bus.publish("plc-connection-lose", { at: this.#lostAt, driver: driver.name, reason });
+    this.#checkFirstScan(reason);
     this.#reconnecting ??= this.#reconnectLoop().finally(() => (this.#reconnecting = undefined));
   }
 
@@ -456,7 +604,11 @@ export class Acquisition {
           ...(group.settings.queueSize === undefined ? {} : { queueSize: group.settings.queueSize }),
           ...(group.settings.deadband === undefined ? {} : { deadband: group.settings.deadband }),
         },
-        (samples) => this.#accept(group, samples, false, clock.now()),
+        (samples) => {
+          this.#accept(group, samples, false, clock.now()).catch((error: unknown) => {
+            this.#logger.error({ error: describe(error), group: group.name }, "subscription delivery failed");
+          });
+        },
       );
       group.unsubscribe = unsubscribe;
       if (epoch !== this.#epoch || this.#link === "stopped" || driver.status !== "connected") {
@@ -502,7 +654,7 @@ export class Acquisition {
           if (this.#link !== "offline") return;
           // A subscription group's values come with its subscription's first notification; the
           // probe's copy of them (same value, timestamp and quality) would reach observers twice.
-          if (probe.mode === "poll") this.#accept(probe, samples, true, clock.now());
+          if (probe.mode === "poll") await this.#accept(probe, samples, true, clock.now());
         }
         await this.#goOnline();
         return;

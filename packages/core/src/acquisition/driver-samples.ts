@@ -33,9 +33,25 @@ export function checkDriverSamples(
   complete: boolean,
   now: number,
 ): CheckedSamples {
+  const seen = complete ? new Set<string>() : undefined;
+  const checked = checkReplyPart(reply, asked, now, seen);
+  if (seen !== undefined) checked.samples.push(...missingFromRead(asked, seen, now));
+  return checked;
+}
+
+/**
+ * {@link checkDriverSamples} for one part of a reply, without the missing-tag step, so a large
+ * reply can be checked a slice at a time. With `seen` (a read reply), a tag already in `seen` is
+ * a duplicate and counted as unrequested, and each accepted tag is added to it.
+ */
+export function checkReplyPart(
+  reply: readonly Sample[],
+  asked: ReadonlyMap<string, Tag>,
+  now: number,
+  seen?: Set<string>,
+): { readonly samples: Sample[]; readonly unrequested: number } {
   const samples: Sample[] = [];
   let unrequested = 0;
-  const seen = complete ? new Set<string>() : undefined;
   for (const sample of reply) {
     const tag = asked.get(sample.tag);
     if (tag === undefined || seen?.has(sample.tag)) {
@@ -45,13 +61,18 @@ export function checkDriverSamples(
     seen?.add(sample.tag);
     samples.push(checked(stamped(sample, now), tag));
   }
-  if (seen !== undefined && seen.size < asked.size) {
-    const missing = quality("bad", "driver returned no sample", QualityCodes.BadNoData);
-    for (const name of asked.keys()) {
-      if (!seen.has(name)) samples.push({ tag: name, value: null, timestamp: now, quality: missing });
-    }
-  }
   return { samples, unrequested };
+}
+
+/** A `bad` `BadNoData` sample "driver returned no sample", stamped `now`, per asked-for tag not in `seen`. */
+export function missingFromRead(asked: ReadonlyMap<string, Tag>, seen: ReadonlySet<string>, now: number): Sample[] {
+  if (seen.size >= asked.size) return [];
+  const missing = quality("bad", "driver returned no sample", QualityCodes.BadNoData);
+  const samples: Sample[] = [];
+  for (const name of asked.keys()) {
+    if (!seen.has(name)) samples.push({ tag: name, value: null, timestamp: now, quality: missing });
+  }
+  return samples;
 }
 
 function checked(sample: Sample, tag: Tag): Sample {

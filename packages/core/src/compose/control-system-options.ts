@@ -10,6 +10,7 @@ import type { Metrics } from "../ports/metrics";
 import type { PlcDriver } from "../ports/plc-driver";
 import type { Store } from "../ports/store";
 import type { RetryJitter } from "../resilience/retry";
+import { DEFAULT_RUN_WITHOUT_DURABLE_AUDIT } from "../security/audited-command";
 import type { RoleTable } from "../security/authorization";
 import type { ServiceRegistry } from "./service-registry";
 
@@ -181,7 +182,7 @@ const recipesSchema = z
 /** zod schema of `audit`: the backlog (CR 2.9) and the actions that run without a durable entry (CR 2.10). */
 const auditSchema = z
   .object({
-    source: z.string().min(1).optional(),
+    source: z.string().min(1).max(256).optional(),
     backlog: z
       .object({
         path: z.string().min(1).optional(),
@@ -195,7 +196,7 @@ const auditSchema = z
       })
       .strict()
       .prefault({}),
-    runWithoutDurableAudit: z.array(z.string().min(1)).default(["recipe.abort"]),
+    runWithoutDurableAudit: z.array(z.string().min(1)).default([...DEFAULT_RUN_WITHOUT_DURABLE_AUDIT]),
   })
   .strict()
   .prefault({});
@@ -371,13 +372,15 @@ export interface ControlSystemOptions {
    * The audit trail (IEC 62443-3-3 CR 2.8–2.10). Commands fail closed: one whose entry cannot
    * be made durable (stored, or journaled when `backlog.path` is set) is refused with
    * `KILN_AUDIT_UNAVAILABLE` and not executed.
-   * - `source`: recorded as the source of commands that name none. @default none
+   * - `source`: recorded as the source of commands whose principal names none (IEC 62443-3-3
+   *   CR 2.8 asks for one on every entry); at most 256 characters. @default `"kiln:<machineId>"`
    * - `backlog.path`: a journal file for entries the store cannot take yet; they survive a
    *   restart and are written in order once the store is back. @default none (memory only)
    * - `backlog.maxEntries` (@default 10000), `backlog.maxBytes` (journal size, @default 64 MiB)
    * - `backlog.whenFull`: `refuse-commands` (@default) or `drop-oldest` (reported by `audit-entry-drop`).
-   * - `runWithoutDurableAudit`: actions that run even so (safety functions); their entry is kept
-   *   in memory, retried and reported. @default ["recipe.abort"]
+   * - `runWithoutDurableAudit`: actions that act at once, without waiting for their entry
+   *   (safety functions); the entry follows: stored, or kept (journaled when possible), retried
+   *   and reported. @default ["recipe.abort", "recipe.pause"]
    *
    * @example
    * createControlSystem({ machineId, tags, audit: {

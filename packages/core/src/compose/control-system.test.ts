@@ -374,3 +374,30 @@ describe("createControlSystem", () => {
     ]);
   });
 });
+
+test("a MemoryStore's retention evictions are published as store-evict, and the kept samples stay bounded", async () => {
+  const clock = new SimulatedClock({ start: Date.UTC(2026, 10, 22) });
+  const plc = new SimulatedPlc({ tags, clock, sources: { "seq.counter": { kind: "counter" } } });
+  const store = new MemoryStore({ clock, retention: { maxSamples: 20 } });
+  const system = createControlSystem({
+    machineId: "ald-1",
+    tags,
+    driver: plc,
+    store,
+    clock,
+    scanGroups,
+    logging: { maxBatchSize: 50, maxLatencyMs: 200 },
+  });
+  let evicted = 0;
+  system.bus.on("store-evict", (event) => {
+    expect(event.port).toBe("samples");
+    evicted += event.count;
+  });
+  await system.start();
+  await clock.advance(5_000);
+  await system.stop();
+  expect(store.sampleCount).toBe(20);
+  expect(evicted).toBeGreaterThan(0);
+  expect(evicted).toBe(store.evicted.samples);
+  expect(system.health().logging.samplesDropped).toBe(0);
+});

@@ -1,8 +1,7 @@
-import type { DependencyContainer } from "tsyringe";
 import type { Acquisition, AcquisitionHealth } from "../acquisition/acquisition";
 import type { AlarmEngine, AlarmShelveOptions, AlarmSnapshot } from "../alarms/alarm-engine";
 import { currentValueViewOf, type CurrentValueTable, type CurrentValueView } from "../cvt/current-value-table";
-import { KilnError } from "../domain/errors";
+import { KilnError, KilnValidationError } from "../domain/errors";
 import { reconnectDelay } from "../driver-kit/backoff";
 import type { Sample } from "../domain/sample";
 import type { TagCatalog, TagValue } from "../domain/tags";
@@ -23,7 +22,8 @@ import { recoverInterrupted } from "../recipes/process-recovery";
 import type { ProcessResult, RecipeExecutor, RecipeProcess, StartRecipeOptions } from "../recipes/recipe-executor";
 import { storedRecipeOf, type RecipeInput } from "../recipes/recipe-schema";
 import type { GuardedDriver, GuardedStore } from "../resilience/guarded-ports";
-import type { Permission, Principal } from "../security/authorization";
+import { snapshotPrincipal, type Permission, type Principal, type PrincipalSnapshot } from "../security/authorization";
+import { snapshotInput, valueOf, type InputSnapshot } from "../security/command-input";
 import type { AuditedCommandRunner, CommandContext } from "../security/audited-command";
 import { authorizeRecipeSave, authorizeRecipeStart } from "../security/recipe-authorization";
 import { checkTagWrite, type TagWriter } from "./checked-write";
@@ -31,6 +31,7 @@ import type { ResolvedControlSystemOptions } from "./control-system-options";
 import type { EventRecorder } from "./event-recorder";
 import { portHealth, resetGuards, type PortHealth } from "./port-policies";
 import type { SystemLifecycle, SystemState } from "./system-lifecycle";
+import type { ServiceContainer } from "./service-registry";
 import { InternalTokens } from "./tokens";
 import { monotonicNow } from "../runtime/system-clock";
 
@@ -218,7 +219,7 @@ export class ControlSystem {
   #stopping: Promise<void> | undefined;
 
   /** @internal use `createControlSystem`; the container stays private to the system. */
-  constructor(container: DependencyContainer) {
+  constructor(container: ServiceContainer) {
     this.#options = container.resolve(InternalTokens.Options);
     this.machineId = this.#options.machineId;
     this.tags = container.resolve(InternalTokens.Tags);
@@ -276,15 +277,19 @@ export class ControlSystem {
   /**
    * Opens the store, replays any spool, and starts acquisition. A PLC that cannot be reached
    * does not fail start (reconnection runs in the background); bad credentials do. With a spool
-   * (`logging.spoolPath`), start does not wait on the store at all: acquisition logs into the
-   * spool at once, the store is opened in the background (retried with the `logging.retry`
-   * backoff while it fails or hangs; see `health().store`, a problem after 1 s), then the spool
-   * replays. A store that cannot be opened then never fails start; `health()` says why.
+   * (`logging.spoolPath`), start does not wait on the store before acquiring: acquisition logs
+   * into the spool at once while the store opens (retried in the background with the
+   * `logging.retry` backoff while it fails or hangs; see `health().store`, a problem after 1 s),
+   * then the spool replays. Start returns once the first attempt to open the store has
+   * settled, or after 1 s at most when it hangs; a store that cannot be opened never fails start.
    *
    * A stopped system can be started again (start → stop → start ...): it reopens the store and
    * the driver, every port breaker begins closed, and the current value table, alarm states,
    * machine state and counters carry over. A start that fails leaves the system stopped.
    * Opening the store is bounded by `lifecycleTimeoutMs` (without a spool, start waits that long at most).
+   *
+   * Start resolves once acquisition has started, before the first scan has read any value:
+   * `read()` may still return undefined. Await {@link ControlSystem.ready} for a current value of every tag.
    *
    * Start and stop are serialized: a {@link stop} during a start makes the start give up at its
    * next step (it rejects with `KILN_ABORTED`) or, once acquisition is starting, waits for it
@@ -309,6 +314,8 @@ export class ControlSystem {
   }
 
   async #start(abort: AbortSignal): Promise<void> {
+    // Every start begins with closed breakers, whatever happened while the system was stopped.
+    resetGuards(this.#guardedDriver, this.#guardedStore, "control system starting");
     this.#storeOpening = new AbortController();
     this.#storeOpener = undefined;
     this.#storeError = undefined;
@@ -332,6 +339,8 @@ export class ControlSystem {
       const storeReady = !spooled;
       this.#openingSince = monotonicNow(this.#clock);
       this.#storeState = storeReady ? "open" : "opening";
+      // The audit writer may call the store again: entries kept while stopped are written first.
+      this.#commands.open();
       if (storeReady) await this.#recoverProcesses();
       checkpoint();
       await this.#sampleLogger.start({ storeReady });
@@ -341,7 +350,14 @@ export class ControlSystem {
       // From here on a stop waits for the acquisition to start, then stops it.
       await this.#acquisition.start();
       this.#lifecycle.state = "running";
-      if (!storeReady) this.#storeOpener = this.#openStoreInBackground(firstOpen);
+      if (!storeReady) {
+        this.#storeOpener = this.#openStoreInBackground(firstOpen);
+        // Acquisition already runs into the spool. A store whose first open succeeds soon (the
+        // usual case) is open when start returns, so commands right after it find their audit
+        // trail; one that refuses returns at once, a frozen one holds start no longer than this grace.
+        const firstAttempt = firstOpen === undefined ? Promise.resolve() : firstOpen.catch(() => undefined);
+        await settleWithin(this.#clock, Promise.race([this.#storeOpener, firstAttempt]), STORE_OPEN_GRACE_MS);
+      }
       this.#logger.info({ machineId: this.machineId }, "control system started");
     } catch (error) {
       this.#unwire();
@@ -353,6 +369,38 @@ export class ControlSystem {
       resetGuards(this.#guardedDriver, this.#guardedStore, "control system start failed");
       this.#lifecycle.state = "stopped";
       throw error;
+    }
+  }
+
+  /**
+   * Resolves when the system has a current value for every tag: the first complete scan of
+   * every scan group since the last {@link ControlSystem.start} (poll groups: the first cycle; subscribed
+   * groups: a first notification for each tag). Each tag then has a sample in the current value
+   * table — the device's as read, or, where the device did not answer (unreachable, the read
+   * failed or timed out), `bad` (`BadNoCommunication`, `value: null`) with the reason; a tag
+   * holding a value from an earlier run keeps it as `uncertain`. It never waits longer than
+   * `lifecycleTimeoutMs` (the tags still without an answer are then marked bad the same way);
+   * a poll group's first read is bounded by the driver's `timeoutMs` already. `start()` itself
+   * does not wait for values (see docs/adr/0016-ready-after-first-scan.md). Resolves at once
+   * when the first scan is already done; waits for a start in progress.
+   * @example
+   * await system.start();
+   * await system.ready();
+   * console.log(system.read("chamber.pressure")); // { tag, value, timestamp, quality: { severity: "good", ... } }
+   * @throws KilnError `KILN_LIFECYCLE` when the system is not running (or the start failed);
+   *   `KILN_ABORTED` when a stop came while waiting.
+   */
+  async ready(): Promise<void> {
+    if (this.#lifecycle.state === "starting") await this.#starting;
+    if (this.#lifecycle.state !== "running") {
+      throw new KilnError(
+        "KILN_LIFECYCLE",
+        `A control system that is ${this.#lifecycle.state} has no scan to wait for; start it first.`,
+      );
+    }
+    await this.#acquisition.firstScan(this.#options.lifecycleTimeoutMs);
+    if (this.#lifecycle.state !== "running") {
+      throw new KilnError("KILN_ABORTED", "control system stopped while waiting for its first scan");
     }
   }
 
@@ -406,8 +454,11 @@ export class ControlSystem {
   }
 
   /**
-   * Stops acquisition, drains the logging pipeline (flushing every buffered sample, or
-   * spooling it when the store is down), then closes the driver and the store. Idempotent.
+   * Refuses new commands (`KILN_LIFECYCLE`, audited), waits at most `lifecycleTimeoutMs` for
+   * the commands in flight to settle, aborts a running process, flushes the audit backlog,
+   * stops acquisition, drains the logging pipeline (flushing every buffered sample, or spooling
+   * it when the store is down), then closes the driver and the store. Idempotent. A command
+   * while stopped is refused and its entry is kept until the next start (see ADR 0013).
    * Afterwards the system holds no timer and no listener of its own on the driver: alarm
    * delay and shelf timers are suspended (timed shelves resume at the next start) and every
    * port breaker is closed (`breaker-state-change`, reason "control system stopped", for one
@@ -435,6 +486,7 @@ export class ControlSystem {
       await this.#starting;
     }
     if (this.#lifecycle.state !== "running") return;
+    // The command gate closes here: a command from now on is refused (KILN_LIFECYCLE) and audited.
     this.#lifecycle.state = "stopping";
     // One budget for the whole stop: draining gets drainTimeoutMs from here, the closes
     // STOP_CLOSE_MARGIN_MS after it. A step still running when its time is up is abandoned and reported.
@@ -454,6 +506,14 @@ export class ControlSystem {
       }
     };
     try {
+      // Commands in flight settle (and their entries reach the writer) before the writer closes.
+      await step("settling the commands in flight", () =>
+        withTimeout(() => this.#settled(), {
+          clock: this.#clock,
+          timeoutMs: this.#options.lifecycleTimeoutMs,
+          name: "commands in flight",
+        }),
+      );
       if (this.#recipes.active) {
         // Not abandoned: the safe state must be written (each write is bounded by the driver's timeout).
         await step("aborting the running process", () => this.#recipes.active!.abort("control system stopping"), false);
@@ -529,22 +589,27 @@ export class ControlSystem {
    *   `KILN_VALIDATION`, or the device's error (`KILN_TIMEOUT`, `KILN_CIRCUIT_OPEN`, `KILN_WRITE_REJECTED`...).
    */
   writeTag(principal: Principal, tag: string, value: TagValue, options: { comment?: string } = {}): Promise<void> {
+    // Read once, at the call: a command queued behind another uses what it was given.
+    const who = snapshotPrincipal(principal);
+    const input = snapshotInput(value, "value");
+    const comment = commentOf(options);
     return this.#stateCommand(() =>
       this.#command(
-        principal,
+        who,
         "tag.write",
         tag,
         async (command) => {
-          checkTagWrite(this.tags, this.#lifecycle, tag, value);
+          const checked = valueOf(input);
+          checkTagWrite(this.tags, this.#lifecycle, tag, checked);
           await command.commit();
-          await this.#writer.write(tag, value);
+          await this.#writer.write(tag, checked);
         },
         {
           action: "tag.write",
           machineState: () => this.#machine.state,
-          newValue: value,
+          newValue: input.ok ? input.value : undefined,
           readOldValue: () => this.#cvt.value(tag),
-          ...options,
+          comment,
         },
       ),
     );
@@ -557,30 +622,42 @@ export class ControlSystem {
    *   `KILN_INVALID_TRANSITION` when the machine cannot start (busy, interlock active), `KILN_FORBIDDEN`.
    */
   startRecipe(principal: Principal, recipe: RecipeInput, options: StartRecipeOptions = {}): Promise<RecipeProcess> {
-    const name = typeof recipe === "object" && recipe !== null && "name" in recipe ? String(recipe.name) : "(recipe)";
+    // Read once, at the call: validation, the write-set check and the run use this copy.
+    const who = snapshotPrincipal(principal);
+    const input = snapshotInput(recipe, "recipe");
+    const given = snapshotInput(
+      { parameters: readSafely(() => options.parameters), processId: readSafely(() => options.processId) },
+      "options",
+    );
     return this.#stateCommand(() =>
       this.#command(
-        principal,
+        who,
         "recipe.start",
-        name,
-        (command) =>
-          this.#recipes.start(recipe, {
-            ...options,
+        recipeNameOf(input),
+        (command) => {
+          const { parameters, processId } = valueOf(given);
+          return this.#recipes.start(valueOf(input), {
+            ...(parameters === undefined ? {} : { parameters: parameters as Record<string, unknown> }),
+            ...(processId === undefined ? {} : { processId: processId as string }),
             startedBy: command.principal,
             authorize: async (request) => {
               authorizeRecipeStart(command, request);
               await command.commit();
             },
-          }),
-        { newValue: options.parameters },
+          });
+        },
+        { newValue: given.ok ? given.value.parameters : undefined },
       ),
     );
   }
 
-  /** Pauses the running process at its next step boundary (`recipe.pause`). */
+  /**
+   * Pauses the running process at its next step boundary (`recipe.pause`). Acts at once, even
+   * while the audit store hangs: its entry follows (`audit.runWithoutDurableAudit`, ADR 0013).
+   */
   pauseProcess(principal: Principal): Promise<void> {
     return this.#command(
-      principal,
+      snapshotPrincipal(principal),
       "recipe.pause",
       this.#activeId(),
       (command) => this.#onActive(command, (active) => active.pause()),
@@ -592,9 +669,10 @@ export class ControlSystem {
 
   /** Resumes the paused process (`recipe.resume`). */
   resumeProcess(principal: Principal): Promise<void> {
+    const who = snapshotPrincipal(principal);
     return this.#stateCommand(() =>
       this.#command(
-        principal,
+        who,
         "recipe.resume",
         this.#activeId(),
         (command) => this.#onActive(command, (active) => active.resume()),
@@ -606,14 +684,15 @@ export class ControlSystem {
   }
 
   /**
-   * Aborts the running process at once and writes the safe state (`recipe.abort`). `reason` is
+   * Aborts the running process at once and writes the safe state (`recipe.abort`), without
+   * waiting for the audit trail (its entry follows; `audit.runWithoutDurableAudit`). `reason` is
    * the operator's comment (recorded with the entry, a string of at most 1000 characters);
    * without one the process ends with "aborted by operator" and the entry has no comment.
    * @throws `KILN_FORBIDDEN`, `KILN_VALIDATION` (a bad `reason`), `KILN_NOT_FOUND` (no process).
    */
   abortProcess(principal: Principal, reason?: string): Promise<ProcessResult> {
     return this.#command(
-      principal,
+      snapshotPrincipal(principal),
       "recipe.abort",
       this.#activeId(),
       (command) => this.#onActive(command, (active) => active.abort(reason ?? "aborted by operator")),
@@ -630,14 +709,16 @@ export class ControlSystem {
    *   definition under an existing version, `KILN_FORBIDDEN`.
    */
   saveRecipe(principal: Principal, recipe: RecipeInput): Promise<StoredRecipe> {
-    const name = typeof recipe === "object" && recipe !== null && "name" in recipe ? String(recipe.name) : "(recipe)";
-    return this.#command(principal, "recipe.save", name, async (command) => {
+    // Read once, at the call: what is authorized is what is stored (issue 15).
+    const input = snapshotInput(recipe, "recipe");
+    return this.#command(snapshotPrincipal(principal), "recipe.save", recipeNameOf(input), async (command) => {
+      const definition = valueOf(input);
       const recipes = this.#guardedStore.recipes;
-      const plan = await this.#recipes.plan(recipe);
+      const plan = await this.#recipes.plan(definition);
       const { name: recipeName, version } = plan.recipe;
       const writeSet = this.#recipes.writeSet(plan);
       authorizeRecipeSave(command, { recipe: { name: recipeName, version }, writeSet, saved: false });
-      const stored = storedRecipeOf(recipe, this.#clock.now());
+      const stored = storedRecipeOf(definition, this.#clock.now());
       await command.commit();
       await recipes.save(stored);
       return stored;
@@ -647,7 +728,7 @@ export class ControlSystem {
   /** Acknowledges an alarm (`alarm.acknowledge`). */
   acknowledgeAlarm(principal: Principal, alarmId: string, comment?: string): Promise<AlarmSnapshot> {
     return this.#alarmCommand(
-      principal,
+      snapshotPrincipal(principal),
       "alarm.acknowledge",
       alarmId,
       (command) => this.#alarms.acknowledge(alarmId, command.principal.id),
@@ -662,11 +743,12 @@ export class ControlSystem {
     shelve: AlarmShelveOptions,
     comment?: string,
   ): Promise<AlarmSnapshot> {
+    const given = snapshotInput(shelve, "shelve");
     return this.#alarmCommand(
-      principal,
+      snapshotPrincipal(principal),
       "alarm.shelve",
       alarmId,
-      (command) => this.#alarms.shelve(alarmId, shelve, command.principal.id),
+      (command) => this.#alarms.shelve(alarmId, valueOf(given), command.principal.id),
       comment,
     );
   }
@@ -674,7 +756,7 @@ export class ControlSystem {
   /** Unshelves an alarm (`alarm.unshelve`). */
   unshelveAlarm(principal: Principal, alarmId: string, comment?: string): Promise<AlarmSnapshot> {
     return this.#alarmCommand(
-      principal,
+      snapshotPrincipal(principal),
       "alarm.unshelve",
       alarmId,
       (command) => this.#alarms.unshelve(alarmId, command.principal.id),
@@ -685,7 +767,7 @@ export class ControlSystem {
   /** Suppresses an alarm by design, or lifts that suppression (`alarm.suppress`). */
   suppressAlarm(principal: Principal, alarmId: string, suppressed: boolean, comment?: string): Promise<AlarmSnapshot> {
     return this.#alarmCommand(
-      principal,
+      snapshotPrincipal(principal),
       "alarm.suppress",
       alarmId,
       (command) =>
@@ -704,7 +786,7 @@ export class ControlSystem {
     comment?: string,
   ): Promise<AlarmSnapshot> {
     return this.#alarmCommand(
-      principal,
+      snapshotPrincipal(principal),
       "alarm.out-of-service",
       alarmId,
       (command) =>
@@ -721,21 +803,28 @@ export class ControlSystem {
    * @throws `KILN_INVALID_TRANSITION` (nothing changes), `KILN_FORBIDDEN`.
    */
   sendMachineCommand(principal: Principal, command: string): Promise<string> {
-    const permission: Permission = /maintenance/i.test(command) ? "machine.maintenance" : "machine.mode";
+    const who = snapshotPrincipal(principal);
+    // A string is read once by nature; anything else is refused (recorded denied) below.
+    const name = typeof command === "string" ? command : undefined;
+    const permission: Permission =
+      name !== undefined && /maintenance/i.test(name) ? "machine.maintenance" : "machine.mode";
     return this.#stateCommand(() =>
       this.#command(
-        principal,
+        who,
         permission,
         this.machineId,
         async (context) => {
+          if (name === undefined) {
+            throw new KilnValidationError("machine command", [{ path: "command", message: "must be a string" }]);
+          }
           // An impossible transition is refused before the entry is committed (recorded denied).
-          if (this.#machine.can(command)) await context.commit();
-          return this.#machine.send(command);
+          if (this.#machine.can(name)) await context.commit();
+          return this.#machine.send(name);
         },
         {
-          action: `machine.${command}`,
+          action: `machine.${name ?? "(invalid)"}`,
           readOldValue: () => this.#machine.state,
-          newValue: command,
+          newValue: name ?? "(invalid)",
         },
       ),
     );
@@ -800,7 +889,7 @@ export class ControlSystem {
    * driver after a process started. Abort and pause do not wait: they must act at once.
    */
   #stateCommand<TResult>(task: () => Promise<TResult>): Promise<TResult> {
-    const run = this.#stateTurn.then(task, task);
+    const run = this.#track(this.#stateTurn.then(task, task));
     this.#stateTurn = run.then(
       () => undefined,
       () => undefined,
@@ -810,8 +899,26 @@ export class ControlSystem {
 
   #stateTurn: Promise<void> = Promise.resolve();
 
+  /** Every command not yet settled (settles, never rejects). */
+  readonly #inFlight = new Set<Promise<void>>();
+
+  #track<TResult>(command: Promise<TResult>): Promise<TResult> {
+    const settled = command.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.#inFlight.add(settled);
+    void settled.then(() => this.#inFlight.delete(settled));
+    return command;
+  }
+
+  /** Resolves once no command is in flight (also those issued while waiting). */
+  async #settled(): Promise<void> {
+    while (this.#inFlight.size > 0) await Promise.all(this.#inFlight);
+  }
+
   #command<TResult>(
-    principal: Principal,
+    principal: PrincipalSnapshot,
     permission: Permission,
     target: string,
     execute: (command: CommandContext) => TResult | Promise<TResult>,
@@ -821,22 +928,24 @@ export class ControlSystem {
       machineState?: string | (() => string);
       newValue?: unknown;
       readOldValue?: () => unknown;
-      comment?: string;
+      comment?: string | undefined;
     } = {},
   ): Promise<TResult> {
     // Each command commits its audit entry itself, after its checks and before its first effect.
-    return this.#commands.run({
-      principal,
-      permission,
-      target,
-      execute,
-      commit: "in-execute",
-      ...withoutUndefined(extras),
-    });
+    return this.#track(
+      this.#commands.run({
+        principal,
+        permission,
+        target,
+        execute,
+        commit: "in-execute",
+        ...withoutUndefined(extras),
+      }),
+    );
   }
 
   #alarmCommand(
-    principal: Principal,
+    principal: PrincipalSnapshot,
     permission: Permission,
     alarmId: string,
     execute: (command: CommandContext) => AlarmSnapshot,
@@ -897,6 +1006,36 @@ export class ControlSystem {
     for (const dispose of this.#disposers.splice(0)) dispose();
   }
 }
+
+/**
+ * A recipe's name for the audit target, from its snapshot; "(recipe)" when it has no non-empty
+ * string name (the recipe's validation then says what is wrong with it).
+ */
+function recipeNameOf(input: InputSnapshot<unknown>): string {
+  const name = input.ok && typeof input.value === "object" && input.value !== null ? readName(input.value) : undefined;
+  return typeof name === "string" && name !== "" ? name : "(recipe)";
+}
+
+function readName(recipe: object): unknown {
+  return "name" in recipe ? recipe.name : undefined;
+}
+
+/** The comment of a command's options, read once (an unreadable one is refused as not a string). */
+function commentOf(options: { comment?: string }): string | undefined {
+  return readSafely(() => options.comment) as string | undefined;
+}
+
+/** `read()`, or a marker value the command's checks refuse when it throws (a hostile getter). */
+function readSafely(read: () => unknown): unknown {
+  try {
+    return read();
+  } catch {
+    return UNREADABLE;
+  }
+}
+
+/** Stands for a field whose getter threw: not plain data, so the snapshot refuses it. */
+const UNREADABLE = Symbol("unreadable");
 
 function withoutUndefined<T extends Record<string, unknown>>(value: T): T {
   return Object.fromEntries(Object.entries(value).filter(([, entry]) => entry !== undefined)) as T;

@@ -1,5 +1,3 @@
-import "reflect-metadata";
-import { container as rootContainer, type DependencyContainer, type InjectionToken } from "tsyringe";
 import { Acquisition } from "../acquisition/acquisition";
 import { AlarmEngine } from "../alarms/alarm-engine";
 import { CurrentValueTable } from "../cvt/current-value-table";
@@ -30,31 +28,34 @@ import {
 } from "./control-system-options";
 import { EventRecorder } from "./event-recorder";
 import { guardDriver, guardStore, type PortPolicy, type StorePolicies } from "./port-policies";
-import { registerSingleton, type Resolve, type ServiceRegistry } from "./service-registry";
+import { ServiceContainer, type Resolve, type ServiceRegistry, type ServiceToken } from "./service-registry";
 import { SystemLifecycle } from "./system-lifecycle";
 import { InternalTokens } from "./tokens";
 
 /**
  * Builds a control system for one machine from its options, wiring every part through a
- * tsyringe container with explicit tokens. Only `machineId` and `tags` are required: without a
+ * container of its own with explicit tokens. Only `machineId` and `tags` are required: without a
  * driver it runs on a `SimulatedPlc`, without a store on a `MemoryStore`. Every driver and store
  * call goes through its port's policy (timeout, breaker, retry where idempotent), applied here
  * once. Nothing starts until `start()`.
  *
  * @example
+ * import { createControlSystem, defineTags } from "@kiln/core";
+ *
  * const tags = defineTags({ "chamber.pressure": { dataType: "float64", unit: "mbar" } });
  * await using system = createControlSystem({ machineId: "ald-1", tags });
  * await system.start();
- * system.read("chamber.pressure");
+ * await system.ready(); // the first scan is done: every tag has a sample
+ * console.log(system.read("chamber.pressure")); // { tag, value: 0, timestamp, quality: { severity: "good", code: 0 } }
  *
  * @throws KilnValidationError (`KILN_VALIDATION`) naming every bad option by path.
  */
 export function createControlSystem(options: ControlSystemOptions): ControlSystem {
   const resolved = resolveControlSystemOptions(options);
-  const container = rootContainer.createChildContainer();
+  const container = new ServiceContainer();
   registerDefaults(container, resolved);
   const registry: ServiceRegistry = {
-    override: (token, factory) => registerSingleton(container, token, factory),
+    override: (token, factory) => container.register(token, factory),
   };
   resolved.register?.(registry);
   return new ControlSystem(container);
@@ -80,9 +81,9 @@ function storePolicies(options: ResolvedControlSystemOptions): StorePolicies {
   };
 }
 
-function registerDefaults(container: DependencyContainer, options: ResolvedControlSystemOptions): void {
-  const singleton = <T>(token: InjectionToken<T>, factory: (resolve: Resolve) => T): void =>
-    registerSingleton(container, token, factory);
+function registerDefaults(container: ServiceContainer, options: ResolvedControlSystemOptions): void {
+  const singleton = <T>(token: ServiceToken<T>, factory: (resolve: Resolve) => T): void =>
+    container.register(token, factory);
   singleton(InternalTokens.Options, () => options);
   singleton(InternalTokens.Tags, () => options.tags);
   singleton(InternalTokens.Clock, () => options.clock ?? new SystemClock());
@@ -101,10 +102,15 @@ function registerDefaults(container: DependencyContainer, options: ResolvedContr
     InternalTokens.Driver,
     (resolve) => options.driver ?? new SimulatedPlc({ tags: options.tags, clock: resolve(InternalTokens.Clock) }),
   );
-  singleton(
-    InternalTokens.Store,
-    (resolve) => options.store ?? new MemoryStore({ clock: resolve(InternalTokens.Clock) }),
-  );
+  singleton(InternalTokens.Store, (resolve) => {
+    const clock = resolve(InternalTokens.Clock);
+    const store = options.store ?? new MemoryStore({ clock });
+    if (store instanceof MemoryStore) {
+      const bus = resolve(InternalTokens.Bus);
+      store.observeEvictions((eviction) => void bus.publish("store-evict", { at: clock.now(), ...eviction }));
+    }
+    return store;
+  });
   singleton(InternalTokens.GuardedDriver, (resolve) =>
     guardDriver(resolve(InternalTokens.Driver), driverPolicy(options), {
       clock: resolve(InternalTokens.Clock),
@@ -173,7 +179,8 @@ function registerDefaults(container: DependencyContainer, options: ResolvedContr
         audit: resolve(InternalTokens.GuardedStore).audit,
         clock: resolve(InternalTokens.Clock),
         machineId: options.machineId,
-        ...(options.audit.source === undefined ? {} : { source: options.audit.source }),
+        // CR 2.8 wants a source on every entry: without one configured, the system names itself.
+        source: options.audit.source ?? `kiln:${options.machineId}`,
         backlog: withoutUndefinedPath(options.audit.backlog),
         runWithoutDurableAudit: options.audit.runWithoutDurableAudit,
         bus: resolve(InternalTokens.Bus),

@@ -1,4 +1,6 @@
+import type { Disposer } from "../domain/disposer";
 import { KilnError, isRetryable } from "../domain/errors";
+import type { Sample } from "../domain/sample";
 import type { KilnEvents } from "../events/catalogue";
 import type { EventBus } from "../events/event-bus";
 import type { Clock } from "../ports/clock";
@@ -72,11 +74,22 @@ function worthRetrying(error: unknown): boolean {
   return isRetryable(error) || (KilnError.is(error, "KILN_CIRCUIT_OPEN") && error.details?.isolated !== true);
 }
 
+/** Disposes a subscription nobody waits for any more; its failure has no one to go to. */
+function disposeQuietly(dispose: Disposer): void {
+  try {
+    dispose();
+  } catch {
+    // The subscription is abandoned either way.
+  }
+}
+
 /**
  * Wraps `driver` in the device's policy: `read` and `write` under `policy.timeoutMs` and one
  * breaker named `plc:<driver name>` (one breaker per device, so a failing device refuses writes
  * at once too), each tried once; `connect` and `subscribe` under the timeout only (the
- * acquisition's reconnect loop owns their retries). `close`, `status`, `onStatusChange` and
+ * acquisition's reconnect loop owns their retries). A `subscribe` that completes after its
+ * timeout is disposed at once, and no subscription's callback runs after its disposer was called
+ * or its subscribe gave up. `close`, `status`, `onStatusChange` and
  * `browse` pass through. `policy.retry` is not used: no driver call is retried here (a read's
  * retry is the next scan; a write may not be idempotent).
  *
@@ -113,7 +126,29 @@ export function guardDriver(driver: PlcDriver, policy: PortPolicy, context: Port
     write: (tag, value, signal) => device.executeOnce((attempt) => driver.write(tag, value, attempt), signal),
     probe: (tags, signal) => timed((attempt) => driver.read(tags, attempt), "read", signal),
     ...(subscribe
-      ? { subscribe: (tags, options, onSamples) => timed(() => subscribe(tags, options, onSamples), "subscribe") }
+      ? {
+          subscribe: async (tags, options, onSamples) => {
+            // The callback is gated: nothing reaches the caller once it gave up or disposed, even
+            // from a driver that goes on calling; a subscription completing after the timeout
+            // is disposed the moment it completes, since its caller has already moved on.
+            let live = true;
+            let pending: Promise<Disposer> | undefined;
+            const gated = (samples: Sample[]): void => {
+              if (live) onSamples(samples);
+            };
+            try {
+              const dispose = await timed(() => (pending = subscribe(tags, options, gated)), "subscribe");
+              return () => {
+                live = false;
+                dispose();
+              };
+            } catch (error) {
+              live = false;
+              void pending?.then(disposeQuietly, () => undefined);
+              throw error;
+            }
+          },
+        }
       : {}),
     ...(browse ? { browse } : {}),
   };

@@ -1,4 +1,3 @@
-import type { InjectionToken } from "tsyringe";
 import type { AlarmEngine } from "../alarms/alarm-engine";
 import type { Acquisition } from "../acquisition/acquisition";
 import type { CurrentValueTable } from "../cvt/current-value-table";
@@ -19,11 +18,12 @@ import type { AuditedCommandRunner } from "../security/audited-command";
 import type { TagWriter } from "./checked-write";
 import type { MachineStateMachine } from "./control-system";
 import type { ResolvedControlSystemOptions } from "./control-system-options";
+import type { ServiceToken } from "./service-registry";
 import type { EventRecorder } from "./event-recorder";
 import type { SystemLifecycle } from "./system-lifecycle";
 
-function token<T>(description: string): InjectionToken<T> & symbol {
-  return Symbol(`kiln.${description}`) as InjectionToken<T> & symbol;
+function token<T>(description: string): ServiceToken<T> {
+  return Symbol(`kiln.${description}`) as ServiceToken<T>;
 }
 
 /**
@@ -32,7 +32,7 @@ function token<T>(description: string): InjectionToken<T> & symbol {
  * the ports (driver, store, clock, logger, metrics) and the policies (who may do what, the
  * machine's state model, the write path). The parts that make the guarantees (acquisition, the
  * logging pipeline, alarms, recipes, the audited command path) are internal and not replaceable
- * (docs/adr/0006-composition-with-tsyringe.md).
+ * (docs/adr/0009-policies-at-ports.md, addendum).
  */
 export const Tokens = {
   Clock: token<Clock>("clock"),

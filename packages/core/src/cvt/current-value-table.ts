@@ -190,11 +190,15 @@ export class CurrentValueTable implements CurrentValueView {
    * clock's monotonic time) to `uncertain`, keeping its last value. Returns the tags that went
    * stale in this sweep.
    * @param now wall time, the timestamp of the degraded samples. @default clock.now()
+   * @param tags only these tags (all when absent): acquisition sweeps one scan group at a time.
    */
-  sweepStale(now: number = this.#clock.now()): string[] {
+  sweepStale(now: number = this.#clock.now(), tags?: readonly string[]): string[] {
     const elapsedNow = monotonicNow(this.#clock);
     const turned: string[] = [];
-    for (const [tag, entry] of this.#entries) {
+    const entries: Iterable<[string, Entry | undefined]> =
+      tags === undefined ? this.#entries : tags.map((tag) => [tag, this.#entries.get(tag)]);
+    for (const [tag, entry] of entries) {
+      if (entry === undefined) continue;
       if (entry.stale || entry.staleAfterMs <= 0 || elapsedNow - entry.receivedAt < entry.staleAfterMs) continue;
       if (entry.sample.quality.severity === "bad") continue;
       turned.push(tag);

@@ -88,3 +88,16 @@ export function checkSample(sample: unknown, path = ""): ValidationIssue[] {
   }
   return issues ?? [];
 }
+
+/**
+ * Whether two samples with the same (tag, timestamp) carry the same payload, so that storing the
+ * second is a harmless repeat (a retry, a replay) rather than a conflict a store must report
+ * (see `SampleWriteResult.conflicts`). The values are compared with `Object.is`, exactly as a
+ * store holds them: `0` and `-0` differ, `NaN` equals `NaN`, a number never equals a bigint,
+ * strings compare code unit by code unit (NUL and lone surrogates included). The qualities are
+ * compared by status code (which fixes the severity, see {@link checkSample}) and reason, an
+ * absent reason differing from an empty one. Tag and timestamp are not compared.
+ */
+export function sameSamplePayload(a: Sample, b: Sample): boolean {
+  return Object.is(a.value, b.value) && a.quality.code === b.quality.code && a.quality.reason === b.quality.reason;
+}

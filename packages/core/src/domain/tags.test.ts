@@ -25,6 +25,13 @@ describe("defineTags", () => {
     expectTypeOf(tags.names).toEqualTypeOf<readonly ("chamber.pressure" | "valve.ald1" | "heater.setpoint")[]>();
   });
 
+  test("a tag name longer than 256 characters is refused (every name fits an audited command target)", () => {
+    expect(() => defineTags({ ["t".repeat(257)]: { dataType: "bool" } })).toThrow(
+      expect.objectContaining({ code: "KILN_VALIDATION" }),
+    );
+    expect(defineTags({ ["t".repeat(256)]: { dataType: "bool" } }).list()).toHaveLength(1);
+  });
+
   test("an unknown tag fails with KILN_TAG_UNKNOWN", () => {
     expect(() => tags.get("nope")).toThrow(expect.objectContaining({ code: "KILN_TAG_UNKNOWN" }));
     expect(tags.find("nope")).toBeUndefined();

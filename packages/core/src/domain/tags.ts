@@ -101,6 +101,8 @@ export function interpolationOf(tag: Pick<Tag, "dataType" | "interpolation">): I
 }
 
 const TAG_NAME = /^[A-Za-z_][A-Za-z0-9_.\-/:]*$/;
+/** Longest tag name, in characters: every tag name fits a command's audited target. */
+export const TAG_NAME_MAX_LENGTH = 256;
 
 /**
  * The validated, immutable set of tags of a machine. Names are typed, so `catalog.get("pressur")`
@@ -169,6 +171,10 @@ export function defineTags<const TDefinitions extends Record<string, TagDefiniti
   const issues: ValidationIssue[] = [];
   const tags = new Map<string, Tag<TName>>();
   for (const [name, definition] of Object.entries(definitions)) {
+    if (name.length > TAG_NAME_MAX_LENGTH) {
+      issues.push({ path: name.slice(0, 64), message: `tag name must be at most ${TAG_NAME_MAX_LENGTH} characters` });
+      continue;
+    }
     if (!TAG_NAME.test(name)) {
       issues.push({
         path: name,

@@ -11,7 +11,10 @@ export function formatPath(path: readonly PropertyKey[]): string {
   return out;
 }
 
-/** Converts a zod error into Kiln validation issues, one per problem. */
+/**
+ * Converts a zod error into Kiln validation issues, one per problem. Takes a zod 4 `ZodError`
+ * (`zod` `^4.1.0` is a peer dependency of `@kiln/core`; zod 3 errors do not type-check).
+ */
 export function issuesFromZod(error: z.ZodError, prefix: readonly PropertyKey[] = []): ValidationIssue[] {
   return error.issues.map((issue) => ({
     path: formatPath([...prefix, ...issue.path]),
@@ -22,6 +25,8 @@ export function issuesFromZod(error: z.ZodError, prefix: readonly PropertyKey[] 
 /**
  * Parses `input` with `schema` and returns the typed result, or throws {@link KilnValidationError}
  * naming every bad field. `subject` says what was being validated ("tag definitions", "options").
+ * `schema` is a zod 4 schema: `zod` `^4.1.0` is a peer dependency of `@kiln/core`, so the host's
+ * zod is the one Kiln uses (a zod 3 schema does not type-check).
  */
 export function parseOrThrow<TSchema extends z.ZodType>(
   schema: TSchema,

@@ -80,7 +80,7 @@ export {
   type SampleSeries,
 } from "../history/series-history";
 export { interpolationOf, type Interpolation, type Tag, type TagDataType, type TagValue } from "../domain/tags";
-export { SAMPLE_TIME_MAX, SAMPLE_TIME_MIN, checkSample, type Sample } from "../domain/sample";
+export { SAMPLE_TIME_MAX, SAMPLE_TIME_MIN, checkSample, sameSamplePayload, type Sample } from "../domain/sample";
 
 // The port contracts, with every type a driver or store implementation names.
 export type * from "../ports/index";

@@ -68,8 +68,10 @@ export interface KilnEvents {
   /** A batch could not be written; it will be retried or spooled, never dropped silently. */
   "batch-flush-fail": EventBase & { readonly size: number; readonly attempt: number; readonly error: unknown };
   /**
-   * Samples were dropped: under the `drop-oldest` overflow policy, at shutdown, or one sample the
-   * store refused on its own (then `tag` names it and `reason` says why, e.g. `KILN_VALIDATION: ...`).
+   * Samples were dropped: under the `drop-oldest` overflow policy, at shutdown, one sample the
+   * store refused on its own (then `tag` names it and `reason` says why, e.g. `KILN_VALIDATION: ...`),
+   * or samples of one tag the store refused as conflicts because a different sample holds their
+   * timestamp (`tag` set, `reason` starting with `conflict:`; see `SampleWriteResult`).
    */
   "samples-drop": EventBase & { readonly count: number; readonly reason: string; readonly tag?: string };
   /** Samples were written to the on-disk spool because the store was unavailable. */
@@ -211,6 +213,13 @@ export interface KilnEvents {
     /** The store's error, `CODE: message`. */
     readonly reason: string;
   };
+  /**
+   * The default in-memory store evicted its oldest entries under its retention
+   * (`MemoryStoreRetention`): stored, then aged out, as a database retention policy drops rows.
+   * Not a loss of unstored data (that is `samplesDropped` and `audit-entry-drop`). One event per
+   * write that evicted.
+   */
+  "store-evict": EventBase & { readonly port: "samples" | "alarms" | "audit"; readonly count: number };
   /** Audit entries were dropped because the backlog of unrecorded entries was full (oldest first). */
   "audit-entry-drop": EventBase & { readonly count: number; readonly reason: string };
   /**

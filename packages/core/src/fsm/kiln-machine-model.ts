@@ -1,7 +1,15 @@
 import { defineMachineModel, type MachineModel } from "./state-machine";
 
 /** Every state of the {@link kilnMachineModel}. */
-export const KILN_MACHINE_STATES = ["idle", "starting", "processing", "paused", "stopping", "error", "maintenance"] as const;
+export const KILN_MACHINE_STATES = [
+  "idle",
+  "starting",
+  "processing",
+  "paused",
+  "stopping",
+  "error",
+  "maintenance",
+] as const;
 
 /** Every command of the {@link kilnMachineModel}. */
 export const KILN_MACHINE_COMMANDS = [

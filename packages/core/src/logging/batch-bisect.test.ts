@@ -2,7 +2,8 @@ import { describe, expect, test } from "vitest";
 import { KilnError, KilnValidationError } from "../domain/errors";
 import { GOOD } from "../domain/quality";
 import type { Sample } from "../domain/sample";
-import { bisectBatch, refusalReason } from "./batch-bisect";
+import type { SampleWriteResult } from "../ports/sample-sink";
+import { bisectBatch, conflictsOf, refusalReason } from "./batch-bisect";
 
 const T0 = Date.UTC(2026, 0, 1);
 
@@ -64,7 +65,11 @@ describe("bisectBatch", () => {
   test("refuses a single-sample batch without writing it again", async () => {
     const sink = fakeSink();
     const outcome = await bisectBatch(batchOf(1, [0]), firstError, sink.write, isRefusal);
-    expect(outcome).toEqual({ written: 0, refused: [{ sample: batchOf(1, [0])[0], error: firstError }] });
+    expect(outcome).toEqual({
+      written: 0,
+      conflicts: [],
+      refused: [{ sample: batchOf(1, [0])[0], error: firstError }],
+    });
     expect(sink.writes()).toBe(0);
   });
 
@@ -88,5 +93,35 @@ describe("refusalReason", () => {
   test("names the Kiln code and the broken rule", () => {
     expect(refusalReason(firstError)).toBe("KILN_VALIDATION: Invalid sample batch: [0].value: cannot be stored");
     expect(refusalReason(new Error("boom"))).toBe("Error: boom");
+  });
+});
+
+describe("conflicts of bisected parts", () => {
+  test("the conflicts each stored part reports are collected, in the order the parts were written", async () => {
+    const sink = fakeSink();
+    const write = async (part: readonly Sample[]): Promise<SampleWriteResult> => {
+      await sink.write(part);
+      // Every sample with an odd index conflicts with a stored one.
+      return {
+        conflicts: part
+          .filter((sample) => (sample.value as number) % 2 === 1)
+          .map((sample) => ({ sample, existing: "stored" as const })),
+      };
+    };
+    const outcome = await bisectBatch(batchOf(16, [6]), firstError, write, isRefusal);
+    expect(outcome.refused.map((refusal) => refusal.sample.tag)).toEqual(["tag.6"]);
+    expect(outcome.written).toBe(15);
+    expect(outcome.conflicts.map((conflict) => conflict.sample.tag)).toEqual(
+      [1, 3, 5, 7, 9, 11, 13, 15].map((index) => `tag.${index}`),
+    );
+  });
+
+  test("conflictsOf reads a sink's result, and none from void or anything that is not one", () => {
+    const conflict = { sample: batchOf(1, [])[0]!, existing: "batch" as const };
+    expect(conflictsOf({ conflicts: [conflict] })).toEqual([conflict]);
+    expect(conflictsOf(undefined)).toEqual([]);
+    expect(conflictsOf(null as unknown as void)).toEqual([]);
+    expect(conflictsOf(42 as unknown as void)).toEqual([]);
+    expect(conflictsOf({ conflicts: "none" } as unknown as SampleWriteResult)).toEqual([]);
   });
 });

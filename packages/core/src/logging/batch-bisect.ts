@@ -1,5 +1,6 @@
 import { KilnError } from "../domain/errors";
 import type { Sample } from "../domain/sample";
+import type { SampleConflict, SampleWriteResult } from "../ports/sample-sink";
 
 /** One sample a store refused on its own, with the error of its last, single-sample write. */
 export interface RefusedSample {
@@ -11,10 +12,12 @@ export interface RefusedSample {
 
 /** What {@link bisectBatch} achieved: how many samples it stored and which it could not. */
 export interface BisectOutcome {
-  /** Samples of the batch now stored. */
+  /** Samples of the parts the store took (their conflicts included). */
   readonly written: number;
   /** Samples the store refused even alone, in batch order. */
   readonly refused: readonly RefusedSample[];
+  /** Conflicts the store reported for the parts it took (see `SampleWriteResult`). */
+  readonly conflicts: readonly SampleConflict[];
 }
 
 /**
@@ -29,7 +32,8 @@ export interface BisectOutcome {
  *
  * @param batch the batch that failed.
  * @param error the error it failed with.
- * @param write stores one part of the batch; rejects when the store refuses it.
+ * @param write stores one part of the batch and resolves with the sink's result; rejects when
+ *   the store refuses it.
  * @param isRefusal whether a part's failure refuses its samples. When it says no (the write was
  *   aborted, the logger is stopping), bisecting stops and that failure is rethrown; parts already
  *   stored stay stored, so the caller may hand the whole batch on again.
@@ -38,11 +42,12 @@ export interface BisectOutcome {
 export async function bisectBatch(
   batch: readonly Sample[],
   error: unknown,
-  write: (part: readonly Sample[]) => Promise<void>,
+  write: (part: readonly Sample[]) => Promise<SampleWriteResult | void>,
   isRefusal: (error: unknown) => boolean,
 ): Promise<BisectOutcome> {
   let written = 0;
   const refused: RefusedSample[] = [];
+  const conflicts: SampleConflict[] = [];
   const split = async (part: readonly Sample[], partError: unknown): Promise<void> => {
     if (part.length === 0) return;
     if (part.length === 1) {
@@ -58,22 +63,33 @@ export async function bisectBatch(
   };
   // Writes `part`; on a refusal splits it. Resolves whether it was stored whole.
   const attempt = async (part: readonly Sample[]): Promise<boolean> => {
+    let result: SampleWriteResult | void;
     try {
-      await write(part);
+      result = await write(part);
     } catch (partError) {
       if (!isRefusal(partError)) throw partError;
       await split(part, partError);
       return false;
     }
     written += part.length;
+    conflicts.push(...conflictsOf(result));
     return true;
   };
   if (!isRefusal(error)) throw error;
   await split(batch, error);
-  return { written, refused };
+  return { written, refused, conflicts };
 }
 
 /** A refusal in words for a `samples-drop` reason: the Kiln error code and message, or the error as text. */
 export function refusalReason(error: unknown): string {
   return KilnError.is(error) ? `${error.code}: ${error.message}` : String(error);
+}
+
+/**
+ * The conflicts a sink's `writeBatch` resolved with: its `conflicts` array, or none when it
+ * resolved `void` (a sink written before conflicts were reported) or anything else.
+ */
+export function conflictsOf(result: SampleWriteResult | void): readonly SampleConflict[] {
+  const conflicts = (result as Partial<SampleWriteResult> | undefined | null)?.conflicts;
+  return Array.isArray(conflicts) ? conflicts : [];
 }

@@ -519,3 +519,86 @@ describe("SampleLogger counters and stop (issue 14)", () => {
     expect(logger.health()).toMatchObject({ samplesOut: 0, samplesDropped: 0, samplesSpooled: 24 });
   });
 });
+
+describe("SampleLogger conflicts (issue 14)", () => {
+  const STORED_REASON = "conflict: a different sample is stored at this timestamp";
+  const BATCH_REASON = "conflict: a different sample has this timestamp earlier in the batch";
+  const at = (tag: string, timestamp: number, value: number): Sample => ({ tag, value, timestamp, quality: GOOD });
+  const values = async (store: MemoryStore, tag: string): Promise<unknown[]> =>
+    (await store.samples.readSamples({ tag, from: 0, to: 1e12 })).map((sample) => sample.value);
+
+  test("a sample the store refuses as a conflict is counted as dropped and published with its tag and the reason", async () => {
+    const { clock, store, logger, ofType } = await setup({ flushConcurrency: 1, maxBatchSize: 20 });
+    // Another writer stored tag0 at 1000..1004 first.
+    await store.samples.writeBatch([0, 1, 2, 3, 4].map((index) => at("tag0", 1000 + index, index)));
+    for (let index = 0; index < 10; index++) logger.append(at("tag0", 1000 + index, 100 + index));
+    logger.append(at("tag1", 2000, 1));
+    logger.append(at("tag1", 2000, 2));
+    await clock.advance(100);
+    expect(ofType("samples-drop").map(({ tag, count, reason }) => ({ tag, count, reason }))).toEqual([
+      { tag: "tag0", count: 5, reason: STORED_REASON },
+      { tag: "tag1", count: 1, reason: BATCH_REASON },
+    ]);
+    expect(logger.health()).toMatchObject({ samplesIn: 12, samplesOut: 6, samplesDropped: 6 });
+    expect(store.sampleCount).toBe(5 + 6);
+    expect(await values(store, "tag0")).toEqual([0, 1, 2, 3, 4, 105, 106, 107, 108, 109]);
+    expect(await values(store, "tag1")).toEqual([1]);
+
+    // An identical replay is not a conflict: nothing more is dropped or stored.
+    logger.append(at("tag0", 1005, 105));
+    logger.append(at("tag1", 2000, 1));
+    await clock.advance(100);
+    expect(ofType("samples-drop")).toHaveLength(2);
+    expect(logger.health()).toMatchObject({ samplesIn: 14, samplesOut: 8, samplesDropped: 6 });
+    expect(store.sampleCount).toBe(11);
+    await logger.stop();
+  });
+
+  test("conflicts in the parts of a bisected batch are counted, beside the refused poison sample", async () => {
+    // The sink stores through the MemoryStore setup makes, refusing any batch with the value -1.
+    const target: { store?: MemoryStore } = {};
+    const poisoned = (): SampleSink => ({
+      sinkApiVersion: "1",
+      writeBatch: (samples) =>
+        samples.some((sample) => sample.value === -1)
+          ? Promise.reject(new KilnError("KILN_VALIDATION", "poison"))
+          : target.store!.samples.writeBatch(samples),
+    });
+    const { clock, store, logger, ofType } = await setup({ flushConcurrency: 1, maxBatchSize: 20 }, poisoned);
+    target.store = store;
+    await store.samples.writeBatch([at("tag0", 1000, 0)]);
+    logger.append(at("tag0", 1000, 9));
+    for (let index = 1; index < 8; index++) logger.append(at("tag0", 1000 + index, index));
+    logger.append(at("tag1", 1000, -1));
+    await clock.advance(100);
+    expect(ofType("samples-drop").map(({ tag, count, reason }) => ({ tag, count, reason }))).toEqual([
+      { tag: "tag1", count: 1, reason: "KILN_VALIDATION: poison" },
+      { tag: "tag0", count: 1, reason: STORED_REASON },
+    ]);
+    expect(logger.health()).toMatchObject({ samplesIn: 9, samplesOut: 7, samplesDropped: 2 });
+    expect(await values(store, "tag0")).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
+    await logger.stop();
+  });
+
+  test("conflicts in a replayed spool are counted once, and in = out + dropped", async () => {
+    const spoolPath = join(directory, "samples.journal");
+    const { clock, store, logger, ofType } = await setup({
+      overflow: "spool",
+      spoolPath,
+      maxBufferedSamples: 20,
+      flushConcurrency: 1,
+    });
+    await store.samples.writeBatch([at("tag0", 5, -5), at("tag0", 25, -25)]);
+    store.faults.failWritesUntilCleared();
+    for (let seq = 0; seq < 40; seq++) logger.append(at("tag0", seq, seq));
+    await advanceUntil(clock, () => logger.health().mode === "spooling" && logger.health().buffered === 0, 10);
+    store.faults.clear();
+    await advanceUntil(clock, () => logger.health().mode === "memory", 10);
+    await logger.stop();
+    const drops = ofType("samples-drop");
+    expect(drops.reduce((sum, drop) => sum + drop.count, 0)).toBe(2);
+    expect(drops.every((drop) => drop.tag === "tag0" && drop.reason === STORED_REASON)).toBe(true);
+    expect(logger.health()).toMatchObject({ samplesIn: 40, samplesOut: 38, samplesDropped: 2 });
+    expect(store.sampleCount).toBe(40);
+  });
+});

@@ -9,14 +9,21 @@ import type { Logger } from "../ports/logger";
 import { silentLogger } from "../runtime/silent-logger";
 import { monotonicNow } from "../runtime/system-clock";
 import type { Counter, Gauge, Histogram, Metrics } from "../ports/metrics";
+import type { SampleConflict, SampleWriteResult } from "../ports/sample-sink";
 import type { CircuitBreakerSnapshot } from "../resilience/circuit-breaker";
 import type { GuardedSampleSink } from "../resilience/guarded-ports";
 import { DEFAULT_JOURNAL_MAX_BYTES } from "../journal/record-journal";
-import { bisectBatch, refusalReason } from "./batch-bisect";
+import { bisectBatch, conflictsOf, refusalReason } from "./batch-bisect";
 import { SampleJournal } from "./sample-journal";
 
 /** The default size limit of the spool file, in bytes: 1 GiB. */
 export const DEFAULT_SPOOL_MAX_BYTES = DEFAULT_JOURNAL_MAX_BYTES;
+
+/** The `samples-drop` reason of a conflict, by where the other sample is (see `SampleConflict`). */
+const CONFLICT_REASONS: Readonly<Record<SampleConflict["existing"], string>> = {
+  stored: "conflict: a different sample is stored at this timestamp",
+  batch: "conflict: a different sample has this timestamp earlier in the batch",
+};
 
 /** How long the replay waits before trying again after the spool could not be read, in ms. */
 const REPLAY_RETRY_MS = 1_000;
@@ -75,9 +82,12 @@ export interface SampleLoggerHealth {
   readonly overflow: OverflowPolicy;
   /** Samples accepted by `append`, since the logger was created. */
   readonly samplesIn: number;
-  /** Samples written to the store (replayed ones included), since the logger was created. */
+  /** Samples written to the store (replayed ones included, conflicts not), since the logger was created. */
   readonly samplesOut: number;
-  /** Samples lost (drop-oldest, rejected by the store, failed spool write, unwritten at stop), since creation. */
+  /**
+   * Samples lost (drop-oldest, rejected by the store, refused as a conflict with a different
+   * sample at the same tag and timestamp, failed spool write, unwritten at stop), since creation.
+   */
   readonly samplesDropped: number;
   /** Samples written to the journal, since the logger was created. */
   readonly samplesSpooled: number;
@@ -444,8 +454,9 @@ export class SampleLogger {
     if (generation !== this.#generation || stop.aborted) return false;
     const started = monotonicNow(clock);
     let attempts = 1;
+    let result: SampleWriteResult | void;
     try {
-      await sink.writeBatch(batch, {
+      result = await sink.writeBatch(batch, {
         signal: AbortSignal.any([stop, this.#superseded.signal]),
         onRetry: ({ attempt, error }) => {
           attempts = attempt + 1;
@@ -468,8 +479,7 @@ export class SampleLogger {
       ).catch(() => undefined);
       if (!outcome) return false;
       for (const { sample, error: refusal } of outcome.refused) this.#drop(1, refusalReason(refusal), sample.tag);
-      this.#instruments?.out.inc(outcome.written);
-      this.#stats.out += outcome.written;
+      this.#countStored(outcome.written, outcome.conflicts);
       return true;
     }
     this.#lastWriteFailed = false;
@@ -480,10 +490,34 @@ export class SampleLogger {
     const duration = monotonicNow(clock) - started;
     this.#flushLatency.observe(duration);
     this.#instruments?.flush.observe(duration);
-    this.#instruments?.out.inc(batch.length);
-    this.#stats.out += batch.length;
+    this.#countStored(batch.length, conflictsOf(result));
     void bus.publish("batch-flush-end", { at: clock.now(), size: batch.length, durationMs: duration, attempts });
     return true;
+  }
+
+  /**
+   * Counts the samples of a write the store took: the ones it stored as `samplesOut`, its
+   * conflicts (a different sample already holds their tag and timestamp) as dropped, one
+   * `samples-drop` per tag and kind of conflict.
+   */
+  #countStored(taken: number, conflicts: readonly SampleConflict[]): void {
+    const stored = taken - conflicts.length;
+    this.#instruments?.out.inc(stored);
+    this.#stats.out += stored;
+    if (conflicts.length === 0) return;
+    const counts = new Map<string, { tag: string; reason: string; count: number }>();
+    for (const { sample, existing } of conflicts) {
+      const reason = CONFLICT_REASONS[existing];
+      const key = `${existing}:${sample.tag}`;
+      const entry = counts.get(key);
+      if (entry) entry.count++;
+      else counts.set(key, { tag: sample.tag, reason, count: 1 });
+    }
+    for (const { tag, reason, count } of counts.values()) this.#drop(count, reason, tag);
+    this.#logger.warn(
+      { conflicts: conflicts.length },
+      "store refused samples whose tag and timestamp hold a different sample; counted as dropped",
+    );
   }
 
   #nextGeneration(): void {

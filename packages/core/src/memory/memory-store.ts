@@ -1,8 +1,8 @@
 import { deepFreeze } from "../domain/deep-freeze";
+import type { Disposer } from "../domain/disposer";
 import { z } from "zod";
 import { KilnError, KilnValidationError } from "../domain/errors";
-import type { Quality } from "../domain/quality";
-import { checkSample, type Sample } from "../domain/sample";
+import { checkSample, sameSamplePayload, type Sample } from "../domain/sample";
 import { interpolationOf, type Interpolation, type Tag } from "../domain/tags";
 import {
   checkAggregateQuery,
@@ -16,18 +16,94 @@ import type { AlarmHistory, AlarmHistoryEntry, TimeRange } from "../ports/alarm-
 import type { AuditEntry, AuditLog } from "../ports/audit-log";
 import type { Clock } from "../ports/clock";
 import { SystemClock } from "../runtime/system-clock";
+import { lowerBound, partitionPoint, RetainedSamples, upperBound } from "./retained-samples";
 import type { EventStore, NewDomainEvent, StoredDomainEvent } from "../ports/event-store";
 import type { ProcessFilter, ProcessRecord, ProcessRepository } from "../ports/process-repository";
 import type { RecipeRepository, StoredRecipe } from "../ports/recipe-repository";
 import type { BucketQuery, HistoryQueries, SampleBucket, SampleHistory, SampleQuery } from "../ports/sample-history";
-import type { SampleSink } from "../ports/sample-sink";
+import type { SampleConflict, SampleSink, SampleWriteResult } from "../ports/sample-sink";
 import type { Store, StoreCapabilities } from "../ports/store";
+
+/**
+ * How much history a {@link MemoryStore} keeps. The store is an embedded convenience, not an
+ * archive: it keeps a bounded window and evicts the oldest entries first, so a long run cannot
+ * exhaust the host's memory. Evictions are counted ({@link MemoryStore.evicted}) and reported
+ * ({@link MemoryStore.observeEvictions}; in a control system, the `store-evict` event).
+ *
+ * An evicted sample was stored and then aged out by this retention, as a database retention
+ * policy would drop it; it is not a lost sample (`samplesDropped` in the logging health counts
+ * samples that never reached the store). Audit entries are evicted the same way, counted and
+ * reported; a host that must keep its audit trail uses a durable store.
+ */
+export interface MemoryStoreRetention {
+  /**
+   * Most samples kept, over every tag. Past it the oldest samples (by timestamp, over every tag)
+   * are evicted after each `writeBatch`. A number sample costs about 100 to 180 bytes of heap
+   * (more when each tag keeps only a few), so the default bounds the samples to roughly 100 to
+   * 180 MB; a string value costs its length on top. A sample written again after its (tag,
+   * timestamp) was evicted is stored again, not reported as a conflict.
+   * @default 1_000_000
+   */
+  readonly maxSamples?: number;
+  /**
+   * Samples older than this, in ms before the store's clock's `now()`, are evicted after each
+   * `writeBatch` (a late sample already older is evicted at once). No age limit when absent.
+   * @default undefined
+   */
+  readonly maxAgeMs?: number;
+  /** Most alarm history entries kept; the oldest (by `at`) are evicted past it. @default 100_000 */
+  readonly maxAlarmEntries?: number;
+  /** Most audit entries kept; the oldest (by `at`) are evicted past it. @default 100_000 */
+  readonly maxAuditEntries?: number;
+}
+
+/** What one write evicted from a {@link MemoryStore} under its {@link MemoryStoreRetention}. */
+export interface MemoryStoreEviction {
+  /** The port whose entries were evicted. */
+  readonly port: "samples" | "alarms" | "audit";
+  /** How many entries this write evicted. */
+  readonly count: number;
+}
+
+/** Entries a {@link MemoryStore} evicted under its retention since it was created, per port. */
+export interface MemoryStoreEvictions {
+  /** Samples evicted by `maxSamples` or `maxAgeMs`. */
+  readonly samples: number;
+  /** Alarm history entries evicted by `maxAlarmEntries`. */
+  readonly alarms: number;
+  /** Audit entries evicted by `maxAuditEntries`. */
+  readonly audit: number;
+}
 
 /** Options of {@link MemoryStore}. */
 export interface MemoryStoreOptions {
-  /** The clock {@link MemoryStoreFaults.delayWrites} waits on. @default new SystemClock() */
+  /** The clock {@link MemoryStoreFaults.delayWrites} waits on and `retention.maxAgeMs` counts from. @default new SystemClock() */
   readonly clock?: Clock;
+  /** How much history is kept; see {@link MemoryStoreRetention} for the defaults. */
+  readonly retention?: MemoryStoreRetention;
+  /** Gets what an eviction observer ({@link MemoryStore.observeEvictions}) threw. @default ignores it */
+  readonly onObserverError?: (error: unknown, eviction: MemoryStoreEviction) => void;
 }
+
+const DEFAULT_MEMORY_STORE_RETENTION = Object.freeze({
+  maxSamples: 1_000_000,
+  maxAlarmEntries: 100_000,
+  maxAuditEntries: 100_000,
+} as const);
+
+const positiveCount = z.number().int().positive().max(Number.MAX_SAFE_INTEGER);
+const memoryStoreOptionsSchema = z.object({
+  retention: z
+    .object({
+      maxSamples: positiveCount.optional(),
+      maxAgeMs: z.number().positive().finite().optional(),
+      maxAlarmEntries: positiveCount.optional(),
+      maxAuditEntries: positiveCount.optional(),
+    })
+    .strict()
+    .optional(),
+  onObserverError: z.function().optional(),
+});
 
 /** A store port whose writes {@link MemoryStoreFaults.hang} can hold. */
 export type MemoryStorePort = "samples" | "events" | "processes" | "recipes" | "alarms" | "audit";
@@ -111,14 +187,23 @@ export class MemoryStoreFaults {
   }
 }
 
+const NO_CONFLICTS: SampleWriteResult = Object.freeze({ conflicts: Object.freeze([]) });
+
+/** The index of the first sample of each (timestamp, tag) in `samples`. */
+function firstIndexOfKeys(samples: readonly Sample[]): Map<number, Map<string, number>> {
+  const first = new Map<number, Map<string, number>>();
+  for (let index = 0; index < samples.length; index++) {
+    const { tag, timestamp } = samples[index]!;
+    let tags = first.get(timestamp);
+    if (tags === undefined) first.set(timestamp, (tags = new Map()));
+    if (!tags.has(tag)) tags.set(tag, index);
+  }
+  return first;
+}
+
 function checkCount(count: number): number {
   if (!Number.isInteger(count) || count < 1) throw new RangeError("the fault count must be a positive integer");
   return count;
-}
-
-interface Series {
-  readonly timestamps: number[];
-  readonly samples: Sample[];
 }
 
 const DEFAULT_LIMIT = 10_000;
@@ -166,8 +251,14 @@ const recipeKeySchema = z.object({
  * `storeConformance` and is what Kiln uses when the host gives no store.
  *
  * - Samples are kept per tag in arrays sorted by timestamp (appending in order is O(1); late
- *   samples and queries use binary search). A sample at an existing (tag, timestamp) is ignored,
- *   so the first stored value wins, as with SQL `ON CONFLICT DO NOTHING`.
+ *   samples and queries use binary search). A sample at a kept (tag, timestamp) is not stored,
+ *   so the first stored value wins, as with SQL `ON CONFLICT DO NOTHING`; when its value or
+ *   quality differs, `writeBatch` reports it as a conflict.
+ * - History is bounded by {@link MemoryStoreOptions.retention} (by default the newest 1,000,000
+ *   samples over every tag, 100,000 alarm and 100,000 audit entries): the oldest are evicted
+ *   first, counted in {@link MemoryStore.evicted} and reported to
+ *   {@link MemoryStore.observeEvictions}. Event streams, processes and recipes are not evicted
+ *   (they grow with processes run and recipes saved, not with time).
  * - Events, processes, recipes, alarm and audit entries are stored as JSON copies, as a durable
  *   store would, and come back frozen.
  * - Every operation rejects with `KILN_LIFECYCLE` unless the store is open. `close()` keeps the
@@ -204,8 +295,13 @@ export class MemoryStore implements Store {
   readonly #clock: Clock;
   #state: "created" | "open" | "closed" = "created";
   #writeBatchCalls = 0;
-  #sampleCount = 0;
-  readonly #series = new Map<string, Series>();
+  readonly #samples: RetainedSamples;
+  readonly #maxAlarmEntries: number;
+  readonly #maxAuditEntries: number;
+  readonly #onObserverError: (error: unknown, eviction: MemoryStoreEviction) => void;
+  #evictionObservers: readonly ((eviction: MemoryStoreEviction) => void)[] = [];
+  #evictedAlarms = 0;
+  #evictedAudit = 0;
   readonly #interpolations = new Map<string, Interpolation>();
   readonly #streams = new Map<string, StoredDomainEvent[]>();
   readonly #processes = new Map<string, ProcessRecord>();
@@ -214,8 +310,24 @@ export class MemoryStore implements Store {
   readonly #auditEntries: AuditEntry[] = [];
   readonly #auditIds = new Set<string>();
 
+  /**
+   * @throws KilnValidationError (`KILN_VALIDATION`) naming each bad option, e.g.
+   * `retention.maxSamples: Too small: expected number to be >0`.
+   */
   constructor(options: MemoryStoreOptions = {}) {
+    const { retention = {} } = parseOrThrow(
+      memoryStoreOptionsSchema,
+      { retention: options.retention, onObserverError: options.onObserverError },
+      "memory store options",
+    );
     this.#clock = options.clock ?? new SystemClock();
+    this.#onObserverError = options.onObserverError ?? (() => undefined);
+    this.#samples = new RetainedSamples({
+      maxSamples: retention.maxSamples ?? DEFAULT_MEMORY_STORE_RETENTION.maxSamples,
+      maxAgeMs: retention.maxAgeMs,
+    });
+    this.#maxAlarmEntries = retention.maxAlarmEntries ?? DEFAULT_MEMORY_STORE_RETENTION.maxAlarmEntries;
+    this.#maxAuditEntries = retention.maxAuditEntries ?? DEFAULT_MEMORY_STORE_RETENTION.maxAuditEntries;
     this.samples = {
       sinkApiVersion: "1",
       writeBatch: async (samples) => {
@@ -226,7 +338,7 @@ export class MemoryStore implements Store {
       readBuckets: async (query) => this.#readBuckets(query),
     };
     const known = (tag: string): boolean => this.#interpolations.has(tag);
-    const seriesOf = (tag: string): SampleSeries => this.#series.get(tag) ?? { timestamps: [], samples: [] };
+    const seriesOf = (tag: string): SampleSeries => this.#samples.get(tag) ?? { timestamps: [], samples: [] };
     this.history = {
       aggregate: async (tags, query) => {
         this.#assertOpen();
@@ -303,6 +415,12 @@ export class MemoryStore implements Store {
       record: async (entry) => {
         await this.faults.held("alarms");
         this.#recordTimed(this.#alarms, entry);
+        const evicted = this.#alarms.length - this.#maxAlarmEntries;
+        if (evicted > 0) {
+          this.#alarms.splice(0, evicted);
+          this.#evictedAlarms += evicted;
+          this.#reportEviction({ port: "alarms", count: evicted });
+        }
       },
       query: async (range) => this.#queryTimed(this.#alarms, range),
     };
@@ -317,6 +435,13 @@ export class MemoryStore implements Store {
         if (this.#auditIds.has(entry.id)) return;
         this.#recordTimed(this.#auditEntries, entry);
         this.#auditIds.add(entry.id);
+        const evicted = this.#auditEntries.length - this.#maxAuditEntries;
+        if (evicted > 0) {
+          // The ids go too, to bound memory: a retry of an evicted entry would be stored again.
+          for (const old of this.#auditEntries.splice(0, evicted)) this.#auditIds.delete(old.id);
+          this.#evictedAudit += evicted;
+          this.#reportEviction({ port: "audit", count: evicted });
+        }
       },
       query: async (range) => this.#queryTimed(this.#auditEntries, range),
     };
@@ -327,9 +452,38 @@ export class MemoryStore implements Store {
     return this.#writeBatchCalls;
   }
 
-  /** Number of samples stored, over every tag. */
+  /** Number of samples kept, over every tag (stored and not evicted). */
   get sampleCount(): number {
-    return this.#sampleCount;
+    return this.#samples.count;
+  }
+
+  /** Entries evicted under the {@link MemoryStoreRetention} since the store was created, per port. */
+  get evicted(): MemoryStoreEvictions {
+    return Object.freeze({ samples: this.#samples.evicted, alarms: this.#evictedAlarms, audit: this.#evictedAudit });
+  }
+
+  /**
+   * Calls `observer` once per write that evicted entries under the retention, after the write took
+   * effect; returns a disposer. `createControlSystem` publishes these as `store-evict`. An observer
+   * that throws is reported to `onObserverError` and affects neither the write nor the other observers.
+   */
+  observeEvictions(observer: (eviction: MemoryStoreEviction) => void): Disposer {
+    if (typeof observer !== "function") throw new TypeError("observeEvictions expects a function");
+    this.#evictionObservers = [...this.#evictionObservers, observer];
+    return () => {
+      this.#evictionObservers = this.#evictionObservers.filter((candidate) => candidate !== observer);
+    };
+  }
+
+  #reportEviction(eviction: MemoryStoreEviction): void {
+    const frozen = Object.freeze(eviction);
+    for (const observer of this.#evictionObservers) {
+      try {
+        observer(frozen);
+      } catch (error) {
+        this.#onObserverError(error, frozen);
+      }
+    }
   }
 
   /**
@@ -339,7 +493,7 @@ export class MemoryStore implements Store {
   async open(tags: readonly Tag[]): Promise<void> {
     if (!Array.isArray(tags)) throw new TypeError("open expects an array of tags");
     for (const tag of tags) {
-      this.#seriesOf(tag.name);
+      this.#samples.register(tag.name);
       this.#interpolations.set(tag.name, interpolationOf(tag));
     }
     this.#state = "open";
@@ -361,7 +515,7 @@ export class MemoryStore implements Store {
     );
   }
 
-  async #writeBatch(samples: readonly Sample[]): Promise<void> {
+  async #writeBatch(samples: readonly Sample[]): Promise<SampleWriteResult> {
     this.#writeBatchCalls++;
     this.#assertOpen();
     if (!Array.isArray(samples)) throw new TypeError("writeBatch expects an array of samples");
@@ -371,48 +525,32 @@ export class MemoryStore implements Store {
     this.#assertOpen();
     const issues = samples.flatMap((sample, index) => checkSample(sample, `[${index}]`));
     if (issues.length > 0) throw new KilnValidationError("sample batch", issues);
-    for (const sample of samples) this.#insertSample(sample);
+    let conflicts: SampleConflict[] | undefined;
+    // Built only once a conflict needs them: which samples met a sample already at their key,
+    // and the first index of each key in the batch (so the common batch costs nothing more).
+    let collided: Set<number> | undefined;
+    let firstOfKey: Map<number, Map<string, number>> | undefined;
+    for (let index = 0; index < samples.length; index++) {
+      const sample = samples[index]!;
+      const existing = this.#samples.insert(sample);
+      if (existing === undefined) continue;
+      (collided ??= new Set()).add(index);
+      if (sameSamplePayload(existing, sample)) continue;
+      firstOfKey ??= firstIndexOfKeys(samples);
+      const first = firstOfKey.get(sample.timestamp)!.get(sample.tag)!;
+      // The sample at the key came from this batch when the key's first sample was inserted by it.
+      (conflicts ??= []).push({ sample, existing: first < index && !collided.has(first) ? "batch" : "stored" });
+    }
+    const evicted = this.#samples.retain(this.#clock.now());
+    if (evicted > 0) this.#reportEviction({ port: "samples", count: evicted });
     if (fault === "fail-after") throw simulatedFailure("fail-after");
-  }
-
-  #seriesOf(tag: string): Series {
-    let series = this.#series.get(tag);
-    if (!series) {
-      series = { timestamps: [], samples: [] };
-      this.#series.set(tag, series);
-    }
-    return series;
-  }
-
-  #insertSample(sample: Sample): void {
-    const { timestamps, samples } = this.#seriesOf(sample.tag);
-    const timestamp = sample.timestamp;
-    const length = timestamps.length;
-    let index = length;
-    if (length > 0 && timestamps[length - 1]! >= timestamp) {
-      index = lowerBound(timestamps, timestamp);
-      if (timestamps[index] === timestamp) return;
-    }
-    const stored = Object.freeze({
-      tag: sample.tag,
-      value: sample.value,
-      timestamp,
-      quality: freezeQuality(sample.quality),
-    });
-    if (index === length) {
-      timestamps.push(timestamp);
-      samples.push(stored);
-    } else {
-      timestamps.splice(index, 0, timestamp);
-      samples.splice(index, 0, stored);
-    }
-    this.#sampleCount++;
+    return conflicts ? { conflicts } : NO_CONFLICTS;
   }
 
   #readSamples(input: SampleQuery): Sample[] {
     this.#assertOpen();
     const query = parseOrThrow(sampleQuerySchema, input, "sample query");
-    const series = this.#series.get(query.tag);
+    const series = this.#samples.get(query.tag);
     if (!series || query.from >= query.to) return [];
     let start = lowerBound(series.timestamps, query.from);
     if (query.after !== undefined) start = Math.max(start, upperBound(series.timestamps, query.after));
@@ -423,7 +561,7 @@ export class MemoryStore implements Store {
   #readBuckets(input: BucketQuery): SampleBucket[] {
     this.#assertOpen();
     const query = parseOrThrow(bucketQuerySchema, input, "bucket query");
-    const series = this.#series.get(query.tag);
+    const series = this.#samples.get(query.tag);
     if (!series || query.from >= query.to) return [];
     const buckets: {
       start: number;
@@ -560,41 +698,10 @@ function simulatedFailure(fault: "fail" | "fail-after"): KilnError {
   );
 }
 
-function freezeQuality(quality: Quality): Quality {
-  if (Object.isFrozen(quality)) return quality;
-  return Object.freeze(
-    quality.reason === undefined
-      ? { severity: quality.severity, code: quality.code }
-      : { severity: quality.severity, code: quality.code, reason: quality.reason },
-  );
-}
-
 function numericValue(value: Sample["value"]): number | undefined {
   if (typeof value === "number") return Number.isFinite(value) ? value : undefined;
   if (typeof value === "bigint") return Number(value);
   return undefined;
-}
-
-/** The first index in `[0, length)` for which `isBefore` is false; `isBefore` must be monotonic. */
-function partitionPoint(length: number, isBefore: (index: number) => boolean): number {
-  let low = 0;
-  let high = length;
-  while (low < high) {
-    const middle = (low + high) >>> 1;
-    if (isBefore(middle)) low = middle + 1;
-    else high = middle;
-  }
-  return low;
-}
-
-/** First index whose timestamp is >= `value`. */
-function lowerBound(sorted: readonly number[], value: number): number {
-  return partitionPoint(sorted.length, (index) => sorted[index]! < value);
-}
-
-/** First index whose timestamp is > `value`. */
-function upperBound(sorted: readonly number[], value: number): number {
-  return partitionPoint(sorted.length, (index) => sorted[index]! <= value);
 }
 
 function compareStrings(a: string, b: string): number {

@@ -1,5 +1,6 @@
 import { z } from "zod";
 import type { TagValue } from "../domain/tags";
+import { parseOrThrow } from "../domain/validation";
 
 /** zod schema of a signal generator specification. */
 export const signalSpecSchema = z.discriminatedUnion("kind", [
@@ -41,9 +42,10 @@ export type Signal = (t: number) => TagValue;
 /**
  * Creates a deterministic generator from a spec. Used by `SimulatedPlc` and by every
  * protocol simulator, so a tag behaves the same whichever simulator serves it.
+ * @throws `KilnValidationError` (`KILN_VALIDATION`) naming every bad field of `input`.
  */
 export function createSignal(input: SignalSpec, origin = 0): Signal {
-  const spec = signalSpecSchema.parse(input);
+  const spec = parseOrThrow(signalSpecSchema, input, "signal");
   switch (spec.kind) {
     case "constant":
       return () => spec.value;

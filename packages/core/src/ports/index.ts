@@ -27,5 +27,5 @@ export type {
   SampleHistory,
   SampleQuery,
 } from "./sample-history";
-export type { SampleSink } from "./sample-sink";
+export type { SampleConflict, SampleSink, SampleWriteResult } from "./sample-sink";
 export type { Store, StoreCapabilities } from "./store";

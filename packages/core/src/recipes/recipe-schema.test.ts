@@ -51,6 +51,16 @@ describe("parseRecipe", () => {
     expect(parseRecipe({ name: "x", version: 1, steps: [{ wait: { durationMs: 1 } }] }).parameters).toEqual({});
   });
 
+  test("a version above 2^31 - 1 (recipe or called recipe) or a name over 256 characters is refused, so every store holds every recipe alike", () => {
+    const steps = [{ wait: { durationMs: 1 } }];
+    expect(issuesOf({ name: "x", version: 2 ** 31, steps })).toEqual(["version"]);
+    expect(parseRecipe({ name: "x", version: 2 ** 31 - 1, steps }).version).toBe(2 ** 31 - 1);
+    expect(issuesOf({ name: "x", version: 1, steps: [{ call: { recipe: "y", version: 2 ** 40 } }] })).toEqual([
+      "steps[0].call.version",
+    ]);
+    expect(issuesOf({ name: "n".repeat(257), version: 1, steps })).toEqual(["name"]);
+  });
+
   test("reports every structural problem with its path, through nested loops", () => {
     expect(
       issuesOf({

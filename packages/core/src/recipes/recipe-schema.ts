@@ -147,11 +147,28 @@ export const rampStepBodySchema = z
   })
   .strict();
 
+/** Highest recipe version: a PostgreSQL `integer` (2^31 - 1), so every store holds every version alike. */
+export const RECIPE_VERSION_MAX = 2_147_483_647;
+
+/** Longest recipe name: it is a command's audited target (see `NAME_MAX_LENGTH`). */
+const RECIPE_NAME_MAX_LENGTH = 256;
+
+const recipeNameSchema = z
+  .string()
+  .max(RECIPE_NAME_MAX_LENGTH, `a recipe name is at most ${RECIPE_NAME_MAX_LENGTH} characters`)
+  .regex(RECIPE_NAME, "a recipe name is letters, digits and _ . - /");
+
+const recipeVersionSchema = z
+  .number()
+  .int()
+  .positive()
+  .max(RECIPE_VERSION_MAX, `a recipe version is at most ${RECIPE_VERSION_MAX}`);
+
 /** zod schema of the body of a `call` step. */
 export const callStepBodySchema = z
   .object({
-    recipe: z.string().regex(RECIPE_NAME, "a recipe name is letters, digits and _ . - /"),
-    version: z.number().int().positive(),
+    recipe: recipeNameSchema,
+    version: recipeVersionSchema,
     parameters: z.record(parameterNameSchema, valueSchema).optional(),
   })
   .strict();
@@ -288,8 +305,8 @@ const loopStepBodySchema = z
 /** zod schema of a recipe definition (see {@link Recipe}). */
 export const recipeSchema = z
   .object({
-    name: z.string().regex(RECIPE_NAME, "a recipe name is letters, digits and _ . - /"),
-    version: z.number().int().positive(),
+    name: recipeNameSchema,
+    version: recipeVersionSchema,
     description: z.string().default(""),
     parameters: z.record(parameterNameSchema, parameterDefinitionSchema).default({}),
     steps: z.array(recipeStepSchema).min(1, "a recipe needs at least one step"),

@@ -2,7 +2,7 @@ import type { Sample } from "../domain/sample";
 import type { Tag } from "../domain/tags";
 import type { PlcDriver } from "../ports/plc-driver";
 import type { SampleHistory } from "../ports/sample-history";
-import type { SampleSink } from "../ports/sample-sink";
+import type { SampleSink, SampleWriteResult } from "../ports/sample-sink";
 import type { Store } from "../ports/store";
 import type { CircuitBreaker } from "./circuit-breaker";
 import type { RetryInfo } from "./retry";
@@ -38,8 +38,12 @@ export interface GuardedDriver extends PlcDriver {
  * `call.signal` aborts; `writeBatch` is idempotent on (tag, timestamp), so this is safe.
  */
 export interface GuardedSampleSink extends SampleSink {
-  /** Stores `samples`, retrying as described above. Rejects with the first error retrying cannot fix. */
-  writeBatch(samples: readonly Sample[], call?: PortCall): Promise<void>;
+  /**
+   * Stores `samples`, retrying as described above; resolves with the sink's result (its
+   * conflicts), or `void` from a sink that reports none. Rejects with the first error retrying
+   * cannot fix.
+   */
+  writeBatch(samples: readonly Sample[], call?: PortCall): Promise<SampleWriteResult | void>;
   /** The sink's breaker (`store:samples`). */
   readonly breaker: CircuitBreaker;
 }

@@ -223,6 +223,8 @@ describe("AuditedCommandRunner", () => {
       execute: () => "aborted",
     });
     expect(result).toBe("aborted");
+    // A safety action's entry follows it through the writer.
+    await runner.flush();
     expect(await entries()).toEqual([expect.objectContaining({ action: "recipe.abort", outcome: "allowed" })]);
     expect((await entries())[0]).not.toHaveProperty("newValue");
   });
@@ -278,17 +280,69 @@ describe("AuditedCommandRunner", () => {
     });
     for (const value of [1, 2, 3]) await writeTag(engineer, "heater.setpoint", value);
     expect(plc.writes.map((write) => write.value)).toEqual([1, 2, 3]);
+    await runner.flush();
     expect(runner.backlog).toBe(3);
     expect(failures.map((event) => event.durable)).toEqual([false, false, false]);
   });
 
-  test("the backlog is bounded: at the limit the oldest entries are dropped and the drop is reported", async () => {
+  test("a safety action acts at once while the audit store hangs on an earlier entry; its entry follows once the store answers", async () => {
+    let release: (() => void) | undefined;
+    const { runner, writeTag, entries } = await setup({
+      audit: (store) => ({
+        query: store.audit.query,
+        record: async (entry: AuditEntry) => {
+          if (release === undefined) await new Promise<void>((resolve) => (release = resolve));
+          await store.audit.record(entry);
+        },
+      }),
+    });
+    const write = writeTag(engineer, "heater.setpoint", 1);
+    let aborted = false;
+    const abort = runner.run({
+      principal: operator,
+      permission: "recipe.abort",
+      target: "process-1",
+      execute: () => {
+        aborted = true;
+        return "aborted";
+      },
+    });
+    for (let tick = 0; tick < 5; tick++) await Promise.resolve();
+    expect(aborted).toBe(true);
+    expect(await abort).toBe("aborted");
+    release!();
+    await write;
+    expect(await runner.flush()).toBe(true);
+    expect((await entries()).map((entry) => [entry.action, entry.outcome])).toEqual([
+      ["tag.write", "allowed"],
+      ["recipe.abort", "allowed"],
+    ]);
+  });
+
+  test("a pause acts at once too (default runWithoutDurableAudit), a guarded command still waits", async () => {
+    const { runner, store } = await setup({
+      audit: () => ({ query: async () => [], record: () => new Promise<void>(() => undefined) }),
+    });
+    void store;
+    const ran: string[] = [];
+    void runner.run({
+      principal: engineer,
+      permission: "machine.mode",
+      target: "ald-1",
+      execute: () => ran.push("mode"),
+    });
+    void runner.run({ principal: operator, permission: "recipe.pause", target: "p", execute: () => ran.push("pause") });
+    for (let tick = 0; tick < 5; tick++) await Promise.resolve();
+    expect(ran).toEqual(["pause"]);
+  });
+
+  test("the backlog is bounded: with drop-oldest the oldest entries are dropped at the limit and the drop is reported", async () => {
     const { writeTag, runner, drops } = await setup({
       audit: () => ({
         query: async () => [],
         record: () => Promise.reject(new KilnError("KILN_STORE_ERROR", "down", { retryable: true })),
       }),
-      backlog: { maxEntries: 2 },
+      backlog: { maxEntries: 2, whenFull: "drop-oldest" },
     });
     for (const value of [1, 2, 3]) {
       expect((await rejection(writeTag(engineer, "heater.setpoint", value))).code).toBe("KILN_AUDIT_UNAVAILABLE");
@@ -297,6 +351,154 @@ describe("AuditedCommandRunner", () => {
     expect(runner.dropped).toBe(1);
     expect(drops).toEqual([expect.objectContaining({ count: 1 })]);
     expect(await runner.flush()).toBe(false);
+  });
+
+  test("refuse-commands never evicts: denials at the limit are counted into one audit.overflow entry, the journaled writes that ran are all stored", async () => {
+    const path = join(await mkdtemp(join(tmpdir(), "kiln-audit-")), "audit.journal");
+    let down = true;
+    const { plc, writeTag, runner, entries, drops } = await setup({
+      audit: (store) => ({
+        query: store.audit.query,
+        record: async (entry: AuditEntry) => {
+          if (down) throw new KilnError("KILN_STORE_ERROR", "audit store down", { retryable: true });
+          await store.audit.record(entry);
+        },
+      }),
+      backlog: { path, maxEntries: 3 },
+    });
+    for (const value of [1, 2, 3]) await writeTag(engineer, "heater.setpoint", value);
+    expect(plc.writes).toHaveLength(3);
+    for (let attempt = 0; attempt < 10; attempt++) {
+      expect((await rejection(writeTag(operator, "valve.tma", true))).code).toBe("KILN_FORBIDDEN");
+    }
+    // The backlog is full: the next write is refused, and its refusal is counted too.
+    expect((await rejection(writeTag(engineer, "heater.setpoint", 4))).code).toBe("KILN_AUDIT_UNAVAILABLE");
+    expect(plc.writes).toHaveLength(3);
+    expect(runner.backlog).toBe(3);
+    expect(runner.dropped).toBe(0);
+    expect(drops).toEqual([]);
+
+    down = false;
+    expect(await runner.flush()).toBe(true);
+    const stored = await entries();
+    expect(stored.map((entry) => [entry.action, entry.outcome, entry.newValue])).toEqual([
+      ["tag.write", "allowed", 1],
+      ["tag.write", "allowed", 2],
+      ["tag.write", "allowed", 3],
+      ["audit.overflow", "denied", expect.objectContaining({ count: 11, principals: ["olga", "enzo"] })],
+    ]);
+    expect(stored[3]!.reason).toContain("11 denied or failed attempt(s) by olga, enzo");
+  });
+
+  test("refuse-commands at the limit: an action that runs without a durable entry is kept beyond the limit, not evicting one", async () => {
+    const { writeTag, runner, drops } = await setup({
+      audit: () => ({
+        query: async () => [],
+        record: () => Promise.reject(new KilnError("KILN_STORE_ERROR", "down", { retryable: true })),
+      }),
+      backlog: { maxEntries: 2 },
+      runWithoutDurableAudit: ["tag.write"],
+    });
+    for (const value of [1, 2, 3]) await writeTag(engineer, "heater.setpoint", value);
+    await runner.flush();
+    expect(runner.backlog).toBe(3);
+    expect(runner.dropped).toBe(0);
+    expect(drops).toEqual([]);
+    await runner.close();
+    // Memory only: reported at close as dropped, never silently.
+    expect(drops).toEqual([expect.objectContaining({ count: 3 })]);
+  });
+
+  test("a 150,000-character target is refused with KILN_VALIDATION before anything runs; its denied entry holds a bounded prefix and the length", async () => {
+    const { plc, writeTag, entries } = await setup();
+    const huge = "heater." + "x".repeat(150_000);
+    const error = await rejection(writeTag(engineer, huge, 1));
+    expect(error.code).toBe("KILN_VALIDATION");
+    expect(error.details).toMatchObject({ issues: [expect.objectContaining({ path: "target" })] });
+    expect(error.message.length).toBeLessThan(400);
+    expect(plc.writes).toEqual([]);
+    const [entry] = await entries();
+    expect(entry).toMatchObject({ outcome: "denied", principal: "enzo" });
+    expect(entry!.target.length).toBeLessThan(300);
+    expect(entry!.target).toContain("…(truncated, 150007 chars)");
+    expect(entry!.reason!.length).toBeLessThan(2100);
+  });
+
+  test("a principal with a 100,000-character id or 1,000 roles is refused with KILN_VALIDATION and recorded bounded", async () => {
+    const { plc, writeTag, entries } = await setup();
+    const longId = { id: "v".repeat(100_000), roles: ["engineer"] };
+    const manyRoles = { id: "mia", roles: Array.from({ length: 1000 }, (_, index) => `role-${index}`) };
+    const longRole = { id: "lou", roles: ["r".repeat(10_000)] };
+    for (const principal of [longId, manyRoles, longRole]) {
+      expect((await rejection(writeTag(principal, "heater.setpoint", 1))).code).toBe("KILN_VALIDATION");
+    }
+    expect(plc.writes).toEqual([]);
+    const stored = await entries();
+    expect(stored.map((entry) => entry.outcome)).toEqual(["denied", "denied", "denied"]);
+    expect(stored[0]!.principal).toContain("…(truncated, 100000 chars)");
+    expect(stored[0]!.principal.length).toBeLessThan(300);
+    expect(stored[1]!.roles).toHaveLength(65);
+    expect(stored[1]!.roles.at(-1)).toBe("…(1000 roles)");
+    expect(stored[2]!.roles[0]!.length).toBeLessThan(200);
+  });
+
+  test("a value of 50 strings of 10,000 characters is kept to 100,000 characters in the entry", async () => {
+    const { runner, entries } = await setup();
+    await runner.run({
+      principal: engineer,
+      permission: "tag.write",
+      target: "heater.setpoint",
+      machineState: "idle",
+      newValue: Array.from({ length: 50 }, () => "z".repeat(10_000)),
+      execute: () => undefined,
+    });
+    const [entry] = await entries();
+    expect(JSON.stringify(entry!.newValue).length).toBeLessThan(101_000);
+  });
+
+  test("malformed principals and an empty target are recorded denied in one normalized form every store accepts", async () => {
+    const { writeTag, entries } = await setup();
+    const sparse: unknown[] = ["operator"];
+    sparse[2] = "admin";
+    const principals = [
+      { id: "", roles: ["admin"] },
+      { id: "nina", roles: [1] },
+      { id: "sid", roles: sparse },
+    ];
+    for (const principal of principals) {
+      expect((await rejection(writeTag(principal as Principal, "heater.setpoint", 1))).code).toBe("KILN_VALIDATION");
+    }
+    expect((await rejection(writeTag(engineer, "", 1))).code).toBe("KILN_VALIDATION");
+    expect((await entries()).map((entry) => [entry.principal, entry.roles, entry.target, entry.outcome])).toEqual([
+      ["(invalid principal)", ["admin"], "heater.setpoint", "denied"],
+      ["nina", ["(invalid role)"], "heater.setpoint", "denied"],
+      ["sid", ["operator", "(invalid role)", "admin"], "heater.setpoint", "denied"],
+      ["enzo", ["engineer"], "(invalid target)", "denied"],
+    ]);
+  });
+
+  test("one entry larger than the journal's maxBytes is refused alone: the journal keeps taking the next commands", async () => {
+    const path = join(await mkdtemp(join(tmpdir(), "kiln-audit-")), "audit.journal");
+    const { plc, runner, writeTag } = await setup({
+      audit: () => ({
+        query: async () => [],
+        record: () => Promise.reject(new KilnError("KILN_STORE_ERROR", "down", { retryable: true })),
+      }),
+      backlog: { path, maxBytes: 4096 },
+    });
+    await writeTag(engineer, "heater.setpoint", 1);
+    const big = runner.run({
+      principal: engineer,
+      permission: "tag.write",
+      target: "heater.setpoint",
+      machineState: "idle",
+      newValue: "y".repeat(8000),
+      execute: () => plc.write(tags.get("heater.setpoint"), 2),
+    });
+    expect((await rejection(big)).code).toBe("KILN_AUDIT_UNAVAILABLE");
+    await writeTag(engineer, "heater.setpoint", 3);
+    expect(plc.writes.map((write) => write.value)).toEqual([1, 3]);
+    await runner.close();
   });
 
   test("an entry the store refuses for good (NUL in the target) is reported and skipped; the 40 commands behind it are all audited", async () => {

@@ -8,8 +8,15 @@ import { RecordJournal } from "../journal/record-journal";
 import { decodeExactJson, encodeExactJson } from "../logging/sample-journal";
 import type { Logger } from "../ports/logger";
 import { silentLogger } from "../runtime/silent-logger";
+import { boundedText, NAME_MAX_LENGTH, ROLE_MAX_LENGTH, ROLES_MAX_COUNT } from "./command-input";
 import { COMMENT_MAX_LENGTH, storableAuditValue } from "./storable-value";
-import { snapshotPrincipal, type Authorizer, type Permission, type Principal } from "./authorization";
+import {
+  snapshotPrincipal,
+  type Authorizer,
+  type Permission,
+  type Principal,
+  type PrincipalSnapshot,
+} from "./authorization";
 
 /** What a command's `execute` gets from the runner. */
 export interface CommandContext {
@@ -35,8 +42,11 @@ export interface CommandContext {
 
 /** One command to authorize, run and audit. */
 export interface AuditedCommand<TResult> {
-  /** Who issues it. */
-  readonly principal: Principal;
+  /**
+   * Who issues it: a principal, read once here, or the {@link PrincipalSnapshot} the caller took
+   * at its own boundary (used as it is, so a principal changed after the call changes nothing).
+   */
+  readonly principal: Principal | PrincipalSnapshot;
   /** The permission it needs (also the audit `action` unless `action` is given). */
   readonly permission: Permission;
   /** The audit action name. @default permission */
@@ -96,8 +106,11 @@ export interface AuditBacklogOptions {
   readonly maxBytes?: number;
   /**
    * At the limit: `refuse-commands` refuses new commands with `KILN_AUDIT_UNAVAILABLE` until the
-   * backlog drains (nothing is dropped unless an entry still arrives, e.g. a denial);
-   * `drop-oldest` keeps commands running and drops the oldest entries, reported by
+   * backlog drains and never evicts an entry: denied and failed attempts that still arrive (the
+   * refusals among them) are counted and recorded as one `audit.overflow` entry (outcome
+   * `denied`; count, first and last time, principals, actions) once there is room, and an
+   * action that runs without a durable entry (`runWithoutDurableAudit`) is kept beyond the
+   * limit. `drop-oldest` keeps commands running and drops the oldest entries, reported by
    * `audit-entry-drop`. @default "refuse-commands"
    */
   readonly whenFull?: "refuse-commands" | "drop-oldest";
@@ -118,10 +131,12 @@ export interface AuditedCommandRunnerOptions {
   /** Where the backlog of unrecorded entries is kept, how large it may grow and what happens at the limit. */
   readonly backlog?: AuditBacklogOptions;
   /**
-   * Actions that run even when their audit entry cannot be made durable (IEC 62443-3-3 CR 2.10:
-   * keep essential functions): the entry is kept in memory, retried and reported by
-   * `audit-record-fail`. Every other action fails closed with `KILN_AUDIT_UNAVAILABLE`.
-   * @default ["recipe.abort"] (an abort writes the safe state)
+   * Actions that act at once, without waiting for their audit entry (IEC 62443-3-3 CR 2.10: keep
+   * essential functions): the entry is recorded after them through the same writer (stored, or
+   * kept in the backlog, journaled when possible, retried and reported by `audit-record-fail`);
+   * neither earlier entries nor a hanging store delay them. Every other action fails closed
+   * with `KILN_AUDIT_UNAVAILABLE`.
+   * @default ["recipe.abort", "recipe.pause"] (an abort writes the safe state; a pause holds the process)
    */
   readonly runWithoutDurableAudit?: readonly string[];
   /** Where `audit-record-fail`, `audit-entry-skip`, `audit-entry-drop` and `command-refuse` are published. */
@@ -131,6 +146,13 @@ export interface AuditedCommandRunnerOptions {
   /** Makes each entry's event id. @default crypto.randomUUID */
   readonly newId?: () => string;
 }
+
+/**
+ * The actions that run without waiting for a durable audit entry unless the host says otherwise:
+ * an abort writes the safe state and a pause holds the process, so neither may wait on the audit
+ * trail (IEC 62443-3-3 CR 2.10).
+ */
+export const DEFAULT_RUN_WITHOUT_DURABLE_AUDIT: readonly string[] = ["recipe.abort", "recipe.pause"];
 
 /** Error codes that mean a command was refused by a check (recorded `denied`), not that it failed while running. */
 export const DENIAL_CODES: readonly KilnErrorCode[] = [
@@ -169,7 +191,8 @@ export const DENIAL_CODES: readonly KilnErrorCode[] = [
  * with or without a journal, so even the first command after the store fails is refused, not
  * run. A refusal is `KILN_AUDIT_UNAVAILABLE` (nothing executed); it is the command's audit entry
  * (`denied`, same id) and is published as `command-refuse`. Actions listed in
- * `runWithoutDurableAudit` (default `recipe.abort`) run anyway; their entry is kept and reported.
+ * `runWithoutDurableAudit` (default `recipe.abort`, `recipe.pause`) act at once, without waiting
+ * for the audit writer; their entry follows (stored, or kept and reported).
  * With `commit: "in-execute"` the command runs its own side-effect-free checks first and calls
  * {@link CommandContext.commit} before its first effect, so a check's refusal is still `denied`.
  *
@@ -197,12 +220,15 @@ export class AuditedCommandRunner {
   readonly #newId: () => string;
   readonly #backlog: BacklogItem[] = [];
   #journal: Promise<RecordJournal | undefined> | undefined;
-  #journalFailing = false;
   #tail: Promise<unknown> = Promise.resolve();
   #dropped = 0;
   #skipped = 0;
   #lastError: unknown;
   #unknownFailures = { id: "", count: 0 };
+  /** Denied and failed attempts that came while the backlog was full (refuse-commands): counted, summarized once there is room. */
+  #overflow: DenialOverflow | undefined;
+  /** Set by {@link close} until {@link open}: the store is not called (it is being closed or closed). */
+  #closed = false;
 
   /** @throws RangeError when `backlog.maxEntries` is not a positive integer. */
   constructor(options: AuditedCommandRunnerOptions) {
@@ -210,7 +236,7 @@ export class AuditedCommandRunner {
     this.#logger = options.logger ?? silentLogger;
     this.#maxEntries = options.backlog?.maxEntries ?? 10_000;
     this.#whenFull = options.backlog?.whenFull ?? "refuse-commands";
-    this.#unguarded = new Set(options.runWithoutDurableAudit ?? ["recipe.abort"]);
+    this.#unguarded = new Set(options.runWithoutDurableAudit ?? DEFAULT_RUN_WITHOUT_DURABLE_AUDIT);
     this.#newId = options.newId ?? randomUUID;
     if (!Number.isInteger(this.#maxEntries) || this.#maxEntries < 1) {
       throw new RangeError("backlog.maxEntries must be a positive integer");
@@ -245,15 +271,22 @@ export class AuditedCommandRunner {
     const read = snapshotPrincipal(command.principal);
     const action = command.action ?? command.permission;
     const source = typeof read.source === "string" ? read.source : this.#options.source;
+    const targetProblem = checkTarget(command.target);
+    // Every caller-controlled field is bounded in the entry, valid or not: a refusal's record
+    // echoes at most a bounded prefix and the original length.
     const base: AuditEntry = {
       id: this.#newId(),
       ...(this.#options.machineId === undefined ? {} : { machineId: this.#options.machineId }),
-      principal: typeof read.id === "string" ? read.id : "(invalid principal)",
-      roles: Array.isArray(read.roles) ? [...(read.roles as string[])] : [],
-      ...(source === undefined ? {} : { source }),
+      principal:
+        typeof read.id === "string" && read.id !== "" ? boundedText(read.id, NAME_MAX_LENGTH) : "(invalid principal)",
+      roles: auditedRoles(read.roles),
+      ...(source === undefined ? {} : { source: boundedText(source, NAME_MAX_LENGTH) }),
       category: action.split(".")[0]!,
-      action,
-      target: command.target,
+      action: boundedText(action, NAME_MAX_LENGTH),
+      target:
+        typeof command.target === "string" && command.target !== ""
+          ? boundedText(command.target, NAME_MAX_LENGTH)
+          : "(invalid target)",
       outcome: "denied",
       at,
     };
@@ -269,6 +302,12 @@ export class AuditedCommandRunner {
       stateOf === undefined ? {} : { machineState: typeof stateOf === "function" ? stateOf() : stateOf };
     const checkContext = contextNow();
     const principal = read.principal;
+    if (targetProblem !== undefined) {
+      // Shape, checked before authorization: a name no command accepts is refused without a lookup.
+      const error = new KilnValidationError(`${base.action} command`, [targetProblem]);
+      await this.#record({ ...entry(), outcome: "denied", reason: reasonOf(error, comment) });
+      throw error;
+    }
     if (principal === undefined || !authorizer.can(principal, command.permission, command.target, checkContext)) {
       const error =
         principal === undefined
@@ -298,11 +337,29 @@ export class AuditedCommandRunner {
         outcome: "allowed" as const,
         ...(comment === undefined ? {} : { reason: comment }),
       };
+      const stillAllowed = (): boolean =>
+        typeof stateOf !== "function" || authorizer.can(principal, command.permission, command.target, contextNow());
+      if (!guarded) {
+        // A safety action (abort, pause) acts at once: it never waits behind other entries or a
+        // hanging store. Its entry follows through the writer: stored, else kept in the backlog
+        // (journaled when possible) and reported by audit-record-fail (ADR 0013).
+        if (!stillAllowed()) {
+          throw authorizer.forbidden(
+            principal,
+            command.permission,
+            "subject" in command ? command.subject : command.target,
+            contextNow(),
+          );
+        }
+        state.committed = "yes";
+        void this.#record(allowed).catch((error: unknown) => {
+          this.#logger.error({ id: base.id, action, error: String(error) }, "recording a safety action's entry failed");
+        });
+        return;
+      }
       const outcome = await this.#serial(async () =>
         // Re-checked at the commit point: the machine state may have changed while waiting.
-        typeof stateOf === "function" && !authorizer.can(principal, command.permission, command.target, contextNow())
-          ? ("forbidden" as const)
-          : this.#commit(allowed, guarded),
+        stillAllowed() ? this.#commit(allowed) : ("forbidden" as const),
       );
       if (outcome === "forbidden") {
         throw authorizer.forbidden(
@@ -374,14 +431,37 @@ export class AuditedCommandRunner {
   }
 
   /**
+   * Lets the runner call the store again after {@link close} (the control system's start). A
+   * new runner is open.
+   */
+  open(): void {
+    this.#closed = false;
+  }
+
+  /**
    * Flushes, then closes the journal: what the store did not take stays journaled for the next
-   * start. Entries held only in memory are reported by `audit-entry-drop`. Never rejects.
+   * start. Entries held only in memory are reported by `audit-entry-drop`. Afterwards, until
+   * {@link open}, the store is not called: an entry recorded meanwhile (a command refused because
+   * the system is stopped) is kept in the backlog (journaled when there is a journal), reported
+   * by `audit-record-fail`, and written after the next `open`. Never rejects.
    */
   async close(): Promise<void> {
     await this.flush();
     await this.#serial(async () => {
+      this.#closed = true;
+      this.#lastError = new KilnError(
+        "KILN_LIFECYCLE",
+        "The control system is stopped: the audit store is closed; the entry is written after the next start.",
+      );
       const memoryOnly = this.#backlog.filter((item) => !item.journaled).length;
       if (memoryOnly > 0) this.#reportDrop(memoryOnly, "the control system stopped before the audit store took them");
+      if (this.#overflow !== undefined) {
+        this.#reportDrop(
+          this.#overflow.count,
+          "denied attempts counted while the audit backlog was full; the control system stopped before they were summarized",
+        );
+        this.#overflow = undefined;
+      }
       this.#backlog.length = 0;
       const journal = await this.#openJournal();
       this.#journal = undefined;
@@ -398,23 +478,19 @@ export class AuditedCommandRunner {
 
   /**
    * Makes an allowed entry durable before its command runs: stored (after the backlog drained),
-   * else journaled when a journal works and has room. `run` when it is, and for an unguarded
-   * action whatever happened (its entry is then at least kept in the backlog, or skipped and
-   * reported). Otherwise the command is refused: `refused` (the entry is not kept; its refusal is
-   * recorded under the same id) or `unstorable` (the store refused it for good; reported).
+   * else journaled when a journal works and has room: `run`. Otherwise the command is refused:
+   * `refused` (the entry is not kept; its refusal is recorded under the same id) or `unstorable`
+   * (the store refused it for good; reported). Safety actions never come here (see `run`).
    */
-  async #commit(entry: AuditEntry, guarded: boolean): Promise<"run" | "refused" | "unstorable"> {
+  async #commit(entry: AuditEntry): Promise<"run" | "refused" | "unstorable"> {
     if (await this.#drain()) {
       const stored = await this.#store(entry);
       if (stored === "stored") return "run";
-      if (stored === "skipped") return guarded ? "unstorable" : "run";
-    }
-    if (!guarded) {
-      await this.#enqueue(entry);
-      return "run";
+      if (stored === "skipped") return "unstorable";
     }
     const journal = await this.#openJournal();
-    if (journal === undefined || this.#journalFailing) return "refused";
+    // Each entry tries the journal itself: one record it refuses (too large) does not refuse the next.
+    if (journal === undefined) return "refused";
     if (this.#backlog.length >= this.#maxEntries && this.#whenFull === "refuse-commands") return "refused";
     if (await this.#enqueue(entry)) return "run";
     // The journal failed on this very entry: it is only in memory, so the command must not run.
@@ -452,32 +528,73 @@ export class AuditedCommandRunner {
   /** Writes the backlog, oldest first; true when it is empty. */
   async #drain(): Promise<boolean> {
     await this.#openJournal();
+    if (this.#closed) return false;
+    await this.#summarizeOverflow();
     while (this.#backlog.length > 0) {
       const head = this.#backlog[0]!;
       if (head.entry !== undefined && (await this.#store(head.entry)) === "retry") return false;
       this.#backlog.shift();
       if (head.journaled) await this.#releaseJournalHead();
+      await this.#summarizeOverflow();
     }
     return true;
   }
 
-  /** Appends `entry` to the backlog (and the journal, when there is one); true when it was journaled. */
+  /**
+   * Once the backlog has room, the attempts counted while it was full become one entry at its
+   * end (after every older entry): `audit.overflow`, outcome `denied`, with their count, first
+   * and last time, principals and actions.
+   */
+  async #summarizeOverflow(): Promise<void> {
+    const overflow = this.#overflow;
+    if (overflow === undefined || this.#backlog.length >= this.#maxEntries) return;
+    this.#overflow = undefined;
+    const principals = [...overflow.principals].join(", ") + (overflow.morePrincipals ? ", ..." : "");
+    const entry: AuditEntry = {
+      id: this.#newId(),
+      ...(this.#options.machineId === undefined ? {} : { machineId: this.#options.machineId }),
+      principal: overflow.principals.size === 1 ? [...overflow.principals][0]! : "(several)",
+      roles: [],
+      ...(this.#options.source === undefined ? {} : { source: this.#options.source }),
+      category: "audit",
+      action: "audit.overflow",
+      target: this.#options.machineId ?? "(audit)",
+      newValue: {
+        count: overflow.count,
+        first: overflow.first,
+        last: overflow.last,
+        principals: [...overflow.principals],
+        actions: [...overflow.actions],
+      },
+      outcome: "denied",
+      reason:
+        `${overflow.count} denied or failed attempt(s) by ${principals} while the audit backlog was full ` +
+        `(${this.#maxEntries} entries), from ${new Date(overflow.first).toISOString()} ` +
+        `to ${new Date(overflow.last).toISOString()}; counted, not recorded one by one`,
+      at: overflow.last,
+    };
+    await this.#append(entry);
+  }
+
+  /**
+   * Appends `entry` to the backlog (and the journal, when there is one); true when it was
+   * journaled. At the limit: with `drop-oldest` the oldest entries are dropped (reported);
+   * with `refuse-commands` nothing is ever evicted: an entry of a command that ran (`allowed`,
+   * e.g. an abort that runs without a durable entry) is kept beyond the limit, a denied or
+   * failed one is counted into the overflow summary instead (ADR 0013).
+   */
   async #enqueue(entry: AuditEntry): Promise<boolean> {
-    const journal = await this.#openJournal();
-    let journaled = false;
-    if (journal !== undefined) {
-      try {
-        await journal.append(Buffer.from(encodeExactJson(entry), "utf8"));
-        journaled = true;
-        this.#journalFailing = false;
-      } catch (error) {
-        this.#journalFailing = true;
-        this.#logger.error({ id: entry.id, error: String(error) }, "the audit journal could not take an entry");
-      }
+    if (
+      this.#whenFull === "refuse-commands" &&
+      entry.outcome !== "allowed" &&
+      this.#backlog.length >= this.#maxEntries
+    ) {
+      this.#countOverflow(entry);
+      return false;
     }
-    this.#backlog.push({ entry, journaled });
+    const journaled = await this.#append(entry);
     let dropped = 0;
-    while (this.#backlog.length > this.#maxEntries) {
+    while (this.#whenFull === "drop-oldest" && this.#backlog.length > this.#maxEntries) {
       const oldest = this.#backlog.shift()!;
       if (oldest.journaled) await this.#releaseJournalHead();
       dropped++;
@@ -499,6 +616,44 @@ export class AuditedCommandRunner {
     });
     if (dropped > 0) this.#reportDrop(dropped, `the audit backlog is full (${this.#maxEntries} entries)`);
     return journaled;
+  }
+
+  /** Journals (when there is a journal) and appends one entry to the backlog; true when journaled. */
+  async #append(entry: AuditEntry): Promise<boolean> {
+    const journal = await this.#openJournal();
+    let journaled = false;
+    if (journal !== undefined) {
+      try {
+        await journal.append(Buffer.from(encodeExactJson(entry), "utf8"));
+        journaled = true;
+      } catch (error) {
+        this.#logger.error({ id: entry.id, error: String(error) }, "the audit journal could not take an entry");
+      }
+    }
+    this.#backlog.push({ entry, journaled });
+    return journaled;
+  }
+
+  #countOverflow(entry: AuditEntry): void {
+    const overflow = (this.#overflow ??= {
+      count: 0,
+      first: entry.at,
+      last: entry.at,
+      principals: new Set(),
+      morePrincipals: false,
+      actions: new Set(),
+    });
+    overflow.count++;
+    overflow.first = Math.min(overflow.first, entry.at);
+    overflow.last = Math.max(overflow.last, entry.at);
+    if (overflow.principals.size < OVERFLOW_NAMES || overflow.principals.has(entry.principal)) {
+      overflow.principals.add(entry.principal);
+    } else overflow.morePrincipals = true;
+    if (overflow.actions.size < OVERFLOW_NAMES) overflow.actions.add(entry.action);
+    this.#logger.error(
+      { id: entry.id, action: entry.action, outcome: entry.outcome, overflow: overflow.count },
+      "the audit backlog is full: a denied attempt is counted into the overflow summary",
+    );
   }
 
   #publish<TType extends "command-refuse" | "command-fail">(type: TType, event: Omit<KilnEvents[TType], "at">): void {
@@ -554,11 +709,9 @@ export class AuditedCommandRunner {
           recovered.push({ entry, journaled: true });
         });
         this.#backlog.unshift(...recovered);
-        this.#journalFailing = false;
         this.#reportDamage(path, { ...recovery, undecodable });
         return journal;
       } catch (error) {
-        this.#journalFailing = true;
         this.#journal = undefined;
         this.#logger.error({ path, error: String(error) }, "the audit journal could not be opened");
         return undefined;
@@ -611,6 +764,21 @@ function checkComment(comment: unknown): ValidationIssue | undefined {
   return undefined;
 }
 
+/** Attempts counted while the backlog was full (refuse-commands), summarized into one entry later. */
+interface DenialOverflow {
+  count: number;
+  first: number;
+  last: number;
+  /** The first {@link OVERFLOW_NAMES} principals. */
+  readonly principals: Set<string>;
+  morePrincipals: boolean;
+  /** The first {@link OVERFLOW_NAMES} actions. */
+  readonly actions: Set<string>;
+}
+
+/** Most principals and actions an overflow summary names. */
+const OVERFLOW_NAMES = 16;
+
 /** Attempts at one entry that fails with an error that is not a KilnError before it is skipped. */
 const UNKNOWN_ERROR_ATTEMPTS = 3;
 
@@ -628,11 +796,39 @@ function withOld<TEntry extends object>(entry: TEntry, oldValue: unknown): TEntr
   return oldValue === undefined ? entry : { ...entry, oldValue };
 }
 
+/** Longest error text kept in an entry's `reason` (the comment, at most 1000 more, comes after it). */
+const REASON_MAX_LENGTH = 2000;
+
 function reasonOf(error: unknown, comment: string | undefined): string {
-  const text = KilnError.is(error)
-    ? `${error.code}: ${error.message}`
-    : error instanceof Error
-      ? error.message
-      : String(error);
+  const text = boundedText(
+    KilnError.is(error) ? `${error.code}: ${error.message}` : error instanceof Error ? error.message : String(error),
+    REASON_MAX_LENGTH,
+  );
   return comment === undefined ? text : `${text} (comment: ${comment})`;
+}
+
+/** The rule a command's target breaks, or undefined when it is a string of 1 to {@link NAME_MAX_LENGTH} characters. */
+function checkTarget(target: unknown): ValidationIssue | undefined {
+  if (typeof target !== "string" || target === "") return { path: "target", message: "must be a non-empty string" };
+  if (target.length > NAME_MAX_LENGTH) {
+    return {
+      path: "target",
+      message: `must be at most ${NAME_MAX_LENGTH} characters, not ${target.length}`,
+    };
+  }
+  return undefined;
+}
+
+/**
+ * A principal's roles as recorded: at most {@link ROLES_MAX_COUNT}, each a string cut to
+ * {@link ROLE_MAX_LENGTH}; an element that is not a string is recorded as `"(invalid role)"`
+ * and a longer list ends with `"…(N roles)"`, so every store takes the entry (ADR 0013).
+ */
+function auditedRoles(roles: unknown): string[] {
+  if (!Array.isArray(roles)) return [];
+  const kept = (roles as unknown[])
+    .slice(0, ROLES_MAX_COUNT)
+    .map((role) => (typeof role === "string" ? boundedText(role, ROLE_MAX_LENGTH) : "(invalid role)"));
+  if (roles.length > ROLES_MAX_COUNT) kept.push(`…(${roles.length} roles)`);
+  return kept;
 }

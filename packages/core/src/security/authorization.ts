@@ -2,6 +2,7 @@ import { deepFreeze } from "../domain/deep-freeze";
 import { z } from "zod";
 import { KilnError, KilnValidationError } from "../domain/errors";
 import { issuesFromZod, parseOrThrow } from "../domain/validation";
+import { NAME_MAX_LENGTH, ROLE_MAX_LENGTH, ROLES_MAX_COUNT } from "./command-input";
 import { TagPattern } from "./tag-pattern";
 
 /** Who issues a command: an id (user, service account) and the roles the host gives it. */
@@ -18,11 +19,20 @@ export interface Principal {
   readonly source?: string;
 }
 
-/** zod schema of a {@link Principal}. */
+/**
+ * zod schema of a {@link Principal}: an id of 1 to 256 characters, at most 64 roles of at most
+ * 128 characters each, a source of at most 256 characters (`NAME_MAX_LENGTH`,
+ * `ROLES_MAX_COUNT`, `ROLE_MAX_LENGTH`), so no caller can make an audit entry unboundedly large.
+ */
 export const principalSchema = z.object({
-  id: z.string().min(1, "a principal needs an id"),
-  roles: z.array(z.string()),
-  source: z.string().optional(),
+  id: z
+    .string()
+    .min(1, "a principal needs an id")
+    .max(NAME_MAX_LENGTH, `must be at most ${NAME_MAX_LENGTH} characters`),
+  roles: z
+    .array(z.string().max(ROLE_MAX_LENGTH, `must be at most ${ROLE_MAX_LENGTH} characters`))
+    .max(ROLES_MAX_COUNT, `must hold at most ${ROLES_MAX_COUNT} roles`),
+  source: z.string().max(NAME_MAX_LENGTH, `must be at most ${NAME_MAX_LENGTH} characters`).optional(),
 });
 
 /**
@@ -31,15 +41,34 @@ export const principalSchema = z.object({
  * audited as what it was at the command boundary, not as what it says later.
  *
  * @returns the raw values read (for auditing a malformed principal) and, when they pass
- * {@link principalSchema}, the frozen principal.
+ * {@link principalSchema}, the frozen principal. A snapshot given again is returned as is, so
+ * a command can read its principal at the call and hand the snapshot on.
  */
-export function snapshotPrincipal(input: unknown): {
+export function snapshotPrincipal(input: unknown): PrincipalSnapshot {
+  if (typeof input === "object" && input !== null && SNAPSHOTS.has(input)) return input as PrincipalSnapshot;
+  const read = readPrincipalOnce(input);
+  Object.freeze(read);
+  SNAPSHOTS.add(read);
+  return read;
+}
+
+/**
+ * A principal as read once by {@link snapshotPrincipal}: the raw values read (for auditing a
+ * malformed principal) and, when they are valid, the frozen principal. Passing a snapshot where
+ * a principal is expected reuses it (it is not read again).
+ */
+export interface PrincipalSnapshot {
   readonly id: unknown;
   readonly roles: unknown;
   readonly source?: unknown;
   readonly principal?: Principal;
   readonly error?: KilnValidationError;
-} {
+}
+
+/** The snapshots {@link snapshotPrincipal} made: reused as they are. */
+const SNAPSHOTS = new WeakSet<object>();
+
+function readPrincipalOnce(input: unknown): PrincipalSnapshot {
   let id: unknown;
   let roles: unknown;
   let origin: unknown;

@@ -7,12 +7,21 @@ const MAX_DEPTH = 16;
 const MAX_NODES = 10_000;
 /** Longest string kept in an audit value; a longer one is cut and marked. */
 const MAX_STRING = 10_000;
+/** Most characters (strings and keys together) kept in one audit value; later strings are cut and marked. */
+const MAX_CHARS = 100_000;
+/** Longest object key kept; a longer one is cut and marked. */
+const MAX_KEY = 256;
+
+interface Budget {
+  nodes: number;
+  chars: number;
+}
 
 /**
  * A storable snapshot of a caller-controlled audit value (a tag write's value, a recipe's
  * parameters, a previous value), taken once when the entry is made, so every store and the
  * backlog journal hold the same data. Never throws. Kept as they are: null, booleans, numbers,
- * bigints and strings up to 10,000 code units. Plain data is copied: arrays and objects (own
+ * bigints and strings up to 10,000 code units (100,000 in the whole value; keys up to 256). Plain data is copied: arrays and objects (own
  * enumerable string keys; getters read once) up to 16 levels deep and 10,000 nodes. Marker
  * strings replace what cannot be stored: `"[circular]"`, `"[too deep]"`, `"[truncated]"`,
  * `"[unreadable: reason]"` (a getter, proxy or `toJSON` that throws), `"[function]"`,
@@ -20,15 +29,18 @@ const MAX_STRING = 10_000;
  * methods are not called. Undefined stays undefined at the top and is dropped inside objects.
  */
 export function storableAuditValue(value: unknown): unknown {
-  const budget = { nodes: MAX_NODES };
+  const budget: Budget = { nodes: MAX_NODES, chars: MAX_CHARS };
   return snapshot(value, 0, new Set(), budget);
 }
 
-function snapshot(value: unknown, depth: number, path: Set<object>, budget: { nodes: number }): unknown {
+function snapshot(value: unknown, depth: number, path: Set<object>, budget: Budget): unknown {
   if (budget.nodes-- <= 0) return "[truncated]";
   switch (typeof value) {
-    case "string":
-      return value.length > MAX_STRING ? `${value.slice(0, MAX_STRING)}…[cut]` : value;
+    case "string": {
+      const kept = Math.max(0, Math.min(MAX_STRING, budget.chars));
+      budget.chars -= Math.min(value.length, kept);
+      return value.length > kept ? `${value.slice(0, kept)}…[cut]` : value;
+    }
     case "number":
     case "boolean":
     case "bigint":
@@ -76,7 +88,11 @@ function snapshot(value: unknown, depth: number, path: Set<object>, budget: { no
           path,
           budget,
         );
-        if (item !== undefined) copy[key] = item;
+        if (item === undefined) continue;
+        const storedKey = key.length > MAX_KEY ? `${key.slice(0, MAX_KEY)}…[cut]` : key;
+        budget.chars -= storedKey.length;
+        // defineProperty: a "__proto__" key stays data.
+        Object.defineProperty(copy, storedKey, { value: item, enumerable: true, writable: true, configurable: true });
       }
       return copy;
     } finally {

@@ -51,12 +51,14 @@ type Command =
  * Registers one property-based test (fast-check) of the audit trail of a control system on the
  * store `createStore` makes: random sequences of commands (tag writes, machine commands, alarm
  * acknowledgements) from random principals (NUL, 40 000-character and odd strings, `__proto__`,
+ * malformed principals: an empty or non-string id, non-string or sparse roles, 100 roles;
  * bigints beyond 64 bits), run concurrently in batches, while the audit store fails at random
  * (retryable `KILN_STORE_ERROR`) and a backlog journal is configured. It asserts IEC 62443-3-3
  * CR 2.8-2.10 as Kiln implements them (ADR 0013):
  *
  * - every command has exactly one audit entry (stored once by its event id, or reported by
- *   `audit-entry-skip` when the store can never hold it), and none is dropped;
+ *   `audit-entry-skip` when the store can never hold it: only text with a NUL character may be
+ *   skipped), and none is dropped;
  * - no denied command reached the driver: the driver's writes are exactly the allowed
  *   `tag.write` entries (tag and value);
  * - no allowed command ran without a durable entry: when the driver is called, an allowed
@@ -95,13 +97,25 @@ function commandArbitrary(fc: typeof FastCheck): FastCheck.Arbitrary<Command> {
     fc.constantFrom("heater.setpoint", "valve.tma", "counter.total", "chamber.pressure", "heater.*", "__proto__"),
     fc.nat(40_000).map((length) => "x".repeat(length)),
   );
-  const principal: FastCheck.Arbitrary<Principal> = fc.record(
-    {
-      id: oddString,
-      roles: fc.subarray(["viewer", "operator", "engineer", "admin", "__proto__"]),
-      source: oddString,
-    },
-    { requiredKeys: ["id", "roles"] },
+  const sparseRoles: unknown[] = ["operator"];
+  sparseRoles[2] = "admin";
+  const principal: FastCheck.Arbitrary<Principal> = fc.oneof(
+    fc.record(
+      {
+        id: oddString,
+        roles: fc.subarray(["viewer", "operator", "engineer", "admin", "__proto__"]),
+        source: oddString,
+      },
+      { requiredKeys: ["id", "roles"] },
+    ),
+    // Malformed principals: every store must record their denial alike (none skipped).
+    fc.constantFrom(
+      { id: "", roles: ["admin"] },
+      { id: "nina", roles: [1] },
+      { id: "sid", roles: sparseRoles },
+      { id: 7, roles: ["admin"] },
+      { id: "max", roles: Array.from({ length: 100 }, (_, index) => `role-${index}`) },
+    ) as FastCheck.Arbitrary<Principal>,
   );
   const value: FastCheck.Arbitrary<TagValue> = fc.oneof(
     fc.double(),
@@ -209,6 +223,9 @@ async function checkOneCase(
     expect(new Set(ids).size).toBe(ids.length);
     expect(ids.length + skipped.size).toBe(issued);
     expect(ids.filter((id) => skipped.has(id))).toEqual([]);
+    // Only text no store can hold (a NUL character) may be skipped: every other entry, a
+    // malformed principal's denial included, is stored by every store.
+    expect([...skipped].filter((id) => !JSON.stringify(attempted.get(id) ?? "").includes("\\u0000"))).toEqual([]);
     expect(dropped).toBe(0);
     const allowedWrites = entries
       .filter((entry) => entry.action === "tag.write" && entry.outcome === "allowed")

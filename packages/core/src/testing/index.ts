@@ -26,6 +26,7 @@ export {
   eventStoreConformance,
   processRepositoryConformance,
   recipeRepositoryConformance,
+  sampleConflictConformance,
   sampleSinkConformance,
   storeConformance,
   storeLifecycleConformance,

@@ -3,7 +3,8 @@ import { GOOD } from "../domain/quality";
 import { SAMPLE_TIME_MAX, SAMPLE_TIME_MIN, type Sample } from "../domain/sample";
 import { MemoryStore } from "../memory/memory-store";
 import type { AggregateQuery, AggregateValue } from "../ports/sample-history";
-import { edgeValueConformance, storeConformance } from "./store-conformance";
+import type { SampleConflict, SampleWriteResult } from "../ports/sample-sink";
+import { edgeValueConformance, sampleConflictConformance, storeConformance } from "./store-conformance";
 import { storeHistoryConformance } from "./store-history-conformance";
 
 storeConformance({
@@ -191,6 +192,84 @@ describe("the store suite fails a store that breaks a port rule", () => {
         expect(unhandled).toEqual([]);
       } finally {
         process.off("unhandledRejection", onUnhandled);
+      }
+    });
+  }
+});
+
+// A sink breaking one conflict rule at a time: the conflict group must fail it, test by test.
+type BrokenConflictRule = "silent-merge" | "strict-equality" | "reports-repeats";
+
+function brokenConflicts(rule: BrokenConflictRule): MemoryStore {
+  const store = new MemoryStore();
+  const writeBatch = store.samples.writeBatch.bind(store.samples);
+  Object.assign(store.samples, {
+    writeBatch: async (samples: readonly Sample[]): Promise<SampleWriteResult | void> => {
+      // "silent-merge": what ON CONFLICT DO NOTHING alone does: skip, say nothing.
+      if (rule === "silent-merge") {
+        await writeBatch(samples);
+        return;
+      }
+      const before = new Map<string, Sample>();
+      for (const sample of samples) {
+        const [stored] = await store.samples.readSamples({
+          tag: sample.tag,
+          from: sample.timestamp,
+          to: sample.timestamp + 1e-3,
+        });
+        if (stored) before.set(`${sample.tag}@${sample.timestamp}`, stored);
+      }
+      await writeBatch(samples);
+      const conflicts: SampleConflict[] = [];
+      for (const sample of samples) {
+        const stored = before.get(`${sample.tag}@${sample.timestamp}`);
+        if (!stored) continue;
+        // "strict-equality": 0 equals -0, NaN differs from NaN. "reports-repeats": identical ones too.
+        const same =
+          rule === "strict-equality"
+            ? stored.value === sample.value && stored.quality.code === sample.quality.code
+            : false;
+        if (!same) conflicts.push({ sample, existing: "stored" });
+      }
+      return { conflicts };
+    },
+  });
+  return store;
+}
+
+describe("the conflict group fails a sink that breaks its rules", () => {
+  const cases: [BrokenConflictRule, string[]][] = [
+    [
+      "silent-merge",
+      [
+        "a different sample at a stored (tag, timestamp) is reported as a conflict, in batch order, and not stored",
+        "in one batch the first sample of a (tag, timestamp) wins: a different later one is a batch conflict, an identical one is not",
+        "a repeat in a batch is compared with the stored sample when there is one",
+      ],
+    ],
+    [
+      "strict-equality",
+      [
+        "payloads compare exactly: 0 and -0, a number and a bigint, text one NUL apart, another code or reason conflict; NaN and NaN do not",
+      ],
+    ],
+    [
+      "reports-repeats",
+      ["writing identical samples again (a retry, a replay, a repeat in the batch) reports no conflict"],
+    ],
+  ];
+  for (const [rule, names] of cases) {
+    test(`${rule} fails ${names.length} conflict test(s)`, async () => {
+      const bodies = new Map<string, () => Promise<void>>();
+      sampleConflictConformance({
+        test: (testName, body) => bodies.set(testName, body),
+        expect,
+        factory: async () => brokenConflicts(rule),
+      });
+      for (const name of names) {
+        const body = bodies.get(`sample conflicts: ${name}`);
+        expect(body, name).toBeDefined();
+        await expect(body!(), name).rejects.toThrow();
       }
     });
   }

@@ -7,6 +7,7 @@ import type { AuditEntry } from "../ports/audit-log";
 import type { NewDomainEvent } from "../ports/event-store";
 import type { ProcessRecord } from "../ports/process-repository";
 import type { StoredRecipe } from "../ports/recipe-repository";
+import type { SampleConflict, SampleWriteResult } from "../ports/sample-sink";
 import type { Store, StoreCapabilities } from "../ports/store";
 import { expectKilnError, group, type ConformanceRunner } from "./conformance-runner";
 import { storeHistoryConformance } from "./store-history-conformance";
@@ -25,7 +26,16 @@ export interface StoreGroupConformanceOptions extends ConformanceRunner {
 
 /** The groups of {@link storeConformance}, one per port plus the store's lifecycle. */
 export type StoreConformanceGroup =
-  "lifecycle" | "samples" | "edge-values" | "history" | "events" | "processes" | "recipes" | "alarms" | "audit";
+  | "lifecycle"
+  | "samples"
+  | "conflicts"
+  | "edge-values"
+  | "history"
+  | "events"
+  | "processes"
+  | "recipes"
+  | "alarms"
+  | "audit";
 
 /** Options of {@link storeConformance}. */
 export interface StoreConformanceOptions extends StoreGroupConformanceOptions {
@@ -53,6 +63,7 @@ export function storeConformance(options: StoreConformanceOptions): void {
   const groups = options.groups ?? {};
   if (groups.lifecycle !== false) storeLifecycleConformance(options);
   if (groups.samples !== false) sampleSinkConformance(options);
+  if (groups.conflicts !== false) sampleConflictConformance(options);
   if (groups["edge-values"] !== false) edgeValueConformance(options);
   if (groups.history !== false && options.capabilities?.aggregates === true) storeHistoryConformance(options);
   if (groups.events !== false) eventStoreConformance(options);
@@ -505,6 +516,161 @@ const EDGE_TAGS = defineTags({
   "conformance.offset": { dataType: "int64" },
   "conformance.reading": { dataType: "float64" },
 });
+
+/** A conflict as `[tag, offset from T0 in ms, existing]`, with the refused value, for comparison. */
+function describeConflict({ sample, existing }: SampleConflict): [string, number, SampleConflict["existing"], unknown] {
+  return [sample.tag, sample.timestamp - T0, existing, sample.value];
+}
+
+function conflictsOf(result: SampleWriteResult | void): ReturnType<typeof describeConflict>[] {
+  return (result?.conflicts ?? []).map(describeConflict);
+}
+
+/**
+ * Conflicts: a sample whose (tag, timestamp) already holds a different sample (another value or
+ * quality, compared as `sameSamplePayload` does) is not stored and is reported in
+ * `SampleWriteResult.conflicts`, in batch order; an identical one (a retry, a replay, a repeat
+ * in the batch) is stored once and not reported.
+ */
+export function sampleConflictConformance(options: StoreGroupConformanceOptions): void {
+  const { expect, factory } = options;
+  const readAll = (store: Store, tag: string): Promise<Sample[]> =>
+    store.samples.readSamples({ tag, from: T0 - 1_000_000, to: T0 + 1_000_000 });
+  const uncertain = quality("uncertain", "sensor drift", QualityCodes.Uncertain);
+  // One sample of each kind of payload, each at its own key.
+  const stored = (): Sample[] => [
+    sampleAt(TEMPERATURE, 0, 0),
+    sampleAt(TEMPERATURE, 1, -0),
+    sampleAt(TEMPERATURE, 2, Number.NaN),
+    sampleAt(TEMPERATURE, 3, 1.5, uncertain),
+    sampleAt(TEMPERATURE, 4, 2.5, quality("bad", "", QualityCodes.Bad)),
+    sampleAt(LABEL, 0, "LOT-42\0\0"),
+    sampleAt(LABEL, 1, "\uD800"),
+    sampleAt(COUNT, 0, 2n ** 64n - 1n),
+    sampleAt(COUNT, 1, 5n),
+    sampleAt(RUNNING, 0, true),
+    sampleAt(PRESSURE, 0, null, quality("bad", "no reply", QualityCodes.BadCommunicationError)),
+  ];
+
+  group(options, "sample conflicts", (test) => {
+    test(
+      "writing identical samples again (a retry, a replay, a repeat in the batch) reports no conflict",
+      withStore(factory, async (store) => {
+        expect(conflictsOf(await store.samples.writeBatch(stored()))).toEqual([]);
+        // Fresh objects with the same payloads, each twice in the batch.
+        const again = stored().flatMap((sample) => [{ ...sample, quality: { ...sample.quality } }, { ...sample }]);
+        expect(conflictsOf(await store.samples.writeBatch(again))).toEqual([]);
+        expect(await readAll(store, TEMPERATURE)).toEqual(stored().filter((sample) => sample.tag === TEMPERATURE));
+      }),
+    );
+
+    test(
+      "a different sample at a stored (tag, timestamp) is reported as a conflict, in batch order, and not stored",
+      withStore(factory, async (store) => {
+        await store.samples.writeBatch([sampleAt(TEMPERATURE, 10, 1.5), sampleAt(PRESSURE, 10, 7)]);
+        const result = await store.samples.writeBatch([
+          sampleAt(TEMPERATURE, 20, 2),
+          sampleAt(TEMPERATURE, 10, 9.5),
+          sampleAt(PRESSURE, 10, 7),
+          sampleAt(PRESSURE, 5, 6),
+          sampleAt(PRESSURE, 10, 7, quality("bad", "late duplicate", QualityCodes.Bad)),
+        ]);
+        expect(conflictsOf(result)).toEqual([
+          [TEMPERATURE, 10, "stored", 9.5],
+          [PRESSURE, 10, "stored", 7],
+        ]);
+        expect(result?.conflicts[1]?.sample.quality.reason).toBe("late duplicate");
+        expect(await readAll(store, TEMPERATURE)).toEqual([
+          sampleAt(TEMPERATURE, 10, 1.5),
+          sampleAt(TEMPERATURE, 20, 2),
+        ]);
+        expect(await readAll(store, PRESSURE)).toEqual([sampleAt(PRESSURE, 5, 6), sampleAt(PRESSURE, 10, 7)]);
+      }),
+    );
+
+    test(
+      "payloads compare exactly: 0 and -0, a number and a bigint, text one NUL apart, another code or reason conflict; NaN and NaN do not",
+      withStore(factory, async (store) => {
+        await store.samples.writeBatch(stored());
+        const changed: Sample[] = [
+          sampleAt(TEMPERATURE, 0, -0),
+          sampleAt(TEMPERATURE, 1, 0),
+          sampleAt(TEMPERATURE, 2, Number.NaN),
+          sampleAt(TEMPERATURE, 3, 1.5, quality("uncertain", "sensor drift!", QualityCodes.Uncertain)),
+          sampleAt(TEMPERATURE, 4, 2.5, quality("bad", undefined, QualityCodes.Bad)),
+          sampleAt(LABEL, 0, "LOT-42\0"),
+          sampleAt(LABEL, 1, "\uFFFD"),
+          sampleAt(COUNT, 0, 2n ** 64n - 2n),
+          sampleAt(COUNT, 1, 5),
+          sampleAt(RUNNING, 0, true, quality("uncertain", undefined, QualityCodes.Uncertain)),
+          sampleAt(PRESSURE, 0, null, quality("bad", "no reply", QualityCodes.BadTimeout)),
+        ];
+        const result = await store.samples.writeBatch(changed);
+        expect(conflictsOf(result).map(([tag, offset, existing]) => [tag, offset, existing])).toEqual(
+          changed.filter((_, index) => index !== 2).map((sample) => [sample.tag, sample.timestamp - T0, "stored"]),
+        );
+        const temperatures = await readAll(store, TEMPERATURE);
+        expect(temperatures.map((sample) => Object.is(sample.value, 0))).toEqual([true, false, false, false, false]);
+        expect(temperatures.map((sample) => Object.is(sample.value, -0))).toEqual([false, true, false, false, false]);
+        expect(await readAll(store, LABEL)).toEqual(stored().filter((sample) => sample.tag === LABEL));
+        expect(await readAll(store, COUNT)).toEqual(stored().filter((sample) => sample.tag === COUNT));
+        expect(await readAll(store, PRESSURE)).toEqual(stored().filter((sample) => sample.tag === PRESSURE));
+      }),
+    );
+
+    test(
+      "in one batch the first sample of a (tag, timestamp) wins: a different later one is a batch conflict, an identical one is not",
+      withStore(factory, async (store) => {
+        const first = await store.samples.writeBatch([
+          sampleAt(TEMPERATURE, 0, 1),
+          sampleAt(TEMPERATURE, 0, 1),
+          sampleAt(TEMPERATURE, 0, 2),
+          sampleAt(PRESSURE, 0, 3),
+          sampleAt(TEMPERATURE, 0, 1, uncertain),
+        ]);
+        expect(conflictsOf(first)).toEqual([
+          [TEMPERATURE, 0, "batch", 2],
+          [TEMPERATURE, 0, "batch", 1],
+        ]);
+        // Again after a stored conflict (a SQL store may write this batch another way).
+        const second = await store.samples.writeBatch([
+          sampleAt(PRESSURE, 0, 4),
+          sampleAt(TEMPERATURE, 1, "one"),
+          sampleAt(TEMPERATURE, 1, "one"),
+          sampleAt(TEMPERATURE, 1, "One"),
+        ]);
+        expect(conflictsOf(second)).toEqual([
+          [PRESSURE, 0, "stored", 4],
+          [TEMPERATURE, 1, "batch", "One"],
+        ]);
+        expect(await readAll(store, TEMPERATURE)).toEqual([
+          sampleAt(TEMPERATURE, 0, 1),
+          sampleAt(TEMPERATURE, 1, "one"),
+        ]);
+      }),
+    );
+
+    test(
+      "a repeat in a batch is compared with the stored sample when there is one",
+      withStore(factory, async (store) => {
+        await store.samples.writeBatch([sampleAt(TEMPERATURE, 0, 1), sampleAt(TEMPERATURE, 1, 1)]);
+        const result = await store.samples.writeBatch([
+          sampleAt(TEMPERATURE, 0, 2),
+          sampleAt(TEMPERATURE, 0, 1),
+          sampleAt(TEMPERATURE, 0, 2),
+          sampleAt(TEMPERATURE, 1, 1),
+          sampleAt(TEMPERATURE, 1, 3),
+        ]);
+        expect(conflictsOf(result)).toEqual([
+          [TEMPERATURE, 0, "stored", 2],
+          [TEMPERATURE, 0, "stored", 2],
+          [TEMPERATURE, 1, "stored", 3],
+        ]);
+        expect(await readAll(store, TEMPERATURE)).toEqual([sampleAt(TEMPERATURE, 0, 1), sampleAt(TEMPERATURE, 1, 1)]);
+      }),
+    );
+  });
+}
 
 /**
  * Edge values: every value the core accepts (`checkSample`) is stored and reads back equal, and
@@ -1182,6 +1348,22 @@ export function auditLogConformance(options: StoreGroupConformanceOptions): void
   ]);
   const { expect, factory } = options;
   group(options, "audit ids", (test) => {
+    test(
+      "twelve entries in the same millisecond come back in the order recorded (not sorted by id or row text)",
+      withStore(factory, async (store) => {
+        const recorded: AuditEntry[] = [];
+        for (let index = 0; index < 12; index++) {
+          // Ids sort against the recording order; a store must order by its commit sequence.
+          const entry: AuditEntry = { ...auditEntry(T0 + 5), id: `z-${String(99 - index)}-${index}` };
+          recorded.push(entry);
+          await store.audit.record(entry);
+        }
+        expect((await store.audit.query({ from: T0, to: T0 + 10 })).map((entry) => entry.id)).toEqual(
+          recorded.map((entry) => entry.id),
+        );
+      }),
+    );
+
     test(
       "record is idempotent on the entry id: recording an id again changes nothing",
       withStore(factory, async (store) => {

@@ -1,0 +1,133 @@
+import { describe, expect, test } from "vitest";
+import { defineTags } from "../domain/tags";
+import type { KilnEvents } from "../events/catalogue";
+import { auditTrailAfterStop, simulatedSystem } from "../../test/support/simulated-system";
+
+const tags = defineTags({
+  "valve.tma": { dataType: "bool", access: "readwrite", scanGroup: "fast" },
+  "heater.setpoint": { dataType: "float64", access: "readwrite", range: { min: 0, max: 400 }, scanGroup: "fast" },
+});
+const admin = { id: "ada", roles: ["admin"] };
+const viewer = { id: "vic", roles: ["viewer"] };
+
+async function build() {
+  const parts = simulatedSystem({
+    tags,
+    scanGroups: { fast: { periodMs: 50 } },
+    machine: { safeState: [{ tag: "valve.tma", value: false }] },
+    authorization: { operatorWritableTags: ["heater.*"] },
+  });
+  await parts.system.start();
+  await parts.clock.advance(100);
+  return parts;
+}
+
+async function ticks(count = 20): Promise<void> {
+  for (let tick = 0; tick < count; tick++) await new Promise<void>((resolve) => setImmediate(resolve));
+}
+
+describe("safety actions do not wait on the audit trail (issue 15, third review)", () => {
+  test("an abort writes the safe state at once while the audit store hangs with entries queued before it", async () => {
+    const parts = await build();
+    const { system, plc, store, clock } = parts;
+    const process = await system.startRecipe(admin, {
+      name: "r",
+      version: 1,
+      steps: [{ set: { tag: "valve.tma", value: true } }, { wait: { durationMs: 600_000 } }],
+    });
+    await clock.advance(100);
+    store.faults.hang("audit");
+    const denied = Array.from({ length: 5 }, () => system.writeTag(viewer, "valve.tma", true).catch(() => "denied"));
+    const abort = system.abortProcess(admin, "EMERGENCY");
+    await ticks();
+    // No simulated time passed: the safe state reached the PLC without waiting for any audit write.
+    expect(plc.writes.at(-1)).toMatchObject({ tag: "valve.tma", value: false });
+    await abort;
+    store.faults.clear();
+    await Promise.all(denied);
+    await process.finished;
+    const trail = await auditTrailAfterStop(parts);
+    expect(trail.filter((entry) => entry.action === "recipe.abort")).toEqual([
+      expect.objectContaining({ outcome: "allowed", reason: "EMERGENCY" }),
+    ]);
+    expect(trail.filter((entry) => entry.outcome === "denied")).toHaveLength(5);
+  });
+
+  test("a pause acts at once while the audit store hangs; a manual write still waits for its entry", async () => {
+    const parts = await build();
+    const { system, plc, store, clock } = parts;
+    await system.startRecipe(admin, {
+      name: "p",
+      version: 1,
+      steps: [{ wait: { durationMs: 1_000 } }, { set: { tag: "valve.tma", value: true } }],
+    });
+    await clock.advance(100);
+    store.faults.hang("audit");
+    const write = system.writeTag(admin, "heater.setpoint", 5);
+    const pause = system.pauseProcess(admin);
+    await ticks();
+    // The pause was requested before the wait step ended: the process holds at that boundary.
+    await clock.advance(1_000);
+    await expect(pause).resolves.toBeUndefined();
+    expect(plc.writes.filter((entry) => entry.tag === "valve.tma")).toEqual([]);
+    expect(plc.writes.filter((entry) => entry.tag === "heater.setpoint")).toEqual([]);
+    store.faults.clear();
+    await write;
+    expect(plc.writes.filter((entry) => entry.tag === "heater.setpoint")).toHaveLength(1);
+    await system.abortProcess(admin);
+    await system.stop();
+  });
+});
+
+describe("stop() with commands in flight (issue 15, third review)", () => {
+  test("20 writes then stop(): every command has its entry in the store, nothing fails or drops, and a restart runs the next write", async () => {
+    const parts = await build();
+    const { system, store, plc } = parts;
+    const events: string[] = [];
+    for (const type of ["audit-record-fail", "audit-entry-drop", "audit-entry-skip"] as const) {
+      system.bus.on(type, () => void events.push(type));
+    }
+    const results = await Promise.all([
+      ...Array.from({ length: 20 }, (_, index) =>
+        system.writeTag(admin, "heater.setpoint", index + 1).then(
+          () => "ok",
+          (error: { code: string }) => error.code,
+        ),
+      ),
+      system.stop().then(() => "stopped"),
+    ]);
+    expect(results.at(-1)).toBe("stopped");
+    await store.open(tags.list());
+    const trail = await store.audit.query({ from: 0, to: Number.MAX_SAFE_INTEGER });
+    await store.close();
+    expect(trail).toHaveLength(20);
+    expect(trail.filter((entry) => entry.outcome === "allowed")).toHaveLength(results.filter((r) => r === "ok").length);
+    expect(events).toEqual([]);
+
+    await system.start();
+    expect(system.health().ports.audit.state.state).toBe("closed");
+    await system.writeTag(admin, "heater.setpoint", 99);
+    expect(plc.writes.at(-1)).toMatchObject({ tag: "heater.setpoint", value: 99 });
+    await system.stop();
+  });
+
+  test("a command while stopped is refused and audited without calling the closed store; its entry is stored after the restart, breakers closed", async () => {
+    const parts = await build();
+    const { system, store, clock } = parts;
+    const failures: KilnEvents["audit-record-fail"][] = [];
+    system.bus.on("audit-record-fail", (event) => void failures.push(event));
+    await system.stop();
+    for (let attempt = 0; attempt < 10; attempt++) {
+      await expect(system.writeTag(admin, "heater.setpoint", 1)).rejects.toMatchObject({ code: "KILN_LIFECYCLE" });
+    }
+    expect(failures).toHaveLength(10);
+    expect(failures[0]!.error).toMatchObject({ code: "KILN_LIFECYCLE" });
+    await system.start();
+    expect(system.health().problems).toEqual([]);
+    await system.writeTag(admin, "heater.setpoint", 2);
+    await clock.advance(10);
+    const trail = await auditTrailAfterStop(parts);
+    expect(trail.map((entry) => entry.outcome)).toEqual([...Array<string>(10).fill("failed"), "allowed"]);
+    void store;
+  });
+});

@@ -1,0 +1,191 @@
+import { describe, expect, test } from "vitest";
+import { KilnError, KilnValidationError } from "../domain/errors";
+import { GOOD } from "../domain/quality";
+import type { Sample } from "../domain/sample";
+import { MemoryStore, type MemoryStoreEviction, type MemoryStoreOptions } from "./memory-store";
+import { SimulatedClock } from "./simulated-clock";
+
+const T0 = Date.UTC(2026, 0, 1);
+const sample = (offset: number, tag = "a"): Sample => ({ tag, value: offset, timestamp: T0 + offset, quality: GOOD });
+const timestampsOf = async (store: MemoryStore, tag: string): Promise<number[]> =>
+  (await store.samples.readSamples({ tag, from: T0 - 1e9, to: T0 + 1e12, limit: 1e9 })).map(
+    (stored) => stored.timestamp - T0,
+  );
+
+async function openStore(options: MemoryStoreOptions = {}, clock = new SimulatedClock({ start: T0 })) {
+  const evictions: MemoryStoreEviction[] = [];
+  const store = new MemoryStore({ clock, ...options });
+  store.observeEvictions((eviction) => evictions.push(eviction));
+  await store.open([]);
+  return { store, evictions, clock };
+}
+
+describe("MemoryStore retention", () => {
+  test("maxSamples keeps the newest samples over every tag, evicting the oldest by timestamp first", async () => {
+    const { store, evictions } = await openStore({ retention: { maxSamples: 4 } });
+    await store.samples.writeBatch([sample(10, "a"), sample(1, "b"), sample(20, "a"), sample(2, "b")]);
+    expect(store.evicted.samples).toBe(0);
+    await store.samples.writeBatch([sample(30, "a"), sample(3, "b")]);
+    expect(await timestampsOf(store, "a")).toEqual([10, 20, 30]);
+    expect(await timestampsOf(store, "b")).toEqual([3]);
+    expect(store.sampleCount).toBe(4);
+    expect(store.evicted).toEqual({ samples: 2, alarms: 0, audit: 0 });
+    expect(evictions).toEqual([{ port: "samples", count: 2 }]);
+  });
+
+  test("a late sample older than everything kept is itself the oldest and is evicted first", async () => {
+    const { store } = await openStore({ retention: { maxSamples: 3 } });
+    await store.samples.writeBatch([sample(10), sample(20), sample(30)]);
+    await store.samples.writeBatch([sample(5, "b"), sample(40)]);
+    expect(await timestampsOf(store, "b")).toEqual([]);
+    expect(await timestampsOf(store, "a")).toEqual([20, 30, 40]);
+    await store.samples.writeBatch([sample(25, "b"), sample(50)]);
+    expect(await timestampsOf(store, "b")).toEqual([]);
+    expect(await timestampsOf(store, "a")).toEqual([30, 40, 50]);
+    await store.samples.writeBatch([sample(45, "b")]);
+    expect(await timestampsOf(store, "b")).toEqual([45]);
+    expect(await timestampsOf(store, "a")).toEqual([40, 50]);
+    expect(store.evicted.samples).toBe(5);
+  });
+
+  test("an evicted (tag, timestamp) written again is stored again, and counted as kept", async () => {
+    const { store } = await openStore({ retention: { maxSamples: 2 } });
+    await store.samples.writeBatch([sample(1), sample(2), sample(3)]);
+    await store.samples.writeBatch([sample(1)]);
+    expect(await timestampsOf(store, "a")).toEqual([2, 3]);
+    expect(store.sampleCount).toBe(2);
+    expect(store.evicted.samples).toBe(2);
+  });
+
+  test("maxAgeMs evicts samples older than the clock's now minus the age at each write", async () => {
+    const { store, clock, evictions } = await openStore({ retention: { maxAgeMs: 100 } });
+    await store.samples.writeBatch([sample(0), sample(50), sample(0, "b"), sample(99, "b")]);
+    expect(store.sampleCount).toBe(4);
+    await clock.advance(150);
+    await store.samples.writeBatch([sample(150)]);
+    expect(await timestampsOf(store, "a")).toEqual([50, 150]);
+    expect(await timestampsOf(store, "b")).toEqual([99]);
+    expect(evictions).toEqual([{ port: "samples", count: 2 }]);
+    // A late sample already past the age is evicted by the write that brought it.
+    await store.samples.writeBatch([sample(10, "c")]);
+    expect(await timestampsOf(store, "c")).toEqual([]);
+    expect(store.evicted.samples).toBe(3);
+  });
+
+  test("memory stays bounded over a long run: 1,000,000 samples through a cap of 5,000", async () => {
+    const { store } = await openStore({ retention: { maxSamples: 5_000 } });
+    const tags = Array.from({ length: 100 }, (_, index) => `tag.${index}`);
+    let maxKept = 0;
+    for (let scan = 0; scan < 10_000; scan++) {
+      await store.samples.writeBatch(tags.map((tag) => sample(scan * 1000, tag)));
+      maxKept = Math.max(maxKept, store.sampleCount);
+    }
+    expect(maxKept).toBe(5_000);
+    expect(store.evicted.samples).toBe(1_000_000 - 5_000);
+    // The newest 50 scans of every tag, nothing else.
+    expect(await timestampsOf(store, "tag.0")).toEqual(
+      Array.from({ length: 50 }, (_, index) => (9_950 + index) * 1000),
+    );
+  });
+
+  test("a long history of one tag is evicted without moving the whole array each time", async () => {
+    // 200,000 single-sample writes through a 100,000 cap: cutting the array's head per eviction
+    // would move ~10^10 elements (minutes); the amortized cut takes well under a second.
+    const { store } = await openStore({ retention: { maxSamples: 100_000 } });
+    for (let index = 0; index < 200_000; index++) await store.samples.writeBatch([sample(index)]);
+    expect(store.sampleCount).toBe(100_000);
+    const kept = await timestampsOf(store, "a");
+    expect(kept.length).toBe(100_000);
+    expect(kept[0]).toBe(100_000);
+    expect(kept.at(-1)).toBe(199_999);
+  });
+
+  test("history queries see only the kept samples", async () => {
+    const store = new MemoryStore({ clock: new SimulatedClock({ start: T0 }), retention: { maxSamples: 2 } });
+    await store.open([{ name: "a", type: "float" } as never]);
+    await store.samples.writeBatch([sample(0), sample(10), sample(20)]);
+    const [point] = await store.history.valueAt(["a"], T0 + 5);
+    expect(point?.quality.severity).not.toBe("good");
+  });
+
+  test("alarm and audit entries are bounded, oldest first, counted and reported", async () => {
+    const { store, evictions } = await openStore({ retention: { maxAlarmEntries: 2, maxAuditEntries: 2 } });
+    for (let index = 0; index < 3; index++) {
+      await store.alarms.record({ at: T0 + index, alarm: `alarm-${index}` } as never);
+      await store.audit.record({
+        id: `entry-${index}`,
+        at: T0 + index,
+        principal: "operator",
+        action: "tag.write",
+        target: "a",
+        outcome: "allowed",
+      } as never);
+    }
+    const range = { from: T0 - 1, to: T0 + 10 };
+    expect((await store.alarms.query(range)).map((entry) => entry.at - T0)).toEqual([1, 2]);
+    expect((await store.audit.query(range)).map((entry) => entry.id)).toEqual(["entry-1", "entry-2"]);
+    expect(store.evicted).toEqual({ samples: 0, alarms: 1, audit: 1 });
+    expect(evictions).toEqual([
+      { port: "alarms", count: 1 },
+      { port: "audit", count: 1 },
+    ]);
+  });
+
+  test("the defaults keep 1,000,000 samples", async () => {
+    const store = new MemoryStore({ clock: new SimulatedClock({ start: T0 }) });
+    await store.open([]);
+    const batch = Array.from({ length: 100_000 }, (_, index) => index);
+    for (let round = 0; round < 11; round++) {
+      await store.samples.writeBatch(batch.map((index) => sample(round * 100_000 + index)));
+    }
+    expect(store.sampleCount).toBe(1_000_000);
+    expect(store.evicted.samples).toBe(100_000);
+  });
+
+  test("rejects an onObserverError that is not a function", () => {
+    expect(() => new MemoryStore({ onObserverError: 3 as never })).toThrow(KilnValidationError);
+  });
+
+  test.each([
+    [{ maxSamples: 0 }, "retention.maxSamples"],
+    [{ maxSamples: 1.5 }, "retention.maxSamples"],
+    [{ maxAgeMs: -1 }, "retention.maxAgeMs"],
+    [{ maxAgeMs: Infinity }, "retention.maxAgeMs"],
+    [{ maxAlarmEntries: "10" }, "retention.maxAlarmEntries"],
+    [{ maxAuditEntries: 0 }, "retention.maxAuditEntries"],
+    [{ maxSample: 10 }, "retention"],
+  ])("rejects retention %j with KILN_VALIDATION naming %s", (retention, path) => {
+    const attempt = (): MemoryStore => new MemoryStore({ retention: retention as never });
+    expect(attempt).toThrow(KilnValidationError);
+    try {
+      attempt();
+    } catch (error) {
+      expect(KilnError.is(error, "KILN_VALIDATION")).toBe(true);
+      expect((error as KilnValidationError).issues.map((issue) => issue.path)).toEqual([path]);
+    }
+  });
+
+  test("an eviction observer that throws affects neither the write nor the other observers", async () => {
+    const errors: unknown[] = [];
+    const { store, evictions } = await openStore({
+      retention: { maxSamples: 1 },
+      onObserverError: (error) => errors.push(error),
+    });
+    const bug = new Error("observer bug");
+    store.observeEvictions(() => {
+      throw bug;
+    });
+    const seen: number[] = [];
+    const dispose = store.observeEvictions((eviction) => seen.push(eviction.count));
+    await store.samples.writeBatch([sample(1), sample(2)]);
+    dispose();
+    await store.samples.writeBatch([sample(3)]);
+    expect(seen).toEqual([1]);
+    expect(errors).toEqual([bug, bug]);
+    expect(store.sampleCount).toBe(1);
+    expect(evictions).toEqual([
+      { port: "samples", count: 1 },
+      { port: "samples", count: 1 },
+    ]);
+  });
+});
