@@ -109,7 +109,8 @@ export class FixedRateScheduler {
     if (!this.#running) return;
     const { clock, periodMs, task, onOverrun, onLateness, onError } = this.#options;
     const startedAt = monotonicNow(clock);
-    onLateness?.(startedAt - scheduledAt);
+    // Node fires timers on a coarser clock than performance.now(): a start a fraction of a ms early is on time.
+    onLateness?.(Math.max(0, startedAt - scheduledAt));
     // Cycles a long task makes the schedule skip are counted as their due times pass, not only
     // when it ends: a scan held back for an hour shows its skipped cycles during that hour.
     const live = { skipped: 0, unreported: 0, reportedAt: startedAt, timer: undefined as TimerHandle | undefined };
