@@ -30,11 +30,13 @@ export {
 } from "./domain/tags";
 export type { CurrentValueTable, CurrentValueView, CvtChange, CvtObserver } from "./cvt/current-value-table";
 export { NO_COMMUNICATION } from "./cvt/current-value-table";
+export { RESTAMPED_REASON } from "./cvt/receipt-stamp";
 
 // Composition and health
 export { createControlSystem } from "./compose/create-control-system";
 export {
   ControlSystem,
+  STOP_CLOSE_MARGIN_MS,
   type ControlSystemHealth,
   type MachineStateMachine,
   type StoredHistoryView,

@@ -28,7 +28,7 @@ import { PostgresProcessRepository } from "./postgres-process-repository";
 import { PostgresRecipeRepository } from "./postgres-recipe-repository";
 import { PostgresSampleSink } from "./postgres-sample-sink";
 import type { SqlClient } from "./sql-client";
-import { StoreContext } from "./store-context";
+import { escapingClient, StoreContext } from "./store-context";
 import { TagRegistry } from "./tag-registry";
 
 /**
@@ -52,6 +52,14 @@ export interface PostgresStoreOptions {
   readonly schema?: string;
   /** Pool size when the store creates the pool from `connectionString`. @default 4 */
   readonly maxConnections?: number;
+  /**
+   * When the store owns its pool: how long opening a connection may take before it fails
+   * (retryably, as a connection failure), in ms — `pg`'s `connectionTimeoutMillis`. A blackholed
+   * or frozen server then fails fast instead of holding `open()` and every call until the
+   * caller's own timeout. A pool the host passes keeps its own setting.
+   * @default 10000
+   */
+  readonly connectTimeoutMs?: number;
   /** Where the store reports connection errors of idle pooled connections. @default silentLogger */
   readonly logger?: Logger;
   /**
@@ -90,7 +98,7 @@ interface Connection {
  * await store.samples.writeBatch([{ tag: "chamber.pressure", value: 2.5, timestamp: Date.now(), quality: GOOD }]);
  * await store.close();
  * @throws KilnValidationError (`KILN_VALIDATION`) from the constructor for bad options (`schema`,
- * `maxConnections`, `closeTimeoutMs`, more than one connection source).
+ * `maxConnections`, `closeTimeoutMs`, `connectTimeoutMs`, more than one connection source).
  */
 export class PostgresStore implements Store {
   /** The store contract version. */
@@ -204,7 +212,8 @@ export class PostgresStore implements Store {
       this.#connection = undefined;
       throw error;
     });
-    return (await this.#connection).client;
+    // Every query the store makes, migrations and tag registration included, escapes its text.
+    return escapingClient((await this.#connection).client);
   }
 
   async #createConnection(): Promise<Connection> {
@@ -217,6 +226,7 @@ export class PostgresStore implements Store {
       const owned = new pg.Pool({
         connectionString,
         max: this.#options.maxConnections ?? 4,
+        connectionTimeoutMillis: this.#options.connectTimeoutMs ?? 10_000,
         application_name: "kiln",
       });
       // An idle pooled connection that drops (server restart, pg_terminate_backend) emits here;
@@ -265,6 +275,7 @@ function checkOptions(options: PostgresStoreOptions): void {
   }
   if (options.maxConnections !== undefined) issues.integer("maxConnections", options.maxConnections, 1);
   if (options.closeTimeoutMs !== undefined) issues.integer("closeTimeoutMs", options.closeTimeoutMs, 1);
+  if (options.connectTimeoutMs !== undefined) issues.integer("connectTimeoutMs", options.connectTimeoutMs, 1);
   issues.throwIfAny("PostgreSQL store options");
 }
 

@@ -34,12 +34,10 @@ export class StoreContext {
    * Runs `work` with the open client and turns any failure that is not already a `KilnError`
    * into a classified `KILN_STORE_ERROR` naming `operation`.
    *
-   * The client `work` gets escapes every string parameter and unescapes every string column of
-   * every row (see `escapeText`), so each text column holds any JavaScript string exactly. A COPY
-   * stream is passed through as it is: its encoder escapes its own text.
+   * The client `work` gets is the store's escaping client ({@link escapingClient}).
    */
   async run<TResult>(operation: string, work: (client: SqlClient) => Promise<TResult>): Promise<TResult> {
-    const client = escaping(this.#client());
+    const client = this.#client();
     try {
       return await work(client);
     } catch (error) {
@@ -78,8 +76,15 @@ export class PendingReads {
 
 const escapingClients = new WeakMap<SqlClient, SqlClient>();
 
-/** `client` with text escaped on the way in and unescaped on the way out (one wrapper per client). */
-function escaping(client: SqlClient): SqlClient {
+/**
+ * `client` with text escaped on the way in and unescaped on the way out (one wrapper per client):
+ * every string parameter, hand-built array literals (`arrayLiteral`) and JSON text included, goes
+ * through `escapeText`, and every string column of every row through `unescapeText`, so each text
+ * column holds any JavaScript string exactly. A COPY stream is passed through as it is: its
+ * encoder escapes its own text. The store hands out no other client: `open` (migrations, tag
+ * registration) uses this one too.
+ */
+export function escapingClient(client: SqlClient): SqlClient {
   let wrapped = escapingClients.get(client);
   if (!wrapped) {
     const copyBinary = client.copyBinary?.bind(client);

@@ -58,3 +58,37 @@ test("closeTimeoutMs must be a positive integer", () => {
     expect.objectContaining({ code: "KILN_VALIDATION", message: expect.stringContaining("closeTimeoutMs") }),
   );
 });
+
+test("open() against a server that accepts the connection and never answers the handshake fails fast and retryably (connectTimeoutMs)", async () => {
+  // A blackholed server: the TCP connection opens, the startup message is never answered.
+  const sockets = new Set<Socket>();
+  const server = createServer((socket) => {
+    sockets.add(socket);
+    socket.on("error", () => undefined);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()));
+  close = async () => {
+    for (const socket of sockets) socket.destroy();
+    await new Promise((resolve) => server.close(() => resolve(undefined)));
+  };
+  const address = server.address();
+  const port = typeof address === "object" && address ? address.port : 0;
+  const store = new PostgresStore({
+    connectionString: `postgres://kiln@127.0.0.1:${port}/kiln`,
+    connectTimeoutMs: 300,
+  });
+  const started = Date.now();
+  const error = await store.open(defineTags({ t: { dataType: "float64" } }).list()).then(
+    () => undefined,
+    (failure: unknown) => failure,
+  );
+  expect(Date.now() - started).toBeLessThan(3_000);
+  expect(error).toMatchObject({ code: "KILN_STORE_ERROR", retryable: true });
+  await store.close();
+});
+
+test("connectTimeoutMs must be a positive integer", () => {
+  expect(() => new PostgresStore({ connectTimeoutMs: 0 })).toThrow(
+    expect.objectContaining({ code: "KILN_VALIDATION", message: expect.stringContaining("connectTimeoutMs") }),
+  );
+});

@@ -57,7 +57,7 @@ function setup(
     },
   });
   options.preparePlc?.(plc);
-  const cvt = new CurrentValueTable({ tags: tags.list() });
+  const cvt = new CurrentValueTable({ tags: tags.list(), clock });
   const metrics = new MemoryMetrics();
   const events: { type: string; event: unknown }[] = [];
   bus.tap((type, event) => void events.push({ type, event }));
@@ -340,6 +340,8 @@ describe("Acquisition", () => {
       severity: "uncertain",
       reason: "stale: no update within 150 ms",
     });
+    // The cycles the block makes the group skip show while it lasts, not only when it ends.
+    expect(acquisition.health().groups.find((group) => group.name === "fast")?.skippedCycles).toBeGreaterThanOrEqual(4);
     blocked = undefined;
     unblock();
     await clock.advance(100);
@@ -507,7 +509,7 @@ describe("Acquisition", () => {
           ),
           tags: tags.list(),
           groups: { fast: { periodMs: 50, mode: "poll", staleAfterPeriods: 3 } },
-          cvt: new CurrentValueTable({ tags: tags.list() }),
+          cvt: new CurrentValueTable({ tags: tags.list(), clock }),
           clock,
           bus: new EventBus<KilnEvents>(),
           policy,

@@ -17,6 +17,11 @@ import { checkReplyPart, missingFromRead } from "./driver-samples";
 import { SlicedQueue } from "./sliced-queue";
 import { FixedRateScheduler } from "./fixed-rate-scheduler";
 import { RollingStats, type StatsSummary } from "../stats/rolling-stats";
+import { monotonicNow } from "../runtime/system-clock";
+import { WallClockWatch } from "../runtime/wall-clock-watch";
+
+/** How long (ms of monotonic time) health lists a wall-clock step as a problem. */
+export const WALL_CLOCK_STEP_REPORT_MS = 600_000;
 
 /** How one scan group is acquired. */
 export interface ScanGroupSettings {
@@ -119,6 +124,12 @@ export interface AcquisitionHealth {
    * once). Wrong-typed and missing values are not counted here: they show as `bad` samples.
    */
   readonly unrequestedSamples: number;
+  /**
+   * The last step of the host's wall clock (`at`: wall time after it; `stepMs`: negative when it
+   * went back), absent until one happens; `recent` for 10 minutes after it, while `health()`
+   * lists it as a problem. Also published as `clock-step`.
+   */
+  readonly lastWallClockStep?: { readonly at: number; readonly stepMs: number; readonly recent: boolean };
   /** The last driver failure (`CODE: message` for a `KilnError`), absent until one happens. */
   readonly lastError?: string;
   /** Health of each scan group that has tags. */
@@ -172,6 +183,8 @@ export class Acquisition {
   #lastError: string | undefined;
   #unrequested = 0;
   #gaveUp = false;
+  readonly #wallWatch: WallClockWatch;
+  #wallStep: { readonly at: number; readonly stepMs: number; readonly seenAt: number } | undefined;
   /** Resolves when no group's first scan is pending (see {@link firstScan}). */
   #firstScan: Promise<void> = Promise.resolve();
   #firstScanDone: () => void = () => undefined;
@@ -185,6 +198,7 @@ export class Acquisition {
   constructor(options: AcquisitionOptions) {
     this.#options = options;
     this.#logger = (options.logger ?? silentLogger).child({ driver: options.driver.name });
+    this.#wallWatch = new WallClockWatch(options.clock);
     this.#replies = new SlicedQueue({ sliceSize: options.sliceSize ?? 1_000 });
     const byGroup = new Map<string, Tag[]>();
     for (const tag of options.tags) {
@@ -354,6 +368,15 @@ export class Acquisition {
       reconnectAttempts: this.#reconnectAttempts,
       unrequestedSamples: this.#unrequested,
       ...(this.#lastError === undefined ? {} : { lastError: this.#lastError }),
+      ...(this.#wallStep === undefined
+        ? {}
+        : {
+            lastWallClockStep: {
+              at: this.#wallStep.at,
+              stepMs: this.#wallStep.stepMs,
+              recent: monotonicNow(this.#options.clock) - this.#wallStep.seenAt < WALL_CLOCK_STEP_REPORT_MS,
+            },
+          }),
       groups: this.#groups.map((group) => ({
         name: group.name,
         mode: group.mode,
@@ -374,12 +397,11 @@ export class Acquisition {
     const waiting = this.#options.beforeRead?.();
     if (waiting) await this.#waitForRoom(waiting, group);
     if (this.#link !== "online") return;
-    const started = clock.now();
+    const started = monotonicNow(clock);
     try {
       const samples = await driver.read(group.tags, this.#stopping!.signal);
-      const now = clock.now();
-      group.readDuration.observe(now - started);
-      await this.#accept(group, samples, true, now);
+      group.readDuration.observe(monotonicNow(clock) - started);
+      await this.#accept(group, samples, true, clock.now());
     } catch (error) {
       if (this.#stopping!.signal.aborted) return;
       group.failedReads++;
@@ -397,6 +419,7 @@ export class Acquisition {
    * replies before it and a slice at a time; resolves once all of it is in the table.
    */
   #accept(group: Group, reply: readonly Sample[], complete: boolean, now: number): Promise<void> {
+    this.#watchWallClock();
     const { cvt } = this.#options;
     const seen = complete ? new Set<string>() : undefined;
     return this.#replies.enqueue({
@@ -499,6 +522,17 @@ export class Acquisition {
       }
     }
     if (!this.#groups.some((group) => group.firstScanPending)) this.#firstScanDone();
+  }
+
+  /** Reports a step of the wall clock once: a warning, `clock-step`, and a health problem for a while. */
+  #watchWallClock(): void {
+    const stepMs = this.#wallWatch.check();
+    if (stepMs === undefined) return;
+    const { clock, bus } = this.#options;
+    const at = clock.now();
+    this.#wallStep = { at, stepMs, seenAt: monotonicNow(clock) };
+    this.#logger.warn({ stepMs }, "host wall clock stepped; scans and staleness go on, on monotonic time");
+    void bus.publish("clock-step", { at, stepMs });
   }
 
   /**

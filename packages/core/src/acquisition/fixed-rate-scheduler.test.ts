@@ -123,3 +123,53 @@ describe("FixedRateScheduler", () => {
     expect(() => new FixedRateScheduler({ clock, periodMs: 0, task: () => undefined })).toThrow(RangeError);
   });
 });
+
+describe("FixedRateScheduler on a wall clock that steps", () => {
+  for (const stepMs of [-60_000, 3_600_000]) {
+    test(`a wall-clock step of ${stepMs} ms neither stalls the schedule nor skips cycles`, async () => {
+      const clock = new SimulatedClock({ start: 0 });
+      const lateness: number[] = [];
+      let runs = 0;
+      const scheduler = new FixedRateScheduler({
+        clock,
+        periodMs: 50,
+        task: () => void runs++,
+        onLateness: (ms) => lateness.push(ms),
+      });
+      scheduler.start();
+      await clock.advance(1_000);
+      clock.stepWall(stepMs);
+      await clock.advance(1_000);
+      await scheduler.stop();
+      expect(runs).toBe(41);
+      expect(scheduler.cyclesSkipped).toBe(0);
+      expect(Math.max(...lateness)).toBe(0);
+    });
+  }
+});
+
+describe("FixedRateScheduler: skipped cycles are reported as they happen", () => {
+  test("a cycle held for 5 s shows its skipped cycles during the hold, reported once a second, and the total is exact", async () => {
+    const clock = new SimulatedClock({ start: 0 });
+    const overruns: OverrunInfo[] = [];
+    let hold = true;
+    const scheduler = new FixedRateScheduler({
+      clock,
+      periodMs: 100,
+      task: async ({ cycle }) => {
+        if (cycle === 0 && hold) await clock.sleep(5_000);
+      },
+      onOverrun: (info) => overruns.push(info),
+    });
+    scheduler.start();
+    await clock.advance(2_550);
+    expect(scheduler.cyclesSkipped).toBe(25); // cycles 1..25 were due by 2,501 ms
+    expect(overruns.map((info) => info.missedCycles)).toEqual([10, 10]);
+    await clock.advance(2_500);
+    hold = false;
+    await scheduler.stop();
+    // Held 0..5,000: cycles 1..49 skipped, cycle 50 runs at 5,000.
+    expect(scheduler.cyclesSkipped).toBe(49);
+    expect(overruns.reduce((sum, info) => sum + info.missedCycles, 0)).toBe(49);
+  });
+});

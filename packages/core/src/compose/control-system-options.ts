@@ -315,7 +315,12 @@ export interface ControlSystemOptions {
     readonly writeTimeoutMs?: number;
     readonly retry?: BackoffOptions;
     readonly breaker?: { readonly failureThreshold?: number; readonly recoveryTimeMs?: number };
-    /** How long `stop()` keeps trying to store what is buffered, in ms. @default 30000 */
+    /**
+     * The budget of `stop()` up to and including the drain, in ms, counted from the call: how long
+     * it keeps trying to store what is buffered. Closing the driver and the store gets what is left
+     * plus 2 s (`STOP_CLOSE_MARGIN_MS`), so `stop()` returns within drainTimeoutMs + 2 s. Set it
+     * below your orchestrator's kill timeout. @default 30000
+     */
     readonly drainTimeoutMs?: number;
   };
   /**

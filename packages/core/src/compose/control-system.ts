@@ -1,7 +1,7 @@
 import type { Acquisition, AcquisitionHealth } from "../acquisition/acquisition";
 import type { AlarmEngine, AlarmShelveOptions, AlarmSnapshot } from "../alarms/alarm-engine";
 import { currentValueViewOf, type CurrentValueTable, type CurrentValueView } from "../cvt/current-value-table";
-import { isRetryable, KilnError, KilnValidationError } from "../domain/errors";
+import { KilnError, KilnValidationError } from "../domain/errors";
 import { reconnectDelay } from "../driver-kit/backoff";
 import type { Sample } from "../domain/sample";
 import type { TagCatalog, TagValue } from "../domain/tags";
@@ -34,6 +34,40 @@ import type { SystemLifecycle, SystemState } from "./system-lifecycle";
 import type { ServiceContainer } from "./service-registry";
 import { recordEventMetrics } from "./event-metrics";
 import { InternalTokens } from "./tokens";
+import { monotonicNow } from "../runtime/system-clock";
+
+/**
+ * How long (ms) the driver's and the store's `close` may take at stop after the drain budget
+ * (`logging.drainTimeoutMs`) is spent: stop() takes at most drainTimeoutMs + this (plus a running
+ * process's abort). A close still running then is abandoned and reported.
+ */
+export const STOP_CLOSE_MARGIN_MS = 2_000;
+
+type Settled = "ok" | "timeout" | { readonly error: unknown };
+
+/** How `work` settled, or "timeout" when it did not within `timeoutMs` on `clock`. */
+async function settleWithin(clock: Clock, work: Promise<unknown>, timeoutMs: number): Promise<Settled> {
+  const timer = new AbortController();
+  const timeout = clock.sleep(timeoutMs, timer.signal).then(
+    () => "timeout" as const,
+    () => "timeout" as const,
+  );
+  try {
+    return await Promise.race([settle(work), timeout]);
+  } finally {
+    timer.abort();
+  }
+}
+
+function settle(work: Promise<unknown>): Promise<Settled> {
+  return work.then(
+    () => "ok" as const,
+    (error: unknown) => ({ error }),
+  );
+}
+
+/** How long (ms) a store still opening after start goes unreported in `health()`. */
+const STORE_OPEN_GRACE_MS = 1_000;
 
 /** The machine's state machine: the founding Kiln model or PackML. */
 export type MachineStateMachine = StateMachine<string, string>;
@@ -176,6 +210,8 @@ export class ControlSystem {
   #storeError: string | undefined;
   #storeOpening = new AbortController();
   #storeOpener: Promise<void> | undefined;
+  /** When the store began opening, on monotonic time. */
+  #openingSince = 0;
   #lifecycleError: string | undefined;
   /** The start in progress (never rejects), so a stop can wait for it. */
   #starting: Promise<unknown> | undefined;
@@ -244,14 +280,16 @@ export class ControlSystem {
   /**
    * Opens the store, replays any spool, and starts acquisition. A PLC that cannot be reached
    * does not fail start (reconnection runs in the background); bad credentials do. With a spool
-   * (`logging.spoolPath`), a store that cannot be opened for a retryable reason (a database
-   * outage) does not fail start either: acquisition logs into the spool, the store is opened in
-   * the background with the `logging.retry` backoff (see `health().store`), then the spool replays.
+   * (`logging.spoolPath`), start does not wait on the store before acquiring: acquisition logs
+   * into the spool at once while the store opens (retried in the background with the
+   * `logging.retry` backoff while it fails or hangs; see `health().store`, a problem after 1 s),
+   * then the spool replays. Start returns once the first attempt to open the store has
+   * settled, or after 1 s at most when it hangs; a store that cannot be opened never fails start.
    *
    * A stopped system can be started again (start → stop → start ...): it reopens the store and
    * the driver, every port breaker begins closed, and the current value table, alarm states,
    * machine state and counters carry over. A start that fails leaves the system stopped.
-   * Opening the store is bounded by `lifecycleTimeoutMs`.
+   * Opening the store is bounded by `lifecycleTimeoutMs` (without a spool, start waits that long at most).
    *
    * Start resolves once acquisition has started, before the first scan has read any value:
    * `read()` may still return undefined. Await {@link ControlSystem.ready} for a current value of every tag.
@@ -288,19 +326,21 @@ export class ControlSystem {
     const checkpoint = (): void => {
       if (abort.aborted) throw new KilnError("KILN_ABORTED", "control system stopped while starting");
     };
+    let firstOpen: Promise<void> | undefined;
     try {
-      let storeReady = true;
-      try {
+      // With a spool, start never waits on the store: acquisition logs into the spool at once and
+      // the store opens in the background (a frozen database would otherwise hold start for
+      // lifecycleTimeoutMs with nothing acquired). Without one, start needs the store.
+      const spooled = Boolean(this.#options.logging.spoolPath);
+      if (spooled) {
+        firstOpen = this.#bounded("store.open", () => this.#guardedStore.open(this.tags.list()), false);
+        firstOpen.catch(() => undefined);
+      } else {
         await this.#bounded("store.open", () => this.#guardedStore.open(this.tags.list()), false);
         checkpoint();
-      } catch (error) {
-        if (KilnError.is(error, "KILN_ABORTED")) throw error;
-        // With a spool, a database outage does not stop acquisition: start degraded.
-        if (!this.#options.logging.spoolPath || !isRetryable(error)) throw error;
-        storeReady = false;
-        this.#storeError = String(error);
-        this.#logger.error({ error: String(error) }, "store unavailable at start; spooling until it opens");
       }
+      const storeReady = !spooled;
+      this.#openingSince = monotonicNow(this.#clock);
       this.#storeState = storeReady ? "open" : "opening";
       // The audit writer may call the store again: entries kept while stopped are written first.
       this.#commands.open();
@@ -314,11 +354,19 @@ export class ControlSystem {
       await this.#acquisition.start();
       this.#eventMetrics.deviceConnected(this.#guardedDriver.name, this.#acquisition.link === "online");
       this.#lifecycle.state = "running";
-      if (!storeReady) this.#storeOpener = this.#openStoreInBackground();
+      if (!storeReady) {
+        this.#storeOpener = this.#openStoreInBackground(firstOpen);
+        // Acquisition already runs into the spool. A store whose first open succeeds soon (the
+        // usual case) is open when start returns, so commands right after it find their audit
+        // trail; one that refuses returns at once, a frozen one holds start no longer than this grace.
+        const firstAttempt = firstOpen === undefined ? Promise.resolve() : firstOpen.catch(() => undefined);
+        await settleWithin(this.#clock, Promise.race([this.#storeOpener, firstAttempt]), STORE_OPEN_GRACE_MS);
+      }
       this.#logger.info({ machineId: this.machineId }, "control system started");
     } catch (error) {
       this.#unwire();
       await this.#sampleLogger.stop().catch(() => undefined);
+      await firstOpen?.catch(() => undefined);
       await this.#bounded("store.close", () => this.#guardedStore.close());
       this.#storeState = "closed";
       this.#alarms.suspend();
@@ -374,19 +422,29 @@ export class ControlSystem {
     }
   }
 
-  /** Opens the store with backoff (`logging.retry`) after a degraded start, then lets the spool replay. */
-  async #openStoreInBackground(): Promise<void> {
+  /**
+   * Opens the store with backoff (`logging.retry`) after a start with a spool, then lets the spool
+   * replay. `first` is the open start launched, awaited as the first attempt.
+   */
+  async #openStoreInBackground(first: Promise<void> | undefined): Promise<void> {
     const signal = this.#storeOpening.signal;
     const backoff = this.#options.logging.retry;
     for (let attempt = 1; ; attempt++) {
       try {
-        await this.#clock.sleep(reconnectDelay(attempt, backoff), signal);
-        await this.#bounded("store.open", () => this.#guardedStore.open(this.tags.list()), false);
+        if (attempt === 1 && first !== undefined) {
+          await first;
+        } else {
+          await this.#clock.sleep(reconnectDelay(attempt, backoff), signal);
+          await this.#bounded("store.open", () => this.#guardedStore.open(this.tags.list()), false);
+        }
+        if (signal.aborted) return;
         break;
       } catch (error) {
         if (signal.aborted) return;
         this.#storeError = String(error);
-        this.#logger.warn({ error: String(error), attempt }, "store still unavailable");
+        if (attempt === 1)
+          this.#logger.error({ error: String(error) }, "store unavailable at start; spooling until it opens");
+        else this.#logger.warn({ error: String(error), attempt }, "store still unavailable");
       }
     }
     if (signal.aborted) return;
@@ -412,10 +470,14 @@ export class ControlSystem {
    *
    * Every caller awaits the same stop: a second `stop()` (a signal handler and `await using`)
    * resolves only when the drain and the closes are done. A stop during a start waits for the
-   * start (see {@link start}). Each step goes on past a failure of the one before; the driver's
-   * and the store's `close` are bounded by `lifecycleTimeoutMs`, and a close that fails or runs
-   * over is reported (`lifecycle-step-fail`, `health().lifecycle`) without failing the stop,
-   * which always ends `stopped`. Never rejects.
+   * start (see {@link start}). Each step goes on past a failure of the one before. The whole stop
+   * is bounded: everything up to the drain shares `logging.drainTimeoutMs` from the call (a running
+   * process's safe-state writes are awaited, each bounded by the driver's timeout); alarm history,
+   * events and the driver's and store's `close` get what is left plus {@link STOP_CLOSE_MARGIN_MS}
+   * (and `lifecycleTimeoutMs` at most). A step still running then is abandoned and reported (a
+   * close: `lifecycle-step-fail`, `health().lifecycle`) without failing the stop, which always
+   * ends `stopped`. With a spool and an unhealthy store, the buffered samples are journaled
+   * first. Never rejects.
    */
   stop(): Promise<void> {
     this.#stopping ??= this.#stop().finally(() => (this.#stopping = undefined));
@@ -430,10 +492,22 @@ export class ControlSystem {
     if (this.#lifecycle.state !== "running") return;
     // The command gate closes here: a command from now on is refused (KILN_LIFECYCLE) and audited.
     this.#lifecycle.state = "stopping";
-    const step = async (what: string, operation: () => Promise<unknown>): Promise<void> => {
-      await operation().catch((error: unknown) => {
-        this.#logger.error({ error: String(error) }, `${what} at stop failed`);
-      });
+    // One budget for the whole stop: draining gets drainTimeoutMs from here, the closes
+    // STOP_CLOSE_MARGIN_MS after it. A step still running when its time is up is abandoned and reported.
+    const drainEnd = monotonicNow(this.#clock) + this.#options.logging.drainTimeoutMs;
+    const remaining = (): number => Math.max(0, drainEnd - monotonicNow(this.#clock));
+    const remainingWithMargin = (): number => remaining() + STOP_CLOSE_MARGIN_MS;
+    let afterDrain = false;
+    const step = async (what: string, operation: () => Promise<unknown>, bounded = true): Promise<void> => {
+      const work = operation();
+      const budget = afterDrain ? remainingWithMargin() : remaining();
+      const outcome = bounded ? await settleWithin(this.#clock, work, budget) : await settle(work);
+      if (outcome === "timeout") {
+        work.catch(() => undefined);
+        this.#logger.error({ step: what }, `${what} at stop ran out of the drain budget; abandoned`);
+      } else if (outcome !== "ok") {
+        this.#logger.error({ error: String(outcome.error) }, `${what} at stop failed`);
+      }
     };
     try {
       // Commands in flight settle (and their entries reach the writer) before the writer closes.
@@ -445,20 +519,27 @@ export class ControlSystem {
         }),
       );
       if (this.#recipes.active) {
-        await step("aborting the running process", () => this.#recipes.active!.abort("control system stopping"));
+        // Not abandoned: the safe state must be written (each write is bounded by the driver's timeout).
+        await step("aborting the running process", () => this.#recipes.active!.abort("control system stopping"), false);
       }
       this.#storeOpening.abort(new KilnError("KILN_ABORTED", "control system stopping"));
-      await this.#storeOpener;
+      await step("opening the store", async () => this.#storeOpener);
       // Whatever the audit store did not take stays journaled (or is reported as dropped).
       await step("closing the command runner", () => this.#commands.close());
       await step("stopping acquisition", () => this.#acquisition.stop());
-      await step("draining the logging pipeline", () => this.#sampleLogger.stop());
+      // Bounds itself by the budget it is given, then spools (or counts) what is left: never abandoned.
+      // With a spool and an unhealthy store it journals everything first.
+      await step("draining the logging pipeline", () => this.#sampleLogger.stop(remaining()), false);
+      afterDrain = true; // what follows shares the margin
       await step("flushing alarm history", () => this.#alarms.flush());
       this.#unwire();
       await step("recording events", () => this.#recorder.settled());
-      // The store is closed even when the driver's close fails or hangs.
-      await this.#bounded("driver.close", () => this.#acquisition.close());
-      await this.#bounded("store.close", () => this.#guardedStore.close());
+      // The store is closed even when the driver's close fails or hangs; both within the margin.
+      const closeBudget = Math.min(this.#options.lifecycleTimeoutMs, remainingWithMargin());
+      await Promise.all([
+        this.#bounded("driver.close", () => this.#acquisition.close(), true, closeBudget),
+        this.#bounded("store.close", () => this.#guardedStore.close(), true, closeBudget),
+      ]);
       this.#storeState = "closed";
     } finally {
       this.#alarms.suspend();
@@ -476,11 +557,12 @@ export class ControlSystem {
     step: "store.open" | "store.close" | "driver.close",
     operation: () => Promise<void>,
     swallow = true,
+    timeoutMs = this.#options.lifecycleTimeoutMs,
   ): Promise<void> {
     try {
       await withTimeout(() => operation(), {
         clock: this.#clock,
-        timeoutMs: this.#options.lifecycleTimeoutMs,
+        timeoutMs: Math.max(1, timeoutMs),
         name: step,
       });
     } catch (error) {
@@ -762,15 +844,26 @@ export class ControlSystem {
     if (this.#lifecycle.state === "running") {
       if (acquisition.link !== "online")
         problems.push(`PLC ${acquisition.driver} offline: ${acquisition.lastError ?? "reconnecting"}`);
+      const step = acquisition.lastWallClockStep;
+      if (step?.recent) {
+        problems.push(
+          `host wall clock stepped ${step.stepMs > 0 ? "forward" : "back"} by ${Math.round(Math.abs(step.stepMs))} ms`,
+        );
+      }
       for (const [port, breaker] of Object.entries(ports)) {
         if (port !== "driver" && breaker.state.state !== "closed") {
           problems.push(`${breaker.name} breaker ${breaker.state.state}`);
         }
       }
-      if (this.#storeState === "opening") {
+      // A store that opens at once after a start is not a problem; one that failed or takes over a second is.
+      if (
+        this.#storeState === "opening" &&
+        (this.#storeError !== undefined || monotonicNow(this.#clock) - this.#openingSince >= STORE_OPEN_GRACE_MS)
+      ) {
         problems.push(`store unavailable, opening in the background: ${this.#storeError ?? "retrying"}`);
       }
-      if (logging.mode === "spooling") problems.push(`store behind: ${logging.spooled} samples spooled`);
+      if (logging.mode === "spooling" && logging.spooled > 0)
+        problems.push(`store behind: ${logging.spooled} samples spooled`);
       if (logging.mode === "replaying")
         problems.push(`store catching up: ${logging.spooled} spooled samples to replay`);
       if (logging.samplesDropped > 0) problems.push(`${logging.samplesDropped} samples dropped`);

@@ -127,6 +127,7 @@ function registerDefaults(container: ServiceContainer, options: ResolvedControlS
     const logger = resolve(InternalTokens.Logger);
     return new CurrentValueTable({
       tags: options.tags.list(),
+      clock: resolve(InternalTokens.Clock),
       onObserverError: (error, change) =>
         logger.error({ tag: change.sample.tag, error: String(error) }, "CVT observer failed"),
     });

@@ -7,7 +7,7 @@ import type { Tag } from "../domain/tags";
 import { defineTags } from "../domain/tags";
 import { MemoryStore } from "../memory/memory-store";
 import type { SimulatedClock } from "../memory/simulated-clock";
-import { simulatedSystem } from "../../test/support/simulated-system";
+import { SIMULATED_START, simulatedSystem } from "../../test/support/simulated-system";
 
 const tags = defineTags({ "seq.counter": { dataType: "uint32", scanGroup: "fast" } });
 
@@ -91,4 +91,62 @@ test("without a spool, start fails when the store cannot be opened", async () =>
   const { system } = build(undefined);
   await expect(system.start()).rejects.toMatchObject({ code: "KILN_STORE_ERROR" });
   expect(system.state).toBe("stopped");
+});
+
+/** A memory store whose database is frozen: `open` never settles until `thaw` is called. */
+class FrozenStore extends MemoryStore {
+  #thaw: (() => void) | undefined;
+  override async open(list: readonly Tag[]): Promise<void> {
+    if (this.#thaw === undefined) await new Promise<void>((resolve) => (this.#thaw = resolve));
+    await super.open(list);
+  }
+  thaw(): void {
+    this.#thaw?.();
+    this.#thaw = () => undefined;
+  }
+}
+
+test("with a spool, start against a frozen database does not wait on it: acquisition spools at once", async () => {
+  const { clock, store, system } = simulatedSystem({
+    tags,
+    sources: { "seq.counter": { kind: "counter" } },
+    store: (clock) => new FrozenStore({ clock }),
+    scanGroups: { fast: { periodMs: 100 } },
+    lifecycleTimeoutMs: 30_000,
+    logging: { maxBatchSize: 10, maxLatencyMs: 100, overflow: "spool", spoolPath: join(directory, "samples.journal") },
+  });
+  let started = false;
+  void system.start().then(() => (started = true));
+  // Acquisition runs already while start waits for the store, 1 s at most (not lifecycleTimeoutMs).
+  await advanceUntil(clock, () => system.health().logging.samplesIn >= 3);
+  expect(started).toBe(false);
+  await advanceUntil(clock, () => started);
+  expect(clock.monotonicNow() - SIMULATED_START).toBeLessThanOrEqual(1_050);
+  expect(system.health().store.state).toBe("opening");
+  await advanceUntil(clock, () => system.health().logging.samplesSpooled >= 10);
+  expect(system.health().problems.join(" ")).toContain("store unavailable");
+  store.thaw();
+  await advanceUntil(clock, () => system.health().store.state === "open" && system.health().logging.mode === "memory");
+  await system.stop();
+  await store.open(tags.list());
+  const values = (await store.samples.readSamples({ tag: "seq.counter", from: 0, to: Number.MAX_SAFE_INTEGER })).map(
+    (sample) => sample.value,
+  );
+  expect(values).toEqual(Array.from({ length: values.length }, (_, index) => index));
+  expect(values.length).toBeGreaterThan(10);
+});
+
+test("with a spool, a store that opens at once is open when start returns and is not reported as a problem", async () => {
+  const { clock, system } = simulatedSystem({
+    tags,
+    sources: { "seq.counter": { kind: "counter" } },
+    scanGroups: { fast: { periodMs: 100 } },
+    logging: { overflow: "spool", spoolPath: join(directory, "samples.journal") },
+  });
+  await system.start();
+  expect(system.health().store.state).toBe("open");
+  expect(system.health().problems).toEqual([]);
+  await advanceUntil(clock, () => system.health().logging.mode === "memory");
+  expect(system.health().status).toBe("ok");
+  await system.stop();
 });

@@ -2,7 +2,9 @@ import { describe, expect, test } from "vitest";
 import { GOOD, quality } from "../domain/quality";
 import type { Sample } from "../domain/sample";
 import { defineTags } from "../domain/tags";
+import { SimulatedClock } from "../memory/simulated-clock";
 import { CurrentValueTable, NO_COMMUNICATION, type CvtChange } from "./current-value-table";
+import { RESTAMPED_REASON } from "./receipt-stamp";
 
 const tags = defineTags({ a: { dataType: "float64" }, b: { dataType: "bool" } });
 const sample = (tag: string, value: Sample["value"], timestamp: number, q = GOOD): Sample => ({
@@ -35,13 +37,13 @@ describe("CurrentValueTable", () => {
     ]);
   });
 
-  test("ignores samples older than the current one and tags it does not know", () => {
+  test("ignores tags it does not know; never rolls a tag's timestamp back", () => {
     const cvt = new CurrentValueTable({ tags: tags.list() });
     const seen: number[] = [];
     cvt.observeAll(({ sample: s }) => seen.push(s.timestamp));
     cvt.update([sample("a", 1, 10), sample("a", 0, 5), sample("zzz", 1, 11)], 11);
-    expect(cvt.value("a")).toBe(1);
-    expect(seen).toEqual([10]);
+    expect(cvt.value("a")).toBe(0);
+    expect(seen).toEqual([10, 11]);
   });
 
   test("an observer that throws is reported and does not stop the others", () => {
@@ -68,18 +70,35 @@ describe("CurrentValueTable", () => {
     expect(count).toBe(1);
   });
 
-  test("stale tags turn uncertain once, keeping their value, and recover on the next update", () => {
-    const cvt = new CurrentValueTable({ tags: tags.list() });
+  test("stale tags turn uncertain once, keeping their value, and recover on the next update", async () => {
+    const clock = new SimulatedClock({ start: 1_000 });
+    const cvt = new CurrentValueTable({ tags: tags.list(), clock });
     cvt.setStaleAfter("a", 300);
-    cvt.update([sample("a", 7, 1_000), sample("b", true, 1_000)], 1_000);
-    expect(cvt.sweepStale(1_299)).toEqual([]);
-    expect(cvt.sweepStale(1_300)).toEqual(["a"]);
-    expect(cvt.sweepStale(1_400)).toEqual([]);
+    cvt.update([sample("a", 7, 1_000), sample("b", true, 1_000)]);
+    await clock.advance(299);
+    expect(cvt.sweepStale()).toEqual([]);
+    await clock.advance(1);
+    expect(cvt.sweepStale()).toEqual(["a"]);
+    await clock.advance(100);
+    expect(cvt.sweepStale()).toEqual([]);
     expect(cvt.get("a")).toMatchObject({ value: 7, quality: { severity: "uncertain" } });
     expect(cvt.get("b")?.quality.severity).toBe("good");
-    cvt.update([sample("a", 8, 1_500)], 1_500);
+    cvt.update([sample("a", 8, 1_500)]);
     expect(cvt.get("a")?.quality.severity).toBe("good");
   });
+
+  for (const stepMs of [-60_000, 3_600_000]) {
+    test(`staleness is measured on monotonic time: a wall-clock step of ${stepMs} ms neither ages nor freezes a value`, async () => {
+      const clock = new SimulatedClock({ start: 1_000 });
+      const cvt = new CurrentValueTable({ tags: tags.list(), clock });
+      cvt.setStaleAfter("a", 300);
+      cvt.update([sample("a", 7, 1_000)]);
+      clock.stepWall(stepMs);
+      expect(cvt.sweepStale()).toEqual([]);
+      await clock.advance(300);
+      expect(cvt.sweepStale()).toEqual(["a"]);
+    });
+  }
 
   test("degrade marks tags as no communication, last usable value, once", () => {
     const cvt = new CurrentValueTable({ tags: tags.list() });
@@ -109,8 +128,73 @@ describe("CurrentValueTable after a communication loss", () => {
       [5_000, "uncertain"],
       [7_000, "good"],
     ]);
-    // Once good again, a late delivery of the old sample is ignored as before.
+    // Once good again, a changed value with the old source timestamp is a new value: restamped.
     cvt.update([sample("a", 4, 1_000)], 7_100);
-    expect(cvt.value("a")).toBe(5);
+    expect(cvt.get("a")).toMatchObject({ value: 4, timestamp: 7_100, quality: { reason: RESTAMPED_REASON } });
+  });
+});
+
+describe("CurrentValueTable: source timestamps that do not advance", () => {
+  const make = () => {
+    const clock = new SimulatedClock({ start: 10_000 });
+    const cvt = new CurrentValueTable({ tags: tags.list(), clock });
+    const seen: CvtChange[] = [];
+    cvt.observeAll((change) => void seen.push(change));
+    return { clock, cvt, seen };
+  };
+
+  test("a changed value with a source timestamp going backwards is kept, stamped with receive time and flagged", async () => {
+    const { clock, cvt } = make();
+    cvt.update([sample("a", 1, 10_000)]);
+    await clock.advance(50);
+    cvt.update([sample("a", 2, 9_000)]); // the PLC's clock stepped back
+    expect(cvt.get("a")).toMatchObject({
+      value: 2,
+      timestamp: 10_050,
+      quality: { severity: "good", code: 0, reason: RESTAMPED_REASON },
+    });
+    await clock.advance(50);
+    cvt.update([sample("a", 3, 9_050)]); // and runs on from there: advancing again, taken as is
+    expect(cvt.get("a")).toMatchObject({ value: 3, timestamp: 10_100 });
+  });
+
+  test("a value changing under a fixed source timestamp: every change kept, in order, never ahead of real time", async () => {
+    const { clock, cvt, seen } = make();
+    for (let value = 0; value < 2_000; value++) {
+      cvt.update([sample("a", value, 9_000)]); // 2,000 changes within one millisecond
+      if (value % 1_000 === 999) await clock.advance(1);
+    }
+    const stamps = seen.map((change) => change.sample.timestamp);
+    expect(seen.map((change) => change.sample.value)).toEqual(Array.from({ length: 2_000 }, (_, index) => index));
+    expect(stamps.every((stamp, index) => index === 0 || stamp > stamps[index - 1]!)).toBe(true);
+    expect(Math.max(...stamps)).toBeLessThanOrEqual(clock.now() + 1);
+  });
+
+  test("a quality change under a fixed source timestamp is restamped too, keeping its own reason", () => {
+    const { cvt } = make();
+    cvt.update([sample("a", 1, 9_000)]);
+    cvt.update([sample("a", 1, 9_000, quality("uncertain", "sensor drift"))]);
+    expect(cvt.get("a")?.quality).toMatchObject({ severity: "uncertain", reason: `sensor drift; ${RESTAMPED_REASON}` });
+    expect(cvt.get("a")?.timestamp).toBe(10_000);
+  });
+
+  test("an unchanged repeat keeps the current sample and refreshes staleness", async () => {
+    const { clock, cvt, seen } = make();
+    cvt.setStaleAfter("a", 300);
+    cvt.update([sample("a", 1, 9_000)]);
+    for (let index = 0; index < 5; index++) {
+      await clock.advance(200);
+      cvt.update([sample("a", 1, 8_000)]);
+      expect(cvt.sweepStale()).toEqual([]);
+    }
+    expect(cvt.get("a")).toBe(seen[0]!.sample);
+    expect(seen.slice(1).every((change) => change.sample === seen[0]!.sample && !change.valueChanged)).toBe(true);
+  });
+
+  test("-0 after 0 is a change (Object.is), restamped when the timestamp does not advance", () => {
+    const { cvt } = make();
+    cvt.update([sample("a", 0, 9_000)]);
+    cvt.update([sample("a", -0, 9_000)]);
+    expect(Object.is(cvt.get("a")?.value, -0)).toBe(true);
   });
 });

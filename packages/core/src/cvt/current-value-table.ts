@@ -3,6 +3,9 @@ import type { Sample } from "../domain/sample";
 import { KilnError } from "../domain/errors";
 import type { Tag } from "../domain/tags";
 import type { Disposer } from "../events/event-bus";
+import type { Clock } from "../ports/clock";
+import { monotonicNow, SystemClock } from "../runtime/system-clock";
+import { receiptStamp, restamped } from "./receipt-stamp";
 
 /** What an observer receives for every update of a tag. */
 export interface CvtChange {
@@ -21,7 +24,7 @@ export type CvtObserver = (change: CvtChange) => void;
 
 interface Entry {
   sample: Sample;
-  /** Receive time on the system clock. */
+  /** Receive time on the clock's monotonic time, for staleness. */
   receivedAt: number;
   staleAfterMs: number;
   stale: boolean;
@@ -99,9 +102,19 @@ export class CurrentValueTable implements CurrentValueView {
   readonly #allObservers = new Set<CvtObserver>();
   readonly #known: ReadonlySet<string>;
   readonly #onObserverError: (error: unknown, change: CvtChange) => void;
+  readonly #clock: Pick<Clock, "now" | "monotonicNow">;
 
-  constructor(options: { tags: readonly Tag[]; onObserverError?: (error: unknown, change: CvtChange) => void }) {
+  /**
+   * @param options.clock receive times and staleness: staleness windows are measured on its
+   *   monotonic time, so a wall-clock step neither freezes nor ages a value. @default new SystemClock()
+   */
+  constructor(options: {
+    tags: readonly Tag[];
+    clock?: Pick<Clock, "now" | "monotonicNow">;
+    onObserverError?: (error: unknown, change: CvtChange) => void;
+  }) {
     this.#known = new Set(options.tags.map((tag) => tag.name));
+    this.#clock = options.clock ?? new SystemClock();
     this.#onObserverError = options.onObserverError ?? (() => undefined);
   }
 
@@ -143,12 +156,21 @@ export class CurrentValueTable implements CurrentValueView {
 
   /**
    * Records samples as the tags' current values and notifies observers. Samples for tags the
-   * table does not know are ignored. A sample older than the current one (by source
-   * timestamp) is ignored too, so late deliveries never roll a tag back.
-   * @param receivedAt the system clock time of receipt, used for staleness.
+   * table does not know are ignored. A tag's timestamps only advance: a sample whose source
+   * timestamp does not advance past the current one
+   * - with a changed value (`Object.is`) or quality (severity or code) is a new value with a stale
+   *   device time: it is stamped with the receive time (`receiptStamp`: at least 1 µs after
+   *   the current one) and its quality reason ends with {@link RESTAMPED_REASON}; its severity is
+   *   kept (the value is fresh, only its time is Kiln's);
+   * - unchanged is a repeat: the current sample stays as it is, and observers see it again
+   *   (`valueChanged` and `qualityChanged` false).
+   * Either way the tag was heard from: its staleness window starts again.
+   * Staleness is measured from now on the clock's monotonic time.
+   * @param receivedAt wall time of receipt (ms since the Unix epoch). @default clock.now()
    */
-  update(samples: readonly Sample[], receivedAt: number): void {
-    for (const sample of samples) this.#apply(sample, receivedAt);
+  update(samples: readonly Sample[], receivedAt: number = this.#clock.now()): void {
+    const receivedAtMonotonic = monotonicNow(this.#clock);
+    for (const sample of samples) this.#apply(sample, receivedAt, receivedAtMonotonic);
   }
 
   /**
@@ -164,17 +186,20 @@ export class CurrentValueTable implements CurrentValueView {
   readonly #staleAfter = new Map<string, number>();
 
   /**
-   * Turns the quality of every tag not updated within its staleness window to `uncertain`
-   * (keeping its last value). Returns the tags that went stale in this sweep.
+   * Turns the quality of every tag not updated within its staleness window (measured on the
+   * clock's monotonic time) to `uncertain`, keeping its last value. Returns the tags that went
+   * stale in this sweep.
+   * @param now wall time, the timestamp of the degraded samples. @default clock.now()
    * @param tags only these tags (all when absent): acquisition sweeps one scan group at a time.
    */
-  sweepStale(now: number, tags?: readonly string[]): string[] {
+  sweepStale(now: number = this.#clock.now(), tags?: readonly string[]): string[] {
+    const elapsedNow = monotonicNow(this.#clock);
     const turned: string[] = [];
     const entries: Iterable<[string, Entry | undefined]> =
       tags === undefined ? this.#entries : tags.map((tag) => [tag, this.#entries.get(tag)]);
     for (const [tag, entry] of entries) {
       if (entry === undefined) continue;
-      if (entry.stale || entry.staleAfterMs <= 0 || now - entry.receivedAt < entry.staleAfterMs) continue;
+      if (entry.stale || entry.staleAfterMs <= 0 || elapsedNow - entry.receivedAt < entry.staleAfterMs) continue;
       if (entry.sample.quality.severity === "bad") continue;
       turned.push(tag);
       this.#degrade(
@@ -201,11 +226,11 @@ export class CurrentValueTable implements CurrentValueView {
   #degrade(entry: Entry, now: number, degraded: Quality): void {
     const current = entry.sample;
     if (current.quality.code === degraded.code && current.quality.severity === degraded.severity) return;
-    const timestamp = Math.max(now, current.timestamp + 1);
-    this.#apply({ tag: current.tag, value: current.value, timestamp, quality: degraded }, entry.receivedAt, true);
+    const timestamp = receiptStamp(current.timestamp, now);
+    this.#apply({ tag: current.tag, value: current.value, timestamp, quality: degraded }, now, entry.receivedAt, true);
   }
 
-  #apply(input: Sample, receivedAt: number, keepReceivedAt = false): void {
+  #apply(input: Sample, receivedAt: number, receivedAtMonotonic: number, keepReceivedAt = false): void {
     if (!this.#known.has(input.tag)) return;
     // Samples are immutable once published: what the table holds and hands out is a frozen copy,
     // so no reader (observer, `get`, `snapshot`) can change what alarms, interlocks and recipe
@@ -216,7 +241,7 @@ export class CurrentValueTable implements CurrentValueView {
     if (entry === undefined) {
       this.#entries.set(sample.tag, {
         sample,
-        receivedAt,
+        receivedAt: receivedAtMonotonic,
         staleAfterMs: this.#staleAfter.get(sample.tag) ?? 0,
         stale: false,
         synthetic: keepReceivedAt,
@@ -224,17 +249,26 @@ export class CurrentValueTable implements CurrentValueView {
       change = Object.freeze({ sample, previous: undefined, valueChanged: true, qualityChanged: true });
     } else {
       const previous = entry.sample;
-      if (sample.timestamp < previous.timestamp || (sample.timestamp === previous.timestamp && entry.synthetic)) {
-        // Older than what we hold: a late delivery, ignored, unless what we hold is our own
-        // marker. A device value unchanged since before an outage keeps its old source
-        // timestamp; it is restamped just after the marker so history stays in time order.
-        if (!entry.synthetic || keepReceivedAt) return;
-        sample = frozenSample({ ...sample, timestamp: Math.max(receivedAt, previous.timestamp + 1) });
+      // Kiln's own markers (keepReceivedAt) come stamped after the current sample already.
+      if (!keepReceivedAt && sample.timestamp <= previous.timestamp) {
+        if (entry.synthetic) {
+          // What we hold is our own marker. A device value unchanged since before an outage keeps
+          // its old source timestamp; it follows the marker so history stays in time order.
+          sample = frozenSample({ ...sample, timestamp: receiptStamp(previous.timestamp, receivedAt) });
+        } else if (
+          Object.is(previous.value, sample.value) &&
+          previous.quality.code === sample.quality.code &&
+          previous.quality.severity === sample.quality.severity
+        ) {
+          sample = previous; // a repeat: nothing new, but the tag was heard from
+        } else {
+          sample = frozenSample(restamped(sample, previous.timestamp, receivedAt));
+        }
       }
       entry.synthetic = keepReceivedAt;
       entry.sample = sample;
       if (!keepReceivedAt) {
-        entry.receivedAt = receivedAt;
+        entry.receivedAt = receivedAtMonotonic;
         entry.stale = false;
       }
       change = Object.freeze({

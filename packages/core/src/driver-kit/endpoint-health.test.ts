@@ -60,6 +60,16 @@ describe("EndpointHealth", () => {
     expect(health.snapshot()[0]?.nextProbeAt).toBe(clock.now() + 4_000);
   });
 
+  test("a wall-clock step back does not postpone the probe of an offline endpoint", async () => {
+    const { clock, health } = setup();
+    for (let index = 0; index < 3; index++) health.failure("unit 1", new Error("timeout"));
+    clock.stepWall(-3_600_000);
+    await clock.advance(999);
+    expect(health.shouldProbe("unit 1")).toBe(false);
+    await clock.advance(1);
+    expect(health.shouldProbe("unit 1")).toBe(true);
+  });
+
   test("rejects a nonsensical threshold", () => {
     expect(() => new EndpointHealth({ clock: new SimulatedClock(), offlineAfter: 0 })).toThrow(KilnValidationError);
     const probeBackoff = { initialDelayMs: Number.NaN, maxDelayMs: -1 };

@@ -1,6 +1,7 @@
 import type { Clock } from "../ports/clock";
 import { KilnValidationError } from "../domain/errors";
 import { checkBackoff, reconnectDelay, type ReconnectBackoff } from "./backoff";
+import { monotonicNow } from "../runtime/system-clock";
 
 /** Whether a driver currently treats an endpoint (a Modbus unit, an OPC UA session) as reachable. */
 export type EndpointState = "online" | "offline";
@@ -42,6 +43,8 @@ interface Entry {
   lastFailureAt?: number;
   lastSuccessAt?: number;
   nextProbeAt?: number;
+  /** When the next probe is due, on the clock's monotonic time (a wall-clock step does not move it). */
+  probeDue?: number;
 }
 
 /**
@@ -87,6 +90,7 @@ export class EndpointHealth {
     entry.consecutiveFailures = 0;
     entry.offlineProbes = 0;
     entry.nextProbeAt = undefined;
+    entry.probeDue = undefined;
     entry.lastSuccessAt = this.#clock.now();
   }
 
@@ -102,7 +106,9 @@ export class EndpointHealth {
     entry.lastFailureAt = now;
     if (entry.consecutiveFailures < this.#offlineAfter) return "online";
     entry.offlineProbes++;
-    entry.nextProbeAt = now + reconnectDelay(entry.offlineProbes, this.#backoff, this.#random);
+    const delay = reconnectDelay(entry.offlineProbes, this.#backoff, this.#random);
+    entry.nextProbeAt = now + delay;
+    entry.probeDue = monotonicNow(this.#clock) + delay;
     return "offline";
   }
 
@@ -116,7 +122,7 @@ export class EndpointHealth {
   shouldProbe(endpoint: string): boolean {
     const entry = this.#entries.get(endpoint);
     if (!entry || this.state(endpoint) === "online") return true;
-    return this.#clock.now() >= (entry.nextProbeAt ?? 0);
+    return monotonicNow(this.#clock) >= (entry.probeDue ?? 0);
   }
 
   /** Forgets every endpoint (after a reconnect, say). */

@@ -55,6 +55,12 @@ export interface KilnEvents {
   "plc-connection-fail": EventBase & { readonly driver: string; readonly code: KilnErrorCode; readonly reason: string };
   /** Communication with a PLC is back; fresh values follow. */
   "plc-connection-restore": EventBase & { readonly driver: string; readonly downtimeMs: number };
+  /**
+   * The host's wall clock stepped by `stepMs` (negative: back), an NTP correction or an operator
+   * setting the time. Scans, staleness and timeouts run on monotonic time and go on unchanged;
+   * samples stamped by the host (receive time) jump by the step. Reported once per step.
+   */
+  "clock-step": EventBase & { readonly stepMs: number };
   /** A scan took longer than its period; the missed cycles were skipped. */
   "scan-overrun": EventBase & { readonly group: string; readonly missedCycles: number; readonly durationMs: number };
   /** A batch reached the store. */

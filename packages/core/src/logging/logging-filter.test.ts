@@ -2,7 +2,8 @@ import { describe, expect, test } from "vitest";
 import { GOOD, quality } from "../domain/quality";
 import type { Sample } from "../domain/sample";
 import { defineTags } from "../domain/tags";
-import { LoggingFilter, RESTAMPED_REASON } from "./logging-filter";
+import { RESTAMPED_REASON } from "../cvt/receipt-stamp";
+import { LoggingFilter } from "./logging-filter";
 
 const tags = defineTags({
   absolute: { dataType: "float64", logging: { mode: "change", deadband: { kind: "absolute", value: 0.5 } } },
@@ -107,6 +108,23 @@ describe("LoggingFilter", () => {
     ).toEqual([true, false]);
   });
 
+  test("without a deadband -0 after 0 is a change (Object.is); inside a deadband it is not", () => {
+    const exact = run(newFilter(), [at("exact", 0, 0), at("exact", -0, 1), at("exact", -0, 2), at("exact", 0, 3)]);
+    expect(exact.map((value) => Object.is(value, -0))).toEqual([false, true, false]);
+    expect(run(newFilter(), [at("absolute", 0, 0), at("absolute", -0, 1)])).toEqual([0]);
+  });
+
+  test("a change of the quality reason alone is not logged", () => {
+    const stale = (reason: string) => quality("uncertain", reason, 0x40900000);
+    expect(
+      run(newFilter(), [
+        at("exact", 1, 0, stale("stale: a")),
+        at("exact", 1, 1, stale("stale: b")),
+        at("exact", 1, 2, GOOD),
+      ]),
+    ).toEqual([1, 1]);
+  });
+
   test("a quality change is always logged, even inside the deadband", () => {
     const filter = newFilter();
     const bad = quality("uncertain", "stale");
@@ -140,33 +158,12 @@ describe("LoggingFilter", () => {
     expect(logged(newFilter(), samples, () => 100).map((row) => row.timestamp)).toEqual([0]);
   });
 
-  test("a value that changes while its source timestamp stays fixed is logged every time, stamped with receive time", () => {
-    // Changes every 250 ms, SourceTimestamp fixed, polled every 200 ms (the CVT sees each read).
-    const T = 1_000;
-    const polls = Array.from({ length: 26 }, (_, index) => T + index * 200);
-    const samples = polls.map((polledAt) => at("exact", Math.floor((polledAt - T) / 250), T));
-    let poll = 0;
-    const rows = logged(newFilter(), samples, () => polls[poll++]!);
-    expect(rows.map((row) => row.value)).toEqual(Array.from({ length: 21 }, (_, index) => index));
-    const timestamps = rows.map((row) => row.timestamp);
-    expect(new Set(timestamps).size).toBe(21);
-    expect(timestamps).toEqual([...timestamps].sort((a, b) => a - b));
-    expect(rows.slice(1).every((row) => row.quality.reason === RESTAMPED_REASON)).toBe(true);
-    expect(rows[0]!.quality.reason).toBeUndefined();
-  });
-
-  test("a quality change with a fixed source timestamp is restamped too, keeping its own reason; advancing timestamps are left alone", () => {
-    const stale = quality("uncertain", "sensor drift");
-    const rows = logged(
-      newFilter(),
-      [at("exact", 1, 10), at("exact", 1, 10, stale), at("exact", 2, 20, stale)],
-      (sample) => (sample.quality === stale ? 50 : 10),
-    );
-    expect(rows.map((row) => [row.timestamp, row.quality.reason])).toEqual([
-      [10, undefined],
-      [50, `sensor drift; ${RESTAMPED_REASON}`],
-      [51, `sensor drift; ${RESTAMPED_REASON}`],
-    ]);
+  test("periodic repeats logged many times within one millisecond stay distinct and never run ahead of the clock", () => {
+    const samples = Array.from({ length: 5 }, () => at("periodic", 7, 5));
+    let tick = 0;
+    const filter = new LoggingFilter(tags.list(), { now: () => 1_000, monotonicNow: () => (tick += 1_000) });
+    const rows = samples.map((sample) => filter.select(sample)).filter((row) => row !== undefined);
+    expect(rows.map((row) => row.timestamp)).toEqual([5, 1_000, 1_000.001, 1_000.002, 1_000.003]);
   });
 
   test("none never logs; unknown tags are not logged", () => {

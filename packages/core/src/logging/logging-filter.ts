@@ -1,9 +1,8 @@
 import type { Tag } from "../domain/tags";
 import type { Sample } from "../domain/sample";
 import type { Clock } from "../ports/clock";
-
-/** Added to the quality reason of a logged sample whose source timestamp did not advance. */
-export const RESTAMPED_REASON = "source timestamp did not advance; stamped with receive time";
+import { monotonicNow } from "../runtime/system-clock";
+import { restamped } from "../cvt/receipt-stamp";
 
 interface TagLogState {
   readonly mode: "change" | "periodic" | "none";
@@ -13,7 +12,7 @@ interface TagLogState {
   lastValue: Sample["value"];
   /** Timestamp of the last logged sample (after any restamp). */
   lastTimestamp: number;
-  /** Clock time the last sample was logged, for `periodic`. */
+  /** Monotonic clock time the last sample was logged, for `periodic`. */
   lastLoggedAt: number;
   lastQualityCode: number;
   lastSeverity: string;
@@ -25,25 +24,27 @@ interface TagLogState {
  *   (absolute, or percent of the tag's range span), so slow drift is still recorded;
  *   non-numeric values are logged on any change. NaN compares equal to NaN and differs from every
  *   number, whatever the deadband, so a NaN period is logged once at its start and once at its end.
+ *   Without a deadband, change is `Object.is`: -0 after 0 is a change. A change of the quality
+ *   reason alone (same severity and code) is not a quality change.
  * - `periodic`: log when `periodMs` has passed on the system clock since the last logged sample
  *   (not on source time: a device that leaves an unchanged value's timestamp alone is still logged).
  * - `none`: never log.
  * A tag's first sample and every quality change are always logged (except under `none`).
  *
- * A sample to log whose source timestamp does not advance past the last logged one (a device
- * whose value changes while its SourceTimestamp stays fixed, or a periodic repeat) is not merged
- * with it in history: it is stamped with the receive time (`clock.now()`, at least 1 ms after the
- * last logged sample) and its quality reason says so ({@link RESTAMPED_REASON}).
+ * The current value table already stamps a changed value whose source timestamp did not advance
+ * with its receive time (`receiptStamp`). What remains here is a `periodic` repeat of an unchanged
+ * sample: it carries the last logged timestamp, so it is stamped the same way (the clock's time, at
+ * least 1 µs after the last logged sample) and its reason says so (`RESTAMPED_REASON`).
  */
 export class LoggingFilter {
   readonly #states = new Map<string, TagLogState>();
-  readonly #clock: Pick<Clock, "now">;
+  readonly #clock: Pick<Clock, "now" | "monotonicNow">;
 
   /**
    * @param tags the tags and their logging policies.
    * @param clock the system clock (receive time, and the period of `periodic` logging).
    */
-  constructor(tags: readonly Tag[], clock: Pick<Clock, "now">) {
+  constructor(tags: readonly Tag[], clock: Pick<Clock, "now" | "monotonicNow">) {
     this.#clock = clock;
     for (const tag of tags) {
       const policy = tag.logging;
@@ -76,20 +77,14 @@ export class LoggingFilter {
     const state = this.#states.get(sample.tag);
     if (state === undefined || state.mode === "none") return undefined;
     const now = this.#clock.now();
-    if (state.logged && !this.#qualityChanged(state, sample) && !this.#due(state, sample, now)) return undefined;
-    let logged = sample;
-    if (state.logged && sample.timestamp <= state.lastTimestamp) {
-      const reason = sample.quality.reason ? `${sample.quality.reason}; ${RESTAMPED_REASON}` : RESTAMPED_REASON;
-      logged = {
-        ...sample,
-        timestamp: Math.max(now, state.lastTimestamp + 1),
-        quality: { ...sample.quality, reason },
-      };
-    }
+    const elapsedNow = monotonicNow(this.#clock);
+    if (state.logged && !this.#qualityChanged(state, sample) && !this.#due(state, sample, elapsedNow)) return undefined;
+    const repeat = state.mode === "periodic" && state.logged && sample.timestamp <= state.lastTimestamp;
+    const logged = repeat ? restamped(sample, state.lastTimestamp, now) : sample;
     state.logged = true;
     state.lastValue = sample.value;
     state.lastTimestamp = logged.timestamp;
-    state.lastLoggedAt = now;
+    state.lastLoggedAt = elapsedNow;
     state.lastQualityCode = sample.quality.code;
     state.lastSeverity = sample.quality.severity;
     return logged;
@@ -107,7 +102,8 @@ export class LoggingFilter {
       // NaN (a sensor asleep, an inverter at night) is a value of its own: NaN to NaN is no change,
       // NaN to a number or back is a change whatever the deadband (Object.is semantics).
       if (Number.isNaN(value) || Number.isNaN(last)) return Number.isNaN(value) !== Number.isNaN(last);
-      return state.deadband > 0 ? Math.abs(value - last) > state.deadband : value !== last;
+      // Without a deadband any change counts, -0 after 0 included (Object.is, as the CVT's valueChanged).
+      return state.deadband > 0 ? Math.abs(value - last) > state.deadband : !Object.is(value, last);
     }
     return !Object.is(value, last);
   }

@@ -7,6 +7,7 @@ import { RollingStats, type StatsSummary } from "../stats/rolling-stats";
 import type { Clock, TimerHandle } from "../ports/clock";
 import type { Logger } from "../ports/logger";
 import { silentLogger } from "../runtime/silent-logger";
+import { monotonicNow } from "../runtime/system-clock";
 import type { Counter, Gauge, Histogram, Metrics } from "../ports/metrics";
 import type { SampleConflict, SampleWriteResult } from "../ports/sample-sink";
 import type { CircuitBreakerSnapshot } from "../resilience/circuit-breaker";
@@ -135,6 +136,8 @@ interface Lane {
   inFlight: Sample[] | undefined;
   /** True when the in-flight batch is known not to be stored (never sent, or its last attempt failed definitely). */
   inFlightFailed: boolean;
+  /** Monotonic time the in-flight batch's write began. */
+  inFlightSince: number;
 }
 
 /**
@@ -183,6 +186,8 @@ export class SampleLogger {
   /** Samples on their way from memory to the journal (counted as buffered). */
   #journalPending = 0;
   #stopping = new AbortController();
+  /** The last batch write to the store failed (cleared by the next one that succeeds). */
+  #lastWriteFailed = false;
   #roomWaiters: (() => void)[] = [];
   /** Drops of the overflow bound, by reason, published as one `samples-drop` per latency period. */
   #pendingDrops = new Map<string, number>();
@@ -202,6 +207,7 @@ export class SampleLogger {
       flushing: false,
       inFlight: undefined,
       inFlightFailed: false,
+      inFlightSince: 0,
     }));
     this.#queue = new PQueue({ concurrency: options.flushConcurrency });
     const metrics = options.metrics;
@@ -291,7 +297,7 @@ export class SampleLogger {
       return;
     }
     const lane = this.#laneFor(sample.tag);
-    if (lane.buffer.length === lane.head) lane.firstAt = this.#options.clock.now();
+    if (lane.buffer.length === lane.head) lane.firstAt = monotonicNow(this.#options.clock);
     lane.buffer.push(sample);
     this.#buffered++;
     if (lane.buffer.length - lane.head >= this.#options.maxBatchSize) this.#scheduleFlush(lane);
@@ -313,10 +319,19 @@ export class SampleLogger {
    * Flushes everything that is waiting and waits for it to be stored. While the store keeps
    * failing, it tries for `drainTimeoutMs`; then what is left goes to the spool when one is
    * configured, or is counted as dropped (`samples-drop`, reason "store unavailable at shutdown").
+   * With a spool and a store that is not healthy (its breaker is not closed, its last write
+   * failed, or a write has been waiting longer than `maxLatencyMs`), everything buffered goes to
+   * the spool first, at once, so a process killed during the stop loses nothing that was acquired.
+   * @param budgetMs how long draining may take, in ms (the caller's remaining stop budget). @default drainTimeoutMs
    */
-  async stop(): Promise<void> {
+  async stop(budgetMs?: number): Promise<void> {
     if (this.#mode === "stopped") return;
-    const { clock, drainTimeoutMs } = this.#options;
+    const { clock } = this.#options;
+    const drainTimeoutMs = Math.max(
+      0,
+      Math.min(budgetMs ?? this.#options.drainTimeoutMs, this.#options.drainTimeoutMs),
+    );
+    if (this.#journal && this.#mode === "memory" && !this.#storeHealthy()) this.#enterSpooling();
     if (this.#timer !== undefined) clock.clearTimeout(this.#timer);
     this.#timer = undefined;
     const stopping = this.#stopping;
@@ -363,6 +378,18 @@ export class SampleLogger {
     this.#journal = undefined;
   }
 
+  /**
+   * The samples port's breaker is closed, its last write did not fail, and no write has been
+   * waiting longer than `maxLatencyMs` (a frozen database answers nothing, not even an error).
+   */
+  #storeHealthy(): boolean {
+    const now = monotonicNow(this.#options.clock);
+    const stuck = this.#lanes.some(
+      (lane) => lane.inFlight !== undefined && now - lane.inFlightSince > this.#options.maxLatencyMs,
+    );
+    return this.#options.sink.breaker.snapshot.state.state === "closed" && !this.#lastWriteFailed && !stuck;
+  }
+
   /** Counters, mode and breaker state. */
   health(): SampleLoggerHealth {
     return {
@@ -407,7 +434,7 @@ export class SampleLogger {
       void this.#spoolPending();
       return;
     }
-    const now = this.#options.clock.now();
+    const now = monotonicNow(this.#options.clock);
     let waiting = false;
     for (const lane of this.#lanes) {
       if (lane.buffer.length === lane.head) continue;
@@ -429,13 +456,14 @@ export class SampleLogger {
     try {
       while (generation === this.#generation && lane.buffer.length > lane.head) {
         const waiting = lane.buffer.length - lane.head;
-        if (!draining && waiting < maxBatchSize && clock.now() - lane.firstAt < maxLatencyMs) break;
+        if (!draining && waiting < maxBatchSize && monotonicNow(clock) - lane.firstAt < maxLatencyMs) break;
         const batch = lane.buffer.slice(lane.head, lane.head + maxBatchSize);
         lane.head += batch.length;
         compact(lane);
-        lane.firstAt = clock.now();
+        lane.firstAt = monotonicNow(clock);
         lane.inFlight = batch;
         lane.inFlightFailed = false;
+        lane.inFlightSince = monotonicNow(clock);
         const written = await this.#write(batch, generation, lane);
         if (generation !== this.#generation) return;
         // Given up (stopping): it stays in flight, so stop spools it or counts it, by what is known of it.
@@ -467,7 +495,7 @@ export class SampleLogger {
       if (lane) lane.inFlightFailed = true; // never sent
       return false;
     }
-    const started = clock.now();
+    const started = monotonicNow(clock);
     let attempts = 1;
     let result: SampleWriteResult | void;
     // Whether the batch is known not to be stored when the stop gives up on it: only while waiting
@@ -480,15 +508,17 @@ export class SampleLogger {
         signal: AbortSignal.any([stop, this.#superseded.signal]),
         onRetry: ({ attempt, error, delayMs }) => {
           if (KilnError.is(error, "KILN_TIMEOUT") || KilnError.is(error, "KILN_ABORTED")) timedOut = true;
-          else refusedUntil = clock.now() + delayMs;
+          else refusedUntil = monotonicNow(clock) + delayMs;
           attempts = attempt + 1;
+          this.#lastWriteFailed = true;
           void bus.publish("batch-flush-fail", { at: clock.now(), size: batch.length, attempt, error });
           this.#logger.warn({ error: String(error), attempt, size: batch.length }, "batch write failed; retrying");
         },
       });
     } catch (error) {
+      this.#lastWriteFailed = true;
       if (generation !== this.#generation || stop.aborted) {
-        if (lane) lane.inFlightFailed = !timedOut && clock.now() < refusedUntil;
+        if (lane) lane.inFlightFailed = !timedOut && monotonicNow(clock) < refusedUntil;
         return false;
       }
       void bus.publish("batch-flush-fail", { at: clock.now(), size: batch.length, attempt: attempts, error });
@@ -505,11 +535,12 @@ export class SampleLogger {
       this.#countStored(outcome.written, outcome.conflicts);
       return true;
     }
+    this.#lastWriteFailed = false;
     // Stored after it was moved to the spool (or abandoned at stop): the spool's copy is counted when replayed.
     if (generation !== this.#generation) return false;
     // Counted and taken off the lane in one tick, so spooling cannot move (and count) it again.
     if (lane) lane.inFlight = undefined;
-    const duration = clock.now() - started;
+    const duration = monotonicNow(clock) - started;
     this.#flushLatency.observe(duration);
     this.#instruments?.flush.observe(duration);
     this.#countStored(batch.length, conflictsOf(result));
@@ -666,7 +697,7 @@ export class SampleLogger {
       this.#drop(samples.length, reason);
       return;
     }
-    const now = this.#options.clock.now();
+    const now = monotonicNow(this.#options.clock);
     for (const sample of samples) {
       const lane = this.#laneFor(sample.tag);
       if (lane.buffer.length === lane.head) lane.firstAt = now;

@@ -54,3 +54,18 @@ describe("SimulatedClock", () => {
     await expect(new SimulatedClock().advance(-1)).rejects.toThrow(RangeError);
   });
 });
+
+test("stepWall moves now() only: monotonicNow() and pending timers stay on simulated time", async () => {
+  const clock = new SimulatedClock({ start: 10_000 });
+  let fired = false;
+  clock.setTimeout(() => (fired = true), 100);
+  clock.stepWall(-5_000);
+  expect(clock.now()).toBe(5_000);
+  expect(clock.monotonicNow()).toBe(10_000);
+  await clock.advance(99);
+  expect(fired).toBe(false);
+  await clock.advance(1);
+  expect(fired).toBe(true);
+  expect(clock.now()).toBe(5_100);
+  expect(clock.monotonicNow()).toBe(10_100);
+});

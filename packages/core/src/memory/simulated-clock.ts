@@ -12,13 +12,20 @@ interface PendingTimer {
  * pending promise work settles between timers, so async code driven by this clock behaves as
  * it would in real time, only faster and deterministically.
  *
+ * Its monotonic time ({@link SimulatedClock.monotonicNow}) is the simulated time; its wall time
+ * ({@link SimulatedClock.now}) is the same plus an offset that {@link SimulatedClock.stepWall}
+ * changes, to test a host whose wall clock steps (an NTP correction).
+ *
  * @example
  * const clock = new SimulatedClock({ start: Date.UTC(2026, 0, 1) });
  * const done = clock.sleep(1_000);
  * await clock.advance(1_000); // `done` is now resolved
+ * clock.stepWall(-60_000); // now() goes back a minute; timers and monotonicNow() do not move
  */
 export class SimulatedClock implements Clock {
+  /** Simulated (monotonic) time; timers are due on it. */
   #now: number;
+  #wallOffset = 0;
   #nextId = 1;
   #timers: PendingTimer[] = [];
 
@@ -26,8 +33,24 @@ export class SimulatedClock implements Clock {
     this.#now = options.start ?? Date.UTC(2026, 0, 1);
   }
 
+  /** Wall time: the simulated time plus the offset set by {@link SimulatedClock.stepWall}. */
   now(): number {
+    return this.#now + this.#wallOffset;
+  }
+
+  /** The simulated time, which never steps (it starts at `options.start`). */
+  monotonicNow(): number {
     return this.#now;
+  }
+
+  /**
+   * Steps the wall clock by `deltaMs` (negative: back), as an NTP correction or an operator
+   * setting the time would: {@link SimulatedClock.now} moves, {@link SimulatedClock.monotonicNow}
+   * and pending timers do not.
+   */
+  stepWall(deltaMs: number): void {
+    if (!Number.isFinite(deltaMs)) throw new RangeError(`deltaMs must be finite, got ${deltaMs}`);
+    this.#wallOffset += deltaMs;
   }
 
   setTimeout(callback: () => void, delayMs: number): TimerHandle {
@@ -59,11 +82,12 @@ export class SimulatedClock implements Clock {
    */
   async advance(ms: number): Promise<void> {
     if (ms < 0) throw new RangeError("SimulatedClock cannot go back in time");
-    await this.advanceTo(this.#now + ms);
+    await this.advanceTo(this.now() + ms);
   }
 
-  /** Moves time forward to the absolute time `target` (ms since epoch). */
-  async advanceTo(target: number): Promise<void> {
+  /** Moves time forward to the absolute wall time `target` (ms since epoch, as {@link SimulatedClock.now} reads it). */
+  async advanceTo(wallTarget: number): Promise<void> {
+    const target = wallTarget - this.#wallOffset;
     await settle();
     for (;;) {
       const next = this.#timers[0];

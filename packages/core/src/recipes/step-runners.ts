@@ -3,6 +3,7 @@ import type { Sample } from "../domain/sample";
 import type { TagCatalog } from "../domain/tags";
 import type { Disposer } from "../events/event-bus";
 import type { Clock } from "../ports/clock";
+import { monotonicNow } from "../runtime/system-clock";
 import type { Logger } from "../ports/logger";
 import type { PlannedStep } from "./recipe-plan";
 import type { ProcessProblem } from "./recipe-process";
@@ -75,9 +76,9 @@ export async function runSet(body: SetStep["set"], frame: Frame, context: StepRu
 /** `wait`: sleeps on the clock; records its timing error. */
 export async function runWait(body: WaitStep["wait"], frame: Frame, context: StepRunContext): Promise<StepOutcome> {
   const planned = numberOf(body.durationMs, frame);
-  const start = context.clock.now();
+  const start = monotonicNow(context.clock);
   await context.clock.sleep(planned, context.signal);
-  const actualMs = context.clock.now() - start;
+  const actualMs = monotonicNow(context.clock) - start;
   context.waitErrors.push(actualMs - planned);
   return { actualMs };
 }
@@ -90,10 +91,10 @@ export async function runPulse(body: PulseStep["pulse"], frame: Frame, context: 
   const { io, clock } = context;
   const planned = numberOf(body.durationMs, frame);
   let failure: { error: unknown } | undefined;
-  let onAt = clock.now();
+  let onAt = monotonicNow(clock);
   try {
     await io.write(body.tag, valueOf(body.on, frame), context.signal, context.origin);
-    onAt = clock.now();
+    onAt = monotonicNow(clock);
     await clock.sleep(planned, context.signal);
   } catch (error) {
     failure = { error };
@@ -109,7 +110,7 @@ export async function runPulse(body: PulseStep["pulse"], frame: Frame, context: 
     );
   }
   if (failure !== undefined) throw failure.error;
-  const actualMs = clock.now() - onAt;
+  const actualMs = monotonicNow(clock) - onAt;
   context.pulseErrors.push(actualMs - planned);
   return { actualMs };
 }
@@ -151,11 +152,11 @@ export async function runRamp(body: RampStep["ramp"], frame: Frame, context: Ste
   const to = numberOf(body.to, frame);
   const durationMs = numberOf(body.durationMs, frame);
   const integer = INTEGER_TYPES.has(context.catalog.get(body.tag).dataType);
-  const start = clock.now();
+  const start = monotonicNow(clock);
   for (let index = 0; index <= body.steps; index++) {
     if (index > 0) {
       const due = start + (durationMs * index) / body.steps;
-      await clock.sleep(Math.max(0, due - clock.now()), context.signal);
+      await clock.sleep(Math.max(0, due - monotonicNow(clock)), context.signal);
     }
     let value = index === body.steps ? to : from + ((to - from) * index) / body.steps;
     if (integer) value = Math.round(value);

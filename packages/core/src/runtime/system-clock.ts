@@ -23,6 +23,15 @@ export function sleepOn(
   });
 }
 
+/**
+ * Reads `clock`'s monotonic time ({@link Clock.monotonicNow}), or its wall time when it has none.
+ * Every elapsed-time measurement in Kiln goes through here, so a wall-clock step never moves a
+ * schedule, a staleness window or a timeout.
+ */
+export function monotonicNow(clock: Pick<Clock, "now" | "monotonicNow">): number {
+  return clock.monotonicNow === undefined ? clock.now() : clock.monotonicNow();
+}
+
 /** The longest delay Node's `setTimeout` honours (2^31 − 1 ms, about 24.8 days); longer ones fire after 1 ms. */
 export const MAX_TIMER_DELAY_MS = 2 ** 31 - 1;
 
@@ -39,13 +48,20 @@ interface ChainedTimer {
 }
 
 /**
- * The real clock: wall time and Node's timers. Delays of any length are honoured: one longer
- * than `MAX_TIMER_DELAY_MS` (2^31 − 1 ms) is waited out as a chain of shorter timers, measured against
- * wall time, instead of firing after 1 ms as a bare `setTimeout` would.
+ * The real clock: wall time (`Date.now()`), monotonic time (`performance.now()`) and Node's
+ * timers. Delays of any length are honoured: one longer than `MAX_TIMER_DELAY_MS` (2^31 − 1 ms)
+ * is waited out as a chain of shorter timers, measured on monotonic time, instead of firing after
+ * 1 ms as a bare `setTimeout` would.
  */
 export class SystemClock implements Clock {
+  /** `Date.now()`: wall time, ms since the Unix epoch. */
   now(): number {
     return Date.now();
+  }
+
+  /** `performance.now()`: ms since the process started, never stepped by a wall-clock change. */
+  monotonicNow(): number {
+    return performance.now();
   }
 
   setTimeout(callback: () => void, delayMs: number): TimerHandle {
@@ -55,9 +71,9 @@ export class SystemClock implements Clock {
       timer.current = setTimeout(callback, delay);
       return { __timer: timer };
     }
-    const due = Date.now() + delay;
+    const due = performance.now() + delay;
     const wait = (): void => {
-      const remaining = due - Date.now();
+      const remaining = due - performance.now();
       if (remaining <= 0) {
         timer.current = undefined;
         callback();

@@ -712,6 +712,26 @@ export function edgeValueConformance(options: StoreGroupConformanceOptions): voi
     );
 
     test(
+      "tags whose unit and description hold NUL, U+0010 and lone surrogates open, and their samples are stored",
+      withStore(factory, async (store) => {
+        const hostile = defineTags({
+          "conformance.hostile": {
+            dataType: "float64",
+            unit: "m\0bar\uD800",
+            description: HOSTILE_TEXTS.join("|"),
+          },
+        });
+        await store.open([...TAGS.list(), ...hostile.list()]);
+        const written = [sampleAt("conformance.hostile", 0, 1.5)];
+        await store.samples.writeBatch(written);
+        expect(await store.samples.readSamples({ tag: "conformance.hostile", from: T0, to: T0 + 1 })).toEqual(written);
+        // Opening again registers the same catalog again (an update of the same text).
+        await store.close();
+        await store.open([...TAGS.list(), ...hostile.list()]);
+      }),
+    );
+
+    test(
       "a quality reason with NUL and lone surrogates reads back exactly",
       open(async (store) => {
         const reasons = HOSTILE_TEXTS.filter((text) => text !== "");
