@@ -30,6 +30,22 @@ async function rejection(promise: Promise<unknown>): Promise<unknown> {
 }
 
 describe("ModbusRequestQueue", () => {
+  it("sends a background request (a probe) only after every other request queued, even those queued later", async () => {
+    const clock = new SimulatedClock();
+    const queue = new ModbusRequestQueue({ clock, timeoutMs: 1000 });
+    const started: string[] = [];
+    const first = deferred<string>();
+    const runs = [
+      queue.run(() => (started.push("live 1"), first.promise), "live 1"),
+      queue.run(() => (started.push("probe"), Promise.resolve("p")), "probe", undefined, true),
+      queue.run(() => (started.push("live 2"), Promise.resolve("2")), "live 2"),
+    ];
+    await clock.advance(0);
+    first.resolve("1");
+    await Promise.all(runs);
+    expect(started).toEqual(["live 1", "live 2", "probe"]);
+  });
+
   it("keeps up to maxInFlight requests on the wire, each with its own timeout, and fails them all at once", async () => {
     const clock = new SimulatedClock();
     const queue = new ModbusRequestQueue({ clock, timeoutMs: 1000, maxInFlight: 2 });

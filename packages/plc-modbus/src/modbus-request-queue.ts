@@ -24,6 +24,8 @@ interface Entry {
   readonly operation: () => Promise<unknown>;
   readonly what: string;
   readonly signal: AbortSignal | undefined;
+  /** Goes out only when no other request waits (a probe), so it never delays one that does. */
+  readonly background: boolean;
   resolve(value: unknown): void;
   reject(error: unknown): void;
   settled: boolean;
@@ -63,12 +65,6 @@ export class ModbusRequestQueue {
     this.#guardMs = options.lateAnswerGuardMs ?? 0;
   }
 
-  /**
-   * After a request times out, the line stays quiet this long (ms) before the next request goes out, so a
-   * late answer arrives while nothing else is asked (Modbus RTU has no transaction id to tell it apart).
-   * @default 0
-   */
-  readonly lateAnswerGuardMs?: number;
   /** Requests on the wire at once; lowering it lets those in flight finish. */
   get maxInFlight(): number {
     return this.#maxInFlight;
@@ -76,6 +72,11 @@ export class ModbusRequestQueue {
 
   set maxInFlight(value: number) {
     this.#maxInFlight = value;
+  }
+
+  /** Requests on the wire now. */
+  get inFlight(): number {
+    return this.#inFlight.size;
   }
 
   /** Requests waiting, including those in flight. */
@@ -86,15 +87,17 @@ export class ModbusRequestQueue {
   /**
    * Queues `operation` and resolves with its result once it has run. Rejects with `KILN_TIMEOUT` when it
    * takes longer than the timeout, `KILN_ABORTED` when `signal` aborts first, or the error given to
-   * {@link ModbusRequestQueue.fail}.
+   * {@link ModbusRequestQueue.fail}. A `background` request (a probe) waits behind every other request,
+   * including those queued after it.
    */
-  run<T>(operation: () => Promise<T>, what: string, signal?: AbortSignal): Promise<T> {
+  run<T>(operation: () => Promise<T>, what: string, signal?: AbortSignal, background = false): Promise<T> {
     if (signal?.aborted) return Promise.reject(abortError(what, signal));
     return new Promise<T>((resolve, reject) => {
       const entry: Entry = {
         operation,
         what,
         signal,
+        background,
         resolve: resolve as (value: unknown) => void,
         reject,
         settled: false,
@@ -108,7 +111,9 @@ export class ModbusRequestQueue {
         };
         signal.addEventListener("abort", entry.onAbort, { once: true });
       }
-      this.#queue.push(entry);
+      const firstBackground = background ? -1 : this.#queue.findIndex((queued) => queued.background);
+      if (firstBackground >= 0) this.#queue.splice(firstBackground, 0, entry);
+      else this.#queue.push(entry);
       void this.#pump();
     });
   }

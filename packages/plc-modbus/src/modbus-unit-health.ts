@@ -88,6 +88,11 @@ export class ModbusUnitHealthMap {
     return (this.#entry(unitId)?.consecutiveFailures ?? 0) > 0;
   }
 
+  /** Whether `unitId` has answered or failed before (a unit never asked is unknown). */
+  known(unitId: number): boolean {
+    return this.#entry(unitId) !== undefined;
+  }
+
   /** Whether some unit has answered since its last failure (so the link to the device works). */
   anyAnswering(): boolean {
     return this.#health.snapshot().some((entry) => entry.consecutiveFailures === 0);
