@@ -1,6 +1,14 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { KilnValidationError, SystemClock, defineTags, type Clock, type TagDefinitionInput } from "@kiln/core";
+import {
+  KilnValidationError,
+  SystemClock,
+  defineTags,
+  type Clock,
+  type Logger,
+  type TagDefinitionInput,
+} from "@kiln/core";
 import { ModbusDriver, ModbusSimulator } from "../src/index";
+import { rawRegister, startRawTcpDevice } from "./raw-tcp-device";
 
 // Pipelining on Modbus TCP: several requests on the wire at once, answers matched by transaction id.
 const cleanups: (() => Promise<void>)[] = [];
@@ -92,6 +100,74 @@ describe("a device that drops pipelined requests", () => {
     expect(statuses).toEqual(["connecting", "connected"]);
   });
 
+  it("is detected when the device answers only the earliest of the requests in flight", async () => {
+    // A common kind: busy with the first request, it drops whatever arrives meanwhile, so no request sent
+    // after a dropped one is ever answered (the 'later request answered' sign never shows).
+    let busyUntil = 0;
+    const device = await startRawTcpDevice(() => {
+      const now = Date.now();
+      if (now < busyUntil) return { kind: "silent" };
+      busyUntil = now + 20;
+      return { kind: "normal", delayMs: 20 };
+    });
+    cleanups.push(() => device.stop());
+    // Requests of 1, 2 and 3 registers, so their answers cannot be mistaken for each other.
+    const shaped = defineTags({
+      a: { dataType: "uint16", address: "HR0" },
+      b: { dataType: "uint16", address: "HR200" },
+      c: { dataType: "uint16", address: "HR201" },
+      d: { dataType: "uint16", address: "HR400" },
+      e: { dataType: "uint16", address: "HR402" },
+    }).list();
+    const warnings: string[] = [];
+    const driver = new ModbusDriver({
+      transport: { kind: "tcp", host: device.host, port: device.port },
+      maxInFlight: 8,
+      requestTimeoutMs: 200,
+      logger: capture(warnings),
+    });
+    cleanups.push(() => driver.close());
+    const unitChanges: string[] = [];
+    driver.onUnitStatusChange((change) => unitChanges.push(change.to));
+    await driver.connect();
+    expect(driver.readPlan(shaped).requests.length).toBe(3);
+    await driver.read(shaped);
+    expect(driver.maxInFlight).toBe(1);
+    expect(warnings.join("\n")).toMatch(/answered some requests in flight but not others/);
+    // The dropped requests did not count against the unit.
+    expect(driver.units()).toMatchObject([{ unitId: 1, state: "online", consecutiveFailures: 0 }]);
+    for (let scan = 0; scan < 3; scan++) {
+      await new Promise((resolve) => setTimeout(resolve, 30));
+      const samples = await driver.read(shaped);
+      expect(samples.map((sample) => sample.quality.severity)).toEqual(Array(5).fill("good"));
+      expect(samples.map((sample) => sample.value)).toEqual([0, 200, 201, 400, 402].map((at) => rawRegister(1, at)));
+    }
+    expect(unitChanges).toEqual([]);
+  });
+
+  it("is not suspected when a dead unit behind a gateway times out beside a live one", async () => {
+    const device = await startRawTcpDevice((request) =>
+      request.unitId === 2 ? { kind: "silent" } : { kind: "normal", delayMs: 5 },
+    );
+    cleanups.push(() => device.stop());
+    const gateway = defineTags({
+      a: { dataType: "uint16", address: "HR0@1" },
+      b: { dataType: "uint16", address: "HR0@2" },
+      c: { dataType: "uint16", address: "HR300@1" },
+    }).list();
+    const driver = new ModbusDriver({
+      transport: { kind: "tcp", host: device.host, port: device.port },
+      maxInFlight: 4,
+      requestTimeoutMs: 100,
+    });
+    cleanups.push(() => driver.close());
+    await driver.connect();
+    for (let scan = 0; scan < 4; scan++) await driver.read(gateway);
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    expect(driver.maxInFlight).toBe(4);
+    expect(driver.units().find((unit) => unit.unitId === 2)?.consecutiveFailures).toBeGreaterThanOrEqual(2);
+  });
+
   it("tries pipelining again 5 minutes later (one slow answer is not a device that drops frames)", async () => {
     const { simulator, host, port } = await start();
     simulator.injectDelay(5);
@@ -125,3 +201,16 @@ describe("a device that drops pipelined requests", () => {
     expect(after.every((sample) => sample.quality.severity === "good")).toBe(true);
   });
 });
+
+function capture(warnings: string[]): Logger {
+  const logger: Logger = {
+    debug: () => undefined,
+    info: () => undefined,
+    warn: (...args: unknown[]) => {
+      warnings.push(args.map((arg) => (typeof arg === "string" ? arg : JSON.stringify(arg))).join(" "));
+    },
+    error: () => undefined,
+    child: () => logger,
+  };
+  return logger;
+}
