@@ -50,7 +50,7 @@ import {
   type ModbusReadPlan,
   type ModbusReadRequest,
 } from "./modbus-read-planner";
-import { ModbusRequestQueue } from "./modbus-request-queue";
+import { ModbusRequestQueue, type ModbusRequestOptions } from "./modbus-request-queue";
 import { ModbusUnitHealthMap, type ModbusUnitHealth, type ModbusUnitStatusChange } from "./modbus-unit-health";
 import { ModbusWriter } from "./modbus-writer";
 
@@ -408,13 +408,10 @@ export class ModbusDriver implements PlcDriver {
     this.#probeCandidates.delete(unitId);
     this.#lastProbed = unitId;
     this.#probing = true;
-    this.#request(
-      unitId,
-      (client) => readArea(client, request),
-      `probe ${describeRead(request)}`,
-      undefined,
-      true,
-    ).then(
+    this.#request(unitId, (client) => readArea(client, request), `probe ${describeRead(request)}`, undefined, {
+      background: true,
+      shape: shapeOf(request),
+    }).then(
       () => {
         this.#probing = false;
         this.#nextProbe();
@@ -493,7 +490,7 @@ export class ModbusDriver implements PlcDriver {
     operation: (client: ModbusClient) => Promise<T>,
     what: string,
     signal?: AbortSignal,
-    background = false,
+    request: ModbusRequestOptions = {},
   ): Promise<T> {
     let client: ModbusClient | undefined;
     const sequence = ++this.#sequence;
@@ -518,7 +515,7 @@ export class ModbusDriver implements PlcDriver {
         },
         what,
         signal,
-        background,
+        request,
       );
       this.#consecutiveTimeouts = 0;
       this.#answered(unitId);
@@ -615,7 +612,10 @@ export class ModbusDriver implements PlcDriver {
     const split = this.#options.planner.splitOnExceptions;
     const outcomes = await readModbusRequest(
       request,
-      (part) => this.#request(part.unitId, (client) => readArea(client, part), describeRead(part), state.signal),
+      (part) =>
+        this.#request(part.unitId, (client) => readArea(client, part), describeRead(part), state.signal, {
+          shape: shapeOf(part),
+        }),
       {
         splitCode: (error) => {
           const failure = modbusFailureOf(error);
@@ -681,6 +681,7 @@ export class ModbusDriver implements PlcDriver {
     );
     this.#client = client;
     this.#consecutiveTimeouts = 0;
+    this.#queue.forgetIdProof();
     // What was learned may not hold for the device behind the new connection (replaced, reconfigured).
     this.#planner.forget();
   }
@@ -738,6 +739,12 @@ function holeQuality(hole: ModbusLearnedHole, address: ModbusAddress): Quality {
   const where = formatModbusAddress({ ...address, unitId: hole.unitId });
   const next = new Date(hole.nextProbeAt).toISOString();
   return quality("bad", `${refused.reason ?? "refused"} at ${where}; learned, next probe at ${next}`, refused.code);
+}
+
+/** The shape of a read's answer: unit, area and byte count (what tells two answers apart). */
+function shapeOf(request: ModbusReadRequest): string {
+  const bytes = isBitArea(request.area) ? Math.ceil(request.count / 8) : request.count * 2;
+  return `${request.unitId}/${request.area}/${bytes}`;
 }
 
 function describeRead(request: ModbusReadRequest): string {

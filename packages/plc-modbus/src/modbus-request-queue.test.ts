@@ -30,6 +30,40 @@ async function rejection(promise: Promise<unknown>): Promise<unknown> {
 }
 
 describe("ModbusRequestQueue", () => {
+  it("keeps two requests of one shape off the wire together until the device has proved its ids", async () => {
+    const clock = new SimulatedClock();
+    const queue = new ModbusRequestQueue({ clock, timeoutMs: 1000, maxInFlight: 4 });
+    const started: string[] = [];
+    const run = (name: string, shape: string, answer: Promise<string>) =>
+      queue.run(() => (started.push(name), answer), name, undefined, { shape });
+    const a = deferred<string>();
+    const first = [run("a", "1/hr/2", a.promise), run("b", "1/hr/2", Promise.resolve("b"))];
+    await clock.advance(0);
+    expect(started).toEqual(["a"]); // b looks like a: it waits
+    a.resolve("a");
+    await Promise.all(first);
+    expect(started).toEqual(["a", "b"]);
+    // Distinguishable requests go together; each answered while a later one of another shape is out proves ids.
+    for (let round = 0; round < 3; round++) {
+      const x = deferred<string>();
+      const y = deferred<string>();
+      const pair = [run("x", "1/hr/2", x.promise), run("y", "1/hr/4", y.promise)];
+      await clock.advance(0);
+      x.resolve("x");
+      await pair[0];
+      y.resolve("y");
+      await pair[1];
+    }
+    expect(queue.idsProven).toBe(true);
+    started.length = 0;
+    const c = deferred<string>();
+    const both = [run("c", "1/hr/2", c.promise), run("d", "1/hr/2", Promise.resolve("d"))];
+    await clock.advance(0);
+    expect(started).toEqual(["c", "d"]);
+    c.resolve("c");
+    await Promise.all(both);
+  });
+
   it("sends a background request (a probe) only after every other request queued, even those queued later", async () => {
     const clock = new SimulatedClock();
     const queue = new ModbusRequestQueue({ clock, timeoutMs: 1000 });
@@ -37,7 +71,7 @@ describe("ModbusRequestQueue", () => {
     const first = deferred<string>();
     const runs = [
       queue.run(() => (started.push("live 1"), first.promise), "live 1"),
-      queue.run(() => (started.push("probe"), Promise.resolve("p")), "probe", undefined, true),
+      queue.run(() => (started.push("probe"), Promise.resolve("p")), "probe", undefined, { background: true }),
       queue.run(() => (started.push("live 2"), Promise.resolve("2")), "live 2"),
     ];
     await clock.advance(0);

@@ -26,6 +26,10 @@ interface Entry {
   readonly signal: AbortSignal | undefined;
   /** Goes out only when no other request waits (a probe), so it never delays one that does. */
   readonly background: boolean;
+  /** The shape of its answer (unit, function, size); see {@link ModbusRequestOptions.shape}. */
+  readonly shape: string | undefined;
+  /** Order in which it went on the wire (set by #execute). */
+  sent?: number;
   resolve(value: unknown): void;
   reject(error: unknown): void;
   settled: boolean;
@@ -33,6 +37,25 @@ interface Entry {
   /** Frees the line while the request is in flight (set by #execute). */
   release?: () => void;
 }
+
+/** How {@link ModbusRequestQueue.run} treats one request. */
+export interface ModbusRequestOptions {
+  /** Send it only when no other request waits (a probe), so it never delays one that does. @default false */
+  readonly background?: boolean;
+  /**
+   * What its answer looks like (e.g. `"1/3/250"`: unit, function code, byte count). While the device has
+   * not proved that it stamps answers with the right transaction id, two requests of the same shape are
+   * never on the wire together: an answer given the other one's id would fit it and be taken as its
+   * value. Requests without a shape are treated as distinguishable from every other.
+   */
+  readonly shape?: string;
+}
+
+/**
+ * Answers to requests of different shapes that came back with their own transaction id while a request
+ * sent later was in flight, after which requests of the same shape may be pipelined too.
+ */
+export const TRANSACTION_ID_PROOFS = 3;
 
 function abortError(what: string, signal: AbortSignal): KilnError {
   return new KilnError("KILN_ABORTED", `${what} was aborted.`, { cause: signal.reason });
@@ -56,6 +79,8 @@ export class ModbusRequestQueue {
   #lastEnd = Number.NEGATIVE_INFINITY;
   readonly #guardMs: number;
   #quietUntil = Number.NEGATIVE_INFINITY;
+  #sent = 0;
+  #proofs = 0;
 
   constructor(options: ModbusRequestQueueOptions) {
     this.#clock = options.clock;
@@ -74,6 +99,20 @@ export class ModbusRequestQueue {
     this.#maxInFlight = value;
   }
 
+  /**
+   * Whether the device has proved that it stamps answers with their request's transaction id
+   * ({@link TRANSACTION_ID_PROOFS} answers to distinguishable requests in flight together), so requests
+   * of the same shape may be pipelined.
+   */
+  get idsProven(): boolean {
+    return this.#proofs >= TRANSACTION_ID_PROOFS;
+  }
+
+  /** Forgets that proof (a new connection may reach another device). */
+  forgetIdProof(): void {
+    this.#proofs = 0;
+  }
+
   /** Requests on the wire now. */
   get inFlight(): number {
     return this.#inFlight.size;
@@ -90,7 +129,13 @@ export class ModbusRequestQueue {
    * {@link ModbusRequestQueue.fail}. A `background` request (a probe) waits behind every other request,
    * including those queued after it.
    */
-  run<T>(operation: () => Promise<T>, what: string, signal?: AbortSignal, background = false): Promise<T> {
+  run<T>(
+    operation: () => Promise<T>,
+    what: string,
+    signal?: AbortSignal,
+    options: ModbusRequestOptions = {},
+  ): Promise<T> {
+    const background = options.background ?? false;
     if (signal?.aborted) return Promise.reject(abortError(what, signal));
     return new Promise<T>((resolve, reject) => {
       const entry: Entry = {
@@ -98,6 +143,7 @@ export class ModbusRequestQueue {
         what,
         signal,
         background,
+        shape: options.shape,
         resolve: resolve as (value: unknown) => void,
         reject,
         settled: false,
@@ -146,8 +192,11 @@ export class ModbusRequestQueue {
           const wait = Math.max(this.#lastEnd + this.#delayMs, this.#quietUntil) - this.#clock.now();
           if (wait > 0) await this.#clock.sleep(wait);
         }
-        const entry = this.#queue.shift();
-        if (!entry) break;
+        const next = this.#queue[0];
+        if (!next) break;
+        // Until the device proved its transaction ids, an answer must fit only one request in flight.
+        if (this.#sameShapeInFlight(next)) break;
+        const entry = this.#queue.shift()!;
         void this.#execute(entry).then(() => {
           this.#lastEnd = this.#clock.now();
           void this.#pump();
@@ -158,7 +207,29 @@ export class ModbusRequestQueue {
     }
   }
 
+  #sameShapeInFlight(entry: Entry): boolean {
+    if (entry.shape === undefined || this.idsProven) return false;
+    for (const other of this.#inFlight) if (other.shape === entry.shape) return true;
+    return false;
+  }
+
+  /**
+   * Counts a proof of right transaction ids: `entry` was answered with its own id while a request of another
+   * shape, sent after it, was in flight (a device stamping the newest id would have given it that one's id,
+   * which the answer would not fit).
+   */
+  #proveIds(entry: Entry): void {
+    if (entry.shape === undefined || this.idsProven) return;
+    for (const other of this.#inFlight) {
+      if (other !== entry && (other.sent ?? 0) > (entry.sent ?? 0) && other.shape !== entry.shape) {
+        this.#proofs++;
+        return;
+      }
+    }
+  }
+
   #execute(entry: Entry): Promise<void> {
+    entry.sent = ++this.#sent;
     this.#inFlight.add(entry);
     return new Promise<void>((done) => {
       let timer: TimerHandle | undefined;
@@ -185,6 +256,7 @@ export class ModbusRequestQueue {
       }
       promise.then(
         (value) => {
+          if (this.#inFlight.size > 1) this.#proveIds(entry);
           this.#settle(entry, true, value);
           finish();
         },

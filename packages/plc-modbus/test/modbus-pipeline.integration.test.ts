@@ -32,6 +32,21 @@ async function start(): Promise<{ simulator: ModbusSimulator; host: string; port
   return { simulator, host, port };
 }
 
+// Requests of 1, 2 and 3 registers: answers that cannot be taken for each other, so the driver may pipeline
+// them before the device has proved that it stamps answers with the right transaction id.
+const proofTags = defineTags({
+  p0: { dataType: "uint16", address: "HR0" },
+  p1: { dataType: "uint16", address: "HR800" },
+  p2: { dataType: "uint16", address: "HR801" },
+  p3: { dataType: "uint16", address: "HR1600" },
+  p4: { dataType: "uint16", address: "HR1602" },
+}).list();
+
+/** Reads distinguishable requests until the device has proved its transaction ids (same-shape pipelining). */
+async function proveIds(driver: ModbusDriver): Promise<void> {
+  for (let read = 0; read < 3; read++) await driver.read(proofTags);
+}
+
 function driverFor(host: string, port: number, maxInFlight: number, requestTimeoutMs = 1000): ModbusDriver {
   const driver = new ModbusDriver({ transport: { kind: "tcp", host, port }, maxInFlight, requestTimeoutMs });
   cleanups.push(() => driver.close());
@@ -45,6 +60,7 @@ describe("maxInFlight (pipelining)", () => {
     const sequential = driverFor(host, port, 1);
     await pipelined.connect();
     await sequential.connect();
+    await proveIds(pipelined);
     expect(pipelined.readPlan(tags).requests.length).toBe(25);
     // The first block's answer comes last: the others overtake it on the wire.
     simulator.injectDelay(30, { area: "holding-register", address: 0, length: 125 });
@@ -59,6 +75,7 @@ describe("maxInFlight (pipelining)", () => {
     const { simulator, host, port } = await start();
     const driver = driverFor(host, port, 8, 60_000);
     await driver.connect();
+    await proveIds(driver);
     simulator.injectTimeout({ area: "holding-register", address: 0, length: 1 });
     let seen = 0;
     const eight = new Promise<void>((resolve) =>
@@ -84,12 +101,13 @@ describe("maxInFlight (pipelining)", () => {
 describe("a device that drops pipelined requests", () => {
   it("is detected: the driver falls back to one request at a time, and the unit and link stay healthy", async () => {
     const { simulator, host, port } = await start();
-    simulator.injectDelay(5);
-    simulator.injectBusyDrop();
     const driver = driverFor(host, port, 8, 300);
     const statuses: string[] = [];
     driver.onStatusChange((change) => statuses.push(change.to));
     await driver.connect();
+    await proveIds(driver);
+    simulator.injectDelay(5);
+    simulator.injectBusyDrop();
     const first = await driver.read(tags);
     expect(first.some((sample) => sample.quality.severity === "bad")).toBe(true);
     expect(driver.maxInFlight).toBe(1);
@@ -170,8 +188,6 @@ describe("a device that drops pipelined requests", () => {
 
   it("tries pipelining again 5 minutes later (one slow answer is not a device that drops frames)", async () => {
     const { simulator, host, port } = await start();
-    simulator.injectDelay(5);
-    const busyDrop = simulator.injectBusyDrop();
     // Real time, plus whatever the test skips ahead.
     let skipped = 0;
     const real = new SystemClock();
@@ -189,6 +205,9 @@ describe("a device that drops pipelined requests", () => {
     });
     cleanups.push(() => driver.close());
     await driver.connect();
+    await proveIds(driver);
+    simulator.injectDelay(5);
+    const busyDrop = simulator.injectBusyDrop();
     await driver.read(tags);
     expect(driver.maxInFlight).toBe(1);
     skipped = 4 * 60_000;
