@@ -15,6 +15,7 @@ import {
   type Disposer,
   type DriverStatus,
   type DriverStatusChange,
+  type EndpointHealthSnapshot,
   type Logger,
   type PlcDriver,
   type PlcDriverCapabilities,
@@ -200,6 +201,15 @@ export class ModbusDriver implements PlcDriver {
    */
   units(): ModbusUnitHealth[] {
     return this.#units.list();
+  }
+
+  /**
+   * The driver port's endpoint health: each unit seen as `unit <id>` (state, failures in a row, last
+   * error, next probe). The core shows it in `system.health().acquisition.endpoints` and reports the
+   * system `degraded`, naming the unit, while one is offline.
+   */
+  endpoints(): EndpointHealthSnapshot[] {
+    return this.#units.snapshot();
   }
 
   /**

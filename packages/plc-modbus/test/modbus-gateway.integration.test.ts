@@ -71,6 +71,19 @@ describe("a gateway with a dead unit", () => {
     const level = system.read("unit2.level");
     expect(level?.quality.severity).toBe("bad");
     expect(level?.quality.reason).toMatch(/unit 2 (offline, next probe at \d{4}-\d\d-\d\dT|did not answer)/);
+
+    // system.health() names the offline unit and its next probe, and says degraded.
+    const health = system.health();
+    expect(health.status).toBe("degraded");
+    expect(health.acquisition.endpoints).toContainEqual(
+      expect.objectContaining({ endpoint: "unit 2", state: "offline", nextProbeAt: expect.any(Number) }),
+    );
+    expect(health.acquisition.endpoints).toContainEqual(
+      expect.objectContaining({ endpoint: "unit 1", state: "online" }),
+    );
+    expect(health.problems).toEqual([
+      expect.stringMatching(/^PLC modbus:127\.0\.0\.1:\d+ unit 2 offline: .*, next probe at \d{4}-\d\d-\d\dT/),
+    ]);
   }, 20_000);
 
   it("answers an offline unit's tags without traffic until its probe is due, and brings it back online", async () => {

@@ -10,6 +10,7 @@ import type { Logger } from "../ports/logger";
 import { silentLogger } from "../runtime/silent-logger";
 import type { Counter, Histogram, Metrics } from "../ports/metrics";
 import type { PlcDriver } from "../ports/plc-driver";
+import type { EndpointHealthSnapshot } from "../driver-kit/endpoint-health";
 import type { CircuitBreaker, CircuitBreakerSnapshot } from "../resilience/circuit-breaker";
 import type { GuardedDriver } from "../resilience/guarded-ports";
 import { backoffDelay, createRetryPolicy, type RetryPolicy } from "../resilience/retry";
@@ -116,6 +117,11 @@ export interface AcquisitionHealth {
   readonly lastError?: string;
   /** Health of each scan group that has tags. */
   readonly groups: readonly ScanGroupHealth[];
+  /**
+   * Health of each endpoint behind the driver's connection (a Modbus unit: `"unit 2"`), when the
+   * driver reports them (`PlcDriver.endpoints`); absent otherwise.
+   */
+  readonly endpoints?: readonly EndpointHealthSnapshot[];
 }
 
 interface Group {
@@ -337,6 +343,7 @@ export class Acquisition {
       reconnectAttempts: this.#reconnectAttempts,
       unrequestedSamples: this.#unrequested,
       ...(this.#lastError === undefined ? {} : { lastError: this.#lastError }),
+      ...(this.#options.driver.endpoints ? { endpoints: this.#options.driver.endpoints() } : {}),
       groups: this.#groups.map((group) => ({
         name: group.name,
         mode: group.mode,

@@ -98,6 +98,7 @@ export function guardDriver(driver: PlcDriver, policy: PortPolicy, context: Port
     withTimeout(operation, { clock, timeoutMs, name: `${driver.name}.${what}`, ...(signal ? { signal } : {}) });
   const subscribe = driver.subscribe?.bind(driver);
   const browse = driver.browse?.bind(driver);
+  const endpoints = driver.endpoints?.bind(driver);
   return {
     driverApiVersion: driver.driverApiVersion,
     name: driver.name,
@@ -116,6 +117,7 @@ export function guardDriver(driver: PlcDriver, policy: PortPolicy, context: Port
       ? { subscribe: (tags, options, onSamples) => timed(() => subscribe(tags, options, onSamples), "subscribe") }
       : {}),
     ...(browse ? { browse } : {}),
+    ...(endpoints ? { endpoints } : {}),
   };
 }
 
