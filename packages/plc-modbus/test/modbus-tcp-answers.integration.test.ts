@@ -165,6 +165,39 @@ describe("pipelining with a device that numbers its answers wrongly", () => {
   });
 });
 
+describe("stale answers with one request in flight", () => {
+  const tagsAt = (addresses: number[]) =>
+    addresses.map((address) =>
+      defineTags({ [`t${address}`]: { dataType: "uint16", address: `HR${address}` } }).get(`t${address}`),
+    );
+
+  it("a repeated answer to an earlier request is dropped; the request in flight gets its own", async () => {
+    // Each answer is sent twice, the copy 30 ms later, while the next request waits for its own answer (60 ms).
+    const { driver } = await connect(
+      (request) => ({ kind: "normal", delayMs: request.index === 0 ? 0 : 60, duplicateAfterMs: 30 }),
+      { planner: { maxGap: 0 } },
+    );
+    const samples = await driver.read(tagsAt([0, 20, 40]));
+    expect(samples.map((sample) => sample.quality.severity)).toEqual(["good", "good", "good"]);
+    expect(samples.map((sample) => sample.value)).toEqual([0, 20, 40].map((at) => rawRegister(1, at)));
+    expect(driver.units()).toMatchObject([{ unitId: 1, state: "online", consecutiveFailures: 0 }]);
+  });
+
+  it("an answer with an id never used is dropped too, not taken as a desync", async () => {
+    const { driver } = await connect(
+      (request) =>
+        request.index === 0 ? { kind: "normal", transactionId: 4000, duplicateAfterMs: 0 } : { kind: "normal" },
+      { planner: { maxGap: 0 }, requestTimeoutMs: 100 },
+    );
+    // The first request's only answers carry id 4000: it times out, and the connection still serves the next.
+    const [first] = await driver.read(tagsAt([0]));
+    expect(first!.quality.severity).toBe("bad");
+    expect(first!.quality.reason).toMatch(/timed out/);
+    const samples = [first, ...(await driver.read(tagsAt([20])))];
+    expect(samples[1]).toMatchObject({ value: rawRegister(1, 20), quality: { severity: "good" } });
+  });
+});
+
 describe("dead units behind a gateway never take the link down", () => {
   const gatewayTags = defineTags({
     "u1.a": { dataType: "uint16", address: "HR0@1" },

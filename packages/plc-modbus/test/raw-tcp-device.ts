@@ -30,6 +30,8 @@ export type RawAnswer =
       /** Replaces the echoed value or quantity (writes). */
       readonly echoValue?: number;
       readonly delayMs?: number;
+      /** Sends the same answer again this long (ms) after the first (a stale duplicate). */
+      readonly duplicateAfterMs?: number;
     }
   | { readonly kind: "exception"; readonly code: number }
   | { readonly kind: "silent" };
@@ -70,6 +72,9 @@ export async function startRawTcpDevice(
         const reply = answer(request);
         if (reply.kind === "silent") continue;
         const delay = reply.kind === "normal" ? (reply.delayMs ?? 0) : 0;
+        const duplicate = reply.kind === "normal" ? reply.duplicateAfterMs : undefined;
+        if (duplicate !== undefined)
+          setTimeout(() => socket.destroyed || socket.write(build(request, reply)), duplicate);
         if (delay > 0) setTimeout(() => socket.destroyed || socket.write(build(request, reply)), delay);
         else socket.write(build(request, reply));
       }
