@@ -169,8 +169,8 @@ export class ModbusDriver implements PlcDriver {
       timeoutMs: this.#options.requestTimeoutMs,
       interRequestDelayMs: this.#options.interRequestDelayMs,
       maxInFlight: this.#options.maxInFlight,
-      // RTU answers carry no transaction id: after a timeout the line stays quiet for another request
-      // timeout, so a late answer lands while nothing else is asked and is never taken for the next one.
+      // RTU answers carry no transaction id: after a timeout the line stays quiet for another request timeout
+      // before a request of the same shape, so a late answer is never taken for that one's answer.
       lateAnswerGuardMs: transport.kind === "rtu" ? this.#options.requestTimeoutMs : 0,
     });
   }

@@ -30,6 +30,34 @@ async function rejection(promise: Promise<unknown>): Promise<unknown> {
 }
 
 describe("ModbusRequestQueue", () => {
+  it("after a timeout keeps the line quiet only for requests the late answer could pass for", async () => {
+    const clock = new SimulatedClock();
+    const queue = new ModbusRequestQueue({ clock, timeoutMs: 100, lateAnswerGuardMs: 100 });
+    const started: [string, number][] = [];
+    const run = (name: string, shape: string | undefined) =>
+      queue.run(
+        () => (started.push([name, clock.now()]), Promise.resolve(name)),
+        name,
+        undefined,
+        shape === undefined ? {} : { shape },
+      );
+    const silent = queue.run(() => new Promise<string>(() => undefined), "probe", undefined, { shape: "3/hr/2" });
+    const other = run("unit 1", "1/hr/2");
+    const same = run("unit 3 again", "3/hr/2");
+    const unshaped = run("a write", undefined);
+    const start = clock.now();
+    await clock.advance(100);
+    await silent.catch(() => undefined);
+    await other;
+    expect(started).toEqual([["unit 1", start + 100]]); // another shape: at once
+    await clock.advance(100);
+    await Promise.all([same, unshaped]);
+    expect(started.slice(1)).toEqual([
+      ["unit 3 again", start + 200],
+      ["a write", start + 200],
+    ]);
+  });
+
   it("keeps two requests of one shape off the wire together until the device has proved its ids", async () => {
     const clock = new SimulatedClock();
     const queue = new ModbusRequestQueue({ clock, timeoutMs: 1000, maxInFlight: 4 });

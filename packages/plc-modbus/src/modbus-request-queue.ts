@@ -11,8 +11,10 @@ export interface ModbusRequestQueueOptions {
   /** Quiet time between the end of one request and the start of the next. @default 0 */
   readonly interRequestDelayMs?: number;
   /**
-   * After a request times out, the line stays quiet this long (ms) before the next request goes out, so a
-   * late answer arrives while nothing else is asked (Modbus RTU has no transaction id to tell it apart).
+   * After a request times out, the line stays quiet this long (ms) before the next request of the same
+   * shape (or without one) goes out, so a late answer arrives while nothing is asked that it would fit
+   * (Modbus RTU has no transaction id to tell it apart). A request of another shape (another unit, function
+   * or size) goes at once: a late answer cannot pass as its answer, it is refused as a mismatch.
    * @default 0
    */
   readonly lateAnswerGuardMs?: number;
@@ -79,6 +81,8 @@ export class ModbusRequestQueue {
   #lastEnd = Number.NEGATIVE_INFINITY;
   readonly #guardMs: number;
   #quietUntil = Number.NEGATIVE_INFINITY;
+  /** The shape of the request whose timeout started the quiet time. */
+  #quietShape: string | undefined;
   #sent = 0;
   #proofs = 0;
 
@@ -189,8 +193,16 @@ export class ModbusRequestQueue {
     try {
       while (this.#queue.length > 0 && this.#inFlight.size < this.#maxInFlight) {
         if (this.#delayMs > 0 || this.#guardMs > 0) {
-          const wait = Math.max(this.#lastEnd + this.#delayMs, this.#quietUntil) - this.#clock.now();
-          if (wait > 0) await this.#clock.sleep(wait);
+          const head = this.#queue[0]!;
+          const quiet =
+            head.shape === undefined || this.#quietShape === undefined || head.shape === this.#quietShape
+              ? this.#quietUntil
+              : Number.NEGATIVE_INFINITY;
+          const wait = Math.max(this.#lastEnd + this.#delayMs, quiet) - this.#clock.now();
+          if (wait > 0) {
+            await this.#clock.sleep(wait);
+            continue; // the head may have changed meanwhile (a live request goes before a probe)
+          }
         }
         const next = this.#queue[0];
         if (!next) break;
@@ -244,7 +256,10 @@ export class ModbusRequestQueue {
       entry.release = finish;
       timer = this.#clock.setTimeout(() => {
         timer = undefined;
-        if (this.#guardMs > 0) this.#quietUntil = this.#clock.now() + this.#guardMs;
+        if (this.#guardMs > 0) {
+          this.#quietUntil = this.#clock.now() + this.#guardMs;
+          this.#quietShape = entry.shape;
+        }
         this.#settle(entry, false, modbusTimeoutError(this.#timeoutMs, entry.what));
         finish();
       }, this.#timeoutMs);
