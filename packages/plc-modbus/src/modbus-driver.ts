@@ -103,7 +103,7 @@ export class ModbusDriver implements PlcDriver {
   #sequence = 0;
   /** Answers (data or exception) each unit has given on this driver, to tell a dropped pipelined request. */
   readonly #answers = new Map<number, number>();
-  /** Units the last read deferred, each with a request to probe it; one probe is on the wire at a time. */
+  /** Units reads deferred, each with a request to probe it (only unknown or suspect ones are); one probe at a time. */
   #probeCandidates = new Map<number, ModbusReadRequest>();
   #probing = false;
   #lastProbed = -1;
@@ -401,7 +401,8 @@ export class ModbusDriver implements PlcDriver {
    * unit holds the line at most one request timeout per read.
    */
   #scheduleProbes(deferred: ReadonlyMap<number, ModbusReadRequest>): void {
-    this.#probeCandidates = new Map(deferred);
+    // Merged, not replaced: reads of several scan groups each defer their own units.
+    for (const [unitId, request] of deferred) this.#probeCandidates.set(unitId, request);
     this.#nextProbe();
   }
 
