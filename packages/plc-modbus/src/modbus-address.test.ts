@@ -54,10 +54,23 @@ describe("parseModbusAddress: compact string form", () => {
     ["HR10:string", "string"],
     ["HR10:float32", "string"],
     ["HR10:string:200", "string"],
+    ["HR1\n", "int16"],
+    [" HR1", "int16"],
+    ["HR1\u0000", "int16"],
   ] as const)("rejects %s for a %s tag, naming the address field", (text, dataType) => {
     const issues = issuesOf(() => parseModbusAddress(text, dataType, "tank.level.address"));
     expect(issues.length).toBeGreaterThan(0);
     for (const issue of issues) expect(issue.path).toBe("tank.level.address");
+  });
+});
+
+describe("parseModbusAddress: unit 0 (broadcast)", () => {
+  it.each<[string, string | Record<string, unknown>]>([
+    ["compact", "HR1@0"],
+    ["object", { area: "holding-register", address: 1, unitId: 0 }],
+  ])("is refused in the %s form: no device answers a read of unit 0", (_form, address) => {
+    const issues = issuesOf(() => parseModbusAddress(address as never, "int16", "tank.level.address"));
+    expect(issues.map((issue) => issue.message).join(" ")).toMatch(/unit 0 is the broadcast address/);
   });
 });
 

@@ -69,7 +69,12 @@ export const modbusAddressObjectSchema = z
       .refine((value) => value !== 0, { message: "scale must not be 0" })
       .optional(),
     offset: z.number().optional(),
-    unitId: z.number().int().min(0).max(255).optional(),
+    unitId: z
+      .number()
+      .int()
+      .min(1, "must be 1-255: unit 0 is the broadcast address, which no device answers")
+      .max(255)
+      .optional(),
     length: z.number().int().min(1).max(MODBUS_MAX_STRING_REGISTERS).optional(),
   })
   .strict();
@@ -89,10 +94,11 @@ type CompactResult = { readonly spec: Record<string, unknown> } | { readonly err
  * for example `HR100:float32:CDAB`, `IR7.12`, `C0`, `HR300:string:16`, `HR40:int64:DCBA@3`.
  */
 function parseCompact(text: string): CompactResult {
-  const match = COMPACT.exec(text.trim());
+  // No trimming: "HR1\n" or " HR1" is a typo (or a pasted control character), not an address.
+  const match = COMPACT.exec(text);
   if (!match) {
     return {
-      error: `"${text}" is not a Modbus address; expected e.g. "HR100", "HR100:float32:CDAB", "IR7.12", "C0", "DI3", "HR300:string:16@2"`,
+      error: `${JSON.stringify(text)} is not a Modbus address; expected e.g. "HR100", "HR100:float32:CDAB", "IR7.12", "C0", "DI3", "HR300:string:16@2"`,
     };
   }
   const [, areaCode, address, bit, segmentText, unitId] = match;

@@ -145,16 +145,21 @@ export interface ModbusDriverOptions {
 }
 
 const areaSchema = z.enum(MODBUS_AREAS);
+
+/** The longest timeout, delay or probe interval accepted (ms): 1 hour. Longer is a typo, not a setting. */
+const MAX_DURATION_MS = 3_600_000;
+
+const UNIT_0 = "must be 1-255: unit 0 is the broadcast address, which no device answers";
 /** Checks {@link ModbusDriverOptions} and applies the defaults. */
 export const modbusDriverOptionsSchema = z
-  .object({
+  .strictObject({
     transport: z.discriminatedUnion("kind", [
-      z.object({
+      z.strictObject({
         kind: z.literal("tcp"),
         host: z.string().min(1),
         port: z.number().int().min(1).max(65535).default(502),
       }),
-      z.object({
+      z.strictObject({
         kind: z.literal("rtu"),
         path: z.string().min(1),
         baudRate: z.number().int().positive().default(9600),
@@ -164,18 +169,22 @@ export const modbusDriverOptionsSchema = z
       }),
     ]),
     name: z.string().min(1).optional(),
-    unitId: z.number().int().min(0).max(255).default(1),
+    unitId: z.number().int().min(1, UNIT_0).max(255).default(1),
     byteOrder: z.enum(MODBUS_BYTE_ORDERS).default("ABCD"),
-    requestTimeoutMs: z.number().positive().default(1000),
-    connectTimeoutMs: z.number().positive().default(5000),
-    interRequestDelayMs: z.number().nonnegative().default(0),
+    requestTimeoutMs: z.number().positive().max(MAX_DURATION_MS, "must be at most 3600000 (1 hour)").default(1000),
+    connectTimeoutMs: z.number().positive().max(MAX_DURATION_MS, "must be at most 3600000 (1 hour)").default(5000),
+    interRequestDelayMs: z.number().nonnegative().max(MAX_DURATION_MS, "must be at most 3600000 (1 hour)").default(0),
     maxInFlight: z.number().int().min(1).max(64).default(1),
     maxConsecutiveTimeouts: z.number().int().nonnegative().optional(),
     unitHealth: z
-      .object({
+      .strictObject({
         offlineAfter: z.number().int().min(1).default(3),
-        probeInitialDelayMs: z.number().positive().default(1_000),
-        probeMaxDelayMs: z.number().positive().default(60_000),
+        probeInitialDelayMs: z
+          .number()
+          .positive()
+          .max(MAX_DURATION_MS, "must be at most 3600000 (1 hour)")
+          .default(1_000),
+        probeMaxDelayMs: z.number().positive().max(MAX_DURATION_MS, "must be at most 3600000 (1 hour)").default(60_000),
       })
       .refine((value) => value.probeInitialDelayMs <= value.probeMaxDelayMs, {
         message: "probeInitialDelayMs must not exceed probeMaxDelayMs",
@@ -183,7 +192,7 @@ export const modbusDriverOptionsSchema = z
       })
       .default({ offlineAfter: 3, probeInitialDelayMs: 1_000, probeMaxDelayMs: 60_000 }),
     planner: z
-      .object({
+      .strictObject({
         maxRegistersPerRead: z.number().int().min(1).max(125).default(125),
         maxBitsPerRead: z.number().int().min(1).max(2000).default(2000),
         maxGap: z.number().int().nonnegative().default(8),
@@ -191,7 +200,7 @@ export const modbusDriverOptionsSchema = z
         forbidden: z
           .array(
             z
-              .object({
+              .strictObject({
                 area: areaSchema,
                 start: z.number().int().min(0).max(65535),
                 end: z.number().int().min(0).max(65535),
@@ -201,7 +210,7 @@ export const modbusDriverOptionsSchema = z
           )
           .default([]),
         splitOnExceptions: z.array(z.number().int().min(1).max(255)).default([2, 3]),
-        relearnAfterMs: z.number().positive().default(600_000),
+        relearnAfterMs: z.number().positive().max(MAX_DURATION_MS, "must be at most 3600000 (1 hour)").default(600_000),
         learnAfterRefusals: z.number().int().min(1).default(3),
       })
       .default({
@@ -215,7 +224,7 @@ export const modbusDriverOptionsSchema = z
         learnAfterRefusals: 3,
       }),
     write: z
-      .object({
+      .strictObject({
         maxRegistersPerWrite: z.number().int().min(1).max(123).default(123),
         maxCoilsPerWrite: z.number().int().min(1).max(1968).default(1968),
         singleWriteFunctions: z.boolean().default(true),
@@ -228,10 +237,10 @@ export const modbusDriverOptionsSchema = z
         bitWriteMode: "read-modify-write",
       }),
     reconnect: z
-      .object({
+      .strictObject({
         enabled: z.boolean().default(true),
-        initialDelayMs: z.number().nonnegative().default(250),
-        maxDelayMs: z.number().nonnegative().default(30_000),
+        initialDelayMs: z.number().nonnegative().max(MAX_DURATION_MS, "must be at most 3600000 (1 hour)").default(250),
+        maxDelayMs: z.number().nonnegative().max(MAX_DURATION_MS, "must be at most 3600000 (1 hour)").default(30_000),
         multiplier: z.number().min(1).default(2),
         jitter: z.number().min(0).max(1).default(0.2),
       })

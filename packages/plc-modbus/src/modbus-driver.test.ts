@@ -115,6 +115,23 @@ describe("ModbusDriver: lifecycle", () => {
     expect(KilnError.is(caught, "KILN_VALIDATION")).toBe(true);
     expect(JSON.stringify((caught as KilnError).details)).toContain("transport.port");
   });
+
+  it.each<[string, Record<string, unknown>, RegExp]>([
+    ["an unknown key (a typo)", { maxInflight: 4 }, /Unrecognized key: "maxInflight"/],
+    ["an unknown nested key", { unitHealth: { offlinAfter: 2 } }, /unitHealth: Unrecognized key: "offlinAfter"/],
+    ["a timeout over 1 hour", { requestTimeoutMs: 2 ** 40 }, /requestTimeoutMs: must be at most 3600000/],
+    ["a probe delay over 1 hour", { unitHealth: { probeMaxDelayMs: 7_200_000 } }, /probeMaxDelayMs: must be at most/],
+    ["unit 0 (broadcast)", { unitId: 0 }, /unitId: must be 1-255: unit 0 is the broadcast address/],
+  ])("refuses %s with KILN_VALIDATION naming it", (_case, extra, message) => {
+    let caught: unknown;
+    try {
+      new ModbusDriver({ transport: { kind: "tcp", host: "x" }, ...extra } as never);
+    } catch (error) {
+      caught = error;
+    }
+    expect(KilnError.is(caught, "KILN_VALIDATION")).toBe(true);
+    expect((caught as KilnError).message).toMatch(message);
+  });
 });
 
 describe("ModbusDriver: read", () => {

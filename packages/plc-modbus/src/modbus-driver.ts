@@ -9,11 +9,13 @@ import {
   checkTagValue,
   parseOrThrow,
   quality,
+  signalTimeLeft,
   silentLogger,
   type Clock,
   type Disposer,
   type DriverStatus,
   type DriverStatusChange,
+  type EndpointHealthSnapshot,
   type Logger,
   type PlcDriver,
   type PlcDriverCapabilities,
@@ -49,14 +51,15 @@ import {
   type ModbusReadPlan,
   type ModbusReadRequest,
 } from "./modbus-read-planner";
-import { ModbusRequestQueue } from "./modbus-request-queue";
+import { ModbusRequestQueue, type ModbusRequestOptions } from "./modbus-request-queue";
 import { ModbusUnitHealthMap, type ModbusUnitHealth, type ModbusUnitStatusChange } from "./modbus-unit-health";
 import { ModbusWriter } from "./modbus-writer";
 
 const CAPABILITIES: PlcDriverCapabilities = Object.freeze({ subscribe: false, browse: false });
 
 /**
- * A Kiln {@link PlcDriver} for Modbus TCP and RTU, built on modbus-serial.
+ * A Kiln {@link PlcDriver} for Modbus TCP and RTU, on its own TCP and RTU clients (every answer checked
+ * against its request).
  *
  * - Tags carry a Modbus address (`"HR100:float32:CDAB"` or `{ area, address, type, order, ... }`; see
  *   `parseModbusAddress`).
@@ -96,9 +99,14 @@ export class ModbusDriver implements PlcDriver {
   readonly #target: string;
   #client: ModbusClient | undefined;
   #consecutiveTimeouts = 0;
-  /** Requests numbered in the order they are queued (and sent), and the highest each unit answered. */
+  /** Requests numbered in the order they are queued (and sent). */
   #sequence = 0;
-  readonly #lastAnswered = new Map<number, number>();
+  /** Answers (data or exception) each unit has given on this driver, to tell a dropped pipelined request. */
+  readonly #answers = new Map<number, number>();
+  /** Units reads deferred, each with a request to probe it (only unknown or suspect ones are); one probe at a time. */
+  #probeCandidates = new Map<number, ModbusReadRequest>();
+  #probing = false;
+  #lastProbed = -1;
   /** When to try `maxInFlight` again after falling back to 1 (ms on the driver's clock). */
   #pipelineRetryAt = Number.POSITIVE_INFINITY;
   /** The newest request sent when a timeout last counted against the link. */
@@ -161,8 +169,8 @@ export class ModbusDriver implements PlcDriver {
       timeoutMs: this.#options.requestTimeoutMs,
       interRequestDelayMs: this.#options.interRequestDelayMs,
       maxInFlight: this.#options.maxInFlight,
-      // RTU answers carry no transaction id: after a timeout the line stays quiet for another request
-      // timeout, so a late answer lands while nothing else is asked and is never taken for the next one.
+      // RTU answers carry no transaction id: after a timeout the line stays quiet for another request timeout
+      // before a request of the same shape, so a late answer is never taken for that one's answer.
       lateAnswerGuardMs: transport.kind === "rtu" ? this.#options.requestTimeoutMs : 0,
     });
   }
@@ -193,6 +201,15 @@ export class ModbusDriver implements PlcDriver {
    */
   units(): ModbusUnitHealth[] {
     return this.#units.list();
+  }
+
+  /**
+   * The driver port's endpoint health: each unit seen as `unit <id>` (state, failures in a row, last
+   * error, next probe). The core shows it in `system.health().acquisition.endpoints` and reports the
+   * system `degraded`, naming the unit, while one is offline.
+   */
+  endpoints(): EndpointHealthSnapshot[] {
+    return this.#units.snapshot();
   }
 
   /**
@@ -243,13 +260,23 @@ export class ModbusDriver implements PlcDriver {
 
   /**
    * Reads `tags` and returns one sample per tag, in order. A tag the device refuses (exception, timeout)
-   * comes back with quality bad. Units are independent: requests to units that answer go first; a unit
-   * that times out is not asked again in the same read; an offline unit's tags are bad
-   * (`BadTimeout`, "unit 2 offline, next probe at ...") without traffic until its probe is due. While
-   * another unit of the read answers, a unit that has failed since it last answered is not waited for:
-   * its tags are bad at once and one probe request goes out after the read's own requests, so a dead
-   * unit costs a read at most one request timeout, once. A lost connection rejects the whole call with
-   * a retryable `KILN_CONNECTION_FAILED`; an aborted `signal` with `KILN_ABORTED` (the driver contract).
+   * comes back with quality bad. Units are independent:
+   * - requests to units in good health go first, then units never asked, then units that failed since
+   *   they last answered; a unit that times out is not asked again in the same read;
+   * - a read waits for at most one request timeout: after its first timeout, and whenever a unit of the
+   *   read is in good health, units that failed (or were never asked while another failed) are not
+   *   waited for: their tags are bad at once ("unit 2 failed its last request ...; probing it");
+   * - those units are probed one request at a time, behind every live request, never awaited by a read;
+   *   an offline unit's tags are bad (`BadTimeout`, "unit 2 offline, next probe at ...") without traffic
+   *   until its probe is due;
+   * - when `signal` carries its caller's deadline (the core's `acquisition.timeoutMs`, see the driver
+   *   kit's `signalTimeLeft`), the read returns shortly before it with the samples it has; tags not read
+   *   by then are bad (`BadTimeout`, "not answered within the read's deadline").
+   *
+   * So a unit that has answered before gets a value on every scan, whatever number of units behind the
+   * same gateway are dead; at startup the first scan may take one request timeout. A lost connection
+   * rejects the whole call with a retryable `KILN_CONNECTION_FAILED`; an aborted `signal` with
+   * `KILN_ABORTED` (the driver contract).
    */
   async read(tags: readonly Tag[], signal?: AbortSignal): Promise<Sample[]> {
     this.#assertOpen();
@@ -263,14 +290,27 @@ export class ModbusDriver implements PlcDriver {
       const quality = holeQuality(hole, plan.addresses[index]!);
       samples[index] = { tag: tags[index]!.name, value: null, timestamp: now, quality };
     }
-    const state: ReadState = { tags, decoders: this.#decoders(plan, tags), samples, signal, silent: new Set() };
-    const suspects = this.#suspects(plan.requests);
-    const probes = new Map<number, ModbusReadRequest>();
-    // Workers take the plan's requests in order; with maxInFlight 1 this is one request after the other,
+    const { order, anyHealthy, anySuspect } = this.#order(plan.requests);
+    const state: ReadState = {
+      tags,
+      decoders: this.#decoders(plan, tags),
+      samples,
+      signal,
+      silent: new Set(),
+      timedOut: false,
+      expired: false,
+    };
+    const deferred = new Map<number, ModbusReadRequest>();
+    const defer = (request: ModbusReadRequest, why: Quality): void => {
+      this.#markBad(state, request, why);
+      if (!deferred.has(request.unitId)) deferred.set(request.unitId, request);
+    };
+    // Workers take the requests in order; with maxInFlight 1 this is one request after the other,
     // with more the queue keeps that many on the wire.
-    const pending = plan.requests.values();
+    const pending = order.values();
     const worker = async (): Promise<void> => {
       for (const request of pending) {
+        if (state.expired) return;
         const unitId = request.unitId;
         if (state.silent.has(unitId)) {
           this.#markBad(
@@ -279,43 +319,119 @@ export class ModbusDriver implements PlcDriver {
             quality("bad", `unit ${unitId} did not answer earlier in this read`, BAD_TIMEOUT),
           );
         } else if (!this.#units.shouldProbe(unitId)) this.#markBad(state, request, this.#units.waitingQuality(unitId));
-        else if (suspects?.has(unitId)) {
-          this.#markBad(state, request, this.#units.waitingQuality(unitId));
-          if (!probes.has(unitId)) probes.set(unitId, request);
+        else if (!this.#units.known(unitId)) {
+          if (!state.timedOut && (!anySuspect || !anyHealthy)) await this.#readRequest(state, request);
+          else defer(request, quality("bad", `unit ${unitId} has not answered yet; probing it`, BAD_TIMEOUT));
+        } else if (this.#units.suspect(unitId) && (state.timedOut || anyHealthy)) {
+          defer(request, this.#units.waitingQuality(unitId));
         } else await this.#readRequest(state, request);
       }
     };
-    const workers = Math.min(this.#queue.maxInFlight, plan.requests.length);
-    if (workers <= 1) await worker();
-    else await Promise.all(Array.from({ length: workers }, worker));
-    for (const request of probes.values()) this.#probe(request);
-    return samples;
+    const workers = Math.min(this.#queue.maxInFlight, order.length);
+    const work = workers <= 1 ? worker() : Promise.all(Array.from({ length: workers }, worker)).then(() => undefined);
+    const left = signalTimeLeft(signal);
+    if (left === undefined) await work;
+    else await this.#untilDeadline(work, state, left - Math.min(DEADLINE_MARGIN_MS, left / 10));
+    this.#scheduleProbes(deferred);
+    if (!state.expired) return samples;
+    // The deadline came first: requests still on the wire finish in the background (their outcome
+    // updates unit health), and the caller gets a copy that they cannot change any more.
+    work.catch(() => undefined);
+    const timestamp = this.#clock.now();
+    const late = quality("bad", `not answered within the read's deadline (${Math.round(left ?? 0)} ms)`, BAD_TIMEOUT);
+    return Array.from(
+      samples,
+      (sample, index) => sample ?? { tag: tags[index]!.name, value: null, timestamp, quality: late },
+    );
   }
 
   /**
-   * Units of this read whose requests are not awaited: those that failed since they last answered, as
-   * long as some other unit of the read is in good health (a read of one unit simply waits for it).
+   * Waits for `work` at most `budgetMs`; then sets `state.expired` (no further request of the read goes out)
+   * and returns, so the caller gets the finished samples before its own timeout discards them all.
    */
-  #suspects(requests: readonly ModbusReadRequest[]): Set<number> | undefined {
-    let suspects: Set<number> | undefined;
-    let healthy = false;
-    let last: number | undefined;
-    for (const request of requests) {
-      if (request.unitId === last) continue;
-      last = request.unitId;
-      if (this.#units.suspect(request.unitId)) (suspects ??= new Set()).add(request.unitId);
-      else healthy = true;
+  async #untilDeadline(work: Promise<void>, state: ReadState, budgetMs: number): Promise<void> {
+    let timer: ReturnType<Clock["setTimeout"]> | undefined;
+    const expired = new Promise<void>((resolve) => {
+      timer = this.#clock.setTimeout(
+        () => {
+          state.expired = true;
+          resolve();
+        },
+        Math.max(0, budgetMs),
+      );
+    });
+    try {
+      await Promise.race([work, expired]);
+    } finally {
+      if (timer !== undefined) this.#clock.clearTimeout(timer);
     }
-    return healthy ? suspects : undefined;
   }
 
   /**
-   * Sends one request to a suspect unit after the read's own requests, without awaiting it: its outcome
-   * only updates the unit's health, so a dead unit's timeout never delays the other units' values.
+   * The read's requests in the order they go out: units in good health first, then units never asked,
+   * then units that failed since they last answered. The read then waits for at most one request
+   * timeout: after its first timeout only units in good health are asked, the others are deferred
+   * (answered bad and probed, not awaited). Before it, suspects are deferred while a unit of the read is
+   * in good health (a read of one unit, or of units that all failed, waits for them), and units never
+   * asked are deferred while both a suspect and a unit in good health are in the read.
    */
-  #probe(request: ModbusReadRequest): void {
-    this.#request(request.unitId, (client) => readArea(client, request), `probe ${describeRead(request)}`).catch(
-      () => undefined,
+  #order(requests: readonly ModbusReadRequest[]): {
+    order: ModbusReadRequest[];
+    anyHealthy: boolean;
+    anySuspect: boolean;
+  } {
+    const rank = (unitId: number): number => (this.#units.suspect(unitId) ? 2 : this.#units.known(unitId) ? 0 : 1);
+    const ranks = new Map<number, number>();
+    for (const request of requests) {
+      if (!ranks.has(request.unitId)) ranks.set(request.unitId, rank(request.unitId));
+    }
+    const values = [...ranks.values()];
+    const anySuspect = values.includes(2);
+    const order =
+      anySuspect || values.includes(0)
+        ? [...requests].sort((a, b) => ranks.get(a.unitId)! - ranks.get(b.unitId)!)
+        : [...requests];
+    return { order, anyHealthy: values.includes(0), anySuspect };
+  }
+
+  /**
+   * Probes the units a read deferred, one request at a time and behind every live request (the queue's
+   * background lane), units never asked before first, then round-robin by unit id. Probes follow each
+   * other while they are answered; after one times out the next waits for the next read, so a silent
+   * unit holds the line at most one request timeout per read.
+   */
+  #scheduleProbes(deferred: ReadonlyMap<number, ModbusReadRequest>): void {
+    // Merged, not replaced: reads of several scan groups each defer their own units.
+    for (const [unitId, request] of deferred) this.#probeCandidates.set(unitId, request);
+    this.#nextProbe();
+  }
+
+  #nextProbe(): void {
+    if (this.#probing || this.#probeCandidates.size === 0 || this.status !== "connected") return;
+    const candidates = [...this.#probeCandidates.keys()]
+      .filter((unitId) => this.#units.shouldProbe(unitId))
+      .sort((a, b) => a - b);
+    const unknown = candidates.filter((unitId) => !this.#units.known(unitId));
+    const pool = unknown.length > 0 ? unknown : candidates.filter((unitId) => this.#units.suspect(unitId));
+    const unitId = pool.find((id) => id > this.#lastProbed) ?? pool[0];
+    if (unitId === undefined) return;
+    const request = this.#probeCandidates.get(unitId)!;
+    this.#probeCandidates.delete(unitId);
+    this.#lastProbed = unitId;
+    this.#probing = true;
+    this.#request(unitId, (client) => readArea(client, request), `probe ${describeRead(request)}`, undefined, {
+      background: true,
+      shape: shapeOf(request),
+    }).then(
+      () => {
+        this.#probing = false;
+        this.#nextProbe();
+      },
+      (error: unknown) => {
+        this.#probing = false;
+        // An exception is an answer: the next probe may follow. A timeout waits for the next read.
+        if (typeof modbusFailureOf(error) === "number") this.#nextProbe();
+      },
     );
   }
 
@@ -385,9 +501,13 @@ export class ModbusDriver implements PlcDriver {
     operation: (client: ModbusClient) => Promise<T>,
     what: string,
     signal?: AbortSignal,
+    request: ModbusRequestOptions = {},
   ): Promise<T> {
     let client: ModbusClient | undefined;
     const sequence = ++this.#sequence;
+    // Set when the request goes out: whether others may be on the wire with it, and the unit's answers so far.
+    let pipelined = false;
+    let answeredBefore = 0;
     try {
       const result = await this.#queue.run(
         async () => {
@@ -395,6 +515,8 @@ export class ModbusDriver implements PlcDriver {
           if (!client || this.status !== "connected") {
             throw modbusDisconnectedError(`not connected (${this.status}) when ${what} was due`);
           }
+          pipelined = this.#queue.maxInFlight > 1;
+          answeredBefore = this.#answers.get(unitId) ?? 0;
           client.setID(unitId);
           try {
             return await operation(client);
@@ -404,34 +526,40 @@ export class ModbusDriver implements PlcDriver {
         },
         what,
         signal,
+        request,
       );
       this.#consecutiveTimeouts = 0;
-      this.#units.answered(unitId);
-      if ((this.#lastAnswered.get(unitId) ?? 0) < sequence) this.#lastAnswered.set(unitId, sequence);
+      this.#answered(unitId);
       return result;
     } catch (error) {
       const failure = modbusFailureOf(error);
-      if (failure === "timeout" && (this.#lastAnswered.get(unitId) ?? 0) > sequence) {
-        // The unit answered requests sent after this one (only possible with several in flight): it dropped
-        // this one because it was pipelined, which says nothing about the unit's or the link's health.
+      if (failure === "timeout" && pipelined && (this.#answers.get(unitId) ?? 0) > answeredBefore) {
+        // The unit answered other requests while this one, sent with others in flight, waited: it drops
+        // pipelined requests (many answer only the earliest), which says nothing about the unit's or the
+        // link's health. Fall back to one at a time before counting anything against the unit.
         if (this.#queue.maxInFlight > 1) {
-          this.#pipeliningDropped(unitId, "answered later requests but not an earlier one", true);
+          this.#pipeliningDropped(unitId, "answered some requests in flight but not others", true);
         }
         throw error;
       }
       if (typeof failure === "number") {
         // The gateway answered, so the link is alive; 10 and 11 say the unit behind it did not.
         this.#consecutiveTimeouts = 0;
+        if (failure !== 10 && failure !== 11) this.#answers.set(unitId, (this.#answers.get(unitId) ?? 0) + 1);
         if (failure === 10 || failure === 11) this.#units.failed(unitId, error);
         else this.#units.answered(unitId);
       }
       if (failure === undefined && KilnError.is(error, "KILN_DEVICE_ERROR") && client && client === this.#client) {
+        if (error.details.pipelineDesync === true) {
+          // Answers that fit no request in flight: the device's transaction ids cannot be trusted, for good.
+          // The fault is pipelining, not the unit: fall back without counting it against the unit.
+          if (this.#queue.maxInFlight > 1) {
+            this.#pipeliningDropped(unitId, "answered with transaction ids that do not match", false);
+          }
+          throw error;
+        }
         // An answer that does not fit its request (CRC, unit, length, echo): the unit is not answering usefully.
         this.#units.failed(unitId, error);
-        if (error.details.pipelineDesync === true && this.#queue.maxInFlight > 1) {
-          // Answers that fit no request in flight: the device's transaction ids cannot be trusted, for good.
-          this.#pipeliningDropped(unitId, "answered with transaction ids that do not match", false);
-        }
       }
       if (failure === "timeout" && client && client === this.#client) {
         this.#units.failed(unitId, error);
@@ -448,6 +576,11 @@ export class ModbusDriver implements PlcDriver {
       }
       throw error;
     }
+  }
+
+  #answered(unitId: number): void {
+    this.#units.answered(unitId);
+    this.#answers.set(unitId, (this.#answers.get(unitId) ?? 0) + 1);
   }
 
   /**
@@ -490,7 +623,10 @@ export class ModbusDriver implements PlcDriver {
     const split = this.#options.planner.splitOnExceptions;
     const outcomes = await readModbusRequest(
       request,
-      (part) => this.#request(part.unitId, (client) => readArea(client, part), describeRead(part), state.signal),
+      (part) =>
+        this.#request(part.unitId, (client) => readArea(client, part), describeRead(part), state.signal, {
+          shape: shapeOf(part),
+        }),
       {
         splitCode: (error) => {
           const failure = modbusFailureOf(error);
@@ -509,7 +645,10 @@ export class ModbusDriver implements PlcDriver {
       }
       const error = outcome.error;
       const failure = modbusFailureOf(error);
-      if (failure === "timeout") state.silent.add(outcome.request.unitId);
+      if (failure === "timeout") {
+        state.silent.add(outcome.request.unitId);
+        state.timedOut = true;
+      }
       // A tag-level failure (exception, timeout, bad reply) is a quality; anything else (the connection,
       // the caller's abort) fails the read.
       if (typeof failure === "number" || failure === "timeout" || KilnError.is(error, "KILN_DEVICE_ERROR")) {
@@ -553,6 +692,7 @@ export class ModbusDriver implements PlcDriver {
     );
     this.#client = client;
     this.#consecutiveTimeouts = 0;
+    this.#queue.forgetIdProof();
     // What was learned may not hold for the device behind the new connection (replaced, reconfigured).
     this.#planner.forget();
   }
@@ -590,9 +730,16 @@ interface ReadState {
   readonly signal: AbortSignal | undefined;
   /** Units that timed out during this read: not asked again in it. */
   readonly silent: Set<number>;
+  /** A request of this read timed out: from now on only units in good health are asked. */
+  timedOut: boolean;
+  /** The read's deadline passed: no further request goes out, unfinished tags are bad. */
+  expired: boolean;
 }
 
 const BAD_TIMEOUT = QualityCodes.BadTimeout;
+
+/** A read returns this long (ms, at most a tenth of its time) before its caller's deadline. */
+const DEADLINE_MARGIN_MS = 100;
 
 /** After a dropped pipelined request, one request at a time for this long (ms) before trying again. */
 const PIPELINE_RETRY_MS = 5 * 60_000;
@@ -603,6 +750,12 @@ function holeQuality(hole: ModbusLearnedHole, address: ModbusAddress): Quality {
   const where = formatModbusAddress({ ...address, unitId: hole.unitId });
   const next = new Date(hole.nextProbeAt).toISOString();
   return quality("bad", `${refused.reason ?? "refused"} at ${where}; learned, next probe at ${next}`, refused.code);
+}
+
+/** The shape of a read's answer: unit, area and byte count (what tells two answers apart). */
+function shapeOf(request: ModbusReadRequest): string {
+  const bytes = isBitArea(request.area) ? Math.ceil(request.count / 8) : request.count * 2;
+  return `${request.unitId}/${request.area}/${bytes}`;
 }
 
 function describeRead(request: ModbusReadRequest): string {

@@ -30,6 +30,84 @@ async function rejection(promise: Promise<unknown>): Promise<unknown> {
 }
 
 describe("ModbusRequestQueue", () => {
+  it("after a timeout keeps the line quiet only for requests the late answer could pass for", async () => {
+    const clock = new SimulatedClock();
+    const queue = new ModbusRequestQueue({ clock, timeoutMs: 100, lateAnswerGuardMs: 100 });
+    const started: [string, number][] = [];
+    const run = (name: string, shape: string | undefined) =>
+      queue.run(
+        () => (started.push([name, clock.now()]), Promise.resolve(name)),
+        name,
+        undefined,
+        shape === undefined ? {} : { shape },
+      );
+    const silent = queue.run(() => new Promise<string>(() => undefined), "probe", undefined, { shape: "3/hr/2" });
+    const other = run("unit 1", "1/hr/2");
+    const same = run("unit 3 again", "3/hr/2");
+    const unshaped = run("a write", undefined);
+    const start = clock.now();
+    await clock.advance(100);
+    await silent.catch(() => undefined);
+    await other;
+    expect(started).toEqual([["unit 1", start + 100]]); // another shape: at once
+    await clock.advance(100);
+    await Promise.all([same, unshaped]);
+    expect(started.slice(1)).toEqual([
+      ["unit 3 again", start + 200],
+      ["a write", start + 200],
+    ]);
+  });
+
+  it("keeps two requests of one shape off the wire together until the device has proved its ids", async () => {
+    const clock = new SimulatedClock();
+    const queue = new ModbusRequestQueue({ clock, timeoutMs: 1000, maxInFlight: 4 });
+    const started: string[] = [];
+    const run = (name: string, shape: string, answer: Promise<string>) =>
+      queue.run(() => (started.push(name), answer), name, undefined, { shape });
+    const a = deferred<string>();
+    const first = [run("a", "1/hr/2", a.promise), run("b", "1/hr/2", Promise.resolve("b"))];
+    await clock.advance(0);
+    expect(started).toEqual(["a"]); // b looks like a: it waits
+    a.resolve("a");
+    await Promise.all(first);
+    expect(started).toEqual(["a", "b"]);
+    // Distinguishable requests go together; each answered while a later one of another shape is out proves ids.
+    for (let round = 0; round < 3; round++) {
+      const x = deferred<string>();
+      const y = deferred<string>();
+      const pair = [run("x", "1/hr/2", x.promise), run("y", "1/hr/4", y.promise)];
+      await clock.advance(0);
+      x.resolve("x");
+      await pair[0];
+      y.resolve("y");
+      await pair[1];
+    }
+    expect(queue.idsProven).toBe(true);
+    started.length = 0;
+    const c = deferred<string>();
+    const both = [run("c", "1/hr/2", c.promise), run("d", "1/hr/2", Promise.resolve("d"))];
+    await clock.advance(0);
+    expect(started).toEqual(["c", "d"]);
+    c.resolve("c");
+    await Promise.all(both);
+  });
+
+  it("sends a background request (a probe) only after every other request queued, even those queued later", async () => {
+    const clock = new SimulatedClock();
+    const queue = new ModbusRequestQueue({ clock, timeoutMs: 1000 });
+    const started: string[] = [];
+    const first = deferred<string>();
+    const runs = [
+      queue.run(() => (started.push("live 1"), first.promise), "live 1"),
+      queue.run(() => (started.push("probe"), Promise.resolve("p")), "probe", undefined, { background: true }),
+      queue.run(() => (started.push("live 2"), Promise.resolve("2")), "live 2"),
+    ];
+    await clock.advance(0);
+    first.resolve("1");
+    await Promise.all(runs);
+    expect(started).toEqual(["live 1", "live 2", "probe"]);
+  });
+
   it("keeps up to maxInFlight requests on the wire, each with its own timeout, and fails them all at once", async () => {
     const clock = new SimulatedClock();
     const queue = new ModbusRequestQueue({ clock, timeoutMs: 1000, maxInFlight: 2 });

@@ -11,8 +11,10 @@ export interface ModbusRequestQueueOptions {
   /** Quiet time between the end of one request and the start of the next. @default 0 */
   readonly interRequestDelayMs?: number;
   /**
-   * After a request times out, the line stays quiet this long (ms) before the next request goes out, so a
-   * late answer arrives while nothing else is asked (Modbus RTU has no transaction id to tell it apart).
+   * After a request times out, the line stays quiet this long (ms) before the next request of the same
+   * shape (or without one) goes out, so a late answer arrives while nothing is asked that it would fit
+   * (Modbus RTU has no transaction id to tell it apart). A request of another shape (another unit, function
+   * or size) goes at once: a late answer cannot pass as its answer, it is refused as a mismatch.
    * @default 0
    */
   readonly lateAnswerGuardMs?: number;
@@ -24,6 +26,12 @@ interface Entry {
   readonly operation: () => Promise<unknown>;
   readonly what: string;
   readonly signal: AbortSignal | undefined;
+  /** Goes out only when no other request waits (a probe), so it never delays one that does. */
+  readonly background: boolean;
+  /** The shape of its answer (unit, function, size); see {@link ModbusRequestOptions.shape}. */
+  readonly shape: string | undefined;
+  /** Order in which it went on the wire (set by #execute). */
+  sent?: number;
   resolve(value: unknown): void;
   reject(error: unknown): void;
   settled: boolean;
@@ -31,6 +39,25 @@ interface Entry {
   /** Frees the line while the request is in flight (set by #execute). */
   release?: () => void;
 }
+
+/** How {@link ModbusRequestQueue.run} treats one request. */
+export interface ModbusRequestOptions {
+  /** Send it only when no other request waits (a probe), so it never delays one that does. @default false */
+  readonly background?: boolean;
+  /**
+   * What its answer looks like (e.g. `"1/3/250"`: unit, function code, byte count). While the device has
+   * not proved that it stamps answers with the right transaction id, two requests of the same shape are
+   * never on the wire together: an answer given the other one's id would fit it and be taken as its
+   * value. Requests without a shape are treated as distinguishable from every other.
+   */
+  readonly shape?: string;
+}
+
+/**
+ * Answers to requests of different shapes that came back with their own transaction id while a request
+ * sent later was in flight, after which requests of the same shape may be pipelined too.
+ */
+export const TRANSACTION_ID_PROOFS = 3;
 
 function abortError(what: string, signal: AbortSignal): KilnError {
   return new KilnError("KILN_ABORTED", `${what} was aborted.`, { cause: signal.reason });
@@ -54,6 +81,10 @@ export class ModbusRequestQueue {
   #lastEnd = Number.NEGATIVE_INFINITY;
   readonly #guardMs: number;
   #quietUntil = Number.NEGATIVE_INFINITY;
+  /** The shape of the request whose timeout started the quiet time. */
+  #quietShape: string | undefined;
+  #sent = 0;
+  #proofs = 0;
 
   constructor(options: ModbusRequestQueueOptions) {
     this.#clock = options.clock;
@@ -63,12 +94,6 @@ export class ModbusRequestQueue {
     this.#guardMs = options.lateAnswerGuardMs ?? 0;
   }
 
-  /**
-   * After a request times out, the line stays quiet this long (ms) before the next request goes out, so a
-   * late answer arrives while nothing else is asked (Modbus RTU has no transaction id to tell it apart).
-   * @default 0
-   */
-  readonly lateAnswerGuardMs?: number;
   /** Requests on the wire at once; lowering it lets those in flight finish. */
   get maxInFlight(): number {
     return this.#maxInFlight;
@@ -76,6 +101,25 @@ export class ModbusRequestQueue {
 
   set maxInFlight(value: number) {
     this.#maxInFlight = value;
+  }
+
+  /**
+   * Whether the device has proved that it stamps answers with their request's transaction id
+   * ({@link TRANSACTION_ID_PROOFS} answers to distinguishable requests in flight together), so requests
+   * of the same shape may be pipelined.
+   */
+  get idsProven(): boolean {
+    return this.#proofs >= TRANSACTION_ID_PROOFS;
+  }
+
+  /** Forgets that proof (a new connection may reach another device). */
+  forgetIdProof(): void {
+    this.#proofs = 0;
+  }
+
+  /** Requests on the wire now. */
+  get inFlight(): number {
+    return this.#inFlight.size;
   }
 
   /** Requests waiting, including those in flight. */
@@ -86,15 +130,24 @@ export class ModbusRequestQueue {
   /**
    * Queues `operation` and resolves with its result once it has run. Rejects with `KILN_TIMEOUT` when it
    * takes longer than the timeout, `KILN_ABORTED` when `signal` aborts first, or the error given to
-   * {@link ModbusRequestQueue.fail}.
+   * {@link ModbusRequestQueue.fail}. A `background` request (a probe) waits behind every other request,
+   * including those queued after it.
    */
-  run<T>(operation: () => Promise<T>, what: string, signal?: AbortSignal): Promise<T> {
+  run<T>(
+    operation: () => Promise<T>,
+    what: string,
+    signal?: AbortSignal,
+    options: ModbusRequestOptions = {},
+  ): Promise<T> {
+    const background = options.background ?? false;
     if (signal?.aborted) return Promise.reject(abortError(what, signal));
     return new Promise<T>((resolve, reject) => {
       const entry: Entry = {
         operation,
         what,
         signal,
+        background,
+        shape: options.shape,
         resolve: resolve as (value: unknown) => void,
         reject,
         settled: false,
@@ -108,7 +161,9 @@ export class ModbusRequestQueue {
         };
         signal.addEventListener("abort", entry.onAbort, { once: true });
       }
-      this.#queue.push(entry);
+      const firstBackground = background ? -1 : this.#queue.findIndex((queued) => queued.background);
+      if (firstBackground >= 0) this.#queue.splice(firstBackground, 0, entry);
+      else this.#queue.push(entry);
       void this.#pump();
     });
   }
@@ -138,11 +193,22 @@ export class ModbusRequestQueue {
     try {
       while (this.#queue.length > 0 && this.#inFlight.size < this.#maxInFlight) {
         if (this.#delayMs > 0 || this.#guardMs > 0) {
-          const wait = Math.max(this.#lastEnd + this.#delayMs, this.#quietUntil) - this.#clock.now();
-          if (wait > 0) await this.#clock.sleep(wait);
+          const head = this.#queue[0]!;
+          const quiet =
+            head.shape === undefined || this.#quietShape === undefined || head.shape === this.#quietShape
+              ? this.#quietUntil
+              : Number.NEGATIVE_INFINITY;
+          const wait = Math.max(this.#lastEnd + this.#delayMs, quiet) - this.#clock.now();
+          if (wait > 0) {
+            await this.#clock.sleep(wait);
+            continue; // the head may have changed meanwhile (a live request goes before a probe)
+          }
         }
-        const entry = this.#queue.shift();
-        if (!entry) break;
+        const next = this.#queue[0];
+        if (!next) break;
+        // Until the device proved its transaction ids, an answer must fit only one request in flight.
+        if (this.#sameShapeInFlight(next)) break;
+        const entry = this.#queue.shift()!;
         void this.#execute(entry).then(() => {
           this.#lastEnd = this.#clock.now();
           void this.#pump();
@@ -153,7 +219,29 @@ export class ModbusRequestQueue {
     }
   }
 
+  #sameShapeInFlight(entry: Entry): boolean {
+    if (entry.shape === undefined || this.idsProven) return false;
+    for (const other of this.#inFlight) if (other.shape === entry.shape) return true;
+    return false;
+  }
+
+  /**
+   * Counts a proof of right transaction ids: `entry` was answered with its own id while a request of another
+   * shape, sent after it, was in flight (a device stamping the newest id would have given it that one's id,
+   * which the answer would not fit).
+   */
+  #proveIds(entry: Entry): void {
+    if (entry.shape === undefined || this.idsProven) return;
+    for (const other of this.#inFlight) {
+      if (other !== entry && (other.sent ?? 0) > (entry.sent ?? 0) && other.shape !== entry.shape) {
+        this.#proofs++;
+        return;
+      }
+    }
+  }
+
   #execute(entry: Entry): Promise<void> {
+    entry.sent = ++this.#sent;
     this.#inFlight.add(entry);
     return new Promise<void>((done) => {
       let timer: TimerHandle | undefined;
@@ -168,7 +256,10 @@ export class ModbusRequestQueue {
       entry.release = finish;
       timer = this.#clock.setTimeout(() => {
         timer = undefined;
-        if (this.#guardMs > 0) this.#quietUntil = this.#clock.now() + this.#guardMs;
+        if (this.#guardMs > 0) {
+          this.#quietUntil = this.#clock.now() + this.#guardMs;
+          this.#quietShape = entry.shape;
+        }
         this.#settle(entry, false, modbusTimeoutError(this.#timeoutMs, entry.what));
         finish();
       }, this.#timeoutMs);
@@ -180,6 +271,7 @@ export class ModbusRequestQueue {
       }
       promise.then(
         (value) => {
+          if (this.#inFlight.size > 1) this.#proveIds(entry);
           this.#settle(entry, true, value);
           finish();
         },

@@ -482,6 +482,9 @@ export class ModbusSimulator {
       quantity:
         functionCode === 5 || functionCode === 6 || functionCode === 22 ? 1 : pdu.length >= 5 ? pdu.readUInt16BE(3) : 0,
     };
+    // Like a real device or gateway: a frame of another protocol than Modbus (protocol id not 0) and a
+    // broadcast (unit 0, which no device answers) get no answer.
+    if (frame.readUInt16BE(2) !== 0 || unitId === 0) return true;
     this.#record(request);
     if (busy.answers > 0 && [...this.#faults].some((fault) => fault.kind === "busy-drop")) return true;
     const outcome = this.#execute(pdu, unitId);

@@ -20,7 +20,7 @@ interface Pending {
   reject(error: unknown): void;
 }
 
-/** Transaction ids whose requests were given up; their late answers are dropped without alarm. */
+/** Transaction ids whose requests were given up or answered; a late or repeated answer is dropped without alarm. */
 const ABANDONED_MEMORY = 256;
 
 /**
@@ -29,9 +29,11 @@ const ABANDONED_MEMORY = 256;
  * - every answer is checked against its own request by the same {@link checkAnswerPdu} as RTU
  *   (function code, byte count against the quantity, PDU length, echoed write) and its MBAP header
  *   (protocol id 0, a length of 2-254 that the frame fills, the request's unit id);
- * - answers are matched by transaction id, so several requests may be in flight; an answer whose id
- *   matches no request in flight (a device that numbers its answers wrongly), or any mismatch while several
- *   are in flight, fails every request in flight with `pipelineDesync: true`: none of them can be trusted.
+ * - answers are matched by transaction id, so several requests may be in flight; with several in flight,
+ *   an answer whose id was never used (a device that numbers its answers wrongly) or any mismatch fails
+ *   every request in flight with `pipelineDesync: true`: none of them can be trusted. An answer to a
+ *   request already answered or given up, or with one request in flight an unknown id, is dropped and
+ *   counted ({@link ModbusTcpClient.ignoredAnswers}); the request in flight keeps waiting for its own.
  * A mismatch rejects with an `Error` carrying `mismatch: true`; an exception with `{ modbusCode }`, like
  * modbus-serial; a closed or reset socket fails the requests in flight at once with `PortNotOpenError`.
  */
@@ -43,11 +45,20 @@ export class ModbusTcpClient extends ModbusFunctionCodes implements ModbusClient
   #unitId = 1;
   #transactionId = 0;
   #buffer: Buffer = Buffer.alloc(0);
+  #ignored = 0;
   readonly #staleAfterMs: number;
 
   constructor(options: ModbusTcpClientOptions = {}) {
     super();
     this.#staleAfterMs = options.requestTimeoutMs ?? 1000;
+  }
+
+  /**
+   * Answers dropped because they belong to no request in flight: late answers to requests given up,
+   * repeated answers, and, with one request in flight, an answer with an id never used (a stale frame).
+   */
+  get ignoredAnswers(): number {
+    return this.#ignored;
   }
 
   get isOpen(): boolean {
@@ -136,8 +147,7 @@ export class ModbusTcpClient extends ModbusFunctionCodes implements ModbusClient
   /** Forgets the request with `transactionId`; its answer, if it still comes, is dropped. */
   #abandon(transactionId: number, pending: Pending): void {
     this.#pending.delete(transactionId);
-    this.#abandoned.push(transactionId);
-    if (this.#abandoned.length > ABANDONED_MEMORY) this.#abandoned.shift();
+    this.#remember(transactionId);
     pending.reject(new Error("abandoned"));
   }
 
@@ -170,9 +180,11 @@ export class ModbusTcpClient extends ModbusFunctionCodes implements ModbusClient
     this.#pruneStale();
     const pending = this.#pending.get(transactionId);
     if (!pending) {
-      if (this.#abandoned.includes(transactionId)) return;
-      if (this.#pending.size > 0)
+      // With several requests in flight an unknown id means the device numbers its answers wrongly: none of
+      // them can be trusted. With one, it is a stale or repeated frame: dropped, the request still waits.
+      if (this.#pending.size > 1 && !this.#abandoned.includes(transactionId)) {
         this.#mismatchAll(`answer with transaction id ${transactionId}, which no request in flight has`);
+      } else this.#ignored++;
       return;
     }
     const several = this.#pending.size > 1;
@@ -192,9 +204,15 @@ export class ModbusTcpClient extends ModbusFunctionCodes implements ModbusClient
       return;
     }
     this.#pending.delete(transactionId);
+    this.#remember(transactionId);
     if (answer.kind === "exception") {
       pending.reject(Object.assign(new Error(`Modbus exception ${answer.code}`), { modbusCode: answer.code }));
     } else pending.resolve(Buffer.from(answer.data));
+  }
+
+  #remember(transactionId: number): void {
+    this.#abandoned.push(transactionId);
+    if (this.#abandoned.length > ABANDONED_MEMORY) this.#abandoned.shift();
   }
 
   /** Fails every request in flight: an answer that fits none of them makes all of their answers suspect. */

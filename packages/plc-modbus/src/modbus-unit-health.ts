@@ -1,5 +1,5 @@
 import { QualityCodes, quality, type Clock, type Logger, type Quality } from "@kiln/core";
-import { EndpointHealth, type Disposer, type EndpointState } from "@kiln/core/driver-kit";
+import { EndpointHealth, type Disposer, type EndpointHealthSnapshot, type EndpointState } from "@kiln/core/driver-kit";
 import type { ResolvedModbusDriverOptions } from "./modbus-driver-options";
 
 /** What the driver knows about one unit (slave id) behind its connection. */
@@ -88,6 +88,11 @@ export class ModbusUnitHealthMap {
     return (this.#entry(unitId)?.consecutiveFailures ?? 0) > 0;
   }
 
+  /** Whether `unitId` has answered or failed before (a unit never asked is unknown). */
+  known(unitId: number): boolean {
+    return this.#entry(unitId) !== undefined;
+  }
+
   /** Whether some unit has answered since its last failure (so the link to the device works). */
   anyAnswering(): boolean {
     return this.#health.snapshot().some((entry) => entry.consecutiveFailures === 0);
@@ -116,6 +121,11 @@ export class ModbusUnitHealthMap {
     const requests = failures === 1 ? "request" : `${failures} requests`;
     const last = entry?.lastError === undefined ? "" : ` (last: ${entry.lastError})`;
     return quality("bad", `unit ${unitId} failed its last ${requests}${last}; probing it`, QualityCodes.BadTimeout);
+  }
+
+  /** Every unit seen, as the driver kit's endpoint snapshots (keyed `unit <id>`). */
+  snapshot(): EndpointHealthSnapshot[] {
+    return this.#health.snapshot();
   }
 
   /** Every unit seen, by unit id. */

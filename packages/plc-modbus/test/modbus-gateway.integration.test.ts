@@ -71,6 +71,19 @@ describe("a gateway with a dead unit", () => {
     const level = system.read("unit2.level");
     expect(level?.quality.severity).toBe("bad");
     expect(level?.quality.reason).toMatch(/unit 2 (offline, next probe at \d{4}-\d\d-\d\dT|did not answer)/);
+
+    // system.health() names the offline unit and its next probe, and says degraded.
+    const health = system.health();
+    expect(health.status).toBe("degraded");
+    expect(health.acquisition.endpoints).toContainEqual(
+      expect.objectContaining({ endpoint: "unit 2", state: "offline", nextProbeAt: expect.any(Number) }),
+    );
+    expect(health.acquisition.endpoints).toContainEqual(
+      expect.objectContaining({ endpoint: "unit 1", state: "online" }),
+    );
+    expect(health.problems).toEqual([
+      expect.stringMatching(/^PLC modbus:127\.0\.0\.1:\d+ unit 2 offline: .*, next probe at \d{4}-\d\d-\d\dT/),
+    ]);
   }, 20_000);
 
   it("answers an offline unit's tags without traffic until its probe is due, and brings it back online", async () => {
@@ -149,6 +162,86 @@ describe("a gateway with a dead unit", () => {
     }
     expect(durations[0]).toBeGreaterThanOrEqual(390);
     expect(Math.max(...durations.slice(1))).toBeLessThan(200);
+  });
+});
+
+describe("a gateway with several dead units", () => {
+  // Scaled from the review's 1 s scans / 1 s request timeout / 2 s acquisition timeout to 200/200/400 ms.
+  function deadUnitTags(dead: number) {
+    const definitions: Record<string, { dataType: "uint16" | "bool"; address: string }> = {
+      "u1.a": { dataType: "uint16", address: "HR0@1" },
+      "u1.b": { dataType: "uint16", address: "IR0@1" },
+    };
+    for (let unit = 2; unit < 2 + dead; unit++) {
+      definitions[`u${unit}.a`] = { dataType: "uint16", address: `HR0@${unit}` };
+      definitions[`u${unit}.b`] = { dataType: "uint16", address: `IR5@${unit}` };
+      definitions[`u${unit}.c`] = { dataType: "bool", address: `C0@${unit}` };
+    }
+    return defineTags(definitions);
+  }
+
+  for (const dead of [1, 2, 3, 5]) {
+    it(`keeps the live unit good on every scan from the first with ${dead} dead unit(s) behind the gateway`, async () => {
+      const tags = deadUnitTags(dead);
+      const simulator = new ModbusSimulator({ tags, signals: { "u1.a": { kind: "counter", start: 1 } } });
+      const { host, port } = await simulator.start();
+      cleanups.push(() => simulator.stop());
+      for (let unit = 2; unit < 2 + dead; unit++) simulator.injectSilence(unit);
+      const driver = createDriver({ transport: { kind: "tcp", host, port }, requestTimeoutMs: 200 });
+      const system = createControlSystem({
+        machineId: "gateway",
+        tags,
+        store: new MemoryStore(),
+        driver,
+        scanGroups: { default: { periodMs: 200 } },
+        acquisition: { timeoutMs: 400 },
+      });
+      cleanups.push(() => system.stop());
+      const live: Sample[] = [];
+      system.cvt.observe("u1.a", (change) => live.push(change.sample));
+      const startedAt = Date.now();
+      await system.start();
+      await new Promise((resolve) => setTimeout(resolve, 2_500));
+
+      // The first scan waits for one dead unit (one request timeout) and may overrun its period once;
+      // every scan has unit 1's value, none is discarded by the acquisition timeout.
+      expect(live.filter((sample) => sample.quality.severity !== "good")).toEqual([]);
+      expect(live[0]!.timestamp - startedAt).toBeLessThan(150);
+      const group = system.health().acquisition.groups[0]!;
+      expect(group.failedReads).toBe(0);
+      expect(group.skippedCycles).toBeLessThanOrEqual(1);
+      expect(live.length).toBeGreaterThanOrEqual(9);
+      expect(driver.units().find((unit) => unit.unitId === 1)).toMatchObject({ state: "online" });
+      for (let unit = 2; unit < 2 + dead; unit++) expect(system.read(`u${unit}.a`)?.quality.severity).toBe("bad");
+    }, 15_000);
+  }
+
+  it("returns the finished samples good and the rest bad before the caller's deadline", async () => {
+    const tags = deadUnitTags(3);
+    const simulator = new ModbusSimulator({ tags });
+    const { host, port } = await simulator.start();
+    cleanups.push(() => simulator.stop());
+    for (let unit = 2; unit < 5; unit++) simulator.injectSilence(unit);
+    // A request timeout longer than the caller's budget: without the deadline the read would take 1 s.
+    const driver = createDriver({ transport: { kind: "tcp", host, port }, requestTimeoutMs: 1_000 });
+    const system = createControlSystem({
+      machineId: "gateway",
+      tags,
+      store: new MemoryStore(),
+      driver,
+      scanGroups: { default: { periodMs: 5_000 } },
+      acquisition: { timeoutMs: 300 },
+    });
+    cleanups.push(() => system.stop());
+    await system.start();
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    expect(system.health().acquisition.groups[0]!.failedReads).toBe(0);
+    expect(system.read("u1.a")?.quality.severity).toBe("good");
+    expect(system.read("u2.a")?.quality).toMatchObject({ severity: "bad", reason: expect.stringMatching(/deadline/) });
+    expect(system.read("u3.a")?.quality).toMatchObject({
+      severity: "bad",
+      reason: expect.stringMatching(/not answered/),
+    });
   });
 });
 

@@ -1,6 +1,14 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { KilnValidationError, SystemClock, defineTags, type Clock, type TagDefinitionInput } from "@kiln/core";
+import {
+  KilnValidationError,
+  SystemClock,
+  defineTags,
+  type Clock,
+  type Logger,
+  type TagDefinitionInput,
+} from "@kiln/core";
 import { ModbusDriver, ModbusSimulator } from "../src/index";
+import { rawRegister, startRawTcpDevice } from "./raw-tcp-device";
 
 // Pipelining on Modbus TCP: several requests on the wire at once, answers matched by transaction id.
 const cleanups: (() => Promise<void>)[] = [];
@@ -24,6 +32,21 @@ async function start(): Promise<{ simulator: ModbusSimulator; host: string; port
   return { simulator, host, port };
 }
 
+// Requests of 1, 2 and 3 registers: answers that cannot be taken for each other, so the driver may pipeline
+// them before the device has proved that it stamps answers with the right transaction id.
+const proofTags = defineTags({
+  p0: { dataType: "uint16", address: "HR0" },
+  p1: { dataType: "uint16", address: "HR800" },
+  p2: { dataType: "uint16", address: "HR801" },
+  p3: { dataType: "uint16", address: "HR1600" },
+  p4: { dataType: "uint16", address: "HR1602" },
+}).list();
+
+/** Reads distinguishable requests until the device has proved its transaction ids (same-shape pipelining). */
+async function proveIds(driver: ModbusDriver): Promise<void> {
+  for (let read = 0; read < 3; read++) await driver.read(proofTags);
+}
+
 function driverFor(host: string, port: number, maxInFlight: number, requestTimeoutMs = 1000): ModbusDriver {
   const driver = new ModbusDriver({ transport: { kind: "tcp", host, port }, maxInFlight, requestTimeoutMs });
   cleanups.push(() => driver.close());
@@ -37,6 +60,7 @@ describe("maxInFlight (pipelining)", () => {
     const sequential = driverFor(host, port, 1);
     await pipelined.connect();
     await sequential.connect();
+    await proveIds(pipelined);
     expect(pipelined.readPlan(tags).requests.length).toBe(25);
     // The first block's answer comes last: the others overtake it on the wire.
     simulator.injectDelay(30, { area: "holding-register", address: 0, length: 125 });
@@ -51,6 +75,7 @@ describe("maxInFlight (pipelining)", () => {
     const { simulator, host, port } = await start();
     const driver = driverFor(host, port, 8, 60_000);
     await driver.connect();
+    await proveIds(driver);
     simulator.injectTimeout({ area: "holding-register", address: 0, length: 1 });
     let seen = 0;
     const eight = new Promise<void>((resolve) =>
@@ -76,12 +101,13 @@ describe("maxInFlight (pipelining)", () => {
 describe("a device that drops pipelined requests", () => {
   it("is detected: the driver falls back to one request at a time, and the unit and link stay healthy", async () => {
     const { simulator, host, port } = await start();
-    simulator.injectDelay(5);
-    simulator.injectBusyDrop();
     const driver = driverFor(host, port, 8, 300);
     const statuses: string[] = [];
     driver.onStatusChange((change) => statuses.push(change.to));
     await driver.connect();
+    await proveIds(driver);
+    simulator.injectDelay(5);
+    simulator.injectBusyDrop();
     const first = await driver.read(tags);
     expect(first.some((sample) => sample.quality.severity === "bad")).toBe(true);
     expect(driver.maxInFlight).toBe(1);
@@ -92,10 +118,76 @@ describe("a device that drops pipelined requests", () => {
     expect(statuses).toEqual(["connecting", "connected"]);
   });
 
+  it("is detected when the device answers only the earliest of the requests in flight", async () => {
+    // A common kind: busy with the first request, it drops whatever arrives meanwhile, so no request sent
+    // after a dropped one is ever answered (the 'later request answered' sign never shows).
+    let busyUntil = 0;
+    const device = await startRawTcpDevice(() => {
+      const now = Date.now();
+      if (now < busyUntil) return { kind: "silent" };
+      busyUntil = now + 20;
+      return { kind: "normal", delayMs: 20 };
+    });
+    cleanups.push(() => device.stop());
+    // Requests of 1, 2 and 3 registers, so their answers cannot be mistaken for each other.
+    const shaped = defineTags({
+      a: { dataType: "uint16", address: "HR0" },
+      b: { dataType: "uint16", address: "HR200" },
+      c: { dataType: "uint16", address: "HR201" },
+      d: { dataType: "uint16", address: "HR400" },
+      e: { dataType: "uint16", address: "HR402" },
+    }).list();
+    const warnings: string[] = [];
+    const driver = new ModbusDriver({
+      transport: { kind: "tcp", host: device.host, port: device.port },
+      maxInFlight: 8,
+      requestTimeoutMs: 200,
+      logger: capture(warnings),
+    });
+    cleanups.push(() => driver.close());
+    const unitChanges: string[] = [];
+    driver.onUnitStatusChange((change) => unitChanges.push(change.to));
+    await driver.connect();
+    expect(driver.readPlan(shaped).requests.length).toBe(3);
+    await driver.read(shaped);
+    expect(driver.maxInFlight).toBe(1);
+    expect(warnings.join("\n")).toMatch(/answered some requests in flight but not others/);
+    // The dropped requests did not count against the unit.
+    expect(driver.units()).toMatchObject([{ unitId: 1, state: "online", consecutiveFailures: 0 }]);
+    for (let scan = 0; scan < 3; scan++) {
+      await new Promise((resolve) => setTimeout(resolve, 30));
+      const samples = await driver.read(shaped);
+      expect(samples.map((sample) => sample.quality.severity)).toEqual(Array(5).fill("good"));
+      expect(samples.map((sample) => sample.value)).toEqual([0, 200, 201, 400, 402].map((at) => rawRegister(1, at)));
+    }
+    expect(unitChanges).toEqual([]);
+  });
+
+  it("is not suspected when a dead unit behind a gateway times out beside a live one", async () => {
+    const device = await startRawTcpDevice((request) =>
+      request.unitId === 2 ? { kind: "silent" } : { kind: "normal", delayMs: 5 },
+    );
+    cleanups.push(() => device.stop());
+    const gateway = defineTags({
+      a: { dataType: "uint16", address: "HR0@1" },
+      b: { dataType: "uint16", address: "HR0@2" },
+      c: { dataType: "uint16", address: "HR300@1" },
+    }).list();
+    const driver = new ModbusDriver({
+      transport: { kind: "tcp", host: device.host, port: device.port },
+      maxInFlight: 4,
+      requestTimeoutMs: 100,
+    });
+    cleanups.push(() => driver.close());
+    await driver.connect();
+    for (let scan = 0; scan < 4; scan++) await driver.read(gateway);
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    expect(driver.maxInFlight).toBe(4);
+    expect(driver.units().find((unit) => unit.unitId === 2)?.consecutiveFailures).toBeGreaterThanOrEqual(2);
+  });
+
   it("tries pipelining again 5 minutes later (one slow answer is not a device that drops frames)", async () => {
     const { simulator, host, port } = await start();
-    simulator.injectDelay(5);
-    const busyDrop = simulator.injectBusyDrop();
     // Real time, plus whatever the test skips ahead.
     let skipped = 0;
     const real = new SystemClock();
@@ -113,6 +205,9 @@ describe("a device that drops pipelined requests", () => {
     });
     cleanups.push(() => driver.close());
     await driver.connect();
+    await proveIds(driver);
+    simulator.injectDelay(5);
+    const busyDrop = simulator.injectBusyDrop();
     await driver.read(tags);
     expect(driver.maxInFlight).toBe(1);
     skipped = 4 * 60_000;
@@ -125,3 +220,16 @@ describe("a device that drops pipelined requests", () => {
     expect(after.every((sample) => sample.quality.severity === "good")).toBe(true);
   });
 });
+
+function capture(warnings: string[]): Logger {
+  const logger: Logger = {
+    debug: () => undefined,
+    info: () => undefined,
+    warn: (...args: unknown[]) => {
+      warnings.push(args.map((arg) => (typeof arg === "string" ? arg : JSON.stringify(arg))).join(" "));
+    },
+    error: () => undefined,
+    child: () => logger,
+  };
+  return logger;
+}

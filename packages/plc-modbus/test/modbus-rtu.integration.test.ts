@@ -1,6 +1,6 @@
 import { spawnSync } from "node:child_process";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { defineTags, type Sample } from "@kiln/core";
+import { MemoryStore, createControlSystem, defineTags, type Sample } from "@kiln/core";
 import { ModbusDriver, type ModbusDriverOptions } from "../src/index";
 import { openSerialPair, type SerialPair } from "./serial-pair";
 import { RtuLineDevice, withCrc, type AnswerFault } from "./rtu-line-device";
@@ -15,6 +15,8 @@ const tags = defineTags({
   "unit1.pump": { dataType: "bool", address: "C3@1", access: "readwrite" },
   "unit2.a": { dataType: "uint16", address: "HR0@2" },
   "unit3.a": { dataType: "uint16", address: "HR0@3" },
+  "unit4.a": { dataType: "uint16", address: "HR0@4" },
+  "unit5.a": { dataType: "uint16", address: "HR0@5" },
 });
 
 describe.skipIf(!hasSocat)("Modbus RTU on a serial line (needs socat: apt-get install socat)", () => {
@@ -73,6 +75,43 @@ describe.skipIf(!hasSocat)("Modbus RTU on a serial line (needs socat: apt-get in
     expect(samples["unit1.a"]).toMatchObject({ value: 111, quality: { severity: "good" } });
     expect(samples["unit3.a"]!.quality).toMatchObject({ severity: "bad", reason: "modbus request timed out" });
   });
+
+  it("keeps the live units good on every scan with three dead units on the line (control system, 300 ms scans)", async () => {
+    const driver = new ModbusDriver({
+      transport: { kind: "rtu", path: pair.master, baudRate: 19200 },
+      requestTimeoutMs: 300,
+    });
+    drivers.push(driver);
+    const names = ["unit1.a", "unit2.a", "unit3.a", "unit4.a", "unit5.a"];
+    const gateway = defineTags(
+      Object.fromEntries(names.map((name) => [name, { dataType: "uint16", address: `HR0@${name.slice(4, 5)}` }])),
+    );
+    const system = createControlSystem({
+      machineId: "rtu",
+      tags: gateway,
+      store: new MemoryStore(),
+      driver,
+      scanGroups: { default: { periodMs: 300 } },
+      acquisition: { timeoutMs: 600 },
+    });
+    const live: Sample[] = [];
+    system.cvt.observe("unit1.a", (change) => live.push(change.sample));
+    system.cvt.observe("unit2.a", (change) => live.push(change.sample));
+    await system.start();
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 3_000));
+      // Before: each dead unit's probe kept the line quiet two timeouts (its own and the late-answer guard), ahead
+      // of the live requests: two good values in 15 s at 1 s scans. The guard now holds back only requests an
+      // answer of the silent unit could pass for.
+      expect(live.filter((sample) => sample.quality.severity !== "good")).toEqual([]);
+      const group = system.health().acquisition.groups[0]!;
+      expect(group.failedReads).toBe(0);
+      expect(group.skippedCycles).toBeLessThanOrEqual(2);
+      expect(live.filter((sample) => sample.tag === "unit1.a").length).toBeGreaterThanOrEqual(7);
+    } finally {
+      await system.stop();
+    }
+  }, 15_000);
 
   it("late answers after a pause never shift a value into another tag (the late-bytes case)", async () => {
     const driver = await connect();

@@ -193,12 +193,17 @@ describe("ModbusSimulator", () => {
 });
 
 /** Sends one raw MBAP frame (`pdu` for unit 1) and resolves with the response PDU, or undefined after 300 ms. */
-async function rawExchange(port: number, pdu: readonly number[], unitId = 1): Promise<number[] | undefined> {
+async function rawExchange(
+  port: number,
+  pdu: readonly number[],
+  unitId = 1,
+  protocolId = 0,
+): Promise<number[] | undefined> {
   const { connect } = await import("node:net");
   const socket = connect({ host: "127.0.0.1", port });
   cleanups.push(async () => void socket.destroy());
   await new Promise((resolve) => socket.once("connect", resolve));
-  const header = [0, 7, 0, 0, (pdu.length + 1) >> 8, (pdu.length + 1) & 0xff, unitId];
+  const header = [0, 7, protocolId >> 8, protocolId & 0xff, (pdu.length + 1) >> 8, (pdu.length + 1) & 0xff, unitId];
   return new Promise((resolve) => {
     const timer = setTimeout(() => resolve(undefined), 300);
     socket.once("data", (data: Buffer) => {
@@ -218,6 +223,13 @@ describe("ModbusSimulator answers like a device", () => {
     expect(await rawExchange(port, [43, 14, 1, 0])).toEqual([0xab, 1]);
     expect(await rawExchange(port, [3, 0])).toEqual([0x83, 1]);
     expect(await rawExchange(port, [16, 0, 0, 0, 1])).toEqual([0x90, 1]);
+  });
+
+  it("stays silent, like a real gateway, to a broadcast (unit 0) and to a frame of another protocol id", async () => {
+    const { port } = await started(new ModbusSimulator({ tags }));
+    expect(await rawExchange(port, [3, 0, 12, 0, 1])).toEqual([3, 2, 0, 0]);
+    expect(await rawExchange(port, [3, 0, 12, 0, 1], 0)).toBeUndefined();
+    expect(await rawExchange(port, [3, 0, 12, 0, 1], 1, 1)).toBeUndefined();
   });
 
   it("exception 03 for illegal quantities and byte counts, 02 past the end of the address space", async () => {

@@ -95,6 +95,42 @@ describe("pipelining with a device that numbers its answers wrongly", () => {
     defineTags({ [`t${address}`]: { dataType: "uint16", address: `HR${address}` } }).get(`t${address}`),
   );
 
+  // Requests of 1, 2, 3 and 4 registers (maxGap 0): answers that cannot be taken for each other's, so they
+  // are pipelined before the device has proved its transaction ids.
+  const mixedTags = [0, 20, 21, 40, 41, 42, 60, 61, 62, 63].map((address) =>
+    defineTags({ [`t${address}`]: { dataType: "uint16", address: `HR${address}` } }).get(`t${address}`),
+  );
+
+  it("never pipelines two requests whose answers look alike until the device proved its ids", async () => {
+    // A gateway that runs requests one at a time and stamps each answer with the newest request's id: with
+    // same-shape requests in flight together, the first answer would fit the newest request, marked good.
+    let newest = 0;
+    let freeAt = 0;
+    const device = await startRawTcpDevice((request) => {
+      newest = request.transactionId;
+      const now = Date.now();
+      freeAt = Math.max(freeAt, now) + 5;
+      return { kind: "normal", delayMs: freeAt - now, transactionId: () => newest };
+    });
+    cleanups.push(device.stop);
+    const driver = new ModbusDriver({
+      transport: { kind: "tcp", host: device.host, port: device.port },
+      requestTimeoutMs: 300,
+      maxInFlight: 4,
+      planner: { maxGap: 0 },
+    });
+    cleanups.push(() => driver.close());
+    await driver.connect();
+    const seen: Sample[] = [];
+    for (let scan = 0; scan < 3; scan++) seen.push(...(await driver.read(scanTags)));
+    for (let scan = 0; scan < 3; scan++) seen.push(...(await driver.read(mixedTags)));
+    const good = seen.filter((sample) => sample.quality.severity === "good");
+    expect(good.length).toBeGreaterThan(0);
+    for (const sample of good) expect(sample.value).toBe(rawRegister(1, Number(sample.tag.slice(1))));
+    // Mixed shapes in flight expose it: the driver falls back to one request at a time for good.
+    expect(driver.maxInFlight).toBe(1);
+  });
+
   it("never shifts values into other tags and falls back to one request in flight", async () => {
     // Answers carry the previous request's transaction id: every answer fits the shape of a request in flight.
     const { driver } = await connect(
@@ -105,7 +141,7 @@ describe("pipelining with a device that numbers its answers wrongly", () => {
       },
     );
     const seen: Sample[] = [];
-    for (let scan = 0; scan < 3; scan++) seen.push(...(await driver.read(scanTags)));
+    for (let scan = 0; scan < 3; scan++) seen.push(...(await driver.read(mixedTags)));
     for (const sample of seen.filter((sample) => sample.quality.severity === "good")) {
       expect(sample.value).toBe(rawRegister(1, Number(sample.tag.slice(1))));
     }
@@ -120,12 +156,45 @@ describe("pipelining with a device that numbers its answers wrongly", () => {
           : { kind: "normal", delayMs: request.index === 0 ? 20 : 0 },
       { maxInFlight: 3, planner: { maxGap: 0 } },
     );
-    const samples = await driver.read(scanTags);
+    const samples = await driver.read(mixedTags);
     for (const sample of samples.filter((sample) => sample.quality.severity === "good")) {
       expect(sample.value).toBe(rawRegister(1, Number(sample.tag.slice(1))));
     }
     expect(samples.some((sample) => /transaction id 4000/.test(sample.quality.reason ?? ""))).toBe(true);
     expect(driver.maxInFlight).toBe(1);
+  });
+});
+
+describe("stale answers with one request in flight", () => {
+  const tagsAt = (addresses: number[]) =>
+    addresses.map((address) =>
+      defineTags({ [`t${address}`]: { dataType: "uint16", address: `HR${address}` } }).get(`t${address}`),
+    );
+
+  it("a repeated answer to an earlier request is dropped; the request in flight gets its own", async () => {
+    // Each answer is sent twice, the copy 30 ms later, while the next request waits for its own answer (60 ms).
+    const { driver } = await connect(
+      (request) => ({ kind: "normal", delayMs: request.index === 0 ? 0 : 60, duplicateAfterMs: 30 }),
+      { planner: { maxGap: 0 } },
+    );
+    const samples = await driver.read(tagsAt([0, 20, 40]));
+    expect(samples.map((sample) => sample.quality.severity)).toEqual(["good", "good", "good"]);
+    expect(samples.map((sample) => sample.value)).toEqual([0, 20, 40].map((at) => rawRegister(1, at)));
+    expect(driver.units()).toMatchObject([{ unitId: 1, state: "online", consecutiveFailures: 0 }]);
+  });
+
+  it("an answer with an id never used is dropped too, not taken as a desync", async () => {
+    const { driver } = await connect(
+      (request) =>
+        request.index === 0 ? { kind: "normal", transactionId: 4000, duplicateAfterMs: 0 } : { kind: "normal" },
+      { planner: { maxGap: 0 }, requestTimeoutMs: 100 },
+    );
+    // The first request's only answers carry id 4000: it times out, and the connection still serves the next.
+    const [first] = await driver.read(tagsAt([0]));
+    expect(first!.quality.severity).toBe("bad");
+    expect(first!.quality.reason).toMatch(/timed out/);
+    const samples = [first, ...(await driver.read(tagsAt([20])))];
+    expect(samples[1]).toMatchObject({ value: rawRegister(1, 20), quality: { severity: "good" } });
   });
 });
 

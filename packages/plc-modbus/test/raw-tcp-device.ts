@@ -16,7 +16,8 @@ export interface RawRequest {
 export type RawAnswer =
   | {
       readonly kind: "normal";
-      readonly transactionId?: number;
+      /** A function is called when the answer is sent (after `delayMs`). */
+      readonly transactionId?: number | (() => number);
       readonly protocolId?: number;
       /** Added to the MBAP length field. */
       readonly lengthDelta?: number;
@@ -29,6 +30,8 @@ export type RawAnswer =
       /** Replaces the echoed value or quantity (writes). */
       readonly echoValue?: number;
       readonly delayMs?: number;
+      /** Sends the same answer again this long (ms) after the first (a stale duplicate). */
+      readonly duplicateAfterMs?: number;
     }
   | { readonly kind: "exception"; readonly code: number }
   | { readonly kind: "silent" };
@@ -68,10 +71,12 @@ export async function startRawTcpDevice(
         requests.push(request);
         const reply = answer(request);
         if (reply.kind === "silent") continue;
-        const bytes = build(request, reply);
         const delay = reply.kind === "normal" ? (reply.delayMs ?? 0) : 0;
-        if (delay > 0) setTimeout(() => socket.destroyed || socket.write(bytes), delay);
-        else socket.write(bytes);
+        const duplicate = reply.kind === "normal" ? reply.duplicateAfterMs : undefined;
+        if (duplicate !== undefined)
+          setTimeout(() => socket.destroyed || socket.write(build(request, reply)), duplicate);
+        if (delay > 0) setTimeout(() => socket.destroyed || socket.write(build(request, reply)), delay);
+        else socket.write(build(request, reply));
       }
     });
   });
@@ -113,7 +118,8 @@ function build(request: RawRequest, reply: Exclude<RawAnswer, { kind: "silent" }
   }
   const normal = reply.kind === "normal" ? reply : undefined;
   const header = Buffer.alloc(7);
-  header.writeUInt16BE(normal?.transactionId ?? request.transactionId, 0);
+  const transactionId = typeof normal?.transactionId === "function" ? normal.transactionId() : normal?.transactionId;
+  header.writeUInt16BE(transactionId ?? request.transactionId, 0);
   header.writeUInt16BE(normal?.protocolId ?? 0, 2);
   header.writeUInt16BE(pdu.length + 1 + (normal?.lengthDelta ?? 0), 4);
   header[6] = normal?.unitId ?? request.unitId;

@@ -10,6 +10,7 @@ import type { Logger } from "../ports/logger";
 import { silentLogger } from "../runtime/silent-logger";
 import type { Counter, Histogram, Metrics } from "../ports/metrics";
 import type { PlcDriver } from "../ports/plc-driver";
+import type { EndpointHealthSnapshot } from "../driver-kit/endpoint-health";
 import type { CircuitBreaker, CircuitBreakerSnapshot } from "../resilience/circuit-breaker";
 import type { GuardedDriver } from "../resilience/guarded-ports";
 import { backoffDelay, createRetryPolicy, type RetryPolicy } from "../resilience/retry";
@@ -134,6 +135,11 @@ export interface AcquisitionHealth {
   readonly lastError?: string;
   /** Health of each scan group that has tags. */
   readonly groups: readonly ScanGroupHealth[];
+  /**
+   * Health of each endpoint behind the driver's connection (a Modbus unit: `"unit 2"`), when the
+   * driver reports them (`PlcDriver.endpoints`); absent otherwise.
+   */
+  readonly endpoints?: readonly EndpointHealthSnapshot[];
 }
 
 interface Group {
@@ -377,6 +383,7 @@ export class Acquisition {
               recent: monotonicNow(this.#options.clock) - this.#wallStep.seenAt < WALL_CLOCK_STEP_REPORT_MS,
             },
           }),
+      ...(this.#options.driver.endpoints ? { endpoints: this.#options.driver.endpoints() } : {}),
       groups: this.#groups.map((group) => ({
         name: group.name,
         mode: group.mode,

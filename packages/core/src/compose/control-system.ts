@@ -850,6 +850,14 @@ export class ControlSystem {
           `host wall clock stepped ${step.stepMs > 0 ? "forward" : "back"} by ${Math.round(Math.abs(step.stepMs))} ms`,
         );
       }
+      for (const endpoint of acquisition.endpoints ?? []) {
+        if (endpoint.state !== "offline") continue;
+        const next =
+          endpoint.nextProbeAt === undefined ? "" : `, next probe at ${new Date(endpoint.nextProbeAt).toISOString()}`;
+        problems.push(
+          `PLC ${acquisition.driver} ${endpoint.endpoint} offline: ${endpoint.lastError ?? "no answer"}${next}`,
+        );
+      }
       for (const [port, breaker] of Object.entries(ports)) {
         if (port !== "driver" && breaker.state.state !== "closed") {
           problems.push(`${breaker.name} breaker ${breaker.state.state}`);

@@ -111,6 +111,7 @@ export function guardDriver(driver: PlcDriver, policy: PortPolicy, context: Port
     withTimeout(operation, { clock, timeoutMs, name: `${driver.name}.${what}`, ...(signal ? { signal } : {}) });
   const subscribe = driver.subscribe?.bind(driver);
   const browse = driver.browse?.bind(driver);
+  const endpoints = driver.endpoints?.bind(driver);
   return {
     driverApiVersion: driver.driverApiVersion,
     name: driver.name,
@@ -151,6 +152,7 @@ export function guardDriver(driver: PlcDriver, policy: PortPolicy, context: Port
         }
       : {}),
     ...(browse ? { browse } : {}),
+    ...(endpoints ? { endpoints } : {}),
   };
 }
 

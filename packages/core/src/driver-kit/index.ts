@@ -1,6 +1,7 @@
 export { abortError, raceAbort, untilAbort } from "./abort";
 export { checkBackoff, reconnectDelay, type ReconnectBackoff } from "./backoff";
 export type { RetryJitter } from "../resilience/retry";
+export { signalTimeLeft } from "../resilience/signal-deadline";
 export { coerceToTagType, type TagTypeCoercion } from "./coerce-to-tag-type";
 export { ConnectionLifecycle, type ConnectionLifecycleOptions, type ReconnectOptions } from "./connection-lifecycle";
 export {

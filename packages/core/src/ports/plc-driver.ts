@@ -2,6 +2,7 @@ import type { Sample } from "../domain/sample";
 import type { Tag, TagValue } from "../domain/tags";
 import type { Disposer } from "../domain/disposer";
 import type { KilnErrorCode } from "../domain/errors";
+import type { EndpointHealthSnapshot } from "../driver-kit/endpoint-health";
 
 /** What a driver can do beyond read and write. The core branches on this declaration. */
 export interface PlcDriverCapabilities {
@@ -117,4 +118,12 @@ export interface PlcDriver {
   ): Promise<Disposer>;
   /** Present when `capabilities.browse`: lists the variables under `root` (driver-specific). */
   browse?(root?: string): Promise<BrowsedVariable[]>;
+  /**
+   * Optional, for a driver that reaches several endpoints through one connection (units behind a
+   * Modbus gateway, devices on a bus): the health of each, as kept by the driver kit's
+   * `EndpointHealth` (`snapshot()`). The core shows it in `health().acquisition.endpoints` and
+   * reports the system `degraded`, naming the endpoint, while one is `offline`. Must be cheap and
+   * must not throw.
+   */
+  endpoints?(): readonly EndpointHealthSnapshot[];
 }

@@ -2,6 +2,7 @@ import { getEventListeners } from "node:events";
 import { describe, expect, test } from "vitest";
 import { KilnError } from "../domain/errors";
 import { SimulatedClock } from "../memory/simulated-clock";
+import { signalTimeLeft } from "./signal-deadline";
 import { withTimeout } from "./timeout";
 
 /** An operation that never settles on its own but records the signal it was given. */
@@ -17,6 +18,25 @@ describe("withTimeout", () => {
     await clock.advance(40);
     await expect(result).resolves.toBe("done");
     expect(clock.pendingTimers).toBe(0);
+  });
+
+  test("tells the operation the time left before its deadline through signalTimeLeft", async () => {
+    const clock = new SimulatedClock({ start: 0 });
+    const left: (number | undefined)[] = [];
+    const result = withTimeout(
+      async (signal) => {
+        left.push(signalTimeLeft(signal));
+        await clock.sleep(30);
+        left.push(signalTimeLeft(signal));
+        return "done";
+      },
+      { clock, timeoutMs: 50 },
+    );
+    await clock.advance(30);
+    await expect(result).resolves.toBe("done");
+    expect(left).toEqual([50, 20]);
+    expect(signalTimeLeft(new AbortController().signal)).toBeUndefined();
+    expect(signalTimeLeft(undefined)).toBeUndefined();
   });
 
   test("rejects with a retryable KILN_TIMEOUT at timeoutMs and aborts the operation's signal with it", async () => {

@@ -1,6 +1,7 @@
 import { KilnError } from "../domain/errors";
 import type { Clock, TimerHandle } from "../ports/clock";
 import { assertClock, assertNumber } from "./option-assertions";
+import { setSignalDeadline } from "./signal-deadline";
 
 /** Options of {@link withTimeout}. */
 export interface TimeoutOptions {
@@ -18,7 +19,7 @@ export interface TimeoutOptions {
  * Runs `operation`, giving up after `timeoutMs` on the injected clock.
  *
  * The operation receives an `AbortSignal` that aborts when the time runs out or when the outer
- * `signal` aborts; a well-behaved operation stops its work then. `withTimeout` does not wait for
+ * `signal` aborts, and carries its deadline (`signalTimeLeft(signal)` from the driver kit); a well-behaved operation stops its work then. `withTimeout` does not wait for
  * it: it rejects at once, and whatever the operation settles with later is ignored. The timer
  * and the outer-signal listener are removed as soon as the result is known.
  *
@@ -64,6 +65,7 @@ export function withTimeout<T>(operation: (signal: AbortSignal) => Promise<T>, o
     };
 
     if (timeoutMs !== Infinity) {
+      setSignalDeadline(controller.signal, clock, clock.now() + timeoutMs);
       timer = clock.setTimeout(() => {
         if (!finish()) return;
         const error = new KilnError(
