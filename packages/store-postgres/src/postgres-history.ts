@@ -44,6 +44,11 @@ const NUMERIC = `CASE WHEN value_float NOT IN ('NaN'::float8, 'Infinity'::float8
   WHEN value_int IS NOT NULL THEN value_int::float8 WHEN value_uint IS NOT NULL THEN value_uint::float8
   WHEN value_bool IS NOT NULL THEN value_bool::int4::float8 END`;
 
+/**
+ * SQL: the sample's severity as a rank, the worse the higher (good 0, uncertain 1, bad 2), from
+ * its OPC UA status code's top two bits (the code is stored as a signed int4).
+ */
+const SEVERITY_RANK = `(CASE WHEN quality < 0 THEN 2 WHEN quality >= 1073741824 THEN 1 ELSE 0 END)::float8`;
 /** SQL: the exact value of a 64-bit integer sample as `numeric` (NULL for every other value). */
 const EXACT = `CASE WHEN value_int IS NOT NULL THEN value_int::numeric ELSE value_uint END`;
 /** SQL: microseconds since the epoch as int8, exact (see `fastMillisecondsOf`). */
@@ -126,8 +131,9 @@ type BoundRow = { readonly [key: string]: unknown };
  * - `valueAt` / `interpolated`: per tag and time, index probes for the last sample at or
  *   before it and the first at or after it (and the nearest good ones, only when those are not good).
  * - `downsample`: one `GROUP BY` column picks the first, last, smallest and largest sample (M4;
- *   floats and 64-bit integers apart, each compared exactly, and the shared `downsampleSeries`
- *   picks among the candidates); the picked rows are then read by primary key, at most six per column (one pass: a
+ *   floats and 64-bit integers apart, each compared exactly) and the first of the column's worst
+ *   quality, and the shared `downsampleSeries` picks among the candidates; the picked rows are
+ *   then read by primary key, at most seven per column (one pass: a
  *   `time IN (subquery)` filter over the range was quadratic on PostgreSQL and PGlite).
  */
 export class PostgresHistory implements HistoryQueries {
@@ -347,18 +353,20 @@ export class PostgresHistory implements HistoryQueries {
       this.#context.run("history.downsample", (client) =>
         client.query<SampleRow>(
           `WITH numeric_samples AS (
-           SELECT ${fastMillisecondsOf("time")} AS ms, ${NUMERIC} AS num, ${EXACT} AS exact, ${MICROS} AS us
+           SELECT ${fastMillisecondsOf("time")} AS ms, ${NUMERIC} AS num, ${EXACT} AS exact, ${MICROS} AS us,
+                  ${SEVERITY_RANK} AS rank
            FROM ${samples} WHERE ${range}
          ), chosen AS (
-           SELECT min(ms) AS first_ms, max(ms) AS last_ms,
-                  (min(ARRAY[num, ms]) FILTER (WHERE exact IS NULL))[2] AS min_ms,
-                  -(max(ARRAY[num, -ms]) FILTER (WHERE exact IS NULL))[2] AS max_ms,
+           SELECT min(ms) FILTER (WHERE num IS NOT NULL) AS first_ms, max(ms) FILTER (WHERE num IS NOT NULL) AS last_ms,
+                  (min(ARRAY[num, ms]) FILTER (WHERE num IS NOT NULL AND exact IS NULL))[2] AS min_ms,
+                  -(max(ARRAY[num, -ms]) FILTER (WHERE num IS NOT NULL AND exact IS NULL))[2] AS max_ms,
                   (min(ARRAY[exact, us::numeric]) FILTER (WHERE exact IS NOT NULL))[2]::float8 / 1000 AS min_exact_ms,
-                  -(max(ARRAY[exact, -us::numeric]) FILTER (WHERE exact IS NOT NULL))[2]::float8 / 1000 AS max_exact_ms
-           FROM numeric_samples WHERE num IS NOT NULL
+                  -(max(ARRAY[exact, -us::numeric]) FILTER (WHERE exact IS NOT NULL))[2]::float8 / 1000 AS max_exact_ms,
+                  (min(ARRAY[-rank, ms]) FILTER (WHERE rank > 0))[2] AS worst_ms
+           FROM numeric_samples
            GROUP BY floor(((ms - $2::float8) * $4::float8) / ($3::float8 - $2::float8))
          ), picked AS (
-           SELECT DISTINCT unnest(ARRAY[first_ms, last_ms, min_ms, max_ms, min_exact_ms, max_exact_ms]) AS ms
+           SELECT DISTINCT unnest(ARRAY[first_ms, last_ms, min_ms, max_ms, min_exact_ms, max_exact_ms, worst_ms]) AS ms
            FROM chosen
          )
          SELECT ${SAMPLE_ROW_COLUMNS} FROM picked

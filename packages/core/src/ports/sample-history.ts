@@ -169,15 +169,16 @@ export interface AggregateInterval {
 }
 
 /**
- * A downsampled trend query: `[start, end)` cut into `floor(points / 4)` equal columns, each
- * giving its first, minimum, maximum and last sample (M4).
+ * A downsampled trend query: `[start, end)` cut into `floor(points / 5)` equal columns, each
+ * giving its first, minimum, maximum and last sample (M4) and a quality marker (see
+ * {@link HistoryQueries.downsample}).
  */
 export interface DownsampleQuery {
   /** Start, inclusive, ms since epoch (whole ms). */
   readonly start: number;
   /** End, exclusive, ms since epoch (whole ms), after `start`. */
   readonly end: number;
-  /** The most points to return: at least 4, at most 4 × {@link MAX_HISTORY_INTERVALS}. */
+  /** The most points to return: at least 5, at most 5 × {@link MAX_HISTORY_INTERVALS} (5 per column). */
   readonly points: number;
 }
 
@@ -220,11 +221,14 @@ export interface HistoryQueries {
   /** {@link valueAt} at the start of every interval, tag by tag, in time order. */
   interpolated(tags: readonly string[], query: IntervalQuery): Promise<Sample[]>;
   /**
-   * A trend of one tag for drawing: `[start, end)` cut into `floor(points / 4)` columns and, per
+   * A trend of one tag for drawing: `[start, end)` cut into `floor(points / 5)` columns and, per
    * column, its first, smallest, largest and last sample with a numeric value (whatever its
    * quality, which each returned sample keeps), in time order, each sample once. A line drawn
    * through them at that many pixel columns looks the same as one drawn through every sample:
-   * every spike survives (M4, Jugel et al., VLDB 2014). At most `points` samples.
+   * every spike survives (M4, Jugel et al., VLDB 2014). Quality changes survive too: when a
+   * column holds an uncertain or bad sample and none of its picks is that bad, the first sample
+   * of the column's worst quality is returned as well (value and all, `null` included, so a bad
+   * stretch without values draws as a gap). Ties go to the earliest sample. At most `points` samples.
    */
   downsample(tag: string, query: DownsampleQuery): Promise<Sample[]>;
 }

@@ -502,13 +502,14 @@ export function storeHistoryConformance(options: StoreGroupConformanceOptions): 
     test(
       "downsample keeps the first, smallest, largest and last sample of each column (M4)",
       withHistory(options, async (history) => {
-        // 8 points: 2 columns, [0, 20) and [20, 40). Column 0: first 0 s, smallest 0 (earliest:
-        // 0 s; the bad sample at 5 s has no value), largest 100 at 13 s, last 19 s. Column 1:
-        // first 20 s, smallest -50 at 27 s, largest 500 at 33 s (uncertain, kept with its
-        // quality), last 39 s.
-        const trend = await history.downsample(TREND, { start: T0, end: T0 + 40 * S, points: 8 });
+        // 10 points: 2 columns, [0, 20) and [20, 40). Column 0: first 0 s, smallest 0 (earliest:
+        // 0 s), largest 100 at 13 s, last 19 s, and the bad sample at 5 s (no value): its quality
+        // is worse than every pick's. Column 1: first 20 s, smallest -50 at 27 s, largest 500 at
+        // 33 s (uncertain, kept with its quality), last 39 s.
+        const trend = await history.downsample(TREND, { start: T0, end: T0 + 40 * S, points: 10 });
         expect(trend.map((sample) => [(sample.timestamp - T0) / S, sample.value, sample.quality.severity])).toEqual([
           [0, 0, "good"],
+          [5, null, "bad"],
           [13, 100, "good"],
           [19, 0, "good"],
           [20, 0, "good"],
@@ -516,9 +517,47 @@ export function storeHistoryConformance(options: StoreGroupConformanceOptions): 
           [33, 500, "uncertain"],
           [39, 0, "good"],
         ]);
-        // Enough points for every sample: every numeric sample comes back once.
-        const all = await history.downsample(TREND, { start: T0, end: T0 + 40 * S, points: 4 * 40 });
-        expect(all.length).toBe(39);
+        // Enough points for every sample: every sample comes back once (the bad one as its column's marker).
+        const all = await history.downsample(TREND, { start: T0, end: T0 + 40 * S, points: 5 * 40 });
+        expect(all.length).toBe(40);
+      }),
+    );
+
+    test(
+      "downsample keeps a bad or uncertain stretch inside a column: the first sample of the column's worst quality",
+      withHistory(options, async (history, store) => {
+        const start = T0 + 3000 * S;
+        // 3 columns of 20 s over a ramp (first = smallest, last = largest, all good):
+        // [0, 20): uncertain at 4 s, bad values 8-10 s (inside the ramp, no extreme): marker 8 s (bad is worst).
+        // [20, 40): uncertain 30-31 s: marker 30 s. [40, 60): only bad samples without a value: 40 s alone.
+        const stretch = Array.from({ length: 60 }, (_, second): Sample => {
+          const sampleQuality =
+            second >= 40 || (second >= 8 && second <= 10)
+              ? BAD
+              : second === 4 || second === 30 || second === 31
+                ? UNCERTAIN
+                : GOOD;
+          return {
+            tag: TREND,
+            value: second >= 40 ? null : second,
+            timestamp: start + second * S,
+            quality: sampleQuality,
+          };
+        });
+        await store.samples.writeBatch(stretch);
+        const trend = await history.downsample(TREND, { start, end: start + 60 * S, points: 15 });
+        expect(trend.map((sample) => [(sample.timestamp - start) / S, sample.value, sample.quality.severity])).toEqual([
+          [0, 0, "good"],
+          [8, 8, "bad"],
+          [19, 19, "good"],
+          [20, 20, "good"],
+          [30, 30, "uncertain"],
+          [39, 39, "good"],
+          [40, null, "bad"],
+        ]);
+        // Good data without a marker: a good column gives its M4 picks only.
+        const good = await history.downsample(TREND, { start: start + 12 * S, end: start + 18 * S, points: 5 });
+        expect(good.map((sample) => (sample.timestamp - start) / S)).toEqual([12, 17]);
       }),
     );
 
@@ -533,8 +572,8 @@ export function storeHistoryConformance(options: StoreGroupConformanceOptions): 
         long.forEach((sample, index) => Object.assign(sample, { timestamp: start + index * 10 }));
         for (let first = 0; first < count; first += 5000)
           await store.samples.writeBatch(long.slice(first, first + 5000));
-        const trend = await history.downsample(TREND, { start, end: start + count * 10, points: 200 });
-        expect(trend.length <= 200 && trend.length > 100).toBe(true);
+        const trend = await history.downsample(TREND, { start, end: start + count * 10, points: 250 });
+        expect(trend.length <= 250 && trend.length > 100).toBe(true);
         expect(trend[0]?.timestamp).toBe(start);
         expect(trend.at(-1)?.timestamp).toBe(start + (count - 1) * 10);
         expect(trend.find((sample) => sample.timestamp === start + 12_345 * 10)?.value).toBe(value(12_345));
@@ -628,7 +667,7 @@ export function storeHistoryConformance(options: StoreGroupConformanceOptions): 
         expect(stepped.map((sample) => sample.value)).toEqual([2n ** 53n + 1n, -(2n ** 63n), 5n]);
 
         // M4 compares exactly: smallest 2^63-1 at 8 s, largest 2^64-1 at 2 s.
-        const trend = await history.downsample(UINT64, { start: T0, end: T0 + 10 * S, points: 4 });
+        const trend = await history.downsample(UINT64, { start: T0, end: T0 + 10 * S, points: 5 });
         expect(trend.map((sample) => [(sample.timestamp - T0) / S, sample.value])).toEqual([
           [0, 2n ** 64n - 2n],
           [2, 2n ** 64n - 1n],
@@ -716,11 +755,11 @@ export function storeHistoryConformance(options: StoreGroupConformanceOptions): 
           ),
         ).toEqual(["start", "end"]);
         expect(await paths(history.valueAt([RAMP], Date.UTC(300_000, 0, 1)))).toEqual(["time"]);
-        expect(await paths(history.downsample(RAMP, { start: Date.UTC(1800, 0, 1), end: T0, points: 4 }))).toEqual([
+        expect(await paths(history.downsample(RAMP, { start: Date.UTC(1800, 0, 1), end: T0, points: 5 }))).toEqual([
           "start",
         ]);
         expect(await paths(history.interpolated([RAMP], { ...interval, start: Number.NaN }))).toEqual(["start"]);
-        expect(await paths(history.downsample(RAMP, { start: T0, end: T0 + S, points: 3 }))).toEqual(["points"]);
+        expect(await paths(history.downsample(RAMP, { start: T0, end: T0 + S, points: 4 }))).toEqual(["points"]);
         // A tag listed twice (its results would count twice), too many tags, too large a result.
         expect(await paths(history.aggregate([RAMP, VALVE, RAMP], { ...interval, aggregates: ["Count"] }))).toEqual([
           "tags[2]",
