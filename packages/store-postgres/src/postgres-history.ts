@@ -89,6 +89,7 @@ interface PartialsRow {
   readonly maximum: number | null;
   readonly minimum_exact: string | null;
   readonly maximum_exact: string | null;
+  readonly first_zero_negative: boolean | null;
   readonly imprecise: boolean | null;
   readonly overflow: boolean | null;
   readonly bad_count: number | null;
@@ -201,6 +202,10 @@ export class PostgresHistory implements HistoryQueries {
       // Minimum and maximum exactly: float values in float8, 64-bit integers in numeric.
       "min(num) FILTER (WHERE good AND exact IS NULL) AS minimum",
       "max(num) FILTER (WHERE good AND exact IS NULL) AS maximum",
+      // float8 min/max return either of -0 and 0 on a tie; the earliest zero's sign decides (as in core).
+      `min(time) FILTER (WHERE good AND exact IS NULL AND num = 0 AND atan2(num, -1) < 0)
+         < coalesce(min(time) FILTER (WHERE good AND exact IS NULL AND num = 0 AND atan2(num, -1) > 0), 'infinity')
+         AS first_zero_negative`,
       "min(exact) FILTER (WHERE good)::text AS minimum_exact",
       "max(exact) FILTER (WHERE good)::text AS maximum_exact",
       `coalesce(bool_or(${IMPRECISE}) FILTER (WHERE good), false) AS imprecise`,
@@ -402,6 +407,11 @@ function exactAt(time: number | null, micros: string | null, exact: string | nul
   return time !== null && micros !== null && Number(micros) / 1000 === time ? exact : null;
 }
 
+/** A zero `value` with the sign of the interval's earliest zero (-0 when `negative`); other values as they are. */
+function signedZero(value: number | null, negative: boolean | null): number | null {
+  return value === 0 ? (negative === true ? -0 : 0) : value;
+}
+
 function bigintOf(text: string | null): bigint | null {
   return text === null ? null : BigInt(text);
 }
@@ -432,8 +442,8 @@ function finish(
       count: row.count ?? 0,
       numericCount: row.numeric_count ?? 0,
       sum: row.sum,
-      minimum: smaller(row.minimum, bigintOf(row.minimum_exact)),
-      maximum: larger(row.maximum, bigintOf(row.maximum_exact)),
+      minimum: smaller(signedZero(row.minimum, row.first_zero_negative), bigintOf(row.minimum_exact)),
+      maximum: larger(signedZero(row.maximum, row.first_zero_negative), bigintOf(row.maximum_exact)),
       imprecise: row.imprecise === true,
       overflow: row.overflow === true,
       badCount: row.bad_count ?? 0,

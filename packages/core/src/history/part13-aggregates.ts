@@ -64,7 +64,8 @@ export function isImprecise(value: HistoryNumber | null | undefined): boolean {
 
 /**
  * The smaller of two values, compared exactly (a bigint against a number too); on a tie the
- * bigint. The one rule every store uses to pick a `Minimum`.
+ * bigint, else `a` (pass the earlier sample as `a`: -0 and 0 tie, and the earlier keeps its sign).
+ * The one rule every store uses to pick a `Minimum`.
  */
 export function smaller(a: HistoryNumber | null, b: HistoryNumber | null): HistoryNumber | null {
   if (a === null) return b;

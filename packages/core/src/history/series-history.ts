@@ -114,7 +114,8 @@ export function aggregateSeries(
     if (point.value !== null) {
       current.numericCount++;
       if (isHuge(point.value)) current.overflow = true;
-      else current.sum = (current.sum ?? 0) + Number(point.value);
+      // The sum starts at the first value, as SQL's sum does (so a lone -0 sums to -0 on every store).
+      else current.sum = current.sum === null ? Number(point.value) : current.sum + Number(point.value);
       current.minimum = smaller(current.minimum, point.value);
       current.maximum = larger(current.maximum, point.value);
       current.imprecise ||= isImprecise(point.value);
@@ -122,7 +123,7 @@ export function aggregateSeries(
     if (current.firstGood === undefined) current.firstGood = point;
     else if (lastGood !== undefined && !isHuge(lastGood.value) && !isHuge(point.value)) {
       const area = segmentArea(interpolation, lastGood.value, point.value, point.time - lastGood.time);
-      if (area !== null) current.innerArea = (current.innerArea ?? 0) + area;
+      if (area !== null) current.innerArea = current.innerArea === null ? area : current.innerArea + area;
     }
     current.lastGood = point;
     lastGood = point;

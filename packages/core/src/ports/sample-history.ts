@@ -63,7 +63,8 @@ export interface SampleHistory {
  * 0 and 1; strings have no numeric value.
  *
  * - `Count` (5.4.3.21): the number of good samples in the interval.
- * - `Minimum`, `Maximum` (5.4.3.10, 5.4.3.11): the smallest and largest good value.
+ * - `Minimum`, `Maximum` (5.4.3.10, 5.4.3.11): the smallest and largest good value; among equal
+ *   values (-0 and 0 are equal) the earliest sample's, with its own sign (a bigint beats an equal number).
  * - `Start`, `End` (5.4.3.25, 5.4.3.26): the first and last good value in the interval.
  * - `Delta` (5.4.3.27): `End - Start`.
  * - `Average` (5.4.3.5): the arithmetic mean of the good values.

@@ -719,6 +719,67 @@ export function storeHistoryConformance(options: StoreGroupConformanceOptions): 
     );
 
     test(
+      "ties go to the earliest sample: -0 and 0 are equal, and the earliest is returned with its own sign",
+      withHistory(options, async (history, store) => {
+        const start = T0 + 4000 * S;
+        // [0, 4): -0, 0, 0, -0. [4, 8): 0, -0. [8, 9): -0 alone.
+        const values = [-0, 0, 0, -0, 0, -0, Number.NaN, Number.NaN, -0];
+        await store.samples.writeBatch(
+          values.flatMap((value, second) =>
+            Number.isNaN(value) ? [] : [{ tag: TREND, value, timestamp: start + second * S, quality: GOOD }],
+          ),
+        );
+        const result = await history.aggregate([TREND], {
+          start,
+          end: start + 9 * S,
+          intervalMs: 4 * S,
+          aggregates: ["Minimum", "Maximum", "Start", "End", "Delta", "Average"],
+        });
+        // Object.is tells -0 from 0; each pair is [value is -0, quality].
+        const signs = result.map((interval) =>
+          Object.fromEntries(
+            Object.entries(interval.values).map(([name, value]) => [
+              name,
+              [Object.is(value.value, -0) ? "-0" : value.value, value.quality.severity],
+            ]),
+          ),
+        );
+        expect(signs).toEqual([
+          {
+            Minimum: ["-0", "good"],
+            Maximum: ["-0", "good"],
+            Start: ["-0", "good"],
+            End: ["-0", "good"],
+            Delta: [0, "good"], // -0 - -0
+            Average: [0, "good"], // -0 + 0 + 0 + -0
+          },
+          {
+            Minimum: [0, "good"],
+            Maximum: [0, "good"],
+            Start: [0, "good"],
+            End: ["-0", "good"],
+            Delta: ["-0", "good"], // -0 - 0
+            Average: [0, "good"],
+          },
+          {
+            Minimum: ["-0", "good"],
+            Maximum: ["-0", "good"],
+            Start: ["-0", "good"],
+            End: ["-0", "good"],
+            Delta: [0, "good"],
+            Average: ["-0", "good"], // the sum starts at the first value, as SQL's sum does
+          },
+        ]);
+        // M4 picks among equal values the earliest: the first column's smallest and largest is 0 s (-0).
+        const trend = await history.downsample(TREND, { start, end: start + 4 * S, points: 5 });
+        expect(trend.map((sample) => [(sample.timestamp - start) / S, Object.is(sample.value, -0)])).toEqual([
+          [0, true],
+          [3, true],
+        ]);
+      }),
+    );
+
+    test(
       "bad queries reject with KILN_VALIDATION naming the field, before any query",
       withHistory(options, async (history) => {
         const paths = async (operation: Promise<unknown>): Promise<string[]> => {
