@@ -152,7 +152,8 @@ export interface AggregateValue {
   /**
    * `good` when the interval's data was good throughout; `uncertain` when it rests on bad or
    * missing data (bad samples, an interval starting before the first sample, a value held past
-   * the last sample); `bad` when there was no data to compute it.
+   * the last sample), its reason naming every cause that applies in a fixed order ("rests on bad
+   * data; rests on missing data; precision lost: ..."); `bad` when there was no data to compute it.
    */
   readonly quality: Quality;
 }

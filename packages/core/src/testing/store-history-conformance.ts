@@ -719,6 +719,54 @@ export function storeHistoryConformance(options: StoreGroupConformanceOptions): 
     );
 
     test(
+      "a result uncertain for two reasons names both, in a fixed order (bad data; missing data; precision lost)",
+      withHistory(options, async (history, store) => {
+        const reason = (
+          result: { quality: Quality } | undefined,
+        ): [QualitySeverity | undefined, string | undefined] => [result?.quality.severity, result?.quality.reason];
+        // The ramp's first sample is at 0 s, its bad stretch 20-30 s: [-5, 25) misses data before
+        // 0 s and holds bad samples.
+        const [both] = await history.aggregate([RAMP], {
+          start: T0 - 5 * S,
+          end: T0 + 25 * S,
+          intervalMs: 30 * S,
+          aggregates: ["TimeAverage", "Count"],
+        });
+        expect(reason(both?.values.TimeAverage)).toEqual(["uncertain", "rests on bad data; rests on missing data"]);
+        expect(reason(both?.values.Count)).toEqual(["uncertain", "rests on bad data"]);
+        // One reason alone: [-5, 5) only misses data; [15, 25) only holds bad data.
+        const [missing] = await history.aggregate([RAMP], {
+          start: T0 - 5 * S,
+          end: T0 + 5 * S,
+          intervalMs: 10 * S,
+          aggregates: ["TimeAverage"],
+        });
+        expect(reason(missing?.values.TimeAverage)).toEqual(["uncertain", "rests on missing data"]);
+        // A stepped value after a bad sample, with nothing stored after it: both reasons.
+        await store.samples.writeBatch([at(STATE, 20, null, BAD)]);
+        const [state] = await history.valueAt([STATE], T0 + 25 * S);
+        expect([state?.value, ...reason(state)]).toEqual([
+          "run",
+          "uncertain",
+          "rests on bad data; rests on missing data",
+        ]);
+        // An average of integers beyond 2^53 over an interval holding a bad sample: bad data and precision.
+        await store.samples.writeBatch([...WIDE, at(INT64, 3, null, BAD)]);
+        const [wide] = await history.aggregate([INT64], {
+          start: T0,
+          end: T0 + 10 * S,
+          intervalMs: 10 * S,
+          aggregates: ["Average", "Maximum"],
+        });
+        expect(reason(wide?.values.Average)).toEqual([
+          "uncertain",
+          "rests on bad data; precision lost: computed in float64 from or to an integer beyond ±2^53",
+        ]);
+        expect(reason(wide?.values.Maximum)).toEqual(["uncertain", "rests on bad data"]);
+      }),
+    );
+
+    test(
       "ties go to the earliest sample: -0 and 0 are equal, and the earliest is returned with its own sign",
       withHistory(options, async (history, store) => {
         const start = T0 + 4000 * S;
