@@ -4,6 +4,7 @@ import {
   type HistoryQueries,
   type Interpolation,
   type Sample,
+  type TagDataType,
 } from "@kiln/core";
 import {
   type AggregateQuery,
@@ -140,10 +141,13 @@ type BoundRow = { readonly [key: string]: unknown };
 export class PostgresHistory implements HistoryQueries {
   readonly #context: StoreContext;
   readonly #tags: TagRegistry;
+  readonly #dataTypes: ReadonlyMap<string, TagDataType>;
 
-  constructor(context: StoreContext, tags: TagRegistry) {
+  /** `dataTypes`: each catalog tag's current data type (`Delta` is computed in it), kept by the store. */
+  constructor(context: StoreContext, tags: TagRegistry, dataTypes: ReadonlyMap<string, TagDataType>) {
     this.#context = context;
     this.#tags = tags;
+    this.#dataTypes = dataTypes;
   }
 
   readonly #known = (tag: string): boolean => this.#tags.interpolations.has(tag);
@@ -171,7 +175,15 @@ export class PostgresHistory implements HistoryQueries {
       ),
     );
     return checkedTags.flatMap((tag, index) =>
-      finish(tag, ids[index]!, this.#tags.interpolations.get(tag)!, intervals, rows.rows, aggregates),
+      finish(
+        tag,
+        ids[index]!,
+        this.#tags.interpolations.get(tag)!,
+        intervals,
+        rows.rows,
+        aggregates,
+        this.#dataTypes.get(tag)!,
+      ),
     );
   }
 
@@ -423,6 +435,7 @@ function finish(
   intervals: CheckedIntervals,
   rows: readonly PartialsRow[],
   aggregates: readonly AggregateName[],
+  dataType: TagDataType,
 ): AggregateInterval[] {
   const partials: IntervalPartials[] = [];
   let outer: OuterBounds = {};
@@ -465,5 +478,5 @@ function finish(
       innerGoodMs: row.inner_good_ms ?? 0,
     });
   }
-  return finishAggregates(tag, interpolation, intervals, partials, outer, aggregates);
+  return finishAggregates(tag, interpolation, intervals, partials, outer, aggregates, dataType);
 }

@@ -1,5 +1,5 @@
 import { quality, type Quality } from "../domain/quality";
-import type { Interpolation } from "../domain/tags";
+import type { Interpolation, TagDataType } from "../domain/tags";
 import type { AggregateInterval, AggregateName, AggregateValue } from "../ports/sample-history";
 import type { CheckedIntervals } from "./history-input";
 
@@ -299,7 +299,8 @@ export function segmentArea(
 /**
  * Turns per-interval partials into the requested aggregates, applying OPC UA Part 13's rules
  * for bounding values, intervals without data and quality (see {@link AGGREGATES} for each
- * definition). Intervals missing from `partials` hold no samples.
+ * definition). Intervals missing from `partials` hold no samples. `dataType` is the tag's
+ * current type in the catalog: `Delta` is computed in it (see {@link delta}).
  */
 export function finishAggregates(
   tag: string,
@@ -308,6 +309,7 @@ export function finishAggregates(
   partials: readonly IntervalPartials[],
   outer: OuterBounds,
   aggregates: readonly AggregateName[],
+  dataType: TagDataType,
 ): AggregateInterval[] {
   const { start, intervalMs, count, end } = intervals;
   const byIndex: (IntervalPartials | undefined)[] = new Array<IntervalPartials | undefined>(count);
@@ -439,7 +441,7 @@ export function finishAggregates(
           break;
         case "Delta":
           {
-            const difference = delta(first?.value, last?.value);
+            const difference = delta(first?.value, last?.value, dataType);
             const imprecise = typeof difference === "number" && (isImprecise(first?.value) || isImprecise(last?.value));
             values.Delta = raw(difference, imprecise);
           }
@@ -484,13 +486,20 @@ export function finishAggregates(
 }
 
 /**
- * `last - first`: exact, a bigint, when one is a bigint and the other an integer (a 64-bit tag
- * delivers safe integers as numbers), else float64 (imprecise per {@link isImprecise}).
+ * `last - first`, in the tag's current type: for an `int64`/`uint64` tag exact, a bigint, when one
+ * is a bigint and the other an integer (a 64-bit tag delivers safe integers as numbers); else
+ * float64, a number (imprecise per {@link isImprecise}). So a float tag whose older samples were
+ * stored as 64-bit integers (its type changed) gets a float Delta, never a bigint.
  */
-function delta(first: HistoryNumber | null | undefined, last: HistoryNumber | null | undefined): HistoryNumber | null {
+function delta(
+  first: HistoryNumber | null | undefined,
+  last: HistoryNumber | null | undefined,
+  dataType: TagDataType,
+): HistoryNumber | null {
   if (first === null || first === undefined || last === null || last === undefined) return null;
   const integral = (value: HistoryNumber): boolean => typeof value === "bigint" || Number.isInteger(value);
-  if ((typeof first === "bigint" || typeof last === "bigint") && integral(first) && integral(last))
+  const exact = dataType === "int64" || dataType === "uint64";
+  if (exact && (typeof first === "bigint" || typeof last === "bigint") && integral(first) && integral(last))
     return BigInt(last) - BigInt(first);
   return Number(last) - Number(first);
 }

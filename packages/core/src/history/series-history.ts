@@ -1,5 +1,5 @@
 import type { Sample } from "../domain/sample";
-import type { Interpolation, TagValue } from "../domain/tags";
+import type { Interpolation, TagDataType, TagValue } from "../domain/tags";
 import type { AggregateInterval, AggregateName } from "../ports/sample-history";
 import type { CheckedIntervals } from "./history-input";
 import {
@@ -69,13 +69,14 @@ function lowerBound(sorted: readonly number[], value: number): number {
   return low;
 }
 
-/** The aggregates of one tag from its in-memory series: the TypeScript form of the stores' SQL. */
+/** The aggregates of one tag (current type `dataType`) from its in-memory series: the TypeScript form of the stores' SQL. */
 export function aggregateSeries(
   tag: string,
   series: SampleSeries,
   interpolation: Interpolation,
   intervals: CheckedIntervals,
   aggregates: readonly AggregateName[],
+  dataType: TagDataType,
 ): AggregateInterval[] {
   const { start, intervalMs, end } = intervals;
   const from = lowerBound(series.timestamps, start);
@@ -134,7 +135,7 @@ export function aggregateSeries(
     goodAfter: findGood(series, to, 1),
     anyAfter: to < series.samples.length ? pointOf(series.samples[to]!) : undefined,
   };
-  return finishAggregates(tag, interpolation, intervals, partials, outer, aggregates);
+  return finishAggregates(tag, interpolation, intervals, partials, outer, aggregates, dataType);
 }
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };

@@ -66,7 +66,9 @@ export interface SampleHistory {
  * - `Minimum`, `Maximum` (5.4.3.10, 5.4.3.11): the smallest and largest good value; among equal
  *   values (-0 and 0 are equal) the earliest sample's, with its own sign (a bigint beats an equal number).
  * - `Start`, `End` (5.4.3.25, 5.4.3.26): the first and last good value in the interval.
- * - `Delta` (5.4.3.27): `End - Start`.
+ * - `Delta` (5.4.3.27): `End - Start`, in the tag's current data type: an exact bigint for an
+ *   `int64`/`uint64` tag when both are integers and one is a bigint, else a float64 number (a float
+ *   tag whose older samples were stored as bigints still gets a number).
  * - `Average` (5.4.3.5): the arithmetic mean of the good values.
  * - `TimeAverage` (5.4.3.6): the area under the tag's curve (stepped or sloped) from the bounding
  *   value at the interval's start, through each good sample, to the bounding value at its end,

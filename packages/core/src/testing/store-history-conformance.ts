@@ -20,6 +20,7 @@ const HISTORY_TAGS = defineTags({
   "history.int64.mixed": { dataType: "int64" },
   "history.huge": { dataType: "float64" }, // sloped: values near float64's largest
   "history.huge.stepped": { dataType: "float64", interpolation: "stepped" },
+  "history.retyped": { dataType: "float64", interpolation: "stepped" }, // was int64: older samples are bigints
 });
 const RAMP = "history.ramp";
 const VALVE = "history.valve";
@@ -767,6 +768,40 @@ export function storeHistoryConformance(options: StoreGroupConformanceOptions): 
     );
 
     test(
+      "Delta is computed in the tag's current type: a float tag whose older samples are bigints (its type changed) gets a float Delta",
+      withHistory(options, async (history, store) => {
+        const RETYPED = "history.retyped";
+        // The tag was int64 until 10 s (bigints stored), float64 since.
+        await store.samples.writeBatch([
+          at(RETYPED, 0, 2n ** 60n),
+          at(RETYPED, 5, 5n),
+          at(RETYPED, 10, 3),
+          at(RETYPED, 15, 7.5),
+        ]);
+        const delta = async (from: number, to: number): Promise<[unknown, QualitySeverity, string | undefined]> => {
+          const [interval] = await history.aggregate([RETYPED], {
+            start: T0 + from * S,
+            end: T0 + to * S,
+            intervalMs: (to - from) * S,
+            aggregates: ["Delta"],
+          });
+          const result = interval!.values.Delta!;
+          return [result.value, result.quality.severity, result.quality.reason];
+        };
+        // 2^60 (bigint) to 3 (number): float64 3 - 2^60, never the bigint -1152921504606846973n; the
+        // integer beyond 2^53 makes it uncertain.
+        expect(await delta(0, 11)).toEqual([
+          3 - 2 ** 60,
+          "uncertain",
+          "precision lost: computed in float64 from or to an integer beyond ±2^53",
+        ]);
+        // 5 (bigint, safe) to 3 (number): -2 as a number, good; 5n to 7.5: 2.5.
+        expect(await delta(5, 11)).toEqual([-2, "good", undefined]);
+        expect(await delta(5, 16)).toEqual([2.5, "good", undefined]);
+      }),
+    );
+
+    test(
       "ties go to the earliest sample: -0 and 0 are equal, and the earliest is returned with its own sign",
       withHistory(options, async (history, store) => {
         const start = T0 + 4000 * S;
@@ -875,10 +910,10 @@ export function storeHistoryConformance(options: StoreGroupConformanceOptions): 
         ]);
         expect(await paths(history.valueAt([RAMP, RAMP], T0))).toEqual(["tags[1]"]);
         expect(await paths(history.valueAt(new Array<string>(1_001).fill(RAMP), T0))).toEqual(["tags"]);
-        // 10 tags x 10,000 intervals x 12 aggregates = 1,200,000 results > MAX_HISTORY_CELLS (1,000,000):
+        // 11 tags x 10,000 intervals x 12 aggregates = 1,320,000 results > MAX_HISTORY_CELLS (1,000,000):
         // refused before running, though each tag alone stays within MAX_HISTORY_INTERVALS.
         const allTags = HISTORY_TAGS.list().map((tag) => tag.name);
-        expect(allTags.length).toBe(10);
+        expect(allTags.length).toBe(11);
         expect(
           await paths(history.aggregate(allTags, { start: T0, end: T0 + 10_000, intervalMs: 1, aggregates: ALL })),
         ).toEqual(["intervalMs"]);
