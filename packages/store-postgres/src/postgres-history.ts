@@ -215,8 +215,8 @@ export class PostgresHistory implements HistoryQueries {
       "min(num) FILTER (WHERE good AND exact IS NULL) AS minimum",
       "max(num) FILTER (WHERE good AND exact IS NULL) AS maximum",
       // float8 min/max return either of -0 and 0 on a tie; the earliest zero's sign decides (as in core).
-      `min(time) FILTER (WHERE good AND exact IS NULL AND num = 0 AND atan2(num, -1) < 0)
-         < coalesce(min(time) FILTER (WHERE good AND exact IS NULL AND num = 0 AND atan2(num, -1) > 0), 'infinity')
+      // (atan2(num, -1) is negative for -0 only; the arguments are evaluated for zeros only.)
+      `(min(ARRAY[date_part('epoch', time), atan2(num, -1)]) FILTER (WHERE num = 0 AND good AND exact IS NULL))[2] < 0
          AS first_zero_negative`,
       "min(exact) FILTER (WHERE good)::text AS minimum_exact",
       "max(exact) FILTER (WHERE good)::text AS maximum_exact",
@@ -289,6 +289,7 @@ export class PostgresHistory implements HistoryQueries {
       ), ranked AS (
         SELECT raw.* ${needs.area ? ", input.sloped" : ""} ${windows.map((column) => `, ${column}`).join("")}
         FROM raw ${needs.area ? "JOIN input USING (tag_id)" : ""}
+        OFFSET 0 -- a fence (see "Plan" in ADR 0011): good, num and exact computed once per row, hashed groups
       )
       ${intervalsSql}
       ${needs.time ? `UNION ALL ${boundsSql}` : ""}`;
@@ -373,6 +374,7 @@ export class PostgresHistory implements HistoryQueries {
            SELECT ${fastMillisecondsOf("time")} AS ms, ${NUMERIC} AS num, ${EXACT} AS exact, ${MICROS} AS us,
                   ${SEVERITY_RANK} AS rank
            FROM ${samples} WHERE ${range}
+           OFFSET 0 -- a fence, as in aggregate: each expression once per row, hashed columns
          ), chosen AS (
            SELECT min(ms) FILTER (WHERE num IS NOT NULL) AS first_ms, max(ms) FILTER (WHERE num IS NOT NULL) AS last_ms,
                   (min(ARRAY[num, ms]) FILTER (WHERE num IS NOT NULL AND exact IS NULL))[2] AS min_ms,
