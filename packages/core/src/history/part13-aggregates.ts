@@ -300,7 +300,7 @@ export function segmentArea(
  * Turns per-interval partials into the requested aggregates, applying OPC UA Part 13's rules
  * for bounding values, intervals without data and quality (see {@link AGGREGATES} for each
  * definition). Intervals missing from `partials` hold no samples. `dataType` is the tag's
- * current type in the catalog: `Delta` is computed in it (see {@link delta}).
+ * current type in the catalog: `Delta` is computed in it (an exact bigint for `int64`/`uint64` only).
  */
 export function finishAggregates(
   tag: string,
