@@ -218,9 +218,10 @@ export class PostgresHistory implements HistoryQueries {
       // (atan2(num, -1) is negative for -0 only; the arguments are evaluated for zeros only.)
       `(min(ARRAY[date_part('epoch', time), atan2(num, -1)]) FILTER (WHERE num = 0 AND good AND exact IS NULL))[2] < 0
          AS first_zero_negative`,
-      "min(exact) FILTER (WHERE good)::text AS minimum_exact",
-      "max(exact) FILTER (WHERE good)::text AS maximum_exact",
-      `coalesce(bool_or(${IMPRECISE}) FILTER (WHERE good), false) AS imprecise`,
+      "min(exact) FILTER (WHERE exact IS NOT NULL AND good)::text AS minimum_exact",
+      "max(exact) FILTER (WHERE exact IS NOT NULL AND good)::text AS maximum_exact",
+      // Filtered on exact first: float rows skip these aggregates without evaluating their arguments.
+      `coalesce(bool_or(${IMPRECISE}) FILTER (WHERE exact IS NOT NULL AND good), false) AS imprecise`,
       "count(*) FILTER (WHERE NOT good)::int4 AS bad_count",
       ...(needs.ends
         ? [
