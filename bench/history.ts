@@ -115,7 +115,7 @@ async function measure(url: string): Promise<Record<string, unknown>[]> {
       },
       {
         name: "history-downsample",
-        what: "1,000-point trend (M4, 250 columns) of one tag over a day (86,400 rows)",
+        what: "1,000-point trend (M4 with quality markers, 200 columns) of one tag over a day (86,400 rows)",
         kiln: async () => {
           await history.downsample(tag, { start: START, end: END, points: 1_000 });
         },
@@ -129,7 +129,7 @@ async function measure(url: string): Promise<Record<string, unknown>[]> {
                  row_number() OVER (PARTITION BY c ORDER BY value_float, time) AS lo,
                  row_number() OVER (PARTITION BY c ORDER BY value_float DESC, time) AS hi
                FROM (SELECT time, value_float, quality,
-                       floor(extract(epoch FROM time - ${seconds(START)}) * 250 / ${DAY_S}) AS c
+                       floor(extract(epoch FROM time - ${seconds(START)}) * 200 / ${DAY_S}) AS c
                      FROM kiln.samples WHERE tag_id = $1 AND time >= ${seconds(START)} AND time < ${seconds(END)}
                        AND value_float IS NOT NULL) AS s
              ) AS r WHERE f = 1 OR l = 1 OR lo = 1 OR hi = 1 ORDER BY time`,

@@ -74,7 +74,7 @@ const optionsSchema = z
       )
       .optional(),
     progressLineMs: z.number().int().positive().default(2_000),
-    trendPoints: z.number().int().min(4).max(40_000).default(1_000),
+    trendPoints: z.number().int().min(5).max(50_000).default(1_000),
     log: z.custom<(line: string) => void>((value) => typeof value === "function", "must be a function").optional(),
     metrics: z
       .custom<Metrics>(

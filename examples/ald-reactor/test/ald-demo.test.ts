@@ -88,7 +88,7 @@ describe("the ALD demo, shortened to 3 cycles", { timeout: 120_000 }, () => {
   test("runs every cycle on the OPC UA PLC, logs every sample to the store, acknowledges its alarms, and writes the report", async () => {
     const outDir = path.join(outRoot, "normal");
     // HI at 0.9 mbar sits below the 1 mbar TMA plateau, so TMA pulses raise it.
-    // 16 trend points (4 M4 columns): fewer than the samples, so the drawn line must be the downsample.
+    // 16 trend points (3 columns): fewer than the samples, so the drawn line must be the downsample.
     // The metrics `npm run demo -- --metrics` serves: a Prometheus registry, scraped at the end.
     const metrics = new PrometheusMetrics({ labels: { machine: "ald-1" } });
     const summary = await runAldDemo({ ...shortDemo, outDir, alarms: { hiMbar: 0.9 }, trendPoints: 16, metrics });

@@ -4,6 +4,7 @@ import {
   type HistoryQueries,
   type Interpolation,
   type Sample,
+  type TagDataType,
 } from "@kiln/core";
 import {
   type AggregateQuery,
@@ -44,6 +45,11 @@ const NUMERIC = `CASE WHEN value_float NOT IN ('NaN'::float8, 'Infinity'::float8
   WHEN value_int IS NOT NULL THEN value_int::float8 WHEN value_uint IS NOT NULL THEN value_uint::float8
   WHEN value_bool IS NOT NULL THEN value_bool::int4::float8 END`;
 
+/**
+ * SQL: the sample's severity as a rank, the worse the higher (good 0, uncertain 1, bad 2), from
+ * its OPC UA status code's top two bits (the code is stored as a signed int4).
+ */
+const SEVERITY_RANK = `(CASE WHEN quality < 0 THEN 2 WHEN quality >= 1073741824 THEN 1 ELSE 0 END)::float8`;
 /** SQL: the exact value of a 64-bit integer sample as `numeric` (NULL for every other value). */
 const EXACT = `CASE WHEN value_int IS NOT NULL THEN value_int::numeric ELSE value_uint END`;
 /** SQL: microseconds since the epoch as int8, exact (see `fastMillisecondsOf`). */
@@ -84,6 +90,7 @@ interface PartialsRow {
   readonly maximum: number | null;
   readonly minimum_exact: string | null;
   readonly maximum_exact: string | null;
+  readonly first_zero_negative: boolean | null;
   readonly imprecise: boolean | null;
   readonly overflow: boolean | null;
   readonly bad_count: number | null;
@@ -126,17 +133,21 @@ type BoundRow = { readonly [key: string]: unknown };
  * - `valueAt` / `interpolated`: per tag and time, index probes for the last sample at or
  *   before it and the first at or after it (and the nearest good ones, only when those are not good).
  * - `downsample`: one `GROUP BY` column picks the first, last, smallest and largest sample (M4;
- *   floats and 64-bit integers apart, each compared exactly, and the shared `downsampleSeries`
- *   picks among the candidates); the picked rows are then read by primary key, at most six per column (one pass: a
+ *   floats and 64-bit integers apart, each compared exactly) and the first of the column's worst
+ *   quality, and the shared `downsampleSeries` picks among the candidates; the picked rows are
+ *   then read by primary key, at most seven per column (one pass: a
  *   `time IN (subquery)` filter over the range was quadratic on PostgreSQL and PGlite).
  */
 export class PostgresHistory implements HistoryQueries {
   readonly #context: StoreContext;
   readonly #tags: TagRegistry;
+  readonly #dataTypes: ReadonlyMap<string, TagDataType>;
 
-  constructor(context: StoreContext, tags: TagRegistry) {
+  /** `dataTypes`: each catalog tag's current data type (`Delta` is computed in it), kept by the store. */
+  constructor(context: StoreContext, tags: TagRegistry, dataTypes: ReadonlyMap<string, TagDataType>) {
     this.#context = context;
     this.#tags = tags;
+    this.#dataTypes = dataTypes;
   }
 
   readonly #known = (tag: string): boolean => this.#tags.interpolations.has(tag);
@@ -164,7 +175,15 @@ export class PostgresHistory implements HistoryQueries {
       ),
     );
     return checkedTags.flatMap((tag, index) =>
-      finish(tag, ids[index]!, this.#tags.interpolations.get(tag)!, intervals, rows.rows, aggregates),
+      finish(
+        tag,
+        ids[index]!,
+        this.#tags.interpolations.get(tag)!,
+        intervals,
+        rows.rows,
+        aggregates,
+        this.#dataTypes.get(tag)!,
+      ),
     );
   }
 
@@ -195,9 +214,14 @@ export class PostgresHistory implements HistoryQueries {
       // Minimum and maximum exactly: float values in float8, 64-bit integers in numeric.
       "min(num) FILTER (WHERE good AND exact IS NULL) AS minimum",
       "max(num) FILTER (WHERE good AND exact IS NULL) AS maximum",
-      "min(exact) FILTER (WHERE good)::text AS minimum_exact",
-      "max(exact) FILTER (WHERE good)::text AS maximum_exact",
-      `coalesce(bool_or(${IMPRECISE}) FILTER (WHERE good), false) AS imprecise`,
+      // float8 min/max return either of -0 and 0 on a tie; the earliest zero's sign decides (as in core).
+      // (atan2(num, -1) is negative for -0 only; the arguments are evaluated for zeros only.)
+      `(min(ARRAY[date_part('epoch', time), atan2(num, -1)]) FILTER (WHERE num = 0 AND good AND exact IS NULL))[2] < 0
+         AS first_zero_negative`,
+      "min(exact) FILTER (WHERE exact IS NOT NULL AND good)::text AS minimum_exact",
+      "max(exact) FILTER (WHERE exact IS NOT NULL AND good)::text AS maximum_exact",
+      // Filtered on exact first: float rows skip these aggregates without evaluating their arguments.
+      `coalesce(bool_or(${IMPRECISE}) FILTER (WHERE exact IS NOT NULL AND good), false) AS imprecise`,
       "count(*) FILTER (WHERE NOT good)::int4 AS bad_count",
       ...(needs.ends
         ? [
@@ -266,6 +290,7 @@ export class PostgresHistory implements HistoryQueries {
       ), ranked AS (
         SELECT raw.* ${needs.area ? ", input.sloped" : ""} ${windows.map((column) => `, ${column}`).join("")}
         FROM raw ${needs.area ? "JOIN input USING (tag_id)" : ""}
+        OFFSET 0 -- a fence (see "Plan" in ADR 0011): good, num and exact computed once per row, hashed groups
       )
       ${intervalsSql}
       ${needs.time ? `UNION ALL ${boundsSql}` : ""}`;
@@ -347,18 +372,21 @@ export class PostgresHistory implements HistoryQueries {
       this.#context.run("history.downsample", (client) =>
         client.query<SampleRow>(
           `WITH numeric_samples AS (
-           SELECT ${fastMillisecondsOf("time")} AS ms, ${NUMERIC} AS num, ${EXACT} AS exact, ${MICROS} AS us
+           SELECT ${fastMillisecondsOf("time")} AS ms, ${NUMERIC} AS num, ${EXACT} AS exact, ${MICROS} AS us,
+                  ${SEVERITY_RANK} AS rank
            FROM ${samples} WHERE ${range}
+           OFFSET 0 -- a fence, as in aggregate: each expression once per row, hashed columns
          ), chosen AS (
-           SELECT min(ms) AS first_ms, max(ms) AS last_ms,
-                  (min(ARRAY[num, ms]) FILTER (WHERE exact IS NULL))[2] AS min_ms,
-                  -(max(ARRAY[num, -ms]) FILTER (WHERE exact IS NULL))[2] AS max_ms,
+           SELECT min(ms) FILTER (WHERE num IS NOT NULL) AS first_ms, max(ms) FILTER (WHERE num IS NOT NULL) AS last_ms,
+                  (min(ARRAY[num, ms]) FILTER (WHERE num IS NOT NULL AND exact IS NULL))[2] AS min_ms,
+                  -(max(ARRAY[num, -ms]) FILTER (WHERE num IS NOT NULL AND exact IS NULL))[2] AS max_ms,
                   (min(ARRAY[exact, us::numeric]) FILTER (WHERE exact IS NOT NULL))[2]::float8 / 1000 AS min_exact_ms,
-                  -(max(ARRAY[exact, -us::numeric]) FILTER (WHERE exact IS NOT NULL))[2]::float8 / 1000 AS max_exact_ms
-           FROM numeric_samples WHERE num IS NOT NULL
+                  -(max(ARRAY[exact, -us::numeric]) FILTER (WHERE exact IS NOT NULL))[2]::float8 / 1000 AS max_exact_ms,
+                  (min(ARRAY[-rank, ms]) FILTER (WHERE rank > 0))[2] AS worst_ms
+           FROM numeric_samples
            GROUP BY floor(((ms - $2::float8) * $4::float8) / ($3::float8 - $2::float8))
          ), picked AS (
-           SELECT DISTINCT unnest(ARRAY[first_ms, last_ms, min_ms, max_ms, min_exact_ms, max_exact_ms]) AS ms
+           SELECT DISTINCT unnest(ARRAY[first_ms, last_ms, min_ms, max_ms, min_exact_ms, max_exact_ms, worst_ms]) AS ms
            FROM chosen
          )
          SELECT ${SAMPLE_ROW_COLUMNS} FROM picked
@@ -394,6 +422,11 @@ function exactAt(time: number | null, micros: string | null, exact: string | nul
   return time !== null && micros !== null && Number(micros) / 1000 === time ? exact : null;
 }
 
+/** A zero `value` with the sign of the interval's earliest zero (-0 when `negative`); other values as they are. */
+function signedZero(value: number | null, negative: boolean | null): number | null {
+  return value === 0 ? (negative === true ? -0 : 0) : value;
+}
+
 function bigintOf(text: string | null): bigint | null {
   return text === null ? null : BigInt(text);
 }
@@ -405,6 +438,7 @@ function finish(
   intervals: CheckedIntervals,
   rows: readonly PartialsRow[],
   aggregates: readonly AggregateName[],
+  dataType: TagDataType,
 ): AggregateInterval[] {
   const partials: IntervalPartials[] = [];
   let outer: OuterBounds = {};
@@ -424,8 +458,8 @@ function finish(
       count: row.count ?? 0,
       numericCount: row.numeric_count ?? 0,
       sum: row.sum,
-      minimum: smaller(row.minimum, bigintOf(row.minimum_exact)),
-      maximum: larger(row.maximum, bigintOf(row.maximum_exact)),
+      minimum: smaller(signedZero(row.minimum, row.first_zero_negative), bigintOf(row.minimum_exact)),
+      maximum: larger(signedZero(row.maximum, row.first_zero_negative), bigintOf(row.maximum_exact)),
       imprecise: row.imprecise === true,
       overflow: row.overflow === true,
       badCount: row.bad_count ?? 0,
@@ -447,5 +481,5 @@ function finish(
       innerGoodMs: row.inner_good_ms ?? 0,
     });
   }
-  return finishAggregates(tag, interpolation, intervals, partials, outer, aggregates);
+  return finishAggregates(tag, interpolation, intervals, partials, outer, aggregates, dataType);
 }

@@ -12,6 +12,7 @@ import {
   silentLogger,
   type Store,
   type Tag,
+  type TagDataType,
 } from "@kiln/core";
 import { type StoreCapabilities } from "@kiln/core/driver-kit";
 import pg from "pg";
@@ -125,6 +126,8 @@ export class PostgresStore implements Store {
   readonly #options: PostgresStoreOptions;
   readonly #logger: Logger;
   readonly #tags: TagRegistry;
+  /** Each catalog tag's current data type, for history (`Delta` is computed in it). */
+  readonly #dataTypes = new Map<string, TagDataType>();
   #state: "created" | "open" | "closed" = "created";
   #connection: Promise<Connection> | undefined;
   #client: SqlClient | undefined;
@@ -139,7 +142,7 @@ export class PostgresStore implements Store {
     this.#context = context;
     this.#tags = new TagRegistry(context);
     this.samples = new PostgresSampleSink(context, this.#tags);
-    this.history = new PostgresHistory(context, this.#tags);
+    this.history = new PostgresHistory(context, this.#tags, this.#dataTypes);
     this.events = new PostgresEventStore(context);
     this.processes = new PostgresProcessRepository(context);
     this.recipes = new PostgresRecipeRepository(context);
@@ -159,6 +162,7 @@ export class PostgresStore implements Store {
       const client = await this.#connect();
       await applyMigrations(client, this.schema);
       await this.#tags.register(client, tags);
+      for (const tag of tags) this.#dataTypes.set(tag.name, tag.dataType);
       this.#client = client;
     } catch (error) {
       throw toStoreError(error, "open");
@@ -191,6 +195,7 @@ export class PostgresStore implements Store {
     this.#client = undefined;
     if (this.#state === "open") this.#state = "closed";
     this.#tags.clear();
+    this.#dataTypes.clear();
     if (connection === undefined) return;
     const resolved = await connection.catch(() => undefined);
     await resolved?.release();

@@ -29,7 +29,7 @@ describe("history input checks", () => {
       count: 3,
       end: 2_006,
     });
-    expect(checkDownsampleQuery("a", { start: 0, end: 1, points: 1_001 }, known).columns).toBe(250);
+    expect(checkDownsampleQuery("a", { start: 0, end: 1, points: 1_004 }, known).columns).toBe(200);
   });
 
   test("every problem is reported at once, each naming its field", () => {
@@ -78,7 +78,7 @@ describe("history input checks", () => {
   test("end must be after start; an empty range is refused", () => {
     expect(paths(() => checkAggregateQuery(["a"], { ...query, end: 0 }, known))).toEqual(["end"]);
     expect(paths(() => checkIntervalQuery(["a"], { start: 10, end: 5, intervalMs: 1 }, known))).toEqual(["end"]);
-    expect(paths(() => checkDownsampleQuery("a", { start: 10, end: 10, points: 4 }, known))).toEqual(["end"]);
+    expect(paths(() => checkDownsampleQuery("a", { start: 10, end: 10, points: 5 }, known))).toEqual(["end"]);
   });
 
   test("at most 10,000 intervals: exactly 10,000 passes, 10,001 is refused on intervalMs", () => {
@@ -88,13 +88,13 @@ describe("history input checks", () => {
     ]);
   });
 
-  test("valueAt needs known tags and a whole-ms time; downsample needs 4 to 40,000 points", () => {
+  test("valueAt needs known tags and a whole-ms time; downsample needs 5 to 50,000 points", () => {
     expect(paths(() => checkValueAtQuery(["b", "c"], Number.POSITIVE_INFINITY, known))).toEqual(["tags[1]", "time"]);
-    expect(paths(() => checkDownsampleQuery("c", { start: 0, end: 10, points: 40_001 }, known))).toEqual([
+    expect(paths(() => checkDownsampleQuery("c", { start: 0, end: 10, points: 50_001 }, known))).toEqual([
       "tag",
       "points",
     ]);
-    expect(paths(() => checkDownsampleQuery("a", null as unknown as { start: 0; end: 1; points: 4 }, known))).toEqual([
+    expect(paths(() => checkDownsampleQuery("a", null as unknown as { start: 0; end: 1; points: 5 }, known))).toEqual([
       "",
     ]);
   });

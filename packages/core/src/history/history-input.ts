@@ -58,7 +58,7 @@ export interface CheckedDownsampleQuery {
   readonly tag: string;
   readonly start: number;
   readonly end: number;
-  /** Number of columns: `floor(points / 4)`. */
+  /** Number of columns: `floor(points / 5)`. */
   readonly columns: number;
 }
 
@@ -138,7 +138,7 @@ export function checkValueAtQuery(
 
 /**
  * Checks a downsample query.
- * @returns a frozen copy with its number of columns (`floor(points / 4)`).
+ * @returns a frozen copy with its number of columns (`floor(points / 5)`).
  * @throws KilnValidationError naming `tag`, `start`, `end` or `points`.
  */
 export function checkDownsampleQuery(
@@ -156,8 +156,8 @@ export function checkDownsampleQuery(
     const { start, end, points } = query;
     read = { start, end, points };
     checkRange(read, issues);
-    if (!Number.isInteger(points) || (points as number) < 4 || (points as number) > 4 * MAX_HISTORY_INTERVALS) {
-      issues.push({ path: "points", message: `must be a whole number from 4 to ${4 * MAX_HISTORY_INTERVALS}` });
+    if (!Number.isInteger(points) || (points as number) < 5 || (points as number) > 5 * MAX_HISTORY_INTERVALS) {
+      issues.push({ path: "points", message: `must be a whole number from 5 to ${5 * MAX_HISTORY_INTERVALS}` });
     }
   }
   throwIfAny("downsample query", issues);
@@ -165,7 +165,7 @@ export function checkDownsampleQuery(
     tag,
     start: read!.start as number,
     end: read!.end as number,
-    columns: Math.floor((read!.points as number) / 4),
+    columns: Math.floor((read!.points as number) / 5),
   });
 }
 

@@ -1,5 +1,5 @@
 import { quality, type Quality } from "../domain/quality";
-import type { Interpolation } from "../domain/tags";
+import type { Interpolation, TagDataType } from "../domain/tags";
 import type { AggregateInterval, AggregateName, AggregateValue } from "../ports/sample-history";
 import type { CheckedIntervals } from "./history-input";
 
@@ -10,23 +10,59 @@ const UNCERTAIN_DATA_SUB_NORMAL = 0x40a40000;
 
 /** Quality of a history result that rests on good data throughout. */
 export const HISTORY_GOOD: Quality = Object.freeze(quality("good"));
-/** Quality of a history result that rests partly on bad or missing data. */
-export const HISTORY_UNCERTAIN: Quality = Object.freeze(
-  quality("uncertain", "rests on bad or missing data", UNCERTAIN_DATA_SUB_NORMAL),
-);
+
+/** Why a history result is uncertain, as bits; reported in this order, joined by "; ". */
+const BAD_DATA = 1;
+const MISSING_DATA = 2;
+const IMPRECISE = 4;
+const REASONS: readonly (readonly [bit: number, reason: string])[] = [
+  [BAD_DATA, "rests on bad data"],
+  [MISSING_DATA, "rests on missing data"],
+  [IMPRECISE, "precision lost: computed in float64 from or to an integer beyond ±2^53"],
+];
+const uncertainByReasons = new Map<number, Quality>();
+const reasonsByQuality = new Map<Quality, number>([[HISTORY_GOOD, 0]]);
+
+/**
+ * The quality of a result resting on the data described by `reasons` (bits): good for none,
+ * else uncertain with every reason that applies, in the fixed order of `REASONS`, so a result
+ * uncertain for two reasons names both, the same on every store. One frozen object per set.
+ */
+function uncertainOf(reasons: number): Quality {
+  if (reasons === 0) return HISTORY_GOOD;
+  let found = uncertainByReasons.get(reasons);
+  if (found === undefined) {
+    const text = REASONS.filter(([bit]) => (reasons & bit) !== 0)
+      .map(([, reason]) => reason)
+      .join("; ");
+    found = Object.freeze(quality("uncertain", text, UNCERTAIN_DATA_SUB_NORMAL));
+    uncertainByReasons.set(reasons, found);
+    reasonsByQuality.set(found, reasons);
+  }
+  return found;
+}
+
+/** The reason bits of a quality made by {@link uncertainOf} (0 for good or any other). */
+function reasonsOf(result: Quality | undefined): number {
+  return result === undefined ? 0 : (reasonsByQuality.get(result) ?? 0);
+}
+
+/**
+ * Quality of a history result that rests on both bad and missing data (reason "rests on bad data;
+ * rests on missing data"). A result names only the reasons that apply to it: "rests on bad data"
+ * (a bad or uncertain sample in the interval or between a value's sources and its time), "rests on
+ * missing data" (no sample before the interval, or a value held past the last sample), and the
+ * reason of {@link HISTORY_IMPRECISE}, joined by "; " in that order.
+ */
+export const HISTORY_UNCERTAIN: Quality = uncertainOf(BAD_DATA | MISSING_DATA);
 /** Quality of a history result with no data to compute it from. */
 export const HISTORY_NO_DATA: Quality = Object.freeze(quality("bad", "no data", BAD_NO_DATA));
 /**
  * Quality of a result computed in float64 arithmetic from an integer beyond ±(2^53 - 1), which
- * float64 cannot hold exactly (`Number.MAX_SAFE_INTEGER`): the result may be off, so it is never good.
+ * float64 cannot hold exactly (`Number.MAX_SAFE_INTEGER`): the result may be off, so it is never
+ * good. With another reason too, the result's reason names both (see {@link HISTORY_UNCERTAIN}).
  */
-export const HISTORY_IMPRECISE: Quality = Object.freeze(
-  quality(
-    "uncertain",
-    "precision lost: computed in float64 from or to an integer beyond ±2^53",
-    UNCERTAIN_DATA_SUB_NORMAL,
-  ),
-);
+export const HISTORY_IMPRECISE: Quality = uncertainOf(IMPRECISE);
 
 /** OPC UA StatusCode `Bad_OutOfRange`. */
 const BAD_OUT_OF_RANGE = 0x803c0000;
@@ -64,7 +100,8 @@ export function isImprecise(value: HistoryNumber | null | undefined): boolean {
 
 /**
  * The smaller of two values, compared exactly (a bigint against a number too); on a tie the
- * bigint. The one rule every store uses to pick a `Minimum`.
+ * bigint, else `a` (pass the earlier sample as `a`: -0 and 0 tie, and the earlier keeps its sign).
+ * The one rule every store uses to pick a `Minimum`.
  */
 export function smaller(a: HistoryNumber | null, b: HistoryNumber | null): HistoryNumber | null {
   if (a === null) return b;
@@ -79,9 +116,9 @@ export function larger(a: HistoryNumber | null, b: HistoryNumber | null): Histor
   return b > a || (b == a && typeof b === "bigint") ? b : a;
 }
 
-/** Quality `result` with the precision rule applied: uncertain when `imprecise`, unless bad. */
+/** Quality `result` with the precision rule applied: uncertain when `imprecise`, unless bad; reasons kept. */
 function precise(result: Quality, imprecise: boolean): Quality {
-  return imprecise && result.severity !== "bad" ? HISTORY_IMPRECISE : result;
+  return imprecise && result.severity !== "bad" ? uncertainOf(reasonsOf(result) | IMPRECISE) : result;
 }
 
 /** A sample reduced to what aggregation needs: time, numeric value, whether it is good data. */
@@ -201,19 +238,28 @@ export function boundingValue<TPoint extends HistoryPoint>(
       quality: HISTORY_GOOD,
       imprecise: isImprecise(goodBefore.value),
     };
-  const noBadBefore = anyBefore !== undefined && anyBefore.time === goodBefore.time;
+  const badBefore = anyBefore === undefined || anyBefore.time !== goodBefore.time ? BAD_DATA : 0;
   if (interpolation === "stepped" || goodAfter === undefined) {
-    const held = interpolation === "stepped" ? anyAfter !== undefined : false;
+    // Held: stepped, it holds until the next sample (none: missing); sloped, no good sample after
+    // stops the line (a bad one after: bad data; none at all: missing).
+    const after =
+      interpolation === "stepped"
+        ? anyAfter !== undefined
+          ? 0
+          : MISSING_DATA
+        : anyAfter !== undefined
+          ? BAD_DATA
+          : MISSING_DATA;
     return {
       value: goodBefore.value,
       source: goodBefore,
-      quality: noBadBefore && held ? HISTORY_GOOD : HISTORY_UNCERTAIN,
+      quality: uncertainOf(badBefore | after),
       imprecise: isImprecise(goodBefore.value),
     };
   }
-  const noBadAfter = anyAfter !== undefined && anyAfter.time === goodAfter.time;
+  const badAfter = anyAfter === undefined || anyAfter.time !== goodAfter.time ? BAD_DATA : 0;
   const imprecise = isImprecise(goodBefore.value) || isImprecise(goodAfter.value);
-  const found = precise(noBadBefore && noBadAfter ? HISTORY_GOOD : HISTORY_UNCERTAIN, imprecise);
+  const found = precise(uncertainOf(badBefore | badAfter), imprecise);
   if (goodBefore.value === null || goodAfter.value === null) return { value: null, quality: found, imprecise };
   const value = interpolate(
     Number(goodBefore.value),
@@ -253,7 +299,8 @@ export function segmentArea(
 /**
  * Turns per-interval partials into the requested aggregates, applying OPC UA Part 13's rules
  * for bounding values, intervals without data and quality (see {@link AGGREGATES} for each
- * definition). Intervals missing from `partials` hold no samples.
+ * definition). Intervals missing from `partials` hold no samples. `dataType` is the tag's
+ * current type in the catalog: `Delta` is computed in it (an exact bigint for `int64`/`uint64` only).
  */
 export function finishAggregates(
   tag: string,
@@ -262,6 +309,7 @@ export function finishAggregates(
   partials: readonly IntervalPartials[],
   outer: OuterBounds,
   aggregates: readonly AggregateName[],
+  dataType: TagDataType,
 ): AggregateInterval[] {
   const { start, intervalMs, count, end } = intervals;
   const byIndex: (IntervalPartials | undefined)[] = new Array<IntervalPartials | undefined>(count);
@@ -319,7 +367,7 @@ export function finishAggregates(
     const endBound = boundAt(index + 1);
     const values: Partial<Record<AggregateName, AggregateValue>> = {};
     const rawQuality = (present: boolean): Quality =>
-      !present ? HISTORY_NO_DATA : (partial?.badCount ?? 0) > 0 ? HISTORY_UNCERTAIN : HISTORY_GOOD;
+      !present ? HISTORY_NO_DATA : uncertainOf((partial?.badCount ?? 0) > 0 ? BAD_DATA : 0);
     const raw = (value: HistoryNumber | null | undefined, imprecise = false): AggregateValue =>
       value === null || value === undefined
         ? { value: null, quality: HISTORY_NO_DATA }
@@ -332,6 +380,9 @@ export function finishAggregates(
     let goodMs = partial?.innerGoodMs ?? 0;
     if (stateBefore?.good) goodMs += (partial?.firstAny?.time ?? e) - s;
     if (partial?.lastAny?.good) goodMs += e - partial.lastAny.time;
+    // Time not good is missing (before the first sample ever) or bad (after a bad sample).
+    const missingMs = stateBefore === undefined ? (partial?.firstAny?.time ?? e) - s : 0;
+    const notGood = (missingMs > 0 ? MISSING_DATA : 0) | (goodMs + missingMs < e - s ? BAD_DATA : 0);
 
     // TimeAverage: head (start bound to first good sample), inner pairs, tail (last good to end bound).
     let average: number | null = null;
@@ -362,9 +413,12 @@ export function finishAggregates(
       : average === null
         ? HISTORY_NO_DATA
         : precise(
-            goodMs === e - s && startBound?.quality === HISTORY_GOOD && endBound?.quality === HISTORY_GOOD
-              ? HISTORY_GOOD
-              : HISTORY_UNCERTAIN,
+            uncertainOf(
+              notGood |
+                (startBound === undefined || endBound === undefined ? MISSING_DATA : 0) |
+                (reasonsOf(startBound?.quality) & ~IMPRECISE) |
+                (reasonsOf(endBound?.quality) & ~IMPRECISE),
+            ),
             (partial?.imprecise ?? false) || (startBound?.imprecise ?? false) || (endBound?.imprecise ?? false),
           );
 
@@ -387,7 +441,7 @@ export function finishAggregates(
           break;
         case "Delta":
           {
-            const difference = delta(first?.value, last?.value);
+            const difference = delta(first?.value, last?.value, dataType);
             const imprecise = typeof difference === "number" && (isImprecise(first?.value) || isImprecise(last?.value));
             values.Delta = raw(difference, imprecise);
           }
@@ -432,13 +486,20 @@ export function finishAggregates(
 }
 
 /**
- * `last - first`: exact, a bigint, when one is a bigint and the other an integer (a 64-bit tag
- * delivers safe integers as numbers), else float64 (imprecise per {@link isImprecise}).
+ * `last - first`, in the tag's current type: for an `int64`/`uint64` tag exact, a bigint, when one
+ * is a bigint and the other an integer (a 64-bit tag delivers safe integers as numbers); else
+ * float64, a number (imprecise per {@link isImprecise}). So a float tag whose older samples were
+ * stored as 64-bit integers (its type changed) gets a float Delta, never a bigint.
  */
-function delta(first: HistoryNumber | null | undefined, last: HistoryNumber | null | undefined): HistoryNumber | null {
+function delta(
+  first: HistoryNumber | null | undefined,
+  last: HistoryNumber | null | undefined,
+  dataType: TagDataType,
+): HistoryNumber | null {
   if (first === null || first === undefined || last === null || last === undefined) return null;
   const integral = (value: HistoryNumber): boolean => typeof value === "bigint" || Number.isInteger(value);
-  if ((typeof first === "bigint" || typeof last === "bigint") && integral(first) && integral(last))
+  const exact = dataType === "int64" || dataType === "uint64";
+  if (exact && (typeof first === "bigint" || typeof last === "bigint") && integral(first) && integral(last))
     return BigInt(last) - BigInt(first);
   return Number(last) - Number(first);
 }

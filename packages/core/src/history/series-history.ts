@@ -1,5 +1,5 @@
 import type { Sample } from "../domain/sample";
-import type { Interpolation, TagValue } from "../domain/tags";
+import type { Interpolation, TagDataType, TagValue } from "../domain/tags";
 import type { AggregateInterval, AggregateName } from "../ports/sample-history";
 import type { CheckedIntervals } from "./history-input";
 import {
@@ -69,13 +69,14 @@ function lowerBound(sorted: readonly number[], value: number): number {
   return low;
 }
 
-/** The aggregates of one tag from its in-memory series: the TypeScript form of the stores' SQL. */
+/** The aggregates of one tag (current type `dataType`) from its in-memory series: the TypeScript form of the stores' SQL. */
 export function aggregateSeries(
   tag: string,
   series: SampleSeries,
   interpolation: Interpolation,
   intervals: CheckedIntervals,
   aggregates: readonly AggregateName[],
+  dataType: TagDataType,
 ): AggregateInterval[] {
   const { start, intervalMs, end } = intervals;
   const from = lowerBound(series.timestamps, start);
@@ -114,7 +115,8 @@ export function aggregateSeries(
     if (point.value !== null) {
       current.numericCount++;
       if (isHuge(point.value)) current.overflow = true;
-      else current.sum = (current.sum ?? 0) + Number(point.value);
+      // The sum starts at the first value, as SQL's sum does (so a lone -0 sums to -0 on every store).
+      else current.sum = current.sum === null ? Number(point.value) : current.sum + Number(point.value);
       current.minimum = smaller(current.minimum, point.value);
       current.maximum = larger(current.maximum, point.value);
       current.imprecise ||= isImprecise(point.value);
@@ -122,7 +124,7 @@ export function aggregateSeries(
     if (current.firstGood === undefined) current.firstGood = point;
     else if (lastGood !== undefined && !isHuge(lastGood.value) && !isHuge(point.value)) {
       const area = segmentArea(interpolation, lastGood.value, point.value, point.time - lastGood.time);
-      if (area !== null) current.innerArea = (current.innerArea ?? 0) + area;
+      if (area !== null) current.innerArea = current.innerArea === null ? area : current.innerArea + area;
     }
     current.lastGood = point;
     lastGood = point;
@@ -133,7 +135,7 @@ export function aggregateSeries(
     goodAfter: findGood(series, to, 1),
     anyAfter: to < series.samples.length ? pointOf(series.samples[to]!) : undefined,
   };
-  return finishAggregates(tag, interpolation, intervals, partials, outer, aggregates);
+  return finishAggregates(tag, interpolation, intervals, partials, outer, aggregates, dataType);
 }
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
@@ -200,10 +202,17 @@ export function valueAtInSeries(tag: string, series: SampleSeries, time: number,
   return valueFromBounds(tag, time, boundingSamples(series, time), interpolation);
 }
 
+/** Rank of a quality severity for {@link downsampleSeries}: the worse, the higher. */
+const SEVERITY_RANK = { good: 0, uncertain: 1, bad: 2 } as const;
+
 /**
  * M4 downsampling (Jugel et al., "M4: A Visualization-Oriented Time Series Data Aggregation",
- * VLDB 2014): per column, the first, smallest, largest and last sample with a numeric value;
- * values compared exactly (a bigint too, never rounded to float64); ties go to the earliest. Column of a sample: `floor((t - start) * columns / (end - start))`.
+ * VLDB 2014) with a quality marker: per column, the first, smallest, largest and last sample with
+ * a numeric value, and, when the column holds an uncertain or bad sample of worse quality than
+ * all of those, the first sample of the column's worst quality (whatever its value, null too), so a bad or
+ * uncertain stretch inside a column is never hidden. At most 5 samples per column. Values compared
+ * exactly (a bigint too, never rounded to float64); ties go to the earliest sample (−0 and 0 are
+ * equal, and the earlier keeps its sign). Column of a sample: `floor((t - start) * columns / (end - start))`.
  */
 export function downsampleSeries(series: SampleSeries, start: number, end: number, columns: number): Sample[] {
   const from = lowerBound(series.timestamps, start);
@@ -216,18 +225,25 @@ export function downsampleSeries(series: SampleSeries, start: number, end: numbe
   let last = -1;
   let low: HistoryNumber = 0;
   let high: HistoryNumber = 0;
+  let worst = -1;
+  const rank = (position: number): number => SEVERITY_RANK[series.samples[position]!.quality.severity];
   const flush = (): void => {
-    if (first < 0) return;
-    chosen.push(...new Set([first, minimum, maximum, last].sort((a, b) => a - b)));
+    const picks = first < 0 ? [] : [first, minimum, maximum, last];
+    if (worst >= 0 && rank(worst) > 0 && picks.every((position) => rank(position) < rank(worst))) picks.push(worst);
+    chosen.push(...new Set(picks.sort((a, b) => a - b)));
   };
   for (let position = from; position < to; position++) {
     const sample = series.samples[position]!;
-    const value = exactValue(sample.value);
-    if (value === null) continue;
     const at = Math.floor(((sample.timestamp - start) * columns) / (end - start));
     if (at !== column) {
       flush();
       column = at;
+      first = minimum = maximum = last = worst = -1;
+    }
+    if (worst < 0 || rank(position) > rank(worst)) worst = position;
+    const value = exactValue(sample.value);
+    if (value === null) continue;
+    if (first < 0) {
       first = minimum = maximum = position;
       low = high = value;
     } else {

@@ -3,7 +3,7 @@ import type { Disposer } from "../domain/disposer";
 import { z } from "zod";
 import { KilnError, KilnValidationError } from "../domain/errors";
 import { checkSample, sameSamplePayload, type Sample } from "../domain/sample";
-import { interpolationOf, type Interpolation, type Tag } from "../domain/tags";
+import { interpolationOf, type Interpolation, type Tag, type TagDataType } from "../domain/tags";
 import {
   checkAggregateQuery,
   checkDownsampleQuery,
@@ -303,6 +303,8 @@ export class MemoryStore implements Store {
   #evictedAlarms = 0;
   #evictedAudit = 0;
   readonly #interpolations = new Map<string, Interpolation>();
+  /** Each catalog tag's current data type (history computes `Delta` in it). */
+  readonly #dataTypes = new Map<string, TagDataType>();
   readonly #streams = new Map<string, StoredDomainEvent[]>();
   readonly #processes = new Map<string, ProcessRecord>();
   readonly #recipes = new Map<string, Map<number, { readonly recipe: StoredRecipe; readonly canonical: string }>>();
@@ -344,7 +346,14 @@ export class MemoryStore implements Store {
         this.#assertOpen();
         const checked = checkAggregateQuery(tags, query, known);
         return checked.tags.flatMap((tag) =>
-          aggregateSeries(tag, seriesOf(tag), this.#interpolations.get(tag)!, checked.intervals, checked.aggregates),
+          aggregateSeries(
+            tag,
+            seriesOf(tag),
+            this.#interpolations.get(tag)!,
+            checked.intervals,
+            checked.aggregates,
+            this.#dataTypes.get(tag)!,
+          ),
         );
       },
       valueAt: async (tags, time) => {
@@ -495,6 +504,7 @@ export class MemoryStore implements Store {
     for (const tag of tags) {
       this.#samples.register(tag.name);
       this.#interpolations.set(tag.name, interpolationOf(tag));
+      this.#dataTypes.set(tag.name, tag.dataType);
     }
     this.#state = "open";
   }

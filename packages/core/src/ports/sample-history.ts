@@ -63,9 +63,12 @@ export interface SampleHistory {
  * 0 and 1; strings have no numeric value.
  *
  * - `Count` (5.4.3.21): the number of good samples in the interval.
- * - `Minimum`, `Maximum` (5.4.3.10, 5.4.3.11): the smallest and largest good value.
+ * - `Minimum`, `Maximum` (5.4.3.10, 5.4.3.11): the smallest and largest good value; among equal
+ *   values (-0 and 0 are equal) the earliest sample's, with its own sign (a bigint beats an equal number).
  * - `Start`, `End` (5.4.3.25, 5.4.3.26): the first and last good value in the interval.
- * - `Delta` (5.4.3.27): `End - Start`.
+ * - `Delta` (5.4.3.27): `End - Start`, in the tag's current data type: an exact bigint for an
+ *   `int64`/`uint64` tag when both are integers and one is a bigint, else a float64 number (a float
+ *   tag whose older samples were stored as bigints still gets a number).
  * - `Average` (5.4.3.5): the arithmetic mean of the good values.
  * - `TimeAverage` (5.4.3.6): the area under the tag's curve (stepped or sloped) from the bounding
  *   value at the interval's start, through each good sample, to the bounding value at its end,
@@ -151,7 +154,8 @@ export interface AggregateValue {
   /**
    * `good` when the interval's data was good throughout; `uncertain` when it rests on bad or
    * missing data (bad samples, an interval starting before the first sample, a value held past
-   * the last sample); `bad` when there was no data to compute it.
+   * the last sample), its reason naming every cause that applies in a fixed order ("rests on bad
+   * data; rests on missing data; precision lost: ..."); `bad` when there was no data to compute it.
    */
   readonly quality: Quality;
 }
@@ -169,15 +173,16 @@ export interface AggregateInterval {
 }
 
 /**
- * A downsampled trend query: `[start, end)` cut into `floor(points / 4)` equal columns, each
- * giving its first, minimum, maximum and last sample (M4).
+ * A downsampled trend query: `[start, end)` cut into `floor(points / 5)` equal columns, each
+ * giving its first, minimum, maximum and last sample (M4) and a quality marker (see
+ * {@link HistoryQueries.downsample}).
  */
 export interface DownsampleQuery {
   /** Start, inclusive, ms since epoch (whole ms). */
   readonly start: number;
   /** End, exclusive, ms since epoch (whole ms), after `start`. */
   readonly end: number;
-  /** The most points to return: at least 4, at most 4 × {@link MAX_HISTORY_INTERVALS}. */
+  /** The most points to return: at least 5, at most 5 × {@link MAX_HISTORY_INTERVALS} (5 per column). */
   readonly points: number;
 }
 
@@ -220,11 +225,14 @@ export interface HistoryQueries {
   /** {@link valueAt} at the start of every interval, tag by tag, in time order. */
   interpolated(tags: readonly string[], query: IntervalQuery): Promise<Sample[]>;
   /**
-   * A trend of one tag for drawing: `[start, end)` cut into `floor(points / 4)` columns and, per
+   * A trend of one tag for drawing: `[start, end)` cut into `floor(points / 5)` columns and, per
    * column, its first, smallest, largest and last sample with a numeric value (whatever its
    * quality, which each returned sample keeps), in time order, each sample once. A line drawn
    * through them at that many pixel columns looks the same as one drawn through every sample:
-   * every spike survives (M4, Jugel et al., VLDB 2014). At most `points` samples.
+   * every spike survives (M4, Jugel et al., VLDB 2014). Quality changes survive too: when a
+   * column holds an uncertain or bad sample and none of its picks is that bad, the first sample
+   * of the column's worst quality is returned as well (value and all, `null` included, so a bad
+   * stretch without values draws as a gap). Ties go to the earliest sample. At most `points` samples.
    */
   downsample(tag: string, query: DownsampleQuery): Promise<Sample[]>;
 }

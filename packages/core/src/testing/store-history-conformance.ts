@@ -20,6 +20,7 @@ const HISTORY_TAGS = defineTags({
   "history.int64.mixed": { dataType: "int64" },
   "history.huge": { dataType: "float64" }, // sloped: values near float64's largest
   "history.huge.stepped": { dataType: "float64", interpolation: "stepped" },
+  "history.retyped": { dataType: "float64", interpolation: "stepped" }, // was int64: older samples are bigints
 });
 const RAMP = "history.ramp";
 const VALVE = "history.valve";
@@ -502,13 +503,14 @@ export function storeHistoryConformance(options: StoreGroupConformanceOptions): 
     test(
       "downsample keeps the first, smallest, largest and last sample of each column (M4)",
       withHistory(options, async (history) => {
-        // 8 points: 2 columns, [0, 20) and [20, 40). Column 0: first 0 s, smallest 0 (earliest:
-        // 0 s; the bad sample at 5 s has no value), largest 100 at 13 s, last 19 s. Column 1:
-        // first 20 s, smallest -50 at 27 s, largest 500 at 33 s (uncertain, kept with its
-        // quality), last 39 s.
-        const trend = await history.downsample(TREND, { start: T0, end: T0 + 40 * S, points: 8 });
+        // 10 points: 2 columns, [0, 20) and [20, 40). Column 0: first 0 s, smallest 0 (earliest:
+        // 0 s), largest 100 at 13 s, last 19 s, and the bad sample at 5 s (no value): its quality
+        // is worse than every pick's. Column 1: first 20 s, smallest -50 at 27 s, largest 500 at
+        // 33 s (uncertain, kept with its quality), last 39 s.
+        const trend = await history.downsample(TREND, { start: T0, end: T0 + 40 * S, points: 10 });
         expect(trend.map((sample) => [(sample.timestamp - T0) / S, sample.value, sample.quality.severity])).toEqual([
           [0, 0, "good"],
+          [5, null, "bad"],
           [13, 100, "good"],
           [19, 0, "good"],
           [20, 0, "good"],
@@ -516,9 +518,47 @@ export function storeHistoryConformance(options: StoreGroupConformanceOptions): 
           [33, 500, "uncertain"],
           [39, 0, "good"],
         ]);
-        // Enough points for every sample: every numeric sample comes back once.
-        const all = await history.downsample(TREND, { start: T0, end: T0 + 40 * S, points: 4 * 40 });
-        expect(all.length).toBe(39);
+        // Enough points for every sample: every sample comes back once (the bad one as its column's marker).
+        const all = await history.downsample(TREND, { start: T0, end: T0 + 40 * S, points: 5 * 40 });
+        expect(all.length).toBe(40);
+      }),
+    );
+
+    test(
+      "downsample keeps a bad or uncertain stretch inside a column: the first sample of the column's worst quality",
+      withHistory(options, async (history, store) => {
+        const start = T0 + 3000 * S;
+        // 3 columns of 20 s over a ramp (first = smallest, last = largest, all good):
+        // [0, 20): uncertain at 4 s, bad values 8-10 s (inside the ramp, no extreme): marker 8 s (bad is worst).
+        // [20, 40): uncertain 30-31 s: marker 30 s. [40, 60): only bad samples without a value: 40 s alone.
+        const stretch = Array.from({ length: 60 }, (_, second): Sample => {
+          const sampleQuality =
+            second >= 40 || (second >= 8 && second <= 10)
+              ? BAD
+              : second === 4 || second === 30 || second === 31
+                ? UNCERTAIN
+                : GOOD;
+          return {
+            tag: TREND,
+            value: second >= 40 ? null : second,
+            timestamp: start + second * S,
+            quality: sampleQuality,
+          };
+        });
+        await store.samples.writeBatch(stretch);
+        const trend = await history.downsample(TREND, { start, end: start + 60 * S, points: 15 });
+        expect(trend.map((sample) => [(sample.timestamp - start) / S, sample.value, sample.quality.severity])).toEqual([
+          [0, 0, "good"],
+          [8, 8, "bad"],
+          [19, 19, "good"],
+          [20, 20, "good"],
+          [30, 30, "uncertain"],
+          [39, 39, "good"],
+          [40, null, "bad"],
+        ]);
+        // Good data without a marker: a good column gives its M4 picks only.
+        const good = await history.downsample(TREND, { start: start + 12 * S, end: start + 18 * S, points: 5 });
+        expect(good.map((sample) => (sample.timestamp - start) / S)).toEqual([12, 17]);
       }),
     );
 
@@ -533,8 +573,8 @@ export function storeHistoryConformance(options: StoreGroupConformanceOptions): 
         long.forEach((sample, index) => Object.assign(sample, { timestamp: start + index * 10 }));
         for (let first = 0; first < count; first += 5000)
           await store.samples.writeBatch(long.slice(first, first + 5000));
-        const trend = await history.downsample(TREND, { start, end: start + count * 10, points: 200 });
-        expect(trend.length <= 200 && trend.length > 100).toBe(true);
+        const trend = await history.downsample(TREND, { start, end: start + count * 10, points: 250 });
+        expect(trend.length <= 250 && trend.length > 100).toBe(true);
         expect(trend[0]?.timestamp).toBe(start);
         expect(trend.at(-1)?.timestamp).toBe(start + (count - 1) * 10);
         expect(trend.find((sample) => sample.timestamp === start + 12_345 * 10)?.value).toBe(value(12_345));
@@ -628,7 +668,7 @@ export function storeHistoryConformance(options: StoreGroupConformanceOptions): 
         expect(stepped.map((sample) => sample.value)).toEqual([2n ** 53n + 1n, -(2n ** 63n), 5n]);
 
         // M4 compares exactly: smallest 2^63-1 at 8 s, largest 2^64-1 at 2 s.
-        const trend = await history.downsample(UINT64, { start: T0, end: T0 + 10 * S, points: 4 });
+        const trend = await history.downsample(UINT64, { start: T0, end: T0 + 10 * S, points: 5 });
         expect(trend.map((sample) => [(sample.timestamp - T0) / S, sample.value])).toEqual([
           [0, 2n ** 64n - 2n],
           [2, 2n ** 64n - 1n],
@@ -680,6 +720,149 @@ export function storeHistoryConformance(options: StoreGroupConformanceOptions): 
     );
 
     test(
+      "a result uncertain for two reasons names both, in a fixed order (bad data; missing data; precision lost)",
+      withHistory(options, async (history, store) => {
+        const reason = (
+          result: { quality: Quality } | undefined,
+        ): [QualitySeverity | undefined, string | undefined] => [result?.quality.severity, result?.quality.reason];
+        // The ramp's first sample is at 0 s, its bad stretch 20-30 s: [-5, 25) misses data before
+        // 0 s and holds bad samples.
+        const [both] = await history.aggregate([RAMP], {
+          start: T0 - 5 * S,
+          end: T0 + 25 * S,
+          intervalMs: 30 * S,
+          aggregates: ["TimeAverage", "Count"],
+        });
+        expect(reason(both?.values.TimeAverage)).toEqual(["uncertain", "rests on bad data; rests on missing data"]);
+        expect(reason(both?.values.Count)).toEqual(["uncertain", "rests on bad data"]);
+        // One reason alone: [-5, 5) only misses data; [15, 25) only holds bad data.
+        const [missing] = await history.aggregate([RAMP], {
+          start: T0 - 5 * S,
+          end: T0 + 5 * S,
+          intervalMs: 10 * S,
+          aggregates: ["TimeAverage"],
+        });
+        expect(reason(missing?.values.TimeAverage)).toEqual(["uncertain", "rests on missing data"]);
+        // A stepped value after a bad sample, with nothing stored after it: both reasons.
+        await store.samples.writeBatch([at(STATE, 20, null, BAD)]);
+        const [state] = await history.valueAt([STATE], T0 + 25 * S);
+        expect([state?.value, ...reason(state)]).toEqual([
+          "run",
+          "uncertain",
+          "rests on bad data; rests on missing data",
+        ]);
+        // An average of integers beyond 2^53 over an interval holding a bad sample: bad data and precision.
+        await store.samples.writeBatch([...WIDE, at(INT64, 3, null, BAD)]);
+        const [wide] = await history.aggregate([INT64], {
+          start: T0,
+          end: T0 + 10 * S,
+          intervalMs: 10 * S,
+          aggregates: ["Average", "Maximum"],
+        });
+        expect(reason(wide?.values.Average)).toEqual([
+          "uncertain",
+          "rests on bad data; precision lost: computed in float64 from or to an integer beyond ±2^53",
+        ]);
+        expect(reason(wide?.values.Maximum)).toEqual(["uncertain", "rests on bad data"]);
+      }),
+    );
+
+    test(
+      "Delta is computed in the tag's current type: a float tag whose older samples are bigints (its type changed) gets a float Delta",
+      withHistory(options, async (history, store) => {
+        const RETYPED = "history.retyped";
+        // The tag was int64 until 10 s (bigints stored), float64 since.
+        await store.samples.writeBatch([
+          at(RETYPED, 0, 2n ** 60n),
+          at(RETYPED, 5, 5n),
+          at(RETYPED, 10, 3),
+          at(RETYPED, 15, 7.5),
+        ]);
+        const delta = async (from: number, to: number): Promise<[unknown, QualitySeverity, string | undefined]> => {
+          const [interval] = await history.aggregate([RETYPED], {
+            start: T0 + from * S,
+            end: T0 + to * S,
+            intervalMs: (to - from) * S,
+            aggregates: ["Delta"],
+          });
+          const result = interval!.values.Delta!;
+          return [result.value, result.quality.severity, result.quality.reason];
+        };
+        // 2^60 (bigint) to 3 (number): float64 3 - 2^60, never the bigint -1152921504606846973n; the
+        // integer beyond 2^53 makes it uncertain.
+        expect(await delta(0, 11)).toEqual([
+          3 - 2 ** 60,
+          "uncertain",
+          "precision lost: computed in float64 from or to an integer beyond ±2^53",
+        ]);
+        // 5 (bigint, safe) to 3 (number): -2 as a number, good; 5n to 7.5: 2.5.
+        expect(await delta(5, 11)).toEqual([-2, "good", undefined]);
+        expect(await delta(5, 16)).toEqual([2.5, "good", undefined]);
+      }),
+    );
+
+    test(
+      "ties go to the earliest sample: -0 and 0 are equal, and the earliest is returned with its own sign",
+      withHistory(options, async (history, store) => {
+        const start = T0 + 4000 * S;
+        // [0, 4): -0, 0, 0, -0. [4, 8): 0, -0. [8, 9): -0 alone.
+        const values = [-0, 0, 0, -0, 0, -0, Number.NaN, Number.NaN, -0];
+        await store.samples.writeBatch(
+          values.flatMap((value, second) =>
+            Number.isNaN(value) ? [] : [{ tag: TREND, value, timestamp: start + second * S, quality: GOOD }],
+          ),
+        );
+        const result = await history.aggregate([TREND], {
+          start,
+          end: start + 9 * S,
+          intervalMs: 4 * S,
+          aggregates: ["Minimum", "Maximum", "Start", "End", "Delta", "Average"],
+        });
+        // Object.is tells -0 from 0; each pair is [value is -0, quality].
+        const signs = result.map((interval) =>
+          Object.fromEntries(
+            Object.entries(interval.values).map(([name, value]) => [
+              name,
+              [Object.is(value.value, -0) ? "-0" : value.value, value.quality.severity],
+            ]),
+          ),
+        );
+        expect(signs).toEqual([
+          {
+            Minimum: ["-0", "good"],
+            Maximum: ["-0", "good"],
+            Start: ["-0", "good"],
+            End: ["-0", "good"],
+            Delta: [0, "good"], // -0 - -0
+            Average: [0, "good"], // -0 + 0 + 0 + -0
+          },
+          {
+            Minimum: [0, "good"],
+            Maximum: [0, "good"],
+            Start: [0, "good"],
+            End: ["-0", "good"],
+            Delta: ["-0", "good"], // -0 - 0
+            Average: [0, "good"],
+          },
+          {
+            Minimum: ["-0", "good"],
+            Maximum: ["-0", "good"],
+            Start: ["-0", "good"],
+            End: ["-0", "good"],
+            Delta: [0, "good"],
+            Average: ["-0", "good"], // the sum starts at the first value, as SQL's sum does
+          },
+        ]);
+        // M4 picks among equal values the earliest: the first column's smallest and largest is 0 s (-0).
+        const trend = await history.downsample(TREND, { start, end: start + 4 * S, points: 5 });
+        expect(trend.map((sample) => [(sample.timestamp - start) / S, Object.is(sample.value, -0)])).toEqual([
+          [0, true],
+          [3, true],
+        ]);
+      }),
+    );
+
+    test(
       "bad queries reject with KILN_VALIDATION naming the field, before any query",
       withHistory(options, async (history) => {
         const paths = async (operation: Promise<unknown>): Promise<string[]> => {
@@ -716,21 +899,21 @@ export function storeHistoryConformance(options: StoreGroupConformanceOptions): 
           ),
         ).toEqual(["start", "end"]);
         expect(await paths(history.valueAt([RAMP], Date.UTC(300_000, 0, 1)))).toEqual(["time"]);
-        expect(await paths(history.downsample(RAMP, { start: Date.UTC(1800, 0, 1), end: T0, points: 4 }))).toEqual([
+        expect(await paths(history.downsample(RAMP, { start: Date.UTC(1800, 0, 1), end: T0, points: 5 }))).toEqual([
           "start",
         ]);
         expect(await paths(history.interpolated([RAMP], { ...interval, start: Number.NaN }))).toEqual(["start"]);
-        expect(await paths(history.downsample(RAMP, { start: T0, end: T0 + S, points: 3 }))).toEqual(["points"]);
+        expect(await paths(history.downsample(RAMP, { start: T0, end: T0 + S, points: 4 }))).toEqual(["points"]);
         // A tag listed twice (its results would count twice), too many tags, too large a result.
         expect(await paths(history.aggregate([RAMP, VALVE, RAMP], { ...interval, aggregates: ["Count"] }))).toEqual([
           "tags[2]",
         ]);
         expect(await paths(history.valueAt([RAMP, RAMP], T0))).toEqual(["tags[1]"]);
         expect(await paths(history.valueAt(new Array<string>(1_001).fill(RAMP), T0))).toEqual(["tags"]);
-        // 10 tags x 10,000 intervals x 12 aggregates = 1,200,000 results > MAX_HISTORY_CELLS (1,000,000):
+        // 11 tags x 10,000 intervals x 12 aggregates = 1,320,000 results > MAX_HISTORY_CELLS (1,000,000):
         // refused before running, though each tag alone stays within MAX_HISTORY_INTERVALS.
         const allTags = HISTORY_TAGS.list().map((tag) => tag.name);
-        expect(allTags.length).toBe(10);
+        expect(allTags.length).toBe(11);
         expect(
           await paths(history.aggregate(allTags, { start: T0, end: T0 + 10_000, intervalMs: 1, aggregates: ALL })),
         ).toEqual(["intervalMs"]);
