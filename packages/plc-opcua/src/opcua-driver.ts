@@ -28,6 +28,7 @@ import {
   ActivateSessionRequest,
   AttributeIds,
   ObjectIds,
+  PublishResponse,
   resolveNodeId,
   type DataType,
   type DataValue,
@@ -44,10 +45,18 @@ import {
 } from "./opcua-driver-options";
 import { connectError, isAuthenticationFailure, redact, requestError, statusOfError } from "./opcua-errors";
 import { parseNodeAddress, resolveNodeAddress, type OpcuaNodeAddress } from "./opcua-node-id";
+import { deleteSubscriptions, heldSubscriptionIds, OrphanSubscriptionSweeper } from "./opcua-orphan-subscriptions";
 import { planReads, type ReadPlan } from "./opcua-read-plan";
 import { badSample, sampleFromDataValue } from "./opcua-samples";
 import { OpcuaTagSubscription } from "./opcua-tag-subscription";
 import { variantForWrite } from "./opcua-values";
+
+/**
+ * How long a subscription id seen in a PublishResponse must stay unknown to node-opcua before
+ * the driver deletes it as an orphan: node-opcua registers one it has just created a moment
+ * after the server answers.
+ */
+const ORPHAN_GRACE_MS = 1_000;
 
 /**
  * A Kiln {@link PlcDriver} for OPC UA servers (Siemens S7-1500, Beckhoff TwinCAT, CODESYS,
@@ -71,6 +80,8 @@ import { variantForWrite } from "./opcua-values";
  *   keep-alive; after a server restart the session, subscriptions and monitored items are
  *   re-created without user action, and items the server refuses (BadNodeIdUnknown while it
  *   starts) are retried with backoff. Subscribed tags turn `uncertain` while the link is down.
+ *   A subscription the server holds for the session but nothing owns (its creation reply was
+ *   lost in an outage) is deleted once its keep-alive arrives (docs/adr/0020).
  *
  * @example
  * const driver = new OpcuaDriver({
@@ -103,6 +114,8 @@ export class OpcuaDriver implements PlcDriver {
   readonly #dataTypes = new Map<string, Promise<DataType>>();
   /** Server-side ids of subscriptions closed while the connection was down, to delete once it is repaired. */
   readonly #deleteLater = new Set<number>();
+  /** Deletes subscriptions the server holds for the session but nothing here owns (a creation reply lost in an outage). */
+  readonly #orphans: OrphanSubscriptionSweeper;
   #connection: Connection | undefined;
   #repairing: Promise<void> | undefined;
   #repairAgain = false;
@@ -127,6 +140,12 @@ export class OpcuaDriver implements PlcDriver {
       clock: this.#clock,
       ...(this.#options.random ? { random: this.#options.random } : {}),
       onListenerError: (error) => this.#logger.error({ err: error }, "a status listener threw"),
+    });
+    this.#orphans = new OrphanSubscriptionSweeper({
+      clock: this.#clock,
+      logger: this.#logger,
+      session: () => (this.status === "connected" ? this.#connection?.session : undefined),
+      graceMs: ORPHAN_GRACE_MS,
     });
     this.#lifecycle.onStatusChange((change) => {
       if (change.to === "failed") {
@@ -174,6 +193,7 @@ export class OpcuaDriver implements PlcDriver {
       const subscriptions = [...this.#subscriptions];
       this.#subscriptions.clear();
       await Promise.all(subscriptions.map((subscription) => subscription.close(false)));
+      this.#orphans.clear();
       const connection = this.#connection;
       this.#connection = undefined;
       if (connection) await this.#dispose(connection);
@@ -403,6 +423,11 @@ export class OpcuaDriver implements PlcDriver {
         ),
       );
     });
+    client.on("receive_response", (response: unknown) => {
+      if (response instanceof PublishResponse && current()) {
+        this.#orphans.published(session, response.subscriptionId);
+      }
+    });
     client.on("connection_reestablished", () => {
       if (current()) this.#afterRepair(connection);
     });
@@ -518,17 +543,12 @@ export class OpcuaDriver implements PlcDriver {
    * (the server no longer has it) is the expected answer after a restart.
    */
   async #deleteClosedSubscriptions(connection: Connection): Promise<void> {
-    // Both calls are on node-opcua's ClientSessionImpl, not on its public ClientSession interface.
-    const session = connection.session as unknown as {
-      getPublishEngine?: () => { getSubscriptionIds(): number[] };
-      deleteSubscriptions(request: { subscriptionIds: number[] }): Promise<unknown>;
-    };
-    const held = new Set(session.getPublishEngine?.().getSubscriptionIds() ?? []);
+    const held = heldSubscriptionIds(connection.session);
     const subscriptionIds = [...this.#deleteLater].filter((id) => !held.has(id));
     this.#deleteLater.clear();
     if (subscriptionIds.length === 0) return;
     try {
-      await session.deleteSubscriptions({ subscriptionIds });
+      await deleteSubscriptions(connection.session, subscriptionIds);
       this.#logger.debug({ subscriptionIds }, "deleted OPC UA subscriptions closed during the outage");
     } catch (error) {
       this.#logger.debug({ err: error, subscriptionIds }, "deleting subscriptions closed during the outage failed");

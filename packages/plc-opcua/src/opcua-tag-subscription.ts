@@ -15,12 +15,10 @@ import {
   type MonitoringParametersOptions,
   type NodeId,
 } from "node-opcua";
-import { statusNameOf } from "./opcua-errors";
+import { isConnectionLoss, statusNameOf, statusOfError } from "./opcua-errors";
+import { PENDING_SUBSCRIPTION_ID } from "./opcua-orphan-subscriptions";
 import { resolveNodeAddress, type OpcuaNodeAddress } from "./opcua-node-id";
 import { badSample, sampleFromDataValue, staleSample } from "./opcua-samples";
-
-/** node-opcua's subscriptionId while it (re-)creates a subscription (node-opcua-client, client_subscription_impl). */
-const PENDING_SUBSCRIPTION_ID = 0xc0cac01a;
 
 /** Items the server refused are retried on the driver kit's backoff, each delay shortened by up to this fraction. */
 const RETRY_JITTER = 0.2;
@@ -334,10 +332,15 @@ export class OpcuaTagSubscription {
       group.once("terminated", (error?: Error) => resolve(error ?? new Error("monitored item group terminated")));
     });
     if (failure) {
+      const answered = !inDoubt(failure);
       this.#context.logger.warn(
         { err: failure, items: batch.length },
-        "creating OPC UA monitored items failed; will retry",
+        answered
+          ? "creating OPC UA monitored items failed; will retry"
+          : "creating OPC UA monitored items got no answer; re-creating the subscription",
       );
+      // Without an answer the server may hold items nobody knows: only a fresh subscription is certain.
+      if (!answered && subscription === this.#subscription) this.#dropSubscription();
       return false;
     }
     let refusedFilter = false;
@@ -470,4 +473,10 @@ function forgetGroup(subscription: ClientSubscription, group: ClientMonitoredIte
   } catch {
     // Already gone: nothing to forget.
   }
+}
+
+/** True when `error` does not prove the server refused the request: it may have carried it out. */
+function inDoubt(error: unknown): boolean {
+  const status = statusOfError(error);
+  return status === undefined || isConnectionLoss(status);
 }
