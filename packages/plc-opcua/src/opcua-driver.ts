@@ -117,8 +117,14 @@ export class OpcuaDriver implements PlcDriver {
   /** Deletes subscriptions the server holds for the session but nothing here owns (a creation reply lost in an outage). */
   readonly #orphans: OrphanSubscriptionSweeper;
   #connection: Connection | undefined;
+  /** The repaired connection whose subscriptions are being re-created, before `connected` is reported. */
+  #reconciling: Connection | undefined;
+  /** Subscriptions that failed to be re-created during the current {@link #reconcile}. */
+  #recreationFailures: unknown[] = [];
   #repairing: Promise<void> | undefined;
   #repairAgain = false;
+  /** Counts session losses, so a repair overtaken by a new loss does not report `connected`. */
+  #losses = 0;
   #warnedInsecure = false;
   /** Numbers each session layout (namespaces, limits), so plans and data types cached for an older one are not reused. */
   #generations = 0;
@@ -292,7 +298,11 @@ export class OpcuaDriver implements PlcDriver {
    * Delivers value changes of `tags` through one OPC UA subscription until the returned
    * disposer is called. Sampling interval, queue size and (absolute, numeric tags only)
    * deadband come from `options`. Items the server refuses are reported `bad` and retried.
-   * The driver re-creates the subscription itself after a reconnect.
+   * The driver re-creates the subscription itself after a reconnect. When the server refuses to
+   * re-create it (BadTooManySubscriptions, a timeout...), every tag of the call is delivered
+   * `bad` with the server's status code and the reason, the repair's status change says so
+   * (`reconnecting` with the reason, then `connected` with the subscriptions still missing), and
+   * the subscription is retried on the `monitoredItemRetry` backoff until it is back.
    *
    * @throws KilnError `KILN_NOT_CONNECTED` before `connect()`; `KILN_DEVICE_ERROR` when the
    *   server refuses the subscription itself (BadTooManySubscriptions...).
@@ -310,8 +320,12 @@ export class OpcuaDriver implements PlcDriver {
       clock: this.#clock,
       retry: this.#options.monitoredItemRetry,
       ...(this.#options.random ? { random: this.#options.random } : {}),
-      connection: () => (this.status === "connected" ? this.#connection : undefined),
+      connection: () =>
+        this.status === "connected" || (this.#reconciling !== undefined && this.#reconciling === this.#connection)
+          ? this.#connection
+          : undefined,
       deleteLater: (subscriptionId) => this.#deleteLater.add(subscriptionId),
+      recreationFailed: (error) => this.#subscriptionFailed(error),
     });
     this.#subscriptions.add(subscription);
     try {
@@ -466,6 +480,7 @@ export class OpcuaDriver implements PlcDriver {
 
   /** Status `reconnecting` with `reason`, and every subscribed tag `uncertain` (last value). */
   #sessionLost(reason: string): void {
+    this.#losses++;
     this.#logger.warn({ reason }, "OPC UA session lost; repairing it");
     this.#lifecycle.setStatus("reconnecting", reason);
     for (const subscription of this.#subscriptions) subscription.connectionLost();
@@ -517,6 +532,7 @@ export class OpcuaDriver implements PlcDriver {
    * desired state.
    */
   async #reconcile(connection: Connection): Promise<void> {
+    const losses = this.#losses;
     try {
       const info = await readServerInfo(connection.session, this.#options.limits);
       if (!sameServerInfo(connection, info)) {
@@ -530,10 +546,54 @@ export class OpcuaDriver implements PlcDriver {
     } catch (error) {
       this.#logger.warn({ err: error }, "reading the server's namespaces after a reconnect failed");
     }
-    if (this.#connection !== connection || this.#lifecycle.signal.aborted || connection.client.isReconnecting) return;
+    if (
+      this.#connection !== connection ||
+      this.#lifecycle.signal.aborted ||
+      this.#losses !== losses ||
+      connection.client.isReconnecting
+    ) {
+      return;
+    }
     await this.#deleteClosedSubscriptions(connection);
-    this.#lifecycle.setStatus("connected", "connection re-established");
-    await this.#reconcileSubscriptions();
+    // Subscriptions first, so a group the server refuses to re-create is reported with the repair.
+    this.#reconciling = connection;
+    this.#recreationFailures = [];
+    try {
+      await this.#reconcileSubscriptions();
+    } finally {
+      this.#reconciling = undefined;
+    }
+    // Lost again while re-creating subscriptions: the next repair reports `connected`.
+    if (
+      this.#connection !== connection ||
+      this.#lifecycle.signal.aborted ||
+      this.#losses !== losses ||
+      connection.client.isReconnecting
+    ) {
+      return;
+    }
+    const failures = this.#recreationFailures;
+    this.#recreationFailures = [];
+    if (failures.length === 0) {
+      this.#lifecycle.setStatus("connected", "connection re-established");
+      return;
+    }
+    // Reported as the repair's last failed step; the session itself works, so reads go on while
+    // the groups' tags stay bad and their subscriptions are retried on the backoff.
+    const error = requestError(failures[0], "subscription re-creation", this.#secret);
+    this.#lifecycle.attemptFailed(error);
+    this.#lifecycle.setStatus(
+      "connected",
+      `connection re-established; ${failures.length} subscription(s) not re-created yet (${error.message}); retrying`,
+    );
+  }
+
+  /**
+   * A subscription could not be re-created (its tags are already bad with the reason, and it
+   * logged a warning): during a repair the failure is also reported on the status.
+   */
+  #subscriptionFailed(error: unknown): void {
+    if (this.#reconciling) this.#recreationFailures.push(error);
   }
 
   /**
@@ -559,7 +619,7 @@ export class OpcuaDriver implements PlcDriver {
     await Promise.all(
       [...this.#subscriptions].map((subscription) =>
         subscription.ensure().catch((error: unknown) => {
-          this.#logger.warn({ err: error }, "re-creating an OPC UA subscription failed; will retry");
+          this.#logger.debug({ err: error }, "re-creating an OPC UA subscription failed; will retry");
         }),
       ),
     );

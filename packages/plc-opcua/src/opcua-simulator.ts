@@ -59,6 +59,7 @@ export const opcuaSimulatorOptionsSchema = z
       })
       .strict()
       .prefault({}),
+    maxSubscriptionsPerSession: z.number().int().min(0).default(10),
     updateIntervalMs: z.number().int().positive().default(100),
     pkiDir: z.string().min(1).optional(),
     clock: z
@@ -86,6 +87,9 @@ export const opcuaSimulatorOptionsSchema = z
  * - `securityModes`: endpoints offered (policies Basic256Sha256, Aes128_Sha256_RsaOaep and
  *   Aes256_Sha256_RsaPss for the secure ones). @default all three modes
  * - `operationLimits`: MaxNodesPerRead and friends the server advertises and enforces.
+ * - `maxSubscriptionsPerSession`: subscriptions a session may hold; one more is refused with
+ *   BadTooManySubscriptions, as small PLCs (2–10 slots) do. Changed while running with
+ *   {@link OpcuaSimulator.setMaxSubscriptionsPerSession}. @default 10
  * - `updateIntervalMs`: how often signals are evaluated. @default 100
  * - `pkiDir`: the server's PKI (its certificate; client certificates are accepted
  *   automatically). @default a fresh temporary folder per instance, removed by `dispose()`
@@ -162,6 +166,7 @@ export class OpcuaSimulator {
   #updating = false;
   #starting: Promise<void> | undefined;
   #users: readonly { readonly userName: string; readonly password: string }[];
+  #maxSubscriptionsPerSession: number;
   #stats = {
     readRequests: 0,
     readNodes: 0,
@@ -177,6 +182,7 @@ export class OpcuaSimulator {
     this.#clock = this.#options.clock ?? new SystemClock();
     this.#port = this.#options.port;
     this.#users = this.#options.users;
+    this.#maxSubscriptionsPerSession = this.#options.maxSubscriptionsPerSession;
     const tags = this.#options.tags instanceof TagCatalog ? this.#options.tags.list() : this.#options.tags;
     const origin = this.#clock.now();
     for (const tag of tags) {
@@ -302,6 +308,18 @@ export class OpcuaSimulator {
   }
 
   /**
+   * Sets how many subscriptions a session may hold from now on (and after restarts); those
+   * already created stay. One more is refused with BadTooManySubscriptions.
+   */
+  setMaxSubscriptionsPerSession(count: number): void {
+    if (!Number.isInteger(count) || count < 0) {
+      throw new RangeError(`maxSubscriptionsPerSession must be an integer >= 0, got ${count}`);
+    }
+    this.#maxSubscriptionsPerSession = count;
+    if (this.#server) this.#server.engine.serverCapabilities.maxSubscriptionsPerSession = count;
+  }
+
+  /**
    * Replaces the accepted user names and passwords (an operator changing a password); applies
    * to the next log-in. Sessions already open stay open, as on most servers.
    */
@@ -406,6 +424,8 @@ export class OpcuaSimulator {
     });
     try {
       await server.initialize();
+      // After initialize: node-opcua reads a 0 in its options as "use the default".
+      server.engine.serverCapabilities.maxSubscriptionsPerSession = this.#maxSubscriptionsPerSession;
       const addressSpace = server.engine.addressSpace!;
       for (const uri of this.#options.extraNamespaces) addressSpace.registerNamespace(uri);
       const namespace = addressSpace.registerNamespace(this.#options.namespaceUri);

@@ -16,7 +16,7 @@ import {
   type NodeId,
 } from "node-opcua";
 import { isConnectionLoss, statusNameOf, statusOfError } from "./opcua-errors";
-import { PENDING_SUBSCRIPTION_ID } from "./opcua-orphan-subscriptions";
+import { heldSubscriptionIds, PENDING_SUBSCRIPTION_ID } from "./opcua-orphan-subscriptions";
 import { resolveNodeAddress, type OpcuaNodeAddress } from "./opcua-node-id";
 import { badSample, sampleFromDataValue, staleSample } from "./opcua-samples";
 
@@ -45,6 +45,12 @@ export interface TagSubscriptionContext {
    * connection: the driver deletes it on the server once the session is repaired.
    */
   readonly deleteLater: (subscriptionId: number) => void;
+  /**
+   * Called when the subscription, once created, cannot be created again (after a repair, or
+   * after the server terminated it): the driver reports it. Its tags are already `bad` with the
+   * reason, and it is retried on the driver kit's backoff.
+   */
+  readonly recreationFailed: (error: unknown) => void;
 }
 
 interface Entry {
@@ -94,6 +100,10 @@ export class OpcuaTagSubscription {
   #flushScheduled = false;
   #closed = false;
   #warnedNoDeadband = false;
+  /** A subscription was created once: a later failure to create one leaves the group without. */
+  #established = false;
+  /** The status last reported for a failed (re-)creation of the subscription, so a repeat is not re-reported. */
+  #reportedRecreation: number | undefined;
 
   constructor(
     tags: readonly Tag[],
@@ -132,6 +142,7 @@ export class OpcuaTagSubscription {
       try {
         await this.#ensureNow();
       } catch (error) {
+        if (this.#established && !this.#subscription && !this.#closed) this.#recreationFailed(error);
         this.#scheduleRetry();
         throw error;
       }
@@ -186,13 +197,21 @@ export class OpcuaTagSubscription {
     if (this.#closed || !connection) return;
     this.#cancelRetry();
 
-    if (this.#subscription?.subscriptionId === PENDING_SUBSCRIPTION_ID) {
+    if (
+      this.#subscription?.subscriptionId === PENDING_SUBSCRIPTION_ID ||
+      (connection.session as unknown as { isReconnecting?: boolean }).isReconnecting === true
+    ) {
       // node-opcua is re-creating it after a repair: dropping it now would leave its copy on the server.
       this.#scheduleRetry();
       return;
     }
     const subscriptionLost =
-      this.#subscription !== undefined && (this.#session !== connection.session || !this.#subscription.isActive);
+      this.#subscription !== undefined &&
+      (this.#session !== connection.session ||
+        !this.#subscription.isActive ||
+        // node-opcua's repair failed to re-create it (BadTooManySubscriptions...): it keeps the
+        // old id but no longer receives anything for it.
+        !heldSubscriptionIds(connection.session).has(this.#subscription.subscriptionId));
     if (subscriptionLost) this.#dropSubscription();
 
     if (this.#generation !== connection.generation) {
@@ -215,6 +234,8 @@ export class OpcuaTagSubscription {
         return;
       }
       this.#subscription = created;
+      this.#established = true;
+      this.#reportedRecreation = undefined;
     }
 
     const pending = this.#entries.filter((entry) => entry.item === undefined && entry.nodeId !== undefined);
@@ -390,6 +411,29 @@ export class OpcuaTagSubscription {
     const statusName = statusNameOf(code);
     this.#context.logger.warn({ tag: entry.tag.name, address: entry.address.text, statusName }, `${what}; will retry`);
     this.#emitFailure(entry, badSample(entry.tag, code, statusName, this.#context.clock.now()));
+  }
+
+  /**
+   * The group has no subscription and creating one failed: every tag turns `bad` with the
+   * server's status (or BadNoCommunication) and the reason, once per distinct status, and the
+   * driver is told.
+   */
+  #recreationFailed(error: unknown): void {
+    const status = statusOfError(error);
+    const code = (status?.statusCode ?? QualityCodes.BadNoCommunication) >>> 0;
+    if (this.#reportedRecreation === code) return;
+    this.#reportedRecreation = code;
+    const why = status?.statusName ?? (error instanceof Error ? error.message : String(error));
+    const reason = `the OPC UA subscription could not be re-created (${why}); retrying`;
+    this.#context.logger.warn({ err: error, tags: this.#entries.length }, reason);
+    const now = this.#context.clock.now();
+    this.#emit(
+      this.#entries.map((entry) => {
+        entry.reportedStatus = code;
+        return badSample(entry.tag, code, reason, now);
+      }),
+    );
+    this.#context.recreationFailed(error);
   }
 
   #emitFailure(entry: Entry, sample: Sample): void {

@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { createControlSystem, defineTags, MemoryStore, type Sample } from "@kiln/core";
 import { ObjectIds } from "node-opcua";
+import type { DriverStatusChange } from "@kiln/core/driver-kit";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { OPCUA_SIMULATOR_NAMESPACE_URI, OpcuaDriver, OpcuaSimulator } from "../src/index";
 import { TcpProxy } from "./support/tcp-proxy";
@@ -210,6 +211,48 @@ describe("server-side subscription count", () => {
       await driver.close();
     }
   }, 60_000);
+
+  test("a subscription the server refuses to re-create (BadTooManySubscriptions): tags bad with the reason, the failure reported, retried until it is back", async () => {
+    const BadTooManySubscriptions = 0x80770000;
+    const driver = newDriver();
+    const changes: DriverStatusChange[] = [];
+    driver.onStatusChange((change) => changes.push(change));
+    await driver.connect();
+    const received: Sample[] = [];
+    try {
+      await driver.subscribe(tags.list(), { samplingIntervalMs: 50 }, (samples) => received.push(...samples));
+      await expectServerHolds(1, 3);
+      simulator.setMaxSubscriptionsPerSession(0);
+      const mark = received.length;
+      expect(simulator.closeSessions()).toBe(1);
+      // Every tag of the group turns bad with the server's refusal, not just "connection lost".
+      const refused = await waitFor(
+        () => {
+          const bad = received.slice(mark).filter((sample) => sample.quality.code === BadTooManySubscriptions);
+          return new Set(bad.map((sample) => sample.tag)).size === 3 && bad;
+        },
+        { what: "the group's tags bad with BadTooManySubscriptions" },
+      );
+      expect(refused[0]!.quality.severity).toBe("bad");
+      expect(refused[0]!.quality.reason).toMatch(/subscription.*BadTooManySubscriptions/);
+      // The failure is reported on the driver's status, with its reason.
+      expect(changes.some((change) => change.reason?.includes("BadTooManySubscriptions"))).toBe(true);
+      // No value after the refusal looks current while the group has no subscription.
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+      expect(received.slice(mark).filter((sample) => sample.quality.severity === "good")).toEqual([]);
+      expect(simulator.liveSubscriptions().subscriptions).toBe(0);
+
+      simulator.setMaxSubscriptionsPerSession(10);
+      const back = received.length;
+      await waitFor(() => received.slice(back).filter((sample) => sample.quality.severity === "good").length >= 6, {
+        what: "fresh values once the server accepts the subscription again",
+      });
+      await expectServerHolds(1, 3);
+    } finally {
+      simulator.setMaxSubscriptionsPerSession(10);
+      await driver.close();
+    }
+  }, 30_000);
 
   test("a whole Kiln system: restarts and a proxy-cut outage leave one subscription per scan group", async () => {
     const proxy = new TcpProxy(simulator.port);
