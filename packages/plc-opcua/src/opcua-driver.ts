@@ -81,7 +81,7 @@ const ORPHAN_GRACE_MS = 1_000;
  *   re-created without user action, and items the server refuses (BadNodeIdUnknown while it
  *   starts) are retried with backoff. Subscribed tags turn `uncertain` while the link is down.
  *   A subscription the server holds for the session but nothing owns (its creation reply was
- *   lost in an outage) is deleted once its keep-alive arrives (docs/adr/0020).
+ *   lost in an outage) is deleted once its keep-alive arrives (docs/adr/0021).
  *
  * @example
  * const driver = new OpcuaDriver({
