@@ -12,12 +12,6 @@ const run = promisify(execFile);
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 /** Globals zod 4 (a peer dependency of @kiln/core) defines when it is first imported. */
 const ALLOWED_GLOBALS = ["__zod_globalConfig", "__zod_globalRegistry"];
-/**
- * @kiln/plc-opcua is not yet covered: node-opcua, which it imports at load, prints a warning on
- * Node.js 20 (NODE-OPCUA-W27) and its dependencies add tslib helpers to globalThis (issue 17,
- * item 6: load node-opcua on first connect).
- */
-const NOT_YET_COVERED = new Set(["plc-opcua"]);
 
 const probe = `
 const globalsBefore = new Set(Object.getOwnPropertyNames(globalThis));
@@ -31,7 +25,6 @@ process.stdout.write("\\n" + JSON.stringify({
 
 const entries = readdirSync(path.join(root, "packages"))
   .sort()
-  .filter((name) => !NOT_YET_COVERED.has(name))
   .flatMap((name) => {
     const manifest = JSON.parse(readFileSync(path.join(root, "packages", name, "package.json"), "utf8")) as {
       name: string;

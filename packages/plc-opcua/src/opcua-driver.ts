@@ -24,30 +24,25 @@ import {
   type SubscriptionOptions,
 } from "@kiln/core/driver-kit";
 import { ConnectionLifecycle, raceAbort, type Disposer } from "@kiln/core/driver-kit";
-import {
-  ActivateSessionRequest,
-  AttributeIds,
-  ObjectIds,
-  resolveNodeId,
-  type DataType,
-  type DataValue,
-  type NodeId,
-  type ReadValueIdOptions,
-} from "node-opcua";
-import { browseVariables } from "./opcua-browse";
-import { openOpcuaConnection, readServerInfo, sameServerInfo, type Connection } from "./opcua-connection";
-import { discoverDataType, writeRejected } from "./opcua-data-types";
+import type { DataType, DataValue, NodeId, ReadValueIdOptions } from "node-opcua";
+import type { Connection } from "./opcua-connection";
 import {
   opcuaDriverOptionsSchema,
   type OpcuaDriverOptions,
   type ResolvedOpcuaDriverOptions,
 } from "./opcua-driver-options";
-import { connectError, isAuthenticationFailure, redact, requestError, statusOfError } from "./opcua-errors";
-import { parseNodeAddress, resolveNodeAddress, type OpcuaNodeAddress } from "./opcua-node-id";
-import { planReads, type ReadPlan } from "./opcua-read-plan";
-import { badSample, sampleFromDataValue } from "./opcua-samples";
-import { OpcuaTagSubscription } from "./opcua-tag-subscription";
-import { variantForWrite } from "./opcua-values";
+import type { OpcuaNodeAddress } from "./opcua-node-id";
+import { deleteSubscriptions, heldSubscriptionIds, OrphanSubscriptionSweeper } from "./opcua-orphan-subscriptions";
+import type { ReadPlan } from "./opcua-read-plan";
+import { loadOpcuaRuntime, type OpcuaRuntime } from "./opcua-runtime-loader";
+import type { OpcuaTagSubscription } from "./opcua-tag-subscription";
+
+/**
+ * How long a subscription id seen in a PublishResponse must stay unknown to node-opcua before
+ * the driver deletes it as an orphan: node-opcua registers one it has just created a moment
+ * after the server answers.
+ */
+const ORPHAN_GRACE_MS = 1_000;
 
 /**
  * A Kiln {@link PlcDriver} for OPC UA servers (Siemens S7-1500, Beckhoff TwinCAT, CODESYS,
@@ -71,6 +66,10 @@ import { variantForWrite } from "./opcua-values";
  *   keep-alive; after a server restart the session, subscriptions and monitored items are
  *   re-created without user action, and items the server refuses (BadNodeIdUnknown while it
  *   starts) are retried with backoff. Subscribed tags turn `uncertain` while the link is down.
+ *   A subscription the server holds for the session but nothing owns (its creation reply was
+ *   lost in an outage) is deleted once its keep-alive arrives (docs/adr/0021).
+ * - node-opcua is loaded by the first `connect()` (and `OpcuaSimulator.start()`), not when the
+ *   package is imported: importing `@kiln/plc-opcua` prints nothing and changes no global.
  *
  * @example
  * const driver = new OpcuaDriver({
@@ -103,9 +102,19 @@ export class OpcuaDriver implements PlcDriver {
   readonly #dataTypes = new Map<string, Promise<DataType>>();
   /** Server-side ids of subscriptions closed while the connection was down, to delete once it is repaired. */
   readonly #deleteLater = new Set<number>();
+  /** Deletes subscriptions the server holds for the session but nothing here owns (a creation reply lost in an outage). */
+  readonly #orphans: OrphanSubscriptionSweeper;
+  /** node-opcua and the modules built on it, loaded by the first `connect()`. */
+  #runtime: OpcuaRuntime | undefined;
   #connection: Connection | undefined;
+  /** The repaired connection whose subscriptions are being re-created, before `connected` is reported. */
+  #reconciling: Connection | undefined;
+  /** Subscriptions that failed to be re-created during the current {@link #reconcile}. */
+  #recreationFailures: unknown[] = [];
   #repairing: Promise<void> | undefined;
   #repairAgain = false;
+  /** Counts session losses, so a repair overtaken by a new loss does not report `connected`. */
+  #losses = 0;
   #warnedInsecure = false;
   /** Numbers each session layout (namespaces, limits), so plans and data types cached for an older one are not reused. */
   #generations = 0;
@@ -128,6 +137,12 @@ export class OpcuaDriver implements PlcDriver {
       ...(this.#options.random ? { random: this.#options.random } : {}),
       onListenerError: (error) => this.#logger.error({ err: error }, "a status listener threw"),
     });
+    this.#orphans = new OrphanSubscriptionSweeper({
+      clock: this.#clock,
+      logger: this.#logger,
+      session: () => (this.status === "connected" ? this.#connection?.session : undefined),
+      graceMs: ORPHAN_GRACE_MS,
+    });
     this.#lifecycle.onStatusChange((change) => {
       if (change.to === "failed") {
         this.#logger.error(
@@ -136,6 +151,18 @@ export class OpcuaDriver implements PlcDriver {
         );
       }
     });
+  }
+
+  /** The node-opcua dependent modules; loaded before any connection exists. */
+  get #rt(): OpcuaRuntime {
+    if (this.#runtime) return this.#runtime;
+    throw new KilnError(
+      "KILN_NOT_CONNECTED",
+      `The OPC UA driver "${this.name}" is ${this.status}; call connect() first.`,
+      {
+        details: { driver: this.name, status: this.status },
+      },
+    );
   }
 
   /** The current connection state. */
@@ -161,6 +188,7 @@ export class OpcuaDriver implements PlcDriver {
     if (this.status === "reconnecting") return Promise.resolve();
     return this.#lifecycle.connect(
       async (lifetime) => {
+        this.#runtime ??= await raceAbort(loadOpcuaRuntime(), lifetime, "loading node-opcua");
         this.#connection = await this.#open(lifetime);
       },
       signal,
@@ -174,6 +202,7 @@ export class OpcuaDriver implements PlcDriver {
       const subscriptions = [...this.#subscriptions];
       this.#subscriptions.clear();
       await Promise.all(subscriptions.map((subscription) => subscription.close(false)));
+      this.#orphans.clear();
       const connection = this.#connection;
       this.#connection = undefined;
       if (connection) await this.#dispose(connection);
@@ -203,7 +232,7 @@ export class OpcuaDriver implements PlcDriver {
         "the OPC UA read",
       );
     } catch (error) {
-      throw requestError(error, "read", this.#secret);
+      throw this.#rt.requestError(error, "read", this.#secret);
     }
     const now = this.#clock.now();
     const samples = new Array<Sample>(tags.length);
@@ -212,12 +241,17 @@ export class OpcuaDriver implements PlcDriver {
       chunk.indexes.forEach((tagIndex, position) => {
         const dataValue = values[position];
         samples[tagIndex] = dataValue
-          ? sampleFromDataValue(tags[tagIndex]!, dataValue, now)
-          : badSample(tags[tagIndex]!, QualityCodes.BadInternalError, "the server returned too few results", now);
+          ? this.#rt.sampleFromDataValue(tags[tagIndex]!, dataValue, now)
+          : this.#rt.badSample(
+              tags[tagIndex]!,
+              QualityCodes.BadInternalError,
+              "the server returned too few results",
+              now,
+            );
       });
     });
     for (const [index, reason] of plan.unresolved) {
-      samples[index] = badSample(tags[index]!, QualityCodes.BadNodeIdUnknown, reason, now);
+      samples[index] = this.#rt.badSample(tags[index]!, QualityCodes.BadNodeIdUnknown, reason, now);
     }
     return samples;
   }
@@ -238,9 +272,9 @@ export class OpcuaDriver implements PlcDriver {
     }
     const connection = this.#requireConnection();
     const address = this.#addressesOf([tag])[0]!;
-    const nodeId = resolveNodeAddress(address, connection.namespaceArray);
+    const nodeId = this.#rt.resolveNodeAddress(address, connection.namespaceArray);
     if (!nodeId) {
-      throw writeRejected(
+      throw this.#rt.writeRejected(
         tag,
         address.text,
         QualityCodes.BadNodeIdUnknown,
@@ -252,19 +286,19 @@ export class OpcuaDriver implements PlcDriver {
       signal,
       "the OPC UA write",
     );
-    const variant = variantForWrite(value, dataType, tag, address.text);
+    const variant = this.#rt.variantForWrite(value, dataType, tag, address.text);
     let status;
     try {
       status = await raceAbort(
-        connection.session.write({ nodeId, attributeId: AttributeIds.Value, value: { value: variant } }),
+        connection.session.write({ nodeId, attributeId: this.#rt.AttributeIds.Value, value: { value: variant } }),
         signal,
         "the OPC UA write",
       );
     } catch (error) {
-      throw requestError(error, "write", this.#secret);
+      throw this.#rt.requestError(error, "write", this.#secret);
     }
     if (severityOfStatusCode(status.value) === "bad") {
-      throw writeRejected(tag, address.text, status.value, undefined);
+      throw this.#rt.writeRejected(tag, address.text, status.value, undefined);
     }
   }
 
@@ -272,7 +306,11 @@ export class OpcuaDriver implements PlcDriver {
    * Delivers value changes of `tags` through one OPC UA subscription until the returned
    * disposer is called. Sampling interval, queue size and (absolute, numeric tags only)
    * deadband come from `options`. Items the server refuses are reported `bad` and retried.
-   * The driver re-creates the subscription itself after a reconnect.
+   * The driver re-creates the subscription itself after a reconnect. When the server refuses to
+   * re-create it (BadTooManySubscriptions, a timeout...), every tag of the call is delivered
+   * `bad` with the server's status code and the reason, the repair's status change says so
+   * (`reconnecting` with the reason, then `connected` with the subscriptions still missing), and
+   * the subscription is retried on the `monitoredItemRetry` backoff until it is back.
    *
    * @throws KilnError `KILN_NOT_CONNECTED` before `connect()`; `KILN_DEVICE_ERROR` when the
    *   server refuses the subscription itself (BadTooManySubscriptions...).
@@ -285,13 +323,17 @@ export class OpcuaDriver implements PlcDriver {
     if (this.status !== "reconnecting") this.#requireConnection();
     const addresses = this.#addressesOf(tags);
     if (tags.length === 0) return () => undefined;
-    const subscription = new OpcuaTagSubscription(tags, addresses, options, onSamples, {
+    const subscription = new this.#rt.OpcuaTagSubscription(tags, addresses, options, onSamples, {
       logger: this.#logger,
       clock: this.#clock,
       retry: this.#options.monitoredItemRetry,
       ...(this.#options.random ? { random: this.#options.random } : {}),
-      connection: () => (this.status === "connected" ? this.#connection : undefined),
+      connection: () =>
+        this.status === "connected" || (this.#reconciling !== undefined && this.#reconciling === this.#connection)
+          ? this.#connection
+          : undefined,
       deleteLater: (subscriptionId) => this.#deleteLater.add(subscriptionId),
+      recreationFailed: (error) => this.#subscriptionFailed(error),
     });
     this.#subscriptions.add(subscription);
     try {
@@ -299,7 +341,7 @@ export class OpcuaDriver implements PlcDriver {
     } catch (error) {
       this.#subscriptions.delete(subscription);
       await subscription.close();
-      throw requestError(error, "subscribe", this.#secret);
+      throw this.#rt.requestError(error, "subscribe", this.#secret);
     }
     return () => {
       if (!this.#subscriptions.delete(subscription)) return;
@@ -320,15 +362,15 @@ export class OpcuaDriver implements PlcDriver {
    */
   async browse(root?: string): Promise<BrowsedVariable[]> {
     const connection = this.#requireConnection();
-    let rootId: NodeId = resolveNodeId(ObjectIds.ObjectsFolder);
+    let rootId: NodeId = this.#rt.resolveNodeId(this.#rt.ObjectIds.ObjectsFolder);
     if (root !== undefined) {
       let address: OpcuaNodeAddress;
       try {
-        address = parseNodeAddress(root);
+        address = this.#rt.parseNodeAddress(root);
       } catch (error) {
         throw new KilnValidationError("browse root", [{ path: "root", message: (error as Error).message }]);
       }
-      const resolved = resolveNodeAddress(address, connection.namespaceArray);
+      const resolved = this.#rt.resolveNodeAddress(address, connection.namespaceArray);
       if (!resolved) {
         throw new KilnError("KILN_NOT_FOUND", `Namespace ${address.namespaceUri} is not on the server.`, {
           details: { root },
@@ -337,9 +379,9 @@ export class OpcuaDriver implements PlcDriver {
       rootId = resolved;
     }
     try {
-      return await browseVariables(connection, rootId, root === undefined);
+      return await this.#rt.browseVariables(connection, rootId, root === undefined);
     } catch (error) {
-      throw requestError(error, "browse", this.#secret);
+      throw this.#rt.requestError(error, "browse", this.#secret);
     }
   }
 
@@ -361,7 +403,7 @@ export class OpcuaDriver implements PlcDriver {
         );
       }
     }
-    const connection = await openOpcuaConnection(
+    const connection = await this.#rt.openOpcuaConnection(
       {
         options: this.#options,
         name: this.name,
@@ -403,12 +445,18 @@ export class OpcuaDriver implements PlcDriver {
         ),
       );
     });
+    client.on("receive_response", (response: unknown) => {
+      if (response instanceof this.#rt.PublishResponse && current()) {
+        this.#orphans.published(session, response.subscriptionId);
+      }
+    });
     client.on("connection_reestablished", () => {
       if (current()) this.#afterRepair(connection);
     });
     client.on("close", (error?: Error | null) => {
       // node-opcua gave up repairing the connection: rebuild it from scratch.
-      if (error && current()) this.#rebuild(connection, `connection closed: ${redact(error.message, this.#secret)}`);
+      if (error && current())
+        this.#rebuild(connection, `connection closed: ${this.#rt.redact(error.message, this.#secret)}`);
     });
     session.on("session_closed", () => {
       if (current()) this.#rebuild(connection, "the server closed the session");
@@ -418,7 +466,7 @@ export class OpcuaDriver implements PlcDriver {
       // keep-alive) by re-activating it, then re-creating it; the channel is up, so no
       // connection_lost. The first re-activation marks the loss: values are not live until the
       // repair ends (session_restored reports connected again).
-      if (request instanceof ActivateSessionRequest && current() && this.status === "connected") {
+      if (request instanceof this.#rt.ActivateSessionRequest && current() && this.status === "connected") {
         this.#sessionLost("the server dropped the session; re-creating it");
       }
     });
@@ -428,7 +476,7 @@ export class OpcuaDriver implements PlcDriver {
     session.on("session_repaired_failed", (error: unknown) => {
       // node-opcua retries a failed repair every 2 s forever; a refused identity must stop it.
       if (!current()) return;
-      if (isAuthenticationFailure(statusOfError(error))) this.#refused(connection, error);
+      if (this.#rt.isAuthenticationFailure(this.#rt.statusOfError(error))) this.#refused(connection, error);
       else this.#lifecycle.attemptFailed(this.#connectError(error));
     });
     session.on("session_restored", () => {
@@ -441,6 +489,7 @@ export class OpcuaDriver implements PlcDriver {
 
   /** Status `reconnecting` with `reason`, and every subscribed tag `uncertain` (last value). */
   #sessionLost(reason: string): void {
+    this.#losses++;
     this.#logger.warn({ reason }, "OPC UA session lost; repairing it");
     this.#lifecycle.setStatus("reconnecting", reason);
     for (const subscription of this.#subscriptions) subscription.connectionLost();
@@ -461,7 +510,7 @@ export class OpcuaDriver implements PlcDriver {
   /** A connection failure as the KilnError `connect()` would throw (its code and specific message). */
   #connectError(cause: unknown): KilnError {
     const { endpointUrl, security } = this.#options;
-    return connectError(cause, {
+    return this.#rt.connectError(cause, {
       endpointUrl,
       securityMode: security.mode,
       securityPolicy: security.mode === "None" ? "None" : security.policy,
@@ -492,9 +541,10 @@ export class OpcuaDriver implements PlcDriver {
    * desired state.
    */
   async #reconcile(connection: Connection): Promise<void> {
+    const losses = this.#losses;
     try {
-      const info = await readServerInfo(connection.session, this.#options.limits);
-      if (!sameServerInfo(connection, info)) {
+      const info = await this.#rt.readServerInfo(connection.session, this.#options.limits);
+      if (!this.#rt.sameServerInfo(connection, info)) {
         connection.namespaceArray = info.namespaceArray;
         connection.limits = info.limits;
         connection.maxMonitoredItemsPerCall = info.limits.maxMonitoredItemsPerCall;
@@ -505,10 +555,54 @@ export class OpcuaDriver implements PlcDriver {
     } catch (error) {
       this.#logger.warn({ err: error }, "reading the server's namespaces after a reconnect failed");
     }
-    if (this.#connection !== connection || this.#lifecycle.signal.aborted || connection.client.isReconnecting) return;
+    if (
+      this.#connection !== connection ||
+      this.#lifecycle.signal.aborted ||
+      this.#losses !== losses ||
+      connection.client.isReconnecting
+    ) {
+      return;
+    }
     await this.#deleteClosedSubscriptions(connection);
-    this.#lifecycle.setStatus("connected", "connection re-established");
-    await this.#reconcileSubscriptions();
+    // Subscriptions first, so a group the server refuses to re-create is reported with the repair.
+    this.#reconciling = connection;
+    this.#recreationFailures = [];
+    try {
+      await this.#reconcileSubscriptions();
+    } finally {
+      this.#reconciling = undefined;
+    }
+    // Lost again while re-creating subscriptions: the next repair reports `connected`.
+    if (
+      this.#connection !== connection ||
+      this.#lifecycle.signal.aborted ||
+      this.#losses !== losses ||
+      connection.client.isReconnecting
+    ) {
+      return;
+    }
+    const failures = this.#recreationFailures;
+    this.#recreationFailures = [];
+    if (failures.length === 0) {
+      this.#lifecycle.setStatus("connected", "connection re-established");
+      return;
+    }
+    // Reported as the repair's last failed step; the session itself works, so reads go on while
+    // the groups' tags stay bad and their subscriptions are retried on the backoff.
+    const error = this.#rt.requestError(failures[0], "subscription re-creation", this.#secret);
+    this.#lifecycle.attemptFailed(error);
+    this.#lifecycle.setStatus(
+      "connected",
+      `connection re-established; ${failures.length} subscription(s) not re-created yet (${error.message}); retrying`,
+    );
+  }
+
+  /**
+   * A subscription could not be re-created (its tags are already bad with the reason, and it
+   * logged a warning): during a repair the failure is also reported on the status.
+   */
+  #subscriptionFailed(error: unknown): void {
+    if (this.#reconciling) this.#recreationFailures.push(error);
   }
 
   /**
@@ -518,17 +612,12 @@ export class OpcuaDriver implements PlcDriver {
    * (the server no longer has it) is the expected answer after a restart.
    */
   async #deleteClosedSubscriptions(connection: Connection): Promise<void> {
-    // Both calls are on node-opcua's ClientSessionImpl, not on its public ClientSession interface.
-    const session = connection.session as unknown as {
-      getPublishEngine?: () => { getSubscriptionIds(): number[] };
-      deleteSubscriptions(request: { subscriptionIds: number[] }): Promise<unknown>;
-    };
-    const held = new Set(session.getPublishEngine?.().getSubscriptionIds() ?? []);
+    const held = heldSubscriptionIds(connection.session);
     const subscriptionIds = [...this.#deleteLater].filter((id) => !held.has(id));
     this.#deleteLater.clear();
     if (subscriptionIds.length === 0) return;
     try {
-      await session.deleteSubscriptions({ subscriptionIds });
+      await deleteSubscriptions(connection.session, subscriptionIds);
       this.#logger.debug({ subscriptionIds }, "deleted OPC UA subscriptions closed during the outage");
     } catch (error) {
       this.#logger.debug({ err: error, subscriptionIds }, "deleting subscriptions closed during the outage failed");
@@ -539,7 +628,7 @@ export class OpcuaDriver implements PlcDriver {
     await Promise.all(
       [...this.#subscriptions].map((subscription) =>
         subscription.ensure().catch((error: unknown) => {
-          this.#logger.warn({ err: error }, "re-creating an OPC UA subscription failed; will retry");
+          this.#logger.debug({ err: error }, "re-creating an OPC UA subscription failed; will retry");
         }),
       ),
     );
@@ -630,7 +719,7 @@ export class OpcuaDriver implements PlcDriver {
         return undefined;
       }
       try {
-        address = parseNodeAddress(tag.address);
+        address = this.#rt.parseNodeAddress(tag.address);
       } catch (error) {
         issues.push({ path: `${tag.name}.address`, message: (error as Error).message });
         return undefined;
@@ -645,7 +734,7 @@ export class OpcuaDriver implements PlcDriver {
   #planFor(tags: readonly Tag[], connection: Connection): ReadPlan {
     const cached = this.#readPlans.get(tags);
     if (cached && cached.generation === connection.generation) return cached;
-    const plan = planReads(
+    const plan = this.#rt.planReads(
       this.#addressesOf(tags),
       connection.namespaceArray,
       connection.limits.maxNodesPerRead,
@@ -659,7 +748,7 @@ export class OpcuaDriver implements PlcDriver {
     const key = `${connection.generation}|${nodeId.toString()}`;
     let dataType = this.#dataTypes.get(key);
     if (!dataType) {
-      dataType = discoverDataType(connection.session, nodeId, tag, nodeText, this.#secret);
+      dataType = this.#rt.discoverDataType(connection.session, nodeId, tag, nodeText, this.#secret);
       this.#dataTypes.set(key, dataType);
       dataType.catch(() => this.#dataTypes.delete(key));
     }

@@ -3,28 +3,9 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { type Clock, KilnError, type SignalSpec, SystemClock, type Tag, TagCatalog, type TagValue } from "@kiln/core";
 import { createSignal, parseOrThrow, type Signal, signalSpecSchema, type TimerHandle } from "@kiln/core/driver-kit";
-import {
-  ActivateSessionRequest,
-  CreateMonitoredItemsRequest,
-  DataType,
-  MessageSecurityMode,
-  NodeIdType,
-  OPCUACertificateManager,
-  OPCUAServer,
-  ReadRequest,
-  SecurityPolicy,
-  StatusCodes,
-  WriteRequest,
-  nodesets,
-  type DataValue,
-  type NodeId,
-  type UAFolder,
-  type UAVariable,
-  VariantArrayType,
-} from "node-opcua";
+import type { DataValue, NodeId, OPCUACertificateManager, OPCUAServer, UAFolder, UAVariable } from "node-opcua";
 import { z } from "zod";
-import { parseNodeAddress } from "./opcua-node-id";
-import { OPCUA_TYPE_OF_TAG } from "./opcua-values";
+import { loadOpcuaRuntime, type OpcuaRuntime } from "./opcua-runtime-loader";
 
 /** The namespace URI the simulator's variables live in, unless told otherwise. */
 export const OPCUA_SIMULATOR_NAMESPACE_URI = "urn:kiln:opcua-simulator";
@@ -59,6 +40,7 @@ export const opcuaSimulatorOptionsSchema = z
       })
       .strict()
       .prefault({}),
+    maxSubscriptionsPerSession: z.number().int().min(0).default(10),
     updateIntervalMs: z.number().int().positive().default(100),
     pkiDir: z.string().min(1).optional(),
     clock: z
@@ -86,6 +68,9 @@ export const opcuaSimulatorOptionsSchema = z
  * - `securityModes`: endpoints offered (policies Basic256Sha256, Aes128_Sha256_RsaOaep and
  *   Aes256_Sha256_RsaPss for the secure ones). @default all three modes
  * - `operationLimits`: MaxNodesPerRead and friends the server advertises and enforces.
+ * - `maxSubscriptionsPerSession`: subscriptions a session may hold; one more is refused with
+ *   BadTooManySubscriptions, as small PLCs (2–10 slots) do. Changed while running with
+ *   {@link OpcuaSimulator.setMaxSubscriptionsPerSession}. @default 10
  * - `updateIntervalMs`: how often signals are evaluated. @default 100
  * - `pkiDir`: the server's PKI (its certificate; client certificates are accepted
  *   automatically). @default a fresh temporary folder per instance, removed by `dispose()`
@@ -112,7 +97,6 @@ export interface OpcuaSimulatorStats {
 interface SimulatedTag {
   readonly tag: Tag;
   readonly identifier: string;
-  readonly dataType: DataType;
   readonly signal: Signal | undefined;
   value: TagValue;
   /** Written by a client or the host: the signal no longer drives it. */
@@ -120,12 +104,6 @@ interface SimulatedTag {
   hidden: boolean;
   variable: UAVariable | undefined;
 }
-
-const SECURITY_MODES = {
-  None: MessageSecurityMode.None,
-  Sign: MessageSecurityMode.Sign,
-  SignAndEncrypt: MessageSecurityMode.SignAndEncrypt,
-} as const;
 
 /**
  * A real OPC UA server (node-opcua) that exposes a Kiln tag list, for examples, tests and
@@ -151,6 +129,8 @@ export class OpcuaSimulator {
   readonly #options: z.output<typeof opcuaSimulatorOptionsSchema>;
   readonly #clock: Clock;
   readonly #tags = new Map<string, SimulatedTag>();
+  /** node-opcua and the modules built on it, loaded by the first `start()`. */
+  #runtime: OpcuaRuntime | undefined;
   #server: OPCUAServer | undefined;
   #certificateManagers: OPCUACertificateManager[] = [];
   #folder: UAFolder | undefined;
@@ -162,6 +142,7 @@ export class OpcuaSimulator {
   #updating = false;
   #starting: Promise<void> | undefined;
   #users: readonly { readonly userName: string; readonly password: string }[];
+  #maxSubscriptionsPerSession: number;
   #stats = {
     readRequests: 0,
     readNodes: 0,
@@ -177,17 +158,16 @@ export class OpcuaSimulator {
     this.#clock = this.#options.clock ?? new SystemClock();
     this.#port = this.#options.port;
     this.#users = this.#options.users;
+    this.#maxSubscriptionsPerSession = this.#options.maxSubscriptionsPerSession;
     const tags = this.#options.tags instanceof TagCatalog ? this.#options.tags.list() : this.#options.tags;
     const origin = this.#clock.now();
     for (const tag of tags) {
       const spec: SignalSpec | undefined = this.#options.signals[tag.name];
       const signal = spec ? createSignal(spec, origin) : undefined;
-      const dataType = OPCUA_TYPE_OF_TAG[tag.dataType];
       const initial = signal ? signal(origin) : tag.dataType === "bool" ? false : tag.dataType === "string" ? "" : 0;
       this.#tags.set(tag.name, {
         tag,
         identifier: identifierOf(tag),
-        dataType,
         signal,
         value: coerce(initial, tag),
         held: false,
@@ -302,6 +282,18 @@ export class OpcuaSimulator {
   }
 
   /**
+   * Sets how many subscriptions a session may hold from now on (and after restarts); those
+   * already created stay. One more is refused with BadTooManySubscriptions.
+   */
+  setMaxSubscriptionsPerSession(count: number): void {
+    if (!Number.isInteger(count) || count < 0) {
+      throw new RangeError(`maxSubscriptionsPerSession must be an integer >= 0, got ${count}`);
+    }
+    this.#maxSubscriptionsPerSession = count;
+    if (this.#server) this.#server.engine.serverCapabilities.maxSubscriptionsPerSession = count;
+  }
+
+  /**
    * Replaces the accepted user names and passwords (an operator changing a password); applies
    * to the next log-in. Sessions already open stay open, as on most servers.
    */
@@ -362,6 +354,8 @@ export class OpcuaSimulator {
   }
 
   async #startNow(): Promise<void> {
+    this.#runtime ??= await loadOpcuaRuntime();
+    const rt = this.#runtime;
     if (!this.#pkiDir) {
       if (this.#options.pkiDir) this.#pkiDir = path.resolve(this.#options.pkiDir);
       else {
@@ -369,29 +363,29 @@ export class OpcuaSimulator {
         this.#ownsPkiDir = true;
       }
     }
-    const serverCertificateManager = new OPCUACertificateManager({
+    const serverCertificateManager = new rt.OPCUACertificateManager({
       rootFolder: path.join(this.#pkiDir, "server"),
       automaticallyAcceptUnknownCertificate: true,
     });
-    const userCertificateManager = new OPCUACertificateManager({
+    const userCertificateManager = new rt.OPCUACertificateManager({
       rootFolder: path.join(this.#pkiDir, "users"),
       automaticallyAcceptUnknownCertificate: true,
     });
     this.#certificateManagers = [serverCertificateManager, userCertificateManager];
     const { operationLimits } = this.#options;
-    const server = new OPCUAServer({
+    const server = new rt.OPCUAServer({
       host: this.#options.host,
       hostname: this.#options.host,
       port: this.#port,
-      nodeset_filename: [nodesets.standard],
+      nodeset_filename: [rt.nodesets.standard],
       serverCertificateManager,
       userCertificateManager,
-      securityModes: this.#options.securityModes.map((mode) => SECURITY_MODES[mode]),
+      securityModes: this.#options.securityModes.map((mode) => rt.MessageSecurityMode[mode]),
       securityPolicies: [
-        SecurityPolicy.None,
-        SecurityPolicy.Basic256Sha256,
-        SecurityPolicy.Aes128_Sha256_RsaOaep,
-        SecurityPolicy.Aes256_Sha256_RsaPss,
+        rt.SecurityPolicy.None,
+        rt.SecurityPolicy.Basic256Sha256,
+        rt.SecurityPolicy.Aes128_Sha256_RsaOaep,
+        rt.SecurityPolicy.Aes256_Sha256_RsaPss,
       ],
       allowAnonymous: this.#options.allowAnonymous,
       userManager: {
@@ -406,6 +400,8 @@ export class OpcuaSimulator {
     });
     try {
       await server.initialize();
+      // After initialize: node-opcua reads a 0 in its options as "use the default".
+      server.engine.serverCapabilities.maxSubscriptionsPerSession = this.#maxSubscriptionsPerSession;
       const addressSpace = server.engine.addressSpace!;
       for (const uri of this.#options.extraNamespaces) addressSpace.registerNamespace(uri);
       const namespace = addressSpace.registerNamespace(this.#options.namespaceUri);
@@ -434,12 +430,14 @@ export class OpcuaSimulator {
     const folder = this.#folder;
     if (!server || !folder) return;
     const namespace = server.engine.addressSpace!.getNamespace(this.#options.namespaceUri)!;
+    const rt = this.#runtime!;
+    const dataType = rt.OPCUA_TYPE_OF_TAG[simulated.tag.dataType];
     const access = simulated.tag.access === "readwrite" ? "CurrentRead | CurrentWrite" : "CurrentRead";
     const variable = namespace.addVariable({
       componentOf: folder,
       browseName: simulated.tag.name,
       nodeId: `s=${simulated.identifier}`,
-      dataType: DataType[simulated.dataType],
+      dataType: rt.DataType[dataType],
       accessLevel: access,
       userAccessLevel: access,
       minimumSamplingInterval: 0,
@@ -449,7 +447,7 @@ export class OpcuaSimulator {
       if (this.#updating) return;
       // A client wrote it: hold the written value.
       simulated.held = true;
-      simulated.value = coerce(fromWire(dataValue.value.value, simulated.dataType), simulated.tag);
+      simulated.value = coerce(fromWire(dataValue.value.value, simulated.tag), simulated.tag);
     });
     simulated.variable = variable;
     this.#publish(simulated, this.#clock.now());
@@ -457,16 +455,17 @@ export class OpcuaSimulator {
 
   #publish(simulated: SimulatedTag, now: number): void {
     const variable = simulated.variable;
-    if (!variable) return;
+    const rt = this.#runtime;
+    if (!variable || !rt) return;
     this.#updating = true;
     try {
       variable.setValueFromSource(
         {
-          dataType: simulated.dataType,
-          arrayType: VariantArrayType.Scalar,
-          value: wireValue(simulated.value, simulated.dataType),
+          dataType: rt.OPCUA_TYPE_OF_TAG[simulated.tag.dataType],
+          arrayType: rt.VariantArrayType.Scalar,
+          value: wireValue(simulated.value, simulated.tag),
         },
-        StatusCodes.Good,
+        rt.StatusCodes.Good,
         new Date(now),
       );
     } finally {
@@ -488,18 +487,20 @@ export class OpcuaSimulator {
   }
 
   #count(request: unknown): void {
+    const rt = this.#runtime;
+    if (!rt) return;
     const ours = (nodeId: NodeId | undefined): boolean => nodeId?.namespace === this.#namespaceIndex;
-    if (request instanceof ReadRequest) {
+    if (request instanceof rt.ReadRequest) {
       const nodes = (request.nodesToRead ?? []).filter((node) => ours(node.nodeId)).length;
       if (nodes > 0) {
         this.#stats.readRequests++;
         this.#stats.readNodes += nodes;
       }
-    } else if (request instanceof WriteRequest) {
+    } else if (request instanceof rt.WriteRequest) {
       if ((request.nodesToWrite ?? []).some((node) => ours(node.nodeId))) this.#stats.writeRequests++;
-    } else if (request instanceof ActivateSessionRequest) {
+    } else if (request instanceof rt.ActivateSessionRequest) {
       this.#stats.activateSessionRequests++;
-    } else if (request instanceof CreateMonitoredItemsRequest) {
+    } else if (request instanceof rt.CreateMonitoredItemsRequest) {
       if ((request.itemsToCreate ?? []).some((item) => ours(item.itemToMonitor.nodeId))) {
         this.#stats.createMonitoredItemsRequests++;
       }
@@ -517,14 +518,10 @@ export class OpcuaSimulator {
   }
 }
 
+/** The string identifier of the tag's address (`ns=2;s=Reactor.Pressure` gives `Reactor.Pressure`), else its name. */
 function identifierOf(tag: Tag): string {
-  if (tag.address === undefined) return tag.name;
-  try {
-    const { nodeId } = parseNodeAddress(tag.address);
-    return nodeId.identifierType === NodeIdType.STRING ? String(nodeId.value) : tag.name;
-  } catch {
-    return tag.name;
-  }
+  const match = typeof tag.address === "string" ? /(?:^|;)s=([\s\S]+)$/.exec(tag.address) : null;
+  return match ? match[1]! : tag.name;
 }
 
 const INTEGER_RANGES: Partial<Record<Tag["dataType"], readonly [number, number]>> = {
@@ -535,16 +532,16 @@ const INTEGER_RANGES: Partial<Record<Tag["dataType"], readonly [number, number]>
 };
 
 /** node-opcua carries a 64-bit integer as [high, low] 32-bit words. */
-function wireValue(value: TagValue, dataType: DataType): unknown {
-  if (dataType !== DataType.Int64 && dataType !== DataType.UInt64) return value;
+function wireValue(value: TagValue, tag: Tag): unknown {
+  if (tag.dataType !== "int64" && tag.dataType !== "uint64") return value;
   const unsigned = BigInt.asUintN(64, BigInt(value as number | bigint));
   return [Number(unsigned >> 32n), Number(unsigned & 0xffffffffn)];
 }
 
-function fromWire(value: unknown, dataType: DataType): TagValue {
-  if ((dataType !== DataType.Int64 && dataType !== DataType.UInt64) || !Array.isArray(value)) return value as TagValue;
+function fromWire(value: unknown, tag: Tag): TagValue {
+  if ((tag.dataType !== "int64" && tag.dataType !== "uint64") || !Array.isArray(value)) return value as TagValue;
   const unsigned = (BigInt((value[0] as number) >>> 0) << 32n) | BigInt((value[1] as number) >>> 0);
-  return dataType === DataType.Int64 ? BigInt.asIntN(64, unsigned) : unsigned;
+  return tag.dataType === "int64" ? BigInt.asIntN(64, unsigned) : unsigned;
 }
 
 function coerce(value: TagValue, tag: Tag): TagValue {

@@ -15,12 +15,10 @@ import {
   type MonitoringParametersOptions,
   type NodeId,
 } from "node-opcua";
-import { statusNameOf } from "./opcua-errors";
+import { isConnectionLoss, statusNameOf, statusOfError } from "./opcua-errors";
+import { heldSubscriptionIds, PENDING_SUBSCRIPTION_ID } from "./opcua-orphan-subscriptions";
 import { resolveNodeAddress, type OpcuaNodeAddress } from "./opcua-node-id";
 import { badSample, sampleFromDataValue, staleSample } from "./opcua-samples";
-
-/** node-opcua's subscriptionId while it (re-)creates a subscription (node-opcua-client, client_subscription_impl). */
-const PENDING_SUBSCRIPTION_ID = 0xc0cac01a;
 
 /** Items the server refused are retried on the driver kit's backoff, each delay shortened by up to this fraction. */
 const RETRY_JITTER = 0.2;
@@ -47,6 +45,12 @@ export interface TagSubscriptionContext {
    * connection: the driver deletes it on the server once the session is repaired.
    */
   readonly deleteLater: (subscriptionId: number) => void;
+  /**
+   * Called when the subscription, once created, cannot be created again (after a repair, or
+   * after the server terminated it): the driver reports it. Its tags are already `bad` with the
+   * reason, and it is retried on the driver kit's backoff.
+   */
+  readonly recreationFailed: (error: unknown) => void;
 }
 
 interface Entry {
@@ -96,6 +100,10 @@ export class OpcuaTagSubscription {
   #flushScheduled = false;
   #closed = false;
   #warnedNoDeadband = false;
+  /** A subscription was created once: a later failure to create one leaves the group without. */
+  #established = false;
+  /** The status last reported for a failed (re-)creation of the subscription, so a repeat is not re-reported. */
+  #reportedRecreation: number | undefined;
 
   constructor(
     tags: readonly Tag[],
@@ -134,6 +142,7 @@ export class OpcuaTagSubscription {
       try {
         await this.#ensureNow();
       } catch (error) {
+        if (this.#established && !this.#subscription && !this.#closed) this.#recreationFailed(error);
         this.#scheduleRetry();
         throw error;
       }
@@ -188,13 +197,21 @@ export class OpcuaTagSubscription {
     if (this.#closed || !connection) return;
     this.#cancelRetry();
 
-    if (this.#subscription?.subscriptionId === PENDING_SUBSCRIPTION_ID) {
+    if (
+      this.#subscription?.subscriptionId === PENDING_SUBSCRIPTION_ID ||
+      (connection.session as unknown as { isReconnecting?: boolean }).isReconnecting === true
+    ) {
       // node-opcua is re-creating it after a repair: dropping it now would leave its copy on the server.
       this.#scheduleRetry();
       return;
     }
     const subscriptionLost =
-      this.#subscription !== undefined && (this.#session !== connection.session || !this.#subscription.isActive);
+      this.#subscription !== undefined &&
+      (this.#session !== connection.session ||
+        !this.#subscription.isActive ||
+        // node-opcua's repair failed to re-create it (BadTooManySubscriptions...): it keeps the
+        // old id but no longer receives anything for it.
+        !heldSubscriptionIds(connection.session).has(this.#subscription.subscriptionId));
     if (subscriptionLost) this.#dropSubscription();
 
     if (this.#generation !== connection.generation) {
@@ -217,6 +234,8 @@ export class OpcuaTagSubscription {
         return;
       }
       this.#subscription = created;
+      this.#established = true;
+      this.#reportedRecreation = undefined;
     }
 
     const pending = this.#entries.filter((entry) => entry.item === undefined && entry.nodeId !== undefined);
@@ -334,10 +353,15 @@ export class OpcuaTagSubscription {
       group.once("terminated", (error?: Error) => resolve(error ?? new Error("monitored item group terminated")));
     });
     if (failure) {
+      const answered = !inDoubt(failure);
       this.#context.logger.warn(
         { err: failure, items: batch.length },
-        "creating OPC UA monitored items failed; will retry",
+        answered
+          ? "creating OPC UA monitored items failed; will retry"
+          : "creating OPC UA monitored items got no answer; re-creating the subscription",
       );
+      // Without an answer the server may hold items nobody knows: only a fresh subscription is certain.
+      if (!answered && subscription === this.#subscription) this.#dropSubscription();
       return false;
     }
     let refusedFilter = false;
@@ -387,6 +411,29 @@ export class OpcuaTagSubscription {
     const statusName = statusNameOf(code);
     this.#context.logger.warn({ tag: entry.tag.name, address: entry.address.text, statusName }, `${what}; will retry`);
     this.#emitFailure(entry, badSample(entry.tag, code, statusName, this.#context.clock.now()));
+  }
+
+  /**
+   * The group has no subscription and creating one failed: every tag turns `bad` with the
+   * server's status (or BadNoCommunication) and the reason, once per distinct status, and the
+   * driver is told.
+   */
+  #recreationFailed(error: unknown): void {
+    const status = statusOfError(error);
+    const code = (status?.statusCode ?? QualityCodes.BadNoCommunication) >>> 0;
+    if (this.#reportedRecreation === code) return;
+    this.#reportedRecreation = code;
+    const why = status?.statusName ?? (error instanceof Error ? error.message : String(error));
+    const reason = `the OPC UA subscription could not be re-created (${why}); retrying`;
+    this.#context.logger.warn({ err: error, tags: this.#entries.length }, reason);
+    const now = this.#context.clock.now();
+    this.#emit(
+      this.#entries.map((entry) => {
+        entry.reportedStatus = code;
+        return badSample(entry.tag, code, reason, now);
+      }),
+    );
+    this.#context.recreationFailed(error);
   }
 
   #emitFailure(entry: Entry, sample: Sample): void {
@@ -470,4 +517,10 @@ function forgetGroup(subscription: ClientSubscription, group: ClientMonitoredIte
   } catch {
     // Already gone: nothing to forget.
   }
+}
+
+/** True when `error` does not prove the server refused the request: it may have carried it out. */
+function inDoubt(error: unknown): boolean {
+  const status = statusOfError(error);
+  return status === undefined || isConnectionLoss(status);
 }

@@ -2,7 +2,8 @@ import net from "node:net";
 
 /**
  * A TCP proxy in front of a server, to cut the network while the server stays up: `drop()`
- * destroys every open connection and refuses new ones until `restore()`. Counts the
+ * destroys every open connection and refuses new ones until `restore()`; `dropOnResponse()`
+ * cuts just as the server answers a given service, so the answer is lost. Counts the
  * connections clients opened (refused ones included).
  */
 export class TcpProxy {
@@ -12,6 +13,7 @@ export class TcpProxy {
   #down = false;
   /** Connections clients opened through the proxy, refused ones included. */
   connections = 0;
+  #dropOn: { readonly encodingId: number; readonly dropped: () => void } | undefined;
 
   constructor(targetPort: number) {
     this.#targetPort = targetPort;
@@ -28,6 +30,25 @@ export class TcpProxy {
     this.#down = true;
     for (const socket of this.#sockets) socket.destroy();
     this.#sockets.clear();
+  }
+
+  /**
+   * Arms a cut: the next OPC UA message from the server whose body is of binary encoding
+   * `encodingId` (e.g. `ObjectIds.CreateSubscriptionResponse_Encoding_DefaultBinary`) is not
+   * forwarded; instead every connection is cut as by {@link drop}. Resolves once it happened.
+   * Needs security mode None (the body is read in clear).
+   */
+  dropOnResponse(encodingId: number): Promise<void> {
+    return new Promise((resolve) => {
+      this.#dropOn = {
+        encodingId,
+        dropped: () => {
+          this.#dropOn = undefined;
+          this.drop();
+          resolve();
+        },
+      };
+    });
   }
 
   /** Accepts connections again. */
@@ -57,6 +78,35 @@ export class TcpProxy {
       });
     }
     client.pipe(upstream);
-    upstream.pipe(client);
+    let pending = Buffer.alloc(0);
+    upstream.on("data", (data: Buffer) => {
+      // Forwarded message by message, so an armed cut can swallow exactly one answer.
+      pending = Buffer.concat([pending, data]);
+      while (pending.length >= 8) {
+        const size = pending.readUInt32LE(4);
+        if (pending.length < size) return;
+        const message = pending.subarray(0, size);
+        pending = pending.subarray(size);
+        if (this.#dropOn && isResponse(message, this.#dropOn.encodingId)) {
+          this.#dropOn.dropped();
+          return;
+        }
+        client.write(message);
+      }
+    });
   }
+}
+
+/**
+ * True for an unencrypted MSG chunk whose body starts with the four-byte NodeId `encodingId`
+ * (header 8 bytes, channel id, token id, sequence number, request id: body at offset 24).
+ */
+function isResponse(message: Buffer, encodingId: number): boolean {
+  return (
+    message.length >= 28 &&
+    message.toString("ascii", 0, 3) === "MSG" &&
+    message[24] === 0x01 &&
+    message[25] === 0 &&
+    message.readUInt16LE(26) === encodingId
+  );
 }

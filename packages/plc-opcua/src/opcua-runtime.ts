@@ -1,0 +1,33 @@
+/**
+ * Everything the driver and the simulator use that loads node-opcua. Imported only through
+ * {@link loadOpcuaRuntime} (`opcua-runtime-loader.ts`), so that importing `@kiln/plc-opcua`
+ * loads nothing of node-opcua, which prints a warning and generates an RSA key at load: it is
+ * loaded on the first `connect()` or simulator `start()`.
+ */
+export {
+  ActivateSessionRequest,
+  AttributeIds,
+  CreateMonitoredItemsRequest,
+  DataType,
+  MessageSecurityMode,
+  nodesets,
+  ObjectIds,
+  OPCUACertificateManager,
+  OPCUAServer,
+  PublishResponse,
+  ReadRequest,
+  resolveNodeId,
+  SecurityPolicy,
+  StatusCodes,
+  VariantArrayType,
+  WriteRequest,
+} from "node-opcua";
+export { browseVariables } from "./opcua-browse";
+export { openOpcuaConnection, readServerInfo, sameServerInfo } from "./opcua-connection";
+export { discoverDataType, writeRejected } from "./opcua-data-types";
+export { connectError, isAuthenticationFailure, redact, requestError, statusOfError } from "./opcua-errors";
+export { parseNodeAddress, resolveNodeAddress } from "./opcua-node-id";
+export { planReads } from "./opcua-read-plan";
+export { badSample, sampleFromDataValue } from "./opcua-samples";
+export { OpcuaTagSubscription } from "./opcua-tag-subscription";
+export { OPCUA_TYPE_OF_TAG, variantForWrite } from "./opcua-values";
