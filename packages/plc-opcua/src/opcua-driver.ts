@@ -67,7 +67,7 @@ const ORPHAN_GRACE_MS = 1_000;
  *   re-created without user action, and items the server refuses (BadNodeIdUnknown while it
  *   starts) are retried with backoff. Subscribed tags turn `uncertain` while the link is down.
  *   A subscription the server holds for the session but nothing owns (its creation reply was
- *   lost in an outage) is deleted once its keep-alive arrives (docs/adr/0021).
+ *   lost in an outage) is deleted once its keep-alive arrives (docs/adr/0022).
  * - node-opcua is loaded by the first `connect()` (and `OpcuaSimulator.start()`), not when the
  *   package is imported: importing `@kiln/plc-opcua` prints nothing and changes no global.
  *
