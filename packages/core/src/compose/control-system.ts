@@ -23,7 +23,7 @@ import type { ProcessResult, RecipeExecutor, RecipeProcess, StartRecipeOptions }
 import { storedRecipeOf, type RecipeInput } from "../recipes/recipe-schema";
 import type { GuardedDriver, GuardedStore } from "../resilience/guarded-ports";
 import { snapshotPrincipal, type Permission, type Principal, type PrincipalSnapshot } from "../security/authorization";
-import { snapshotInput, valueOf, type InputSnapshot } from "../security/command-input";
+import { checkIdentifier, fittedName, snapshotInput, valueOf, type InputSnapshot } from "../security/command-input";
 import type { AuditedCommandRunner, CommandContext } from "../security/audited-command";
 import { authorizeRecipeSave, authorizeRecipeStart } from "../security/recipe-authorization";
 import { checkTagWrite, type TagWriter } from "./checked-write";
@@ -536,7 +536,8 @@ export class ControlSystem {
   /**
    * Validates `recipe` against the tag catalog and starts it as a process (`recipe.start`).
    * @returns the running process; await `process.finished` for its result.
-   * @throws `KILN_VALIDATION` listing every problem with its step path (nothing runs),
+   * @throws `KILN_VALIDATION` listing every problem with its step path (nothing runs), or for a
+   *   `processId` that is not 1 to 256 characters without control characters (path `processId`),
    *   `KILN_INVALID_TRANSITION` when the machine cannot start (busy, interlock active), `KILN_FORBIDDEN`.
    */
   startRecipe(principal: Principal, recipe: RecipeInput, options: StartRecipeOptions = {}): Promise<RecipeProcess> {
@@ -554,6 +555,9 @@ export class ControlSystem {
         recipeNameOf(input),
         (command) => {
           const { parameters, processId } = valueOf(given);
+          // The id becomes the target of every pause, resume and abort: checked here, before anything runs.
+          const processIdProblem = processId === undefined ? undefined : checkIdentifier(processId, "processId");
+          if (processIdProblem !== undefined) throw new KilnValidationError("recipe.start command", [processIdProblem]);
           return this.#recipes.start(valueOf(input), {
             ...(parameters === undefined ? {} : { parameters: parameters as Record<string, unknown> }),
             ...(processId === undefined ? {} : { processId: processId as string }),
@@ -902,8 +906,13 @@ export class ControlSystem {
     return action(active);
   }
 
+  /**
+   * The target of pause, resume and abort: the active process's id, which the system holds (not
+   * caller input), fitted to the target rule so a safety command is never refused for its form.
+   */
   #activeId(): string {
-    return this.#recipes.active?.id ?? "(no process)";
+    const id = this.#recipes.active?.id;
+    return id === undefined ? "(no process)" : fittedName(id);
   }
 
   #wire(): void {
