@@ -396,8 +396,10 @@ export class ControlSystem {
   }
 
   /**
-   * Refuses new commands (`KILN_LIFECYCLE`, audited), waits at most `lifecycleTimeoutMs` for
-   * the commands in flight to settle, aborts a running process, flushes the audit backlog,
+   * Refuses new commands and those in flight not yet committed (`KILN_LIFECYCLE`, recorded
+   * `failed`), aborts a running process at once (its safe state is written while the system
+   * is stopping), waits at most `lifecycleTimeoutMs` for the commands in flight to settle,
+   * flushes the audit backlog,
    * stops acquisition, drains the logging pipeline (flushing every buffered sample, or spooling
    * it when the store is down), then closes the driver and the store. Idempotent. A command
    * while stopped is refused and its entry is kept until the next start (see ADR 0013).
@@ -424,14 +426,25 @@ export class ControlSystem {
       await this.#starting;
     }
     if (this.#lifecycle.state !== "running") return;
-    // The command gate closes here: a command from now on is refused (KILN_LIFECYCLE) and audited.
+    // The command gate closes here: a command from now on, or one not yet committed, is refused
+    // (KILN_LIFECYCLE) and audited; a running process's writes (its safe state) still go through.
     this.#lifecycle.state = "stopping";
+    this.#commands.refuseCommits(
+      new KilnError("KILN_LIFECYCLE", "The control system is stopping: the command was not executed."),
+    );
     const step = async (what: string, operation: () => Promise<unknown>): Promise<void> => {
       await operation().catch((error: unknown) => {
         this.#logger.error({ error: String(error) }, `${what} at stop failed`);
       });
     };
+    const abortActive = async (): Promise<void> => {
+      const active = this.#recipes.active;
+      if (active) await step("aborting the running process", () => active.abort("control system stopping"));
+    };
     try {
+      // The running process first: its safe state must reach the PLC now, not after commands
+      // waiting on a slow audit store.
+      await abortActive();
       // Commands in flight settle (and their entries reach the writer) before the writer closes.
       await step("settling the commands in flight", () =>
         withTimeout(() => this.#settled(), {
@@ -440,9 +453,8 @@ export class ControlSystem {
           name: "commands in flight",
         }),
       );
-      if (this.#recipes.active) {
-        await step("aborting the running process", () => this.#recipes.active!.abort("control system stopping"));
-      }
+      // A start that committed before the gate closed may have begun a process meanwhile.
+      await abortActive();
       this.#storeOpening.abort(new KilnError("KILN_ABORTED", "control system stopping"));
       await this.#storeOpener;
       // Whatever the audit store did not take stays journaled (or is reported as dropped).

@@ -229,6 +229,8 @@ export class AuditedCommandRunner {
   #overflow: DenialOverflow | undefined;
   /** Set by {@link close} until {@link open}: the store is not called (it is being closed or closed). */
   #closed = false;
+  /** Set by {@link refuseCommits} until {@link open}: guarded commands not yet committed are refused. */
+  #gate: KilnError | undefined;
 
   /** @throws RangeError when `backlog.maxEntries` is not a positive integer. */
   constructor(options: AuditedCommandRunnerOptions) {
@@ -357,10 +359,16 @@ export class AuditedCommandRunner {
         });
         return;
       }
+      if (this.#gate !== undefined) throw this.#gate;
       const outcome = await this.#serial(async () =>
-        // Re-checked at the commit point: the machine state may have changed while waiting.
-        stillAllowed() ? this.#commit(allowed) : ("forbidden" as const),
+        // Re-checked at the commit point: the machine state (or the lifecycle) may have changed while waiting.
+        this.#gate !== undefined
+          ? ("closed" as const)
+          : stillAllowed()
+            ? this.#commit(allowed)
+            : ("forbidden" as const),
       );
+      if (outcome === "closed") throw this.#gate ?? refusal;
       if (outcome === "forbidden") {
         throw authorizer.forbidden(
           principal,
@@ -436,6 +444,17 @@ export class AuditedCommandRunner {
    */
   open(): void {
     this.#closed = false;
+    this.#gate = undefined;
+  }
+
+  /**
+   * Closes the command gate (the control system's `stop()`, before it settles the commands in
+   * flight): until {@link open}, a command that has not committed yet is refused with `error`
+   * (`KILN_LIFECYCLE`), recorded `failed`, never `allowed`; also one already waiting for the
+   * audit writer. Actions in `runWithoutDurableAudit` (abort, pause) still run.
+   */
+  refuseCommits(error: KilnError): void {
+    this.#gate = error;
   }
 
   /**
@@ -479,15 +498,17 @@ export class AuditedCommandRunner {
   /**
    * Makes an allowed entry durable before its command runs: stored (after the backlog drained),
    * else journaled when a journal works and has room: `run`. Otherwise the command is refused:
-   * `refused` (the entry is not kept; its refusal is recorded under the same id) or `unstorable`
-   * (the store refused it for good; reported). Safety actions never come here (see `run`).
+   * `refused` (the entry is not kept; its refusal is recorded under the same id), `unstorable`
+   * (the store refused it for good; reported) or `closed` (the command gate closed meanwhile). Safety actions never come here (see `run`).
    */
-  async #commit(entry: AuditEntry): Promise<"run" | "refused" | "unstorable"> {
+  async #commit(entry: AuditEntry): Promise<"run" | "refused" | "unstorable" | "closed"> {
     if (await this.#drain()) {
       const stored = await this.#store(entry);
       if (stored === "stored") return "run";
       if (stored === "skipped") return "unstorable";
     }
+    // The system began stopping while the store was being tried: not kept, the command does not run.
+    if (this.#gate !== undefined) return "closed";
     const journal = await this.#openJournal();
     // Each entry tries the journal itself: one record it refuses (too large) does not refuse the next.
     if (journal === undefined) return "refused";
