@@ -1,5 +1,5 @@
 import type { Acquisition, AcquisitionHealth } from "../acquisition/acquisition";
-import type { AlarmEngine, AlarmShelveOptions, AlarmSnapshot } from "../alarms/alarm-engine";
+import type { AlarmCommand, AlarmEngine, AlarmShelveOptions, AlarmSnapshot } from "../alarms/alarm-engine";
 import { currentValueViewOf, type CurrentValueTable, type CurrentValueView } from "../cvt/current-value-table";
 import { isRetryable, KilnError, KilnValidationError } from "../domain/errors";
 import { reconnectDelay } from "../driver-kit/backoff";
@@ -659,18 +659,22 @@ export class ControlSystem {
     });
   }
 
-  /** Acknowledges an alarm (`alarm.acknowledge`). */
+  /** Acknowledges an alarm (`alarm.acknowledge`). @throws `KILN_INVALID_TRANSITION` (recorded denied) unless it is unacknowledged. */
   acknowledgeAlarm(principal: Principal, alarmId: string, comment?: string): Promise<AlarmSnapshot> {
     return this.#alarmCommand(
       snapshotPrincipal(principal),
       "alarm.acknowledge",
       alarmId,
-      (command) => this.#alarms.acknowledge(alarmId, command.principal.id),
+      () => ({ type: "acknowledge" }),
       comment,
     );
   }
 
-  /** Shelves an alarm for a time or until it next clears (`alarm.shelve`). */
+  /**
+   * Shelves an alarm for a time or until it next clears (`alarm.shelve`).
+   * @throws `KILN_VALIDATION` for bad options, `KILN_INVALID_TRANSITION` in a state that cannot be
+   *   shelved; both recorded denied, nothing changed.
+   */
   shelveAlarm(
     principal: Principal,
     alarmId: string,
@@ -682,18 +686,18 @@ export class ControlSystem {
       snapshotPrincipal(principal),
       "alarm.shelve",
       alarmId,
-      (command) => this.#alarms.shelve(alarmId, valueOf(given), command.principal.id),
+      () => ({ type: "shelve", options: valueOf(given) }),
       comment,
     );
   }
 
-  /** Unshelves an alarm (`alarm.unshelve`). */
+  /** Unshelves an alarm (`alarm.unshelve`). @throws `KILN_INVALID_TRANSITION` (recorded denied) unless it is shelved. */
   unshelveAlarm(principal: Principal, alarmId: string, comment?: string): Promise<AlarmSnapshot> {
     return this.#alarmCommand(
       snapshotPrincipal(principal),
       "alarm.unshelve",
       alarmId,
-      (command) => this.#alarms.unshelve(alarmId, command.principal.id),
+      () => ({ type: "unshelve" }),
       comment,
     );
   }
@@ -704,10 +708,7 @@ export class ControlSystem {
       snapshotPrincipal(principal),
       "alarm.suppress",
       alarmId,
-      (command) =>
-        suppressed
-          ? this.#alarms.suppress(alarmId, command.principal.id)
-          : this.#alarms.unsuppress(alarmId, command.principal.id),
+      () => (suppressed ? { type: "suppress" } : { type: "unsuppress" }),
       comment,
     );
   }
@@ -723,10 +724,7 @@ export class ControlSystem {
       snapshotPrincipal(principal),
       "alarm.out-of-service",
       alarmId,
-      (command) =>
-        inService
-          ? this.#alarms.returnToService(alarmId, command.principal.id)
-          : this.#alarms.removeFromService(alarmId, command.principal.id),
+      () => (inService ? { type: "return-to-service" } : { type: "remove-from-service" }),
       comment,
     );
   }
@@ -883,7 +881,7 @@ export class ControlSystem {
     principal: PrincipalSnapshot,
     permission: Permission,
     alarmId: string,
-    execute: (command: CommandContext) => AlarmSnapshot,
+    request: () => AlarmCommand,
     comment: string | undefined,
   ): Promise<AlarmSnapshot> {
     return this.#command(
@@ -891,9 +889,11 @@ export class ControlSystem {
       permission,
       alarmId,
       async (command) => {
-        // An unknown alarm is refused by the engine before the entry is committed.
-        if (this.#alarms.list().some((alarm) => alarm.id === alarmId)) await command.commit();
-        return execute(command);
+        // Every side-effect-free check (alarm, options, transition) before the entry is
+        // committed, so a refusal is recorded denied; then the change.
+        const apply = this.#alarms.prepare(alarmId, request(), command.principal.id);
+        await command.commit();
+        return apply();
       },
       {
         readOldValue: () => this.#alarms.list().find((alarm) => alarm.id === alarmId)?.state.name ?? null,
