@@ -67,3 +67,45 @@ describe("a refused alarm command is recorded denied, not allowed (issue 15, sec
     ]);
   });
 });
+
+describe("an alarm entry records what was requested (issue 15, second review, CR 2.8)", () => {
+  test("suppress true/false, in service false/true and the shelve options are the entry's newValue", async () => {
+    const { system, alarmId, audit } = await build();
+    await system.suppressAlarm(engineer, alarmId, true);
+    await system.suppressAlarm(engineer, alarmId, false);
+    await system.setAlarmInService(engineer, alarmId, false);
+    await system.setAlarmInService(engineer, alarmId, true);
+    await system.shelveAlarm(operator, alarmId, { durationMs: 60_000 });
+    await system.unshelveAlarm(operator, alarmId);
+    await system.shelveAlarm(operator, alarmId, { oneShot: true });
+    const trail = await audit();
+    expect(trail.map((entry) => [entry.action, entry.newValue ?? null])).toEqual([
+      ["alarm.suppress", true],
+      ["alarm.suppress", false],
+      ["alarm.out-of-service", false],
+      ["alarm.out-of-service", true],
+      ["alarm.shelve", { durationMs: 60_000 }],
+      ["alarm.unshelve", null],
+      ["alarm.shelve", { oneShot: true }],
+    ]);
+  });
+
+  test.each([
+    ["suppressAlarm", "suppressed"],
+    ["setAlarmInService", "inService"],
+  ] as const)(
+    '%s with a string "false" is refused with KILN_VALIDATION naming %s, recorded denied',
+    async (method, field) => {
+      const { system, alarmId, audit } = await build();
+      const error = await system[method](engineer, alarmId, "false" as never).then(
+        () => undefined,
+        (caught: { code?: string; message: string }) => caught,
+      );
+      expect(error?.code).toBe("KILN_VALIDATION");
+      expect(error?.message).toContain(field);
+      expect(system.listAlarms()[0]!.state.name).toBe("normal");
+      const trail = await audit();
+      expect(trail.map((entry) => [entry.outcome, entry.newValue])).toEqual([["denied", "false"]]);
+    },
+  );
+});

@@ -671,7 +671,8 @@ export class ControlSystem {
   }
 
   /**
-   * Shelves an alarm for a time or until it next clears (`alarm.shelve`).
+   * Shelves an alarm for a time or until it next clears (`alarm.shelve`; the entry's
+   * `newValue` is the options).
    * @throws `KILN_VALIDATION` for bad options, `KILN_INVALID_TRANSITION` in a state that cannot be
    *   shelved; both recorded denied, nothing changed.
    */
@@ -688,6 +689,7 @@ export class ControlSystem {
       alarmId,
       () => ({ type: "shelve", options: valueOf(given) }),
       comment,
+      given.ok ? given.value : undefined,
     );
   }
 
@@ -702,18 +704,29 @@ export class ControlSystem {
     );
   }
 
-  /** Suppresses an alarm by design, or lifts that suppression (`alarm.suppress`). */
+  /**
+   * Suppresses an alarm by design (`suppressed` true), or lifts that suppression (false)
+   * (`alarm.suppress`; the entry's `newValue` is `suppressed`).
+   * @throws `KILN_VALIDATION` when `suppressed` is not a boolean, `KILN_INVALID_TRANSITION`
+   *   (already so); both recorded denied.
+   */
   suppressAlarm(principal: Principal, alarmId: string, suppressed: boolean, comment?: string): Promise<AlarmSnapshot> {
     return this.#alarmCommand(
       snapshotPrincipal(principal),
       "alarm.suppress",
       alarmId,
-      () => (suppressed ? { type: "suppress" } : { type: "unsuppress" }),
+      () => (requireBoolean(suppressed, "suppressed") ? { type: "suppress" } : { type: "unsuppress" }),
       comment,
+      suppressed,
     );
   }
 
-  /** Takes an alarm out of service, or returns it (`alarm.out-of-service`). */
+  /**
+   * Takes an alarm out of service (`inService` false), or returns it (true)
+   * (`alarm.out-of-service`; the entry's `newValue` is `inService`).
+   * @throws `KILN_VALIDATION` when `inService` is not a boolean, `KILN_INVALID_TRANSITION`
+   *   (already so); both recorded denied.
+   */
   setAlarmInService(
     principal: Principal,
     alarmId: string,
@@ -724,8 +737,9 @@ export class ControlSystem {
       snapshotPrincipal(principal),
       "alarm.out-of-service",
       alarmId,
-      () => (inService ? { type: "return-to-service" } : { type: "remove-from-service" }),
+      () => (requireBoolean(inService, "inService") ? { type: "return-to-service" } : { type: "remove-from-service" }),
       comment,
+      inService,
     );
   }
 
@@ -883,6 +897,7 @@ export class ControlSystem {
     alarmId: string,
     request: () => AlarmCommand,
     comment: string | undefined,
+    newValue?: unknown,
   ): Promise<AlarmSnapshot> {
     return this.#command(
       principal,
@@ -897,6 +912,8 @@ export class ControlSystem {
       },
       {
         readOldValue: () => this.#alarms.list().find((alarm) => alarm.id === alarmId)?.state.name ?? null,
+        // What was requested (CR 2.8): the suppression or service flag, the shelve options.
+        newValue,
         ...(comment === undefined ? {} : { comment }),
       },
     );
@@ -976,6 +993,14 @@ function readSafely(read: () => unknown): unknown {
 
 /** Stands for a field whose getter threw: not plain data, so the snapshot refuses it. */
 const UNREADABLE = Symbol("unreadable");
+
+/** `value` when it is a boolean; else a `KILN_VALIDATION` error naming `field` (the command is recorded denied). */
+function requireBoolean(value: unknown, field: string): boolean {
+  if (typeof value !== "boolean") {
+    throw new KilnValidationError("alarm command", [{ path: field, message: "must be a boolean (true or false)" }]);
+  }
+  return value;
+}
 
 function withoutUndefined<T extends Record<string, unknown>>(value: T): T {
   return Object.fromEntries(Object.entries(value).filter(([, entry]) => entry !== undefined)) as T;
