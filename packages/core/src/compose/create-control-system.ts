@@ -182,6 +182,8 @@ function registerDefaults(container: ServiceContainer, options: ResolvedControlS
         source: options.audit.source ?? `kiln:${options.machineId}`,
         backlog: withoutUndefinedPath(options.audit.backlog),
         runWithoutDurableAudit: options.audit.runWithoutDurableAudit,
+        // The backlog is retried in the background on the audit port's own backoff.
+        retryBackoff: options.storePolicies.audit.retry,
         bus: resolve(InternalTokens.Bus),
         logger: resolve(InternalTokens.Logger),
       }),

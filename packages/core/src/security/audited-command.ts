@@ -3,7 +3,8 @@ import { KilnError, KilnValidationError, type KilnErrorCode, type ValidationIssu
 import type { KilnEvents } from "../events/catalogue";
 import type { EventBus } from "../events/event-bus";
 import type { AuditEntry, AuditLog } from "../ports/audit-log";
-import type { Clock } from "../ports/clock";
+import type { Clock, TimerHandle } from "../ports/clock";
+import { reconnectDelay, type ReconnectBackoff } from "../driver-kit/backoff";
 import { RecordJournal } from "../journal/record-journal";
 import { decodeExactJson, encodeExactJson } from "../logging/sample-journal";
 import type { Logger } from "../ports/logger";
@@ -139,6 +140,13 @@ export interface AuditedCommandRunnerOptions {
    * @default ["recipe.abort", "recipe.pause"] (an abort writes the safe state; a pause holds the process)
    */
   readonly runWithoutDurableAudit?: readonly string[];
+  /**
+   * How often a non-empty backlog is retried in the background (no command needed): attempt `n`
+   * waits `reconnectDelay(n, retryBackoff)`, reset once the backlog is empty; stopped by
+   * {@link AuditedCommandRunner.close}. The control system passes `storePolicies.audit.retry`.
+   * @default `{ initialDelayMs: 1000, maxDelayMs: 30000 }`
+   */
+  readonly retryBackoff?: ReconnectBackoff;
   /** Where `audit-record-fail`, `audit-entry-skip`, `audit-entry-drop` and `command-refuse` are published. */
   readonly bus?: EventBus<KilnEvents>;
   /** Diagnostics. @default silentLogger */
@@ -231,6 +239,9 @@ export class AuditedCommandRunner {
   #closed = false;
   /** Set by {@link refuseCommits} until {@link open}: guarded commands not yet committed are refused. */
   #gate: KilnError | undefined;
+  /** The background retry of a non-empty backlog, when one is scheduled. */
+  #retryTimer: TimerHandle | undefined;
+  #retryAttempt = 0;
 
   /** @throws RangeError when `backlog.maxEntries` is not a positive integer. */
   constructor(options: AuditedCommandRunnerOptions) {
@@ -445,6 +456,27 @@ export class AuditedCommandRunner {
   open(): void {
     this.#closed = false;
     this.#gate = undefined;
+    this.#retryAttempt = 0;
+    this.#scheduleRetry();
+  }
+
+  /**
+   * Retries the backlog in the background on the `retryBackoff` schedule while it holds entries
+   * (or an overflow count), so they are stored as soon as the store takes them again, not only
+   * when the next command comes (ADR 0013). One timer at most; none while closed.
+   */
+  #scheduleRetry(): void {
+    if (this.#retryTimer !== undefined || this.#closed) return;
+    if (this.#backlog.length === 0 && this.#overflow === undefined) return;
+    this.#retryAttempt++;
+    const delay = reconnectDelay(this.#retryAttempt, this.#options.retryBackoff ?? DEFAULT_RETRY_BACKOFF);
+    this.#retryTimer = this.#options.clock.setTimeout(() => {
+      this.#retryTimer = undefined;
+      void this.flush().then((empty) => {
+        if (empty) this.#retryAttempt = 0;
+        else this.#scheduleRetry();
+      });
+    }, delay);
   }
 
   /**
@@ -468,6 +500,8 @@ export class AuditedCommandRunner {
     await this.flush();
     await this.#serial(async () => {
       this.#closed = true;
+      if (this.#retryTimer !== undefined) this.#options.clock.clearTimeout(this.#retryTimer);
+      this.#retryTimer = undefined;
       this.#lastError = new KilnError(
         "KILN_LIFECYCLE",
         "The control system is stopped: the audit store is closed; the entry is written after the next start.",
@@ -636,6 +670,7 @@ export class AuditedCommandRunner {
       error: this.#lastError ?? new KilnError("KILN_STORE_ERROR", "The audit log is failing."),
     });
     if (dropped > 0) this.#reportDrop(dropped, `the audit backlog is full (${this.#maxEntries} entries)`);
+    this.#scheduleRetry();
     return journaled;
   }
 
@@ -665,6 +700,7 @@ export class AuditedCommandRunner {
       actions: new Set(),
     });
     overflow.count++;
+    this.#scheduleRetry();
     overflow.first = Math.min(overflow.first, entry.at);
     overflow.last = Math.max(overflow.last, entry.at);
     if (overflow.principals.size < OVERFLOW_NAMES || overflow.principals.has(entry.principal)) {
@@ -802,6 +838,9 @@ interface DenialOverflow {
   /** The first {@link OVERFLOW_NAMES} actions. */
   readonly actions: Set<string>;
 }
+
+/** The background retry's schedule when the host gives none. */
+const DEFAULT_RETRY_BACKOFF: ReconnectBackoff = { initialDelayMs: 1_000, maxDelayMs: 30_000 };
 
 /** Most principals and actions an overflow summary names. */
 const OVERFLOW_NAMES = 16;
