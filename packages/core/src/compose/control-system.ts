@@ -588,20 +588,42 @@ export class ControlSystem {
   /**
    * Pauses the running process at its next step boundary (`recipe.pause`). Acts at once, even
    * while the audit store hangs: its entry follows (`audit.runWithoutDurableAudit`, ADR 0013).
+   * @throws `KILN_INVALID_TRANSITION` (recorded denied, nothing changes) when the process is
+   *   already paused or a pause is already requested; `KILN_NOT_FOUND` with no process.
    */
   pauseProcess(principal: Principal): Promise<void> {
     return this.#command(
       snapshotPrincipal(principal),
       "recipe.pause",
       this.#activeId(),
-      (command) => this.#onActive(command, (active) => active.pause()),
+      (command) =>
+        this.#onActive(
+          command,
+          (active) => active.pause(),
+          (active) => {
+            // A no-op is refused (recorded denied, counted when the backlog is full): only a pause
+            // that changes something records an entry that may run without a durable one.
+            if (active.status === "paused" || active.pauseRequested) {
+              throw new KilnError(
+                "KILN_INVALID_TRANSITION",
+                "The process is already paused or pausing: nothing to do.",
+                {
+                  details: { command: "pause" },
+                },
+              );
+            }
+          },
+        ),
       {
         subject: this.machineId,
       },
     );
   }
 
-  /** Resumes the paused process (`recipe.resume`). */
+  /**
+   * Resumes the paused process, or cancels a pause not yet taken (`recipe.resume`).
+   * @throws `KILN_INVALID_TRANSITION` (recorded denied) when it is neither paused nor pausing.
+   */
   resumeProcess(principal: Principal): Promise<void> {
     const who = snapshotPrincipal(principal);
     return this.#stateCommand(() =>
@@ -609,7 +631,18 @@ export class ControlSystem {
         who,
         "recipe.resume",
         this.#activeId(),
-        (command) => this.#onActive(command, (active) => active.resume()),
+        (command) =>
+          this.#onActive(
+            command,
+            (active) => active.resume(),
+            (active) => {
+              if (active.status !== "paused" && !active.pauseRequested) {
+                throw new KilnError("KILN_INVALID_TRANSITION", "The process is not paused: nothing to resume.", {
+                  details: { command: "resume" },
+                });
+              }
+            },
+          ),
         {
           subject: this.machineId,
         },
@@ -925,12 +958,17 @@ export class ControlSystem {
     return active;
   }
 
-  /** Runs `action` on the active process once the entry is committed; no process: `KILN_NOT_FOUND`, nothing committed. */
+  /**
+   * Runs `action` on the active process once the entry is committed; no process: `KILN_NOT_FOUND`,
+   * nothing committed. `check` refuses before the commit (a no-op: `KILN_INVALID_TRANSITION`, denied).
+   */
   async #onActive<TResult>(
     command: CommandContext,
     action: (active: RecipeProcess) => TResult | Promise<TResult>,
+    check?: (active: RecipeProcess) => void,
   ): Promise<TResult> {
     const active = this.#active();
+    check?.(active);
     await command.commit();
     return action(active);
   }
