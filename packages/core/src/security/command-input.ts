@@ -3,7 +3,8 @@ import { KilnValidationError, type ValidationIssue } from "../domain/errors";
 import { TAG_NAME_MAX_LENGTH } from "../domain/tags";
 
 /**
- * Longest name a command accepts, in UTF-16 code units: a command's target (tag name, recipe
+ * Longest name a command accepts, in UTF-16 code units (JavaScript's `length`; every length
+ * rule of a command, the principal's included, counts these, never code points): a command's target (tag name, recipe
  * name, alarm id), a principal's id and its source. Tag names follow the same rule.
  */
 export const NAME_MAX_LENGTH = TAG_NAME_MAX_LENGTH;
@@ -125,9 +126,10 @@ function copy(value: unknown, path: string, depth: number, ancestors: Set<object
 }
 
 /**
- * `text` cut to `max` code units for echoing in an audit entry or a message, with a marker that
- * keeps its original length: `"abc…(truncated, 150000000 chars)"`. Shorter text is returned as is.
+ * `text` cut to `max` UTF-16 code units (one fewer rather than split a surrogate pair) for
+ * echoing in an audit entry or a message, with a marker that keeps its original length in code
+ * units: `"abc…(truncated, 150000000 chars)"`. Shorter text is returned as is.
  */
 export function boundedText(text: string, max: number): string {
-  return text.length <= max ? text : `${text.slice(0, max)}…(truncated, ${text.length} chars)`;
+  return text.length <= max ? text : `${cutText(text, max)}…(truncated, ${text.length} chars)`;
 }
