@@ -823,3 +823,45 @@ describe("the backlog is retried in the background (issue 15, second review)", (
     expect(calls.length).toBe(atClose);
   });
 });
+
+describe("the overflow count at close becomes its summary entry (issue 15, second review)", () => {
+  const deny = (runner: AuditedCommandRunner) =>
+    rejection(runner.run({ principal: operator, permission: "tag.write", target: "valve.tma", execute: () => 1 }));
+
+  test("with a journal and the store down at close, the summary is journaled and stored after the restart", async () => {
+    const directory = await mkdtemp(join(tmpdir(), "kiln-audit-overflow-"));
+    const path = join(directory, "audit.journal");
+    const state = { down: true };
+    const audit = (memory: MemoryStore): AuditLog => ({
+      query: memory.audit.query,
+      record: async (entry: AuditEntry) => {
+        if (state.down) throw new KilnError("KILN_STORE_ERROR", "audit store down", { retryable: true });
+        await memory.audit.record(entry);
+      },
+    });
+    const first = await setup({ audit, backlog: { path, maxEntries: 2 } });
+    for (let index = 0; index < 5; index++) await deny(first.runner);
+    await first.runner.close();
+    expect(first.drops).toEqual([]);
+    state.down = false;
+    const second = await setup({ backlog: { path, maxEntries: 2 } });
+    expect(await second.runner.flush()).toBe(true);
+    const stored = await second.entries();
+    expect(stored.map((entry) => entry.action)).toEqual(["tag.write", "tag.write", "audit.overflow"]);
+    expect(stored[2]?.newValue).toMatchObject({ count: 3 });
+    await second.runner.close();
+  });
+
+  test("without a journal and the store still down, the count is reported as dropped", async () => {
+    const { runner, drops } = await setup({
+      audit: (memory) => ({
+        query: memory.audit.query,
+        record: () => Promise.reject(new KilnError("KILN_STORE_ERROR", "down", { retryable: true })),
+      }),
+      backlog: { maxEntries: 2 },
+    });
+    for (let index = 0; index < 5; index++) await deny(runner);
+    await runner.close();
+    expect(drops.map((drop) => drop.count).sort()).toEqual([2, 3]);
+  });
+});

@@ -491,7 +491,9 @@ export class AuditedCommandRunner {
 
   /**
    * Flushes, then closes the journal: what the store did not take stays journaled for the next
-   * start. Entries held only in memory are reported by `audit-entry-drop`. Afterwards, until
+   * start. Attempts counted into the overflow and not yet summarized become their one summary
+   * entry now (stored, else journaled). Entries held only in memory (and an overflow count that
+   * could be neither stored nor journaled) are reported by `audit-entry-drop`. Afterwards, until
    * {@link open}, the store is not called: an entry recorded meanwhile (a command refused because
    * the system is stopped) is kept in the backlog (journaled when there is a journal), reported
    * by `audit-record-fail`, and written after the next `open`. Never rejects.
@@ -499,6 +501,7 @@ export class AuditedCommandRunner {
   async close(): Promise<void> {
     await this.flush();
     await this.#serial(async () => {
+      await this.#closeOverflow();
       this.#closed = true;
       if (this.#retryTimer !== undefined) this.#options.clock.clearTimeout(this.#retryTimer);
       this.#retryTimer = undefined;
@@ -508,13 +511,6 @@ export class AuditedCommandRunner {
       );
       const memoryOnly = this.#backlog.filter((item) => !item.journaled).length;
       if (memoryOnly > 0) this.#reportDrop(memoryOnly, "the control system stopped before the audit store took them");
-      if (this.#overflow !== undefined) {
-        this.#reportDrop(
-          this.#overflow.count,
-          "denied attempts counted while the audit backlog was full; the control system stopped before they were summarized",
-        );
-        this.#overflow = undefined;
-      }
       this.#backlog.length = 0;
       const journal = await this.#openJournal();
       this.#journal = undefined;
@@ -604,8 +600,33 @@ export class AuditedCommandRunner {
     const overflow = this.#overflow;
     if (overflow === undefined || this.#backlog.length >= this.#maxEntries) return;
     this.#overflow = undefined;
+    await this.#append(this.#overflowEntry(overflow));
+  }
+
+  /**
+   * At close: the attempts counted but not yet summarized become their summary entry now, even
+   * with the backlog full (it is one entry): stored when the store takes it, else journaled for
+   * the next start; only when neither works is the count reported by `audit-entry-drop`.
+   */
+  async #closeOverflow(): Promise<void> {
+    const overflow = this.#overflow;
+    if (overflow === undefined) return;
+    this.#overflow = undefined;
+    const entry = this.#overflowEntry(overflow);
+    if ((await this.#drain()) && (await this.#store(entry)) !== "retry") return;
+    if ((await this.#openJournal()) !== undefined) {
+      if (await this.#append(entry)) return;
+      this.#backlog.pop();
+    }
+    this.#reportDrop(
+      overflow.count,
+      "denied attempts counted while the audit backlog was full; the control system stopped before they were summarized",
+    );
+  }
+
+  #overflowEntry(overflow: DenialOverflow): AuditEntry {
     const principals = [...overflow.principals].join(", ") + (overflow.morePrincipals ? ", ..." : "");
-    const entry: AuditEntry = {
+    return {
       id: this.#newId(),
       ...(this.#options.machineId === undefined ? {} : { machineId: this.#options.machineId }),
       principal: overflow.principals.size === 1 ? [...overflow.principals][0]! : "(several)",
@@ -628,7 +649,6 @@ export class AuditedCommandRunner {
         `to ${new Date(overflow.last).toISOString()}; counted, not recorded one by one`,
       at: overflow.last,
     };
-    await this.#append(entry);
   }
 
   /**
