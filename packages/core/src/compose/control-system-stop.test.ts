@@ -106,4 +106,30 @@ describe("stop() refuses commands in flight before they commit (issue 15, second
     expect(entries.map((entry) => entry.outcome)).toEqual(["failed", "failed", "failed"]);
     expect(entries[0]?.reason).toContain("KILN_LIFECYCLE");
   });
+
+  test("a recipe start queued behind a frozen audit store at stop starts nothing", async () => {
+    const parts = await build();
+    const { system, plc, store, clock } = parts;
+    const record = store.audit.record.bind(store.audit);
+    let frozen = true;
+    store.audit.record = (entry) => (frozen ? new Promise<void>(() => undefined) : record(entry));
+    const write = system.writeTag(admin, "heater.setpoint", 100).then(
+      () => "ok",
+      (error: { code: string }) => error.code,
+    );
+    const start = system.startRecipe(admin, endless).then(
+      () => "ok",
+      (error: { code: string }) => error.code,
+    );
+    await ticks();
+    const stopping = system.stop();
+    await settle(clock, stopping);
+    expect(await start).toBe("KILN_LIFECYCLE");
+    expect(await write).not.toBe("ok");
+    expect(plc.writes).toEqual([]);
+    frozen = false;
+    await system.start();
+    const trail = await auditTrailAfterStop(parts);
+    expect(trail.filter((entry) => entry.outcome === "allowed")).toEqual([]);
+  });
 });
