@@ -45,7 +45,7 @@ export {
 export type { BackoffOptions, ControlSystemOptions } from "./compose/control-system-options";
 export type { PortBreakerSettings, PortHealth, PortPolicy, StorePolicies } from "./compose/port-policies";
 export type { SystemState } from "./compose/system-lifecycle";
-export type { TagWriter } from "./compose/checked-write";
+export type { TagWriteOptions, TagWriter } from "./compose/checked-write";
 export type { StorePortName } from "./resilience/guarded-ports";
 export type { RetryJitter, RetryPolicyOptions } from "./resilience/retry";
 export type { Resolve, ServiceRegistry, ServiceToken } from "./compose/service-registry";

@@ -138,6 +138,16 @@ interface AlarmRecord {
   conditionFailing: boolean;
 }
 
+/** An operator command on one alarm, for {@link AlarmEngine.prepare}. */
+export type AlarmCommand =
+  | { readonly type: "acknowledge" }
+  | { readonly type: "shelve"; readonly options: AlarmShelveOptions }
+  | { readonly type: "unshelve" }
+  | { readonly type: "suppress" }
+  | { readonly type: "unsuppress" }
+  | { readonly type: "remove-from-service" }
+  | { readonly type: "return-to-service" };
+
 const timedShelveSchema = z.strictObject({ durationMs: z.number().int().positive() });
 const oneShotShelveSchema = z.strictObject({ oneShot: z.literal(true) });
 
@@ -271,7 +281,7 @@ export class AlarmEngine {
    * @throws KilnError `KILN_NOT_FOUND` for an unknown id; `KILN_INVALID_TRANSITION` in any other state.
    */
   acknowledge(alarmId: string, principal?: AlarmPrincipal): AlarmSnapshot {
-    return this.#command(alarmId, () => ({ type: "acknowledge" }), "acknowledge", principal);
+    return this.prepare(alarmId, { type: "acknowledge" }, principal)();
   }
 
   /**
@@ -281,11 +291,7 @@ export class AlarmEngine {
    * `KILN_INVALID_TRANSITION` unless the alarm is normal, unacknowledged, acknowledged or rtn-unacknowledged.
    */
   shelve(alarmId: string, options: AlarmShelveOptions, principal?: AlarmPrincipal): AlarmSnapshot {
-    const isOneShot = typeof options === "object" && options !== null && "oneShot" in options;
-    const shelf: AlarmShelf = isOneShot
-      ? (parseOrThrow(oneShotShelveSchema, options, "shelve options"), Object.freeze({ mode: "one-shot" as const }))
-      : this.#timedShelf(parseOrThrow(timedShelveSchema, options, "shelve options").durationMs);
-    return this.#command(alarmId, () => ({ type: "shelve", shelf }), "shelve", principal);
+    return this.prepare(alarmId, { type: "shelve", options }, principal)();
   }
 
   /**
@@ -294,12 +300,7 @@ export class AlarmEngine {
    * @throws KilnError `KILN_NOT_FOUND`; `KILN_INVALID_TRANSITION` unless the alarm is shelved.
    */
   unshelve(alarmId: string, principal?: AlarmPrincipal): AlarmSnapshot {
-    return this.#command(
-      alarmId,
-      (record) => ({ type: "unshelve", by: "operator", active: record.active }),
-      "unshelve",
-      principal,
-    );
+    return this.prepare(alarmId, { type: "unshelve" }, principal)();
   }
 
   /**
@@ -308,7 +309,7 @@ export class AlarmEngine {
    * @throws KilnError `KILN_NOT_FOUND`; `KILN_INVALID_TRANSITION` when already suppressed by command.
    */
   suppress(alarmId: string, principal?: AlarmPrincipal): AlarmSnapshot {
-    return this.#command(alarmId, () => ({ type: "suppress", source: "command" }), "suppress", principal);
+    return this.prepare(alarmId, { type: "suppress" }, principal)();
   }
 
   /**
@@ -317,12 +318,7 @@ export class AlarmEngine {
    * @throws KilnError `KILN_NOT_FOUND`; `KILN_INVALID_TRANSITION` when not suppressed by command.
    */
   unsuppress(alarmId: string, principal?: AlarmPrincipal): AlarmSnapshot {
-    return this.#command(
-      alarmId,
-      (record) => ({ type: "unsuppress", source: "command", active: record.active }),
-      "unsuppress",
-      principal,
-    );
+    return this.prepare(alarmId, { type: "unsuppress" }, principal)();
   }
 
   /**
@@ -331,7 +327,7 @@ export class AlarmEngine {
    * @throws KilnError `KILN_NOT_FOUND`; `KILN_INVALID_TRANSITION` when already out of service.
    */
   removeFromService(alarmId: string, principal?: AlarmPrincipal): AlarmSnapshot {
-    return this.#command(alarmId, () => ({ type: "remove-from-service" }), "remove-from-service", principal);
+    return this.prepare(alarmId, { type: "remove-from-service" }, principal)();
   }
 
   /**
@@ -340,12 +336,7 @@ export class AlarmEngine {
    * @throws KilnError `KILN_NOT_FOUND`; `KILN_INVALID_TRANSITION` unless out of service.
    */
   returnToService(alarmId: string, principal?: AlarmPrincipal): AlarmSnapshot {
-    return this.#command(
-      alarmId,
-      (record) => ({ type: "return-to-service", active: record.active }),
-      "return-to-service",
-      principal,
-    );
+    return this.prepare(alarmId, { type: "return-to-service" }, principal)();
   }
 
   /** Resolves when every history write queued so far has settled (successfully or reported). */
@@ -420,16 +411,77 @@ export class AlarmEngine {
     return Object.freeze({ mode: "timed", until: this.#clock.now() + durationMs, durationMs });
   }
 
-  #command(
-    alarmId: string,
-    trigger: (record: AlarmRecord) => AlarmTrigger,
-    cause: AlarmTransitionCause,
-    principal: AlarmPrincipal | undefined,
-  ): AlarmSnapshot {
+  /**
+   * Checks an operator command on an alarm without changing anything (the engine is running, the
+   * alarm exists, the options are valid, the transition is allowed in the alarm's current state)
+   * and returns what applies it. The control system checks here, then records the command's audit
+   * entry, then applies, so a refused command is recorded `denied`. Applying checks again: the
+   * alarm may have moved in between (then it throws and nothing changes).
+   * @throws KilnError `KILN_LIFECYCLE` (suspended or disposed), `KILN_NOT_FOUND`,
+   *   `KILN_VALIDATION` (shelve options), `KILN_INVALID_TRANSITION`; nothing changes.
+   */
+  prepare(alarmId: string, command: AlarmCommand, principal?: AlarmPrincipal): () => AlarmSnapshot {
     this.#assertOpen();
     const record = this.#find(alarmId);
-    this.#apply(record, trigger(record), cause, principalId(principal));
-    return this.#snapshot(record);
+    const { trigger, cause } = this.#triggerOf(command);
+    this.#next(record, trigger(record));
+    return () => {
+      this.#assertOpen();
+      this.#apply(record, trigger(record), cause, principalId(principal));
+      return this.#snapshot(record);
+    };
+  }
+
+  #triggerOf(command: AlarmCommand): {
+    trigger: (record: AlarmRecord) => AlarmTrigger;
+    cause: AlarmTransitionCause;
+  } {
+    switch (command.type) {
+      case "acknowledge":
+        return { trigger: () => ({ type: "acknowledge" }), cause: "acknowledge" };
+      case "shelve": {
+        const options: unknown = command.options;
+        const isOneShot = typeof options === "object" && options !== null && "oneShot" in options;
+        let durationMs = 0;
+        if (isOneShot) parseOrThrow(oneShotShelveSchema, options, "shelve options");
+        else durationMs = parseOrThrow(timedShelveSchema, options, "shelve options").durationMs;
+        const shelf = (): AlarmShelf =>
+          isOneShot ? Object.freeze({ mode: "one-shot" as const }) : this.#timedShelf(durationMs);
+        return { trigger: () => ({ type: "shelve", shelf: shelf() }), cause: "shelve" };
+      }
+      case "unshelve":
+        return {
+          trigger: (record) => ({ type: "unshelve", by: "operator", active: record.active }),
+          cause: "unshelve",
+        };
+      case "suppress":
+        return { trigger: () => ({ type: "suppress", source: "command" }), cause: "suppress" };
+      case "unsuppress":
+        return {
+          trigger: (record) => ({ type: "unsuppress", source: "command", active: record.active }),
+          cause: "unsuppress",
+        };
+      case "remove-from-service":
+        return { trigger: () => ({ type: "remove-from-service" }), cause: "remove-from-service" };
+      case "return-to-service":
+        return {
+          trigger: (record) => ({ type: "return-to-service", active: record.active }),
+          cause: "return-to-service",
+        };
+    }
+  }
+
+  /** The state `trigger` moves `record` to; throws (alarm id in the message) when it may not. */
+  #next(record: AlarmRecord, trigger: AlarmTrigger): AlarmState {
+    try {
+      return nextAlarmState(record.state, trigger);
+    } catch (error) {
+      if (!KilnError.is(error)) throw error;
+      throw new KilnError(error.code, `Alarm "${record.definition.id}": ${error.message}`, {
+        cause: error,
+        details: { ...error.details, alarmId: record.definition.id },
+      });
+    }
   }
 
   #evaluate(record: AlarmRecord, sample: Sample): void {
@@ -507,16 +559,7 @@ export class AlarmEngine {
     const definition = record.definition;
     const from = record.state;
     const trippedBefore = record.active && isAlarmInEffect(from);
-    let to: AlarmState;
-    try {
-      to = nextAlarmState(from, trigger);
-    } catch (error) {
-      if (!KilnError.is(error)) throw error;
-      throw new KilnError(error.code, `Alarm "${definition.id}": ${error.message}`, {
-        cause: error,
-        details: { ...error.details, alarmId: definition.id },
-      });
-    }
+    const to = this.#next(record, trigger);
     const now = this.#clock.now();
     if (trigger.type === "activate") {
       record.active = true;

@@ -1,17 +1,27 @@
 import { KilnError, KilnValidationError } from "../domain/errors";
 import { checkTagValue, type Tag, type TagCatalog, type TagValue } from "../domain/tags";
 import type { PlcDriver } from "../ports/plc-driver";
-import type { SystemLifecycle } from "./system-lifecycle";
+import type { SystemLifecycle, SystemState } from "./system-lifecycle";
+
+/** Options of one {@link TagWriter.write}. */
+export interface TagWriteOptions {
+  /**
+   * True for the writes of a running process (its steps and its safe state): accepted while the
+   * system is `stopping` too, so the abort at `stop()` can write the safe state. Operator writes
+   * are accepted only while `running`.
+   */
+  readonly duringStop?: boolean;
+}
 
 /** Writes a value to a tag on the machine's PLC. Operator writes, recipe steps and the safe state all use it. */
 export interface TagWriter {
   /**
    * Writes `value` to `tag`; `signal` aborts it.
    * @throws `KILN_TAG_UNKNOWN`, `KILN_TAG_NOT_WRITABLE`, `KILN_OUT_OF_RANGE`, `KILN_VALIDATION`,
-   *   `KILN_LIFECYCLE` while the system is not running, or the device's error (`KILN_TIMEOUT`,
-   *   `KILN_CIRCUIT_OPEN`, `KILN_WRITE_REJECTED`...).
+   *   `KILN_LIFECYCLE` while the system is not running (for `duringStop` writes: not running or
+   *   stopping), or the device's error (`KILN_TIMEOUT`, `KILN_CIRCUIT_OPEN`, `KILN_WRITE_REJECTED`...).
    */
-  write(tag: string, value: TagValue, signal?: AbortSignal): Promise<void>;
+  write(tag: string, value: TagValue, signal?: AbortSignal, options?: TagWriteOptions): Promise<void>;
 }
 
 /** Options of {@link CheckedTagWriter}. */
@@ -20,7 +30,7 @@ export interface CheckedTagWriterOptions {
   readonly tags: TagCatalog;
   /** The guarded driver (timeout and the device breaker, applied by composition). */
   readonly driver: PlcDriver;
-  /** Writes are refused unless it is `running`. */
+  /** Writes are refused unless it is `running` (or `stopping`, for a process's writes). */
   readonly lifecycle: SystemLifecycle;
 }
 
@@ -36,19 +46,27 @@ export class CheckedTagWriter implements TagWriter {
   }
 
   /** @inheritDoc TagWriter.write */
-  async write(tag: string, value: TagValue, signal?: AbortSignal): Promise<void> {
+  async write(tag: string, value: TagValue, signal?: AbortSignal, options: TagWriteOptions = {}): Promise<void> {
     const { tags, driver, lifecycle } = this.#options;
-    await driver.write(checkTagWrite(tags, lifecycle, tag, value), value, signal);
+    const accepted = options.duringStop === true ? PROCESS_WRITE_STATES : OPERATOR_WRITE_STATES;
+    await driver.write(checkTagWrite(tags, lifecycle, tag, value, accepted), value, signal);
   }
 }
 
 /**
  * The checks of a tag write, before anything reaches a driver: the tag exists, is writable, the
- * value fits its type and range, the system is running. Returns the tag's definition.
+ * value fits its type and range, the system is in one of `accepted` (default: running).
+ * Returns the tag's definition.
  * @throws `KILN_TAG_UNKNOWN`, `KILN_TAG_NOT_WRITABLE`, `KILN_OUT_OF_RANGE`, `KILN_VALIDATION`,
  *   `KILN_LIFECYCLE`.
  */
-export function checkTagWrite(tags: TagCatalog, lifecycle: SystemLifecycle, tag: string, value: TagValue): Tag {
+export function checkTagWrite(
+  tags: TagCatalog,
+  lifecycle: SystemLifecycle,
+  tag: string,
+  value: TagValue,
+  accepted: readonly SystemState[] = OPERATOR_WRITE_STATES,
+): Tag {
   const definition = tags.find(tag);
   if (!definition) throw new KilnError("KILN_TAG_UNKNOWN", `No tag named "${tag}".`, { details: { tag } });
   if (definition.access !== "readwrite") {
@@ -68,8 +86,13 @@ export function checkTagWrite(tags: TagCatalog, lifecycle: SystemLifecycle, tag:
     }
     throw new KilnValidationError(`write to ${tag}`, [{ path: "value", message: problem }]);
   }
-  if (lifecycle.state !== "running") {
+  if (!accepted.includes(lifecycle.state)) {
     throw new KilnError("KILN_LIFECYCLE", `Cannot write ${tag}: the control system is ${lifecycle.state}.`);
   }
   return definition;
 }
+
+/** Operator writes: only while running; `stop()` closes the gate first. */
+const OPERATOR_WRITE_STATES: readonly SystemState[] = ["running"];
+/** A process's writes: also while stopping, so the abort at `stop()` writes the safe state. */
+const PROCESS_WRITE_STATES: readonly SystemState[] = ["running", "stopping"];

@@ -182,7 +182,12 @@ const recipesSchema = z
 /** zod schema of `audit`: the backlog (CR 2.9) and the actions that run without a durable entry (CR 2.10). */
 const auditSchema = z
   .object({
-    source: z.string().min(1).max(256).optional(),
+    // UTF-16 code units, like every name rule (zod's max counts code points).
+    source: z
+      .string()
+      .min(1)
+      .refine((text) => text.length <= 256, "must be at most 256 characters")
+      .optional(),
     backlog: z
       .object({
         path: z.string().min(1).optional(),

@@ -1,5 +1,5 @@
 import type { Acquisition, AcquisitionHealth } from "../acquisition/acquisition";
-import type { AlarmEngine, AlarmShelveOptions, AlarmSnapshot } from "../alarms/alarm-engine";
+import type { AlarmCommand, AlarmEngine, AlarmShelveOptions, AlarmSnapshot } from "../alarms/alarm-engine";
 import { currentValueViewOf, type CurrentValueTable, type CurrentValueView } from "../cvt/current-value-table";
 import { KilnError, KilnValidationError } from "../domain/errors";
 import { reconnectDelay } from "../driver-kit/backoff";
@@ -23,7 +23,7 @@ import type { ProcessResult, RecipeExecutor, RecipeProcess, StartRecipeOptions }
 import { storedRecipeOf, type RecipeInput } from "../recipes/recipe-schema";
 import type { GuardedDriver, GuardedStore } from "../resilience/guarded-ports";
 import { snapshotPrincipal, type Permission, type Principal, type PrincipalSnapshot } from "../security/authorization";
-import { snapshotInput, valueOf, type InputSnapshot } from "../security/command-input";
+import { checkIdentifier, fittedName, snapshotInput, valueOf, type InputSnapshot } from "../security/command-input";
 import type { AuditedCommandRunner, CommandContext } from "../security/audited-command";
 import { authorizeRecipeSave, authorizeRecipeStart } from "../security/recipe-authorization";
 import { checkTagWrite, type TagWriter } from "./checked-write";
@@ -458,8 +458,10 @@ export class ControlSystem {
   }
 
   /**
-   * Refuses new commands (`KILN_LIFECYCLE`, audited), waits at most `lifecycleTimeoutMs` for
-   * the commands in flight to settle, aborts a running process, flushes the audit backlog,
+   * Refuses new commands and those in flight not yet committed (`KILN_LIFECYCLE`, recorded
+   * `failed`), aborts a running process at once (its safe state is written while the system
+   * is stopping), waits at most `lifecycleTimeoutMs` for the commands in flight to settle,
+   * flushes the audit backlog,
    * stops acquisition, drains the logging pipeline (flushing every buffered sample, or spooling
    * it when the store is down), then closes the driver and the store. Idempotent. A command
    * while stopped is refused and its entry is kept until the next start (see ADR 0013).
@@ -490,8 +492,12 @@ export class ControlSystem {
       await this.#starting;
     }
     if (this.#lifecycle.state !== "running") return;
-    // The command gate closes here: a command from now on is refused (KILN_LIFECYCLE) and audited.
+    // The command gate closes here: a command from now on, or one not yet committed, is refused
+    // (KILN_LIFECYCLE) and audited; a running process's writes (its safe state) still go through.
     this.#lifecycle.state = "stopping";
+    this.#commands.refuseCommits(
+      new KilnError("KILN_LIFECYCLE", "The control system is stopping: the command was not executed."),
+    );
     // One budget for the whole stop: draining gets drainTimeoutMs from here, the closes
     // STOP_CLOSE_MARGIN_MS after it. A step still running when its time is up is abandoned and reported.
     const drainEnd = monotonicNow(this.#clock) + this.#options.logging.drainTimeoutMs;
@@ -509,7 +515,15 @@ export class ControlSystem {
         this.#logger.error({ error: String(outcome.error) }, `${what} at stop failed`);
       }
     };
+    const abortActive = async (): Promise<void> => {
+      const active = this.#recipes.active;
+      // Not abandoned: the safe state must be written (each write is bounded by the driver's timeout).
+      if (active) await step("aborting the running process", () => active.abort("control system stopping"), false);
+    };
     try {
+      // The running process first: its safe state must reach the PLC now, not after commands
+      // waiting on a slow audit store.
+      await abortActive();
       // Commands in flight settle (and their entries reach the writer) before the writer closes.
       await step("settling the commands in flight", () =>
         withTimeout(() => this.#settled(), {
@@ -518,10 +532,8 @@ export class ControlSystem {
           name: "commands in flight",
         }),
       );
-      if (this.#recipes.active) {
-        // Not abandoned: the safe state must be written (each write is bounded by the driver's timeout).
-        await step("aborting the running process", () => this.#recipes.active!.abort("control system stopping"), false);
-      }
+      // A start that committed before the gate closed may have begun a process meanwhile.
+      await abortActive();
       this.#storeOpening.abort(new KilnError("KILN_ABORTED", "control system stopping"));
       await step("opening the store", async () => this.#storeOpener);
       // Whatever the audit store did not take stays journaled (or is reported as dropped).
@@ -622,7 +634,8 @@ export class ControlSystem {
   /**
    * Validates `recipe` against the tag catalog and starts it as a process (`recipe.start`).
    * @returns the running process; await `process.finished` for its result.
-   * @throws `KILN_VALIDATION` listing every problem with its step path (nothing runs),
+   * @throws `KILN_VALIDATION` listing every problem with its step path (nothing runs), or for a
+   *   `processId` that is not 1 to 256 characters without control characters (path `processId`),
    *   `KILN_INVALID_TRANSITION` when the machine cannot start (busy, interlock active), `KILN_FORBIDDEN`.
    */
   startRecipe(principal: Principal, recipe: RecipeInput, options: StartRecipeOptions = {}): Promise<RecipeProcess> {
@@ -640,6 +653,9 @@ export class ControlSystem {
         recipeNameOf(input),
         (command) => {
           const { parameters, processId } = valueOf(given);
+          // The id becomes the target of every pause, resume and abort: checked here, before anything runs.
+          const processIdProblem = processId === undefined ? undefined : checkIdentifier(processId, "processId");
+          if (processIdProblem !== undefined) throw new KilnValidationError("recipe.start command", [processIdProblem]);
           return this.#recipes.start(valueOf(input), {
             ...(parameters === undefined ? {} : { parameters: parameters as Record<string, unknown> }),
             ...(processId === undefined ? {} : { processId: processId as string }),
@@ -658,20 +674,42 @@ export class ControlSystem {
   /**
    * Pauses the running process at its next step boundary (`recipe.pause`). Acts at once, even
    * while the audit store hangs: its entry follows (`audit.runWithoutDurableAudit`, ADR 0013).
+   * @throws `KILN_INVALID_TRANSITION` (recorded denied, nothing changes) when the process is
+   *   already paused or a pause is already requested; `KILN_NOT_FOUND` with no process.
    */
   pauseProcess(principal: Principal): Promise<void> {
     return this.#command(
       snapshotPrincipal(principal),
       "recipe.pause",
       this.#activeId(),
-      (command) => this.#onActive(command, (active) => active.pause()),
+      (command) =>
+        this.#onActive(
+          command,
+          (active) => active.pause(),
+          (active) => {
+            // A no-op is refused (recorded denied, counted when the backlog is full): only a pause
+            // that changes something records an entry that may run without a durable one.
+            if (active.status === "paused" || active.pauseRequested) {
+              throw new KilnError(
+                "KILN_INVALID_TRANSITION",
+                "The process is already paused or pausing: nothing to do.",
+                {
+                  details: { command: "pause" },
+                },
+              );
+            }
+          },
+        ),
       {
         subject: this.machineId,
       },
     );
   }
 
-  /** Resumes the paused process (`recipe.resume`). */
+  /**
+   * Resumes the paused process, or cancels a pause not yet taken (`recipe.resume`).
+   * @throws `KILN_INVALID_TRANSITION` (recorded denied) when it is neither paused nor pausing.
+   */
   resumeProcess(principal: Principal): Promise<void> {
     const who = snapshotPrincipal(principal);
     return this.#stateCommand(() =>
@@ -679,7 +717,18 @@ export class ControlSystem {
         who,
         "recipe.resume",
         this.#activeId(),
-        (command) => this.#onActive(command, (active) => active.resume()),
+        (command) =>
+          this.#onActive(
+            command,
+            (active) => active.resume(),
+            (active) => {
+              if (active.status !== "paused" && !active.pauseRequested) {
+                throw new KilnError("KILN_INVALID_TRANSITION", "The process is not paused: nothing to resume.", {
+                  details: { command: "resume" },
+                });
+              }
+            },
+          ),
         {
           subject: this.machineId,
         },
@@ -729,18 +778,23 @@ export class ControlSystem {
     });
   }
 
-  /** Acknowledges an alarm (`alarm.acknowledge`). */
+  /** Acknowledges an alarm (`alarm.acknowledge`). @throws `KILN_INVALID_TRANSITION` (recorded denied) unless it is unacknowledged. */
   acknowledgeAlarm(principal: Principal, alarmId: string, comment?: string): Promise<AlarmSnapshot> {
     return this.#alarmCommand(
       snapshotPrincipal(principal),
       "alarm.acknowledge",
       alarmId,
-      (command) => this.#alarms.acknowledge(alarmId, command.principal.id),
+      () => ({ type: "acknowledge" }),
       comment,
     );
   }
 
-  /** Shelves an alarm for a time or until it next clears (`alarm.shelve`). */
+  /**
+   * Shelves an alarm for a time or until it next clears (`alarm.shelve`; the entry's
+   * `newValue` is the options).
+   * @throws `KILN_VALIDATION` for bad options, `KILN_INVALID_TRANSITION` in a state that cannot be
+   *   shelved; both recorded denied, nothing changed.
+   */
   shelveAlarm(
     principal: Principal,
     alarmId: string,
@@ -752,37 +806,46 @@ export class ControlSystem {
       snapshotPrincipal(principal),
       "alarm.shelve",
       alarmId,
-      (command) => this.#alarms.shelve(alarmId, valueOf(given), command.principal.id),
+      () => ({ type: "shelve", options: valueOf(given) }),
       comment,
+      given.ok ? given.value : undefined,
     );
   }
 
-  /** Unshelves an alarm (`alarm.unshelve`). */
+  /** Unshelves an alarm (`alarm.unshelve`). @throws `KILN_INVALID_TRANSITION` (recorded denied) unless it is shelved. */
   unshelveAlarm(principal: Principal, alarmId: string, comment?: string): Promise<AlarmSnapshot> {
     return this.#alarmCommand(
       snapshotPrincipal(principal),
       "alarm.unshelve",
       alarmId,
-      (command) => this.#alarms.unshelve(alarmId, command.principal.id),
+      () => ({ type: "unshelve" }),
       comment,
     );
   }
 
-  /** Suppresses an alarm by design, or lifts that suppression (`alarm.suppress`). */
+  /**
+   * Suppresses an alarm by design (`suppressed` true), or lifts that suppression (false)
+   * (`alarm.suppress`; the entry's `newValue` is `suppressed`).
+   * @throws `KILN_VALIDATION` when `suppressed` is not a boolean, `KILN_INVALID_TRANSITION`
+   *   (already so); both recorded denied.
+   */
   suppressAlarm(principal: Principal, alarmId: string, suppressed: boolean, comment?: string): Promise<AlarmSnapshot> {
     return this.#alarmCommand(
       snapshotPrincipal(principal),
       "alarm.suppress",
       alarmId,
-      (command) =>
-        suppressed
-          ? this.#alarms.suppress(alarmId, command.principal.id)
-          : this.#alarms.unsuppress(alarmId, command.principal.id),
+      () => (requireBoolean(suppressed, "suppressed") ? { type: "suppress" } : { type: "unsuppress" }),
       comment,
+      suppressed,
     );
   }
 
-  /** Takes an alarm out of service, or returns it (`alarm.out-of-service`). */
+  /**
+   * Takes an alarm out of service (`inService` false), or returns it (true)
+   * (`alarm.out-of-service`; the entry's `newValue` is `inService`).
+   * @throws `KILN_VALIDATION` when `inService` is not a boolean, `KILN_INVALID_TRANSITION`
+   *   (already so); both recorded denied.
+   */
   setAlarmInService(
     principal: Principal,
     alarmId: string,
@@ -793,11 +856,9 @@ export class ControlSystem {
       snapshotPrincipal(principal),
       "alarm.out-of-service",
       alarmId,
-      (command) =>
-        inService
-          ? this.#alarms.returnToService(alarmId, command.principal.id)
-          : this.#alarms.removeFromService(alarmId, command.principal.id),
+      () => (requireBoolean(inService, "inService") ? { type: "return-to-service" } : { type: "remove-from-service" }),
       comment,
+      inService,
     );
   }
 
@@ -972,20 +1033,25 @@ export class ControlSystem {
     principal: PrincipalSnapshot,
     permission: Permission,
     alarmId: string,
-    execute: (command: CommandContext) => AlarmSnapshot,
+    request: () => AlarmCommand,
     comment: string | undefined,
+    newValue?: unknown,
   ): Promise<AlarmSnapshot> {
     return this.#command(
       principal,
       permission,
       alarmId,
       async (command) => {
-        // An unknown alarm is refused by the engine before the entry is committed.
-        if (this.#alarms.list().some((alarm) => alarm.id === alarmId)) await command.commit();
-        return execute(command);
+        // Every side-effect-free check (alarm, options, transition) before the entry is
+        // committed, so a refusal is recorded denied; then the change.
+        const apply = this.#alarms.prepare(alarmId, request(), command.principal.id);
+        await command.commit();
+        return apply();
       },
       {
         readOldValue: () => this.#alarms.list().find((alarm) => alarm.id === alarmId)?.state.name ?? null,
+        // What was requested (CR 2.8): the suppression or service flag, the shelve options.
+        newValue,
         ...(comment === undefined ? {} : { comment }),
       },
     );
@@ -997,18 +1063,28 @@ export class ControlSystem {
     return active;
   }
 
-  /** Runs `action` on the active process once the entry is committed; no process: `KILN_NOT_FOUND`, nothing committed. */
+  /**
+   * Runs `action` on the active process once the entry is committed; no process: `KILN_NOT_FOUND`,
+   * nothing committed. `check` refuses before the commit (a no-op: `KILN_INVALID_TRANSITION`, denied).
+   */
   async #onActive<TResult>(
     command: CommandContext,
     action: (active: RecipeProcess) => TResult | Promise<TResult>,
+    check?: (active: RecipeProcess) => void,
   ): Promise<TResult> {
     const active = this.#active();
+    check?.(active);
     await command.commit();
     return action(active);
   }
 
+  /**
+   * The target of pause, resume and abort: the active process's id, which the system holds (not
+   * caller input), fitted to the target rule so a safety command is never refused for its form.
+   */
   #activeId(): string {
-    return this.#recipes.active?.id ?? "(no process)";
+    const id = this.#recipes.active?.id;
+    return id === undefined ? "(no process)" : fittedName(id);
   }
 
   #wire(): void {
@@ -1060,6 +1136,14 @@ function readSafely(read: () => unknown): unknown {
 
 /** Stands for a field whose getter threw: not plain data, so the snapshot refuses it. */
 const UNREADABLE = Symbol("unreadable");
+
+/** `value` when it is a boolean; else a `KILN_VALIDATION` error naming `field` (the command is recorded denied). */
+function requireBoolean(value: unknown, field: string): boolean {
+  if (typeof value !== "boolean") {
+    throw new KilnValidationError("alarm command", [{ path: field, message: "must be a boolean (true or false)" }]);
+  }
+  return value;
+}
 
 function withoutUndefined<T extends Record<string, unknown>>(value: T): T {
   return Object.fromEntries(Object.entries(value).filter(([, entry]) => entry !== undefined)) as T;

@@ -183,6 +183,8 @@ function registerDefaults(container: ServiceContainer, options: ResolvedControlS
         source: options.audit.source ?? `kiln:${options.machineId}`,
         backlog: withoutUndefinedPath(options.audit.backlog),
         runWithoutDurableAudit: options.audit.runWithoutDurableAudit,
+        // The backlog is retried in the background on the audit port's own backoff.
+        retryBackoff: options.storePolicies.audit.retry,
         bus: resolve(InternalTokens.Bus),
         logger: resolve(InternalTokens.Logger),
       }),
@@ -233,7 +235,8 @@ function registerDefaults(container: ServiceContainer, options: ResolvedControlS
           : kilnMachineBinding(machine as never),
       io: tableRecipeIo(resolve(InternalTokens.CurrentValueTable), (tag, value, signal, origin) => {
         if (origin) logger.debug({ tag, processId: origin.processId, principal: origin.principal }, "process write");
-        return writer.write(tag, value, signal);
+        // A process's writes (its safe state above all) still reach the PLC while the system stops.
+        return writer.write(tag, value, signal, { duringStop: true });
       }),
       catalog: options.tags,
       clock: resolve(InternalTokens.Clock),

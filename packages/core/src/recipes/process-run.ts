@@ -125,6 +125,10 @@ export class ProcessRun implements RecipeProcess {
     });
   }
 
+  get pauseRequested(): boolean {
+    return this.#handshake.pauseRequested;
+  }
+
   get status(): ProcessStatus {
     return this.#journal.record.status;
   }

@@ -78,7 +78,10 @@ export interface RecipeStartRequest {
 export interface StartRecipeOptions {
   /** Parameter values for this run; the recipe's defaults fill the rest. */
   readonly parameters?: Readonly<Record<string, unknown>>;
-  /** The process id. @default a new unique id */
+  /**
+   * The process id: 1 to 256 characters, no control characters (`ControlSystem.startRecipe`
+   * refuses anything else with `KILN_VALIDATION`, path `processId`). @default a new unique id
+   */
   readonly processId?: string;
 }
 

@@ -70,6 +70,8 @@ export interface RecipeProcess {
   readonly record: ProcessRecord;
   /** Resolves when the process has ended; never rejects. */
   readonly finished: Promise<ProcessResult>;
+  /** True while a pause has been requested and not yet taken (the process still runs to its next step boundary). */
+  readonly pauseRequested: boolean;
   /** Pauses at the next step boundary. */
   pause(): Promise<void>;
   /** Resumes a paused process. */

@@ -769,3 +769,99 @@ describe("AuditedCommandRunner", () => {
     expect(await entries()).toEqual([expect.objectContaining({ target: "process-7f3a", outcome: "denied" })]);
   });
 });
+
+describe("the backlog is retried in the background (issue 15, second review)", () => {
+  function failingAudit(state: { down: boolean }) {
+    return (memory: MemoryStore): AuditLog => ({
+      query: memory.audit.query,
+      record: async (entry: AuditEntry) => {
+        if (state.down) throw new KilnError("KILN_STORE_ERROR", "audit store down", { retryable: true });
+        await memory.audit.record(entry);
+      },
+    });
+  }
+
+  test("an abort's entry kept during an outage is stored once the store is back, with no further command", async () => {
+    const state = { down: true };
+    const { runner, clock, entries } = await setup({ audit: failingAudit(state) });
+    await runner.run({ principal: operator, permission: "recipe.abort", target: "p-1", execute: () => "aborted" });
+    await clock.advance(10);
+    expect(runner.backlog).toBe(1);
+    state.down = false;
+    // The default schedule waits at most 1 s (minus jitter) before its first retry.
+    await clock.advance(1_000);
+    expect(runner.backlog).toBe(0);
+    expect((await entries()).map((entry) => [entry.action, entry.outcome])).toEqual([["recipe.abort", "allowed"]]);
+  });
+
+  test("a denial kept while the store stays down is retried with backoff, then stored; close stops the retries", async () => {
+    const state = { down: true };
+    const calls: number[] = [];
+    const { runner, clock, entries } = await setup({
+      audit: (memory) => {
+        const audit = failingAudit(state)(memory);
+        return { query: audit.query, record: (entry) => (calls.push(clock.now()), audit.record(entry)) };
+      },
+    });
+    await rejection(
+      runner.run({ principal: operator, permission: "tag.write", target: "valve.tma", execute: () => 1 }),
+    );
+    await clock.advance(60_000);
+    const retries = calls.length;
+    expect(retries).toBeGreaterThan(2);
+    expect(retries).toBeLessThan(20);
+    state.down = false;
+    await clock.advance(30_000);
+    expect((await entries()).map((entry) => entry.outcome)).toEqual(["denied"]);
+    state.down = true;
+    await rejection(
+      runner.run({ principal: operator, permission: "tag.write", target: "valve.tma", execute: () => 1 }),
+    );
+    await runner.close();
+    const atClose = calls.length;
+    await clock.advance(120_000);
+    expect(calls.length).toBe(atClose);
+  });
+});
+
+describe("the overflow count at close becomes its summary entry (issue 15, second review)", () => {
+  const deny = (runner: AuditedCommandRunner) =>
+    rejection(runner.run({ principal: operator, permission: "tag.write", target: "valve.tma", execute: () => 1 }));
+
+  test("with a journal and the store down at close, the summary is journaled and stored after the restart", async () => {
+    const directory = await mkdtemp(join(tmpdir(), "kiln-audit-overflow-"));
+    const path = join(directory, "audit.journal");
+    const state = { down: true };
+    const audit = (memory: MemoryStore): AuditLog => ({
+      query: memory.audit.query,
+      record: async (entry: AuditEntry) => {
+        if (state.down) throw new KilnError("KILN_STORE_ERROR", "audit store down", { retryable: true });
+        await memory.audit.record(entry);
+      },
+    });
+    const first = await setup({ audit, backlog: { path, maxEntries: 2 } });
+    for (let index = 0; index < 5; index++) await deny(first.runner);
+    await first.runner.close();
+    expect(first.drops).toEqual([]);
+    state.down = false;
+    const second = await setup({ backlog: { path, maxEntries: 2 } });
+    expect(await second.runner.flush()).toBe(true);
+    const stored = await second.entries();
+    expect(stored.map((entry) => entry.action)).toEqual(["tag.write", "tag.write", "audit.overflow"]);
+    expect(stored[2]?.newValue).toMatchObject({ count: 3 });
+    await second.runner.close();
+  });
+
+  test("without a journal and the store still down, the count is reported as dropped", async () => {
+    const { runner, drops } = await setup({
+      audit: (memory) => ({
+        query: memory.audit.query,
+        record: () => Promise.reject(new KilnError("KILN_STORE_ERROR", "down", { retryable: true })),
+      }),
+      backlog: { maxEntries: 2 },
+    });
+    for (let index = 0; index < 5; index++) await deny(runner);
+    await runner.close();
+    expect(drops.map((drop) => drop.count).sort()).toEqual([2, 3]);
+  });
+});

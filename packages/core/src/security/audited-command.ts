@@ -3,7 +3,8 @@ import { KilnError, KilnValidationError, type KilnErrorCode, type ValidationIssu
 import type { KilnEvents } from "../events/catalogue";
 import type { EventBus } from "../events/event-bus";
 import type { AuditEntry, AuditLog } from "../ports/audit-log";
-import type { Clock } from "../ports/clock";
+import type { Clock, TimerHandle } from "../ports/clock";
+import { reconnectDelay, type ReconnectBackoff } from "../driver-kit/backoff";
 import { RecordJournal } from "../journal/record-journal";
 import { decodeExactJson, encodeExactJson } from "../logging/sample-journal";
 import type { Logger } from "../ports/logger";
@@ -139,6 +140,13 @@ export interface AuditedCommandRunnerOptions {
    * @default ["recipe.abort", "recipe.pause"] (an abort writes the safe state; a pause holds the process)
    */
   readonly runWithoutDurableAudit?: readonly string[];
+  /**
+   * How often a non-empty backlog is retried in the background (no command needed): attempt `n`
+   * waits `reconnectDelay(n, retryBackoff)`, reset once the backlog is empty; stopped by
+   * {@link AuditedCommandRunner.close}. The control system passes `storePolicies.audit.retry`.
+   * @default `{ initialDelayMs: 1000, maxDelayMs: 30000 }`
+   */
+  readonly retryBackoff?: ReconnectBackoff;
   /** Where `audit-record-fail`, `audit-entry-skip`, `audit-entry-drop` and `command-refuse` are published. */
   readonly bus?: EventBus<KilnEvents>;
   /** Diagnostics. @default silentLogger */
@@ -229,6 +237,11 @@ export class AuditedCommandRunner {
   #overflow: DenialOverflow | undefined;
   /** Set by {@link close} until {@link open}: the store is not called (it is being closed or closed). */
   #closed = false;
+  /** Set by {@link refuseCommits} until {@link open}: guarded commands not yet committed are refused. */
+  #gate: KilnError | undefined;
+  /** The background retry of a non-empty backlog, when one is scheduled. */
+  #retryTimer: TimerHandle | undefined;
+  #retryAttempt = 0;
 
   /** @throws RangeError when `backlog.maxEntries` is not a positive integer. */
   constructor(options: AuditedCommandRunnerOptions) {
@@ -357,10 +370,16 @@ export class AuditedCommandRunner {
         });
         return;
       }
+      if (this.#gate !== undefined) throw this.#gate;
       const outcome = await this.#serial(async () =>
-        // Re-checked at the commit point: the machine state may have changed while waiting.
-        stillAllowed() ? this.#commit(allowed) : ("forbidden" as const),
+        // Re-checked at the commit point: the machine state (or the lifecycle) may have changed while waiting.
+        this.#gate !== undefined
+          ? ("closed" as const)
+          : stillAllowed()
+            ? this.#commit(allowed)
+            : ("forbidden" as const),
       );
+      if (outcome === "closed") throw this.#gate ?? refusal;
       if (outcome === "forbidden") {
         throw authorizer.forbidden(
           principal,
@@ -436,11 +455,45 @@ export class AuditedCommandRunner {
    */
   open(): void {
     this.#closed = false;
+    this.#gate = undefined;
+    this.#retryAttempt = 0;
+    this.#scheduleRetry();
+  }
+
+  /**
+   * Retries the backlog in the background on the `retryBackoff` schedule while it holds entries
+   * (or an overflow count), so they are stored as soon as the store takes them again, not only
+   * when the next command comes (ADR 0013). One timer at most; none while closed.
+   */
+  #scheduleRetry(): void {
+    if (this.#retryTimer !== undefined || this.#closed) return;
+    if (this.#backlog.length === 0 && this.#overflow === undefined) return;
+    this.#retryAttempt++;
+    const delay = reconnectDelay(this.#retryAttempt, this.#options.retryBackoff ?? DEFAULT_RETRY_BACKOFF);
+    this.#retryTimer = this.#options.clock.setTimeout(() => {
+      this.#retryTimer = undefined;
+      void this.flush().then((empty) => {
+        if (empty) this.#retryAttempt = 0;
+        else this.#scheduleRetry();
+      });
+    }, delay);
+  }
+
+  /**
+   * Closes the command gate (the control system's `stop()`, before it settles the commands in
+   * flight): until {@link open}, a command that has not committed yet is refused with `error`
+   * (`KILN_LIFECYCLE`), recorded `failed`, never `allowed`; also one already waiting for the
+   * audit writer. Actions in `runWithoutDurableAudit` (abort, pause) still run.
+   */
+  refuseCommits(error: KilnError): void {
+    this.#gate = error;
   }
 
   /**
    * Flushes, then closes the journal: what the store did not take stays journaled for the next
-   * start. Entries held only in memory are reported by `audit-entry-drop`. Afterwards, until
+   * start. Attempts counted into the overflow and not yet summarized become their one summary
+   * entry now (stored, else journaled). Entries held only in memory (and an overflow count that
+   * could be neither stored nor journaled) are reported by `audit-entry-drop`. Afterwards, until
    * {@link open}, the store is not called: an entry recorded meanwhile (a command refused because
    * the system is stopped) is kept in the backlog (journaled when there is a journal), reported
    * by `audit-record-fail`, and written after the next `open`. Never rejects.
@@ -448,20 +501,16 @@ export class AuditedCommandRunner {
   async close(): Promise<void> {
     await this.flush();
     await this.#serial(async () => {
+      await this.#closeOverflow();
       this.#closed = true;
+      if (this.#retryTimer !== undefined) this.#options.clock.clearTimeout(this.#retryTimer);
+      this.#retryTimer = undefined;
       this.#lastError = new KilnError(
         "KILN_LIFECYCLE",
         "The control system is stopped: the audit store is closed; the entry is written after the next start.",
       );
       const memoryOnly = this.#backlog.filter((item) => !item.journaled).length;
       if (memoryOnly > 0) this.#reportDrop(memoryOnly, "the control system stopped before the audit store took them");
-      if (this.#overflow !== undefined) {
-        this.#reportDrop(
-          this.#overflow.count,
-          "denied attempts counted while the audit backlog was full; the control system stopped before they were summarized",
-        );
-        this.#overflow = undefined;
-      }
       this.#backlog.length = 0;
       const journal = await this.#openJournal();
       this.#journal = undefined;
@@ -479,15 +528,17 @@ export class AuditedCommandRunner {
   /**
    * Makes an allowed entry durable before its command runs: stored (after the backlog drained),
    * else journaled when a journal works and has room: `run`. Otherwise the command is refused:
-   * `refused` (the entry is not kept; its refusal is recorded under the same id) or `unstorable`
-   * (the store refused it for good; reported). Safety actions never come here (see `run`).
+   * `refused` (the entry is not kept; its refusal is recorded under the same id), `unstorable`
+   * (the store refused it for good; reported) or `closed` (the command gate closed meanwhile). Safety actions never come here (see `run`).
    */
-  async #commit(entry: AuditEntry): Promise<"run" | "refused" | "unstorable"> {
+  async #commit(entry: AuditEntry): Promise<"run" | "refused" | "unstorable" | "closed"> {
     if (await this.#drain()) {
       const stored = await this.#store(entry);
       if (stored === "stored") return "run";
       if (stored === "skipped") return "unstorable";
     }
+    // The system began stopping while the store was being tried: not kept, the command does not run.
+    if (this.#gate !== undefined) return "closed";
     const journal = await this.#openJournal();
     // Each entry tries the journal itself: one record it refuses (too large) does not refuse the next.
     if (journal === undefined) return "refused";
@@ -549,8 +600,33 @@ export class AuditedCommandRunner {
     const overflow = this.#overflow;
     if (overflow === undefined || this.#backlog.length >= this.#maxEntries) return;
     this.#overflow = undefined;
+    await this.#append(this.#overflowEntry(overflow));
+  }
+
+  /**
+   * At close: the attempts counted but not yet summarized become their summary entry now, even
+   * with the backlog full (it is one entry): stored when the store takes it, else journaled for
+   * the next start; only when neither works is the count reported by `audit-entry-drop`.
+   */
+  async #closeOverflow(): Promise<void> {
+    const overflow = this.#overflow;
+    if (overflow === undefined) return;
+    this.#overflow = undefined;
+    const entry = this.#overflowEntry(overflow);
+    if ((await this.#drain()) && (await this.#store(entry)) !== "retry") return;
+    if ((await this.#openJournal()) !== undefined) {
+      if (await this.#append(entry)) return;
+      this.#backlog.pop();
+    }
+    this.#reportDrop(
+      overflow.count,
+      "denied attempts counted while the audit backlog was full; the control system stopped before they were summarized",
+    );
+  }
+
+  #overflowEntry(overflow: DenialOverflow): AuditEntry {
     const principals = [...overflow.principals].join(", ") + (overflow.morePrincipals ? ", ..." : "");
-    const entry: AuditEntry = {
+    return {
       id: this.#newId(),
       ...(this.#options.machineId === undefined ? {} : { machineId: this.#options.machineId }),
       principal: overflow.principals.size === 1 ? [...overflow.principals][0]! : "(several)",
@@ -573,7 +649,6 @@ export class AuditedCommandRunner {
         `to ${new Date(overflow.last).toISOString()}; counted, not recorded one by one`,
       at: overflow.last,
     };
-    await this.#append(entry);
   }
 
   /**
@@ -615,6 +690,7 @@ export class AuditedCommandRunner {
       error: this.#lastError ?? new KilnError("KILN_STORE_ERROR", "The audit log is failing."),
     });
     if (dropped > 0) this.#reportDrop(dropped, `the audit backlog is full (${this.#maxEntries} entries)`);
+    this.#scheduleRetry();
     return journaled;
   }
 
@@ -644,6 +720,7 @@ export class AuditedCommandRunner {
       actions: new Set(),
     });
     overflow.count++;
+    this.#scheduleRetry();
     overflow.first = Math.min(overflow.first, entry.at);
     overflow.last = Math.max(overflow.last, entry.at);
     if (overflow.principals.size < OVERFLOW_NAMES || overflow.principals.has(entry.principal)) {
@@ -781,6 +858,9 @@ interface DenialOverflow {
   /** The first {@link OVERFLOW_NAMES} actions. */
   readonly actions: Set<string>;
 }
+
+/** The background retry's schedule when the host gives none. */
+const DEFAULT_RETRY_BACKOFF: ReconnectBackoff = { initialDelayMs: 1_000, maxDelayMs: 30_000 };
 
 /** Most principals and actions an overflow summary names. */
 const OVERFLOW_NAMES = 16;

@@ -1,6 +1,7 @@
 import { describe, expect, test } from "vitest";
 import { KilnError } from "../domain/errors";
 import { Authorizer, PERMISSIONS, defaultRoleTable, snapshotPrincipal, type Principal } from "./authorization";
+import { boundedText } from "./command-input";
 
 const viewer: Principal = { id: "vera", roles: ["viewer"] };
 const operator: Principal = { id: "olga", roles: ["operator"] };
@@ -168,5 +169,24 @@ describe("snapshotPrincipal", () => {
     };
     expect(snapshotPrincipal(throwing).error?.code).toBe("KILN_VALIDATION");
     expect(snapshotPrincipal(null).principal).toBeUndefined();
+  });
+});
+
+describe("one length rule: UTF-16 code units, never a split surrogate pair (issue 15, second review)", () => {
+  test("a principal id of 200 emoji (400 code units) is refused like 400 ASCII characters", () => {
+    const emoji = snapshotPrincipal({ id: "😀".repeat(200), roles: ["operator"] });
+    expect(emoji.principal).toBeUndefined();
+    expect(emoji.error?.code).toBe("KILN_VALIDATION");
+    expect(snapshotPrincipal({ id: "😀".repeat(128), roles: ["operator"] }).principal).toBeDefined();
+    expect(snapshotPrincipal({ id: "😀".repeat(129), roles: ["operator"] }).principal).toBeUndefined();
+  });
+
+  test("a role of 65 emoji (130 code units) is refused; boundedText never ends in half a pair", () => {
+    expect(snapshotPrincipal({ id: "olga", roles: ["😀".repeat(65)] }).principal).toBeUndefined();
+    const cut = boundedText("x" + "😀".repeat(300), 256);
+    const kept = cut.slice(0, cut.indexOf("…"));
+    expect(kept.length).toBe(255);
+    expect(/[\uD800-\uDBFF]$/.test(kept)).toBe(false);
+    expect(cut).toContain("(truncated, 601 chars)");
   });
 });

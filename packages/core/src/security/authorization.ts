@@ -20,19 +20,22 @@ export interface Principal {
 }
 
 /**
+ * A string of at most `max` UTF-16 code units, the one length rule of every name a command is
+ * given (zod's own `max` counts code points, so it let 256 emoji, 512 units, through).
+ */
+function textAtMost(max: number) {
+  return z.string().refine((text) => text.length <= max, `must be at most ${max} characters`);
+}
+
+/**
  * zod schema of a {@link Principal}: an id of 1 to 256 characters, at most 64 roles of at most
- * 128 characters each, a source of at most 256 characters (`NAME_MAX_LENGTH`,
+ * 128 characters each, a source of at most 256 characters (UTF-16 code units; `NAME_MAX_LENGTH`,
  * `ROLES_MAX_COUNT`, `ROLE_MAX_LENGTH`), so no caller can make an audit entry unboundedly large.
  */
 export const principalSchema = z.object({
-  id: z
-    .string()
-    .min(1, "a principal needs an id")
-    .max(NAME_MAX_LENGTH, `must be at most ${NAME_MAX_LENGTH} characters`),
-  roles: z
-    .array(z.string().max(ROLE_MAX_LENGTH, `must be at most ${ROLE_MAX_LENGTH} characters`))
-    .max(ROLES_MAX_COUNT, `must hold at most ${ROLES_MAX_COUNT} roles`),
-  source: z.string().max(NAME_MAX_LENGTH, `must be at most ${NAME_MAX_LENGTH} characters`).optional(),
+  id: textAtMost(NAME_MAX_LENGTH).refine((text) => text !== "", "a principal needs an id"),
+  roles: z.array(textAtMost(ROLE_MAX_LENGTH)).max(ROLES_MAX_COUNT, `must hold at most ${ROLES_MAX_COUNT} roles`),
+  source: textAtMost(NAME_MAX_LENGTH).optional(),
 });
 
 /**

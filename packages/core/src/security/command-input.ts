@@ -1,9 +1,10 @@
 import { deepFreeze } from "../domain/deep-freeze";
-import { KilnValidationError } from "../domain/errors";
+import { KilnValidationError, type ValidationIssue } from "../domain/errors";
 import { TAG_NAME_MAX_LENGTH } from "../domain/tags";
 
 /**
- * Longest name a command accepts, in UTF-16 code units: a command's target (tag name, recipe
+ * Longest name a command accepts, in UTF-16 code units (JavaScript's `length`; every length
+ * rule of a command, the principal's included, counts these, never code points): a command's target (tag name, recipe
  * name, alarm id), a principal's id and its source. Tag names follow the same rule.
  */
 export const NAME_MAX_LENGTH = TAG_NAME_MAX_LENGTH;
@@ -11,6 +12,42 @@ export const NAME_MAX_LENGTH = TAG_NAME_MAX_LENGTH;
 export const ROLES_MAX_COUNT = 64;
 /** Longest role name, in UTF-16 code units. */
 export const ROLE_MAX_LENGTH = 128;
+
+/** C0 and C1 control characters and DEL: never part of a name a command is given. */
+// eslint-disable-next-line no-control-regex -- matching control characters is the point
+const CONTROL_CHARACTER = /[\u0000-\u001f\u007f-\u009f]/;
+
+/**
+ * The rule a caller-supplied identifier breaks (a process id, which later becomes an audit
+ * target), or undefined when it is a string of 1 to {@link NAME_MAX_LENGTH} UTF-16 code units
+ * without control characters. Checked at the command boundary, before anything runs.
+ */
+export function checkIdentifier(value: unknown, path: string): ValidationIssue | undefined {
+  if (typeof value !== "string" || value === "") return { path, message: "must be a non-empty string" };
+  if (value.length > NAME_MAX_LENGTH) {
+    return { path, message: `must be at most ${NAME_MAX_LENGTH} characters, not ${value.length}` };
+  }
+  if (CONTROL_CHARACTER.test(value)) return { path, message: "must not contain control characters" };
+  return undefined;
+}
+
+/**
+ * A name the system itself made (the active process's id), fitted to the target rule for its
+ * audit entry: returned as is when it has 1 to `max` code units, else cut so that, with a
+ * trailing "…", it has `max` (never inside a surrogate pair). A safety command's target is never
+ * refused for its form.
+ */
+export function fittedName(text: string, max: number = NAME_MAX_LENGTH): string {
+  if (text === "") return "(unnamed)";
+  return text.length <= max ? text : `${cutText(text, max - 1)}…`;
+}
+
+/** `text`'s first `max` UTF-16 code units, one fewer when that would split a surrogate pair. */
+export function cutText(text: string, max: number): string {
+  if (text.length <= max) return text;
+  const last = text.charCodeAt(max - 1);
+  return text.slice(0, last >= 0xd800 && last <= 0xdbff ? max - 1 : max);
+}
 
 /** Deepest nesting of a command's structured input (a recipe, its parameters). */
 const MAX_DEPTH = 64;
@@ -89,9 +126,10 @@ function copy(value: unknown, path: string, depth: number, ancestors: Set<object
 }
 
 /**
- * `text` cut to `max` code units for echoing in an audit entry or a message, with a marker that
- * keeps its original length: `"abc…(truncated, 150000000 chars)"`. Shorter text is returned as is.
+ * `text` cut to `max` UTF-16 code units (one fewer rather than split a surrogate pair) for
+ * echoing in an audit entry or a message, with a marker that keeps its original length in code
+ * units: `"abc…(truncated, 150000000 chars)"`. Shorter text is returned as is.
  */
 export function boundedText(text: string, max: number): string {
-  return text.length <= max ? text : `${text.slice(0, max)}…(truncated, ${text.length} chars)`;
+  return text.length <= max ? text : `${cutText(text, max)}…(truncated, ${text.length} chars)`;
 }

@@ -1,0 +1,135 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, describe, expect, test } from "vitest";
+import { defineTags } from "../domain/tags";
+import { auditTrailAfterStop, simulatedSystem, type SimulatedSystemOptions } from "../../test/support/simulated-system";
+
+const tags = defineTags({
+  "valve.tma": { dataType: "bool", access: "readwrite", scanGroup: "fast" },
+  "heater.setpoint": { dataType: "float64", access: "readwrite", range: { min: 0, max: 400 }, scanGroup: "fast" },
+});
+const admin = { id: "ada", roles: ["admin"] };
+const endless = {
+  name: "r",
+  version: 1,
+  steps: [{ set: { tag: "valve.tma", value: true } }, { wait: { durationMs: 600_000 } }],
+};
+const directories: string[] = [];
+afterEach(async () => {
+  for (const directory of directories.splice(0)) await rm(directory, { recursive: true, force: true });
+});
+
+async function build(options: Partial<SimulatedSystemOptions> = {}) {
+  const parts = simulatedSystem({
+    tags,
+    scanGroups: { fast: { periodMs: 50 } },
+    machine: { safeState: [{ tag: "valve.tma", value: false }] },
+    storePolicies: { audit: { timeoutMs: 1_000, retry: { maxAttempts: 1 } } },
+    lifecycleTimeoutMs: 5_000,
+    ...options,
+  });
+  await parts.system.start();
+  await parts.clock.advance(100);
+  return parts;
+}
+
+async function ticks(count = 30): Promise<void> {
+  for (let tick = 0; tick < count; tick++) await new Promise<void>((resolve) => setImmediate(resolve));
+}
+
+/** Advances simulated time until `promise` settles. */
+async function settle(clock: { advance(ms: number): Promise<void> }, promise: Promise<unknown>): Promise<void> {
+  let done = false;
+  void promise.finally(() => (done = true));
+  for (let step = 0; step < 2000 && !done; step++) await clock.advance(100);
+  expect(done).toBe(true);
+}
+
+const safeWrites = (writes: readonly { tag: string; value: unknown }[]) =>
+  writes.filter((write) => write.tag === "valve.tma").map((write) => write.value);
+
+describe("stop() with a running process writes its safe state first (issue 15, second review)", () => {
+  test("the aborted process's safe state reaches the PLC", async () => {
+    const { system, plc } = await build();
+    const process = await system.startRecipe(admin, endless);
+    await system.stop();
+    expect(safeWrites(plc.writes)).toEqual([true, false]);
+    await expect(process.finished).resolves.toMatchObject({ status: "aborted" });
+  });
+
+  test("the safe state is written at once while the audit store hangs with a write queued", async () => {
+    const { system, plc, store, clock } = await build();
+    await system.startRecipe(admin, endless);
+    await clock.advance(100);
+    store.faults.hang("audit");
+    const write = system.writeTag(admin, "heater.setpoint", 100).then(
+      () => "ok",
+      (error: { code: string }) => error.code,
+    );
+    await ticks();
+    const stopping = system.stop();
+    await ticks();
+    // No simulated time passed: the abort did not wait for the queued write or the audit store.
+    expect(safeWrites(plc.writes)).toEqual([true, false]);
+    await settle(clock, stopping);
+    expect(await write).not.toBe("ok");
+    expect(plc.writes.filter((entry) => entry.tag === "heater.setpoint")).toEqual([]);
+  });
+});
+
+describe("stop() refuses commands in flight before they commit (issue 15, second review)", () => {
+  test("with a journal, writes queued behind a hanging audit store are recorded failed, never allowed", async () => {
+    const directory = await mkdtemp(join(tmpdir(), "kiln-stop-gate-"));
+    directories.push(directory);
+    const parts = await build({ audit: { backlog: { path: join(directory, "audit.journal") } } });
+    const { system, plc, store, clock } = parts;
+    // Frozen for good: a record that times out never lands later (unlike faults.hang).
+    const record = store.audit.record.bind(store.audit);
+    let frozen = true;
+    store.audit.record = (entry) => (frozen ? new Promise<void>(() => undefined) : record(entry));
+    const writes = [100, 101, 102].map((value) =>
+      system.writeTag(admin, "heater.setpoint", value).then(
+        () => "ok",
+        (error: { code: string }) => error.code,
+      ),
+    );
+    await ticks();
+    const stopping = system.stop();
+    await settle(clock, stopping);
+    expect(await Promise.all(writes)).toEqual(["KILN_LIFECYCLE", "KILN_LIFECYCLE", "KILN_LIFECYCLE"]);
+    expect(plc.writes.filter((entry) => entry.tag === "heater.setpoint")).toEqual([]);
+    frozen = false;
+    await system.start();
+    const trail = await auditTrailAfterStop(parts);
+    const entries = trail.filter((entry) => entry.action === "tag.write");
+    expect(entries.map((entry) => entry.outcome)).toEqual(["failed", "failed", "failed"]);
+    expect(entries[0]?.reason).toContain("KILN_LIFECYCLE");
+  });
+
+  test("a recipe start queued behind a frozen audit store at stop starts nothing", async () => {
+    const parts = await build();
+    const { system, plc, store, clock } = parts;
+    const record = store.audit.record.bind(store.audit);
+    let frozen = true;
+    store.audit.record = (entry) => (frozen ? new Promise<void>(() => undefined) : record(entry));
+    const write = system.writeTag(admin, "heater.setpoint", 100).then(
+      () => "ok",
+      (error: { code: string }) => error.code,
+    );
+    const start = system.startRecipe(admin, endless).then(
+      () => "ok",
+      (error: { code: string }) => error.code,
+    );
+    await ticks();
+    const stopping = system.stop();
+    await settle(clock, stopping);
+    expect(await start).toBe("KILN_LIFECYCLE");
+    expect(await write).not.toBe("ok");
+    expect(plc.writes).toEqual([]);
+    frozen = false;
+    await system.start();
+    const trail = await auditTrailAfterStop(parts);
+    expect(trail.filter((entry) => entry.outcome === "allowed")).toEqual([]);
+  });
+});
