@@ -52,41 +52,54 @@ const SEVERITIES: ReadonlySet<string> = new Set(["good", "uncertain", "bad"]);
  */
 export function checkSample(sample: unknown, path = ""): ValidationIssue[] {
   if (typeof sample !== "object" || sample === null) return [{ path, message: "must be a sample object" }];
-  // Collects lazily: stores run this on every sample they ingest.
+  // Collects lazily and makes no closure per call: stores run this on every sample they ingest.
   let issues: ValidationIssue[] | undefined;
-  const add = (field: string, message: string): void => {
-    (issues ??= []).push({ path: path === "" ? field : `${path}.${field}`, message });
-  };
   const { tag, timestamp, value, quality } = sample as Partial<Record<keyof Sample, unknown>>;
-  if (typeof tag !== "string" || tag === "") add("tag", "must be a non-empty string");
+  if (typeof tag !== "string" || tag === "") issues = addIssue(issues, path, "tag", "must be a non-empty string");
   if (typeof timestamp !== "number" || !Number.isFinite(timestamp)) {
-    add("timestamp", "must be a finite number of ms since the Unix epoch");
+    issues = addIssue(issues, path, "timestamp", "must be a finite number of ms since the Unix epoch");
   } else if (timestamp < SAMPLE_TIME_MIN || timestamp > SAMPLE_TIME_MAX) {
-    add(
+    issues = addIssue(
+      issues,
+      path,
       "timestamp",
       "must be from 1900-01-01T00:00:00.000Z to 2099-12-31T23:59:59.999Z (SAMPLE_TIME_MIN..SAMPLE_TIME_MAX)",
     );
   }
   const type = typeof value;
   if (value !== null && type !== "number" && type !== "boolean" && type !== "string" && type !== "bigint") {
-    add("value", "must be a number, boolean, string, bigint or null");
+    issues = addIssue(issues, path, "value", "must be a number, boolean, string, bigint or null");
   } else if (type === "bigint" && ((value as bigint) < INT64_MIN || (value as bigint) > UINT64_MAX)) {
-    add("value", "a bigint value must be from -2^63 (int64) to 2^64-1 (uint64)");
+    issues = addIssue(issues, path, "value", "a bigint value must be from -2^63 (int64) to 2^64-1 (uint64)");
   }
   const checked = quality as Partial<Quality> | null | undefined;
   if (typeof checked !== "object" || checked === null || !SEVERITIES.has(checked.severity as string)) {
-    add("quality.severity", "must be good, uncertain or bad");
+    issues = addIssue(issues, path, "quality.severity", "must be good, uncertain or bad");
   } else if (!Number.isInteger(checked.code) || (checked.code as number) < 0 || (checked.code as number) > 0xffffffff) {
-    add("quality.code", "must be a 32-bit unsigned status code");
+    issues = addIssue(issues, path, "quality.code", "must be a 32-bit unsigned status code");
   } else if (severityOfStatusCode(checked.code as number) !== checked.severity) {
-    add(
+    issues = addIssue(
+      issues,
+      path,
       "quality.code",
       `its severity bits (0x00 good, 0x40 uncertain, 0x80 bad in the top two) must agree with severity ${String(checked.severity)}`,
     );
   } else if (checked.reason !== undefined && typeof checked.reason !== "string") {
-    add("quality.reason", "must be a string when present");
+    issues = addIssue(issues, path, "quality.reason", "must be a string when present");
   }
   return issues ?? [];
+}
+
+/** `issues` (a new array when undefined) with the issue of `field` under `path` appended. */
+function addIssue(
+  issues: ValidationIssue[] | undefined,
+  path: string,
+  field: string,
+  message: string,
+): ValidationIssue[] {
+  const found = issues ?? [];
+  found.push({ path: path === "" ? field : `${path}.${field}`, message });
+  return found;
 }
 
 /**

@@ -1,7 +1,7 @@
 import { deepFreeze } from "../domain/deep-freeze";
 import type { Disposer } from "../domain/disposer";
 import { z } from "zod";
-import { KilnError, KilnValidationError } from "../domain/errors";
+import { KilnError, KilnValidationError, type ValidationIssue } from "../domain/errors";
 import { checkSample, sameSamplePayload, type Sample } from "../domain/sample";
 import { interpolationOf, type Interpolation, type Tag, type TagDataType } from "../domain/tags";
 import {
@@ -533,8 +533,12 @@ export class MemoryStore implements Store {
     if (delayMs > 0) await this.#clock.sleep(delayMs);
     if (fault === "fail") throw simulatedFailure("fail");
     this.#assertOpen();
-    const issues = samples.flatMap((sample, index) => checkSample(sample, `[${index}]`));
-    if (issues.length > 0) throw new KilnValidationError("sample batch", issues);
+    // The index path is built only for a sample that breaks a rule: most batches have none.
+    let issues: ValidationIssue[] | undefined;
+    for (let index = 0; index < samples.length; index++) {
+      if (checkSample(samples[index]).length > 0) (issues ??= []).push(...checkSample(samples[index], `[${index}]`));
+    }
+    if (issues) throw new KilnValidationError("sample batch", issues);
     let conflicts: SampleConflict[] | undefined;
     // Built only once a conflict needs them: which samples met a sample already at their key,
     // and the first index of each key in the batch (so the common batch costs nothing more).
