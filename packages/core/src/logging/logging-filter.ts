@@ -12,7 +12,7 @@ interface TagLogState {
   lastValue: Sample["value"];
   /** Timestamp of the last logged sample (after any restamp). */
   lastTimestamp: number;
-  /** Monotonic clock time the last sample was logged, for `periodic`. */
+  /** Monotonic clock time the last sample was logged, for `periodic` (0 in the other modes). */
   lastLoggedAt: number;
   lastQualityCode: number;
   lastSeverity: string;
@@ -76,11 +76,12 @@ export class LoggingFilter {
   select(sample: Sample): Sample | undefined {
     const state = this.#states.get(sample.tag);
     if (state === undefined || state.mode === "none") return undefined;
-    const now = this.#clock.now();
-    const elapsedNow = monotonicNow(this.#clock);
+    // The clocks are read only when their reading is used: this runs for every CVT update.
+    // Monotonic time measures the period of `periodic` logging; wall time stamps a repeat.
+    const elapsedNow = state.mode === "periodic" ? monotonicNow(this.#clock) : 0;
     if (state.logged && !this.#qualityChanged(state, sample) && !this.#due(state, sample, elapsedNow)) return undefined;
     const repeat = state.mode === "periodic" && state.logged && sample.timestamp <= state.lastTimestamp;
-    const logged = repeat ? restamped(sample, state.lastTimestamp, now) : sample;
+    const logged = repeat ? restamped(sample, state.lastTimestamp, this.#clock.now()) : sample;
     state.logged = true;
     state.lastValue = sample.value;
     state.lastTimestamp = logged.timestamp;
