@@ -32,11 +32,14 @@ interface Entry {
   synthetic: boolean;
 }
 
-/** A frozen copy of `sample` with a frozen quality (the quality object is reused when already frozen). */
-function frozenSample(sample: Sample): Sample {
-  const { quality: given } = sample;
-  const frozenQuality = Object.isFrozen(given) ? given : Object.freeze({ ...given });
-  return Object.freeze({ tag: sample.tag, value: sample.value, timestamp: sample.timestamp, quality: frozenQuality });
+/** A new frozen sample of these fields; `quality` must be frozen already. */
+function sealedSample(tag: string, value: Sample["value"], timestamp: number, quality: Quality): Sample {
+  return Object.freeze({ tag, value, timestamp, quality });
+}
+
+/** `quality` itself when frozen, else a frozen copy. */
+function frozenQuality(quality: Quality): Quality {
+  return Object.isFrozen(quality) ? quality : Object.freeze({ ...quality });
 }
 
 /** Quality a tag takes when its source stops answering: uncertain, last usable value. */
@@ -231,18 +234,22 @@ export class CurrentValueTable implements CurrentValueView {
   }
 
   #apply(input: Sample, receivedAt: number, receivedAtMonotonic: number, keepReceivedAt = false): void {
-    if (!this.#known.has(input.tag)) return;
     // Samples are immutable once published: what the table holds and hands out is a frozen copy,
     // so no reader (observer, `get`, `snapshot`) can change what alarms, interlocks and recipe
-    // conditions act on, and the producer keeps its own object.
-    let sample = frozenSample(input);
-    const entry = this.#entries.get(sample.tag);
+    // conditions act on, and the producer keeps its own object. The input's fields are read once
+    // here; the copy is made only when the table keeps a new sample (a repeat keeps the current one).
+    const { tag, value, timestamp } = input;
+    if (!this.#known.has(tag)) return;
+    const given = frozenQuality(input.quality);
+    const entry = this.#entries.get(tag);
+    let sample: Sample;
     let change: CvtChange;
     if (entry === undefined) {
-      this.#entries.set(sample.tag, {
+      sample = sealedSample(tag, value, timestamp, given);
+      this.#entries.set(tag, {
         sample,
         receivedAt: receivedAtMonotonic,
-        staleAfterMs: this.#staleAfter.get(sample.tag) ?? 0,
+        staleAfterMs: this.#staleAfter.get(tag) ?? 0,
         stale: false,
         synthetic: keepReceivedAt,
       });
@@ -250,20 +257,23 @@ export class CurrentValueTable implements CurrentValueView {
     } else {
       const previous = entry.sample;
       // Kiln's own markers (keepReceivedAt) come stamped after the current sample already.
-      if (!keepReceivedAt && sample.timestamp <= previous.timestamp) {
-        if (entry.synthetic) {
-          // What we hold is our own marker. A device value unchanged since before an outage keeps
-          // its old source timestamp; it follows the marker so history stays in time order.
-          sample = frozenSample({ ...sample, timestamp: receiptStamp(previous.timestamp, receivedAt) });
-        } else if (
-          Object.is(previous.value, sample.value) &&
-          previous.quality.code === sample.quality.code &&
-          previous.quality.severity === sample.quality.severity
-        ) {
-          sample = previous; // a repeat: nothing new, but the tag was heard from
-        } else {
-          sample = frozenSample(restamped(sample, previous.timestamp, receivedAt));
-        }
+      if (keepReceivedAt || timestamp > previous.timestamp) {
+        sample = sealedSample(tag, value, timestamp, given);
+      } else if (entry.synthetic) {
+        // What we hold is our own marker. A device value unchanged since before an outage keeps
+        // its old source timestamp; it follows the marker so history stays in time order.
+        sample = sealedSample(tag, value, receiptStamp(previous.timestamp, receivedAt), given);
+      } else if (
+        Object.is(previous.value, value) &&
+        previous.quality.code === given.code &&
+        previous.quality.severity === given.severity
+      ) {
+        sample = previous; // a repeat: nothing new, but the tag was heard from
+      } else {
+        // restamped returns new objects no one else holds: freezing them in place is a frozen copy.
+        const stamped = restamped({ tag, value, timestamp, quality: given }, previous.timestamp, receivedAt);
+        Object.freeze(stamped.quality);
+        sample = Object.freeze(stamped);
       }
       entry.synthetic = keepReceivedAt;
       entry.sample = sample;
