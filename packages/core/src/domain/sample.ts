@@ -51,6 +51,14 @@ const SEVERITIES: ReadonlySet<string> = new Set(["good", "uncertain", "bad"]);
  * @returns the broken rules, each naming its field (`[3].timestamp`); empty when the sample is valid.
  */
 export function checkSample(sample: unknown, path = ""): ValidationIssue[] {
+  return sampleIssues(sample, path) ?? [];
+}
+
+/**
+ * @internal {@link checkSample}'s rules, returning undefined rather than a new empty array for a
+ * valid sample: a store's write path checks every sample and most batches have no issue.
+ */
+export function sampleIssues(sample: unknown, path = ""): ValidationIssue[] | undefined {
   if (typeof sample !== "object" || sample === null) return [{ path, message: "must be a sample object" }];
   // Collects lazily and makes no closure per call: stores run this on every sample they ingest.
   let issues: ValidationIssue[] | undefined;
@@ -87,7 +95,7 @@ export function checkSample(sample: unknown, path = ""): ValidationIssue[] {
   } else if (checked.reason !== undefined && typeof checked.reason !== "string") {
     issues = addIssue(issues, path, "quality.reason", "must be a string when present");
   }
-  return issues ?? [];
+  return issues;
 }
 
 /** `issues` (a new array when undefined) with the issue of `field` under `path` appended. */

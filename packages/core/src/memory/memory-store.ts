@@ -2,7 +2,7 @@ import { deepFreeze } from "../domain/deep-freeze";
 import type { Disposer } from "../domain/disposer";
 import { z } from "zod";
 import { KilnError, KilnValidationError, type ValidationIssue } from "../domain/errors";
-import { checkSample, sameSamplePayload, type Sample } from "../domain/sample";
+import { checkSample, sameSamplePayload, sampleIssues, type Sample } from "../domain/sample";
 import { interpolationOf, type Interpolation, type Tag, type TagDataType } from "../domain/tags";
 import {
   checkAggregateQuery,
@@ -536,7 +536,8 @@ export class MemoryStore implements Store {
     // The index path is built only for a sample that breaks a rule: most batches have none.
     let issues: ValidationIssue[] | undefined;
     for (let index = 0; index < samples.length; index++) {
-      if (checkSample(samples[index]).length > 0) (issues ??= []).push(...checkSample(samples[index], `[${index}]`));
+      if (sampleIssues(samples[index]) !== undefined)
+        (issues ??= []).push(...checkSample(samples[index], `[${index}]`));
     }
     if (issues) throw new KilnValidationError("sample batch", issues);
     let conflicts: SampleConflict[] | undefined;
