@@ -239,9 +239,10 @@ export class CurrentValueTable implements CurrentValueView {
     // conditions act on, and the producer keeps its own object. The input's fields are read once
     // here; the copy is made only when the table keeps a new sample (a repeat keeps the current one).
     const { tag, value, timestamp } = input;
-    if (!this.#known.has(tag)) return;
-    const given = frozenQuality(input.quality);
+    // A tag with an entry is known: the catalog is consulted only for a tag's first value.
     const entry = this.#entries.get(tag);
+    if (entry === undefined && !this.#known.has(tag)) return;
+    const given = frozenQuality(input.quality);
     let sample: Sample;
     let change: CvtChange;
     if (entry === undefined) {
@@ -289,7 +290,7 @@ export class CurrentValueTable implements CurrentValueView {
           previous.quality.code !== sample.quality.code || previous.quality.severity !== sample.quality.severity,
       });
     }
-    const tagObservers = this.#tagObservers.get(sample.tag);
+    const tagObservers = this.#tagObservers.size > 0 ? this.#tagObservers.get(tag) : undefined;
     if (tagObservers) for (const observer of tagObservers) this.#notify(observer, change);
     for (const observer of this.#allObservers) this.#notify(observer, change);
   }
