@@ -1,6 +1,8 @@
 import { randomUUID } from "node:crypto";
-import { link, open, readFile, rename, unlink } from "node:fs/promises";
+import { readFileSync } from "node:fs";
+import { link, open, readFile, realpath, rename, unlink } from "node:fs/promises";
 import { hostname } from "node:os";
+import path from "node:path";
 import { KilnError } from "../domain/errors";
 
 /** Who holds a journal's lock: written into `<journal>.lock`. */
@@ -11,6 +13,11 @@ export interface JournalLockOwner {
   readonly hostname: string;
   /** The kernel's boot id (Linux), so a lock left before a reboot is stale even if its pid is reused. */
   readonly bootId?: string;
+  /**
+   * The owner's start time (Linux: field 22 of `/proc/<pid>/stat`, clock ticks since boot), so a
+   * lock whose pid now belongs to another process (a container restarted as PID 1) is stale.
+   */
+  readonly startTime?: string;
   /** Unique per acquisition, so a release never removes a lock another opener took over. */
   readonly token: string;
 }
@@ -44,12 +51,16 @@ export class JournalLock {
    *   the lock file cannot be written.
    */
   static async acquire(journalPath: string): Promise<JournalLock> {
-    const lockPath = `${journalPath}.lock`;
+    // One lock per file, whatever name reaches it: a symlink, `..` or a relative path (resolved
+    // now, so a later chdir cannot make the release miss it). Hard links are not unified.
+    const lockPath = `${await realFile(journalPath)}.lock`;
     const bootId = await readBootId();
+    const startTime = await readStartTime(process.pid);
     const owner: JournalLockOwner = {
       pid: process.pid,
       hostname: hostname(),
       ...(bootId === undefined ? {} : { bootId }),
+      ...(startTime === undefined ? {} : { startTime }),
       token: randomUUID(),
     };
     const draft = `${lockPath}.${owner.token}`;
@@ -62,6 +73,7 @@ export class JournalLock {
         await file.close();
       }
     } catch (error) {
+      await unlink(draft).catch(() => undefined); // a full disk must not leave drafts behind
       throw lockError(journalPath, error);
     }
     try {
@@ -120,7 +132,8 @@ async function readOwner(path: string): Promise<JournalLockOwner | undefined | "
       typeof parsed?.pid === "number" &&
       typeof parsed.hostname === "string" &&
       typeof parsed.token === "string" &&
-      (parsed.bootId === undefined || typeof parsed.bootId === "string")
+      (parsed.bootId === undefined || typeof parsed.bootId === "string") &&
+      (parsed.startTime === undefined || typeof parsed.startTime === "string")
     ) {
       return parsed as JournalLockOwner;
     }
@@ -140,7 +153,49 @@ function isStale(holder: JournalLockOwner | undefined, self: JournalLockOwner): 
   if (holder === undefined) return true;
   if (holder.hostname !== self.hostname) return false;
   if (holder.bootId !== undefined && self.bootId !== undefined && holder.bootId !== self.bootId) return true;
-  return !processAlive(holder.pid);
+  if (!processAlive(holder.pid)) return true;
+  // The pid is alive: the same process only if it started when the owner did (a restarted
+  // container's PID 1 is another process under the same pid).
+  if (holder.startTime === undefined) return false;
+  const now = readStartTimeSync(holder.pid);
+  return now !== undefined && now !== holder.startTime;
+}
+
+/** The real path of the journal file (its directory's, when the file does not exist yet). */
+async function realFile(journalPath: string): Promise<string> {
+  const absolute = path.resolve(journalPath);
+  try {
+    return await realpath(absolute);
+  } catch {
+    try {
+      return path.join(await realpath(path.dirname(absolute)), path.basename(absolute));
+    } catch {
+      return absolute;
+    }
+  }
+}
+
+/** Field 22 of `/proc/<pid>/stat` (start time in clock ticks since boot), or undefined off Linux. */
+async function readStartTime(pid: number): Promise<string | undefined> {
+  try {
+    return startTimeOf(await readFile(`/proc/${pid}/stat`, "utf8"));
+  } catch {
+    return undefined;
+  }
+}
+
+function readStartTimeSync(pid: number): string | undefined {
+  try {
+    return startTimeOf(readFileSync(`/proc/${pid}/stat`, "utf8"));
+  } catch {
+    return undefined;
+  }
+}
+
+function startTimeOf(stat: string): string | undefined {
+  // The command name (field 2) is in parentheses and may hold spaces: count from its end.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return fields[19];
 }
 
 function processAlive(pid: number): boolean {

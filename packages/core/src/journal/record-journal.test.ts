@@ -1,8 +1,8 @@
 import { execFileSync, spawn } from "node:child_process";
 import { once } from "node:events";
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { hostname, tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { KilnError } from "../domain/errors";
@@ -204,6 +204,35 @@ describe("RecordJournal", () => {
         child.kill("SIGKILL");
       }
     }, 20_000);
+
+    test("a symlink or a relative path to the same journal meets the same lock", async () => {
+      const path = join(directory, "real.journal");
+      const { journal: first } = await RecordJournal.open(path);
+      await symlink(path, join(directory, "alias.journal"));
+      const viaLink = await RecordJournal.open(join(directory, "alias.journal")).catch((caught: unknown) => caught);
+      expect(KilnError.is(viaLink, "KILN_JOURNAL_LOCKED")).toBe(true);
+      const viaRelative = await RecordJournal.open(relative(process.cwd(), path)).catch((caught: unknown) => caught);
+      expect(KilnError.is(viaRelative, "KILN_JOURNAL_LOCKED")).toBe(true);
+      await first.close();
+    });
+
+    test.skipIf(process.platform !== "linux")(
+      "a lock whose pid now belongs to another process (a restarted container's PID 1) is taken over",
+      async () => {
+        const path = join(directory, "reused.journal");
+        // The parent process is alive, but it is not the owner: the start time does not match.
+        const owner = { pid: process.ppid, hostname: hostname(), startTime: "1", token: "old" };
+        await writeFile(`${path}.lock`, JSON.stringify(owner));
+        const { journal } = await RecordJournal.open(path);
+        await journal.close();
+        // The same pid with its real start time is the owner: refused.
+        const stat = await readFile(`/proc/${process.ppid}/stat`, "utf8");
+        const startTime = stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
+        await writeFile(`${path}.lock`, JSON.stringify({ ...owner, startTime }));
+        const error = await RecordJournal.open(path).catch((caught: unknown) => caught);
+        expect(KilnError.is(error, "KILN_JOURNAL_LOCKED")).toBe(true);
+      },
+    );
 
     test("a lock from another host is never taken over; an unreadable lock file is", async () => {
       const path = join(directory, "foreign.journal");
