@@ -170,6 +170,21 @@ describe("CurrentValueTable: source timestamps that do not advance", () => {
     expect(Math.max(...stamps)).toBeLessThanOrEqual(clock.now() + 1);
   });
 
+  test("a value changing under a fixed source timestamp in the future (the PLC's clock an hour ahead): no two samples share a timestamp", async () => {
+    const { clock, cvt, seen } = make();
+    const future = clock.now() + 3_600_000;
+    for (let value = 0; value < 50; value++) {
+      cvt.update([sample("a", value, future)]);
+      await clock.advance(10);
+    }
+    const stamps = seen.map((change) => change.sample.timestamp);
+    expect(seen.map((change) => change.sample.value)).toEqual(Array.from({ length: 50 }, (_, index) => index));
+    // The first keeps the device's time; every later change is stamped on receipt, never on it again.
+    expect(stamps.filter((stamp) => stamp === future)).toHaveLength(1);
+    expect(new Set(stamps).size).toBe(50);
+    expect(seen.slice(1).every((change) => change.sample.quality.reason === RESTAMPED_REASON)).toBe(true);
+  });
+
   test("a quality change under a fixed source timestamp is restamped too, keeping its own reason", () => {
     const { cvt } = make();
     cvt.update([sample("a", 1, 9_000)]);

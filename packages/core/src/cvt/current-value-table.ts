@@ -30,6 +30,12 @@ interface Entry {
   stale: boolean;
   /** The current sample was made by Kiln (stale or no-communication marker), not by the device. */
   synthetic: boolean;
+  /**
+   * The latest timestamp the tag has had: a sample must pass it, not only the current one's, to
+   * keep its source timestamp. After a restamp to receive time (the current timestamp went back),
+   * a device still sending the same future timestamp would otherwise land on a stored one.
+   */
+  newest: number;
 }
 
 /** A new frozen sample of these fields; `quality` must be frozen already. */
@@ -253,12 +259,13 @@ export class CurrentValueTable implements CurrentValueView {
         staleAfterMs: this.#staleAfter.get(tag) ?? 0,
         stale: false,
         synthetic: keepReceivedAt,
+        newest: timestamp,
       });
       change = Object.freeze({ sample, previous: undefined, valueChanged: true, qualityChanged: true });
     } else {
       const previous = entry.sample;
       // Kiln's own markers (keepReceivedAt) come stamped after the current sample already.
-      if (keepReceivedAt || timestamp > previous.timestamp) {
+      if (keepReceivedAt || (timestamp > previous.timestamp && timestamp > entry.newest)) {
         sample = sealedSample(tag, value, timestamp, given);
       } else if (entry.synthetic) {
         // What we hold is our own marker. A device value unchanged since before an outage keeps
@@ -278,6 +285,7 @@ export class CurrentValueTable implements CurrentValueView {
       }
       entry.synthetic = keepReceivedAt;
       entry.sample = sample;
+      if (sample.timestamp > entry.newest) entry.newest = sample.timestamp;
       if (!keepReceivedAt) {
         entry.receivedAt = receivedAtMonotonic;
         entry.stale = false;
