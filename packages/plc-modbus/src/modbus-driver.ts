@@ -376,22 +376,27 @@ export class ModbusDriver implements PlcDriver {
    * asked are deferred while both a suspect and a unit in good health are in the read.
    */
   #order(requests: readonly ModbusReadRequest[]): {
-    order: ModbusReadRequest[];
+    order: readonly ModbusReadRequest[];
     anyHealthy: boolean;
     anySuspect: boolean;
   } {
-    const rank = (unitId: number): number => (this.#units.suspect(unitId) ? 2 : this.#units.known(unitId) ? 0 : 1);
     const ranks = new Map<number, number>();
+    let anyHealthy = false;
+    let anySuspect = false;
+    let anyUnknown = false;
     for (const request of requests) {
-      if (!ranks.has(request.unitId)) ranks.set(request.unitId, rank(request.unitId));
+      const unitId = request.unitId;
+      if (ranks.has(unitId)) continue;
+      const rank = this.#units.suspect(unitId) ? 2 : this.#units.known(unitId) ? 0 : 1;
+      ranks.set(unitId, rank);
+      if (rank === 0) anyHealthy = true;
+      else if (rank === 2) anySuspect = true;
+      else anyUnknown = true;
     }
-    const values = [...ranks.values()];
-    const anySuspect = values.includes(2);
-    const order =
-      anySuspect || values.includes(0)
-        ? [...requests].sort((a, b) => ranks.get(a.unitId)! - ranks.get(b.unitId)!)
-        : [...requests];
-    return { order, anyHealthy: values.includes(0), anySuspect };
+    // The sort is stable: when every unit has the same rank the plan's order stands, so it is not sorted.
+    const mixed = Number(anyHealthy) + Number(anySuspect) + Number(anyUnknown) > 1;
+    const order = mixed ? [...requests].sort((a, b) => ranks.get(a.unitId)! - ranks.get(b.unitId)!) : requests;
+    return { order, anyHealthy, anySuspect };
   }
 
   /**
