@@ -50,6 +50,7 @@ import {
   type ModbusLearnedMap,
   type ModbusReadPlan,
   type ModbusReadRequest,
+  type ModbusSplitOptions,
 } from "./modbus-read-planner";
 import { ModbusRequestQueue, type ModbusRequestOptions } from "./modbus-request-queue";
 import { ModbusUnitHealthMap, type ModbusUnitHealth, type ModbusUnitStatusChange } from "./modbus-unit-health";
@@ -113,6 +114,8 @@ export class ModbusDriver implements PlcDriver {
   #lastCountedSequence = 0;
   readonly #units: ModbusUnitHealthMap;
   readonly #learner: Pick<ModbusReadPlanner, "refused" | "learnBarrier">;
+  /** How a read request is split on an exception; built once, not per request. */
+  readonly #split: ModbusSplitOptions;
   readonly #compiled = new WeakMap<ModbusReadPlan, readonly ModbusTagDecoder[]>();
 
   /** @throws KilnValidationError naming each bad option. */
@@ -160,6 +163,16 @@ export class ModbusDriver implements PlcDriver {
         }
       },
       learnBarrier: (left, right) => this.#planner.learnBarrier(left, right),
+    };
+    const splitOn = this.#options.planner.splitOnExceptions;
+    this.#split = {
+      splitCode: (error) => {
+        const failure = modbusFailureOf(error);
+        return typeof failure === "number" && splitOn.includes(failure) && !TRANSIENT_MODBUS_EXCEPTIONS.has(failure)
+          ? failure
+          : undefined;
+      },
+      learner: this.#learner,
     };
     this.#writer = new ModbusWriter(this.#options.write, this.#options.byteOrder, (unitId, operation, what, signal) =>
       this.#request(unitId, operation, what, signal),
@@ -376,22 +389,27 @@ export class ModbusDriver implements PlcDriver {
    * asked are deferred while both a suspect and a unit in good health are in the read.
    */
   #order(requests: readonly ModbusReadRequest[]): {
-    order: ModbusReadRequest[];
+    order: readonly ModbusReadRequest[];
     anyHealthy: boolean;
     anySuspect: boolean;
   } {
-    const rank = (unitId: number): number => (this.#units.suspect(unitId) ? 2 : this.#units.known(unitId) ? 0 : 1);
     const ranks = new Map<number, number>();
+    let anyHealthy = false;
+    let anySuspect = false;
+    let anyUnknown = false;
     for (const request of requests) {
-      if (!ranks.has(request.unitId)) ranks.set(request.unitId, rank(request.unitId));
+      const unitId = request.unitId;
+      if (ranks.has(unitId)) continue;
+      const rank = this.#units.suspect(unitId) ? 2 : this.#units.known(unitId) ? 0 : 1;
+      ranks.set(unitId, rank);
+      if (rank === 0) anyHealthy = true;
+      else if (rank === 2) anySuspect = true;
+      else anyUnknown = true;
     }
-    const values = [...ranks.values()];
-    const anySuspect = values.includes(2);
-    const order =
-      anySuspect || values.includes(0)
-        ? [...requests].sort((a, b) => ranks.get(a.unitId)! - ranks.get(b.unitId)!)
-        : [...requests];
-    return { order, anyHealthy: values.includes(0), anySuspect };
+    // The sort is stable: when every unit has the same rank the plan's order stands, so it is not sorted.
+    const mixed = Number(anyHealthy) + Number(anySuspect) + Number(anyUnknown) > 1;
+    const order = mixed ? [...requests].sort((a, b) => ranks.get(a.unitId)! - ranks.get(b.unitId)!) : requests;
+    return { order, anyHealthy, anySuspect };
   }
 
   /**
@@ -620,22 +638,13 @@ export class ModbusDriver implements PlcDriver {
 
   /** Reads one request, splitting it on an address exception; a lost connection rejects. */
   async #readRequest(state: ReadState, request: ModbusReadRequest): Promise<void> {
-    const split = this.#options.planner.splitOnExceptions;
     const outcomes = await readModbusRequest(
       request,
       (part) =>
         this.#request(part.unitId, (client) => readArea(client, part), describeRead(part), state.signal, {
           shape: shapeOf(part),
         }),
-      {
-        splitCode: (error) => {
-          const failure = modbusFailureOf(error);
-          return typeof failure === "number" && split.includes(failure) && !TRANSIENT_MODBUS_EXCEPTIONS.has(failure)
-            ? failure
-            : undefined;
-        },
-        learner: this.#learner,
-      },
+      this.#split,
     );
     for (const outcome of outcomes) {
       if (outcome.ok) {

@@ -145,8 +145,7 @@ export class ModbusUnitHealthMap {
   }
 
   #entry(unitId: number) {
-    const key = unitKey(unitId);
-    return this.#health.snapshot().find((entry) => entry.endpoint === key);
+    return this.#health.get(unitKey(unitId));
   }
 
   #emit(change: ModbusUnitStatusChange): void {

@@ -38,6 +38,16 @@ describe("EndpointHealth", () => {
     expect(health.snapshot()[0]?.nextProbeAt).toBeUndefined();
   });
 
+  test("get(endpoint) is that endpoint's entry of snapshot(), undefined for one never seen", () => {
+    const { health } = setup();
+    health.failure("unit 2", new Error("timeout"));
+    health.success("unit 1");
+    expect(health.get("unit 3")).toBeUndefined();
+    expect(health.get("unit 2")).toEqual(health.snapshot()[1]);
+    expect(health.get("unit 1")).toEqual(health.snapshot()[0]);
+    expect(health.get("unit 2")).toMatchObject({ state: "online", consecutiveFailures: 1, lastError: "timeout" });
+  });
+
   test("a success in between resets the count", () => {
     const { health } = setup();
     health.failure("unit 1", "x");

@@ -132,18 +132,28 @@ export class EndpointHealth {
 
   /** What is known about each endpoint seen, sorted by key. */
   snapshot(): EndpointHealthSnapshot[] {
-    return [...this.#entries.keys()].sort().map((endpoint) => {
-      const entry = this.#entries.get(endpoint)!;
-      return {
-        endpoint,
-        state: this.state(endpoint),
-        consecutiveFailures: entry.consecutiveFailures,
-        ...(entry.lastError === undefined ? {} : { lastError: entry.lastError }),
-        ...(entry.lastFailureAt === undefined ? {} : { lastFailureAt: entry.lastFailureAt }),
-        ...(entry.lastSuccessAt === undefined ? {} : { lastSuccessAt: entry.lastSuccessAt }),
-        ...(entry.nextProbeAt === undefined ? {} : { nextProbeAt: entry.nextProbeAt }),
-      };
-    });
+    return [...this.#entries.keys()].sort().map((endpoint) => this.#snapshotOf(endpoint, this.#entries.get(endpoint)!));
+  }
+
+  /**
+   * What is known about one endpoint, as in {@link EndpointHealth.snapshot}; `undefined` for an endpoint
+   * never seen. A map lookup, for the request path (no list is built).
+   */
+  get(endpoint: string): EndpointHealthSnapshot | undefined {
+    const entry = this.#entries.get(endpoint);
+    return entry && this.#snapshotOf(endpoint, entry);
+  }
+
+  #snapshotOf(endpoint: string, entry: Entry): EndpointHealthSnapshot {
+    return {
+      endpoint,
+      state: entry.consecutiveFailures >= this.#offlineAfter ? "offline" : "online",
+      consecutiveFailures: entry.consecutiveFailures,
+      ...(entry.lastError === undefined ? {} : { lastError: entry.lastError }),
+      ...(entry.lastFailureAt === undefined ? {} : { lastFailureAt: entry.lastFailureAt }),
+      ...(entry.lastSuccessAt === undefined ? {} : { lastSuccessAt: entry.lastSuccessAt }),
+      ...(entry.nextProbeAt === undefined ? {} : { nextProbeAt: entry.nextProbeAt }),
+    };
   }
 
   #entry(endpoint: string): Entry {
