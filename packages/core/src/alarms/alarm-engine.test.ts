@@ -289,8 +289,12 @@ describe("AlarmEngine: commands and the ISA-18.2 state model", () => {
     expectCode(() => engine.acknowledge("nope"), "KILN_NOT_FOUND");
     expectCode(() => engine.get("nope"), "KILN_NOT_FOUND");
     expectCode(() => engine.shelve(PRESSURE_HI, { durationMs: -5 }), "KILN_VALIDATION");
+    // Shelving is time-limited (ISA-18.2): at most 365 days; 1e15 ms (31,000 years) is refused.
+    expectCode(() => engine.shelve(PRESSURE_HI, { durationMs: 1e15 }), "KILN_VALIDATION");
+    expectCode(() => engine.shelve(PRESSURE_HI, { durationMs: 365 * 86_400_000 + 1 }), "KILN_VALIDATION");
+    expect(engine.shelve(PRESSURE_HI, { durationMs: 365 * 86_400_000 }).state.name).toBe("shelved");
     expectCode(() => engine.shelve(PRESSURE_HI, { oneShot: false as true }), "KILN_VALIDATION");
-    expect(engine.get(PRESSURE_HI).state.name).toBe("normal");
+    expect(engine.get(PRESSURE_HI).state.name).toBe("shelved"); // only the 365-day shelve above took
   });
 
   it("a timed shelf expires on the clock and the alarm shows unacknowledged if still active", async () => {

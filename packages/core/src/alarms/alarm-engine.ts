@@ -49,7 +49,10 @@ export type AlarmTransitionCause = (typeof ALARM_TRANSITION_CAUSES)[number];
 /** Who sent a command: a principal id, or any object with an `id` (such as an authorized principal). */
 export type AlarmPrincipal = string | { readonly id: string };
 
-/** How to shelve: for `durationMs` on the engine's clock, or one-shot (until the alarm next returns to normal). */
+/**
+ * How to shelve: for `durationMs` on the engine's clock (a whole number of ms, 1 ms to 365 days:
+ * ISA-18.2 shelving is time-limited), or one-shot (until the alarm next returns to normal).
+ */
 export type AlarmShelveOptions = { readonly durationMs: number } | { readonly oneShot: true };
 
 /** Options of {@link AlarmEngine}. */
@@ -148,7 +151,16 @@ export type AlarmCommand =
   | { readonly type: "remove-from-service" }
   | { readonly type: "return-to-service" };
 
-const timedShelveSchema = z.strictObject({ durationMs: z.number().int().positive() });
+/** The longest timed shelve, ms: 365 days (ISA-18.2: shelving is temporary and time-limited). */
+const MAX_SHELVE_MS = 365 * 24 * 60 * 60 * 1_000;
+
+const timedShelveSchema = z.strictObject({
+  durationMs: z
+    .number()
+    .int()
+    .positive()
+    .max(MAX_SHELVE_MS, { message: `must be at most ${MAX_SHELVE_MS} ms (365 days): shelving is time-limited` }),
+});
 const oneShotShelveSchema = z.strictObject({ oneShot: z.literal(true) });
 
 /**
