@@ -55,7 +55,7 @@ export class JournalLock {
     // now, so a later chdir cannot make the release miss it). Hard links are not unified.
     const lockPath = `${await realFile(journalPath)}.lock`;
     const bootId = await readBootId();
-    const startTime = await readStartTime(process.pid);
+    const startTime = readStartTime(process.pid);
     const owner: JournalLockOwner = {
       pid: process.pid,
       hostname: hostname(),
@@ -157,7 +157,7 @@ function isStale(holder: JournalLockOwner | undefined, self: JournalLockOwner): 
   // The pid is alive: the same process only if it started when the owner did (a restarted
   // container's PID 1 is another process under the same pid).
   if (holder.startTime === undefined) return false;
-  const now = readStartTimeSync(holder.pid);
+  const now = readStartTime(holder.pid);
   return now !== undefined && now !== holder.startTime;
 }
 
@@ -176,15 +176,7 @@ async function realFile(journalPath: string): Promise<string> {
 }
 
 /** Field 22 of `/proc/<pid>/stat` (start time in clock ticks since boot), or undefined off Linux. */
-async function readStartTime(pid: number): Promise<string | undefined> {
-  try {
-    return startTimeOf(await readFile(`/proc/${pid}/stat`, "utf8"));
-  } catch {
-    return undefined;
-  }
-}
-
-function readStartTimeSync(pid: number): string | undefined {
+function readStartTime(pid: number): string | undefined {
   try {
     return startTimeOf(readFileSync(`/proc/${pid}/stat`, "utf8"));
   } catch {
