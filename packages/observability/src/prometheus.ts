@@ -67,6 +67,8 @@ export class PrometheusMetrics implements Metrics {
   /** The registry the metrics are on; serve `registry.metrics()` at `/metrics`. */
   readonly registry: prom.Registry;
   readonly #labels: MetricLabels;
+  /** The constant labels' names, sorted: the label set of a call without labels (Kiln's per-sample counters). */
+  readonly #labelNames: readonly string[];
   readonly #buckets: number[];
   readonly #families = new Map<string, Family>();
   readonly #rejected: prom.Counter<"metric">;
@@ -75,6 +77,7 @@ export class PrometheusMetrics implements Metrics {
   constructor(options: PrometheusMetricsOptions = {}) {
     this.registry = options.registry ?? new prom.Registry();
     this.#labels = { ...options.labels };
+    this.#labelNames = Object.keys(this.#labels).sort();
     const buckets = [...(options.buckets ?? DEFAULT_BUCKETS)];
     if (
       buckets.length === 0 ||
@@ -128,7 +131,7 @@ export class PrometheusMetrics implements Metrics {
       return existing;
     }
     if (name === REJECTED) throw new TypeError(`metric name ${name} is reserved`);
-    const labelNames = Object.keys(this.#labels).sort();
+    const labelNames = this.#labelNames;
     let metric: PromMetric;
     try {
       metric = this.#create(name, help, kind, labelNames);
@@ -161,8 +164,9 @@ export class PrometheusMetrics implements Metrics {
     labels: MetricLabels | undefined,
     apply: (metric: PromMetric, labels: prom.LabelValues<string>) => void,
   ): void {
-    const all = { ...labels, ...this.#labels };
-    const names = Object.keys(all).sort();
+    // Without labels (the common, per-sample case) the constant set is used as it is: no copy, no sort.
+    const all = labels === undefined ? this.#labels : { ...labels, ...this.#labels };
+    const names = labels === undefined ? this.#labelNames : Object.keys(all).sort();
     if (family.provisional) {
       family.provisional = false;
       if (names.length !== family.labelNames.length) {
