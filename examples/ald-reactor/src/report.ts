@@ -215,9 +215,12 @@ export function qualityGaps(points: readonly ReportPoint[], until: number): Qual
  * Traces break where their samples' quality is not good (`data-gaps` counts those spans).
  *
  * A small inline script runs on load: it records how many charts have a visible trace in
- * `body[data-charts-drawn]`, and on every element marked `data-check` writes what the browser
- * laid out into `data-laid-out`: `width,height,visible,top` (pixels; `visible` 1 when its computed
- * style shows it; `top` 1 when the element itself is what is hit at its centre, not covered).
+ * `body[data-charts-drawn]`, and on every element marked `data-check` (the lanes' steps and
+ * outages, the worst-pulse ring) writes what the browser laid out into `data-laid-out`:
+ * `left,top,width,height,visible,hits` (page pixels; `visible` 1 when its computed style shows
+ * it; `hits` how many of 9 points spread over it (a 3×3 grid at ¼, ½, ¾) hit the element itself
+ * rather than something drawn over it: 0 means fully covered), and in `data-covered-by` what
+ * covers a point that missed.
  */
 export function buildRunReport(data: RunReportData): string {
   const charts = data.charts.map((chart) => renderChart(chart, data)).join("\n");
@@ -280,7 +283,7 @@ function renderChart(chart: ReportChart, data: RunReportData): string {
 
   const parts: string[] = [];
   parts.push(`<rect class="plot" x="${MARGIN.left}" y="${MARGIN.top}" width="${PLOT_WIDTH}" height="${PLOT_HEIGHT}"/>`);
-  parts.push(...phaseShading(data, x, MARGIN.top, PLOT_HEIGHT));
+  parts.push(...phaseShading(chart.id, data, x, MARGIN.top, PLOT_HEIGHT));
   parts.push(...lanes(chart.id, data, x));
   parts.push(axes(chart, from, to, low, high, x, y));
   if (chart.band) {
@@ -348,14 +351,21 @@ ${parts.join("\n")}
 }
 
 /** The recipe steps shaded behind a plot, full height. */
-function phaseShading(data: RunReportData, x: (t: number) => number, top: number, height: number): string[] {
+function phaseShading(
+  chartId: string,
+  data: RunReportData,
+  x: (t: number) => number,
+  top: number,
+  height: number,
+): string[] {
   const { from, to } = data.range;
   return data.phases
     .filter((phase) => phase.end >= from && phase.start <= to)
     .map((phase) => {
       const left = x(phase.start);
       const width = Math.max(0.5, x(phase.end) - left);
-      return `<rect class="phase phase-${cssToken(phase.kind)}" x="${fixed(left)}" y="${top}" width="${fixed(width)}" height="${height}"><title>${escapeHtml(phase.label)} (${seconds(phase.start - from)}–${seconds(phase.end - from)})</title></rect>`;
+      const kind = cssToken(phase.kind);
+      return `<rect class="phase phase-${kind}" data-check="${cssToken(chartId)}-plot-${kind}" x="${fixed(left)}" y="${top}" width="${fixed(width)}" height="${height}"><title>${escapeHtml(phase.label)} (${seconds(phase.start - from)}–${seconds(phase.end - from)})</title></rect>`;
     });
 }
 
@@ -676,9 +686,20 @@ const MEASURE_SCRIPT = `
     var box = element.getBoundingClientRect();
     var style = getComputedStyle(element);
     var visible = style.visibility === "visible" && style.display !== "none" && Number(style.opacity) > 0 ? 1 : 0;
-    var hit = document.elementFromPoint(box.left + box.width / 2, box.top + box.height / 2);
-    var top = hit !== null && (hit === element || element.contains(hit)) ? 1 : 0;
-    element.setAttribute("data-laid-out", [box.width.toFixed(1), box.height.toFixed(1), visible, top].join(","));
+    var hits = 0;
+    var cover = "";
+    [0.25, 0.5, 0.75].forEach(function (fx) {
+      [0.25, 0.5, 0.75].forEach(function (fy) {
+        var hit = document.elementFromPoint(box.left + box.width * fx, box.top + box.height * fy);
+        if (hit !== null && (hit === element || element.contains(hit))) hits++;
+        else cover = hit === null ? "nothing" : hit.tagName + "." + hit.getAttribute("class");
+      });
+    });
+    var page = [box.left + window.scrollX, box.top + window.scrollY, box.width, box.height].map(function (value) {
+      return value.toFixed(1);
+    });
+    element.setAttribute("data-laid-out", page.concat([visible, hits]).join(","));
+    if (cover !== "") element.setAttribute("data-covered-by", cover);
   });
   window.scrollTo(0, 0);
 })();
@@ -740,7 +761,7 @@ svg.chart { width: 100%; height: auto; display: block; }
 .pulse { stroke: none; }
 .pulse-tma { fill: #1f5fbf; } .pulse-h2o { fill: #2e8b57; } .pulse-uncertain { fill: #9aa3ae; }
 .swatch.pulse-tma { background: #1f5fbf; } .swatch.pulse-h2o { background: #2e8b57; } .swatch.pulse-uncertain { background: #9aa3ae; }
-.worst-pulse-ring { fill: none; stroke: #b3261e; stroke-width: 2; }
+.worst-pulse-ring { fill: #b3261e; fill-opacity: 0.12; stroke: #b3261e; stroke-width: 2; }
 .worst-pulse-leader { stroke: #b3261e; stroke-width: 1; stroke-dasharray: 2 2; }
 .worst-pulse-label { font-size: 11px; fill: #b3261e; font-weight: 600; }
 svg.pulse-chart { width: 100%; height: auto; display: block; }
