@@ -232,6 +232,24 @@ describe("buildRunReport", () => {
     expect(count(html, '<svg class="chart"')).toBe(2);
   });
 
+  test("puts the worst-pulse label where it fits: right of the pulse, or left of it near the end of the run", () => {
+    const label = (start: number): string => {
+      const html = buildRunReport(
+        report({
+          pulseChart: {
+            id: "valves",
+            title: "Valves",
+            lanes: [{ label: "valve.tma", kind: "tma", pulses: [{ start, end: start + 150, good: true }] }],
+            highlight: { lane: 0, start, end: start + 150, label: "worst pulse timing: ".padEnd(90, "x") },
+          },
+        }),
+      );
+      return /<text class="worst-pulse-label" text-anchor="(\w+)"/.exec(html)![1]!;
+    };
+    expect(label(T0 + 1_000)).toBe("start");
+    expect(label(T0 + 9_000)).toBe("end");
+  });
+
   test("tables get their id, highlighted rows and note; the recipe is collapsed", () => {
     const html = buildRunReport(
       report({

@@ -479,7 +479,9 @@ function renderPulseChart(chart: ReportPulseChart, data: RunReportData): string 
     const centre = left + width / 2;
     // The ring is wider than the pulse, so a 2-pixel pulse on a long run is still easy to find.
     const ring = { x: Math.min(left, centre - 6), width: Math.max(width, 12) };
-    const anchor = centre > MARGIN.left + PLOT_WIDTH * 0.6 ? "end" : "start";
+    // Right of the leader when the label fits there (about 6.5 px per character at 11 px bold), else left of it.
+    const textWidth = highlight.label.length * 6.5;
+    const anchor = centre + 6 + textWidth <= WIDTH || centre - 6 - textWidth < 0 ? "start" : "end";
     const labelX = anchor === "end" ? centre - 6 : centre + 6;
     parts.push(
       `<g class="worst-pulse" data-lane="${highlight.lane}"><line class="worst-pulse-leader" x1="${fixed(centre)}" x2="${fixed(centre)}" y1="${MARGIN.top + 6}" y2="${laneY}"/><rect class="worst-pulse-ring" data-check="worst-pulse" x="${fixed(ring.x - 2)}" y="${laneY}" width="${fixed(ring.width + 4)}" height="${PULSE.lane}" rx="3"><title>${escapeHtml(highlight.label)}</title></rect><text class="worst-pulse-label" text-anchor="${anchor}" x="${fixed(labelX)}" y="${MARGIN.top + 12}">${escapeHtml(highlight.label)}</text></g>`,
@@ -667,6 +669,7 @@ export function escapeHtml(text: string): string {
 /** Runs in the browser: counts charts whose trace was really laid out (non-zero length and width). */
 const MEASURE_SCRIPT = `
 (function () {
+  var scrolled = [window.scrollX, window.scrollY];
   var drawn = 0;
   var lengths = [];
   document.querySelectorAll("svg.chart").forEach(function (svg) {
@@ -701,7 +704,7 @@ const MEASURE_SCRIPT = `
     element.setAttribute("data-laid-out", page.concat([visible, hits]).join(","));
     if (cover !== "") element.setAttribute("data-covered-by", cover);
   });
-  window.scrollTo(0, 0);
+  window.scrollTo(scrolled[0], scrolled[1]);
 })();
 `;
 
