@@ -1,3 +1,4 @@
+import { scaleLinear, type ScaleLinear } from "d3-scale";
 import { type SampleBucket } from "@kiln/core/driver-kit";
 
 /** One charted sample: time (ms since epoch), value, and whether its quality was good. */
@@ -270,14 +271,12 @@ ${tables}
 
 function renderChart(chart: ReportChart, data: RunReportData): string {
   const { from, to } = data.range;
-  const span = Math.max(1, to - from);
-  const x = (t: number): number => MARGIN.left + ((Math.min(Math.max(t, from), to) - from) / span) * PLOT_WIDTH;
+  const x = timeScale(from, to);
   const values: number[] = [];
   for (const series of chart.series) for (const point of series.points) values.push(point.v);
   for (const bucket of chart.band?.buckets ?? []) values.push(bucket.min, bucket.max);
   for (const limit of chart.limits ?? []) values.push(limit.value);
-  const [low, high] = niceDomain(values);
-  const y = (v: number): number => MARGIN.top + (1 - (v - low) / (high - low)) * PLOT_HEIGHT;
+  const y = valueScale(values);
   const primary = chart.series.find((series) => series.role === "primary");
   const gaps = primary ? qualityGaps(primary.qualityPoints ?? primary.points, to) : [];
 
@@ -285,7 +284,7 @@ function renderChart(chart: ReportChart, data: RunReportData): string {
   parts.push(`<rect class="plot" x="${MARGIN.left}" y="${MARGIN.top}" width="${PLOT_WIDTH}" height="${PLOT_HEIGHT}"/>`);
   parts.push(...phaseShading(chart.id, data, x, MARGIN.top, PLOT_HEIGHT));
   parts.push(...lanes(chart.id, data, x));
-  parts.push(axes(chart, from, to, low, high, x, y));
+  parts.push(axes(chart, from, to, x, y));
   if (chart.band) {
     const { bucketMs } = chart.band;
     for (const run of bucketRuns(chart.band.buckets, bucketMs)) {
@@ -446,8 +445,7 @@ function markers(
  */
 function renderPulseChart(chart: ReportPulseChart, data: RunReportData): string {
   const { from, to } = data.range;
-  const span = Math.max(1, to - from);
-  const x = (t: number): number => MARGIN.left + ((Math.min(Math.max(t, from), to) - from) / span) * PLOT_WIDTH;
+  const x = timeScale(from, to);
   const top = MARGIN.top + PULSE.callout;
   const laneTop = (index: number): number => top + index * (PULSE.lane + PULSE.gap);
   const plotHeight = chart.lanes.length * (PULSE.lane + PULSE.gap) - PULSE.gap;
@@ -499,7 +497,9 @@ ${parts.join("\n")}
 /** The time axis under a plot whose bottom edge is at `bottom`, in an SVG `height` high. */
 function xAxis(from: number, to: number, x: (t: number) => number, bottom: number, height: number): string {
   const parts: string[] = [];
-  for (const second of ticks(0, (to - from) / 1_000, 10)) {
+  for (const second of scaleLinear()
+    .domain([0, (to - from) / 1_000])
+    .ticks(10)) {
     const left = fixed(x(from + second * 1_000));
     parts.push(
       `<line class="tick-mark" x1="${left}" x2="${left}" y1="${bottom}" y2="${bottom + 4}"/>`,
@@ -516,13 +516,11 @@ function axes(
   chart: ReportChart,
   from: number,
   to: number,
-  low: number,
-  high: number,
   x: (t: number) => number,
-  y: (v: number) => number,
+  y: ScaleLinear<number, number>,
 ): string {
   const parts: string[] = [];
-  for (const value of ticks(low, high, 5)) {
+  for (const value of y.ticks(5)) {
     const top = fixed(y(value));
     parts.push(
       `<line class="grid" x1="${MARGIN.left}" x2="${MARGIN.left + PLOT_WIDTH}" y1="${top}" y2="${top}"/>`,
@@ -590,36 +588,28 @@ function stepPoints(points: readonly ReportPoint[], until: number): ReportPoint[
   return result;
 }
 
-/** A padded domain with round ends, never empty. */
-function niceDomain(values: readonly number[]): [number, number] {
+/** The run's time axis: epoch ms onto the plot's width, clamped to the run (d3-scale). */
+function timeScale(from: number, to: number): ScaleLinear<number, number> {
+  return scaleLinear()
+    .domain([from, Math.max(to, from + 1)])
+    .range([MARGIN.left, MARGIN.left + PLOT_WIDTH])
+    .clamp(true);
+}
+
+/** A value axis padded by 6% with round ends (d3-scale's `nice`), never empty. */
+function valueScale(values: readonly number[]): ScaleLinear<number, number> {
   const finite = values.filter(Number.isFinite);
-  if (finite.length === 0) return [0, 1];
-  let low = Math.min(...finite);
-  let high = Math.max(...finite);
+  let low = finite.length === 0 ? 0 : Math.min(...finite);
+  let high = finite.length === 0 ? 1 : Math.max(...finite);
   if (high - low < 1e-9) {
     low -= 0.5;
     high += 0.5;
   }
   const pad = (high - low) * 0.06;
-  const step = niceStep((high - low + 2 * pad) / 5);
-  return [Math.floor((low - pad) / step) * step, Math.ceil((high + pad) / step) * step];
-}
-
-function niceStep(raw: number): number {
-  const magnitude = 10 ** Math.floor(Math.log10(raw));
-  const residual = raw / magnitude;
-  return (residual <= 1 ? 1 : residual <= 2 ? 2 : residual <= 5 ? 5 : 10) * magnitude;
-}
-
-/** About `count` round values from `low` to `high`. */
-function ticks(low: number, high: number, count: number): number[] {
-  if (!(high > low)) return [low];
-  const step = niceStep((high - low) / count);
-  const result: number[] = [];
-  for (let value = Math.ceil(low / step) * step; value <= high + step * 1e-9; value += step) {
-    result.push(Number(value.toPrecision(12)));
-  }
-  return result;
+  return scaleLinear()
+    .domain([low - pad, high + pad])
+    .nice(5)
+    .range([MARGIN.top + PLOT_HEIGHT, MARGIN.top]);
 }
 
 function renderTable(table: ReportTable): string {
