@@ -5,14 +5,14 @@ import { checkTagValue, type TagCatalog, type TagValue } from "../domain/tags";
 import { formatPath, issuesFromZod } from "../domain/validation";
 
 /** The ISA-18.2 alarm types Kiln evaluates. */
-export const ALARM_KINDS = ["HI", "LO", "HIHI", "LOLO", "BOOL"] as const;
+export const ALARM_KINDS = ["HI", "LO", "HIHI", "LOLO", "BOOL"] as const satisfies readonly AlarmKind[];
 /** An alarm type: high, low, high-high, low-low on a numeric tag, or BOOL on a boolean tag. */
-export type AlarmKind = (typeof ALARM_KINDS)[number];
+export type AlarmKind = NumericAlarmKind | "BOOL";
 
 /** The alarm types compared against a numeric setpoint. */
-export const NUMERIC_ALARM_KINDS = ["HI", "LO", "HIHI", "LOLO"] as const;
+export const NUMERIC_ALARM_KINDS = ["HI", "LO", "HIHI", "LOLO"] as const satisfies readonly NumericAlarmKind[];
 /** An alarm type compared against a numeric setpoint. */
-export type NumericAlarmKind = (typeof NUMERIC_ALARM_KINDS)[number];
+export type NumericAlarmKind = "HI" | "LO" | "HIHI" | "LOLO";
 
 /**
  * Alarm priority, 1 highest: 1 critical (immediate action, often with an interlock), 2 high

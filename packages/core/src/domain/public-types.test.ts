@@ -6,20 +6,47 @@
  */
 import { describe, expect, expectTypeOf, it } from "vitest";
 import type { z } from "zod";
-import { alarmDefinitionSchema, type AlarmDefinitionInput } from "../alarms/alarm-definition";
+import {
+  ALARM_KINDS,
+  NUMERIC_ALARM_KINDS,
+  alarmDefinitionSchema,
+  type AlarmDefinitionInput,
+  type AlarmKind,
+  type NumericAlarmKind,
+} from "../alarms/alarm-definition";
 import { signalSpecSchema, type SignalSpec } from "../memory/signals";
 import {
   parameterDefinitionSchema,
   pulseStepBodySchema,
+  CONDITION_OPERATORS,
+  TIMEOUT_ACTIONS,
   recipeSchema,
   waitUntilStepBodySchema,
+  type ConditionOperator,
+  type TimeoutAction,
   type ParameterDefinition,
   type PulseStepInput,
   type Recipe,
   type RecipeInput,
   type WaitUntilStepInput,
 } from "../recipes/recipe-schema";
-import { loggingPolicySchema, tagDefinitionSchema, type LoggingPolicy, type Tag, type TagDefinitionInput } from "./tags";
+import {
+  KILN_MACHINE_COMMANDS,
+  KILN_MACHINE_STATES,
+  type KilnMachineCommand,
+  type KilnMachineState,
+} from "../fsm/kiln-machine-model";
+import { PACKML_COMMANDS, PACKML_STATES, type PackmlCommand, type PackmlState } from "../fsm/packml-model";
+import { KILN_ERROR_CODES, type KilnErrorCode } from "./errors";
+import {
+  TAG_DATA_TYPES,
+  loggingPolicySchema,
+  tagDefinitionSchema,
+  type LoggingPolicy,
+  type Tag,
+  type TagDataType,
+  type TagDefinitionInput,
+} from "./tags";
 
 /** Strips `readonly` at every depth (the written types are readonly, zod's are not); functions stay as they are. */
 type Mutable<T> = T extends (...args: never[]) => unknown
@@ -46,5 +73,27 @@ describe("public types written out from the schemas", () => {
     expectTypeOf<Mutable<AlarmDefinitionInput>>().toEqualTypeOf<Mutable<z.input<typeof alarmDefinitionSchema>>>();
     expectTypeOf<Mutable<SignalSpec>>().toEqualTypeOf<Mutable<z.input<typeof signalSpecSchema>>>();
     expect(true).toBe(true);
+  });
+});
+
+describe("written-out unions and the lists that enumerate them", () => {
+  it("are checked at compile time", () => {
+    expectTypeOf<(typeof KILN_MACHINE_STATES)[number]>().toEqualTypeOf<KilnMachineState>();
+    expectTypeOf<(typeof KILN_MACHINE_COMMANDS)[number]>().toEqualTypeOf<KilnMachineCommand>();
+    expectTypeOf<(typeof PACKML_STATES)[number]>().toEqualTypeOf<PackmlState>();
+    expectTypeOf<(typeof PACKML_COMMANDS)[number]>().toEqualTypeOf<PackmlCommand>();
+    expect(new Set(KILN_MACHINE_STATES).size).toBe(KILN_MACHINE_STATES.length);
+  });
+});
+
+describe("error codes, tag data types, alarm kinds and timeout actions", () => {
+  it("list every member of their union, and nothing else", () => {
+    expectTypeOf<(typeof KILN_ERROR_CODES)[number]>().toEqualTypeOf<KilnErrorCode>();
+    expectTypeOf<(typeof TAG_DATA_TYPES)[number]>().toEqualTypeOf<TagDataType>();
+    expectTypeOf<(typeof ALARM_KINDS)[number]>().toEqualTypeOf<AlarmKind>();
+    expectTypeOf<(typeof NUMERIC_ALARM_KINDS)[number]>().toEqualTypeOf<NumericAlarmKind>();
+    expectTypeOf<(typeof TIMEOUT_ACTIONS)[number]>().toEqualTypeOf<TimeoutAction>();
+    expectTypeOf<(typeof CONDITION_OPERATORS)[number]>().toEqualTypeOf<ConditionOperator>();
+    expect(new Set(KILN_ERROR_CODES).size).toBe(KILN_ERROR_CODES.length);
   });
 });

@@ -15,9 +15,10 @@ export const TAG_DATA_TYPES = [
   "float32",
   "float64",
   "string",
-] as const;
+] as const satisfies readonly TagDataType[];
 /** A tag's data type. */
-export type TagDataType = (typeof TAG_DATA_TYPES)[number];
+export type TagDataType =
+  "bool" | "int16" | "uint16" | "int32" | "uint32" | "int64" | "uint64" | "float32" | "float64" | "string";
 
 /**
  * A tag value as Kiln carries it: numbers for numeric types, booleans, strings. 64-bit integer
@@ -85,34 +86,25 @@ export interface LoggingDeadband {
   readonly value: number;
 }
 
-/** Log every change of value (or quality), optionally only beyond a deadband. */
-export interface ChangeLoggingPolicy {
-  /** Discriminant. */
-  readonly mode: "change";
-  /** Changes within the deadband are not logged. @default none (every change is logged) */
-  readonly deadband?: LoggingDeadband;
-}
-
-/** Log the current value every `periodMs`, whether it changed or not. */
-export interface PeriodicLoggingPolicy {
-  /** Discriminant. */
-  readonly mode: "periodic";
-  /** The logging period in milliseconds, a positive integer. */
-  readonly periodMs: number;
-}
-
-/** Do not log the tag (it is still acquired and shows in the current value table). */
-export interface NoLoggingPolicy {
-  /** Discriminant. */
-  readonly mode: "none";
-}
-
 /**
- * A tag's logging policy: on change (with optional absolute or percent deadband), periodic, or
- * none. Checked by {@link defineTags}: a bad policy throws `KilnValidationError`
- * (`KILN_VALIDATION`) naming e.g. `tags.chamber.pressure.logging.periodMs`.
+ * A tag's logging policy, checked by {@link defineTags} (a bad policy throws `KilnValidationError`,
+ * `KILN_VALIDATION`, naming e.g. `chamber.pressure.logging.periodMs`):
+ * - `change`: log every change of value or quality; with a `deadband`, only changes beyond it.
+ * - `periodic`: log the current value every `periodMs` (a positive integer, ms), changed or not.
+ * - `none`: do not log (the tag is still acquired and shows in the current value table).
  */
-export type LoggingPolicy = ChangeLoggingPolicy | PeriodicLoggingPolicy | NoLoggingPolicy;
+export type LoggingPolicy =
+  | {
+      readonly mode: "change";
+      /** Changes within the deadband are not logged. @default none (every change is logged) */
+      readonly deadband?: LoggingDeadband | undefined;
+    }
+  | {
+      readonly mode: "periodic";
+      /** The logging period in milliseconds, a positive integer. */
+      readonly periodMs: number;
+    }
+  | { readonly mode: "none" };
 
 /** A tag's engineering range, in its unit: `min <= max`. Numeric tags only. */
 export interface TagRange {

@@ -2,7 +2,7 @@ import { z } from "zod";
 import type { TagValue } from "../domain/tags";
 import { parseOrThrow } from "../domain/validation";
 
-/** @internal zod schema of a signal generator specification ({@link SignalSpec}). */
+/** zod schema of a {@link SignalSpec}, for a simulator that takes signals in its own options schema. */
 export const signalSpecSchema = z.discriminatedUnion("kind", [
   z.object({ kind: z.literal("constant"), value: z.union([z.number(), z.boolean(), z.string()]) }),
   z.object({

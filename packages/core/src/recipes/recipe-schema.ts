@@ -1,5 +1,5 @@
 import { z } from "zod";
-import type { StoredRecipe } from "../ports/recipe-repository";
+import type { StoredRecipe } from "@kiln/core/driver-kit";
 import { parseOrThrow } from "../domain/validation";
 
 /** The kinds of recipe step, in the order the docs present them. */
@@ -9,16 +9,16 @@ export const RECIPE_STEP_KINDS = ["set", "pulse", "wait", "waitUntil", "ramp", "
 export type RecipeStepKind = (typeof RECIPE_STEP_KINDS)[number];
 
 /** The comparison operators of a `waitUntil` condition. */
-export const CONDITION_OPERATORS = ["<", "<=", ">", ">=", "==", "!="] as const;
+export const CONDITION_OPERATORS = ["<", "<=", ">", ">=", "==", "!="] as const satisfies readonly ConditionOperator[];
 
 /** A `waitUntil` comparison operator. */
-export type ConditionOperator = (typeof CONDITION_OPERATORS)[number];
+export type ConditionOperator = "<" | "<=" | ">" | ">=" | "==" | "!=";
 
 /** What a `waitUntil` step does when its condition does not hold within `timeoutMs`. */
-export const TIMEOUT_ACTIONS = ["fail", "continue", "abort"] as const;
+export const TIMEOUT_ACTIONS = ["fail", "continue", "abort"] as const satisfies readonly TimeoutAction[];
 
 /** `fail`: the process fails; `continue`: go on with the next step; `abort`: abort the process (safe state). */
-export type TimeoutAction = (typeof TIMEOUT_ACTIONS)[number];
+export type TimeoutAction = "fail" | "continue" | "abort";
 
 /** The value of a recipe parameter. */
 export type ParameterValue = number | boolean | string;
