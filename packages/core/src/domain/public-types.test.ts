@@ -7,21 +7,21 @@
 import { describe, expect, expectTypeOf, it } from "vitest";
 import type { z } from "zod";
 import {
-  ALARM_KINDS,
-  NUMERIC_ALARM_KINDS,
-  alarmDefinitionSchema,
+  type ALARM_KINDS,
+  type NUMERIC_ALARM_KINDS,
+  type alarmDefinitionSchema,
   type AlarmDefinitionInput,
   type AlarmKind,
   type NumericAlarmKind,
 } from "../alarms/alarm-definition";
-import { signalSpecSchema, type SignalSpec } from "../memory/signals";
+import { type signalSpecSchema, type SignalSpec } from "../memory/signals";
 import {
-  parameterDefinitionSchema,
-  pulseStepBodySchema,
-  CONDITION_OPERATORS,
-  TIMEOUT_ACTIONS,
-  recipeSchema,
-  waitUntilStepBodySchema,
+  type parameterDefinitionSchema,
+  type pulseStepBodySchema,
+  type CONDITION_OPERATORS,
+  type TIMEOUT_ACTIONS,
+  type recipeSchema,
+  type waitUntilStepBodySchema,
   type ConditionOperator,
   type TimeoutAction,
   type ParameterDefinition,
@@ -31,17 +31,17 @@ import {
   type WaitUntilStepInput,
 } from "../recipes/recipe-schema";
 import {
-  KILN_MACHINE_COMMANDS,
+  type KILN_MACHINE_COMMANDS,
   KILN_MACHINE_STATES,
   type KilnMachineCommand,
   type KilnMachineState,
 } from "../fsm/kiln-machine-model";
-import { PACKML_COMMANDS, PACKML_STATES, type PackmlCommand, type PackmlState } from "../fsm/packml-model";
+import { type PACKML_COMMANDS, type PACKML_STATES, type PackmlCommand, type PackmlState } from "../fsm/packml-model";
 import { KILN_ERROR_CODES, type KilnErrorCode } from "./errors";
 import {
-  TAG_DATA_TYPES,
-  loggingPolicySchema,
-  tagDefinitionSchema,
+  type TAG_DATA_TYPES,
+  type loggingPolicySchema,
+  type tagDefinitionSchema,
   type LoggingPolicy,
   type Tag,
   type TagDataType,
