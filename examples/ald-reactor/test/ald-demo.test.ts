@@ -104,9 +104,9 @@ describe("the ALD demo, shortened to 3 cycles", { timeout: 120_000 }, () => {
     expect(samples).toMatchObject({ out: samples.in, stored: samples.in, dropped: 0, lost: 0 });
     const scrape = await metrics.registry.metrics();
     expect(scrape).toContain(`kiln_samples_in_total{machine="ald-1"} ${samples.in}\n`);
-    expect(scrape).toContain(`kiln_samples_out_total{machine="ald-1"} ${samples.out}\n`);
+    expect(scrape).toContain(`kiln_samples_logged_total{machine="ald-1"} ${samples.out}\n`);
     expect(scrape).toContain('kiln_samples_dropped_total{machine="ald-1"} 0\n');
-    expect(scrape).toMatch(/^kiln_scan_period_error_ms_count\{group="fast",machine="ald-1"\} [1-9]/m);
+    expect(scrape).toMatch(/^kiln_scan_period_error_seconds_count\{group="fast",machine="ald-1"\} [1-9]/m);
     // No sample is uncertain or bad for a communication or type fault. The only quality allowed
     // is staleness: on a loaded machine a 50 ms scan can fall more than 3 periods behind (seen as
     // 6 "stale: no update within 150 ms" markers in 2 of 5 runs at load 13 on 2 cores), and
