@@ -4,20 +4,20 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { PGlite } from "@electric-sql/pglite";
 import {
-  type AggregateValue,
   type AlarmDefinitionInput,
   type Clock,
   type ControlSystem,
   createControlSystem,
   KilnError,
-  type Metrics,
   type Principal,
   type ProcessResult,
   QualityCodes,
   type Sample,
   SystemClock,
 } from "@kiln/core";
-import { parseOrThrow, type SampleBucket, type TimerHandle } from "@kiln/core/driver-kit";
+import { type AggregateValue, type Metrics } from "@kiln/core/driver-kit";
+import { parseOrThrow, type SampleBucket } from "@kiln/core/driver-kit";
+import { type TimerHandle } from "@kiln/core";
 import { OpcuaDriver } from "@kiln/plc-opcua";
 import { PostgresStore } from "@kiln/store-postgres";
 import { z } from "zod";

@@ -2,7 +2,7 @@
  * Kiln's metrics as OpenTelemetry instruments, for any OpenTelemetry exporter.
  * @packageDocumentation
  */
-import type { Counter, Gauge, Histogram, MetricLabels, Metrics } from "@kiln/core";
+import type { Counter, Gauge, Histogram, MetricLabels, Metrics } from "@kiln/core/driver-kit";
 import type { Attributes, Meter } from "@opentelemetry/api";
 
 /** Options of {@link OpenTelemetryMetrics}. */

@@ -2,7 +2,7 @@
  * Kiln's metrics on a prom-client registry, for a Prometheus scrape.
  * @packageDocumentation
  */
-import type { Counter, Gauge, Histogram, MetricLabels, Metrics } from "@kiln/core";
+import type { Counter, Gauge, Histogram, MetricLabels, Metrics } from "@kiln/core/driver-kit";
 import * as prom from "prom-client";
 
 /** Options of {@link PrometheusMetrics}. */

@@ -1,4 +1,4 @@
-import { type AuditEntry, type AuditLog } from "@kiln/core";
+import { type AuditEntry, type AuditLog } from "@kiln/core/driver-kit";
 import { type TimeRange } from "@kiln/core/driver-kit";
 import { checkTimeRange, IssueCollector } from "./input-checks";
 import { arrayLiteral } from "./sql-array";

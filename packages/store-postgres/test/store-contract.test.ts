@@ -1,12 +1,5 @@
-import {
-  createControlSystem,
-  defineTags,
-  GOOD,
-  SimulatedPlc,
-  type KilnEvents,
-  type ProcessRecord,
-  type Sample,
-} from "@kiln/core";
+import { createControlSystem, defineTags, GOOD, SimulatedPlc, type KilnEvents, type Sample } from "@kiln/core";
+import { type ProcessRecord } from "@kiln/core/driver-kit";
 import { SimulatedClock } from "@kiln/core/testing";
 import { type NewDomainEvent } from "@kiln/core/driver-kit";
 import { describe, expect, test } from "vitest";

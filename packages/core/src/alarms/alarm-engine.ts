@@ -6,7 +6,7 @@ import type { TagCatalog, TagValue } from "../domain/tags";
 import { parseOrThrow } from "../domain/validation";
 import type { KilnEvents } from "../events/catalogue";
 import type { EventBus } from "../events/event-bus";
-import type { AlarmHistory, AlarmHistoryEntry } from "../ports/alarm-history";
+import type { AlarmHistory, AlarmHistoryEntry } from "@kiln/core/driver-kit";
 import type { Clock, TimerHandle } from "../ports/clock";
 import {
   defineAlarms,

@@ -13,9 +13,9 @@ import type { SampleLogger, SampleLoggerHealth } from "../logging/sample-logger"
 import type { Clock } from "../ports/clock";
 import type { Logger } from "../ports/logger";
 import type { PlcDriver } from "../ports/plc-driver";
-import type { StoredRecipe } from "../ports/recipe-repository";
-import type { AlarmHistory } from "../ports/alarm-history";
-import type { HistoryQueries, SampleHistory } from "../ports/sample-history";
+import type { StoredRecipe } from "@kiln/core/driver-kit";
+import type { AlarmHistory } from "@kiln/core/driver-kit";
+import type { HistoryQueries, SampleHistory } from "@kiln/core/driver-kit";
 import type { Store } from "../ports/store";
 import { withTimeout } from "../resilience/timeout";
 import { recoverInterrupted } from "../recipes/process-recovery";

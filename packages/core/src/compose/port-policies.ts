@@ -7,8 +7,8 @@ import type { Clock } from "../ports/clock";
 import type { PlcDriver } from "../ports/plc-driver";
 import type { Store } from "../ports/store";
 import type { CircuitBreaker, CircuitBreakerSnapshot } from "../resilience/circuit-breaker";
-import type { HistoryQueries } from "../ports/sample-history";
-import type { SampleSink } from "../ports/sample-sink";
+import type { HistoryQueries } from "@kiln/core/driver-kit";
+import type { SampleSink } from "@kiln/core/driver-kit";
 import type {
   GuardedDriver,
   GuardedSampleSink,

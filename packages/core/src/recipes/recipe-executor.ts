@@ -4,7 +4,7 @@ import type { KilnEvents } from "../events/catalogue";
 import type { EventBus } from "../events/event-bus";
 import type { Clock } from "../ports/clock";
 import type { Logger } from "../ports/logger";
-import type { ProcessRepository } from "../ports/process-repository";
+import type { ProcessRepository } from "@kiln/core/driver-kit";
 import { silentLogger } from "../runtime/silent-logger";
 import type { MachineBinding } from "./machine-binding";
 import { ProcessRun } from "./process-run";

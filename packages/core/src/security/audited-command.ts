@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { KilnError, KilnValidationError, type KilnErrorCode, type ValidationIssue } from "../domain/errors";
 import type { KilnEvents } from "../events/catalogue";
 import type { EventBus } from "../events/event-bus";
-import type { AuditEntry, AuditLog } from "../ports/audit-log";
+import type { AuditEntry, AuditLog } from "@kiln/core/driver-kit";
 import type { Clock, TimerHandle } from "../ports/clock";
 import { reconnectDelay, type ReconnectBackoff } from "../driver-kit/backoff";
 import { RecordJournal } from "../journal/record-journal";

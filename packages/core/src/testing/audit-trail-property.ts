@@ -2,17 +2,14 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type * as FastCheck from "fast-check";
-import type { ControlSystem } from "../compose/control-system";
 import { createControlSystem } from "../compose/create-control-system";
 import { KilnError } from "../domain/errors";
-import { defineTags, type TagValue } from "../domain/tags";
+import { defineTags } from "../domain/tags";
 import { SimulatedClock } from "../memory/simulated-clock";
 import { SimulatedPlc } from "../memory/simulated-plc";
-import type { AuditEntry } from "../ports/audit-log";
-import type { PlcDriver } from "../ports/plc-driver";
-import type { Store } from "../ports/store";
-import type { Principal } from "../security/authorization";
 import type { ConformanceRunner } from "./conformance-runner";
+import type { ControlSystem, PlcDriver, Principal, Store, TagValue } from "@kiln/core";
+import type { AuditEntry } from "@kiln/core/driver-kit";
 
 /** Options of {@link auditTrailPropertySuite}. */
 export interface AuditTrailPropertyOptions {

@@ -1,16 +1,21 @@
 import { KilnError } from "../domain/errors";
-import { GOOD, QualityCodes, quality, type Quality } from "../domain/quality";
-import { SAMPLE_TIME_MAX, SAMPLE_TIME_MIN, type Sample } from "../domain/sample";
-import { defineTags, type TagValue } from "../domain/tags";
-import type { AlarmHistoryEntry, TimeRange } from "../ports/alarm-history";
-import type { AuditEntry } from "../ports/audit-log";
-import type { NewDomainEvent } from "../ports/event-store";
-import type { ProcessRecord } from "../ports/process-repository";
-import type { StoredRecipe } from "../ports/recipe-repository";
-import type { SampleConflict, SampleWriteResult } from "../ports/sample-sink";
-import type { Store, StoreCapabilities } from "../ports/store";
+import { GOOD, QualityCodes, quality } from "../domain/quality";
+import { SAMPLE_TIME_MAX, SAMPLE_TIME_MIN } from "../domain/sample";
+import { defineTags } from "../domain/tags";
 import { expectKilnError, group, type ConformanceRunner } from "./conformance-runner";
 import { storeHistoryConformance } from "./store-history-conformance";
+import type { Quality, Sample, Store, TagValue } from "@kiln/core";
+import type {
+  AlarmHistoryEntry,
+  AuditEntry,
+  NewDomainEvent,
+  ProcessRecord,
+  SampleConflict,
+  SampleWriteResult,
+  StoreCapabilities,
+  StoredRecipe,
+  TimeRange,
+} from "@kiln/core/driver-kit";
 
 /**
  * Returns a fresh, isolated, empty store each call (a new `MemoryStore`, a new database schema...).
