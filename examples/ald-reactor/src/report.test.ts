@@ -1,4 +1,4 @@
-import type { AlarmHistoryEntry } from "@kiln/core";
+import type { AlarmHistoryEntry } from "@kiln/core/driver-kit";
 import { describe, expect, test } from "vitest";
 import { linkDownText } from "./ald-summary";
 import { buildRunReport, escapeHtml, qualityGaps, type ReportPoint, type RunReportData } from "./report";

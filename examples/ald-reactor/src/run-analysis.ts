@@ -1,4 +1,4 @@
-import type { AlarmHistoryEntry } from "@kiln/core";
+import type { AlarmHistoryEntry } from "@kiln/core/driver-kit";
 import type { AldPhaseKind } from "./ald-recipe";
 
 /**
