@@ -131,3 +131,47 @@ describe("stop() with commands in flight (issue 15, third review)", () => {
     void store;
   });
 });
+
+describe("a refusal never shares the id of an entry whose insert may commit late (issue 15, fourth review)", () => {
+  test("the allowed insert commits after the audit timeout: the trail holds it and the refusal that names it; the write never ran", async () => {
+    const parts = simulatedSystem({
+      tags,
+      scanGroups: { fast: { periodMs: 50 } },
+      storePolicies: { audit: { timeoutMs: 500 } },
+      authorization: { operatorWritableTags: ["heater.*"] },
+    });
+    const { system, plc, store, clock } = parts;
+    await system.start();
+    await system.writeTag(admin, "heater.setpoint", 1);
+    // The store takes the insert but does not answer: it resolves (commits) only after the timeout.
+    store.faults.hang("audit");
+    let settled = false;
+    const refused = system
+      .writeTag(admin, "heater.setpoint", 2)
+      .catch((error: unknown) => error)
+      .finally(() => (settled = true));
+    // The intent times out, then the refusal's own record times out too and is kept for retry.
+    for (let step = 0; step < 10 && !settled; step++) {
+      await ticks();
+      await clock.advance(600);
+    }
+    expect(await refused).toMatchObject({ code: "KILN_AUDIT_UNAVAILABLE" });
+    store.faults.clear();
+    await ticks();
+    const trail = await auditTrailAfterStop(parts);
+    expect(plc.writes.filter((entry) => entry.tag === "heater.setpoint").map((entry) => entry.value)).toEqual([1]);
+    const writes = trail.filter((entry) => entry.action === "tag.write");
+    const intent = writes.find((entry) => entry.newValue === 2 && entry.outcome === "allowed");
+    // Both facts kept, append-only: the late intent and the refusal, its own id naming the intent.
+    expect(intent).toBeDefined();
+    expect(writes.filter((entry) => entry.newValue === 2)).toEqual([
+      intent,
+      expect.objectContaining({
+        id: `${intent!.id}:refusal`,
+        refersTo: intent!.id,
+        outcome: "denied",
+        reason: expect.stringMatching(/^KILN_AUDIT_UNAVAILABLE: /),
+      }),
+    ]);
+  });
+});

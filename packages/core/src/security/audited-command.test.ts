@@ -204,7 +204,7 @@ describe("AuditedCommandRunner", () => {
     expect(seenAtWrite).toHaveLength(1);
     down = false;
     await write(3);
-    expect(seenAtWrite[1]).toEqual(["entry-1:allowed", "entry-2:denied", "entry-3:allowed"]);
+    expect(seenAtWrite[1]).toEqual(["entry-1:allowed", "entry-2:refusal:denied", "entry-3:allowed"]);
     expect(runner.backlog).toBe(0);
     expect((await entries()).map((entry) => entry.reason?.split(":")[0])).toEqual([
       undefined,
@@ -252,21 +252,24 @@ describe("AuditedCommandRunner", () => {
       expect.objectContaining({ id: "entry-3", action: "tag.write", principal: "enzo" }),
     ]);
     expect(runner.backlog).toBe(3);
+    // The refusal is an entry of its own, naming the intent (whose insert may yet commit late).
     expect(failures.map((event) => [event.id, event.outcome, event.backlog, event.durable])).toEqual([
-      ["entry-1", "denied", 1, false],
+      ["entry-1:refusal", "denied", 1, false],
       ["entry-2", "denied", 2, false],
-      ["entry-3", "denied", 3, false],
+      ["entry-3:refusal", "denied", 3, false],
     ]);
     expect(await entries()).toEqual([]);
 
     down = false;
     await writeTag(engineer, "heater.setpoint", 10);
     expect(runner.backlog).toBe(0);
-    expect((await entries()).map((entry) => [entry.id, entry.outcome, entry.reason?.split(":")[0]])).toEqual([
-      ["entry-1", "denied", "KILN_AUDIT_UNAVAILABLE"],
-      ["entry-2", "denied", "KILN_FORBIDDEN"],
-      ["entry-3", "denied", "KILN_AUDIT_UNAVAILABLE"],
-      ["entry-4", "allowed", undefined],
+    expect(
+      (await entries()).map((entry) => [entry.id, entry.outcome, entry.reason?.split(":")[0], entry.refersTo]),
+    ).toEqual([
+      ["entry-1:refusal", "denied", "KILN_AUDIT_UNAVAILABLE", "entry-1"],
+      ["entry-2", "denied", "KILN_FORBIDDEN", undefined],
+      ["entry-3:refusal", "denied", "KILN_AUDIT_UNAVAILABLE", "entry-3"],
+      ["entry-4", "allowed", undefined, undefined],
     ]);
   });
 

@@ -174,7 +174,8 @@ export const DENIAL_CODES: readonly KilnErrorCode[] = [
 
 /**
  * Runs commands as authorize → read old value → make the entry durable (commit) → execute, and
- * records exactly one {@link AuditEntry}, under its own event id, for every command.
+ * records one {@link AuditEntry}, under its own event id, for every command (two when a refusal
+ * follows an `allowed` entry already offered to the store: see {@link AuditEntry.refersTo}).
  * The principal is read once, validated and frozen first ({@link snapshotPrincipal}); the entry,
  * the check and `execute` (through its {@link CommandContext}) all use that snapshot. A refusal's
  * message names only `subject` and, to a principal who holds the permission in another state,
@@ -198,7 +199,10 @@ export const DENIAL_CODES: readonly KilnErrorCode[] = [
  * when the store does not take it, appended to a working backlog journal with room. This holds
  * with or without a journal, so even the first command after the store fails is refused, not
  * run. A refusal is `KILN_AUDIT_UNAVAILABLE` (nothing executed); it is the command's audit entry
- * (`denied`, same id) and is published as `command-refuse`. Actions listed in
+ * (`denied`) and is published as `command-refuse`. Once the `allowed` entry was offered to the
+ * store its fate may be unknown (a timeout: it can still commit later), so the refusal is never
+ * written under its id: it is an entry of its own, id `<id>:refusal`, whose `refersTo` names the
+ * intent. The trail is append-only and keeps both; an entry referred to this way did not run. Actions listed in
  * `runWithoutDurableAudit` (default `recipe.abort`, `recipe.pause`) act at once, without waiting
  * for the audit writer; their entry follows (stored, or kept and reported).
  * With `commit: "in-execute"` the command runs its own side-effect-free checks first and calls
@@ -335,13 +339,24 @@ export class AuditedCommandRunner {
       throw error;
     }
     const guarded = !this.#unguarded.has(action);
+    // Once the `allowed` entry (the intent) has been offered to the store, its outcome may be
+    // unknown (a timeout: the INSERT can still commit later). What happens to the command after
+    // that is its own entry, never a second write under the intent's id, which every store would
+    // ignore (ADR 0013 addendum): deterministic, so a retry of it stays idempotent.
+    const refusalId = `${base.id}${REFUSAL_ID_SUFFIX}`;
     const refusal = new KilnError(
       "KILN_AUDIT_UNAVAILABLE",
       `Refused ${action}: the audit trail cannot record it now, so it was not executed.`,
-      { retryable: true, details: { action, auditEntryId: base.id } },
+      { retryable: true, details: { action, auditEntryId: refusalId, intentEntryId: base.id } },
     );
     let oldValue: unknown;
-    const state: { committed: "no" | "yes" | "refused" } = { committed: "no" };
+    const state: { committed: "no" | "yes" | "refused"; offered: boolean } = { committed: "no", offered: false };
+    /** The entry of a command that did not run: its own, naming the intent when that was offered. */
+    const outcomeEntry = (fields: Pick<AuditEntry, "outcome" | "reason">): AuditEntry => ({
+      ...withOld(entry(), oldValue),
+      ...fields,
+      ...(state.offered ? { id: refusalId, refersTo: base.id } : {}),
+    });
     const commit = async (): Promise<void> => {
       if (state.committed === "yes") return;
       if (state.committed === "refused") throw refusal;
@@ -371,14 +386,13 @@ export class AuditedCommandRunner {
         return;
       }
       if (this.#gate !== undefined) throw this.#gate;
-      const outcome = await this.#serial(async () =>
+      const outcome = await this.#serial(async () => {
         // Re-checked at the commit point: the machine state (or the lifecycle) may have changed while waiting.
-        this.#gate !== undefined
-          ? ("closed" as const)
-          : stillAllowed()
-            ? this.#commit(allowed)
-            : ("forbidden" as const),
-      );
+        if (this.#gate !== undefined) return "closed" as const;
+        if (!stillAllowed()) return "forbidden" as const;
+        state.offered = true;
+        return this.#commit(allowed);
+      });
       if (outcome === "closed") throw this.#gate ?? refusal;
       if (outcome === "forbidden") {
         throw authorizer.forbidden(
@@ -396,7 +410,7 @@ export class AuditedCommandRunner {
       const reason = reasonOf(refusal, comment);
       this.#publish("command-refuse", { id: base.id, principal: base.principal, action, target: base.target, reason });
       // An unstorable entry was skipped and reported already; its refusal could not be stored either.
-      if (outcome === "refused") await this.#record({ ...entry(), outcome: "denied", reason });
+      if (outcome === "refused") await this.#record(outcomeEntry({ outcome: "denied", reason }));
       throw refusal;
     };
     const context: CommandContext = {
@@ -427,7 +441,7 @@ export class AuditedCommandRunner {
         throw error;
       }
       const outcome = KilnError.is(error) && DENIAL_CODES.includes(error.code) ? "denied" : "failed";
-      await this.#record({ ...withOld(entry(), oldValue), outcome, reason });
+      await this.#record(outcomeEntry({ outcome, reason }));
       throw error;
     }
     if (state.committed === "no") {
@@ -528,7 +542,7 @@ export class AuditedCommandRunner {
   /**
    * Makes an allowed entry durable before its command runs: stored (after the backlog drained),
    * else journaled when a journal works and has room: `run`. Otherwise the command is refused:
-   * `refused` (the entry is not kept; its refusal is recorded under the same id), `unstorable`
+   * `refused` (the entry is not kept; its refusal is recorded as an entry of its own naming it), `unstorable`
    * (the store refused it for good; reported) or `closed` (the command gate closed meanwhile). Safety actions never come here (see `run`).
    */
   async #commit(entry: AuditEntry): Promise<"run" | "refused" | "unstorable" | "closed"> {
@@ -858,6 +872,13 @@ interface DenialOverflow {
   /** The first {@link OVERFLOW_NAMES} actions. */
   readonly actions: Set<string>;
 }
+
+/**
+ * Appended to a command's event id to make the id of its refusal entry, recorded when the
+ * command was refused after its `allowed` entry was offered to the store (see
+ * {@link AuditEntry.refersTo}).
+ */
+const REFUSAL_ID_SUFFIX = ":refusal";
 
 /** The background retry's schedule when the host gives none. */
 const DEFAULT_RETRY_BACKOFF: ReconnectBackoff = { initialDelayMs: 1_000, maxDelayMs: 30_000 };
