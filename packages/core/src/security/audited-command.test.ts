@@ -213,6 +213,25 @@ describe("AuditedCommandRunner", () => {
     ]);
   });
 
+  test("an error the store did not classify (not a KilnError) keeps the entry for retry, however often: never skipped", async () => {
+    let failures = 5;
+    const { runner, writeTag, entries, skips } = await setup({
+      audit: (memory) => ({
+        query: memory.audit.query,
+        record: async (entry: AuditEntry) => {
+          if (failures-- > 0) throw Object.assign(new Error("connect ENOENT /tmp/.s.PGSQL.5432"), { code: "ENOENT" });
+          await memory.audit.record(entry);
+        },
+      }),
+    });
+    for (let attempt = 0; attempt < 4; attempt++) await rejection(writeTag(operator, "valve.tma", true));
+    expect(runner.backlog).toBe(4);
+    expect(await runner.flush()).toBe(false);
+    expect(await runner.flush()).toBe(true);
+    expect(skips).toEqual([]);
+    expect((await entries()).map((entry) => entry.id)).toEqual(["entry-1", "entry-2", "entry-3", "entry-4"]);
+  });
+
   test("commands without a value: the action name and result pass through", async () => {
     const { runner, entries } = await setup();
     const result = await runner.run({

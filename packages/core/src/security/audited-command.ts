@@ -212,9 +212,10 @@ export const DENIAL_CODES: readonly KilnErrorCode[] = [
  * (or kept in memory without a journal), reported by `audit-record-fail`, and written, oldest
  * first and one at a time, before any newer entry. An entry the store refuses for good (a
  * non-retryable error: text the database cannot hold, a malformed field) is skipped and reported
- * by `audit-entry-skip`, so a caller-controlled field can never hold up the trail; so is one that
- * fails three times with an error that is not a `KilnError` (a store bug, a value it cannot encode). Stores record
- * once per id, so a retry after an unknown outcome never duplicates an entry.
+ * by `audit-entry-skip`, so a caller-controlled field can never hold up the trail. An error the
+ * store did not classify (not a `KilnError`) is not an answer about the entry: it is kept and
+ * retried like a retryable one, never skipped. Stores record once per id, so a retry after an
+ * unknown outcome never duplicates an entry.
  *
  * @example
  * await runner.run({
@@ -236,7 +237,6 @@ export class AuditedCommandRunner {
   #dropped = 0;
   #skipped = 0;
   #lastError: unknown;
-  #unknownFailures = { id: "", count: 0 };
   /** Denied and failed attempts that came while the backlog was full (refuse-commands): counted, summarized once there is room. */
   #overflow: DenialOverflow | undefined;
   /** Set by {@link close} until {@link open}: the store is not called (it is being closed or closed). */
@@ -577,11 +577,9 @@ export class AuditedCommandRunner {
       await this.#options.audit.record(entry);
       return "stored";
     } catch (error) {
-      // An unknown error (not a KilnError) gets a few attempts, then counts as for good: it must
-      // never hold the entries behind it.
-      const attempts = this.#unknownFailures.id === entry.id ? this.#unknownFailures.count + 1 : 1;
-      this.#unknownFailures = { id: entry.id, count: KilnError.is(error) ? 0 : attempts };
-      if (refusedForGood(error) || (!KilnError.is(error) && attempts >= UNKNOWN_ERROR_ATTEMPTS)) {
+      // Only the store's definite answer about this entry skips it. An error it did not classify
+      // (not a KilnError) keeps the entry and is retried: never lost for want of a classification.
+      if (refusedForGood(error)) {
         this.#skip(entry, error);
         return "skipped";
       }
@@ -885,9 +883,6 @@ const DEFAULT_RETRY_BACKOFF: ReconnectBackoff = { initialDelayMs: 1_000, maxDela
 
 /** Most principals and actions an overflow summary names. */
 const OVERFLOW_NAMES = 16;
-
-/** Attempts at one entry that fails with an error that is not a KilnError before it is skipped. */
-const UNKNOWN_ERROR_ATTEMPTS = 3;
 
 /**
  * The store's definite answer that this entry can never be stored (a malformed field, text the
