@@ -37,8 +37,10 @@ describe.each(TARGETS)("the audit trail $title", ({ kind, title, skip }) => {
       await system.start();
       const viewer: Principal = { id: "vic", roles: ["viewer"] };
       const engineer: Principal = { id: "enzo", roles: ["engineer"], source: "hmi-2/session-81f" };
+      // Refused by the identifier rule (no control characters) before authorization; recorded with
+      // the NUL written out, so PostgreSQL holds the entry.
       await expect(system.writeTag(viewer, "heater.setpoint\u0000", 1)).rejects.toMatchObject({
-        code: "KILN_FORBIDDEN",
+        code: "KILN_VALIDATION",
       });
       for (let index = 0; index < 40; index++) {
         await system.writeTag(index % 2 === 0 ? engineer : viewer, "heater.setpoint", index).catch(() => undefined);

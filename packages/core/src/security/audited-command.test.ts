@@ -523,7 +523,7 @@ describe("AuditedCommandRunner", () => {
     await runner.close();
   });
 
-  test("an entry the store refuses for good (NUL in the target) is reported and skipped; the 40 commands behind it are all audited", async () => {
+  test("an entry the store refuses for good (NUL in the comment) is reported and skipped; the 40 commands behind it are all audited", async () => {
     const { store, writeTag, runner, entries, skips } = await setup({
       audit: (memory) => ({
         query: memory.audit.query,
@@ -539,7 +539,7 @@ describe("AuditedCommandRunner", () => {
       }),
     });
     const viewer: Principal = { id: "vic", roles: ["viewer"] };
-    expect((await rejection(writeTag(viewer, "heater.setpoint\u0000", 1))).code).toBe("KILN_FORBIDDEN");
+    expect((await rejection(writeTag(viewer, "heater.setpoint", 1, "note\u0000"))).code).toBe("KILN_FORBIDDEN");
     for (let index = 0; index < 40; index++) {
       const principal = index % 2 === 0 ? engineer : viewer;
       await writeTag(principal, "heater.setpoint", index).catch(() => undefined);
@@ -554,6 +554,49 @@ describe("AuditedCommandRunner", () => {
     expect(new Set(recorded.map((entry) => entry.id)).size).toBe(40);
     expect(recorded.filter((entry) => entry.outcome === "allowed")).toHaveLength(20);
     void store;
+  });
+
+  // Issue 15, fifth review: format characters (U+202E, U+200B, isolates) made a name read as another.
+  test.each([
+    ["right-to-left override", "heater\u202Esetpoint"],
+    ["zero-width space", "heater.\u200Bsetpoint"],
+    ["first strong isolate", "heater.setpoint\u2068"],
+    ["NUL", "heater.setpoint\u0000"],
+  ])(
+    "a target with a %s is refused (KILN_VALIDATION, path target) before authorization; the entry shows the character escaped",
+    async (_name, target) => {
+      const { plc, writeTag, entries } = await setup();
+      const error = await rejection(writeTag(engineer, target, 1));
+      expect(error.code).toBe("KILN_VALIDATION");
+      expect(error.message).toContain("target: must not contain control or format characters");
+      expect(plc.writes).toEqual([]);
+      const [entry] = await entries();
+      expect(entry?.outcome).toBe("denied");
+      expect(entry?.target).toMatch(/\\u\{[0-9A-F]{4}\}/);
+      expect(entry?.target).not.toMatch(/[\p{Cc}\p{Cf}]/u);
+    },
+  );
+
+  test.each([
+    ["id", { id: "ada\u202Enimda", roles: ["admin"] }],
+    ["role", { id: "ada", roles: ["admin\u200B"] }],
+    ["source", { id: "ada", roles: ["admin"], source: "hmi\u2066-2" }],
+  ])(
+    "a principal whose %s holds a format character is refused (KILN_VALIDATION), recorded escaped",
+    async (_field, principal) => {
+      const { plc, writeTag, entries } = await setup();
+      expect((await rejection(writeTag(principal as Principal, "heater.setpoint", 1))).code).toBe("KILN_VALIDATION");
+      expect(plc.writes).toEqual([]);
+      const [entry] = await entries();
+      expect(entry?.outcome).toBe("denied");
+      expect(JSON.stringify([entry?.principal, entry?.roles, entry?.source])).not.toMatch(/[\p{Cc}\p{Cf}]/u);
+    },
+  );
+
+  test("a comment is free text: a format character in it is kept as given", async () => {
+    const { writeTag, entries } = await setup();
+    await writeTag(engineer, "heater.setpoint", 1, "lot \u202E42");
+    expect((await entries())[0]?.reason).toBe("lot \u202E42");
   });
 
   test("a journaled backlog survives a restart and drains to the store in order", async () => {

@@ -9,7 +9,14 @@ import { RecordJournal } from "../journal/record-journal";
 import { decodeExactJson, encodeExactJson } from "../logging/sample-journal";
 import type { Logger } from "../ports/logger";
 import { silentLogger } from "../runtime/silent-logger";
-import { boundedText, NAME_MAX_LENGTH, ROLE_MAX_LENGTH, ROLES_MAX_COUNT } from "./command-input";
+import {
+  boundedText,
+  checkIdentifier,
+  NAME_MAX_LENGTH,
+  ROLE_MAX_LENGTH,
+  ROLES_MAX_COUNT,
+  visibleText,
+} from "./command-input";
 import { COMMENT_MAX_LENGTH, storableAuditValue } from "./storable-value";
 import {
   snapshotPrincipal,
@@ -295,14 +302,16 @@ export class AuditedCommandRunner {
       id: this.#newId(),
       ...(this.#options.machineId === undefined ? {} : { machineId: this.#options.machineId }),
       principal:
-        typeof read.id === "string" && read.id !== "" ? boundedText(read.id, NAME_MAX_LENGTH) : "(invalid principal)",
+        typeof read.id === "string" && read.id !== ""
+          ? boundedText(visibleText(read.id), NAME_MAX_LENGTH)
+          : "(invalid principal)",
       roles: auditedRoles(read.roles),
-      ...(source === undefined ? {} : { source: boundedText(source, NAME_MAX_LENGTH) }),
+      ...(source === undefined ? {} : { source: boundedText(visibleText(source), NAME_MAX_LENGTH) }),
       category: action.split(".")[0]!,
       action: boundedText(action, NAME_MAX_LENGTH),
       target:
         typeof command.target === "string" && command.target !== ""
-          ? boundedText(command.target, NAME_MAX_LENGTH)
+          ? boundedText(visibleText(command.target), NAME_MAX_LENGTH)
           : "(invalid target)",
       outcome: "denied",
       at,
@@ -909,16 +918,13 @@ function reasonOf(error: unknown, comment: string | undefined): string {
   return comment === undefined ? text : `${text} (comment: ${comment})`;
 }
 
-/** The rule a command's target breaks, or undefined when it is a string of 1 to {@link NAME_MAX_LENGTH} characters. */
+/**
+ * The rule a command's target breaks, or undefined when it is an identifier: 1 to
+ * {@link NAME_MAX_LENGTH} characters without control or format characters (the one rule,
+ * {@link checkIdentifier}).
+ */
 function checkTarget(target: unknown): ValidationIssue | undefined {
-  if (typeof target !== "string" || target === "") return { path: "target", message: "must be a non-empty string" };
-  if (target.length > NAME_MAX_LENGTH) {
-    return {
-      path: "target",
-      message: `must be at most ${NAME_MAX_LENGTH} characters, not ${target.length}`,
-    };
-  }
-  return undefined;
+  return checkIdentifier(target, "target");
 }
 
 /**
@@ -930,7 +936,7 @@ function auditedRoles(roles: unknown): string[] {
   if (!Array.isArray(roles)) return [];
   const kept = (roles as unknown[])
     .slice(0, ROLES_MAX_COUNT)
-    .map((role) => (typeof role === "string" ? boundedText(role, ROLE_MAX_LENGTH) : "(invalid role)"));
+    .map((role) => (typeof role === "string" ? boundedText(visibleText(role), ROLE_MAX_LENGTH) : "(invalid role)"));
   if (roles.length > ROLES_MAX_COUNT) kept.push(`…(${roles.length} roles)`);
   return kept;
 }

@@ -2,7 +2,13 @@ import { deepFreeze } from "../domain/deep-freeze";
 import { z } from "zod";
 import { KilnError, KilnValidationError } from "../domain/errors";
 import { issuesFromZod, parseOrThrow } from "../domain/validation";
-import { NAME_MAX_LENGTH, ROLE_MAX_LENGTH, ROLES_MAX_COUNT } from "./command-input";
+import {
+  IDENTIFIER_CHARACTER_MESSAGE,
+  identifierCharacterProblem,
+  NAME_MAX_LENGTH,
+  ROLE_MAX_LENGTH,
+  ROLES_MAX_COUNT,
+} from "./command-input";
 import { TagPattern } from "./tag-pattern";
 
 /** Who issues a command: an id (user, service account) and the roles the host gives it. */
@@ -24,12 +30,16 @@ export interface Principal {
  * given (zod's own `max` counts code points, so it let 256 emoji, 512 units, through).
  */
 function textAtMost(max: number) {
-  return z.string().refine((text) => text.length <= max, `must be at most ${max} characters`);
+  return z
+    .string()
+    .refine((text) => text.length <= max, `must be at most ${max} characters`)
+    .refine((text) => !identifierCharacterProblem(text), IDENTIFIER_CHARACTER_MESSAGE);
 }
 
 /**
  * zod schema of a {@link Principal}: an id of 1 to 256 characters, at most 64 roles of at most
- * 128 characters each, a source of at most 256 characters (UTF-16 code units; `NAME_MAX_LENGTH`,
+ * 128 characters each, a source of at most 256 characters, none holding a control or format
+ * character (Unicode Cc, Cf) (UTF-16 code units; `NAME_MAX_LENGTH`,
  * `ROLES_MAX_COUNT`, `ROLE_MAX_LENGTH`), so no caller can make an audit entry unboundedly large.
  */
 export const principalSchema = z.object({
