@@ -114,7 +114,13 @@ function readPrincipalOnce(input: unknown): PrincipalSnapshot {
   return { id, roles, ...(source === undefined ? {} : { source }), principal };
 }
 
-/** The permissions Kiln's commands check. A host may define more in its own role table. */
+/**
+ * The permissions Kiln's commands check. A host may define more in its own role table.
+ * `read` is not checked by the in-process API (the CVT, history and alarm reads take no
+ * principal; guarding them is the host's, which owns the process): it is the permission a
+ * northbound server (OPC UA server, Sparkplug host commands) checks for a remote client with
+ * `authorizer.can(principal, "read", tagName)` before it serves a value.
+ */
 export const PERMISSIONS = [
   "read",
   "recipe.start",
