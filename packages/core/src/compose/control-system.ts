@@ -661,7 +661,8 @@ export class ControlSystem {
             ...(processId === undefined ? {} : { processId: processId as string }),
             startedBy: command.principal,
             authorize: async (request) => {
-              authorizeRecipeStart(command, request);
+              // In the state the process starts from: where the principal could make these writes by hand.
+              authorizeRecipeStart(command, request, this.#machine.state);
               await command.commit();
             },
           });
@@ -770,7 +771,11 @@ export class ControlSystem {
       const plan = await this.#recipes.plan(definition);
       const { name: recipeName, version } = plan.recipe;
       const writeSet = this.#recipes.writeSet(plan);
-      authorizeRecipeSave(command, { recipe: { name: recipeName, version }, writeSet, saved: false });
+      authorizeRecipeSave(
+        command,
+        { recipe: { name: recipeName, version }, writeSet, saved: false },
+        processStartStates(this.#machine),
+      );
       const stored = storedRecipeOf(definition, this.#clock.now());
       await command.commit();
       await recipes.save(stored);
@@ -1147,4 +1152,15 @@ function requireBoolean(value: unknown, field: string): boolean {
 
 function withoutUndefined<T extends Record<string, unknown>>(value: T): T {
   return Object.fromEntries(Object.entries(value).filter(([, entry]) => entry !== undefined)) as T;
+}
+
+/**
+ * The machine states a process can start from: the model's states that accept `start` (`idle`
+ * in both built-in models), else its initial state. A saved recipe's write set is authorized
+ * for its author in these (ADR 0010 addendum).
+ */
+function processStartStates(machine: MachineStateMachine): readonly string[] {
+  const { transitions, initial } = machine.model;
+  const states = Object.keys(transitions).filter((state) => transitions[state]?.["start"] !== undefined);
+  return states.length > 0 ? states : [initial];
 }

@@ -31,10 +31,15 @@ export interface CommandContext {
   /** The principal as read once at the command boundary (frozen): use it, never the caller's object. */
   readonly principal: Principal;
   /**
-   * The targets of `targets` on which the principal may not use `permission` (in the command's
-   * machine state, or in any state with `inAnyState`), in order. Empty when all are allowed.
+   * The targets of `targets` on which the principal may not use `permission`, in order; empty
+   * when all are allowed. Checked in the command's machine state; with `inStates`, in every one
+   * of those states (a target is refused unless allowed in each); with `inAnyState`, in some state.
    */
-  refused(permission: Permission, targets: readonly string[], options?: { readonly inAnyState?: boolean }): string[];
+  refused(
+    permission: Permission,
+    targets: readonly string[],
+    options?: { readonly inAnyState?: boolean; readonly inStates?: readonly string[] },
+  ): string[];
   /** Replaces what the audit entry records as the requested value (e.g. a recipe's write set once known). */
   recordRequest(newValue: unknown): void;
   /**
@@ -425,10 +430,17 @@ export class AuditedCommandRunner {
     const context: CommandContext = {
       principal,
       refused: (permission, targets, options = {}) =>
-        targets.filter(
-          (target) =>
-            !authorizer.can(principal, permission, target, options.inAnyState ? { inAnyState: true } : checkContext),
-        ),
+        targets.filter((target) => {
+          if (options.inAnyState) return !authorizer.can(principal, permission, target, { inAnyState: true });
+          if (options.inStates !== undefined) {
+            // Every state must allow it; no states allows nothing.
+            return (
+              options.inStates.length === 0 ||
+              options.inStates.some((machineState) => !authorizer.can(principal, permission, target, { machineState }))
+            );
+          }
+          return !authorizer.can(principal, permission, target, checkContext);
+        }),
       recordRequest: (value) => {
         newValue = storableAuditValue(value);
       },

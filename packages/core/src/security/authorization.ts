@@ -166,8 +166,8 @@ export interface AuthorizationContext {
   readonly machineState?: string;
   /**
    * Ignore the `states` of grants: asks whether the principal may use the permission on the
-   * target in some state. Used for a recipe's write set, whose writes happen in the process's
-   * own states (the machine state model guards the start).
+   * target in some state (what a refusal may say about the state). A recipe's write set is not
+   * checked this way but in the state its process starts from (ADR 0010 addendum).
    */
   readonly inAnyState?: boolean;
 }
