@@ -359,21 +359,69 @@ describe("AuditedCommandRunner", () => {
   });
 
   test("the backlog is bounded: with drop-oldest the oldest entries are dropped at the limit and the drop is reported", async () => {
-    const { writeTag, runner, drops } = await setup({
-      audit: () => ({
-        query: async () => [],
-        record: () => Promise.reject(new KilnError("KILN_STORE_ERROR", "down", { retryable: true })),
-      }),
-      backlog: { maxEntries: 2, whenFull: "drop-oldest" },
+    const path = join(await mkdtemp(join(tmpdir(), "kiln-audit-")), "audit.journal");
+    const down = (): AuditLog => ({
+      query: async () => [],
+      record: () => Promise.reject(new KilnError("KILN_STORE_ERROR", "down", { retryable: true })),
     });
-    for (const value of [1, 2, 3]) {
-      expect((await rejection(writeTag(engineer, "heater.setpoint", value))).code).toBe("KILN_AUDIT_UNAVAILABLE");
-    }
+    const { plc, writeTag, runner, drops } = await setup({
+      audit: down,
+      backlog: { path, maxEntries: 2, whenFull: "drop-oldest" },
+    });
+    for (const value of [1, 2, 3]) await writeTag(engineer, "heater.setpoint", value);
+    expect(plc.writes).toHaveLength(3);
     expect(runner.backlog).toBe(2);
     expect(runner.dropped).toBe(1);
     expect(drops).toEqual([expect.objectContaining({ count: 1 })]);
     expect(await runner.flush()).toBe(false);
+    await runner.close();
+    // Issue 15, fifth review: the dropped entry must not come back from the journal at the next
+    // start (a release is durable only once the journal empties): what was reported is what happened.
+    const next = await setup({ backlog: { path, maxEntries: 2, whenFull: "drop-oldest" } });
+    expect(await next.runner.flush()).toBe(true);
+    expect((await next.entries()).map((entry) => entry.newValue)).toEqual([2, 3]);
+    expect(next.drops).toEqual([]);
+    await next.runner.close();
   });
+
+  // Issue 15, fifth review: a principal with no rights filled the backlog an admin's command needed.
+  test.each(["refuse-commands", "drop-oldest"] as const)(
+    "%s: a flood of denied attempts takes at most half the backlog; an authorized command still runs, journaled, and no allowed entry is evicted",
+    async (whenFull) => {
+      const path = join(await mkdtemp(join(tmpdir(), "kiln-audit-")), "audit.journal");
+      let down = true;
+      const viewer: Principal = { id: "vic", roles: ["viewer"] };
+      const { plc, writeTag, runner, entries, drops } = await setup({
+        audit: (store) => ({
+          query: store.audit.query,
+          record: async (entry: AuditEntry) => {
+            if (down) throw new KilnError("KILN_STORE_ERROR", "audit store down", { retryable: true });
+            await store.audit.record(entry);
+          },
+        }),
+        backlog: { path, maxEntries: 10, whenFull },
+      });
+      await writeTag(engineer, "heater.setpoint", 1);
+      for (let attempt = 0; attempt < 200; attempt++)
+        await rejection(writeTag(viewer, "heater.setpoint", 1000 + attempt));
+      for (let attempt = 0; attempt < 3; attempt++) await rejection(writeTag(operator, "valve.tma", true));
+      await writeTag(engineer, "heater.setpoint", 2);
+      expect(plc.writes.map((write) => write.value)).toEqual([1, 2]);
+      expect(runner.backlog).toBe(7);
+      expect(drops).toEqual([]);
+      down = false;
+      expect(await runner.flush()).toBe(true);
+      const stored = await entries();
+      expect(stored.filter((entry) => entry.outcome === "allowed").map((entry) => entry.newValue)).toEqual([1, 2]);
+      const summaries = stored.filter((entry) => entry.action === "audit.overflow");
+      // One summary per principal; every attempt is either an entry or counted.
+      expect(summaries.map((entry) => [entry.principal, (entry.newValue as { count: number }).count])).toEqual([
+        ["vic", 195],
+        ["olga", 3],
+      ]);
+      expect(stored.filter((entry) => entry.action === "tag.write" && entry.outcome === "denied")).toHaveLength(5);
+    },
+  );
 
   test("refuse-commands never evicts: denials at the limit are counted into one audit.overflow entry, the journaled writes that ran are all stored", async () => {
     const path = join(await mkdtemp(join(tmpdir(), "kiln-audit-")), "audit.journal");
@@ -393,6 +441,7 @@ describe("AuditedCommandRunner", () => {
     for (let attempt = 0; attempt < 10; attempt++) {
       expect((await rejection(writeTag(operator, "valve.tma", true))).code).toBe("KILN_FORBIDDEN");
     }
+    // Full with entries of commands that ran: every denial is counted, none evicts.
     // The backlog is full: the next write is refused, and its refusal is counted too.
     expect((await rejection(writeTag(engineer, "heater.setpoint", 4))).code).toBe("KILN_AUDIT_UNAVAILABLE");
     expect(plc.writes).toHaveLength(3);
@@ -407,9 +456,10 @@ describe("AuditedCommandRunner", () => {
       ["tag.write", "allowed", 1],
       ["tag.write", "allowed", 2],
       ["tag.write", "allowed", 3],
-      ["audit.overflow", "denied", expect.objectContaining({ count: 11, principals: ["olga", "enzo"] })],
+      ["audit.overflow", "denied", expect.objectContaining({ count: 10, principals: ["olga"] })],
+      ["audit.overflow", "denied", expect.objectContaining({ count: 1, principals: ["enzo"] })],
     ]);
-    expect(stored[3]!.reason).toContain("11 denied or failed attempt(s) by olga, enzo");
+    expect(stored[3]!.reason).toContain("10 denied or failed attempt(s) by olga");
   });
 
   test("refuse-commands at the limit: an action that runs without a durable entry is kept beyond the limit, not evicting one", async () => {
@@ -912,8 +962,9 @@ describe("the overflow count at close becomes its summary entry (issue 15, secon
     const second = await setup({ backlog: { path, maxEntries: 2 } });
     expect(await second.runner.flush()).toBe(true);
     const stored = await second.entries();
-    expect(stored.map((entry) => entry.action)).toEqual(["tag.write", "tag.write", "audit.overflow"]);
-    expect(stored[2]?.newValue).toMatchObject({ count: 3 });
+    // maxEntries 2: one denied entry (their half), the other four counted.
+    expect(stored.map((entry) => entry.action)).toEqual(["tag.write", "audit.overflow"]);
+    expect(stored[1]?.newValue).toMatchObject({ count: 4 });
     await second.runner.close();
   });
 
@@ -927,6 +978,6 @@ describe("the overflow count at close becomes its summary entry (issue 15, secon
     });
     for (let index = 0; index < 5; index++) await deny(runner);
     await runner.close();
-    expect(drops.map((drop) => drop.count).sort()).toEqual([2, 3]);
+    expect(drops.map((drop) => drop.count).sort()).toEqual([1, 4]);
   });
 });

@@ -118,16 +118,27 @@ export interface AuditBacklogOptions {
   /** Size limit of the journal file in bytes. @default 64 MiB */
   readonly maxBytes?: number;
   /**
+   * In either mode denied and failed entries (refusals included) hold at most half of
+   * `maxEntries` and never evict anything: the rest is kept for entries of commands that run, so
+   * a flood of refused attempts cannot lock authorized commands out. Attempts beyond their share
+   * are counted per principal and recorded as `audit.overflow` entries (outcome `denied`; count,
+   * first and last time, principal, actions), one per principal, once there is room.
    * At the limit: `refuse-commands` refuses new commands with `KILN_AUDIT_UNAVAILABLE` until the
-   * backlog drains and never evicts an entry: denied and failed attempts that still arrive (the
-   * refusals among them) are counted and recorded as one `audit.overflow` entry (outcome
-   * `denied`; count, first and last time, principals, actions) once there is room, and an
-   * action that runs without a durable entry (`runWithoutDurableAudit`) is kept beyond the
-   * limit. `drop-oldest` keeps commands running and drops the oldest entries, reported by
-   * `audit-entry-drop`. @default "refuse-commands"
+   * backlog drains and never evicts an entry; an action that runs without a durable entry
+   * (`runWithoutDurableAudit`) is kept beyond the limit. `drop-oldest` keeps commands running
+   * and drops the oldest entries, reported by `audit-entry-drop` (and marked in the journal, so
+   * they do not come back at the next start). @default "refuse-commands"
    */
   readonly whenFull?: "refuse-commands" | "drop-oldest";
 }
+
+/**
+ * The share of `maxEntries` that entries of commands that did not run (`denied`, `failed`) may
+ * hold, so a flood of refused attempts can never take the room an authorized command needs to be
+ * made durable (IEC 62443-3-3 CR 2.9). Beyond it they are counted into `audit.overflow` summary
+ * entries, one per principal.
+ */
+const DENIED_SHARE = 0.5;
 
 /** Options of {@link AuditedCommandRunner}. */
 export interface AuditedCommandRunnerOptions {
@@ -249,8 +260,14 @@ export class AuditedCommandRunner {
   #dropped = 0;
   #skipped = 0;
   #lastError: unknown;
-  /** Denied and failed attempts that came while the backlog was full (refuse-commands): counted, summarized once there is room. */
-  #overflow: DenialOverflow | undefined;
+  /**
+   * Denied and failed attempts that came while their share of the backlog was full: counted per
+   * principal (at most {@link OVERFLOW_PRINCIPALS}, then one bucket for the rest), each summarized
+   * into one entry once there is room.
+   */
+  readonly #overflow = new Map<string, DenialOverflow>();
+  /** Most denied or failed entries (the overflow summaries included) the backlog holds: {@link DENIED_SHARE} of `maxEntries`. */
+  readonly #maxDenied: number;
   /** Set by {@link close} until {@link open}: the store is not called (it is being closed or closed). */
   #closed = false;
   /** Set by {@link refuseCommits} until {@link open}: guarded commands not yet committed are refused. */
@@ -270,11 +287,12 @@ export class AuditedCommandRunner {
     if (!Number.isInteger(this.#maxEntries) || this.#maxEntries < 1) {
       throw new RangeError("backlog.maxEntries must be a positive integer");
     }
+    this.#maxDenied = Math.max(1, Math.floor(this.#maxEntries * DENIED_SHARE));
   }
 
   /** Entries waiting to be recorded because the audit log failed (journaled or in memory). */
   get backlog(): number {
-    return this.#backlog.length;
+    return this.#entriesInBacklog();
   }
 
   /** Entries dropped because the backlog was full, since construction. */
@@ -502,7 +520,7 @@ export class AuditedCommandRunner {
    */
   #scheduleRetry(): void {
     if (this.#retryTimer !== undefined || this.#closed) return;
-    if (this.#backlog.length === 0 && this.#overflow === undefined) return;
+    if (this.#backlog.length === 0 && this.#overflow.size === 0) return;
     this.#retryAttempt++;
     const delay = reconnectDelay(this.#retryAttempt, this.#options.retryBackoff ?? DEFAULT_RETRY_BACKOFF);
     this.#retryTimer = this.#options.clock.setTimeout(() => {
@@ -625,36 +643,58 @@ export class AuditedCommandRunner {
   }
 
   /**
-   * Once the backlog has room, the attempts counted while it was full become one entry at its
-   * end (after every older entry): `audit.overflow`, outcome `denied`, with their count, first
-   * and last time, principals and actions.
+   * Once the denied share of the backlog has room, the attempts counted while it was full become
+   * one entry per principal at its end (after every older entry): `audit.overflow`, outcome
+   * `denied`, with their count, first and last time, principals and actions.
    */
   async #summarizeOverflow(): Promise<void> {
-    const overflow = this.#overflow;
-    if (overflow === undefined || this.#backlog.length >= this.#maxEntries) return;
-    this.#overflow = undefined;
-    await this.#append(this.#overflowEntry(overflow));
+    for (const [key, overflow] of this.#overflow) {
+      if (this.#deniedInBacklog() >= this.#maxDenied || this.#entriesInBacklog() >= this.#maxEntries) return;
+      this.#overflow.delete(key);
+      await this.#append(this.#overflowEntry(overflow));
+    }
   }
 
   /**
-   * At close: the attempts counted but not yet summarized become their summary entry now, even
-   * with the backlog full (it is one entry): stored when the store takes it, else journaled for
-   * the next start; only when neither works is the count reported by `audit-entry-drop`.
+   * At close: the attempts counted but not yet summarized become their summary entries now, even
+   * with the backlog full (one per principal, bounded): stored when the store takes them, else
+   * journaled for the next start; only when neither works is the count reported by
+   * `audit-entry-drop`.
    */
   async #closeOverflow(): Promise<void> {
-    const overflow = this.#overflow;
-    if (overflow === undefined) return;
-    this.#overflow = undefined;
-    const entry = this.#overflowEntry(overflow);
-    if ((await this.#drain()) && (await this.#store(entry)) !== "retry") return;
-    if ((await this.#openJournal()) !== undefined) {
-      if (await this.#append(entry)) return;
-      this.#backlog.pop();
+    const overflows = [...this.#overflow.values()];
+    this.#overflow.clear();
+    for (const overflow of overflows) {
+      const entry = this.#overflowEntry(overflow);
+      if ((await this.#drain()) && (await this.#store(entry)) !== "retry") continue;
+      if ((await this.#openJournal()) !== undefined) {
+        if (await this.#append(entry)) continue;
+        this.#backlog.pop();
+      }
+      this.#reportDrop(
+        overflow.count,
+        "denied attempts counted while the audit backlog was full; the control system stopped before they were summarized",
+      );
     }
-    this.#reportDrop(
-      overflow.count,
-      "denied attempts counted while the audit backlog was full; the control system stopped before they were summarized",
+  }
+
+  /**
+   * Whether a denied or failed entry may join the backlog: nothing counted is waiting (order is
+   * kept), their share has room, and the backlog is not full (they never evict, in either mode).
+   */
+  #roomForDenied(): boolean {
+    return (
+      this.#overflow.size === 0 &&
+      this.#deniedInBacklog() < this.#maxDenied &&
+      this.#entriesInBacklog() < this.#maxEntries
     );
+  }
+
+  /** Denied and failed entries (summaries included) in the backlog: they may hold at most {@link #maxDenied}. */
+  #deniedInBacklog(): number {
+    let count = 0;
+    for (const item of this.#backlog) if (item.entry !== undefined && item.entry.outcome !== "allowed") count++;
+    return count;
   }
 
   #overflowEntry(overflow: DenialOverflow): AuditEntry {
@@ -662,7 +702,8 @@ export class AuditedCommandRunner {
     return {
       id: this.#newId(),
       ...(this.#options.machineId === undefined ? {} : { machineId: this.#options.machineId }),
-      principal: overflow.principals.size === 1 ? [...overflow.principals][0]! : "(several)",
+      principal:
+        overflow.principals.size === 1 && !overflow.morePrincipals ? [...overflow.principals][0]! : "(several)",
       roles: [],
       ...(this.#options.source === undefined ? {} : { source: this.#options.source }),
       category: "audit",
@@ -677,8 +718,8 @@ export class AuditedCommandRunner {
       },
       outcome: "denied",
       reason:
-        `${overflow.count} denied or failed attempt(s) by ${principals} while the audit backlog was full ` +
-        `(${this.#maxEntries} entries), from ${new Date(overflow.first).toISOString()} ` +
+        `${overflow.count} denied or failed attempt(s) by ${principals} while the audit backlog's share ` +
+        `for them was full (${this.#maxDenied} of ${this.#maxEntries} entries), from ${new Date(overflow.first).toISOString()} ` +
         `to ${new Date(overflow.last).toISOString()}; counted, not recorded one by one`,
       at: overflow.last,
     };
@@ -692,21 +733,26 @@ export class AuditedCommandRunner {
    * failed one is counted into the overflow summary instead (ADR 0013).
    */
   async #enqueue(entry: AuditEntry): Promise<boolean> {
-    if (
-      this.#whenFull === "refuse-commands" &&
-      entry.outcome !== "allowed" &&
-      this.#backlog.length >= this.#maxEntries
-    ) {
+    // Denied and failed entries never take more than their share: the rest of the room is kept for
+    // entries of commands that run (whatever whenFull says), and a flood is counted, not stored one by one.
+    if (entry.outcome !== "allowed" && !this.#roomForDenied()) {
       this.#countOverflow(entry);
       return false;
     }
     const journaled = await this.#append(entry);
     let dropped = 0;
-    while (this.#whenFull === "drop-oldest" && this.#backlog.length > this.#maxEntries) {
+    const droppedFromJournal: string[] = [];
+    while (this.#whenFull === "drop-oldest" && this.#entriesInBacklog() > this.#maxEntries) {
       const oldest = this.#backlog.shift()!;
       if (oldest.journaled) await this.#releaseJournalHead();
+      if (oldest.entry === undefined) continue;
       dropped++;
+      if (oldest.journaled) droppedFromJournal.push(oldest.entry.id);
     }
+    // A release is not durable until the journal empties (its file is cut back then): without a
+    // tombstone the dropped entries would come back at the next start, so the drop would not be
+    // what was reported. The tombstone is released, unread, when it reaches the front.
+    if (droppedFromJournal.length > 0) await this.#appendTombstone(droppedFromJournal);
     this.#logger.error(
       { id: entry.id, action: entry.action, backlog: this.#backlog.length, durable: journaled },
       "an audit entry could not be recorded; it is kept for retry",
@@ -727,6 +773,25 @@ export class AuditedCommandRunner {
     return journaled;
   }
 
+  /** Journals a record naming entries dropped from the journal, so a restart does not load them again. */
+  async #appendTombstone(ids: readonly string[]): Promise<void> {
+    const journal = await this.#openJournal();
+    if (journal === undefined) return;
+    try {
+      await journal.append(Buffer.from(encodeExactJson({ [TOMBSTONE_KEY]: [...ids] }), "utf8"));
+      this.#backlog.push({ entry: undefined, journaled: true });
+    } catch (error) {
+      this.#logger.error({ error: String(error) }, "the audit journal could not take a drop record");
+    }
+  }
+
+  /** Backlog items that hold an entry (not an undecodable record or a tombstone). */
+  #entriesInBacklog(): number {
+    let count = 0;
+    for (const item of this.#backlog) if (item.entry !== undefined) count++;
+    return count;
+  }
+
   /** Journals (when there is a journal) and appends one entry to the backlog; true when journaled. */
   async #append(entry: AuditEntry): Promise<boolean> {
     const journal = await this.#openJournal();
@@ -744,14 +809,22 @@ export class AuditedCommandRunner {
   }
 
   #countOverflow(entry: AuditEntry): void {
-    const overflow = (this.#overflow ??= {
-      count: 0,
-      first: entry.at,
-      last: entry.at,
-      principals: new Set(),
-      morePrincipals: false,
-      actions: new Set(),
-    });
+    const key =
+      this.#overflow.has(entry.principal) || this.#overflow.size < OVERFLOW_PRINCIPALS - 1
+        ? entry.principal
+        : OTHER_PRINCIPALS;
+    let overflow = this.#overflow.get(key);
+    if (overflow === undefined) {
+      overflow = {
+        count: 0,
+        first: entry.at,
+        last: entry.at,
+        principals: new Set(),
+        morePrincipals: false,
+        actions: new Set(),
+      };
+      this.#overflow.set(key, overflow);
+    }
     overflow.count++;
     this.#scheduleRetry();
     overflow.first = Math.min(overflow.first, entry.at);
@@ -811,9 +884,16 @@ export class AuditedCommandRunner {
           maxBytes: this.#options.backlog?.maxBytes ?? 64 * 1024 * 1024,
         });
         const recovered: BacklogItem[] = [];
+        const tombstoned = new Set<string>();
         let undecodable = 0;
         await journal
           .scan((payload) => {
+            const dropped = decodeTombstone(payload);
+            if (dropped !== undefined) {
+              for (const id of dropped) tombstoned.add(id);
+              recovered.push({ entry: undefined, journaled: true });
+              return;
+            }
             const entry = decodeEntry(payload);
             if (entry === undefined) undecodable++;
             // An undecodable record keeps its place (the journal releases oldest first) and is released unread.
@@ -824,7 +904,12 @@ export class AuditedCommandRunner {
             await journal.close().catch(() => undefined);
             throw error;
           });
-        this.#backlog.unshift(...recovered);
+        // Entries dropped (and reported) in an earlier run stay dropped: released unread in their place.
+        this.#backlog.unshift(
+          ...recovered.map((item) =>
+            item.entry !== undefined && tombstoned.has(item.entry.id) ? { entry: undefined, journaled: true } : item,
+          ),
+        );
         this.#reportDamage(path, { ...recovery, undecodable });
         return journal;
       } catch (error) {
@@ -854,6 +939,20 @@ export class AuditedCommandRunner {
 }
 
 /** The entry in a journal record, or undefined when it cannot be decoded into one. */
+/** The key of a journal record that names entries dropped by `drop-oldest` (an entry has no such field). */
+const TOMBSTONE_KEY = "kiln.audit.dropped";
+
+/** The ids a tombstone record names, or undefined when `payload` is not one. */
+function decodeTombstone(payload: Buffer): string[] | undefined {
+  try {
+    const record = decodeExactJson(payload.toString("utf8")) as Record<string, unknown> | null;
+    const ids = typeof record === "object" && record !== null ? record[TOMBSTONE_KEY] : undefined;
+    return Array.isArray(ids) && ids.every((id) => typeof id === "string") ? ids : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 function decodeEntry(payload: Buffer): AuditEntry | undefined {
   try {
     const entry = decodeExactJson(payload.toString("utf8")) as AuditEntry | null;
@@ -904,6 +1003,12 @@ const DEFAULT_RETRY_BACKOFF: ReconnectBackoff = { initialDelayMs: 1_000, maxDela
 
 /** Most principals and actions an overflow summary names. */
 const OVERFLOW_NAMES = 16;
+
+/** Most principals counted apart while the backlog is full; the attempts of any further ones share one bucket. */
+const OVERFLOW_PRINCIPALS = 64;
+
+/** The key of the bucket of principals beyond {@link OVERFLOW_PRINCIPALS}. */
+const OTHER_PRINCIPALS = "\u0000others";
 
 /**
  * The store's definite answer that this entry can never be stored (a malformed field, text the
