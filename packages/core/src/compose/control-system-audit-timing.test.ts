@@ -175,3 +175,66 @@ describe("a refusal never shares the id of an entry whose insert may commit late
     ]);
   });
 });
+
+describe("abort and pause reach a start in progress (issue 15, fifth review)", () => {
+  const opener = {
+    name: "opener",
+    version: 1,
+    steps: [{ set: { tag: "valve.tma", value: true } }, { wait: { durationMs: 600_000 } }],
+  };
+
+  test("an abort while the start waits for its audit entry answers at once; the start is cancelled before its first write; both are audited", async () => {
+    const parts = await build();
+    const { system, plc, store } = parts;
+    store.faults.hang("audit");
+    const start = system.startRecipe(admin, opener).then(
+      () => "started",
+      (error: { code: string }) => error.code,
+    );
+    await ticks();
+    let answered: unknown;
+    void system.abortProcess(admin, "E-STOP pressed").then((result) => (answered = result));
+    await ticks();
+    // No simulated time passed and the audit store still hangs: the abort has answered.
+    expect(answered).toMatchObject({ status: "aborted", reason: "E-STOP pressed", stepsCompleted: 0 });
+    store.faults.clear();
+    expect(await start).toBe("KILN_ABORTED");
+    expect(plc.writes.filter((write) => write.tag === "valve.tma" && write.value === true)).toEqual([]);
+    expect(system.machineState).toBe("idle");
+    const trail = await auditTrailAfterStop(parts);
+    expect(trail.filter((entry) => entry.action.startsWith("recipe.")).map((entry) => entry.action)).toEqual(
+      expect.arrayContaining(["recipe.start", "recipe.abort"]),
+    );
+    expect(trail.find((entry) => entry.action === "recipe.abort")).toMatchObject({
+      outcome: "allowed",
+      target: (answered as { processId: string }).processId,
+    });
+  });
+
+  test("a pause while the start waits for its audit entry answers at once; the process begins and holds before its first step", async () => {
+    const parts = await build();
+    const { system, plc, store, clock } = parts;
+    store.faults.hang("audit");
+    const start = system.startRecipe(admin, opener);
+    await ticks();
+    let paused = false;
+    void system.pauseProcess(admin).then(() => (paused = true));
+    await ticks();
+    expect(paused).toBe(true);
+    // A second pause is a no-op and refused (its denied entry waits for the store, like any denial).
+    const second = system.pauseProcess(admin).then(
+      () => "ok",
+      (error: { code: string }) => error.code,
+    );
+    store.faults.clear();
+    expect(await second).toBe("KILN_INVALID_TRANSITION");
+    const process = await start;
+    await clock.advance(100);
+    await ticks();
+    expect(process.status).toBe("paused");
+    expect(plc.writes.filter((write) => write.tag === "valve.tma" && write.value === true)).toEqual([]);
+    await system.abortProcess(admin);
+    await process.finished;
+    await system.stop();
+  });
+});
