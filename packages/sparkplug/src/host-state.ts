@@ -7,7 +7,9 @@ import { KilnValidationError } from "@kiln/core";
  * current session.
  */
 export interface SparkplugHostState {
+  /** True in the host's birth, false in its death (its Will). */
   readonly online: boolean;
+  /** ms since the Unix epoch (UTC) of the host's CONNECT; the same in its birth and its Will. */
   readonly timestamp: number;
 }
 

@@ -49,15 +49,21 @@ export type SparkplugPropertySet = Readonly<Record<string, SparkplugPropertyValu
 
 /** Metadata of a metric (Sparkplug 3.0.0, 6.4.6 "MetaData"), for Bytes, File and multi-part values. */
 export interface SparkplugMetaData {
+  /** True when the value is one part of a larger one. */
   readonly isMultiPart?: boolean;
+  /** The value's content type (e.g. `utf-8`, a MIME type). */
   readonly contentType?: string;
   /** Size of the complete value in bytes. */
   readonly size?: number;
   /** Sequence number of this part of a multi-part value. */
   readonly seq?: number;
+  /** For a File: its name. */
   readonly fileName?: string;
+  /** For a File: its type (e.g. `xml`). */
   readonly fileType?: string;
+  /** MD5 of the value, for a receiver to check it. */
   readonly md5?: string;
+  /** Free text. */
   readonly description?: string;
 }
 
@@ -73,7 +79,9 @@ export interface SparkplugDataSet {
 
 /** A Template parameter (Sparkplug 3.0.0, 6.4.13). */
 export interface SparkplugTemplateParameter {
+  /** The parameter's name. */
   readonly name: string;
+  /** The parameter's data type. */
   readonly type: SparkplugScalarDataType;
   /** The value; `undefined` when the parameter has none. */
   readonly value?: SparkplugScalarValue;
@@ -81,12 +89,15 @@ export interface SparkplugTemplateParameter {
 
 /** A Template definition or instance (Sparkplug 3.0.0, 6.4.12). */
 export interface SparkplugTemplate {
+  /** The template's version, as its author names them. */
   readonly version?: string;
   /** For an instance: the name of its definition. */
   readonly templateRef?: string;
   /** True for a definition, false for an instance. */
   readonly isDefinition?: boolean;
+  /** The template's member metrics. */
   readonly metrics: readonly SparkplugMetric[];
+  /** The template's parameters. */
   readonly parameters?: readonly SparkplugTemplateParameter[];
 }
 
@@ -106,12 +117,15 @@ export interface SparkplugMetric {
   readonly alias?: number | bigint;
   /** When the value was sampled, ms since the Unix epoch. */
   readonly timestamp?: number;
+  /** The data type; required in births and to encode a value. */
   readonly datatype?: SparkplugMetricDataType;
   /** True for a value sent late (store-and-forward). */
   readonly isHistorical?: boolean;
   /** True for a value that a host should not store. */
   readonly isTransient?: boolean;
+  /** Metadata of a Bytes or File value, or of a multi-part value. */
   readonly metadata?: SparkplugMetaData;
+  /** The metric's properties (quality, engineering unit...). */
   readonly properties?: SparkplugPropertySet;
   /** The value; `null` is sent as `is_null: true` with no value. */
   readonly value?: SparkplugValue | null;
@@ -121,10 +135,13 @@ export interface SparkplugMetric {
 export interface SparkplugPayload {
   /** When the message was sent, ms since the Unix epoch. */
   readonly timestamp?: number;
+  /** The metrics, in order. */
   readonly metrics: readonly SparkplugMetric[];
   /** The message sequence number, 0–255 (every message but NDEATH carries one). */
   readonly seq?: number;
+  /** An identifier of the payload's schema or form, when the sender uses one. */
   readonly uuid?: string;
+  /** Opaque bytes, for whatever the metrics cannot carry. */
   readonly body?: Uint8Array;
 }
 

@@ -9,6 +9,7 @@ export interface TestBroker {
   readonly kind: "mosquitto" | "aedes";
   /** `mqtt://127.0.0.1:<port>`. */
   readonly url: string;
+  /** The loopback TCP port the broker listens on. */
   readonly port: number;
   /**
    * Stops the broker as a crash would: mosquitto is killed (SIGKILL), aedes drops every
@@ -20,6 +21,7 @@ export interface TestBroker {
   restart(): Promise<void>;
   /** Stops the broker and frees its port. Safe to call twice. */
   stop(): Promise<void>;
+  /** Stops the broker (`await using`). */
   [Symbol.asyncDispose](): Promise<void>;
 }
 

@@ -7,6 +7,7 @@ import { freePort } from "./brokers";
 export interface TappedPacket {
   /** Which client connection (1, 2, ... in accept order) sent it. */
   readonly connection: number;
+  /** The packet, as mqtt-packet parses it. */
   readonly packet: Packet;
 }
 
@@ -26,7 +27,9 @@ export interface MqttTap {
   refuse: boolean;
   /** Resolves with the first packet (past or future) that matches, else fails after `timeoutMs`. */
   waitFor(predicate: (packet: TappedPacket) => boolean, timeoutMs?: number): Promise<TappedPacket>;
+  /** Drops every connection and stops listening. */
   close(): Promise<void>;
+  /** Drops every connection and stops listening (`await using`). */
   [Symbol.asyncDispose](): Promise<void>;
 }
 

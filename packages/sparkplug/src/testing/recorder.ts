@@ -5,14 +5,19 @@ import { parseSparkplugTopic, type SparkplugTopic } from "../topic";
 
 /** One message a {@link SparkplugRecorder} saw, in arrival order. */
 export interface RecordedMessage {
+  /** The MQTT topic. */
   readonly topic: string;
   /** The parsed topic, or undefined when it is not a Sparkplug topic. */
   readonly parsed: SparkplugTopic | undefined;
+  /** The QoS the broker delivered it with (the lower of the publisher's and this subscription's, 1). */
   readonly qos: 0 | 1 | 2;
+  /** The retain flag as delivered: true for a retained message sent on subscribing. */
   readonly retain: boolean;
+  /** The payload as received. */
   readonly bytes: Uint8Array;
   /** The decoded payload (protobuf for N/D messages), or the error decoding it gave. */
   readonly payload: SparkplugPayload | undefined;
+  /** Why the payload could not be decoded (a KilnError for a bad Sparkplug payload), else undefined. */
   readonly decodeError: unknown;
   /** The parsed JSON of a STATE message. */
   readonly state: unknown;
@@ -20,13 +25,17 @@ export interface RecordedMessage {
 
 /** A raw MQTT.js client that records Sparkplug traffic for a test. */
 export interface SparkplugRecorder {
+  /** The MQTT.js client, to publish with (a STATE, an NCMD, a DCMD...). */
   readonly client: MqttClient;
+  /** Every message recorded, in arrival order. */
   readonly messages: readonly RecordedMessage[];
   /** Resolves with the first recorded message (past or future) that matches, else fails after `timeoutMs`. */
   waitFor(predicate: (message: RecordedMessage) => boolean, timeoutMs?: number): Promise<RecordedMessage>;
   /** Forgets what was recorded so far. */
   clear(): void;
+  /** Disconnects the client. */
   close(): Promise<void>;
+  /** Disconnects the client (`await using`). */
   [Symbol.asyncDispose](): Promise<void>;
 }
 
