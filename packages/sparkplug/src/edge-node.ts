@@ -1,4 +1,4 @@
-import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
+import type { IClientOptions, MqttClient } from "mqtt";
 import {
   EventBus,
   KilnError,
@@ -23,6 +23,7 @@ import {
   type ReconnectBackoff,
 } from "@kiln/core/driver-kit";
 import { memoryBdSeqStore, type BdSeqStore } from "./bdseq-store";
+import { mqttConnect } from "./mqtt-client";
 import { sparkplugDataTypeOfTag, type SparkplugMetricDataType } from "./datatypes";
 import { decodeHostState } from "./host-state";
 import {
@@ -501,7 +502,8 @@ export class SparkplugEdgeNode {
     const bdSeq = await this.#nextBdSeq();
     const user = this.#options.mqtt ?? {};
     const v5 = user.protocolVersion === 5;
-    const client = mqtt.connect(this.#options.brokerUrl, {
+    const connect = await mqttConnect();
+    const client = connect(this.#options.brokerUrl, {
       connectTimeout: this.#options.connectTimeoutMs ?? 10_000,
       ...user,
       clean: true,

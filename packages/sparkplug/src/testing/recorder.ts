@@ -1,5 +1,6 @@
-import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
+import type { IClientOptions, MqttClient } from "mqtt";
 import { KilnError } from "@kiln/core";
+import { mqttConnect } from "../mqtt-client";
 import { decodePayload, type DecodeOptions, type SparkplugPayload } from "../payload";
 import { parseSparkplugTopic, type SparkplugTopic } from "../topic";
 
@@ -50,7 +51,7 @@ export async function recordSparkplug(
   url: string,
   options: { readonly filter?: string; readonly decode?: DecodeOptions; readonly mqtt?: IClientOptions } = {},
 ): Promise<SparkplugRecorder> {
-  const client = mqtt.connect(url, { reconnectPeriod: 100, ...options.mqtt });
+  const client = (await mqttConnect())(url, { reconnectPeriod: 100, ...options.mqtt });
   const messages: RecordedMessage[] = [];
   const waiters = new Set<{
     predicate: (message: RecordedMessage) => boolean;
