@@ -29,6 +29,7 @@ import { decodeHostState } from "./host-state";
 import {
   decodePayload,
   encodePayload,
+  scalarValueProblem,
   type SparkplugMetric,
   type SparkplugPayload,
   type SparkplugPropertySet,
@@ -653,7 +654,9 @@ export class SparkplugEdgeNode {
     try {
       if (sample !== undefined && sample.timestamp < 0)
         throw new Error("a sample timestamp before 1970 has no Sparkplug form");
-      encodePayload({ metrics: [metric] });
+      // Kiln's tag types all map to scalar Sparkplug types: checked without encoding (the hot path).
+      const problem = sample?.value == null ? undefined : scalarValueProblem(binding.datatype, sample.value);
+      if (problem !== undefined) throw new Error(problem);
       return metric;
     } catch (error) {
       // A value the Sparkplug type cannot hold: sent as null and bad, never as a wrong good value.
@@ -763,7 +766,7 @@ export class SparkplugEdgeNode {
     else if (topic === this.#topics.ncmd) this.#onNodeCommand(session, topic, bytes);
     else if (topic === this.#topics.dcmd) {
       // In order, one message after the other: writes of one DCMD, and of successive DCMDs, keep their order.
-      this.#commandChain = this.#commandChain.then(() => this.#onDeviceCommand(topic, bytes));
+      this.#commandChain = this.#commandChain.then(() => this.#onDeviceCommand(topic, bytes)).catch(() => undefined);
     }
   }
 

@@ -338,6 +338,17 @@ function encodeScalar(type: SparkplugDataType, value: unknown, path: string, iss
   }
 }
 
+/**
+ * @internal Why `value` cannot be a value of the scalar `type` (Int8 ... UInt64, Float, Double,
+ * Boolean, String, Text, UUID, DateTime), or undefined when it can: the rule encoding applies,
+ * without encoding anything.
+ */
+export function scalarValueProblem(type: SparkplugDataType, value: unknown): string | undefined {
+  const issues = new Issues();
+  encodeScalar(type, value, "", issues);
+  return issues.list[0]?.message;
+}
+
 const ARRAY_ELEMENT: Readonly<
   Partial<Record<SparkplugDataType, { readonly element: SparkplugDataType; readonly size: number }>>
 > = {
