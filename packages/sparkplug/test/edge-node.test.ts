@@ -179,6 +179,21 @@ describe("quality and timestamps from the CVT", () => {
   });
 });
 
+describe("machine state", () => {
+  test("a machine state change is sent in DDATA as Kiln/Machine State (alias n + 1)", async () => {
+    fixture = await edgeFixture();
+    await fixture.node.start();
+    await fixture.recorder.waitFor(ofType("DBIRTH"));
+    await fixture.system.sendMachineCommand({ id: "admin", roles: ["admin"] }, "enterMaintenance");
+    const alias = tags.size + 1;
+    await fixture.recorder.waitFor(
+      (message) =>
+        ofType("DDATA")(message) &&
+        message.payload!.metrics.some((metric) => metric.alias === alias && metric.value === "maintenance"),
+    );
+  });
+});
+
 describe("link and health", () => {
   test("health and events follow the broker link: reconnecting while it is down (problems say so), births again after it is back", async () => {
     fixture = await edgeFixture();
