@@ -69,6 +69,19 @@ describe("Sparkplug B 3.0 edge node: session and death certificate", () => {
     expect(connect.clean).toBe(true);
   });
 
+  test.skipIf(!mosquittoAvailability().available || process.env.KILN_TEST_BROKER === "aedes")(
+    "[tck-id-message-flow-edge-node-birth-publish-will-message-qos] on MQTT 5 too: Clean Start, session expiry 0, Will QoS 1 not retained (mosquitto only: aedes speaks 3.1.1)",
+    async () => {
+      fixture = await edgeFixture({ tapProtocolVersion: 5 });
+      const node = fixture.newNode({ mqtt: { protocolVersion: 5 } });
+      await node.start();
+      const connect = (await fixture.tap.waitFor((tapped) => tapped.packet.cmd === "connect")).packet as IConnectPacket;
+      expect(connect).toMatchObject({ protocolVersion: 5, clean: true, properties: { sessionExpiryInterval: 0 } });
+      expect(connect.will).toMatchObject({ topic: NDEATH, qos: 1, retain: false });
+      await fixture.recorder.waitFor(ofType("DBIRTH"));
+    },
+  );
+
   test("[tck-id-topics-ndeath-payload] [tck-id-topics-ndeath-seq] [tck-id-message-flow-edge-node-birth-publish-will-message-payload-bdSeq] the Will payload holds only the bdSeq metric (Int64) and no seq", async () => {
     fixture = await edgeFixture();
     await fixture.node.start();

@@ -66,10 +66,11 @@ export async function edgeFixture(
     readonly fastPeriodMs?: number;
     readonly bdSeqStore?: BdSeqStore;
     readonly broker?: TestBroker;
+    readonly tapProtocolVersion?: 4 | 5;
   } = {},
 ): Promise<EdgeFixture> {
   const broker = options.broker ?? (await startTestBroker());
-  const tap = await startMqttTap(broker.port);
+  const tap = await startMqttTap(broker.port, { protocolVersion: options.tapProtocolVersion ?? 4 });
   const plc = new SimulatedPlc({
     tags,
     sources: {
