@@ -3,11 +3,12 @@ import {
   EventBus,
   KilnError,
   QualityCodes,
+  SystemClock,
+  type Clock,
   type ControlSystem,
   type CvtChange,
   type Disposer,
   type DriverStatus,
-  type DriverStatusChange,
   type EventBusView,
   type Principal,
   type Sample,
@@ -16,10 +17,9 @@ import {
 } from "@kiln/core";
 import {
   ConnectionLifecycle,
-  SystemClock,
   checkBackoff,
   raceAbort,
-  type Clock,
+  type DriverStatusChange,
   type ReconnectBackoff,
 } from "@kiln/core/driver-kit";
 import { memoryBdSeqStore, type BdSeqStore } from "./bdseq-store";

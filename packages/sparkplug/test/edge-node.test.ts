@@ -1,4 +1,5 @@
-import { KilnError, QualityCodes, SimulatedPlc, createControlSystem, type AuditEntry } from "@kiln/core";
+import { KilnError, QualityCodes, SimulatedPlc, createControlSystem } from "@kiln/core";
+import type { AuditEntry } from "@kiln/core/driver-kit";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";

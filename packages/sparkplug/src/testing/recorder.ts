@@ -1,8 +1,11 @@
 import type { IClientOptions, MqttClient } from "mqtt";
 import { KilnError } from "@kiln/core";
 import { mqttConnect } from "../mqtt-client";
-import { decodePayload, type DecodeOptions, type SparkplugPayload } from "../payload";
-import { parseSparkplugTopic, type SparkplugTopic } from "../topic";
+import { decodePayload } from "../payload";
+import { parseSparkplugTopic } from "../topic";
+// Types whose home is the main entry, by package name, so the testing entry's declarations
+// import them from there (ADR 0027) instead of carrying a second copy.
+import type { DecodeOptions, SparkplugPayload, SparkplugTopic } from "@kiln/sparkplug";
 
 /** One message a {@link SparkplugRecorder} saw, in arrival order. */
 export interface RecordedMessage {
