@@ -38,3 +38,15 @@ export {
   type SparkplugTopic,
 } from "./topic";
 export { decodeHostState, encodeHostState, type SparkplugHostState } from "./host-state";
+export {
+  SparkplugHost,
+  type SparkplugHostEdgeNodeHealth,
+  type SparkplugHostEvents,
+  type SparkplugHostHealth,
+  type SparkplugHostOptions,
+  type SparkplugLiveMetric,
+  type SparkplugRebirthReason,
+} from "./host";
+export type { SparkplugHostBatching } from "./host-sample-writer";
+export { SPARKPLUG_QUALITY, qualityOfMetric } from "./host-samples";
+export { parseQualifiedTagName, qualifiedTagName, type SparkplugMetricAddress } from "./host-tag-names";
