@@ -38,6 +38,17 @@ export {
   type SparkplugTopic,
 } from "./topic";
 export { decodeHostState, encodeHostState, type SparkplugHostState } from "./host-state";
+export { fileBdSeqStore, memoryBdSeqStore, type BdSeqStore } from "./bdseq-store";
+export {
+  BDSEQ_METRIC,
+  MACHINE_STATE_METRIC,
+  METRIC_PROPERTIES,
+  REBIRTH_METRIC,
+  SparkplugEdgeNode,
+  type SparkplugEdgeNodeEvents,
+  type SparkplugEdgeNodeHealth,
+  type SparkplugEdgeNodeOptions,
+} from "./edge-node";
 export {
   SparkplugHost,
   type SparkplugHostEdgeNodeHealth,

@@ -10,3 +10,4 @@ export {
   type TestBroker,
 } from "./brokers";
 export { recordSparkplug, type RecordedMessage, type SparkplugRecorder } from "./recorder";
+export { startMqttTap, type MqttTap, type TappedPacket } from "./mqtt-tap";
