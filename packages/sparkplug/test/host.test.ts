@@ -1,17 +1,18 @@
 import { QualityCodes } from "@kiln/core";
 import mqtt from "mqtt";
+import type { IConnectPacket, ISubscribePacket } from "mqtt-packet";
 import { afterEach, beforeAll, describe, expect, test } from "vitest";
 import { SparkplugHost, type SparkplugHostEvents, type SparkplugHostOptions } from "../src/host";
 import { qualifiedTagName } from "../src/host-tag-names";
 import { decodePayload } from "../src/payload";
-import { recordSparkplug, startTestBroker, type SparkplugRecorder, type TestBroker } from "../src/testing/index";
 import {
-  RawEdgeNode,
-  eventually,
-  openTestDatabase,
-  startCuttableProxy,
-  type TestDatabase,
-} from "./support/host-harness";
+  recordSparkplug,
+  startMqttTap,
+  startTestBroker,
+  type SparkplugRecorder,
+  type TestBroker,
+} from "../src/testing/index";
+import { RawEdgeNode, eventually, openTestDatabase, type TestDatabase } from "./support/host-harness";
 
 const GROUP = "plant-1";
 const NODE = "line-3";
@@ -162,7 +163,7 @@ describe("Sparkplug host: STATE (Sparkplug 3.0.0, 5.3 host session establishment
   });
 
   test("[tck-id-host-topic-phid-death-required] [tck-id-host-topic-phid-death-qos] [tck-id-host-topic-phid-death-retain] the Will is STATE offline, QoS 1, retained, with the timestamp of the birth; after the reconnect STATE is online again", async () => {
-    const proxy = await startCuttableProxy(broker.port);
+    const proxy = await startMqttTap(broker.port);
     perTest.push(() => proxy.close());
     const { host, recorder } = await rig({ hostId: "scada-will", brokerUrl: proxy.url });
     const birth = await recorder.waitFor(
@@ -187,6 +188,31 @@ describe("Sparkplug host: STATE (Sparkplug 3.0.0, 5.3 host session establishment
     perTest.push(() => retained.close());
     const again = await retained.waitFor((message) => message.retain);
     expect(again.state).toEqual({ online: true, timestamp: host.health().state.timestamp });
+  });
+
+  test("[tck-id-message-flow-phid-sparkplug-clean-session-311] [tck-id-host-topic-phid-birth-sub-required] [tck-id-message-flow-phid-sparkplug-subscription] [tck-id-host-topic-phid-birth-message] CONNECT is a clean session with the STATE Will; the host subscribes its own STATE and spBv1.0/<group>/# at QoS 1 before its first PUBLISH, the STATE birth", async () => {
+    const tap = await startMqttTap(broker.port);
+    perTest.push(() => tap.close());
+    const { host } = await rig({ hostId: "scada-order", brokerUrl: tap.url, groups: [GROUP, "plant-2"] });
+    const connect = await tap.waitFor(({ packet }) => packet.cmd === "connect");
+    const packet = connect.packet as IConnectPacket;
+    expect(packet.clean).toBe(true);
+    expect(packet.will).toMatchObject({ topic: "spBv1.0/STATE/scada-order", qos: 1, retain: true });
+    expect(JSON.parse(Buffer.from(packet.will!.payload as Buffer).toString("utf8"))).toEqual({
+      online: false,
+      timestamp: host.health().state.timestamp,
+    });
+    const sent = tap.packets.filter((each) => each.connection === connect.connection).map((each) => each.packet);
+    const subscribe = sent.findIndex((each) => each.cmd === "subscribe");
+    const publish = sent.findIndex((each) => each.cmd === "publish");
+    expect(subscribe).toBeGreaterThan(0);
+    expect(publish).toBeGreaterThan(subscribe);
+    expect((sent[subscribe] as ISubscribePacket).subscriptions.map(({ topic, qos }) => [topic, qos]).sort()).toEqual([
+      ["spBv1.0/STATE/scada-order", 1],
+      ["spBv1.0/plant-1/#", 1],
+      ["spBv1.0/plant-2/#", 1],
+    ]);
+    expect(sent[publish]).toMatchObject({ cmd: "publish", topic: "spBv1.0/STATE/scada-order", qos: 1, retain: true });
   });
 
   test("[tck-id-message-flow-hid-sparkplug-state-message-delivered] a STATE offline for its own id, while connected, makes the host publish STATE online again", async () => {

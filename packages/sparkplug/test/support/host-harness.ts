@@ -1,5 +1,4 @@
 import { randomBytes } from "node:crypto";
-import { createServer, connect, type Socket } from "node:net";
 import { PGlite } from "@electric-sql/pglite";
 import type { Sample } from "@kiln/core";
 import { PostgresStore } from "@kiln/store-postgres";
@@ -206,41 +205,4 @@ export async function eventually<T>(
     if (Date.now() > until) throw new Error(`${what} did not hold within ${timeoutMs} ms`);
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
-}
-
-/**
- * A TCP proxy in front of a broker whose connections a test can cut at once, as a network
- * failure would: the broker sees the client's connection end without a DISCONNECT (so it
- * publishes the client's Will), and the client sees its connection lost. It keeps listening, so
- * the client can reconnect through it.
- */
-export async function startCuttableProxy(
-  brokerPort: number,
-): Promise<{ readonly url: string; cut(): void; close(): Promise<void> }> {
-  const sockets = new Set<Socket>();
-  const server = createServer((inbound) => {
-    const outbound = connect(brokerPort, "127.0.0.1");
-    for (const socket of [inbound, outbound]) {
-      sockets.add(socket);
-      socket.once("close", () => sockets.delete(socket));
-      socket.on("error", () => undefined);
-    }
-    inbound.pipe(outbound);
-    outbound.pipe(inbound);
-    inbound.once("close", () => outbound.destroy());
-    outbound.once("close", () => inbound.destroy());
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const address = server.address() as { port: number };
-  const cut = (): void => {
-    for (const socket of sockets) socket.destroy();
-  };
-  return {
-    url: `mqtt://127.0.0.1:${address.port}`,
-    cut,
-    close: async () => {
-      cut();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    },
-  };
 }
