@@ -62,7 +62,7 @@ function invalid(path: string, message: string, cause?: unknown): KilnValidation
 
 /**
  * The Kiln tag name under which a Sparkplug host stores a metric, qualified by group, edge node
- * and device so that many edge nodes share one database (docs/adr/0030-sparkplug-host-tag-names.md):
+ * and device so that many edge nodes share one database (docs/adr/0030-sparkplug-host.md):
  *
  * `<group>/<edge node>/<device>/<metric>`, or `<group>/<edge node>//<metric>` (an empty device
  * level) for a metric of the edge node itself.
