@@ -89,12 +89,15 @@ export interface SparkplugHostOptions {
 export interface SparkplugLiveMetric {
   /** The sample: qualified tag name, value, the metric's own timestamp, quality. */
   readonly sample: Sample;
+  /** The Sparkplug group. */
   readonly groupId: string;
+  /** The edge node. */
   readonly edgeNodeId: string;
   /** Undefined for a metric of the edge node itself. */
   readonly deviceId?: string;
   /** The metric name as the edge node gave it. */
   readonly metric: string;
+  /** The metric's Sparkplug data type, from its birth. */
   readonly datatype: SparkplugMetricDataType;
 }
 
@@ -103,7 +106,9 @@ export type SparkplugRebirthReason = "seq-gap" | "data-before-birth" | "unknown-
 
 /** The state of one edge node as the host sees it. */
 export interface SparkplugHostEdgeNodeHealth {
+  /** The Sparkplug group. */
   readonly groupId: string;
+  /** The edge node id. */
   readonly edgeNodeId: string;
   /**
    * `online` after a valid NBIRTH; `offline` after its NDEATH; `awaiting-rebirth` when its data
@@ -117,12 +122,17 @@ export interface SparkplugHostEdgeNodeHealth {
   readonly lastSeq?: number;
   /** Its devices and whether each is online (DBIRTH seen, no DDEATH since). */
   readonly devices: readonly { readonly deviceId: string; readonly online: boolean }[];
+  /** NBIRTHs taken since the host started. */
   readonly births: number;
-  /** NCMD rebirth requests sent, and those held back by `rebirthIntervalMs`. */
+  /** NCMD rebirth requests sent. */
   readonly rebirthsRequested: number;
+  /** Rebirth requests held back by `rebirthIntervalMs`. */
   readonly rebirthsSuppressed: number;
+  /** Messages whose `seq` was not the last one + 1 (mod 256). */
   readonly seqGaps: number;
+  /** Births of devices and data messages that came before an NBIRTH (or after an NDEATH). */
   readonly dataBeforeBirth: number;
+  /** Data messages naming an alias, metric or device the births did not announce. */
   readonly unknownAliases: number;
   /** NDEATHs whose bdSeq did not match the current NBIRTH's: ignored. */
   readonly staleDeaths: number;
@@ -134,9 +144,11 @@ export interface SparkplugHostEdgeNodeHealth {
 export interface SparkplugHostHealth {
   /** The broker link: `connected`, `reconnecting`, `disconnected`, `closed`... */
   readonly link: DriverStatus;
+  /** Why the link is in its state, where known. */
   readonly linkReason?: string;
   /** This host's STATE as last published: online with its timestamp, or offline. */
   readonly state: { readonly online: boolean; readonly timestamp?: number };
+  /** Every edge node the host has heard from, in the order it first did. */
   readonly edgeNodes: readonly SparkplugHostEdgeNodeHealth[];
   /** Messages received on the group topics, and those that could not be read (ignored, counted). */
   readonly messages: { readonly received: number; readonly malformed: number };
@@ -162,6 +174,7 @@ export interface SparkplugHostHealth {
   };
   /** Store write failures (each retryable one is retried). */
   readonly storeErrors: number;
+  /** Problems in words (link down, store failing or behind); empty when all is well. */
   readonly problems: readonly string[];
 }
 
@@ -171,8 +184,11 @@ export interface SparkplugHostEvents {
   "link-change": DriverStatusChange;
   /** An edge node or device went online (birth) or offline (death, or the host's own link loss). */
   "edge-node-change": {
+    /** The Sparkplug group. */
     readonly groupId: string;
+    /** The edge node. */
     readonly edgeNodeId: string;
+    /** The device, when the change is a device's (DBIRTH, DDEATH). */
     readonly deviceId?: string;
     readonly state: SparkplugHostEdgeNodeHealth["state"];
     readonly bdSeq?: number;
@@ -182,7 +198,9 @@ export interface SparkplugHostEvents {
   "live-update": { readonly metrics: readonly SparkplugLiveMetric[] };
   /** The host asked an edge node for a rebirth (`suppressed`: held back by `rebirthIntervalMs`). */
   "rebirth-request": {
+    /** The Sparkplug group. */
     readonly groupId: string;
+    /** The edge node asked. */
     readonly edgeNodeId: string;
     readonly reason: SparkplugRebirthReason;
     readonly detail: string;
