@@ -130,7 +130,10 @@ export interface SparkplugHostEdgeNodeHealth {
   readonly rebirthsSuppressed: number;
   /** Messages whose `seq` was not the last one + 1 (mod 256). */
   readonly seqGaps: number;
-  /** Births of devices and data messages that came before an NBIRTH (or after an NDEATH). */
+  /**
+   * DBIRTH and data messages that came without a valid NBIRTH in force: before the first, after
+   * an NDEATH, or while awaiting the rebirth a gap asked for.
+   */
   readonly dataBeforeBirth: number;
   /** Data messages naming an alias, metric or device the births did not announce. */
   readonly unknownAliases: number;
