@@ -22,8 +22,9 @@ import { machine, round } from "./harness";
  * that writes every metric into `PostgresStore`. Timed from the first DDATA to the last sample
  * committed. Baseline, in the same run on a fresh schema: a raw MQTT.js subscriber that decodes
  * each message with the same codec and calls `store.samples.writeBatch` directly with batches of
- * 5,000, two in flight (no seq/alias checks, no live view, no bounds). Target: ≥ 100,000
- * metrics/s on the PostgreSQL server.
+ * 5,000, two in flight (no seq/alias checks, no live view, no bounds). Two alternating rounds,
+ * best of each side; `lost` sums both host rounds. Target: ≥ 100,000 metrics/s on the
+ * PostgreSQL server.
  *
  * Needs `DATABASE_URL` for the server figure; without it the record is measured on PGlite.
  */
@@ -31,8 +32,15 @@ export async function run(): Promise<Record<string, unknown>> {
   const url = process.env.DATABASE_URL || undefined;
   const broker = await startTestBroker();
   try {
-    const kiln = await measure(broker, url, "host");
-    const baseline = await measure(broker, url, "raw");
+    // Alternating rounds, best of each side: the machine's other work moves both the same way.
+    const kiln = { rate: 0, lost: 0 };
+    const baseline = { rate: 0, lost: 0 };
+    for (let round = 0; round < ROUNDS; round++) {
+      const host = await measure(broker, url, "host");
+      kiln.rate = Math.max(kiln.rate, host.rate);
+      kiln.lost += host.lost;
+      baseline.rate = Math.max(baseline.rate, (await measure(broker, url, "raw")).rate);
+    }
     return {
       name: "sparkplug-ingest",
       unit: "metrics/s",
@@ -57,6 +65,7 @@ const DEVICE = "machine-1";
 const METRICS = 1_000;
 const MESSAGES = 300;
 const START = Date.UTC(2026, 0, 1);
+const ROUNDS = 2;
 
 function births(): { nbirth: Uint8Array; dbirth: Uint8Array } {
   const now = Date.now();

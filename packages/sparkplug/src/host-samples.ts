@@ -1,5 +1,5 @@
 import type { Quality, TagValue } from "@kiln/core";
-import { QualityCodes, quality, qualityFromStatusCode } from "@kiln/core/driver-kit";
+import { GOOD, QualityCodes, quality, qualityFromStatusCode } from "@kiln/core/driver-kit";
 import type { SparkplugMetricDataType } from "./datatypes";
 import type { SparkplugPropertySet, SparkplugValue } from "./payload";
 
@@ -18,6 +18,8 @@ export const SPARKPLUG_QUALITY = { bad: 0, good: 192, stale: 500 } as const;
  * A `null` value is never good: a null with a good quality becomes bad `BadNoData`.
  */
 export function qualityOfMetric(properties: SparkplugPropertySet | undefined, isNull: boolean): Quality {
+  // The common case of a DATA metric: no quality properties, a value.
+  if (properties === undefined && !isNull) return GOOD;
   const reasonProperty = properties?.StatusReason?.value;
   const reason = typeof reasonProperty === "string" ? reasonProperty : undefined;
   const statusCode = properties?.StatusCode?.value;

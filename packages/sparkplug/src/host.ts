@@ -224,7 +224,8 @@ interface MetricInfo {
 }
 
 interface Birth {
-  readonly byAlias: Map<bigint, MetricInfo>;
+  /** By alias as the decoder gives it: a number when a safe integer, else a bigint (one form per value). */
+  readonly byAlias: Map<number | bigint, MetricInfo>;
   readonly byName: Map<string, MetricInfo>;
 }
 
@@ -764,7 +765,7 @@ export class SparkplugHost {
           : {
               datatypeOf: ({ name, alias }) =>
                 (alias !== undefined
-                  ? birth.byAlias.get(BigInt(alias))
+                  ? birth.byAlias.get(alias)
                   : name !== undefined
                     ? birth.byName.get(name)
                     : undefined
@@ -1026,7 +1027,7 @@ export class SparkplugHost {
       }
       const info: MetricInfo = { name: metric.name, datatype: metric.datatype, tag };
       birth.byName.set(metric.name, info);
-      if (metric.alias !== undefined) birth.byAlias.set(BigInt(metric.alias), info);
+      if (metric.alias !== undefined) birth.byAlias.set(metric.alias, info);
       if (tag !== undefined && this.#options.registerTags !== false) {
         const definition = this.#tagDefinition(metric);
         if (definition !== undefined) {
@@ -1087,7 +1088,7 @@ export class SparkplugHost {
     for (const metric of payload.metrics) {
       const info =
         !isBirth && metric.alias !== undefined
-          ? birth.byAlias.get(BigInt(metric.alias))
+          ? birth.byAlias.get(metric.alias)
           : metric.name !== undefined
             ? birth.byName.get(metric.name)
             : undefined;
