@@ -997,13 +997,15 @@ export class SparkplugHost {
     for (const tag of tags) {
       const entry = this.#live.get(tag);
       if (entry === undefined || entry.sample.quality.code === stale.code) continue;
-      // Never before the value it marks: the store keeps one sample per (tag, time).
-      const timestamp = Math.max(at, entry.sample.timestamp + 1);
+      // Never before the value it marks. The mark is stored only when it comes after that value
+      // in time (an edge clock ahead of the host's would put it where a real sample may land).
+      const after = at > entry.sample.timestamp;
+      const timestamp = after ? at : entry.sample.timestamp + 1;
       const sample: Sample = { tag, value: entry.sample.value, timestamp, quality: stale };
       const updated: SparkplugLiveMetric = { ...entry, sample };
       this.#live.set(tag, updated);
       marked.push(updated);
-      if (store && timestamp <= SAMPLE_TIME_MAX) samples.push(sample);
+      if (store && after && timestamp <= SAMPLE_TIME_MAX) samples.push(sample);
     }
     if (samples.length > 0) this.#writer.push(samples);
     if (marked.length > 0) void this.#bus.publish("live-update", { metrics: marked });
