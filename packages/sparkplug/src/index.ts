@@ -49,3 +49,15 @@ export {
   type SparkplugEdgeNodeHealth,
   type SparkplugEdgeNodeOptions,
 } from "./edge-node";
+export {
+  SparkplugHost,
+  type SparkplugHostEdgeNodeHealth,
+  type SparkplugHostEvents,
+  type SparkplugHostHealth,
+  type SparkplugHostOptions,
+  type SparkplugLiveMetric,
+  type SparkplugRebirthReason,
+} from "./host";
+export type { SparkplugHostBatching } from "./host-sample-writer";
+export { SPARKPLUG_QUALITY, qualityOfMetric } from "./host-samples";
+export { parseQualifiedTagName, qualifiedTagName, type SparkplugMetricAddress } from "./host-tag-names";

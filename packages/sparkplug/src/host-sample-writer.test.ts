@@ -1,0 +1,139 @@
+import { GOOD, KilnError, SystemClock, type Sample, type Store, type Tag } from "@kiln/core";
+import type { SampleWriteResult } from "@kiln/core/driver-kit";
+import { describe, expect, test } from "vitest";
+import { HostSampleWriter, type SampleWriterListener } from "./host-sample-writer";
+
+/** A store whose writeBatch a test controls: records batches, can hold them or fail. */
+function fakeStore(behaviour: { fail?: (call: number) => unknown; hold?: () => Promise<void> } = {}) {
+  const batches: Sample[][] = [];
+  const opened: Tag[][] = [];
+  let calls = 0;
+  const store = {
+    samples: {
+      async writeBatch(samples: readonly Sample[]): Promise<SampleWriteResult> {
+        const call = ++calls;
+        await behaviour.hold?.();
+        const failure = behaviour.fail?.(call);
+        if (failure !== undefined) throw failure;
+        batches.push([...samples]);
+        return { conflicts: [] };
+      },
+    },
+    async open(tags: readonly Tag[]) {
+      opened.push([...tags]);
+    },
+  } as unknown as Store;
+  return { store, batches, opened, calls: () => calls };
+}
+
+function recorder() {
+  const log = { stored: 0, dropped: [] as [number, string][], failed: [] as boolean[] };
+  const listener: SampleWriterListener = {
+    written: (stored) => {
+      log.stored += stored;
+    },
+    dropped: (count, reason) => {
+      log.dropped.push([count, reason]);
+    },
+    failed: (_error, willRetry) => {
+      log.failed.push(willRetry);
+    },
+    registered: () => undefined,
+  };
+  return { log, listener };
+}
+
+const samples = (count: number, from = 0): Sample[] =>
+  Array.from({ length: count }, (_unused, index) => ({
+    tag: "t",
+    value: index,
+    timestamp: from + index,
+    quality: GOOD,
+  }));
+
+describe("the host's sample writer", () => {
+  test("writes full batches at once and the rest after maxDelayMs, in order", async () => {
+    const fake = fakeStore();
+    const { log, listener } = recorder();
+    const writer = new HostSampleWriter(fake.store, new SystemClock(), listener, { maxBatchSize: 4, maxDelayMs: 20 });
+    writer.push(samples(10));
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    expect(fake.batches.map((batch) => batch.length)).toEqual([4, 4]);
+    await writer.drain(1_000);
+    expect(fake.batches.flat().map((sample) => sample.value)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    expect(log.stored).toBe(10);
+    expect(writer.held).toBe(0);
+  });
+
+  test("is bounded: beyond maxQueuedSamples samples are dropped and counted; congested from half the bound", async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const fake = fakeStore({ hold: () => gate });
+    const { log, listener } = recorder();
+    const writer = new HostSampleWriter(fake.store, new SystemClock(), listener, {
+      maxBatchSize: 10,
+      maxQueuedSamples: 100,
+      concurrency: 1,
+    });
+    writer.push(samples(40));
+    expect(writer.congested).toBe(false);
+    writer.push(samples(40, 40));
+    expect(writer.congested).toBe(true);
+    let relieved = false;
+    void writer.whenRelieved().then(() => (relieved = true));
+    writer.push(samples(40, 80));
+    expect(log.dropped).toEqual([[20, expect.stringContaining("maxQueuedSamples") as unknown]]);
+    expect(writer.held).toBe(100);
+    release();
+    await writer.drain(1_000);
+    expect(relieved).toBe(true);
+    expect(log.stored).toBe(100);
+  });
+
+  test("retries a batch whose write failed with a retryable error, and drops (counted) one refused for good", async () => {
+    const fake = fakeStore({
+      fail: (call) =>
+        call === 1
+          ? new KilnError("KILN_STORE_ERROR", "connection reset", { retryable: true })
+          : call === 3
+            ? new KilnError("KILN_VALIDATION", "bad sample")
+            : undefined,
+    });
+    const { log, listener } = recorder();
+    const writer = new HostSampleWriter(fake.store, new SystemClock(), listener, {
+      maxBatchSize: 5,
+      concurrency: 1,
+      retry: { initialDelayMs: 5, maxDelayMs: 5 },
+    });
+    writer.push(samples(10));
+    await writer.drain(1_000);
+    expect(log.failed).toEqual([true, false]);
+    expect(log.stored).toBe(5);
+    expect(log.dropped).toEqual([[5, expect.stringContaining("bad sample") as unknown]]);
+  });
+
+  test("drain gives up after its timeout on a store that stays down: what is held is dropped and counted", async () => {
+    const fake = fakeStore({ fail: () => new KilnError("KILN_STORE_ERROR", "down", { retryable: true }) });
+    const { log, listener } = recorder();
+    const writer = new HostSampleWriter(fake.store, new SystemClock(), listener, {
+      maxBatchSize: 5,
+      concurrency: 1,
+      retry: { initialDelayMs: 5, maxDelayMs: 5 },
+    });
+    writer.push(samples(15));
+    await writer.drain(50);
+    expect(log.dropped.reduce((sum, [count]) => sum + count, 0)).toBe(15);
+    expect(writer.held).toBe(0);
+  });
+
+  test("registers tag metadata before the next batch", async () => {
+    const fake = fakeStore();
+    const { listener } = recorder();
+    const writer = new HostSampleWriter(fake.store, new SystemClock(), listener, { maxDelayMs: 1 });
+    writer.register([{ name: "t", dataType: "float64" } as Tag]);
+    writer.push(samples(1));
+    await writer.drain(1_000);
+    expect(fake.opened.map((tags) => tags.map((tag) => tag.name))).toEqual([["t"]]);
+    expect(fake.batches).toHaveLength(1);
+  });
+});

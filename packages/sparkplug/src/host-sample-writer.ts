@@ -1,0 +1,217 @@
+import type { Clock, Sample, Store, Tag, TimerHandle } from "@kiln/core";
+import { isRetryable, reconnectDelay, type ReconnectBackoff, type SampleConflict } from "@kiln/core/driver-kit";
+
+/** How a {@link SparkplugHost} batches samples into its store. */
+export interface SparkplugHostBatching {
+  /** Samples per `writeBatch` call, at most. @default 5000 */
+  readonly maxBatchSize?: number;
+  /** How long a sample may wait for a batch to fill, in ms. @default 50 */
+  readonly maxDelayMs?: number;
+  /**
+   * Samples held in memory (queued and being written), at most. From half of it the host stops
+   * reading from the broker (MQTT.js `handleMessage` backpressure: the broker queues, then drops
+   * by its own policy); what would go beyond it is dropped and counted. @default 200000
+   */
+  readonly maxQueuedSamples?: number;
+  /** `writeBatch` calls in flight at once. @default 2 */
+  readonly concurrency?: number;
+  /** Spacing of the retries of a batch whose write failed with a retryable error. @default { initialDelayMs: 200, maxDelayMs: 10000 } */
+  readonly retry?: ReconnectBackoff;
+}
+
+/** What the writer tells its owner. */
+export interface SampleWriterListener {
+  /** A batch was written: `stored` samples durable (identical re-deliveries included), `conflicts` refused. */
+  written(stored: number, conflicts: readonly SampleConflict[]): void;
+  /** `count` samples were dropped, with why. */
+  dropped(count: number, reason: string): void;
+  /** A write failed and will be tried again (retryable), or registering tags failed. */
+  failed(error: unknown, willRetry: boolean): void;
+  /** A tag registration (`store.open(tags)`) went through or failed. */
+  registered(count: number): void;
+}
+
+/**
+ * Batches samples into `store.samples.writeBatch`: bounded, counted, with backpressure and
+ * retries of retryable failures (the sink is idempotent on (tag, timestamp), so a retry stores
+ * each sample once). Internal to the host.
+ */
+export class HostSampleWriter {
+  readonly #store: Store;
+  readonly #clock: Clock;
+  readonly #random: (() => number) | undefined;
+  readonly #listener: SampleWriterListener;
+  readonly #maxBatch: number;
+  readonly #maxDelayMs: number;
+  readonly #maxQueued: number;
+  readonly #concurrency: number;
+  readonly #retry: ReconnectBackoff;
+  #filling: Sample[] = [];
+  readonly #ready: Sample[][] = [];
+  #held = 0;
+  #inFlight = 0;
+  #timer: TimerHandle | undefined;
+  #tags = new Map<string, Tag>();
+  #registering: Promise<void> | undefined;
+  #abandon = false;
+  #idleWaiters: (() => void)[] = [];
+  #spaceWaiters: (() => void)[] = [];
+
+  constructor(
+    store: Store,
+    clock: Clock,
+    listener: SampleWriterListener,
+    batching: SparkplugHostBatching = {},
+    random?: () => number,
+  ) {
+    this.#store = store;
+    this.#clock = clock;
+    this.#random = random;
+    this.#listener = listener;
+    this.#maxBatch = batching.maxBatchSize ?? 5_000;
+    this.#maxDelayMs = batching.maxDelayMs ?? 50;
+    this.#maxQueued = batching.maxQueuedSamples ?? 200_000;
+    this.#concurrency = batching.concurrency ?? 2;
+    this.#retry = batching.retry ?? { initialDelayMs: 200, maxDelayMs: 10_000 };
+  }
+
+  /** Samples held: queued and being written. */
+  get held(): number {
+    return this.#held;
+  }
+
+  /** True while the host should stop reading from the broker (half the bound or more is held). */
+  get congested(): boolean {
+    return this.#held >= this.#maxQueued / 2;
+  }
+
+  /** Resolves once fewer than a quarter of the bound are held. */
+  whenRelieved(): Promise<void> {
+    if (this.#held < this.#maxQueued / 4) return Promise.resolve();
+    return new Promise((resolve) => this.#spaceWaiters.push(resolve));
+  }
+
+  /** Queues `samples`; what goes beyond the bound is dropped and counted. */
+  push(samples: readonly Sample[]): void {
+    if (samples.length === 0) return;
+    let accepted = samples.length;
+    if (this.#held + accepted > this.#maxQueued) {
+      accepted = Math.max(0, this.#maxQueued - this.#held);
+      this.#listener.dropped(
+        samples.length - accepted,
+        `the host holds ${this.#maxQueued} samples (maxQueuedSamples): the store cannot keep up`,
+      );
+    }
+    for (let index = 0; index < accepted; index++) {
+      this.#filling.push(samples[index]!);
+      if (this.#filling.length >= this.#maxBatch) {
+        this.#ready.push(this.#filling);
+        this.#filling = [];
+      }
+    }
+    this.#held += accepted;
+    if (this.#filling.length > 0 && this.#timer === undefined) {
+      this.#timer = this.#clock.setTimeout(() => {
+        this.#timer = undefined;
+        this.#seal();
+        this.#pump();
+      }, this.#maxDelayMs);
+    }
+    this.#pump();
+  }
+
+  /** Registers tag metadata (`store.open(tags)`) before the next batch is written. */
+  register(tags: readonly Tag[]): void {
+    for (const tag of tags) this.#tags.set(tag.name, tag);
+    this.#pump();
+  }
+
+  /**
+   * Writes everything held, then resolves. After `timeoutMs` (a store that stays down) what is
+   * still held is dropped and counted, and it resolves.
+   */
+  async drain(timeoutMs: number): Promise<void> {
+    this.#seal();
+    this.#pump();
+    if (this.#held === 0 && this.#inFlight === 0) return;
+    const idle = new Promise<void>((resolve) => this.#idleWaiters.push(resolve));
+    let timer: TimerHandle | undefined;
+    const timeout = new Promise<"timeout">((resolve) => {
+      timer = this.#clock.setTimeout(() => resolve("timeout"), timeoutMs);
+    });
+    const outcome = await Promise.race([idle, timeout]);
+    if (timer !== undefined) this.#clock.clearTimeout(timer);
+    if (outcome === "timeout") {
+      this.#abandon = true;
+      const left = this.#ready.reduce((sum, batch) => sum + batch.length, 0) + this.#filling.length;
+      this.#ready.length = 0;
+      this.#filling = [];
+      this.#held -= left;
+      if (left > 0) this.#listener.dropped(left, `not written within the stop drain timeout of ${timeoutMs} ms`);
+      await idle;
+    }
+  }
+
+  #seal(): void {
+    if (this.#timer !== undefined) {
+      this.#clock.clearTimeout(this.#timer);
+      this.#timer = undefined;
+    }
+    if (this.#filling.length > 0) {
+      this.#ready.push(this.#filling);
+      this.#filling = [];
+    }
+  }
+
+  #pump(): void {
+    if (this.#tags.size > 0 && this.#registering === undefined) {
+      const tags = [...this.#tags.values()];
+      this.#tags = new Map();
+      this.#registering = this.#store
+        .open(tags)
+        .then(
+          () => this.#listener.registered(tags.length),
+          (error: unknown) => this.#listener.failed(error, false),
+        )
+        .finally(() => {
+          this.#registering = undefined;
+          this.#pump();
+        });
+    }
+    if (this.#registering !== undefined) return;
+    while (this.#inFlight < this.#concurrency && this.#ready.length > 0) {
+      const batch = this.#ready.shift()!;
+      this.#inFlight++;
+      void this.#write(batch).finally(() => {
+        this.#inFlight--;
+        this.#held -= batch.length;
+        this.#settle();
+        this.#pump();
+      });
+    }
+  }
+
+  #settle(): void {
+    if (this.#held < this.#maxQueued / 4) for (const resolve of this.#spaceWaiters.splice(0)) resolve();
+    if (this.#held === 0 && this.#inFlight === 0) for (const resolve of this.#idleWaiters.splice(0)) resolve();
+  }
+
+  async #write(batch: Sample[]): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const result = await this.#store.samples.writeBatch(batch);
+        const conflicts = result?.conflicts ?? [];
+        this.#listener.written(batch.length - conflicts.length, conflicts);
+        return;
+      } catch (error) {
+        const retry = isRetryable(error) && !this.#abandon;
+        this.#listener.failed(error, retry);
+        if (!retry) {
+          this.#listener.dropped(batch.length, `the store refused a batch: ${(error as Error).message}`);
+          return;
+        }
+        await this.#clock.sleep(reconnectDelay(attempt, this.#retry, this.#random));
+      }
+    }
+  }
+}

@@ -1,0 +1,89 @@
+import { KilnError, defineTags } from "@kiln/core";
+import fc from "fast-check";
+import { describe, expect, test } from "vitest";
+import { parseQualifiedTagName, qualifiedTagName, type SparkplugMetricAddress } from "./host-tag-names";
+
+describe("qualified tag names of a Sparkplug host", () => {
+  const examples: [SparkplugMetricAddress, string][] = [
+    [
+      { groupId: "plant-1", edgeNodeId: "line-3", deviceId: "ald-1", metric: "chamber.pressure" },
+      "plant-1/line-3/ald-1/chamber.pressure",
+    ],
+    [
+      { groupId: "plant-1", edgeNodeId: "line-3", metric: "Node Control/Rebirth" },
+      "plant-1/line-3//Node:20Control/Rebirth",
+    ],
+    [
+      { groupId: "plant-1", edgeNodeId: "line-3", deviceId: "ald-1", metric: "Kiln/Machine State" },
+      "plant-1/line-3/ald-1/Kiln/Machine:20State",
+    ],
+    [{ groupId: "1st floor", edgeNodeId: "a:b", deviceId: "Ü", metric: "x" }, "_1st:20floor/a:3Ab/:C3:9C/x"],
+    [{ groupId: "_g", edgeNodeId: "e", metric: "m" }, "__g/e//m"],
+    [{ groupId: "g", edgeNodeId: "e", deviceId: "d", metric: "/lead//double/" }, "g/e/d//lead//double/"],
+  ];
+
+  test.each(examples)("%o is %s, a valid Kiln tag name, and parses back", (address, name) => {
+    expect(qualifiedTagName(address)).toBe(name);
+    expect(parseQualifiedTagName(name)).toEqual(address);
+    expect(defineTags({ [name]: { dataType: "float64" } }).names).toEqual([name]);
+  });
+
+  test("every address maps to a valid Kiln tag name and back (one-to-one)", () => {
+    const id = fc
+      .string({ minLength: 1, maxLength: 12, unit: "binary" })
+      .filter((value) => !/[+/#]/.test(value) && !/[\uD800-\uDFFF]/.test(value));
+    fc.assert(
+      fc.property(
+        id,
+        id,
+        fc.option(id, { nil: undefined }),
+        fc.string({ minLength: 1, maxLength: 20, unit: "binary" }).filter((value) => !/[\uD800-\uDFFF]/.test(value)),
+        (groupId, edgeNodeId, deviceId, metric) => {
+          const address: SparkplugMetricAddress =
+            deviceId === undefined ? { groupId, edgeNodeId, metric } : { groupId, edgeNodeId, deviceId, metric };
+          let name: string;
+          try {
+            name = qualifiedTagName(address);
+          } catch (error) {
+            // Only for a name longer than a Kiln tag name may be.
+            expect(KilnError.is(error, "KILN_VALIDATION")).toBe(true);
+            return;
+          }
+          expect(parseQualifiedTagName(name)).toEqual(address);
+          expect(() => defineTags({ [name]: { dataType: "string" } })).not.toThrow();
+        },
+      ),
+      { numRuns: 500 },
+    );
+  });
+
+  test("the device level keeps node and device metrics apart", () => {
+    expect(qualifiedTagName({ groupId: "g", edgeNodeId: "e", metric: "d/m" })).not.toBe(
+      qualifiedTagName({ groupId: "g", edgeNodeId: "e", deviceId: "d", metric: "m" }),
+    );
+  });
+
+  test("bad input is refused with KILN_VALIDATION naming the field", () => {
+    const pathsOf = (run: () => unknown): unknown => {
+      try {
+        run();
+        return "accepted";
+      } catch (error) {
+        expect(KilnError.is(error, "KILN_VALIDATION")).toBe(true);
+        return (error as KilnError).details.issues;
+      }
+    };
+    expect(pathsOf(() => qualifiedTagName({ groupId: "a/b", edgeNodeId: "", deviceId: "#", metric: "" }))).toEqual([
+      { path: "groupId", message: expect.any(String) as unknown },
+      { path: "edgeNodeId", message: expect.any(String) as unknown },
+      { path: "deviceId", message: expect.any(String) as unknown },
+      { path: "metric", message: expect.any(String) as unknown },
+    ]);
+    expect(pathsOf(() => qualifiedTagName({ groupId: "g", edgeNodeId: "e", metric: "x".repeat(260) }))).toEqual([
+      { path: "", message: expect.stringContaining("256") as unknown },
+    ]);
+    for (const name of ["g/e/m", "g/e/d/:2", "g/e/d/:zz", "g/e/d/:FF", "g/e/d/:6d", "1/e//m", 3 as never]) {
+      expect(pathsOf(() => parseQualifiedTagName(name))).not.toBe("accepted");
+    }
+  });
+});

@@ -1,0 +1,1150 @@
+import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
+import {
+  EventBus,
+  KilnError,
+  KilnValidationError,
+  defineTags,
+  SystemClock,
+  type Clock,
+  type DriverStatus,
+  type EventBusView,
+  type Sample,
+  type Store,
+  type Tag,
+  type TagDefinitionInput,
+} from "@kiln/core";
+import {
+  ConnectionLifecycle,
+  QualityCodes,
+  SAMPLE_TIME_MAX,
+  SAMPLE_TIME_MIN,
+  checkBackoff,
+  quality,
+  raceAbort,
+  type DriverStatusChange,
+  type ReconnectBackoff,
+  type SampleConflict,
+} from "@kiln/core/driver-kit";
+import { tagDataTypeOfSparkplug, type SparkplugMetricDataType } from "./datatypes";
+import { decodeHostState, encodeHostState } from "./host-state";
+import { qualityOfMetric, tagValueOfMetric } from "./host-samples";
+import { HostSampleWriter, type SparkplugHostBatching } from "./host-sample-writer";
+import { qualifiedTagName } from "./host-tag-names";
+import { decodePayload, encodePayload, type SparkplugMetric, type SparkplugPayload } from "./payload";
+import {
+  checkSparkplugIds,
+  parseSparkplugTopic,
+  sparkplugTopic,
+  SPARKPLUG_NAMESPACE,
+  type SparkplugTopic,
+} from "./topic";
+
+/** The metric a host writes `true` to, by NCMD, to ask an edge node for its births again. */
+const REBIRTH = "Node Control/Rebirth";
+const BDSEQ = "bdSeq";
+
+/** Options of {@link SparkplugHost}. */
+export interface SparkplugHostOptions {
+  /** The broker, e.g. `mqtt://broker.plant:1883` or `mqtts://...`. */
+  readonly brokerUrl: string;
+  /** This host application's id, unique in the infrastructure: its STATE topic is `spBv1.0/STATE/<hostId>`. */
+  readonly hostId: string;
+  /** The Sparkplug groups to follow: the host subscribes `spBv1.0/<group>/#` for each. */
+  readonly groups: readonly string[];
+  /**
+   * Where every metric is stored, as Kiln samples under qualified tag names (see
+   * {@link qualifiedTagName}). The host calls `store.open([])` at start (idempotent), and
+   * `store.open(tags)` with each birth's metric metadata (data type, unit, range, description).
+   * The host does not close it.
+   */
+  readonly store: Store;
+  /** Register tag metadata from births with `store.open(tags)`. @default true */
+  readonly registerTags?: boolean;
+  /** Batching, bound and retries of store writes. */
+  readonly batching?: SparkplugHostBatching;
+  /**
+   * The shortest interval between two rebirth requests (NCMD `Node Control/Rebirth`) to one edge
+   * node, in ms: more requests in between are counted as suppressed. @default 5000
+   */
+  readonly rebirthIntervalMs?: number;
+  /** How long `stop()` waits for the store to take what is held, in ms. @default 10000 */
+  readonly drainTimeoutMs?: number;
+  /** Reconnect spacing, on the driver kit's backoff. @default { initialDelayMs: 1000, maxDelayMs: 30000 } */
+  readonly reconnect?: ReconnectBackoff;
+  /**
+   * MQTT.js client options (username, password, TLS, clientId, keepalive, protocolVersion 4 or
+   * 5...). The host sets `will`, `clean: true`, `reconnectPeriod: 0` (it reconnects itself) and,
+   * for MQTT 5, a session expiry of 0, as Sparkplug requires.
+   */
+  readonly mqtt?: Omit<IClientOptions, "will" | "clean" | "reconnectPeriod">;
+  /** How long one connect attempt may take, in ms. @default 10000 */
+  readonly connectTimeoutMs?: number;
+  /** Time source (STATE and NCMD timestamps, stale marks, waits). @default SystemClock */
+  readonly clock?: Clock;
+  /** Randomness in [0, 1) for reconnect and retry jitter. @default Math.random */
+  readonly random?: () => number;
+}
+
+/** One metric in the host's live view: its latest live (not historical) sample and where it comes from. */
+export interface SparkplugLiveMetric {
+  /** The sample: qualified tag name, value, the metric's own timestamp, quality. */
+  readonly sample: Sample;
+  /** The Sparkplug group. */
+  readonly groupId: string;
+  /** The edge node. */
+  readonly edgeNodeId: string;
+  /** Undefined for a metric of the edge node itself. */
+  readonly deviceId?: string;
+  /** The metric name as the edge node gave it. */
+  readonly metric: string;
+  /** The metric's Sparkplug data type, from its birth. */
+  readonly datatype: SparkplugMetricDataType;
+}
+
+/** Why the host asked an edge node for a rebirth. */
+export type SparkplugRebirthReason = "seq-gap" | "data-before-birth" | "unknown-alias" | "unknown-device";
+
+/** The state of one edge node as the host sees it. */
+export interface SparkplugHostEdgeNodeHealth {
+  /** The Sparkplug group. */
+  readonly groupId: string;
+  /** The edge node id. */
+  readonly edgeNodeId: string;
+  /**
+   * `online` after a valid NBIRTH; `offline` after its NDEATH; `awaiting-rebirth` when its data
+   * cannot be trusted (seq gap, data before birth, unknown alias, or the host's own reconnect)
+   * until the next NBIRTH; `unknown` when it sent data but never a birth to this host.
+   */
+  readonly state: "online" | "offline" | "awaiting-rebirth" | "unknown";
+  /** The bdSeq of its current (or last) NBIRTH. */
+  readonly bdSeq?: number;
+  /** The seq of the last message taken from it. */
+  readonly lastSeq?: number;
+  /** Its devices and whether each is online (DBIRTH seen, no DDEATH since). */
+  readonly devices: readonly { readonly deviceId: string; readonly online: boolean }[];
+  /** NBIRTHs taken since the host started. */
+  readonly births: number;
+  /** NCMD rebirth requests sent. */
+  readonly rebirthsRequested: number;
+  /** Rebirth requests held back by `rebirthIntervalMs`. */
+  readonly rebirthsSuppressed: number;
+  /** Messages whose `seq` was not the last one + 1 (mod 256). */
+  readonly seqGaps: number;
+  /**
+   * DBIRTH and data messages that came without a valid NBIRTH in force: before the first, after
+   * an NDEATH, or while awaiting the rebirth a gap asked for.
+   */
+  readonly dataBeforeBirth: number;
+  /** Data messages naming an alias, metric or device the births did not announce. */
+  readonly unknownAliases: number;
+  /** NDEATHs whose bdSeq did not match the current NBIRTH's: ignored. */
+  readonly staleDeaths: number;
+  /** When the host last marked it offline (NDEATH), host time, ms since the Unix epoch. */
+  readonly offlineSince?: number;
+}
+
+/** What {@link SparkplugHost.health} reports. */
+export interface SparkplugHostHealth {
+  /** The broker link: `connected`, `reconnecting`, `disconnected`, `closed`... */
+  readonly link: DriverStatus;
+  /** Why the link is in its state, where known. */
+  readonly linkReason?: string;
+  /** This host's STATE as last published: online with its timestamp, or offline. */
+  readonly state: { readonly online: boolean; readonly timestamp?: number };
+  /** Every edge node the host has heard from, in the order it first did. */
+  readonly edgeNodes: readonly SparkplugHostEdgeNodeHealth[];
+  /** Messages received on the group topics, and those that could not be read (ignored, counted). */
+  readonly messages: { readonly received: number; readonly malformed: number };
+  /**
+   * Samples: `received` (every metric value taken from a message), `stored` (written durably;
+   * an identical re-delivery counts as stored, once in the database), `queued` (held now),
+   * `conflicts` (refused by the store: another sample holds their (tag, timestamp)), `dropped`
+   * (lost: bound reached, store refusal, stop timeout), `discarded` (not attributable: data
+   * before birth, after a gap, unknown alias; never stored under a guessed name),
+   * `unstorable` (no Kiln value: arrays, DataSet, Template, Bytes, File, out-of-range time),
+   * `transient` (not stored, per `is_transient`), `historical` (stored, not in the live view).
+   */
+  readonly samples: {
+    readonly received: number;
+    readonly stored: number;
+    readonly queued: number;
+    readonly conflicts: number;
+    readonly dropped: number;
+    readonly discarded: number;
+    readonly unstorable: number;
+    readonly transient: number;
+    readonly historical: number;
+  };
+  /** Store write failures (each retryable one is retried). */
+  readonly storeErrors: number;
+  /** Problems in words (link down, store failing or behind); empty when all is well. */
+  readonly problems: readonly string[];
+}
+
+/** Events of a {@link SparkplugHost}, by type. */
+export interface SparkplugHostEvents {
+  /** The broker link changed state. */
+  "link-change": DriverStatusChange;
+  /** An edge node or device went online (birth) or offline (death, or the host's own link loss). */
+  "edge-node-change": {
+    /** The Sparkplug group. */
+    readonly groupId: string;
+    /** The edge node. */
+    readonly edgeNodeId: string;
+    /** The device, when the change is a device's (DBIRTH, DDEATH). */
+    readonly deviceId?: string;
+    readonly state: SparkplugHostEdgeNodeHealth["state"];
+    readonly bdSeq?: number;
+    readonly reason: string;
+  };
+  /** The live view changed: the live (not historical) samples of one message, or stale marks. */
+  "live-update": { readonly metrics: readonly SparkplugLiveMetric[] };
+  /** The host asked an edge node for a rebirth (`suppressed`: held back by `rebirthIntervalMs`). */
+  "rebirth-request": {
+    /** The Sparkplug group. */
+    readonly groupId: string;
+    /** The edge node asked. */
+    readonly edgeNodeId: string;
+    readonly reason: SparkplugRebirthReason;
+    readonly detail: string;
+    readonly suppressed: boolean;
+  };
+  /** Samples were lost (see {@link SparkplugHostHealth.samples}). */
+  "samples-drop": { readonly count: number; readonly reason: string; readonly conflicts?: readonly SampleConflict[] };
+  /** A message could not be read or had to be ignored. */
+  "message-reject": { readonly topic: string; readonly message: string };
+  /** A store call failed (`willRetry`: the batch is written again after a backoff). */
+  "store-error": { readonly code: string; readonly message: string; readonly willRetry: boolean };
+}
+
+interface MetricInfo {
+  readonly name: string;
+  readonly datatype: SparkplugMetricDataType;
+  readonly tag: string | undefined;
+}
+
+interface Birth {
+  /** By alias as the decoder gives it: a number when a safe integer, else a bigint (one form per value). */
+  readonly byAlias: Map<number | bigint, MetricInfo>;
+  readonly byName: Map<string, MetricInfo>;
+}
+
+interface DeviceState {
+  online: boolean;
+  birth: Birth | undefined;
+}
+
+interface EdgeNodeState {
+  readonly groupId: string;
+  readonly edgeNodeId: string;
+  state: SparkplugHostEdgeNodeHealth["state"];
+  bdSeq: number | undefined;
+  lastSeq: number | undefined;
+  birth: Birth | undefined;
+  readonly devices: Map<string, DeviceState>;
+  lastRebirthAt: number | undefined;
+  offlineSince: number | undefined;
+  births: number;
+  rebirthsRequested: number;
+  rebirthsSuppressed: number;
+  seqGaps: number;
+  dataBeforeBirth: number;
+  unknownAliases: number;
+  staleDeaths: number;
+}
+
+interface Session {
+  readonly client: MqttClient;
+  /** The STATE timestamp of this session: its birth and its Will carry the same one. */
+  readonly timestamp: number;
+  online: boolean;
+  closing: boolean;
+}
+
+const DEFAULT_BACKOFF: ReconnectBackoff = { initialDelayMs: 1_000, maxDelayMs: 30_000 };
+
+/**
+ * A Sparkplug B 3.0 host application that stores every metric of its groups in a Kiln `Store`.
+ *
+ * - Session: clean, with its STATE death (`{"online":false,"timestamp":T}`, QoS 1, retained) as
+ *   the MQTT Will; subscribes its own STATE topic and `spBv1.0/<group>/#` (QoS 1), then
+ *   publishes STATE online with the same `T` (QoS 1, retained); republishes it when it sees its
+ *   own STATE offline while connected. `stop()` publishes STATE offline (same `T`) and disconnects.
+ * - Edge nodes: NBIRTH/DBIRTH give each edge node's and device's metric names, aliases and
+ *   datatypes; NDATA/DDATA are resolved by alias; `seq` is checked per edge node (0–255,
+ *   wrapping); bdSeq is paired with NDEATH (a death with another bdSeq is stale and ignored);
+ *   NDEATH/DDEATH mark the metrics stale (live view and store, uncertain "last usable value").
+ * - A seq gap, data before birth, an unknown alias or device: the edge node's data is not
+ *   trusted (discarded and counted, never stored under a guessed name) until its next NBIRTH,
+ *   and an NCMD `Node Control/Rebirth` is sent (at most one per `rebirthIntervalMs`).
+ * - Samples (quality from the `StatusCode`/`Quality`/`StatusReason` properties, the metric's own
+ *   timestamp) are batched into `store.samples.writeBatch`; historical metrics are stored but
+ *   never change the live view; transient ones are not stored. A re-delivered identical sample
+ *   is stored once and is not a loss; a different one at the same (tag, time) is a counted
+ *   conflict. Memory is bounded, with backpressure on the broker connection.
+ * - Reconnects on the driver kit's backoff, publishing STATE online again; after a reconnect every
+ *   edge node must be born again before its data is taken.
+ *
+ * @example
+ * const host = new SparkplugHost({ brokerUrl: "mqtt://127.0.0.1:1883", hostId: "scada", groups: ["plant-1"], store });
+ * await host.start();
+ * host.latest("plant-1/line-3/ald-1/chamber.pressure")?.sample.value;
+ */
+export class SparkplugHost {
+  /** Events: link, edge nodes, live view, rebirth requests, drops. Handlers are isolated from the host. */
+  readonly events: EventBusView<SparkplugHostEvents>;
+  readonly #bus: EventBus<SparkplugHostEvents>;
+  readonly #options: SparkplugHostOptions;
+  readonly #clock: Clock;
+  readonly #backoff: ReconnectBackoff;
+  readonly #lifecycle: ConnectionLifecycle;
+  readonly #writer: HostSampleWriter;
+  readonly #stateTopic: string;
+  readonly #groups: ReadonlySet<string>;
+  readonly #nodes = new Map<string, EdgeNodeState>();
+  readonly #live = new Map<string, SparkplugLiveMetric>();
+  readonly #registered = new Map<string, string>();
+  #session: Session | undefined;
+  #lastState: { online: boolean; timestamp?: number } = { online: false };
+  #started = false;
+  #stopping = false;
+  #counts = {
+    received: 0,
+    malformed: 0,
+    samples: 0,
+    stored: 0,
+    conflicts: 0,
+    dropped: 0,
+    discarded: 0,
+    unstorable: 0,
+    transient: 0,
+    historical: 0,
+    storeErrors: 0,
+  };
+  #problems = new Map<string, string>();
+
+  /**
+   * Checks the options; connects nothing (see {@link SparkplugHost.start}).
+   * @throws KilnValidationError `KILN_VALIDATION` for an invalid host or group id (empty, or
+   *   holding `+`, `/`, `#`), no group, a bad `reconnect` backoff or batching option, or a missing store.
+   */
+  constructor(options: SparkplugHostOptions) {
+    this.#options = options;
+    const groups = Array.isArray(options.groups) ? options.groups : [];
+    checkSparkplugIds(
+      { hostId: options.hostId, ...Object.fromEntries(groups.map((group, index) => [`groups[${index}]`, group])) },
+      "Sparkplug host options",
+    );
+    const issues = [];
+    if (groups.length === 0) issues.push({ path: "groups", message: "must name at least one Sparkplug group" });
+    if (typeof options.store?.samples?.writeBatch !== "function") {
+      issues.push({ path: "store", message: "must be a Kiln Store (store.samples.writeBatch)" });
+    }
+    const batching = options.batching ?? {};
+    for (const [field, value, min] of [
+      ["maxBatchSize", batching.maxBatchSize, 1],
+      ["maxDelayMs", batching.maxDelayMs, 0],
+      ["maxQueuedSamples", batching.maxQueuedSamples, 1],
+      ["concurrency", batching.concurrency, 1],
+    ] as const) {
+      if (value !== undefined && (!Number.isSafeInteger(value) || value < min)) {
+        issues.push({ path: `batching.${field}`, message: `must be a whole number from ${min}` });
+      }
+    }
+    if (
+      options.rebirthIntervalMs !== undefined &&
+      (!Number.isFinite(options.rebirthIntervalMs) || options.rebirthIntervalMs < 0)
+    ) {
+      issues.push({ path: "rebirthIntervalMs", message: "must be a finite number of ms from 0" });
+    }
+    if (issues.length > 0) throw new KilnValidationError("Sparkplug host options", issues);
+    this.#backoff = options.reconnect ?? DEFAULT_BACKOFF;
+    checkBackoff(this.#backoff, "reconnect");
+    if (batching.retry !== undefined) checkBackoff(batching.retry, "batching.retry");
+    this.#groups = new Set(groups);
+    this.#clock = options.clock ?? new SystemClock();
+    this.#bus = new EventBus<SparkplugHostEvents>({ now: () => this.#clock.now() });
+    this.events = this.#bus;
+    this.#stateTopic = sparkplugTopic({ type: "STATE", hostId: options.hostId });
+    this.#lifecycle = new ConnectionLifecycle({
+      name: `sparkplug host ${options.hostId}`,
+      clock: this.#clock,
+      ...(options.random === undefined ? {} : { random: options.random }),
+    });
+    this.#lifecycle.onStatusChange((change) => void this.#bus.publish("link-change", change));
+    this.#writer = new HostSampleWriter(
+      options.store,
+      this.#clock,
+      {
+        written: (stored, conflicts) => {
+          this.#counts.stored += stored;
+          if (conflicts.length > 0) {
+            this.#counts.conflicts += conflicts.length;
+            void this.#bus.publish("samples-drop", {
+              count: conflicts.length,
+              reason: "another sample already holds their (tag, timestamp) in the store",
+              conflicts,
+            });
+          }
+          this.#problems.delete("store");
+        },
+        dropped: (count, reason) => {
+          this.#counts.dropped += count;
+          void this.#bus.publish("samples-drop", { count, reason });
+        },
+        failed: (error, willRetry) => {
+          this.#counts.storeErrors++;
+          const message = (error as Error)?.message ?? String(error);
+          this.#problems.set("store", `store: ${message}`);
+          void this.#bus.publish("store-error", {
+            code: KilnError.is(error) ? error.code : "KILN_STORE_ERROR",
+            message,
+            willRetry,
+          });
+        },
+        registered: () => this.#problems.delete("store"),
+      },
+      batching,
+      options.random,
+    );
+  }
+
+  /**
+   * Opens the store (`store.open([])`, idempotent) and connects to the broker. Resolves after
+   * the first connect attempt, whatever its outcome: when the broker is unreachable the host goes
+   * on trying in the background on its backoff (see {@link SparkplugHost.health}).
+   * @throws KilnError `KILN_LIFECYCLE` when called twice; what `store.open` throws.
+   */
+  async start(): Promise<void> {
+    if (this.#started)
+      throw new KilnError("KILN_LIFECYCLE", "This Sparkplug host was already started; make a new one.");
+    this.#started = true;
+    await this.#options.store.open([]);
+    try {
+      await this.#lifecycle.connect((signal) => this.#open(signal));
+    } catch (error) {
+      if (this.#stopping) return;
+      if (KilnError.is(error, "KILN_AUTHENTICATION_FAILED")) throw error;
+      void this.#reconnect(`first connect failed: ${(error as Error).message}`);
+    }
+  }
+
+  /** Resolves when the host next has a live broker session with its STATE online (at once when it has). */
+  whenConnected(signal?: AbortSignal): Promise<void> {
+    return this.#lifecycle.whenConnected(signal);
+  }
+
+  /**
+   * Stops: publishes STATE offline (the session's timestamp) and disconnects, then waits for the
+   * store to take every sample held (at most `drainTimeoutMs`; what is left is dropped and
+   * counted). Idempotent. Does not close the store.
+   */
+  async stop(): Promise<void> {
+    if (this.#stopping) return this.#lifecycle.close();
+    this.#stopping = true;
+    await this.#lifecycle.close(async () => {
+      const session = this.#session;
+      this.#session = undefined;
+      if (session === undefined) return;
+      session.closing = true;
+      if (session.client.connected) {
+        try {
+          await session.client.publishAsync(
+            this.#stateTopic,
+            Buffer.from(encodeHostState({ online: false, timestamp: session.timestamp })),
+            { qos: 1, retain: true },
+          );
+        } catch {
+          // The link went while saying goodbye: the broker publishes the Will instead.
+        }
+      }
+      this.#lastState = { online: false, timestamp: session.timestamp };
+      await session.client.endAsync(!session.client.connected);
+    });
+    await this.#writer.drain(this.#options.drainTimeoutMs ?? 10_000);
+  }
+
+  /** Stops the host. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
+  }
+
+  /** The live view entry of a qualified tag name (see {@link qualifiedTagName}), or undefined. */
+  latest(tag: string): SparkplugLiveMetric | undefined {
+    return this.#live.get(tag);
+  }
+
+  /** The live view: every metric's latest live sample, by qualified tag name. */
+  live(): ReadonlyMap<string, SparkplugLiveMetric> {
+    return this.#live;
+  }
+
+  /** The host's state: link, STATE, edge nodes, counters, problems. */
+  health(): SparkplugHostHealth {
+    const problems = [...this.#problems.values()];
+    if (this.#lifecycle.status !== "connected" && this.#started && !this.#stopping) {
+      problems.push(
+        `broker link ${this.#lifecycle.status}${this.#lifecycle.reason ? `: ${this.#lifecycle.reason}` : ""}`,
+      );
+    }
+    if (this.#writer.congested)
+      problems.push(`the store is behind: ${this.#writer.held} samples held, reading from the broker paused`);
+    const edgeNodes = [...this.#nodes.values()].map((node): SparkplugHostEdgeNodeHealth => ({
+      groupId: node.groupId,
+      edgeNodeId: node.edgeNodeId,
+      state: node.state,
+      ...(node.bdSeq === undefined ? {} : { bdSeq: node.bdSeq }),
+      ...(node.lastSeq === undefined ? {} : { lastSeq: node.lastSeq }),
+      devices: [...node.devices].map(([deviceId, device]) => ({ deviceId, online: device.online })),
+      births: node.births,
+      rebirthsRequested: node.rebirthsRequested,
+      rebirthsSuppressed: node.rebirthsSuppressed,
+      seqGaps: node.seqGaps,
+      dataBeforeBirth: node.dataBeforeBirth,
+      unknownAliases: node.unknownAliases,
+      staleDeaths: node.staleDeaths,
+      ...(node.offlineSince === undefined ? {} : { offlineSince: node.offlineSince }),
+    }));
+    return {
+      link: this.#lifecycle.status,
+      ...(this.#lifecycle.reason === undefined ? {} : { linkReason: this.#lifecycle.reason }),
+      state: { ...this.#lastState },
+      edgeNodes,
+      messages: { received: this.#counts.received, malformed: this.#counts.malformed },
+      samples: {
+        received: this.#counts.samples,
+        stored: this.#counts.stored,
+        queued: this.#writer.held,
+        conflicts: this.#counts.conflicts,
+        dropped: this.#counts.dropped,
+        discarded: this.#counts.discarded,
+        unstorable: this.#counts.unstorable,
+        transient: this.#counts.transient,
+        historical: this.#counts.historical,
+      },
+      storeErrors: this.#counts.storeErrors,
+      problems,
+    };
+  }
+
+  // ---- session -------------------------------------------------------------------------------
+
+  async #open(signal: AbortSignal): Promise<void> {
+    const timestamp = this.#clock.now();
+    const user = this.#options.mqtt ?? {};
+    const v5 = user.protocolVersion === 5;
+    // [tck-id-host-topic-phid-death-required] Will in CONNECT: STATE offline, QoS 1, retained,
+    // with the timestamp the birth below repeats.
+    const client = mqtt.connect(this.#options.brokerUrl, {
+      connectTimeout: this.#options.connectTimeoutMs ?? 10_000,
+      ...user,
+      clean: true,
+      reconnectPeriod: 0,
+      ...(v5 ? { properties: { ...user.properties, sessionExpiryInterval: 0 } } : {}),
+      will: {
+        topic: this.#stateTopic,
+        payload: Buffer.from(encodeHostState({ online: false, timestamp })),
+        qos: 1,
+        retain: true,
+      },
+    });
+    const session: Session = { client, timestamp, online: false, closing: false };
+    try {
+      await raceAbort(
+        new Promise<void>((resolve, reject) => {
+          const onError = (error: Error & { code?: number }): void => {
+            cleanup();
+            const refused = error.code !== undefined && [4, 5, 0x86, 0x87].includes(error.code);
+            reject(
+              new KilnError(
+                refused ? "KILN_AUTHENTICATION_FAILED" : "KILN_CONNECTION_FAILED",
+                `MQTT connect to ${this.#options.brokerUrl} failed: ${error.message}`,
+                { retryable: !refused, cause: error },
+              ),
+            );
+          };
+          const onClose = (): void => {
+            cleanup();
+            reject(
+              new KilnError(
+                "KILN_CONNECTION_FAILED",
+                `MQTT connect to ${this.#options.brokerUrl} failed: connection closed`,
+                {
+                  retryable: true,
+                },
+              ),
+            );
+          };
+          const onConnect = (): void => {
+            cleanup();
+            resolve();
+          };
+          const cleanup = (): void => {
+            client.off("error", onError);
+            client.off("close", onClose);
+            client.off("connect", onConnect);
+          };
+          client.on("error", onError);
+          client.on("close", onClose);
+          client.on("connect", onConnect);
+        }),
+        signal,
+        "Sparkplug host connect",
+      );
+      this.#session = session;
+      // Every edge node must be born again in this session before its data is taken: messages
+      // were missed while the host was away.
+      for (const node of this.#nodes.values()) {
+        if (node.state === "online") this.#setNodeState(node, "awaiting-rebirth", "the host reconnected to the broker");
+      }
+      client.on("message", (topic, payload) => this.#onMessage(session, topic, payload));
+      // Backpressure: MQTT.js reads the next packet only when this callback runs.
+      client.handleMessage = (_packet, callback) => {
+        if (!this.#writer.congested) callback();
+        else void this.#writer.whenRelieved().then(() => callback());
+      };
+      client.on("error", () => undefined);
+      client.once("close", () => this.#onSessionLost(session));
+      // [tck-id-host-topic-phid-birth-sub-required], [tck-id-message-flow-phid-sparkplug-subscription]:
+      // own STATE and the groups, QoS 1, before the STATE birth.
+      const filters: Record<string, { qos: 1 }> = { [this.#stateTopic]: { qos: 1 } };
+      for (const group of this.#groups) filters[`${SPARKPLUG_NAMESPACE}/${group}/#`] = { qos: 1 };
+      await raceAbort(client.subscribeAsync(filters), signal, "Sparkplug host subscribe");
+      // [tck-id-host-topic-phid-birth-required], [tck-id-host-topic-phid-birth-qos], [-retain]: STATE online.
+      await raceAbort(this.#publishOnline(session), signal, "Sparkplug host STATE");
+    } catch (error) {
+      session.closing = true;
+      if (this.#session === session) this.#session = undefined;
+      client.end(true);
+      throw error;
+    }
+  }
+
+  async #publishOnline(session: Session): Promise<void> {
+    await session.client.publishAsync(
+      this.#stateTopic,
+      Buffer.from(encodeHostState({ online: true, timestamp: session.timestamp })),
+      { qos: 1, retain: true },
+    );
+    session.online = true;
+    this.#lastState = { online: true, timestamp: session.timestamp };
+  }
+
+  #onSessionLost(session: Session): void {
+    if (session.closing || this.#session !== session) return;
+    this.#session = undefined;
+    session.closing = true;
+    session.client.end(true);
+    this.#lastState = { online: false, timestamp: session.timestamp };
+    // The host no longer sees the edge nodes: their live values are stale (Sparkplug 3.0.0, 5.x).
+    this.#markStale([...this.#live.keys()], this.#clock.now(), "the host lost its broker connection", false);
+    if (this.#stopping) return;
+    void this.#reconnect("connection to the broker lost");
+  }
+
+  #reconnect(reason: string): Promise<void> {
+    return this.#lifecycle.reconnect({
+      reason,
+      backoff: this.#backoff,
+      delayFirst: true,
+      attempt: (signal) => this.#open(signal),
+      onAttemptFailed: () => "retry",
+    });
+  }
+
+  // ---- messages ------------------------------------------------------------------------------
+
+  #reject(topic: string, message: string): void {
+    this.#counts.malformed++;
+    void this.#bus.publish("message-reject", { topic, message });
+  }
+
+  #onMessage(session: Session, topic: string, bytes: Uint8Array): void {
+    if (this.#session !== session || session.closing) return;
+    if (topic === this.#stateTopic) {
+      this.#onOwnState(session, topic, bytes);
+      return;
+    }
+    this.#counts.received++;
+    let parsed: SparkplugTopic;
+    try {
+      parsed = parseSparkplugTopic(topic);
+    } catch (error) {
+      this.#reject(topic, (error as Error).message);
+      return;
+    }
+    if (parsed.type === "STATE" || !this.#groups.has(parsed.groupId)) return;
+    if (parsed.type === "NCMD" || parsed.type === "DCMD") return;
+    const node = this.#node(parsed.groupId, parsed.edgeNodeId);
+    switch (parsed.type) {
+      case "NBIRTH":
+        this.#onNodeBirth(node, topic, bytes);
+        return;
+      case "NDEATH":
+        this.#onNodeDeath(node, topic, bytes);
+        return;
+      case "NDATA":
+        this.#onData(node, undefined, topic, bytes);
+        return;
+      case "DBIRTH":
+        this.#onDeviceBirth(node, parsed.deviceId, topic, bytes);
+        return;
+      case "DDATA":
+        this.#onData(node, parsed.deviceId, topic, bytes);
+        return;
+      case "DDEATH":
+        this.#onDeviceDeath(node, parsed.deviceId, topic, bytes);
+        return;
+    }
+  }
+
+  #onOwnState(session: Session, topic: string, bytes: Uint8Array): void {
+    let state: { online: boolean; timestamp: number };
+    try {
+      state = decodeHostState(bytes);
+    } catch (error) {
+      this.#reject(topic, (error as Error).message);
+      return;
+    }
+    // [tck-id-message-flow-hid-sparkplug-state-message-delivered]: seeing itself offline while
+    // connected, the host says it is online again (same timestamp as its Will, so the Will still
+    // counts when this session ends).
+    if (!state.online && session.online) {
+      void this.#publishOnline(session).catch(() => undefined);
+    }
+  }
+
+  #node(groupId: string, edgeNodeId: string): EdgeNodeState {
+    const key = `${groupId}/${edgeNodeId}`;
+    let node = this.#nodes.get(key);
+    if (node === undefined) {
+      node = {
+        groupId,
+        edgeNodeId,
+        state: "unknown",
+        bdSeq: undefined,
+        lastSeq: undefined,
+        birth: undefined,
+        devices: new Map(),
+        lastRebirthAt: undefined,
+        offlineSince: undefined,
+        births: 0,
+        rebirthsRequested: 0,
+        rebirthsSuppressed: 0,
+        seqGaps: 0,
+        dataBeforeBirth: 0,
+        unknownAliases: 0,
+        staleDeaths: 0,
+      };
+      this.#nodes.set(key, node);
+    }
+    return node;
+  }
+
+  #setNodeState(node: EdgeNodeState, state: EdgeNodeState["state"], reason: string, deviceId?: string): void {
+    if (deviceId === undefined) {
+      if (node.state === state) return;
+      node.state = state;
+    }
+    void this.#bus.publish("edge-node-change", {
+      groupId: node.groupId,
+      edgeNodeId: node.edgeNodeId,
+      ...(deviceId === undefined ? {} : { deviceId }),
+      state,
+      ...(node.bdSeq === undefined ? {} : { bdSeq: node.bdSeq }),
+      reason,
+    });
+  }
+
+  #decode(topic: string, bytes: Uint8Array, birth?: Birth): SparkplugPayload | undefined {
+    try {
+      return decodePayload(
+        bytes,
+        birth === undefined
+          ? {}
+          : {
+              datatypeOf: ({ name, alias }) =>
+                (alias !== undefined
+                  ? birth.byAlias.get(alias)
+                  : name !== undefined
+                    ? birth.byName.get(name)
+                    : undefined
+                )?.datatype,
+            },
+      );
+    } catch (error) {
+      this.#reject(topic, (error as Error).message);
+      return undefined;
+    }
+  }
+
+  /** Checks `seq` against the last one (0–255, wrapping); on a gap, distrusts the node. */
+  #checkSeq(node: EdgeNodeState, payload: SparkplugPayload, topic: string): boolean {
+    const seq = payload.seq;
+    const expected = node.lastSeq === undefined ? undefined : (node.lastSeq + 1) % 256;
+    if (seq === undefined || expected === undefined || seq !== expected) {
+      node.seqGaps++;
+      this.#distrust(
+        node,
+        "seq-gap",
+        `${topic}: seq ${seq === undefined ? "missing" : seq}, expected ${expected === undefined ? "none" : expected}`,
+      );
+      return false;
+    }
+    node.lastSeq = seq;
+    return true;
+  }
+
+  /** Stops taking the node's data until its next NBIRTH, and asks for one. */
+  #distrust(node: EdgeNodeState, reason: SparkplugRebirthReason, detail: string): void {
+    if (node.state === "online") this.#setNodeState(node, "awaiting-rebirth", detail);
+    this.#requestRebirth(node, reason, detail);
+  }
+
+  #requestRebirth(node: EdgeNodeState, reason: SparkplugRebirthReason, detail: string): void {
+    const session = this.#session;
+    const now = this.#clock.now();
+    const interval = this.#options.rebirthIntervalMs ?? 5_000;
+    const suppressed =
+      session === undefined || (node.lastRebirthAt !== undefined && now - node.lastRebirthAt < interval);
+    if (suppressed) node.rebirthsSuppressed++;
+    else {
+      node.lastRebirthAt = now;
+      node.rebirthsRequested++;
+      // [tck-id-operational-behavior-host-reordering-rebirth]; NCMD QoS 0, not retained
+      // ([tck-id-topics-ncmd-mqtt]), with a timestamp ([tck-id-topics-ncmd-timestamp]).
+      const bytes = encodePayload(
+        { timestamp: now, metrics: [{ name: REBIRTH, timestamp: now, datatype: "Boolean", value: true }] },
+        { omitDatatype: true },
+      );
+      session.client.publish(
+        sparkplugTopic({ type: "NCMD", groupId: node.groupId, edgeNodeId: node.edgeNodeId }),
+        Buffer.from(bytes),
+        { qos: 0, retain: false },
+      );
+    }
+    void this.#bus.publish("rebirth-request", {
+      groupId: node.groupId,
+      edgeNodeId: node.edgeNodeId,
+      reason,
+      detail,
+      suppressed,
+    });
+  }
+
+  #discard(payload: SparkplugPayload): void {
+    this.#counts.samples += payload.metrics.length;
+    this.#counts.discarded += payload.metrics.length;
+  }
+
+  #onNodeBirth(node: EdgeNodeState, topic: string, bytes: Uint8Array): void {
+    const payload = this.#decode(topic, bytes);
+    if (payload === undefined) return;
+    const bdSeqMetric = payload.metrics.find((metric) => metric.name === BDSEQ);
+    const bdSeq =
+      typeof bdSeqMetric?.value === "number" || typeof bdSeqMetric?.value === "bigint"
+        ? Number(bdSeqMetric.value)
+        : undefined;
+    if (bdSeq === undefined || payload.seq === undefined) {
+      this.#reject(
+        topic,
+        "an NBIRTH needs a bdSeq metric and a seq ([tck-id-payloads-nbirth-bdseq], [tck-id-payloads-nbirth-seq])",
+      );
+      this.#discard(payload);
+      this.#distrust(node, "data-before-birth", `${topic}: NBIRTH without bdSeq or seq`);
+      return;
+    }
+    // A new session of the edge node: its devices are gone until they are born again in it.
+    for (const [deviceId, device] of node.devices) {
+      if (device.online) this.#setNodeState(node, "offline", "a new NBIRTH of its edge node", deviceId);
+      device.online = false;
+      device.birth = undefined;
+    }
+    node.bdSeq = bdSeq;
+    node.lastSeq = payload.seq;
+    node.births++;
+    node.offlineSince = undefined;
+    node.birth = this.#birth(node, undefined, payload);
+    this.#setNodeState(node, "online", `NBIRTH bdSeq ${bdSeq}`);
+    this.#take(node, undefined, node.birth, payload, topic, true);
+  }
+
+  #onDeviceBirth(node: EdgeNodeState, deviceId: string, topic: string, bytes: Uint8Array): void {
+    const payload = this.#decode(topic, bytes);
+    if (payload === undefined) return;
+    if (node.state !== "online") {
+      node.dataBeforeBirth++;
+      this.#discard(payload);
+      this.#requestRebirth(node, "data-before-birth", `${topic} before an NBIRTH in this session`);
+      return;
+    }
+    if (!this.#checkSeq(node, payload, topic)) {
+      this.#discard(payload);
+      return;
+    }
+    const birth = this.#birth(node, deviceId, payload);
+    node.devices.set(deviceId, { online: true, birth });
+    this.#setNodeState(node, "online", "DBIRTH", deviceId);
+    this.#take(node, deviceId, birth, payload, topic, true);
+  }
+
+  #onData(node: EdgeNodeState, deviceId: string | undefined, topic: string, bytes: Uint8Array): void {
+    const device = deviceId === undefined ? undefined : node.devices.get(deviceId);
+    const birth = deviceId === undefined ? node.birth : device?.birth;
+    const payload = this.#decode(topic, bytes, birth);
+    if (payload === undefined) return;
+    if (node.state !== "online") {
+      node.dataBeforeBirth++;
+      this.#discard(payload);
+      this.#requestRebirth(node, "data-before-birth", `${topic} before an NBIRTH in this session`);
+      return;
+    }
+    if (!this.#checkSeq(node, payload, topic)) {
+      this.#discard(payload);
+      return;
+    }
+    if (birth === undefined || (device !== undefined && !device.online)) {
+      this.#discard(payload);
+      this.#distrust(node, "unknown-device", `${topic}: no DBIRTH for device ${String(deviceId)} in this session`);
+      return;
+    }
+    this.#take(node, deviceId, birth, payload, topic, false);
+  }
+
+  #onNodeDeath(node: EdgeNodeState, topic: string, bytes: Uint8Array): void {
+    const payload = this.#decode(topic, bytes);
+    if (payload === undefined) return;
+    const bdSeqMetric = payload.metrics.find((metric) => metric.name === BDSEQ);
+    const bdSeq =
+      typeof bdSeqMetric?.value === "number" || typeof bdSeqMetric?.value === "bigint"
+        ? Number(bdSeqMetric.value)
+        : undefined;
+    // A death whose bdSeq is not the current birth's belongs to an older session (a Will the
+    // broker delivered late): it must not take the new session down.
+    if (node.bdSeq !== undefined && bdSeq !== node.bdSeq) {
+      node.staleDeaths++;
+      this.#reject(
+        topic,
+        `NDEATH bdSeq ${String(bdSeq)} does not match the current NBIRTH bdSeq ${node.bdSeq}: stale, ignored`,
+      );
+      return;
+    }
+    const now = this.#clock.now();
+    // [tck-id-operational-behavior-edge-node-termination-host-action-ndeath-node-offline] and
+    // [...-ndeath-node-tags-stale], [...-ndeath-devices-offline], [...-ndeath-devices-tags-stale]:
+    // host time.
+    node.offlineSince = now;
+    node.lastSeq = undefined;
+    for (const [deviceId, device] of node.devices) {
+      if (device.online) this.#setNodeState(node, "offline", "NDEATH of its edge node", deviceId);
+      device.online = false;
+    }
+    this.#setNodeState(node, "offline", `NDEATH bdSeq ${String(bdSeq)}`);
+    this.#markStale(
+      this.#tagsOf(node, undefined),
+      now,
+      `edge node ${node.groupId}/${node.edgeNodeId} offline (NDEATH)`,
+      true,
+    );
+  }
+
+  #onDeviceDeath(node: EdgeNodeState, deviceId: string, topic: string, bytes: Uint8Array): void {
+    const payload = this.#decode(topic, bytes);
+    if (payload === undefined) return;
+    if (node.state !== "online") {
+      this.#discard(payload);
+      return;
+    }
+    if (!this.#checkSeq(node, payload, topic)) return;
+    const device = node.devices.get(deviceId);
+    if (device === undefined || !device.online) return;
+    device.online = false;
+    this.#setNodeState(node, "offline", "DDEATH", deviceId);
+    // [tck-id-operational-behavior-edge-node-termination-host-action-ddeath-devices-tags-stale]: the DDEATH's timestamp.
+    const at = payload.timestamp ?? this.#clock.now();
+    this.#markStale(
+      this.#tagsOf(node, deviceId),
+      at,
+      `device ${deviceId} of ${node.groupId}/${node.edgeNodeId} offline (DDEATH)`,
+      true,
+    );
+  }
+
+  /** Qualified tag names of the metrics born for the node (with its devices) or one device. */
+  #tagsOf(node: EdgeNodeState, deviceId: string | undefined): string[] {
+    const births: Birth[] = [];
+    if (deviceId === undefined) {
+      if (node.birth !== undefined) births.push(node.birth);
+      for (const device of node.devices.values()) if (device.birth !== undefined) births.push(device.birth);
+    } else {
+      const birth = node.devices.get(deviceId)?.birth;
+      if (birth !== undefined) births.push(birth);
+    }
+    const tags: string[] = [];
+    for (const birth of births)
+      for (const info of birth.byName.values()) if (info.tag !== undefined) tags.push(info.tag);
+    return tags;
+  }
+
+  /**
+   * Marks the live values of `tags` stale: uncertain "last usable value", at `at`. With
+   * `store`, the stale mark is also stored (history shows when the values stopped being live).
+   */
+  #markStale(tags: readonly string[], at: number, reason: string, store: boolean): void {
+    const marked: SparkplugLiveMetric[] = [];
+    const samples: Sample[] = [];
+    const stale = quality("uncertain", reason, QualityCodes.UncertainNoCommunicationLastUsableValue);
+    for (const tag of tags) {
+      const entry = this.#live.get(tag);
+      if (entry === undefined || entry.sample.quality.code === stale.code) continue;
+      // Never before the value it marks. The mark is stored only when it comes after that value
+      // in time (an edge clock ahead of the host's would put it where a real sample may land).
+      const after = at > entry.sample.timestamp;
+      const timestamp = after ? at : entry.sample.timestamp + 1;
+      const sample: Sample = { tag, value: entry.sample.value, timestamp, quality: stale };
+      const updated: SparkplugLiveMetric = { ...entry, sample };
+      this.#live.set(tag, updated);
+      marked.push(updated);
+      if (store && after && timestamp <= SAMPLE_TIME_MAX) samples.push(sample);
+    }
+    if (samples.length > 0) this.#writer.push(samples);
+    if (marked.length > 0) void this.#bus.publish("live-update", { metrics: marked });
+  }
+
+  #birth(node: EdgeNodeState, deviceId: string | undefined, payload: SparkplugPayload): Birth {
+    const birth: Birth = { byAlias: new Map(), byName: new Map() };
+    const tags: Tag[] = [];
+    for (const metric of payload.metrics) {
+      if (metric.name === undefined || metric.datatype === undefined) continue;
+      let tag: string | undefined;
+      try {
+        tag = qualifiedTagName({
+          groupId: node.groupId,
+          edgeNodeId: node.edgeNodeId,
+          ...(deviceId === undefined ? {} : { deviceId }),
+          metric: metric.name,
+        });
+      } catch {
+        tag = undefined;
+      }
+      const info: MetricInfo = { name: metric.name, datatype: metric.datatype, tag };
+      birth.byName.set(metric.name, info);
+      if (metric.alias !== undefined) birth.byAlias.set(metric.alias, info);
+      if (tag !== undefined && this.#options.registerTags !== false) {
+        const definition = this.#tagDefinition(metric);
+        if (definition !== undefined) {
+          const signature = JSON.stringify(definition);
+          if (this.#registered.get(tag) !== signature) {
+            try {
+              tags.push(...defineTags({ [tag]: definition }).list());
+              this.#registered.set(tag, signature);
+            } catch {
+              // Metadata Kiln refuses (a range on a string...): the tag is stored without it.
+            }
+          }
+        }
+      }
+    }
+    if (tags.length > 0) this.#writer.register(tags);
+    return birth;
+  }
+
+  #tagDefinition(metric: SparkplugMetric): TagDefinitionInput | undefined {
+    const dataType = tagDataTypeOfSparkplug(metric.datatype!);
+    if (dataType === undefined) return undefined;
+    const properties = metric.properties ?? {};
+    const text = (key: string): string | undefined => {
+      const value = properties[key]?.value;
+      return typeof value === "string" ? value : undefined;
+    };
+    const number = (key: string): number | undefined => {
+      const value = properties[key]?.value;
+      return typeof value === "number" && Number.isFinite(value) ? value : undefined;
+    };
+    const unit = text("engUnit");
+    const description = text("description");
+    const low = number("engLow");
+    const high = number("engHigh");
+    const numeric = dataType !== "bool" && dataType !== "string";
+    return {
+      dataType,
+      ...(unit === undefined ? {} : { unit }),
+      ...(description === undefined ? {} : { description }),
+      ...(numeric && low !== undefined && high !== undefined && low <= high ? { range: { min: low, max: high } } : {}),
+    };
+  }
+
+  /** Turns the metrics of a birth or data message into samples: store them, update the live view. */
+  #take(
+    node: EdgeNodeState,
+    deviceId: string | undefined,
+    birth: Birth,
+    payload: SparkplugPayload,
+    topic: string,
+    isBirth: boolean,
+  ): void {
+    const samples: Sample[] = [];
+    const live: SparkplugLiveMetric[] = [];
+    const now = this.#clock.now();
+    const infos: (MetricInfo | undefined)[] = [];
+    for (const metric of payload.metrics) {
+      const info =
+        !isBirth && metric.alias !== undefined
+          ? birth.byAlias.get(metric.alias)
+          : metric.name !== undefined
+            ? birth.byName.get(metric.name)
+            : undefined;
+      if (info === undefined && !isBirth) {
+        // One metric the birth did not announce: the alias map cannot be trusted for any of them.
+        const what = metric.alias !== undefined ? `alias ${String(metric.alias)}` : `metric ${String(metric.name)}`;
+        this.#counts.samples += payload.metrics.length;
+        this.#counts.discarded += payload.metrics.length;
+        node.unknownAliases++;
+        this.#distrust(node, "unknown-alias", `${topic}: ${what} is not in the birth certificate`);
+        return;
+      }
+      infos.push(info);
+    }
+    for (let index = 0; index < payload.metrics.length; index++) {
+      const metric = payload.metrics[index]!;
+      const info = infos[index];
+      this.#counts.samples++;
+      if (info === undefined) {
+        // A birth metric without a name or datatype ([tck-id-topics-nbirth-metrics]): nothing to store it as.
+        this.#counts.unstorable++;
+        continue;
+      }
+      const value = tagValueOfMetric(metric.value, info.datatype);
+      const timestamp = metric.timestamp ?? payload.timestamp ?? now;
+      if (info.tag === undefined || value === undefined || timestamp < SAMPLE_TIME_MIN || timestamp > SAMPLE_TIME_MAX) {
+        this.#counts.unstorable++;
+        continue;
+      }
+      const sample: Sample = {
+        tag: info.tag,
+        value,
+        timestamp,
+        quality: qualityOfMetric(metric.properties, value === null),
+      };
+      if (metric.isTransient === true) this.#counts.transient++;
+      else samples.push(sample);
+      if (metric.isHistorical === true) {
+        this.#counts.historical++;
+        continue;
+      }
+      const entry: SparkplugLiveMetric = {
+        sample,
+        groupId: node.groupId,
+        edgeNodeId: node.edgeNodeId,
+        ...(deviceId === undefined ? {} : { deviceId }),
+        metric: info.name,
+        datatype: info.datatype,
+      };
+      this.#live.set(info.tag, entry);
+      live.push(entry);
+    }
+    this.#writer.push(samples);
+    if (live.length > 0 && this.#bus.listenerCount("live-update") > 0)
+      void this.#bus.publish("live-update", { metrics: live });
+  }
+}

@@ -1,0 +1,249 @@
+import { KilnError, type Sample, type Store } from "@kiln/core";
+import type { SampleWriteResult } from "@kiln/core/driver-kit";
+import mqtt from "mqtt";
+import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
+import { SparkplugHost, type SparkplugHostEvents, type SparkplugHostOptions } from "../src/host";
+import { qualifiedTagName } from "../src/host-tag-names";
+import { encodePayload } from "../src/payload";
+import { freePort, startTestBroker, type TestBroker } from "../src/testing/index";
+import { RawEdgeNode, eventually, openTestDatabase, type TestDatabase } from "./support/host-harness";
+
+const GROUP = "plant-1";
+const NODE = "line-3";
+const DEVICE = "ald-1";
+const PRESSURE = qualifiedTagName({ groupId: GROUP, edgeNodeId: NODE, deviceId: DEVICE, metric: "chamber.pressure" });
+
+let broker: TestBroker;
+beforeAll(async () => {
+  broker = await startTestBroker();
+});
+afterAll(async () => {
+  await broker.stop();
+});
+const cleanups: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => undefined);
+});
+
+/** A store whose writes a test can hold or fail, in front of a real PostgreSQL store. */
+function faultyStore(
+  db: TestDatabase,
+  faults: { fail?: (call: number) => unknown; gate?: () => Promise<void> },
+): Store & { calls(): number } {
+  let calls = 0;
+  const inner = db.store;
+  const samples = Object.create(inner.samples) as Store["samples"];
+  samples.writeBatch = async (batch: readonly Sample[]): Promise<SampleWriteResult | void> => {
+    const call = ++calls;
+    await faults.gate?.();
+    const failure = faults.fail?.(call);
+    if (failure !== undefined) throw failure;
+    return inner.samples.writeBatch(batch);
+  };
+  return Object.assign(Object.create(inner) as Store, {
+    samples,
+    open: (tags: Parameters<Store["open"]>[0]) => inner.open(tags),
+    calls: () => calls,
+  });
+}
+
+async function startHost(options: Partial<SparkplugHostOptions> & Pick<SparkplugHostOptions, "store">) {
+  const host = new SparkplugHost({
+    brokerUrl: broker.url,
+    hostId: `faults-${Math.random().toString(16).slice(2, 8)}`,
+    groups: [GROUP],
+    rebirthIntervalMs: 0,
+    reconnect: { initialDelayMs: 50, maxDelayMs: 200 },
+    batching: { maxDelayMs: 5, retry: { initialDelayMs: 10, maxDelayMs: 20 } },
+    ...options,
+  });
+  cleanups.push(() => host.stop());
+  await host.start();
+  await host.whenConnected();
+  return host;
+}
+
+async function bornEdge(born: number, metrics: Parameters<RawEdgeNode["dbirth"]>[1] = []): Promise<RawEdgeNode> {
+  const edge = await RawEdgeNode.connect(broker.url, GROUP, NODE, 0);
+  cleanups.push(() => edge.close());
+  await edge.nbirth(0, [{ name: "uptime", alias: 100, timestamp: born, datatype: "Int64", value: 1 }]);
+  await edge.dbirth(DEVICE, [
+    { name: "chamber.pressure", alias: 1, timestamp: born, datatype: "Double", value: 1 },
+    ...metrics,
+  ]);
+  return edge;
+}
+
+describe("Sparkplug host: what it cannot read, store or keep up with", () => {
+  test("malformed payloads, unknown message types and unstorable metrics are counted and ignored; node metrics come by alias in NDATA", async () => {
+    const db = await openTestDatabase();
+    cleanups.push(() => db.close());
+    const host = await startHost({ store: db.store });
+    const rejects: SparkplugHostEvents["message-reject"][] = [];
+    host.events.on("message-reject", (event) => {
+      rejects.push(event);
+    });
+    const updates: number[] = [];
+    host.events.on("live-update", (event) => {
+      updates.push(event.metrics.length);
+    });
+    const born = Date.now() - 10_000;
+    const edge = await bornEdge(born, [
+      { name: "profile", alias: 2, timestamp: born, datatype: "Int32Array", value: [1, 2, 3] },
+      { name: "x".repeat(300), alias: 3, timestamp: born, datatype: "Double", value: 1 },
+    ]);
+    await eventually(() => host.latest(PRESSURE));
+    expect(host.health().samples.unstorable).toBe(2);
+    await edge.ndata([{ alias: 100, timestamp: born + 1, datatype: "Int64", value: 2 }]);
+    const uptime = qualifiedTagName({ groupId: GROUP, edgeNodeId: NODE, metric: "uptime" });
+    await eventually(() => host.latest(uptime)?.sample.value === 2);
+    expect([...host.live().keys()].sort()).toEqual([
+      "plant-1/line-3//Node:20Control/Rebirth",
+      "plant-1/line-3//bdSeq",
+      "plant-1/line-3//uptime",
+      PRESSURE,
+    ]);
+    expect(updates.length).toBeGreaterThan(0);
+
+    const raw = await mqtt.connectAsync(broker.url, { reconnectPeriod: 0 });
+    cleanups.push(() => raw.endAsync(true));
+    await raw.publishAsync(`spBv1.0/${GROUP}/DDATA/${NODE}/${DEVICE}`, Buffer.from([0xff, 0xff, 0xff]));
+    await raw.publishAsync(`spBv1.0/${GROUP}/XDATA/${NODE}`, Buffer.from([]));
+    await raw.publishAsync(
+      `spBv1.0/${GROUP}/NBIRTH/other`,
+      Buffer.from(encodePayload({ timestamp: born, seq: 0, metrics: [] })),
+    );
+    await eventually(() => host.health().messages.malformed === 3);
+    expect(rejects.map((event) => event.topic)).toEqual([
+      `spBv1.0/${GROUP}/DDATA/${NODE}/${DEVICE}`,
+      `spBv1.0/${GROUP}/XDATA/${NODE}`,
+      `spBv1.0/${GROUP}/NBIRTH/other`,
+    ]);
+    // The edge node behind the bad DDATA is not touched: the message was not read.
+    expect(host.health().edgeNodes.find((node) => node.edgeNodeId === NODE)?.state).toBe("online");
+    expect(host.health().edgeNodes.find((node) => node.edgeNodeId === "other")?.state).toBe("unknown");
+  });
+
+  test("a different sample at a stored (tag, timestamp) is refused by the store and counted as a conflict, with the samples in the event", async () => {
+    const db = await openTestDatabase();
+    cleanups.push(() => db.close());
+    const host = await startHost({ store: db.store });
+    const drops: SparkplugHostEvents["samples-drop"][] = [];
+    host.events.on("samples-drop", (event) => {
+      drops.push(event);
+    });
+    const born = Date.now() - 10_000;
+    const edge = await bornEdge(born);
+    await eventually(async () => (await db.samples(PRESSURE)).length === 1);
+    await edge.ddata(DEVICE, [{ alias: 1, timestamp: born, datatype: "Double", value: 2 }]);
+    await eventually(() => host.health().samples.conflicts === 1);
+    expect(drops[0]?.conflicts?.[0]?.sample).toMatchObject({ tag: PRESSURE, value: 2, timestamp: born });
+    expect((await db.samples(PRESSURE)).map((sample) => sample.value)).toEqual([1]);
+  });
+
+  test("a retryable store failure is retried until the batch is written; a refused batch is dropped and counted", async () => {
+    const db = await openTestDatabase();
+    cleanups.push(() => db.close());
+    let refuse = false;
+    const store = faultyStore(db, {
+      fail: (call) =>
+        call <= 2
+          ? new KilnError("KILN_STORE_ERROR", "connection reset", { retryable: true })
+          : refuse
+            ? new KilnError("KILN_VALIDATION", "refused")
+            : undefined,
+    });
+    const host = await startHost({ store });
+    const errors: SparkplugHostEvents["store-error"][] = [];
+    host.events.on("store-error", (event) => {
+      errors.push(event);
+    });
+    const born = Date.now() - 10_000;
+    const edge = await bornEdge(born);
+    await eventually(async () => (await db.samples(PRESSURE)).length === 1, 5_000, "written after two failures");
+    expect(errors.slice(0, 2).map((error) => [error.code, error.willRetry])).toEqual([
+      ["KILN_STORE_ERROR", true],
+      ["KILN_STORE_ERROR", true],
+    ]);
+    expect(host.health().problems).toEqual([]);
+    refuse = true;
+    await edge.ddata(DEVICE, [{ alias: 1, timestamp: born + 1, datatype: "Double", value: 5 }]);
+    await eventually(() => host.health().samples.dropped === 1);
+    expect(host.health().storeErrors).toBe(3);
+    expect(host.health().problems.join()).toContain("refused");
+  });
+
+  test("a slow store: the host stops reading from the broker (backpressure), says so in health, and stores everything once the store catches up", async () => {
+    const db = await openTestDatabase();
+    cleanups.push(() => db.close());
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const store = faultyStore(db, { gate: () => gate });
+    const host = await startHost({ store, batching: { maxBatchSize: 50, maxQueuedSamples: 200, maxDelayMs: 5 } });
+    const born = Date.now() - 100_000;
+    const edge = await bornEdge(born);
+    await eventually(() => host.latest(PRESSURE));
+    for (let message = 0; message < 30; message++) {
+      await edge.ddata(
+        DEVICE,
+        Array.from({ length: 20 }, (_unused, index) => ({
+          alias: 1,
+          timestamp: born + 1 + message * 20 + index,
+          datatype: "Double" as const,
+          value: message * 20 + index,
+        })),
+      );
+    }
+    await eventually(() => host.health().problems.some((problem) => problem.includes("behind")), 5_000, "congested");
+    expect(host.health().samples.queued).toBeLessThanOrEqual(200);
+    release();
+    await eventually(
+      async () => (await db.samples(PRESSURE)).length === 601,
+      10_000,
+      "all 600 samples and the birth stored",
+    );
+    const { samples } = host.health();
+    expect(samples.dropped + samples.discarded + samples.conflicts).toBe(0);
+    expect(host.health().edgeNodes[0]).toMatchObject({ state: "online", seqGaps: 0 });
+  });
+
+  test("started while the broker is down, the host keeps trying on its backoff and connects when the broker comes up", async () => {
+    const db = await openTestDatabase();
+    cleanups.push(() => db.close());
+    const port = await freePort();
+    const host = new SparkplugHost({
+      brokerUrl: `mqtt://127.0.0.1:${port}`,
+      hostId: "late",
+      groups: [GROUP],
+      store: db.store,
+      reconnect: { initialDelayMs: 50, maxDelayMs: 100 },
+      connectTimeoutMs: 1_000,
+    });
+    cleanups.push(() => host.stop());
+    await host.start();
+    expect(host.health().link).not.toBe("connected");
+    expect(host.health().problems.join()).toContain("broker link");
+    await expect(host.start()).rejects.toSatisfy((error: unknown) => KilnError.is(error, "KILN_LIFECYCLE"));
+    const late = await startTestBroker({ port });
+    cleanups.push(() => late.stop());
+    await eventually(() => host.health().link === "connected", 10_000, "connected once the broker is up");
+    expect(host.health().state.online).toBe(true);
+    await host[Symbol.asyncDispose]();
+    expect(host.health().link).toBe("closed");
+  });
+
+  test("options without a store or with a negative rebirthIntervalMs are refused", () => {
+    const paths = (options: unknown): unknown => {
+      try {
+        new SparkplugHost(options as SparkplugHostOptions);
+        return "accepted";
+      } catch (error) {
+        return (error as KilnError).details.issues;
+      }
+    };
+    expect(paths({ brokerUrl: "mqtt://x", hostId: "h", groups: ["g"], rebirthIntervalMs: -1 })).toMatchObject([
+      { path: "store" },
+      { path: "rebirthIntervalMs" },
+    ]);
+  });
+});

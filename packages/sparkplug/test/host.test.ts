@@ -1,0 +1,578 @@
+import { QualityCodes } from "@kiln/core";
+import mqtt from "mqtt";
+import type { IConnectPacket, ISubscribePacket } from "mqtt-packet";
+import { afterEach, beforeAll, describe, expect, test } from "vitest";
+import { SparkplugHost, type SparkplugHostEvents, type SparkplugHostOptions } from "../src/host";
+import { qualifiedTagName } from "../src/host-tag-names";
+import { decodePayload } from "../src/payload";
+import {
+  recordSparkplug,
+  startMqttTap,
+  startTestBroker,
+  type SparkplugRecorder,
+  type TestBroker,
+} from "../src/testing/index";
+import { RawEdgeNode, eventually, openTestDatabase, type TestDatabase } from "./support/host-harness";
+
+const GROUP = "plant-1";
+const NODE = "line-3";
+const DEVICE = "ald-1";
+const PRESSURE = qualifiedTagName({ groupId: GROUP, edgeNodeId: NODE, deviceId: DEVICE, metric: "chamber.pressure" });
+const HEATER = qualifiedTagName({ groupId: GROUP, edgeNodeId: NODE, deviceId: DEVICE, metric: "heater.on" });
+const STATE_TEXT = qualifiedTagName({
+  groupId: GROUP,
+  edgeNodeId: NODE,
+  deviceId: DEVICE,
+  metric: "Kiln/Machine State",
+});
+
+/** The device's DBIRTH metrics: aliases 1–3, with quality properties as the Kiln edge node sends them. */
+function deviceBirth(timestamp: number) {
+  const good = {
+    Quality: { type: "Int32", value: 192 },
+    StatusCode: { type: "UInt32", value: 0 },
+  } as const;
+  return [
+    {
+      name: "chamber.pressure",
+      alias: 1,
+      timestamp,
+      datatype: "Double",
+      value: 1.5e-3,
+      properties: {
+        ...good,
+        engUnit: { type: "String", value: "mbar" },
+        engLow: { type: "Double", value: 0 },
+        engHigh: { type: "Double", value: 1000 },
+      },
+    },
+    { name: "heater.on", alias: 2, timestamp, datatype: "Boolean", value: false, properties: good },
+    { name: "Kiln/Machine State", alias: 3, timestamp, datatype: "String", value: "Idle", properties: good },
+  ] as const;
+}
+
+let broker: TestBroker;
+
+beforeAll(async () => {
+  broker = await startTestBroker();
+  console.info(
+    `Sparkplug host tests: broker ${broker.kind}, store ${process.env.DATABASE_URL ? "PostgreSQL server" : "PGlite"}`,
+  );
+  return async () => {
+    await broker.stop();
+  };
+});
+
+const perTest: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  for (const cleanup of perTest.splice(0).reverse()) await cleanup().catch(() => undefined);
+});
+
+interface Rig {
+  readonly host: SparkplugHost;
+  readonly db: TestDatabase;
+  readonly recorder: SparkplugRecorder;
+  readonly events: { [K in keyof SparkplugHostEvents]?: SparkplugHostEvents[K][] };
+  edge(bdSeq?: number, edgeNodeId?: string): Promise<RawEdgeNode>;
+  /** NCMD rebirth requests the recorder saw for the edge node. */
+  rebirths(edgeNodeId?: string): number;
+}
+
+async function rig(options: Partial<SparkplugHostOptions> = {}): Promise<Rig> {
+  const db = await openTestDatabase();
+  perTest.push(() => db.close());
+  const recorder = await recordSparkplug(broker.url, {
+    decode: { datatypeOf: ({ name }) => (name === "Node Control/Rebirth" ? "Boolean" : undefined) },
+  });
+  perTest.push(() => recorder.close());
+  const host = new SparkplugHost({
+    brokerUrl: broker.url,
+    hostId: `kiln-host-${Math.random().toString(16).slice(2, 8)}`,
+    groups: [GROUP],
+    store: db.store,
+    rebirthIntervalMs: 0,
+    reconnect: { initialDelayMs: 50, maxDelayMs: 200 },
+    batching: { maxDelayMs: 5 },
+    ...options,
+  });
+  perTest.push(() => host.stop());
+  const events: Rig["events"] = {};
+  for (const type of [
+    "edge-node-change",
+    "rebirth-request",
+    "samples-drop",
+    "message-reject",
+    "store-error",
+  ] as const) {
+    host.events.on(type, (event) => {
+      ((events[type] ??= []) as unknown[]).push(event);
+    });
+  }
+  await host.start();
+  await host.whenConnected();
+  return {
+    host,
+    db,
+    recorder,
+    events,
+    async edge(bdSeq = 0, edgeNodeId = NODE) {
+      const edge = await RawEdgeNode.connect(broker.url, GROUP, edgeNodeId, bdSeq);
+      perTest.push(() => edge.close());
+      return edge;
+    },
+    rebirths(edgeNodeId = NODE) {
+      return recorder.messages.filter(
+        (message) =>
+          message.parsed?.type === "NCMD" &&
+          message.parsed.edgeNodeId === edgeNodeId &&
+          message.payload?.metrics.some((metric) => metric.name === "Node Control/Rebirth" && metric.value === true),
+      ).length;
+    },
+  };
+}
+
+/** A born edge node with device `ald-1` (aliases 1–3); returns it and the birth time. */
+async function bornEdge(rigged: Rig, bdSeq = 0): Promise<{ edge: RawEdgeNode; born: number }> {
+  const edge = await rigged.edge(bdSeq);
+  const born = Date.now() - 1_000;
+  await edge.nbirth(bdSeq);
+  await edge.dbirth(DEVICE, deviceBirth(born));
+  await eventually(() => rigged.host.latest(STATE_TEXT), 5_000, "the births reach the host");
+  return { edge, born };
+}
+
+function nodeHealth(host: SparkplugHost, edgeNodeId = NODE) {
+  return host.health().edgeNodes.find((node) => node.edgeNodeId === edgeNodeId);
+}
+
+describe("Sparkplug host: STATE (Sparkplug 3.0.0, 5.3 host session establishment)", () => {
+  test("[tck-id-host-topic-phid-birth-qos] [tck-id-host-topic-phid-birth-retain] [tck-id-host-topic-phid-birth-topic] [tck-id-host-topic-phid-birth-payload] STATE online is published on spBv1.0/STATE/<host id> with QoS 1 and retain, as JSON {online, timestamp}", async () => {
+    const { host } = await rig({ hostId: "scada-birth" });
+    // A subscriber that arrives later gets the retained STATE, at the QoS it asked for (1).
+    const late = await recordSparkplug(broker.url, { filter: "spBv1.0/STATE/scada-birth" });
+    perTest.push(() => late.close());
+    const state = await late.waitFor((message) => message.parsed?.type === "STATE");
+    expect(state.topic).toBe("spBv1.0/STATE/scada-birth");
+    expect(state.retain).toBe(true);
+    expect(state.qos).toBe(1);
+    const json = JSON.parse(Buffer.from(state.bytes).toString("utf8")) as Record<string, unknown>;
+    expect(Object.keys(json).sort()).toEqual(["online", "timestamp"]);
+    expect(json.online).toBe(true);
+    expect(json.timestamp).toBe(host.health().state.timestamp);
+    expect(host.health().state.online).toBe(true);
+  });
+
+  test("[tck-id-host-topic-phid-death-required] [tck-id-host-topic-phid-death-qos] [tck-id-host-topic-phid-death-retain] the Will is STATE offline, QoS 1, retained, with the timestamp of the birth; after the reconnect STATE is online again", async () => {
+    const proxy = await startMqttTap(broker.port);
+    perTest.push(() => proxy.close());
+    const { host, recorder } = await rig({ hostId: "scada-will", brokerUrl: proxy.url });
+    const birth = await recorder.waitFor(
+      (message) => message.topic === "spBv1.0/STATE/scada-will" && message.state !== undefined,
+    );
+    const born = birth.state as { online: boolean; timestamp: number };
+    // The host's TCP connection breaks without a DISCONNECT: the broker publishes its Will.
+    proxy.cut();
+    const will = await recorder.waitFor(
+      (message) =>
+        message.topic === "spBv1.0/STATE/scada-will" && (message.state as { online: boolean }).online === false,
+    );
+    expect(will.state).toEqual({ online: false, timestamp: born.timestamp });
+    // The recorder's subscription is QoS 1, and a Will of QoS 1 keeps it.
+    expect(will.qos).toBe(1);
+    await eventually(
+      () => host.health().link === "connected" && host.health().state.timestamp !== born.timestamp,
+      10_000,
+      "reconnected",
+    );
+    const retained = await recordSparkplug(broker.url, { filter: "spBv1.0/STATE/scada-will" });
+    perTest.push(() => retained.close());
+    const again = await retained.waitFor((message) => message.retain);
+    expect(again.state).toEqual({ online: true, timestamp: host.health().state.timestamp });
+  });
+
+  test("[tck-id-message-flow-phid-sparkplug-clean-session-311] [tck-id-host-topic-phid-birth-sub-required] [tck-id-message-flow-phid-sparkplug-subscription] [tck-id-host-topic-phid-birth-message] CONNECT is a clean session with the STATE Will; the host subscribes its own STATE and spBv1.0/<group>/# at QoS 1 before its first PUBLISH, the STATE birth", async () => {
+    const tap = await startMqttTap(broker.port);
+    perTest.push(() => tap.close());
+    const { host } = await rig({ hostId: "scada-order", brokerUrl: tap.url, groups: [GROUP, "plant-2"] });
+    const connect = await tap.waitFor(({ packet }) => packet.cmd === "connect");
+    const packet = connect.packet as IConnectPacket;
+    expect(packet.clean).toBe(true);
+    expect(packet.will).toMatchObject({ topic: "spBv1.0/STATE/scada-order", qos: 1, retain: true });
+    expect(JSON.parse(Buffer.from(packet.will!.payload as Buffer).toString("utf8"))).toEqual({
+      online: false,
+      timestamp: host.health().state.timestamp,
+    });
+    const sent = tap.packets.filter((each) => each.connection === connect.connection).map((each) => each.packet);
+    const subscribe = sent.findIndex((each) => each.cmd === "subscribe");
+    const publish = sent.findIndex((each) => each.cmd === "publish");
+    expect(subscribe).toBeGreaterThan(0);
+    expect(publish).toBeGreaterThan(subscribe);
+    expect((sent[subscribe] as ISubscribePacket).subscriptions.map(({ topic, qos }) => [topic, qos]).sort()).toEqual([
+      ["spBv1.0/STATE/scada-order", 1],
+      ["spBv1.0/plant-1/#", 1],
+      ["spBv1.0/plant-2/#", 1],
+    ]);
+    expect(sent[publish]).toMatchObject({ cmd: "publish", topic: "spBv1.0/STATE/scada-order", qos: 1, retain: true });
+  });
+
+  test("[tck-id-message-flow-hid-sparkplug-state-message-delivered] a STATE offline for its own id, while connected, makes the host publish STATE online again", async () => {
+    const { host, recorder } = await rig({ hostId: "scada-echo" });
+    const { timestamp } = host.health().state;
+    const other = await mqtt.connectAsync(broker.url, { reconnectPeriod: 0 });
+    await other.publishAsync("spBv1.0/STATE/scada-echo", JSON.stringify({ online: false, timestamp }), {
+      qos: 1,
+      retain: true,
+    });
+    await other.endAsync();
+    await eventually(
+      () =>
+        recorder.messages.filter((message) => message.topic === "spBv1.0/STATE/scada-echo").at(-1)?.state !==
+          undefined &&
+        (
+          recorder.messages.filter((message) => message.topic === "spBv1.0/STATE/scada-echo").at(-1)!.state as {
+            online: boolean;
+          }
+        ).online === true &&
+        recorder.messages.some(
+          (message) =>
+            message.topic === "spBv1.0/STATE/scada-echo" && (message.state as { online: boolean }).online === false,
+        ),
+    );
+    const last = recorder.messages.filter((message) => message.topic === "spBv1.0/STATE/scada-echo").at(-1)!;
+    expect(last.state).toEqual({ online: true, timestamp });
+  });
+
+  test("[tck-id-host-topic-phid-death-payload] stop() publishes STATE offline (retained, the session's timestamp) before disconnecting", async () => {
+    const { host } = await rig({ hostId: "scada-stop" });
+    const { timestamp } = host.health().state;
+    await host.stop();
+    const retained = await recordSparkplug(broker.url, { filter: "spBv1.0/STATE/scada-stop" });
+    perTest.push(() => retained.close());
+    const state = await retained.waitFor((message) => message.retain);
+    expect(state.state).toEqual({ online: false, timestamp });
+    expect(host.health().link).toBe("closed");
+  });
+});
+
+describe("Sparkplug host: births, data and the store", () => {
+  test("births give the alias map; DDATA by alias is stored under group/edge node/device tag names with the metric's own timestamp; the live view follows", async () => {
+    const rigged = await rig();
+    const { edge, born } = await bornEdge(rigged, 3);
+    const at = born + 500;
+    await edge.ddata(DEVICE, [
+      { alias: 1, timestamp: at, datatype: "Double", value: 2.25 },
+      { alias: 2, timestamp: at, datatype: "Boolean", value: true },
+    ]);
+    await eventually(
+      async () => (await rigged.db.samples(PRESSURE)).length === 2,
+      5_000,
+      "two pressure samples stored",
+    );
+    const pressure = await rigged.db.samples(PRESSURE);
+    expect(pressure.map((sample) => [sample.timestamp, sample.value, sample.quality.severity])).toEqual([
+      [born, 1.5e-3, "good"],
+      [at, 2.25, "good"],
+    ]);
+    expect((await rigged.db.samples(HEATER)).map((sample) => sample.value)).toEqual([false, true]);
+    expect(rigged.host.latest(PRESSURE)?.sample).toMatchObject({ value: 2.25, timestamp: at });
+    expect(rigged.host.latest(PRESSURE)).toMatchObject({
+      groupId: GROUP,
+      edgeNodeId: NODE,
+      deviceId: DEVICE,
+      metric: "chamber.pressure",
+      datatype: "Double",
+    });
+    // Node metrics too, under the edge node's empty device level.
+    const bdSeqTag = qualifiedTagName({ groupId: GROUP, edgeNodeId: NODE, metric: "bdSeq" });
+    expect(bdSeqTag).toBe("plant-1/line-3//bdSeq");
+    await eventually(async () => (await rigged.db.samples(bdSeqTag)).length === 1);
+    expect((await rigged.db.samples(bdSeqTag))[0]!.value).toBe(3);
+    const health = nodeHealth(rigged.host)!;
+    expect(health).toMatchObject({
+      state: "online",
+      bdSeq: 3,
+      lastSeq: 2,
+      births: 1,
+      seqGaps: 0,
+      rebirthsRequested: 0,
+    });
+    expect(health.devices).toEqual([{ deviceId: DEVICE, online: true }]);
+    expect(rigged.rebirths()).toBe(0);
+  });
+
+  test("a birth registers the tag's metadata (data type, unit, range) in the store", async () => {
+    const rigged = await rig();
+    await bornEdge(rigged);
+    await eventually(async () => (await rigged.db.tag(PRESSURE))?.unit === "mbar", 5_000, "the tag is registered");
+    expect(await rigged.db.tag(PRESSURE)).toEqual({
+      data_type: "float64",
+      unit: "mbar",
+      range_min: 0,
+      range_max: 1000,
+    });
+    expect(await rigged.db.tag(HEATER)).toEqual({ data_type: "bool", unit: null, range_min: null, range_max: null });
+  });
+
+  test("quality bad and uncertain (StatusCode, Quality, StatusReason properties) arrive in the store as such", async () => {
+    const rigged = await rig();
+    const { edge, born } = await bornEdge(rigged);
+    await edge.ddata(DEVICE, [
+      {
+        alias: 1,
+        timestamp: born + 1,
+        datatype: "Double",
+        value: 0,
+        properties: {
+          Quality: { type: "Int32", value: 0 },
+          StatusCode: { type: "UInt32", value: QualityCodes.BadNoCommunication },
+          StatusReason: { type: "String", value: "PLC unreachable" },
+        },
+      },
+    ]);
+    await edge.ddata(DEVICE, [
+      {
+        alias: 1,
+        timestamp: born + 2,
+        datatype: "Double",
+        value: 7,
+        properties: { Quality: { type: "Int32", value: 500 } },
+      },
+    ]);
+    await edge.ddata(DEVICE, [{ alias: 1, timestamp: born + 3, datatype: "Double", value: null }]);
+    await eventually(async () => (await rigged.db.samples(PRESSURE)).length === 4);
+    const [, bad, stale, nullValue] = await rigged.db.samples(PRESSURE);
+    expect(bad!.quality).toEqual({ severity: "bad", code: QualityCodes.BadNoCommunication, reason: "PLC unreachable" });
+    expect(bad!.value).toBe(0);
+    expect(stale!.quality.severity).toBe("uncertain");
+    expect(stale!.value).toBe(7);
+    expect(nullValue!.value).toBeNull();
+    expect(nullValue!.quality.severity).toBe("bad");
+  });
+
+  test("historical metrics (is_historical) are stored but never change the live view", async () => {
+    const rigged = await rig();
+    const { edge, born } = await bornEdge(rigged);
+    await edge.ddata(DEVICE, [{ alias: 1, timestamp: born + 100, datatype: "Double", value: 5 }]);
+    await eventually(() => rigged.host.latest(PRESSURE)?.sample.value === 5);
+    await edge.ddata(DEVICE, [
+      { alias: 1, timestamp: born + 10, datatype: "Double", value: 99, isHistorical: true },
+      { alias: 1, timestamp: born + 200, datatype: "Double", value: 98, isHistorical: true },
+    ]);
+    await eventually(async () => (await rigged.db.samples(PRESSURE)).length === 4);
+    expect((await rigged.db.samples(PRESSURE)).map((sample) => sample.value)).toEqual([1.5e-3, 99, 5, 98]);
+    expect(rigged.host.latest(PRESSURE)?.sample.value).toBe(5);
+    expect(rigged.host.health().samples.historical).toBe(2);
+  });
+
+  test("a replay (the same samples delivered again after a rebirth) is stored once and counts as neither conflict nor loss", async () => {
+    const rigged = await rig();
+    const { edge, born } = await bornEdge(rigged);
+    const data = [
+      { alias: 1, timestamp: born + 1, datatype: "Double", value: 1 },
+      { alias: 1, timestamp: born + 2, datatype: "Double", value: 2 },
+    ] as const;
+    await edge.ddata(DEVICE, data);
+    // As after a host or broker restart: a new birth, then the same samples again, as historical.
+    await edge.nbirth(0);
+    await edge.dbirth(DEVICE, deviceBirth(born));
+    await edge.ddata(
+      DEVICE,
+      data.map((metric) => ({ ...metric, isHistorical: true })),
+    );
+    await eventually(() => rigged.host.health().samples.queued === 0 && rigged.host.health().samples.received >= 14);
+    await eventually(async () => (await rigged.db.samples(PRESSURE)).length === 3);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect((await rigged.db.samples(PRESSURE)).map((sample) => sample.value)).toEqual([1.5e-3, 1, 2]);
+    const { samples } = rigged.host.health();
+    expect(samples.conflicts).toBe(0);
+    expect(samples.dropped).toBe(0);
+    expect(rigged.events["samples-drop"]).toBeUndefined();
+  });
+
+  test("transient metrics (is_transient) update the live view and are not stored", async () => {
+    const rigged = await rig();
+    const { edge, born } = await bornEdge(rigged);
+    await edge.ddata(DEVICE, [{ alias: 1, timestamp: born + 5, datatype: "Double", value: 42, isTransient: true }]);
+    await eventually(() => rigged.host.latest(PRESSURE)?.sample.value === 42);
+    await eventually(() => rigged.host.health().samples.queued === 0);
+    expect((await rigged.db.samples(PRESSURE)).map((sample) => sample.value)).toEqual([1.5e-3]);
+    expect(rigged.host.health().samples.transient).toBe(1);
+  });
+});
+
+describe("Sparkplug host: seq, bdSeq and rebirth (Sparkplug 3.0.0, 5.9 message ordering; 5.5 / 5.7 termination)", () => {
+  test("[tck-id-operational-behavior-host-reordering-rebirth] a seq gap sends an NCMD Node Control/Rebirth; the message after the gap is not stored; after the rebirth data is stored again", async () => {
+    const rigged = await rig();
+    const { edge, born } = await bornEdge(rigged);
+    edge.seq = 7; // expected 2
+    await edge.ddata(DEVICE, [{ alias: 1, timestamp: born + 1, datatype: "Double", value: 666 }]);
+    const ncmd = await rigged.recorder.waitFor((message) => message.parsed?.type === "NCMD");
+    expect(ncmd.topic).toBe("spBv1.0/plant-1/NCMD/line-3");
+    expect(ncmd.qos).toBe(0);
+    expect(ncmd.retain).toBe(false);
+    const command = decodePayload(ncmd.bytes, { datatypeOf: () => "Boolean" });
+    expect(command.metrics).toMatchObject([{ name: "Node Control/Rebirth", value: true }]);
+    expect(command.timestamp).toBeTypeOf("number");
+    expect(nodeHealth(rigged.host)).toMatchObject({ state: "awaiting-rebirth", seqGaps: 1, rebirthsRequested: 1 });
+    // Data until the rebirth is not trusted either.
+    await edge.ddata(DEVICE, [{ alias: 1, timestamp: born + 2, datatype: "Double", value: 667 }]);
+    await edge.nbirth(0);
+    await edge.dbirth(DEVICE, deviceBirth(born + 3));
+    await edge.ddata(DEVICE, [{ alias: 1, timestamp: born + 4, datatype: "Double", value: 4 }]);
+    await eventually(async () => (await rigged.db.samples(PRESSURE)).length === 3);
+    expect((await rigged.db.samples(PRESSURE)).map((sample) => sample.value)).toEqual([1.5e-3, 1.5e-3, 4]);
+    expect(nodeHealth(rigged.host)).toMatchObject({ state: "online", births: 2 });
+    expect(rigged.host.health().samples.discarded).toBe(2);
+    expect(rigged.events["rebirth-request"]?.[0]).toMatchObject({ reason: "seq-gap", suppressed: false });
+  });
+
+  test("[tck-id-topics-ddata-seq-num] seq wraps from 255 to 0 without a gap", async () => {
+    const rigged = await rig();
+    const { edge, born } = await bornEdge(rigged);
+    for (let index = 0; index < 258; index++) {
+      await edge.ddata(DEVICE, [{ alias: 1, timestamp: born + 10 + index, datatype: "Double", value: index }]);
+    }
+    await eventually(() => rigged.host.health().samples.received >= 5 + 258);
+    expect(nodeHealth(rigged.host)).toMatchObject({ state: "online", seqGaps: 0, lastSeq: (2 + 257) % 256 });
+    expect(rigged.rebirths()).toBe(0);
+  });
+
+  test("data before any birth is not stored and triggers a rebirth request", async () => {
+    const rigged = await rig();
+    const edge = await rigged.edge();
+    edge.seq = 5;
+    await edge.ddata(DEVICE, [{ alias: 1, timestamp: Date.now(), datatype: "Double", value: 1 }]);
+    await eventually(() => rigged.rebirths() === 1);
+    expect(nodeHealth(rigged.host)).toMatchObject({ state: "unknown", dataBeforeBirth: 1, rebirthsRequested: 1 });
+    expect(await rigged.db.count()).toBe(0);
+    expect(rigged.events["rebirth-request"]?.[0]).toMatchObject({ reason: "data-before-birth" });
+  });
+
+  test("an alias the birth did not announce is never stored under a guessed name and triggers a rebirth request", async () => {
+    const rigged = await rig();
+    const { edge, born } = await bornEdge(rigged);
+    await edge.ddata(DEVICE, [
+      { alias: 1, timestamp: born + 1, datatype: "Double", value: 3 },
+      { alias: 77, timestamp: born + 1, datatype: "Double", value: 4 },
+    ]);
+    await eventually(() => rigged.rebirths() === 1);
+    expect(nodeHealth(rigged.host)).toMatchObject({ unknownAliases: 1, state: "awaiting-rebirth" });
+    await eventually(() => rigged.host.health().samples.queued === 0);
+    expect((await rigged.db.samples(PRESSURE)).map((sample) => sample.value)).toEqual([1.5e-3]);
+  });
+
+  test("rebirth requests to one edge node are rate-limited (rebirthIntervalMs); the held-back ones are counted", async () => {
+    const rigged = await rig({ rebirthIntervalMs: 60_000 });
+    const edge = await rigged.edge();
+    for (let index = 0; index < 3; index++) {
+      await edge.ddata(DEVICE, [{ alias: 1, timestamp: Date.now(), datatype: "Double", value: index }]);
+    }
+    await eventually(() => nodeHealth(rigged.host)?.dataBeforeBirth === 3);
+    expect(nodeHealth(rigged.host)).toMatchObject({ rebirthsRequested: 1, rebirthsSuppressed: 2 });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(rigged.rebirths()).toBe(1);
+  });
+
+  test("[tck-id-operational-behavior-edge-node-termination-host-action-ndeath-node-offline] an NDEATH whose bdSeq is not the current NBIRTH's is stale and ignored; the matching one marks the edge node offline and its metrics stale (host time, stored)", async () => {
+    const rigged = await rig();
+    const { edge } = await bornEdge(rigged, 5);
+    await edge.ndeath(4);
+    await eventually(() => nodeHealth(rigged.host)?.staleDeaths === 1);
+    expect(nodeHealth(rigged.host)?.state).toBe("online");
+    expect(rigged.host.latest(PRESSURE)?.sample.quality.severity).toBe("good");
+    const before = Date.now();
+    await edge.ndeath(5);
+    await eventually(() => nodeHealth(rigged.host)?.state === "offline");
+    expect(nodeHealth(rigged.host)?.devices).toEqual([{ deviceId: DEVICE, online: false }]);
+    const live = rigged.host.latest(PRESSURE)!.sample;
+    expect(live.value).toBe(1.5e-3);
+    expect(live.quality).toMatchObject({
+      severity: "uncertain",
+      code: QualityCodes.UncertainNoCommunicationLastUsableValue,
+    });
+    expect(live.timestamp).toBeGreaterThanOrEqual(before);
+    // [tck-id-operational-behavior-edge-node-termination-host-action-ndeath-node-tags-stale]: node metrics too.
+    expect(rigged.host.latest("plant-1/line-3//bdSeq")?.sample.quality.severity).toBe("uncertain");
+    await eventually(async () => (await rigged.db.samples(PRESSURE)).length === 2);
+    expect((await rigged.db.samples(PRESSURE))[1]!.quality.severity).toBe("uncertain");
+    // Data after the death is data before birth.
+    await edge.ddata(DEVICE, [{ alias: 1, timestamp: Date.now(), datatype: "Double", value: 1 }]);
+    await eventually(() => rigged.rebirths() === 1);
+  });
+
+  test("[tck-id-operational-behavior-edge-node-termination-host-action-ddeath-devices-tags-stale] a DDEATH marks the device offline and its metrics stale at the DDEATH's timestamp", async () => {
+    const rigged = await rig();
+    const { edge, born } = await bornEdge(rigged);
+    const at = born + 700;
+    await edge.ddeath(DEVICE, at);
+    await eventually(() => nodeHealth(rigged.host)?.devices[0]?.online === false);
+    expect(nodeHealth(rigged.host)?.state).toBe("online");
+    expect(rigged.host.latest(HEATER)?.sample).toMatchObject({
+      timestamp: at,
+      value: false,
+      quality: { severity: "uncertain" },
+    });
+    // DDATA for a dead device: not stored, rebirth requested.
+    await edge.ddata(DEVICE, [{ alias: 1, timestamp: at + 1, datatype: "Double", value: 9 }]);
+    await eventually(() => rigged.rebirths() === 1);
+  });
+
+  test("the edge node's NDEATH Will (abrupt loss) is handled like a published NDEATH", async () => {
+    const rigged = await rig();
+    const { edge } = await bornEdge(rigged, 9);
+    // End the socket without DISCONNECT: the broker publishes the Will.
+    edge.client.stream.destroy();
+    await eventually(() => nodeHealth(rigged.host)?.state === "offline", 10_000, "the Will reaches the host");
+    expect(rigged.host.latest(PRESSURE)?.sample.quality.severity).toBe("uncertain");
+  });
+});
+
+describe("Sparkplug host: broker link", () => {
+  test("after the broker restarts, the host reconnects, publishes STATE online again, and asks edge nodes for births before taking their data", async () => {
+    const rigged = await rig();
+    const { born } = await bornEdge(rigged);
+    const changes: string[] = [];
+    rigged.host.events.on("link-change", (change) => {
+      changes.push(change.to);
+    });
+    await broker.kill();
+    await eventually(() => rigged.host.health().link === "reconnecting");
+    // The host no longer sees the edge node: its live values are stale.
+    expect(rigged.host.latest(PRESSURE)?.sample.quality.severity).toBe("uncertain");
+    await broker.restart();
+    await eventually(() => rigged.host.health().link === "connected", 10_000, "reconnected");
+    expect(changes).toContain("connected");
+    const retained = await recordSparkplug(broker.url, { filter: "spBv1.0/STATE/#" });
+    perTest.push(() => retained.close());
+    await retained.waitFor((message) => (message.state as { online?: boolean } | undefined)?.online === true);
+    const edge = await RawEdgeNode.connect(broker.url, GROUP, NODE, 1);
+    perTest.push(() => edge.close());
+    edge.seq = 3;
+    await edge.ddata(DEVICE, [{ alias: 1, timestamp: born + 50, datatype: "Double", value: 50 }]);
+    await eventually(() => (nodeHealth(rigged.host)?.rebirthsRequested ?? 0) >= 1);
+    expect(nodeHealth(rigged.host)?.state).toBe("awaiting-rebirth");
+  });
+});
+
+describe("Sparkplug host: options", () => {
+  test("invalid options are refused with KILN_VALIDATION naming the field", async () => {
+    const db = await openTestDatabase();
+    perTest.push(() => db.close());
+    const base = { brokerUrl: broker.url, hostId: "h", groups: ["g"], store: db.store };
+    const codeOf = (options: SparkplugHostOptions): unknown => {
+      try {
+        new SparkplugHost(options);
+        return "accepted";
+      } catch (error) {
+        return (error as { code?: string; details?: { issues?: { path: string }[] } }).details?.issues?.map(
+          (issue) => issue.path,
+        );
+      }
+    };
+    expect(codeOf({ ...base, hostId: "a/b" })).toEqual(["hostId"]);
+    expect(codeOf({ ...base, groups: [] })).toEqual(["groups"]);
+    expect(codeOf({ ...base, groups: ["ok", "#"] })).toEqual(["groups[1]"]);
+    expect(codeOf({ ...base, batching: { maxBatchSize: 0 } })).toEqual(["batching.maxBatchSize"]);
+    expect(codeOf(base)).toBe("accepted");
+  });
+});
