@@ -39,6 +39,14 @@ export default defineConfig({
       },
       {
         extends: true,
+        test: {
+          name: "opcua-server",
+          root: "packages/opcua-server",
+          include: ["src/**/*.test.ts", "test/**/*.test.ts"],
+        },
+      },
+      {
+        extends: true,
         test: { name: "examples", root: "examples", include: ["**/*.test.ts"], exclude: ["**/node_modules/**"] },
       },
       {
