@@ -230,20 +230,9 @@ export class OpcuaServer {
       securityPolicies: policies,
       allowAnonymous: options.allowAnonymous,
       userManager: {
-        isValidUserAsync: (() => {
-          const owner = this;
-          return function (
-            this: ServerSession,
-            userName: string,
-            password: string,
-            callback: (error: Error | null, authorized?: boolean) => void,
-          ) {
-            owner.#identify(this, { type: "username", userName, password }).then(
-              (authorized) => callback(null, authorized),
-              () => callback(null, false),
-            );
-          };
-        })(),
+        isValidUserAsync: isValidUserAsyncOf((session, userName, password) =>
+          this.#identify(session, { type: "username", userName, password }),
+        ),
       },
       buildInfo: { productName: options.productName, manufacturerName: "Kiln" },
       serverInfo: { applicationName: { text: `${options.productName} (${this.#system.machineId})` } },
@@ -438,6 +427,24 @@ export class OpcuaServer {
 }
 
 type WriteCallback = (error: Error | null, statusCode?: StatusCode) => void;
+
+/**
+ * node-opcua's `userManager.isValidUserAsync`, which it calls with the session as `this`: hands
+ * the session to `check` (a refusal or a failure answers "not valid").
+ */
+function isValidUserAsyncOf(check: (session: ServerSession, userName: string, password: string) => Promise<boolean>) {
+  return function (
+    this: ServerSession,
+    userName: string,
+    password: string,
+    callback: (error: Error | null, authorized?: boolean) => void,
+  ): void {
+    check(this, userName, password).then(
+      (authorized) => callback(null, authorized),
+      () => callback(null, false),
+    );
+  };
+}
 
 function isEmptyRange(indexRange: unknown): boolean {
   if (indexRange === undefined || indexRange === null || indexRange === "") return true;
