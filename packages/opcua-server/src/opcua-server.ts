@@ -14,7 +14,7 @@ import {
   type Tag,
   type TagValue,
 } from "@kiln/core";
-import type { UAObject, UAVariable } from "node-opcua-address-space";
+import type { Namespace, UAObject, UAVariable } from "node-opcua-address-space";
 import type { ISessionBase, ISessionContext } from "node-opcua-address-space-base";
 import type { OPCUACertificateManager } from "node-opcua-certificate-manager";
 import type { DataValue } from "node-opcua-data-value";
@@ -23,6 +23,7 @@ import type { StatusCode } from "node-opcua-status-code";
 import type { UserIdentityToken } from "node-opcua-types";
 import type { Variant } from "node-opcua-variant";
 import { addTagVariables, folderIdentifier, OPCUA_DATA_TYPE_OF_TAG } from "./opcua-address-space";
+import { addMachineNodes, type MachineMethods, type MachineVariable } from "./opcua-machine";
 import {
   type OpcuaServerOptions,
   type OpcuaSessionInfo,
@@ -34,7 +35,26 @@ import { loadServerRuntime, type ServerRuntime } from "./opcua-server-runtime-lo
 import { ServerStatusCodes, statusCodeOfError, statusCodeOfSample } from "./opcua-status";
 
 /** The parts of a `ControlSystem` the server uses: its public, checked API only. */
-export type ServedSystem = Pick<ControlSystem, "machineId" | "tags" | "cvt" | "writeTag">;
+export type ServedSystem = Pick<
+  ControlSystem,
+  | "machineId"
+  | "tags"
+  | "cvt"
+  | "bus"
+  | "machineState"
+  | "writeTag"
+  | "startRecipe"
+  | "pauseProcess"
+  | "resumeProcess"
+  | "abortProcess"
+  | "sendMachineCommand"
+>;
+
+/**
+ * How long (ms) a Method waits for its command before answering `GoodCompletesAsynchronously`
+ * (OPC UA Part 4, 7.39): a pause is taken at the next step boundary, an abort after the safe state.
+ */
+const METHOD_ANSWER_MS = 1_000;
 
 /** Most characters of an audit source (Kiln's principal `source` rule). */
 const SOURCE_MAX_LENGTH = 256;
@@ -91,7 +111,7 @@ export class OpcuaServer {
   #server: AuthorizingServer | undefined;
   #certificateManagers: OPCUACertificateManager[] = [];
   #statusCodes = new Map<number, StatusCode>();
-  #observer: Disposer | undefined;
+  #disposers: Disposer[] = [];
   #namespaceIndex = -1;
   #port: number;
   #starting: Promise<void> | undefined;
@@ -244,34 +264,41 @@ export class OpcuaServer {
       const addressSpace = server.engine.addressSpace!;
       const namespace = addressSpace.registerNamespace(this.#namespaceUri);
       this.#namespaceIndex = namespace.index;
-      const root: UAObject = namespace.addObject({
+      const machineFolder: UAObject = namespace.addObject({
         browseName: this.#system.machineId,
         displayName: this.#system.machineId,
-        nodeId: `s=${folderIdentifier("")}`,
+        nodeId: "s=@",
         typeDefinition: "FolderType",
         organizedBy: addressSpace.rootFolder.objects,
       });
-      const variables = addTagVariables(runtime, namespace, root, this.#system.tags);
+      const tagsFolder: UAObject = namespace.addObject({
+        browseName: "Tags",
+        nodeId: `s=${folderIdentifier("")}`,
+        typeDefinition: "FolderType",
+        organizedBy: machineFolder,
+      });
+      const variables = addTagVariables(runtime, namespace, tagsFolder, this.#system.tags);
       for (const [name, variable] of variables) {
         const tag = this.#system.tags.get(name);
         this.#variables.set(name, variable);
         this.#interceptWrites(tag, variable);
         this.#publish(tag, variable, this.#system.cvt.get(name));
       }
-      this.#observer = this.#system.cvt.observeAll((change) => {
-        const variable = this.#variables.get(change.sample.tag);
-        const tag = this.#system.tags.find(change.sample.tag);
-        if (variable && tag) this.#publish(tag, variable, change.sample);
-      });
+      this.#disposers.push(
+        this.#system.cvt.observeAll((change) => {
+          const variable = this.#variables.get(change.sample.tag);
+          const tag = this.#system.tags.find(change.sample.tag);
+          if (variable && tag) this.#publish(tag, variable, change.sample);
+        }),
+      );
+      this.#serveMachine(runtime, namespace, machineFolder);
       this.#server = server;
       await server.start();
       this.#port = server.endpoints[0]?.port ?? this.#port;
       this.#logger.info({ endpointUrl: this.endpointUrl }, "OPC UA server started");
     } catch (error) {
       this.#server = undefined;
-      this.#observer?.();
-      this.#observer = undefined;
-      this.#variables.clear();
+      this.#unwire();
       await server.shutdown(0).catch(() => undefined);
       await this.#disposeCertificateManagers();
       throw new KilnError("KILN_LIFECYCLE", `The OPC UA server could not start: ${(error as Error).message}`, {
@@ -285,9 +312,7 @@ export class OpcuaServer {
     const server = this.#server;
     if (!server) return;
     this.#server = undefined;
-    this.#observer?.();
-    this.#observer = undefined;
-    this.#variables.clear();
+    this.#unwire();
     try {
       await server.shutdown(0);
       server.dispose();
@@ -296,6 +321,105 @@ export class OpcuaServer {
     }
     await this.#disposeCertificateManagers();
     this.#logger.info({}, "OPC UA server stopped");
+  }
+
+  #unwire(): void {
+    for (const dispose of this.#disposers.splice(0)) dispose();
+    this.#variables.clear();
+  }
+
+  /** The machine object: its state and process as variables (from the event bus), its commands as Methods. */
+  #serveMachine(runtime: ServerRuntime, namespace: Namespace, parent: UAObject): void {
+    const system = this.#system;
+    const methods: MachineMethods = {
+      StartRecipe: (inputs, context) =>
+        this.#command(context, async (principal) => {
+          const [name, version] = inputs;
+          if (typeof name !== "string" || typeof version !== "number") {
+            return { statusCode: ServerStatusCodes.BadInvalidArgument };
+          }
+          const resolve = this.#options.resolveRecipe;
+          if (!resolve) return { statusCode: ServerStatusCodes.BadNotSupported };
+          const recipe = await resolve(name, version);
+          if (recipe === undefined) return { statusCode: ServerStatusCodes.BadNotFound };
+          const process = await system.startRecipe(principal, recipe);
+          return { statusCode: QualityCodes.Good, outputs: [process.id] };
+        }),
+      Pause: (_inputs, context) => this.#command(context, (principal) => this.#settled(system.pauseProcess(principal))),
+      Resume: (_inputs, context) =>
+        this.#command(context, (principal) => this.#settled(system.resumeProcess(principal))),
+      Abort: (inputs, context) =>
+        this.#command(context, (principal) => {
+          const reason = inputs[0];
+          return this.#settled(
+            system.abortProcess(principal, typeof reason === "string" && reason !== "" ? reason : undefined),
+          );
+        }),
+      SendCommand: (inputs, context) =>
+        this.#command(context, async (principal) => {
+          const state = await system.sendMachineCommand(principal, inputs[0] as string);
+          return { statusCode: QualityCodes.Good, outputs: [state] };
+        }),
+    };
+    const set = addMachineNodes(runtime, namespace, parent, methods);
+    const apply = (values: Partial<Record<MachineVariable, string>>): void => {
+      for (const [name, value] of Object.entries(values)) set(name as MachineVariable, value);
+    };
+    apply({ State: system.machineState });
+    this.#disposers.push(
+      system.bus.on("machine-state-change", (event) => apply({ State: event.to })),
+      system.bus.on("process-start", (event) =>
+        apply({
+          ProcessId: event.processId,
+          Recipe: `${event.recipe.name} v${event.recipe.version}`,
+          ProcessStatus: "running",
+        }),
+      ),
+      system.bus.on("process-pause", () => apply({ ProcessStatus: "paused" })),
+      system.bus.on("process-resume", () => apply({ ProcessStatus: "running" })),
+      system.bus.on("process-end", (event) => apply({ ProcessId: "", Recipe: "", ProcessStatus: event.reason })),
+    );
+  }
+
+  /**
+   * `Good` once `command` has done, or `GoodCompletesAsynchronously` when it is still running
+   * after {@link METHOD_ANSWER_MS} (a pause is taken at the process's next step boundary, an abort
+   * waits for the safe state): the refusals Kiln makes (authorization, state) come at once, and
+   * the machine variables show when it is done. A failure after the answer is logged.
+   */
+  async #settled(command: Promise<unknown>): Promise<{ readonly statusCode: number }> {
+    const timer = new AbortController();
+    const later = this.#clock.sleep(METHOD_ANSWER_MS, timer.signal).then(
+      () => "later" as const,
+      () => "later" as const,
+    );
+    try {
+      const outcome = await Promise.race([command.then(() => "done" as const), later]);
+      if (outcome === "done") return { statusCode: QualityCodes.Good };
+      command.catch((error: unknown) =>
+        this.#logger.warn({ error: String(error) }, "OPC UA method failed after its answer"),
+      );
+      return { statusCode: ServerStatusCodes.GoodCompletesAsynchronously };
+    } finally {
+      timer.abort();
+    }
+  }
+
+  /** Runs a Method's command for the session's principal; a refusal answers the StatusCode of its error. */
+  async #command(
+    context: ISessionContext,
+    run: (principal: Principal) => Promise<{ readonly statusCode: number; readonly outputs?: readonly unknown[] }>,
+  ): Promise<{ readonly statusCode: number; readonly outputs?: readonly unknown[] }> {
+    const principal = this.#principalOf(context?.session);
+    try {
+      return await run(principal);
+    } catch (error) {
+      this.#logger.info(
+        { principal: principal.id, error: KilnError.is(error) ? error.code : String(error) },
+        "OPC UA method call refused",
+      );
+      return { statusCode: statusCodeOfError(error) };
+    }
   }
 
   async #disposeCertificateManagers(): Promise<void> {

@@ -3,7 +3,10 @@ import { KilnError, QualityCodes, type Sample } from "@kiln/core";
 /** OPC UA StatusCodes (Part 4, 7.39; Part 6, A.2) this package answers with, beyond Kiln's {@link QualityCodes}. */
 export const ServerStatusCodes = {
   ...QualityCodes,
-  BadNoDataAvailable: 0x80b10000,
+  GoodCompletesAsynchronously: 0x002e0000,
+  BadNotFound: 0x803e0000,
+  BadNotSupported: 0x803d0000,
+  BadInvalidArgument: 0x80ab0000,
   BadInvalidState: 0x80af0000,
   BadResourceUnavailable: 0x80040000,
   BadIndexRangeInvalid: 0x80360000,
@@ -46,7 +49,8 @@ export function statusCodeOfSample(sample: Sample): number {
  * | `KILN_TAG_NOT_WRITABLE`                       | `BadNotWritable`      |
  * | `KILN_INVALID_TRANSITION`, `KILN_LIFECYCLE`   | `BadInvalidState`     |
  * | `KILN_VALIDATION`                             | `BadTypeMismatch`     |
- * | `KILN_TAG_UNKNOWN`, `KILN_NOT_FOUND`          | `BadNodeIdUnknown` / `BadNoDataAvailable` |
+ * | `KILN_TAG_UNKNOWN`                            | `BadNodeIdUnknown`    |
+ * | `KILN_NOT_FOUND` (no process, no recipe)      | `BadNotFound`         |
  * | `KILN_TIMEOUT`                                | `BadTimeout`          |
  * | `KILN_NOT_CONNECTED`, `KILN_CIRCUIT_OPEN`, `KILN_CONNECTION_FAILED` | `BadNotConnected` / `BadCommunicationError` |
  * | `KILN_WRITE_REJECTED`, `KILN_DEVICE_ERROR`    | the device's StatusCode in `details.statusCode` when it is bad, else `BadDeviceFailure` |
@@ -72,7 +76,7 @@ export function statusCodeOfError(error: unknown): number {
     case "KILN_TAG_UNKNOWN":
       return ServerStatusCodes.BadNodeIdUnknown;
     case "KILN_NOT_FOUND":
-      return ServerStatusCodes.BadNoDataAvailable;
+      return ServerStatusCodes.BadNotFound;
     case "KILN_TIMEOUT":
       return ServerStatusCodes.BadTimeout;
     case "KILN_NOT_CONNECTED":

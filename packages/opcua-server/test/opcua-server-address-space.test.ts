@@ -93,13 +93,18 @@ async function property(session: ClientSession, nodeId: NodeId, name: string): P
 }
 
 describe("OpcuaServer address space", () => {
-  test("browsing the machine folder gives one variable per tag, in folders by the dotted name, NodeId s=<tag name>", async () => {
+  test("browsing the machine's Tags folder gives one variable per tag, in folders by the dotted name, NodeId s=<tag name>", async () => {
     const namespace = served.server.namespaceIndex;
     const namespaces = (await client.session.readNamespaceArray()) as string[];
     expect(namespaces[namespace]).toBe("urn:kiln:machine:reactor-1");
+    const machineFolder = await client.session.read({
+      nodeId: `ns=${namespace};s=@`,
+      attributeId: AttributeIds.BrowseName,
+    });
+    expect(machineFolder.value.value.name).toBe("reactor-1");
     const root = resolveNodeId(`ns=${namespace};s=#`);
     const rootName = await client.session.read({ nodeId: root, attributeId: AttributeIds.BrowseName });
-    expect(rootName.value.value.name).toBe("reactor-1");
+    expect(rootName.value.value.name).toBe("Tags");
 
     const found = await browseTree(client.session, root, namespace);
     const variables = found.filter((node) => node.nodeClass === NodeClass.Variable);

@@ -26,6 +26,7 @@ import { OpcuaServer, type OpcuaServerOptions, type OpcuaUserIdentity } from "..
 export const USERS: Readonly<Record<string, { readonly password: string; readonly principal: Principal }>> = {
   olga: { password: "operator-Pa55", principal: { id: "olga", roles: ["operator"] } },
   vic: { password: "viewer-Pa55", principal: { id: "vic", roles: ["viewer"] } },
+  ada: { password: "admin-Pa55", principal: { id: "ada", roles: ["admin"] } },
 };
 
 /** The host's identity mapper of the tests: the users above by password, nobody else. */
