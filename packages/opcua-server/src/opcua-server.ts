@@ -62,7 +62,7 @@ const SOURCE_MAX_LENGTH = 256;
 type AuthorizingServer = InstanceType<ServerRuntime["AuthorizingServer"]>;
 
 /**
- * An OPC UA server (node-opcua) that exposes a Kiln {@link ControlSystem} to SCADA, HMI and MES
+ * An OPC UA server (node-opcua) that exposes a Kiln `ControlSystem` to SCADA, HMI and MES
  * clients:
  *
  * - **Address space**: one variable per tag under `Objects/<machineId>`, in folders by the
@@ -83,7 +83,7 @@ type AuthorizingServer = InstanceType<ServerRuntime["AuthorizingServer"]>;
  *   certificates must be trusted in the PKI folder; user identities (user name and password,
  *   X.509, anonymous) are mapped to Kiln principals by the host's `identify`.
  *
- * Nothing runs until {@link start}; node-opcua is loaded then.
+ * Nothing runs until {@link OpcuaServer.start}; node-opcua is loaded then.
  *
  * @example
  * const server = new OpcuaServer(system, {
@@ -140,7 +140,7 @@ export class OpcuaServer {
     this.#port = this.#options.port;
   }
 
-  /** True between a successful {@link start} and {@link stop}. */
+  /** True between a successful {@link OpcuaServer.start} and {@link OpcuaServer.stop}. */
   get running(): boolean {
     return this.#server !== undefined;
   }
@@ -151,7 +151,7 @@ export class OpcuaServer {
   }
 
   /**
-   * The namespace index of {@link namespaceUri} in this server's NamespaceArray.
+   * The namespace index of {@link OpcuaServer.namespaceUri} in this server's NamespaceArray.
    * @throws KilnError `KILN_LIFECYCLE` before the first start.
    */
   get namespaceIndex(): number {
@@ -214,7 +214,7 @@ export class OpcuaServer {
     return this.#stopping;
   }
 
-  /** Same as {@link stop}, for `await using`. */
+  /** Same as {@link OpcuaServer.stop}, for `await using`. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stop();
   }

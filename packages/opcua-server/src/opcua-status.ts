@@ -1,6 +1,6 @@
 import { KilnError, QualityCodes, type Sample } from "@kiln/core";
 
-/** OPC UA StatusCodes (Part 4, 7.39; Part 6, A.2) this package answers with, beyond Kiln's {@link QualityCodes}. */
+/** OPC UA StatusCodes (Part 4, 7.39; Part 6, A.2) this package answers with, beyond Kiln's `QualityCodes`. */
 export const ServerStatusCodes = {
   ...QualityCodes,
   GoodCompletesAsynchronously: 0x002e0000,
