@@ -1,4 +1,5 @@
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { copyFile, mkdir } from "node:fs/promises";
 import path from "node:path";
 import { defineTags, type Principal } from "@kiln/core";
 import {
@@ -12,6 +13,7 @@ import {
 } from "node-opcua-client";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import type { OpcuaSessionInfo, OpcuaUserIdentity } from "../src/index";
+import type { ClientPki } from "./support/opcua-fixture";
 import {
   connect,
   identify,
@@ -31,8 +33,27 @@ let pki: TestPki;
 let served: ServedTestSystem;
 const identified: { identity: OpcuaUserIdentity; session: OpcuaSessionInfo }[] = [];
 
+/** The DER bytes of a PEM certificate file. */
+function derOf(file: string): Buffer {
+  const pem = readFileSync(file, "utf8");
+  return Buffer.from(pem.replace(/-----[A-Z ]+-----/g, "").replace(/\s+/g, ""), "base64");
+}
+
+/** An X.509 user identity made of a client PKI's certificate and private key. */
+function x509(client: ClientPki) {
+  return {
+    type: UserTokenType.Certificate as const,
+    certificateData: derOf(client.certificateFile),
+    privateKey: readFileSync(path.join(client.dir, "own", "private", "private_key.pem"), "utf8"),
+  };
+}
+
 beforeAll(async () => {
   pki = await makeTestPki();
+  // The scada certificate is also a trusted X.509 *user* certificate (user PKI: pki.dir/users).
+  await mkdir(path.join(pki.serverDir, "users", "trusted", "certs"), { recursive: true });
+  await copyFile(pki.trusted.certificateFile, path.join(pki.serverDir, "users", "trusted", "certs", "scada.pem"));
+  const scadaUser = derOf(pki.trusted.certificateFile);
   served = await servedSystem({
     tags,
     pki,
@@ -42,6 +63,9 @@ beforeAll(async () => {
       identify: async (identity, session) => {
         identified.push({ identity, session });
         await new Promise((resolve) => setTimeout(resolve, 5));
+        if (identity.type === "certificate") {
+          return identity.certificate.equals(scadaUser) ? { id: "cert:scada", roles: ["operator"] } : undefined;
+        }
         return identify(identity);
       },
     },
@@ -123,6 +147,30 @@ describe("OpcuaServer security defaults", () => {
     expect(identified[0]!.identity).toEqual({ type: "username", userName: "olga", password: "guess" });
     expect(identified[0]!.session.securityMode).toBe("SignAndEncrypt");
     expect(identified[0]!.session.clientApplicationUri).toBe("urn:kiln-test:scada");
+  });
+});
+
+describe("OpcuaServer X.509 user identities", () => {
+  test("a trusted user certificate maps to its principal, whose write is allowed and audited under it", async () => {
+    const client = await connect(served.server, pki.trusted, x509(pki.trusted));
+    try {
+      const status = await client.session.write({
+        nodeId: served.server.nodeIdOf("heater.setpoint"),
+        attributeId: AttributeIds.Value,
+        value: { value: { dataType: DataType.Double, value: 42 } },
+      });
+      expect(status).toBe(StatusCodes.Good);
+    } finally {
+      await client.close();
+    }
+    expect(identified.at(-1)!.identity.type).toBe("certificate");
+    expect(served.plc.writes).toContainEqual(expect.objectContaining({ tag: "heater.setpoint", value: 42 }));
+    const audit = await served.store.audit.query({ from: 0, to: Date.now() + 1 });
+    expect(audit.at(-1)).toMatchObject({ principal: "cert:scada", roles: ["operator"], outcome: "allowed" });
+  });
+
+  test("a user certificate the user PKI does not trust is refused", async () => {
+    await expect(connect(served.server, pki.trusted, x509(pki.unknown))).rejects.toThrow(/Bad/);
   });
 });
 
