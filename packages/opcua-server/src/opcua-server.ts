@@ -13,6 +13,7 @@ import {
   SystemClock,
   type Tag,
   type TagValue,
+  type TimerHandle,
 } from "@kiln/core";
 import type { Namespace, UAObject, UAVariable } from "node-opcua-address-space";
 import type { ISessionBase, ISessionContext } from "node-opcua-address-space-base";
@@ -42,6 +43,7 @@ export type ServedSystem = Pick<
   | "cvt"
   | "bus"
   | "machineState"
+  | "state"
   | "writeTag"
   | "startRecipe"
   | "pauseProcess"
@@ -55,6 +57,9 @@ export type ServedSystem = Pick<
  * (OPC UA Part 4, 7.39): a pause is taken at the next step boundary, an abort after the safe state.
  */
 const METHOD_ANSWER_MS = 1_000;
+
+/** How often (ms) the server looks whether the system runs (see `OpcuaServer.#watchSystem`). */
+const SYSTEM_WATCH_MS = 500;
 
 /** Most characters of an audit source (Kiln's principal `source` rule). */
 const SOURCE_MAX_LENGTH = 256;
@@ -72,7 +77,8 @@ type AuthorizingServer = InstanceType<ServerRuntime["AuthorizingServer"]>;
  * - **Values** come from the current value table as it changes (an observer, no polling): the
  *   sample's quality as StatusCode (the device's own code kept; never a good status on a bad
  *   value), its source timestamp as SourceTimestamp, the time the server took it as
- *   ServerTimestamp. Reads and subscriptions are served by node-opcua from those values, which
+ *   ServerTimestamp; while the system is not running, a good value is served
+ *   `UncertainNoCommunicationLastUsableValue`. Reads and subscriptions are served by node-opcua from those values, which
  *   honours each client's sampling interval, queue and deadband filter.
  * - **Writes** go through `system.writeTag` (authorization, range, access, machine state, audit
  *   with the OPC UA session as `source`); a refusal answers the StatusCode of its `KilnError`
@@ -112,6 +118,9 @@ export class OpcuaServer {
   #certificateManagers: OPCUACertificateManager[] = [];
   #statusCodes = new Map<number, StatusCode>();
   #disposers: Disposer[] = [];
+  /** Whether the system was running at the last look: its values are current only then. */
+  #systemRunning = false;
+  #watch: TimerHandle | undefined;
   #namespaceIndex = -1;
   #port: number;
   #starting: Promise<void> | undefined;
@@ -277,6 +286,7 @@ export class OpcuaServer {
         typeDefinition: "FolderType",
         organizedBy: machineFolder,
       });
+      this.#systemRunning = this.#system.state === "running";
       const variables = addTagVariables(runtime, namespace, tagsFolder, this.#system.tags);
       for (const [name, variable] of variables) {
         const tag = this.#system.tags.get(name);
@@ -292,6 +302,7 @@ export class OpcuaServer {
         }),
       );
       this.#serveMachine(runtime, namespace, machineFolder);
+      this.#watchSystem();
       this.#server = server;
       await server.start();
       this.#port = server.endpoints[0]?.port ?? this.#port;
@@ -325,7 +336,29 @@ export class OpcuaServer {
 
   #unwire(): void {
     for (const dispose of this.#disposers.splice(0)) dispose();
+    if (this.#watch) this.#clock.clearTimeout(this.#watch);
+    this.#watch = undefined;
     this.#variables.clear();
+  }
+
+  /**
+   * Looks at the system's lifecycle every {@link SYSTEM_WATCH_MS}: while it is not running its
+   * current value table is frozen (nothing is acquired, nothing goes stale), so every good value
+   * is served `UncertainNoCommunicationLastUsableValue` until it runs again. (The event bus
+   * announces no start or stop.)
+   */
+  #watchSystem(): void {
+    this.#watch = this.#clock.setTimeout(() => {
+      const running = this.#system.state === "running";
+      if (running !== this.#systemRunning) {
+        this.#systemRunning = running;
+        this.#logger.info({ running }, "control system state changed; republishing every value");
+        for (const [name, variable] of this.#variables) {
+          this.#publish(this.#system.tags.get(name), variable, this.#system.cvt.get(name));
+        }
+      }
+      if (this.#server) this.#watchSystem();
+    }, SYSTEM_WATCH_MS);
   }
 
   /** The machine object: its state and process as variables (from the event bus), its commands as Methods. */
@@ -478,6 +511,11 @@ export class OpcuaServer {
       return;
     }
     const sourceTimestamp = new Date(sample.timestamp);
+    const code = statusCodeOfSample(sample);
+    const served =
+      !this.#systemRunning && code < QualityCodes.Uncertain
+        ? QualityCodes.UncertainNoCommunicationLastUsableValue
+        : code;
     try {
       const variant = variantOf(runtime, tag, sample.value);
       if (variant === undefined) {
@@ -487,7 +525,7 @@ export class OpcuaServer {
       set(
         new runtime.DataValue({
           value: variant,
-          statusCode: this.#statusCode(statusCodeOfSample(sample)),
+          statusCode: this.#statusCode(served),
           sourceTimestamp,
           serverTimestamp: now,
         }),

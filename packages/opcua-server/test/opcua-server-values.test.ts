@@ -202,6 +202,28 @@ describe("OpcuaServer values", () => {
       expect(Math.abs(values[index]! - values[index - 1]!)).toBeGreaterThan(2);
     }
   });
+
+  test("while the control system is stopped its frozen values are served uncertain (last usable value), good again once it runs", async () => {
+    const read = () =>
+      client.session.read({ nodeId: served.server.nodeIdOf("valve.ald1"), attributeId: AttributeIds.Value });
+    expect((await read()).statusCode.value).toBe(QualityCodes.Good);
+    await served.system.stop();
+    const deadline = Date.now() + 3_000;
+    let status = (await read()).statusCode.value;
+    while (status === QualityCodes.Good && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      status = (await read()).statusCode.value;
+    }
+    expect(status).toBe(QualityCodes.UncertainNoCommunicationLastUsableValue);
+    expect((await read()).value.value).toBe(false);
+    await served.system.start();
+    await waitFor(() => served.system.state === "running", "running");
+    const until = Date.now() + 3_000;
+    while ((await read()).statusCode.value !== QualityCodes.Good && Date.now() < until) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    expect((await read()).statusCode.value).toBe(QualityCodes.Good);
+  });
 });
 
 /** node-opcua's [high, low] words of a 64-bit integer as a bigint. */
