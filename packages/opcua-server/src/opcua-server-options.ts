@@ -20,7 +20,7 @@ export interface OpcuaSessionInfo {
   readonly sessionId: string;
   /** The session name the client gave. */
   readonly sessionName: string;
-  /** The client's ApplicationUri, from its certificate or its description, when known. */
+  /** The client's ApplicationUri: the one in its certificate (checked by the secure channel), else (a None channel) the one it states. */
   readonly clientApplicationUri?: string;
   /** `None`, `Sign` or `SignAndEncrypt`. */
   readonly securityMode: string;

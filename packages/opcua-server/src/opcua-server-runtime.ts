@@ -4,6 +4,7 @@
  * `@kiln/opcua-server` loads nothing of node-opcua (which prints warnings and prepares crypto at
  * load): it is loaded by the first `start()`.
  */
+export { SessionContext } from "node-opcua-address-space";
 export { OPCUACertificateManager } from "node-opcua-certificate-manager";
 export { standardUnits } from "node-opcua-data-access";
 export { DataValue } from "node-opcua-data-value";

@@ -463,7 +463,7 @@ export class OpcuaServer {
   /** Asks the host's `identify` for the session's principal; true (and remembered) when it gives one. */
   async #identify(session: ServerSession, identity: OpcuaUserIdentity | undefined): Promise<boolean> {
     if (identity === undefined) return false;
-    const info = sessionInfoOf(session);
+    const info = sessionInfoOf(this.#runtime!, session);
     try {
       const principal = await this.#options.identify(identity, info);
       if (principal === undefined || principal === null) return false;
@@ -487,7 +487,7 @@ export class OpcuaServer {
   #principalOf(session: ISessionBase | undefined): Principal {
     const known = session ? this.#principals.get(session) : undefined;
     if (known) return known;
-    const info = session ? sessionInfoOf(session as ServerSession) : undefined;
+    const info = session ? sessionInfoOf(this.#runtime!, session as ServerSession) : undefined;
     return { id: "anonymous", roles: [], source: info ? sourceOf(info) : "opcua" };
   }
 
@@ -623,9 +623,20 @@ function statusCodeTable(runtime: ServerRuntime): Map<number, StatusCode> {
   return table;
 }
 
-function sessionInfoOf(session: ServerSession): OpcuaSessionInfo {
+/**
+ * What the server knows of a session. The client's ApplicationUri is the one in its certificate
+ * (checked by the secure channel) when it has one; only on a None channel is it the one the
+ * client states.
+ */
+function sessionInfoOf(runtime: ServerRuntime, session: ServerSession): OpcuaSessionInfo {
   const channel = session.channel;
-  const applicationUri = session.clientDescription?.applicationUri ?? undefined;
+  let certified: string | null = null;
+  try {
+    certified = new runtime.SessionContext({ session }).clientApplicationUri;
+  } catch {
+    certified = null;
+  }
+  const applicationUri = certified ?? session.clientDescription?.applicationUri ?? undefined;
   return {
     sessionId: session.nodeId?.toString() ?? "(unknown session)",
     sessionName: session.sessionName ?? "",
