@@ -47,6 +47,14 @@ export default defineConfig({
       },
       {
         extends: true,
+        test: {
+          name: "sparkplug",
+          root: "packages/sparkplug",
+          include: ["src/**/*.test.ts", "test/**/*.test.ts"],
+        },
+      },
+      {
+        extends: true,
         test: { name: "examples", root: "examples", include: ["**/*.test.ts"], exclude: ["**/node_modules/**"] },
       },
       {
@@ -72,6 +80,7 @@ export default defineConfig({
         "packages/store-postgres/src/**": { statements: 93, branches: 90, functions: 95, lines: 95 },
         "packages/observability/src/**": { statements: 97, branches: 96, functions: 99, lines: 99 },
         "packages/opcua-server/src/**": { statements: 89, branches: 74, functions: 87, lines: 92 },
+        "packages/sparkplug/src/**": { statements: 89, branches: 84, functions: 92, lines: 90 },
       },
     },
     passWithNoTests: true,

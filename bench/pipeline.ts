@@ -6,15 +6,8 @@
  */
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
-import {
-  defineTags,
-  type KilnEvents,
-  MemoryStore,
-  type Sample,
-  type SampleSink,
-  SimulatedPlc,
-  SystemClock,
-} from "@kiln/core";
+import { defineTags, type KilnEvents, MemoryStore, type Sample, SimulatedPlc, SystemClock } from "@kiln/core";
+import { type SampleSink } from "@kiln/core/driver-kit";
 import { CurrentValueTable } from "../packages/core/src/cvt/current-value-table";
 import { EventBus } from "../packages/core/src/events/event-bus";
 import { LoggingFilter } from "../packages/core/src/logging/logging-filter";

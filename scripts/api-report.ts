@@ -2,9 +2,12 @@
  * Writes or checks the API report of every public entry point of every package: one
  * `packages/<name>/api/<entry>.api.md` per `exports` subpath, made by api-extractor from the
  * built declarations. `npm test` runs it in check mode, so a change of the public surface fails
- * until the report is updated (`npm run api:update`) and the change shows in review.
+ * until the report is updated (`npm run api:update`) and the change shows in review. A report
+ * that carries an `ae-forgotten-export` warning fails in both modes: an entry's signature names
+ * a type that entry does not export, so a user could not name it (export it, or stop exposing it).
+ * Package names after the flags limit the run, e.g. `node --import tsx scripts/api-report.ts --update core`.
  */
-import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -12,18 +15,31 @@ import { Extractor, ExtractorConfig, ExtractorLogLevel } from "@microsoft/api-ex
 
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), "..");
 const update = process.argv.includes("--update");
+const only = process.argv.slice(2).filter((argument) => !argument.startsWith("--"));
 const temp = mkdtempSync(path.join(tmpdir(), "kiln-api-"));
 
 interface ExportTarget {
   readonly import?: { readonly types?: string };
 }
 
+/** The package's own entry points, each mapped to its declarations under node_modules. */
+function selfPaths(name: string, exports: Record<string, ExportTarget | string>): Record<string, string[]> {
+  const paths: Record<string, string[]> = {};
+  for (const [subpath, target] of Object.entries(exports)) {
+    const types = typeof target === "string" ? undefined : target.import?.types;
+    if (types !== undefined) paths[`${name}${subpath.slice(1)}`] = [path.join(root, "node_modules", name, types)];
+  }
+  return paths;
+}
+
 let failures = 0;
 try {
   for (const name of readdirSync(path.join(root, "packages")).sort()) {
+    if (only.length > 0 && !only.includes(name)) continue;
     const packageFolder = path.join(root, "packages", name);
     const packageJson = path.join(packageFolder, "package.json");
     const manifest = JSON.parse(readFileSync(packageJson, "utf8")) as {
+      name: string;
       exports: Record<string, ExportTarget | string>;
     };
     for (const [subpath, target] of Object.entries(manifest.exports)) {
@@ -45,6 +61,11 @@ try {
                 moduleResolution: "nodenext",
                 strict: true,
                 skipLibCheck: true,
+                // An entry that imports a type from another entry of its package by name
+                // ("@kiln/core/driver-kit") reaches it through node_modules, not as a self-reference,
+                // so api-extractor reports it as an import from that entry, the name's one home (ADR 0027).
+                preserveSymlinks: true,
+                paths: selfPaths(manifest.name, manifest.exports),
               },
             },
           },
@@ -79,6 +100,17 @@ try {
         },
       });
       const label = `${name}${subpath === "." ? "" : subpath.slice(1)}`;
+      const report = path.join(update ? path.join(packageFolder, "api") : path.join(temp, name), `${entry}.api.md`);
+      const forgotten = existsSync(report)
+        ? [...readFileSync(report, "utf8").matchAll(/\(ae-forgotten-export\) The symbol "([^"]+)"/g)].map((m) => m[1])
+        : [];
+      if (forgotten.length > 0) {
+        failures++;
+        console.error(
+          `@kiln/${label} names types it does not export (ae-forgotten-export): ${[...new Set(forgotten)].join(", ")}. ` +
+            "Export what a user needs to name from this entry, or stop exposing it.",
+        );
+      }
       if (result.apiReportChanged && !update) {
         failures++;
         console.error(

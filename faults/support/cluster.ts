@@ -114,6 +114,11 @@ export class FaultCluster {
     return `postgres://postgres@127.0.0.1:${this.port}/kiln`;
   }
 
+  /** The same database over the cluster's Unix socket (in {@link directory}): `postgres://postgres@/kiln?host=<dir>&port=<port>`. */
+  get socketUrl(): string {
+    return `postgres://postgres@/kiln?host=${encodeURIComponent(this.directory)}&port=${this.port}`;
+  }
+
   get #data(): string {
     return join(this.directory, "data");
   }
@@ -135,6 +140,11 @@ export class FaultCluster {
   /** Crashes the server: `pg_ctl stop -m immediate` (no checkpoint; the next start runs crash recovery). */
   async crash(): Promise<void> {
     await this.#as(join(this.#bin, "pg_ctl"), ["stop", "-m", "immediate", "-D", this.#data]);
+  }
+
+  /** Stops the server cleanly (`pg_ctl stop -m fast`): its Unix socket file is removed until the next start. */
+  async stop(): Promise<void> {
+    await this.#as(join(this.#bin, "pg_ctl"), ["stop", "-m", "fast", "-D", this.#data]);
   }
 
   /** Freezes the postmaster and every backend (SIGSTOP): connections stay open, nothing answers. */

@@ -71,3 +71,15 @@ test("the API reference example of createControlSystem prints a good sample", { 
   const stdout = await runSample("create-control-system", example!);
   expectGoodSample(stdout, "chamber.pressure", /0/);
 });
+
+test(
+  "@kiln/sparkplug's README edge node sample prints the DBIRTH with every tag's value",
+  { timeout: 15_000 },
+  async () => {
+    // On this machine's mosquitto where installed, else the embedded aedes broker.
+    const stdout = await runSample("sparkplug-readme", await firstBlock("packages/sparkplug/README.md"));
+    expect(stdout).toContain("spBv1.0/plant-1/DBIRTH/line-3/ald-1");
+    expect(stdout).toMatch(/'chamber\.pressure=-?\d+(\.\d+)?'/);
+    expect(stdout).toContain("'Kiln/Machine State=idle'");
+  },
+);

@@ -87,6 +87,7 @@ describe.skipIf(!built)("the packed packages installed into a project of its own
         isKilnError: true,
         opcua: "function",
         opcuaServer: "function",
+        sparkplug: 1.5,
       });
     }
   });

@@ -1,4 +1,4 @@
-import type { AggregateValue, HistoryQueries } from "@kiln/core";
+import type { AggregateValue, HistoryQueries } from "@kiln/core/driver-kit";
 import type { ReportPhase } from "./report";
 
 /** One ALD cycle's time window, ms since epoch: `[start, end)`. */

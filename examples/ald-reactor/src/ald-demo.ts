@@ -4,20 +4,20 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { PGlite } from "@electric-sql/pglite";
 import {
-  type AggregateValue,
   type AlarmDefinitionInput,
   type Clock,
   type ControlSystem,
   createControlSystem,
   KilnError,
-  type Metrics,
   type Principal,
   type ProcessResult,
   QualityCodes,
   type Sample,
   SystemClock,
 } from "@kiln/core";
-import { parseOrThrow, type SampleBucket, type TimerHandle } from "@kiln/core/driver-kit";
+import { type AggregateValue, type Metrics } from "@kiln/core/driver-kit";
+import { parseOrThrow, type SampleBucket } from "@kiln/core/driver-kit";
+import { type TimerHandle } from "@kiln/core";
 import { OpcuaDriver } from "@kiln/plc-opcua";
 import { PostgresStore } from "@kiln/store-postgres";
 import { z } from "zod";
@@ -25,10 +25,28 @@ import { AldReactorPlc, aldTags } from "./ald-reactor-plc";
 import { serveAldSystem } from "./ald-serve";
 import { cycleStatistics, cycleWindows, type CycleStatistics } from "./ald-cycles";
 import { aldRecipe, phaseOfStep, type AldPhase } from "./ald-recipe";
-import { summaryItems, type AldDemoSummary, type AlarmRaiseRecord, type BreakerEventRecord } from "./ald-summary";
+import {
+  linkDownText,
+  summaryItems,
+  worstPulseText,
+  type AldDemoSummary,
+  type AlarmRaiseRecord,
+  type BreakerEventRecord,
+} from "./ald-summary";
 import { ProgressLine, type ProgressOutput } from "./progress-line";
 import { DEFAULT_REACTOR_PARAMETERS } from "./reactor-model";
-import { buildRunReport, type ReportMarker, type ReportPhase, type ReportPoint } from "./report";
+import { buildRunReport, type ReportMarker, type ReportPhase, type ReportPoint, type ReportTable } from "./report";
+import {
+  alarmOccurrences,
+  cycleTimeline,
+  linkOutages,
+  valveSpans,
+  worstPulse,
+  type AlarmOccurrence,
+  type CycleTimelineRow,
+  type LinkEvent,
+  type StepRecord,
+} from "./run-analysis";
 
 const positive = z.number().positive();
 const milliseconds = z.number().int().nonnegative();
@@ -137,6 +155,8 @@ type ResolvedOptions = z.output<typeof optionsSchema>;
 const FAST_SCAN_MS = 50;
 const PRESSURE = "chamber.pressure";
 const SLOW_SCAN_MS = 200;
+/** The acquisition's reconnect backoff after a lost PLC link, ms (doubling from the first to the cap). */
+const RECONNECT = { initialDelayMs: 200, maxDelayMs: 1_000 } as const;
 
 /** The demo operator: acknowledges alarms and starts the recipe. */
 const OPERATOR: Principal = { id: "demo-operator", roles: ["operator"] };
@@ -174,6 +194,8 @@ class AldDemoRun {
   readonly #clock: Clock;
   readonly #cleanups: (() => Promise<void>)[] = [];
   readonly #phases: ReportPhase[] = [];
+  readonly #steps: StepRecord[] = [];
+  readonly #linkEvents: LinkEvent[] = [];
   readonly #markers: ReportMarker[] = [];
   readonly #raises: { record: AlarmRaiseRecord; acknowledgedAt?: number }[] = [];
   readonly #breakerEvents: BreakerEventRecord[] = [];
@@ -187,7 +209,6 @@ class AldDemoRun {
   #link = "connecting";
   #linkLost = 0;
   #linkRestored = 0;
-  #downtimeMs = 0;
   #qualityChanges = 0;
   #fault: Promise<void> | undefined;
   #faultTimes: { stoppedAt: number; restartedAt: number } | undefined;
@@ -295,6 +316,8 @@ class AldDemoRun {
     const logging = system.health().logging;
 
     const history = await this.#readHistory(store, startedAt, clock.now() + 1);
+    const outages = linkOutages(this.#linkEvents, history.to);
+    const worst = worstPulse(this.#steps);
     const summary: AldDemoSummary = {
       ok: false,
       mode: options.fault ? "fault" : "normal",
@@ -319,6 +342,8 @@ class AldDemoRun {
         stale: history.stale,
       },
       pulseTiming: result.timing.pulse,
+      ...(worst ? { worstPulse: worst } : {}),
+      timeline: cycleTimeline(this.#steps),
       waitTiming: result.timing.wait,
       alarms: {
         raised: this.#raises.length,
@@ -327,13 +352,16 @@ class AldDemoRun {
         raises: this.#raises.map(({ record, acknowledgedAt }) =>
           acknowledgedAt === undefined ? record : { ...record, acknowledgedAt },
         ),
+        occurrences: history.alarms,
       },
       breakerEvents: [...this.#breakerEvents],
       link: {
         lost: this.#linkLost,
         restored: this.#linkRestored,
-        downtimeMs: this.#downtimeMs,
+        outages,
+        downtimeMs: outages.reduce((sum, outage) => sum + outage.durationMs, 0),
         qualityChanges: this.#qualityChanges,
+        backoff: RECONNECT,
       },
       ...(this.#faultTimes ? { fault: this.#faultTimes } : {}),
       pressure: {
@@ -429,7 +457,7 @@ class AldDemoRun {
         timeoutMs: 2_000,
         failureThreshold: 3,
         recoveryTimeMs: 2_000,
-        reconnect: { initialDelayMs: 200, maxDelayMs: 1_000 },
+        reconnect: RECONNECT,
       },
       logging: { maxLatencyMs: 250 },
       ...(this.#options.metrics ? { metrics: this.#options.metrics } : {}),
@@ -457,6 +485,17 @@ class AldDemoRun {
       const phase: AldPhase | undefined = phaseOfStep(event.path);
       if (!phase || phase.kind === "set") return;
       this.#phases.push({ start: event.startedAt, end: event.at, kind: phase.kind, label: phase.label });
+      this.#steps.push({
+        path: event.path,
+        kind: phase.kind,
+        label: phase.label,
+        start: event.startedAt,
+        end: event.at,
+        ...(event.plannedMs === undefined ? {} : { plannedMs: event.plannedMs }),
+        actualMs: event.actualMs,
+        ...(event.errorMs === undefined ? {} : { errorMs: event.errorMs }),
+        outcome: event.outcome,
+      });
       if (phase.kind === "h2o" && event.outcome === "completed") this.#cyclesCompleted++;
     });
     bus.on("alarm-raise", (event) => {
@@ -515,22 +554,22 @@ class AldDemoRun {
         ...(event.reason === undefined ? {} : { reason: event.reason }),
       });
     });
+    // The link markers and every outage figure are made from these events once, after the run
+    // (linkOutages): the same span everywhere.
     bus.on("plc-connection-lose", (event) => {
       this.#link = "offline";
       this.#linkLost++;
+      this.#linkEvents.push({ at: event.at, type: "lose" });
       this.#markers.push({ at: event.at, kind: "link-lost", label: `PLC link lost: ${event.reason}` });
       this.#say(`PLC link lost (${event.reason}); tags turn uncertain, reconnecting`);
     });
     bus.on("plc-connection-restore", (event) => {
       this.#link = "online";
       this.#linkRestored++;
-      this.#downtimeMs += event.downtimeMs;
-      this.#markers.push({
-        at: event.at,
-        kind: "link-restored",
-        label: `PLC link restored after ${event.downtimeMs} ms`,
-      });
-      this.#say(`PLC link restored after ${(event.downtimeMs / 1_000).toFixed(1)} s`);
+      this.#linkEvents.push({ at: event.at, type: "restore" });
+      const outage = linkOutages(this.#linkEvents, event.at).at(-1);
+      this.#markers.push({ at: event.at, kind: "link-restored", label: `PLC link restored` });
+      this.#say(`PLC link restored: ${linkDownText(outage ? [outage] : [])}`);
     });
     system.cvt.observeAll((change) => {
       if (change.previous !== undefined && change.qualityChanged) this.#qualityChanges++;
@@ -613,8 +652,11 @@ class AldDemoRun {
       points: this.#options.trendPoints,
     });
     const cycles = await cycleStatistics(store.history, PRESSURE, cycleWindows(this.#phases));
+    // The alarm table comes from the store's alarm history (every ISA-18.2 transition, with who
+    // acknowledged), not from the events the demo saw.
+    const alarms = alarmOccurrences(await store.alarms.query({ from, to }));
     await store.close();
-    return { samples, buckets, bucketMs, stored, notGood, stale, from, to, pressureTrend, cycles };
+    return { samples, buckets, bucketMs, stored, notGood, stale, from, to, pressureTrend, cycles, alarms };
   }
 
   #report(
@@ -631,6 +673,14 @@ class AldDemoRun {
       );
     const { alarms } = this.#options;
     const start = new Date(summary.startedAt).toISOString().replace("T", " ").slice(0, 19);
+    const valve = (tag: string): { t: number; open: boolean; good: boolean }[] =>
+      (history.samples.get(tag) ?? []).flatMap((sample) =>
+        typeof sample.value === "boolean"
+          ? [{ t: sample.timestamp, open: sample.value, good: sample.quality.severity === "good" }]
+          : [],
+      );
+    const worst = summary.worstPulse;
+    const worstCycleRow = worst?.cycle === undefined ? [] : [worst.cycle - 1];
     return buildRunReport({
       title: `ALD run: ${aldRecipe.name} v${aldRecipe.version}, ${summary.cycles.completed} of ${summary.cycles.planned} cycles`,
       subtitle: `${start} UTC · ${summary.mode === "fault" ? "fault mode: PLC server stopped and restarted mid-run" : "normal run"} · process ${result.processId} ${result.status}`,
@@ -672,10 +722,34 @@ class AldDemoRun {
           band: { bucketMs: history.bucketMs, buckets: history.buckets.get("heater.temperature") ?? [] },
         },
       ],
+      pulseChart: {
+        id: "valves",
+        title: "Valve states as logged (open = bar)",
+        lanes: [
+          { label: "valve.tma", kind: "tma", pulses: valveSpans(valve("valve.tma"), history.to) },
+          { label: "valve.h2o", kind: "h2o", pulses: valveSpans(valve("valve.h2o"), history.to) },
+        ],
+        ...(worst
+          ? {
+              highlight: {
+                lane: worst.step.kind === "tma" ? 0 : 1,
+                start: worst.openAt,
+                end: worst.step.end,
+                label: `worst pulse timing: ${worstPulseText(worst, history.from)}`,
+              },
+            }
+          : {}),
+      },
       phases: this.#phases,
+      outages: summary.link.outages.map((outage) => ({
+        start: outage.start,
+        end: outage.end,
+        label: linkDownText([outage]),
+      })),
       markers: this.#markers,
       summary: summaryItems(summary),
       tables: [
+        cycleTimelineTable(summary.timeline, history.from, worstCycleRow),
         {
           title: "Chamber pressure per cycle",
           columns: ["cycle", "from", "to", "minimum (mbar)", "maximum (mbar)", "average (mbar)", "quality"],
@@ -691,16 +765,25 @@ class AldDemoRun {
           empty: "No cycle ran.",
         },
         {
+          id: "alarms",
           title: "Alarms",
-          columns: ["raised at", "alarm", "value (mbar)", "message", "acknowledged at"],
-          rows: summary.alarms.raises.map((raise) => [
-            offset(raise.at, history.from),
-            raise.alarmId,
-            formatValue(raise.value),
-            raise.message,
-            raise.acknowledgedAt === undefined ? "not acknowledged" : offset(raise.acknowledgedAt, history.from),
+          columns: ["tag", "alarm", "priority", "raised", "value (mbar)", "cleared", "acknowledged", "acknowledged by"],
+          rows: summary.alarms.occurrences.map((occurrence) => [
+            occurrence.tag,
+            occurrence.kind,
+            String(occurrence.priority),
+            occurrence.raisedTo === "unacknowledged"
+              ? offset(occurrence.raisedAt, history.from)
+              : `${offset(occurrence.raisedAt, history.from)} (${occurrence.raisedTo})`,
+            occurrence.value === undefined ? "" : formatValue(occurrence.value),
+            occurrence.clearedAt === undefined ? "still active" : offset(occurrence.clearedAt, history.from),
+            occurrence.acknowledgedAt === undefined
+              ? "not acknowledged"
+              : offset(occurrence.acknowledgedAt, history.from),
+            occurrence.acknowledgedBy ?? "",
           ]),
           empty: "No alarm was raised.",
+          note: "From the store's alarm history (store.alarms.query): every ISA-18.2 transition, paired per occurrence; times since the start of the run; priority 1 is the highest.",
         },
         {
           title: "Breaker events",
@@ -720,7 +803,8 @@ class AldDemoRun {
       notes: [
         "Charts are read back from the store after the run: the pressure line is the store's M4 trend (history.downsample), the other lines raw samples (readSamples), the band min/max per bucket (readBuckets).",
         "The per-cycle table is computed by the store (history.aggregate: Minimum, Maximum, Average over each cycle, OPC UA Part 13); a cycle runs from its TMA pulse through the purges after its H2O pulse.",
-        "Shading shows the recipe step running at each moment (step-start/step-end events); triangles mark alarms, acknowledgements and PLC link changes.",
+        "Shading shows the recipe step running at each moment (step-start/step-end events), repeated in the step lane above each plot; the PLC link lane under it shows each outage, also outlined across the plot; triangles mark alarms, acknowledgements and PLC link changes.",
+        "The valve chart shows valve.tma and valve.h2o as logged by the PLC at the 50 ms scan (so a bar's width is its open time to within a scan period); the ring marks the pulse with the largest timing error, measured by the recipe executor from the open write to the close write (step-end actualMs), the figure behind the summary's max.",
       ],
     });
   }
@@ -735,6 +819,7 @@ interface History {
   readonly samples: ReadonlyMap<string, Sample[]>;
   readonly pressureTrend: readonly Sample[];
   readonly cycles: readonly CycleStatistics[];
+  readonly alarms: readonly AlarmOccurrence[];
   readonly buckets: ReadonlyMap<string, SampleBucket[]>;
   readonly bucketMs: number;
   readonly stored: number;
@@ -765,4 +850,58 @@ function formatValue(value: number | boolean | null): string {
 
 function offset(at: number, from: number): string {
   return `${((at - from) / 1_000).toFixed(2)} s`;
+}
+
+/** The order of a cycle's steps in the recipe. */
+const CYCLE_STEPS = ["tma", "purge", "h2o", "purge"] as const;
+
+/**
+ * The per-cycle timeline table: each cycle's start, its four steps' measured durations against
+ * their setpoints (`actual / set`, ms), the cycle's length, and its largest deviation.
+ */
+function cycleTimelineTable(
+  rows: readonly CycleTimelineRow[],
+  from: number,
+  highlightRows: readonly number[],
+): ReportTable {
+  return {
+    id: "cycles",
+    title: "Cycle timeline",
+    columns: [
+      "cycle",
+      "start",
+      "TMA pulse (ms, actual / set)",
+      "purge (ms)",
+      "H2O pulse (ms)",
+      "purge (ms)",
+      "cycle length (ms)",
+      "largest deviation",
+    ],
+    rows: rows.map((row) => {
+      const cells: string[] = [];
+      let index = 0;
+      for (const kind of CYCLE_STEPS) {
+        const step = row.steps[index]?.kind === kind ? row.steps[index++] : undefined;
+        cells.push(
+          step === undefined
+            ? "—"
+            : `${step.actualMs.toFixed(1)} / ${step.plannedMs ?? "—"}${step.outcome === "completed" ? "" : ` (${step.outcome})`}`,
+        );
+      }
+      const planned = row.steps.reduce((sum, step) => sum + (step.plannedMs ?? 0), 0);
+      const deviation = row.worst
+        ? `${row.worst.errorMs! >= 0 ? "+" : ""}${row.worst.errorMs!.toFixed(1)} ms (${row.worst.label})`
+        : "—";
+      return [
+        String(row.cycle),
+        offset(row.start, from),
+        ...cells,
+        `${(row.end - row.start).toFixed(0)} / ${planned}`,
+        deviation,
+      ];
+    }),
+    highlightRows,
+    empty: "No cycle ran.",
+    note: "Measured by the recipe executor (step-end events): a pulse from its open write to its close write, a purge from its start to its end; deviation = actual − setpoint. The cycle length runs from the TMA pulse's start to the last purge's end, so it includes the valve writes. The highlighted cycle holds the worst-timed pulse.",
+  };
 }

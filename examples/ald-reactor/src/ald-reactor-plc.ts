@@ -1,5 +1,5 @@
 import { type Clock, defineTags, SystemClock } from "@kiln/core";
-import { type TimerHandle } from "@kiln/core/driver-kit";
+import { type TimerHandle } from "@kiln/core";
 import { OPCUA_SIMULATOR_NAMESPACE_URI, OpcuaSimulator } from "@kiln/plc-opcua";
 import {
   DEFAULT_REACTOR_PARAMETERS,

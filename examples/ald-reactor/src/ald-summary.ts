@@ -1,5 +1,12 @@
 import type { Sample, TimingStats } from "@kiln/core";
 import type { CycleStatistics } from "./ald-cycles";
+import {
+  formatOutage,
+  type AlarmOccurrence,
+  type CycleTimelineRow,
+  type LinkOutage,
+  type WorstPulse,
+} from "./run-analysis";
 
 /** A breaker state change seen during the run. */
 export interface BreakerEventRecord {
@@ -61,6 +68,10 @@ export interface AldDemoSummary {
   };
   /** Pulse open time minus planned, ms (from the process result). */
   readonly pulseTiming: TimingStats;
+  /** The pulse behind `pulseTiming.max` (from the `step-end` events), marked on the report's valve chart. */
+  readonly worstPulse?: WorstPulse;
+  /** Each ALD cycle's steps, their durations against their setpoints (from the `step-end` events). */
+  readonly timeline: readonly CycleTimelineRow[];
   /** Wait duration minus planned, ms. */
   readonly waitTiming: TimingStats;
   readonly alarms: {
@@ -68,14 +79,24 @@ export interface AldDemoSummary {
     readonly acknowledged: number;
     readonly interlockTrips: number;
     readonly raises: readonly AlarmRaiseRecord[];
+    /** The store's alarm history (`store.alarms.query`) paired into occurrences: raised, cleared, acknowledged, by whom. */
+    readonly occurrences: readonly AlarmOccurrence[];
   };
   readonly breakerEvents: readonly BreakerEventRecord[];
-  /** PLC link: losses, restorations, total downtime, and tag quality changes seen in the CVT. */
+  /** PLC link: losses, restorations, outages, and tag quality changes seen in the CVT. */
   readonly link: {
     readonly lost: number;
     readonly restored: number;
+    /**
+     * Each outage, from the `plc-connection-lose` event to the `plc-connection-restore` event
+     * ({@link linkOutages}): the one outage figure the summary, the charts and the notes show.
+     */
+    readonly outages: readonly LinkOutage[];
+    /** The sum of the outages' `durationMs`. */
     readonly downtimeMs: number;
     readonly qualityChanges: number;
+    /** The reconnect backoff of the acquisition (`acquisition.reconnect`), ms: why an outage outlasts the fault. */
+    readonly backoff: { readonly initialDelayMs: number; readonly maxDelayMs: number };
   };
   /** When the OPC UA server was stopped and started again (fault mode). */
   readonly fault?: { readonly stoppedAt: number; readonly restartedAt: number };
@@ -128,7 +149,7 @@ export function summaryItems(summary: AldDemoSummary): { label: string; value: s
       value:
         pulseTiming.count === 0
           ? "no pulse measured"
-          : `p50 ${ms(pulseTiming.p50)}, p99 ${ms(pulseTiming.p99)}, max ${ms(pulseTiming.max)} over ${pulseTiming.count} pulses`,
+          : `p50 ${ms(pulseTiming.p50)}, p99 ${ms(pulseTiming.p99)}, max ${ms(pulseTiming.max)} over ${pulseTiming.count} pulses${summary.worstPulse ? `; the max is the ${worstPulseText(summary.worstPulse, summary.startedAt)}, ringed on the valve chart` : ""}`,
     },
     {
       label: "Alarms",
@@ -149,22 +170,67 @@ export function summaryItems(summary: AldDemoSummary): { label: string; value: s
       value:
         summary.link.lost === 0
           ? "online throughout"
-          : `lost ${summary.link.lost}×, restored ${summary.link.restored}×, down ${seconds(summary.link.downtimeMs)}, ${summary.link.qualityChanges} tag quality changes`,
+          : `lost ${summary.link.lost}×, restored ${summary.link.restored}×, ${linkDownText(summary.link.outages)}, ${summary.link.qualityChanges} tag quality changes`,
       ok: summary.link.lost === summary.link.restored,
     },
   ];
   if (summary.fault) {
     items.push({
       label: "Fault injected",
-      value: `OPC UA server stopped at ${seconds(summary.fault.stoppedAt - summary.startedAt)}, restarted at ${seconds(summary.fault.restartedAt - summary.startedAt)} on the same port`,
+      value: `OPC UA server stopped at ${seconds(summary.fault.stoppedAt - summary.startedAt)}, restarted at ${seconds(summary.fault.restartedAt - summary.startedAt)} on the same port: server down ${formatOutage(summary.fault.restartedAt - summary.fault.stoppedAt)}`,
     });
   }
+  const outageNote = outageExplanation(summary);
+  if (outageNote) items.push({ label: "Outage", value: outageNote });
   items.push(
     { label: "Store", value: summary.store === "pglite" ? "embedded PGlite (in memory)" : "PostgreSQL (DATABASE_URL)" },
     { label: "PLC endpoint", value: `${summary.endpointUrl} (SignAndEncrypt, Basic256Sha256)` },
     { label: "Run time", value: seconds(summary.durationMs) },
   );
   return items;
+}
+
+/** `PLC link down 3.62 s` (or `... 3.62 s + 1.05 s` for several outages): the outage figure as every place prints it. */
+export function linkDownText(outages: readonly LinkOutage[]): string {
+  if (outages.length === 0) return "PLC link never down";
+  const open = outages.some((outage) => !outage.restored) ? " (not restored by the end of the run)" : "";
+  return `PLC link down ${outages.map((outage) => formatOutage(outage.durationMs)).join(" + ")}${open}`;
+}
+
+/**
+ * How the outage is measured, and why it differs from the injected server downtime: the loss is
+ * seen some time after the server stops, and after the restart the link comes back at the next
+ * reconnect attempt (capped exponential backoff) plus a new secure session. Undefined without an outage.
+ */
+export function outageExplanation(summary: AldDemoSummary): string | undefined {
+  const { outages, backoff } = summary.link;
+  if (outages.length === 0) return undefined;
+  const parts = [
+    `${linkDownText(outages)}, measured once from the plc-connection-lose event to the plc-connection-restore event (Kiln's view of the link, the same for every tag); each trace resumes at its first good sample after that, up to one scan period later.`,
+  ];
+  const outage = outages[0]!;
+  const fault = summary.fault;
+  if (fault && outages.length === 1 && outage.restored) {
+    const serverDown = fault.restartedAt - fault.stoppedAt;
+    const detected = outage.start - fault.stoppedAt;
+    const back = outage.end - fault.restartedAt;
+    parts.push(
+      `The OPC UA server was down ${formatOutage(serverDown)}: the loss was seen ${signedSeconds(detected)} after the stop and the link was back ${signedSeconds(back)} after the restart, because reconnect attempts back off (${backoff.initialDelayMs} ms, doubling, at most ${backoff.maxDelayMs} ms apart), so the first attempt after the restart can come up to ${backoff.maxDelayMs} ms late, and a new SignAndEncrypt session and subscription must then be set up.`,
+    );
+  }
+  return parts.join(" ");
+}
+
+/** `TMA pulse of cycle 7 at 12.34 s: 175.0 ms open on a 150 ms dose (+25.0 ms)`. */
+export function worstPulseText(worst: WorstPulse, origin: number): string {
+  const { step } = worst;
+  const where = worst.cycle === undefined ? step.label : `${step.label} of cycle ${worst.cycle}`;
+  const planned = step.plannedMs === undefined ? "" : ` on a ${step.plannedMs} ms dose`;
+  return `${where} at ${((worst.openAt - origin) / 1_000).toFixed(2)} s: ${ms(step.actualMs)} open${planned} (${worst.errorMs >= 0 ? "+" : ""}${ms(worst.errorMs)})`;
+}
+
+function signedSeconds(value: number): string {
+  return `${value >= 0 ? "" : "−"}${(Math.abs(value) / 1_000).toFixed(2)} s`;
 }
 
 function seconds(value: number): string {

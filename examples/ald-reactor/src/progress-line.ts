@@ -1,5 +1,5 @@
 import { type Clock } from "@kiln/core";
-import { type TimerHandle } from "@kiln/core/driver-kit";
+import { type TimerHandle } from "@kiln/core";
 
 /** What the progress line shows. */
 export interface ProgressSnapshot {

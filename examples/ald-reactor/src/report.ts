@@ -1,3 +1,4 @@
+import { scaleLinear, type ScaleLinear } from "d3-scale";
 import { type SampleBucket } from "@kiln/core/driver-kit";
 
 /** One charted sample: time (ms since epoch), value, and whether its quality was good. */
@@ -67,13 +68,65 @@ export interface ReportMarker {
   readonly chartId?: string;
 }
 
+/**
+ * A communication outage, drawn on every chart in the `PLC link` lane above the plot and as a
+ * dashed outline (no fill: the recipe step shading under it stays visible) across the plot.
+ */
+export interface ReportOutage {
+  readonly start: number;
+  readonly end: number;
+  /** The text on the chart, e.g. `PLC link down 3.62 s`; compute it once and pass the same text everywhere. */
+  readonly label: string;
+}
+
+/** A span a valve was open. */
+export interface ReportPulse {
+  readonly start: number;
+  readonly end: number;
+  /** False draws it as uncertain (grey): some sample of it was not of good quality. */
+  readonly good: boolean;
+}
+
+/** One row of the valve chart. */
+export interface ReportPulseLane {
+  /** The tag, e.g. `valve.tma`. */
+  readonly label: string;
+  /** Chooses the colour, as a phase kind: `tma`, `h2o`, or anything else. */
+  readonly kind: string;
+  readonly pulses: readonly ReportPulse[];
+}
+
+/**
+ * A chart of on/off signals (valve states) as pulses on the run's time axis, one lane each, with
+ * one pulse optionally marked and labelled (the worst-timed one).
+ */
+export interface ReportPulseChart {
+  /** Used in element ids; letters, digits and `-`. */
+  readonly id: string;
+  readonly title: string;
+  readonly lanes: readonly ReportPulseLane[];
+  /** The pulse to point at: a ring around `[start, end]` in lane `lane` (an index) and a labelled callout. */
+  readonly highlight?: {
+    readonly lane: number;
+    readonly start: number;
+    readonly end: number;
+    readonly label: string;
+  };
+}
+
 /** A table under the charts (alarms, breaker events...). */
 export interface ReportTable {
+  /** The section's element id is `table-<id>`; letters, digits and `-`. */
+  readonly id?: string;
   readonly title: string;
   readonly columns: readonly string[];
   readonly rows: readonly (readonly string[])[];
   /** Shown instead of an empty table. */
   readonly empty?: string;
+  /** Indexes of rows to highlight (class `highlight`), e.g. the cycle of the worst pulse. */
+  readonly highlightRows?: readonly number[];
+  /** A line under the table. */
+  readonly note?: string;
 }
 
 /** One line of the summary. `ok: false` highlights it. */
@@ -90,11 +143,15 @@ export interface RunReportData {
   /** The charted time range, ms since epoch. */
   readonly range: { readonly from: number; readonly to: number };
   readonly charts: readonly ReportChart[];
+  /** The valve chart, drawn under the trend charts on the same time axis. */
+  readonly pulseChart?: ReportPulseChart;
   readonly phases: readonly ReportPhase[];
+  /** Communication outages, drawn on every chart. @default none */
+  readonly outages?: readonly ReportOutage[];
   readonly markers: readonly ReportMarker[];
   readonly summary: readonly ReportSummaryItem[];
   readonly tables?: readonly ReportTable[];
-  /** Shown as JSON. */
+  /** Shown as JSON, collapsed (a `<details>` element) under the tables. */
   readonly recipe: unknown;
   /** The run's parameter values, shown next to the recipe. */
   readonly parameters?: Readonly<Record<string, unknown>>;
@@ -110,10 +167,14 @@ export interface QualityGap {
 }
 
 const WIDTH = 1000;
-const HEIGHT = 280;
-const MARGIN = { top: 16, right: 110, bottom: 34, left: 64 };
+const HEIGHT = 300;
+/** Two lanes above each plot: the recipe step, and the PLC link (outages). */
+const LANE = { height: 10, steps: 4, link: 18 };
+const MARGIN = { top: 36, right: 110, bottom: 34, left: 64 };
 const PLOT_WIDTH = WIDTH - MARGIN.left - MARGIN.right;
 const PLOT_HEIGHT = HEIGHT - MARGIN.top - MARGIN.bottom;
+/** The valve chart: a callout row, then one lane per valve. */
+const PULSE = { callout: 20, lane: 30, gap: 8 };
 
 const PHASE_LEGEND: readonly (readonly [string, string])[] = [
   ["heat-up", "heat-up"],
@@ -149,9 +210,18 @@ export function qualityGaps(points: readonly ReportPoint[], until: number): Qual
 /**
  * Builds the run report: one self-contained HTML page (inline CSS and SVG, no script or style
  * from anywhere else, no network) with a trend chart per {@link ReportChart}, the recipe's
- * phases shaded behind the traces, alarm and link markers, communication gaps hatched, the
- * summary, tables, and the recipe as JSON. A small inline script measures the drawn traces on
- * load and records how many charts have a visible trace in `body[data-charts-drawn]`.
+ * phases shaded behind the traces and in a `step` lane above each plot, communication outages in
+ * a `PLC link` lane under it and outlined across the plot, alarm and link markers, the valve
+ * chart ({@link ReportPulseChart}), the summary, tables, and the recipe as JSON (collapsed).
+ * Traces break where their samples' quality is not good (`data-gaps` counts those spans).
+ *
+ * A small inline script runs on load: it records how many charts have a visible trace in
+ * `body[data-charts-drawn]`, and on every element marked `data-check` (the lanes' steps and
+ * outages, the worst-pulse ring) writes what the browser laid out into `data-laid-out`:
+ * `left,top,width,height,visible,hits` (page pixels; `visible` 1 when its computed style shows
+ * it; `hits` how many of 9 points spread over it (a 3×3 grid at ¼, ½, ¾) hit the element itself
+ * rather than something drawn over it: 0 means fully covered), and in `data-covered-by` what
+ * covers a point that missed.
  */
 export function buildRunReport(data: RunReportData): string {
   const charts = data.charts.map((chart) => renderChart(chart, data)).join("\n");
@@ -169,6 +239,7 @@ export function buildRunReport(data: RunReportData): string {
   const parameters = data.parameters
     ? `<h3>Run parameters</h3><pre>${escapeHtml(JSON.stringify(data.parameters, null, 2))}</pre>`
     : "";
+  const pulseChart = data.pulseChart ? renderPulseChart(data.pulseChart, data) : "";
   return `<!doctype html>
 <html lang="en">
 <head>
@@ -185,11 +256,12 @@ ${data.subtitle ? `<p class="subtitle">${escapeHtml(data.subtitle)}</p>` : ""}
 <main>
 <section class="summary"><h2>Summary</h2><table>${summary}</table>${notes}</section>
 <section class="charts"><h2>Trends</h2>
-<p class="legend">${legend}<span class="key"><span class="swatch gap"></span>no communication</span><span class="key"><span class="swatch band"></span>min/max per bucket</span></p>
+<p class="legend">${legend}<span class="key"><span class="swatch outage"></span>PLC link down (own lane, outlined across the plot)</span><span class="key"><span class="swatch band"></span>min/max per bucket</span><span class="key"><span class="swatch uncertain-key"></span>quality not good (trace broken)</span></p>
 ${charts}
+${pulseChart}
 </section>
 ${tables}
-<section class="recipe"><h2>Recipe</h2>${parameters}<h3>Definition</h3><pre>${escapeHtml(JSON.stringify(data.recipe, null, 2))}</pre></section>
+<section class="recipe"><h2>Recipe</h2>${parameters}<details><summary>Definition (JSON)</summary><pre>${escapeHtml(JSON.stringify(data.recipe, null, 2))}</pre></details></section>
 </main>
 <script>${MEASURE_SCRIPT}</script>
 </body>
@@ -199,35 +271,20 @@ ${tables}
 
 function renderChart(chart: ReportChart, data: RunReportData): string {
   const { from, to } = data.range;
-  const span = Math.max(1, to - from);
-  const x = (t: number): number => MARGIN.left + ((Math.min(Math.max(t, from), to) - from) / span) * PLOT_WIDTH;
+  const x = timeScale(from, to);
   const values: number[] = [];
   for (const series of chart.series) for (const point of series.points) values.push(point.v);
   for (const bucket of chart.band?.buckets ?? []) values.push(bucket.min, bucket.max);
   for (const limit of chart.limits ?? []) values.push(limit.value);
-  const [low, high] = niceDomain(values);
-  const y = (v: number): number => MARGIN.top + (1 - (v - low) / (high - low)) * PLOT_HEIGHT;
+  const y = valueScale(values);
   const primary = chart.series.find((series) => series.role === "primary");
   const gaps = primary ? qualityGaps(primary.qualityPoints ?? primary.points, to) : [];
 
   const parts: string[] = [];
   parts.push(`<rect class="plot" x="${MARGIN.left}" y="${MARGIN.top}" width="${PLOT_WIDTH}" height="${PLOT_HEIGHT}"/>`);
-  for (const phase of data.phases) {
-    if (phase.end < from || phase.start > to) continue;
-    const left = x(phase.start);
-    const width = Math.max(0.5, x(phase.end) - left);
-    parts.push(
-      `<rect class="phase phase-${cssToken(phase.kind)}" x="${fixed(left)}" y="${MARGIN.top}" width="${fixed(width)}" height="${PLOT_HEIGHT}"><title>${escapeHtml(phase.label)} (${seconds(phase.start - from)}–${seconds(phase.end - from)})</title></rect>`,
-    );
-  }
-  for (const gap of gaps) {
-    const left = x(gap.start);
-    parts.push(
-      `<rect class="gap" x="${fixed(left)}" y="${MARGIN.top}" width="${fixed(Math.max(2, x(gap.end) - left))}" height="${PLOT_HEIGHT}"><title>no communication: quality not good for ${seconds(gap.end - gap.start)} (${gap.samples} samples)</title></rect>`,
-      `<text class="gap-label" x="${fixed(left + 4)}" y="${MARGIN.top + 14}">no communication ${seconds(gap.end - gap.start)}</text>`,
-    );
-  }
-  parts.push(axes(chart, from, to, low, high, x, y));
+  parts.push(...phaseShading(chart.id, data, x, MARGIN.top, PLOT_HEIGHT));
+  parts.push(...lanes(chart.id, data, x));
+  parts.push(axes(chart, from, to, x, y));
   if (chart.band) {
     const { bucketMs } = chart.band;
     for (const run of bucketRuns(chart.band.buckets, bucketMs)) {
@@ -251,6 +308,7 @@ function renderChart(chart: ReportChart, data: RunReportData): string {
       `<text class="limit-label limit-${limit.severity}" x="${MARGIN.left + PLOT_WIDTH + 6}" y="${fixed(top + 4)}">${escapeHtml(limit.label)}</text>`,
     );
   }
+  parts.push(...outageOutlines(data, x, MARGIN.top, PLOT_HEIGHT));
   for (const series of chart.series) {
     const segments =
       series.role === "primary" ? goodSegments(series.points, to) : [{ points: series.points, until: to }];
@@ -276,14 +334,7 @@ function renderChart(chart: ReportChart, data: RunReportData): string {
       }
     }
   }
-  for (const marker of data.markers) {
-    if (marker.chartId !== undefined && marker.chartId !== chart.id) continue;
-    if (marker.at < from || marker.at > to) continue;
-    const left = fixed(x(marker.at));
-    parts.push(
-      `<g class="marker marker-${marker.kind}"><line x1="${left}" x2="${left}" y1="${MARGIN.top}" y2="${MARGIN.top + PLOT_HEIGHT}"/><path d="M${left} ${MARGIN.top} l-4 -7 h8 z"/><title>${escapeHtml(marker.label)} at ${seconds(marker.at - from)}</title></g>`,
-    );
-  }
+  parts.push(...markers(chart.id, data, x, MARGIN.top, PLOT_HEIGHT));
   const legend = chart.series
     .map(
       (series) =>
@@ -298,33 +349,186 @@ ${parts.join("\n")}
 </figure>`;
 }
 
+/** The recipe steps shaded behind a plot, full height. */
+function phaseShading(
+  chartId: string,
+  data: RunReportData,
+  x: (t: number) => number,
+  top: number,
+  height: number,
+): string[] {
+  const { from, to } = data.range;
+  return data.phases
+    .filter((phase) => phase.end >= from && phase.start <= to)
+    .map((phase) => {
+      const left = x(phase.start);
+      const width = Math.max(0.5, x(phase.end) - left);
+      const kind = cssToken(phase.kind);
+      return `<rect class="phase phase-${kind}" data-check="${cssToken(chartId)}-plot-${kind}" x="${fixed(left)}" y="${top}" width="${fixed(width)}" height="${height}"><title>${escapeHtml(phase.label)} (${seconds(phase.start - from)}–${seconds(phase.end - from)})</title></rect>`;
+    });
+}
+
+/**
+ * The two lanes above a plot: `step` (each recipe step, coloured by kind) and `PLC link` (each
+ * outage). Separate lanes, so an outage never hides the step it overlaps (the purge hold).
+ */
+function lanes(chartId: string, data: RunReportData, x: (t: number) => number): string[] {
+  const { from, to } = data.range;
+  const id = cssToken(chartId);
+  const parts = [
+    `<text class="lane-label" x="${MARGIN.left - 6}" y="${LANE.steps + LANE.height - 1}">step</text>`,
+    `<text class="lane-label" x="${MARGIN.left - 6}" y="${LANE.link + LANE.height - 1}">PLC link</text>`,
+    `<rect class="lane" x="${MARGIN.left}" y="${LANE.steps}" width="${PLOT_WIDTH}" height="${LANE.height}"/>`,
+    `<rect class="lane" x="${MARGIN.left}" y="${LANE.link}" width="${PLOT_WIDTH}" height="${LANE.height}"/>`,
+  ];
+  for (const phase of data.phases) {
+    if (phase.end < from || phase.start > to) continue;
+    const left = x(phase.start);
+    const kind = cssToken(phase.kind);
+    parts.push(
+      `<rect class="lane-phase phase-${kind}" data-check="${id}-step-${kind}" x="${fixed(left)}" y="${LANE.steps}" width="${fixed(Math.max(1, x(phase.end) - left))}" height="${LANE.height}"><title>${escapeHtml(phase.label)} (${seconds(phase.start - from)}–${seconds(phase.end - from)})</title></rect>`,
+    );
+  }
+  for (const outage of data.outages ?? []) {
+    if (outage.end < from || outage.start > to) continue;
+    const left = x(outage.start);
+    parts.push(
+      `<rect class="lane-outage" data-check="${id}-link-outage" x="${fixed(left)}" y="${LANE.link}" width="${fixed(Math.max(2, x(outage.end) - left))}" height="${LANE.height}"><title>${escapeHtml(outage.label)} (${seconds(outage.start - from)}–${seconds(outage.end - from)})</title></rect>`,
+    );
+  }
+  return parts;
+}
+
+/** Each outage across a plot: a dashed outline without fill, and its label when `labelled`. */
+function outageOutlines(
+  data: RunReportData,
+  x: (t: number) => number,
+  top: number,
+  height: number,
+  labelled = true,
+): string[] {
+  const { from, to } = data.range;
+  return (data.outages ?? [])
+    .filter((outage) => outage.end >= from && outage.start <= to)
+    .flatMap((outage) => {
+      const left = x(outage.start);
+      return [
+        `<rect class="outage" x="${fixed(left)}" y="${top}" width="${fixed(Math.max(2, x(outage.end) - left))}" height="${height}"><title>${escapeHtml(outage.label)}</title></rect>`,
+        ...(labelled
+          ? [`<text class="outage-label" x="${fixed(left + 4)}" y="${top + 14}">${escapeHtml(outage.label)}</text>`]
+          : []),
+      ];
+    });
+}
+
+/** The vertical markers that belong on chart `chartId`. */
+function markers(
+  chartId: string,
+  data: RunReportData,
+  x: (t: number) => number,
+  top: number,
+  height: number,
+): string[] {
+  const { from, to } = data.range;
+  return data.markers
+    .filter((marker) => (marker.chartId === undefined || marker.chartId === chartId) && marker.at >= from)
+    .filter((marker) => marker.at <= to)
+    .map((marker) => {
+      const left = fixed(x(marker.at));
+      return `<g class="marker marker-${marker.kind}"><line x1="${left}" x2="${left}" y1="${top}" y2="${top + height}"/><path d="M${left} ${top} l-4 -7 h8 z"/><title>${escapeHtml(marker.label)} at ${seconds(marker.at - from)}</title></g>`;
+    });
+}
+
+/**
+ * The valve chart: one lane per valve with its open spans as bars on the run's time axis, the
+ * step and link lanes above, and the highlighted pulse ringed and labelled in a callout row.
+ */
+function renderPulseChart(chart: ReportPulseChart, data: RunReportData): string {
+  const { from, to } = data.range;
+  const x = timeScale(from, to);
+  const top = MARGIN.top + PULSE.callout;
+  const laneTop = (index: number): number => top + index * (PULSE.lane + PULSE.gap);
+  const plotHeight = chart.lanes.length * (PULSE.lane + PULSE.gap) - PULSE.gap;
+  const height = top + Math.max(plotHeight, 0) + MARGIN.bottom;
+  const parts: string[] = [];
+  parts.push(...lanes(chart.id, data, x));
+  let pulses = 0;
+  chart.lanes.forEach((lane, index) => {
+    const laneY = laneTop(index);
+    parts.push(
+      `<rect class="valve-lane" x="${MARGIN.left}" y="${laneY}" width="${PLOT_WIDTH}" height="${PULSE.lane}"/>`,
+      `<text class="lane-label" x="${MARGIN.left - 6}" y="${laneY + PULSE.lane / 2 + 4}">${escapeHtml(lane.label)}</text>`,
+    );
+    for (const pulse of lane.pulses) {
+      if (pulse.end < from || pulse.start > to) continue;
+      pulses++;
+      const left = x(pulse.start);
+      parts.push(
+        `<rect class="pulse ${pulse.good ? `pulse-${cssToken(lane.kind)}` : "pulse-uncertain"}" x="${fixed(left)}" y="${laneY + 3}" width="${fixed(Math.max(1.5, x(pulse.end) - left))}" height="${PULSE.lane - 6}"><title>${escapeHtml(lane.label)} open ${seconds(pulse.start - from)}–${seconds(pulse.end - from)} (${Math.round(pulse.end - pulse.start)} ms as logged${pulse.good ? "" : ", quality not good"})</title></rect>`,
+      );
+    }
+  });
+  parts.push(...outageOutlines(data, x, top, plotHeight, false));
+  const highlight = chart.highlight;
+  if (highlight && chart.lanes[highlight.lane] && highlight.end >= from && highlight.start <= to) {
+    const laneY = laneTop(highlight.lane);
+    const left = x(highlight.start);
+    const width = Math.max(2, x(highlight.end) - left);
+    const centre = left + width / 2;
+    // The ring is wider than the pulse, so a 2-pixel pulse on a long run is still easy to find.
+    const ring = { x: Math.min(left, centre - 6), width: Math.max(width, 12) };
+    // Right of the leader when the label fits there (about 6.5 px per character at 11 px bold), else left of it.
+    const textWidth = highlight.label.length * 6.5;
+    const anchor = centre + 6 + textWidth <= WIDTH || centre - 6 - textWidth < 0 ? "start" : "end";
+    const labelX = anchor === "end" ? centre - 6 : centre + 6;
+    parts.push(
+      `<g class="worst-pulse" data-lane="${highlight.lane}"><line class="worst-pulse-leader" x1="${fixed(centre)}" x2="${fixed(centre)}" y1="${MARGIN.top + 6}" y2="${laneY}"/><rect class="worst-pulse-ring" data-check="worst-pulse" x="${fixed(ring.x - 2)}" y="${laneY}" width="${fixed(ring.width + 4)}" height="${PULSE.lane}" rx="3"><title>${escapeHtml(highlight.label)}</title></rect><text class="worst-pulse-label" text-anchor="${anchor}" x="${fixed(labelX)}" y="${MARGIN.top + 12}">${escapeHtml(highlight.label)}</text></g>`,
+    );
+  }
+  parts.push(xAxis(from, to, x, top + plotHeight, height));
+  return `<figure class="chart-figure" id="chart-${cssToken(chart.id)}">
+<figcaption>${escapeHtml(chart.title)} ${chart.lanes.map((lane) => `<span class="key"><span class="swatch pulse-${cssToken(lane.kind)}"></span>${escapeHtml(lane.label)} open</span>`).join("")}<span class="key"><span class="swatch pulse-uncertain"></span>quality not good</span></figcaption>
+<svg class="pulse-chart" viewBox="0 0 ${WIDTH} ${height}" role="img" aria-label="${escapeHtml(chart.title)}" data-chart="${escapeHtml(chart.id)}" data-pulses="${pulses}">
+${parts.join("\n")}
+</svg>
+</figure>`;
+}
+
+/** The time axis under a plot whose bottom edge is at `bottom`, in an SVG `height` high. */
+function xAxis(from: number, to: number, x: (t: number) => number, bottom: number, height: number): string {
+  const parts: string[] = [];
+  for (const second of scaleLinear()
+    .domain([0, (to - from) / 1_000])
+    .ticks(10)) {
+    const left = fixed(x(from + second * 1_000));
+    parts.push(
+      `<line class="tick-mark" x1="${left}" x2="${left}" y1="${bottom}" y2="${bottom + 4}"/>`,
+      `<text class="tick tick-x" x="${left}" y="${bottom + 17}">${formatValue(second)} s</text>`,
+    );
+  }
+  parts.push(
+    `<text class="axis-label" x="${MARGIN.left + PLOT_WIDTH / 2}" y="${height - 2}">time since start of run</text>`,
+  );
+  return parts.join("\n");
+}
+
 function axes(
   chart: ReportChart,
   from: number,
   to: number,
-  low: number,
-  high: number,
   x: (t: number) => number,
-  y: (v: number) => number,
+  y: ScaleLinear<number, number>,
 ): string {
   const parts: string[] = [];
-  for (const value of ticks(low, high, 5)) {
+  for (const value of y.ticks(5)) {
     const top = fixed(y(value));
     parts.push(
       `<line class="grid" x1="${MARGIN.left}" x2="${MARGIN.left + PLOT_WIDTH}" y1="${top}" y2="${top}"/>`,
       `<text class="tick tick-y" x="${MARGIN.left - 6}" y="${top}" dy="4">${formatValue(value)}</text>`,
     );
   }
-  const spanSeconds = (to - from) / 1_000;
-  for (const second of ticks(0, spanSeconds, 10)) {
-    const left = fixed(x(from + second * 1_000));
-    parts.push(
-      `<line class="tick-mark" x1="${left}" x2="${left}" y1="${MARGIN.top + PLOT_HEIGHT}" y2="${MARGIN.top + PLOT_HEIGHT + 4}"/>`,
-      `<text class="tick tick-x" x="${left}" y="${MARGIN.top + PLOT_HEIGHT + 17}">${formatValue(second)} s</text>`,
-    );
-  }
   parts.push(
-    `<text class="axis-label" x="${MARGIN.left + PLOT_WIDTH / 2}" y="${HEIGHT - 2}">time since start of run</text>`,
+    xAxis(from, to, x, MARGIN.top + PLOT_HEIGHT, HEIGHT),
     `<text class="axis-label" transform="rotate(-90)" x="${-(MARGIN.top + PLOT_HEIGHT / 2)}" y="14">${escapeHtml(chart.unit)}</text>`,
   );
   return parts.join("\n");
@@ -384,48 +588,46 @@ function stepPoints(points: readonly ReportPoint[], until: number): ReportPoint[
   return result;
 }
 
-/** A padded domain with round ends, never empty. */
-function niceDomain(values: readonly number[]): [number, number] {
+/** The run's time axis: epoch ms onto the plot's width, clamped to the run (d3-scale). */
+function timeScale(from: number, to: number): ScaleLinear<number, number> {
+  return scaleLinear()
+    .domain([from, Math.max(to, from + 1)])
+    .range([MARGIN.left, MARGIN.left + PLOT_WIDTH])
+    .clamp(true);
+}
+
+/** A value axis padded by 6% with round ends (d3-scale's `nice`), never empty. */
+function valueScale(values: readonly number[]): ScaleLinear<number, number> {
   const finite = values.filter(Number.isFinite);
-  if (finite.length === 0) return [0, 1];
-  let low = Math.min(...finite);
-  let high = Math.max(...finite);
+  let low = finite.length === 0 ? 0 : Math.min(...finite);
+  let high = finite.length === 0 ? 1 : Math.max(...finite);
   if (high - low < 1e-9) {
     low -= 0.5;
     high += 0.5;
   }
   const pad = (high - low) * 0.06;
-  const step = niceStep((high - low + 2 * pad) / 5);
-  return [Math.floor((low - pad) / step) * step, Math.ceil((high + pad) / step) * step];
-}
-
-function niceStep(raw: number): number {
-  const magnitude = 10 ** Math.floor(Math.log10(raw));
-  const residual = raw / magnitude;
-  return (residual <= 1 ? 1 : residual <= 2 ? 2 : residual <= 5 ? 5 : 10) * magnitude;
-}
-
-/** About `count` round values from `low` to `high`. */
-function ticks(low: number, high: number, count: number): number[] {
-  if (!(high > low)) return [low];
-  const step = niceStep((high - low) / count);
-  const result: number[] = [];
-  for (let value = Math.ceil(low / step) * step; value <= high + step * 1e-9; value += step) {
-    result.push(Number(value.toPrecision(12)));
-  }
-  return result;
+  return scaleLinear()
+    .domain([low - pad, high + pad])
+    .nice(5)
+    .range([MARGIN.top + PLOT_HEIGHT, MARGIN.top]);
 }
 
 function renderTable(table: ReportTable): string {
   const head = table.columns.map((column) => `<th scope="col">${escapeHtml(column)}</th>`).join("");
+  const highlighted = new Set(table.highlightRows ?? []);
   const body = table.rows
-    .map((row) => `<tr>${row.map((cell) => `<td>${escapeHtml(cell)}</td>`).join("")}</tr>`)
+    .map(
+      (row, index) =>
+        `<tr${highlighted.has(index) ? ' class="highlight"' : ""}>${row.map((cell) => `<td>${escapeHtml(cell)}</td>`).join("")}</tr>`,
+    )
     .join("\n");
   const content =
     table.rows.length === 0
       ? `<p class="empty">${escapeHtml(table.empty ?? "none")}</p>`
       : `<table><thead><tr>${head}</tr></thead><tbody>${body}</tbody></table>`;
-  return `<section class="table"><h2>${escapeHtml(table.title)}</h2>${content}</section>`;
+  const note = table.note ? `<p class="note">${escapeHtml(table.note)}</p>` : "";
+  const id = table.id === undefined ? "" : ` id="table-${cssToken(table.id)}"`;
+  return `<section class="table"${id}><h2>${escapeHtml(table.title)}</h2>${content}${note}</section>`;
 }
 
 function formatValue(value: number): string {
@@ -457,6 +659,7 @@ export function escapeHtml(text: string): string {
 /** Runs in the browser: counts charts whose trace was really laid out (non-zero length and width). */
 const MEASURE_SCRIPT = `
 (function () {
+  var scrolled = [window.scrollX, window.scrollY];
   var drawn = 0;
   var lengths = [];
   document.querySelectorAll("svg.chart").forEach(function (svg) {
@@ -471,6 +674,27 @@ const MEASURE_SCRIPT = `
   });
   document.body.setAttribute("data-charts-drawn", String(drawn));
   document.body.setAttribute("data-trace-lengths", lengths.join(","));
+  document.querySelectorAll("[data-check]").forEach(function (element) {
+    element.scrollIntoView({ block: "center", inline: "center" });
+    var box = element.getBoundingClientRect();
+    var style = getComputedStyle(element);
+    var visible = style.visibility === "visible" && style.display !== "none" && Number(style.opacity) > 0 ? 1 : 0;
+    var hits = 0;
+    var cover = "";
+    [0.25, 0.5, 0.75].forEach(function (fx) {
+      [0.25, 0.5, 0.75].forEach(function (fy) {
+        var hit = document.elementFromPoint(box.left + box.width * fx, box.top + box.height * fy);
+        if (hit !== null && (hit === element || element.contains(hit))) hits++;
+        else cover = hit === null ? "nothing" : hit.tagName + "." + hit.getAttribute("class");
+      });
+    });
+    var page = [box.left + window.scrollX, box.top + window.scrollY, box.width, box.height].map(function (value) {
+      return value.toFixed(1);
+    });
+    element.setAttribute("data-laid-out", page.concat([visible, hits]).join(","));
+    if (cover !== "") element.setAttribute("data-covered-by", cover);
+  });
+  window.scrollTo(scrolled[0], scrolled[1]);
 })();
 `;
 
@@ -518,9 +742,24 @@ svg.chart { width: 100%; height: auto; display: block; }
 .swatch.phase-heat-up { background: #fde7c8; } .swatch.phase-condition { background: #e6e0f5; }
 .swatch.phase-tma { background: #cfe3fb; } .swatch.phase-h2o { background: #cdf0dc; }
 .swatch.phase-purge { background: #f3f4f6; } .swatch.phase-hold { background: #e9e2d6; }
-.gap { fill: #b3261e; fill-opacity: 0.13; stroke: #b3261e; stroke-dasharray: 4 3; }
-.swatch.gap { background: #b3261e33; }
-.gap-label { font-size: 11px; fill: #b3261e; font-weight: 600; }
+.lane { fill: #f7f8fa; stroke: var(--line); stroke-width: 0.5; }
+.lane-label { font-size: 10px; fill: var(--muted); text-anchor: end; }
+.lane-phase { stroke: #0003; stroke-width: 0.4; }
+.lane-outage { fill: #b3261e; stroke: #7a1a14; stroke-width: 0.6; }
+.outage { fill: none; stroke: #b3261e; stroke-width: 1.4; stroke-dasharray: 5 3; }
+.swatch.outage { background: #b3261e; }
+.outage-label { font-size: 11px; fill: #b3261e; font-weight: 600; }
+.swatch.uncertain-key { background: #fff; border: 1.5px solid #b3261e; border-radius: 50%; width: 10px; }
+.valve-lane { fill: #fafbfc; stroke: var(--line); }
+.pulse { stroke: none; }
+.pulse-tma { fill: #1f5fbf; } .pulse-h2o { fill: #2e8b57; } .pulse-uncertain { fill: #9aa3ae; }
+.swatch.pulse-tma { background: #1f5fbf; } .swatch.pulse-h2o { background: #2e8b57; } .swatch.pulse-uncertain { background: #9aa3ae; }
+.worst-pulse-ring { fill: #b3261e; fill-opacity: 0.12; stroke: #b3261e; stroke-width: 2; }
+.worst-pulse-leader { stroke: #b3261e; stroke-width: 1; stroke-dasharray: 2 2; }
+.worst-pulse-label { font-size: 11px; fill: #b3261e; font-weight: 600; }
+svg.pulse-chart { width: 100%; height: auto; display: block; }
+tr.highlight td { background: #fdecea; }
+details > summary { cursor: pointer; color: var(--muted); margin: 10px 0 6px; }
 .band { fill: #1f5fbf; fill-opacity: 0.12; stroke: none; }
 .swatch.band { background: #1f5fbf1f; }
 .trace { fill: none; stroke-linejoin: round; stroke-linecap: round; }

@@ -8,6 +8,7 @@ import { PrometheusMetrics } from "@kiln/observability/prometheus";
 import { ALD_REPORT_FILE, runAldDemo, type AldDemoOptions } from "../src/ald-demo";
 import { aldTags } from "../src/ald-reactor-plc";
 import type { AldDemoSummary } from "../src/ald-summary";
+import { formatOutage } from "../src/run-analysis";
 import { shortDemo } from "./support/short-demo";
 
 let outRoot: string;
@@ -104,9 +105,9 @@ describe("the ALD demo, shortened to 3 cycles", { timeout: 120_000 }, () => {
     expect(samples).toMatchObject({ out: samples.in, stored: samples.in, dropped: 0, lost: 0 });
     const scrape = await metrics.registry.metrics();
     expect(scrape).toContain(`kiln_samples_in_total{machine="ald-1"} ${samples.in}\n`);
-    expect(scrape).toContain(`kiln_samples_out_total{machine="ald-1"} ${samples.out}\n`);
+    expect(scrape).toContain(`kiln_samples_logged_total{machine="ald-1"} ${samples.out}\n`);
     expect(scrape).toContain('kiln_samples_dropped_total{machine="ald-1"} 0\n');
-    expect(scrape).toMatch(/^kiln_scan_period_error_ms_count\{group="fast",machine="ald-1"\} [1-9]/m);
+    expect(scrape).toMatch(/^kiln_scan_period_error_seconds_count\{group="fast",machine="ald-1"\} [1-9]/m);
     // No sample is uncertain or bad for a communication or type fault. The only quality allowed
     // is staleness: on a loaded machine a 50 ms scan can fall more than 3 periods behind (seen as
     // 6 "stale: no update within 150 ms" markers in 2 of 5 runs at load 13 on 2 cores), and
@@ -121,7 +122,28 @@ describe("the ALD demo, shortened to 3 cycles", { timeout: 120_000 }, () => {
       expect(raise.value as number).toBeGreaterThan(0.9);
       expect(raise.acknowledgedAt).toBeGreaterThanOrEqual(raise.at);
     }
-    expect(summary.link).toMatchObject({ lost: 0, restored: 0 });
+    // The alarm table's rows come from the store's alarm history: the same raises and
+    // acknowledgements the bus carried, with who acknowledged, and each one cleared.
+    expect(summary.alarms.occurrences.map((occurrence) => [occurrence.alarmId, occurrence.raisedAt])).toEqual(
+      summary.alarms.raises.map((raise) => [raise.alarmId, raise.at]),
+    );
+    summary.alarms.occurrences.forEach((occurrence, index) => {
+      expect(occurrence).toMatchObject({
+        tag: "chamber.pressure",
+        kind: "HI",
+        priority: 2,
+        raisedTo: "unacknowledged",
+        acknowledgedAt: summary.alarms.raises[index]!.acknowledgedAt,
+        acknowledgedBy: "demo-operator",
+      });
+      expect(occurrence.clearedAt).toBeGreaterThan(occurrence.raisedAt);
+    });
+    // The worst pulse is the one behind the timing statistics' max; the timeline has every cycle.
+    expect(summary.worstPulse!.errorMs).toBe(summary.pulseTiming.max);
+    expect(summary.timeline.map((row) => row.steps.map((step) => step.kind))).toEqual(
+      Array.from({ length: 3 }, () => ["tma", "purge", "h2o", "purge"]),
+    );
+    expect(summary.link).toMatchObject({ lost: 0, restored: 0, outages: [], downtimeMs: 0 });
 
     expect(summary.reportFile).toBe(path.join(outDir, ALD_REPORT_FILE));
     const html = await readFile(summary.reportFile, "utf8");
@@ -144,7 +166,14 @@ describe("the ALD demo, shortened to 3 cycles", { timeout: 120_000 }, () => {
     expect(summary.cycles).toEqual({ planned: 3, completed: 3, countedByPlc: 3 });
     expect(summary.fault!.restartedAt).toBeGreaterThan(summary.fault!.stoppedAt);
     expect(summary.link).toMatchObject({ lost: 1, restored: 1 });
-    expect(summary.link.downtimeMs).toBeGreaterThan(0);
+    // One outage, from the lose to the restore event, starting no earlier than the server stop
+    // and ending after the restart; the downtime is its length.
+    expect(summary.link.outages).toHaveLength(1);
+    const [outage] = summary.link.outages;
+    expect(outage!.restored).toBe(true);
+    expect(outage!.start).toBeGreaterThanOrEqual(summary.fault!.stoppedAt);
+    expect(outage!.end).toBeGreaterThan(summary.fault!.restartedAt);
+    expect(summary.link.downtimeMs).toBe(outage!.durationMs);
     expect(summary.link.qualityChanges).toBeGreaterThan(0);
 
     const { samples } = summary;
@@ -155,7 +184,8 @@ describe("the ALD demo, shortened to 3 cycles", { timeout: 120_000 }, () => {
     expect(html).toContain('data-chart="pressure" data-gaps="1"');
     expect(count(html, 'class="marker marker-link-lost"')).toBe(2); // once per chart
     expect(count(html, 'class="marker marker-link-restored"')).toBe(2);
-    expect(html).toContain("no communication");
+    expect(html).toContain(`PLC link down ${formatOutage(outage!.durationMs)}`);
+    expect(html).not.toContain("no communication");
   });
 
   test("the HIHI interlock trips the recipe on overpressure: aborted, nothing after the first pulse", async () => {

@@ -1,6 +1,22 @@
-// @kiln/core: what a host application needs to compose and run a control system.
-// Plugin authors (drivers, stores) import from "@kiln/core/driver-kit"; tests from "@kiln/core/testing".
-// Everything else is internal. The API report (packages/core/api/index.api.md) shows every change.
+// @kiln/core: what a host application names to compose, configure, run and operate a control
+// system: composition, domain types, errors, the ports a host passes in, the in-memory defaults.
+//
+// Each exported name has one home (ADR 0027):
+// - "@kiln/core" (here): a name a host application writes: `createControlSystem` and its options,
+//   `ControlSystem` and what its commands take and return, tags, samples, quality, errors, events,
+//   alarms, recipes, machine models, authorization, the ports a host passes in (`PlcDriver`,
+//   `Store`, `Clock`, `Logger`) and the in-memory defaults.
+// - "@kiln/core/driver-kit": a name only a plugin author (driver, store, metrics backend,
+//   simulator) writes: port detail types (store sub-ports, rows, queries, capabilities, driver
+//   status changes, metric instruments), the connection, backoff, abort and history helpers.
+//   A host that wants such a type (e.g. to annotate a history query) imports it from there.
+// - "@kiln/core/testing": conformance suites, SimulatedClock, fault injection.
+// How to decide: would a host that only composes and runs a system have to write the name?
+// Then here; else the entry of the audience that does. A type this entry's signatures mention
+// whose home is elsewhere is imported in the source from its home by package name
+// (`import type { ... } from "@kiln/core/driver-kit"`), so the API report shows the import, not
+// a second copy. `src/public-surface.test.ts` fails when this entry exports more than
+// MAIN_ENTRY_CEILING names; scripts/api-report.ts fails on any ae-forgotten-export.
 
 // Errors
 export {
@@ -15,55 +31,50 @@ export {
 
 // Tags, samples and quality
 export { GOOD, QualityCodes, quality, type Quality, type QualitySeverity } from "./domain/quality";
-export { SAMPLE_TIME_MAX, SAMPLE_TIME_MIN, type Sample } from "./domain/sample";
+export type { Sample } from "./domain/sample";
 export {
-  TAG_DATA_TYPES,
   TagCatalog,
   defineTags,
-  interpolationOf,
   type Interpolation,
+  type LoggingDeadband,
   type LoggingPolicy,
   type Tag,
   type TagDataType,
   type TagDefinitionInput,
+  type TagRange,
   type TagValue,
 } from "./domain/tags";
-export type { CurrentValueTable, CurrentValueView, CvtChange, CvtObserver } from "./cvt/current-value-table";
-export { NO_COMMUNICATION } from "./cvt/current-value-table";
-export { RESTAMPED_REASON } from "./cvt/receipt-stamp";
+export type { CurrentValueView, CurrentValueTable, CvtObserver, CvtChange } from "./cvt/current-value-table";
 
-// Composition and health
+// Composition, commands and health
 export { createControlSystem } from "./compose/create-control-system";
 export {
   ControlSystem,
-  STOP_CLOSE_MARGIN_MS,
   type ControlSystemHealth,
   type MachineStateMachine,
   type StoredHistoryView,
   type UncheckedParts,
 } from "./compose/control-system";
 export type { BackoffOptions, ControlSystemOptions } from "./compose/control-system-options";
-export type { PortBreakerSettings, PortHealth, PortPolicy, StorePolicies } from "./compose/port-policies";
+export type { PortHealth } from "./compose/port-policies";
 export type { SystemState } from "./compose/system-lifecycle";
 export type { TagWriteOptions, TagWriter } from "./compose/checked-write";
-export type { StorePortName } from "./resilience/guarded-ports";
-export type { RetryJitter, RetryPolicyOptions } from "./resilience/retry";
 export type { Resolve, ServiceRegistry, ServiceToken } from "./compose/service-registry";
 export { Tokens } from "./compose/tokens";
-export type { AcquisitionHealth, ScanGroupHealth } from "./acquisition/acquisition";
-export type { OverflowPolicy, SampleLoggerHealth } from "./logging/sample-logger";
-export type { StatsSummary } from "./stats/rolling-stats";
 export type { CircuitBreakerSnapshot, CircuitState } from "./resilience/circuit-breaker";
+export type { RetryJitter } from "./resilience/retry";
+export type { StatsSummary } from "./stats/rolling-stats";
+export type { AcquisitionHealth, ScanGroupHealth } from "./acquisition/acquisition";
+export type { SampleLoggerHealth, OverflowPolicy } from "./logging/sample-logger";
 
 // Events
-export { EventBus, type EventHandler, type EventBusView, type EventTap } from "./events/event-bus";
 export type { Disposer } from "./domain/disposer";
-export type { BreakerState, EventBase, KilnEventType, KilnEvents } from "./events/catalogue";
+export type { BreakerState, EventBase, KilnEvents } from "./events/catalogue";
+export { EventBus, type EventBusView, type EventHandler, type EventTap } from "./events/event-bus";
 
 // Embedded defaults: simulated PLC, in-memory store and metrics, system clock, silent logger
 export {
   SimulatedPlc,
-  type SimulatedPlcFaults,
   type SimulatedPlcOptions,
   type SimulatedSource,
   type SimulatedWrite,
@@ -71,12 +82,10 @@ export {
 export type { SignalSpec } from "./memory/signals";
 export {
   MemoryStore,
-  type MemoryStoreFaults,
   type MemoryStoreOptions,
-  type MemoryStoreRetention,
   type MemoryStoreEviction,
   type MemoryStoreEvictions,
-  type MemoryStorePort,
+  type MemoryStoreRetention,
 } from "./memory/memory-store";
 export {
   MemoryMetrics,
@@ -92,26 +101,20 @@ export {
   StateMachine,
   defineMachineModel,
   type MachineModel,
-  type GuardDenial,
-  type GuardResult,
   type MachineModelDefinition,
   type MachineSnapshot,
+  type StateMachineOptions,
+  type TransitionListener,
+  type TransitionTable,
   type MachineTransition,
   type StateAction,
-  type StateMachineOptions,
   type TransitionGuard,
-  type TransitionListener,
   type TransitionRequest,
-  type TransitionTable,
+  type GuardResult,
+  type GuardDenial,
 } from "./fsm/state-machine";
-export {
-  KILN_MACHINE_COMMANDS,
-  KILN_MACHINE_STATES,
-  kilnMachineModel,
-  type KilnMachineCommand,
-  type KilnMachineState,
-} from "./fsm/kiln-machine-model";
-export { PACKML_COMMANDS, PACKML_STATES, packmlModel, type PackmlCommand, type PackmlState } from "./fsm/packml-model";
+export { kilnMachineModel, type KilnMachineCommand, type KilnMachineState } from "./fsm/kiln-machine-model";
+export { packmlModel, type PackmlCommand, type PackmlState } from "./fsm/packml-model";
 
 // Alarms (ISA-18.2)
 export {
@@ -123,75 +126,71 @@ export {
   type ChatteringAlarm,
 } from "./alarms/alarm-kpis";
 export {
-  ALARM_KINDS,
-  NUMERIC_ALARM_KINDS,
   defineAlarms,
   type AlarmDefinition,
-  type AlarmDefinitionBase,
-  type AlarmConditionContext,
   type AlarmDefinitionInput,
+  type AlarmKind,
+  type AlarmPriority,
+  type BooleanAlarmDefinition,
+  type BooleanAlarmDefinitionInput,
+  type NumericAlarmDefinition,
+  type NumericAlarmDefinitionInput,
+  type AlarmDefinitionBase,
+  type AlarmDefinitionInputBase,
+  type NumericAlarmKind,
   type AlarmSuppressionCondition,
   type AlarmSuppressionPredicate,
   type AlarmSuppressionRule,
-  type BooleanAlarmDefinition,
-  type NumericAlarmDefinition,
-  type NumericAlarmKind,
-  type AlarmKind,
-  type AlarmPriority,
+  type AlarmConditionContext,
 } from "./alarms/alarm-definition";
 export type { AlarmPendingDelay, AlarmShelveOptions, AlarmSnapshot } from "./alarms/alarm-engine";
-export {
-  ALARM_STATE_NAMES,
-  type AcknowledgedAlarmState,
-  type AlarmBaseState,
-  type AlarmShelf,
-  type AlarmState,
-  type AlarmStateName,
-  type AlarmSuppressionSource,
-  type NormalAlarmState,
-  type OutOfServiceAlarmState,
-  type RtnUnacknowledgedAlarmState,
-  type ShelvedAlarmState,
-  type SuppressedAlarmState,
-  type UnacknowledgedAlarmState,
+export type {
+  AlarmBaseState,
+  AlarmState,
+  OutOfServiceAlarmState,
+  ShelvedAlarmState,
+  SuppressedAlarmState,
+  AcknowledgedAlarmState,
+  AlarmShelf,
+  AlarmSuppressionSource,
+  NormalAlarmState,
+  RtnUnacknowledgedAlarmState,
+  UnacknowledgedAlarmState,
 } from "./alarms/alarm-state";
 
 // Recipes and processes
 export {
-  CONDITION_OPERATORS,
-  TIMEOUT_ACTIONS,
   parseRecipe,
+  type ParameterDefinition,
+  type PulseStepInput,
+  type Recipe,
+  type RecipeInput,
+  type RecipeStep,
+  type RecipeStepInput,
+  type WaitUntilStepInput,
   type CallStep,
-  type ConditionOperator,
-  type ParameterRef,
+  type LoopStep,
   type ParameterValue,
   type PulseStep,
   type RampStep,
-  type Recipe,
-  type RecipeInput,
-  type RecipeNumber,
   type RecipeCondition,
-  type RecipeStepInput,
+  type RecipeNumber,
   type RecipeValue,
   type SetStep,
   type TimeoutAction,
   type WaitStep,
   type WaitUntilStep,
+  type ConditionOperator,
+  type ParameterRef,
 } from "./recipes/recipe-schema";
 export {
   validateRecipe,
+  type RecipeValidationOptions,
   type RecipeLimits,
   type RecipeResolver,
-  type RecipeValidationOptions,
 } from "./recipes/recipe-validation";
-export type { PlannedRecipe, PlannedStep, RecipePlan } from "./recipes/recipe-plan";
-export {
-  type ProcessProblem,
-  type ProcessResult,
-  type RecipeProcess,
-  type TimingStats,
-} from "./recipes/recipe-process";
-export { type SafeStateWrite } from "./recipes/safe-state";
+export type { RecipePlan, PlannedRecipe, PlannedStep } from "./recipes/recipe-plan";
+export type { ProcessProblem, ProcessResult, RecipeProcess, TimingStats } from "./recipes/recipe-process";
 export type { StartRecipeOptions } from "./recipes/recipe-executor";
 
 // Operator authorization
@@ -208,52 +207,5 @@ export {
   type RoleTable,
 } from "./security/authorization";
 
-// Ports: the contracts a driver or store implements and a host may pass in
-export { AGGREGATES, MAX_HISTORY_CELLS, MAX_HISTORY_INTERVALS, MAX_HISTORY_TAGS } from "./ports/sample-history";
-export type {
-  AggregateInterval,
-  AggregateName,
-  AggregateQuery,
-  AggregateValue,
-  AlarmHistory,
-  AlarmHistoryEntry,
-  AuditEntry,
-  AuditLog,
-  BrowsedVariable,
-  BucketQuery,
-  Clock,
-  Counter,
-  DownsampleQuery,
-  DriverStatus,
-  DriverStatusChange,
-  EventStore,
-  Gauge,
-  Histogram,
-  HistoryQueries,
-  IntervalQuery,
-  LogMethod,
-  Logger,
-  MetricLabels,
-  Metrics,
-  NewDomainEvent,
-  PlcDriver,
-  PlcDriverCapabilities,
-  ProcessFilter,
-  ProcessRecord,
-  ProcessRepository,
-  ProcessStatus,
-  RecipeRepository,
-  SampleBucket,
-  SampleConflict,
-  SampleHistory,
-  SampleQuery,
-  SampleSink,
-  SampleWriteResult,
-  Store,
-  StoreCapabilities,
-  StoredDomainEvent,
-  StoredRecipe,
-  SubscriptionOptions,
-  TimeRange,
-  TimerHandle,
-} from "./ports/index";
+// Ports a host passes in (their detail types are in "@kiln/core/driver-kit")
+export type { Clock, DriverStatus, LogMethod, Logger, PlcDriver, Store, TimerHandle } from "./ports/index";

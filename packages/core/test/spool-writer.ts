@@ -4,7 +4,8 @@
  * write it prints `spooled <total>` (the journal is fsynced before that line is printed).
  * The parent kills it with SIGKILL at an arbitrary moment.
  */
-import { GOOD, type KilnEvents, type SampleSink, SystemClock } from "@kiln/core";
+import { GOOD, type KilnEvents, SystemClock } from "@kiln/core";
+import { type SampleSink } from "@kiln/core/driver-kit";
 import { EventBus } from "../src/events/event-bus";
 import { SampleLogger } from "../src/logging/sample-logger";
 import { guardSampleSink } from "../src/compose/port-policies";

@@ -2,7 +2,7 @@
  * Kiln's metrics as OpenTelemetry instruments, for any OpenTelemetry exporter.
  * @packageDocumentation
  */
-import type { Counter, Gauge, Histogram, MetricLabels, Metrics } from "@kiln/core";
+import type { Counter, Gauge, Histogram, MetricLabels, Metrics } from "@kiln/core/driver-kit";
 import type { Attributes, Meter } from "@opentelemetry/api";
 
 /** Options of {@link OpenTelemetryMetrics}. */
@@ -14,7 +14,8 @@ export interface OpenTelemetryMetricsOptions {
 /**
  * The `Metrics` port on an OpenTelemetry `Meter` (`@opentelemetry/api` ≥ 1.9): each Kiln counter
  * becomes a Counter, each gauge a synchronous Gauge, each histogram a Histogram, with the same
- * name and the help as description; a name ending in `_ms` gets the unit `ms`. Labels become
+ * name and the help as description; a name ending in `_seconds` gets the unit `s` (UCUM), one ending
+ * in `_ms` the unit `ms`. Labels become
  * attributes. A measurement the SDK refuses never throws into Kiln's scan or logging path.
  *
  * @example
@@ -73,6 +74,7 @@ export class OpenTelemetryMetrics implements Metrics {
   }
 
   #describe(name: string, help: string): { description: string; unit?: string } {
+    if (name.endsWith("_seconds")) return { description: help, unit: "s" };
     return name.endsWith("_ms") ? { description: help, unit: "ms" } : { description: help };
   }
 

@@ -2,7 +2,7 @@
  * Kiln's metrics on a prom-client registry, for a Prometheus scrape.
  * @packageDocumentation
  */
-import type { Counter, Gauge, Histogram, MetricLabels, Metrics } from "@kiln/core";
+import type { Counter, Gauge, Histogram, MetricLabels, Metrics } from "@kiln/core/driver-kit";
 import * as prom from "prom-client";
 
 /** Options of {@link PrometheusMetrics}. */
@@ -16,8 +16,8 @@ export interface PrometheusMetricsOptions {
   readonly labels?: MetricLabels;
   /**
    * Upper bounds of the histogram buckets, in the metric's own unit (Kiln's histograms are in
-   * ms: `kiln_scan_period_error_ms`, `kiln_batch_flush_ms`).
-   * @default [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000]
+   * seconds: `kiln_scan_period_error_seconds`, `kiln_scan_duration_seconds`, `kiln_batch_flush_seconds`).
+   * @default [0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
    */
   readonly buckets?: readonly number[];
 }
@@ -35,12 +35,12 @@ interface Family {
   metric: PromMetric;
 }
 
-const DEFAULT_BUCKETS = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000];
+const DEFAULT_BUCKETS = [0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 const REJECTED = "kiln_metrics_rejected_total";
 
 /**
  * The `Metrics` port on a prom-client `Registry`: Kiln's counters, gauges and histograms
- * (`kiln_samples_in_total`, `kiln_samples_dropped_total`, `kiln_scan_period_error_ms`...) become
+ * (`kiln_samples_in_total`, `kiln_samples_dropped_total`, `kiln_scan_duration_seconds`...) become
  * Prometheus metrics of the same name, type and help, served by `registry.metrics()` in the text
  * exposition format.
  *

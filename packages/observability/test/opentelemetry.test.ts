@@ -31,15 +31,18 @@ describe("OpenTelemetryMetrics", () => {
     const { reader, metrics } = setup({ machine: "ald-1" });
     metrics.counter("kiln_samples_in_total", "Samples in").inc(3, { lane: "0" });
     metrics.gauge("kiln_samples_buffered", "Buffered").set(9);
-    metrics.histogram("kiln_batch_flush_ms", "Flush time").observe(12);
+    metrics.histogram("kiln_batch_flush_seconds", "Flush time").observe(0.012);
+    metrics.histogram("kiln_custom_wait_ms", "A host's own histogram in ms").observe(12);
     const collected = await collect(reader);
     const counter = collected.get("kiln_samples_in_total")!;
     expect(counter.descriptor.description).toBe("Samples in");
     expect(counter.dataPoints[0]).toMatchObject({ value: 3, attributes: { lane: "0", machine: "ald-1" } });
     expect(collected.get("kiln_samples_buffered")!.dataPoints[0]).toMatchObject({ value: 9 });
-    const histogram = collected.get("kiln_batch_flush_ms")!;
-    expect(histogram.descriptor.unit).toBe("ms");
-    expect(histogram.dataPoints[0]!.value).toMatchObject({ count: 1, sum: 12 });
+    const histogram = collected.get("kiln_batch_flush_seconds")!;
+    expect(histogram.descriptor.unit).toBe("s");
+    expect(histogram.dataPoints[0]!.value).toMatchObject({ count: 1, sum: 0.012 });
+    expect(collected.get("kiln_custom_wait_ms")!.descriptor.unit).toBe("ms");
+    expect(collected.get("kiln_samples_in_total")!.descriptor.unit).toBe("");
   });
 
   test("the same name gives the same instrument; another kind under it is refused", async () => {
@@ -71,7 +74,7 @@ describe("OpenTelemetryMetrics", () => {
       await new Promise((resolve) => setTimeout(resolve, 300));
       const collected = await collect(reader);
       expect(collected.get("kiln_samples_in_total")!.dataPoints[0]!.value as number).toBeGreaterThan(2);
-      expect(collected.get("kiln_scan_period_error_ms")!.dataPoints[0]!.attributes).toEqual({
+      expect(collected.get("kiln_scan_period_error_seconds")!.dataPoints[0]!.attributes).toEqual({
         group: "default",
         machine: "ald-1",
       });

@@ -29,12 +29,13 @@ describe("PrometheusMetrics", () => {
   test("constant labels go on every series, Kiln's labels beside them", async () => {
     const metrics = new PrometheusMetrics({ labels: { machine: "ald-1" } });
     metrics.gauge("kiln_samples_buffered", "Buffered").set(7);
-    metrics.histogram("kiln_batch_flush_ms", "Flush").observe(12, { lane: "0" });
+    metrics.histogram("kiln_batch_flush_seconds", "Flush").observe(0.012, { lane: "0" });
     const text = await metrics.registry.metrics();
     expect(valueOf(text, 'kiln_samples_buffered{machine="ald-1"}')).toBe(7);
-    expect(valueOf(text, 'kiln_batch_flush_ms_bucket{le="25",lane="0",machine="ald-1"}')).toBe(1);
-    expect(valueOf(text, 'kiln_batch_flush_ms_bucket{le="10",lane="0",machine="ald-1"}')).toBe(0);
-    expect(valueOf(text, 'kiln_batch_flush_ms_sum{lane="0",machine="ald-1"}')).toBe(12);
+    // Default buckets are in seconds (Prometheus base units): 12 ms falls in 0.025, not in 0.01.
+    expect(valueOf(text, 'kiln_batch_flush_seconds_bucket{le="0.025",lane="0",machine="ald-1"}')).toBe(1);
+    expect(valueOf(text, 'kiln_batch_flush_seconds_bucket{le="0.01",lane="0",machine="ald-1"}')).toBe(0);
+    expect(valueOf(text, 'kiln_batch_flush_seconds_sum{lane="0",machine="ald-1"}')).toBe(0.012);
   });
 
   test("an observation Prometheus cannot take is counted, never thrown into Kiln", async () => {
@@ -43,11 +44,11 @@ describe("PrometheusMetrics", () => {
     reads.inc(1, { group: "fast" });
     expect(() => reads.inc(1, { group: "fast", unit: "2" })).not.toThrow(); // a label it was not created with
     expect(() => reads.inc(-1, { group: "fast" })).not.toThrow(); // counters only go up
-    expect(() => metrics.histogram("kiln_flush_ms", "Flush").observe(Number.NaN)).not.toThrow();
+    expect(() => metrics.histogram("kiln_flush_seconds", "Flush").observe(Number.NaN)).not.toThrow();
     const text = await metrics.registry.metrics();
     expect(valueOf(text, 'kiln_scan_failures_total{group="fast"}')).toBe(1);
     expect(valueOf(text, 'kiln_metrics_rejected_total{metric="kiln_scan_failures_total"}')).toBe(2);
-    expect(valueOf(text, 'kiln_metrics_rejected_total{metric="kiln_flush_ms"}')).toBe(1);
+    expect(valueOf(text, 'kiln_metrics_rejected_total{metric="kiln_flush_seconds"}')).toBe(1);
   });
 
   test("a bad name, a reused name of another kind and bad buckets are refused when registered", () => {
@@ -104,7 +105,13 @@ describe("PrometheusMetrics", () => {
       const samplesIn = valueOf(text, 'kiln_samples_in_total{machine="ald-1"}') ?? 0;
       expect(samplesIn).toBeGreaterThan(4);
       expect(valueOf(text, 'kiln_samples_dropped_total{machine="ald-1"}')).toBe(0);
-      expect(text).toMatch(/^kiln_scan_period_error_ms_count\{group="default",machine="ald-1"\} [1-9]/m);
+      expect(text).toMatch(/^kiln_scan_period_error_seconds_count\{group="default",machine="ald-1"\} [1-9]/m);
+      expect(text).toMatch(/^kiln_scan_duration_seconds_count\{group="default",machine="ald-1"\} [1-9]/m);
+      // A read on loopback takes well under a second: it lands in a sub-second bucket, so the unit is seconds.
+      expect(
+        valueOf(text, 'kiln_scan_duration_seconds_bucket{le="1",group="default",machine="ald-1"}'),
+      ).toBeGreaterThan(0);
+      expect(valueOf(text, 'kiln_samples_logged_total{machine="ald-1"}')).toBeGreaterThan(0);
       expect(text).toMatch(/^kiln_device_connected\{driver="[^"]+",machine="ald-1"\} 1$/m);
       expect(text).not.toContain("kiln_metrics_rejected_total{");
     } finally {

@@ -1,4 +1,5 @@
-import { type AuditEntry, defineTags, type RecipeInput } from "@kiln/core";
+import { defineTags, type RecipeInput } from "@kiln/core";
+import type { AuditEntry } from "@kiln/core/driver-kit";
 import { AttributeIds, type CallMethodResult, DataType, StatusCodes } from "node-opcua-client";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import {

@@ -1,4 +1,5 @@
-import { type AuditEntry, defineTags } from "@kiln/core";
+import { defineTags } from "@kiln/core";
+import type { AuditEntry } from "@kiln/core/driver-kit";
 import {
   AttributeIds,
   DataType,

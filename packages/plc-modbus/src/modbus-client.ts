@@ -53,7 +53,7 @@ export interface ModbusClient {
 }
 
 /** Loads a module by name; replaced in tests. */
-export type ModuleImporter = (specifier: string) => Promise<unknown>;
+type ModuleImporter = (specifier: string) => Promise<unknown>;
 
 const importModule: ModuleImporter = (specifier) => import(specifier);
 
@@ -67,7 +67,9 @@ export type SerialPortConstructor = new (options: { path: string; autoOpen: bool
  * @returns serialport's `SerialPort` class.
  * @throws KilnError `KILN_NOT_SUPPORTED` saying what helps when it does not load.
  */
-export async function loadSerialSupport(importer: ModuleImporter = importModule): Promise<SerialPortConstructor> {
+export async function loadSerialSupport(
+  importer: (specifier: string) => Promise<unknown> = importModule,
+): Promise<SerialPortConstructor> {
   // The specifier is a variable so bundlers and TypeScript leave the optional dependency alone.
   const specifier = "serialport";
   let loaded: unknown;

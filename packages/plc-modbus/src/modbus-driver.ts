@@ -4,26 +4,21 @@ import {
   KilnError,
   KilnValidationError,
   QualityCodes,
-  SystemClock,
   abortError,
   checkTagValue,
   parseOrThrow,
   quality,
   signalTimeLeft,
-  silentLogger,
-  type Clock,
   type Disposer,
-  type DriverStatus,
   type DriverStatusChange,
   type EndpointHealthSnapshot,
-  type Logger,
-  type PlcDriver,
   type PlcDriverCapabilities,
   type Quality,
   type Sample,
   type Tag,
   type TagValue,
 } from "@kiln/core/driver-kit";
+import { SystemClock, silentLogger, type Clock, type DriverStatus, type Logger, type PlcDriver } from "@kiln/core";
 import { formatModbusAddress, isBitArea, isWritableArea, type ModbusAddress } from "./modbus-address";
 import type { ModbusClient } from "./modbus-client";
 import { createModbusRtuClient } from "./modbus-rtu-client";

@@ -1,5 +1,5 @@
 import { type Clock, KilnError } from "@kiln/core";
-import { type TimerHandle } from "@kiln/core/driver-kit";
+import { type TimerHandle } from "@kiln/core";
 import { modbusTimeoutError } from "./modbus-failure";
 
 /** Options of {@link ModbusRequestQueue}. */

@@ -11,3 +11,4 @@ export {
   type OpcuaSimulatorOptions,
   type OpcuaSimulatorStats,
 } from "./opcua-simulator";
+export { routeNodeOpcuaLogs } from "./node-opcua-logs";

@@ -1,5 +1,5 @@
 import type { Clock, Logger } from "@kiln/core";
-import type { TimerHandle } from "@kiln/core/driver-kit";
+import type { TimerHandle } from "@kiln/core";
 import type { ClientSession } from "node-opcua";
 
 /** node-opcua's subscriptionId while it (re-)creates a subscription (node-opcua-client, client_subscription_impl). */

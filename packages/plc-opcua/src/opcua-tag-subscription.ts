@@ -1,5 +1,6 @@
 import { type Clock, type Logger, QualityCodes, type Sample, type Tag, type TagValue } from "@kiln/core";
-import { type SubscriptionOptions, type TimerHandle } from "@kiln/core/driver-kit";
+import { type SubscriptionOptions } from "@kiln/core/driver-kit";
+import { type TimerHandle } from "@kiln/core";
 import { reconnectDelay } from "@kiln/core/driver-kit";
 import {
   AttributeIds,

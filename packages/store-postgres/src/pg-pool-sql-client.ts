@@ -9,7 +9,7 @@ type PgTypeParser = (value: string) => unknown;
 /** The `types` option of a pg query: picks a parser per type oid. */
 export interface PgTypesLike {
   /** The parser of a result column of type `oid`. */
-  getTypeParser(oid: number, format?: string): PgTypeParser;
+  getTypeParser(oid: number, format?: string): (value: string) => unknown;
 }
 
 /** A pg query configuration: statement, parameters and per-query type parsers. */

@@ -1,4 +1,4 @@
-import { type AlarmHistory } from "@kiln/core";
+import { type AlarmHistory } from "@kiln/core/driver-kit";
 import { type AlarmHistoryEntry, type TimeRange } from "@kiln/core/driver-kit";
 import { checkTimeRange, IssueCollector } from "./input-checks";
 import { jsonText, millisecondsOf, parseJsonText, timestampOf } from "./sql-expressions";

@@ -1,4 +1,4 @@
-import { type AuditEntry, type AuditLog } from "@kiln/core";
+import { type AuditEntry, type AuditLog } from "@kiln/core/driver-kit";
 import { type TimeRange } from "@kiln/core/driver-kit";
 import { checkTimeRange, IssueCollector } from "./input-checks";
 import { arrayLiteral } from "./sql-array";
@@ -10,6 +10,7 @@ const OUTCOMES: ReadonlySet<string> = new Set(["allowed", "denied", "failed"]);
 interface AuditRow {
   readonly id: string;
   readonly event_id: string | null;
+  readonly refers_to: string | null;
   readonly machine_id: string | null;
   readonly source: string | null;
   readonly category: string | null;
@@ -27,7 +28,8 @@ interface AuditRow {
 /**
  * The append-only audit trail in the `audit_log` table, returned in time order (ties in
  * insertion order). Old and new values are stored as `jsonb` (a bigint as its decimal string).
- * An entry is recorded once per `id` (a unique `event_id`; a repeat is ignored). Text the
+ * An entry is recorded once per `id` (a unique `event_id`; a repeat is ignored); `refersTo` is
+ * kept in `refers_to`. Text the
  * database cannot hold (a NUL character) is refused with a non-retryable `KILN_STORE_ERROR`,
  * which the audited command runner reports and skips.
  */
@@ -45,7 +47,9 @@ export class PostgresAuditLog implements AuditLog {
     if (typeof entry !== "object" || entry === null) issues.add("", "must be an audit entry");
     else {
       for (const field of ["id", "principal", "action", "target"] as const) issues.string(field, entry[field]);
-      for (const field of ["machineId", "source", "category"] as const) issues.optionalString(field, entry[field]);
+      for (const field of ["machineId", "source", "category", "refersTo"] as const) {
+        issues.optionalString(field, entry[field]);
+      }
       if (!Array.isArray(entry.roles)) issues.add("roles", "must be an array of strings");
       else entry.roles.forEach((role, index) => issues.string(`roles[${index}]`, role));
       if (!OUTCOMES.has(entry.outcome)) issues.add("outcome", "must be allowed, denied or failed");
@@ -57,9 +61,9 @@ export class PostgresAuditLog implements AuditLog {
       client.query(
         `INSERT INTO ${this.#context.table("audit_log")}
            (principal, roles, action, target, old_value, new_value, outcome, reason, at,
-            event_id, machine_id, source, category)
+            event_id, machine_id, source, category, refers_to)
          VALUES ($1, $2::text::text[], $3, $4, $5::text::jsonb, $6::text::jsonb, $7, $8, ${timestampOf("$9")},
-                 $10, $11, $12, $13)
+                 $10, $11, $12, $13, $14)
          ON CONFLICT (event_id) DO NOTHING`,
         [
           entry.principal,
@@ -75,6 +79,7 @@ export class PostgresAuditLog implements AuditLog {
           entry.machineId ?? null,
           entry.source ?? null,
           entry.category ?? null,
+          entry.refersTo ?? null,
         ],
       ),
     );
@@ -91,7 +96,7 @@ export class PostgresAuditLog implements AuditLog {
     if (range.from >= range.to) return [];
     const rows = await this.#context.run("audit.query", (client) =>
       client.query<AuditRow>(
-        `SELECT id::text AS id, event_id, machine_id, source, category, principal, array_to_json(roles)::text AS roles, action, target, old_value::text AS old_value,
+        `SELECT id::text AS id, event_id, refers_to, machine_id, source, category, principal, array_to_json(roles)::text AS roles, action, target, old_value::text AS old_value,
                 new_value::text AS new_value, outcome, reason, ${millisecondsOf("at")} AS at
          FROM ${this.#context.table("audit_log")} AS log
          WHERE log.at >= ${timestampOf("$1")} AND log.at < ${timestampOf("$2")}
@@ -113,6 +118,7 @@ export class PostgresAuditLog implements AuditLog {
       outcome: row.outcome,
       ...(row.reason === null ? {} : { reason: row.reason }),
       at: row.at,
+      ...(row.refers_to === null ? {} : { refersTo: row.refers_to }),
     }));
   }
 }

@@ -50,29 +50,48 @@ describe("isRetryablePostgresError", () => {
     expect(isRetryablePostgresError(error)).toBe(true);
   });
 
+  // Issue 15, fifth review: a failure to reach the server, whatever its form, is never a reason
+  // to skip an audit entry or drop a sample.
+  test.each([
+    ["the Unix socket is gone while the server restarts", socketError("ENOENT")],
+    ["a host name that does not resolve", socketError("ENOTFOUND")],
+    ["DNS temporarily failing", socketError("EAI_AGAIN")],
+    ["no such name", socketError("EAI_NONAME")],
+    ["a socket permission error", socketError("EACCES")],
+    ["too many open files", socketError("EMFILE")],
+    ["TLS refused by the server", new Error("The server does not support SSL connections")],
+    ["authentication failure", databaseError("28P01")],
+    ["database does not exist", databaseError("3D000")],
+    ["undefined table (dropped by an administrator)", databaseError("42P01")],
+    ["permission denied", databaseError("42501")],
+    ["an invalid transaction state other than read-only", databaseError("25001")],
+    ["object in use", databaseError("55006")],
+    ["internal error", databaseError("XX000", "Connection terminated")],
+    ["a plain error nothing recognises", new Error("boom")],
+    ["a non-error value", "Connection terminated"],
+    ["nothing", undefined],
+    [
+      "a content error wrapped with a connection error",
+      new AggregateError([databaseError("22P02"), socketError("ENOENT")]),
+    ],
+  ])("%s is retryable (kept and retried, never skipped or dropped)", (_name, error) => {
+    expect(isRetryablePostgresError(error)).toBe(true);
+  });
+
   test.each([
     ["unique violation", databaseError("23505")],
     ["foreign key violation", databaseError("23503")],
     ["not-null violation", databaseError("23502")],
-    ["syntax error", databaseError("42601")],
-    ["undefined table", databaseError("42P01")],
     ["invalid text representation", databaseError("22P02")],
+    ["a NUL character in text", databaseError("22021")],
     ["datetime overflow", databaseError("22008")],
     ["check violation", databaseError("23514")],
-    ["an invalid transaction state other than read-only", databaseError("25001")],
-    ["object in use", databaseError("55006")],
-    ["authentication failure", databaseError("28P01")],
-    ["permission denied", databaseError("42501")],
-    [
-      "an unlisted SQLSTATE whose message mentions a dropped connection",
-      databaseError("XX000", "Connection terminated"),
-    ],
-    ["a plain error", new Error("boom")],
-    ["a file-system error", socketError("ENOENT")],
-    ["a non-error value", "Connection terminated"],
-    ["nothing", undefined],
+    ["index row too large", databaseError("54000")],
+    ["a value JavaScript could not encode", new TypeError("Do not know how to serialize a BigInt")],
+    ["a wrapped content error", new Error("write failed", { cause: databaseError("22P02") })],
+    ["content errors only", new AggregateError([databaseError("22P02"), databaseError("23505")])],
     ["a KilnError that is not retryable", new KilnError("KILN_VALIDATION", "bad")],
-  ])("%s is not retryable", (_name, error) => {
+  ])("%s is not retryable (an answer about the content)", (_name, error) => {
     expect(isRetryablePostgresError(error)).toBe(false);
   });
 });
@@ -96,7 +115,7 @@ describe("toStoreError", () => {
     expect(error.details).toEqual({ operation: "samples.writeBatch", sqlState: "57P01" });
     const refused = toStoreError(socketError("ECONNREFUSED"), "open");
     expect([refused.retryable, refused.details]).toEqual([true, { operation: "open" }]);
-    expect(toStoreError(databaseError("42601"), "migrate").retryable).toBe(false);
+    expect(toStoreError(databaseError("22P02"), "migrate").retryable).toBe(false);
   });
 
   test("passes a KilnError through unchanged", () => {

@@ -4,47 +4,24 @@ import { KilnError } from "@kiln/core";
 export const UNIQUE_VIOLATION = "23505";
 
 /**
- * SQLSTATE classes after which repeating the same call may succeed (PostgreSQL manual, appendix
- * A "PostgreSQL Error Codes"): 08 connection exception, 40 transaction rollback (serialization
- * failure, deadlock), 53 insufficient resources (disk full, out of memory, too many
- * connections), 57 operator intervention (statement cancel or timeout, administrator or crash
- * shutdown, cannot connect now) and 58 system error (I/O error). These describe the server's
- * condition, not the call.
+ * SQLSTATE classes that are a definite answer about the call's own content, so repeating the
+ * same call fails the same way (PostgreSQL manual, appendix A "PostgreSQL Error Codes"): 22 data
+ * exception (a value the column cannot hold, a NUL character), 23 integrity constraint violation
+ * and 54 program limit exceeded (a value too large for an index row). Every other SQLSTATE is
+ * about the server, its schema or the session (08 connection, 28 authorization, 3D database,
+ * 40 rollback, 42 a dropped table or a revoked grant, 53 resources, 57 shutdown, 58 I/O...):
+ * an administrator can fix it, and the entry or sample waits for that.
  */
-const RETRYABLE_CLASSES: readonly string[] = ["08", "40", "53", "57", "58"];
-
-/**
- * Single SQLSTATEs of otherwise definite classes that are transient: lock not available (55P03)
- * and read-only transaction (25006, a standby or a primary demoted by a failover until the
- * client reaches the new primary).
- */
-const RETRYABLE_SQLSTATES: ReadonlySet<string> = new Set(["55P03", "25006"]);
-
-/** Socket errors that mean the connection failed or dropped, not that the call was wrong. */
-const RETRYABLE_NODE_CODES: ReadonlySet<string> = new Set([
-  "ECONNRESET",
-  "ECONNREFUSED",
-  "ECONNABORTED",
-  "EPIPE",
-  "ETIMEDOUT",
-  "EHOSTUNREACH",
-  "EHOSTDOWN",
-  "ENETUNREACH",
-  "ENETDOWN",
-  "ENOTCONN",
-  "EAI_AGAIN",
-]);
+const CONTENT_CLASSES: readonly string[] = ["22", "23", "54"];
 
 /** Five characters, digits and capitals; no SQLSTATE class starts with E, unlike `EPIPE`, `EPERM`. */
 const SQLSTATE = /^(?!E)[0-9A-Z]{5}$/;
 
-/** Messages of `pg` for a connection lost mid-call or a pool that could not connect in time. */
-const RETRYABLE_MESSAGES: readonly RegExp[] = [
-  /connection terminated/i,
-  /encountered a connection error and is not queryable/i,
-  /timeout exceeded when trying to connect/i,
-  /terminating connection due to administrator command/i,
-];
+/**
+ * JavaScript's own errors for a value it could not handle (an encoding bug, a value of the wrong
+ * type): about the call's content, not the server.
+ */
+const CONTENT_ERRORS: readonly (new (...args: never[]) => Error)[] = [TypeError, RangeError];
 
 /** The SQLSTATE carried by a `pg` or PGlite error, if any. */
 export function sqlStateOf(error: unknown): string | undefined {
@@ -53,36 +30,34 @@ export function sqlStateOf(error: unknown): string | undefined {
 }
 
 /**
- * Whether a failed database call may succeed if repeated. Retryable: connection failures (refused,
- * reset, terminated, pool timeout) and the SQLSTATE classes of the server's condition: 08
- * connection exception, 40 transaction rollback, 53 insufficient resources, 57 operator
- * intervention, 58 system error, plus 55P03 (lock not available) and 25006 (read-only after a
- * failover). Not retryable: every other SQLSTATE, a definite answer about the call itself
- * (class 22 data exception, 23 integrity constraint violation, 42 syntax or access rule
- * violation...), and everything unrecognised. Causes and `AggregateError` members are inspected
- * too. Both the sample pipeline (retry and spool vs. bisect and drop) and the audit backlog (keep
- * vs. skip) act on this answer.
+ * Whether a failed database call may succeed if repeated. Not retryable, only: an answer about
+ * the call's own content: a SQLSTATE of class 22 (data exception), 23 (integrity constraint
+ * violation) or 54 (program limit exceeded), a `TypeError` or `RangeError`, or a `KilnError`
+ * that says so. Everything else is retryable: every failure to reach the server (a refused,
+ * reset or dropped connection, a Unix socket that is not there while the server restarts
+ * (`ENOENT`), a host name that does not resolve (`ENOTFOUND`, `EAI_AGAIN`, `EAI_NONAME`), a pool
+ * timeout, TLS refused), every other SQLSTATE (the server's condition, schema or grants), and an
+ * error nothing here recognises: kept and retried is the safe default, never skipped or dropped.
+ * Causes and `AggregateError` members are inspected: any retryable one makes the whole retryable.
+ * Both the sample pipeline (retry and spool vs. bisect and drop) and the audit backlog (keep vs.
+ * skip) act on this answer.
  */
 export function isRetryablePostgresError(error: unknown): boolean {
-  return inspect(error, 0);
+  return !isContentError(error, 0);
 }
 
-function inspect(error: unknown, depth: number): boolean {
+/** True only when `error` (and every member or cause it carries) is a definite answer about the content. */
+function isContentError(error: unknown, depth: number): boolean {
   if (typeof error !== "object" || error === null || depth > 4) return false;
-  if (KilnError.is(error)) return error.retryable;
-  const code = codeOf(error);
-  if (code !== undefined) {
-    if (RETRYABLE_NODE_CODES.has(code)) return true;
-    if (SQLSTATE.test(code) && (RETRYABLE_SQLSTATES.has(code) || RETRYABLE_CLASSES.includes(code.slice(0, 2)))) {
-      return true;
-    }
-    // A SQLSTATE we did not list is a definite answer from the server: not retryable.
-    if (SQLSTATE.test(code)) return false;
+  if (KilnError.is(error)) return !error.retryable;
+  if (error instanceof AggregateError && error.errors.length > 0) {
+    return error.errors.every((inner) => isContentError(inner, depth + 1));
   }
-  const message = (error as { message?: unknown }).message;
-  if (typeof message === "string" && RETRYABLE_MESSAGES.some((pattern) => pattern.test(message))) return true;
-  if (error instanceof AggregateError && error.errors.some((inner) => inspect(inner, depth + 1))) return true;
-  return inspect((error as { cause?: unknown }).cause, depth + 1);
+  const code = codeOf(error);
+  if (code !== undefined && SQLSTATE.test(code)) return CONTENT_CLASSES.includes(code.slice(0, 2));
+  const cause = (error as { cause?: unknown }).cause;
+  if (cause !== undefined) return isContentError(cause, depth + 1);
+  return code === undefined && CONTENT_ERRORS.some((type) => error instanceof type);
 }
 
 function codeOf(error: unknown): string | undefined {

@@ -1,4 +1,5 @@
-import { type EventStore, KilnError } from "@kiln/core";
+import { KilnError } from "@kiln/core";
+import { type EventStore } from "@kiln/core/driver-kit";
 import { type NewDomainEvent, type StoredDomainEvent } from "@kiln/core/driver-kit";
 import { invalid, IssueCollector } from "./input-checks";
 import { sqlStateOf, UNIQUE_VIOLATION } from "./postgres-error";

@@ -1,11 +1,5 @@
-import {
-  type AggregateInterval,
-  type AggregateName,
-  type HistoryQueries,
-  type Interpolation,
-  type Sample,
-  type TagDataType,
-} from "@kiln/core";
+import { type Interpolation, type Sample, type TagDataType } from "@kiln/core";
+import { type AggregateInterval, type AggregateName, type HistoryQueries } from "@kiln/core/driver-kit";
 import {
   type AggregateQuery,
   checkAggregateQuery,

@@ -1,4 +1,4 @@
-import { type ProcessRecord, type ProcessRepository } from "@kiln/core";
+import { type ProcessRecord, type ProcessRepository } from "@kiln/core/driver-kit";
 import { type NewDomainEvent, type ProcessFilter, type ProcessStatus } from "@kiln/core/driver-kit";
 import { appendEvents, checkAppend } from "./postgres-event-store";
 import { IssueCollector } from "./input-checks";

@@ -1,4 +1,5 @@
-import { KilnError, type RecipeRepository } from "@kiln/core";
+import { KilnError } from "@kiln/core";
+import { type RecipeRepository } from "@kiln/core/driver-kit";
 import { type StoredRecipe } from "@kiln/core/driver-kit";
 import { invalid, IssueCollector } from "./input-checks";
 import { jsonText, millisecondsOf, parseJsonText, timestampOf } from "./sql-expressions";

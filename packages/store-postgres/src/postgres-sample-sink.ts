@@ -1,11 +1,10 @@
+import { KilnError, type Sample } from "@kiln/core";
 import {
-  KilnError,
-  type Sample,
   type SampleConflict,
   type SampleHistory,
   type SampleSink,
   type SampleWriteResult,
-} from "@kiln/core";
+} from "@kiln/core/driver-kit";
 import { sameSamplePayload, type BucketQuery, type SampleBucket, type SampleQuery } from "@kiln/core/driver-kit";
 import { IssueCollector } from "./input-checks";
 import { sqlStateOf, UNIQUE_VIOLATION } from "./postgres-error";

@@ -1,19 +1,14 @@
+import { KilnError, type Logger, silentLogger, type Store, type Tag, type TagDataType } from "@kiln/core";
 import {
   type AlarmHistory,
   type AuditLog,
   type EventStore,
   type HistoryQueries,
-  KilnError,
-  type Logger,
   type ProcessRepository,
   type RecipeRepository,
   type SampleHistory,
   type SampleSink,
-  silentLogger,
-  type Store,
-  type Tag,
-  type TagDataType,
-} from "@kiln/core";
+} from "@kiln/core/driver-kit";
 import { type StoreCapabilities } from "@kiln/core/driver-kit";
 import pg from "pg";
 import { IssueCollector } from "./input-checks";

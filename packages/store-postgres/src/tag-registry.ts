@@ -1,4 +1,5 @@
-import { interpolationOf, type Interpolation, type Tag } from "@kiln/core";
+import { type Interpolation, type Tag } from "@kiln/core";
+import { interpolationOf } from "@kiln/core/driver-kit";
 import { arrayLiteral } from "./sql-array";
 import type { SqlQueryable } from "./sql-client";
 import type { StoreContext } from "./store-context";

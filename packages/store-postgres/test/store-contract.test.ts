@@ -1,12 +1,5 @@
-import {
-  createControlSystem,
-  defineTags,
-  GOOD,
-  SimulatedPlc,
-  type KilnEvents,
-  type ProcessRecord,
-  type Sample,
-} from "@kiln/core";
+import { createControlSystem, defineTags, GOOD, SimulatedPlc, type KilnEvents, type Sample } from "@kiln/core";
+import { type ProcessRecord } from "@kiln/core/driver-kit";
 import { SimulatedClock } from "@kiln/core/testing";
 import { type NewDomainEvent } from "@kiln/core/driver-kit";
 import { describe, expect, test } from "vitest";
@@ -129,14 +122,14 @@ for (const target of TARGETS) {
     });
 
     describe("SampleSink", () => {
-      test("a database failure rejects with a KILN_STORE_ERROR that is not retryable", async () => {
+      test("a dropped table rejects with a retryable KILN_STORE_ERROR (an administrator can restore it; the samples wait)", async () => {
         const store = await database.store(catalog.list());
         await database.sql(`DROP TABLE "${store.schema}".samples`);
         const error = await expectKilnError(
           store.samples.writeBatch(series("chamber.pressure", 3)),
           "KILN_STORE_ERROR",
         );
-        expect(error.retryable).toBe(false);
+        expect(error.retryable).toBe(true);
         expect(error.details.sqlState).toBe("42P01");
       });
     });

@@ -155,7 +155,14 @@ describe("Acquisition", () => {
     const fast = acquisition.health().groups.find((group) => group.name === "fast")!;
     expect(fast.skippedCycles).toBe(overruns.reduce((sum, event) => sum + event.missedCycles, 0));
     expect(metrics.value("kiln_scan_overruns_total", { group: "fast" })).toBe(fast.skippedCycles);
-    expect(metrics.summary("kiln_scan_period_error_ms", { group: "fast" })?.count).toBe(fast.cycles);
+    expect(metrics.summary("kiln_scan_period_error_seconds", { group: "fast" })?.count).toBe(fast.cycles);
+    // Every finished read is observed once, in seconds (120 ms of latency → 0.12 s, not 120).
+    const duration = metrics.summary("kiln_scan_duration_seconds", { group: "fast" })!;
+    expect(duration.count).toBe(fast.readDuration.count);
+    expect(duration.count).toBeGreaterThan(0);
+    expect(duration.max).toBeCloseTo(fast.readDuration.max / 1000, 6);
+    expect(duration.max).toBeGreaterThanOrEqual(0.12);
+    expect(duration.max).toBeLessThan(1);
   });
 
   test("losing the PLC turns every tag uncertain, publishes plc-connection-lose, and recovers with fresh values", async () => {

@@ -8,9 +8,9 @@ import type { Disposer, EventBus } from "../events/event-bus";
 import type { Clock } from "../ports/clock";
 import type { Logger } from "../ports/logger";
 import { silentLogger } from "../runtime/silent-logger";
-import type { Counter, Histogram, Metrics } from "../ports/metrics";
+import type { Counter, Histogram, Metrics } from "@kiln/core/driver-kit";
 import type { PlcDriver } from "../ports/plc-driver";
-import type { EndpointHealthSnapshot } from "../driver-kit/endpoint-health";
+import type { EndpointHealthSnapshot } from "@kiln/core/driver-kit";
 import type { CircuitBreaker, CircuitBreakerSnapshot } from "../resilience/circuit-breaker";
 import type { GuardedDriver } from "../resilience/guarded-ports";
 import { backoffDelay, createRetryPolicy, type RetryPolicy } from "../resilience/retry";
@@ -199,7 +199,13 @@ export class Acquisition {
   /** Driver replies on their way into the current value table, in arrival order. */
   readonly #replies: SlicedQueue;
   readonly #instruments:
-    { readonly periodError: Histogram; readonly overruns: Counter; readonly failures: Counter } | undefined;
+    | {
+        readonly periodError: Histogram;
+        readonly duration: Histogram;
+        readonly overruns: Counter;
+        readonly failures: Counter;
+      }
+    | undefined;
 
   constructor(options: AcquisitionOptions) {
     this.#options = options;
@@ -241,7 +247,8 @@ export class Acquisition {
     });
     const metrics = options.metrics;
     this.#instruments = metrics && {
-      periodError: metrics.histogram("kiln_scan_period_error_ms", "Scan start lateness"),
+      periodError: metrics.histogram("kiln_scan_period_error_seconds", "Scan start lateness (s)"),
+      duration: metrics.histogram("kiln_scan_duration_seconds", "Scan read duration (s)"),
       overruns: metrics.counter("kiln_scan_overruns_total", "Skipped scan cycles"),
       failures: metrics.counter("kiln_scan_failures_total", "Failed scan reads"),
     };
@@ -328,7 +335,7 @@ export class Acquisition {
         },
         onLateness: (ms) => {
           group.periodError.observe(ms);
-          this.#instruments?.periodError.observe(ms, { group: group.name });
+          this.#instruments?.periodError.observe(ms / 1000, { group: group.name });
         },
         onOverrun: (info) => {
           this.#instruments?.overruns.inc(info.missedCycles, { group: group.name });
@@ -407,7 +414,9 @@ export class Acquisition {
     const started = monotonicNow(clock);
     try {
       const samples = await driver.read(group.tags, this.#stopping!.signal);
-      group.readDuration.observe(monotonicNow(clock) - started);
+      const readMs = monotonicNow(clock) - started;
+      group.readDuration.observe(readMs);
+      this.#instruments?.duration.observe(readMs / 1000, { group: group.name });
       await this.#accept(group, samples, true, clock.now());
     } catch (error) {
       if (this.#stopping!.signal.aborted) return;

@@ -5,14 +5,14 @@ import { checkTagValue, type TagCatalog, type TagValue } from "../domain/tags";
 import { formatPath, issuesFromZod } from "../domain/validation";
 
 /** The ISA-18.2 alarm types Kiln evaluates. */
-export const ALARM_KINDS = ["HI", "LO", "HIHI", "LOLO", "BOOL"] as const;
+export const ALARM_KINDS = ["HI", "LO", "HIHI", "LOLO", "BOOL"] as const satisfies readonly AlarmKind[];
 /** An alarm type: high, low, high-high, low-low on a numeric tag, or BOOL on a boolean tag. */
-export type AlarmKind = (typeof ALARM_KINDS)[number];
+export type AlarmKind = NumericAlarmKind | "BOOL";
 
 /** The alarm types compared against a numeric setpoint. */
-export const NUMERIC_ALARM_KINDS = ["HI", "LO", "HIHI", "LOLO"] as const;
+export const NUMERIC_ALARM_KINDS = ["HI", "LO", "HIHI", "LOLO"] as const satisfies readonly NumericAlarmKind[];
 /** An alarm type compared against a numeric setpoint. */
-export type NumericAlarmKind = (typeof NUMERIC_ALARM_KINDS)[number];
+export type NumericAlarmKind = "HI" | "LO" | "HIHI" | "LOLO";
 
 /**
  * Alarm priority, 1 highest: 1 critical (immediate action, often with an interlock), 2 high
@@ -67,7 +67,7 @@ const commonFields = {
 };
 
 /**
- * zod schema of one alarm definition (shape only; {@link defineAlarms} also checks it against the
+ * @internal zod schema of one alarm definition (shape only; {@link defineAlarms} also checks it against the
  * tag catalog). Numeric kinds take `setpoint` and `deadband`; `BOOL` takes `alarmValue`.
  */
 export const alarmDefinitionSchema = z.discriminatedUnion("kind", [
@@ -80,8 +80,50 @@ export const alarmDefinitionSchema = z.discriminatedUnion("kind", [
   z.strictObject({ ...commonFields, kind: z.literal("BOOL"), alarmValue: z.boolean().default(true) }),
 ]);
 
-/** What a user writes for one alarm (defaults not yet applied). */
-export type AlarmDefinitionInput = z.input<typeof alarmDefinitionSchema>;
+/** Fields every alarm definition input has (defaults not yet applied). */
+export interface AlarmDefinitionInputBase {
+  /** Unique id. @default `${tag}:${kind}`, e.g. `chamber.pressure:HI` */
+  readonly id?: string | undefined;
+  /** The watched tag (must be in the catalog). */
+  readonly tag: string;
+  /** 1 (critical) to 4 (low); see {@link AlarmPriority}. */
+  readonly priority: AlarmPriority;
+  /** Text shown to the operator. @default generated from tag, kind and setpoint */
+  readonly message?: string | undefined;
+  /** ISA-18.2 on-delay: the condition must hold this long (ms, integer >= 0) before the alarm activates. @default 0 */
+  readonly onDelayMs?: number | undefined;
+  /** ISA-18.2 off-delay: the condition must be clear this long (ms, integer >= 0) before the alarm returns. @default 0 */
+  readonly offDelayMs?: number | undefined;
+  /** Marks an alarm that trips an interlock (shown, not acted on by Kiln). @default false */
+  readonly interlock?: boolean | undefined;
+  /** Suppression by design (ISA-18.2 11.5.2): while it holds, the alarm is suppressed. */
+  readonly suppressWhen?: AlarmSuppressionCondition | undefined;
+}
+
+/** An `HI`, `LO`, `HIHI` or `LOLO` alarm as a user writes it. */
+export interface NumericAlarmDefinitionInput extends AlarmDefinitionInputBase {
+  /** The alarm type. */
+  readonly kind: NumericAlarmKind;
+  /** The limit, in the tag's unit. */
+  readonly setpoint: number;
+  /** Hysteresis in the tag's unit (>= 0): the alarm returns only beyond `setpoint` -/+ `deadband`. @default 0 */
+  readonly deadband?: number | undefined;
+}
+
+/** A `BOOL` alarm on a boolean tag as a user writes it. */
+export interface BooleanAlarmDefinitionInput extends AlarmDefinitionInputBase {
+  /** The alarm type. */
+  readonly kind: "BOOL";
+  /** The value that is the alarm condition. @default true */
+  readonly alarmValue?: boolean | undefined;
+}
+
+/**
+ * What a user writes for one alarm (defaults not yet applied). {@link defineAlarms} checks it
+ * and throws `KilnValidationError` (`KILN_VALIDATION`) naming every bad field, e.g.
+ * `alarms[2].setpoint`.
+ */
+export type AlarmDefinitionInput = NumericAlarmDefinitionInput | BooleanAlarmDefinitionInput;
 
 /** Fields every validated alarm definition has. */
 export interface AlarmDefinitionBase {

@@ -39,6 +39,8 @@ class FakeAlarmHistory implements AlarmHistory {
 
 type Recorded = { [TType in keyof KilnEvents]: { type: TType; event: KilnEvents[TType] } }[keyof KilnEvents];
 
+const DAYS_365 = 365 * 24 * 60 * 60 * 1_000;
+
 function setup(definitions: AlarmDefinitionInput[], options: Partial<AlarmEngineOptions> = {}) {
   const clock = new SimulatedClock();
   const bus = new EventBus<KilnEvents>({ now: () => clock.now() });
@@ -354,13 +356,13 @@ describe("AlarmEngine: commands and the ISA-18.2 state model", () => {
   });
 
   it("a one-shot shelf holds while active and ends when the alarm next returns to normal", () => {
-    const { engine, feed, of, transitions } = setup([pressureHigh()]);
+    const { engine, feed, of, transitions, start } = setup([pressureHigh()]);
     feed("chamber.pressure", 6);
     engine.shelve(PRESSURE_HI, { oneShot: true });
     feed("chamber.pressure", 7);
     expect(engine.get(PRESSURE_HI).state).toEqual({
       name: "shelved",
-      shelf: { mode: "one-shot" },
+      shelf: { mode: "one-shot", until: start + DAYS_365 },
       underlying: { name: "unacknowledged" },
     });
     feed("chamber.pressure", 4);
@@ -374,6 +376,33 @@ describe("AlarmEngine: commands and the ISA-18.2 state model", () => {
       "normal->unacknowledged:process-activate",
     ]);
     expect(of("alarm-raise").map((event) => event.state)).toEqual(["unacknowledged", "unacknowledged"]);
+  });
+
+  // Issue 15, fifth review: a one-shot shelf had no time limit (an alarm that never clears stayed hidden for ever).
+  it("a one-shot shelf of an alarm that never clears ends at 365 days, like the longest timed shelf", async () => {
+    const { engine, feed, clock, transitions } = setup([pressureHigh()]);
+    feed("chamber.pressure", 6);
+    engine.shelve(PRESSURE_HI, { oneShot: true });
+    await clock.advance(DAYS_365 - 1);
+    expect(engine.get(PRESSURE_HI).state.name).toBe("shelved");
+    await clock.advance(1);
+    expect(engine.get(PRESSURE_HI).state).toEqual({ name: "unacknowledged" });
+    expect(transitions().slice(-2)).toEqual([
+      "unacknowledged->shelved:shelve",
+      "shelved->unacknowledged:shelve-expire",
+    ]);
+  });
+
+  it("a one-shot shelf that ends because the alarm cleared leaves no timer to fire later", async () => {
+    const { engine, feed, clock, transitions } = setup([pressureHigh()]);
+    feed("chamber.pressure", 6);
+    engine.shelve(PRESSURE_HI, { oneShot: true });
+    feed("chamber.pressure", 4);
+    feed("chamber.pressure", 6);
+    engine.acknowledge(PRESSURE_HI);
+    await clock.advance(DAYS_365 + 1);
+    expect(engine.get(PRESSURE_HI).state).toEqual({ name: "acknowledged" });
+    expect(transitions().at(-1)).toBe("unacknowledged->acknowledged:acknowledge");
   });
 
   it("records activations of a shelved alarm without annunciating them", async () => {

@@ -6,7 +6,7 @@ import type { TagCatalog, TagValue } from "../domain/tags";
 import { parseOrThrow } from "../domain/validation";
 import type { KilnEvents } from "../events/catalogue";
 import type { EventBus } from "../events/event-bus";
-import type { AlarmHistory, AlarmHistoryEntry } from "../ports/alarm-history";
+import type { AlarmHistory, AlarmHistoryEntry } from "@kiln/core/driver-kit";
 import type { Clock, TimerHandle } from "../ports/clock";
 import {
   defineAlarms,
@@ -51,7 +51,8 @@ export type AlarmPrincipal = string | { readonly id: string };
 
 /**
  * How to shelve: for `durationMs` on the engine's clock (a whole number of ms, 1 ms to 365 days:
- * ISA-18.2 shelving is time-limited), or one-shot (until the alarm next returns to normal).
+ * ISA-18.2 shelving is time-limited), or one-shot (until the alarm next returns to normal, or
+ * 365 days, whichever comes first).
  */
 export type AlarmShelveOptions = { readonly durationMs: number } | { readonly oneShot: true };
 
@@ -457,8 +458,11 @@ export class AlarmEngine {
         let durationMs = 0;
         if (isOneShot) parseOrThrow(oneShotShelveSchema, options, "shelve options");
         else durationMs = parseOrThrow(timedShelveSchema, options, "shelve options").durationMs;
+        // A one-shot shelf is time-limited too: at most the longest timed shelve.
         const shelf = (): AlarmShelf =>
-          isOneShot ? Object.freeze({ mode: "one-shot" as const }) : this.#timedShelf(durationMs);
+          isOneShot
+            ? Object.freeze({ mode: "one-shot" as const, until: this.#clock.now() + MAX_SHELVE_MS })
+            : this.#timedShelf(durationMs);
         return { trigger: () => ({ type: "shelve", shelf: shelf() }), cause: "shelve" };
       }
       case "unshelve":
@@ -618,7 +622,7 @@ export class AlarmEngine {
 
   #syncShelfTimer(record: AlarmRecord): void {
     const shelf = alarmShelf(record.state);
-    const until = shelf?.mode === "timed" ? shelf.until : undefined;
+    const until = shelf?.until;
     if (record.shelfTimer && record.shelfTimer.until !== until) {
       this.#clock.clearTimeout(record.shelfTimer.handle);
       record.shelfTimer = undefined;

@@ -1,6 +1,6 @@
 import { expectTypeOf, test } from "vitest";
 import type { KilnEvents } from "../events/catalogue";
-import type { AlarmHistoryEntry } from "../ports/alarm-history";
+import type { AlarmHistoryEntry } from "@kiln/core/driver-kit";
 import type { AlarmKind } from "./alarm-definition";
 import type { AlarmTransitionCause } from "./alarm-engine";
 import type { AlarmStateName } from "./alarm-state";

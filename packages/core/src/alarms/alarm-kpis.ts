@@ -1,4 +1,4 @@
-import type { AlarmHistoryEntry, TimeRange } from "../ports/alarm-history";
+import type { AlarmHistoryEntry, TimeRange } from "@kiln/core/driver-kit";
 
 /** Thresholds of {@link computeAlarmKpis}; the defaults follow ISA-18.2 and EEMUA 191. */
 export interface AlarmKpiOptions {

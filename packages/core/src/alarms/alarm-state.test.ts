@@ -16,7 +16,7 @@ const ACTIVATE: AlarmTrigger = { type: "activate" };
 const CLEAR: AlarmTrigger = { type: "clear" };
 const ACK: AlarmTrigger = { type: "acknowledge" };
 const TIMED: AlarmShelf = { mode: "timed", until: 1_000, durationMs: 1_000 };
-const ONE_SHOT: AlarmShelf = { mode: "one-shot" };
+const ONE_SHOT: AlarmShelf = { mode: "one-shot", until: Number.MAX_SAFE_INTEGER };
 
 /** Applies triggers in order from normal. */
 function run(...triggers: AlarmTrigger[]): AlarmState {

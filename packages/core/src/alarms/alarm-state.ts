@@ -40,10 +40,12 @@ export type AlarmBaseState =
 
 /**
  * How an alarm is shelved: `timed` until `until` (ms since epoch, on the engine's clock), or
- * `one-shot` until the alarm next returns to normal.
+ * `one-shot` until the alarm next returns to normal or `until` (the shelve time plus 365 days,
+ * the longest shelve; ISA-18.2 shelving is time-limited), whichever comes first.
  */
 export type AlarmShelf =
-  { readonly mode: "timed"; readonly until: number; readonly durationMs: number } | { readonly mode: "one-shot" };
+  | { readonly mode: "timed"; readonly until: number; readonly durationMs: number }
+  | { readonly mode: "one-shot"; readonly until: number };
 
 /**
  * Shelved by an operator: not annunciated. `underlying` is the annunciation state the alarm

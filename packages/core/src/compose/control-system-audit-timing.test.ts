@@ -131,3 +131,110 @@ describe("stop() with commands in flight (issue 15, third review)", () => {
     void store;
   });
 });
+
+describe("a refusal never shares the id of an entry whose insert may commit late (issue 15, fourth review)", () => {
+  test("the allowed insert commits after the audit timeout: the trail holds it and the refusal that names it; the write never ran", async () => {
+    const parts = simulatedSystem({
+      tags,
+      scanGroups: { fast: { periodMs: 50 } },
+      storePolicies: { audit: { timeoutMs: 500 } },
+      authorization: { operatorWritableTags: ["heater.*"] },
+    });
+    const { system, plc, store, clock } = parts;
+    await system.start();
+    await system.writeTag(admin, "heater.setpoint", 1);
+    // The store takes the insert but does not answer: it resolves (commits) only after the timeout.
+    store.faults.hang("audit");
+    let settled = false;
+    const refused = system
+      .writeTag(admin, "heater.setpoint", 2)
+      .catch((error: unknown) => error)
+      .finally(() => (settled = true));
+    // The intent times out, then the refusal's own record times out too and is kept for retry.
+    for (let step = 0; step < 10 && !settled; step++) {
+      await ticks();
+      await clock.advance(600);
+    }
+    expect(await refused).toMatchObject({ code: "KILN_AUDIT_UNAVAILABLE" });
+    store.faults.clear();
+    await ticks();
+    const trail = await auditTrailAfterStop(parts);
+    expect(plc.writes.filter((entry) => entry.tag === "heater.setpoint").map((entry) => entry.value)).toEqual([1]);
+    const writes = trail.filter((entry) => entry.action === "tag.write");
+    const intent = writes.find((entry) => entry.newValue === 2 && entry.outcome === "allowed");
+    // Both facts kept, append-only: the late intent and the refusal, its own id naming the intent.
+    expect(intent).toBeDefined();
+    expect(writes.filter((entry) => entry.newValue === 2)).toEqual([
+      intent,
+      expect.objectContaining({
+        id: `${intent!.id}:refusal`,
+        refersTo: intent!.id,
+        outcome: "denied",
+        reason: expect.stringMatching(/^KILN_AUDIT_UNAVAILABLE: /),
+      }),
+    ]);
+  });
+});
+
+describe("abort and pause reach a start in progress (issue 15, fifth review)", () => {
+  const opener = {
+    name: "opener",
+    version: 1,
+    steps: [{ set: { tag: "valve.tma", value: true } }, { wait: { durationMs: 600_000 } }],
+  };
+
+  test("an abort while the start waits for its audit entry answers at once; the start is cancelled before its first write; both are audited", async () => {
+    const parts = await build();
+    const { system, plc, store } = parts;
+    store.faults.hang("audit");
+    const start = system.startRecipe(admin, opener).then(
+      () => "started",
+      (error: { code: string }) => error.code,
+    );
+    await ticks();
+    let answered: unknown;
+    void system.abortProcess(admin, "E-STOP pressed").then((result) => (answered = result));
+    await ticks();
+    // No simulated time passed and the audit store still hangs: the abort has answered.
+    expect(answered).toMatchObject({ status: "aborted", reason: "E-STOP pressed", stepsCompleted: 0 });
+    store.faults.clear();
+    expect(await start).toBe("KILN_ABORTED");
+    expect(plc.writes.filter((write) => write.tag === "valve.tma" && write.value === true)).toEqual([]);
+    expect(system.machineState).toBe("idle");
+    const trail = await auditTrailAfterStop(parts);
+    expect(trail.filter((entry) => entry.action.startsWith("recipe.")).map((entry) => entry.action)).toEqual(
+      expect.arrayContaining(["recipe.start", "recipe.abort"]),
+    );
+    expect(trail.find((entry) => entry.action === "recipe.abort")).toMatchObject({
+      outcome: "allowed",
+      target: (answered as { processId: string }).processId,
+    });
+  });
+
+  test("a pause while the start waits for its audit entry answers at once; the process begins and holds before its first step", async () => {
+    const parts = await build();
+    const { system, plc, store, clock } = parts;
+    store.faults.hang("audit");
+    const start = system.startRecipe(admin, opener);
+    await ticks();
+    let paused = false;
+    void system.pauseProcess(admin).then(() => (paused = true));
+    await ticks();
+    expect(paused).toBe(true);
+    // A second pause is a no-op and refused (its denied entry waits for the store, like any denial).
+    const second = system.pauseProcess(admin).then(
+      () => "ok",
+      (error: { code: string }) => error.code,
+    );
+    store.faults.clear();
+    expect(await second).toBe("KILN_INVALID_TRANSITION");
+    const process = await start;
+    await clock.advance(100);
+    await ticks();
+    expect(process.status).toBe("paused");
+    expect(plc.writes.filter((write) => write.tag === "valve.tma" && write.value === true)).toEqual([]);
+    await system.abortProcess(admin);
+    await process.finished;
+    await system.stop();
+  });
+});

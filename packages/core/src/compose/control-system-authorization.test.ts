@@ -248,3 +248,60 @@ describe("refusals tell nothing the caller did not say (issue 15)", () => {
     expect(start.map((entry) => entry.reason ?? "").join()).not.toContain(process.id);
   });
 });
+
+describe("a grant limited to machine states authorizes a recipe's writes only in the state it starts from (issue 15, fifth review)", () => {
+  async function buildWithMaintenanceGrant() {
+    const parts = simulatedSystem({
+      tags,
+      scanGroups: { fast: { periodMs: 50 } },
+      machine: { safeState: [] },
+      authorization: {
+        roles: {
+          maint: [
+            "recipe.start",
+            "recipe.save",
+            "machine.maintenance",
+            { permission: "tag.write", targets: ["valve.*"], states: ["maintenance"] },
+          ],
+          admin: ["*"],
+        },
+      },
+    });
+    await parts.system.start();
+    await parts.clock.advance(100);
+    return parts;
+  }
+  const tech: Principal = { id: "tech", roles: ["maint"] };
+
+  test("an ad-hoc recipe writing a valve is refused in idle for a principal who may write valves only in maintenance", async () => {
+    const { system, plc } = await buildWithMaintenanceGrant();
+    const error = await rejection(system.startRecipe(tech, sneaky));
+    expect(error.code).toBe("KILN_FORBIDDEN");
+    expect(error.details).toMatchObject({ refused: ["valve.tma"] });
+    expect(plc.writes).toEqual([]);
+    await system.stop();
+  });
+
+  test("saving it is refused too: a saved version must be one its author could run from a start state", async () => {
+    const { system } = await buildWithMaintenanceGrant();
+    expect((await rejection(system.saveRecipe(tech, sneaky))).code).toBe("KILN_FORBIDDEN");
+    await system.stop();
+  });
+
+  test("the same grant still lets the principal write the valve by hand in maintenance", async () => {
+    const { system, plc } = await buildWithMaintenanceGrant();
+    await system.sendMachineCommand(tech, "enterMaintenance");
+    await system.writeTag(tech, "valve.tma", true);
+    expect(plc.writes.map((write) => write.tag)).toEqual(["valve.tma"]);
+    await system.stop();
+  });
+
+  test("an engineer (any tag in idle) still starts and saves ad-hoc recipes", async () => {
+    const { system } = await build();
+    await system.saveRecipe(engineer, sneaky);
+    const process = await system.startRecipe(engineer, { ...sneaky, version: 2 });
+    await system.abortProcess(engineer);
+    await process.finished;
+    await system.stop();
+  });
+});

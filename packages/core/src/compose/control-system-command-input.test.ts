@@ -50,7 +50,7 @@ describe("a command uses what it was given at the call, read once (issue 15, thi
     const { system, store } = await build();
     const draft: RecipeInput = { name: "m", version: 1, steps: [...benign] };
     const saving = system.saveRecipe(author, draft);
-    draft.steps = evil;
+    (draft as { steps: unknown }).steps = evil;
     await saving;
     expect((await store.recipes.get("m", 1))?.definition["steps"]).toEqual(benign);
   });
@@ -74,7 +74,7 @@ describe("a command uses what it was given at the call, read once (issue 15, thi
     const recipe: RecipeInput = { name: "q", version: 1, steps: [{ set: { tag: "heater.setpoint", value: 7 } }] };
     const write = system.writeTag(admin, "heater.setpoint", 5);
     const start = system.startRecipe(author, recipe);
-    recipe.steps = evil;
+    (recipe as { steps: unknown }).steps = evil;
     await write;
     const process = await start;
     await clock.advance(100);

@@ -6,7 +6,7 @@ import { issuesFromZod } from "../domain/validation";
 import { DEFAULT_SPOOL_MAX_BYTES } from "../logging/sample-logger";
 import type { Clock } from "../ports/clock";
 import type { Logger } from "../ports/logger";
-import type { Metrics } from "../ports/metrics";
+import type { Metrics } from "@kiln/core/driver-kit";
 import type { PlcDriver } from "../ports/plc-driver";
 import type { Store } from "../ports/store";
 import type { RetryJitter } from "../resilience/retry";

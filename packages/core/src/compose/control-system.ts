@@ -13,9 +13,9 @@ import type { SampleLogger, SampleLoggerHealth } from "../logging/sample-logger"
 import type { Clock } from "../ports/clock";
 import type { Logger } from "../ports/logger";
 import type { PlcDriver } from "../ports/plc-driver";
-import type { StoredRecipe } from "../ports/recipe-repository";
-import type { AlarmHistory } from "../ports/alarm-history";
-import type { HistoryQueries, SampleHistory } from "../ports/sample-history";
+import type { StoredRecipe } from "@kiln/core/driver-kit";
+import type { AlarmHistory } from "@kiln/core/driver-kit";
+import type { HistoryQueries, SampleHistory } from "@kiln/core/driver-kit";
 import type { Store } from "../ports/store";
 import { withTimeout } from "../resilience/timeout";
 import { recoverInterrupted } from "../recipes/process-recovery";
@@ -661,7 +661,8 @@ export class ControlSystem {
             ...(processId === undefined ? {} : { processId: processId as string }),
             startedBy: command.principal,
             authorize: async (request) => {
-              authorizeRecipeStart(command, request);
+              // In the state the process starts from: where the principal could make these writes by hand.
+              authorizeRecipeStart(command, request, this.#machine.state);
               await command.commit();
             },
           });
@@ -674,6 +675,7 @@ export class ControlSystem {
   /**
    * Pauses the running process at its next step boundary (`recipe.pause`). Acts at once, even
    * while the audit store hangs: its entry follows (`audit.runWithoutDurableAudit`, ADR 0013).
+   * A start in progress whose process is not running yet holds at its first step once it begins.
    * @throws `KILN_INVALID_TRANSITION` (recorded denied, nothing changes) when the process is
    *   already paused or a pause is already requested; `KILN_NOT_FOUND` with no process.
    */
@@ -682,8 +684,18 @@ export class ControlSystem {
       snapshotPrincipal(principal),
       "recipe.pause",
       this.#activeId(),
-      (command) =>
-        this.#onActive(
+      async (command) => {
+        // A start in progress, its process not active yet: it holds at its first step once it begins.
+        if (this.#recipes.active === undefined && this.#recipes.pendingId !== undefined) {
+          if (this.#recipes.pendingPause) {
+            throw new KilnError("KILN_INVALID_TRANSITION", "The process is already pausing: nothing to do.", {
+              details: { command: "pause" },
+            });
+          }
+          await command.commit();
+          if (this.#recipes.pausePending()) return;
+        }
+        return this.#onActive(
           command,
           (active) => active.pause(),
           (active) => {
@@ -699,7 +711,8 @@ export class ControlSystem {
               );
             }
           },
-        ),
+        );
+      },
       {
         subject: this.machineId,
       },
@@ -738,7 +751,10 @@ export class ControlSystem {
 
   /**
    * Aborts the running process at once and writes the safe state (`recipe.abort`), without
-   * waiting for the audit trail (its entry follows; `audit.runWithoutDurableAudit`). `reason` is
+   * waiting for the audit trail (its entry follows; `audit.runWithoutDurableAudit`). A start in
+   * progress whose process is not running yet (waiting for validation or its audit entry) is
+   * cancelled before its first effect and the answer comes at once: `status: "aborted"`,
+   * `stepsCompleted: 0`, `persisted: false`; that `startRecipe` rejects with `KILN_ABORTED`. `reason` is
    * the operator's comment (recorded with the entry, a string of at most 1000 characters);
    * without one the process ends with "aborted by operator" and the entry has no comment.
    * @throws `KILN_FORBIDDEN`, `KILN_VALIDATION` (a bad `reason`), `KILN_NOT_FOUND` (no process).
@@ -748,7 +764,15 @@ export class ControlSystem {
       snapshotPrincipal(principal),
       "recipe.abort",
       this.#activeId(),
-      (command) => this.#onActive(command, (active) => active.abort(reason ?? "aborted by operator")),
+      async (command) => {
+        // A start in progress, its process not active yet: cancelled before its first effect, answered at once.
+        if (this.#recipes.active === undefined && this.#recipes.pendingId !== undefined) {
+          await command.commit();
+          const cancelled = this.#recipes.abortPending(reason ?? "aborted by operator");
+          if (cancelled !== undefined) return cancelled;
+        }
+        return this.#onActive(command, (active) => active.abort(reason ?? "aborted by operator"));
+      },
       {
         subject: this.machineId,
         ...(reason === undefined ? {} : { comment: reason }),
@@ -770,7 +794,11 @@ export class ControlSystem {
       const plan = await this.#recipes.plan(definition);
       const { name: recipeName, version } = plan.recipe;
       const writeSet = this.#recipes.writeSet(plan);
-      authorizeRecipeSave(command, { recipe: { name: recipeName, version }, writeSet, saved: false });
+      authorizeRecipeSave(
+        command,
+        { recipe: { name: recipeName, version }, writeSet, saved: false },
+        processStartStates(this.#machine),
+      );
       const stored = storedRecipeOf(definition, this.#clock.now());
       await command.commit();
       await recipes.save(stored);
@@ -1083,7 +1111,7 @@ export class ControlSystem {
    * caller input), fitted to the target rule so a safety command is never refused for its form.
    */
   #activeId(): string {
-    const id = this.#recipes.active?.id;
+    const id = this.#recipes.active?.id ?? this.#recipes.pendingId;
     return id === undefined ? "(no process)" : fittedName(id);
   }
 
@@ -1147,4 +1175,15 @@ function requireBoolean(value: unknown, field: string): boolean {
 
 function withoutUndefined<T extends Record<string, unknown>>(value: T): T {
   return Object.fromEntries(Object.entries(value).filter(([, entry]) => entry !== undefined)) as T;
+}
+
+/**
+ * The machine states a process can start from: the model's states that accept `start` (`idle`
+ * in both built-in models), else its initial state. A saved recipe's write set is authorized
+ * for its author in these (ADR 0010 addendum).
+ */
+function processStartStates(machine: MachineStateMachine): readonly string[] {
+  const { transitions, initial } = machine.model;
+  const states = Object.keys(transitions).filter((state) => transitions[state]?.["start"] !== undefined);
+  return states.length > 0 ? states : [initial];
 }

@@ -1,7 +1,7 @@
 import type { Disposer } from "../domain/disposer";
 import type { BreakerState, KilnEvents } from "../events/catalogue";
 import type { EventBus } from "../events/event-bus";
-import type { Metrics } from "../ports/metrics";
+import type { Metrics } from "@kiln/core/driver-kit";
 
 const BREAKER_STATE: Readonly<Record<BreakerState, number>> = { closed: 0, "half-open": 1, open: 2 };
 

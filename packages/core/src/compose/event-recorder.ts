@@ -1,5 +1,5 @@
 import type { KilnEvents } from "../events/catalogue";
-import type { EventStore } from "../ports/event-store";
+import type { EventStore } from "@kiln/core/driver-kit";
 
 /** Event types appended to the event store, by the aggregate id they carry. */
 export const RECORDED_EVENTS: ReadonlySet<keyof KilnEvents> = new Set<keyof KilnEvents>(["machine-state-change"]);

@@ -7,8 +7,8 @@ import type { Clock } from "../ports/clock";
 import type { PlcDriver } from "../ports/plc-driver";
 import type { Store } from "../ports/store";
 import type { CircuitBreaker, CircuitBreakerSnapshot } from "../resilience/circuit-breaker";
-import type { HistoryQueries } from "../ports/sample-history";
-import type { SampleSink } from "../ports/sample-sink";
+import type { HistoryQueries } from "@kiln/core/driver-kit";
+import type { SampleSink } from "@kiln/core/driver-kit";
 import type {
   GuardedDriver,
   GuardedSampleSink,
@@ -69,8 +69,14 @@ export interface PortHealth {
   readonly audit: CircuitBreakerSnapshot;
 }
 
-/** Store errors worth another attempt: retryable errors, and an open (not isolated) breaker. */
+/**
+ * Store errors worth another attempt: retryable errors, an open (not isolated) breaker, and an
+ * error the store did not classify (not a `KilnError`): only a store's definite answer (a
+ * non-retryable `KilnError`) ends the retries, so no sample is dropped for want of a
+ * classification (issue 15).
+ */
 function worthRetrying(error: unknown): boolean {
+  if (!KilnError.is(error)) return true;
   return isRetryable(error) || (KilnError.is(error, "KILN_CIRCUIT_OPEN") && error.details?.isolated !== true);
 }
 

@@ -8,7 +8,7 @@ import type { LoggingFilter } from "../logging/logging-filter";
 import type { SampleLogger } from "../logging/sample-logger";
 import type { Clock } from "../ports/clock";
 import type { Logger } from "../ports/logger";
-import type { Metrics } from "../ports/metrics";
+import type { Metrics } from "@kiln/core/driver-kit";
 import type { PlcDriver } from "../ports/plc-driver";
 import type { Store } from "../ports/store";
 import type { RecipeExecutor } from "../recipes/recipe-executor";

@@ -29,10 +29,34 @@ export const KILN_ERROR_CODES = [
   "KILN_JOURNAL_FAILED",
   "KILN_JOURNAL_LOCKED",
   "KILN_AUDIT_UNAVAILABLE",
-] as const;
+] as const satisfies readonly KilnErrorCode[];
 
 /** A stable Kiln error code. */
-export type KilnErrorCode = (typeof KILN_ERROR_CODES)[number];
+export type KilnErrorCode =
+  | "KILN_VALIDATION"
+  | "KILN_INVALID_TRANSITION"
+  | "KILN_TAG_UNKNOWN"
+  | "KILN_TAG_NOT_WRITABLE"
+  | "KILN_OUT_OF_RANGE"
+  | "KILN_NOT_CONNECTED"
+  | "KILN_CONNECTION_FAILED"
+  | "KILN_AUTHENTICATION_FAILED"
+  | "KILN_TIMEOUT"
+  | "KILN_CIRCUIT_OPEN"
+  | "KILN_DEVICE_ERROR"
+  | "KILN_WRITE_REJECTED"
+  | "KILN_NOT_SUPPORTED"
+  | "KILN_STORE_ERROR"
+  | "KILN_CONCURRENCY_CONFLICT"
+  | "KILN_NOT_FOUND"
+  | "KILN_ALREADY_EXISTS"
+  | "KILN_FORBIDDEN"
+  | "KILN_ABORTED"
+  | "KILN_LIFECYCLE"
+  | "KILN_BUFFER_FULL"
+  | "KILN_JOURNAL_FAILED"
+  | "KILN_JOURNAL_LOCKED"
+  | "KILN_AUDIT_UNAVAILABLE";
 
 /** Options accepted by {@link KilnError}'s constructor. */
 export interface KilnErrorOptions {

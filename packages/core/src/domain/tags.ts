@@ -15,9 +15,10 @@ export const TAG_DATA_TYPES = [
   "float32",
   "float64",
   "string",
-] as const;
+] as const satisfies readonly TagDataType[];
 /** A tag's data type. */
-export type TagDataType = (typeof TAG_DATA_TYPES)[number];
+export type TagDataType =
+  "bool" | "int16" | "uint16" | "int32" | "uint32" | "int64" | "uint64" | "float32" | "float64" | "string";
 
 /**
  * A tag value as Kiln carries it: numbers for numeric types, booleans, strings. 64-bit integer
@@ -30,14 +31,14 @@ const deadbandSchema = z.object({
   value: z.number().nonnegative(),
 });
 
-/** zod schema of a tag's logging policy. */
+/** @internal zod schema of a tag's logging policy ({@link LoggingPolicy}). */
 export const loggingPolicySchema = z.discriminatedUnion("mode", [
   z.object({ mode: z.literal("change"), deadband: deadbandSchema.optional() }),
   z.object({ mode: z.literal("periodic"), periodMs: z.number().int().positive() }),
   z.object({ mode: z.literal("none") }),
 ]);
 
-/** zod schema of one tag definition (without its name, which is the key in {@link defineTags}). */
+/** @internal zod schema of one tag definition ({@link TagDefinitionInput}; without its name, the key in {@link defineTags}). */
 export const tagDefinitionSchema = z
   .object({
     dataType: z.enum(TAG_DATA_TYPES),
@@ -74,14 +75,94 @@ export const tagDefinitionSchema = z
     }
   });
 
-/** What a user writes for one tag (defaults not yet applied). */
-export type TagDefinitionInput = z.input<typeof tagDefinitionSchema>;
+/**
+ * A deadband for on-change logging: a new value is logged only when it differs from the last
+ * logged one by more than `value`.
+ */
+export interface LoggingDeadband {
+  /** `absolute`: `value` is in the tag's engineering unit; `percent`: of the tag's range span (needs `range`). */
+  readonly kind: "absolute" | "percent";
+  /** The deadband, >= 0 (0 logs every change). */
+  readonly value: number;
+}
 
-/** A tag's logging policy: on change (with optional absolute or percent deadband), periodic, or none. */
-export type LoggingPolicy = z.output<typeof loggingPolicySchema>;
+/**
+ * A tag's logging policy, checked by {@link defineTags} (a bad policy throws `KilnValidationError`,
+ * `KILN_VALIDATION`, naming e.g. `chamber.pressure.logging.periodMs`):
+ * - `change`: log every change of value or quality; with a `deadband`, only changes beyond it.
+ * - `periodic`: log the current value every `periodMs` (a positive integer, ms), changed or not.
+ * - `none`: do not log (the tag is still acquired and shows in the current value table).
+ */
+export type LoggingPolicy =
+  | {
+      readonly mode: "change";
+      /** Changes within the deadband are not logged. @default none (every change is logged) */
+      readonly deadband?: LoggingDeadband | undefined;
+    }
+  | {
+      readonly mode: "periodic";
+      /** The logging period in milliseconds, a positive integer. */
+      readonly periodMs: number;
+    }
+  | { readonly mode: "none" };
+
+/** A tag's engineering range, in its unit: `min <= max`. Numeric tags only. */
+export interface TagRange {
+  /** Lowest valid value, in the tag's unit. */
+  readonly min: number;
+  /** Highest valid value, in the tag's unit; not below `min`. */
+  readonly max: number;
+}
+
+/**
+ * What a user writes for one tag (its name is the key in {@link defineTags}; defaults not yet
+ * applied). {@link defineTags} checks every field and throws `KilnValidationError`
+ * (`KILN_VALIDATION`) naming each bad one by path, e.g. `chamber.pressure.range`.
+ */
+export interface TagDefinitionInput {
+  /** The value's data type. */
+  readonly dataType: TagDataType;
+  /** Engineering unit, e.g. `"mbar"` or `"degC"` (free text, UCUM symbols recommended). */
+  readonly unit?: string | undefined;
+  /** Engineering range (numeric tags only); writes outside it are refused with `KILN_VALIDATION`. */
+  readonly range?: TagRange | undefined;
+  /** `read` (@default) or `readwrite` (the tag can be written through the control system). */
+  readonly access?: "read" | "readwrite" | undefined;
+  /** Free text for operators and docs. */
+  readonly description?: string | undefined;
+  /** When samples are logged. @default `{ mode: "change" }` */
+  readonly logging?: LoggingPolicy | undefined;
+  /** The scan group that acquires the tag (must be declared in the options). @default `"default"` */
+  readonly scanGroup?: string | undefined;
+  /** The driver's address of the tag: a non-empty string (e.g. an OPC UA NodeId) or a driver-specific object. */
+  readonly address?: string | Readonly<Record<string, unknown>> | undefined;
+  /** How the value behaves between samples. @default by data type (see {@link interpolationOf}) */
+  readonly interpolation?: Interpolation | undefined;
+}
 
 /** A validated tag with its name and every default applied. */
-export type Tag<TName extends string = string> = z.output<typeof tagDefinitionSchema> & { readonly name: TName };
+export interface Tag<TName extends string = string> {
+  /** The tag's name (its key in {@link defineTags}), e.g. `"chamber.pressure"`. */
+  readonly name: TName;
+  /** The value's data type. */
+  readonly dataType: TagDataType;
+  /** Engineering unit, when declared. */
+  readonly unit?: string | undefined;
+  /** Engineering range in the tag's unit, when declared (numeric tags only). */
+  readonly range?: TagRange | undefined;
+  /** Whether the tag can be written. */
+  readonly access: "read" | "readwrite";
+  /** Free text, when declared. */
+  readonly description?: string | undefined;
+  /** When samples are logged. */
+  readonly logging: LoggingPolicy;
+  /** The scan group that acquires the tag. */
+  readonly scanGroup: string;
+  /** The driver's address of the tag, when declared. */
+  readonly address?: string | Readonly<Record<string, unknown>> | undefined;
+  /** The declared interpolation; {@link interpolationOf} gives the effective one. */
+  readonly interpolation?: Interpolation | undefined;
+}
 
 /**
  * How a tag's value behaves between two samples (OPC UA Part 13, 3.1.5 SteppedInterpolation and

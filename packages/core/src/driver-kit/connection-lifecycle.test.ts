@@ -1,7 +1,7 @@
 import { describe, expect, test } from "vitest";
 import { KilnError, KilnValidationError } from "../domain/errors";
 import { SimulatedClock } from "../memory/simulated-clock";
-import type { DriverStatusChange } from "../ports/plc-driver";
+import type { DriverStatusChange } from "../ports/plc-driver-types";
 import { ConnectionLifecycle } from "./connection-lifecycle";
 
 function deferred(): { promise: Promise<void>; resolve: () => void; reject: (error: unknown) => void } {

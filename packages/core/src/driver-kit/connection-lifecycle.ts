@@ -1,7 +1,8 @@
 import type { Disposer } from "../domain/disposer";
 import { KilnError, type KilnErrorCode } from "../domain/errors";
-import type { Clock } from "../ports/clock";
-import type { DriverStatus, DriverStatusChange } from "../ports/plc-driver";
+import type { Clock } from "@kiln/core";
+import type { DriverStatus } from "@kiln/core";
+import type { DriverStatusChange } from "../ports/plc-driver-types";
 import { abortError, raceAbort } from "./abort";
 import { SystemClock } from "../runtime/system-clock";
 import { checkBackoff, reconnectDelay, type ReconnectBackoff } from "./backoff";

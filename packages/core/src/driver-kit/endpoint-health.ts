@@ -1,4 +1,4 @@
-import type { Clock } from "../ports/clock";
+import type { Clock } from "@kiln/core";
 import { KilnValidationError } from "../domain/errors";
 import { checkBackoff, reconnectDelay, type ReconnectBackoff } from "./backoff";
 import { monotonicNow } from "../runtime/system-clock";

@@ -16,6 +16,7 @@ export {
   KilnValidationError,
   isRetryable,
   type KilnErrorCode,
+  type KilnErrorOptions,
   type ValidationIssue,
 } from "../domain/errors";
 export {
@@ -32,8 +33,6 @@ export { issuesFromZod, parseOrThrow } from "../domain/validation";
 
 // For simulators: the signal generators SimulatedPlc uses, to drive a protocol simulator's values.
 export { createSignal, signalSpecSchema, type Signal, type SignalSpec } from "../memory/signals";
-export { SystemClock } from "../runtime/system-clock";
-export { silentLogger } from "../runtime/silent-logger";
 
 // For store authors: input checks and the OPC UA Part 13 reference logic behind every store's history.
 export { AGGREGATES, MAX_HISTORY_CELLS, MAX_HISTORY_INTERVALS, MAX_HISTORY_TAGS } from "../ports/sample-history";
@@ -80,8 +79,57 @@ export {
   type SamplePoint,
   type SampleSeries,
 } from "../history/series-history";
-export { interpolationOf, type Interpolation, type Tag, type TagDataType, type TagValue } from "../domain/tags";
+export {
+  interpolationOf,
+  type Interpolation,
+  type LoggingDeadband,
+  type LoggingPolicy,
+  type Tag,
+  type TagDataType,
+  type TagRange,
+  type TagValue,
+} from "../domain/tags";
 export { SAMPLE_TIME_MAX, SAMPLE_TIME_MIN, checkSample, sameSamplePayload, type Sample } from "../domain/sample";
 
-// The port contracts, with every type a driver or store implementation names.
-export type * from "../ports/index";
+// The port detail types: what a driver, store or metrics implementation names and a host gets by
+// inference. `PlcDriver`, `Store`, `Clock` and `Logger` themselves are in "@kiln/core" (ADR 0027).
+export type {
+  AggregateInterval,
+  AggregateName,
+  AggregateQuery,
+  AggregateValue,
+  AlarmHistory,
+  AlarmHistoryEntry,
+  AuditEntry,
+  AuditLog,
+  BrowsedVariable,
+  BucketQuery,
+  Counter,
+  DownsampleQuery,
+  DriverStatusChange,
+  EventStore,
+  Gauge,
+  Histogram,
+  HistoryQueries,
+  IntervalQuery,
+  MetricLabels,
+  Metrics,
+  NewDomainEvent,
+  PlcDriverCapabilities,
+  ProcessFilter,
+  ProcessRecord,
+  ProcessRepository,
+  ProcessStatus,
+  RecipeRepository,
+  SampleBucket,
+  SampleConflict,
+  SampleHistory,
+  SampleQuery,
+  SampleSink,
+  SampleWriteResult,
+  StoreCapabilities,
+  StoredDomainEvent,
+  StoredRecipe,
+  SubscriptionOptions,
+  TimeRange,
+} from "../ports/index";

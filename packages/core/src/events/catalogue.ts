@@ -262,6 +262,3 @@ export interface KilnEvents {
     readonly reason: string;
   };
 }
-
-/** The type name of a Kiln event. */
-export type KilnEventType = keyof KilnEvents;

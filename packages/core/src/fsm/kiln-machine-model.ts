@@ -9,7 +9,7 @@ export const KILN_MACHINE_STATES = [
   "stopping",
   "error",
   "maintenance",
-] as const;
+] as const satisfies readonly KilnMachineState[];
 
 /** Every command of the {@link kilnMachineModel}. */
 export const KILN_MACHINE_COMMANDS = [
@@ -23,13 +23,23 @@ export const KILN_MACHINE_COMMANDS = [
   "reset",
   "enterMaintenance",
   "exitMaintenance",
-] as const;
+] as const satisfies readonly KilnMachineCommand[];
 
 /** A state of the {@link kilnMachineModel}. */
-export type KilnMachineState = (typeof KILN_MACHINE_STATES)[number];
+export type KilnMachineState = "idle" | "starting" | "processing" | "paused" | "stopping" | "error" | "maintenance";
 
 /** A command of the {@link kilnMachineModel}. */
-export type KilnMachineCommand = (typeof KILN_MACHINE_COMMANDS)[number];
+export type KilnMachineCommand =
+  | "start"
+  | "started"
+  | "pause"
+  | "resume"
+  | "stop"
+  | "stopped"
+  | "fault"
+  | "reset"
+  | "enterMaintenance"
+  | "exitMaintenance";
 
 /**
  * Kiln's default machine model, from the founding blueprint. A machine starts in `idle`.

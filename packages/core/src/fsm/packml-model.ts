@@ -19,7 +19,7 @@ export const PACKML_STATES = [
   "completing",
   "completed",
   "clearing",
-] as const;
+] as const satisfies readonly PackmlState[];
 
 /** Every command of the {@link packmlModel}. */
 export const PACKML_COMMANDS = [
@@ -34,13 +34,41 @@ export const PACKML_COMMANDS = [
   "clear",
   "complete",
   "stateComplete",
-] as const;
+] as const satisfies readonly PackmlCommand[];
 
 /** A state of the {@link packmlModel} (TR88 "Complete" is spelt `completed`). */
-export type PackmlState = (typeof PACKML_STATES)[number];
+export type PackmlState =
+  | "stopped"
+  | "starting"
+  | "idle"
+  | "suspended"
+  | "execute"
+  | "stopping"
+  | "aborting"
+  | "aborted"
+  | "holding"
+  | "held"
+  | "unholding"
+  | "suspending"
+  | "unsuspending"
+  | "resetting"
+  | "completing"
+  | "completed"
+  | "clearing";
 
 /** A command of the {@link packmlModel}; `stateComplete` is the standard's "SC". */
-export type PackmlCommand = (typeof PACKML_COMMANDS)[number];
+export type PackmlCommand =
+  | "reset"
+  | "start"
+  | "stop"
+  | "hold"
+  | "unhold"
+  | "suspend"
+  | "unsuspend"
+  | "abort"
+  | "clear"
+  | "complete"
+  | "stateComplete";
 
 /**
  * The PackML base state model of ANSI/ISA-TR88.00.02-2015, "Machine and Unit States: An

@@ -1,6 +1,6 @@
 import { KilnError } from "../domain/errors";
 import type { Sample } from "../domain/sample";
-import type { SampleConflict, SampleWriteResult } from "../ports/sample-sink";
+import type { SampleConflict, SampleWriteResult } from "@kiln/core/driver-kit";
 
 /** One sample a store refused on its own, with the error of its last, single-sample write. */
 export interface RefusedSample {

@@ -8,8 +8,8 @@ import type { Clock, TimerHandle } from "../ports/clock";
 import type { Logger } from "../ports/logger";
 import { silentLogger } from "../runtime/silent-logger";
 import { monotonicNow } from "../runtime/system-clock";
-import type { Counter, Gauge, Histogram, Metrics } from "../ports/metrics";
-import type { SampleConflict, SampleWriteResult } from "../ports/sample-sink";
+import type { Counter, Gauge, Histogram, Metrics } from "@kiln/core/driver-kit";
+import type { SampleConflict, SampleWriteResult } from "@kiln/core/driver-kit";
 import type { CircuitBreakerSnapshot } from "../resilience/circuit-breaker";
 import type { GuardedSampleSink } from "../resilience/guarded-ports";
 import { DEFAULT_JOURNAL_MAX_BYTES } from "../journal/record-journal";
@@ -213,11 +213,14 @@ export class SampleLogger {
     const metrics = options.metrics;
     this.#instruments = metrics && {
       in: metrics.counter("kiln_samples_in_total", "Samples offered to the logging pipeline"),
-      out: metrics.counter("kiln_samples_out_total", "Samples written to the store"),
+      out: metrics.counter(
+        "kiln_samples_logged_total",
+        "Samples the store took (each once; conflicts count as dropped)",
+      ),
       dropped: metrics.counter("kiln_samples_dropped_total", "Samples dropped by the overflow policy"),
       spooled: metrics.counter("kiln_samples_spooled_total", "Samples written to the disk spool"),
       buffered: metrics.gauge("kiln_samples_buffered", "Samples held in memory"),
-      flush: metrics.histogram("kiln_batch_flush_ms", "Batch write latency"),
+      flush: metrics.histogram("kiln_batch_flush_seconds", "Batch write latency (s)"),
     };
   }
 
@@ -542,7 +545,7 @@ export class SampleLogger {
     if (lane) lane.inFlight = undefined;
     const duration = monotonicNow(clock) - started;
     this.#flushLatency.observe(duration);
-    this.#instruments?.flush.observe(duration);
+    this.#instruments?.flush.observe(duration / 1000);
     this.#countStored(batch.length, conflictsOf(result));
     void bus.publish("batch-flush-end", { at: clock.now(), size: batch.length, durationMs: duration, attempts });
     return true;

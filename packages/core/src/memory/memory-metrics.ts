@@ -1,4 +1,4 @@
-import type { Counter, Gauge, Histogram, MetricLabels, Metrics } from "../ports/metrics";
+import type { Counter, Gauge, Histogram, MetricLabels, Metrics } from "@kiln/core/driver-kit";
 
 /** Options of {@link MemoryMetrics}. */
 export interface MemoryMetricsOptions {

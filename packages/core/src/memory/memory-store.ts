@@ -1,4 +1,7 @@
 import { deepFreeze } from "../domain/deep-freeze";
+// The fault switches are test tooling: their home is "@kiln/core/testing" (ADR 0027).
+import type { MemoryStoreFaults } from "@kiln/core/testing";
+import { MemoryStoreFaults as Faults } from "./memory-store-faults";
 import type { Disposer } from "../domain/disposer";
 import { z } from "zod";
 import { KilnError, KilnValidationError, type ValidationIssue } from "../domain/errors";
@@ -12,17 +15,18 @@ import {
 } from "../history/history-input";
 import { aggregateSeries, downsampleSeries, valueAtInSeries, type SampleSeries } from "../history/series-history";
 import { parseOrThrow } from "../domain/validation";
-import type { AlarmHistory, AlarmHistoryEntry, TimeRange } from "../ports/alarm-history";
-import type { AuditEntry, AuditLog } from "../ports/audit-log";
+import type { AlarmHistory, AlarmHistoryEntry, TimeRange } from "@kiln/core/driver-kit";
+import type { AuditEntry, AuditLog } from "@kiln/core/driver-kit";
 import type { Clock } from "../ports/clock";
 import { SystemClock } from "../runtime/system-clock";
 import { lowerBound, partitionPoint, RetainedSamples, upperBound } from "./retained-samples";
-import type { EventStore, NewDomainEvent, StoredDomainEvent } from "../ports/event-store";
-import type { ProcessFilter, ProcessRecord, ProcessRepository } from "../ports/process-repository";
-import type { RecipeRepository, StoredRecipe } from "../ports/recipe-repository";
-import type { BucketQuery, HistoryQueries, SampleBucket, SampleHistory, SampleQuery } from "../ports/sample-history";
-import type { SampleConflict, SampleSink, SampleWriteResult } from "../ports/sample-sink";
-import type { Store, StoreCapabilities } from "../ports/store";
+import type { EventStore, NewDomainEvent, StoredDomainEvent } from "@kiln/core/driver-kit";
+import type { ProcessFilter, ProcessRecord, ProcessRepository } from "@kiln/core/driver-kit";
+import type { RecipeRepository, StoredRecipe } from "@kiln/core/driver-kit";
+import type { BucketQuery, HistoryQueries, SampleBucket, SampleHistory, SampleQuery } from "@kiln/core/driver-kit";
+import type { SampleConflict, SampleSink, SampleWriteResult } from "@kiln/core/driver-kit";
+import type { Store } from "../ports/store";
+import type { StoreCapabilities } from "@kiln/core/driver-kit";
 
 /**
  * How much history a {@link MemoryStore} keeps. The store is an embedded convenience, not an
@@ -105,88 +109,6 @@ const memoryStoreOptionsSchema = z.object({
   onObserverError: z.function().optional(),
 });
 
-/** A store port whose writes {@link MemoryStoreFaults.hang} can hold. */
-export type MemoryStorePort = "samples" | "events" | "processes" | "recipes" | "alarms" | "audit";
-
-/**
- * Fault injection for testing the core against a failing store. `failWrites`,
- * `failWritesUntilCleared`, `failAfterWrites` and `delayWrites` act on `samples.writeBatch`: they
- * are claimed in call order; a failing write takes precedence over an unknown-outcome one.
- * Injected failures are `KILN_STORE_ERROR` with `retryable: true`. `hang` holds the writes of any
- * port (a store that stopped answering).
- */
-export class MemoryStoreFaults {
-  #failNext = 0;
-  #failUntilCleared = false;
-  #failAfterNext = 0;
-  #delayMs = 0;
-  readonly #hanging = new Set<MemoryStorePort>();
-  #released: (() => void)[] = [];
-
-  /**
-   * Every write to `ports` (`samples.writeBatch`, `events.append`, `processes.save`,
-   * `recipes.save`, `alarms.record`, `audit.record`) waits, without settling, until
-   * {@link clear}; then it takes effect. Reads are not held.
-   */
-  hang(...ports: MemoryStorePort[]): void {
-    for (const port of ports) this.#hanging.add(port);
-  }
-
-  /** The next `count` `writeBatch` calls reject without writing anything. */
-  failWrites(count = 1): void {
-    this.#failNext += checkCount(count);
-  }
-
-  /** Every `writeBatch` call rejects without writing anything until {@link clear}. */
-  failWritesUntilCleared(): void {
-    this.#failUntilCleared = true;
-  }
-
-  /**
-   * The next `count` `writeBatch` calls write their batch and then reject, as when a
-   * connection drops after the commit: the caller cannot tell the batch was stored.
-   */
-  failAfterWrites(count = 1): void {
-    this.#failAfterNext += checkCount(count);
-  }
-
-  /** Every `writeBatch` call waits `ms` on the store's clock before taking effect; 0 removes the delay. */
-  delayWrites(ms: number): void {
-    if (!Number.isFinite(ms) || ms < 0) throw new RangeError("delayWrites expects a finite, non-negative delay");
-    this.#delayMs = ms;
-  }
-
-  /** Removes every fault. */
-  clear(): void {
-    this.#failNext = 0;
-    this.#failUntilCleared = false;
-    this.#failAfterNext = 0;
-    this.#delayMs = 0;
-    this.#hanging.clear();
-    for (const release of this.#released.splice(0)) release();
-  }
-
-  /** @internal waits while writes to `port` hang; resolves at once otherwise. */
-  held(port: MemoryStorePort): Promise<void> | undefined {
-    if (!this.#hanging.has(port)) return undefined;
-    return new Promise((resolve) => this.#released.push(resolve));
-  }
-
-  /** @internal claims the fault, if any, of one `writeBatch` call. */
-  claim(): { readonly fault: "fail" | "fail-after" | undefined; readonly delayMs: number } {
-    let fault: "fail" | "fail-after" | undefined;
-    if (this.#failUntilCleared) fault = "fail";
-    else if (this.#failNext > 0) {
-      this.#failNext--;
-      fault = "fail";
-    } else if (this.#failAfterNext > 0) {
-      this.#failAfterNext--;
-      fault = "fail-after";
-    }
-    return { fault, delayMs: this.#delayMs };
-  }
-}
-
 const NO_CONFLICTS: SampleWriteResult = Object.freeze({ conflicts: Object.freeze([]) });
 
 /** The index of the first sample of each (timestamp, tag) in `samples`. */
@@ -199,11 +121,6 @@ function firstIndexOfKeys(samples: readonly Sample[]): Map<number, Map<string, n
     if (!tags.has(tag)) tags.set(tag, index);
   }
   return first;
-}
-
-function checkCount(count: number): number {
-  if (!Number.isInteger(count) || count < 1) throw new RangeError("the fault count must be a positive integer");
-  return count;
 }
 
 const DEFAULT_LIMIT = 10_000;
@@ -278,7 +195,7 @@ export class MemoryStore implements Store {
   /** History queries, computed from the samples in memory by the reference implementation. */
   readonly history: HistoryQueries;
   /** Fault injection: failing and slow `samples.writeBatch`, hanging writes on any port. */
-  readonly faults = new MemoryStoreFaults();
+  readonly faults: MemoryStoreFaults = new Faults();
   /** Sample ingest and history. */
   readonly samples: SampleSink & SampleHistory;
   /** Domain event streams. */

@@ -2,7 +2,7 @@ import { z } from "zod";
 import type { TagValue } from "../domain/tags";
 import { parseOrThrow } from "../domain/validation";
 
-/** zod schema of a signal generator specification. */
+/** zod schema of a {@link SignalSpec}, for a simulator that takes signals in its own options schema. */
 export const signalSpecSchema = z.discriminatedUnion("kind", [
   z.object({ kind: z.literal("constant"), value: z.union([z.number(), z.boolean(), z.string()]) }),
   z.object({
@@ -34,7 +34,48 @@ export const signalSpecSchema = z.discriminatedUnion("kind", [
  * `sine`, `counter` (advances by `step` on every evaluation: a per-tag sequence number),
  * `random-walk` (seeded, bounded) or `square`.
  */
-export type SignalSpec = z.input<typeof signalSpecSchema>;
+export type SignalSpec =
+  | {
+      /** Always `value`. */
+      readonly kind: "constant";
+      readonly value: number | boolean | string;
+    }
+  | {
+      /** A sawtooth: from `from` to `to` over each `periodMs` (ms, > 0), then back to `from`. */
+      readonly kind: "ramp";
+      readonly from: number;
+      readonly to: number;
+      readonly periodMs: number;
+    }
+  | {
+      /** `offset + amplitude * sin(2 pi t / periodMs)`; `periodMs` in ms, > 0; `offset` @default 0. */
+      readonly kind: "sine";
+      readonly amplitude: number;
+      readonly offset?: number | undefined;
+      readonly periodMs: number;
+    }
+  | {
+      /** `start` (integer, @default 0), then `+ step` (integer, @default 1) on every evaluation. */
+      readonly kind: "counter";
+      readonly start?: number | undefined;
+      readonly step?: number | undefined;
+    }
+  | {
+      /** From `start`, a seeded random step of at most `step` (> 0) per evaluation, kept within `min`..`max`; `seed` integer @default 1. */
+      readonly kind: "random-walk";
+      readonly start: number;
+      readonly step: number;
+      readonly min: number;
+      readonly max: number;
+      readonly seed?: number | undefined;
+    }
+  | {
+      /** `high` for the first half of each `periodMs` (ms, > 0), `low` for the second. */
+      readonly kind: "square";
+      readonly low: number;
+      readonly high: number;
+      readonly periodMs: number;
+    };
 
 /** A signal generator: the value at time `t` (ms since epoch). Stateful kinds advance per call. */
 export type Signal = (t: number) => TagValue;

@@ -1,5 +1,5 @@
-import type { Clock, TimerHandle } from "../ports/clock";
 import { normalizeDelay, sleepOn } from "../runtime/system-clock";
+import type { Clock, TimerHandle } from "@kiln/core";
 
 interface PendingTimer {
   readonly id: number;

@@ -1,4 +1,6 @@
 import { KilnError } from "../domain/errors";
+// The fault switches are test tooling: their home is "@kiln/core/testing" (ADR 0027).
+import type { SimulatedPlcFaults } from "@kiln/core/testing";
 import { GOOD, quality, QualityCodes, type Quality } from "../domain/quality";
 import type { Sample } from "../domain/sample";
 import { TagCatalog, type Tag, type TagValue } from "../domain/tags";
@@ -7,14 +9,13 @@ import { abortError, untilAbort } from "../driver-kit/abort";
 import { ConnectionLifecycle } from "../driver-kit/connection-lifecycle";
 import type { Clock } from "../ports/clock";
 import { SystemClock } from "../runtime/system-clock";
+import type { DriverStatus, PlcDriver } from "../ports/plc-driver";
 import type {
   BrowsedVariable,
-  DriverStatus,
   DriverStatusChange,
-  PlcDriver,
   PlcDriverCapabilities,
   SubscriptionOptions,
-} from "../ports/plc-driver";
+} from "@kiln/core/driver-kit";
 import { createSignal, type Signal, type SignalSpec } from "./signals";
 
 /** A value source for a simulated tag: a signal spec, or a function of time and the PLC's state. */
@@ -32,18 +33,6 @@ export interface SimulatedPlcOptions {
   readonly clock?: Clock;
   /** Declares and implements `subscribe`. @default true */
   readonly subscribe?: boolean;
-}
-
-/** Faults a test can switch on and off at run time. */
-export interface SimulatedPlcFaults {
-  /** Connection refused: `connect` fails and reads/writes fail as not connected. */
-  unreachable: boolean;
-  /** Calls hang until their abort signal fires (as a dead peer would). */
-  hang: boolean;
-  /** Extra latency per call, in ms on the PLC's clock. */
-  latencyMs: number;
-  /** Tags that come back with quality bad. */
-  readonly badQuality: Set<string>;
 }
 
 /** One write the simulated PLC accepted. */

@@ -34,6 +34,14 @@ export interface AuditEntry {
   readonly reason?: string;
   /** When, ms since epoch. */
   readonly at: number;
+  /**
+   * The event id of an earlier entry this one is about. A command refused at its commit point
+   * (`KILN_AUDIT_UNAVAILABLE`, or the system stopping) after its `allowed` entry (the intent) was
+   * sent to the store is recorded as a second entry, `denied` or `failed`, with its own id and
+   * `refersTo` naming the intent: the intent may still commit late, and the trail keeps both facts.
+   * An entry referred to this way did not run (ADR 0013, addendum 2026-11).
+   */
+  readonly refersTo?: string;
 }
 
 /** The append-only record of who did what. Entries come back in time order; ties in the order recorded. */

@@ -4,14 +4,13 @@ export type { Clock, TimerHandle } from "./clock";
 export type { EventStore, NewDomainEvent, StoredDomainEvent } from "./event-store";
 export type { LogMethod, Logger } from "./logger";
 export type { Counter, Gauge, Histogram, MetricLabels, Metrics } from "./metrics";
+export type { DriverStatus, PlcDriver } from "./plc-driver";
 export type {
   BrowsedVariable,
-  DriverStatus,
   DriverStatusChange,
-  PlcDriver,
   PlcDriverCapabilities,
   SubscriptionOptions,
-} from "./plc-driver";
+} from "./plc-driver-types";
 export type { ProcessFilter, ProcessRecord, ProcessRepository, ProcessStatus } from "./process-repository";
 export type { RecipeRepository, StoredRecipe } from "./recipe-repository";
 export type {
@@ -28,4 +27,5 @@ export type {
   SampleQuery,
 } from "./sample-history";
 export type { SampleConflict, SampleSink, SampleWriteResult } from "./sample-sink";
-export type { Store, StoreCapabilities } from "./store";
+export type { Store } from "./store";
+export type { StoreCapabilities } from "./store-capabilities";

@@ -21,7 +21,8 @@ export interface Histogram {
 
 /**
  * Where Kiln reports counters, gauges and histograms. Names are snake_case with a `kiln_`
- * prefix. A prom-client adapter is a few lines; `MemoryMetrics` keeps them for `health()` and tests.
+ * prefix and follow Prometheus' conventions: base units in the name (`_seconds`, histograms observe
+ * seconds), counters end in `_total`. A prom-client adapter is a few lines; `MemoryMetrics` keeps them for `health()` and tests.
  */
 export interface Metrics {
   /** The counter `name`, described by `help`; registered on first call, the same counter on later calls. */

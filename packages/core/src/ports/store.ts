@@ -1,19 +1,16 @@
-import type { AlarmHistory } from "./alarm-history";
-import type { AuditLog } from "./audit-log";
-import type { EventStore } from "./event-store";
-import type { ProcessRepository } from "./process-repository";
-import type { RecipeRepository } from "./recipe-repository";
-import type { HistoryQueries, SampleHistory } from "./sample-history";
-import type { SampleSink } from "./sample-sink";
+// The store's sub-ports are plugin-facing: their home is "@kiln/core/driver-kit" (ADR 0027).
+import type {
+  AlarmHistory,
+  AuditLog,
+  EventStore,
+  HistoryQueries,
+  ProcessRepository,
+  RecipeRepository,
+  SampleHistory,
+  SampleSink,
+  StoreCapabilities,
+} from "@kiln/core/driver-kit";
 import type { Tag } from "../domain/tags";
-
-/** Optional features of a store. */
-export interface StoreCapabilities {
-  /** `processes.save` is atomic with its events (a real transaction). */
-  readonly transactions: boolean;
-  /** `history` is present: per-interval aggregates, values at times and downsampled trends. */
-  readonly aggregates: boolean;
-}
 
 /**
  * Everything Kiln persists, behind one object: a store implements each port and is opened

@@ -1,9 +1,9 @@
 import type { KilnEvents } from "../events/catalogue";
 import type { EventBus } from "../events/event-bus";
 import type { Clock } from "../ports/clock";
-import type { NewDomainEvent } from "../ports/event-store";
+import type { NewDomainEvent } from "@kiln/core/driver-kit";
 import type { Logger } from "../ports/logger";
-import type { ProcessRecord, ProcessRepository } from "../ports/process-repository";
+import type { ProcessRecord, ProcessRepository } from "@kiln/core/driver-kit";
 
 type ProcessEventType =
   "process-start" | "process-pause" | "process-resume" | "process-end" | "step-start" | "step-end";

@@ -1,7 +1,7 @@
 import type { KilnEvents } from "../events/catalogue";
 import type { EventBus } from "../events/event-bus";
 import type { Clock } from "../ports/clock";
-import type { ProcessRecord, ProcessRepository, ProcessStatus } from "../ports/process-repository";
+import type { ProcessRecord, ProcessRepository, ProcessStatus } from "@kiln/core/driver-kit";
 
 /** Options of {@link recoverInterrupted}. */
 export interface RecoverInterruptedOptions {

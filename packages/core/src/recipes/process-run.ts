@@ -2,7 +2,7 @@ import { KilnError } from "../domain/errors";
 import type { KilnEvents } from "../events/catalogue";
 import type { Clock } from "../ports/clock";
 import type { Logger } from "../ports/logger";
-import type { ProcessRecord, ProcessStatus } from "../ports/process-repository";
+import type { ProcessRecord, ProcessStatus } from "@kiln/core/driver-kit";
 import { PauseHandshake } from "./pause-handshake";
 import type { WriteOrigin } from "./recipe-io";
 import { ProcessJournal } from "./process-journal";

@@ -4,12 +4,12 @@ import type { KilnEvents } from "../events/catalogue";
 import type { EventBus } from "../events/event-bus";
 import type { Clock } from "../ports/clock";
 import type { Logger } from "../ports/logger";
-import type { ProcessRepository } from "../ports/process-repository";
+import type { ProcessRepository } from "@kiln/core/driver-kit";
 import { silentLogger } from "../runtime/silent-logger";
 import type { MachineBinding } from "./machine-binding";
 import { ProcessRun } from "./process-run";
 import type { RecipeIo } from "./recipe-io";
-import type { ProcessProblem, ProcessResult, RecipeProcess } from "./recipe-process";
+import { timingStats, type ProcessProblem, type ProcessResult, type RecipeProcess } from "./recipe-process";
 import type { RecipePlan } from "./recipe-plan";
 import { recipeSchema, type RecipeInput } from "./recipe-schema";
 import { validateRecipe, type RecipeLimits, type RecipeResolver } from "./recipe-validation";
@@ -144,6 +144,8 @@ export class RecipeExecutor {
   readonly #logger: Logger;
   #active: ProcessRun | undefined;
   #starting = false;
+  /** The start in progress (from the call until its process is active or the start failed), with what was asked of it meanwhile. */
+  #pending: PendingStart | undefined;
 
   /**
    * @throws KilnValidationError (`KILN_VALIDATION`) when a safe-state write names an unknown or
@@ -169,6 +171,55 @@ export class RecipeExecutor {
   }
 
   /**
+   * The id of the process a start in progress will run, while its process is not active yet
+   * (the start is validating, authorizing or waiting for its audit entry); undefined otherwise.
+   */
+  get pendingId(): string | undefined {
+    return this.#active === undefined ? this.#pending?.id : undefined;
+  }
+
+  /**
+   * Aborts a start in progress whose process is not active yet: it is cancelled before its
+   * first effect (the start rejects with `KILN_ABORTED`; nothing is saved or written, the
+   * machine does not move). Answers at once, without waiting for the start.
+   * @returns the cancelled process's result (`aborted`, nothing run, not persisted), or
+   *   undefined when no start is pending.
+   */
+  abortPending(reason: string): ProcessResult | undefined {
+    const pending = this.#active === undefined ? this.#pending : undefined;
+    if (pending === undefined) return undefined;
+    pending.abortReason ??= reason;
+    const now = this.#options.clock.now();
+    return {
+      processId: pending.id,
+      status: "aborted",
+      reason: pending.abortReason,
+      stepsCompleted: 0,
+      startedAt: now,
+      endedAt: now,
+      timing: { pulse: timingStats([]), wait: timingStats([]) },
+      problems: [],
+      persisted: false,
+    };
+  }
+
+  /**
+   * Asks a start in progress whose process is not active yet to pause before its first step
+   * (the process begins and holds at its first step boundary). False when no start is pending.
+   */
+  pausePending(): boolean {
+    const pending = this.#active === undefined ? this.#pending : undefined;
+    if (pending === undefined) return false;
+    pending.pause = true;
+    return true;
+  }
+
+  /** True when a pending start was asked to pause ({@link pausePending}). */
+  get pendingPause(): boolean {
+    return this.#active === undefined && this.#pending?.pause === true;
+  }
+
+  /**
    * Validates `recipe` (see `validateRecipe`), saves a new process, starts the machine and
    * runs the recipe in the background. Resolves once the process is running.
    *
@@ -188,6 +239,8 @@ export class RecipeExecutor {
       );
     }
     this.#starting = true;
+    const pending: PendingStart = { id: options.processId ?? (this.#options.createId ?? defaultId)(), pause: false };
+    this.#pending = pending;
     try {
       const plan = await this.plan(recipe, options);
       const writeSet = this.writeSet(plan);
@@ -197,8 +250,17 @@ export class RecipeExecutor {
         saved: await this.isSaved(plan),
         parameters: { ...plan.parameters },
       });
+      // Aborted while it waited (for validation, authorization, its audit entry): nothing has run.
+      // Checked and acted on in one turn: an abort after this finds the process active.
+      if (pending.abortReason !== undefined) {
+        throw new KilnError(
+          "KILN_ABORTED",
+          `The start of process "${pending.id}" was aborted before it began (${pending.abortReason}): nothing ran.`,
+          { details: { processId: pending.id, reason: pending.abortReason } },
+        );
+      }
       const run = new ProcessRun({
-        id: options.processId ?? (this.#options.createId ?? defaultId)(),
+        id: pending.id,
         plan,
         writeSet,
         ...(options.startedBy === undefined
@@ -218,6 +280,8 @@ export class RecipeExecutor {
         },
       });
       this.#active = run;
+      // A pause asked for while it was starting holds it at its first step boundary.
+      if (pending.pause) void run.pause().catch(() => undefined);
       try {
         await run.begin();
       } catch (error) {
@@ -227,6 +291,7 @@ export class RecipeExecutor {
       return run;
     } finally {
       this.#starting = false;
+      if (this.#pending === pending) this.#pending = undefined;
     }
   }
 
@@ -302,4 +367,11 @@ function canonicalJson(value: unknown): string {
 
 function defaultId(): string {
   return globalThis.crypto.randomUUID();
+}
+
+/** A start in progress and what was asked of it before its process became active. */
+interface PendingStart {
+  readonly id: string;
+  abortReason?: string;
+  pause: boolean;
 }

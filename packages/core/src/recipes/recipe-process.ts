@@ -1,4 +1,4 @@
-import type { ProcessRecord, ProcessStatus } from "../ports/process-repository";
+import type { ProcessRecord, ProcessStatus } from "@kiln/core/driver-kit";
 
 /** Distribution of timing errors (actual − planned, ms) of one step kind over a run. All 0 when `count` is 0. */
 export interface TimingStats {

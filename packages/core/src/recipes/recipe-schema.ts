@@ -1,5 +1,5 @@
 import { z } from "zod";
-import type { StoredRecipe } from "../ports/recipe-repository";
+import type { StoredRecipe } from "@kiln/core/driver-kit";
 import { parseOrThrow } from "../domain/validation";
 
 /** The kinds of recipe step, in the order the docs present them. */
@@ -9,16 +9,16 @@ export const RECIPE_STEP_KINDS = ["set", "pulse", "wait", "waitUntil", "ramp", "
 export type RecipeStepKind = (typeof RECIPE_STEP_KINDS)[number];
 
 /** The comparison operators of a `waitUntil` condition. */
-export const CONDITION_OPERATORS = ["<", "<=", ">", ">=", "==", "!="] as const;
+export const CONDITION_OPERATORS = ["<", "<=", ">", ">=", "==", "!="] as const satisfies readonly ConditionOperator[];
 
 /** A `waitUntil` comparison operator. */
-export type ConditionOperator = (typeof CONDITION_OPERATORS)[number];
+export type ConditionOperator = "<" | "<=" | ">" | ">=" | "==" | "!=";
 
 /** What a `waitUntil` step does when its condition does not hold within `timeoutMs`. */
-export const TIMEOUT_ACTIONS = ["fail", "continue", "abort"] as const;
+export const TIMEOUT_ACTIONS = ["fail", "continue", "abort"] as const satisfies readonly TimeoutAction[];
 
 /** `fail`: the process fails; `continue`: go on with the next step; `abort`: abort the process (safe state). */
-export type TimeoutAction = (typeof TIMEOUT_ACTIONS)[number];
+export type TimeoutAction = "fail" | "continue" | "abort";
 
 /** The value of a recipe parameter. */
 export type ParameterValue = number | boolean | string;
@@ -55,7 +55,7 @@ export const parameterNameSchema = z
   });
 const RECIPE_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.\-/]*$/;
 
-/** zod schema of a parameter reference `{ param: "name" }`. */
+/** @internal zod schema of a parameter reference `{ param: "name" }`. */
 export const parameterRefSchema = z.object({ param: parameterNameSchema }).strict();
 
 const literalSchema = z.union([z.number(), z.boolean(), z.string()]);
@@ -72,7 +72,7 @@ const anyNumberSchema = numberOrRef(z.number(), "a number");
 const countSchema = numberOrRef(z.number().int().positive(), "a positive integer");
 const tagNameSchema = z.string().min(1, "a tag name cannot be empty");
 
-/** zod schema of one parameter declaration. */
+/** @internal zod schema of one parameter declaration ({@link ParameterDefinition}). */
 export const parameterDefinitionSchema = z
   .object({
     type: z.enum(["number", "boolean", "string"]),
@@ -103,13 +103,30 @@ export const parameterDefinitionSchema = z
     }
   });
 
-/** A parameter declaration: type, default, optional range (numbers only), unit and description. */
-export type ParameterDefinition = z.output<typeof parameterDefinitionSchema>;
+/**
+ * A recipe parameter declaration. {@link parseRecipe} throws `KilnValidationError`
+ * (`KILN_VALIDATION`) naming e.g. `parameters.cycles.default` when the default does not have
+ * the declared type or lies outside `min`..`max`.
+ */
+export interface ParameterDefinition {
+  /** The value's type; a value passed at start must have it. */
+  readonly type: "number" | "boolean" | "string";
+  /** The value used when a start passes none; of `type`, within `min`..`max`. */
+  readonly default: ParameterValue;
+  /** Lowest accepted value (number parameters only), in `unit`. */
+  readonly min?: number | undefined;
+  /** Highest accepted value (number parameters only), in `unit`; not below `min`. */
+  readonly max?: number | undefined;
+  /** Engineering unit of the value, e.g. `"ms"` or `"degC"` (free text). */
+  readonly unit?: string | undefined;
+  /** Free text for operators. */
+  readonly description?: string | undefined;
+}
 
-/** zod schema of the body of a `set` step. */
+/** @internal zod schema of the body of a `set` step. */
 export const setStepBodySchema = z.object({ tag: tagNameSchema, value: valueSchema }).strict();
 
-/** zod schema of the body of a `pulse` step. */
+/** @internal zod schema of the body of a `pulse` step. */
 export const pulseStepBodySchema = z
   .object({
     tag: tagNameSchema,
@@ -119,15 +136,15 @@ export const pulseStepBodySchema = z
   })
   .strict();
 
-/** zod schema of the body of a `wait` step. */
+/** @internal zod schema of the body of a `wait` step. */
 export const waitStepBodySchema = z.object({ durationMs: durationSchema }).strict();
 
-/** zod schema of a `waitUntil` condition: `tag op value`. */
+/** @internal zod schema of a `waitUntil` condition: `tag op value`. */
 export const conditionSchema = z
   .object({ tag: tagNameSchema, op: z.enum(CONDITION_OPERATORS), value: valueSchema })
   .strict();
 
-/** zod schema of the body of a `waitUntil` step. */
+/** @internal zod schema of the body of a `waitUntil` step. */
 export const waitUntilStepBodySchema = z
   .object({
     condition: conditionSchema,
@@ -136,7 +153,7 @@ export const waitUntilStepBodySchema = z
   })
   .strict();
 
-/** zod schema of the body of a `ramp` step. */
+/** @internal zod schema of the body of a `ramp` step. */
 export const rampStepBodySchema = z
   .object({
     tag: tagNameSchema,
@@ -164,7 +181,7 @@ const recipeVersionSchema = z
   .positive()
   .max(RECIPE_VERSION_MAX, `a recipe version is at most ${RECIPE_VERSION_MAX}`);
 
-/** zod schema of the body of a `call` step. */
+/** @internal zod schema of the body of a `call` step. */
 export const callStepBodySchema = z
   .object({
     recipe: recipeNameSchema,
@@ -174,7 +191,7 @@ export const callStepBodySchema = z
   .strict();
 
 /**
- * zod schema of a `loop` body with its steps left unchecked: recipe validation walks the
+ * @internal zod schema of a `loop` body with its steps left unchecked: recipe validation walks the
  * steps itself so that one bad step does not hide the problems of the others.
  */
 export const loopStepHeadSchema = z
@@ -255,12 +272,33 @@ export interface CallStep {
 /** One recipe step: an object with exactly one key, the step's kind. */
 export type RecipeStep = SetStep | PulseStep | WaitStep | WaitUntilStep | RampStep | LoopStep | CallStep;
 
+/** A `pulse` step as a user writes it: `on` and `off` may be left out. */
+export interface PulseStepInput {
+  /** The tag, how long it stays `on` (ms, >= 0), and the `on` (@default `true`) and `off` (@default `false`) values. */
+  readonly pulse: {
+    readonly tag: string;
+    readonly durationMs: RecipeNumber;
+    readonly on?: RecipeValue | undefined;
+    readonly off?: RecipeValue | undefined;
+  };
+}
+
+/** A `waitUntil` step as a user writes it: `onTimeout` may be left out. */
+export interface WaitUntilStepInput {
+  /** The condition, its `timeoutMs` (ms, >= 0), and what to do on timeout (`onTimeout`, @default `fail`). */
+  readonly waitUntil: {
+    readonly condition: RecipeCondition;
+    readonly timeoutMs: RecipeNumber;
+    readonly onTimeout?: TimeoutAction | undefined;
+  };
+}
+
 /** A recipe step as a user writes it (defaults such as `pulse.on` may be left out). */
 export type RecipeStepInput =
   | SetStep
-  | { readonly pulse: z.input<typeof pulseStepBodySchema> }
+  | PulseStepInput
   | WaitStep
-  | { readonly waitUntil: z.input<typeof waitUntilStepBodySchema> }
+  | WaitUntilStepInput
   | RampStep
   | { readonly loop: { readonly count: RecipeNumber; readonly steps: readonly RecipeStepInput[] } }
   | { readonly call: { -readonly [TKey in keyof CallStep["call"]]: CallStep["call"][TKey] } };
@@ -276,7 +314,7 @@ const bodySchemas = {
 };
 
 /**
- * zod schema of one recipe step (recursive through `loop`). A step is an object with exactly
+ * @internal zod schema of one recipe step (recursive through `loop`). A step is an object with exactly
  * one key naming its kind, so error paths read `steps[3].loop.steps[1].pulse.tag`.
  */
 export const recipeStepSchema: z.ZodType<RecipeStep, RecipeStepInput> = z.lazy(
@@ -302,7 +340,7 @@ const loopStepBodySchema = z
   .object({ count: countSchema, steps: z.array(recipeStepSchema).min(1, "a loop needs at least one step") })
   .strict();
 
-/** zod schema of a recipe definition (see {@link Recipe}). */
+/** @internal zod schema of a recipe definition (see {@link Recipe}). */
 export const recipeSchema = z
   .object({
     name: recipeNameSchema,
@@ -330,10 +368,36 @@ export const recipeSchema = z
  *   ],
  * };
  */
-export type Recipe = z.output<typeof recipeSchema>;
+export interface Recipe {
+  /** Letters, digits and `_ . - /`, at most 256 characters, e.g. `"ald-al2o3"`. */
+  readonly name: string;
+  /** A positive integer, at most 2^31 - 1; a saved version is immutable. */
+  readonly version: number;
+  /** Free text. */
+  readonly description: string;
+  /** The parameters by name (letters, digits, `_`; not `__proto__`, `constructor`, `prototype`). */
+  readonly parameters: Readonly<Record<string, ParameterDefinition>>;
+  /** The steps, in order; at least one. */
+  readonly steps: readonly RecipeStep[];
+}
 
-/** A recipe as a user writes it: defaults (`description`, `parameters`, `pulse.on/off`, `onTimeout`) may be left out. */
-export type RecipeInput = z.input<typeof recipeSchema>;
+/**
+ * A recipe as a user writes it: defaults (`description`, `parameters`, `pulse.on/off`,
+ * `onTimeout`) may be left out. {@link parseRecipe} checks it and throws `KilnValidationError`
+ * (`KILN_VALIDATION`) naming every bad field, e.g. `steps[2].pulse.durationMs`.
+ */
+export interface RecipeInput {
+  /** Letters, digits and `_ . - /`, at most 256 characters. */
+  readonly name: string;
+  /** A positive integer, at most 2^31 - 1. */
+  readonly version: number;
+  /** Free text. @default `""` */
+  readonly description?: string | undefined;
+  /** The parameters by name. @default `{}` */
+  readonly parameters?: Readonly<Record<string, ParameterDefinition>> | undefined;
+  /** The steps, in order; at least one. */
+  readonly steps: readonly RecipeStepInput[];
+}
 
 /**
  * Checks a recipe's structure (no catalog needed) and returns it with defaults applied. Use

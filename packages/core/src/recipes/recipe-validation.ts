@@ -2,7 +2,7 @@ import { z } from "zod";
 import { KilnValidationError, type ValidationIssue } from "../domain/errors";
 import { checkTagValue, type Tag, type TagCatalog } from "../domain/tags";
 import { formatPath } from "../domain/validation";
-import type { RecipeRepository } from "../ports/recipe-repository";
+import type { RecipeRepository } from "@kiln/core/driver-kit";
 import { planRecipe, recipeKey, writeSetOf, type RecipePlan } from "./recipe-plan";
 import {
   RECIPE_STEP_KINDS,

@@ -1,8 +1,8 @@
 import type { Sample } from "../domain/sample";
 import type { Tag } from "../domain/tags";
 import type { PlcDriver } from "../ports/plc-driver";
-import type { SampleHistory } from "../ports/sample-history";
-import type { SampleSink, SampleWriteResult } from "../ports/sample-sink";
+import type { SampleHistory } from "@kiln/core/driver-kit";
+import type { SampleSink, SampleWriteResult } from "@kiln/core/driver-kit";
 import type { Store } from "../ports/store";
 import type { CircuitBreaker } from "./circuit-breaker";
 import type { RetryInfo } from "./retry";

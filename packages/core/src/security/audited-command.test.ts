@@ -204,13 +204,32 @@ describe("AuditedCommandRunner", () => {
     expect(seenAtWrite).toHaveLength(1);
     down = false;
     await write(3);
-    expect(seenAtWrite[1]).toEqual(["entry-1:allowed", "entry-2:denied", "entry-3:allowed"]);
+    expect(seenAtWrite[1]).toEqual(["entry-1:allowed", "entry-2:refusal:denied", "entry-3:allowed"]);
     expect(runner.backlog).toBe(0);
     expect((await entries()).map((entry) => entry.reason?.split(":")[0])).toEqual([
       undefined,
       "KILN_AUDIT_UNAVAILABLE",
       undefined,
     ]);
+  });
+
+  test("an error the store did not classify (not a KilnError) keeps the entry for retry, however often: never skipped", async () => {
+    let failures = 5;
+    const { runner, writeTag, entries, skips } = await setup({
+      audit: (memory) => ({
+        query: memory.audit.query,
+        record: async (entry: AuditEntry) => {
+          if (failures-- > 0) throw Object.assign(new Error("connect ENOENT /tmp/.s.PGSQL.5432"), { code: "ENOENT" });
+          await memory.audit.record(entry);
+        },
+      }),
+    });
+    for (let attempt = 0; attempt < 4; attempt++) await rejection(writeTag(operator, "valve.tma", true));
+    expect(runner.backlog).toBe(4);
+    expect(await runner.flush()).toBe(false);
+    expect(await runner.flush()).toBe(true);
+    expect(skips).toEqual([]);
+    expect((await entries()).map((entry) => entry.id)).toEqual(["entry-1", "entry-2", "entry-3", "entry-4"]);
   });
 
   test("commands without a value: the action name and result pass through", async () => {
@@ -252,21 +271,24 @@ describe("AuditedCommandRunner", () => {
       expect.objectContaining({ id: "entry-3", action: "tag.write", principal: "enzo" }),
     ]);
     expect(runner.backlog).toBe(3);
+    // The refusal is an entry of its own, naming the intent (whose insert may yet commit late).
     expect(failures.map((event) => [event.id, event.outcome, event.backlog, event.durable])).toEqual([
-      ["entry-1", "denied", 1, false],
+      ["entry-1:refusal", "denied", 1, false],
       ["entry-2", "denied", 2, false],
-      ["entry-3", "denied", 3, false],
+      ["entry-3:refusal", "denied", 3, false],
     ]);
     expect(await entries()).toEqual([]);
 
     down = false;
     await writeTag(engineer, "heater.setpoint", 10);
     expect(runner.backlog).toBe(0);
-    expect((await entries()).map((entry) => [entry.id, entry.outcome, entry.reason?.split(":")[0]])).toEqual([
-      ["entry-1", "denied", "KILN_AUDIT_UNAVAILABLE"],
-      ["entry-2", "denied", "KILN_FORBIDDEN"],
-      ["entry-3", "denied", "KILN_AUDIT_UNAVAILABLE"],
-      ["entry-4", "allowed", undefined],
+    expect(
+      (await entries()).map((entry) => [entry.id, entry.outcome, entry.reason?.split(":")[0], entry.refersTo]),
+    ).toEqual([
+      ["entry-1:refusal", "denied", "KILN_AUDIT_UNAVAILABLE", "entry-1"],
+      ["entry-2", "denied", "KILN_FORBIDDEN", undefined],
+      ["entry-3:refusal", "denied", "KILN_AUDIT_UNAVAILABLE", "entry-3"],
+      ["entry-4", "allowed", undefined, undefined],
     ]);
   });
 
@@ -337,21 +359,69 @@ describe("AuditedCommandRunner", () => {
   });
 
   test("the backlog is bounded: with drop-oldest the oldest entries are dropped at the limit and the drop is reported", async () => {
-    const { writeTag, runner, drops } = await setup({
-      audit: () => ({
-        query: async () => [],
-        record: () => Promise.reject(new KilnError("KILN_STORE_ERROR", "down", { retryable: true })),
-      }),
-      backlog: { maxEntries: 2, whenFull: "drop-oldest" },
+    const path = join(await mkdtemp(join(tmpdir(), "kiln-audit-")), "audit.journal");
+    const down = (): AuditLog => ({
+      query: async () => [],
+      record: () => Promise.reject(new KilnError("KILN_STORE_ERROR", "down", { retryable: true })),
     });
-    for (const value of [1, 2, 3]) {
-      expect((await rejection(writeTag(engineer, "heater.setpoint", value))).code).toBe("KILN_AUDIT_UNAVAILABLE");
-    }
+    const { plc, writeTag, runner, drops } = await setup({
+      audit: down,
+      backlog: { path, maxEntries: 2, whenFull: "drop-oldest" },
+    });
+    for (const value of [1, 2, 3]) await writeTag(engineer, "heater.setpoint", value);
+    expect(plc.writes).toHaveLength(3);
     expect(runner.backlog).toBe(2);
     expect(runner.dropped).toBe(1);
     expect(drops).toEqual([expect.objectContaining({ count: 1 })]);
     expect(await runner.flush()).toBe(false);
+    await runner.close();
+    // Issue 15, fifth review: the dropped entry must not come back from the journal at the next
+    // start (a release is durable only once the journal empties): what was reported is what happened.
+    const next = await setup({ backlog: { path, maxEntries: 2, whenFull: "drop-oldest" } });
+    expect(await next.runner.flush()).toBe(true);
+    expect((await next.entries()).map((entry) => entry.newValue)).toEqual([2, 3]);
+    expect(next.drops).toEqual([]);
+    await next.runner.close();
   });
+
+  // Issue 15, fifth review: a principal with no rights filled the backlog an admin's command needed.
+  test.each(["refuse-commands", "drop-oldest"] as const)(
+    "%s: a flood of denied attempts takes at most half the backlog; an authorized command still runs, journaled, and no allowed entry is evicted",
+    async (whenFull) => {
+      const path = join(await mkdtemp(join(tmpdir(), "kiln-audit-")), "audit.journal");
+      let down = true;
+      const viewer: Principal = { id: "vic", roles: ["viewer"] };
+      const { plc, writeTag, runner, entries, drops } = await setup({
+        audit: (store) => ({
+          query: store.audit.query,
+          record: async (entry: AuditEntry) => {
+            if (down) throw new KilnError("KILN_STORE_ERROR", "audit store down", { retryable: true });
+            await store.audit.record(entry);
+          },
+        }),
+        backlog: { path, maxEntries: 10, whenFull },
+      });
+      await writeTag(engineer, "heater.setpoint", 1);
+      for (let attempt = 0; attempt < 200; attempt++)
+        await rejection(writeTag(viewer, "heater.setpoint", 1000 + attempt));
+      for (let attempt = 0; attempt < 3; attempt++) await rejection(writeTag(operator, "valve.tma", true));
+      await writeTag(engineer, "heater.setpoint", 2);
+      expect(plc.writes.map((write) => write.value)).toEqual([1, 2]);
+      expect(runner.backlog).toBe(7);
+      expect(drops).toEqual([]);
+      down = false;
+      expect(await runner.flush()).toBe(true);
+      const stored = await entries();
+      expect(stored.filter((entry) => entry.outcome === "allowed").map((entry) => entry.newValue)).toEqual([1, 2]);
+      const summaries = stored.filter((entry) => entry.action === "audit.overflow");
+      // One summary per principal; every attempt is either an entry or counted.
+      expect(summaries.map((entry) => [entry.principal, (entry.newValue as { count: number }).count])).toEqual([
+        ["vic", 195],
+        ["olga", 3],
+      ]);
+      expect(stored.filter((entry) => entry.action === "tag.write" && entry.outcome === "denied")).toHaveLength(5);
+    },
+  );
 
   test("refuse-commands never evicts: denials at the limit are counted into one audit.overflow entry, the journaled writes that ran are all stored", async () => {
     const path = join(await mkdtemp(join(tmpdir(), "kiln-audit-")), "audit.journal");
@@ -371,6 +441,7 @@ describe("AuditedCommandRunner", () => {
     for (let attempt = 0; attempt < 10; attempt++) {
       expect((await rejection(writeTag(operator, "valve.tma", true))).code).toBe("KILN_FORBIDDEN");
     }
+    // Full with entries of commands that ran: every denial is counted, none evicts.
     // The backlog is full: the next write is refused, and its refusal is counted too.
     expect((await rejection(writeTag(engineer, "heater.setpoint", 4))).code).toBe("KILN_AUDIT_UNAVAILABLE");
     expect(plc.writes).toHaveLength(3);
@@ -385,9 +456,10 @@ describe("AuditedCommandRunner", () => {
       ["tag.write", "allowed", 1],
       ["tag.write", "allowed", 2],
       ["tag.write", "allowed", 3],
-      ["audit.overflow", "denied", expect.objectContaining({ count: 11, principals: ["olga", "enzo"] })],
+      ["audit.overflow", "denied", expect.objectContaining({ count: 10, principals: ["olga"] })],
+      ["audit.overflow", "denied", expect.objectContaining({ count: 1, principals: ["enzo"] })],
     ]);
-    expect(stored[3]!.reason).toContain("11 denied or failed attempt(s) by olga, enzo");
+    expect(stored[3]!.reason).toContain("10 denied or failed attempt(s) by olga");
   });
 
   test("refuse-commands at the limit: an action that runs without a durable entry is kept beyond the limit, not evicting one", async () => {
@@ -501,7 +573,7 @@ describe("AuditedCommandRunner", () => {
     await runner.close();
   });
 
-  test("an entry the store refuses for good (NUL in the target) is reported and skipped; the 40 commands behind it are all audited", async () => {
+  test("an entry the store refuses for good (NUL in the comment) is reported and skipped; the 40 commands behind it are all audited", async () => {
     const { store, writeTag, runner, entries, skips } = await setup({
       audit: (memory) => ({
         query: memory.audit.query,
@@ -517,7 +589,7 @@ describe("AuditedCommandRunner", () => {
       }),
     });
     const viewer: Principal = { id: "vic", roles: ["viewer"] };
-    expect((await rejection(writeTag(viewer, "heater.setpoint\u0000", 1))).code).toBe("KILN_FORBIDDEN");
+    expect((await rejection(writeTag(viewer, "heater.setpoint", 1, "note\u0000"))).code).toBe("KILN_FORBIDDEN");
     for (let index = 0; index < 40; index++) {
       const principal = index % 2 === 0 ? engineer : viewer;
       await writeTag(principal, "heater.setpoint", index).catch(() => undefined);
@@ -532,6 +604,49 @@ describe("AuditedCommandRunner", () => {
     expect(new Set(recorded.map((entry) => entry.id)).size).toBe(40);
     expect(recorded.filter((entry) => entry.outcome === "allowed")).toHaveLength(20);
     void store;
+  });
+
+  // Issue 15, fifth review: format characters (U+202E, U+200B, isolates) made a name read as another.
+  test.each([
+    ["right-to-left override", "heater\u202Esetpoint"],
+    ["zero-width space", "heater.\u200Bsetpoint"],
+    ["first strong isolate", "heater.setpoint\u2068"],
+    ["NUL", "heater.setpoint\u0000"],
+  ])(
+    "a target with a %s is refused (KILN_VALIDATION, path target) before authorization; the entry shows the character escaped",
+    async (_name, target) => {
+      const { plc, writeTag, entries } = await setup();
+      const error = await rejection(writeTag(engineer, target, 1));
+      expect(error.code).toBe("KILN_VALIDATION");
+      expect(error.message).toContain("target: must not contain control or format characters");
+      expect(plc.writes).toEqual([]);
+      const [entry] = await entries();
+      expect(entry?.outcome).toBe("denied");
+      expect(entry?.target).toMatch(/\\u\{[0-9A-F]{4}\}/);
+      expect(entry?.target).not.toMatch(/[\p{Cc}\p{Cf}]/u);
+    },
+  );
+
+  test.each([
+    ["id", { id: "ada\u202Enimda", roles: ["admin"] }],
+    ["role", { id: "ada", roles: ["admin\u200B"] }],
+    ["source", { id: "ada", roles: ["admin"], source: "hmi\u2066-2" }],
+  ])(
+    "a principal whose %s holds a format character is refused (KILN_VALIDATION), recorded escaped",
+    async (_field, principal) => {
+      const { plc, writeTag, entries } = await setup();
+      expect((await rejection(writeTag(principal as Principal, "heater.setpoint", 1))).code).toBe("KILN_VALIDATION");
+      expect(plc.writes).toEqual([]);
+      const [entry] = await entries();
+      expect(entry?.outcome).toBe("denied");
+      expect(JSON.stringify([entry?.principal, entry?.roles, entry?.source])).not.toMatch(/[\p{Cc}\p{Cf}]/u);
+    },
+  );
+
+  test("a comment is free text: a format character in it is kept as given", async () => {
+    const { writeTag, entries } = await setup();
+    await writeTag(engineer, "heater.setpoint", 1, "lot \u202E42");
+    expect((await entries())[0]?.reason).toBe("lot \u202E42");
   });
 
   test("a journaled backlog survives a restart and drains to the store in order", async () => {
@@ -847,8 +962,9 @@ describe("the overflow count at close becomes its summary entry (issue 15, secon
     const second = await setup({ backlog: { path, maxEntries: 2 } });
     expect(await second.runner.flush()).toBe(true);
     const stored = await second.entries();
-    expect(stored.map((entry) => entry.action)).toEqual(["tag.write", "tag.write", "audit.overflow"]);
-    expect(stored[2]?.newValue).toMatchObject({ count: 3 });
+    // maxEntries 2: one denied entry (their half), the other four counted.
+    expect(stored.map((entry) => entry.action)).toEqual(["tag.write", "audit.overflow"]);
+    expect(stored[1]?.newValue).toMatchObject({ count: 4 });
     await second.runner.close();
   });
 
@@ -862,6 +978,6 @@ describe("the overflow count at close becomes its summary entry (issue 15, secon
     });
     for (let index = 0; index < 5; index++) await deny(runner);
     await runner.close();
-    expect(drops.map((drop) => drop.count).sort()).toEqual([2, 3]);
+    expect(drops.map((drop) => drop.count).sort()).toEqual([1, 4]);
   });
 });

@@ -2,14 +2,21 @@ import { randomUUID } from "node:crypto";
 import { KilnError, KilnValidationError, type KilnErrorCode, type ValidationIssue } from "../domain/errors";
 import type { KilnEvents } from "../events/catalogue";
 import type { EventBus } from "../events/event-bus";
-import type { AuditEntry, AuditLog } from "../ports/audit-log";
+import type { AuditEntry, AuditLog } from "@kiln/core/driver-kit";
 import type { Clock, TimerHandle } from "../ports/clock";
 import { reconnectDelay, type ReconnectBackoff } from "../driver-kit/backoff";
 import { RecordJournal } from "../journal/record-journal";
 import { decodeExactJson, encodeExactJson } from "../logging/sample-journal";
 import type { Logger } from "../ports/logger";
 import { silentLogger } from "../runtime/silent-logger";
-import { boundedText, NAME_MAX_LENGTH, ROLE_MAX_LENGTH, ROLES_MAX_COUNT } from "./command-input";
+import {
+  boundedText,
+  checkIdentifier,
+  NAME_MAX_LENGTH,
+  ROLE_MAX_LENGTH,
+  ROLES_MAX_COUNT,
+  visibleText,
+} from "./command-input";
 import { COMMENT_MAX_LENGTH, storableAuditValue } from "./storable-value";
 import {
   snapshotPrincipal,
@@ -24,10 +31,15 @@ export interface CommandContext {
   /** The principal as read once at the command boundary (frozen): use it, never the caller's object. */
   readonly principal: Principal;
   /**
-   * The targets of `targets` on which the principal may not use `permission` (in the command's
-   * machine state, or in any state with `inAnyState`), in order. Empty when all are allowed.
+   * The targets of `targets` on which the principal may not use `permission`, in order; empty
+   * when all are allowed. Checked in the command's machine state; with `inStates`, in every one
+   * of those states (a target is refused unless allowed in each); with `inAnyState`, in some state.
    */
-  refused(permission: Permission, targets: readonly string[], options?: { readonly inAnyState?: boolean }): string[];
+  refused(
+    permission: Permission,
+    targets: readonly string[],
+    options?: { readonly inAnyState?: boolean; readonly inStates?: readonly string[] },
+  ): string[];
   /** Replaces what the audit entry records as the requested value (e.g. a recipe's write set once known). */
   recordRequest(newValue: unknown): void;
   /**
@@ -106,16 +118,27 @@ export interface AuditBacklogOptions {
   /** Size limit of the journal file in bytes. @default 64 MiB */
   readonly maxBytes?: number;
   /**
+   * In either mode denied and failed entries (refusals included) hold at most half of
+   * `maxEntries` and never evict anything: the rest is kept for entries of commands that run, so
+   * a flood of refused attempts cannot lock authorized commands out. Attempts beyond their share
+   * are counted per principal and recorded as `audit.overflow` entries (outcome `denied`; count,
+   * first and last time, principal, actions), one per principal, once there is room.
    * At the limit: `refuse-commands` refuses new commands with `KILN_AUDIT_UNAVAILABLE` until the
-   * backlog drains and never evicts an entry: denied and failed attempts that still arrive (the
-   * refusals among them) are counted and recorded as one `audit.overflow` entry (outcome
-   * `denied`; count, first and last time, principals, actions) once there is room, and an
-   * action that runs without a durable entry (`runWithoutDurableAudit`) is kept beyond the
-   * limit. `drop-oldest` keeps commands running and drops the oldest entries, reported by
-   * `audit-entry-drop`. @default "refuse-commands"
+   * backlog drains and never evicts an entry; an action that runs without a durable entry
+   * (`runWithoutDurableAudit`) is kept beyond the limit. `drop-oldest` keeps commands running
+   * and drops the oldest entries, reported by `audit-entry-drop` (and marked in the journal, so
+   * they do not come back at the next start). @default "refuse-commands"
    */
   readonly whenFull?: "refuse-commands" | "drop-oldest";
 }
+
+/**
+ * The share of `maxEntries` that entries of commands that did not run (`denied`, `failed`) may
+ * hold, so a flood of refused attempts can never take the room an authorized command needs to be
+ * made durable (IEC 62443-3-3 CR 2.9). Beyond it they are counted into `audit.overflow` summary
+ * entries, one per principal.
+ */
+const DENIED_SHARE = 0.5;
 
 /** Options of {@link AuditedCommandRunner}. */
 export interface AuditedCommandRunnerOptions {
@@ -174,7 +197,8 @@ export const DENIAL_CODES: readonly KilnErrorCode[] = [
 
 /**
  * Runs commands as authorize → read old value → make the entry durable (commit) → execute, and
- * records exactly one {@link AuditEntry}, under its own event id, for every command.
+ * records one {@link AuditEntry}, under its own event id, for every command (two when a refusal
+ * follows an `allowed` entry already offered to the store: see {@link AuditEntry.refersTo}).
  * The principal is read once, validated and frozen first ({@link snapshotPrincipal}); the entry,
  * the check and `execute` (through its {@link CommandContext}) all use that snapshot. A refusal's
  * message names only `subject` and, to a principal who holds the permission in another state,
@@ -198,7 +222,10 @@ export const DENIAL_CODES: readonly KilnErrorCode[] = [
  * when the store does not take it, appended to a working backlog journal with room. This holds
  * with or without a journal, so even the first command after the store fails is refused, not
  * run. A refusal is `KILN_AUDIT_UNAVAILABLE` (nothing executed); it is the command's audit entry
- * (`denied`, same id) and is published as `command-refuse`. Actions listed in
+ * (`denied`) and is published as `command-refuse`. Once the `allowed` entry was offered to the
+ * store its fate may be unknown (a timeout: it can still commit later), so the refusal is never
+ * written under its id: it is an entry of its own, id `<id>:refusal`, whose `refersTo` names the
+ * intent. The trail is append-only and keeps both; an entry referred to this way did not run. Actions listed in
  * `runWithoutDurableAudit` (default `recipe.abort`, `recipe.pause`) act at once, without waiting
  * for the audit writer; their entry follows (stored, or kept and reported).
  * With `commit: "in-execute"` the command runs its own side-effect-free checks first and calls
@@ -208,9 +235,10 @@ export const DENIAL_CODES: readonly KilnErrorCode[] = [
  * (or kept in memory without a journal), reported by `audit-record-fail`, and written, oldest
  * first and one at a time, before any newer entry. An entry the store refuses for good (a
  * non-retryable error: text the database cannot hold, a malformed field) is skipped and reported
- * by `audit-entry-skip`, so a caller-controlled field can never hold up the trail; so is one that
- * fails three times with an error that is not a `KilnError` (a store bug, a value it cannot encode). Stores record
- * once per id, so a retry after an unknown outcome never duplicates an entry.
+ * by `audit-entry-skip`, so a caller-controlled field can never hold up the trail. An error the
+ * store did not classify (not a `KilnError`) is not an answer about the entry: it is kept and
+ * retried like a retryable one, never skipped. Stores record once per id, so a retry after an
+ * unknown outcome never duplicates an entry.
  *
  * @example
  * await runner.run({
@@ -232,9 +260,14 @@ export class AuditedCommandRunner {
   #dropped = 0;
   #skipped = 0;
   #lastError: unknown;
-  #unknownFailures = { id: "", count: 0 };
-  /** Denied and failed attempts that came while the backlog was full (refuse-commands): counted, summarized once there is room. */
-  #overflow: DenialOverflow | undefined;
+  /**
+   * Denied and failed attempts that came while their share of the backlog was full: counted per
+   * principal (at most {@link OVERFLOW_PRINCIPALS}, then one bucket for the rest), each summarized
+   * into one entry once there is room.
+   */
+  readonly #overflow = new Map<string, DenialOverflow>();
+  /** Most denied or failed entries (the overflow summaries included) the backlog holds: {@link DENIED_SHARE} of `maxEntries`. */
+  readonly #maxDenied: number;
   /** Set by {@link close} until {@link open}: the store is not called (it is being closed or closed). */
   #closed = false;
   /** Set by {@link refuseCommits} until {@link open}: guarded commands not yet committed are refused. */
@@ -254,11 +287,12 @@ export class AuditedCommandRunner {
     if (!Number.isInteger(this.#maxEntries) || this.#maxEntries < 1) {
       throw new RangeError("backlog.maxEntries must be a positive integer");
     }
+    this.#maxDenied = Math.max(1, Math.floor(this.#maxEntries * DENIED_SHARE));
   }
 
   /** Entries waiting to be recorded because the audit log failed (journaled or in memory). */
   get backlog(): number {
-    return this.#backlog.length;
+    return this.#entriesInBacklog();
   }
 
   /** Entries dropped because the backlog was full, since construction. */
@@ -291,14 +325,16 @@ export class AuditedCommandRunner {
       id: this.#newId(),
       ...(this.#options.machineId === undefined ? {} : { machineId: this.#options.machineId }),
       principal:
-        typeof read.id === "string" && read.id !== "" ? boundedText(read.id, NAME_MAX_LENGTH) : "(invalid principal)",
+        typeof read.id === "string" && read.id !== ""
+          ? boundedText(visibleText(read.id), NAME_MAX_LENGTH)
+          : "(invalid principal)",
       roles: auditedRoles(read.roles),
-      ...(source === undefined ? {} : { source: boundedText(source, NAME_MAX_LENGTH) }),
+      ...(source === undefined ? {} : { source: boundedText(visibleText(source), NAME_MAX_LENGTH) }),
       category: action.split(".")[0]!,
       action: boundedText(action, NAME_MAX_LENGTH),
       target:
         typeof command.target === "string" && command.target !== ""
-          ? boundedText(command.target, NAME_MAX_LENGTH)
+          ? boundedText(visibleText(command.target), NAME_MAX_LENGTH)
           : "(invalid target)",
       outcome: "denied",
       at,
@@ -335,13 +371,24 @@ export class AuditedCommandRunner {
       throw error;
     }
     const guarded = !this.#unguarded.has(action);
+    // Once the `allowed` entry (the intent) has been offered to the store, its outcome may be
+    // unknown (a timeout: the INSERT can still commit later). What happens to the command after
+    // that is its own entry, never a second write under the intent's id, which every store would
+    // ignore (ADR 0013 addendum): deterministic, so a retry of it stays idempotent.
+    const refusalId = `${base.id}${REFUSAL_ID_SUFFIX}`;
     const refusal = new KilnError(
       "KILN_AUDIT_UNAVAILABLE",
       `Refused ${action}: the audit trail cannot record it now, so it was not executed.`,
-      { retryable: true, details: { action, auditEntryId: base.id } },
+      { retryable: true, details: { action, auditEntryId: refusalId, intentEntryId: base.id } },
     );
     let oldValue: unknown;
-    const state: { committed: "no" | "yes" | "refused" } = { committed: "no" };
+    const state: { committed: "no" | "yes" | "refused"; offered: boolean } = { committed: "no", offered: false };
+    /** The entry of a command that did not run: its own, naming the intent when that was offered. */
+    const outcomeEntry = (fields: Pick<AuditEntry, "outcome" | "reason">): AuditEntry => ({
+      ...withOld(entry(), oldValue),
+      ...fields,
+      ...(state.offered ? { id: refusalId, refersTo: base.id } : {}),
+    });
     const commit = async (): Promise<void> => {
       if (state.committed === "yes") return;
       if (state.committed === "refused") throw refusal;
@@ -371,14 +418,13 @@ export class AuditedCommandRunner {
         return;
       }
       if (this.#gate !== undefined) throw this.#gate;
-      const outcome = await this.#serial(async () =>
+      const outcome = await this.#serial(async () => {
         // Re-checked at the commit point: the machine state (or the lifecycle) may have changed while waiting.
-        this.#gate !== undefined
-          ? ("closed" as const)
-          : stillAllowed()
-            ? this.#commit(allowed)
-            : ("forbidden" as const),
-      );
+        if (this.#gate !== undefined) return "closed" as const;
+        if (!stillAllowed()) return "forbidden" as const;
+        state.offered = true;
+        return this.#commit(allowed);
+      });
       if (outcome === "closed") throw this.#gate ?? refusal;
       if (outcome === "forbidden") {
         throw authorizer.forbidden(
@@ -396,16 +442,23 @@ export class AuditedCommandRunner {
       const reason = reasonOf(refusal, comment);
       this.#publish("command-refuse", { id: base.id, principal: base.principal, action, target: base.target, reason });
       // An unstorable entry was skipped and reported already; its refusal could not be stored either.
-      if (outcome === "refused") await this.#record({ ...entry(), outcome: "denied", reason });
+      if (outcome === "refused") await this.#record(outcomeEntry({ outcome: "denied", reason }));
       throw refusal;
     };
     const context: CommandContext = {
       principal,
       refused: (permission, targets, options = {}) =>
-        targets.filter(
-          (target) =>
-            !authorizer.can(principal, permission, target, options.inAnyState ? { inAnyState: true } : checkContext),
-        ),
+        targets.filter((target) => {
+          if (options.inAnyState) return !authorizer.can(principal, permission, target, { inAnyState: true });
+          if (options.inStates !== undefined) {
+            // Every state must allow it; no states allows nothing.
+            return (
+              options.inStates.length === 0 ||
+              options.inStates.some((machineState) => !authorizer.can(principal, permission, target, { machineState }))
+            );
+          }
+          return !authorizer.can(principal, permission, target, checkContext);
+        }),
       recordRequest: (value) => {
         newValue = storableAuditValue(value);
       },
@@ -427,7 +480,7 @@ export class AuditedCommandRunner {
         throw error;
       }
       const outcome = KilnError.is(error) && DENIAL_CODES.includes(error.code) ? "denied" : "failed";
-      await this.#record({ ...withOld(entry(), oldValue), outcome, reason });
+      await this.#record(outcomeEntry({ outcome, reason }));
       throw error;
     }
     if (state.committed === "no") {
@@ -467,7 +520,7 @@ export class AuditedCommandRunner {
    */
   #scheduleRetry(): void {
     if (this.#retryTimer !== undefined || this.#closed) return;
-    if (this.#backlog.length === 0 && this.#overflow === undefined) return;
+    if (this.#backlog.length === 0 && this.#overflow.size === 0) return;
     this.#retryAttempt++;
     const delay = reconnectDelay(this.#retryAttempt, this.#options.retryBackoff ?? DEFAULT_RETRY_BACKOFF);
     this.#retryTimer = this.#options.clock.setTimeout(() => {
@@ -528,7 +581,7 @@ export class AuditedCommandRunner {
   /**
    * Makes an allowed entry durable before its command runs: stored (after the backlog drained),
    * else journaled when a journal works and has room: `run`. Otherwise the command is refused:
-   * `refused` (the entry is not kept; its refusal is recorded under the same id), `unstorable`
+   * `refused` (the entry is not kept; its refusal is recorded as an entry of its own naming it), `unstorable`
    * (the store refused it for good; reported) or `closed` (the command gate closed meanwhile). Safety actions never come here (see `run`).
    */
   async #commit(entry: AuditEntry): Promise<"run" | "refused" | "unstorable" | "closed"> {
@@ -563,11 +616,9 @@ export class AuditedCommandRunner {
       await this.#options.audit.record(entry);
       return "stored";
     } catch (error) {
-      // An unknown error (not a KilnError) gets a few attempts, then counts as for good: it must
-      // never hold the entries behind it.
-      const attempts = this.#unknownFailures.id === entry.id ? this.#unknownFailures.count + 1 : 1;
-      this.#unknownFailures = { id: entry.id, count: KilnError.is(error) ? 0 : attempts };
-      if (refusedForGood(error) || (!KilnError.is(error) && attempts >= UNKNOWN_ERROR_ATTEMPTS)) {
+      // Only the store's definite answer about this entry skips it. An error it did not classify
+      // (not a KilnError) keeps the entry and is retried: never lost for want of a classification.
+      if (refusedForGood(error)) {
         this.#skip(entry, error);
         return "skipped";
       }
@@ -592,36 +643,58 @@ export class AuditedCommandRunner {
   }
 
   /**
-   * Once the backlog has room, the attempts counted while it was full become one entry at its
-   * end (after every older entry): `audit.overflow`, outcome `denied`, with their count, first
-   * and last time, principals and actions.
+   * Once the denied share of the backlog has room, the attempts counted while it was full become
+   * one entry per principal at its end (after every older entry): `audit.overflow`, outcome
+   * `denied`, with their count, first and last time, principals and actions.
    */
   async #summarizeOverflow(): Promise<void> {
-    const overflow = this.#overflow;
-    if (overflow === undefined || this.#backlog.length >= this.#maxEntries) return;
-    this.#overflow = undefined;
-    await this.#append(this.#overflowEntry(overflow));
+    for (const [key, overflow] of this.#overflow) {
+      if (this.#deniedInBacklog() >= this.#maxDenied || this.#entriesInBacklog() >= this.#maxEntries) return;
+      this.#overflow.delete(key);
+      await this.#append(this.#overflowEntry(overflow));
+    }
   }
 
   /**
-   * At close: the attempts counted but not yet summarized become their summary entry now, even
-   * with the backlog full (it is one entry): stored when the store takes it, else journaled for
-   * the next start; only when neither works is the count reported by `audit-entry-drop`.
+   * At close: the attempts counted but not yet summarized become their summary entries now, even
+   * with the backlog full (one per principal, bounded): stored when the store takes them, else
+   * journaled for the next start; only when neither works is the count reported by
+   * `audit-entry-drop`.
    */
   async #closeOverflow(): Promise<void> {
-    const overflow = this.#overflow;
-    if (overflow === undefined) return;
-    this.#overflow = undefined;
-    const entry = this.#overflowEntry(overflow);
-    if ((await this.#drain()) && (await this.#store(entry)) !== "retry") return;
-    if ((await this.#openJournal()) !== undefined) {
-      if (await this.#append(entry)) return;
-      this.#backlog.pop();
+    const overflows = [...this.#overflow.values()];
+    this.#overflow.clear();
+    for (const overflow of overflows) {
+      const entry = this.#overflowEntry(overflow);
+      if ((await this.#drain()) && (await this.#store(entry)) !== "retry") continue;
+      if ((await this.#openJournal()) !== undefined) {
+        if (await this.#append(entry)) continue;
+        this.#backlog.pop();
+      }
+      this.#reportDrop(
+        overflow.count,
+        "denied attempts counted while the audit backlog was full; the control system stopped before they were summarized",
+      );
     }
-    this.#reportDrop(
-      overflow.count,
-      "denied attempts counted while the audit backlog was full; the control system stopped before they were summarized",
+  }
+
+  /**
+   * Whether a denied or failed entry may join the backlog: nothing counted is waiting (order is
+   * kept), their share has room, and the backlog is not full (they never evict, in either mode).
+   */
+  #roomForDenied(): boolean {
+    return (
+      this.#overflow.size === 0 &&
+      this.#deniedInBacklog() < this.#maxDenied &&
+      this.#entriesInBacklog() < this.#maxEntries
     );
+  }
+
+  /** Denied and failed entries (summaries included) in the backlog: they may hold at most {@link #maxDenied}. */
+  #deniedInBacklog(): number {
+    let count = 0;
+    for (const item of this.#backlog) if (item.entry !== undefined && item.entry.outcome !== "allowed") count++;
+    return count;
   }
 
   #overflowEntry(overflow: DenialOverflow): AuditEntry {
@@ -629,7 +702,8 @@ export class AuditedCommandRunner {
     return {
       id: this.#newId(),
       ...(this.#options.machineId === undefined ? {} : { machineId: this.#options.machineId }),
-      principal: overflow.principals.size === 1 ? [...overflow.principals][0]! : "(several)",
+      principal:
+        overflow.principals.size === 1 && !overflow.morePrincipals ? [...overflow.principals][0]! : "(several)",
       roles: [],
       ...(this.#options.source === undefined ? {} : { source: this.#options.source }),
       category: "audit",
@@ -644,8 +718,8 @@ export class AuditedCommandRunner {
       },
       outcome: "denied",
       reason:
-        `${overflow.count} denied or failed attempt(s) by ${principals} while the audit backlog was full ` +
-        `(${this.#maxEntries} entries), from ${new Date(overflow.first).toISOString()} ` +
+        `${overflow.count} denied or failed attempt(s) by ${principals} while the audit backlog's share ` +
+        `for them was full (${this.#maxDenied} of ${this.#maxEntries} entries), from ${new Date(overflow.first).toISOString()} ` +
         `to ${new Date(overflow.last).toISOString()}; counted, not recorded one by one`,
       at: overflow.last,
     };
@@ -659,21 +733,26 @@ export class AuditedCommandRunner {
    * failed one is counted into the overflow summary instead (ADR 0013).
    */
   async #enqueue(entry: AuditEntry): Promise<boolean> {
-    if (
-      this.#whenFull === "refuse-commands" &&
-      entry.outcome !== "allowed" &&
-      this.#backlog.length >= this.#maxEntries
-    ) {
+    // Denied and failed entries never take more than their share: the rest of the room is kept for
+    // entries of commands that run (whatever whenFull says), and a flood is counted, not stored one by one.
+    if (entry.outcome !== "allowed" && !this.#roomForDenied()) {
       this.#countOverflow(entry);
       return false;
     }
     const journaled = await this.#append(entry);
     let dropped = 0;
-    while (this.#whenFull === "drop-oldest" && this.#backlog.length > this.#maxEntries) {
+    const droppedFromJournal: string[] = [];
+    while (this.#whenFull === "drop-oldest" && this.#entriesInBacklog() > this.#maxEntries) {
       const oldest = this.#backlog.shift()!;
       if (oldest.journaled) await this.#releaseJournalHead();
+      if (oldest.entry === undefined) continue;
       dropped++;
+      if (oldest.journaled) droppedFromJournal.push(oldest.entry.id);
     }
+    // A release is not durable until the journal empties (its file is cut back then): without a
+    // tombstone the dropped entries would come back at the next start, so the drop would not be
+    // what was reported. The tombstone is released, unread, when it reaches the front.
+    if (droppedFromJournal.length > 0) await this.#appendTombstone(droppedFromJournal);
     this.#logger.error(
       { id: entry.id, action: entry.action, backlog: this.#backlog.length, durable: journaled },
       "an audit entry could not be recorded; it is kept for retry",
@@ -694,6 +773,25 @@ export class AuditedCommandRunner {
     return journaled;
   }
 
+  /** Journals a record naming entries dropped from the journal, so a restart does not load them again. */
+  async #appendTombstone(ids: readonly string[]): Promise<void> {
+    const journal = await this.#openJournal();
+    if (journal === undefined) return;
+    try {
+      await journal.append(Buffer.from(encodeExactJson({ [TOMBSTONE_KEY]: [...ids] }), "utf8"));
+      this.#backlog.push({ entry: undefined, journaled: true });
+    } catch (error) {
+      this.#logger.error({ error: String(error) }, "the audit journal could not take a drop record");
+    }
+  }
+
+  /** Backlog items that hold an entry (not an undecodable record or a tombstone). */
+  #entriesInBacklog(): number {
+    let count = 0;
+    for (const item of this.#backlog) if (item.entry !== undefined) count++;
+    return count;
+  }
+
   /** Journals (when there is a journal) and appends one entry to the backlog; true when journaled. */
   async #append(entry: AuditEntry): Promise<boolean> {
     const journal = await this.#openJournal();
@@ -711,14 +809,22 @@ export class AuditedCommandRunner {
   }
 
   #countOverflow(entry: AuditEntry): void {
-    const overflow = (this.#overflow ??= {
-      count: 0,
-      first: entry.at,
-      last: entry.at,
-      principals: new Set(),
-      morePrincipals: false,
-      actions: new Set(),
-    });
+    const key =
+      this.#overflow.has(entry.principal) || this.#overflow.size < OVERFLOW_PRINCIPALS - 1
+        ? entry.principal
+        : OTHER_PRINCIPALS;
+    let overflow = this.#overflow.get(key);
+    if (overflow === undefined) {
+      overflow = {
+        count: 0,
+        first: entry.at,
+        last: entry.at,
+        principals: new Set(),
+        morePrincipals: false,
+        actions: new Set(),
+      };
+      this.#overflow.set(key, overflow);
+    }
     overflow.count++;
     this.#scheduleRetry();
     overflow.first = Math.min(overflow.first, entry.at);
@@ -778,9 +884,16 @@ export class AuditedCommandRunner {
           maxBytes: this.#options.backlog?.maxBytes ?? 64 * 1024 * 1024,
         });
         const recovered: BacklogItem[] = [];
+        const tombstoned = new Set<string>();
         let undecodable = 0;
         await journal
           .scan((payload) => {
+            const dropped = decodeTombstone(payload);
+            if (dropped !== undefined) {
+              for (const id of dropped) tombstoned.add(id);
+              recovered.push({ entry: undefined, journaled: true });
+              return;
+            }
             const entry = decodeEntry(payload);
             if (entry === undefined) undecodable++;
             // An undecodable record keeps its place (the journal releases oldest first) and is released unread.
@@ -791,7 +904,12 @@ export class AuditedCommandRunner {
             await journal.close().catch(() => undefined);
             throw error;
           });
-        this.#backlog.unshift(...recovered);
+        // Entries dropped (and reported) in an earlier run stay dropped: released unread in their place.
+        this.#backlog.unshift(
+          ...recovered.map((item) =>
+            item.entry !== undefined && tombstoned.has(item.entry.id) ? { entry: undefined, journaled: true } : item,
+          ),
+        );
         this.#reportDamage(path, { ...recovery, undecodable });
         return journal;
       } catch (error) {
@@ -821,6 +939,20 @@ export class AuditedCommandRunner {
 }
 
 /** The entry in a journal record, or undefined when it cannot be decoded into one. */
+/** The key of a journal record that names entries dropped by `drop-oldest` (an entry has no such field). */
+const TOMBSTONE_KEY = "kiln.audit.dropped";
+
+/** The ids a tombstone record names, or undefined when `payload` is not one. */
+function decodeTombstone(payload: Buffer): string[] | undefined {
+  try {
+    const record = decodeExactJson(payload.toString("utf8")) as Record<string, unknown> | null;
+    const ids = typeof record === "object" && record !== null ? record[TOMBSTONE_KEY] : undefined;
+    return Array.isArray(ids) && ids.every((id) => typeof id === "string") ? ids : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 function decodeEntry(payload: Buffer): AuditEntry | undefined {
   try {
     const entry = decodeExactJson(payload.toString("utf8")) as AuditEntry | null;
@@ -859,14 +991,24 @@ interface DenialOverflow {
   readonly actions: Set<string>;
 }
 
+/**
+ * Appended to a command's event id to make the id of its refusal entry, recorded when the
+ * command was refused after its `allowed` entry was offered to the store (see
+ * {@link AuditEntry.refersTo}).
+ */
+const REFUSAL_ID_SUFFIX = ":refusal";
+
 /** The background retry's schedule when the host gives none. */
 const DEFAULT_RETRY_BACKOFF: ReconnectBackoff = { initialDelayMs: 1_000, maxDelayMs: 30_000 };
 
 /** Most principals and actions an overflow summary names. */
 const OVERFLOW_NAMES = 16;
 
-/** Attempts at one entry that fails with an error that is not a KilnError before it is skipped. */
-const UNKNOWN_ERROR_ATTEMPTS = 3;
+/** Most principals counted apart while the backlog is full; the attempts of any further ones share one bucket. */
+const OVERFLOW_PRINCIPALS = 64;
+
+/** The key of the bucket of principals beyond {@link OVERFLOW_PRINCIPALS}. */
+const OTHER_PRINCIPALS = "\u0000others";
 
 /**
  * The store's definite answer that this entry can never be stored (a malformed field, text the
@@ -893,16 +1035,13 @@ function reasonOf(error: unknown, comment: string | undefined): string {
   return comment === undefined ? text : `${text} (comment: ${comment})`;
 }
 
-/** The rule a command's target breaks, or undefined when it is a string of 1 to {@link NAME_MAX_LENGTH} characters. */
+/**
+ * The rule a command's target breaks, or undefined when it is an identifier: 1 to
+ * {@link NAME_MAX_LENGTH} characters without control or format characters (the one rule,
+ * {@link checkIdentifier}).
+ */
 function checkTarget(target: unknown): ValidationIssue | undefined {
-  if (typeof target !== "string" || target === "") return { path: "target", message: "must be a non-empty string" };
-  if (target.length > NAME_MAX_LENGTH) {
-    return {
-      path: "target",
-      message: `must be at most ${NAME_MAX_LENGTH} characters, not ${target.length}`,
-    };
-  }
-  return undefined;
+  return checkIdentifier(target, "target");
 }
 
 /**
@@ -914,7 +1053,7 @@ function auditedRoles(roles: unknown): string[] {
   if (!Array.isArray(roles)) return [];
   const kept = (roles as unknown[])
     .slice(0, ROLES_MAX_COUNT)
-    .map((role) => (typeof role === "string" ? boundedText(role, ROLE_MAX_LENGTH) : "(invalid role)"));
+    .map((role) => (typeof role === "string" ? boundedText(visibleText(role), ROLE_MAX_LENGTH) : "(invalid role)"));
   if (roles.length > ROLES_MAX_COUNT) kept.push(`…(${roles.length} roles)`);
   return kept;
 }

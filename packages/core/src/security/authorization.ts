@@ -2,7 +2,13 @@ import { deepFreeze } from "../domain/deep-freeze";
 import { z } from "zod";
 import { KilnError, KilnValidationError } from "../domain/errors";
 import { issuesFromZod, parseOrThrow } from "../domain/validation";
-import { NAME_MAX_LENGTH, ROLE_MAX_LENGTH, ROLES_MAX_COUNT } from "./command-input";
+import {
+  IDENTIFIER_CHARACTER_MESSAGE,
+  identifierCharacterProblem,
+  NAME_MAX_LENGTH,
+  ROLE_MAX_LENGTH,
+  ROLES_MAX_COUNT,
+} from "./command-input";
 import { TagPattern } from "./tag-pattern";
 
 /** Who issues a command: an id (user, service account) and the roles the host gives it. */
@@ -24,12 +30,16 @@ export interface Principal {
  * given (zod's own `max` counts code points, so it let 256 emoji, 512 units, through).
  */
 function textAtMost(max: number) {
-  return z.string().refine((text) => text.length <= max, `must be at most ${max} characters`);
+  return z
+    .string()
+    .refine((text) => text.length <= max, `must be at most ${max} characters`)
+    .refine((text) => !identifierCharacterProblem(text), IDENTIFIER_CHARACTER_MESSAGE);
 }
 
 /**
  * zod schema of a {@link Principal}: an id of 1 to 256 characters, at most 64 roles of at most
- * 128 characters each, a source of at most 256 characters (UTF-16 code units; `NAME_MAX_LENGTH`,
+ * 128 characters each, a source of at most 256 characters, none holding a control or format
+ * character (Unicode Cc, Cf) (UTF-16 code units; `NAME_MAX_LENGTH`,
  * `ROLES_MAX_COUNT`, `ROLE_MAX_LENGTH`), so no caller can make an audit entry unboundedly large.
  */
 export const principalSchema = z.object({
@@ -104,7 +114,13 @@ function readPrincipalOnce(input: unknown): PrincipalSnapshot {
   return { id, roles, ...(source === undefined ? {} : { source }), principal };
 }
 
-/** The permissions Kiln's commands check. A host may define more in its own role table. */
+/**
+ * The permissions Kiln's commands check. A host may define more in its own role table.
+ * `read` is not checked by the in-process API (the CVT, history and alarm reads take no
+ * principal; guarding them is the host's, which owns the process): it is the permission a
+ * northbound server (OPC UA server, Sparkplug host commands) checks for a remote client with
+ * `authorizer.can(principal, "read", tagName)` before it serves a value.
+ */
 export const PERMISSIONS = [
   "read",
   "recipe.start",
@@ -150,8 +166,8 @@ export interface AuthorizationContext {
   readonly machineState?: string;
   /**
    * Ignore the `states` of grants: asks whether the principal may use the permission on the
-   * target in some state. Used for a recipe's write set, whose writes happen in the process's
-   * own states (the machine state model guards the start).
+   * target in some state (what a refusal may say about the state). A recipe's write set is not
+   * checked this way but in the state its process starts from (ADR 0010 addendum).
    */
   readonly inAnyState?: boolean;
 }

@@ -13,21 +13,50 @@ export const ROLES_MAX_COUNT = 64;
 /** Longest role name, in UTF-16 code units. */
 export const ROLE_MAX_LENGTH = 128;
 
-/** C0 and C1 control characters and DEL: never part of a name a command is given. */
-// eslint-disable-next-line no-control-regex -- matching control characters is the point
-const CONTROL_CHARACTER = /[\u0000-\u001f\u007f-\u009f]/;
+/**
+ * Unicode control (category Cc: C0, DEL, C1) and format (Cf) characters: invisible, or
+ * reordering what is shown around them (U+202E right-to-left override, U+2066–2069 isolates,
+ * U+200B zero-width space, U+FEFF). Never part of an identifier: `ada\u202Enimda` reads as
+ * `adaadmin` in a log or an audit viewer.
+ */
+const INVISIBLE_CHARACTER = /[\p{Cc}\p{Cf}]/u;
+const INVISIBLE_CHARACTERS = /[\p{Cc}\p{Cf}]/gu;
+
+/** The message of the one identifier character rule (see {@link identifierCharacterProblem}). */
+export const IDENTIFIER_CHARACTER_MESSAGE = "must not contain control or format characters (Unicode Cc, Cf)";
 
 /**
- * The rule a caller-supplied identifier breaks (a process id, which later becomes an audit
- * target), or undefined when it is a string of 1 to {@link NAME_MAX_LENGTH} UTF-16 code units
- * without control characters. Checked at the command boundary, before anything runs.
+ * The one character rule of every identifier a command is given (principal id, roles and
+ * source, target, process id): true when `text` holds a control or format character. Tag and
+ * recipe names are narrower still (ASCII letters, digits and a few marks).
+ */
+export function identifierCharacterProblem(text: string): boolean {
+  return INVISIBLE_CHARACTER.test(text);
+}
+
+/**
+ * `text` with every control and format character written out as `\u{XXXX}`, so echoing a
+ * refused identifier (in an audit entry, a message) shows what it held instead of letting it
+ * reorder or hide the text around it.
+ */
+export function visibleText(text: string): string {
+  return text.replace(
+    INVISIBLE_CHARACTERS,
+    (character) => `\\u{${character.codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0")}}`,
+  );
+}
+
+/**
+ * The rule a caller-supplied identifier breaks (a process id, a command's target), or undefined
+ * when it is a string of 1 to {@link NAME_MAX_LENGTH} UTF-16 code units without control or
+ * format characters. Checked at the command boundary, before anything runs.
  */
 export function checkIdentifier(value: unknown, path: string): ValidationIssue | undefined {
   if (typeof value !== "string" || value === "") return { path, message: "must be a non-empty string" };
   if (value.length > NAME_MAX_LENGTH) {
     return { path, message: `must be at most ${NAME_MAX_LENGTH} characters, not ${value.length}` };
   }
-  if (CONTROL_CHARACTER.test(value)) return { path, message: "must not contain control characters" };
+  if (identifierCharacterProblem(value)) return { path, message: IDENTIFIER_CHARACTER_MESSAGE };
   return undefined;
 }
 

@@ -19,31 +19,45 @@ export interface RecipeWriteRequest {
 /**
  * Authorizes a recipe start's effects (ADR 0010): records `{ recipe, writeSet, saved, parameters }`
  * as the audit entry's requested value, then, for a recipe that is not a saved version, requires
- * `tag.write` on every tag of its write set for the starting principal. A saved version needs
- * nothing more: its write set was authorized when it was saved.
+ * `tag.write` on every tag of its write set for the starting principal **in `machineState`,
+ * the state the process starts from**: the principal could make each write by hand
+ * there, so a grant limited to other states (`states: ["maintenance"]`) authorizes none of the
+ * process's writes (ADR 0010 addendum). A saved version needs nothing more: its write set was
+ * authorized when it was saved.
  *
  * @throws KilnError `KILN_FORBIDDEN` naming the recipe, its version and the tags refused
  * (`details.refused`); nothing has run.
  */
-export function authorizeRecipeStart(context: CommandContext, request: RecipeWriteRequest): void {
+export function authorizeRecipeStart(context: CommandContext, request: RecipeWriteRequest, machineState: string): void {
   context.recordRequest(auditValue(request));
   if (request.saved) return;
-  refuseUnwritable(context, request, "start");
+  refuseUnwritable(context, request, "start", [machineState]);
 }
 
 /**
  * Authorizes saving a recipe version: records its write set, and requires `tag.write` on every
- * tag of it for the saving principal, so that a saved version is one its author could run.
+ * tag of it for the saving principal in each of `startStates` (the machine states a process can
+ * start from; the machine model's states that accept `start`), so that a saved version is one
+ * its author could run, whatever state the machine is in while it is saved.
  *
  * @throws KilnError `KILN_FORBIDDEN` naming the recipe, its version and the tags refused.
  */
-export function authorizeRecipeSave(context: CommandContext, request: RecipeWriteRequest): void {
+export function authorizeRecipeSave(
+  context: CommandContext,
+  request: RecipeWriteRequest,
+  startStates: readonly string[],
+): void {
   context.recordRequest(auditValue(request));
-  refuseUnwritable(context, request, "save");
+  refuseUnwritable(context, request, "save", startStates);
 }
 
-function refuseUnwritable(context: CommandContext, request: RecipeWriteRequest, command: "start" | "save"): void {
-  const refused = context.refused("tag.write", request.writeSet, { inAnyState: true });
+function refuseUnwritable(
+  context: CommandContext,
+  request: RecipeWriteRequest,
+  command: "start" | "save",
+  inStates: readonly string[],
+): void {
+  const refused = context.refused("tag.write", request.writeSet, { inStates });
   if (refused.length === 0) return;
   const { name, version } = request.recipe;
   const advice =

@@ -2,17 +2,14 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type * as FastCheck from "fast-check";
-import type { ControlSystem } from "../compose/control-system";
 import { createControlSystem } from "../compose/create-control-system";
 import { KilnError } from "../domain/errors";
-import { defineTags, type TagValue } from "../domain/tags";
+import { defineTags } from "../domain/tags";
 import { SimulatedClock } from "../memory/simulated-clock";
 import { SimulatedPlc } from "../memory/simulated-plc";
-import type { AuditEntry } from "../ports/audit-log";
-import type { PlcDriver } from "../ports/plc-driver";
-import type { Store } from "../ports/store";
-import type { Principal } from "../security/authorization";
 import type { ConformanceRunner } from "./conformance-runner";
+import type { ControlSystem, PlcDriver, Principal, Store, TagValue } from "@kiln/core";
+import type { AuditEntry } from "@kiln/core/driver-kit";
 
 /** Options of {@link auditTrailPropertySuite}. */
 export interface AuditTrailPropertyOptions {
@@ -56,9 +53,10 @@ type Command =
  * (retryable `KILN_STORE_ERROR`) and a backlog journal is configured. It asserts IEC 62443-3-3
  * CR 2.8-2.10 as Kiln implements them (ADR 0013):
  *
- * - every command has exactly one audit entry (stored once by its event id, or reported by
- *   `audit-entry-skip` when the store can never hold it: only text with a NUL character may be
- *   skipped), and none is dropped;
+ * - every command has exactly one audit entry that is its outcome (stored once by its event id,
+ *   or reported by `audit-entry-skip` when the store can never hold it: only text with a NUL
+ *   character may be skipped), and none is dropped; an `allowed` entry that a refusal names
+ *   (`refersTo`) is not an outcome: that command did not run;
  * - no denied command reached the driver: the driver's writes are exactly the allowed
  *   `tag.write` entries (tag and value);
  * - no allowed command ran without a durable entry: when the driver is called, an allowed
@@ -221,14 +219,17 @@ async function checkOneCase(
 
     const ids = entries.map((entry) => entry.id);
     expect(new Set(ids).size).toBe(ids.length);
-    expect(ids.length + skipped.size).toBe(issued);
+    // A refusal recorded after its intent was offered names it (refersTo): the intent, when its
+    // insert committed anyway, did not run; the command's outcome is the refusal.
+    const refused = new Set(entries.flatMap((entry) => (entry.refersTo === undefined ? [] : [entry.refersTo])));
+    expect(ids.filter((id) => !refused.has(id)).length + skipped.size).toBe(issued);
     expect(ids.filter((id) => skipped.has(id))).toEqual([]);
     // Only text no store can hold (a NUL character) may be skipped: every other entry, a
     // malformed principal's denial included, is stored by every store.
     expect([...skipped].filter((id) => !JSON.stringify(attempted.get(id) ?? "").includes("\\u0000"))).toEqual([]);
     expect(dropped).toBe(0);
     const allowedWrites = entries
-      .filter((entry) => entry.action === "tag.write" && entry.outcome === "allowed")
+      .filter((entry) => entry.action === "tag.write" && entry.outcome === "allowed" && !refused.has(entry.id))
       .map((entry) => `${entry.target}=${String(entry.newValue)}`)
       .sort();
     expect(plc.writes.map((write) => `${write.tag}=${String(write.value)}`).sort()).toEqual(allowedWrites);

@@ -5,7 +5,8 @@ import type { Disposer } from "../domain/disposer";
 import type { Sample } from "../domain/sample";
 import { defineTags, type Tag, type TagValue } from "../domain/tags";
 import { SimulatedPlc } from "../memory/simulated-plc";
-import type { DriverStatus, DriverStatusChange, PlcDriver } from "../ports/plc-driver";
+import type { DriverStatus, PlcDriver } from "../ports/plc-driver";
+import type { DriverStatusChange } from "../ports/plc-driver-types";
 import { plcDriverConformance, type PlcDriverFixture } from "./plc-driver-conformance";
 
 // A driver written to break one rule of the contract at a time. The suite must fail it, by name.

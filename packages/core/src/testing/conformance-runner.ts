@@ -1,4 +1,5 @@
-import { KilnError, type KilnErrorCode } from "../domain/errors";
+import { KilnError } from "../domain/errors";
+import type { KilnErrorCode } from "@kiln/core";
 
 /** The two matchers the conformance suites need. vitest's and jest's `expect` results fit. */
 export interface ConformanceAssertion {

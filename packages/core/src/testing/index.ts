@@ -1,7 +1,8 @@
 // @kiln/core/testing: what tests need. The in-memory defaults (SimulatedPlc, MemoryStore,
 // MemoryMetrics) are exported once, from "@kiln/core".
 export { SimulatedClock } from "../memory/simulated-clock";
-export { MemoryStoreFaults } from "../memory/memory-store";
+export { MemoryStoreFaults, type MemoryStorePort } from "../memory/memory-store-faults";
+export type { SimulatedPlcFaults } from "../memory/simulated-plc-faults";
 export { auditTrailPropertySuite, type AuditTrailPropertyOptions } from "./audit-trail-property";
 export { expectKilnError, type ConformanceAssertion, type ConformanceRunner } from "./conformance-runner";
 export {

@@ -1,9 +1,8 @@
-import { KilnError, type KilnErrorCode } from "../domain/errors";
-import type { Sample } from "../domain/sample";
-import type { Tag, TagValue } from "../domain/tags";
+import { KilnError } from "../domain/errors";
 import { coerceToTagType } from "../driver-kit/coerce-to-tag-type";
-import type { DriverStatusChange, PlcDriver, PlcDriverCapabilities } from "../ports/plc-driver";
 import { group, type ConformanceRunner } from "./conformance-runner";
+import type { KilnErrorCode, PlcDriver, Sample, Tag, TagValue } from "@kiln/core";
+import type { DriverStatusChange, PlcDriverCapabilities } from "@kiln/core/driver-kit";
 
 /** What a driver factory returns: a fresh, unconnected driver and the tags to exercise it with. */
 export interface PlcDriverFixture {

@@ -1,16 +1,21 @@
 import { KilnError } from "../domain/errors";
-import { GOOD, QualityCodes, quality, type Quality } from "../domain/quality";
-import { SAMPLE_TIME_MAX, SAMPLE_TIME_MIN, type Sample } from "../domain/sample";
-import { defineTags, type TagValue } from "../domain/tags";
-import type { AlarmHistoryEntry, TimeRange } from "../ports/alarm-history";
-import type { AuditEntry } from "../ports/audit-log";
-import type { NewDomainEvent } from "../ports/event-store";
-import type { ProcessRecord } from "../ports/process-repository";
-import type { StoredRecipe } from "../ports/recipe-repository";
-import type { SampleConflict, SampleWriteResult } from "../ports/sample-sink";
-import type { Store, StoreCapabilities } from "../ports/store";
+import { GOOD, QualityCodes, quality } from "../domain/quality";
+import { SAMPLE_TIME_MAX, SAMPLE_TIME_MIN } from "../domain/sample";
+import { defineTags } from "../domain/tags";
 import { expectKilnError, group, type ConformanceRunner } from "./conformance-runner";
 import { storeHistoryConformance } from "./store-history-conformance";
+import type { Quality, Sample, Store, TagValue } from "@kiln/core";
+import type {
+  AlarmHistoryEntry,
+  AuditEntry,
+  NewDomainEvent,
+  ProcessRecord,
+  SampleConflict,
+  SampleWriteResult,
+  StoreCapabilities,
+  StoredRecipe,
+  TimeRange,
+} from "@kiln/core/driver-kit";
 
 /**
  * Returns a fresh, isolated, empty store each call (a new `MemoryStore`, a new database schema...).
@@ -1318,7 +1323,10 @@ function auditEntry(at: number): AuditEntry {
   };
 }
 
-/** `AuditLog`: entries round-trip with every CR 2.8 field, come back by half-open range in time order, and are recorded once per id. */
+/**
+ * `AuditLog`: entries round-trip with every CR 2.8 field (and `refersTo`), come back by
+ * half-open range in time order, and are recorded once per id.
+ */
 export function auditLogConformance(options: StoreGroupConformanceOptions): void {
   timedLogTests<AuditEntry>(options, "audit", (store) => store.audit, [
     auditEntry,
@@ -1380,6 +1388,25 @@ export function auditLogConformance(options: StoreGroupConformanceOptions): void
         await store.audit.record(entry);
         await store.audit.record({ ...entry, outcome: "failed", reason: "a different second attempt" });
         expect(await store.audit.query({ from: T0, to: T0 + 100 })).toEqual([entry]);
+      }),
+    );
+
+    test(
+      "a refusal recorded after its intent keeps both entries, each under its own id, with refersTo naming the intent (append-only)",
+      withStore(factory, async (store) => {
+        const intent: AuditEntry = { ...auditEntry(T0 + 20), id: "conformance-intent" };
+        const refusal: AuditEntry = {
+          ...intent,
+          id: "conformance-intent:refusal",
+          outcome: "denied",
+          reason: "KILN_AUDIT_UNAVAILABLE: not executed",
+          refersTo: intent.id,
+        };
+        // The refusal may reach the store first: the intent's insert can commit late.
+        await store.audit.record(refusal);
+        await store.audit.record(intent);
+        await store.audit.record(refusal);
+        expect(await store.audit.query({ from: T0, to: T0 + 100 })).toEqual([refusal, intent]);
       }),
     );
 

@@ -1,11 +1,10 @@
 import { KilnValidationError } from "../domain/errors";
-import { GOOD, quality, type Quality, type QualitySeverity } from "../domain/quality";
-import type { Sample } from "../domain/sample";
-import { defineTags, type TagValue } from "../domain/tags";
-import type { AggregateInterval, AggregateName, HistoryQueries } from "../ports/sample-history";
-import type { Store } from "../ports/store";
+import { GOOD, quality } from "../domain/quality";
+import { defineTags } from "../domain/tags";
 import { expectKilnError, group } from "./conformance-runner";
 import type { StoreGroupConformanceOptions } from "./store-conformance";
+import type { Quality, QualitySeverity, Sample, Store, TagValue } from "@kiln/core";
+import type { AggregateInterval, AggregateName, HistoryQueries } from "@kiln/core/driver-kit";
 
 const T0 = Date.UTC(2026, 0, 1);
 const S = 1000;

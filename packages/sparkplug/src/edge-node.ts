@@ -1,0 +1,901 @@
+import type { IClientOptions, MqttClient } from "mqtt";
+import {
+  EventBus,
+  KilnError,
+  QualityCodes,
+  SystemClock,
+  type Clock,
+  type ControlSystem,
+  type CvtChange,
+  type Disposer,
+  type DriverStatus,
+  type EventBusView,
+  type Principal,
+  type Sample,
+  type Tag,
+  type TagValue,
+} from "@kiln/core";
+import {
+  ConnectionLifecycle,
+  checkBackoff,
+  raceAbort,
+  type DriverStatusChange,
+  type ReconnectBackoff,
+} from "@kiln/core/driver-kit";
+import { memoryBdSeqStore, type BdSeqStore } from "./bdseq-store";
+import { mqttConnect } from "./mqtt-client";
+import { sparkplugDataTypeOfTag, type SparkplugMetricDataType } from "./datatypes";
+import { decodeHostState } from "./host-state";
+import {
+  decodePayload,
+  encodePayload,
+  scalarValueProblem,
+  type SparkplugMetric,
+  type SparkplugPayload,
+  type SparkplugPropertySet,
+} from "./payload";
+import { checkSparkplugIds, sparkplugTopic } from "./topic";
+
+/** The metric a host writes `true` to, by NCMD, to ask for the birth certificates again. */
+export const REBIRTH_METRIC = "Node Control/Rebirth";
+/** The birth/death sequence metric of NBIRTH and NDEATH (Int64, Sparkplug 3.0.0 section 5.2). */
+export const BDSEQ_METRIC = "bdSeq";
+/** The machine-state metric of each device (String). Tag names cannot hold a space, so it never clashes with a tag. */
+export const MACHINE_STATE_METRIC = "Kiln/Machine State";
+
+/**
+ * Property keys on every device metric (see docs/northbound/sparkplug.md):
+ * - `Quality` (Int32): the specification's quality code (6.4.8.1): 192 good, 500 stale (Kiln's
+ *   `uncertain`), 0 bad. Sent in births always; in DATA only when not good (absent means good).
+ * - `StatusCode` (UInt32): the OPC UA StatusCode of the sample's quality, exactly.
+ * - `StatusReason` (String): why the quality is not good, when Kiln knows.
+ * - `engUnit` (String), `engLow` / `engHigh` (Double), `description` (String), `writable`
+ *   (Boolean): from the tag catalog, in births only.
+ */
+export const METRIC_PROPERTIES = {
+  quality: "Quality",
+  statusCode: "StatusCode",
+  statusReason: "StatusReason",
+  engUnit: "engUnit",
+  engLow: "engLow",
+  engHigh: "engHigh",
+  description: "description",
+  writable: "writable",
+} as const;
+
+/** Options of {@link SparkplugEdgeNode}. */
+export interface SparkplugEdgeNodeOptions {
+  /** The Kiln system to publish; used through its public API only. */
+  readonly system: ControlSystem;
+  /** The broker, e.g. `mqtt://broker.plant:1883` or `mqtts://...`. */
+  readonly brokerUrl: string;
+  /** Sparkplug group id (no `+`, `/`, `#`). */
+  readonly groupId: string;
+  /** Sparkplug edge node id, unique in the group. */
+  readonly edgeNodeId: string;
+  /** Sparkplug device id of the machine. @default the system's `machineId` */
+  readonly deviceId?: string;
+  /**
+   * The primary host application's id. When set, the node publishes births and data only while
+   * that host's retained `spBv1.0/STATE/<id>` says it is online (Sparkplug 3.0.0, 5.x
+   * [tck-id-message-flow-edge-node-birth-publish-phid-wait]); when the host goes offline it
+   * publishes NDEATH, disconnects and starts over. @default none: publish whenever connected
+   */
+  readonly primaryHostId?: string;
+  /**
+   * Who DCMD writes run as: each goes through `system.writeTag(principal, ...)`, so it is
+   * authorized, checked and audited by Kiln like any other write. Give a principal without
+   * `tag.write` for a read-only node: every DCMD write is then refused and audited as denied.
+   * Its `source` defaults to `sparkplug:<groupId>/<edgeNodeId>`.
+   */
+  readonly principal: Principal;
+  /** Keeps the last bdSeq across restarts (see {@link fileBdSeqStore}). @default in memory */
+  readonly bdSeqStore?: BdSeqStore;
+  /** Reconnect spacing, on the driver kit's backoff. @default { initialDelayMs: 1000, maxDelayMs: 30000 } */
+  readonly reconnect?: ReconnectBackoff;
+  /**
+   * MQTT.js client options (username, password, TLS, clientId, keepalive, protocolVersion 4 or
+   * 5...). The node sets `will`, `clean: true`, `reconnectPeriod: 0` (it reconnects itself) and,
+   * for MQTT 5, a session expiry of 0, as Sparkplug requires.
+   */
+  readonly mqtt?: Omit<IClientOptions, "will" | "clean" | "reconnectPeriod">;
+  /** How long one connect attempt may take, in ms. @default 10000 */
+  readonly connectTimeoutMs?: number;
+  /** Time source (message timestamps, reconnect waits). @default SystemClock */
+  readonly clock?: Clock;
+  /** Randomness in [0, 1) for the reconnect jitter. @default Math.random */
+  readonly random?: () => number;
+}
+
+/** What {@link SparkplugEdgeNode.health} reports. */
+export interface SparkplugEdgeNodeHealth {
+  /** The broker link: `connected`, `reconnecting`, `disconnected`, `closed`... */
+  readonly link: DriverStatus;
+  /** Why the link is in its state, where known. */
+  readonly linkReason?: string;
+  /** The primary host, when one is configured: online, offline, or unknown (no STATE seen yet). */
+  readonly primaryHost?: {
+    readonly id: string;
+    readonly state: "online" | "offline" | "unknown";
+    readonly timestamp?: number;
+  };
+  /** True while births are out and data flows. */
+  readonly publishing: boolean;
+  /** The bdSeq of the current (or last) MQTT session; undefined before the first. */
+  readonly bdSeq?: number;
+  /** Messages and metrics published since start. */
+  readonly published: { readonly births: number; readonly dataMessages: number; readonly metrics: number };
+  /**
+   * Samples that changed while the node could not publish (link down, host offline, before
+   * births) and were not sent one by one: the next births carry each tag's latest value only.
+   * Store-and-forward, which will replay them as `is_historical`, is not built yet.
+   */
+  readonly samplesNotPublished: number;
+  /** DCMD/NCMD outcomes since start. */
+  readonly commands: {
+    readonly written: number;
+    readonly refused: number;
+    readonly rebirths: number;
+    readonly malformed: number;
+  };
+  /** Problems in words; empty when all is well. */
+  readonly problems: readonly string[];
+}
+
+/** Events of a {@link SparkplugEdgeNode}, by type. */
+export interface SparkplugEdgeNodeEvents {
+  /** The broker link changed state (or a reconnect attempt failed: `from` = `to` = `reconnecting`). */
+  "link-change": DriverStatusChange;
+  /** The primary host's STATE changed (a STATE message with a current timestamp). */
+  "host-state-change": { readonly hostId: string; readonly online: boolean; readonly timestamp: number };
+  /** NBIRTH and DBIRTH were published. */
+  "birth-publish": { readonly bdSeq: number; readonly reason: "session" | "rebirth"; readonly metrics: number };
+  /** A DCMD write went through Kiln's command path. */
+  "command-write": { readonly tag: string; readonly value: TagValue };
+  /** A DCMD metric was refused (by Kiln's checks, or because it names no tag); `code` is the KilnError code. */
+  "command-refuse": {
+    readonly tag?: string;
+    readonly alias?: number | bigint;
+    readonly code: string;
+    readonly message: string;
+  };
+  /** A message on a command or STATE topic could not be read; it was ignored. */
+  "message-reject": { readonly topic: string; readonly message: string };
+}
+
+interface MetricBinding {
+  readonly tag: Tag;
+  readonly alias: number;
+  readonly datatype: SparkplugMetricDataType;
+}
+
+interface Session {
+  readonly client: MqttClient;
+  readonly bdSeq: number;
+  born: boolean;
+  closing: boolean;
+}
+
+/** How long each step of a goodbye (DDEATH, NDEATH, DISCONNECT) may take, in ms. */
+const GOODBYE_TIMEOUT_MS = 2_000;
+const DEFAULT_BACKOFF: ReconnectBackoff = { initialDelayMs: 1_000, maxDelayMs: 30_000 };
+
+/** The specification's Quality code (6.4.8.1) of a Kiln quality severity. */
+function qualityCode(severity: Sample["quality"]["severity"]): number {
+  return severity === "good" ? 192 : severity === "uncertain" ? 500 : 0;
+}
+
+/**
+ * A Sparkplug B 3.0 edge node for one Kiln control system: the system is one Sparkplug device
+ * (its machine), every tag a metric.
+ *
+ * - On each new MQTT session (clean, with NDEATH as its Will at QoS 1, not retained, carrying a
+ *   bdSeq one more than the last): subscribe NCMD, DCMD (QoS 1) and the primary host's STATE,
+ *   then publish NBIRTH (seq 0, bdSeq, `Node Control/Rebirth`) and DBIRTH (every tag with name,
+ *   alias, datatype, current value, timestamp and properties), once the primary host is online.
+ * - Then DDATA: each CVT change, by alias, with the sample's own timestamp and its quality
+ *   (properties `Quality`/`StatusCode`/`StatusReason` when not good); seq 0–255 on every
+ *   message but NDEATH.
+ * - NCMD `Node Control/Rebirth` = true publishes the births again (same bdSeq, seq from 0).
+ * - DCMD writes go through `system.writeTag` as the configured principal: authorized, checked
+ *   and audited by Kiln; refused ones never reach the PLC.
+ * - Reconnects on the driver kit's backoff; `stop()` publishes DDEATH and NDEATH, then disconnects.
+ *
+ * Not yet: store-and-forward. While the node cannot publish, changes are counted
+ * ({@link SparkplugEdgeNodeHealth.samplesNotPublished}) and the next births carry the latest
+ * values; see docs/northbound/sparkplug.md for what is lost when.
+ *
+ * @example
+ * const node = new SparkplugEdgeNode({
+ *   system, brokerUrl: "mqtt://127.0.0.1:1883", groupId: "plant-1", edgeNodeId: "line-3",
+ *   primaryHostId: "scada", principal: { id: "sparkplug-host", roles: ["operator"] },
+ * });
+ * await node.start();
+ */
+export class SparkplugEdgeNode {
+  /** Events: link, host state, births, commands. Handlers are isolated from the node. */
+  readonly events: EventBusView<SparkplugEdgeNodeEvents>;
+  readonly #bus: EventBus<SparkplugEdgeNodeEvents>;
+  readonly #options: SparkplugEdgeNodeOptions;
+  readonly #system: ControlSystem;
+  readonly #deviceId: string;
+  readonly #principal: Principal;
+  readonly #clock: Clock;
+  readonly #backoff: ReconnectBackoff;
+  readonly #bdSeqStore: BdSeqStore;
+  readonly #lifecycle: ConnectionLifecycle;
+  readonly #bindings: readonly MetricBinding[];
+  readonly #byName: ReadonlyMap<string, MetricBinding>;
+  readonly #byAlias: ReadonlyMap<number, MetricBinding>;
+  readonly #machineStateAlias: number;
+  readonly #topics: {
+    readonly nbirth: string;
+    readonly ndeath: string;
+    readonly ncmd: string;
+    readonly dbirth: string;
+    readonly ddata: string;
+    readonly ddeath: string;
+    readonly dcmd: string;
+    readonly state?: string;
+  };
+  #session: Session | undefined;
+  #lastBdSeq: number | undefined;
+  #bdSeqLoaded = false;
+  #seq = 0;
+  #host: { state: "online" | "offline" | "unknown"; timestamp?: number; onlineTimestamp?: number } = {
+    state: "unknown",
+  };
+  #pending: Sample[] = [];
+  #pendingMachineState: string | undefined;
+  #flushScheduled = false;
+  #disposers: Disposer[] = [];
+  #started = false;
+  #stopping = false;
+  #problems = new Map<string, string>();
+  #commandChain: Promise<void> = Promise.resolve();
+  #counts = {
+    births: 0,
+    dataMessages: 0,
+    metrics: 0,
+    notPublished: 0,
+    written: 0,
+    refused: 0,
+    rebirths: 0,
+    malformed: 0,
+  };
+
+  /**
+   * Checks the options; connects nothing (see {@link SparkplugEdgeNode.start}).
+   * @throws KilnValidationError `KILN_VALIDATION` for an invalid group, edge node, device or
+   *   host id (empty, or holding `+`, `/`, `#`), a bad `reconnect` backoff, or a missing principal.
+   */
+  constructor(options: SparkplugEdgeNodeOptions) {
+    this.#options = options;
+    this.#system = options.system;
+    this.#deviceId = options.deviceId ?? options.system.machineId;
+    checkSparkplugIds(
+      {
+        groupId: options.groupId,
+        edgeNodeId: options.edgeNodeId,
+        deviceId: this.#deviceId,
+        ...(options.primaryHostId === undefined ? {} : { primaryHostId: options.primaryHostId }),
+      },
+      "Sparkplug edge node options",
+    );
+    if (typeof options.principal?.id !== "string") {
+      throw new KilnError(
+        "KILN_VALIDATION",
+        "Sparkplug edge node options: principal must be a Kiln Principal ({ id, roles })",
+        {
+          details: { issues: [{ path: "principal", message: "must be { id, roles }" }] },
+        },
+      );
+    }
+    this.#backoff = options.reconnect ?? DEFAULT_BACKOFF;
+    checkBackoff(this.#backoff, "reconnect");
+    this.#principal = {
+      ...options.principal,
+      source: options.principal.source ?? `sparkplug:${options.groupId}/${options.edgeNodeId}`,
+    };
+    this.#clock = options.clock ?? new SystemClock();
+    this.#bdSeqStore = options.bdSeqStore ?? memoryBdSeqStore();
+    this.#bus = new EventBus<SparkplugEdgeNodeEvents>({ now: () => this.#clock.now() });
+    this.events = this.#bus;
+    this.#lifecycle = new ConnectionLifecycle({
+      name: `sparkplug ${options.groupId}/${options.edgeNodeId}`,
+      clock: this.#clock,
+      ...(options.random === undefined ? {} : { random: options.random }),
+    });
+    this.#lifecycle.onStatusChange((change) => void this.#bus.publish("link-change", change));
+
+    // Aliases: 1..n in catalog order, then the machine state. Node metrics carry no alias
+    // (Node Control/Rebirth must not have one: [tck-id-operational-behavior-data-commands-rebirth-name-aliases]).
+    this.#bindings = options.system.tags.list().map((tag, index) => ({
+      tag,
+      alias: index + 1,
+      datatype: sparkplugDataTypeOfTag(tag.dataType),
+    }));
+    this.#byName = new Map(this.#bindings.map((binding) => [binding.tag.name, binding]));
+    this.#byAlias = new Map(this.#bindings.map((binding) => [binding.alias, binding]));
+    this.#machineStateAlias = this.#bindings.length + 1;
+
+    const ids = { groupId: options.groupId, edgeNodeId: options.edgeNodeId };
+    const device = { ...ids, deviceId: this.#deviceId };
+    this.#topics = {
+      nbirth: sparkplugTopic({ type: "NBIRTH", ...ids }),
+      ndeath: sparkplugTopic({ type: "NDEATH", ...ids }),
+      ncmd: sparkplugTopic({ type: "NCMD", ...ids }),
+      dbirth: sparkplugTopic({ type: "DBIRTH", ...device }),
+      ddata: sparkplugTopic({ type: "DDATA", ...device }),
+      ddeath: sparkplugTopic({ type: "DDEATH", ...device }),
+      dcmd: sparkplugTopic({ type: "DCMD", ...device }),
+      ...(options.primaryHostId === undefined
+        ? {}
+        : { state: sparkplugTopic({ type: "STATE", hostId: options.primaryHostId }) }),
+    };
+  }
+
+  /** The Sparkplug alias of each tag's metric (1 to n, in catalog order). */
+  get aliases(): ReadonlyMap<string, number> {
+    return new Map(this.#bindings.map((binding) => [binding.tag.name, binding.alias]));
+  }
+
+  /**
+   * Starts observing the system and connects to the broker. Resolves after the first connect
+   * attempt, whatever its outcome: when the broker is unreachable the node goes on trying in the
+   * background on its backoff (see {@link SparkplugEdgeNode.health} and the `link-change` event).
+   * @throws KilnError `KILN_LIFECYCLE` when called twice; `KILN_VALIDATION` when the bdSeq store
+   *   holds a bad value.
+   */
+  async start(): Promise<void> {
+    if (this.#started)
+      throw new KilnError("KILN_LIFECYCLE", "This Sparkplug edge node was already started; make a new one.");
+    this.#started = true;
+    this.#disposers.push(this.#system.cvt.observeAll((change) => this.#onChange(change)));
+    this.#disposers.push(
+      this.#system.bus.on("machine-state-change", (event) => {
+        this.#pendingMachineState = event.to;
+        this.#scheduleFlush();
+      }),
+    );
+    try {
+      await this.#lifecycle.connect((signal) => this.#open(signal));
+    } catch (error) {
+      if (this.#stopping) return;
+      if (KilnError.is(error, "KILN_AUTHENTICATION_FAILED") || KilnError.is(error, "KILN_VALIDATION")) throw error;
+      void this.#reconnect(`first connect failed: ${(error as Error).message}`);
+    }
+  }
+
+  /** Resolves when the node next has a live broker session (at once when it has). */
+  whenConnected(signal?: AbortSignal): Promise<void> {
+    return this.#lifecycle.whenConnected(signal);
+  }
+
+  /**
+   * Stops: publishes DDEATH and NDEATH when births are out (an intentional disconnect announces
+   * itself: [tck-id-operational-behavior-edge-node-intentional-disconnect-ndeath]), disconnects,
+   * and stops observing the system. Idempotent.
+   */
+  async stop(): Promise<void> {
+    if (this.#stopping) return this.#lifecycle.close();
+    this.#stopping = true;
+    for (const dispose of this.#disposers.splice(0)) dispose();
+    await this.#commandChain;
+    await this.#lifecycle.close(async () => {
+      const session = this.#session;
+      this.#session = undefined;
+      if (session === undefined) return;
+      session.closing = true;
+      await this.#goodbye(session, session.born);
+    });
+  }
+
+  /**
+   * Ends a session: DDEATH (when `devices`) and NDEATH, then DISCONNECT, each bounded in time —
+   * MQTT.js holds a publish on a link that died unnoticed until a reconnect that will not come.
+   * When the goodbye cannot be sent, the broker publishes the Will (the same NDEATH) instead.
+   */
+  async #goodbye(session: Session, devices: boolean): Promise<void> {
+    const client = session.client;
+    const bounded = async (work: Promise<unknown>): Promise<boolean> => {
+      const timer = new AbortController();
+      const settled = await Promise.race([
+        work.then(
+          () => true,
+          () => false,
+        ),
+        this.#clock.sleep(GOODBYE_TIMEOUT_MS, timer.signal).then(
+          () => false,
+          () => false,
+        ),
+      ]);
+      timer.abort();
+      return settled;
+    };
+    let sent = client.connected;
+    if (sent && devices) {
+      const ddeath = this.#encode({ timestamp: this.#clock.now(), seq: this.#nextSeq(), metrics: [] });
+      sent = await bounded(client.publishAsync(this.#topics.ddeath, Buffer.from(ddeath), { qos: 0 }));
+    }
+    if (sent)
+      sent = await bounded(
+        client.publishAsync(this.#topics.ndeath, Buffer.from(this.#deathPayload(session.bdSeq)), { qos: 1 }),
+      );
+    if (!sent || !(await bounded(client.endAsync()))) await client.endAsync(true).catch(() => undefined);
+  }
+
+  /** Stops the node. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
+  }
+
+  /** The node's state: link, primary host, publishing, counters, problems. */
+  health(): SparkplugEdgeNodeHealth {
+    const session = this.#session;
+    const primaryHostId = this.#options.primaryHostId;
+    const problems = [...this.#problems.values()];
+    if (this.#lifecycle.status !== "connected" && this.#started && !this.#stopping) {
+      problems.push(
+        `broker link ${this.#lifecycle.status}${this.#lifecycle.reason ? `: ${this.#lifecycle.reason}` : ""}`,
+      );
+    }
+    if (primaryHostId !== undefined && this.#host.state !== "online" && this.#started) {
+      problems.push(`primary host ${primaryHostId} is ${this.#host.state}: nothing is published`);
+    }
+    return {
+      link: this.#lifecycle.status,
+      ...(this.#lifecycle.reason === undefined ? {} : { linkReason: this.#lifecycle.reason }),
+      ...(primaryHostId === undefined
+        ? {}
+        : {
+            primaryHost: {
+              id: primaryHostId,
+              state: this.#host.state,
+              ...(this.#host.timestamp === undefined ? {} : { timestamp: this.#host.timestamp }),
+            },
+          }),
+      publishing: session?.born === true,
+      ...(this.#lastBdSeq === undefined ? {} : { bdSeq: this.#lastBdSeq }),
+      published: {
+        births: this.#counts.births,
+        dataMessages: this.#counts.dataMessages,
+        metrics: this.#counts.metrics,
+      },
+      samplesNotPublished: this.#counts.notPublished,
+      commands: {
+        written: this.#counts.written,
+        refused: this.#counts.refused,
+        rebirths: this.#counts.rebirths,
+        malformed: this.#counts.malformed,
+      },
+      problems,
+    };
+  }
+
+  // ---- session -------------------------------------------------------------------------------
+
+  async #nextBdSeq(): Promise<number> {
+    if (!this.#bdSeqLoaded) {
+      this.#lastBdSeq = await this.#bdSeqStore.load();
+      this.#bdSeqLoaded = true;
+    }
+    const bdSeq = this.#lastBdSeq === undefined ? 0 : (this.#lastBdSeq + 1) % 256;
+    this.#lastBdSeq = bdSeq;
+    try {
+      await this.#bdSeqStore.save(bdSeq);
+      this.#problems.delete("bdseq");
+    } catch (error) {
+      // Still a new number for this process; only a restart could repeat it. Say so, go on.
+      this.#problems.set("bdseq", `bdSeq ${bdSeq} could not be saved: ${(error as Error).message}`);
+    }
+    return bdSeq;
+  }
+
+  #deathPayload(bdSeq: number): Uint8Array {
+    return this.#encode({
+      timestamp: this.#clock.now(),
+      metrics: [{ name: BDSEQ_METRIC, timestamp: this.#clock.now(), datatype: "Int64", value: bdSeq }],
+    });
+  }
+
+  async #open(signal: AbortSignal): Promise<void> {
+    const bdSeq = await this.#nextBdSeq();
+    const user = this.#options.mqtt ?? {};
+    const v5 = user.protocolVersion === 5;
+    const connect = await mqttConnect();
+    const client = connect(this.#options.brokerUrl, {
+      connectTimeout: this.#options.connectTimeoutMs ?? 10_000,
+      ...user,
+      clean: true,
+      reconnectPeriod: 0,
+      ...(v5 ? { properties: { ...user.properties, sessionExpiryInterval: 0 } } : {}),
+      will: { topic: this.#topics.ndeath, payload: Buffer.from(this.#deathPayload(bdSeq)), qos: 1, retain: false },
+    });
+    const session: Session = { client, bdSeq, born: false, closing: false };
+    try {
+      await raceAbort(
+        new Promise<void>((resolve, reject) => {
+          const onError = (error: Error & { code?: number }): void => {
+            cleanup();
+            // CONNACK 4/5 (3.1.1) or 0x86/0x87 (5.0): bad credentials or not authorized.
+            const refused = error.code !== undefined && [4, 5, 0x86, 0x87].includes(error.code);
+            reject(
+              new KilnError(
+                refused ? "KILN_AUTHENTICATION_FAILED" : "KILN_CONNECTION_FAILED",
+                `MQTT connect to ${this.#options.brokerUrl} failed: ${error.message}`,
+                {
+                  retryable: !refused,
+                  cause: error,
+                },
+              ),
+            );
+          };
+          const onClose = (): void => {
+            cleanup();
+            reject(
+              new KilnError(
+                "KILN_CONNECTION_FAILED",
+                `MQTT connect to ${this.#options.brokerUrl} failed: connection closed`,
+                { retryable: true },
+              ),
+            );
+          };
+          const onConnect = (): void => {
+            cleanup();
+            resolve();
+          };
+          const cleanup = (): void => {
+            client.off("error", onError);
+            client.off("close", onClose);
+            client.off("connect", onConnect);
+          };
+          client.on("error", onError);
+          client.on("close", onClose);
+          client.on("connect", onConnect);
+        }),
+        signal,
+        "Sparkplug connect",
+      );
+      // Each session waits for an online STATE of its own ([tck-id-operational-behavior-edge-node-birth-sequence-wait]);
+      // the timestamps seen before stay, to tell a current STATE from an old one.
+      this.#host = { ...this.#host, state: "unknown" };
+      this.#session = session;
+      client.on("message", (topic, payload) => this.#onMessage(session, topic, payload));
+      client.on("error", () => undefined);
+      client.once("close", () => this.#onSessionLost(session));
+      // [tck-id-message-flow-edge-node-ncmd-subscribe], [tck-id-message-flow-device-dcmd-subscribe]: QoS 1.
+      const filters: Record<string, { qos: 1 }> = { [this.#topics.ncmd]: { qos: 1 }, [this.#topics.dcmd]: { qos: 1 } };
+      if (this.#topics.state !== undefined) filters[this.#topics.state] = { qos: 1 };
+      await raceAbort(client.subscribeAsync(filters), signal, "Sparkplug subscribe");
+    } catch (error) {
+      session.closing = true;
+      if (this.#session === session) this.#session = undefined;
+      client.end(true);
+      throw error;
+    }
+    // Without a primary host, births go out at once; with one, when its STATE says online (the
+    // retained STATE arrives right after the subscription).
+    if (this.#topics.state === undefined || this.#host.state === "online") this.#birth(session, "session");
+  }
+
+  #onSessionLost(session: Session): void {
+    if (session.closing || this.#session !== session) return;
+    this.#session = undefined;
+    session.closing = true;
+    session.client.end(true);
+    if (this.#stopping) return;
+    void this.#reconnect("connection to the broker lost");
+  }
+
+  #reconnect(reason: string, immediately = false): Promise<void> {
+    return this.#lifecycle.reconnect({
+      reason,
+      backoff: this.#backoff,
+      delayFirst: !immediately,
+      attempt: (signal) => this.#open(signal),
+      onAttemptFailed: () => "retry",
+    });
+  }
+
+  // ---- births and data -----------------------------------------------------------------------
+
+  #nextSeq(): number {
+    this.#seq = (this.#seq + 1) % 256;
+    return this.#seq;
+  }
+
+  #encode(payload: SparkplugPayload, omitDatatype = false): Uint8Array {
+    return encodePayload(payload, { omitDatatype });
+  }
+
+  #propertiesOf(
+    sample: Sample | undefined,
+    binding: MetricBinding | undefined,
+    birth: boolean,
+  ): SparkplugPropertySet | undefined {
+    const properties: Record<string, SparkplugPropertySet[string]> = {};
+    const quality = sample?.quality ?? {
+      severity: "bad" as const,
+      code: QualityCodes.BadWaitingForInitialData,
+      reason: "no value yet",
+    };
+    if (birth || quality.severity !== "good") {
+      properties[METRIC_PROPERTIES.quality] = { type: "Int32", value: qualityCode(quality.severity) };
+      properties[METRIC_PROPERTIES.statusCode] = { type: "UInt32", value: quality.code >>> 0 };
+      if (quality.reason !== undefined)
+        properties[METRIC_PROPERTIES.statusReason] = { type: "String", value: quality.reason };
+    }
+    if (birth && binding !== undefined) {
+      const tag = binding.tag;
+      if (tag.unit !== undefined) properties[METRIC_PROPERTIES.engUnit] = { type: "String", value: tag.unit };
+      if (tag.range !== undefined) {
+        properties[METRIC_PROPERTIES.engLow] = { type: "Double", value: tag.range.min };
+        properties[METRIC_PROPERTIES.engHigh] = { type: "Double", value: tag.range.max };
+      }
+      if (tag.description !== undefined)
+        properties[METRIC_PROPERTIES.description] = { type: "String", value: tag.description };
+      properties[METRIC_PROPERTIES.writable] = { type: "Boolean", value: tag.access === "readwrite" };
+    }
+    return Object.keys(properties).length === 0 ? undefined : properties;
+  }
+
+  /** A device metric of `sample` (or of no value yet), checked so one bad value cannot spoil a message. */
+  #metricOf(binding: MetricBinding, sample: Sample | undefined, birth: boolean): SparkplugMetric {
+    const properties = this.#propertiesOf(sample, binding, birth);
+    const metric: SparkplugMetric = {
+      ...(birth ? { name: binding.tag.name } : {}),
+      alias: binding.alias,
+      ...(sample === undefined || sample.timestamp < 0 ? {} : { timestamp: Math.floor(sample.timestamp) }),
+      datatype: binding.datatype,
+      value: sample?.value ?? null,
+      ...(properties === undefined ? {} : { properties }),
+    };
+    try {
+      if (sample !== undefined && sample.timestamp < 0)
+        throw new Error("a sample timestamp before 1970 has no Sparkplug form");
+      // Kiln's tag types all map to scalar Sparkplug types: checked without encoding (the hot path).
+      const problem = sample?.value == null ? undefined : scalarValueProblem(binding.datatype, sample.value);
+      if (problem !== undefined) throw new Error(problem);
+      return metric;
+    } catch (error) {
+      // A value the Sparkplug type cannot hold: sent as null and bad, never as a wrong good value.
+      const reason = `value not publishable as ${binding.datatype}: ${(error as Error).message}`;
+      return {
+        ...(birth ? { name: binding.tag.name } : {}),
+        alias: binding.alias,
+        ...(sample === undefined || sample.timestamp < 0 ? {} : { timestamp: Math.floor(sample.timestamp) }),
+        datatype: binding.datatype,
+        value: null,
+        properties: {
+          [METRIC_PROPERTIES.quality]: { type: "Int32", value: 0 },
+          [METRIC_PROPERTIES.statusCode]: { type: "UInt32", value: QualityCodes.BadTypeMismatch },
+          [METRIC_PROPERTIES.statusReason]: { type: "String", value: reason },
+        },
+      };
+    }
+  }
+
+  #birth(session: Session, reason: "session" | "rebirth"): void {
+    if (this.#stopping || session.closing) return;
+    // Changes before the births are in them (each tag's current value); the rest is dropped.
+    this.#counts.notPublished += this.#pending.length;
+    this.#pending = [];
+    this.#pendingMachineState = undefined;
+    const now = this.#clock.now();
+    // [tck-id-topics-nbirth-seq-num]: NBIRTH has seq 0; the rest follow from it.
+    this.#seq = 0;
+    const nbirth = this.#encode({
+      timestamp: now,
+      seq: 0,
+      metrics: [
+        { name: BDSEQ_METRIC, timestamp: now, datatype: "Int64", value: session.bdSeq },
+        { name: REBIRTH_METRIC, timestamp: now, datatype: "Boolean", value: false },
+      ],
+    });
+    const metrics = this.#bindings.map((binding) =>
+      this.#metricOf(binding, this.#system.cvt.get(binding.tag.name), true),
+    );
+    metrics.push({
+      name: MACHINE_STATE_METRIC,
+      alias: this.#machineStateAlias,
+      timestamp: now,
+      datatype: "String",
+      value: this.#system.machineState,
+    });
+    const dbirth = this.#encode({ timestamp: now, seq: this.#nextSeq(), metrics });
+    // NBIRTH, DBIRTH, NDATA, DDATA: QoS 0, not retained ([tck-id-topics-nbirth-mqtt] and the like).
+    session.client.publish(this.#topics.nbirth, Buffer.from(nbirth), { qos: 0, retain: false });
+    session.client.publish(this.#topics.dbirth, Buffer.from(dbirth), { qos: 0, retain: false });
+    session.born = true;
+    this.#counts.births++;
+    this.#counts.metrics += metrics.length + 2;
+    void this.#bus.publish("birth-publish", { bdSeq: session.bdSeq, reason, metrics: metrics.length });
+  }
+
+  #onChange(change: CvtChange): void {
+    if (!change.valueChanged && !change.qualityChanged) return;
+    if (!this.#byName.has(change.sample.tag)) return;
+    this.#pending.push(change.sample);
+    this.#scheduleFlush();
+  }
+
+  #scheduleFlush(): void {
+    if (this.#flushScheduled) return;
+    this.#flushScheduled = true;
+    queueMicrotask(() => {
+      this.#flushScheduled = false;
+      this.#flush();
+    });
+  }
+
+  #flush(): void {
+    const session = this.#session;
+    const samples = this.#pending;
+    const machineState = this.#pendingMachineState;
+    this.#pending = [];
+    this.#pendingMachineState = undefined;
+    if (samples.length === 0 && machineState === undefined) return;
+    if (session === undefined || !session.born || session.closing || !session.client.connected) {
+      // TODO(store-and-forward): hand `samples` to the journal here and replay them flagged
+      // is_historical after the next births (issue 19). Until then they are counted, not sent.
+      this.#counts.notPublished += samples.length;
+      return;
+    }
+    const metrics = samples.map((sample) => this.#metricOf(this.#byName.get(sample.tag)!, sample, false));
+    if (machineState !== undefined) {
+      metrics.push({
+        alias: this.#machineStateAlias,
+        timestamp: this.#clock.now(),
+        datatype: "String",
+        value: machineState,
+      });
+    }
+    // [tck-id-payloads-alias-data-cmd-requirement] alias only; [tck-id-payloads-metric-datatype-not-req] no datatype.
+    const bytes = this.#encode({ timestamp: this.#clock.now(), seq: this.#nextSeq(), metrics }, true);
+    session.client.publish(this.#topics.ddata, Buffer.from(bytes), { qos: 0, retain: false });
+    this.#counts.dataMessages++;
+    this.#counts.metrics += metrics.length;
+  }
+
+  // ---- commands and STATE --------------------------------------------------------------------
+
+  #onMessage(session: Session, topic: string, bytes: Uint8Array): void {
+    if (this.#session !== session || session.closing) return;
+    if (topic === this.#topics.state) this.#onHostState(session, topic, bytes);
+    else if (topic === this.#topics.ncmd) this.#onNodeCommand(session, topic, bytes);
+    else if (topic === this.#topics.dcmd) {
+      // In order, one message after the other: writes of one DCMD, and of successive DCMDs, keep their order.
+      this.#commandChain = this.#commandChain.then(() => this.#onDeviceCommand(topic, bytes)).catch(() => undefined);
+    }
+  }
+
+  #reject(topic: string, message: string): void {
+    this.#counts.malformed++;
+    void this.#bus.publish("message-reject", { topic, message });
+  }
+
+  #onHostState(session: Session, topic: string, bytes: Uint8Array): void {
+    let state: { online: boolean; timestamp: number };
+    try {
+      state = decodeHostState(bytes);
+    } catch (error) {
+      this.#reject(topic, (error as Error).message);
+      return;
+    }
+    const previous = this.#host;
+    // [tck-id-message-flow-edge-node-birth-publish-phid-wait-timestamp]: only a STATE at least as
+    // new as the last one counts; an old session's death must not take the node down.
+    if (previous.timestamp !== undefined && state.timestamp < previous.timestamp) return;
+    if (!state.online && previous.onlineTimestamp !== undefined && state.timestamp < previous.onlineTimestamp) return;
+    this.#host = {
+      state: state.online ? "online" : "offline",
+      timestamp: state.timestamp,
+      ...(state.online
+        ? { onlineTimestamp: state.timestamp }
+        : previous.onlineTimestamp === undefined
+          ? {}
+          : { onlineTimestamp: previous.onlineTimestamp }),
+    };
+    if (previous.state !== this.#host.state || previous.timestamp !== state.timestamp) {
+      void this.#bus.publish("host-state-change", {
+        hostId: this.#options.primaryHostId!,
+        online: state.online,
+        timestamp: state.timestamp,
+      });
+    }
+    if (state.online) {
+      if (!session.born) this.#birth(session, "session");
+      return;
+    }
+    if (session.born) {
+      // [tck-id-message-flow-edge-node-birth-publish-phid-offline]: NDEATH, disconnect, start over.
+      session.closing = true;
+      this.#session = undefined;
+      void this.#goodbye(session, false).then(() => {
+        if (!this.#stopping) void this.#reconnect(`primary host ${this.#options.primaryHostId} went offline`, true);
+      });
+    }
+  }
+
+  #onNodeCommand(session: Session, topic: string, bytes: Uint8Array): void {
+    let payload: SparkplugPayload;
+    try {
+      payload = decodePayload(bytes, { datatypeOf: ({ name }) => (name === REBIRTH_METRIC ? "Boolean" : undefined) });
+    } catch (error) {
+      this.#reject(topic, (error as Error).message);
+      return;
+    }
+    const rebirth = payload.metrics.some((metric) => metric.name === REBIRTH_METRIC && metric.value === true);
+    if (rebirth && session.born) {
+      this.#counts.rebirths++;
+      this.#birth(session, "rebirth");
+    }
+  }
+
+  async #onDeviceCommand(topic: string, bytes: Uint8Array): Promise<void> {
+    let payload: SparkplugPayload;
+    try {
+      payload = decodePayload(bytes, {
+        datatypeOf: ({ name, alias }) =>
+          (alias !== undefined
+            ? this.#byAlias.get(Number(alias))
+            : name !== undefined
+              ? this.#byName.get(name)
+              : undefined
+          )?.datatype,
+      });
+    } catch (error) {
+      this.#reject(topic, (error as Error).message);
+      return;
+    }
+    for (const metric of payload.metrics) {
+      const binding =
+        metric.alias !== undefined
+          ? this.#byAlias.get(Number(metric.alias))
+          : metric.name !== undefined
+            ? this.#byName.get(metric.name)
+            : undefined;
+      // A name this device never announced still goes to Kiln, which refuses and audits it.
+      const tag = binding?.tag.name ?? metric.name;
+      if (tag === undefined) {
+        this.#refuse({
+          ...(metric.alias === undefined ? {} : { alias: metric.alias }),
+          code: "KILN_TAG_UNKNOWN",
+          message: `DCMD alias ${String(metric.alias)} names no metric of this device`,
+        });
+        continue;
+      }
+      const value = metric.value;
+      if (
+        value === undefined ||
+        value === null ||
+        !(
+          typeof value === "number" ||
+          typeof value === "bigint" ||
+          typeof value === "boolean" ||
+          typeof value === "string"
+        )
+      ) {
+        this.#refuse({ tag, code: "KILN_VALIDATION", message: `DCMD for ${tag} carries no value a tag can take` });
+        continue;
+      }
+      try {
+        await this.#system.writeTag(this.#principal, tag, value, { comment: `Sparkplug DCMD on ${topic}` });
+        this.#counts.written++;
+        void this.#bus.publish("command-write", { tag, value });
+      } catch (error) {
+        this.#refuse({
+          tag,
+          code: KilnError.is(error) ? error.code : "KILN_DEVICE_ERROR",
+          message: (error as Error).message,
+        });
+      }
+    }
+  }
+
+  #refuse(event: SparkplugEdgeNodeEvents["command-refuse"]): void {
+    this.#counts.refused++;
+    void this.#bus.publish("command-refuse", event);
+  }
+}
