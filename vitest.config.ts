@@ -40,6 +40,14 @@ export default defineConfig({
       {
         extends: true,
         test: {
+          name: "opcua-server",
+          root: "packages/opcua-server",
+          include: ["src/**/*.test.ts", "test/**/*.test.ts"],
+        },
+      },
+      {
+        extends: true,
+        test: {
           name: "sparkplug",
           root: "packages/sparkplug",
           include: ["src/**/*.test.ts", "test/**/*.test.ts"],
@@ -71,6 +79,7 @@ export default defineConfig({
         "packages/plc-opcua/src/**": { statements: 86, branches: 76, functions: 83, lines: 89 },
         "packages/store-postgres/src/**": { statements: 93, branches: 90, functions: 95, lines: 95 },
         "packages/observability/src/**": { statements: 97, branches: 96, functions: 99, lines: 99 },
+        "packages/opcua-server/src/**": { statements: 89, branches: 74, functions: 87, lines: 92 },
         "packages/sparkplug/src/**": { statements: 89, branches: 84, functions: 92, lines: 90 },
       },
     },

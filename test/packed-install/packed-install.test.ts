@@ -86,6 +86,7 @@ describe.skipIf(!built)("the packed packages installed into a project of its own
         severity: "good",
         isKilnError: true,
         opcua: "function",
+        opcuaServer: "function",
         sparkplug: 1.5,
       });
     }

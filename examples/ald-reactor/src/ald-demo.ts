@@ -22,6 +22,7 @@ import { OpcuaDriver } from "@kiln/plc-opcua";
 import { PostgresStore } from "@kiln/store-postgres";
 import { z } from "zod";
 import { AldReactorPlc, aldTags } from "./ald-reactor-plc";
+import { serveAldSystem } from "./ald-serve";
 import { cycleStatistics, cycleWindows, type CycleStatistics } from "./ald-cycles";
 import { aldRecipe, phaseOfStep, type AldPhase } from "./ald-recipe";
 import {
@@ -94,6 +95,19 @@ const optionsSchema = z
     progressLineMs: z.number().int().positive().default(2_000),
     trendPoints: z.number().int().min(5).max(50_000).default(1_000),
     log: z.custom<(line: string) => void>((value) => typeof value === "function", "must be a function").optional(),
+    serve: z
+      .object({
+        port: z.number().int().min(0).max(65_535).default(4840),
+        pkiDir: z.string().min(1).optional(),
+        trustClientCertsDir: z.string().min(1).optional(),
+        allowInsecure: z.boolean().default(false),
+        until: z.custom<(endpointUrl: string) => Promise<void>>(
+          (value) => typeof value === "function",
+          "must be a function",
+        ),
+      })
+      .strict()
+      .optional(),
     metrics: z
       .custom<Metrics>(
         (value) =>
@@ -126,6 +140,10 @@ const optionsSchema = z
  * - `progressLineMs`: period of the progress lines when `output` is not a terminal. @default 2000
  * - `log`: where status lines go when there is no progress line. @default none
  * - `trendPoints`: the most points of the pressure trend (`history.downsample`). @default 1000
+ * - `serve`: also serve the system over OPC UA (`@kiln/opcua-server`) with the demo users of
+ *   `ALD_DEMO_USERS`: `port` (4840), `pkiDir` (a temporary folder), `trustClientCertsDir`,
+ *   `allowInsecure` (SecurityPolicy None and anonymous viewers too), and `until(endpointUrl)`:
+ *   after the recipe ends the server keeps serving until it resolves. @default none
  * - `metrics`: where the system reports its metrics (e.g. `PrometheusMetrics` of
  *   `@kiln/observability`). @default an in-memory `MemoryMetrics`
  */
@@ -234,6 +252,17 @@ class AldDemoRun {
     this.#record(system);
     await system.start();
     await this.#untilOnline(system);
+    let serving: { readonly endpointUrl: string; readonly until: (endpointUrl: string) => Promise<void> } | undefined;
+    if (options.serve) {
+      const { until, pkiDir, ...serve } = options.serve;
+      const server = await serveAldSystem(system, {
+        ...serve,
+        pkiDir: pkiDir ?? path.join(workDir, "opcua-server-pki"),
+      });
+      this.#cleanups.push(() => server.stop());
+      serving = { endpointUrl: server.endpointUrl, until };
+      this.#say(`OPC UA server: ${server.endpointUrl}`);
+    }
 
     const cyclesBeforeHold = Math.floor(options.cycles / 2);
     const runParameters = {
@@ -281,6 +310,7 @@ class AldDemoRun {
     this.#progress = undefined;
     await this.#fault;
     await this.#settleAcknowledgements();
+    if (serving) await serving.until(serving.endpointUrl);
     const plcState = plc.state;
     await system.stop();
     const logging = system.health().logging;

@@ -6,16 +6,38 @@ import { PrometheusMetrics } from "@kiln/observability/prometheus";
 import { runAldDemo } from "./ald-demo";
 import { formatAldSummary } from "./ald-summary";
 
-const USAGE = `Usage: npm run demo -- [--fault] [--metrics] [--metrics-port <port>]
+const USAGE = `Usage: npm run demo -- [--fault] [--metrics] [--metrics-port <port>] [--serve [--serve-port <port>]
+                        [--trust-client-certs-dir <dir>] [--allow-insecure]]
   --fault               stop and restart the PLC's OPC UA server mid-run
+  --serve               serve the reactor over OPC UA (the demo users are in the README); after the recipe
+                        ends it keeps serving until Ctrl-C
+  --serve-port <port>   the port of --serve (default 4840)
+  --trust-client-certs-dir <dir>  trust the client certificates (.pem, .der) in <dir>
+  --allow-insecure      also offer SecurityPolicy None and anonymous (viewer) sessions
   --metrics             serve Prometheus metrics at http://127.0.0.1:<port>/metrics while the demo runs
   --metrics-port <port> the port of --metrics (default 9464)
 Environment: DATABASE_URL=postgres://... logs to that PostgreSQL instead of an embedded PGlite.`;
 
-let args: { fault?: boolean; metrics?: boolean; "metrics-port"?: string };
+let args: {
+  fault?: boolean;
+  metrics?: boolean;
+  "metrics-port"?: string;
+  serve?: boolean;
+  "serve-port"?: string;
+  "trust-client-certs-dir"?: string;
+  "allow-insecure"?: boolean;
+};
 try {
   args = parseArgs({
-    options: { fault: { type: "boolean" }, metrics: { type: "boolean" }, "metrics-port": { type: "string" } },
+    options: {
+      fault: { type: "boolean" },
+      metrics: { type: "boolean" },
+      "metrics-port": { type: "string" },
+      serve: { type: "boolean" },
+      "serve-port": { type: "string" },
+      "trust-client-certs-dir": { type: "string" },
+      "allow-insecure": { type: "boolean" },
+    },
   }).values;
 } catch (error) {
   console.error(`${(error as Error).message}\n\n${USAGE}`);
@@ -25,6 +47,21 @@ const metricsPort = Number(args["metrics-port"] ?? 9464);
 if (!Number.isInteger(metricsPort) || metricsPort < 1 || metricsPort > 65_535) {
   console.error(`--metrics-port must be a port number (1 to 65535), got ${args["metrics-port"]}\n\n${USAGE}`);
   process.exit(2);
+}
+
+const servePort = Number(args["serve-port"] ?? 4840);
+if (!Number.isInteger(servePort) || servePort < 0 || servePort > 65_535) {
+  console.error(`--serve-port must be a port number (0 to 65535), got ${args["serve-port"]}\n\n${USAGE}`);
+  process.exit(2);
+}
+
+/** Resolves at Ctrl-C (or SIGTERM): how long the demo keeps serving after its recipe. */
+function untilStopped(endpointUrl: string): Promise<void> {
+  console.log(`\nThe recipe has ended; still serving at ${endpointUrl}. Press Ctrl-C to stop.`);
+  return new Promise((resolve) => {
+    process.once("SIGINT", () => resolve());
+    process.once("SIGTERM", () => resolve());
+  });
 }
 
 // `npm run demo` runs from the repository root through npm, which sets INIT_CWD to the directory
@@ -56,6 +93,16 @@ try {
     outDir: path.join(baseDir, "out"),
     ...(databaseUrl ? { databaseUrl } : {}),
     ...(metrics ? { metrics } : {}),
+    ...(args.serve
+      ? {
+          serve: {
+            port: servePort,
+            allowInsecure: args["allow-insecure"] === true,
+            ...(args["trust-client-certs-dir"] ? { trustClientCertsDir: args["trust-client-certs-dir"] } : {}),
+            until: untilStopped,
+          },
+        }
+      : {}),
     output: process.stdout,
     log: (line) => console.log(line),
   });

@@ -1,0 +1,93 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { OPCUACertificateManager } from "node-opcua-certificate-manager";
+import {
+  AttributeIds,
+  DataType,
+  MessageSecurityMode,
+  OPCUAClient,
+  SecurityPolicy,
+  StatusCodes,
+  UserTokenType,
+} from "node-opcua-client";
+import { afterAll, beforeAll, expect, test } from "vitest";
+import { runAldDemo } from "../src/ald-demo";
+import { ALD_DEMO_USERS } from "../src/ald-serve";
+import { shortDemo } from "./support/short-demo";
+
+let workDir: string;
+
+beforeAll(async () => {
+  workDir = await mkdtemp(path.join(tmpdir(), "kiln-ald-serve-test-"));
+});
+
+afterAll(async () => {
+  await rm(workDir, { recursive: true, force: true });
+});
+
+test(
+  "--serve: a generic OPC UA client reads the reactor after the recipe; a viewer's write is refused",
+  { timeout: 60_000 },
+  async () => {
+    const lines: string[] = [];
+    const seen: { state?: string; pressure?: number; pressureStatus?: number; write?: number } = {};
+    const summary = await runAldDemo({
+      ...shortDemo,
+      outDir: path.join(workDir, "out"),
+      log: (line) => lines.push(line),
+      serve: {
+        port: 0,
+        allowInsecure: true,
+        pkiDir: path.join(workDir, "server-pki"),
+        until: async (endpointUrl) => {
+          const manager = new OPCUACertificateManager({
+            rootFolder: path.join(workDir, "client-pki"),
+            automaticallyAcceptUnknownCertificate: true,
+          });
+          const client = OPCUAClient.create({
+            clientCertificateManager: manager,
+            securityMode: MessageSecurityMode.None,
+            securityPolicy: SecurityPolicy.None,
+            endpointMustExist: false,
+            connectionStrategy: { maxRetry: 0 },
+          });
+          await client.connect(endpointUrl);
+          try {
+            const session = await client.createSession({
+              type: UserTokenType.UserName,
+              userName: "viewer",
+              password: ALD_DEMO_USERS.viewer!.password,
+            });
+            const namespaces = (await session.readNamespaceArray()) as string[];
+            const ns = namespaces.indexOf("urn:kiln:machine:ald-1");
+            const [state, pressure] = await session.read([
+              { nodeId: `ns=${ns};s=@Machine.State`, attributeId: AttributeIds.Value },
+              { nodeId: `ns=${ns};s=chamber.pressure`, attributeId: AttributeIds.Value },
+            ]);
+            seen.state = state!.value.value as string;
+            seen.pressure = pressure!.value.value as number;
+            seen.pressureStatus = pressure!.statusCode.value;
+            const write = await session.write({
+              nodeId: `ns=${ns};s=valve.tma`,
+              attributeId: AttributeIds.Value,
+              value: { value: { dataType: DataType.Boolean, value: true } },
+            });
+            seen.write = write.value;
+            await session.close();
+          } finally {
+            await client.disconnect();
+            await manager.dispose();
+          }
+        },
+      },
+    });
+    const announced = lines.find((line) => line.startsWith("OPC UA server: opc.tcp://"));
+    expect(announced).toBeDefined();
+    expect(summary.ok).toBe(true);
+    expect(seen.state).toBe("idle");
+    expect(typeof seen.pressure).toBe("number");
+    expect(seen.pressureStatus).toBe(StatusCodes.Good.value);
+    expect(seen.write).toBe(StatusCodes.BadUserAccessDenied.value);
+  },
+);

@@ -1,0 +1,12 @@
+export { OpcuaServer, type ServedSystem } from "./opcua-server";
+export {
+  opcuaServerOptionsSchema,
+  type OpcuaIdentityMapper,
+  type OpcuaRecipeResolver,
+  type OpcuaServerOptions,
+  type OpcuaSessionInfo,
+  type OpcuaUserIdentity,
+  type ResolvedOpcuaServerOptions,
+} from "./opcua-server-options";
+export { ServerStatusCodes, statusCodeOfError, statusCodeOfSample } from "./opcua-status";
+export { OPCUA_DATA_TYPE_OF_TAG } from "./opcua-address-space";

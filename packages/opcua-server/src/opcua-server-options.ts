@@ -1,0 +1,145 @@
+import { existsSync } from "node:fs";
+import type { Clock, Logger, Principal, RecipeInput } from "@kiln/core";
+import { parseOrThrow } from "@kiln/core/driver-kit";
+import { z } from "zod";
+
+/**
+ * Who a client says it is when it activates its session (OPC UA Part 4, 7.41 UserIdentityToken),
+ * after the server checked it: a password is handed over as the client sent it (decrypted), for
+ * the host to verify; a certificate has passed the user PKI (`pki.dir/users`) and the client
+ * proved it holds its private key.
+ */
+export type OpcuaUserIdentity =
+  | { readonly type: "anonymous" }
+  | { readonly type: "username"; readonly userName: string; readonly password: string }
+  | { readonly type: "certificate"; readonly certificate: Buffer };
+
+/** The OPC UA session an identity comes with. */
+export interface OpcuaSessionInfo {
+  /** The session's NodeId as text (e.g. `ns=1;g=...`). */
+  readonly sessionId: string;
+  /** The session name the client gave. */
+  readonly sessionName: string;
+  /** The client's ApplicationUri: the one in its certificate (checked by the secure channel), else (a None channel) the one it states. */
+  readonly clientApplicationUri?: string;
+  /** `None`, `Sign` or `SignAndEncrypt`. */
+  readonly securityMode: string;
+  /** The security policy URI of the secure channel. */
+  readonly securityPolicy: string;
+}
+
+/**
+ * Maps an OPC UA user identity to the Kiln principal the session acts as (its id and roles; the
+ * server sets `source` to the OPC UA session). Return `undefined` to refuse the session
+ * (`BadUserAccessDenied` for a password, `BadIdentityTokenRejected` otherwise). May be async (a
+ * directory lookup); a function that throws or rejects refuses the session.
+ */
+export type OpcuaIdentityMapper = (
+  identity: OpcuaUserIdentity,
+  session: OpcuaSessionInfo,
+) => Principal | undefined | Promise<Principal | undefined>;
+
+/**
+ * Finds the saved recipe version the `StartRecipe` Method names (e.g. from the host's recipe
+ * repository); `undefined` when there is none (the call answers `BadNotFound`).
+ */
+export type OpcuaRecipeResolver = (
+  name: string,
+  version: number,
+) => RecipeInput | undefined | Promise<RecipeInput | undefined>;
+
+const MESSAGE_SECURITY_MODES = ["None", "Sign", "SignAndEncrypt"] as const;
+const SECURE_POLICIES = ["Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss"] as const;
+
+/** zod schema of {@link OpcuaServerOptions}. */
+export const opcuaServerOptionsSchema = z
+  .object({
+    port: z.number().int().min(0).max(65535).default(4840),
+    host: z.string().min(1).optional(),
+    namespaceUri: z.string().min(1).optional(),
+    pki: z
+      .object({
+        dir: z.string().min(1),
+        acceptUnknownClientCertificates: z.boolean().default(false),
+      })
+      .strict(),
+    certificateFile: z.string().min(1).optional(),
+    privateKeyFile: z.string().min(1).optional(),
+    securityModes: z.array(z.enum(MESSAGE_SECURITY_MODES)).min(1).default(["SignAndEncrypt"]),
+    securityPolicies: z
+      .array(z.enum(SECURE_POLICIES))
+      .min(1)
+      .default([...SECURE_POLICIES]),
+    allowAnonymous: z.boolean().default(false),
+    identify: z.custom<OpcuaIdentityMapper>((value) => typeof value === "function", "must be a function"),
+    resolveRecipe: z
+      .custom<OpcuaRecipeResolver>((value) => typeof value === "function", "must be a function")
+      .optional(),
+    productName: z.string().min(1).default("Kiln OPC UA server"),
+    clock: z
+      .custom<Clock>(
+        (value) => typeof value === "object" && value !== null && typeof (value as Clock).now === "function",
+        "must be a Clock",
+      )
+      .optional(),
+    logger: z
+      .custom<Logger>(
+        (value) => typeof value === "object" && value !== null && typeof (value as Logger).warn === "function",
+        "must be a Logger",
+      )
+      .optional(),
+  })
+  .strict()
+  .superRefine((options, context) => {
+    if ((options.certificateFile === undefined) !== (options.privateKeyFile === undefined)) {
+      context.addIssue({
+        code: "custom",
+        path: [options.certificateFile === undefined ? "certificateFile" : "privateKeyFile"],
+        message: "certificateFile and privateKeyFile go together: give both or neither",
+      });
+    }
+    for (const field of ["certificateFile", "privateKeyFile"] as const) {
+      const file = options[field];
+      if (file !== undefined && !existsSync(file)) {
+        context.addIssue({ code: "custom", path: [field], message: `no such file: ${file}` });
+      }
+    }
+  });
+
+/**
+ * Options of {@link OpcuaServer}.
+ *
+ * - `port`: the TCP port (0: a free one, see `endpointUrl`). @default 4840 (IANA "opcua-tcp")
+ * - `host`: the interface to listen on. @default every interface
+ * - `namespaceUri`: the namespace of the tag variables. @default `urn:kiln:machine:<machineId>`
+ * - `pki.dir`: the server's PKI folder (node-opcua layout): its own certificate under `own/`,
+ *   trusted client certificates in `trusted/certs/`, refused ones land in `rejected/`; X.509
+ *   user certificates in `users/trusted/certs/`. `pki.acceptUnknownClientCertificates` trusts
+ *   any client certificate (testing only). @default false: an unknown client is refused
+ * - `certificateFile`, `privateKeyFile`: the server's application instance certificate and key
+ *   (PEM), both or neither. @default a self-signed certificate created in `pki.dir/own`
+ * - `securityModes`: the MessageSecurityModes offered. `None` must be listed explicitly (it adds
+ *   the endpoint with SecurityPolicy None). @default ["SignAndEncrypt"]
+ * - `securityPolicies`: the policies of the secure endpoints. @default Basic256Sha256,
+ *   Aes128_Sha256_RsaOaep, Aes256_Sha256_RsaPss
+ * - `allowAnonymous`: offer the anonymous user token. @default false
+ * - `identify`: maps a user identity to a Kiln principal ({@link OpcuaIdentityMapper}). Required.
+ * - `resolveRecipe`: finds the recipe the `Machine.StartRecipe` Method names
+ *   ({@link OpcuaRecipeResolver}). @default none: StartRecipe answers `BadNotSupported`
+ * - `productName`: the BuildInfo product name. @default "Kiln OPC UA server"
+ * - `clock`: the time of ServerTimestamps. @default SystemClock
+ * - `logger`: where the server reports what it refused or could not serve. @default silent
+ */
+export type OpcuaServerOptions = z.input<typeof opcuaServerOptionsSchema>;
+
+/** {@link OpcuaServerOptions} with every default applied. */
+export type ResolvedOpcuaServerOptions = z.output<typeof opcuaServerOptionsSchema>;
+
+/**
+ * Validates server options.
+ * @throws KilnValidationError (`KILN_VALIDATION`) naming every bad field, e.g. `port`,
+ *   `pki.dir`, `certificateFile` (a file that does not exist), `identify`.
+ */
+export function resolveOpcuaServerOptions(options: OpcuaServerOptions): ResolvedOpcuaServerOptions {
+  return parseOrThrow(opcuaServerOptionsSchema, options, "OPC UA server options");
+}

@@ -1,0 +1,692 @@
+import { hostname } from "node:os";
+import path from "node:path";
+import {
+  type Clock,
+  type ControlSystem,
+  type Disposer,
+  KilnError,
+  type Logger,
+  type Principal,
+  QualityCodes,
+  type Sample,
+  silentLogger,
+  SystemClock,
+  type Tag,
+  type TagValue,
+  type TimerHandle,
+} from "@kiln/core";
+import type { Namespace, UAObject, UAVariable } from "node-opcua-address-space";
+import type { ISessionBase, ISessionContext } from "node-opcua-address-space-base";
+import type { OPCUACertificateManager } from "node-opcua-certificate-manager";
+import type { DataValue } from "node-opcua-data-value";
+import type { ServerSession } from "node-opcua-server";
+import type { StatusCode } from "node-opcua-status-code";
+import type { UserIdentityToken } from "node-opcua-types";
+import type { Variant } from "node-opcua-variant";
+import { addTagVariables, folderIdentifier, OPCUA_DATA_TYPE_OF_TAG } from "./opcua-address-space";
+import { addMachineNodes, type MachineMethods, type MachineVariable } from "./opcua-machine";
+import {
+  type OpcuaServerOptions,
+  type OpcuaSessionInfo,
+  type OpcuaUserIdentity,
+  resolveOpcuaServerOptions,
+  type ResolvedOpcuaServerOptions,
+} from "./opcua-server-options";
+import { loadServerRuntime, type ServerRuntime } from "./opcua-server-runtime-loader";
+import { ServerStatusCodes, statusCodeOfError, statusCodeOfSample } from "./opcua-status";
+
+/** The parts of a `ControlSystem` the server uses: its public, checked API only. */
+export type ServedSystem = Pick<
+  ControlSystem,
+  | "machineId"
+  | "tags"
+  | "cvt"
+  | "bus"
+  | "machineState"
+  | "state"
+  | "writeTag"
+  | "startRecipe"
+  | "pauseProcess"
+  | "resumeProcess"
+  | "abortProcess"
+  | "sendMachineCommand"
+>;
+
+/**
+ * How long (ms) a Method waits for its command before answering `GoodCompletesAsynchronously`
+ * (OPC UA Part 4, 7.39): a pause is taken at the next step boundary, an abort after the safe state.
+ */
+const METHOD_ANSWER_MS = 1_000;
+
+/** How often (ms) the server looks whether the system runs (see `OpcuaServer.#watchSystem`). */
+const SYSTEM_WATCH_MS = 500;
+
+/** Most characters of an audit source (Kiln's principal `source` rule). */
+const SOURCE_MAX_LENGTH = 256;
+
+type AuthorizingServer = InstanceType<ServerRuntime["AuthorizingServer"]>;
+
+/**
+ * An OPC UA server (node-opcua) that exposes a Kiln `ControlSystem` to SCADA, HMI and MES
+ * clients:
+ *
+ * - **Address space**: one variable per tag under `Objects/<machineId>`, in folders by the
+ *   dotted tag name, NodeId `ns=<namespace of namespaceUri>;s=<tag name>`, with DataType,
+ *   ValueRank, AccessLevel, Description, and EURange/EngineeringUnits (AnalogItemType) from the
+ *   tag's range and unit.
+ * - **Values** come from the current value table as it changes (an observer, no polling): the
+ *   sample's quality as StatusCode (the device's own code kept; never a good status on a bad
+ *   value), its source timestamp as SourceTimestamp, the time the server took it as
+ *   ServerTimestamp; while the system is not running, a good value is served
+ *   `UncertainNoCommunicationLastUsableValue`. Reads and subscriptions are served by node-opcua from those values, which
+ *   honours each client's sampling interval, queue and deadband filter.
+ * - **Writes** go through `system.writeTag` (authorization, range, access, machine state, audit
+ *   with the OPC UA session as `source`); a refusal answers the StatusCode of its `KilnError`
+ *   (`BadUserAccessDenied`, `BadOutOfRange`, `BadNotWritable`, `BadInvalidState`...) and nothing
+ *   reaches the PLC.
+ * - **Security**: SignAndEncrypt only by default (Basic256Sha256, Aes128_Sha256_RsaOaep,
+ *   Aes256_Sha256_RsaPss); no None endpoint and no anonymous user unless enabled; client
+ *   certificates must be trusted in the PKI folder; user identities (user name and password,
+ *   X.509, anonymous) are mapped to Kiln principals by the host's `identify`.
+ *
+ * Nothing runs until {@link OpcuaServer.start}; node-opcua is loaded then.
+ *
+ * @example
+ * const server = new OpcuaServer(system, {
+ *   port: 4840,
+ *   pki: { dir: "./pki" },
+ *   identify: async (identity) =>
+ *     identity.type === "username" && (await checkPassword(identity.userName, identity.password))
+ *       ? { id: identity.userName, roles: rolesOf(identity.userName) }
+ *       : undefined,
+ * });
+ * await server.start();
+ * console.log(server.endpointUrl); // opc.tcp://plant-pc:4840
+ * await server.stop();
+ * @see docs/northbound/opcua-server.md
+ */
+export class OpcuaServer {
+  readonly #system: ServedSystem;
+  readonly #options: ResolvedOpcuaServerOptions;
+  readonly #clock: Clock;
+  readonly #logger: Logger;
+  readonly #namespaceUri: string;
+  readonly #principals = new WeakMap<object, Principal>();
+  readonly #variables = new Map<string, UAVariable>();
+  #runtime: ServerRuntime | undefined;
+  #server: AuthorizingServer | undefined;
+  #certificateManagers: OPCUACertificateManager[] = [];
+  #statusCodes = new Map<number, StatusCode>();
+  #disposers: Disposer[] = [];
+  /** Whether the system was running at the last look: its values are current only then. */
+  #systemRunning = false;
+  #watch: TimerHandle | undefined;
+  #namespaceIndex = -1;
+  #port: number;
+  #starting: Promise<void> | undefined;
+  #stopping: Promise<void> | undefined;
+
+  /**
+   * @param system the control system to serve (its public API: tag catalog, current value
+   *   table, checked `writeTag`).
+   * @throws KilnValidationError (`KILN_VALIDATION`) naming each bad option (see {@link OpcuaServerOptions}).
+   * @throws TypeError when `system` is not a control system.
+   */
+  constructor(system: ServedSystem, options: OpcuaServerOptions) {
+    if (
+      typeof system !== "object" ||
+      system === null ||
+      typeof system.writeTag !== "function" ||
+      typeof system.cvt?.observeAll !== "function"
+    ) {
+      throw new TypeError("OpcuaServer expects a ControlSystem (from createControlSystem)");
+    }
+    this.#system = system;
+    this.#options = resolveOpcuaServerOptions(options);
+    this.#clock = this.#options.clock ?? new SystemClock();
+    this.#logger = this.#options.logger ?? silentLogger;
+    this.#namespaceUri = this.#options.namespaceUri ?? `urn:kiln:machine:${encodeURIComponent(system.machineId)}`;
+    this.#port = this.#options.port;
+  }
+
+  /** True between a successful {@link OpcuaServer.start} and {@link OpcuaServer.stop}. */
+  get running(): boolean {
+    return this.#server !== undefined;
+  }
+
+  /** The namespace URI of the tag variables (`urn:kiln:machine:<machineId>` unless set). */
+  get namespaceUri(): string {
+    return this.#namespaceUri;
+  }
+
+  /**
+   * The namespace index of {@link OpcuaServer.namespaceUri} in this server's NamespaceArray.
+   * @throws KilnError `KILN_LIFECYCLE` before the first start.
+   */
+  get namespaceIndex(): number {
+    if (this.#namespaceIndex < 0) throw new KilnError("KILN_LIFECYCLE", "The OPC UA server has not been started yet.");
+    return this.#namespaceIndex;
+  }
+
+  /** The TCP port the server listens on (chosen at the first start when `port` was 0). */
+  get port(): number {
+    return this.#port;
+  }
+
+  /**
+   * The endpoint URL clients connect to, e.g. `opc.tcp://plant-pc:4840`.
+   * @throws KilnError `KILN_LIFECYCLE` before the first start.
+   */
+  get endpointUrl(): string {
+    if (this.#namespaceIndex < 0) throw new KilnError("KILN_LIFECYCLE", "The OPC UA server has not been started yet.");
+    return `opc.tcp://${this.#options.host ?? hostname()}:${this.#port}`;
+  }
+
+  /**
+   * The server's certificate (PEM), for clients to trust: `certificateFile` when given, else the
+   * one node-opcua created in `pki.dir/own/certs`.
+   */
+  get certificateFile(): string {
+    return this.#options.certificateFile ?? path.join(this.#options.pki.dir, "own", "certs", "certificate.pem");
+  }
+
+  /**
+   * The NodeId of a tag's variable, `ns=<index>;s=<tag name>`.
+   * @throws KilnError `KILN_TAG_UNKNOWN` for a tag not in the catalog; `KILN_LIFECYCLE` before the first start.
+   */
+  nodeIdOf(tag: string): string {
+    if (!this.#system.tags.has(tag)) {
+      throw new KilnError("KILN_TAG_UNKNOWN", `No tag named "${tag}" in the catalog.`, { details: { tag } });
+    }
+    return `ns=${this.namespaceIndex};s=${tag}`;
+  }
+
+  /**
+   * Builds the address space and starts listening. Resolves when clients can connect. Idempotent
+   * while running.
+   * @throws KilnError `KILN_LIFECYCLE` when the server cannot start (port in use, unreadable PKI
+   *   or certificate), with the cause.
+   */
+  start(): Promise<void> {
+    if (this.#server) return Promise.resolve();
+    this.#starting ??= this.#start().finally(() => (this.#starting = undefined));
+    return this.#starting;
+  }
+
+  /**
+   * Stops observing the current value table, shuts the server down (every session and
+   * subscription closed, no timer left) and releases the PKI. Idempotent; a stopped server can
+   * be started again. Never rejects.
+   */
+  stop(): Promise<void> {
+    this.#stopping ??= this.#stop().finally(() => (this.#stopping = undefined));
+    return this.#stopping;
+  }
+
+  /** Same as {@link OpcuaServer.stop}, for `await using`. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
+  }
+
+  async #start(): Promise<void> {
+    const runtime = (this.#runtime ??= await loadServerRuntime());
+    this.#statusCodes = statusCodeTable(runtime);
+    const options = this.#options;
+    const serverCertificateManager = new runtime.OPCUACertificateManager({
+      rootFolder: options.pki.dir,
+      automaticallyAcceptUnknownCertificate: options.pki.acceptUnknownClientCertificates,
+    });
+    const userCertificateManager = new runtime.OPCUACertificateManager({
+      rootFolder: path.join(options.pki.dir, "users"),
+      automaticallyAcceptUnknownCertificate: false,
+    });
+    this.#certificateManagers = [serverCertificateManager, userCertificateManager];
+    const modes = options.securityModes.map((mode) => runtime.MessageSecurityMode[mode]);
+    const policies: (typeof runtime.SecurityPolicy)[keyof typeof runtime.SecurityPolicy][] =
+      options.securityPolicies.map((policy) => runtime.SecurityPolicy[policy]);
+    if (options.securityModes.includes("None")) policies.unshift(runtime.SecurityPolicy.None);
+    const server = new runtime.AuthorizingServer({
+      port: this.#port,
+      ...(options.host === undefined ? {} : { host: options.host }),
+      hostname: options.host ?? hostname(),
+      nodeset_filename: [runtime.nodesets.standard],
+      serverCertificateManager,
+      userCertificateManager,
+      ...(options.certificateFile === undefined
+        ? {}
+        : { certificateFile: options.certificateFile, privateKeyFile: options.privateKeyFile }),
+      securityModes: modes,
+      securityPolicies: policies,
+      allowAnonymous: options.allowAnonymous,
+      userManager: {
+        isValidUserAsync: isValidUserAsyncOf((session, userName, password) =>
+          this.#identify(session, { type: "username", userName, password }),
+        ),
+      },
+      buildInfo: { productName: options.productName, manufacturerName: "Kiln" },
+      serverInfo: { applicationName: { text: `${options.productName} (${this.#system.machineId})` } },
+      isAuditing: false,
+    });
+    server.authorizeSession = (session, token) => this.#identify(session, this.#identityOf(runtime, token));
+    try {
+      await server.initialize();
+      const addressSpace = server.engine.addressSpace!;
+      const namespace = addressSpace.registerNamespace(this.#namespaceUri);
+      this.#namespaceIndex = namespace.index;
+      const machineFolder: UAObject = namespace.addObject({
+        browseName: this.#system.machineId,
+        displayName: this.#system.machineId,
+        nodeId: "s=@",
+        typeDefinition: "FolderType",
+        organizedBy: addressSpace.rootFolder.objects,
+      });
+      const tagsFolder: UAObject = namespace.addObject({
+        browseName: "Tags",
+        nodeId: `s=${folderIdentifier("")}`,
+        typeDefinition: "FolderType",
+        organizedBy: machineFolder,
+      });
+      this.#systemRunning = this.#system.state === "running";
+      const variables = addTagVariables(runtime, namespace, tagsFolder, this.#system.tags);
+      for (const [name, variable] of variables) {
+        const tag = this.#system.tags.get(name);
+        this.#variables.set(name, variable);
+        this.#interceptWrites(tag, variable);
+        this.#publish(tag, variable, this.#system.cvt.get(name));
+      }
+      this.#disposers.push(
+        this.#system.cvt.observeAll((change) => {
+          const variable = this.#variables.get(change.sample.tag);
+          const tag = this.#system.tags.find(change.sample.tag);
+          if (variable && tag) this.#publish(tag, variable, change.sample);
+        }),
+      );
+      this.#serveMachine(runtime, namespace, machineFolder);
+      this.#watchSystem();
+      this.#server = server;
+      await server.start();
+      this.#port = server.endpoints[0]?.port ?? this.#port;
+      this.#logger.info({ endpointUrl: this.endpointUrl }, "OPC UA server started");
+    } catch (error) {
+      this.#server = undefined;
+      this.#unwire();
+      await server.shutdown(0).catch(() => undefined);
+      await this.#disposeCertificateManagers();
+      throw new KilnError("KILN_LIFECYCLE", `The OPC UA server could not start: ${(error as Error).message}`, {
+        cause: error,
+      });
+    }
+  }
+
+  async #stop(): Promise<void> {
+    await this.#starting?.catch(() => undefined);
+    const server = this.#server;
+    if (!server) return;
+    this.#server = undefined;
+    this.#unwire();
+    try {
+      await server.shutdown(0);
+      server.dispose();
+    } catch (error) {
+      this.#logger.error({ error: String(error) }, "OPC UA server shutdown failed");
+    }
+    await this.#disposeCertificateManagers();
+    this.#logger.info({}, "OPC UA server stopped");
+  }
+
+  #unwire(): void {
+    for (const dispose of this.#disposers.splice(0)) dispose();
+    if (this.#watch) this.#clock.clearTimeout(this.#watch);
+    this.#watch = undefined;
+    this.#variables.clear();
+  }
+
+  /**
+   * Looks at the system's lifecycle every {@link SYSTEM_WATCH_MS}: while it is not running its
+   * current value table is frozen (nothing is acquired, nothing goes stale), so every good value
+   * is served `UncertainNoCommunicationLastUsableValue` until it runs again. (The event bus
+   * announces no start or stop.)
+   */
+  #watchSystem(): void {
+    this.#watch = this.#clock.setTimeout(() => {
+      const running = this.#system.state === "running";
+      if (running !== this.#systemRunning) {
+        this.#systemRunning = running;
+        this.#logger.info({ running }, "control system state changed; republishing every value");
+        for (const [name, variable] of this.#variables) {
+          this.#publish(this.#system.tags.get(name), variable, this.#system.cvt.get(name));
+        }
+      }
+      if (this.#server) this.#watchSystem();
+    }, SYSTEM_WATCH_MS);
+  }
+
+  /** The machine object: its state and process as variables (from the event bus), its commands as Methods. */
+  #serveMachine(runtime: ServerRuntime, namespace: Namespace, parent: UAObject): void {
+    const system = this.#system;
+    const methods: MachineMethods = {
+      StartRecipe: (inputs, context) =>
+        this.#command(context, async (principal) => {
+          const [name, version] = inputs;
+          if (typeof name !== "string" || typeof version !== "number") {
+            return { statusCode: ServerStatusCodes.BadInvalidArgument };
+          }
+          const resolve = this.#options.resolveRecipe;
+          if (!resolve) return { statusCode: ServerStatusCodes.BadNotSupported };
+          const recipe = await resolve(name, version);
+          if (recipe === undefined) return { statusCode: ServerStatusCodes.BadNotFound };
+          const process = await system.startRecipe(principal, recipe);
+          return { statusCode: QualityCodes.Good, outputs: [process.id] };
+        }),
+      Pause: (_inputs, context) => this.#command(context, (principal) => this.#settled(system.pauseProcess(principal))),
+      Resume: (_inputs, context) =>
+        this.#command(context, (principal) => this.#settled(system.resumeProcess(principal))),
+      Abort: (inputs, context) =>
+        this.#command(context, (principal) => {
+          const reason = inputs[0];
+          return this.#settled(
+            system.abortProcess(principal, typeof reason === "string" && reason !== "" ? reason : undefined),
+          );
+        }),
+      SendCommand: (inputs, context) =>
+        this.#command(context, async (principal) => {
+          const state = await system.sendMachineCommand(principal, inputs[0] as string);
+          return { statusCode: QualityCodes.Good, outputs: [state] };
+        }),
+    };
+    const set = addMachineNodes(runtime, namespace, parent, methods);
+    const apply = (values: Partial<Record<MachineVariable, string>>): void => {
+      for (const [name, value] of Object.entries(values)) set(name as MachineVariable, value);
+    };
+    apply({ State: system.machineState });
+    this.#disposers.push(
+      system.bus.on("machine-state-change", (event) => apply({ State: event.to })),
+      system.bus.on("process-start", (event) =>
+        apply({
+          ProcessId: event.processId,
+          Recipe: `${event.recipe.name} v${event.recipe.version}`,
+          ProcessStatus: "running",
+        }),
+      ),
+      system.bus.on("process-pause", () => apply({ ProcessStatus: "paused" })),
+      system.bus.on("process-resume", () => apply({ ProcessStatus: "running" })),
+      system.bus.on("process-end", (event) => apply({ ProcessId: "", Recipe: "", ProcessStatus: event.reason })),
+    );
+  }
+
+  /**
+   * `Good` once `command` has done, or `GoodCompletesAsynchronously` when it is still running
+   * after {@link METHOD_ANSWER_MS} (a pause is taken at the process's next step boundary, an abort
+   * waits for the safe state): the refusals Kiln makes (authorization, state) come at once, and
+   * the machine variables show when it is done. A failure after the answer is logged.
+   */
+  async #settled(command: Promise<unknown>): Promise<{ readonly statusCode: number }> {
+    const timer = new AbortController();
+    const later = this.#clock.sleep(METHOD_ANSWER_MS, timer.signal).then(
+      () => "later" as const,
+      () => "later" as const,
+    );
+    try {
+      const outcome = await Promise.race([command.then(() => "done" as const), later]);
+      if (outcome === "done") return { statusCode: QualityCodes.Good };
+      command.catch((error: unknown) =>
+        this.#logger.warn({ error: String(error) }, "OPC UA method failed after its answer"),
+      );
+      return { statusCode: ServerStatusCodes.GoodCompletesAsynchronously };
+    } finally {
+      timer.abort();
+    }
+  }
+
+  /** Runs a Method's command for the session's principal; a refusal answers the StatusCode of its error. */
+  async #command(
+    context: ISessionContext,
+    run: (principal: Principal) => Promise<{ readonly statusCode: number; readonly outputs?: readonly unknown[] }>,
+  ): Promise<{ readonly statusCode: number; readonly outputs?: readonly unknown[] }> {
+    const principal = this.#principalOf(context?.session);
+    try {
+      return await run(principal);
+    } catch (error) {
+      this.#logger.info(
+        { principal: principal.id, error: KilnError.is(error) ? error.code : String(error) },
+        "OPC UA method call refused",
+      );
+      return { statusCode: statusCodeOfError(error) };
+    }
+  }
+
+  async #disposeCertificateManagers(): Promise<void> {
+    await Promise.all(this.#certificateManagers.map((manager) => manager.dispose().catch(() => undefined)));
+    this.#certificateManagers = [];
+  }
+
+  /** Asks the host's `identify` for the session's principal; true (and remembered) when it gives one. */
+  async #identify(session: ServerSession, identity: OpcuaUserIdentity | undefined): Promise<boolean> {
+    if (identity === undefined) return false;
+    const info = sessionInfoOf(this.#runtime!, session);
+    try {
+      const principal = await this.#options.identify(identity, info);
+      if (principal === undefined || principal === null) return false;
+      this.#principals.set(session, { id: principal.id, roles: principal.roles, source: sourceOf(info) });
+      return true;
+    } catch (error) {
+      this.#logger.warn({ error: String(error), session: info.sessionId }, "identify failed; session refused");
+      return false;
+    }
+  }
+
+  #identityOf(runtime: ServerRuntime, token: UserIdentityToken): OpcuaUserIdentity | undefined {
+    if (token instanceof runtime.AnonymousIdentityToken) return { type: "anonymous" };
+    if (token instanceof runtime.X509IdentityToken && token.certificateData) {
+      return { type: "certificate", certificate: Buffer.from(token.certificateData) };
+    }
+    return undefined;
+  }
+
+  /** The principal a session acts as: the one `identify` gave, else one with no role (every command refused and audited). */
+  #principalOf(session: ISessionBase | undefined): Principal {
+    const known = session ? this.#principals.get(session) : undefined;
+    if (known) return known;
+    const info = session ? sessionInfoOf(this.#runtime!, session as ServerSession) : undefined;
+    return { id: "anonymous", roles: [], source: info ? sourceOf(info) : "opcua" };
+  }
+
+  /** Pushes a sample into its variable, as node-opcua serves it to reads and monitored items. */
+  #publish(tag: Tag, variable: UAVariable, sample: Sample | undefined): void {
+    const runtime = this.#runtime!;
+    const now = new Date(this.#clock.now());
+    const set = (dataValue: DataValue): void =>
+      // setValueFromSource would stamp the ServerTimestamp with the source time; the DataValue
+      // is set as is (node-opcua's own path under setValueFromSource, notifying monitored items).
+      (variable as unknown as { _internal_set_dataValue(value: DataValue): void })._internal_set_dataValue(dataValue);
+    const bad = (code: number, sourceTimestamp?: Date): DataValue =>
+      new runtime.DataValue({
+        value: { dataType: runtime.DataType.Null },
+        statusCode: this.#statusCode(code),
+        ...(sourceTimestamp ? { sourceTimestamp } : {}),
+        serverTimestamp: now,
+      });
+    if (sample === undefined) {
+      set(bad(QualityCodes.BadWaitingForInitialData));
+      return;
+    }
+    const sourceTimestamp = new Date(sample.timestamp);
+    const code = statusCodeOfSample(sample);
+    const served =
+      !this.#systemRunning && code < QualityCodes.Uncertain
+        ? QualityCodes.UncertainNoCommunicationLastUsableValue
+        : code;
+    try {
+      const variant = variantOf(runtime, tag, sample.value);
+      if (variant === undefined) {
+        set(bad(sample.value === null ? statusCodeOfSample(sample) : QualityCodes.BadTypeMismatch, sourceTimestamp));
+        return;
+      }
+      set(
+        new runtime.DataValue({
+          value: variant,
+          statusCode: this.#statusCode(served),
+          sourceTimestamp,
+          serverTimestamp: now,
+        }),
+      );
+    } catch (error) {
+      this.#logger.error({ tag: tag.name, error: String(error) }, "value could not be served; served as bad");
+      set(bad(QualityCodes.BadTypeMismatch, sourceTimestamp));
+    }
+  }
+
+  /** The node-opcua StatusCode of a 32-bit code (its info bits kept); an unknown code as the generic one of its severity. */
+  #statusCode(code: number): StatusCode {
+    const runtime = this.#runtime!;
+    const base = (code & 0xffff0000) >>> 0;
+    if (this.#statusCodes.has(base)) return runtime.getStatusCodeFromCode(code >>> 0);
+    const severity = (code & 0xc0000000) >>> 0;
+    return this.#statusCodes.get(severity >= QualityCodes.Bad ? QualityCodes.Bad : severity)!;
+  }
+
+  /**
+   * Routes OPC UA Writes of the variable's Value to Kiln's checked command path, with the
+   * session's principal, instead of node-opcua's own setter (which knows nothing of Kiln's
+   * roles, machine state or audit trail).
+   */
+  #interceptWrites(tag: Tag, variable: UAVariable): void {
+    const write = (context: ISessionContext, dataValue: DataValue, indexRange: unknown): Promise<StatusCode> =>
+      this.#write(tag, context, dataValue, indexRange).then((code) => this.#statusCode(code));
+    Object.defineProperty(variable, "writeValue", {
+      configurable: true,
+      writable: true,
+      value: (context: ISessionContext, dataValue: DataValue, ...rest: unknown[]) => {
+        const callback = typeof rest.at(-1) === "function" ? (rest.at(-1) as WriteCallback) : undefined;
+        const indexRange = rest.length === 2 || (rest.length === 1 && callback === undefined) ? rest[0] : undefined;
+        const result = write(context, dataValue, indexRange);
+        if (!callback) return result;
+        result.then(
+          (statusCode) => callback(null, statusCode),
+          (error: unknown) => callback(error as Error),
+        );
+        return undefined;
+      },
+    });
+  }
+
+  async #write(tag: Tag, context: ISessionContext, dataValue: DataValue, indexRange: unknown): Promise<number> {
+    if (!isEmptyRange(indexRange)) return ServerStatusCodes.BadIndexRangeInvalid;
+    const principal = this.#principalOf(context?.session);
+    const value = tagValueOf(tag, dataValue.value);
+    try {
+      await this.#system.writeTag(principal, tag.name, value as TagValue, { comment: "OPC UA Write" });
+      return QualityCodes.Good;
+    } catch (error) {
+      const code = statusCodeOfError(error);
+      this.#logger.info(
+        { tag: tag.name, principal: principal.id, error: KilnError.is(error) ? error.code : String(error) },
+        "OPC UA write refused",
+      );
+      return code;
+    }
+  }
+}
+
+type WriteCallback = (error: Error | null, statusCode?: StatusCode) => void;
+
+/**
+ * node-opcua's `userManager.isValidUserAsync`, which it calls with the session as `this`: hands
+ * the session to `check` (a refusal or a failure answers "not valid").
+ */
+function isValidUserAsyncOf(check: (session: ServerSession, userName: string, password: string) => Promise<boolean>) {
+  return function (
+    this: ServerSession,
+    userName: string,
+    password: string,
+    callback: (error: Error | null, authorized?: boolean) => void,
+  ): void {
+    check(this, userName, password).then(
+      (authorized) => callback(null, authorized),
+      () => callback(null, false),
+    );
+  };
+}
+
+function isEmptyRange(indexRange: unknown): boolean {
+  if (indexRange === undefined || indexRange === null || indexRange === "") return true;
+  const range = indexRange as { isEmpty?: () => boolean };
+  return typeof range.isEmpty === "function" ? range.isEmpty() : false;
+}
+
+/** Every StatusCode node-opcua knows, by value (no info bits). */
+function statusCodeTable(runtime: ServerRuntime): Map<number, StatusCode> {
+  const table = new Map<number, StatusCode>();
+  for (const code of Object.values(runtime.StatusCodes) as unknown[]) {
+    if (code instanceof runtime.StatusCode) table.set(code.value >>> 0, code);
+  }
+  return table;
+}
+
+/**
+ * What the server knows of a session. The client's ApplicationUri is the one in its certificate
+ * (checked by the secure channel) when it has one; only on a None channel is it the one the
+ * client states.
+ */
+function sessionInfoOf(runtime: ServerRuntime, session: ServerSession): OpcuaSessionInfo {
+  const channel = session.channel;
+  let certified: string | null = null;
+  try {
+    certified = new runtime.SessionContext({ session }).clientApplicationUri;
+  } catch {
+    certified = null;
+  }
+  const applicationUri = certified ?? session.clientDescription?.applicationUri ?? undefined;
+  return {
+    sessionId: session.nodeId?.toString() ?? "(unknown session)",
+    sessionName: session.sessionName ?? "",
+    ...(applicationUri ? { clientApplicationUri: applicationUri } : {}),
+    securityMode: channel ? String(securityModeName(channel.securityMode)) : "unknown",
+    securityPolicy: channel ? String(channel.securityPolicy) : "unknown",
+  };
+}
+
+function securityModeName(mode: number): string {
+  return ["Invalid", "None", "Sign", "SignAndEncrypt"][mode] ?? String(mode);
+}
+
+/** The audit `source` of a session: `opcua:<client application URI> session <session id>`, at most 256 characters. */
+function sourceOf(info: OpcuaSessionInfo): string {
+  return `opcua:${info.clientApplicationUri ?? "unknown-client"} session ${info.sessionId}`.slice(0, SOURCE_MAX_LENGTH);
+}
+
+/** The Variant of a tag value (node-opcua carries a 64-bit integer as [high, low] 32-bit words); undefined when it does not fit the tag's type. */
+function variantOf(runtime: ServerRuntime, tag: Tag, value: Sample["value"]): Variant | undefined {
+  if (value === null) return undefined;
+  const dataType = runtime.DataType[OPCUA_DATA_TYPE_OF_TAG[tag.dataType]];
+  const arrayType = runtime.VariantArrayType.Scalar;
+  switch (tag.dataType) {
+    case "bool":
+      return typeof value === "boolean" ? new runtime.Variant({ dataType, arrayType, value }) : undefined;
+    case "string":
+      return typeof value === "string" ? new runtime.Variant({ dataType, arrayType, value }) : undefined;
+    case "int64":
+    case "uint64": {
+      if (typeof value !== "bigint" && (typeof value !== "number" || !Number.isSafeInteger(value))) return undefined;
+      const words = BigInt.asUintN(64, BigInt(value));
+      return new runtime.Variant({ dataType, arrayType, value: [Number(words >> 32n), Number(words & 0xffffffffn)] });
+    }
+    default:
+      return typeof value === "number" ? new runtime.Variant({ dataType, arrayType, value }) : undefined;
+  }
+}
+
+/**
+ * The value a client wrote, as Kiln carries it: a 64-bit integer's [high, low] words as a
+ * bigint, anything else as node-opcua decoded it. Kiln's checked write decides whether it fits
+ * the tag (`KILN_VALIDATION` → `BadTypeMismatch`).
+ */
+function tagValueOf(tag: Tag, variant: Variant | undefined): unknown {
+  const value: unknown = variant?.value;
+  if ((tag.dataType === "int64" || tag.dataType === "uint64") && Array.isArray(value) && value.length === 2) {
+    const words = (BigInt((value[0] as number) >>> 0) << 32n) | BigInt((value[1] as number) >>> 0);
+    return tag.dataType === "int64" ? BigInt.asIntN(64, words) : words;
+  }
+  if (typeof value === "bigint") return value;
+  return value ?? null;
+}

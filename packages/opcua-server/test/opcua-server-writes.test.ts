@@ -1,0 +1,142 @@
+import { defineTags } from "@kiln/core";
+import type { AuditEntry } from "@kiln/core/driver-kit";
+import {
+  AttributeIds,
+  DataType,
+  StatusCodes,
+  type StatusCode,
+  VariantArrayType,
+  type VariantOptions,
+} from "node-opcua-client";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import {
+  connect,
+  makeTestPki,
+  servedSystem,
+  type ServedTestSystem,
+  type TestPki,
+  user,
+  waitFor,
+} from "./support/opcua-fixture";
+
+const tags = defineTags({
+  "chamber.pressure": { dataType: "float64", unit: "mbar" },
+  "heater.setpoint": { dataType: "float64", access: "readwrite", unit: "°C", range: { min: 0, max: 400 } },
+  "valve.ald1": { dataType: "bool", access: "readwrite" },
+  "cycle.total": { dataType: "uint64", access: "readwrite" },
+});
+
+let pki: TestPki;
+let served: ServedTestSystem;
+let operator: Awaited<ReturnType<typeof connect>>;
+let viewer: Awaited<ReturnType<typeof connect>>;
+
+beforeAll(async () => {
+  pki = await makeTestPki();
+  served = await servedSystem({
+    tags,
+    pki,
+    // Operators may write the heater and the valves, and (to reach the access check) the pressure.
+    system: { authorization: { operatorWritableTags: ["heater.*", "valve.*", "cycle.*", "chamber.pressure"] } },
+  });
+  operator = await connect(served.server, pki.trusted, user("olga"));
+  viewer = await connect(served.server, pki.trusted, user("vic"));
+});
+
+afterAll(async () => {
+  await operator?.close();
+  await viewer?.close();
+  await served?.dispose();
+  await pki?.dispose();
+});
+
+function write(client: Awaited<ReturnType<typeof connect>>, tag: string, value: VariantOptions): Promise<StatusCode> {
+  return client.session.write({
+    nodeId: served.server.nodeIdOf(tag),
+    attributeId: AttributeIds.Value,
+    value: { value },
+  });
+}
+
+/** The audit entries recorded for `tag`, once there are `count` of them. */
+async function auditEntries(tag: string, count: number): Promise<AuditEntry[]> {
+  const deadline = Date.now() + 5_000;
+  for (;;) {
+    const entries = (await served.store.audit.query({ from: 0, to: Date.now() + 1 })).filter(
+      (entry) => entry.target === tag,
+    );
+    if (entries.length >= count || Date.now() > deadline) return entries;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+describe("OpcuaServer writes through Kiln's checked command path", () => {
+  test("an operator's write reaches the PLC, is audited allowed with the OPC UA session as source, and comes back through the CVT", async () => {
+    const status = await write(operator, "heater.setpoint", { dataType: DataType.Double, value: 250 });
+    expect(status).toBe(StatusCodes.Good);
+    expect(served.plc.writes).toContainEqual(expect.objectContaining({ tag: "heater.setpoint", value: 250 }));
+    const [entry] = await auditEntries("heater.setpoint", 1);
+    expect(entry).toMatchObject({
+      principal: "olga",
+      roles: ["operator"],
+      action: "tag.write",
+      outcome: "allowed",
+      newValue: 250,
+    });
+    expect(entry!.source).toMatch(/^opcua:urn:kiln-test:scada session ns=1;/);
+    await waitFor(() => served.system.cvt.value("heater.setpoint") === 250, "the written value in the CVT");
+    const read = await viewer.session.read({
+      nodeId: served.server.nodeIdOf("heater.setpoint"),
+      attributeId: AttributeIds.Value,
+    });
+    expect(read.value.value).toBe(250);
+  });
+
+  test("a viewer's write answers BadUserAccessDenied, reaches no PLC, and is audited denied", async () => {
+    const before = served.plc.writes.length;
+    const status = await write(viewer, "valve.ald1", { dataType: DataType.Boolean, value: true });
+    expect(status).toBe(StatusCodes.BadUserAccessDenied);
+    expect(served.plc.writes.length).toBe(before);
+    const [entry] = await auditEntries("valve.ald1", 1);
+    expect(entry).toMatchObject({ principal: "vic", outcome: "denied", action: "tag.write" });
+    expect(entry!.source).toMatch(/^opcua:/);
+  });
+
+  test("out of range answers BadOutOfRange, a read-only tag BadNotWritable, a wrong type BadTypeMismatch; none reaches the PLC, all audited denied", async () => {
+    const before = served.plc.writes.length;
+    expect(await write(operator, "heater.setpoint", { dataType: DataType.Double, value: 401 })).toBe(
+      StatusCodes.BadOutOfRange,
+    );
+    expect(await write(operator, "chamber.pressure", { dataType: DataType.Double, value: 1 })).toBe(
+      StatusCodes.BadNotWritable,
+    );
+    expect(await write(operator, "valve.ald1", { dataType: DataType.String, value: "open" })).toBe(
+      StatusCodes.BadTypeMismatch,
+    );
+    expect(served.plc.writes.length).toBe(before);
+    const setpoint = await auditEntries("heater.setpoint", 2);
+    expect(setpoint.at(-1)).toMatchObject({ principal: "olga", outcome: "denied", newValue: 401 });
+    expect(await auditEntries("chamber.pressure", 1)).toMatchObject([{ principal: "olga", outcome: "denied" }]);
+    const valve = await auditEntries("valve.ald1", 2);
+    expect(valve.at(-1)).toMatchObject({ principal: "olga", outcome: "denied", newValue: "open" });
+  });
+
+  test("a 64-bit integer written as node-opcua's [high, low] words reaches the PLC as a bigint", async () => {
+    const value = 2n ** 40n + 7n;
+    const status = await write(operator, "cycle.total", {
+      dataType: DataType.UInt64,
+      arrayType: VariantArrayType.Scalar,
+      value: [Number(value >> 32n), Number(value & 0xffffffffn)],
+    });
+    expect(status).toBe(StatusCodes.Good);
+    expect(served.plc.writes.at(-1)).toMatchObject({ tag: "cycle.total", value });
+  });
+
+  test("a write while the control system is stopped answers BadInvalidState and reaches no PLC", async () => {
+    await served.system.stop();
+    const before = served.plc.writes.length;
+    const status = await write(operator, "heater.setpoint", { dataType: DataType.Double, value: 10 });
+    expect(status).toBe(StatusCodes.BadInvalidState);
+    expect(served.plc.writes.length).toBe(before);
+  });
+});
