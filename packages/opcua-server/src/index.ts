@@ -2,7 +2,6 @@ export { OpcuaServer, type ServedSystem } from "./opcua-server";
 export {
   opcuaServerOptionsSchema,
   type OpcuaIdentityMapper,
-  type OpcuaRecipeResolver,
   type OpcuaServerOptions,
   type OpcuaSessionInfo,
   type OpcuaUserIdentity,

@@ -1,5 +1,5 @@
 import { existsSync } from "node:fs";
-import type { Clock, Logger, Principal, RecipeInput } from "@kiln/core";
+import type { Clock, Logger, Principal } from "@kiln/core";
 import { parseOrThrow } from "@kiln/core/driver-kit";
 import { z } from "zod";
 
@@ -39,15 +39,6 @@ export type OpcuaIdentityMapper = (
   session: OpcuaSessionInfo,
 ) => Principal | undefined | Promise<Principal | undefined>;
 
-/**
- * Finds the saved recipe version the `StartRecipe` Method names (e.g. from the host's recipe
- * repository); `undefined` when there is none (the call answers `BadNotFound`).
- */
-export type OpcuaRecipeResolver = (
-  name: string,
-  version: number,
-) => RecipeInput | undefined | Promise<RecipeInput | undefined>;
-
 const MESSAGE_SECURITY_MODES = ["None", "Sign", "SignAndEncrypt"] as const;
 const SECURE_POLICIES = ["Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss"] as const;
 
@@ -72,9 +63,6 @@ export const opcuaServerOptionsSchema = z
       .default([...SECURE_POLICIES]),
     allowAnonymous: z.boolean().default(false),
     identify: z.custom<OpcuaIdentityMapper>((value) => typeof value === "function", "must be a function"),
-    resolveRecipe: z
-      .custom<OpcuaRecipeResolver>((value) => typeof value === "function", "must be a function")
-      .optional(),
     productName: z.string().min(1).default("Kiln OPC UA server"),
     clock: z
       .custom<Clock>(
@@ -124,8 +112,6 @@ export const opcuaServerOptionsSchema = z
  *   Aes128_Sha256_RsaOaep, Aes256_Sha256_RsaPss
  * - `allowAnonymous`: offer the anonymous user token. @default false
  * - `identify`: maps a user identity to a Kiln principal ({@link OpcuaIdentityMapper}). Required.
- * - `resolveRecipe`: finds the recipe the `Machine.StartRecipe` Method names
- *   ({@link OpcuaRecipeResolver}). @default none: StartRecipe answers `BadNotSupported`
  * - `productName`: the BuildInfo product name. @default "Kiln OPC UA server"
  * - `clock`: the time of ServerTimestamps. @default SystemClock
  * - `logger`: where the server reports what it refused or could not serve. @default silent

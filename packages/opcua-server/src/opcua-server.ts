@@ -45,7 +45,7 @@ export type ServedSystem = Pick<
   | "machineState"
   | "state"
   | "writeTag"
-  | "startRecipe"
+  | "startSavedRecipe"
   | "pauseProcess"
   | "resumeProcess"
   | "abortProcess"
@@ -371,11 +371,8 @@ export class OpcuaServer {
           if (typeof name !== "string" || typeof version !== "number") {
             return { statusCode: ServerStatusCodes.BadInvalidArgument };
           }
-          const resolve = this.#options.resolveRecipe;
-          if (!resolve) return { statusCode: ServerStatusCodes.BadNotSupported };
-          const recipe = await resolve(name, version);
-          if (recipe === undefined) return { statusCode: ServerStatusCodes.BadNotFound };
-          const process = await system.startRecipe(principal, recipe);
+          // Authorized and audited before Kiln looks the recipe up: a caller without rights cannot probe which exist.
+          const process = await system.startSavedRecipe(principal, name, version);
           return { statusCode: QualityCodes.Good, outputs: [process.id] };
         }),
       Pause: (_inputs, context) => this.#command(context, (principal) => this.#settled(system.pauseProcess(principal))),

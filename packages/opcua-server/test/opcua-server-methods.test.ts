@@ -43,11 +43,9 @@ beforeAll(async () => {
     tags,
     pki,
     system: { authorization: { operatorWritableTags: ["valve.*"] } },
-    server: {
-      resolveRecipe: (name, version) =>
-        [purge, soak].find((recipe) => recipe.name === name && recipe.version === version),
-    },
   });
+  // Master recipes saved by an engineer; StartRecipe runs them by name and version.
+  for (const recipe of [purge, soak]) await served.system.saveRecipe({ id: "erik", roles: ["engineer"] }, recipe);
   operator = await connect(served.server, pki.trusted, user("olga"));
   viewer = await connect(served.server, pki.trusted, user("vic"));
   admin = await connect(served.server, pki.trusted, user("ada"));
@@ -92,14 +90,30 @@ describe("OpcuaServer machine Methods go through the checked command path", () =
     const entries = await audit("recipe.start");
     expect(entries).toMatchObject([{ principal: "vic", outcome: "denied", target: "purge" }]);
     expect(entries[0]!.source).toMatch(/^opcua:urn:kiln-test:scada session /);
+    // A recipe that does not exist looks the same to a caller without rights: nothing tells them which exist.
+    const missing = await call(viewer, "StartRecipe", [
+      { dataType: DataType.String, value: "no-such-recipe" },
+      { dataType: DataType.UInt32, value: 1 },
+    ]);
+    expect(missing.statusCode).toBe(StatusCodes.BadUserAccessDenied);
+    expect(await audit("recipe.start")).toMatchObject([
+      { principal: "vic", outcome: "denied", target: "purge" },
+      { principal: "vic", outcome: "denied", target: "no-such-recipe" },
+    ]);
   });
 
-  test("an unknown recipe answers BadNotFound; Pause with no process BadNotFound", async () => {
+  test("a version that is not saved answers BadNotFound, audited; Pause with no process BadNotFound", async () => {
     const unknown = await call(operator, "StartRecipe", [
       { dataType: DataType.String, value: "purge" },
       { dataType: DataType.UInt32, value: 9 },
     ]);
     expect(unknown.statusCode).toBe(StatusCodes.BadNotFound);
+    expect((await audit("recipe.start")).at(-1)).toMatchObject({
+      principal: "olga",
+      target: "purge",
+      outcome: "failed",
+    });
+    expect(served.plc.writes).toEqual([]);
     expect((await call(operator, "Pause")).statusCode).toBe(StatusCodes.BadNotFound);
   });
 

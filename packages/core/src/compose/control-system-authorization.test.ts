@@ -305,3 +305,51 @@ describe("a grant limited to machine states authorizes a recipe's writes only in
     await system.stop();
   });
 });
+
+describe("startSavedRecipe: a saved version started by name and version (ISA-88 master recipe by reference)", () => {
+  test("an operator runs an engineer's saved version by reference; the entry says it was saved", async () => {
+    const { clock, plc, system, audit } = await build();
+    await system.saveRecipe(engineer, sneaky);
+    const process = await system.startSavedRecipe(operator, "sneaky", 1);
+    await clock.advance(10_100);
+    expect((await process.finished).status).toBe("completed");
+    expect(plc.writes.map((write) => write.tag)).toEqual(["valve.tma"]);
+    const entries = await audit();
+    expect(entries.map((entry) => [entry.action, entry.target, entry.outcome])).toEqual([
+      ["recipe.save", "sneaky", "allowed"],
+      ["recipe.start", "sneaky", "allowed"],
+    ]);
+    expect(entries[1]!.newValue).toMatchObject({ recipe: { name: "sneaky", version: 1 }, saved: true });
+  });
+
+  test("a version that is not saved is KILN_NOT_FOUND, audited, and nothing runs", async () => {
+    const { plc, system, audit } = await build();
+    await system.saveRecipe(engineer, sneaky);
+    const error = await rejection(system.startSavedRecipe(operator, "sneaky", 2));
+    expect(error.code).toBe("KILN_NOT_FOUND");
+    expect(error.message).toContain('"sneaky" version 2');
+    expect(plc.writes).toEqual([]);
+    expect((await audit()).at(-1)).toMatchObject({ action: "recipe.start", target: "sneaky", outcome: "failed" });
+  });
+
+  test("a caller without recipe.start is refused before the store is asked: existing and missing recipes look the same", async () => {
+    const { system, audit } = await build();
+    await system.saveRecipe(engineer, sneaky);
+    const existing = await rejection(system.startSavedRecipe(viewer, "sneaky", 1));
+    const missing = await rejection(system.startSavedRecipe(viewer, "no-such-recipe", 1));
+    expect([existing.code, missing.code]).toEqual(["KILN_FORBIDDEN", "KILN_FORBIDDEN"]);
+    expect(missing.message.replaceAll("no-such-recipe", "sneaky")).toBe(existing.message);
+    const denied = (await audit()).filter((entry) => entry.outcome === "denied");
+    expect(denied.map((entry) => entry.target)).toEqual(["sneaky", "no-such-recipe"]);
+  });
+
+  test("a name or version of the wrong shape is KILN_VALIDATION naming the field, audited, nothing runs", async () => {
+    const { plc, system } = await build();
+    const badVersion = await rejection(system.startSavedRecipe(operator, "sneaky", 1.5));
+    expect(badVersion.code).toBe("KILN_VALIDATION");
+    expect(badVersion.details).toMatchObject({ issues: [{ path: "version" }] });
+    const badName = await rejection(system.startSavedRecipe(operator, "" as string, 1));
+    expect(badName.details).toMatchObject({ issues: [{ path: "name" }] });
+    expect(plc.writes).toEqual([]);
+  });
+});

@@ -640,8 +640,56 @@ export class ControlSystem {
    */
   startRecipe(principal: Principal, recipe: RecipeInput, options: StartRecipeOptions = {}): Promise<RecipeProcess> {
     // Read once, at the call: validation, the write-set check and the run use this copy.
-    const who = snapshotPrincipal(principal);
     const input = snapshotInput(recipe, "recipe");
+    return this.#startRecipe(principal, recipeNameOf(input), options, () => valueOf(input));
+  }
+
+  /**
+   * Starts the saved recipe `name` version `version` as a process (`recipe.start`, ISA-88: a
+   * master recipe is run by reference). Authorized before the store is asked, so a caller without
+   * `recipe.start` on `name` learns nothing about which recipes exist; a saved version's write set
+   * was authorized when it was saved (ADR 0010). For hosts and northbound servers (the OPC UA
+   * server's `StartRecipe` Method) that name a recipe rather than hold its definition.
+   * @returns the running process; await `process.finished` for its result.
+   * @throws `KILN_FORBIDDEN`; `KILN_VALIDATION` for a `name` that is not a non-empty string or a
+   *   `version` that is not a positive integer (paths `name`, `version`); `KILN_NOT_FOUND` when no
+   *   such version is saved; then as {@link startRecipe}. Every outcome is audited.
+   */
+  startSavedRecipe(
+    principal: Principal,
+    name: string,
+    version: number,
+    options: StartRecipeOptions = {},
+  ): Promise<RecipeProcess> {
+    const target = typeof name === "string" && name !== "" ? name : "(recipe)";
+    return this.#startRecipe(principal, target, options, async () => {
+      const problems = [
+        ...(typeof name === "string" && name !== "" && name.length <= 256
+          ? []
+          : [{ path: "name", message: "must be a saved recipe's name (1 to 256 characters)" }]),
+        ...(Number.isSafeInteger(version) && version >= 1
+          ? []
+          : [{ path: "version", message: "must be a positive integer" }]),
+      ];
+      if (problems.length > 0) throw new KilnValidationError("recipe.start command", problems);
+      const stored = await this.#guardedStore.recipes.get(name, version);
+      if (stored === undefined) {
+        throw new KilnError("KILN_NOT_FOUND", `no saved recipe "${name}" version ${version}`, {
+          details: { name, version },
+        });
+      }
+      return stored.definition as unknown as RecipeInput;
+    });
+  }
+
+  /** The one start path: principal and options read once, the recipe resolved inside the audited command. */
+  #startRecipe(
+    principal: Principal,
+    target: string,
+    options: StartRecipeOptions,
+    recipeOf: () => RecipeInput | Promise<RecipeInput>,
+  ): Promise<RecipeProcess> {
+    const who = snapshotPrincipal(principal);
     const given = snapshotInput(
       { parameters: readSafely(() => options.parameters), processId: readSafely(() => options.processId) },
       "options",
@@ -650,22 +698,26 @@ export class ControlSystem {
       this.#command(
         who,
         "recipe.start",
-        recipeNameOf(input),
+        target,
         (command) => {
           const { parameters, processId } = valueOf(given);
           // The id becomes the target of every pause, resume and abort: checked here, before anything runs.
           const processIdProblem = processId === undefined ? undefined : checkIdentifier(processId, "processId");
           if (processIdProblem !== undefined) throw new KilnValidationError("recipe.start command", [processIdProblem]);
-          return this.#recipes.start(valueOf(input), {
-            ...(parameters === undefined ? {} : { parameters: parameters as Record<string, unknown> }),
-            ...(processId === undefined ? {} : { processId: processId as string }),
-            startedBy: command.principal,
-            authorize: async (request) => {
-              // In the state the process starts from: where the principal could make these writes by hand.
-              authorizeRecipeStart(command, request, this.#machine.state);
-              await command.commit();
-            },
-          });
+          const start = (recipe: RecipeInput): Promise<RecipeProcess> =>
+            this.#recipes.start(recipe, {
+              ...(parameters === undefined ? {} : { parameters: parameters as Record<string, unknown> }),
+              ...(processId === undefined ? {} : { processId: processId as string }),
+              startedBy: command.principal,
+              authorize: async (request) => {
+                // In the state the process starts from: where the principal could make these writes by hand.
+                authorizeRecipeStart(command, request, this.#machine.state);
+                await command.commit();
+              },
+            });
+          // A definition in hand starts in this tick (an abort right after the call sees the start).
+          const recipe = recipeOf();
+          return recipe instanceof Promise ? recipe.then(start) : start(recipe);
         },
         { newValue: given.ok ? given.value.parameters : undefined },
       ),
