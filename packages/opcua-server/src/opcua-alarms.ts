@@ -81,7 +81,6 @@ interface Branch {
   getEnabledState(): boolean;
   setSuppressedState(value: boolean): void;
   setSeverity(value: number): void;
-  setLastSeverity(value: number): void;
   getSeverity(): number;
   setMessage(value: string): void;
   setQuality(value: StatusCode): void;
@@ -204,7 +203,8 @@ export function serveAlarms(context: AlarmServingContext): Disposer {
     const acked = base === "normal" || base === "acknowledged";
     const enabled = snapshot.state.name !== "out-of-service";
     const shelf = shelfOf(snapshot.state);
-    branch.setEnabledState(enabled);
+    // node-opcua refuses some setters on a disabled condition: enable first, disable last.
+    if (enabled) branch.setEnabledState(true);
     branch.setActiveState(active);
     if (branch.getAckedState() !== acked) branch.setAckedState(acked);
     branch.setSuppressedState(isSuppressed(snapshot.state));
@@ -214,8 +214,8 @@ export function serveAlarms(context: AlarmServingContext): Disposer {
       const limit = active ? LIMIT_STATE_OF_KIND[snapshot.kind] : null;
       if (condition.limitState.getCurrentState() !== limit) condition.limitState.setState(limit);
     }
-    branch.setLastSeverity(branch.getSeverity() || served.severity);
-    branch.setSeverity(served.severity);
+    // Severity is fixed by the priority; setSeverity also records LastSeverity.
+    if (branch.getSeverity() !== served.severity) branch.setSeverity(served.severity);
     branch.setMessage(snapshot.message);
     branch.setQuality(qualityOf(snapshot));
     branch.setRetain(enabled && (active || !acked));
@@ -225,6 +225,7 @@ export function serveAlarms(context: AlarmServingContext): Disposer {
     }
     branch.setTime(new Date(at));
     branch.setReceiveTime(new Date(context.clock.now()));
+    if (!enabled) branch.setEnabledState(false);
     // A disabled condition sends one event (the one that disables it) and none until enabled again.
     if (raise && (enabled || !served.disabled)) condition.raiseConditionEvent(branch, true);
     served.disabled = !enabled;

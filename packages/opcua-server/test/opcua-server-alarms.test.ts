@@ -55,6 +55,7 @@ let pki: TestPki;
 let served: ServedTestSystem;
 let operator: Awaited<ReturnType<typeof connect>>;
 let viewer: Awaited<ReturnType<typeof connect>>;
+let admin: Awaited<ReturnType<typeof connect>>;
 let scada: { subscription: ClientSubscription; item: ClientMonitoredItem; events: ConditionEvent[] };
 
 async function subscribeToServerEvents(session: (typeof operator)["session"]): Promise<typeof scada> {
@@ -133,12 +134,13 @@ beforeAll(async () => {
   });
   operator = await connect(served.server, pki.trusted, user("olga"));
   viewer = await connect(served.server, pki.trusted, user("vic"));
+  admin = await connect(served.server, pki.trusted, user("ada"));
   scada = await subscribeToServerEvents(operator.session);
 }, 60_000);
 
 afterAll(async () => {
   await scada?.subscription.terminate().catch(() => undefined);
-  await Promise.all([operator?.close(), viewer?.close()]);
+  await Promise.all([operator?.close(), viewer?.close(), admin?.close()]);
   await served?.dispose();
   await pki?.dispose();
 });
@@ -307,6 +309,32 @@ describe("Kiln alarms as OPC UA Part 9 conditions", () => {
     } finally {
       await late.close();
     }
+  });
+
+  test("Disable takes the Kiln alarm out of service (alarm.out-of-service), Enable returns it", async () => {
+    const method = (client: typeof operator, id: number) =>
+      client.session.call({ objectId: conditionId(PRESSURE_HI), methodId: `ns=0;i=${id}`, inputArguments: [] });
+    const DISABLE = 9028; // ConditionType.Disable
+    const ENABLE = 9027; // ConditionType.Enable
+    expect((await method(operator, DISABLE)).statusCode.value).toBe(StatusCodes.BadUserAccessDenied.value);
+    expect(kilnAlarm(PRESSURE_HI).state.name).toBe("normal");
+    expect((await method(admin, DISABLE)).statusCode.value).toBe(StatusCodes.Good.value);
+    expect(kilnAlarm(PRESSURE_HI).state.name).toBe("out-of-service");
+    await waitFor(() => lastEventOf(PRESSURE_HI)?.["EnabledState.Id"] === false, "the disable event");
+    expect((await method(admin, DISABLE)).statusCode.value).toBe(StatusCodes.BadConditionAlreadyDisabled.value);
+    const eventId = lastEventOf(PRESSURE_HI)!.EventId;
+    expect((await acknowledge(operator, PRESSURE_HI, eventId, "x")).statusCode.value).toBe(
+      StatusCodes.BadConditionDisabled.value,
+    );
+    expect((await method(admin, ENABLE)).statusCode.value).toBe(StatusCodes.Good.value);
+    expect(kilnAlarm(PRESSURE_HI).state.name).toBe("normal");
+    await waitFor(() => lastEventOf(PRESSURE_HI)?.["EnabledState.Id"] === true, "the enable event");
+    expect((await audit("alarm.out-of-service")).map((entry) => [entry.principal, entry.outcome])).toEqual([
+      ["olga", "denied"],
+      ["ada", "allowed"],
+      ["ada", "denied"],
+      ["ada", "allowed"],
+    ]);
   });
 
   test("AddComment is not supported (Kiln keeps comments on its commands) and changes nothing", async () => {
