@@ -128,6 +128,8 @@ beforeAll(async () => {
     system: {
       alarms: [
         { tag: "chamber.pressure", kind: "HI", setpoint: 5, priority: 2, message: "chamber pressure high" },
+        { tag: "chamber.pressure", kind: "HIHI", setpoint: 9, priority: 1 },
+        { tag: "chamber.pressure", kind: "LO", setpoint: 0, priority: 4 },
         { tag: "door.open", kind: "BOOL", priority: 1, message: "door open" },
       ],
     },
@@ -154,7 +156,9 @@ describe("Kiln alarms as OPC UA Part 9 conditions", () => {
       browseDirection: 0,
       resultMask: 63,
     });
-    expect(references.references?.map((reference) => reference.nodeId.toString())).toEqual([conditionId(PRESSURE_HI)]);
+    expect(references.references?.map((reference) => reference.nodeId.toString()).sort()).toEqual(
+      [conditionId(PRESSURE_HI), conditionId("chamber.pressure:HIHI"), conditionId("chamber.pressure:LO")].sort(),
+    );
     const types = await operator.session.read([
       { nodeId: `${conditionId(PRESSURE_HI)}`, attributeId: AttributeIds.BrowseName },
       { nodeId: `${conditionId(DOOR)}`, attributeId: AttributeIds.BrowseName },
@@ -165,6 +169,7 @@ describe("Kiln alarms as OPC UA Part 9 conditions", () => {
         await operator.session.browse({ nodeId, referenceTypeId: "ns=0;i=40", browseDirection: 0, resultMask: 63 })
       ).references?.[0]?.nodeId.toString();
     expect(await typeOf(conditionId(PRESSURE_HI))).toBe("ns=0;i=9341"); // ExclusiveLimitAlarmType
+    expect(await typeOf(conditionId("chamber.pressure:LO"))).toBe("ns=0;i=9341");
     expect(await typeOf(conditionId(DOOR))).toBe("ns=0;i=10637"); // OffNormalAlarmType
   });
 
@@ -183,6 +188,8 @@ describe("Kiln alarms as OPC UA Part 9 conditions", () => {
     expect(String(event.EventType)).toBe("ns=0;i=9341");
     expect(Buffer.isBuffer(event.EventId)).toBe(true);
     expect(kilnAlarm(PRESSURE_HI).state.name).toBe("unacknowledged");
+    // Kiln's HIHI (setpoint 9) stays inactive at 7: each limit is its own condition.
+    expect(eventsOf("chamber.pressure:HIHI")).toHaveLength(0);
   });
 
   test("a viewer's Acknowledge is refused BadUserAccessDenied, audited denied, and changes nothing", async () => {
