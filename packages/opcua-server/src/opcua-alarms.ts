@@ -219,10 +219,9 @@ export function serveAlarms(context: AlarmServingContext): Disposer {
     branch.setMessage(snapshot.message);
     branch.setQuality(qualityOf(snapshot));
     branch.setRetain(enabled && (active || !acked));
-    if (annotation) {
-      branch.setClientUserId(annotation.user);
-      if (annotation.comment !== undefined) branch.setComment(annotation.comment);
-    }
+    // Who caused this transition: nobody for a process value or a timer (not the last commander).
+    branch.setClientUserId(annotation?.user ?? "");
+    if (annotation?.comment !== undefined) branch.setComment(annotation.comment);
     branch.setTime(new Date(at));
     branch.setReceiveTime(new Date(context.clock.now()));
     if (!enabled) branch.setEnabledState(false);
@@ -233,7 +232,7 @@ export function serveAlarms(context: AlarmServingContext): Disposer {
 
   function qualityOf(snapshot: AlarmSnapshot): StatusCode {
     const quality = snapshot.lastQuality;
-    if (quality === undefined) return codes.Good;
+    if (quality === undefined) return codes.BadWaitingForInitialData;
     const generic =
       quality.severity === "good" ? codes.Good : quality.severity === "uncertain" ? codes.Uncertain : codes.Bad;
     try {

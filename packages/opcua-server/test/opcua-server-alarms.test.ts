@@ -40,6 +40,9 @@ const FIELDS = [
   "Retain",
   "ShelvingState.CurrentState",
   "EnabledState.Id",
+  "ClientUserId",
+  "Comment",
+  "Quality",
   "ConditionId",
 ] as const;
 
@@ -214,7 +217,10 @@ describe("Kiln alarms as OPC UA Part 9 conditions", () => {
     expect(allowed[0]!.principal).toBe("olga");
     expect(allowed[0]!.source).toMatch(/^opcua:urn:kiln-test:scada session /);
     await waitFor(() => lastEventOf(PRESSURE_HI)?.["AckedState.Id"] === true, "the acknowledge event");
-    expect(lastEventOf(PRESSURE_HI)).toMatchObject({ "ActiveState.Id": true, Retain: true });
+    const event = lastEventOf(PRESSURE_HI)!;
+    expect(event).toMatchObject({ "ActiveState.Id": true, Retain: true, ClientUserId: "olga" });
+    expect((event.Comment as { text: string }).text).toBe("seen, venting");
+    expect(allowed[0]!.reason).toBe("seen, venting");
   });
 
   test("acknowledging again, or with an unknown EventId, is refused and changes nothing", async () => {
@@ -316,6 +322,27 @@ describe("Kiln alarms as OPC UA Part 9 conditions", () => {
     } finally {
       await late.close();
     }
+  });
+
+  test("a timed shelf that runs out unshelves on Kiln's timer: an event shows the alarm unacknowledged again", async () => {
+    const shelvingState = await shelvingStateOf(DOOR);
+    const result = await operator.session.call({
+      objectId: shelvingState,
+      methodId: "ns=0;i=2949",
+      inputArguments: [{ dataType: DataType.Double, value: 300 }],
+    });
+    expect(result.statusCode.value).toBe(StatusCodes.Good.value);
+    await waitFor(
+      () => (lastEventOf(DOOR)?.["ShelvingState.CurrentState"] as { text?: string })?.text === "TimedShelved",
+      "the shelve event",
+    );
+    await waitFor(
+      () => (lastEventOf(DOOR)?.["ShelvingState.CurrentState"] as { text?: string })?.text === "Unshelved",
+      "the expiry event",
+    );
+    // ISA-18.2: a shelf that expires on an active alarm shows it unacknowledged; no user caused it.
+    expect(kilnAlarm(DOOR).state.name).toBe("unacknowledged");
+    expect(lastEventOf(DOOR)).toMatchObject({ "ActiveState.Id": true, "AckedState.Id": false, ClientUserId: "" });
   });
 
   test("Disable takes the Kiln alarm out of service (alarm.out-of-service), Enable returns it", async () => {
