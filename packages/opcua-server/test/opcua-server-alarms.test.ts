@@ -86,14 +86,15 @@ function conditionId(alarmId: string): string {
   return `ns=${served.server.namespaceIndex};s=@Alarm.${alarmId}`;
 }
 
+async function childOf(nodeId: string, name: string): Promise<string> {
+  const result = await operator.session.browse({ nodeId, browseDirection: 0, resultMask: 63 });
+  const reference = result.references?.find((candidate) => candidate.browseName.name === name);
+  if (!reference) throw new Error(`no ${name} under ${nodeId}`);
+  return reference.nodeId.toString();
+}
+
 function shelvingStateOf(alarmId: string): Promise<string> {
-  return operator.session
-    .browse({ nodeId: conditionId(alarmId), browseDirection: 0, resultMask: 63 })
-    .then((result) => {
-      const reference = result.references?.find((candidate) => candidate.browseName.name === "ShelvingState");
-      if (!reference) throw new Error("no ShelvingState");
-      return reference.nodeId.toString();
-    });
+  return childOf(conditionId(alarmId), "ShelvingState");
 }
 
 function eventsOf(alarmId: string, events: readonly ConditionEvent[] = scada.events): ConditionEvent[] {
@@ -382,5 +383,32 @@ describe("Kiln alarms as OPC UA Part 9 conditions", () => {
       ],
     });
     expect(result.statusCode.value).toBe(StatusCodes.BadNotSupported.value);
+  });
+  test("OneShotShelve hides the next activation; the shelf ends when the alarm clears (Kiln's one-shot rule)", async () => {
+    const shelvingState = await shelvingStateOf(PRESSURE_HI);
+    const result = await operator.session.call({
+      objectId: shelvingState,
+      methodId: "ns=0;i=2948", // ShelvedStateMachineType.OneShotShelve
+      inputArguments: [],
+    });
+    expect(result.statusCode.value).toBe(StatusCodes.Good.value);
+    expect(kilnAlarm(PRESSURE_HI).state).toMatchObject({ name: "shelved", shelf: { mode: "one-shot" } });
+    // UnshelveTime: a one-shot shelf is time-limited too, to 365 days (ISA-18.2), on Kiln's clock.
+    const unshelveTime = await operator.session.read({
+      nodeId: await childOf(shelvingState, "UnshelveTime"),
+      attributeId: AttributeIds.Value,
+    });
+    expect(unshelveTime.statusCode.value).toBe(StatusCodes.Good.value);
+    expect(unshelveTime.value.value).toBeGreaterThan(364 * 24 * 60 * 60 * 1_000);
+    expect(unshelveTime.value.value).toBeLessThanOrEqual(365 * 24 * 60 * 60 * 1_000);
+    served.plc.set("chamber.pressure", 7);
+    await waitFor(() => lastEventOf(PRESSURE_HI)?.["ActiveState.Id"] === true, "the shelved raise");
+    expect((lastEventOf(PRESSURE_HI)!["ShelvingState.CurrentState"] as { text: string }).text).toBe("OneShotShelved");
+    served.plc.set("chamber.pressure", 1);
+    await waitFor(
+      () => (lastEventOf(PRESSURE_HI)?.["ShelvingState.CurrentState"] as { text?: string })?.text === "Unshelved",
+      "the one-shot shelf ending",
+    );
+    expect(kilnAlarm(PRESSURE_HI).state.name).toBe("normal");
   });
 });
