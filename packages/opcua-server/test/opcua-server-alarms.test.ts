@@ -131,7 +131,14 @@ beforeAll(async () => {
     pki,
     system: {
       alarms: [
-        { tag: "chamber.pressure", kind: "HI", setpoint: 5, priority: 2, message: "chamber pressure high" },
+        {
+          tag: "chamber.pressure",
+          kind: "HI",
+          setpoint: 5,
+          deadband: 1,
+          priority: 2,
+          message: "chamber pressure high",
+        },
         { tag: "chamber.pressure", kind: "HIHI", setpoint: 9, priority: 1 },
         { tag: "chamber.pressure", kind: "LO", setpoint: 0, priority: 4 },
         { tag: "door.open", kind: "BOOL", priority: 1, message: "door open" },
@@ -234,6 +241,14 @@ describe("Kiln alarms as OPC UA Part 9 conditions", () => {
   });
 
   test("a value back under the limit clears: an event with ActiveState false and Retain false", async () => {
+    // Under the setpoint but inside Kiln's deadband: Kiln keeps the alarm active, and so does the
+    // condition (node-opcua's own limit check, which knows no deadband, is off).
+    const before = eventsOf(PRESSURE_HI).length;
+    served.plc.set("chamber.pressure", 4.5);
+    await waitFor(() => served.system.cvt.get("chamber.pressure")?.value === 4.5, "the CVT at 4.5");
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(kilnAlarm(PRESSURE_HI).active).toBe(true);
+    expect(eventsOf(PRESSURE_HI)).toHaveLength(before);
     served.plc.set("chamber.pressure", 1);
     await waitFor(() => lastEventOf(PRESSURE_HI)?.["ActiveState.Id"] === false, "the clear event");
     expect(lastEventOf(PRESSURE_HI)).toMatchObject({ "AckedState.Id": true, Retain: false });
