@@ -9,3 +9,4 @@ export {
 } from "./opcua-server-options";
 export { ServerStatusCodes, statusCodeOfError, statusCodeOfSample } from "./opcua-status";
 export { OPCUA_DATA_TYPE_OF_TAG } from "./opcua-address-space";
+export { OPCUA_SEVERITY_OF_PRIORITY } from "./opcua-alarms";

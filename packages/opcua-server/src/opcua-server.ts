@@ -23,6 +23,7 @@ import type { ServerSession } from "node-opcua-server";
 import type { StatusCode } from "node-opcua-status-code";
 import type { UserIdentityToken } from "node-opcua-types";
 import type { Variant } from "node-opcua-variant";
+import { serveAlarms } from "./opcua-alarms";
 import { addTagVariables, folderIdentifier, OPCUA_DATA_TYPE_OF_TAG } from "./opcua-address-space";
 import { addMachineNodes, type MachineMethods, type MachineVariable } from "./opcua-machine";
 import {
@@ -50,6 +51,11 @@ export type ServedSystem = Pick<
   | "resumeProcess"
   | "abortProcess"
   | "sendMachineCommand"
+  | "listAlarms"
+  | "acknowledgeAlarm"
+  | "shelveAlarm"
+  | "unshelveAlarm"
+  | "setAlarmInService"
 >;
 
 /**
@@ -302,6 +308,18 @@ export class OpcuaServer {
         }),
       );
       this.#serveMachine(runtime, namespace, machineFolder);
+      this.#disposers.push(
+        serveAlarms({
+          runtime,
+          namespace,
+          notifier: machineFolder,
+          variables: this.#variables,
+          system: this.#system,
+          principalOf: (session) => this.#principalOf(session),
+          clock: this.#clock,
+          logger: this.#logger,
+        }),
+      );
       this.#watchSystem();
       this.#server = server;
       await server.start();

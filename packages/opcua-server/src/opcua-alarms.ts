@@ -1,0 +1,504 @@
+import type {
+  AlarmPriority,
+  AlarmSnapshot,
+  AlarmState,
+  Clock,
+  ControlSystem,
+  Disposer,
+  KilnEvents,
+  Logger,
+  Principal,
+} from "@kiln/core";
+import { KilnError } from "@kiln/core";
+import type { Namespace, UAObject, UAVariable } from "node-opcua-address-space";
+import type { ISessionBase, ISessionContext } from "node-opcua-address-space-base";
+import type { StatusCode } from "node-opcua-status-code";
+import type { Variant } from "node-opcua-variant";
+import type { ServerRuntime } from "./opcua-server-runtime-loader";
+import { statusCodeOfError } from "./opcua-status";
+
+/** The alarm part of a `ControlSystem` the server uses: snapshots, and the checked, audited alarm commands. */
+export type AlarmServedSystem = Pick<
+  ControlSystem,
+  "bus" | "listAlarms" | "acknowledgeAlarm" | "shelveAlarm" | "unshelveAlarm" | "setAlarmInService"
+>;
+
+/**
+ * OPC UA Severity (1..1000, OPC UA Part 9, 5.5.2; Part 5, 6.4.2) of each Kiln alarm priority:
+ * the middle of the Part 9 bands High (801-1000), Medium High (601-800), Medium (401-600) and
+ * Medium Low (201-400), so a client's filter on a band keeps Kiln's order.
+ *
+ * | Kiln priority | meaning  | Severity |
+ * |---------------|----------|----------|
+ * | 1             | critical | 900      |
+ * | 2             | high     | 700      |
+ * | 3             | medium   | 500      |
+ * | 4             | low      | 300      |
+ */
+export const OPCUA_SEVERITY_OF_PRIORITY: Readonly<Record<AlarmPriority, number>> = Object.freeze({
+  1: 900,
+  2: 700,
+  3: 500,
+  4: 300,
+});
+
+/** The longest shelve (ms) Kiln allows, 365 days (ISA-18.2 shelving is time-limited); served as MaxTimeShelved. */
+const MAX_SHELVE_MS = 365 * 24 * 60 * 60 * 1_000;
+
+/** The LimitState (ExclusiveLimitStateMachineType) of an active limit alarm, by Kiln kind. */
+const LIMIT_STATE_OF_KIND = { HI: "High", HIHI: "HighHigh", LO: "Low", LOLO: "LowLow" } as const;
+
+/** The option of `instantiateExclusiveLimitAlarm` that carries each kind's setpoint. */
+const LIMIT_OPTION_OF_KIND = {
+  HI: "highLimit",
+  HIHI: "highHighLimit",
+  LO: "lowLimit",
+  LOLO: "lowLowLimit",
+} as const;
+
+/** What {@link serveAlarms} needs from the server. */
+export interface AlarmServingContext {
+  readonly runtime: ServerRuntime;
+  readonly namespace: Namespace;
+  /** The machine object: made an event notifier of Server, and the event source of each alarmed tag. */
+  readonly notifier: UAObject;
+  /** The tag variables by tag name (the ConditionSource of each alarm). */
+  readonly variables: ReadonlyMap<string, UAVariable>;
+  readonly system: AlarmServedSystem;
+  /** The principal a session acts as (the one the host's `identify` gave, else one with no role). */
+  principalOf(session: ISessionBase | undefined): Principal;
+  readonly clock: Clock;
+  readonly logger: Logger;
+}
+
+/** The node-opcua condition members this module drives (typed loosely: node-opcua's Ex types are not exported by name). */
+interface Branch {
+  setActiveState(value: boolean): void;
+  setAckedState(value: boolean): unknown;
+  getAckedState(): boolean;
+  setRetain(value: boolean): void;
+  setEnabledState(value: boolean): void;
+  getEnabledState(): boolean;
+  setSuppressedState(value: boolean): void;
+  setSeverity(value: number): void;
+  getSeverity(): number;
+  setMessage(value: string): void;
+  setQuality(value: StatusCode): void;
+  setComment(value: string): void;
+  setClientUserId(value: string): void;
+  setTime(value: Date): void;
+  setReceiveTime(value: Date): void;
+}
+
+interface StateMachine {
+  setState(name: string | null): void;
+  getCurrentState(): string | null;
+}
+
+interface ConditionNode extends UAObject {
+  currentBranch(): Branch;
+  raiseConditionEvent(branch: Branch, renewEventId: boolean): void;
+  findBranchForEventId(eventId: Buffer | null): Branch | null;
+  limitState?: StateMachine & UAObject;
+  shelvingState: StateMachine &
+    UAObject & {
+      unshelve: MethodNode;
+      timedShelve: MethodNode;
+      oneShotShelve: MethodNode;
+      unshelveTime?: UAVariable;
+    };
+  acknowledge: MethodNode;
+  addComment: MethodNode;
+  enable: MethodNode;
+  disable: MethodNode;
+  // node-opcua's own evaluation of the input node, switched off (see serveAlarms).
+  _onInputDataValueChange(...args: unknown[]): void;
+  updateState(): void;
+  evaluateConditionsAfterEnabled(): void;
+}
+
+interface MethodNode {
+  readonly nodeId: { toString(): string };
+  bindMethod(handler: MethodHandler): void;
+}
+
+/** node-opcua tells a promise handler from a callback one by its arity (2), so every handler is bound through this. */
+function bind(method: MethodNode | null | undefined, handler: MethodHandler): void {
+  method?.bindMethod((inputs, methodContext) => handler(inputs, methodContext));
+}
+
+type MethodResult = { statusCode: StatusCode; outputArguments?: [] };
+type MethodHandler = (inputs: Variant[], context: ISessionContext) => Promise<MethodResult>;
+
+interface ServedAlarm {
+  readonly id: string;
+  readonly condition: ConditionNode;
+  readonly severity: number;
+  /** Whether the condition was out of service when last shown (a disabled condition sends no events). */
+  disabled: boolean;
+}
+
+/** What an OPC UA command adds to the event it causes: the client's comment and who sent it. */
+interface Annotation {
+  readonly comment?: string;
+  readonly user: string;
+}
+
+/**
+ * Serves every Kiln alarm as an OPC UA Part 9 condition (see docs/adr/0033):
+ *
+ * - numeric alarms (HI, HIHI, LO, LOLO) as `ExclusiveLimitAlarmType` with the one limit of the
+ *   definition, BOOL alarms as `OffNormalAlarmType`; NodeId `s=@Alarm.<alarm id>`, organized
+ *   in the `Alarms` folder, `HasCondition` from the tag's variable (the SourceNode); the machine
+ *   object is an event notifier of Server and the event source of every alarmed tag, so events
+ *   reach clients subscribed to Server or to the machine, and ConditionRefresh finds them;
+ * - every state (ActiveState, AckedState, Retain, ShelvingState, SuppressedState, EnabledState,
+ *   LimitState, Severity, Quality) is set from Kiln's alarm snapshot when the bus publishes
+ *   `alarm-state-change`, and each change raises one condition event; node-opcua's own
+ *   evaluation of the input node is switched off;
+ * - Acknowledge, TimedShelve, OneShotShelve, Unshelve, Enable and Disable (on the instances
+ *   and on the types) call Kiln's checked alarm commands with the session's principal; a
+ *   refusal answers its StatusCode and changes nothing. AddComment and Confirm answer
+ *   `BadNotSupported` / `BadMethodInvalid` (Kiln has neither).
+ *
+ * @returns a disposer that unsubscribes from the bus.
+ */
+export function serveAlarms(context: AlarmServingContext): Disposer {
+  const { runtime, namespace, notifier, system, logger } = context;
+  const addressSpace = namespace.addressSpace;
+  // ConditionRefresh / ConditionRefresh2 (and node-opcua's condition methods on the types, which
+  // bindTypeMethods replaces below): node-opcua's server does not install them by itself.
+  addressSpace.installAlarmsAndConditionsService();
+  const snapshots = system.listAlarms();
+  if (snapshots.length === 0) return () => undefined;
+  const codes = runtime.StatusCodes;
+
+  const server = addressSpace.rootFolder.objects.server;
+  notifier.setEventNotifier(1); // SubscribeToEvents
+  server.addReference({ referenceType: "HasNotifier", nodeId: notifier });
+  const folder = namespace.addObject({
+    browseName: "Alarms",
+    nodeId: "s=@Alarms",
+    typeDefinition: "FolderType",
+    organizedBy: notifier,
+    description: "Kiln's ISA-18.2 alarms as OPC UA conditions (one per alarm definition).",
+  });
+
+  const byNode = new Map<string, ServedAlarm>();
+  const byId = new Map<string, ServedAlarm>();
+  const sources = new Set<string>();
+  const annotations = new Map<string, Annotation>();
+
+  function show(
+    served: ServedAlarm,
+    snapshot: AlarmSnapshot,
+    at: number,
+    raise: boolean,
+    annotation?: Annotation,
+  ): void {
+    const { condition } = served;
+    const branch = condition.currentBranch();
+    const base = baseStateOf(snapshot.state);
+    const active = base === "unacknowledged" || base === "acknowledged";
+    const acked = base === "normal" || base === "acknowledged";
+    const enabled = snapshot.state.name !== "out-of-service";
+    const shelf = shelfOf(snapshot.state);
+    // node-opcua refuses some setters on a disabled condition: enable first, disable last.
+    if (enabled) branch.setEnabledState(true);
+    branch.setActiveState(active);
+    if (branch.getAckedState() !== acked) branch.setAckedState(acked);
+    branch.setSuppressedState(isSuppressed(snapshot.state));
+    const shelving = shelf === undefined ? "Unshelved" : shelf.mode === "timed" ? "TimedShelved" : "OneShotShelved";
+    if (condition.shelvingState.getCurrentState() !== shelving) condition.shelvingState.setState(shelving);
+    if (condition.limitState && snapshot.kind !== "BOOL") {
+      const limit = active ? LIMIT_STATE_OF_KIND[snapshot.kind] : null;
+      if (condition.limitState.getCurrentState() !== limit) condition.limitState.setState(limit);
+    }
+    // Severity is fixed by the priority; setSeverity also records LastSeverity.
+    if (branch.getSeverity() !== served.severity) branch.setSeverity(served.severity);
+    branch.setMessage(snapshot.message);
+    branch.setQuality(qualityOf(snapshot));
+    branch.setRetain(enabled && (active || !acked));
+    // Who caused this transition: nobody for a process value or a timer (not the last commander).
+    branch.setClientUserId(annotation?.user ?? "");
+    if (annotation?.comment !== undefined) branch.setComment(annotation.comment);
+    branch.setTime(new Date(at));
+    branch.setReceiveTime(new Date(context.clock.now()));
+    if (!enabled) branch.setEnabledState(false);
+    // A disabled condition sends one event (the one that disables it) and none until enabled again.
+    if (raise && (enabled || !served.disabled)) condition.raiseConditionEvent(branch, true);
+    served.disabled = !enabled;
+  }
+
+  function qualityOf(snapshot: AlarmSnapshot): StatusCode {
+    const quality = snapshot.lastQuality;
+    if (quality === undefined) return codes.BadWaitingForInitialData;
+    const generic =
+      quality.severity === "good" ? codes.Good : quality.severity === "uncertain" ? codes.Uncertain : codes.Bad;
+    try {
+      const code = runtime.getStatusCodeFromCode(quality.code >>> 0);
+      const agrees = (code.value & 0xc0000000) >>> 0 === (generic.value & 0xc0000000) >>> 0;
+      return agrees ? code : generic;
+    } catch {
+      return generic;
+    }
+  }
+
+  function bindUnshelveTime(served: ServedAlarm): void {
+    const variable = served.condition.shelvingState.unshelveTime;
+    if (!variable) return;
+    // UnshelveTime (ms left) from Kiln's shelf on Kiln's clock, not node-opcua's own timer.
+    variable.bindVariable(
+      {
+        timestamped_get: () => {
+          const shelf = shelfOf(system.listAlarms().find((alarm) => alarm.id === served.id)?.state);
+          return new runtime.DataValue({
+            value: {
+              dataType: runtime.DataType.Double,
+              value: shelf ? Math.max(0, shelf.until - context.clock.now()) : 0,
+            },
+            statusCode: shelf ? codes.Good : codes.BadConditionNotShelved,
+          });
+        },
+      },
+      true,
+    );
+  }
+
+  /** The Kiln alarm a method acts on: the condition (or its ShelvingState) the client called it on. */
+  function alarmOf(methodContext: ISessionContext): ServedAlarm | undefined {
+    const object = (methodContext as { object?: { nodeId: { toString(): string } } }).object;
+    return object ? byNode.get(object.nodeId.toString()) : undefined;
+  }
+
+  /**
+   * Runs a Kiln alarm command for the session's principal: the command's own checks,
+   * authorization and audit decide; node-opcua's handler is never called.
+   */
+  function command(
+    name: string,
+    run: (principal: Principal, alarm: ServedAlarm, inputs: Variant[]) => Promise<unknown>,
+    refused: Partial<Record<string, StatusCode>> = {},
+    needsEnabled = true,
+  ): MethodHandler {
+    return async (inputs, methodContext) => {
+      const alarm = alarmOf(methodContext);
+      if (!alarm) return { statusCode: codes.BadNodeIdInvalid };
+      if (needsEnabled && !alarm.condition.currentBranch().getEnabledState()) {
+        return { statusCode: codes.BadConditionDisabled };
+      }
+      const principal = context.principalOf(methodContext?.session);
+      try {
+        await run(principal, alarm, inputs);
+        return { statusCode: codes.Good, outputArguments: [] };
+      } catch (error) {
+        const code = KilnError.is(error) ? error.code : undefined;
+        logger.info(
+          { alarmId: alarm.id, method: name, principal: principal.id, error: code ?? String(error) },
+          "OPC UA alarm method refused",
+        );
+        const specific = code === undefined ? undefined : refused[code];
+        return { statusCode: specific ?? runtime.getStatusCodeFromCode(statusCodeOfError(error)) };
+      } finally {
+        annotations.delete(alarm.id);
+      }
+    };
+  }
+
+  const acknowledge = command(
+    "Acknowledge",
+    async (principal, alarm, inputs) => {
+      const eventId = inputs[0]?.value as Buffer | null | undefined;
+      if (!alarm.condition.findBranchForEventId(eventId ?? null)) {
+        throw new KilnError("KILN_NOT_FOUND", `EventId not known for alarm "${alarm.id}"`);
+      }
+      const comment = textOf(inputs[1]);
+      annotations.set(alarm.id, { user: principal.id, ...(comment === undefined ? {} : { comment }) });
+      await system.acknowledgeAlarm(principal, alarm.id, comment ?? "OPC UA Acknowledge");
+    },
+    { KILN_INVALID_TRANSITION: codes.BadConditionBranchAlreadyAcked, KILN_NOT_FOUND: codes.BadEventIdUnknown },
+  );
+  const timedShelve = command(
+    "TimedShelve",
+    async (principal, alarm, inputs) => {
+      const requested = inputs[0]?.value;
+      // OPC UA Duration is a double in ms; Kiln shelves whole ms (rounded up, so never shorter).
+      const durationMs =
+        typeof requested === "number" && Number.isFinite(requested) ? Math.ceil(requested) : Number.NaN;
+      annotations.set(alarm.id, { user: principal.id });
+      await system.shelveAlarm(principal, alarm.id, { durationMs }, "OPC UA TimedShelve");
+    },
+    { KILN_VALIDATION: codes.BadShelvingTimeOutOfRange, KILN_INVALID_TRANSITION: codes.BadConditionAlreadyShelved },
+  );
+  const oneShotShelve = command(
+    "OneShotShelve",
+    async (principal, alarm) => {
+      annotations.set(alarm.id, { user: principal.id });
+      await system.shelveAlarm(principal, alarm.id, { oneShot: true }, "OPC UA OneShotShelve");
+    },
+    { KILN_INVALID_TRANSITION: codes.BadConditionAlreadyShelved },
+  );
+  const unshelve = command(
+    "Unshelve",
+    async (principal, alarm) => {
+      annotations.set(alarm.id, { user: principal.id });
+      await system.unshelveAlarm(principal, alarm.id, "OPC UA Unshelve");
+    },
+    { KILN_INVALID_TRANSITION: codes.BadConditionNotShelved },
+  );
+  const enable = command(
+    "Enable",
+    async (principal, alarm) => {
+      annotations.set(alarm.id, { user: principal.id });
+      await system.setAlarmInService(principal, alarm.id, true, "OPC UA Enable");
+    },
+    { KILN_INVALID_TRANSITION: codes.BadConditionAlreadyEnabled },
+    false,
+  );
+  const disable = command(
+    "Disable",
+    async (principal, alarm) => {
+      annotations.set(alarm.id, { user: principal.id });
+      await system.setAlarmInService(principal, alarm.id, false, "OPC UA Disable");
+    },
+    { KILN_INVALID_TRANSITION: codes.BadConditionAlreadyDisabled },
+    false,
+  );
+  const notSupported: MethodHandler = (_inputs, methodContext) =>
+    Promise.resolve({ statusCode: alarmOf(methodContext) ? codes.BadNotSupported : codes.BadNodeIdInvalid });
+  const noConfirm: MethodHandler = () => Promise.resolve({ statusCode: codes.BadMethodInvalid });
+
+  function bindInstanceMethods(served: ServedAlarm): void {
+    const { condition } = served;
+    bind(condition.acknowledge, acknowledge);
+    bind(condition.addComment, notSupported);
+    bind(condition.enable, enable);
+    bind(condition.disable, disable);
+    bind(condition.shelvingState.timedShelve, timedShelve);
+    bind(condition.shelvingState.oneShotShelve, oneShotShelve);
+    bind(condition.shelvingState.unshelve, unshelve);
+  }
+
+  /** Clients may call the type's method (e.g. AcknowledgeableConditionType.Acknowledge, i=9111) with the condition as the object. */
+  function bindTypeMethods(): void {
+    const onType = (typeName: string, methodName: string, handler: MethodHandler): void =>
+      bind(
+        addressSpace.findObjectType(typeName)?.getMethodByName(methodName) as MethodNode | null | undefined,
+        handler,
+      );
+    onType("AcknowledgeableConditionType", "Acknowledge", acknowledge);
+    onType("AcknowledgeableConditionType", "Confirm", noConfirm);
+    onType("ConditionType", "AddComment", notSupported);
+    onType("ConditionType", "Enable", enable);
+    onType("ConditionType", "Disable", disable);
+    onType("ShelvedStateMachineType", "TimedShelve", timedShelve);
+    onType("ShelvedStateMachineType", "OneShotShelve", oneShotShelve);
+    onType("ShelvedStateMachineType", "Unshelve", unshelve);
+  }
+
+  for (const snapshot of snapshots) {
+    const variable = context.variables.get(snapshot.tag);
+    if (!variable) continue;
+    if (!sources.has(snapshot.tag)) {
+      notifier.addReference({ referenceType: "HasEventSource", nodeId: variable });
+      sources.add(snapshot.tag);
+    }
+    const common = {
+      browseName: snapshot.id,
+      nodeId: `s=@Alarm.${snapshot.id}`,
+      organizedBy: folder,
+      conditionSource: variable,
+      conditionOf: variable,
+      conditionName: snapshot.id,
+      // A NodeId, not the node: node-opcua then watches nothing (Kiln evaluates the alarm).
+      inputNode: variable.nodeId,
+      maxTimeShelved: MAX_SHELVE_MS,
+      optionals: ["SuppressedState", "ShelvingState"],
+    };
+    let condition: ConditionNode;
+    if (snapshot.kind === "BOOL") {
+      condition = namespace.instantiateOffNormalAlarm({
+        ...common,
+        normalState: "ns=0;i=0",
+      }) as unknown as ConditionNode;
+    } else {
+      const option = LIMIT_OPTION_OF_KIND[snapshot.kind];
+      condition = namespace.instantiateExclusiveLimitAlarm("ExclusiveLimitAlarmType", {
+        ...common,
+        [option]: Number.NaN,
+      } as unknown as Parameters<Namespace["instantiateExclusiveLimitAlarm"]>[1]) as unknown as ConditionNode;
+      // The control system's public API does not give the setpoint: Part 9, 5.8.18 says to keep
+      // the limit Property and make it not readable then.
+      const limit = (condition as unknown as Record<string, { accessLevel: number; userAccessLevel: number }>)[option];
+      if (limit) {
+        limit.accessLevel = 0;
+        limit.userAccessLevel = 0;
+      }
+    }
+    // Kiln's engine evaluates the alarm (deadband, delays, quality); node-opcua must not.
+    condition._onInputDataValueChange = () => undefined;
+    condition.updateState = () => undefined;
+    condition.evaluateConditionsAfterEnabled = () => undefined;
+    const served: ServedAlarm = {
+      id: snapshot.id,
+      condition,
+      severity: OPCUA_SEVERITY_OF_PRIORITY[snapshot.priority],
+      disabled: false,
+    };
+    byNode.set(condition.nodeId.toString(), served);
+    byNode.set(condition.shelvingState.nodeId.toString(), served);
+    byId.set(snapshot.id, served);
+    bindUnshelveTime(served);
+    bindInstanceMethods(served);
+    show(served, snapshot, context.clock.now(), false);
+  }
+  bindTypeMethods();
+
+  const onChange = (event: KilnEvents["alarm-state-change"]): void => {
+    const served = byId.get(event.alarmId);
+    if (!served) return;
+    // The bus delivers in the engine's transition, so the snapshot is the state this event reports.
+    const snapshot = system.listAlarms().find((alarm) => alarm.id === event.alarmId);
+    if (!snapshot) return;
+    const annotation = annotations.get(event.alarmId) ?? (event.principal ? { user: event.principal } : undefined);
+    try {
+      show(served, snapshot, event.at, true, annotation);
+    } catch (error) {
+      logger.error({ alarmId: event.alarmId, error: String(error) }, "alarm condition could not be updated");
+    }
+  };
+  return system.bus.on("alarm-state-change", onChange);
+}
+
+function textOf(variant: Variant | undefined): string | undefined {
+  const value = variant?.value as { text?: string | null } | string | null | undefined;
+  const text = typeof value === "string" ? value : (value?.text ?? undefined);
+  return text === null || text === undefined || text === "" ? undefined : text;
+}
+
+type BaseName = "normal" | "unacknowledged" | "acknowledged" | "rtn-unacknowledged";
+
+/** The annunciation state under every overlay (shelved, suppressed, out of service). */
+function baseStateOf(state: AlarmState): BaseName {
+  let current: AlarmState = state;
+  while ("underlying" in current) current = current.underlying;
+  return current.name as BaseName;
+}
+
+function shelfOf(state: AlarmState | undefined): { mode: "timed" | "one-shot"; until: number } | undefined {
+  let current: AlarmState | undefined = state;
+  while (current !== undefined) {
+    if (current.name === "shelved") return current.shelf;
+    current = "underlying" in current ? current.underlying : undefined;
+  }
+  return undefined;
+}
+
+function isSuppressed(state: AlarmState): boolean {
+  let current: AlarmState | undefined = state;
+  while (current !== undefined) {
+    if (current.name === "suppressed") return true;
+    current = "underlying" in current ? current.underlying : undefined;
+  }
+  return false;
+}
