@@ -1,5 +1,5 @@
 import { existsSync } from "node:fs";
-import type { Clock, Logger, Principal, RecipeInput } from "@kiln/core";
+import { Authorizer, type Clock, type Logger, type Principal, type RecipeInput } from "@kiln/core";
 import { parseOrThrow } from "@kiln/core/driver-kit";
 import { z } from "zod";
 
@@ -48,6 +48,12 @@ export type OpcuaRecipeResolver = (
   version: number,
 ) => RecipeInput | undefined | Promise<RecipeInput | undefined>;
 
+/**
+ * Decides the `read` permission of a session's principal on a tag (Kiln's `Authorizer`, built
+ * from the same role table as the system's `authorization.roles`).
+ */
+export type OpcuaReadAuthorizer = Pick<Authorizer, "can">;
+
 const MESSAGE_SECURITY_MODES = ["None", "Sign", "SignAndEncrypt"] as const;
 const SECURE_POLICIES = ["Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss"] as const;
 
@@ -76,6 +82,12 @@ export const opcuaServerOptionsSchema = z
       .custom<OpcuaRecipeResolver>((value) => typeof value === "function", "must be a function")
       .optional(),
     productName: z.string().min(1).default("Kiln OPC UA server"),
+    authorizer: z
+      .custom<OpcuaReadAuthorizer>(
+        (value) => typeof value === "object" && value !== null && typeof (value as OpcuaReadAuthorizer).can === "function",
+        "must be an Authorizer (an object with can(principal, permission, target))",
+      )
+      .default(() => new Authorizer()),
     clock: z
       .custom<Clock>(
         (value) => typeof value === "object" && value !== null && typeof (value as Clock).now === "function",
@@ -126,6 +138,9 @@ export const opcuaServerOptionsSchema = z
  * - `identify`: maps a user identity to a Kiln principal ({@link OpcuaIdentityMapper}). Required.
  * - `resolveRecipe`: finds the recipe the `Machine.StartRecipe` Method names
  *   ({@link OpcuaRecipeResolver}). @default none: StartRecipe answers `BadNotSupported`
+ * - `authorizer`: decides `read` for HistoryRead (docs/concepts/security.md): a session whose
+ *   principal lacks `read` on a tag gets `BadUserAccessDenied`. Pass an `Authorizer` with the
+ *   role table the system was given. @default `new Authorizer()` (the default role table)
  * - `productName`: the BuildInfo product name. @default "Kiln OPC UA server"
  * - `clock`: the time of ServerTimestamps. @default SystemClock
  * - `logger`: where the server reports what it refused or could not serve. @default silent

@@ -34,6 +34,8 @@ import {
 } from "./opcua-server-options";
 import { loadServerRuntime, type ServerRuntime } from "./opcua-server-runtime-loader";
 import { ServerStatusCodes, statusCodeOfError, statusCodeOfSample } from "./opcua-status";
+import { HistoryService } from "./opcua-history";
+import { aggregateNameOf, serveHistory } from "./opcua-history-nodes";
 
 /** The parts of a `ControlSystem` the server uses: its public, checked API only. */
 export type ServedSystem = Pick<
@@ -41,6 +43,7 @@ export type ServedSystem = Pick<
   | "machineId"
   | "tags"
   | "cvt"
+  | "history"
   | "bus"
   | "machineState"
   | "state"
@@ -302,6 +305,7 @@ export class OpcuaServer {
         }),
       );
       this.#serveMachine(runtime, namespace, machineFolder);
+      serveHistory(addressSpace, server.engine as never, this.#system.tags, this.#variables, this.#historyService(runtime));
       this.#watchSystem();
       this.#server = server;
       await server.start();
@@ -359,6 +363,18 @@ export class OpcuaServer {
       }
       if (this.#server) this.#watchSystem();
     }, SYSTEM_WATCH_MS);
+  }
+
+  /** HistoryRead of the tag variables from `system.history`, for principals with `read` on the tag (see opcua-history.ts). */
+  #historyService(runtime: ServerRuntime): HistoryService {
+    const authorizer = this.#options.authorizer;
+    return new HistoryService(runtime, {
+      history: this.#system.history,
+      principalOf: (context) => this.#principalOf(context?.session),
+      canRead: (principal, tag) => authorizer.can(principal, "read", tag),
+      variantOf: (tag, value) => variantOf(runtime, tag, value),
+      aggregateNameOf,
+    });
   }
 
   /** The machine object: its state and process as variables (from the event bus), its commands as Methods. */
