@@ -26,7 +26,10 @@ const HISTORY_SERVER_CAPABILITIES_AGGREGATE_FUNCTIONS = 11201;
 /** What of node-opcua's server engine the history wiring sets (both read lazily by the engine). */
 interface EngineCapabilities {
   readonly historyServerCapabilities: Record<string, boolean | number>;
-  readonly serverCapabilities: { maxHistoryContinuationPoints: number };
+  readonly serverCapabilities: {
+    maxHistoryContinuationPoints: number;
+    readonly operationLimits: { maxNodesPerHistoryReadData: number };
+  };
 }
 
 /**
@@ -36,7 +39,7 @@ interface EngineCapabilities {
  * (the store is the historian), `Stepped` from the tag's interpolation, the configuration's
  * invented times (Min/MaxTimeInterval, StartOf(Online)Archive) removed; then HistoryRead of each
  * goes to `service` (see ADR 0032). Sets HistoryServerCapabilities truthfully: data access only,
- * MaxReturnDataValues, MaxHistoryContinuationPoints, and the AggregateFunctions folders (of the
+ * MaxReturnDataValues, MaxHistoryContinuationPoints, MaxNodesPerHistoryReadData, and the AggregateFunctions folders (of the
  * server and of the history capabilities) listing exactly the aggregates the store computes.
  */
 export function serveHistory(
@@ -51,8 +54,9 @@ export function serveHistory(
     const tag = tags.get(name);
     if (tag.logging.mode === "none") continue;
     addressSpace.installHistoricalDataNode(variable, { historian } as never);
-    const configuration = (variable as unknown as { $historicalDataConfiguration?: Record<string, BaseNode | undefined> })
-      .$historicalDataConfiguration;
+    const configuration = (
+      variable as unknown as { $historicalDataConfiguration?: Record<string, BaseNode | undefined> }
+    ).$historicalDataConfiguration;
     if (configuration) {
       (configuration.stepped as UAVariable | undefined)?.setValueFromSource({
         dataType: "Boolean",
@@ -82,6 +86,7 @@ export function serveHistory(
     insertAnnotationCapability: false,
   });
   engine.serverCapabilities.maxHistoryContinuationPoints = OPCUA_HISTORY_LIMITS.maxContinuationPoints;
+  engine.serverCapabilities.operationLimits.maxNodesPerHistoryReadData = OPCUA_HISTORY_LIMITS.maxNodesPerRequest;
   const supported = new Set<number>(service.aggregates.map((name) => AGGREGATE_FUNCTION_NODE_IDS[name]));
   for (const folderId of [SERVER_CAPABILITIES_AGGREGATE_FUNCTIONS, HISTORY_SERVER_CAPABILITIES_AGGREGATE_FUNCTIONS]) {
     const folder = addressSpace.findNode(`i=${folderId}`);
@@ -90,7 +95,9 @@ export function serveHistory(
       const id = reference.nodeId;
       if (id.namespace === 0 && !supported.has(Number(id.value))) folder.removeReference(reference);
     }
-    const present = new Set(folder.findReferences("Organizes", true).map((reference) => Number(reference.nodeId.value)));
+    const present = new Set(
+      folder.findReferences("Organizes", true).map((reference) => Number(reference.nodeId.value)),
+    );
     for (const id of supported) {
       if (!present.has(id)) folder.addReference({ referenceType: "Organizes", isForward: true, nodeId: `i=${id}` });
     }

@@ -1,22 +1,16 @@
 import { randomBytes } from "node:crypto";
-import {
-  KilnError,
-  type Principal,
-  QualityCodes,
-  type Sample,
-  type StoredHistoryView,
-  type Tag,
-} from "@kiln/core";
-import {
-  type AggregateName,
-  AGGREGATES,
-  type AggregateValue,
-  MAX_HISTORY_INTERVALS,
-} from "@kiln/core/driver-kit";
+import { KilnError, type Principal, QualityCodes, type Sample, type StoredHistoryView, type Tag } from "@kiln/core";
+import { type AggregateName, AGGREGATES, type AggregateValue } from "@kiln/core/driver-kit";
 import type { ISessionContext } from "node-opcua-address-space-base";
 import type { DataValue } from "node-opcua-data-value";
-import type { HistoryReadResult, ReadAtTimeDetails, ReadProcessedDetails, ReadRawModifiedDetails } from "node-opcua-types";
+import type {
+  HistoryReadResult,
+  ReadAtTimeDetails,
+  ReadProcessedDetails,
+  ReadRawModifiedDetails,
+} from "node-opcua-types";
 import type { Variant } from "node-opcua-variant";
+import type { ServerRuntime } from "./opcua-server-runtime-loader";
 import { ServerStatusCodes, statusCodeOfSample } from "./opcua-status";
 
 /**
@@ -28,17 +22,21 @@ const HISTORY_TIME_MAX = Date.UTC(2100, 0, 1);
 
 /**
  * The bounds of one HistoryRead (OPC UA Part 11), advertised in the server's
- * HistoryServerCapabilities and ServerCapabilities:
+ * HistoryServerCapabilities and ServerCapabilities, so one response holds at most
+ * `maxNodesPerRequest × maxValuesPerNode` (100,000) values:
  *
  * - `maxValuesPerNode`: the most values one node returns per call (MaxReturnDataValues); a raw
- *   read asking for more (or for 0, "all") gets pages of this size with continuation points.
- *   Also the most ReqTimes of a ReadAtTime. Processed reads are bounded by Kiln's
- *   `MAX_HISTORY_INTERVALS` (10,000 intervals), which is the same number.
+ *   read asking for more (or for 0, "all"), and a processed read of more intervals, gets pages
+ *   of this size with continuation points. Also the most ReqTimes of a ReadAtTime (more answers
+ *   `BadTooManyOperations`).
+ * - `maxNodesPerRequest`: the most nodes of one HistoryRead
+ *   (OperationLimits.MaxNodesPerHistoryReadData); more answers `BadTooManyOperations`.
  * - `maxContinuationPoints`: the most open continuation points per session
  *   (MaxHistoryContinuationPoints); one more answers `BadNoContinuationPoints`.
  */
 export const OPCUA_HISTORY_LIMITS = {
-  maxValuesPerNode: MAX_HISTORY_INTERVALS,
+  maxValuesPerNode: 1_000,
+  maxNodesPerRequest: 100,
   maxContinuationPoints: 10,
 } as const;
 
@@ -53,7 +51,28 @@ export const HistoryStatusCodes = {
   BadNoData: 0x809b0000,
   BadTooManyOperations: 0x80100000,
   UncertainDataSubNormal: 0x40a40000,
+  BadAggregateConfigurationRejected: 0x80da0000,
 } as const;
+
+/**
+ * Whether a client's AggregateConfiguration (Part 13, 4.2.1.2) is the one Kiln computes with:
+ * TreatUncertainAsBad true, PercentDataBad and PercentDataGood 100 (any bad data makes a result
+ * non-good), UseSlopedExtrapolation false (the last value is held). Another one answers
+ * `BadAggregateConfigurationRejected` rather than results computed some other way.
+ */
+function isKilnConfiguration(configuration: {
+  treatUncertainAsBad?: boolean;
+  percentDataBad?: number;
+  percentDataGood?: number;
+  useSlopedExtrapolation?: boolean;
+}): boolean {
+  return (
+    configuration.treatUncertainAsBad === true &&
+    configuration.percentDataBad === 100 &&
+    configuration.percentDataGood === 100 &&
+    configuration.useSlopedExtrapolation === false
+  );
+}
 
 /**
  * The info bits of a historical value's StatusCode (Part 4, 7.39.1 and Part 11, 6.3.2): InfoType
@@ -111,16 +130,17 @@ export function historyStatusOfError(error: unknown): number {
 }
 
 /** What the history service needs of node-opcua (loaded at run time). */
-export interface HistoryRuntime {
-  readonly DataValue: typeof import("node-opcua-data-value").DataValue;
-  readonly HistoryData: typeof import("node-opcua-types").HistoryData;
-  readonly HistoryReadResult: typeof import("node-opcua-types").HistoryReadResult;
-  readonly ReadRawModifiedDetails: typeof import("node-opcua-types").ReadRawModifiedDetails;
-  readonly ReadProcessedDetails: typeof import("node-opcua-types").ReadProcessedDetails;
-  readonly ReadAtTimeDetails: typeof import("node-opcua-types").ReadAtTimeDetails;
-  readonly DataType: typeof import("node-opcua-variant").DataType;
-  getStatusCodeFromCode(code: number): import("node-opcua-status-code").StatusCode;
-}
+export type HistoryRuntime = Pick<
+  ServerRuntime,
+  | "DataValue"
+  | "HistoryData"
+  | "HistoryReadResult"
+  | "ReadRawModifiedDetails"
+  | "ReadProcessedDetails"
+  | "ReadAtTimeDetails"
+  | "DataType"
+  | "getStatusCodeFromCode"
+>;
 
 /** What the history service needs of the server. */
 export interface HistoryHost {
@@ -137,6 +157,7 @@ export interface HistoryHost {
 
 /** Where a raw read resumes (one continuation point). */
 interface RawCursor {
+  readonly kind: "raw";
   readonly tag: string;
   readonly forward: boolean;
   /** Inclusive lower end of the raw range, ms. */
@@ -154,6 +175,20 @@ interface RawCursor {
   phase: "start" | "samples" | "end";
 }
 
+/** Where a processed read resumes: the intervals of `[from, to)` not returned yet. */
+interface ProcessedCursor {
+  readonly kind: "processed";
+  readonly tag: string;
+  readonly aggregate: AggregateName;
+  readonly intervalMs: number;
+  readonly reverse: boolean;
+  /** The intervals left cover `[from, to)`. */
+  from: number;
+  to: number;
+}
+
+type Cursor = RawCursor | ProcessedCursor;
+
 /** Milliseconds of an OPC UA DateTime; undefined for an unspecified one (null or before 1601-01-02). */
 function timeOf(date: Date | null | undefined): number | undefined {
   if (!date) return undefined;
@@ -169,7 +204,7 @@ function timeOf(date: Date | null | undefined): number | undefined {
 export class HistoryService {
   readonly #host: HistoryHost;
   readonly #runtime: HistoryRuntime;
-  readonly #cursors = new WeakMap<object, Map<string, RawCursor>>();
+  readonly #cursors = new WeakMap<object, Map<string, Cursor>>();
 
   constructor(runtime: HistoryRuntime, host: HistoryHost) {
     this.#runtime = runtime;
@@ -202,11 +237,13 @@ export class HistoryService {
         if (details.isReadModified) return this.#fail(HistoryStatusCodes.BadHistoryOperationUnsupported);
         return await this.#readRaw(tag, session, details, continuation);
       }
+      if (details instanceof runtime.ReadProcessedDetails) {
+        return await this.#readProcessed(tag, session, details, continuation);
+      }
       if (continuation.continuationPoint && continuation.continuationPoint.length > 0) {
         return this.#fail(HistoryStatusCodes.BadContinuationPointInvalid);
       }
       if (details instanceof runtime.ReadAtTimeDetails) return await this.#readAtTime(tag, details);
-      if (details instanceof runtime.ReadProcessedDetails) return await this.#readProcessed(tag, details);
       return this.#fail(HistoryStatusCodes.BadHistoryOperationUnsupported);
     } catch (error) {
       return this.#fail(historyStatusOfError(error));
@@ -254,12 +291,14 @@ export class HistoryService {
     details: ReadRawModifiedDetails,
     continuation: { continuationPoint?: Buffer | null; releaseContinuationPoints?: boolean },
   ): Promise<HistoryReadResult> {
-    const cursors = session ? this.#cursorsOf(session) : new Map<string, RawCursor>();
+    const cursors = session ? this.#cursorsOf(session) : new Map<string, Cursor>();
     const point = continuation.continuationPoint;
     if (point && point.length > 0) {
       const key = point.toString("hex");
       const cursor = cursors.get(key);
-      if (!cursor || cursor.tag !== tag.name) return this.#fail(HistoryStatusCodes.BadContinuationPointInvalid);
+      if (cursor?.kind !== "raw" || cursor.tag !== tag.name) {
+        return this.#fail(HistoryStatusCodes.BadContinuationPointInvalid);
+      }
       cursors.delete(key);
       if (continuation.releaseContinuationPoints) return this.#result([]);
       return this.#page(tag, cursor, cursors);
@@ -277,31 +316,83 @@ export class HistoryService {
     if ((start === undefined || end === undefined) && requested === 0) {
       return this.#fail(HistoryStatusCodes.BadInvalidTimestampArgument);
     }
-    const pageSize = requested === 0 ? OPCUA_HISTORY_LIMITS.maxValuesPerNode : Math.min(requested, OPCUA_HISTORY_LIMITS.maxValuesPerNode);
+    const pageSize =
+      requested === 0
+        ? OPCUA_HISTORY_LIMITS.maxValuesPerNode
+        : Math.min(requested, OPCUA_HISTORY_LIMITS.maxValuesPerNode);
     let cursor: RawCursor;
+    const kind = "raw" as const;
     if (start !== undefined && end === undefined) {
-      cursor = { tag: tag.name, forward: true, lo: start, hi: HISTORY_TIME_MAX, start, end: HISTORY_TIME_MAX, after: undefined, pageSize, returnBounds: false, phase: "samples" };
+      cursor = {
+        kind,
+        tag: tag.name,
+        forward: true,
+        lo: start,
+        hi: HISTORY_TIME_MAX,
+        start,
+        end: HISTORY_TIME_MAX,
+        after: undefined,
+        pageSize,
+        returnBounds: false,
+        phase: "samples",
+      };
     } else if (start === undefined) {
-      cursor = { tag: tag.name, forward: false, lo: HISTORY_TIME_MIN, hi: end!, start: end!, end: HISTORY_TIME_MIN, after: undefined, pageSize, returnBounds: false, phase: "samples" };
+      cursor = {
+        kind,
+        tag: tag.name,
+        forward: false,
+        lo: HISTORY_TIME_MIN,
+        hi: end!,
+        start: end!,
+        end: HISTORY_TIME_MIN,
+        after: undefined,
+        pageSize,
+        returnBounds: false,
+        phase: "samples",
+      };
     } else if (start <= end!) {
       // Part 11, 6.4.3.2: [start, end); start == end asks for the values at that time.
       const hi = start === end ? start + 1 : end!;
-      cursor = { tag: tag.name, forward: true, lo: start, hi, start, end: end!, after: undefined, pageSize, returnBounds: details.returnBounds, phase: details.returnBounds ? "start" : "samples" };
+      cursor = {
+        kind,
+        tag: tag.name,
+        forward: true,
+        lo: start,
+        hi,
+        start,
+        end: end!,
+        after: undefined,
+        pageSize,
+        returnBounds: details.returnBounds,
+        phase: details.returnBounds ? "start" : "samples",
+      };
     } else {
       // start > end: newest first, (end, start].
-      cursor = { tag: tag.name, forward: false, lo: end! + 1, hi: start + 1, start, end: end!, after: undefined, pageSize, returnBounds: details.returnBounds, phase: details.returnBounds ? "start" : "samples" };
+      cursor = {
+        kind,
+        tag: tag.name,
+        forward: false,
+        lo: end! + 1,
+        hi: start + 1,
+        start,
+        end: end!,
+        after: undefined,
+        pageSize,
+        returnBounds: details.returnBounds,
+        phase: details.returnBounds ? "start" : "samples",
+      };
     }
     return this.#page(tag, cursor, cursors);
   }
 
-  #cursorsOf(session: object): Map<string, RawCursor> {
+  #cursorsOf(session: object): Map<string, Cursor> {
     let cursors = this.#cursors.get(session);
     if (!cursors) this.#cursors.set(session, (cursors = new Map()));
     return cursors;
   }
 
   /** One page of a raw read; a continuation point when more is left. */
-  async #page(tag: Tag, cursor: RawCursor, cursors: Map<string, RawCursor>): Promise<HistoryReadResult> {
+  async #page(tag: Tag, cursor: RawCursor, cursors: Map<string, Cursor>): Promise<HistoryReadResult> {
     const samples = this.#host.history.samples;
     const values: DataValue[] = [];
     const size = cursor.pageSize;
@@ -309,7 +400,9 @@ export class HistoryService {
       cursor.phase = "samples";
       const at = await samples.readSamples({ tag: tag.name, from: cursor.start, to: cursor.start + 1, limit: 1 });
       if (at.length === 0) {
-        const bound = cursor.forward ? await this.#lastBefore(tag.name, cursor.start) : await this.#firstAtOrAfter(tag.name, cursor.start + 1);
+        const bound = cursor.forward
+          ? await this.#lastBefore(tag.name, cursor.start)
+          : await this.#firstAtOrAfter(tag.name, cursor.start + 1);
         values.push(bound ? this.#dataValueOfSample(tag, bound) : this.#noBound(cursor.start));
       }
     }
@@ -339,13 +432,15 @@ export class HistoryService {
     }
     if (cursor.phase === "end" && cursor.returnBounds) {
       if (values.length >= size) return this.#continue(values, cursor, cursors);
-      const bound = cursor.forward ? await this.#firstAtOrAfter(tag.name, cursor.end) : await this.#lastBefore(tag.name, cursor.end + 1);
+      const bound = cursor.forward
+        ? await this.#firstAtOrAfter(tag.name, cursor.end)
+        : await this.#lastBefore(tag.name, cursor.end + 1);
       values.push(bound ? this.#dataValueOfSample(tag, bound) : this.#noBound(cursor.end));
     }
     return this.#result(values);
   }
 
-  #continue(values: DataValue[], cursor: RawCursor, cursors: Map<string, RawCursor>): HistoryReadResult {
+  #continue(values: DataValue[], cursor: Cursor, cursors: Map<string, Cursor>): HistoryReadResult {
     if (cursors.size >= OPCUA_HISTORY_LIMITS.maxContinuationPoints) {
       return this.#fail(HistoryStatusCodes.BadNoContinuationPoints);
     }
@@ -399,7 +494,8 @@ export class HistoryService {
     if (!queries) return this.#fail(HistoryStatusCodes.BadHistoryOperationUnsupported);
     const times = (details.reqTimes ?? []).map((date) => timeOf(date));
     if (times.length === 0) return this.#result([]);
-    if (times.length > OPCUA_HISTORY_LIMITS.maxValuesPerNode) return this.#fail(HistoryStatusCodes.BadTooManyOperations);
+    if (times.length > OPCUA_HISTORY_LIMITS.maxValuesPerNode)
+      return this.#fail(HistoryStatusCodes.BadTooManyOperations);
     if (times.some((time) => time === undefined || time < HISTORY_TIME_MIN || time > HISTORY_TIME_MAX)) {
       return this.#fail(HistoryStatusCodes.BadInvalidTimestampArgument);
     }
@@ -408,25 +504,58 @@ export class HistoryService {
       const [value] = await queries.valueAt([tag.name], time);
       const raw = await this.#host.history.samples.readSamples({ tag: tag.name, from: time, to: time + 1, limit: 1 });
       const isRaw = raw.length === 1 && value !== undefined && value.quality.severity === "good";
-      values.push(this.#dataValueOfSample(tag, value ?? { tag: tag.name, timestamp: time, value: null, quality: raw[0]?.quality ?? { severity: "bad", code: QualityCodes.Bad, reason: "no data" } } as Sample, isRaw ? 0 : HISTORIAN_INTERPOLATED));
+      values.push(
+        this.#dataValueOfSample(
+          tag,
+          value ??
+            ({
+              tag: tag.name,
+              timestamp: time,
+              value: null,
+              quality: raw[0]?.quality ?? { severity: "bad", code: QualityCodes.Bad, reason: "no data" },
+            } as Sample),
+          isRaw ? 0 : HISTORIAN_INTERPOLATED,
+        ),
+      );
     }
     return this.#result(values);
   }
 
-  async #readProcessed(tag: Tag, details: ReadProcessedDetails): Promise<HistoryReadResult> {
-    const queries = this.#host.history.queries;
-    if (!queries) return this.#fail(HistoryStatusCodes.BadHistoryOperationUnsupported);
-    const aggregateType = details.aggregateType?.[0];
-    const name = this.#host.aggregateNameOf(aggregateType);
-    if (name === undefined) return this.#fail(HistoryStatusCodes.BadAggregateNotSupported);
-    const aggregate = name;
+  async #readProcessed(
+    tag: Tag,
+    session: object | undefined,
+    details: ReadProcessedDetails,
+    continuation: { continuationPoint?: Buffer | null; releaseContinuationPoints?: boolean },
+  ): Promise<HistoryReadResult> {
+    const cursors = session ? this.#cursorsOf(session) : new Map<string, Cursor>();
+    const point = continuation.continuationPoint;
+    if (point && point.length > 0) {
+      const key = point.toString("hex");
+      const cursor = cursors.get(key);
+      if (cursor?.kind !== "processed" || cursor.tag !== tag.name) {
+        return this.#fail(HistoryStatusCodes.BadContinuationPointInvalid);
+      }
+      cursors.delete(key);
+      if (continuation.releaseContinuationPoints) return this.#result([]);
+      return this.#processedPage(tag, cursor, cursors);
+    }
+    if (continuation.releaseContinuationPoints) return this.#result([]);
+    if (!this.#host.history.queries) return this.#fail(HistoryStatusCodes.BadHistoryOperationUnsupported);
+    const aggregate = this.#host.aggregateNameOf(details.aggregateType?.[0]);
+    if (aggregate === undefined) return this.#fail(HistoryStatusCodes.BadAggregateNotSupported);
+    const configuration = details.aggregateConfiguration;
+    if (configuration && !configuration.useServerCapabilitiesDefaults && !isKilnConfiguration(configuration)) {
+      return this.#fail(HistoryStatusCodes.BadAggregateConfigurationRejected);
+    }
     const start = timeOf(details.startTime);
     const end = timeOf(details.endTime);
     if (start === undefined || end === undefined || start === end) {
       return this.#fail(HistoryStatusCodes.BadInvalidTimestampArgument);
     }
     for (const time of [start, end]) {
-      if (time < HISTORY_TIME_MIN || time > HISTORY_TIME_MAX) return this.#fail(HistoryStatusCodes.BadInvalidTimestampArgument);
+      if (time < HISTORY_TIME_MIN || time > HISTORY_TIME_MAX) {
+        return this.#fail(HistoryStatusCodes.BadInvalidTimestampArgument);
+      }
     }
     const reverse = start > end;
     const from = Math.min(start, end);
@@ -438,22 +567,43 @@ export class HistoryService {
     // Reverse order: intervals begin at the (later) start time and run back, which is the same
     // set of intervals as a forward read only when the range is a whole number of intervals.
     if (reverse && (to - from) % intervalMs !== 0) return this.#fail(ServerStatusCodes.BadInvalidArgument);
-    if (Math.ceil((to - from) / intervalMs) > OPCUA_HISTORY_LIMITS.maxValuesPerNode) {
-      return this.#fail(HistoryStatusCodes.BadTooManyOperations);
-    }
-    const rows = await queries.aggregate([tag.name], { start: from, end: to, intervalMs, aggregates: [aggregate] });
+    const cursor: ProcessedCursor = { kind: "processed", tag: tag.name, aggregate, intervalMs, reverse, from, to };
+    return this.#processedPage(tag, cursor, cursors);
+  }
+
+  /**
+   * At most `maxValuesPerNode` intervals of a processed read, from its start (forward) or its
+   * end (reverse); a continuation point for the rest. A page's range starts (or, reversed, ends)
+   * on an interval edge of the whole range, so its intervals are those of the whole read.
+   */
+  async #processedPage(tag: Tag, cursor: ProcessedCursor, cursors: Map<string, Cursor>): Promise<HistoryReadResult> {
     const runtime = this.#runtime;
+    const span = OPCUA_HISTORY_LIMITS.maxValuesPerNode * cursor.intervalMs;
+    const from = cursor.reverse ? Math.max(cursor.from, cursor.to - span) : cursor.from;
+    const to = cursor.reverse ? cursor.to : Math.min(cursor.to, cursor.from + span);
+    const { aggregate } = cursor;
+    const rows = await this.#host.history.queries!.aggregate([tag.name], {
+      start: from,
+      end: to,
+      intervalMs: cursor.intervalMs,
+      aggregates: [aggregate],
+    });
     const values = rows.map((row) => {
-      const result = row.values[aggregate as AggregateName]!;
+      const result = row.values[aggregate]!;
       const code = statusCodeOfAggregate(aggregate, result);
       const variant = result.value === null ? undefined : this.#aggregateVariant(tag, aggregate, result.value);
       return new runtime.DataValue({
         value: variant ?? { dataType: runtime.DataType.Null },
-        statusCode: runtime.getStatusCodeFromCode(variant === undefined && code < QualityCodes.Bad ? HistoryStatusCodes.BadNoData : code),
-        sourceTimestamp: new Date(reverse ? row.end : row.start),
+        statusCode: runtime.getStatusCodeFromCode(
+          variant === undefined && code < QualityCodes.Bad ? HistoryStatusCodes.BadNoData : code,
+        ),
+        sourceTimestamp: new Date(cursor.reverse ? row.end : row.start),
       });
     });
-    if (reverse) values.reverse();
+    if (cursor.reverse) values.reverse();
+    if (cursor.reverse) cursor.to = from;
+    else cursor.from = to;
+    if (cursor.from < cursor.to) return this.#continue(values, cursor, cursors);
     return this.#result(values);
   }
 

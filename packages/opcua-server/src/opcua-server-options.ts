@@ -84,7 +84,8 @@ export const opcuaServerOptionsSchema = z
     productName: z.string().min(1).default("Kiln OPC UA server"),
     authorizer: z
       .custom<OpcuaReadAuthorizer>(
-        (value) => typeof value === "object" && value !== null && typeof (value as OpcuaReadAuthorizer).can === "function",
+        (value) =>
+          typeof value === "object" && value !== null && typeof (value as OpcuaReadAuthorizer).can === "function",
         "must be an Authorizer (an object with can(principal, permission, target))",
       )
       .default(() => new Authorizer()),

@@ -305,7 +305,13 @@ export class OpcuaServer {
         }),
       );
       this.#serveMachine(runtime, namespace, machineFolder);
-      serveHistory(addressSpace, server.engine as never, this.#system.tags, this.#variables, this.#historyService(runtime));
+      serveHistory(
+        addressSpace,
+        server.engine as never,
+        this.#system.tags,
+        this.#variables,
+        this.#historyService(runtime),
+      );
       this.#watchSystem();
       this.#server = server;
       await server.start();

@@ -16,12 +16,11 @@ import { PostgresStore } from "@kiln/store-postgres";
 import {
   AttributeIds,
   type DataValue,
-  HistoryData,
+  type HistoryData,
   HistoryReadRequest,
   ReadAtTimeDetails,
   ReadProcessedDetails,
   ReadRawModifiedDetails,
-  type HistoryReadValueIdOptions,
   TimestampsToReturn,
   UserTokenType,
 } from "node-opcua-client";
@@ -67,7 +66,9 @@ function identify(identity: OpcuaUserIdentity): Principal | undefined {
 const STORES: { name: string; make(): Promise<{ store: Store; close(): Promise<void> }> }[] = [
   { name: "MemoryStore", make: async () => ({ store: new MemoryStore(), close: async () => undefined }) },
   {
-    name: process.env.DATABASE_URL ? "PostgresStore (DATABASE_URL)" : "PostgresStore (PGlite; set DATABASE_URL for the server)",
+    name: process.env.DATABASE_URL
+      ? "PostgresStore (DATABASE_URL)"
+      : "PostgresStore (PGlite; set DATABASE_URL for the server)",
     make: async () => {
       const schema = `kiln_uahist_${process.pid}_${randomBytes(4).toString("hex")}`;
       if (process.env.DATABASE_URL) {
@@ -122,7 +123,11 @@ describe.each(STORES)("HistoryRead from $name", ({ make }) => {
     await system.ready();
     await system.unchecked.store.samples.writeBatch(HISTORY);
     await server.start();
-    client = await connect(server, pki.trusted, { type: UserTokenType.UserName, userName: "vic", password: USERS.vic!.password });
+    client = await connect(server, pki.trusted, {
+      type: UserTokenType.UserName,
+      userName: "vic",
+      password: USERS.vic!.password,
+    });
     node = server.nodeIdOf("hist.temp");
     close = async () => {
       await client?.close();
@@ -136,7 +141,11 @@ describe.each(STORES)("HistoryRead from $name", ({ make }) => {
     await close?.();
   });
 
-  async function read(details: unknown, nodesToRead: HistoryReadValueIdOptions[], session = client.session) {
+  async function read(
+    details: unknown,
+    nodesToRead: { nodeId: string; continuationPoint?: Buffer | undefined }[],
+    session = client.session,
+  ) {
     const response = await session.historyRead(
       new HistoryReadRequest({
         historyReadDetails: details as ReadRawModifiedDetails,
@@ -162,7 +171,11 @@ describe.each(STORES)("HistoryRead from $name", ({ make }) => {
     ((result.historyData as HistoryData | undefined)?.dataValues ?? []) as DataValue[];
 
   const asPlain = (values: DataValue[]) =>
-    values.map((v) => ({ t: v.sourceTimestamp?.getTime(), value: v.value.value as unknown, code: v.statusCode.value >>> 0 }));
+    values.map((v) => ({
+      t: v.sourceTimestamp?.getTime(),
+      value: v.value.value as unknown,
+      code: v.statusCode.value >>> 0,
+    }));
 
   test("tags the store logs are Historizing with AccessLevel HistoryRead; unlogged tags are not", async () => {
     const [historizing, access, unlogged] = await client.session.read([
@@ -179,7 +192,7 @@ describe.each(STORES)("HistoryRead from $name", ({ make }) => {
       { nodeId: "i=11196", attributeId: AttributeIds.Value }, // InsertDataCapability
       { nodeId: "i=2737", attributeId: AttributeIds.Value }, // MaxHistoryContinuationPoints
     ]);
-    expect(capabilities.map((c) => c.value.value)).toEqual([true, 10_000, false, 10]);
+    expect(capabilities.map((c) => c.value.value)).toEqual([true, 1_000, false, 10]);
     for (const folder of ["i=11201", "i=2997"]) {
       const browsed = await client.session.browse(folder);
       const listed = (browsed.references ?? []).map((reference) => Number(reference.nodeId.value)).sort();
@@ -228,7 +241,9 @@ describe.each(STORES)("HistoryRead from $name", ({ make }) => {
 
   test("returnBounds adds the bounding values, BadBoundNotFound where there is none", async () => {
     const [result] = await read(raw(T0 + 2_500, T0 + 5_500, 0, { returnBounds: true }), [{ nodeId: node }]);
-    expect(valuesOf(result!).map((v) => v.sourceTimestamp!.getTime())).toEqual([2, 3, 4, 5, 6].map((s) => T0 + s * 1_000));
+    expect(valuesOf(result!).map((v) => v.sourceTimestamp!.getTime())).toEqual(
+      [2, 3, 4, 5, 6].map((s) => T0 + s * 1_000),
+    );
     const [before] = await read(raw(T0 - 5_000, T0 + 1_000, 0, { returnBounds: true }), [{ nodeId: node }]);
     expect(valuesOf(before!)[0]!.statusCode.value >>> 0).toBe(0x80d70000);
   });
@@ -240,9 +255,10 @@ describe.each(STORES)("HistoryRead from $name", ({ make }) => {
 
   test("AtTime equals system.history valueAt, interpolated between samples", async () => {
     const times = [T0 + 2_000, T0 + 2_500, T0 + 10_500, T0 - 60_000];
-    const [result] = await read(new ReadAtTimeDetails({ reqTimes: times.map((t) => new Date(t)), useSimpleBounds: false }), [
-      { nodeId: node },
-    ]);
+    const [result] = await read(
+      new ReadAtTimeDetails({ reqTimes: times.map((t) => new Date(t)), useSimpleBounds: false }),
+      [{ nodeId: node }],
+    );
     const values = valuesOf(result!);
     expect(values).toHaveLength(times.length);
     for (const [i, time] of times.entries()) {
@@ -294,13 +310,98 @@ describe.each(STORES)("HistoryRead from $name", ({ make }) => {
     },
   );
 
+  test("a processed read of more intervals than a page continues, with no gap or duplicate", async () => {
+    const start = T0;
+    const end = T0 + COUNT * 1_000; // 4,000 intervals of 10 ms: 4 pages of 1,000
+    const details = new ReadProcessedDetails({
+      startTime: new Date(start),
+      endTime: new Date(end),
+      processingInterval: 10,
+      aggregateType: [`i=${AGGREGATE_FUNCTION_NODE_IDS.Count}`],
+      aggregateConfiguration: { useServerCapabilitiesDefaults: true },
+    });
+    const values: DataValue[] = [];
+    let pages = 0;
+    let continuationPoint: Buffer | undefined;
+    do {
+      const [result] = await read(details, [{ nodeId: node, continuationPoint }]);
+      expect(result!.statusCode.isGood()).toBe(true);
+      values.push(...valuesOf(result!));
+      pages++;
+      continuationPoint = result!.continuationPoint?.length ? result!.continuationPoint : undefined;
+    } while (continuationPoint);
+    expect(pages).toBe(4);
+    expect(values.map((v) => v.sourceTimestamp!.getTime())).toEqual(
+      Array.from({ length: 4_000 }, (_, i) => start + i * 10),
+    );
+    const expected = await system.history.queries!.aggregate(["hist.temp"], {
+      start,
+      end,
+      intervalMs: 10,
+      aggregates: ["Count"],
+    });
+    expect(values.map((v) => v.value.value ?? null)).toEqual(expected.map((row) => row.values.Count!.value));
+  });
+
+  test("a reverse processed read returns the intervals newest first", async () => {
+    const [result] = await read(
+      new ReadProcessedDetails({
+        startTime: new Date(T0 + 20_000),
+        endTime: new Date(T0),
+        processingInterval: 5_000,
+        aggregateType: [`i=${AGGREGATE_FUNCTION_NODE_IDS.Maximum}`],
+        aggregateConfiguration: { useServerCapabilitiesDefaults: true },
+      }),
+      [{ nodeId: node }],
+    );
+    const expected = await system.history.queries!.aggregate(["hist.temp"], {
+      start: T0,
+      end: T0 + 20_000,
+      intervalMs: 5_000,
+      aggregates: ["Maximum"],
+    });
+    expect(valuesOf(result!).map((v) => v.value.value ?? null)).toEqual(
+      expected.map((row) => row.values.Maximum!.value).reverse(),
+    );
+  });
+
+  test("an aggregate configuration other than Kiln's is rejected", async () => {
+    const [result] = await read(
+      new ReadProcessedDetails({
+        startTime: new Date(T0),
+        endTime: new Date(T0 + 10_000),
+        processingInterval: 5_000,
+        aggregateType: [`i=${AGGREGATE_FUNCTION_NODE_IDS.Average}`],
+        aggregateConfiguration: {
+          useServerCapabilitiesDefaults: false,
+          treatUncertainAsBad: false,
+          percentDataBad: 100,
+          percentDataGood: 100,
+        },
+      }),
+      [{ nodeId: node }],
+    );
+    expect(result!.statusCode.value >>> 0).toBe(0x80da0000);
+  });
+
+  test("a tag the store does not log has no history; too many nodes are refused", async () => {
+    const [unlogged] = await read(raw(T0, T0 + 10_000), [{ nodeId: server.nodeIdOf("live.only") }]);
+    expect(unlogged!.statusCode.isBad()).toBe(true);
+    await expect(
+      read(
+        raw(T0, T0 + 10_000, 1),
+        Array.from({ length: 101 }, () => ({ nodeId: node })),
+      ),
+    ).rejects.toThrow(/BadTooManyOperations/);
+  });
+
   test("an aggregate Kiln does not compute answers BadAggregateNotSupported", async () => {
     const [result] = await read(
       new ReadProcessedDetails({
         startTime: new Date(T0),
         endTime: new Date(T0 + 10_000),
         processingInterval: 5_000,
-          aggregateConfiguration: { useServerCapabilitiesDefaults: true },
+        aggregateConfiguration: { useServerCapabilitiesDefaults: true },
         aggregateType: ["i=2350"], // Range
       }),
       [{ nodeId: node }],
@@ -309,7 +410,11 @@ describe.each(STORES)("HistoryRead from $name", ({ make }) => {
   });
 
   test("a principal without read is refused BadUserAccessDenied", async () => {
-    const blind = await connect(server, pki.trusted, { type: UserTokenType.UserName, userName: "bob", password: BOB.password });
+    const blind = await connect(server, pki.trusted, {
+      type: UserTokenType.UserName,
+      userName: "bob",
+      password: BOB.password,
+    });
     try {
       const [result] = await read(raw(T0, T0 + 10_000), [{ nodeId: node }], blind.session);
       expect(result!.statusCode.value >>> 0).toBe(0x801f0000);
@@ -320,10 +425,9 @@ describe.each(STORES)("HistoryRead from $name", ({ make }) => {
   });
 
   test("bad input answers a Bad code, never a crash", async () => {
-    const [both] = await read(
-      new ReadRawModifiedDetails({ numValuesPerNode: 0, isReadModified: false }),
-      [{ nodeId: node }],
-    );
+    const [both] = await read(new ReadRawModifiedDetails({ numValuesPerNode: 0, isReadModified: false }), [
+      { nodeId: node },
+    ]);
     expect(both!.statusCode.value >>> 0).toBe(0x80bd0000);
     const [unknown] = await read(raw(T0, T0 + 10_000, 5), [{ nodeId: node, continuationPoint: Buffer.from("nope") }]);
     expect(unknown!.statusCode.value >>> 0).toBe(0x804a0000);
