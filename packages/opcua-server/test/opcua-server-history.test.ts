@@ -26,9 +26,13 @@ import {
 } from "node-opcua-client";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { OpcuaServer, type OpcuaUserIdentity, statusCodeOfSample } from "../src/index";
-import { AGGREGATE_FUNCTION_NODE_IDS } from "../src/opcua-history-nodes";
-import { statusCodeOfAggregate } from "../src/opcua-history";
+import {
+  AGGREGATE_FUNCTION_NODE_IDS,
+  OpcuaServer,
+  type OpcuaUserIdentity,
+  statusCodeOfAggregate,
+  statusCodeOfSample,
+} from "../src/index";
 import { connect, makeTestPki, type TestPki, USERS } from "./support/opcua-fixture";
 
 const tags = defineTags({
