@@ -139,6 +139,8 @@ export type HistoryRuntime = Pick<
   | "ReadProcessedDetails"
   | "ReadAtTimeDetails"
   | "DataType"
+  | "Variant"
+  | "VariantArrayType"
   | "getStatusCodeFromCode"
 >;
 
@@ -151,6 +153,8 @@ export interface HistoryHost {
   canRead(principal: Principal, tag: string): boolean;
   /** The Variant of a value of `tag`; undefined when it does not fit. */
   variantOf(tag: Tag, value: Sample["value"]): Variant | undefined;
+  /** Reports a failure that is not a `KilnError` of the store (answered `BadInternalError`). */
+  reportError(error: unknown, tag: string): void;
   /** The Kiln aggregate of an aggregate function NodeId, when Kiln computes it. */
   aggregateNameOf(aggregateType: unknown): AggregateName | undefined;
 }
@@ -246,6 +250,7 @@ export class HistoryService {
       if (details instanceof runtime.ReadAtTimeDetails) return await this.#readAtTime(tag, details);
       return this.#fail(HistoryStatusCodes.BadHistoryOperationUnsupported);
     } catch (error) {
+      if (!KilnError.is(error)) this.#host.reportError(error, tag.name);
       return this.#fail(historyStatusOfError(error));
     }
   }
@@ -608,23 +613,43 @@ export class HistoryService {
   }
 
   /**
+   * An exact 64-bit integer result: in the tag's own DataType when it fits (a picked value of an
+   * `int64`/`uint64` tag), else Int64 when it fits (a negative `Delta` of a `uint64` tag), else
+   * UInt64. node-opcua carries 64-bit integers as [high, low] 32-bit words.
+   */
+  #bigintVariant(tag: Tag, value: bigint): Variant {
+    const runtime = this.#runtime;
+    const fitsInt64 = value >= -(2n ** 63n) && value < 2n ** 63n;
+    const fitsUInt64 = value >= 0n && value < 2n ** 64n;
+    const own =
+      (tag.dataType === "int64" && fitsInt64) || (tag.dataType === "uint64" && fitsUInt64) ? tag.dataType : undefined;
+    const type = own ?? (fitsInt64 ? "int64" : "uint64");
+    const words = BigInt.asUintN(64, value);
+    return new runtime.Variant({
+      dataType: type === "int64" ? runtime.DataType.Int64 : runtime.DataType.UInt64,
+      arrayType: runtime.VariantArrayType.Scalar,
+      value: [Number(words >> 32n), Number(words & 0xffffffffn)],
+    });
+  }
+
+  /**
    * The Variant of an aggregate: values picked from the samples (Minimum, Maximum, Start, End,
    * Delta of bigints, stepped Interpolative) in the tag's DataType; counts as UInt32; durations
    * (DurationGood, ms) and computed values as Double (Part 13, 5.4.3).
    */
   #aggregateVariant(tag: Tag, name: AggregateName, value: number | bigint): Variant | undefined {
     const runtime = this.#runtime;
-    const double = (v: number): Variant => ({ dataType: runtime.DataType.Double, value: v }) as unknown as Variant;
+    const double = (v: number): Variant => new runtime.Variant({ dataType: runtime.DataType.Double, value: v });
     switch (name) {
       case "Count":
-        return { dataType: runtime.DataType.UInt32, value: Number(value) } as unknown as Variant;
+        return new runtime.Variant({ dataType: runtime.DataType.UInt32, value: Number(value) });
       case "Minimum":
       case "Maximum":
       case "Start":
       case "End":
       case "Delta":
       case "Interpolative":
-        if (typeof value === "bigint") return this.#host.variantOf(tag, value);
+        if (typeof value === "bigint") return this.#bigintVariant(tag, value);
         if (tag.dataType === "float32" || tag.dataType === "float64") return this.#host.variantOf(tag, value);
         return double(value);
       default:

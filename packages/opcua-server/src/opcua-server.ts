@@ -377,8 +377,15 @@ export class OpcuaServer {
     return new HistoryService(runtime, {
       history: this.#system.history,
       principalOf: (context) => this.#principalOf(context?.session),
-      canRead: (principal, tag) => authorizer.can(principal, "read", tag),
+      canRead: (principal, tag) => {
+        try {
+          return authorizer.can(principal, "read", tag);
+        } catch {
+          return false; // a principal the authorizer cannot judge reads nothing
+        }
+      },
       variantOf: (tag, value) => variantOf(runtime, tag, value),
+      reportError: (error, tag) => this.#logger.error({ tag, error: String(error) }, "OPC UA HistoryRead failed"),
       aggregateNameOf,
     });
   }

@@ -38,6 +38,7 @@ import { connect, makeTestPki, type TestPki, USERS } from "./support/opcua-fixtu
 const tags = defineTags({
   "hist.temp": { dataType: "float64", unit: "degC" },
   "hist.valve": { dataType: "bool" },
+  "hist.counter": { dataType: "uint64" },
   "live.only": { dataType: "float64", logging: { mode: "none" } },
 });
 
@@ -54,6 +55,14 @@ const HISTORY: Sample[] = Array.from({ length: COUNT }, (_, i) => ({
       : i === 20
         ? quality("uncertain", "last usable", 0x40900000)
         : quality("good"),
+}));
+
+/** A uint64 counter near 2^64 and 2^63 (history docs' example): its Delta is a negative exact integer. */
+const COUNTER: Sample[] = [2n ** 64n - 2n, 2n ** 64n - 1n, 2n ** 63n, 2n ** 63n - 1n].map((value, i) => ({
+  tag: "hist.counter",
+  timestamp: T0 + i * 1_000,
+  value,
+  quality: quality("good"),
 }));
 
 const ROLES = { ...defaultRoleTable(), blind: [] };
@@ -125,7 +134,7 @@ describe.each(STORES)("HistoryRead from $name", ({ make }) => {
     });
     await system.start();
     await system.ready();
-    await system.unchecked.store.samples.writeBatch(HISTORY);
+    await system.unchecked.store.samples.writeBatch([...HISTORY, ...COUNTER]);
     await server.start();
     client = await connect(server, pki.trusted, {
       type: UserTokenType.UserName,
@@ -345,6 +354,37 @@ describe.each(STORES)("HistoryRead from $name", ({ make }) => {
       aggregates: ["Count"],
     });
     expect(values.map((v) => v.value.value ?? null)).toEqual(expected.map((row) => row.values.Count!.value));
+  });
+
+  test("64-bit integers stay exact: raw values as UInt64, a negative Delta of a uint64 tag as Int64", async () => {
+    const counter = server.nodeIdOf("hist.counter");
+    const words = (value: bigint) => {
+      const bits = BigInt.asUintN(64, value);
+      return [Number(bits >> 32n), Number(bits & 0xffffffffn)];
+    };
+    const [rawResult] = await read(raw(T0, T0 + 4_000), [{ nodeId: counter }]);
+    expect(valuesOf(rawResult!).map((v) => v.value.value)).toEqual(COUNTER.map((s) => words(s.value as bigint)));
+    const [delta] = await read(
+      new ReadProcessedDetails({
+        startTime: new Date(T0),
+        endTime: new Date(T0 + 4_000),
+        processingInterval: 0,
+        aggregateType: [`i=${AGGREGATE_FUNCTION_NODE_IDS.Delta}`],
+        aggregateConfiguration: { useServerCapabilitiesDefaults: true },
+      }),
+      [{ nodeId: counter }],
+    );
+    const [expected] = await system.history.queries!.aggregate(["hist.counter"], {
+      start: T0,
+      end: T0 + 4_000,
+      intervalMs: 4_000,
+      aggregates: ["Delta"],
+    });
+    expect(expected!.values.Delta!.value).toBe(-(2n ** 63n) + 1n);
+    expect(delta!.statusCode.toString()).toBe("Good (0x00000000)");
+    const [value] = valuesOf(delta!);
+    expect(value!.value.dataType).toBe(8); // Int64
+    expect(value!.value.value).toEqual(words(-(2n ** 63n) + 1n));
   });
 
   test("a reverse processed read returns the intervals newest first", async () => {
