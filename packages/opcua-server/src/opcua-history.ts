@@ -435,6 +435,8 @@ export class HistoryService {
       if (!more) cursor.phase = "end";
       if (more || (cursor.returnBounds && values.length >= size)) return this.#continue(values, cursor, cursors);
     }
+    // The start bound filled the page: the samples come on the next one.
+    if (cursor.phase === "samples") return this.#continue(values, cursor, cursors);
     if (cursor.phase === "end" && cursor.returnBounds) {
       if (values.length >= size) return this.#continue(values, cursor, cursors);
       const bound = cursor.forward

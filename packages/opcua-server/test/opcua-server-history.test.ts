@@ -257,6 +257,18 @@ describe.each(STORES)("HistoryRead from $name", ({ make }) => {
     expect(valuesOf(result!).map((v) => v.sourceTimestamp!.getTime())).toEqual(
       [2, 3, 4, 5, 6].map((s) => T0 + s * 1_000),
     );
+    // One value per page: the bounds take pages of their own.
+    const paged: number[] = [];
+    let continuationPoint: Buffer | undefined;
+    do {
+      const [page] = await read(raw(T0 + 2_500, T0 + 5_500, 1, { returnBounds: true }), [
+        { nodeId: node, continuationPoint },
+      ]);
+      expect(valuesOf(page!)).toHaveLength(1);
+      paged.push(valuesOf(page!)[0]!.sourceTimestamp!.getTime());
+      continuationPoint = page!.continuationPoint?.length ? page!.continuationPoint : undefined;
+    } while (continuationPoint);
+    expect(paged).toEqual([2, 3, 4, 5, 6].map((s) => T0 + s * 1_000));
     const [before] = await read(raw(T0 - 5_000, T0 + 1_000, 0, { returnBounds: true }), [{ nodeId: node }]);
     expect(valuesOf(before!)[0]!.statusCode.value >>> 0).toBe(0x80d70000);
   });
