@@ -2,6 +2,7 @@ export { OpcuaServer, type ServedSystem } from "./opcua-server";
 export {
   opcuaServerOptionsSchema,
   type OpcuaIdentityMapper,
+  type OpcuaReadAuthorizer,
   type OpcuaServerOptions,
   type OpcuaSessionInfo,
   type OpcuaUserIdentity,
@@ -10,3 +11,12 @@ export {
 export { ServerStatusCodes, statusCodeOfError, statusCodeOfSample } from "./opcua-status";
 export { OPCUA_DATA_TYPE_OF_TAG } from "./opcua-address-space";
 export { OPCUA_SEVERITY_OF_PRIORITY } from "./opcua-alarms";
+export {
+  HISTORIAN_CALCULATED,
+  HISTORIAN_INTERPOLATED,
+  HistoryStatusCodes,
+  historyStatusOfError,
+  OPCUA_HISTORY_LIMITS,
+  statusCodeOfAggregate,
+} from "./opcua-history";
+export { AGGREGATE_FUNCTION_NODE_IDS } from "./opcua-history-nodes";

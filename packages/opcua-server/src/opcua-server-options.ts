@@ -1,5 +1,5 @@
 import { existsSync } from "node:fs";
-import type { Clock, Logger, Principal } from "@kiln/core";
+import { Authorizer, type Clock, type Logger, type Principal } from "@kiln/core";
 import { parseOrThrow } from "@kiln/core/driver-kit";
 import { z } from "zod";
 
@@ -39,6 +39,12 @@ export type OpcuaIdentityMapper = (
   session: OpcuaSessionInfo,
 ) => Principal | undefined | Promise<Principal | undefined>;
 
+/**
+ * Decides the `read` permission of a session's principal on a tag (Kiln's `Authorizer`, built
+ * from the same role table as the system's `authorization.roles`).
+ */
+export type OpcuaReadAuthorizer = Pick<Authorizer, "can">;
+
 const MESSAGE_SECURITY_MODES = ["None", "Sign", "SignAndEncrypt"] as const;
 const SECURE_POLICIES = ["Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss"] as const;
 
@@ -64,6 +70,13 @@ export const opcuaServerOptionsSchema = z
     allowAnonymous: z.boolean().default(false),
     identify: z.custom<OpcuaIdentityMapper>((value) => typeof value === "function", "must be a function"),
     productName: z.string().min(1).default("Kiln OPC UA server"),
+    authorizer: z
+      .custom<OpcuaReadAuthorizer>(
+        (value) =>
+          typeof value === "object" && value !== null && typeof (value as OpcuaReadAuthorizer).can === "function",
+        "must be an Authorizer (an object with can(principal, permission, target))",
+      )
+      .default(() => new Authorizer()),
     clock: z
       .custom<Clock>(
         (value) => typeof value === "object" && value !== null && typeof (value as Clock).now === "function",
@@ -112,6 +125,9 @@ export const opcuaServerOptionsSchema = z
  *   Aes128_Sha256_RsaOaep, Aes256_Sha256_RsaPss
  * - `allowAnonymous`: offer the anonymous user token. @default false
  * - `identify`: maps a user identity to a Kiln principal ({@link OpcuaIdentityMapper}). Required.
+ * - `authorizer`: decides `read` for HistoryRead (docs/concepts/security.md): a session whose
+ *   principal lacks `read` on a tag gets `BadUserAccessDenied`. Pass an `Authorizer` with the
+ *   role table the system was given. @default `new Authorizer()` (the default role table)
  * - `productName`: the BuildInfo product name. @default "Kiln OPC UA server"
  * - `clock`: the time of ServerTimestamps. @default SystemClock
  * - `logger`: where the server reports what it refused or could not serve. @default silent

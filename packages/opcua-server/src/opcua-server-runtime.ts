@@ -21,3 +21,10 @@ export {
   X509IdentityToken,
 } from "node-opcua-types";
 export { DataType, Variant, VariantArrayType } from "node-opcua-variant";
+export {
+  HistoryData,
+  HistoryReadResult,
+  ReadAtTimeDetails,
+  ReadProcessedDetails,
+  ReadRawModifiedDetails,
+} from "node-opcua-types";

@@ -35,6 +35,8 @@ import {
 } from "./opcua-server-options";
 import { loadServerRuntime, type ServerRuntime } from "./opcua-server-runtime-loader";
 import { ServerStatusCodes, statusCodeOfError, statusCodeOfSample } from "./opcua-status";
+import { HistoryService } from "./opcua-history";
+import { aggregateNameOf, serveHistory } from "./opcua-history-nodes";
 
 /** The parts of a `ControlSystem` the server uses: its public, checked API only. */
 export type ServedSystem = Pick<
@@ -42,6 +44,7 @@ export type ServedSystem = Pick<
   | "machineId"
   | "tags"
   | "cvt"
+  | "history"
   | "bus"
   | "machineState"
   | "state"
@@ -320,6 +323,13 @@ export class OpcuaServer {
           logger: this.#logger,
         }),
       );
+      serveHistory(
+        addressSpace,
+        server.engine as never,
+        this.#system.tags,
+        this.#variables,
+        this.#historyService(runtime),
+      );
       this.#watchSystem();
       this.#server = server;
       await server.start();
@@ -377,6 +387,25 @@ export class OpcuaServer {
       }
       if (this.#server) this.#watchSystem();
     }, SYSTEM_WATCH_MS);
+  }
+
+  /** HistoryRead of the tag variables from `system.history`, for principals with `read` on the tag (see opcua-history.ts). */
+  #historyService(runtime: ServerRuntime): HistoryService {
+    const authorizer = this.#options.authorizer;
+    return new HistoryService(runtime, {
+      history: this.#system.history,
+      principalOf: (context) => this.#principalOf(context?.session),
+      canRead: (principal, tag) => {
+        try {
+          return authorizer.can(principal, "read", tag);
+        } catch {
+          return false; // a principal the authorizer cannot judge reads nothing
+        }
+      },
+      variantOf: (tag, value) => variantOf(runtime, tag, value),
+      reportError: (error, tag) => this.#logger.error({ tag, error: String(error) }, "OPC UA HistoryRead failed"),
+      aggregateNameOf,
+    });
   }
 
   /** The machine object: its state and process as variables (from the event bus), its commands as Methods. */

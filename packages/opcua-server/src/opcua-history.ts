@@ -1,0 +1,661 @@
+import { randomBytes } from "node:crypto";
+import { KilnError, type Principal, QualityCodes, type Sample, type StoredHistoryView, type Tag } from "@kiln/core";
+import { type AggregateName, AGGREGATES, type AggregateValue } from "@kiln/core/driver-kit";
+import type { ISessionContext } from "node-opcua-address-space-base";
+import type { DataValue } from "node-opcua-data-value";
+import type {
+  HistoryReadResult,
+  ReadAtTimeDetails,
+  ReadProcessedDetails,
+  ReadRawModifiedDetails,
+} from "node-opcua-types";
+import type { Variant } from "node-opcua-variant";
+import type { ServerRuntime } from "./opcua-server-runtime-loader";
+import { ServerStatusCodes, statusCodeOfSample } from "./opcua-status";
+
+/**
+ * History query times lie in [1900-01-01, 2100-01-01] UTC (Kiln's history API refuses others
+ * with `KILN_VALIDATION`); a HistoryRead time outside answers `BadInvalidTimestampArgument`.
+ */
+const HISTORY_TIME_MIN = Date.UTC(1900, 0, 1);
+const HISTORY_TIME_MAX = Date.UTC(2100, 0, 1);
+
+/**
+ * The bounds of one HistoryRead (OPC UA Part 11), advertised in the server's
+ * HistoryServerCapabilities and ServerCapabilities, so one response holds at most
+ * `maxNodesPerRequest × maxValuesPerNode` (100,000) values:
+ *
+ * - `maxValuesPerNode`: the most values one node returns per call (MaxReturnDataValues); a raw
+ *   read asking for more (or for 0, "all"), and a processed read of more intervals, gets pages
+ *   of this size with continuation points. Also the most ReqTimes of a ReadAtTime (more answers
+ *   `BadTooManyOperations`).
+ * - `maxNodesPerRequest`: the most nodes of one HistoryRead
+ *   (OperationLimits.MaxNodesPerHistoryReadData); more answers `BadTooManyOperations`.
+ * - `maxContinuationPoints`: the most open continuation points per session
+ *   (MaxHistoryContinuationPoints); one more answers `BadNoContinuationPoints`.
+ */
+export const OPCUA_HISTORY_LIMITS = {
+  maxValuesPerNode: 1_000,
+  maxNodesPerRequest: 100,
+  maxContinuationPoints: 10,
+} as const;
+
+/** OPC UA StatusCodes (Part 4, 7.39; Part 11; Part 13) of history reads. */
+export const HistoryStatusCodes = {
+  BadHistoryOperationUnsupported: 0x80720000,
+  BadAggregateNotSupported: 0x80d50000,
+  BadContinuationPointInvalid: 0x804a0000,
+  BadNoContinuationPoints: 0x804b0000,
+  BadBoundNotFound: 0x80d70000,
+  BadInvalidTimestampArgument: 0x80bd0000,
+  BadNoData: 0x809b0000,
+  BadTooManyOperations: 0x80100000,
+  UncertainDataSubNormal: 0x40a40000,
+  BadAggregateConfigurationRejected: 0x80da0000,
+} as const;
+
+/**
+ * Whether a client's AggregateConfiguration (Part 13, 4.2.1.2) is the one Kiln computes with:
+ * TreatUncertainAsBad true, PercentDataBad and PercentDataGood 100 (any bad data makes a result
+ * non-good), UseSlopedExtrapolation false (the last value is held). Another one answers
+ * `BadAggregateConfigurationRejected` rather than results computed some other way.
+ */
+function isKilnConfiguration(configuration: {
+  treatUncertainAsBad?: boolean;
+  percentDataBad?: number;
+  percentDataGood?: number;
+  useSlopedExtrapolation?: boolean;
+}): boolean {
+  return (
+    configuration.treatUncertainAsBad === true &&
+    configuration.percentDataBad === 100 &&
+    configuration.percentDataGood === 100 &&
+    configuration.useSlopedExtrapolation === false
+  );
+}
+
+/**
+ * The info bits of a historical value's StatusCode (Part 4, 7.39.1 and Part 11, 6.3.2): InfoType
+ * DataValue (0x400) with the HistorianBits `Calculated` (1) or `Interpolated` (2).
+ */
+export const HISTORIAN_CALCULATED = 0x0401;
+/** See {@link HISTORIAN_CALCULATED}. */
+export const HISTORIAN_INTERPOLATED = 0x0402;
+
+/**
+ * The StatusCode of one Kiln aggregate result (Part 13, 5.3.3 and 5.4.3): `good` is Good with
+ * the HistorianCalculated bit (HistorianInterpolated for `Interpolative`); `uncertain` keeps its
+ * own uncertain code, else `UncertainDataSubNormal` (the interval rests on bad or missing data),
+ * with the same bit; `bad` keeps its own bad code (e.g. `BadOutOfRange` for an overflow), else
+ * `BadNoData` (no data to compute it from). Never good on a result Kiln did not call good.
+ * @returns a 32-bit unsigned StatusCode.
+ */
+export function statusCodeOfAggregate(name: AggregateName, result: AggregateValue): number {
+  const bit = name === "Interpolative" ? HISTORIAN_INTERPOLATED : HISTORIAN_CALCULATED;
+  const { severity, code } = result.quality;
+  const severityBits = (code & 0xc0000000) >>> 0;
+  if (severity === "bad" || result.value === null) {
+    if (severity === "bad" && severityBits >= QualityCodes.Bad && code >>> 0 !== QualityCodes.Bad) return code >>> 0;
+    return HistoryStatusCodes.BadNoData;
+  }
+  if (severity === "uncertain") {
+    const own = severityBits === QualityCodes.Uncertain && (code & 0xffff0000) >>> 0 !== QualityCodes.Uncertain;
+    return ((own ? code & 0xffff0000 : HistoryStatusCodes.UncertainDataSubNormal) | bit) >>> 0;
+  }
+  return (QualityCodes.Good | bit) >>> 0;
+}
+
+/**
+ * The StatusCode a history read answers for a `KilnError` of `system.history`: bad input
+ * (`KILN_VALIDATION`) `BadInvalidArgument`; the store closed (`KILN_LIFECYCLE`), failing or its
+ * breaker open `BadResourceUnavailable`; `KILN_TIMEOUT` `BadTimeout`; anything else
+ * `BadInternalError`.
+ */
+export function historyStatusOfError(error: unknown): number {
+  if (!KilnError.is(error)) return ServerStatusCodes.BadInternalError;
+  switch (error.code) {
+    case "KILN_VALIDATION":
+      return ServerStatusCodes.BadInvalidArgument;
+    case "KILN_FORBIDDEN":
+      return ServerStatusCodes.BadUserAccessDenied;
+    case "KILN_TIMEOUT":
+      return ServerStatusCodes.BadTimeout;
+    case "KILN_LIFECYCLE":
+    case "KILN_STORE_ERROR":
+    case "KILN_CIRCUIT_OPEN":
+      return ServerStatusCodes.BadResourceUnavailable;
+    default:
+      return ServerStatusCodes.BadInternalError;
+  }
+}
+
+/** What the history service needs of node-opcua (loaded at run time). */
+export type HistoryRuntime = Pick<
+  ServerRuntime,
+  | "DataValue"
+  | "HistoryData"
+  | "HistoryReadResult"
+  | "ReadRawModifiedDetails"
+  | "ReadProcessedDetails"
+  | "ReadAtTimeDetails"
+  | "DataType"
+  | "Variant"
+  | "VariantArrayType"
+  | "getStatusCodeFromCode"
+>;
+
+/** What the history service needs of the server. */
+export interface HistoryHost {
+  readonly history: StoredHistoryView;
+  /** The principal of a request's session. */
+  principalOf(context: ISessionContext): Principal;
+  /** Whether `principal` may read `tag` (the `read` permission). */
+  canRead(principal: Principal, tag: string): boolean;
+  /** The Variant of a value of `tag`; undefined when it does not fit. */
+  variantOf(tag: Tag, value: Sample["value"]): Variant | undefined;
+  /** Reports a failure that is not a `KilnError` of the store (answered `BadInternalError`). */
+  reportError(error: unknown, tag: string): void;
+  /** The Kiln aggregate of an aggregate function NodeId, when Kiln computes it. */
+  aggregateNameOf(aggregateType: unknown): AggregateName | undefined;
+}
+
+/** Where a raw read resumes (one continuation point). */
+interface RawCursor {
+  readonly kind: "raw";
+  readonly tag: string;
+  readonly forward: boolean;
+  /** Inclusive lower end of the raw range, ms. */
+  readonly lo: number;
+  /** Exclusive upper end of the raw range, ms. */
+  hi: number;
+  /** Forward reads: the last timestamp returned (exclusive). */
+  after: number | undefined;
+  readonly pageSize: number;
+  readonly returnBounds: boolean;
+  /** The range as the client gave it (bounds are looked for at its ends). */
+  readonly start: number;
+  readonly end: number;
+  /** `start`: the first page still owes the start bound; `samples`; `end`: only the end bound is left. */
+  phase: "start" | "samples" | "end";
+}
+
+/** Where a processed read resumes: the intervals of `[from, to)` not returned yet. */
+interface ProcessedCursor {
+  readonly kind: "processed";
+  readonly tag: string;
+  readonly aggregate: AggregateName;
+  readonly intervalMs: number;
+  readonly reverse: boolean;
+  /** The intervals left cover `[from, to)`. */
+  from: number;
+  to: number;
+}
+
+type Cursor = RawCursor | ProcessedCursor;
+
+/** Milliseconds of an OPC UA DateTime; undefined for an unspecified one (null or before 1601-01-02). */
+function timeOf(date: Date | null | undefined): number | undefined {
+  if (!date) return undefined;
+  const ms = date.getTime();
+  return Number.isNaN(ms) || ms <= Date.UTC(1601, 0, 2) ? undefined : ms;
+}
+
+/**
+ * Serves OPC UA HistoryRead (Part 11) for the tag variables from `system.history`: ReadRaw
+ * (with continuation points, reverse order, bounds), ReadAtTime (`valueAt`) and ReadProcessed
+ * (`aggregate`), for principals holding `read` on the tag.
+ */
+export class HistoryService {
+  readonly #host: HistoryHost;
+  readonly #runtime: HistoryRuntime;
+  readonly #cursors = new WeakMap<object, Map<string, Cursor>>();
+
+  constructor(runtime: HistoryRuntime, host: HistoryHost) {
+    this.#runtime = runtime;
+    this.#host = host;
+  }
+
+  /** The Kiln aggregates the store computes (none when it has no history queries). */
+  get aggregates(): readonly AggregateName[] {
+    return this.#host.history.queries ? AGGREGATES : [];
+  }
+
+  /** Answers one node of a HistoryRead. Never throws: every failure is a Bad StatusCode. */
+  async read(
+    tag: Tag,
+    context: ISessionContext,
+    details: unknown,
+    continuation: { continuationPoint?: Buffer | null; releaseContinuationPoints?: boolean },
+    indexRange?: unknown,
+  ): Promise<HistoryReadResult> {
+    const runtime = this.#runtime;
+    try {
+      const range = indexRange as { isEmpty?: () => boolean } | null | undefined;
+      if (range && typeof range.isEmpty === "function" && !range.isEmpty()) {
+        return this.#fail(ServerStatusCodes.BadIndexRangeInvalid);
+      }
+      const principal = this.#host.principalOf(context);
+      if (!this.#host.canRead(principal, tag.name)) return this.#fail(ServerStatusCodes.BadUserAccessDenied);
+      const session = context?.session as object | undefined;
+      if (details instanceof runtime.ReadRawModifiedDetails) {
+        if (details.isReadModified) return this.#fail(HistoryStatusCodes.BadHistoryOperationUnsupported);
+        return await this.#readRaw(tag, session, details, continuation);
+      }
+      if (details instanceof runtime.ReadProcessedDetails) {
+        return await this.#readProcessed(tag, session, details, continuation);
+      }
+      if (continuation.continuationPoint && continuation.continuationPoint.length > 0) {
+        return this.#fail(HistoryStatusCodes.BadContinuationPointInvalid);
+      }
+      if (details instanceof runtime.ReadAtTimeDetails) return await this.#readAtTime(tag, details);
+      return this.#fail(HistoryStatusCodes.BadHistoryOperationUnsupported);
+    } catch (error) {
+      if (!KilnError.is(error)) this.#host.reportError(error, tag.name);
+      return this.#fail(historyStatusOfError(error));
+    }
+  }
+
+  #fail(code: number): HistoryReadResult {
+    return new this.#runtime.HistoryReadResult({ statusCode: this.#runtime.getStatusCodeFromCode(code) });
+  }
+
+  #result(values: DataValue[], continuationPoint?: Buffer): HistoryReadResult {
+    const runtime = this.#runtime;
+    return new runtime.HistoryReadResult({
+      statusCode: runtime.getStatusCodeFromCode(QualityCodes.Good),
+      historyData: new runtime.HistoryData({ dataValues: values }),
+      ...(continuationPoint ? { continuationPoint } : {}),
+    });
+  }
+
+  /** A raw sample as a DataValue: its value (Null when it has none), its own StatusCode (bad stays bad), its source time. */
+  #dataValueOfSample(tag: Tag, sample: Sample, extraBits = 0): DataValue {
+    const runtime = this.#runtime;
+    const code = statusCodeOfSample(sample);
+    const variant = this.#host.variantOf(tag, sample.value);
+    const served = variant === undefined && code < QualityCodes.Bad ? QualityCodes.BadTypeMismatch : code;
+    return new runtime.DataValue({
+      value: variant ?? { dataType: runtime.DataType.Null },
+      statusCode: runtime.getStatusCodeFromCode((served | (served < QualityCodes.Bad ? extraBits : 0)) >>> 0),
+      sourceTimestamp: new Date(sample.timestamp),
+    });
+  }
+
+  #noBound(time: number): DataValue {
+    const runtime = this.#runtime;
+    return new runtime.DataValue({
+      value: { dataType: runtime.DataType.Null },
+      statusCode: runtime.getStatusCodeFromCode(HistoryStatusCodes.BadBoundNotFound),
+      sourceTimestamp: new Date(time),
+    });
+  }
+
+  async #readRaw(
+    tag: Tag,
+    session: object | undefined,
+    details: ReadRawModifiedDetails,
+    continuation: { continuationPoint?: Buffer | null; releaseContinuationPoints?: boolean },
+  ): Promise<HistoryReadResult> {
+    const cursors = session ? this.#cursorsOf(session) : new Map<string, Cursor>();
+    const point = continuation.continuationPoint;
+    if (point && point.length > 0) {
+      const key = point.toString("hex");
+      const cursor = cursors.get(key);
+      if (cursor?.kind !== "raw" || cursor.tag !== tag.name) {
+        return this.#fail(HistoryStatusCodes.BadContinuationPointInvalid);
+      }
+      cursors.delete(key);
+      if (continuation.releaseContinuationPoints) return this.#result([]);
+      return this.#page(tag, cursor, cursors);
+    }
+    if (continuation.releaseContinuationPoints) return this.#result([]);
+    const start = timeOf(details.startTime);
+    const end = timeOf(details.endTime);
+    const requested = details.numValuesPerNode ?? 0;
+    for (const time of [start, end]) {
+      if (time !== undefined && (time < HISTORY_TIME_MIN || time > HISTORY_TIME_MAX)) {
+        return this.#fail(HistoryStatusCodes.BadInvalidTimestampArgument);
+      }
+    }
+    if (start === undefined && end === undefined) return this.#fail(HistoryStatusCodes.BadInvalidTimestampArgument);
+    if ((start === undefined || end === undefined) && requested === 0) {
+      return this.#fail(HistoryStatusCodes.BadInvalidTimestampArgument);
+    }
+    const pageSize =
+      requested === 0
+        ? OPCUA_HISTORY_LIMITS.maxValuesPerNode
+        : Math.min(requested, OPCUA_HISTORY_LIMITS.maxValuesPerNode);
+    let cursor: RawCursor;
+    const kind = "raw" as const;
+    if (start !== undefined && end === undefined) {
+      cursor = {
+        kind,
+        tag: tag.name,
+        forward: true,
+        lo: start,
+        hi: HISTORY_TIME_MAX,
+        start,
+        end: HISTORY_TIME_MAX,
+        after: undefined,
+        pageSize,
+        returnBounds: false,
+        phase: "samples",
+      };
+    } else if (start === undefined) {
+      cursor = {
+        kind,
+        tag: tag.name,
+        forward: false,
+        lo: HISTORY_TIME_MIN,
+        hi: end!,
+        start: end!,
+        end: HISTORY_TIME_MIN,
+        after: undefined,
+        pageSize,
+        returnBounds: false,
+        phase: "samples",
+      };
+    } else if (start <= end!) {
+      // Part 11, 6.4.3.2: [start, end); start == end asks for the values at that time.
+      const hi = start === end ? start + 1 : end!;
+      cursor = {
+        kind,
+        tag: tag.name,
+        forward: true,
+        lo: start,
+        hi,
+        start,
+        end: end!,
+        after: undefined,
+        pageSize,
+        returnBounds: details.returnBounds,
+        phase: details.returnBounds ? "start" : "samples",
+      };
+    } else {
+      // start > end: newest first, (end, start].
+      cursor = {
+        kind,
+        tag: tag.name,
+        forward: false,
+        lo: end! + 1,
+        hi: start + 1,
+        start,
+        end: end!,
+        after: undefined,
+        pageSize,
+        returnBounds: details.returnBounds,
+        phase: details.returnBounds ? "start" : "samples",
+      };
+    }
+    return this.#page(tag, cursor, cursors);
+  }
+
+  #cursorsOf(session: object): Map<string, Cursor> {
+    let cursors = this.#cursors.get(session);
+    if (!cursors) this.#cursors.set(session, (cursors = new Map()));
+    return cursors;
+  }
+
+  /** One page of a raw read; a continuation point when more is left. */
+  async #page(tag: Tag, cursor: RawCursor, cursors: Map<string, Cursor>): Promise<HistoryReadResult> {
+    const samples = this.#host.history.samples;
+    const values: DataValue[] = [];
+    const size = cursor.pageSize;
+    if (cursor.phase === "start") {
+      cursor.phase = "samples";
+      const at = await samples.readSamples({ tag: tag.name, from: cursor.start, to: cursor.start + 1, limit: 1 });
+      if (at.length === 0) {
+        const bound = cursor.forward
+          ? await this.#lastBefore(tag.name, cursor.start)
+          : await this.#firstAtOrAfter(tag.name, cursor.start + 1);
+        values.push(bound ? this.#dataValueOfSample(tag, bound) : this.#noBound(cursor.start));
+      }
+    }
+    if (cursor.phase === "samples" && values.length < size) {
+      const want = size - values.length;
+      let rows: Sample[];
+      if (cursor.forward) {
+        rows = await samples.readSamples({
+          tag: tag.name,
+          from: cursor.lo,
+          to: cursor.hi,
+          limit: want + 1,
+          ...(cursor.after === undefined ? {} : { after: cursor.after }),
+        });
+      } else {
+        rows = (await this.#lastN(tag.name, cursor.lo, cursor.hi, want + 1)).reverse();
+      }
+      const more = rows.length > want;
+      const taken = rows.slice(0, want);
+      for (const row of taken) values.push(this.#dataValueOfSample(tag, row));
+      if (taken.length > 0) {
+        if (cursor.forward) cursor.after = taken.at(-1)!.timestamp;
+        else cursor.hi = taken.at(-1)!.timestamp;
+      }
+      if (!more) cursor.phase = "end";
+      if (more || (cursor.returnBounds && values.length >= size)) return this.#continue(values, cursor, cursors);
+    }
+    // The start bound filled the page: the samples come on the next one.
+    if (cursor.phase === "samples") return this.#continue(values, cursor, cursors);
+    if (cursor.phase === "end" && cursor.returnBounds) {
+      if (values.length >= size) return this.#continue(values, cursor, cursors);
+      const bound = cursor.forward
+        ? await this.#firstAtOrAfter(tag.name, cursor.end)
+        : await this.#lastBefore(tag.name, cursor.end + 1);
+      values.push(bound ? this.#dataValueOfSample(tag, bound) : this.#noBound(cursor.end));
+    }
+    return this.#result(values);
+  }
+
+  #continue(values: DataValue[], cursor: Cursor, cursors: Map<string, Cursor>): HistoryReadResult {
+    if (cursors.size >= OPCUA_HISTORY_LIMITS.maxContinuationPoints) {
+      return this.#fail(HistoryStatusCodes.BadNoContinuationPoints);
+    }
+    const point = randomBytes(16);
+    cursors.set(point.toString("hex"), cursor);
+    return this.#result(values, point);
+  }
+
+  async #firstAtOrAfter(tag: string, time: number): Promise<Sample | undefined> {
+    if (time >= HISTORY_TIME_MAX) return undefined;
+    const [first] = await this.#host.history.samples.readSamples({ tag, from: time, to: HISTORY_TIME_MAX, limit: 1 });
+    return first;
+  }
+
+  async #lastBefore(tag: string, time: number): Promise<Sample | undefined> {
+    return (await this.#lastN(tag, HISTORY_TIME_MIN, time, 1)).at(-1);
+  }
+
+  /**
+   * The last `n` samples in `[lo, hi)`, oldest first. `readSamples` reads forward only, so this
+   * looks for a window `[hi - w, hi)` holding at least `n` samples and at most one page
+   * (`maxValuesPerNode + 1`) of them: it doubles `w` while the window holds fewer, halves it
+   * while it holds too many (a window of 1 ms holds at most one sample of a tag, so it ends).
+   */
+  async #lastN(tag: string, lo: number, hi: number, n: number): Promise<Sample[]> {
+    const samples = this.#host.history.samples;
+    const cap = Math.max(n, OPCUA_HISTORY_LIMITS.maxValuesPerNode) + 1;
+    let small = 0; // a width known to hold fewer than n (0: none yet)
+    let large = Number.POSITIVE_INFINITY; // a width known to hold cap or more
+    let width = Math.min(60_000, hi - lo);
+    for (;;) {
+      const from = Math.max(lo, hi - width);
+      const rows = await samples.readSamples({ tag, from, to: hi, limit: cap });
+      if (rows.length < cap) {
+        if (rows.length >= n || from === lo) return rows.slice(-n);
+        small = width;
+      } else {
+        large = width;
+      }
+      const next = Number.isFinite(large) ? Math.floor((small + large) / 2) : Math.min(width * 4, hi - lo);
+      if (next === width || next <= small) {
+        // No width between: the samples at the window's edge share a millisecond; read what fits.
+        return rows.slice(-n);
+      }
+      width = next;
+    }
+  }
+
+  async #readAtTime(tag: Tag, details: ReadAtTimeDetails): Promise<HistoryReadResult> {
+    const queries = this.#host.history.queries;
+    if (!queries) return this.#fail(HistoryStatusCodes.BadHistoryOperationUnsupported);
+    const times = (details.reqTimes ?? []).map((date) => timeOf(date));
+    if (times.length === 0) return this.#result([]);
+    if (times.length > OPCUA_HISTORY_LIMITS.maxValuesPerNode)
+      return this.#fail(HistoryStatusCodes.BadTooManyOperations);
+    if (times.some((time) => time === undefined || time < HISTORY_TIME_MIN || time > HISTORY_TIME_MAX)) {
+      return this.#fail(HistoryStatusCodes.BadInvalidTimestampArgument);
+    }
+    const values: DataValue[] = [];
+    for (const time of times as number[]) {
+      const [value] = await queries.valueAt([tag.name], time);
+      const raw = await this.#host.history.samples.readSamples({ tag: tag.name, from: time, to: time + 1, limit: 1 });
+      const isRaw = raw.length === 1 && value !== undefined && value.quality.severity === "good";
+      values.push(
+        this.#dataValueOfSample(
+          tag,
+          value ??
+            ({
+              tag: tag.name,
+              timestamp: time,
+              value: null,
+              quality: raw[0]?.quality ?? { severity: "bad", code: QualityCodes.Bad, reason: "no data" },
+            } as Sample),
+          isRaw ? 0 : HISTORIAN_INTERPOLATED,
+        ),
+      );
+    }
+    return this.#result(values);
+  }
+
+  async #readProcessed(
+    tag: Tag,
+    session: object | undefined,
+    details: ReadProcessedDetails,
+    continuation: { continuationPoint?: Buffer | null; releaseContinuationPoints?: boolean },
+  ): Promise<HistoryReadResult> {
+    const cursors = session ? this.#cursorsOf(session) : new Map<string, Cursor>();
+    const point = continuation.continuationPoint;
+    if (point && point.length > 0) {
+      const key = point.toString("hex");
+      const cursor = cursors.get(key);
+      if (cursor?.kind !== "processed" || cursor.tag !== tag.name) {
+        return this.#fail(HistoryStatusCodes.BadContinuationPointInvalid);
+      }
+      cursors.delete(key);
+      if (continuation.releaseContinuationPoints) return this.#result([]);
+      return this.#processedPage(tag, cursor, cursors);
+    }
+    if (continuation.releaseContinuationPoints) return this.#result([]);
+    if (!this.#host.history.queries) return this.#fail(HistoryStatusCodes.BadHistoryOperationUnsupported);
+    const aggregate = this.#host.aggregateNameOf(details.aggregateType?.[0]);
+    if (aggregate === undefined) return this.#fail(HistoryStatusCodes.BadAggregateNotSupported);
+    const configuration = details.aggregateConfiguration;
+    if (configuration && !configuration.useServerCapabilitiesDefaults && !isKilnConfiguration(configuration)) {
+      return this.#fail(HistoryStatusCodes.BadAggregateConfigurationRejected);
+    }
+    const start = timeOf(details.startTime);
+    const end = timeOf(details.endTime);
+    if (start === undefined || end === undefined || start === end) {
+      return this.#fail(HistoryStatusCodes.BadInvalidTimestampArgument);
+    }
+    for (const time of [start, end]) {
+      if (time < HISTORY_TIME_MIN || time > HISTORY_TIME_MAX) {
+        return this.#fail(HistoryStatusCodes.BadInvalidTimestampArgument);
+      }
+    }
+    const reverse = start > end;
+    const from = Math.min(start, end);
+    const to = Math.max(start, end);
+    const interval = details.processingInterval ?? 0;
+    // Part 11, 6.4.4.2: a ProcessingInterval of 0 is one interval over the whole range.
+    const intervalMs = interval === 0 ? to - from : interval;
+    if (!Number.isInteger(intervalMs) || intervalMs < 1) return this.#fail(ServerStatusCodes.BadInvalidArgument);
+    // Reverse order: intervals begin at the (later) start time and run back, which is the same
+    // set of intervals as a forward read only when the range is a whole number of intervals.
+    if (reverse && (to - from) % intervalMs !== 0) return this.#fail(ServerStatusCodes.BadInvalidArgument);
+    const cursor: ProcessedCursor = { kind: "processed", tag: tag.name, aggregate, intervalMs, reverse, from, to };
+    return this.#processedPage(tag, cursor, cursors);
+  }
+
+  /**
+   * At most `maxValuesPerNode` intervals of a processed read, from its start (forward) or its
+   * end (reverse); a continuation point for the rest. A page's range starts (or, reversed, ends)
+   * on an interval edge of the whole range, so its intervals are those of the whole read.
+   */
+  async #processedPage(tag: Tag, cursor: ProcessedCursor, cursors: Map<string, Cursor>): Promise<HistoryReadResult> {
+    const runtime = this.#runtime;
+    const span = OPCUA_HISTORY_LIMITS.maxValuesPerNode * cursor.intervalMs;
+    const from = cursor.reverse ? Math.max(cursor.from, cursor.to - span) : cursor.from;
+    const to = cursor.reverse ? cursor.to : Math.min(cursor.to, cursor.from + span);
+    const { aggregate } = cursor;
+    const rows = await this.#host.history.queries!.aggregate([tag.name], {
+      start: from,
+      end: to,
+      intervalMs: cursor.intervalMs,
+      aggregates: [aggregate],
+    });
+    const values = rows.map((row) => {
+      const result = row.values[aggregate]!;
+      const code = statusCodeOfAggregate(aggregate, result);
+      const variant = result.value === null ? undefined : this.#aggregateVariant(tag, aggregate, result.value);
+      return new runtime.DataValue({
+        value: variant ?? { dataType: runtime.DataType.Null },
+        statusCode: runtime.getStatusCodeFromCode(
+          variant === undefined && code < QualityCodes.Bad ? HistoryStatusCodes.BadNoData : code,
+        ),
+        sourceTimestamp: new Date(cursor.reverse ? row.end : row.start),
+      });
+    });
+    if (cursor.reverse) values.reverse();
+    if (cursor.reverse) cursor.to = from;
+    else cursor.from = to;
+    if (cursor.from < cursor.to) return this.#continue(values, cursor, cursors);
+    return this.#result(values);
+  }
+
+  /**
+   * An exact 64-bit integer result: in the tag's own DataType when it fits (a picked value of an
+   * `int64`/`uint64` tag), else Int64 when it fits (a negative `Delta` of a `uint64` tag), else
+   * UInt64. node-opcua carries 64-bit integers as [high, low] 32-bit words.
+   */
+  #bigintVariant(tag: Tag, value: bigint): Variant {
+    const runtime = this.#runtime;
+    const fitsInt64 = value >= -(2n ** 63n) && value < 2n ** 63n;
+    const fitsUInt64 = value >= 0n && value < 2n ** 64n;
+    const own =
+      (tag.dataType === "int64" && fitsInt64) || (tag.dataType === "uint64" && fitsUInt64) ? tag.dataType : undefined;
+    const type = own ?? (fitsInt64 ? "int64" : "uint64");
+    const words = BigInt.asUintN(64, value);
+    return new runtime.Variant({
+      dataType: type === "int64" ? runtime.DataType.Int64 : runtime.DataType.UInt64,
+      arrayType: runtime.VariantArrayType.Scalar,
+      value: [Number(words >> 32n), Number(words & 0xffffffffn)],
+    });
+  }
+
+  /**
+   * The Variant of an aggregate: values picked from the samples (Minimum, Maximum, Start, End,
+   * Delta of bigints, stepped Interpolative) in the tag's DataType; counts as UInt32; durations
+   * (DurationGood, ms) and computed values as Double (Part 13, 5.4.3).
+   */
+  #aggregateVariant(tag: Tag, name: AggregateName, value: number | bigint): Variant | undefined {
+    const runtime = this.#runtime;
+    const double = (v: number): Variant => new runtime.Variant({ dataType: runtime.DataType.Double, value: v });
+    switch (name) {
+      case "Count":
+        return new runtime.Variant({ dataType: runtime.DataType.UInt32, value: Number(value) });
+      case "Minimum":
+      case "Maximum":
+      case "Start":
+      case "End":
+      case "Delta":
+      case "Interpolative":
+        if (typeof value === "bigint") return this.#bigintVariant(tag, value);
+        if (tag.dataType === "float32" || tag.dataType === "float64") return this.#host.variantOf(tag, value);
+        return double(value);
+      default:
+        return double(Number(value));
+    }
+  }
+}
