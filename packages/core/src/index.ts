@@ -44,23 +44,15 @@ export {
   type TagRange,
   type TagValue,
 } from "./domain/tags";
-export type { CurrentValueView, CurrentValueTable, CvtObserver, CvtChange } from "./cvt/current-value-table";
+export type { CurrentValueView, CvtObserver, CvtChange } from "./cvt/current-value-view";
 
 // Composition, commands and health
 export { createControlSystem } from "./compose/create-control-system";
-export {
-  ControlSystem,
-  type ControlSystemHealth,
-  type MachineStateMachine,
-  type StoredHistoryView,
-  type UncheckedParts,
-} from "./compose/control-system";
+export { ControlSystem, type ControlSystemHealth, type StoredHistoryView } from "./compose/control-system";
 export type { BackoffOptions, ControlSystemOptions } from "./compose/control-system-options";
 export type { PortHealth } from "./compose/port-policies";
 export type { SystemState } from "./compose/system-lifecycle";
 export type { TagWriteOptions, TagWriter } from "./compose/checked-write";
-export type { Resolve, ServiceRegistry, ServiceToken } from "./compose/service-registry";
-export { Tokens } from "./compose/tokens";
 export type { CircuitBreakerSnapshot, CircuitState } from "./resilience/circuit-breaker";
 export type { RetryJitter } from "./resilience/retry";
 export type { StatsSummary } from "./stats/rolling-stats";
@@ -70,7 +62,7 @@ export type { SampleLoggerHealth, OverflowPolicy } from "./logging/sample-logger
 // Events
 export type { Disposer } from "./domain/disposer";
 export type { BreakerState, EventBase, KilnEvents } from "./events/catalogue";
-export { EventBus, type EventBusView, type EventHandler, type EventTap } from "./events/event-bus";
+export type { EventBusView, EventHandler } from "./events/event-bus-view";
 
 // Embedded defaults: simulated PLC, in-memory store and metrics, system clock, silent logger
 export {
@@ -95,26 +87,6 @@ export {
 } from "./memory/memory-metrics";
 export { SystemClock } from "./runtime/system-clock";
 export { silentLogger } from "./runtime/silent-logger";
-
-// Machine state models (a custom model runs on a StateMachine registered with `Tokens.Machine`)
-export {
-  StateMachine,
-  defineMachineModel,
-  type MachineModel,
-  type MachineModelDefinition,
-  type MachineSnapshot,
-  type StateMachineOptions,
-  type TransitionListener,
-  type TransitionTable,
-  type MachineTransition,
-  type StateAction,
-  type TransitionGuard,
-  type TransitionRequest,
-  type GuardResult,
-  type GuardDenial,
-} from "./fsm/state-machine";
-export { kilnMachineModel, type KilnMachineCommand, type KilnMachineState } from "./fsm/kiln-machine-model";
-export { packmlModel, type PackmlCommand, type PackmlState } from "./fsm/packml-model";
 
 // Alarms (ISA-18.2)
 export {
