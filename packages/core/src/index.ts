@@ -103,12 +103,6 @@ export {
   type AlarmDefinitionInput,
   type AlarmKind,
   type AlarmPriority,
-  type BooleanAlarmDefinition,
-  type BooleanAlarmDefinitionInput,
-  type NumericAlarmDefinition,
-  type NumericAlarmDefinitionInput,
-  type AlarmDefinitionBase,
-  type AlarmDefinitionInputBase,
   type NumericAlarmKind,
   type AlarmSuppressionCondition,
   type AlarmSuppressionPredicate,
@@ -116,19 +110,7 @@ export {
   type AlarmConditionContext,
 } from "./alarms/alarm-definition";
 export type { AlarmPendingDelay, AlarmShelveOptions, AlarmSnapshot } from "./alarms/alarm-engine";
-export type {
-  AlarmBaseState,
-  AlarmState,
-  OutOfServiceAlarmState,
-  ShelvedAlarmState,
-  SuppressedAlarmState,
-  AcknowledgedAlarmState,
-  AlarmShelf,
-  AlarmSuppressionSource,
-  NormalAlarmState,
-  RtnUnacknowledgedAlarmState,
-  UnacknowledgedAlarmState,
-} from "./alarms/alarm-state";
+export type { AlarmBaseState, AlarmShelf, AlarmState } from "./alarms/alarm-state";
 
 // Recipes and processes
 export {
