@@ -53,10 +53,10 @@ export type { BackoffOptions, ControlSystemOptions } from "./compose/control-sys
 export type { PortHealth } from "./compose/port-policies";
 export type { SystemState } from "./compose/system-lifecycle";
 export type { TagWriteOptions, TagWriter } from "./compose/checked-write";
-export type { CircuitBreakerSnapshot, CircuitState } from "./resilience/circuit-breaker";
+export type { CircuitBreakerSnapshot } from "./resilience/circuit-breaker";
 export type { RetryJitter } from "./resilience/retry";
 export type { StatsSummary } from "./stats/rolling-stats";
-export type { AcquisitionHealth, ScanGroupHealth } from "./acquisition/acquisition";
+export type { AcquisitionHealth } from "./acquisition/acquisition";
 export type { SampleLoggerHealth, OverflowPolicy } from "./logging/sample-logger";
 
 // Events
@@ -89,14 +89,7 @@ export { SystemClock } from "./runtime/system-clock";
 export { silentLogger } from "./runtime/silent-logger";
 
 // Alarms (ISA-18.2)
-export {
-  computeAlarmKpis,
-  type AlarmFlood,
-  type AlarmKpiOptions,
-  type AlarmKpis,
-  type AlarmRateBucket,
-  type ChatteringAlarm,
-} from "./alarms/alarm-kpis";
+export { computeAlarmKpis, type AlarmKpiOptions, type AlarmKpis } from "./alarms/alarm-kpis";
 export {
   defineAlarms,
   type AlarmDefinition,
@@ -109,31 +102,22 @@ export {
   type AlarmSuppressionRule,
   type AlarmConditionContext,
 } from "./alarms/alarm-definition";
-export type { AlarmPendingDelay, AlarmShelveOptions, AlarmSnapshot } from "./alarms/alarm-engine";
+export type { AlarmShelveOptions, AlarmSnapshot } from "./alarms/alarm-engine";
 export type { AlarmBaseState, AlarmShelf, AlarmState } from "./alarms/alarm-state";
 
 // Recipes and processes
 export {
   parseRecipe,
   type ParameterDefinition,
-  type PulseStepInput,
   type Recipe,
   type RecipeInput,
   type RecipeStep,
   type RecipeStepInput,
-  type WaitUntilStepInput,
-  type CallStep,
-  type LoopStep,
   type ParameterValue,
-  type PulseStep,
-  type RampStep,
   type RecipeCondition,
   type RecipeNumber,
   type RecipeValue,
-  type SetStep,
   type TimeoutAction,
-  type WaitStep,
-  type WaitUntilStep,
   type ConditionOperator,
   type ParameterRef,
 } from "./recipes/recipe-schema";
@@ -144,7 +128,7 @@ export {
   type RecipeResolver,
 } from "./recipes/recipe-validation";
 export type { RecipePlan, PlannedRecipe, PlannedStep } from "./recipes/recipe-plan";
-export type { ProcessProblem, ProcessResult, RecipeProcess, TimingStats } from "./recipes/recipe-process";
+export type { ProcessResult, RecipeProcess, TimingStats } from "./recipes/recipe-process";
 export type { StartRecipeOptions } from "./recipes/recipe-executor";
 
 // Operator authorization
