@@ -4,19 +4,25 @@
 // Each exported name has one home (ADR 0027):
 // - "@kiln/core" (here): a name a host application writes: `createControlSystem` and its options,
 //   `ControlSystem` and what its commands take and return, tags, samples, quality, errors, events,
-//   alarms, recipes, machine models, authorization, the ports a host passes in (`PlcDriver`,
-//   `Store`, `Clock`, `Logger`) and the in-memory defaults.
+//   alarms, recipes, authorization, the ports a host passes in (`PlcDriver`, `Store`, `Clock`,
+//   `Logger`) and the in-memory defaults.
 // - "@kiln/core/driver-kit": a name only a plugin author (driver, store, metrics backend,
 //   simulator) writes: port detail types (store sub-ports, rows, queries, capabilities, driver
 //   status changes, metric instruments), the connection, backoff, abort and history helpers.
 //   A host that wants such a type (e.g. to annotate a history query) imports it from there.
+// - "@kiln/core/advanced": below the composed system: machine-model authoring (`StateMachine`,
+//   `defineMachineModel`, `kilnMachineModel`, `packmlModel`), container overrides (`Tokens`,
+//   `ServiceRegistry`) and the raw parts behind `system.unchecked` (`EventBus`,
+//   `CurrentValueTable`).
 // - "@kiln/core/testing": conformance suites, SimulatedClock, fault injection.
 // How to decide: would a host that only composes and runs a system have to write the name?
-// Then here; else the entry of the audience that does. A type this entry's signatures mention
-// whose home is elsewhere is imported in the source from its home by package name
-// (`import type { ... } from "@kiln/core/driver-kit"`), so the API report shows the import, not
-// a second copy. `src/public-surface.test.ts` fails when this entry exports more than
-// MAIN_ENTRY_CEILING names; scripts/api-report.ts fails on any ae-forgotten-export.
+// Then here; else the entry of the audience that does. A variant a host only narrows by its
+// discriminant (a recipe step kind, an alarm state) is a member of its union, not a name here.
+// A type this entry's signatures mention whose home is elsewhere is imported in the source from
+// its home by package name (`import type { ... } from "@kiln/core/driver-kit"`), so the API
+// report shows the import, not a second copy. `src/public-surface.test.ts` fails when this entry
+// exports more than MAIN_ENTRY_CEILING names; scripts/api-report.ts fails on any
+// ae-forgotten-export.
 
 // Errors
 export {

@@ -139,9 +139,6 @@ export interface AcquisitionHealth {
   readonly endpoints?: readonly EndpointHealthSnapshot[];
 }
 
-/** Health of one scan group, by name for this module. */
-type ScanGroupHealth = AcquisitionHealth["groups"][number];
-
 interface Group {
   readonly name: string;
   readonly settings: ScanGroupSettings;
