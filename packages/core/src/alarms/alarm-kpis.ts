@@ -22,7 +22,7 @@ export interface AlarmKpis {
   readonly averagePerWindow: number;
   /** The most alarms raised within any sliding window. */
   readonly peakPerWindow: number;
-  /** Alarms raised per consecutive fixed window from `range.from`. Each: alarms raised in one fixed window of the analysed range. */
+  /** Alarms raised per consecutive fixed window from `range.from` (one entry per window). */
   readonly buckets: readonly {
     /** Window start, ms since epoch (inclusive). */
     readonly from: number;
@@ -31,7 +31,7 @@ export interface AlarmKpis {
     /** Alarms raised in it. */
     readonly raised: number;
   }[];
-  /** Every flood, oldest first. Each: a period in which alarms came faster than the operator can handle. */
+  /** Every flood (a period in which alarms came faster than the operator can handle), oldest first. */
   readonly floods: readonly {
     /** Time of the first alarm of the first window that exceeded the threshold. */
     readonly from: number;
@@ -42,7 +42,10 @@ export interface AlarmKpis {
     /** The most alarms found in one sliding window during the flood. */
     readonly peak: number;
   }[];
-  /** Every chattering alarm, most raises first. Each: an alarm raised repeatedly in a short time: a candidate for a larger deadband or delay. */
+  /**
+   * Every chattering alarm (raised repeatedly in a short time: a candidate for a larger deadband
+   * or delay), most raises first.
+   */
   readonly chattering: readonly {
     /** The alarm's id. */
     readonly alarmId: string;

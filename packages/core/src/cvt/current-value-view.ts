@@ -17,8 +17,8 @@ export interface CvtChange {
 export type CvtObserver = (change: CvtChange) => void;
 
 /**
- * The reading half of the {@link CurrentValueTable}: what a host gets as `system.cvt`. Reads and
- * observers only; it has no `update`, `degrade`, `setStaleAfter` or `sweepStale`, so code holding
+ * The reading half of the `CurrentValueTable` (`@kiln/core/advanced`): what a host gets as
+ * `system.cvt`. Reads and observers only; it has no `update`, `degrade`, `setStaleAfter` or `sweepStale`, so code holding
  * it cannot put a value into the table that the alarms, the logging pipeline and recipe
  * conditions would take as the device's. Only acquisition writes the table (and
  * `system.unchecked.cvt`, which bypasses every check).

@@ -12,7 +12,7 @@ export interface CircuitBreakerSnapshot {
    * The current state; each variant carries only its own data (narrow by `state`).
    * - `closed`: calls pass; `failures` counts consecutive counted failures.
    * - `open`: calls are refused without running. `until` is when it turns half-open on its own,
-   *   or `null` when it was {@link CircuitBreaker.isolate | isolated} and waits for `reset()`.
+   *   or `null` when it was isolated (`CircuitBreaker.isolate`) and waits for `reset()`.
    * - `half-open`: up to `halfOpenMaxCalls` probe calls pass; the first result decides.
    */
   readonly state:
