@@ -7,7 +7,12 @@ import { packageBuild } from "../../tsup.base";
 // `@internal` declarations are stripped from the declarations.
 export default defineConfig(
   packageBuild(
-    { index: "src/index.ts", testing: "src/testing/index.ts", "driver-kit": "src/driver-kit/index.ts" },
+    {
+      index: "src/index.ts",
+      testing: "src/testing/index.ts",
+      "driver-kit": "src/driver-kit/index.ts",
+      advanced: "src/advanced/index.ts",
+    },
     { external: [/^@kiln\/core(\/|$)/], dts: { compilerOptions: { stripInternal: true } } },
   ),
 );

@@ -10,12 +10,13 @@ import { describe, expect, test } from "vitest";
 /**
  * Most names (types and values) the main entry may export. Lower it when the surface shrinks;
  * never raise it to make room: give the new name its one home instead (a plugin-only name goes
- * to "./driver-kit", test tooling to "./testing"). The target of issue #11 is about 120; the
- * rest is the closure of what the host-facing signatures mention (ADR 0027, "Still to shrink").
+ * to "./driver-kit", test tooling to "./testing", machine-model authoring, container overrides and
+ * the raw parts behind `system.unchecked` to "./advanced"; a variant a host only narrows by its
+ * discriminant is a member of its union, not a name (ADR 0027). Issue #11 asks for about 120.
  */
-const MAIN_ENTRY_CEILING = 182;
+const MAIN_ENTRY_CEILING = 123;
 
-function report(entry: "index" | "driver-kit" | "testing"): string {
+function report(entry: "index" | "driver-kit" | "testing" | "advanced"): string {
   return readFileSync(fileURLToPath(new URL(`../api/${entry}.api.md`, import.meta.url)), "utf8");
 }
 
@@ -66,5 +67,14 @@ describe("the public surface of @kiln/core", () => {
     const testing = new Set(exportedNames(report("testing")));
     const elsewhere = [...exportedNames(report("index")), ...exportedNames(report("driver-kit"))];
     expect(elsewhere.filter((name) => testing.has(name))).toEqual([]);
+  });
+
+  test("advanced integration has one home: nothing the advanced entry exports is in another entry", () => {
+    const advanced = exportedNames(report("advanced"));
+    expect(advanced).toContain("StateMachine"); // the report was read and parsed
+    const elsewhere = new Set(
+      ["index", "driver-kit", "testing"].flatMap((entry) => exportedNames(report(entry as "index"))),
+    );
+    expect(advanced.filter((name) => elsewhere.has(name))).toEqual([]);
   });
 });

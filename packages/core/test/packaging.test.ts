@@ -10,16 +10,16 @@ const run = promisify(execFile);
 const here = dirname(fileURLToPath(import.meta.url));
 const packageRoot = join(here, "..");
 const built = existsSync(join(packageRoot, "dist", "index.js"));
-const expected = { tags: ["pressure"], isKilnError: true, signal: 3, clock: 5, backoff: 200 };
+const expected = { tags: ["pressure"], isKilnError: true, signal: 3, clock: 5, backoff: 200, machine: "idle" };
 
 // `npm test` builds before running tests; a bare `vitest` run without a build skips, saying why.
 describe.skipIf(!built)("the built @kiln/core (needs `npm run build`)", () => {
-  test("an ESM host imports it, its testing and its driver-kit subpaths by name", async () => {
+  test("an ESM host imports it, its testing, driver-kit and advanced subpaths by name", async () => {
     const { stdout } = await run(process.execPath, [join(here, "fixtures", "esm-host.mjs")], { cwd: here });
     expect(JSON.parse(stdout)).toEqual(expected);
   });
 
-  test("a CommonJS host requires it, its testing and its driver-kit subpaths by name", async () => {
+  test("a CommonJS host requires it, its testing, driver-kit and advanced subpaths by name", async () => {
     const { stdout } = await run(process.execPath, [join(here, "fixtures", "cjs-host.cjs")], { cwd: here });
     expect(JSON.parse(stdout)).toEqual(expected);
   });
@@ -37,7 +37,7 @@ describe.skipIf(!built)("the built @kiln/core (needs `npm run build`)", () => {
         else targets.push(...Object.values(target));
       }
     }
-    expect(targets.filter((target) => target.endsWith(".d.cts"))).toHaveLength(3);
+    expect(targets.filter((target) => target.endsWith(".d.cts"))).toHaveLength(4);
     for (const target of targets) expect(existsSync(join(packageRoot, target)), target).toBe(true);
   });
 });

@@ -1,6 +1,6 @@
 import type { IClientOptions, MqttClient } from "mqtt";
+import { EventBus } from "@kiln/core/advanced";
 import {
-  EventBus,
   KilnError,
   QualityCodes,
   SystemClock,

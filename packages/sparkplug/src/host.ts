@@ -1,6 +1,6 @@
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
+import { EventBus } from "@kiln/core/advanced";
 import {
-  EventBus,
   KilnError,
   KilnValidationError,
   defineTags,

@@ -86,28 +86,6 @@ export interface AcquisitionOptions {
   readonly sliceSize?: number;
 }
 
-/** Health of one scan group. */
-export interface ScanGroupHealth {
-  /** The scan group's name. */
-  readonly name: string;
-  /** The mode in effect: `subscribe` falls back to `poll` when the driver cannot subscribe. */
-  readonly mode: "poll" | "subscribe";
-  /** Scan period (poll) or sampling interval (subscribe), in ms. */
-  readonly periodMs: number;
-  /** Number of tags in the group. */
-  readonly tags: number;
-  /** Poll cycles run since the last start (0 for a subscribed group). */
-  readonly cycles: number;
-  /** Poll cycles skipped because a cycle overran, since the last start. */
-  readonly skippedCycles: number;
-  /** Poll reads that failed, since the acquisition was created. */
-  readonly failedReads: number;
-  /** Start lateness of cycles (period error), ms. */
-  readonly periodError: StatsSummary;
-  /** Read duration, ms. */
-  readonly readDuration: StatsSummary;
-}
-
 /** Health of an acquisition: link, breaker and groups. */
 export interface AcquisitionHealth {
   /** The driver's name. */
@@ -134,7 +112,26 @@ export interface AcquisitionHealth {
   /** The last driver failure (`CODE: message` for a `KilnError`), absent until one happens. */
   readonly lastError?: string;
   /** Health of each scan group that has tags. */
-  readonly groups: readonly ScanGroupHealth[];
+  readonly groups: readonly {
+    /** The scan group's name. */
+    readonly name: string;
+    /** The mode in effect: `subscribe` falls back to `poll` when the driver cannot subscribe. */
+    readonly mode: "poll" | "subscribe";
+    /** Scan period (poll) or sampling interval (subscribe), in ms. */
+    readonly periodMs: number;
+    /** Number of tags in the group. */
+    readonly tags: number;
+    /** Poll cycles run since the last start (0 for a subscribed group). */
+    readonly cycles: number;
+    /** Poll cycles skipped because a cycle overran, since the last start. */
+    readonly skippedCycles: number;
+    /** Poll reads that failed, since the acquisition was created. */
+    readonly failedReads: number;
+    /** Start lateness of cycles (period error), ms. */
+    readonly periodError: StatsSummary;
+    /** Read duration, ms. */
+    readonly readDuration: StatsSummary;
+  }[];
   /**
    * Health of each endpoint behind the driver's connection (a Modbus unit: `"unit 2"`), when the
    * driver reports them (`PlcDriver.endpoints`); absent otherwise.

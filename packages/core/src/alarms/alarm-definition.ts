@@ -80,8 +80,14 @@ export const alarmDefinitionSchema = z.discriminatedUnion("kind", [
   z.strictObject({ ...commonFields, kind: z.literal("BOOL"), alarmValue: z.boolean().default(true) }),
 ]);
 
-/** Fields every alarm definition input has (defaults not yet applied). */
-export interface AlarmDefinitionInputBase {
+/**
+ * What a user writes for one alarm (defaults not yet applied): the fields every alarm has, and
+ * per `kind` either a numeric limit (`HI`, `LO`, `HIHI`, `LOLO` with `setpoint`) or a `BOOL`
+ * alarm on a boolean tag. {@link defineAlarms} checks it and throws `KilnValidationError`
+ * (`KILN_VALIDATION`) naming every bad field, e.g. `alarms[2].setpoint`. One kind is
+ * `Extract<AlarmDefinitionInput, { kind: "BOOL" }>`.
+ */
+export type AlarmDefinitionInput = {
   /** Unique id. @default `${tag}:${kind}`, e.g. `chamber.pressure:HI` */
   readonly id?: string | undefined;
   /** The watched tag (must be in the catalog). */
@@ -98,35 +104,32 @@ export interface AlarmDefinitionInputBase {
   readonly interlock?: boolean | undefined;
   /** Suppression by design (ISA-18.2 11.5.2): while it holds, the alarm is suppressed. */
   readonly suppressWhen?: AlarmSuppressionCondition | undefined;
-}
-
-/** An `HI`, `LO`, `HIHI` or `LOLO` alarm as a user writes it. */
-export interface NumericAlarmDefinitionInput extends AlarmDefinitionInputBase {
-  /** The alarm type. */
-  readonly kind: NumericAlarmKind;
-  /** The limit, in the tag's unit. */
-  readonly setpoint: number;
-  /** Hysteresis in the tag's unit (>= 0): the alarm returns only beyond `setpoint` -/+ `deadband`. @default 0 */
-  readonly deadband?: number | undefined;
-}
-
-/** A `BOOL` alarm on a boolean tag as a user writes it. */
-export interface BooleanAlarmDefinitionInput extends AlarmDefinitionInputBase {
-  /** The alarm type. */
-  readonly kind: "BOOL";
-  /** The value that is the alarm condition. @default true */
-  readonly alarmValue?: boolean | undefined;
-}
+} &
+  /** An `HI`, `LO`, `HIHI` or `LOLO` alarm as a user writes it. */
+  (
+    | {
+        /** The alarm type. */
+        readonly kind: NumericAlarmKind;
+        /** The limit, in the tag's unit. */
+        readonly setpoint: number;
+        /** Hysteresis in the tag's unit (>= 0): the alarm returns only beyond `setpoint` -/+ `deadband`. @default 0 */
+        readonly deadband?: number | undefined;
+      }
+    /** A `BOOL` alarm on a boolean tag as a user writes it. */
+    | {
+        /** The alarm type. */
+        readonly kind: "BOOL";
+        /** The value that is the alarm condition. @default true */
+        readonly alarmValue?: boolean | undefined;
+      }
+  );
 
 /**
- * What a user writes for one alarm (defaults not yet applied). {@link defineAlarms} checks it
- * and throws `KilnValidationError` (`KILN_VALIDATION`) naming every bad field, e.g.
- * `alarms[2].setpoint`.
+ * A validated alarm definition with every default applied: the fields every alarm has, and per
+ * `kind` the numeric limit or the boolean alarm value. A host narrows by `kind`; one kind is
+ * `Extract<AlarmDefinition, { kind: "BOOL" }>`.
  */
-export type AlarmDefinitionInput = NumericAlarmDefinitionInput | BooleanAlarmDefinitionInput;
-
-/** Fields every validated alarm definition has. */
-export interface AlarmDefinitionBase {
+export type AlarmDefinition = {
   /** Unique id. @default `${tag}:${kind}`, e.g. `chamber.pressure:HI` */
   readonly id: string;
   /** The watched tag. */
@@ -143,32 +146,32 @@ export interface AlarmDefinitionBase {
   readonly interlock: boolean;
   /** Suppression by design: while it holds, the alarm is `suppressed`. */
   readonly suppressWhen?: AlarmSuppressionCondition;
-}
+} &
+  /**
+   * A HI/HIHI alarm activates when the value rises above `setpoint` and clears only at or below
+   * `setpoint - deadband`; a LO/LOLO alarm activates below `setpoint` and clears only at or above
+   * `setpoint + deadband`.
+   */
+  (
+    | {
+        /** HI, LO, HIHI or LOLO. */
+        readonly kind: NumericAlarmKind;
+        /** The limit, in the tag's engineering unit. */
+        readonly setpoint: number;
+        /** Absolute hysteresis for return to normal, in the tag's unit. @default 0 */
+        readonly deadband: number;
+      }
+    /** A BOOL alarm is active while the tag's value is `alarmValue`. */
+    | {
+        /** Always BOOL. */
+        readonly kind: "BOOL";
+        /** The value that means "alarm". @default true */
+        readonly alarmValue: boolean;
+      }
+  );
 
-/**
- * A HI/HIHI alarm activates when the value rises above `setpoint` and clears only at or below
- * `setpoint - deadband`; a LO/LOLO alarm activates below `setpoint` and clears only at or above
- * `setpoint + deadband`.
- */
-export interface NumericAlarmDefinition extends AlarmDefinitionBase {
-  /** HI, LO, HIHI or LOLO. */
-  readonly kind: NumericAlarmKind;
-  /** The limit, in the tag's engineering unit. */
-  readonly setpoint: number;
-  /** Absolute hysteresis for return to normal, in the tag's unit. @default 0 */
-  readonly deadband: number;
-}
-
-/** A BOOL alarm is active while the tag's value is `alarmValue`. */
-export interface BooleanAlarmDefinition extends AlarmDefinitionBase {
-  /** Always BOOL. */
-  readonly kind: "BOOL";
-  /** The value that means "alarm". @default true */
-  readonly alarmValue: boolean;
-}
-
-/** A validated alarm definition with every default applied. */
-export type AlarmDefinition = NumericAlarmDefinition | BooleanAlarmDefinition;
+/** The numeric kinds of a validated definition, for this module (ADR 0027: the public surface names the union). */
+type NumericAlarmDefinition = Extract<AlarmDefinition, { readonly kind: NumericAlarmKind }>;
 
 const NUMERIC_DATA_TYPES = new Set(["int16", "uint16", "int32", "uint32", "float32", "float64"]);
 

@@ -75,13 +75,6 @@ export interface AlarmEngineOptions {
   readonly maxPendingHistoryWrites?: number;
 }
 
-/** A pending on-delay (waiting to activate) or off-delay (waiting to clear). */
-export interface AlarmPendingDelay {
-  readonly kind: "on-delay" | "off-delay";
-  /** When it will fire if the condition keeps holding, ms since epoch. */
-  readonly dueAt: number;
-}
-
 /** A point-in-time view of one alarm. */
 export interface AlarmSnapshot {
   /** The alarm's id. */
@@ -112,9 +105,16 @@ export interface AlarmSnapshot {
   readonly ackedAt?: number;
   /** Who acknowledged it. */
   readonly ackedBy?: string;
-  /** The delay running, if any. */
-  readonly pendingDelay?: AlarmPendingDelay;
+  /** The delay running, if any: an on-delay (waiting to activate) or off-delay (waiting to clear). */
+  readonly pendingDelay?: {
+    readonly kind: "on-delay" | "off-delay";
+    /** When it will fire if the condition keeps holding, ms since epoch. */
+    readonly dueAt: number;
+  };
 }
+
+/** A pending on-delay or off-delay, by name for this module. */
+type AlarmPendingDelay = NonNullable<AlarmSnapshot["pendingDelay"]>;
 
 /** Counters an alarm engine keeps about its own health. */
 export interface AlarmEngineStats {

@@ -12,40 +12,6 @@ export interface AlarmKpiOptions {
   readonly chatterThreshold?: number;
 }
 
-/** Alarms raised in one fixed window of the analysed range. */
-export interface AlarmRateBucket {
-  /** Window start, ms since epoch (inclusive). */
-  readonly from: number;
-  /** Window end (exclusive; the range end for the last, possibly shorter, window). */
-  readonly to: number;
-  /** Alarms raised in it. */
-  readonly raised: number;
-}
-
-/** A period in which alarms came faster than the operator can handle. */
-export interface AlarmFlood {
-  /** Time of the first alarm of the first window that exceeded the threshold. */
-  readonly from: number;
-  /** Time of the last alarm that still had more than the threshold in its trailing window. */
-  readonly to: number;
-  /** Alarms raised from `from` to `to`, inclusive. */
-  readonly raised: number;
-  /** The most alarms found in one sliding window during the flood. */
-  readonly peak: number;
-}
-
-/** An alarm raised repeatedly in a short time: a candidate for a larger deadband or delay. */
-export interface ChatteringAlarm {
-  /** The alarm's id. */
-  readonly alarmId: string;
-  /** The tag it watches. */
-  readonly tag: string;
-  /** Times raised in the analysed range. */
-  readonly raised: number;
-  /** The most raises found in one sliding chattering window. */
-  readonly peakInWindow: number;
-}
-
 /** Simple alarm-system performance figures over one time range. */
 export interface AlarmKpis {
   /** The analysed range `[from, to)`. */
@@ -56,13 +22,46 @@ export interface AlarmKpis {
   readonly averagePerWindow: number;
   /** The most alarms raised within any sliding window. */
   readonly peakPerWindow: number;
-  /** Alarms raised per consecutive fixed window from `range.from`. */
-  readonly buckets: readonly AlarmRateBucket[];
-  /** Every flood, oldest first. */
-  readonly floods: readonly AlarmFlood[];
-  /** Every chattering alarm, most raises first. */
-  readonly chattering: readonly ChatteringAlarm[];
+  /** Alarms raised per consecutive fixed window from `range.from` (one entry per window). */
+  readonly buckets: readonly {
+    /** Window start, ms since epoch (inclusive). */
+    readonly from: number;
+    /** Window end (exclusive; the range end for the last, possibly shorter, window). */
+    readonly to: number;
+    /** Alarms raised in it. */
+    readonly raised: number;
+  }[];
+  /** Every flood (a period in which alarms came faster than the operator can handle), oldest first. */
+  readonly floods: readonly {
+    /** Time of the first alarm of the first window that exceeded the threshold. */
+    readonly from: number;
+    /** Time of the last alarm that still had more than the threshold in its trailing window. */
+    readonly to: number;
+    /** Alarms raised from `from` to `to`, inclusive. */
+    readonly raised: number;
+    /** The most alarms found in one sliding window during the flood. */
+    readonly peak: number;
+  }[];
+  /**
+   * Every chattering alarm (raised repeatedly in a short time: a candidate for a larger deadband
+   * or delay), most raises first.
+   */
+  readonly chattering: readonly {
+    /** The alarm's id. */
+    readonly alarmId: string;
+    /** The tag it watches. */
+    readonly tag: string;
+    /** Times raised in the analysed range. */
+    readonly raised: number;
+    /** The most raises found in one sliding chattering window. */
+    readonly peakInWindow: number;
+  }[];
 }
+
+// The element types by name, for this module (ADR 0027: a host receives them inside AlarmKpis).
+type AlarmRateBucket = AlarmKpis["buckets"][number];
+type AlarmFlood = AlarmKpis["floods"][number];
+type ChatteringAlarm = AlarmKpis["chattering"][number];
 
 /**
  * True when a history entry is an alarm raised to the operator: a process activation that left

@@ -14,29 +14,19 @@ export const ALARM_STATE_NAMES = [
 /** An ISA-18.2 alarm state name. */
 export type AlarmStateName = (typeof ALARM_STATE_NAMES)[number];
 
-/** Inactive and acknowledged: nothing to show. */
-export interface NormalAlarmState {
-  readonly name: "normal";
-}
-
-/** Active and not yet acknowledged: the operator must respond. */
-export interface UnacknowledgedAlarmState {
-  readonly name: "unacknowledged";
-}
-
-/** Active and acknowledged: the operator knows, the condition persists. */
-export interface AcknowledgedAlarmState {
-  readonly name: "acknowledged";
-}
-
-/** Returned to normal before anyone acknowledged it. */
-export interface RtnUnacknowledgedAlarmState {
-  readonly name: "rtn-unacknowledged";
-}
-
-/** The four annunciation states that the overlays (shelved, suppressed, out of service) hide. */
+/**
+ * The four annunciation states that the overlays (shelved, suppressed, out of service) hide. A
+ * host narrows by `name`; one state is `Extract<AlarmBaseState, { name: "normal" }>`.
+ */
 export type AlarmBaseState =
-  NormalAlarmState | UnacknowledgedAlarmState | AcknowledgedAlarmState | RtnUnacknowledgedAlarmState;
+  /** Inactive and acknowledged: nothing to show. */
+  | { readonly name: "normal" }
+  /** Active and not yet acknowledged: the operator must respond. */
+  | { readonly name: "unacknowledged" }
+  /** Active and acknowledged: the operator knows, the condition persists. */
+  | { readonly name: "acknowledged" }
+  /** Returned to normal before anyone acknowledged it. */
+  | { readonly name: "rtn-unacknowledged" };
 
 /**
  * How an alarm is shelved: `timed` until `until` (ms since epoch, on the engine's clock), or
@@ -48,40 +38,44 @@ export type AlarmShelf =
   | { readonly mode: "one-shot"; readonly until: number };
 
 /**
- * Shelved by an operator: not annunciated. `underlying` is the annunciation state the alarm
- * would be in if it were not shelved; process activations and clears keep updating it.
- */
-export interface ShelvedAlarmState {
-  readonly name: "shelved";
-  readonly shelf: AlarmShelf;
-  readonly underlying: AlarmBaseState;
-}
-
-/** What suppresses an alarm by design: an explicit engine command, or its `suppressWhen` condition. */
-export type AlarmSuppressionSource = "command" | "condition";
-
-/**
- * Suppressed by design (logic-driven): not annunciated while any source in `by` holds.
- * `underlying` is what shows again when the suppression ends if it was shelved underneath.
- */
-export interface SuppressedAlarmState {
-  readonly name: "suppressed";
-  readonly by: readonly AlarmSuppressionSource[];
-  readonly underlying: AlarmBaseState | ShelvedAlarmState;
-}
-
-/** Removed from service (maintenance, instrument fault): not annunciated, no interlock trip. */
-export interface OutOfServiceAlarmState {
-  readonly name: "out-of-service";
-  readonly underlying: AlarmBaseState | ShelvedAlarmState | SuppressedAlarmState;
-}
-
-/**
  * An ISA-18.2 alarm state. The overlays nest in a fixed order: out-of-service over suppressed
  * over shelved over one of the four {@link AlarmBaseState}s, so ending an overlay reveals the
- * next one still in force.
+ * next one still in force. A host narrows by `name` (`state.name === "shelved"`); one variant is
+ * `Extract<AlarmState, { name: "shelved" }>`.
  */
-export type AlarmState = AlarmBaseState | ShelvedAlarmState | SuppressedAlarmState | OutOfServiceAlarmState;
+export type AlarmState =
+  | AlarmBaseState
+  /**
+   * Shelved by an operator: not annunciated. `underlying` is the annunciation state the alarm
+   * would be in if it were not shelved; process activations and clears keep updating it.
+   */
+  | { readonly name: "shelved"; readonly shelf: AlarmShelf; readonly underlying: AlarmBaseState }
+  /**
+   * Suppressed by design (logic-driven): not annunciated while any source in `by` holds (an
+   * explicit engine `command`, or the alarm's `suppressWhen` `condition`). `underlying` is what
+   * shows again when the suppression ends if it was shelved underneath.
+   */
+  | {
+      readonly name: "suppressed";
+      readonly by: readonly ("command" | "condition")[];
+      readonly underlying: AlarmBaseState | Extract<AlarmState, { readonly name: "shelved" }>;
+    }
+  /** Removed from service (maintenance, instrument fault): not annunciated, no interlock trip. */
+  | {
+      readonly name: "out-of-service";
+      readonly underlying: Exclude<AlarmState, { readonly name: "out-of-service" }>;
+    };
+
+// The variants by name, for this module (ADR 0027: the public surface names only the unions).
+type NormalAlarmState = Extract<AlarmBaseState, { readonly name: "normal" }>;
+type UnacknowledgedAlarmState = Extract<AlarmBaseState, { readonly name: "unacknowledged" }>;
+type AcknowledgedAlarmState = Extract<AlarmBaseState, { readonly name: "acknowledged" }>;
+type RtnUnacknowledgedAlarmState = Extract<AlarmBaseState, { readonly name: "rtn-unacknowledged" }>;
+type ShelvedAlarmState = Extract<AlarmState, { readonly name: "shelved" }>;
+type SuppressedAlarmState = Extract<AlarmState, { readonly name: "suppressed" }>;
+
+/** What suppresses an alarm by design: an explicit engine command, or its `suppressWhen` condition. */
+export type AlarmSuppressionSource = SuppressedAlarmState["by"][number];
 
 /**
  * What can move an alarm. `activate`/`clear` come from the process value (after deadband and

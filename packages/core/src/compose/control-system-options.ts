@@ -12,7 +12,7 @@ import type { Store } from "../ports/store";
 import type { RetryJitter } from "../resilience/retry";
 import { DEFAULT_RUN_WITHOUT_DURABLE_AUDIT } from "../security/audited-command";
 import type { RoleTable } from "../security/authorization";
-import type { ServiceRegistry } from "./service-registry";
+import type { ServiceRegistry } from "@kiln/core/advanced";
 
 const positive = z.number().positive();
 const positiveInteger = z.number().int().positive();

@@ -7,16 +7,13 @@ import type { Sample } from "../domain/sample";
 import type { TagCatalog, TagValue } from "../domain/tags";
 import type { KilnEvents } from "../events/catalogue";
 import { eventBusViewOf, type Disposer, type EventBus, type EventBusView } from "../events/event-bus";
-import type { StateMachine } from "../fsm/state-machine";
 import type { LoggingFilter } from "../logging/logging-filter";
 import type { SampleLogger, SampleLoggerHealth } from "../logging/sample-logger";
 import type { Clock } from "../ports/clock";
 import type { Logger } from "../ports/logger";
-import type { PlcDriver } from "../ports/plc-driver";
 import type { StoredRecipe } from "@kiln/core/driver-kit";
 import type { AlarmHistory } from "@kiln/core/driver-kit";
 import type { HistoryQueries, SampleHistory } from "@kiln/core/driver-kit";
-import type { Store } from "../ports/store";
 import { withTimeout } from "../resilience/timeout";
 import { recoverInterrupted } from "../recipes/process-recovery";
 import type { ProcessResult, RecipeExecutor, RecipeProcess, StartRecipeOptions } from "../recipes/recipe-executor";
@@ -32,6 +29,7 @@ import type { EventRecorder } from "./event-recorder";
 import { portHealth, resetGuards, type PortHealth } from "./port-policies";
 import type { SystemLifecycle, SystemState } from "./system-lifecycle";
 import type { ServiceContainer } from "./service-registry";
+import type { MachineStateMachine, UncheckedParts } from "@kiln/core/advanced";
 import { recordEventMetrics } from "./event-metrics";
 import { InternalTokens } from "./tokens";
 import { monotonicNow } from "../runtime/system-clock";
@@ -68,33 +66,6 @@ function settle(work: Promise<unknown>): Promise<Settled> {
 
 /** How long (ms) a store still opening after start goes unreported in `health()`. */
 const STORE_OPEN_GRACE_MS = 1_000;
-
-/** The machine's state machine: the founding Kiln model or PackML. */
-export type MachineStateMachine = StateMachine<string, string>;
-
-/**
- * The raw parts of a {@link ControlSystem}, reached through `system.unchecked`. Every call on them
- * bypasses authorization and the audit trail.
- */
-export interface UncheckedParts {
-  /** The PLC driver as registered (not even its device policy: no timeout, no breaker). */
-  readonly driver: PlcDriver;
-  /** The store as registered (no port policies). */
-  readonly store: Store;
-  /** The machine's state machine: `send` changes the mode with no role check. */
-  readonly machine: MachineStateMachine;
-  /**
-   * The event bus itself: `publish` delivers whatever it is given to every handler and to the
-   * event recorder, which stores machine-state events as fact; a published `alarm-raise` looks
-   * like a real alarm to every subscriber.
-   */
-  readonly bus: EventBus<KilnEvents>;
-  /**
-   * The current value table itself: `update` and `degrade` set values and qualities that alarms,
-   * the logging pipeline and recipe conditions take as the device's.
-   */
-  readonly cvt: CurrentValueTable;
-}
 
 /**
  * Reads of what the store holds, each through its port's policy (timeout, breaker, retry):

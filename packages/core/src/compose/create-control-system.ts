@@ -20,7 +20,8 @@ import { silentLogger } from "../runtime/silent-logger";
 import { Authorizer, defaultRoleTable } from "../security/authorization";
 import { AuditedCommandRunner } from "../security/audited-command";
 import { CheckedTagWriter } from "./checked-write";
-import { ControlSystem, type MachineStateMachine } from "./control-system";
+import { ControlSystem } from "./control-system";
+import type { MachineStateMachine } from "./unchecked-parts";
 import {
   resolveControlSystemOptions,
   type ControlSystemOptions,

@@ -1,26 +1,12 @@
-import { quality, QualityCodes, type Quality } from "../domain/quality";
-import type { Sample } from "../domain/sample";
+// CurrentValueTable is homed in "@kiln/core/advanced"; what its declarations name from the main
+// entry is imported by package name so the API reports show that home (ADR 0027).
+import type { Clock, CurrentValueView, CvtChange, CvtObserver, Disposer, Quality, Sample, Tag } from "@kiln/core";
+import { quality, QualityCodes } from "../domain/quality";
 import { KilnError } from "../domain/errors";
-import type { Tag } from "../domain/tags";
-import type { Disposer } from "../events/event-bus";
-import type { Clock } from "../ports/clock";
 import { monotonicNow, SystemClock } from "../runtime/system-clock";
 import { receiptStamp, restamped } from "./receipt-stamp";
 
-/** What an observer receives for every update of a tag. */
-export interface CvtChange {
-  /** The new sample (now the tag's current value). */
-  readonly sample: Sample;
-  /** The sample it replaced; undefined for a tag's first value. */
-  readonly previous: Sample | undefined;
-  /** True when the value differs from the previous one (always true for a first value). */
-  readonly valueChanged: boolean;
-  /** True when severity or code differ from the previous quality (always true for a first value). */
-  readonly qualityChanged: boolean;
-}
-
-/** Called synchronously for each update. Must be cheap; hand heavy work off. */
-export type CvtObserver = (change: CvtChange) => void;
+export type { CurrentValueView, CvtChange, CvtObserver } from "./current-value-view";
 
 interface Entry {
   sample: Sample;
@@ -52,35 +38,6 @@ function frozenQuality(quality: Quality): Quality {
 export const NO_COMMUNICATION: Quality = Object.freeze(
   quality("uncertain", "no communication, last usable value", QualityCodes.UncertainNoCommunicationLastUsableValue),
 );
-
-/**
- * The reading half of the {@link CurrentValueTable}: what a host gets as `system.cvt`. Reads and
- * observers only; it has no `update`, `degrade`, `setStaleAfter` or `sweepStale`, so code holding
- * it cannot put a value into the table that the alarms, the logging pipeline and recipe
- * conditions would take as the device's. Only acquisition writes the table (and
- * `system.unchecked.cvt`, which bypasses every check).
- */
-export interface CurrentValueView {
-  /**
-   * The current sample of `tag` (value, quality, source timestamp), or undefined before its first
-   * value. Samples are frozen when they enter the table: a reader cannot change them.
-   */
-  get(tag: string): Sample | undefined;
-  /** The current value of `tag`, or undefined before its first value. */
-  value(tag: string): Sample["value"] | undefined;
-  /** Every tag's current sample (a new array; the samples in it are frozen). */
-  snapshot(): Sample[];
-  /** Number of tags that have a value. */
-  readonly size: number;
-  /**
-   * Observes one tag; observers run synchronously on every change and are isolated from each other.
-   * The change and its samples are frozen: an observer cannot alter what the others see.
-   * @throws KilnError `KILN_TAG_UNKNOWN` for a tag not in the catalog.
-   */
-  observe(tag: string, observer: CvtObserver): Disposer;
-  /** Observes every tag. */
-  observeAll(observer: CvtObserver): Disposer;
-}
 
 /**
  * A read-only view of `table`: a separate frozen object forwarding to its reads and observers.

@@ -1,9 +1,9 @@
-import type { Disposer } from "../domain/disposer";
+// EventBus is homed in "@kiln/core/advanced"; what its declarations name from the main entry is
+// imported by package name so the API reports show that home (ADR 0027).
+import type { Disposer, EventBusView, EventHandler } from "@kiln/core";
 
-export type { Disposer };
-
-/** A handler for one event type; it may be async, and the publisher then awaits it. */
-export type EventHandler<TPayload> = (event: TPayload) => void | Promise<void>;
+export type { Disposer } from "../domain/disposer";
+export type { EventBusView, EventHandler } from "./event-bus-view";
 
 /** Receives every event that passes through a bus, after its handlers ran. */
 export type EventTap<TEvents> = <TType extends keyof TEvents & string>(
@@ -34,29 +34,6 @@ function frozenCopy(value: unknown, seen = new Map<object, unknown>()): unknown 
   seen.set(value, copy);
   for (const key of Object.keys(value)) copy[key] = frozenCopy((value as Record<string, unknown>)[key], seen);
   return Object.freeze(copy);
-}
-
-/**
- * The subscribing half of an {@link EventBus}: what a host gets as `system.bus`. It has no
- * `publish` and no `tap`, so code holding it can listen to every event but cannot make one up (a
- * fake alarm or machine-state event that the event recorder would store as fact). Publishing is
- * reserved to the parts of the system, and to `system.unchecked.bus`.
- *
- * @example
- * const off = system.bus.on("alarm-raise", (event) => console.log(event.alarmId));
- * const end = await system.bus.next("process-end");
- * off();
- */
-export interface EventBusView<TEvents extends object> {
-  /** Subscribes `handler` to `type`; returns a disposer. See {@link EventBus.on}. */
-  on<TType extends keyof TEvents & string>(type: TType, handler: EventHandler<TEvents[TType]>): Disposer;
-  /** Subscribes `handler` to the next `type` event only. See {@link EventBus.once}. */
-  once<TType extends keyof TEvents & string>(type: TType, handler: EventHandler<TEvents[TType]>): Disposer;
-  /** Resolves with the next `type` event for which `predicate` holds. See {@link EventBus.next}. */
-  next<TType extends keyof TEvents & string>(
-    type: TType,
-    predicate?: (event: TEvents[TType]) => boolean,
-  ): Promise<TEvents[TType]>;
 }
 
 /**

@@ -1,7 +1,8 @@
 import { KilnError, isRetryable } from "../domain/errors";
-import type { KilnEvents } from "../events/catalogue";
-import type { Disposer, EventBus } from "../events/event-bus";
-import type { Clock } from "../ports/clock";
+// The state machine and its model types are homed in "@kiln/core/advanced"; what their declarations
+// name from the main entry is imported by package name (ADR 0027).
+import type { Clock, Disposer, KilnEvents } from "@kiln/core";
+import type { EventBus } from "../events/event-bus";
 
 /**
  * A transition table: for each state, the commands accepted there and the state each one leads

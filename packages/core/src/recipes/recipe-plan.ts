@@ -1,31 +1,24 @@
-import type {
-  CallStep,
-  ParameterValue,
-  PulseStep,
-  RampStep,
-  Recipe,
-  RecipeNumber,
-  RecipeStep,
-  SetStep,
-  WaitStep,
-  WaitUntilStep,
-} from "./recipe-schema";
+import type { ParameterValue, Recipe, RecipeNumber, RecipeStep } from "./recipe-schema";
 
 /**
  * One step of a validated recipe, tagged by its kind so a runner switches on `kind` and reads a
  * typed `body`. A `call` carries its resolved callee; a `loop` its planned steps.
  */
 export type PlannedStep =
-  | { readonly kind: "set"; readonly body: SetStep["set"] }
-  | { readonly kind: "pulse"; readonly body: PulseStep["pulse"] }
-  | { readonly kind: "wait"; readonly body: WaitStep["wait"] }
-  | { readonly kind: "waitUntil"; readonly body: WaitUntilStep["waitUntil"] }
-  | { readonly kind: "ramp"; readonly body: RampStep["ramp"] }
+  | { readonly kind: "set"; readonly body: Extract<RecipeStep, { readonly set: unknown }>["set"] }
+  | { readonly kind: "pulse"; readonly body: Extract<RecipeStep, { readonly pulse: unknown }>["pulse"] }
+  | { readonly kind: "wait"; readonly body: Extract<RecipeStep, { readonly wait: unknown }>["wait"] }
+  | { readonly kind: "waitUntil"; readonly body: Extract<RecipeStep, { readonly waitUntil: unknown }>["waitUntil"] }
+  | { readonly kind: "ramp"; readonly body: Extract<RecipeStep, { readonly ramp: unknown }>["ramp"] }
   | {
       readonly kind: "loop";
       readonly body: { readonly count: RecipeNumber; readonly steps: readonly PlannedStep[] };
     }
-  | { readonly kind: "call"; readonly body: CallStep["call"]; readonly callee: PlannedRecipe };
+  | {
+      readonly kind: "call";
+      readonly body: Extract<RecipeStep, { readonly call: unknown }>["call"];
+      readonly callee: PlannedRecipe;
+    };
 
 /** A recipe version with its steps planned. */
 export interface PlannedRecipe {

@@ -12,16 +12,6 @@ export interface TimingStats {
   readonly max: number;
 }
 
-/** Something that went wrong while a process was being stopped or saved, in addition to its outcome. */
-export interface ProcessProblem {
-  /** `pulse-off`: a pulse's off value could not be written; `safe-state`: a safe-state write failed; `machine`: the state machine refused; `save`: the final save failed. */
-  readonly stage: "pulse-off" | "safe-state" | "machine" | "save";
-  /** The tag concerned, for writes. */
-  readonly tag?: string;
-  /** The error. */
-  readonly error: unknown;
-}
-
 /** How a process ended. */
 export interface ProcessResult {
   /** The process id. */
@@ -42,11 +32,21 @@ export interface ProcessResult {
   readonly endedAt: number;
   /** Pulse timing error (open time − planned; open time is measured between the on and off writes completing) and wait timing error. */
   readonly timing: { readonly pulse: TimingStats; readonly wait: TimingStats };
-  /** Problems met while stopping or saving, in order. */
-  readonly problems: readonly ProcessProblem[];
+  /** Problems met while stopping or saving, in order: what went wrong in addition to the outcome. */
+  readonly problems: readonly {
+    /** `pulse-off`: a pulse's off value could not be written; `safe-state`: a safe-state write failed; `machine`: the state machine refused; `save`: the final save failed. */
+    readonly stage: "pulse-off" | "safe-state" | "machine" | "save";
+    /** The tag concerned, for writes. */
+    readonly tag?: string;
+    /** The error. */
+    readonly error: unknown;
+  }[];
   /** True when the final record and every event were saved. */
   readonly persisted: boolean;
 }
+
+/** Something that went wrong while a process was being stopped or saved, in addition to its outcome. */
+export type ProcessProblem = ProcessResult["problems"][number];
 
 /**
  * A recipe run on a machine. Commands take effect as follows:

@@ -198,29 +198,6 @@ export const loopStepHeadSchema = z
   .object({ count: countSchema, steps: z.array(z.unknown()).min(1, "a loop needs at least one step") })
   .strict();
 
-/** `{ set: { tag, value } }`: writes `value` to `tag`. */
-export interface SetStep {
-  /** The tag to write and the value to write to it. */
-  readonly set: { readonly tag: string; readonly value: RecipeValue };
-}
-
-/** `{ pulse: { tag, durationMs, on?, off? } }`: writes `on` (default true), waits, writes `off` (default false). */
-export interface PulseStep {
-  /** The tag, how long it stays `on` (ms), and the `on` and `off` values (default `true` and `false`). */
-  readonly pulse: {
-    readonly tag: string;
-    readonly durationMs: RecipeNumber;
-    readonly on: RecipeValue;
-    readonly off: RecipeValue;
-  };
-}
-
-/** `{ wait: { durationMs } }`: waits. */
-export interface WaitStep {
-  /** How long to wait, in ms. */
-  readonly wait: { readonly durationMs: RecipeNumber };
-}
-
 /** A `waitUntil` condition: `tag op value`, e.g. `{ tag: "chamber.pressure", op: "<", value: 0.5 }`. */
 export interface RecipeCondition {
   /** The tag whose current value is compared; only a good-quality sample can satisfy the condition. */
@@ -231,77 +208,116 @@ export interface RecipeCondition {
   readonly value: RecipeValue;
 }
 
-/** `{ waitUntil: { condition, timeoutMs, onTimeout? } }`: waits for a condition on a tag. */
-export interface WaitUntilStep {
-  /** The condition, its `timeoutMs` (ms), and what to do on timeout (`onTimeout`, default `fail`). */
-  readonly waitUntil: {
-    readonly condition: RecipeCondition;
-    readonly timeoutMs: RecipeNumber;
-    readonly onTimeout: TimeoutAction;
-  };
-}
+/**
+ * One recipe step: an object with exactly one key, the step's kind (`set`, `pulse`, `wait`,
+ * `waitUntil`, `ramp`, `loop`, `call`). A host narrows with `"set" in step`; one kind is
+ * `Extract<RecipeStep, { set: unknown }>`.
+ */
+export type RecipeStep =
+  /** `{ set: { tag, value } }`: writes `value` to `tag`. */
+  | {
+      /** The tag to write and the value to write to it. */
+      readonly set: { readonly tag: string; readonly value: RecipeValue };
+    }
+  /** `{ pulse: { tag, durationMs, on?, off? } }`: writes `on` (default true), waits, writes `off` (default false). */
+  | {
+      /** The tag, how long it stays `on` (ms), and the `on` and `off` values (default `true` and `false`). */
+      readonly pulse: {
+        readonly tag: string;
+        readonly durationMs: RecipeNumber;
+        readonly on: RecipeValue;
+        readonly off: RecipeValue;
+      };
+    }
+  /** `{ wait: { durationMs } }`: waits. */
+  | {
+      /** How long to wait, in ms. */
+      readonly wait: { readonly durationMs: RecipeNumber };
+    }
+  /** `{ waitUntil: { condition, timeoutMs, onTimeout? } }`: waits for a condition on a tag. */
+  | {
+      /** The condition, its `timeoutMs` (ms), and what to do on timeout (`onTimeout`, default `fail`). */
+      readonly waitUntil: {
+        readonly condition: RecipeCondition;
+        readonly timeoutMs: RecipeNumber;
+        readonly onTimeout: TimeoutAction;
+      };
+    }
+  /** `{ ramp: { tag, from, to, durationMs, steps } }`: writes `from`, then `steps` more values ending at `to`. */
+  | {
+      /** The tag, `from` and `to` values, total `durationMs`, and number of increments after `from` (`steps`). */
+      readonly ramp: {
+        readonly tag: string;
+        readonly from: RecipeNumber;
+        readonly to: RecipeNumber;
+        readonly durationMs: RecipeNumber;
+        readonly steps: number;
+      };
+    }
+  /** `{ loop: { count, steps } }`: runs `steps` `count` times. */
+  | {
+      /** How many times to run (a positive integer) and the steps to repeat. */
+      readonly loop: { readonly count: RecipeNumber; readonly steps: readonly RecipeStep[] };
+    }
+  /** `{ call: { recipe, version, parameters? } }`: runs another saved recipe version inline. */
+  | {
+      /** The saved recipe's name and version, and the parameter values passed to it. */
+      readonly call: {
+        readonly recipe: string;
+        readonly version: number;
+        readonly parameters?: Readonly<Record<string, RecipeValue>>;
+      };
+    };
 
-/** `{ ramp: { tag, from, to, durationMs, steps } }`: writes `from`, then `steps` more values ending at `to`. */
-export interface RampStep {
-  /** The tag, `from` and `to` values, total `durationMs`, and number of increments after `from` (`steps`). */
-  readonly ramp: {
-    readonly tag: string;
-    readonly from: RecipeNumber;
-    readonly to: RecipeNumber;
-    readonly durationMs: RecipeNumber;
-    readonly steps: number;
-  };
-}
+// The kinds by name, for the runners and the planner (ADR 0027: the public surface names the unions).
+export type SetStep = Extract<RecipeStep, { readonly set: unknown }>;
+export type PulseStep = Extract<RecipeStep, { readonly pulse: unknown }>;
+export type WaitStep = Extract<RecipeStep, { readonly wait: unknown }>;
+export type WaitUntilStep = Extract<RecipeStep, { readonly waitUntil: unknown }>;
+export type RampStep = Extract<RecipeStep, { readonly ramp: unknown }>;
+export type LoopStep = Extract<RecipeStep, { readonly loop: unknown }>;
+export type CallStep = Extract<RecipeStep, { readonly call: unknown }>;
 
-/** `{ loop: { count, steps } }`: runs `steps` `count` times. */
-export interface LoopStep {
-  /** How many times to run (a positive integer) and the steps to repeat. */
-  readonly loop: { readonly count: RecipeNumber; readonly steps: readonly RecipeStep[] };
-}
-
-/** `{ call: { recipe, version, parameters? } }`: runs another saved recipe version inline. */
-export interface CallStep {
-  /** The saved recipe's name and version, and the parameter values passed to it. */
-  readonly call: {
-    readonly recipe: string;
-    readonly version: number;
-    readonly parameters?: Readonly<Record<string, RecipeValue>>;
-  };
-}
-
-/** One recipe step: an object with exactly one key, the step's kind. */
-export type RecipeStep = SetStep | PulseStep | WaitStep | WaitUntilStep | RampStep | LoopStep | CallStep;
-
-/** A `pulse` step as a user writes it: `on` and `off` may be left out. */
-export interface PulseStepInput {
-  /** The tag, how long it stays `on` (ms, >= 0), and the `on` (@default `true`) and `off` (@default `false`) values. */
-  readonly pulse: {
-    readonly tag: string;
-    readonly durationMs: RecipeNumber;
-    readonly on?: RecipeValue | undefined;
-    readonly off?: RecipeValue | undefined;
-  };
-}
-
-/** A `waitUntil` step as a user writes it: `onTimeout` may be left out. */
-export interface WaitUntilStepInput {
-  /** The condition, its `timeoutMs` (ms, >= 0), and what to do on timeout (`onTimeout`, @default `fail`). */
-  readonly waitUntil: {
-    readonly condition: RecipeCondition;
-    readonly timeoutMs: RecipeNumber;
-    readonly onTimeout?: TimeoutAction | undefined;
-  };
-}
-
-/** A recipe step as a user writes it (defaults such as `pulse.on` may be left out). */
+/**
+ * A recipe step as a user writes it (defaults such as `pulse.on` may be left out). One kind is
+ * `Extract<RecipeStepInput, { pulse: unknown }>`.
+ */
 export type RecipeStepInput =
-  | SetStep
-  | PulseStepInput
-  | WaitStep
-  | WaitUntilStepInput
-  | RampStep
+  | Extract<RecipeStep, { readonly set: unknown }>
+  /** A `pulse` step as a user writes it: `on` and `off` may be left out. */
+  | {
+      /** The tag, how long it stays `on` (ms, >= 0), and the `on` (@default `true`) and `off` (@default `false`) values. */
+      readonly pulse: {
+        readonly tag: string;
+        readonly durationMs: RecipeNumber;
+        readonly on?: RecipeValue | undefined;
+        readonly off?: RecipeValue | undefined;
+      };
+    }
+  | Extract<RecipeStep, { readonly wait: unknown }>
+  /** A `waitUntil` step as a user writes it: `onTimeout` may be left out. */
+  | {
+      /** The condition, its `timeoutMs` (ms, >= 0), and what to do on timeout (`onTimeout`, @default `fail`). */
+      readonly waitUntil: {
+        readonly condition: RecipeCondition;
+        readonly timeoutMs: RecipeNumber;
+        readonly onTimeout?: TimeoutAction | undefined;
+      };
+    }
+  | Extract<RecipeStep, { readonly ramp: unknown }>
   | { readonly loop: { readonly count: RecipeNumber; readonly steps: readonly RecipeStepInput[] } }
-  | { readonly call: { -readonly [TKey in keyof CallStep["call"]]: CallStep["call"][TKey] } };
+  | {
+      readonly call: {
+        recipe: string;
+        version: number;
+        parameters?: Readonly<Record<string, RecipeValue>>;
+      };
+    };
+
+/** A `pulse` step as a user writes it, for this module. */
+export type PulseStepInput = Extract<RecipeStepInput, { readonly pulse: unknown }>;
+/** A `waitUntil` step as a user writes it, for this module. */
+export type WaitUntilStepInput = Extract<RecipeStepInput, { readonly waitUntil: unknown }>;
 
 const bodySchemas = {
   set: setStepBodySchema,

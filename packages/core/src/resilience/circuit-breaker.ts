@@ -4,24 +4,21 @@ import type { Disposer, EventBus } from "../events/event-bus";
 import type { Clock, TimerHandle } from "../ports/clock";
 import { assertClock, assertName, assertNumber, assertOptionalFunction } from "./option-assertions";
 
-/**
- * A breaker's state; each variant carries only its own data.
- * - `closed`: calls pass; `failures` counts consecutive counted failures.
- * - `open`: calls are refused without running. `until` is when it turns half-open on its own,
- *   or `null` when it was {@link CircuitBreaker.isolate | isolated} and waits for `reset()`.
- * - `half-open`: up to `halfOpenMaxCalls` probe calls pass; the first result decides.
- */
-export type CircuitState =
-  | { readonly state: "closed"; readonly failures: number }
-  | { readonly state: "open"; readonly openedAt: number; readonly until: number | null }
-  | { readonly state: "half-open" };
-
 /** A breaker's state and counters, for health reports. */
 export interface CircuitBreakerSnapshot {
   /** The breaker's name (the device or store it guards). */
   readonly name: string;
-  /** The current state. */
-  readonly state: CircuitState;
+  /**
+   * The current state; each variant carries only its own data (narrow by `state`).
+   * - `closed`: calls pass; `failures` counts consecutive counted failures.
+   * - `open`: calls are refused without running. `until` is when it turns half-open on its own,
+   *   or `null` when it was isolated (`CircuitBreaker.isolate`) and waits for `reset()`.
+   * - `half-open`: up to `halfOpenMaxCalls` probe calls pass; the first result decides.
+   */
+  readonly state:
+    | { readonly state: "closed"; readonly failures: number }
+    | { readonly state: "open"; readonly openedAt: number; readonly until: number | null }
+    | { readonly state: "half-open" };
   /** When the breaker entered its current state, ms since the Unix epoch. */
   readonly since: number;
   /** Calls that succeeded, since creation. */
@@ -31,6 +28,9 @@ export interface CircuitBreakerSnapshot {
   /** Calls refused without running because the breaker was open (or half-open and busy). */
   readonly rejections: number;
 }
+
+/** A breaker's state, by name for this module. */
+type CircuitState = CircuitBreakerSnapshot["state"];
 
 /** A state change, as told to {@link CircuitBreaker.onStateChange} listeners. */
 export interface CircuitStateChange {
