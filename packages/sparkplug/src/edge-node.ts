@@ -339,9 +339,11 @@ function qualityCode(severity: Sample["quality"]["severity"]): number {
  *   and audited by Kiln; refused ones never reach the PLC.
  * - Reconnects on the driver kit's backoff; `stop()` publishes DDEATH and NDEATH, then disconnects.
  *
- * Not yet: store-and-forward. While the node cannot publish, changes are counted
- * ({@link SparkplugEdgeNodeHealth.samplesNotPublished}) and the next births carry the latest
- * values; see docs/northbound/sparkplug.md for what is lost when.
+ * - With `storeAndForward` (ADR 0031), what changes while the node cannot publish is kept in a
+ *   bounded backlog (core's crash-safe `RecordJournal`, or memory) and sent after the next births
+ *   as DDATA flagged `is_historical`, oldest first, alongside live data. Without it, changes
+ *   meanwhile are counted ({@link SparkplugEdgeNodeHealth.samplesNotPublished}) and the next
+ *   births carry the latest values. See docs/northbound/sparkplug.md for what is lost when.
  *
  * @example
  * const node = new SparkplugEdgeNode({
@@ -792,6 +794,8 @@ export class SparkplugEdgeNode {
     binding: MetricBinding | undefined,
     birth: boolean,
   ): SparkplugPropertySet | undefined {
+    // The DATA hot path: a good sample has no properties, and allocates nothing here.
+    if (!birth && sample !== undefined && sample.quality.severity === "good") return undefined;
     const properties: Record<string, SparkplugPropertySet[string]> = {};
     const quality = sample?.quality ?? {
       severity: "bad" as const,
@@ -821,14 +825,14 @@ export class SparkplugEdgeNode {
   /** A device metric of `sample` (or of no value yet), checked so one bad value cannot spoil a message. */
   #metricOf(binding: MetricBinding, sample: Sample | undefined, birth: boolean): SparkplugMetric {
     const properties = this.#propertiesOf(sample, binding, birth);
-    const metric: SparkplugMetric = {
-      ...(birth ? { name: binding.tag.name } : {}),
-      alias: binding.alias,
-      ...(sample === undefined || sample.timestamp < 0 ? {} : { timestamp: Math.floor(sample.timestamp) }),
-      datatype: binding.datatype,
-      value: sample?.value ?? null,
-      ...(properties === undefined ? {} : { properties }),
-    };
+    // Built field by field, not by spreads: one object per metric on the DATA hot path.
+    const metric: { -readonly [K in keyof SparkplugMetric]: SparkplugMetric[K] } = {};
+    if (birth) metric.name = binding.tag.name;
+    metric.alias = binding.alias;
+    if (sample !== undefined && sample.timestamp >= 0) metric.timestamp = Math.floor(sample.timestamp);
+    metric.datatype = binding.datatype;
+    metric.value = sample?.value ?? null;
+    if (properties !== undefined) metric.properties = properties;
     try {
       if (sample !== undefined && sample.timestamp < 0)
         throw new Error("a sample timestamp before 1970 has no Sparkplug form");
