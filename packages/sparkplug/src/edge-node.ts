@@ -178,9 +178,10 @@ export interface SparkplugStoreAndForwardHealth {
   /** Samples sent as historical DDATA and released since start. */
   readonly samplesReplayed: number;
   /**
-   * Samples dropped since start and never sent: at a limit (by the overflow policy), when the
-   * journal could not take them (`KILN_JOURNAL_FAILED`), or at replay when the tag they belong to
-   * is no longer in the catalog (or changed type).
+   * Samples dropped since start: at a limit (by the overflow policy), when the journal could not
+   * take them (`KILN_JOURNAL_FAILED`), or at replay when the tag they belong to is no longer in
+   * the catalog (or changed type). None of them is sent, except that `drop-oldest` may drop the
+   * record a replay is sending (waiting for the broker's answer): those samples may arrive.
    */
   readonly samplesDropped: number;
   /** What was found in the journal when it was opened (records and samples from an earlier run). */

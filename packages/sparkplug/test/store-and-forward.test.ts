@@ -193,6 +193,28 @@ describe("store-and-forward on a real broker", () => {
     expect(storeAndForward(node)).toMatchObject({ samplesDropped: 0, backlogSamples: 0 });
   });
 
+  test("live data is not starved: live DDATA goes out between historical records while a long backlog drains", async () => {
+    const fixture = await edgeFixture({ primaryHostId: HOST, fastPeriodMs: 5 });
+    cleanups.push(() => fixture.close());
+    const node = fixture.newNode({ storeAndForward: { batchSamples: 1 } });
+    await node.start();
+    await expect.poll(() => storeAndForward(node).backlogSamples, { timeout: 10_000 }).toBeGreaterThan(150);
+    const onlineAt = fixture.recorder.messages.length;
+    await setHost(fixture, true, 1_000);
+    await expect.poll(() => storeAndForward(node).backlogSamples, { timeout: 20_000 }).toBe(0);
+    await node.stop();
+    const data = fromNode(fixture.recorder)
+      .filter((message) => fixture.recorder.messages.indexOf(message) >= onlineAt)
+      .filter(ofType("DDATA"));
+    const historical = data.map((message) => message.payload!.metrics.some((metric) => metric.isHistorical === true));
+    const first = historical.indexOf(true);
+    const last = historical.lastIndexOf(true);
+    // Each historical message is one record: at most batchSamples metrics.
+    for (const message of data.filter((_message, index) => historical[index]))
+      expect(message.payload!.metrics.length).toBe(1);
+    expect(historical.slice(first, last).filter((each) => !each).length).toBeGreaterThan(0);
+  });
+
   test("the broker killed and restarted mid-run: changes while it is down are replayed as history; nothing lost outside the instant of the kill, nothing duplicated", async () => {
     const fixture = await fixtureWithHost();
     const node = fixture.newNode({ storeAndForward: { batchSamples: 2 } });
