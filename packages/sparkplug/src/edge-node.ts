@@ -17,12 +17,16 @@ import {
 } from "@kiln/core";
 import {
   ConnectionLifecycle,
+  KilnValidationError,
   checkBackoff,
   raceAbort,
   type DriverStatusChange,
+  type RecordJournal,
   type ReconnectBackoff,
+  type ValidationIssue,
 } from "@kiln/core/driver-kit";
 import { memoryBdSeqStore, type BdSeqStore } from "./bdseq-store";
+import { JournalBacklog, MemoryBacklog, type ForwardBacklog } from "./forward-backlog";
 import { mqttConnect } from "./mqtt-client";
 import { sparkplugDataTypeOfTag, type SparkplugMetricDataType } from "./datatypes";
 import { decodeHostState } from "./host-state";
@@ -62,6 +66,45 @@ export const METRIC_PROPERTIES = {
   description: "description",
   writable: "writable",
 } as const;
+
+/**
+ * Store-and-forward of a {@link SparkplugEdgeNode} (Sparkplug 3.0.0: historical data sent with
+ * `is_historical`; ADR 0031). While the node cannot publish (broker unreachable, primary host
+ * offline, births not out yet), every changed sample is kept in a bounded backlog; once births
+ * are out again it is sent, oldest first, as DDATA whose metrics carry `is_historical: true`,
+ * alongside live DDATA.
+ */
+export interface SparkplugStoreAndForwardOptions {
+  /**
+   * The backlog's journal file: core's crash-safe `RecordJournal` (each record fsynced before it
+   * counts; opened, locked and closed by the node). Without `path` and `journal` the backlog is
+   * in memory: the same bounds, order and counts, but lost when the process ends.
+   */
+  readonly path?: string;
+  /**
+   * An open `RecordJournal` (from `@kiln/core/driver-kit`) to use instead of `path`; the caller
+   * owns it: the node never closes it. Its own `maxBytes` bounds it; `maxBytes` here must then
+   * be left out.
+   */
+  readonly journal?: RecordJournal;
+  /** Byte limit of the backlog (record headers included). @default 67108864 (64 MiB) */
+  readonly maxBytes?: number;
+  /** Sample limit of the backlog. @default 1000000 */
+  readonly maxSamples?: number;
+  /**
+   * What happens at a limit: `drop-oldest` drops the oldest records to make room (the newest
+   * history is kept); `refuse-new` keeps the backlog and drops the new samples. Either way every
+   * dropped sample is counted (`storeAndForward.samplesDropped`) and evented (`samples-drop`).
+   * @default "drop-oldest"
+   */
+  readonly overflow?: "drop-oldest" | "refuse-new";
+  /**
+   * Samples per backlog record, and so per historical DDATA message: the replay publishes one
+   * record, waits for the broker to have taken it, releases it, then lets live data through
+   * before the next. 1 to 10000, and at most `maxSamples`. @default 500
+   */
+  readonly batchSamples?: number;
+}
 
 /** Options of {@link SparkplugEdgeNode}. */
 export interface SparkplugEdgeNodeOptions {
@@ -105,6 +148,44 @@ export interface SparkplugEdgeNodeOptions {
   readonly clock?: Clock;
   /** Randomness in [0, 1) for the reconnect jitter. @default Math.random */
   readonly random?: () => number;
+  /**
+   * Keep what changes while the node cannot publish and send it later as historical data (see
+   * {@link SparkplugStoreAndForwardOptions}). @default off: the next births carry each tag's
+   * latest value only, and the changes in between are counted in `samplesNotPublished`
+   */
+  readonly storeAndForward?: SparkplugStoreAndForwardOptions;
+}
+
+/** The store-and-forward part of {@link SparkplugEdgeNodeHealth}. */
+export interface SparkplugStoreAndForwardHealth {
+  /** True for a journal on disk, false for the in-memory buffer. */
+  readonly durable: boolean;
+  /** Samples in the backlog now (stored, not yet released after replay), and waiting to be stored. */
+  readonly backlogSamples: number;
+  /** Records (historical DDATA messages to come) in the backlog now. */
+  readonly backlogRecords: number;
+  /** Bytes the backlog holds now, of `maxBytes`. */
+  readonly backlogBytes: number;
+  /** The limits in force. */
+  readonly maxBytes: number;
+  readonly maxSamples: number;
+  /** Age of the oldest sample in the backlog, in ms (by the node's clock); undefined when empty. */
+  readonly oldestAgeMs?: number;
+  /** True while the backlog is being sent. */
+  readonly replaying: boolean;
+  /** Samples stored since start (recovered ones not included: see `recovered`). */
+  readonly samplesStored: number;
+  /** Samples sent as historical DDATA and released since start. */
+  readonly samplesReplayed: number;
+  /**
+   * Samples dropped since start: at a limit (by the overflow policy), when the journal could not
+   * take them (`KILN_JOURNAL_FAILED`), or at replay when the tag they belong to is no longer in
+   * the catalog (or changed type). None of them is sent, except that `drop-oldest` may drop the
+   * record a replay is sending (waiting for the broker's answer): those samples may arrive.
+   */
+  readonly samplesDropped: number;
+  /** What was found in the journal when it was opened (records and samples from an earlier run). */
+  readonly recovered?: { readonly records: number; readonly samples: number; readonly unreadableRecords: number };
 }
 
 /** What {@link SparkplugEdgeNode.health} reports. */
@@ -128,9 +209,11 @@ export interface SparkplugEdgeNodeHealth {
   /**
    * Samples that changed while the node could not publish (link down, host offline, before
    * births) and were not sent one by one: the next births carry each tag's latest value only.
-   * Store-and-forward, which will replay them as `is_historical`, is not built yet.
+   * Always 0 with store-and-forward, which keeps them (see `storeAndForward`).
    */
   readonly samplesNotPublished: number;
+  /** Store-and-forward, when configured. */
+  readonly storeAndForward?: SparkplugStoreAndForwardHealth;
   /** DCMD/NCMD outcomes since start. */
   readonly commands: {
     readonly written: number;
@@ -159,6 +242,17 @@ export interface SparkplugEdgeNodeEvents {
     readonly code: string;
     readonly message: string;
   };
+  /**
+   * Store-and-forward dropped samples that will never be sent: `overflow` at a limit (by the
+   * policy), `journal-failed` when the journal could not take them, `unknown-metric` at replay
+   * for a tag no longer in the catalog (or of another type), `unreadable` for a journal record
+   * that is not a Sparkplug payload (its sample count unknown: `samples` 0).
+   */
+  "samples-drop": {
+    readonly samples: number;
+    readonly reason: "overflow" | "journal-failed" | "unknown-metric" | "unreadable";
+    readonly message: string;
+  };
   /** A message on a command or STATE topic could not be read; it was ignored. */
   "message-reject": { readonly topic: string; readonly message: string };
 }
@@ -179,6 +273,51 @@ interface Session {
 /** How long each step of a goodbye (DDEATH, NDEATH, DISCONNECT) may take, in ms. */
 const GOODBYE_TIMEOUT_MS = 2_000;
 const DEFAULT_BACKOFF: ReconnectBackoff = { initialDelayMs: 1_000, maxDelayMs: 30_000 };
+/** How long the replay waits for the broker to confirm a historical DDATA (the UNSUBACK barrier), in ms. */
+const BARRIER_TIMEOUT_MS = 30_000;
+
+interface ForwardSettings {
+  readonly path?: string;
+  readonly journal?: RecordJournal;
+  readonly maxBytes: number;
+  readonly maxSamples: number;
+  readonly overflow: "drop-oldest" | "refuse-new";
+  readonly batchSamples: number;
+}
+
+/** Checks and completes the store-and-forward options. @throws KilnValidationError naming each bad field. */
+function forwardSettings(options: SparkplugStoreAndForwardOptions): ForwardSettings {
+  const issues: ValidationIssue[] = [];
+  const integer = (field: keyof SparkplugStoreAndForwardOptions, min: number, max: number): void => {
+    const value = options[field];
+    if (value !== undefined && (!Number.isSafeInteger(value) || (value as number) < min || (value as number) > max))
+      issues.push({ path: `storeAndForward.${field}`, message: `must be an integer from ${min} to ${max}` });
+  };
+  integer("maxBytes", 1024, Number.MAX_SAFE_INTEGER);
+  integer("maxSamples", 1, Number.MAX_SAFE_INTEGER);
+  integer("batchSamples", 1, 10_000);
+  if (options.overflow !== undefined && options.overflow !== "drop-oldest" && options.overflow !== "refuse-new")
+    issues.push({ path: "storeAndForward.overflow", message: 'must be "drop-oldest" or "refuse-new"' });
+  if (options.path !== undefined && (typeof options.path !== "string" || options.path === ""))
+    issues.push({ path: "storeAndForward.path", message: "must be a non-empty file path" });
+  if (options.path !== undefined && options.journal !== undefined)
+    issues.push({ path: "storeAndForward.journal", message: "give path or journal, not both" });
+  if (options.journal !== undefined && options.maxBytes !== undefined)
+    issues.push({ path: "storeAndForward.maxBytes", message: "an open journal is bounded by its own maxBytes" });
+  const maxSamples = options.maxSamples ?? 1_000_000;
+  const batchSamples = options.batchSamples ?? Math.min(500, maxSamples);
+  if (issues.length === 0 && batchSamples > maxSamples)
+    issues.push({ path: "storeAndForward.batchSamples", message: `must be at most maxSamples (${maxSamples})` });
+  if (issues.length > 0) throw new KilnValidationError("Sparkplug edge node options", issues);
+  return {
+    ...(options.path === undefined ? {} : { path: options.path }),
+    ...(options.journal === undefined ? {} : { journal: options.journal }),
+    maxBytes: options.journal?.maxBytes ?? options.maxBytes ?? 64 * 1024 * 1024,
+    maxSamples,
+    overflow: options.overflow ?? "drop-oldest",
+    batchSamples,
+  };
+}
 
 /** The specification's Quality code (6.4.8.1) of a Kiln quality severity. */
 function qualityCode(severity: Sample["quality"]["severity"]): number {
@@ -201,9 +340,11 @@ function qualityCode(severity: Sample["quality"]["severity"]): number {
  *   and audited by Kiln; refused ones never reach the PLC.
  * - Reconnects on the driver kit's backoff; `stop()` publishes DDEATH and NDEATH, then disconnects.
  *
- * Not yet: store-and-forward. While the node cannot publish, changes are counted
- * ({@link SparkplugEdgeNodeHealth.samplesNotPublished}) and the next births carry the latest
- * values; see docs/northbound/sparkplug.md for what is lost when.
+ * - With `storeAndForward` (ADR 0031), what changes while the node cannot publish is kept in a
+ *   bounded backlog (core's crash-safe `RecordJournal`, or memory) and sent after the next births
+ *   as DDATA flagged `is_historical`, oldest first, alongside live data. Without it, changes
+ *   meanwhile are counted ({@link SparkplugEdgeNodeHealth.samplesNotPublished}) and the next
+ *   births carry the latest values. See docs/northbound/sparkplug.md for what is lost when.
  *
  * @example
  * const node = new SparkplugEdgeNode({
@@ -253,6 +394,14 @@ export class SparkplugEdgeNode {
   #stopping = false;
   #problems = new Map<string, string>();
   #commandChain: Promise<void> = Promise.resolve();
+  readonly #forward: ForwardSettings | undefined;
+  #backlog: ForwardBacklog | undefined;
+  /** Every backlog operation (append, drop, peek, release) runs on this chain, one at a time. */
+  #forwardChain: Promise<unknown> = Promise.resolve();
+  /** Samples handed to the backlog and not yet appended. */
+  #storing = 0;
+  #replaying = false;
+  #recovered: SparkplugStoreAndForwardHealth["recovered"];
   #counts = {
     births: 0,
     dataMessages: 0,
@@ -262,12 +411,16 @@ export class SparkplugEdgeNode {
     refused: 0,
     rebirths: 0,
     malformed: 0,
+    stored: 0,
+    replayed: 0,
+    dropped: 0,
   };
 
   /**
    * Checks the options; connects nothing (see {@link SparkplugEdgeNode.start}).
    * @throws KilnValidationError `KILN_VALIDATION` for an invalid group, edge node, device or
-   *   host id (empty, or holding `+`, `/`, `#`), a bad `reconnect` backoff, or a missing principal.
+   *   host id (empty, or holding `+`, `/`, `#`), a bad `reconnect` backoff, a missing principal,
+   *   or bad `storeAndForward` options (each field named: `storeAndForward.maxSamples`...).
    */
   constructor(options: SparkplugEdgeNodeOptions) {
     this.#options = options;
@@ -297,6 +450,7 @@ export class SparkplugEdgeNode {
       ...options.principal,
       source: options.principal.source ?? `sparkplug:${options.groupId}/${options.edgeNodeId}`,
     };
+    this.#forward = options.storeAndForward === undefined ? undefined : forwardSettings(options.storeAndForward);
     this.#clock = options.clock ?? new SystemClock();
     this.#bdSeqStore = options.bdSeqStore ?? memoryBdSeqStore();
     this.#bus = new EventBus<SparkplugEdgeNodeEvents>({ now: () => this.#clock.now() });
@@ -345,12 +499,14 @@ export class SparkplugEdgeNode {
    * attempt, whatever its outcome: when the broker is unreachable the node goes on trying in the
    * background on its backoff (see {@link SparkplugEdgeNode.health} and the `link-change` event).
    * @throws KilnError `KILN_LIFECYCLE` when called twice; `KILN_VALIDATION` when the bdSeq store
-   *   holds a bad value.
+   *   holds a bad value; with a store-and-forward `path`, `KILN_JOURNAL_LOCKED` (retryable) when
+   *   another live journal has the file open, `KILN_JOURNAL_FAILED` when it cannot be opened.
    */
   async start(): Promise<void> {
     if (this.#started)
       throw new KilnError("KILN_LIFECYCLE", "This Sparkplug edge node was already started; make a new one.");
     this.#started = true;
+    if (this.#forward !== undefined) await this.#openBacklog(this.#forward);
     this.#disposers.push(this.#system.cvt.observeAll((change) => this.#onChange(change)));
     this.#disposers.push(
       this.#system.bus.on("machine-state-change", (event) => {
@@ -389,6 +545,9 @@ export class SparkplugEdgeNode {
       session.closing = true;
       await this.#goodbye(session, session.born);
     });
+    // Samples waiting to be stored are stored; the backlog stays on disk for the next start.
+    await this.#forwardChain;
+    await this.#backlog?.close().catch(() => undefined);
   }
 
   /**
@@ -441,7 +600,9 @@ export class SparkplugEdgeNode {
       );
     }
     if (primaryHostId !== undefined && this.#host.state !== "online" && this.#started) {
-      problems.push(`primary host ${primaryHostId} is ${this.#host.state}: nothing is published`);
+      problems.push(
+        `primary host ${primaryHostId} is ${this.#host.state}: nothing is published${this.#forward === undefined ? "" : " (changes are stored to forward later)"}`,
+      );
     }
     return {
       link: this.#lifecycle.status,
@@ -463,6 +624,7 @@ export class SparkplugEdgeNode {
         metrics: this.#counts.metrics,
       },
       samplesNotPublished: this.#counts.notPublished,
+      ...(this.#forward === undefined ? {} : { storeAndForward: this.#forwardHealth(this.#forward) }),
       commands: {
         written: this.#counts.written,
         refused: this.#counts.refused,
@@ -470,6 +632,25 @@ export class SparkplugEdgeNode {
         malformed: this.#counts.malformed,
       },
       problems,
+    };
+  }
+
+  #forwardHealth(forward: ForwardSettings): SparkplugStoreAndForwardHealth {
+    const backlog = this.#backlog;
+    const oldest = backlog?.oldestTimestamp;
+    return {
+      durable: backlog?.durable ?? (forward.path !== undefined || forward.journal !== undefined),
+      backlogSamples: (backlog?.samples ?? 0) + this.#storing,
+      backlogRecords: backlog?.records ?? 0,
+      backlogBytes: backlog?.bytes ?? 0,
+      maxBytes: forward.maxBytes,
+      maxSamples: forward.maxSamples,
+      ...(oldest === undefined ? {} : { oldestAgeMs: Math.max(0, this.#clock.now() - oldest) }),
+      replaying: this.#replaying,
+      samplesStored: this.#counts.stored,
+      samplesReplayed: this.#counts.replayed,
+      samplesDropped: this.#counts.dropped,
+      ...(this.#recovered === undefined ? {} : { recovered: this.#recovered }),
     };
   }
 
@@ -614,6 +795,8 @@ export class SparkplugEdgeNode {
     binding: MetricBinding | undefined,
     birth: boolean,
   ): SparkplugPropertySet | undefined {
+    // The DATA hot path: a good sample has no properties, and allocates nothing here.
+    if (!birth && sample !== undefined && sample.quality.severity === "good") return undefined;
     const properties: Record<string, SparkplugPropertySet[string]> = {};
     const quality = sample?.quality ?? {
       severity: "bad" as const,
@@ -643,14 +826,14 @@ export class SparkplugEdgeNode {
   /** A device metric of `sample` (or of no value yet), checked so one bad value cannot spoil a message. */
   #metricOf(binding: MetricBinding, sample: Sample | undefined, birth: boolean): SparkplugMetric {
     const properties = this.#propertiesOf(sample, binding, birth);
-    const metric: SparkplugMetric = {
-      ...(birth ? { name: binding.tag.name } : {}),
-      alias: binding.alias,
-      ...(sample === undefined || sample.timestamp < 0 ? {} : { timestamp: Math.floor(sample.timestamp) }),
-      datatype: binding.datatype,
-      value: sample?.value ?? null,
-      ...(properties === undefined ? {} : { properties }),
-    };
+    // Built field by field, not by spreads: one object per metric on the DATA hot path.
+    const metric: { -readonly [K in keyof SparkplugMetric]: SparkplugMetric[K] } = {};
+    if (birth) metric.name = binding.tag.name;
+    metric.alias = binding.alias;
+    if (sample !== undefined && sample.timestamp >= 0) metric.timestamp = Math.floor(sample.timestamp);
+    metric.datatype = binding.datatype;
+    metric.value = sample?.value ?? null;
+    if (properties !== undefined) metric.properties = properties;
     try {
       if (sample !== undefined && sample.timestamp < 0)
         throw new Error("a sample timestamp before 1970 has no Sparkplug form");
@@ -678,8 +861,10 @@ export class SparkplugEdgeNode {
 
   #birth(session: Session, reason: "session" | "rebirth"): void {
     if (this.#stopping || session.closing) return;
-    // Changes before the births are in them (each tag's current value); the rest is dropped.
-    this.#counts.notPublished += this.#pending.length;
+    // Changes before the births: stored as history with store-and-forward; else only in the births
+    // (each tag's current value) and counted.
+    if (this.#forward !== undefined) this.#store(this.#pending, this.#pendingMachineState);
+    else this.#counts.notPublished += this.#pending.length;
     this.#pending = [];
     this.#pendingMachineState = undefined;
     const now = this.#clock.now();
@@ -711,6 +896,8 @@ export class SparkplugEdgeNode {
     this.#counts.births++;
     this.#counts.metrics += metrics.length + 2;
     void this.#bus.publish("birth-publish", { bdSeq: session.bdSeq, reason, metrics: metrics.length });
+    // The backlog follows the births (the host has the aliases and current values first).
+    void this.#replay();
   }
 
   #onChange(change: CvtChange): void {
@@ -737,9 +924,10 @@ export class SparkplugEdgeNode {
     this.#pendingMachineState = undefined;
     if (samples.length === 0 && machineState === undefined) return;
     if (session === undefined || !session.born || session.closing || !session.client.connected) {
-      // TODO(store-and-forward): hand `samples` to the journal here and replay them flagged
-      // is_historical after the next births (issue 19). Until then they are counted, not sent.
-      this.#counts.notPublished += samples.length;
+      // Store-and-forward keeps them for a replay flagged is_historical after the next births
+      // (ADR 0031); without it they are counted, and the next births carry the latest values.
+      if (this.#forward !== undefined) this.#store(samples, machineState);
+      else this.#counts.notPublished += samples.length;
       return;
     }
     const metrics = samples.map((sample) => this.#metricOf(this.#byName.get(sample.tag)!, sample, false));
@@ -756,6 +944,208 @@ export class SparkplugEdgeNode {
     session.client.publish(this.#topics.ddata, Buffer.from(bytes), { qos: 0, retain: false });
     this.#counts.dataMessages++;
     this.#counts.metrics += metrics.length;
+  }
+
+  // ---- store-and-forward (ADR 0031) ----------------------------------------------------------
+
+  async #openBacklog(forward: ForwardSettings): Promise<void> {
+    if (forward.path === undefined && forward.journal === undefined) {
+      this.#backlog = new MemoryBacklog(forward.maxBytes);
+      return;
+    }
+    const opened =
+      forward.journal !== undefined
+        ? { ...(await JournalBacklog.of(forward.journal, false)), recovery: undefined }
+        : await JournalBacklog.open(forward.path!, forward.maxBytes);
+    this.#backlog = opened.backlog;
+    this.#recovered = {
+      records: opened.backlog.records,
+      samples: opened.backlog.samples,
+      unreadableRecords: opened.unreadableRecords,
+    };
+    if (opened.recovery !== undefined && (opened.recovery.skippedBytes > 0 || opened.recovery.discardedBytes > 0)) {
+      this.#problems.set(
+        "journal-recovery",
+        `store-and-forward journal: ${opened.recovery.skippedRecords} corrupt stretch(es) (${opened.recovery.skippedBytes} bytes) skipped and ${opened.recovery.discardedBytes} bytes of a torn tail cut off on open; their samples are lost`,
+      );
+    }
+  }
+
+  #onForward<T>(work: () => Promise<T>): Promise<T> {
+    const run = this.#forwardChain.then(work);
+    this.#forwardChain = run.catch(() => undefined);
+    return run;
+  }
+
+  #drop(samples: number, reason: SparkplugEdgeNodeEvents["samples-drop"]["reason"], message: string): void {
+    this.#counts.dropped += samples;
+    void this.#bus.publish("samples-drop", { samples, reason, message });
+  }
+
+  /** Hands changes that cannot be published now to the backlog, as records of at most `batchSamples`. */
+  #store(samples: readonly Sample[], machineState: string | undefined): void {
+    const forward = this.#forward!;
+    const metrics: SparkplugMetric[] = [];
+    for (const sample of samples) {
+      const binding = this.#byName.get(sample.tag)!;
+      metrics.push({ ...this.#metricOf(binding, sample, false), name: binding.tag.name, isHistorical: true });
+    }
+    if (machineState !== undefined) {
+      metrics.push({
+        name: MACHINE_STATE_METRIC,
+        timestamp: this.#clock.now(),
+        datatype: "String",
+        value: machineState,
+        isHistorical: true,
+      });
+    }
+    if (metrics.length === 0) return;
+    // In time order within a record (stable: one tag's samples keep the CVT's order).
+    metrics.sort((a, b) => (a.timestamp ?? 0) - (b.timestamp ?? 0));
+    for (let start = 0; start < metrics.length; start += forward.batchSamples) {
+      const chunk = metrics.slice(start, start + forward.batchSamples);
+      // With names and datatypes: the replay maps names to aliases again, as a later process (whose catalog may differ) must.
+      const bytes = this.#encode({ timestamp: chunk[0]!.timestamp ?? this.#clock.now(), metrics: chunk });
+      this.#storing += chunk.length;
+      void this.#onForward(() => this.#append(bytes, chunk.length, chunk[0]!.timestamp)).finally(() => {
+        this.#storing -= chunk.length;
+        const session = this.#session;
+        if (session?.born === true) void this.#replay();
+      });
+    }
+  }
+
+  async #append(bytes: Uint8Array, samples: number, oldest: number | undefined): Promise<void> {
+    const forward = this.#forward!;
+    const backlog = this.#backlog;
+    if (backlog === undefined) return; // stopped before start finished: nothing to keep them in
+    const full = (): boolean =>
+      backlog.samples + samples > forward.maxSamples || backlog.bytes + bytes.length + 12 > forward.maxBytes;
+    if (full() && forward.overflow === "drop-oldest") {
+      let dropped = 0;
+      while (full() && backlog.records > 0) dropped += (await backlog.dropOldest()) ?? 0;
+      if (dropped > 0)
+        this.#drop(dropped, "overflow", `store-and-forward backlog full: ${dropped} oldest samples dropped`);
+    }
+    if (full()) {
+      this.#drop(samples, "overflow", `store-and-forward backlog full: ${samples} new samples refused`);
+      return;
+    }
+    try {
+      await backlog.append(bytes, samples, oldest);
+      this.#counts.stored += samples;
+      this.#problems.delete("journal");
+    } catch (error) {
+      const reason = KilnError.is(error, "KILN_BUFFER_FULL") ? "overflow" : "journal-failed";
+      this.#problems.set("journal", `store-and-forward: ${(error as Error).message}`);
+      this.#drop(samples, reason, `store-and-forward could not keep ${samples} samples: ${(error as Error).message}`);
+    }
+  }
+
+  /**
+   * Sends the backlog, oldest record first, while births are out: one historical DDATA per
+   * record, then a barrier (an UNSUBSCRIBE the broker answers only after it has taken every
+   * packet before it), then the record is released; then live data get their turn.
+   */
+  async #replay(): Promise<void> {
+    const backlog = this.#backlog;
+    if (this.#replaying || backlog === undefined) return;
+    this.#replaying = true;
+    try {
+      for (;;) {
+        const session = this.#session;
+        if (this.#stopping || session === undefined || !session.born || session.closing || !session.client.connected)
+          return;
+        const record = await this.#onForward(() => backlog.peek());
+        if (record === undefined) return;
+        const metrics = this.#historicalMetrics(record.bytes);
+        if (metrics.length > 0) {
+          if (this.#session !== session || session.closing || !session.client.connected) return;
+          const bytes = this.#encode({ timestamp: this.#clock.now(), seq: this.#nextSeq(), metrics }, true);
+          session.client.publish(this.#topics.ddata, Buffer.from(bytes), { qos: 0, retain: false });
+          this.#counts.dataMessages++;
+          this.#counts.metrics += metrics.length;
+          if (!(await this.#barrier(session))) return; // kept: sent again after the next births
+        }
+        const released = await this.#onForward(() => backlog.release(record.id));
+        if (released !== undefined) this.#counts.replayed += metrics.length;
+        // Let live changes (a microtask flush) and commands through before the next record.
+        await new Promise<void>((resolve) => setImmediate(resolve));
+      }
+    } catch (error) {
+      this.#problems.set("replay", `store-and-forward replay stopped: ${(error as Error).message}`);
+    } finally {
+      this.#replaying = false;
+    }
+  }
+
+  /** The DDATA metrics of a backlog record: by alias, flagged historical; what no longer maps is dropped. */
+  #historicalMetrics(bytes: Uint8Array): SparkplugMetric[] {
+    let payload: SparkplugPayload;
+    try {
+      payload = decodePayload(bytes);
+    } catch (error) {
+      this.#drop(0, "unreadable", `store-and-forward record is not a Sparkplug payload: ${(error as Error).message}`);
+      return [];
+    }
+    const metrics: SparkplugMetric[] = [];
+    let unknown = 0;
+    for (const metric of payload.metrics) {
+      const alias =
+        metric.name === MACHINE_STATE_METRIC
+          ? metric.datatype === "String"
+            ? this.#machineStateAlias
+            : undefined
+          : this.#byName.get(metric.name ?? "")?.datatype === metric.datatype
+            ? this.#byName.get(metric.name!)!.alias
+            : undefined;
+      if (alias === undefined) {
+        unknown++;
+        continue;
+      }
+      metrics.push({
+        alias,
+        ...(metric.timestamp === undefined ? {} : { timestamp: metric.timestamp }),
+        datatype: metric.datatype!,
+        isHistorical: true,
+        value: metric.value ?? null,
+        ...(metric.properties === undefined ? {} : { properties: metric.properties }),
+      });
+    }
+    if (unknown > 0)
+      this.#drop(
+        unknown,
+        "unknown-metric",
+        `${unknown} stored samples name no metric of this device (or another type)`,
+      );
+    return metrics;
+  }
+
+  /** Resolves true once the broker answered an UNSUBSCRIBE sent after everything published so far. */
+  async #barrier(session: Session): Promise<boolean> {
+    const client = session.client;
+    let onClose: (() => void) | undefined;
+    const timer = new AbortController();
+    try {
+      return await Promise.race([
+        // The DDATA topic: never subscribed by the node, so unsubscribing it changes nothing.
+        client.unsubscribeAsync(this.#topics.ddata).then(
+          () => true,
+          () => false,
+        ),
+        new Promise<boolean>((resolve) => {
+          onClose = () => resolve(false);
+          client.once("close", onClose);
+        }),
+        this.#clock.sleep(BARRIER_TIMEOUT_MS, timer.signal).then(
+          () => false,
+          () => false,
+        ),
+      ]);
+    } finally {
+      timer.abort();
+      if (onClose !== undefined) client.off("close", onClose);
+    }
   }
 
   // ---- commands and STATE --------------------------------------------------------------------

@@ -48,6 +48,8 @@ export {
   type SparkplugEdgeNodeEvents,
   type SparkplugEdgeNodeHealth,
   type SparkplugEdgeNodeOptions,
+  type SparkplugStoreAndForwardHealth,
+  type SparkplugStoreAndForwardOptions,
 } from "./edge-node";
 export {
   SparkplugHost,

@@ -5,6 +5,7 @@ import type { SparkplugMetricDataType } from "./datatypes";
 import {
   decodePayload,
   encodePayload,
+  encodePayloadByReflection,
   type SparkplugMetric,
   type SparkplugPayload,
   type SparkplugPropertySet,
@@ -195,6 +196,78 @@ describe("payload codec round trips", () => {
           expect(roundTrip(payload)).toEqual(payload);
         },
       ),
+    );
+  });
+});
+
+describe("the direct writer of scalar payloads", () => {
+  test("property: writes exactly the bytes protobuf-es reflection writes, for every scalar type, flag and quality property", () => {
+    const scalar = fc.oneof(
+      fc.record({ datatype: fc.constant("Int8" as const), value: fc.integer({ min: -128, max: 127 }) }),
+      fc.record({ datatype: fc.constant("UInt16" as const), value: fc.integer({ min: 0, max: 65_535 }) }),
+      fc.record({ datatype: fc.constant("Int32" as const), value: fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 }) }),
+      fc.record({ datatype: fc.constant("UInt32" as const), value: fc.integer({ min: 0, max: 2 ** 32 - 1 }) }),
+      fc.record({
+        datatype: fc.constant("Int64" as const),
+        value: fc.bigInt({ min: -(2n ** 63n), max: 2n ** 63n - 1n }),
+      }),
+      fc.record({ datatype: fc.constant("UInt64" as const), value: fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }) }),
+      fc.record({ datatype: fc.constant("Float" as const), value: fc.float() }),
+      fc.record({ datatype: fc.constant("Double" as const), value: fc.double() }),
+      fc.record({ datatype: fc.constant("Boolean" as const), value: fc.boolean() }),
+      fc.record({ datatype: fc.constant("String" as const), value: fc.string({ unit: "binary" }) }),
+      fc.record({ datatype: fc.constant("Bytes" as const), value: fc.uint8Array() }),
+      fc.record({ datatype: fc.constant("Double" as const), value: fc.constant(null) }),
+    );
+    const metric = fc.record(
+      {
+        name: fc.string(),
+        alias: fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }),
+        timestamp: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+        isHistorical: fc.boolean(),
+        isTransient: fc.boolean(),
+        scalar,
+        properties: fc.option(
+          fc.record({
+            Quality: fc.record({ type: fc.constant("Int32" as const), value: fc.constantFrom(0, 192, 500) }),
+            StatusCode: fc.record({
+              type: fc.constant("UInt32" as const),
+              value: fc.integer({ min: 0, max: 2 ** 32 - 1 }),
+            }),
+            StatusReason: fc.record({
+              type: fc.constant("String" as const),
+              value: fc.option(fc.string(), { nil: null }),
+            }),
+          }),
+          { nil: undefined },
+        ),
+      },
+      { requiredKeys: ["scalar"] },
+    );
+    fc.assert(
+      fc.property(
+        fc.array(metric, { maxLength: 8 }),
+        fc.option(fc.integer({ min: 0, max: 255 }), { nil: undefined }),
+        fc.option(fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }), { nil: undefined }),
+        fc.boolean(),
+        (metrics, seq, timestamp, omitDatatype) => {
+          const payload: SparkplugPayload = {
+            ...(seq === undefined ? {} : { seq }),
+            ...(timestamp === undefined ? {} : { timestamp }),
+            metrics: metrics.map(({ scalar: { datatype, value }, properties, ...rest }) => ({
+              ...rest,
+              datatype,
+              value,
+              ...(properties === undefined ? {} : { properties: properties as SparkplugPropertySet }),
+            })),
+          };
+          const direct = encodePayload(payload, { omitDatatype });
+          expect(Buffer.from(direct).equals(Buffer.from(encodePayloadByReflection(payload, { omitDatatype })))).toBe(
+            true,
+          );
+        },
+      ),
+      { numRuns: 500 },
     );
   });
 });

@@ -1,4 +1,5 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { KilnValidationError, type ValidationIssue } from "@kiln/core";
 import {
   SPARKPLUG_DATA_TYPES,
@@ -709,6 +710,18 @@ function encodeTimestamp(value: unknown, path: string, issues: Issues): bigint |
  * });
  */
 export function encodePayload(payload: SparkplugPayload, options: EncodeOptions = {}): Uint8Array {
+  return encode(payload, options, false);
+}
+
+/**
+ * {@link encodePayload} through protobuf-es reflection only, the reference the direct writer is
+ * checked against. @internal for tests.
+ */
+export function encodePayloadByReflection(payload: SparkplugPayload, options: EncodeOptions = {}): Uint8Array {
+  return encode(payload, options, true);
+}
+
+function encode(payload: SparkplugPayload, options: EncodeOptions, reflection: boolean): Uint8Array {
   const issues = new Issues();
   const wire: WirePayload = { metrics: [] };
   if (typeof payload !== "object" || payload === null || !Array.isArray(payload.metrics)) {
@@ -727,7 +740,103 @@ export function encodePayload(payload: SparkplugPayload, options: EncodeOptions 
   }
   wire.metrics = payload.metrics.map((metric, index) => encodeMetric(metric, `metrics[${index}]`, options, issues));
   if (issues.list.length > 0) throw new KilnValidationError("Sparkplug B payload", issues.list);
-  return toBinary(PayloadSchema, create(PayloadSchema, wire as never));
+  return writePayload(wire, reflection);
+}
+
+/**
+ * The bytes of a checked payload. Payloads of scalar metrics (the DATA hot path: alias,
+ * timestamp, value, quality properties) are written field by field, with no message objects; any
+ * other (metadata, DataSet, Template, nested property sets) goes through protobuf-es reflection.
+ * Both write the same bytes: fields in number order, as protobuf-es does.
+ */
+function writePayload(wire: WirePayload, reflection = false): Uint8Array {
+  if (reflection || !wire.metrics.every(isScalarMetric))
+    return toBinary(PayloadSchema, create(PayloadSchema, wire as never));
+  const writer = new BinaryWriter();
+  if (wire.timestamp !== undefined) writer.tag(1, WireType.Varint).uint64(wire.timestamp);
+  for (const metric of wire.metrics) {
+    writer.tag(2, WireType.LengthDelimited).fork();
+    writeMetric(writer, metric);
+    writer.join();
+  }
+  if (wire.seq !== undefined) writer.tag(3, WireType.Varint).uint64(wire.seq);
+  if (wire.uuid !== undefined) writer.tag(4, WireType.LengthDelimited).string(wire.uuid);
+  if (wire.body !== undefined) writer.tag(5, WireType.LengthDelimited).bytes(wire.body);
+  return writer.finish();
+}
+
+const SCALAR_CASES = new Set<WireOneof["case"]>([
+  undefined,
+  "intValue",
+  "longValue",
+  "floatValue",
+  "doubleValue",
+  "booleanValue",
+  "stringValue",
+  "bytesValue",
+]);
+
+function isScalarMetric(metric: WireMetric): boolean {
+  return (
+    metric.metadata === undefined &&
+    SCALAR_CASES.has(metric.value.case) &&
+    (metric.properties === undefined ||
+      metric.properties.values.every(
+        (value) => SCALAR_CASES.has(value.value.case) && value.value.case !== "bytesValue",
+      ))
+  );
+}
+
+/** The `oneof value` of Metric (fields 10–16) or PropertyValue (3–8): `first` is int_value's number. */
+function writeScalar(writer: BinaryWriter, value: WireOneof, first: number): void {
+  switch (value.case) {
+    case "intValue":
+      writer.tag(first, WireType.Varint).uint32(value.value);
+      break;
+    case "longValue":
+      writer.tag(first + 1, WireType.Varint).uint64(value.value);
+      break;
+    case "floatValue":
+      writer.tag(first + 2, WireType.Bit32).float(value.value);
+      break;
+    case "doubleValue":
+      writer.tag(first + 3, WireType.Bit64).double(value.value);
+      break;
+    case "booleanValue":
+      writer.tag(first + 4, WireType.Varint).bool(value.value);
+      break;
+    case "stringValue":
+      writer.tag(first + 5, WireType.LengthDelimited).string(value.value);
+      break;
+    case "bytesValue":
+      writer.tag(first + 6, WireType.LengthDelimited).bytes(value.value);
+      break;
+    default:
+      break;
+  }
+}
+
+function writeMetric(writer: BinaryWriter, metric: WireMetric): void {
+  if (metric.name !== undefined) writer.tag(1, WireType.LengthDelimited).string(metric.name);
+  if (metric.alias !== undefined) writer.tag(2, WireType.Varint).uint64(metric.alias);
+  if (metric.timestamp !== undefined) writer.tag(3, WireType.Varint).uint64(metric.timestamp);
+  if (metric.datatype !== undefined) writer.tag(4, WireType.Varint).uint32(metric.datatype);
+  if (metric.isHistorical !== undefined) writer.tag(5, WireType.Varint).bool(metric.isHistorical);
+  if (metric.isTransient !== undefined) writer.tag(6, WireType.Varint).bool(metric.isTransient);
+  if (metric.isNull !== undefined) writer.tag(7, WireType.Varint).bool(metric.isNull);
+  if (metric.properties !== undefined) {
+    writer.tag(9, WireType.LengthDelimited).fork();
+    for (const key of metric.properties.keys) writer.tag(1, WireType.LengthDelimited).string(key);
+    for (const value of metric.properties.values) {
+      writer.tag(2, WireType.LengthDelimited).fork();
+      if (value.type !== undefined) writer.tag(1, WireType.Varint).uint32(value.type);
+      if (value.isNull !== undefined) writer.tag(2, WireType.Varint).bool(value.isNull);
+      writeScalar(writer, value.value, 3);
+      writer.join();
+    }
+    writer.join();
+  }
+  writeScalar(writer, metric.value, 10);
 }
 
 // ---- decode ----------------------------------------------------------------------------------

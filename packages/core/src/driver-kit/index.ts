@@ -29,6 +29,16 @@ export {
   type QualitySeverity,
 } from "../domain/quality";
 export { checkTagValue } from "../domain/tags";
+
+// For adapters with a durable backlog (an MQTT edge node's store-and-forward): the crash-safe
+// journal behind the sample spool, so no adapter writes a journal of its own.
+export {
+  DEFAULT_JOURNAL_MAX_BYTES,
+  RecordJournal,
+  type RecordJournalOptions,
+  type RecordJournalRecovery,
+} from "../journal/record-journal";
+export { JournalLock, type JournalLockOwner } from "../journal/journal-lock";
 export { issuesFromZod, parseOrThrow } from "../domain/validation";
 
 // For simulators: the signal generators SimulatedPlc uses, to drive a protocol simulator's values.

@@ -1,0 +1,218 @@
+import { KilnError, RecordJournal, type RecordJournalRecovery } from "@kiln/core/driver-kit";
+import { decodePayload } from "./payload";
+
+/** What the backlog knows of one record without reading it again. */
+interface RecordInfo {
+  /** Monotonic id, so a release can tell that the record it published is still the oldest. */
+  readonly id: number;
+  readonly samples: number;
+  /** The oldest sample's timestamp (ms since the epoch), or undefined when the record has none. */
+  readonly oldest: number | undefined;
+  readonly bytes: number;
+}
+
+/** The oldest record of a backlog, as read for replay. */
+export interface BacklogRecord {
+  readonly id: number;
+  readonly samples: number;
+  readonly bytes: Uint8Array;
+}
+
+/**
+ * The store-and-forward backlog of an edge node: records (each an encoded Sparkplug payload of
+ * historical metrics, one flush's changes) in time order, bounded by bytes and samples.
+ * Internal; the edge node serializes every call.
+ */
+export interface ForwardBacklog {
+  readonly durable: boolean;
+  readonly records: number;
+  readonly samples: number;
+  readonly bytes: number;
+  readonly oldestTimestamp: number | undefined;
+  /** Appends a record. @throws KilnError `KILN_BUFFER_FULL` past the byte limit (nothing kept); `KILN_JOURNAL_FAILED`. */
+  append(bytes: Uint8Array, samples: number, oldest: number | undefined): Promise<void>;
+  /** The oldest record, or undefined. */
+  peek(): Promise<BacklogRecord | undefined>;
+  /** Releases the oldest record when its id is `id` (else nothing); returns its sample count, or undefined. */
+  release(id: number): Promise<number | undefined>;
+  /** Drops the oldest record; returns its sample count, or undefined when empty. */
+  dropOldest(): Promise<number | undefined>;
+  close(): Promise<void>;
+}
+
+/** Bytes a record takes in a journal file beyond its payload (the RecordJournal header). */
+const RECORD_OVERHEAD_BYTES = 12;
+
+abstract class BaseBacklog {
+  protected readonly infos: RecordInfo[] = [];
+  protected nextId = 1;
+  #samples = 0;
+  #bytes = 0;
+
+  get records(): number {
+    return this.infos.length;
+  }
+
+  get samples(): number {
+    return this.#samples;
+  }
+
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  get oldestTimestamp(): number | undefined {
+    for (const info of this.infos) if (info.oldest !== undefined) return info.oldest;
+    return undefined;
+  }
+
+  protected track(samples: number, oldest: number | undefined, bytes: number): void {
+    this.infos.push({ id: this.nextId++, samples, oldest, bytes });
+    this.#samples += samples;
+    this.#bytes += bytes + RECORD_OVERHEAD_BYTES;
+  }
+
+  protected untrack(): RecordInfo | undefined {
+    const info = this.infos.shift();
+    if (info !== undefined) {
+      this.#samples -= info.samples;
+      this.#bytes -= info.bytes + RECORD_OVERHEAD_BYTES;
+    }
+    return info;
+  }
+}
+
+/** A backlog in memory: the same bounds and order as the journal, lost when the process ends. */
+export class MemoryBacklog extends BaseBacklog implements ForwardBacklog {
+  readonly durable = false;
+  readonly #payloads: Uint8Array[] = [];
+  readonly #maxBytes: number;
+
+  constructor(maxBytes: number) {
+    super();
+    this.#maxBytes = maxBytes;
+  }
+
+  append(bytes: Uint8Array, samples: number, oldest: number | undefined): Promise<void> {
+    if (this.bytes + bytes.length + RECORD_OVERHEAD_BYTES > this.#maxBytes) {
+      return Promise.reject(
+        new KilnError(
+          "KILN_BUFFER_FULL",
+          `Store-and-forward buffer is full: ${this.bytes} of ${this.#maxBytes} bytes used.`,
+        ),
+      );
+    }
+    this.#payloads.push(bytes);
+    this.track(samples, oldest, bytes.length);
+    return Promise.resolve();
+  }
+
+  peek(): Promise<BacklogRecord | undefined> {
+    const info = this.infos[0];
+    return Promise.resolve(
+      info === undefined ? undefined : { id: info.id, samples: info.samples, bytes: this.#payloads[0]! },
+    );
+  }
+
+  release(id: number): Promise<number | undefined> {
+    if (this.infos[0]?.id !== id) return Promise.resolve(undefined);
+    return this.dropOldest();
+  }
+
+  dropOldest(): Promise<number | undefined> {
+    this.#payloads.shift();
+    return Promise.resolve(this.untrack()?.samples);
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+/** A backlog in core's crash-safe {@link RecordJournal}: each record fsynced before it counts. */
+export class JournalBacklog extends BaseBacklog implements ForwardBacklog {
+  readonly durable = true;
+  readonly #journal: RecordJournal;
+  readonly #owned: boolean;
+
+  private constructor(journal: RecordJournal, owned: boolean) {
+    super();
+    this.#journal = journal;
+    this.#owned = owned;
+  }
+
+  /**
+   * Wraps an open journal, reading every record once to know its samples and oldest timestamp.
+   * A record that is not a Sparkplug payload counts 0 samples (its count is unknown) and is
+   * dropped when replay reaches it.
+   */
+  static async of(
+    journal: RecordJournal,
+    owned: boolean,
+  ): Promise<{ backlog: JournalBacklog; unreadableRecords: number }> {
+    const backlog = new JournalBacklog(journal, owned);
+    let unreadableRecords = 0;
+    await journal.scan((payload) => {
+      const info = describeRecord(payload);
+      if (info === undefined) unreadableRecords++;
+      backlog.track(info?.samples ?? 0, info?.oldest, payload.length);
+    });
+    return { backlog, unreadableRecords };
+  }
+
+  /** Opens the journal at `path` (its lock held until {@link close}). */
+  static async open(
+    path: string,
+    maxBytes: number,
+  ): Promise<{ backlog: JournalBacklog; recovery: RecordJournalRecovery; unreadableRecords: number }> {
+    const { journal, recovery } = await RecordJournal.open(path, { maxBytes });
+    try {
+      return { ...(await JournalBacklog.of(journal, true)), recovery };
+    } catch (error) {
+      await journal.close();
+      throw error;
+    }
+  }
+
+  async append(bytes: Uint8Array, samples: number, oldest: number | undefined): Promise<void> {
+    await this.#journal.append(bytes);
+    this.track(samples, oldest, bytes.length);
+  }
+
+  async peek(): Promise<BacklogRecord | undefined> {
+    const info = this.infos[0];
+    if (info === undefined) return undefined;
+    const bytes = await this.#journal.peek();
+    return bytes === undefined ? undefined : { id: info.id, samples: info.samples, bytes };
+  }
+
+  async release(id: number): Promise<number | undefined> {
+    if (this.infos[0]?.id !== id) return undefined;
+    return this.dropOldest();
+  }
+
+  async dropOldest(): Promise<number | undefined> {
+    if (this.infos.length === 0) return undefined;
+    await this.#journal.release();
+    return this.untrack()?.samples;
+  }
+
+  async close(): Promise<void> {
+    if (this.#owned) await this.#journal.close();
+  }
+}
+
+/** Samples and oldest timestamp of a record, or undefined when it is not a Sparkplug payload. */
+function describeRecord(payload: Uint8Array): { samples: number; oldest: number | undefined } | undefined {
+  try {
+    const decoded = decodePayload(payload);
+    let oldest: number | undefined;
+    for (const metric of decoded.metrics) {
+      if (metric.timestamp !== undefined && (oldest === undefined || metric.timestamp < oldest))
+        oldest = metric.timestamp;
+    }
+    return { samples: decoded.metrics.length, oldest };
+  } catch {
+    return undefined;
+  }
+}
