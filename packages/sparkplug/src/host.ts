@@ -1,4 +1,4 @@
-import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
+import type { IClientOptions, MqttClient } from "mqtt";
 import { EventBus } from "@kiln/core/advanced";
 import {
   KilnError,
@@ -25,6 +25,7 @@ import {
   type ReconnectBackoff,
   type SampleConflict,
 } from "@kiln/core/driver-kit";
+import { mqttConnect } from "./mqtt-client";
 import { tagDataTypeOfSparkplug, type SparkplugMetricDataType } from "./datatypes";
 import { decodeHostState, encodeHostState } from "./host-state";
 import { qualityOfMetric, tagValueOfMetric } from "./host-samples";
@@ -535,7 +536,8 @@ export class SparkplugHost {
     const v5 = user.protocolVersion === 5;
     // [tck-id-host-topic-phid-death-required] Will in CONNECT: STATE offline, QoS 1, retained,
     // with the timestamp the birth below repeats.
-    const client = mqtt.connect(this.#options.brokerUrl, {
+    const connect = await mqttConnect();
+    const client = connect(this.#options.brokerUrl, {
       connectTimeout: this.#options.connectTimeoutMs ?? 10_000,
       ...user,
       clean: true,
