@@ -28,7 +28,8 @@ export {
   type Quality,
   type QualitySeverity,
 } from "../domain/quality";
-export { checkTagValue } from "../domain/tags";
+export { FLOAT32_MAX, checkTagValue } from "../domain/tags";
+export { auditedTarget } from "../security/command-input";
 export { issuesFromZod, parseOrThrow } from "../domain/validation";
 
 // For simulators: the signal generators SimulatedPlc uses, to drive a protocol simulator's values.

@@ -10,6 +10,7 @@ import { decodeExactJson, encodeExactJson } from "../logging/sample-journal";
 import type { Logger } from "../ports/logger";
 import { silentLogger } from "../runtime/silent-logger";
 import {
+  auditedTarget,
   boundedText,
   checkIdentifier,
   NAME_MAX_LENGTH,
@@ -332,10 +333,7 @@ export class AuditedCommandRunner {
       ...(source === undefined ? {} : { source: boundedText(visibleText(source), NAME_MAX_LENGTH) }),
       category: action.split(".")[0]!,
       action: boundedText(action, NAME_MAX_LENGTH),
-      target:
-        typeof command.target === "string" && command.target !== ""
-          ? boundedText(visibleText(command.target), NAME_MAX_LENGTH)
-          : "(invalid target)",
+      target: auditedTarget(command.target),
       outcome: "denied",
       at,
     };
