@@ -24,7 +24,7 @@ import { storedRecipeOf, type RecipeInput } from "../recipes/recipe-schema";
 import type { GuardedDriver, GuardedStore } from "../resilience/guarded-ports";
 import { snapshotPrincipal, type Permission, type Principal, type PrincipalSnapshot } from "../security/authorization";
 import { checkIdentifier, fittedName, snapshotInput, valueOf, type InputSnapshot } from "../security/command-input";
-import type { AuditedCommandRunner, CommandContext } from "../security/audited-command";
+import type { AuditedCommandRunner, AuditWriterStatus, CommandContext } from "../security/audited-command";
 import { authorizeRecipeSave, authorizeRecipeStart } from "../security/recipe-authorization";
 import { checkTagWrite, type TagWriter } from "./checked-write";
 import type { ResolvedControlSystemOptions } from "./control-system-options";
@@ -140,6 +140,13 @@ export interface ControlSystemHealth {
   readonly ports: PortHealth;
   /** Counts of active alarms, unacknowledged alarms, and transitions the alarm history failed to record. */
   readonly alarms: { readonly active: number; readonly unacknowledged: number; readonly historyFailures: number };
+  /**
+   * The audit writer: entries waiting (`backlog`), dropped, skipped and set aside, refusals of
+   * offered intents dropped unstored (`refusalsDropped`: the trail may show those commands
+   * `allowed`; they did not run) and, when the entry at the head of the backlog has failed, its
+   * event id (`blockedBy`: the entry holding the queue). ADR 0013 addendum.
+   */
+  readonly audit: AuditWriterStatus;
   /** Why the status is not `ok`, in words. */
   readonly problems: readonly string[];
 }
@@ -981,6 +988,7 @@ export class ControlSystem {
     const logging = this.#sampleLogger.health();
     const ports = portHealth(this.#guardedDriver, this.#guardedStore);
     const alarms = this.#alarms.list();
+    const audit = this.#commands.status();
     const problems: string[] = [];
     if (this.#lifecycle.state === "running") {
       if (acquisition.link !== "online")
@@ -1021,6 +1029,19 @@ export class ControlSystem {
           `${logging.samplesAbandoned} samples of unknown outcome (given up at a stop while being written)`,
         );
       }
+      if (audit.blockedBy !== undefined) {
+        problems.push(
+          `audit trail held by entry ${audit.blockedBy.id} (${audit.backlog} waiting; failed ${audit.blockedBy.failures} time(s): ${audit.blockedBy.error})`,
+        );
+      }
+    }
+    // Reported whatever the state: a stop is when they happen.
+    if (audit.refusalsDropped > 0) {
+      problems.push(
+        `${audit.refusalsDropped} refusal(s) of offered audit intents dropped unstored: the trail may show those commands allowed; they did not run`,
+      );
+    }
+    if (this.#lifecycle.state === "running") {
       if (logging.spoolCorruptRecords > 0) {
         problems.push(
           `${logging.spoolCorruptRecords} corrupt spool records skipped: their samples are lost (how many is unknown)`,
@@ -1043,6 +1064,7 @@ export class ControlSystem {
         ).length,
         historyFailures: this.#alarms.stats.historyFailures,
       },
+      audit,
       problems,
     };
   }
