@@ -209,6 +209,33 @@ describe("abort and pause reach a start in progress (issue 15, fifth review)", (
       outcome: "allowed",
       target: (answered as { processId: string }).processId,
     });
+    // The start's entry names the process the abort targets, and its own follow-up says it was
+    // cancelled, naming the abort (issue 15, fault 3).
+    const processId = (answered as { processId: string }).processId;
+    const starts = trail.filter((entry) => entry.action === "recipe.start");
+    expect(starts).toEqual([
+      expect.objectContaining({ outcome: "allowed", newValue: expect.objectContaining({ processId }) }),
+      expect.objectContaining({
+        id: `${starts[0]!.id}:cancel`,
+        refersTo: starts[0]!.id,
+        outcome: "failed",
+        reason: expect.stringMatching(/^KILN_ABORTED: .*E-STOP pressed/),
+      }),
+    ]);
+  });
+
+  test("a start that runs records its process id and no follow-up; a chosen id is the one recorded", async () => {
+    const parts = await build();
+    const { system } = parts;
+    const process = await system.startRecipe(admin, opener, { processId: "batch-42" });
+    expect(process.id).toBe("batch-42");
+    await system.abortProcess(admin, "done");
+    const trail = await auditTrailAfterStop(parts);
+    const starts = trail.filter((entry) => entry.action === "recipe.start");
+    expect(starts).toEqual([
+      expect.objectContaining({ outcome: "allowed", newValue: expect.objectContaining({ processId: "batch-42" }) }),
+    ]);
+    expect(trail.find((entry) => entry.action === "recipe.abort")).toMatchObject({ target: "batch-42" });
   });
 
   test("a pause while the start waits for its audit entry answers at once; the process begins and holds before its first step", async () => {

@@ -499,6 +499,19 @@ export class AuditedCommandRunner {
     } catch (error) {
       if (state.committed === "refused") throw error;
       const reason = reasonOf(error, comment);
+      if (state.committed === "yes" && cancelledBeforeEffect(error)) {
+        // Cancelled after its entry was made durable but before its first effect (an abort during
+        // a recipe start): the `allowed` entry stays, and its own follow-up entry says it did not
+        // run and why, naming it (deterministic id, as a refusal's: ADR 0013 addendum).
+        await this.#record({
+          ...withOld(entry(), oldValue),
+          id: `${base.id}${CANCEL_ID_SUFFIX}`,
+          refersTo: base.id,
+          outcome: "failed",
+          reason: reasonOf(error, comment),
+        });
+        throw error;
+      }
       if (state.committed === "yes") {
         // The entry already says allowed and is durable: the failure is reported, not re-recorded.
         this.#logger.error({ id: base.id, action, reason }, "a command failed after its audit entry was recorded");
@@ -994,8 +1007,8 @@ export class AuditedCommandRunner {
     this.#refusalsDropped++;
     this.#dropped++;
     const reason =
-      `${why}: the refusal ${entry.id} of command ${entry.refersTo} (${entry.action} on ${entry.target}) was not ` +
-      "recorded; the trail may show this command allowed; it did not run";
+      `${why}: entry ${entry.id}, saying command ${entry.refersTo} (${entry.action} on ${entry.target}) did not run, ` +
+      "was not recorded; the trail may show this command allowed; it did not run";
     this.#logger.error({ id: entry.id, intentId: entry.refersTo, action: entry.action }, reason);
     void this.#options.bus?.publish("audit-refusal-drop", {
       at: this.#options.clock.now(),
@@ -1183,6 +1196,17 @@ interface DenialOverflow {
  * {@link AuditEntry.refersTo}).
  */
 const REFUSAL_ID_SUFFIX = ":refusal";
+
+/**
+ * Appended to a command's event id to make the id of the entry recording that it was cancelled
+ * after its `allowed` entry was made durable, before its first effect (an abort during a start).
+ */
+const CANCEL_ID_SUFFIX = ":cancel";
+
+/** A command's own word that it was cancelled before its first effect: `KILN_ABORTED` with `details.cancelled`. */
+function cancelledBeforeEffect(error: unknown): boolean {
+  return KilnError.is(error, "KILN_ABORTED") && error.details["cancelled"] === true;
+}
 
 /** The background retry's schedule when the host gives none. */
 const DEFAULT_RETRY_BACKOFF: ReconnectBackoff = { initialDelayMs: 1_000, maxDelayMs: 30_000 };
