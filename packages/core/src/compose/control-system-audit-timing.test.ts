@@ -1,4 +1,5 @@
 import { describe, expect, test } from "vitest";
+import { KilnError } from "../domain/errors";
 import { defineTags } from "../domain/tags";
 import type { KilnEvents } from "../events/catalogue";
 import { auditTrailAfterStop, simulatedSystem } from "../../test/support/simulated-system";
@@ -263,5 +264,28 @@ describe("abort and pause reach a start in progress (issue 15, fifth review)", (
     await system.abortProcess(admin);
     await process.finished;
     await system.stop();
+  });
+});
+
+describe("commands run again soon after the audit store is back (issue 15, fault 9)", () => {
+  test("the audit breaker half-opens after 2 s by default: a command 2.1 s after recovery runs", async () => {
+    const { system, store, clock, plc } = await build();
+    const record = store.audit.record.bind(store.audit);
+    let down = true;
+    store.audit.record = (entry) =>
+      down
+        ? Promise.reject(new KilnError("KILN_STORE_ERROR", "audit table locked", { retryable: true }))
+        : record(entry);
+    const write = (value: number) =>
+      system.writeTag(admin, "heater.setpoint", value).then(
+        () => "ok",
+        (error: { code: string }) => error.code,
+      );
+    for (let attempt = 0; attempt < 6; attempt++) expect(await write(attempt)).toBe("KILN_AUDIT_UNAVAILABLE");
+    expect(system.health().ports.audit.state.state).toBe("open");
+    down = false;
+    await clock.advance(2_100);
+    expect(await write(42)).toBe("ok");
+    expect(plc.writes.filter((each) => each.tag === "heater.setpoint").map((each) => each.value)).toEqual([42]);
   });
 });
