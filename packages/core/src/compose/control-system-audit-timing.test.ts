@@ -289,3 +289,50 @@ describe("commands run again soon after the audit store is back (issue 15, fault
     expect(plc.writes.filter((each) => each.tag === "heater.setpoint").map((each) => each.value)).toEqual([42]);
   });
 });
+
+describe("stop() without a journal while the audit store is frozen (issue 15, fault 2)", () => {
+  test("the refusal of an offered intent is dropped last and reported apart: event, health count and problem", async () => {
+    const { system, store, clock, plc } = await build();
+    // A frozen database: the INSERT outlives the audit timeout and commits later.
+    const record = store.audit.record.bind(store.audit);
+    const held: { id: string; release: () => Promise<void> }[] = [];
+    let frozen = true;
+    store.audit.record = (entry) =>
+      frozen
+        ? new Promise<void>((resolve) => void held.push({ id: entry.id, release: () => record(entry).then(resolve) }))
+        : record(entry);
+    const drops: KilnEvents["audit-refusal-drop"][] = [];
+    system.bus.on("audit-refusal-drop", (event) => void drops.push(event));
+    const write = system.writeTag(admin, "heater.setpoint", 7).then(
+      () => "ok",
+      (error: { code: string }) => error.code,
+    );
+    await settle(clock, write);
+    expect(await write).toBe("KILN_AUDIT_UNAVAILABLE");
+    expect(plc.writes.filter((each) => each.tag === "heater.setpoint")).toEqual([]);
+    const stopping = system.stop();
+    await settle(clock, stopping);
+    await stopping;
+    expect(drops).toHaveLength(1);
+    expect(drops[0]!.id).toBe(`${drops[0]!.intentId}:refusal`);
+    expect(drops[0]!.reason).toContain("the trail may show this command allowed; it did not run");
+    expect(system.health().audit.refusalsDropped).toBe(1);
+    expect(system.health().problems.join("\n")).toMatch(/trail may show those commands allowed/);
+    // What it warns of: the held intent commits after the stop (its refusal's INSERT never does).
+    frozen = false;
+    await store.open(system.tags.list());
+    for (const each of held) if (each.id === drops[0]!.intentId) await each.release();
+    const trail = await store.audit.query({ from: 0, to: clock.now() + 1 });
+    expect(trail.filter((entry) => entry.action === "tag.write").map((entry) => [entry.id, entry.outcome])).toEqual([
+      [drops[0]!.intentId, "allowed"],
+    ]);
+  });
+});
+
+/** Advances simulated time until `promise` settles. */
+async function settle(clock: { advance(ms: number): Promise<void> }, promise: Promise<unknown>): Promise<void> {
+  let done = false;
+  void promise.finally(() => (done = true));
+  for (let step = 0; step < 2000 && !done; step++) await clock.advance(100);
+  expect(done).toBe(true);
+}
