@@ -1137,7 +1137,7 @@ interface BacklogItem {
   failures: number;
 }
 
-/** What {@link AuditedCommandRunner.status} reports. */
+/** The audit writer's state, as `ControlSystem.health().audit` reports it. */
 export interface AuditWriterStatus {
   /** Entries waiting to be recorded (journaled or in memory). */
   readonly backlog: number;

@@ -166,8 +166,8 @@ export function boundedText(text: string, max: number): string {
 /**
  * A command target as Kiln echoes it, in an audit entry's `target` and in every event or message
  * that names a refused target (`command-refuse`, adapters' own refusal events): control and format
- * characters written out (see {@link visibleText}) and cut to {@link NAME_MAX_LENGTH} code units
- * with its original length kept (see {@link boundedText}); `"(invalid target)"` for anything but a
+ * characters written out as `\u{XXXX}` and cut to 256 code units (`NAME_MAX_LENGTH`) with a
+ * marker keeping its original length; `"(invalid target)"` for anything but a
  * non-empty string. The one function, so an event never shows more than the audit entry does.
  */
 export function auditedTarget(target: unknown): string {
