@@ -57,7 +57,6 @@ export {
 } from "./compose/control-system";
 export type { BackoffOptions, ControlSystemOptions } from "./compose/control-system-options";
 export type { PortHealth } from "./compose/port-policies";
-export type { AuditWriterStatus } from "./security/audited-command";
 export type { SystemState } from "./compose/system-lifecycle";
 export type { TagWriteOptions, TagWriter } from "./compose/checked-write";
 export type { Resolve, ServiceRegistry, ServiceToken } from "./compose/service-registry";

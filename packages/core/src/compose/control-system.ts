@@ -24,7 +24,7 @@ import { storedRecipeOf, type RecipeInput } from "../recipes/recipe-schema";
 import type { GuardedDriver, GuardedStore } from "../resilience/guarded-ports";
 import { snapshotPrincipal, type Permission, type Principal, type PrincipalSnapshot } from "../security/authorization";
 import { checkIdentifier, fittedName, snapshotInput, valueOf, type InputSnapshot } from "../security/command-input";
-import type { AuditedCommandRunner, AuditWriterStatus, CommandContext } from "../security/audited-command";
+import type { AuditedCommandRunner, CommandContext } from "../security/audited-command";
 import { authorizeRecipeSave, authorizeRecipeStart } from "../security/recipe-authorization";
 import { checkTagWrite, type TagWriter } from "./checked-write";
 import type { ResolvedControlSystemOptions } from "./control-system-options";
@@ -146,7 +146,20 @@ export interface ControlSystemHealth {
    * `allowed`; they did not run) and, when the entry at the head of the backlog has failed, its
    * event id (`blockedBy`: the entry holding the queue). ADR 0013 addendum.
    */
-  readonly audit: AuditWriterStatus;
+  readonly audit: {
+    /** Entries waiting to be recorded (journaled or in memory). */
+    readonly backlog: number;
+    /** Entries dropped unstored since construction (backlog full, a stop without a journal, journal damage). */
+    readonly dropped: number;
+    /** Entries skipped: refused for good by the store, or set aside. */
+    readonly skipped: number;
+    /** Entries set aside because they kept failing while the store took other entries. */
+    readonly setAside: number;
+    /** Refusals of offered intents dropped unstored (each an `audit-refusal-drop`). */
+    readonly refusalsDropped: number;
+    /** The entry at the head of the backlog while it fails: event id, failures counted, last error. */
+    readonly blockedBy?: { readonly id: string; readonly failures: number; readonly error: string };
+  };
   /** Why the status is not `ok`, in words. */
   readonly problems: readonly string[];
 }

@@ -1138,7 +1138,7 @@ interface BacklogItem {
 }
 
 /** The audit writer's state, as `ControlSystem.health().audit` reports it. */
-export interface AuditWriterStatus {
+interface AuditWriterStatus {
   /** Entries waiting to be recorded (journaled or in memory). */
   readonly backlog: number;
   /** Entries dropped unstored since construction (backlog full, a stop without a journal, journal damage). */
