@@ -18,6 +18,7 @@ import {
 import {
   ConnectionLifecycle,
   KilnValidationError,
+  auditedTarget,
   checkBackoff,
   raceAbort,
   type DriverStatusChange,
@@ -142,6 +143,17 @@ export interface SparkplugEdgeNodeOptions {
    * for MQTT 5, a session expiry of 0, as Sparkplug requires.
    */
   readonly mqtt?: Omit<IClientOptions, "will" | "clean" | "reconnectPeriod">;
+  /**
+   * Most DCMD messages waiting to be handled (they run one after the other, in order). One more
+   * is dropped unhandled (`command-drop`, counted in health), so a flood cannot queue unbounded
+   * work. @default 64
+   */
+  readonly maxPendingCommands?: number;
+  /**
+   * Most metrics one DCMD or NCMD may carry; a message with more is dropped unhandled, none of
+   * its writes done (`command-drop`, counted in health). @default 256
+   */
+  readonly maxMetricsPerCommand?: number;
   /** How long one connect attempt may take, in ms. @default 10000 */
   readonly connectTimeoutMs?: number;
   /** Time source (message timestamps, reconnect waits). @default SystemClock */
@@ -220,7 +232,17 @@ export interface SparkplugEdgeNodeHealth {
     readonly refused: number;
     readonly rebirths: number;
     readonly malformed: number;
+    /**
+     * Command messages dropped unhandled: beyond `maxPendingCommands` waiting, or carrying more
+     * than `maxMetricsPerCommand` metrics (each reported by `command-drop`).
+     */
+    readonly dropped: number;
   };
+  /**
+   * Metrics that could not be encoded as their Sparkplug type and were sent as null with Quality
+   * bad and the reason instead (a value beyond Float's range, say), since start.
+   */
+  readonly metricsNotEncodable: number;
   /** Problems in words; empty when all is well. */
   readonly problems: readonly string[];
 }
@@ -246,12 +268,23 @@ export interface SparkplugEdgeNodeEvents {
    * Store-and-forward dropped samples that will never be sent: `overflow` at a limit (by the
    * policy), `journal-failed` when the journal could not take them, `unknown-metric` at replay
    * for a tag no longer in the catalog (or of another type), `unreadable` for a journal record
-   * that is not a Sparkplug payload (its sample count unknown: `samples` 0).
+   * that is not a Sparkplug payload (its sample count unknown: `samples` 0), `unencodable` for
+   * samples no Sparkplug payload could carry even as null metrics.
    */
   "samples-drop": {
     readonly samples: number;
-    readonly reason: "overflow" | "journal-failed" | "unknown-metric" | "unreadable";
+    readonly reason: "overflow" | "journal-failed" | "unknown-metric" | "unreadable" | "unencodable";
     readonly message: string;
+  };
+  /**
+   * A command message was dropped unhandled: `queue-full` when `maxPendingCommands` DCMDs were
+   * already waiting, `too-many-metrics` when it carried more than `maxMetricsPerCommand`.
+   * Nothing of it was written or audited.
+   */
+  "command-drop": {
+    readonly topic: string;
+    readonly reason: "queue-full" | "too-many-metrics";
+    readonly metrics?: number;
   };
   /** A message on a command or STATE topic could not be read; it was ignored. */
   "message-reject": { readonly topic: string; readonly message: string };
@@ -316,6 +349,30 @@ function forwardSettings(options: SparkplugStoreAndForwardOptions): ForwardSetti
     maxSamples,
     overflow: options.overflow ?? "drop-oldest",
     batchSamples,
+  };
+}
+
+const DEFAULT_MAX_PENDING_COMMANDS = 64;
+const DEFAULT_MAX_METRICS_PER_COMMAND = 256;
+
+/** `metric` as sent when it cannot be encoded: null, Quality bad, BadTypeMismatch and the reason. */
+function unencodableMetric(metric: SparkplugMetric, problem: string): SparkplugMetric {
+  const { name, alias, timestamp, datatype } = metric;
+  return {
+    ...(name === undefined ? {} : { name }),
+    ...(alias === undefined ? {} : { alias }),
+    // A timestamp the encoder refused is left out rather than spoil the metric again.
+    ...(timestamp !== undefined && Number.isSafeInteger(timestamp) && timestamp >= 0 ? { timestamp } : {}),
+    ...(datatype === undefined ? {} : { datatype }),
+    value: null,
+    properties: {
+      [METRIC_PROPERTIES.quality]: { type: "Int32", value: 0 },
+      [METRIC_PROPERTIES.statusCode]: { type: "UInt32", value: QualityCodes.BadTypeMismatch },
+      [METRIC_PROPERTIES.statusReason]: {
+        type: "String",
+        value: `value not publishable as ${String(metric.datatype)}: ${problem}`,
+      },
+    },
   };
 }
 
@@ -413,8 +470,12 @@ export class SparkplugEdgeNode {
     malformed: 0,
     stored: 0,
     replayed: 0,
+    forwardDropped: 0,
     dropped: 0,
+    unencodable: 0,
   };
+  /** DCMD messages received and not yet handled (the one in hand included). */
+  #commandsQueued = 0;
 
   /**
    * Checks the options; connects nothing (see {@link SparkplugEdgeNode.start}).
@@ -574,7 +635,7 @@ export class SparkplugEdgeNode {
     };
     let sent = client.connected;
     if (sent && devices) {
-      const ddeath = this.#encode({ timestamp: this.#clock.now(), seq: this.#nextSeq(), metrics: [] });
+      const ddeath = encodePayload({ timestamp: this.#clock.now(), seq: this.#nextSeq(), metrics: [] });
       sent = await bounded(client.publishAsync(this.#topics.ddeath, Buffer.from(ddeath), { qos: 0 }));
     }
     if (sent)
@@ -630,7 +691,9 @@ export class SparkplugEdgeNode {
         refused: this.#counts.refused,
         rebirths: this.#counts.rebirths,
         malformed: this.#counts.malformed,
+        dropped: this.#counts.dropped,
       },
+      metricsNotEncodable: this.#counts.unencodable,
       problems,
     };
   }
@@ -649,7 +712,7 @@ export class SparkplugEdgeNode {
       replaying: this.#replaying,
       samplesStored: this.#counts.stored,
       samplesReplayed: this.#counts.replayed,
-      samplesDropped: this.#counts.dropped,
+      samplesDropped: this.#counts.forwardDropped,
       ...(this.#recovered === undefined ? {} : { recovered: this.#recovered }),
     };
   }
@@ -674,7 +737,8 @@ export class SparkplugEdgeNode {
   }
 
   #deathPayload(bdSeq: number): Uint8Array {
-    return this.#encode({
+    // Fixed content (an Int64 bdSeq from 0 to 255): always encodable.
+    return encodePayload({
       timestamp: this.#clock.now(),
       metrics: [{ name: BDSEQ_METRIC, timestamp: this.#clock.now(), datatype: "Int64", value: bdSeq }],
     });
@@ -786,8 +850,33 @@ export class SparkplugEdgeNode {
     return this.#seq;
   }
 
-  #encode(payload: SparkplugPayload, omitDatatype = false): Uint8Array {
-    return encodePayload(payload, { omitDatatype });
+  /**
+   * The payload's bytes; never throws. A metric that cannot be encoded is sent as null with
+   * Quality bad and the reason (docs/northbound/sparkplug.md), never dropping the message nor
+   * escaping into the caller (a CVT observer, a timer, a message handler). Undefined only when
+   * even that fails; the message is then not sent and health says why.
+   */
+  #encode(payload: SparkplugPayload, omitDatatype = false): Uint8Array | undefined {
+    try {
+      return encodePayload(payload, { omitDatatype });
+    } catch (error) {
+      const metrics = payload.metrics.map((metric) => {
+        try {
+          encodePayload({ metrics: [metric] }, { omitDatatype });
+          return metric;
+        } catch (metricError) {
+          this.#counts.unencodable++;
+          return unencodableMetric(metric, (metricError as Error).message);
+        }
+      });
+      try {
+        return encodePayload({ ...payload, metrics }, { omitDatatype });
+      } catch {
+        this.#counts.unencodable++;
+        this.#problems.set("encode", `a message could not be encoded and was not sent: ${(error as Error).message}`);
+        return undefined;
+      }
+    }
   }
 
   #propertiesOf(
@@ -889,6 +978,7 @@ export class SparkplugEdgeNode {
       value: this.#system.machineState,
     });
     const dbirth = this.#encode({ timestamp: now, seq: this.#nextSeq(), metrics });
+    if (nbirth === undefined || dbirth === undefined) return;
     // NBIRTH, DBIRTH, NDATA, DDATA: QoS 0, not retained ([tck-id-topics-nbirth-mqtt] and the like).
     session.client.publish(this.#topics.nbirth, Buffer.from(nbirth), { qos: 0, retain: false });
     session.client.publish(this.#topics.dbirth, Buffer.from(dbirth), { qos: 0, retain: false });
@@ -941,6 +1031,10 @@ export class SparkplugEdgeNode {
     }
     // [tck-id-payloads-alias-data-cmd-requirement] alias only; [tck-id-payloads-metric-datatype-not-req] no datatype.
     const bytes = this.#encode({ timestamp: this.#clock.now(), seq: this.#nextSeq(), metrics }, true);
+    if (bytes === undefined) {
+      this.#counts.notPublished += samples.length;
+      return;
+    }
     session.client.publish(this.#topics.ddata, Buffer.from(bytes), { qos: 0, retain: false });
     this.#counts.dataMessages++;
     this.#counts.metrics += metrics.length;
@@ -978,7 +1072,7 @@ export class SparkplugEdgeNode {
   }
 
   #drop(samples: number, reason: SparkplugEdgeNodeEvents["samples-drop"]["reason"], message: string): void {
-    this.#counts.dropped += samples;
+    this.#counts.forwardDropped += samples;
     void this.#bus.publish("samples-drop", { samples, reason, message });
   }
 
@@ -1006,6 +1100,10 @@ export class SparkplugEdgeNode {
       const chunk = metrics.slice(start, start + forward.batchSamples);
       // With names and datatypes: the replay maps names to aliases again, as a later process (whose catalog may differ) must.
       const bytes = this.#encode({ timestamp: chunk[0]!.timestamp ?? this.#clock.now(), metrics: chunk });
+      if (bytes === undefined) {
+        this.#drop(chunk.length, "unencodable", `store-and-forward could not encode ${chunk.length} samples`);
+        continue;
+      }
       this.#storing += chunk.length;
       void this.#onForward(() => this.#append(bytes, chunk.length, chunk[0]!.timestamp)).finally(() => {
         this.#storing -= chunk.length;
@@ -1062,10 +1160,18 @@ export class SparkplugEdgeNode {
         if (metrics.length > 0) {
           if (this.#session !== session || session.closing || !session.client.connected) return;
           const bytes = this.#encode({ timestamp: this.#clock.now(), seq: this.#nextSeq(), metrics }, true);
-          session.client.publish(this.#topics.ddata, Buffer.from(bytes), { qos: 0, retain: false });
-          this.#counts.dataMessages++;
-          this.#counts.metrics += metrics.length;
-          if (!(await this.#barrier(session))) return; // kept: sent again after the next births
+          if (bytes === undefined) {
+            this.#drop(
+              metrics.length,
+              "unencodable",
+              `store-and-forward could not encode a record of ${metrics.length} samples`,
+            );
+          } else {
+            session.client.publish(this.#topics.ddata, Buffer.from(bytes), { qos: 0, retain: false });
+            this.#counts.dataMessages++;
+            this.#counts.metrics += metrics.length;
+            if (!(await this.#barrier(session))) return; // kept: sent again after the next births
+          }
         }
         const released = await this.#onForward(() => backlog.release(record.id));
         if (released !== undefined) this.#counts.replayed += metrics.length;
@@ -1155,9 +1261,33 @@ export class SparkplugEdgeNode {
     if (topic === this.#topics.state) this.#onHostState(session, topic, bytes);
     else if (topic === this.#topics.ncmd) this.#onNodeCommand(session, topic, bytes);
     else if (topic === this.#topics.dcmd) {
+      // Bounded: a flood is dropped (and counted) here, before any work is queued for it.
+      if (this.#commandsQueued >= (this.#options.maxPendingCommands ?? DEFAULT_MAX_PENDING_COMMANDS)) {
+        this.#dropCommand(topic, "queue-full");
+        return;
+      }
+      this.#commandsQueued++;
       // In order, one message after the other: writes of one DCMD, and of successive DCMDs, keep their order.
-      this.#commandChain = this.#commandChain.then(() => this.#onDeviceCommand(topic, bytes)).catch(() => undefined);
+      this.#commandChain = this.#commandChain
+        .then(() => this.#onDeviceCommand(topic, bytes))
+        .catch(() => undefined)
+        .finally(() => {
+          this.#commandsQueued--;
+        });
     }
+  }
+
+  #dropCommand(topic: string, reason: "queue-full" | "too-many-metrics", metrics?: number): void {
+    this.#counts.dropped++;
+    void this.#bus.publish("command-drop", { topic, reason, ...(metrics === undefined ? {} : { metrics }) });
+  }
+
+  /** True (and the message dropped) when `payload` carries more metrics than one command may. */
+  #tooManyMetrics(topic: string, payload: SparkplugPayload): boolean {
+    const max = this.#options.maxMetricsPerCommand ?? DEFAULT_MAX_METRICS_PER_COMMAND;
+    if (payload.metrics.length <= max) return false;
+    this.#dropCommand(topic, "too-many-metrics", payload.metrics.length);
+    return true;
   }
 
   #reject(topic: string, message: string): void {
@@ -1216,6 +1346,7 @@ export class SparkplugEdgeNode {
       this.#reject(topic, (error as Error).message);
       return;
     }
+    if (this.#tooManyMetrics(topic, payload)) return;
     const rebirth = payload.metrics.some((metric) => metric.name === REBIRTH_METRIC && metric.value === true);
     if (rebirth && session.born) {
       this.#counts.rebirths++;
@@ -1239,21 +1370,39 @@ export class SparkplugEdgeNode {
       this.#reject(topic, (error as Error).message);
       return;
     }
+    if (this.#tooManyMetrics(topic, payload)) return;
     for (const metric of payload.metrics) {
+      // An alias decides (Sparkplug 3.0.0, 6.4.7: aliases in DATA and CMD): one this device never
+      // announced is refused even with a name beside it, never guessed from the name; a name that
+      // contradicts its alias is refused too.
       const binding =
         metric.alias !== undefined
           ? this.#byAlias.get(Number(metric.alias))
           : metric.name !== undefined
             ? this.#byName.get(metric.name)
             : undefined;
-      // A name this device never announced still goes to Kiln, which refuses and audits it.
-      const tag = binding?.tag.name ?? metric.name;
-      if (tag === undefined) {
+      if (metric.alias !== undefined && binding === undefined) {
         this.#refuse({
-          ...(metric.alias === undefined ? {} : { alias: metric.alias }),
+          alias: metric.alias,
+          ...(metric.name === undefined ? {} : { tag: metric.name }),
           code: "KILN_TAG_UNKNOWN",
           message: `DCMD alias ${String(metric.alias)} names no metric of this device`,
         });
+        continue;
+      }
+      if (metric.alias !== undefined && metric.name !== undefined && metric.name !== binding!.tag.name) {
+        this.#refuse({
+          alias: metric.alias,
+          tag: metric.name,
+          code: "KILN_VALIDATION",
+          message: `DCMD alias ${String(metric.alias)} is ${binding!.tag.name}, not the name it carries`,
+        });
+        continue;
+      }
+      // A name this device never announced still goes to Kiln, which refuses and audits it.
+      const tag = binding?.tag.name ?? metric.name;
+      if (tag === undefined) {
+        this.#refuse({ code: "KILN_VALIDATION", message: "DCMD metric carries neither an alias nor a name" });
         continue;
       }
       const value = metric.value;
@@ -1268,6 +1417,13 @@ export class SparkplugEdgeNode {
         )
       ) {
         this.#refuse({ tag, code: "KILN_VALIDATION", message: `DCMD for ${tag} carries no value a tag can take` });
+        continue;
+      }
+      // A value its metric's Sparkplug type cannot hold (a Double 3.5e39 for a Float metric) is
+      // refused here, before Kiln; Kiln's own check of the tag's type would refuse it as well.
+      const problem = binding === undefined ? undefined : scalarValueProblem(binding.datatype, value);
+      if (problem !== undefined) {
+        this.#refuse({ tag, code: "KILN_VALIDATION", message: `DCMD for ${tag}: ${problem}` });
         continue;
       }
       try {
@@ -1286,6 +1442,10 @@ export class SparkplugEdgeNode {
 
   #refuse(event: SparkplugEdgeNodeEvents["command-refuse"]): void {
     this.#counts.refused++;
-    void this.#bus.publish("command-refuse", event);
+    // The sender's name is echoed bounded and escaped, as Kiln's audit entry records a target.
+    void this.#bus.publish(
+      "command-refuse",
+      event.tag === undefined ? event : { ...event, tag: auditedTarget(event.tag) },
+    );
   }
 }

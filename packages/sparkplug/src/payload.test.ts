@@ -6,6 +6,7 @@ import {
   decodePayload,
   encodePayload,
   encodePayloadByReflection,
+  scalarValueProblem,
   type SparkplugMetric,
   type SparkplugPayload,
   type SparkplugPropertySet,
@@ -269,6 +270,30 @@ describe("the direct writer of scalar payloads", () => {
       ),
       { numRuns: 500 },
     );
+  });
+});
+
+describe("Float is single precision (issue 15, fault 1)", () => {
+  test("a finite value beyond ±FLT_MAX is no Float, as a scalar, an array element and a property; FLT_MAX and ±Infinity are", () => {
+    expect(scalarValueProblem("Float", 3.5e39)).toMatch(/within ±3.4028234663852886e\+38/);
+    expect(scalarValueProblem("Float", -3.5e39)).toBeDefined();
+    expect(scalarValueProblem("Float", 3.4028234663852886e38)).toBeUndefined();
+    expect(scalarValueProblem("Float", Number.POSITIVE_INFINITY)).toBeUndefined();
+    expect(scalarValueProblem("Double", 3.5e39)).toBeUndefined();
+    const issues = issuesOf(() =>
+      encodePayload({
+        metrics: [
+          { name: "a", datatype: "Float", value: 3.5e39 },
+          { name: "b", datatype: "FloatArray", value: [1, -3.5e39] },
+          { name: "c", datatype: "Double", value: 1, properties: { p: { type: "Float", value: 1e40 } } },
+        ],
+      }),
+    );
+    expect(issues.map((issue) => issue.path)).toEqual([
+      "metrics[0].value",
+      "metrics[1].value[1]",
+      "metrics[2].properties.p.value",
+    ]);
   });
 });
 

@@ -1,6 +1,7 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { KilnValidationError, type ValidationIssue } from "@kiln/core";
+import { FLOAT32_MAX } from "@kiln/core/driver-kit";
 import {
   SPARKPLUG_DATA_TYPES,
   sparkplugDataTypeOf,
@@ -315,6 +316,11 @@ function encodeScalar(type: SparkplugDataType, value: unknown, path: string, iss
     case "Double":
       if (typeof value !== "number") {
         issues.add(path, `a ${type} value must be a number`);
+        return undefined;
+      }
+      // A Float is IEEE 754 single precision: a finite value beyond FLT_MAX would go out as ±Infinity.
+      if (type === "Float" && Number.isFinite(value) && Math.abs(value) > FLOAT32_MAX) {
+        issues.add(path, `a Float value must be within ±${FLOAT32_MAX} (IEEE 754 single precision)`);
         return undefined;
       }
       return type === "Float" ? { case: "floatValue", value } : { case: "doubleValue", value };

@@ -1,4 +1,5 @@
 import { describe, expect, test } from "vitest";
+import { KilnError } from "../domain/errors";
 import { defineTags } from "../domain/tags";
 import type { KilnEvents } from "../events/catalogue";
 import { auditTrailAfterStop, simulatedSystem } from "../../test/support/simulated-system";
@@ -209,6 +210,33 @@ describe("abort and pause reach a start in progress (issue 15, fifth review)", (
       outcome: "allowed",
       target: (answered as { processId: string }).processId,
     });
+    // The start's entry names the process the abort targets, and its own follow-up says it was
+    // cancelled, naming the abort (issue 15, fault 3).
+    const processId = (answered as { processId: string }).processId;
+    const starts = trail.filter((entry) => entry.action === "recipe.start");
+    expect(starts).toEqual([
+      expect.objectContaining({ outcome: "allowed", newValue: expect.objectContaining({ processId }) }),
+      expect.objectContaining({
+        id: `${starts[0]!.id}:cancel`,
+        refersTo: starts[0]!.id,
+        outcome: "failed",
+        reason: expect.stringMatching(/^KILN_ABORTED: .*E-STOP pressed/),
+      }),
+    ]);
+  });
+
+  test("a start that runs records its process id and no follow-up; a chosen id is the one recorded", async () => {
+    const parts = await build();
+    const { system } = parts;
+    const process = await system.startRecipe(admin, opener, { processId: "batch-42" });
+    expect(process.id).toBe("batch-42");
+    await system.abortProcess(admin, "done");
+    const trail = await auditTrailAfterStop(parts);
+    const starts = trail.filter((entry) => entry.action === "recipe.start");
+    expect(starts).toEqual([
+      expect.objectContaining({ outcome: "allowed", newValue: expect.objectContaining({ processId: "batch-42" }) }),
+    ]);
+    expect(trail.find((entry) => entry.action === "recipe.abort")).toMatchObject({ target: "batch-42" });
   });
 
   test("a pause while the start waits for its audit entry answers at once; the process begins and holds before its first step", async () => {
@@ -238,3 +266,73 @@ describe("abort and pause reach a start in progress (issue 15, fifth review)", (
     await system.stop();
   });
 });
+
+describe("commands run again soon after the audit store is back (issue 15, fault 9)", () => {
+  test("the audit breaker half-opens after 2 s by default: a command 2.1 s after recovery runs", async () => {
+    const { system, store, clock, plc } = await build();
+    const record = store.audit.record.bind(store.audit);
+    let down = true;
+    store.audit.record = (entry) =>
+      down
+        ? Promise.reject(new KilnError("KILN_STORE_ERROR", "audit table locked", { retryable: true }))
+        : record(entry);
+    const write = (value: number) =>
+      system.writeTag(admin, "heater.setpoint", value).then(
+        () => "ok",
+        (error: { code: string }) => error.code,
+      );
+    for (let attempt = 0; attempt < 6; attempt++) expect(await write(attempt)).toBe("KILN_AUDIT_UNAVAILABLE");
+    expect(system.health().ports.audit.state.state).toBe("open");
+    down = false;
+    await clock.advance(2_100);
+    expect(await write(42)).toBe("ok");
+    expect(plc.writes.filter((each) => each.tag === "heater.setpoint").map((each) => each.value)).toEqual([42]);
+  });
+});
+
+describe("stop() without a journal while the audit store is frozen (issue 15, fault 2)", () => {
+  test("the refusal of an offered intent is dropped last and reported apart: event, health count and problem", async () => {
+    const { system, store, clock, plc } = await build();
+    // A frozen database: the INSERT outlives the audit timeout and commits later.
+    const record = store.audit.record.bind(store.audit);
+    const held: { id: string; release: () => Promise<void> }[] = [];
+    let frozen = true;
+    store.audit.record = (entry) =>
+      frozen
+        ? new Promise<void>((resolve) => void held.push({ id: entry.id, release: () => record(entry).then(resolve) }))
+        : record(entry);
+    const drops: KilnEvents["audit-refusal-drop"][] = [];
+    system.bus.on("audit-refusal-drop", (event) => void drops.push(event));
+    const write = system.writeTag(admin, "heater.setpoint", 7).then(
+      () => "ok",
+      (error: { code: string }) => error.code,
+    );
+    await settle(clock, write);
+    expect(await write).toBe("KILN_AUDIT_UNAVAILABLE");
+    expect(plc.writes.filter((each) => each.tag === "heater.setpoint")).toEqual([]);
+    const stopping = system.stop();
+    await settle(clock, stopping);
+    await stopping;
+    expect(drops).toHaveLength(1);
+    expect(drops[0]!.id).toBe(`${drops[0]!.intentId}:refusal`);
+    expect(drops[0]!.reason).toContain("the trail may show this command allowed; it did not run");
+    expect(system.health().audit.refusalsDropped).toBe(1);
+    expect(system.health().problems.join("\n")).toMatch(/trail may show those commands allowed/);
+    // What it warns of: the held intent commits after the stop (its refusal's INSERT never does).
+    frozen = false;
+    await store.open(system.tags.list());
+    for (const each of held) if (each.id === drops[0]!.intentId) await each.release();
+    const trail = await store.audit.query({ from: 0, to: clock.now() + 1 });
+    expect(trail.filter((entry) => entry.action === "tag.write").map((entry) => [entry.id, entry.outcome])).toEqual([
+      [drops[0]!.intentId, "allowed"],
+    ]);
+  });
+});
+
+/** Advances simulated time until `promise` settles. */
+async function settle(clock: { advance(ms: number): Promise<void> }, promise: Promise<unknown>): Promise<void> {
+  let done = false;
+  void promise.finally(() => (done = true));
+  for (let step = 0; step < 2000 && !done; step++) await clock.advance(100);
+  expect(done).toBe(true);
+}

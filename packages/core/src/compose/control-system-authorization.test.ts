@@ -115,6 +115,7 @@ describe("a recipe's write set is authorized for the principal who starts it (is
           writeSet: ["heater.setpoint"],
           saved: false,
           parameters: {},
+          processId: process.id,
         },
       }),
     ]);

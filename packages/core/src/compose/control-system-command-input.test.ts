@@ -116,3 +116,26 @@ describe("every entry has a source (IEC 62443-3-3 CR 2.8)", () => {
     expect(trail.map((entry) => entry.source)).toEqual(["kiln:ald-1", "hmi-2/s1"]);
   });
 });
+
+describe("a write fits its tag's type before it reaches the device (issue 15, fault 1)", () => {
+  const floats = defineTags({
+    "f.free": { dataType: "float32", access: "readwrite" },
+    "f.wide": { dataType: "float32", access: "readwrite", range: { min: -1e40, max: 1e40 } },
+  });
+
+  test("a finite value beyond float32's range is refused KILN_VALIDATION, audited denied, never written", async () => {
+    const parts = simulatedSystem({ tags: floats });
+    await parts.system.start();
+    const admin = { id: "ada", roles: ["admin"] };
+    await expect(parts.system.writeTag(admin, "f.free", 3.5e39)).rejects.toMatchObject({ code: "KILN_VALIDATION" });
+    await expect(parts.system.writeTag(admin, "f.wide", 3.5e39)).rejects.toMatchObject({ code: "KILN_VALIDATION" });
+    await parts.system.writeTag(admin, "f.free", 1.5);
+    expect(parts.plc.writes.map((w) => w.value)).toEqual([1.5]);
+    const trail = await auditTrailAfterStop(parts);
+    expect(trail.filter((e) => e.action === "tag.write").map((e) => e.outcome)).toEqual([
+      "denied",
+      "denied",
+      "allowed",
+    ]);
+  });
+});

@@ -74,9 +74,9 @@ const backoffSchema = <TExtra extends z.ZodRawShape = Record<never, never>>(
     .prefault({} as never);
 
 /** The one schema of a port breaker: consecutive failures to open, ms open before half-open. */
-const breakerSchema = () =>
+const breakerSchema = (recoveryTimeMs = 10_000) =>
   z
-    .object({ failureThreshold: positiveInteger.default(5), recoveryTimeMs: positive.default(10_000) })
+    .object({ failureThreshold: positiveInteger.default(5), recoveryTimeMs: positive.default(recoveryTimeMs) })
     .strict()
     .prefault({});
 
@@ -126,11 +126,11 @@ const loggingSchema = z
   })
   .prefault({});
 
-const storePortPolicySchema = (timeoutMs: number) =>
+const storePortPolicySchema = (timeoutMs: number, recoveryTimeMs = 10_000) =>
   z
     .object({
       timeoutMs: positive.default(timeoutMs),
-      breaker: breakerSchema(),
+      breaker: breakerSchema(recoveryTimeMs),
       retry: backoffSchema(
         { initialDelayMs: 100, maxDelayMs: 2_000, multiplier: 2 },
         { maxAttempts: positiveInteger.default(3) },
@@ -147,7 +147,9 @@ export const storePoliciesSchema = z
     processes: storePortPolicySchema(5_000),
     recipes: storePortPolicySchema(5_000),
     alarms: storePortPolicySchema(5_000),
-    audit: storePortPolicySchema(5_000),
+    // Every command waits on this breaker (fail closed): it half-opens sooner, so commands are
+    // refused for at most ~2 s after the audit store is back (issue 15, fault 9).
+    audit: storePortPolicySchema(5_000, 2_000),
   })
   .strict()
   .prefault({});
@@ -335,7 +337,8 @@ export interface ControlSystemOptions {
    * `events.append`, `processes.save`, `alarms.record` or `audit.record`.
    *
    * Defaults per port: `timeoutMs` 5000 (`history`: 30000), `breaker` `{ failureThreshold: 5,
-   * recoveryTimeMs: 10000 }`, `retry` `{ maxAttempts: 3, initialDelayMs: 100, maxDelayMs: 2000, multiplier: 2, jitter: "full" }`.
+   * recoveryTimeMs: 10000 }` (`audit`: `recoveryTimeMs` 2000: every command is refused while it
+   * is open, so it half-opens sooner; the audit backlog's background retry is the probe), `retry` `{ maxAttempts: 3, initialDelayMs: 100, maxDelayMs: 2000, multiplier: 2, jitter: "full" }`.
    *
    * @example
    * createControlSystem({ machineId, tags, storePolicies: { audit: { timeoutMs: 1_000 } } });

@@ -265,7 +265,7 @@ describe("createControlSystem", () => {
     });
     expect(resolved.storePolicies.audit).toEqual({
       timeoutMs: 1_000,
-      breaker: { failureThreshold: 5, recoveryTimeMs: 10_000 },
+      breaker: { failureThreshold: 5, recoveryTimeMs: 2_000 },
       retry: { maxAttempts: 3, initialDelayMs: 100, maxDelayMs: 2_000, multiplier: 2, jitter: "full" },
     });
     expect(resolved.storePolicies.history.timeoutMs).toBe(30_000);

@@ -111,6 +111,26 @@ export interface ControlSystemHealth {
   readonly ports: PortHealth;
   /** Counts of active alarms, unacknowledged alarms, and transitions the alarm history failed to record. */
   readonly alarms: { readonly active: number; readonly unacknowledged: number; readonly historyFailures: number };
+  /**
+   * The audit writer: entries waiting (`backlog`), dropped, skipped and set aside, refusals of
+   * offered intents dropped unstored (`refusalsDropped`: the trail may show those commands
+   * `allowed`; they did not run) and, when the entry at the head of the backlog has failed, its
+   * event id (`blockedBy`: the entry holding the queue). ADR 0013 addendum.
+   */
+  readonly audit: {
+    /** Entries waiting to be recorded (journaled or in memory). */
+    readonly backlog: number;
+    /** Entries dropped unstored since construction (backlog full, a stop without a journal, journal damage). */
+    readonly dropped: number;
+    /** Entries skipped: refused for good by the store, or set aside. */
+    readonly skipped: number;
+    /** Entries set aside because they kept failing while the store took other entries. */
+    readonly setAside: number;
+    /** Refusals of offered intents dropped unstored (each an `audit-refusal-drop`). */
+    readonly refusalsDropped: number;
+    /** The entry at the head of the backlog while it fails: event id, failures counted, last error. */
+    readonly blockedBy?: { readonly id: string; readonly failures: number; readonly error: string };
+  };
   /** Why the status is not `ok`, in words. */
   readonly problems: readonly string[];
 }
@@ -952,6 +972,7 @@ export class ControlSystem {
     const logging = this.#sampleLogger.health();
     const ports = portHealth(this.#guardedDriver, this.#guardedStore);
     const alarms = this.#alarms.list();
+    const audit = this.#commands.status();
     const problems: string[] = [];
     if (this.#lifecycle.state === "running") {
       if (acquisition.link !== "online")
@@ -992,6 +1013,19 @@ export class ControlSystem {
           `${logging.samplesAbandoned} samples of unknown outcome (given up at a stop while being written)`,
         );
       }
+      if (audit.blockedBy !== undefined) {
+        problems.push(
+          `audit trail held by entry ${audit.blockedBy.id} (${audit.backlog} waiting; failed ${audit.blockedBy.failures} time(s): ${audit.blockedBy.error})`,
+        );
+      }
+    }
+    // Reported whatever the state: a stop is when they happen.
+    if (audit.refusalsDropped > 0) {
+      problems.push(
+        `${audit.refusalsDropped} refusal(s) of offered audit intents dropped unstored: the trail may show those commands allowed; they did not run`,
+      );
+    }
+    if (this.#lifecycle.state === "running") {
       if (logging.spoolCorruptRecords > 0) {
         problems.push(
           `${logging.spoolCorruptRecords} corrupt spool records skipped: their samples are lost (how many is unknown)`,
@@ -1014,6 +1048,7 @@ export class ControlSystem {
         ).length,
         historyFailures: this.#alarms.stats.historyFailures,
       },
+      audit,
       problems,
     };
   }

@@ -172,24 +172,31 @@ function registerDefaults(container: ServiceContainer, options: ResolvedControlS
           defaultRoleTable({ operatorWritableTags: options.authorization.operatorWritableTags }),
       }),
   );
-  singleton(
-    InternalTokens.CommandRunner,
-    (resolve) =>
-      new AuditedCommandRunner({
-        authorizer: resolve(InternalTokens.Authorizer),
-        audit: resolve(InternalTokens.GuardedStore).audit,
-        clock: resolve(InternalTokens.Clock),
-        machineId: options.machineId,
-        // CR 2.8 wants a source on every entry: without one configured, the system names itself.
-        source: options.audit.source ?? `kiln:${options.machineId}`,
-        backlog: withoutUndefinedPath(options.audit.backlog),
-        runWithoutDurableAudit: options.audit.runWithoutDurableAudit,
-        // The backlog is retried in the background on the audit port's own backoff.
-        retryBackoff: options.storePolicies.audit.retry,
-        bus: resolve(InternalTokens.Bus),
-        logger: resolve(InternalTokens.Logger),
-      }),
-  );
+  singleton(InternalTokens.CommandRunner, (resolve) => {
+    if (options.audit.backlog?.path === undefined) {
+      // Fail closed either way, but only a journal makes an intent and its refusal durable together (ADR 0013 addendum).
+      resolve(InternalTokens.Logger).warn(
+        { machineId: options.machineId },
+        "the audit trail runs without a journal (audit.backlog.path): a command refused after its entry was offered " +
+          "to a hanging store has its refusal kept in memory only, so a stop can leave the trail showing it allowed; " +
+          "configure a journal in production",
+      );
+    }
+    return new AuditedCommandRunner({
+      authorizer: resolve(InternalTokens.Authorizer),
+      audit: resolve(InternalTokens.GuardedStore).audit,
+      clock: resolve(InternalTokens.Clock),
+      machineId: options.machineId,
+      // CR 2.8 wants a source on every entry: without one configured, the system names itself.
+      source: options.audit.source ?? `kiln:${options.machineId}`,
+      backlog: withoutUndefinedPath(options.audit.backlog),
+      runWithoutDurableAudit: options.audit.runWithoutDurableAudit,
+      // The backlog is retried in the background on the audit port's own backoff.
+      retryBackoff: options.storePolicies.audit.retry,
+      bus: resolve(InternalTokens.Bus),
+      logger: resolve(InternalTokens.Logger),
+    });
+  });
   singleton(
     InternalTokens.AlarmEngine,
     (resolve) =>

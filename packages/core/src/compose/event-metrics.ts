@@ -55,6 +55,10 @@ export function recordEventMetrics(
       case "audit-entry-drop":
         auditDropped.inc((event as KilnEvents["audit-entry-drop"]).count);
         return;
+      case "audit-refusal-drop":
+        // One entry dropped: counted with the others (health().audit.refusalsDropped tells them apart).
+        auditDropped.inc();
+        return;
       default:
         return;
     }

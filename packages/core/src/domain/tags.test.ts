@@ -1,6 +1,6 @@
 import { describe, expect, expectTypeOf, test } from "vitest";
 import { KilnError, KilnValidationError } from "./errors";
-import { checkTagValue, defineTags, interpolationOf, type TagDefinitionInput } from "./tags";
+import { checkTagValue, defineTags, FLOAT32_MAX, interpolationOf, type TagDefinitionInput } from "./tags";
 
 const tags = defineTags({
   "chamber.pressure": { dataType: "float64", unit: "mbar", range: { min: 0, max: 10 } },
@@ -82,6 +82,27 @@ describe("checkTagValue", () => {
     expect(checkTagValue(tags.get("valve.ald1"), 1)).toBe("expected a boolean, got number 1");
     expect(checkTagValue(tags.get("heater.setpoint"), 1.5)).toBe("expected an integer for int16, got 1.5");
     expect(checkTagValue(tags.get("chamber.pressure"), Number.NaN)).toBe("expected a finite number, got number NaN");
+  });
+});
+
+describe("float32 tags (issue 15, fault 1)", () => {
+  const narrow = defineTags({
+    free: { dataType: "float32", access: "readwrite" },
+    wide: { dataType: "float32", access: "readwrite", range: { min: -1e40, max: 1e40 } },
+  });
+
+  test("refuse a finite number beyond float32's range, even inside a wider engineering range", () => {
+    expect(checkTagValue(narrow.get("free"), 3.5e39)).toMatch(/does not fit float32/);
+    expect(checkTagValue(narrow.get("wide"), 3.5e39)).toMatch(/does not fit float32/);
+    expect(checkTagValue(narrow.get("wide"), -3.5e39)).toMatch(/does not fit float32/);
+    expect(checkTagValue(narrow.get("free"), Number.NEGATIVE_INFINITY)).toMatch(/expected a finite number/);
+  });
+
+  test("accept FLT_MAX itself and values that only round to single precision", () => {
+    expect(checkTagValue(narrow.get("free"), FLOAT32_MAX)).toBeUndefined();
+    expect(checkTagValue(narrow.get("free"), -FLOAT32_MAX)).toBeUndefined();
+    expect(checkTagValue(narrow.get("free"), 1e-50)).toBeUndefined();
+    expect(checkTagValue(narrow.get("free"), 0.1)).toBeUndefined();
   });
 });
 

@@ -284,8 +284,17 @@ const INTEGER_LIMITS: Partial<Record<TagDataType, readonly [number, number]>> = 
 };
 
 /**
- * Checks that `value` fits `tag`: its JavaScript type, integer limits of its data type, and its
- * engineering range. Returns a problem in words, or undefined when the value is acceptable.
+ * The largest finite IEEE 754 single-precision value (`FLT_MAX`, 2^128 − 2^104). A `float32` tag
+ * accepts a finite number whose magnitude is at most this; it is rounded to single precision on
+ * the way to the device, but a larger one has no `float32` representation at all.
+ */
+export const FLOAT32_MAX = 3.4028234663852886e38;
+
+/**
+ * Checks that `value` fits `tag`: its JavaScript type, the limits of its data type (integer
+ * limits; `float32`: finite with |value| ≤ {@link FLOAT32_MAX}), and its engineering range.
+ * Returns a problem in words, or undefined when the value is acceptable. The one check of "the
+ * value fits its type" for writes, recipe parameters and every adapter that feeds a command in.
  */
 export function checkTagValue(tag: Tag, value: unknown): string | undefined {
   switch (tag.dataType) {
@@ -315,6 +324,9 @@ export function checkTagValue(tag: Tag, value: unknown): string | undefined {
         if (!Number.isInteger(value)) return `expected an integer for ${tag.dataType}, got ${value}`;
         if (value < limits[0] || value > limits[1])
           return `${value} does not fit ${tag.dataType} (${limits[0]}..${limits[1]})`;
+      }
+      if (tag.dataType === "float32" && Math.abs(value) > FLOAT32_MAX) {
+        return `${value} does not fit float32 (|value| ≤ ${FLOAT32_MAX})`;
       }
       if (tag.range && (value < tag.range.min || value > tag.range.max)) {
         return `${value} is outside the range ${tag.range.min}..${tag.range.max}${tag.unit ? ` ${tag.unit}` : ""}`;

@@ -12,6 +12,8 @@ describe("coerceToTagType (issue 13, fault 4)", () => {
     [-(2n ** 53n), "float64", -(2 ** 53)],
     [2n ** 53n, "float64", 2 ** 53],
     [1.5, "float64", 1.5],
+    [3.4028234663852886e38, "float32", 3.4028234663852886e38],
+    [Number.POSITIVE_INFINITY, "float32", Number.POSITIVE_INFINITY],
     [2, "int32", 2],
     [2.0, "int16", 2],
     [42n, "int32", 42],
@@ -30,6 +32,8 @@ describe("coerceToTagType (issue 13, fault 4)", () => {
   test.each<[TagValue, TagDataType]>([
     [2n ** 53n + 1n, "float64"],
     [2n ** 60n, "float32"],
+    [3.5e39, "float32"],
+    [-3.5e39, "float32"],
     [1.5, "int32"],
     [3e9, "int32"],
     [-1, "uint16"],

@@ -1,5 +1,5 @@
 import { quality, QualityCodes, type Quality } from "../domain/quality";
-import type { Tag, TagDataType, TagValue } from "../domain/tags";
+import { FLOAT32_MAX, type Tag, type TagDataType, type TagValue } from "../domain/tags";
 
 /** The result of {@link coerceToTagType}: the exact value in the tag's type, or why there is none. */
 export type TagTypeCoercion =
@@ -23,8 +23,8 @@ const SAFE = BigInt(Number.MAX_SAFE_INTEGER);
  *
  * - Numeric tags take a `number` or a `bigint` whose value the tag's type holds exactly:
  *   integer types (`int16`…`uint64`) only integral values within their limits (a Double 2.0 →
- *   2 for `int32`; 1.5 or 3e9 → mismatch); `float32`/`float64` any finite number and a `bigint`
- *   within ±2^53 (an Int64 7 → 7; 2^60 → mismatch, a number cannot hold it exactly).
+ *   2 for `int32`; 1.5 or 3e9 → mismatch); `float32`/`float64` any number (`float32`: a finite
+ *   one only up to ±`FLOAT32_MAX`, 3.5e39 → mismatch) and a `bigint` within ±2^53 (an Int64 7 → 7; 2^60 → mismatch, a number cannot hold it exactly).
  *   `int64`/`uint64` values are numbers when safe integers, `bigint` beyond.
  * - `bool` tags take a boolean, or the integers 0 and 1 (a coil or a bit register).
  * - `string` tags take a string only.
@@ -74,6 +74,10 @@ function exactValue(value: TagValue, dataType: TagDataType): TagValue | undefine
       if (value === 1 || value === 1n) return true;
       return undefined;
     case "float32":
+      // A device's float32 carries ±Infinity and NaN, but never a finite value beyond FLT_MAX.
+      if (typeof value === "number") return Number.isFinite(value) && Math.abs(value) > FLOAT32_MAX ? undefined : value;
+      if (typeof value === "bigint") return value >= -SAFE - 1n && value <= SAFE + 1n ? Number(value) : undefined;
+      return undefined;
     case "float64":
       if (typeof value === "number") return value;
       if (typeof value === "bigint") return value >= -SAFE - 1n && value <= SAFE + 1n ? Number(value) : undefined;

@@ -28,7 +28,8 @@ export {
   type Quality,
   type QualitySeverity,
 } from "../domain/quality";
-export { checkTagValue } from "../domain/tags";
+export { FLOAT32_MAX, checkTagValue } from "../domain/tags";
+export { auditedTarget } from "../security/command-input";
 
 // For adapters with a durable backlog (an MQTT edge node's store-and-forward): the crash-safe
 // journal behind the sample spool, so no adapter writes a journal of its own.

@@ -236,6 +236,24 @@ export interface KilnEvents {
   /** Audit entries were dropped because the backlog of unrecorded entries was full (oldest first). */
   "audit-entry-drop": EventBase & { readonly count: number; readonly reason: string };
   /**
+   * The refusal of a command whose `allowed` entry had already been offered to the store (id
+   * `<intentId>:refusal`, ADR 0013 addendum) was dropped unstored, e.g. at `stop()` without an
+   * audit journal while the store hung. The intent may still be committed by the store, so the
+   * trail may show this command `allowed`; it did not run. Counted in
+   * `health().audit.refusalsDropped` (and in `dropped`).
+   */
+  "audit-refusal-drop": EventBase & {
+    /** The refusal's event id (`<intentId>:refusal`). */
+    readonly id: string;
+    /** The event id of the command's `allowed` entry (the intent) that the refusal names. */
+    readonly intentId: string;
+    readonly principal: string;
+    readonly action: string;
+    readonly target: string;
+    /** In words, naming both ids. */
+    readonly reason: string;
+  };
+  /**
    * A command was refused, not executed, because its audit entry could not be made durable
    * (fail closed, IEC 62443-3-3 CR 2.10); the caller got `KILN_AUDIT_UNAVAILABLE`.
    */

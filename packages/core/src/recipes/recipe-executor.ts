@@ -72,6 +72,8 @@ export interface RecipeStartRequest {
   readonly saved: boolean;
   /** The run's parameter values, defaults applied. */
   readonly parameters: Readonly<Record<string, unknown>>;
+  /** The id the process will have (given, or made for it): the target of its pause, resume and abort. */
+  readonly processId: string;
 }
 
 /** Options of `ControlSystem.startRecipe`. */
@@ -249,6 +251,7 @@ export class RecipeExecutor {
         writeSet,
         saved: await this.isSaved(plan),
         parameters: { ...plan.parameters },
+        processId: pending.id,
       });
       // Aborted while it waited (for validation, authorization, its audit entry): nothing has run.
       // Checked and acted on in one turn: an abort after this finds the process active.
@@ -256,7 +259,8 @@ export class RecipeExecutor {
         throw new KilnError(
           "KILN_ABORTED",
           `The start of process "${pending.id}" was aborted before it began (${pending.abortReason}): nothing ran.`,
-          { details: { processId: pending.id, reason: pending.abortReason } },
+          // `cancelled`: its audited command records the start as cancelled (nothing ran), naming the abort.
+          { details: { processId: pending.id, reason: pending.abortReason, cancelled: true } },
         );
       }
       const run = new ProcessRun({

@@ -226,10 +226,11 @@ describe("AuditedCommandRunner", () => {
     });
     for (let attempt = 0; attempt < 4; attempt++) await rejection(writeTag(operator, "valve.tma", true));
     expect(runner.backlog).toBe(4);
-    expect(await runner.flush()).toBe(false);
+    // A whole-store outage (every write fails): nothing is set aside, all are stored once it is over.
+    // (A suspect head is retried after a probe entry, so two may be stored swapped: fault 4's rule.)
     expect(await runner.flush()).toBe(true);
     expect(skips).toEqual([]);
-    expect((await entries()).map((entry) => entry.id)).toEqual(["entry-1", "entry-2", "entry-3", "entry-4"]);
+    expect((await entries()).map((entry) => entry.id).sort()).toEqual(["entry-1", "entry-2", "entry-3", "entry-4"]);
   });
 
   test("commands without a value: the action name and result pass through", async () => {
@@ -442,10 +443,11 @@ describe("AuditedCommandRunner", () => {
       expect((await rejection(writeTag(operator, "valve.tma", true))).code).toBe("KILN_FORBIDDEN");
     }
     // Full with entries of commands that ran: every denial is counted, none evicts.
-    // The backlog is full: the next write is refused, and its refusal is counted too.
+    // The backlog is full: the next write is refused. Its refusal names an intent already offered
+    // to the store, so it is kept beyond the limit, never counted away (issue 15, fault 2).
     expect((await rejection(writeTag(engineer, "heater.setpoint", 4))).code).toBe("KILN_AUDIT_UNAVAILABLE");
     expect(plc.writes).toHaveLength(3);
-    expect(runner.backlog).toBe(3);
+    expect(runner.backlog).toBe(4);
     expect(runner.dropped).toBe(0);
     expect(drops).toEqual([]);
 
@@ -456,10 +458,11 @@ describe("AuditedCommandRunner", () => {
       ["tag.write", "allowed", 1],
       ["tag.write", "allowed", 2],
       ["tag.write", "allowed", 3],
+      ["tag.write", "denied", 4],
       ["audit.overflow", "denied", expect.objectContaining({ count: 10, principals: ["olga"] })],
-      ["audit.overflow", "denied", expect.objectContaining({ count: 1, principals: ["enzo"] })],
     ]);
-    expect(stored[3]!.reason).toContain("10 denied or failed attempt(s) by olga");
+    expect(stored[3]!.refersTo).toBeDefined();
+    expect(stored[4]!.reason).toContain("10 denied or failed attempt(s) by olga");
   });
 
   test("refuse-commands at the limit: an action that runs without a durable entry is kept beyond the limit, not evicting one", async () => {

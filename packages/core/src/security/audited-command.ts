@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { appendFile } from "node:fs/promises";
 import { KilnError, KilnValidationError, type KilnErrorCode, type ValidationIssue } from "../domain/errors";
 import type { KilnEvents } from "../events/catalogue";
 import type { EventBus } from "../events/event-bus";
@@ -10,6 +11,7 @@ import { decodeExactJson, encodeExactJson } from "../logging/sample-journal";
 import type { Logger } from "../ports/logger";
 import { silentLogger } from "../runtime/silent-logger";
 import {
+  auditedTarget,
   boundedText,
   checkIdentifier,
   NAME_MAX_LENGTH,
@@ -259,6 +261,10 @@ export class AuditedCommandRunner {
   #tail: Promise<unknown> = Promise.resolve();
   #dropped = 0;
   #skipped = 0;
+  /** Refusals of offered intents (`<id>:refusal`) dropped unstored: each may leave an `allowed` entry of a command that did not run. */
+  #refusalsDropped = 0;
+  /** Entries set aside because they kept failing while the store took others (ADR 0013 addendum). */
+  #setAside = 0;
   #lastError: unknown;
   /**
    * Denied and failed attempts that came while their share of the backlog was full: counted per
@@ -300,9 +306,32 @@ export class AuditedCommandRunner {
     return this.#dropped;
   }
 
-  /** Entries the store refused for good and that were skipped (each reported by `audit-entry-skip`). */
+  /**
+   * Entries the store refused for good and that were skipped, and entries set aside because they
+   * kept failing while the store took others (each reported by `audit-entry-skip`).
+   */
   get skipped(): number {
     return this.#skipped;
+  }
+
+  /**
+   * The audit writer's state for a health report: entries waiting, dropped, skipped (of which set
+   * aside), refusals of offered intents dropped unstored (each may leave an `allowed` entry of a
+   * command that did not run: ADR 0013 addendum), and the event id of the entry at the head of
+   * the backlog when it has failed (the one holding the queue), with its last error.
+   */
+  status(): AuditWriterStatus {
+    const head = this.#backlog.find((item) => item.entry !== undefined);
+    return {
+      backlog: this.#entriesInBacklog(),
+      dropped: this.#dropped,
+      skipped: this.#skipped,
+      setAside: this.#setAside,
+      refusalsDropped: this.#refusalsDropped,
+      ...(head !== undefined && head.failures > 0
+        ? { blockedBy: { id: head.entry!.id, failures: head.failures, error: reasonOf(this.#lastError, undefined) } }
+        : {}),
+    };
   }
 
   /**
@@ -332,10 +361,7 @@ export class AuditedCommandRunner {
       ...(source === undefined ? {} : { source: boundedText(visibleText(source), NAME_MAX_LENGTH) }),
       category: action.split(".")[0]!,
       action: boundedText(action, NAME_MAX_LENGTH),
-      target:
-        typeof command.target === "string" && command.target !== ""
-          ? boundedText(visibleText(command.target), NAME_MAX_LENGTH)
-          : "(invalid target)",
+      target: auditedTarget(command.target),
       outcome: "denied",
       at,
     };
@@ -473,6 +499,19 @@ export class AuditedCommandRunner {
     } catch (error) {
       if (state.committed === "refused") throw error;
       const reason = reasonOf(error, comment);
+      if (state.committed === "yes" && cancelledBeforeEffect(error)) {
+        // Cancelled after its entry was made durable but before its first effect (an abort during
+        // a recipe start): the `allowed` entry stays, and its own follow-up entry says it did not
+        // run and why, naming it (deterministic id, as a refusal's: ADR 0013 addendum).
+        await this.#record({
+          ...withOld(entry(), oldValue),
+          id: `${base.id}${CANCEL_ID_SUFFIX}`,
+          refersTo: base.id,
+          outcome: "failed",
+          reason: reasonOf(error, comment),
+        });
+        throw error;
+      }
       if (state.committed === "yes") {
         // The entry already says allowed and is durable: the failure is reported, not re-recorded.
         this.#logger.error({ id: base.id, action, reason }, "a command failed after its audit entry was recorded");
@@ -510,7 +549,29 @@ export class AuditedCommandRunner {
     this.#closed = false;
     this.#gate = undefined;
     this.#retryAttempt = 0;
-    this.#scheduleRetry();
+    // The journal is loaded now, not at the first command: what an earlier run left in it is
+    // retried in the background at once (ADR 0013 addendum). Entries kept in memory while closed
+    // are journaled behind it.
+    void this.#serial(async () => {
+      if (this.#closed) return;
+      const journal = await this.#openJournal();
+      if (journal !== undefined) {
+        for (const [index, item] of this.#backlog.entries()) {
+          if (item.journaled || item.entry === undefined) continue;
+          try {
+            await journal.append(Buffer.from(encodeExactJson(item.entry), "utf8"));
+            this.#backlog[index] = { ...item, journaled: true };
+          } catch (error) {
+            this.#logger.error(
+              { id: item.entry.id, error: String(error) },
+              "the audit journal could not take an entry",
+            );
+            break;
+          }
+        }
+      }
+      this.#scheduleRetry();
+    });
   }
 
   /**
@@ -547,9 +608,12 @@ export class AuditedCommandRunner {
    * start. Attempts counted into the overflow and not yet summarized become their one summary
    * entry now (stored, else journaled). Entries held only in memory (and an overflow count that
    * could be neither stored nor journaled) are reported by `audit-entry-drop`. Afterwards, until
-   * {@link open}, the store is not called: an entry recorded meanwhile (a command refused because
-   * the system is stopped) is kept in the backlog (journaled when there is a journal), reported
-   * by `audit-record-fail`, and written after the next `open`. Never rejects.
+   * {@link open}, the store is not called and the journal is not reopened (its lock is free for
+   * the next start or another system): an entry recorded meanwhile (a command refused because
+   * the system is stopped) is kept in memory, reported by `audit-record-fail`, journaled and
+   * written after the next `open`. A refusal of an offered intent (`<id>:refusal`) held only in
+   * memory is reported apart, by `audit-refusal-drop` and an error log naming the intent: the
+   * trail may show that command `allowed`; it did not run. Never rejects.
    */
   async close(): Promise<void> {
     await this.flush();
@@ -562,10 +626,16 @@ export class AuditedCommandRunner {
         "KILN_LIFECYCLE",
         "The control system is stopped: the audit store is closed; the entry is written after the next start.",
       );
-      const memoryOnly = this.#backlog.filter((item) => !item.journaled).length;
-      if (memoryOnly > 0) this.#reportDrop(memoryOnly, "the control system stopped before the audit store took them");
+      const memoryOnly = this.#backlog.filter((item) => !item.journaled && item.entry !== undefined);
+      const refusals = memoryOnly.filter((item) => isIntentRefusal(item.entry!));
+      for (const item of refusals)
+        this.#reportRefusalDrop(item.entry!, "the control system stopped before the audit store took it");
+      const others = memoryOnly.length - refusals.length;
+      if (others > 0) this.#reportDrop(others, "the control system stopped before the audit store took them");
       this.#backlog.length = 0;
-      const journal = await this.#openJournal();
+      // The journal is closed, never opened here: a closed runner holds no journal and no lock,
+      // so another system in this process (or the next start) can take it.
+      const journal = this.#journal === undefined ? undefined : await this.#journal;
       this.#journal = undefined;
       await journal?.close().catch(() => undefined);
     });
@@ -585,7 +655,7 @@ export class AuditedCommandRunner {
    * (the store refused it for good; reported) or `closed` (the command gate closed meanwhile). Safety actions never come here (see `run`).
    */
   async #commit(entry: AuditEntry): Promise<"run" | "refused" | "unstorable" | "closed"> {
-    if (await this.#drain()) {
+    if (await this.#drain(entry)) {
       const stored = await this.#store(entry);
       if (stored === "stored") return "run";
       if (stored === "skipped") return "unstorable";
@@ -605,7 +675,7 @@ export class AuditedCommandRunner {
 
   #record(entry: AuditEntry): Promise<void> {
     return this.#serial(async () => {
-      if ((await this.#drain()) && (await this.#store(entry)) !== "retry") return;
+      if ((await this.#drain(entry)) && (await this.#store(entry)) !== "retry") return;
       await this.#enqueue(entry);
     });
   }
@@ -627,19 +697,75 @@ export class AuditedCommandRunner {
     }
   }
 
-  /** Writes the backlog, oldest first; true when it is empty. */
-  async #drain(): Promise<boolean> {
+  /**
+   * Writes the backlog, oldest first; true when it is empty. `candidate` is the entry the caller
+   * means to store next: with the backlog's next entries, it is the probe that tells a head entry
+   * the store keeps failing on (a poison entry) from a store that fails on everything.
+   *
+   * The rule (ADR 0013 addendum): a head entry that failed {@link POISON_ATTEMPTS} times with an
+   * error the store did not classify is suspect. Its next turn tries another entry first; when the
+   * store takes that one and then fails the head again (an error it does not classify), the head
+   * is about its own content: it is set aside (kept in a
+   * `<journal>.set-aside` file when there is a journal, reported by `audit-entry-skip` with its id
+   * and error) and the queue moves on. When the store fails that one too, it is an outage: the
+   * head stays and everything is retried, fail closed, for as long as it lasts.
+   */
+  async #drain(candidate?: AuditEntry): Promise<boolean> {
+    if (this.#closed) return false;
     await this.#openJournal();
     if (this.#closed) return false;
     await this.#summarizeOverflow();
     while (this.#backlog.length > 0) {
       const head = this.#backlog[0]!;
-      if (head.entry !== undefined && (await this.#store(head.entry)) === "retry") return false;
+      if (head.entry !== undefined) {
+        if (head.failures >= POISON_ATTEMPTS) {
+          const probe = this.#backlog.find((item, index) => index > 0 && item.entry !== undefined)?.entry ?? candidate;
+          // No other entry to try: the head holds the queue until one comes (health names it).
+          if (probe === undefined || (await this.#store(probe)) === "retry") return false;
+          // The store takes entries. One more try of the head tells an entry it fails on from a
+          // store that has just come back: only a failure it again cannot classify sets it aside.
+          if ((await this.#store(head.entry)) === "retry") {
+            if (KilnError.is(this.#lastError)) return false;
+            head.failures++;
+            await this.#setEntryAside(head);
+          }
+        } else if ((await this.#store(head.entry)) === "retry") {
+          if (!KilnError.is(this.#lastError)) head.failures++;
+          if (head.failures < POISON_ATTEMPTS) return false;
+          continue;
+        }
+      }
       this.#backlog.shift();
       if (head.journaled) await this.#releaseJournalHead();
       await this.#summarizeOverflow();
     }
     return true;
+  }
+
+  /**
+   * Sets the head entry aside: the store took another entry while failing on this one, so its
+   * content is the problem. Kept in `<journal>.set-aside` (one JSON line each) when there is a
+   * journal, counted, logged and reported by `audit-entry-skip`. The caller removes it from the backlog.
+   */
+  async #setEntryAside(item: BacklogItem): Promise<void> {
+    const entry = item.entry!;
+    const path = this.#options.backlog?.path;
+    let kept = false;
+    if (path !== undefined) {
+      try {
+        await appendFile(`${path}.set-aside`, `${encodeExactJson(entry)}\n`, { encoding: "utf8", flush: true });
+        kept = true;
+      } catch (error) {
+        this.#logger.error({ id: entry.id, error: String(error) }, "a set-aside audit entry could not be kept");
+      }
+    }
+    this.#setAside++;
+    const cause = reasonOf(this.#lastError, undefined);
+    this.#skip(
+      entry,
+      `it failed ${item.failures} times (${cause}) while the audit store took other entries; set aside so it does ` +
+        `not hold the trail${kept ? `, kept in ${path}.set-aside` : ""}`,
+    );
   }
 
   /**
@@ -735,7 +861,9 @@ export class AuditedCommandRunner {
   async #enqueue(entry: AuditEntry): Promise<boolean> {
     // Denied and failed entries never take more than their share: the rest of the room is kept for
     // entries of commands that run (whatever whenFull says), and a flood is counted, not stored one by one.
-    if (entry.outcome !== "allowed" && !this.#roomForDenied()) {
+    // A refusal of an offered intent is never counted away nor evicted: without it the intent
+    // may read `allowed` for a command that did not run (ADR 0013 addendum). It is the last thing dropped.
+    if (entry.outcome !== "allowed" && !isIntentRefusal(entry) && !this.#roomForDenied()) {
       this.#countOverflow(entry);
       return false;
     }
@@ -743,7 +871,19 @@ export class AuditedCommandRunner {
     let dropped = 0;
     const droppedFromJournal: string[] = [];
     while (this.#whenFull === "drop-oldest" && this.#entriesInBacklog() > this.#maxEntries) {
-      const oldest = this.#backlog.shift()!;
+      const oldest = this.#backlog[0]!;
+      if (oldest.entry !== undefined && isIntentRefusal(oldest.entry)) {
+        // Kept: the oldest other entry goes instead, when it is only in memory (the journal
+        // releases its oldest record only); otherwise the backlog holds it beyond the limit.
+        const index = this.#backlog.findIndex(
+          (item, at) => at > 0 && item.entry !== undefined && !item.journaled && !isIntentRefusal(item.entry),
+        );
+        if (index < 0) break;
+        this.#backlog.splice(index, 1);
+        dropped++;
+        continue;
+      }
+      this.#backlog.shift();
       if (oldest.journaled) await this.#releaseJournalHead();
       if (oldest.entry === undefined) continue;
       dropped++;
@@ -779,7 +919,7 @@ export class AuditedCommandRunner {
     if (journal === undefined) return;
     try {
       await journal.append(Buffer.from(encodeExactJson({ [TOMBSTONE_KEY]: [...ids] }), "utf8"));
-      this.#backlog.push({ entry: undefined, journaled: true });
+      this.#backlog.push({ entry: undefined, journaled: true, failures: 0 });
     } catch (error) {
       this.#logger.error({ error: String(error) }, "the audit journal could not take a drop record");
     }
@@ -804,7 +944,7 @@ export class AuditedCommandRunner {
         this.#logger.error({ id: entry.id, error: String(error) }, "the audit journal could not take an entry");
       }
     }
-    this.#backlog.push({ entry, journaled });
+    this.#backlog.push({ entry, journaled, failures: 0 });
     return journaled;
   }
 
@@ -845,7 +985,7 @@ export class AuditedCommandRunner {
 
   #skip(entry: AuditEntry, error: unknown): void {
     this.#skipped++;
-    const reason = reasonOf(error, undefined);
+    const reason = typeof error === "string" ? error : reasonOf(error, undefined);
     this.#logger.error({ id: entry.id, action: entry.action, reason }, "the audit store refused an entry for good");
     void this.#options.bus?.publish("audit-entry-skip", {
       at: this.#options.clock.now(),
@@ -854,6 +994,29 @@ export class AuditedCommandRunner {
       action: entry.action,
       target: entry.target,
       outcome: entry.outcome,
+      reason,
+    });
+  }
+
+  /**
+   * A refusal of an offered intent was dropped unstored. Its intent may still be committed by the
+   * store (a timed-out INSERT), so the trail may show the command `allowed` although it did not
+   * run: reported apart from other drops, by `audit-refusal-drop` and an error log naming both ids.
+   */
+  #reportRefusalDrop(entry: AuditEntry, why: string): void {
+    this.#refusalsDropped++;
+    this.#dropped++;
+    const reason =
+      `${why}: entry ${entry.id}, saying command ${entry.refersTo} (${entry.action} on ${entry.target}) did not run, ` +
+      "was not recorded; the trail may show this command allowed; it did not run";
+    this.#logger.error({ id: entry.id, intentId: entry.refersTo, action: entry.action }, reason);
+    void this.#options.bus?.publish("audit-refusal-drop", {
+      at: this.#options.clock.now(),
+      id: entry.id,
+      intentId: entry.refersTo!,
+      principal: entry.principal,
+      action: entry.action,
+      target: entry.target,
       reason,
     });
   }
@@ -877,7 +1040,8 @@ export class AuditedCommandRunner {
    */
   #openJournal(): Promise<RecordJournal | undefined> {
     const path = this.#options.backlog?.path;
-    if (path === undefined) return Promise.resolve(undefined);
+    // A closed runner never (re)opens its journal: its lock belongs to whoever runs next.
+    if (path === undefined || (this.#closed && this.#journal === undefined)) return Promise.resolve(undefined);
     this.#journal ??= (async () => {
       try {
         const { journal, recovery } = await RecordJournal.open(path, {
@@ -891,13 +1055,13 @@ export class AuditedCommandRunner {
             const dropped = decodeTombstone(payload);
             if (dropped !== undefined) {
               for (const id of dropped) tombstoned.add(id);
-              recovered.push({ entry: undefined, journaled: true });
+              recovered.push({ entry: undefined, journaled: true, failures: 0 });
               return;
             }
             const entry = decodeEntry(payload);
             if (entry === undefined) undecodable++;
             // An undecodable record keeps its place (the journal releases oldest first) and is released unread.
-            recovered.push({ entry, journaled: true });
+            recovered.push({ entry, journaled: true, failures: 0 });
           })
           .catch(async (error: unknown) => {
             // Closed again, so its lock does not keep the next attempt (or another process) out.
@@ -907,7 +1071,9 @@ export class AuditedCommandRunner {
         // Entries dropped (and reported) in an earlier run stay dropped: released unread in their place.
         this.#backlog.unshift(
           ...recovered.map((item) =>
-            item.entry !== undefined && tombstoned.has(item.entry.id) ? { entry: undefined, journaled: true } : item,
+            item.entry !== undefined && tombstoned.has(item.entry.id)
+              ? { entry: undefined, journaled: true, failures: 0 }
+              : item,
           ),
         );
         this.#reportDamage(path, { ...recovery, undecodable });
@@ -967,6 +1133,39 @@ interface BacklogItem {
   readonly entry: AuditEntry | undefined;
   /** True when the entry is in the journal (then it is the journal's oldest unreleased record once it reaches the front). */
   readonly journaled: boolean;
+  /** Failures of this entry at the head with an error the store did not classify (see {@link POISON_ATTEMPTS}). */
+  failures: number;
+}
+
+/** The audit writer's state, as `ControlSystem.health().audit` reports it. */
+interface AuditWriterStatus {
+  /** Entries waiting to be recorded (journaled or in memory). */
+  readonly backlog: number;
+  /** Entries dropped unstored since construction (backlog full, a stop without a journal, journal damage). */
+  readonly dropped: number;
+  /** Entries skipped: refused for good by the store, or set aside (below). */
+  readonly skipped: number;
+  /** Entries set aside because they kept failing while the store took other entries. */
+  readonly setAside: number;
+  /**
+   * Refusals of offered intents (`<id>:refusal`) dropped unstored, each reported by
+   * `audit-refusal-drop`: the trail may show those commands `allowed`; they did not run.
+   */
+  readonly refusalsDropped: number;
+  /** The entry at the head of the backlog when it has failed: its event id, failures counted and the last error. */
+  readonly blockedBy?: { readonly id: string; readonly failures: number; readonly error: string };
+}
+
+/**
+ * Failures with an error the store did not classify after which a head entry is suspect: its
+ * next turn probes the store with another entry first (see `#drain`). Below the audit port's
+ * breaker threshold (5 by default), so the probe is tried while the breaker still lets it through.
+ */
+const POISON_ATTEMPTS = 2;
+
+/** True for the refusal of a command whose `allowed` entry was offered to the store (it names the intent). */
+function isIntentRefusal(entry: AuditEntry): boolean {
+  return entry.refersTo !== undefined;
 }
 
 /** The rule a command's comment breaks, or undefined when it is absent or a string of at most {@link COMMENT_MAX_LENGTH}. */
@@ -997,6 +1196,17 @@ interface DenialOverflow {
  * {@link AuditEntry.refersTo}).
  */
 const REFUSAL_ID_SUFFIX = ":refusal";
+
+/**
+ * Appended to a command's event id to make the id of the entry recording that it was cancelled
+ * after its `allowed` entry was made durable, before its first effect (an abort during a start).
+ */
+const CANCEL_ID_SUFFIX = ":cancel";
+
+/** A command's own word that it was cancelled before its first effect: `KILN_ABORTED` with `details.cancelled`. */
+function cancelledBeforeEffect(error: unknown): boolean {
+  return KilnError.is(error, "KILN_ABORTED") && error.details["cancelled"] === true;
+}
 
 /** The background retry's schedule when the host gives none. */
 const DEFAULT_RETRY_BACKOFF: ReconnectBackoff = { initialDelayMs: 1_000, maxDelayMs: 30_000 };

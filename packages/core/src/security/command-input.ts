@@ -162,3 +162,16 @@ function copy(value: unknown, path: string, depth: number, ancestors: Set<object
 export function boundedText(text: string, max: number): string {
   return text.length <= max ? text : `${cutText(text, max)}…(truncated, ${text.length} chars)`;
 }
+
+/**
+ * A command target as Kiln echoes it, in an audit entry's `target` and in every event or message
+ * that names a refused target (`command-refuse`, adapters' own refusal events): control and format
+ * characters written out as `\u{XXXX}` and cut to 256 code units (`NAME_MAX_LENGTH`) with a
+ * marker keeping its original length; `"(invalid target)"` for anything but a
+ * non-empty string. The one function, so an event never shows more than the audit entry does.
+ */
+export function auditedTarget(target: unknown): string {
+  return typeof target === "string" && target !== ""
+    ? boundedText(visibleText(target), NAME_MAX_LENGTH)
+    : "(invalid target)";
+}

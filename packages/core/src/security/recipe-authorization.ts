@@ -14,6 +14,11 @@ export interface RecipeWriteRequest {
   readonly saved: boolean;
   /** The parameter values of the run, where it applies. */
   readonly parameters?: Readonly<Record<string, unknown>>;
+  /**
+   * The id of the process a start will run, where it applies: recorded in the start's entry, so
+   * an abort (whose target is the process id) links to the start it cancelled or ended.
+   */
+  readonly processId?: string;
 }
 
 /**
@@ -85,5 +90,6 @@ function auditValue(request: RecipeWriteRequest): Record<string, unknown> {
     writeSet: [...request.writeSet],
     saved: request.saved,
     ...(request.parameters === undefined ? {} : { parameters: { ...request.parameters } }),
+    ...(request.processId === undefined ? {} : { processId: request.processId }),
   };
 }

@@ -1,0 +1,258 @@
+import { describe, expect, test } from "vitest";
+import { KilnError } from "../domain/errors";
+import { defineTags, type TagValue } from "../domain/tags";
+import type { KilnEvents } from "../events/catalogue";
+import { EventBus } from "../events/event-bus";
+import { MemoryStore } from "../memory/memory-store";
+import { SimulatedClock } from "../memory/simulated-clock";
+import { SimulatedPlc } from "../memory/simulated-plc";
+import type { AuditEntry, AuditLog } from "../ports/audit-log";
+import type { Logger } from "../ports/logger";
+import { mkdtemp, readFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { AuditedCommandRunner, type AuditBacklogOptions } from "./audited-command";
+import { Authorizer, defaultRoleTable, type Principal } from "./authorization";
+
+const tags = defineTags({
+  "heater.setpoint": { dataType: "float64", access: "readwrite" },
+  "valve.tma": { dataType: "bool", access: "readwrite" },
+});
+const operator: Principal = { id: "olga", roles: ["operator"] };
+const engineer: Principal = { id: "enzo", roles: ["engineer"] };
+
+async function setup(options: { audit?: (store: MemoryStore) => AuditLog; backlog?: AuditBacklogOptions } = {}) {
+  const clock = new SimulatedClock({ start: Date.UTC(2026, 0, 1) });
+  const plc = new SimulatedPlc({ tags, clock });
+  await plc.connect();
+  const store = new MemoryStore({ clock });
+  await store.open(tags.list());
+  const bus = new EventBus<KilnEvents>({ now: () => clock.now() });
+  const events = {
+    skips: [] as KilnEvents["audit-entry-skip"][],
+    refusalDrops: [] as KilnEvents["audit-refusal-drop"][],
+    drops: [] as KilnEvents["audit-entry-drop"][],
+  };
+  bus.on("audit-entry-skip", (event) => void events.skips.push(event));
+  bus.on("audit-refusal-drop", (event) => void events.refusalDrops.push(event));
+  bus.on("audit-entry-drop", (event) => void events.drops.push(event));
+  const errors: string[] = [];
+  const logger: Logger = {
+    trace: () => undefined,
+    debug: () => undefined,
+    info: () => undefined,
+    warn: () => undefined,
+    error: (_fields: unknown, message?: string) => void errors.push(String(message)),
+  } as unknown as Logger;
+  let ids = 0;
+  const make = () =>
+    new AuditedCommandRunner({
+      authorizer: new Authorizer({ roles: defaultRoleTable({ operatorWritableTags: ["heater.*"] }) }),
+      audit: options.audit?.(store) ?? store.audit,
+      clock,
+      bus,
+      logger,
+      machineId: "ald-1",
+      newId: () => `entry-${++ids}`,
+      retryBackoff: { initialDelayMs: 1_000, maxDelayMs: 1_000 },
+      ...(options.backlog === undefined ? {} : { backlog: options.backlog }),
+    });
+  const runner = make();
+  const writeTag = (on: AuditedCommandRunner, principal: Principal, tag: string, value: TagValue) =>
+    on.run({
+      principal,
+      permission: "tag.write",
+      target: tag,
+      machineState: "idle",
+      newValue: value,
+      execute: () => plc.write(tags.get(tag), value),
+    });
+  const entries = () => store.audit.query({ from: 0, to: Number.MAX_SAFE_INTEGER });
+  return { clock, plc, store, runner, make, writeTag, entries, events, errors };
+}
+
+const codeOf = (promise: Promise<unknown>): Promise<string> =>
+  promise.then(
+    () => "resolved",
+    (error: unknown) => (KilnError.is(error) ? error.code : String(error)),
+  );
+
+const journalPath = async () => join(await mkdtemp(join(tmpdir(), "kiln-audit-faults-")), "audit.journal");
+
+describe("a refusal that follows an offered intent (issue 15, fault 2)", () => {
+  test("without a journal, stop() with the store frozen drops it last and says so: event, error log naming the intent, counted", async () => {
+    // A frozen database: every INSERT times out, and commits later (past the timeout).
+    const held: AuditEntry[] = [];
+    const { runner, writeTag, store, plc, events, errors } = await setup({
+      audit: () => ({
+        query: async () => [],
+        record: async (entry) => {
+          held.push(entry);
+          throw new KilnError("KILN_TIMEOUT", "audit store timed out", { retryable: true });
+        },
+      }),
+    });
+    expect(await codeOf(writeTag(runner, engineer, "heater.setpoint", 5))).toBe("KILN_AUDIT_UNAVAILABLE");
+    expect(plc.writes).toEqual([]);
+    await runner.close();
+    expect(events.refusalDrops).toEqual([
+      expect.objectContaining({
+        id: "entry-1:refusal",
+        intentId: "entry-1",
+        action: "tag.write",
+        target: "heater.setpoint",
+      }),
+    ]);
+    expect(events.refusalDrops[0]!.reason).toContain("the trail may show this command allowed; it did not run");
+    expect(errors.some((message) => message.includes("entry-1") && message.includes("did not run"))).toBe(true);
+    expect(runner.status()).toMatchObject({ refusalsDropped: 1, dropped: 1 });
+    // Not folded into the plain drop count event.
+    expect(events.drops).toEqual([]);
+    // What the event warns of: the intent the store held commits, its refusal never does.
+    for (const entry of held.filter((each) => each.refersTo === undefined)) await store.audit.record(entry);
+    expect((await store.audit.query({ from: 0, to: Number.MAX_SAFE_INTEGER })).map((entry) => entry.id)).toEqual([
+      "entry-1",
+    ]);
+  });
+
+  test("at the backlog limit, refusals of intents are kept: counted denials never take their place, drop-oldest never evicts them", async () => {
+    const { runner, writeTag, events } = await setup({
+      audit: () => ({
+        query: async () => [],
+        record: () => Promise.reject(new KilnError("KILN_TIMEOUT", "frozen", { retryable: true })),
+      }),
+      backlog: { maxEntries: 2, whenFull: "drop-oldest" },
+    });
+    for (const value of [1, 2, 3]) await codeOf(writeTag(runner, engineer, "heater.setpoint", value));
+    for (let attempt = 0; attempt < 3; attempt++) await codeOf(writeTag(runner, operator, "valve.tma", true));
+    // Three refusals of offered intents, kept beyond the limit of 2; the denials went to the overflow count.
+    expect(runner.backlog).toBe(3);
+    await runner.close();
+    expect(events.refusalDrops.map((event) => event.intentId)).toEqual(["entry-1", "entry-2", "entry-3"]);
+  });
+});
+
+describe("a poison entry (issue 15, fault 4)", () => {
+  const poisoned = (poison: (entry: AuditEntry) => boolean) => (store: MemoryStore) => ({
+    query: store.audit.query,
+    record: async (entry: AuditEntry) => {
+      // Not a KilnError: the store does not say whether it is about the entry or about itself.
+      if (poison(entry)) throw new Error("invalid byte sequence for encoding UTF8: 0x00");
+      await store.audit.record(entry);
+    },
+  });
+
+  test("without a journal: set aside after a bounded number of attempts, reported with its id; commands run again; health names it meanwhile", async () => {
+    const { runner, writeTag, entries, events, plc } = await setup({
+      audit: poisoned((entry) => entry.id === "entry-1"),
+    });
+    expect(await codeOf(writeTag(runner, operator, "valve.tma", true))).toBe("KILN_FORBIDDEN");
+    expect(runner.status()).toMatchObject({ backlog: 1 });
+    // The background retry (or any flush) tries the head again: it fails, and health names it.
+    expect(await runner.flush()).toBe(false);
+    expect(runner.status().blockedBy).toMatchObject({ id: "entry-1", error: expect.stringContaining("UTF8") });
+    // The next command is the probe: the store takes its entry while failing the head again, so
+    // the head is set aside and the command runs.
+    expect(await codeOf(writeTag(runner, engineer, "heater.setpoint", 2))).toBe("resolved");
+    expect(plc.writes.map((write) => write.value)).toEqual([2]);
+    expect(events.skips).toEqual([
+      expect.objectContaining({ id: "entry-1", reason: expect.stringContaining("set aside") }),
+    ]);
+    expect(runner.status()).toMatchObject({ backlog: 0, setAside: 1, skipped: 1 });
+    expect(runner.status().blockedBy).toBeUndefined();
+    expect((await entries()).map((entry) => entry.id)).toEqual(["entry-2"]);
+    expect(await codeOf(writeTag(runner, engineer, "heater.setpoint", 3))).toBe("resolved");
+  });
+
+  test("with a journal: the set-aside entry is kept in <journal>.set-aside and the journaled queue moves on", async () => {
+    const path = await journalPath();
+    const { runner, writeTag, entries, events } = await setup({
+      audit: poisoned((entry) => entry.id === "entry-1"),
+      backlog: { path },
+    });
+    await codeOf(writeTag(runner, operator, "valve.tma", true));
+    for (const value of [1, 2, 3])
+      expect(await codeOf(writeTag(runner, engineer, "heater.setpoint", value))).toBe("resolved");
+    expect(await runner.flush()).toBe(true);
+    expect(events.skips.map((event) => event.id)).toEqual(["entry-1"]);
+    const kept = (await readFile(`${path}.set-aside`, "utf8")).trim().split("\n");
+    expect(kept.map((line) => (JSON.parse(line) as AuditEntry).id)).toEqual(["entry-1"]);
+    expect((await entries()).map((entry) => entry.id).sort()).toEqual(["entry-2", "entry-3", "entry-4"]);
+    await runner.close();
+  });
+
+  test("a whole-store outage (every write fails, unclassified) sets nothing aside: retried, fail closed, stored once it is over", async () => {
+    let down = true;
+    const { runner, writeTag, entries, events, plc } = await setup({ audit: poisoned(() => down) });
+    for (let attempt = 0; attempt < 6; attempt++) await codeOf(writeTag(runner, operator, "valve.tma", true));
+    for (let attempt = 0; attempt < 3; attempt++) {
+      expect(await codeOf(writeTag(runner, engineer, "heater.setpoint", attempt))).toBe("KILN_AUDIT_UNAVAILABLE");
+    }
+    expect(plc.writes).toEqual([]);
+    expect(events.skips).toEqual([]);
+    expect(runner.status()).toMatchObject({ setAside: 0, blockedBy: { id: "entry-1" } });
+    down = false;
+    expect(await runner.flush()).toBe(true);
+    expect(events.skips).toEqual([]);
+    expect((await entries()).filter((entry) => entry.action === "tag.write")).toHaveLength(9);
+  });
+});
+
+describe("a closed runner never reopens its journal (issue 15, fault 5)", () => {
+  test("flush and record after close() take no journal lock: a new runner on the same journal still journals", async () => {
+    const path = await journalPath();
+    let down = true;
+    const { runner, make, writeTag, entries } = await setup({
+      audit: (store) => ({
+        query: store.audit.query,
+        record: async (entry) => {
+          if (down) throw new KilnError("KILN_TIMEOUT", "down", { retryable: true });
+          await store.audit.record(entry);
+        },
+      }),
+      backlog: { path },
+    });
+    expect(await codeOf(writeTag(runner, engineer, "heater.setpoint", 1))).toBe("resolved");
+    await runner.close();
+    // Every path that used to reopen it: a flush, and an entry recorded while closed.
+    await runner.flush();
+    expect(await codeOf(writeTag(runner, operator, "valve.tma", true))).toBe("KILN_FORBIDDEN");
+    const next = make();
+    next.open();
+    // The journal is the new runner's: a write while the store is down is journaled, so it runs.
+    expect(await codeOf(writeTag(next, engineer, "heater.setpoint", 2))).toBe("resolved");
+    down = false;
+    expect(await next.flush()).toBe(true);
+    expect((await entries()).filter((entry) => entry.outcome === "allowed").map((entry) => entry.newValue)).toEqual([
+      1, 2,
+    ]);
+    await next.close();
+  });
+});
+
+describe("a journaled backlog is retried after a restart (issue 15, fault 6)", () => {
+  test("open() loads the journal and retries it in the background: stored within the retry interval, no command needed", async () => {
+    const path = await journalPath();
+    let down = true;
+    const { runner, make, writeTag, entries, clock } = await setup({
+      audit: (store) => ({
+        query: store.audit.query,
+        record: async (entry) => {
+          if (down) throw new KilnError("KILN_TIMEOUT", "down", { retryable: true });
+          await store.audit.record(entry);
+        },
+      }),
+      backlog: { path },
+    });
+    for (const value of [1, 2]) await writeTag(runner, engineer, "heater.setpoint", value);
+    await runner.close();
+    down = false;
+    const next = make();
+    next.open();
+    await expect.poll(() => next.backlog).toBe(2);
+    await clock.advance(1_000);
+    await expect.poll(async () => (await entries()).map((entry) => entry.newValue)).toEqual([1, 2]);
+    expect(next.backlog).toBe(0);
+    await next.close();
+  });
+});

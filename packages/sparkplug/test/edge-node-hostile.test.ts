@@ -1,0 +1,178 @@
+import { GOOD, type ControlSystem, type CvtChange, type Sample } from "@kiln/core";
+import { afterEach, describe, expect, test } from "vitest";
+import { encodePayload, type SparkplugEdgeNode } from "../src/index";
+import { DEVICE, EDGE, GROUP, edgeFixture, ofType, type EdgeFixture } from "./support/edge-fixture";
+
+const DCMD = `spBv1.0/${GROUP}/DCMD/${EDGE}/${DEVICE}`;
+
+let fixture: EdgeFixture | undefined;
+afterEach(async () => {
+  await fixture?.close();
+  fixture = undefined;
+});
+
+/** Publishes a DCMD; `omitDatatype: false` lets the sender state a datatype of its own on the wire. */
+async function dcmd(
+  f: EdgeFixture,
+  metrics: Parameters<typeof encodePayload>[0]["metrics"],
+  omitDatatype = true,
+): Promise<void> {
+  const bytes = encodePayload({ timestamp: Date.now(), metrics }, { omitDatatype });
+  await f.recorder.client.publishAsync(DCMD, Buffer.from(bytes), { qos: 1 });
+}
+
+async function started(extra: Parameters<EdgeFixture["newNode"]>[0] = {}): Promise<SparkplugEdgeNode> {
+  fixture = await edgeFixture();
+  const node = Object.keys(extra).length === 0 ? fixture.node : fixture.newNode(extra);
+  await node.start();
+  await fixture.recorder.waitFor(ofType("DBIRTH"));
+  return node;
+}
+
+describe("values a Float cannot carry (issue 15, fault 1)", () => {
+  test("a DCMD with Double 3.5e39 for a float32 tag is refused before Kiln, never written; the node keeps publishing", async () => {
+    const node = await started();
+    const refusals: { tag?: string; code: string; message: string }[] = [];
+    node.events.on("command-refuse", (event) => void refusals.push(event));
+    const alias = node.aliases.get("heater.setpoint")!;
+    await dcmd(fixture!, [{ alias, datatype: "Double", value: 3.5e39 }], false);
+    await expect.poll(() => refusals).toHaveLength(1);
+    expect(refusals[0]).toMatchObject({ tag: "heater.setpoint", code: "KILN_VALIDATION" });
+    expect(refusals[0]!.message).toMatch(/Float/);
+    expect(fixture!.plc.writes).toEqual([]);
+    // Still alive: a good write after it goes through and comes back in DDATA.
+    const written = node.events.next("command-write");
+    await dcmd(fixture!, [{ alias, datatype: "Float", value: 42 }]);
+    expect(await written).toMatchObject({ tag: "heater.setpoint", value: 42 });
+    await fixture!.recorder.waitFor(
+      (message) =>
+        ofType("DDATA")(message) && message.payload!.metrics.some((m) => m.alias === alias && m.value === 42),
+    );
+    expect(node.health()).toMatchObject({ publishing: true, commands: { written: 1, refused: 1 } });
+  });
+
+  test("a CVT value its metric cannot carry goes out null with Quality bad and the reason, in births and DDATA; nothing escapes", async () => {
+    fixture = await edgeFixture();
+    const real = fixture.system;
+    const observers: ((change: CvtChange) => void)[] = [];
+    const huge = (timestamp: number): Sample => ({ tag: "heater.setpoint", value: 3.5e39, timestamp, quality: GOOD });
+    // Core no longer lets such a value into a CVT (coerceToTagType): a view that hands one out
+    // anyway stands for any value a future type mapping could not encode.
+    const cvt = {
+      ...real.cvt,
+      get: (tag: string) => (tag === "heater.setpoint" ? huge(Date.now()) : real.cvt.get(tag)),
+      observeAll: (observer: (change: CvtChange) => void) => {
+        observers.push(observer);
+        return real.cvt.observeAll(observer);
+      },
+    };
+    const system = new Proxy(real, {
+      get: (target, key) => {
+        if (key === "cvt") return cvt;
+        const value: unknown = Reflect.get(target, key, target);
+        return typeof value === "function" ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+      },
+    }) as ControlSystem;
+    const node = fixture.newNode({ system });
+    const alias = node.aliases.get("heater.setpoint")!;
+    await node.start();
+    const dbirth = await fixture.recorder.waitFor(ofType("DBIRTH"));
+    const born = dbirth.payload!.metrics.find((metric) => metric.name === "heater.setpoint")!;
+    expect(born.value).toBeNull();
+    expect(born.properties).toMatchObject({
+      Quality: { value: 0 },
+      StatusReason: { value: expect.stringMatching(/Float/) },
+    });
+
+    // In DDATA, also when the sample's timestamp is one the encoder refuses (the fallback path).
+    for (const timestamp of [Date.now(), Number.NaN]) {
+      for (const observer of observers) {
+        observer({
+          sample: huge(timestamp),
+          previous: undefined,
+          valueChanged: true,
+          qualityChanged: false,
+        } as CvtChange);
+      }
+    }
+    const ddata = await fixture.recorder.waitFor(
+      (message) => ofType("DDATA")(message) && message.payload!.metrics.some((metric) => metric.alias === alias),
+    );
+    const metric = ddata.payload!.metrics.find((each) => each.alias === alias)!;
+    expect(metric.value).toBeNull();
+    expect(metric.properties).toMatchObject({ Quality: { value: 0 } });
+    await expect.poll(() => node.health().metricsNotEncodable).toBeGreaterThan(0);
+    expect(node.health().publishing).toBe(true);
+  });
+});
+
+describe("aliases decide (issue 15, fault 7c)", () => {
+  test("an unknown alias is refused even with a known name beside it; a name contradicting its alias is refused", async () => {
+    const node = await started();
+    const refusals: { tag?: string; alias?: number | bigint; code: string }[] = [];
+    node.events.on("command-refuse", (event) => void refusals.push(event));
+    await dcmd(fixture!, [{ alias: 9999, name: "valve.ald1", datatype: "Boolean", value: true }], false);
+    await dcmd(
+      fixture!,
+      [{ alias: node.aliases.get("heater.setpoint")!, name: "valve.ald1", datatype: "Boolean", value: true }],
+      false,
+    );
+    await expect.poll(() => refusals).toHaveLength(2);
+    expect(refusals[0]).toMatchObject({ alias: 9999, code: "KILN_TAG_UNKNOWN" });
+    expect(refusals[1]).toMatchObject({ tag: "valve.ald1", code: "KILN_VALIDATION" });
+    expect(fixture!.plc.writes).toEqual([]);
+  });
+});
+
+describe("bounded command handling (issue 15, fault 7b)", () => {
+  test("DCMDs beyond maxPendingCommands are dropped, counted and evented; the ones queued still run in order", async () => {
+    const node = await started({ maxPendingCommands: 2 });
+    const drops: string[] = [];
+    node.events.on("command-drop", (event) => void drops.push(event.reason));
+    fixture!.plc.faults.latencyMs = 300;
+    const alias = node.aliases.get("heater.setpoint")!;
+    for (const value of [1, 2, 3, 4, 5]) await dcmd(fixture!, [{ alias, datatype: "Float", value }]);
+    await expect.poll(() => fixture!.plc.writes.length, { timeout: 3_000 }).toBe(2);
+    fixture!.plc.faults.latencyMs = 0;
+    expect(fixture!.plc.writes.map((write) => write.value)).toEqual([1, 2]);
+    expect(drops).toEqual(["queue-full", "queue-full", "queue-full"]);
+    expect(node.health().commands).toMatchObject({ written: 2, dropped: 3 });
+    // Room again: the next one runs.
+    const written = node.events.next("command-write");
+    await dcmd(fixture!, [{ alias, datatype: "Float", value: 6 }]);
+    expect(await written).toMatchObject({ value: 6 });
+  });
+
+  test("a DCMD with more than maxMetricsPerCommand metrics is dropped whole: none of its writes done", async () => {
+    const node = await started({ maxMetricsPerCommand: 3 });
+    const drops: { reason: string; metrics?: number }[] = [];
+    node.events.on("command-drop", (event) => void drops.push(event));
+    const alias = node.aliases.get("heater.setpoint")!;
+    await dcmd(
+      fixture!,
+      Array.from({ length: 4 }, (_, index) => ({ alias, datatype: "Float" as const, value: index })),
+    );
+    await expect.poll(() => drops).toEqual([{ topic: DCMD, reason: "too-many-metrics", metrics: 4 }]);
+    const written = node.events.next("command-write");
+    await dcmd(fixture!, [{ alias, datatype: "Float", value: 7 }]);
+    expect(await written).toMatchObject({ value: 7 });
+    expect(fixture!.plc.writes.map((write) => write.value)).toEqual([7]);
+    expect(node.health().commands.dropped).toBe(1);
+  });
+});
+
+describe("refusal events echo what the audit entry records (issue 15, fault 8)", () => {
+  test("a refused name is bounded and its control characters written out, as in the audit entry", async () => {
+    const node = await started();
+    const refusals: { tag?: string }[] = [];
+    node.events.on("command-refuse", (event) => void refusals.push(event));
+    await dcmd(fixture!, [{ name: "x".repeat(100_000), datatype: "Float", value: 1 }], false);
+    await dcmd(fixture!, [{ name: "heater.setpoint\u0000\u202e", datatype: "Float", value: 1 }], false);
+    await expect.poll(() => refusals).toHaveLength(2);
+    expect(refusals[0]!.tag!.length).toBeLessThan(400);
+    expect(refusals[0]!.tag).toMatch(/truncated, 100000 chars/);
+    expect(refusals[1]!.tag).toBe("heater.setpoint\\u{0000}\\u{202E}");
+    const entries = await fixture!.system.unchecked.store.audit.query({ from: 0, to: Date.now() + 60_000 });
+    expect(entries.map((entry) => entry.target)).toEqual(refusals.map((refusal) => refusal.tag));
+  });
+});
