@@ -125,7 +125,10 @@ describe("a device that drops pipelined requests", () => {
     const device = await startRawTcpDevice(() => {
       const now = Date.now();
       if (now < busyUntil) return { kind: "silent" };
-      busyUntil = now + 20;
+      // Busy until shortly before it answers: requests sent with the first (within a millisecond) are
+      // dropped, the next one sent after the answer never is (Date.now() and the timer that sends the
+      // answer may disagree by a millisecond).
+      busyUntil = now + 15;
       return { kind: "normal", delayMs: 20 };
     });
     cleanups.push(() => device.stop());

@@ -404,7 +404,8 @@ describe("store-and-forward end to end: edge node → broker → SparkplugHost �
       const time = Number(key.split("@")[1]);
       return key.startsWith("chamber.pressure@") && (time < hostStoppedAt - 100 || time > nodeSawOfflineAt);
     });
-    expect(expected.length).toBeGreaterThan(15);
+    // At least the backlog's worth (more than 10, checked above) of changes falls in the windows compared.
+    expect(expected.length).toBeGreaterThan(10);
     for (const [key, value] of expected) expect(byTime.get(Number(key.split("@")[1]))).toEqual(value);
   });
 });
