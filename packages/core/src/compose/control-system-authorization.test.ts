@@ -333,6 +333,17 @@ describe("startSavedRecipe: a saved version started by name and version (ISA-88 
     expect((await audit()).at(-1)).toMatchObject({ action: "recipe.start", target: "sneaky", outcome: "failed" });
   });
 
+  test("a denied or not-found start records what was asked for: name, version and parameters", async () => {
+    const { system, audit } = await build();
+    await rejection(system.startSavedRecipe(viewer, "sneaky", 1, { parameters: { speed: 3 } }));
+    await rejection(system.startSavedRecipe(operator, "no-such-recipe", 2));
+    const starts = (await audit()).filter((entry) => entry.action === "recipe.start");
+    expect(starts.map((entry) => [entry.outcome, entry.newValue])).toEqual([
+      ["denied", { recipe: { name: "sneaky", version: 1 }, parameters: { speed: 3 } }],
+      ["failed", { recipe: { name: "no-such-recipe", version: 2 } }],
+    ]);
+  });
+
   test("a caller without recipe.start is refused before the store is asked: existing and missing recipes look the same", async () => {
     const { system, audit } = await build();
     await system.saveRecipe(engineer, sneaky);

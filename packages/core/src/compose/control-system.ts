@@ -632,7 +632,7 @@ export class ControlSystem {
   startRecipe(principal: Principal, recipe: RecipeInput, options: StartRecipeOptions = {}): Promise<RecipeProcess> {
     // Read once, at the call: validation, the write-set check and the run use this copy.
     const input = snapshotInput(recipe, "recipe");
-    return this.#startRecipe(principal, recipeNameOf(input), options, () => valueOf(input));
+    return this.#startRecipe(principal, recipeNameOf(input), options, undefined, () => valueOf(input));
   }
 
   /**
@@ -653,7 +653,8 @@ export class ControlSystem {
     options: StartRecipeOptions = {},
   ): Promise<RecipeProcess> {
     const target = typeof name === "string" && name !== "" ? name : "(recipe)";
-    return this.#startRecipe(principal, target, options, async () => {
+    // Recorded as the requested value until the saved version is found (a denied or not-found start says what was asked for).
+    return this.#startRecipe(principal, target, options, { name, version }, async () => {
       const problems = [
         ...(typeof name === "string" && name !== "" && name.length <= 256
           ? []
@@ -678,6 +679,7 @@ export class ControlSystem {
     principal: Principal,
     target: string,
     options: StartRecipeOptions,
+    requested: { readonly name: unknown; readonly version: unknown } | undefined,
     recipeOf: () => RecipeInput | Promise<RecipeInput>,
   ): Promise<RecipeProcess> {
     const who = snapshotPrincipal(principal);
@@ -710,7 +712,17 @@ export class ControlSystem {
           const recipe = recipeOf();
           return recipe instanceof Promise ? recipe.then(start) : start(recipe);
         },
-        { newValue: given.ok ? given.value.parameters : undefined },
+        {
+          newValue:
+            requested === undefined
+              ? given.ok
+                ? given.value.parameters
+                : undefined
+              : {
+                  recipe: { name: requested.name, version: requested.version },
+                  ...(given.ok && given.value.parameters !== undefined ? { parameters: given.value.parameters } : {}),
+                },
+        },
       ),
     );
   }

@@ -115,21 +115,37 @@ describe("a refusal that follows an offered intent (issue 15, fault 2)", () => {
     ]);
   });
 
-  test("at the backlog limit, refusals of intents are kept: counted denials never take their place, drop-oldest never evicts them", async () => {
-    const { runner, writeTag, events } = await setup({
-      audit: () => ({
-        query: async () => [],
-        record: () => Promise.reject(new KilnError("KILN_TIMEOUT", "frozen", { retryable: true })),
-      }),
-      backlog: { maxEntries: 2, whenFull: "drop-oldest" },
+  for (const whenFull of ["drop-oldest", "refuse-commands"] as const) {
+    test(`only an intent handed to the store gets a refusal naming it; the others are ordinary denials, bounded (${whenFull})`, async () => {
+      const offered: string[] = [];
+      const { runner, writeTag, events } = await setup({
+        audit: () => ({
+          query: async () => [],
+          record: (entry) => {
+            offered.push(entry.id);
+            return Promise.reject(new KilnError("KILN_TIMEOUT", "frozen", { retryable: true }));
+          },
+        }),
+        backlog: { maxEntries: 4, whenFull },
+      });
+      const errors: KilnError[] = [];
+      for (let value = 0; value < 50; value++) {
+        await writeTag(runner, engineer, "heater.setpoint", value).catch((error: KilnError) => void errors.push(error));
+      }
+      for (let attempt = 0; attempt < 3; attempt++) await codeOf(writeTag(runner, operator, "valve.tma", true));
+      expect(errors.map((error) => error.code)).toEqual(Array(50).fill("KILN_AUDIT_UNAVAILABLE"));
+      // The first intent reached the store (its fate unknown): its refusal names it. The backlog
+      // then held that refusal, so no later intent was offered: their refusals are plain denials.
+      expect(offered.filter((id) => /^entry-\d+$/.test(id) && id !== "entry-1")).toEqual([]);
+      expect(errors[0]!.details).toMatchObject({ auditEntryId: "entry-1:refusal", intentEntryId: "entry-1" });
+      expect(errors[1]!.details).toMatchObject({ auditEntryId: "entry-2" });
+      expect(errors[1]!.details["intentEntryId"]).toBeUndefined();
+      // Bounded: the denials took their share and were counted beyond it.
+      expect(runner.backlog).toBeLessThanOrEqual(4);
+      await runner.close();
+      expect(events.refusalDrops.map((event) => event.intentId)).toEqual(["entry-1"]);
     });
-    for (const value of [1, 2, 3]) await codeOf(writeTag(runner, engineer, "heater.setpoint", value));
-    for (let attempt = 0; attempt < 3; attempt++) await codeOf(writeTag(runner, operator, "valve.tma", true));
-    // Three refusals of offered intents, kept beyond the limit of 2; the denials went to the overflow count.
-    expect(runner.backlog).toBe(3);
-    await runner.close();
-    expect(events.refusalDrops.map((event) => event.intentId)).toEqual(["entry-1", "entry-2", "entry-3"]);
-  });
+  }
 });
 
 describe("a poison entry (issue 15, fault 4)", () => {
@@ -179,6 +195,78 @@ describe("a poison entry (issue 15, fault 4)", () => {
     expect(kept.map((line) => (JSON.parse(line) as AuditEntry).id)).toEqual(["entry-1"]);
     expect((await entries()).map((entry) => entry.id).sort()).toEqual(["entry-2", "entry-3", "entry-4"]);
     await runner.close();
+  });
+
+  test("concurrent commands during an outage: only the first intent is offered, so one refusal names an intent", async () => {
+    const { runner, writeTag, events } = await setup({
+      audit: () => ({
+        query: async () => [],
+        record: () => Promise.reject(new KilnError("KILN_TIMEOUT", "frozen", { retryable: true })),
+      }),
+      backlog: { maxEntries: 4 },
+    });
+    const codes = await Promise.all(
+      Array.from({ length: 20 }, (_, value) => codeOf(writeTag(runner, engineer, "heater.setpoint", value))),
+    );
+    expect(codes).toEqual(Array(20).fill("KILN_AUDIT_UNAVAILABLE"));
+    expect(runner.backlog).toBeLessThanOrEqual(4);
+    await runner.close();
+    expect(events.refusalDrops.map((event) => event.intentId)).toEqual(["entry-1"]);
+  });
+
+  test("a refusal naming its intent is never set aside: it stays at the head, retried, and is stored once the store takes it", async () => {
+    let poison = true;
+    let intentFails = true;
+    const { runner, writeTag, entries, events, plc } = await setup({
+      audit: (store) => ({
+        query: store.audit.query,
+        record: async (entry: AuditEntry) => {
+          // The intent's reply is lost once (it may have landed); the refusal then keeps failing unclassified.
+          if (entry.id === "entry-1" && intentFails) {
+            intentFails = false;
+            throw new Error("socket hang up");
+          }
+          if (poison && entry.refersTo !== undefined) throw new Error("socket hang up");
+          await store.audit.record(entry);
+        },
+      }),
+    });
+    expect(await codeOf(writeTag(runner, engineer, "heater.setpoint", 1))).toBe("KILN_AUDIT_UNAVAILABLE");
+    expect(await runner.flush()).toBe(false);
+    expect(await runner.flush()).toBe(false);
+    // The store would take the next intent (the poison probe) but the refusal is not set aside.
+    expect(await codeOf(writeTag(runner, engineer, "heater.setpoint", 2))).toBe("KILN_AUDIT_UNAVAILABLE");
+    expect(plc.writes).toEqual([]);
+    expect(events.skips).toEqual([]);
+    expect(runner.status()).toMatchObject({ setAside: 0, blockedBy: { id: "entry-1:refusal" } });
+    poison = false;
+    expect(await runner.flush()).toBe(true);
+    const stored = await entries();
+    expect(stored.find((entry) => entry.id === "entry-1:refusal")).toMatchObject({ refersTo: "entry-1" });
+    // The second intent was never offered: its refusal is its own plain denial.
+    expect(stored.find((entry) => entry.id.startsWith("entry-2"))).toMatchObject({ id: "entry-2", outcome: "denied" });
+    expect(await codeOf(writeTag(runner, engineer, "heater.setpoint", 3))).toBe("resolved");
+  });
+
+  test("a refusal that keeps failing is dropped only at stop, through the refusal-drop report", async () => {
+    const { runner, writeTag, events } = await setup({
+      audit: (store) => ({
+        query: store.audit.query,
+        record: async (entry: AuditEntry) => {
+          if (entry.id === "entry-1" || entry.refersTo !== undefined) throw new Error("socket hang up");
+          await store.audit.record(entry);
+        },
+      }),
+    });
+    await codeOf(writeTag(runner, engineer, "heater.setpoint", 1));
+    for (let round = 0; round < 4; round++) {
+      await runner.flush();
+      await codeOf(writeTag(runner, operator, "valve.tma", true));
+    }
+    expect(events.skips).toEqual([]);
+    await runner.close();
+    expect(events.refusalDrops.map((event) => event.id)).toEqual(["entry-1:refusal"]);
+    expect(runner.status()).toMatchObject({ refusalsDropped: 1, setAside: 0 });
   });
 
   test("a whole-store outage (every write fails, unclassified) sets nothing aside: retried, fail closed, stored once it is over", async () => {

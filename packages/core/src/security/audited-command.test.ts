@@ -276,7 +276,8 @@ describe("AuditedCommandRunner", () => {
     expect(failures.map((event) => [event.id, event.outcome, event.backlog, event.durable])).toEqual([
       ["entry-1:refusal", "denied", 1, false],
       ["entry-2", "denied", 2, false],
-      ["entry-3:refusal", "denied", 3, false],
+      // Never offered (the backlog was not empty): its refusal is a plain entry under its own id.
+      ["entry-3", "denied", 3, false],
     ]);
     expect(await entries()).toEqual([]);
 
@@ -288,7 +289,7 @@ describe("AuditedCommandRunner", () => {
     ).toEqual([
       ["entry-1:refusal", "denied", "KILN_AUDIT_UNAVAILABLE", "entry-1"],
       ["entry-2", "denied", "KILN_FORBIDDEN", undefined],
-      ["entry-3:refusal", "denied", "KILN_AUDIT_UNAVAILABLE", "entry-3"],
+      ["entry-3", "denied", "KILN_AUDIT_UNAVAILABLE", undefined],
       ["entry-4", "allowed", undefined, undefined],
     ]);
   });
@@ -443,11 +444,11 @@ describe("AuditedCommandRunner", () => {
       expect((await rejection(writeTag(operator, "valve.tma", true))).code).toBe("KILN_FORBIDDEN");
     }
     // Full with entries of commands that ran: every denial is counted, none evicts.
-    // The backlog is full: the next write is refused. Its refusal names an intent already offered
-    // to the store, so it is kept beyond the limit, never counted away (issue 15, fault 2).
+    // The backlog is full: the next write is refused. Its intent was never offered to the store
+    // (the backlog was not empty), so its refusal is an ordinary denial: counted too (ADR 0013 addendum).
     expect((await rejection(writeTag(engineer, "heater.setpoint", 4))).code).toBe("KILN_AUDIT_UNAVAILABLE");
     expect(plc.writes).toHaveLength(3);
-    expect(runner.backlog).toBe(4);
+    expect(runner.backlog).toBe(3);
     expect(runner.dropped).toBe(0);
     expect(drops).toEqual([]);
 
@@ -458,11 +459,11 @@ describe("AuditedCommandRunner", () => {
       ["tag.write", "allowed", 1],
       ["tag.write", "allowed", 2],
       ["tag.write", "allowed", 3],
-      ["tag.write", "denied", 4],
       ["audit.overflow", "denied", expect.objectContaining({ count: 10, principals: ["olga"] })],
+      ["audit.overflow", "denied", expect.objectContaining({ count: 1, principals: ["enzo"] })],
     ]);
-    expect(stored[3]!.refersTo).toBeDefined();
-    expect(stored[4]!.reason).toContain("10 denied or failed attempt(s) by olga");
+    expect(stored.some((entry) => entry.refersTo !== undefined)).toBe(false);
+    expect(stored[3]!.reason).toContain("10 denied or failed attempt(s) by olga");
   });
 
   test("refuse-commands at the limit: an action that runs without a durable entry is kept beyond the limit, not evicting one", async () => {

@@ -402,13 +402,21 @@ export class AuditedCommandRunner {
     // that is its own entry, never a second write under the intent's id, which every store would
     // ignore (ADR 0013 addendum): deterministic, so a retry of it stays idempotent.
     const refusalId = `${base.id}${REFUSAL_ID_SUFFIX}`;
-    const refusal = new KilnError(
-      "KILN_AUDIT_UNAVAILABLE",
-      `Refused ${action}: the audit trail cannot record it now, so it was not executed.`,
-      { retryable: true, details: { action, auditEntryId: refusalId, intentEntryId: base.id } },
-    );
     let oldValue: unknown;
     const state: { committed: "no" | "yes" | "refused"; offered: boolean } = { committed: "no", offered: false };
+    // Its details name the entry that records it: `<id>:refusal` only once the intent was offered.
+    const refusalError = (): KilnError =>
+      new KilnError(
+        "KILN_AUDIT_UNAVAILABLE",
+        `Refused ${action}: the audit trail cannot record it now, so it was not executed.`,
+        {
+          retryable: true,
+          details: state.offered
+            ? { action, auditEntryId: refusalId, intentEntryId: base.id }
+            : { action, auditEntryId: base.id },
+        },
+      );
+    let refusal = refusalError();
     /** The entry of a command that did not run: its own, naming the intent when that was offered. */
     const outcomeEntry = (fields: Pick<AuditEntry, "outcome" | "reason">): AuditEntry => ({
       ...withOld(entry(), oldValue),
@@ -448,9 +456,25 @@ export class AuditedCommandRunner {
         // Re-checked at the commit point: the machine state (or the lifecycle) may have changed while waiting.
         if (this.#gate !== undefined) return "closed" as const;
         if (!stillAllowed()) return "forbidden" as const;
-        state.offered = true;
-        return this.#commit(allowed);
+        // `state.offered` is set by #commit only when the intent is handed to the store.
+        const committed = await this.#commit(allowed, state);
+        if (committed === "refused") {
+          // Recorded in the same turn, so no other command's intent is offered before this refusal
+          // joins the backlog: refusals naming an intent stay bounded (ADR 0013 addendum).
+          refusal = refusalError();
+          const reason = reasonOf(refusal, comment);
+          this.#publish("command-refuse", {
+            id: base.id,
+            principal: base.principal,
+            action,
+            target: base.target,
+            reason,
+          });
+          await this.#recordNow(outcomeEntry({ outcome: "denied", reason }));
+        }
+        return committed;
       });
+      refusal = refusalError();
       if (outcome === "closed") throw this.#gate ?? refusal;
       if (outcome === "forbidden") {
         throw authorizer.forbidden(
@@ -465,10 +489,17 @@ export class AuditedCommandRunner {
         return;
       }
       state.committed = "refused";
-      const reason = reasonOf(refusal, comment);
-      this.#publish("command-refuse", { id: base.id, principal: base.principal, action, target: base.target, reason });
-      // An unstorable entry was skipped and reported already; its refusal could not be stored either.
-      if (outcome === "refused") await this.#record(outcomeEntry({ outcome: "denied", reason }));
+      if (outcome === "unstorable") {
+        // An unstorable entry was skipped and reported already; its refusal could not be stored either.
+        const reason = reasonOf(refusal, comment);
+        this.#publish("command-refuse", {
+          id: base.id,
+          principal: base.principal,
+          action,
+          target: base.target,
+          reason,
+        });
+      }
       throw refusal;
     };
     const context: CommandContext = {
@@ -654,8 +685,9 @@ export class AuditedCommandRunner {
    * `refused` (the entry is not kept; its refusal is recorded as an entry of its own naming it), `unstorable`
    * (the store refused it for good; reported) or `closed` (the command gate closed meanwhile). Safety actions never come here (see `run`).
    */
-  async #commit(entry: AuditEntry): Promise<"run" | "refused" | "unstorable" | "closed"> {
-    if (await this.#drain(entry)) {
+  async #commit(entry: AuditEntry, offer: { offered: boolean }): Promise<"run" | "refused" | "unstorable" | "closed"> {
+    if (await this.#drain(entry, offer)) {
+      offer.offered = true;
       const stored = await this.#store(entry);
       if (stored === "stored") return "run";
       if (stored === "skipped") return "unstorable";
@@ -674,10 +706,13 @@ export class AuditedCommandRunner {
   }
 
   #record(entry: AuditEntry): Promise<void> {
-    return this.#serial(async () => {
-      if ((await this.#drain(entry)) && (await this.#store(entry)) !== "retry") return;
-      await this.#enqueue(entry);
-    });
+    return this.#serial(() => this.#recordNow(entry));
+  }
+
+  /** {@link #record} inside the writer's current turn. */
+  async #recordNow(entry: AuditEntry): Promise<void> {
+    if ((await this.#drain(entry)) && (await this.#store(entry)) !== "retry") return;
+    await this.#enqueue(entry);
   }
 
   /** Stores one entry: `stored`, `skipped` (refused for good, reported) or `retry`. */
@@ -710,7 +745,7 @@ export class AuditedCommandRunner {
    * and error) and the queue moves on. When the store fails that one too, it is an outage: the
    * head stays and everything is retried, fail closed, for as long as it lasts.
    */
-  async #drain(candidate?: AuditEntry): Promise<boolean> {
+  async #drain(candidate?: AuditEntry, offer?: { offered: boolean }): Promise<boolean> {
     if (this.#closed) return false;
     await this.#openJournal();
     if (this.#closed) return false;
@@ -718,10 +753,21 @@ export class AuditedCommandRunner {
     while (this.#backlog.length > 0) {
       const head = this.#backlog[0]!;
       if (head.entry !== undefined) {
-        if (head.failures >= POISON_ATTEMPTS) {
+        if (isIntentRefusal(head.entry)) {
+          // A refusal (or cancellation) naming its intent is never set aside: without it the
+          // intent may read `allowed` for a command that did not run. It stays at the head and
+          // is retried (health names it); it is the last thing dropped (ADR 0013 addendum).
+          if ((await this.#store(head.entry)) === "retry") {
+            if (!KilnError.is(this.#lastError)) head.failures++;
+            return false;
+          }
+        } else if (head.failures >= POISON_ATTEMPTS) {
           const probe = this.#backlog.find((item, index) => index > 0 && item.entry !== undefined)?.entry ?? candidate;
           // No other entry to try: the head holds the queue until one comes (health names it).
-          if (probe === undefined || (await this.#store(probe)) === "retry") return false;
+          if (probe === undefined) return false;
+          // The command's own intent as the probe is offered to the store: its refusal must name it.
+          if (probe === candidate && offer !== undefined) offer.offered = true;
+          if ((await this.#store(probe)) === "retry") return false;
           // The store takes entries. One more try of the head tells an entry it fails on from a
           // store that has just come back: only a failure it again cannot classify sets it aside.
           if ((await this.#store(head.entry)) === "retry") {
