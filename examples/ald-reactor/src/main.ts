@@ -7,7 +7,8 @@ import { runAldDemo } from "./ald-demo";
 import { formatAldSummary } from "./ald-summary";
 
 const USAGE = `Usage: npm run demo -- [--fault] [--metrics] [--metrics-port <port>] [--serve [--serve-port <port>]
-                        [--trust-client-certs-dir <dir>] [--allow-insecure]]
+                        [--trust-client-certs-dir <dir>] [--allow-insecure]] [--help]
+  --help, -h            print this and exit
   --fault               stop and restart the PLC's OPC UA server mid-run
   --serve               serve the reactor over OPC UA (the demo users are in the README); after the recipe
                         ends it keeps serving until Ctrl-C
@@ -19,6 +20,7 @@ const USAGE = `Usage: npm run demo -- [--fault] [--metrics] [--metrics-port <por
 Environment: DATABASE_URL=postgres://... logs to that PostgreSQL instead of an embedded PGlite.`;
 
 let args: {
+  help?: boolean;
   fault?: boolean;
   metrics?: boolean;
   "metrics-port"?: string;
@@ -30,6 +32,7 @@ let args: {
 try {
   args = parseArgs({
     options: {
+      help: { type: "boolean", short: "h" },
       fault: { type: "boolean" },
       metrics: { type: "boolean" },
       "metrics-port": { type: "string" },
@@ -42,6 +45,10 @@ try {
 } catch (error) {
   console.error(`${(error as Error).message}\n\n${USAGE}`);
   process.exit(2);
+}
+if (args.help) {
+  console.log(USAGE);
+  process.exit(0);
 }
 const metricsPort = Number(args["metrics-port"] ?? 9464);
 if (!Number.isInteger(metricsPort) || metricsPort < 1 || metricsPort > 65_535) {
