@@ -1,8 +1,9 @@
 import { createServer } from "node:http";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { KilnError } from "@kiln/core";
+import { KilnError, silentLogger, type Logger } from "@kiln/core";
 import { PrometheusMetrics } from "@kiln/observability/prometheus";
+import { routeNodeOpcuaLogs } from "@kiln/plc-opcua";
 import { runAldDemo } from "./ald-demo";
 import { formatAldSummary } from "./ald-summary";
 
@@ -61,6 +62,17 @@ if (!Number.isInteger(servePort) || servePort < 0 || servePort > 65_535) {
   console.error(`--serve-port must be a port number (0 to 65535), got ${args["serve-port"]}\n\n${USAGE}`);
   process.exit(2);
 }
+
+// node-opcua prints its own warnings to the console (a CVE flag hint, "Creating default certificate",
+// reconnect traces). The demo's output is the demo's: node-opcua's errors go to stderr, the rest is
+// dropped. A service would pass its own logger (pino...) instead.
+const nodeOpcuaErrors: Logger = {
+  ...silentLogger,
+  error: (fields: Record<string, unknown> | string, message?: string) =>
+    console.error(`node-opcua: ${typeof fields === "string" ? fields : (message ?? "")}`),
+  child: () => nodeOpcuaErrors,
+};
+await routeNodeOpcuaLogs(nodeOpcuaErrors);
 
 /** Resolves at Ctrl-C (or SIGTERM): how long the demo keeps serving after its recipe. */
 function untilStopped(endpointUrl: string): Promise<void> {
