@@ -290,6 +290,33 @@ export class HistoryService {
     });
   }
 
+  /**
+   * The continuation-point step every read kind shares (Part 11 §6.3): a given point names a cursor
+   * of this kind and tag (else BadContinuationPointInvalid), which is used once, then released or
+   * read on; a release without a point answers nothing. `undefined`: a new read, no point given.
+   */
+  #resume<K extends Cursor["kind"]>(
+    kind: K,
+    tag: Tag,
+    cursors: Map<string, Cursor>,
+    continuation: { continuationPoint?: Buffer | null; releaseContinuationPoints?: boolean },
+    next: (cursor: Extract<Cursor, { kind: K }>) => Promise<HistoryReadResult>,
+  ): HistoryReadResult | Promise<HistoryReadResult> | undefined {
+    const point = continuation.continuationPoint;
+    if (point && point.length > 0) {
+      const key = point.toString("hex");
+      const cursor = cursors.get(key);
+      if (cursor?.kind !== kind || cursor.tag !== tag.name) {
+        return this.#fail(HistoryStatusCodes.BadContinuationPointInvalid);
+      }
+      cursors.delete(key);
+      if (continuation.releaseContinuationPoints) return this.#result([]);
+      return next(cursor as Extract<Cursor, { kind: K }>);
+    }
+    if (continuation.releaseContinuationPoints) return this.#result([]);
+    return undefined;
+  }
+
   async #readRaw(
     tag: Tag,
     session: object | undefined,
@@ -297,18 +324,8 @@ export class HistoryService {
     continuation: { continuationPoint?: Buffer | null; releaseContinuationPoints?: boolean },
   ): Promise<HistoryReadResult> {
     const cursors = session ? this.#cursorsOf(session) : new Map<string, Cursor>();
-    const point = continuation.continuationPoint;
-    if (point && point.length > 0) {
-      const key = point.toString("hex");
-      const cursor = cursors.get(key);
-      if (cursor?.kind !== "raw" || cursor.tag !== tag.name) {
-        return this.#fail(HistoryStatusCodes.BadContinuationPointInvalid);
-      }
-      cursors.delete(key);
-      if (continuation.releaseContinuationPoints) return this.#result([]);
-      return this.#page(tag, cursor, cursors);
-    }
-    if (continuation.releaseContinuationPoints) return this.#result([]);
+    const resumed = this.#resume("raw", tag, cursors, continuation, (cursor) => this.#page(tag, cursor, cursors));
+    if (resumed) return resumed;
     const start = timeOf(details.startTime);
     const end = timeOf(details.endTime);
     const requested = details.numValuesPerNode ?? 0;
@@ -535,18 +552,10 @@ export class HistoryService {
     continuation: { continuationPoint?: Buffer | null; releaseContinuationPoints?: boolean },
   ): Promise<HistoryReadResult> {
     const cursors = session ? this.#cursorsOf(session) : new Map<string, Cursor>();
-    const point = continuation.continuationPoint;
-    if (point && point.length > 0) {
-      const key = point.toString("hex");
-      const cursor = cursors.get(key);
-      if (cursor?.kind !== "processed" || cursor.tag !== tag.name) {
-        return this.#fail(HistoryStatusCodes.BadContinuationPointInvalid);
-      }
-      cursors.delete(key);
-      if (continuation.releaseContinuationPoints) return this.#result([]);
-      return this.#processedPage(tag, cursor, cursors);
-    }
-    if (continuation.releaseContinuationPoints) return this.#result([]);
+    const resumed = this.#resume("processed", tag, cursors, continuation, (cursor) =>
+      this.#processedPage(tag, cursor, cursors),
+    );
+    if (resumed) return resumed;
     if (!this.#host.history.queries) return this.#fail(HistoryStatusCodes.BadHistoryOperationUnsupported);
     const aggregate = this.#host.aggregateNameOf(details.aggregateType?.[0]);
     if (aggregate === undefined) return this.#fail(HistoryStatusCodes.BadAggregateNotSupported);

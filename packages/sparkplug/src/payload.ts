@@ -490,7 +490,7 @@ function encodePropertyValue(property: SparkplugPropertyValue, path: string, iss
   return { type: number, value: encodeScalar(type!, property.value, `${path}.value`, issues) ?? { case: undefined } };
 }
 
-const PROPERTY_TYPES: ReadonlySet<string> = new Set<SparkplugPropertyDataType>([
+const SCALAR_TYPE_LIST: readonly SparkplugScalarDataType[] = [
   "Int8",
   "Int16",
   "Int32",
@@ -505,24 +505,13 @@ const PROPERTY_TYPES: ReadonlySet<string> = new Set<SparkplugPropertyDataType>([
   "String",
   "DateTime",
   "Text",
+];
+const SCALAR_TYPES: ReadonlySet<string> = new Set<SparkplugScalarDataType>(SCALAR_TYPE_LIST);
+/** A property value is a scalar or a (list of) nested property set(s) (Sparkplug 3.0.0, 6.4.7). */
+const PROPERTY_TYPES: ReadonlySet<string> = new Set<SparkplugPropertyDataType>([
+  ...SCALAR_TYPE_LIST,
   "PropertySet",
   "PropertySetList",
-]);
-const SCALAR_TYPES: ReadonlySet<string> = new Set<SparkplugScalarDataType>([
-  "Int8",
-  "Int16",
-  "Int32",
-  "Int64",
-  "UInt8",
-  "UInt16",
-  "UInt32",
-  "UInt64",
-  "Float",
-  "Double",
-  "Boolean",
-  "String",
-  "DateTime",
-  "Text",
 ]);
 
 function encodeUint64(value: unknown, path: string, issues: Issues): bigint | undefined {
