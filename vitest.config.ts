@@ -1,8 +1,12 @@
+import { fileURLToPath } from "node:url";
 import { defineConfig } from "vitest/config";
 
 // Workspace packages resolve to their TypeScript sources through the "@kiln/source" export
 // condition, so tests never need a build (see docs/adr/0001-module-format-and-workspace.md).
 const conditions = ["@kiln/source"];
+
+/** An absolute path from the repository root (a project's setup file, found alike by vitest and knip). */
+const fromRoot = (path: string): string => fileURLToPath(new URL(path, import.meta.url));
 
 export default defineConfig({
   resolve: { conditions },
@@ -15,7 +19,12 @@ export default defineConfig({
       },
       {
         extends: true,
-        test: { name: "plc-opcua", root: "packages/plc-opcua", include: ["src/**/*.test.ts", "test/**/*.test.ts"] },
+        test: {
+          name: "plc-opcua",
+          root: "packages/plc-opcua",
+          include: ["src/**/*.test.ts", "test/**/*.test.ts"],
+          setupFiles: [fromRoot("packages/plc-opcua/test/support/node-opcua-logs-setup.ts")],
+        },
       },
       {
         extends: true,
@@ -43,6 +52,7 @@ export default defineConfig({
           name: "opcua-server",
           root: "packages/opcua-server",
           include: ["src/**/*.test.ts", "test/**/*.test.ts"],
+          setupFiles: [fromRoot("packages/opcua-server/test/support/node-opcua-logs-setup.ts")],
         },
       },
       {
