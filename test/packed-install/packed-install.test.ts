@@ -1,11 +1,12 @@
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
-import { copyFile, mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, mkdtemp, readdir, rename, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, describe, expect, test } from "vitest";
+import { installedSize } from "./installed-size";
 
 // The packages as a service developer gets them: packed by npm, installed from the tarballs into
 // a project outside the monorepo, compiled by TypeScript as ESM (nodenext), CommonJS and node10
@@ -18,7 +19,28 @@ const built = packageNames.every((name) => existsSync(path.join(root, "packages"
 const npm = process.platform === "win32" ? "npm.cmd" : "npm";
 const tsc = path.join(root, "node_modules", "typescript", "bin", "tsc");
 
+/**
+ * Installed size ceilings in MB (10^6 bytes) per package with everything it needs at run time,
+ * about 10% over what was measured (docs/install-size.md); raise one only with a reason there.
+ */
+const INSTALLED_MB_CEILING: Record<string, number> = {
+  "@kiln/core": 12.5,
+  "@kiln/observability": 12.5,
+  "@kiln/opcua-server": 68,
+  "@kiln/plc-modbus": 17,
+  "@kiln/plc-opcua": 39,
+  "@kiln/sparkplug": 25,
+  "@kiln/store-postgres": 13.5,
+};
+
 let workDir: string | undefined;
+
+/** The JSON a fixture printed on its `RESULT ` line (libraries may print lines of their own). */
+function resultOf(stdout: string, fixture: string): unknown {
+  const line = stdout.split("\n").find((candidate) => candidate.startsWith("RESULT "));
+  expect(line, `${fixture} printed no RESULT line:\n${stdout}`).toBeDefined();
+  return JSON.parse(line!.slice("RESULT ".length));
+}
 afterAll(async () => {
   if (workDir) await rm(workDir, { recursive: true, force: true });
 });
@@ -40,12 +62,38 @@ describe.skipIf(!built)("the packed packages installed into a project of its own
     }
     await writeFile(
       path.join(app, "package.json"),
-      JSON.stringify({ name: "kiln-packed-consumer", private: true, type: "module", dependencies }, null, 2),
+      JSON.stringify(
+        {
+          name: "kiln-packed-consumer",
+          private: true,
+          type: "module",
+          dependencies: { ...dependencies, "@electric-sql/pglite": "^0.3.8" },
+        },
+        null,
+        2,
+      ),
     );
     // Each adapter peer-depends on @kiln/core; the core tarball must satisfy it, with no registry lookup of @kiln/*.
     await run(npm, ["install", "--prefer-offline", "--no-audit", "--no-fund", "--loglevel=error"], {
       cwd: app,
       maxBuffer: 16 * 1024 * 1024,
+    });
+
+    // Optional peers are not installed yet: the features that need them say what to install.
+    await copyFile(path.join(here, "fixtures", "missing-peers.mjs"), path.join(app, "missing-peers.mjs"));
+    // The service installs PGlite (the store's optional peer) for the embedded store the consumers run,
+    // and @kiln/opcua-server brings node-opcua-server: hide both for one run, as in a service that
+    // installs only the driver and a PostgreSQL server's store. Each feature that needs a missing
+    // optional peer says what to install.
+    const hidden = ["node-opcua-server", "@electric-sql/pglite"].map((name) => path.join(app, "node_modules", name));
+    await Promise.all(hidden.map((dir) => rename(dir, `${dir}.hidden`)));
+    await copyFile(path.join(here, "fixtures", "missing-peers.mjs"), path.join(app, "missing-peers.mjs"));
+    const missing = await run(process.execPath, ["missing-peers.mjs"], { cwd: app, timeout: 60_000 }).finally(() =>
+      Promise.all(hidden.map((dir) => rename(`${dir}.hidden`, dir))),
+    );
+    expect(resultOf(missing.stdout, "missing-peers.mjs")).toEqual({
+      simulator: { code: "KILN_NOT_SUPPORTED", install: "node-opcua-server@2.182.2 node-opcua-nodesets@2.182.0" },
+      store: { code: "KILN_NOT_SUPPORTED", install: "@electric-sql/pglite@^0.3.8" },
     });
 
     for (const file of ["consumer.mts", "consumer.cts", "consumer-node10.ts"]) {
@@ -78,10 +126,7 @@ describe.skipIf(!built)("the packed packages installed into a project of its own
 
     for (const output of ["consumer.mjs", "consumer.cjs"]) {
       const { stdout } = await run(process.execPath, [path.join(app, "out", output)], { cwd: app, timeout: 60_000 });
-      // Libraries may print lines of their own; the consumer marks its result line.
-      const result = stdout.split("\n").find((line) => line.startsWith("RESULT "));
-      expect(result, `${output} printed no RESULT line:\n${stdout}`).toBeDefined();
-      expect(JSON.parse(result!.slice("RESULT ".length)), output).toEqual({
+      expect(resultOf(stdout, output), output).toEqual({
         value: 4.5,
         severity: "good",
         isKilnError: true,
@@ -90,5 +135,18 @@ describe.skipIf(!built)("the packed packages installed into a project of its own
         sparkplug: 1.5,
       });
     }
+
+    // What each package costs installed alone (docs/install-size.md); a ceiling per package keeps a
+    // dependency change from pulling in a server or a database unnoticed.
+    const sizes: Record<string, number> = {};
+    for (const name of Object.keys(dependencies).sort()) {
+      const { bytes, packages } = await installedSize(app, name);
+      sizes[name] = Math.round(bytes / 1e5) / 10;
+      console.log(`installed size: ${name} ${sizes[name]} MB in ${packages} packages`);
+    }
+    for (const [name, ceiling] of Object.entries(INSTALLED_MB_CEILING)) {
+      expect(sizes[name], `${name} installed alone (MB)`).toBeLessThanOrEqual(ceiling);
+    }
+    expect(Object.keys(INSTALLED_MB_CEILING).sort()).toEqual(Object.keys(sizes).sort());
   });
 });

@@ -12,7 +12,7 @@ import {
   type BrowseDescriptionOptions,
   type NodeId,
   type ReferenceDescription,
-} from "node-opcua";
+} from "node-opcua-client";
 import type { Connection } from "./opcua-connection";
 import { statusNameOf } from "./opcua-errors";
 import { formatNodeAddress } from "./opcua-node-id";

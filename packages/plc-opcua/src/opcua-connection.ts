@@ -1,7 +1,6 @@
 import {
   AttributeIds,
   MessageSecurityMode,
-  OPCUACertificateManager,
   OPCUAClient,
   SecurityPolicy,
   UserTokenType,
@@ -9,7 +8,8 @@ import {
   resolveNodeId,
   type ClientSession,
   type UserIdentityInfo,
-} from "node-opcua";
+} from "node-opcua-client";
+import { OPCUACertificateManager } from "node-opcua-certificate-manager";
 import { KilnError, type Clock } from "@kiln/core";
 import { raceAbort } from "@kiln/core/driver-kit";
 import { certificateDer, privateKeyPem } from "./opcua-certificates";

@@ -6,7 +6,7 @@ import {
   type DataType,
   type DataValue,
   type NodeId,
-} from "node-opcua";
+} from "node-opcua-client";
 import { requestError, statusNameOf } from "./opcua-errors";
 
 /** The `KILN_WRITE_REJECTED` error for a write the server refused, with its status code and name. */

@@ -24,7 +24,7 @@ import {
   type SubscriptionOptions,
 } from "@kiln/core/driver-kit";
 import { ConnectionLifecycle, raceAbort, type Disposer } from "@kiln/core/driver-kit";
-import type { DataType, DataValue, NodeId, ReadValueIdOptions } from "node-opcua";
+import type { DataType, DataValue, NodeId, ReadValueIdOptions } from "node-opcua-client";
 import type { Connection } from "./opcua-connection";
 import {
   opcuaDriverOptionsSchema,

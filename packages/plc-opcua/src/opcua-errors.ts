@@ -1,5 +1,5 @@
 import { KilnError } from "@kiln/core";
-import { StatusCodes } from "node-opcua";
+import { StatusCodes } from "node-opcua-client";
 
 /** An OPC UA status code with its symbolic name. */
 export interface OpcuaStatus {

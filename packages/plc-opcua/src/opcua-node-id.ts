@@ -1,4 +1,4 @@
-import { NodeId, coerceNodeId } from "node-opcua";
+import { NodeId, coerceNodeId } from "node-opcua-client";
 
 /**
  * A tag address parsed from its text, not yet bound to a server: the NodeId as written, and

@@ -1,6 +1,6 @@
 import type { Clock, Logger } from "@kiln/core";
 import type { TimerHandle } from "@kiln/core";
-import type { ClientSession } from "node-opcua";
+import type { ClientSession } from "node-opcua-client";
 
 /** node-opcua's subscriptionId while it (re-)creates a subscription (node-opcua-client, client_subscription_impl). */
 export const PENDING_SUBSCRIPTION_ID = 0xc0cac01a;

@@ -1,4 +1,4 @@
-import { AttributeIds, type ReadValueIdOptions } from "node-opcua";
+import { AttributeIds, type ReadValueIdOptions } from "node-opcua-client";
 import { resolveNodeAddress, type OpcuaNodeAddress } from "./opcua-node-id";
 
 /** One ReadRequest of a plan: the nodes to read and, for each, the index of its tag. */

@@ -1,8 +1,9 @@
 /**
- * Everything the driver and the simulator use that loads node-opcua. Imported only through
- * {@link loadOpcuaRuntime} (`opcua-runtime-loader.ts`), so that importing `@kiln/plc-opcua`
+ * Everything the driver (and the simulator) use that loads node-opcua's client. Imported only
+ * through {@link loadOpcuaRuntime} (`opcua-runtime-loader.ts`), so that importing `@kiln/plc-opcua`
  * loads nothing of node-opcua, which prints a warning and generates an RSA key at load: it is
- * loaded on the first `connect()` or simulator `start()`.
+ * loaded on the first `connect()` or simulator `start()`. The driver needs node-opcua's client
+ * packages only; the server packages are the simulator's (`opcua-simulator-runtime.ts`).
  */
 export {
   ActivateSessionRequest,
@@ -10,10 +11,7 @@ export {
   CreateMonitoredItemsRequest,
   DataType,
   MessageSecurityMode,
-  nodesets,
   ObjectIds,
-  OPCUACertificateManager,
-  OPCUAServer,
   PublishResponse,
   ReadRequest,
   resolveNodeId,
@@ -21,7 +19,8 @@ export {
   StatusCodes,
   VariantArrayType,
   WriteRequest,
-} from "node-opcua";
+} from "node-opcua-client";
+export { OPCUACertificateManager } from "node-opcua-certificate-manager";
 export { browseVariables } from "./opcua-browse";
 export { openOpcuaConnection, readServerInfo, sameServerInfo } from "./opcua-connection";
 export { discoverDataType, writeRejected } from "./opcua-data-types";

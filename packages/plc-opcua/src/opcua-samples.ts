@@ -1,6 +1,6 @@
 import { GOOD, quality, QualityCodes, type Sample, type Tag, type TagValue } from "@kiln/core";
 import { qualityFromStatusCode, severityOfStatusCode } from "@kiln/core/driver-kit";
-import type { DataValue } from "node-opcua";
+import type { DataValue } from "node-opcua-client";
 import { statusNameOf } from "./opcua-errors";
 import { tagValueFromVariant } from "./opcua-values";
 

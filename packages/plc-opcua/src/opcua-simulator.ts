@@ -4,9 +4,12 @@ import path from "node:path";
 import { type Clock, KilnError, type SignalSpec, SystemClock, type Tag, TagCatalog, type TagValue } from "@kiln/core";
 import { createSignal, parseOrThrow, type Signal, signalSpecSchema } from "@kiln/core/driver-kit";
 import { type TimerHandle } from "@kiln/core";
-import type { DataValue, NodeId, OPCUACertificateManager, OPCUAServer, UAFolder, UAVariable } from "node-opcua";
+import type { UAFolder, UAVariable } from "node-opcua-address-space";
+import type { OPCUACertificateManager } from "node-opcua-certificate-manager";
+import type { DataValue, NodeId } from "node-opcua-client";
+import type { OPCUAServer } from "node-opcua-server";
 import { z } from "zod";
-import { loadOpcuaRuntime, type OpcuaRuntime } from "./opcua-runtime-loader";
+import { loadOpcuaSimulatorRuntime, type OpcuaSimulatorRuntime } from "./opcua-runtime-loader";
 
 /** The namespace URI the simulator's variables live in, unless told otherwise. */
 export const OPCUA_SIMULATOR_NAMESPACE_URI = "urn:kiln:opcua-simulator";
@@ -115,6 +118,10 @@ interface SimulatedTag {
  * that port across `stop()`/`start()` (to test reconnection), and keeps its certificate in a
  * temporary PKI folder of its own.
  *
+ * node-opcua's server is an optional peer dependency of this package (the driver needs only
+ * node-opcua's client): to run the simulator, `npm install node-opcua-server@2.182.2
+ * node-opcua-nodesets@2.182.0` beside `@kiln/plc-opcua`.
+ *
  * @example
  * const simulator = new OpcuaSimulator({
  *   tags,
@@ -131,7 +138,7 @@ export class OpcuaSimulator {
   readonly #clock: Clock;
   readonly #tags = new Map<string, SimulatedTag>();
   /** node-opcua and the modules built on it, loaded by the first `start()`. */
-  #runtime: OpcuaRuntime | undefined;
+  #runtime: OpcuaSimulatorRuntime | undefined;
   #server: OPCUAServer | undefined;
   #certificateManagers: OPCUACertificateManager[] = [];
   #folder: UAFolder | undefined;
@@ -317,6 +324,8 @@ export class OpcuaSimulator {
   /**
    * Starts the server: on the configured port the first time (a free one when 0), on the same
    * port after a {@link stop}. Resolves when clients can connect.
+   * @throws KilnError `KILN_NOT_SUPPORTED` (with `details.install`) when node-opcua's server, an
+   *   optional peer dependency, is not installed.
    */
   start(): Promise<void> {
     if (this.#server) return Promise.resolve();
@@ -355,7 +364,7 @@ export class OpcuaSimulator {
   }
 
   async #startNow(): Promise<void> {
-    this.#runtime ??= await loadOpcuaRuntime();
+    this.#runtime ??= await loadOpcuaSimulatorRuntime();
     const rt = this.#runtime;
     if (!this.#pkiDir) {
       if (this.#options.pkiDir) this.#pkiDir = path.resolve(this.#options.pkiDir);

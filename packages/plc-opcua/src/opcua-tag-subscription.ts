@@ -15,7 +15,7 @@ import {
   type DataValue,
   type MonitoringParametersOptions,
   type NodeId,
-} from "node-opcua";
+} from "node-opcua-client";
 import { isConnectionLoss, statusNameOf, statusOfError } from "./opcua-errors";
 import { heldSubscriptionIds, PENDING_SUBSCRIPTION_ID } from "./opcua-orphan-subscriptions";
 import { resolveNodeAddress, type OpcuaNodeAddress } from "./opcua-node-id";

@@ -1,6 +1,13 @@
 import { KilnError, quality, QualityCodes, type Tag, type TagDataType, type TagValue } from "@kiln/core";
 import { coerceToTagType, type TagTypeCoercion } from "@kiln/core/driver-kit";
-import { DataType, Variant, VariantArrayType, type LocalizedText, type NodeId, type QualifiedName } from "node-opcua";
+import {
+  DataType,
+  Variant,
+  VariantArrayType,
+  type LocalizedText,
+  type NodeId,
+  type QualifiedName,
+} from "node-opcua-client";
 
 /** The OPC UA built-in type that best carries each Kiln data type. */
 export const OPCUA_TYPE_OF_TAG: Readonly<Record<TagDataType, DataType>> = {

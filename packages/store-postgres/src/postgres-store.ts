@@ -15,6 +15,7 @@ import { IssueCollector } from "./input-checks";
 import { applyMigrations, type MigrationReport } from "./migrator";
 import { PgPoolSqlClient, type PgPoolLike } from "./pg-pool-sql-client";
 import { PgliteSqlClient, type PgliteLike } from "./pglite-sql-client";
+import type * as PgliteModule from "@electric-sql/pglite";
 import { PostgresAlarmHistory } from "./postgres-alarm-history";
 import { PostgresAuditLog } from "./postgres-audit-log";
 import { toStoreError } from "./postgres-error";
@@ -149,7 +150,9 @@ export class PostgresStore implements Store {
    * Connects (creating the pool or PGlite database when the store owns it), applies pending
    * migrations and registers `tags` in the `tags` table. Idempotent; opening again after
    * `close` reconnects (an owned in-memory PGlite database then starts empty).
-   * @throws KilnError `KILN_STORE_ERROR` (retryable when the database was unreachable).
+   * @throws KilnError `KILN_STORE_ERROR` (retryable when the database was unreachable);
+   *   `KILN_NOT_SUPPORTED` (with `details.install`) when no server is given and PGlite, an optional
+   *   peer dependency, is not installed.
    */
   async open(tags: readonly Tag[]): Promise<void> {
     if (!Array.isArray(tags)) throw new TypeError("open expects an array of tags");
@@ -251,9 +254,30 @@ export class PostgresStore implements Store {
         },
       };
     }
-    const { PGlite } = await import("@electric-sql/pglite");
+    const { PGlite } = await importPglite();
     const embedded = await PGlite.create();
     return { client: new PgliteSqlClient(embedded), release: () => embedded.close() };
+  }
+}
+
+/** The PGlite version this package is tested with; PGlite is an optional peer dependency. */
+const PGLITE_PEER = "@electric-sql/pglite@^0.3.8";
+
+/**
+ * Loads PGlite for the embedded default. It is an optional peer dependency (a service with a
+ * PostgreSQL server does not install its 20+ MB), so a missing one is a clear error, not a crash.
+ */
+async function importPglite(): Promise<typeof PgliteModule> {
+  try {
+    return await import("@electric-sql/pglite");
+  } catch (error) {
+    const code = (error as { code?: unknown } | null)?.code;
+    if (code !== "ERR_MODULE_NOT_FOUND" && code !== "MODULE_NOT_FOUND") throw error;
+    throw new KilnError(
+      "KILN_NOT_SUPPORTED",
+      `PostgresStore without a server runs on embedded PGlite, an optional peer dependency: npm install ${PGLITE_PEER}, or give connectionString, pool or client`,
+      { cause: error, details: { install: PGLITE_PEER } },
+    );
   }
 }
 
