@@ -121,6 +121,36 @@ describe("OpcuaServer writes through Kiln's checked command path", () => {
     expect(valve.at(-1)).toMatchObject({ principal: "olga", outcome: "denied", newValue: "open" });
   });
 
+  test("a Write with an IndexRange answers BadIndexRangeInvalid, reaches no PLC, and is audited denied naming principal, tag and reason", async () => {
+    const before = served.plc.writes.length;
+    const status = await operator.session.write({
+      nodeId: served.server.nodeIdOf("cycle.total"),
+      attributeId: AttributeIds.Value,
+      indexRange: "0",
+      value: { value: { dataType: DataType.UInt64, arrayType: VariantArrayType.Scalar, value: [0, 7] } },
+    });
+    expect(status).toBe(StatusCodes.BadIndexRangeInvalid);
+    expect(served.plc.writes.length).toBe(before);
+    const [entry] = await auditEntries("cycle.total", 1);
+    expect(entry).toMatchObject({ principal: "olga", action: "tag.write", target: "cycle.total", outcome: "denied" });
+    expect(entry!.reason).toMatch(/KILN_VALIDATION.*indexRange/s);
+    expect(entry!.source).toMatch(/^opcua:urn:kiln-test:scada session /);
+  });
+
+  test("a viewer's Write with an IndexRange is refused BadUserAccessDenied (authorized before the range is judged), audited denied", async () => {
+    const status = await viewer.session.write({
+      nodeId: served.server.nodeIdOf("heater.setpoint"),
+      attributeId: AttributeIds.Value,
+      indexRange: "0:1",
+      value: { value: { dataType: DataType.Double, value: 5 } },
+    });
+    expect(status).toBe(StatusCodes.BadUserAccessDenied);
+    const entries = await auditEntries("heater.setpoint", 1);
+    expect(entries.filter((entry) => entry.principal === "vic")).toMatchObject([
+      { action: "tag.write", outcome: "denied", reason: expect.stringMatching(/KILN_FORBIDDEN/) },
+    ]);
+  });
+
   test("a 64-bit integer written as node-opcua's [high, low] words reaches the PLC as a bigint", async () => {
     const value = 2n ** 40n + 7n;
     const status = await write(operator, "cycle.total", {
