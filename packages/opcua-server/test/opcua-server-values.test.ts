@@ -8,6 +8,8 @@ import {
   HistoryReadRequest,
   MonitoringMode,
   ReadRawModifiedDetails,
+  ReadRequest,
+  type ReadResponse,
   StatusCodes,
   DataChangeFilter,
   DataChangeTrigger,
@@ -131,6 +133,36 @@ describe("OpcuaServer values", () => {
       expect(dataValue.serverTimestamp!.getTime(), tag).toBeLessThanOrEqual(before + 1_000);
     }
     expect(name!.value.value).toBe("ald-200");
+  });
+
+  test("TimestampsToReturn is honoured on Read: Source, Server, Both, Neither", async () => {
+    const read = async (timestampsToReturn: TimestampsToReturn): Promise<DataValue> => {
+      const session = client.session as unknown as {
+        performMessageTransaction(request: ReadRequest): Promise<ReadResponse>;
+      };
+      const response = await session.performMessageTransaction(
+        new ReadRequest({
+          maxAge: 0,
+          timestampsToReturn,
+          nodesToRead: [{ nodeId: served.server.nodeIdOf("chamber.pressure"), attributeId: AttributeIds.Value }],
+        }),
+      );
+      return response.results![0]!;
+    };
+    const shown = async (timestampsToReturn: TimestampsToReturn) => {
+      const dataValue = await read(timestampsToReturn);
+      expect(dataValue.statusCode.value).toBe(QualityCodes.Good);
+      return { source: dataValue.sourceTimestamp !== null, server: dataValue.serverTimestamp !== null };
+    };
+    expect(await shown(TimestampsToReturn.Source)).toEqual({ source: true, server: false });
+    expect(await shown(TimestampsToReturn.Server)).toEqual({ source: false, server: true });
+    expect(await shown(TimestampsToReturn.Both)).toEqual({ source: true, server: true });
+    expect(await shown(TimestampsToReturn.Neither)).toEqual({ source: false, server: false });
+    const source = await read(TimestampsToReturn.Source);
+    expect(
+      cvtSampleAt("chamber.pressure", source.sourceTimestamp),
+      "the CVT sample of the source timestamp",
+    ).toBeDefined();
   });
 
   test("a bad sample with a device StatusCode is served with that code, its source time and a fresh server time", async () => {
