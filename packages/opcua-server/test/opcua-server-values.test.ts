@@ -307,6 +307,14 @@ describe("OpcuaServer authorizes reading (`read` of the system's role table) for
       { nodeId: served.server.nodeIdOf("valve.ald1"), attributeId: AttributeIds.DisplayName },
     ]);
     expect(name!.statusCode).toBe(StatusCodes.Good);
+    // UserAccessLevel tells her before she reads: CurrentRead (bit 0) only on the chamber's tag.
+    const levels = await rita.session.read(
+      ["chamber.pressure", "valve.ald1"].map((tag) => ({
+        nodeId: served.server.nodeIdOf(tag),
+        attributeId: AttributeIds.UserAccessLevel,
+      })),
+    );
+    expect(levels.map((level) => (level.value.value as number) & 1)).toEqual([1, 0]);
   });
 
   test("one CreateMonitoredItems call on both: the readable item is created and delivers, the other is refused BadUserAccessDenied", async () => {
