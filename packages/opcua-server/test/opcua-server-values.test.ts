@@ -325,7 +325,13 @@ describe("OpcuaServer authorizes reading (`read` of the system's role table) for
       publishingEnabled: true,
     });
     try {
-      const response = await rita.session.createMonitoredItems(
+      // node-opcua's ClientSession type hides the raw service call its implementation has.
+      const session = rita.session as unknown as {
+        createMonitoredItems(request: CreateMonitoredItemsRequest): Promise<{
+          results?: { statusCode: typeof StatusCodes.Good; monitoredItemId: number }[] | null;
+        }>;
+      };
+      const response = await session.createMonitoredItems(
         new CreateMonitoredItemsRequest({
           subscriptionId: subscription.subscriptionId,
           timestampsToReturn: TimestampsToReturn.Both,
