@@ -9,7 +9,7 @@ import type {
   Logger,
   Principal,
 } from "@kiln/core";
-import { KilnError } from "@kiln/core";
+import { KilnError, KilnValidationError } from "@kiln/core";
 import type { Namespace, UAObject, UAVariable } from "node-opcua-address-space";
 import type { ISessionBase, ISessionContext } from "node-opcua-address-space-base";
 import type { StatusCode } from "node-opcua-status-code";
@@ -67,6 +67,15 @@ export interface AlarmServingContext {
   readonly system: AlarmServedSystem;
   /** The principal a session acts as (the one the host's `identify` gave, else one with no role). */
   principalOf(session: ISessionBase | undefined): Principal;
+  /**
+   * Audits a request refused before it became a Kiln command and answers its StatusCode (the
+   * server's one refusal path, `system.refuseCommand`): `statusCode` for `reason`, else the code
+   * of what Kiln refused it with (`BadUserAccessDenied` for a principal without `permission`).
+   */
+  refuse(
+    principal: Principal,
+    request: { permission: string; action: string; target: string; reason: KilnError; statusCode: number },
+  ): Promise<number>;
   readonly clock: Clock;
   readonly logger: Logger;
 }
@@ -158,8 +167,14 @@ interface Annotation {
  *   evaluation of the input node is switched off;
  * - Acknowledge, TimedShelve, OneShotShelve, Unshelve, Enable and Disable (on the instances
  *   and on the types) call Kiln's checked alarm commands with the session's principal; a
- *   refusal answers its StatusCode and changes nothing. AddComment and Confirm answer
- *   `BadNotSupported` / `BadMethodInvalid` (Kiln has neither).
+ *   refusal answers its StatusCode and changes nothing. An Acknowledge naming an EventId the
+ *   condition never reported is refused `BadEventIdUnknown`; AddComment and Confirm (Part 9,
+ *   5.5.4, 5.7.3) answer `BadNotSupported` (Kiln's alarm engine keeps neither a comment apart
+ *   from a command nor a confirmed state). Each of these is authorized (`alarm.acknowledge`)
+ *   and audited (`context.refuse`) like the commands: a principal without the permission gets
+ *   `BadUserAccessDenied`.
+ * - each numeric alarm's limit (HighLimit, HighHighLimit, LowLimit, LowLowLimit) is its
+ *   definition's setpoint, readable.
  *
  * @returns a disposer that unsubscribes from the bus.
  */
@@ -277,7 +292,7 @@ export function serveAlarms(context: AlarmServingContext): Disposer {
    */
   function command(
     name: string,
-    run: (principal: Principal, alarm: ServedAlarm, inputs: Variant[]) => Promise<unknown>,
+    run: (principal: Principal, alarm: ServedAlarm, inputs: Variant[]) => Promise<StatusCode | void>,
     refused: Partial<Record<string, StatusCode>> = {},
     needsEnabled = true,
   ): MethodHandler {
@@ -289,7 +304,8 @@ export function serveAlarms(context: AlarmServingContext): Disposer {
       }
       const principal = context.principalOf(methodContext?.session);
       try {
-        await run(principal, alarm, inputs);
+        const refused = await run(principal, alarm, inputs);
+        if (refused) return { statusCode: refused };
         return { statusCode: codes.Good, outputArguments: [] };
       } catch (error) {
         const code = KilnError.is(error) ? error.code : undefined;
@@ -310,13 +326,19 @@ export function serveAlarms(context: AlarmServingContext): Disposer {
     async (principal, alarm, inputs) => {
       const eventId = inputs[0]?.value as Buffer | null | undefined;
       if (!alarm.condition.findBranchForEventId(eventId ?? null)) {
-        throw new KilnError("KILN_NOT_FOUND", `EventId not known for alarm "${alarm.id}"`);
+        return refuse(
+          principal,
+          alarm,
+          "alarm.acknowledge",
+          "Acknowledge: the EventId is not one this condition reported",
+          codes.BadEventIdUnknown,
+        );
       }
       const comment = textOf(inputs[1]);
       annotations.set(alarm.id, { user: principal.id, ...(comment === undefined ? {} : { comment }) });
       await system.acknowledgeAlarm(principal, alarm.id, comment ?? "OPC UA Acknowledge");
     },
-    { KILN_INVALID_TRANSITION: codes.BadConditionBranchAlreadyAcked, KILN_NOT_FOUND: codes.BadEventIdUnknown },
+    { KILN_INVALID_TRANSITION: codes.BadConditionBranchAlreadyAcked },
   );
   const timedShelve = command(
     "TimedShelve",
@@ -364,14 +386,59 @@ export function serveAlarms(context: AlarmServingContext): Disposer {
     { KILN_INVALID_TRANSITION: codes.BadConditionAlreadyDisabled },
     false,
   );
-  const notSupported: MethodHandler = (_inputs, methodContext) =>
-    Promise.resolve({ statusCode: alarmOf(methodContext) ? codes.BadNotSupported : codes.BadNodeIdInvalid });
-  const noConfirm: MethodHandler = () => Promise.resolve({ statusCode: codes.BadMethodInvalid });
+  /** Audits a refusal made here (`context.refuse`) and answers its StatusCode. */
+  async function refuse(
+    principal: Principal,
+    alarm: ServedAlarm,
+    action: string,
+    message: string,
+    statusCode: StatusCode,
+  ): Promise<StatusCode> {
+    const reason =
+      statusCode === codes.BadNotSupported
+        ? new KilnError("KILN_NOT_SUPPORTED", `Alarm "${alarm.id}": ${message}`)
+        : new KilnValidationError(`OPC UA ${action}`, [{ path: "EventId", message }]);
+    const code = await context.refuse(principal, {
+      permission: "alarm.acknowledge",
+      action,
+      target: alarm.id,
+      reason,
+      statusCode: statusCode.value,
+    });
+    return code === statusCode.value ? statusCode : runtime.getStatusCodeFromCode(code >>> 0);
+  }
+  const addComment = command(
+    "AddComment",
+    (principal, alarm) =>
+      refuse(
+        principal,
+        alarm,
+        "alarm.comment",
+        "AddComment: Kiln keeps a comment only with an alarm command (acknowledge, shelve)",
+        codes.BadNotSupported,
+      ),
+    {},
+    false,
+  );
+  const confirm = command(
+    "Confirm",
+    (principal, alarm) =>
+      refuse(
+        principal,
+        alarm,
+        "alarm.confirm",
+        "Confirm: Kiln's alarms have no confirmed state (ISA-18.2 acknowledge only)",
+        codes.BadNotSupported,
+      ),
+    {},
+    false,
+  );
 
   function bindInstanceMethods(served: ServedAlarm): void {
     const { condition } = served;
     bind(condition.acknowledge, acknowledge);
-    bind(condition.addComment, notSupported);
+    bind(condition.addComment, addComment);
+    bind((condition as unknown as { confirm?: MethodNode }).confirm, confirm);
     bind(condition.enable, enable);
     bind(condition.disable, disable);
     bind(condition.shelvingState.timedShelve, timedShelve);
@@ -387,8 +454,8 @@ export function serveAlarms(context: AlarmServingContext): Disposer {
         handler,
       );
     onType("AcknowledgeableConditionType", "Acknowledge", acknowledge);
-    onType("AcknowledgeableConditionType", "Confirm", noConfirm);
-    onType("ConditionType", "AddComment", notSupported);
+    onType("AcknowledgeableConditionType", "Confirm", confirm);
+    onType("ConditionType", "AddComment", addComment);
     onType("ConditionType", "Enable", enable);
     onType("ConditionType", "Disable", disable);
     onType("ShelvedStateMachineType", "TimedShelve", timedShelve);
@@ -425,15 +492,9 @@ export function serveAlarms(context: AlarmServingContext): Disposer {
       const option = LIMIT_OPTION_OF_KIND[snapshot.kind];
       condition = namespace.instantiateExclusiveLimitAlarm("ExclusiveLimitAlarmType", {
         ...common,
-        [option]: Number.NaN,
+        // The definition's setpoint (in the tag's unit); NaN only if a snapshot ever lacks it.
+        [option]: snapshot.setpoint ?? Number.NaN,
       } as unknown as Parameters<Namespace["instantiateExclusiveLimitAlarm"]>[1]) as unknown as ConditionNode;
-      // The control system's public API does not give the setpoint: Part 9, 5.8.18 says to keep
-      // the limit Property and make it not readable then.
-      const limit = (condition as unknown as Record<string, { accessLevel: number; userAccessLevel: number }>)[option];
-      if (limit) {
-        limit.accessLevel = 0;
-        limit.userAccessLevel = 0;
-      }
     }
     // Kiln's engine evaluates the alarm (deadband, delays, quality); node-opcua must not.
     condition._onInputDataValueChange = () => undefined;

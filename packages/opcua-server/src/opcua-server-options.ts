@@ -1,5 +1,5 @@
 import { existsSync } from "node:fs";
-import { Authorizer, type Clock, type Logger, type Principal } from "@kiln/core";
+import type { Authorizer, Clock, Logger, Principal } from "@kiln/core";
 import { parseOrThrow } from "@kiln/core/driver-kit";
 import { z } from "zod";
 
@@ -40,8 +40,8 @@ export type OpcuaIdentityMapper = (
 ) => Principal | undefined | Promise<Principal | undefined>;
 
 /**
- * Decides the `read` permission of a session's principal on a tag (Kiln's `Authorizer`, built
- * from the same role table as the system's `authorization.roles`).
+ * Decides the `read` permission of a session's principal on a tag, in place of the system's own
+ * role table (`system.can`): Kiln's `Authorizer`, or any object with the same `can`.
  */
 export type OpcuaReadAuthorizer = Pick<Authorizer, "can">;
 
@@ -76,7 +76,7 @@ export const opcuaServerOptionsSchema = z
           typeof value === "object" && value !== null && typeof (value as OpcuaReadAuthorizer).can === "function",
         "must be an Authorizer (an object with can(principal, permission, target))",
       )
-      .default(() => new Authorizer()),
+      .optional(),
     clock: z
       .custom<Clock>(
         (value) => typeof value === "object" && value !== null && typeof (value as Clock).now === "function",
@@ -125,9 +125,10 @@ export const opcuaServerOptionsSchema = z
  *   Aes128_Sha256_RsaOaep, Aes256_Sha256_RsaPss
  * - `allowAnonymous`: offer the anonymous user token. @default false
  * - `identify`: maps a user identity to a Kiln principal ({@link OpcuaIdentityMapper}). Required.
- * - `authorizer`: decides `read` for HistoryRead (docs/concepts/security.md): a session whose
- *   principal lacks `read` on a tag gets `BadUserAccessDenied`. Pass an `Authorizer` with the
- *   role table the system was given. @default `new Authorizer()` (the default role table)
+ * - `authorizer`: overrides who may `read` a tag (Read and subscriptions of its Value,
+ *   HistoryRead; docs/concepts/security.md): a session whose principal lacks `read` on a tag gets
+ *   `BadUserAccessDenied`. @default the system's own role table (`system.can`, in the machine's
+ *   current state), the one its commands are authorized by
  * - `productName`: the BuildInfo product name. @default "Kiln OPC UA server"
  * - `clock`: the time of ServerTimestamps. @default SystemClock
  * - `logger`: where the server reports what it refused or could not serve. @default silent

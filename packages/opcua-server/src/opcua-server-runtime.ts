@@ -17,6 +17,7 @@ export {
   EUInformation,
   MessageSecurityMode,
   NodeClass,
+  PermissionType,
   UserNameIdentityToken,
   X509IdentityToken,
 } from "node-opcua-types";

@@ -5,6 +5,7 @@ import {
   type ControlSystem,
   type Disposer,
   KilnError,
+  KilnValidationError,
   type Logger,
   type Principal,
   QualityCodes,
@@ -42,6 +43,8 @@ import { aggregateNameOf, serveHistory } from "./opcua-history-nodes";
 export type ServedSystem = Pick<
   ControlSystem,
   | "machineId"
+  | "can"
+  | "refuseCommand"
   | "tags"
   | "cvt"
   | "history"
@@ -89,10 +92,16 @@ type AuthorizingServer = InstanceType<ServerRuntime["AuthorizingServer"]>;
  *   ServerTimestamp; while the system is not running, a good value is served
  *   `UncertainNoCommunicationLastUsableValue`. Reads and subscriptions are served by node-opcua from those values, which
  *   honours each client's sampling interval, queue and deadband filter.
+ * - **Reading is authorized**: a Read of a tag's Value, a monitored item on it and a HistoryRead
+ *   of it need `read` on the tag for the session's principal (the system's role table through
+ *   `system.can`, or the `authorizer` option); without it the Read answers
+ *   `BadUserAccessDenied`, and so does the monitored item's create result (nothing sampled).
  * - **Writes** go through `system.writeTag` (authorization, range, access, machine state, audit
  *   with the OPC UA session as `source`); a refusal answers the StatusCode of its `KilnError`
  *   (`BadUserAccessDenied`, `BadOutOfRange`, `BadNotWritable`, `BadInvalidState`...) and nothing
- *   reaches the PLC.
+ *   reaches the PLC. A request the server refuses before it becomes a Kiln command (a Write with
+ *   an IndexRange, an Acknowledge naming an unknown EventId, Confirm or AddComment, which Kiln's
+ *   alarm engine does not have) is audited all the same, through `system.refuseCommand`.
  * - **Security**: SignAndEncrypt only by default (Basic256Sha256, Aes128_Sha256_RsaOaep,
  *   Aes256_Sha256_RsaPss); no None endpoint and no anonymous user unless enabled; client
  *   certificates must be trusted in the PKI folder; user identities (user name and password,
@@ -121,6 +130,8 @@ export class OpcuaServer {
   readonly #logger: Logger;
   readonly #namespaceUri: string;
   readonly #principals = new WeakMap<object, Principal>();
+  /** Sessions whose context asks {@link OpcuaServer.#canRead} for `Read` of a tag variable. */
+  readonly #guardedSessions = new WeakSet<object>();
   readonly #variables = new Map<string, UAVariable>();
   #runtime: ServerRuntime | undefined;
   #server: AuthorizingServer | undefined;
@@ -319,6 +330,7 @@ export class OpcuaServer {
           variables: this.#variables,
           system: this.#system,
           principalOf: (session) => this.#principalOf(session),
+          refuse: (principal, request) => this.#refuse(principal, request),
           clock: this.#clock,
           logger: this.#logger,
         }),
@@ -391,17 +403,10 @@ export class OpcuaServer {
 
   /** HistoryRead of the tag variables from `system.history`, for principals with `read` on the tag (see opcua-history.ts). */
   #historyService(runtime: ServerRuntime): HistoryService {
-    const authorizer = this.#options.authorizer;
     return new HistoryService(runtime, {
       history: this.#system.history,
       principalOf: (context) => this.#principalOf(context?.session),
-      canRead: (principal, tag) => {
-        try {
-          return authorizer.can(principal, "read", tag);
-        } catch {
-          return false; // a principal the authorizer cannot judge reads nothing
-        }
-      },
+      canRead: (principal, tag) => this.#canRead(principal, tag),
       variantOf: (tag, value) => variantOf(runtime, tag, value),
       reportError: (error, tag) => this.#logger.error({ tag, error: String(error) }, "OPC UA HistoryRead failed"),
       aggregateNameOf,
@@ -512,11 +517,72 @@ export class OpcuaServer {
       const principal = await this.#options.identify(identity, info);
       if (principal === undefined || principal === null) return false;
       this.#principals.set(session, { id: principal.id, roles: principal.roles, source: sourceOf(info) });
+      this.#guardReads(session);
       return true;
     } catch (error) {
       this.#logger.warn({ error: String(error), session: info.sessionId }, "identify failed; session refused");
       return false;
     }
+  }
+
+  /**
+   * Whether a principal may read a tag (`read`): the one decision behind Read, monitored items and
+   * HistoryRead of tag values. The `authorizer` option when given, else the system's role table.
+   */
+  #canRead(principal: Principal, tag: string): boolean {
+    try {
+      const authorizer = this.#options.authorizer;
+      return authorizer ? authorizer.can(principal, "read", tag) : this.#system.can(principal, "read", tag);
+    } catch {
+      return false; // a principal the authorizer cannot judge reads nothing
+    }
+  }
+
+  /**
+   * Makes the session's context (which node-opcua asks on every Read of a Value and on every
+   * sample and creation of a monitored item, see `AuthorizingServer`) grant `Read` of a tag
+   * variable only when {@link OpcuaServer.#canRead} says so; a refusal reads `BadUserAccessDenied`.
+   */
+  #guardReads(session: ServerSession): void {
+    const context = session.sessionContext;
+    if (this.#guardedSessions.has(context)) return;
+    this.#guardedSessions.add(context);
+    const permits = context.checkPermission.bind(context);
+    const read = this.#runtime!.PermissionType.Read;
+    context.checkPermission = (node, permission) => {
+      if (!permits(node, permission)) return false;
+      if ((permission & read) === 0) return true;
+      const name = node.nodeId.namespace === this.#namespaceIndex ? node.nodeId.value : undefined;
+      if (typeof name !== "string" || this.#variables.get(name) !== node) return true;
+      return this.#canRead(this.#principalOf(session), name);
+    };
+  }
+
+  /**
+   * Audits a request refused before it became a Kiln command (`system.refuseCommand`) and answers
+   * its StatusCode: `statusCode` for `reason`, else the code of the error Kiln refused it with
+   * (`BadUserAccessDenied` for a principal without `permission`).
+   */
+  async #refuse(
+    principal: Principal,
+    request: { permission: string; action?: string; target: string; reason: KilnError; statusCode: number },
+  ): Promise<number> {
+    const { statusCode, ...command } = request;
+    try {
+      await this.#system.refuseCommand(principal, command);
+    } catch (error) {
+      this.#logger.info(
+        {
+          target: request.target,
+          action: request.action ?? request.permission,
+          principal: principal.id,
+          error: KilnError.is(error) ? error.code : String(error),
+        },
+        "OPC UA request refused",
+      );
+      return error === request.reason ? statusCode : statusCodeOfError(error);
+    }
+    return statusCode; // never reached: refuseCommand never resolves
   }
 
   #identityOf(runtime: ServerRuntime, token: UserIdentityToken): OpcuaUserIdentity | undefined {
@@ -615,8 +681,17 @@ export class OpcuaServer {
   }
 
   async #write(tag: Tag, context: ISessionContext, dataValue: DataValue, indexRange: unknown): Promise<number> {
-    if (!isEmptyRange(indexRange)) return ServerStatusCodes.BadIndexRangeInvalid;
     const principal = this.#principalOf(context?.session);
+    if (!isEmptyRange(indexRange)) {
+      return this.#refuse(principal, {
+        permission: "tag.write",
+        target: tag.name,
+        reason: new KilnValidationError("OPC UA Write", [
+          { path: "indexRange", message: "Kiln tags are scalars: a Write with an IndexRange is not accepted" },
+        ]),
+        statusCode: ServerStatusCodes.BadIndexRangeInvalid,
+      });
+    }
     const value = tagValueOf(tag, dataValue.value);
     try {
       await this.#system.writeTag(principal, tag.name, value as TagValue, { comment: "OPC UA Write" });

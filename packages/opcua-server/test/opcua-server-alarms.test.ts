@@ -240,6 +240,58 @@ describe("Kiln alarms as OPC UA Part 9 conditions", () => {
     expect(kilnAlarm(PRESSURE_HI).state.name).toBe("acknowledged");
   });
 
+  test("an Acknowledge with an unknown EventId is audited denied naming principal, alarm and reason; a viewer's is refused BadUserAccessDenied, audited too", async () => {
+    const before = (await audit("alarm.acknowledge")).length;
+    const unknown = await acknowledge(operator, PRESSURE_HI, Buffer.from("forged event id"), "?");
+    expect(unknown.statusCode.value).toBe(StatusCodes.BadEventIdUnknown.value);
+    const byViewer = await acknowledge(viewer, PRESSURE_HI, Buffer.from("forged event id"), "?");
+    expect(byViewer.statusCode.value).toBe(StatusCodes.BadUserAccessDenied.value);
+    const entries = (await audit("alarm.acknowledge")).slice(before);
+    expect(entries).toMatchObject([
+      { principal: "olga", target: PRESSURE_HI, outcome: "denied", reason: expect.stringMatching(/EventId/) },
+      { principal: "vic", target: PRESSURE_HI, outcome: "denied", reason: expect.stringMatching(/KILN_FORBIDDEN/) },
+    ]);
+    expect(entries[0]!.source).toMatch(/^opcua:urn:kiln-test:scada session /);
+    expect(kilnAlarm(PRESSURE_HI).state.name).toBe("acknowledged");
+  });
+
+  test("Confirm is not supported (Kiln's alarms have no confirmed state): BadNotSupported, audited; a viewer's BadUserAccessDenied, audited", async () => {
+    const confirm = (client: typeof operator) =>
+      client.session.call({
+        objectId: conditionId(PRESSURE_HI),
+        methodId: "ns=0;i=9113", // AcknowledgeableConditionType.Confirm
+        inputArguments: [
+          { dataType: DataType.ByteString, value: lastEventOf(PRESSURE_HI)!.EventId },
+          { dataType: DataType.LocalizedText, value: { text: "confirmed" } },
+        ],
+      });
+    expect((await confirm(operator)).statusCode.value).toBe(StatusCodes.BadNotSupported.value);
+    expect((await confirm(viewer)).statusCode.value).toBe(StatusCodes.BadUserAccessDenied.value);
+    expect(await audit("alarm.confirm")).toMatchObject([
+      {
+        principal: "olga",
+        target: PRESSURE_HI,
+        outcome: "failed",
+        reason: expect.stringMatching(/KILN_NOT_SUPPORTED/),
+      },
+      { principal: "vic", target: PRESSURE_HI, outcome: "denied", reason: expect.stringMatching(/KILN_FORBIDDEN/) },
+    ]);
+    expect(kilnAlarm(PRESSURE_HI).state.name).toBe("acknowledged");
+  });
+
+  test("each limit alarm's limit Property (HighLimit, HighHighLimit, LowLimit) reads its definition's setpoint", async () => {
+    for (const [alarmId, property, setpoint] of [
+      [PRESSURE_HI, "HighLimit", 5],
+      ["chamber.pressure:HIHI", "HighHighLimit", 9],
+      ["chamber.pressure:LO", "LowLimit", 0],
+    ] as const) {
+      const nodeId = await childOf(conditionId(alarmId), property);
+      const read = await viewer.session.read({ nodeId, attributeId: AttributeIds.Value });
+      expect(read.statusCode, property).toBe(StatusCodes.Good);
+      expect(read.value.value, property).toBe(setpoint);
+    }
+  });
+
   test("a value back under the limit clears: an event with ActiveState false and Retain false", async () => {
     // Under the setpoint but inside Kiln's deadband: Kiln keeps the alarm active, and so does the
     // condition (node-opcua's own limit check, which knows no deadband, is off).
@@ -398,6 +450,9 @@ describe("Kiln alarms as OPC UA Part 9 conditions", () => {
       ],
     });
     expect(result.statusCode.value).toBe(StatusCodes.BadNotSupported.value);
+    expect(await audit("alarm.comment")).toMatchObject([
+      { principal: "olga", target: DOOR, outcome: "failed", reason: expect.stringMatching(/KILN_NOT_SUPPORTED/) },
+    ]);
   });
   test("OneShotShelve hides the next activation; the shelf ends when the alarm clears (Kiln's one-shot rule)", async () => {
     const shelvingState = await shelvingStateOf(PRESSURE_HI);

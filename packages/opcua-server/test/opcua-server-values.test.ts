@@ -1,8 +1,16 @@
-import { defineTags, QualityCodes, type Sample } from "@kiln/core";
+import { defaultRoleTable, defineTags, QualityCodes, type Sample } from "@kiln/core";
 import {
   AttributeIds,
+  BrowseDirection,
   ClientSubscription,
+  CreateMonitoredItemsRequest,
   type DataValue,
+  HistoryReadRequest,
+  MonitoringMode,
+  ReadRawModifiedDetails,
+  ReadRequest,
+  type ReadResponse,
+  StatusCodes,
   DataChangeFilter,
   DataChangeTrigger,
   DeadbandType,
@@ -42,7 +50,14 @@ beforeAll(async () => {
       "cycle.count": { kind: "counter", start: 2 ** 40 },
       "recipe.name": () => "ald-200",
     },
-    system: { scanGroups: { default: { periodMs: 50 }, slow: { periodMs: 600_000 } } },
+    system: {
+      scanGroups: { default: { periodMs: 50 }, slow: { periodMs: 600_000 } },
+      // rita may read the chamber's tags and nothing else; no `authorizer` is given to the
+      // server: it decides `read` by the system's own role table.
+      authorization: {
+        roles: { ...defaultRoleTable(), "chamber-reader": [{ permission: "read", targets: ["chamber.*"] }] },
+      },
+    },
   });
   for (const sample of served.system.cvt.snapshot()) cvtSamples.set(sample.tag, [sample]);
   served.system.cvt.observeAll((change) => {
@@ -118,6 +133,36 @@ describe("OpcuaServer values", () => {
       expect(dataValue.serverTimestamp!.getTime(), tag).toBeLessThanOrEqual(before + 1_000);
     }
     expect(name!.value.value).toBe("ald-200");
+  });
+
+  test("TimestampsToReturn is honoured on Read: Source, Server, Both, Neither", async () => {
+    const read = async (timestampsToReturn: TimestampsToReturn): Promise<DataValue> => {
+      const session = client.session as unknown as {
+        performMessageTransaction(request: ReadRequest): Promise<ReadResponse>;
+      };
+      const response = await session.performMessageTransaction(
+        new ReadRequest({
+          maxAge: 0,
+          timestampsToReturn,
+          nodesToRead: [{ nodeId: served.server.nodeIdOf("chamber.pressure"), attributeId: AttributeIds.Value }],
+        }),
+      );
+      return response.results![0]!;
+    };
+    const shown = async (timestampsToReturn: TimestampsToReturn) => {
+      const dataValue = await read(timestampsToReturn);
+      expect(dataValue.statusCode.value).toBe(QualityCodes.Good);
+      return { source: dataValue.sourceTimestamp !== null, server: dataValue.serverTimestamp !== null };
+    };
+    expect(await shown(TimestampsToReturn.Source)).toEqual({ source: true, server: false });
+    expect(await shown(TimestampsToReturn.Server)).toEqual({ source: false, server: true });
+    expect(await shown(TimestampsToReturn.Both)).toEqual({ source: true, server: true });
+    expect(await shown(TimestampsToReturn.Neither)).toEqual({ source: false, server: false });
+    const source = await read(TimestampsToReturn.Source);
+    expect(
+      cvtSampleAt("chamber.pressure", source.sourceTimestamp),
+      "the CVT sample of the source timestamp",
+    ).toBeDefined();
   });
 
   test("a bad sample with a device StatusCode is served with that code, its source time and a fresh server time", async () => {
@@ -223,6 +268,119 @@ describe("OpcuaServer values", () => {
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
     expect((await read()).statusCode.value).toBe(QualityCodes.Good);
+  });
+});
+
+describe("OpcuaServer authorizes reading (`read` of the system's role table) for Read, subscriptions and HistoryRead", () => {
+  let rita: Awaited<ReturnType<typeof connect>>;
+  beforeAll(async () => {
+    rita = await connect(served.server, pki.trusted, user("rita"));
+  });
+  afterAll(async () => {
+    await rita?.close();
+  });
+  const value = (tag: string) => ({ nodeId: served.server.nodeIdOf(tag), attributeId: AttributeIds.Value });
+
+  test("a Read of a tag's Value without `read` answers BadUserAccessDenied; the tag she may read answers its value", async () => {
+    const [pressure, valve] = await rita.session.read([value("chamber.pressure"), value("valve.ald1")]);
+    expect(pressure!.statusCode.value).toBe(QualityCodes.Good);
+    expect(typeof pressure!.value.value).toBe("number");
+    expect(valve!.statusCode).toBe(StatusCodes.BadUserAccessDenied);
+    expect(valve!.value.value).toBeNull();
+    // The viewer (read on every tag) still reads the valve.
+    const [viewed] = await client.session.read([value("valve.ald1")]);
+    expect(viewed!.statusCode.value).toBe(QualityCodes.Good);
+  });
+
+  test("she browses both tags (their nodes are not hidden) and reads their DisplayName; only the Value is guarded", async () => {
+    for (const folder of ["chamber", "valve"]) {
+      const browsed = await rita.session.browse({
+        nodeId: `ns=${served.server.namespaceIndex};s=#${folder}`,
+        browseDirection: BrowseDirection.Forward,
+      });
+      expect(browsed.statusCode, folder).toBe(StatusCodes.Good);
+      expect(browsed.references?.map((reference) => reference.nodeId.toString())).toContain(
+        served.server.nodeIdOf(folder === "chamber" ? "chamber.pressure" : "valve.ald1"),
+      );
+    }
+    const [name] = await rita.session.read([
+      { nodeId: served.server.nodeIdOf("valve.ald1"), attributeId: AttributeIds.DisplayName },
+    ]);
+    expect(name!.statusCode).toBe(StatusCodes.Good);
+    // UserAccessLevel tells her before she reads: CurrentRead (bit 0) only on the chamber's tag.
+    const levels = await rita.session.read(
+      ["chamber.pressure", "valve.ald1"].map((tag) => ({
+        nodeId: served.server.nodeIdOf(tag),
+        attributeId: AttributeIds.UserAccessLevel,
+      })),
+    );
+    expect(levels.map((level) => (level.value.value as number) & 1)).toEqual([1, 0]);
+  });
+
+  test("one CreateMonitoredItems call on both: the readable item is created and delivers, the other is refused BadUserAccessDenied", async () => {
+    const subscription = await rita.session.createSubscription2({
+      requestedPublishingInterval: 50,
+      requestedLifetimeCount: 600,
+      requestedMaxKeepAliveCount: 10,
+      publishingEnabled: true,
+    });
+    try {
+      // node-opcua's ClientSession type hides the raw service call its implementation has.
+      const session = rita.session as unknown as {
+        createMonitoredItems(request: CreateMonitoredItemsRequest): Promise<{
+          results?: { statusCode: typeof StatusCodes.Good; monitoredItemId: number }[] | null;
+        }>;
+      };
+      const response = await session.createMonitoredItems(
+        new CreateMonitoredItemsRequest({
+          subscriptionId: subscription.subscriptionId,
+          timestampsToReturn: TimestampsToReturn.Both,
+          itemsToCreate: ["chamber.pressure", "valve.ald1"].map((tag, index) => ({
+            itemToMonitor: value(tag),
+            monitoringMode: MonitoringMode.Reporting,
+            requestedParameters: { clientHandle: index + 1, samplingInterval: 50, queueSize: 10, discardOldest: true },
+          })),
+        }),
+      );
+      const [pressure, valve] = response.results ?? [];
+      expect(pressure!.statusCode).toBe(StatusCodes.Good);
+      expect(pressure!.monitoredItemId).toBeGreaterThan(0);
+      expect(valve!.statusCode).toBe(StatusCodes.BadUserAccessDenied);
+      // The created one is sampled with her session: its values are the chamber's, good.
+      const delivered = await subscription.monitor(
+        value("chamber.pressure"),
+        { samplingInterval: 50, queueSize: 10 },
+        TimestampsToReturn.Both,
+      );
+      const first = await new Promise<DataValue>((resolve) => delivered.once("changed", resolve));
+      expect(first.statusCode.value).toBe(QualityCodes.Good);
+    } finally {
+      await subscription.terminate();
+    }
+  });
+
+  test("a HistoryRead of the tag without `read` answers BadUserAccessDenied, the chamber's does not (same role table, no `authorizer` option)", async () => {
+    const now = Date.now();
+    const response = await rita.session.historyRead(
+      new HistoryReadRequest({
+        historyReadDetails: new ReadRawModifiedDetails({
+          startTime: new Date(now - 60_000),
+          endTime: new Date(now),
+          numValuesPerNode: 0,
+          isReadModified: false,
+          returnBounds: false,
+        }),
+        nodesToRead: [
+          { nodeId: served.server.nodeIdOf("chamber.pressure") },
+          { nodeId: served.server.nodeIdOf("valve.ald1") },
+        ],
+        timestampsToReturn: TimestampsToReturn.Source,
+        releaseContinuationPoints: false,
+      }),
+    );
+    const [pressure, valve] = response.results ?? [];
+    expect(pressure!.statusCode).not.toBe(StatusCodes.BadUserAccessDenied);
+    expect(valve!.statusCode).toBe(StatusCodes.BadUserAccessDenied);
   });
 });
 

@@ -19,6 +19,12 @@ import {
   waitFor,
 } from "./support/opcua-fixture";
 
+/** A WriteValue whose IndexRange is given as text (node-opcua parses it; its type wants a NumericRange). */
+type WriteValue = Parameters<Awaited<ReturnType<typeof connect>>["session"]["write"]>[0] & object;
+function withIndexRange(write: Record<string, unknown>, indexRange: string): WriteValue {
+  return { ...write, indexRange } as unknown as WriteValue;
+}
+
 const tags = defineTags({
   "chamber.pressure": { dataType: "float64", unit: "mbar" },
   "heater.setpoint": { dataType: "float64", access: "readwrite", unit: "°C", range: { min: 0, max: 400 } },
@@ -119,6 +125,44 @@ describe("OpcuaServer writes through Kiln's checked command path", () => {
     expect(await auditEntries("chamber.pressure", 1)).toMatchObject([{ principal: "olga", outcome: "denied" }]);
     const valve = await auditEntries("valve.ald1", 2);
     expect(valve.at(-1)).toMatchObject({ principal: "olga", outcome: "denied", newValue: "open" });
+  });
+
+  test("a Write with an IndexRange answers BadIndexRangeInvalid, reaches no PLC, and is audited denied naming principal, tag and reason", async () => {
+    const before = served.plc.writes.length;
+    const status = await operator.session.write(
+      withIndexRange(
+        {
+          nodeId: served.server.nodeIdOf("cycle.total"),
+          attributeId: AttributeIds.Value,
+          value: { value: { dataType: DataType.UInt64, arrayType: VariantArrayType.Scalar, value: [0, 7] } },
+        },
+        "0",
+      ),
+    );
+    expect(status).toBe(StatusCodes.BadIndexRangeInvalid);
+    expect(served.plc.writes.length).toBe(before);
+    const [entry] = await auditEntries("cycle.total", 1);
+    expect(entry).toMatchObject({ principal: "olga", action: "tag.write", target: "cycle.total", outcome: "denied" });
+    expect(entry!.reason).toMatch(/KILN_VALIDATION.*indexRange/s);
+    expect(entry!.source).toMatch(/^opcua:urn:kiln-test:scada session /);
+  });
+
+  test("a viewer's Write with an IndexRange is refused BadUserAccessDenied (authorized before the range is judged), audited denied", async () => {
+    const status = await viewer.session.write(
+      withIndexRange(
+        {
+          nodeId: served.server.nodeIdOf("heater.setpoint"),
+          attributeId: AttributeIds.Value,
+          value: { value: { dataType: DataType.Double, value: 5 } },
+        },
+        "0:1",
+      ),
+    );
+    expect(status).toBe(StatusCodes.BadUserAccessDenied);
+    const entries = await auditEntries("heater.setpoint", 1);
+    expect(entries.filter((entry) => entry.principal === "vic")).toMatchObject([
+      { action: "tag.write", outcome: "denied", reason: expect.stringMatching(/KILN_FORBIDDEN/) },
+    ]);
   });
 
   test("a 64-bit integer written as node-opcua's [high, low] words reaches the PLC as a bigint", async () => {

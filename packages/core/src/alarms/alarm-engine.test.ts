@@ -90,6 +90,7 @@ describe("AlarmEngine: evaluation", () => {
       active: true,
       lastValue: 5.5,
       raisedAt: start,
+      setpoint: 5, // the definition's limit, for a northbound server's HighLimit
     });
     expect(of("alarm-state-change")).toEqual([
       {
@@ -222,6 +223,7 @@ describe("AlarmEngine: evaluation", () => {
     expect(engine.get("pump.running:BOOL")).toMatchObject({ active: true, state: { name: "unacknowledged" } });
     feed("pump.running", true);
     expect(engine.get("pump.running:BOOL")).toMatchObject({ active: false, state: { name: "rtn-unacknowledged" } });
+    expect(engine.get("pump.running:BOOL")).not.toHaveProperty("setpoint");
   });
 
   it("ignores samples of tags outside the catalog and lists alarms in definition order", () => {

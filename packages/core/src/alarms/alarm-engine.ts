@@ -87,6 +87,11 @@ export interface AlarmSnapshot {
   readonly priority: AlarmPriority;
   /** What the operator reads. */
   readonly message: string;
+  /**
+   * The limit of a numeric alarm (HI, HIHI, LO, LOLO), in the tag's engineering unit, from its
+   * definition; absent for a BOOL alarm. (Served, e.g., as an OPC UA LimitAlarm's HighLimit.)
+   */
+  readonly setpoint?: number;
   /** Whether activation publishes `interlock-trip`. */
   readonly interlock: boolean;
   /** The full ISA-18.2 state, overlays and underlying state included. */
@@ -681,6 +686,7 @@ export class AlarmEngine {
       kind: definition.kind,
       priority: definition.priority,
       message: definition.message,
+      ...(definition.kind === "BOOL" ? {} : { setpoint: definition.setpoint }),
       interlock: definition.interlock,
       state: record.state,
       active: record.active,

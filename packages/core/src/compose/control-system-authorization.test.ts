@@ -365,3 +365,56 @@ describe("startSavedRecipe: a saved version started by name and version (ISA-88 
     expect(plc.writes).toEqual([]);
   });
 });
+
+describe("northbound servers ask the system's role table and audit their own refusals (issue 20)", () => {
+  test("can() answers by the system's role table in the machine's current state, and records nothing", async () => {
+    const { system, audit } = await build();
+    expect(system.can(viewer, "read", "valve.tma")).toBe(true);
+    expect(system.can({ id: "nobody", roles: [] }, "read", "valve.tma")).toBe(false);
+    // Operators write heater.* only in idle (the default table's state-limited grant).
+    expect(system.machineState).toBe("idle");
+    expect(system.can(operator, "tag.write", "heater.setpoint")).toBe(true);
+    expect(system.can(operator, "tag.write", "valve.tma")).toBe(false);
+    expect(system.can({ id: "", roles: ["admin"] } as Principal, "read", "valve.tma")).toBe(false);
+    expect(await audit()).toEqual([]);
+  });
+
+  test("refuseCommand audits one entry naming principal, action, target and reason, rejects with the reason itself, and does nothing else", async () => {
+    const { system, plc, audit } = await build();
+    const reason = new KilnError("KILN_NOT_SUPPORTED", "Confirm: no confirmed state");
+    const refused = await rejection(
+      system.refuseCommand(
+        { ...operator, source: "opcua:test session 1" },
+        { permission: "alarm.acknowledge", action: "alarm.confirm", target: "chamber.pressure:HI", reason },
+      ),
+    );
+    expect(refused).toBe(reason);
+    // A principal without the permission is refused KILN_FORBIDDEN, audited denied.
+    const forbidden = await rejection(
+      system.refuseCommand(viewer, {
+        permission: "tag.write",
+        target: "valve.tma",
+        reason: new KilnError("KILN_VALIDATION", "x"),
+      }),
+    );
+    expect(forbidden.code).toBe("KILN_FORBIDDEN");
+    expect(plc.writes).toEqual([]);
+    expect(await audit()).toMatchObject([
+      {
+        principal: "olga",
+        source: "opcua:test session 1",
+        action: "alarm.confirm",
+        target: "chamber.pressure:HI",
+        outcome: "failed",
+        reason: expect.stringMatching(/KILN_NOT_SUPPORTED.*no confirmed state/),
+      },
+      {
+        principal: "vic",
+        action: "tag.write",
+        target: "valve.tma",
+        outcome: "denied",
+        reason: expect.stringMatching(/KILN_FORBIDDEN/),
+      },
+    ]);
+  });
+});

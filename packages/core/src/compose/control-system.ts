@@ -19,7 +19,13 @@ import { recoverInterrupted } from "../recipes/process-recovery";
 import type { ProcessResult, RecipeExecutor, RecipeProcess, StartRecipeOptions } from "../recipes/recipe-executor";
 import { storedRecipeOf, type RecipeInput } from "../recipes/recipe-schema";
 import type { GuardedDriver, GuardedStore } from "../resilience/guarded-ports";
-import { snapshotPrincipal, type Permission, type Principal, type PrincipalSnapshot } from "../security/authorization";
+import {
+  snapshotPrincipal,
+  type Authorizer,
+  type Permission,
+  type Principal,
+  type PrincipalSnapshot,
+} from "../security/authorization";
 import { checkIdentifier, fittedName, snapshotInput, valueOf, type InputSnapshot } from "../security/command-input";
 import type { AuditedCommandRunner, CommandContext } from "../security/audited-command";
 import { authorizeRecipeSave, authorizeRecipeStart } from "../security/recipe-authorization";
@@ -192,6 +198,7 @@ export class ControlSystem {
   readonly #lifecycle: SystemLifecycle;
   readonly #clock: Clock;
   readonly #commands: AuditedCommandRunner;
+  readonly #authorizer: Authorizer;
   readonly #guardedDriver: GuardedDriver;
   readonly #guardedStore: GuardedStore;
   readonly #writer: TagWriter;
@@ -227,6 +234,7 @@ export class ControlSystem {
     this.#logger = container.resolve(InternalTokens.Logger);
     this.#clock = container.resolve(InternalTokens.Clock);
     this.#commands = container.resolve(InternalTokens.CommandRunner);
+    this.#authorizer = container.resolve(InternalTokens.Authorizer);
     this.#lifecycle = container.resolve(InternalTokens.Lifecycle);
     this.#guardedDriver = container.resolve(InternalTokens.GuardedDriver);
     this.#guardedStore = container.resolve(InternalTokens.GuardedStore);
@@ -256,6 +264,52 @@ export class ControlSystem {
   /** The current state of the machine's state machine (`idle`, `processing`...). */
   get machineState(): string {
     return this.#machine.state;
+  }
+
+  /**
+   * Whether `principal` may use `permission` on `target` now: the system's role table
+   * (`authorization.roles`), checked in the machine's current state, as every command is. For a
+   * northbound server that must guard what the in-process API does not, e.g. `read` of a tag
+   * before it serves a remote client its value. A malformed principal may do nothing. Records
+   * nothing (a query, not a command).
+   */
+  can(principal: Principal, permission: Permission, target?: string): boolean {
+    return this.#authorizer.can(principal, permission, target, { machineState: this.#machine.state });
+  }
+
+  /**
+   * Audits a command that a northbound server refuses before it can become a Kiln command (an OPC
+   * UA Write with an IndexRange, an Acknowledge naming an unknown EventId, a method Kiln does not
+   * have), so every refusal leaves its entry like a refused command of this API: `permission` on
+   * `target` is authorized first (a principal without it is refused `KILN_FORBIDDEN`), then the
+   * command is refused with `reason`. One entry, `denied` when `reason`'s code is a denial
+   * (`KILN_VALIDATION`, `KILN_FORBIDDEN`...), else `failed`, naming principal, source, action
+   * (`action`, default `permission`), target and the reason. Nothing else happens.
+   * @returns never resolves.
+   * @throws `KILN_FORBIDDEN` when the principal lacks `permission` on `target`, else `reason`
+   *   itself (the same object), or `KILN_AUDIT_UNAVAILABLE`/`KILN_VALIDATION` (a malformed
+   *   principal or target) like any command.
+   */
+  refuseCommand(
+    principal: Principal,
+    command: {
+      readonly permission: Permission;
+      readonly action?: string;
+      readonly target: string;
+      readonly reason: KilnError;
+    },
+  ): Promise<never> {
+    const who = snapshotPrincipal(principal);
+    const { permission, action, target, reason } = command;
+    return this.#command(
+      who,
+      permission,
+      target,
+      () => {
+        throw reason;
+      },
+      { machineState: () => this.#machine.state, ...(action === undefined ? {} : { action }) },
+    );
   }
 
   /** Every alarm's current state (read-only snapshots; change them with the alarm commands). */

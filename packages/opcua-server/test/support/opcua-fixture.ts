@@ -27,6 +27,8 @@ export const USERS: Readonly<Record<string, { readonly password: string; readonl
   olga: { password: "operator-Pa55", principal: { id: "olga", roles: ["operator"] } },
   vic: { password: "viewer-Pa55", principal: { id: "vic", roles: ["viewer"] } },
   ada: { password: "admin-Pa55", principal: { id: "ada", roles: ["admin"] } },
+  /** A role of no default table: a test that uses her gives the system a `chamber-reader` role. */
+  rita: { password: "reader-Pa55", principal: { id: "rita", roles: ["chamber-reader"] } },
 };
 
 /** The host's identity mapper of the tests: the users above by password, nobody else. */
