@@ -121,7 +121,9 @@ test("with a spool, start against a frozen database does not wait on it: acquisi
   await advanceUntil(clock, () => system.health().logging.samplesIn >= 3);
   expect(started).toBe(false);
   await advanceUntil(clock, () => started);
-  expect(clock.monotonicNow() - SIMULATED_START).toBeLessThanOrEqual(1_050);
+  // About 1 s of simulated time; the spool's real file I/O lets the simulated clock run on a few steps
+  // under load, so the bound is what tells 1 s from lifecycleTimeoutMs (30 s), not 1 s exactly.
+  expect(clock.monotonicNow() - SIMULATED_START).toBeLessThanOrEqual(3_000);
   expect(system.health().store.state).toBe("opening");
   await advanceUntil(clock, () => system.health().logging.samplesSpooled >= 10);
   expect(system.health().problems.join(" ")).toContain("store unavailable");
