@@ -1382,7 +1382,7 @@ export class SparkplugEdgeNode {
             ? this.#byName.get(metric.name)
             : undefined;
       if (metric.alias !== undefined && binding === undefined) {
-        this.#refuse({
+        await this.#refuseBeforeKiln({
           alias: metric.alias,
           ...(metric.name === undefined ? {} : { tag: metric.name }),
           code: "KILN_TAG_UNKNOWN",
@@ -1391,7 +1391,7 @@ export class SparkplugEdgeNode {
         continue;
       }
       if (metric.alias !== undefined && metric.name !== undefined && metric.name !== binding!.tag.name) {
-        this.#refuse({
+        await this.#refuseBeforeKiln({
           alias: metric.alias,
           tag: metric.name,
           code: "KILN_VALIDATION",
@@ -1402,7 +1402,10 @@ export class SparkplugEdgeNode {
       // A name this device never announced still goes to Kiln, which refuses and audits it.
       const tag = binding?.tag.name ?? metric.name;
       if (tag === undefined) {
-        this.#refuse({ code: "KILN_VALIDATION", message: "DCMD metric carries neither an alias nor a name" });
+        await this.#refuseBeforeKiln({
+          code: "KILN_VALIDATION",
+          message: "DCMD metric carries neither an alias nor a name",
+        });
         continue;
       }
       const value = metric.value;
@@ -1416,14 +1419,18 @@ export class SparkplugEdgeNode {
           typeof value === "string"
         )
       ) {
-        this.#refuse({ tag, code: "KILN_VALIDATION", message: `DCMD for ${tag} carries no value a tag can take` });
+        await this.#refuseBeforeKiln({
+          tag,
+          code: "KILN_VALIDATION",
+          message: `DCMD for ${tag} carries no value a tag can take`,
+        });
         continue;
       }
       // A value its metric's Sparkplug type cannot hold (a Double 3.5e39 for a Float metric) is
       // refused here, before Kiln; Kiln's own check of the tag's type would refuse it as well.
       const problem = binding === undefined ? undefined : scalarValueProblem(binding.datatype, value);
       if (problem !== undefined) {
-        this.#refuse({ tag, code: "KILN_VALIDATION", message: `DCMD for ${tag}: ${problem}` });
+        await this.#refuseBeforeKiln({ tag, code: "KILN_VALIDATION", message: `DCMD for ${tag}: ${problem}` });
         continue;
       }
       try {
@@ -1438,6 +1445,27 @@ export class SparkplugEdgeNode {
         });
       }
     }
+  }
+
+  /**
+   * A DCMD metric refused here, before it could become a Kiln command (an alias this device never
+   * announced, a name contradicting its alias, no value, a value its Sparkplug type cannot hold):
+   * counted, announced, and audited as a refused `tag.write` of the configured principal through
+   * `system.refuseCommand`, so every refused command leaves its entry (IEC 62443-3-3 CR 2.8) as
+   * one Kiln refuses itself does. The target is the tag, else `alias:<n>`, else `(no name)`.
+   */
+  async #refuseBeforeKiln(
+    event: SparkplugEdgeNodeEvents["command-refuse"] & { readonly code: "KILN_TAG_UNKNOWN" | "KILN_VALIDATION" },
+  ): Promise<void> {
+    this.#refuse(event);
+    const target = event.tag ?? (event.alias === undefined ? "(no name)" : `alias:${String(event.alias)}`);
+    await this.#system
+      .refuseCommand(this.#principal, {
+        permission: "tag.write",
+        target,
+        reason: new KilnError(event.code, event.message),
+      })
+      .catch(() => undefined); // it always rejects: with the reason, or why it could not be audited
   }
 
   #refuse(event: SparkplugEdgeNodeEvents["command-refuse"]): void {

@@ -40,6 +40,8 @@ describe("values a Float cannot carry (issue 15, fault 1)", () => {
     expect(refusals[0]).toMatchObject({ tag: "heater.setpoint", code: "KILN_VALIDATION" });
     expect(refusals[0]!.message).toMatch(/Float/);
     expect(fixture!.plc.writes).toEqual([]);
+    const [entry] = await fixture!.system.unchecked.store.audit.query({ from: 0, to: Date.now() + 60_000 });
+    expect(entry).toMatchObject({ action: "tag.write", target: "heater.setpoint", outcome: "denied" });
     // Still alive: a good write after it goes through and comes back in DDATA.
     const written = node.events.next("command-write");
     await dcmd(fixture!, [{ alias, datatype: "Float", value: 42 }]);
@@ -121,6 +123,13 @@ describe("aliases decide (issue 15, fault 7c)", () => {
     expect(refusals[0]).toMatchObject({ alias: 9999, code: "KILN_TAG_UNKNOWN" });
     expect(refusals[1]).toMatchObject({ tag: "valve.ald1", code: "KILN_VALIDATION" });
     expect(fixture!.plc.writes).toEqual([]);
+    // Refused before they became Kiln commands, and still audited as refused writes (CR 2.8).
+    const entries = await fixture!.system.unchecked.store.audit.query({ from: 0, to: Date.now() + 60_000 });
+    expect(entries.map(({ action, target, outcome }) => ({ action, target, outcome }))).toEqual([
+      { action: "tag.write", target: "valve.ald1", outcome: "denied" }, // the name it carried
+      { action: "tag.write", target: "valve.ald1", outcome: "denied" },
+    ]);
+    expect(entries[0]!.reason).toMatch(/alias 9999 names no metric/);
   });
 });
 

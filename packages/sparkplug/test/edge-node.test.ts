@@ -107,10 +107,13 @@ describe("DCMD writes go through Kiln's checked command path", () => {
     expect(refusals[0]).toMatchObject({ alias: 99 });
     expect(fixture.plc.writes).toEqual([]);
     expect(fixture.node.health()).toMatchObject({ publishing: true, commands: { refused: 4, malformed: 2 } });
-    // Kiln audited the two that reached it with a tag name.
+    // Every refused metric is audited: the two Kiln refused, and the two refused before they reached
+    // it (an alias naming nothing, a null value), through system.refuseCommand.
     expect((await audit(fixture)).map((entry) => [entry.target, entry.outcome])).toEqual([
+      ["alias:99", "denied"],
       ["no.such.tag", "denied"],
       ["heater.setpoint", "denied"],
+      ["valve.ald1", "denied"],
     ]);
   });
 });
