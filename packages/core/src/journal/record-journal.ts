@@ -87,8 +87,8 @@ interface RecordRef {
  * own (length field flagged, payload the offset of the first record still live), checksummed like
  * any other, so a torn mark is cut off like a torn record. A mark is written with the next append
  * (in the same write and fsync, when both fit under `maxBytes`), by a `release({ durable: true })` (group-committed), by every
- * {@link JOURNAL_MARK_EVERY_RELEASES}th release, and by {@link close}. The guarantee: after a
- * crash, {@link open} reads back every record not released, plus the records released after the
+ * {@link JOURNAL_MARK_EVERY_RELEASES}th release, and by {@link RecordJournal.close}. The guarantee: after a
+ * crash, {@link RecordJournal.open} reads back every record not released, plus the records released after the
  * last durable mark: none released by a durable release, and at most
  * `JOURNAL_MARK_EVERY_RELEASES - 1` otherwise. At-least-once, never fewer.
  *
