@@ -186,15 +186,33 @@ export class JournalBacklog extends BaseBacklog implements ForwardBacklog {
     return bytes === undefined ? undefined : { id: info.id, samples: info.samples, bytes };
   }
 
+  /**
+   * Releases a replayed record durably (a release mark fsynced before this resolves, ADR 0034),
+   * so a crash after it never sends the record again: a crash mid-replay resends at most the one
+   * record published and not yet released.
+   */
   async release(id: number): Promise<number | undefined> {
     if (this.infos[0]?.id !== id) return undefined;
-    return this.dropOldest();
+    return this.#releaseOldest(true);
   }
 
+  /**
+   * Drops the oldest record at the limit. Not durable by itself: the append that follows it
+   * carries its release mark in the same write, so a drop comes back after a crash only when that
+   * append failed (it is then counted as dropped and sent).
+   */
   async dropOldest(): Promise<number | undefined> {
     if (this.infos.length === 0) return undefined;
-    await this.#journal.release();
-    return this.untrack()?.samples;
+    return this.#releaseOldest(false);
+  }
+
+  async #releaseOldest(durable: boolean): Promise<number | undefined> {
+    // Untracked with the journal's release, whether or not its mark can be written: the journal
+    // has released it in memory either way.
+    const released = this.#journal.release({ durable });
+    const samples = this.untrack()?.samples;
+    await released;
+    return samples;
   }
 
   async close(): Promise<void> {

@@ -35,9 +35,11 @@ export { auditedTarget } from "../security/command-input";
 // journal behind the sample spool, so no adapter writes a journal of its own.
 export {
   DEFAULT_JOURNAL_MAX_BYTES,
+  JOURNAL_MARK_EVERY_RELEASES,
   RecordJournal,
   type RecordJournalOptions,
   type RecordJournalRecovery,
+  type RecordJournalReleaseOptions,
 } from "../journal/record-journal";
 export { JournalLock, type JournalLockOwner } from "../journal/journal-lock";
 export { issuesFromZod, parseOrThrow } from "../domain/validation";

@@ -1,12 +1,13 @@
 import { execFileSync, spawn } from "node:child_process";
 import { once } from "node:events";
-import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { hostname, tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { KilnError } from "../domain/errors";
-import { RecordJournal } from "./record-journal";
+import { crc32 } from "node:zlib";
+import { JOURNAL_MARK_EVERY_RELEASES, RecordJournal } from "./record-journal";
 
 let directory: string;
 beforeEach(async () => {
@@ -69,7 +70,7 @@ describe("RecordJournal", () => {
     const other = await readFile(join(directory, "other.journal"));
     await writeFile(path, Buffer.concat([first, Buffer.alloc(5_000, 0xab), other]));
     const { journal: reopened, recovery } = await RecordJournal.open(path);
-    expect(recovery).toEqual({ records: 2, skippedRecords: 1, skippedBytes: 5_000, discardedBytes: 0 });
+    expect(recovery).toEqual({ records: 2, released: 0, skippedRecords: 1, skippedBytes: 5_000, discardedBytes: 0 });
     expect(await readAll(reopened)).toEqual([String(payload(1)), String(payload(2))]);
     await reopened.close();
   });
@@ -244,5 +245,207 @@ describe("RecordJournal", () => {
       const { journal } = await RecordJournal.open(path);
       await journal.close();
     });
+  });
+});
+
+describe("RecordJournal: durable releases and compaction (ADR 0034)", () => {
+  /** What a process killed now (SIGKILL) leaves: the file as it is, opened by the next process. */
+  async function afterCrash(path: string): Promise<{ seen: string[]; released: number; skipped: number }> {
+    const copy = join(directory, `crash-${Math.random().toString(36).slice(2)}.journal`);
+    await copyFile(path, copy);
+    const { journal, recovery } = await RecordJournal.open(copy);
+    const seen = await readAll(journal);
+    await journal.close();
+    return { seen, released: recovery.released, skipped: recovery.skippedRecords };
+  }
+  const named = (index: number): Buffer => Buffer.from(`#${index}`.padEnd(40, "."));
+  const seq = (from: number, to: number): string[] =>
+    Array.from({ length: to - from }, (_, index) => String(named(from + index)));
+
+  test("a durable release survives a crash: the records it released are not read back", async () => {
+    const path = join(directory, "durable.journal");
+    const { journal } = await RecordJournal.open(path);
+    for (let index = 0; index < 10; index++) await journal.append(named(index));
+    await journal.release();
+    await journal.release();
+    // Released in memory only: a crash now reads them back (at least once).
+    expect((await afterCrash(path)).seen).toEqual(seq(0, 10));
+    await journal.release({ durable: true });
+    expect(await afterCrash(path)).toEqual({ seen: seq(3, 10), released: 3, skipped: 0 });
+    // The next append carries the releases before it in its own write.
+    await journal.release();
+    await journal.append(named(10));
+    expect((await afterCrash(path)).seen).toEqual(seq(4, 11));
+    // close() marks what was released.
+    await journal.release();
+    await journal.close();
+    const { journal: reopened, recovery } = await RecordJournal.open(path);
+    expect(recovery).toMatchObject({ records: 6, released: 5 });
+    expect(await readAll(reopened)).toEqual(seq(5, 11));
+    await reopened.close();
+  });
+
+  test(`without durable releases at most ${JOURNAL_MARK_EVERY_RELEASES - 1} released records are read back after a crash`, async () => {
+    const path = join(directory, "window.journal");
+    const { journal } = await RecordJournal.open(path);
+    for (let index = 0; index < 160; index++) await journal.append(named(index));
+    for (let released = 1; released <= 150; released++) {
+      await journal.release();
+      if (released % 5 !== 0 && released < 126) continue;
+      const { seen } = await afterCrash(path);
+      // Nothing unreleased is lost; what comes back is a suffix of at most the window more.
+      expect(seen.slice(-(160 - released))).toEqual(seq(released, 160));
+      expect(seen.length - (160 - released)).toBeLessThan(JOURNAL_MARK_EVERY_RELEASES);
+    }
+    await journal.close();
+  });
+
+  test("concurrent durable releases share one mark (one write, one fsync)", async () => {
+    const { journal } = await RecordJournal.open(join(directory, "group.journal"));
+    for (let index = 0; index < 10; index++) await journal.append(named(index));
+    const before = journal.bytes;
+    await Promise.all(Array.from({ length: 5 }, () => journal.release({ durable: true })));
+    expect(journal.bytes - before).toBe(20);
+    expect((await afterCrash(journal.path)).seen).toEqual(seq(5, 10));
+    await journal.close();
+  });
+
+  test("released records stop counting toward maxBytes: an append compacts instead of being refused", async () => {
+    const path = join(directory, "compact.journal");
+    const recordBytes = 12 + named(0).length;
+    const { journal } = await RecordJournal.open(path, { maxBytes: 5 * recordBytes });
+    for (let index = 0; index < 5; index++) await journal.append(named(index));
+    const full = await journal.append(named(99)).catch((error: unknown) => error);
+    expect(KilnError.is(full, "KILN_BUFFER_FULL")).toBe(true);
+    for (let index = 0; index < 3; index++) await journal.release();
+    for (let index = 5; index < 8; index++) await journal.append(named(index));
+    expect(journal.bytes).toBeLessThanOrEqual(5 * recordBytes);
+    expect((await afterCrash(path)).seen).toEqual(seq(3, 8));
+    // Full of live records: refused, nothing changed.
+    const refused = await journal.append(named(99)).catch((error: unknown) => error);
+    expect(KilnError.is(refused, "KILN_BUFFER_FULL")).toBe(true);
+    expect((refused as KilnError).details).toMatchObject({ liveBytes: 5 * recordBytes });
+    expect(await readAll(journal)).toEqual(seq(3, 8));
+    await journal.close();
+  });
+
+  test("a release compacts the file once released bytes pass half of it (and 1 MiB); no temporary file is left", async () => {
+    const path = join(directory, "halves.journal");
+    const big = (index: number): Buffer => Buffer.alloc(300_000, 65 + index);
+    const { journal } = await RecordJournal.open(path);
+    for (let index = 0; index < 6; index++) await journal.append(big(index));
+    for (let index = 0; index < 4; index++) await journal.release();
+    expect(journal.bytes).toBe(2 * (12 + 300_000));
+    expect((await stat(path)).size).toBe(2 * (12 + 300_000));
+    await expect(stat(`${path}.compact`)).rejects.toThrow();
+    const { seen } = await afterCrash(path);
+    expect(seen).toEqual([String(big(4)), String(big(5))]);
+    await journal.append(big(6));
+    expect(await readAll(journal)).toEqual([String(big(4)), String(big(5)), String(big(6))]);
+    await journal.close();
+  });
+
+  test("a crash at any step of a run of appends, releases and compactions loses no unreleased record", async () => {
+    const path = join(directory, "steps.journal");
+    const recordBytes = 12 + named(0).length;
+    const { journal } = await RecordJournal.open(path, { maxBytes: 8 * recordBytes + 3 * 20 });
+    let next = 0;
+    let released = 0;
+    let durablyReleased = 0;
+    let seed = 11;
+    const random = (): number => (seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) / 2 ** 31;
+    for (let step = 0; step < 200; step++) {
+      const roll = random();
+      if (roll < 0.5) {
+        const ok = await journal.append(named(next)).then(
+          () => true,
+          (error: unknown) => (KilnError.is(error, "KILN_BUFFER_FULL") ? false : Promise.reject(error)),
+        );
+        if (ok) next++;
+      } else if (journal.records > 0) {
+        const durable = roll > 0.9;
+        await journal.release({ durable });
+        released++;
+        if (durable) durablyReleased = released;
+      }
+      const { seen } = await afterCrash(path);
+      expect(seen.slice(seen.length - (next - released)), `step ${step}`).toEqual(seq(released, next));
+      expect(seen, `step ${step}`).toEqual(seq(next - seen.length, next));
+      expect(next - seen.length, `step ${step}`).toBeGreaterThanOrEqual(durablyReleased);
+      expect(journal.bytes).toBeLessThanOrEqual(journal.maxBytes);
+    }
+    await journal.close();
+  }, 30_000);
+
+  /** A release mark as the journal writes it, releasing every record before `offset`. */
+  function markRecord(offset: number): Buffer {
+    const record = Buffer.alloc(20);
+    record.writeUInt32LE(0x4b4a5231, 0);
+    record.writeUInt32LE((8 | 0x8000_0000) >>> 0, 4);
+    record.writeBigUInt64LE(BigInt(offset), 12);
+    record.writeUInt32LE(crc32(record.subarray(12), crc32(record.subarray(4, 8))), 8);
+    return record;
+  }
+
+  test("a leftover <path>.compact (a compaction cut off before its rename) is deleted; the journal is read whole", async () => {
+    const path = join(directory, "leftover.journal");
+    const { journal } = await RecordJournal.open(path);
+    for (let index = 0; index < 6; index++) await journal.append(named(index));
+    await journal.release({ durable: true });
+    await journal.close();
+    // A complete copy of the live records, and a torn one: neither was renamed, so neither counts.
+    for (const leftover of [(await readFile(path)).subarray(52 + 20), Buffer.from("torn")]) {
+      await writeFile(`${path}.compact`, leftover);
+      const { journal: reopened, recovery } = await RecordJournal.open(path);
+      expect(recovery).toMatchObject({ records: 5, released: 1, skippedRecords: 0, discardedBytes: 0 });
+      await expect(stat(`${path}.compact`)).rejects.toThrow();
+      await reopened.close();
+    }
+    const { journal: last } = await RecordJournal.open(path);
+    expect(await readAll(last)).toEqual(seq(1, 6));
+    await last.close();
+  });
+
+  test("a mark that is torn, corrupt or points past itself is ignored: more is read back, never less", async () => {
+    const path = join(directory, "marks.journal");
+    const { journal } = await RecordJournal.open(path);
+    for (let index = 0; index < 4; index++) await journal.append(named(index));
+    await journal.close();
+    const records = await readFile(path);
+    const recordBytes = 52;
+    const cases: [string, Buffer, string[]][] = [
+      ["a good mark", Buffer.concat([records, markRecord(2 * recordBytes)]), seq(2, 4)],
+      ["a torn mark", Buffer.concat([records, markRecord(2 * recordBytes).subarray(0, 15)]), seq(0, 4)],
+      ["a corrupt mark", Buffer.concat([records, markRecord(2 * recordBytes).fill(7, 14, 15)]), seq(0, 4)],
+      ["a mark past itself", Buffer.concat([records, markRecord(10 * recordBytes)]), seq(0, 4)],
+      [
+        "a later corrupt mark after a good one",
+        Buffer.concat([records, markRecord(recordBytes), markRecord(3 * recordBytes).fill(7, 14, 15)]),
+        seq(1, 4),
+      ],
+      [
+        "a mark at a damaged record",
+        Buffer.concat([records, markRecord(2 * recordBytes)]).fill(0x55, 120, 121),
+        seq(3, 4),
+      ],
+    ];
+    for (const [name, content, expected] of cases) {
+      await writeFile(path, content);
+      const { journal: reopened } = await RecordJournal.open(path);
+      expect(await readAll(reopened), name).toEqual(expected);
+      await reopened.close();
+    }
+  });
+
+  test("a file every record of which a mark released is cut back to empty at open", async () => {
+    const path = join(directory, "all-released.journal");
+    const { journal } = await RecordJournal.open(path);
+    await journal.append(named(0));
+    await journal.close();
+    await writeFile(path, Buffer.concat([await readFile(path), markRecord(52)]));
+    const { journal: reopened, recovery } = await RecordJournal.open(path);
+    expect(recovery).toMatchObject({ records: 0, released: 1 });
+    expect((await stat(path)).size).toBe(0);
+    await reopened.close();
   });
 });

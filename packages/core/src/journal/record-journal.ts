@@ -1,4 +1,4 @@
-import { mkdir, open, type FileHandle } from "node:fs/promises";
+import { mkdir, open, rename, rm, type FileHandle } from "node:fs/promises";
 import { dirname } from "node:path";
 import { crc32 } from "node:zlib";
 import { KilnError, KilnValidationError } from "../domain/errors";
@@ -9,6 +9,20 @@ const MAGIC = 0x4b4a5231;
 const HEADER_BYTES = 12;
 const MAX_RECORD_BYTES = 256 * 1024 * 1024;
 const SCAN_CHUNK_BYTES = 64 * 1024;
+/** Set in a record's length field for a release mark; a payload length never reaches it. */
+const MARK_FLAG = 0x8000_0000;
+/** A release mark's payload: the file offset (u64) of the first record it does not release. */
+const MARK_PAYLOAD_BYTES = 8;
+/**
+ * Releases after which a release writes a durable mark by itself, so at most this many minus one
+ * released records are read back after a crash, whatever the owner does.
+ */
+export const JOURNAL_MARK_EVERY_RELEASES = 64;
+/** Released bytes a release lets pile up before it compacts the file (once they also pass half of it). */
+const COMPACT_AT_RELEASE_BYTES = 1024 * 1024;
+/** Live bytes small enough to copy whenever an append needs the room released records take. */
+const COMPACT_SMALL_LIVE_BYTES = 4 * 1024 * 1024;
+const COPY_CHUNK_BYTES = 1024 * 1024;
 
 /** The default size limit of a journal file: 1 GiB. */
 export const DEFAULT_JOURNAL_MAX_BYTES = 1024 * 1024 * 1024;
@@ -16,20 +30,37 @@ export const DEFAULT_JOURNAL_MAX_BYTES = 1024 * 1024 * 1024;
 /** Options of {@link RecordJournal.open}. */
 export interface RecordJournalOptions {
   /**
-   * Size limit of the file, in bytes. An append that would pass it is refused with
-   * `KILN_BUFFER_FULL` (nothing written), so the owner applies its overflow policy.
+   * Size limit of the file, in bytes. An append that would pass it first reclaims the room of
+   * released records (compaction, see {@link RecordJournal}); when that is not enough it is
+   * refused with `KILN_BUFFER_FULL` (nothing written), so the owner applies its overflow policy.
    * @default DEFAULT_JOURNAL_MAX_BYTES (1 GiB)
    */
   readonly maxBytes?: number;
 }
 
+/** Options of {@link RecordJournal.release}. */
+export interface RecordJournalReleaseOptions {
+  /**
+   * Resolve only once the release is durable: a release mark covering it (and every earlier
+   * release) is written and fsynced, so a crash after this resolves never reads the record back.
+   * Concurrent durable releases share one mark (one fsync). @default false
+   */
+  readonly durable?: boolean;
+}
+
 /** What {@link RecordJournal.open} found in an existing file. */
 export interface RecordJournalRecovery {
-  /** Complete, checksummed records found. */
+  /** Complete, checksummed records found and not released: the records read back. */
   readonly records: number;
-  /** Corrupt stretches skipped between good records (each counted once, its bytes in `skippedBytes`). */
+  /** Complete records found that a durable release mark had released: not read back. */
+  readonly released: number;
+  /**
+   * Corrupt stretches skipped between good records after the last durable release mark (each
+   * counted once, its bytes in `skippedBytes`). Damage among released records loses nothing and
+   * is not counted.
+   */
   readonly skippedRecords: number;
-  /** Bytes of corrupt stretches skipped between good records. */
+  /** Bytes of those corrupt stretches. */
   readonly skippedBytes: number;
   /** Bytes of a torn or corrupt tail that were cut off (0 for a clean file). */
   readonly discardedBytes: number;
@@ -42,31 +73,57 @@ interface RecordRef {
 
 /**
  * An append-only, crash-safe journal of opaque records on disk: the one mechanism behind every
- * durable backlog in Kiln (the sample spool, and backlogs of the same kind). Each record is
- * `[u32 magic "KJR1"][u32 length][u32 crc32(length ‖ payload)][payload]`, little-endian, and is
- * fsynced before {@link append} resolves.
+ * durable backlog in Kiln (the sample spool, the audit backlog, Sparkplug store-and-forward).
+ * Each record is `[u32 magic "KJR1"][u32 length][u32 crc32(length ‖ payload)][payload]`,
+ * little-endian, and is fsynced before {@link append} resolves.
  *
  * Nothing written is ever counted as durable unless it is: a failed write (a full disk, `ENOSPC`,
- * an I/O error) is cut back off the file and rejected with `KILN_JOURNAL_FAILED`; an append past
- * `maxBytes` is refused with `KILN_BUFFER_FULL` before anything is written. On open, a torn tail
- * (a crash mid-write) is cut off, and a corrupt stretch between good records is skipped and
+ * an I/O error) is cut back off the file and rejected with `KILN_JOURNAL_FAILED`. On open, a torn
+ * tail (a crash mid-write) is cut off, and a corrupt stretch between good records is skipped and
  * counted, keeping every good record after it.
  *
  * Records are read back in order with {@link peek} and released with {@link release} once
- * handled; when all are released the file is truncated.
+ * handled. **Releases are made durable by release marks** (ADR 0034): a mark is a record of its
+ * own (length field flagged, payload the offset of the first record still live), checksummed like
+ * any other, so a torn mark is cut off like a torn record. A mark is written with the next append
+ * (in the same write and fsync, when both fit under `maxBytes`), by a `release({ durable: true })` (group-committed), by every
+ * {@link JOURNAL_MARK_EVERY_RELEASES}th release, and by {@link RecordJournal.close}. The guarantee: after a
+ * crash, {@link RecordJournal.open} reads back every record not released, plus the records released after the
+ * last durable mark: none released by a durable release, and at most
+ * `JOURNAL_MARK_EVERY_RELEASES - 1` otherwise. At-least-once, never fewer.
+ *
+ * **Released bytes are reclaimed by compaction**: the live records are copied into
+ * `<path>.compact`, fsynced, renamed over the file and the folder fsynced; a crash at any step
+ * leaves either file whole (a leftover `<path>.compact` is deleted at open). A release compacts
+ * once released bytes pass half the file (and 1 MiB); an append that would pass `maxBytes`
+ * compacts when released bytes are at least a quarter of the file or the live records at most
+ * 4 MiB (so a compaction never copies more than three bytes per byte it frees, except of small
+ * files), and is refused only when the live records and the new one do not fit. When all are
+ * released the file is truncated.
  */
 export class RecordJournal {
   /** The journal file, as given to {@link RecordJournal.open}. */
   readonly path: string;
   /** Size limit in bytes. */
   readonly maxBytes: number;
-  readonly #file: FileHandle;
+  #file: FileHandle;
   readonly #lock: JournalLock;
-  readonly #records: RecordRef[];
+  #records: RecordRef[];
   #head = 0;
+  /** End of the file: every byte before it is a record, a mark or a skipped stretch. */
   #size: number;
+  /** Bytes (headers included) of records not released. */
+  #liveBytes: number;
+  /** Releases since the last durable mark. */
+  #unmarked = 0;
   #dirty = false;
-  /** Appends and releases run one at a time: a release that empties the file truncates it, which must not meet a write. */
+  /** A compaction renamed the file but could not fsync its folder: the next write does it first. */
+  #folderUnsynced = false;
+  /** Released bytes below which a release does not try to compact again after a failed compaction. */
+  #compactRetryAt = 0;
+  /** A durable mark queued and not yet started, which a further durable release joins (group commit). */
+  #markRequest: Promise<void> | undefined;
+  /** File operations run one at a time: a release that empties the file truncates it, which must not meet a write. */
   #exclusive: Promise<unknown> = Promise.resolve();
 
   private constructor(
@@ -82,12 +139,15 @@ export class RecordJournal {
     this.#lock = lock;
     this.#size = size;
     this.#records = records;
+    this.#liveBytes = records.reduce((sum, record) => sum + HEADER_BYTES + record.length, 0);
     this.maxBytes = maxBytes;
   }
 
   /**
    * Opens (creating it and its folder if needed) the journal at `path`, takes its exclusive lock
-   * (`<path>.lock`, see {@link JournalLock}: a journal has exactly one writer) and recovers it.
+   * (`<path>.lock`, see {@link JournalLock}: a journal has exactly one writer) and recovers it:
+   * a leftover `<path>.compact` (a compaction cut off before its rename) is deleted, records
+   * before the last durable release mark are skipped, a torn tail is cut off.
    * @throws KilnError `KILN_VALIDATION` for a bad `maxBytes`; `KILN_JOURNAL_LOCKED` (retryable)
    *   when another live journal, in this process or another on this host, has `path` open;
    *   `KILN_JOURNAL_FAILED` when the file cannot be opened or read.
@@ -110,6 +170,8 @@ export class RecordJournal {
     const lock = await JournalLock.acquire(path);
     let handle: FileHandle;
     try {
+      // Only a compaction cut off before its rename leaves one; the journal itself is whole.
+      await rm(compactionPath(path), { force: true });
       await (await open(path, "a+")).close();
       handle = await open(path, "r+");
     } catch (error) {
@@ -118,20 +180,19 @@ export class RecordJournal {
     }
     try {
       const { size } = await handle.stat();
-      const records: RecordRef[] = [];
+      const found: RecordRef[] = [];
+      const stretches: { end: number; bytes: number }[] = [];
+      let releasedBefore = 0;
       let offset = 0;
       let end = 0;
-      let skippedRecords = 0;
-      let skippedBytes = 0;
       while (offset < size) {
-        const length = await readRecordAt(handle, offset, size);
-        if (length !== undefined) {
-          if (offset > end) {
-            skippedRecords++;
-            skippedBytes += offset - end;
-          }
-          records.push({ offset, length });
-          offset += HEADER_BYTES + length;
+        const item = await readRecordAt(handle, offset, size);
+        if (item !== undefined) {
+          if (offset > end) stretches.push({ end: offset, bytes: offset - end });
+          // A mark never releases anything after itself (only a bug could write one that does): ignored.
+          if (item.releasedBefore === undefined) found.push({ offset, length: item.length });
+          else if (item.releasedBefore <= offset) releasedBefore = Math.max(releasedBefore, item.releasedBefore);
+          offset += HEADER_BYTES + item.length;
           end = offset;
           continue;
         }
@@ -139,14 +200,23 @@ export class RecordJournal {
         if (next === undefined) break;
         offset = next;
       }
+      const records = found.filter((record) => record.offset >= releasedBefore);
+      const damage = stretches.filter((stretch) => stretch.end > releasedBefore);
       const discardedBytes = size - end;
-      if (discardedBytes > 0) {
+      if (records.length === 0 && size > 0) end = 0;
+      if (end < size) {
         await handle.truncate(end);
         await handle.sync();
       }
       return {
         journal: new RecordJournal(path, handle, lock, end, records, maxBytes),
-        recovery: { records: records.length, skippedRecords, skippedBytes, discardedBytes },
+        recovery: {
+          records: records.length,
+          released: found.length - records.length,
+          skippedRecords: damage.length,
+          skippedBytes: damage.reduce((sum, stretch) => sum + stretch.bytes, 0),
+          discardedBytes,
+        },
       };
     } catch (error) {
       await handle.close().catch(() => undefined);
@@ -165,16 +235,17 @@ export class RecordJournal {
     return this.records === 0;
   }
 
-  /** Bytes the file holds now. */
+  /** Bytes the file holds now (released records and marks not yet compacted away included). */
   get bytes(): number {
     return this.#size;
   }
 
   /**
-   * Appends one record and fsyncs it; when this resolves, the record survives a crash.
+   * Appends one record and fsyncs it; when this resolves, the record survives a crash (and so do
+   * the releases before it: a pending release mark is written in the same write).
    * @throws KilnError `KILN_BUFFER_FULL` (not retryable; nothing written) when the record would
-   *   pass `maxBytes`; `KILN_JOURNAL_FAILED` (retryable; nothing kept) when writing or syncing
-   *   fails, e.g. `ENOSPC` on a full disk (`details.errno`).
+   *   pass `maxBytes` even after compaction; `KILN_JOURNAL_FAILED` (retryable; nothing kept) when
+   *   writing or syncing fails, e.g. `ENOSPC` on a full disk (`details.errno`).
    */
   append(payload: Uint8Array): Promise<void> {
     return this.#serialized(() => this.#append(payload));
@@ -185,26 +256,38 @@ export class RecordJournal {
       throw new RangeError(`A journal record holds 1 to ${MAX_RECORD_BYTES} bytes, not ${payload.length}.`);
     }
     const record = encodeRecord(payload);
+    if (this.#size + record.length > this.maxBytes && this.#worthCompacting(record.length)) {
+      try {
+        await this.#compact();
+      } catch (error) {
+        throw journalError(this.path, "append", error);
+      }
+    }
     if (this.#size + record.length > this.maxBytes) {
       throw new KilnError(
         "KILN_BUFFER_FULL",
-        `Journal ${this.path} is full: ${this.#size} of ${this.maxBytes} bytes used, ${record.length} more needed.`,
-        { details: { path: this.path, bytes: this.#size, maxBytes: this.maxBytes, recordBytes: record.length } },
+        `Journal ${this.path} is full: ${this.#size} of ${this.maxBytes} bytes used ` +
+          `(${this.#liveBytes} by unreleased records), ${record.length} more needed.`,
+        {
+          details: {
+            path: this.path,
+            bytes: this.#size,
+            liveBytes: this.#liveBytes,
+            maxBytes: this.maxBytes,
+            recordBytes: record.length,
+          },
+        },
       );
     }
-    try {
-      if (this.#dirty) await this.#cutBack();
-      this.#dirty = true;
-      await writeFully(this.#file, record, this.#size);
-      await this.#file.datasync();
-      this.#dirty = false;
-    } catch (error) {
-      // Whatever reached the file is cut off again, so it can never be read back as a record.
-      await this.#cutBack().catch(() => undefined);
-      throw journalError(this.path, "append", error);
-    }
-    this.#records.push({ offset: this.#size, length: payload.length });
-    this.#size += record.length;
+    // Releases not yet marked ride along in the same write and fsync, when there is room.
+    const mark = this.#pendingMark();
+    const withMark = mark !== undefined && this.#size + mark.length + record.length <= this.maxBytes;
+    const bytes = withMark ? Buffer.concat([mark, record]) : record;
+    await this.#write(bytes, "append");
+    if (withMark) this.#unmarked = 0;
+    this.#records.push({ offset: this.#size + bytes.length - record.length, length: payload.length });
+    this.#size += bytes.length;
+    this.#liveBytes += record.length;
   }
 
   /** The oldest unreleased record's payload, or undefined when there is none. Repeated calls return the same record. */
@@ -213,6 +296,7 @@ export class RecordJournal {
     if (next === undefined) return undefined;
     const payload = Buffer.alloc(next.length);
     try {
+      // Started in this turn with the handle of this turn: a compaction swapping the file waits for it.
       await this.#file.read(payload, 0, next.length, next.offset + HEADER_BYTES);
     } catch (error) {
       throw journalError(this.path, "read", error);
@@ -224,58 +308,256 @@ export class RecordJournal {
    * Calls `visit` with the payload of every unreleased record, oldest first, without releasing any.
    * @throws KilnError `KILN_JOURNAL_FAILED` when the file cannot be read.
    */
-  async scan(visit: (payload: Buffer) => void): Promise<void> {
-    for (let index = this.#head; index < this.#records.length; index++) {
-      const { offset, length } = this.#records[index]!;
-      const payload = Buffer.alloc(length);
-      try {
-        await this.#file.read(payload, 0, length, offset + HEADER_BYTES);
-      } catch (error) {
-        throw journalError(this.path, "read", error);
+  scan(visit: (payload: Buffer) => void): Promise<void> {
+    return this.#serialized(async () => {
+      for (let index = this.#head; index < this.#records.length; index++) {
+        const { offset, length } = this.#records[index]!;
+        const payload = Buffer.alloc(length);
+        try {
+          await this.#file.read(payload, 0, length, offset + HEADER_BYTES);
+        } catch (error) {
+          throw journalError(this.path, "read", error);
+        }
+        visit(payload);
       }
-      visit(payload);
-    }
+    });
   }
 
-  /** Releases the record last returned by {@link peek}; truncates the file once all are released. */
-  release(): Promise<void> {
-    return this.#serialized(() => this.#release());
+  /**
+   * Releases the oldest unreleased record (the one {@link peek} returns). In memory at once; made
+   * durable by the next release mark (see {@link RecordJournal}), or before this resolves with
+   * `durable: true`. Truncates the file once all are released; compacts it once released bytes
+   * pass half of it.
+   * @throws KilnError `KILN_JOURNAL_FAILED` (retryable) only with `durable: true`, when the mark
+   *   cannot be written: the record stays released here, but may be read back after a crash.
+   */
+  release(options: RecordJournalReleaseOptions = {}): Promise<void> {
+    const released = this.#serialized(() => this.#release());
+    return options.durable === true ? released.then(() => this.#requestMark()) : released;
   }
 
   async #release(): Promise<void> {
-    if (this.#head >= this.#records.length) return;
+    const released = this.#records[this.#head];
+    if (released === undefined) return;
     this.#head++;
+    this.#unmarked++;
+    this.#liveBytes -= HEADER_BYTES + released.length;
     if (this.#head === this.#records.length) {
-      this.#records.length = 0;
+      this.#records = [];
       this.#head = 0;
       this.#size = 0;
+      this.#liveBytes = 0;
       this.#dirty = true;
+      // A failed truncation stays dirty: a durable release (or the next write) truncates again first.
       await this.#cutBack().catch(() => undefined);
-    } else if (this.#head > 1024 && this.#head * 2 > this.#records.length) {
+      if (!this.#dirty) this.#unmarked = 0;
+      return;
+    }
+    const releasedBytes = this.#size - this.#liveBytes;
+    if (
+      releasedBytes >= COMPACT_AT_RELEASE_BYTES &&
+      releasedBytes > this.#liveBytes &&
+      releasedBytes >= this.#compactRetryAt
+    ) {
+      try {
+        await this.#compact();
+        return;
+      } catch {
+        // Tried again once twice as much is released; the journal itself is unchanged.
+        this.#compactRetryAt = releasedBytes * 2;
+      }
+    }
+    if (this.#unmarked >= JOURNAL_MARK_EVERY_RELEASES) await this.#writeMark().catch(() => undefined);
+    if (this.#head > 1024 && this.#head * 2 > this.#records.length) {
       this.#records.splice(0, this.#head);
       this.#head = 0;
     }
   }
 
-  /** Closes the file and releases its lock. Unreleased records stay on disk for the next open. */
+  /** Closes the file and releases its lock. Releases are marked first; unreleased records stay on disk for the next open. */
   async close(): Promise<void> {
     try {
+      await this.#serialized(() => this.#writeMark()).catch(() => undefined);
       await this.#file.close();
     } finally {
       await this.#lock.release();
     }
   }
 
-  #serialized(work: () => Promise<void>): Promise<void> {
+  #serialized<T>(work: () => Promise<T>): Promise<T> {
     const run = this.#exclusive.then(work);
     this.#exclusive = run.catch(() => undefined);
     return run;
+  }
+
+  /** The mark queued and not yet started, else a new one: every durable release before it starts shares its fsync. */
+  #requestMark(): Promise<void> {
+    this.#markRequest ??= this.#serialized(async () => {
+      this.#markRequest = undefined;
+      await this.#writeMark();
+    });
+    return this.#markRequest;
+  }
+
+  /** A mark of the releases not yet marked, or undefined when there are none (or nothing is left to mark). */
+  #pendingMark(): Buffer | undefined {
+    const first = this.#records[this.#head];
+    if (this.#unmarked === 0 || first === undefined) return undefined;
+    const payload = Buffer.alloc(MARK_PAYLOAD_BYTES);
+    payload.writeBigUInt64LE(BigInt(first.offset));
+    return encodeRecord(payload, MARK_FLAG);
+  }
+
+  /** Makes every release so far durable: a mark written and fsynced (or a compaction, at the size limit). */
+  async #writeMark(): Promise<void> {
+    if (this.#dirty) {
+      try {
+        await this.#cutBack();
+      } catch (error) {
+        throw journalError(this.path, "release", error);
+      }
+    }
+    const mark = this.#pendingMark();
+    if (mark === undefined) {
+      this.#unmarked = 0;
+      return;
+    }
+    if (this.#size + mark.length > this.maxBytes) {
+      try {
+        await this.#compact();
+      } catch (error) {
+        throw journalError(this.path, "release", error);
+      }
+      return;
+    }
+    await this.#write(mark, "release");
+    this.#size += mark.length;
+    this.#unmarked = 0;
+  }
+
+  /** Writes `bytes` at the end and fsyncs them; on failure cuts them back off and rejects with `KILN_JOURNAL_FAILED`. */
+  async #write(bytes: Buffer, operation: string): Promise<void> {
+    try {
+      if (this.#dirty) await this.#cutBack();
+      this.#dirty = true;
+      await writeFully(this.#file, bytes, this.#size);
+      await this.#file.datasync();
+      // After a compaction whose folder sync failed, a write is durable only once the rename is.
+      if (this.#folderUnsynced) {
+        await syncFolder(this.path);
+        this.#folderUnsynced = false;
+      }
+      this.#dirty = false;
+    } catch (error) {
+      // Whatever reached the file is cut off again, so it can never be read back as a record.
+      await this.#cutBack().catch(() => undefined);
+      throw journalError(this.path, operation, error);
+    }
+  }
+
+  /**
+   * Whether an append of `needed` bytes past `maxBytes` should compact first: it must then fit,
+   * and the copy must be worth it (released bytes at least a quarter of the file, or a small live tail).
+   */
+  #worthCompacting(needed: number): boolean {
+    const releasedBytes = this.#size - this.#liveBytes;
+    return (
+      releasedBytes > 0 &&
+      this.#liveBytes + needed <= this.maxBytes &&
+      (releasedBytes * 4 >= this.#size || this.#liveBytes <= COMPACT_SMALL_LIVE_BYTES)
+    );
+  }
+
+  /**
+   * Rewrites the file with only the unreleased records: copied into `<path>.compact`, fsynced,
+   * renamed over the file, the folder fsynced. A crash before the rename leaves the old file whole
+   * (with its marks) and the copy is deleted at the next open; after it, the new file holds only
+   * live records. The new file's handle is the one written, so no write can reach the old file.
+   */
+  async #compact(): Promise<void> {
+    if (this.#dirty) await this.#cutBack();
+    const temporary = compactionPath(this.path);
+    const target = await open(temporary, "w+");
+    const live = this.#records.slice(this.#head);
+    const moved: RecordRef[] = [];
+    let size = 0;
+    try {
+      for (let first = 0; first < live.length;) {
+        // A run of records with no mark between them is copied in one go.
+        let last = first;
+        const start = live[first]!.offset;
+        let end = start + HEADER_BYTES + live[first]!.length;
+        while (last + 1 < live.length && live[last + 1]!.offset === end) {
+          last++;
+          end += HEADER_BYTES + live[last]!.length;
+        }
+        await copyRange(this.#file, target, start, end, size);
+        for (let index = first; index <= last; index++) {
+          moved.push({ offset: live[index]!.offset - start + size, length: live[index]!.length });
+        }
+        size += end - start;
+        first = last + 1;
+      }
+      await target.sync();
+      await rename(temporary, this.path);
+    } catch (error) {
+      await target.close().catch(() => undefined);
+      await rm(temporary, { force: true }).catch(() => undefined);
+      throw error;
+    }
+    const old = this.#file;
+    this.#file = target;
+    this.#records = moved;
+    this.#head = 0;
+    this.#size = size;
+    this.#liveBytes = size;
+    this.#unmarked = 0;
+    this.#compactRetryAt = 0;
+    // Waits for reads still under way on the old file (a peek), then lets it go.
+    await old.close().catch(() => undefined);
+    try {
+      await syncFolder(this.path);
+    } catch {
+      this.#folderUnsynced = true;
+    }
   }
 
   async #cutBack(): Promise<void> {
     await this.#file.truncate(this.#size);
     await this.#file.datasync();
     this.#dirty = false;
+  }
+}
+
+function compactionPath(path: string): string {
+  return `${path}.compact`;
+}
+
+/** Fsyncs the folder holding `path`, so a rename in it survives a power loss. */
+async function syncFolder(path: string): Promise<void> {
+  const folder = await open(dirname(path), "r");
+  try {
+    await folder.sync();
+  } finally {
+    await folder.close();
+  }
+}
+
+/** Copies bytes `[start, end)` of `source` to `target` at `position`. */
+async function copyRange(
+  source: FileHandle,
+  target: FileHandle,
+  start: number,
+  end: number,
+  position: number,
+): Promise<void> {
+  const chunk = Buffer.alloc(Math.min(COPY_CHUNK_BYTES, end - start));
+  for (let offset = start; offset < end;) {
+    const length = Math.min(chunk.length, end - offset);
+    const { bytesRead } = await source.read(chunk, 0, length, offset);
+    if (bytesRead !== length) throw new Error(`short read at ${offset} while compacting`);
+    await writeFully(target, chunk.subarray(0, length), position + offset - start);
+    offset += length;
   }
 }
 
@@ -292,26 +574,38 @@ async function writeFully(file: FileHandle, data: Buffer, position: number): Pro
   }
 }
 
-function encodeRecord(payload: Uint8Array): Buffer {
+/** A record: `flags` is {@link MARK_FLAG} for a release mark, 0 for a payload. */
+function encodeRecord(payload: Uint8Array, flags = 0): Buffer {
   const record = Buffer.alloc(HEADER_BYTES + payload.length);
   record.writeUInt32LE(MAGIC, 0);
-  record.writeUInt32LE(payload.length, 4);
+  record.writeUInt32LE((payload.length | flags) >>> 0, 4);
   record.set(payload, HEADER_BYTES);
   record.writeUInt32LE(checksum(record.subarray(4, 8), payload), 8);
   return record;
 }
 
-/** The payload length of a complete, checksummed record at `offset`, or undefined. */
-async function readRecordAt(handle: FileHandle, offset: number, size: number): Promise<number | undefined> {
+/**
+ * The payload length of a complete, checksummed record at `offset` (and, for a release mark, the
+ * offset before which it releases every record), or undefined.
+ */
+async function readRecordAt(
+  handle: FileHandle,
+  offset: number,
+  size: number,
+): Promise<{ length: number; releasedBefore?: number } | undefined> {
   if (offset + HEADER_BYTES > size) return undefined;
   const header = Buffer.alloc(HEADER_BYTES);
   await handle.read(header, 0, HEADER_BYTES, offset);
   if (header.readUInt32LE(0) !== MAGIC) return undefined;
-  const length = header.readUInt32LE(4);
+  const field = header.readUInt32LE(4);
+  const mark = (field & MARK_FLAG) !== 0;
+  const length = mark ? field & ~MARK_FLAG : field;
+  if (mark && length !== MARK_PAYLOAD_BYTES) return undefined;
   if (length === 0 || length > MAX_RECORD_BYTES || offset + HEADER_BYTES + length > size) return undefined;
   const payload = Buffer.alloc(length);
   await handle.read(payload, 0, length, offset + HEADER_BYTES);
-  return checksum(header.subarray(4, 8), payload) === header.readUInt32LE(8) ? length : undefined;
+  if (checksum(header.subarray(4, 8), payload) !== header.readUInt32LE(8)) return undefined;
+  return mark ? { length, releasedBefore: Number(payload.readBigUInt64LE(0)) } : { length };
 }
 
 /** crc32 of the length field followed by the payload, so a damaged length is caught too. */

@@ -7,7 +7,7 @@ import { MemoryStore } from "../memory/memory-store";
 import { SimulatedClock } from "../memory/simulated-clock";
 import { SimulatedPlc } from "../memory/simulated-plc";
 import type { AuditEntry, AuditLog } from "../ports/audit-log";
-import { mkdtemp, readFile, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { AuditedCommandRunner, type AuditBacklogOptions } from "./audited-command";
@@ -384,6 +384,98 @@ describe("AuditedCommandRunner", () => {
     expect((await next.entries()).map((entry) => entry.newValue)).toEqual([2, 3]);
     expect(next.drops).toEqual([]);
     await next.runner.close();
+  });
+
+  describe("the audit journal's room (issue 15, ADR 0034)", () => {
+    /** An audit log that fails while `state.down`, and takes `state.takes` entries first when set. */
+    const flaky =
+      (state: { down: boolean; takes?: number }) =>
+      (store: MemoryStore): AuditLog => ({
+        query: store.audit.query,
+        record: async (entry: AuditEntry) => {
+          if (state.takes !== undefined && state.takes > 0) state.takes--;
+          else if (state.down) throw new KilnError("KILN_STORE_ERROR", "audit store down", { retryable: true });
+          await store.audit.record(entry);
+        },
+      });
+    /** Bytes one journaled entry of these commands takes (they differ only in single-digit values). */
+    async function entryBytes(): Promise<number> {
+      const path = join(await mkdtemp(join(tmpdir(), "kiln-audit-")), "audit.journal");
+      const probe = await setup({ audit: flaky({ down: true }), backlog: { path } });
+      await probe.writeTag(engineer, "heater.setpoint", 1);
+      await probe.writeTag(engineer, "heater.setpoint", 2);
+      const bytes = (await stat(path)).size / 2;
+      await probe.runner.close();
+      return bytes;
+    }
+
+    test("entries already stored stop taking journal room: a command runs while the file still holds them", async () => {
+      const recordBytes = await entryBytes();
+      const path = join(await mkdtemp(join(tmpdir(), "kiln-audit-")), "audit.journal");
+      const state: { down: boolean; takes?: number } = { down: true };
+      const { plc, writeTag, runner, entries, drops } = await setup({
+        audit: flaky(state),
+        backlog: { path, maxEntries: 10, maxBytes: Math.floor(5.5 * recordBytes) },
+      });
+      for (const value of [1, 2, 3, 4, 5]) await writeTag(engineer, "heater.setpoint", value);
+      // The store comes back for three entries, then fails again: two are left, five in the file.
+      state.takes = 3;
+      expect(await runner.flush()).toBe(false);
+      expect(runner.backlog).toBe(2);
+      // Before: the journal counted the three stored entries, was "full", and the command was refused.
+      await writeTag(engineer, "heater.setpoint", 6);
+      expect(plc.writes.map((write) => write.value)).toEqual([1, 2, 3, 4, 5, 6]);
+      state.down = false;
+      expect(await runner.flush()).toBe(true);
+      expect((await entries()).map((entry) => entry.newValue)).toEqual([1, 2, 3, 4, 5, 6]);
+      expect(runner.dropped).toBe(0);
+      expect(drops).toEqual([]);
+      await runner.close();
+    });
+
+    test("drop-oldest: a command refused because the journal is full evicts nothing, and every ran command's entry is stored", async () => {
+      const recordBytes = await entryBytes();
+      const path = join(await mkdtemp(join(tmpdir(), "kiln-audit-")), "audit.journal");
+      const backlog = {
+        path,
+        maxEntries: 3,
+        maxBytes: Math.floor(3.5 * recordBytes),
+        whenFull: "drop-oldest",
+      } as const;
+      const { plc, writeTag, runner, drops, refusals } = await setup({ audit: flaky({ down: true }), backlog });
+      for (const value of [1, 2, 3]) await writeTag(engineer, "heater.setpoint", value);
+      for (const value of [4, 5]) {
+        expect((await rejection(writeTag(engineer, "heater.setpoint", value))).code).toBe("KILN_AUDIT_UNAVAILABLE");
+      }
+      expect(refusals).toHaveLength(2);
+      expect(plc.writes.map((write) => write.value)).toEqual([1, 2, 3]);
+      // Before: each refused command first evicted the oldest journaled entry of a command that
+      // ran (reported as dropped, yet read back at the next start: the drop over-reported).
+      expect(runner.dropped).toBe(0);
+      expect(drops).toEqual([]);
+      await runner.close();
+      const next = await setup({ backlog: { ...backlog, path } });
+      expect(await next.runner.flush()).toBe(true);
+      const stored = await next.entries();
+      expect(stored.filter((entry) => entry.outcome === "allowed").map((entry) => entry.newValue)).toEqual([1, 2, 3]);
+      await next.runner.close();
+    });
+
+    test("drop-oldest: a dropped entry stays dropped after a crash (the drop is durable, no restart needed to prove it)", async () => {
+      const path = join(await mkdtemp(join(tmpdir(), "kiln-audit-")), "audit.journal");
+      const backlog = { path, maxEntries: 2, whenFull: "drop-oldest" } as const;
+      const { writeTag, runner } = await setup({ audit: flaky({ down: true }), backlog });
+      for (const value of [1, 2, 3, 4]) await writeTag(engineer, "heater.setpoint", value);
+      expect(runner.dropped).toBe(2);
+      // What a process killed now leaves: the file as it is, without close().
+      const crashed = join(await mkdtemp(join(tmpdir(), "kiln-audit-")), "audit.journal");
+      await writeFile(crashed, await readFile(path));
+      const next = await setup({ backlog: { ...backlog, path: crashed } });
+      expect(await next.runner.flush()).toBe(true);
+      expect((await next.entries()).map((entry) => entry.newValue)).toEqual([3, 4]);
+      await next.runner.close();
+      await runner.close();
+    });
   });
 
   // Issue 15, fifth review: a principal with no rights filled the backlog an admin's command needed.

@@ -698,11 +698,10 @@ export class AuditedCommandRunner {
     // Each entry tries the journal itself: one record it refuses (too large) does not refuse the next.
     if (journal === undefined) return "refused";
     if (this.#backlog.length >= this.#maxEntries && this.#whenFull === "refuse-commands") return "refused";
-    if (await this.#enqueue(entry)) return "run";
-    // The journal failed on this very entry: it is only in memory, so the command must not run.
-    const index = this.#backlog.findIndex((item) => item.entry?.id === entry.id);
-    if (index >= 0) this.#backlog.splice(index, 1);
-    return "refused";
+    // Kept only once journaled: an intent the journal does not take is not kept, the command
+    // does not run, and nothing is evicted for it (issue 15: refused commands evicted the
+    // journaled entries of commands that ran).
+    return (await this.#enqueue(entry, { journaledOnly: true })) ? "run" : "refused";
   }
 
   #record(entry: AuditEntry): Promise<void> {
@@ -752,6 +751,7 @@ export class AuditedCommandRunner {
     await this.#summarizeOverflow();
     while (this.#backlog.length > 0) {
       const head = this.#backlog[0]!;
+      let setAside = false;
       if (head.entry !== undefined) {
         if (isIntentRefusal(head.entry)) {
           // A refusal (or cancellation) naming its intent is never set aside: without it the
@@ -774,6 +774,7 @@ export class AuditedCommandRunner {
             if (KilnError.is(this.#lastError)) return false;
             head.failures++;
             await this.#setEntryAside(head);
+            setAside = true;
           }
         } else if ((await this.#store(head.entry)) === "retry") {
           if (!KilnError.is(this.#lastError)) head.failures++;
@@ -782,7 +783,8 @@ export class AuditedCommandRunner {
         }
       }
       this.#backlog.shift();
-      if (head.journaled) await this.#releaseJournalHead();
+      // A set-aside entry must not come back from the journal to be set aside again.
+      if (head.journaled) await this.#releaseJournalHead(setAside);
       await this.#summarizeOverflow();
     }
     return true;
@@ -904,7 +906,7 @@ export class AuditedCommandRunner {
    * e.g. an abort that runs without a durable entry) is kept beyond the limit, a denied or
    * failed one is counted into the overflow summary instead (ADR 0013).
    */
-  async #enqueue(entry: AuditEntry): Promise<boolean> {
+  async #enqueue(entry: AuditEntry, options: { journaledOnly?: boolean } = {}): Promise<boolean> {
     // Denied and failed entries never take more than their share: the rest of the room is kept for
     // entries of commands that run (whatever whenFull says), and a flood is counted, not stored one by one.
     // A refusal of an offered intent is never counted away nor evicted: without it the intent
@@ -914,8 +916,13 @@ export class AuditedCommandRunner {
       return false;
     }
     const journaled = await this.#append(entry);
+    if (!journaled && options.journaledOnly === true) {
+      // The entry #append just pushed: not kept, so it takes no room from anything.
+      this.#backlog.pop();
+      return false;
+    }
     let dropped = 0;
-    const droppedFromJournal: string[] = [];
+    let journalReleases = 0;
     while (this.#whenFull === "drop-oldest" && this.#entriesInBacklog() > this.#maxEntries) {
       const oldest = this.#backlog[0]!;
       if (oldest.entry !== undefined && isIntentRefusal(oldest.entry)) {
@@ -930,15 +937,15 @@ export class AuditedCommandRunner {
         continue;
       }
       this.#backlog.shift();
-      if (oldest.journaled) await this.#releaseJournalHead();
-      if (oldest.entry === undefined) continue;
-      dropped++;
-      if (oldest.journaled) droppedFromJournal.push(oldest.entry.id);
+      if (oldest.journaled) journalReleases++;
+      if (oldest.entry !== undefined) dropped++;
     }
-    // A release is not durable until the journal empties (its file is cut back then): without a
-    // tombstone the dropped entries would come back at the next start, so the drop would not be
-    // what was reported. The tombstone is released, unread, when it reaches the front.
-    if (droppedFromJournal.length > 0) await this.#appendTombstone(droppedFromJournal);
+    // The journal's oldest records are the ones shifted off. The last release is durable, before
+    // the drop is reported, so a dropped entry never comes back at the next start: what was
+    // reported is what happened (ADR 0034).
+    for (let release = 1; release <= journalReleases; release++) {
+      await this.#releaseJournalHead(release === journalReleases);
+    }
     this.#logger.error(
       { id: entry.id, action: entry.action, backlog: this.#backlog.length, durable: journaled },
       "an audit entry could not be recorded; it is kept for retry",
@@ -957,18 +964,6 @@ export class AuditedCommandRunner {
     if (dropped > 0) this.#reportDrop(dropped, `the audit backlog is full (${this.#maxEntries} entries)`);
     this.#scheduleRetry();
     return journaled;
-  }
-
-  /** Journals a record naming entries dropped from the journal, so a restart does not load them again. */
-  async #appendTombstone(ids: readonly string[]): Promise<void> {
-    const journal = await this.#openJournal();
-    if (journal === undefined) return;
-    try {
-      await journal.append(Buffer.from(encodeExactJson({ [TOMBSTONE_KEY]: [...ids] }), "utf8"));
-      this.#backlog.push({ entry: undefined, journaled: true, failures: 0 });
-    } catch (error) {
-      this.#logger.error({ error: String(error) }, "the audit journal could not take a drop record");
-    }
   }
 
   /** Backlog items that hold an entry (not an undecodable record or a tombstone). */
@@ -1072,9 +1067,16 @@ export class AuditedCommandRunner {
     void this.#options.bus?.publish("audit-entry-drop", { at: this.#options.clock.now(), count, reason });
   }
 
-  async #releaseJournalHead(): Promise<void> {
+  /**
+   * Releases the journal's oldest record. `durable`: a mark makes this and every earlier release
+   * durable before it resolves (ADR 0034), so they are not loaded again at the next start; when
+   * the mark cannot be written they may come back (stored once per id), which is logged.
+   */
+  async #releaseJournalHead(durable = false): Promise<void> {
     const journal = await this.#openJournal();
-    await journal?.release().catch(() => undefined);
+    await journal?.release({ durable }).catch((error: unknown) => {
+      this.#logger.error({ error: String(error) }, "the audit journal could not make a release durable");
+    });
   }
 
   /**
@@ -1151,7 +1153,11 @@ export class AuditedCommandRunner {
 }
 
 /** The entry in a journal record, or undefined when it cannot be decoded into one. */
-/** The key of a journal record that names entries dropped by `drop-oldest` (an entry has no such field). */
+/**
+ * The key of a journal record that names entries dropped by `drop-oldest` (an entry has no such
+ * field). Written by earlier versions, before a drop was made durable by a release mark (ADR
+ * 0034); still read, so a journal they left keeps its drops.
+ */
 const TOMBSTONE_KEY = "kiln.audit.dropped";
 
 /** The ids a tombstone record names, or undefined when `payload` is not one. */
