@@ -8,6 +8,7 @@ import {
   checkTagValue,
   parseOrThrow,
   quality,
+  raceAbort,
   signalTimeLeft,
   type Disposer,
   type DriverStatusChange,
@@ -105,6 +106,8 @@ export class ModbusDriver implements PlcDriver {
   #lastProbed = -1;
   /** When to try `maxInFlight` again after falling back to 1 (ms on the driver's clock). */
   #pipelineRetryAt = Number.POSITIVE_INFINITY;
+  /** Whether the warning that `requestTimeoutMs` outlives a read's deadline was logged. */
+  #deadlineWarned = false;
   /** The newest request sent when a timeout last counted against the link. */
   #lastCountedSequence = 0;
   readonly #units: ModbusUnitHealthMap;
@@ -339,7 +342,11 @@ export class ModbusDriver implements PlcDriver {
     const work = workers <= 1 ? worker() : Promise.all(Array.from({ length: workers }, worker)).then(() => undefined);
     const left = signalTimeLeft(signal);
     if (left === undefined) await work;
-    else await this.#untilDeadline(work, state, left - Math.min(DEADLINE_MARGIN_MS, left / 10));
+    else {
+      const budget = left - Math.min(DEADLINE_MARGIN_MS, left / 10);
+      if (this.#options.requestTimeoutMs >= budget) this.#warnDeadline(left);
+      await this.#untilDeadline(work, state, budget);
+    }
     this.#scheduleProbes(deferred);
     if (!state.expired) return samples;
     // The deadline came first: requests still on the wire finish in the background (their outcome
@@ -350,6 +357,22 @@ export class ModbusDriver implements PlcDriver {
     return Array.from(
       samples,
       (sample, index) => sample ?? { tag: tags[index]!.name, value: null, timestamp, quality: late },
+    );
+  }
+
+  /**
+   * Warns once that `requestTimeoutMs` is not below the read's deadline (less the read's margin): a request
+   * that times out then always outlives the read that sent it (its tags are bad for that scan, its timeout counts afterwards).
+   * Not clamped: a shorter timeout would count a live but slow unit's late answers as failures.
+   */
+  #warnDeadline(deadlineMs: number): void {
+    if (this.#deadlineWarned) return;
+    this.#deadlineWarned = true;
+    this.#logger.warn(
+      { requestTimeoutMs: this.#options.requestTimeoutMs, deadlineMs: Math.round(deadlineMs) },
+      `requestTimeoutMs (${this.#options.requestTimeoutMs} ms) is not below the read's deadline ` +
+        `(${Math.round(deadlineMs)} ms, the core's acquisition.timeoutMs): a unit that does not answer is found ` +
+        "out only after the read returned; set requestTimeoutMs below acquisition.timeoutMs",
     );
   }
 
@@ -508,13 +531,30 @@ export class ModbusDriver implements PlcDriver {
     );
   }
 
-  /** Runs one request through the queue with the right unit id; failures become Kiln errors. */
-  async #request<T>(
+  /**
+   * Runs one request through the queue with the right unit id; failures become Kiln errors. When `signal`
+   * aborts, the call rejects at once (`KILN_ABORTED`, or the signal's own Kiln error) and a request not yet
+   * sent is dropped; one already on the wire runs to its answer or timeout in the background, and that
+   * outcome still counts in the unit's and the link's health (a dead unit is marked offline even when every
+   * caller gives up before its request timeout).
+   */
+  #request<T>(
     unitId: number,
     operation: (client: ModbusClient) => Promise<T>,
     what: string,
     signal?: AbortSignal,
     request: ModbusRequestOptions = {},
+  ): Promise<T> {
+    return raceAbort(this.#counted(unitId, operation, what, signal, request), signal, what);
+  }
+
+  /** `#request` without the caller's abort: settles with the wire's outcome, counted in health. */
+  async #counted<T>(
+    unitId: number,
+    operation: (client: ModbusClient) => Promise<T>,
+    what: string,
+    signal: AbortSignal | undefined,
+    request: ModbusRequestOptions,
   ): Promise<T> {
     let client: ModbusClient | undefined;
     const sequence = ++this.#sequence;
