@@ -50,7 +50,9 @@ export interface ModbusPlannerOptions extends Partial<ModbusReadLimits> {
   readonly relearnAfterMs?: number;
   /**
    * A tag refused while read alone is learned as a hole only after this many reads in a row refused it (a
-   * refusal inside a bigger request, confirmed by a split, is learned at once). @default 3
+   * refusal inside a bigger request, confirmed by a split, is learned at once). A read in which a unit refused
+   * every address it was asked (more than one, none served) counts for none of them: that unit has a unit-level
+   * problem (misconfigured, starting up), logged once as a warning. @default 3
    */
   readonly learnAfterRefusals?: number;
 }

@@ -44,6 +44,7 @@ import {
   TRANSIENT_MODBUS_EXCEPTIONS,
   type ModbusLearnedHole,
   type ModbusLearnedMap,
+  type ModbusReadItem,
   type ModbusReadPlan,
   type ModbusReadRequest,
   type ModbusSplitOptions,
@@ -106,6 +107,8 @@ export class ModbusDriver implements PlcDriver {
   #lastProbed = -1;
   /** When to try `maxInFlight` again after falling back to 1 (ms on the driver's clock). */
   #pipelineRetryAt = Number.POSITIVE_INFINITY;
+  /** Units warned about for refusing every address of a read (warned again after they serve one). */
+  readonly #refusingUnits = new Set<number>();
   /** Whether the warning that `requestTimeoutMs` outlives a read's deadline was logged. */
   #deadlineWarned = false;
   /** The newest request sent when a timeout last counted against the link. */
@@ -310,6 +313,8 @@ export class ModbusDriver implements PlcDriver {
       silent: new Set(),
       timedOut: false,
       expired: false,
+      refusals: [],
+      served: new Set(),
     };
     const deferred = new Map<number, ModbusReadRequest>();
     const defer = (request: ModbusReadRequest, why: Quality): void => {
@@ -339,7 +344,9 @@ export class ModbusDriver implements PlcDriver {
       }
     };
     const workers = Math.min(this.#queue.maxInFlight, order.length);
-    const work = workers <= 1 ? worker() : Promise.all(Array.from({ length: workers }, worker)).then(() => undefined);
+    const work = (workers <= 1 ? worker() : Promise.all(Array.from({ length: workers }, worker))).then(() =>
+      this.#learnRefusals(state),
+    );
     const left = signalTimeLeft(signal);
     if (left === undefined) await work;
     else {
@@ -679,10 +686,19 @@ export class ModbusDriver implements PlcDriver {
         this.#request(part.unitId, (client) => readArea(client, part), describeRead(part), state.signal, {
           shape: shapeOf(part),
         }),
-      this.#split,
+      {
+        splitCode: this.#split.splitCode,
+        learner: {
+          // A refusal a split proved is learned at once; the others wait for the end of the read (#learnRefusals).
+          refused: (item, code, proven) =>
+            proven ? this.#learner.refused(item, code, true) : state.refusals.push({ item, code }),
+          learnBarrier: this.#learner.learnBarrier,
+        },
+      },
     );
     for (const outcome of outcomes) {
       if (outcome.ok) {
+        state.served.add(outcome.request.unitId);
         this.#planner.served(outcome.request);
         this.#decode(state, outcome.request, outcome.data);
         continue;
@@ -699,6 +715,36 @@ export class ModbusDriver implements PlcDriver {
         this.#markBad(state, outcome.request, qualityFromModbusError(error));
       } else throw error;
     }
+  }
+
+  /**
+   * Counts the read's unproven refusals (items refused alone, no part of their split read) towards learning
+   * them as holes, unless their unit refused every address it was asked in this read and more than one:
+   * a unit that refuses everything (misconfigured, starting up, a gateway mapping it wrong) has a unit-level
+   * problem, which says nothing about any one address, so its tags stay bad with the exception and are read
+   * again on every scan instead of being learned as holes until their probe. A single tag refused alone
+   * read after read is still learned (`learnAfterRefusals`).
+   */
+  #learnRefusals(state: ReadState): void {
+    const { refusals, served } = state;
+    for (const unitId of served) this.#refusingUnits.delete(unitId);
+    if (refusals.length === 0) return;
+    const refusedByUnit = new Map<number, Set<string>>();
+    for (const { item } of refusals) {
+      const addresses = refusedByUnit.get(item.unitId) ?? new Set<string>();
+      addresses.add(`${item.area}|${item.address}|${item.count}`);
+      refusedByUnit.set(item.unitId, addresses);
+    }
+    const unitLevel = (unitId: number): boolean => !served.has(unitId) && refusedByUnit.get(unitId)!.size > 1;
+    for (const [unitId, addresses] of refusedByUnit) {
+      if (!unitLevel(unitId) || this.#refusingUnits.has(unitId)) continue;
+      this.#refusingUnits.add(unitId);
+      this.#logger.warn(
+        { unitId, addresses: addresses.size },
+        `modbus unit ${unitId} refused every address it was asked; not learning them as holes (check the unit's configuration)`,
+      );
+    }
+    for (const { item, code } of refusals) if (!unitLevel(item.unitId)) this.#learner.refused(item, code, false);
   }
 
   #decode(state: ReadState, request: ModbusReadRequest, data: boolean[] | number[]): void {
@@ -778,7 +824,14 @@ interface ReadState {
   timedOut: boolean;
   /** The read's deadline passed: no further request goes out, unfinished tags are bad. */
   expired: boolean;
+  /** Items refused alone that no split proved, counted at the end of the read (`#learnRefusals`). */
+  readonly refusals: { item: RefusedItem; code: number }[];
+  /** Units that served at least one request of this read. */
+  readonly served: Set<number>;
 }
+
+/** An item the device refused, as the planner's learner is told of it. */
+type RefusedItem = Pick<ModbusReadItem, "unitId" | "area" | "address" | "count">;
 
 const BAD_TIMEOUT = QualityCodes.BadTimeout;
 
