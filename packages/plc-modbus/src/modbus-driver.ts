@@ -115,8 +115,8 @@ export class ModbusDriver implements PlcDriver {
   #lastCountedSequence = 0;
   readonly #units: ModbusUnitHealthMap;
   readonly #learner: Pick<ModbusReadPlanner, "refused" | "learnBarrier">;
-  /** How a read request is split on an exception; built once, not per request. */
-  readonly #split: ModbusSplitOptions;
+  /** Which exception splits a read request (see `ModbusSplitOptions.splitCode`); built once, not per request. */
+  readonly #splitCode: ModbusSplitOptions["splitCode"];
   readonly #compiled = new WeakMap<ModbusReadPlan, readonly ModbusTagDecoder[]>();
 
   /** @throws KilnValidationError naming each bad option. */
@@ -166,14 +166,11 @@ export class ModbusDriver implements PlcDriver {
       learnBarrier: (left, right) => this.#planner.learnBarrier(left, right),
     };
     const splitOn = this.#options.planner.splitOnExceptions;
-    this.#split = {
-      splitCode: (error) => {
-        const failure = modbusFailureOf(error);
-        return typeof failure === "number" && splitOn.includes(failure) && !TRANSIENT_MODBUS_EXCEPTIONS.has(failure)
-          ? failure
-          : undefined;
-      },
-      learner: this.#learner,
+    this.#splitCode = (error) => {
+      const failure = modbusFailureOf(error);
+      return typeof failure === "number" && splitOn.includes(failure) && !TRANSIENT_MODBUS_EXCEPTIONS.has(failure)
+        ? failure
+        : undefined;
     };
     this.#writer = new ModbusWriter(this.#options.write, this.#options.byteOrder, (unitId, operation, what, signal) =>
       this.#request(unitId, operation, what, signal),
@@ -687,7 +684,7 @@ export class ModbusDriver implements PlcDriver {
           shape: shapeOf(part),
         }),
       {
-        splitCode: this.#split.splitCode,
+        splitCode: this.#splitCode,
         learner: {
           // A refusal a split proved is learned at once; the others wait for the end of the read (#learnRefusals).
           refused: (item, code, proven) =>
