@@ -50,7 +50,9 @@ export interface ModbusPlannerOptions extends Partial<ModbusReadLimits> {
   readonly relearnAfterMs?: number;
   /**
    * A tag refused while read alone is learned as a hole only after this many reads in a row refused it (a
-   * refusal inside a bigger request, confirmed by a split, is learned at once). @default 3
+   * refusal inside a bigger request, confirmed by a split, is learned at once). A read in which a unit refused
+   * every address it was asked (more than one, none served) counts for none of them: that unit has a unit-level
+   * problem (misconfigured, starting up), logged once as a warning. @default 3
    */
   readonly learnAfterRefusals?: number;
 }
@@ -104,7 +106,16 @@ export interface ModbusDriverOptions {
   readonly unitId?: number;
   /** Byte order of tags that do not give one. @default "ABCD" */
   readonly byteOrder?: ModbusByteOrder;
-  /** A request with no reply after this long fails with `KILN_TIMEOUT` / quality bad. @default 1000 */
+  /**
+   * A request with no reply after this long fails with `KILN_TIMEOUT` / quality bad. @default 1000
+   *
+   * Keep it below the core's `acquisition.timeoutMs` (the read's deadline, default 2000). A read returns
+   * before its deadline whatever is on the wire, so with a longer request timeout a silent unit is found
+   * out only after the read returned (its tags are bad for that scan; the timeout still counts towards
+   * `unitHealth.offlineAfter`). The driver warns once (logger `warn` with both numbers) and does not clamp:
+   * a shorter timeout would count a live but slow unit's late answers as failures. A request on the wire is
+   * never cut short by its caller's signal; only requests not yet sent are dropped.
+   */
   readonly requestTimeoutMs?: number;
   /** Opening the connection fails after this long. @default 5000 */
   readonly connectTimeoutMs?: number;

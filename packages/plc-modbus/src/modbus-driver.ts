@@ -8,6 +8,7 @@ import {
   checkTagValue,
   parseOrThrow,
   quality,
+  raceAbort,
   signalTimeLeft,
   type Disposer,
   type DriverStatusChange,
@@ -43,6 +44,7 @@ import {
   TRANSIENT_MODBUS_EXCEPTIONS,
   type ModbusLearnedHole,
   type ModbusLearnedMap,
+  type ModbusReadItem,
   type ModbusReadPlan,
   type ModbusReadRequest,
   type ModbusSplitOptions,
@@ -105,12 +107,16 @@ export class ModbusDriver implements PlcDriver {
   #lastProbed = -1;
   /** When to try `maxInFlight` again after falling back to 1 (ms on the driver's clock). */
   #pipelineRetryAt = Number.POSITIVE_INFINITY;
+  /** Units warned about for refusing every address of a read (warned again after they serve one). */
+  readonly #refusingUnits = new Set<number>();
+  /** Whether the warning that `requestTimeoutMs` outlives a read's deadline was logged. */
+  #deadlineWarned = false;
   /** The newest request sent when a timeout last counted against the link. */
   #lastCountedSequence = 0;
   readonly #units: ModbusUnitHealthMap;
   readonly #learner: Pick<ModbusReadPlanner, "refused" | "learnBarrier">;
-  /** How a read request is split on an exception; built once, not per request. */
-  readonly #split: ModbusSplitOptions;
+  /** Which exception splits a read request (see `ModbusSplitOptions.splitCode`); built once, not per request. */
+  readonly #splitCode: ModbusSplitOptions["splitCode"];
   readonly #compiled = new WeakMap<ModbusReadPlan, readonly ModbusTagDecoder[]>();
 
   /** @throws KilnValidationError naming each bad option. */
@@ -160,14 +166,11 @@ export class ModbusDriver implements PlcDriver {
       learnBarrier: (left, right) => this.#planner.learnBarrier(left, right),
     };
     const splitOn = this.#options.planner.splitOnExceptions;
-    this.#split = {
-      splitCode: (error) => {
-        const failure = modbusFailureOf(error);
-        return typeof failure === "number" && splitOn.includes(failure) && !TRANSIENT_MODBUS_EXCEPTIONS.has(failure)
-          ? failure
-          : undefined;
-      },
-      learner: this.#learner,
+    this.#splitCode = (error) => {
+      const failure = modbusFailureOf(error);
+      return typeof failure === "number" && splitOn.includes(failure) && !TRANSIENT_MODBUS_EXCEPTIONS.has(failure)
+        ? failure
+        : undefined;
     };
     this.#writer = new ModbusWriter(this.#options.write, this.#options.byteOrder, (unitId, operation, what, signal) =>
       this.#request(unitId, operation, what, signal),
@@ -307,6 +310,8 @@ export class ModbusDriver implements PlcDriver {
       silent: new Set(),
       timedOut: false,
       expired: false,
+      refusals: [],
+      served: new Set(),
     };
     const deferred = new Map<number, ModbusReadRequest>();
     const defer = (request: ModbusReadRequest, why: Quality): void => {
@@ -336,10 +341,16 @@ export class ModbusDriver implements PlcDriver {
       }
     };
     const workers = Math.min(this.#queue.maxInFlight, order.length);
-    const work = workers <= 1 ? worker() : Promise.all(Array.from({ length: workers }, worker)).then(() => undefined);
+    const work = (workers <= 1 ? worker() : Promise.all(Array.from({ length: workers }, worker))).then(() =>
+      this.#learnRefusals(state),
+    );
     const left = signalTimeLeft(signal);
     if (left === undefined) await work;
-    else await this.#untilDeadline(work, state, left - Math.min(DEADLINE_MARGIN_MS, left / 10));
+    else {
+      const budget = left - Math.min(DEADLINE_MARGIN_MS, left / 10);
+      if (this.#options.requestTimeoutMs >= budget) this.#warnDeadline(left);
+      await this.#untilDeadline(work, state, budget);
+    }
     this.#scheduleProbes(deferred);
     if (!state.expired) return samples;
     // The deadline came first: requests still on the wire finish in the background (their outcome
@@ -350,6 +361,22 @@ export class ModbusDriver implements PlcDriver {
     return Array.from(
       samples,
       (sample, index) => sample ?? { tag: tags[index]!.name, value: null, timestamp, quality: late },
+    );
+  }
+
+  /**
+   * Warns once that `requestTimeoutMs` is not below the read's deadline (less the read's margin): a request
+   * that times out then always outlives the read that sent it (its tags are bad for that scan, its timeout counts afterwards).
+   * Not clamped: a shorter timeout would count a live but slow unit's late answers as failures.
+   */
+  #warnDeadline(deadlineMs: number): void {
+    if (this.#deadlineWarned) return;
+    this.#deadlineWarned = true;
+    this.#logger.warn(
+      { requestTimeoutMs: this.#options.requestTimeoutMs, deadlineMs: Math.round(deadlineMs) },
+      `requestTimeoutMs (${this.#options.requestTimeoutMs} ms) is not below the read's deadline ` +
+        `(${Math.round(deadlineMs)} ms, the core's acquisition.timeoutMs): a unit that does not answer is found ` +
+        "out only after the read returned; set requestTimeoutMs below acquisition.timeoutMs",
     );
   }
 
@@ -508,13 +535,30 @@ export class ModbusDriver implements PlcDriver {
     );
   }
 
-  /** Runs one request through the queue with the right unit id; failures become Kiln errors. */
-  async #request<T>(
+  /**
+   * Runs one request through the queue with the right unit id; failures become Kiln errors. When `signal`
+   * aborts, the call rejects at once (`KILN_ABORTED`, or the signal's own Kiln error) and a request not yet
+   * sent is dropped; one already on the wire runs to its answer or timeout in the background, and that
+   * outcome still counts in the unit's and the link's health (a dead unit is marked offline even when every
+   * caller gives up before its request timeout).
+   */
+  #request<T>(
     unitId: number,
     operation: (client: ModbusClient) => Promise<T>,
     what: string,
     signal?: AbortSignal,
     request: ModbusRequestOptions = {},
+  ): Promise<T> {
+    return raceAbort(this.#counted(unitId, operation, what, signal, request), signal, what);
+  }
+
+  /** `#request` without the caller's abort: settles with the wire's outcome, counted in health. */
+  async #counted<T>(
+    unitId: number,
+    operation: (client: ModbusClient) => Promise<T>,
+    what: string,
+    signal: AbortSignal | undefined,
+    request: ModbusRequestOptions,
   ): Promise<T> {
     let client: ModbusClient | undefined;
     const sequence = ++this.#sequence;
@@ -639,10 +683,19 @@ export class ModbusDriver implements PlcDriver {
         this.#request(part.unitId, (client) => readArea(client, part), describeRead(part), state.signal, {
           shape: shapeOf(part),
         }),
-      this.#split,
+      {
+        splitCode: this.#splitCode,
+        learner: {
+          // A refusal a split proved is learned at once; the others wait for the end of the read (#learnRefusals).
+          refused: (item, code, proven) =>
+            proven ? this.#learner.refused(item, code, true) : state.refusals.push({ item, code }),
+          learnBarrier: this.#learner.learnBarrier,
+        },
+      },
     );
     for (const outcome of outcomes) {
       if (outcome.ok) {
+        state.served.add(outcome.request.unitId);
         this.#planner.served(outcome.request);
         this.#decode(state, outcome.request, outcome.data);
         continue;
@@ -659,6 +712,36 @@ export class ModbusDriver implements PlcDriver {
         this.#markBad(state, outcome.request, qualityFromModbusError(error));
       } else throw error;
     }
+  }
+
+  /**
+   * Counts the read's unproven refusals (items refused alone, no part of their split read) towards learning
+   * them as holes, unless their unit refused every address it was asked in this read and more than one:
+   * a unit that refuses everything (misconfigured, starting up, a gateway mapping it wrong) has a unit-level
+   * problem, which says nothing about any one address, so its tags stay bad with the exception and are read
+   * again on every scan instead of being learned as holes until their probe. A single tag refused alone
+   * read after read is still learned (`learnAfterRefusals`).
+   */
+  #learnRefusals(state: ReadState): void {
+    const { refusals, served } = state;
+    for (const unitId of served) this.#refusingUnits.delete(unitId);
+    if (refusals.length === 0) return;
+    const refusedByUnit = new Map<number, Set<string>>();
+    for (const { item } of refusals) {
+      const addresses = refusedByUnit.get(item.unitId) ?? new Set<string>();
+      addresses.add(`${item.area}|${item.address}|${item.count}`);
+      refusedByUnit.set(item.unitId, addresses);
+    }
+    const unitLevel = (unitId: number): boolean => !served.has(unitId) && refusedByUnit.get(unitId)!.size > 1;
+    for (const [unitId, addresses] of refusedByUnit) {
+      if (!unitLevel(unitId) || this.#refusingUnits.has(unitId)) continue;
+      this.#refusingUnits.add(unitId);
+      this.#logger.warn(
+        { unitId, addresses: addresses.size },
+        `modbus unit ${unitId} refused every address it was asked; not learning them as holes (check the unit's configuration)`,
+      );
+    }
+    for (const { item, code } of refusals) if (!unitLevel(item.unitId)) this.#learner.refused(item, code, false);
   }
 
   #decode(state: ReadState, request: ModbusReadRequest, data: boolean[] | number[]): void {
@@ -738,7 +821,14 @@ interface ReadState {
   timedOut: boolean;
   /** The read's deadline passed: no further request goes out, unfinished tags are bad. */
   expired: boolean;
+  /** Items refused alone that no split proved, counted at the end of the read (`#learnRefusals`). */
+  readonly refusals: { item: RefusedItem; code: number }[];
+  /** Units that served at least one request of this read. */
+  readonly served: Set<number>;
 }
+
+/** An item the device refused, as the planner's learner is told of it. */
+type RefusedItem = Pick<ModbusReadItem, "unitId" | "area" | "address" | "count">;
 
 const BAD_TIMEOUT = QualityCodes.BadTimeout;
 

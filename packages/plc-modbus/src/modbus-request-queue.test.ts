@@ -218,22 +218,37 @@ describe("ModbusRequestQueue", () => {
     });
   });
 
-  it("rejects an aborted in-flight request at once but keeps the line until the wire answers", async () => {
+  it("lets a request on the wire whose signal aborts settle with its answer, keeping the line until then", async () => {
     const clock = new SimulatedClock();
     const queue = new ModbusRequestQueue({ clock, timeoutMs: 1000 });
-    const wire = deferred<void>();
+    const wire = deferred<string>();
     const controller = new AbortController();
+    let settled = false;
     const a = queue.run(() => wire.promise, "a", controller.signal);
+    void a.then(() => (settled = true));
     let bStarted = false;
     const b = queue.run(() => ((bStarted = true), Promise.resolve()), "b");
     await clock.advance(0);
     controller.abort();
-    expect(KilnError.is(await rejection(a), "KILN_ABORTED")).toBe(true);
     await clock.advance(0);
+    // Its outcome is what the driver counts in the unit's health: the abort does not replace it.
+    expect(settled).toBe(false);
     expect(bStarted).toBe(false);
-    wire.resolve();
+    wire.resolve("answer");
+    expect(await a).toBe("answer");
     await b;
     expect(bStarted).toBe(true);
+  });
+
+  it("times out a request on the wire whose signal aborted, with KILN_TIMEOUT", async () => {
+    const clock = new SimulatedClock();
+    const queue = new ModbusRequestQueue({ clock, timeoutMs: 1000 });
+    const controller = new AbortController();
+    const a = rejection(queue.run(() => new Promise<never>(() => undefined), "a", controller.signal));
+    await clock.advance(100);
+    controller.abort();
+    await clock.advance(1000);
+    expect(KilnError.is(await a, "KILN_TIMEOUT")).toBe(true);
   });
 
   it("fail() rejects the request in flight and every queued one, and frees the line", async () => {

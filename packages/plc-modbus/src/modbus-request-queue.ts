@@ -129,9 +129,11 @@ export class ModbusRequestQueue {
 
   /**
    * Queues `operation` and resolves with its result once it has run. Rejects with `KILN_TIMEOUT` when it
-   * takes longer than the timeout, `KILN_ABORTED` when `signal` aborts first, or the error given to
-   * {@link ModbusRequestQueue.fail}. A `background` request (a probe) waits behind every other request,
-   * including those queued after it.
+   * takes longer than the timeout, `KILN_ABORTED` when `signal` aborts before the request was sent (it is
+   * dropped from the queue), or the error given to {@link ModbusRequestQueue.fail}. Once sent, a request
+   * is not cut short by `signal`: it settles with its answer or its timeout, so its outcome is never lost
+   * (a caller that stops waiting races its own signal). A `background` request (a probe) waits behind
+   * every other request, including those queued after it.
    */
   run<T>(
     operation: () => Promise<T>,
@@ -154,9 +156,12 @@ export class ModbusRequestQueue {
       };
       if (signal) {
         entry.onAbort = () => {
+          // Only a request not sent yet is dropped (#execute detaches this once it is sent). One on the
+          // wire runs to its answer or timeout and settles with that outcome, which the driver counts in
+          // the unit's and the link's health; a caller who stops waiting races its own signal.
           const index = this.#queue.indexOf(entry);
-          if (index >= 0) this.#queue.splice(index, 1);
-          // A request already on the wire keeps the line until it completes or times out.
+          if (index < 0) return;
+          this.#queue.splice(index, 1);
           this.#settle(entry, false, abortError(what, signal));
         };
         signal.addEventListener("abort", entry.onAbort, { once: true });
@@ -242,6 +247,8 @@ export class ModbusRequestQueue {
 
   #execute(entry: Entry): Promise<void> {
     entry.sent = ++this.#sent;
+    // On the wire now: its caller's signal no longer concerns it (see run).
+    if (entry.onAbort) entry.signal?.removeEventListener("abort", entry.onAbort);
     this.#inFlight.add(entry);
     return new Promise<void>((done) => {
       let timer: TimerHandle | undefined;

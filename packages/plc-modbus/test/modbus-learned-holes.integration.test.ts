@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { QualityCodes, defineTags } from "@kiln/core";
+import { QualityCodes, defineTags, type Logger } from "@kiln/core";
 import { ModbusDriver, ModbusSimulator, type ModbusDriverOptions } from "../src/index";
 
 // What the driver learns from refusals: only what a split proved or several reads confirmed, re-probed on
@@ -79,5 +79,42 @@ describe("learned holes", () => {
     expect(driver.learned.poisoned).toEqual([]);
     const [sample] = await driver.read(tags.list());
     expect(sample).toMatchObject({ value: 42, quality: { severity: "good" } });
+  });
+
+  it("a unit refusing every address (exception 2) for several reads learns no holes: good again once it serves", async () => {
+    // A unit misconfigured for a while (or a gateway mapping it wrong) refuses everything: a unit-level problem,
+    // not one hole per tag learned until its probe (~30 s) after the unit is fixed.
+    const unitTags = defineTags({
+      "flow.total": { dataType: "uint16", address: "HR266@100" },
+      "flow.rate": { dataType: "uint16", address: "HR300@100" },
+      "flow.alarm": { dataType: "bool", address: "C10@100" },
+    });
+    const simulator = new ModbusSimulator({ tags: unitTags, initialValues: { "flow.total": 42, "flow.rate": 7 } });
+    const { host, port } = await simulator.start();
+    cleanups.push(() => simulator.stop());
+    const warnings: string[] = [];
+    const logger: Logger = {
+      debug: () => undefined,
+      info: () => undefined,
+      warn: (_fields: unknown, message?: string) => warnings.push(message ?? ""),
+      error: () => undefined,
+      child: () => logger,
+    };
+    const driver = new ModbusDriver({ transport: { kind: "tcp", host, port }, logger });
+    cleanups.push(() => driver.close());
+    await driver.connect();
+    const registers = simulator.injectException({ area: "holding-register", address: 0, length: 1000, unitId: 100 }, 2);
+    const coils = simulator.injectException({ area: "coil", address: 0, length: 100, unitId: 100 }, 2);
+    for (let read = 0; read < 4; read++) {
+      const samples = await driver.read(unitTags.list());
+      expect(samples.map((sample) => sample.quality.code)).toEqual(Array(3).fill(QualityCodes.BadNodeIdUnknown));
+    }
+    expect(driver.learned.poisoned).toEqual([]);
+    expect(warnings.filter((message) => message.includes("refused every address"))).toHaveLength(1);
+    registers();
+    coils();
+    const served = await driver.read(unitTags.list());
+    expect(served.map((sample) => sample.quality.severity)).toEqual(["good", "good", "good"]);
+    expect(served.map((sample) => sample.value)).toEqual([42, 7, false]);
   });
 });
