@@ -49,7 +49,7 @@ plcDriverConformance({
   describe,
   name: "KlpDriver",
   capabilities: { subscribe: false, browse: false },
-  features: { missing: true, unreachable: true, rejectedWrite: true, dropConnection: true, stall: true },
+  features: { missing: true, unreachable: true },
   factory: klpFixture,
 });
 

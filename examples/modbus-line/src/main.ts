@@ -67,7 +67,7 @@ try {
   }
 
   // Read the audit trail while the store is open: stop() closes it.
-  const audit = await system.unchecked.store.audit.query({ from: startedAt, to: Date.now() + 1 });
+  const audit = await system.history.audit.query({ from: startedAt, to: Date.now() + 1 });
   await system.stop();
 
   console.log("\nDecoded by Kiln vs held in the simulator's registers (last sample, and every sample checked):");

@@ -129,14 +129,14 @@ test("an engineer's writes land on the simulator, the counter advances, and ever
 
   // The written setpoint reaches the store through the logging pipeline.
   await vi.waitFor(async () => {
-    const logged = await system.unchecked.store.samples.readSamples({
+    const logged = await system.history.samples.readSamples({
       tag: "oven.setpoint",
       from: startedAt,
       to: Date.now() + 1,
     });
     expect(logged.map((sample) => sample.value)).toContain(195.5);
   }, within);
-  const audit = await system.unchecked.store.audit.query({ from: startedAt, to: Date.now() + 1 });
+  const audit = await system.history.audit.query({ from: startedAt, to: Date.now() + 1 });
   expect(audit.map((entry) => [entry.principal, entry.target, entry.newValue, entry.outcome])).toEqual([
     ["erin", "oven.setpoint", 195.5, "allowed"],
     ["erin", "conveyor.run", true, "allowed"],
@@ -169,7 +169,7 @@ test("a viewer's write is refused with KILN_FORBIDDEN and never reaches the simu
   await system.writeTag(engineer, "line.speed", 2);
   expect(writes.map((request) => [request.functionCode, request.address])).toEqual([[16, 20]]);
 
-  const audit = await system.unchecked.store.audit.query({ from: startedAt, to: Date.now() + 1 });
+  const audit = await system.history.audit.query({ from: startedAt, to: Date.now() + 1 });
   expect(audit.map((entry) => [entry.principal, entry.target, entry.outcome])).toEqual([
     ["victor", "line.speed", "denied"],
     ["victor", "conveyor.run", "denied"],

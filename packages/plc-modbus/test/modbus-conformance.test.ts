@@ -23,7 +23,7 @@ plcDriverConformance({
   describe,
   name: "ModbusDriver on ModbusSimulator",
   capabilities: { subscribe: false, browse: false },
-  features: { missing: true, unreachable: true, rejectedWrite: true, dropConnection: true, stall: true },
+  features: { missing: true, unreachable: true },
   factory: async () => {
     const simulator = new ModbusSimulator({
       tags: tags.list().filter((tag) => !tag.name.startsWith("not.there")),

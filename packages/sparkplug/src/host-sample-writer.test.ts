@@ -126,6 +126,52 @@ describe("the host's sample writer", () => {
     expect(writer.held).toBe(0);
   });
 
+  test("a hanging store.open (tag registration) times out and is retried, and writes wait for it", async () => {
+    let hangs = 2;
+    const fake = fakeStore();
+    const opened: string[] = [];
+    const store = {
+      ...fake.store,
+      samples: fake.store.samples,
+      open: (tags: readonly Tag[]) => {
+        if (hangs-- > 0) return new Promise<void>(() => undefined);
+        opened.push(...tags.map((tag) => tag.name));
+        return Promise.resolve();
+      },
+    } as Store;
+    const { log, listener } = recorder();
+    const writer = new HostSampleWriter(store, new SystemClock(), listener, {
+      maxDelayMs: 1,
+      writeTimeoutMs: 20,
+      retry: { initialDelayMs: 1, maxDelayMs: 1 },
+    });
+    writer.register([{ name: "t", dataType: "float64" } as Tag]);
+    writer.push(samples(3));
+    await writer.drain(2_000);
+    expect(log.failed).toEqual([true, true]);
+    expect(opened).toEqual(["t"]);
+    expect(log.stored).toBe(3);
+  });
+
+  test("drain ends a write that hangs at its timeout: the batch in flight is dropped and counted, and the writer is usable again", async () => {
+    let hang = true;
+    const fake = fakeStore({ hold: () => (hang ? new Promise<void>(() => undefined) : Promise.resolve()) });
+    const { log, listener } = recorder();
+    const writer = new HostSampleWriter(fake.store, new SystemClock(), listener, {
+      maxBatchSize: 5,
+      concurrency: 1,
+      writeTimeoutMs: 60_000,
+    });
+    writer.push(samples(5));
+    await writer.drain(30);
+    expect(log.dropped).toEqual([[5, expect.stringContaining("drain timeout") as unknown]]);
+    expect(writer.held).toBe(0);
+    hang = false;
+    writer.push(samples(5, 5));
+    await writer.drain(1_000);
+    expect(log.stored).toBe(5);
+  });
+
   test("registers tag metadata before the next batch", async () => {
     const fake = fakeStore();
     const { listener } = recorder();

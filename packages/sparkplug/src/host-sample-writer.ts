@@ -1,5 +1,13 @@
-import type { Clock, Sample, Store, Tag, TimerHandle } from "@kiln/core";
-import { isRetryable, reconnectDelay, type ReconnectBackoff, type SampleConflict } from "@kiln/core/driver-kit";
+import type { CircuitBreakerSnapshot, Clock, RetryJitter, Sample, Store, Tag, TimerHandle } from "@kiln/core";
+import {
+  KilnError,
+  guardIngest,
+  type GuardedIngest,
+  type PortBreakerSettings,
+  type PortCall,
+  type ReconnectBackoff,
+  type SampleConflict,
+} from "@kiln/core/driver-kit";
 
 /** How a {@link SparkplugHost} batches samples into its store. */
 export interface SparkplugHostBatching {
@@ -15,8 +23,30 @@ export interface SparkplugHostBatching {
   readonly maxQueuedSamples?: number;
   /** `writeBatch` calls in flight at once. @default 2 */
   readonly concurrency?: number;
-  /** Spacing of the retries of a batch whose write failed with a retryable error. @default { initialDelayMs: 200, maxDelayMs: 10000 } */
+  /**
+   * Spacing of the retries of a batch (or tag registration) whose write failed with a retryable
+   * error, timed out or met the open store breaker. A fractional `jitter` spreads at least as
+   * much as asked: 0 is `"none"`, up to 0.5 `"equal"`, above `"full"`.
+   * @default { initialDelayMs: 200, maxDelayMs: 10000 }
+   */
   readonly retry?: ReconnectBackoff;
+  /**
+   * Time one `writeBatch` or `open` attempt may take, in ms: a store call that hangs fails with
+   * `KILN_TIMEOUT`, counts towards the store breaker and is retried. @default 10000
+   */
+  readonly writeTimeoutMs?: number;
+  /**
+   * The store breaker (`store:samples`, shared by writes and tag registrations): consecutive
+   * failed or timed-out attempts that open it, and how long it stays open before one probe call
+   * may pass. @default { failureThreshold: 5, recoveryTimeMs: 10000 }
+   */
+  readonly breaker?: PortBreakerSettings;
+}
+
+function retryJitter(jitter: ReconnectBackoff["jitter"]): RetryJitter {
+  if (typeof jitter === "string") return jitter;
+  const fraction = jitter ?? 0.2;
+  return fraction === 0 ? "none" : fraction <= 0.5 ? "equal" : "full";
 }
 
 /** What the writer tells its owner. */
@@ -32,20 +62,19 @@ export interface SampleWriterListener {
 }
 
 /**
- * Batches samples into `store.samples.writeBatch`: bounded, counted, with backpressure and
- * retries of retryable failures (the sink is idempotent on (tag, timestamp), so a retry stores
- * each sample once). Internal to the host.
+ * Batches samples into `store.samples.writeBatch`: bounded, counted, with backpressure. Every
+ * store call goes through the core's ingest policy (`guardIngest`: timeout per attempt, the store
+ * breaker, retries of retryable failures; the sink is idempotent on (tag, timestamp), so a retry
+ * stores each sample once). Internal to the host.
  */
 export class HostSampleWriter {
-  readonly #store: Store;
+  readonly #ingest: GuardedIngest;
   readonly #clock: Clock;
-  readonly #random: (() => number) | undefined;
   readonly #listener: SampleWriterListener;
   readonly #maxBatch: number;
   readonly #maxDelayMs: number;
   readonly #maxQueued: number;
   readonly #concurrency: number;
-  readonly #retry: ReconnectBackoff;
   #filling: Sample[] = [];
   readonly #ready: Sample[][] = [];
   #held = 0;
@@ -53,7 +82,7 @@ export class HostSampleWriter {
   #timer: TimerHandle | undefined;
   #tags = new Map<string, Tag>();
   #registering: Promise<void> | undefined;
-  #abandon = false;
+  #abandon = new AbortController();
   #idleWaiters: (() => void)[] = [];
   #spaceWaiters: (() => void)[] = [];
 
@@ -64,15 +93,39 @@ export class HostSampleWriter {
     batching: SparkplugHostBatching = {},
     random?: () => number,
   ) {
-    this.#store = store;
+    const retry = batching.retry ?? { initialDelayMs: 200, maxDelayMs: 10_000 };
+    this.#ingest = guardIngest(
+      store,
+      {
+        timeoutMs: batching.writeTimeoutMs ?? 10_000,
+        breaker: batching.breaker ?? { failureThreshold: 5, recoveryTimeMs: 10_000 },
+        retry: {
+          maxAttempts: Number.MAX_SAFE_INTEGER,
+          initialDelayMs: retry.initialDelayMs,
+          maxDelayMs: retry.maxDelayMs,
+          jitter: retryJitter(retry.jitter),
+          ...(retry.multiplier === undefined ? {} : { multiplier: retry.multiplier }),
+          ...(random === undefined ? {} : { random }),
+        },
+      },
+      clock,
+    );
     this.#clock = clock;
-    this.#random = random;
     this.#listener = listener;
     this.#maxBatch = batching.maxBatchSize ?? 5_000;
     this.#maxDelayMs = batching.maxDelayMs ?? 50;
     this.#maxQueued = batching.maxQueuedSamples ?? 200_000;
     this.#concurrency = batching.concurrency ?? 2;
-    this.#retry = batching.retry ?? { initialDelayMs: 200, maxDelayMs: 10_000 };
+  }
+
+  /** The store breaker (`store:samples`) now: open while the store keeps failing or hanging. */
+  get breaker(): CircuitBreakerSnapshot {
+    return this.#ingest.breaker;
+  }
+
+  /** Closes the store breaker and clears its timer (the host stopped). */
+  reset(reason: string): void {
+    this.#ingest.reset(reason);
   }
 
   /** Samples held: queued and being written. */
@@ -142,14 +195,23 @@ export class HostSampleWriter {
     const outcome = await Promise.race([idle, timeout]);
     if (timer !== undefined) this.#clock.clearTimeout(timer);
     if (outcome === "timeout") {
-      this.#abandon = true;
+      // Ends the writes in flight and their retries at once; what they held is dropped, counted.
+      this.#abandon.abort(
+        new KilnError("KILN_ABORTED", `not written within the stop drain timeout of ${timeoutMs} ms`),
+      );
       const left = this.#ready.reduce((sum, batch) => sum + batch.length, 0) + this.#filling.length;
       this.#ready.length = 0;
       this.#filling = [];
       this.#held -= left;
       if (left > 0) this.#listener.dropped(left, `not written within the stop drain timeout of ${timeoutMs} ms`);
       await idle;
+      this.#abandon = new AbortController();
     }
+  }
+
+  /** The per-call options of every store call: abandoned at a drain timeout; each retry reported. */
+  #call(): PortCall {
+    return { signal: this.#abandon.signal, onRetry: ({ error }) => this.#listener.failed(error, true) };
   }
 
   #seal(): void {
@@ -167,8 +229,8 @@ export class HostSampleWriter {
     if (this.#tags.size > 0 && this.#registering === undefined) {
       const tags = [...this.#tags.values()];
       this.#tags = new Map();
-      this.#registering = this.#store
-        .open(tags)
+      this.#registering = this.#ingest
+        .open(tags, this.#call())
         .then(
           () => this.#listener.registered(tags.length),
           (error: unknown) => this.#listener.failed(error, false),
@@ -197,21 +259,17 @@ export class HostSampleWriter {
   }
 
   async #write(batch: Sample[]): Promise<void> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        const result = await this.#store.samples.writeBatch(batch);
-        const conflicts = result?.conflicts ?? [];
-        this.#listener.written(batch.length - conflicts.length, conflicts);
-        return;
-      } catch (error) {
-        const retry = isRetryable(error) && !this.#abandon;
-        this.#listener.failed(error, retry);
-        if (!retry) {
-          this.#listener.dropped(batch.length, `the store refused a batch: ${(error as Error).message}`);
-          return;
-        }
-        await this.#clock.sleep(reconnectDelay(attempt, this.#retry, this.#random));
-      }
+    const call = this.#call();
+    try {
+      const result = await this.#ingest.writeBatch(batch, call);
+      const conflicts = result?.conflicts ?? [];
+      this.#listener.written(batch.length - conflicts.length, conflicts);
+    } catch (error) {
+      this.#listener.failed(error, false);
+      const reason = call.signal?.aborted
+        ? (call.signal.reason as Error).message
+        : `the store refused a batch: ${(error as Error).message}`;
+      this.#listener.dropped(batch.length, reason);
     }
   }
 }

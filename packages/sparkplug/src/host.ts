@@ -5,6 +5,7 @@ import {
   KilnValidationError,
   defineTags,
   SystemClock,
+  type CircuitBreakerSnapshot,
   type Clock,
   type DriverStatus,
   type EventBusView,
@@ -176,8 +177,17 @@ export interface SparkplugHostHealth {
     readonly transient: number;
     readonly historical: number;
   };
-  /** Store write failures (each retryable one is retried). */
+  /**
+   * Store call failures: each failed attempt of a write or tag registration, timeouts and
+   * refusals by the open breaker included (each retryable one is retried).
+   */
   readonly storeErrors: number;
+  /**
+   * The store breaker (`store:samples`), shared by writes and tag registrations: it opens after
+   * consecutive failures or timeouts, and the calls then wait on their backoff instead of
+   * reaching the store (a problem is listed while it is not closed).
+   */
+  readonly storeBreaker: CircuitBreakerSnapshot;
   /** Problems in words (link down, store failing or behind); empty when all is well. */
   readonly problems: readonly string[];
 }
@@ -347,6 +357,7 @@ export class SparkplugHost {
       ["maxDelayMs", batching.maxDelayMs, 0],
       ["maxQueuedSamples", batching.maxQueuedSamples, 1],
       ["concurrency", batching.concurrency, 1],
+      ["writeTimeoutMs", batching.writeTimeoutMs, 1],
     ] as const) {
       if (value !== undefined && (!Number.isSafeInteger(value) || value < min)) {
         issues.push({ path: `batching.${field}`, message: `must be a whole number from ${min}` });
@@ -362,6 +373,14 @@ export class SparkplugHost {
     this.#backoff = options.reconnect ?? DEFAULT_BACKOFF;
     checkBackoff(this.#backoff, "reconnect");
     if (batching.retry !== undefined) checkBackoff(batching.retry, "batching.retry");
+    const { failureThreshold, recoveryTimeMs } = batching.breaker ?? {};
+    if (batching.breaker !== undefined && !(Number.isSafeInteger(failureThreshold) && failureThreshold! >= 1)) {
+      issues.push({ path: "batching.breaker.failureThreshold", message: "must be a whole number from 1" });
+    }
+    if (batching.breaker !== undefined && !(Number.isFinite(recoveryTimeMs) && recoveryTimeMs! > 0)) {
+      issues.push({ path: "batching.breaker.recoveryTimeMs", message: "must be a finite number of ms above 0" });
+    }
+    if (issues.length > 0) throw new KilnValidationError("Sparkplug host options", issues);
     this.#groups = new Set(groups);
     this.#clock = options.clock ?? new SystemClock();
     this.#bus = new EventBus<SparkplugHostEvents>({ now: () => this.#clock.now() });
@@ -463,6 +482,7 @@ export class SparkplugHost {
       await session.client.endAsync(!session.client.connected);
     });
     await this.#writer.drain(this.#options.drainTimeoutMs ?? 10_000);
+    this.#writer.reset("host stopped");
   }
 
   /** Stops the host. */
@@ -486,6 +506,12 @@ export class SparkplugHost {
     if (this.#lifecycle.status !== "connected" && this.#started && !this.#stopping) {
       problems.push(
         `broker link ${this.#lifecycle.status}${this.#lifecycle.reason ? `: ${this.#lifecycle.reason}` : ""}`,
+      );
+    }
+    const breaker = this.#writer.breaker;
+    if (breaker.state.state !== "closed") {
+      problems.push(
+        `store breaker ${breaker.state.state}: the store keeps failing or timing out; writes wait and retry`,
       );
     }
     if (this.#writer.congested)
@@ -524,6 +550,7 @@ export class SparkplugHost {
         historical: this.#counts.historical,
       },
       storeErrors: this.#counts.storeErrors,
+      storeBreaker: breaker,
       problems,
     };
   }

@@ -173,6 +173,42 @@ describe("Sparkplug host: what it cannot read, store or keep up with", () => {
     expect(host.health().problems.join()).toContain("refused");
   });
 
+  test("a store whose writeBatch hangs: each attempt times out, the store breaker opens and health says so; once the store answers every sample is stored, none lost", async () => {
+    const db = await openTestDatabase();
+    cleanups.push(() => db.close());
+    let hang = true;
+    const store = faultyStore(db, { gate: () => (hang ? new Promise<void>(() => undefined) : Promise.resolve()) });
+    const host = await startHost({
+      store,
+      batching: {
+        maxDelayMs: 5,
+        writeTimeoutMs: 40,
+        breaker: { failureThreshold: 3, recoveryTimeMs: 100 },
+        retry: { initialDelayMs: 10, maxDelayMs: 20 },
+      },
+    });
+    const errors: SparkplugHostEvents["store-error"][] = [];
+    host.events.on("store-error", (event) => {
+      errors.push(event);
+    });
+    const born = Date.now() - 10_000;
+    const edge = await bornEdge(born);
+    await edge.ddata(DEVICE, [{ alias: 1, timestamp: born + 1, datatype: "Double", value: 5 }]);
+    await eventually(() => host.health().storeBreaker.state.state === "open", 5_000, "store breaker open");
+    const health = host.health();
+    expect(health.problems.join()).toContain("store breaker open");
+    expect(health.samples).toMatchObject({ dropped: 0, stored: 0 });
+    const held = health.samples.queued;
+    expect(held).toBeGreaterThanOrEqual(2); // the births and the DDATA, none written yet
+    expect(errors.filter((error) => error.code === "KILN_TIMEOUT").length).toBeGreaterThanOrEqual(3);
+    expect(errors.every((error) => error.willRetry)).toBe(true);
+    hang = false;
+    await eventually(async () => (await db.samples(PRESSURE)).length === 2, 5_000, "both samples stored");
+    await eventually(() => host.health().storeBreaker.state.state === "closed", 5_000, "store breaker closed");
+    expect(host.health().samples).toMatchObject({ stored: held, queued: 0, dropped: 0 });
+    expect(host.health().problems).toEqual([]);
+  });
+
   test("a slow store: the host stops reading from the broker (backpressure), says so in health, and stores everything once the store catches up", async () => {
     const db = await openTestDatabase();
     cleanups.push(() => db.close());

@@ -248,6 +248,9 @@ const optionsSchema = z
         message: "must be a function",
       })
       .optional(),
+    random: z
+      .custom<() => number>((value) => typeof value === "function", { message: "must be a function" })
+      .optional(),
   })
   .strict();
 
@@ -408,6 +411,13 @@ export interface ControlSystemOptions {
   };
   /** Overrides registrations in the system's container (swap a driver, a store, a clock...). */
   readonly register?: (registry: ServiceRegistry) => void;
+  /**
+   * Source of randomness in `[0, 1)` for the jitter of every backoff the system computes: the
+   * driver's reconnects, the store ports' retries, the background store open and the audit
+   * backlog's retries. Inject a seeded one to make a test's timings repeatable.
+   * @default Math.random
+   */
+  readonly random?: () => number;
 }
 
 /** Mutual assignability: the written-out option types above stay the schemas' input types. */

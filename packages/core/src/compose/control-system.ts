@@ -12,7 +12,7 @@ import type { SampleLogger, SampleLoggerHealth } from "../logging/sample-logger"
 import type { Clock } from "../ports/clock";
 import type { Logger } from "../ports/logger";
 import type { StoredRecipe } from "@kiln/core/driver-kit";
-import type { AlarmHistory } from "@kiln/core/driver-kit";
+import type { AlarmHistory, AuditLog, ProcessRepository, RecipeRepository } from "@kiln/core/driver-kit";
 import type { HistoryQueries, SampleHistory } from "@kiln/core/driver-kit";
 import { withTimeout } from "../resilience/timeout";
 import { recoverInterrupted } from "../recipes/process-recovery";
@@ -75,14 +75,24 @@ const STORE_OPEN_GRACE_MS = 1_000;
 
 /**
  * Reads of what the store holds, each through its port's policy (timeout, breaker, retry):
- * samples and history queries under `store:history`, alarm history under `store:alarms`.
- * Read-only; the store is open only while the system runs (otherwise `KILN_LIFECYCLE`).
+ * samples and history queries under `store:history`, alarm history under `store:alarms`, the
+ * audit trail under `store:audit`, recipes under `store:recipes`, processes under
+ * `store:processes`. Read-only, like every read of the system (`read`, `listAlarms`, `health`),
+ * so not authorized: a host that serves them to operators checks their role itself. The store is
+ * open only while the system runs (otherwise `KILN_LIFECYCLE`); a call that outlasts its port's
+ * timeout fails with `KILN_TIMEOUT`, one refused by an open breaker with `KILN_CIRCUIT_OPEN`.
  */
 export interface StoredHistoryView {
   /** Raw samples (`readSamples`) and time buckets (`readBuckets`) of one tag. */
   readonly samples: SampleHistory;
   /** Alarm transitions recorded in a time range (for `computeAlarmKpis`). */
   readonly alarms: Pick<AlarmHistory, "query">;
+  /** Audit entries recorded in a time range, oldest first: every command, allowed or denied. */
+  readonly audit: Pick<AuditLog, "query">;
+  /** Saved recipe versions: one by name (and version, else the latest), or all. */
+  readonly recipes: Pick<RecipeRepository, "get" | "list">;
+  /** Process records: one by id, or those matching a filter. */
+  readonly processes: Pick<ProcessRepository, "get" | "list">;
   /** Aggregates, value-at, interpolation and downsampling, when the store has them (`capabilities.history`). */
   readonly queries?: HistoryQueries;
 }
@@ -178,10 +188,12 @@ export class ControlSystem {
   readonly unchecked: UncheckedParts;
 
   /**
-   * Stored history (samples, buckets, alarm transitions, history queries) read through the
-   * store's port policies; use this rather than `unchecked.store`.
+   * Stored history (samples, buckets, alarm transitions, history queries, the audit trail,
+   * recipes, processes) read through the store's port policies; use this rather than
+   * `unchecked.store`.
    * @example
    * const kpis = computeAlarmKpis(await system.history.alarms.query(lastHour), lastHour);
+   * const denied = (await system.history.audit.query(lastHour)).filter((entry) => entry.outcome === "denied");
    */
   readonly history: StoredHistoryView;
   readonly #options: ResolvedControlSystemOptions;
@@ -250,6 +262,15 @@ export class ControlSystem {
         readBuckets: (query: Parameters<SampleHistory["readBuckets"]>[0]) => store.samples.readBuckets(query),
       }),
       alarms: Object.freeze({ query: (range: Parameters<AlarmHistory["query"]>[0]) => store.alarms.query(range) }),
+      audit: Object.freeze({ query: (range: Parameters<AuditLog["query"]>[0]) => store.audit.query(range) }),
+      recipes: Object.freeze({
+        get: (name: string, version?: number) => store.recipes.get(name, version),
+        list: () => store.recipes.list(),
+      }),
+      processes: Object.freeze({
+        get: (id: string) => store.processes.get(id),
+        list: (filter?: Parameters<ProcessRepository["list"]>[0]) => store.processes.list(filter),
+      }),
       ...(store.history ? { queries: store.history } : {}),
     });
     this.unchecked = Object.freeze({
@@ -479,7 +500,7 @@ export class ControlSystem {
         if (attempt === 1 && first !== undefined) {
           await first;
         } else {
-          await this.#clock.sleep(reconnectDelay(attempt, backoff), signal);
+          await this.#clock.sleep(reconnectDelay(attempt, backoff, this.#options.random), signal);
           await this.#bounded("store.open", () => this.#guardedStore.open(this.tags.list()), false);
         }
         if (signal.aborted) return;

@@ -71,13 +71,22 @@ function driverPolicy(options: ResolvedControlSystemOptions): PortPolicy {
 /** Every store port's policy: samples from `logging` (retried until stored), the others from `storePolicies`. */
 function storePolicies(options: ResolvedControlSystemOptions): StorePolicies {
   const { writeTimeoutMs, retry, breaker } = options.logging;
+  const random = options.random === undefined ? {} : { random: options.random };
+  const port = (policy: PortPolicy): PortPolicy =>
+    policy.retry === undefined ? policy : { ...policy, retry: { ...policy.retry, ...random } };
+  const { history, events, processes, recipes, alarms, audit } = options.storePolicies;
   return {
-    ...options.storePolicies,
+    history: port(history),
+    events: port(events),
+    processes: port(processes),
+    recipes: port(recipes),
+    alarms: port(alarms),
+    audit: port(audit),
     samples: {
       timeoutMs: writeTimeoutMs,
       breaker,
       // A batch is retried until it is stored, spooled at the bound, or counted at a stop deadline.
-      retry: { ...retry, maxAttempts: Number.MAX_SAFE_INTEGER },
+      retry: { ...retry, maxAttempts: Number.MAX_SAFE_INTEGER, ...random },
     },
   };
 }
@@ -159,7 +168,12 @@ function registerDefaults(container: ServiceContainer, options: ResolvedControlS
       bus: resolve(InternalTokens.Bus),
       metrics: resolve(InternalTokens.Metrics),
       logger: resolve(InternalTokens.Logger),
-      policy: { reconnect: options.acquisition.reconnect },
+      policy: {
+        reconnect: {
+          ...options.acquisition.reconnect,
+          ...(options.random === undefined ? {} : { random: options.random }),
+        },
+      },
       beforeRead: () => sampleLogger.whenWritable(),
     });
   });
@@ -193,6 +207,7 @@ function registerDefaults(container: ServiceContainer, options: ResolvedControlS
       runWithoutDurableAudit: options.audit.runWithoutDurableAudit,
       // The backlog is retried in the background on the audit port's own backoff.
       retryBackoff: options.storePolicies.audit.retry,
+      ...(options.random === undefined ? {} : { random: options.random }),
       bus: resolve(InternalTokens.Bus),
       logger: resolve(InternalTokens.Logger),
     });

@@ -152,3 +152,28 @@ test("with a spool, a store that opens at once is open when start returns and is
   expect(system.health().status).toBe("ok");
   await system.stop();
 });
+
+test("the background store open spaces its attempts with the system's injected random source", async () => {
+  const draws: number[] = [];
+  const { clock, store, system } = simulatedSystem({
+    tags,
+    sources: { "seq.counter": { kind: "counter" } },
+    store: (clock) => new OutageStore({ clock }),
+    scanGroups: { fast: { periodMs: 100 } },
+    logging: {
+      overflow: "spool",
+      spoolPath: join(directory, "samples.journal"),
+      retry: { initialDelayMs: 100, maxDelayMs: 1_000 },
+    },
+    random: () => {
+      draws.push(0.5);
+      return 0.5;
+    },
+  });
+  await system.start();
+  await advanceUntil(clock, () => store.attempts > 3);
+  // Every retry after the first attempt drew its jitter from the injected source.
+  expect(store.attempts).toBeGreaterThan(2);
+  expect(draws.length).toBeGreaterThanOrEqual(store.attempts - 1);
+  await system.stop();
+});

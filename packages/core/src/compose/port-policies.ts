@@ -185,7 +185,13 @@ export function guardSampleSink(sink: SampleSink, policy: PortPolicy, context: P
   };
 }
 
-function callPolicy(port: StorePortName, settings: PortPolicy, retry: boolean, context: PortPolicyContext): CallPolicy {
+/** The call policy of one store port (`store:<port>`); `retry` applies `settings.retry` with {@link worthRetrying}. */
+export function callPolicy(
+  port: StorePortName,
+  settings: PortPolicy,
+  retry: boolean,
+  context: PortPolicyContext,
+): CallPolicy {
   return new CallPolicy({
     name: `store:${port}`,
     clock: context.clock,

@@ -97,3 +97,40 @@ test("system.history reads stored samples and alarm history through the store's 
   await system.stop();
   await expect(system.history.alarms.query(range)).rejects.toMatchObject({ code: "KILN_LIFECYCLE" });
 });
+
+test("system.history reads the audit trail, recipes and processes through their ports' policies; a hanging audit query times out and counts on the audit breaker", async () => {
+  const clock = new SimulatedClock({ start: Date.UTC(2026, 10, 22) });
+  const store = new MemoryStore({ clock });
+  const system = createControlSystem({
+    machineId: "ald-1",
+    tags,
+    driver: new SimulatedPlc({ tags, clock }),
+    store,
+    clock,
+    storePolicies: {
+      audit: { timeoutMs: 100, breaker: { failureThreshold: 1, recoveryTimeMs: 60_000 }, retry: { maxAttempts: 1 } },
+    },
+  });
+  await system.start();
+  const admin = { id: "root", roles: ["admin"] };
+  await system.saveRecipe(admin, { name: "purge", version: 1, steps: [{ set: { tag: "valve.ald1", value: true } }] });
+  const range = { from: 0, to: clock.now() + 1 };
+  const audit = await system.history.audit.query(range);
+  expect(audit.map((entry) => [entry.principal, entry.outcome])).toEqual([["root", "allowed"]]);
+  expect((await system.history.recipes.list()).map((recipe) => recipe.name)).toEqual(["purge"]);
+  expect(await system.history.recipes.get("purge", 1)).toMatchObject({ name: "purge", version: 1 });
+  expect(await system.history.processes.list()).toEqual([]);
+  expect(await system.history.processes.get("nope")).toBeUndefined();
+  const health = system.health();
+  expect(health.ports.recipes.successes).toBeGreaterThanOrEqual(3);
+  expect(health.ports.processes.successes).toBeGreaterThanOrEqual(2);
+  expect(Object.keys(system.history.audit)).toEqual(["query"]);
+  expect(Object.keys(system.history.recipes).sort()).toEqual(["get", "list"]);
+
+  store.audit.query = () => new Promise(() => undefined);
+  const hung = system.history.audit.query(range).catch((error: unknown) => error);
+  await clock.advance(100);
+  expect(await hung).toMatchObject({ code: "KILN_TIMEOUT" });
+  expect(system.health().ports.audit.state.state).toBe("open");
+  await system.stop();
+});

@@ -1,6 +1,11 @@
 export { abortError, raceAbort, untilAbort } from "./abort";
 export { checkBackoff, reconnectDelay, type ReconnectBackoff } from "./backoff";
-export type { RetryJitter } from "../resilience/retry";
+export type { RetryInfo, RetryJitter, RetryPolicyOptions } from "../resilience/retry";
+// For adapters that write into a Store themselves (a Sparkplug host): the port policy composition
+// applies to a control system's own ingest, so no adapter writes its own retry loop (principle 5).
+export { guardIngest, type GuardedIngest } from "./guarded-ingest";
+export type { PortBreakerSettings, PortPolicy } from "../compose/port-policies";
+export type { PortCall } from "../resilience/guarded-ports";
 export { signalTimeLeft } from "../resilience/signal-deadline";
 export { coerceToTagType, type TagTypeCoercion } from "./coerce-to-tag-type";
 export { ConnectionLifecycle, type ConnectionLifecycleOptions, type ReconnectOptions } from "./connection-lifecycle";

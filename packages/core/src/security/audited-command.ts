@@ -172,6 +172,8 @@ export interface AuditedCommandRunnerOptions {
    * @default `{ initialDelayMs: 1000, maxDelayMs: 30000 }`
    */
   readonly retryBackoff?: ReconnectBackoff;
+  /** Source of randomness in `[0, 1)` for the backlog retry's jitter. @default Math.random */
+  readonly random?: () => number;
   /** Where `audit-record-fail`, `audit-entry-skip`, `audit-entry-drop` and `command-refuse` are published. */
   readonly bus?: EventBus<KilnEvents>;
   /** Diagnostics. @default silentLogger */
@@ -614,7 +616,11 @@ export class AuditedCommandRunner {
     if (this.#retryTimer !== undefined || this.#closed) return;
     if (this.#backlog.length === 0 && this.#overflow.size === 0) return;
     this.#retryAttempt++;
-    const delay = reconnectDelay(this.#retryAttempt, this.#options.retryBackoff ?? DEFAULT_RETRY_BACKOFF);
+    const delay = reconnectDelay(
+      this.#retryAttempt,
+      this.#options.retryBackoff ?? DEFAULT_RETRY_BACKOFF,
+      this.#options.random,
+    );
     this.#retryTimer = this.#options.clock.setTimeout(() => {
       this.#retryTimer = undefined;
       void this.flush().then((empty) => {

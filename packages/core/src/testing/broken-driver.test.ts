@@ -142,7 +142,7 @@ async function failedCases(rule: BrokenRule): Promise<{ all: string[]; failed: s
     expect,
     name: "broken",
     capabilities: { subscribe: false, browse: false },
-    features: { missing: true, unreachable: true, rejectedWrite: true, dropConnection: true, stall: true },
+    features: { missing: true, unreachable: true },
     promptMs: 50,
     factory: async () => fixture(rule),
   });

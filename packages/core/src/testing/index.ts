@@ -19,6 +19,7 @@ export {
   type PlcDriverConformanceOptions,
   type PlcDriverFixture,
   type PlcDriverFixtureFeatures,
+  type PlcDriverUnsupportedFaults,
 } from "./plc-driver-conformance";
 export {
   alarmHistoryConformance,

@@ -24,7 +24,7 @@ for (const subscribe of [true, false]) {
     describe,
     name: `SimulatedPlc (subscribe: ${subscribe})`,
     capabilities: { subscribe, browse: true },
-    features: { missing: true, unreachable: true, rejectedWrite: true, dropConnection: true, stall: true },
+    features: { missing: true, unreachable: true },
     factory: async () => {
       const driver = new SimulatedPlc(plcOptions(subscribe));
       return {
@@ -51,3 +51,41 @@ for (const subscribe of [true, false]) {
     },
   });
 }
+
+describe("the fault cases run for every driver unless the fixture says why it cannot stage them", () => {
+  const register = (unsupported?: Parameters<typeof plcDriverConformance>[0]["unsupported"]) => {
+    const names: string[] = [];
+    plcDriverConformance({
+      test: (name) => void names.push(name),
+      expect,
+      capabilities: { subscribe: false, browse: false },
+      ...(unsupported ? { unsupported } : {}),
+      factory: () => Promise.reject(new Error("not run")),
+    });
+    return names;
+  };
+
+  test("without a declaration, the stall, dropped-connection and refused-write cases are registered", () => {
+    const names = register();
+    expect(names.some((name) => name.includes("does not answer"))).toBe(true);
+    expect(names.some((name) => name.includes("dropped by the device"))).toBe(true);
+    expect(names.some((name) => name.includes("the device refuses"))).toBe(true);
+  });
+
+  test("unsupported.stall leaves the stall cases out and prints the reason; an empty reason is refused", () => {
+    const warnings: unknown[] = [];
+    const warn = console.warn;
+    console.warn = (message: unknown) => void warnings.push(message);
+    try {
+      const names = register({ stall: "the simulator cannot stop answering" });
+      expect(names.some((name) => name.includes("does not answer"))).toBe(false);
+      expect(names.some((name) => name.includes("dropped by the device"))).toBe(true);
+      expect(warnings).toEqual([
+        expect.stringContaining("stall cases are not run: the simulator cannot stop answering"),
+      ]);
+      expect(() => register({ stall: " " })).toThrow(TypeError);
+    } finally {
+      console.warn = warn;
+    }
+  });
+});

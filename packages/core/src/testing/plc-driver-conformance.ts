@@ -28,7 +28,7 @@ export interface PlcDriverFixture {
   readonly unreachable?: () => PlcDriver;
   /**
    * A write the device refuses (a read-only node declared writable, an address the device does
-   * not have), and the error code the driver documents for it. Needed with `features.rejectedWrite`.
+   * not have), and the error code the driver documents for it. Required unless `unsupported.rejectedWrite` says why not.
    */
   readonly rejectedWrite?: {
     readonly tag: Tag;
@@ -36,9 +36,9 @@ export interface PlcDriverFixture {
     /** @default "KILN_WRITE_REJECTED" */
     readonly code?: KilnErrorCode;
   };
-  /** Drops the link from the device side (socket reset, sessions closed). Needed with `features.dropConnection`. */
+  /** Drops the link from the device side (socket reset, sessions closed). Required unless `unsupported.dropConnection` says why not. */
   readonly dropConnection?: () => void | Promise<void>;
-  /** Makes the device stop answering requests, so calls stay in flight. Needed with `features.stall`. */
+  /** Makes the device stop answering requests, so calls stay in flight. Required unless `unsupported.stall` says why not. */
   readonly stall?: () => void | Promise<void>;
   /** Releases what the fixture started (simulators, sockets). Called after each test. */
   readonly cleanup?: () => Promise<void>;
@@ -53,12 +53,19 @@ export interface PlcDriverFixtureFeatures {
   readonly missing?: boolean;
   /** The fixture gives `unreachable`. */
   readonly unreachable?: boolean;
-  /** The fixture gives `rejectedWrite`. */
-  readonly rejectedWrite?: boolean;
-  /** The fixture gives `dropConnection`. */
-  readonly dropConnection?: boolean;
-  /** The fixture gives `stall`. */
-  readonly stall?: boolean;
+}
+
+/**
+ * The fault cases every driver runs unless its fixture cannot stage the fault, each with the
+ * reason why not (printed when the suite is registered, so a skipped case never goes unseen).
+ */
+export interface PlcDriverUnsupportedFaults {
+  /** Why the fixture cannot give `rejectedWrite` (a write the device refuses). */
+  readonly rejectedWrite?: string;
+  /** Why the fixture cannot give `dropConnection` (the device dropping the link). */
+  readonly dropConnection?: string;
+  /** Why the fixture cannot give `stall` (the device no longer answering). */
+  readonly stall?: string;
 }
 
 /** Groups of {@link plcDriverConformance}; each can be switched off. */
@@ -92,6 +99,12 @@ export interface PlcDriverConformanceOptions extends ConformanceRunner {
   readonly capabilities: PlcDriverCapabilities;
   /** The optional fixture parts the factory provides; cases that need an undeclared part are not registered. @default none */
   readonly features?: PlcDriverFixtureFeatures;
+  /**
+   * The fault cases (a dropped connection, a stalled device, a refused write) run for every
+   * driver; a fixture that cannot stage one names it here with the reason, and its cases are
+   * left out with that reason printed. @default none: every fault case runs
+   */
+  readonly unsupported?: PlcDriverUnsupportedFaults;
   /** Groups to run. @default every group (subscribe/browse only where declared) */
   readonly groups?: PlcDriverConformanceGroups;
   /** Group name for the tests, e.g. the driver's name. @default "PlcDriver conformance" */
@@ -148,12 +161,28 @@ function define(options: PlcDriverConformanceOptions, name: string, body: Body):
   });
 }
 
-function feature<TKey extends keyof PlcDriverFixtureFeatures & keyof PlcDriverFixture>(
+/**
+ * Whether the fault case `key` runs: unless the fixture names it in `unsupported` with a reason,
+ * which is printed (an empty reason is a mistake: `TypeError`).
+ */
+function supports(options: PlcDriverConformanceOptions, key: keyof PlcDriverUnsupportedFaults): boolean {
+  const reason = options.unsupported?.[key];
+  if (reason === undefined) return true;
+  if (typeof reason !== "string" || reason.trim() === "") {
+    throw new TypeError(`unsupported.${key} must say why the fixture cannot stage it`);
+  }
+  console.warn(`${options.name ?? "PlcDriver conformance"}: the ${key} cases are not run: ${reason}`);
+  return false;
+}
+
+function feature<TKey extends keyof (PlcDriverFixtureFeatures & PlcDriverUnsupportedFaults) & keyof PlcDriverFixture>(
   fixture: PlcDriverFixture,
   key: TKey,
 ): NonNullable<PlcDriverFixture[TKey]> {
   const part = fixture[key];
-  if (part === undefined) throw new Error(`the fixture declares features.${key} but gave no ${key}`);
+  if (part === undefined) {
+    throw new Error(`the fixture gives no ${key}: give it, or declare features/unsupported for it`);
+  }
   return part as NonNullable<PlcDriverFixture[TKey]>;
 }
 
@@ -268,7 +297,7 @@ export function plcDriverLifecycleConformance(options: PlcDriverConformanceOptio
     expect((await driver.read(readable)).length).toBe(readable.length);
   });
 
-  if (options.features?.dropConnection) {
+  if (supports(options, "dropConnection")) {
     define(
       options,
       "a connection dropped by the device is reported as a status change; calls then succeed or fail retryably",
@@ -379,7 +408,7 @@ export function plcDriverErrorConformance(options: PlcDriverConformanceOptions):
     );
   }
 
-  if (options.features?.rejectedWrite) {
+  if (supports(options, "rejectedWrite")) {
     define(
       options,
       "a write the device refuses rejects with KILN_WRITE_REJECTED (or the documented code)",
@@ -435,7 +464,7 @@ export function plcDriverAbortConformance(options: PlcDriverConformanceOptions):
     },
   );
 
-  if (options.features?.stall) {
+  if (supports(options, "stall")) {
     define(options, "a write the device does not answer rejects promptly when its signal aborts", async (fixture) => {
       const { driver, writable } = fixture;
       const stall = feature(fixture, "stall");

@@ -185,6 +185,7 @@ describe("the store suite fails a store that breaks a port rule", () => {
           test: (testName, body) => bodies.set(testName, body),
           expect,
           factory: async () => brokenPorts(rule),
+          capabilities: new MemoryStore().capabilities,
         });
         expect([...bodies.keys()]).toContain(name);
         await expect(bodies.get(name)!()).rejects.toThrow();
@@ -273,4 +274,27 @@ describe("the conflict group fails a sink that breaks its rules", () => {
       }
     });
   }
+});
+
+describe("the suite tests what the store declares", () => {
+  test("a store declaring aggregates gets the history group; one registered as declaring less fails the lifecycle group", async () => {
+    const declared = new MemoryStore().capabilities;
+    expect(declared.aggregates).toBe(true);
+    const registered = (capabilities: typeof declared): Map<string, () => Promise<void>> => {
+      const bodies = new Map<string, () => Promise<void>>();
+      storeConformance({
+        test: (testName, body) => bodies.set(testName, body),
+        expect,
+        factory: async () => new MemoryStore(),
+        capabilities,
+      });
+      return bodies;
+    };
+    const names = (bodies: Map<string, unknown>): string[] => [...bodies.keys()];
+    expect(names(registered(declared)).some((name) => name.startsWith("history: "))).toBe(true);
+    const understated = registered({ ...declared, aggregates: false });
+    expect(names(understated).some((name) => name.startsWith("history: "))).toBe(false);
+    const lifecycle = names(understated).find((name) => name.includes("declares contract version 1"))!;
+    await expect(understated.get(lifecycle)!()).rejects.toThrow();
+  });
 });

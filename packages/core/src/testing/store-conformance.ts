@@ -47,11 +47,13 @@ export interface StoreConformanceOptions extends StoreGroupConformanceOptions {
   /** Set a group to `false` to leave it out. @default every group on */
   readonly groups?: Partial<Record<StoreConformanceGroup, boolean>>;
   /**
-   * The capabilities the store declares. The `history` group is registered only when
-   * `aggregates` is declared (an undeclared capability is skipped, not run empty), and the
-   * lifecycle group checks the store declares exactly these.
+   * The capabilities the store declares (`store.capabilities`, e.g. `new MyStore().capabilities`).
+   * Required: tests are registered before any store exists, so the suite takes the declaration
+   * here, and the lifecycle group fails unless every store the factory makes declares exactly
+   * these. So a store declaring `aggregates` always runs the `history` group: leaving it out here
+   * fails the lifecycle group instead of skipping the history tests.
    */
-  readonly capabilities?: StoreCapabilities;
+  readonly capabilities: StoreCapabilities;
 }
 
 /**
@@ -62,7 +64,11 @@ export interface StoreConformanceOptions extends StoreGroupConformanceOptions {
  * @example
  * import { expect, test, describe } from "vitest";
  * import { storeConformance } from "@kiln/core/testing";
- * storeConformance({ test, expect, describe, factory: async () => new PostgresStore({ pool: await freshSchema() }) });
+ * storeConformance({
+ *   test, expect, describe,
+ *   factory: async () => new PostgresStore({ pool: await freshSchema() }),
+ *   capabilities: new PostgresStore().capabilities,
+ * });
  */
 export function storeConformance(options: StoreConformanceOptions): void {
   const groups = options.groups ?? {};
@@ -70,7 +76,7 @@ export function storeConformance(options: StoreConformanceOptions): void {
   if (groups.samples !== false) sampleSinkConformance(options);
   if (groups.conflicts !== false) sampleConflictConformance(options);
   if (groups["edge-values"] !== false) edgeValueConformance(options);
-  if (groups.history !== false && options.capabilities?.aggregates === true) storeHistoryConformance(options);
+  if (groups.history !== false && options.capabilities.aggregates) storeHistoryConformance(options);
   if (groups.events !== false) eventStoreConformance(options);
   if (groups.processes !== false) processRepositoryConformance(options);
   if (groups.recipes !== false) recipeRepositoryConformance(options);
@@ -127,6 +133,7 @@ export function storeLifecycleConformance(
       expect(typeof store.capabilities.transactions).toBe("boolean");
       expect(typeof store.capabilities.aggregates).toBe("boolean");
       expect(store.history !== undefined).toBe(store.capabilities.aggregates);
+      // What the suite registered its groups by is what the store declares.
       if (options.capabilities) expect(store.capabilities).toEqual(options.capabilities);
       await store.close();
     });
