@@ -34,6 +34,10 @@ const ABANDONED_MEMORY = 256;
  *   every request in flight with `pipelineDesync: true`: none of them can be trusted. An answer to a
  *   request already answered or given up, or with one request in flight an unknown id, is dropped and
  *   counted ({@link ModbusTcpClient.ignoredAnswers}); the request in flight keeps waiting for its own.
+ * - Modbus TCP has no frame delimiter, so a frame is taken only when what follows it starts a plausible
+ *   MBAP header (or nothing follows yet): a frame cut short upstream is never completed with the next
+ *   frame's bytes; the misaligned stream is dropped and the requests in flight fail as a mismatch. An
+ *   unfinished frame left when no request is in flight is dropped before the next request.
  * A mismatch rejects with an `Error` carrying `mismatch: true`; an exception with `{ modbusCode }`, like
  * modbus-serial; a closed or reset socket fails the requests in flight at once with `PortNotOpenError`.
  */
@@ -123,6 +127,7 @@ export class ModbusTcpClient extends ModbusFunctionCodes implements ModbusClient
     const stale = this.#pending.get(transactionId);
     if (stale) this.#abandon(transactionId, stale);
     this.#pruneStale();
+    this.#dropStalePartialFrame();
     const request = rtuRequest(this.#unitId, pdu);
     const frame = Buffer.alloc(7 + pdu.length);
     frame.writeUInt16BE(transactionId, 0);
@@ -151,6 +156,18 @@ export class ModbusTcpClient extends ModbusFunctionCodes implements ModbusClient
     pending.reject(new Error("abandoned"));
   }
 
+  /**
+   * With no request in flight, bytes of an unfinished frame can only be the rest of an answer given up
+   * on (a frame cut short, then silence): dropped before the next request, so its answer is never
+   * completed with them.
+   */
+  #dropStalePartialFrame(): void {
+    if (this.#pending.size === 0 && this.#buffer.length > 0) {
+      this.#buffer = Buffer.alloc(0);
+      this.#ignored++;
+    }
+  }
+
   #receive(data: Buffer): void {
     this.#buffer = this.#buffer.length === 0 ? data : Buffer.concat([this.#buffer, data]);
     while (this.#buffer.length >= 7) {
@@ -167,13 +184,44 @@ export class ModbusTcpClient extends ModbusFunctionCodes implements ModbusClient
         );
         return;
       }
-      if (buffer.length < 6 + length) return;
+      const end = 6 + length;
+      if (buffer.length < end) return;
+      // Modbus TCP has no frame delimiter: a frame cut short on the way would be completed with the
+      // first bytes of the next one and pass every check of its own (byte count and length agree).
+      // So a frame is taken only when nothing follows it yet or what follows starts like an MBAP
+      // header (protocol id 0, length 2-254); a shift of 1 to 6 bytes always fails that test.
+      const following = buffer.length - end;
+      // Too little follows to judge yet: hold a frame that would be taken; one that fails anyway goes now.
+      if (
+        following > 0 &&
+        following < 6 &&
+        this.#wouldTake(buffer.readUInt16BE(0), buffer[6]!, buffer.subarray(7, end))
+      ) {
+        return;
+      }
+      if (following >= 6 && !plausibleHeader(buffer, end)) {
+        this.#buffer = Buffer.alloc(0);
+        this.#mismatchAll(
+          "answer frames do not line up (the bytes after a frame start no Modbus TCP header: a frame cut short?)",
+        );
+        return;
+      }
       const transactionId = buffer.readUInt16BE(0);
       const unitId = buffer[6]!;
-      const pdu = buffer.subarray(7, 6 + length);
-      this.#buffer = buffer.subarray(6 + length);
+      const pdu = buffer.subarray(7, end);
+      this.#buffer = buffer.subarray(end);
       this.#answer(transactionId, unitId, pdu);
     }
+  }
+
+  /** Whether {@link #answer} would resolve a request with this frame (it fits a request in flight). */
+  #wouldTake(transactionId: number, unitId: number, pdu: Buffer): boolean {
+    const pending = this.#pending.get(transactionId);
+    return (
+      pending !== undefined &&
+      unitId === pending.request.unitId &&
+      checkAnswerPdu(pending.request, pdu).kind !== "mismatch"
+    );
   }
 
   #answer(transactionId: number, unitId: number, pdu: Buffer): void {
@@ -230,6 +278,12 @@ export class ModbusTcpClient extends ModbusFunctionCodes implements ModbusClient
     for (const pending of this.#pending.values()) pending.reject(error);
     this.#pending.clear();
   }
+}
+
+/** Whether the bytes at `offset` start an MBAP header: protocol id 0 and a length of 2-254. */
+function plausibleHeader(buffer: Buffer, offset: number): boolean {
+  const length = buffer.readUInt16BE(offset + 4);
+  return buffer.readUInt16BE(offset + 2) === 0 && length >= 2 && length <= 254;
 }
 
 function mismatchError(reason: string, pipelineDesync: boolean): Error {

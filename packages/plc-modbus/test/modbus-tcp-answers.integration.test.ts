@@ -238,3 +238,62 @@ describe("dead units behind a gateway never take the link down", () => {
     expect(driver.status).toBe("disconnected");
   });
 });
+
+describe("a frame cut short on the way is never completed with the next frame's bytes", () => {
+  const tagsAt = (addresses: number[]) =>
+    addresses.map((address) =>
+      defineTags({ [`t${address}`]: { dataType: "uint16", address: `HR${address}` } }).get(`t${address}`),
+    );
+  const expectNoWrongGood = (samples: readonly Sample[]): void => {
+    for (const sample of samples.filter((each) => each.quality.severity === "good")) {
+      expect(sample.value, sample.tag).toBe(rawRegister(1, Number(sample.tag.slice(1))));
+    }
+  };
+
+  // A gateway that loses the end of an answer and then sends the whole answer again: with one request in
+  // flight, the cut answer would take the first `cut` bytes of the repeat (its transaction id) as data.
+  it.each([1, 2, 3, 4, 5, 6])("cut by %i byte(s), then sent whole: bad, never a good wrong value", async (cut) => {
+    const { driver } = await connect(
+      (request) => (request.index === 0 ? { kind: "normal", cut, thenWhole: true } : { kind: "normal" }),
+      { planner: { maxGap: 0 } },
+    );
+    const [first] = await driver.read(tagsAt([120]));
+    expect(first!.quality.severity).toBe("bad");
+    // Cut into the header (6 bytes), the misalignment shows as an impossible MBAP length instead.
+    expect(first!.quality.reason).toMatch(cut < 6 ? /do not line up/ : /MBAP length/);
+    // The stream is in step again: the next read is right.
+    expect((await driver.read(tagsAt([120])))[0]).toMatchObject({
+      value: rawRegister(1, 120),
+      quality: { severity: "good" },
+    });
+  });
+
+  it("with requests pipelined, one cut answer fails the requests in flight; no value lands in another tag", async () => {
+    const { driver } = await connect(
+      (request) => (request.index === 2 ? { kind: "normal", cut: 2 } : { kind: "normal", delayMs: 5 }),
+      { maxInFlight: 8, planner: { maxGap: 0 } },
+    );
+    const addresses = [100, 110, 120, 130, 140, 150, 160, 170];
+    const seen: Sample[] = [];
+    for (let scan = 0; scan < 3; scan++) seen.push(...(await driver.read(tagsAt(addresses))));
+    expectNoWrongGood(seen);
+    expect(seen.some((sample) => sample.quality.severity === "bad")).toBe(true);
+    // Later scans read every tag right.
+    const last = await driver.read(tagsAt(addresses));
+    expect(last.map((sample) => sample.quality.severity)).toEqual(addresses.map(() => "good"));
+    expectNoWrongGood(last);
+  });
+
+  it("a cut answer followed by silence times out, and its leftover bytes never complete the next answer", async () => {
+    const { driver } = await connect(
+      (request) => (request.index === 0 ? { kind: "normal", cut: 2 } : { kind: "normal" }),
+      { planner: { maxGap: 0 }, requestTimeoutMs: 100 },
+    );
+    const [first] = await driver.read(tagsAt([120]));
+    expect(first!.quality).toMatchObject({ severity: "bad" });
+    expect((await driver.read(tagsAt([120])))[0]).toMatchObject({
+      value: rawRegister(1, 120),
+      quality: { severity: "good" },
+    });
+  });
+});

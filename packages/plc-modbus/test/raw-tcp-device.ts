@@ -32,6 +32,10 @@ export type RawAnswer =
       readonly delayMs?: number;
       /** Sends the same answer again this long (ms) after the first (a stale duplicate). */
       readonly duplicateAfterMs?: number;
+      /** Sends the answer without its last `cut` bytes (a frame cut short on the way; the header is intact). */
+      readonly cut?: number;
+      /** With `cut`: sends the whole answer right after the cut one (a gateway retrying). */
+      readonly thenWhole?: boolean;
     }
   | { readonly kind: "exception"; readonly code: number }
   | { readonly kind: "silent" };
@@ -75,8 +79,17 @@ export async function startRawTcpDevice(
         const duplicate = reply.kind === "normal" ? reply.duplicateAfterMs : undefined;
         if (duplicate !== undefined)
           setTimeout(() => socket.destroyed || socket.write(build(request, reply)), duplicate);
-        if (delay > 0) setTimeout(() => socket.destroyed || socket.write(build(request, reply)), delay);
-        else socket.write(build(request, reply));
+        const send = (): void => {
+          const whole = build(request, reply);
+          const cut = reply.kind === "normal" ? (reply.cut ?? 0) : 0;
+          if (cut === 0) socket.write(whole);
+          else {
+            socket.write(whole.subarray(0, whole.length - cut));
+            if (reply.kind === "normal" && reply.thenWhole === true) socket.write(whole);
+          }
+        };
+        if (delay > 0) setTimeout(() => socket.destroyed || send(), delay);
+        else send();
       }
     });
   });
