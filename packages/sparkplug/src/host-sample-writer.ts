@@ -173,6 +173,14 @@ export class HostSampleWriter {
     this.#pump();
   }
 
+  /**
+   * Opens the store (`store.open([])`) under the store policy: each attempt timed out, through the
+   * breaker, retried while retryable, until `signal` aborts.
+   */
+  openStore(signal: AbortSignal): Promise<void> {
+    return this.#ingest.open([], { signal, onRetry: ({ error }) => this.#listener.failed(error, true) });
+  }
+
   /** Registers tag metadata (`store.open(tags)`) before the next batch is written. */
   register(tags: readonly Tag[]): void {
     for (const tag of tags) this.#tags.set(tag.name, tag);

@@ -319,6 +319,8 @@ export class SparkplugHost {
   #lastState: { online: boolean; timestamp?: number } = { online: false };
   #started = false;
   #stopping = false;
+  /** Aborted by `stop()`: ends a `start()` still waiting for the store. */
+  readonly #starting = new AbortController();
   #counts = {
     received: 0,
     malformed: 0,
@@ -433,13 +435,19 @@ export class SparkplugHost {
    * Opens the store (`store.open([])`, idempotent) and connects to the broker. Resolves after
    * the first connect attempt, whatever its outcome: when the broker is unreachable the host goes
    * on trying in the background on its backoff (see {@link SparkplugHost.health}).
-   * @throws KilnError `KILN_LIFECYCLE` when called twice; what `store.open` throws.
+   *
+   * The store is opened under the writer's store policy, like every store call of the host: each
+   * attempt ends after `batching.writeTimeoutMs`, through the store breaker, retried on the
+   * backoff while the error is retryable (a store down or hanging), so `start()` waits for the
+   * store until it opens or `stop()` is called.
+   * @throws KilnError `KILN_LIFECYCLE` when called twice; `KILN_ABORTED` when `stop()` came first;
+   *   what `store.open` throws when it is not retryable.
    */
   async start(): Promise<void> {
     if (this.#started)
       throw new KilnError("KILN_LIFECYCLE", "This Sparkplug host was already started; make a new one.");
     this.#started = true;
-    await this.#options.store.open([]);
+    await this.#writer.openStore(this.#starting.signal);
     try {
       await this.#lifecycle.connect((signal) => this.#open(signal));
     } catch (error) {
@@ -462,6 +470,7 @@ export class SparkplugHost {
   async stop(): Promise<void> {
     if (this.#stopping) return this.#lifecycle.close();
     this.#stopping = true;
+    this.#starting.abort(new KilnError("KILN_ABORTED", "the Sparkplug host was stopped while it waited for its store"));
     await this.#lifecycle.close(async () => {
       const session = this.#session;
       this.#session = undefined;

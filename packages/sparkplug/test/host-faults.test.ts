@@ -209,6 +209,42 @@ describe("Sparkplug host: what it cannot read, store or keep up with", () => {
     expect(host.health().problems).toEqual([]);
   });
 
+  test("a store whose open hangs: start() times each attempt out and retries, stop() ends it with KILN_ABORTED; once open answers, start resolves", async () => {
+    const db = await openTestDatabase();
+    cleanups.push(() => db.close());
+    let hang = true;
+    let opens = 0;
+    const store = Object.assign(Object.create(db.store) as Store, {
+      open: async (tags: Parameters<Store["open"]>[0]) => {
+        opens++;
+        if (hang) await new Promise<void>(() => undefined);
+        return db.store.open(tags);
+      },
+    });
+    const options = {
+      brokerUrl: broker.url,
+      groups: [GROUP],
+      rebirthIntervalMs: 0,
+      store,
+      batching: { writeTimeoutMs: 40, retry: { initialDelayMs: 10, maxDelayMs: 20 } },
+    };
+    const stalled = new SparkplugHost({ ...options, hostId: "faults-open-stalled" });
+    const starting = stalled.start().then(
+      () => "started",
+      (error: unknown) => error,
+    );
+    await eventually(() => opens >= 3, 5_000, "open retried after its attempts timed out");
+    await stalled.stop();
+    const outcome = await starting;
+    expect(KilnError.is(outcome, "KILN_ABORTED"), String(outcome)).toBe(true);
+
+    hang = false;
+    const host = new SparkplugHost({ ...options, hostId: "faults-open-recovers" });
+    cleanups.push(() => host.stop());
+    await host.start();
+    await host.whenConnected();
+  });
+
   test("a slow store: the host stops reading from the broker (backpressure), says so in health, and stores everything once the store catches up", async () => {
     const db = await openTestDatabase();
     cleanups.push(() => db.close());
