@@ -5,6 +5,8 @@ import { type MonitoredItem, OPCUAServer, type ServerSession, type Subscription 
 import { type StatusCode, StatusCodes } from "node-opcua-status-code";
 import {
   type CreateMonitoredItemsRequest,
+  type HistoryReadRequest,
+  HistoryReadResponse,
   MonitoredItemCreateResult,
   NodeClass,
   PermissionType,
@@ -40,7 +42,23 @@ export class AuthorizingServer extends OPCUAServer {
   /** Most monitored items of one session, over all its subscriptions (beyond: `BadTooManyMonitoredItems`). */
   maxMonitoredItemsPerSession = 1_000;
 
+  /** Most ReqTimes × nodes of one HistoryRead AtTime (beyond: `BadTooManyOperations`, nothing read). */
+  maxHistoryReadTimes = 10_000;
+
   readonly #guardedSubscriptions = new WeakSet<Subscription>();
+
+  protected override _on_HistoryReadRequest(message: Message, channel: ServerSecureChannelLayer): void {
+    const request = message.request as HistoryReadRequest;
+    const details = request.historyReadDetails as { reqTimes?: readonly unknown[] | null } | null;
+    const times = Array.isArray(details?.reqTimes) ? details.reqTimes.length : 0;
+    if (times * (request.nodesToRead?.length ?? 0) > this.maxHistoryReadTimes) {
+      void this._apply_on_SessionObject(HistoryReadResponse, message, channel, (_session, _send, sendError) =>
+        sendError(StatusCodes.BadTooManyOperations),
+      );
+      return;
+    }
+    super._on_HistoryReadRequest(message, channel);
+  }
 
   protected override _on_CreateMonitoredItemsRequest(message: Message, channel: ServerSecureChannelLayer): void {
     const request = message.request as CreateMonitoredItemsRequest;

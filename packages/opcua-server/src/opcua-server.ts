@@ -298,6 +298,7 @@ export class OpcuaServer {
       },
     });
     server.maxMonitoredItemsPerSession = options.limits.maxMonitoredItemsPerSession;
+    server.maxHistoryReadTimes = options.limits.maxHistoryReadTimes;
     server.refusalOf = (session) =>
       this.#tooManySessions.has(session) ? runtime.StatusCodes.BadTooManySessions : undefined;
     server.authorizeSession = (session, token) => this.#identify(session, this.#identityOf(runtime, token));
@@ -435,7 +436,15 @@ export class OpcuaServer {
         this.#command(context, async (principal) => {
           const [name, version] = inputs;
           if (typeof name !== "string" || typeof version !== "number") {
-            return { statusCode: ServerStatusCodes.BadInvalidArgument };
+            const statusCode = await this.#refuse(principal, {
+              permission: "recipe.start",
+              target: typeof name === "string" ? name : "(no recipe name)",
+              reason: new KilnValidationError("OPC UA StartRecipe", [
+                { path: "inputArguments", message: "StartRecipe takes a recipe name (String) and a version (UInt32)" },
+              ]),
+              statusCode: ServerStatusCodes.BadInvalidArgument,
+            });
+            return { statusCode };
           }
           // Authorized and audited before Kiln looks the recipe up: a caller without rights cannot probe which exist.
           const process = await system.startSavedRecipe(principal, name, version);
