@@ -7,6 +7,7 @@ import {
   type StatusCode,
   VariantArrayType,
   type VariantOptions,
+  type WriteValueOptions,
 } from "node-opcua-client";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import {
@@ -170,7 +171,7 @@ describe("OpcuaServer writes through Kiln's checked command path", () => {
     const euRange = `ns=${served.server.namespaceIndex};s=heater.setpoint-EURange`;
     const range = await operator.session.read({ nodeId: euRange, attributeId: AttributeIds.Value });
     expect(range.statusCode).toBe(StatusCodes.Good);
-    const attempts: [Awaited<ReturnType<typeof connect>>, WriteValue][] = [
+    const attempts: [Awaited<ReturnType<typeof connect>>, WriteValueOptions][] = [
       [viewer, { nodeId: euRange, attributeId: AttributeIds.Value, value: { value: range.value } }],
       [admin, { nodeId: euRange, attributeId: AttributeIds.Value, value: { value: range.value } }],
       [
