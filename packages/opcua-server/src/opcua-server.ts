@@ -534,6 +534,7 @@ export class OpcuaServer {
 
   /** Asks the host's `identify` for the session's principal; true (and remembered) when it gives one. */
   async #identify(session: ServerSession, identity: OpcuaUserIdentity | undefined): Promise<boolean> {
+    this.#tooManySessions.delete(session);
     if (identity === undefined) return false;
     const info = sessionInfoOf(this.#runtime!, session);
     try {
@@ -552,7 +553,6 @@ export class OpcuaServer {
         );
         return false;
       }
-      this.#tooManySessions.delete(session);
       this.#principals.set(session, { id: principal.id, roles: principal.roles, source: sourceOf(info) });
       this.#guardReads(session);
       return true;
