@@ -1,8 +1,12 @@
+import type { BaseNode } from "node-opcua-address-space-base";
 import type { Message, ServerSecureChannelLayer } from "node-opcua-secure-channel";
-import { OPCUAServer, type ServerSession, type Subscription } from "node-opcua-server";
+import { DataValue } from "node-opcua-data-value";
+import { type MonitoredItem, OPCUAServer, type ServerSession, type Subscription } from "node-opcua-server";
 import { type StatusCode, StatusCodes } from "node-opcua-status-code";
 import {
   type CreateMonitoredItemsRequest,
+  type HistoryReadRequest,
+  HistoryReadResponse,
   MonitoredItemCreateResult,
   NodeClass,
   PermissionType,
@@ -32,7 +36,29 @@ export class AuthorizingServer extends OPCUAServer {
   /** Set before `start()`; until then every anonymous and X.509 session is refused. */
   authorizeSession: SessionAuthorizer = () => Promise.resolve(false);
 
+  /** Why a session `authorizeSession` (or the user manager) refused was refused, when not for its identity (e.g. `BadTooManySessions`). */
+  refusalOf: (session: ServerSession) => StatusCode | undefined = () => undefined;
+
+  /** Most monitored items of one session, over all its subscriptions (beyond: `BadTooManyMonitoredItems`). */
+  maxMonitoredItemsPerSession = 1_000;
+
+  /** Most ReqTimes × nodes of one HistoryRead AtTime (beyond: `BadTooManyOperations`, nothing read). */
+  maxHistoryReadTimes = 10_000;
+
   readonly #guardedSubscriptions = new WeakSet<Subscription>();
+
+  protected override _on_HistoryReadRequest(message: Message, channel: ServerSecureChannelLayer): void {
+    const request = message.request as HistoryReadRequest;
+    const details = request.historyReadDetails as { reqTimes?: readonly unknown[] | null } | null;
+    const times = Array.isArray(details?.reqTimes) ? details.reqTimes.length : 0;
+    if (times * (request.nodesToRead?.length ?? 0) > this.maxHistoryReadTimes) {
+      void this._apply_on_SessionObject(HistoryReadResponse, message, channel, (_session, _send, sendError) =>
+        sendError(StatusCodes.BadTooManyOperations),
+      );
+      return;
+    }
+    super._on_HistoryReadRequest(message, channel);
+  }
 
   protected override _on_CreateMonitoredItemsRequest(message: Message, channel: ServerSecureChannelLayer): void {
     const request = message.request as CreateMonitoredItemsRequest;
@@ -48,17 +74,25 @@ export class AuthorizingServer extends OPCUAServer {
     const create = subscription.preCreateMonitoredItem.bind(subscription);
     subscription.preCreateMonitoredItem = (addressSpace, timestampsToReturn, itemRequest) => {
       const item = itemRequest.itemToMonitor;
-      const node = item.attributeId === VALUE_ATTRIBUTE ? addressSpace.findNode(item.nodeId) : null;
-      if (
-        node?.nodeClass === NodeClass.Variable &&
-        !session.sessionContext.checkPermission(node, PermissionType.Read)
-      ) {
-        return {
-          createResult: new MonitoredItemCreateResult({ statusCode: StatusCodes.BadUserAccessDenied }),
-          monitoredItemCreateRequest: itemRequest,
-        };
+      const refuse = (statusCode: StatusCode) => ({
+        createResult: new MonitoredItemCreateResult({ statusCode }),
+        monitoredItemCreateRequest: itemRequest,
+      });
+      if (session.currentMonitoredItemCount >= this.maxMonitoredItemsPerSession) {
+        return refuse(StatusCodes.BadTooManyMonitoredItems);
       }
-      return create(addressSpace, timestampsToReturn, itemRequest);
+      const node = addressSpace.findNode(item.nodeId);
+      // Every monitored item adds a listener to its node: node-opcua's own limit (5000 on a
+      // variable) would raise Node's MaxListenersExceededWarning, whose inspection of the node
+      // throws and ends the process. Kiln's item limits bound the listeners instead.
+      node?.setMaxListeners(0);
+      const guarded = item.attributeId === VALUE_ATTRIBUTE && node?.nodeClass === NodeClass.Variable ? node : null;
+      if (guarded && !session.sessionContext.checkPermission(guarded, PermissionType.Read)) {
+        return refuse(StatusCodes.BadUserAccessDenied);
+      }
+      const created = create(addressSpace, timestampsToReturn, itemRequest);
+      if (guarded && created.monitoredItem) guardRecordedValues(session, guarded, created.monitoredItem);
+      return created;
     };
   }
 
@@ -68,13 +102,33 @@ export class AuthorizingServer extends OPCUAServer {
     userIdentityToken: UserIdentityToken,
     callback: (err: Error | null, isAuthorized?: boolean, statusCode?: StatusCode) => void,
   ): void {
+    const answer = (error: Error | null, authorized?: boolean, statusCode?: StatusCode): void =>
+      callback(error, authorized, authorized ? statusCode : (this.refusalOf(session) ?? statusCode));
     if (userIdentityToken instanceof UserNameIdentityToken) {
-      super.isUserAuthorized(channel, session, userIdentityToken, callback);
+      super.isUserAuthorized(channel, session, userIdentityToken, answer);
       return;
     }
     this.authorizeSession(session, userIdentityToken).then(
-      (authorized) => callback(null, authorized, authorized ? undefined : StatusCodes.BadIdentityTokenRejected),
-      () => callback(null, false, StatusCodes.BadIdentityTokenRejected),
+      (authorized) => answer(null, authorized, authorized ? undefined : StatusCodes.BadIdentityTokenRejected),
+      () => answer(null, false, StatusCodes.BadIdentityTokenRejected),
     );
   }
+}
+
+/**
+ * Makes a monitored item on a variable's Value ask the session's context for `Read` of it on
+ * every value it records (sampled or pushed on change, with sampling interval 0): node-opcua
+ * checks only when it samples, and a session's principal can change (ActivateSession with another
+ * identity) as can its grants. A refused value is recorded as `BadUserAccessDenied`, no value.
+ */
+function guardRecordedValues(session: ServerSession, node: BaseNode, item: MonitoredItem): void {
+  const record = item.recordValue.bind(item);
+  item.recordValue = (dataValue, skipChangeTest, indexRange) =>
+    session.sessionContext.checkPermission(node, PermissionType.Read)
+      ? record(dataValue, skipChangeTest, indexRange)
+      : record(
+          new DataValue({ statusCode: StatusCodes.BadUserAccessDenied, serverTimestamp: dataValue.serverTimestamp }),
+          skipChangeTest,
+          indexRange,
+        );
 }

@@ -37,6 +37,11 @@ describe("OpcuaServer options", () => {
     expect(issuesOf({ ...valid, securityPolicies: ["Basic128Rsa15"] })).toEqual(["securityPolicies[0]"]);
     expect(issuesOf({ ...valid, allowAnonymous: "yes" })).toEqual(["allowAnonymous"]);
     expect(issuesOf({ ...valid, portt: 4840 })).toEqual([""]);
+    expect(issuesOf({ ...valid, limits: { maxSessions: 0 } })).toEqual(["limits.maxSessions"]);
+    expect(issuesOf({ ...valid, limits: { maxMonitoredItemsPerSession: 2.5 } })).toEqual([
+      "limits.maxMonitoredItemsPerSession",
+    ]);
+    expect(issuesOf({ ...valid, limits: { maxItems: 5 } })).toEqual(["limits"]);
   });
 
   test("certificate files must exist and come as a pair", () => {

@@ -70,6 +70,30 @@ export const opcuaServerOptionsSchema = z
     allowAnonymous: z.boolean().default(false),
     identify: z.custom<OpcuaIdentityMapper>((value) => typeof value === "function", "must be a function"),
     productName: z.string().min(1).default("Kiln OPC UA server"),
+    limits: z
+      .object({
+        maxSessions: z.number().int().min(1).max(10_000).default(50),
+        maxSessionsPerPrincipal: z.number().int().min(1).max(10_000).default(4),
+        maxSubscriptionsPerSession: z.number().int().min(1).max(1_000).default(10),
+        maxSubscriptions: z.number().int().min(1).max(100_000).default(200),
+        maxMonitoredItemsPerSession: z.number().int().min(1).max(1_000_000).default(2_000),
+        maxMonitoredItemsPerSubscription: z.number().int().min(1).max(1_000_000).default(1_000),
+        maxMonitoredItems: z.number().int().min(1).max(10_000_000).default(20_000),
+        maxMonitoredItemsPerCall: z.number().int().min(1).max(100_000).default(1_000),
+        maxHistoryReadTimes: z.number().int().min(1).max(1_000_000).default(10_000),
+      })
+      .strict()
+      .default({
+        maxSessions: 50,
+        maxSessionsPerPrincipal: 4,
+        maxSubscriptionsPerSession: 10,
+        maxSubscriptions: 200,
+        maxMonitoredItemsPerSession: 2_000,
+        maxMonitoredItemsPerSubscription: 1_000,
+        maxMonitoredItems: 20_000,
+        maxMonitoredItemsPerCall: 1_000,
+        maxHistoryReadTimes: 10_000,
+      }),
     authorizer: z
       .custom<OpcuaReadAuthorizer>(
         (value) =>
@@ -129,6 +153,17 @@ export const opcuaServerOptionsSchema = z
  *   HistoryRead; docs/concepts/security.md): a session whose principal lacks `read` on a tag gets
  *   `BadUserAccessDenied`. @default the system's own role table (`system.can`, in the machine's
  *   current state), the one its commands are authorized by
+ * - `limits`: what one client, one principal and all clients may hold, so that none can exhaust
+ *   the server (OPC UA Part 5, 6.3.2 ServerCapabilities); beyond a limit the request answers
+ *   `BadTooManySessions`, `BadTooManySubscriptions`, `BadTooManyMonitoredItems` or
+ *   `BadTooManyOperations`:
+ *   - `maxSessions` (all clients) @default 50; `maxSessionsPerPrincipal` (sessions activated as
+ *     one principal id) @default 4
+ *   - `maxSubscriptionsPerSession` @default 10; `maxSubscriptions` (all sessions) @default 200
+ *   - `maxMonitoredItemsPerSession` @default 2000; `maxMonitoredItemsPerSubscription` @default
+ *     1000; `maxMonitoredItems` (all sessions) @default 20000; `maxMonitoredItemsPerCall` (one
+ *     Create/Modify/Delete/SetMonitoringMode call) @default 1000
+ *   - `maxHistoryReadTimes`: ReqTimes × nodes of one HistoryRead AtTime @default 10000
  * - `productName`: the BuildInfo product name. @default "Kiln OPC UA server"
  * - `clock`: the time of ServerTimestamps. @default SystemClock
  * - `logger`: where the server reports what it refused or could not serve. @default silent

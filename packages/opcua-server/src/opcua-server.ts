@@ -133,6 +133,8 @@ export class OpcuaServer {
   /** Sessions whose context asks {@link OpcuaServer.#canRead} for `Read` of a tag variable. */
   readonly #guardedSessions = new WeakSet<object>();
   readonly #variables = new Map<string, UAVariable>();
+  /** Sessions refused because their principal already holds `limits.maxSessionsPerPrincipal` sessions. */
+  readonly #tooManySessions = new WeakSet<object>();
   #runtime: ServerRuntime | undefined;
   #server: AuthorizingServer | undefined;
   #certificateManagers: OPCUACertificateManager[] = [];
@@ -286,7 +288,19 @@ export class OpcuaServer {
       buildInfo: { productName: options.productName, manufacturerName: "Kiln" },
       serverInfo: { applicationName: { text: `${options.productName} (${this.#system.machineId})` } },
       isAuditing: false,
+      serverCapabilities: {
+        maxSessions: options.limits.maxSessions,
+        maxSubscriptions: options.limits.maxSubscriptions,
+        maxSubscriptionsPerSession: options.limits.maxSubscriptionsPerSession,
+        maxMonitoredItems: options.limits.maxMonitoredItems,
+        maxMonitoredItemsPerSubscription: options.limits.maxMonitoredItemsPerSubscription,
+        operationLimits: { maxMonitoredItemsPerCall: options.limits.maxMonitoredItemsPerCall },
+      },
     });
+    server.maxMonitoredItemsPerSession = options.limits.maxMonitoredItemsPerSession;
+    server.maxHistoryReadTimes = options.limits.maxHistoryReadTimes;
+    server.refusalOf = (session) =>
+      this.#tooManySessions.has(session) ? runtime.StatusCodes.BadTooManySessions : undefined;
     server.authorizeSession = (session, token) => this.#identify(session, this.#identityOf(runtime, token));
     try {
       await server.initialize();
@@ -321,6 +335,7 @@ export class OpcuaServer {
           if (variable && tag) this.#publish(tag, variable, change.sample);
         }),
       );
+      this.#refuseOtherWrites(server);
       this.#serveMachine(runtime, namespace, machineFolder);
       this.#disposers.push(
         serveAlarms({
@@ -421,7 +436,15 @@ export class OpcuaServer {
         this.#command(context, async (principal) => {
           const [name, version] = inputs;
           if (typeof name !== "string" || typeof version !== "number") {
-            return { statusCode: ServerStatusCodes.BadInvalidArgument };
+            const statusCode = await this.#refuse(principal, {
+              permission: "recipe.start",
+              target: typeof name === "string" ? name : "(no recipe name)",
+              reason: new KilnValidationError("OPC UA StartRecipe", [
+                { path: "inputArguments", message: "StartRecipe takes a recipe name (String) and a version (UInt32)" },
+              ]),
+              statusCode: ServerStatusCodes.BadInvalidArgument,
+            });
+            return { statusCode };
           }
           // Authorized and audited before Kiln looks the recipe up: a caller without rights cannot probe which exist.
           const process = await system.startSavedRecipe(principal, name, version);
@@ -511,11 +534,25 @@ export class OpcuaServer {
 
   /** Asks the host's `identify` for the session's principal; true (and remembered) when it gives one. */
   async #identify(session: ServerSession, identity: OpcuaUserIdentity | undefined): Promise<boolean> {
+    this.#tooManySessions.delete(session);
     if (identity === undefined) return false;
     const info = sessionInfoOf(this.#runtime!, session);
     try {
       const principal = await this.#options.identify(identity, info);
       if (principal === undefined || principal === null) return false;
+      const held = this.#server
+        ? this.#server.engine
+            .getSessions()
+            .filter((other) => other !== session && this.#principals.get(other)?.id === principal.id).length
+        : 0;
+      if (held >= this.#options.limits.maxSessionsPerPrincipal) {
+        this.#tooManySessions.add(session);
+        this.#logger.warn(
+          { principal: principal.id, session: info.sessionId, held },
+          "OPC UA session refused: too many sessions for this principal",
+        );
+        return false;
+      }
       this.#principals.set(session, { id: principal.id, roles: principal.roles, source: sourceOf(info) });
       this.#guardReads(session);
       return true;
@@ -656,6 +693,46 @@ export class OpcuaServer {
   }
 
   /**
+   * The server's one write hook: a Write of a tag variable's Value goes on (to
+   * {@link OpcuaServer.#interceptWrites}); a Write of any other attribute or node the server
+   * serves (EURange, EngineeringUnits, Historizing, Description, machine and alarm variables...)
+   * is refused `BadNotWritable` and audited through `system.refuseCommand` (`BadUserAccessDenied`
+   * for a principal without `tag.write`): clients read the address space, they do not edit it.
+   * A Write of an unknown node is answered by node-opcua (`BadNodeIdUnknown`).
+   */
+  #refuseOtherWrites(server: AuthorizingServer): void {
+    const accessor = server.engine.addressSpaceAccessor as unknown as {
+      writeNode(context: ISessionContext, writeValue: WriteValueLike): Promise<StatusCode>;
+    } | null;
+    if (!accessor) throw new Error("node-opcua server engine has no address space accessor");
+    const writeNode = accessor.writeNode.bind(accessor);
+    const addressSpace = server.engine.addressSpace!;
+    accessor.writeNode = async (context, writeValue) => {
+      const node = addressSpace.findNode(writeValue.nodeId);
+      const name = node?.nodeId.namespace === this.#namespaceIndex ? node.nodeId.value : undefined;
+      const tagValue =
+        writeValue.attributeId === VALUE_ATTRIBUTE && typeof name === "string" && this.#variables.get(name) === node;
+      if (!node || tagValue) return writeNode(context, writeValue);
+      const target = node.nodeId.toString();
+      const attribute = writeValue.attributeId;
+      const code = await this.#refuse(this.#principalOf(context?.session), {
+        permission: "tag.write",
+        action: "opcua.write-attribute",
+        target,
+        reason: new KilnError(
+          "KILN_TAG_NOT_WRITABLE",
+          `Attribute ${attribute} of ${target} is read-only to OPC UA clients.`,
+          {
+            details: { nodeId: target, attribute },
+          },
+        ),
+        statusCode: ServerStatusCodes.BadNotWritable,
+      });
+      return this.#statusCode(code);
+    };
+  }
+
+  /**
    * Routes OPC UA Writes of the variable's Value to Kiln's checked command path, with the
    * session's principal, instead of node-opcua's own setter (which knows nothing of Kiln's
    * roles, machine state or audit trail).
@@ -692,7 +769,22 @@ export class OpcuaServer {
         statusCode: ServerStatusCodes.BadIndexRangeInvalid,
       });
     }
-    const value = tagValueOf(tag, dataValue.value);
+    const value = tagValueOf(this.#runtime!, tag, dataValue.value);
+    if (value === undefined) {
+      const variant = dataValue.value;
+      const written = `${variant?.arrayType === this.#runtime!.VariantArrayType.Scalar ? "scalar" : "array"} ${this.#runtime!.DataType[variant?.dataType ?? 0] ?? "unknown"}`;
+      return this.#refuse(principal, {
+        permission: "tag.write",
+        target: tag.name,
+        reason: new KilnValidationError("OPC UA Write", [
+          {
+            path: "value",
+            message: `a ${tag.dataType} tag takes a scalar ${OPCUA_DATA_TYPE_OF_TAG[tag.dataType]} Variant, not a ${written}`,
+          },
+        ]),
+        statusCode: QualityCodes.BadTypeMismatch,
+      });
+    }
     try {
       await this.#system.writeTag(principal, tag.name, value as TagValue, { comment: "OPC UA Write" });
       return QualityCodes.Good;
@@ -705,6 +797,15 @@ export class OpcuaServer {
       return code;
     }
   }
+}
+
+/** AttributeId of the Value attribute (OPC UA Part 6, A.1). */
+const VALUE_ATTRIBUTE = 13;
+
+/** What the server reads of a node-opcua WriteValue. */
+interface WriteValueLike {
+  readonly nodeId: Parameters<Namespace["addressSpace"]["findNode"]>[0];
+  readonly attributeId: number;
 }
 
 type WriteCallback = (error: Error | null, statusCode?: StatusCode) => void;
@@ -796,16 +897,27 @@ function variantOf(runtime: ServerRuntime, tag: Tag, value: Sample["value"]): Va
 }
 
 /**
- * The value a client wrote, as Kiln carries it: a 64-bit integer's [high, low] words as a
- * bigint, anything else as node-opcua decoded it. Kiln's checked write decides whether it fits
- * the tag (`KILN_VALIDATION` → `BadTypeMismatch`).
+ * The value a client wrote, as Kiln carries it, or `undefined` when its Variant is not a scalar
+ * of exactly the tag's OPC UA DataType ({@link OPCUA_DATA_TYPE_OF_TAG}; no conversion: an Int64
+ * -1 is not a UInt64, a String "5" is not an Int64, a UInt32 above 2^31 is not an Int32). A
+ * 64-bit integer's [high, low] words become a bigint; Kiln's checked write then decides whether
+ * the value fits the tag (range, `KILN_VALIDATION` → `BadTypeMismatch`).
  */
-function tagValueOf(tag: Tag, variant: Variant | undefined): unknown {
-  const value: unknown = variant?.value;
-  if ((tag.dataType === "int64" || tag.dataType === "uint64") && Array.isArray(value) && value.length === 2) {
+function tagValueOf(runtime: ServerRuntime, tag: Tag, variant: Variant | undefined): unknown {
+  if (
+    variant === undefined ||
+    variant.arrayType !== runtime.VariantArrayType.Scalar ||
+    variant.dataType !== runtime.DataType[OPCUA_DATA_TYPE_OF_TAG[tag.dataType]]
+  ) {
+    return undefined;
+  }
+  const value: unknown = variant.value;
+  if (tag.dataType === "int64" || tag.dataType === "uint64") {
+    if (typeof value === "bigint")
+      return tag.dataType === "int64" ? BigInt.asIntN(64, value) : BigInt.asUintN(64, value);
+    if (!Array.isArray(value) || value.length !== 2) return undefined;
     const words = (BigInt((value[0] as number) >>> 0) << 32n) | BigInt((value[1] as number) >>> 0);
     return tag.dataType === "int64" ? BigInt.asIntN(64, words) : words;
   }
-  if (typeof value === "bigint") return value;
-  return value ?? null;
+  return value ?? undefined;
 }

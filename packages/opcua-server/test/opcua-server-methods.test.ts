@@ -117,6 +117,18 @@ describe("OpcuaServer machine Methods go through the checked command path", () =
     expect((await call(operator, "Pause")).statusCode).toBe(StatusCodes.BadNotFound);
   });
 
+  test("StartRecipe without a recipe name (a null String) answers BadInvalidArgument and is audited denied", async () => {
+    const result = await call(operator, "StartRecipe", [
+      { dataType: DataType.String, value: null },
+      { dataType: DataType.UInt32, value: 1 },
+    ]);
+    expect(result.statusCode).toBe(StatusCodes.BadInvalidArgument);
+    const entry = (await audit("recipe.start")).at(-1);
+    expect(entry).toMatchObject({ principal: "olga", outcome: "denied" });
+    expect(entry!.reason).toMatch(/KILN_VALIDATION.*recipe name/);
+    expect(served.plc.writes).toEqual([]);
+  });
+
   test("an operator starts, pauses, resumes and aborts a recipe; the machine variables follow; Resume while running is BadInvalidState", async () => {
     const started = await call(operator, "StartRecipe", [
       { dataType: DataType.String, value: "purge" },

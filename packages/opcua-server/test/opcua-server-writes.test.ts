@@ -7,6 +7,7 @@ import {
   type StatusCode,
   VariantArrayType,
   type VariantOptions,
+  type WriteValueOptions,
 } from "node-opcua-client";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import {
@@ -30,12 +31,16 @@ const tags = defineTags({
   "heater.setpoint": { dataType: "float64", access: "readwrite", unit: "°C", range: { min: 0, max: 400 } },
   "valve.ald1": { dataType: "bool", access: "readwrite" },
   "cycle.total": { dataType: "uint64", access: "readwrite" },
+  "cycle.limit": { dataType: "uint64", access: "readwrite" },
+  "cycle.offset": { dataType: "int64", access: "readwrite" },
+  "cycle.step": { dataType: "int32", access: "readwrite" },
 });
 
 let pki: TestPki;
 let served: ServedTestSystem;
 let operator: Awaited<ReturnType<typeof connect>>;
 let viewer: Awaited<ReturnType<typeof connect>>;
+let admin: Awaited<ReturnType<typeof connect>>;
 
 beforeAll(async () => {
   pki = await makeTestPki();
@@ -47,11 +52,13 @@ beforeAll(async () => {
   });
   operator = await connect(served.server, pki.trusted, user("olga"));
   viewer = await connect(served.server, pki.trusted, user("vic"));
+  admin = await connect(served.server, pki.trusted, user("ada"));
 });
 
 afterAll(async () => {
   await operator?.close();
   await viewer?.close();
+  await admin?.close();
   await served?.dispose();
   await pki?.dispose();
 });
@@ -124,7 +131,85 @@ describe("OpcuaServer writes through Kiln's checked command path", () => {
     expect(setpoint.at(-1)).toMatchObject({ principal: "olga", outcome: "denied", newValue: 401 });
     expect(await auditEntries("chamber.pressure", 1)).toMatchObject([{ principal: "olga", outcome: "denied" }]);
     const valve = await auditEntries("valve.ald1", 2);
-    expect(valve.at(-1)).toMatchObject({ principal: "olga", outcome: "denied", newValue: "open" });
+    expect(valve.at(-1)).toMatchObject({ principal: "olga", outcome: "denied" });
+    expect(valve.at(-1)?.reason).toMatch(/KILN_VALIDATION.*scalar Boolean.*String/);
+  });
+
+  test("a Variant of another DataType or an array is refused BadTypeMismatch, never converted: Int64 -1 to uint64, String[2] to int64, UInt32 2^31 to int32", async () => {
+    const before = served.plc.writes.length;
+    const refused: [string, VariantOptions][] = [
+      [
+        "cycle.limit",
+        { dataType: DataType.Int64, arrayType: VariantArrayType.Scalar, value: [0xffffffff, 0xffffffff] },
+      ],
+      ["cycle.offset", { dataType: DataType.String, arrayType: VariantArrayType.Array, value: ["0", "5"] }],
+      ["cycle.step", { dataType: DataType.UInt32, value: 2 ** 31 }],
+      ["cycle.step", { dataType: DataType.Int32, arrayType: VariantArrayType.Array, value: [5] }],
+    ];
+    for (const [tag, value] of refused) {
+      expect(await write(operator, tag, value), `${tag} ${JSON.stringify(value)}`).toBe(StatusCodes.BadTypeMismatch);
+    }
+    expect(served.plc.writes.length).toBe(before);
+    expect(await auditEntries("cycle.step", 2)).toMatchObject([
+      { principal: "olga", outcome: "denied", reason: expect.stringMatching(/scalar Int32.*UInt32/) },
+      { principal: "olga", outcome: "denied", reason: expect.stringMatching(/scalar Int32.*array Int32/) },
+    ]);
+    expect(await auditEntries("cycle.offset", 1)).toMatchObject([{ outcome: "denied" }]);
+    // The exact DataType is taken: -1 as Int64 to the int64 tag.
+    expect(
+      await write(operator, "cycle.offset", {
+        dataType: DataType.Int64,
+        arrayType: VariantArrayType.Scalar,
+        value: [0xffffffff, 0xffffffff],
+      }),
+    ).toBe(StatusCodes.Good);
+    expect(served.plc.writes.at(-1)).toMatchObject({ tag: "cycle.offset", value: -1n });
+  });
+
+  test("every attribute but a tag's Value, and every other node, is read-only: EURange, Historizing, Description refused and audited, nothing changed", async () => {
+    const setpoint = served.server.nodeIdOf("heater.setpoint");
+    const euRange = `ns=${served.server.namespaceIndex};s=heater.setpoint-EURange`;
+    const range = await operator.session.read({ nodeId: euRange, attributeId: AttributeIds.Value });
+    expect(range.statusCode).toBe(StatusCodes.Good);
+    const attempts: [Awaited<ReturnType<typeof connect>>, WriteValueOptions][] = [
+      [viewer, { nodeId: euRange, attributeId: AttributeIds.Value, value: { value: range.value } }],
+      [admin, { nodeId: euRange, attributeId: AttributeIds.Value, value: { value: range.value } }],
+      [
+        viewer,
+        {
+          nodeId: setpoint,
+          attributeId: AttributeIds.Historizing,
+          value: { value: { dataType: DataType.Boolean, value: false } },
+        },
+      ],
+      [
+        admin,
+        {
+          nodeId: setpoint,
+          attributeId: AttributeIds.Description,
+          value: { value: { dataType: DataType.LocalizedText, value: { text: "x" } } },
+        },
+      ],
+    ];
+    const codes = [];
+    for (const [client, writeValue] of attempts) codes.push(await client.session.write(writeValue));
+    expect(codes).toEqual([
+      StatusCodes.BadUserAccessDenied,
+      StatusCodes.BadNotWritable,
+      StatusCodes.BadUserAccessDenied,
+      StatusCodes.BadNotWritable,
+    ]);
+    const historizing = await operator.session.read({ nodeId: setpoint, attributeId: AttributeIds.Historizing });
+    expect(historizing.value.value).toBe(true);
+    const entries = (await served.store.audit.query({ from: 0, to: Date.now() + 1 })).filter((entry) =>
+      entry.target.startsWith(`ns=${served.server.namespaceIndex};s=heater.setpoint`),
+    );
+    expect(entries.map((entry) => [entry.principal, entry.outcome])).toEqual([
+      ["vic", "denied"],
+      ["ada", "denied"],
+      ["vic", "denied"],
+      ["ada", "denied"],
+    ]);
   });
 
   test("a Write with an IndexRange answers BadIndexRangeInvalid, reaches no PLC, and is audited denied naming principal, tag and reason", async () => {

@@ -1,0 +1,216 @@
+import { defineTags } from "@kiln/core";
+import {
+  AttributeIds,
+  ClientSubscription,
+  CreateMonitoredItemsRequest,
+  type DataValue,
+  HistoryReadRequest,
+  MonitoringMode,
+  ReadAtTimeDetails,
+  StatusCodes,
+  type StatusCode,
+  TimestampsToReturn,
+} from "node-opcua-client";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import {
+  connect,
+  makeTestPki,
+  servedSystem,
+  type ServedTestSystem,
+  type TestPki,
+  user,
+  waitFor,
+} from "./support/opcua-fixture";
+
+const tags = defineTags({
+  "chamber.pressure": { dataType: "float64", unit: "mbar" },
+  "secret.recipe": { dataType: "float64" },
+});
+
+let pki: TestPki;
+let served: ServedTestSystem;
+/** Tags whose `read` the test revoked (the `authorizer` option asks it, then the role table). */
+const revoked = new Set<string>();
+
+beforeAll(async () => {
+  pki = await makeTestPki();
+  served = await servedSystem({
+    tags,
+    pki,
+    sources: {
+      "chamber.pressure": { kind: "sine", amplitude: 4, offset: 5, periodMs: 1_000 },
+      "secret.recipe": { kind: "sine", amplitude: 10, offset: 100, periodMs: 1_000 },
+    },
+    server: {
+      authorizer: {
+        can: (principal, permission, target) =>
+          !(permission === "read" && target !== undefined && revoked.has(target)) &&
+          served.system.can(principal, permission, target),
+      },
+      limits: {
+        maxSessionsPerPrincipal: 2,
+        maxMonitoredItemsPerCall: 6_000,
+        maxMonitoredItemsPerSubscription: 6_000,
+        maxMonitoredItemsPerSession: 6_000,
+        maxHistoryReadTimes: 10,
+      },
+    },
+  });
+});
+
+afterAll(async () => {
+  await served?.dispose();
+  await pki?.dispose();
+});
+
+type Client = Awaited<ReturnType<typeof connect>>;
+
+/** node-opcua's ClientSession type hides the raw service call its implementation has. */
+async function createItems(
+  client: Client,
+  subscriptionId: number,
+  count: number,
+  item: { nodeId: string; attributeId: number },
+): Promise<StatusCode[]> {
+  const session = client.session as unknown as {
+    createMonitoredItems(
+      request: CreateMonitoredItemsRequest,
+    ): Promise<{ results?: { statusCode: StatusCode }[] | null }>;
+  };
+  const response = await session.createMonitoredItems(
+    new CreateMonitoredItemsRequest({
+      subscriptionId,
+      timestampsToReturn: TimestampsToReturn.Both,
+      itemsToCreate: Array.from({ length: count }, (_, index) => ({
+        itemToMonitor: item,
+        monitoringMode: MonitoringMode.Reporting,
+        requestedParameters: { clientHandle: index + 1, samplingInterval: 0, queueSize: 1, discardOldest: true },
+      })),
+    }),
+  );
+  return (response.results ?? []).map((result) => result.statusCode);
+}
+
+async function subscription(client: Client): Promise<ClientSubscription> {
+  const created = ClientSubscription.create(client.session, {
+    requestedPublishingInterval: 50,
+    requestedLifetimeCount: 600,
+    requestedMaxKeepAliveCount: 10,
+    publishingEnabled: true,
+  });
+  await new Promise((resolve) => created.once("started", resolve));
+  return created;
+}
+
+describe("OpcuaServer limits", () => {
+  test("5001 monitored items on one node's DisplayName do not end the process; items past the session's limit are refused BadTooManyMonitoredItems; others are still served", async () => {
+    const vic = await connect(served.server, pki.trusted, user("vic"));
+    const olga = await connect(served.server, pki.trusted, user("olga"));
+    try {
+      const sub = await subscription(vic);
+      const item = { nodeId: served.server.nodeIdOf("chamber.pressure"), attributeId: AttributeIds.DisplayName };
+      const first = await createItems(vic, sub.subscriptionId, 5_001, item);
+      expect(first.filter((code) => code === StatusCodes.Good)).toHaveLength(5_001);
+      const more = await createItems(vic, sub.subscriptionId, 1_000, item);
+      expect(more.filter((code) => code === StatusCodes.Good)).toHaveLength(999);
+      expect(more.slice(999)).toEqual([StatusCodes.BadTooManyMonitoredItems]);
+      expect(served.server.running).toBe(true);
+      const [read] = await olga.session.read([
+        { nodeId: served.server.nodeIdOf("chamber.pressure"), attributeId: AttributeIds.Value },
+      ]);
+      expect(read!.statusCode).toBe(StatusCodes.Good);
+      await sub.terminate();
+    } finally {
+      await vic.close();
+      await olga.close();
+    }
+  });
+
+  test("a principal holds at most maxSessionsPerPrincipal sessions (BadTooManySessions beyond); another principal still connects", async () => {
+    const held = [
+      await connect(served.server, pki.trusted, user("vic")),
+      await connect(served.server, pki.trusted, user("vic")),
+    ];
+    try {
+      await expect(connect(served.server, pki.trusted, user("vic"))).rejects.toThrow(/BadTooManySessions/);
+      const olga = await connect(served.server, pki.trusted, user("olga"));
+      await olga.close();
+    } finally {
+      for (const client of held) await client.close();
+    }
+    // Closed sessions free their places.
+    const again = await connect(served.server, pki.trusted, user("vic"));
+    await again.close();
+  });
+
+  test("a HistoryRead AtTime of more than maxHistoryReadTimes ReqTimes x nodes is refused BadTooManyOperations", async () => {
+    const vic = await connect(served.server, pki.trusted, user("vic"));
+    try {
+      const read = (times: number) =>
+        vic.session.historyRead(
+          new HistoryReadRequest({
+            historyReadDetails: new ReadAtTimeDetails({
+              reqTimes: Array.from({ length: times }, (_, index) => new Date(Date.now() - index * 1_000)),
+              useSimpleBounds: false,
+            }),
+            nodesToRead: ["chamber.pressure", "secret.recipe"].map((tag) => ({ nodeId: served.server.nodeIdOf(tag) })),
+            timestampsToReturn: TimestampsToReturn.Source,
+            releaseContinuationPoints: false,
+          }),
+        );
+      await expect(read(6)).rejects.toThrow(/BadTooManyOperations/);
+      const allowed = await read(5);
+      expect(allowed.results).toHaveLength(2);
+    } finally {
+      await vic.close();
+    }
+  });
+});
+
+describe("OpcuaServer checks `read` on every value of a monitored item (sampling interval 0, pushed on change)", () => {
+  async function watch(client: Client, tag: string): Promise<{ seen: DataValue[]; stop(): Promise<void> }> {
+    const sub = await subscription(client);
+    const item = await sub.monitor(
+      { nodeId: served.server.nodeIdOf(tag), attributeId: AttributeIds.Value },
+      { samplingInterval: 0, queueSize: 10, discardOldest: true },
+      TimestampsToReturn.Both,
+    );
+    const seen: DataValue[] = [];
+    item.on("changed", (value: DataValue) => void seen.push(value));
+    await waitFor(() => seen.some((value) => value.statusCode === StatusCodes.Good), "a good value");
+    return { seen, stop: () => sub.terminate() };
+  }
+
+  test("after the session changes user (ActivateSession) to a principal without `read`, the item delivers BadUserAccessDenied, no value", async () => {
+    const client = await connect(served.server, pki.trusted, user("vic"));
+    try {
+      // rita (role chamber-reader, not in the default table) may read nothing.
+      const watched = await watch(client, "secret.recipe");
+      expect(await client.session.changeUser(user("rita"))).toBe(StatusCodes.Good);
+      await waitFor(() => watched.seen.at(-1)?.statusCode === StatusCodes.BadUserAccessDenied, "a refused value");
+      const from = watched.seen.length;
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(watched.seen.slice(from).filter((value) => value.statusCode === StatusCodes.Good)).toEqual([]);
+      expect(watched.seen.at(-1)?.value.value).toBeNull();
+      await watched.stop();
+    } finally {
+      await client.close();
+    }
+  });
+
+  test("after `read` is revoked, the item delivers BadUserAccessDenied, no value", async () => {
+    const client = await connect(served.server, pki.trusted, user("vic"));
+    try {
+      const watched = await watch(client, "secret.recipe");
+      revoked.add("secret.recipe");
+      await waitFor(() => watched.seen.at(-1)?.statusCode === StatusCodes.BadUserAccessDenied, "a refused value");
+      const from = watched.seen.length;
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(watched.seen.slice(from).filter((value) => value.statusCode === StatusCodes.Good)).toEqual([]);
+      await watched.stop();
+    } finally {
+      revoked.delete("secret.recipe");
+      await client.close();
+    }
+  });
+});
