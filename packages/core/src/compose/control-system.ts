@@ -144,6 +144,11 @@ export interface ControlSystemHealth {
     readonly setAside: number;
     /** Refusals of offered intents dropped unstored (each an `audit-refusal-drop`). */
     readonly refusalsDropped: number;
+    /**
+     * Denied or failed attempts counted while the backlog was full and not yet recorded in an
+     * `audit.overflow` summary entry; durable in `<journal>.overflow`, so recovered after a crash.
+     */
+    readonly overflow: number;
     /** The entry at the head of the backlog while it fails: event id, failures counted, last error. */
     readonly blockedBy?: { readonly id: string; readonly failures: number; readonly error: string };
   };
@@ -1107,6 +1112,11 @@ export class ControlSystem {
       }
     }
     // Reported whatever the state: a stop is when they happen.
+    if (audit.overflow > 0) {
+      problems.push(
+        `${audit.overflow} denied attempt(s) counted while the audit backlog was full, not yet recorded in an audit.overflow entry`,
+      );
+    }
     if (audit.refusalsDropped > 0) {
       problems.push(
         `${audit.refusalsDropped} refusal(s) of offered audit intents dropped unstored: the trail may show those commands allowed; they did not run`,

@@ -27,6 +27,8 @@ async function setup(
     audit?: (store: MemoryStore) => AuditLog;
     backlog?: AuditBacklogOptions;
     runWithoutDurableAudit?: readonly string[];
+    /** Prefix of the entry ids, so a second runner on one journal makes ids of its own. */
+    idPrefix?: string;
   } = {},
 ) {
   const clock = new SimulatedClock({ start: START });
@@ -50,7 +52,7 @@ async function setup(
     clock,
     bus,
     machineId: "ald-1",
-    newId: () => `entry-${++ids}`,
+    newId: () => `${options.idPrefix ?? "entry"}-${++ids}`,
     ...(options.backlog === undefined ? {} : { backlog: options.backlog }),
     ...(options.runWithoutDurableAudit === undefined ? {} : { runWithoutDurableAudit: options.runWithoutDurableAudit }),
   });
@@ -1061,6 +1063,54 @@ describe("the overflow count at close becomes its summary entry (issue 15, secon
     // maxEntries 2: one denied entry (their half), the other four counted.
     expect(stored.map((entry) => entry.action)).toEqual(["tag.write", "audit.overflow"]);
     expect(stored[1]?.newValue).toMatchObject({ count: 4 });
+    await second.runner.close();
+  });
+
+  test("a crash after denials were counted: the count is recovered, reported by status() and summarized into the store (adversarial review 15)", async () => {
+    const directory = await mkdtemp(join(tmpdir(), "kiln-audit-overflow-"));
+    const path = join(directory, "audit.journal");
+    const audit = (memory: MemoryStore): AuditLog => ({
+      query: memory.audit.query,
+      record: () => Promise.reject(new KilnError("KILN_STORE_ERROR", "audit store down", { retryable: true })),
+    });
+    const first = await setup({ audit, backlog: { path, maxEntries: 2 } });
+    for (let index = 0; index < 5; index++) expect((await deny(first.runner)).code).toBe("KILN_FORBIDDEN");
+    expect(first.runner.status().overflow).toBe(4);
+    // What a process killed now leaves: the files as they are, without close().
+    const crashed = join(await mkdtemp(join(tmpdir(), "kiln-audit-overflow-")), "audit.journal");
+    await writeFile(crashed, await readFile(path));
+    await writeFile(`${crashed}.overflow`, await readFile(`${path}.overflow`));
+    const second = await setup({ backlog: { path: crashed, maxEntries: 2 }, idPrefix: "second" });
+    expect(await second.runner.flush()).toBe(true);
+    const stored = await second.entries();
+    expect(stored.map((entry) => entry.action)).toEqual(["tag.write", "audit.overflow"]);
+    expect(stored[1]?.newValue).toMatchObject({ count: 4, principals: ["olga"], actions: ["tag.write"] });
+    expect(second.runner.status().overflow).toBe(0);
+    await second.runner.close();
+    // Summarized once: a further start finds no count left.
+    const third = await setup({ backlog: { path: crashed, maxEntries: 2 }, idPrefix: "third" });
+    expect(await third.runner.flush()).toBe(true);
+    expect(await third.entries()).toEqual([]);
+    await third.runner.close();
+    await first.runner.close();
+  });
+
+  test("a count recovered at open is reported by status() until the store takes its summary", async () => {
+    const directory = await mkdtemp(join(tmpdir(), "kiln-audit-overflow-"));
+    const path = join(directory, "audit.journal");
+    const down = (memory: MemoryStore): AuditLog => ({
+      query: memory.audit.query,
+      record: () => Promise.reject(new KilnError("KILN_STORE_ERROR", "audit store down", { retryable: true })),
+    });
+    const first = await setup({ audit: down, backlog: { path, maxEntries: 2 } });
+    for (let index = 0; index < 3; index++) await deny(first.runner);
+    const crashed = join(await mkdtemp(join(tmpdir(), "kiln-audit-overflow-")), "audit.journal");
+    await writeFile(crashed, await readFile(path));
+    await writeFile(`${crashed}.overflow`, await readFile(`${path}.overflow`));
+    await first.runner.close();
+    const second = await setup({ audit: down, backlog: { path: crashed, maxEntries: 2 } });
+    expect(await second.runner.flush()).toBe(false);
+    expect(second.runner.status()).toMatchObject({ overflow: 2, backlog: 1, dropped: 0 });
     await second.runner.close();
   });
 
