@@ -1,6 +1,6 @@
 import { execFileSync, spawn } from "node:child_process";
 import { once } from "node:events";
-import { copyFile, mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, mkdtemp, readFile, readlink, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { hostname, tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -232,6 +232,84 @@ describe("RecordJournal", () => {
         await writeFile(`${path}.lock`, JSON.stringify({ ...owner, startTime }));
         const error = await RecordJournal.open(path).catch((caught: unknown) => caught);
         expect(KilnError.is(error, "KILN_JOURNAL_LOCKED")).toBe(true);
+      },
+    );
+
+    test.skipIf(process.platform !== "linux")(
+      "a lock whose holder is in another PID namespace is never taken over, its pid alive here or not (adversarial review 15)",
+      async () => {
+        const path = join(directory, "namespace.journal");
+        const lockPath = `${path}.lock`;
+        // A pid that is no process here (beyond pid_max), and one alive here under another start time.
+        for (const pid of [2 ** 23, process.ppid]) {
+          const owner = { pid, hostname: hostname(), startTime: "1", pidNamespace: "pid:[1]", token: `other-${pid}` };
+          await writeFile(lockPath, JSON.stringify(owner));
+          const error = await RecordJournal.open(path).catch((caught: unknown) => caught);
+          expect(KilnError.is(error, "KILN_JOURNAL_LOCKED")).toBe(true);
+          expect((error as Error).message).toContain("another PID namespace");
+          expect((error as Error).message).toContain(`Remove ${lockPath} by hand only when`);
+          expect((error as KilnError).details).toMatchObject({ owner: { pid, pidNamespace: "pid:[1]" } });
+          expect(JSON.parse(await readFile(lockPath, "utf8"))).toEqual(owner);
+        }
+        // The same namespace as this process: a dead holder's lock is taken over as before.
+        const own = await readlink("/proc/self/ns/pid");
+        await writeFile(
+          lockPath,
+          JSON.stringify({ pid: 2 ** 23, hostname: hostname(), pidNamespace: own, token: "x" }),
+        );
+        const { journal } = await RecordJournal.open(path);
+        await journal.close();
+      },
+    );
+
+    const unshared = (() => {
+      if (process.platform !== "linux") return "needs Linux";
+      try {
+        execFileSync("unshare", ["--pid", "--fork", "--mount-proc", "true"], { stdio: "ignore" });
+        return undefined;
+      } catch {
+        return "needs `unshare --pid --fork --mount-proc` (root or user namespaces)";
+      }
+    })();
+    if (unshared !== undefined) console.log(`skipped: a journal held in another PID namespace (${unshared})`);
+    test.skipIf(unshared !== undefined)(
+      "a journal held by a live writer in another PID namespace (unshare) is refused, not taken over",
+      async () => {
+        const path = join(directory, "unshared.journal");
+        const source = fileURLToPath(new URL("./record-journal.ts", import.meta.url));
+        const child = spawn(
+          "unshare",
+          [
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            process.execPath,
+            "--import",
+            "tsx",
+            "--input-type=module",
+            "-e",
+            `const { RecordJournal } = await import(process.argv[1]);
+             const { journal } = await RecordJournal.open(process.argv[2]);
+             await journal.append(Buffer.from("from the other namespace"));
+             console.log("open");
+             setInterval(() => {}, 1000);`,
+            source,
+            path,
+          ],
+          { stdio: ["ignore", "pipe", "inherit"] },
+        );
+        try {
+          await new Promise<void>((resolve, reject) => {
+            child.stdout.on("data", (data: Buffer) => data.toString().includes("open") && resolve());
+            child.on("exit", (code) => reject(new Error(`child exited with ${code}`)));
+          });
+          const error = await RecordJournal.open(path).catch((caught: unknown) => caught);
+          expect(KilnError.is(error, "KILN_JOURNAL_LOCKED")).toBe(true);
+          expect((error as Error).message).toContain("another PID namespace");
+        } finally {
+          child.kill("SIGKILL");
+          await once(child, "exit");
+        }
       },
     );
 
