@@ -62,8 +62,15 @@ export interface RecordJournalRecovery {
   readonly skippedRecords: number;
   /** Bytes of those corrupt stretches. */
   readonly skippedBytes: number;
-  /** Bytes of a torn or corrupt tail that were cut off (0 for a clean file). */
+  /** Bytes of a torn or corrupt tail that were cut off (0 for a clean file, and for a tail that is only a damaged mark). */
   readonly discardedBytes: number;
+  /**
+   * Torn or corrupt release marks: a skipped stretch or a cut-off tail that is one mark (its
+   * header intact, the length field flagged as a mark's, no more bytes than a mark). Not counted
+   * in `skippedRecords`, `skippedBytes` or `discardedBytes`: a damaged mark loses no record, at
+   * most the releases it would have made durable are read back.
+   */
+  readonly discardedMarks: number;
 }
 
 interface RecordRef {
@@ -201,8 +208,17 @@ export class RecordJournal {
         offset = next;
       }
       const records = found.filter((record) => record.offset >= releasedBefore);
-      const damage = stretches.filter((stretch) => stretch.end > releasedBefore);
-      const discardedBytes = size - end;
+      let discardedMarks = 0;
+      const damage: { end: number; bytes: number }[] = [];
+      for (const stretch of stretches.filter((found) => found.end > releasedBefore)) {
+        if (await isDamagedMark(handle, stretch.end - stretch.bytes, stretch.bytes)) discardedMarks++;
+        else damage.push(stretch);
+      }
+      let discardedBytes = size - end;
+      if (discardedBytes > 0 && (await isDamagedMark(handle, end, discardedBytes))) {
+        discardedMarks++;
+        discardedBytes = 0;
+      }
       if (records.length === 0 && size > 0) end = 0;
       if (end < size) {
         await handle.truncate(end);
@@ -216,6 +232,7 @@ export class RecordJournal {
           skippedRecords: damage.length,
           skippedBytes: damage.reduce((sum, stretch) => sum + stretch.bytes, 0),
           discardedBytes,
+          discardedMarks,
         },
       };
     } catch (error) {
@@ -606,6 +623,18 @@ async function readRecordAt(
   await handle.read(payload, 0, length, offset + HEADER_BYTES);
   if (checksum(header.subarray(4, 8), payload) !== header.readUInt32LE(8)) return undefined;
   return mark ? { length, releasedBefore: Number(payload.readBigUInt64LE(0)) } : { length };
+}
+
+/**
+ * Whether the `bytes` at `offset` that are not a good record are a damaged release mark: a mark's
+ * header start (magic, a length field flagged as a mark of {@link MARK_PAYLOAD_BYTES}) and no
+ * more bytes than a mark holds. A tail torn inside the length field cannot be told from a record.
+ */
+async function isDamagedMark(handle: FileHandle, offset: number, bytes: number): Promise<boolean> {
+  if (bytes < 8 || bytes > HEADER_BYTES + MARK_PAYLOAD_BYTES) return false;
+  const header = Buffer.alloc(8);
+  await handle.read(header, 0, 8, offset);
+  return header.readUInt32LE(0) === MAGIC && header.readUInt32LE(4) === (MARK_FLAG | MARK_PAYLOAD_BYTES) >>> 0;
 }
 
 /** crc32 of the length field followed by the payload, so a damaged length is caught too. */

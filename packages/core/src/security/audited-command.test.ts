@@ -10,6 +10,7 @@ import type { AuditEntry, AuditLog } from "../ports/audit-log";
 import { mkdtemp, readFile, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { RecordJournal } from "../journal/record-journal";
 import { AuditedCommandRunner, type AuditBacklogOptions } from "./audited-command";
 import { Authorizer, defaultRoleTable, type Principal } from "./authorization";
 
@@ -849,6 +850,38 @@ describe("AuditedCommandRunner", () => {
       await second.runner.close();
     },
   );
+
+  test("a release mark torn by a crash is not reported as a lost entry (adversarial review 15)", async () => {
+    const path = join(await mkdtemp(join(tmpdir(), "kiln-audit-")), "audit.journal");
+    const { journal } = await RecordJournal.open(path);
+    for (const value of [1, 2, 3]) {
+      const entry: AuditEntry = {
+        id: `old-${value}`,
+        principal: "enzo",
+        roles: ["engineer"],
+        category: "tag",
+        action: "tag.write",
+        target: "heater.setpoint",
+        outcome: "allowed",
+        at: START + value,
+        newValue: value,
+      };
+      await journal.append(Buffer.from(JSON.stringify(entry), "utf8"));
+    }
+    const before = (await stat(path)).size;
+    await journal.release({ durable: true });
+    // A power loss while the mark was written: only part of it reached the disk.
+    const crashed = join(await mkdtemp(join(tmpdir(), "kiln-audit-")), "audit.journal");
+    await writeFile(crashed, (await readFile(path)).subarray(0, before + 13));
+    await journal.close();
+    const next = await setup({ backlog: { path: crashed } });
+    expect(await next.runner.flush()).toBe(true);
+    // The released entry comes back (stored once per id), nothing is reported lost.
+    expect((await next.entries()).map((entry) => entry.id)).toEqual(["old-1", "old-2", "old-3"]);
+    expect(next.drops).toEqual([]);
+    expect(next.runner.dropped).toBe(0);
+    await next.runner.close();
+  });
 
   test("caller-controlled values are stored as a safe snapshot: cyclic, 20,000-deep, throwing getter or toJSON", async () => {
     const { runner, entries, plc, skips } = await setup();
