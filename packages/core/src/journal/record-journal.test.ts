@@ -130,6 +130,46 @@ describe("RecordJournal", () => {
     },
   );
 
+  test.skipIf(!isRoot)(
+    "on a full disk an append first reclaims the room of released records (compaction) and is tried once more (adversarial review 15; needs root on Linux to mount a tmpfs)",
+    async () => {
+      const disk = join(directory, "disk-reclaim");
+      await mkdir(disk);
+      execFileSync("mount", ["-t", "tmpfs", "-o", "size=64k", "tmpfs", disk]);
+      let opened: RecordJournal | undefined;
+      try {
+        const path = join(disk, "reclaim.journal");
+        const { journal } = await RecordJournal.open(path);
+        opened = journal;
+        let filled = 0;
+        for (let index = 0; ; index++) {
+          const ok = await journal.append(Buffer.alloc(13_000, 97 + (index % 26))).then(
+            () => true,
+            () => false,
+          );
+          if (!ok) break;
+          filled++;
+        }
+        expect(filled).toBeGreaterThan(2);
+        // A small live record behind them, then all the large ones released (under 1 MiB: no compaction by release).
+        await journal.append(Buffer.from("small"));
+        for (let index = 0; index < filled; index++) await journal.release();
+        // As large as the record the full disk refused: it fits only in the room released records held.
+        await journal.append(Buffer.alloc(13_000, "z"));
+        expect(journal.records).toBe(2);
+        await journal.close();
+        const { journal: reopened, recovery } = await RecordJournal.open(path);
+        expect(recovery).toMatchObject({ records: 2, discardedBytes: 0 });
+        expect(await readAll(reopened)).toEqual(["small", "z".repeat(13_000)]);
+        await reopened.close();
+        opened = undefined;
+      } finally {
+        await opened?.close().catch(() => undefined);
+        execFileSync("umount", [disk]);
+      }
+    },
+  );
+
   test("bad options are refused with KILN_VALIDATION naming maxBytes", async () => {
     for (const maxBytes of [0, -1, 1.5, Number.NaN]) {
       const error = await RecordJournal.open(join(directory, "x.journal"), { maxBytes }).catch(

@@ -106,7 +106,10 @@ interface RecordRef {
  * compacts when released bytes are at least a quarter of the file or the live records at most
  * 4 MiB (so a compaction never copies more than three bytes per byte it frees, except of small
  * files), and is refused only when the live records and the new one do not fit. When all are
- * released the file is truncated.
+ * released the file is truncated. An append that fails with `ENOSPC` while released records are held
+ * compacts and is tried once more; compaction needs free space for the live records, so on a
+ * volume with none left appends fail until the journal empties: keep `maxBytes` below the
+ * volume's free space.
  */
 export class RecordJournal {
   /** The journal file, as given to {@link RecordJournal.open}. */
@@ -297,10 +300,26 @@ export class RecordJournal {
       );
     }
     // Releases not yet marked ride along in the same write and fsync, when there is room.
-    const mark = this.#pendingMark();
-    const withMark = mark !== undefined && this.#size + mark.length + record.length <= this.maxBytes;
-    const bytes = withMark ? Buffer.concat([mark, record]) : record;
-    await this.#write(bytes, "append");
+    let mark = this.#pendingMark();
+    let withMark = mark !== undefined && this.#size + mark.length + record.length <= this.maxBytes;
+    let bytes = withMark ? Buffer.concat([mark!, record]) : record;
+    try {
+      await this.#write(bytes, "append");
+    } catch (error) {
+      // A full disk: released records may hold the room. A compaction needs only the live bytes
+      // free (its copy is written before the old file goes), so with a small live tail it fits;
+      // then the append is tried once more. Otherwise the first error stands.
+      if (!KilnError.is(error) || error.details["errno"] !== "ENOSPC" || this.#size <= this.#liveBytes) throw error;
+      try {
+        await this.#compact();
+      } catch {
+        throw error;
+      }
+      mark = this.#pendingMark();
+      withMark = mark !== undefined && this.#size + mark.length + record.length <= this.maxBytes;
+      bytes = withMark ? Buffer.concat([mark!, record]) : record;
+      await this.#write(bytes, "append");
+    }
     if (withMark) this.#unmarked = 0;
     this.#records.push({ offset: this.#size + bytes.length - record.length, length: payload.length });
     this.#size += bytes.length;
