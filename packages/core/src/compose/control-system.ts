@@ -26,7 +26,14 @@ import {
   type Principal,
   type PrincipalSnapshot,
 } from "../security/authorization";
-import { checkIdentifier, fittedName, snapshotInput, valueOf, type InputSnapshot } from "../security/command-input";
+import {
+  auditedName,
+  checkIdentifier,
+  fittedName,
+  snapshotInput,
+  valueOf,
+  type InputSnapshot,
+} from "../security/command-input";
 import type { AuditedCommandRunner, CommandContext } from "../security/audited-command";
 import { authorizeRecipeSave, authorizeRecipeStart } from "../security/recipe-authorization";
 import { checkTagWrite, type TagWriter } from "./checked-write";
@@ -799,7 +806,7 @@ export class ControlSystem {
                 ? given.value.parameters
                 : undefined
               : {
-                  recipe: { name: requested.name, version: requested.version },
+                  recipe: { name: auditedName(requested.name), version: requested.version },
                   ...(given.ok && given.value.parameters !== undefined ? { parameters: given.value.parameters } : {}),
                 },
         },
@@ -1052,7 +1059,7 @@ export class ControlSystem {
         {
           action: `machine.${name ?? "(invalid)"}`,
           readOldValue: () => this.#machine.state,
-          newValue: name ?? "(invalid)",
+          newValue: auditedName(name) ?? "(invalid)",
         },
       ),
     );
