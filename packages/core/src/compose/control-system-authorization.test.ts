@@ -86,6 +86,23 @@ describe("a recipe's write set is authorized for the principal who starts it (is
     expect(start?.reason).toMatch(/^KILN_FORBIDDEN: .*"valve\.tma", "valve\.h2o"/);
   });
 
+  test("a hostile recipe name and parameter keys are echoed escaped in the entry's newValue, values as given (adversarial review 15)", async () => {
+    const { system, audit } = await build();
+    const hostile = "ev\u202Eil\u0000";
+    await rejection(
+      system.startRecipe(operator, { ...sneaky, name: hostile } as RecipeInput, { parameters: { [hostile]: hostile } }),
+    );
+    await rejection(system.startRecipe(operator, sneaky, { parameters: { [`key${hostile}`]: hostile } }));
+    const entries = (await audit()).filter((entry) => entry.action === "recipe.start");
+    expect(entries.map((entry) => entry.target)).toEqual(["ev\\u{202E}il\\u{0000}", "sneaky"]);
+    // Refused before the recipe was read: the entry holds the parameters given. Their keys are
+    // identifiers, echoed escaped; their values are free text, kept as given.
+    expect(entries.map((entry) => entry.newValue)).toEqual([
+      { "ev\\u{202E}il\\u{0000}": hostile },
+      { "keyev\\u{202E}il\\u{0000}": hostile },
+    ]);
+  });
+
   test("the machine's safe state is part of the write set: an operator's heater-only recipe still needs the valves", async () => {
     const { plc, system } = await build();
     const error = await rejection(system.startRecipe(operator, warmUp));

@@ -26,7 +26,14 @@ import {
   type Principal,
   type PrincipalSnapshot,
 } from "../security/authorization";
-import { checkIdentifier, fittedName, snapshotInput, valueOf, type InputSnapshot } from "../security/command-input";
+import {
+  auditedName,
+  checkIdentifier,
+  fittedName,
+  snapshotInput,
+  valueOf,
+  type InputSnapshot,
+} from "../security/command-input";
 import type { AuditedCommandRunner, CommandContext } from "../security/audited-command";
 import { authorizeRecipeSave, authorizeRecipeStart } from "../security/recipe-authorization";
 import { checkTagWrite, type TagWriter } from "./checked-write";
@@ -144,6 +151,11 @@ export interface ControlSystemHealth {
     readonly setAside: number;
     /** Refusals of offered intents dropped unstored (each an `audit-refusal-drop`). */
     readonly refusalsDropped: number;
+    /**
+     * Denied or failed attempts counted while the backlog was full and not yet recorded in an
+     * `audit.overflow` summary entry; durable in `<journal>.overflow`, so recovered after a crash.
+     */
+    readonly overflow: number;
     /** The entry at the head of the backlog while it fails: event id, failures counted, last error. */
     readonly blockedBy?: { readonly id: string; readonly failures: number; readonly error: string };
   };
@@ -794,7 +806,7 @@ export class ControlSystem {
                 ? given.value.parameters
                 : undefined
               : {
-                  recipe: { name: requested.name, version: requested.version },
+                  recipe: { name: auditedName(requested.name), version: requested.version },
                   ...(given.ok && given.value.parameters !== undefined ? { parameters: given.value.parameters } : {}),
                 },
         },
@@ -1047,7 +1059,7 @@ export class ControlSystem {
         {
           action: `machine.${name ?? "(invalid)"}`,
           readOldValue: () => this.#machine.state,
-          newValue: name ?? "(invalid)",
+          newValue: auditedName(name) ?? "(invalid)",
         },
       ),
     );
@@ -1107,6 +1119,11 @@ export class ControlSystem {
       }
     }
     // Reported whatever the state: a stop is when they happen.
+    if (audit.overflow > 0) {
+      problems.push(
+        `${audit.overflow} denied attempt(s) counted while the audit backlog was full, not yet recorded in an audit.overflow entry`,
+      );
+    }
     if (audit.refusalsDropped > 0) {
       problems.push(
         `${audit.refusalsDropped} refusal(s) of offered audit intents dropped unstored: the trail may show those commands allowed; they did not run`,

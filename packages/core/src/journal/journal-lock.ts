@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { link, open, readFile, realpath, rename, unlink } from "node:fs/promises";
+import { link, open, readFile, readlink, realpath, rename, unlink } from "node:fs/promises";
 import { hostname } from "node:os";
 import path from "node:path";
 import { KilnError } from "../domain/errors";
@@ -18,6 +18,12 @@ export interface JournalLockOwner {
    * lock whose pid now belongs to another process (a container restarted as PID 1) is stale.
    */
   readonly startTime?: string;
+  /**
+   * The owner's PID namespace (Linux: the link `/proc/self/ns/pid`, e.g. `pid:[4026531836]`). A
+   * holder in another PID namespace cannot be checked from this one (its pid means another
+   * process here, or none), so its lock is never taken over.
+   */
+  readonly pidNamespace?: string;
   /** Unique per acquisition, so a release never removes a lock another opener took over. */
   readonly token: string;
 }
@@ -33,6 +39,10 @@ export interface JournalLockOwner {
  * owner was on this host and its process is gone (or the host rebooted since); it is moved aside
  * by an atomic `rename`, so of two openers taking over the same stale lock only one succeeds.
  * A lock of another host is never taken over: remove it by hand once that host's process is gone.
+ * Nor is a lock of another PID namespace on this host (another container with the same host
+ * name sharing the volume: its pid cannot be checked from here); `KILN_JOURNAL_LOCKED` says so.
+ * A container restarted with a fresh PID namespace after a crash therefore finds its old lock
+ * refused: remove `<journal>.lock` by hand once sure the old process is gone.
  */
 export class JournalLock {
   /** The lock file. */
@@ -56,11 +66,13 @@ export class JournalLock {
     const lockPath = `${await realFile(journalPath)}.lock`;
     const bootId = await readBootId();
     const startTime = readStartTime(process.pid);
+    const pidNamespace = await readPidNamespace();
     const owner: JournalLockOwner = {
       pid: process.pid,
       hostname: hostname(),
       ...(bootId === undefined ? {} : { bootId }),
       ...(startTime === undefined ? {} : { startTime }),
+      ...(pidNamespace === undefined ? {} : { pidNamespace }),
       token: randomUUID(),
     };
     const draft = `${lockPath}.${owner.token}`;
@@ -86,7 +98,7 @@ export class JournalLock {
         }
         const holder = await readOwner(lockPath);
         if (holder === "gone") continue;
-        if (!isStale(holder, owner) || attempt >= 3) throw lockedError(journalPath, lockPath, holder);
+        if (!isStale(holder, owner) || attempt >= 3) throw lockedError(journalPath, lockPath, holder, owner);
         const aside = `${lockPath}.stale.${owner.token}`;
         try {
           await rename(lockPath, aside);
@@ -99,7 +111,7 @@ export class JournalLock {
           // A live opener's fresh lock was moved, not the stale one: give it back.
           await link(aside, lockPath).catch(() => undefined);
           await unlink(aside).catch(() => undefined);
-          throw lockedError(journalPath, lockPath, moved);
+          throw lockedError(journalPath, lockPath, moved, owner);
         }
         await unlink(aside).catch(() => undefined);
       }
@@ -133,7 +145,8 @@ async function readOwner(path: string): Promise<JournalLockOwner | undefined | "
       typeof parsed.hostname === "string" &&
       typeof parsed.token === "string" &&
       (parsed.bootId === undefined || typeof parsed.bootId === "string") &&
-      (parsed.startTime === undefined || typeof parsed.startTime === "string")
+      (parsed.startTime === undefined || typeof parsed.startTime === "string") &&
+      (parsed.pidNamespace === undefined || typeof parsed.pidNamespace === "string")
     ) {
       return parsed as JournalLockOwner;
     }
@@ -145,7 +158,8 @@ async function readOwner(path: string): Promise<JournalLockOwner | undefined | "
 
 /**
  * A lock is stale when its owner cannot still hold it: the same host, and its process is gone
- * or the host rebooted since. A lock file that cannot be parsed (a crash or power loss while it
+ * or the host rebooted since. A holder in another PID namespace (another container sharing the
+ * host name and the volume) cannot be checked from here: never stale. A lock file that cannot be parsed (a crash or power loss while it
  * was created; it is written in full before it gets its name, so only a damaged disk leaves one)
  * is stale too.
  */
@@ -153,6 +167,7 @@ function isStale(holder: JournalLockOwner | undefined, self: JournalLockOwner): 
   if (holder === undefined) return true;
   if (holder.hostname !== self.hostname) return false;
   if (holder.bootId !== undefined && self.bootId !== undefined && holder.bootId !== self.bootId) return true;
+  if (otherPidNamespace(holder, self)) return false;
   if (!processAlive(holder.pid)) return true;
   // The pid is alive: the same process only if it started when the owner did (a restarted
   // container's PID 1 is another process under the same pid).
@@ -201,6 +216,22 @@ function processAlive(pid: number): boolean {
   }
 }
 
+/** True when the holder recorded a PID namespace and it is not the opener's. */
+function otherPidNamespace(holder: JournalLockOwner, self: JournalLockOwner): boolean {
+  return (
+    holder.pidNamespace !== undefined && self.pidNamespace !== undefined && holder.pidNamespace !== self.pidNamespace
+  );
+}
+
+/** The link `/proc/self/ns/pid` (`pid:[<inode>]`), or undefined off Linux. */
+async function readPidNamespace(): Promise<string | undefined> {
+  try {
+    return await readlink("/proc/self/ns/pid");
+  } catch {
+    return undefined;
+  }
+}
+
 async function readBootId(): Promise<string | undefined> {
   try {
     return (await readFile("/proc/sys/kernel/random/boot_id", "utf8")).trim() || undefined;
@@ -213,22 +244,37 @@ function errnoOf(error: unknown): unknown {
   return (error as { code?: unknown } | null)?.code;
 }
 
-function lockedError(journalPath: string, lockPath: string, holder: JournalLockOwner | undefined): KilnError {
+function lockedError(
+  journalPath: string,
+  lockPath: string,
+  holder: JournalLockOwner | undefined,
+  opener: JournalLockOwner,
+): KilnError {
   const who = holder === undefined ? "an unknown owner" : `process ${holder.pid} on ${holder.hostname}`;
-  const self = holder?.pid === process.pid && holder.hostname === hostname();
-  return new KilnError(
-    "KILN_JOURNAL_LOCKED",
-    `Journal ${journalPath} is in use by ${self ? "another journal in this process" : who}: a journal has exactly one writer. ` +
-      `Give each control system its own spoolPath, or start this one after the other has stopped (its stop() releases ${lockPath}).`,
-    {
-      retryable: true,
-      details: {
-        path: journalPath,
-        lockPath,
-        ...(holder === undefined ? {} : { owner: { pid: holder.pid, hostname: holder.hostname } }),
-      },
+  const elsewhere = holder !== undefined && holder.hostname === opener.hostname && otherPidNamespace(holder, opener);
+  const self = !elsewhere && holder?.pid === process.pid && holder.hostname === hostname();
+  const message = elsewhere
+    ? `Journal ${journalPath} is locked by process ${holder.pid} in another PID namespace (${holder.pidNamespace}, ` +
+      `this one is ${opener.pidNamespace}; another container on ${holder.hostname}?), which cannot be checked from here: ` +
+      `a journal has exactly one writer. Remove ${lockPath} by hand only when you are sure that process is gone.`
+    : `Journal ${journalPath} is in use by ${self ? "another journal in this process" : who}: a journal has exactly one writer. ` +
+      `Give each control system its own spoolPath, or start this one after the other has stopped (its stop() releases ${lockPath}).`;
+  return new KilnError("KILN_JOURNAL_LOCKED", message, {
+    retryable: true,
+    details: {
+      path: journalPath,
+      lockPath,
+      ...(holder === undefined
+        ? {}
+        : {
+            owner: {
+              pid: holder.pid,
+              hostname: holder.hostname,
+              ...(holder.pidNamespace === undefined ? {} : { pidNamespace: holder.pidNamespace }),
+            },
+          }),
     },
-  );
+  });
 }
 
 function lockError(journalPath: string, error: unknown): KilnError {

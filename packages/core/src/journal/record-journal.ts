@@ -62,8 +62,15 @@ export interface RecordJournalRecovery {
   readonly skippedRecords: number;
   /** Bytes of those corrupt stretches. */
   readonly skippedBytes: number;
-  /** Bytes of a torn or corrupt tail that were cut off (0 for a clean file). */
+  /** Bytes of a torn or corrupt tail that were cut off (0 for a clean file, and for a tail that is only a damaged mark). */
   readonly discardedBytes: number;
+  /**
+   * Torn or corrupt release marks: a skipped stretch or a cut-off tail that is one mark (its
+   * header intact, the length field flagged as a mark's, no more bytes than a mark). Not counted
+   * in `skippedRecords`, `skippedBytes` or `discardedBytes`: a damaged mark loses no record, at
+   * most the releases it would have made durable are read back.
+   */
+  readonly discardedMarks: number;
 }
 
 interface RecordRef {
@@ -99,7 +106,10 @@ interface RecordRef {
  * compacts when released bytes are at least a quarter of the file or the live records at most
  * 4 MiB (so a compaction never copies more than three bytes per byte it frees, except of small
  * files), and is refused only when the live records and the new one do not fit. When all are
- * released the file is truncated.
+ * released the file is truncated. An append that fails with `ENOSPC` while released records are held
+ * compacts and is tried once more; compaction needs free space for the live records, so on a
+ * volume with none left appends fail until the journal empties: keep `maxBytes` below the
+ * volume's free space.
  */
 export class RecordJournal {
   /** The journal file, as given to {@link RecordJournal.open}. */
@@ -201,8 +211,17 @@ export class RecordJournal {
         offset = next;
       }
       const records = found.filter((record) => record.offset >= releasedBefore);
-      const damage = stretches.filter((stretch) => stretch.end > releasedBefore);
-      const discardedBytes = size - end;
+      let discardedMarks = 0;
+      const damage: { end: number; bytes: number }[] = [];
+      for (const stretch of stretches.filter((found) => found.end > releasedBefore)) {
+        if (await isDamagedMark(handle, stretch.end - stretch.bytes, stretch.bytes)) discardedMarks++;
+        else damage.push(stretch);
+      }
+      let discardedBytes = size - end;
+      if (discardedBytes > 0 && (await isDamagedMark(handle, end, discardedBytes))) {
+        discardedMarks++;
+        discardedBytes = 0;
+      }
       if (records.length === 0 && size > 0) end = 0;
       if (end < size) {
         await handle.truncate(end);
@@ -216,6 +235,7 @@ export class RecordJournal {
           skippedRecords: damage.length,
           skippedBytes: damage.reduce((sum, stretch) => sum + stretch.bytes, 0),
           discardedBytes,
+          discardedMarks,
         },
       };
     } catch (error) {
@@ -280,10 +300,26 @@ export class RecordJournal {
       );
     }
     // Releases not yet marked ride along in the same write and fsync, when there is room.
-    const mark = this.#pendingMark();
-    const withMark = mark !== undefined && this.#size + mark.length + record.length <= this.maxBytes;
-    const bytes = withMark ? Buffer.concat([mark, record]) : record;
-    await this.#write(bytes, "append");
+    let mark = this.#pendingMark();
+    let withMark = mark !== undefined && this.#size + mark.length + record.length <= this.maxBytes;
+    let bytes = withMark ? Buffer.concat([mark!, record]) : record;
+    try {
+      await this.#write(bytes, "append");
+    } catch (error) {
+      // A full disk: released records may hold the room. A compaction needs only the live bytes
+      // free (its copy is written before the old file goes), so with a small live tail it fits;
+      // then the append is tried once more. Otherwise the first error stands.
+      if (!KilnError.is(error) || error.details["errno"] !== "ENOSPC" || this.#size <= this.#liveBytes) throw error;
+      try {
+        await this.#compact();
+      } catch {
+        throw error;
+      }
+      mark = this.#pendingMark();
+      withMark = mark !== undefined && this.#size + mark.length + record.length <= this.maxBytes;
+      bytes = withMark ? Buffer.concat([mark!, record]) : record;
+      await this.#write(bytes, "append");
+    }
     if (withMark) this.#unmarked = 0;
     this.#records.push({ offset: this.#size + bytes.length - record.length, length: payload.length });
     this.#size += bytes.length;
@@ -606,6 +642,18 @@ async function readRecordAt(
   await handle.read(payload, 0, length, offset + HEADER_BYTES);
   if (checksum(header.subarray(4, 8), payload) !== header.readUInt32LE(8)) return undefined;
   return mark ? { length, releasedBefore: Number(payload.readBigUInt64LE(0)) } : { length };
+}
+
+/**
+ * Whether the `bytes` at `offset` that are not a good record are a damaged release mark: a mark's
+ * header start (magic, a length field flagged as a mark of {@link MARK_PAYLOAD_BYTES}) and no
+ * more bytes than a mark holds. A tail torn inside the length field cannot be told from a record.
+ */
+async function isDamagedMark(handle: FileHandle, offset: number, bytes: number): Promise<boolean> {
+  if (bytes < 8 || bytes > HEADER_BYTES + MARK_PAYLOAD_BYTES) return false;
+  const header = Buffer.alloc(8);
+  await handle.read(header, 0, 8, offset);
+  return header.readUInt32LE(0) === MAGIC && header.readUInt32LE(4) === (MARK_FLAG | MARK_PAYLOAD_BYTES) >>> 0;
 }
 
 /** crc32 of the length field followed by the payload, so a damaged length is caught too. */

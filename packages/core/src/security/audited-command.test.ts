@@ -10,6 +10,7 @@ import type { AuditEntry, AuditLog } from "../ports/audit-log";
 import { mkdtemp, readFile, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { RecordJournal } from "../journal/record-journal";
 import { AuditedCommandRunner, type AuditBacklogOptions } from "./audited-command";
 import { Authorizer, defaultRoleTable, type Principal } from "./authorization";
 
@@ -27,6 +28,8 @@ async function setup(
     audit?: (store: MemoryStore) => AuditLog;
     backlog?: AuditBacklogOptions;
     runWithoutDurableAudit?: readonly string[];
+    /** Prefix of the entry ids, so a second runner on one journal makes ids of its own. */
+    idPrefix?: string;
   } = {},
 ) {
   const clock = new SimulatedClock({ start: START });
@@ -50,7 +53,7 @@ async function setup(
     clock,
     bus,
     machineId: "ald-1",
-    newId: () => `entry-${++ids}`,
+    newId: () => `${options.idPrefix ?? "entry"}-${++ids}`,
     ...(options.backlog === undefined ? {} : { backlog: options.backlog }),
     ...(options.runWithoutDurableAudit === undefined ? {} : { runWithoutDurableAudit: options.runWithoutDurableAudit }),
   });
@@ -848,6 +851,38 @@ describe("AuditedCommandRunner", () => {
     },
   );
 
+  test("a release mark torn by a crash is not reported as a lost entry (adversarial review 15)", async () => {
+    const path = join(await mkdtemp(join(tmpdir(), "kiln-audit-")), "audit.journal");
+    const { journal } = await RecordJournal.open(path);
+    for (const value of [1, 2, 3]) {
+      const entry: AuditEntry = {
+        id: `old-${value}`,
+        principal: "enzo",
+        roles: ["engineer"],
+        category: "tag",
+        action: "tag.write",
+        target: "heater.setpoint",
+        outcome: "allowed",
+        at: START + value,
+        newValue: value,
+      };
+      await journal.append(Buffer.from(JSON.stringify(entry), "utf8"));
+    }
+    const before = (await stat(path)).size;
+    await journal.release({ durable: true });
+    // A power loss while the mark was written: only part of it reached the disk.
+    const crashed = join(await mkdtemp(join(tmpdir(), "kiln-audit-")), "audit.journal");
+    await writeFile(crashed, (await readFile(path)).subarray(0, before + 13));
+    await journal.close();
+    const next = await setup({ backlog: { path: crashed } });
+    expect(await next.runner.flush()).toBe(true);
+    // The released entry comes back (stored once per id), nothing is reported lost.
+    expect((await next.entries()).map((entry) => entry.id)).toEqual(["old-1", "old-2", "old-3"]);
+    expect(next.drops).toEqual([]);
+    expect(next.runner.dropped).toBe(0);
+    await next.runner.close();
+  });
+
   test("caller-controlled values are stored as a safe snapshot: cyclic, 20,000-deep, throwing getter or toJSON", async () => {
     const { runner, entries, plc, skips } = await setup();
     const cyclic: Record<string, unknown> = { name: "loop" };
@@ -1061,6 +1096,54 @@ describe("the overflow count at close becomes its summary entry (issue 15, secon
     // maxEntries 2: one denied entry (their half), the other four counted.
     expect(stored.map((entry) => entry.action)).toEqual(["tag.write", "audit.overflow"]);
     expect(stored[1]?.newValue).toMatchObject({ count: 4 });
+    await second.runner.close();
+  });
+
+  test("a crash after denials were counted: the count is recovered, reported by status() and summarized into the store (adversarial review 15)", async () => {
+    const directory = await mkdtemp(join(tmpdir(), "kiln-audit-overflow-"));
+    const path = join(directory, "audit.journal");
+    const audit = (memory: MemoryStore): AuditLog => ({
+      query: memory.audit.query,
+      record: () => Promise.reject(new KilnError("KILN_STORE_ERROR", "audit store down", { retryable: true })),
+    });
+    const first = await setup({ audit, backlog: { path, maxEntries: 2 } });
+    for (let index = 0; index < 5; index++) expect((await deny(first.runner)).code).toBe("KILN_FORBIDDEN");
+    expect(first.runner.status().overflow).toBe(4);
+    // What a process killed now leaves: the files as they are, without close().
+    const crashed = join(await mkdtemp(join(tmpdir(), "kiln-audit-overflow-")), "audit.journal");
+    await writeFile(crashed, await readFile(path));
+    await writeFile(`${crashed}.overflow`, await readFile(`${path}.overflow`));
+    const second = await setup({ backlog: { path: crashed, maxEntries: 2 }, idPrefix: "second" });
+    expect(await second.runner.flush()).toBe(true);
+    const stored = await second.entries();
+    expect(stored.map((entry) => entry.action)).toEqual(["tag.write", "audit.overflow"]);
+    expect(stored[1]?.newValue).toMatchObject({ count: 4, principals: ["olga"], actions: ["tag.write"] });
+    expect(second.runner.status().overflow).toBe(0);
+    await second.runner.close();
+    // Summarized once: a further start finds no count left.
+    const third = await setup({ backlog: { path: crashed, maxEntries: 2 }, idPrefix: "third" });
+    expect(await third.runner.flush()).toBe(true);
+    expect(await third.entries()).toEqual([]);
+    await third.runner.close();
+    await first.runner.close();
+  });
+
+  test("a count recovered at open is reported by status() until the store takes its summary", async () => {
+    const directory = await mkdtemp(join(tmpdir(), "kiln-audit-overflow-"));
+    const path = join(directory, "audit.journal");
+    const down = (memory: MemoryStore): AuditLog => ({
+      query: memory.audit.query,
+      record: () => Promise.reject(new KilnError("KILN_STORE_ERROR", "audit store down", { retryable: true })),
+    });
+    const first = await setup({ audit: down, backlog: { path, maxEntries: 2 } });
+    for (let index = 0; index < 3; index++) await deny(first.runner);
+    const crashed = join(await mkdtemp(join(tmpdir(), "kiln-audit-overflow-")), "audit.journal");
+    await writeFile(crashed, await readFile(path));
+    await writeFile(`${crashed}.overflow`, await readFile(`${path}.overflow`));
+    await first.runner.close();
+    const second = await setup({ audit: down, backlog: { path: crashed, maxEntries: 2 } });
+    expect(await second.runner.flush()).toBe(false);
+    expect(second.runner.status()).toMatchObject({ overflow: 2, backlog: 1, dropped: 0 });
     await second.runner.close();
   });
 

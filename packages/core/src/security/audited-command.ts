@@ -124,7 +124,10 @@ export interface AuditBacklogOptions {
    * `maxEntries` and never evict anything: the rest is kept for entries of commands that run, so
    * a flood of refused attempts cannot lock authorized commands out. Attempts beyond their share
    * are counted per principal and recorded as `audit.overflow` entries (outcome `denied`; count,
-   * first and last time, principal, actions), one per principal, once there is room.
+   * first and last time, principal, actions), one per principal, once there is room. With a
+   * journal the count is durable (`<path>.overflow`) before the attempt is rejected: after a crash
+   * it is read back, reported by `health().audit.overflow` and summarized (at least once: a crash
+   * between a summary and the count's removal summarizes it again).
    * At the limit: `refuse-commands` refuses new commands with `KILN_AUDIT_UNAVAILABLE` until the
    * backlog drains and never evicts an entry; an action that runs without a durable entry
    * (`runWithoutDurableAudit`) is kept beyond the limit. `drop-oldest` keeps commands running
@@ -274,6 +277,11 @@ export class AuditedCommandRunner {
    * into one entry once there is room.
    */
   readonly #overflow = new Map<string, DenialOverflow>();
+  /**
+   * `<journal>.overflow`: the counts of {@link #overflow}, made durable before a counted command
+   * is rejected, so a crash loses none of them (issue 15, adversarial review 15). Opened with the journal.
+   */
+  #overflowJournal: RecordJournal | undefined;
   /** Most denied or failed entries (the overflow summaries included) the backlog holds: {@link DENIED_SHARE} of `maxEntries`. */
   readonly #maxDenied: number;
   /** Set by {@link close} until {@link open}: the store is not called (it is being closed or closed). */
@@ -330,6 +338,7 @@ export class AuditedCommandRunner {
       skipped: this.#skipped,
       setAside: this.#setAside,
       refusalsDropped: this.#refusalsDropped,
+      overflow: [...this.#overflow.values()].reduce((sum, overflow) => sum + overflow.count, 0),
       ...(head !== undefined && head.failures > 0
         ? { blockedBy: { id: head.entry!.id, failures: head.failures, error: reasonOf(this.#lastError, undefined) } }
         : {}),
@@ -675,6 +684,8 @@ export class AuditedCommandRunner {
       const journal = this.#journal === undefined ? undefined : await this.#journal;
       this.#journal = undefined;
       await journal?.close().catch(() => undefined);
+      await this.#overflowJournal?.close().catch(() => undefined);
+      this.#overflowJournal = undefined;
     });
   }
 
@@ -831,7 +842,14 @@ export class AuditedCommandRunner {
     for (const [key, overflow] of this.#overflow) {
       if (this.#deniedInBacklog() >= this.#maxDenied || this.#entriesInBacklog() >= this.#maxEntries) return;
       this.#overflow.delete(key);
-      await this.#append(this.#overflowEntry(overflow));
+      const journaled = await this.#append(this.#overflowEntry(overflow));
+      if (!journaled && this.#overflowJournal !== undefined && this.#journal !== undefined) {
+        // Not durable as an entry: it stays counted (and durable as a count) until it is.
+        this.#backlog.pop();
+        this.#overflow.set(key, overflow);
+        return;
+      }
+      await this.#persistOverflow();
     }
   }
 
@@ -856,6 +874,7 @@ export class AuditedCommandRunner {
         "denied attempts counted while the audit backlog was full; the control system stopped before they were summarized",
       );
     }
+    await this.#persistOverflow();
   }
 
   /**
@@ -918,7 +937,7 @@ export class AuditedCommandRunner {
     // A refusal of an offered intent is never counted away nor evicted: without it the intent
     // may read `allowed` for a command that did not run (ADR 0013 addendum). It is the last thing dropped.
     if (entry.outcome !== "allowed" && !isIntentRefusal(entry) && !this.#roomForDenied()) {
-      this.#countOverflow(entry);
+      await this.#countOverflow(entry);
       return false;
     }
     const journaled = await this.#append(entry);
@@ -995,7 +1014,13 @@ export class AuditedCommandRunner {
     return journaled;
   }
 
-  #countOverflow(entry: AuditEntry): void {
+  /**
+   * Counts a denied or failed attempt into the overflow and makes the count durable (in
+   * `<journal>.overflow`, when there is a journal) before the command is rejected: after a crash
+   * the attempts are still summarized. When it cannot be written the count is kept in memory and
+   * logged (the next count or the summary writes it again).
+   */
+  async #countOverflow(entry: AuditEntry): Promise<void> {
     const key =
       this.#overflow.has(entry.principal) || this.#overflow.size < OVERFLOW_PRINCIPALS - 1
         ? entry.principal
@@ -1024,6 +1049,67 @@ export class AuditedCommandRunner {
       { id: entry.id, action: entry.action, outcome: entry.outcome, overflow: overflow.count },
       "the audit backlog is full: a denied attempt is counted into the overflow summary",
     );
+    await this.#persistOverflow();
+  }
+
+  /**
+   * Writes the overflow counts as one record of `<journal>.overflow` and releases the earlier
+   * ones (the last record read back at open is the latest count); releases all once none is left.
+   */
+  async #persistOverflow(): Promise<void> {
+    const journal = this.#overflowJournal;
+    if (journal === undefined) return;
+    try {
+      const earlier = journal.records;
+      if (this.#overflow.size > 0) await journal.append(Buffer.from(encodeOverflow(this.#overflow), "utf8"));
+      for (let release = 1; release <= earlier; release++) {
+        await journal.release({ durable: this.#overflow.size === 0 && release === earlier });
+      }
+    } catch (error) {
+      this.#logger.error({ error: String(error) }, "the audit overflow count could not be made durable");
+    }
+  }
+
+  /** Opens `<journal>.overflow` and adds the counts a crashed run left in it to {@link #overflow}. */
+  async #openOverflowJournal(path: string): Promise<void> {
+    try {
+      const { journal } = await RecordJournal.open(`${path}.overflow`, { maxBytes: OVERFLOW_JOURNAL_MAX_BYTES });
+      let latest: Buffer | undefined;
+      await journal.scan((payload) => {
+        latest = payload;
+      });
+      this.#overflowJournal = journal;
+      const recovered = latest === undefined ? undefined : decodeOverflow(latest);
+      if (recovered === undefined) return;
+      let count = 0;
+      for (const [key, found] of recovered) {
+        count += found.count;
+        const overflow = this.#overflow.get(key);
+        if (overflow === undefined) {
+          this.#overflow.set(key, found);
+          continue;
+        }
+        overflow.count += found.count;
+        overflow.first = Math.min(overflow.first, found.first);
+        overflow.last = Math.max(overflow.last, found.last);
+        for (const principal of found.principals) {
+          if (overflow.principals.size < OVERFLOW_NAMES) overflow.principals.add(principal);
+          else overflow.morePrincipals = true;
+        }
+        overflow.morePrincipals ||= found.morePrincipals;
+        for (const action of found.actions) if (overflow.actions.size < OVERFLOW_NAMES) overflow.actions.add(action);
+      }
+      this.#logger.error(
+        { path: `${path}.overflow`, count },
+        "denied attempts counted while the audit backlog was full were recovered from an earlier run",
+      );
+      await this.#persistOverflow();
+    } catch (error) {
+      this.#logger.error(
+        { path: `${path}.overflow`, error: String(error) },
+        "the audit overflow count could not be opened",
+      );
+    }
   }
 
   #publish<TType extends "command-refuse" | "command-fail">(type: TType, event: Omit<KilnEvents[TType], "at">): void {
@@ -1131,6 +1217,7 @@ export class AuditedCommandRunner {
           ),
         );
         this.#reportDamage(path, { ...recovery, undecodable });
+        await this.#openOverflowJournal(path);
         return journal;
       } catch (error) {
         this.#journal = undefined;
@@ -1210,6 +1297,11 @@ interface AuditWriterStatus {
    * `audit-refusal-drop`: the trail may show those commands `allowed`; they did not run.
    */
   readonly refusalsDropped: number;
+  /**
+   * Denied or failed attempts counted while the backlog was full and not yet in an
+   * `audit.overflow` summary entry (recovered from `<journal>.overflow` after a crash).
+   */
+  readonly overflow: number;
   /** The entry at the head of the backlog when it has failed: its event id, failures counted and the last error. */
   readonly blockedBy?: { readonly id: string; readonly failures: number; readonly error: string };
 }
@@ -1274,6 +1366,57 @@ const OVERFLOW_NAMES = 16;
 
 /** Most principals counted apart while the backlog is full; the attempts of any further ones share one bucket. */
 const OVERFLOW_PRINCIPALS = 64;
+
+/** Size limit of `<journal>.overflow` (one live record of at most 64 buckets; earlier ones compacted away). */
+const OVERFLOW_JOURNAL_MAX_BYTES = 16 * 1024 * 1024;
+
+/** The overflow counts as one `<journal>.overflow` record. */
+function encodeOverflow(overflow: ReadonlyMap<string, DenialOverflow>): string {
+  return encodeExactJson(
+    [...overflow].map(([key, bucket]) => ({
+      key,
+      count: bucket.count,
+      first: bucket.first,
+      last: bucket.last,
+      principals: [...bucket.principals],
+      morePrincipals: bucket.morePrincipals,
+      actions: [...bucket.actions],
+    })),
+  );
+}
+
+/** The overflow counts in a `<journal>.overflow` record, or undefined when it cannot be decoded. */
+function decodeOverflow(payload: Buffer): Map<string, DenialOverflow> | undefined {
+  try {
+    const buckets = decodeExactJson(payload.toString("utf8")) as unknown;
+    if (!Array.isArray(buckets)) return undefined;
+    const overflow = new Map<string, DenialOverflow>();
+    for (const bucket of buckets as Record<string, unknown>[]) {
+      const { key, count, first, last, principals, morePrincipals, actions } = bucket;
+      if (
+        typeof key !== "string" ||
+        !Number.isSafeInteger(count) ||
+        typeof first !== "number" ||
+        typeof last !== "number" ||
+        !Array.isArray(principals) ||
+        !Array.isArray(actions)
+      ) {
+        return undefined;
+      }
+      overflow.set(key, {
+        count: count as number,
+        first,
+        last,
+        principals: new Set((principals as unknown[]).filter((name): name is string => typeof name === "string")),
+        morePrincipals: morePrincipals === true,
+        actions: new Set((actions as unknown[]).filter((name): name is string => typeof name === "string")),
+      });
+    }
+    return overflow;
+  } catch {
+    return undefined;
+  }
+}
 
 /** The key of the bucket of principals beyond {@link OVERFLOW_PRINCIPALS}. */
 const OTHER_PRINCIPALS = "\u0000others";

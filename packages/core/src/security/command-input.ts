@@ -175,3 +175,14 @@ export function auditedTarget(target: unknown): string {
     ? boundedText(visibleText(target), NAME_MAX_LENGTH)
     : "(invalid target)";
 }
+
+/**
+ * An identifier held inside an audit entry's value (a recipe's name, a machine command's name):
+ * echoed as {@link auditedTarget} echoes a target, control and format characters written out as
+ * `\u{XXXX}` and cut to `NAME_MAX_LENGTH`. Anything but a string is returned as is (the audit
+ * snapshot bounds it). Values (a string written to a tag, a parameter's value) are free text and
+ * never go through it.
+ */
+export function auditedName(name: unknown): unknown {
+  return typeof name === "string" ? boundedText(visibleText(name), NAME_MAX_LENGTH) : name;
+}

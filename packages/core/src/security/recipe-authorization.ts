@@ -1,5 +1,6 @@
 import { KilnError } from "../domain/errors";
 import type { CommandContext } from "./audited-command";
+import { auditedName } from "./command-input";
 
 /** What a recipe can write, as the audit records it. */
 export interface RecipeWriteRequest {
@@ -86,7 +87,7 @@ function refuseUnwritable(
 
 function auditValue(request: RecipeWriteRequest): Record<string, unknown> {
   return {
-    recipe: { name: request.recipe.name, version: request.recipe.version },
+    recipe: { name: auditedName(request.recipe.name), version: request.recipe.version },
     writeSet: [...request.writeSet],
     saved: request.saved,
     ...(request.parameters === undefined ? {} : { parameters: { ...request.parameters } }),

@@ -1,3 +1,4 @@
+import { visibleText } from "./command-input";
 /** Longest comment a command accepts, in UTF-16 code units. */
 export const COMMENT_MAX_LENGTH = 1000;
 
@@ -89,7 +90,9 @@ function snapshot(value: unknown, depth: number, path: Set<object>, budget: Budg
           budget,
         );
         if (item === undefined) continue;
-        const storedKey = key.length > MAX_KEY ? `${key.slice(0, MAX_KEY)}…[cut]` : key;
+        // A key is an identifier (a parameter's or a field's name): echoed visible, as a target is.
+        const visibleKey = visibleText(key);
+        const storedKey = visibleKey.length > MAX_KEY ? `${visibleKey.slice(0, MAX_KEY)}…[cut]` : visibleKey;
         budget.chars -= storedKey.length;
         // defineProperty: a "__proto__" key stays data.
         Object.defineProperty(copy, storedKey, { value: item, enumerable: true, writable: true, configurable: true });
