@@ -178,8 +178,9 @@ export interface SparkplugStoreAndForwardHealth {
   readonly backlogRecords: number;
   /** Bytes the backlog holds now, of `maxBytes`. */
   readonly backlogBytes: number;
-  /** The limits in force. */
+  /** The limit in force: bytes of the backlog journal. */
   readonly maxBytes: number;
+  /** The limit in force: samples in the backlog. */
   readonly maxSamples: number;
   /** Age of the oldest sample in the backlog, in ms (by the node's clock); undefined when empty. */
   readonly oldestAgeMs?: number;

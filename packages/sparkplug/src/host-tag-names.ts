@@ -3,7 +3,9 @@ import { sparkplugIdProblem } from "./topic";
 
 /** Where a metric lives in the Sparkplug namespace: its group, edge node, device (if any) and name. */
 export interface SparkplugMetricAddress {
+  /** The Sparkplug group id (the topic's second level). */
   readonly groupId: string;
+  /** The edge node id (the topic's fourth level). */
   readonly edgeNodeId: string;
   /** The device; undefined for a metric of the edge node itself (NBIRTH/NDATA). */
   readonly deviceId?: string;
