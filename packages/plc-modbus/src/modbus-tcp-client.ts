@@ -34,10 +34,13 @@ const ABANDONED_MEMORY = 256;
  *   every request in flight with `pipelineDesync: true`: none of them can be trusted. An answer to a
  *   request already answered or given up, or with one request in flight an unknown id, is dropped and
  *   counted ({@link ModbusTcpClient.ignoredAnswers}); the request in flight keeps waiting for its own.
- * - Modbus TCP has no frame delimiter, so a frame is taken only when what follows it starts a plausible
- *   MBAP header (or nothing follows yet): a frame cut short upstream is never completed with the next
- *   frame's bytes; the misaligned stream is dropped and the requests in flight fail as a mismatch. An
- *   unfinished frame left when no request is in flight is dropped before the next request.
+ * - Modbus TCP has no frame delimiter, so a frame is refused when the bytes already after it cannot start
+ *   an MBAP header: a frame cut short upstream and completed with the next frame's first bytes is caught
+ *   when the next frame arrived with it (any shift of 1-6 bytes into a read's answer); the misaligned
+ *   stream is dropped and the requests in flight fail as a mismatch. An unfinished frame left when no
+ *   request is in flight is dropped before the next request. This narrows, not closes, the hole a
+ *   delimiter-less protocol leaves: a cut frame completed exactly at a TCP segment end, or shifted by 7
+ *   or more bytes into data that looks like a header, is not detectable here.
  * A mismatch rejects with an `Error` carrying `mismatch: true`; an exception with `{ modbusCode }`, like
  * modbus-serial; a closed or reset socket fails the requests in flight at once with `PortNotOpenError`.
  */
@@ -188,18 +191,10 @@ export class ModbusTcpClient extends ModbusFunctionCodes implements ModbusClient
       if (buffer.length < end) return;
       // Modbus TCP has no frame delimiter: a frame cut short on the way would be completed with the
       // first bytes of the next one and pass every check of its own (byte count and length agree).
-      // So a frame is taken only when nothing follows it yet or what follows starts like an MBAP
-      // header (protocol id 0, length 2-254); a shift of 1 to 6 bytes always fails that test.
-      const following = buffer.length - end;
-      // Too little follows to judge yet: hold a frame that would be taken; one that fails anyway goes now.
-      if (
-        following > 0 &&
-        following < 6 &&
-        this.#wouldTake(buffer.readUInt16BE(0), buffer[6]!, buffer.subarray(7, end))
-      ) {
-        return;
-      }
-      if (following >= 6 && !plausibleHeader(buffer, end)) {
+      // So what already follows a frame must start like an MBAP header (protocol id 0 once 4 bytes
+      // follow, a length of 2-254 once 6 do); a shift of 1 to 6 bytes into a read's answer fails it.
+      // A frame is not held back waiting for more: a device with trailing bytes is still served.
+      if (!plausibleHeaderStart(buffer, end)) {
         this.#buffer = Buffer.alloc(0);
         this.#mismatchAll(
           "answer frames do not line up (the bytes after a frame start no Modbus TCP header: a frame cut short?)",
@@ -212,16 +207,6 @@ export class ModbusTcpClient extends ModbusFunctionCodes implements ModbusClient
       this.#buffer = buffer.subarray(end);
       this.#answer(transactionId, unitId, pdu);
     }
-  }
-
-  /** Whether {@link #answer} would resolve a request with this frame (it fits a request in flight). */
-  #wouldTake(transactionId: number, unitId: number, pdu: Buffer): boolean {
-    const pending = this.#pending.get(transactionId);
-    return (
-      pending !== undefined &&
-      unitId === pending.request.unitId &&
-      checkAnswerPdu(pending.request, pdu).kind !== "mismatch"
-    );
   }
 
   #answer(transactionId: number, unitId: number, pdu: Buffer): void {
@@ -280,10 +265,16 @@ export class ModbusTcpClient extends ModbusFunctionCodes implements ModbusClient
   }
 }
 
-/** Whether the bytes at `offset` start an MBAP header: protocol id 0 and a length of 2-254. */
-function plausibleHeader(buffer: Buffer, offset: number): boolean {
+/**
+ * Whether the bytes from `offset` to the end of `buffer` can be the start of an MBAP header: protocol
+ * id 0 (checked once 4 bytes are there) and a length of 2-254 (once 6 are). Fewer bytes cannot be judged.
+ */
+function plausibleHeaderStart(buffer: Buffer, offset: number): boolean {
+  const following = buffer.length - offset;
+  if (following >= 4 && buffer.readUInt16BE(offset + 2) !== 0) return false;
+  if (following < 6) return true;
   const length = buffer.readUInt16BE(offset + 4);
-  return buffer.readUInt16BE(offset + 2) === 0 && length >= 2 && length <= 254;
+  return length >= 2 && length <= 254;
 }
 
 function mismatchError(reason: string, pipelineDesync: boolean): Error {
