@@ -434,6 +434,9 @@ export class AuditedCommandRunner {
       ...fields,
       ...(state.offered ? { id: refusalId, refersTo: base.id } : {}),
     });
+    /** Announces that this command was refused after its intent was offered (or could not be stored). */
+    const publishRefusal = (reason: string): void =>
+      this.#publish("command-refuse", { id: base.id, principal: base.principal, action, target: base.target, reason });
     const commit = async (): Promise<void> => {
       if (state.committed === "yes") return;
       if (state.committed === "refused") throw refusal;
@@ -474,13 +477,7 @@ export class AuditedCommandRunner {
           // joins the backlog: refusals naming an intent stay bounded (ADR 0013 addendum).
           refusal = refusalError();
           const reason = reasonOf(refusal, comment);
-          this.#publish("command-refuse", {
-            id: base.id,
-            principal: base.principal,
-            action,
-            target: base.target,
-            reason,
-          });
+          publishRefusal(reason);
           await this.#recordNow(outcomeEntry({ outcome: "denied", reason }));
         }
         return committed;
@@ -502,14 +499,7 @@ export class AuditedCommandRunner {
       state.committed = "refused";
       if (outcome === "unstorable") {
         // An unstorable entry was skipped and reported already; its refusal could not be stored either.
-        const reason = reasonOf(refusal, comment);
-        this.#publish("command-refuse", {
-          id: base.id,
-          principal: base.principal,
-          action,
-          target: base.target,
-          reason,
-        });
+        publishRefusal(reasonOf(refusal, comment));
       }
       throw refusal;
     };
