@@ -196,4 +196,6 @@ test.skipIf(!existsSync(CHROMIUM))(
       expect(overlapArea(plotHold!, holds[0]!)).toBe(0);
     }
   },
+  // the demo run plus a cold headless Chromium: about 15 s idle, several times that on a loaded machine
+  120_000,
 );
