@@ -27,6 +27,7 @@ import {
   type ValidationIssue,
 } from "@kiln/core/driver-kit";
 import { memoryBdSeqStore, type BdSeqStore } from "./bdseq-store";
+import { CommandDropAudit, type DroppedCommandReason } from "./command-drop-audit";
 import { JournalBacklog, MemoryBacklog, type ForwardBacklog } from "./forward-backlog";
 import { mqttConnect } from "./mqtt-client";
 import { sparkplugDataTypeOfTag, type SparkplugMetricDataType } from "./datatypes";
@@ -280,7 +281,8 @@ export interface SparkplugEdgeNodeEvents {
   /**
    * A command message was dropped unhandled: `queue-full` when `maxPendingCommands` DCMDs were
    * already waiting, `too-many-metrics` when it carried more than `maxMetricsPerCommand`.
-   * Nothing of it was written or audited.
+   * Nothing of it was written. A dropped DCMD (and one that does not decode) is audited: one
+   * refused `sparkplug.dcmd-drop` entry per reason and second, naming how many messages it stands for.
    */
   "command-drop": {
     readonly topic: string;
@@ -420,6 +422,7 @@ export class SparkplugEdgeNode {
   readonly #deviceId: string;
   readonly #principal: Principal;
   readonly #clock: Clock;
+  readonly #dropAudit: CommandDropAudit;
   readonly #backoff: ReconnectBackoff;
   readonly #bdSeqStore: BdSeqStore;
   readonly #lifecycle: ConnectionLifecycle;
@@ -514,6 +517,7 @@ export class SparkplugEdgeNode {
     };
     this.#forward = options.storeAndForward === undefined ? undefined : forwardSettings(options.storeAndForward);
     this.#clock = options.clock ?? new SystemClock();
+    this.#dropAudit = new CommandDropAudit(this.#clock, (reason, messages) => this.#auditDrops(reason, messages));
     this.#bdSeqStore = options.bdSeqStore ?? memoryBdSeqStore();
     this.#bus = new EventBus<SparkplugEdgeNodeEvents>({ now: () => this.#clock.now() });
     this.events = this.#bus;
@@ -600,6 +604,7 @@ export class SparkplugEdgeNode {
     this.#stopping = true;
     for (const dispose of this.#disposers.splice(0)) dispose();
     await this.#commandChain;
+    await this.#dropAudit.flush();
     await this.#lifecycle.close(async () => {
       const session = this.#session;
       this.#session = undefined;
@@ -1280,7 +1285,35 @@ export class SparkplugEdgeNode {
 
   #dropCommand(topic: string, reason: "queue-full" | "too-many-metrics", metrics?: number): void {
     this.#counts.dropped++;
+    if (topic === this.#topics.dcmd) this.#dropAudit.record(reason);
     void this.#bus.publish("command-drop", { topic, reason, ...(metrics === undefined ? {} : { metrics }) });
+  }
+
+  /**
+   * One audit entry for `messages` whole DCMD messages dropped for `reason` (summed per second by
+   * {@link CommandDropAudit}): a refused `tag.write` of the configured principal, action
+   * `sparkplug.dcmd-drop`, the count and reason in the target, so they survive even when the
+   * entry is a `KILN_FORBIDDEN` denial.
+   */
+  async #auditDrops(reason: DroppedCommandReason, messages: number): Promise<void> {
+    const why =
+      reason === "queue-full"
+        ? `more than ${String(this.#options.maxPendingCommands ?? DEFAULT_MAX_PENDING_COMMANDS)} waiting`
+        : reason === "too-many-metrics"
+          ? `more than ${String(this.#options.maxMetricsPerCommand ?? DEFAULT_MAX_METRICS_PER_COMMAND)} metrics`
+          : "payload not decodable";
+    await this.#system
+      .refuseCommand(this.#principal, {
+        permission: "tag.write",
+        action: "sparkplug.dcmd-drop",
+        target: `(${String(messages)} whole DCMD ${messages === 1 ? "message" : "messages"}: ${reason})`,
+        reason: new KilnError(
+          reason === "queue-full" ? "KILN_BUFFER_FULL" : "KILN_VALIDATION",
+          `${String(messages)} DCMD ${messages === 1 ? "message" : "messages"} on ${this.#topics.dcmd} dropped unhandled (${why}); none of their writes done`,
+          { details: { reason, messages } },
+        ),
+      })
+      .catch(() => undefined); // it always rejects: with the reason, or why it could not be audited
   }
 
   /** True (and the message dropped) when `payload` carries more metrics than one command may. */
@@ -1369,6 +1402,7 @@ export class SparkplugEdgeNode {
       });
     } catch (error) {
       this.#reject(topic, (error as Error).message);
+      this.#dropAudit.record("undecodable");
       return;
     }
     if (this.#tooManyMetrics(topic, payload)) return;

@@ -150,6 +150,14 @@ describe("bounded command handling (issue 15, fault 7b)", () => {
     const written = node.events.next("command-write");
     await dcmd(fixture!, [{ alias, datatype: "Float", value: 6 }]);
     expect(await written).toMatchObject({ value: 6 });
+    // The three dropped messages are audited (CR 2.8), summed: the first at once, the rest a second later.
+    await expect.poll(async () => droppedMessages(await dropEntries()), { timeout: 3_000 }).toBe(3);
+    const entries = await dropEntries();
+    expect(entries.length).toBeLessThanOrEqual(2);
+    for (const entry of entries) {
+      expect(entry).toMatchObject({ action: "sparkplug.dcmd-drop", outcome: "failed" });
+      expect(entry.target).toMatch(/^\(\d whole DCMD messages?: queue-full\)$/);
+    }
   });
 
   test("a DCMD with more than maxMetricsPerCommand metrics is dropped whole: none of its writes done", async () => {
@@ -167,8 +175,44 @@ describe("bounded command handling (issue 15, fault 7b)", () => {
     expect(await written).toMatchObject({ value: 7 });
     expect(fixture!.plc.writes.map((write) => write.value)).toEqual([7]);
     expect(node.health().commands.dropped).toBe(1);
+    await expect
+      .poll(() => dropEntries(), { timeout: 3_000 })
+      .toEqual([
+        { action: "sparkplug.dcmd-drop", target: "(1 whole DCMD message: too-many-metrics)", outcome: "denied" },
+      ]);
+    expect(
+      (await fixture!.system.unchecked.store.audit.query({ from: 0, to: Date.now() + 60_000 }))[0]!.reason,
+    ).toMatch(/1 DCMD message on .* dropped unhandled \(more than 3 metrics\)/);
+  });
+
+  test("DCMDs that do not decode are audited too: a flood leaves one entry per second, not one per message", async () => {
+    const node = await started();
+    for (let index = 0; index < 20; index++) {
+      await fixture!.recorder.client.publishAsync(DCMD, Buffer.from([0xff, 0xff, 0xff, index]), { qos: 1 });
+    }
+    await expect.poll(() => node.health().commands.malformed, { timeout: 3_000 }).toBe(20);
+    await expect.poll(() => dropEntries(), { timeout: 3_000 }).not.toEqual([]);
+    await node.stop(); // audits what is still pending
+    const entries = await dropEntries();
+    expect(entries.length).toBeLessThanOrEqual(3);
+    expect(droppedMessages(entries)).toBe(20);
+    expect(entries.every((entry) => entry.target.endsWith(": undecodable)"))).toBe(true);
+    expect(fixture!.plc.writes).toEqual([]);
   });
 });
+
+/** How many messages the drop entries stand for between them. */
+function droppedMessages(entries: readonly { target: string }[]): number {
+  return entries.reduce((sum, entry) => sum + Number(/^\((\d+) whole DCMD/.exec(entry.target)?.[1]), 0);
+}
+
+/** The audit entries of dropped whole DCMD messages. */
+async function dropEntries(): Promise<{ action: string; target: string; outcome: string }[]> {
+  const entries = await fixture!.system.unchecked.store.audit.query({ from: 0, to: Date.now() + 60_000 });
+  return entries
+    .filter((entry) => entry.action === "sparkplug.dcmd-drop")
+    .map(({ action, target, outcome }) => ({ action, target, outcome }));
+}
 
 describe("refusal events echo what the audit entry records (issue 15, fault 8)", () => {
   test("a refused name is bounded and its control characters written out, as in the audit entry", async () => {
