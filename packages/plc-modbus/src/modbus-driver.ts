@@ -141,7 +141,12 @@ export class ModbusDriver implements PlcDriver {
       this.#options.clientFactory ??
       (transport.kind === "rtu"
         ? createModbusRtuClient
-        : () => createModbusTcpClient({ requestTimeoutMs: this.#options.requestTimeoutMs }));
+        : () =>
+            createModbusTcpClient({
+              requestTimeoutMs: this.#options.requestTimeoutMs,
+              frameCheck: transport.frameCheck,
+              quietGapMs: transport.frameQuietGapMs,
+            }));
     this.#maxConsecutiveTimeouts = this.#options.maxConsecutiveTimeouts ?? (transport.kind === "tcp" ? 3 : 0);
     const planner = this.#options.planner;
     this.#planner = new ModbusReadPlanner({
