@@ -1,7 +1,7 @@
 import { EventEmitter } from "node:events";
 import net from "node:net";
 import type { ModbusClient } from "./modbus-client";
-import { checkAnswerPdu, rtuRequest, type RtuRequest } from "./modbus-rtu-frame";
+import { checkAnswerPdu, rtuRequest, type RtuAnswer, type RtuRequest } from "./modbus-rtu-frame";
 import { ModbusFunctionCodes } from "./modbus-pdu";
 
 /** Options of {@link ModbusTcpClient}. */
@@ -253,18 +253,18 @@ export class ModbusTcpClient extends ModbusFunctionCodes implements ModbusClient
       }
       if (check?.kind === "mismatch") {
         // It answers no request for data whatever follows it; what follows cannot be trusted either.
-        this.#take(frame);
+        this.#take(frame, check);
         if (this.#buffer.length > 0) this.#misaligned("the bytes after an answer that did not fit its request");
         return;
       }
       if (next === "wait") return;
       if (next === "nothing") {
         const alone = this.#pending.size === 0 || (this.#pending.size === 1 && own !== undefined);
-        if (quiet || (alone && !this.#strict)) this.#take(frame);
+        if (quiet || (alone && !this.#strict)) this.#take(frame, check);
         else this.#armQuietTimer();
         return;
       }
-      this.#take(frame);
+      this.#take(frame, check);
       quiet = false;
     }
   }
@@ -304,17 +304,17 @@ export class ModbusTcpClient extends ModbusFunctionCodes implements ModbusClient
       : "aligned";
   }
 
-  #check(request: RtuRequest, unitId: number, pdu: Buffer): ReturnType<typeof checkAnswerPdu> {
+  #check(request: RtuRequest, unitId: number, pdu: Buffer): RtuAnswer {
     return unitId === request.unitId
       ? checkAnswerPdu(request, pdu)
       : { kind: "mismatch", reason: `answer from unit ${unitId} to a request for unit ${request.unitId}` };
   }
 
   /** Takes `frame` off the buffer and settles the request it answers. */
-  #take(frame: Frame): void {
+  #take(frame: Frame, checked: RtuAnswer | undefined): void {
     const buffer = this.#buffer;
     this.#buffer = buffer.length === frame.end ? Buffer.alloc(0) : buffer.subarray(frame.end);
-    this.#answer(frame.transactionId, frame.unitId, buffer.subarray(7, frame.end));
+    this.#answer(frame.transactionId, frame.unitId, buffer.subarray(7, frame.end), checked);
   }
 
   #armQuietTimer(): void {
@@ -338,7 +338,8 @@ export class ModbusTcpClient extends ModbusFunctionCodes implements ModbusClient
     this.#mismatchAll(`answer frames do not line up (${reason}: a frame cut short?)`);
   }
 
-  #answer(transactionId: number, unitId: number, pdu: Buffer): void {
+  /** Settles the request `transactionId` answers; `checked` is its check against that request, if done. */
+  #answer(transactionId: number, unitId: number, pdu: Buffer, checked?: RtuAnswer): void {
     const pending = this.#pending.get(transactionId);
     if (!pending) {
       // With several requests in flight an unknown id means the device numbers its answers wrongly: none of
@@ -348,7 +349,7 @@ export class ModbusTcpClient extends ModbusFunctionCodes implements ModbusClient
       } else this.#ignored++;
       return;
     }
-    const answer = this.#check(pending.request, unitId, pdu);
+    const answer = checked ?? this.#check(pending.request, unitId, pdu);
     if (answer.kind === "mismatch") {
       if (this.#pending.size > 1) this.#mismatchAll(`${answer.reason} (transaction id ${transactionId})`);
       else {
