@@ -19,10 +19,10 @@ export interface ModbusTcpTransport {
    * arrived after it for `frameQuietGapMs`; in `"default"` a frame that nothing follows is delivered at
    * once when no other request is in flight, `"strict"` waits the quiet gap for it too. Use `"strict"` for
    * gateways known to cut answers short or resend them: it costs the quiet gap (about `frameQuietGapMs`
-   * plus up to 1 ms of timer delay) on every request sent one at a time, e.g. about 150 ms per scan of 62
+   * plus up to 1 ms of timer delay) on every request sent one at a time, e.g. 150-200 ms per scan of 62
    * requests at `maxInFlight` 1. What the default leaves open: a cut answer completed exactly at the end of
-   * the bytes received so far while it is the only request in flight (see "Framing" in
-   * docs/drivers/modbus.md). @default "default"
+   * the bytes received so far while it is the only request in flight (see "Framing on Modbus
+   * TCP" in docs/drivers/modbus.md). @default "default"
    */
   readonly frameCheck?: "default" | "strict";
   /**
