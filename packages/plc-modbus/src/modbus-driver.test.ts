@@ -122,6 +122,12 @@ describe("ModbusDriver: lifecycle", () => {
     ["a timeout over 1 hour", { requestTimeoutMs: 2 ** 40 }, /requestTimeoutMs: must be at most 3600000/],
     ["a probe delay over 1 hour", { unitHealth: { probeMaxDelayMs: 7_200_000 } }, /probeMaxDelayMs: must be at most/],
     ["unit 0 (broadcast)", { unitId: 0 }, /unitId: must be 1-255: unit 0 is the broadcast address/],
+    [
+      "an unknown frame check",
+      { transport: { kind: "tcp", host: "x", frameCheck: "paranoid" } },
+      /transport\.frameCheck/,
+    ],
+    ["a quiet gap of 0", { transport: { kind: "tcp", host: "x", frameQuietGapMs: 0 } }, /transport\.frameQuietGapMs/],
   ])("refuses %s with KILN_VALIDATION naming it", (_case, extra, message) => {
     let caught: unknown;
     try {

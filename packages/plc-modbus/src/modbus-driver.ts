@@ -141,7 +141,12 @@ export class ModbusDriver implements PlcDriver {
       this.#options.clientFactory ??
       (transport.kind === "rtu"
         ? createModbusRtuClient
-        : () => createModbusTcpClient({ requestTimeoutMs: this.#options.requestTimeoutMs }));
+        : () =>
+            createModbusTcpClient({
+              requestTimeoutMs: this.#options.requestTimeoutMs,
+              frameCheck: transport.frameCheck,
+              quietGapMs: transport.frameQuietGapMs,
+            }));
     this.#maxConsecutiveTimeouts = this.#options.maxConsecutiveTimeouts ?? (transport.kind === "tcp" ? 3 : 0);
     const planner = this.#options.planner;
     this.#planner = new ModbusReadPlanner({
@@ -276,7 +281,13 @@ export class ModbusDriver implements PlcDriver {
    *   they last answered; a unit that times out is not asked again in the same read;
    * - a read waits for at most one request timeout: after its first timeout, and whenever a unit of the
    *   read is in good health, units that failed (or were never asked while another failed) are not
-   *   waited for: their tags are bad at once ("unit 2 failed its last request ...; probing it");
+   *   waited for: their tags are bad at once ("unit 2 failed its last 2 requests ...; probing it");
+   * - except a unit that answered before and failed only its last request (one lost answer): before any
+   *   timeout in the read, and when the read's deadline leaves at least `requestTimeoutMs`, its first
+   *   request goes out inline, after the units in good health, as its probe; if it answers, the unit's
+   *   other requests follow and its tags are good in this read; if not, its tags are bad, the read is
+   *   still in time, and the unit is not waited for again (a unit that dies costs one more request
+   *   timeout, in the scan after its first);
    * - those units are probed one request at a time, behind every live request, never awaited by a read;
    *   an offline unit's tags are bad (`BadTimeout`, "unit 2 offline, next probe at ...") without traffic
    *   until its probe is due;
@@ -285,9 +296,11 @@ export class ModbusDriver implements PlcDriver {
    *   by then are bad (`BadTimeout`, "not answered within the read's deadline").
    *
    * So a unit that has answered before gets a value on every scan, whatever number of units behind the
-   * same gateway are dead; at startup the first scan may take one request timeout. A lost connection
-   * rejects the whole call with a retryable `KILN_CONNECTION_FAILED`; an aborted `signal` with
-   * `KILN_ABORTED` (the driver contract).
+   * same gateway are dead; at startup the first scan may take one request timeout. A connection lost
+   * before any request of the read was answered rejects the call with a retryable
+   * `KILN_CONNECTION_FAILED`; lost later, the samples already read are returned good and the others bad
+   * (`BadNotConnected`, "modbus connection lost"). An aborted `signal` rejects with `KILN_ABORTED` (the
+   * driver contract).
    */
   async read(tags: readonly Tag[], signal?: AbortSignal): Promise<Sample[]> {
     this.#assertOpen();
@@ -302,7 +315,11 @@ export class ModbusDriver implements PlcDriver {
       samples[index] = { tag: tags[index]!.name, value: null, timestamp: now, quality };
     }
     const { order, anyHealthy, anySuspect } = this.#order(plan.requests);
+    const left = signalTimeLeft(signal);
+    const budget = left === undefined ? undefined : left - Math.min(DEADLINE_MARGIN_MS, left / 10);
     const state: ReadState = {
+      budgetEnd: budget === undefined ? undefined : now + budget,
+      probes: new Map(),
       tags,
       decoders: this.#decoders(plan, tags),
       samples,
@@ -336,7 +353,23 @@ export class ModbusDriver implements PlcDriver {
           if (!state.timedOut && (!anySuspect || !anyHealthy)) await this.#readRequest(state, request);
           else defer(request, quality("bad", `unit ${unitId} has not answered yet; probing it`, BAD_TIMEOUT));
         } else if (this.#units.suspect(unitId) && (state.timedOut || anyHealthy)) {
-          defer(request, this.#units.waitingQuality(unitId));
+          const probe = state.probes.get(unitId) ?? this.#probeInline(state, request);
+          if (probe === undefined) defer(request, this.#units.waitingQuality(unitId));
+          else if (probe !== state.probes.get(unitId)) {
+            state.probes.set(unitId, probe);
+            await probe;
+          } else {
+            // Another worker is probing this unit with its first request: the rest follow its outcome.
+            await probe;
+            if (state.silent.has(unitId)) {
+              this.#markBad(
+                state,
+                request,
+                quality("bad", `unit ${unitId} did not answer earlier in this read`, BAD_TIMEOUT),
+              );
+            } else if (!this.#units.suspect(unitId)) await this.#readRequest(state, request);
+            else defer(request, this.#units.waitingQuality(unitId));
+          }
         } else await this.#readRequest(state, request);
       }
     };
@@ -344,12 +377,24 @@ export class ModbusDriver implements PlcDriver {
     const work = (workers <= 1 ? worker() : Promise.all(Array.from({ length: workers }, worker))).then(() =>
       this.#learnRefusals(state),
     );
-    const left = signalTimeLeft(signal);
-    if (left === undefined) await work;
-    else {
-      const budget = left - Math.min(DEADLINE_MARGIN_MS, left / 10);
-      if (this.#options.requestTimeoutMs >= budget) this.#warnDeadline(left);
-      await this.#untilDeadline(work, state, budget);
+    try {
+      if (left === undefined || budget === undefined) await work;
+      else {
+        if (this.#options.requestTimeoutMs >= budget) this.#warnDeadline(left);
+        await this.#untilDeadline(work, state, budget);
+      }
+    } catch (error) {
+      // The connection was lost mid-read after some requests were answered: those samples are kept good,
+      // the rest are bad. With nothing answered yet the read rejects (the driver contract).
+      if (modbusFailureOf(error) !== "disconnected" || state.served.size === 0) throw error;
+      state.expired = true;
+      work.catch(() => undefined);
+      const timestamp = this.#clock.now();
+      const lost = qualityFromModbusError(error);
+      return Array.from(
+        samples,
+        (sample, index) => sample ?? { tag: tags[index]!.name, value: null, timestamp, quality: lost },
+      );
     }
     this.#scheduleProbes(deferred);
     if (!state.expired) return samples;
@@ -381,6 +426,21 @@ export class ModbusDriver implements PlcDriver {
   }
 
   /**
+   * Reads `request`, the first of a unit that answered before and failed only its last request (one lost
+   * answer), inline as the unit's probe, when the read has not seen a timeout and its deadline leaves a whole request timeout:
+   * a unit that answers again gets its tags good in this read, and the read still returns in time if it
+   * stays silent. Otherwise (a unit that failed more, or no time) undefined: the unit is probed in the
+   * background.
+   */
+  #probeInline(state: ReadState, request: ModbusReadRequest): Promise<void> | undefined {
+    if (state.timedOut || !this.#units.lostOneAnswer(request.unitId)) return undefined;
+    if (state.budgetEnd !== undefined && state.budgetEnd - this.#clock.now() < this.#options.requestTimeoutMs) {
+      return undefined;
+    }
+    return this.#readRequest(state, request);
+  }
+
+  /**
    * Waits for `work` at most `budgetMs`; then sets `state.expired` (no further request of the read goes out)
    * and returns, so the caller gets the finished samples before its own timeout discards them all.
    */
@@ -407,8 +467,9 @@ export class ModbusDriver implements PlcDriver {
    * then units that failed since they last answered. The read then waits for at most one request
    * timeout: after its first timeout only units in good health are asked, the others are deferred
    * (answered bad and probed, not awaited). Before it, suspects are deferred while a unit of the read is
-   * in good health (a read of one unit, or of units that all failed, waits for them), and units never
-   * asked are deferred while both a suspect and a unit in good health are in the read.
+   * in good health (a read of one unit, or of units that all failed, waits for them) unless they failed
+   * only once (probed inline, see `#probeInline`), and units never asked are deferred while both a
+   * suspect and a unit in good health are in the read.
    */
   #order(requests: readonly ModbusReadRequest[]): {
     order: readonly ModbusReadRequest[];
@@ -811,6 +872,10 @@ export class ModbusDriver implements PlcDriver {
 }
 
 interface ReadState {
+  /** When the read's time budget ends (ms on the driver's clock), if its caller gave a deadline. */
+  readonly budgetEnd: number | undefined;
+  /** Inline probes of units that failed only their last request, by unit (see `#probeInline`). */
+  readonly probes: Map<number, Promise<void>>;
   readonly tags: readonly Tag[];
   readonly decoders: readonly ModbusTagDecoder[];
   readonly samples: Sample[];

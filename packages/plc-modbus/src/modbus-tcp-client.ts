@@ -1,7 +1,7 @@
 import { EventEmitter } from "node:events";
 import net from "node:net";
 import type { ModbusClient } from "./modbus-client";
-import { checkAnswerPdu, rtuRequest, type RtuRequest } from "./modbus-rtu-frame";
+import { checkAnswerPdu, rtuRequest, type RtuAnswer, type RtuRequest } from "./modbus-rtu-frame";
 import { ModbusFunctionCodes } from "./modbus-pdu";
 
 /** Options of {@link ModbusTcpClient}. */
@@ -11,6 +11,17 @@ export interface ModbusTcpClientOptions {
    * it comes later, is dropped. The driver passes its `requestTimeoutMs`. @default 1000
    */
   readonly requestTimeoutMs?: number;
+  /**
+   * How a frame that nothing follows yet is proven to end where the next one starts (see
+   * {@link ModbusTcpClient}): `"default"` delivers it at once when no other request is in flight,
+   * `"strict"` always waits `quietGapMs` first. @default "default"
+   */
+  readonly frameCheck?: "default" | "strict";
+  /**
+   * Quiet time (ms, real time) with no byte arriving after a frame that proves the frame was not cut
+   * short and completed with the first bytes of a later one. @default 2
+   */
+  readonly quietGapMs?: number;
 }
 
 interface Pending {
@@ -20,8 +31,19 @@ interface Pending {
   reject(error: unknown): void;
 }
 
-/** Transaction ids whose requests were given up or answered; a late or repeated answer is dropped without alarm. */
-const ABANDONED_MEMORY = 256;
+/** A complete frame at the start of the buffer, not yet delivered. */
+interface Frame {
+  readonly transactionId: number;
+  readonly unitId: number;
+  /** Bytes of the whole frame, header included. */
+  readonly end: number;
+}
+
+/** Requests answered or given up, by transaction id; a late or repeated answer is dropped without alarm. */
+const ANSWERED_MEMORY = 256;
+
+/** Default of {@link ModbusTcpClientOptions.quietGapMs}. */
+const QUIET_GAP_MS = 2;
 
 /**
  * A Modbus TCP client (Modbus messaging on TCP/IP v1.0b) that never takes a frame that does not answer
@@ -34,30 +56,50 @@ const ABANDONED_MEMORY = 256;
  *   every request in flight with `pipelineDesync: true`: none of them can be trusted. An answer to a
  *   request already answered or given up, or with one request in flight an unknown id, is dropped and
  *   counted ({@link ModbusTcpClient.ignoredAnswers}); the request in flight keeps waiting for its own.
- * - Modbus TCP has no frame delimiter, so a frame is refused when the bytes already after it cannot start
- *   an MBAP header: a frame cut short upstream and completed with the next frame's first bytes is caught
- *   when the next frame arrived with it (any shift of 1-6 bytes into a read's answer); the misaligned
- *   stream is dropped and the requests in flight fail as a mismatch. An unfinished frame left when no
- *   request is in flight is dropped before the next request. This narrows, not closes, the hole a
- *   delimiter-less protocol leaves: a cut frame completed exactly at a TCP segment end, or shifted by 7
- *   or more bytes into data that looks like a header, is not detectable here.
+ * - Modbus TCP has no frame delimiter: a frame cut short upstream (its MBAP length claims more bytes than
+ *   came) is completed by the first bytes of whatever comes next (the next answer, a gateway's resend) and
+ *   would pass every check of its own. So a complete frame is delivered only once the stream is proven
+ *   aligned at its end: either the bytes after it form a complete next frame whose header is plausible,
+ *   whose transaction id belongs to a request in flight or answered or given up lately, whose unit id is
+ *   that request's and whose PDU answers it (or which repeats the frame byte for byte); or nothing follows
+ *   it and no other request is in flight (delivered at once, so one request at a time is not slowed); or
+ *   nothing follows it and no byte arrives for `quietGapMs` (with other requests in flight, and always in
+ *   `frameCheck: "strict"`). The next frame's header is judged as its bytes arrive (transaction id, protocol
+ *   id, length, unit id), so a misalignment is usually seen at once. A misaligned stream is dropped and every
+ *   request in flight fails as a mismatch (with `pipelineDesync: true` when requests were pipelined in the
+ *   last request timeout). An unfinished frame left when no request is in flight is dropped before the next
+ *   request.
+ *
+ * What stays undetectable on a delimiter-less stream: in the default mode, a cut frame completed exactly
+ * at the end of the bytes received so far while it is the only request in flight (a gateway writing header
+ * and PDU separately); in either mode, the rest arriving later than the quiet gap, or a completion followed
+ * by bytes that happen to form a right answer to a request in flight or lately answered.
+ *
  * A mismatch rejects with an `Error` carrying `mismatch: true`; an exception with `{ modbusCode }`, like
  * modbus-serial; a closed or reset socket fails the requests in flight at once with `PortNotOpenError`.
  */
 export class ModbusTcpClient extends ModbusFunctionCodes implements ModbusClient {
   readonly #events = new EventEmitter();
   readonly #pending = new Map<number, Pending>();
-  readonly #abandoned: number[] = [];
+  /** Requests answered or given up lately, by transaction id (oldest first), for telling a late answer. */
+  readonly #answered = new Map<number, RtuRequest>();
   #socket: net.Socket | undefined;
   #unitId = 1;
   #transactionId = 0;
   #buffer: Buffer = Buffer.alloc(0);
   #ignored = 0;
   readonly #staleAfterMs: number;
+  readonly #strict: boolean;
+  readonly #quietGapMs: number;
+  #quietTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Until when (performance.now()) a mismatch counts as a pipeline desync: a request timeout after the last request sent with another in flight. */
+  #pipelinedUntil = Number.NEGATIVE_INFINITY;
 
   constructor(options: ModbusTcpClientOptions = {}) {
     super();
     this.#staleAfterMs = options.requestTimeoutMs ?? 1000;
+    this.#strict = options.frameCheck === "strict";
+    this.#quietGapMs = options.quietGapMs ?? QUIET_GAP_MS;
   }
 
   /**
@@ -129,8 +171,11 @@ export class ModbusTcpClient extends ModbusFunctionCodes implements ModbusClient
     // A request still waiting with this id (65,536 requests ago) was given up long since.
     const stale = this.#pending.get(transactionId);
     if (stale) this.#abandon(transactionId, stale);
+    this.#answered.delete(transactionId);
     this.#pruneStale();
     this.#dropStalePartialFrame();
+    const now = performance.now();
+    if (this.#pending.size > 0) this.#pipelinedUntil = now + this.#staleAfterMs;
     const request = rtuRequest(this.#unitId, pdu);
     const frame = Buffer.alloc(7 + pdu.length);
     frame.writeUInt16BE(transactionId, 0);
@@ -139,14 +184,15 @@ export class ModbusTcpClient extends ModbusFunctionCodes implements ModbusClient
     frame[6] = request.unitId;
     frame.set(pdu, 7);
     return new Promise<Buffer>((resolve, reject) => {
-      this.#pending.set(transactionId, { request, sentAt: performance.now(), resolve, reject });
+      this.#pending.set(transactionId, { request, sentAt: now, resolve, reject });
       socket.write(frame);
     });
   }
 
   /** Forgets requests their callers have given up on (timed out), so they no longer count as in flight. */
   #pruneStale(): void {
-    const before = performance.now() - this.#staleAfterMs;
+    // The caller's timer may fire a little before this clock says the time is up.
+    const before = performance.now() - this.#staleAfterMs + STALE_TOLERANCE_MS;
     for (const [transactionId, pending] of this.#pending) {
       if (pending.sentAt <= before) this.#abandon(transactionId, pending);
     }
@@ -155,17 +201,18 @@ export class ModbusTcpClient extends ModbusFunctionCodes implements ModbusClient
   /** Forgets the request with `transactionId`; its answer, if it still comes, is dropped. */
   #abandon(transactionId: number, pending: Pending): void {
     this.#pending.delete(transactionId);
-    this.#remember(transactionId);
+    this.#remember(transactionId, pending.request);
     pending.reject(new Error("abandoned"));
   }
 
   /**
-   * With no request in flight, bytes of an unfinished frame can only be the rest of an answer given up
-   * on (a frame cut short, then silence): dropped before the next request, so its answer is never
-   * completed with them.
+   * With no request in flight, bytes left in the buffer (an unfinished frame, or frames still waiting for
+   * their alignment proof) can only be the rest of answers given up on (a frame cut short, then silence):
+   * dropped before the next request, so its answer is never completed with them.
    */
   #dropStalePartialFrame(): void {
     if (this.#pending.size === 0 && this.#buffer.length > 0) {
+      this.#clearQuietTimer();
       this.#buffer = Buffer.alloc(0);
       this.#ignored++;
     }
@@ -173,108 +220,199 @@ export class ModbusTcpClient extends ModbusFunctionCodes implements ModbusClient
 
   #receive(data: Buffer): void {
     this.#buffer = this.#buffer.length === 0 ? data : Buffer.concat([this.#buffer, data]);
-    while (this.#buffer.length >= 7) {
+    this.#clearQuietTimer();
+    this.#deliverAligned(false);
+  }
+
+  /**
+   * Delivers every complete frame at the start of the buffer whose end is proven aligned (see the class
+   * comment); `quiet` says that no byte arrived for the quiet gap since the buffer last changed.
+   */
+  #deliverAligned(quiet: boolean): void {
+    this.#pruneStale();
+    for (;;) {
       const buffer = this.#buffer;
-      const protocolId = buffer.readUInt16BE(2);
-      const length = buffer.readUInt16BE(4);
-      if (protocolId !== 0 || length < 2 || length > 254) {
+      const header = judgeHeader(buffer, 0, "answer");
+      if (header !== undefined) {
         // The stream cannot be split into frames any more: drop what is buffered, fail what is in flight.
+        this.#clearQuietTimer();
         this.#buffer = Buffer.alloc(0);
-        this.#mismatchAll(
-          protocolId !== 0
-            ? `answer with protocol id ${protocolId} (Modbus is 0)`
-            : `answer with MBAP length ${length} (2-254 allowed)`,
-        );
+        this.#mismatchAll(header);
         return;
       }
-      const end = 6 + length;
+      if (buffer.length < 7) return;
+      const end = 6 + buffer.readUInt16BE(4);
       if (buffer.length < end) return;
-      // Modbus TCP has no frame delimiter: a frame cut short on the way would be completed with the
-      // first bytes of the next one and pass every check of its own (byte count and length agree).
-      // So what already follows a frame must start like an MBAP header (protocol id 0 once 4 bytes
-      // follow, a length of 2-254 once 6 do); a shift of 1 to 6 bytes into a read's answer fails it.
-      // A frame is not held back waiting for more: a device with trailing bytes is still served.
-      if (!plausibleHeaderStart(buffer, end)) {
-        this.#buffer = Buffer.alloc(0);
-        this.#mismatchAll(
-          "answer frames do not line up (the bytes after a frame start no Modbus TCP header: a frame cut short?)",
-        );
+      const frame: Frame = { transactionId: buffer.readUInt16BE(0), unitId: buffer[6]!, end };
+      const own = this.#pending.get(frame.transactionId);
+      const check = own && this.#check(own.request, frame.unitId, buffer.subarray(7, end));
+      const next = buffer.length === end ? "nothing" : this.#judgeNext(buffer, frame);
+      if (next !== "nothing" && next !== "wait" && next !== "aligned") {
+        this.#misaligned(check?.kind === "mismatch" ? `${check.reason}; ${next}` : next);
         return;
       }
-      const transactionId = buffer.readUInt16BE(0);
-      const unitId = buffer[6]!;
-      const pdu = buffer.subarray(7, end);
-      this.#buffer = buffer.subarray(end);
-      this.#answer(transactionId, unitId, pdu);
+      if (check?.kind === "mismatch") {
+        // It answers no request for data whatever follows it; what follows cannot be trusted either.
+        this.#take(frame, check);
+        if (this.#buffer.length > 0) this.#misaligned("the bytes after an answer that did not fit its request");
+        return;
+      }
+      if (next === "wait") return;
+      if (next === "nothing") {
+        const alone = this.#pending.size === 0 || (this.#pending.size === 1 && own !== undefined);
+        if (quiet || (alone && !this.#strict)) this.#take(frame, check);
+        else this.#armQuietTimer();
+        return;
+      }
+      this.#take(frame, check);
+      quiet = false;
     }
   }
 
-  #answer(transactionId: number, unitId: number, pdu: Buffer): void {
-    this.#pruneStale();
+  /**
+   * Whether the bytes after `frame` start a frame that proves `frame` ends where it should: `"aligned"`,
+   * `"wait"` for more bytes, or why not.
+   */
+  #judgeNext(buffer: Buffer, frame: Frame): "aligned" | "wait" | string {
+    const offset = frame.end;
+    const following = buffer.length - offset;
+    const header = judgeHeader(buffer, offset, "the bytes after an answer start a frame");
+    if (header !== undefined) return header;
+    if (following < 2) return "wait";
+    const transactionId = buffer.readUInt16BE(offset);
+    const request = this.#pending.get(transactionId)?.request ?? this.#answered.get(transactionId);
+    const repeat = request === undefined && transactionId === frame.transactionId;
+    if (request === undefined && !repeat) {
+      return `the bytes after an answer start a frame with transaction id ${transactionId}, which no request has`;
+    }
+    if (following < 7) return "wait";
+    const unitId = buffer[offset + 6]!;
+    const expectedUnit = request?.unitId ?? frame.unitId;
+    if (unitId !== expectedUnit) {
+      return `the bytes after an answer start a frame from unit ${unitId} with the transaction id of a request to unit ${expectedUnit}`;
+    }
+    const end = offset + 6 + buffer.readUInt16BE(offset + 4);
+    if (buffer.length < end) return "wait";
+    if (repeat) {
+      return buffer.subarray(offset, end).equals(buffer.subarray(0, frame.end))
+        ? "aligned"
+        : `the bytes after an answer start a frame with transaction id ${transactionId}, which no request has`;
+    }
+    const answer = this.#check(request!, unitId, buffer.subarray(offset + 7, end));
+    return answer.kind === "mismatch"
+      ? `the frame after an answer does not fit its request (${answer.reason})`
+      : "aligned";
+  }
+
+  #check(request: RtuRequest, unitId: number, pdu: Buffer): RtuAnswer {
+    return unitId === request.unitId
+      ? checkAnswerPdu(request, pdu)
+      : { kind: "mismatch", reason: `answer from unit ${unitId} to a request for unit ${request.unitId}` };
+  }
+
+  /** Takes `frame` off the buffer and settles the request it answers. */
+  #take(frame: Frame, checked: RtuAnswer | undefined): void {
+    const buffer = this.#buffer;
+    this.#buffer = buffer.length === frame.end ? Buffer.alloc(0) : buffer.subarray(frame.end);
+    this.#answer(frame.transactionId, frame.unitId, buffer.subarray(7, frame.end), checked);
+  }
+
+  #armQuietTimer(): void {
+    if (this.#quietTimer !== undefined) return;
+    this.#quietTimer = setTimeout(() => {
+      this.#quietTimer = undefined;
+      this.#deliverAligned(true);
+    }, this.#quietGapMs);
+  }
+
+  #clearQuietTimer(): void {
+    if (this.#quietTimer === undefined) return;
+    clearTimeout(this.#quietTimer);
+    this.#quietTimer = undefined;
+  }
+
+  /** The stream cannot be split into frames any more: drop what is buffered, fail what is in flight. */
+  #misaligned(reason: string): void {
+    this.#clearQuietTimer();
+    this.#buffer = Buffer.alloc(0);
+    this.#mismatchAll(`answer frames do not line up (${reason}: a frame cut short?)`);
+  }
+
+  /** Settles the request `transactionId` answers; `checked` is its check against that request, if done. */
+  #answer(transactionId: number, unitId: number, pdu: Buffer, checked?: RtuAnswer): void {
     const pending = this.#pending.get(transactionId);
     if (!pending) {
       // With several requests in flight an unknown id means the device numbers its answers wrongly: none of
       // them can be trusted. With one, it is a stale or repeated frame: dropped, the request still waits.
-      if (this.#pending.size > 1 && !this.#abandoned.includes(transactionId)) {
+      if (this.#pending.size > 1 && !this.#answered.has(transactionId)) {
         this.#mismatchAll(`answer with transaction id ${transactionId}, which no request in flight has`);
       } else this.#ignored++;
       return;
     }
-    const several = this.#pending.size > 1;
-    const answer =
-      unitId === pending.request.unitId
-        ? checkAnswerPdu(pending.request, pdu)
-        : ({
-            kind: "mismatch",
-            reason: `answer from unit ${unitId} to a request for unit ${pending.request.unitId}`,
-          } as const);
+    const answer = checked ?? this.#check(pending.request, unitId, pdu);
     if (answer.kind === "mismatch") {
-      if (several) this.#mismatchAll(`${answer.reason} (transaction id ${transactionId})`);
+      if (this.#pending.size > 1) this.#mismatchAll(`${answer.reason} (transaction id ${transactionId})`);
       else {
         this.#pending.delete(transactionId);
-        pending.reject(mismatchError(answer.reason, false));
+        this.#remember(transactionId, pending.request);
+        pending.reject(mismatchError(answer.reason, this.#pipelining()));
       }
       return;
     }
     this.#pending.delete(transactionId);
-    this.#remember(transactionId);
+    this.#remember(transactionId, pending.request);
     if (answer.kind === "exception") {
       pending.reject(Object.assign(new Error(`Modbus exception ${answer.code}`), { modbusCode: answer.code }));
     } else pending.resolve(Buffer.from(answer.data));
   }
 
-  #remember(transactionId: number): void {
-    this.#abandoned.push(transactionId);
-    if (this.#abandoned.length > ABANDONED_MEMORY) this.#abandoned.shift();
+  #remember(transactionId: number, request: RtuRequest): void {
+    this.#answered.delete(transactionId);
+    this.#answered.set(transactionId, request);
+    if (this.#answered.size > ANSWERED_MEMORY) this.#answered.delete(this.#answered.keys().next().value!);
+  }
+
+  /** Whether requests were on the wire together lately, so a mismatch now is a pipeline desync. */
+  #pipelining(): boolean {
+    return this.#pending.size > 1 || performance.now() < this.#pipelinedUntil;
   }
 
   /** Fails every request in flight: an answer that fits none of them makes all of their answers suspect. */
   #mismatchAll(reason: string): void {
-    const several = this.#pending.size > 1;
+    const desync = this.#pipelining();
     for (const [transactionId, pending] of [...this.#pending]) {
       this.#pending.delete(transactionId);
-      this.#abandoned.push(transactionId);
-      pending.reject(mismatchError(reason, several));
+      this.#remember(transactionId, pending.request);
+      pending.reject(mismatchError(reason, desync));
     }
-    while (this.#abandoned.length > ABANDONED_MEMORY) this.#abandoned.shift();
   }
 
   #failAll(error: Error): void {
+    this.#clearQuietTimer();
+    this.#buffer = Buffer.alloc(0);
     for (const pending of this.#pending.values()) pending.reject(error);
     this.#pending.clear();
   }
 }
 
+/** The caller's request timer may fire this much (ms) before `performance.now()` says its time is up. */
+const STALE_TOLERANCE_MS = 2;
+
 /**
- * Whether the bytes from `offset` to the end of `buffer` can be the start of an MBAP header: protocol
- * id 0 (checked once 4 bytes are there) and a length of 2-254 (once 6 are). Fewer bytes cannot be judged.
+ * Why the bytes from `offset` cannot start an MBAP header (`what` names them), judged as far as they go:
+ * protocol id 0 (once 4 bytes are there) and a length of 2-254 (once 6 are); undefined while they can.
  */
-function plausibleHeaderStart(buffer: Buffer, offset: number): boolean {
+function judgeHeader(buffer: Buffer, offset: number, what: string): string | undefined {
   const following = buffer.length - offset;
-  if (following >= 4 && buffer.readUInt16BE(offset + 2) !== 0) return false;
-  if (following < 6) return true;
-  const length = buffer.readUInt16BE(offset + 4);
-  return length >= 2 && length <= 254;
+  if (following >= 4) {
+    const protocolId = buffer.readUInt16BE(offset + 2);
+    if (protocolId !== 0) return `${what} with protocol id ${protocolId} (Modbus is 0)`;
+  }
+  if (following >= 6) {
+    const length = buffer.readUInt16BE(offset + 4);
+    if (length < 2 || length > 254) return `${what} with MBAP length ${length} (2-254 allowed)`;
+  }
+  return undefined;
 }
 
 function mismatchError(reason: string, pipelineDesync: boolean): Error {

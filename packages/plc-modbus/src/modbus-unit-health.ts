@@ -88,6 +88,15 @@ export class ModbusUnitHealthMap {
     return (this.#entry(unitId)?.consecutiveFailures ?? 0) > 0;
   }
 
+  /**
+   * Whether `unitId` answered before and has failed exactly once since: one answer lost on the way, as
+   * opposed to a unit that never answered or failed again (its next request may be awaited as its probe).
+   */
+  lostOneAnswer(unitId: number): boolean {
+    const entry = this.#entry(unitId);
+    return entry?.consecutiveFailures === 1 && entry.lastSuccessAt !== undefined;
+  }
+
   /** Whether `unitId` has answered or failed before (a unit never asked is unknown). */
   known(unitId: number): boolean {
     return this.#entry(unitId) !== undefined;

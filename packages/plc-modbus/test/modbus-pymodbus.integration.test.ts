@@ -3,7 +3,7 @@ import { createServer, type AddressInfo } from "node:net";
 import { fileURLToPath } from "node:url";
 import { afterEach, describe, expect, it } from "vitest";
 import { defineTags, type Sample } from "@kiln/core";
-import { ModbusDriver, type ModbusTransport } from "../src/index";
+import { ModbusDriver, type ModbusDriverOptions, type ModbusTransport } from "../src/index";
 import { openSerialPair, type SerialPair } from "./serial-pair";
 
 // Cross-check against a third-party Modbus stack: pymodbus's server over TCP, and over RTU on a socat pair.
@@ -45,11 +45,15 @@ async function freePort(): Promise<number> {
 }
 
 /** Connects (and reads) until the server is up: a Python process takes a moment to start. */
-async function readWhenUp(transport: ModbusTransport): Promise<{ driver: ModbusDriver; samples: Sample[] }> {
+async function readWhenUp(
+  transport: ModbusTransport,
+  options: Partial<ModbusDriverOptions> = {},
+): Promise<{ driver: ModbusDriver; samples: Sample[] }> {
   const driver = new ModbusDriver({
     transport,
     requestTimeoutMs: 500,
     reconnect: { initialDelayMs: 50, maxDelayMs: 200 },
+    ...options,
   });
   cleanups.push(() => driver.close());
   await driver.connect();
@@ -60,8 +64,11 @@ async function readWhenUp(transport: ModbusTransport): Promise<{ driver: ModbusD
   }
 }
 
-async function crossCheck(transport: ModbusTransport): Promise<void> {
-  const { driver, samples } = await readWhenUp(transport);
+async function crossCheck(
+  transport: ModbusTransport,
+  options: Partial<ModbusDriverOptions> = {},
+): Promise<ModbusDriver> {
+  const { driver, samples } = await readWhenUp(transport, options);
   expect(Object.fromEntries(samples.map((sample) => [sample.tag, [sample.value, sample.quality.severity]]))).toEqual({
     a: [111, "good"],
     b: [222, "good"],
@@ -72,12 +79,17 @@ async function crossCheck(transport: ModbusTransport): Promise<void> {
   await driver.write(tags.get("a"), 4321);
   const [a] = await driver.read([tags.get("a")]);
   expect(a).toMatchObject({ value: 4321, quality: { severity: "good" } });
+  return driver;
 }
 
 describe.skipIf(!python)(
   "against pymodbus (needs python3-pymodbus and python3-serial: apt-get install python3-pymodbus python3-serial python3-serial-asyncio)",
   () => {
-    it("reads every area and type, and writes, over Modbus TCP", async () => {
+    it.each([
+      ["default framing, one request at a time", {}, 1],
+      ['frameCheck "strict"', { frameCheck: "strict" as const }, 1],
+      ["4 requests in flight (each answer proven aligned by the next)", {}, 4],
+    ])("reads every area and type, and writes, over Modbus TCP: %s", async (_, framing, maxInFlight) => {
       const port = await freePort();
       startPymodbus("tcp", String(port));
       // The driver's connect fails until the server listens; retry for a while.
@@ -94,7 +106,9 @@ describe.skipIf(!python)(
         if (up || attempt > 50) break;
         await new Promise((resolve) => setTimeout(resolve, 100));
       }
-      await crossCheck({ kind: "tcp", host: "127.0.0.1", port });
+      const driver = await crossCheck({ kind: "tcp", host: "127.0.0.1", port, ...framing }, { maxInFlight });
+      // No answer was taken for a misaligned one: pipelining was never given up.
+      expect(driver.maxInFlight).toBe(maxInFlight);
     });
 
     it.skipIf(!hasSocat)(

@@ -36,6 +36,13 @@ export type RawAnswer =
       readonly cut?: number;
       /** With `cut`: sends the whole answer right after the cut one (a gateway retrying). */
       readonly thenWhole?: boolean;
+      /**
+       * Writes each answer's MBAP header and PDU separately, this many ms apart (a gateway writing header
+       * and PDU as two segments), so the client receives them in separate reads.
+       */
+      readonly splitHeaderMs?: number;
+      /** Register values sent, in order (reads of registers; default {@link rawRegister}). */
+      readonly values?: readonly number[];
     }
   | { readonly kind: "exception"; readonly code: number }
   | { readonly kind: "silent" };
@@ -59,6 +66,7 @@ export async function startRawTcpDevice(
     socket.on("close", () => sockets.delete(socket));
     socket.on("error", () => undefined);
     let buffer = Buffer.alloc(0);
+    let writing = Promise.resolve();
     socket.on("data", (data) => {
       buffer = Buffer.concat([buffer, data]);
       while (buffer.length >= 7 && buffer.length >= 6 + buffer.readUInt16BE(4)) {
@@ -82,7 +90,25 @@ export async function startRawTcpDevice(
         const send = (): void => {
           const whole = build(request, reply);
           const cut = reply.kind === "normal" ? (reply.cut ?? 0) : 0;
-          if (cut === 0) socket.write(whole);
+          const splitMs = reply.kind === "normal" ? reply.splitHeaderMs : undefined;
+          if (splitMs !== undefined) {
+            const parts = [whole.subarray(0, 7), whole.subarray(7, whole.length - cut)];
+            if (cut > 0 && reply.kind === "normal" && reply.thenWhole === true)
+              parts.push(whole.subarray(0, 7), whole.subarray(7));
+            // One answer's parts at a time, like a gateway: pipelined answers never interleave.
+            writing = writing.then(
+              () =>
+                new Promise<void>((done) => {
+                  const next = (): void => {
+                    const part = parts.shift();
+                    if (part === undefined || socket.destroyed) return done();
+                    socket.write(part);
+                    setTimeout(next, splitMs);
+                  };
+                  next();
+                }),
+            );
+          } else if (cut === 0) socket.write(whole);
           else {
             socket.write(whole.subarray(0, whole.length - cut));
             if (reply.kind === "normal" && reply.thenWhole === true) socket.write(whole);
@@ -116,7 +142,8 @@ function build(request: RawRequest, reply: Exclude<RawAnswer, { kind: "silent" }
     pdu[0] = request.functionCode;
     pdu[1] = reply.byteCount ?? count * 2;
     for (let index = 0; index < count; index++) {
-      pdu.writeUInt16BE(rawRegister(request.unitId, request.address + index), 2 + index * 2);
+      const value = reply.values?.[index] ?? rawRegister(request.unitId, request.address + index);
+      pdu.writeUInt16BE(value & 0xffff, 2 + index * 2);
     }
   } else if (request.functionCode === 1 || request.functionCode === 2) {
     const bytes = Math.ceil(request.value / 8);
