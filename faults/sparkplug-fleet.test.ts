@@ -61,7 +61,28 @@ interface HostHealth {
     readonly historical: number;
   };
   readonly storeErrors: number;
-  readonly edgeNodes: Record<string, { readonly state: string; readonly births: number; readonly seqGaps: number }>;
+  readonly edgeNodes: Record<
+    string,
+    { readonly state: string; readonly births: number; readonly seqGaps: number; readonly dataBeforeBirth: number }
+  >;
+}
+
+/** What a host reported last: its sample counters and its edge nodes' seq gaps and births, summed. */
+function hostSummary(health: HostHealth | undefined): Record<string, number> | undefined {
+  if (health === undefined) return undefined;
+  const nodes = Object.values(health.edgeNodes);
+  return {
+    received: health.samples.received,
+    stored: health.samples.stored,
+    queued: health.samples.queued,
+    discarded: health.samples.discarded,
+    dropped: health.samples.dropped,
+    conflicts: health.samples.conflicts,
+    storeErrors: health.storeErrors,
+    seqGaps: nodes.reduce((sum, node) => sum + node.seqGaps, 0),
+    dataBeforeBirth: nodes.reduce((sum, node) => sum + node.dataBeforeBirth, 0),
+    births: nodes.reduce((sum, node) => sum + node.births, 0),
+  };
 }
 
 const mosquitto = mosquittoAvailability();
@@ -238,6 +259,7 @@ describe.skipIf(unavailable !== undefined)(
       await hold(STRETCH_MS);
 
       // The host crashes (SIGKILL: the broker publishes its Will, STATE offline) and a new one starts.
+      const killedHost = host;
       await host.kill();
       phase("host killed");
       await hold(STRETCH_MS);
@@ -281,9 +303,9 @@ describe.skipIf(unavailable !== undefined)(
         droppedByKiln,
         edgeStoredForForward: finals.reduce((sum, final) => sum + final.samplesStored, 0),
         edgeReplayed: finals.reduce((sum, final) => sum + final.samplesReplayed, 0),
-        hostDiscarded: hostFinal.samples.discarded,
-        hostDropped: hostFinal.samples.dropped,
-        hostConflicts: hostFinal.samples.conflicts,
+        // The killed host's last report (250 ms at most before the kill), then the second host's final one.
+        killedHost: hostSummary(killedHost.last),
+        secondHost: hostSummary(hostFinal),
         latencyLiveMs: { samples: live.length, p50: percentile(live, 0.5), p99: percentile(live, 0.99) },
         latencyHistoricalMs: {
           samples: historical.length,
