@@ -1,4 +1,5 @@
-import { readdir, readFile } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { mosquittoAvailability, startMosquitto, type TestBroker } from "@kiln/sparkplug/testing";
@@ -86,9 +87,13 @@ function hostSummary(health: HostHealth | undefined): Record<string, number> | u
 }
 
 const mosquitto = mosquittoAvailability();
-const unavailable = clusterUnavailable ?? (mosquitto.available ? undefined : mosquitto.reason);
+// The suite's own cluster; without its binaries, the server at DATABASE_URL (schema dropped first).
+const sharedDatabase = clusterUnavailable === undefined ? undefined : process.env.DATABASE_URL || undefined;
+const unavailable =
+  (sharedDatabase === undefined ? clusterUnavailable : undefined) ??
+  (mosquitto.available ? undefined : mosquitto.reason);
 if (!mosquitto.available) console.log(`[faults] Sparkplug fleet case skipped: ${mosquitto.reason}`);
-else announceSkip("Sparkplug fleet case");
+else if (sharedDatabase === undefined) announceSkip("Sparkplug fleet case");
 
 function percentile(sorted: Int32Array, fraction: number): number | null {
   if (sorted.length === 0) return null;
@@ -189,22 +194,35 @@ async function countWindows(
 }
 
 describe.skipIf(unavailable !== undefined)(
-  `A Sparkplug fleet through a broker crash and a host crash ${NEEDS_POSTGRES_BINARIES} ${NEEDS_MOSQUITTO}`,
+  `A Sparkplug fleet through a broker crash and a host crash ${NEEDS_POSTGRES_BINARIES.replace(")", ", or set DATABASE_URL)")} ${NEEDS_MOSQUITTO}`,
   () => {
     const env = useFaultCluster();
     let broker: TestBroker | undefined;
+    let ownScratch: string | undefined;
     const processes: ReportingProcess<unknown, unknown>[] = [];
     afterAll(async () => {
       for (const each of processes) await each.kill();
       await broker?.stop();
+      if (ownScratch !== undefined) await rm(ownScratch, { recursive: true, force: true });
     });
 
     test(`${EDGE_NODES} edge nodes × ${TAGS} counters every ${PERIOD_MS} ms: per tag, each number stored once; latency reported`, async () => {
       const began = Date.now();
       const phase = (what: string): void =>
         console.log(`[faults] sparkplug-fleet +${Date.now() - began} ms (${new Date().toISOString()}): ${what}`);
-      const database = env.cluster().url;
-      const scratch = env.scratch();
+      let database: string;
+      let scratch: string;
+      if (sharedDatabase === undefined) {
+        database = env.cluster().url;
+        scratch = env.scratch();
+      } else {
+        database = sharedDatabase;
+        scratch = ownScratch = await mkdtemp(join(tmpdir(), "kiln-faults-fleet-"));
+        const client = new pg.Client({ connectionString: database });
+        await client.connect();
+        await client.query(`DROP SCHEMA IF EXISTS "${SCHEMA}" CASCADE`);
+        await client.end();
+      }
       broker = await startMosquitto();
       let hosts = 0;
       const startHost = (): ReportingProcess<HostHealth> => {
