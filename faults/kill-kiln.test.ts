@@ -1,11 +1,11 @@
-import { spawn, type ChildProcess } from "node:child_process";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { SampleLoggerHealth } from "@kiln/core";
 import { describe, expect, test } from "vitest";
 import { announceSkip, clusterUnavailable, NEEDS_POSTGRES_BINARIES } from "./support/cluster";
 import { report, useFaultCluster } from "./support/case";
-import { countSequences, waitFor } from "./support/pipeline";
+import { countSequences } from "./support/pipeline";
+import { ReportingProcess } from "./support/reporting-process";
 
 type Counters = Omit<SampleLoggerHealth, "flushLatency" | "breaker">;
 
@@ -13,44 +13,9 @@ const script = fileURLToPath(new URL("support/kiln-process.ts", import.meta.url)
 const SECOND_RUN = 1_000_000;
 
 /** A Kiln child process and the last counters it printed. */
-class KilnProcess {
-  readonly child: ChildProcess;
-  last: Counters | undefined;
-  final: Counters | undefined;
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  #stderr = "";
-
+class KilnProcess extends ReportingProcess<Counters> {
   constructor(args: readonly string[]) {
-    this.child = spawn(process.execPath, ["--conditions=@kiln/source", "--import", "tsx", script, ...args], {
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let buffer = "";
-    this.child.stdout!.on("data", (chunk: Buffer) => {
-      buffer += chunk.toString();
-      const lines = buffer.split("\n");
-      buffer = lines.pop() ?? "";
-      for (const line of lines) {
-        const match = /^(health|final) (.*)$/.exec(line);
-        if (!match) continue;
-        const counters = JSON.parse(match[2]!) as Counters;
-        if (match[1] === "final") this.final = counters;
-        else this.last = counters;
-      }
-    });
-    this.child.stderr!.on("data", (chunk: Buffer) => (this.#stderr += chunk.toString()));
-    this.exited = new Promise((resolve) => this.child.on("exit", (code, signal) => resolve({ code, signal })));
-  }
-
-  get stderr(): string {
-    return this.#stderr;
-  }
-
-  /** Waits until the printed counters satisfy `condition`. */
-  until(what: string, condition: (counters: Counters) => boolean): Promise<void> {
-    return waitFor(what, () => {
-      if (this.child.exitCode !== null) throw new Error(`the Kiln process exited early: ${this.#stderr}`);
-      return this.last !== undefined && condition(this.last);
-    });
+    super("the Kiln process", script, args);
   }
 }
 
