@@ -672,13 +672,13 @@ describe("AuditedCommandRunner", () => {
     await runner.close();
   });
 
-  test("an entry the store refuses for good (NUL in the comment) is reported and skipped; the 40 commands behind it are all audited", async () => {
+  test("an entry the store refuses for good (text it cannot hold in the comment) is reported and skipped; the 40 commands behind it are all audited", async () => {
     const { store, writeTag, runner, entries, skips } = await setup({
       audit: (memory) => ({
         query: memory.audit.query,
-        // What PostgreSQL answers for text with NUL: SQLSTATE 22021, not retryable.
+        // What PostgreSQL answers for text it cannot hold: SQLSTATE 22021, not retryable.
         record: async (entry: AuditEntry) => {
-          if (JSON.stringify(entry).includes("\\u0000")) {
+          if (JSON.stringify(entry).includes("unholdable")) {
             throw new KilnError("KILN_STORE_ERROR", "invalid byte sequence for encoding UTF8: 0x00", {
               retryable: false,
             });
@@ -688,7 +688,7 @@ describe("AuditedCommandRunner", () => {
       }),
     });
     const viewer: Principal = { id: "vic", roles: ["viewer"] };
-    expect((await rejection(writeTag(viewer, "heater.setpoint", 1, "note\u0000"))).code).toBe("KILN_FORBIDDEN");
+    expect((await rejection(writeTag(viewer, "heater.setpoint", 1, "note unholdable"))).code).toBe("KILN_FORBIDDEN");
     for (let index = 0; index < 40; index++) {
       const principal = index % 2 === 0 ? engineer : viewer;
       await writeTag(principal, "heater.setpoint", index).catch(() => undefined);
@@ -742,10 +742,10 @@ describe("AuditedCommandRunner", () => {
     },
   );
 
-  test("a comment is free text: a format character in it is kept as given", async () => {
+  test("a comment is free text, but in reason its control and format characters are written out (issue 15, review 15c)", async () => {
     const { writeTag, entries } = await setup();
-    await writeTag(engineer, "heater.setpoint", 1, "lot \u202E42");
-    expect((await entries())[0]?.reason).toBe("lot \u202E42");
+    await writeTag(engineer, "heater.setpoint", 1, "lot \u202E42\nvic tag.write allowed");
+    expect((await entries())[0]?.reason).toBe("lot \\u{202E}42\\u{000A}vic tag.write allowed");
   });
 
   test("a journaled backlog survives a restart and drains to the store in order", async () => {

@@ -12,12 +12,12 @@ import type { Logger } from "../ports/logger";
 import { silentLogger } from "../runtime/silent-logger";
 import {
   auditedTarget,
-  boundedText,
+  auditedText,
+  CATEGORY_MAX_LENGTH,
   checkIdentifier,
   NAME_MAX_LENGTH,
   ROLE_MAX_LENGTH,
   ROLES_MAX_COUNT,
-  visibleText,
 } from "./command-input";
 import { COMMENT_MAX_LENGTH, storableAuditValue } from "./storable-value";
 import {
@@ -359,19 +359,18 @@ export class AuditedCommandRunner {
     const action = command.action ?? command.permission;
     const source = typeof read.source === "string" ? read.source : this.#options.source;
     const targetProblem = checkTarget(command.target);
-    // Every caller-controlled field is bounded in the entry, valid or not: a refusal's record
-    // echoes at most a bounded prefix and the original length.
+    // Every caller-influenced text field is escaped and bounded here, by the one rule
+    // (auditedText), valid or not: a refusal's record echoes at most a bounded, visible prefix and
+    // the original length; `reason` goes through the same rule (reasonOf).
     const base: AuditEntry = {
       id: this.#newId(),
       ...(this.#options.machineId === undefined ? {} : { machineId: this.#options.machineId }),
       principal:
-        typeof read.id === "string" && read.id !== ""
-          ? boundedText(visibleText(read.id), NAME_MAX_LENGTH)
-          : "(invalid principal)",
+        typeof read.id === "string" && read.id !== "" ? auditedText(read.id, NAME_MAX_LENGTH) : "(invalid principal)",
       roles: auditedRoles(read.roles),
-      ...(source === undefined ? {} : { source: boundedText(visibleText(source), NAME_MAX_LENGTH) }),
-      category: action.split(".")[0]!,
-      action: boundedText(action, NAME_MAX_LENGTH),
+      ...(source === undefined ? {} : { source: auditedText(source, NAME_MAX_LENGTH) }),
+      category: auditedText(action.split(".")[0]!, CATEGORY_MAX_LENGTH),
+      action: auditedText(action, NAME_MAX_LENGTH),
       target: auditedTarget(command.target),
       outcome: "denied",
       at,
@@ -381,7 +380,11 @@ export class AuditedCommandRunner {
     const entry = (): AuditEntry => (newValue === undefined ? base : { ...base, newValue });
     const commentProblem = checkComment(command.comment);
     // An invalid comment is never stored or echoed; the command is refused below, once authorized.
-    const comment = commentProblem === undefined ? command.comment : undefined;
+    // Escaped once, here (auditedText): the entry's reason shows it written out, never raw.
+    const comment =
+      commentProblem === undefined && command.comment !== undefined
+        ? auditedText(command.comment, COMMENT_MAX_LENGTH)
+        : undefined;
     const authorizer = this.#options.authorizer;
     const stateOf = command.machineState;
     const contextNow = (): { machineState?: string } =>
@@ -419,7 +422,7 @@ export class AuditedCommandRunner {
     const refusalError = (): KilnError =>
       new KilnError(
         "KILN_AUDIT_UNAVAILABLE",
-        `Refused ${action}: the audit trail cannot record it now, so it was not executed.`,
+        `Refused ${base.action}: the audit trail cannot record it now, so it was not executed.`,
         {
           retryable: true,
           details: state.offered
@@ -1428,8 +1431,13 @@ function withOld<TEntry extends object>(entry: TEntry, oldValue: unknown): TEntr
 /** Longest error text kept in an entry's `reason` (the comment, at most 1000 more, comes after it). */
 const REASON_MAX_LENGTH = 2000;
 
+/**
+ * An entry's `reason`: the error (`CODE: message`) through {@link auditedText}, so a validation
+ * message echoing a hostile key (a newline, U+202E) shows it written out, never raw; then the
+ * operator's comment, escaped by the same rule where it was read.
+ */
 function reasonOf(error: unknown, comment: string | undefined): string {
-  const text = boundedText(
+  const text = auditedText(
     KilnError.is(error) ? `${error.code}: ${error.message}` : error instanceof Error ? error.message : String(error),
     REASON_MAX_LENGTH,
   );
@@ -1454,7 +1462,7 @@ function auditedRoles(roles: unknown): string[] {
   if (!Array.isArray(roles)) return [];
   const kept = (roles as unknown[])
     .slice(0, ROLES_MAX_COUNT)
-    .map((role) => (typeof role === "string" ? boundedText(visibleText(role), ROLE_MAX_LENGTH) : "(invalid role)"));
+    .map((role) => (typeof role === "string" ? auditedText(role, ROLE_MAX_LENGTH) : "(invalid role)"));
   if (roles.length > ROLES_MAX_COUNT) kept.push(`…(${roles.length} roles)`);
   return kept;
 }
