@@ -792,16 +792,29 @@ describe("AuditedCommandRunner", () => {
     const first = await setup({ audit: down, backlog: { path } });
     await first.writeTag(engineer, "heater.setpoint", 1);
     const second = await setup({ audit: down, backlog: { path } });
+    const journalFails: KilnEvents["audit-journal-fail"][] = [];
+    second.bus.on("audit-journal-fail", (event) => void journalFails.push(event));
     const refused = await rejection(second.writeTag(engineer, "heater.setpoint", 2));
     expect(refused.code).toBe("KILN_AUDIT_UNAVAILABLE");
     expect(second.plc.writes).toHaveLength(0);
+    // Not silent (review 15c, MEDIUM 2): the refusal, the status and an event name the journal and why.
+    expect(refused.details).toMatchObject({
+      journalPath: path,
+      journalOperation: "open",
+      errno: "KILN_JOURNAL_LOCKED",
+    });
+    expect(second.runner.status().journalProblems).toEqual([
+      expect.stringMatching(/^audit journal .*audit\.journal: open failed: .*KILN_JOURNAL_LOCKED.*retried\)$/),
+    ]);
+    expect(journalFails).toEqual([expect.objectContaining({ operation: "open", errno: "KILN_JOURNAL_LOCKED", path })]);
     await first.writeTag(engineer, "heater.setpoint", 3);
     expect(first.failures.map((event) => event.durable)).toEqual([true, true]);
     await first.runner.close();
     await second.runner.close();
     const third = await setup({ backlog: { path } });
     expect(await third.runner.flush()).toBe(true);
-    expect((await third.entries()).map((entry) => entry.newValue)).toEqual([1, 3]);
+    // The second's refusal was kept in the journal's reserve when it closed (review 15c): not lost.
+    expect((await third.entries()).map((entry) => entry.newValue)).toEqual([1, 3, 2]);
     await third.runner.close();
   });
 
@@ -1112,7 +1125,7 @@ describe("the overflow count at close becomes its summary entry (issue 15, secon
     // What a process killed now leaves: the files as they are, without close().
     const crashed = join(await mkdtemp(join(tmpdir(), "kiln-audit-overflow-")), "audit.journal");
     await writeFile(crashed, await readFile(path));
-    await writeFile(`${crashed}.overflow`, await readFile(`${path}.overflow`));
+    await writeFile(`${crashed}.reserve`, await readFile(`${path}.reserve`));
     const second = await setup({ backlog: { path: crashed, maxEntries: 2 }, idPrefix: "second" });
     expect(await second.runner.flush()).toBe(true);
     const stored = await second.entries();
@@ -1139,7 +1152,7 @@ describe("the overflow count at close becomes its summary entry (issue 15, secon
     for (let index = 0; index < 3; index++) await deny(first.runner);
     const crashed = join(await mkdtemp(join(tmpdir(), "kiln-audit-overflow-")), "audit.journal");
     await writeFile(crashed, await readFile(path));
-    await writeFile(`${crashed}.overflow`, await readFile(`${path}.overflow`));
+    await writeFile(`${crashed}.reserve`, await readFile(`${path}.reserve`));
     await first.runner.close();
     const second = await setup({ audit: down, backlog: { path: crashed, maxEntries: 2 } });
     expect(await second.runner.flush()).toBe(false);

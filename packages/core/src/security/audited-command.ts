@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { appendFile } from "node:fs/promises";
+import { appendFile, rm, stat } from "node:fs/promises";
 import { KilnError, KilnValidationError, type KilnErrorCode, type ValidationIssue } from "../domain/errors";
 import type { KilnEvents } from "../events/catalogue";
 import type { EventBus } from "../events/event-bus";
@@ -7,6 +7,7 @@ import type { AuditEntry, AuditLog } from "@kiln/core/driver-kit";
 import type { Clock, TimerHandle } from "../ports/clock";
 import { reconnectDelay, type ReconnectBackoff } from "../driver-kit/backoff";
 import { RecordJournal } from "../journal/record-journal";
+import { ReservedRecord } from "../journal/reserved-record";
 import { decodeExactJson, encodeExactJson } from "../logging/sample-journal";
 import type { Logger } from "../ports/logger";
 import { silentLogger } from "../runtime/silent-logger";
@@ -278,10 +279,16 @@ export class AuditedCommandRunner {
    */
   readonly #overflow = new Map<string, DenialOverflow>();
   /**
-   * `<journal>.overflow`: the counts of {@link #overflow}, made durable before a counted command
-   * is rejected, so a crash loses none of them (issue 15, adversarial review 15). Opened with the journal.
+   * `<journal>.reserve`: room reserved when the journal opens, overwritten in place. It holds the
+   * counts of {@link #overflow} and the entries the journal could not take (a full disk), so both
+   * are durable before a command is rejected, even on `ENOSPC` (issue 15, adversarial reviews 15
+   * and 15c). Opened with the journal.
    */
-  #overflowJournal: RecordJournal | undefined;
+  #reserve: ReservedRecord | undefined;
+  /** Ids of the entries the reserve's last record holds (kept only in memory otherwise). */
+  #reservedIds = new Set<string>();
+  /** The journal failures now in force, by operation (`open`, `append`, `reserve`): health names each. */
+  readonly #journalFailures = new Map<JournalOperation, JournalFailure>();
   /** Most denied or failed entries (the overflow summaries included) the backlog holds: {@link DENIED_SHARE} of `maxEntries`. */
   readonly #maxDenied: number;
   /** Set by {@link close} until {@link open}: the store is not called (it is being closed or closed). */
@@ -339,6 +346,7 @@ export class AuditedCommandRunner {
       setAside: this.#setAside,
       refusalsDropped: this.#refusalsDropped,
       overflow: [...this.#overflow.values()].reduce((sum, overflow) => sum + overflow.count, 0),
+      journalProblems: this.#journalProblems(),
       ...(head !== undefined && head.failures > 0
         ? { blockedBy: { id: head.entry!.id, failures: head.failures, error: reasonOf(this.#lastError, undefined) } }
         : {}),
@@ -419,17 +427,31 @@ export class AuditedCommandRunner {
     let oldValue: unknown;
     const state: { committed: "no" | "yes" | "refused"; offered: boolean } = { committed: "no", offered: false };
     // Its details name the entry that records it: `<id>:refusal` only once the intent was offered.
-    const refusalError = (): KilnError =>
-      new KilnError(
+    const refusalError = (): KilnError => {
+      // The journal's failure, when there is one, is the cause a caller (and an operator) needs:
+      // a full disk (`errno: "ENOSPC"`) or a journal held by another process.
+      const failure = this.#journalFailures.get("append") ?? this.#journalFailures.get("open");
+      return new KilnError(
         "KILN_AUDIT_UNAVAILABLE",
-        `Refused ${base.action}: the audit trail cannot record it now, so it was not executed.`,
+        `Refused ${base.action}: the audit trail cannot record it now` +
+          `${failure === undefined ? "" : ` (${failure.message})`}, so it was not executed.`,
         {
           retryable: true,
-          details: state.offered
-            ? { action, auditEntryId: refusalId, intentEntryId: base.id }
-            : { action, auditEntryId: base.id },
+          details: {
+            ...(state.offered
+              ? { action, auditEntryId: refusalId, intentEntryId: base.id }
+              : { action, auditEntryId: base.id }),
+            ...(failure === undefined
+              ? {}
+              : {
+                  journalPath: failure.path,
+                  journalOperation: failure.operation,
+                  ...(failure.errno === undefined ? {} : { errno: failure.errno }),
+                }),
+          },
         },
       );
+    };
     let refusal = refusalError();
     /** The entry of a command that did not run: its own, naming the intent when that was offered. */
     const outcomeEntry = (fields: Pick<AuditEntry, "outcome" | "reason">): AuditEntry => ({
@@ -587,23 +609,25 @@ export class AuditedCommandRunner {
     // The journal is loaded now, not at the first command: what an earlier run left in it is
     // retried in the background at once (ADR 0013 addendum). Entries kept in memory while closed
     // are journaled behind it.
+    const path = this.#options.backlog?.path ?? "";
     void this.#serial(async () => {
       if (this.#closed) return;
       const journal = await this.#openJournal();
       if (journal !== undefined) {
+        let moved = false;
         for (const [index, item] of this.#backlog.entries()) {
           if (item.journaled || item.entry === undefined) continue;
           try {
             await journal.append(Buffer.from(encodeExactJson(item.entry), "utf8"));
             this.#backlog[index] = { ...item, journaled: true };
+            moved ||= this.#reservedIds.has(item.entry.id);
           } catch (error) {
-            this.#logger.error(
-              { id: item.entry.id, error: String(error) },
-              "the audit journal could not take an entry",
-            );
+            this.#noteJournalFailure("append", error, path);
             break;
           }
         }
+        // Journaled now: the reserve need not hold them any more.
+        if (moved) await this.#persistReserve();
       }
       this.#scheduleRetry();
     });
@@ -616,7 +640,7 @@ export class AuditedCommandRunner {
    */
   #scheduleRetry(): void {
     if (this.#retryTimer !== undefined || this.#closed) return;
-    if (this.#backlog.length === 0 && this.#overflow.size === 0) return;
+    if (!this.#needsRetry()) return;
     this.#retryAttempt++;
     const delay = reconnectDelay(
       this.#retryAttempt,
@@ -626,10 +650,18 @@ export class AuditedCommandRunner {
     this.#retryTimer = this.#options.clock.setTimeout(() => {
       this.#retryTimer = undefined;
       void this.flush().then((empty) => {
-        if (empty) this.#retryAttempt = 0;
+        if (empty && !this.#needsRetry()) this.#retryAttempt = 0;
         else this.#scheduleRetry();
       });
     }, delay);
+  }
+
+  /**
+   * Whether the background retry has work: entries or counts waiting, or a journal that could not
+   * be opened (retried on the same backoff; once open, what it holds is replayed: issue 15, review 15c).
+   */
+  #needsRetry(): boolean {
+    return this.#backlog.length > 0 || this.#overflow.size > 0 || this.#journalFailures.has("open");
   }
 
   /**
@@ -665,7 +697,10 @@ export class AuditedCommandRunner {
         "KILN_LIFECYCLE",
         "The control system is stopped: the audit store is closed; the entry is written after the next start.",
       );
-      const memoryOnly = this.#backlog.filter((item) => !item.journaled && item.entry !== undefined);
+      // Entries the reserve holds come back at the next start: not lost.
+      const memoryOnly = this.#backlog.filter(
+        (item) => !item.journaled && item.entry !== undefined && !this.#reservedIds.has(item.entry.id),
+      );
       const refusals = memoryOnly.filter((item) => isIntentRefusal(item.entry!));
       for (const item of refusals)
         this.#reportRefusalDrop(item.entry!, "the control system stopped before the audit store took it");
@@ -677,8 +712,9 @@ export class AuditedCommandRunner {
       const journal = this.#journal === undefined ? undefined : await this.#journal;
       this.#journal = undefined;
       await journal?.close().catch(() => undefined);
-      await this.#overflowJournal?.close().catch(() => undefined);
-      this.#overflowJournal = undefined;
+      await this.#reserve?.close().catch(() => undefined);
+      this.#reserve = undefined;
+      this.#reservedIds = new Set();
     });
   }
 
@@ -795,6 +831,7 @@ export class AuditedCommandRunner {
       this.#backlog.shift();
       // A set-aside entry must not come back from the journal to be set aside again.
       if (head.journaled) await this.#releaseJournalHead(setAside);
+      else if (head.entry !== undefined && this.#reservedIds.has(head.entry.id)) await this.#persistReserve();
       await this.#summarizeOverflow();
     }
     return true;
@@ -836,13 +873,13 @@ export class AuditedCommandRunner {
       if (this.#deniedInBacklog() >= this.#maxDenied || this.#entriesInBacklog() >= this.#maxEntries) return;
       this.#overflow.delete(key);
       const journaled = await this.#append(this.#overflowEntry(overflow));
-      if (!journaled && this.#overflowJournal !== undefined && this.#journal !== undefined) {
+      if (!journaled && this.#reserve !== undefined) {
         // Not durable as an entry: it stays counted (and durable as a count) until it is.
         this.#backlog.pop();
         this.#overflow.set(key, overflow);
         return;
       }
-      await this.#persistOverflow();
+      await this.#persistReserve();
     }
   }
 
@@ -867,7 +904,7 @@ export class AuditedCommandRunner {
         "denied attempts counted while the audit backlog was full; the control system stopped before they were summarized",
       );
     }
-    await this.#persistOverflow();
+    await this.#persistReserve();
   }
 
   /**
@@ -939,6 +976,17 @@ export class AuditedCommandRunner {
       this.#backlog.pop();
       return false;
     }
+    if (!journaled && this.#reserve !== undefined) {
+      // The journal failed (a full disk): the entry is made durable in the reserve before the
+      // command returns; when it has no room left, a denied or failed attempt is counted there
+      // instead (the overflow summary), never held only in memory (issue 15, review 15c).
+      await this.#persistReserve();
+      if (!this.#reservedIds.has(entry.id) && entry.outcome !== "allowed" && !isIntentRefusal(entry)) {
+        this.#backlog.pop();
+        await this.#countOverflow(entry);
+        return false;
+      }
+    }
     let dropped = 0;
     let journalReleases = 0;
     while (this.#whenFull === "drop-oldest" && this.#entriesInBacklog() > this.#maxEntries) {
@@ -999,8 +1047,11 @@ export class AuditedCommandRunner {
       try {
         await journal.append(Buffer.from(encodeExactJson(entry), "utf8"));
         journaled = true;
+        this.#clearJournalFailure("append");
       } catch (error) {
         this.#logger.error({ id: entry.id, error: String(error) }, "the audit journal could not take an entry");
+        // A record too large for the journal is about that entry, not the journal.
+        if (!KilnError.is(error, "KILN_BUFFER_FULL")) this.#noteJournalFailure("append", error, journal.path);
       }
     }
     this.#backlog.push({ entry, journaled, failures: 0 });
@@ -1014,6 +1065,12 @@ export class AuditedCommandRunner {
    * logged (the next count or the summary writes it again).
    */
   async #countOverflow(entry: AuditEntry): Promise<void> {
+    this.#addToOverflow(entry);
+    await this.#persistReserve();
+  }
+
+  /** Counts `entry` into its principal's overflow bucket (in memory: the caller makes it durable). */
+  #addToOverflow(entry: AuditEntry): void {
     const key =
       this.#overflow.has(entry.principal) || this.#overflow.size < OVERFLOW_PRINCIPALS - 1
         ? entry.principal
@@ -1042,67 +1099,182 @@ export class AuditedCommandRunner {
       { id: entry.id, action: entry.action, outcome: entry.outcome, overflow: overflow.count },
       "the audit backlog is full: a denied attempt is counted into the overflow summary",
     );
-    await this.#persistOverflow();
   }
 
   /**
-   * Writes the overflow counts as one record of `<journal>.overflow` and releases the earlier
-   * ones (the last record read back at open is the latest count); releases all once none is left.
+   * Writes the reserve's record: the overflow counts and the entries the journal could not take
+   * (kept in memory too, until stored). When they do not fit its room, the counts are merged into
+   * one bucket first, then the newest entries are left out (the caller counts those it may). A
+   * write that fails is a journal failure (`reserve`): health names it and `audit-journal-fail`
+   * reports it. Without a reserve (no journal, or it could not be opened) nothing is written.
    */
-  async #persistOverflow(): Promise<void> {
-    const journal = this.#overflowJournal;
-    if (journal === undefined) return;
-    try {
-      const earlier = journal.records;
-      if (this.#overflow.size > 0) await journal.append(Buffer.from(encodeOverflow(this.#overflow), "utf8"));
-      for (let release = 1; release <= earlier; release++) {
-        await journal.release({ durable: this.#overflow.size === 0 && release === earlier });
+  async #persistReserve(): Promise<void> {
+    const reserve = this.#reserve;
+    if (reserve === undefined) return;
+    const held = this.#backlog.filter((item) => !item.journaled && item.entry !== undefined).map((item) => item.entry!);
+    let overflow = encodeOverflowBuckets(this.#overflow);
+    let payload = encodeReserve(overflow, held);
+    if (payload.length > reserve.capacity) {
+      overflow = encodeOverflowBuckets(collapseOverflow(this.#overflow));
+      payload = encodeReserve(overflow, held);
+    }
+    while (payload.length > reserve.capacity && held.length > 0) {
+      const left = held.pop()!;
+      if (left.outcome !== "allowed" && !isIntentRefusal(left)) {
+        // A denied or failed entry the reserve has no room for is counted instead (the count is
+        // durable with this write), never left only in memory.
+        const index = this.#backlog.findIndex((item) => item.entry === left);
+        if (index >= 0) this.#backlog.splice(index, 1);
+        this.#addToOverflow(left);
+        overflow = encodeOverflowBuckets(
+          encodeReserve(encodeOverflowBuckets(this.#overflow), held).length > reserve.capacity
+            ? collapseOverflow(this.#overflow)
+            : this.#overflow,
+        );
       }
+      payload = encodeReserve(overflow, held);
+    }
+    try {
+      await reserve.write(payload);
+      this.#reservedIds = new Set(held.map((entry) => entry.id));
+      this.#clearJournalFailure("reserve");
     } catch (error) {
-      this.#logger.error({ error: String(error) }, "the audit overflow count could not be made durable");
+      this.#logger.error({ error: String(error) }, "the audit reserve could not be written");
+      this.#noteJournalFailure("reserve", error, reserve.path);
     }
   }
 
-  /** Opens `<journal>.overflow` and adds the counts a crashed run left in it to {@link #overflow}. */
-  async #openOverflowJournal(path: string): Promise<void> {
+  /**
+   * Opens `<journal>.reserve` (reserving its room) and adds what a crashed run left in it: the
+   * overflow counts to {@link #overflow}, the entries it held to the backlog (those the journal
+   * holds too are skipped). Counts left in `<journal>.overflow` by earlier versions are moved into
+   * it, once.
+   */
+  async #openReserve(path: string): Promise<void> {
     try {
-      const { journal } = await RecordJournal.open(`${path}.overflow`, { maxBytes: OVERFLOW_JOURNAL_MAX_BYTES });
-      let latest: Buffer | undefined;
-      await journal.scan((payload) => {
-        latest = payload;
-      });
-      this.#overflowJournal = journal;
-      const recovered = latest === undefined ? undefined : decodeOverflow(latest);
-      if (recovered === undefined) return;
-      let count = 0;
-      for (const [key, found] of recovered) {
-        count += found.count;
-        const overflow = this.#overflow.get(key);
-        if (overflow === undefined) {
-          this.#overflow.set(key, found);
-          continue;
-        }
-        overflow.count += found.count;
-        overflow.first = Math.min(overflow.first, found.first);
-        overflow.last = Math.max(overflow.last, found.last);
-        for (const principal of found.principals) {
-          if (overflow.principals.size < OVERFLOW_NAMES) overflow.principals.add(principal);
-          else overflow.morePrincipals = true;
-        }
-        overflow.morePrincipals ||= found.morePrincipals;
-        for (const action of found.actions) if (overflow.actions.size < OVERFLOW_NAMES) overflow.actions.add(action);
-      }
-      this.#logger.error(
-        { path: `${path}.overflow`, count },
-        "denied attempts counted while the audit backlog was full were recovered from an earlier run",
-      );
-      await this.#persistOverflow();
+      this.#reserve = await ReservedRecord.open(`${path}.reserve`, RESERVE_SLOT_BYTES);
+      this.#clearJournalFailure("reserve");
     } catch (error) {
-      this.#logger.error(
-        { path: `${path}.overflow`, error: String(error) },
-        "the audit overflow count could not be opened",
-      );
+      this.#logger.error({ path: `${path}.reserve`, error: String(error) }, "the audit reserve could not be opened");
+      this.#noteJournalFailure("reserve", error, `${path}.reserve`);
+      return;
     }
+    let changed = false;
+    const found = decodeReserve(this.#reserve.read());
+    if (found !== undefined) {
+      const count = this.#mergeOverflow(found.overflow);
+      const known = new Set(this.#backlog.map((item) => item.entry?.id));
+      const held = found.held.filter((entry) => !known.has(entry.id));
+      for (const entry of held) this.#backlog.push({ entry, journaled: false, failures: 0 });
+      this.#reservedIds = new Set(held.map((entry) => entry.id));
+      if (count > 0 || held.length > 0) {
+        changed = true;
+        this.#logger.error(
+          { path: `${path}.reserve`, count, held: held.length },
+          "audit entries and counts kept in the reserve by an earlier run were recovered",
+        );
+      }
+    }
+    const legacy = `${path}.overflow`;
+    const hasLegacy = await stat(legacy).then(
+      () => true,
+      () => false,
+    );
+    if (hasLegacy) {
+      try {
+        const { journal } = await RecordJournal.open(legacy, { maxBytes: LEGACY_OVERFLOW_MAX_BYTES });
+        let latest: Buffer | undefined;
+        await journal.scan((payload) => {
+          latest = payload;
+        });
+        await journal.close();
+        const recovered = latest === undefined ? undefined : decodeOverflow(latest);
+        if (recovered !== undefined) this.#mergeOverflow(recovered);
+        await this.#persistReserve();
+        // Only once the reserve holds them: a failed write leaves them where they were for the next open.
+        if (!this.#journalFailures.has("reserve")) await rm(legacy, { force: true });
+        changed = false;
+      } catch (error) {
+        this.#logger.error({ path: legacy, error: String(error) }, "the audit overflow count could not be read");
+      }
+    }
+    if (changed) await this.#persistReserve();
+  }
+
+  /** Adds recovered counts to {@link #overflow}; returns how many attempts they hold. */
+  #mergeOverflow(recovered: ReadonlyMap<string, DenialOverflow>): number {
+    let count = 0;
+    for (const [key, found] of recovered) {
+      count += found.count;
+      const overflow = this.#overflow.get(key);
+      if (overflow === undefined) {
+        this.#overflow.set(key, found);
+        continue;
+      }
+      overflow.count += found.count;
+      overflow.first = Math.min(overflow.first, found.first);
+      overflow.last = Math.max(overflow.last, found.last);
+      for (const principal of found.principals) {
+        if (overflow.principals.size < OVERFLOW_NAMES) overflow.principals.add(principal);
+        else overflow.morePrincipals = true;
+      }
+      overflow.morePrincipals ||= found.morePrincipals;
+      for (const action of found.actions) if (overflow.actions.size < OVERFLOW_NAMES) overflow.actions.add(action);
+    }
+    return count;
+  }
+
+  /**
+   * Records a journal failure in force (health names it until it clears) and reports it once by
+   * `audit-journal-fail` (again when its cause changes).
+   */
+  #noteJournalFailure(operation: JournalOperation, error: unknown, path: string): void {
+    const errno = KilnError.is(error)
+      ? typeof error.details["errno"] === "string"
+        ? error.details["errno"]
+        : error.code
+      : typeof (error as { code?: unknown } | null)?.code === "string"
+        ? ((error as { code: string }).code as string)
+        : undefined;
+    const message = auditedText(
+      `audit journal ${path}: ${operation} failed: ${error instanceof Error ? error.message : String(error)}` +
+        (errno === undefined ? "" : ` (${errno})`),
+      REASON_MAX_LENGTH,
+    );
+    const earlier = this.#journalFailures.get(operation);
+    this.#journalFailures.set(operation, { operation, path, message, ...(errno === undefined ? {} : { errno }) });
+    if (earlier?.message === message) return;
+    void this.#options.bus?.publish("audit-journal-fail", {
+      at: this.#options.clock.now(),
+      path,
+      operation,
+      ...(errno === undefined ? {} : { errno }),
+      reason: message,
+    });
+  }
+
+  #clearJournalFailure(operation: JournalOperation): void {
+    this.#journalFailures.delete(operation);
+  }
+
+  /** The journal failures in force, in words, with what they leave where (health's problems). */
+  #journalProblems(): string[] {
+    if (this.#journalFailures.size === 0) return [];
+    let reserved = 0;
+    let memoryOnly = 0;
+    for (const item of this.#backlog) {
+      if (item.journaled || item.entry === undefined) continue;
+      if (this.#reservedIds.has(item.entry.id)) reserved++;
+      else memoryOnly++;
+    }
+    const where =
+      `; ${reserved} entr${reserved === 1 ? "y" : "ies"} held in its reserve` +
+      (memoryOnly > 0 ? `, ${memoryOnly} only in memory (lost if the process dies)` : "");
+    return [...this.#journalFailures.values()].map((failure) =>
+      failure.operation === "open"
+        ? `${failure.message}; what it holds is not replayed until it opens (retried)`
+        : `${failure.message}${where}`,
+    );
   }
 
   #publish<TType extends "command-refuse" | "command-fail">(type: TType, event: Omit<KilnEvents[TType], "at">): void {
@@ -1210,11 +1382,15 @@ export class AuditedCommandRunner {
           ),
         );
         this.#reportDamage(path, { ...recovery, undecodable });
-        await this.#openOverflowJournal(path);
+        this.#clearJournalFailure("open");
+        await this.#openReserve(path);
         return journal;
       } catch (error) {
         this.#journal = undefined;
         this.#logger.error({ path, error: String(error) }, "the audit journal could not be opened");
+        // Not silent: health names it, it is reported, and it is retried on the backoff (review 15c).
+        this.#noteJournalFailure("open", error, path);
+        this.#scheduleRetry();
         return undefined;
       }
     })();
@@ -1291,10 +1467,17 @@ interface AuditWriterStatus {
    */
   readonly refusalsDropped: number;
   /**
-   * Denied or failed attempts counted while the backlog was full and not yet in an
-   * `audit.overflow` summary entry (recovered from `<journal>.overflow` after a crash).
+   * Denied or failed attempts counted while the backlog was full (or the journal could not take
+   * them, a full disk) and not yet in an `audit.overflow` summary entry (recovered from
+   * `<journal>.reserve` after a crash).
    */
   readonly overflow: number;
+  /**
+   * The journal failures in force, in words: the journal could not be opened (retried on the
+   * backoff), an append failed (the errno, e.g. `ENOSPC`, and the path), or its reserve could not
+   * be written; each with how many entries its reserve holds and how many are only in memory.
+   */
+  readonly journalProblems: readonly string[];
   /** The entry at the head of the backlog when it has failed: its event id, failures counted and the last error. */
   readonly blockedBy?: { readonly id: string; readonly failures: number; readonly error: string };
 }
@@ -1360,22 +1543,84 @@ const OVERFLOW_NAMES = 16;
 /** Most principals counted apart while the backlog is full; the attempts of any further ones share one bucket. */
 const OVERFLOW_PRINCIPALS = 64;
 
-/** Size limit of `<journal>.overflow` (one live record of at most 64 buckets; earlier ones compacted away). */
-const OVERFLOW_JOURNAL_MAX_BYTES = 16 * 1024 * 1024;
+/** Size limit of `<journal>.overflow`, the overflow counts of earlier versions (read once, then moved into the reserve). */
+const LEGACY_OVERFLOW_MAX_BYTES = 16 * 1024 * 1024;
 
-/** The overflow counts as one `<journal>.overflow` record. */
-function encodeOverflow(overflow: ReadonlyMap<string, DenialOverflow>): string {
-  return encodeExactJson(
-    [...overflow].map(([key, bucket]) => ({
-      key,
-      count: bucket.count,
-      first: bucket.first,
-      last: bucket.last,
-      principals: [...bucket.principals],
-      morePrincipals: bucket.morePrincipals,
-      actions: [...bucket.actions],
-    })),
-  );
+/**
+ * Room of each of the reserve's two slots (`<journal>.reserve`, 2 × 64 KiB reserved when the
+ * journal opens): the overflow counts and the entries the journal could not take.
+ */
+const RESERVE_SLOT_BYTES = 64 * 1024;
+
+/** A journal operation whose failure is reported: opening it, appending to it, writing its reserve. */
+type JournalOperation = "open" | "append" | "reserve";
+
+/** A journal failure in force. */
+interface JournalFailure {
+  readonly operation: JournalOperation;
+  readonly path: string;
+  /** `ENOSPC`, `EACCES`..., or the KilnError code (`KILN_JOURNAL_LOCKED`). */
+  readonly errno?: string;
+  /** In words, escaped and bounded. */
+  readonly message: string;
+}
+
+/** The reserve's record: `{ overflow, held }`. */
+function encodeReserve(overflow: unknown[], held: readonly AuditEntry[]): Buffer {
+  return Buffer.from(encodeExactJson({ overflow, held }), "utf8");
+}
+
+/** The counts and entries of a reserve record, or undefined when there is none or it cannot be decoded. */
+function decodeReserve(
+  payload: Buffer | undefined,
+): { overflow: Map<string, DenialOverflow>; held: AuditEntry[] } | undefined {
+  if (payload === undefined) return undefined;
+  try {
+    const record = decodeExactJson(payload.toString("utf8")) as { overflow?: unknown; held?: unknown } | null;
+    if (typeof record !== "object" || record === null) return undefined;
+    const overflow = decodeOverflow(Buffer.from(encodeExactJson(record.overflow ?? []), "utf8")) ?? new Map();
+    const held = Array.isArray(record.held)
+      ? (record.held as unknown[]).filter(
+          (entry): entry is AuditEntry =>
+            typeof entry === "object" && entry !== null && typeof (entry as AuditEntry).id === "string",
+        )
+      : [];
+    return { overflow, held };
+  } catch {
+    return undefined;
+  }
+}
+
+/** All counts in one bucket without names: what always fits the reserve. */
+function collapseOverflow(overflow: ReadonlyMap<string, DenialOverflow>): Map<string, DenialOverflow> {
+  const buckets = [...overflow.values()];
+  if (buckets.length === 0) return new Map();
+  return new Map([
+    [
+      OTHER_PRINCIPALS,
+      {
+        count: buckets.reduce((sum, bucket) => sum + bucket.count, 0),
+        first: Math.min(...buckets.map((bucket) => bucket.first)),
+        last: Math.max(...buckets.map((bucket) => bucket.last)),
+        principals: new Set<string>(),
+        morePrincipals: true,
+        actions: new Set<string>(),
+      },
+    ],
+  ]);
+}
+
+/** The overflow counts as plain buckets (a reserve record's `overflow`, an earlier version's `<journal>.overflow` record). */
+function encodeOverflowBuckets(overflow: ReadonlyMap<string, DenialOverflow>): unknown[] {
+  return [...overflow].map(([key, bucket]) => ({
+    key,
+    count: bucket.count,
+    first: bucket.first,
+    last: bucket.last,
+    principals: [...bucket.principals],
+    morePrincipals: bucket.morePrincipals,
+    actions: [...bucket.actions],
+  }));
 }
 
 /** The overflow counts in a `<journal>.overflow` record, or undefined when it cannot be decoded. */
