@@ -1123,6 +1123,11 @@ export class ControlSystem {
         problems.push(
           `audit trail held by entry ${audit.blockedBy.id} (${audit.backlog} waiting; failed ${audit.blockedBy.failures} time(s): ${audit.blockedBy.error})`,
         );
+      } else if (audit.backlog > 0) {
+        // Not "ok" while entries wait: the trail is incomplete until the backlog drains (review 15c).
+        problems.push(
+          `audit backlog: ${audit.backlog} entries waiting to be stored (draining while the store takes them)`,
+        );
       }
     }
     // Reported whatever the state: a stop is when they happen.

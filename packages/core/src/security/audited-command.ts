@@ -241,7 +241,9 @@ export const DENIAL_CODES: readonly KilnErrorCode[] = [
  *
  * **The backlog (CR 2.9).** An entry the store does not take (a retryable error) is journaled
  * (or kept in memory without a journal), reported by `audit-record-fail`, and written, oldest
- * first and one at a time, before any newer entry. An entry the store refuses for good (a
+ * first and one at a time, in turns of at most 32 entries: a command's entry waits for one turn,
+ * then may be stored before the older ones still waiting (each keeps its `at`, so the trail
+ * reads in time order), and the rest drains in the background between commands. An entry the store refuses for good (a
  * non-retryable error: text the database cannot hold, a malformed field) is skipped and reported
  * by `audit-entry-skip`, so a caller-controlled field can never hold up the trail. An error the
  * store did not classify (not a `KilnError`) is not an answer about the entry: it is kept and
@@ -298,6 +300,8 @@ export class AuditedCommandRunner {
   /** The background retry of a non-empty backlog, when one is scheduled. */
   #retryTimer: TimerHandle | undefined;
   #retryAttempt = 0;
+  /** A background drain ({@link #continueDrain}) is under way. */
+  #draining = false;
 
   /** @throws RangeError when `backlog.maxEntries` is not a positive integer. */
   constructor(options: AuditedCommandRunnerOptions) {
@@ -592,10 +596,29 @@ export class AuditedCommandRunner {
 
   /**
    * Writes the backlog to the store, oldest first (entries it refuses for good are skipped and
-   * reported); resolves true when it is empty. Never rejects.
+   * reported); resolves true when it is empty. Never rejects. It writes in turns of at most
+   * {@link DRAIN_BATCH} entries, each a turn of its own of the one writer, so a command's entry
+   * waits for at most one turn, never for the whole backlog (review 15c).
    */
-  flush(): Promise<boolean> {
-    return this.#serial(() => this.#drain());
+  async flush(): Promise<boolean> {
+    for (;;) {
+      const taking = await this.#serial(() => this.#drain(undefined, undefined, DRAIN_BATCH));
+      if (!taking) return false;
+      if (this.#backlog.length === 0) return true;
+    }
+  }
+
+  /**
+   * After a turn that wrote part of the backlog: the rest is written in the background, turn by
+   * turn ({@link flush}), commands' entries between them. One such drain at a time.
+   */
+  #continueDrain(): void {
+    if (this.#draining || this.#closed || this.#backlog.length === 0) return;
+    this.#draining = true;
+    void this.flush().then((empty) => {
+      this.#draining = false;
+      if (!empty) this.#scheduleRetry();
+    });
   }
 
   /**
@@ -732,7 +755,7 @@ export class AuditedCommandRunner {
    * (the store refused it for good; reported) or `closed` (the command gate closed meanwhile). Safety actions never come here (see `run`).
    */
   async #commit(entry: AuditEntry, offer: { offered: boolean }): Promise<"run" | "refused" | "unstorable" | "closed"> {
-    if (await this.#drain(entry, offer)) {
+    if (await this.#drain(entry, offer, DRAIN_BATCH)) {
       offer.offered = true;
       const stored = await this.#store(entry);
       if (stored === "stored") return "run";
@@ -756,7 +779,7 @@ export class AuditedCommandRunner {
 
   /** {@link #record} inside the writer's current turn. */
   async #recordNow(entry: AuditEntry): Promise<void> {
-    if ((await this.#drain(entry)) && (await this.#store(entry)) !== "retry") return;
+    if ((await this.#drain(entry, undefined, DRAIN_BATCH)) && (await this.#store(entry)) !== "retry") return;
     await this.#enqueue(entry);
   }
 
@@ -790,12 +813,18 @@ export class AuditedCommandRunner {
    * and error) and the queue moves on. When the store fails that one too, it is an outage: the
    * head stays and everything is retried, fail closed, for as long as it lasts.
    */
-  async #drain(candidate?: AuditEntry, offer?: { offered: boolean }): Promise<boolean> {
+  async #drain(candidate?: AuditEntry, offer?: { offered: boolean }, budget = Infinity): Promise<boolean> {
     if (this.#closed) return false;
     await this.#openJournal();
     if (this.#closed) return false;
     await this.#summarizeOverflow();
-    while (this.#backlog.length > 0) {
+    for (let turn = 0; this.#backlog.length > 0; turn++) {
+      if (turn >= budget) {
+        // The store is taking entries: the caller goes on (its own entry may pass the older ones;
+        // each keeps its `at`, so the trail reads in time order), the rest drains in the background.
+        this.#continueDrain();
+        return true;
+      }
       const head = this.#backlog[0]!;
       let setAside = false;
       if (head.entry !== undefined) {
@@ -1536,6 +1565,13 @@ function cancelledBeforeEffect(error: unknown): boolean {
 
 /** The background retry's schedule when the host gives none. */
 const DEFAULT_RETRY_BACKOFF: ReconnectBackoff = { initialDelayMs: 1_000, maxDelayMs: 30_000 };
+
+/**
+ * Most backlog entries one turn of the audit writer writes: a command's entry waits for at most
+ * this many older ones (then passes the rest, which drain in the background), so commands run
+ * again within a bounded time of the store's return, whatever the backlog (review 15c).
+ */
+const DRAIN_BATCH = 32;
 
 /** Most principals and actions an overflow summary names. */
 const OVERFLOW_NAMES = 16;
