@@ -126,9 +126,12 @@ export interface AuditBacklogOptions {
    * a flood of refused attempts cannot lock authorized commands out. Attempts beyond their share
    * are counted per principal and recorded as `audit.overflow` entries (outcome `denied`; count,
    * first and last time, principal, actions), one per principal, once there is room. With a
-   * journal the count is durable (`<path>.overflow`) before the attempt is rejected: after a crash
-   * it is read back, reported by `health().audit.overflow` and summarized (at least once: a crash
-   * between a summary and the count's removal summarizes it again).
+   * journal the count is durable (`<path>.reserve`: room reserved when the journal opens and
+   * overwritten in place, so it is written even on a full disk) before the attempt is rejected:
+   * after a crash it is read back, reported by `health().audit.overflow` and summarized (at least
+   * once: a crash between a summary and the count's removal summarizes it again). An entry the
+   * journal cannot take (`ENOSPC`) is kept in the same reserve, fsynced before its command returns;
+   * once that room is used, a denied or failed one is counted instead.
    * At the limit: `refuse-commands` refuses new commands with `KILN_AUDIT_UNAVAILABLE` until the
    * backlog drains and never evicts an entry; an action that runs without a durable entry
    * (`runWithoutDurableAudit`) is kept beyond the limit. `drop-oldest` keeps commands running
@@ -1089,9 +1092,9 @@ export class AuditedCommandRunner {
 
   /**
    * Counts a denied or failed attempt into the overflow and makes the count durable (in
-   * `<journal>.overflow`, when there is a journal) before the command is rejected: after a crash
-   * the attempts are still summarized. When it cannot be written the count is kept in memory and
-   * logged (the next count or the summary writes it again).
+   * `<journal>.reserve`, when there is a journal) before the command is rejected: after a crash
+   * the attempts are still summarized. When it cannot be written the count is kept in memory, the
+   * failure is named by health and `audit-journal-fail` (the next count or the summary writes it again).
    */
   async #countOverflow(entry: AuditEntry): Promise<void> {
     this.#addToOverflow(entry);
