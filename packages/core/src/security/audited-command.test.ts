@@ -810,10 +810,20 @@ describe("AuditedCommandRunner", () => {
     await first.writeTag(engineer, "heater.setpoint", 3);
     expect(first.failures.map((event) => event.durable)).toEqual([true, true]);
     await first.runner.close();
+    // The open is retried on the backoff, no command needed: once the lock is free it opens and
+    // what the journal holds is loaded (review 15c, MEDIUM 2).
+    for (let step = 0; step < 20 && second.runner.status().journalProblems.length > 0; step++) {
+      await second.clock.advance(30_000);
+      // The retry's open does real file I/O (the lock's fsync): let it finish.
+      await new Promise<void>((resolve) => setTimeout(resolve, 50));
+    }
+    expect(second.runner.status().journalProblems).toEqual([]);
+    expect(second.runner.backlog).toBe(3);
+    expect(journalFails).toHaveLength(1);
     await second.runner.close();
     const third = await setup({ backlog: { path } });
     expect(await third.runner.flush()).toBe(true);
-    // The second's refusal was kept in the journal's reserve when it closed (review 15c): not lost.
+    // The second's refusal was journaled once the journal opened (review 15c): not lost.
     expect((await third.entries()).map((entry) => entry.newValue)).toEqual([1, 3, 2]);
     await third.runner.close();
   });
@@ -1139,6 +1149,32 @@ describe("the overflow count at close becomes its summary entry (issue 15, secon
     expect(await third.entries()).toEqual([]);
     await third.runner.close();
     await first.runner.close();
+  });
+
+  test("a count an earlier version left in <journal>.overflow is moved into the reserve once and summarized (review 15c)", async () => {
+    const path = join(await mkdtemp(join(tmpdir(), "kiln-audit-overflow-")), "audit.journal");
+    const { journal } = await RecordJournal.open(`${path}.overflow`);
+    const bucket = {
+      key: "olga",
+      count: 3,
+      first: START,
+      last: START + 5,
+      principals: ["olga"],
+      morePrincipals: false,
+    };
+    await journal.append(Buffer.from(JSON.stringify([{ ...bucket, actions: ["tag.write"] }])));
+    await journal.close();
+    const first = await setup({ backlog: { path } });
+    expect(await first.runner.flush()).toBe(true);
+    const stored = await first.entries();
+    expect(stored.map((entry) => entry.action)).toEqual(["audit.overflow"]);
+    expect(stored[0]?.newValue).toMatchObject({ count: 3, principals: ["olga"] });
+    await first.runner.close();
+    await expect(stat(`${path}.overflow`)).rejects.toMatchObject({ code: "ENOENT" });
+    const second = await setup({ backlog: { path }, idPrefix: "second" });
+    expect(await second.runner.flush()).toBe(true);
+    expect(await second.entries()).toEqual([]);
+    await second.runner.close();
   });
 
   test("a count recovered at open is reported by status() until the store takes its summary", async () => {
