@@ -62,6 +62,64 @@ describe.each(TARGETS)("the audit trail $title", ({ kind, title, skip }) => {
     },
   );
 
+  // Review 15c (MEDIUM 4): after the store's return, every command waited behind the whole backlog.
+  test.skipIf(skip)(
+    "once the store takes entries again, a command waits for one turn of the backlog, not all of it; health says the backlog drains until it is empty",
+    async () => {
+      const directory = mkdtempSync(join(tmpdir(), "kiln-audit-"));
+      const clock = new SimulatedClock({ start: Date.UTC(2026, 0, 1) });
+      const plc = new SimulatedPlc({ tags, clock });
+      const store = target.create();
+      const system = createControlSystem({
+        machineId: "ald-1",
+        tags,
+        driver: plc,
+        store,
+        clock,
+        audit: { backlog: { path: join(directory, "audit.journal") } },
+      });
+      await system.start();
+      const schema = `"${store.schema}"`;
+      await target.sql(
+        `CREATE FUNCTION ${schema}.fail_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'down' USING ERRCODE = '57P03'; END $$`,
+      );
+      await target.sql(
+        `CREATE TRIGGER fail_audit BEFORE INSERT ON ${schema}.audit_log FOR EACH ROW EXECUTE FUNCTION ${schema}.fail_audit()`,
+      );
+      const admin: Principal = { id: "ada", roles: ["admin"] };
+      // The store fails: every allowed write runs, journaled.
+      for (let index = 0; index < 1000; index++) await system.writeTag(admin, "counter.total", index);
+      expect(system.health().audit.backlog).toBe(1000);
+      // The store recovers; its breaker half-opens.
+      await target.sql(`DROP TRIGGER fail_audit ON ${schema}.audit_log`);
+      await clock.advance(2_500);
+      await system.writeTag(admin, "counter.total", 1000);
+      // The command did not wait for the whole backlog: its entry is stored while older ones still
+      // wait (it waited for a turn of at most 32 of them, plus the background turns under way),
+      // and health says so.
+      const waiting = system.health();
+      expect(waiting.audit.backlog).toBeGreaterThan(0);
+      const early = await store.audit.query({ from: 0, to: Number.MAX_SAFE_INTEGER });
+      expect(early.some((entry) => entry.newValue === 1000)).toBe(true);
+      expect(early.length).toBeLessThan(1001);
+      expect(waiting.status).toBe("degraded");
+      expect(waiting.problems).toContainEqual(
+        expect.stringMatching(/^audit backlog: \d+ entries waiting to be stored/),
+      );
+      // It drains in the background; then health is ok and every entry is stored once.
+      for (let step = 0; step < 200 && system.health().audit.backlog > 0; step++) {
+        await new Promise<void>((resolve) => setTimeout(resolve, 10));
+      }
+      expect(system.health()).toMatchObject({ status: "ok", problems: [], audit: { backlog: 0 } });
+      const entries = await store.audit.query({ from: 0, to: Number.MAX_SAFE_INTEGER });
+      await system.stop();
+      rmSync(directory, { recursive: true, force: true });
+      expect(entries).toHaveLength(1001);
+      expect(new Set(entries.map((entry) => entry.newValue)).size).toBe(1001);
+    },
+    60_000,
+  );
+
   // Issue 15: a transient server condition must never make an audit entry be skipped for good.
   test.skipIf(skip).each(["53100", "53200", "53300", "58030", "25006", "57014", "57P03", "08006", "40001", "40P01"])(
     "an audit insert failing with SQLSTATE %s is journaled and stored once the server recovers, never skipped",

@@ -69,6 +69,59 @@ async function build(pressure: { value: number } = { value: 1 }) {
 const pulses = (plc: SimulatedPlc, tag: string) =>
   plc.writes.filter((write) => write.tag === tag && write.value === true).length;
 
+describe("every caller-influenced text field of an audit entry is escaped and bounded (issue 15, adversarial review 15c)", () => {
+  const hostile = /[\p{Cc}\p{Cf}]/u;
+  test.each([
+    ["a newline faking a line", "x\n2026-11-30 admin tag.write valve allowed"],
+    ["NUL", "x\u0000y"],
+    ["a right-to-left override", "reset\u202Etixe"],
+    ["isolates", "x\u2066admin\u2069"],
+  ])("a machine command's name with %s is recorded with it written out, in action and reason", async (_name, name) => {
+    const parts = await build();
+    await expect(parts.system.sendMachineCommand(viewer, name)).rejects.toMatchObject({ code: "KILN_FORBIDDEN" });
+    await expect(parts.system.sendMachineCommand(operator, name)).rejects.toBeInstanceOf(KilnError);
+    const audit = await auditTrailAfterStop(parts);
+    expect(audit).toHaveLength(2);
+    for (const entry of audit) {
+      expect(entry.action).toMatch(/^machine\.x|^machine\.reset/);
+      expect(entry.action).toMatch(/\\u\{[0-9A-F]{4}\}/);
+      for (const field of [entry.action, entry.category, entry.principal, entry.target, entry.reason]) {
+        expect(field ?? "").not.toMatch(hostile);
+      }
+    }
+  });
+
+  test("a recipe parameter's hostile name reaches reason written out (LOW 5)", async () => {
+    const parts = await build();
+    await parts.system.saveRecipe(engineer, ALD);
+    const error = await parts.system
+      .startRecipe(operator, ALD, { parameters: { "\u202E\u0007": 1 } as never })
+      .catch((caught: unknown) => caught);
+    expect(KilnError.is(error, "KILN_VALIDATION")).toBe(true);
+    const audit = await auditTrailAfterStop(parts);
+    const refused = audit.find((entry) => entry.action === "recipe.start");
+    expect(refused?.outcome).toBe("denied");
+    expect(refused?.reason).toContain("\\u{202E}\\u{0007}");
+    expect(refused?.reason).not.toMatch(hostile);
+  });
+
+  test("a 300,000-character action is bounded in action and category (LOW 6)", async () => {
+    const parts = await build();
+    const action = `${"c".repeat(300_000)}.x`;
+    const reason = new KilnError("KILN_VALIDATION", "refused by the server");
+    await expect(
+      parts.system.refuseCommand(
+        { id: "root", roles: ["admin"] },
+        { permission: "tag.write", action, target: "heater.setpoint", reason },
+      ),
+    ).rejects.toBe(reason);
+    const [entry] = await auditTrailAfterStop(parts);
+    expect(entry?.category?.length).toBeLessThan(200);
+    expect(entry?.category).toContain("(truncated, 300000 chars)");
+    expect(entry?.action.length).toBeLessThan(400);
+  });
+});
+
 describe("operator commands", () => {
   test("an allowed write reaches the PLC and is audited with old and new value", async () => {
     const parts = await build();

@@ -152,10 +152,17 @@ export interface ControlSystemHealth {
     /** Refusals of offered intents dropped unstored (each an `audit-refusal-drop`). */
     readonly refusalsDropped: number;
     /**
-     * Denied or failed attempts counted while the backlog was full and not yet recorded in an
-     * `audit.overflow` summary entry; durable in `<journal>.overflow`, so recovered after a crash.
+     * Denied or failed attempts counted while the backlog was full (or its journal could not take
+     * them: a full disk) and not yet recorded in an `audit.overflow` summary entry; durable in
+     * `<journal>.reserve` (room reserved when the journal opens), so recovered after a crash.
      */
     readonly overflow: number;
+    /**
+     * The audit journal's failures in force, in words (each also in `problems`): it could not be
+     * opened (retried on the backoff), an append failed (`ENOSPC` and the path), or its reserve
+     * could not be written; with how many entries the reserve holds and how many only memory.
+     */
+    readonly journalProblems: readonly string[];
     /** The entry at the head of the backlog while it fails: event id, failures counted, last error. */
     readonly blockedBy?: { readonly id: string; readonly failures: number; readonly error: string };
   };
@@ -1116,12 +1123,18 @@ export class ControlSystem {
         problems.push(
           `audit trail held by entry ${audit.blockedBy.id} (${audit.backlog} waiting; failed ${audit.blockedBy.failures} time(s): ${audit.blockedBy.error})`,
         );
+      } else if (audit.backlog > 0) {
+        // Not "ok" while entries wait: the trail is incomplete until the backlog drains (review 15c).
+        problems.push(
+          `audit backlog: ${audit.backlog} entries waiting to be stored (draining while the store takes them)`,
+        );
       }
     }
     // Reported whatever the state: a stop is when they happen.
+    problems.push(...audit.journalProblems);
     if (audit.overflow > 0) {
       problems.push(
-        `${audit.overflow} denied attempt(s) counted while the audit backlog was full, not yet recorded in an audit.overflow entry`,
+        `${audit.overflow} denied attempt(s) counted while the audit backlog was full or its journal failed, not yet recorded in an audit.overflow entry`,
       );
     }
     if (audit.refusalsDropped > 0) {

@@ -233,6 +233,23 @@ export interface KilnEvents {
    * write that evicted.
    */
   "store-evict": EventBase & { readonly port: "samples" | "alarms" | "audit"; readonly count: number };
+  /**
+   * The audit backlog's journal failed: it could not be opened (`operation: "open"`: a full disk,
+   * a journal held by another process; retried on the audit store's backoff, and what it holds is
+   * replayed once it opens), an append failed (`"append"`, e.g. `errno: "ENOSPC"`: entries go to
+   * the journal's reserve, commands that need a durable entry are refused), or its reserve could
+   * not be written (`"reserve"`: entries and counts only in memory). Published once per failure
+   * (again when its cause changes); named in `health().problems` until it clears.
+   */
+  "audit-journal-fail": EventBase & {
+    /** The file that failed (the journal, or `<journal>.reserve`). */
+    readonly path: string;
+    readonly operation: "open" | "append" | "reserve";
+    /** The system error code (`ENOSPC`, `EACCES`) or the Kiln code (`KILN_JOURNAL_LOCKED`), when known. */
+    readonly errno?: string;
+    /** In words, naming the path and the cause. */
+    readonly reason: string;
+  };
   /** Audit entries were dropped because the backlog of unrecorded entries was full (oldest first). */
   "audit-entry-drop": EventBase & { readonly count: number; readonly reason: string };
   /**

@@ -672,13 +672,13 @@ describe("AuditedCommandRunner", () => {
     await runner.close();
   });
 
-  test("an entry the store refuses for good (NUL in the comment) is reported and skipped; the 40 commands behind it are all audited", async () => {
+  test("an entry the store refuses for good (text it cannot hold in the comment) is reported and skipped; the 40 commands behind it are all audited", async () => {
     const { store, writeTag, runner, entries, skips } = await setup({
       audit: (memory) => ({
         query: memory.audit.query,
-        // What PostgreSQL answers for text with NUL: SQLSTATE 22021, not retryable.
+        // What PostgreSQL answers for text it cannot hold: SQLSTATE 22021, not retryable.
         record: async (entry: AuditEntry) => {
-          if (JSON.stringify(entry).includes("\\u0000")) {
+          if (JSON.stringify(entry).includes("unholdable")) {
             throw new KilnError("KILN_STORE_ERROR", "invalid byte sequence for encoding UTF8: 0x00", {
               retryable: false,
             });
@@ -688,7 +688,7 @@ describe("AuditedCommandRunner", () => {
       }),
     });
     const viewer: Principal = { id: "vic", roles: ["viewer"] };
-    expect((await rejection(writeTag(viewer, "heater.setpoint", 1, "note\u0000"))).code).toBe("KILN_FORBIDDEN");
+    expect((await rejection(writeTag(viewer, "heater.setpoint", 1, "note unholdable"))).code).toBe("KILN_FORBIDDEN");
     for (let index = 0; index < 40; index++) {
       const principal = index % 2 === 0 ? engineer : viewer;
       await writeTag(principal, "heater.setpoint", index).catch(() => undefined);
@@ -742,10 +742,10 @@ describe("AuditedCommandRunner", () => {
     },
   );
 
-  test("a comment is free text: a format character in it is kept as given", async () => {
+  test("a comment is free text, but in reason its control and format characters are written out (issue 15, review 15c)", async () => {
     const { writeTag, entries } = await setup();
-    await writeTag(engineer, "heater.setpoint", 1, "lot \u202E42");
-    expect((await entries())[0]?.reason).toBe("lot \u202E42");
+    await writeTag(engineer, "heater.setpoint", 1, "lot \u202E42\nvic tag.write allowed");
+    expect((await entries())[0]?.reason).toBe("lot \\u{202E}42\\u{000A}vic tag.write allowed");
   });
 
   test("a journaled backlog survives a restart and drains to the store in order", async () => {
@@ -792,16 +792,39 @@ describe("AuditedCommandRunner", () => {
     const first = await setup({ audit: down, backlog: { path } });
     await first.writeTag(engineer, "heater.setpoint", 1);
     const second = await setup({ audit: down, backlog: { path } });
+    const journalFails: KilnEvents["audit-journal-fail"][] = [];
+    second.bus.on("audit-journal-fail", (event) => void journalFails.push(event));
     const refused = await rejection(second.writeTag(engineer, "heater.setpoint", 2));
     expect(refused.code).toBe("KILN_AUDIT_UNAVAILABLE");
     expect(second.plc.writes).toHaveLength(0);
+    // Not silent (review 15c, MEDIUM 2): the refusal, the status and an event name the journal and why.
+    expect(refused.details).toMatchObject({
+      journalPath: path,
+      journalOperation: "open",
+      errno: "KILN_JOURNAL_LOCKED",
+    });
+    expect(second.runner.status().journalProblems).toEqual([
+      expect.stringMatching(/^audit journal .*audit\.journal: open failed: .*KILN_JOURNAL_LOCKED.*retried\)$/),
+    ]);
+    expect(journalFails).toEqual([expect.objectContaining({ operation: "open", errno: "KILN_JOURNAL_LOCKED", path })]);
     await first.writeTag(engineer, "heater.setpoint", 3);
     expect(first.failures.map((event) => event.durable)).toEqual([true, true]);
     await first.runner.close();
+    // The open is retried on the backoff, no command needed: once the lock is free it opens and
+    // what the journal holds is loaded (review 15c, MEDIUM 2).
+    for (let step = 0; step < 20 && second.runner.status().journalProblems.length > 0; step++) {
+      await second.clock.advance(30_000);
+      // The retry's open does real file I/O (the lock's fsync): let it finish.
+      await new Promise<void>((resolve) => setTimeout(resolve, 50));
+    }
+    expect(second.runner.status().journalProblems).toEqual([]);
+    expect(second.runner.backlog).toBe(3);
+    expect(journalFails).toHaveLength(1);
     await second.runner.close();
     const third = await setup({ backlog: { path } });
     expect(await third.runner.flush()).toBe(true);
-    expect((await third.entries()).map((entry) => entry.newValue)).toEqual([1, 3]);
+    // The second's refusal was journaled once the journal opened (review 15c): not lost.
+    expect((await third.entries()).map((entry) => entry.newValue)).toEqual([1, 3, 2]);
     await third.runner.close();
   });
 
@@ -1112,7 +1135,7 @@ describe("the overflow count at close becomes its summary entry (issue 15, secon
     // What a process killed now leaves: the files as they are, without close().
     const crashed = join(await mkdtemp(join(tmpdir(), "kiln-audit-overflow-")), "audit.journal");
     await writeFile(crashed, await readFile(path));
-    await writeFile(`${crashed}.overflow`, await readFile(`${path}.overflow`));
+    await writeFile(`${crashed}.reserve`, await readFile(`${path}.reserve`));
     const second = await setup({ backlog: { path: crashed, maxEntries: 2 }, idPrefix: "second" });
     expect(await second.runner.flush()).toBe(true);
     const stored = await second.entries();
@@ -1128,6 +1151,32 @@ describe("the overflow count at close becomes its summary entry (issue 15, secon
     await first.runner.close();
   });
 
+  test("a count an earlier version left in <journal>.overflow is moved into the reserve once and summarized (review 15c)", async () => {
+    const path = join(await mkdtemp(join(tmpdir(), "kiln-audit-overflow-")), "audit.journal");
+    const { journal } = await RecordJournal.open(`${path}.overflow`);
+    const bucket = {
+      key: "olga",
+      count: 3,
+      first: START,
+      last: START + 5,
+      principals: ["olga"],
+      morePrincipals: false,
+    };
+    await journal.append(Buffer.from(JSON.stringify([{ ...bucket, actions: ["tag.write"] }])));
+    await journal.close();
+    const first = await setup({ backlog: { path } });
+    expect(await first.runner.flush()).toBe(true);
+    const stored = await first.entries();
+    expect(stored.map((entry) => entry.action)).toEqual(["audit.overflow"]);
+    expect(stored[0]?.newValue).toMatchObject({ count: 3, principals: ["olga"] });
+    await first.runner.close();
+    await expect(stat(`${path}.overflow`)).rejects.toMatchObject({ code: "ENOENT" });
+    const second = await setup({ backlog: { path }, idPrefix: "second" });
+    expect(await second.runner.flush()).toBe(true);
+    expect(await second.entries()).toEqual([]);
+    await second.runner.close();
+  });
+
   test("a count recovered at open is reported by status() until the store takes its summary", async () => {
     const directory = await mkdtemp(join(tmpdir(), "kiln-audit-overflow-"));
     const path = join(directory, "audit.journal");
@@ -1139,7 +1188,7 @@ describe("the overflow count at close becomes its summary entry (issue 15, secon
     for (let index = 0; index < 3; index++) await deny(first.runner);
     const crashed = join(await mkdtemp(join(tmpdir(), "kiln-audit-overflow-")), "audit.journal");
     await writeFile(crashed, await readFile(path));
-    await writeFile(`${crashed}.overflow`, await readFile(`${path}.overflow`));
+    await writeFile(`${crashed}.reserve`, await readFile(`${path}.reserve`));
     await first.runner.close();
     const second = await setup({ audit: down, backlog: { path: crashed, maxEntries: 2 } });
     expect(await second.runner.flush()).toBe(false);

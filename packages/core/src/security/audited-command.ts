@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { appendFile } from "node:fs/promises";
+import { appendFile, rm, stat } from "node:fs/promises";
 import { KilnError, KilnValidationError, type KilnErrorCode, type ValidationIssue } from "../domain/errors";
 import type { KilnEvents } from "../events/catalogue";
 import type { EventBus } from "../events/event-bus";
@@ -7,17 +7,18 @@ import type { AuditEntry, AuditLog } from "@kiln/core/driver-kit";
 import type { Clock, TimerHandle } from "../ports/clock";
 import { reconnectDelay, type ReconnectBackoff } from "../driver-kit/backoff";
 import { RecordJournal } from "../journal/record-journal";
+import { ReservedRecord } from "../journal/reserved-record";
 import { decodeExactJson, encodeExactJson } from "../logging/sample-journal";
 import type { Logger } from "../ports/logger";
 import { silentLogger } from "../runtime/silent-logger";
 import {
   auditedTarget,
-  boundedText,
+  auditedText,
+  CATEGORY_MAX_LENGTH,
   checkIdentifier,
   NAME_MAX_LENGTH,
   ROLE_MAX_LENGTH,
   ROLES_MAX_COUNT,
-  visibleText,
 } from "./command-input";
 import { COMMENT_MAX_LENGTH, storableAuditValue } from "./storable-value";
 import {
@@ -125,9 +126,12 @@ export interface AuditBacklogOptions {
    * a flood of refused attempts cannot lock authorized commands out. Attempts beyond their share
    * are counted per principal and recorded as `audit.overflow` entries (outcome `denied`; count,
    * first and last time, principal, actions), one per principal, once there is room. With a
-   * journal the count is durable (`<path>.overflow`) before the attempt is rejected: after a crash
-   * it is read back, reported by `health().audit.overflow` and summarized (at least once: a crash
-   * between a summary and the count's removal summarizes it again).
+   * journal the count is durable (`<path>.reserve`: room reserved when the journal opens and
+   * overwritten in place, so it is written even on a full disk) before the attempt is rejected:
+   * after a crash it is read back, reported by `health().audit.overflow` and summarized (at least
+   * once: a crash between a summary and the count's removal summarizes it again). An entry the
+   * journal cannot take (`ENOSPC`) is kept in the same reserve, fsynced before its command returns;
+   * once that room is used, a denied or failed one is counted instead.
    * At the limit: `refuse-commands` refuses new commands with `KILN_AUDIT_UNAVAILABLE` until the
    * backlog drains and never evicts an entry; an action that runs without a durable entry
    * (`runWithoutDurableAudit`) is kept beyond the limit. `drop-oldest` keeps commands running
@@ -240,7 +244,9 @@ export const DENIAL_CODES: readonly KilnErrorCode[] = [
  *
  * **The backlog (CR 2.9).** An entry the store does not take (a retryable error) is journaled
  * (or kept in memory without a journal), reported by `audit-record-fail`, and written, oldest
- * first and one at a time, before any newer entry. An entry the store refuses for good (a
+ * first and one at a time, in turns of at most 32 entries: a command's entry waits for one turn,
+ * then may be stored before the older ones still waiting (each keeps its `at`, so the trail
+ * reads in time order), and the rest drains in the background between commands. An entry the store refuses for good (a
  * non-retryable error: text the database cannot hold, a malformed field) is skipped and reported
  * by `audit-entry-skip`, so a caller-controlled field can never hold up the trail. An error the
  * store did not classify (not a `KilnError`) is not an answer about the entry: it is kept and
@@ -278,10 +284,16 @@ export class AuditedCommandRunner {
    */
   readonly #overflow = new Map<string, DenialOverflow>();
   /**
-   * `<journal>.overflow`: the counts of {@link #overflow}, made durable before a counted command
-   * is rejected, so a crash loses none of them (issue 15, adversarial review 15). Opened with the journal.
+   * `<journal>.reserve`: room reserved when the journal opens, overwritten in place. It holds the
+   * counts of {@link #overflow} and the entries the journal could not take (a full disk), so both
+   * are durable before a command is rejected, even on `ENOSPC` (issue 15, adversarial reviews 15
+   * and 15c). Opened with the journal.
    */
-  #overflowJournal: RecordJournal | undefined;
+  #reserve: ReservedRecord | undefined;
+  /** Ids of the entries the reserve's last record holds (kept only in memory otherwise). */
+  #reservedIds = new Set<string>();
+  /** The journal failures now in force, by operation (`open`, `append`, `reserve`): health names each. */
+  readonly #journalFailures = new Map<JournalOperation, JournalFailure>();
   /** Most denied or failed entries (the overflow summaries included) the backlog holds: {@link DENIED_SHARE} of `maxEntries`. */
   readonly #maxDenied: number;
   /** Set by {@link close} until {@link open}: the store is not called (it is being closed or closed). */
@@ -291,6 +303,8 @@ export class AuditedCommandRunner {
   /** The background retry of a non-empty backlog, when one is scheduled. */
   #retryTimer: TimerHandle | undefined;
   #retryAttempt = 0;
+  /** A background drain ({@link #continueDrain}) is under way. */
+  #draining = false;
 
   /** @throws RangeError when `backlog.maxEntries` is not a positive integer. */
   constructor(options: AuditedCommandRunnerOptions) {
@@ -339,6 +353,7 @@ export class AuditedCommandRunner {
       setAside: this.#setAside,
       refusalsDropped: this.#refusalsDropped,
       overflow: [...this.#overflow.values()].reduce((sum, overflow) => sum + overflow.count, 0),
+      journalProblems: this.#journalProblems(),
       ...(head !== undefined && head.failures > 0
         ? { blockedBy: { id: head.entry!.id, failures: head.failures, error: reasonOf(this.#lastError, undefined) } }
         : {}),
@@ -359,19 +374,18 @@ export class AuditedCommandRunner {
     const action = command.action ?? command.permission;
     const source = typeof read.source === "string" ? read.source : this.#options.source;
     const targetProblem = checkTarget(command.target);
-    // Every caller-controlled field is bounded in the entry, valid or not: a refusal's record
-    // echoes at most a bounded prefix and the original length.
+    // Every caller-influenced text field is escaped and bounded here, by the one rule
+    // (auditedText), valid or not: a refusal's record echoes at most a bounded, visible prefix and
+    // the original length; `reason` goes through the same rule (reasonOf).
     const base: AuditEntry = {
       id: this.#newId(),
       ...(this.#options.machineId === undefined ? {} : { machineId: this.#options.machineId }),
       principal:
-        typeof read.id === "string" && read.id !== ""
-          ? boundedText(visibleText(read.id), NAME_MAX_LENGTH)
-          : "(invalid principal)",
+        typeof read.id === "string" && read.id !== "" ? auditedText(read.id, NAME_MAX_LENGTH) : "(invalid principal)",
       roles: auditedRoles(read.roles),
-      ...(source === undefined ? {} : { source: boundedText(visibleText(source), NAME_MAX_LENGTH) }),
-      category: action.split(".")[0]!,
-      action: boundedText(action, NAME_MAX_LENGTH),
+      ...(source === undefined ? {} : { source: auditedText(source, NAME_MAX_LENGTH) }),
+      category: auditedText(action.split(".")[0]!, CATEGORY_MAX_LENGTH),
+      action: auditedText(action, NAME_MAX_LENGTH),
       target: auditedTarget(command.target),
       outcome: "denied",
       at,
@@ -381,7 +395,11 @@ export class AuditedCommandRunner {
     const entry = (): AuditEntry => (newValue === undefined ? base : { ...base, newValue });
     const commentProblem = checkComment(command.comment);
     // An invalid comment is never stored or echoed; the command is refused below, once authorized.
-    const comment = commentProblem === undefined ? command.comment : undefined;
+    // Escaped once, here (auditedText): the entry's reason shows it written out, never raw.
+    const comment =
+      commentProblem === undefined && command.comment !== undefined
+        ? auditedText(command.comment, COMMENT_MAX_LENGTH)
+        : undefined;
     const authorizer = this.#options.authorizer;
     const stateOf = command.machineState;
     const contextNow = (): { machineState?: string } =>
@@ -416,17 +434,31 @@ export class AuditedCommandRunner {
     let oldValue: unknown;
     const state: { committed: "no" | "yes" | "refused"; offered: boolean } = { committed: "no", offered: false };
     // Its details name the entry that records it: `<id>:refusal` only once the intent was offered.
-    const refusalError = (): KilnError =>
-      new KilnError(
+    const refusalError = (): KilnError => {
+      // The journal's failure, when there is one, is the cause a caller (and an operator) needs:
+      // a full disk (`errno: "ENOSPC"`) or a journal held by another process.
+      const failure = this.#journalFailures.get("append") ?? this.#journalFailures.get("open");
+      return new KilnError(
         "KILN_AUDIT_UNAVAILABLE",
-        `Refused ${action}: the audit trail cannot record it now, so it was not executed.`,
+        `Refused ${base.action}: the audit trail cannot record it now` +
+          `${failure === undefined ? "" : ` (${failure.message})`}, so it was not executed.`,
         {
           retryable: true,
-          details: state.offered
-            ? { action, auditEntryId: refusalId, intentEntryId: base.id }
-            : { action, auditEntryId: base.id },
+          details: {
+            ...(state.offered
+              ? { action, auditEntryId: refusalId, intentEntryId: base.id }
+              : { action, auditEntryId: base.id }),
+            ...(failure === undefined
+              ? {}
+              : {
+                  journalPath: failure.path,
+                  journalOperation: failure.operation,
+                  ...(failure.errno === undefined ? {} : { errno: failure.errno }),
+                }),
+          },
         },
       );
+    };
     let refusal = refusalError();
     /** The entry of a command that did not run: its own, naming the intent when that was offered. */
     const outcomeEntry = (fields: Pick<AuditEntry, "outcome" | "reason">): AuditEntry => ({
@@ -567,10 +599,29 @@ export class AuditedCommandRunner {
 
   /**
    * Writes the backlog to the store, oldest first (entries it refuses for good are skipped and
-   * reported); resolves true when it is empty. Never rejects.
+   * reported); resolves true when it is empty. Never rejects. It writes in turns of at most
+   * {@link DRAIN_BATCH} entries, each a turn of its own of the one writer, so a command's entry
+   * waits for at most one turn, never for the whole backlog (review 15c).
    */
-  flush(): Promise<boolean> {
-    return this.#serial(() => this.#drain());
+  async flush(): Promise<boolean> {
+    for (;;) {
+      const taking = await this.#serial(() => this.#drain(undefined, undefined, DRAIN_BATCH));
+      if (!taking) return false;
+      if (this.#backlog.length === 0) return true;
+    }
+  }
+
+  /**
+   * After a turn that wrote part of the backlog: the rest is written in the background, turn by
+   * turn ({@link flush}), commands' entries between them. One such drain at a time.
+   */
+  #continueDrain(): void {
+    if (this.#draining || this.#closed || this.#backlog.length === 0) return;
+    this.#draining = true;
+    void this.flush().then((empty) => {
+      this.#draining = false;
+      if (!empty) this.#scheduleRetry();
+    });
   }
 
   /**
@@ -584,23 +635,25 @@ export class AuditedCommandRunner {
     // The journal is loaded now, not at the first command: what an earlier run left in it is
     // retried in the background at once (ADR 0013 addendum). Entries kept in memory while closed
     // are journaled behind it.
+    const path = this.#options.backlog?.path ?? "";
     void this.#serial(async () => {
       if (this.#closed) return;
       const journal = await this.#openJournal();
       if (journal !== undefined) {
+        let moved = false;
         for (const [index, item] of this.#backlog.entries()) {
           if (item.journaled || item.entry === undefined) continue;
           try {
             await journal.append(Buffer.from(encodeExactJson(item.entry), "utf8"));
             this.#backlog[index] = { ...item, journaled: true };
+            moved ||= this.#reservedIds.has(item.entry.id);
           } catch (error) {
-            this.#logger.error(
-              { id: item.entry.id, error: String(error) },
-              "the audit journal could not take an entry",
-            );
+            this.#noteJournalFailure("append", error, path);
             break;
           }
         }
+        // Journaled now: the reserve need not hold them any more.
+        if (moved) await this.#persistReserve();
       }
       this.#scheduleRetry();
     });
@@ -613,7 +666,7 @@ export class AuditedCommandRunner {
    */
   #scheduleRetry(): void {
     if (this.#retryTimer !== undefined || this.#closed) return;
-    if (this.#backlog.length === 0 && this.#overflow.size === 0) return;
+    if (!this.#needsRetry()) return;
     this.#retryAttempt++;
     const delay = reconnectDelay(
       this.#retryAttempt,
@@ -623,10 +676,18 @@ export class AuditedCommandRunner {
     this.#retryTimer = this.#options.clock.setTimeout(() => {
       this.#retryTimer = undefined;
       void this.flush().then((empty) => {
-        if (empty) this.#retryAttempt = 0;
+        if (empty && !this.#needsRetry()) this.#retryAttempt = 0;
         else this.#scheduleRetry();
       });
     }, delay);
+  }
+
+  /**
+   * Whether the background retry has work: entries or counts waiting, or a journal that could not
+   * be opened (retried on the same backoff; once open, what it holds is replayed: issue 15, review 15c).
+   */
+  #needsRetry(): boolean {
+    return this.#backlog.length > 0 || this.#overflow.size > 0 || this.#journalFailures.has("open");
   }
 
   /**
@@ -662,7 +723,10 @@ export class AuditedCommandRunner {
         "KILN_LIFECYCLE",
         "The control system is stopped: the audit store is closed; the entry is written after the next start.",
       );
-      const memoryOnly = this.#backlog.filter((item) => !item.journaled && item.entry !== undefined);
+      // Entries the reserve holds come back at the next start: not lost.
+      const memoryOnly = this.#backlog.filter(
+        (item) => !item.journaled && item.entry !== undefined && !this.#reservedIds.has(item.entry.id),
+      );
       const refusals = memoryOnly.filter((item) => isIntentRefusal(item.entry!));
       for (const item of refusals)
         this.#reportRefusalDrop(item.entry!, "the control system stopped before the audit store took it");
@@ -674,8 +738,9 @@ export class AuditedCommandRunner {
       const journal = this.#journal === undefined ? undefined : await this.#journal;
       this.#journal = undefined;
       await journal?.close().catch(() => undefined);
-      await this.#overflowJournal?.close().catch(() => undefined);
-      this.#overflowJournal = undefined;
+      await this.#reserve?.close().catch(() => undefined);
+      this.#reserve = undefined;
+      this.#reservedIds = new Set();
     });
   }
 
@@ -693,7 +758,7 @@ export class AuditedCommandRunner {
    * (the store refused it for good; reported) or `closed` (the command gate closed meanwhile). Safety actions never come here (see `run`).
    */
   async #commit(entry: AuditEntry, offer: { offered: boolean }): Promise<"run" | "refused" | "unstorable" | "closed"> {
-    if (await this.#drain(entry, offer)) {
+    if (await this.#drain(entry, offer, DRAIN_BATCH)) {
       offer.offered = true;
       const stored = await this.#store(entry);
       if (stored === "stored") return "run";
@@ -717,7 +782,7 @@ export class AuditedCommandRunner {
 
   /** {@link #record} inside the writer's current turn. */
   async #recordNow(entry: AuditEntry): Promise<void> {
-    if ((await this.#drain(entry)) && (await this.#store(entry)) !== "retry") return;
+    if ((await this.#drain(entry, undefined, DRAIN_BATCH)) && (await this.#store(entry)) !== "retry") return;
     await this.#enqueue(entry);
   }
 
@@ -751,12 +816,18 @@ export class AuditedCommandRunner {
    * and error) and the queue moves on. When the store fails that one too, it is an outage: the
    * head stays and everything is retried, fail closed, for as long as it lasts.
    */
-  async #drain(candidate?: AuditEntry, offer?: { offered: boolean }): Promise<boolean> {
+  async #drain(candidate?: AuditEntry, offer?: { offered: boolean }, budget = Infinity): Promise<boolean> {
     if (this.#closed) return false;
     await this.#openJournal();
     if (this.#closed) return false;
     await this.#summarizeOverflow();
-    while (this.#backlog.length > 0) {
+    for (let turn = 0; this.#backlog.length > 0; turn++) {
+      if (turn >= budget) {
+        // The store is taking entries: the caller goes on (its own entry may pass the older ones;
+        // each keeps its `at`, so the trail reads in time order), the rest drains in the background.
+        this.#continueDrain();
+        return true;
+      }
       const head = this.#backlog[0]!;
       let setAside = false;
       if (head.entry !== undefined) {
@@ -792,6 +863,7 @@ export class AuditedCommandRunner {
       this.#backlog.shift();
       // A set-aside entry must not come back from the journal to be set aside again.
       if (head.journaled) await this.#releaseJournalHead(setAside);
+      else if (head.entry !== undefined && this.#reservedIds.has(head.entry.id)) await this.#persistReserve();
       await this.#summarizeOverflow();
     }
     return true;
@@ -833,13 +905,13 @@ export class AuditedCommandRunner {
       if (this.#deniedInBacklog() >= this.#maxDenied || this.#entriesInBacklog() >= this.#maxEntries) return;
       this.#overflow.delete(key);
       const journaled = await this.#append(this.#overflowEntry(overflow));
-      if (!journaled && this.#overflowJournal !== undefined && this.#journal !== undefined) {
+      if (!journaled && this.#reserve !== undefined) {
         // Not durable as an entry: it stays counted (and durable as a count) until it is.
         this.#backlog.pop();
         this.#overflow.set(key, overflow);
         return;
       }
-      await this.#persistOverflow();
+      await this.#persistReserve();
     }
   }
 
@@ -864,7 +936,7 @@ export class AuditedCommandRunner {
         "denied attempts counted while the audit backlog was full; the control system stopped before they were summarized",
       );
     }
-    await this.#persistOverflow();
+    await this.#persistReserve();
   }
 
   /**
@@ -936,6 +1008,17 @@ export class AuditedCommandRunner {
       this.#backlog.pop();
       return false;
     }
+    if (!journaled && this.#reserve !== undefined) {
+      // The journal failed (a full disk): the entry is made durable in the reserve before the
+      // command returns; when it has no room left, a denied or failed attempt is counted there
+      // instead (the overflow summary), never held only in memory (issue 15, review 15c).
+      await this.#persistReserve();
+      if (!this.#reservedIds.has(entry.id) && entry.outcome !== "allowed" && !isIntentRefusal(entry)) {
+        this.#backlog.pop();
+        await this.#countOverflow(entry);
+        return false;
+      }
+    }
     let dropped = 0;
     let journalReleases = 0;
     while (this.#whenFull === "drop-oldest" && this.#entriesInBacklog() > this.#maxEntries) {
@@ -996,8 +1079,11 @@ export class AuditedCommandRunner {
       try {
         await journal.append(Buffer.from(encodeExactJson(entry), "utf8"));
         journaled = true;
+        this.#clearJournalFailure("append");
       } catch (error) {
         this.#logger.error({ id: entry.id, error: String(error) }, "the audit journal could not take an entry");
+        // A record too large for the journal is about that entry, not the journal.
+        if (!KilnError.is(error, "KILN_BUFFER_FULL")) this.#noteJournalFailure("append", error, journal.path);
       }
     }
     this.#backlog.push({ entry, journaled, failures: 0 });
@@ -1006,11 +1092,17 @@ export class AuditedCommandRunner {
 
   /**
    * Counts a denied or failed attempt into the overflow and makes the count durable (in
-   * `<journal>.overflow`, when there is a journal) before the command is rejected: after a crash
-   * the attempts are still summarized. When it cannot be written the count is kept in memory and
-   * logged (the next count or the summary writes it again).
+   * `<journal>.reserve`, when there is a journal) before the command is rejected: after a crash
+   * the attempts are still summarized. When it cannot be written the count is kept in memory, the
+   * failure is named by health and `audit-journal-fail` (the next count or the summary writes it again).
    */
   async #countOverflow(entry: AuditEntry): Promise<void> {
+    this.#addToOverflow(entry);
+    await this.#persistReserve();
+  }
+
+  /** Counts `entry` into its principal's overflow bucket (in memory: the caller makes it durable). */
+  #addToOverflow(entry: AuditEntry): void {
     const key =
       this.#overflow.has(entry.principal) || this.#overflow.size < OVERFLOW_PRINCIPALS - 1
         ? entry.principal
@@ -1039,67 +1131,182 @@ export class AuditedCommandRunner {
       { id: entry.id, action: entry.action, outcome: entry.outcome, overflow: overflow.count },
       "the audit backlog is full: a denied attempt is counted into the overflow summary",
     );
-    await this.#persistOverflow();
   }
 
   /**
-   * Writes the overflow counts as one record of `<journal>.overflow` and releases the earlier
-   * ones (the last record read back at open is the latest count); releases all once none is left.
+   * Writes the reserve's record: the overflow counts and the entries the journal could not take
+   * (kept in memory too, until stored). When they do not fit its room, the counts are merged into
+   * one bucket first, then the newest entries are left out (the caller counts those it may). A
+   * write that fails is a journal failure (`reserve`): health names it and `audit-journal-fail`
+   * reports it. Without a reserve (no journal, or it could not be opened) nothing is written.
    */
-  async #persistOverflow(): Promise<void> {
-    const journal = this.#overflowJournal;
-    if (journal === undefined) return;
-    try {
-      const earlier = journal.records;
-      if (this.#overflow.size > 0) await journal.append(Buffer.from(encodeOverflow(this.#overflow), "utf8"));
-      for (let release = 1; release <= earlier; release++) {
-        await journal.release({ durable: this.#overflow.size === 0 && release === earlier });
+  async #persistReserve(): Promise<void> {
+    const reserve = this.#reserve;
+    if (reserve === undefined) return;
+    const held = this.#backlog.filter((item) => !item.journaled && item.entry !== undefined).map((item) => item.entry!);
+    let overflow = encodeOverflowBuckets(this.#overflow);
+    let payload = encodeReserve(overflow, held);
+    if (payload.length > reserve.capacity) {
+      overflow = encodeOverflowBuckets(collapseOverflow(this.#overflow));
+      payload = encodeReserve(overflow, held);
+    }
+    while (payload.length > reserve.capacity && held.length > 0) {
+      const left = held.pop()!;
+      if (left.outcome !== "allowed" && !isIntentRefusal(left)) {
+        // A denied or failed entry the reserve has no room for is counted instead (the count is
+        // durable with this write), never left only in memory.
+        const index = this.#backlog.findIndex((item) => item.entry === left);
+        if (index >= 0) this.#backlog.splice(index, 1);
+        this.#addToOverflow(left);
+        overflow = encodeOverflowBuckets(
+          encodeReserve(encodeOverflowBuckets(this.#overflow), held).length > reserve.capacity
+            ? collapseOverflow(this.#overflow)
+            : this.#overflow,
+        );
       }
+      payload = encodeReserve(overflow, held);
+    }
+    try {
+      await reserve.write(payload);
+      this.#reservedIds = new Set(held.map((entry) => entry.id));
+      this.#clearJournalFailure("reserve");
     } catch (error) {
-      this.#logger.error({ error: String(error) }, "the audit overflow count could not be made durable");
+      this.#logger.error({ error: String(error) }, "the audit reserve could not be written");
+      this.#noteJournalFailure("reserve", error, reserve.path);
     }
   }
 
-  /** Opens `<journal>.overflow` and adds the counts a crashed run left in it to {@link #overflow}. */
-  async #openOverflowJournal(path: string): Promise<void> {
+  /**
+   * Opens `<journal>.reserve` (reserving its room) and adds what a crashed run left in it: the
+   * overflow counts to {@link #overflow}, the entries it held to the backlog (those the journal
+   * holds too are skipped). Counts left in `<journal>.overflow` by earlier versions are moved into
+   * it, once.
+   */
+  async #openReserve(path: string): Promise<void> {
     try {
-      const { journal } = await RecordJournal.open(`${path}.overflow`, { maxBytes: OVERFLOW_JOURNAL_MAX_BYTES });
-      let latest: Buffer | undefined;
-      await journal.scan((payload) => {
-        latest = payload;
-      });
-      this.#overflowJournal = journal;
-      const recovered = latest === undefined ? undefined : decodeOverflow(latest);
-      if (recovered === undefined) return;
-      let count = 0;
-      for (const [key, found] of recovered) {
-        count += found.count;
-        const overflow = this.#overflow.get(key);
-        if (overflow === undefined) {
-          this.#overflow.set(key, found);
-          continue;
-        }
-        overflow.count += found.count;
-        overflow.first = Math.min(overflow.first, found.first);
-        overflow.last = Math.max(overflow.last, found.last);
-        for (const principal of found.principals) {
-          if (overflow.principals.size < OVERFLOW_NAMES) overflow.principals.add(principal);
-          else overflow.morePrincipals = true;
-        }
-        overflow.morePrincipals ||= found.morePrincipals;
-        for (const action of found.actions) if (overflow.actions.size < OVERFLOW_NAMES) overflow.actions.add(action);
-      }
-      this.#logger.error(
-        { path: `${path}.overflow`, count },
-        "denied attempts counted while the audit backlog was full were recovered from an earlier run",
-      );
-      await this.#persistOverflow();
+      this.#reserve = await ReservedRecord.open(`${path}.reserve`, RESERVE_SLOT_BYTES);
+      this.#clearJournalFailure("reserve");
     } catch (error) {
-      this.#logger.error(
-        { path: `${path}.overflow`, error: String(error) },
-        "the audit overflow count could not be opened",
-      );
+      this.#logger.error({ path: `${path}.reserve`, error: String(error) }, "the audit reserve could not be opened");
+      this.#noteJournalFailure("reserve", error, `${path}.reserve`);
+      return;
     }
+    let changed = false;
+    const found = decodeReserve(this.#reserve.read());
+    if (found !== undefined) {
+      const count = this.#mergeOverflow(found.overflow);
+      const known = new Set(this.#backlog.map((item) => item.entry?.id));
+      const held = found.held.filter((entry) => !known.has(entry.id));
+      for (const entry of held) this.#backlog.push({ entry, journaled: false, failures: 0 });
+      this.#reservedIds = new Set(held.map((entry) => entry.id));
+      if (count > 0 || held.length > 0) {
+        changed = true;
+        this.#logger.error(
+          { path: `${path}.reserve`, count, held: held.length },
+          "audit entries and counts kept in the reserve by an earlier run were recovered",
+        );
+      }
+    }
+    const legacy = `${path}.overflow`;
+    const hasLegacy = await stat(legacy).then(
+      () => true,
+      () => false,
+    );
+    if (hasLegacy) {
+      try {
+        const { journal } = await RecordJournal.open(legacy, { maxBytes: LEGACY_OVERFLOW_MAX_BYTES });
+        let latest: Buffer | undefined;
+        await journal.scan((payload) => {
+          latest = payload;
+        });
+        await journal.close();
+        const recovered = latest === undefined ? undefined : decodeOverflow(latest);
+        if (recovered !== undefined) this.#mergeOverflow(recovered);
+        await this.#persistReserve();
+        // Only once the reserve holds them: a failed write leaves them where they were for the next open.
+        if (!this.#journalFailures.has("reserve")) await rm(legacy, { force: true });
+        changed = false;
+      } catch (error) {
+        this.#logger.error({ path: legacy, error: String(error) }, "the audit overflow count could not be read");
+      }
+    }
+    if (changed) await this.#persistReserve();
+  }
+
+  /** Adds recovered counts to {@link #overflow}; returns how many attempts they hold. */
+  #mergeOverflow(recovered: ReadonlyMap<string, DenialOverflow>): number {
+    let count = 0;
+    for (const [key, found] of recovered) {
+      count += found.count;
+      const overflow = this.#overflow.get(key);
+      if (overflow === undefined) {
+        this.#overflow.set(key, found);
+        continue;
+      }
+      overflow.count += found.count;
+      overflow.first = Math.min(overflow.first, found.first);
+      overflow.last = Math.max(overflow.last, found.last);
+      for (const principal of found.principals) {
+        if (overflow.principals.size < OVERFLOW_NAMES) overflow.principals.add(principal);
+        else overflow.morePrincipals = true;
+      }
+      overflow.morePrincipals ||= found.morePrincipals;
+      for (const action of found.actions) if (overflow.actions.size < OVERFLOW_NAMES) overflow.actions.add(action);
+    }
+    return count;
+  }
+
+  /**
+   * Records a journal failure in force (health names it until it clears) and reports it once by
+   * `audit-journal-fail` (again when its cause changes).
+   */
+  #noteJournalFailure(operation: JournalOperation, error: unknown, path: string): void {
+    const errno = KilnError.is(error)
+      ? typeof error.details["errno"] === "string"
+        ? error.details["errno"]
+        : error.code
+      : typeof (error as { code?: unknown } | null)?.code === "string"
+        ? ((error as { code: string }).code as string)
+        : undefined;
+    const message = auditedText(
+      `audit journal ${path}: ${operation} failed: ${error instanceof Error ? error.message : String(error)}` +
+        (errno === undefined ? "" : ` (${errno})`),
+      REASON_MAX_LENGTH,
+    );
+    const earlier = this.#journalFailures.get(operation);
+    this.#journalFailures.set(operation, { operation, path, message, ...(errno === undefined ? {} : { errno }) });
+    if (earlier?.message === message) return;
+    void this.#options.bus?.publish("audit-journal-fail", {
+      at: this.#options.clock.now(),
+      path,
+      operation,
+      ...(errno === undefined ? {} : { errno }),
+      reason: message,
+    });
+  }
+
+  #clearJournalFailure(operation: JournalOperation): void {
+    this.#journalFailures.delete(operation);
+  }
+
+  /** The journal failures in force, in words, with what they leave where (health's problems). */
+  #journalProblems(): string[] {
+    if (this.#journalFailures.size === 0) return [];
+    let reserved = 0;
+    let memoryOnly = 0;
+    for (const item of this.#backlog) {
+      if (item.journaled || item.entry === undefined) continue;
+      if (this.#reservedIds.has(item.entry.id)) reserved++;
+      else memoryOnly++;
+    }
+    const where =
+      `; ${reserved} entr${reserved === 1 ? "y" : "ies"} held in its reserve` +
+      (memoryOnly > 0 ? `, ${memoryOnly} only in memory (lost if the process dies)` : "");
+    return [...this.#journalFailures.values()].map((failure) =>
+      failure.operation === "open"
+        ? `${failure.message}; what it holds is not replayed until it opens (retried)`
+        : `${failure.message}${where}`,
+    );
   }
 
   #publish<TType extends "command-refuse" | "command-fail">(type: TType, event: Omit<KilnEvents[TType], "at">): void {
@@ -1207,11 +1414,15 @@ export class AuditedCommandRunner {
           ),
         );
         this.#reportDamage(path, { ...recovery, undecodable });
-        await this.#openOverflowJournal(path);
+        this.#clearJournalFailure("open");
+        await this.#openReserve(path);
         return journal;
       } catch (error) {
         this.#journal = undefined;
         this.#logger.error({ path, error: String(error) }, "the audit journal could not be opened");
+        // Not silent: health names it, it is reported, and it is retried on the backoff (review 15c).
+        this.#noteJournalFailure("open", error, path);
+        this.#scheduleRetry();
         return undefined;
       }
     })();
@@ -1288,10 +1499,17 @@ interface AuditWriterStatus {
    */
   readonly refusalsDropped: number;
   /**
-   * Denied or failed attempts counted while the backlog was full and not yet in an
-   * `audit.overflow` summary entry (recovered from `<journal>.overflow` after a crash).
+   * Denied or failed attempts counted while the backlog was full (or the journal could not take
+   * them, a full disk) and not yet in an `audit.overflow` summary entry (recovered from
+   * `<journal>.reserve` after a crash).
    */
   readonly overflow: number;
+  /**
+   * The journal failures in force, in words: the journal could not be opened (retried on the
+   * backoff), an append failed (the errno, e.g. `ENOSPC`, and the path), or its reserve could not
+   * be written; each with how many entries its reserve holds and how many are only in memory.
+   */
+  readonly journalProblems: readonly string[];
   /** The entry at the head of the backlog when it has failed: its event id, failures counted and the last error. */
   readonly blockedBy?: { readonly id: string; readonly failures: number; readonly error: string };
 }
@@ -1351,28 +1569,97 @@ function cancelledBeforeEffect(error: unknown): boolean {
 /** The background retry's schedule when the host gives none. */
 const DEFAULT_RETRY_BACKOFF: ReconnectBackoff = { initialDelayMs: 1_000, maxDelayMs: 30_000 };
 
+/**
+ * Most backlog entries one turn of the audit writer writes: a command's entry waits for at most
+ * this many older ones (then passes the rest, which drain in the background), so commands run
+ * again within a bounded time of the store's return, whatever the backlog (review 15c).
+ */
+const DRAIN_BATCH = 32;
+
 /** Most principals and actions an overflow summary names. */
 const OVERFLOW_NAMES = 16;
 
 /** Most principals counted apart while the backlog is full; the attempts of any further ones share one bucket. */
 const OVERFLOW_PRINCIPALS = 64;
 
-/** Size limit of `<journal>.overflow` (one live record of at most 64 buckets; earlier ones compacted away). */
-const OVERFLOW_JOURNAL_MAX_BYTES = 16 * 1024 * 1024;
+/** Size limit of `<journal>.overflow`, the overflow counts of earlier versions (read once, then moved into the reserve). */
+const LEGACY_OVERFLOW_MAX_BYTES = 16 * 1024 * 1024;
 
-/** The overflow counts as one `<journal>.overflow` record. */
-function encodeOverflow(overflow: ReadonlyMap<string, DenialOverflow>): string {
-  return encodeExactJson(
-    [...overflow].map(([key, bucket]) => ({
-      key,
-      count: bucket.count,
-      first: bucket.first,
-      last: bucket.last,
-      principals: [...bucket.principals],
-      morePrincipals: bucket.morePrincipals,
-      actions: [...bucket.actions],
-    })),
-  );
+/**
+ * Room of each of the reserve's two slots (`<journal>.reserve`, 2 × 64 KiB reserved when the
+ * journal opens): the overflow counts and the entries the journal could not take.
+ */
+const RESERVE_SLOT_BYTES = 64 * 1024;
+
+/** A journal operation whose failure is reported: opening it, appending to it, writing its reserve. */
+type JournalOperation = "open" | "append" | "reserve";
+
+/** A journal failure in force. */
+interface JournalFailure {
+  readonly operation: JournalOperation;
+  readonly path: string;
+  /** `ENOSPC`, `EACCES`..., or the KilnError code (`KILN_JOURNAL_LOCKED`). */
+  readonly errno?: string;
+  /** In words, escaped and bounded. */
+  readonly message: string;
+}
+
+/** The reserve's record: `{ overflow, held }`. */
+function encodeReserve(overflow: unknown[], held: readonly AuditEntry[]): Buffer {
+  return Buffer.from(encodeExactJson({ overflow, held }), "utf8");
+}
+
+/** The counts and entries of a reserve record, or undefined when there is none or it cannot be decoded. */
+function decodeReserve(
+  payload: Buffer | undefined,
+): { overflow: Map<string, DenialOverflow>; held: AuditEntry[] } | undefined {
+  if (payload === undefined) return undefined;
+  try {
+    const record = decodeExactJson(payload.toString("utf8")) as { overflow?: unknown; held?: unknown } | null;
+    if (typeof record !== "object" || record === null) return undefined;
+    const overflow = decodeOverflow(Buffer.from(encodeExactJson(record.overflow ?? []), "utf8")) ?? new Map();
+    const held = Array.isArray(record.held)
+      ? (record.held as unknown[]).filter(
+          (entry): entry is AuditEntry =>
+            typeof entry === "object" && entry !== null && typeof (entry as AuditEntry).id === "string",
+        )
+      : [];
+    return { overflow, held };
+  } catch {
+    return undefined;
+  }
+}
+
+/** All counts in one bucket without names: what always fits the reserve. */
+function collapseOverflow(overflow: ReadonlyMap<string, DenialOverflow>): Map<string, DenialOverflow> {
+  const buckets = [...overflow.values()];
+  if (buckets.length === 0) return new Map();
+  return new Map([
+    [
+      OTHER_PRINCIPALS,
+      {
+        count: buckets.reduce((sum, bucket) => sum + bucket.count, 0),
+        first: Math.min(...buckets.map((bucket) => bucket.first)),
+        last: Math.max(...buckets.map((bucket) => bucket.last)),
+        principals: new Set<string>(),
+        morePrincipals: true,
+        actions: new Set<string>(),
+      },
+    ],
+  ]);
+}
+
+/** The overflow counts as plain buckets (a reserve record's `overflow`, an earlier version's `<journal>.overflow` record). */
+function encodeOverflowBuckets(overflow: ReadonlyMap<string, DenialOverflow>): unknown[] {
+  return [...overflow].map(([key, bucket]) => ({
+    key,
+    count: bucket.count,
+    first: bucket.first,
+    last: bucket.last,
+    principals: [...bucket.principals],
+    morePrincipals: bucket.morePrincipals,
+    actions: [...bucket.actions],
+  }));
 }
 
 /** The overflow counts in a `<journal>.overflow` record, or undefined when it cannot be decoded. */
@@ -1428,8 +1715,13 @@ function withOld<TEntry extends object>(entry: TEntry, oldValue: unknown): TEntr
 /** Longest error text kept in an entry's `reason` (the comment, at most 1000 more, comes after it). */
 const REASON_MAX_LENGTH = 2000;
 
+/**
+ * An entry's `reason`: the error (`CODE: message`) through {@link auditedText}, so a validation
+ * message echoing a hostile key (a newline, U+202E) shows it written out, never raw; then the
+ * operator's comment, escaped by the same rule where it was read.
+ */
 function reasonOf(error: unknown, comment: string | undefined): string {
-  const text = boundedText(
+  const text = auditedText(
     KilnError.is(error) ? `${error.code}: ${error.message}` : error instanceof Error ? error.message : String(error),
     REASON_MAX_LENGTH,
   );
@@ -1454,7 +1746,7 @@ function auditedRoles(roles: unknown): string[] {
   if (!Array.isArray(roles)) return [];
   const kept = (roles as unknown[])
     .slice(0, ROLES_MAX_COUNT)
-    .map((role) => (typeof role === "string" ? boundedText(visibleText(role), ROLE_MAX_LENGTH) : "(invalid role)"));
+    .map((role) => (typeof role === "string" ? auditedText(role, ROLE_MAX_LENGTH) : "(invalid role)"));
   if (roles.length > ROLES_MAX_COUNT) kept.push(`…(${roles.length} roles)`);
   return kept;
 }

@@ -163,6 +163,21 @@ export function boundedText(text: string, max: number): string {
   return text.length <= max ? text : `${cutText(text, max)}…(truncated, ${text.length} chars)`;
 }
 
+/** Longest action category an audit entry records (the part of the action before its first `.`). */
+export const CATEGORY_MAX_LENGTH = 64;
+
+/**
+ * Caller-influenced text as an audit entry records it (action, category, principal, source,
+ * target, reason, a name inside newValue): control and format characters written out as
+ * `\u{XXXX}` ({@link visibleText}), so a newline, NUL or a bidi override (U+202E, U+2066–2069)
+ * can neither fake a line nor reorder what an audit view shows, then cut to `max` UTF-16 code
+ * units with a marker keeping the original length ({@link boundedText}). The one escaping rule of
+ * every text field of an entry (issue 15).
+ */
+export function auditedText(text: string, max: number): string {
+  return boundedText(visibleText(text), max);
+}
+
 /**
  * A command target as Kiln echoes it, in an audit entry's `target` and in every event or message
  * that names a refused target (`command-refuse`, adapters' own refusal events): control and format
@@ -171,9 +186,7 @@ export function boundedText(text: string, max: number): string {
  * non-empty string. The one function, so an event never shows more than the audit entry does.
  */
 export function auditedTarget(target: unknown): string {
-  return typeof target === "string" && target !== ""
-    ? boundedText(visibleText(target), NAME_MAX_LENGTH)
-    : "(invalid target)";
+  return typeof target === "string" && target !== "" ? auditedText(target, NAME_MAX_LENGTH) : "(invalid target)";
 }
 
 /**
@@ -184,5 +197,5 @@ export function auditedTarget(target: unknown): string {
  * never go through it.
  */
 export function auditedName(name: unknown): unknown {
-  return typeof name === "string" ? boundedText(visibleText(name), NAME_MAX_LENGTH) : name;
+  return typeof name === "string" ? auditedText(name, NAME_MAX_LENGTH) : name;
 }

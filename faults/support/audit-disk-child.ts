@@ -1,0 +1,93 @@
+/**
+ * A Kiln process for the audit-on-a-full-disk case: a control system whose audit backlog journal
+ * is `<journal>` (on a small tmpfs) and whose audit store is `<store>`, a JSON-lines file (fsync
+ * per entry) that fails while the file `<store>.down` exists. Prints one line per event it sees.
+ *
+ * Usage: audit-disk-child.ts <journal> <store> fill|drain [viewer writes]
+ * - `fill`: engineer writes until 20 in a row are refused (the disk is full), then N (50) viewer
+ *   writes (denied); prints `ok <n>`, `err <n> <code> <errno>` per command, `health <json>`, then
+ *   `filled` and waits to be killed.
+ * - `drain`: starts, prints `health <json>` every 100 ms; once the backlog is empty, no count is
+ *   left and no journal problem is in force, stops, prints `drained <json>` and exits 0.
+ */
+import { existsSync, fsyncSync, openSync, writeSync } from "node:fs";
+import { createControlSystem, defineTags, KilnError, MemoryStore, SimulatedPlc } from "@kiln/core";
+import type { AuditEntry } from "@kiln/core/driver-kit";
+
+const [journal, storeFile, mode, viewerWrites = "50"] = process.argv.slice(2);
+if (!journal || !storeFile || (mode !== "fill" && mode !== "drain")) {
+  throw new Error("usage: audit-disk-child.ts <journal> <store> fill|drain");
+}
+const out = (line: string): void => void writeSync(1, `${line}\n`);
+const tags = defineTags({
+  "heater.setpoint": { dataType: "float64", access: "readwrite", range: { min: 0, max: 1e9 } },
+});
+const memory = new MemoryStore();
+const descriptor = openSync(storeFile, "a");
+const audit = {
+  record: (entry: AuditEntry): Promise<void> => {
+    if (existsSync(`${storeFile}.down`)) {
+      return Promise.reject(new KilnError("KILN_STORE_ERROR", "audit store down (test)", { retryable: true }));
+    }
+    writeSync(descriptor, `${JSON.stringify(entry)}\n`);
+    fsyncSync(descriptor);
+    return Promise.resolve();
+  },
+  query: () => Promise.resolve([]),
+};
+const store = new Proxy(memory, {
+  get(target, property) {
+    if (property === "audit") return audit;
+    const value = Reflect.get(target, property, target) as unknown;
+    return typeof value === "function" ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+  },
+});
+const system = createControlSystem({
+  machineId: "m1",
+  tags,
+  driver: new SimulatedPlc({ tags }),
+  store,
+  scanGroups: { default: { periodMs: 1000 } },
+  audit: { backlog: { path: journal, maxEntries: 100_000 } },
+  storePolicies: { audit: { retry: { initialDelayMs: 100, maxDelayMs: 300 } } },
+});
+system.bus.on("audit-journal-fail", (event) => out(`journal-fail ${JSON.stringify(event)}`));
+const health = (): string => JSON.stringify({ audit: system.health().audit, problems: system.health().problems });
+await system.start();
+
+if (mode === "drain") {
+  for (;;) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const now = system.health();
+    out(`health ${health()}`);
+    // (Read defensively, so the case also runs against a build without journalProblems.)
+    const journalProblems = (now.audit as { journalProblems?: readonly string[] }).journalProblems ?? [];
+    if (now.audit.backlog === 0 && now.audit.overflow === 0 && journalProblems.length === 0) break;
+  }
+  await system.stop();
+  out(`drained ${health()}`);
+  process.exit(0);
+}
+
+const engineer = { id: "eng", roles: ["engineer"] };
+const viewer = { id: "vw", roles: ["viewer"] };
+let next = 1;
+const command = async (principal: typeof engineer): Promise<boolean> => {
+  const value = next++;
+  try {
+    await system.writeTag(principal, "heater.setpoint", value);
+    out(`ok ${value}`);
+    return true;
+  } catch (error) {
+    const code = KilnError.is(error) ? error.code : String(error);
+    const errno = KilnError.is(error) ? String(error.details["errno"] ?? "-") : "-";
+    out(`err ${value} ${code} ${errno}`);
+    return false;
+  }
+};
+let refusedInARow = 0;
+while (refusedInARow < 20) refusedInARow = (await command(engineer)) ? 0 : refusedInARow + 1;
+for (let index = 0; index < Number(viewerWrites); index++) await command(viewer);
+out(`health ${health()}`);
+out("filled");
+await new Promise(() => undefined);

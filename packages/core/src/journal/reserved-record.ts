@@ -1,0 +1,153 @@
+import { open, type FileHandle } from "node:fs/promises";
+import { crc32 } from "node:zlib";
+import { KilnError } from "../domain/errors";
+
+/** `KRR1`: marks a slot that holds a record. */
+const MAGIC = 0x4b525231;
+/** `[u32 magic][u32 sequence][u32 length][u32 crc32(sequence ‖ length ‖ payload)]`. */
+const SLOT_HEADER_BYTES = 16;
+
+/**
+ * One small record kept in a file whose room is reserved when it is opened, and overwritten in
+ * place afterwards: the audit writer's last resort on a full disk (IEC 62443-3-3 CR 2.9,
+ * issue 15). The file holds two slots of `slotBytes` each, written zero-filled and fsynced at
+ * open, so a later {@link write} only overwrites blocks the file already owns and needs no free
+ * space on file systems that update in place (ext4, xfs, tmpfs). A copy-on-write file system
+ * (btrfs, ZFS) may still need free blocks for an overwrite: there a write can fail with
+ * `ENOSPC`, which the owner reports.
+ *
+ * A write goes to the slot not holding the newest record, with a sequence number one higher,
+ * and is fsynced before it resolves; a torn write damages only that slot, so {@link read} returns
+ * the newest whole record, never a mix. Exactly one writer: the owner opens it only under the
+ * lock of the journal it belongs to.
+ */
+export class ReservedRecord {
+  /** The file. */
+  readonly path: string;
+  /** Most payload bytes a record holds. */
+  readonly capacity: number;
+  readonly #file: FileHandle;
+  readonly #slotBytes: number;
+  #sequence: number;
+  #latest: Buffer | undefined;
+  #exclusive: Promise<unknown> = Promise.resolve();
+
+  private constructor(path: string, file: FileHandle, slotBytes: number, sequence: number, latest?: Buffer) {
+    this.path = path;
+    this.#file = file;
+    this.#slotBytes = slotBytes;
+    this.capacity = slotBytes - SLOT_HEADER_BYTES;
+    this.#sequence = sequence;
+    this.#latest = latest;
+  }
+
+  /**
+   * Opens (creating it) the file at `path` and reserves its room: both slots are written in full
+   * (zero-filled where no record is) and fsynced. Reads the newest whole record.
+   * @throws KilnError `KILN_JOURNAL_FAILED` (retryable, `details.path`, `details.errno`) when the
+   *   file cannot be opened, read or its room reserved (`ENOSPC` on a full disk).
+   */
+  static async open(path: string, slotBytes: number): Promise<ReservedRecord> {
+    let file: FileHandle | undefined;
+    try {
+      file = await open(path, "a+");
+      await file.close();
+      file = await open(path, "r+");
+      const { size } = await file.stat();
+      let best: { sequence: number; payload: Buffer } | undefined;
+      for (let slot = 0; slot < 2; slot++) {
+        const found = await readSlot(file, slot * slotBytes, slotBytes, size);
+        if (found !== undefined && (best === undefined || found.sequence > best.sequence)) best = found;
+      }
+      if (size < 2 * slotBytes) {
+        // Reserve the room now, while there is some: the bytes past the end are written out as zeros.
+        await writeFully(file, Buffer.alloc(2 * slotBytes - size), size);
+        await file.sync();
+      }
+      return new ReservedRecord(path, file, slotBytes, best?.sequence ?? 0, best?.payload);
+    } catch (error) {
+      await file?.close().catch(() => undefined);
+      throw reservedError(path, "open", error);
+    }
+  }
+
+  /** The newest record's payload, or undefined when none was written. */
+  read(): Buffer | undefined {
+    return this.#latest;
+  }
+
+  /**
+   * Overwrites the older slot with `payload` and fsyncs it; when this resolves the record
+   * survives a crash.
+   * @throws RangeError when `payload` is larger than {@link capacity}; KilnError
+   *   `KILN_JOURNAL_FAILED` (retryable, `details.errno`) when writing or syncing fails: the newest
+   *   record before it is still whole.
+   */
+  write(payload: Uint8Array): Promise<void> {
+    if (payload.length > this.capacity) {
+      throw new RangeError(`A reserved record holds at most ${this.capacity} bytes, not ${payload.length}.`);
+    }
+    const run = this.#exclusive.then(async () => {
+      const sequence = this.#sequence + 1;
+      const slot = Buffer.alloc(SLOT_HEADER_BYTES + payload.length);
+      slot.writeUInt32LE(MAGIC, 0);
+      slot.writeUInt32LE(sequence >>> 0, 4);
+      slot.writeUInt32LE(payload.length, 8);
+      slot.set(payload, SLOT_HEADER_BYTES);
+      slot.writeUInt32LE(crc32(payload, crc32(slot.subarray(4, 12))), 12);
+      try {
+        await writeFully(this.#file, slot, (sequence % 2) * this.#slotBytes);
+        await this.#file.datasync();
+      } catch (error) {
+        throw reservedError(this.path, "write", error);
+      }
+      this.#sequence = sequence;
+      this.#latest = Buffer.from(payload);
+    });
+    this.#exclusive = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Closes the file (the records stay). */
+  async close(): Promise<void> {
+    await this.#exclusive;
+    await this.#file.close();
+  }
+}
+
+async function readSlot(
+  file: FileHandle,
+  offset: number,
+  slotBytes: number,
+  size: number,
+): Promise<{ sequence: number; payload: Buffer } | undefined> {
+  if (offset + SLOT_HEADER_BYTES > size) return undefined;
+  const header = Buffer.alloc(SLOT_HEADER_BYTES);
+  await file.read(header, 0, SLOT_HEADER_BYTES, offset);
+  if (header.readUInt32LE(0) !== MAGIC) return undefined;
+  const length = header.readUInt32LE(8);
+  if (length > slotBytes - SLOT_HEADER_BYTES || offset + SLOT_HEADER_BYTES + length > size) return undefined;
+  const payload = Buffer.alloc(length);
+  await file.read(payload, 0, length, offset + SLOT_HEADER_BYTES);
+  if (crc32(payload, crc32(header.subarray(4, 12))) !== header.readUInt32LE(12)) return undefined;
+  return { sequence: header.readUInt32LE(4), payload };
+}
+
+async function writeFully(file: FileHandle, data: Buffer, position: number): Promise<void> {
+  for (let written = 0; written < data.length;) {
+    const { bytesWritten } = await file.write(data, written, data.length - written, position + written);
+    if (bytesWritten === 0) throw Object.assign(new Error("write made no progress"), { code: "ENOSPC" });
+    written += bytesWritten;
+  }
+}
+
+function reservedError(path: string, operation: string, error: unknown): KilnError {
+  if (KilnError.is(error)) return error;
+  const errno = (error as { code?: unknown } | null)?.code;
+  const reason = errno === "ENOSPC" ? "the disk is full" : error instanceof Error ? error.message : String(error);
+  return new KilnError("KILN_JOURNAL_FAILED", `Reserved record ${path}: ${operation} failed: ${reason}.`, {
+    cause: error,
+    retryable: true,
+    details: { path, operation, ...(typeof errno === "string" ? { errno } : {}) },
+  });
+}
