@@ -135,11 +135,13 @@ interface BoundsRow {
 }
 
 /**
- * History queries on the `samples` table, computed in the database: one statement per call.
+ * History queries on the `samples` table, computed in the database: one statement per call
+ * (`aggregate` and `downsample` in a transaction of their own, for their planner settings: see
+ * `scanQuery`).
  *
- * - `aggregate`: one scan of `[start, end)` over the `(tag_id, time)` primary key reduces the
- *   raw samples to per-interval partials (`GROUP BY`, `lead()` windows for areas and good
- *   durations), and four index probes per tag find the samples bounding the range; the shared
+ * - `aggregate`: per tag, one scan of `[start, end)` in the `(tag_id, time)` primary key's order
+ *   reduces the raw samples to per-interval partials (`GROUP BY`, `lag()` windows for areas and
+ *   good durations), and four index probes per tag find the samples bounding the range; the shared
  *   Part 13 finisher of `@kiln/core` turns the (at most 10,000) partial rows into results,
  *   exactly as `MemoryStore` does. Partials an aggregate does not need are not computed.
  * - `valueAt` / `interpolated`: per tag and time, index probes for the last sample at or

@@ -1,4 +1,4 @@
-import { GOOD, defineTags, quality, type Sample } from "@kiln/core";
+import { GOOD, MemoryStore, defineTags, quality, type Sample } from "@kiln/core";
 import { describe, expect, test } from "vitest";
 import type { SqlClient, SqlQueryable, SqlResult } from "../src/index";
 import { TARGETS, useTarget } from "./support/database";
@@ -51,10 +51,9 @@ function explaining(inner: SqlClient, explained: Explained[]): SqlClient {
   const wrap = (queryable: SqlQueryable, inTransaction: boolean): SqlQueryable["query"] =>
     async function query<TRow>(text: string, parameters?: readonly unknown[]): Promise<SqlResult<TRow>> {
       if (scans(text)) {
-        const [plan] = await queryable.query<{ "QUERY PLAN": unknown }>(
-          `EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ${text}`,
-          parameters,
-        ).then((result) => result.rows);
+        const [plan] = await queryable
+          .query<{ "QUERY PLAN": unknown }>(`EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ${text}`, parameters)
+          .then((result) => result.rows);
         const json = plan!["QUERY PLAN"];
         const root = (typeof json === "string" ? JSON.parse(json) : json) as { Plan: PlanNode }[];
         const [jit] = (await queryable.query<{ jit: string }>("SHOW jit")).rows;
@@ -122,6 +121,33 @@ for (const { kind, title, skip } of TARGETS) {
       expect(explained.map(({ jit, inTransaction }) => ({ jit, inTransaction }))).toEqual(
         Array.from({ length: 3 }, () => ({ jit: "off", inTransaction: true })),
       );
+    });
+
+    test("time-weighted areas across a bad stretch inside an interval equal MemoryStore's (the previous good sample found by a key probe)", async () => {
+      const { store } = await explainedStore();
+      const memory = new MemoryStore();
+      await memory.open(tags.list());
+      await memory.samples.writeBatch([...data(TAG), ...data(OTHER)]);
+      const query = {
+        start: T0,
+        end: T0 + 600_000,
+        intervalMs: 60_000,
+        aggregates: ["TimeAverage", "Total", "PercentGood"] as const,
+      };
+      const round = (intervals: Awaited<ReturnType<typeof memory.history.aggregate>>) =>
+        intervals.map(({ values }) =>
+          Object.values(values).map((value) => [
+            typeof value.value === "number" ? Math.round(value.value * 1e9) / 1e9 : value.value,
+            value.quality.severity,
+          ]),
+        );
+      const expected = round(
+        await memory.history.aggregate([TAG, OTHER], { ...query, aggregates: [...query.aggregates] }),
+      );
+      expect(
+        round(await store.history.aggregate([TAG, OTHER], { ...query, aggregates: [...query.aggregates] })),
+      ).toEqual(expected);
+      await memory.close();
     });
 
     test("valueAt returns the bounds in a few plain columns (no JSON built per row)", async () => {
