@@ -218,7 +218,7 @@ async function measure(url: string): Promise<Record<string, unknown>[]> {
       const baselineMs = 1_000 / perSecond.baseline;
       // The baseline used before it was made to answer the same question, measured too (own rounds).
       let previous: Record<string, unknown> | undefined;
-      if ("previous" in query) {
+      if ("previous" in query && query.previous !== undefined) {
         const again = await compareScans(query.kiln, query.previous, COMPARE);
         previous = {
           kiln: round(1_000 / again.kiln, 2),
