@@ -1,4 +1,4 @@
-import { type Interpolation, type Sample, type TagDataType } from "@kiln/core";
+import { GOOD as GOOD_QUALITY, type Interpolation, type Sample, type TagDataType } from "@kiln/core";
 import { type AggregateInterval, type AggregateName, type HistoryQueries } from "@kiln/core/driver-kit";
 import {
   type AggregateQuery,
@@ -20,22 +20,28 @@ import {
   samplePoint,
   valueFromBounds,
 } from "@kiln/core/driver-kit";
-import { SAMPLE_ROW_COLUMNS, toSample, type SampleRow } from "./sample-row";
+import { OTHER_VALUE, otherValue, SAMPLE_ROW_COLUMNS, toSample, type SampleRow } from "./sample-row";
 import { arrayLiteral } from "./sql-array";
-import { fastMillisecondsOf, parseJsonText, timestampOf } from "./sql-expressions";
+import { fastMillisecondsOf, millisecondsOf, timestampOf } from "./sql-expressions";
+import type { SqlClient, SqlResult } from "./sql-client";
 import type { StoreContext } from "./store-context";
 import type { TagRegistry } from "./tag-registry";
 
 /**
+ * SQL: `value_float` is finite (neither NaN nor ±Infinity; NULL for NULL). One call and one
+ * comparison per row where `NOT IN (NaN, Infinity, -Infinity)` made three: PostgreSQL orders NaN
+ * above Infinity, so `abs(NaN) < 'Infinity'` is false.
+ */
+const FINITE = `abs(value_float) < 'Infinity'::float8`;
+/**
  * SQL: the row is data (good quality, a usable value), as `isGoodData` in `@kiln/core`. Never
- * NULL: a null value is not data (`value_float NOT IN (...)` alone would be NULL for it, which
+ * NULL: a null value is not data (a comparison alone would be NULL for it, which
  * `FILTER (WHERE NOT good)`, `lag(good)` and `good::int4` would all miss).
  */
 const GOOD = `(quality BETWEEN 0 AND 1073741823
-  AND (value_int IS NOT NULL OR value_uint IS NOT NULL OR value_bool IS NOT NULL OR value_text IS NOT NULL
-       OR (value_float IS NOT NULL AND value_float NOT IN ('NaN'::float8, 'Infinity'::float8, '-Infinity'::float8))))`;
+  AND ((${FINITE}) OR num_nonnulls(value_int, value_uint, value_bool, value_text) > 0) IS TRUE)`;
 /** SQL: the numeric value (booleans 0/1), as `numericValue` in `@kiln/core`; NULL for text. */
-const NUMERIC = `CASE WHEN value_float NOT IN ('NaN'::float8, 'Infinity'::float8, '-Infinity'::float8) THEN value_float
+const NUMERIC = `CASE WHEN ${FINITE} THEN value_float
   WHEN value_int IS NOT NULL THEN value_int::float8 WHEN value_uint IS NOT NULL THEN value_uint::float8
   WHEN value_bool IS NOT NULL THEN value_bool::int4::float8 END`;
 
@@ -114,14 +120,28 @@ interface PartialsRow {
   readonly any_after_good: boolean | null;
 }
 
-type BoundRow = { readonly [key: string]: unknown };
+/** A row of `valueAt` / `interpolated`: the two good bounds (value in `value_float` or `other`) and two times. */
+interface BoundsRow {
+  readonly tag_index: number | string;
+  readonly k: number;
+  readonly any_before_ms: number | null;
+  readonly any_after_ms: number | null;
+  readonly before_ms: number | null;
+  readonly before_value_float: number | null;
+  readonly before_other: string | null;
+  readonly after_ms: number | null;
+  readonly after_value_float: number | null;
+  readonly after_other: string | null;
+}
 
 /**
- * History queries on the `samples` table, computed in the database: one statement per call.
+ * History queries on the `samples` table, computed in the database: one statement per call
+ * (`aggregate` and `downsample` in a transaction of their own, for their planner settings: see
+ * `scanQuery`).
  *
- * - `aggregate`: one scan of `[start, end)` over the `(tag_id, time)` primary key reduces the
- *   raw samples to per-interval partials (`GROUP BY`, `lead()` windows for areas and good
- *   durations), and four index probes per tag find the samples bounding the range; the shared
+ * - `aggregate`: per tag, one scan of `[start, end)` in the `(tag_id, time)` primary key's order
+ *   reduces the raw samples to per-interval partials (`GROUP BY`, `lag()` windows for areas and
+ *   good durations), and four index probes per tag find the samples bounding the range; the shared
  *   Part 13 finisher of `@kiln/core` turns the (at most 10,000) partial rows into results,
  *   exactly as `MemoryStore` does. Partials an aggregate does not need are not computed.
  * - `valueAt` / `interpolated`: per tag and time, index probes for the last sample at or
@@ -157,15 +177,20 @@ export class PostgresHistory implements HistoryQueries {
       needs.area ||= NEEDS[name].area;
     }
     const ids = checkedTags.map((tag) => this.#tags.ids.get(tag)!);
+    const sql = this.#aggregateSql(needs);
+    const parameters = [
+      arrayLiteral(ids),
+      arrayLiteral(checkedTags.map((tag) => this.#tags.interpolations.get(tag) === "sloped")),
+      intervals.start,
+      intervals.intervalMs,
+      intervals.end,
+    ];
     const rows = await this.#context.reads.track(
       this.#context.run("history.aggregate", (client) =>
-        client.query<PartialsRow>(this.#aggregateSql(needs), [
-          arrayLiteral(ids),
-          arrayLiteral(checkedTags.map((tag) => this.#tags.interpolations.get(tag) === "sloped")),
-          intervals.start,
-          intervals.intervalMs,
-          intervals.end,
-        ]),
+        // The windows need each tag's rows in time order, which the primary key gives for free; but
+        // the planner costs a bitmap scan plus a sort lower, and that sort spills to disk at the
+        // default work_mem on a day of 1 Hz data. Without sorts it reads the key in order.
+        scanQuery<PartialsRow>(client, sql, parameters, { sortFree: needs.time }),
       ),
     );
     return checkedTags.flatMap((tag, index) =>
@@ -188,14 +213,14 @@ export class PostgresHistory implements HistoryQueries {
          ${good ? `(${EXACT})::text` : "NULL"} AS x FROM ${samples}
          WHERE tag_id = input.tag_id AND time ${comparison} ${good ? `AND ${GOOD}` : ""}
          ORDER BY time ${order} LIMIT 1) AS ${name} ON true`;
-    // Windows look back, in the primary key's order: the previous sample (good durations) and the
-    // previous good one (areas), so one ordering serves every window.
+    // Windows look back in time order (one tag per lateral subquery, so the primary key's order):
+    // the previous sample (good durations) and the previous good one (areas).
     const windows = [
-      needs.time ? "lag(ms) OVER (PARTITION BY tag_id ORDER BY time) AS previous_ms" : "",
-      needs.time ? "lag(good) OVER (PARTITION BY tag_id ORDER BY time) AS previous_good" : "",
+      needs.time ? "lag(ms) OVER w AS previous_ms" : "",
+      needs.time ? "lag(good) OVER w AS previous_good" : "",
+      needs.area ? "lag(num) OVER w AS previous_num" : "",
       needs.area
-        ? `max(ARRAY[ms, num]) FILTER (WHERE good) OVER (PARTITION BY tag_id ORDER BY time
-             ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS previous_good_point`
+        ? "max(ms) FILTER (WHERE good) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS previous_good_ms"
         : "",
     ].filter((column) => column !== "");
     const inInterval = (column: string): string => `${column} >= ${fastMillisecondsOf("bucket")}`;
@@ -242,10 +267,12 @@ export class PostgresHistory implements HistoryQueries {
         : []),
       ...(needs.area
         ? [
-            `sum(CASE WHEN sloped THEN ((previous_good_point[2] + num) / 2) * (ms - previous_good_point[1])
-                      ELSE previous_good_point[2] * (ms - previous_good_point[1]) END)
-               FILTER (WHERE good AND ${inInterval("previous_good_point[1]")} AND ${WITHIN}
-                 AND abs(previous_good_point[2]) <= ${LIMIT}) AS inner_area`,
+            // The previous good sample is the previous row when that is good (nearly always); else
+            // one primary-key probe at its time (ms is monotonic, so a float max finds it).
+            `sum(CASE WHEN input.sloped THEN ((previous_good_num + num) / 2) * (ms - previous_good_ms)
+                      ELSE previous_good_num * (ms - previous_good_ms) END)
+               FILTER (WHERE good AND ${inInterval("previous_good_ms")} AND ${WITHIN}
+                 AND abs(previous_good_num) <= ${LIMIT}) AS inner_area`,
           ]
         : []),
     ];
@@ -262,10 +289,12 @@ export class PostgresHistory implements HistoryQueries {
       "any_after.ms AS any_after_ms",
       "any_after.v AS any_after_good",
     ];
-    const intervalsSql = `SELECT tag_id, floor((${fastMillisecondsOf("bucket")} - $3::float8) / $4::float8)::int4 AS k,
-        ${columns.join(", ")}
+    const intervalsSql = `SELECT input.tag_id, intervals.*
       ${needs.time ? boundNames.map((column) => `, NULL AS ${column.split(" AS ")[1]}`).join("") : ""}
-      FROM ranked GROUP BY tag_id, bucket`;
+      FROM input CROSS JOIN LATERAL (
+        SELECT floor((${fastMillisecondsOf("bucket")} - $3::float8) / $4::float8)::int4 AS k, ${columns.join(", ")}
+        FROM ranked GROUP BY bucket
+      ) AS intervals`;
     const boundsSql = `SELECT input.tag_id, NULL AS k, ${names.map((name) => `NULL AS ${name}`).join(", ")},
         ${boundNames.join(", ")}
       FROM input
@@ -274,19 +303,32 @@ export class PostgresHistory implements HistoryQueries {
       ${bound("good_after", `>= ${timestampOf("$5")}`, "ASC", true)}
       ${bound("any_after", `>= ${timestampOf("$5")}`, "ASC", false)}`;
     const perRow = needs.ends ? `, ${fastMillisecondsOf("time")} AS ms` : "";
+    // One lateral subquery per tag: its rows come in the primary key's (time) order, which the
+    // windows need; over several tags at once (tag_id = ANY) the planner sorted every row by
+    // (tag_id, time) and spilled to disk at the default work_mem (see "Plan" in ADR 0011).
+    const raw = `SELECT time, ${GOOD} AS good, ${NUMERIC} AS num, ${EXACT} AS exact,
+        date_bin(make_interval(secs => $4::float8 / 1000), time, ${timestampOf("$3")}) AS bucket ${perRow}
+      FROM ${samples}
+      WHERE tag_id = input.tag_id AND time >= ${timestampOf("$3")} AND time < ${timestampOf("$5")}`;
+    const windowed = `SELECT raw.*, ${windows.join(", ")} FROM (${raw}) AS raw WINDOW w AS (ORDER BY time)`;
+    // The previous good sample's value (areas): the previous row's when that is good, else one
+    // primary-key probe at the previous good sample's time, only where the pair lies in one interval.
+    const previousGoodNum = `CASE WHEN NOT good OR previous_good_ms IS NULL OR NOT ${inInterval("previous_good_ms")}
+        THEN NULL WHEN previous_good THEN previous_num
+        ELSE (SELECT ${NUMERIC} FROM ${samples} WHERE tag_id = input.tag_id AND time = ${timestampOf("previous_good_ms")}) END`;
+    const ranked =
+      windows.length === 0
+        ? // A fence: without it the planner inlines the row expressions into every aggregate's FILTER.
+          `(${raw} OFFSET 0)`
+        : needs.area
+          ? // A fence again, so each row's previous good value is found once.
+            `(SELECT windowed.*, ${previousGoodNum} AS previous_good_num FROM (${windowed}) AS windowed OFFSET 0)`
+          : // The window level is not flattened into the GROUP BY: good, num and exact are computed once per row.
+            `(${windowed})`;
     return `WITH input AS (
         SELECT tag_id, sloped FROM unnest($1::text::int4[], $2::text::bool[]) AS input (tag_id, sloped)
-      ), raw AS (
-        SELECT tag_id, time, ${GOOD} AS good, ${NUMERIC} AS num, ${EXACT} AS exact,
-               date_bin(make_interval(secs => $4::float8 / 1000), time, ${timestampOf("$3")}) AS bucket ${perRow}
-        FROM ${samples}
-        WHERE tag_id = ANY($1::text::int4[]) AND time >= ${timestampOf("$3")} AND time < ${timestampOf("$5")}
-      ), ranked AS (
-        SELECT raw.* ${needs.area ? ", input.sloped" : ""} ${windows.map((column) => `, ${column}`).join("")}
-        FROM raw ${needs.area ? "JOIN input USING (tag_id)" : ""}
-        OFFSET 0 -- a fence (see "Plan" in ADR 0011): good, num and exact computed once per row, hashed groups
       )
-      ${intervalsSql}
+      ${intervalsSql.replace("FROM ranked", `FROM ${ranked} AS ranked`)}
       ${needs.time ? `UNION ALL ${boundsSql}` : ""}`;
   }
 
@@ -307,23 +349,37 @@ export class PostgresHistory implements HistoryQueries {
 
   async #valuesAt(tags: readonly string[], intervals: CheckedIntervals, operation: string): Promise<Sample[]> {
     const samples = this.#context.table("samples");
-    const probe = (name: string, comparison: string, order: string, when: string): string =>
-      `LEFT JOIN LATERAL (SELECT ${SAMPLE_ROW_COLUMNS}, ${GOOD} AS good FROM ${samples}
-         WHERE ${when} tag_id = input.tag_id AND time ${comparison} point.at ${name.startsWith("good") ? `AND ${GOOD}` : ""}
+    // Per tag and time, four probes of the primary key: the last sample at or before the time and
+    // the first at or after it, and the nearest good ones, probed only when those are not good (a
+    // one-time filter on the outer row). Each probe selects only what the bounds need, and the
+    // statement returns the two good bounds and the two times, in few plain columns: 34 columns
+    // (or JSON) cost more to analyze, plan and decode than the 400 index probes themselves.
+    const probe = (name: string, comparison: string, order: string, good: boolean): string =>
+      `LEFT JOIN LATERAL (SELECT ${millisecondsOf("time")} AS ms, value_float, ${OTHER_VALUE} AS other
+           ${good ? "" : `, ${GOOD} AS good`}
+         FROM ${samples}
+         WHERE ${good ? `${name.replace("good", "any")}.good IS NOT TRUE AND ${GOOD} AND` : ""}
+           tag_id = input.tag_id AND time ${comparison} point.at
          ORDER BY time ${order} LIMIT 1) AS ${name} ON true`;
+    const bound = (side: string): string =>
+      ["ms", "value_float", "other"]
+        .map(
+          (column) => `CASE WHEN any_${side}.good THEN any_${side}.${column} ELSE good_${side}.${column} END
+           AS ${side}_${column}`,
+        )
+        .join(", ");
     const rows = await this.#context.reads.track(
       this.#context.run(operation, (client) =>
-        client.query<BoundRow>(
-          `SELECT input.ordinality AS tag_index, step.k,
-                to_jsonb(any_before)::text AS any_before, to_jsonb(good_before)::text AS good_before,
-                to_jsonb(any_after)::text AS any_after, to_jsonb(good_after)::text AS good_after
+        client.query<BoundsRow>(
+          `SELECT input.ordinality AS tag_index, step.k, any_before.ms AS any_before_ms, any_after.ms AS any_after_ms,
+                ${bound("before")}, ${bound("after")}
          FROM unnest($1::text::int4[]) WITH ORDINALITY AS input (tag_id, ordinality)
          CROSS JOIN generate_series(0, $4::int4 - 1) AS step (k)
          CROSS JOIN LATERAL (SELECT ${timestampOf("($2::float8 + step.k * $3::float8)")} AS at) AS point
-         ${probe("any_before", "<=", "DESC", "")}
-         ${probe("good_before", "<=", "DESC", "any_before.good IS NOT TRUE AND")}
-         ${probe("any_after", ">=", "ASC", "")}
-         ${probe("good_after", ">=", "ASC", "any_after.good IS NOT TRUE AND")}
+         ${probe("any_before", "<=", "DESC", false)}
+         ${probe("good_before", "<=", "DESC", true)}
+         ${probe("any_after", ">=", "ASC", false)}
+         ${probe("good_after", ">=", "ASC", true)}
          ORDER BY input.ordinality, step.k`,
           [
             arrayLiteral(tags.map((tag) => this.#tags.ids.get(tag)!)),
@@ -336,20 +392,18 @@ export class PostgresHistory implements HistoryQueries {
     );
     return rows.rows.map((row) => {
       const tag = tags[Number(row.tag_index) - 1]!;
-      const read = (column: string): (SampleRow & { good: boolean }) | undefined =>
-        row[column] === null ? undefined : (parseJsonText(row[column] as string) as SampleRow & { good: boolean });
-      const anyBefore = read("any_before");
-      const anyAfter = read("any_after");
-      const point = (found: (SampleRow & { good: boolean }) | undefined) =>
-        found === undefined ? undefined : samplePoint(toSample(tag, found));
+      const good = (time: number | null, float: number | null, other: string | null) =>
+        time === null
+          ? undefined
+          : samplePoint({ tag, value: float ?? otherValue(other), timestamp: time, quality: GOOD_QUALITY });
       return valueFromBounds(
         tag,
         intervals.start + Number(row.k) * intervals.intervalMs,
         {
-          goodBefore: anyBefore?.good ? point(anyBefore) : point(read("good_before")),
-          goodAfter: anyAfter?.good ? point(anyAfter) : point(read("good_after")),
-          anyBefore: anyBefore && { time: anyBefore.timestamp },
-          anyAfter: anyAfter && { time: anyAfter.timestamp },
+          goodBefore: good(row.before_ms, row.before_value_float, row.before_other),
+          goodAfter: good(row.after_ms, row.after_value_float, row.after_other),
+          anyBefore: row.any_before_ms === null ? undefined : { time: row.any_before_ms },
+          anyAfter: row.any_after_ms === null ? undefined : { time: row.any_after_ms },
         },
         this.#tags.interpolations.get(tag)!,
       );
@@ -364,7 +418,8 @@ export class PostgresHistory implements HistoryQueries {
     const range = `tag_id = $1 AND time >= ${timestampOf("$2")} AND time < ${timestampOf("$3")}`;
     const rows = await this.#context.reads.track(
       this.#context.run("history.downsample", (client) =>
-        client.query<SampleRow>(
+        scanQuery<SampleRow>(
+          client,
           `WITH numeric_samples AS (
            SELECT ${fastMillisecondsOf("time")} AS ms, ${NUMERIC} AS num, ${EXACT} AS exact, ${MICROS} AS us,
                   ${SEVERITY_RANK} AS rank
@@ -387,6 +442,7 @@ export class PostgresHistory implements HistoryQueries {
          JOIN ${samples} ON tag_id = $1 AND time = ${timestampOf("picked.ms")}
          ORDER BY time`,
           [this.#tags.ids.get(tag)!, start, end, columns],
+          { sortFree: false },
         ),
       ),
     );
@@ -400,6 +456,27 @@ export class PostgresHistory implements HistoryQueries {
       columns,
     );
   }
+}
+
+/**
+ * Runs one statement that scans a range of samples, with planner settings of its own (`SET LOCAL`,
+ * so in a transaction: they end with it). JIT compilation is off: these statements are short
+ * but wide (dozens of aggregate and CASE expressions), so past `jit_above_cost` (a second tag or
+ * day of 1 Hz data) PostgreSQL spent 0.1–4 s compiling them for a query that runs in about 100 ms.
+ * `sortFree` turns sorts off, so rows needed in time order come from the primary key.
+ */
+async function scanQuery<TRow>(
+  client: SqlClient,
+  sql: string,
+  parameters: readonly unknown[],
+  options: { readonly sortFree: boolean },
+): Promise<SqlResult<TRow>> {
+  return client.transaction(async (transaction) => {
+    await transaction.query(
+      `SELECT set_config('jit', 'off', true)${options.sortFree ? ", set_config('enable_sort', 'off', true)" : ""}`,
+    );
+    return transaction.query<TRow>(sql, parameters);
+  });
 }
 
 function point(

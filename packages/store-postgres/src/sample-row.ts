@@ -18,6 +18,30 @@ export interface SampleRow {
 export const SAMPLE_ROW_COLUMNS = `${millisecondsOf("time")} AS timestamp, value_float, value_int::text AS value_int,
   value_uint::text AS value_uint, value_bool, value_text, quality, quality_reason`;
 
+/**
+ * SQL: a sample's value when it is not in `value_float`, as one text column (NULL when
+ * `value_float` is set or there is no value): `i` + int8, `u` + uint64, `b` + 0/1, `t` + text.
+ * Where a query returns a few values, one column instead of four keeps it cheap to plan and
+ * decode; {@link otherValue} reads it back.
+ */
+export const OTHER_VALUE = `CASE WHEN value_float IS NULL THEN
+  coalesce('i' || value_int::text, 'u' || value_uint::text, 'b' || value_bool::int4::text, 't' || value_text) END`;
+
+/** The value an {@link OTHER_VALUE} column holds (64-bit integers as bigint), or null. */
+export function otherValue(other: string | null): bigint | boolean | string | null {
+  if (other === null) return null;
+  const rest = other.slice(1);
+  switch (other[0]) {
+    case "i":
+    case "u":
+      return BigInt(rest);
+    case "b":
+      return rest === "1";
+    default:
+      return rest;
+  }
+}
+
 /** The sample of `tag` a row holds: the one set value column (int8 and numeric as a bigint) and its quality. */
 export function toSample(tag: string, row: SampleRow): Sample {
   const value =
