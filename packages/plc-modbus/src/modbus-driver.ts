@@ -296,11 +296,9 @@ export class ModbusDriver implements PlcDriver {
    *   by then are bad (`BadTimeout`, "not answered within the read's deadline").
    *
    * So a unit that has answered before gets a value on every scan, whatever number of units behind the
-   * same gateway are dead; at startup the first scan may take one request timeout. A connection lost
-   * before any request of the read was answered rejects the call with a retryable
-   * `KILN_CONNECTION_FAILED`; lost later, the samples already read are returned good and the others bad
-   * (`BadNotConnected`, "modbus connection lost"). An aborted `signal` rejects with `KILN_ABORTED` (the
-   * driver contract).
+   * same gateway are dead; at startup the first scan may take one request timeout. A lost connection
+   * rejects the whole call with a retryable `KILN_CONNECTION_FAILED`; an aborted `signal` with
+   * `KILN_ABORTED` (the driver contract).
    */
   async read(tags: readonly Tag[], signal?: AbortSignal): Promise<Sample[]> {
     this.#assertOpen();
@@ -377,24 +375,10 @@ export class ModbusDriver implements PlcDriver {
     const work = (workers <= 1 ? worker() : Promise.all(Array.from({ length: workers }, worker))).then(() =>
       this.#learnRefusals(state),
     );
-    try {
-      if (left === undefined || budget === undefined) await work;
-      else {
-        if (this.#options.requestTimeoutMs >= budget) this.#warnDeadline(left);
-        await this.#untilDeadline(work, state, budget);
-      }
-    } catch (error) {
-      // The connection was lost mid-read after some requests were answered: those samples are kept good,
-      // the rest are bad. With nothing answered yet the read rejects (the driver contract).
-      if (modbusFailureOf(error) !== "disconnected" || state.served.size === 0) throw error;
-      state.expired = true;
-      work.catch(() => undefined);
-      const timestamp = this.#clock.now();
-      const lost = qualityFromModbusError(error);
-      return Array.from(
-        samples,
-        (sample, index) => sample ?? { tag: tags[index]!.name, value: null, timestamp, quality: lost },
-      );
+    if (left === undefined || budget === undefined) await work;
+    else {
+      if (this.#options.requestTimeoutMs >= budget) this.#warnDeadline(left);
+      await this.#untilDeadline(work, state, budget);
     }
     this.#scheduleProbes(deferred);
     if (!state.expired) return samples;
