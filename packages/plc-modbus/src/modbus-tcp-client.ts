@@ -244,6 +244,11 @@ export class ModbusTcpClient extends ModbusFunctionCodes implements ModbusClient
       const end = 6 + buffer.readUInt16BE(4);
       if (buffer.length < end) return;
       const frame: Frame = { transactionId: buffer.readUInt16BE(0), unitId: buffer[6]!, end };
+      const hidden = this.#hiddenFrame(buffer, frame);
+      if (hidden !== undefined) {
+        this.#misaligned(hidden);
+        return;
+      }
       const own = this.#pending.get(frame.transactionId);
       const check = own && this.#check(own.request, frame.unitId, buffer.subarray(7, end));
       const next = buffer.length === end ? "nothing" : this.#judgeNext(buffer, frame);
@@ -302,6 +307,29 @@ export class ModbusTcpClient extends ModbusFunctionCodes implements ModbusClient
     return answer.kind === "mismatch"
       ? `the frame after an answer does not fit its request (${answer.reason})`
       : "aligned";
+  }
+
+  /**
+   * Why `frame` is a cut answer completed by a whole later frame, if it is: its last bytes form,
+   * on their own, a complete frame (protocol 0, a length reaching exactly its end, the unit) that
+   * rightly answers another request in flight or recently answered. Nothing may follow such a
+   * frame, so no other check sees it. Register data that happen to spell such a frame (a known
+   * transaction id, a length to the byte, the unit, the function code and byte count) would be
+   * refused too: a bad read, never a wrong value.
+   */
+  #hiddenFrame(buffer: Buffer, frame: Frame): string | undefined {
+    // The shortest frame is an exception answer: a 7-byte MBAP header, the function code and the code.
+    for (let offset = 7; offset + 9 <= frame.end; offset++) {
+      if (buffer[offset + 2] !== 0 || buffer[offset + 3] !== 0 || buffer[offset + 4] !== 0) continue;
+      if (offset + 6 + buffer[offset + 5]! !== frame.end) continue;
+      const transactionId = buffer.readUInt16BE(offset);
+      if (transactionId === frame.transactionId) continue;
+      const request = this.#pending.get(transactionId)?.request ?? this.#answered.get(transactionId);
+      if (request === undefined || buffer[offset + 6] !== request.unitId) continue;
+      if (checkAnswerPdu(request, buffer.subarray(offset + 7, frame.end)).kind === "mismatch") continue;
+      return `an answer ends with a whole answer to transaction id ${transactionId}`;
+    }
+    return undefined;
   }
 
   #check(request: RtuRequest, unitId: number, pdu: Buffer): RtuAnswer {

@@ -186,6 +186,38 @@ describe("a 6-byte cut completed by a write echo at address 0 (the rest reads as
   });
 });
 
+describe("a cut answer completed exactly by a whole later answer (nothing follows it)", () => {
+  it("pipelined: an answer ending with a whole answer to the other request in flight is refused, never a wrong good value", async () => {
+    // HR0..9's answer (29 bytes) loses its last 11; the 11-byte answer to HR100 then completes it exactly.
+    const { driver } = await connect(
+      (request) => (request.address === 0 ? { kind: "normal", cut: 11 } : { kind: "normal", delayMs: 20 }),
+      { maxInFlight: 2, planner: { maxGap: 0 } },
+    );
+    const samples = await driver.read(tagsAt([...block(0, 10), 100]));
+    expectNoWrongGood(samples);
+    expect(samples[9]!.quality.severity).toBe("bad");
+    expect(samples[9]!.quality.reason).toMatch(/ends with a whole answer/);
+  });
+
+  it("at maxInFlight 1: a read cut by 12 bytes completed by a gateway's resent write echo (12 bytes) is refused", async () => {
+    const { driver } = await connect(
+      (request) =>
+        request.functionCode === 6
+          ? { kind: "normal", duplicateAfterMs: 30 }
+          : request.index === 1
+            ? { kind: "normal", cut: 12, delayMs: 5 }
+            : { kind: "normal" },
+      { planner: { maxGap: 0 } },
+    );
+    await driver.write(registerTag(0), 6);
+    const samples = await driver.read(tagsAt(block(10, 10)));
+    expectNoWrongGood(samples);
+    expect(samples[9]!.quality.severity).toBe("bad");
+    expect(samples[9]!.quality.reason).toMatch(/ends with a whole answer/);
+    expect(expectNoWrongGood(await driver.read(tagsAt(block(10, 10))))).toBe(10);
+  });
+});
+
 describe("a misalignment found while pipelining is a pipeline desync", () => {
   it("even when only one request is left in flight: the driver falls back to one at a time, the unit is not blamed", async () => {
     // Four requests in flight; the last to be answered is cut and resent whole, so the misalignment is found
