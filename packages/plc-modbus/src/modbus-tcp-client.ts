@@ -262,9 +262,16 @@ export class ModbusTcpClient extends ModbusFunctionCodes implements ModbusClient
         if (this.#buffer.length > 0) this.#misaligned("the bytes after an answer that did not fit its request");
         return;
       }
-      if (next === "wait") return;
+      const alone = this.#pending.size === 0 || (this.#pending.size === 1 && own !== undefined);
+      if (next === "wait") {
+        // With no other request in flight no answer can follow: bytes that stay short of a frame after the
+        // quiet gap are trailing bytes (a device appending junk), refused at once rather than timed out.
+        if (!alone) return;
+        if (quiet) this.#misaligned("the bytes after an answer start no frame and nothing else came (trailing bytes?)");
+        else this.#armQuietTimer();
+        return;
+      }
       if (next === "nothing") {
-        const alone = this.#pending.size === 0 || (this.#pending.size === 1 && own !== undefined);
         if (quiet || (alone && !this.#strict)) this.#take(frame, check);
         else this.#armQuietTimer();
         return;

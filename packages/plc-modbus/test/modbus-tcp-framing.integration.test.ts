@@ -218,6 +218,18 @@ describe("a cut answer completed exactly by a whole later answer (nothing follow
   });
 });
 
+describe("a device that appends bytes after each answer", () => {
+  for (const trailing of [1, 2, 5]) {
+    it(`${trailing} trailing byte(s): refused at once as "do not line up", not a timeout blamed on wiring`, async () => {
+      const { driver } = await connect(() => ({ kind: "normal", trailing }), { planner: { maxGap: 0 } });
+      const samples = await driver.read(tagsAt(block(0, 4)));
+      expectNoWrongGood(samples);
+      expect(samples[0]!.quality.severity).toBe("bad");
+      expect(samples[0]!.quality.reason).toMatch(/do not line up/);
+    });
+  }
+});
+
 describe("a misalignment found while pipelining is a pipeline desync", () => {
   it("even when only one request is left in flight: the driver falls back to one at a time, the unit is not blamed", async () => {
     // Four requests in flight; the last to be answered is cut and resent whole, so the misalignment is found

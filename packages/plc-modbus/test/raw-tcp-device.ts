@@ -43,6 +43,8 @@ export type RawAnswer =
       readonly splitHeaderMs?: number;
       /** Register values sent, in order (reads of registers; default {@link rawRegister}). */
       readonly values?: readonly number[];
+      /** Bytes (0xAA) appended to the answer, in the same write: a device that sends junk after each frame. */
+      readonly trailing?: number;
     }
   | { readonly kind: "exception"; readonly code: number }
   | { readonly kind: "silent" };
@@ -88,7 +90,9 @@ export async function startRawTcpDevice(
         if (duplicate !== undefined)
           setTimeout(() => socket.destroyed || socket.write(build(request, reply)), duplicate);
         const send = (): void => {
-          const whole = build(request, reply);
+          const built = build(request, reply);
+          const trailing = reply.kind === "normal" ? (reply.trailing ?? 0) : 0;
+          const whole = trailing > 0 ? Buffer.concat([built, Buffer.alloc(trailing, 0xaa)]) : built;
           const cut = reply.kind === "normal" ? (reply.cut ?? 0) : 0;
           const splitMs = reply.kind === "normal" ? reply.splitHeaderMs : undefined;
           if (splitMs !== undefined) {
