@@ -8,6 +8,7 @@ import {
   type HistoryReadRequest,
   HistoryReadResponse,
   MonitoredItemCreateResult,
+  MonitoredItemNotification,
   NodeClass,
   PermissionType,
   type UserIdentityToken,
@@ -64,11 +65,16 @@ export class AuthorizingServer extends OPCUAServer {
     const request = message.request as CreateMonitoredItemsRequest;
     const session = this.engine.getSession(request.requestHeader.authenticationToken);
     const subscription = session?.getSubscription(request.subscriptionId);
-    if (session && subscription) this.#guardMonitoredItems(session, subscription);
+    if (subscription) this.#guardMonitoredItems(subscription);
     super._on_CreateMonitoredItemsRequest(message, channel);
   }
 
-  #guardMonitoredItems(session: ServerSession, subscription: Subscription): void {
+  /**
+   * Every decision on the subscription's items asks the subscription's CURRENT session (its
+   * `$session`, which TransferSubscriptions and ActivateSession change), at the time of the
+   * decision: never a session captured when the subscription was first seen.
+   */
+  #guardMonitoredItems(subscription: Subscription): void {
     if (this.#guardedSubscriptions.has(subscription)) return;
     this.#guardedSubscriptions.add(subscription);
     const create = subscription.preCreateMonitoredItem.bind(subscription);
@@ -78,6 +84,8 @@ export class AuthorizingServer extends OPCUAServer {
         createResult: new MonitoredItemCreateResult({ statusCode }),
         monitoredItemCreateRequest: itemRequest,
       });
+      const session = currentSessionOf(subscription);
+      if (!session) return refuse(StatusCodes.BadUserAccessDenied);
       if (session.currentMonitoredItemCount >= this.maxMonitoredItemsPerSession) {
         return refuse(StatusCodes.BadTooManyMonitoredItems);
       }
@@ -91,7 +99,7 @@ export class AuthorizingServer extends OPCUAServer {
         return refuse(StatusCodes.BadUserAccessDenied);
       }
       const created = create(addressSpace, timestampsToReturn, itemRequest);
-      if (guarded && created.monitoredItem) guardRecordedValues(session, guarded, created.monitoredItem);
+      if (guarded && created.monitoredItem) guardValues(guarded, created.monitoredItem);
       return created;
     };
   }
@@ -115,20 +123,54 @@ export class AuthorizingServer extends OPCUAServer {
   }
 }
 
+/** The session a subscription belongs to now (none while it is orphaned). */
+function currentSessionOf(subscription: Subscription | undefined): ServerSession | undefined {
+  return (subscription as { $session?: ServerSession } | undefined)?.$session ?? undefined;
+}
+
+/** Whether the item's subscription's current session may read `node` now (an orphaned item may not). */
+function mayRead(item: MonitoredItem, node: BaseNode): boolean {
+  const session = currentSessionOf(item.$subscription as Subscription | undefined);
+  return session !== undefined && session.sessionContext.checkPermission(node, PermissionType.Read);
+}
+
 /**
- * Makes a monitored item on a variable's Value ask the session's context for `Read` of it on
- * every value it records (sampled or pushed on change, with sampling interval 0): node-opcua
- * checks only when it samples, and a session's principal can change (ActivateSession with another
- * identity) as can its grants. A refused value is recorded as `BadUserAccessDenied`, no value.
+ * Makes a monitored item on a variable's Value ask its subscription's current session's context
+ * for `Read` of it twice (see {@link mayRead}):
+ *
+ * - on every value it records (sampled or pushed on change, with sampling interval 0): node-opcua
+ *   checks only when it samples. A refused value is recorded as `BadUserAccessDenied`, no value.
+ * - when its queued notifications are taken for a Publish: values queued while the principal could
+ *   read, but sent after it no longer may (its grant revoked, the session switched user, the
+ *   subscription transferred to another session, the values node-opcua resends after a transfer),
+ *   are dropped and replaced by one `BadUserAccessDenied` notification, no value.
+ *
+ * A session's principal can change (ActivateSession with another identity), as can its grants and
+ * the session the subscription belongs to.
  */
-function guardRecordedValues(session: ServerSession, node: BaseNode, item: MonitoredItem): void {
+function guardValues(node: BaseNode, item: MonitoredItem): void {
   const record = item.recordValue.bind(item);
   item.recordValue = (dataValue, skipChangeTest, indexRange) =>
-    session.sessionContext.checkPermission(node, PermissionType.Read)
+    mayRead(item, node)
       ? record(dataValue, skipChangeTest, indexRange)
       : record(
           new DataValue({ statusCode: StatusCodes.BadUserAccessDenied, serverTimestamp: dataValue.serverTimestamp }),
           skipChangeTest,
           indexRange,
         );
+  const extract = item.extractMonitoredItemNotifications.bind(item);
+  item.extractMonitoredItemNotifications = (force?: boolean) => {
+    const notifications = extract(force);
+    if (notifications.length === 0 || mayRead(item, node)) return notifications;
+    const last = notifications.at(-1) as MonitoredItemNotification;
+    return [
+      new MonitoredItemNotification({
+        clientHandle: item.clientHandle,
+        value: new DataValue({
+          statusCode: StatusCodes.BadUserAccessDenied,
+          serverTimestamp: last.value?.serverTimestamp ?? null,
+        }),
+      }),
+    ];
+  };
 }

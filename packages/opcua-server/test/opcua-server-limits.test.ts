@@ -3,9 +3,11 @@ import {
   AttributeIds,
   ClientSubscription,
   CreateMonitoredItemsRequest,
+  CreateSubscriptionRequest,
   type DataValue,
   HistoryReadRequest,
   MonitoringMode,
+  PublishRequest,
   ReadAtTimeDetails,
   StatusCodes,
   type StatusCode,
@@ -208,6 +210,120 @@ describe("OpcuaServer checks `read` on every value of a monitored item (sampling
       await new Promise((resolve) => setTimeout(resolve, 300));
       expect(watched.seen.slice(from).filter((value) => value.statusCode === StatusCodes.Good)).toEqual([]);
       await watched.stop();
+    } finally {
+      revoked.delete("secret.recipe");
+      await client.close();
+    }
+  });
+});
+
+/** The raw subscription services node-opcua's ClientSession has but does not type. */
+interface RawSession {
+  createSubscription(request: CreateSubscriptionRequest): Promise<{ subscriptionId: number }>;
+  createMonitoredItems(
+    request: CreateMonitoredItemsRequest,
+  ): Promise<{ results?: { statusCode: StatusCode }[] | null }>;
+  transferSubscriptions(request: {
+    subscriptionIds: number[];
+    sendInitialValues: boolean;
+  }): Promise<{ results?: { statusCode: StatusCode }[] | null }>;
+  publish(request: PublishRequest): Promise<{
+    notificationMessage: {
+      notificationData?: ({ monitoredItems?: { clientHandle: number; value: DataValue }[] | null } | null)[] | null;
+    };
+  }>;
+}
+
+const raw = (client: Client): RawSession => client.session as unknown as RawSession;
+
+async function rawSubscription(client: Client, publishingInterval: number): Promise<number> {
+  const created = await raw(client).createSubscription(
+    new CreateSubscriptionRequest({
+      requestedPublishingInterval: publishingInterval,
+      requestedLifetimeCount: 600,
+      requestedMaxKeepAliveCount: 10,
+      publishingEnabled: true,
+    }),
+  );
+  return created.subscriptionId;
+}
+
+async function rawItem(
+  client: Client,
+  subscriptionId: number,
+  tag: string,
+  clientHandle: number,
+  queueSize = 1,
+): Promise<StatusCode | undefined> {
+  const response = await raw(client).createMonitoredItems(
+    new CreateMonitoredItemsRequest({
+      subscriptionId,
+      timestampsToReturn: TimestampsToReturn.Both,
+      itemsToCreate: [
+        {
+          itemToMonitor: { nodeId: served.server.nodeIdOf(tag), attributeId: AttributeIds.Value },
+          monitoringMode: MonitoringMode.Reporting,
+          requestedParameters: { clientHandle, samplingInterval: 0, queueSize, discardOldest: true },
+        },
+      ],
+    }),
+  );
+  return response.results?.[0]?.statusCode;
+}
+
+/** The values of `publishes` Publish responses on the session. */
+async function published(client: Client, publishes: number): Promise<DataValue[]> {
+  const values: DataValue[] = [];
+  for (let index = 0; index < publishes; index++) {
+    const response = await raw(client).publish(new PublishRequest({ subscriptionAcknowledgements: [] }));
+    for (const data of response.notificationMessage.notificationData ?? []) {
+      for (const item of data?.monitoredItems ?? []) values.push(item.value);
+    }
+  }
+  return values;
+}
+
+const good = (values: DataValue[]) => values.filter((value) => value.statusCode.isGood());
+
+describe("OpcuaServer judges a subscription's items by the subscription's current session", () => {
+  test("after TransferSubscriptions to another session that then changes user to a principal without `read`, the items deliver no value and a new item is refused BadUserAccessDenied", async () => {
+    const a = await connect(served.server, pki.trusted, user("olga"));
+    const b = await connect(served.server, pki.trusted, user("olga"));
+    try {
+      const subscriptionId = await rawSubscription(a, 100);
+      expect(await rawItem(a, subscriptionId, "secret.recipe", 7)).toBe(StatusCodes.Good);
+      expect(good(await published(a, 2)).length).toBeGreaterThan(0);
+      const transferred = await raw(b).transferSubscriptions({
+        subscriptionIds: [subscriptionId],
+        sendInitialValues: true,
+      });
+      expect(transferred.results?.[0]?.statusCode).toBe(StatusCodes.Good);
+      expect(good(await published(b, 2)).length).toBeGreaterThan(0);
+      expect(await b.session.changeUser(user("rita"))).toBe(StatusCodes.Good);
+      const after = await published(b, 4);
+      expect(good(after)).toEqual([]);
+      expect(after.some((value) => value.statusCode === StatusCodes.BadUserAccessDenied)).toBe(true);
+      expect(await rawItem(b, subscriptionId, "secret.recipe", 8)).toBe(StatusCodes.BadUserAccessDenied);
+      await a.close();
+      expect(good(await published(b, 3))).toEqual([]);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
+  test("values queued before `read` is revoked are not sent after it: the next Publish carries one BadUserAccessDenied, no value", async () => {
+    const client = await connect(served.server, pki.trusted, user("olga"));
+    try {
+      const subscriptionId = await rawSubscription(client, 1_500);
+      expect(await rawItem(client, subscriptionId, "secret.recipe", 9, 100)).toBe(StatusCodes.Good);
+      await published(client, 1); // the initial value
+      await new Promise((resolve) => setTimeout(resolve, 600)); // values queue (scan 50 ms)
+      revoked.add("secret.recipe");
+      const after = await published(client, 1);
+      expect(good(after)).toEqual([]);
+      expect(after.map((value) => value.statusCode)).toEqual([StatusCodes.BadUserAccessDenied]);
+      expect(after[0]!.value.value).toBeNull();
     } finally {
       revoked.delete("secret.recipe");
       await client.close();
