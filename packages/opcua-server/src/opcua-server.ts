@@ -712,7 +712,14 @@ export class OpcuaServer {
       const name = node?.nodeId.namespace === this.#namespaceIndex ? node.nodeId.value : undefined;
       const tagValue =
         writeValue.attributeId === VALUE_ATTRIBUTE && typeof name === "string" && this.#variables.get(name) === node;
-      if (!node || tagValue) return writeNode(context, writeValue);
+      if (!node) return writeNode(context, writeValue);
+      if (tagValue) {
+        // Straight to Kiln's checked path: node-opcua's own checks on the way (a missing Variant,
+        // the session's UserAccessLevel) would answer before Kiln audits.
+        return this.#statusCode(
+          await this.#write(this.#system.tags.get(name), context, writeValue.value, writeValue.indexRange),
+        );
+      }
       const target = node.nodeId.toString();
       const attribute = writeValue.attributeId;
       const code = await this.#refuse(this.#principalOf(context?.session), {
@@ -769,6 +776,20 @@ export class OpcuaServer {
         statusCode: ServerStatusCodes.BadIndexRangeInvalid,
       });
     }
+    if (carriesMoreThanAValue(dataValue)) {
+      return this.#refuse(principal, {
+        permission: "tag.write",
+        target: tag.name,
+        reason: new KilnValidationError("OPC UA Write", [
+          {
+            path: "value",
+            message:
+              "a Write sets a value only: Kiln takes no StatusCode, SourceTimestamp or ServerTimestamp from a client (OPC UA Part 4, 5.10.4)",
+          },
+        ]),
+        statusCode: ServerStatusCodes.BadWriteNotSupported,
+      });
+    }
     const value = tagValueOf(this.#runtime!, tag, dataValue.value);
     if (value === undefined) {
       const variant = dataValue.value;
@@ -806,6 +827,8 @@ const VALUE_ATTRIBUTE = 13;
 interface WriteValueLike {
   readonly nodeId: Parameters<Namespace["addressSpace"]["findNode"]>[0];
   readonly attributeId: number;
+  readonly value: DataValue;
+  readonly indexRange?: unknown;
 }
 
 type WriteCallback = (error: Error | null, statusCode?: StatusCode) => void;
@@ -826,6 +849,16 @@ function isValidUserAsyncOf(check: (session: ServerSession, userName: string, pa
       () => callback(null, false),
     );
   };
+}
+
+/**
+ * Whether a written DataValue carries a StatusCode other than Good, a SourceTimestamp or a
+ * ServerTimestamp: a server that does not take them answers `BadWriteNotSupported` (OPC UA Part 4,
+ * 5.10.4), never a bad or stamped value taken as a good setpoint.
+ */
+function carriesMoreThanAValue(dataValue: DataValue): boolean {
+  const status = (dataValue.statusCode as { value?: number } | null | undefined)?.value ?? 0;
+  return status !== 0 || dataValue.sourceTimestamp != null || dataValue.serverTimestamp != null;
 }
 
 function isEmptyRange(indexRange: unknown): boolean {
@@ -903,9 +936,10 @@ function variantOf(runtime: ServerRuntime, tag: Tag, value: Sample["value"]): Va
  * 64-bit integer's [high, low] words become a bigint; Kiln's checked write then decides whether
  * the value fits the tag (range, `KILN_VALIDATION` → `BadTypeMismatch`).
  */
-function tagValueOf(runtime: ServerRuntime, tag: Tag, variant: Variant | undefined): unknown {
+function tagValueOf(runtime: ServerRuntime, tag: Tag, variant: Variant | null | undefined): unknown {
   if (
     variant === undefined ||
+    variant === null ||
     variant.arrayType !== runtime.VariantArrayType.Scalar ||
     variant.dataType !== runtime.DataType[OPCUA_DATA_TYPE_OF_TAG[tag.dataType]]
   ) {

@@ -34,6 +34,7 @@ const tags = defineTags({
   "cycle.limit": { dataType: "uint64", access: "readwrite" },
   "cycle.offset": { dataType: "int64", access: "readwrite" },
   "cycle.step": { dataType: "int32", access: "readwrite" },
+  "heater.ramp": { dataType: "float64", access: "readwrite", range: { min: 0, max: 100 } },
 });
 
 let pki: TestPki;
@@ -259,6 +260,48 @@ describe("OpcuaServer writes through Kiln's checked command path", () => {
     });
     expect(status).toBe(StatusCodes.Good);
     expect(served.plc.writes.at(-1)).toMatchObject({ tag: "cycle.total", value });
+  });
+
+  test("a Write carrying a StatusCode (bad or uncertain) or a Source/ServerTimestamp answers BadWriteNotSupported (Part 4, 5.10.4), reaches no PLC, and is audited denied; a viewer's is BadUserAccessDenied", async () => {
+    const before = served.plc.writes.length;
+    const nodeId = served.server.nodeIdOf("heater.ramp");
+    const value = { dataType: DataType.Double, value: 13 };
+    const attempts: WriteValueOptions[] = [
+      { nodeId, attributeId: AttributeIds.Value, value: { value, statusCode: StatusCodes.BadSensorFailure } },
+      { nodeId, attributeId: AttributeIds.Value, value: { value, statusCode: StatusCodes.UncertainLastUsableValue } },
+      { nodeId, attributeId: AttributeIds.Value, value: { value, sourceTimestamp: new Date() } },
+      { nodeId, attributeId: AttributeIds.Value, value: { value, serverTimestamp: new Date() } },
+    ];
+    for (const attempt of attempts) {
+      expect(await operator.session.write(attempt), JSON.stringify(attempt.value)).toBe(
+        StatusCodes.BadWriteNotSupported,
+      );
+    }
+    expect(await viewer.session.write(attempts[0]!)).toBe(StatusCodes.BadUserAccessDenied);
+    expect(served.plc.writes.length).toBe(before);
+    const entries = await auditEntries("heater.ramp", 5);
+    expect(entries.map((entry) => [entry.principal, entry.outcome])).toEqual([
+      ...attempts.map(() => ["olga", "denied"]),
+      ["vic", "denied"],
+    ]);
+    expect(entries[0]!.reason).toMatch(/KILN_VALIDATION.*StatusCode/s);
+    // The plain value is taken.
+    expect(await write(operator, "heater.ramp", value)).toBe(StatusCodes.Good);
+  });
+
+  test("a Write of a tag's Value with no Variant answers BadTypeMismatch and is audited denied", async () => {
+    const before = served.plc.writes.length;
+    const status = await operator.session.write({
+      nodeId: served.server.nodeIdOf("cycle.limit"),
+      attributeId: AttributeIds.Value,
+      value: {},
+    });
+    expect(status).toBe(StatusCodes.BadTypeMismatch);
+    expect(served.plc.writes.length).toBe(before);
+    expect(await auditEntries("cycle.limit", 2)).toMatchObject([
+      { outcome: "denied" },
+      { principal: "olga", outcome: "denied", reason: expect.stringMatching(/KILN_VALIDATION/) },
+    ]);
   });
 
   test("a write while the control system is stopped answers BadInvalidState and reaches no PLC", async () => {
