@@ -26,7 +26,7 @@ import type { UserIdentityToken } from "node-opcua-types";
 import type { Variant } from "node-opcua-variant";
 import { serveAlarms } from "./opcua-alarms";
 import { addTagVariables, folderIdentifier, OPCUA_DATA_TYPE_OF_TAG } from "./opcua-address-space";
-import { addMachineNodes, type MachineMethods, type MachineVariable } from "./opcua-machine";
+import { addMachineNodes, machineIdentifier, type MachineMethods, type MachineVariable } from "./opcua-machine";
 import {
   type OpcuaServerOptions,
   type OpcuaSessionInfo,
@@ -433,7 +433,7 @@ export class OpcuaServer {
     const system = this.#system;
     const methods: MachineMethods = {
       StartRecipe: (inputs, context) =>
-        this.#command(context, async (principal) => {
+        this.#command(context, "StartRecipe", "recipe.start", async (principal) => {
           const [name, version] = inputs;
           if (typeof name !== "string" || typeof version !== "number") {
             const statusCode = await this.#refuse(principal, {
@@ -450,18 +450,21 @@ export class OpcuaServer {
           const process = await system.startSavedRecipe(principal, name, version);
           return { statusCode: QualityCodes.Good, outputs: [process.id] };
         }),
-      Pause: (_inputs, context) => this.#command(context, (principal) => this.#settled(system.pauseProcess(principal))),
+      Pause: (_inputs, context) =>
+        this.#command(context, "Pause", "recipe.pause", (principal) => this.#settled(system.pauseProcess(principal))),
       Resume: (_inputs, context) =>
-        this.#command(context, (principal) => this.#settled(system.resumeProcess(principal))),
+        this.#command(context, "Resume", "recipe.resume", (principal) =>
+          this.#settled(system.resumeProcess(principal)),
+        ),
       Abort: (inputs, context) =>
-        this.#command(context, (principal) => {
+        this.#command(context, "Abort", "recipe.abort", (principal) => {
           const reason = inputs[0];
           return this.#settled(
             system.abortProcess(principal, typeof reason === "string" && reason !== "" ? reason : undefined),
           );
         }),
       SendCommand: (inputs, context) =>
-        this.#command(context, async (principal) => {
+        this.#command(context, "SendCommand", "machine.mode", async (principal) => {
           const state = await system.sendMachineCommand(principal, inputs[0] as string);
           return { statusCode: QualityCodes.Good, outputs: [state] };
         }),
@@ -510,12 +513,34 @@ export class OpcuaServer {
     }
   }
 
-  /** Runs a Method's command for the session's principal; a refusal answers the StatusCode of its error. */
+  /**
+   * Runs a Method's command for the session's principal; a refusal answers the StatusCode of its
+   * error. A machine Method called on any object but the machine object (e.g. Pause with the
+   * Server object as ObjectId) runs nothing: `BadMethodInvalid` (OPC UA Part 4, 5.11.2), audited
+   * through `system.refuseCommand` (authorized first: `BadUserAccessDenied` without `permission`).
+   */
   async #command(
     context: ISessionContext,
+    name: string,
+    permission: string,
     run: (principal: Principal) => Promise<{ readonly statusCode: number; readonly outputs?: readonly unknown[] }>,
   ): Promise<{ readonly statusCode: number; readonly outputs?: readonly unknown[] }> {
     const principal = this.#principalOf(context?.session);
+    const object = (context as { object?: { nodeId: { namespace: number; value: unknown; toString(): string } } })
+      ?.object;
+    if (object?.nodeId.namespace !== this.#namespaceIndex || object.nodeId.value !== machineIdentifier()) {
+      const target = object?.nodeId.toString() ?? "(no object)";
+      const statusCode = await this.#refuse(principal, {
+        permission,
+        action: `opcua.${name}`,
+        target,
+        reason: new KilnValidationError(`OPC UA ${name}`, [
+          { path: "objectId", message: `${name} is a Method of the machine object, not of ${target}` },
+        ]),
+        statusCode: ServerStatusCodes.BadMethodInvalid,
+      });
+      return { statusCode };
+    }
     try {
       return await run(principal);
     } catch (error) {

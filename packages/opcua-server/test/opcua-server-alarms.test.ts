@@ -428,6 +428,24 @@ describe("Kiln alarms as OPC UA Part 9 conditions", () => {
     expect((await acknowledge(operator, PRESSURE_HI, eventId, "x")).statusCode.value).toBe(
       StatusCodes.BadConditionDisabled.value,
     );
+    // A refusal made before Kiln's command is authorized first and audited all the same: the
+    // viewer learns nothing of the condition's state.
+    expect((await acknowledge(viewer, PRESSURE_HI, eventId, "x")).statusCode.value).toBe(
+      StatusCodes.BadUserAccessDenied.value,
+    );
+    const oneShot = await operator.session.call({
+      objectId: await shelvingStateOf(PRESSURE_HI),
+      methodId: "ns=0;i=2948", // ShelvedStateMachineType.OneShotShelve
+      inputArguments: [],
+    });
+    expect(oneShot.statusCode.value).toBe(StatusCodes.BadConditionDisabled.value);
+    expect((await audit("opcua.Acknowledge")).map((entry) => [entry.principal, entry.target, entry.outcome])).toEqual([
+      ["olga", PRESSURE_HI, expect.any(String)],
+      ["vic", PRESSURE_HI, "denied"],
+    ]);
+    expect((await audit("opcua.OneShotShelve")).map((entry) => [entry.principal, entry.target])).toEqual([
+      ["olga", PRESSURE_HI],
+    ]);
     expect((await method(admin, ENABLE)).statusCode.value).toBe(StatusCodes.Good.value);
     expect(kilnAlarm(PRESSURE_HI).state.name).toBe("normal");
     await waitFor(() => lastEventOf(PRESSURE_HI)?.["EnabledState.Id"] === true, "the enable event");
@@ -437,6 +455,41 @@ describe("Kiln alarms as OPC UA Part 9 conditions", () => {
       ["ada", "denied"],
       ["ada", "allowed"],
     ]);
+  });
+
+  test("a condition Method of a type called on an object that is no condition answers BadNodeIdInvalid, audited; a machine Method called on another object answers BadMethodInvalid, audited, and runs nothing", async () => {
+    const machine = `ns=${served.server.namespaceIndex};s=@Machine`;
+    const calls = [
+      {
+        objectId: machine, // Acknowledge on the machine object
+        methodId: "ns=0;i=9111",
+        inputArguments: [
+          { dataType: DataType.ByteString, value: Buffer.alloc(16) },
+          { dataType: DataType.LocalizedText, value: { text: "x" } },
+        ],
+      },
+      { objectId: "ns=0;i=2253", methodId: "ns=0;i=9028", inputArguments: [] }, // Disable on the Server object
+    ];
+    for (const call of calls) {
+      const result = await admin.session.call(call);
+      expect(result.statusCode.value, call.methodId).toBe(StatusCodes.BadNodeIdInvalid.value);
+    }
+    expect((await audit("opcua.Acknowledge")).filter((entry) => entry.target === machine)).toMatchObject([
+      { principal: "ada" },
+    ]);
+    expect(await audit("opcua.Disable")).toMatchObject([{ principal: "ada", target: "ns=0;i=2253" }]);
+    // Authorized first: an operator (no alarm.out-of-service) is refused BadUserAccessDenied, audited.
+    const denied = await operator.session.call(calls[1]!);
+    expect(denied.statusCode.value).toBe(StatusCodes.BadUserAccessDenied.value);
+    expect((await audit("opcua.Disable")).map((entry) => entry.principal)).toEqual(["ada", "olga"]);
+    const pause = await admin.session.call({
+      objectId: "ns=0;i=2253",
+      methodId: `ns=${served.server.namespaceIndex};s=@Machine.Pause`,
+      inputArguments: [],
+    });
+    expect(pause.statusCode.value).toBe(StatusCodes.BadMethodInvalid.value);
+    expect(await audit("opcua.Pause")).toMatchObject([{ principal: "ada", target: "ns=0;i=2253" }]);
+    expect(await audit("recipe.pause")).toEqual([]);
   });
 
   test("AddComment is not supported (Kiln keeps comments on its commands) and changes nothing", async () => {
