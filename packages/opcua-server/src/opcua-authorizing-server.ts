@@ -6,6 +6,7 @@ import { type StatusCode, StatusCodes } from "node-opcua-status-code";
 import {
   type CreateMonitoredItemsRequest,
   type HistoryReadRequest,
+  type ModifyMonitoredItemsRequest,
   HistoryReadResponse,
   MonitoredItemCreateResult,
   MonitoredItemNotification,
@@ -46,7 +47,31 @@ export class AuthorizingServer extends OPCUAServer {
   /** Most ReqTimes × nodes of one HistoryRead AtTime (beyond: `BadTooManyOperations`, nothing read). */
   maxHistoryReadTimes = 10_000;
 
+  /** Largest queue of one monitored item (a larger requested QueueSize is revised down to it). */
+  maxQueueSize = 100;
+
   readonly #guardedSubscriptions = new WeakSet<Subscription>();
+
+  override async initialize(): Promise<void> {
+    await super.initialize();
+    // A session that ends (CloseSession with DeleteSubscriptions false, or its timeout) takes its
+    // subscriptions with it: node-opcua would keep them as orphans (until their lifetime ends)
+    // outside every per-session and per-principal cap, queueing for no one.
+    const engine = this.engine;
+    const closeSession = engine.closeSession.bind(engine);
+    engine.closeSession = (authenticationToken, _deleteSubscriptions, reason) =>
+      closeSession(authenticationToken, true, reason);
+  }
+
+  protected override _on_ModifyMonitoredItemsRequest(message: Message, channel: ServerSecureChannelLayer): void {
+    const request = message.request as ModifyMonitoredItemsRequest;
+    for (const item of request.itemsToModify ?? []) this.#boundQueue(item.requestedParameters);
+    super._on_ModifyMonitoredItemsRequest(message, channel);
+  }
+
+  #boundQueue(parameters: { queueSize: number } | null | undefined): void {
+    if (parameters && parameters.queueSize > this.maxQueueSize) parameters.queueSize = this.maxQueueSize;
+  }
 
   protected override _on_HistoryReadRequest(message: Message, channel: ServerSecureChannelLayer): void {
     const request = message.request as HistoryReadRequest;
@@ -98,6 +123,7 @@ export class AuthorizingServer extends OPCUAServer {
       if (guarded && !session.sessionContext.checkPermission(guarded, PermissionType.Read)) {
         return refuse(StatusCodes.BadUserAccessDenied);
       }
+      this.#boundQueue(itemRequest.requestedParameters);
       const created = create(addressSpace, timestampsToReturn, itemRequest);
       if (guarded && created.monitoredItem) guardValues(guarded, created.monitoredItem);
       return created;

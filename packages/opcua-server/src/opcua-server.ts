@@ -299,6 +299,7 @@ export class OpcuaServer {
     });
     server.maxMonitoredItemsPerSession = options.limits.maxMonitoredItemsPerSession;
     server.maxHistoryReadTimes = options.limits.maxHistoryReadTimes;
+    server.maxQueueSize = options.limits.maxQueueSize;
     server.refusalOf = (session) =>
       this.#tooManySessions.has(session) ? runtime.StatusCodes.BadTooManySessions : undefined;
     server.authorizeSession = (session, token) => this.#identify(session, this.#identityOf(runtime, token));

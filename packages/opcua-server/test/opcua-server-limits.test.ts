@@ -330,3 +330,47 @@ describe("OpcuaServer judges a subscription's items by the subscription's curren
     }
   });
 });
+
+describe("OpcuaServer leaves no orphaned subscription and bounds queues", () => {
+  test("a session closed without deleting its subscriptions takes them with it: no other session can transfer them (none is left as an orphan)", async () => {
+    const vic = await connect(served.server, pki.trusted, user("vic"));
+    const ids: number[] = [];
+    for (let index = 0; index < 3; index++) ids.push(await rawSubscription(vic, 100));
+    await vic.session.close(false); // DeleteSubscriptions false
+    await vic.client.disconnect();
+    const again = await connect(served.server, pki.trusted, user("vic"));
+    try {
+      const transferred = await raw(again).transferSubscriptions({ subscriptionIds: ids, sendInitialValues: false });
+      expect(transferred.results?.map((result) => result.statusCode)).toEqual(
+        ids.map(() => StatusCodes.BadSubscriptionIdInvalid),
+      );
+    } finally {
+      await again.close();
+    }
+  });
+
+  test("a monitored item's QueueSize, for values and for events, is revised to at most limits.maxQueueSize (100), on create and on modify", async () => {
+    const vic = await connect(served.server, pki.trusted, user("vic"));
+    try {
+      const sub = await subscription(vic);
+      const value = await sub.monitor(
+        { nodeId: served.server.nodeIdOf("chamber.pressure"), attributeId: AttributeIds.Value },
+        { samplingInterval: 0, queueSize: 4_000, discardOldest: true },
+        TimestampsToReturn.Both,
+      );
+      const event = await sub.monitor(
+        { nodeId: "ns=0;i=2253", attributeId: AttributeIds.EventNotifier },
+        { samplingInterval: 0, queueSize: 10_000, discardOldest: true, filter: null },
+        TimestampsToReturn.Both,
+      );
+      const revised = (item: typeof value) => (item as unknown as { result: { revisedQueueSize: number } }).result;
+      expect(revised(value).revisedQueueSize).toBe(100);
+      expect(revised(event).revisedQueueSize).toBe(100);
+      const modified = await value.modify({ samplingInterval: 0, queueSize: 3_000, discardOldest: true });
+      expect((modified as unknown as { revisedQueueSize: number }).revisedQueueSize).toBe(100);
+      await sub.terminate();
+    } finally {
+      await vic.close();
+    }
+  });
+});
