@@ -50,7 +50,46 @@ export class AuthorizingServer extends OPCUAServer {
   /** Largest queue of one monitored item (a larger requested QueueSize is revised down to it). */
   maxQueueSize = 100;
 
+  /** Most sessions created but not (yet) activated, all clients together; the oldest is closed to make room. */
+  maxUnactivatedSessions = 5;
+
+  /** How long (ms) a session may stay unactivated before it is closed, with its channel when no activated session uses it. */
+  unactivatedSessionTimeoutMs = 10_000;
+
   readonly #guardedSubscriptions = new WeakSet<Subscription>();
+
+  /**
+   * A session is counted as unactivated until ActivateSession succeeds: at most
+   * {@link AuthorizingServer.maxUnactivatedSessions} of them (the oldest is closed when a new
+   * one comes, OPC UA Part 4, 5.6.2), each closed after
+   * {@link AuthorizingServer.unactivatedSessionTimeoutMs}, with its secure channel when that
+   * carries no activated session. A client that never activates (no valid user) cannot hold the
+   * session or connection slots that authenticated users need.
+   */
+  protected override createSession(options: Parameters<OPCUAServer["createSession"]>[0]): ServerSession {
+    const unactivated = this.engine.getSessions().filter((session) => session.status === "new");
+    for (const oldest of unactivated.slice(0, Math.max(0, unactivated.length - this.maxUnactivatedSessions + 1))) {
+      this.#closeUnactivated(oldest);
+    }
+    const session = super.createSession(options);
+    setTimeout(() => {
+      if (session.status === "new") this.#closeUnactivated(session);
+    }, this.unactivatedSessionTimeoutMs).unref();
+    return session;
+  }
+
+  #closeUnactivated(session: ServerSession): void {
+    const channel = session.channel;
+    try {
+      this.engine.closeSession(session.authenticationToken, true, "Forcing");
+    } catch {
+      return; // closed meanwhile
+    }
+    const inUse = this.engine
+      .getSessions()
+      .some((other) => other.channel === channel && other.status === "active");
+    if (channel && !inUse) channel.close();
+  }
 
   override async initialize(): Promise<void> {
     await super.initialize();

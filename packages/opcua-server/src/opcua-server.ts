@@ -288,6 +288,8 @@ export class OpcuaServer {
       buildInfo: { productName: options.productName, manufacturerName: "Kiln" },
       serverInfo: { applicationName: { text: `${options.productName} (${this.#system.machineId})` } },
       isAuditing: false,
+      // node-opcua's default (10 secure channels per endpoint) would bound sessions tighter than maxSessions.
+      maxConnectionsPerEndpoint: options.limits.maxSessions + options.limits.maxUnactivatedSessions,
       serverCapabilities: {
         maxSessions: options.limits.maxSessions,
         maxSubscriptions: options.limits.maxSubscriptions,
@@ -300,6 +302,8 @@ export class OpcuaServer {
     server.maxMonitoredItemsPerSession = options.limits.maxMonitoredItemsPerSession;
     server.maxHistoryReadTimes = options.limits.maxHistoryReadTimes;
     server.maxQueueSize = options.limits.maxQueueSize;
+    server.maxUnactivatedSessions = options.limits.maxUnactivatedSessions;
+    server.unactivatedSessionTimeoutMs = options.limits.unactivatedSessionTimeoutMs;
     server.refusalOf = (session) =>
       this.#tooManySessions.has(session) ? runtime.StatusCodes.BadTooManySessions : undefined;
     server.authorizeSession = (session, token) => this.#identify(session, this.#identityOf(runtime, token));
