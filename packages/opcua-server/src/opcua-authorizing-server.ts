@@ -85,9 +85,7 @@ export class AuthorizingServer extends OPCUAServer {
     } catch {
       return; // closed meanwhile
     }
-    const inUse = this.engine
-      .getSessions()
-      .some((other) => other.channel === channel && other.status === "active");
+    const inUse = this.engine.getSessions().some((other) => other.channel === channel && other.status === "active");
     if (channel && !inUse) channel.close();
   }
 
