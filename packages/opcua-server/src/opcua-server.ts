@@ -331,6 +331,7 @@ export class OpcuaServer {
         const tag = this.#system.tags.get(name);
         this.#variables.set(name, variable);
         this.#interceptWrites(tag, variable);
+        this.#userAccessLevelPerSession(tag, variable);
         this.#publish(tag, variable, this.#system.cvt.get(name));
       }
       this.#disposers.push(
@@ -438,7 +439,7 @@ export class OpcuaServer {
     const system = this.#system;
     const methods: MachineMethods = {
       StartRecipe: (inputs, context) =>
-        this.#command(context, "StartRecipe", "recipe.start", async (principal) => {
+        this.#command(context, "StartRecipe", MACHINE_METHOD_PERMISSIONS.StartRecipe, async (principal) => {
           const [name, version] = inputs;
           if (typeof name !== "string" || typeof version !== "number") {
             const statusCode = await this.#refuse(principal, {
@@ -456,25 +457,29 @@ export class OpcuaServer {
           return { statusCode: QualityCodes.Good, outputs: [process.id] };
         }),
       Pause: (_inputs, context) =>
-        this.#command(context, "Pause", "recipe.pause", (principal) => this.#settled(system.pauseProcess(principal))),
+        this.#command(context, "Pause", MACHINE_METHOD_PERMISSIONS.Pause, (principal) =>
+          this.#settled(system.pauseProcess(principal)),
+        ),
       Resume: (_inputs, context) =>
-        this.#command(context, "Resume", "recipe.resume", (principal) =>
+        this.#command(context, "Resume", MACHINE_METHOD_PERMISSIONS.Resume, (principal) =>
           this.#settled(system.resumeProcess(principal)),
         ),
       Abort: (inputs, context) =>
-        this.#command(context, "Abort", "recipe.abort", (principal) => {
+        this.#command(context, "Abort", MACHINE_METHOD_PERMISSIONS.Abort, (principal) => {
           const reason = inputs[0];
           return this.#settled(
             system.abortProcess(principal, typeof reason === "string" && reason !== "" ? reason : undefined),
           );
         }),
       SendCommand: (inputs, context) =>
-        this.#command(context, "SendCommand", "machine.mode", async (principal) => {
+        this.#command(context, "SendCommand", MACHINE_METHOD_PERMISSIONS.SendCommand, async (principal) => {
           const state = await system.sendMachineCommand(principal, inputs[0] as string);
           return { statusCode: QualityCodes.Good, outputs: [state] };
         }),
     };
-    const set = addMachineNodes(runtime, namespace, parent, methods);
+    const set = addMachineNodes(runtime, namespace, parent, methods, (name, context) =>
+      this.#can(this.#principalOf(context?.session), MACHINE_METHOD_PERMISSIONS[name], system.machineId),
+    );
     const apply = (values: Partial<Record<MachineVariable, string>>): void => {
       for (const [name, value] of Object.entries(values)) set(name as MachineVariable, value);
     };
@@ -590,6 +595,37 @@ export class OpcuaServer {
       this.#logger.warn({ error: String(error), session: info.sessionId }, "identify failed; session refused");
       return false;
     }
+  }
+
+  /** `system.can`, false for a principal it cannot judge. */
+  #can(principal: Principal, permission: string, target?: string): boolean {
+    try {
+      return this.#system.can(principal, permission, target);
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Makes a tag variable's UserAccessLevel what the reading session's principal may do: no
+   * CurrentWrite without `tag.write` on the tag, no CurrentRead or HistoryRead without `read`.
+   * Only the attribute is computed so: a Write is still judged (and audited) by Kiln's checked path.
+   */
+  #userAccessLevelPerSession(tag: Tag, variable: UAVariable): void {
+    const internal = variable as unknown as { _readUserAccessLevel(context: ISessionContext): DataValue };
+    const read = internal._readUserAccessLevel.bind(variable);
+    Object.defineProperty(variable, "_readUserAccessLevel", {
+      configurable: true,
+      value: (context: ISessionContext) => {
+        const dataValue = read(context);
+        const principal = this.#principalOf(context?.session);
+        let level = Number(dataValue.value.value);
+        if (!this.#can(principal, "tag.write", tag.name)) level &= ~CURRENT_WRITE;
+        if (!this.#canRead(principal, tag.name)) level &= ~(CURRENT_READ | HISTORY_READ);
+        dataValue.value.value = level;
+        return dataValue;
+      },
+    });
   }
 
   /**
@@ -852,6 +888,20 @@ export class OpcuaServer {
 
 /** AttributeId of the Value attribute (OPC UA Part 6, A.1). */
 const VALUE_ATTRIBUTE = 13;
+
+/** The permission each machine Method's command needs (SendCommand: `machine.maintenance` for a maintenance command). */
+const MACHINE_METHOD_PERMISSIONS: Readonly<Record<keyof MachineMethods, string>> = {
+  StartRecipe: "recipe.start",
+  Pause: "recipe.pause",
+  Resume: "recipe.resume",
+  Abort: "recipe.abort",
+  SendCommand: "machine.mode",
+};
+
+/** AccessLevel bits (OPC UA Part 3, 8.57). */
+const CURRENT_READ = 0x01;
+const CURRENT_WRITE = 0x02;
+const HISTORY_READ = 0x04;
 
 /** What the server reads of a node-opcua WriteValue. */
 interface WriteValueLike {

@@ -304,6 +304,35 @@ describe("OpcuaServer writes through Kiln's checked command path", () => {
     ]);
   });
 
+  test("UserAccessLevel and UserExecutable are the reading session's own rights: CurrentWrite and StartRecipe for the operator, neither for the viewer (whose Write and Call are still refused and audited)", async () => {
+    const userAccess = async (client: Awaited<ReturnType<typeof connect>>, tag: string) =>
+      (await client.session.read({ nodeId: served.server.nodeIdOf(tag), attributeId: AttributeIds.UserAccessLevel }))
+        .value.value as number;
+    const executable = async (client: Awaited<ReturnType<typeof connect>>, method: string) =>
+      (
+        await client.session.read({
+          nodeId: `ns=${served.server.namespaceIndex};s=@Machine.${method}`,
+          attributeId: AttributeIds.UserExecutable,
+        })
+      ).value.value as boolean;
+    expect((await userAccess(operator, "heater.setpoint")) & 0b11).toBe(0b11);
+    expect((await userAccess(viewer, "heater.setpoint")) & 0b11).toBe(0b01);
+    // a read-only tag shows no CurrentWrite to anyone, the admin included
+    expect((await userAccess(admin, "chamber.pressure")) & 0b11).toBe(0b01);
+    expect(await executable(operator, "StartRecipe")).toBe(true);
+    expect(await executable(viewer, "StartRecipe")).toBe(false);
+    expect(await executable(viewer, "Abort")).toBe(false);
+    const before = (await served.store.audit.query({ from: 0, to: Date.now() + 1 })).length;
+    const call = await viewer.session.call({
+      objectId: `ns=${served.server.namespaceIndex};s=@Machine`,
+      methodId: `ns=${served.server.namespaceIndex};s=@Machine.Pause`,
+      inputArguments: [],
+    });
+    expect(call.statusCode).toBe(StatusCodes.BadUserAccessDenied);
+    const after = await served.store.audit.query({ from: 0, to: Date.now() + 1 });
+    expect(after.slice(before)).toMatchObject([{ principal: "vic", action: "recipe.pause", outcome: "denied" }]);
+  });
+
   test("a write while the control system is stopped answers BadInvalidState and reaches no PLC", async () => {
     await served.system.stop();
     const before = served.plc.writes.length;
