@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from "node:async_hooks";
 import { hostname } from "node:os";
 import path from "node:path";
 import {
@@ -135,6 +136,8 @@ export class OpcuaServer {
   readonly #variables = new Map<string, UAVariable>();
   /** Sessions refused because their principal already holds `limits.maxSessionsPerPrincipal` sessions. */
   readonly #tooManySessions = new WeakSet<object>();
+  /** Marks, per Method call, whether a Kiln handler took it (and audited it). */
+  readonly #callReached = new AsyncLocalStorage<{ reached: boolean }>();
   #runtime: ServerRuntime | undefined;
   #server: AuthorizingServer | undefined;
   #certificateManagers: OPCUACertificateManager[] = [];
@@ -342,6 +345,7 @@ export class OpcuaServer {
         }),
       );
       this.#refuseOtherWrites(server);
+      this.#auditRefusedCalls(server);
       this.#serveMachine(runtime, namespace, machineFolder);
       this.#disposers.push(
         serveAlarms({
@@ -350,7 +354,10 @@ export class OpcuaServer {
           notifier: machineFolder,
           variables: this.#variables,
           system: this.#system,
-          principalOf: (session) => this.#principalOf(session),
+          principalOf: (session) => {
+            this.#markCallReached();
+            return this.#principalOf(session);
+          },
           refuse: (principal, request) => this.#refuse(principal, request),
           clock: this.#clock,
           logger: this.#logger,
@@ -535,6 +542,7 @@ export class OpcuaServer {
     permission: string,
     run: (principal: Principal) => Promise<{ readonly statusCode: number; readonly outputs?: readonly unknown[] }>,
   ): Promise<{ readonly statusCode: number; readonly outputs?: readonly unknown[] }> {
+    this.#markCallReached();
     const principal = this.#principalOf(context?.session);
     const object = (context as { object?: { nodeId: { namespace: number; value: unknown; toString(): string } } })
       ?.object;
@@ -805,6 +813,53 @@ export class OpcuaServer {
     };
   }
 
+  #markCallReached(): void {
+    const call = this.#callReached.getStore();
+    if (call) call.reached = true;
+  }
+
+  /**
+   * node-opcua checks a Method call's input arguments (count and DataType against the Method's
+   * InputArguments) before any handler runs, answering `BadArgumentsMissing`,
+   * `BadTooManyArguments`, `BadTypeMismatch` or `BadInvalidArgument`. The engine's
+   * `addressSpaceAccessor.callMethod` is wrapped: a call of one of Kiln's command Methods
+   * ({@link KILN_METHOD_PERMISSIONS}, by BrowseName) that no Kiln handler took is audited through
+   * `system.refuseCommand` (authorized first: `BadUserAccessDenied` without the Method's
+   * permission), so every refused call leaves one entry.
+   */
+  #auditRefusedCalls(server: AuthorizingServer): void {
+    const accessor = server.engine.addressSpaceAccessor as unknown as {
+      callMethod(context: ISessionContext, request: CallRequestLike): Promise<CallResultLike>;
+    } | null;
+    if (!accessor) throw new Error("node-opcua server engine has no address space accessor");
+    const callMethod = accessor.callMethod.bind(accessor);
+    const addressSpace = server.engine.addressSpace!;
+    accessor.callMethod = async (context, request) => {
+      const call = { reached: false };
+      const result = await this.#callReached.run(call, () => callMethod(context, request));
+      const code = (result.statusCode as StatusCode | undefined)?.value ?? 0;
+      if (call.reached || !ARGUMENT_REFUSALS.has(code >>> 0)) return result;
+      const method = addressSpace.findNode(request.methodId);
+      const name = method?.browseName.name ?? "";
+      const permission = Object.hasOwn(KILN_METHOD_PERMISSIONS, name) ? KILN_METHOD_PERMISSIONS[name] : undefined;
+      if (!method || permission === undefined) return result;
+      const target = request.objectId?.toString() ?? "(no object)";
+      const refused = await this.#refuse(this.#principalOf(context?.session), {
+        permission,
+        action: `opcua.${name}`,
+        target,
+        reason: new KilnValidationError(`OPC UA ${name}`, [
+          {
+            path: "inputArguments",
+            message: `the input arguments do not match the Method's InputArguments (${(result.statusCode as StatusCode).name})`,
+          },
+        ]),
+        statusCode: code >>> 0,
+      });
+      return refused === code >>> 0 ? result : { statusCode: this.#statusCode(refused) };
+    };
+  }
+
   /**
    * Routes OPC UA Writes of the variable's Value to Kiln's checked command path, with the
    * session's principal, instead of node-opcua's own setter (which knows nothing of Kiln's
@@ -897,6 +952,31 @@ const MACHINE_METHOD_PERMISSIONS: Readonly<Record<keyof MachineMethods, string>>
   Abort: "recipe.abort",
   SendCommand: "machine.mode",
 };
+
+/** The permission of each Kiln command Method, machine and condition, by BrowseName (checked before auditing a call node-opcua refused). */
+const KILN_METHOD_PERMISSIONS: Readonly<Record<string, string>> = {
+  ...MACHINE_METHOD_PERMISSIONS,
+  Acknowledge: "alarm.acknowledge",
+  Confirm: "alarm.acknowledge",
+  AddComment: "alarm.acknowledge",
+  TimedShelve: "alarm.shelve",
+  OneShotShelve: "alarm.shelve",
+  Unshelve: "alarm.unshelve",
+  Enable: "alarm.out-of-service",
+  Disable: "alarm.out-of-service",
+};
+
+/** StatusCodes of node-opcua's argument checks of a Method call (`verifyArguments_ArgumentList`). */
+const ARGUMENT_REFUSALS: ReadonlySet<number> = new Set([0x80760000, 0x80e50000, 0x80740000, 0x80ab0000]);
+
+/** What the server reads of a node-opcua CallMethodRequest and its result. */
+interface CallRequestLike {
+  readonly objectId?: { toString(): string } | null;
+  readonly methodId: Parameters<Namespace["addressSpace"]["findNode"]>[0];
+}
+interface CallResultLike {
+  readonly statusCode?: unknown;
+}
 
 /** AccessLevel bits (OPC UA Part 3, 8.57). */
 const CURRENT_READ = 0x01;

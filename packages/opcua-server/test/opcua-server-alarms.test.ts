@@ -492,6 +492,46 @@ describe("Kiln alarms as OPC UA Part 9 conditions", () => {
     expect(await audit("recipe.pause")).toEqual([]);
   });
 
+  test("a call node-opcua refuses for its input arguments (missing, too many, wrong DataType) leaves one audit entry; a viewer's answers BadUserAccessDenied", async () => {
+    const machine = `ns=${served.server.namespaceIndex};s=@Machine`;
+    const missing = await operator.session.call({
+      objectId: machine,
+      methodId: `${machine}.StartRecipe`,
+      inputArguments: [],
+    });
+    expect(missing.statusCode.value).toBe(StatusCodes.BadArgumentsMissing.value);
+    const extra = await operator.session.call({
+      objectId: machine,
+      methodId: `${machine}.Pause`,
+      inputArguments: [{ dataType: DataType.String, value: "x" }],
+    });
+    expect(extra.statusCode.value).toBe(StatusCodes.BadTooManyArguments.value);
+    const wrongType = await operator.session.call({
+      objectId: conditionId(DOOR),
+      methodId: "ns=0;i=9111",
+      inputArguments: [
+        { dataType: DataType.String, value: "not an EventId" },
+        { dataType: DataType.LocalizedText, value: { text: "x" } },
+      ],
+    });
+    expect(wrongType.statusCode.value).not.toBe(StatusCodes.Good.value);
+    const viewers = await viewer.session.call({
+      objectId: machine,
+      methodId: `${machine}.StartRecipe`,
+      inputArguments: [],
+    });
+    expect(viewers.statusCode.value).toBe(StatusCodes.BadUserAccessDenied.value);
+    expect((await audit("opcua.StartRecipe")).map((entry) => [entry.principal, entry.outcome])).toEqual([
+      ["olga", expect.any(String)],
+      ["vic", "denied"],
+    ]);
+    expect((await audit("opcua.Pause")).filter((entry) => entry.target === machine)).toMatchObject([
+      { principal: "olga" },
+    ]);
+    expect((await audit("opcua.Acknowledge")).filter((entry) => entry.target === conditionId(DOOR))).toHaveLength(1);
+    expect(await audit("recipe.start")).toEqual([]);
+  });
+
   test("AddComment is not supported (Kiln keeps comments on its commands) and changes nothing", async () => {
     const eventId = lastEventOf(DOOR)!.EventId;
     const result = await operator.session.call({
