@@ -12,8 +12,6 @@ export const ServerStatusCodes = {
   BadIndexRangeInvalid: 0x80360000,
   BadWriteNotSupported: 0x80730000,
   BadMethodInvalid: 0x80750000,
-  BadNodeIdInvalid: 0x80330000,
-  BadConditionDisabled: 0x80990000,
 } as const;
 
 const SEVERITY_MASK = 0xc0000000;
