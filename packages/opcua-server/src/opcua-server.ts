@@ -819,11 +819,12 @@ export class OpcuaServer {
   }
 
   /**
-   * node-opcua checks a Method call's input arguments (count and DataType against the Method's
-   * InputArguments) before any handler runs, answering `BadArgumentsMissing`,
-   * `BadTooManyArguments`, `BadTypeMismatch` or `BadInvalidArgument`. The engine's
-   * `addressSpaceAccessor.callMethod` is wrapped: a call of one of Kiln's command Methods
-   * ({@link KILN_METHOD_PERMISSIONS}, by BrowseName) that no Kiln handler took is audited through
+   * node-opcua checks a Method call before any handler runs: its input arguments (count and
+   * DataType against the Method's InputArguments: `BadArgumentsMissing`, `BadTooManyArguments`,
+   * `BadTypeMismatch`, `BadInvalidArgument`) and its object (`BadNodeIdInvalid` for a variable,
+   * `BadNodeIdUnknown`...). The engine's `addressSpaceAccessor.callMethod` is wrapped: a refused
+   * call of one of Kiln's command Methods ({@link KILN_METHOD_PERMISSIONS}, by BrowseName) that no
+   * Kiln handler took is audited through
    * `system.refuseCommand` (authorized first: `BadUserAccessDenied` without the Method's
    * permission), so every refused call leaves one entry.
    */
@@ -838,7 +839,7 @@ export class OpcuaServer {
       const call = { reached: false };
       const result = await this.#callReached.run(call, () => callMethod(context, request));
       const code = (result.statusCode as StatusCode | undefined)?.value ?? 0;
-      if (call.reached || !ARGUMENT_REFUSALS.has(code >>> 0)) return result;
+      if (call.reached || (code & 0x80000000) === 0) return result;
       const method = addressSpace.findNode(request.methodId);
       const name = method?.browseName.name ?? "";
       const permission = Object.hasOwn(KILN_METHOD_PERMISSIONS, name) ? KILN_METHOD_PERMISSIONS[name] : undefined;
@@ -851,7 +852,7 @@ export class OpcuaServer {
         reason: new KilnValidationError(`OPC UA ${name}`, [
           {
             path: "inputArguments",
-            message: `the input arguments do not match the Method's InputArguments (${(result.statusCode as StatusCode).name})`,
+            message: `node-opcua refused the call before Kiln saw it (${(result.statusCode as StatusCode).name}: input arguments, or an object the Method does not apply to)`,
           },
         ]),
         statusCode: code >>> 0,
@@ -965,9 +966,6 @@ const KILN_METHOD_PERMISSIONS: Readonly<Record<string, string>> = {
   Enable: "alarm.out-of-service",
   Disable: "alarm.out-of-service",
 };
-
-/** StatusCodes of node-opcua's argument checks of a Method call (`verifyArguments_ArgumentList`). */
-const ARGUMENT_REFUSALS: ReadonlySet<number> = new Set([0x80760000, 0x80e50000, 0x80740000, 0x80ab0000]);
 
 /** What the server reads of a node-opcua CallMethodRequest and its result. */
 interface CallRequestLike {

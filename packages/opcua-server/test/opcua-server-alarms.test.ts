@@ -530,6 +530,13 @@ describe("Kiln alarms as OPC UA Part 9 conditions", () => {
     ]);
     expect((await audit("opcua.Acknowledge")).filter((entry) => entry.target === conditionId(DOOR))).toHaveLength(1);
     expect(await audit("recipe.start")).toEqual([]);
+    // node-opcua's refusal of the object (a variable is no object to call on) is audited the same way.
+    const pressure = served.server.nodeIdOf("chamber.pressure");
+    const onVariable = await admin.session.call({ objectId: pressure, methodId: "ns=0;i=9028", inputArguments: [] });
+    expect(onVariable.statusCode.value).toBe(StatusCodes.BadNodeIdInvalid.value);
+    expect((await audit("opcua.Disable")).filter((entry) => entry.target === pressure)).toMatchObject([
+      { principal: "ada" },
+    ]);
   });
 
   test("AddComment is not supported (Kiln keeps comments on its commands) and changes nothing", async () => {
