@@ -288,21 +288,49 @@ export function serveAlarms(context: AlarmServingContext): Disposer {
 
   /**
    * Runs a Kiln alarm command for the session's principal: the command's own checks,
-   * authorization and audit decide; node-opcua's handler is never called.
+   * authorization and audit decide; node-opcua's handler is never called. A call Kiln refuses
+   * before the command (a Method called on an object that is no served condition:
+   * `BadNodeIdInvalid`; a condition that is disabled: `BadConditionDisabled`) is authorized
+   * (`permission`) and audited all the same, in one place: a principal without `permission`
+   * gets `BadUserAccessDenied` and learns nothing of the condition's state.
    */
   function command(
     name: string,
+    permission: string,
     run: (principal: Principal, alarm: ServedAlarm, inputs: Variant[]) => Promise<StatusCode | void>,
     refused: Partial<Record<string, StatusCode>> = {},
     needsEnabled = true,
   ): MethodHandler {
     return async (inputs, methodContext) => {
-      const alarm = alarmOf(methodContext);
-      if (!alarm) return { statusCode: codes.BadNodeIdInvalid };
-      if (needsEnabled && !alarm.condition.currentBranch().getEnabledState()) {
-        return { statusCode: codes.BadConditionDisabled };
-      }
       const principal = context.principalOf(methodContext?.session);
+      const alarm = alarmOf(methodContext);
+      if (!alarm) {
+        const object = (methodContext as { object?: { nodeId: { toString(): string } } }).object;
+        const target = object?.nodeId.toString() ?? "(no object)";
+        const statusCode = await refuseCall(principal, {
+          permission,
+          action: `opcua.${name}`,
+          target,
+          reason: new KilnValidationError(`OPC UA ${name}`, [
+            { path: "objectId", message: `${target} is not one of Kiln's alarm conditions` },
+          ]),
+          statusCode: codes.BadNodeIdInvalid,
+        });
+        return { statusCode };
+      }
+      if (needsEnabled && !alarm.condition.currentBranch().getEnabledState()) {
+        const statusCode = await refuseCall(principal, {
+          permission,
+          action: `opcua.${name}`,
+          target: alarm.id,
+          reason: new KilnError(
+            "KILN_INVALID_TRANSITION",
+            `Alarm "${alarm.id}" is out of service (condition disabled): ${name} is refused until it is enabled.`,
+          ),
+          statusCode: codes.BadConditionDisabled,
+        });
+        return { statusCode };
+      }
       try {
         const refused = await run(principal, alarm, inputs);
         if (refused) return { statusCode: refused };
@@ -321,8 +349,19 @@ export function serveAlarms(context: AlarmServingContext): Disposer {
     };
   }
 
+  /** Audits a refusal (`context.refuse`: authorized first) and answers its StatusCode (`BadUserAccessDenied` for a principal without the permission). */
+  async function refuseCall(
+    principal: Principal,
+    request: { permission: string; action: string; target: string; reason: KilnError; statusCode: StatusCode },
+  ): Promise<StatusCode> {
+    const { statusCode, ...rest } = request;
+    const code = await context.refuse(principal, { ...rest, statusCode: statusCode.value });
+    return code === statusCode.value ? statusCode : runtime.getStatusCodeFromCode(code >>> 0);
+  }
+
   const acknowledge = command(
     "Acknowledge",
+    "alarm.acknowledge",
     async (principal, alarm, inputs) => {
       const eventId = inputs[0]?.value as Buffer | null | undefined;
       if (!alarm.condition.findBranchForEventId(eventId ?? null)) {
@@ -342,6 +381,7 @@ export function serveAlarms(context: AlarmServingContext): Disposer {
   );
   const timedShelve = command(
     "TimedShelve",
+    "alarm.shelve",
     async (principal, alarm, inputs) => {
       const requested = inputs[0]?.value;
       // OPC UA Duration is a double in ms; Kiln shelves whole ms (rounded up, so never shorter).
@@ -354,6 +394,7 @@ export function serveAlarms(context: AlarmServingContext): Disposer {
   );
   const oneShotShelve = command(
     "OneShotShelve",
+    "alarm.shelve",
     async (principal, alarm) => {
       annotations.set(alarm.id, { user: principal.id });
       await system.shelveAlarm(principal, alarm.id, { oneShot: true }, "OPC UA OneShotShelve");
@@ -362,6 +403,7 @@ export function serveAlarms(context: AlarmServingContext): Disposer {
   );
   const unshelve = command(
     "Unshelve",
+    "alarm.unshelve",
     async (principal, alarm) => {
       annotations.set(alarm.id, { user: principal.id });
       await system.unshelveAlarm(principal, alarm.id, "OPC UA Unshelve");
@@ -370,6 +412,7 @@ export function serveAlarms(context: AlarmServingContext): Disposer {
   );
   const enable = command(
     "Enable",
+    "alarm.out-of-service",
     async (principal, alarm) => {
       annotations.set(alarm.id, { user: principal.id });
       await system.setAlarmInService(principal, alarm.id, true, "OPC UA Enable");
@@ -379,6 +422,7 @@ export function serveAlarms(context: AlarmServingContext): Disposer {
   );
   const disable = command(
     "Disable",
+    "alarm.out-of-service",
     async (principal, alarm) => {
       annotations.set(alarm.id, { user: principal.id });
       await system.setAlarmInService(principal, alarm.id, false, "OPC UA Disable");
@@ -398,17 +442,11 @@ export function serveAlarms(context: AlarmServingContext): Disposer {
       statusCode === codes.BadNotSupported
         ? new KilnError("KILN_NOT_SUPPORTED", `Alarm "${alarm.id}": ${message}`)
         : new KilnValidationError(`OPC UA ${action}`, [{ path: "EventId", message }]);
-    const code = await context.refuse(principal, {
-      permission: "alarm.acknowledge",
-      action,
-      target: alarm.id,
-      reason,
-      statusCode: statusCode.value,
-    });
-    return code === statusCode.value ? statusCode : runtime.getStatusCodeFromCode(code >>> 0);
+    return refuseCall(principal, { permission: "alarm.acknowledge", action, target: alarm.id, reason, statusCode });
   }
   const addComment = command(
     "AddComment",
+    "alarm.acknowledge",
     (principal, alarm) =>
       refuse(
         principal,
@@ -422,6 +460,7 @@ export function serveAlarms(context: AlarmServingContext): Disposer {
   );
   const confirm = command(
     "Confirm",
+    "alarm.acknowledge",
     (principal, alarm) =>
       refuse(
         principal,

@@ -6,8 +6,10 @@ import { type StatusCode, StatusCodes } from "node-opcua-status-code";
 import {
   type CreateMonitoredItemsRequest,
   type HistoryReadRequest,
+  type ModifyMonitoredItemsRequest,
   HistoryReadResponse,
   MonitoredItemCreateResult,
+  MonitoredItemNotification,
   NodeClass,
   PermissionType,
   type UserIdentityToken,
@@ -45,7 +47,68 @@ export class AuthorizingServer extends OPCUAServer {
   /** Most ReqTimes × nodes of one HistoryRead AtTime (beyond: `BadTooManyOperations`, nothing read). */
   maxHistoryReadTimes = 10_000;
 
+  /** Largest queue of one monitored item (a larger requested QueueSize is revised down to it). */
+  maxQueueSize = 100;
+
+  /** Most sessions created but not (yet) activated, all clients together; the oldest is closed to make room. */
+  maxUnactivatedSessions = 5;
+
+  /** How long (ms) a session may stay unactivated before it is closed, with its channel when no activated session uses it. */
+  unactivatedSessionTimeoutMs = 10_000;
+
   readonly #guardedSubscriptions = new WeakSet<Subscription>();
+
+  /**
+   * A session is counted as unactivated until ActivateSession succeeds: at most
+   * {@link AuthorizingServer.maxUnactivatedSessions} of them (the oldest is closed when a new
+   * one comes, OPC UA Part 4, 5.6.2), each closed after
+   * {@link AuthorizingServer.unactivatedSessionTimeoutMs}, with its secure channel when that
+   * carries no activated session. A client that never activates (no valid user) cannot hold the
+   * session or connection slots that authenticated users need.
+   */
+  protected override createSession(options: Parameters<OPCUAServer["createSession"]>[0]): ServerSession {
+    const unactivated = this.engine.getSessions().filter((session) => session.status === "new");
+    for (const oldest of unactivated.slice(0, Math.max(0, unactivated.length - this.maxUnactivatedSessions + 1))) {
+      this.#closeUnactivated(oldest);
+    }
+    const session = super.createSession(options);
+    setTimeout(() => {
+      if (session.status === "new") this.#closeUnactivated(session);
+    }, this.unactivatedSessionTimeoutMs).unref();
+    return session;
+  }
+
+  #closeUnactivated(session: ServerSession): void {
+    const channel = session.channel;
+    try {
+      this.engine.closeSession(session.authenticationToken, true, "Forcing");
+    } catch {
+      return; // closed meanwhile
+    }
+    const inUse = this.engine.getSessions().some((other) => other.channel === channel && other.status === "active");
+    if (channel && !inUse) channel.close();
+  }
+
+  override async initialize(): Promise<void> {
+    await super.initialize();
+    // A session that ends (CloseSession with DeleteSubscriptions false, or its timeout) takes its
+    // subscriptions with it: node-opcua would keep them as orphans (until their lifetime ends)
+    // outside every per-session and per-principal cap, queueing for no one.
+    const engine = this.engine;
+    const closeSession = engine.closeSession.bind(engine);
+    engine.closeSession = (authenticationToken, _deleteSubscriptions, reason) =>
+      closeSession(authenticationToken, true, reason);
+  }
+
+  protected override _on_ModifyMonitoredItemsRequest(message: Message, channel: ServerSecureChannelLayer): void {
+    const request = message.request as ModifyMonitoredItemsRequest;
+    for (const item of request.itemsToModify ?? []) this.#boundQueue(item.requestedParameters);
+    super._on_ModifyMonitoredItemsRequest(message, channel);
+  }
+
+  #boundQueue(parameters: { queueSize: number } | null | undefined): void {
+    if (parameters && parameters.queueSize > this.maxQueueSize) parameters.queueSize = this.maxQueueSize;
+  }
 
   protected override _on_HistoryReadRequest(message: Message, channel: ServerSecureChannelLayer): void {
     const request = message.request as HistoryReadRequest;
@@ -64,11 +127,16 @@ export class AuthorizingServer extends OPCUAServer {
     const request = message.request as CreateMonitoredItemsRequest;
     const session = this.engine.getSession(request.requestHeader.authenticationToken);
     const subscription = session?.getSubscription(request.subscriptionId);
-    if (session && subscription) this.#guardMonitoredItems(session, subscription);
+    if (subscription) this.#guardMonitoredItems(subscription);
     super._on_CreateMonitoredItemsRequest(message, channel);
   }
 
-  #guardMonitoredItems(session: ServerSession, subscription: Subscription): void {
+  /**
+   * Every decision on the subscription's items asks the subscription's CURRENT session (its
+   * `$session`, which TransferSubscriptions and ActivateSession change), at the time of the
+   * decision: never a session captured when the subscription was first seen.
+   */
+  #guardMonitoredItems(subscription: Subscription): void {
     if (this.#guardedSubscriptions.has(subscription)) return;
     this.#guardedSubscriptions.add(subscription);
     const create = subscription.preCreateMonitoredItem.bind(subscription);
@@ -78,6 +146,8 @@ export class AuthorizingServer extends OPCUAServer {
         createResult: new MonitoredItemCreateResult({ statusCode }),
         monitoredItemCreateRequest: itemRequest,
       });
+      const session = currentSessionOf(subscription);
+      if (!session) return refuse(StatusCodes.BadUserAccessDenied);
       if (session.currentMonitoredItemCount >= this.maxMonitoredItemsPerSession) {
         return refuse(StatusCodes.BadTooManyMonitoredItems);
       }
@@ -90,8 +160,9 @@ export class AuthorizingServer extends OPCUAServer {
       if (guarded && !session.sessionContext.checkPermission(guarded, PermissionType.Read)) {
         return refuse(StatusCodes.BadUserAccessDenied);
       }
+      this.#boundQueue(itemRequest.requestedParameters);
       const created = create(addressSpace, timestampsToReturn, itemRequest);
-      if (guarded && created.monitoredItem) guardRecordedValues(session, guarded, created.monitoredItem);
+      if (guarded && created.monitoredItem) guardValues(guarded, created.monitoredItem);
       return created;
     };
   }
@@ -115,20 +186,54 @@ export class AuthorizingServer extends OPCUAServer {
   }
 }
 
+/** The session a subscription belongs to now (none while it is orphaned). */
+function currentSessionOf(subscription: Subscription | undefined): ServerSession | undefined {
+  return (subscription as { $session?: ServerSession } | undefined)?.$session ?? undefined;
+}
+
+/** Whether the item's subscription's current session may read `node` now (an orphaned item may not). */
+function mayRead(item: MonitoredItem, node: BaseNode): boolean {
+  const session = currentSessionOf(item.$subscription as Subscription | undefined);
+  return session !== undefined && session.sessionContext.checkPermission(node, PermissionType.Read);
+}
+
 /**
- * Makes a monitored item on a variable's Value ask the session's context for `Read` of it on
- * every value it records (sampled or pushed on change, with sampling interval 0): node-opcua
- * checks only when it samples, and a session's principal can change (ActivateSession with another
- * identity) as can its grants. A refused value is recorded as `BadUserAccessDenied`, no value.
+ * Makes a monitored item on a variable's Value ask its subscription's current session's context
+ * for `Read` of it twice (see {@link mayRead}):
+ *
+ * - on every value it records (sampled or pushed on change, with sampling interval 0): node-opcua
+ *   checks only when it samples. A refused value is recorded as `BadUserAccessDenied`, no value.
+ * - when its queued notifications are taken for a Publish: values queued while the principal could
+ *   read, but sent after it no longer may (its grant revoked, the session switched user, the
+ *   subscription transferred to another session, the values node-opcua resends after a transfer),
+ *   are dropped and replaced by one `BadUserAccessDenied` notification, no value.
+ *
+ * A session's principal can change (ActivateSession with another identity), as can its grants and
+ * the session the subscription belongs to.
  */
-function guardRecordedValues(session: ServerSession, node: BaseNode, item: MonitoredItem): void {
+function guardValues(node: BaseNode, item: MonitoredItem): void {
   const record = item.recordValue.bind(item);
   item.recordValue = (dataValue, skipChangeTest, indexRange) =>
-    session.sessionContext.checkPermission(node, PermissionType.Read)
+    mayRead(item, node)
       ? record(dataValue, skipChangeTest, indexRange)
       : record(
           new DataValue({ statusCode: StatusCodes.BadUserAccessDenied, serverTimestamp: dataValue.serverTimestamp }),
           skipChangeTest,
           indexRange,
         );
+  const extract = item.extractMonitoredItemNotifications.bind(item);
+  item.extractMonitoredItemNotifications = (force?: boolean) => {
+    const notifications = extract(force);
+    if (notifications.length === 0 || mayRead(item, node)) return notifications;
+    const last = notifications.at(-1) as MonitoredItemNotification;
+    return [
+      new MonitoredItemNotification({
+        clientHandle: item.clientHandle,
+        value: new DataValue({
+          statusCode: StatusCodes.BadUserAccessDenied,
+          serverTimestamp: last.value?.serverTimestamp ?? null,
+        }),
+      }),
+    ];
+  };
 }

@@ -41,6 +41,9 @@ const VARIABLES: readonly { readonly name: MachineVariable; readonly description
  * Adds the `Machine` object under `parent`: String variables `State`, `ProcessId`, `Recipe`,
  * `ProcessStatus` (read-only) and the Methods `StartRecipe(Name, Version) → ProcessId`,
  * `Pause()`, `Resume()`, `Abort(Reason)`, `SendCommand(Command) → State`, each calling `methods`.
+ * Each Method's UserExecutable attribute is `userExecutable(name, context)` for the reading
+ * session (whether its principal holds the Method's permission); a call is still made and
+ * refused, audited, by Kiln's command path.
  * @returns a setter of the machine variables.
  */
 export function addMachineNodes(
@@ -48,6 +51,7 @@ export function addMachineNodes(
   namespace: Namespace,
   parent: UAObject,
   methods: MachineMethods,
+  userExecutable: (name: keyof MachineMethods, context: ISessionContext) => boolean,
 ): (name: MachineVariable, value: string) => void {
   const machine = namespace.addObject({
     browseName: "Machine",
@@ -93,6 +97,12 @@ export function addMachineNodes(
       outputArguments,
       executable: true,
       userExecutable: true,
+    });
+    // Only the UserExecutable attribute reads this: the Call service asks the session's
+    // permission itself, so a refused call still reaches Kiln and is audited.
+    Object.defineProperty(method, "getUserExecutableFlag", {
+      configurable: true,
+      value: (context: ISessionContext | null) => (context ? userExecutable(name, context) : true),
     });
     method.bindMethod(async (inputs: Variant[], context: ISessionContext): Promise<CallMethodResultOptions> => {
       const { statusCode, outputs = [] } = await methods[name](

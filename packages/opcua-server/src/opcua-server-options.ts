@@ -81,6 +81,9 @@ export const opcuaServerOptionsSchema = z
         maxMonitoredItems: z.number().int().min(1).max(10_000_000).default(20_000),
         maxMonitoredItemsPerCall: z.number().int().min(1).max(100_000).default(1_000),
         maxHistoryReadTimes: z.number().int().min(1).max(1_000_000).default(10_000),
+        maxQueueSize: z.number().int().min(1).max(5_000).default(100),
+        maxUnactivatedSessions: z.number().int().min(1).max(10_000).default(5),
+        unactivatedSessionTimeoutMs: z.number().int().min(100).max(600_000).default(10_000),
       })
       .strict()
       .default({
@@ -93,6 +96,9 @@ export const opcuaServerOptionsSchema = z
         maxMonitoredItems: 20_000,
         maxMonitoredItemsPerCall: 1_000,
         maxHistoryReadTimes: 10_000,
+        maxQueueSize: 100,
+        maxUnactivatedSessions: 5,
+        unactivatedSessionTimeoutMs: 10_000,
       }),
     authorizer: z
       .custom<OpcuaReadAuthorizer>(
@@ -164,6 +170,17 @@ export const opcuaServerOptionsSchema = z
  *     1000; `maxMonitoredItems` (all sessions) @default 20000; `maxMonitoredItemsPerCall` (one
  *     Create/Modify/Delete/SetMonitoringMode call) @default 1000
  *   - `maxHistoryReadTimes`: ReqTimes × nodes of one HistoryRead AtTime @default 10000
+ *   - `maxQueueSize`: the largest QueueSize of one monitored item, value or event (a larger
+ *     request is revised down to it, not refused) @default 100
+ *   - `maxUnactivatedSessions`: sessions created and not yet activated, all clients together
+ *     (the oldest is closed when another comes) @default 5; `unactivatedSessionTimeoutMs`: such a
+ *     session is closed after this long, with its secure channel when no activated session uses
+ *     it @default 10000. A client that never activates (no valid user) cannot take the places
+ *     of users who do; `maxSessions` counts both.
+ *
+ *   A session that ends (closed, or timed out) takes its subscriptions with it: none lives on
+ *   as an orphan outside these limits (so a client that loses its session cannot transfer its
+ *   subscriptions to a new one; it creates them again).
  * - `productName`: the BuildInfo product name. @default "Kiln OPC UA server"
  * - `clock`: the time of ServerTimestamps. @default SystemClock
  * - `logger`: where the server reports what it refused or could not serve. @default silent

@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from "node:async_hooks";
 import { hostname } from "node:os";
 import path from "node:path";
 import {
@@ -26,7 +27,7 @@ import type { UserIdentityToken } from "node-opcua-types";
 import type { Variant } from "node-opcua-variant";
 import { serveAlarms } from "./opcua-alarms";
 import { addTagVariables, folderIdentifier, OPCUA_DATA_TYPE_OF_TAG } from "./opcua-address-space";
-import { addMachineNodes, type MachineMethods, type MachineVariable } from "./opcua-machine";
+import { addMachineNodes, machineIdentifier, type MachineMethods, type MachineVariable } from "./opcua-machine";
 import {
   type OpcuaServerOptions,
   type OpcuaSessionInfo,
@@ -135,6 +136,8 @@ export class OpcuaServer {
   readonly #variables = new Map<string, UAVariable>();
   /** Sessions refused because their principal already holds `limits.maxSessionsPerPrincipal` sessions. */
   readonly #tooManySessions = new WeakSet<object>();
+  /** Marks, per Method call, whether a Kiln handler took it (and audited it). */
+  readonly #callReached = new AsyncLocalStorage<{ reached: boolean }>();
   #runtime: ServerRuntime | undefined;
   #server: AuthorizingServer | undefined;
   #certificateManagers: OPCUACertificateManager[] = [];
@@ -288,6 +291,8 @@ export class OpcuaServer {
       buildInfo: { productName: options.productName, manufacturerName: "Kiln" },
       serverInfo: { applicationName: { text: `${options.productName} (${this.#system.machineId})` } },
       isAuditing: false,
+      // node-opcua's default (10 secure channels per endpoint) would bound sessions tighter than maxSessions.
+      maxConnectionsPerEndpoint: options.limits.maxSessions + options.limits.maxUnactivatedSessions,
       serverCapabilities: {
         maxSessions: options.limits.maxSessions,
         maxSubscriptions: options.limits.maxSubscriptions,
@@ -299,6 +304,9 @@ export class OpcuaServer {
     });
     server.maxMonitoredItemsPerSession = options.limits.maxMonitoredItemsPerSession;
     server.maxHistoryReadTimes = options.limits.maxHistoryReadTimes;
+    server.maxQueueSize = options.limits.maxQueueSize;
+    server.maxUnactivatedSessions = options.limits.maxUnactivatedSessions;
+    server.unactivatedSessionTimeoutMs = options.limits.unactivatedSessionTimeoutMs;
     server.refusalOf = (session) =>
       this.#tooManySessions.has(session) ? runtime.StatusCodes.BadTooManySessions : undefined;
     server.authorizeSession = (session, token) => this.#identify(session, this.#identityOf(runtime, token));
@@ -326,6 +334,7 @@ export class OpcuaServer {
         const tag = this.#system.tags.get(name);
         this.#variables.set(name, variable);
         this.#interceptWrites(tag, variable);
+        this.#userAccessLevelPerSession(tag, variable);
         this.#publish(tag, variable, this.#system.cvt.get(name));
       }
       this.#disposers.push(
@@ -336,6 +345,7 @@ export class OpcuaServer {
         }),
       );
       this.#refuseOtherWrites(server);
+      this.#auditRefusedCalls(server);
       this.#serveMachine(runtime, namespace, machineFolder);
       this.#disposers.push(
         serveAlarms({
@@ -344,7 +354,10 @@ export class OpcuaServer {
           notifier: machineFolder,
           variables: this.#variables,
           system: this.#system,
-          principalOf: (session) => this.#principalOf(session),
+          principalOf: (session) => {
+            this.#markCallReached();
+            return this.#principalOf(session);
+          },
           refuse: (principal, request) => this.#refuse(principal, request),
           clock: this.#clock,
           logger: this.#logger,
@@ -433,7 +446,7 @@ export class OpcuaServer {
     const system = this.#system;
     const methods: MachineMethods = {
       StartRecipe: (inputs, context) =>
-        this.#command(context, async (principal) => {
+        this.#command(context, "StartRecipe", MACHINE_METHOD_PERMISSIONS.StartRecipe, async (principal) => {
           const [name, version] = inputs;
           if (typeof name !== "string" || typeof version !== "number") {
             const statusCode = await this.#refuse(principal, {
@@ -450,23 +463,30 @@ export class OpcuaServer {
           const process = await system.startSavedRecipe(principal, name, version);
           return { statusCode: QualityCodes.Good, outputs: [process.id] };
         }),
-      Pause: (_inputs, context) => this.#command(context, (principal) => this.#settled(system.pauseProcess(principal))),
+      Pause: (_inputs, context) =>
+        this.#command(context, "Pause", MACHINE_METHOD_PERMISSIONS.Pause, (principal) =>
+          this.#settled(system.pauseProcess(principal)),
+        ),
       Resume: (_inputs, context) =>
-        this.#command(context, (principal) => this.#settled(system.resumeProcess(principal))),
+        this.#command(context, "Resume", MACHINE_METHOD_PERMISSIONS.Resume, (principal) =>
+          this.#settled(system.resumeProcess(principal)),
+        ),
       Abort: (inputs, context) =>
-        this.#command(context, (principal) => {
+        this.#command(context, "Abort", MACHINE_METHOD_PERMISSIONS.Abort, (principal) => {
           const reason = inputs[0];
           return this.#settled(
             system.abortProcess(principal, typeof reason === "string" && reason !== "" ? reason : undefined),
           );
         }),
       SendCommand: (inputs, context) =>
-        this.#command(context, async (principal) => {
+        this.#command(context, "SendCommand", MACHINE_METHOD_PERMISSIONS.SendCommand, async (principal) => {
           const state = await system.sendMachineCommand(principal, inputs[0] as string);
           return { statusCode: QualityCodes.Good, outputs: [state] };
         }),
     };
-    const set = addMachineNodes(runtime, namespace, parent, methods);
+    const set = addMachineNodes(runtime, namespace, parent, methods, (name, context) =>
+      this.#can(this.#principalOf(context?.session), MACHINE_METHOD_PERMISSIONS[name], system.machineId),
+    );
     const apply = (values: Partial<Record<MachineVariable, string>>): void => {
       for (const [name, value] of Object.entries(values)) set(name as MachineVariable, value);
     };
@@ -510,12 +530,35 @@ export class OpcuaServer {
     }
   }
 
-  /** Runs a Method's command for the session's principal; a refusal answers the StatusCode of its error. */
+  /**
+   * Runs a Method's command for the session's principal; a refusal answers the StatusCode of its
+   * error. A machine Method called on any object but the machine object (e.g. Pause with the
+   * Server object as ObjectId) runs nothing: `BadMethodInvalid` (OPC UA Part 4, 5.11.2), audited
+   * through `system.refuseCommand` (authorized first: `BadUserAccessDenied` without `permission`).
+   */
   async #command(
     context: ISessionContext,
+    name: string,
+    permission: string,
     run: (principal: Principal) => Promise<{ readonly statusCode: number; readonly outputs?: readonly unknown[] }>,
   ): Promise<{ readonly statusCode: number; readonly outputs?: readonly unknown[] }> {
+    this.#markCallReached();
     const principal = this.#principalOf(context?.session);
+    const object = (context as { object?: { nodeId: { namespace: number; value: unknown; toString(): string } } })
+      ?.object;
+    if (object?.nodeId.namespace !== this.#namespaceIndex || object.nodeId.value !== machineIdentifier()) {
+      const target = object?.nodeId.toString() ?? "(no object)";
+      const statusCode = await this.#refuse(principal, {
+        permission,
+        action: `opcua.${name}`,
+        target,
+        reason: new KilnValidationError(`OPC UA ${name}`, [
+          { path: "objectId", message: `${name} is a Method of the machine object, not of ${target}` },
+        ]),
+        statusCode: ServerStatusCodes.BadMethodInvalid,
+      });
+      return { statusCode };
+    }
     try {
       return await run(principal);
     } catch (error) {
@@ -560,6 +603,37 @@ export class OpcuaServer {
       this.#logger.warn({ error: String(error), session: info.sessionId }, "identify failed; session refused");
       return false;
     }
+  }
+
+  /** `system.can`, false for a principal it cannot judge. */
+  #can(principal: Principal, permission: string, target?: string): boolean {
+    try {
+      return this.#system.can(principal, permission, target);
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Makes a tag variable's UserAccessLevel what the reading session's principal may do: no
+   * CurrentWrite without `tag.write` on the tag, no CurrentRead or HistoryRead without `read`.
+   * Only the attribute is computed so: a Write is still judged (and audited) by Kiln's checked path.
+   */
+  #userAccessLevelPerSession(tag: Tag, variable: UAVariable): void {
+    const internal = variable as unknown as { _readUserAccessLevel(context: ISessionContext): DataValue };
+    const read = internal._readUserAccessLevel.bind(variable);
+    Object.defineProperty(variable, "_readUserAccessLevel", {
+      configurable: true,
+      value: (context: ISessionContext) => {
+        const dataValue = read(context);
+        const principal = this.#principalOf(context?.session);
+        let level = Number(dataValue.value.value);
+        if (!this.#can(principal, "tag.write", tag.name)) level &= ~CURRENT_WRITE;
+        if (!this.#canRead(principal, tag.name)) level &= ~(CURRENT_READ | HISTORY_READ);
+        dataValue.value.value = level;
+        return dataValue;
+      },
+    });
   }
 
   /**
@@ -712,7 +786,14 @@ export class OpcuaServer {
       const name = node?.nodeId.namespace === this.#namespaceIndex ? node.nodeId.value : undefined;
       const tagValue =
         writeValue.attributeId === VALUE_ATTRIBUTE && typeof name === "string" && this.#variables.get(name) === node;
-      if (!node || tagValue) return writeNode(context, writeValue);
+      if (!node) return writeNode(context, writeValue);
+      if (tagValue) {
+        // Straight to Kiln's checked path: node-opcua's own checks on the way (a missing Variant,
+        // the session's UserAccessLevel) would answer before Kiln audits.
+        return this.#statusCode(
+          await this.#write(this.#system.tags.get(name), context, writeValue.value, writeValue.indexRange),
+        );
+      }
       const target = node.nodeId.toString();
       const attribute = writeValue.attributeId;
       const code = await this.#refuse(this.#principalOf(context?.session), {
@@ -729,6 +810,54 @@ export class OpcuaServer {
         statusCode: ServerStatusCodes.BadNotWritable,
       });
       return this.#statusCode(code);
+    };
+  }
+
+  #markCallReached(): void {
+    const call = this.#callReached.getStore();
+    if (call) call.reached = true;
+  }
+
+  /**
+   * node-opcua checks a Method call before any handler runs: its input arguments (count and
+   * DataType against the Method's InputArguments: `BadArgumentsMissing`, `BadTooManyArguments`,
+   * `BadTypeMismatch`, `BadInvalidArgument`) and its object (`BadNodeIdInvalid` for a variable,
+   * `BadNodeIdUnknown`...). The engine's `addressSpaceAccessor.callMethod` is wrapped: a refused
+   * call of one of Kiln's command Methods ({@link KILN_METHOD_PERMISSIONS}, by BrowseName) that no
+   * Kiln handler took is audited through
+   * `system.refuseCommand` (authorized first: `BadUserAccessDenied` without the Method's
+   * permission), so every refused call leaves one entry.
+   */
+  #auditRefusedCalls(server: AuthorizingServer): void {
+    const accessor = server.engine.addressSpaceAccessor as unknown as {
+      callMethod(context: ISessionContext, request: CallRequestLike): Promise<CallResultLike>;
+    } | null;
+    if (!accessor) throw new Error("node-opcua server engine has no address space accessor");
+    const callMethod = accessor.callMethod.bind(accessor);
+    const addressSpace = server.engine.addressSpace!;
+    accessor.callMethod = async (context, request) => {
+      const call = { reached: false };
+      const result = await this.#callReached.run(call, () => callMethod(context, request));
+      const code = (result.statusCode as StatusCode | undefined)?.value ?? 0;
+      if (call.reached || (code & 0x80000000) === 0) return result;
+      const method = addressSpace.findNode(request.methodId);
+      const name = method?.browseName.name ?? "";
+      const permission = Object.hasOwn(KILN_METHOD_PERMISSIONS, name) ? KILN_METHOD_PERMISSIONS[name] : undefined;
+      if (!method || permission === undefined) return result;
+      const target = request.objectId?.toString() ?? "(no object)";
+      const refused = await this.#refuse(this.#principalOf(context?.session), {
+        permission,
+        action: `opcua.${name}`,
+        target,
+        reason: new KilnValidationError(`OPC UA ${name}`, [
+          {
+            path: "inputArguments",
+            message: `node-opcua refused the call before Kiln saw it (${(result.statusCode as StatusCode).name}: input arguments, or an object the Method does not apply to)`,
+          },
+        ]),
+        statusCode: code >>> 0,
+      });
+      return refused === code >>> 0 ? result : { statusCode: this.#statusCode(refused) };
     };
   }
 
@@ -769,6 +898,20 @@ export class OpcuaServer {
         statusCode: ServerStatusCodes.BadIndexRangeInvalid,
       });
     }
+    if (carriesMoreThanAValue(dataValue)) {
+      return this.#refuse(principal, {
+        permission: "tag.write",
+        target: tag.name,
+        reason: new KilnValidationError("OPC UA Write", [
+          {
+            path: "value",
+            message:
+              "a Write sets a value only: Kiln takes no StatusCode, SourceTimestamp or ServerTimestamp from a client (OPC UA Part 4, 5.10.4)",
+          },
+        ]),
+        statusCode: ServerStatusCodes.BadWriteNotSupported,
+      });
+    }
     const value = tagValueOf(this.#runtime!, tag, dataValue.value);
     if (value === undefined) {
       const variant = dataValue.value;
@@ -802,10 +945,48 @@ export class OpcuaServer {
 /** AttributeId of the Value attribute (OPC UA Part 6, A.1). */
 const VALUE_ATTRIBUTE = 13;
 
+/** The permission each machine Method's command needs (SendCommand: `machine.maintenance` for a maintenance command). */
+const MACHINE_METHOD_PERMISSIONS: Readonly<Record<keyof MachineMethods, string>> = {
+  StartRecipe: "recipe.start",
+  Pause: "recipe.pause",
+  Resume: "recipe.resume",
+  Abort: "recipe.abort",
+  SendCommand: "machine.mode",
+};
+
+/** The permission of each Kiln command Method, machine and condition, by BrowseName (checked before auditing a call node-opcua refused). */
+const KILN_METHOD_PERMISSIONS: Readonly<Record<string, string>> = {
+  ...MACHINE_METHOD_PERMISSIONS,
+  Acknowledge: "alarm.acknowledge",
+  Confirm: "alarm.acknowledge",
+  AddComment: "alarm.acknowledge",
+  TimedShelve: "alarm.shelve",
+  OneShotShelve: "alarm.shelve",
+  Unshelve: "alarm.unshelve",
+  Enable: "alarm.out-of-service",
+  Disable: "alarm.out-of-service",
+};
+
+/** What the server reads of a node-opcua CallMethodRequest and its result. */
+interface CallRequestLike {
+  readonly objectId?: { toString(): string } | null;
+  readonly methodId: Parameters<Namespace["addressSpace"]["findNode"]>[0];
+}
+interface CallResultLike {
+  readonly statusCode?: unknown;
+}
+
+/** AccessLevel bits (OPC UA Part 3, 8.57). */
+const CURRENT_READ = 0x01;
+const CURRENT_WRITE = 0x02;
+const HISTORY_READ = 0x04;
+
 /** What the server reads of a node-opcua WriteValue. */
 interface WriteValueLike {
   readonly nodeId: Parameters<Namespace["addressSpace"]["findNode"]>[0];
   readonly attributeId: number;
+  readonly value: DataValue;
+  readonly indexRange?: unknown;
 }
 
 type WriteCallback = (error: Error | null, statusCode?: StatusCode) => void;
@@ -826,6 +1007,16 @@ function isValidUserAsyncOf(check: (session: ServerSession, userName: string, pa
       () => callback(null, false),
     );
   };
+}
+
+/**
+ * Whether a written DataValue carries a StatusCode other than Good, a SourceTimestamp or a
+ * ServerTimestamp: a server that does not take them answers `BadWriteNotSupported` (OPC UA Part 4,
+ * 5.10.4), never a bad or stamped value taken as a good setpoint.
+ */
+function carriesMoreThanAValue(dataValue: DataValue): boolean {
+  const status = (dataValue.statusCode as { value?: number } | null | undefined)?.value ?? 0;
+  return status !== 0 || dataValue.sourceTimestamp != null || dataValue.serverTimestamp != null;
 }
 
 function isEmptyRange(indexRange: unknown): boolean {
@@ -903,9 +1094,10 @@ function variantOf(runtime: ServerRuntime, tag: Tag, value: Sample["value"]): Va
  * 64-bit integer's [high, low] words become a bigint; Kiln's checked write then decides whether
  * the value fits the tag (range, `KILN_VALIDATION` → `BadTypeMismatch`).
  */
-function tagValueOf(runtime: ServerRuntime, tag: Tag, variant: Variant | undefined): unknown {
+function tagValueOf(runtime: ServerRuntime, tag: Tag, variant: Variant | null | undefined): unknown {
   if (
     variant === undefined ||
+    variant === null ||
     variant.arrayType !== runtime.VariantArrayType.Scalar ||
     variant.dataType !== runtime.DataType[OPCUA_DATA_TYPE_OF_TAG[tag.dataType]]
   ) {

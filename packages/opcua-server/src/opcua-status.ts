@@ -10,6 +10,8 @@ export const ServerStatusCodes = {
   BadInvalidState: 0x80af0000,
   BadResourceUnavailable: 0x80040000,
   BadIndexRangeInvalid: 0x80360000,
+  BadWriteNotSupported: 0x80730000,
+  BadMethodInvalid: 0x80750000,
 } as const;
 
 const SEVERITY_MASK = 0xc0000000;

@@ -141,7 +141,8 @@ describe("OpcuaServer address space", () => {
       expect(valueRank!.value.value, tag.name).toBe(-1);
       const writable = tag.access === "readwrite" ? 0b11 : 0b01; // CurrentRead | CurrentWrite
       expect(accessLevel!.value.value & 0b11, tag.name).toBe(writable);
-      expect(userAccessLevel!.value.value & 0b11, tag.name).toBe(writable);
+      // The viewer's own rights: CurrentRead, never CurrentWrite (see the writes tests for an operator's).
+      expect(userAccessLevel!.value.value & 0b11, tag.name).toBe(0b01);
       expect(description!.value.value?.text ?? undefined, tag.name).toBe(tag.description);
     }
   });

@@ -428,6 +428,24 @@ describe("Kiln alarms as OPC UA Part 9 conditions", () => {
     expect((await acknowledge(operator, PRESSURE_HI, eventId, "x")).statusCode.value).toBe(
       StatusCodes.BadConditionDisabled.value,
     );
+    // A refusal made before Kiln's command is authorized first and audited all the same: the
+    // viewer learns nothing of the condition's state.
+    expect((await acknowledge(viewer, PRESSURE_HI, eventId, "x")).statusCode.value).toBe(
+      StatusCodes.BadUserAccessDenied.value,
+    );
+    const oneShot = await operator.session.call({
+      objectId: await shelvingStateOf(PRESSURE_HI),
+      methodId: "ns=0;i=2948", // ShelvedStateMachineType.OneShotShelve
+      inputArguments: [],
+    });
+    expect(oneShot.statusCode.value).toBe(StatusCodes.BadConditionDisabled.value);
+    expect((await audit("opcua.Acknowledge")).map((entry) => [entry.principal, entry.target, entry.outcome])).toEqual([
+      ["olga", PRESSURE_HI, expect.any(String)],
+      ["vic", PRESSURE_HI, "denied"],
+    ]);
+    expect((await audit("opcua.OneShotShelve")).map((entry) => [entry.principal, entry.target])).toEqual([
+      ["olga", PRESSURE_HI],
+    ]);
     expect((await method(admin, ENABLE)).statusCode.value).toBe(StatusCodes.Good.value);
     expect(kilnAlarm(PRESSURE_HI).state.name).toBe("normal");
     await waitFor(() => lastEventOf(PRESSURE_HI)?.["EnabledState.Id"] === true, "the enable event");
@@ -436,6 +454,88 @@ describe("Kiln alarms as OPC UA Part 9 conditions", () => {
       ["ada", "allowed"],
       ["ada", "denied"],
       ["ada", "allowed"],
+    ]);
+  });
+
+  test("a condition Method of a type called on an object that is no condition answers BadNodeIdInvalid, audited; a machine Method called on another object answers BadMethodInvalid, audited, and runs nothing", async () => {
+    const machine = `ns=${served.server.namespaceIndex};s=@Machine`;
+    const calls = [
+      {
+        objectId: machine, // Acknowledge on the machine object
+        methodId: "ns=0;i=9111",
+        inputArguments: [
+          { dataType: DataType.ByteString, value: Buffer.alloc(16) },
+          { dataType: DataType.LocalizedText, value: { text: "x" } },
+        ],
+      },
+      { objectId: "ns=0;i=2253", methodId: "ns=0;i=9028", inputArguments: [] }, // Disable on the Server object
+    ];
+    for (const call of calls) {
+      const result = await admin.session.call(call);
+      expect(result.statusCode.value, call.methodId).toBe(StatusCodes.BadNodeIdInvalid.value);
+    }
+    expect((await audit("opcua.Acknowledge")).filter((entry) => entry.target === machine)).toMatchObject([
+      { principal: "ada" },
+    ]);
+    expect(await audit("opcua.Disable")).toMatchObject([{ principal: "ada", target: "ns=0;i=2253" }]);
+    // Authorized first: an operator (no alarm.out-of-service) is refused BadUserAccessDenied, audited.
+    const denied = await operator.session.call(calls[1]!);
+    expect(denied.statusCode.value).toBe(StatusCodes.BadUserAccessDenied.value);
+    expect((await audit("opcua.Disable")).map((entry) => entry.principal)).toEqual(["ada", "olga"]);
+    const pause = await admin.session.call({
+      objectId: "ns=0;i=2253",
+      methodId: `ns=${served.server.namespaceIndex};s=@Machine.Pause`,
+      inputArguments: [],
+    });
+    expect(pause.statusCode.value).toBe(StatusCodes.BadMethodInvalid.value);
+    expect(await audit("opcua.Pause")).toMatchObject([{ principal: "ada", target: "ns=0;i=2253" }]);
+    expect(await audit("recipe.pause")).toEqual([]);
+  });
+
+  test("a call node-opcua refuses for its input arguments (missing, too many, wrong DataType) leaves one audit entry; a viewer's answers BadUserAccessDenied", async () => {
+    const machine = `ns=${served.server.namespaceIndex};s=@Machine`;
+    const missing = await operator.session.call({
+      objectId: machine,
+      methodId: `${machine}.StartRecipe`,
+      inputArguments: [],
+    });
+    expect(missing.statusCode.value).toBe(StatusCodes.BadArgumentsMissing.value);
+    const extra = await operator.session.call({
+      objectId: machine,
+      methodId: `${machine}.Pause`,
+      inputArguments: [{ dataType: DataType.String, value: "x" }],
+    });
+    expect(extra.statusCode.value).toBe(StatusCodes.BadTooManyArguments.value);
+    const wrongType = await operator.session.call({
+      objectId: conditionId(DOOR),
+      methodId: "ns=0;i=9111",
+      inputArguments: [
+        { dataType: DataType.String, value: "not an EventId" },
+        { dataType: DataType.LocalizedText, value: { text: "x" } },
+      ],
+    });
+    expect(wrongType.statusCode.value).not.toBe(StatusCodes.Good.value);
+    const viewers = await viewer.session.call({
+      objectId: machine,
+      methodId: `${machine}.StartRecipe`,
+      inputArguments: [],
+    });
+    expect(viewers.statusCode.value).toBe(StatusCodes.BadUserAccessDenied.value);
+    expect((await audit("opcua.StartRecipe")).map((entry) => [entry.principal, entry.outcome])).toEqual([
+      ["olga", expect.any(String)],
+      ["vic", "denied"],
+    ]);
+    expect((await audit("opcua.Pause")).filter((entry) => entry.target === machine)).toMatchObject([
+      { principal: "olga" },
+    ]);
+    expect((await audit("opcua.Acknowledge")).filter((entry) => entry.target === conditionId(DOOR))).toHaveLength(1);
+    expect(await audit("recipe.start")).toEqual([]);
+    // node-opcua's refusal of the object (a variable is no object to call on) is audited the same way.
+    const pressure = served.server.nodeIdOf("chamber.pressure");
+    const onVariable = await admin.session.call({ objectId: pressure, methodId: "ns=0;i=9028", inputArguments: [] });
+    expect(onVariable.statusCode.value).toBe(StatusCodes.BadNodeIdInvalid.value);
+    expect((await audit("opcua.Disable")).filter((entry) => entry.target === pressure)).toMatchObject([
+      { principal: "ada" },
     ]);
   });
 

@@ -3,9 +3,11 @@ import {
   AttributeIds,
   ClientSubscription,
   CreateMonitoredItemsRequest,
+  CreateSubscriptionRequest,
   type DataValue,
   HistoryReadRequest,
   MonitoringMode,
+  PublishRequest,
   ReadAtTimeDetails,
   StatusCodes,
   type StatusCode,
@@ -211,6 +213,164 @@ describe("OpcuaServer checks `read` on every value of a monitored item (sampling
     } finally {
       revoked.delete("secret.recipe");
       await client.close();
+    }
+  });
+});
+
+/** The raw subscription services node-opcua's ClientSession has but does not type. */
+interface RawSession {
+  createSubscription(request: CreateSubscriptionRequest): Promise<{ subscriptionId: number }>;
+  createMonitoredItems(
+    request: CreateMonitoredItemsRequest,
+  ): Promise<{ results?: { statusCode: StatusCode }[] | null }>;
+  transferSubscriptions(request: {
+    subscriptionIds: number[];
+    sendInitialValues: boolean;
+  }): Promise<{ results?: { statusCode: StatusCode }[] | null }>;
+  publish(request: PublishRequest): Promise<{
+    notificationMessage: {
+      notificationData?: ({ monitoredItems?: { clientHandle: number; value: DataValue }[] | null } | null)[] | null;
+    };
+  }>;
+}
+
+const raw = (client: Client): RawSession => client.session as unknown as RawSession;
+
+async function rawSubscription(client: Client, publishingInterval: number): Promise<number> {
+  const created = await raw(client).createSubscription(
+    new CreateSubscriptionRequest({
+      requestedPublishingInterval: publishingInterval,
+      requestedLifetimeCount: 600,
+      requestedMaxKeepAliveCount: 10,
+      publishingEnabled: true,
+    }),
+  );
+  return created.subscriptionId;
+}
+
+async function rawItem(
+  client: Client,
+  subscriptionId: number,
+  tag: string,
+  clientHandle: number,
+  queueSize = 1,
+): Promise<StatusCode | undefined> {
+  const response = await raw(client).createMonitoredItems(
+    new CreateMonitoredItemsRequest({
+      subscriptionId,
+      timestampsToReturn: TimestampsToReturn.Both,
+      itemsToCreate: [
+        {
+          itemToMonitor: { nodeId: served.server.nodeIdOf(tag), attributeId: AttributeIds.Value },
+          monitoringMode: MonitoringMode.Reporting,
+          requestedParameters: { clientHandle, samplingInterval: 0, queueSize, discardOldest: true },
+        },
+      ],
+    }),
+  );
+  return response.results?.[0]?.statusCode;
+}
+
+/** The values of `publishes` Publish responses on the session. */
+async function published(client: Client, publishes: number): Promise<DataValue[]> {
+  const values: DataValue[] = [];
+  for (let index = 0; index < publishes; index++) {
+    const response = await raw(client).publish(new PublishRequest({ subscriptionAcknowledgements: [] }));
+    for (const data of response.notificationMessage.notificationData ?? []) {
+      for (const item of data?.monitoredItems ?? []) values.push(item.value);
+    }
+  }
+  return values;
+}
+
+const good = (values: DataValue[]) => values.filter((value) => value.statusCode.isGood());
+
+describe("OpcuaServer judges a subscription's items by the subscription's current session", () => {
+  test("after TransferSubscriptions to another session that then changes user to a principal without `read`, the items deliver no value and a new item is refused BadUserAccessDenied", async () => {
+    const a = await connect(served.server, pki.trusted, user("olga"));
+    const b = await connect(served.server, pki.trusted, user("olga"));
+    try {
+      const subscriptionId = await rawSubscription(a, 100);
+      expect(await rawItem(a, subscriptionId, "secret.recipe", 7)).toBe(StatusCodes.Good);
+      expect(good(await published(a, 2)).length).toBeGreaterThan(0);
+      const transferred = await raw(b).transferSubscriptions({
+        subscriptionIds: [subscriptionId],
+        sendInitialValues: true,
+      });
+      expect(transferred.results?.[0]?.statusCode).toBe(StatusCodes.Good);
+      expect(good(await published(b, 2)).length).toBeGreaterThan(0);
+      expect(await b.session.changeUser(user("rita"))).toBe(StatusCodes.Good);
+      const after = await published(b, 4);
+      expect(good(after)).toEqual([]);
+      expect(after.some((value) => value.statusCode === StatusCodes.BadUserAccessDenied)).toBe(true);
+      expect(await rawItem(b, subscriptionId, "secret.recipe", 8)).toBe(StatusCodes.BadUserAccessDenied);
+      await a.close();
+      expect(good(await published(b, 3))).toEqual([]);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
+  test("values queued before `read` is revoked are not sent after it: the next Publish carries one BadUserAccessDenied, no value", async () => {
+    const client = await connect(served.server, pki.trusted, user("olga"));
+    try {
+      const subscriptionId = await rawSubscription(client, 1_500);
+      expect(await rawItem(client, subscriptionId, "secret.recipe", 9, 100)).toBe(StatusCodes.Good);
+      await published(client, 1); // the initial value
+      await new Promise((resolve) => setTimeout(resolve, 600)); // values queue (scan 50 ms)
+      revoked.add("secret.recipe");
+      const after = await published(client, 1);
+      expect(good(after)).toEqual([]);
+      expect(after.map((value) => value.statusCode)).toEqual([StatusCodes.BadUserAccessDenied]);
+      expect(after[0]!.value.value).toBeNull();
+    } finally {
+      revoked.delete("secret.recipe");
+      await client.close();
+    }
+  });
+});
+
+describe("OpcuaServer leaves no orphaned subscription and bounds queues", () => {
+  test("a session closed without deleting its subscriptions takes them with it: no other session can transfer them (none is left as an orphan)", async () => {
+    const vic = await connect(served.server, pki.trusted, user("vic"));
+    const ids: number[] = [];
+    for (let index = 0; index < 3; index++) ids.push(await rawSubscription(vic, 100));
+    await vic.session.close(false); // DeleteSubscriptions false
+    await vic.client.disconnect();
+    const again = await connect(served.server, pki.trusted, user("vic"));
+    try {
+      const transferred = await raw(again).transferSubscriptions({ subscriptionIds: ids, sendInitialValues: false });
+      expect(transferred.results?.map((result) => result.statusCode)).toEqual(
+        ids.map(() => StatusCodes.BadSubscriptionIdInvalid),
+      );
+    } finally {
+      await again.close();
+    }
+  });
+
+  test("a monitored item's QueueSize, for values and for events, is revised to at most limits.maxQueueSize (100), on create and on modify", async () => {
+    const vic = await connect(served.server, pki.trusted, user("vic"));
+    try {
+      const sub = await subscription(vic);
+      const value = await sub.monitor(
+        { nodeId: served.server.nodeIdOf("chamber.pressure"), attributeId: AttributeIds.Value },
+        { samplingInterval: 0, queueSize: 4_000, discardOldest: true },
+        TimestampsToReturn.Both,
+      );
+      const event = await sub.monitor(
+        { nodeId: "ns=0;i=2253", attributeId: AttributeIds.EventNotifier },
+        { samplingInterval: 0, queueSize: 10_000, discardOldest: true, filter: null },
+        TimestampsToReturn.Both,
+      );
+      const revised = (item: typeof value) => (item as unknown as { result: { revisedQueueSize: number } }).result;
+      expect(revised(value).revisedQueueSize).toBe(100);
+      expect(revised(event).revisedQueueSize).toBe(100);
+      const modified = await value.modify({ samplingInterval: 0, queueSize: 3_000, discardOldest: true });
+      expect((modified as unknown as { revisedQueueSize: number }).revisedQueueSize).toBe(100);
+      await sub.terminate();
+    } finally {
+      await vic.close();
     }
   });
 });

@@ -34,6 +34,7 @@ const tags = defineTags({
   "cycle.limit": { dataType: "uint64", access: "readwrite" },
   "cycle.offset": { dataType: "int64", access: "readwrite" },
   "cycle.step": { dataType: "int32", access: "readwrite" },
+  "heater.ramp": { dataType: "float64", access: "readwrite", range: { min: 0, max: 100 } },
 });
 
 let pki: TestPki;
@@ -259,6 +260,77 @@ describe("OpcuaServer writes through Kiln's checked command path", () => {
     });
     expect(status).toBe(StatusCodes.Good);
     expect(served.plc.writes.at(-1)).toMatchObject({ tag: "cycle.total", value });
+  });
+
+  test("a Write carrying a StatusCode (bad or uncertain) or a Source/ServerTimestamp answers BadWriteNotSupported (Part 4, 5.10.4), reaches no PLC, and is audited denied; a viewer's is BadUserAccessDenied", async () => {
+    const before = served.plc.writes.length;
+    const nodeId = served.server.nodeIdOf("heater.ramp");
+    const value = { dataType: DataType.Double, value: 13 };
+    const attempts: WriteValueOptions[] = [
+      { nodeId, attributeId: AttributeIds.Value, value: { value, statusCode: StatusCodes.BadSensorFailure } },
+      { nodeId, attributeId: AttributeIds.Value, value: { value, statusCode: StatusCodes.UncertainLastUsableValue } },
+      { nodeId, attributeId: AttributeIds.Value, value: { value, sourceTimestamp: new Date() } },
+      { nodeId, attributeId: AttributeIds.Value, value: { value, serverTimestamp: new Date() } },
+    ];
+    for (const attempt of attempts) {
+      expect(await operator.session.write(attempt), JSON.stringify(attempt.value)).toBe(
+        StatusCodes.BadWriteNotSupported,
+      );
+    }
+    expect(await viewer.session.write(attempts[0]!)).toBe(StatusCodes.BadUserAccessDenied);
+    expect(served.plc.writes.length).toBe(before);
+    const entries = await auditEntries("heater.ramp", 5);
+    expect(entries.map((entry) => [entry.principal, entry.outcome])).toEqual([
+      ...attempts.map(() => ["olga", "denied"]),
+      ["vic", "denied"],
+    ]);
+    expect(entries[0]!.reason).toMatch(/KILN_VALIDATION.*StatusCode/s);
+    // The plain value is taken.
+    expect(await write(operator, "heater.ramp", value)).toBe(StatusCodes.Good);
+  });
+
+  test("a Write of a tag's Value with no Variant answers BadTypeMismatch and is audited denied", async () => {
+    const before = served.plc.writes.length;
+    const status = await operator.session.write({
+      nodeId: served.server.nodeIdOf("cycle.limit"),
+      attributeId: AttributeIds.Value,
+      value: {},
+    });
+    expect(status).toBe(StatusCodes.BadTypeMismatch);
+    expect(served.plc.writes.length).toBe(before);
+    expect(await auditEntries("cycle.limit", 2)).toMatchObject([
+      { outcome: "denied" },
+      { principal: "olga", outcome: "denied", reason: expect.stringMatching(/KILN_VALIDATION/) },
+    ]);
+  });
+
+  test("UserAccessLevel and UserExecutable are the reading session's own rights: CurrentWrite and StartRecipe for the operator, neither for the viewer (whose Write and Call are still refused and audited)", async () => {
+    const userAccess = async (client: Awaited<ReturnType<typeof connect>>, tag: string) =>
+      (await client.session.read({ nodeId: served.server.nodeIdOf(tag), attributeId: AttributeIds.UserAccessLevel }))
+        .value.value as number;
+    const executable = async (client: Awaited<ReturnType<typeof connect>>, method: string) =>
+      (
+        await client.session.read({
+          nodeId: `ns=${served.server.namespaceIndex};s=@Machine.${method}`,
+          attributeId: AttributeIds.UserExecutable,
+        })
+      ).value.value as boolean;
+    expect((await userAccess(operator, "heater.setpoint")) & 0b11).toBe(0b11);
+    expect((await userAccess(viewer, "heater.setpoint")) & 0b11).toBe(0b01);
+    // a read-only tag shows no CurrentWrite to anyone, the admin included
+    expect((await userAccess(admin, "chamber.pressure")) & 0b11).toBe(0b01);
+    expect(await executable(operator, "StartRecipe")).toBe(true);
+    expect(await executable(viewer, "StartRecipe")).toBe(false);
+    expect(await executable(viewer, "Abort")).toBe(false);
+    const before = (await served.store.audit.query({ from: 0, to: Date.now() + 1 })).length;
+    const call = await viewer.session.call({
+      objectId: `ns=${served.server.namespaceIndex};s=@Machine`,
+      methodId: `ns=${served.server.namespaceIndex};s=@Machine.Pause`,
+      inputArguments: [],
+    });
+    expect(call.statusCode).toBe(StatusCodes.BadUserAccessDenied);
+    const after = await served.store.audit.query({ from: 0, to: Date.now() + 1 });
+    expect(after.slice(before)).toMatchObject([{ principal: "vic", action: "recipe.pause", outcome: "denied" }]);
   });
 
   test("a write while the control system is stopped answers BadInvalidState and reaches no PLC", async () => {
