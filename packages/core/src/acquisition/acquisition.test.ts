@@ -192,6 +192,61 @@ describe("Acquisition", () => {
     await acquisition.stop();
   });
 
+  test("a read that returns after its driver reported the link lost does not overwrite the loss marker (its values stay uncertain)", async () => {
+    let dropDuringRead: string | undefined;
+    const { clock, cvt, acquisition, ofType } = setup({
+      preparePlc: (plc) => {
+        const read = plc.read.bind(plc);
+        // A driver that reports the loss, then returns what it had read (as a reset mid-read can).
+        plc.read = async (tags, signal) => {
+          const samples = await read(tags, signal);
+          if (dropDuringRead !== undefined && tags.some((tag) => tag.scanGroup === dropDuringRead)) {
+            dropDuringRead = undefined;
+            plc.dropConnection("reset mid-read");
+          }
+          return samples;
+        };
+      },
+    });
+    await acquisition.start();
+    await clock.advance(200);
+    expect(cvt.get("fast.counter")?.quality.severity).toBe("good");
+    dropDuringRead = "fast";
+    await clock.advance(60);
+    expect(ofType("plc-connection-lose")).toHaveLength(1);
+    for (const name of tags.names) {
+      expect(cvt.get(name)?.quality, name).toMatchObject({ severity: "uncertain" });
+    }
+    expect(acquisition.health().groups.find((group) => group.name === "fast")?.failedReads).toBeGreaterThan(0);
+    await acquisition.stop();
+  });
+
+  test("a read on a second group that returns after the loss is discarded too; values flow again after the reconnect", async () => {
+    let dropDuringRead: string | undefined;
+    const { clock, cvt, acquisition } = setup({
+      preparePlc: (plc) => {
+        const read = plc.read.bind(plc);
+        plc.read = async (tags, signal) => {
+          const samples = await read(tags, signal);
+          if (dropDuringRead !== undefined && tags.some((tag) => tag.scanGroup === dropDuringRead)) {
+            dropDuringRead = undefined;
+            plc.dropConnection("reset mid-read");
+          }
+          return samples;
+        };
+      },
+    });
+    await acquisition.start();
+    await clock.advance(1_100);
+    dropDuringRead = "slow";
+    await clock.advance(1_000);
+    expect(cvt.get("slow.temperature")?.quality.severity).not.toBe("good");
+    await clock.advance(3_000);
+    expect(acquisition.link).toBe("online");
+    expect(cvt.get("fast.counter")?.quality.severity).toBe("good");
+    await acquisition.stop();
+  });
+
   test("a hung PLC times out; consecutive failures open the breaker and take the link offline", async () => {
     const { clock, plc, acquisition, ofType } = setup();
     await acquisition.start();

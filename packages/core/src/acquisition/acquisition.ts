@@ -125,7 +125,7 @@ export interface AcquisitionHealth {
     readonly cycles: number;
     /** Poll cycles skipped because a cycle overran, since the last start. */
     readonly skippedCycles: number;
-    /** Poll reads that failed, since the acquisition was created. */
+    /** Poll reads that failed, or that finished after the link was lost (discarded), since the acquisition was created. */
     readonly failedReads: number;
     /** Start lateness of cycles (period error), ms. */
     readonly periodError: StatsSummary;
@@ -409,11 +409,20 @@ export class Acquisition {
     if (waiting) await this.#waitForRoom(waiting, group);
     if (this.#link !== "online") return;
     const started = monotonicNow(clock);
+    const epoch = this.#epoch;
     try {
       const samples = await driver.read(group.tags, this.#stopping!.signal);
       const readMs = monotonicNow(clock) - started;
       group.readDuration.observe(readMs);
       this.#instruments?.duration.observe(readMs / 1000, { group: group.name });
+      if (epoch !== this.#epoch || this.#link !== "online") {
+        // The link was lost while this read was out (a driver may report the loss, then return what it
+        // had read): every tag already carries the loss marker, which an older value must not overwrite,
+        // or a value read before the loss would show good for the whole outage. Discarded, counted.
+        group.failedReads++;
+        this.#logger.warn({ group: group.name }, "a read that finished after the link was lost was discarded");
+        return;
+      }
       await this.#accept(group, samples, true, clock.now());
     } catch (error) {
       if (this.#stopping!.signal.aborted) return;
