@@ -41,9 +41,9 @@ describe("a caller-supplied process id is checked at the start; pause and abort 
   test.each([
     ["longer than 256 characters", "p".repeat(300), "at most 256"],
     ["empty", "", "non-empty"],
-    ["with a control character", "lot\u000042", "control or format characters"],
-    ["with a right-to-left override", "lot\u202E42", "control or format characters"],
-    ["with a zero-width space", "lot\u200B42", "control or format characters"],
+    ["with a control character", "lot\u000042", "control, format or line-separator characters"],
+    ["with a right-to-left override", "lot\u202E42", "control, format or line-separator characters"],
+    ["with a zero-width space", "lot\u200B42", "control, format or line-separator characters"],
     ["not a string", 42 as unknown as string, "non-empty string"],
   ])("a processId %s is refused with KILN_VALIDATION, recorded denied, nothing written", async (_, processId, rule) => {
     const { system, plc, audit } = await build();

@@ -711,18 +711,21 @@ describe("AuditedCommandRunner", () => {
     ["zero-width space", "heater.\u200Bsetpoint"],
     ["first strong isolate", "heater.setpoint\u2068"],
     ["NUL", "heater.setpoint\u0000"],
+    ["line separator", "heater.setpoint\u2028"],
+    ["paragraph separator", "heater.setpoint\u2029"],
+    ["lone surrogate", "heater.setpoint\uD800"],
   ])(
     "a target with a %s is refused (KILN_VALIDATION, path target) before authorization; the entry shows the character escaped",
     async (_name, target) => {
       const { plc, writeTag, entries } = await setup();
       const error = await rejection(writeTag(engineer, target, 1));
       expect(error.code).toBe("KILN_VALIDATION");
-      expect(error.message).toContain("target: must not contain control or format characters");
+      expect(error.message).toContain("target: must not contain control, format or line-separator characters");
       expect(plc.writes).toEqual([]);
       const [entry] = await entries();
       expect(entry?.outcome).toBe("denied");
       expect(entry?.target).toMatch(/\\u\{[0-9A-F]{4}\}/);
-      expect(entry?.target).not.toMatch(/[\p{Cc}\p{Cf}]/u);
+      expect(entry?.target).not.toMatch(/[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Cs}]/u);
     },
   );
 
@@ -730,6 +733,9 @@ describe("AuditedCommandRunner", () => {
     ["id", { id: "ada\u202Enimda", roles: ["admin"] }],
     ["role", { id: "ada", roles: ["admin\u200B"] }],
     ["source", { id: "ada", roles: ["admin"], source: "hmi\u2066-2" }],
+    // Issue 15, review 15d: a line separator in an id was allowed and stored raw (a forged audit line).
+    ["id (line separator)", { id: "eng\u2028 admin tag.write valve allowed", roles: ["admin"] }],
+    ["id (lone surrogate)", { id: "eng\uDC00", roles: ["admin"] }],
   ])(
     "a principal whose %s holds a format character is refused (KILN_VALIDATION), recorded escaped",
     async (_field, principal) => {
@@ -738,14 +744,16 @@ describe("AuditedCommandRunner", () => {
       expect(plc.writes).toEqual([]);
       const [entry] = await entries();
       expect(entry?.outcome).toBe("denied");
-      expect(JSON.stringify([entry?.principal, entry?.roles, entry?.source])).not.toMatch(/[\p{Cc}\p{Cf}]/u);
+      expect([entry?.principal, ...(entry?.roles ?? []), entry?.source].join("")).not.toMatch(
+        /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Cs}]/u,
+      );
     },
   );
 
   test("a comment is free text, but in reason its control and format characters are written out (issue 15, review 15c)", async () => {
     const { writeTag, entries } = await setup();
-    await writeTag(engineer, "heater.setpoint", 1, "lot \u202E42\nvic tag.write allowed");
-    expect((await entries())[0]?.reason).toBe("lot \\u{202E}42\\u{000A}vic tag.write allowed");
+    await writeTag(engineer, "heater.setpoint", 1, "lot \u202E42\nvic tag.write allowed\u2028ada");
+    expect((await entries())[0]?.reason).toBe("lot \\u{202E}42\\u{000A}vic tag.write allowed\\u{2028}ada");
   });
 
   test("a journaled backlog survives a restart and drains to the store in order", async () => {

@@ -1730,7 +1730,7 @@ function reasonOf(error: unknown, comment: string | undefined): string {
 
 /**
  * The rule a command's target breaks, or undefined when it is an identifier: 1 to
- * {@link NAME_MAX_LENGTH} characters without control or format characters (the one rule,
+ * {@link NAME_MAX_LENGTH} characters without control, format or line-separator characters or lone surrogates (the one rule,
  * {@link checkIdentifier}).
  */
 function checkTarget(target: unknown): ValidationIssue | undefined {

@@ -14,16 +14,18 @@ export const ROLES_MAX_COUNT = 64;
 export const ROLE_MAX_LENGTH = 128;
 
 /**
- * Unicode control (category Cc: C0, DEL, C1) and format (Cf) characters: invisible, or
+ * Unicode control (category Cc: C0, DEL, C1) and format (Cf) characters, line and paragraph
+ * separators (Zl U+2028, Zp U+2029) and lone surrogates (Cs): invisible, breaking a line, or
  * reordering what is shown around them (U+202E right-to-left override, U+2066–2069 isolates,
  * U+200B zero-width space, U+FEFF). Never part of an identifier: `ada\u202Enimda` reads as
- * `adaadmin` in a log or an audit viewer.
+ * `adaadmin` in a log or an audit viewer, and `eng\u2028… allowed` forges a line.
  */
-const INVISIBLE_CHARACTER = /[\p{Cc}\p{Cf}]/u;
-const INVISIBLE_CHARACTERS = /[\p{Cc}\p{Cf}]/gu;
+const INVISIBLE_CHARACTER = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Cs}]/u;
+const INVISIBLE_CHARACTERS = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Cs}]/gu;
 
 /** The message of the one identifier character rule (see {@link identifierCharacterProblem}). */
-export const IDENTIFIER_CHARACTER_MESSAGE = "must not contain control or format characters (Unicode Cc, Cf)";
+export const IDENTIFIER_CHARACTER_MESSAGE =
+  "must not contain control, format or line-separator characters or lone surrogates (Unicode Cc, Cf, Zl, Zp, Cs)";
 
 /**
  * The one character rule of every identifier a command is given (principal id, roles and
