@@ -9,6 +9,7 @@ import { announceSkip, clusterUnavailable, NEEDS_POSTGRES_BINARIES } from "./sup
 import { report, useFaultCluster } from "./support/case";
 import { hold } from "./support/pipeline";
 import { ReportingProcess } from "./support/reporting-process";
+import type { HostCounters } from "./support/sparkplug-host-process";
 
 // Issue 19's proof: a fleet of edge nodes in processes of their own → the case's own mosquitto →
 // one SparkplugHost (own process) → PostgreSQL; the broker killed and restarted, then the host.
@@ -49,27 +50,8 @@ interface EdgeFinal extends EdgeHealth {
   readonly last: readonly (number | null)[];
 }
 
-interface HostHealth {
-  readonly link: string;
-  readonly online: boolean;
-  readonly samples: {
-    readonly received: number;
-    readonly stored: number;
-    readonly queued: number;
-    readonly conflicts: number;
-    readonly dropped: number;
-    readonly discarded: number;
-    readonly historical: number;
-  };
-  readonly storeErrors: number;
-  readonly edgeNodes: Record<
-    string,
-    { readonly state: string; readonly births: number; readonly seqGaps: number; readonly dataBeforeBirth: number }
-  >;
-}
-
 /** What a host reported last: its sample counters and its edge nodes' seq gaps and births, summed. */
-function hostSummary(health: HostHealth | undefined): Record<string, number> | undefined {
+function hostSummary(health: HostCounters | undefined): Record<string, number> | undefined {
   if (health === undefined) return undefined;
   const nodes = Object.values(health.edgeNodes);
   return {
@@ -235,8 +217,8 @@ describe.skipIf(unavailable !== undefined)(
       }
       broker = await startMosquitto();
       let hosts = 0;
-      const startHost = (): ReportingProcess<HostHealth> => {
-        const host = new ReportingProcess<HostHealth>(`host ${++hosts}`, hostScript, [
+      const startHost = (): ReportingProcess<HostCounters> => {
+        const host = new ReportingProcess<HostCounters>(`host ${++hosts}`, hostScript, [
           broker!.url,
           GROUP,
           HOST_ID,

@@ -15,7 +15,7 @@
  */
 import { appendFileSync } from "node:fs";
 import type { Sample, Store } from "@kiln/core";
-import { SparkplugHost } from "@kiln/sparkplug";
+import { SparkplugHost, type SparkplugHostEdgeNodeHealth, type SparkplugHostHealth } from "@kiln/sparkplug";
 import { PostgresStore } from "@kiln/store-postgres";
 
 const [brokerUrl, groupId, hostId, databaseUrl, schema, latencyFile] = process.argv.slice(2);
@@ -69,7 +69,19 @@ host.events.on("live-update", (update) => {
   for (const metric of update.metrics) live.add(key(metric.sample.tag, metric.sample.timestamp));
 });
 
-function counters(): Record<string, unknown> {
+/** What the host process prints after `health `: its counters, edge nodes keyed by id. */
+export interface HostCounters {
+  readonly link: SparkplugHostHealth["link"];
+  readonly online: boolean;
+  readonly samples: SparkplugHostHealth["samples"];
+  readonly storeErrors: number;
+  readonly edgeNodes: Record<
+    string,
+    Pick<SparkplugHostEdgeNodeHealth, "state" | "births" | "seqGaps" | "dataBeforeBirth">
+  >;
+}
+
+function counters(): HostCounters {
   const health = host.health();
   return {
     link: health.link,

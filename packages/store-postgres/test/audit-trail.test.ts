@@ -18,6 +18,37 @@ const tags = defineTags({
 describe.each(TARGETS)("the audit trail $title", ({ kind, title, skip }) => {
   const target = useTarget(kind);
 
+  /** A control system on this target's store, its audit backlog journaled in a fresh directory. */
+  function journaledSystem() {
+    const directory = mkdtempSync(join(tmpdir(), "kiln-audit-"));
+    const clock = new SimulatedClock({ start: Date.UTC(2026, 0, 1) });
+    const plc = new SimulatedPlc({ tags, clock });
+    const store = target.create();
+    const system = createControlSystem({
+      machineId: "ald-1",
+      tags,
+      driver: plc,
+      store,
+      clock,
+      audit: { backlog: { path: join(directory, "audit.journal") } },
+    });
+    return { directory, clock, plc, store, system };
+  }
+
+  /** Makes every audit insert in `schema` fail with `sqlState`; resolves to the function that ends it. */
+  async function failAuditInserts(schema: string, sqlState: string): Promise<() => Promise<void>> {
+    const quoted = `"${schema}"`;
+    await target.sql(
+      `CREATE FUNCTION ${quoted}.fail_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'transient' USING ERRCODE = '${sqlState}'; END $$`,
+    );
+    await target.sql(
+      `CREATE TRIGGER fail_audit BEFORE INSERT ON ${quoted}.audit_log FOR EACH ROW EXECUTE FUNCTION ${quoted}.fail_audit()`,
+    );
+    return async () => {
+      await target.sql(`DROP TRIGGER fail_audit ON ${quoted}.audit_log`);
+    };
+  }
+
   test.skipIf(skip)(
     "a viewer's refused write to a tag named with NUL, then 40 more commands: every one is audited or reported, none held up",
     async () => {
@@ -66,32 +97,15 @@ describe.each(TARGETS)("the audit trail $title", ({ kind, title, skip }) => {
   test.skipIf(skip)(
     "once the store takes entries again, a command waits for one turn of the backlog, not all of it; health says the backlog drains until it is empty",
     async () => {
-      const directory = mkdtempSync(join(tmpdir(), "kiln-audit-"));
-      const clock = new SimulatedClock({ start: Date.UTC(2026, 0, 1) });
-      const plc = new SimulatedPlc({ tags, clock });
-      const store = target.create();
-      const system = createControlSystem({
-        machineId: "ald-1",
-        tags,
-        driver: plc,
-        store,
-        clock,
-        audit: { backlog: { path: join(directory, "audit.journal") } },
-      });
+      const { directory, clock, store, system } = journaledSystem();
       await system.start();
-      const schema = `"${store.schema}"`;
-      await target.sql(
-        `CREATE FUNCTION ${schema}.fail_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'down' USING ERRCODE = '57P03'; END $$`,
-      );
-      await target.sql(
-        `CREATE TRIGGER fail_audit BEFORE INSERT ON ${schema}.audit_log FOR EACH ROW EXECUTE FUNCTION ${schema}.fail_audit()`,
-      );
+      const recover = await failAuditInserts(store.schema, "57P03");
       const admin: Principal = { id: "ada", roles: ["admin"] };
       // The store fails: every allowed write runs, journaled.
       for (let index = 0; index < 1000; index++) await system.writeTag(admin, "counter.total", index);
       expect(system.health().audit.backlog).toBe(1000);
       // The store recovers; its breaker half-opens.
-      await target.sql(`DROP TRIGGER fail_audit ON ${schema}.audit_log`);
+      await recover();
       await clock.advance(2_500);
       await system.writeTag(admin, "counter.total", 1000);
       // The command did not wait for the whole backlog: its entry is stored while older ones still
@@ -124,35 +138,18 @@ describe.each(TARGETS)("the audit trail $title", ({ kind, title, skip }) => {
   test.skipIf(skip).each(["53100", "53200", "53300", "58030", "25006", "57014", "57P03", "08006", "40001", "40P01"])(
     "an audit insert failing with SQLSTATE %s is journaled and stored once the server recovers, never skipped",
     async (sqlState) => {
-      const directory = mkdtempSync(join(tmpdir(), "kiln-audit-"));
-      const clock = new SimulatedClock({ start: Date.UTC(2026, 0, 1) });
-      const plc = new SimulatedPlc({ tags, clock });
-      const store = target.create();
-      const system = createControlSystem({
-        machineId: "ald-1",
-        tags,
-        driver: plc,
-        store,
-        clock,
-        audit: { backlog: { path: join(directory, "audit.journal") } },
-      });
+      const { directory, plc, store, system } = journaledSystem();
       const skipped: string[] = [];
       const failed: string[] = [];
       system.bus.on("audit-entry-skip", (event) => void skipped.push(event.id));
       system.bus.on("audit-record-fail", (event) => void failed.push(event.id));
       await system.start();
-      const schema = `"${store.schema}"`;
-      await target.sql(
-        `CREATE FUNCTION ${schema}.fail_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'transient' USING ERRCODE = '${sqlState}'; END $$`,
-      );
-      await target.sql(
-        `CREATE TRIGGER fail_audit BEFORE INSERT ON ${schema}.audit_log FOR EACH ROW EXECUTE FUNCTION ${schema}.fail_audit()`,
-      );
+      const recover = await failAuditInserts(store.schema, sqlState);
       const admin: Principal = { id: "ada", roles: ["admin"] };
       await system.writeTag(admin, "heater.setpoint", 7);
       expect(plc.writes).toHaveLength(1);
       expect(failed).toHaveLength(1);
-      await target.sql(`DROP TRIGGER fail_audit ON ${schema}.audit_log`);
+      await recover();
       await system.stop();
       await store.open(system.tags.list());
       const entries = await store.audit.query({ from: 0, to: Number.MAX_SAFE_INTEGER });

@@ -89,6 +89,28 @@ function setup(
   return { clock, bus, plc, cvt, acquisition, events, ofType, metrics };
 }
 
+/**
+ * A driver that reports the link lost, then returns what it had read (as a reset mid-read can):
+ * the next read of scan group `group` does so, once.
+ */
+function resetDuringRead(): { group: string | undefined; prepare(plc: SimulatedPlc): void } {
+  const reset = {
+    group: undefined as string | undefined,
+    prepare(plc: SimulatedPlc): void {
+      const read = plc.read.bind(plc);
+      plc.read = async (tags, signal) => {
+        const samples = await read(tags, signal);
+        if (reset.group !== undefined && tags.some((tag) => tag.scanGroup === reset.group)) {
+          reset.group = undefined;
+          plc.dropConnection("reset mid-read");
+        }
+        return samples;
+      };
+    },
+  };
+  return reset;
+}
+
 describe("Acquisition", () => {
   test("does not trust the driver: a wrong-typed value is bad, a tag missing from a read is bad, an unrequested sample is dropped and counted", async () => {
     const { clock, cvt, acquisition } = setup({
@@ -193,25 +215,12 @@ describe("Acquisition", () => {
   });
 
   test("a read that returns after its driver reported the link lost does not overwrite the loss marker (its values stay uncertain)", async () => {
-    let dropDuringRead: string | undefined;
-    const { clock, cvt, acquisition, ofType } = setup({
-      preparePlc: (plc) => {
-        const read = plc.read.bind(plc);
-        // A driver that reports the loss, then returns what it had read (as a reset mid-read can).
-        plc.read = async (tags, signal) => {
-          const samples = await read(tags, signal);
-          if (dropDuringRead !== undefined && tags.some((tag) => tag.scanGroup === dropDuringRead)) {
-            dropDuringRead = undefined;
-            plc.dropConnection("reset mid-read");
-          }
-          return samples;
-        };
-      },
-    });
+    const reset = resetDuringRead();
+    const { clock, cvt, acquisition, ofType } = setup({ preparePlc: reset.prepare });
     await acquisition.start();
     await clock.advance(200);
     expect(cvt.get("fast.counter")?.quality.severity).toBe("good");
-    dropDuringRead = "fast";
+    reset.group = "fast";
     await clock.advance(60);
     expect(ofType("plc-connection-lose")).toHaveLength(1);
     for (const name of tags.names) {
@@ -222,23 +231,11 @@ describe("Acquisition", () => {
   });
 
   test("a read on a second group that returns after the loss is discarded too; values flow again after the reconnect", async () => {
-    let dropDuringRead: string | undefined;
-    const { clock, cvt, acquisition } = setup({
-      preparePlc: (plc) => {
-        const read = plc.read.bind(plc);
-        plc.read = async (tags, signal) => {
-          const samples = await read(tags, signal);
-          if (dropDuringRead !== undefined && tags.some((tag) => tag.scanGroup === dropDuringRead)) {
-            dropDuringRead = undefined;
-            plc.dropConnection("reset mid-read");
-          }
-          return samples;
-        };
-      },
-    });
+    const reset = resetDuringRead();
+    const { clock, cvt, acquisition } = setup({ preparePlc: reset.prepare });
     await acquisition.start();
     await clock.advance(1_100);
-    dropDuringRead = "slow";
+    reset.group = "slow";
     await clock.advance(1_000);
     expect(cvt.get("slow.temperature")?.quality.severity).not.toBe("good");
     await clock.advance(3_000);
