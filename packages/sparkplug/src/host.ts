@@ -71,6 +71,15 @@ export interface SparkplugHostOptions {
   readonly rebirthIntervalMs?: number;
   /** How long `stop()` waits for the store to take what is held, in ms. @default 10000 */
   readonly drainTimeoutMs?: number;
+  /**
+   * How long `stop()`, after publishing STATE offline, keeps taking messages while edge nodes
+   * whose primary host this is still publish what they sent before they saw it, in ms. It waits
+   * until its own STATE offline has come back through the broker and no edge node is online
+   * (each sent NDEATH, as Sparkplug 3.0 requires of an edge node whose primary host went offline,
+   * `[tck-id-message-flow-edge-node-birth-publish-phid-offline]`), or this long.
+   * @default 2000
+   */
+  readonly stopLingerMs?: number;
   /** Reconnect spacing, on the driver kit's backoff. @default { initialDelayMs: 1000, maxDelayMs: 30000 } */
   readonly reconnect?: ReconnectBackoff;
   /**
@@ -270,6 +279,10 @@ interface Session {
   readonly timestamp: number;
   online: boolean;
   closing: boolean;
+  /** Set by `stop()` while it waits for the edge nodes to hear STATE offline: called on each change it waits for. */
+  onFarewellProgress?: () => void;
+  /** Its own STATE offline, published by `stop()`, came back through the broker. */
+  farewellEchoed?: boolean;
 }
 
 const DEFAULT_BACKOFF: ReconnectBackoff = { initialDelayMs: 1_000, maxDelayMs: 30_000 };
@@ -365,11 +378,11 @@ export class SparkplugHost {
         issues.push({ path: `batching.${field}`, message: `must be a whole number from ${min}` });
       }
     }
-    if (
-      options.rebirthIntervalMs !== undefined &&
-      (!Number.isFinite(options.rebirthIntervalMs) || options.rebirthIntervalMs < 0)
-    ) {
-      issues.push({ path: "rebirthIntervalMs", message: "must be a finite number of ms from 0" });
+    for (const field of ["rebirthIntervalMs", "drainTimeoutMs", "stopLingerMs"] as const) {
+      const value = options[field];
+      if (value !== undefined && (!Number.isFinite(value) || value < 0)) {
+        issues.push({ path: field, message: "must be a finite number of ms from 0" });
+      }
     }
     if (issues.length > 0) throw new KilnValidationError("Sparkplug host options", issues);
     this.#backoff = options.reconnect ?? DEFAULT_BACKOFF;
@@ -463,7 +476,8 @@ export class SparkplugHost {
   }
 
   /**
-   * Stops: publishes STATE offline (the session's timestamp) and disconnects, then waits for the
+   * Stops: publishes STATE offline (the session's timestamp), keeps taking messages until the
+   * edge nodes have answered it with NDEATH (at most `stopLingerMs`) and disconnects, then waits for the
    * store to take every sample held (at most `drainTimeoutMs`; what is left is dropped and
    * counted). Idempotent. Does not close the store.
    */
@@ -473,25 +487,55 @@ export class SparkplugHost {
     this.#starting.abort(new KilnError("KILN_ABORTED", "the Sparkplug host was stopped while it waited for its store"));
     await this.#lifecycle.close(async () => {
       const session = this.#session;
-      this.#session = undefined;
       if (session === undefined) return;
-      session.closing = true;
       if (session.client.connected) {
+        // Its own STATE offline coming back is not a reason to say online again.
+        session.online = false;
         try {
           await session.client.publishAsync(
             this.#stateTopic,
             Buffer.from(encodeHostState({ online: false, timestamp: session.timestamp })),
             { qos: 1, retain: true },
           );
+          this.#lastState = { online: false, timestamp: session.timestamp };
+          // DDATA an edge node sent before it saw the STATE offline is still on its way: taking
+          // messages until it died keeps the host from dropping it unseen.
+          await this.#awaitFarewell(session);
         } catch {
           // The link went while saying goodbye: the broker publishes the Will instead.
         }
       }
+      this.#session = undefined;
+      session.closing = true;
       this.#lastState = { online: false, timestamp: session.timestamp };
       await session.client.endAsync(!session.client.connected);
     });
     await this.#writer.drain(this.#options.drainTimeoutMs ?? 10_000);
     this.#writer.reset("host stopped");
+  }
+
+  /**
+   * Resolves once the session's own STATE offline came back and no edge node is online, or after
+   * `stopLingerMs`, or when the link goes.
+   */
+  #awaitFarewell(session: Session): Promise<void> {
+    const done = (): boolean =>
+      !session.client.connected ||
+      (session.farewellEchoed === true && [...this.#nodes.values()].every((node) => node.state !== "online"));
+    if (done()) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const finish = (): void => {
+        clearTimeout(timer);
+        session.client.off("close", finish);
+        session.onFarewellProgress = undefined;
+        resolve();
+      };
+      const timer = setTimeout(finish, this.#options.stopLingerMs ?? 2_000);
+      session.client.on("close", finish);
+      session.onFarewellProgress = () => {
+        if (done()) finish();
+      };
+    });
   }
 
   /** Stops the host. */
@@ -750,6 +794,10 @@ export class SparkplugHost {
     if (!state.online && session.online) {
       void this.#publishOnline(session).catch(() => undefined);
     }
+    if (!state.online && state.timestamp === session.timestamp && this.#stopping) {
+      session.farewellEchoed = true;
+      session.onFarewellProgress?.();
+    }
   }
 
   #node(groupId: string, edgeNodeId: string): EdgeNodeState {
@@ -784,6 +832,7 @@ export class SparkplugHost {
       if (node.state === state) return;
       node.state = state;
     }
+    this.#session?.onFarewellProgress?.();
     void this.#bus.publish("edge-node-change", {
       groupId: node.groupId,
       edgeNodeId: node.edgeNodeId,
@@ -844,7 +893,9 @@ export class SparkplugHost {
     const now = this.#clock.now();
     const interval = this.#options.rebirthIntervalMs ?? 5_000;
     const suppressed =
-      session === undefined || (node.lastRebirthAt !== undefined && now - node.lastRebirthAt < interval);
+      session === undefined ||
+      this.#stopping ||
+      (node.lastRebirthAt !== undefined && now - node.lastRebirthAt < interval);
     if (suppressed) node.rebirthsSuppressed++;
     else {
       node.lastRebirthAt = now;

@@ -53,6 +53,8 @@ async function startHost(options: Partial<SparkplugHostOptions> & Pick<Sparkplug
     hostId: `faults-${Math.random().toString(16).slice(2, 8)}`,
     groups: [GROUP],
     rebirthIntervalMs: 0,
+    // The raw edge nodes here do not answer STATE offline with NDEATH; stop() need not wait for them.
+    stopLingerMs: 100,
     reconnect: { initialDelayMs: 50, maxDelayMs: 200 },
     batching: { maxDelayMs: 5, retry: { initialDelayMs: 10, maxDelayMs: 20 } },
     ...options,

@@ -91,6 +91,8 @@ async function rig(options: Partial<SparkplugHostOptions> = {}): Promise<Rig> {
     groups: [GROUP],
     store: db.store,
     rebirthIntervalMs: 0,
+    // The raw edge nodes here do not answer STATE offline with NDEATH; stop() need not wait for them.
+    stopLingerMs: 100,
     reconnect: { initialDelayMs: 50, maxDelayMs: 200 },
     batching: { maxDelayMs: 5 },
     ...options,
@@ -251,6 +253,52 @@ describe("Sparkplug host: STATE (Sparkplug 3.0.0, 5.3 host session establishment
     const state = await retained.waitFor((message) => message.retain);
     expect(state.state).toEqual({ online: false, timestamp });
     expect(host.health().link).toBe("closed");
+  });
+});
+
+describe("Sparkplug host: stop() hears the edge nodes out", () => {
+  /** Makes `edge` answer the host's STATE offline as a Kiln edge node would, after DDATA still in flight. */
+  async function answerFarewell(edge: RawEdgeNode, hostId: string, inFlight: number[], ndeath: boolean): Promise<void> {
+    await edge.client.subscribeAsync(`spBv1.0/STATE/${hostId}`, { qos: 1 });
+    edge.client.on("message", (topic, bytes) => {
+      if (topic !== `spBv1.0/STATE/${hostId}` || (JSON.parse(bytes.toString()) as { online: boolean }).online) return;
+      void (async () => {
+        for (const at of inFlight)
+          await edge.ddata(DEVICE, [{ alias: 1, timestamp: at, datatype: "Double", value: at % 1_000 }]);
+        if (ndeath) await edge.ndeath(0);
+      })();
+    });
+  }
+
+  test("DDATA an edge node sent before it saw STATE offline is stored; stop() disconnects once the edge node's NDEATH came", async () => {
+    const rigged = await rig({ hostId: "scada-farewell", stopLingerMs: 20_000 });
+    const { edge, born } = await bornEdge(rigged);
+    const inFlight = [born + 101, born + 102, born + 103];
+    await answerFarewell(edge, "scada-farewell", inFlight, true);
+    const started = performance.now();
+    await rigged.host.stop();
+    // Well before the linger: the NDEATH ended it.
+    expect(performance.now() - started).toBeLessThan(10_000);
+    expect(nodeHealth(rigged.host)?.state).toBe("offline");
+    const stored = (await rigged.db.samples(PRESSURE)).map((sample) => sample.timestamp);
+    for (const at of inFlight) expect(stored).toContain(at);
+    expect(rigged.host.health().samples).toMatchObject({ dropped: 0, discarded: 0 });
+  });
+
+  test("an edge node that never answers STATE offline holds stop() for stopLingerMs at most; what it sent meanwhile is stored, and STATE stays offline", async () => {
+    const rigged = await rig({ hostId: "scada-linger", stopLingerMs: 600 });
+    const { edge, born } = await bornEdge(rigged);
+    const inFlight = [born + 201, born + 202];
+    await answerFarewell(edge, "scada-linger", inFlight, false);
+    const { timestamp } = rigged.host.health().state;
+    await rigged.host.stop();
+    const stored = (await rigged.db.samples(PRESSURE)).map((sample) => sample.timestamp);
+    for (const at of inFlight) expect(stored).toContain(at);
+    // Its own STATE offline coming back did not make it say online again.
+    const retained = await recordSparkplug(broker.url, { filter: "spBv1.0/STATE/scada-linger" });
+    perTest.push(() => retained.close());
+    expect((await retained.waitFor((message) => message.retain)).state).toEqual({ online: false, timestamp });
+    expect(rigged.host.health().link).toBe("closed");
   });
 });
 
@@ -573,6 +621,10 @@ describe("Sparkplug host: options", () => {
     expect(codeOf({ ...base, groups: [] })).toEqual(["groups"]);
     expect(codeOf({ ...base, groups: ["ok", "#"] })).toEqual(["groups[1]"]);
     expect(codeOf({ ...base, batching: { maxBatchSize: 0 } })).toEqual(["batching.maxBatchSize"]);
+    expect(codeOf({ ...base, stopLingerMs: -1, drainTimeoutMs: Number.NaN })).toEqual([
+      "drainTimeoutMs",
+      "stopLingerMs",
+    ]);
     expect(codeOf(base)).toBe("accepted");
   });
 });
