@@ -404,3 +404,52 @@ describe("a journal or reserve that cannot be made at start (issue 15, review 15
     await runner.close();
   });
 });
+
+describe("a command's entry does not wait for the whole backlog (issue 15, review 15i)", () => {
+  test.each([
+    ["the backlog retry", 1, "retry"],
+    ["the backlog retry", 40, "retry"],
+    ["a command's turn", 1, "command"],
+    ["a command's turn", 72, "command"],
+  ] as const)(
+    "with a slow store and 300 entries waiting, a command issued while a drain begun by %s is under way (issued after %i stores) is stored within two turns of 32",
+    async (_name, after, trigger) => {
+      let down = true;
+      const calls: AuditEntry[] = [];
+      const { runner, writeTag, clock } = await setup({
+        audit: (store) => ({
+          query: store.audit.query,
+          record: async (entry) => {
+            if (down) throw new KilnError("KILN_TIMEOUT", "down", { retryable: true });
+            calls.push(entry);
+            // A slow store: each insert takes a few real milliseconds.
+            await new Promise<void>((resolve) => setTimeout(resolve, 2));
+            await store.audit.record(entry);
+          },
+        }),
+      });
+      await runner.open();
+      // 300 denied attempts wait in the backlog (in memory: no journal) while the store is down.
+      for (let value = 0; value < 300; value++) await codeOf(writeTag(runner, operator, "valve.tma", value % 2 === 0));
+      expect(runner.backlog).toBe(300);
+      down = false;
+      if (trigger === "retry") await clock.advance(1_000);
+      // This denied command's turn stores 32 of the backlog and its own entry; the rest drains in the background.
+      else expect(await codeOf(writeTag(runner, operator, "valve.tma", true))).toBe("KILN_FORBIDDEN");
+      // Issued during the first background turn, or once past it.
+      await expect.poll(() => calls.length, { interval: 1 }).toBeGreaterThanOrEqual(after);
+      const before = calls.length;
+      expect(await codeOf(writeTag(runner, engineer, "heater.setpoint", 7))).toBe("resolved");
+      // Counted in store calls, not time: the rest of the turn under way (< 32), then its own turn (32), then it.
+      const stored = calls.findIndex((entry) => entry.outcome === "allowed");
+      expect(stored).toBeGreaterThanOrEqual(before);
+      expect(stored - before).toBeLessThanOrEqual(2 * 32);
+      expect(runner.backlog).toBeGreaterThan(0);
+      // And the rest still drains in the background, each entry once.
+      await expect.poll(() => runner.backlog, { timeout: 10_000 }).toBe(0);
+      expect(new Set(calls.map((entry) => entry.id)).size).toBe(calls.length);
+      expect(calls).toHaveLength(trigger === "retry" ? 301 : 302);
+      await runner.close();
+    },
+  );
+});

@@ -612,16 +612,24 @@ export class AuditedCommandRunner {
   }
 
   /**
-   * After a turn that wrote part of the backlog: the rest is written in the background, turn by
-   * turn ({@link flush}), commands' entries between them. One such drain at a time.
+   * After a turn that wrote part of the backlog: the rest is written in the background, one turn
+   * of at most {@link DRAIN_BATCH} entries at a time, each queued behind the commands that came
+   * during the turn before it, so a command's entry waits for the turn under way and its own,
+   * never for the whole backlog (issue 15, review 15i: background paths each ran a whole
+   * {@link flush}, and every retry timer that fired meanwhile started another). One such drain at a time.
    */
   #continueDrain(): void {
     if (this.#draining || this.#closed || this.#backlog.length === 0) return;
     this.#draining = true;
-    void this.flush().then((empty) => {
-      this.#draining = false;
-      if (!empty) this.#scheduleRetry();
-    });
+    // Queued once the writer's tasks queued so far (the turn under way among them) have run, so
+    // a command issued during that turn goes before the next one.
+    void this.#tail
+      .then(() => this.#serial(() => this.#drain(undefined, undefined, DRAIN_BATCH)))
+      .then((taking) => {
+        this.#draining = false;
+        if (taking) this.#continueDrain();
+        else this.#scheduleRetry();
+      });
   }
 
   /**
@@ -690,9 +698,12 @@ export class AuditedCommandRunner {
     );
     this.#retryTimer = this.#options.clock.setTimeout(() => {
       this.#retryTimer = undefined;
-      void this.flush().then((empty) => {
-        if (empty && !this.#needsRetry()) this.#retryAttempt = 0;
-        else this.#scheduleRetry();
+      // One turn, as a background drain's: commands' entries are not held behind the whole backlog.
+      void this.#serial(() => this.#drain(undefined, undefined, DRAIN_BATCH)).then((taking) => {
+        if (!taking) this.#scheduleRetry();
+        else if (this.#backlog.length > 0) this.#continueDrain();
+        else if (this.#needsRetry()) this.#scheduleRetry();
+        else this.#retryAttempt = 0;
       });
     }, delay);
   }
