@@ -1,6 +1,6 @@
 import { spawn } from "node:child_process";
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, test } from "vitest";
@@ -33,12 +33,20 @@ afterAll(() => {
 /** Runs the child until `until` matches a line (then SIGKILLs it when `kill`), or until it exits. */
 function run(
   args: string[],
-  options: { until?: (line: string) => boolean; kill?: boolean; onLine?: (line: string) => void } = {},
+  options: {
+    until?: (line: string) => boolean;
+    kill?: boolean;
+    onLine?: (line: string) => void;
+    /** Run as user `nobody` (65534), so a folder's permissions apply (root bypasses them). */
+    asNobody?: boolean;
+  } = {},
 ): Promise<string[]> {
   return new Promise((resolve, reject) => {
-    const process_ = spawn(process.execPath, ["--conditions=@kiln/source", "--import", "tsx", child, ...args], {
-      stdio: ["ignore", "pipe", "pipe"],
-    });
+    const node = [process.execPath, "--conditions=@kiln/source", "--import", "tsx", child, ...args];
+    const [command, ...commandArgs] = options.asNobody
+      ? ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", ...node]
+      : node;
+    const process_ = spawn(command!, commandArgs, { stdio: ["ignore", "pipe", "pipe"] });
     const lines: string[] = [];
     let buffer = "";
     let stderr = "";
@@ -153,4 +161,130 @@ describe("the audit journal on a full disk", () => {
     },
   );
   if (!("path" in disk)) console.log(`[faults] audit full-disk case skipped: ${disk.reason} ${NEEDS_TMPFS}`);
+});
+
+/** Fills the disk at `path` with 1 KiB files (each takes a page) until it refuses; returns their paths. */
+function fillDisk(path: string): string[] {
+  const files: string[] = [];
+  try {
+    for (let index = 0; ; index++) {
+      const file = join(path, `filler${index}`);
+      writeFileSync(file, Buffer.alloc(1024));
+      files.push(file);
+    }
+  } catch {
+    // ENOSPC: the disk is full.
+  }
+  return files;
+}
+
+// Issue 15, adversarial review 15i (HIGH 1): the journal cannot be opened, or its reserve not
+// made, when the control system starts. Start goes on (the store may be up: commands then run on
+// the store alone); health names the journal, the errno and how many entries are held only in
+// memory; a command that needs a durable entry is refused; once the cause is gone the retry opens
+// the journal and its reserve and journals what memory held, so a SIGKILL then loses nothing.
+describe("the audit journal cannot be opened at start", () => {
+  const cases: {
+    name: string;
+    prepare: (path: string) => void;
+    problem: RegExp;
+    errno: string;
+    fix: (path: string) => void;
+    asNobody?: boolean;
+  }[] = [
+    {
+      name: "the disk is full before start",
+      prepare: (path) => void fillDisk(path),
+      problem: /audit journal .*audit\.journal: open failed.*ENOSPC.*held only in memory/,
+      errno: "ENOSPC",
+      fix: (path) => execFileSync("mount", ["-o", "remount,size=8m", path]),
+    },
+    {
+      name: "the disk has room for the journal but not its reserve",
+      // Four pages free: the lock and the journal's first records fit, 2 x 64 KiB of reserve do not.
+      prepare: (path) =>
+        fillDisk(path)
+          .slice(-4)
+          .forEach((file) => unlinkSync(file)),
+      problem: /audit journal .*audit\.journal\.reserve: reserve failed.*ENOSPC.*no room is reserved/,
+      errno: "ENOSPC",
+      fix: (path) => execFileSync("mount", ["-o", "remount,size=8m", path]),
+    },
+    {
+      name: "the journal's folder may not be written (EACCES)",
+      prepare: (path) => chmodSync(path, 0o555),
+      problem: /audit journal .*audit\.journal: open failed.*EACCES.*held only in memory/,
+      errno: "EACCES",
+      fix: (path) => chmodSync(path, 0o777),
+      asNobody: true,
+    },
+  ];
+  test.skipIf(!("path" in disk)).each(cases)(
+    `$name: start goes on, health says what is held only in memory, commands needing a durable entry are refused; once fixed, nothing is lost to a SIGKILL ${NEEDS_TMPFS}`,
+    async ({ prepare, problem, errno, fix, asNobody }) => {
+      const path = (disk as { path: string }).path;
+      const journal = join(path, "audit.journal");
+      // The store's folder is the child's too when it runs as nobody.
+      const storeDir = mkdtempSync(join(tmpdir(), "kiln-faults-audit-start-"));
+      chmodSync(storeDir, 0o777);
+      const storeFile = join(storeDir, "audit.jsonl");
+      writeFileSync(`${storeFile}.down`, "");
+      chmodSync(path, 0o755);
+      for (const file of readdirSync(path)) rmSync(join(path, file), { force: true });
+      execFileSync("mount", ["-o", "remount,size=512k", path]);
+      prepare(path);
+      const viewerWrites = 30;
+      let fixed = false;
+      try {
+        const lines = await run([journal, storeFile, "start", String(viewerWrites)], {
+          until: (line) => line === "journaled",
+          kill: true,
+          asNobody: asNobody === true,
+          onLine: (line) => {
+            if (line !== "held") return;
+            fixed = true;
+            fix(path);
+          },
+        });
+        const healthLines = lines.filter((line) => line.startsWith("health "));
+        const heldAt = lines.indexOf("held");
+        expect(heldAt).toBeGreaterThan(0);
+        // Health right after start already names the journal (start waited for its first open).
+        const atStart = (JSON.parse(healthLines[0]!.slice(7)) as { problems: string[] }).problems.join("\n");
+        expect(atStart).toMatch(new RegExp(`audit journal .*${errno}`));
+        const held = JSON.parse(lines[heldAt - 1]!.slice(7)) as { problems: string[] };
+        console.log(`[faults] audit/start: ${held.problems.join(" | ")}`);
+        expect(held.problems.join("\n")).toMatch(problem);
+        expect(held.problems.join("\n")).toMatch(/\d+ audit entries held only in memory \(lost if the process dies\)/);
+        const errors = lines.filter((line) => line.startsWith("err ")).map((line) => line.split(" "));
+        // The engineer's write needs a durable entry: refused, naming the cause; the viewers are denied.
+        expect(errors[0]).toEqual(["err", "1", "KILN_AUDIT_UNAVAILABLE", errno]);
+        expect(errors.slice(1).map(([, , code]) => code)).toEqual(Array(viewerWrites).fill("KILN_FORBIDDEN"));
+        expect(lines.at(-1)).toBe("journaled");
+
+        // Restarted with the store back: every entry memory held was journaled before the SIGKILL.
+        rmSync(`${storeFile}.down`);
+        const drained = await run([journal, storeFile, "drain"]);
+        const final = JSON.parse(drained.at(-1)!.slice("drained ".length)) as {
+          audit: { overflow: number; backlog: number; journalProblems: string[] };
+        };
+        expect(final.audit).toMatchObject({ overflow: 0, backlog: 0, journalProblems: [] });
+        const stored = readFileSync(storeFile, "utf8")
+          .split("\n")
+          .filter(Boolean)
+          .map((line) => JSON.parse(line) as { id: string; outcome: string; newValue?: unknown; refersTo?: string });
+        const denied = stored.filter((entry) => entry.outcome === "denied").map((entry) => entry.newValue);
+        // The engineer's refusal (naming its intent) and every viewer's denial, each once.
+        expect(denied.sort((a, b) => Number(a) - Number(b))).toEqual(
+          Array.from({ length: viewerWrites + 1 }, (_, index) => index + 1),
+        );
+        expect(stored.filter((entry) => entry.outcome === "allowed")).toEqual([]);
+        expect(new Set(stored.map((entry) => entry.id)).size).toBe(stored.length);
+      } finally {
+        if (!fixed) fix(path);
+        chmodSync(path, 0o755);
+        rmSync(storeDir, { recursive: true, force: true });
+      }
+    },
+  );
 });

@@ -3,10 +3,15 @@
  * is `<journal>` (on a small tmpfs) and whose audit store is `<store>`, a JSON-lines file (fsync
  * per entry) that fails while the file `<store>.down` exists. Prints one line per event it sees.
  *
- * Usage: audit-disk-child.ts <journal> <store> fill|drain [viewer writes]
+ * Usage: audit-disk-child.ts <journal> <store> fill|drain|start [viewer writes]
  * - `fill`: engineer writes until 20 in a row are refused (the disk is full), then N (50) viewer
  *   writes (denied); prints `ok <n>`, `err <n> <code> <errno>` per command, `health <json>`, then
  *   `filled` and waits to be killed.
+ * - `start` (the journal cannot be opened at start: a full disk, a folder it may not write):
+ *   prints `health <json>` once started, then `err <n> <code> <errno>` for one engineer write
+ *   (refused: the store is down and nothing can make its entry durable) and for N viewer writes
+ *   (denied), `health <json>`, `held`; then `health <json>` every 100 ms until no journal
+ *   problem is in force (the test gave it room), `journaled`, and waits to be killed.
  * - `drain`: starts, prints `health <json>` every 100 ms; once the backlog is empty, no count is
  *   left and no journal problem is in force, stops, prints `drained <json>` and exits 0.
  */
@@ -15,8 +20,8 @@ import { createControlSystem, defineTags, KilnError, MemoryStore, SimulatedPlc }
 import type { AuditEntry } from "@kiln/core/driver-kit";
 
 const [journal, storeFile, mode, viewerWrites = "50"] = process.argv.slice(2);
-if (!journal || !storeFile || (mode !== "fill" && mode !== "drain")) {
-  throw new Error("usage: audit-disk-child.ts <journal> <store> fill|drain");
+if (!journal || !storeFile || (mode !== "fill" && mode !== "drain" && mode !== "start")) {
+  throw new Error("usage: audit-disk-child.ts <journal> <store> fill|drain|start");
 }
 const out = (line: string): void => void writeSync(1, `${line}\n`);
 const tags = defineTags({
@@ -85,6 +90,21 @@ const command = async (principal: typeof engineer): Promise<boolean> => {
     return false;
   }
 };
+if (mode === "start") {
+  out(`health ${health()}`);
+  await command(engineer);
+  for (let index = 0; index < Number(viewerWrites); index++) await command(viewer);
+  out(`health ${health()}`);
+  out("held");
+  for (;;) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    out(`health ${health()}`);
+    if (system.health().audit.journalProblems.length === 0) break;
+  }
+  out("journaled");
+  await new Promise(() => undefined);
+}
+
 let refusedInARow = 0;
 while (refusedInARow < 20) refusedInARow = (await command(engineer)) ? 0 : refusedInARow + 1;
 for (let index = 0; index < Number(viewerWrites); index++) await command(viewer);

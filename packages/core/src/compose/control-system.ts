@@ -370,6 +370,10 @@ export class ControlSystem {
    * `logging.retry` backoff while it fails or hangs; see `health().store`, a problem after 1 s),
    * then the spool replays. Start returns once the first attempt to open the store has
    * settled, or after 1 s at most when it hangs; a store that cannot be opened never fails start.
+   * Start waits for the first attempt to open the audit journal (`audit.backlog.path`) and make
+   * its reserve, and does not fail for it either: a failure (`ENOSPC`, `EACCES`, a lock held
+   * elsewhere) is in `health().audit.journalProblems` when start returns, with how many entries
+   * are held only in memory, and is retried (ADR 0034, amendment 15i).
    *
    * A stopped system can be started again (start → stop → start ...): it reopens the store and
    * the driver, every port breaker begins closed, and the current value table, alarm states,
@@ -428,7 +432,9 @@ export class ControlSystem {
       this.#openingSince = monotonicNow(this.#clock);
       this.#storeState = storeReady ? "open" : "opening";
       // The audit writer may call the store again: entries kept while stopped are written first.
-      this.#commands.open();
+      // Its journal and reserve are opened now (awaited: a failure is in health when start
+      // returns), so a disk that fills later finds the reserve made (ADR 0034, amendment 15i).
+      await this.#commands.open();
       if (storeReady) await this.#recoverProcesses();
       checkpoint();
       await this.#sampleLogger.start({ storeReady });

@@ -8,7 +8,7 @@ import { SimulatedClock } from "../memory/simulated-clock";
 import { SimulatedPlc } from "../memory/simulated-plc";
 import type { AuditEntry, AuditLog } from "../ports/audit-log";
 import type { Logger } from "../ports/logger";
-import { mkdtemp, readFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { AuditedCommandRunner, type AuditBacklogOptions } from "./audited-command";
@@ -306,7 +306,7 @@ describe("a closed runner never reopens its journal (issue 15, fault 5)", () => 
     await runner.flush();
     expect(await codeOf(writeTag(runner, operator, "valve.tma", true))).toBe("KILN_FORBIDDEN");
     const next = make();
-    next.open();
+    await next.open();
     // The journal is the new runner's: a write while the store is down is journaled, so it runs.
     expect(await codeOf(writeTag(next, engineer, "heater.setpoint", 2))).toBe("resolved");
     down = false;
@@ -336,11 +336,120 @@ describe("a journaled backlog is retried after a restart (issue 15, fault 6)", (
     await runner.close();
     down = false;
     const next = make();
-    next.open();
+    await next.open();
     await expect.poll(() => next.backlog).toBe(2);
     await clock.advance(1_000);
     await expect.poll(async () => (await entries()).map((entry) => entry.newValue)).toEqual([1, 2]);
     expect(next.backlog).toBe(0);
     await next.close();
   });
+});
+
+describe("a journal or reserve that cannot be made at start (issue 15, review 15i)", () => {
+  const down = (store: MemoryStore): AuditLog => ({
+    query: store.audit.query,
+    record: () => Promise.reject(new KilnError("KILN_TIMEOUT", "down", { retryable: true })),
+  });
+
+  test("the journal cannot be opened (its folder is a file): health counts what is held only in memory; once it opens, that is journaled", async () => {
+    const folder = join(await mkdtemp(join(tmpdir(), "kiln-audit-start-")), "audit");
+    await writeFile(folder, "not a folder");
+    const path = join(folder, "audit.journal");
+    const { runner, make, writeTag, clock } = await setup({ audit: down, backlog: { path } });
+    await runner.open();
+    // Start waited for the first attempt: the failure is named at once, before any command.
+    expect(runner.status().journalProblems).toEqual([expect.stringMatching(/open failed.*EEXIST.*\(retried\)$/)]);
+    expect(await codeOf(writeTag(runner, engineer, "heater.setpoint", 1))).toBe("KILN_AUDIT_UNAVAILABLE");
+    for (const value of [2, 3])
+      expect(await codeOf(writeTag(runner, operator, "valve.tma", value === 2))).toBe("KILN_FORBIDDEN");
+    expect(runner.status().journalProblems).toEqual([
+      expect.stringMatching(/open failed.*EEXIST.*; 3 audit entries held only in memory \(lost if the process dies\)$/),
+    ]);
+    await rm(folder);
+    await mkdir(folder);
+    for (let step = 0; step < 20 && runner.status().journalProblems.length > 0; step++) {
+      await clock.advance(1_000);
+      await new Promise<void>((resolve) => setTimeout(resolve, 20));
+    }
+    expect(runner.status().journalProblems).toEqual([]);
+    // Journaled (and its reserve made): a process that dies now loses nothing; the next one reads them back.
+    expect((await stat(`${path}.reserve`)).size).toBe(128 * 1024);
+    const journaled = (await readFile(path)).toString("latin1");
+    expect(["entry-1:refusal", "entry-2", "entry-3"].every((id) => journaled.includes(`"${id}"`))).toBe(true);
+    await runner.close();
+    const next = make();
+    await next.open();
+    expect(next.backlog).toBe(3);
+    await next.close();
+  });
+
+  test("the journal opens but its reserve cannot be made: health says so, and it is made on the retry", async () => {
+    const path = await journalPath();
+    await mkdir(`${path}.reserve`);
+    const { runner, writeTag, clock } = await setup({ audit: down, backlog: { path } });
+    await runner.open();
+    expect(runner.status().journalProblems).toEqual([
+      expect.stringMatching(
+        /audit\.journal\.reserve: reserve failed.*EISDIR.*no room is reserved for a full disk until it is made \(retried\)$/,
+      ),
+    ]);
+    expect(await codeOf(writeTag(runner, engineer, "heater.setpoint", 1))).toBe("resolved");
+    await rm(`${path}.reserve`, { recursive: true });
+    for (let step = 0; step < 20 && runner.status().journalProblems.length > 0; step++) {
+      await clock.advance(1_000);
+      await new Promise<void>((resolve) => setTimeout(resolve, 20));
+    }
+    expect(runner.status().journalProblems).toEqual([]);
+    expect((await stat(`${path}.reserve`)).size).toBe(128 * 1024);
+    await runner.close();
+  });
+});
+
+describe("a command's entry does not wait for the whole backlog (issue 15, review 15i)", () => {
+  test.each([
+    ["the backlog retry", 1, "retry"],
+    ["the backlog retry", 40, "retry"],
+    ["a command's turn", 1, "command"],
+    ["a command's turn", 72, "command"],
+  ] as const)(
+    "with a slow store and 300 entries waiting, a command issued while a drain begun by %s is under way (issued after %i stores) is stored within two turns of 32",
+    async (_name, after, trigger) => {
+      let down = true;
+      const calls: AuditEntry[] = [];
+      const { runner, writeTag, clock } = await setup({
+        audit: (store) => ({
+          query: store.audit.query,
+          record: async (entry) => {
+            if (down) throw new KilnError("KILN_TIMEOUT", "down", { retryable: true });
+            calls.push(entry);
+            // A slow store: each insert takes a few real milliseconds.
+            await new Promise<void>((resolve) => setTimeout(resolve, 2));
+            await store.audit.record(entry);
+          },
+        }),
+      });
+      await runner.open();
+      // 300 denied attempts wait in the backlog (in memory: no journal) while the store is down.
+      for (let value = 0; value < 300; value++) await codeOf(writeTag(runner, operator, "valve.tma", value % 2 === 0));
+      expect(runner.backlog).toBe(300);
+      down = false;
+      if (trigger === "retry") await clock.advance(1_000);
+      // This denied command's turn stores 32 of the backlog and its own entry; the rest drains in the background.
+      else expect(await codeOf(writeTag(runner, operator, "valve.tma", true))).toBe("KILN_FORBIDDEN");
+      // Issued during the first background turn, or once past it.
+      await expect.poll(() => calls.length, { interval: 1 }).toBeGreaterThanOrEqual(after);
+      const before = calls.length;
+      expect(await codeOf(writeTag(runner, engineer, "heater.setpoint", 7))).toBe("resolved");
+      // Counted in store calls, not time: the rest of the turn under way (< 32), then its own turn (32), then it.
+      const stored = calls.findIndex((entry) => entry.outcome === "allowed");
+      expect(stored).toBeGreaterThanOrEqual(before);
+      expect(stored - before).toBeLessThanOrEqual(2 * 32);
+      expect(runner.backlog).toBeGreaterThan(0);
+      // And the rest still drains in the background, each entry once.
+      await expect.poll(() => runner.backlog, { timeout: 10_000 }).toBe(0);
+      expect(new Set(calls.map((entry) => entry.id)).size).toBe(calls.length);
+      expect(calls).toHaveLength(trigger === "retry" ? 301 : 302);
+      await runner.close();
+    },
+  );
 });

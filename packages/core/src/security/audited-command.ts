@@ -612,51 +612,74 @@ export class AuditedCommandRunner {
   }
 
   /**
-   * After a turn that wrote part of the backlog: the rest is written in the background, turn by
-   * turn ({@link flush}), commands' entries between them. One such drain at a time.
+   * After a turn that wrote part of the backlog: the rest is written in the background, one turn
+   * of at most {@link DRAIN_BATCH} entries at a time, each queued behind the commands that came
+   * during the turn before it, so a command's entry waits for the turn under way and its own,
+   * never for the whole backlog (issue 15, review 15i: background paths each ran a whole
+   * {@link flush}, and every retry timer that fired meanwhile started another). One such drain at a time.
    */
   #continueDrain(): void {
     if (this.#draining || this.#closed || this.#backlog.length === 0) return;
     this.#draining = true;
-    void this.flush().then((empty) => {
-      this.#draining = false;
-      if (!empty) this.#scheduleRetry();
-    });
+    // Queued once the writer's tasks queued so far (the turn under way among them) have run, so
+    // a command issued during that turn goes before the next one.
+    void this.#tail
+      .then(() => this.#serial(() => this.#drain(undefined, undefined, DRAIN_BATCH)))
+      .then((taking) => {
+        this.#draining = false;
+        if (taking) this.#continueDrain();
+        else this.#scheduleRetry();
+      });
   }
 
   /**
    * Lets the runner call the store again after {@link close} (the control system's start). A
-   * new runner is open.
+   * new runner is open. The journal and its reserve are opened now, not at the first command:
+   * what an earlier run left in them is retried in the background at once (ADR 0013 addendum),
+   * and the reserve's room is taken while there is some, so a disk that fills later still has it
+   * (ADR 0034, amendment 15i). Entries kept in memory while closed are journaled behind it.
+   * @returns a promise that settles once that first attempt has (never rejects): a journal or a
+   *   reserve that could not be opened is then named by {@link status} (`journalProblems`, with
+   *   how many entries are held only in memory) and retried on the backoff.
    */
-  open(): void {
+  open(): Promise<void> {
     this.#closed = false;
     this.#gate = undefined;
     this.#retryAttempt = 0;
-    // The journal is loaded now, not at the first command: what an earlier run left in it is
-    // retried in the background at once (ADR 0013 addendum). Entries kept in memory while closed
-    // are journaled behind it.
-    const path = this.#options.backlog?.path ?? "";
-    void this.#serial(async () => {
+    return this.#serial(async () => {
       if (this.#closed) return;
-      const journal = await this.#openJournal();
-      if (journal !== undefined) {
-        let moved = false;
-        for (const [index, item] of this.#backlog.entries()) {
-          if (item.journaled || item.entry === undefined) continue;
-          try {
-            await journal.append(Buffer.from(encodeExactJson(item.entry), "utf8"));
-            this.#backlog[index] = { ...item, journaled: true };
-            moved ||= this.#reservedIds.has(item.entry.id);
-          } catch (error) {
-            this.#noteJournalFailure("append", error, path);
-            break;
-          }
-        }
-        // Journaled now: the reserve need not hold them any more.
-        if (moved) await this.#persistReserve();
-      }
+      await this.#openJournal();
       this.#scheduleRetry();
+    }).catch((error: unknown) => {
+      this.#logger.error({ error: String(error) }, "opening the audit journal failed");
     });
+  }
+
+  /**
+   * Journals the entries held only in memory (a journal that could not be opened or take them
+   * when they came), oldest first, once the journal is open: the journal's records stay in the
+   * backlog's order, so only entries after the last journaled one are moved. Stops at the first
+   * failure (named by health). Entries moved out of the reserve are written out of it.
+   */
+  async #journalHeldEntries(journal: RecordJournal): Promise<void> {
+    let from = 0;
+    for (const [index, item] of this.#backlog.entries()) if (item.journaled) from = index + 1;
+    let moved = false;
+    for (let index = from; index < this.#backlog.length; index++) {
+      const item = this.#backlog[index]!;
+      if (item.entry === undefined) continue;
+      try {
+        await journal.append(Buffer.from(encodeExactJson(item.entry), "utf8"));
+        this.#clearJournalFailure("append");
+      } catch (error) {
+        if (!KilnError.is(error, "KILN_BUFFER_FULL")) this.#noteJournalFailure("append", error, journal.path);
+        break;
+      }
+      this.#backlog[index] = { ...item, journaled: true };
+      moved ||= this.#reservedIds.has(item.entry.id);
+    }
+    // Journaled now: the reserve need not hold them any more.
+    if (moved) await this.#persistReserve();
   }
 
   /**
@@ -675,19 +698,28 @@ export class AuditedCommandRunner {
     );
     this.#retryTimer = this.#options.clock.setTimeout(() => {
       this.#retryTimer = undefined;
-      void this.flush().then((empty) => {
-        if (empty && !this.#needsRetry()) this.#retryAttempt = 0;
-        else this.#scheduleRetry();
+      // One turn, as a background drain's: commands' entries are not held behind the whole backlog.
+      void this.#serial(() => this.#drain(undefined, undefined, DRAIN_BATCH)).then((taking) => {
+        if (!taking) this.#scheduleRetry();
+        else if (this.#backlog.length > 0) this.#continueDrain();
+        else if (this.#needsRetry()) this.#scheduleRetry();
+        else this.#retryAttempt = 0;
       });
     }, delay);
   }
 
   /**
-   * Whether the background retry has work: entries or counts waiting, or a journal that could not
-   * be opened (retried on the same backoff; once open, what it holds is replayed: issue 15, review 15c).
+   * Whether the background retry has work: entries or counts waiting, or a journal (or its
+   * reserve) that could not be opened (retried on the same backoff; once open, what it holds is
+   * replayed: issue 15, review 15c; the reserve is made once there is room: review 15i).
    */
   #needsRetry(): boolean {
-    return this.#backlog.length > 0 || this.#overflow.size > 0 || this.#journalFailures.has("open");
+    return (
+      this.#backlog.length > 0 ||
+      this.#overflow.size > 0 ||
+      this.#journalFailures.has("open") ||
+      (this.#reserve === undefined && this.#journalFailures.has("reserve"))
+    );
   }
 
   /**
@@ -820,6 +852,7 @@ export class AuditedCommandRunner {
     if (this.#closed) return false;
     await this.#openJournal();
     if (this.#closed) return false;
+    await this.#retryReserve();
     await this.#summarizeOverflow();
     for (let turn = 0; this.#backlog.length > 0; turn++) {
       if (turn >= budget) {
@@ -1233,6 +1266,22 @@ export class AuditedCommandRunner {
     if (changed) await this.#persistReserve();
   }
 
+  /**
+   * The journal is open but its reserve could not be made (a disk already full when the journal
+   * opened): tried again at each turn and on the retry backoff; once it is made, the entries held
+   * only in memory are journaled, or else written to it (review 15i).
+   */
+  async #retryReserve(): Promise<void> {
+    const path = this.#options.backlog?.path;
+    if (path === undefined || this.#reserve !== undefined || !this.#journalFailures.has("reserve")) return;
+    const journal = this.#journal === undefined ? undefined : await this.#journal;
+    if (journal === undefined || this.#closed) return;
+    await this.#openReserve(path);
+    if (this.#reserve === undefined) return;
+    await this.#journalHeldEntries(journal);
+    await this.#persistReserve();
+  }
+
   /** Adds recovered counts to {@link #overflow}; returns how many attempts they hold. */
   #mergeOverflow(recovered: ReadonlyMap<string, DenialOverflow>): number {
     let count = 0;
@@ -1289,7 +1338,11 @@ export class AuditedCommandRunner {
     this.#journalFailures.delete(operation);
   }
 
-  /** The journal failures in force, in words, with what they leave where (health's problems). */
+  /**
+   * The journal failures in force, in words, with what they leave where (health's problems): each
+   * names how many entries are held only in memory (lost if the process dies), whichever failure
+   * it is, so a journal that could not be opened at start is never a quiet loss (review 15i).
+   */
   #journalProblems(): string[] {
     if (this.#journalFailures.size === 0) return [];
     let reserved = 0;
@@ -1299,13 +1352,16 @@ export class AuditedCommandRunner {
       if (this.#reservedIds.has(item.entry.id)) reserved++;
       else memoryOnly++;
     }
-    const where =
-      `; ${reserved} entr${reserved === 1 ? "y" : "ies"} held in its reserve` +
-      (memoryOnly > 0 ? `, ${memoryOnly} only in memory (lost if the process dies)` : "");
+    const inMemory =
+      memoryOnly > 0
+        ? `; ${memoryOnly} audit entr${memoryOnly === 1 ? "y" : "ies"} held only in memory (lost if the process dies)`
+        : "";
     return [...this.#journalFailures.values()].map((failure) =>
       failure.operation === "open"
-        ? `${failure.message}; what it holds is not replayed until it opens (retried)`
-        : `${failure.message}${where}`,
+        ? `${failure.message}; what it holds is not replayed and it has no reserve until it opens (retried)${inMemory}`
+        : failure.operation === "reserve" && this.#reserve === undefined
+          ? `${failure.message}; no room is reserved for a full disk until it is made (retried)${inMemory}`
+          : `${failure.message}; ${reserved} entr${reserved === 1 ? "y" : "ies"} held in its reserve${inMemory}`,
     );
   }
 
@@ -1416,6 +1472,8 @@ export class AuditedCommandRunner {
         this.#reportDamage(path, { ...recovery, undecodable });
         this.#clearJournalFailure("open");
         await this.#openReserve(path);
+        // Entries held only in memory while it could not be opened (or while stopped) are journaled behind it.
+        await this.#journalHeldEntries(journal);
         return journal;
       } catch (error) {
         this.#journal = undefined;
