@@ -302,7 +302,15 @@ export class OpcuaServer {
         maxSubscriptionsPerSession: options.limits.maxSubscriptionsPerSession,
         maxMonitoredItems: options.limits.maxMonitoredItems,
         maxMonitoredItemsPerSubscription: options.limits.maxMonitoredItemsPerSubscription,
-        operationLimits: { maxMonitoredItemsPerCall: options.limits.maxMonitoredItemsPerCall },
+        operationLimits: {
+          maxMonitoredItemsPerCall: options.limits.maxMonitoredItemsPerCall,
+          maxNodesPerRead: options.limits.maxNodesPerCall,
+          maxNodesPerWrite: options.limits.maxNodesPerCall,
+          maxNodesPerBrowse: options.limits.maxNodesPerCall,
+          maxNodesPerTranslateBrowsePathsToNodeIds: options.limits.maxNodesPerCall,
+          maxNodesPerMethodCall: options.limits.maxNodesPerCall,
+          maxNodesPerRegisterNodes: options.limits.maxNodesPerCall,
+        },
       },
     });
     server.maxMonitoredItemsPerSession = options.limits.maxMonitoredItemsPerSession;
@@ -315,7 +323,7 @@ export class OpcuaServer {
     server.authorizeSession = (session, token) => this.#identify(session, this.#identityOf(runtime, token));
     server.principalKeyOf = (session) => principalKeyOf(this.#principals.get(session));
     server.mayReceiveEvent = (session, event) => this.#mayReceiveEvent(session, event);
-    server.onRefusedRequest = (session, refused) => this.#refuseRequest(runtime, session, refused);
+    server.onRefusedRequest = (session, refused) => this.#refuseRequest(session, refused);
     try {
       await server.initialize();
       const addressSpace = server.engine.addressSpace!;
@@ -720,10 +728,12 @@ export class OpcuaServer {
   /**
    * Audits a request node-opcua refused whole (`BadTooManyOperations`: more operations than the
    * per-call bound), once, with its operation count, through {@link OpcuaServer.#refuse}
-   * (`read`, or `tag.write` for a Write; action `opcua.<Service>`, target the machine).
+   * (`read`, or `tag.write` for a Write; action `opcua.<Service>`, target the machine: a principal
+   * without the permission there is recorded `denied` as forbidden). The answer stays
+   * `BadTooManyOperations` for every principal: the request is refused for its size, whoever sent it.
    */
-  async #refuseRequest(runtime: ServerRuntime, session: ServerSession, refused: RefusedRequest): Promise<StatusCode> {
-    const code = await this.#refuse(this.#principalOf(session), {
+  async #refuseRequest(session: ServerSession, refused: RefusedRequest): Promise<StatusCode> {
+    await this.#refuse(this.#principalOf(session), {
       permission: refused.service === "Write" ? "tag.write" : "read",
       action: `opcua.${refused.service}`,
       target: this.#system.machineId,
@@ -735,7 +745,7 @@ export class OpcuaServer {
       ]),
       statusCode: refused.statusCode.value,
     });
-    return code === refused.statusCode.value ? refused.statusCode : runtime.getStatusCodeFromCode(code >>> 0);
+    return refused.statusCode;
   }
 
   /**
