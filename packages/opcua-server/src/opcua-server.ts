@@ -712,15 +712,21 @@ export class OpcuaServer {
   }
 
   /**
-   * Whether a session may be sent an event: not one about an alarm condition (its source, or its
-   * SourceNode a tag variable) whose source tag its principal may not read. Other events go to all.
+   * Whether a session may be sent an event: not one about an alarm condition or a tag (its
+   * source a condition, or its SourceNode a tag variable or a condition's node) whose tag its
+   * principal may not read. Other events go to all.
    */
   #mayReceiveEvent(session: ServerSession, event: ServedEvent): boolean {
     let tag = this.#conditionNodes.get(event.getEventDataSource());
-    if (tag === undefined) {
-      const sourceNode = event.sourceNode?.value as { namespace?: number; value?: unknown } | undefined;
-      const name = sourceNode?.namespace === this.#namespaceIndex ? sourceNode.value : undefined;
-      if (typeof name === "string" && this.#variables.has(name)) tag = name;
+    const sourceNode = event.sourceNode?.value;
+    if (tag === undefined && sourceNode !== undefined && sourceNode !== null) {
+      let node: BaseNode | null | undefined;
+      try {
+        node = this.#server?.engine.addressSpace?.findNode(sourceNode as Parameters<AddressSpaceFind>[0]);
+      } catch {
+        node = undefined; // not a NodeId: no node of Kiln's
+      }
+      tag = node ? this.#guardingTagOf(node) : undefined;
     }
     return tag === undefined || this.#canRead(this.#principalOf(session), tag);
   }
@@ -1192,6 +1198,8 @@ function tagValueOf(runtime: ServerRuntime, tag: Tag, variant: Variant | null | 
   }
   return value ?? undefined;
 }
+
+type AddressSpaceFind = NonNullable<AuthorizingServer["engine"]["addressSpace"]>["findNode"];
 
 /** A key that differs when the principal (its id or roles) differs; none for a session not identified. */
 function principalKeyOf(principal: Principal | undefined): string | undefined {

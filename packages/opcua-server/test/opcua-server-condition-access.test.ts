@@ -9,9 +9,7 @@ import {
   PublishRequest,
   RepublishRequest,
   StatusCodes,
-  type StatusCode,
   TimestampsToReturn,
-  type Variant,
 } from "node-opcua-client";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import {
@@ -23,6 +21,7 @@ import {
   user,
   waitFor,
 } from "./support/opcua-fixture";
+import { rawSession } from "./support/opcua-raw";
 
 /**
  * An alarm condition mirrors its source tag's value (a BOOL alarm's ActiveState IS the tag's
@@ -99,21 +98,7 @@ async function readValues(session: ClientSession, nodeIds: string[]) {
   return session.read(nodeIds.map((nodeId) => ({ nodeId, attributeId: AttributeIds.Value })));
 }
 
-interface RawSession {
-  createSubscription(request: CreateSubscriptionRequest): Promise<{ subscriptionId: number }>;
-  createMonitoredItems(
-    request: CreateMonitoredItemsRequest,
-  ): Promise<{ results?: { statusCode: StatusCode }[] | null }>;
-  publish(request: PublishRequest): Promise<{
-    notificationMessage: {
-      sequenceNumber: number;
-      notificationData?: ({ events?: { eventFields?: Variant[] | null }[] | null } | null)[] | null;
-    };
-  }>;
-  republish(request: RepublishRequest): Promise<unknown>;
-}
-
-const raw = (session: ClientSession): RawSession => session as unknown as RawSession;
+const raw = rawSession;
 
 /** A raw event subscription on the Server object (ns=0;i=2253) with {@link FIELDS}. */
 async function eventSubscription(session: ClientSession): Promise<number> {

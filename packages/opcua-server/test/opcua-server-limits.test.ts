@@ -26,6 +26,7 @@ import {
   user,
   waitFor,
 } from "./support/opcua-fixture";
+import { type RawSession, rawSession } from "./support/opcua-raw";
 
 const tags = defineTags({
   "chamber.pressure": { dataType: "float64", unit: "mbar" },
@@ -311,24 +312,7 @@ describe("OpcuaServer checks `read` on every value of a monitored item (sampling
   });
 });
 
-/** The raw subscription services node-opcua's ClientSession has but does not type. */
-interface RawSession {
-  createSubscription(request: CreateSubscriptionRequest): Promise<{ subscriptionId: number }>;
-  createMonitoredItems(
-    request: CreateMonitoredItemsRequest,
-  ): Promise<{ results?: { statusCode: StatusCode }[] | null }>;
-  transferSubscriptions(request: {
-    subscriptionIds: number[];
-    sendInitialValues: boolean;
-  }): Promise<{ results?: { statusCode: StatusCode }[] | null }>;
-  publish(request: PublishRequest): Promise<{
-    notificationMessage: {
-      notificationData?: ({ monitoredItems?: { clientHandle: number; value: DataValue }[] | null } | null)[] | null;
-    };
-  }>;
-}
-
-const raw = (client: Client): RawSession => client.session as unknown as RawSession;
+const raw = (client: Client): RawSession => rawSession(client.session);
 
 async function rawSubscription(client: Client, publishingInterval: number): Promise<number> {
   const created = await raw(client).createSubscription(

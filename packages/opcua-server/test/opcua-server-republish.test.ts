@@ -3,16 +3,15 @@ import {
   AttributeIds,
   CreateMonitoredItemsRequest,
   CreateSubscriptionRequest,
-  type DataValue,
   MonitoringMode,
   PublishRequest,
   RepublishRequest,
   StatusCodes,
-  type StatusCode,
   TimestampsToReturn,
 } from "node-opcua-client";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { connect, makeTestPki, servedSystem, type ServedTestSystem, type TestPki, user } from "./support/opcua-fixture";
+import { type RawNotificationMessage, type RawSession, rawSession } from "./support/opcua-raw";
 
 /**
  * Republish (OPC UA Part 4, 5.13.6) hands out a subscription's retransmission queue: messages
@@ -61,26 +60,7 @@ afterAll(async () => {
 
 type Client = Awaited<ReturnType<typeof connect>>;
 
-interface NotificationMessage {
-  sequenceNumber: number;
-  notificationData?: ({ monitoredItems?: { clientHandle: number; value: DataValue }[] | null } | null)[] | null;
-}
-
-/** The raw subscription services node-opcua's ClientSession has but does not type. */
-interface RawSession {
-  createSubscription(request: CreateSubscriptionRequest): Promise<{ subscriptionId: number }>;
-  createMonitoredItems(
-    request: CreateMonitoredItemsRequest,
-  ): Promise<{ results?: { statusCode: StatusCode }[] | null }>;
-  transferSubscriptions(request: {
-    subscriptionIds: number[];
-    sendInitialValues: boolean;
-  }): Promise<{ results?: { statusCode: StatusCode; availableSequenceNumbers?: number[] | null }[] | null }>;
-  publish(request: PublishRequest): Promise<{ notificationMessage: NotificationMessage }>;
-  republish(request: RepublishRequest): Promise<{ notificationMessage: NotificationMessage }>;
-}
-
-const raw = (client: Client): RawSession => client.session as unknown as RawSession;
+const raw = (client: Client): RawSession => rawSession(client.session);
 
 /** A subscription with one item on the tag's Value, and the first message with a value (not acknowledged). */
 async function subscribed(client: Client, tag: string): Promise<{ subscriptionId: number; sequenceNumber: number }> {
@@ -114,7 +94,7 @@ async function subscribed(client: Client, tag: string): Promise<{ subscriptionId
   throw new Error("no good value published");
 }
 
-function goodValues(message: NotificationMessage): unknown[] {
+function goodValues(message: RawNotificationMessage): unknown[] {
   return (message.notificationData ?? [])
     .flatMap((data) => data?.monitoredItems ?? [])
     .filter((item) => item.value.statusCode.isGood())
@@ -193,6 +173,44 @@ describe("Republish hands out no message produced for another principal or a rev
       const again = await republish(client, subscriptionId, sequenceNumber);
       expect("values" in again && again.values.length).toBeGreaterThan(0);
     } finally {
+      await client.close();
+    }
+  });
+
+  test("values already taken for a Publish but left pending (maxNotificationsPerPublish) are not sent after `read` is revoked", async () => {
+    const client = await connect(served.server, pki.trusted, user("olga"));
+    try {
+      const { subscriptionId } = await raw(client).createSubscription(
+        new CreateSubscriptionRequest({
+          requestedPublishingInterval: 100,
+          requestedLifetimeCount: 600,
+          requestedMaxKeepAliveCount: 10,
+          maxNotificationsPerPublish: 1,
+          publishingEnabled: true,
+        }),
+      );
+      const created = await raw(client).createMonitoredItems(
+        new CreateMonitoredItemsRequest({
+          subscriptionId,
+          timestampsToReturn: TimestampsToReturn.Both,
+          itemsToCreate: [1, 2, 3].map((clientHandle) => ({
+            itemToMonitor: { nodeId: served.server.nodeIdOf("secret.recipe"), attributeId: AttributeIds.Value },
+            monitoringMode: MonitoringMode.Reporting,
+            requestedParameters: { clientHandle, samplingInterval: 0, queueSize: 10, discardOldest: true },
+          })),
+        }),
+      );
+      expect(created.results?.map((result) => result.statusCode)).toEqual([1, 2, 3].map(() => StatusCodes.Good));
+      const first = await raw(client).publish(new PublishRequest({ subscriptionAcknowledgements: [] }));
+      expect(goodValues(first.notificationMessage)).toHaveLength(1);
+      expect(first.moreNotifications).toBe(true); // the other items' values wait in the subscription
+      revoked.add("secret.recipe");
+      const next = await raw(client).publish(new PublishRequest({ subscriptionAcknowledgements: [] }));
+      expect(goodValues(next.notificationMessage)).toEqual([]);
+      const refused = (next.notificationMessage.notificationData ?? []).flatMap((data) => data?.monitoredItems ?? []);
+      expect(refused.map((item) => item.value.statusCode)).toEqual([StatusCodes.BadUserAccessDenied]);
+    } finally {
+      revoked.delete("secret.recipe");
       await client.close();
     }
   });
