@@ -76,6 +76,11 @@ export interface AlarmServingContext {
     principal: Principal,
     request: { permission: string; action: string; target: string; reason: KilnError; statusCode: number },
   ): Promise<number>;
+  /**
+   * Makes the condition's nodes (it and every node under it) readable, and its events delivered,
+   * only to principals that may read `tag`, the alarm's source: its state mirrors the tag's value.
+   */
+  guardCondition(condition: UAObject, tag: string): void;
   readonly clock: Clock;
   readonly logger: Logger;
 }
@@ -548,6 +553,7 @@ export function serveAlarms(context: AlarmServingContext): Disposer {
     byNode.set(condition.nodeId.toString(), served);
     byNode.set(condition.shelvingState.nodeId.toString(), served);
     byId.set(snapshot.id, served);
+    context.guardCondition(condition, snapshot.tag);
     bindUnshelveTime(served);
     bindInstanceMethods(served);
     show(served, snapshot, context.clock.now(), false);

@@ -5,19 +5,80 @@ import { type MonitoredItem, OPCUAServer, type ServerSession, type Subscription 
 import { type StatusCode, StatusCodes } from "node-opcua-status-code";
 import {
   type CreateMonitoredItemsRequest,
+  DataChangeNotification,
+  type EventFieldList,
+  EventNotificationList,
   type HistoryReadRequest,
   type ModifyMonitoredItemsRequest,
   HistoryReadResponse,
   MonitoredItemCreateResult,
   MonitoredItemNotification,
   NodeClass,
+  NotificationMessage,
   PermissionType,
+  type TransferResult,
   type UserIdentityToken,
   UserNameIdentityToken,
 } from "node-opcua-types";
 
 /** AttributeId of the Value attribute (OPC UA Part 6, A.1). */
 const VALUE_ATTRIBUTE = 13;
+
+/** AttributeId of the EventNotifier attribute: a monitored item on it receives events (OPC UA Part 6, A.1). */
+const EVENT_NOTIFIER_ATTRIBUTE = 12;
+
+/** The event node-opcua hands a monitored item (its EventData); only its source is looked at. */
+export interface ServedEvent {
+  /** The node the event is about: a condition for a condition event (node-opcua's EventData). */
+  getEventDataSource(): BaseNode;
+  /** The event's SourceNode field (a Variant holding a NodeId), when it has one. */
+  readonly sourceNode?: { readonly value?: unknown } | null;
+}
+
+/** A request refused as a whole before any of its operations ran (e.g. `BadTooManyOperations`). */
+export interface RefusedRequest {
+  /** The OPC UA service, e.g. `Read`, `Write`, `CreateMonitoredItems`. */
+  readonly service: string;
+  /** How many operations (nodes, items, methods, subscriptions) the request held. */
+  readonly operations: number;
+  readonly statusCode: StatusCode;
+}
+
+/** The node-opcua members the delivery checks use (private in its typings). */
+interface SubscriptionInternals {
+  _pending_notifications: {
+    size: number;
+    values(): Iterable<{ notification: unknown }>;
+    filterOut(predicate: (entry: { notification: unknown }) => boolean): number;
+  };
+  _popNotificationToSend(): NotificationMessage;
+  _flushSentNotifications(): NotificationMessage[];
+  getMessageForSequenceNumber(sequenceNumber: number): NotificationMessage | null;
+  readonly monitoredItems: Map<number, MonitoredItem>;
+  readonly subscriptionDiagnostics?: { unacknowledgedMessageCount: number } | null;
+}
+
+interface MonitoredItemInternals {
+  _on_opcua_event(eventData: ServedEvent): void;
+  _makeEventFieldList(eventFields: unknown[]): EventFieldList;
+  _empty_queue(): void;
+}
+
+/** The operations array of each service request node-opcua may refuse whole (`BadTooManyOperations`). */
+const OPERATIONS_OF_REQUEST = [
+  "nodesToRead",
+  "nodesToWrite",
+  "nodesToBrowse",
+  "continuationPoints",
+  "browsePaths",
+  "methodsToCall",
+  "nodesToRegister",
+  "nodesToUnregister",
+  "itemsToCreate",
+  "itemsToModify",
+  "monitoredItemIds",
+  "subscriptionIds",
+] as const;
 
 /** Decides whether a session activated with an anonymous or X.509 token may proceed. */
 export type SessionAuthorizer = (session: ServerSession, token: UserIdentityToken) => Promise<boolean>;
@@ -56,7 +117,35 @@ export class AuthorizingServer extends OPCUAServer {
   /** How long (ms) a session may stay unactivated before it is closed, with its channel when no activated session uses it. */
   unactivatedSessionTimeoutMs = 10_000;
 
+  /**
+   * Whether a session may be sent an event (set by the server; default: every event). Asked when
+   * the event happens, and again at each Publish and Republish of it.
+   */
+  mayReceiveEvent: (session: ServerSession, event: ServedEvent) => boolean = () => true;
+
+  /**
+   * Who a session acts for, as a key that differs when the principal (or its roles) differs (set
+   * by the server). A subscription transferred to a session of another key loses what it had
+   * queued and sent for the former one.
+   */
+  principalKeyOf: (session: ServerSession) => string | undefined = () => undefined;
+
+  /**
+   * Told of every request refused whole before any of its operations ran (`BadTooManyOperations`:
+   * more operations than the per-call bound), once per request; answers the StatusCode to send.
+   * Set by the server to audit the refusal. @default the refusal's own StatusCode
+   */
+  onRefusedRequest: (session: ServerSession, refused: RefusedRequest) => Promise<StatusCode> = (_session, refused) =>
+    Promise.resolve(refused.statusCode);
+
   readonly #guardedSubscriptions = new WeakSet<Subscription>();
+
+  /**
+   * Each notification a guarded monitored item produced → whether it may still be delivered (to
+   * the subscription's current session, with its current grants). Asked at every Publish (the
+   * subscription's pending notifications) and every Republish (its retransmission queue).
+   */
+  readonly #deliverable = new WeakMap<object, () => boolean>();
 
   /**
    * A session is counted as unactivated until ActivateSession succeeds: at most
@@ -89,6 +178,41 @@ export class AuthorizingServer extends OPCUAServer {
     if (channel && !inUse) channel.close();
   }
 
+  /**
+   * Drops what the session's subscriptions hold that was produced for its former principal: the
+   * retransmission queue (Republish answers `BadMessageNotAvailable`), the notifications waiting
+   * for a Publish and the queues of their monitored items. Called when the session changes
+   * principal (ActivateSession with another identity); node-opcua then resends the current value
+   * of every item, judged for the new principal.
+   */
+  dropUndelivered(session: ServerSession): void {
+    for (const subscription of session.publishEngine?.subscriptions ?? []) dropUndeliveredOf(subscription);
+  }
+
+  /**
+   * A request refused whole (`BadTooManyOperations`) is told to {@link AuthorizingServer.onRefusedRequest}
+   * once, with its operation count, and answered with the StatusCode it gives. node-opcua makes
+   * these refusals in each service handler, all through this one method's `sendError`.
+   */
+  protected override _apply_on_SessionObject(
+    ...[ResponseClass, message, channel, actionToPerform]: Parameters<OPCUAServer["_apply_on_SessionObject"]>
+  ): Promise<void> {
+    return super._apply_on_SessionObject(ResponseClass, message, channel, (session, sendResponse, sendError) =>
+      actionToPerform(session, sendResponse, (statusCode) => {
+        if (statusCode.value !== StatusCodes.BadTooManyOperations.value) {
+          sendError(statusCode);
+          return;
+        }
+        const refused: RefusedRequest = {
+          service: ResponseClass.schema.name.replace(/Response$/, ""),
+          operations: operationsOf(message.request),
+          statusCode,
+        };
+        this.onRefusedRequest(session, refused).then(sendError, () => sendError(statusCode));
+      }),
+    );
+  }
+
   override async initialize(): Promise<void> {
     await super.initialize();
     // A session that ends (CloseSession with DeleteSubscriptions false, or its timeout) takes its
@@ -98,6 +222,20 @@ export class AuthorizingServer extends OPCUAServer {
     const closeSession = engine.closeSession.bind(engine);
     engine.closeSession = (authenticationToken, _deleteSubscriptions, reason) =>
       closeSession(authenticationToken, true, reason);
+    // node-opcua transfers only between sessions of the same user token; a principal Kiln maps
+    // differently all the same gets nothing that was queued or sent for the former one.
+    const transferSubscription = engine.transferSubscription.bind(engine);
+    engine.transferSubscription = async (session, subscriptionId, sendInitialValues): Promise<TransferResult> => {
+      const subscription = engine.findSubscription(subscriptionId);
+      const from = currentSessionOf(subscription ?? undefined);
+      const before = from ? this.principalKeyOf(from) : undefined;
+      const result = await transferSubscription(session, subscriptionId, sendInitialValues);
+      if (subscription && result.statusCode.isGood() && this.principalKeyOf(session) !== before) {
+        dropUndeliveredOf(subscription);
+        result.availableSequenceNumbers = [];
+      }
+      return result;
+    };
   }
 
   protected override _on_ModifyMonitoredItemsRequest(message: Message, channel: ServerSecureChannelLayer): void {
@@ -139,6 +277,7 @@ export class AuthorizingServer extends OPCUAServer {
   #guardMonitoredItems(subscription: Subscription): void {
     if (this.#guardedSubscriptions.has(subscription)) return;
     this.#guardedSubscriptions.add(subscription);
+    this.#guardDelivery(subscription);
     const create = subscription.preCreateMonitoredItem.bind(subscription);
     subscription.preCreateMonitoredItem = (addressSpace, timestampsToReturn, itemRequest) => {
       const item = itemRequest.itemToMonitor;
@@ -162,9 +301,86 @@ export class AuthorizingServer extends OPCUAServer {
       }
       this.#boundQueue(itemRequest.requestedParameters);
       const created = create(addressSpace, timestampsToReturn, itemRequest);
-      if (guarded && created.monitoredItem) guardValues(guarded, created.monitoredItem);
+      if (guarded && created.monitoredItem) guardValues(guarded, created.monitoredItem, this.#deliverable);
+      if (item.attributeId === EVENT_NOTIFIER_ATTRIBUTE && created.monitoredItem)
+        this.#guardEvents(created.monitoredItem);
       return created;
     };
+  }
+
+  /**
+   * Makes every delivery of the subscription's notifications ask, at that moment, whether each
+   * may still be delivered ({@link AuthorizingServer.#deliverable}): a Publish replaces a refused
+   * value by `BadUserAccessDenied` (no value) and drops a refused event; a Republish of a message
+   * holding any refused notification answers `BadMessageNotAvailable`. Grants can be revoked and
+   * sessions change principal after a notification was produced and before it is (re)sent.
+   */
+  #guardDelivery(subscription: Subscription): void {
+    const internals = subscription as unknown as SubscriptionInternals;
+    const deliverable = (notification: unknown): boolean =>
+      typeof notification !== "object" || notification === null || (this.#deliverable.get(notification)?.() ?? true);
+    const pop = internals._popNotificationToSend.bind(subscription);
+    internals._popNotificationToSend = () => {
+      const pending = internals._pending_notifications;
+      for (const entry of pending.values()) {
+        if (deliverable(entry.notification)) continue;
+        entry.notification =
+          entry.notification instanceof MonitoredItemNotification ? deniedNotification(entry.notification) : undefined;
+      }
+      pending.filterOut((entry) => entry.notification === undefined);
+      if (pending.size > 0) return pop();
+      // Everything pending was refused: an empty message, which node-opcua does not send.
+      return new NotificationMessage({ sequenceNumber: 0xffffffff, notificationData: [], publishTime: new Date() });
+    };
+    const message = internals.getMessageForSequenceNumber.bind(subscription);
+    internals.getMessageForSequenceNumber = (sequenceNumber) => {
+      const sent = message(sequenceNumber);
+      if (!sent) return null;
+      for (const data of sent.notificationData ?? []) {
+        const notifications: readonly unknown[] =
+          data instanceof DataChangeNotification
+            ? (data.monitoredItems ?? [])
+            : data instanceof EventNotificationList
+              ? (data.events ?? [])
+              : [];
+        if (!notifications.every(deliverable)) return null;
+      }
+      return sent;
+    };
+  }
+
+  /**
+   * Makes an event monitored item deliver an event only to a subscription whose current session
+   * {@link AuthorizingServer.mayReceiveEvent} (asked when the event happens, and again when it is
+   * published or republished: the principal or its grants may have changed meanwhile).
+   */
+  #guardEvents(item: MonitoredItem): void {
+    const internals = item as unknown as MonitoredItemInternals;
+    const mayReceive = (event: ServedEvent): boolean => {
+      const session = currentSessionOf(item.$subscription as Subscription | undefined);
+      return session !== undefined && this.mayReceiveEvent(session, event);
+    };
+    let current: ServedEvent | undefined;
+    const onEvent = internals._on_opcua_event.bind(item);
+    internals._on_opcua_event = (event) => {
+      if (!mayReceive(event)) return;
+      current = event;
+      try {
+        onEvent(event);
+      } finally {
+        current = undefined;
+      }
+    };
+    const make = internals._makeEventFieldList.bind(item);
+    internals._makeEventFieldList = (eventFields) => {
+      const list = make(eventFields);
+      const event = current;
+      if (event) this.#deliverable.set(list, () => mayReceive(event));
+      return list;
+    };
+    const extract = item.extractMonitoredItemNotifications.bind(item);
+    item.extractMonitoredItemNotifications = (force?: boolean) =>
+      extract(force).filter((notification) => this.#deliverable.get(notification)?.() ?? true);
   }
 
   protected override isUserAuthorized(
@@ -211,7 +427,7 @@ function mayRead(item: MonitoredItem, node: BaseNode): boolean {
  * A session's principal can change (ActivateSession with another identity), as can its grants and
  * the session the subscription belongs to.
  */
-function guardValues(node: BaseNode, item: MonitoredItem): void {
+function guardValues(node: BaseNode, item: MonitoredItem, deliverable: WeakMap<object, () => boolean>): void {
   const record = item.recordValue.bind(item);
   item.recordValue = (dataValue, skipChangeTest, indexRange) =>
     mayRead(item, node)
@@ -224,16 +440,43 @@ function guardValues(node: BaseNode, item: MonitoredItem): void {
   const extract = item.extractMonitoredItemNotifications.bind(item);
   item.extractMonitoredItemNotifications = (force?: boolean) => {
     const notifications = extract(force);
-    if (notifications.length === 0 || mayRead(item, node)) return notifications;
-    const last = notifications.at(-1) as MonitoredItemNotification;
-    return [
-      new MonitoredItemNotification({
-        clientHandle: item.clientHandle,
-        value: new DataValue({
-          statusCode: StatusCodes.BadUserAccessDenied,
-          serverTimestamp: last.value?.serverTimestamp ?? null,
-        }),
-      }),
-    ];
+    if (notifications.length === 0) return notifications;
+    if (mayRead(item, node)) {
+      const check = (): boolean => mayRead(item, node);
+      for (const notification of notifications) deliverable.set(notification, check);
+      return notifications;
+    }
+    return [deniedNotification(notifications.at(-1) as MonitoredItemNotification)];
   };
+}
+
+/** A value notification's refusal: same clientHandle, `BadUserAccessDenied`, no value. */
+function deniedNotification(notification: MonitoredItemNotification): MonitoredItemNotification {
+  return new MonitoredItemNotification({
+    clientHandle: notification.clientHandle,
+    value: new DataValue({
+      statusCode: StatusCodes.BadUserAccessDenied,
+      serverTimestamp: notification.value?.serverTimestamp ?? null,
+    }),
+  });
+}
+
+/** See {@link AuthorizingServer.dropUndelivered}. */
+function dropUndeliveredOf(subscription: Subscription): void {
+  const internals = subscription as unknown as SubscriptionInternals;
+  internals._flushSentNotifications();
+  internals._pending_notifications.filterOut(() => true);
+  if (internals.subscriptionDiagnostics) internals.subscriptionDiagnostics.unacknowledgedMessageCount = 0;
+  for (const item of internals.monitoredItems.values()) (item as unknown as MonitoredItemInternals)._empty_queue();
+}
+
+/** The number of operations of a service request (its largest operations array). */
+function operationsOf(request: unknown): number {
+  const fields = request as Record<string, unknown>;
+  let count = 0;
+  for (const field of OPERATIONS_OF_REQUEST) {
+    const operations = fields[field];
+    if (Array.isArray(operations)) count = Math.max(count, operations.length);
+  }
+  return count;
 }

@@ -80,6 +80,7 @@ export const opcuaServerOptionsSchema = z
         maxMonitoredItemsPerSubscription: z.number().int().min(1).max(1_000_000).default(1_000),
         maxMonitoredItems: z.number().int().min(1).max(10_000_000).default(20_000),
         maxMonitoredItemsPerCall: z.number().int().min(1).max(100_000).default(1_000),
+        maxNodesPerCall: z.number().int().min(1).max(100_000).default(1_000),
         maxHistoryReadTimes: z.number().int().min(1).max(1_000_000).default(10_000),
         maxQueueSize: z.number().int().min(1).max(5_000).default(100),
         maxUnactivatedSessions: z.number().int().min(1).max(10_000).default(5),
@@ -95,6 +96,7 @@ export const opcuaServerOptionsSchema = z
         maxMonitoredItemsPerSubscription: 1_000,
         maxMonitoredItems: 20_000,
         maxMonitoredItemsPerCall: 1_000,
+        maxNodesPerCall: 1_000,
         maxHistoryReadTimes: 10_000,
         maxQueueSize: 100,
         maxUnactivatedSessions: 5,
@@ -162,13 +164,16 @@ export const opcuaServerOptionsSchema = z
  * - `limits`: what one client, one principal and all clients may hold, so that none can exhaust
  *   the server (OPC UA Part 5, 6.3.2 ServerCapabilities); beyond a limit the request answers
  *   `BadTooManySessions`, `BadTooManySubscriptions`, `BadTooManyMonitoredItems` or
- *   `BadTooManyOperations`:
+ *   `BadTooManyOperations`. A request refused whole for its size (`BadTooManyOperations`) is
+ *   audited once, with its operation count (`system.refuseCommand`, action `opcua.<Service>`):
  *   - `maxSessions` (all clients) @default 50; `maxSessionsPerPrincipal` (sessions activated as
  *     one principal id) @default 4
  *   - `maxSubscriptionsPerSession` @default 10; `maxSubscriptions` (all sessions) @default 200
  *   - `maxMonitoredItemsPerSession` @default 2000; `maxMonitoredItemsPerSubscription` @default
  *     1000; `maxMonitoredItems` (all sessions) @default 20000; `maxMonitoredItemsPerCall` (one
  *     Create/Modify/Delete/SetMonitoringMode call) @default 1000
+ *   - `maxNodesPerCall`: the operations of one Read, Write, Browse, TranslateBrowsePathsToNodeIds,
+ *     Call or RegisterNodes call (served as the OperationLimits MaxNodesPer…) @default 1000
  *   - `maxHistoryReadTimes`: ReqTimes × nodes of one HistoryRead AtTime @default 10000
  *   - `maxQueueSize`: the largest QueueSize of one monitored item, value or event (a larger
  *     request is revised down to it, not refused) @default 100

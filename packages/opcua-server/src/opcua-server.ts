@@ -18,10 +18,11 @@ import {
   type TimerHandle,
 } from "@kiln/core";
 import type { Namespace, UAObject, UAVariable } from "node-opcua-address-space";
-import type { ISessionBase, ISessionContext } from "node-opcua-address-space-base";
+import type { BaseNode, ISessionBase, ISessionContext } from "node-opcua-address-space-base";
 import type { OPCUACertificateManager } from "node-opcua-certificate-manager";
 import type { DataValue } from "node-opcua-data-value";
 import type { ServerSession } from "node-opcua-server";
+import type { RefusedRequest, ServedEvent } from "./opcua-authorizing-server";
 import type { StatusCode } from "node-opcua-status-code";
 import type { UserIdentityToken } from "node-opcua-types";
 import type { Variant } from "node-opcua-variant";
@@ -134,6 +135,8 @@ export class OpcuaServer {
   /** Sessions whose context asks {@link OpcuaServer.#canRead} for `Read` of a tag variable. */
   readonly #guardedSessions = new WeakSet<object>();
   readonly #variables = new Map<string, UAVariable>();
+  /** Every node of every alarm condition (the condition and all under it) → the alarm's source tag. */
+  readonly #conditionNodes = new Map<BaseNode, string>();
   /** Sessions refused because their principal already holds `limits.maxSessionsPerPrincipal` sessions. */
   readonly #tooManySessions = new WeakSet<object>();
   /** Marks, per Method call, whether a Kiln handler took it (and audited it). */
@@ -299,7 +302,15 @@ export class OpcuaServer {
         maxSubscriptionsPerSession: options.limits.maxSubscriptionsPerSession,
         maxMonitoredItems: options.limits.maxMonitoredItems,
         maxMonitoredItemsPerSubscription: options.limits.maxMonitoredItemsPerSubscription,
-        operationLimits: { maxMonitoredItemsPerCall: options.limits.maxMonitoredItemsPerCall },
+        operationLimits: {
+          maxMonitoredItemsPerCall: options.limits.maxMonitoredItemsPerCall,
+          maxNodesPerRead: options.limits.maxNodesPerCall,
+          maxNodesPerWrite: options.limits.maxNodesPerCall,
+          maxNodesPerBrowse: options.limits.maxNodesPerCall,
+          maxNodesPerTranslateBrowsePathsToNodeIds: options.limits.maxNodesPerCall,
+          maxNodesPerMethodCall: options.limits.maxNodesPerCall,
+          maxNodesPerRegisterNodes: options.limits.maxNodesPerCall,
+        },
       },
     });
     server.maxMonitoredItemsPerSession = options.limits.maxMonitoredItemsPerSession;
@@ -310,6 +321,9 @@ export class OpcuaServer {
     server.refusalOf = (session) =>
       this.#tooManySessions.has(session) ? runtime.StatusCodes.BadTooManySessions : undefined;
     server.authorizeSession = (session, token) => this.#identify(session, this.#identityOf(runtime, token));
+    server.principalKeyOf = (session) => principalKeyOf(this.#principals.get(session));
+    server.mayReceiveEvent = (session, event) => this.#mayReceiveEvent(session, event);
+    server.onRefusedRequest = (session, refused) => this.#refuseRequest(session, refused);
     try {
       await server.initialize();
       const addressSpace = server.engine.addressSpace!;
@@ -359,6 +373,7 @@ export class OpcuaServer {
             return this.#principalOf(session);
           },
           refuse: (principal, request) => this.#refuse(principal, request),
+          guardCondition: (condition, tag) => this.#guardCondition(condition, tag),
           clock: this.#clock,
           logger: this.#logger,
         }),
@@ -407,6 +422,7 @@ export class OpcuaServer {
     if (this.#watch) this.#clock.clearTimeout(this.#watch);
     this.#watch = undefined;
     this.#variables.clear();
+    this.#conditionNodes.clear();
   }
 
   /**
@@ -596,8 +612,14 @@ export class OpcuaServer {
         );
         return false;
       }
+      const before = principalKeyOf(this.#principals.get(session));
       this.#principals.set(session, { id: principal.id, roles: principal.roles, source: sourceOf(info) });
       this.#guardReads(session);
+      // ActivateSession with another identity: nothing queued or sent for the former principal
+      // may reach the new one (Republish, pending Publish); node-opcua resends current values.
+      if (before !== undefined && before !== principalKeyOf(this.#principals.get(session))) {
+        this.#server?.dropUndelivered(session);
+      }
       return true;
     } catch (error) {
       this.#logger.warn({ error: String(error), session: info.sessionId }, "identify failed; session refused");
@@ -663,10 +685,73 @@ export class OpcuaServer {
     context.checkPermission = (node, permission) => {
       if (!permits(node, permission)) return false;
       if ((permission & read) === 0) return true;
-      const name = node.nodeId.namespace === this.#namespaceIndex ? node.nodeId.value : undefined;
-      if (typeof name !== "string" || this.#variables.get(name) !== node) return true;
-      return this.#canRead(this.#principalOf(session), name);
+      const tag = this.#guardingTagOf(node);
+      return tag === undefined || this.#canRead(this.#principalOf(session), tag);
     };
+  }
+
+  /** The tag whose `read` guards a node: a tag variable's own tag, an alarm condition node's source tag, else none. */
+  #guardingTagOf(node: BaseNode): string | undefined {
+    const name = node.nodeId.namespace === this.#namespaceIndex ? node.nodeId.value : undefined;
+    if (typeof name === "string" && this.#variables.get(name) === node) return name;
+    return this.#conditionNodes.get(node);
+  }
+
+  /**
+   * Makes an alarm condition's nodes (the condition and every node under it: ActiveState and its
+   * Id, LimitState, Quality, Message, the limits…) readable only by principals that may read the
+   * alarm's source tag: they mirror the tag's value (ADR 0036, condition addendum).
+   */
+  #guardCondition(condition: BaseNode, tag: string): void {
+    const pending: BaseNode[] = [condition];
+    for (let node = pending.pop(); node !== undefined; node = pending.pop()) {
+      if (this.#conditionNodes.has(node)) continue;
+      this.#conditionNodes.set(node, tag);
+      pending.push(...node.getAggregates());
+    }
+  }
+
+  /**
+   * Whether a session may be sent an event: not one about an alarm condition or a tag (its
+   * source a condition, or its SourceNode a tag variable or a condition's node) whose tag its
+   * principal may not read. Other events go to all.
+   */
+  #mayReceiveEvent(session: ServerSession, event: ServedEvent): boolean {
+    let tag = this.#conditionNodes.get(event.getEventDataSource());
+    const sourceNode = event.sourceNode?.value;
+    if (tag === undefined && sourceNode !== undefined && sourceNode !== null) {
+      let node: BaseNode | null | undefined;
+      try {
+        node = this.#server?.engine.addressSpace?.findNode(sourceNode as Parameters<AddressSpaceFind>[0]);
+      } catch {
+        node = undefined; // not a NodeId: no node of Kiln's
+      }
+      tag = node ? this.#guardingTagOf(node) : undefined;
+    }
+    return tag === undefined || this.#canRead(this.#principalOf(session), tag);
+  }
+
+  /**
+   * Audits a request node-opcua refused whole (`BadTooManyOperations`: more operations than the
+   * per-call bound), once, with its operation count, through {@link OpcuaServer.#refuse}
+   * (`read`, or `tag.write` for a Write; action `opcua.<Service>`, target the machine: a principal
+   * without the permission there is recorded `denied` as forbidden). The answer stays
+   * `BadTooManyOperations` for every principal: the request is refused for its size, whoever sent it.
+   */
+  async #refuseRequest(session: ServerSession, refused: RefusedRequest): Promise<StatusCode> {
+    await this.#refuse(this.#principalOf(session), {
+      permission: refused.service === "Write" ? "tag.write" : "read",
+      action: `opcua.${refused.service}`,
+      target: this.#system.machineId,
+      reason: new KilnValidationError(`OPC UA ${refused.service}`, [
+        {
+          path: "request",
+          message: `${refused.operations} operations in one call, more than the server's limit per call (${refused.statusCode.name})`,
+        },
+      ]),
+      statusCode: refused.statusCode.value,
+    });
+    return refused.statusCode;
   }
 
   /**
@@ -1112,4 +1197,11 @@ function tagValueOf(runtime: ServerRuntime, tag: Tag, variant: Variant | null | 
     return tag.dataType === "int64" ? BigInt.asIntN(64, words) : words;
   }
   return value ?? undefined;
+}
+
+type AddressSpaceFind = NonNullable<AuthorizingServer["engine"]["addressSpace"]>["findNode"];
+
+/** A key that differs when the principal (its id or roles) differs; none for a session not identified. */
+function principalKeyOf(principal: Principal | undefined): string | undefined {
+  return principal === undefined ? undefined : JSON.stringify([principal.id, [...principal.roles].sort()]);
 }

@@ -1,11 +1,14 @@
 import { defineTags } from "@kiln/core";
+import type { AuditEntry } from "@kiln/core/driver-kit";
 import {
   AttributeIds,
   ClientSubscription,
   CreateMonitoredItemsRequest,
   CreateSubscriptionRequest,
+  DataType,
   type DataValue,
   HistoryReadRequest,
+  makeBrowsePath,
   MonitoringMode,
   PublishRequest,
   ReadAtTimeDetails,
@@ -23,6 +26,7 @@ import {
   user,
   waitFor,
 } from "./support/opcua-fixture";
+import { type RawSession, rawSession } from "./support/opcua-raw";
 
 const tags = defineTags({
   "chamber.pressure": { dataType: "float64", unit: "mbar" },
@@ -55,6 +59,7 @@ beforeAll(async () => {
         maxMonitoredItemsPerSubscription: 6_000,
         maxMonitoredItemsPerSession: 6_000,
         maxHistoryReadTimes: 10,
+        maxNodesPerCall: 20,
       },
     },
   });
@@ -160,9 +165,99 @@ describe("OpcuaServer limits", () => {
             releaseContinuationPoints: false,
           }),
         );
+      const before = await audited("opcua.HistoryRead");
       await expect(read(6)).rejects.toThrow(/BadTooManyOperations/);
+      const after = await audited("opcua.HistoryRead");
+      expect(after.slice(before.length)).toMatchObject([{ principal: "vic", target: "reactor-1" }]);
       const allowed = await read(5);
       expect(allowed.results).toHaveLength(2);
+    } finally {
+      await vic.close();
+    }
+  });
+});
+
+/** The audit entries of an action so far. */
+async function audited(action: string): Promise<AuditEntry[]> {
+  return (await served.store.audit.query({ from: 0, to: Date.now() + 1 })).filter((entry) => entry.action === action);
+}
+
+describe("OpcuaServer bounds the operations of one call and audits a request refused for its size once", () => {
+  /** Runs `call`, which must be refused `code`; answers the one audit entry it left under `action`. */
+  async function refusedOnce(action: string, code: RegExp, call: () => Promise<unknown>): Promise<AuditEntry> {
+    const before = (await audited(action)).length;
+    await expect(call()).rejects.toThrow(code);
+    const entries = (await audited(action)).slice(before);
+    expect(entries).toHaveLength(1);
+    return entries[0]!;
+  }
+
+  test("Read, Write, Browse, TranslateBrowsePaths and Call of more than maxNodesPerCall (20) operations: BadTooManyOperations, one audit entry each with the count", async () => {
+    const olga = await connect(served.server, pki.trusted, user("olga"));
+    try {
+      const nodeId = served.server.nodeIdOf("chamber.pressure");
+      const session = olga.session as unknown as {
+        read(nodes: unknown[]): Promise<unknown>;
+        write(nodes: unknown[]): Promise<unknown>;
+        browse(nodes: unknown[]): Promise<unknown>;
+        translateBrowsePath(paths: unknown[]): Promise<unknown>;
+        call(methods: unknown[]): Promise<unknown>;
+      };
+      const many = <T>(count: number, make: () => T): T[] => Array.from({ length: count }, make);
+      const read = await refusedOnce("opcua.Read", /BadTooManyOperations/, () =>
+        session.read(many(21, () => ({ nodeId, attributeId: AttributeIds.Value }))),
+      );
+      expect(read).toMatchObject({ principal: "olga", target: "reactor-1", outcome: "denied" });
+      expect(read.reason).toContain("21 operations");
+      const write = await refusedOnce("opcua.Write", /BadTooManyOperations/, () =>
+        session.write(
+          many(21, () => ({
+            nodeId,
+            attributeId: AttributeIds.Value,
+            value: { value: { dataType: DataType.Double, value: 1 } },
+          })),
+        ),
+      );
+      // Authorized first (ADR 0036): olga may write no tag by default, so the entry says forbidden.
+      expect(write).toMatchObject({ principal: "olga", outcome: "denied" });
+      await refusedOnce("opcua.Browse", /BadTooManyOperations/, () =>
+        session.browse(many(21, () => ({ nodeId, browseDirection: 0, resultMask: 63 }))),
+      );
+      await refusedOnce("opcua.TranslateBrowsePathsToNodeIds", /BadTooManyOperations/, () =>
+        session.translateBrowsePath(many(21, () => makeBrowsePath("RootFolder", "/Objects"))),
+      );
+      await refusedOnce("opcua.Call", /BadTooManyOperations/, () =>
+        session.call(many(21, () => ({ objectId: "ns=0;i=2253", methodId: "ns=0;i=11492", inputArguments: [] }))),
+      );
+      // At the bound, the same Read is served.
+      expect(await session.read(many(20, () => ({ nodeId, attributeId: AttributeIds.Value })))).toHaveLength(20);
+    } finally {
+      await olga.close();
+    }
+  });
+
+  test("a CreateMonitoredItems of more than maxMonitoredItemsPerCall items is refused once, audited once with the count; a viewer's oversized Write is refused the same, audited denied (forbidden)", async () => {
+    const vic = await connect(served.server, pki.trusted, user("vic"));
+    try {
+      const sub = await subscription(vic);
+      const entry = await refusedOnce("opcua.CreateMonitoredItems", /BadTooManyOperations/, () =>
+        createItems(vic, sub.subscriptionId, 6_001, { nodeId: "ns=0;i=2253", attributeId: AttributeIds.DisplayName }),
+      );
+      expect(entry.reason).toContain("6001 operations");
+      const nodeId = served.server.nodeIdOf("chamber.pressure");
+      // Refused for its size whoever sends it; vic, who may write nothing, is recorded denied (forbidden).
+      const denied = await refusedOnce("opcua.Write", /BadTooManyOperations/, () =>
+        vic.session.write(
+          Array.from({ length: 21 }, () => ({
+            nodeId,
+            attributeId: AttributeIds.Value,
+            value: { value: { dataType: DataType.Double, value: 1 } },
+          })),
+        ),
+      );
+      expect(denied).toMatchObject({ principal: "vic", outcome: "denied" });
+      expect(denied.reason).toMatch(/forbidden|not allowed|may not|permission/i);
+      await sub.terminate();
     } finally {
       await vic.close();
     }
@@ -217,24 +312,7 @@ describe("OpcuaServer checks `read` on every value of a monitored item (sampling
   });
 });
 
-/** The raw subscription services node-opcua's ClientSession has but does not type. */
-interface RawSession {
-  createSubscription(request: CreateSubscriptionRequest): Promise<{ subscriptionId: number }>;
-  createMonitoredItems(
-    request: CreateMonitoredItemsRequest,
-  ): Promise<{ results?: { statusCode: StatusCode }[] | null }>;
-  transferSubscriptions(request: {
-    subscriptionIds: number[];
-    sendInitialValues: boolean;
-  }): Promise<{ results?: { statusCode: StatusCode }[] | null }>;
-  publish(request: PublishRequest): Promise<{
-    notificationMessage: {
-      notificationData?: ({ monitoredItems?: { clientHandle: number; value: DataValue }[] | null } | null)[] | null;
-    };
-  }>;
-}
-
-const raw = (client: Client): RawSession => client.session as unknown as RawSession;
+const raw = (client: Client): RawSession => rawSession(client.session);
 
 async function rawSubscription(client: Client, publishingInterval: number): Promise<number> {
   const created = await raw(client).createSubscription(
