@@ -31,6 +31,20 @@ export interface ModbusTcpTransport {
    * it for a gateway that sends an answer in parts spread wider. @default 2
    */
   readonly frameQuietGapMs?: number;
+  /**
+   * After a request times out, keep the connection quiet for another `requestTimeoutMs` before the next
+   * request whose answer would have the same shape (unit, function, byte count), as on RTU. Many serial
+   * gateways (TCP to RTU, "transparent" mode) wrap whatever RTU answer comes back with the MBAP header of
+   * the newest request, so a late answer arrives with the next request's transaction id and fits it: on
+   * with the default, that late answer arrives while nothing it would fit is asked and is dropped, instead
+   * of being taken as the next request's value (found by the adversarial test of #12). Cost: after a
+   * timeout only, the next same-shape request waits up to one more request timeout (requests of another
+   * shape go at once: a late answer cannot pass as theirs). Turn it off only for a device that stamps every
+   * answer with its own request's transaction id (a native Modbus TCP device, not a gateway to a serial
+   * line). A gateway that holds a late answer back until the next request arrives is not covered by any
+   * quiet time (see "Gateways to serial lines" in docs/drivers/modbus.md). @default true
+   */
+  readonly lateAnswerGuard?: boolean;
 }
 
 /** Modbus RTU over a serial port; every answer is checked against its request (see docs/drivers/modbus.md, "Serial lines"). */
@@ -190,6 +204,7 @@ export const modbusDriverOptionsSchema = z
         port: z.number().int().min(1).max(65535).default(502),
         frameCheck: z.enum(["default", "strict"]).default("default"),
         frameQuietGapMs: z.number().min(0.5).max(1000).default(2),
+        lateAnswerGuard: z.boolean().default(true),
       }),
       z.strictObject({
         kind: z.literal("rtu"),

@@ -245,7 +245,8 @@ describe("ModbusDriver: read", () => {
     expect(samples[0]!.quality).toMatchObject({ severity: "bad", code: QualityCodes.BadTimeout });
     expect(driver.status).toBe("connected");
     const second = driver.read(local);
-    await clock.advance(500);
+    // The same request again after a timeout waits one more request timeout of quiet first (lateAnswerGuard).
+    await clock.advance(1000);
     await second;
     expect(driver.status).toBe("reconnecting");
     expect(changes.at(-1)).toMatchObject({ from: "connected", to: "reconnecting" });

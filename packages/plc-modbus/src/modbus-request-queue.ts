@@ -1,5 +1,6 @@
 import { type Clock, KilnError } from "@kiln/core";
 import { type TimerHandle } from "@kiln/core";
+import { onAbort } from "@kiln/core/driver-kit";
 import { modbusTimeoutError } from "./modbus-failure";
 
 /** Options of {@link ModbusRequestQueue}. */
@@ -35,7 +36,8 @@ interface Entry {
   resolve(value: unknown): void;
   reject(error: unknown): void;
   settled: boolean;
-  onAbort?: () => void;
+  /** Stops waiting on the caller's signal (set while the request is queued). */
+  stopWaiting?: () => void;
   /** Frees the line while the request is in flight (set by #execute). */
   release?: () => void;
 }
@@ -85,6 +87,8 @@ export class ModbusRequestQueue {
   #quietShape: string | undefined;
   #sent = 0;
   #proofs = 0;
+  /** Holders keeping background requests back (reads in progress; see holdBackground). */
+  #holds = 0;
 
   constructor(options: ModbusRequestQueueOptions) {
     this.#clock = options.clock;
@@ -115,6 +119,32 @@ export class ModbusRequestQueue {
   /** Forgets that proof (a new connection may reach another device). */
   forgetIdProof(): void {
     this.#proofs = 0;
+  }
+
+  /**
+   * Ends the quiet time after a timeout (see `lateAnswerGuardMs`): on a new TCP connection no late answer
+   * of the old one can arrive.
+   */
+  endQuiet(): void {
+    this.#quietUntil = Number.NEGATIVE_INFINITY;
+    this.#quietShape = undefined;
+  }
+
+  /**
+   * Keeps background requests (probes) off the wire until the returned release is called (idempotent):
+   * a read holds them while it runs, so a probe never slips in between two of its requests (the read
+   * queues one after the other, so the queue is empty for a moment after each answer) and holds the line
+   * for a whole request timeout in the middle of the read.
+   */
+  holdBackground(): () => void {
+    this.#holds++;
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      this.#holds--;
+      if (this.#holds === 0) void this.#pump();
+    };
   }
 
   /** Requests on the wire now. */
@@ -155,7 +185,8 @@ export class ModbusRequestQueue {
         settled: false,
       };
       if (signal) {
-        entry.onAbort = () => {
+        // One listener per signal however many requests share it (core's onAbort fans out).
+        entry.stopWaiting = onAbort(signal, () => {
           // Only a request not sent yet is dropped (#execute detaches this once it is sent). One on the
           // wire runs to its answer or timeout and settles with that outcome, which the driver counts in
           // the unit's and the link's health; a caller who stops waiting races its own signal.
@@ -163,8 +194,7 @@ export class ModbusRequestQueue {
           if (index < 0) return;
           this.#queue.splice(index, 1);
           this.#settle(entry, false, abortError(what, signal));
-        };
-        signal.addEventListener("abort", entry.onAbort, { once: true });
+        });
       }
       const firstBackground = background ? -1 : this.#queue.findIndex((queued) => queued.background);
       if (firstBackground >= 0) this.#queue.splice(firstBackground, 0, entry);
@@ -187,7 +217,7 @@ export class ModbusRequestQueue {
   #settle(entry: Entry, ok: boolean, value: unknown): void {
     if (entry.settled) return;
     entry.settled = true;
-    if (entry.onAbort) entry.signal?.removeEventListener("abort", entry.onAbort);
+    entry.stopWaiting?.();
     if (ok) entry.resolve(value);
     else entry.reject(value);
   }
@@ -211,6 +241,7 @@ export class ModbusRequestQueue {
         }
         const next = this.#queue[0];
         if (!next) break;
+        if (next.background && this.#holds > 0) break; // pumped again when the last hold is released
         // Until the device proved its transaction ids, an answer must fit only one request in flight.
         if (this.#sameShapeInFlight(next)) break;
         const entry = this.#queue.shift()!;
@@ -248,7 +279,7 @@ export class ModbusRequestQueue {
   #execute(entry: Entry): Promise<void> {
     entry.sent = ++this.#sent;
     // On the wire now: its caller's signal no longer concerns it (see run).
-    if (entry.onAbort) entry.signal?.removeEventListener("abort", entry.onAbort);
+    entry.stopWaiting?.();
     this.#inFlight.add(entry);
     return new Promise<void>((done) => {
       let timer: TimerHandle | undefined;
