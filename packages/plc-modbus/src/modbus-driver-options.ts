@@ -161,6 +161,8 @@ export interface ModbusDriverOptions {
    * a device known to handle it (see "Pipelining" in docs/drivers/modbus.md). Modbus RTU is always 1.
    * An integer from 1 to 64 (`KILN_VALIDATION` otherwise). A device seen dropping pipelined requests gets 1
    * for 5 minutes; one that answers with wrong transaction ids gets 1 for good (`ModbusDriver.maxInFlight`).
+   * Not detectable: a device that, after proving its ids right, swaps the ids of two same-shape answers in
+   * flight together (each value lands in the other's tags, good); see "Pipelining" in docs/drivers/modbus.md.
    * @default 1
    */
   readonly maxInFlight?: number;
