@@ -128,6 +128,16 @@ describe("ModbusDriver: lifecycle", () => {
       /transport\.frameCheck/,
     ],
     ["a quiet gap of 0", { transport: { kind: "tcp", host: "x", frameQuietGapMs: 0 } }, /transport\.frameQuietGapMs/],
+    [
+      "a late-answer guard that is not a boolean",
+      { transport: { kind: "tcp", host: "x", lateAnswerGuard: "off" } },
+      /transport\.lateAnswerGuard/,
+    ],
+    [
+      "a late-answer guard on RTU (always on there)",
+      { transport: { kind: "rtu", path: "/dev/ttyUSB0", lateAnswerGuard: false } },
+      /Unrecognized key: "lateAnswerGuard"/,
+    ],
   ])("refuses %s with KILN_VALIDATION naming it", (_case, extra, message) => {
     let caught: unknown;
     try {
