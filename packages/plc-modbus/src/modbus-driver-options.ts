@@ -41,8 +41,10 @@ export interface ModbusTcpTransport {
    * timeout only, the next same-shape request waits up to one more request timeout (requests of another
    * shape go at once: a late answer cannot pass as theirs). Turn it off only for a device that stamps every
    * answer with its own request's transaction id (a native Modbus TCP device, not a gateway to a serial
-   * line). A gateway that holds a late answer back until the next request arrives is not covered by any
-   * quiet time (see "Gateways to serial lines" in docs/drivers/modbus.md). @default true
+   * line). A gateway that holds a late answer back until the next request arrives is covered by a fence:
+   * before the next read of the timed-out shape the driver reads another size at the same unit and address,
+   * which the held answer does not fit (one extra request, only after a timeout; see "Gateways to serial
+   * lines" in docs/drivers/modbus.md). @default true
    */
   readonly lateAnswerGuard?: boolean;
 }

@@ -255,8 +255,9 @@ describe("ModbusDriver: read", () => {
     expect(samples[0]!.quality).toMatchObject({ severity: "bad", code: QualityCodes.BadTimeout });
     expect(driver.status).toBe("connected");
     const second = driver.read(local);
-    // The same request again after a timeout waits one more request timeout of quiet first (lateAnswerGuard).
-    await clock.advance(1000);
+    // The same request again after a timeout waits one more request timeout of quiet first, then a fence of
+    // up to 100 ms (lateAnswerGuard), then its own timeout.
+    await clock.advance(1100);
     await second;
     expect(driver.status).toBe("reconnecting");
     expect(changes.at(-1)).toMatchObject({ from: "connected", to: "reconnecting" });

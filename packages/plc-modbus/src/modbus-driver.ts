@@ -589,6 +589,8 @@ export class ModbusDriver implements PlcDriver {
     this.#request(unitId, (client) => readArea(client, request), `probe ${describeRead(request)}`, undefined, {
       background: true,
       shape: shapeOf(request),
+      // No fence: a probe's data is never delivered, and a held late answer taken by it only says what is
+      // true (the unit answers), so a dead unit's probes do not pay one.
     }).then(
       () => {
         this.#probing = false;
@@ -811,6 +813,7 @@ export class ModbusDriver implements PlcDriver {
       (part) =>
         this.#request(part.unitId, (client) => readArea(client, part), describeRead(part), state.signal, {
           shape: shapeOf(part),
+          ...this.#fenceFor(part),
         }),
       {
         splitCode: this.#splitCode,
@@ -882,6 +885,33 @@ export class ModbusDriver implements PlcDriver {
       `${block}: no answer in its last ${reads} reads while the unit answered others; next probe at ${next}`,
       BAD_TIMEOUT,
     );
+  }
+
+  /**
+   * On TCP with the late-answer guard: a fence for reads of `request`'s shape (see `ModbusRequestOptions.fence`),
+   * a read of another size at the same unit and address (an exception answer is as good: any answer takes a
+   * late one a gateway held back). Its outcome counts nowhere.
+   */
+  #fenceFor(request: ModbusReadRequest): { fence?: () => Promise<unknown> } {
+    const transport = this.#options.transport;
+    if (transport.kind !== "tcp" || !transport.lateAnswerGuard) return {};
+    const bits = isBitArea(request.area);
+    const count = bits
+      ? request.count > 8
+        ? request.count - 8
+        : request.count + 8
+      : request.count > 1
+        ? request.count - 1
+        : 2;
+    const fence: ModbusReadRequest = { ...request, count, items: [] };
+    return {
+      fence: () => {
+        const client = this.#client;
+        if (!client || this.status !== "connected") return Promise.reject(modbusDisconnectedError("fence"));
+        client.setID(request.unitId);
+        return readArea(client, fence);
+      },
+    };
   }
 
   /** Whether the read's deadline leaves a whole request timeout (never without a deadline). */

@@ -5,7 +5,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { defineTags, type Sample } from "@kiln/core";
 import { ModbusDriver, type ModbusDriverOptions } from "../src/index";
 import { rtuFrame } from "../src/modbus-rtu-frame";
-import { rawRegister, startRawTcpDevice } from "./raw-tcp-device";
+import { rawRegister, startRawTcpDevice, type RawRequest } from "./raw-tcp-device";
 
 // A transparent Modbus TCP -> RTU gateway (many serial servers): the MBAP header is stripped, the RTU request
 // goes out on the serial line, and whatever RTU answer comes back is wrapped with the MBAP header of the NEWEST
@@ -109,6 +109,51 @@ describe("a transparent TCP-to-RTU gateway stamps a late answer with the next re
     }
     expect(wrong).toEqual([]);
     expect(good).toBeGreaterThan(16);
+  });
+
+  it("a gateway that holds the late answer until the next request arrives hands it to a fence, not to a tag", async () => {
+    // The late answer of HR100 comes only when the next request arrives (whenever that is), stamped with its id;
+    // that request's own answer follows 20 ms later. No quiet time helps: the driver first sends a read of
+    // another size (a fence), which the late answer does not fit.
+    let held: RawRequest | undefined;
+    let done = false;
+    const device = await startRawTcpDevice((request) => {
+      if (request.address === 100 && !done && held === undefined) {
+        held = request;
+        return { kind: "silent" };
+      }
+      if (held !== undefined) {
+        const late = held;
+        held = undefined;
+        done = true;
+        return {
+          kind: "normal",
+          values: [rawRegister(late.unitId, late.address)],
+          registers: late.value,
+          thenOwnAfterMs: 20,
+        };
+      }
+      return { kind: "normal" };
+    });
+    cleanups.push(() => device.stop());
+    const twoTags = defineTags({
+      a: { dataType: "uint16", address: "HR0" },
+      b: { dataType: "uint16", address: "HR100" },
+    });
+    const driver = await driverFor(device.port);
+    const expected = { a: rawRegister(1, 0), b: rawRegister(1, 100) };
+    const wrong: string[] = [];
+    let last: Sample[] = [];
+    for (let scan = 0; scan < 5; scan++) {
+      last = await driver.read(twoTags.list());
+      wrong.push(...wrongGood(last, expected));
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    expect(wrong).toEqual([]);
+    expect(last.map((sample) => [sample.value, sample.quality.severity])).toEqual([
+      [expected.a, "good"],
+      [expected.b, "good"],
+    ]);
   });
 
   it("lateAnswerGuard: false (a device trusted to stamp its own ids) sends the next request at once", async () => {
