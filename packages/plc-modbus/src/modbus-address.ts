@@ -378,3 +378,12 @@ export function formatModbusAddress(address: ModbusAddress): string {
   if (address.unitId !== undefined) text += `@${address.unitId}`;
   return text;
 }
+
+/**
+ * A block of `count` registers or bits from `address` in `area`, as health names it: `"HR100-109"`,
+ * `"C3"` for one.
+ */
+export function formatModbusBlock(area: ModbusArea, address: number, count: number): string {
+  const prefix = AREA_PREFIX[area];
+  return count > 1 ? `${prefix}${address}-${address + count - 1}` : `${prefix}${address}`;
+}

@@ -31,6 +31,22 @@ export interface ModbusTcpTransport {
    * it for a gateway that sends an answer in parts spread wider. @default 2
    */
   readonly frameQuietGapMs?: number;
+  /**
+   * After a request times out, keep the connection quiet for another `requestTimeoutMs` before the next
+   * request whose answer would have the same shape (unit, function, byte count), as on RTU. Many serial
+   * gateways (TCP to RTU, "transparent" mode) wrap whatever RTU answer comes back with the MBAP header of
+   * the newest request, so a late answer arrives with the next request's transaction id and fits it: on
+   * with the default, that late answer arrives while nothing it would fit is asked and is dropped, instead
+   * of being taken as the next request's value (found by the adversarial test of #12). Cost: after a
+   * timeout only, the next same-shape request waits up to one more request timeout (requests of another
+   * shape go at once: a late answer cannot pass as theirs). Turn it off only for a device that stamps every
+   * answer with its own request's transaction id (a native Modbus TCP device, not a gateway to a serial
+   * line). A gateway that holds a late answer back until the next request arrives is covered by a fence:
+   * before the next read of the timed-out shape the driver reads another size at the same unit and address,
+   * which the held answer does not fit (one extra request, only after a timeout; see "Gateways to serial
+   * lines" in docs/drivers/modbus.md). @default true
+   */
+  readonly lateAnswerGuard?: boolean;
 }
 
 /** Modbus RTU over a serial port; every answer is checked against its request (see docs/drivers/modbus.md, "Serial lines"). */
@@ -147,6 +163,8 @@ export interface ModbusDriverOptions {
    * a device known to handle it (see "Pipelining" in docs/drivers/modbus.md). Modbus RTU is always 1.
    * An integer from 1 to 64 (`KILN_VALIDATION` otherwise). A device seen dropping pipelined requests gets 1
    * for 5 minutes; one that answers with wrong transaction ids gets 1 for good (`ModbusDriver.maxInFlight`).
+   * Not detectable: a device that, after proving its ids right, swaps the ids of two same-shape answers in
+   * flight together (each value lands in the other's tags, good); see "Pipelining" in docs/drivers/modbus.md.
    * @default 1
    */
   readonly maxInFlight?: number;
@@ -190,6 +208,7 @@ export const modbusDriverOptionsSchema = z
         port: z.number().int().min(1).max(65535).default(502),
         frameCheck: z.enum(["default", "strict"]).default("default"),
         frameQuietGapMs: z.number().min(0.5).max(1000).default(2),
+        lateAnswerGuard: z.boolean().default(true),
       }),
       z.strictObject({
         kind: z.literal("rtu"),

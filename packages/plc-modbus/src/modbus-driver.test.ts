@@ -128,6 +128,16 @@ describe("ModbusDriver: lifecycle", () => {
       /transport\.frameCheck/,
     ],
     ["a quiet gap of 0", { transport: { kind: "tcp", host: "x", frameQuietGapMs: 0 } }, /transport\.frameQuietGapMs/],
+    [
+      "a late-answer guard that is not a boolean",
+      { transport: { kind: "tcp", host: "x", lateAnswerGuard: "off" } },
+      /transport\.lateAnswerGuard/,
+    ],
+    [
+      "a late-answer guard on RTU (always on there)",
+      { transport: { kind: "rtu", path: "/dev/ttyUSB0", lateAnswerGuard: false } },
+      /Unrecognized key: "lateAnswerGuard"/,
+    ],
   ])("refuses %s with KILN_VALIDATION naming it", (_case, extra, message) => {
     let caught: unknown;
     try {
@@ -245,7 +255,9 @@ describe("ModbusDriver: read", () => {
     expect(samples[0]!.quality).toMatchObject({ severity: "bad", code: QualityCodes.BadTimeout });
     expect(driver.status).toBe("connected");
     const second = driver.read(local);
-    await clock.advance(500);
+    // The same request again after a timeout waits one more request timeout of quiet first, then a fence of
+    // up to 100 ms (lateAnswerGuard), then its own timeout.
+    await clock.advance(1100);
     await second;
     expect(driver.status).toBe("reconnecting");
     expect(changes.at(-1)).toMatchObject({ from: "connected", to: "reconnecting" });

@@ -1,5 +1,6 @@
 import {
   ConnectionLifecycle,
+  EndpointHealth,
   GOOD,
   KilnError,
   KilnValidationError,
@@ -20,7 +21,13 @@ import {
   type TagValue,
 } from "@kiln/core/driver-kit";
 import { SystemClock, silentLogger, type Clock, type DriverStatus, type Logger, type PlcDriver } from "@kiln/core";
-import { formatModbusAddress, isBitArea, isWritableArea, type ModbusAddress } from "./modbus-address";
+import {
+  formatModbusAddress,
+  formatModbusBlock,
+  isBitArea,
+  isWritableArea,
+  type ModbusAddress,
+} from "./modbus-address";
 import type { ModbusClient } from "./modbus-client";
 import { createModbusRtuClient } from "./modbus-rtu-client";
 import { createModbusTcpClient } from "./modbus-tcp-client";
@@ -111,9 +118,18 @@ export class ModbusDriver implements PlcDriver {
   readonly #refusingUnits = new Set<number>();
   /** Whether the warning that `requestTimeoutMs` outlives a read's deadline was logged. */
   #deadlineWarned = false;
+  /** Requests that timed out on this driver (any read's or write's, not a probe's): tells a read that one came. */
+  #timeouts = 0;
   /** The newest request sent when a timeout last counted against the link. */
   #lastCountedSequence = 0;
   readonly #units: ModbusUnitHealthMap;
+  /**
+   * Health of each request block (keyed `unit 1 HR100-109`), counted only when its unit answered another
+   * request in the same read: a block the unit never answers is backed off like an offline unit.
+   */
+  readonly #blocks: EndpointHealth;
+  /** Blocks whose last request timed out: read after every other request of a read. */
+  readonly #silentBlocks = new Set<string>();
   readonly #learner: Pick<ModbusReadPlanner, "refused" | "learnBarrier">;
   /** Which exception splits a read request (see `ModbusSplitOptions.splitCode`); built once, not per request. */
   readonly #splitCode: ModbusSplitOptions["splitCode"];
@@ -137,6 +153,17 @@ export class ModbusDriver implements PlcDriver {
       this.#logger.info({ from, to, reason }, "modbus driver status"),
     );
     this.#units = new ModbusUnitHealthMap(this.#options.unitHealth, this.#clock, this.#logger, this.#options.random);
+    const unitHealth = this.#options.unitHealth;
+    this.#blocks = new EndpointHealth({
+      clock: this.#clock,
+      offlineAfter: unitHealth.offlineAfter,
+      probeBackoff: {
+        initialDelayMs: unitHealth.probeInitialDelayMs,
+        maxDelayMs: unitHealth.probeMaxDelayMs,
+        jitter: 0.2,
+      },
+      ...(this.#options.random ? { random: this.#options.random } : {}),
+    });
     this.#clientFactory =
       this.#options.clientFactory ??
       (transport.kind === "rtu"
@@ -177,17 +204,20 @@ export class ModbusDriver implements PlcDriver {
         ? failure
         : undefined;
     };
-    this.#writer = new ModbusWriter(this.#options.write, this.#options.byteOrder, (unitId, operation, what, signal) =>
-      this.#request(unitId, operation, what, signal),
+    this.#writer = new ModbusWriter(
+      this.#options.write,
+      this.#options.byteOrder,
+      (unitId, operation, what, signal, shape) => this.#request(unitId, operation, what, signal, { shape }),
     );
     this.#queue = new ModbusRequestQueue({
       clock: this.#clock,
       timeoutMs: this.#options.requestTimeoutMs,
       interRequestDelayMs: this.#options.interRequestDelayMs,
       maxInFlight: this.#options.maxInFlight,
-      // RTU answers carry no transaction id: after a timeout the line stays quiet for another request timeout
-      // before a request of the same shape, so a late answer is never taken for that one's answer.
-      lateAnswerGuardMs: transport.kind === "rtu" ? this.#options.requestTimeoutMs : 0,
+      // RTU answers carry no transaction id, and a TCP gateway to a serial line may stamp a late answer with
+      // the newest request's id: after a timeout the line stays quiet for another request timeout before a
+      // request of the same shape, so a late answer is never taken for that one's answer.
+      lateAnswerGuardMs: transport.kind === "rtu" || transport.lateAnswerGuard ? this.#options.requestTimeoutMs : 0,
     });
   }
 
@@ -221,11 +251,14 @@ export class ModbusDriver implements PlcDriver {
 
   /**
    * The driver port's endpoint health: each unit seen as `unit <id>` (state, failures in a row, last
-   * error, next probe). The core shows it in `system.health().acquisition.endpoints` and reports the
-   * system `degraded`, naming the unit, while one is offline.
+   * error, next probe), and each request block backed off as `unit <id> <block>` (e.g. `unit 1 HR100-109`,
+   * always `offline`): a block that timed out `unitHealth.offlineAfter` reads in a row while its unit
+   * answered other requests. The core shows them in `system.health().acquisition.endpoints` and reports
+   * the system `degraded`, naming the unit or block, while one is offline.
    */
   endpoints(): EndpointHealthSnapshot[] {
-    return this.#units.snapshot();
+    const blocks = this.#blocks.snapshot().filter((block) => block.state === "offline");
+    return [...this.#units.snapshot(), ...blocks];
   }
 
   /**
@@ -279,16 +312,25 @@ export class ModbusDriver implements PlcDriver {
    * comes back with quality bad. Units are independent:
    * - requests to units in good health go first, then units never asked, then units that failed since
    *   they last answered; a unit that times out is not asked again in the same read;
-   * - a read waits for at most one request timeout: after its first timeout, and whenever a unit of the
-   *   read is in good health, units that failed (or were never asked while another failed) are not
-   *   waited for: their tags are bad at once ("unit 2 failed its last 2 requests ...; probing it");
+   * - a read waits for at most one request timeout (plus what is left of a probe on the wire when it
+   *   starts): after its first timeout (or another read's it waited behind), units not heard
+   *   from yet in this read are not asked, even in good health, unless the read's deadline leaves a whole
+   *   request timeout ("unit 3 not asked in this read: another request timed out first ..."); and whenever
+   *   a unit of the read is in good health, units that failed (or were never asked while another failed)
+   *   are not waited for: their tags are bad at once ("unit 2 failed its last 2 requests ...; probing it").
+   *   A suspect unit left out of a read counts it as a failure (offline after `offlineAfter` of its reads);
+   * - a request block that timed out while its unit answered others, `unitHealth.offlineAfter` reads in a
+   *   row, is backed off: its tags bad without traffic ("unit 1 HR100-109: no answer in its last 3 reads
+   *   ..."), read again when its probe is due, listed by {@link ModbusDriver.endpoints}; a block whose last
+   *   request timed out is read after every other request;
    * - except a unit that answered before and failed only its last request (one lost answer): before any
    *   timeout in the read, and when the read's deadline leaves at least `requestTimeoutMs`, its first
    *   request goes out inline, after the units in good health, as its probe; if it answers, the unit's
    *   other requests follow and its tags are good in this read; if not, its tags are bad, the read is
    *   still in time, and the unit is not waited for again (a unit that dies costs one more request
    *   timeout, in the scan after its first);
-   * - those units are probed one request at a time, behind every live request, never awaited by a read;
+   * - those units are probed one request at a time, behind every live request and never during a read,
+   *   never awaited by a read (an offline unit whose probe is due included);
    *   an offline unit's tags are bad (`BadTimeout`, "unit 2 offline, next probe at ...") without traffic
    *   until its probe is due;
    * - when `signal` carries its caller's deadline (the core's `acquisition.timeoutMs`, see the driver
@@ -327,6 +369,8 @@ export class ModbusDriver implements PlcDriver {
       expired: false,
       refusals: [],
       served: new Set(),
+      blockOutcomes: [],
+      timeoutsBefore: this.#timeouts,
     };
     const deferred = new Map<number, ModbusReadRequest>();
     const defer = (request: ModbusReadRequest, why: Quality): void => {
@@ -340,17 +384,21 @@ export class ModbusDriver implements PlcDriver {
       for (const request of pending) {
         if (state.expired) return;
         const unitId = request.unitId;
+        const block = blockKey(request);
         if (state.silent.has(unitId)) {
           this.#markBad(
             state,
             request,
             quality("bad", `unit ${unitId} did not answer earlier in this read`, BAD_TIMEOUT),
           );
-        } else if (!this.#units.shouldProbe(unitId)) this.#markBad(state, request, this.#units.waitingQuality(unitId));
+        } else if (!this.#blocks.shouldProbe(block)) this.#markBad(state, request, this.#blockQuality(block));
+        else if (!this.#units.shouldProbe(unitId)) this.#markBad(state, request, this.#units.waitingQuality(unitId));
         else if (!this.#units.known(unitId)) {
           if (!state.timedOut && (!anySuspect || !anyHealthy)) await this.#readRequest(state, request);
           else defer(request, quality("bad", `unit ${unitId} has not answered yet; probing it`, BAD_TIMEOUT));
-        } else if (this.#units.suspect(unitId) && (state.timedOut || anyHealthy)) {
+        } else if (this.#units.suspect(unitId) && (state.timedOut || anyHealthy || this.#units.offline(unitId))) {
+          // An offline unit whose probe is due is probed in the background too, never awaited by a read (a
+          // read of dead units only would otherwise wait a request timeout on each scan).
           const probe = state.probes.get(unitId) ?? this.#probeInline(state, request);
           if (probe === undefined) defer(request, this.#units.waitingQuality(unitId));
           else if (probe !== state.probes.get(unitId)) {
@@ -368,18 +416,45 @@ export class ModbusDriver implements PlcDriver {
             } else if (!this.#units.suspect(unitId)) await this.#readRequest(state, request);
             else defer(request, this.#units.waitingQuality(unitId));
           }
+        } else if (
+          (state.timedOut || this.#timeouts > state.timeoutsBefore) &&
+          !state.served.has(unitId) &&
+          !this.#timeForOneMore(state)
+        ) {
+          // A unit in good health not heard from in this read, after a timeout (of this read, or of another
+          // read's request this one waited behind): the read waits at most one request timeout (several units
+          // dying together must not cost one each); it goes first next scan.
+          this.#markBad(
+            state,
+            request,
+            quality(
+              "bad",
+              `unit ${unitId} not asked in this read: another request timed out first (a read waits at most one request timeout)`,
+              BAD_TIMEOUT,
+            ),
+          );
         } else await this.#readRequest(state, request);
       }
     };
     const workers = Math.min(this.#queue.maxInFlight, order.length);
-    const work = (workers <= 1 ? worker() : Promise.all(Array.from({ length: workers }, worker))).then(() =>
-      this.#learnRefusals(state),
-    );
-    if (left === undefined || budget === undefined) await work;
-    else {
-      if (this.#options.requestTimeoutMs >= budget) this.#warnDeadline(left);
-      await this.#untilDeadline(work, state, budget);
+    const work = (workers <= 1 ? worker() : Promise.all(Array.from({ length: workers }, worker))).then(() => {
+      this.#learnRefusals(state);
+      this.#learnBlocks(state);
+    });
+    // Probes wait while the read runs: one slipping in between two of its requests would hold the line a
+    // whole request timeout in the middle of the read.
+    const releaseProbes = this.#queue.holdBackground();
+    try {
+      if (left === undefined || budget === undefined) await work;
+      else {
+        if (this.#options.requestTimeoutMs >= budget) this.#warnDeadline(left);
+        await this.#untilDeadline(work, state, budget);
+      }
+    } finally {
+      releaseProbes();
     }
+    // A suspect unit left out of this read counts it as a failure (a dead unit is named after offlineAfter of its reads).
+    for (const unitId of deferred.keys()) this.#units.missedRead(unitId, now);
     this.#scheduleProbes(deferred);
     if (!state.expired) return samples;
     // The deadline came first: requests still on the wire finish in the background (their outcome
@@ -473,9 +548,16 @@ export class ModbusDriver implements PlcDriver {
       else if (rank === 2) anySuspect = true;
       else anyUnknown = true;
     }
-    // The sort is stable: when every unit has the same rank the plan's order stands, so it is not sorted.
-    const mixed = Number(anyHealthy) + Number(anySuspect) + Number(anyUnknown) > 1;
-    const order = mixed ? [...requests].sort((a, b) => ranks.get(a.unitId)! - ranks.get(b.unitId)!) : requests;
+    // Blocks whose last request timed out go after every other request, so a unit's live blocks are read
+    // (and prove the unit alive) before its silent one. The sort is stable: when every request has the same
+    // rank the plan's order stands, so it is not sorted.
+    const silent = (request: ModbusReadRequest): number =>
+      this.#silentBlocks.size > 0 && this.#silentBlocks.has(blockKey(request)) ? 3 : 0;
+    const rank = (request: ModbusReadRequest): number => Math.max(ranks.get(request.unitId)!, silent(request));
+    const mixed =
+      Number(anyHealthy) + Number(anySuspect) + Number(anyUnknown) > 1 ||
+      (this.#silentBlocks.size > 0 && requests.some((request) => silent(request) > 0));
+    const order = mixed ? [...requests].sort((a, b) => rank(a) - rank(b)) : requests;
     return { order, anyHealthy, anySuspect };
   }
 
@@ -507,6 +589,8 @@ export class ModbusDriver implements PlcDriver {
     this.#request(unitId, (client) => readArea(client, request), `probe ${describeRead(request)}`, undefined, {
       background: true,
       shape: shapeOf(request),
+      // No fence: a probe's data is never delivered, and a held late answer taken by it only says what is
+      // true (the unit answers), so a dead unit's probes do not pay one.
     }).then(
       () => {
         this.#probing = false;
@@ -635,6 +719,8 @@ export class ModbusDriver implements PlcDriver {
       return result;
     } catch (error) {
       const failure = modbusFailureOf(error);
+      // A probe's timeout is not counted: it went out between reads (see holdBackground).
+      if (failure === "timeout" && request.background !== true) this.#timeouts++;
       if (failure === "timeout" && pipelined && (this.#answers.get(unitId) ?? 0) > answeredBefore) {
         // The unit answered other requests while this one, sent with others in flight, waited: it drops
         // pipelined requests (many answer only the earliest), which says nothing about the unit's or the
@@ -727,6 +813,7 @@ export class ModbusDriver implements PlcDriver {
       (part) =>
         this.#request(part.unitId, (client) => readArea(client, part), describeRead(part), state.signal, {
           shape: shapeOf(part),
+          ...this.#fenceFor(part),
         }),
       {
         splitCode: this.#splitCode,
@@ -738,6 +825,8 @@ export class ModbusDriver implements PlcDriver {
         },
       },
     );
+    const timedOut = outcomes.find((outcome) => !outcome.ok && modbusFailureOf(outcome.error) === "timeout");
+    state.blockOutcomes.push({ request, timeout: timedOut && !timedOut.ok ? timedOut.error : undefined });
     for (const outcome of outcomes) {
       if (outcome.ok) {
         state.served.add(outcome.request.unitId);
@@ -757,6 +846,77 @@ export class ModbusDriver implements PlcDriver {
         this.#markBad(state, outcome.request, qualityFromModbusError(error));
       } else throw error;
     }
+  }
+
+  /**
+   * Block health from this read: a request that timed out while its unit answered another request of the
+   * read counts against its block (after `unitHealth.offlineAfter` in a row the block is backed off: its
+   * tags bad without traffic, one request probing it on the unit probe backoff); one answered clears it.
+   * A block that timed out while its unit answered nothing says nothing about the block (the unit may be
+   * dead): it only goes last in the next read, so the unit's other blocks are asked first.
+   */
+  #learnBlocks(state: ReadState): void {
+    for (const { request, timeout } of state.blockOutcomes) {
+      const block = blockKey(request);
+      if (timeout === undefined) {
+        this.#silentBlocks.delete(block);
+        if (this.#blocks.get(block)) this.#blocks.success(block);
+        continue;
+      }
+      this.#silentBlocks.add(block);
+      if (!state.served.has(request.unitId)) continue;
+      const before = this.#blocks.state(block);
+      if (this.#blocks.failure(block, timeout) === "offline" && before === "online") {
+        this.#logger.warn(
+          { unitId: request.unitId, block, nextProbeAt: this.#blocks.get(block)?.nextProbeAt },
+          `modbus ${block} did not answer ${this.#options.unitHealth.offlineAfter} reads in a row while the unit answered others; reporting its tags bad until its next probe`,
+        );
+      }
+    }
+  }
+
+  /** The quality of a tag in a backed-off block: "unit 1 HR100-109: no answer in its last 3 reads ...". */
+  #blockQuality(block: string): Quality {
+    const entry = this.#blocks.get(block);
+    const next = new Date(entry?.nextProbeAt ?? this.#clock.now()).toISOString();
+    const reads = entry?.consecutiveFailures ?? 0;
+    return quality(
+      "bad",
+      `${block}: no answer in its last ${reads} reads while the unit answered others; next probe at ${next}`,
+      BAD_TIMEOUT,
+    );
+  }
+
+  /**
+   * On TCP with the late-answer guard: a fence for reads of `request`'s shape (see `ModbusRequestOptions.fence`),
+   * a read of another size at the same unit and address (an exception answer is as good: any answer takes a
+   * late one a gateway held back). Its outcome counts nowhere.
+   */
+  #fenceFor(request: ModbusReadRequest): { fence?: () => Promise<unknown> } {
+    const transport = this.#options.transport;
+    if (transport.kind !== "tcp" || !transport.lateAnswerGuard) return {};
+    const bits = isBitArea(request.area);
+    const count = bits
+      ? request.count > 8
+        ? request.count - 8
+        : request.count + 8
+      : request.count > 1
+        ? request.count - 1
+        : 2;
+    const fence: ModbusReadRequest = { ...request, count, items: [] };
+    return {
+      fence: () => {
+        const client = this.#client;
+        if (!client || this.status !== "connected") return Promise.reject(modbusDisconnectedError("fence"));
+        client.setID(request.unitId);
+        return readArea(client, fence);
+      },
+    };
+  }
+
+  /** Whether the read's deadline leaves a whole request timeout (never without a deadline). */
+  #timeForOneMore(state: ReadState): boolean {
+    return state.budgetEnd !== undefined && state.budgetEnd - this.#clock.now() >= this.#options.requestTimeoutMs;
   }
 
   /**
@@ -825,8 +985,12 @@ export class ModbusDriver implements PlcDriver {
     this.#client = client;
     this.#consecutiveTimeouts = 0;
     this.#queue.forgetIdProof();
+    // A late answer of the old TCP connection cannot come on this one (a serial line stays the same line).
+    if (this.#options.transport.kind === "tcp") this.#queue.endQuiet();
     // What was learned may not hold for the device behind the new connection (replaced, reconfigured).
     this.#planner.forget();
+    this.#blocks.reset();
+    this.#silentBlocks.clear();
   }
 
   #connectionLost(client: ModbusClient, reason: string): void {
@@ -874,6 +1038,10 @@ interface ReadState {
   readonly refusals: { item: RefusedItem; code: number }[];
   /** Units that served at least one request of this read. */
   readonly served: Set<number>;
+  /** Each request of the plan read in this read: whether it timed out (and with what), for block health. */
+  readonly blockOutcomes: { request: ModbusReadRequest; timeout: unknown }[];
+  /** The driver's timeout count when the read started (see `ModbusDriver.#timeouts`). */
+  readonly timeoutsBefore: number;
 }
 
 /** An item the device refused, as the planner's learner is told of it. */
@@ -893,6 +1061,11 @@ function holeQuality(hole: ModbusLearnedHole, address: ModbusAddress): Quality {
   const where = formatModbusAddress({ ...address, unitId: hole.unitId });
   const next = new Date(hole.nextProbeAt).toISOString();
   return quality("bad", `${refused.reason ?? "refused"} at ${where}; learned, next probe at ${next}`, refused.code);
+}
+
+/** How block health names a request: `unit 1 HR100-109`. */
+function blockKey(request: ModbusReadRequest): string {
+  return `unit ${request.unitId} ${formatModbusBlock(request.area, request.address, request.count)}`;
 }
 
 /** The shape of a read's answer: unit, area and byte count (what tells two answers apart). */

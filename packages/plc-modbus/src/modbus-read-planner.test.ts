@@ -378,6 +378,10 @@ describe("split on failure", () => {
     const outcomes = await readModbusRequest(plan.requests[0]!, device.read, { splitCode, learner: planner });
     expect(outcomes.every((outcome) => outcome.ok)).toBe(true);
     expect(planner.learned.poisoned).toEqual([]);
+    // Seen once: remembered, not learned (one refusal may be transient); the second time it is learned.
+    expect(planner.learned.barriers).toEqual([]);
+    expect(planner.plan(tags).requests).toHaveLength(1);
+    await readModbusRequest(planner.plan(tags).requests[0]!, device.read, { splitCode, learner: planner });
     expect(planner.learned.barriers).toEqual([
       expect.objectContaining({ unitId: 1, area: "holding-register", from: 50, to: 52 }),
     ]);
@@ -386,6 +390,27 @@ describe("split on failure", () => {
       [1, "holding-register", 0, 51],
       [1, "holding-register", 52, 67],
     ]);
+  });
+
+  it("a single transient refusal across a gap learns no barrier (adv12e LOW; sibling: served across it in between)", async () => {
+    const tags = holdingTags(Array.from({ length: 60 }, (_, index) => index * 2));
+    let refuse = true;
+    const device = fakeDevice(new Set([51]));
+    const read = (request: ModbusReadRequest) =>
+      refuse ? device.read(request) : Promise.resolve(new Array<number>(request.count).fill(0));
+    const planner = new ModbusReadPlanner();
+    const readOnce = async () => {
+      const request = planner.plan(tags).requests[0]!;
+      const outcomes = await readModbusRequest(request, read, { splitCode, learner: planner });
+      for (const outcome of outcomes) if (outcome.ok) planner.served(outcome.request);
+    };
+    await readOnce(); // refused once (the device was busy), halves served
+    refuse = false;
+    await readOnce(); // served whole across the gap: the sighting is forgotten
+    refuse = true;
+    await readOnce(); // refused once more: a first sighting again
+    expect(planner.learned.barriers).toEqual([]);
+    expect(planner.plan(tags).requests).toHaveLength(1);
   });
 
   it("returns other failures as outcomes without splitting", async () => {

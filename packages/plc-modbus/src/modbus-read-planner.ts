@@ -389,6 +389,8 @@ export class ModbusReadPlanner {
   readonly #strikes = new Map<string, number>();
   readonly #learnAfterRefusals: number;
   readonly #barriers = new Map<string, ModbusReadBarrier & { readonly learnedAt: number }>();
+  /** Barriers seen once (a joined request refused, its halves served), not learned yet: a second sighting learns. */
+  readonly #barrierSightings = new Map<string, ModbusReadBarrier>();
   #version = 0;
 
   constructor(options: ModbusReadPlannerOptions = {}) {
@@ -469,15 +471,28 @@ export class ModbusReadPlanner {
     else this.#strikes.set(key, strikes);
   }
 
-  /** Records that the items of `request` were read: their unproven refusals no longer count. */
+  /**
+   * Records that the items of `request` were read: their unproven refusals no longer count, nor a barrier
+   * seen once inside its range (the device served across it).
+   */
   served(request: ModbusReadRequest): void {
+    if (this.#barrierSightings.size > 0) {
+      const end = request.address + request.count - 1;
+      for (const [key, barrier] of this.#barrierSightings) {
+        const inside = barrier.from >= request.address && barrier.to <= end;
+        if (inside && barrier.unitId === request.unitId && barrier.area === request.area) {
+          this.#barrierSightings.delete(key);
+        }
+      }
+    }
     if (this.#strikes.size === 0) return;
     for (const item of request.items) this.#strikes.delete(poisonKey(item));
   }
 
   /**
    * Records that the device refused a request covering both `left` and `right` although it answered each
-   * alone: later plans never join them again.
+   * alone. The second time with no read served across it in between, later plans never join them again
+   * (until `relearnAfterMs`); once is only remembered, as one refusal may be transient.
    */
   learnBarrier(left: ModbusReadRequest, right: ModbusReadRequest): void {
     const from = left.address + left.count - 1;
@@ -485,6 +500,13 @@ export class ModbusReadPlanner {
     if (from >= to) return;
     const key = `${left.unitId}|${left.area}|${from}|${to}`;
     if (this.#barriers.has(key)) return;
+    // Learned on its second sighting with no read across it between: one transient refusal (a device busy
+    // for a moment answering exception 2 or 3) must not split the plan for relearnAfterMs.
+    if (!this.#barrierSightings.has(key)) {
+      this.#barrierSightings.set(key, { unitId: left.unitId, area: left.area, from, to });
+      return;
+    }
+    this.#barrierSightings.delete(key);
     this.#barriers.set(key, { unitId: left.unitId, area: left.area, from, to, learnedAt: this.#clock.now() });
     this.#version++;
   }
@@ -499,6 +521,7 @@ export class ModbusReadPlanner {
   forget(): void {
     this.#learnings.clear();
     this.#strikes.clear();
+    this.#barrierSightings.clear();
     if (this.#poisoned.size === 0 && this.#barriers.size === 0) return;
     this.#poisoned.clear();
     this.#barriers.clear();

@@ -30,6 +30,69 @@ async function rejection(promise: Promise<unknown>): Promise<unknown> {
 }
 
 describe("ModbusRequestQueue", () => {
+  it("after a timeout sends a fence before the next same-shape request, unless another shape was answered since", async () => {
+    const clock = new SimulatedClock();
+    const queue = new ModbusRequestQueue({ clock, timeoutMs: 100, lateAnswerGuardMs: 100 });
+    const started: string[] = [];
+    const fence = () => (started.push("fence"), Promise.reject(new Error("late answer does not fit")));
+    const run = (name: string, shape: string) =>
+      queue.run(() => (started.push(name), Promise.resolve(name)), name, undefined, { shape, fence });
+    const silent = queue
+      .run(() => new Promise<string>(() => undefined), "HR100", undefined, { shape: "1/hr/2", fence })
+      .catch(() => "timed out");
+    await clock.advance(100);
+    expect(await silent).toBe("timed out");
+    const same = run("HR0", "1/hr/2");
+    await clock.advance(100);
+    expect(await same).toBe("HR0");
+    // The fence went first (its refusal ignored), the request after it; once only.
+    expect(started).toEqual(["fence", "HR0"]);
+    const again = run("HR0 again", "1/hr/2");
+    await clock.advance(0);
+    await again;
+    expect(started).toEqual(["fence", "HR0", "HR0 again"]);
+
+    // Sibling: a request of another shape answered after the timeout took any held answer: no fence.
+    const silent2 = queue
+      .run(() => new Promise<string>(() => undefined), "HR100", undefined, { shape: "1/hr/2", fence })
+      .catch(() => "timed out");
+    await clock.advance(100);
+    await silent2;
+    const other = run("IR0", "1/ir/2");
+    const same2 = run("HR0 third", "1/hr/2");
+    await clock.advance(100);
+    await Promise.all([other, same2]);
+    expect(started.slice(3)).toEqual(["IR0", "HR0 third"]);
+  });
+
+  it("an answer that did not fit (a mismatch, a desync) guards its shape like a timeout; an exception does not", async () => {
+    // Pipelined behind a serial gateway, a request failed as a mismatch may still get its own answer later,
+    // stamped with a later request's id (adv12e: seen once as HR0's value in HR50's tag).
+    const clock = new SimulatedClock();
+    const queue = new ModbusRequestQueue({ clock, timeoutMs: 100, lateAnswerGuardMs: 100 });
+    const started: [string, number][] = [];
+    const fence = () => (started.push(["fence", clock.now()]), Promise.resolve([]));
+    const fail = (name: string, shape: string, error: unknown) =>
+      queue.run(() => Promise.reject(error), name, undefined, { shape, fence }).catch(() => name);
+    const run = (name: string, shape: string) =>
+      queue.run(() => (started.push([name, clock.now()]), Promise.resolve(name)), name, undefined, { shape, fence });
+    const start = clock.now();
+    await fail("HR0", "1/hr/2", new KilnError("KILN_DEVICE_ERROR", "answer does not fit", { details: {} }));
+    const next = run("HR50", "1/hr/2");
+    await clock.advance(100);
+    await next;
+    expect(started).toEqual([
+      ["fence", start + 100],
+      ["HR50", start + 100],
+    ]);
+    const exception = new KilnError("KILN_DEVICE_ERROR", "exception 2", { details: { modbus: 2 } });
+    await fail("HR100", "1/hr/2", exception);
+    const after = run("HR0 again", "1/hr/2");
+    await clock.advance(0);
+    await after;
+    expect(started.at(-1)).toEqual(["HR0 again", start + 100]); // an exception is its own answer: at once
+  });
+
   it("after a timeout keeps the line quiet only for requests the late answer could pass for", async () => {
     const clock = new SimulatedClock();
     const queue = new ModbusRequestQueue({ clock, timeoutMs: 100, lateAnswerGuardMs: 100 });

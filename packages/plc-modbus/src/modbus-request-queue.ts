@@ -1,6 +1,7 @@
 import { type Clock, KilnError } from "@kiln/core";
 import { type TimerHandle } from "@kiln/core";
-import { modbusTimeoutError } from "./modbus-failure";
+import { onAbort } from "@kiln/core/driver-kit";
+import { modbusFailureOf, modbusTimeoutError } from "./modbus-failure";
 
 /** Options of {@link ModbusRequestQueue}. */
 export interface ModbusRequestQueueOptions {
@@ -28,6 +29,10 @@ interface Entry {
   readonly signal: AbortSignal | undefined;
   /** Goes out only when no other request waits (a probe), so it never delays one that does. */
   readonly background: boolean;
+  /** A request of another shape to the same unit, sent first when a late answer may be held (see `fence`). */
+  readonly fence: (() => Promise<unknown>) | undefined;
+  /** This entry is a fence: a short timeout, and its timeout starts no quiet time. */
+  readonly isFence?: boolean;
   /** The shape of its answer (unit, function, size); see {@link ModbusRequestOptions.shape}. */
   readonly shape: string | undefined;
   /** Order in which it went on the wire (set by #execute). */
@@ -35,7 +40,8 @@ interface Entry {
   resolve(value: unknown): void;
   reject(error: unknown): void;
   settled: boolean;
-  onAbort?: () => void;
+  /** Stops waiting on the caller's signal (set while the request is queued). */
+  stopWaiting?: () => void;
   /** Frees the line while the request is in flight (set by #execute). */
   release?: () => void;
 }
@@ -51,6 +57,14 @@ export interface ModbusRequestOptions {
    * value. Requests without a shape are treated as distinguishable from every other.
    */
   readonly shape?: string;
+  /**
+   * A harmless request whose answer has another shape than this one's (a read of another size at the same
+   * unit). After a request of this shape timed out, with the late-answer guard on, and before any request of
+   * another shape has been answered since, it goes out first: a gateway that holds a late answer back until
+   * the next request arrives and stamps it with that request's transaction id hands the late answer to the
+   * fence, which refuses it (its shape does not fit), instead of to this request. Its outcome is ignored.
+   */
+  readonly fence?: () => Promise<unknown>;
 }
 
 /**
@@ -58,6 +72,9 @@ export interface ModbusRequestOptions {
  * sent later was in flight, after which requests of the same shape may be pipelined too.
  */
 export const TRANSACTION_ID_PROOFS = 3;
+
+/** How long (ms, at most the request timeout) a fence waits for an answer; see {@link ModbusRequestOptions.fence}. */
+const FENCE_TIMEOUT_MS = 100;
 
 function abortError(what: string, signal: AbortSignal): KilnError {
   return new KilnError("KILN_ABORTED", `${what} was aborted.`, { cause: signal.reason });
@@ -80,11 +97,19 @@ export class ModbusRequestQueue {
   #running = false;
   #lastEnd = Number.NEGATIVE_INFINITY;
   readonly #guardMs: number;
-  #quietUntil = Number.NEGATIVE_INFINITY;
-  /** The shape of the request whose timeout started the quiet time. */
-  #quietShape: string | undefined;
+  /** Until when (ms) the line stays quiet for requests of each shape (undefined: every request) after a failure. */
+  readonly #quiet = new Map<string | undefined, number>();
+  /**
+   * After a timeout (guard on): its shape and the requests sent by then. Cleared once a request of another
+   * shape sent after it completes (any late answer held back was handed to that one) or a fence ran.
+   */
+  readonly #fences = new Map<string, number>();
+  /** A fence is on the wire: requests of the fenced shape wait for it. */
+  #fencing = false;
   #sent = 0;
   #proofs = 0;
+  /** Holders keeping background requests back (reads in progress; see holdBackground). */
+  #holds = 0;
 
   constructor(options: ModbusRequestQueueOptions) {
     this.#clock = options.clock;
@@ -115,6 +140,32 @@ export class ModbusRequestQueue {
   /** Forgets that proof (a new connection may reach another device). */
   forgetIdProof(): void {
     this.#proofs = 0;
+  }
+
+  /**
+   * Ends the quiet time after a timeout (see `lateAnswerGuardMs`): on a new TCP connection no late answer
+   * of the old one can arrive.
+   */
+  endQuiet(): void {
+    this.#quiet.clear();
+    this.#fences.clear();
+  }
+
+  /**
+   * Keeps background requests (probes) off the wire until the returned release is called (idempotent):
+   * a read holds them while it runs, so a probe never slips in between two of its requests (the read
+   * queues one after the other, so the queue is empty for a moment after each answer) and holds the line
+   * for a whole request timeout in the middle of the read.
+   */
+  holdBackground(): () => void {
+    this.#holds++;
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      this.#holds--;
+      if (this.#holds === 0) void this.#pump();
+    };
   }
 
   /** Requests on the wire now. */
@@ -150,12 +201,14 @@ export class ModbusRequestQueue {
         signal,
         background,
         shape: options.shape,
+        fence: options.fence,
         resolve: resolve as (value: unknown) => void,
         reject,
         settled: false,
       };
       if (signal) {
-        entry.onAbort = () => {
+        // One listener per signal however many requests share it (core's onAbort fans out).
+        entry.stopWaiting = onAbort(signal, () => {
           // Only a request not sent yet is dropped (#execute detaches this once it is sent). One on the
           // wire runs to its answer or timeout and settles with that outcome, which the driver counts in
           // the unit's and the link's health; a caller who stops waiting races its own signal.
@@ -163,8 +216,7 @@ export class ModbusRequestQueue {
           if (index < 0) return;
           this.#queue.splice(index, 1);
           this.#settle(entry, false, abortError(what, signal));
-        };
-        signal.addEventListener("abort", entry.onAbort, { once: true });
+        });
       }
       const firstBackground = background ? -1 : this.#queue.findIndex((queued) => queued.background);
       if (firstBackground >= 0) this.#queue.splice(firstBackground, 0, entry);
@@ -187,7 +239,7 @@ export class ModbusRequestQueue {
   #settle(entry: Entry, ok: boolean, value: unknown): void {
     if (entry.settled) return;
     entry.settled = true;
-    if (entry.onAbort) entry.signal?.removeEventListener("abort", entry.onAbort);
+    entry.stopWaiting?.();
     if (ok) entry.resolve(value);
     else entry.reject(value);
   }
@@ -199,10 +251,7 @@ export class ModbusRequestQueue {
       while (this.#queue.length > 0 && this.#inFlight.size < this.#maxInFlight) {
         if (this.#delayMs > 0 || this.#guardMs > 0) {
           const head = this.#queue[0]!;
-          const quiet =
-            head.shape === undefined || this.#quietShape === undefined || head.shape === this.#quietShape
-              ? this.#quietUntil
-              : Number.NEGATIVE_INFINITY;
+          const quiet = this.#quietFor(head.shape);
           const wait = Math.max(this.#lastEnd + this.#delayMs, quiet) - this.#clock.now();
           if (wait > 0) {
             await this.#clock.sleep(wait);
@@ -211,8 +260,15 @@ export class ModbusRequestQueue {
         }
         const next = this.#queue[0];
         if (!next) break;
+        if (next.background && this.#holds > 0) break; // pumped again when the last hold is released
         // Until the device proved its transaction ids, an answer must fit only one request in flight.
         if (this.#sameShapeInFlight(next)) break;
+        const fenced = next.shape !== undefined && this.#fences.has(next.shape);
+        if (fenced && this.#fencing) break; // pumped again when the fence completes
+        if (fenced && next.fence !== undefined) {
+          this.#sendFence(next.shape!, next.fence, next.what);
+          continue;
+        }
         const entry = this.#queue.shift()!;
         void this.#execute(entry).then(() => {
           this.#lastEnd = this.#clock.now();
@@ -222,6 +278,29 @@ export class ModbusRequestQueue {
     } finally {
       this.#running = false;
     }
+  }
+
+  /** Sends `fence` (see {@link ModbusRequestOptions.fence}) ahead of the request `what`; its outcome is ignored. */
+  #sendFence(shape: string, fence: () => Promise<unknown>, what: string): void {
+    this.#fences.delete(shape);
+    this.#fencing = true;
+    const entry: Entry = {
+      operation: fence,
+      what: `fence before ${what}`,
+      signal: undefined,
+      background: false,
+      fence: undefined,
+      isFence: true,
+      shape: undefined,
+      resolve: () => undefined,
+      reject: () => undefined,
+      settled: false,
+    };
+    void this.#execute(entry).then(() => {
+      this.#fencing = false;
+      this.#lastEnd = this.#clock.now();
+      void this.#pump();
+    });
   }
 
   #sameShapeInFlight(entry: Entry): boolean {
@@ -245,10 +324,45 @@ export class ModbusRequestQueue {
     }
   }
 
+  /**
+   * `entry` completed (answered, refused, or failed other than by its own timeout): when it went out after the
+   * last timeout and has another shape, any late answer a gateway held back was handed to it, so requests of
+   * the timed-out shape need no fence.
+   */
+  #answeredSince(entry: Entry): void {
+    if (this.#fences.size === 0 || entry.shape === undefined) return;
+    for (const [shape, sentBefore] of this.#fences) {
+      if (shape !== entry.shape && (entry.sent ?? 0) > sentBefore) this.#fences.delete(shape);
+    }
+  }
+
+  /**
+   * `entry` failed without its own answer (a timeout, an answer that did not fit): with the guard on, requests
+   * of its shape wait `lateAnswerGuardMs` of quiet, then a fence (see {@link ModbusRequestOptions.fence}).
+   */
+  #startQuiet(entry: Entry): void {
+    if (this.#guardMs <= 0 || entry.isFence === true) return;
+    this.#quiet.set(entry.shape, this.#clock.now() + this.#guardMs);
+    if (entry.shape !== undefined) this.#fences.set(entry.shape, this.#sent);
+  }
+
+  /** Until when a request of `shape` waits: its shape's quiet time and a shapeless one's; every one for a shapeless request. */
+  #quietFor(shape: string | undefined): number {
+    let until = Number.NEGATIVE_INFINITY;
+    const now = this.#clock.now();
+    for (const [quietShape, end] of this.#quiet) {
+      if (end <= now) this.#quiet.delete(quietShape);
+      else if (shape === undefined || quietShape === undefined || quietShape === shape) until = Math.max(until, end);
+    }
+    return until;
+  }
+
   #execute(entry: Entry): Promise<void> {
     entry.sent = ++this.#sent;
+    // A fence only has to take an answer a gateway hands out as soon as a request arrives.
+    const timeoutMs = entry.isFence === true ? Math.min(this.#timeoutMs, FENCE_TIMEOUT_MS) : this.#timeoutMs;
     // On the wire now: its caller's signal no longer concerns it (see run).
-    if (entry.onAbort) entry.signal?.removeEventListener("abort", entry.onAbort);
+    entry.stopWaiting?.();
     this.#inFlight.add(entry);
     return new Promise<void>((done) => {
       let timer: TimerHandle | undefined;
@@ -263,13 +377,10 @@ export class ModbusRequestQueue {
       entry.release = finish;
       timer = this.#clock.setTimeout(() => {
         timer = undefined;
-        if (this.#guardMs > 0) {
-          this.#quietUntil = this.#clock.now() + this.#guardMs;
-          this.#quietShape = entry.shape;
-        }
+        this.#startQuiet(entry);
         this.#settle(entry, false, modbusTimeoutError(this.#timeoutMs, entry.what));
         finish();
-      }, this.#timeoutMs);
+      }, timeoutMs);
       let promise: Promise<unknown>;
       try {
         promise = entry.operation();
@@ -278,11 +389,20 @@ export class ModbusRequestQueue {
       }
       promise.then(
         (value) => {
+          if (finished) return; // timed out (or failed) already: its outcome was settled then
           if (this.#inFlight.size > 1) this.#proveIds(entry);
+          this.#answeredSince(entry);
           this.#settle(entry, true, value);
           finish();
         },
         (error: unknown) => {
+          if (finished) return;
+          const failure = modbusFailureOf(error);
+          // An answer came (an exception, or one that did not fit): it took any answer held back for it.
+          if (failure !== "disconnected" && failure !== "timeout") this.#answeredSince(entry);
+          // An answer that did not fit (a mismatch, a pipeline desync) may not have been this request's own:
+          // its own may still come, stamped with a later request's id, like a late one.
+          if (typeof failure !== "number" && failure !== "disconnected") this.#startQuiet(entry);
           this.#settle(entry, false, error);
           finish();
         },

@@ -8,7 +8,10 @@ export interface ModbusUnitHealth {
   readonly unitId: number;
   /** `offline` after `unitHealth.offlineAfter` timeouts in a row; `online` again after any answer. */
   readonly state: EndpointState;
-  /** Timeouts (and gateway exceptions 10/11) since the unit last answered. */
+  /**
+   * Timeouts (and gateway exceptions 10/11) since the unit last answered, and reads it was left out of
+   * meanwhile (its probe pending): a dead unit is offline after `unitHealth.offlineAfter` of its reads.
+   */
   readonly consecutiveFailures: number;
   /** The last failure's message. */
   readonly lastError?: string;
@@ -81,6 +84,26 @@ export class ModbusUnitHealthMap {
         ...(nextProbeAt === undefined ? {} : { nextProbeAt }),
       });
     }
+  }
+
+  /**
+   * Counts a read `unitId` was left out of while suspect (its tags answered bad, its probe in the
+   * background) as one more failure, unless it already failed since `since` (ms on the driver's clock,
+   * the read's start): so a dead unit is named offline after `offlineAfter` of its reads, however many
+   * dead units share the one background probe. The last error stays the last real one; an offline unit
+   * is not counted (its probe stays due).
+   */
+  missedRead(unitId: number, since: number): void {
+    const entry = this.#entry(unitId);
+    // An offline unit is named already; a failure now would push its due probe out on the backoff.
+    if (entry === undefined || entry.state === "offline" || entry.consecutiveFailures === 0) return;
+    if ((entry.lastFailureAt ?? 0) >= since) return;
+    this.failed(unitId, new Error(entry.lastError ?? "no answer"));
+  }
+
+  /** Whether `unitId` is offline (`offlineAfter` failures in a row). */
+  offline(unitId: number): boolean {
+    return this.#entry(unitId)?.state === "offline";
   }
 
   /** Whether `unitId` has failed since it last answered (its requests go last in a read). */

@@ -10,8 +10,18 @@ export type ModbusRequestRunner = <T>(
   unitId: number,
   operation: (client: ModbusClient) => Promise<T>,
   what: string,
-  signal?: AbortSignal,
+  signal: AbortSignal | undefined,
+  shape: string,
 ) => Promise<T>;
+
+/**
+ * The shape of a write's answer (its echo): unit, function code, address and what the echo repeats (the
+ * value of FC 5 and 6, the masks of FC 22, the quantity of FC 15 and 16). A late echo of another write
+ * cannot fit it, a late read answer cannot either (the function differs); see `ModbusRequestOptions.shape`.
+ */
+function writeShape(unitId: number, functionCode: number, address: number, echoed: string | number): string {
+  return `${unitId}/fc${functionCode}/${address}/${echoed}`;
+}
 
 /** Splits `values` starting at `address` into chunks of at most `max`. */
 export function chunkWrite<TValue>(
@@ -89,11 +99,23 @@ export class ModbusWriter {
   ): Promise<void> {
     const { singleWriteFunctions, maxCoilsPerWrite } = this.#options;
     if (states.length === 1 && singleWriteFunctions) {
-      await this.#request(unitId, (client) => client.writeCoil(address, states[0]!), what, signal);
+      await this.#request(
+        unitId,
+        (client) => client.writeCoil(address, states[0]!),
+        what,
+        signal,
+        writeShape(unitId, 5, address, String(states[0])),
+      );
       return;
     }
     for (const chunk of chunkWrite(address, states, maxCoilsPerWrite)) {
-      await this.#request(unitId, (client) => client.writeCoils(chunk.address, chunk.values), what, signal);
+      await this.#request(
+        unitId,
+        (client) => client.writeCoils(chunk.address, chunk.values),
+        what,
+        signal,
+        writeShape(unitId, 15, chunk.address, chunk.values.length),
+      );
     }
   }
 
@@ -106,11 +128,23 @@ export class ModbusWriter {
   ): Promise<void> {
     const { singleWriteFunctions, maxRegistersPerWrite } = this.#options;
     if (registers.length === 1 && singleWriteFunctions) {
-      await this.#request(unitId, (client) => client.writeRegister(address, registers[0]!), what, signal);
+      await this.#request(
+        unitId,
+        (client) => client.writeRegister(address, registers[0]!),
+        what,
+        signal,
+        writeShape(unitId, 6, address, registers[0]!),
+      );
       return;
     }
     for (const chunk of chunkWrite(address, registers, maxRegistersPerWrite)) {
-      await this.#request(unitId, (client) => client.writeRegisters(chunk.address, chunk.values), what, signal);
+      await this.#request(
+        unitId,
+        (client) => client.writeRegisters(chunk.address, chunk.values),
+        what,
+        signal,
+        writeShape(unitId, 16, chunk.address, chunk.values.length),
+      );
     }
   }
 
@@ -125,7 +159,13 @@ export class ModbusWriter {
     if (this.#options.bitWriteMode === "mask-write") {
       const andMask = 0xffff & ~mask;
       const orMask = state ? mask : 0;
-      await this.#request(unitId, (client) => client.maskWriteRegister(address.address, andMask, orMask), what, signal);
+      await this.#request(
+        unitId,
+        (client) => client.maskWriteRegister(address.address, andMask, orMask),
+        what,
+        signal,
+        writeShape(unitId, 22, address.address, `${andMask}/${orMask}`),
+      );
       return;
     }
     // Read-modify-write is not atomic on the device; serialise it here so two bit writes to one register
@@ -140,6 +180,8 @@ export class ModbusWriter {
         (client) => client.readHoldingRegisters(address.address, 1),
         what,
         signal,
+        // The same shape as a read of one holding register (the driver's shapeOf): a late answer to one fits it.
+        `${unitId}/holding-register/2`,
       );
       const word = current.data[0] ?? 0;
       await this.#writeRegisters(unitId, address.address, [state ? word | mask : word & ~mask & 0xffff], what, signal);

@@ -1,3 +1,4 @@
+import { getEventListeners } from "node:events";
 import { afterEach, describe, expect, it } from "vitest";
 import { KilnError, MemoryStore, createControlSystem, defineTags, type Logger, type Sample } from "@kiln/core";
 import { ModbusDriver, ModbusSimulator, type ModbusDriverOptions, type ModbusUnitStatusChange } from "../src/index";
@@ -110,7 +111,8 @@ describe("a caller giving up while a request is on the wire", () => {
     await driver.read(unit1Tags);
     for (let attempt = 0; attempt < 3; attempt++) {
       const started = Date.now();
-      const error = await driver.write(unit2Tag, 7, deadline(30)).catch((caught: unknown) => caught);
+      // Another value each time: the same write again after a timeout would wait for quiet first (lateAnswerGuard).
+      const error = await driver.write(unit2Tag, 7 + attempt, deadline(30)).catch((caught: unknown) => caught);
       // The writer gets KILN_ABORTED at once, not at the request timeout...
       expect(KilnError.is(error, "KILN_ABORTED")).toBe(true);
       expect(Date.now() - started).toBeLessThan(140);
@@ -164,5 +166,29 @@ describe("requestTimeoutMs not below the acquisition deadline", () => {
     expect(deadlineWarnings).toHaveLength(1);
     expect(deadlineWarnings[0]!.fields).toMatchObject({ requestTimeoutMs: 200, deadlineMs: expect.any(Number) });
     expect(deadlineWarnings[0]!.message).toMatch(/200 ms.*\(\d+ ms/);
+  });
+});
+
+describe("one caller signal shared by many requests (adv12e LOW: MaxListenersExceededWarning)", () => {
+  it("12 concurrent reads and 12 in flight on one signal hold one abort listener, none after", async () => {
+    const { simulator, driver } = await startGateway({ maxInFlight: 12 });
+    simulator.injectDelay(20, { area: "holding-register", address: 0, unitId: 1 });
+    await driver.connect();
+    const warnings: string[] = [];
+    const onWarning = (warning: Error): void => void warnings.push(warning.name);
+    process.on("warning", onWarning);
+    try {
+      const controller = new AbortController();
+      const reads = Array.from({ length: 12 }, () => driver.read(unit1Tags, controller.signal));
+      await sleep(5);
+      expect(getEventListeners(controller.signal, "abort").length).toBeLessThanOrEqual(1);
+      const samples = await Promise.all(reads);
+      expect(samples.every(([sample]) => sample!.quality.severity === "good")).toBe(true);
+      expect(getEventListeners(controller.signal, "abort")).toHaveLength(0);
+      await sleep(10);
+      expect(warnings).not.toContain("MaxListenersExceededWarning");
+    } finally {
+      process.off("warning", onWarning);
+    }
   });
 });

@@ -137,7 +137,8 @@ describe.skipIf(!hasSocat)("Modbus RTU on a serial line (needs socat: apt-get in
     ["answers every third request late (steady state)", (index) => (index % 3 === 2 ? 420 : 0)],
   ];
   it.each(lateModes)("a late answer is never taken for the next request: the device %s", async (_, lateBy) => {
-    const driver = await connect();
+    // A block answered late on every read is backed off after 3 reads (block health); its probe is due 100 ms later.
+    const driver = await connect({ unitHealth: { offlineAfter: 3, probeInitialDelayMs: 100, probeMaxDelayMs: 100 } });
     device.registers.get(1)!.set([444], 40);
     const names = ["unit1.a", "unit1.b", "unit1.c"];
     const list = [tags.get("unit1.a"), tags.get("unit1.b"), tags.get("unit1.c")];
@@ -153,6 +154,7 @@ describe.skipIf(!hasSocat)("Modbus RTU on a serial line (needs socat: apt-get in
     }
     expect(good).toBeGreaterThan(0);
     device.lateBy = () => 0;
+    await new Promise((resolve) => setTimeout(resolve, 450));
     const after = await read(driver, names);
     for (const name of names) expect(after[name]).toMatchObject({ value: truth[name], quality: { severity: "good" } });
   });

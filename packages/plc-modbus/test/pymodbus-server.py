@@ -1,4 +1,5 @@
-# A third-party Modbus server (pymodbus) for the cross-check test: python3 pymodbus-server.py tcp PORT | rtu PATH
+# A third-party Modbus server (pymodbus) for the cross-check test: python3 pymodbus-server.py tcp PORT | rtu PATH | rtu-tcp PORT
+# (rtu-tcp: RTU frames over a TCP socket, the serial side of a gateway)
 import sys, struct
 from pymodbus.server import StartTcpServer, StartSerialServer
 from pymodbus.datastore import ModbusSequentialDataBlock, ModbusSlaveContext, ModbusServerContext
@@ -7,6 +8,7 @@ from pymodbus.transaction import ModbusRtuFramer
 registers = [0] * 100
 registers[0] = 111
 registers[20] = 222
+registers[50] = 555
 registers[30], registers[31] = struct.unpack(">HH", struct.pack(">f", 21.5))
 coils = [False] * 16
 coils[3] = True
@@ -20,5 +22,7 @@ unit = ModbusSlaveContext(
 context = ModbusServerContext(slaves={1: unit}, single=False)
 if sys.argv[1] == "tcp":
     StartTcpServer(context=context, address=("127.0.0.1", int(sys.argv[2])))
+elif sys.argv[1] == "rtu-tcp":
+    StartTcpServer(context=context, framer=ModbusRtuFramer, address=("127.0.0.1", int(sys.argv[2])))
 else:
     StartSerialServer(context=context, framer=ModbusRtuFramer, port=sys.argv[2], baudrate=19200, timeout=0.005)

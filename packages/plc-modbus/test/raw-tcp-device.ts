@@ -32,6 +32,11 @@ export type RawAnswer =
       readonly delayMs?: number;
       /** Sends the same answer again this long (ms) after the first (a stale duplicate). */
       readonly duplicateAfterMs?: number;
+      /**
+       * Sends the request's own plain answer (nothing changed) this long (ms) after this one: with `values`,
+       * a gateway that hands a late answer it held back to the next request first, then that one's own.
+       */
+      readonly thenOwnAfterMs?: number;
       /** Sends the answer without its last `cut` bytes (a frame cut short on the way; the header is intact). */
       readonly cut?: number;
       /** With `cut`: sends the whole answer right after the cut one (a gateway retrying). */
@@ -89,6 +94,9 @@ export async function startRawTcpDevice(
         const duplicate = reply.kind === "normal" ? reply.duplicateAfterMs : undefined;
         if (duplicate !== undefined)
           setTimeout(() => socket.destroyed || socket.write(build(request, reply)), duplicate);
+        const own = reply.kind === "normal" ? reply.thenOwnAfterMs : undefined;
+        if (own !== undefined)
+          setTimeout(() => socket.destroyed || socket.write(build(request, { kind: "normal" })), own);
         const send = (): void => {
           const built = build(request, reply);
           const trailing = reply.kind === "normal" ? (reply.trailing ?? 0) : 0;

@@ -1,6 +1,7 @@
+import { getEventListeners } from "node:events";
 import { describe, expect, test } from "vitest";
 import { KilnError } from "../domain/errors";
-import { abortError, raceAbort, untilAbort } from "./abort";
+import { abortError, onAbort, raceAbort, untilAbort } from "./abort";
 
 describe("raceAbort", () => {
   test("settles like the promise when the signal never aborts", async () => {
@@ -44,5 +45,50 @@ describe("raceAbort", () => {
     expect(abortError(AbortSignal.abort(new KilnError("KILN_NOT_CONNECTED", "closed"))).code).toBe(
       "KILN_NOT_CONNECTED",
     );
+  });
+});
+
+describe("one abort listener per signal (adv12e: MaxListenersExceededWarning at maxInFlight 10+)", () => {
+  test("twenty races on one signal hold one listener, all reject on abort, and the listener goes with the last", async () => {
+    const controller = new AbortController();
+    const races = Array.from({ length: 20 }, (_, index) =>
+      raceAbort(new Promise(() => undefined), controller.signal, `request ${index}`),
+    );
+    expect(getEventListeners(controller.signal, "abort")).toHaveLength(1);
+    controller.abort();
+    const errors = await Promise.all(races.map((race) => race.catch((error: unknown) => error)));
+    expect(errors.every((error) => KilnError.is(error, "KILN_ABORTED"))).toBe(true);
+    expect(getEventListeners(controller.signal, "abort")).toHaveLength(0);
+  });
+
+  test("races that settle remove their callback; the listener is gone once none waits", async () => {
+    const controller = new AbortController();
+    const resolvers: (() => void)[] = [];
+    const races = Array.from({ length: 12 }, () =>
+      raceAbort(new Promise<void>((resolve) => resolvers.push(resolve)), controller.signal),
+    );
+    expect(getEventListeners(controller.signal, "abort")).toHaveLength(1);
+    for (const resolve of resolvers.slice(0, 11)) resolve();
+    await Promise.all(races.slice(0, 11));
+    expect(getEventListeners(controller.signal, "abort")).toHaveLength(1);
+    resolvers[11]!();
+    await races[11];
+    expect(getEventListeners(controller.signal, "abort")).toHaveLength(0);
+    // A new waiter after the last one left adds the listener again, and abort still reaches it.
+    const late = raceAbort(new Promise(() => undefined), controller.signal);
+    controller.abort();
+    await expect(late).rejects.toMatchObject({ code: "KILN_ABORTED" });
+  });
+
+  test("onAbort: a disposed callback is not called, an already aborted signal calls at once", () => {
+    const controller = new AbortController();
+    const calls: string[] = [];
+    const disposeA = onAbort(controller.signal, () => calls.push("a"));
+    onAbort(controller.signal, () => calls.push("b"));
+    disposeA();
+    controller.abort();
+    expect(calls).toEqual(["b"]);
+    onAbort(controller.signal, () => calls.push("c"));
+    expect(calls).toEqual(["b", "c"]);
   });
 });

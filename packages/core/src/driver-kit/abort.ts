@@ -30,22 +30,84 @@ export function raceAbort<T>(promise: Promise<T>, signal: AbortSignal | undefine
     return Promise.reject(abortError(signal, what));
   }
   return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => {
+    const dispose = onAbort(signal, () => {
       promise.catch(() => undefined);
       reject(abortError(signal, what));
-    };
-    signal.addEventListener("abort", onAbort, { once: true });
+    });
     promise.then(
       (value) => {
-        signal.removeEventListener("abort", onAbort);
+        dispose();
         resolve(value);
       },
       (error: unknown) => {
-        signal.removeEventListener("abort", onAbort);
+        dispose();
         reject(error);
       },
     );
   });
+}
+
+/** The callbacks waiting on each signal, behind the one listener {@link onAbort} adds to it. */
+const waiting = new WeakMap<AbortSignal, Set<() => void>>();
+/** The `abort` listener behind each set of waiting callbacks. */
+const listeners = new WeakMap<Set<() => void>, () => void>();
+
+/**
+ * Calls `callback` once when `signal` aborts (at once, synchronously, when it has aborted already) and
+ * returns a disposer that stops waiting. However many callers wait on one signal, it holds a single
+ * `abort` listener, which fans out to them and is removed when the last one stops waiting: a caller's
+ * signal shared by many concurrent requests (a shutdown signal, `maxInFlight` requests of one read) never
+ * trips Node's `MaxListenersExceededWarning`. A callback that throws is rethrown in a microtask (an uncaught
+ * exception, as from a listener) without keeping the others from running.
+ *
+ * @example
+ * const dispose = onAbort(signal, () => socket.destroy());
+ * try { await work(); } finally { dispose(); }
+ */
+export function onAbort(signal: AbortSignal, callback: () => void): () => void {
+  if (signal.aborted) {
+    callback();
+    return () => undefined;
+  }
+  let callbacks = waiting.get(signal);
+  if (callbacks === undefined) {
+    const set = new Set<() => void>();
+    callbacks = set;
+    waiting.set(signal, set);
+    const fanOut = (): void => {
+      waiting.delete(signal);
+      for (const waiter of [...set]) {
+        try {
+          waiter();
+        } catch (error) {
+          queueMicrotask(() => {
+            throw error;
+          });
+        }
+      }
+      set.clear();
+    };
+    signal.addEventListener("abort", fanOut, { once: true });
+    listeners.set(set, fanOut);
+  }
+  const set = callbacks;
+  let active = true;
+  const entry = (): void => {
+    if (!active) return;
+    active = false;
+    callback();
+  };
+  set.add(entry);
+  return () => {
+    if (!active) return;
+    active = false;
+    set.delete(entry);
+    if (set.size === 0 && waiting.get(signal) === set) {
+      waiting.delete(signal);
+      const fanOut = listeners.get(set);
+      if (fanOut) signal.removeEventListener("abort", fanOut);
+    }
+  };
 }
 
 /** A promise that never settles on its own: it rejects with {@link abortError} when `signal` aborts. */

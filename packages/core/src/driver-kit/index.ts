@@ -1,4 +1,4 @@
-export { abortError, raceAbort, untilAbort } from "./abort";
+export { abortError, onAbort, raceAbort, untilAbort } from "./abort";
 export { checkBackoff, reconnectDelay, type ReconnectBackoff } from "./backoff";
 export type { RetryInfo, RetryJitter, RetryPolicyOptions } from "../resilience/retry";
 // For adapters that write into a Store themselves (a Sparkplug host): the port policy composition

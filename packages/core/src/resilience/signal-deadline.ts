@@ -5,7 +5,22 @@ interface Deadline {
   readonly at: number;
 }
 
-const deadlines = new WeakMap<AbortSignal, Deadline>();
+/**
+ * The deadlines, in one registry per process under a `Symbol.for` key on `globalThis`: an application
+ * that ends up with two copies of `@kiln/core` (a driver package resolving its own) still has the
+ * core's `withTimeout` of one copy and a driver's `signalTimeLeft` of the other agree, instead of the
+ * driver silently seeing no deadline.
+ */
+const deadlines: WeakMap<AbortSignal, Deadline> = sharedRegistry();
+
+function sharedRegistry(): WeakMap<AbortSignal, Deadline> {
+  const key = Symbol.for("@kiln/core/signal-deadlines@1");
+  const existing = (globalThis as Record<symbol, unknown>)[key];
+  if (existing instanceof WeakMap) return existing as WeakMap<AbortSignal, Deadline>;
+  const registry = new WeakMap<AbortSignal, Deadline>();
+  Object.defineProperty(globalThis, key, { value: registry, enumerable: false, configurable: false, writable: false });
+  return registry;
+}
 
 /**
  * Records that `signal` will abort when `clock` reaches `at` (ms on that clock): the caller's time

@@ -1,5 +1,5 @@
 import { getEventListeners } from "node:events";
-import { describe, expect, test } from "vitest";
+import { describe, expect, test, vi } from "vitest";
 import { KilnError } from "../domain/errors";
 import { SimulatedClock } from "../memory/simulated-clock";
 import { signalTimeLeft } from "./signal-deadline";
@@ -138,5 +138,19 @@ describe("withTimeout", () => {
     expect(() => withTimeout(async () => 1, { clock, timeoutMs: timeoutMs as number })).toThrow(
       typeof timeoutMs === "number" && !Number.isNaN(timeoutMs) ? RangeError : TypeError,
     );
+  });
+});
+
+describe("signal deadlines across copies of @kiln/core (adv12e LOW)", () => {
+  test("a deadline set by one copy of the module is seen by another copy", async () => {
+    vi.resetModules();
+    const copyA = await import("./signal-deadline");
+    vi.resetModules();
+    const copyB = await import("./signal-deadline");
+    expect(copyA.signalTimeLeft).not.toBe(copyB.signalTimeLeft);
+    const signal = new AbortController().signal;
+    copyA.setSignalDeadline(signal, { now: () => 1_000 } as never, 3_000);
+    expect(copyB.signalTimeLeft(signal)).toBe(2_000);
+    expect(copyB.signalTimeLeft(new AbortController().signal)).toBeUndefined();
   });
 });
