@@ -234,6 +234,47 @@ describe("acks the edge node must not believe", () => {
     expect(acknowledgement(node).lastAckAgeMs).toBeGreaterThanOrEqual(0);
   });
 
+  test("a rebirth request starts a new epoch: what was published and not acknowledged is sent again as historical DDATA after the births; an ack of the old numbering releases none of it", async () => {
+    const { fixture, node } = await ackedNode();
+    const bdSeq = node.health().bdSeq!;
+    const client = fixture.recorder.client;
+    const oldThrough = node.health().published.dataMessages;
+    const unacknowledged = acknowledgement(node).unacknowledgedSamples;
+    const from = fixture.recorder.messages.length;
+    await client.publishAsync(
+      NCMD,
+      Buffer.from(
+        encodePayload({
+          timestamp: Date.now(),
+          metrics: [{ name: "Node Control/Rebirth", timestamp: Date.now(), datatype: "Boolean", value: true }],
+        }),
+      ),
+      { qos: 1 },
+    );
+    const nbirth = await fixture.recorder.waitFor(
+      (message) => fixture.recorder.messages.indexOf(message) >= from && ofType("NBIRTH")(message),
+      5_000,
+    );
+    // The NBIRTH carries the count so far: the host numbers on from there.
+    expect(
+      Number(nbirth.payload!.metrics.find((metric) => metric.name === AWAIT_ACKS_METRIC)!.value),
+    ).toBeGreaterThanOrEqual(oldThrough);
+    await expect.poll(() => node.health().storeAndForward!.backlogSamples, { timeout: 5_000 }).toBe(0);
+    const historical = fixture.recorder.messages
+      .slice(from)
+      .filter(ofType("DDATA"))
+      .flatMap((message) => message.payload!.metrics.filter((metric) => metric.isHistorical === true));
+    expect(historical.length).toBeGreaterThanOrEqual(unacknowledged);
+    // An ack numbered before the rebirth covers nothing sent since.
+    await client.publishAsync(
+      NCMD,
+      ack(oldThrough, { bdSeq: { type: "UInt64", value: bdSeq }, hostId: { type: "String", value: HOST } }),
+      { qos: 1 },
+    );
+    await expect.poll(() => acknowledgement(node).acks.accepted, { timeout: 5_000 }).toBe(1);
+    expect(acknowledgement(node).samplesAcknowledged).toBe(0);
+  });
+
   test("awaitHostAcks without storeAndForward or without primaryHostId is refused, naming the field", async () => {
     const fixture = await edgeFixture();
     cleanups.push(() => fixture.close());
