@@ -49,7 +49,8 @@ const node = new SparkplugEdgeNode({
   storeAndForward: { path: join(scratch, `${edgeNodeId}.journal`) },
   // Every published sample stays journaled until the host acknowledges it stored it (ADR 0037):
   // what a killed host had received and not committed is sent again to the next one.
-  awaitHostAcks: true,
+  // KILN_FLEET_AWAIT_ACKS=0 turns it off, to watch the case lose what the killed host held.
+  awaitHostAcks: process.env.KILN_FLEET_AWAIT_ACKS !== "0",
 });
 let dropped = 0;
 const drops: string[] = [];
