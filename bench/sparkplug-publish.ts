@@ -1,5 +1,8 @@
 import { SimulatedPlc, createControlSystem, defineTags, GOOD, type ControlSystem, type Sample } from "@kiln/core";
-import { SparkplugEdgeNode, encodePayload, sparkplugTopic } from "@kiln/sparkplug";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { SparkplugEdgeNode, encodeHostState, encodePayload, sparkplugTopic } from "@kiln/sparkplug";
 import { startTestBroker, type TestBroker } from "@kiln/sparkplug/testing";
 import mqtt, { type MqttClient } from "mqtt";
 import { machine, round } from "./harness";
@@ -12,9 +15,23 @@ import { machine, round } from "./harness";
  * process. Baseline, in the same run: a raw MQTT.js client publishing the same DDATA, encoded
  * beforehand, to the same subscriber. Alternating rounds, best of each side. Target: ratio ≥ 0.8.
  * `cvtOnly` is the rate of the same CVT updates with no edge node (the control system's share).
+ *
+ * With `KILN_BENCH_AWAIT_ACKS=1` the edge node runs with `awaitHostAcks` (ADR 0037): a primary
+ * host (a retained STATE online, no host acknowledging), store-and-forward on a journal file in a
+ * temporary folder, every DDATA's samples appended to it; timed until the subscriber has every
+ * DDATA and the journal every record.
  */
 export async function run(): Promise<Record<string, unknown>> {
   const broker = await startTestBroker();
+  if (AWAIT_ACKS) {
+    const client = await mqtt.connectAsync(broker.url, { clean: true });
+    await client.publishAsync(
+      `spBv1.0/STATE/${HOST}`,
+      Buffer.from(encodeHostState({ online: true, timestamp: Date.now() })),
+      { qos: 1, retain: true },
+    );
+    await client.endAsync();
+  }
   try {
     const kiln = { rate: 0 };
     const baseline = { rate: 0 };
@@ -30,6 +47,7 @@ export async function run(): Promise<Record<string, unknown>> {
     return {
       name: "sparkplug-publish",
       unit: "metrics/s",
+      awaitHostAcks: AWAIT_ACKS,
       broker: broker.kind,
       tags: TAGS,
       changes: CHANGES,
@@ -55,6 +73,8 @@ const DEVICE = "machine-1";
 const TAGS = 100;
 const CHANGES = 2_000;
 const ROUNDS = 3;
+const AWAIT_ACKS = process.env.KILN_BENCH_AWAIT_ACKS === "1";
+const HOST = "bench-host";
 const NAMES = Array.from({ length: TAGS }, (_unused, index) => `sensor.s${String(index).padStart(3, "0")}`);
 
 function valueOf(change: number, tag: number): number {
@@ -119,12 +139,16 @@ async function measureCvtOnly(roundIndex: number): Promise<number> {
 async function measureNode(broker: TestBroker, roundIndex: number): Promise<{ rate: number; lost: number }> {
   const kiln = await system();
   const sub = await subscriber(broker);
+  const folder = AWAIT_ACKS ? await mkdtemp(join(tmpdir(), "kiln-bench-acks-")) : undefined;
   const node = new SparkplugEdgeNode({
     system: kiln,
     brokerUrl: broker.url,
     groupId: GROUP,
     edgeNodeId: NODE,
     principal: { id: "bench", roles: ["viewer"] },
+    ...(folder === undefined
+      ? {}
+      : { primaryHostId: HOST, awaitHostAcks: true, storeAndForward: { path: join(folder, "forward.journal") } }),
   });
   await node.start();
   await until(() => sub.births() > 0, 10_000);
@@ -138,8 +162,15 @@ async function measureNode(broker: TestBroker, roundIndex: number): Promise<{ ra
   }
   const messages = node.health().published.dataMessages - before;
   await until(() => sub.received() >= messages, 60_000);
+  // Every published sample in the journal too (nothing waiting to be appended).
+  if (AWAIT_ACKS)
+    await until(() => {
+      const forward = node.health().storeAndForward!;
+      return forward.samplesStored > 0 && forward.samplesStored === forward.acknowledgement!.unacknowledgedSamples;
+    }, 120_000);
   const elapsed = (performance.now() - started) / 1_000;
   await node.stop();
+  if (folder !== undefined) await rm(folder, { recursive: true, force: true });
   await sub.client.endAsync();
   await kiln.stop();
   return { rate: (TAGS * CHANGES) / elapsed, lost: TAGS * CHANGES - messages * TAGS };

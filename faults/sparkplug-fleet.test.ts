@@ -19,6 +19,11 @@ const TAGS = Number(process.env.KILN_FLEET_TAGS ?? 1_000);
 const PERIOD_MS = Number(process.env.KILN_FLEET_PERIOD_MS ?? 1_000);
 /** Wall time of each calm stretch between faults, and of each outage, in ms. */
 const STRETCH_MS = Number(process.env.KILN_FLEET_STRETCH_MS ?? 8_000);
+/**
+ * How long the first host waits before each store write, in ms: it runs behind, so it holds
+ * samples it has not committed when it is killed (what the edge nodes' acks must cover).
+ */
+const HOST_LAG_MS = Number(process.env.KILN_FLEET_HOST_LAG_MS ?? 400);
 
 const GROUP = "fleet";
 const HOST_ID = "fleet-host";
@@ -35,6 +40,8 @@ interface EdgeHealth {
   readonly births: number;
   readonly metrics: number;
   readonly backlogSamples: number;
+  readonly unacknowledgedSamples: number;
+  readonly samplesAcknowledged: number;
   readonly samplesStored: number;
   readonly samplesReplayed: number;
   readonly samplesDropped: number;
@@ -71,20 +78,13 @@ function hostSummary(health: HostCounters | undefined): Record<string, number> |
 const mosquitto = mosquittoAvailability();
 // The suite's own cluster; without its binaries, the server at DATABASE_URL (schema dropped first).
 const sharedDatabase = clusterUnavailable === undefined ? undefined : process.env.DATABASE_URL || undefined;
-// Opt-in until issue 19's host-crash gap is closed: a SparkplugHost killed while behind loses what
-// the broker had delivered to it and it had not written (DDATA is QoS 0 and Sparkplug has no way
-// for a host to say what it has stored), so this case fails whenever the host lags at its kill.
-// It stays here, runnable, as the proof the fix must pass (docs/northbound/sparkplug.md).
-const OPT_IN =
-  process.env.KILN_FLEET === "1"
-    ? undefined
-    : "opt-in (set KILN_FLEET=1): it fails today when the host is killed while behind, a known gap (issue 19)";
+// A SparkplugHost killed while behind loses what the broker had delivered to it and it had not
+// written (DDATA is QoS 0); the edge nodes run with awaitHostAcks (ADR 0037), so they keep every
+// published sample until the host acknowledges it stored it, and send the rest to the next host.
 const unavailable =
-  OPT_IN ??
   (sharedDatabase === undefined ? clusterUnavailable : undefined) ??
   (mosquitto.available ? undefined : mosquitto.reason);
-if (OPT_IN !== undefined) console.log(`[faults] Sparkplug fleet case skipped: ${OPT_IN}`);
-else if (!mosquitto.available) console.log(`[faults] Sparkplug fleet case skipped: ${mosquitto.reason}`);
+if (!mosquitto.available) console.log(`[faults] Sparkplug fleet case skipped: ${mosquitto.reason}`);
 else if (sharedDatabase === undefined) announceSkip("Sparkplug fleet case");
 
 function percentile(sorted: Int32Array, fraction: number): number | null {
@@ -186,7 +186,7 @@ async function countWindows(
 }
 
 describe.skipIf(unavailable !== undefined)(
-  `A Sparkplug fleet through a broker crash and a host crash (needs KILN_FLEET=1: opt-in while the host-crash gap of issue 19 is open) ${NEEDS_POSTGRES_BINARIES.replace(")", ", or set DATABASE_URL)")} ${NEEDS_MOSQUITTO}`,
+  `A Sparkplug fleet through a broker crash and a host crash ${NEEDS_POSTGRES_BINARIES.replace(")", ", or set DATABASE_URL)")} ${NEEDS_MOSQUITTO}`,
   () => {
     const env = useFaultCluster();
     let broker: TestBroker | undefined;
@@ -225,6 +225,7 @@ describe.skipIf(unavailable !== undefined)(
           database,
           SCHEMA,
           join(scratch, `latency-${hosts}`),
+          String(hosts === 1 ? HOST_LAG_MS : 0),
         ]);
         processes.push(host as ReportingProcess<unknown, unknown>);
         return host;
@@ -304,6 +305,7 @@ describe.skipIf(unavailable !== undefined)(
         tags: TAGS,
         periodMs: PERIOD_MS,
         stretchMs: STRETCH_MS,
+        hostLagMs: HOST_LAG_MS,
         expected: counts.expected,
         stored: counts.stored,
         lost: counts.lost,
@@ -313,6 +315,8 @@ describe.skipIf(unavailable !== undefined)(
         droppedByKiln,
         edgeStoredForForward: finals.reduce((sum, final) => sum + final.samplesStored, 0),
         edgeReplayed: finals.reduce((sum, final) => sum + final.samplesReplayed, 0),
+        edgeAcknowledged: finals.reduce((sum, final) => sum + final.samplesAcknowledged, 0),
+        edgeUnacknowledgedAtEnd: finals.reduce((sum, final) => sum + final.unacknowledgedSamples, 0),
         // The killed host's last report (250 ms at most before the kill), then the second host's final one.
         killedHost: hostSummary(killedHost.last),
         secondHost: hostSummary(hostFinal),

@@ -1,7 +1,8 @@
 /**
  * One edge node of the fleet case: a Kiln system on a SimulatedPlc whose every tag counts 0, 1,
  * 2... one step per scan (a per-tag sequence number), published by a `SparkplugEdgeNode` with
- * store-and-forward on a durable journal, waiting for the primary host's STATE.
+ * store-and-forward on a durable journal, waiting for the primary host's STATE and keeping every
+ * published sample until the host acknowledges it (`awaitHostAcks`, ADR 0037).
  *
  * Prints `health <json>` (the node's link and counters) every 250 ms. On SIGTERM it notes each
  * tag's last value the CVT produced, lets the node publish it (waits for the next scan, an empty
@@ -46,6 +47,10 @@ const node = new SparkplugEdgeNode({
   reconnect: { initialDelayMs: 200, maxDelayMs: 1_000 },
   // The default limits (64 MiB, 1,000,000 samples): the case must drop nothing with them.
   storeAndForward: { path: join(scratch, `${edgeNodeId}.journal`) },
+  // Every published sample stays journaled until the host acknowledges it stored it (ADR 0037):
+  // what a killed host had received and not committed is sent again to the next one.
+  // KILN_FLEET_AWAIT_ACKS=0 turns it off, to watch the case lose what the killed host held.
+  awaitHostAcks: process.env.KILN_FLEET_AWAIT_ACKS !== "0",
 });
 let dropped = 0;
 const drops: string[] = [];
@@ -79,6 +84,8 @@ function counters(): Record<string, unknown> {
     dataMessages: health.published.dataMessages,
     metrics: health.published.metrics,
     backlogSamples: forward.backlogSamples,
+    unacknowledgedSamples: forward.acknowledgement?.unacknowledgedSamples,
+    samplesAcknowledged: forward.acknowledgement?.samplesAcknowledged,
     samplesStored: forward.samplesStored,
     samplesReplayed: forward.samplesReplayed,
     samplesDropped: forward.samplesDropped,

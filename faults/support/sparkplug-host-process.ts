@@ -11,14 +11,18 @@
  * Prints `health <json>` (the host's sample counters and edge node states) every 250 ms; on
  * SIGTERM it stops the host (which drains its queue into the store), prints `final <json>`, exits 0.
  *
- * Usage: sparkplug-host-process.ts <broker url> <group> <host id> <database url> <schema> <latency file>
+ * With `<write delay ms>` each `writeBatch` waits that long before it writes: a host that runs
+ * behind, so that killing it loses what it holds unless the edge nodes await its acks.
+ *
+ * Usage: sparkplug-host-process.ts <broker url> <group> <host id> <database url> <schema> <latency file> [<write delay ms>]
  */
 import { appendFileSync } from "node:fs";
 import type { Sample, Store } from "@kiln/core";
 import { SparkplugHost, type SparkplugHostEdgeNodeHealth, type SparkplugHostHealth } from "@kiln/sparkplug";
 import { PostgresStore } from "@kiln/store-postgres";
 
-const [brokerUrl, groupId, hostId, databaseUrl, schema, latencyFile] = process.argv.slice(2);
+const [brokerUrl, groupId, hostId, databaseUrl, schema, latencyFile, writeDelayMs] = process.argv.slice(2);
+const writeDelay = Number(writeDelayMs ?? 0);
 if (!brokerUrl || !groupId || !hostId || !databaseUrl || !schema || !latencyFile) {
   throw new Error(
     "usage: sparkplug-host-process.ts <broker url> <group> <host id> <database url> <schema> <latency file>",
@@ -30,6 +34,7 @@ const live = new Set<string>();
 const key = (tag: string, timestamp: number): string => `${tag}\u0000${timestamp}`;
 
 async function writeBatch(samples: readonly Sample[]): ReturnType<Store["samples"]["writeBatch"]> {
+  if (writeDelay > 0) await new Promise((resolve) => setTimeout(resolve, writeDelay));
   const result = await store.samples.writeBatch(samples);
   const now = Date.now();
   const liveMs: number[] = [];

@@ -103,6 +103,8 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
         principal: { id: "fleet-host", roles: ["viewer"] },
         reconnect: { initialDelayMs: 500, maxDelayMs: 5_000 },
         storeAndForward: {},
+        // The host is a Kiln SparkplugHost: keep what was published until it says it stored it (ADR 0037).
+        awaitHostAcks: true,
       });
       await system.start();
       cleanups.push(() => system.stop());

@@ -28,7 +28,7 @@ import {
 } from "@kiln/core/driver-kit";
 import { memoryBdSeqStore, type BdSeqStore } from "./bdseq-store";
 import { CommandDropAudit, type DroppedCommandReason } from "./command-drop-audit";
-import { JournalBacklog, MemoryBacklog, type ForwardBacklog } from "./forward-backlog";
+import { JournalBacklog, MemoryBacklog, type ForwardBacklog, type SentMark } from "./forward-backlog";
 import { mqttConnect } from "./mqtt-client";
 import { sparkplugDataTypeOfTag, type SparkplugMetricDataType } from "./datatypes";
 import { decodeHostState } from "./host-state";
@@ -48,6 +48,20 @@ export const REBIRTH_METRIC = "Node Control/Rebirth";
 export const BDSEQ_METRIC = "bdSeq";
 /** The machine-state metric of each device (String). Tag names cannot hold a space, so it never clashes with a tag. */
 export const MACHINE_STATE_METRIC = "Kiln/Machine State";
+/**
+ * The NBIRTH metric (UInt64) by which an edge node with `awaitHostAcks` asks a Kiln host for
+ * acknowledgements (ADR 0037): its value is the number of DDATA messages the node published in
+ * this MQTT session (bdSeq) before this birth, so the host numbers the DDATA that follow
+ * (value + 1, + 2...) as the node does. A host that does not know it stores it as a metric.
+ */
+export const AWAIT_ACKS_METRIC = "Kiln/Await Acks";
+/**
+ * The NCMD metric (UInt64) by which a Kiln host acknowledges what it stored (ADR 0037): its value
+ * is the number (in the edge node's session, counted from 1) of the newest DDATA message all of
+ * whose samples, and those of every DDATA before it, are committed to its store. Properties:
+ * `bdSeq` (UInt64, the session acknowledged) and `hostId` (String, the host that stored them).
+ */
+export const STORED_THROUGH_METRIC = "Kiln/Stored Through";
 
 /**
  * Property keys on every device metric (see docs/northbound/sparkplug.md):
@@ -167,6 +181,31 @@ export interface SparkplugEdgeNodeOptions {
    * latest value only, and the changes in between are counted in `samplesNotPublished`
    */
   readonly storeAndForward?: SparkplugStoreAndForwardOptions;
+  /**
+   * Keep every published DDATA's samples in the store-and-forward journal until the primary host
+   * acknowledges it stored them (ADR 0037): only for a Kiln `SparkplugHost` as primary host
+   * (others never acknowledge, and the journal fills up to its limit). The NBIRTH then declares
+   * {@link AWAIT_ACKS_METRIC}; acks come as NCMD {@link STORED_THROUGH_METRIC} and release the
+   * records they cover durably. What is unacknowledged when a new birth goes out (a new session,
+   * the primary host back, a rebirth) is sent again as `is_historical` DDATA before the rest of the
+   * backlog. Needs `storeAndForward` and `primaryHostId`. The journal's records are then also held
+   * in memory (at most `storeAndForward.maxBytes`). @default false
+   */
+  readonly awaitHostAcks?: boolean;
+}
+
+/** The acknowledgement part of {@link SparkplugStoreAndForwardHealth} (with `awaitHostAcks`, ADR 0037). */
+export interface SparkplugAcknowledgementHealth {
+  /** Samples published and kept until the host acknowledges them (live and replayed). */
+  readonly unacknowledgedSamples: number;
+  /** Records (journal records) published and not yet acknowledged. */
+  readonly unacknowledgedRecords: number;
+  /** Age of the last accepted acknowledgement, in ms (by the node's clock); undefined before the first. */
+  readonly lastAckAgeMs?: number;
+  /** Samples released by acknowledgements since start. */
+  readonly samplesAcknowledged: number;
+  /** Acknowledgements accepted, ignored (another host, an old bdSeq) and refused (malformed, counted in `commands.malformed` too). */
+  readonly acks: { readonly accepted: number; readonly ignored: number; readonly refused: number };
 }
 
 /** The store-and-forward part of {@link SparkplugEdgeNodeHealth}. */
@@ -200,6 +239,11 @@ export interface SparkplugStoreAndForwardHealth {
   readonly samplesDropped: number;
   /** What was found in the journal when it was opened (records and samples from an earlier run). */
   readonly recovered?: { readonly records: number; readonly samples: number; readonly unreadableRecords: number };
+  /**
+   * With `awaitHostAcks`: what is published and not yet acknowledged. `backlogSamples` and
+   * `backlogRecords` then count what is still to be sent only.
+   */
+  readonly acknowledgement?: SparkplugAcknowledgementHealth;
 }
 
 /** What {@link SparkplugEdgeNode.health} reports. */
@@ -480,12 +524,25 @@ export class SparkplugEdgeNode {
   };
   /** DCMD messages received and not yet handled (the one in hand included). */
   #commandsQueued = 0;
+  // ---- host acknowledgements (ADR 0037) ----
+  readonly #awaitAcks: boolean;
+  /** DDATA messages published in this MQTT session (live and historical): the numbers acks name. */
+  #dataCount = 0;
+  /** Bumped at every birth: what was sent before it and not acknowledged is sent again after it. */
+  #epoch = 0;
+  /** The newest acknowledgement accepted in this epoch. */
+  #acked: SentMark | undefined;
+  #lastAckAt: number | undefined;
+  /** Samples published live and not yet appended to the journal. */
+  #storingSent = 0;
+  #ackCounts = { accepted: 0, ignored: 0, refused: 0, samples: 0 };
 
   /**
    * Checks the options; connects nothing (see {@link SparkplugEdgeNode.start}).
    * @throws KilnValidationError `KILN_VALIDATION` for an invalid group, edge node, device or
    *   host id (empty, or holding `+`, `/`, `#`), a bad `reconnect` backoff, a missing principal,
-   *   or bad `storeAndForward` options (each field named: `storeAndForward.maxSamples`...).
+   *   or bad `storeAndForward` options (each field named: `storeAndForward.maxSamples`...);
+   *   `awaitHostAcks` without `storeAndForward` or without `primaryHostId` (path `awaitHostAcks`).
    */
   constructor(options: SparkplugEdgeNodeOptions) {
     this.#options = options;
@@ -516,6 +573,19 @@ export class SparkplugEdgeNode {
       source: options.principal.source ?? `sparkplug:${options.groupId}/${options.edgeNodeId}`,
     };
     this.#forward = options.storeAndForward === undefined ? undefined : forwardSettings(options.storeAndForward);
+    if (options.awaitHostAcks !== undefined && typeof options.awaitHostAcks !== "boolean")
+      throw new KilnValidationError("Sparkplug edge node options", [
+        { path: "awaitHostAcks", message: "must be true or false" },
+      ]);
+    if (options.awaitHostAcks === true) {
+      const issues: ValidationIssue[] = [];
+      if (options.storeAndForward === undefined)
+        issues.push({ path: "awaitHostAcks", message: "needs storeAndForward (the journal keeps what awaits an ack)" });
+      if (options.primaryHostId === undefined)
+        issues.push({ path: "awaitHostAcks", message: "needs primaryHostId (only the primary host's acks count)" });
+      if (issues.length > 0) throw new KilnValidationError("Sparkplug edge node options", issues);
+    }
+    this.#awaitAcks = options.awaitHostAcks === true;
     this.#clock = options.clock ?? new SystemClock();
     this.#dropAudit = new CommandDropAudit(this.#clock, (reason, messages) => this.#auditDrops(reason, messages));
     this.#bdSeqStore = options.bdSeqStore ?? memoryBdSeqStore();
@@ -707,10 +777,11 @@ export class SparkplugEdgeNode {
   #forwardHealth(forward: ForwardSettings): SparkplugStoreAndForwardHealth {
     const backlog = this.#backlog;
     const oldest = backlog?.oldestTimestamp;
+    const tally = this.#awaitAcks ? backlog?.tally(this.#epoch) : undefined;
     return {
       durable: backlog?.durable ?? (forward.path !== undefined || forward.journal !== undefined),
-      backlogSamples: (backlog?.samples ?? 0) + this.#storing,
-      backlogRecords: backlog?.records ?? 0,
+      backlogSamples: (tally === undefined ? (backlog?.samples ?? 0) : tally.unsentSamples) + this.#storing,
+      backlogRecords: tally === undefined ? (backlog?.records ?? 0) : tally.unsentRecords,
       backlogBytes: backlog?.bytes ?? 0,
       maxBytes: forward.maxBytes,
       maxSamples: forward.maxSamples,
@@ -720,6 +791,23 @@ export class SparkplugEdgeNode {
       samplesReplayed: this.#counts.replayed,
       samplesDropped: this.#counts.forwardDropped,
       ...(this.#recovered === undefined ? {} : { recovered: this.#recovered }),
+      ...(this.#awaitAcks
+        ? {
+            acknowledgement: {
+              unacknowledgedSamples: (tally?.sentSamples ?? 0) + this.#storingSent,
+              unacknowledgedRecords: tally?.sentRecords ?? 0,
+              ...(this.#lastAckAt === undefined
+                ? {}
+                : { lastAckAgeMs: Math.max(0, this.#clock.now() - this.#lastAckAt) }),
+              samplesAcknowledged: this.#ackCounts.samples,
+              acks: {
+                accepted: this.#ackCounts.accepted,
+                ignored: this.#ackCounts.ignored,
+                refused: this.#ackCounts.refused,
+              },
+            },
+          }
+        : {}),
     };
   }
 
@@ -812,6 +900,7 @@ export class SparkplugEdgeNode {
       // the timestamps seen before stay, to tell a current STATE from an old one.
       this.#host = { ...this.#host, state: "unknown" };
       this.#session = session;
+      this.#dataCount = 0;
       client.on("message", (topic, payload) => this.#onMessage(session, topic, payload));
       client.on("error", () => undefined);
       client.once("close", () => this.#onSessionLost(session));
@@ -965,14 +1054,16 @@ export class SparkplugEdgeNode {
     const now = this.#clock.now();
     // [tck-id-topics-nbirth-seq-num]: NBIRTH has seq 0; the rest follow from it.
     this.#seq = 0;
-    const nbirth = this.#encode({
-      timestamp: now,
-      seq: 0,
-      metrics: [
-        { name: BDSEQ_METRIC, timestamp: now, datatype: "Int64", value: session.bdSeq },
-        { name: REBIRTH_METRIC, timestamp: now, datatype: "Boolean", value: false },
-      ],
-    });
+    // A new epoch: what was sent and not acknowledged is sent again after these births (ADR 0037).
+    this.#epoch++;
+    this.#acked = undefined;
+    const nodeMetrics: SparkplugMetric[] = [
+      { name: BDSEQ_METRIC, timestamp: now, datatype: "Int64", value: session.bdSeq },
+      { name: REBIRTH_METRIC, timestamp: now, datatype: "Boolean", value: false },
+    ];
+    if (this.#awaitAcks)
+      nodeMetrics.push({ name: AWAIT_ACKS_METRIC, timestamp: now, datatype: "UInt64", value: this.#dataCount });
+    const nbirth = this.#encode({ timestamp: now, seq: 0, metrics: nodeMetrics });
     const metrics = this.#bindings.map((binding) =>
       this.#metricOf(binding, this.#system.cvt.get(binding.tag.name), true),
     );
@@ -990,7 +1081,7 @@ export class SparkplugEdgeNode {
     session.client.publish(this.#topics.dbirth, Buffer.from(dbirth), { qos: 0, retain: false });
     session.born = true;
     this.#counts.births++;
-    this.#counts.metrics += metrics.length + 2;
+    this.#counts.metrics += metrics.length + nodeMetrics.length;
     void this.#bus.publish("birth-publish", { bdSeq: session.bdSeq, reason, metrics: metrics.length });
     // The backlog follows the births (the host has the aliases and current values first).
     void this.#replay();
@@ -1042,8 +1133,11 @@ export class SparkplugEdgeNode {
       return;
     }
     session.client.publish(this.#topics.ddata, Buffer.from(bytes), { qos: 0, retain: false });
+    this.#dataCount++;
     this.#counts.dataMessages++;
     this.#counts.metrics += metrics.length;
+    // Kept until the host acknowledges it (ADR 0037), as the record a replay would send.
+    if (this.#awaitAcks) this.#store(samples, machineState, { epoch: this.#epoch, message: this.#dataCount });
   }
 
   // ---- store-and-forward (ADR 0031) ----------------------------------------------------------
@@ -1055,8 +1149,8 @@ export class SparkplugEdgeNode {
     }
     const opened =
       forward.journal !== undefined
-        ? { ...(await JournalBacklog.of(forward.journal, false)), recovery: undefined }
-        : await JournalBacklog.open(forward.path!, forward.maxBytes);
+        ? { ...(await JournalBacklog.of(forward.journal, false, this.#awaitAcks)), recovery: undefined }
+        : await JournalBacklog.open(forward.path!, forward.maxBytes, this.#awaitAcks);
     this.#backlog = opened.backlog;
     this.#recovered = {
       records: opened.backlog.records,
@@ -1083,7 +1177,7 @@ export class SparkplugEdgeNode {
   }
 
   /** Hands changes that cannot be published now to the backlog, as records of at most `batchSamples`. */
-  #store(samples: readonly Sample[], machineState: string | undefined): void {
+  #store(samples: readonly Sample[], machineState: string | undefined, sent?: SentMark): void {
     const forward = this.#forward!;
     const metrics: SparkplugMetric[] = [];
     for (const sample of samples) {
@@ -1110,16 +1204,18 @@ export class SparkplugEdgeNode {
         this.#drop(chunk.length, "unencodable", `store-and-forward could not encode ${chunk.length} samples`);
         continue;
       }
-      this.#storing += chunk.length;
-      void this.#onForward(() => this.#append(bytes, chunk.length, chunk[0]!.timestamp)).finally(() => {
-        this.#storing -= chunk.length;
+      if (sent === undefined) this.#storing += chunk.length;
+      else this.#storingSent += chunk.length;
+      void this.#onForward(() => this.#append(bytes, chunk.length, chunk[0]!.timestamp, sent)).finally(() => {
+        if (sent === undefined) this.#storing -= chunk.length;
+        else this.#storingSent -= chunk.length;
         const session = this.#session;
         if (session?.born === true) void this.#replay();
       });
     }
   }
 
-  async #append(bytes: Uint8Array, samples: number, oldest: number | undefined): Promise<void> {
+  async #append(bytes: Uint8Array, samples: number, oldest: number | undefined, sent?: SentMark): Promise<void> {
     const forward = this.#forward!;
     const backlog = this.#backlog;
     if (backlog === undefined) return; // stopped before start finished: nothing to keep them in
@@ -1136,9 +1232,14 @@ export class SparkplugEdgeNode {
       return;
     }
     try {
-      await backlog.append(bytes, samples, oldest);
+      if (sent === undefined) await backlog.append(bytes, samples, oldest);
+      else await backlog.appendSent(bytes, samples, oldest, sent);
       this.#counts.stored += samples;
       this.#problems.delete("journal");
+      // An ack may have come before the journal had the record (on this chain, after it).
+      const acked = this.#acked;
+      if (sent !== undefined && acked !== undefined && acked.epoch === sent.epoch && sent.message <= acked.message)
+        await this.#releaseAcknowledged(backlog, acked);
     } catch (error) {
       const reason = KilnError.is(error, "KILN_BUFFER_FULL") ? "overflow" : "journal-failed";
       this.#problems.set("journal", `store-and-forward: ${(error as Error).message}`);
@@ -1156,6 +1257,10 @@ export class SparkplugEdgeNode {
     if (this.#replaying || backlog === undefined) return;
     this.#replaying = true;
     try {
+      if (this.#awaitAcks) {
+        await this.#replayUnsent(backlog);
+        return;
+      }
       for (;;) {
         const session = this.#session;
         if (this.#stopping || session === undefined || !session.born || session.closing || !session.client.connected)
@@ -1189,6 +1294,85 @@ export class SparkplugEdgeNode {
     } finally {
       this.#replaying = false;
     }
+  }
+
+  /**
+   * The replay while awaiting acks (ADR 0037): every record not sent in this epoch, oldest first,
+   * as historical DDATA numbered like live ones; kept until an ack covers it. The barrier after
+   * each paces the replay (one record per round trip); nothing is released by it.
+   */
+  async #replayUnsent(backlog: ForwardBacklog): Promise<void> {
+    for (;;) {
+      const session = this.#session;
+      if (this.#stopping || session === undefined || !session.born || session.closing || !session.client.connected)
+        return;
+      const epoch = this.#epoch;
+      const record = backlog.nextUnsent(epoch);
+      if (record === undefined) return;
+      const metrics = this.#historicalMetrics(record.bytes);
+      let bytes: Uint8Array | undefined;
+      if (metrics.length > 0) {
+        bytes = this.#encode({ timestamp: this.#clock.now(), seq: this.#nextSeq(), metrics }, true);
+        if (bytes === undefined)
+          this.#drop(
+            metrics.length,
+            "unencodable",
+            `store-and-forward could not encode a record of ${metrics.length} samples`,
+          );
+      }
+      if (bytes !== undefined) {
+        session.client.publish(this.#topics.ddata, Buffer.from(bytes), { qos: 0, retain: false });
+        this.#dataCount++;
+        this.#counts.dataMessages++;
+        this.#counts.metrics += metrics.length;
+        this.#counts.replayed += metrics.length;
+      }
+      // A record with nothing to send goes with the next ack that covers what was sent before it.
+      backlog.markSent(record.id, { epoch, message: this.#dataCount });
+      if (bytes !== undefined && !(await this.#barrier(session))) return;
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+  }
+
+  /** Releases what `acked` covers (on the forward chain), counting it. */
+  async #releaseAcknowledged(backlog: ForwardBacklog, acked: SentMark): Promise<void> {
+    const released = await backlog.releaseAcknowledged(acked.epoch, acked.message);
+    this.#ackCounts.samples += released.samples;
+  }
+
+  /**
+   * An NCMD `Kiln/Stored Through` (ADR 0037): checked, then the records it covers are released.
+   * Malformed: refused and counted; another host's or another session's: ignored and counted.
+   */
+  #onStoredThrough(session: Session, topic: string, metric: SparkplugMetric): void {
+    const refuse = (why: string): void => {
+      this.#ackCounts.refused++;
+      this.#reject(topic, `${STORED_THROUGH_METRIC}: ${why}`);
+    };
+    const value = metric.value;
+    const bdSeq = metric.properties?.["bdSeq"]?.value;
+    const hostId = metric.properties?.["hostId"]?.value;
+    if (typeof value !== "number" && typeof value !== "bigint")
+      return refuse("its value must be a UInt64 message number");
+    if (typeof bdSeq !== "number" && typeof bdSeq !== "bigint") return refuse("it needs a bdSeq property (UInt64)");
+    if (typeof hostId !== "string") return refuse("it needs a hostId property (String)");
+    const through = Number(value);
+    if (!this.#awaitAcks || hostId !== this.#options.primaryHostId || Number(bdSeq) !== session.bdSeq) {
+      this.#ackCounts.ignored++;
+      return;
+    }
+    if (!Number.isSafeInteger(through) || through < 0 || through > this.#dataCount)
+      return refuse(`message ${String(value)} was never published in this session (${this.#dataCount} so far)`);
+    const backlog = this.#backlog;
+    this.#ackCounts.accepted++;
+    this.#lastAckAt = this.#clock.now();
+    const acked: SentMark = { epoch: this.#epoch, message: through };
+    if (this.#acked !== undefined && this.#acked.epoch === acked.epoch && this.#acked.message >= through) return;
+    this.#acked = acked;
+    if (backlog !== undefined)
+      void this.#onForward(() => this.#releaseAcknowledged(backlog, acked)).catch((error: unknown) =>
+        this.#problems.set("journal", `store-and-forward: ${(error as Error).message}`),
+      );
   }
 
   /** The DDATA metrics of a backlog record: by alias, flagged historical; what no longer maps is dropped. */
@@ -1375,12 +1559,17 @@ export class SparkplugEdgeNode {
   #onNodeCommand(session: Session, topic: string, bytes: Uint8Array): void {
     let payload: SparkplugPayload;
     try {
-      payload = decodePayload(bytes, { datatypeOf: ({ name }) => (name === REBIRTH_METRIC ? "Boolean" : undefined) });
+      payload = decodePayload(bytes, {
+        datatypeOf: ({ name }) =>
+          name === REBIRTH_METRIC ? "Boolean" : name === STORED_THROUGH_METRIC ? "UInt64" : undefined,
+      });
     } catch (error) {
       this.#reject(topic, (error as Error).message);
       return;
     }
     if (this.#tooManyMetrics(topic, payload)) return;
+    for (const metric of payload.metrics)
+      if (metric.name === STORED_THROUGH_METRIC) this.#onStoredThrough(session, topic, metric);
     const rebirth = payload.metrics.some((metric) => metric.name === REBIRTH_METRIC && metric.value === true);
     if (rebirth && session.born) {
       this.#counts.rebirths++;

@@ -1,6 +1,15 @@
 import { KilnError, RecordJournal, type RecordJournalRecovery } from "@kiln/core/driver-kit";
 import { decodePayload } from "./payload";
 
+/**
+ * Where a record was published while its edge node awaits host acknowledgements (ADR 0037): the
+ * birth epoch it was published in and the number of its DDATA message in the session.
+ */
+export interface SentMark {
+  readonly epoch: number;
+  readonly message: number;
+}
+
 /** What the backlog knows of one record without reading it again. */
 interface RecordInfo {
   /** Monotonic id, so a release can tell that the record it published is still the oldest. */
@@ -9,6 +18,10 @@ interface RecordInfo {
   /** The oldest sample's timestamp (ms since the epoch), or undefined when the record has none. */
   readonly oldest: number | undefined;
   readonly bytes: number;
+  /** The payload, kept in memory while the node awaits acknowledgements (records leave the journal out of order of sending). */
+  readonly payload?: Uint8Array;
+  /** Set once published in an epoch; a record whose mark is of an older epoch is to be sent again. */
+  sent?: SentMark;
 }
 
 /** The oldest record of a backlog, as read for replay. */
@@ -38,6 +51,20 @@ export interface ForwardBacklog {
   /** Drops the oldest record; returns its sample count, or undefined when empty. */
   dropOldest(): Promise<number | undefined>;
   close(): Promise<void>;
+  // ---- while awaiting host acknowledgements (ADR 0037; payloads kept in memory) ----
+  /** Appends a record already published (live DDATA) with its mark. */
+  appendSent(bytes: Uint8Array, samples: number, oldest: number | undefined, sent: SentMark): Promise<void>;
+  /** The oldest record not sent in `epoch`, or undefined. */
+  nextUnsent(epoch: number): BacklogRecord | undefined;
+  /** Marks a record as sent in an epoch (nothing when it is gone). */
+  markSent(id: number, sent: SentMark): void;
+  /** Records and samples not sent in `epoch`, and those sent in it (unacknowledged). */
+  tally(epoch: number): { unsentRecords: number; unsentSamples: number; sentRecords: number; sentSamples: number };
+  /**
+   * Releases the oldest records while each was sent in `epoch` with a message number at most
+   * `through`; the last release durably. Returns the records and samples released.
+   */
+  releaseAcknowledged(epoch: number, through: number): Promise<{ records: number; samples: number }>;
 }
 
 /** Bytes a record takes in a journal file beyond its payload (the RecordJournal header). */
@@ -66,8 +93,21 @@ abstract class BaseBacklog {
     return undefined;
   }
 
-  protected track(samples: number, oldest: number | undefined, bytes: number): void {
-    this.infos.push({ id: this.nextId++, samples, oldest, bytes });
+  protected track(
+    samples: number,
+    oldest: number | undefined,
+    bytes: number,
+    payload?: Uint8Array,
+    sent?: SentMark,
+  ): void {
+    this.infos.push({
+      id: this.nextId++,
+      samples,
+      oldest,
+      bytes,
+      ...(payload === undefined ? {} : { payload }),
+      ...(sent === undefined ? {} : { sent }),
+    });
     this.#samples += samples;
     this.#bytes += bytes + RECORD_OVERHEAD_BYTES;
   }
@@ -79,6 +119,43 @@ abstract class BaseBacklog {
       this.#bytes -= info.bytes + RECORD_OVERHEAD_BYTES;
     }
     return info;
+  }
+
+  nextUnsent(epoch: number): BacklogRecord | undefined {
+    for (const info of this.infos) {
+      if (info.sent?.epoch === epoch) continue;
+      return info.payload === undefined ? undefined : { id: info.id, samples: info.samples, bytes: info.payload };
+    }
+    return undefined;
+  }
+
+  markSent(id: number, sent: SentMark): void {
+    const info = this.infos.find((each) => each.id === id);
+    if (info !== undefined) info.sent = sent;
+  }
+
+  tally(epoch: number): { unsentRecords: number; unsentSamples: number; sentRecords: number; sentSamples: number } {
+    const tally = { unsentRecords: 0, unsentSamples: 0, sentRecords: 0, sentSamples: 0 };
+    for (const info of this.infos) {
+      if (info.sent?.epoch === epoch) {
+        tally.sentRecords++;
+        tally.sentSamples += info.samples;
+      } else {
+        tally.unsentRecords++;
+        tally.unsentSamples += info.samples;
+      }
+    }
+    return tally;
+  }
+
+  /** How many of the oldest records an acknowledgement of `through` in `epoch` covers. */
+  protected acknowledged(epoch: number, through: number): number {
+    let count = 0;
+    for (const info of this.infos) {
+      if (info.sent === undefined || info.sent.epoch !== epoch || info.sent.message > through) break;
+      count++;
+    }
+    return count;
   }
 }
 
@@ -93,7 +170,7 @@ export class MemoryBacklog extends BaseBacklog implements ForwardBacklog {
     this.#maxBytes = maxBytes;
   }
 
-  append(bytes: Uint8Array, samples: number, oldest: number | undefined): Promise<void> {
+  append(bytes: Uint8Array, samples: number, oldest: number | undefined, sent?: SentMark): Promise<void> {
     if (this.bytes + bytes.length + RECORD_OVERHEAD_BYTES > this.#maxBytes) {
       return Promise.reject(
         new KilnError(
@@ -103,8 +180,19 @@ export class MemoryBacklog extends BaseBacklog implements ForwardBacklog {
       );
     }
     this.#payloads.push(bytes);
-    this.track(samples, oldest, bytes.length);
+    this.track(samples, oldest, bytes.length, bytes, sent);
     return Promise.resolve();
+  }
+
+  appendSent(bytes: Uint8Array, samples: number, oldest: number | undefined, sent: SentMark): Promise<void> {
+    return this.append(bytes, samples, oldest, sent);
+  }
+
+  async releaseAcknowledged(epoch: number, through: number): Promise<{ records: number; samples: number }> {
+    const count = this.acknowledged(epoch, through);
+    let samples = 0;
+    for (let index = 0; index < count; index++) samples += (await this.dropOldest()) ?? 0;
+    return { records: count, samples };
   }
 
   peek(): Promise<BacklogRecord | undefined> {
@@ -134,11 +222,14 @@ export class JournalBacklog extends BaseBacklog implements ForwardBacklog {
   readonly durable = true;
   readonly #journal: RecordJournal;
   readonly #owned: boolean;
+  /** Payloads kept in memory (awaiting host acknowledgements, ADR 0037). */
+  readonly #keep: boolean;
 
-  private constructor(journal: RecordJournal, owned: boolean) {
+  private constructor(journal: RecordJournal, owned: boolean, keep: boolean) {
     super();
     this.#journal = journal;
     this.#owned = owned;
+    this.#keep = keep;
   }
 
   /**
@@ -149,13 +240,14 @@ export class JournalBacklog extends BaseBacklog implements ForwardBacklog {
   static async of(
     journal: RecordJournal,
     owned: boolean,
+    keepPayloads = false,
   ): Promise<{ backlog: JournalBacklog; unreadableRecords: number }> {
-    const backlog = new JournalBacklog(journal, owned);
+    const backlog = new JournalBacklog(journal, owned, keepPayloads);
     let unreadableRecords = 0;
     await journal.scan((payload) => {
       const info = describeRecord(payload);
       if (info === undefined) unreadableRecords++;
-      backlog.track(info?.samples ?? 0, info?.oldest, payload.length);
+      backlog.track(info?.samples ?? 0, info?.oldest, payload.length, keepPayloads ? payload : undefined);
     });
     return { backlog, unreadableRecords };
   }
@@ -164,19 +256,36 @@ export class JournalBacklog extends BaseBacklog implements ForwardBacklog {
   static async open(
     path: string,
     maxBytes: number,
+    keepPayloads = false,
   ): Promise<{ backlog: JournalBacklog; recovery: RecordJournalRecovery; unreadableRecords: number }> {
     const { journal, recovery } = await RecordJournal.open(path, { maxBytes });
     try {
-      return { ...(await JournalBacklog.of(journal, true)), recovery };
+      return { ...(await JournalBacklog.of(journal, true, keepPayloads)), recovery };
     } catch (error) {
       await journal.close();
       throw error;
     }
   }
 
-  async append(bytes: Uint8Array, samples: number, oldest: number | undefined): Promise<void> {
+  async append(bytes: Uint8Array, samples: number, oldest: number | undefined, sent?: SentMark): Promise<void> {
     await this.#journal.append(bytes);
-    this.track(samples, oldest, bytes.length);
+    this.track(samples, oldest, bytes.length, this.#keep ? bytes : undefined, sent);
+  }
+
+  appendSent(bytes: Uint8Array, samples: number, oldest: number | undefined, sent: SentMark): Promise<void> {
+    return this.append(bytes, samples, oldest, sent);
+  }
+
+  /**
+   * Releases what an acknowledgement covers: every record but the last without a mark of its own,
+   * the last durably (one release mark fsynced for all of them, ADR 0034), so a crash after it
+   * never sends them again.
+   */
+  async releaseAcknowledged(epoch: number, through: number): Promise<{ records: number; samples: number }> {
+    const count = this.acknowledged(epoch, through);
+    let samples = 0;
+    for (let index = 0; index < count; index++) samples += (await this.#releaseOldest(index === count - 1)) ?? 0;
+    return { records: count, samples };
   }
 
   async peek(): Promise<BacklogRecord | undefined> {

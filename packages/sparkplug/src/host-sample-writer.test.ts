@@ -182,4 +182,41 @@ describe("the host's sample writer", () => {
     expect(fake.opened.map((tags) => tags.map((tag) => tag.name))).toEqual([["t"]]);
     expect(fake.batches).toHaveLength(1);
   });
+
+  test("the settled mark (what a host may acknowledge, ADR 0037) passes a batch only once every batch before it is settled, written or dropped", async () => {
+    const releases: (() => void)[] = [];
+    let call = 0;
+    const fake = fakeStore({
+      // The first batch waits for the test; the others pass at once. The third is refused.
+      hold: () => (++call === 1 ? new Promise<void>((resolve) => releases.push(resolve)) : Promise.resolve()),
+      fail: (each) => (each === 3 ? new KilnError("KILN_VALIDATION", "refused") : undefined),
+    });
+    const settled: number[] = [];
+    const order: string[] = [];
+    const { listener } = recorder();
+    const writer = new HostSampleWriter(
+      fake.store,
+      new SystemClock(),
+      {
+        ...listener,
+        dropped: (count) => void order.push(`dropped ${count}`),
+        settled: (through) => {
+          settled.push(through);
+          order.push(`settled ${through}`);
+        },
+      },
+      { maxBatchSize: 4, maxDelayMs: 1, concurrency: 3 },
+    );
+    writer.push(samples(12));
+    expect(writer.accepted).toBe(12);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    // Batches 2 and 3 settled (one written, one dropped) while batch 1 is held: no mark yet.
+    expect(fake.calls()).toBe(3);
+    expect(settled).toEqual([]);
+    releases[0]!();
+    await writer.drain(1_000);
+    expect(settled).toEqual([12]);
+    // The drop is reported before the mark passes it.
+    expect(order).toEqual(["dropped 4", "settled 12"]);
+  });
 });

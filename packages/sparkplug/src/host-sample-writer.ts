@@ -59,6 +59,11 @@ export interface SampleWriterListener {
   failed(error: unknown, willRetry: boolean): void;
   /** A tag registration (`store.open(tags)`) went through or failed. */
   registered(count: number): void;
+  /**
+   * Every sample of the first `through` accepted by {@link HostSampleWriter.push} is settled
+   * (written, refused as a conflict, or dropped and reported by `dropped` before this call).
+   */
+  settled?(through: number): void;
 }
 
 /**
@@ -76,7 +81,15 @@ export class HostSampleWriter {
   readonly #maxQueued: number;
   readonly #concurrency: number;
   #filling: Sample[] = [];
-  readonly #ready: Sample[][] = [];
+  readonly #ready: { readonly samples: Sample[]; readonly start: number }[] = [];
+  /** Samples accepted by push since start (the ticket of the last one). */
+  #accepted = 0;
+  /** Samples sealed into batches since start: the next batch starts here. */
+  #sealed = 0;
+  /** Every sample before this index is settled. */
+  #settledThrough = 0;
+  /** Batches settled out of order: start → end. */
+  readonly #settledAhead = new Map<number, number>();
   #held = 0;
   #inFlight = 0;
   #timer: TimerHandle | undefined;
@@ -133,6 +146,11 @@ export class HostSampleWriter {
     return this.#held;
   }
 
+  /** Samples accepted by {@link push} since start: once `settled(through)` reaches it, all of them are settled. */
+  get accepted(): number {
+    return this.#accepted;
+  }
+
   /** True while the host should stop reading from the broker (half the bound or more is held). */
   get congested(): boolean {
     return this.#held >= this.#maxQueued / 2;
@@ -157,12 +175,10 @@ export class HostSampleWriter {
     }
     for (let index = 0; index < accepted; index++) {
       this.#filling.push(samples[index]!);
-      if (this.#filling.length >= this.#maxBatch) {
-        this.#ready.push(this.#filling);
-        this.#filling = [];
-      }
+      if (this.#filling.length >= this.#maxBatch) this.#sealFilling();
     }
     this.#held += accepted;
+    this.#accepted += accepted;
     if (this.#filling.length > 0 && this.#timer === undefined) {
       this.#timer = this.#clock.setTimeout(() => {
         this.#timer = undefined;
@@ -207,11 +223,12 @@ export class HostSampleWriter {
       this.#abandon.abort(
         new KilnError("KILN_ABORTED", `not written within the stop drain timeout of ${timeoutMs} ms`),
       );
-      const left = this.#ready.reduce((sum, batch) => sum + batch.length, 0) + this.#filling.length;
-      this.#ready.length = 0;
-      this.#filling = [];
+      this.#seal();
+      const left = this.#ready.reduce((sum, batch) => sum + batch.samples.length, 0);
+      const abandoned = this.#ready.splice(0);
       this.#held -= left;
       if (left > 0) this.#listener.dropped(left, `not written within the stop drain timeout of ${timeoutMs} ms`);
+      for (const batch of abandoned) this.#settleRange(batch.start, batch.start + batch.samples.length);
       await idle;
       this.#abandon = new AbortController();
     }
@@ -227,10 +244,27 @@ export class HostSampleWriter {
       this.#clock.clearTimeout(this.#timer);
       this.#timer = undefined;
     }
-    if (this.#filling.length > 0) {
-      this.#ready.push(this.#filling);
-      this.#filling = [];
+    if (this.#filling.length > 0) this.#sealFilling();
+  }
+
+  #sealFilling(): void {
+    this.#ready.push({ samples: this.#filling, start: this.#sealed });
+    this.#sealed += this.#filling.length;
+    this.#filling = [];
+  }
+
+  /** Samples `[start, end)` are settled: moves the settled mark over every contiguous range. */
+  #settleRange(start: number, end: number): void {
+    if (start !== this.#settledThrough) {
+      this.#settledAhead.set(start, end);
+      return;
     }
+    this.#settledThrough = end;
+    for (let next = this.#settledAhead.get(end); next !== undefined; next = this.#settledAhead.get(end)) {
+      this.#settledAhead.delete(end);
+      this.#settledThrough = end = next;
+    }
+    this.#listener.settled?.(this.#settledThrough);
   }
 
   #pump(): void {
@@ -250,11 +284,12 @@ export class HostSampleWriter {
     }
     if (this.#registering !== undefined) return;
     while (this.#inFlight < this.#concurrency && this.#ready.length > 0) {
-      const batch = this.#ready.shift()!;
+      const { samples: batch, start } = this.#ready.shift()!;
       this.#inFlight++;
       void this.#write(batch).finally(() => {
         this.#inFlight--;
         this.#held -= batch.length;
+        this.#settleRange(start, start + batch.length);
         this.#settle();
         this.#pump();
       });

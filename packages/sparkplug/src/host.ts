@@ -13,6 +13,7 @@ import {
   type Store,
   type Tag,
   type TagDefinitionInput,
+  type TimerHandle,
 } from "@kiln/core";
 import {
   ConnectionLifecycle,
@@ -26,6 +27,7 @@ import {
   type ReconnectBackoff,
   type SampleConflict,
 } from "@kiln/core/driver-kit";
+import { AWAIT_ACKS_METRIC, STORED_THROUGH_METRIC } from "./edge-node";
 import { mqttConnect } from "./mqtt-client";
 import { tagDataTypeOfSparkplug, type SparkplugMetricDataType } from "./datatypes";
 import { decodeHostState, encodeHostState } from "./host-state";
@@ -69,6 +71,12 @@ export interface SparkplugHostOptions {
    * node, in ms: more requests in between are counted as suppressed. @default 5000
    */
   readonly rebirthIntervalMs?: number;
+  /**
+   * The shortest interval between two acknowledgements (NCMD `Kiln/Stored Through`, ADR 0037) to
+   * one edge node, in ms. Only edge nodes whose NBIRTH declares `Kiln/Await Acks` get them.
+   * @default 1000
+   */
+  readonly ackIntervalMs?: number;
   /** How long `stop()` waits for the store to take what is held, in ms. @default 10000 */
   readonly drainTimeoutMs?: number;
   /**
@@ -112,8 +120,13 @@ export interface SparkplugLiveMetric {
   readonly datatype: SparkplugMetricDataType;
 }
 
-/** Why the host asked an edge node for a rebirth. */
-export type SparkplugRebirthReason = "seq-gap" | "data-before-birth" | "unknown-alias" | "unknown-device";
+/**
+ * Why the host asked an edge node for a rebirth. `samples-dropped`: the host lost samples (its
+ * bound, a store refusal) while the node awaited acknowledgements; the node's acks stop until its
+ * next birth, after which it sends again what was not acknowledged (ADR 0037).
+ */
+export type SparkplugRebirthReason =
+  "seq-gap" | "data-before-birth" | "unknown-alias" | "unknown-device" | "samples-dropped";
 
 /** The state of one edge node as the host sees it. */
 export interface SparkplugHostEdgeNodeHealth {
@@ -152,6 +165,14 @@ export interface SparkplugHostEdgeNodeHealth {
   readonly staleDeaths: number;
   /** When the host last marked it offline (NDEATH), host time, ms since the Unix epoch. */
   readonly offlineSince?: number;
+  /**
+   * Acknowledgements (ADR 0037), while its current NBIRTH declared `Kiln/Await Acks`: the number
+   * of its newest DDATA stored with all before it (`storedThrough`) and of the last one
+   * acknowledged (`acknowledged`), in its session's numbering.
+   */
+  readonly acks?: { readonly storedThrough: number; readonly acknowledged: number };
+  /** Acknowledgements (NCMD `Kiln/Stored Through`) sent to it since start. */
+  readonly acksSent: number;
 }
 
 /** What {@link SparkplugHost.health} reports. */
@@ -271,6 +292,25 @@ interface EdgeNodeState {
   dataBeforeBirth: number;
   unknownAliases: number;
   staleDeaths: number;
+  ack: AckState | undefined;
+  acksSent: number;
+}
+
+/** What the host acknowledges to one edge node in its current birth (ADR 0037). */
+interface AckState {
+  readonly bdSeq: number;
+  /** Number of the last DDATA taken (the NBIRTH's `Kiln/Await Acks` value, + 1 per DDATA). */
+  received: number;
+  /** Number of the newest DDATA all of whose samples, and those before, are settled. */
+  stored: number;
+  /** Number last acknowledged. */
+  acknowledged: number;
+  lastSentAt: number | undefined;
+  /** DDATA taken and not yet settled, in order: its number and the writer's count after its push. */
+  readonly tickets: { readonly message: number; readonly ticket: number }[];
+  timer: TimerHandle | undefined;
+  /** Samples were lost meanwhile: no ack until the next birth (a rebirth is asked for). */
+  blocked: boolean;
 }
 
 interface Session {
@@ -348,6 +388,8 @@ export class SparkplugHost {
     storeErrors: 0,
   };
   #problems = new Map<string, string>();
+  /** Every sample the writer accepted before this index is settled. */
+  #settledThrough = 0;
 
   /**
    * Checks the options; connects nothing (see {@link SparkplugHost.start}).
@@ -378,7 +420,7 @@ export class SparkplugHost {
         issues.push({ path: `batching.${field}`, message: `must be a whole number from ${min}` });
       }
     }
-    for (const field of ["rebirthIntervalMs", "drainTimeoutMs", "stopLingerMs"] as const) {
+    for (const field of ["rebirthIntervalMs", "drainTimeoutMs", "stopLingerMs", "ackIntervalMs"] as const) {
       const value = options[field];
       if (value !== undefined && (!Number.isFinite(value) || value < 0)) {
         issues.push({ path: field, message: "must be a finite number of ms from 0" });
@@ -426,7 +468,16 @@ export class SparkplugHost {
         dropped: (count, reason) => {
           this.#counts.dropped += count;
           void this.#bus.publish("samples-drop", { count, reason });
+          // Which edge node they belonged to is not known here: no edge node awaiting acks is
+          // acknowledged past them. Each is asked for a rebirth, after which it sends again what
+          // was not acknowledged.
+          for (const node of this.#nodes.values()) {
+            if (node.ack === undefined || node.ack.blocked) continue;
+            node.ack.blocked = true;
+            this.#requestRebirth(node, "samples-dropped", `${count} samples dropped by the host: ${reason}`);
+          }
         },
+        settled: (through) => this.#onSettled(through),
         failed: (error, willRetry) => {
           this.#counts.storeErrors++;
           const message = (error as Error)?.message ?? String(error);
@@ -584,6 +635,10 @@ export class SparkplugHost {
       unknownAliases: node.unknownAliases,
       staleDeaths: node.staleDeaths,
       ...(node.offlineSince === undefined ? {} : { offlineSince: node.offlineSince }),
+      ...(node.ack === undefined
+        ? {}
+        : { acks: { storedThrough: node.ack.stored, acknowledged: node.ack.acknowledged } }),
+      acksSent: node.acksSent,
     }));
     return {
       link: this.#lifecycle.status,
@@ -821,6 +876,8 @@ export class SparkplugHost {
         dataBeforeBirth: 0,
         unknownAliases: 0,
         staleDeaths: 0,
+        ack: undefined,
+        acksSent: 0,
       };
       this.#nodes.set(key, node);
     }
@@ -831,6 +888,8 @@ export class SparkplugHost {
     if (deviceId === undefined) {
       if (node.state === state) return;
       node.state = state;
+      // Its numbering holds for one birth only (ADR 0037).
+      if (state !== "online") this.#endAcks(node);
     }
     this.#session?.onFarewellProgress?.();
     void this.#bus.publish("edge-node-change", {
@@ -952,6 +1011,24 @@ export class SparkplugHost {
     node.bdSeq = bdSeq;
     node.lastSeq = payload.seq;
     node.births++;
+    this.#endAcks(node);
+    const awaitAcks = payload.metrics.find((metric) => metric.name === AWAIT_ACKS_METRIC)?.value;
+    if (
+      (typeof awaitAcks === "number" && Number.isSafeInteger(awaitAcks) && awaitAcks >= 0) ||
+      typeof awaitAcks === "bigint"
+    ) {
+      const base = Number(awaitAcks);
+      node.ack = {
+        bdSeq,
+        received: base,
+        stored: base,
+        acknowledged: base,
+        lastSentAt: undefined,
+        tickets: [],
+        timer: undefined,
+        blocked: false,
+      };
+    }
     node.offlineSince = undefined;
     node.birth = this.#birth(node, undefined, payload);
     this.#setNodeState(node, "online", `NBIRTH bdSeq ${bdSeq}`);
@@ -998,6 +1075,82 @@ export class SparkplugHost {
       return;
     }
     this.#take(node, deviceId, birth, payload, topic, false);
+    const ack = node.ack;
+    if (ack !== undefined && deviceId !== undefined && node.state === "online") {
+      if (ack.blocked)
+        this.#requestRebirth(node, "samples-dropped", `${topic}: acks stopped since samples were dropped`);
+      else {
+        ack.received++;
+        ack.tickets.push({ message: ack.received, ticket: this.#writer.accepted });
+        if (this.#writer.accepted <= this.#settledThrough) this.#onSettled(this.#settledThrough);
+      }
+    }
+  }
+
+  // ---- acknowledgements (ADR 0037) -----------------------------------------------------------
+
+  #endAcks(node: EdgeNodeState): void {
+    if (node.ack?.timer !== undefined) this.#clock.clearTimeout(node.ack.timer);
+    node.ack = undefined;
+  }
+
+  /** The writer settled every sample before `through`: what each edge node's DDATA that covers is acked. */
+  #onSettled(through: number): void {
+    this.#settledThrough = through;
+    for (const node of this.#nodes.values()) {
+      const ack = node.ack;
+      if (ack === undefined || ack.blocked) continue;
+      let stored = ack.stored;
+      while (ack.tickets.length > 0 && ack.tickets[0]!.ticket <= through) stored = ack.tickets.shift()!.message;
+      if (stored === ack.stored) continue;
+      ack.stored = stored;
+      this.#scheduleAck(node, ack);
+    }
+  }
+
+  /** Sends the ack now, or when `ackIntervalMs` since the last one has passed. */
+  #scheduleAck(node: EdgeNodeState, ack: AckState): void {
+    if (ack.timer !== undefined) return;
+    const interval = this.#options.ackIntervalMs ?? 1_000;
+    const wait = ack.lastSentAt === undefined ? 0 : ack.lastSentAt + interval - this.#clock.now();
+    if (wait <= 0) {
+      this.#sendAck(node, ack);
+      return;
+    }
+    ack.timer = this.#clock.setTimeout(() => {
+      ack.timer = undefined;
+      if (node.ack === ack) this.#sendAck(node, ack);
+    }, wait);
+  }
+
+  #sendAck(node: EdgeNodeState, ack: AckState): void {
+    const session = this.#session;
+    if (ack.blocked || ack.stored <= ack.acknowledged || session === undefined || !session.client.connected) return;
+    const now = this.#clock.now();
+    // NCMD QoS 0, not retained ([tck-id-topics-ncmd-mqtt]), with a timestamp ([tck-id-topics-ncmd-timestamp]).
+    const bytes = encodePayload({
+      timestamp: now,
+      metrics: [
+        {
+          name: STORED_THROUGH_METRIC,
+          timestamp: now,
+          datatype: "UInt64",
+          value: ack.stored,
+          properties: {
+            bdSeq: { type: "UInt64", value: ack.bdSeq },
+            hostId: { type: "String", value: this.#options.hostId },
+          },
+        },
+      ],
+    });
+    session.client.publish(
+      sparkplugTopic({ type: "NCMD", groupId: node.groupId, edgeNodeId: node.edgeNodeId }),
+      Buffer.from(bytes),
+      { qos: 0, retain: false },
+    );
+    ack.acknowledged = ack.stored;
+    ack.lastSentAt = now;
+    node.acksSent++;
   }
 
   #onNodeDeath(node: EdgeNodeState, topic: string, bytes: Uint8Array): void {

@@ -40,11 +40,14 @@ export {
 export { decodeHostState, encodeHostState, type SparkplugHostState } from "./host-state";
 export { fileBdSeqStore, memoryBdSeqStore, type BdSeqStore } from "./bdseq-store";
 export {
+  AWAIT_ACKS_METRIC,
   BDSEQ_METRIC,
   MACHINE_STATE_METRIC,
   METRIC_PROPERTIES,
   REBIRTH_METRIC,
+  STORED_THROUGH_METRIC,
   SparkplugEdgeNode,
+  type SparkplugAcknowledgementHealth,
   type SparkplugEdgeNodeEvents,
   type SparkplugEdgeNodeHealth,
   type SparkplugEdgeNodeOptions,

@@ -1,0 +1,356 @@
+import { KilnError, type Sample, type Store } from "@kiln/core";
+import type { SampleWriteResult } from "@kiln/core/driver-kit";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterEach, describe, expect, test } from "vitest";
+import {
+  AWAIT_ACKS_METRIC,
+  STORED_THROUGH_METRIC,
+  SparkplugEdgeNode,
+  SparkplugHost,
+  encodeHostState,
+  encodePayload,
+  type SparkplugMetric,
+} from "../src/index";
+import { qualifiedTagName } from "../src/host-tag-names";
+import { startMqttTap } from "../src/testing/index";
+import { DEVICE, EDGE, GROUP, HOST, edgeFixture, engineer, ofType, type EdgeFixture } from "./support/edge-fixture";
+import { RawEdgeNode, openTestDatabase, type TestDatabase } from "./support/host-harness";
+
+// ADR 0037: a Kiln host acknowledges what it stored; an edge node with awaitHostAcks keeps every
+// published sample in its journal until then, and sends again what a dead host never stored.
+
+const cleanups: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => undefined);
+});
+
+const pause = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+const PRESSURE = qualifiedTagName({ groupId: GROUP, edgeNodeId: EDGE, deviceId: DEVICE, metric: "chamber.pressure" });
+const NCMD = `spBv1.0/${GROUP}/NCMD/${EDGE}`;
+
+async function tempJournal(): Promise<string> {
+  const dir = await mkdtemp(path.join(tmpdir(), "kiln-sparkack-"));
+  cleanups.push(() => rm(dir, { recursive: true, force: true }));
+  return path.join(dir, "sparkplug-forward.journal");
+}
+
+/** The store of `db` whose writes hang (never commit) once `hang` is set: a host that falls behind. */
+function stallingStore(db: TestDatabase): Store & { hang: boolean } {
+  const inner = db.store;
+  const control = { hang: false };
+  const samples = Object.create(inner.samples) as Store["samples"];
+  samples.writeBatch = (batch: readonly Sample[]): Promise<SampleWriteResult | void> =>
+    control.hang ? new Promise(() => undefined) : inner.samples.writeBatch(batch);
+  return Object.defineProperty(
+    Object.assign(Object.create(inner) as Store, {
+      samples,
+      open: (tags: Parameters<Store["open"]>[0]) => inner.open(tags),
+    }),
+    "hang",
+    { get: () => control.hang, set: (value: boolean) => void (control.hang = value) },
+  ) as Store & { hang: boolean };
+}
+
+function acknowledgement(node: SparkplugEdgeNode) {
+  return node.health().storeAndForward!.acknowledgement!;
+}
+
+/** Every chamber.pressure change the CVT made in [from, to], by timestamp. */
+function pressureChanges(fixture: EdgeFixture, from: number, to: number): Map<number, unknown> {
+  const changes = new Map<number, unknown>();
+  for (const sample of fixture.samples)
+    if (sample.tag === "chamber.pressure" && sample.timestamp >= from && sample.timestamp <= to)
+      changes.set(Math.floor(sample.timestamp), sample.value);
+  return changes;
+}
+
+describe("host acknowledgements (ADR 0037) on a real broker", () => {
+  // Set KILN_ACKS_OFF=1 to watch this test fail without acknowledgements (the loss it guards against).
+  const awaitHostAcks = process.env.KILN_ACKS_OFF !== "1";
+
+  test("a host killed (not stopped) with samples received and not committed: after a new host comes online the edge node replays what was not acknowledged, and every sample is stored exactly once", async () => {
+    const fixture = await edgeFixture({ primaryHostId: "kiln-central" });
+    cleanups.push(() => fixture.close());
+    const db = await openTestDatabase();
+    cleanups.push(() => db.close());
+    const hostTap = await startMqttTap(fixture.broker.port);
+    cleanups.push(() => hostTap.close());
+    const hostOptions = {
+      hostId: "kiln-central",
+      groups: [GROUP],
+      rebirthIntervalMs: 0,
+      ackIntervalMs: 100,
+      drainTimeoutMs: 100,
+      stopLingerMs: 100,
+      batching: { maxDelayMs: 5, writeTimeoutMs: 60_000 },
+    };
+    const stalling = stallingStore(db);
+    const first = new SparkplugHost({ ...hostOptions, brokerUrl: hostTap.url, store: stalling });
+    cleanups.push(() => first.stop());
+    await first.start();
+    const node = fixture.newNode({
+      principal: engineer,
+      storeAndForward: { path: await tempJournal(), batchSamples: 20 },
+      awaitHostAcks,
+    });
+    await node.start();
+    await expect.poll(() => first.latest(PRESSURE), { timeout: 10_000 }).toBeDefined();
+    const from = Date.now() + 100;
+    if (awaitHostAcks)
+      await expect.poll(() => acknowledgement(node).samplesAcknowledged, { timeout: 5_000 }).toBeGreaterThan(0);
+    await pause(400);
+
+    // The host's store stops committing; the host goes on taking DDATA (and acks nothing more).
+    stalling.hang = true;
+    const stalledAt = Date.now();
+    await pause(600);
+    const received = first.health().samples.received;
+    expect(first.health().samples.queued).toBeGreaterThan(5);
+    if (awaitHostAcks) expect(acknowledgement(node).unacknowledgedSamples).toBeGreaterThan(5);
+    // Killed: the network to it cut and refused from now on; its Will says STATE offline.
+    hostTap.refuse = true;
+    hostTap.cut();
+    await expect.poll(() => node.health().primaryHost?.state, { timeout: 5_000 }).toBe("offline");
+    await pause(300);
+
+    const second = new SparkplugHost({ ...hostOptions, brokerUrl: fixture.broker.url, store: db.store });
+    cleanups.push(() => second.stop());
+    await second.start();
+    await expect.poll(() => node.health().publishing, { timeout: 10_000 }).toBe(true);
+    await expect.poll(() => node.health().storeAndForward!.backlogSamples, { timeout: 10_000 }).toBe(0);
+    await pause(300);
+    const to = Date.now() - 150;
+    if (awaitHostAcks) {
+      // The second host acknowledges, and the journal empties down to the last interval's data.
+      await expect.poll(() => acknowledgement(node).samplesAcknowledged, { timeout: 5_000 }).toBeGreaterThan(received);
+      expect(acknowledgement(node).lastAckAgeMs).toBeLessThan(2_000);
+    }
+    await node.stop();
+    await expect.poll(() => second.health().edgeNodes[0]?.state, { timeout: 5_000 }).toBe("offline");
+    await second.stop();
+
+    const stored = await db.samples(PRESSURE);
+    const byTime = new Map<number, unknown[]>();
+    for (const sample of stored) byTime.set(sample.timestamp, [...(byTime.get(sample.timestamp) ?? []), sample.value]);
+    const expected = pressureChanges(fixture, from, to);
+    // The stall and the kill fall in the window compared.
+    expect([...expected.keys()].filter((time) => time > stalledAt).length).toBeGreaterThan(10);
+    const missing = [...expected].filter(([time, value]) => byTime.get(time)?.[0] !== value);
+    expect(missing).toEqual([]);
+    // Once each: one row per (tag, time), and no value stored twice under another time.
+    for (const [, values] of byTime) expect(values).toHaveLength(1);
+    const values = stored.filter((sample) => sample.quality.severity === "good").map((sample) => sample.timestamp);
+    expect(new Set(values).size).toBe(values.length);
+  }, 60_000);
+});
+
+describe("acks the edge node must not believe", () => {
+  async function ackedNode(): Promise<{ fixture: EdgeFixture; node: SparkplugEdgeNode }> {
+    const fixture = await edgeFixture({ primaryHostId: HOST });
+    cleanups.push(() => fixture.close());
+    await fixture.recorder.client.publishAsync(
+      `spBv1.0/STATE/${HOST}`,
+      Buffer.from(encodeHostState({ online: true, timestamp: Date.now() })),
+      { qos: 1, retain: true },
+    );
+    const node = fixture.newNode({ storeAndForward: {}, awaitHostAcks: true });
+    await node.start();
+    await fixture.recorder.waitFor(ofType("NBIRTH"), 5_000);
+    await expect.poll(() => acknowledgement(node).unacknowledgedSamples, { timeout: 5_000 }).toBeGreaterThan(3);
+    return { fixture, node };
+  }
+
+  const ack = (through: number | string, properties: SparkplugMetric["properties"]): Buffer =>
+    Buffer.from(
+      encodePayload({
+        timestamp: Date.now(),
+        metrics: [
+          typeof through === "number"
+            ? { name: STORED_THROUGH_METRIC, timestamp: Date.now(), datatype: "UInt64", value: through, properties }
+            : { name: STORED_THROUGH_METRIC, timestamp: Date.now(), datatype: "String", value: through, properties },
+        ],
+      }),
+    );
+
+  test("the NBIRTH declares Kiln/Await Acks with the session's DDATA count so far", async () => {
+    const { fixture } = await ackedNode();
+    const nbirth = fixture.recorder.messages.find(ofType("NBIRTH"))!;
+    expect(nbirth.payload!.metrics.find((metric) => metric.name === AWAIT_ACKS_METRIC)).toMatchObject({
+      datatype: "UInt64",
+      value: 0,
+    });
+  });
+
+  test("an ack for another session's bdSeq, or from a host that is not the primary host, is ignored; a malformed one is refused and counted; the node goes on; a good one releases", async () => {
+    const { fixture, node } = await ackedNode();
+    const bdSeq = node.health().bdSeq!;
+    const client = fixture.recorder.client;
+    const through = (): number => node.health().published.dataMessages;
+
+    await client.publishAsync(
+      NCMD,
+      ack(through(), { bdSeq: { type: "UInt64", value: bdSeq + 1 }, hostId: { type: "String", value: HOST } }),
+      { qos: 1 },
+    );
+    await client.publishAsync(
+      NCMD,
+      ack(through(), { bdSeq: { type: "UInt64", value: bdSeq }, hostId: { type: "String", value: "not-the-primary" } }),
+      { qos: 1 },
+    );
+    await expect.poll(() => acknowledgement(node).acks.ignored, { timeout: 5_000 }).toBe(2);
+    expect(acknowledgement(node).samplesAcknowledged).toBe(0);
+    expect(acknowledgement(node).lastAckAgeMs).toBeUndefined();
+
+    const malformedBefore = node.health().commands.malformed;
+    await client.publishAsync(
+      NCMD,
+      ack("everything", { bdSeq: { type: "UInt64", value: bdSeq }, hostId: { type: "String", value: HOST } }),
+      { qos: 1 },
+    );
+    await client.publishAsync(NCMD, ack(through(), { hostId: { type: "String", value: HOST } }), { qos: 1 });
+    await client.publishAsync(
+      NCMD,
+      ack(through() + 1_000, { bdSeq: { type: "UInt64", value: bdSeq }, hostId: { type: "String", value: HOST } }),
+      { qos: 1 },
+    );
+    await client.publishAsync(NCMD, Buffer.from([0xff, 0xff, 0xff]), { qos: 1 });
+    await expect.poll(() => acknowledgement(node).acks.refused, { timeout: 5_000 }).toBe(3);
+    await expect.poll(() => node.health().commands.malformed, { timeout: 5_000 }).toBe(malformedBefore + 4);
+    expect(acknowledgement(node).samplesAcknowledged).toBe(0);
+    expect(node.health().publishing).toBe(true);
+
+    const unacknowledged = acknowledgement(node).unacknowledgedSamples;
+    await client.publishAsync(
+      NCMD,
+      ack(through(), { bdSeq: { type: "UInt64", value: bdSeq }, hostId: { type: "String", value: HOST } }),
+      { qos: 1 },
+    );
+    await expect
+      .poll(() => acknowledgement(node).samplesAcknowledged, { timeout: 5_000 })
+      .toBeGreaterThanOrEqual(unacknowledged);
+    expect(acknowledgement(node).acks.accepted).toBe(1);
+    expect(acknowledgement(node).lastAckAgeMs).toBeGreaterThanOrEqual(0);
+  });
+
+  test("a rebirth request starts a new epoch: what was published and not acknowledged is sent again as historical DDATA after the births; an ack of the old numbering releases none of it", async () => {
+    const { fixture, node } = await ackedNode();
+    const bdSeq = node.health().bdSeq!;
+    const client = fixture.recorder.client;
+    const oldThrough = node.health().published.dataMessages;
+    const unacknowledged = acknowledgement(node).unacknowledgedSamples;
+    const from = fixture.recorder.messages.length;
+    await client.publishAsync(
+      NCMD,
+      Buffer.from(
+        encodePayload({
+          timestamp: Date.now(),
+          metrics: [{ name: "Node Control/Rebirth", timestamp: Date.now(), datatype: "Boolean", value: true }],
+        }),
+      ),
+      { qos: 1 },
+    );
+    const nbirth = await fixture.recorder.waitFor(
+      (message) => fixture.recorder.messages.indexOf(message) >= from && ofType("NBIRTH")(message),
+      5_000,
+    );
+    // The NBIRTH carries the count so far: the host numbers on from there.
+    expect(
+      Number(nbirth.payload!.metrics.find((metric) => metric.name === AWAIT_ACKS_METRIC)!.value),
+    ).toBeGreaterThanOrEqual(oldThrough);
+    await expect.poll(() => node.health().storeAndForward!.backlogSamples, { timeout: 5_000 }).toBe(0);
+    const historical = fixture.recorder.messages
+      .slice(from)
+      .filter(ofType("DDATA"))
+      .flatMap((message) => message.payload!.metrics.filter((metric) => metric.isHistorical === true));
+    expect(historical.length).toBeGreaterThanOrEqual(unacknowledged);
+    // An ack numbered before the rebirth covers nothing sent since.
+    await client.publishAsync(
+      NCMD,
+      ack(oldThrough, { bdSeq: { type: "UInt64", value: bdSeq }, hostId: { type: "String", value: HOST } }),
+      { qos: 1 },
+    );
+    await expect.poll(() => acknowledgement(node).acks.accepted, { timeout: 5_000 }).toBe(1);
+    expect(acknowledgement(node).samplesAcknowledged).toBe(0);
+  });
+
+  test("awaitHostAcks without storeAndForward or without primaryHostId is refused, naming the field", async () => {
+    const fixture = await edgeFixture();
+    cleanups.push(() => fixture.close());
+    const base = {
+      system: fixture.system,
+      brokerUrl: fixture.broker.url,
+      groupId: GROUP,
+      edgeNodeId: EDGE,
+      principal: engineer,
+    };
+    for (const options of [
+      { ...base, primaryHostId: HOST, awaitHostAcks: true },
+      { ...base, storeAndForward: {}, awaitHostAcks: true },
+    ]) {
+      let error: unknown;
+      try {
+        new SparkplugEdgeNode(options);
+      } catch (caught) {
+        error = caught;
+      }
+      expect(KilnError.is(error, "KILN_VALIDATION")).toBe(true);
+      expect((error as KilnError).details?.["issues"]).toEqual([expect.objectContaining({ path: "awaitHostAcks" })]);
+    }
+  });
+});
+
+describe("the host acknowledges only edge nodes that ask", () => {
+  test("NCMD Kiln/Stored Through goes to an edge node whose NBIRTH declares Kiln/Await Acks, numbered from its value; never to one that does not", async () => {
+    const fixture = await edgeFixture();
+    cleanups.push(() => fixture.close());
+    const db = await openTestDatabase();
+    cleanups.push(() => db.close());
+    const host = new SparkplugHost({
+      brokerUrl: fixture.broker.url,
+      hostId: HOST,
+      groups: [GROUP],
+      store: db.store,
+      ackIntervalMs: 50,
+      stopLingerMs: 100,
+      batching: { maxDelayMs: 5 },
+    });
+    cleanups.push(() => host.stop());
+    await host.start();
+    const now = Date.now();
+    const plain = await RawEdgeNode.connect(fixture.broker.url, GROUP, "plain", 0);
+    cleanups.push(() => plain.close());
+    const asking = await RawEdgeNode.connect(fixture.broker.url, GROUP, "asking", 3);
+    cleanups.push(() => asking.close());
+    const metric = (offset: number): SparkplugMetric => ({
+      alias: 1,
+      timestamp: now + offset,
+      datatype: "Double",
+      value: offset,
+    });
+    await plain.nbirth(0);
+    await plain.dbirth(DEVICE, [{ name: "p", alias: 1, timestamp: now, datatype: "Double", value: 0 }]);
+    await asking.nbirth(3, [{ name: AWAIT_ACKS_METRIC, timestamp: now, datatype: "UInt64", value: 40 }]);
+    await asking.dbirth(DEVICE, [{ name: "p", alias: 1, timestamp: now, datatype: "Double", value: 0 }]);
+    for (let index = 1; index <= 3; index++) {
+      await plain.ddata(DEVICE, [metric(index)]);
+      await asking.ddata(DEVICE, [metric(index)]);
+    }
+    const acked = await fixture.recorder.waitFor(
+      (message) =>
+        message.topic === `spBv1.0/${GROUP}/NCMD/asking` &&
+        message.payload?.metrics.some((each) => each.name === STORED_THROUGH_METRIC && each.value === 43) === true,
+      5_000,
+    );
+    expect(acked.payload!.metrics[0]!.properties).toMatchObject({
+      bdSeq: { type: "UInt64", value: 3 },
+      hostId: { type: "String", value: HOST },
+    });
+    await pause(200);
+    expect(fixture.recorder.messages.filter((message) => message.topic === `spBv1.0/${GROUP}/NCMD/plain`)).toEqual([]);
+    expect(host.health().edgeNodes.find((node) => node.edgeNodeId === "asking")).toMatchObject({
+      acks: { storedThrough: 43, acknowledged: 43 },
+    });
+  });
+});
