@@ -756,6 +756,25 @@ describe("AuditedCommandRunner", () => {
     expect((await entries())[0]?.reason).toBe("lot \\u{202E}42\\u{000A}vic tag.write allowed\\u{2028}ada");
   });
 
+  test("a literal escape typed by the caller is recorded apart from the real character (review 15j)", async () => {
+    const { writeTag, entries } = await setup();
+    // Typed: a backslash, then "u{000A}"; and a real newline. Each field goes through the one rule.
+    await writeTag(engineer, "heater.setpoint", 1, "a\\u{000A}b");
+    await writeTag(engineer, "heater.setpoint", 2, "a\nb");
+    const [typed, real] = (await entries()).map((entry) => entry.reason);
+    expect(typed).toBe("a\\u{005C}u{000A}b");
+    expect(real).toBe("a\\u{000A}b");
+    expect(typed).not.toBe(real);
+  });
+
+  test("a backslash is escaped in every text field: principal and target too (review 15j)", async () => {
+    const { writeTag, entries } = await setup();
+    await rejection(writeTag({ id: "eve\\u{000A}root", roles: ["engineer"] }, "heater\\u{000A}.setpoint", 1));
+    const [entry] = await entries();
+    expect(entry?.principal).toBe("eve\\u{005C}u{000A}root");
+    expect(entry?.target).toBe("heater\\u{005C}u{000A}.setpoint");
+  });
+
   test("a journaled backlog survives a restart and drains to the store in order", async () => {
     const path = join(await mkdtemp(join(tmpdir(), "kiln-audit-")), "audit.journal");
     let down = true;
