@@ -371,6 +371,7 @@ export class AuditedCommandRunner {
       durableBacklog: this.#options.backlog?.path !== undefined,
       ...(this.#storeFailingSince === undefined ? {} : { storeFailingSince: this.#storeFailingSince }),
       ...(head?.since === undefined ? {} : { waitingMs: Math.max(0, this.#options.clock.now() - head.since) }),
+      reportedWaiting: this.#backlog.reduce((count, item) => count + (item.reported === true ? 1 : 0), 0),
       ...(head !== undefined && head.failures > 0
         ? { blockedBy: { id: head.entry!.id, failures: head.failures, error: reasonOf(this.#lastError, undefined) } }
         : {}),
@@ -1689,6 +1690,8 @@ interface AuditWriterStatus {
   readonly storeFailingSince?: number;
   /** How long the oldest waiting entry has waited, in ms, when the backlog holds one. */
   readonly waitingMs?: number;
+  /** Waiting entries reported by `audit-record-fail` (the store failed, or the runner was closed, when they came). */
+  readonly reportedWaiting: number;
   /** The entry at the head of the backlog when it has failed: its event id, failures counted and the last error. */
   readonly blockedBy?: { readonly id: string; readonly failures: number; readonly error: string };
 }
