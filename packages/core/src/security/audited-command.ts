@@ -229,8 +229,9 @@ export const DENIAL_CODES: readonly KilnErrorCode[] = [
  * The command's own result or error is returned or rethrown unchanged.
  *
  * **Fail closed (IEC 62443-3-3 CR 2.10, ADR 0013).** An authorized command runs only once its
- * `allowed` entry is durable: stored in the audit log (after the backlog drained, awaited), or,
- * when the store does not take it, appended to a working backlog journal with room. This holds
+ * `allowed` entry is durable: with a working backlog journal with room, appended to it (and
+ * stored in the background); otherwise stored in the audit log, its own entry first (ADR 0034,
+ * amendment 15j). While the store fails, only the background retry calls it. This holds
  * with or without a journal, so even the first command after the store fails is refused, not
  * run. A refusal is `KILN_AUDIT_UNAVAILABLE` (nothing executed); it is the command's audit entry
  * (`denied`) and is published as `command-refuse`. Once the `allowed` entry was offered to the
@@ -244,9 +245,9 @@ export const DENIAL_CODES: readonly KilnErrorCode[] = [
  *
  * **The backlog (CR 2.9).** An entry the store does not take (a retryable error) is journaled
  * (or kept in memory without a journal), reported by `audit-record-fail`, and written, oldest
- * first and one at a time, in turns of at most 32 entries: a command's entry waits for one turn,
- * then may be stored before the older ones still waiting (each keeps its `at`, so the trail
- * reads in time order), and the rest drains in the background between commands. An entry the store refuses for good (a
+ * first and one at a time, in the background, off the writer: a command's entry never waits for
+ * the backlog (without a journal it may be stored before older ones; each keeps its `at`, so the
+ * trail reads in time order). An entry the store refuses for good (a
  * non-retryable error: text the database cannot hold, a malformed field) is skipped and reported
  * by `audit-entry-skip`, so a caller-controlled field can never hold up the trail. An error the
  * store did not classify (not a `KilnError`) is not an answer about the entry: it is kept and
