@@ -98,7 +98,7 @@ for (const { kind, title, skip } of TARGETS)
 
     // Review 15c (MEDIUM 4): after the store's return, every command waited behind the whole backlog.
     test.skipIf(skip)(
-      "once the store takes entries again, a command waits for one turn of the backlog, not all of it; health says the backlog drains until it is empty",
+      "once the store takes entries again, a command does not wait for the backlog; health says the backlog drains until it is empty",
       async () => {
         const { directory, clock, store, system } = journaledSystem();
         await system.start();
@@ -111,18 +111,14 @@ for (const { kind, title, skip } of TARGETS)
         await recover();
         await clock.advance(2_500);
         await system.writeTag(admin, "counter.total", 1000);
-        // The command did not wait for the whole backlog: its entry is stored while older ones still
-        // wait (it waited for a turn of at most 32 of them, plus the background turns under way),
-        // and health says so.
+        // The command did not wait for the backlog (nor for any store call: its entry is durable in
+        // the journal, review 15j); older entries still wait, and health says so.
         const waiting = system.health();
         expect(waiting.audit.backlog).toBeGreaterThan(0);
         const early = await store.audit.query({ from: 0, to: Number.MAX_SAFE_INTEGER });
-        expect(early.some((entry) => entry.newValue === 1000)).toBe(true);
         expect(early.length).toBeLessThan(1001);
         expect(waiting.status).toBe("degraded");
-        expect(waiting.problems).toContainEqual(
-          expect.stringMatching(/^audit backlog: \d+ entries waiting to be stored/),
-        );
+        expect(waiting.problems).toContainEqual(expect.stringMatching(/^audit backlog: \d+ entries waiting/));
         // It drains in the background (waited for up to 20 s: a loaded machine's PostgreSQL may take
         // several seconds for 1000 inserts); then health is ok and every entry is stored once.
         for (let step = 0; step < 2000 && system.health().audit.backlog > 0; step++) {
@@ -152,6 +148,9 @@ for (const { kind, title, skip } of TARGETS)
         const admin: Principal = { id: "ada", roles: ["admin"] };
         await system.writeTag(admin, "heater.setpoint", 7);
         expect(plc.writes).toHaveLength(1);
+        // Journaled first, written in the background (review 15j): the failure is reported when the store refuses it.
+        for (let step = 0; step < 500 && failed.length === 0; step++)
+          await new Promise((resolve) => setTimeout(resolve, 10));
         expect(failed).toHaveLength(1);
         await recover();
         await system.stop();

@@ -163,12 +163,26 @@ export interface ControlSystemHealth {
      * could not be written; with how many entries the reserve holds and how many only memory.
      */
     readonly journalProblems: readonly string[];
+    /**
+     * Whether the audit backlog survives a restart: true with `audit.backlog.path` (a journal);
+     * false when it is held in memory only. Not a problem by itself (health stays `ok`).
+     */
+    readonly durableBacklog: boolean;
+    /** When the audit store last failed to take an entry (ms, the system clock), while it has taken none since. */
+    readonly storeFailingSince?: number;
+    /** How long the oldest waiting audit entry has waited, in ms, when there is one. */
+    readonly waitingMs?: number;
+    /** Waiting entries already reported by `audit-record-fail` (not just written in the background). */
+    readonly reportedWaiting: number;
     /** The entry at the head of the backlog while it fails: event id, failures counted, last error. */
     readonly blockedBy?: { readonly id: string; readonly failures: number; readonly error: string };
   };
   /** Why the status is not `ok`, in words. */
   readonly problems: readonly string[];
 }
+
+/** How long a journaled audit entry may wait for the store before health names the backlog (ms). */
+const AUDIT_WAIT_GRACE_MS = 1_000;
 
 /**
  * A composed control system for one machine: driver → acquisition → current value table →
@@ -1129,11 +1143,17 @@ export class ControlSystem {
         problems.push(
           `audit trail held by entry ${audit.blockedBy.id} (${audit.backlog} waiting; failed ${audit.blockedBy.failures} time(s): ${audit.blockedBy.error})`,
         );
-      } else if (audit.backlog > 0) {
-        // Not "ok" while entries wait: the trail is incomplete until the backlog drains (review 15c).
+      } else if (audit.storeFailingSince !== undefined && audit.backlog > 0) {
+        // What is true: the store is not answering; where the entries are meanwhile (review 15j).
+        const seconds = Math.max(0, Math.round((this.#clock.now() - audit.storeFailingSince) / 1000));
         problems.push(
-          `audit backlog: ${audit.backlog} entries waiting to be stored (draining while the store takes them)`,
+          `audit backlog: ${audit.backlog} entries waiting; the audit store has not taken an entry for ${seconds} s ` +
+            `(retried in the background; entries ${audit.durableBacklog ? "journaled" : "held in memory only"})`,
         );
+      } else if (audit.backlog > 0 && (audit.reportedWaiting > 0 || (audit.waitingMs ?? 0) >= AUDIT_WAIT_GRACE_MS)) {
+        // Not "ok" while entries wait: the trail is incomplete until the backlog drains (review 15c).
+        // A journaled entry written in the background within the grace is not a problem (review 15j).
+        problems.push(`audit backlog: ${audit.backlog} entries waiting to be stored (the store is taking them)`);
       }
     }
     // Reported whatever the state: a stop is when they happen.

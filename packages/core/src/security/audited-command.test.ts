@@ -206,11 +206,16 @@ describe("AuditedCommandRunner", () => {
     expect(plc.writes.map((entry) => entry.value)).toEqual([1]);
     expect(seenAtWrite).toHaveLength(1);
     down = false;
+    // While the store is failing, commands do not call it: only the background retry probes it
+    // (flush does its work here), and then commands run again (review 15j).
+    expect((await rejection(write(3))).code).toBe("KILN_AUDIT_UNAVAILABLE");
+    expect(await runner.flush()).toBe(true);
     await write(3);
-    expect(seenAtWrite[1]).toEqual(["entry-1:allowed", "entry-2:refusal:denied", "entry-3:allowed"]);
+    expect(seenAtWrite[1]).toEqual(["entry-1:allowed", "entry-2:refusal:denied", "entry-3:denied", "entry-4:allowed"]);
     expect(runner.backlog).toBe(0);
     expect((await entries()).map((entry) => entry.reason?.split(":")[0])).toEqual([
       undefined,
+      "KILN_AUDIT_UNAVAILABLE",
       "KILN_AUDIT_UNAVAILABLE",
       undefined,
     ]);
@@ -231,7 +236,9 @@ describe("AuditedCommandRunner", () => {
     expect(runner.backlog).toBe(4);
     // A whole-store outage (every write fails): nothing is set aside, all are stored once it is over.
     // (A suspect head is retried after a probe entry, so two may be stored swapped: fault 4's rule.)
-    expect(await runner.flush()).toBe(true);
+    // Each flush stops at a failure, as the background retry does, and the next one goes on.
+    let flushes = 0;
+    while (!(await runner.flush())) expect(++flushes).toBeLessThan(6);
     expect(skips).toEqual([]);
     expect((await entries()).map((entry) => entry.id).sort()).toEqual(["entry-1", "entry-2", "entry-3", "entry-4"]);
   });
@@ -285,6 +292,8 @@ describe("AuditedCommandRunner", () => {
     expect(await entries()).toEqual([]);
 
     down = false;
+    // The background retry (flush here) probes the store; commands never do (review 15j).
+    expect(await runner.flush()).toBe(true);
     await writeTag(engineer, "heater.setpoint", 10);
     expect(runner.backlog).toBe(0);
     expect(
@@ -754,6 +763,25 @@ describe("AuditedCommandRunner", () => {
     const { writeTag, entries } = await setup();
     await writeTag(engineer, "heater.setpoint", 1, "lot \u202E42\nvic tag.write allowed\u2028ada");
     expect((await entries())[0]?.reason).toBe("lot \\u{202E}42\\u{000A}vic tag.write allowed\\u{2028}ada");
+  });
+
+  test("a literal escape typed by the caller is recorded apart from the real character (review 15j)", async () => {
+    const { writeTag, entries } = await setup();
+    // Typed: a backslash, then "u{000A}"; and a real newline. Each field goes through the one rule.
+    await writeTag(engineer, "heater.setpoint", 1, "a\\u{000A}b");
+    await writeTag(engineer, "heater.setpoint", 2, "a\nb");
+    const [typed, real] = (await entries()).map((entry) => entry.reason);
+    expect(typed).toBe("a\\u{005C}u{000A}b");
+    expect(real).toBe("a\\u{000A}b");
+    expect(typed).not.toBe(real);
+  });
+
+  test("a backslash is escaped in every text field: principal and target too (review 15j)", async () => {
+    const { writeTag, entries } = await setup();
+    await rejection(writeTag({ id: "eve\\u{000A}root", roles: ["engineer"] }, "heater\\u{000A}.setpoint", 1));
+    const [entry] = await entries();
+    expect(entry?.principal).toBe("eve\\u{005C}u{000A}root");
+    expect(entry?.target).toBe("heater\\u{005C}u{000A}.setpoint");
   });
 
   test("a journaled backlog survives a restart and drains to the store in order", async () => {

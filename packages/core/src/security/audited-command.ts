@@ -229,8 +229,9 @@ export const DENIAL_CODES: readonly KilnErrorCode[] = [
  * The command's own result or error is returned or rethrown unchanged.
  *
  * **Fail closed (IEC 62443-3-3 CR 2.10, ADR 0013).** An authorized command runs only once its
- * `allowed` entry is durable: stored in the audit log (after the backlog drained, awaited), or,
- * when the store does not take it, appended to a working backlog journal with room. This holds
+ * `allowed` entry is durable: with a working backlog journal with room, appended to it (and
+ * stored in the background); otherwise stored in the audit log, its own entry first (ADR 0034,
+ * amendment 15j). While the store fails, only the background retry calls it. This holds
  * with or without a journal, so even the first command after the store fails is refused, not
  * run. A refusal is `KILN_AUDIT_UNAVAILABLE` (nothing executed); it is the command's audit entry
  * (`denied`) and is published as `command-refuse`. Once the `allowed` entry was offered to the
@@ -244,9 +245,9 @@ export const DENIAL_CODES: readonly KilnErrorCode[] = [
  *
  * **The backlog (CR 2.9).** An entry the store does not take (a retryable error) is journaled
  * (or kept in memory without a journal), reported by `audit-record-fail`, and written, oldest
- * first and one at a time, in turns of at most 32 entries: a command's entry waits for one turn,
- * then may be stored before the older ones still waiting (each keeps its `at`, so the trail
- * reads in time order), and the rest drains in the background between commands. An entry the store refuses for good (a
+ * first and one at a time, in the background, off the writer: a command's entry never waits for
+ * the backlog (without a journal it may be stored before older ones; each keeps its `at`, so the
+ * trail reads in time order). An entry the store refuses for good (a
  * non-retryable error: text the database cannot hold, a malformed field) is skipped and reported
  * by `audit-entry-skip`, so a caller-controlled field can never hold up the trail. An error the
  * store did not classify (not a `KilnError`) is not an answer about the entry: it is kept and
@@ -305,6 +306,20 @@ export class AuditedCommandRunner {
   #retryAttempt = 0;
   /** A background drain ({@link #continueDrain}) is under way. */
   #draining = false;
+  /**
+   * The drains of the backlog, one at a time. Apart from {@link #serial}: a drain holds the writer
+   * only to change the backlog, never across a store call, so a slow or frozen store never holds
+   * a command's entry (review 15j).
+   */
+  #drainTail: Promise<unknown> = Promise.resolve();
+  /**
+   * When the store last failed to take an entry (a retryable error) with no entry taken since:
+   * while set, commands do not call the store (a guarded one is journaled, or refused without a
+   * journal) and only the background retry probes it (review 15j). Cleared by the store's next answer.
+   */
+  #storeFailingSince: number | undefined;
+  /** Entries the store took since construction (the poison rule's evidence that it takes others). */
+  #storedCount = 0;
 
   /** @throws RangeError when `backlog.maxEntries` is not a positive integer. */
   constructor(options: AuditedCommandRunnerOptions) {
@@ -354,6 +369,10 @@ export class AuditedCommandRunner {
       refusalsDropped: this.#refusalsDropped,
       overflow: [...this.#overflow.values()].reduce((sum, overflow) => sum + overflow.count, 0),
       journalProblems: this.#journalProblems(),
+      durableBacklog: this.#options.backlog?.path !== undefined,
+      ...(this.#storeFailingSince === undefined ? {} : { storeFailingSince: this.#storeFailingSince }),
+      ...(head?.since === undefined ? {} : { waitingMs: Math.max(0, this.#options.clock.now() - head.since) }),
+      reportedWaiting: this.#backlog.reduce((count, item) => count + (item.reported === true ? 1 : 0), 0),
       ...(head !== undefined && head.failures > 0
         ? { blockedBy: { id: head.entry!.id, failures: head.failures, error: reasonOf(this.#lastError, undefined) } }
         : {}),
@@ -599,37 +618,35 @@ export class AuditedCommandRunner {
 
   /**
    * Writes the backlog to the store, oldest first (entries it refuses for good are skipped and
-   * reported); resolves true when it is empty. Never rejects. It writes in turns of at most
-   * {@link DRAIN_BATCH} entries, each a turn of its own of the one writer, so a command's entry
-   * waits for at most one turn, never for the whole backlog (review 15c).
+   * reported); resolves true when it is empty. Never rejects. Off the writer: commands go on
+   * meanwhile (their entries queue behind, or are stored on their own: review 15j).
    */
   async flush(): Promise<boolean> {
     for (;;) {
-      const taking = await this.#serial(() => this.#drain(undefined, undefined, DRAIN_BATCH));
+      const taking = await this.#drain();
       if (!taking) return false;
       if (this.#backlog.length === 0) return true;
     }
   }
 
   /**
-   * After a turn that wrote part of the backlog: the rest is written in the background, one turn
-   * of at most {@link DRAIN_BATCH} entries at a time, each queued behind the commands that came
-   * during the turn before it, so a command's entry waits for the turn under way and its own,
-   * never for the whole backlog (issue 15, review 15i: background paths each ran a whole
-   * {@link flush}, and every retry timer that fired meanwhile started another). One such drain at a time.
+   * Writes the backlog in the background, once entries were queued (a journaled command's entry,
+   * a denial) or the store took one again: one drain at a time, off the writer (its store calls
+   * hold no command: review 15j). While the store is failing it is left to the backoff retry,
+   * the only probe of a failing store.
    */
   #continueDrain(): void {
     if (this.#draining || this.#closed || this.#backlog.length === 0) return;
+    if (this.#storeFailingSince !== undefined) {
+      this.#scheduleRetry();
+      return;
+    }
     this.#draining = true;
-    // Queued once the writer's tasks queued so far (the turn under way among them) have run, so
-    // a command issued during that turn goes before the next one.
-    void this.#tail
-      .then(() => this.#serial(() => this.#drain(undefined, undefined, DRAIN_BATCH)))
-      .then((taking) => {
-        this.#draining = false;
-        if (taking) this.#continueDrain();
-        else this.#scheduleRetry();
-      });
+    void this.#drain().then((taking) => {
+      this.#draining = false;
+      if (taking) this.#continueDrain();
+      else this.#scheduleRetry();
+    });
   }
 
   /**
@@ -698,8 +715,8 @@ export class AuditedCommandRunner {
     );
     this.#retryTimer = this.#options.clock.setTimeout(() => {
       this.#retryTimer = undefined;
-      // One turn, as a background drain's: commands' entries are not held behind the whole backlog.
-      void this.#serial(() => this.#drain(undefined, undefined, DRAIN_BATCH)).then((taking) => {
+      // The probe of a failing store (never a command's entry), and the drain that follows: off the writer.
+      void this.#drain().then((taking) => {
         if (!taking) this.#scheduleRetry();
         else if (this.#backlog.length > 0) this.#continueDrain();
         else if (this.#needsRetry()) this.#scheduleRetry();
@@ -774,6 +791,9 @@ export class AuditedCommandRunner {
       this.#reserve = undefined;
       this.#reservedIds = new Set();
     });
+    // A background drain begun before the close (the retry timer) may still have a store call in
+    // flight: close settles once it has, so nothing calls the store after close (review 15j).
+    await this.#drainTail;
   }
 
   /** Runs `task` after every earlier audit task: one writer, so the store sees entries in order and once. */
@@ -784,84 +804,135 @@ export class AuditedCommandRunner {
   }
 
   /**
-   * Makes an allowed entry durable before its command runs: stored (after the backlog drained),
-   * else journaled when a journal works and has room: `run`. Otherwise the command is refused:
-   * `refused` (the entry is not kept; its refusal is recorded as an entry of its own naming it), `unstorable`
-   * (the store refused it for good; reported) or `closed` (the command gate closed meanwhile). Safety actions never come here (see `run`).
+   * Makes an allowed entry durable before its command runs (inside the writer's turn): with a
+   * journal that works and has room, appended to it (fsynced) and written to the store in the
+   * background, so neither the backlog nor a slow or frozen store reaches the command; otherwise
+   * stored, its own entry first, before any backlog entry (the store is then the one durable
+   * target): `run`. While the store is failing it is not called here (the background retry
+   * probes it) and the command is refused: `refused` (the entry is not kept; its refusal is
+   * recorded as an entry of its own naming it when it was offered), `unstorable` (the store
+   * refused it for good; reported) or `closed` (the command gate closed meanwhile). Safety
+   * actions never come here (see `run`). ADR 0034, amendment 15j.
    */
   async #commit(entry: AuditEntry, offer: { offered: boolean }): Promise<"run" | "refused" | "unstorable" | "closed"> {
-    if (await this.#drain(entry, offer, DRAIN_BATCH)) {
-      offer.offered = true;
-      const stored = await this.#store(entry);
-      if (stored === "stored") return "run";
-      if (stored === "skipped") return "unstorable";
+    if (this.#options.backlog?.path !== undefined) {
+      const journal = await this.#openJournal();
+      // Kept only once journaled: an intent the journal does not take is not kept, and nothing is
+      // evicted for it at the limit with refuse-commands (issue 15).
+      if (
+        journal !== undefined &&
+        (this.#whenFull === "drop-oldest" || this.#entriesInBacklog() < this.#maxEntries) &&
+        (await this.#enqueue(entry, { journaledOnly: true }))
+      ) {
+        this.#continueDrain();
+        return "run";
+      }
     }
-    // The system began stopping while the store was being tried: not kept, the command does not run.
+    // The system began stopping meanwhile: not kept, the command does not run.
     if (this.#gate !== undefined) return "closed";
-    const journal = await this.#openJournal();
-    // Each entry tries the journal itself: one record it refuses (too large) does not refuse the next.
-    if (journal === undefined) return "refused";
-    if (this.#backlog.length >= this.#maxEntries && this.#whenFull === "refuse-commands") return "refused";
-    // Kept only once journaled: an intent the journal does not take is not kept, the command
-    // does not run, and nothing is evicted for it (issue 15: refused commands evicted the
-    // journaled entries of commands that ran).
-    return (await this.#enqueue(entry, { journaledOnly: true })) ? "run" : "refused";
+    // No journal, or it could not take the entry: the store is the only durable target. Not
+    // called while it is failing (the background retry probes it) or closed.
+    if (this.#closed || this.#storeFailingSince !== undefined) return "refused";
+    offer.offered = true;
+    const stored = await this.#store(entry);
+    if (stored === "skipped") return "unstorable";
+    if (stored === "retry") return "refused";
+    this.#continueDrain();
+    return "run";
   }
 
-  #record(entry: AuditEntry): Promise<void> {
-    return this.#serial(() => this.#recordNow(entry));
+  /**
+   * Records an entry of a command that runs without waiting (a safety action), did not run
+   * (denied, failed) or was cancelled. It holds the writer only to queue: without a journal,
+   * while the store answers and nothing waits, it is stored at once, off the writer (its own
+   * write, concurrent with others'; an entry that fails is then queued); otherwise it is queued
+   * (journaled when there is a journal) and written in the background. Never waits on another
+   * command's entry or the backlog (review 15j).
+   */
+  async #record(entry: AuditEntry): Promise<void> {
+    if (
+      this.#options.backlog?.path === undefined &&
+      !this.#closed &&
+      this.#storeFailingSince === undefined &&
+      this.#backlog.length === 0 &&
+      this.#overflow.size === 0 &&
+      (await this.#store(entry)) !== "retry"
+    ) {
+      return;
+    }
+    await this.#serial(() => this.#recordNow(entry));
   }
 
-  /** {@link #record} inside the writer's current turn. */
+  /** Queues `entry` inside the writer's current turn (journaled when possible) and starts a background drain. */
   async #recordNow(entry: AuditEntry): Promise<void> {
-    if ((await this.#drain(entry, undefined, DRAIN_BATCH)) && (await this.#store(entry)) !== "retry") return;
     await this.#enqueue(entry);
+    this.#continueDrain();
   }
 
   /** Stores one entry: `stored`, `skipped` (refused for good, reported) or `retry`. */
   async #store(entry: AuditEntry): Promise<"stored" | "skipped" | "retry"> {
     try {
       await this.#options.audit.record(entry);
+      this.#storedCount++;
+      this.#storeFailingSince = undefined;
       return "stored";
     } catch (error) {
       // Only the store's definite answer about this entry skips it. An error it did not classify
       // (not a KilnError) keeps the entry and is retried: never lost for want of a classification.
       if (refusedForGood(error)) {
+        this.#storeFailingSince = undefined;
         this.#skip(entry, error);
         return "skipped";
       }
       this.#lastError = error;
+      // The store's own word that it is not answering (a timeout, an open breaker, a lost
+      // connection: a KilnError) gates commands off it until the background retry finds it back.
+      // An error it did not classify may be about the entry (a poison entry): commands still
+      // try the store then, and their entries are the probe the poison rule needs.
+      if (this.#storeFailingSince === undefined && KilnError.is(error)) {
+        this.#storeFailingSince = this.#options.clock.now();
+        // Entries queued while it answered (journaled commands' entries) are reported now.
+        this.#reportWaiting();
+      }
       return "retry";
     }
   }
 
   /**
-   * Writes the backlog, oldest first; true when it is empty. `candidate` is the entry the caller
-   * means to store next: with the backlog's next entries, it is the probe that tells a head entry
-   * the store keeps failing on (a poison entry) from a store that fails on everything.
+   * Writes the backlog, oldest first; true when it is empty (false when the store failed or the
+   * runner is closed). One drain at a time; it holds the writer ({@link #serial}) only to change
+   * the backlog and the journal, never across a store call, so commands queue their entries (and,
+   * without a journal, store their own) while it writes (review 15j).
    *
-   * The rule (ADR 0013 addendum): a head entry that failed {@link POISON_ATTEMPTS} times with an
-   * error the store did not classify is suspect. Its next turn tries another entry first; when the
-   * store takes that one and then fails the head again (an error it does not classify), the head
-   * is about its own content: it is set aside (kept in a
-   * `<journal>.set-aside` file when there is a journal, reported by `audit-entry-skip` with its id
-   * and error) and the queue moves on. When the store fails that one too, it is an outage: the
-   * head stays and everything is retried, fail closed, for as long as it lasts.
+   * The rule for a poison entry (ADR 0013 addendum): a head entry that failed
+   * {@link POISON_ATTEMPTS} times with an error the store did not classify is suspect. Its next
+   * try stores another entry first (the next in the backlog), or uses the store having taken
+   * another entry since (a command's own); when the store takes that one and then fails the head
+   * again (an error it does not classify), the head is about its own content: it is set aside
+   * (kept in a `<journal>.set-aside` file when there is a journal, reported by `audit-entry-skip`
+   * with its id and error) and the queue moves on. When the store fails that one too, it is an
+   * outage: the head stays and everything is retried, fail closed, for as long as it lasts.
    */
-  async #drain(candidate?: AuditEntry, offer?: { offered: boolean }, budget = Infinity): Promise<boolean> {
-    if (this.#closed) return false;
-    await this.#openJournal();
-    if (this.#closed) return false;
-    await this.#retryReserve();
-    await this.#summarizeOverflow();
-    for (let turn = 0; this.#backlog.length > 0; turn++) {
-      if (turn >= budget) {
-        // The store is taking entries: the caller goes on (its own entry may pass the older ones;
-        // each keeps its `at`, so the trail reads in time order), the rest drains in the background.
-        this.#continueDrain();
-        return true;
-      }
-      const head = this.#backlog[0]!;
+  #drain(): Promise<boolean> {
+    const run = this.#drainTail.then(() => this.#drainNow());
+    this.#drainTail = run.catch(() => undefined);
+    return run;
+  }
+
+  async #drainNow(): Promise<boolean> {
+    const ready = await this.#serial(async () => {
+      if (this.#closed) return false;
+      await this.#openJournal();
+      if (this.#closed) return false;
+      await this.#retryReserve();
+      await this.#summarizeOverflow();
+      return true;
+    });
+    if (!ready) return false;
+    for (;;) {
+      if (this.#closed) return false;
+      const head = this.#backlog[0];
+      if (head === undefined) return true;
       let setAside = false;
       if (head.entry !== undefined) {
         if (isIntentRefusal(head.entry)) {
@@ -873,33 +944,51 @@ export class AuditedCommandRunner {
             return false;
           }
         } else if (head.failures >= POISON_ATTEMPTS) {
-          const probe = this.#backlog.find((item, index) => index > 0 && item.entry !== undefined)?.entry ?? candidate;
-          // No other entry to try: the head holds the queue until one comes (health names it).
-          if (probe === undefined) return false;
-          // The command's own intent as the probe is offered to the store: its refusal must name it.
-          if (probe === candidate && offer !== undefined) offer.offered = true;
-          if ((await this.#store(probe)) === "retry") return false;
+          const probe = this.#backlog.find((item, index) => index > 0 && item.entry !== undefined)?.entry;
+          if (probe !== undefined) {
+            if ((await this.#store(probe)) === "retry") return false;
+          } else if (this.#storedCount === head.storedCountAtFailure) {
+            // No other entry to try, and the store took none since: the head holds the queue until one comes (health names it).
+            return false;
+          }
           // The store takes entries. One more try of the head tells an entry it fails on from a
           // store that has just come back: only a failure it again cannot classify sets it aside.
           if ((await this.#store(head.entry)) === "retry") {
             if (KilnError.is(this.#lastError)) return false;
             head.failures++;
-            await this.#setEntryAside(head);
             setAside = true;
           }
         } else if ((await this.#store(head.entry)) === "retry") {
+          head.storedCountAtFailure = this.#storedCount;
           if (!KilnError.is(this.#lastError)) head.failures++;
           if (head.failures < POISON_ATTEMPTS) return false;
           continue;
         }
       }
-      this.#backlog.shift();
-      // A set-aside entry must not come back from the journal to be set aside again.
-      if (head.journaled) await this.#releaseJournalHead(setAside);
-      else if (head.entry !== undefined && this.#reservedIds.has(head.entry.id)) await this.#persistReserve();
-      await this.#summarizeOverflow();
+      await this.#serial(async () => {
+        // Dropped meanwhile (drop-oldest at the limit: released and reported there), or the runner closed.
+        if (this.#backlog[0] !== head) return;
+        if (setAside) await this.#setEntryAside(head);
+        this.#backlog.shift();
+        // A set-aside entry must not come back from the journal to be set aside again.
+        if (head.journaled) await this.#releaseJournalHead(setAside);
+        else if (head.entry !== undefined && this.#reservedIds.has(head.entry.id)) await this.#persistReserve();
+        await this.#summarizeOverflow();
+      });
     }
-    return true;
+  }
+
+  /**
+   * Reports the entries queued while the store answered (a journaled command's entry, a denial
+   * queued with a journal) once it fails: `audit-record-fail`, once each, as an entry that
+   * failed when it came is (see {@link #enqueue}).
+   */
+  #reportWaiting(): void {
+    for (const item of this.#backlog) {
+      if (item.reported === true || item.entry === undefined) continue;
+      item.reported = true;
+      this.#publishRecordFail(item.entry, item.journaled);
+    }
   }
 
   /**
@@ -959,7 +1048,8 @@ export class AuditedCommandRunner {
     this.#overflow.clear();
     for (const overflow of overflows) {
       const entry = this.#overflowEntry(overflow);
-      if ((await this.#drain()) && (await this.#store(entry)) !== "retry") continue;
+      // Inside the writer's turn (close): the backlog was flushed just before; behind what it still holds otherwise.
+      if (this.#backlog.length === 0 && (await this.#store(entry)) !== "retry") continue;
       if ((await this.#openJournal()) !== undefined) {
         if (await this.#append(entry)) continue;
         this.#backlog.pop();
@@ -1077,6 +1167,23 @@ export class AuditedCommandRunner {
     for (let release = 1; release <= journalReleases; release++) {
       await this.#releaseJournalHead(release === journalReleases);
     }
+    // Queued while the store fails (or the runner is closed): reported now. Queued while it answers
+    // (a journaled entry written in the background): reported only if the store fails before taking it.
+    let item: BacklogItem | undefined;
+    for (let index = this.#backlog.length - 1; index >= 0 && item === undefined; index--) {
+      if (this.#backlog[index]!.entry === entry) item = this.#backlog[index];
+    }
+    if (item !== undefined && (this.#storeFailingSince !== undefined || this.#closed)) {
+      item.reported = true;
+      this.#publishRecordFail(entry, journaled);
+    }
+    if (dropped > 0) this.#reportDrop(dropped, `the audit backlog is full (${this.#maxEntries} entries)`);
+    this.#scheduleRetry();
+    return journaled;
+  }
+
+  /** Logs and publishes `audit-record-fail` for an entry the store has not taken and that is kept for retry. */
+  #publishRecordFail(entry: AuditEntry, journaled: boolean): void {
     this.#logger.error(
       { id: entry.id, action: entry.action, backlog: this.#backlog.length, durable: journaled },
       "an audit entry could not be recorded; it is kept for retry",
@@ -1092,9 +1199,6 @@ export class AuditedCommandRunner {
       durable: journaled,
       error: this.#lastError ?? new KilnError("KILN_STORE_ERROR", "The audit log is failing."),
     });
-    if (dropped > 0) this.#reportDrop(dropped, `the audit backlog is full (${this.#maxEntries} entries)`);
-    this.#scheduleRetry();
-    return journaled;
   }
 
   /** Backlog items that hold an entry (not an undecodable record or a tombstone). */
@@ -1119,7 +1223,7 @@ export class AuditedCommandRunner {
         if (!KilnError.is(error, "KILN_BUFFER_FULL")) this.#noteJournalFailure("append", error, journal.path);
       }
     }
-    this.#backlog.push({ entry, journaled, failures: 0 });
+    this.#backlog.push({ entry, journaled, failures: 0, since: this.#options.clock.now() });
     return journaled;
   }
 
@@ -1230,7 +1334,8 @@ export class AuditedCommandRunner {
       const count = this.#mergeOverflow(found.overflow);
       const known = new Set(this.#backlog.map((item) => item.entry?.id));
       const held = found.held.filter((entry) => !known.has(entry.id));
-      for (const entry of held) this.#backlog.push({ entry, journaled: false, failures: 0 });
+      const since = this.#options.clock.now();
+      for (const entry of held) this.#backlog.push({ entry, journaled: false, failures: 0, since, reported: true });
       this.#reservedIds = new Set(held.map((entry) => entry.id));
       if (count > 0 || held.length > 0) {
         changed = true;
@@ -1454,7 +1559,7 @@ export class AuditedCommandRunner {
             const entry = decodeEntry(payload);
             if (entry === undefined) undecodable++;
             // An undecodable record keeps its place (the journal releases oldest first) and is released unread.
-            recovered.push({ entry, journaled: true, failures: 0 });
+            recovered.push({ entry, journaled: true, failures: 0, since: this.#options.clock.now(), reported: true });
           })
           .catch(async (error: unknown) => {
             // Closed again, so its lock does not keep the next attempt (or another process) out.
@@ -1539,6 +1644,12 @@ interface BacklogItem {
   readonly journaled: boolean;
   /** Failures of this entry at the head with an error the store did not classify (see {@link POISON_ATTEMPTS}). */
   failures: number;
+  /** Entries the store had taken (the runner's count) when this one last failed: a later count means it takes others. */
+  storedCountAtFailure?: number;
+  /** When it was queued (the runner's clock), for health's `waitingMs`; recovered entries: when recovered. */
+  since?: number;
+  /** Already reported by `audit-record-fail` (queued while the store failed, or when it began to fail). */
+  reported?: boolean;
 }
 
 /** The audit writer's state, as `ControlSystem.health().audit` reports it. */
@@ -1568,6 +1679,20 @@ interface AuditWriterStatus {
    * be written; each with how many entries its reserve holds and how many are only in memory.
    */
   readonly journalProblems: readonly string[];
+  /**
+   * Whether the backlog survives a restart: true with a journal (`backlog.path`), false when it
+   * is held in memory only (lost if the process dies; not a problem by itself).
+   */
+  readonly durableBacklog: boolean;
+  /**
+   * When the store last failed to take an entry (the runner's clock, ms), while it has taken none
+   * since: commands do not call it meanwhile; the background retry probes it.
+   */
+  readonly storeFailingSince?: number;
+  /** How long the oldest waiting entry has waited, in ms, when the backlog holds one. */
+  readonly waitingMs?: number;
+  /** Waiting entries reported by `audit-record-fail` (the store failed, or the runner was closed, when they came). */
+  readonly reportedWaiting: number;
   /** The entry at the head of the backlog when it has failed: its event id, failures counted and the last error. */
   readonly blockedBy?: { readonly id: string; readonly failures: number; readonly error: string };
 }
@@ -1626,13 +1751,6 @@ function cancelledBeforeEffect(error: unknown): boolean {
 
 /** The background retry's schedule when the host gives none. */
 const DEFAULT_RETRY_BACKOFF: ReconnectBackoff = { initialDelayMs: 1_000, maxDelayMs: 30_000 };
-
-/**
- * Most backlog entries one turn of the audit writer writes: a command's entry waits for at most
- * this many older ones (then passes the rest, which drain in the background), so commands run
- * again within a bounded time of the store's return, whatever the backlog (review 15c).
- */
-const DRAIN_BATCH = 32;
 
 /** Most principals and actions an overflow summary names. */
 const OVERFLOW_NAMES = 16;

@@ -21,7 +21,12 @@ export const ROLE_MAX_LENGTH = 128;
  * `adaadmin` in a log or an audit viewer, and `eng\u2028… allowed` forges a line.
  */
 const INVISIBLE_CHARACTER = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Cs}]/u;
-const INVISIBLE_CHARACTERS = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Cs}]/gu;
+/**
+ * What {@link visibleText} writes out: the invisible characters, and the backslash itself, so a
+ * literal `\u{000A}` typed by a caller can never read the same as an escaped real newline
+ * (adversarial review 15j).
+ */
+const ESCAPED_CHARACTERS = /[\\\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Cs}]/gu;
 
 /** The message of the one identifier character rule (see {@link identifierCharacterProblem}). */
 export const IDENTIFIER_CHARACTER_MESSAGE =
@@ -37,13 +42,15 @@ export function identifierCharacterProblem(text: string): boolean {
 }
 
 /**
- * `text` with every control and format character written out as `\u{XXXX}`, so echoing a
- * refused identifier (in an audit entry, a message) shows what it held instead of letting it
- * reorder or hide the text around it.
+ * `text` with every control and format character, and every backslash, written out as
+ * `\u{XXXX}` (a backslash as `\u{005C}`), so echoing a refused identifier (in an audit entry, a
+ * message) shows what it held instead of letting it reorder or hide the text around it, and text
+ * that spells an escape (`\u{000A}` typed literally) stays distinct from the character it names:
+ * the escaping cannot be imitated (review 15j).
  */
 export function visibleText(text: string): string {
   return text.replace(
-    INVISIBLE_CHARACTERS,
+    ESCAPED_CHARACTERS,
     (character) => `\\u{${character.codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0")}}`,
   );
 }
