@@ -127,7 +127,7 @@ describe("one-dimensional OPC UA arrays (ADR 0038)", () => {
       expect(received.every((s) => s.quality.severity === "good")).toBe(true);
       expect(received.filter((s) => s.tag === "zones").at(-1)?.value).toEqual(changed);
     } finally {
-      await dispose();
+      dispose();
     }
   });
 
