@@ -43,7 +43,7 @@ export type TagValue = TagScalarValue | TagArrayValue;
 
 /**
  * A typed array a write may give for an array tag: copied element by element into a frozen
- * {@link TagArrayValue} before it is checked (see {@link frozenTagValue}).
+ * {@link TagArrayValue} before it is checked.
  */
 export type TagTypedArray =
   | Int8Array
@@ -281,7 +281,7 @@ export interface Tag<TName extends string = string> {
   readonly address?: string | Readonly<Record<string, unknown>> | undefined;
   /** The declared interpolation; {@link interpolationOf} gives the effective one. */
   readonly interpolation?: Interpolation | undefined;
-  /** For an array tag, the most elements its value holds (1 – {@link TAG_ARRAY_LENGTH_MAX}); absent for a scalar tag. */
+  /** For an array tag, the most elements its value holds (1 – 65,535); absent for a scalar tag. */
   readonly arrayLength?: number | undefined;
 }
 

@@ -100,7 +100,6 @@ export {
 } from "../history/series-history";
 export {
   formatTagValue,
-  frozenTagValue,
   interpolationOf,
   sameTagValue,
   type Interpolation,
