@@ -39,21 +39,15 @@ export {
 export { GOOD, QualityCodes, quality, type Quality, type QualitySeverity } from "./domain/quality";
 export type { Sample } from "./domain/sample";
 export {
-  TAG_ARRAY_LENGTH_MAX,
   TagCatalog,
   defineTags,
-  formatTagValue,
-  sameTagValue,
   type Interpolation,
   type LoggingDeadband,
   type LoggingPolicy,
   type Tag,
   type TagDataType,
   type TagDefinitionInput,
-  type TagArrayValue,
   type TagRange,
-  type TagScalarValue,
-  type TagTypedArray,
   type TagValue,
 } from "./domain/tags";
 export type { CurrentValueView, CvtObserver, CvtChange } from "./cvt/current-value-view";

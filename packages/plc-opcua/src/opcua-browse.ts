@@ -1,5 +1,4 @@
-import { TAG_ARRAY_LENGTH_MAX } from "@kiln/core";
-import { KilnError, type BrowsedVariable } from "@kiln/core/driver-kit";
+import { KilnError, TAG_ARRAY_LENGTH_MAX, type BrowsedVariable } from "@kiln/core/driver-kit";
 import {
   AttributeIds,
   BrowseDirection,

@@ -1,17 +1,8 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import {
-  type Clock,
-  KilnError,
-  type SignalSpec,
-  SystemClock,
-  type Tag,
-  TagCatalog,
-  type TagScalarValue,
-  type TagValue,
-} from "@kiln/core";
-import { createSignal, parseOrThrow, type Signal, signalSpecSchema } from "@kiln/core/driver-kit";
+import { type Clock, KilnError, type SignalSpec, SystemClock, type Tag, TagCatalog, type TagValue } from "@kiln/core";
+import { createSignal, parseOrThrow, type Signal, signalSpecSchema, type TagScalarValue } from "@kiln/core/driver-kit";
 import { type TimerHandle } from "@kiln/core";
 import type { UAFolder, UAVariable } from "node-opcua-address-space";
 import type { OPCUACertificateManager } from "node-opcua-certificate-manager";

@@ -1,13 +1,5 @@
-import {
-  KilnError,
-  quality,
-  QualityCodes,
-  type Tag,
-  type TagDataType,
-  type TagScalarValue,
-  type TagValue,
-} from "@kiln/core";
-import { coerceToTagType, type TagTypeCoercion } from "@kiln/core/driver-kit";
+import { KilnError, quality, QualityCodes, type Tag, type TagDataType, type TagValue } from "@kiln/core";
+import { coerceToTagType, type TagScalarValue, type TagTypeCoercion } from "@kiln/core/driver-kit";
 import {
   DataType,
   Variant,

@@ -13,7 +13,6 @@ import {
   type Principal,
   type Sample,
   type Tag,
-  type TagScalarValue,
   type TagValue,
 } from "@kiln/core";
 import {
@@ -25,6 +24,7 @@ import {
   type DriverStatusChange,
   type RecordJournal,
   type ReconnectBackoff,
+  type TagScalarValue,
   type ValidationIssue,
 } from "@kiln/core/driver-kit";
 import { memoryBdSeqStore, type BdSeqStore } from "./bdseq-store";

@@ -1,4 +1,5 @@
-import type { TagArrayValue, TagDataType, TagScalarValue } from "@kiln/core";
+import type { TagDataType } from "@kiln/core";
+import type { TagArrayValue, TagScalarValue } from "@kiln/core/driver-kit";
 import { escapeText, unescapeText } from "./text-escape";
 
 const SPECIAL_NUMBERS: ReadonlyMap<string, number> = new Map([

@@ -35,17 +35,18 @@ export type TagScalarValue = number | boolean | string | bigint;
 export type TagArrayValue = readonly TagScalarValue[];
 
 /**
- * A tag value as Kiln carries it: a scalar ({@link TagScalarValue}) for a scalar tag, or a
- * {@link TagArrayValue} for a tag with `arrayLength`. Code that formats or compares a value
- * must not assume a scalar: use {@link sameTagValue} and {@link formatTagValue}.
+ * A tag value as Kiln carries it: numbers for numeric types, booleans, strings; 64-bit integer
+ * tags (`int64`, `uint64`) carry a `bigint`, or a number when it is a safe integer. A tag with
+ * `arrayLength` carries a frozen, one-dimensional array of those (`TagArrayValue` in
+ * `@kiln/core/driver-kit`). Code that formats or compares a value must not assume a scalar: use
+ * `sameTagValue` and `formatTagValue` from `@kiln/core/driver-kit`.
  */
-export type TagValue = TagScalarValue | TagArrayValue;
+// Spelled out rather than `TagScalarValue | TagArrayValue`: those two live in the driver kit, and
+// the main entry names no type it does not export (ADR 0027).
+export type TagValue = number | boolean | string | bigint | readonly (number | boolean | string | bigint)[];
 
-/**
- * A typed array a write may give for an array tag: copied element by element into a frozen
- * {@link TagArrayValue} before it is checked.
- */
-export type TagTypedArray =
+/** A typed array a write may give for an array tag: copied element by element into a frozen array before it is checked. */
+type TagTypedArray =
   | Int8Array
   | Uint8Array
   | Int16Array
@@ -111,7 +112,7 @@ export function arrayElementsOf(value: unknown): readonly unknown[] | undefined 
  * (element values unchanged), a scalar as is. Applied to every write before it reaches a driver,
  * so neither the caller nor the driver can change the value afterwards.
  */
-export function frozenTagValue(value: TagValue | TagTypedArray): TagValue {
+export function frozenTagValue(value: TagValue | TagTypedArray | ArrayBufferView): TagValue {
   const elements = arrayElementsOf(value);
   if (elements === undefined) return value as TagScalarValue;
   return Object.freeze([...(elements as readonly TagScalarValue[])]);
@@ -250,8 +251,8 @@ export interface TagDefinitionInput {
   readonly interpolation?: Interpolation | undefined;
   /**
    * Makes the tag an array tag: its value is a one-dimensional array of at most `arrayLength`
-   * elements of `dataType` ({@link TagArrayValue}); a whole number from 1 to
-   * {@link TAG_ARRAY_LENGTH_MAX}. `range` applies to every element. An array tag cannot have a
+   * elements of `dataType` (a frozen array); a whole number from 1 to 65,535
+   * (`TAG_ARRAY_LENGTH_MAX`). `range` applies to every element. An array tag cannot have a
    * deadband, `sloped` interpolation or an alarm (`KILN_VALIDATION`); a value of the wrong shape
    * or longer than `arrayLength` is refused on write and reads `bad` `BadTypeMismatch`.
    * See docs/adr/0038-array-tags.md. @default none (a scalar tag)

@@ -99,6 +99,7 @@ export {
   type SampleSeries,
 } from "../history/series-history";
 export {
+  TAG_ARRAY_LENGTH_MAX,
   formatTagValue,
   interpolationOf,
   sameTagValue,
