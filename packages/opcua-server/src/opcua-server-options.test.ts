@@ -26,6 +26,26 @@ describe("OpcuaServer options", () => {
     expect(() => server.nodeIdOf("nope")).toThrow(expect.objectContaining({ code: "KILN_TAG_UNKNOWN" }));
   });
 
+  test("a system with array tags is refused at construction until arrays are served (ADR 0038)", () => {
+    const withArrays = createControlSystem({
+      machineId: "reactor-2",
+      tags: defineTags({
+        "chamber.pressure": { dataType: "float64" },
+        "zones.temperature": { dataType: "float64", arrayLength: 8 },
+      }),
+    });
+    let caught: unknown;
+    try {
+      new OpcuaServer(withArrays, valid);
+    } catch (error) {
+      caught = error;
+    }
+    expect(caught).toBeInstanceOf(KilnValidationError);
+    expect((caught as KilnValidationError).issues.map((issue) => issue.path)).toEqual([
+      "tags.zones.temperature.arrayLength",
+    ]);
+  });
+
   test("bad options are refused with KILN_VALIDATION naming each field", () => {
     expect(issuesOf({ ...valid, port: 70_000 })).toEqual(["port"]);
     expect(issuesOf({ ...valid, port: 1.5 })).toEqual(["port"]);

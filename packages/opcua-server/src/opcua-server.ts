@@ -157,7 +157,8 @@ export class OpcuaServer {
   /**
    * @param system the control system to serve (its public API: tag catalog, current value
    *   table, checked `writeTag`).
-   * @throws KilnValidationError (`KILN_VALIDATION`) naming each bad option (see {@link OpcuaServerOptions}).
+   * @throws KilnValidationError (`KILN_VALIDATION`) naming each bad option (see {@link OpcuaServerOptions}),
+   *   and each array tag of the system's catalog (`tags.<name>.arrayLength`: not served yet, ADR 0038).
    * @throws TypeError when `system` is not a control system.
    */
   constructor(system: ServedSystem, options: OpcuaServerOptions) {
@@ -168,6 +169,18 @@ export class OpcuaServer {
       typeof system.cvt?.observeAll !== "function"
     ) {
       throw new TypeError("OpcuaServer expects a ControlSystem (from createControlSystem)");
+    }
+    // Array tags (ADR 0038) are not served yet (ValueRank 1 variables, history and writes of
+    // arrays): said at construction, never as a wrong scalar at run time.
+    const arrays = system.tags.list().filter((tag) => tag.arrayLength !== undefined);
+    if (arrays.length > 0) {
+      throw new KilnValidationError(
+        "OPC UA server",
+        arrays.map((tag) => ({
+          path: `tags.${tag.name}.arrayLength`,
+          message: "the OPC UA server does not serve array tags yet (ADR 0038)",
+        })),
+      );
     }
     this.#system = system;
     this.#options = resolveOpcuaServerOptions(options);

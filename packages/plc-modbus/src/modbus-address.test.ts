@@ -134,6 +134,13 @@ describe("modbusTagAddress", () => {
     expect(issuesOf(() => modbusTagAddress(tags.get("tank.valve")))[0]?.path).toBe("tank.valve.address");
   });
 
+  it("refuses an array tag (arrayLength) with KILN_VALIDATION until Modbus carries arrays (ADR 0038)", () => {
+    const tags = defineTags({ "zones.temperature": { dataType: "float32", arrayLength: 8, address: "HR100:float32" } });
+    expect(issuesOf(() => modbusTagAddress(tags.get("zones.temperature")))).toEqual([
+      { path: "zones.temperature.arrayLength", message: expect.stringContaining("does not support array tags") },
+    ]);
+  });
+
   it("resolves a tag's address", () => {
     const tags = defineTags({ "tank.level": { dataType: "float32", address: "IR10:float32:CDAB" } });
     expect(modbusTagAddress(tags.get("tank.level"))).toMatchObject({ area: "input-register", address: 10 });

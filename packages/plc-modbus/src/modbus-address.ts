@@ -352,9 +352,19 @@ export function parseModbusAddress(input: unknown, dataType: TagDataType, path =
 
 /**
  * The Modbus address of `tag`.
- * @throws KilnValidationError naming `<tag>.address` when the tag has no address or a bad one.
+ * @throws KilnValidationError naming `<tag>.address` when the tag has no address or a bad one,
+ *   and `<tag>.arrayLength` for an array tag: the Modbus driver does not carry arrays yet
+ *   (docs/adr/0038-array-tags.md), so it says so when the tag is configured, never at run time.
  */
 export function modbusTagAddress(tag: Tag): ModbusAddress {
+  if (tag.arrayLength !== undefined) {
+    throw new KilnValidationError("Modbus address", [
+      {
+        path: `${tag.name}.arrayLength`,
+        message: "the Modbus driver does not support array tags yet (ADR 0038): define a scalar tag per register",
+      },
+    ]);
+  }
   if (tag.address === undefined) {
     throw new KilnValidationError("Modbus address", [
       { path: `${tag.name}.address`, message: 'a Modbus tag needs an address, e.g. "HR100" or "C3"' },

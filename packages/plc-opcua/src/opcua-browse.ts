@@ -1,4 +1,4 @@
-import { KilnError, type BrowsedVariable } from "@kiln/core/driver-kit";
+import { KilnError, TAG_ARRAY_LENGTH_MAX, type BrowsedVariable } from "@kiln/core/driver-kit";
 import {
   AttributeIds,
   BrowseDirection,
@@ -19,11 +19,15 @@ import { formatNodeAddress } from "./opcua-node-id";
 import { tagDataTypeOf } from "./opcua-values";
 
 const MAX_BROWSED_NODES = 100_000;
+/** DataType, UserAccessLevel, ValueRank, ArrayDimensions. */
+const ATTRIBUTES_PER_VARIABLE = 4;
 
 /**
  * Lists the variables under `rootId`, following hierarchical references through objects and
  * folders (breadth first, in batches of the server's MaxNodesPerBrowse, at most 100 000 nodes),
- * with each variable's data type and access. Each result carries an `nsu=` address.
+ * with each variable's data type, access, value rank and array dimensions (a one-dimensional
+ * array of known length proposes `arrayLength`, docs/adr/0038-array-tags.md). Each result
+ * carries an `nsu=` address.
  *
  * @throws KilnError `KILN_NOT_FOUND` when the server refuses to browse the root itself
  *   (BadNodeIdUnknown: no such node), with `details.statusName`.
@@ -81,7 +85,9 @@ async function describeVariables(
   variables: readonly { nodeId: NodeId; name: string }[],
 ): Promise<BrowsedVariable[]> {
   const perRead =
-    connection.limits.maxNodesPerRead > 0 ? Math.max(1, Math.floor(connection.limits.maxNodesPerRead / 2)) : 1_000;
+    connection.limits.maxNodesPerRead > 0
+      ? Math.max(1, Math.floor(connection.limits.maxNodesPerRead / ATTRIBUTES_PER_VARIABLE))
+      : 1_000;
   const out: BrowsedVariable[] = [];
   for (let start = 0; start < variables.length; start += perRead) {
     const slice = variables.slice(start, start + perRead);
@@ -89,12 +95,25 @@ async function describeVariables(
       slice.flatMap(({ nodeId }) => [
         { nodeId, attributeId: AttributeIds.DataType },
         { nodeId, attributeId: AttributeIds.UserAccessLevel },
+        { nodeId, attributeId: AttributeIds.ValueRank },
+        { nodeId, attributeId: AttributeIds.ArrayDimensions },
       ]),
     );
     for (let index = 0; index < slice.length; index++) {
       const { nodeId, name } = slice[index]!;
-      const dataTypeValue = values[index * 2];
-      const accessValue = values[index * 2 + 1];
+      const dataTypeValue = values[index * ATTRIBUTES_PER_VARIABLE];
+      const accessValue = values[index * ATTRIBUTES_PER_VARIABLE + 1];
+      const rankValue = values[index * ATTRIBUTES_PER_VARIABLE + 2];
+      const dimensionsValue = values[index * ATTRIBUTES_PER_VARIABLE + 3];
+      const valueRank = rankValue?.statusCode.isGood() ? Number(rankValue.value.value) : undefined;
+      const rawDimensions = dimensionsValue?.statusCode.isGood() ? dimensionsValue.value.value : undefined;
+      const arrayDimensions =
+        rawDimensions !== null && rawDimensions !== undefined && typeof rawDimensions === "object"
+          ? Array.from(rawDimensions as ArrayLike<number>, Number)
+          : undefined;
+      // A one-dimensional array of a known length (ArrayDimensions [n], n > 0) proposes arrayLength.
+      const length = valueRank === 1 && arrayDimensions?.length === 1 ? arrayDimensions[0]! : 0;
+      const arrayLength = length > 0 && length <= TAG_ARRAY_LENGTH_MAX ? length : undefined;
       const dataTypeId = dataTypeValue?.statusCode.isGood() ? (dataTypeValue.value.value as NodeId) : undefined;
       let builtIn: DataType | undefined;
       if (dataTypeId && dataTypeId.namespace === 0 && typeof dataTypeId.value === "number" && dataTypeId.value <= 25) {
@@ -113,6 +132,9 @@ async function describeVariables(
             }
           : {}),
         access: (accessLevel & 0x02) !== 0 ? "readwrite" : "read",
+        ...(valueRank === undefined || Number.isNaN(valueRank) ? {} : { valueRank }),
+        ...(arrayDimensions === undefined || arrayDimensions.length === 0 ? {} : { arrayDimensions }),
+        ...(arrayLength === undefined ? {} : { arrayLength }),
       });
     }
   }

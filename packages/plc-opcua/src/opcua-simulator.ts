@@ -2,7 +2,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { type Clock, KilnError, type SignalSpec, SystemClock, type Tag, TagCatalog, type TagValue } from "@kiln/core";
-import { createSignal, parseOrThrow, type Signal, signalSpecSchema } from "@kiln/core/driver-kit";
+import { createSignal, parseOrThrow, type Signal, signalSpecSchema, type TagScalarValue } from "@kiln/core/driver-kit";
 import { type TimerHandle } from "@kiln/core";
 import type { UAFolder, UAVariable } from "node-opcua-address-space";
 import type { OPCUACertificateManager } from "node-opcua-certificate-manager";
@@ -451,6 +451,10 @@ export class OpcuaSimulator {
       accessLevel: access,
       userAccessLevel: access,
       minimumSamplingInterval: 0,
+      // An array tag (arrayLength, ADR 0038) is a one-dimensional array variable of that length.
+      ...(simulated.tag.arrayLength === undefined
+        ? {}
+        : { valueRank: 1, arrayDimensions: [simulated.tag.arrayLength] }),
       ...(simulated.tag.description ? { description: simulated.tag.description } : {}),
     });
     variable.on("value_changed", (dataValue: DataValue) => {
@@ -472,8 +476,10 @@ export class OpcuaSimulator {
       variable.setValueFromSource(
         {
           dataType: rt.OPCUA_TYPE_OF_TAG[simulated.tag.dataType],
-          arrayType: rt.VariantArrayType.Scalar,
-          value: wireValue(simulated.value, simulated.tag),
+          arrayType: Array.isArray(simulated.value) ? rt.VariantArrayType.Array : rt.VariantArrayType.Scalar,
+          value: Array.isArray(simulated.value)
+            ? (simulated.value as readonly TagScalarValue[]).map((element) => wireValue(element, simulated.tag))
+            : wireValue(simulated.value as TagScalarValue, simulated.tag),
         },
         rt.StatusCodes.Good,
         new Date(now),
@@ -542,19 +548,39 @@ const INTEGER_RANGES: Partial<Record<Tag["dataType"], readonly [number, number]>
 };
 
 /** node-opcua carries a 64-bit integer as [high, low] 32-bit words. */
-function wireValue(value: TagValue, tag: Tag): unknown {
+function wireValue(value: TagScalarValue, tag: Tag): unknown {
   if (tag.dataType !== "int64" && tag.dataType !== "uint64") return value;
   const unsigned = BigInt.asUintN(64, BigInt(value as number | bigint));
   return [Number(unsigned >> 32n), Number(unsigned & 0xffffffffn)];
 }
 
 function fromWire(value: unknown, tag: Tag): TagValue {
+  if (tag.arrayLength !== undefined && value !== null && typeof value === "object") {
+    const elements = Array.from(value as ArrayLike<unknown>);
+    return Object.freeze(
+      elements.map((element) => fromWire(element, { ...tag, arrayLength: undefined }) as TagScalarValue),
+    );
+  }
   if ((tag.dataType !== "int64" && tag.dataType !== "uint64") || !Array.isArray(value)) return value as TagValue;
   const unsigned = (BigInt((value[0] as number) >>> 0) << 32n) | BigInt((value[1] as number) >>> 0);
   return tag.dataType === "int64" ? BigInt.asIntN(64, unsigned) : unsigned;
 }
 
+/**
+ * `value` in the tag's type: for an array tag each element (a scalar, e.g. a signal's value,
+ * fills all `arrayLength` elements), for a scalar tag the value.
+ */
 function coerce(value: TagValue, tag: Tag): TagValue {
+  if (tag.arrayLength !== undefined) {
+    const elements = Array.isArray(value)
+      ? (value as readonly TagScalarValue[])
+      : Array.from({ length: tag.arrayLength }, () => value as TagScalarValue);
+    return Object.freeze(elements.map((element) => coerceScalar(element, tag)));
+  }
+  return coerceScalar(value as TagScalarValue, tag);
+}
+
+function coerceScalar(value: TagScalarValue, tag: Tag): TagScalarValue {
   switch (tag.dataType) {
     case "bool":
       return typeof value === "boolean" ? value : Number(value) !== 0;

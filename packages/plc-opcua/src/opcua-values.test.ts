@@ -8,6 +8,8 @@ const tags = defineTags({
   count: { dataType: "int32", access: "readwrite" },
   level: { dataType: "float64", access: "readwrite" },
   label: { dataType: "string", access: "readwrite" },
+  zones: { dataType: "float64", arrayLength: 4, access: "readwrite" },
+  counts: { dataType: "int64", arrayLength: 4, access: "readwrite" },
 });
 const tag = (name: string): Tag => tags.get(name);
 const variant = (dataType: DataType, value: unknown): Variant =>
@@ -72,7 +74,7 @@ describe("tagValueFromVariant", () => {
     const array = new Variant({ dataType: DataType.Double, arrayType: VariantArrayType.Array, value: [1, 2] });
     expect(tagValueFromVariant(array, tag("level"))).toMatchObject({
       ok: false,
-      quality: { reason: expect.stringMatching(/array/) },
+      quality: { reason: 'Double[2] cannot be carried by scalar float64 tag "level"' },
     });
     expect(tagValueFromVariant(new Variant(), tag("level"))).toMatchObject({ ok: false });
     expect(tagValueFromVariant(variant(DataType.String, "high"), tag("level"))).toMatchObject({ ok: false });
@@ -128,6 +130,46 @@ describe("variantForWrite", () => {
     expect(() => variantForWrite(1, DataType.ExtensionObject, tag("count"), "n")).toThrow(
       /data type is ExtensionObject/,
     );
+  });
+});
+
+describe("arrays (ADR 0038)", () => {
+  test("a one-dimensional array converts element by element; Int64 words to bigint beyond 2^53", () => {
+    const doubles = new Variant({ dataType: DataType.Double, arrayType: VariantArrayType.Array, value: [1.5, 2] });
+    expect(tagValueFromVariant(doubles, tag("zones"))).toEqual({ ok: true, value: [1.5, 2] });
+    const int64 = new Variant({
+      dataType: DataType.Int64,
+      arrayType: VariantArrayType.Array,
+      value: [
+        [0, 7],
+        [0x10000000, 0],
+      ],
+    });
+    expect(tagValueFromVariant(int64, tag("counts"))).toEqual({ ok: true, value: [7, 2n ** 60n] });
+  });
+
+  test("a matrix (ValueRank 2) is BadTypeMismatch naming the rank", () => {
+    const matrix = new Variant({
+      dataType: DataType.Double,
+      arrayType: VariantArrayType.Matrix,
+      dimensions: [2, 2],
+      value: [1, 2, 3, 4],
+    });
+    expect(tagValueFromVariant(matrix, tag("zones"))).toMatchObject({
+      ok: false,
+      quality: {
+        code: QualityCodes.BadTypeMismatch,
+        reason: expect.stringMatching(/2-dimensional Double array \(ValueRank 2\)/),
+      },
+    });
+  });
+
+  test("variantForWrite builds an Array variant, each element converted and checked", () => {
+    const written = variantForWrite([1, 2], DataType.Double, tag("zones"), "n");
+    expect(written.arrayType).toBe(VariantArrayType.Array);
+    expect(Array.from(written.value as ArrayLike<number>)).toEqual([1, 2]);
+    expect(variantForWrite([-5n], DataType.Int64, tag("counts"), "n").value).toEqual([[0xffffffff, 0xfffffffb]]);
+    expect(() => variantForWrite([1, 70_000], DataType.Int16, tag("zones"), "n")).toThrow(/does not fit Int16/);
   });
 });
 

@@ -1,5 +1,5 @@
 import { KilnError, quality, QualityCodes, type Tag, type TagDataType, type TagValue } from "@kiln/core";
-import { coerceToTagType, type TagTypeCoercion } from "@kiln/core/driver-kit";
+import { coerceToTagType, type TagScalarValue, type TagTypeCoercion } from "@kiln/core/driver-kit";
 import {
   DataType,
   Variant,
@@ -59,20 +59,37 @@ const TWO_POW_32 = 0x1_0000_0000n;
  * tag, an integral in-range Double for an int32 tag), otherwise `bad` BadTypeMismatch naming
  * the OPC UA type and the tag's. Text-like types (LocalizedText, QualifiedName, NodeId, Guid,
  * ByteString as base64) count as strings, DateTime as ms since the epoch, StatusCode as its number.
+ * A one-dimensional array (`VariantArrayType.Array`) is converted element by element for an
+ * array tag (`arrayLength`, docs/adr/0038-array-tags.md); an array for a scalar tag, a scalar for
+ * an array tag or an array longer than `arrayLength` is BadTypeMismatch naming both shapes, and
+ * a multi-dimensional one (`Matrix`, ValueRank > 1) is BadTypeMismatch naming its rank.
  */
 export function tagValueFromVariant(variant: Variant | null | undefined, tag: Tag): ConvertedValue {
   if (!variant || variant.dataType === DataType.Null) return mismatch("the server returned no value");
-  if (variant.arrayType !== VariantArrayType.Scalar) {
-    return mismatch(`the node holds an array; tag "${tag.name}" needs a scalar`);
+  const typeName = DataType[variant.dataType];
+  if (variant.arrayType === VariantArrayType.Matrix) {
+    const rank = variant.dimensions?.length ?? 2;
+    return mismatch(
+      `the node holds a ${rank}-dimensional ${typeName} array (ValueRank ${rank}); tag "${tag.name}" can carry one dimension at most`,
+    );
   }
-  const raw = scalarOf(variant);
-  if (raw === undefined) return mismatch(`OPC UA type ${DataType[variant.dataType]} cannot be carried by a Kiln tag`);
-  return coerceToTagType(raw, tag, DataType[variant.dataType]);
+  if (variant.arrayType === VariantArrayType.Array) {
+    const given = (variant.value ?? []) as ArrayLike<unknown>;
+    const elements = new Array<TagScalarValue>(given.length);
+    for (let index = 0; index < given.length; index++) {
+      const element = elementOf(variant.dataType, given[index]);
+      if (element === undefined) return mismatch(`OPC UA type ${typeName} cannot be carried by a Kiln tag`);
+      elements[index] = element;
+    }
+    return coerceToTagType(elements, tag, typeName);
+  }
+  const raw = elementOf(variant.dataType, variant.value);
+  if (raw === undefined) return mismatch(`OPC UA type ${typeName} cannot be carried by a Kiln tag`);
+  return coerceToTagType(raw, tag, typeName);
 }
 
-function scalarOf(variant: Variant): TagValue | undefined {
-  const value: unknown = variant.value;
-  switch (variant.dataType) {
+function elementOf(dataType: DataType, value: unknown): TagScalarValue | undefined {
+  switch (dataType) {
     case DataType.Boolean:
     case DataType.String:
     case DataType.SByte:
@@ -83,12 +100,12 @@ function scalarOf(variant: Variant): TagValue | undefined {
     case DataType.UInt32:
     case DataType.Float:
     case DataType.Double:
-      return value as TagValue;
+      return value as TagScalarValue;
     case DataType.Int64:
     case DataType.UInt64: {
       const [high, low] = value as [number, number];
       const unsigned = (BigInt(high >>> 0) << 32n) | BigInt(low >>> 0);
-      const big = variant.dataType === DataType.Int64 ? BigInt.asIntN(64, unsigned) : unsigned;
+      const big = dataType === DataType.Int64 ? BigInt.asIntN(64, unsigned) : unsigned;
       return big >= BigInt(Number.MIN_SAFE_INTEGER) && big <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(big) : big;
     }
     case DataType.DateTime:
@@ -125,11 +142,30 @@ const FLOAT32_MAX = 3.4028234663852886e38;
  * core) to a node whose built-in type is `dataType`, converting between number, boolean and
  * string where the meaning is plain.
  *
- * @throws KilnError `KILN_OUT_OF_RANGE` when the value does not fit the node's type (an int32
- *   tag writing 70000 to an Int16 node); `KILN_WRITE_REJECTED` with `statusName: "BadTypeMismatch"`
- *   when the node's type cannot hold the tag's kind of value at all. No traffic happens.
+ * An array value (an array tag's, docs/adr/0038-array-tags.md) becomes a one-dimensional
+ * `VariantArrayType.Array` variant, each element converted as a scalar would be.
+ *
+ * @throws KilnError `KILN_OUT_OF_RANGE` when the value (or an element) does not fit the node's
+ *   type (an int32 tag writing 70000 to an Int16 node); `KILN_WRITE_REJECTED` with
+ *   `statusName: "BadTypeMismatch"` when the node's type cannot hold the tag's kind of value at
+ *   all. No traffic happens.
  */
 export function variantForWrite(value: TagValue, dataType: DataType, tag: Tag, nodeText: string): Variant {
+  if (Array.isArray(value)) {
+    const elements = (value as readonly TagScalarValue[]).map((element) =>
+      elementForWrite(element, dataType, tag, nodeText),
+    );
+    return new Variant({ dataType, arrayType: VariantArrayType.Array, value: elements });
+  }
+  return new Variant({
+    dataType,
+    arrayType: VariantArrayType.Scalar,
+    value: elementForWrite(value as TagScalarValue, dataType, tag, nodeText),
+  });
+}
+
+/** The variant value of one scalar (or one element) for a node of `dataType`; see {@link variantForWrite}. */
+function elementForWrite(value: TagScalarValue, dataType: DataType, tag: Tag, nodeText: string): unknown {
   const mismatch = (): KilnError =>
     new KilnError(
       "KILN_WRITE_REJECTED",
@@ -148,8 +184,7 @@ export function variantForWrite(value: TagValue, dataType: DataType, tag: Tag, n
     new KilnError("KILN_OUT_OF_RANGE", `Cannot write to ${nodeText} (tag "${tag.name}"): ${reason}.`, {
       details: { tag: tag.name, nodeId: nodeText, nodeDataType: DataType[dataType] },
     });
-  const scalar = (variantValue: unknown, type = dataType): Variant =>
-    new Variant({ dataType: type, arrayType: VariantArrayType.Scalar, value: variantValue });
+  const scalar = (variantValue: unknown): unknown => variantValue;
 
   switch (dataType) {
     case DataType.Boolean:

@@ -283,6 +283,7 @@ describe("OpcuaDriver against the simulator (SignAndEncrypt, Basic256Sha256)", (
       dataType: "float64",
       nativeType: "Double",
       access: "read",
+      valueRank: -1,
     });
     expect(byName.get("motor.speed")).toMatchObject({ dataType: "int16", access: "readwrite" });
     expect(byName.get("recipe.name")).toMatchObject({ dataType: "string", access: "readwrite" });

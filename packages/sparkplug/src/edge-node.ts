@@ -24,6 +24,7 @@ import {
   type DriverStatusChange,
   type RecordJournal,
   type ReconnectBackoff,
+  type TagScalarValue,
   type ValidationIssue,
 } from "@kiln/core/driver-kit";
 import { memoryBdSeqStore, type BdSeqStore } from "./bdseq-store";
@@ -600,14 +601,22 @@ export class SparkplugEdgeNode {
 
     // Aliases: 1..n in catalog order, then the machine state. Node metrics carry no alias
     // (Node Control/Rebirth must not have one: [tck-id-operational-behavior-data-commands-rebirth-name-aliases]).
-    this.#bindings = options.system.tags.list().map((tag, index) => ({
-      tag,
-      alias: index + 1,
-      datatype: sparkplugDataTypeOfTag(tag.dataType),
-    }));
+    // Array tags (ADR 0038) are not published until Sparkplug's array datatypes are built: left
+    // out of the births (their aliases stay reserved) and named in health().problems.
+    const catalog = options.system.tags.list();
+    this.#bindings = catalog.flatMap((tag, index) =>
+      tag.arrayLength === undefined ? [{ tag, alias: index + 1, datatype: sparkplugDataTypeOfTag(tag.dataType) }] : [],
+    );
+    const arrays = catalog.filter((tag) => tag.arrayLength !== undefined).map((tag) => tag.name);
+    if (arrays.length > 0) {
+      this.#problems.set(
+        "arrays",
+        `array tags are not published (Sparkplug array datatypes are not supported yet, ADR 0038): ${arrays.join(", ")}`,
+      );
+    }
     this.#byName = new Map(this.#bindings.map((binding) => [binding.tag.name, binding]));
     this.#byAlias = new Map(this.#bindings.map((binding) => [binding.alias, binding]));
-    this.#machineStateAlias = this.#bindings.length + 1;
+    this.#machineStateAlias = catalog.length + 1;
 
     const ids = { groupId: options.groupId, edgeNodeId: options.edgeNodeId };
     const device = { ...ids, deviceId: this.#deviceId };
@@ -1016,7 +1025,8 @@ export class SparkplugEdgeNode {
     metric.alias = binding.alias;
     if (sample !== undefined && sample.timestamp >= 0) metric.timestamp = Math.floor(sample.timestamp);
     metric.datatype = binding.datatype;
-    metric.value = sample?.value ?? null;
+    // Only scalar tags are bound (array tags are left out in the constructor).
+    metric.value = (sample?.value ?? null) as TagScalarValue | null;
     if (properties !== undefined) metric.properties = properties;
     try {
       if (sample !== undefined && sample.timestamp < 0)

@@ -4,6 +4,7 @@ import {
   type AggregateQuery,
   checkAggregateQuery,
   checkDownsampleQuery,
+  refuseArrayTags,
   type CheckedIntervals,
   checkIntervalQuery,
   checkValueAtQuery,
@@ -39,7 +40,7 @@ const FINITE = `abs(value_float) < 'Infinity'::float8`;
  * `FILTER (WHERE NOT good)`, `lag(good)` and `good::int4` would all miss).
  */
 const GOOD = `(quality BETWEEN 0 AND 1073741823
-  AND ((${FINITE}) OR num_nonnulls(value_int, value_uint, value_bool, value_text) > 0) IS TRUE)`;
+  AND ((${FINITE}) OR num_nonnulls(value_int, value_uint, value_bool, value_text, value_array) > 0) IS TRUE)`;
 /** SQL: the numeric value (booleans 0/1), as `numericValue` in `@kiln/core`; NULL for text. */
 const NUMERIC = `CASE WHEN ${FINITE} THEN value_float
   WHEN value_int IS NOT NULL THEN value_int::float8 WHEN value_uint IS NOT NULL THEN value_uint::float8
@@ -170,6 +171,7 @@ export class PostgresHistory implements HistoryQueries {
   async aggregate(tags: readonly string[], query: AggregateQuery): Promise<AggregateInterval[]> {
     this.#context.client();
     const { tags: checkedTags, intervals, aggregates } = checkAggregateQuery(tags, query, this.#known);
+    refuseArrayTags(checkedTags, this.#tags.isArrayTag, "an aggregate");
     const needs = { ends: false, time: false, area: false };
     for (const name of aggregates) {
       needs.ends ||= NEEDS[name].ends;
@@ -395,7 +397,12 @@ export class PostgresHistory implements HistoryQueries {
       const good = (time: number | null, float: number | null, other: string | null) =>
         time === null
           ? undefined
-          : samplePoint({ tag, value: float ?? otherValue(other), timestamp: time, quality: GOOD_QUALITY });
+          : samplePoint({
+              tag,
+              value: float ?? otherValue(other, this.#tags.dataTypes.get(tag)),
+              timestamp: time,
+              quality: GOOD_QUALITY,
+            });
       return valueFromBounds(
         tag,
         intervals.start + Number(row.k) * intervals.intervalMs,
@@ -414,6 +421,7 @@ export class PostgresHistory implements HistoryQueries {
   async downsample(tag: string, query: DownsampleQuery): Promise<Sample[]> {
     this.#context.client();
     const { start, end, columns } = checkDownsampleQuery(tag, query, this.#known);
+    refuseArrayTags([tag], this.#tags.isArrayTag, "a downsample");
     const samples = this.#context.table("samples");
     const range = `tag_id = $1 AND time >= ${timestampOf("$2")} AND time < ${timestampOf("$3")}`;
     const rows = await this.#context.reads.track(

@@ -65,6 +65,7 @@ function samePayload(a: string, b: string): string {
     AND ${a}.value_uint IS NOT DISTINCT FROM ${b}.value_uint
     AND ${a}.value_bool IS NOT DISTINCT FROM ${b}.value_bool
     AND ${a}.value_text IS NOT DISTINCT FROM ${b}.value_text
+    AND ${a}.value_array IS NOT DISTINCT FROM ${b}.value_array
     AND ${a}.value_float IS NOT DISTINCT FROM ${b}.value_float
     AND (${a}.value_float IS NULL OR ${a}.value_float <> 0
          OR float8send(${a}.value_float) = float8send(${b}.value_float)))`;
@@ -109,7 +110,7 @@ export class PostgresSampleSink implements SampleSink, SampleHistory {
     const conflicts = await this.#context.run("samples.writeBatch", async (client) => {
       await this.#tags.ensure(client, names);
       const batch = prepareSamples(samples, this.#tags.ids);
-      if (client.copyBinary && !this.#preferInsert && !batch.unsigned) {
+      if (client.copyBinary && !this.#preferInsert && !batch.unsigned && !batch.arrays) {
         try {
           await client.copyBinary(this.#context.table("samples"), SAMPLE_COLUMNS, encodeBinaryCopy(batch));
           // Every kept sample was inserted: a repeat conflicts when it differs from its first.
@@ -175,16 +176,17 @@ export class PostgresSampleSink implements SampleSink, SampleHistory {
     return `WITH input AS MATERIALIZED (
          SELECT position, kept, tag_id, quality, to_timestamp(micros / 1000000) AS time,
                 value_float, value_int::int8 AS value_int, value_bool, value_text, quality_reason,
-                value_uint::numeric AS value_uint
+                value_uint::numeric AS value_uint, value_array::jsonb AS value_array
          FROM unnest($1::text::int4[], $2::text::int4[], $3::text::float8[], $4::text::float8[],
                      $5::text::text[], $6::text::bool[], $7::text::text[], $8::text::text[], $9::text::text[],
-                     $10::text::bool[], $11::text::int4[])
+                     $10::text::bool[], $11::text::int4[], $12::text::text[])
               AS unnested (tag_id, quality, micros, value_float, value_int, value_bool, value_text, quality_reason,
-                           value_uint, kept, position)
+                           value_uint, kept, position, value_array)
        ),
        inserted AS (
-         INSERT INTO ${samplesTable} (${SAMPLE_COLUMNS.join(", ")}, value_uint)
-         SELECT tag_id, quality, time, value_float, value_int, value_bool, value_text, quality_reason, value_uint
+         INSERT INTO ${samplesTable} (${SAMPLE_COLUMNS.join(", ")}, value_uint, value_array)
+         SELECT tag_id, quality, time, value_float, value_int, value_bool, value_text, quality_reason, value_uint,
+                value_array
          FROM input
          WHERE kept
          ORDER BY tag_id, time
@@ -237,7 +239,8 @@ export class PostgresSampleSink implements SampleSink, SampleHistory {
         parameters,
       ),
     );
-    return rows.rows.map((row) => toSample(query.tag, row));
+    const dataType = this.#tags.dataTypes.get(query.tag);
+    return rows.rows.map((row) => toSample(query.tag, row, dataType));
   }
 
   /**

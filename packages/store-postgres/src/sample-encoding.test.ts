@@ -72,7 +72,7 @@ describe("checkSamples", () => {
     const batch = [
       sample("", 1, T0),
       sample("a", 1, Number.POSITIVE_INFINITY),
-      { tag: "a", value: [1], timestamp: T0, quality: GOOD } as unknown as Sample,
+      { tag: "a", value: [{}], timestamp: T0, quality: GOOD } as unknown as Sample,
       sample("a", 2n ** 64n, T0),
       sample("a", 1, T0, { severity: "fine" as never, code: 0 }),
       sample("a", 1, T0, { severity: "bad", code: 2 ** 32 }),
@@ -88,7 +88,7 @@ describe("checkSamples", () => {
     expect((caught as { issues: { path: string }[] }).issues.map((issue) => issue.path)).toEqual([
       "[0].tag",
       "[1].timestamp",
-      "[2].value",
+      "[2].value[0]",
       "[3].value",
       "[4].quality.severity",
       "[5].quality.code",
@@ -165,7 +165,7 @@ describe("encodeBinaryCopy", () => {
 });
 
 describe("unnestParameters", () => {
-  test("gives eleven array literals in column order with NULL where a column does not apply", () => {
+  test("gives twelve array literals in column order with NULL where a column does not apply", () => {
     const ids = new Map([["a", 3]]);
     const batch = [
       sample("a", 1.5, T0),
@@ -191,6 +191,21 @@ describe("unnestParameters", () => {
       "{NULL,NULL,NULL,NULL,18446744073709551615,NULL,NULL}",
       "{t,t,t,t,t,t,f}",
       "{0,1,2,3,4,5,6}",
+      "{NULL,NULL,NULL,NULL,NULL,NULL,NULL}",
     ]);
+  });
+
+  test("an array value goes to value_array as JSON (ADR 0038) and sends the batch down the insert path", () => {
+    const prepared = prepareSamples(
+      [sample("a", [1.5, -0, Number.NaN, 2n ** 64n - 1n, "a\0"], T0), sample("a", 2, T0 + 1)],
+      new Map([["a", 3]]),
+    );
+    expect(prepared.arrays).toBe(true);
+    expect(prepared.unsigned).toBe(false);
+    const parameters = unnestParameters(prepared);
+    expect(parameters[3]).toBe("{NULL,2}");
+    expect(parameters[11]).toBe(
+      `{${JSON.stringify(JSON.stringify([1.5, "-0", "NaN", "18446744073709551615", "a\u00100000"]))},NULL}`,
+    );
   });
 });

@@ -2,6 +2,7 @@ import { KilnValidationError, type ValidationIssue } from "@kiln/core";
 import { checkSample, type Sample } from "@kiln/core/driver-kit";
 import { arrayLiteral, type SqlArrayElement } from "./sql-array";
 import { escapeText } from "./text-escape";
+import { encodeArrayValue } from "./array-value";
 
 /** Columns of `samples` written by ingest, in the order of the COPY stream and unnest arrays. */
 export const SAMPLE_COLUMNS = [
@@ -63,6 +64,8 @@ export interface PreparedSamples {
   readonly repeats: readonly RepeatedSample[];
   /** Whether a kept sample holds a uint64 above the int64 range (`value_uint`, not in the COPY columns). */
   readonly unsigned: boolean;
+  /** Whether a kept sample holds an array (`value_array`, not in the COPY columns; ADR 0038). */
+  readonly arrays: boolean;
 }
 
 /**
@@ -79,6 +82,7 @@ export function prepareSamples(samples: readonly Sample[], tagIds: ReadonlyMap<s
   const kept: Sample[] = [];
   let repeated: { position: number; id: number; time: number }[] | undefined;
   let unsigned = false;
+  let arrays = false;
   // Keyed by timestamp first: a batch usually holds a few scans of many tags, so this makes a
   // few sets of tag ids rather than one set per tag. A lone tag id is stored unboxed.
   const seen = new Map<number, number | Set<number>>();
@@ -107,6 +111,7 @@ export function prepareSamples(samples: readonly Sample[], tagIds: ReadonlyMap<s
     positions[kept.length] = position;
     kept.push(sample);
     if (typeof sample.value === "bigint" && sample.value > INT64_MAX) unsigned = true;
+    else if (Array.isArray(sample.value)) arrays = true;
   }
   const length = kept.length;
   return {
@@ -117,6 +122,7 @@ export function prepareSamples(samples: readonly Sample[], tagIds: ReadonlyMap<s
     positions: positions.subarray(0, length),
     repeats: repeated ? resolveRepeats(samples, repeated, ids, micros, length) : [],
     unsigned,
+    arrays,
   };
 }
 
@@ -246,11 +252,11 @@ function payloadBound(value: Sample["value"]): number {
 }
 
 /**
- * The eleven array literals of the `unnest` insert path, one element per row: the kept samples,
+ * The twelve array literals of the `unnest` insert path, one element per row: the kept samples,
  * then the repeats (with the tag id and time of the sample they repeat). In
  * {@link SAMPLE_COLUMNS} order, then `value_uint`, then `kept` (true for a kept sample, false
  * for a repeat, which is compared but not inserted), then `position` (the index in the batch as
- * given). Time is whole microseconds since the Unix epoch (an exact float8), converted in SQL.
+ * given), then `value_array` (JSON text, {@link encodeArrayValue}). Time is whole microseconds since the Unix epoch (an exact float8), converted in SQL.
  */
 export function unnestParameters(batch: PreparedSamples): string[] {
   const rows = batch.length + batch.repeats.length;
@@ -265,6 +271,7 @@ export function unnestParameters(batch: PreparedSamples): string[] {
   const reasons = new Array<SqlArrayElement>(rows);
   const kept = new Array<boolean>(rows);
   const positions = new Array<number>(rows);
+  const arrays = new Array<SqlArrayElement>(rows);
   for (let row = 0; row < rows; row++) {
     const repeat = row < batch.length ? undefined : batch.repeats[row - batch.length]!;
     const index = repeat ? repeat.first : row;
@@ -282,6 +289,7 @@ export function unnestParameters(batch: PreparedSamples): string[] {
     reasons[row] = sample.quality.reason ?? null;
     kept[row] = repeat === undefined;
     positions[row] = repeat ? repeat.position : batch.positions[row]!;
+    arrays[row] = Array.isArray(value) ? encodeArrayValue(value) : null;
   }
   return [
     arrayLiteral(tagIds),
@@ -295,5 +303,6 @@ export function unnestParameters(batch: PreparedSamples): string[] {
     arrayLiteral(unsigned),
     arrayLiteral(kept),
     arrayLiteral(positions),
+    arrayLiteral(arrays),
   ];
 }

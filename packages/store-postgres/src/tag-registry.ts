@@ -1,4 +1,4 @@
-import { type Interpolation, type Tag } from "@kiln/core";
+import { type Interpolation, type Tag, type TagDataType } from "@kiln/core";
 import { interpolationOf } from "@kiln/core/driver-kit";
 import { arrayLiteral } from "./sql-array";
 import type { SqlQueryable } from "./sql-client";
@@ -12,6 +12,8 @@ export class TagRegistry {
   readonly #context: StoreContext;
   readonly #ids = new Map<string, number>();
   readonly #interpolations = new Map<string, Interpolation>();
+  readonly #dataTypes = new Map<string, TagDataType>();
+  readonly #arrayTags = new Set<string>();
 
   constructor(context: StoreContext) {
     this.#context = context;
@@ -26,6 +28,14 @@ export class TagRegistry {
   get interpolations(): ReadonlyMap<string, Interpolation> {
     return this.#interpolations;
   }
+
+  /** Data type of each catalog tag registered by {@link register}: how an array value is read back. */
+  get dataTypes(): ReadonlyMap<string, TagDataType> {
+    return this.#dataTypes;
+  }
+
+  /** True for a catalog tag with `arrayLength` (docs/adr/0038-array-tags.md): aggregates over it are refused. */
+  readonly isArrayTag = (name: string): boolean => this.#arrayTags.has(name);
 
   /** Inserts or updates the catalog's tags (type, unit, range, description) and caches their ids. */
   async register(client: SqlQueryable, tags: readonly Tag[]): Promise<void> {
@@ -52,7 +62,12 @@ export class TagRegistry {
       ],
     );
     for (const row of rows.rows) this.#ids.set(row.name, row.id);
-    for (const tag of list) this.#interpolations.set(tag.name, interpolationOf(tag));
+    for (const tag of list) {
+      this.#interpolations.set(tag.name, interpolationOf(tag));
+      this.#dataTypes.set(tag.name, tag.dataType);
+      if (tag.arrayLength === undefined) this.#arrayTags.delete(tag.name);
+      else this.#arrayTags.add(tag.name);
+    }
   }
 
   /** Makes sure every name in `names` has an id, registering unknown names without metadata. */
@@ -77,5 +92,7 @@ export class TagRegistry {
   clear(): void {
     this.#ids.clear();
     this.#interpolations.clear();
+    this.#dataTypes.clear();
+    this.#arrayTags.clear();
   }
 }

@@ -212,6 +212,12 @@ export function defineAlarms(
     const tag = tags.find(data.tag);
     if (!tag) {
       issues.push({ path: at("tag"), message: `no tag named "${data.tag}" in the catalog` });
+    } else if (tag.arrayLength !== undefined) {
+      // docs/adr/0038-array-tags.md: a limit on "an array" has no single meaning.
+      issues.push({
+        path: at("tag"),
+        message: `"${tag.name}" is an array tag (arrayLength ${tag.arrayLength}): alarm on an element through a scalar tag`,
+      });
     } else if (data.kind === "BOOL") {
       if (tag.dataType !== "bool") {
         issues.push({ path: at("kind"), message: `a BOOL alarm needs a bool tag; "${tag.name}" is ${tag.dataType}` });
@@ -235,6 +241,11 @@ export function defineAlarms(
         const ruleTag = tags.find(rule.data.tag);
         if (!ruleTag) {
           issues.push({ path: at("suppressWhen", "tag"), message: `no tag named "${rule.data.tag}" in the catalog` });
+        } else if (ruleTag.arrayLength !== undefined) {
+          issues.push({
+            path: at("suppressWhen", "tag"),
+            message: `"${ruleTag.name}" is an array tag: use a scalar tag`,
+          });
         } else {
           const problem = checkTagValue(ruleTag, rule.data.equals);
           if (problem !== undefined) issues.push({ path: at("suppressWhen", "equals"), message: problem });

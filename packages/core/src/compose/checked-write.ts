@@ -1,5 +1,5 @@
 import { KilnError, KilnValidationError } from "../domain/errors";
-import { checkTagValue, type Tag, type TagCatalog, type TagValue } from "../domain/tags";
+import { frozenTagValue, tagValueProblem, type Tag, type TagCatalog, type TagValue } from "../domain/tags";
 import type { PlcDriver } from "../ports/plc-driver";
 import type { SystemLifecycle, SystemState } from "./system-lifecycle";
 
@@ -49,13 +49,16 @@ export class CheckedTagWriter implements TagWriter {
   async write(tag: string, value: TagValue, signal?: AbortSignal, options: TagWriteOptions = {}): Promise<void> {
     const { tags, driver, lifecycle } = this.#options;
     const accepted = options.duringStop === true ? PROCESS_WRITE_STATES : OPERATOR_WRITE_STATES;
-    await driver.write(checkTagWrite(tags, lifecycle, tag, value, accepted), value, signal);
+    // An array (or a typed array) goes on as a frozen copy: checked once, it cannot change afterwards.
+    const written = frozenTagValue(value);
+    await driver.write(checkTagWrite(tags, lifecycle, tag, written, accepted), written, signal);
   }
 }
 
 /**
  * The checks of a tag write, before anything reaches a driver: the tag exists, is writable, the
- * value fits its type and range, the system is in one of `accepted` (default: running).
+ * value fits its type and range (for an array tag: its shape, its length and every element,
+ * `KILN_VALIDATION` naming `value[3]`), the system is in one of `accepted` (default: running).
  * Returns the tag's definition.
  * @throws `KILN_TAG_UNKNOWN`, `KILN_TAG_NOT_WRITABLE`, `KILN_OUT_OF_RANGE`, `KILN_VALIDATION`,
  *   `KILN_LIFECYCLE`.
@@ -76,15 +79,17 @@ export function checkTagWrite(
       { details: { tag } },
     );
   }
-  const problem = checkTagValue(definition, value);
+  const problem = tagValueProblem(definition, value);
   if (problem !== undefined) {
     const { range } = definition;
     if (range && typeof value === "number" && Number.isFinite(value) && (value < range.min || value > range.max)) {
-      throw new KilnError("KILN_OUT_OF_RANGE", `Cannot write ${tag}: ${problem}.`, {
+      throw new KilnError("KILN_OUT_OF_RANGE", `Cannot write ${tag}: ${problem.message}.`, {
         details: { tag, value, min: range.min, max: range.max },
       });
     }
-    throw new KilnValidationError(`write to ${tag}`, [{ path: "value", message: problem }]);
+    // An array tag's element names its index (value[3]); its range applies to every element.
+    const path = problem.element === undefined ? "value" : `value[${problem.element}]`;
+    throw new KilnValidationError(`write to ${tag}`, [{ path, message: problem.message }]);
   }
   if (!accepted.includes(lifecycle.state)) {
     throw new KilnError("KILN_LIFECYCLE", `Cannot write ${tag}: the control system is ${lifecycle.state}.`);

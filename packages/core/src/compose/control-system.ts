@@ -4,7 +4,7 @@ import { currentValueViewOf, type CurrentValueTable, type CurrentValueView } fro
 import { KilnError, KilnValidationError } from "../domain/errors";
 import { reconnectDelay } from "../driver-kit/backoff";
 import type { Sample } from "../domain/sample";
-import type { TagCatalog, TagValue } from "../domain/tags";
+import { frozenTagValue, type TagCatalog, type TagValue } from "../domain/tags";
 import type { KilnEvents } from "../events/catalogue";
 import { eventBusViewOf, type Disposer, type EventBus, type EventBusView } from "../events/event-bus";
 import type { LoggingFilter } from "../logging/logging-filter";
@@ -704,15 +704,22 @@ export class ControlSystem {
 
   /**
    * Writes `value` to a tag for `principal`: checked (tag exists, is writable, value fits its
-   * type and range), authorized (`tag.write` on the tag), written through the device's timeout
+   * type and range; an array tag takes an array or a typed array such as a `Float64Array`, each
+   * element checked, path `value[3]`), authorized (`tag.write` on the tag), written through the device's timeout
    * and breaker, and audited with the old and new value whatever the outcome.
    * @throws `KILN_FORBIDDEN`, `KILN_TAG_UNKNOWN`, `KILN_TAG_NOT_WRITABLE`, `KILN_OUT_OF_RANGE`,
    *   `KILN_VALIDATION`, or the device's error (`KILN_TIMEOUT`, `KILN_CIRCUIT_OPEN`, `KILN_WRITE_REJECTED`...).
    */
-  writeTag(principal: Principal, tag: string, value: TagValue, options: { comment?: string } = {}): Promise<void> {
+  writeTag(
+    principal: Principal,
+    tag: string,
+    value: TagValue | ArrayBufferView,
+    options: { comment?: string } = {},
+  ): Promise<void> {
     // Read once, at the call: a command queued behind another uses what it was given.
     const who = snapshotPrincipal(principal);
-    const input = snapshotInput(value, "value");
+    // A typed array (for an array tag) is taken as the plain array it holds (ADR 0038).
+    const input = snapshotInput(ArrayBuffer.isView(value) ? frozenTagValue(value) : value, "value");
     const comment = commentOf(options);
     return this.#stateCommand(() =>
       this.#command(

@@ -5,6 +5,7 @@ import { quality, QualityCodes } from "../domain/quality";
 import { KilnError } from "../domain/errors";
 import { monotonicNow, SystemClock } from "../runtime/system-clock";
 import { receiptStamp, restamped } from "./receipt-stamp";
+import { frozenTagValue, sameTagValue } from "../domain/tags";
 
 export type { CurrentValueView, CvtChange, CvtObserver } from "./current-value-view";
 
@@ -201,7 +202,10 @@ export class CurrentValueTable implements CurrentValueView {
     // so no reader (observer, `get`, `snapshot`) can change what alarms, interlocks and recipe
     // conditions act on, and the producer keeps its own object. The input's fields are read once
     // here; the copy is made only when the table keeps a new sample (a repeat keeps the current one).
-    const { tag, value, timestamp } = input;
+    const { tag, timestamp } = input;
+    // An array value is frozen too (a copy when the producer's is not), so no one changes it under observers.
+    const value =
+      Array.isArray(input.value) && !Object.isFrozen(input.value) ? frozenTagValue(input.value) : input.value;
     // A tag with an entry is known: the catalog is consulted only for a tag's first value.
     const entry = this.#entries.get(tag);
     if (entry === undefined && !this.#known.has(tag)) return;
@@ -229,7 +233,7 @@ export class CurrentValueTable implements CurrentValueView {
         // its old source timestamp; it follows the marker so history stays in time order.
         sample = sealedSample(tag, value, receiptStamp(previous.timestamp, receivedAt), given);
       } else if (
-        Object.is(previous.value, value) &&
+        sameTagValue(previous.value, value) &&
         previous.quality.code === given.code &&
         previous.quality.severity === given.severity
       ) {
@@ -250,7 +254,7 @@ export class CurrentValueTable implements CurrentValueView {
       change = Object.freeze({
         sample,
         previous,
-        valueChanged: !Object.is(previous.value, sample.value),
+        valueChanged: !sameTagValue(previous.value, sample.value),
         qualityChanged:
           previous.quality.code !== sample.quality.code || previous.quality.severity !== sample.quality.severity,
       });

@@ -1,6 +1,6 @@
 import type { ValidationIssue } from "./errors";
 import { severityOfStatusCode, type Quality } from "./quality";
-import type { TagValue } from "./tags";
+import { sameTagValue, TAG_ARRAY_LENGTH_MAX, type TagValue } from "./tags";
 
 /**
  * One observation of one tag: its value, the source timestamp (milliseconds since the Unix
@@ -74,11 +74,11 @@ export function sampleIssues(sample: unknown, path = ""): ValidationIssue[] | un
       "must be from 1900-01-01T00:00:00.000Z to 2099-12-31T23:59:59.999Z (SAMPLE_TIME_MIN..SAMPLE_TIME_MAX)",
     );
   }
-  const type = typeof value;
-  if (value !== null && type !== "number" && type !== "boolean" && type !== "string" && type !== "bigint") {
-    issues = addIssue(issues, path, "value", "must be a number, boolean, string, bigint or null");
-  } else if (type === "bigint" && ((value as bigint) < INT64_MIN || (value as bigint) > UINT64_MAX)) {
-    issues = addIssue(issues, path, "value", "a bigint value must be from -2^63 (int64) to 2^64-1 (uint64)");
+  if (Array.isArray(value)) {
+    issues = arrayValueIssues(issues, path, value as readonly unknown[]);
+  } else {
+    const problem = scalarValueProblem(value);
+    if (problem !== undefined) issues = addIssue(issues, path, "value", problem);
   }
   const checked = quality as Partial<Quality> | null | undefined;
   if (typeof checked !== "object" || checked === null || !SEVERITIES.has(checked.severity as string)) {
@@ -98,6 +98,35 @@ export function sampleIssues(sample: unknown, path = ""): ValidationIssue[] | un
   return issues;
 }
 
+/** Why `value` is not a storable scalar (or null), or undefined when it is. */
+function scalarValueProblem(value: unknown): string | undefined {
+  const type = typeof value;
+  if (value !== null && type !== "number" && type !== "boolean" && type !== "string" && type !== "bigint") {
+    return "must be a number, boolean, string, bigint, an array of them, or null";
+  }
+  if (type === "bigint" && ((value as bigint) < INT64_MIN || (value as bigint) > UINT64_MAX)) {
+    return "a bigint value must be from -2^63 (int64) to 2^64-1 (uint64)";
+  }
+  return undefined;
+}
+
+/** `issues` with those of an array value (docs/adr/0038-array-tags.md): at most TAG_ARRAY_LENGTH_MAX scalars, none null. */
+function arrayValueIssues(
+  issues: ValidationIssue[] | undefined,
+  path: string,
+  value: readonly unknown[],
+): ValidationIssue[] | undefined {
+  if (value.length > TAG_ARRAY_LENGTH_MAX) {
+    return addIssue(issues, path, "value", `an array value must have at most ${TAG_ARRAY_LENGTH_MAX} elements`);
+  }
+  for (let index = 0; index < value.length; index++) {
+    const element = value[index];
+    const problem = element === null ? "must not be null" : scalarValueProblem(element);
+    if (problem !== undefined) return addIssue(issues, path, `value[${index}]`, problem);
+  }
+  return issues;
+}
+
 /** `issues` (a new array when undefined) with the issue of `field` under `path` appended. */
 function addIssue(
   issues: ValidationIssue[] | undefined,
@@ -113,12 +142,12 @@ function addIssue(
 /**
  * Whether two samples with the same (tag, timestamp) carry the same payload, so that storing the
  * second is a harmless repeat (a retry, a replay) rather than a conflict a store must report
- * (see `SampleWriteResult.conflicts`). The values are compared with `Object.is`, exactly as a
- * store holds them: `0` and `-0` differ, `NaN` equals `NaN`, a number never equals a bigint,
+ * (see `SampleWriteResult.conflicts`). The values are compared with `Object.is` (arrays element
+ * by element, {@link sameTagValue}), exactly as a store holds them: `0` and `-0` differ, `NaN` equals `NaN`, a number never equals a bigint,
  * strings compare code unit by code unit (NUL and lone surrogates included). The qualities are
  * compared by status code (which fixes the severity, see {@link checkSample}) and reason, an
  * absent reason differing from an empty one. Tag and timestamp are not compared.
  */
 export function sameSamplePayload(a: Sample, b: Sample): boolean {
-  return Object.is(a.value, b.value) && a.quality.code === b.quality.code && a.quality.reason === b.quality.reason;
+  return sameTagValue(a.value, b.value) && a.quality.code === b.quality.code && a.quality.reason === b.quality.reason;
 }

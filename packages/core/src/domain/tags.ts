@@ -21,10 +21,102 @@ export type TagDataType =
   "bool" | "int16" | "uint16" | "int32" | "uint32" | "int64" | "uint64" | "float32" | "float64" | "string";
 
 /**
- * A tag value as Kiln carries it: numbers for numeric types, booleans, strings. 64-bit integer
- * tags (`int64`, `uint64`) carry a `bigint`, or a number when it is a safe integer.
+ * One scalar value as Kiln carries it: numbers for numeric types, booleans, strings. 64-bit
+ * integer tags (`int64`, `uint64`) carry a `bigint`, or a number when it is a safe integer.
  */
-export type TagValue = number | boolean | string | bigint;
+export type TagScalarValue = number | boolean | string | bigint;
+
+/**
+ * The value of an array tag (one with `arrayLength`, docs/adr/0038-array-tags.md): a frozen,
+ * one-dimensional array of at most `arrayLength` elements, each in the scalar form of the tag's
+ * `dataType` ({@link TagScalarValue}). Never a typed array: a value in the current value table
+ * must not change under its observers. Writes also accept typed arrays (copied into a frozen array).
+ */
+export type TagArrayValue = readonly TagScalarValue[];
+
+/**
+ * A tag value as Kiln carries it: numbers for numeric types, booleans, strings; 64-bit integer
+ * tags (`int64`, `uint64`) carry a `bigint`, or a number when it is a safe integer. A tag with
+ * `arrayLength` carries a frozen, one-dimensional array of those (`TagArrayValue` in
+ * `@kiln/core/driver-kit`). Code that formats or compares a value must not assume a scalar: use
+ * `sameTagValue` and `formatTagValue` from `@kiln/core/driver-kit`.
+ */
+// Spelled out rather than `TagScalarValue | TagArrayValue`: those two live in the driver kit, and
+// the main entry names no type it does not export (ADR 0027).
+export type TagValue = number | boolean | string | bigint | readonly (number | boolean | string | bigint)[];
+
+/** A typed array a write may give for an array tag: copied element by element into a frozen array before it is checked. */
+type TagTypedArray =
+  | Int8Array
+  | Uint8Array
+  | Int16Array
+  | Uint16Array
+  | Int32Array
+  | Uint32Array
+  | Float32Array
+  | Float64Array
+  | BigInt64Array
+  | BigUint64Array;
+
+/** Largest `arrayLength` of an array tag: 65,535 elements (docs/adr/0038-array-tags.md). */
+export const TAG_ARRAY_LENGTH_MAX = 65_535;
+
+/**
+ * Whether two tag values are the same: scalars by `Object.is` (`0` and `-0` differ, `NaN`
+ * equals `NaN`, a number never equals a bigint); arrays element by element by the same rule and
+ * of the same length. A scalar never equals an array.
+ */
+export function sameTagValue(a: TagValue | null | undefined, b: TagValue | null | undefined): boolean {
+  if (Object.is(a, b)) return true;
+  if (!Array.isArray(a) || !Array.isArray(b)) return false;
+  const left = a as TagArrayValue;
+  const right = b as TagArrayValue;
+  if (left.length !== right.length) return false;
+  for (let index = 0; index < left.length; index++) if (!Object.is(left[index], right[index])) return false;
+  return true;
+}
+
+/**
+ * A tag value as text for messages and logs: a scalar as `String(value)` (a string quoted with
+ * JSON), an array as JSON with bigints as decimal strings and non-finite numbers by name
+ * (`[1,"9007199254740993","NaN"]`). Deliberate, so an array never prints as `"1,2"`.
+ */
+export function formatTagValue(value: TagValue | null | undefined): string {
+  if (typeof value === "string") return JSON.stringify(value);
+  if (!Array.isArray(value)) return String(value);
+  return JSON.stringify(value, (_key, element: unknown) =>
+    typeof element === "bigint" || (typeof element === "number" && !Number.isFinite(element))
+      ? String(element)
+      : element,
+  );
+}
+
+/** True when `value` is a typed array (not a `DataView`): what a write may give for an array tag. */
+function isTypedArray(value: unknown): value is ArrayLike<number | bigint> {
+  return ArrayBuffer.isView(value) && !(value instanceof DataView);
+}
+
+/**
+ * The array `value` holds, for an array tag: an array as is, a typed array as a plain array;
+ * undefined when `value` is neither.
+ * @internal
+ */
+export function arrayElementsOf(value: unknown): readonly unknown[] | undefined {
+  if (Array.isArray(value)) return value as readonly unknown[];
+  if (isTypedArray(value)) return Array.from(value);
+  return undefined;
+}
+
+/**
+ * `value` in the form the core carries: an array or a typed array as a new frozen plain array
+ * (element values unchanged), a scalar as is. Applied to every write before it reaches a driver,
+ * so neither the caller nor the driver can change the value afterwards.
+ */
+export function frozenTagValue(value: TagValue | TagTypedArray | ArrayBufferView): TagValue {
+  const elements = arrayElementsOf(value);
+  if (elements === undefined) return value as TagScalarValue;
+  return Object.freeze([...(elements as readonly TagScalarValue[])]);
+}
 
 const deadbandSchema = z.object({
   kind: z.enum(["absolute", "percent"]),
@@ -53,9 +145,28 @@ export const tagDefinitionSchema = z
     scanGroup: z.string().min(1).default("default"),
     address: z.union([z.string().min(1), z.record(z.string(), z.unknown())]).optional(),
     interpolation: z.enum(["stepped", "sloped"]).optional(),
+    arrayLength: z.number().int().min(1).max(TAG_ARRAY_LENGTH_MAX).optional(),
   })
   .strict()
   .superRefine((tag, context) => {
+    if (tag.arrayLength !== undefined) {
+      // docs/adr/0038-array-tags.md: a deadband, a slope or an alarm limit on "an array" has no
+      // single meaning; a user who needs one defines a scalar tag for the element.
+      if (tag.logging.mode === "change" && tag.logging.deadband !== undefined) {
+        context.addIssue({
+          code: "custom",
+          path: ["logging", "deadband"],
+          message: "an array tag (arrayLength) cannot have a deadband: every changed element is a change",
+        });
+      }
+      if (tag.interpolation === "sloped") {
+        context.addIssue({
+          code: "custom",
+          path: ["interpolation"],
+          message: "an array tag (arrayLength) cannot be sloped: it is stepped",
+        });
+      }
+    }
     if (tag.range && (tag.dataType === "bool" || tag.dataType === "string")) {
       context.addIssue({ code: "custom", path: ["range"], message: `a ${tag.dataType} tag cannot have a range` });
     }
@@ -138,6 +249,15 @@ export interface TagDefinitionInput {
   readonly address?: string | Readonly<Record<string, unknown>> | undefined;
   /** How the value behaves between samples. @default by data type (see {@link interpolationOf}) */
   readonly interpolation?: Interpolation | undefined;
+  /**
+   * Makes the tag an array tag: its value is a one-dimensional array of at most `arrayLength`
+   * elements of `dataType` (a frozen array); a whole number from 1 to 65,535
+   * (`TAG_ARRAY_LENGTH_MAX`). `range` applies to every element. An array tag cannot have a
+   * deadband, `sloped` interpolation or an alarm (`KILN_VALIDATION`); a value of the wrong shape
+   * or longer than `arrayLength` is refused on write and reads `bad` `BadTypeMismatch`.
+   * See docs/adr/0038-array-tags.md. @default none (a scalar tag)
+   */
+  readonly arrayLength?: number | undefined;
 }
 
 /** A validated tag with its name and every default applied. */
@@ -162,6 +282,8 @@ export interface Tag<TName extends string = string> {
   readonly address?: string | Readonly<Record<string, unknown>> | undefined;
   /** The declared interpolation; {@link interpolationOf} gives the effective one. */
   readonly interpolation?: Interpolation | undefined;
+  /** For an array tag, the most elements its value holds (1 – 65,535); absent for a scalar tag. */
+  readonly arrayLength?: number | undefined;
 }
 
 /**
@@ -175,9 +297,10 @@ export type Interpolation = "stepped" | "sloped";
 
 /**
  * The interpolation of `tag`: what it declares, else the default of its data type: `sloped` for
- * `float32` and `float64`, `stepped` for booleans, integers and strings.
+ * scalar `float32` and `float64`, `stepped` for booleans, integers, strings and every array tag.
  */
-export function interpolationOf(tag: Pick<Tag, "dataType" | "interpolation">): Interpolation {
+export function interpolationOf(tag: Pick<Tag, "dataType" | "interpolation" | "arrayLength">): Interpolation {
+  if (tag.arrayLength !== undefined) return "stepped";
   return tag.interpolation ?? (tag.dataType === "float32" || tag.dataType === "float64" ? "sloped" : "stepped");
 }
 
@@ -293,10 +416,49 @@ export const FLOAT32_MAX = 3.4028234663852886e38;
 /**
  * Checks that `value` fits `tag`: its JavaScript type, the limits of its data type (integer
  * limits; `float32`: finite with |value| ≤ {@link FLOAT32_MAX}), and its engineering range.
+ * For an array tag (`arrayLength`): an array or a typed array of at most `arrayLength`
+ * elements, each checked by the scalar rule and the range (the problem names the element,
+ * `value[3]: 12 is outside the range 0..10`); a scalar tag refuses an array.
  * Returns a problem in words, or undefined when the value is acceptable. The one check of "the
  * value fits its type" for writes, recipe parameters and every adapter that feeds a command in.
  */
 export function checkTagValue(tag: Tag, value: unknown): string | undefined {
+  const problem = tagValueProblem(tag, value);
+  if (problem === undefined) return undefined;
+  return problem.element === undefined ? problem.message : `value[${problem.element}]: ${problem.message}`;
+}
+
+/**
+ * {@link checkTagValue} with the failing element apart, so a caller can name it in an issue
+ * path (`value[3]`).
+ * @internal
+ */
+export function tagValueProblem(
+  tag: Tag,
+  value: unknown,
+): { readonly element?: number | undefined; readonly message: string } | undefined {
+  if (tag.arrayLength === undefined) {
+    if (Array.isArray(value) || isTypedArray(value)) {
+      return { message: `expected a scalar ${tag.dataType}, got an array (the tag has no arrayLength)` };
+    }
+    const message = checkScalar(tag, value);
+    return message === undefined ? undefined : { message };
+  }
+  const elements = arrayElementsOf(value);
+  if (elements === undefined) {
+    return { message: `expected an array of ${tag.dataType} (arrayLength ${tag.arrayLength}), got ${describe(value)}` };
+  }
+  if (elements.length > tag.arrayLength) {
+    return { message: `expected at most ${tag.arrayLength} elements (arrayLength), got ${elements.length}` };
+  }
+  for (let index = 0; index < elements.length; index++) {
+    const message = checkScalar(tag, elements[index]);
+    if (message !== undefined) return { element: index, message };
+  }
+  return undefined;
+}
+
+function checkScalar(tag: Tag, value: unknown): string | undefined {
   switch (tag.dataType) {
     case "bool":
       return typeof value === "boolean" ? undefined : `expected a boolean, got ${describe(value)}`;

@@ -1,5 +1,13 @@
 import { quality, QualityCodes, type Quality } from "../domain/quality";
-import { FLOAT32_MAX, type Tag, type TagDataType, type TagValue } from "../domain/tags";
+import {
+  FLOAT32_MAX,
+  arrayElementsOf,
+  formatTagValue,
+  type Tag,
+  type TagDataType,
+  type TagScalarValue,
+  type TagValue,
+} from "../domain/tags";
 
 /** The result of {@link coerceToTagType}: the exact value in the tag's type, or why there is none. */
 export type TagTypeCoercion =
@@ -28,6 +36,11 @@ const SAFE = BigInt(Number.MAX_SAFE_INTEGER);
  *   `int64`/`uint64` values are numbers when safe integers, `bigint` beyond.
  * - `bool` tags take a boolean, or the integers 0 and 1 (a coil or a bit register).
  * - `string` tags take a string only.
+ * - An array tag (`arrayLength`, docs/adr/0038-array-tags.md) takes an array or a typed array
+ *   of at most `arrayLength` elements, each converted by the rules above, as a new frozen array;
+ *   a scalar for an array tag, an array for a scalar tag and an array longer than `arrayLength`
+ *   are mismatches whose reason names both shapes (`Double[12] cannot be carried by float64[10]
+ *   tag "zones"`).
  * - Anything else (a boolean for a number, a number for a string, NaN, ±Infinity for integers)
  *   is a mismatch. Engineering ranges are not checked here: a value out of range is a value of
  *   the right type (see `checkTagValue`).
@@ -47,24 +60,57 @@ const SAFE = BigInt(Number.MAX_SAFE_INTEGER);
  *   : { tag: tag.name, value: null, timestamp, quality: coerced.quality };
  */
 export function coerceToTagType(
-  value: TagValue,
-  tag: Pick<Tag, "name" | "dataType">,
+  value: TagValue | ArrayLike<number | bigint>,
+  tag: Pick<Tag, "name" | "dataType" | "arrayLength">,
   sourceType?: string,
 ): TagTypeCoercion {
-  const exact = exactValue(value, tag.dataType);
+  const elements = arrayElementsOf(value);
+  if (tag.arrayLength !== undefined || elements !== undefined) return coerceArray(value, elements, tag, sourceType);
+  const scalar = value as TagScalarValue;
+  const exact = exactValue(scalar, tag.dataType);
   if (exact !== undefined) return { ok: true, value: exact };
-  const shown = typeof value === "string" ? JSON.stringify(value) : String(value);
-  return {
-    ok: false,
-    quality: quality(
-      "bad",
-      `${sourceType ?? typeof value} ${shown} cannot be carried exactly by ${tag.dataType} tag "${tag.name}"`,
-      QualityCodes.BadTypeMismatch,
-    ),
-  };
+  return mismatch(
+    `${sourceType ?? typeof scalar} ${formatTagValue(scalar)} cannot be carried exactly by ${tag.dataType} tag "${tag.name}"`,
+  );
 }
 
-function exactValue(value: TagValue, dataType: TagDataType): TagValue | undefined {
+function coerceArray(
+  value: unknown,
+  elements: readonly unknown[] | undefined,
+  tag: Pick<Tag, "name" | "dataType" | "arrayLength">,
+  sourceType: string | undefined,
+): TagTypeCoercion {
+  const wanted = tag.arrayLength === undefined ? `scalar ${tag.dataType}` : `${tag.dataType}[${tag.arrayLength}]`;
+  if (elements === undefined) {
+    const shown = formatTagValue(value as TagScalarValue);
+    return mismatch(`scalar ${sourceType ?? typeof value} ${shown} cannot be carried by ${wanted} tag "${tag.name}"`);
+  }
+  const got = `${sourceType ?? "array"}[${elements.length}]`;
+  if (tag.arrayLength === undefined || elements.length > tag.arrayLength) {
+    return mismatch(`${got} cannot be carried by ${wanted} tag "${tag.name}"`);
+  }
+  const converted: TagScalarValue[] = new Array<TagScalarValue>(elements.length);
+  for (let index = 0; index < elements.length; index++) {
+    const element = elements[index];
+    const kind = typeof element;
+    const exact =
+      kind === "number" || kind === "bigint" || kind === "boolean" || kind === "string"
+        ? exactValue(element as TagScalarValue, tag.dataType)
+        : undefined;
+    if (exact === undefined) {
+      const shown = kind === "object" || kind === "function" ? kind : formatTagValue(element as TagScalarValue);
+      return mismatch(`${got} element [${index}] ${shown} cannot be carried exactly by ${wanted} tag "${tag.name}"`);
+    }
+    converted[index] = exact;
+  }
+  return { ok: true, value: Object.freeze(converted) };
+}
+
+function mismatch(reason: string): TagTypeCoercion {
+  return { ok: false, quality: quality("bad", reason, QualityCodes.BadTypeMismatch) };
+}
+
+function exactValue(value: TagScalarValue, dataType: TagDataType): TagScalarValue | undefined {
   switch (dataType) {
     case "string":
       return typeof value === "string" ? value : undefined;

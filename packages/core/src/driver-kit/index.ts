@@ -59,6 +59,7 @@ export {
   checkDownsampleQuery,
   checkIntervalQuery,
   checkValueAtQuery,
+  refuseArrayTags,
   type CheckedAggregateQuery,
   type CheckedDownsampleQuery,
   type CheckedIntervalQuery,
@@ -98,13 +99,18 @@ export {
   type SampleSeries,
 } from "../history/series-history";
 export {
+  TAG_ARRAY_LENGTH_MAX,
+  formatTagValue,
   interpolationOf,
+  sameTagValue,
   type Interpolation,
   type LoggingDeadband,
   type LoggingPolicy,
   type Tag,
   type TagDataType,
+  type TagArrayValue,
   type TagRange,
+  type TagScalarValue,
   type TagValue,
 } from "../domain/tags";
 export { SAMPLE_TIME_MAX, SAMPLE_TIME_MIN, checkSample, sameSamplePayload, type Sample } from "../domain/sample";

@@ -1,4 +1,4 @@
-import { KilnValidationError, type ValidationIssue } from "../domain/errors";
+import { KilnError, KilnValidationError, type ValidationIssue } from "../domain/errors";
 import {
   AGGREGATES,
   HISTORY_TIME_MAX,
@@ -13,6 +13,26 @@ import {
 } from "../ports/sample-history";
 
 const AGGREGATE_NAMES: ReadonlySet<string> = new Set(AGGREGATES);
+
+/**
+ * Refuses an aggregate or a downsample over array tags (docs/adr/0038-array-tags.md): OPC UA
+ * Part 13 aggregates are defined over scalars, so a store runs one only when no tag of `tags`
+ * is an array tag. Call it after the query's own check (a bad query is `KILN_VALIDATION` first).
+ * Raw history and value-at-time return arrays as stored.
+ *
+ * @param isArrayTag true for a tag whose definition has `arrayLength`.
+ * @throws KilnError `KILN_NOT_SUPPORTED` (OPC UA `BadAggregateNotSupported`) naming the array
+ *   tags in `details.tags`.
+ */
+export function refuseArrayTags(tags: readonly string[], isArrayTag: (tag: string) => boolean, what: string): void {
+  const arrays = tags.filter(isArrayTag);
+  if (arrays.length === 0) return;
+  throw new KilnError(
+    "KILN_NOT_SUPPORTED",
+    `${what} is not defined over array tags: ${arrays.map((tag) => JSON.stringify(tag)).join(", ")}; query an element through a scalar tag.`,
+    { details: { tags: arrays } },
+  );
+}
 
 /** Intervals of a checked {@link IntervalQuery}. */
 export interface CheckedIntervals {

@@ -1,4 +1,4 @@
-import type { Tag } from "../domain/tags";
+import { sameTagValue, type Tag } from "../domain/tags";
 import type { Sample } from "../domain/sample";
 import type { Clock } from "../ports/clock";
 import { monotonicNow } from "../runtime/system-clock";
@@ -106,6 +106,6 @@ export class LoggingFilter {
       // Without a deadband any change counts, -0 after 0 included (Object.is, as the CVT's valueChanged).
       return state.deadband > 0 ? Math.abs(value - last) > state.deadband : !Object.is(value, last);
     }
-    return !Object.is(value, last);
+    return !sameTagValue(value, last); // an array: any changed element is a change (no deadband on arrays)
   }
 }

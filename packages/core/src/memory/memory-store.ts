@@ -6,9 +6,10 @@ import type { Disposer } from "../domain/disposer";
 import { z } from "zod";
 import { KilnError, KilnValidationError, type ValidationIssue } from "../domain/errors";
 import { checkSample, sameSamplePayload, sampleIssues, type Sample } from "../domain/sample";
-import { interpolationOf, type Interpolation, type Tag, type TagDataType } from "../domain/tags";
+import { frozenTagValue, interpolationOf, type Interpolation, type Tag, type TagDataType } from "../domain/tags";
 import {
   checkAggregateQuery,
+  refuseArrayTags,
   checkDownsampleQuery,
   checkIntervalQuery,
   checkValueAtQuery,
@@ -222,6 +223,8 @@ export class MemoryStore implements Store {
   readonly #interpolations = new Map<string, Interpolation>();
   /** Each catalog tag's current data type (history computes `Delta` in it). */
   readonly #dataTypes = new Map<string, TagDataType>();
+  /** The tags with `arrayLength`: history aggregates over them are refused. */
+  readonly #arrayTags = new Set<string>();
   readonly #streams = new Map<string, StoredDomainEvent[]>();
   readonly #processes = new Map<string, ProcessRecord>();
   readonly #recipes = new Map<string, Map<number, { readonly recipe: StoredRecipe; readonly canonical: string }>>();
@@ -257,11 +260,13 @@ export class MemoryStore implements Store {
       readBuckets: async (query) => this.#readBuckets(query),
     };
     const known = (tag: string): boolean => this.#interpolations.has(tag);
+    const isArray = (tag: string): boolean => this.#arrayTags.has(tag);
     const seriesOf = (tag: string): SampleSeries => this.#samples.get(tag) ?? { timestamps: [], samples: [] };
     this.history = {
       aggregate: async (tags, query) => {
         this.#assertOpen();
         const checked = checkAggregateQuery(tags, query, known);
+        refuseArrayTags(checked.tags, isArray, "an aggregate");
         return checked.tags.flatMap((tag) =>
           aggregateSeries(
             tag,
@@ -293,6 +298,7 @@ export class MemoryStore implements Store {
       downsample: async (tag, query) => {
         this.#assertOpen();
         const checked = checkDownsampleQuery(tag, query, known);
+        refuseArrayTags([checked.tag], isArray, "a downsample");
         return downsampleSeries(seriesOf(checked.tag), checked.start, checked.end, checked.columns);
       },
     };
@@ -422,6 +428,8 @@ export class MemoryStore implements Store {
       this.#samples.register(tag.name);
       this.#interpolations.set(tag.name, interpolationOf(tag));
       this.#dataTypes.set(tag.name, tag.dataType);
+      if (tag.arrayLength === undefined) this.#arrayTags.delete(tag.name);
+      else this.#arrayTags.add(tag.name);
     }
     this.#state = "open";
   }
@@ -463,7 +471,12 @@ export class MemoryStore implements Store {
     let collided: Set<number> | undefined;
     let firstOfKey: Map<number, Map<string, number>> | undefined;
     for (let index = 0; index < samples.length; index++) {
-      const sample = samples[index]!;
+      const given = samples[index]!;
+      // An array value is kept as a frozen copy unless frozen already: the caller keeps its own.
+      const sample =
+        Array.isArray(given.value) && !Object.isFrozen(given.value)
+          ? { ...given, value: frozenTagValue(given.value) }
+          : given;
       const existing = this.#samples.insert(sample);
       if (existing === undefined) continue;
       (collided ??= new Set()).add(index);

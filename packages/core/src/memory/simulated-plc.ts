@@ -3,7 +3,7 @@ import { KilnError } from "../domain/errors";
 import type { SimulatedPlcFaults } from "@kiln/core/testing";
 import { GOOD, quality, QualityCodes, type Quality } from "../domain/quality";
 import type { Sample } from "../domain/sample";
-import { TagCatalog, type Tag, type TagValue } from "../domain/tags";
+import { sameTagValue, TagCatalog, type Tag, type TagScalarValue, type TagValue } from "../domain/tags";
 import type { Disposer } from "../domain/disposer";
 import { abortError, untilAbort } from "../driver-kit/abort";
 import { ConnectionLifecycle } from "../driver-kit/connection-lifecycle";
@@ -181,7 +181,11 @@ export class SimulatedPlc implements PlcDriver {
         for (const tag of tags) {
           const sample = this.#sample(tag, now);
           const previous = last.get(tag.name);
-          if (!previous || !Object.is(previous.value, sample.value) || previous.quality.code !== sample.quality.code) {
+          if (
+            !previous ||
+            !sameTagValue(previous.value, sample.value) ||
+            previous.quality.code !== sample.quality.code
+          ) {
             last.set(tag.name, sample);
             changed.push(sample);
           }
@@ -231,7 +235,14 @@ export class SimulatedPlc implements PlcDriver {
   #valueOf(tag: Tag, now: number): TagValue {
     const source = this.#signals.get(tag.name);
     if (source) return source(now, this);
-    return this.#held.get(tag.name) ?? DEFAULT_VALUE[tag.dataType];
+    const held = this.#held.get(tag.name);
+    if (held !== undefined) return held;
+    // An array tag (arrayLength) holds arrayLength default elements until set or written.
+    const scalar = DEFAULT_VALUE[tag.dataType];
+    if (tag.arrayLength === undefined) return scalar;
+    const array = Object.freeze(Array.from({ length: tag.arrayLength }, () => scalar as TagScalarValue));
+    this.#held.set(tag.name, array);
+    return array;
   }
 
   #sample(tag: Tag, now: number): Sample {

@@ -48,4 +48,16 @@ export interface BrowsedVariable {
   readonly nativeType?: string;
   /** Whether the device lets a client write it. */
   readonly access: Tag["access"];
+  /**
+   * The device's value rank, where it has one (OPC UA Part 3, 5.6.2: -1 scalar, 1 one-dimensional
+   * array, n > 1 an n-dimensional array, 0 one or more dimensions, -2 any, -3 scalar or one dimension).
+   */
+  readonly valueRank?: number;
+  /** The length of each array dimension, where the device reports them (0: unknown or variable). */
+  readonly arrayDimensions?: readonly number[];
+  /**
+   * The `arrayLength` to put in the tag definition for a one-dimensional array whose length the
+   * device reports (docs/adr/0038-array-tags.md); absent for a scalar or an unknown length.
+   */
+  readonly arrayLength?: number;
 }

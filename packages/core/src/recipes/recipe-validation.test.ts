@@ -32,6 +32,21 @@ async function paths(input: unknown, options: Partial<RecipeValidationOptions> =
   return (await issues(input, options)).map((issue) => issue.path);
 }
 
+test("a waitUntil on an array tag, or a set of a scalar to one, is refused (ADR 0038)", async () => {
+  const catalog = defineTags({
+    "zones.setpoint": { dataType: "float64", arrayLength: 4, access: "readwrite" },
+    "zones.actual": { dataType: "float64", arrayLength: 4 },
+  });
+  const found = await issues(
+    recipe([
+      { waitUntil: { condition: { tag: "zones.actual", op: "<", value: 2 }, timeoutMs: 100 } },
+      { set: { tag: "zones.setpoint", value: 5 } },
+    ]),
+    { catalog },
+  );
+  expect(found.map((issue) => issue.path)).toEqual(["steps[0].waitUntil.condition.tag", "steps[1].set.value"]);
+});
+
 async function withRecipes(...recipes: RecipeInput[]) {
   const store = new MemoryStore();
   await store.open(tags.list());

@@ -327,6 +327,11 @@ class RecipeValidation {
     const value = this.#resolve(body.condition.value, `${conditionPath}.value`, scope, "value");
     this.#resolve(body.timeoutMs, `${path}.timeoutMs`, scope, "duration");
     if (tag === undefined || value === undefined) return;
+    if (tag.arrayLength !== undefined) {
+      // A comparison with "an array" has no single meaning (ADR 0038): `[1] < 2` would hold in JavaScript.
+      this.issue(`${conditionPath}.tag`, `"${tag.name}" is an array tag: wait on an element through a scalar tag`);
+      return;
+    }
     const expected = tag.dataType === "bool" ? "boolean" : tag.dataType === "string" ? "string" : "number";
     if (typeof value !== expected) {
       this.issue(

@@ -1,5 +1,5 @@
 import { KilnValidationError, type ValidationIssue } from "../domain/errors";
-import { checkTagValue, type TagCatalog, type TagValue } from "../domain/tags";
+import { frozenTagValue, tagValueProblem, type TagCatalog, type TagValue } from "../domain/tags";
 import type { Logger } from "../ports/logger";
 import type { ProcessProblem } from "./recipe-process";
 import type { RecipeIo, WriteOrigin } from "./recipe-io";
@@ -25,12 +25,15 @@ export function checkSafeState(catalog: TagCatalog, writes: readonly SafeStateWr
     else if (tag.access !== "readwrite") {
       issues.push({ path: `safeState[${index}].tag`, message: `tag "${write.tag}" is read-only` });
     } else {
-      const problem = checkTagValue(tag, write.value);
-      if (problem !== undefined) issues.push({ path: `safeState[${index}].value`, message: problem });
+      const problem = tagValueProblem(tag, write.value);
+      if (problem !== undefined) {
+        const element = problem.element === undefined ? "" : `[${problem.element}]`;
+        issues.push({ path: `safeState[${index}].value${element}`, message: problem.message });
+      }
     }
   });
   if (issues.length > 0) throw new KilnValidationError("recipe executor options", issues);
-  return Object.freeze(writes.map((write) => Object.freeze({ ...write })));
+  return Object.freeze(writes.map((write) => Object.freeze({ ...write, value: frozenTagValue(write.value) })));
 }
 
 /**

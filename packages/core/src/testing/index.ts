@@ -23,6 +23,7 @@ export {
 } from "./plc-driver-conformance";
 export {
   alarmHistoryConformance,
+  arrayValueConformance,
   auditLogConformance,
   edgeValueConformance,
   eventStoreConformance,

@@ -1,5 +1,6 @@
 import { KilnError } from "../domain/errors";
 import { coerceToTagType } from "../driver-kit/coerce-to-tag-type";
+import { formatTagValue } from "../domain/tags";
 import { group, type ConformanceRunner } from "./conformance-runner";
 import type { KilnErrorCode, PlcDriver, Sample, Tag, TagValue } from "@kiln/core";
 import type { DriverStatusChange, PlcDriverCapabilities } from "@kiln/core/driver-kit";
@@ -226,7 +227,7 @@ function checkSample(expect: ConformanceRunner["expect"], sample: Sample | undef
   if (sample !== undefined && sample.quality.severity !== "bad") {
     const typed = sample.value !== null && coerceToTagType(sample.value, tag).ok;
     expect(
-      typed ? "of the tag's type" : `${tag.dataType} tag read ${typeof sample.value} ${String(sample.value)}`,
+      typed ? "of the tag's type" : `${tag.dataType} tag read ${typeof sample.value} ${formatTagValue(sample.value)}`,
     ).toBe("of the tag's type");
   }
 }

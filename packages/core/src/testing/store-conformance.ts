@@ -35,6 +35,7 @@ export type StoreConformanceGroup =
   | "samples"
   | "conflicts"
   | "edge-values"
+  | "arrays"
   | "history"
   | "events"
   | "processes"
@@ -76,6 +77,7 @@ export function storeConformance(options: StoreConformanceOptions): void {
   if (groups.samples !== false) sampleSinkConformance(options);
   if (groups.conflicts !== false) sampleConflictConformance(options);
   if (groups["edge-values"] !== false) edgeValueConformance(options);
+  if (groups.arrays !== false) arrayValueConformance(options);
   if (groups.history !== false && options.capabilities.aggregates) storeHistoryConformance(options);
   if (groups.events !== false) eventStoreConformance(options);
   if (groups.processes !== false) processRepositoryConformance(options);
@@ -115,6 +117,126 @@ function withStore(factory: StoreFactory, body: StoreTest): () => Promise<void> 
 
 function sampleAt(tag: string, offsetMs: number, value: TagValue | null, sampleQuality: Quality = GOOD): Sample {
   return { tag, value, timestamp: T0 + offsetMs, quality: sampleQuality };
+}
+
+const ARRAY_TAGS = defineTags({
+  "conformance.zones": { dataType: "float64", arrayLength: 8 },
+  "conformance.steps": { dataType: "int32", arrayLength: 4 },
+  "conformance.flags": { dataType: "bool", arrayLength: 4 },
+  "conformance.names": { dataType: "string", arrayLength: 4 },
+  "conformance.totals": { dataType: "uint64", arrayLength: 4 },
+  "conformance.offsets": { dataType: "int64", arrayLength: 4 },
+  "conformance.scalar": { dataType: "float64" },
+});
+
+/**
+ * Array tags (docs/adr/0038-array-tags.md): one sample per array, kept exactly (every element
+ * type, NaN, ±Infinity, -0, 64-bit integers beyond 2^53, any string), compared element-wise for
+ * conflicts, returned by raw history and value-at-time; aggregates and downsampling over an array
+ * tag are refused with `KILN_NOT_SUPPORTED`.
+ */
+export function arrayValueConformance(
+  options: StoreGroupConformanceOptions & { readonly capabilities?: StoreCapabilities },
+): void {
+  const { expect, factory } = options;
+  const withArrays =
+    (body: StoreTest): (() => Promise<void>) =>
+    async () => {
+      const store = await factory();
+      await store.open(ARRAY_TAGS.list());
+      try {
+        await body(store);
+      } finally {
+        await store.close();
+      }
+    };
+  const read = (store: Store, tag: string): Promise<Sample[]> =>
+    store.samples.readSamples({ tag, from: T0 - 1_000, to: T0 + 1_000_000 });
+  const values: [string, TagValue][] = [
+    ["conformance.zones", [1.5, -0, 0, Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY, 5e-324, 1e308]],
+    ["conformance.steps", [-2147483648, 0, 2147483647]],
+    ["conformance.flags", [true, false, true]],
+    ["conformance.names", ["", "NaN", "LOT-42\0", "\uD800 \u0010 \uFFFF"]],
+    ["conformance.totals", [2n ** 64n - 1n, 2n ** 53n + 1n, 7, 0n]],
+    ["conformance.offsets", [-(2n ** 63n), 2n ** 63n - 1n, -5]],
+    ["conformance.scalar", 2.5],
+  ];
+  group(options, "array values", (test) => {
+    test(
+      "an array sample reads back exactly, element by element (NaN, ±Infinity, -0, 64-bit beyond 2^53, NUL and lone surrogates), an empty array too",
+      withArrays(async (store) => {
+        await store.samples.writeBatch([
+          ...values.map(([tag, value]) => sampleAt(tag, 0, value)),
+          sampleAt("conformance.zones", 1, []),
+          sampleAt("conformance.zones", 2, null, quality("bad", "no reply", QualityCodes.BadCommunicationError)),
+        ]);
+        for (const [tag, value] of values) {
+          const [sample, ...rest] = await read(store, tag);
+          expect(rest.length >= 0 && sample?.value).toEqual(value);
+          if (Array.isArray(value)) {
+            const got = sample!.value as readonly unknown[];
+            expect(got.map((element, index) => Object.is(element, value[index]))).toEqual(value.map(() => true));
+          }
+        }
+        const zones = await read(store, "conformance.zones");
+        expect(zones.map((sample) => sample.value)).toEqual([values[0]![1], [], null]);
+      }),
+    );
+
+    test(
+      "writing an identical array again is no conflict; one element different (0 and -0 too) is a stored conflict",
+      withArrays(async (store) => {
+        await store.samples.writeBatch([sampleAt("conformance.zones", 0, [1, 0, Number.NaN])]);
+        expect(
+          conflictsOf(await store.samples.writeBatch([sampleAt("conformance.zones", 0, [1, 0, Number.NaN])])),
+        ).toEqual([]);
+        const result = await store.samples.writeBatch([
+          sampleAt("conformance.zones", 0, [1, -0, Number.NaN]),
+          sampleAt("conformance.totals", 0, [1n]),
+          sampleAt("conformance.totals", 0, [1]),
+        ]);
+        expect(conflictsOf(result).map(([tag, offset, existing]) => [tag, offset, existing])).toEqual([
+          ["conformance.zones", 0, "stored"],
+          ["conformance.totals", 0, "batch"],
+        ]);
+        expect((await read(store, "conformance.zones")).map((sample) => sample.value)).toEqual([[1, 0, Number.NaN]]);
+      }),
+    );
+
+    if (options.capabilities?.aggregates) {
+      test(
+        "value-at-time returns the array (stepped); aggregates and downsampling over an array tag are KILN_NOT_SUPPORTED",
+        withArrays(async (store) => {
+          await store.samples.writeBatch([
+            sampleAt("conformance.steps", 0, [1, 2]),
+            sampleAt("conformance.steps", 100, [3, 4, 5]),
+            sampleAt("conformance.scalar", 0, 1),
+          ]);
+          const history = store.history!;
+          const at = await history.valueAt(["conformance.steps", "conformance.scalar"], T0 + 50);
+          expect(at.map((sample) => sample.value)).toEqual([[1, 2], 1]);
+          const later = await history.valueAt(["conformance.steps"], T0 + 150);
+          expect(later[0]?.value).toEqual([3, 4, 5]);
+          const aggregate = await expectKilnError(
+            expect,
+            history.aggregate(["conformance.scalar", "conformance.steps"], {
+              start: T0,
+              end: T0 + 200,
+              intervalMs: 100,
+              aggregates: ["Average"],
+            }),
+            "KILN_NOT_SUPPORTED",
+          );
+          expect((aggregate as KilnError).details).toEqual({ tags: ["conformance.steps"] });
+          await expectKilnError(
+            expect,
+            history.downsample("conformance.steps", { start: T0, end: T0 + 200, points: 10 }),
+            "KILN_NOT_SUPPORTED",
+          );
+        }),
+      );
+    }
+  });
 }
 
 /** Lifecycle: `open`/`close` are idempotent; a closed store refuses work; contract versions. */
