@@ -20,6 +20,7 @@ import {
   type TestPki,
   user,
   waitFor,
+  revocableRead,
 } from "./support/opcua-fixture";
 import { rawSession } from "./support/opcua-raw";
 
@@ -61,11 +62,7 @@ beforeAll(async () => {
       },
     },
     server: {
-      authorizer: {
-        can: (principal, permission, target) =>
-          !(permission === "read" && target !== undefined && revoked.has(target)) &&
-          served.system.can(principal, permission, target),
-      },
+      authorizer: revocableRead(() => served.system, revoked),
     },
   });
   olga = await connect(served.server, pki.trusted, user("olga"));

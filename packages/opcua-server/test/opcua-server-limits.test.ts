@@ -25,6 +25,7 @@ import {
   type TestPki,
   user,
   waitFor,
+  revocableRead,
 } from "./support/opcua-fixture";
 import { type RawSession, rawSession } from "./support/opcua-raw";
 
@@ -48,11 +49,7 @@ beforeAll(async () => {
       "secret.recipe": { kind: "sine", amplitude: 10, offset: 100, periodMs: 1_000 },
     },
     server: {
-      authorizer: {
-        can: (principal, permission, target) =>
-          !(permission === "read" && target !== undefined && revoked.has(target)) &&
-          served.system.can(principal, permission, target),
-      },
+      authorizer: revocableRead(() => served.system, revoked),
       limits: {
         maxSessionsPerPrincipal: 2,
         maxMonitoredItemsPerCall: 6_000,

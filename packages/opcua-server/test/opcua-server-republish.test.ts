@@ -10,7 +10,15 @@ import {
   TimestampsToReturn,
 } from "node-opcua-client";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { connect, makeTestPki, servedSystem, type ServedTestSystem, type TestPki, user } from "./support/opcua-fixture";
+import {
+  connect,
+  makeTestPki,
+  servedSystem,
+  type ServedTestSystem,
+  type TestPki,
+  user,
+  revocableRead,
+} from "./support/opcua-fixture";
 import { type RawNotificationMessage, type RawSession, rawSession } from "./support/opcua-raw";
 
 /**
@@ -44,11 +52,7 @@ beforeAll(async () => {
       },
     },
     server: {
-      authorizer: {
-        can: (principal, permission, target) =>
-          !(permission === "read" && target !== undefined && revoked.has(target)) &&
-          served.system.can(principal, permission, target),
-      },
+      authorizer: revocableRead(() => served.system, revoked),
     },
   });
 });

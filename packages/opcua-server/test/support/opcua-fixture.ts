@@ -99,6 +99,22 @@ export interface ServedTestSystem {
   dispose(): Promise<void>;
 }
 
+/**
+ * A server `authorizer` that asks the served system, except that `read` of any tag in `revoked`
+ * is refused: a test revokes a grant mid-session by adding the tag to the set. `system` is read
+ * when asked (the server is built before the served system is returned).
+ */
+export function revocableRead(
+  system: () => ControlSystem,
+  revoked: ReadonlySet<string>,
+): NonNullable<OpcuaServerOptions["authorizer"]> {
+  return {
+    can: (principal, permission, target) =>
+      !(permission === "read" && target !== undefined && revoked.has(target)) &&
+      system().can(principal, permission, target),
+  };
+}
+
 export async function servedSystem(options: {
   readonly tags: TagCatalog;
   readonly pki: TestPki;
