@@ -164,8 +164,9 @@ export interface ControlSystemHealth {
      */
     readonly journalProblems: readonly string[];
     /**
-     * Whether the audit backlog survives a restart: true with `audit.backlog.path` (a journal);
-     * false when it is held in memory only. Not a problem by itself (health stays `ok`).
+     * Whether the audit backlog survives a restart: true with `audit.backlog.path` (a journal)
+     * holding every waiting entry; false without one, or while a journal failure leaves entries
+     * only in memory (counted in `journalProblems`). Not a problem by itself (health stays `ok`).
      */
     readonly durableBacklog: boolean;
     /** When the audit store last failed to take an entry (ms, the system clock), while it has taken none since. */

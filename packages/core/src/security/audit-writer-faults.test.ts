@@ -367,6 +367,8 @@ describe("a journal or reserve that cannot be made at start (issue 15, review 15
     expect(runner.status().journalProblems).toEqual([
       expect.stringMatching(/open failed.*EEXIST.*; 3 audit entries held only in memory \(lost if the process dies\)$/),
     ]);
+    // A journal was configured, but these entries would not survive a restart: never "durable".
+    expect(runner.status().durableBacklog).toBe(false);
     await rm(folder);
     await mkdir(folder);
     for (let step = 0; step < 20 && runner.status().journalProblems.length > 0; step++) {
@@ -374,6 +376,7 @@ describe("a journal or reserve that cannot be made at start (issue 15, review 15
       await new Promise<void>((resolve) => setTimeout(resolve, 20));
     }
     expect(runner.status().journalProblems).toEqual([]);
+    expect(runner.status().durableBacklog).toBe(true);
     // Journaled (and its reserve made): a process that dies now loses nothing; the next one reads them back.
     expect((await stat(`${path}.reserve`)).size).toBe(128 * 1024);
     const journaled = (await readFile(path)).toString("latin1");
@@ -396,6 +399,8 @@ describe("a journal or reserve that cannot be made at start (issue 15, review 15
       ),
     ]);
     expect(await codeOf(writeTag(runner, engineer, "heater.setpoint", 1))).toBe("resolved");
+    // Without a reserve the entries are still journaled: the backlog survives a restart.
+    expect(runner.status().durableBacklog).toBe(true);
     await rm(`${path}.reserve`, { recursive: true });
     for (let step = 0; step < 20 && runner.status().journalProblems.length > 0; step++) {
       await clock.advance(1_000);

@@ -369,7 +369,9 @@ export class AuditedCommandRunner {
       refusalsDropped: this.#refusalsDropped,
       overflow: [...this.#overflow.values()].reduce((sum, overflow) => sum + overflow.count, 0),
       journalProblems: this.#journalProblems(),
-      durableBacklog: this.#options.backlog?.path !== undefined,
+      // A journal whose open or append failed leaves entries only in memory: then the backlog
+      // does not survive a restart, whatever was configured (health must not say "journaled").
+      durableBacklog: this.#options.backlog?.path !== undefined && this.#unjournaled().memoryOnly === 0,
       ...(this.#storeFailingSince === undefined ? {} : { storeFailingSince: this.#storeFailingSince }),
       ...(head?.since === undefined ? {} : { waitingMs: Math.max(0, this.#options.clock.now() - head.since) }),
       reportedWaiting: this.#backlog.reduce((count, item) => count + (item.reported === true ? 1 : 0), 0),
@@ -1450,13 +1452,7 @@ export class AuditedCommandRunner {
    */
   #journalProblems(): string[] {
     if (this.#journalFailures.size === 0) return [];
-    let reserved = 0;
-    let memoryOnly = 0;
-    for (const item of this.#backlog) {
-      if (item.journaled || item.entry === undefined) continue;
-      if (this.#reservedIds.has(item.entry.id)) reserved++;
-      else memoryOnly++;
-    }
+    const { reserved, memoryOnly } = this.#unjournaled();
     const inMemory =
       memoryOnly > 0
         ? `; ${memoryOnly} audit entr${memoryOnly === 1 ? "y" : "ies"} held only in memory (lost if the process dies)`
@@ -1468,6 +1464,18 @@ export class AuditedCommandRunner {
           ? `${failure.message}; no room is reserved for a full disk until it is made (retried)${inMemory}`
           : `${failure.message}; ${reserved} entr${reserved === 1 ? "y" : "ies"} held in its reserve${inMemory}`,
     );
+  }
+
+  /** Backlog entries not in the journal: those in its reserve and those held only in memory. */
+  #unjournaled(): { reserved: number; memoryOnly: number } {
+    let reserved = 0;
+    let memoryOnly = 0;
+    for (const item of this.#backlog) {
+      if (item.journaled || item.entry === undefined) continue;
+      if (this.#reservedIds.has(item.entry.id)) reserved++;
+      else memoryOnly++;
+    }
+    return { reserved, memoryOnly };
   }
 
   #publish<TType extends "command-refuse" | "command-fail">(type: TType, event: Omit<KilnEvents[TType], "at">): void {
@@ -1680,8 +1688,9 @@ interface AuditWriterStatus {
    */
   readonly journalProblems: readonly string[];
   /**
-   * Whether the backlog survives a restart: true with a journal (`backlog.path`), false when it
-   * is held in memory only (lost if the process dies; not a problem by itself).
+   * Whether the backlog survives a restart: true with a journal (`backlog.path`) holding every
+   * waiting entry; false without one, or while a journal failure leaves entries only in memory
+   * (lost if the process dies; `journalProblems` counts them). Not a problem by itself.
    */
   readonly durableBacklog: boolean;
   /**
