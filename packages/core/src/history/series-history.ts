@@ -153,9 +153,15 @@ export interface SamplePoint extends HistoryPoint {
   readonly sample: Sample;
 }
 
-/** The {@link SamplePoint} of a sample, or undefined. */
+/**
+ * The {@link SamplePoint} of a sample, or undefined. Built as one object literal (no spread of
+ * {@link pointOf}'s result): `valueAt` builds up to four per tag and time, and the spread cost
+ * more than the rest of turning a PostgreSQL row into a sample.
+ */
 export function samplePoint(sample: Sample | undefined): SamplePoint | undefined {
-  return sample === undefined ? undefined : { ...pointOf(sample), sample };
+  return sample === undefined
+    ? undefined
+    : { time: sample.timestamp, value: exactValue(sample.value), good: isGoodData(sample), sample };
 }
 
 /** The bounding samples of `time` in a series (OPC UA Part 13, 3.1.8). */
