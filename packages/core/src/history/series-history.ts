@@ -155,7 +155,7 @@ export interface SamplePoint extends HistoryPoint {
 
 /**
  * The {@link SamplePoint} of a sample, or undefined. Built as one object literal (no spread of
- * {@link pointOf}'s result): `valueAt` builds up to four per tag and time, and the spread cost
+ * the point of the sample): `valueAt` builds up to four per tag and time, and the spread cost
  * more than the rest of turning a PostgreSQL row into a sample.
  */
 export function samplePoint(sample: Sample | undefined): SamplePoint | undefined {
