@@ -3,15 +3,18 @@ import type { Message, ServerSecureChannelLayer } from "node-opcua-secure-channe
 import { DataValue } from "node-opcua-data-value";
 import { type MonitoredItem, OPCUAServer, type ServerSession, type Subscription } from "node-opcua-server";
 import { type StatusCode, StatusCodes } from "node-opcua-status-code";
+import { type EventFilterBounds, refusalOfEventFilter } from "./opcua-event-filter";
 import {
   type CreateMonitoredItemsRequest,
   DataChangeNotification,
   type EventFieldList,
+  type EventFilterResult,
   EventNotificationList,
   type HistoryReadRequest,
   type ModifyMonitoredItemsRequest,
   HistoryReadResponse,
   MonitoredItemCreateResult,
+  MonitoredItemModifyResult,
   MonitoredItemNotification,
   NodeClass,
   NotificationMessage,
@@ -110,6 +113,9 @@ export class AuthorizingServer extends OPCUAServer {
 
   /** Largest queue of one monitored item (a larger requested QueueSize is revised down to it). */
   maxQueueSize = 100;
+
+  /** The bounds of an EventFilter's WhereClause (beyond: `BadEventFilterInvalid`, see `refusalOfEventFilter`). */
+  eventFilterBounds: EventFilterBounds = { maxElements: 64, maxDepth: 16 };
 
   /** Most sessions created but not (yet) activated, all clients together; the oldest is closed to make room. */
   maxUnactivatedSessions = 5;
@@ -281,12 +287,14 @@ export class AuthorizingServer extends OPCUAServer {
     const create = subscription.preCreateMonitoredItem.bind(subscription);
     subscription.preCreateMonitoredItem = (addressSpace, timestampsToReturn, itemRequest) => {
       const item = itemRequest.itemToMonitor;
-      const refuse = (statusCode: StatusCode) => ({
-        createResult: new MonitoredItemCreateResult({ statusCode }),
+      const refuse = (statusCode: StatusCode, filterResult: EventFilterResult | null = null) => ({
+        createResult: new MonitoredItemCreateResult({ statusCode, filterResult }),
         monitoredItemCreateRequest: itemRequest,
       });
       const session = currentSessionOf(subscription);
       if (!session) return refuse(StatusCodes.BadUserAccessDenied);
+      const filterRefusal = refusalOfEventFilter(itemRequest.requestedParameters?.filter, this.eventFilterBounds);
+      if (filterRefusal) return refuse(filterRefusal.statusCode, filterRefusal.filterResult);
       if (session.currentMonitoredItemCount >= this.maxMonitoredItemsPerSession) {
         return refuse(StatusCodes.BadTooManyMonitoredItems);
       }
@@ -301,10 +309,27 @@ export class AuthorizingServer extends OPCUAServer {
       }
       this.#boundQueue(itemRequest.requestedParameters);
       const created = create(addressSpace, timestampsToReturn, itemRequest);
+      if (created.monitoredItem) this.#guardFilterChanges(created.monitoredItem);
       if (guarded && created.monitoredItem) guardValues(guarded, created.monitoredItem, this.#deliverable);
       if (item.attributeId === EVENT_NOTIFIER_ATTRIBUTE && created.monitoredItem)
         this.#guardEvents(created.monitoredItem);
       return created;
+    };
+  }
+
+  /**
+   * Makes a ModifyMonitoredItems of the item check its new EventFilter as a create does
+   * ({@link refusalOfEventFilter}) before node-opcua applies any of the new parameters: a refused
+   * filter answers `BadEventFilterInvalid` with its per-element result and changes nothing.
+   */
+  #guardFilterChanges(item: MonitoredItem): void {
+    const modify = item.modify.bind(item);
+    item.modify = (timestampsToReturn, parameters) => {
+      const refusal = refusalOfEventFilter(parameters?.filter, this.eventFilterBounds);
+      if (refusal) {
+        return new MonitoredItemModifyResult({ statusCode: refusal.statusCode, filterResult: refusal.filterResult });
+      }
+      return modify(timestampsToReturn, parameters);
     };
   }
 

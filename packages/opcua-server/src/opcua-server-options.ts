@@ -85,6 +85,8 @@ export const opcuaServerOptionsSchema = z
         maxQueueSize: z.number().int().min(1).max(5_000).default(100),
         maxUnactivatedSessions: z.number().int().min(1).max(10_000).default(5),
         unactivatedSessionTimeoutMs: z.number().int().min(100).max(600_000).default(10_000),
+        maxEventFilterElements: z.number().int().min(1).max(1_024).default(64),
+        maxEventFilterDepth: z.number().int().min(1).max(64).default(16),
       })
       .strict()
       .default({
@@ -101,6 +103,8 @@ export const opcuaServerOptionsSchema = z
         maxQueueSize: 100,
         maxUnactivatedSessions: 5,
         unactivatedSessionTimeoutMs: 10_000,
+        maxEventFilterElements: 64,
+        maxEventFilterDepth: 16,
       }),
     authorizer: z
       .custom<OpcuaReadAuthorizer>(
@@ -182,6 +186,12 @@ export const opcuaServerOptionsSchema = z
  *     session is closed after this long, with its secure channel when no activated session uses
  *     it @default 10000. A client that never activates (no valid user) cannot take the places
  *     of users who do; `maxSessions` counts both.
+ *   - `maxEventFilterElements`: the ContentFilterElements of one EventFilter's WhereClause
+ *     (1..1024) @default 64; `maxEventFilterDepth`: the longest chain of ElementOperands from
+ *     element 0 (1..64) @default 16. A WhereClause must also be a tree: each ElementOperand
+ *     references a later element, and no element is referenced twice (ADR 0039). Otherwise the
+ *     monitored item's create (or modify) result is `BadEventFilterInvalid` with a per-element
+ *     ContentFilterResult, and nothing is created (or changed).
  *
  *   A session that ends (closed, or timed out) takes its subscriptions with it: none lives on
  *   as an orphan outside these limits (so a client that loses its session cannot transfer its

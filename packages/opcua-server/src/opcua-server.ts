@@ -331,6 +331,10 @@ export class OpcuaServer {
     server.maxQueueSize = options.limits.maxQueueSize;
     server.maxUnactivatedSessions = options.limits.maxUnactivatedSessions;
     server.unactivatedSessionTimeoutMs = options.limits.unactivatedSessionTimeoutMs;
+    server.eventFilterBounds = {
+      maxElements: options.limits.maxEventFilterElements,
+      maxDepth: options.limits.maxEventFilterDepth,
+    };
     server.refusalOf = (session) =>
       this.#tooManySessions.has(session) ? runtime.StatusCodes.BadTooManySessions : undefined;
     server.authorizeSession = (session, token) => this.#identify(session, this.#identityOf(runtime, token));
