@@ -87,6 +87,7 @@ export const opcuaServerOptionsSchema = z
         unactivatedSessionTimeoutMs: z.number().int().min(100).max(600_000).default(10_000),
         maxEventFilterElements: z.number().int().min(1).max(1_024).default(64),
         maxEventFilterDepth: z.number().int().min(1).max(64).default(16),
+        minConditionRefreshIntervalMs: z.number().int().min(0).max(600_000).default(1_000),
       })
       .strict()
       .default({
@@ -105,6 +106,7 @@ export const opcuaServerOptionsSchema = z
         unactivatedSessionTimeoutMs: 10_000,
         maxEventFilterElements: 64,
         maxEventFilterDepth: 16,
+        minConditionRefreshIntervalMs: 1_000,
       }),
     authorizer: z
       .custom<OpcuaReadAuthorizer>(
@@ -192,6 +194,12 @@ export const opcuaServerOptionsSchema = z
  *     references a later element, and no element is referenced twice (ADR 0039). Otherwise the
  *     monitored item's create (or modify) result is `BadEventFilterInvalid` with a per-element
  *     ContentFilterResult, and nothing is created (or changed).
+ *   - `minConditionRefreshIntervalMs`: least time between two ConditionRefresh(2) calls of one
+ *     session (0..600000; sooner: `BadRefreshInProgress`) @default 1000. The subscription (and
+ *     monitored item) a refresh names must be the calling session's (`BadSubscriptionIdInvalid`,
+ *     `BadMonitoredItemIdInvalid`), and only its event items receive the refresh. Refusals are
+ *     audited (`opcua.ConditionRefresh`), repeated ones from a session coalesced into one entry
+ *     with their count per 10 s.
  *
  *   A session that ends (closed, or timed out) takes its subscriptions with it: none lives on
  *   as an orphan outside these limits (so a client that loses its session cannot transfer its

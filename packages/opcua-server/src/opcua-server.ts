@@ -22,7 +22,7 @@ import type { BaseNode, ISessionBase, ISessionContext } from "node-opcua-address
 import type { OPCUACertificateManager } from "node-opcua-certificate-manager";
 import type { DataValue } from "node-opcua-data-value";
 import type { ServerSession } from "node-opcua-server";
-import type { RefusedRequest, ServedEvent } from "./opcua-authorizing-server";
+import type { RefusedRefresh, RefusedRequest, ServedEvent } from "./opcua-authorizing-server";
 import type { StatusCode } from "node-opcua-status-code";
 import type { UserIdentityToken } from "node-opcua-types";
 import type { Variant } from "node-opcua-variant";
@@ -74,6 +74,12 @@ const METHOD_ANSWER_MS = 1_000;
 
 /** How often (ms) the server looks whether the system runs (see `OpcuaServer.#watchSystem`). */
 const SYSTEM_WATCH_MS = 500;
+
+/**
+ * How long (ms) repeated refusals of one kind from one session are coalesced: the first is
+ * audited at once, the others in the window are counted and audited as one summary entry at its end.
+ */
+const REFUSAL_AUDIT_WINDOW_MS = 10_000;
 
 /** Most characters of an audit source (Kiln's principal `source` rule). */
 const SOURCE_MAX_LENGTH = 256;
@@ -141,6 +147,10 @@ export class OpcuaServer {
   readonly #tooManySessions = new WeakSet<object>();
   /** Marks, per Method call, whether a Kiln handler took it (and audited it). */
   readonly #callReached = new AsyncLocalStorage<{ reached: boolean }>();
+  /** Per session, per kind of refusal: the open coalescing window (see {@link OpcuaServer.#refuseCoalesced}). */
+  readonly #refusalWindows = new WeakMap<object, Map<string, RefusalWindow>>();
+  /** Windows holding suppressed refusals whose summary is still to be audited. */
+  readonly #pendingSummaries = new Set<RefusalWindow>();
   #runtime: ServerRuntime | undefined;
   #server: AuthorizingServer | undefined;
   #certificateManagers: OPCUACertificateManager[] = [];
@@ -335,6 +345,8 @@ export class OpcuaServer {
       maxElements: options.limits.maxEventFilterElements,
       maxDepth: options.limits.maxEventFilterDepth,
     };
+    server.minConditionRefreshIntervalMs = options.limits.minConditionRefreshIntervalMs;
+    server.onRefusedRefresh = (session, refused) => this.#refuseRefresh(session, refused);
     server.refusalOf = (session) =>
       this.#tooManySessions.has(session) ? runtime.StatusCodes.BadTooManySessions : undefined;
     server.authorizeSession = (session, token) => this.#identify(session, this.#identityOf(runtime, token));
@@ -395,6 +407,7 @@ export class OpcuaServer {
           logger: this.#logger,
         }),
       );
+      server.guardConditionRefresh();
       serveHistory(
         addressSpace,
         server.engine as never,
@@ -436,6 +449,7 @@ export class OpcuaServer {
 
   #unwire(): void {
     for (const dispose of this.#disposers.splice(0)) dispose();
+    for (const window of [...this.#pendingSummaries]) this.#auditSummary(window);
     if (this.#watch) this.#clock.clearTimeout(this.#watch);
     this.#watch = undefined;
     this.#variables.clear();
@@ -769,6 +783,73 @@ export class OpcuaServer {
       statusCode: refused.statusCode.value,
     });
     return refused.statusCode;
+  }
+
+  /** Audits a refused ConditionRefresh(2), coalesced per session and method ({@link OpcuaServer.#refuseCoalesced}). */
+  async #refuseRefresh(session: ServerSession, refused: RefusedRefresh): Promise<StatusCode> {
+    const code = await this.#refuseCoalesced(session, `${refused.method}:${refused.statusCode.name}`, {
+      permission: "read",
+      action: `opcua.${refused.method}`,
+      target: this.#system.machineId,
+      subject: `OPC UA ${refused.method}`,
+      issue: { path: "inputArguments", message: `${refused.detail} (${refused.statusCode.name})` },
+      statusCode: refused.statusCode.value,
+    });
+    return code === refused.statusCode.value ? refused.statusCode : this.#statusCode(code);
+  }
+
+  /**
+   * {@link OpcuaServer.#refuse}, coalesced: the first refusal of a kind (`key`) from a session is
+   * audited at once and opens a window of {@link REFUSAL_AUDIT_WINDOW_MS}; the refusals of that
+   * kind in the window are answered the same StatusCode (the principal's own refusal, e.g.
+   * `BadUserAccessDenied`, when the first one got it) without an entry each, and audited as one
+   * summary entry with their count when the window ends (or the server stops). A client repeating
+   * a refused request cannot flood the audit trail, and no refusal goes uncounted.
+   */
+  async #refuseCoalesced(session: ServerSession, key: string, request: CoalescedRefusal): Promise<number> {
+    let windows = this.#refusalWindows.get(session);
+    if (!windows) this.#refusalWindows.set(session, (windows = new Map()));
+    const now = this.#clock.now();
+    const open = windows.get(key);
+    if (open && now < open.until) {
+      open.suppressed += 1;
+      if (!this.#pendingSummaries.has(open)) {
+        this.#pendingSummaries.add(open);
+        open.timer = this.#clock.setTimeout(() => this.#auditSummary(open), open.until - now);
+      }
+      return open.answer;
+    }
+    const window: RefusalWindow = {
+      until: now + REFUSAL_AUDIT_WINDOW_MS,
+      suppressed: 0,
+      answer: request.statusCode,
+      principal: this.#principalOf(session),
+      request,
+      timer: undefined,
+    };
+    windows.set(key, window);
+    const { subject, issue, ...command } = request;
+    window.answer = await this.#refuse(window.principal, {
+      ...command,
+      reason: new KilnValidationError(subject, [issue]),
+    });
+    return window.answer;
+  }
+
+  /** Audits the one summary entry of a coalescing window's suppressed refusals. */
+  #auditSummary(window: RefusalWindow): void {
+    if (!this.#pendingSummaries.delete(window)) return;
+    if (window.timer) this.#clock.clearTimeout(window.timer);
+    const { subject, issue, ...command } = window.request;
+    void this.#refuse(window.principal, {
+      ...command,
+      reason: new KilnValidationError(subject, [
+        {
+          path: issue.path,
+          message: `${window.suppressed} more refusals of the same kind within ${REFUSAL_AUDIT_WINDOW_MS} ms, coalesced: ${issue.message}`,
+        },
+      ]),
+    });
   }
 
   /**
@@ -1214,6 +1295,29 @@ function tagValueOf(runtime: ServerRuntime, tag: Tag, variant: Variant | null | 
     return tag.dataType === "int64" ? BigInt.asIntN(64, words) : words;
   }
   return value ?? undefined;
+}
+
+/** A coalescing window of one kind of refusal from one session (see `OpcuaServer.#refuseCoalesced`). */
+interface RefusalWindow {
+  /** When the window ends (clock ms). */
+  readonly until: number;
+  /** Refusals answered in the window without an audit entry of their own. */
+  suppressed: number;
+  /** The StatusCode the first refusal got, given to the others. */
+  answer: number;
+  readonly principal: Principal;
+  readonly request: CoalescedRefusal;
+  timer: TimerHandle | undefined;
+}
+
+/** A refusal to audit through `OpcuaServer.#refuseCoalesced`: its reason is `new KilnValidationError(subject, [issue])`. */
+interface CoalescedRefusal {
+  readonly permission: string;
+  readonly action: string;
+  readonly target: string;
+  readonly subject: string;
+  readonly issue: { readonly path: string; readonly message: string };
+  readonly statusCode: number;
 }
 
 type AddressSpaceFind = NonNullable<AuthorizingServer["engine"]["addressSpace"]>["findNode"];
