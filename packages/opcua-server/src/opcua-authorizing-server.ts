@@ -5,6 +5,7 @@ import { type MonitoredItem, OPCUAServer, type ServerSession, type Subscription 
 import { type StatusCode, StatusCodes } from "node-opcua-status-code";
 import { type EventFilterBounds, refusalOfEventFilter } from "./opcua-event-filter";
 import {
+  type BrowseRequest,
   type CreateMonitoredItemsRequest,
   DataChangeNotification,
   type EventFieldList,
@@ -172,6 +173,9 @@ export class AuthorizingServer extends OPCUAServer {
   onRefusedRequest: (session: ServerSession, refused: RefusedRequest) => Promise<StatusCode> = (_session, refused) =>
     Promise.resolve(refused.statusCode);
 
+  /** Most references one Browse returns per node (a larger or unlimited RequestedMaxReferencesPerNode is revised down to it). */
+  maxReferencesPerNode = 1_000;
+
   /** Least time (ms) between two ConditionRefresh(2) calls of one session (sooner: `BadRefreshInProgress`). */
   minConditionRefreshIntervalMs = 1_000;
 
@@ -297,6 +301,15 @@ export class AuthorizingServer extends OPCUAServer {
 
   #boundQueue(parameters: { queueSize: number } | null | undefined): void {
     if (parameters && parameters.queueSize > this.maxQueueSize) parameters.queueSize = this.maxQueueSize;
+  }
+
+  protected override _on_BrowseRequest(message: Message, channel: ServerSecureChannelLayer): void {
+    const request = message.request as BrowseRequest;
+    const requested = request.requestedMaxReferencesPerNode;
+    if (requested === 0 || requested > this.maxReferencesPerNode) {
+      request.requestedMaxReferencesPerNode = this.maxReferencesPerNode;
+    }
+    super._on_BrowseRequest(message, channel);
   }
 
   protected override _on_HistoryReadRequest(message: Message, channel: ServerSecureChannelLayer): void {

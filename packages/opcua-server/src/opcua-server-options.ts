@@ -88,6 +88,8 @@ export const opcuaServerOptionsSchema = z
         maxEventFilterElements: z.number().int().min(1).max(1_024).default(64),
         maxEventFilterDepth: z.number().int().min(1).max(64).default(16),
         minConditionRefreshIntervalMs: z.number().int().min(0).max(600_000).default(1_000),
+        maxBrowseContinuationPoints: z.number().int().min(1).max(1_000).default(10),
+        maxReferencesPerNode: z.number().int().min(1).max(100_000).default(1_000),
       })
       .strict()
       .default({
@@ -107,6 +109,8 @@ export const opcuaServerOptionsSchema = z
         maxEventFilterElements: 64,
         maxEventFilterDepth: 16,
         minConditionRefreshIntervalMs: 1_000,
+        maxBrowseContinuationPoints: 10,
+        maxReferencesPerNode: 1_000,
       }),
     authorizer: z
       .custom<OpcuaReadAuthorizer>(
@@ -200,6 +204,11 @@ export const opcuaServerOptionsSchema = z
  *     `BadMonitoredItemIdInvalid`), and only its event items receive the refresh. Refusals are
  *     audited (`opcua.ConditionRefresh`), repeated ones from a session coalesced into one entry
  *     with their count per 10 s.
+ *   - `maxBrowseContinuationPoints`: the continuation points one session may hold open
+ *     (Browse; beyond: that node's result is `BadNoContinuationPoints`) @default 10;
+ *     `maxReferencesPerNode`: the most references one Browse returns per node (a larger or
+ *     unlimited (0) RequestedMaxReferencesPerNode is revised down to it; the rest comes with a
+ *     continuation point) @default 1000. HistoryRead holds at most 10 per session.
  *
  *   A session that ends (closed, or timed out) takes its subscriptions with it: none lives on
  *   as an orphan outside these limits (so a client that loses its session cannot transfer its

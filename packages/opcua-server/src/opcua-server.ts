@@ -320,6 +320,7 @@ export class OpcuaServer {
       // node-opcua's default (10 secure channels per endpoint) would bound sessions tighter than maxSessions.
       maxConnectionsPerEndpoint: options.limits.maxSessions + options.limits.maxUnactivatedSessions,
       serverCapabilities: {
+        maxBrowseContinuationPoints: options.limits.maxBrowseContinuationPoints,
         maxSessions: options.limits.maxSessions,
         maxSubscriptions: options.limits.maxSubscriptions,
         maxSubscriptionsPerSession: options.limits.maxSubscriptionsPerSession,
@@ -345,6 +346,7 @@ export class OpcuaServer {
       maxElements: options.limits.maxEventFilterElements,
       maxDepth: options.limits.maxEventFilterDepth,
     };
+    server.maxReferencesPerNode = options.limits.maxReferencesPerNode;
     server.minConditionRefreshIntervalMs = options.limits.minConditionRefreshIntervalMs;
     server.onRefusedRefresh = (session, refused) => this.#refuseRefresh(session, refused);
     server.refusalOf = (session) =>

@@ -30,7 +30,13 @@ import { rawSession } from "./support/opcua-raw";
  * and stalls the whole process. The server accepts only trees within `limits` (ADR 0039).
  */
 
-const tags = defineTags({ "chamber.pressure": { dataType: "float64" } });
+const tags = defineTags({
+  "chamber.pressure": { dataType: "float64" },
+  "chamber.temperature": { dataType: "float64" },
+  "chamber.flow": { dataType: "float64" },
+  "chamber.valve": { dataType: "bool" },
+  "chamber.heater": { dataType: "bool" },
+});
 
 let pki: TestPki;
 let served: ServedTestSystem;
@@ -42,7 +48,14 @@ beforeAll(async () => {
   served = await servedSystem({
     tags,
     pki,
-    server: { limits: { maxEventFilterElements: 40, maxEventFilterDepth: 8 } },
+    server: {
+      limits: {
+        maxEventFilterElements: 40,
+        maxEventFilterDepth: 8,
+        maxReferencesPerNode: 3,
+        maxBrowseContinuationPoints: 2,
+      },
+    },
   });
   olga = await connect(served.server, pki.trusted, user("olga"));
   ({ subscriptionId } = await rawSession(olga.session).createSubscription(
@@ -193,5 +206,48 @@ describe("EventFilter WhereClause bounds", () => {
     expect(elementCodes(modified)).toHaveLength(20);
     const kept = await modifyEventItem(created.monitoredItemId, filterOf(notChain(3)));
     expect(kept.statusCode).toBe(StatusCodes.Good);
+  });
+});
+
+describe("Browse bounds", () => {
+  /** The `chamber` folder's NodeId (its five tag variables are its references, with HasTypeDefinition). */
+  const chamber = () => `ns=${served.server.namespaceIndex};s=#chamber`;
+
+  test("a Browse asking unlimited references per node (0) gets maxReferencesPerNode and a continuation point", async () => {
+    // As a raw client may: 0 asks for every reference (node-opcua's client sends 10000 unless told).
+    (olga.session as unknown as { requestedMaxReferencesPerNode: number }).requestedMaxReferencesPerNode = 0;
+    const [result] = await olga.session.browse([
+      {
+        nodeId: chamber(),
+        browseDirection: 0,
+        resultMask: 63,
+        includeSubtypes: true,
+        referenceTypeId: "HierarchicalReferences",
+      },
+    ]);
+    expect(result!.statusCode).toBe(StatusCodes.Good);
+    expect(result!.references).toHaveLength(3);
+    expect(result!.continuationPoint?.length).toBeGreaterThan(0);
+    await olga.session.browseNext([result!.continuationPoint!], true);
+  });
+
+  test("a session holds at most maxBrowseContinuationPoints: the next node answers BadNoContinuationPoints", async () => {
+    const description = {
+      nodeId: chamber(),
+      browseDirection: 0,
+      resultMask: 63,
+      includeSubtypes: true,
+      referenceTypeId: "HierarchicalReferences",
+    };
+    const results = await olga.session.browse([description, description, description]);
+    expect(results.map((result) => result.statusCode)).toEqual([
+      StatusCodes.Good,
+      StatusCodes.Good,
+      StatusCodes.BadNoContinuationPoints,
+    ]);
+    await olga.session.browseNext(
+      results.flatMap((result) => (result.continuationPoint ? [result.continuationPoint] : [])),
+      true,
+    );
   });
 });
