@@ -90,6 +90,8 @@ export const opcuaServerOptionsSchema = z
         minConditionRefreshIntervalMs: z.number().int().min(0).max(600_000).default(1_000),
         maxBrowseContinuationPoints: z.number().int().min(1).max(1_000).default(10),
         maxReferencesPerNode: z.number().int().min(1).max(100_000).default(1_000),
+        maxFailedLogins: z.number().int().min(1).max(1_000).default(5),
+        failedLoginWindowMs: z.number().int().min(1_000).max(86_400_000).default(60_000),
       })
       .strict()
       .default({
@@ -111,6 +113,8 @@ export const opcuaServerOptionsSchema = z
         minConditionRefreshIntervalMs: 1_000,
         maxBrowseContinuationPoints: 10,
         maxReferencesPerNode: 1_000,
+        maxFailedLogins: 5,
+        failedLoginWindowMs: 60_000,
       }),
     authorizer: z
       .custom<OpcuaReadAuthorizer>(
@@ -209,6 +213,12 @@ export const opcuaServerOptionsSchema = z
  *     `maxReferencesPerNode`: the most references one Browse returns per node (a larger or
  *     unlimited (0) RequestedMaxReferencesPerNode is revised down to it; the rest comes with a
  *     continuation point) @default 1000. HistoryRead holds at most 10 per session.
+ *   - `maxFailedLogins` (1..1000) @default 5 within `failedLoginWindowMs` (1000..86400000)
+ *     @default 60000: after that many refused identities from one remote address, or for one user
+ *     name, further activations from it (for it) are refused without asking `identify`
+ *     (`BadUserAccessDenied` for a password) until the window ends. Failed and throttled logins
+ *     are audited (action `opcua.ActivateSession`, principal `unauthenticated`, the address and
+ *     user name in its source), coalesced per remote address per 10 s with a counted summary.
  *
  *   A session that ends (closed, or timed out) takes its subscriptions with it: none lives on
  *   as an orphan outside these limits (so a client that loses its session cannot transfer its

@@ -81,6 +81,9 @@ const SYSTEM_WATCH_MS = 500;
  */
 const REFUSAL_AUDIT_WINDOW_MS = 10_000;
 
+/** Most addresses and user names whose failed logins are tracked at once (expired ones are dropped first). */
+const MAX_TRACKED_LOGINS = 10_000;
+
 /** Most characters of an audit source (Kiln's principal `source` rule). */
 const SOURCE_MAX_LENGTH = 256;
 
@@ -149,6 +152,10 @@ export class OpcuaServer {
   readonly #callReached = new AsyncLocalStorage<{ reached: boolean }>();
   /** Per session, per kind of refusal: the open coalescing window (see {@link OpcuaServer.#refuseCoalesced}). */
   readonly #refusalWindows = new WeakMap<object, Map<string, RefusalWindow>>();
+  /** Failed logins per remote address and per user name in the current window (see {@link OpcuaServer.#identify}). */
+  readonly #loginFailures = new Map<string, { count: number; since: number }>();
+  /** The coalescing scope of each remote address's failed logins. */
+  readonly #loginScopes = new Map<string, object>();
   /** Windows holding suppressed refusals whose summary is still to be audited. */
   readonly #pendingSummaries = new Set<RefusalWindow>();
   #runtime: ServerRuntime | undefined;
@@ -624,14 +631,38 @@ export class OpcuaServer {
     this.#certificateManagers = [];
   }
 
-  /** Asks the host's `identify` for the session's principal; true (and remembered) when it gives one. */
+  /**
+   * Asks the host's `identify` for the session's principal; true (and remembered) when it gives
+   * one. A refused identity is a failed login: counted per remote address and per user name; after
+   * `limits.maxFailedLogins` failures of one address or one user name within
+   * `limits.failedLoginWindowMs`, `identify` is not asked until the window ends (the activation is
+   * refused, `BadUserAccessDenied` for a password). Failed and throttled logins are audited
+   * (action `opcua.ActivateSession`), coalesced per remote address.
+   */
   async #identify(session: ServerSession, identity: OpcuaUserIdentity | undefined): Promise<boolean> {
     this.#tooManySessions.delete(session);
     if (identity === undefined) return false;
     const info = sessionInfoOf(this.#runtime!, session);
+    const address = session.channel?.remoteAddress ?? "unknown";
+    const keys = [`address ${address}`, ...(identity.type === "username" ? [`user ${identity.userName}`] : [])];
+    const login =
+      identity.type === "username" ? `user ${JSON.stringify(identity.userName.slice(0, 64))}` : identity.type;
+    if (keys.some((key) => this.#loginThrottled(key))) {
+      await this.#refuseLogin(
+        session,
+        info,
+        address,
+        `${login} throttled: too many failed logins (${this.#options.limits.maxFailedLogins} within ${this.#options.limits.failedLoginWindowMs} ms)`,
+      );
+      return false;
+    }
     try {
       const principal = await this.#options.identify(identity, info);
-      if (principal === undefined || principal === null) return false;
+      if (principal === undefined || principal === null) {
+        for (const key of keys) this.#countFailedLogin(key);
+        await this.#refuseLogin(session, info, address, `${login} not accepted by identify`);
+        return false;
+      }
       const held = this.#server
         ? this.#server.engine
             .getSessions()
@@ -658,6 +689,52 @@ export class OpcuaServer {
       this.#logger.warn({ error: String(error), session: info.sessionId }, "identify failed; session refused");
       return false;
     }
+  }
+
+  /** Whether logins of `key` (an address or a user name) are refused for now. */
+  #loginThrottled(key: string): boolean {
+    const failures = this.#loginFailures.get(key);
+    if (!failures) return false;
+    if (this.#clock.now() - failures.since >= this.#options.limits.failedLoginWindowMs) {
+      this.#loginFailures.delete(key);
+      return false;
+    }
+    return failures.count >= this.#options.limits.maxFailedLogins;
+  }
+
+  #countFailedLogin(key: string): void {
+    const now = this.#clock.now();
+    const window = this.#options.limits.failedLoginWindowMs;
+    if (this.#loginFailures.size >= MAX_TRACKED_LOGINS) {
+      for (const [other, failures] of this.#loginFailures) {
+        if (now - failures.since >= window) this.#loginFailures.delete(other);
+      }
+    }
+    const failures = this.#loginFailures.get(key);
+    if (failures && now - failures.since < window) failures.count += 1;
+    else if (this.#loginFailures.size < MAX_TRACKED_LOGINS) this.#loginFailures.set(key, { count: 1, since: now });
+  }
+
+  /** Audits a failed or throttled login, coalesced per remote address ({@link OpcuaServer.#refuseCoalesced}). */
+  async #refuseLogin(session: ServerSession, info: OpcuaSessionInfo, address: string, detail: string): Promise<void> {
+    let scope = this.#loginScopes.get(address);
+    if (!scope) {
+      if (this.#loginScopes.size >= MAX_TRACKED_LOGINS) this.#loginScopes.clear();
+      this.#loginScopes.set(address, (scope = {}));
+    }
+    await this.#refuseCoalesced(
+      scope,
+      "login",
+      {
+        permission: "read",
+        action: "opcua.ActivateSession",
+        target: this.#system.machineId,
+        subject: "OPC UA ActivateSession",
+        issue: { path: "userIdentityToken", message: detail },
+        statusCode: ServerStatusCodes.BadUserAccessDenied,
+      },
+      { id: "unauthenticated", roles: [], source: `${sourceOf(info)} from ${address}`.slice(0, SOURCE_MAX_LENGTH) },
+    );
   }
 
   /** `system.can`, false for a principal it cannot judge. */
@@ -808,9 +885,14 @@ export class OpcuaServer {
    * summary entry with their count when the window ends (or the server stops). A client repeating
    * a refused request cannot flood the audit trail, and no refusal goes uncounted.
    */
-  async #refuseCoalesced(session: ServerSession, key: string, request: CoalescedRefusal): Promise<number> {
-    let windows = this.#refusalWindows.get(session);
-    if (!windows) this.#refusalWindows.set(session, (windows = new Map()));
+  async #refuseCoalesced(
+    scope: object,
+    key: string,
+    request: CoalescedRefusal,
+    principal: Principal = this.#principalOf(scope as ServerSession),
+  ): Promise<number> {
+    let windows = this.#refusalWindows.get(scope);
+    if (!windows) this.#refusalWindows.set(scope, (windows = new Map()));
     const now = this.#clock.now();
     const open = windows.get(key);
     if (open && now < open.until) {
@@ -825,7 +907,7 @@ export class OpcuaServer {
       until: now + REFUSAL_AUDIT_WINDOW_MS,
       suppressed: 0,
       answer: request.statusCode,
-      principal: this.#principalOf(session),
+      principal,
       request,
       timer: undefined,
     };

@@ -54,6 +54,8 @@ beforeAll(async () => {
         maxEventFilterDepth: 8,
         maxReferencesPerNode: 3,
         maxBrowseContinuationPoints: 2,
+        maxFailedLogins: 3,
+        failedLoginWindowMs: 1_500,
       },
     },
   });
@@ -249,5 +251,27 @@ describe("Browse bounds", () => {
       results.flatMap((result) => (result.continuationPoint ? [result.continuationPoint] : [])),
       true,
     );
+  });
+});
+
+describe("failed logins", () => {
+  const wrong = () => ({ ...user("olga"), password: "guess" });
+  const audited = async () =>
+    (await served.store.audit.query({ from: 0, to: Date.now() + 1 })).filter(
+      (entry) => entry.action === "opcua.ActivateSession",
+    );
+
+  test("after maxFailedLogins refused passwords, even the right one is refused until the window ends; audited once, coalesced", async () => {
+    const before = (await audited()).length;
+    for (let attempt = 0; attempt < 3; attempt++) {
+      await expect(connect(served.server, pki.trusted, wrong())).rejects.toThrow(/BadUserAccessDenied/);
+    }
+    await expect(connect(served.server, pki.trusted, user("olga"))).rejects.toThrow(/BadUserAccessDenied/);
+    const entries = (await audited()).slice(before);
+    expect(entries).toHaveLength(1);
+    expect(entries[0]!.principal).toBe("unauthenticated");
+    await new Promise((resolve) => setTimeout(resolve, 1_600));
+    const back = await connect(served.server, pki.trusted, user("olga"));
+    await back.close();
   });
 });
