@@ -649,7 +649,6 @@ export class OpcuaServer {
       identity.type === "username" ? `user ${JSON.stringify(identity.userName.slice(0, 64))}` : identity.type;
     if (keys.some((key) => this.#loginThrottled(key))) {
       await this.#refuseLogin(
-        session,
         info,
         address,
         `${login} throttled: too many failed logins (${this.#options.limits.maxFailedLogins} within ${this.#options.limits.failedLoginWindowMs} ms)`,
@@ -660,7 +659,7 @@ export class OpcuaServer {
       const principal = await this.#options.identify(identity, info);
       if (principal === undefined || principal === null) {
         for (const key of keys) this.#countFailedLogin(key);
-        await this.#refuseLogin(session, info, address, `${login} not accepted by identify`);
+        await this.#refuseLogin(info, address, `${login} not accepted by identify`);
         return false;
       }
       const held = this.#server
@@ -716,7 +715,7 @@ export class OpcuaServer {
   }
 
   /** Audits a failed or throttled login, coalesced per remote address ({@link OpcuaServer.#refuseCoalesced}). */
-  async #refuseLogin(session: ServerSession, info: OpcuaSessionInfo, address: string, detail: string): Promise<void> {
+  async #refuseLogin(info: OpcuaSessionInfo, address: string, detail: string): Promise<void> {
     let scope = this.#loginScopes.get(address);
     if (!scope) {
       if (this.#loginScopes.size >= MAX_TRACKED_LOGINS) this.#loginScopes.clear();
