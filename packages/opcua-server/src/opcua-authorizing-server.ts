@@ -3,15 +3,19 @@ import type { Message, ServerSecureChannelLayer } from "node-opcua-secure-channe
 import { DataValue } from "node-opcua-data-value";
 import { type MonitoredItem, OPCUAServer, type ServerSession, type Subscription } from "node-opcua-server";
 import { type StatusCode, StatusCodes } from "node-opcua-status-code";
+import { type EventFilterBounds, refusalOfEventFilter } from "./opcua-event-filter";
 import {
+  type BrowseRequest,
   type CreateMonitoredItemsRequest,
   DataChangeNotification,
   type EventFieldList,
+  type EventFilterResult,
   EventNotificationList,
   type HistoryReadRequest,
   type ModifyMonitoredItemsRequest,
   HistoryReadResponse,
   MonitoredItemCreateResult,
+  MonitoredItemModifyResult,
   MonitoredItemNotification,
   NodeClass,
   NotificationMessage,
@@ -42,6 +46,34 @@ export interface RefusedRequest {
   /** How many operations (nodes, items, methods, subscriptions) the request held. */
   readonly operations: number;
   readonly statusCode: StatusCode;
+}
+
+/** A ConditionRefresh or ConditionRefresh2 call refused by {@link AuthorizingServer.guardConditionRefresh}. */
+export interface RefusedRefresh {
+  /** `ConditionRefresh` or `ConditionRefresh2`. */
+  readonly method: string;
+  /** `BadSubscriptionIdInvalid`, `BadMonitoredItemIdInvalid` or `BadRefreshInProgress`. */
+  readonly statusCode: StatusCode;
+  /** What was wrong, for the audit entry. */
+  readonly detail: string;
+}
+
+type RefreshCallback = (error: Error | null, result: { statusCode: StatusCode }) => void;
+
+/** The members of node-opcua's UAMethod the refresh guard uses (its bound function is private in its typings). */
+interface RefreshMethod {
+  _asyncExecutionFunction?: (
+    inputArguments: { value: unknown }[],
+    context: RefreshContext,
+    callback: RefreshCallback,
+  ) => void;
+  bindMethod(
+    handler: (inputArguments: { value: unknown }[], context: RefreshContext, callback: RefreshCallback) => void,
+  ): void;
+}
+
+interface RefreshContext {
+  readonly session?: unknown;
 }
 
 /** The node-opcua members the delivery checks use (private in its typings). */
@@ -111,6 +143,9 @@ export class AuthorizingServer extends OPCUAServer {
   /** Largest queue of one monitored item (a larger requested QueueSize is revised down to it). */
   maxQueueSize = 100;
 
+  /** The bounds of an EventFilter's WhereClause (beyond: `BadEventFilterInvalid`, see `refusalOfEventFilter`). */
+  eventFilterBounds: EventFilterBounds = { maxElements: 64, maxDepth: 16 };
+
   /** Most sessions created but not (yet) activated, all clients together; the oldest is closed to make room. */
   maxUnactivatedSessions = 5;
 
@@ -138,7 +173,27 @@ export class AuthorizingServer extends OPCUAServer {
   onRefusedRequest: (session: ServerSession, refused: RefusedRequest) => Promise<StatusCode> = (_session, refused) =>
     Promise.resolve(refused.statusCode);
 
+  /** Most references one Browse returns per node (a larger or unlimited RequestedMaxReferencesPerNode is revised down to it). */
+  maxReferencesPerNode = 1_000;
+
+  /** Least time (ms) between two ConditionRefresh(2) calls of one session (sooner: `BadRefreshInProgress`). */
+  minConditionRefreshIntervalMs = 1_000;
+
+  /**
+   * Told of every ConditionRefresh or ConditionRefresh2 call refused (another session's
+   * subscription or item, an unknown one, too soon after the last): set by the server to audit it.
+   * Answers the StatusCode to send. @default the refusal's own StatusCode
+   */
+  onRefusedRefresh: (session: ServerSession, refused: RefusedRefresh) => Promise<StatusCode> = (_session, refused) =>
+    Promise.resolve(refused.statusCode);
+
   readonly #guardedSubscriptions = new WeakSet<Subscription>();
+
+  /** While a ConditionRefresh(2) runs: the only event items its events may reach (the caller's). */
+  #refreshTargets: ReadonlySet<MonitoredItem> | undefined;
+
+  /** When each session's last ConditionRefresh(2) was accepted (`performance.now()`, ms). */
+  readonly #lastRefresh = new WeakMap<ServerSession, number>();
 
   /**
    * Each notification a guarded monitored item produced → whether it may still be delivered (to
@@ -248,6 +303,15 @@ export class AuthorizingServer extends OPCUAServer {
     if (parameters && parameters.queueSize > this.maxQueueSize) parameters.queueSize = this.maxQueueSize;
   }
 
+  protected override _on_BrowseRequest(message: Message, channel: ServerSecureChannelLayer): void {
+    const request = message.request as BrowseRequest;
+    const requested = request.requestedMaxReferencesPerNode;
+    if (requested === 0 || requested > this.maxReferencesPerNode) {
+      request.requestedMaxReferencesPerNode = this.maxReferencesPerNode;
+    }
+    super._on_BrowseRequest(message, channel);
+  }
+
   protected override _on_HistoryReadRequest(message: Message, channel: ServerSecureChannelLayer): void {
     const request = message.request as HistoryReadRequest;
     const details = request.historyReadDetails as { reqTimes?: readonly unknown[] | null } | null;
@@ -281,12 +345,14 @@ export class AuthorizingServer extends OPCUAServer {
     const create = subscription.preCreateMonitoredItem.bind(subscription);
     subscription.preCreateMonitoredItem = (addressSpace, timestampsToReturn, itemRequest) => {
       const item = itemRequest.itemToMonitor;
-      const refuse = (statusCode: StatusCode) => ({
-        createResult: new MonitoredItemCreateResult({ statusCode }),
+      const refuse = (statusCode: StatusCode, filterResult: EventFilterResult | null = null) => ({
+        createResult: new MonitoredItemCreateResult({ statusCode, filterResult }),
         monitoredItemCreateRequest: itemRequest,
       });
       const session = currentSessionOf(subscription);
       if (!session) return refuse(StatusCodes.BadUserAccessDenied);
+      const filterRefusal = refusalOfEventFilter(itemRequest.requestedParameters?.filter, this.eventFilterBounds);
+      if (filterRefusal) return refuse(filterRefusal.statusCode, filterRefusal.filterResult);
       if (session.currentMonitoredItemCount >= this.maxMonitoredItemsPerSession) {
         return refuse(StatusCodes.BadTooManyMonitoredItems);
       }
@@ -301,10 +367,27 @@ export class AuthorizingServer extends OPCUAServer {
       }
       this.#boundQueue(itemRequest.requestedParameters);
       const created = create(addressSpace, timestampsToReturn, itemRequest);
+      if (created.monitoredItem) this.#guardFilterChanges(created.monitoredItem);
       if (guarded && created.monitoredItem) guardValues(guarded, created.monitoredItem, this.#deliverable);
       if (item.attributeId === EVENT_NOTIFIER_ATTRIBUTE && created.monitoredItem)
         this.#guardEvents(created.monitoredItem);
       return created;
+    };
+  }
+
+  /**
+   * Makes a ModifyMonitoredItems of the item check its new EventFilter as a create does
+   * ({@link refusalOfEventFilter}) before node-opcua applies any of the new parameters: a refused
+   * filter answers `BadEventFilterInvalid` with its per-element result and changes nothing.
+   */
+  #guardFilterChanges(item: MonitoredItem): void {
+    const modify = item.modify.bind(item);
+    item.modify = (timestampsToReturn, parameters) => {
+      const refusal = refusalOfEventFilter(parameters?.filter, this.eventFilterBounds);
+      if (refusal) {
+        return new MonitoredItemModifyResult({ statusCode: refusal.statusCode, filterResult: refusal.filterResult });
+      }
+      return modify(timestampsToReturn, parameters);
     };
   }
 
@@ -363,6 +446,7 @@ export class AuthorizingServer extends OPCUAServer {
     let current: ServedEvent | undefined;
     const onEvent = internals._on_opcua_event.bind(item);
     internals._on_opcua_event = (event) => {
+      if (this.#refreshTargets && !this.#refreshTargets.has(item)) return;
       if (!mayReceive(event)) return;
       current = event;
       try {
@@ -381,6 +465,71 @@ export class AuthorizingServer extends OPCUAServer {
     const extract = item.extractMonitoredItemNotifications.bind(item);
     item.extractMonitoredItemNotifications = (force?: boolean) =>
       extract(force).filter((notification) => this.#deliverable.get(notification)?.() ?? true);
+  }
+
+  /**
+   * Replaces node-opcua's ConditionRefresh and ConditionRefresh2 (OPC UA Part 9, 5.5.7 and 5.5.8)
+   * on ConditionType, whose check of the subscription is a stub: any session could name any
+   * subscription id, and the refresh went to every session's event items. Now the subscription
+   * (and, for ConditionRefresh2, the event monitored item in it) must belong to the calling
+   * session (`BadSubscriptionIdInvalid`, `BadMonitoredItemIdInvalid`); a session refreshes at most
+   * once per {@link AuthorizingServer.minConditionRefreshIntervalMs} (`BadRefreshInProgress`); and
+   * the RefreshStart event, the retained conditions and the RefreshEnd event reach only that
+   * subscription's event items (that one item). Refusals go to
+   * {@link AuthorizingServer.onRefusedRefresh}. Call once the Alarms & Conditions service is installed.
+   */
+  guardConditionRefresh(): void {
+    const conditionType = this.engine.addressSpace?.findEventType("ConditionType") as
+      (BaseNode & Partial<Record<"conditionRefresh" | "conditionRefresh2", RefreshMethod>>) | null | undefined;
+    for (const name of ["conditionRefresh", "conditionRefresh2"] as const) {
+      const method = conditionType?.[name];
+      const original = method?._asyncExecutionFunction;
+      if (!method || !original) continue;
+      const twoIds = name === "conditionRefresh2";
+      method.bindMethod((inputArguments, context, callback) => {
+        const answer = (statusCode: StatusCode): void => callback(null, { statusCode });
+        const session = context.session as ServerSession | undefined;
+        const refused = (statusCode: StatusCode, detail: string): void => {
+          if (!session) return answer(statusCode);
+          const refusal = { method: twoIds ? "ConditionRefresh2" : "ConditionRefresh", statusCode, detail };
+          this.onRefusedRefresh(session, refusal).then(answer, () => answer(statusCode));
+        };
+        const subscriptionId = Number(inputArguments[0]?.value);
+        const subscription = session?.getSubscription(subscriptionId) ?? null;
+        if (!session || !subscription) {
+          return refused(StatusCodes.BadSubscriptionIdInvalid, `subscription ${subscriptionId} is not the caller's`);
+        }
+        let targets = [...(subscription as unknown as SubscriptionInternals).monitoredItems.values()].filter(
+          (item) => item.itemToMonitor.attributeId === EVENT_NOTIFIER_ATTRIBUTE,
+        );
+        if (twoIds) {
+          const itemId = Number(inputArguments[1]?.value);
+          targets = targets.filter((item) => item.monitoredItemId === itemId);
+          if (targets.length === 0) {
+            return refused(
+              StatusCodes.BadMonitoredItemIdInvalid,
+              `monitored item ${itemId} is not an event item of subscription ${subscriptionId}`,
+            );
+          }
+        }
+        const now = performance.now();
+        const last = this.#lastRefresh.get(session);
+        if (last !== undefined && now - last < this.minConditionRefreshIntervalMs) {
+          return refused(
+            StatusCodes.BadRefreshInProgress,
+            `a refresh ${Math.round(now - last)} ms after the last one (at most one per ${this.minConditionRefreshIntervalMs} ms)`,
+          );
+        }
+        this.#lastRefresh.set(session, now);
+        // node-opcua's refresh raises every event synchronously, before it calls back.
+        this.#refreshTargets = new Set(targets);
+        try {
+          original.call(method, inputArguments, context, callback);
+        } finally {
+          this.#refreshTargets = undefined;
+        }
+      });
+    }
   }
 
   protected override isUserAuthorized(

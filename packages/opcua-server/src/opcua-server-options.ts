@@ -85,6 +85,13 @@ export const opcuaServerOptionsSchema = z
         maxQueueSize: z.number().int().min(1).max(5_000).default(100),
         maxUnactivatedSessions: z.number().int().min(1).max(10_000).default(5),
         unactivatedSessionTimeoutMs: z.number().int().min(100).max(600_000).default(10_000),
+        maxEventFilterElements: z.number().int().min(1).max(1_024).default(64),
+        maxEventFilterDepth: z.number().int().min(1).max(64).default(16),
+        minConditionRefreshIntervalMs: z.number().int().min(0).max(600_000).default(1_000),
+        maxBrowseContinuationPoints: z.number().int().min(1).max(1_000).default(10),
+        maxReferencesPerNode: z.number().int().min(1).max(100_000).default(1_000),
+        maxFailedLogins: z.number().int().min(1).max(1_000).default(5),
+        failedLoginWindowMs: z.number().int().min(1_000).max(86_400_000).default(60_000),
       })
       .strict()
       .default({
@@ -101,6 +108,13 @@ export const opcuaServerOptionsSchema = z
         maxQueueSize: 100,
         maxUnactivatedSessions: 5,
         unactivatedSessionTimeoutMs: 10_000,
+        maxEventFilterElements: 64,
+        maxEventFilterDepth: 16,
+        minConditionRefreshIntervalMs: 1_000,
+        maxBrowseContinuationPoints: 10,
+        maxReferencesPerNode: 1_000,
+        maxFailedLogins: 5,
+        failedLoginWindowMs: 60_000,
       }),
     authorizer: z
       .custom<OpcuaReadAuthorizer>(
@@ -182,6 +196,29 @@ export const opcuaServerOptionsSchema = z
  *     session is closed after this long, with its secure channel when no activated session uses
  *     it @default 10000. A client that never activates (no valid user) cannot take the places
  *     of users who do; `maxSessions` counts both.
+ *   - `maxEventFilterElements`: the ContentFilterElements of one EventFilter's WhereClause
+ *     (1..1024) @default 64; `maxEventFilterDepth`: the longest chain of ElementOperands from
+ *     element 0 (1..64) @default 16. A WhereClause must also be a tree: each ElementOperand
+ *     references a later element, and no element is referenced twice (ADR 0039). Otherwise the
+ *     monitored item's create (or modify) result is `BadEventFilterInvalid` with a per-element
+ *     ContentFilterResult, and nothing is created (or changed).
+ *   - `minConditionRefreshIntervalMs`: least time between two ConditionRefresh(2) calls of one
+ *     session (0..600000; sooner: `BadRefreshInProgress`) @default 1000. The subscription (and
+ *     monitored item) a refresh names must be the calling session's (`BadSubscriptionIdInvalid`,
+ *     `BadMonitoredItemIdInvalid`), and only its event items receive the refresh. Refusals are
+ *     audited (`opcua.ConditionRefresh`), repeated ones from a session coalesced into one entry
+ *     with their count per 10 s.
+ *   - `maxBrowseContinuationPoints`: the continuation points one session may hold open
+ *     (Browse; beyond: that node's result is `BadNoContinuationPoints`) @default 10;
+ *     `maxReferencesPerNode`: the most references one Browse returns per node (a larger or
+ *     unlimited (0) RequestedMaxReferencesPerNode is revised down to it; the rest comes with a
+ *     continuation point) @default 1000. HistoryRead holds at most 10 per session.
+ *   - `maxFailedLogins` (1..1000) @default 5 within `failedLoginWindowMs` (1000..86400000)
+ *     @default 60000: after that many refused identities from one remote address, or for one user
+ *     name, further activations from it (for it) are refused without asking `identify`
+ *     (`BadUserAccessDenied` for a password) until the window ends. Failed and throttled logins
+ *     are audited (action `opcua.ActivateSession`, principal `unauthenticated`, the address and
+ *     user name in its source), coalesced per remote address per 10 s with a counted summary.
  *
  *   A session that ends (closed, or timed out) takes its subscriptions with it: none lives on
  *   as an orphan outside these limits (so a client that loses its session cannot transfer its

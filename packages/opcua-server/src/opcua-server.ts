@@ -22,7 +22,7 @@ import type { BaseNode, ISessionBase, ISessionContext } from "node-opcua-address
 import type { OPCUACertificateManager } from "node-opcua-certificate-manager";
 import type { DataValue } from "node-opcua-data-value";
 import type { ServerSession } from "node-opcua-server";
-import type { RefusedRequest, ServedEvent } from "./opcua-authorizing-server";
+import type { RefusedRefresh, RefusedRequest, ServedEvent } from "./opcua-authorizing-server";
 import type { StatusCode } from "node-opcua-status-code";
 import type { UserIdentityToken } from "node-opcua-types";
 import type { Variant } from "node-opcua-variant";
@@ -74,6 +74,15 @@ const METHOD_ANSWER_MS = 1_000;
 
 /** How often (ms) the server looks whether the system runs (see `OpcuaServer.#watchSystem`). */
 const SYSTEM_WATCH_MS = 500;
+
+/**
+ * How long (ms) repeated refusals of one kind from one session are coalesced: the first is
+ * audited at once, the others in the window are counted and audited as one summary entry at its end.
+ */
+const REFUSAL_AUDIT_WINDOW_MS = 10_000;
+
+/** Most addresses and user names whose failed logins are tracked at once (expired ones are dropped first). */
+const MAX_TRACKED_LOGINS = 10_000;
 
 /** Most characters of an audit source (Kiln's principal `source` rule). */
 const SOURCE_MAX_LENGTH = 256;
@@ -141,6 +150,14 @@ export class OpcuaServer {
   readonly #tooManySessions = new WeakSet<object>();
   /** Marks, per Method call, whether a Kiln handler took it (and audited it). */
   readonly #callReached = new AsyncLocalStorage<{ reached: boolean }>();
+  /** Per session, per kind of refusal: the open coalescing window (see {@link OpcuaServer.#refuseCoalesced}). */
+  readonly #refusalWindows = new WeakMap<object, Map<string, RefusalWindow>>();
+  /** Failed logins per remote address and per user name in the current window (see {@link OpcuaServer.#identify}). */
+  readonly #loginFailures = new Map<string, { count: number; since: number }>();
+  /** The coalescing scope of each remote address's failed logins. */
+  readonly #loginScopes = new Map<string, object>();
+  /** Windows holding suppressed refusals whose summary is still to be audited. */
+  readonly #pendingSummaries = new Set<RefusalWindow>();
   #runtime: ServerRuntime | undefined;
   #server: AuthorizingServer | undefined;
   #certificateManagers: OPCUACertificateManager[] = [];
@@ -310,6 +327,7 @@ export class OpcuaServer {
       // node-opcua's default (10 secure channels per endpoint) would bound sessions tighter than maxSessions.
       maxConnectionsPerEndpoint: options.limits.maxSessions + options.limits.maxUnactivatedSessions,
       serverCapabilities: {
+        maxBrowseContinuationPoints: options.limits.maxBrowseContinuationPoints,
         maxSessions: options.limits.maxSessions,
         maxSubscriptions: options.limits.maxSubscriptions,
         maxSubscriptionsPerSession: options.limits.maxSubscriptionsPerSession,
@@ -331,6 +349,13 @@ export class OpcuaServer {
     server.maxQueueSize = options.limits.maxQueueSize;
     server.maxUnactivatedSessions = options.limits.maxUnactivatedSessions;
     server.unactivatedSessionTimeoutMs = options.limits.unactivatedSessionTimeoutMs;
+    server.eventFilterBounds = {
+      maxElements: options.limits.maxEventFilterElements,
+      maxDepth: options.limits.maxEventFilterDepth,
+    };
+    server.maxReferencesPerNode = options.limits.maxReferencesPerNode;
+    server.minConditionRefreshIntervalMs = options.limits.minConditionRefreshIntervalMs;
+    server.onRefusedRefresh = (session, refused) => this.#refuseRefresh(session, refused);
     server.refusalOf = (session) =>
       this.#tooManySessions.has(session) ? runtime.StatusCodes.BadTooManySessions : undefined;
     server.authorizeSession = (session, token) => this.#identify(session, this.#identityOf(runtime, token));
@@ -391,6 +416,7 @@ export class OpcuaServer {
           logger: this.#logger,
         }),
       );
+      server.guardConditionRefresh();
       serveHistory(
         addressSpace,
         server.engine as never,
@@ -432,6 +458,7 @@ export class OpcuaServer {
 
   #unwire(): void {
     for (const dispose of this.#disposers.splice(0)) dispose();
+    for (const window of [...this.#pendingSummaries]) this.#auditSummary(window);
     if (this.#watch) this.#clock.clearTimeout(this.#watch);
     this.#watch = undefined;
     this.#variables.clear();
@@ -604,14 +631,37 @@ export class OpcuaServer {
     this.#certificateManagers = [];
   }
 
-  /** Asks the host's `identify` for the session's principal; true (and remembered) when it gives one. */
+  /**
+   * Asks the host's `identify` for the session's principal; true (and remembered) when it gives
+   * one. A refused identity is a failed login: counted per remote address and per user name; after
+   * `limits.maxFailedLogins` failures of one address or one user name within
+   * `limits.failedLoginWindowMs`, `identify` is not asked until the window ends (the activation is
+   * refused, `BadUserAccessDenied` for a password). Failed and throttled logins are audited
+   * (action `opcua.ActivateSession`), coalesced per remote address.
+   */
   async #identify(session: ServerSession, identity: OpcuaUserIdentity | undefined): Promise<boolean> {
     this.#tooManySessions.delete(session);
     if (identity === undefined) return false;
     const info = sessionInfoOf(this.#runtime!, session);
+    const address = session.channel?.remoteAddress ?? "unknown";
+    const keys = [`address ${address}`, ...(identity.type === "username" ? [`user ${identity.userName}`] : [])];
+    const login =
+      identity.type === "username" ? `user ${JSON.stringify(identity.userName.slice(0, 64))}` : identity.type;
+    if (keys.some((key) => this.#loginThrottled(key))) {
+      await this.#refuseLogin(
+        info,
+        address,
+        `${login} throttled: too many failed logins (${this.#options.limits.maxFailedLogins} within ${this.#options.limits.failedLoginWindowMs} ms)`,
+      );
+      return false;
+    }
     try {
       const principal = await this.#options.identify(identity, info);
-      if (principal === undefined || principal === null) return false;
+      if (principal === undefined || principal === null) {
+        for (const key of keys) this.#countFailedLogin(key);
+        await this.#refuseLogin(info, address, `${login} not accepted by identify`);
+        return false;
+      }
       const held = this.#server
         ? this.#server.engine
             .getSessions()
@@ -638,6 +688,52 @@ export class OpcuaServer {
       this.#logger.warn({ error: String(error), session: info.sessionId }, "identify failed; session refused");
       return false;
     }
+  }
+
+  /** Whether logins of `key` (an address or a user name) are refused for now. */
+  #loginThrottled(key: string): boolean {
+    const failures = this.#loginFailures.get(key);
+    if (!failures) return false;
+    if (this.#clock.now() - failures.since >= this.#options.limits.failedLoginWindowMs) {
+      this.#loginFailures.delete(key);
+      return false;
+    }
+    return failures.count >= this.#options.limits.maxFailedLogins;
+  }
+
+  #countFailedLogin(key: string): void {
+    const now = this.#clock.now();
+    const window = this.#options.limits.failedLoginWindowMs;
+    if (this.#loginFailures.size >= MAX_TRACKED_LOGINS) {
+      for (const [other, failures] of this.#loginFailures) {
+        if (now - failures.since >= window) this.#loginFailures.delete(other);
+      }
+    }
+    const failures = this.#loginFailures.get(key);
+    if (failures && now - failures.since < window) failures.count += 1;
+    else if (this.#loginFailures.size < MAX_TRACKED_LOGINS) this.#loginFailures.set(key, { count: 1, since: now });
+  }
+
+  /** Audits a failed or throttled login, coalesced per remote address ({@link OpcuaServer.#refuseCoalesced}). */
+  async #refuseLogin(info: OpcuaSessionInfo, address: string, detail: string): Promise<void> {
+    let scope = this.#loginScopes.get(address);
+    if (!scope) {
+      if (this.#loginScopes.size >= MAX_TRACKED_LOGINS) this.#loginScopes.clear();
+      this.#loginScopes.set(address, (scope = {}));
+    }
+    await this.#refuseCoalesced(
+      scope,
+      "login",
+      {
+        permission: "read",
+        action: "opcua.ActivateSession",
+        target: this.#system.machineId,
+        subject: "OPC UA ActivateSession",
+        issue: { path: "userIdentityToken", message: detail },
+        statusCode: ServerStatusCodes.BadUserAccessDenied,
+      },
+      { id: "unauthenticated", roles: [], source: `${sourceOf(info)} from ${address}`.slice(0, SOURCE_MAX_LENGTH) },
+    );
   }
 
   /** `system.can`, false for a principal it cannot judge. */
@@ -765,6 +861,78 @@ export class OpcuaServer {
       statusCode: refused.statusCode.value,
     });
     return refused.statusCode;
+  }
+
+  /** Audits a refused ConditionRefresh(2), coalesced per session and method ({@link OpcuaServer.#refuseCoalesced}). */
+  async #refuseRefresh(session: ServerSession, refused: RefusedRefresh): Promise<StatusCode> {
+    const code = await this.#refuseCoalesced(session, `${refused.method}:${refused.statusCode.name}`, {
+      permission: "read",
+      action: `opcua.${refused.method}`,
+      target: this.#system.machineId,
+      subject: `OPC UA ${refused.method}`,
+      issue: { path: "inputArguments", message: `${refused.detail} (${refused.statusCode.name})` },
+      statusCode: refused.statusCode.value,
+    });
+    return code === refused.statusCode.value ? refused.statusCode : this.#statusCode(code);
+  }
+
+  /**
+   * {@link OpcuaServer.#refuse}, coalesced: the first refusal of a kind (`key`) from a session is
+   * audited at once and opens a window of {@link REFUSAL_AUDIT_WINDOW_MS}; the refusals of that
+   * kind in the window are answered the same StatusCode (the principal's own refusal, e.g.
+   * `BadUserAccessDenied`, when the first one got it) without an entry each, and audited as one
+   * summary entry with their count when the window ends (or the server stops). A client repeating
+   * a refused request cannot flood the audit trail, and no refusal goes uncounted.
+   */
+  async #refuseCoalesced(
+    scope: object,
+    key: string,
+    request: CoalescedRefusal,
+    principal: Principal = this.#principalOf(scope as ServerSession),
+  ): Promise<number> {
+    let windows = this.#refusalWindows.get(scope);
+    if (!windows) this.#refusalWindows.set(scope, (windows = new Map()));
+    const now = this.#clock.now();
+    const open = windows.get(key);
+    if (open && now < open.until) {
+      open.suppressed += 1;
+      if (!this.#pendingSummaries.has(open)) {
+        this.#pendingSummaries.add(open);
+        open.timer = this.#clock.setTimeout(() => this.#auditSummary(open), open.until - now);
+      }
+      return open.answer;
+    }
+    const window: RefusalWindow = {
+      until: now + REFUSAL_AUDIT_WINDOW_MS,
+      suppressed: 0,
+      answer: request.statusCode,
+      principal,
+      request,
+      timer: undefined,
+    };
+    windows.set(key, window);
+    const { subject, issue, ...command } = request;
+    window.answer = await this.#refuse(window.principal, {
+      ...command,
+      reason: new KilnValidationError(subject, [issue]),
+    });
+    return window.answer;
+  }
+
+  /** Audits the one summary entry of a coalescing window's suppressed refusals. */
+  #auditSummary(window: RefusalWindow): void {
+    if (!this.#pendingSummaries.delete(window)) return;
+    if (window.timer) this.#clock.clearTimeout(window.timer);
+    const { subject, issue, ...command } = window.request;
+    void this.#refuse(window.principal, {
+      ...command,
+      reason: new KilnValidationError(subject, [
+        {
+          path: issue.path,
+          message: `${window.suppressed} more refusals of the same kind within ${REFUSAL_AUDIT_WINDOW_MS} ms, coalesced: ${issue.message}`,
+        },
+      ]),
+    });
   }
 
   /**
@@ -1210,6 +1378,29 @@ function tagValueOf(runtime: ServerRuntime, tag: Tag, variant: Variant | null | 
     return tag.dataType === "int64" ? BigInt.asIntN(64, words) : words;
   }
   return value ?? undefined;
+}
+
+/** A coalescing window of one kind of refusal from one session (see `OpcuaServer.#refuseCoalesced`). */
+interface RefusalWindow {
+  /** When the window ends (clock ms). */
+  readonly until: number;
+  /** Refusals answered in the window without an audit entry of their own. */
+  suppressed: number;
+  /** The StatusCode the first refusal got, given to the others. */
+  answer: number;
+  readonly principal: Principal;
+  readonly request: CoalescedRefusal;
+  timer: TimerHandle | undefined;
+}
+
+/** A refusal to audit through `OpcuaServer.#refuseCoalesced`: its reason is `new KilnValidationError(subject, [issue])`. */
+interface CoalescedRefusal {
+  readonly permission: string;
+  readonly action: string;
+  readonly target: string;
+  readonly subject: string;
+  readonly issue: { readonly path: string; readonly message: string };
+  readonly statusCode: number;
 }
 
 type AddressSpaceFind = NonNullable<AuthorizingServer["engine"]["addressSpace"]>["findNode"];

@@ -1,0 +1,277 @@
+import { defineTags } from "@kiln/core";
+import {
+  AttributeIds,
+  constructEventFilter,
+  ContentFilter,
+  ContentFilterElement,
+  type ContentFilterResult,
+  CreateMonitoredItemsRequest,
+  CreateSubscriptionRequest,
+  DataType,
+  ElementOperand,
+  type EventFilter,
+  EventFilterResult,
+  FilterOperator,
+  LiteralOperand,
+  ModifyMonitoredItemsRequest,
+  MonitoringMode,
+  StatusCodes,
+  type StatusCode,
+  TimestampsToReturn,
+  Variant,
+} from "node-opcua-client";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { connect, makeTestPki, servedSystem, type ServedTestSystem, type TestPki, user } from "./support/opcua-fixture";
+import { rawSession } from "./support/opcua-raw";
+
+/**
+ * An EventFilter's WhereClause is evaluated by node-opcua recursively from element 0 for every
+ * event: a WhereClause whose elements share operands (a DAG) costs 2^n evaluations per event,
+ * and stalls the whole process. The server accepts only trees within `limits` (ADR 0039).
+ */
+
+const tags = defineTags({
+  "chamber.pressure": { dataType: "float64" },
+  "chamber.temperature": { dataType: "float64" },
+  "chamber.flow": { dataType: "float64" },
+  "chamber.valve": { dataType: "bool" },
+  "chamber.heater": { dataType: "bool" },
+});
+
+let pki: TestPki;
+let served: ServedTestSystem;
+let olga: Awaited<ReturnType<typeof connect>>;
+let subscriptionId: number;
+
+beforeAll(async () => {
+  pki = await makeTestPki();
+  served = await servedSystem({
+    tags,
+    pki,
+    server: {
+      limits: {
+        maxEventFilterElements: 40,
+        maxEventFilterDepth: 8,
+        maxReferencesPerNode: 3,
+        maxBrowseContinuationPoints: 2,
+        maxFailedLogins: 3,
+        failedLoginWindowMs: 1_500,
+      },
+    },
+  });
+  olga = await connect(served.server, pki.trusted, user("olga"));
+  ({ subscriptionId } = await rawSession(olga.session).createSubscription(
+    new CreateSubscriptionRequest({
+      requestedPublishingInterval: 100,
+      requestedLifetimeCount: 600,
+      requestedMaxKeepAliveCount: 10,
+      publishingEnabled: true,
+    }),
+  ));
+}, 60_000);
+
+afterAll(async () => {
+  await olga?.close();
+  await served?.dispose();
+  await pki?.dispose();
+});
+
+const literal = (value: number) => new LiteralOperand({ value: new Variant({ dataType: DataType.Int32, value }) });
+const element = (index: number) => new ElementOperand({ index });
+const equals = () =>
+  new ContentFilterElement({ filterOperator: FilterOperator.Equals, filterOperands: [literal(1), literal(2)] });
+
+/** An EventFilter selecting EventId, with `elements` as its WhereClause. */
+function filterOf(elements: ContentFilterElement[]): EventFilter {
+  const filter = constructEventFilter(["EventId"]);
+  filter.whereClause = new ContentFilter({ elements });
+  return filter;
+}
+
+/** The chained Or DAG: element i is Or(element i+1, element i+2), the last two Equals. */
+function orChain(length: number): ContentFilterElement[] {
+  return Array.from({ length }, (_, index) =>
+    index < length - 2
+      ? new ContentFilterElement({
+          filterOperator: FilterOperator.Or,
+          filterOperands: [element(index + 1), element(index + 2)],
+        })
+      : equals(),
+  );
+}
+
+/** A linear chain of `length` elements: Not(next) ... Equals. */
+function notChain(length: number): ContentFilterElement[] {
+  return Array.from({ length }, (_, index) =>
+    index < length - 1
+      ? new ContentFilterElement({ filterOperator: FilterOperator.Not, filterOperands: [element(index + 1)] })
+      : equals(),
+  );
+}
+
+interface FilterAnswer {
+  statusCode: StatusCode;
+  monitoredItemId: number;
+  filterResult?: unknown;
+}
+
+async function createEventItem(filter: EventFilter): Promise<FilterAnswer> {
+  const created = (await rawSession(olga.session).createMonitoredItems(
+    new CreateMonitoredItemsRequest({
+      subscriptionId,
+      timestampsToReturn: TimestampsToReturn.Neither,
+      itemsToCreate: [
+        {
+          itemToMonitor: { nodeId: "ns=0;i=2253", attributeId: AttributeIds.EventNotifier },
+          monitoringMode: MonitoringMode.Reporting,
+          requestedParameters: { clientHandle: 7, samplingInterval: 0, queueSize: 10, discardOldest: true, filter },
+        },
+      ],
+    }),
+  )) as { results?: FilterAnswer[] | null };
+  return created.results![0]!;
+}
+
+async function modifyEventItem(monitoredItemId: number, filter: EventFilter): Promise<FilterAnswer> {
+  const session = olga.session as unknown as {
+    modifyMonitoredItems(request: ModifyMonitoredItemsRequest): Promise<{ results?: FilterAnswer[] | null }>;
+  };
+  const modified = await session.modifyMonitoredItems(
+    new ModifyMonitoredItemsRequest({
+      subscriptionId,
+      timestampsToReturn: TimestampsToReturn.Neither,
+      itemsToModify: [
+        {
+          monitoredItemId,
+          requestedParameters: { clientHandle: 7, samplingInterval: 0, queueSize: 10, discardOldest: true, filter },
+        },
+      ],
+    }),
+  );
+  return modified.results![0]!;
+}
+
+/** The per-element StatusCodes of a refused filter's WhereClause result. */
+function elementCodes(answer: FilterAnswer): StatusCode[] {
+  expect(answer.filterResult).toBeInstanceOf(EventFilterResult);
+  const where = (answer.filterResult as EventFilterResult).whereClauseResult as ContentFilterResult;
+  return (where.elementResults ?? []).map((result) => result.statusCode);
+}
+
+describe("EventFilter WhereClause bounds", () => {
+  test("a chained Or whose elements share operands is refused BadEventFilterInvalid, naming the elements", async () => {
+    const answer = await createEventItem(filterOf(orChain(24)));
+    expect(answer.statusCode).toBe(StatusCodes.BadEventFilterInvalid);
+    const codes = elementCodes(answer);
+    expect(codes).toHaveLength(24);
+    expect(codes[0]).toBe(StatusCodes.Good); // element 0 is the first to reference 1 and 2
+    expect(codes[1]).toBe(StatusCodes.BadFilterOperandInvalid); // its reference to 2 is a second one
+  });
+
+  test("a backward ElementOperand (an element referencing an earlier one) is refused", async () => {
+    const elements = [
+      new ContentFilterElement({ filterOperator: FilterOperator.Not, filterOperands: [element(2)] }),
+      equals(),
+      new ContentFilterElement({ filterOperator: FilterOperator.Not, filterOperands: [element(1)] }),
+    ];
+    const answer = await createEventItem(filterOf(elements));
+    expect(answer.statusCode).toBe(StatusCodes.BadEventFilterInvalid);
+    expect(elementCodes(answer)).toEqual([StatusCodes.Good, StatusCodes.Good, StatusCodes.BadFilterOperandInvalid]);
+  });
+
+  test("more elements than maxEventFilterElements, or a chain deeper than maxEventFilterDepth, is refused", async () => {
+    const tooMany = await createEventItem(filterOf(Array.from({ length: 41 }, equals)));
+    expect(tooMany.statusCode).toBe(StatusCodes.BadEventFilterInvalid);
+    expect(elementCodes(tooMany)).toEqual([]);
+    const tooDeep = await createEventItem(filterOf(notChain(9)));
+    expect(tooDeep.statusCode).toBe(StatusCodes.BadEventFilterInvalid);
+    expect(elementCodes(tooDeep)[8]).toBe(StatusCodes.BadFilterElementInvalid);
+  });
+
+  test("a tree within the bounds is accepted; modifying it to a DAG is refused and changes nothing", async () => {
+    const tree = [
+      new ContentFilterElement({ filterOperator: FilterOperator.Or, filterOperands: [element(1), element(2)] }),
+      equals(),
+      ...notChain(6),
+    ];
+    // element 2 starts a Not chain of 6 (indices 2..7), each referencing the next.
+    for (let index = 2; index < 7; index += 1) {
+      tree[index] = new ContentFilterElement({
+        filterOperator: FilterOperator.Not,
+        filterOperands: [element(index + 1)],
+      });
+    }
+    const created = await createEventItem(filterOf(tree));
+    expect(created.statusCode).toBe(StatusCodes.Good);
+    const modified = await modifyEventItem(created.monitoredItemId, filterOf(orChain(20)));
+    expect(modified.statusCode).toBe(StatusCodes.BadEventFilterInvalid);
+    expect(elementCodes(modified)).toHaveLength(20);
+    const kept = await modifyEventItem(created.monitoredItemId, filterOf(notChain(3)));
+    expect(kept.statusCode).toBe(StatusCodes.Good);
+  });
+});
+
+describe("Browse bounds", () => {
+  /** The `chamber` folder's NodeId (its five tag variables are its references, with HasTypeDefinition). */
+  const chamber = () => `ns=${served.server.namespaceIndex};s=#chamber`;
+
+  test("a Browse asking unlimited references per node (0) gets maxReferencesPerNode and a continuation point", async () => {
+    // As a raw client may: 0 asks for every reference (node-opcua's client sends 10000 unless told).
+    (olga.session as unknown as { requestedMaxReferencesPerNode: number }).requestedMaxReferencesPerNode = 0;
+    const [result] = await olga.session.browse([
+      {
+        nodeId: chamber(),
+        browseDirection: 0,
+        resultMask: 63,
+        includeSubtypes: true,
+        referenceTypeId: "HierarchicalReferences",
+      },
+    ]);
+    expect(result!.statusCode).toBe(StatusCodes.Good);
+    expect(result!.references).toHaveLength(3);
+    expect(result!.continuationPoint?.length).toBeGreaterThan(0);
+    await olga.session.browseNext([result!.continuationPoint!], true);
+  });
+
+  test("a session holds at most maxBrowseContinuationPoints: the next node answers BadNoContinuationPoints", async () => {
+    const description = {
+      nodeId: chamber(),
+      browseDirection: 0,
+      resultMask: 63,
+      includeSubtypes: true,
+      referenceTypeId: "HierarchicalReferences",
+    };
+    const results = await olga.session.browse([description, description, description]);
+    expect(results.map((result) => result.statusCode)).toEqual([
+      StatusCodes.Good,
+      StatusCodes.Good,
+      StatusCodes.BadNoContinuationPoints,
+    ]);
+    await olga.session.browseNext(
+      results.flatMap((result) => (result.continuationPoint ? [result.continuationPoint] : [])),
+      true,
+    );
+  });
+});
+
+describe("failed logins", () => {
+  const wrong = () => ({ ...user("olga"), password: "guess" });
+  const audited = async () =>
+    (await served.store.audit.query({ from: 0, to: Date.now() + 1 })).filter(
+      (entry) => entry.action === "opcua.ActivateSession",
+    );
+
+  test("after maxFailedLogins refused passwords, even the right one is refused until the window ends; audited once, coalesced", async () => {
+    const before = (await audited()).length;
+    for (let attempt = 0; attempt < 3; attempt++) {
+      await expect(connect(served.server, pki.trusted, wrong())).rejects.toThrow(/BadUserAccessDenied/);
+    }
+    await expect(connect(served.server, pki.trusted, user("olga"))).rejects.toThrow(/BadUserAccessDenied/);
+    const entries = (await audited()).slice(before);
+    expect(entries).toHaveLength(1);
+    expect(entries[0]!.principal).toBe("unauthenticated");
+    await new Promise((resolve) => setTimeout(resolve, 1_600));
+    const back = await connect(served.server, pki.trusted, user("olga"));
+    await back.close();
+  });
+});
