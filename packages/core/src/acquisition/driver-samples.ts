@@ -1,7 +1,7 @@
 import { SAMPLE_TIME_MAX, SAMPLE_TIME_MIN, type Sample } from "../domain/sample";
 import type { Tag } from "../domain/tags";
 import { quality, QualityCodes } from "../domain/quality";
-import { coerceToTagType } from "../driver-kit/coerce-to-tag-type";
+import { coerceToTagType, isExactTagValue } from "../driver-kit/coerce-to-tag-type";
 
 /** The samples of one driver reply the core accepts, and how many it refused. */
 export interface CheckedSamples {
@@ -89,6 +89,8 @@ function checked(sample: Sample, tag: Tag): Sample {
       ),
     };
   }
+  // The common case, a value the driver already typed: no conversion, no allocation.
+  if (isExactTagValue(sample.value, tag)) return sample;
   const coerced = coerceToTagType(sample.value, tag);
   if (!coerced.ok) return { tag: sample.tag, value: null, timestamp: sample.timestamp, quality: coerced.quality };
   return coerced.value === sample.value ? sample : { ...sample, value: coerced.value };
