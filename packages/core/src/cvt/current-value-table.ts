@@ -162,21 +162,24 @@ export class CurrentValueTable implements CurrentValueView {
   sweepStale(now: number = this.#clock.now(), tags?: readonly string[]): string[] {
     const elapsedNow = monotonicNow(this.#clock);
     const turned: string[] = [];
-    const entries: Iterable<[string, Entry | undefined]> =
-      tags === undefined ? this.#entries : tags.map((tag) => [tag, this.#entries.get(tag)]);
-    for (const [tag, entry] of entries) {
-      if (entry === undefined) continue;
-      if (entry.stale || entry.staleAfterMs <= 0 || elapsedNow - entry.receivedAt < entry.staleAfterMs) continue;
-      if (entry.sample.quality.severity === "bad") continue;
-      turned.push(tag);
-      this.#degrade(
-        entry,
-        now,
-        quality("uncertain", `stale: no update within ${entry.staleAfterMs} ms`, QualityCodes.UncertainLastUsableValue),
-      );
-      entry.stale = true;
-    }
+    // No pair per tag: a sweep of a large group runs after each of its polls.
+    if (tags === undefined)
+      for (const [tag, entry] of this.#entries) this.#sweepOne(tag, entry, elapsedNow, now, turned);
+    else for (const tag of tags) this.#sweepOne(tag, this.#entries.get(tag), elapsedNow, now, turned);
     return turned;
+  }
+
+  #sweepOne(tag: string, entry: Entry | undefined, elapsedNow: number, now: number, turned: string[]): void {
+    if (entry === undefined) return;
+    if (entry.stale || entry.staleAfterMs <= 0 || elapsedNow - entry.receivedAt < entry.staleAfterMs) return;
+    if (entry.sample.quality.severity === "bad") return;
+    turned.push(tag);
+    this.#degrade(
+      entry,
+      now,
+      quality("uncertain", `stale: no update within ${entry.staleAfterMs} ms`, QualityCodes.UncertainLastUsableValue),
+    );
+    entry.stale = true;
   }
 
   /**
