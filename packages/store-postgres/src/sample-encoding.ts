@@ -20,22 +20,29 @@ const INT64_MAX = 2n ** 63n - 1n;
 
 /**
  * Checks every sample of a batch with `checkSample` from `@kiln/core` (the rules every store
- * applies) and returns the distinct tag names in it.
+ * applies).
  *
  * @throws KilnValidationError (`KILN_VALIDATION`) naming each bad field as `[index].field`;
  * nothing is written when it throws.
  */
-export function checkSamples(samples: readonly Sample[]): Set<string> {
-  const names = new Set<string>();
+export function checkSamples(samples: readonly Sample[]): void {
   let issues: ValidationIssue[] | undefined;
   for (let index = 0; index < samples.length; index++) {
     const sample = samples[index];
     // The path is only built for a sample with issues: most batches have none.
     if (checkSample(sample).length > 0) (issues ??= []).push(...checkSample(sample, `[${index}]`));
-    else names.add(sample!.tag);
   }
   if (issues) throw new KilnValidationError("sample batch", issues);
-  return names;
+}
+
+/**
+ * The distinct tag names of `samples` that have no id in `ids` yet, in first-seen order. Once
+ * every tag is registered, a batch costs one lookup per sample and builds nothing.
+ */
+export function unregisteredTags(samples: readonly Sample[], ids: ReadonlyMap<string, number>): string[] {
+  let missing: Set<string> | undefined;
+  for (const sample of samples) if (!ids.has(sample.tag)) (missing ??= new Set()).add(sample.tag);
+  return missing === undefined ? [] : [...missing];
 }
 
 /** A later sample of a (tag, timestamp) that occurs earlier in the same batch. */
