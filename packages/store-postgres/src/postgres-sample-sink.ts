@@ -10,6 +10,7 @@ import { IssueCollector } from "./input-checks";
 import { sqlStateOf, UNIQUE_VIOLATION } from "./postgres-error";
 import {
   checkSamples,
+  unregisteredTags,
   encodeBinaryCopy,
   prepareSamples,
   SAMPLE_COLUMNS,
@@ -106,9 +107,10 @@ export class PostgresSampleSink implements SampleSink, SampleHistory {
     this.#context.client();
     if (!Array.isArray(samples)) throw new TypeError("writeBatch expects an array of samples");
     if (samples.length === 0) return NO_CONFLICTS;
-    const names = checkSamples(samples);
+    checkSamples(samples);
     const conflicts = await this.#context.run("samples.writeBatch", async (client) => {
-      await this.#tags.ensure(client, names);
+      const unregistered = unregisteredTags(samples, this.#tags.ids);
+      if (unregistered.length > 0) await this.#tags.ensure(client, unregistered);
       const batch = prepareSamples(samples, this.#tags.ids);
       if (client.copyBinary && !this.#preferInsert && !batch.unsigned && !batch.arrays) {
         try {

@@ -20,22 +20,29 @@ const INT64_MAX = 2n ** 63n - 1n;
 
 /**
  * Checks every sample of a batch with `checkSample` from `@kiln/core` (the rules every store
- * applies) and returns the distinct tag names in it.
+ * applies).
  *
  * @throws KilnValidationError (`KILN_VALIDATION`) naming each bad field as `[index].field`;
  * nothing is written when it throws.
  */
-export function checkSamples(samples: readonly Sample[]): Set<string> {
-  const names = new Set<string>();
+export function checkSamples(samples: readonly Sample[]): void {
   let issues: ValidationIssue[] | undefined;
   for (let index = 0; index < samples.length; index++) {
     const sample = samples[index];
-    const found = checkSample(sample, `[${index}]`);
-    if (found.length > 0) (issues ??= []).push(...found);
-    else names.add(sample!.tag);
+    // The path is only built for a sample with issues: most batches have none.
+    if (checkSample(sample).length > 0) (issues ??= []).push(...checkSample(sample, `[${index}]`));
   }
   if (issues) throw new KilnValidationError("sample batch", issues);
-  return names;
+}
+
+/**
+ * The distinct tag names of `samples` that have no id in `ids` yet, in first-seen order. Once
+ * every tag is registered, a batch costs one lookup per sample and builds nothing.
+ */
+export function unregisteredTags(samples: readonly Sample[], ids: ReadonlyMap<string, number>): string[] {
+  let missing: Set<string> | undefined;
+  for (const sample of samples) if (!ids.has(sample.tag)) (missing ??= new Set()).add(sample.tag);
+  return missing === undefined ? [] : [...missing];
 }
 
 /** A later sample of a (tag, timestamp) that occurs earlier in the same batch. */
@@ -86,20 +93,27 @@ export function prepareSamples(samples: readonly Sample[], tagIds: ReadonlyMap<s
   // Keyed by timestamp first: a batch usually holds a few scans of many tags, so this makes a
   // few sets of tag ids rather than one set per tag. A lone tag id is stored unboxed.
   const seen = new Map<number, number | Set<number>>();
+  // The set of the previous sample's timestamp: a scan's samples share one, so most samples find
+  // their set without a lookup keyed by a float.
+  let lastTime = Number.NaN;
+  let lastSet: Set<number> | undefined;
   for (let position = 0; position < samples.length; position++) {
     const sample = samples[position]!;
     const id = tagIds.get(sample.tag);
     if (id === undefined) throw new Error(`tag "${sample.tag}" has no id: register it before preparing`);
     const time = Math.round(sample.timestamp * 1000);
-    const entry = seen.get(time);
+    const entry = time === lastTime && lastSet !== undefined ? lastSet : seen.get(time);
+    lastTime = time;
+    lastSet = undefined;
     if (entry === undefined) seen.set(time, id);
     else if (typeof entry === "number") {
       if (entry === id) {
         (repeated ??= []).push({ position, id, time });
         continue;
       }
-      seen.set(time, new Set([entry, id]));
+      seen.set(time, (lastSet = new Set([entry, id])));
     } else {
+      lastSet = entry;
       if (entry.has(id)) {
         (repeated ??= []).push({ position, id, time });
         continue;

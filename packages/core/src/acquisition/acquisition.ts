@@ -14,7 +14,7 @@ import type { EndpointHealthSnapshot } from "@kiln/core/driver-kit";
 import type { CircuitBreaker, CircuitBreakerSnapshot } from "../resilience/circuit-breaker";
 import type { GuardedDriver } from "../resilience/guarded-ports";
 import { backoffDelay, createRetryPolicy, type RetryPolicy } from "../resilience/retry";
-import { checkReplyPart, missingFromRead } from "./driver-samples";
+import { AskedTags, checkReplyPart, missingFromRead, ReadCoverage } from "./driver-samples";
 import { SlicedQueue } from "./sliced-queue";
 import { FixedRateScheduler } from "./fixed-rate-scheduler";
 import { RollingStats, type StatsSummary } from "../stats/rolling-stats";
@@ -143,8 +143,8 @@ interface Group {
   readonly name: string;
   readonly settings: ScanGroupSettings;
   readonly tags: readonly Tag[];
-  /** The group's tags by name: what a driver reply for this group may contain. */
-  readonly asked: ReadonlyMap<string, Tag>;
+  /** The group's tags, by position and name: what a driver reply for this group may contain. */
+  readonly asked: AskedTags;
   readonly names: readonly string[];
   readonly mode: "poll" | "subscribe";
   /** When the group's tags were last swept for staleness (clock time). */
@@ -231,7 +231,7 @@ export class Acquisition {
         name,
         settings,
         tags,
-        asked: new Map(tags.map((tag) => [tag.name, tag])),
+        asked: new AskedTags(tags),
         names: tags.map((tag) => tag.name),
         sweptAt: 0,
         mode: settings.mode === "subscribe" && canSubscribe ? "subscribe" : "poll",
@@ -443,12 +443,11 @@ export class Acquisition {
   #accept(group: Group, reply: readonly Sample[], complete: boolean, now: number): Promise<void> {
     this.#watchWallClock();
     const { cvt } = this.#options;
-    const seen = complete ? new Set<string>() : undefined;
+    const seen = complete ? new ReadCoverage(group.asked) : undefined;
     return this.#replies.enqueue({
       size: reply.length,
       run: (from, to) => {
-        const part = from === 0 && to === reply.length ? reply : reply.slice(from, to);
-        const { samples, unrequested } = checkReplyPart(part, group.asked, now, seen);
+        const { samples, unrequested } = checkReplyPart(reply, from, to, group.asked, now, seen);
         if (unrequested > 0) this.#countUnrequested(group, unrequested);
         cvt.update(samples, now);
         this.#noteAnswered(group, samples);
@@ -457,7 +456,7 @@ export class Acquisition {
         ? {}
         : {
             finish: () => {
-              const missing = missingFromRead(group.asked, seen, now);
+              const missing = missingFromRead(seen, now);
               cvt.update(missing, now);
               this.#noteAnswered(group, missing);
             },

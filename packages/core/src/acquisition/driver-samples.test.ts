@@ -48,6 +48,18 @@ test("samples for tags not asked for are dropped and counted; a read reply missi
   expect(samples[1]!.quality.reason).toBe("driver returned no sample");
 });
 
+test("a read reply out of the order asked is matched by name; a tag at its own position after it came elsewhere is a duplicate", () => {
+  // "door.closed" first comes at position 0 (not its own), then again at its own position 1.
+  const reply = [good("door.closed", true), good("door.closed", false), good("chamber.pressure", 5)];
+  const { samples, unrequested } = checkDriverSamples(reply, asked, true, NOW);
+  expect(unrequested).toBe(1);
+  expect(samples.map((sample) => [sample.tag, sample.value, sample.quality.code])).toEqual([
+    ["door.closed", true, QualityCodes.Good],
+    ["chamber.pressure", 5, QualityCodes.Good],
+    ["seq.counter", null, QualityCodes.BadNoData],
+  ]);
+});
+
 test("a subscription batch may cover some tags and repeat one (queued values); nothing is invented for the rest", () => {
   const reply = [good("seq.counter", 1), good("seq.counter", 2)];
   const { samples, unrequested } = checkDriverSamples(reply, asked, false, NOW);

@@ -1,7 +1,7 @@
 import { SAMPLE_TIME_MAX, SAMPLE_TIME_MIN, type Sample } from "../domain/sample";
 import type { Tag } from "../domain/tags";
 import { quality, QualityCodes } from "../domain/quality";
-import { coerceToTagType } from "../driver-kit/coerce-to-tag-type";
+import { coerceToTagType, isExactTagValue } from "../driver-kit/coerce-to-tag-type";
 
 /** The samples of one driver reply the core accepts, and how many it refused. */
 export interface CheckedSamples {
@@ -33,44 +33,104 @@ export function checkDriverSamples(
   complete: boolean,
   now: number,
 ): CheckedSamples {
-  const seen = complete ? new Set<string>() : undefined;
-  const checked = checkReplyPart(reply, asked, now, seen);
-  if (seen !== undefined) checked.samples.push(...missingFromRead(asked, seen, now));
+  const tags = new AskedTags([...asked.values()]);
+  const seen = complete ? new ReadCoverage(tags) : undefined;
+  const checked = checkReplyPart(reply, 0, reply.length, tags, now, seen);
+  if (seen !== undefined) checked.samples.push(...missingFromRead(seen, now));
   return checked;
 }
 
 /**
- * {@link checkDriverSamples} for one part of a reply, without the missing-tag step, so a large
- * reply can be checked a slice at a time. With `seen` (a read reply), a tag already in `seen` is
- * a duplicate and counted as unrequested, and each accepted tag is added to it.
+ * The tags a request asked for, in order, with their positions by name. A reply usually comes
+ * in the order asked, so {@link AskedTags.positionOf} first compares the name at the reply's own
+ * position and looks the name up only when it differs.
+ */
+export class AskedTags {
+  readonly tags: readonly Tag[];
+  readonly #positions: ReadonlyMap<string, number>;
+
+  constructor(tags: readonly Tag[]) {
+    this.tags = tags;
+    this.#positions = new Map(tags.map((tag, position) => [tag.name, position]));
+  }
+
+  /** Number of tags asked for. */
+  get size(): number {
+    return this.tags.length;
+  }
+
+  /** The position of the tag named `name`, or undefined when it was not asked for; `hint` is tried first. */
+  positionOf(name: string, hint: number): number | undefined {
+    return this.tags[hint]?.name === name ? hint : this.#positions.get(name);
+  }
+}
+
+/** Which asked-for tags a read reply has covered so far, across the slices of the reply. */
+export class ReadCoverage {
+  readonly asked: AskedTags;
+  readonly #covered: Uint8Array;
+  #count = 0;
+
+  constructor(asked: AskedTags) {
+    this.asked = asked;
+    this.#covered = new Uint8Array(asked.size);
+  }
+
+  /** Number of asked-for tags covered. */
+  get size(): number {
+    return this.#count;
+  }
+
+  /** Marks `position` covered; false when it was already (a duplicate in the reply). */
+  cover(position: number): boolean {
+    if (this.#covered[position] === 1) return false;
+    this.#covered[position] = 1;
+    this.#count++;
+    return true;
+  }
+
+  /** Whether `position` is covered. */
+  covered(position: number): boolean {
+    return this.#covered[position] === 1;
+  }
+}
+
+/**
+ * {@link checkDriverSamples} for `reply[from..to)`, without the missing-tag step, so a large
+ * reply can be checked a slice at a time without copying it. With `seen` (a read reply), a tag
+ * already covered is a duplicate and counted as unrequested, and each accepted tag is covered.
  */
 export function checkReplyPart(
   reply: readonly Sample[],
-  asked: ReadonlyMap<string, Tag>,
+  from: number,
+  to: number,
+  asked: AskedTags,
   now: number,
-  seen?: Set<string>,
+  seen?: ReadCoverage,
 ): { readonly samples: Sample[]; readonly unrequested: number } {
   const samples: Sample[] = [];
   let unrequested = 0;
-  for (const sample of reply) {
-    const tag = asked.get(sample.tag);
-    if (tag === undefined || seen?.has(sample.tag)) {
+  for (let index = from; index < to; index++) {
+    const sample = reply[index]!;
+    const position = asked.positionOf(sample.tag, index);
+    if (position === undefined || (seen !== undefined && !seen.cover(position))) {
       unrequested++;
       continue;
     }
-    seen?.add(sample.tag);
-    samples.push(checked(stamped(sample, now), tag));
+    samples.push(checked(stamped(sample, now), asked.tags[position]!));
   }
   return { samples, unrequested };
 }
 
-/** A `bad` `BadNoData` sample "driver returned no sample", stamped `now`, per asked-for tag not in `seen`. */
-export function missingFromRead(asked: ReadonlyMap<string, Tag>, seen: ReadonlySet<string>, now: number): Sample[] {
+/** A `bad` `BadNoData` sample "driver returned no sample", stamped `now`, per asked-for tag `seen` did not cover. */
+export function missingFromRead(seen: ReadCoverage, now: number): Sample[] {
+  const { asked } = seen;
   if (seen.size >= asked.size) return [];
   const missing = quality("bad", "driver returned no sample", QualityCodes.BadNoData);
   const samples: Sample[] = [];
-  for (const name of asked.keys()) {
-    if (!seen.has(name)) samples.push({ tag: name, value: null, timestamp: now, quality: missing });
+  for (let position = 0; position < asked.size; position++) {
+    if (!seen.covered(position))
+      samples.push({ tag: asked.tags[position]!.name, value: null, timestamp: now, quality: missing });
   }
   return samples;
 }
@@ -89,6 +149,8 @@ function checked(sample: Sample, tag: Tag): Sample {
       ),
     };
   }
+  // The common case, a value the driver already typed: no conversion, no allocation.
+  if (isExactTagValue(sample.value, tag)) return sample;
   const coerced = coerceToTagType(sample.value, tag);
   if (!coerced.ok) return { tag: sample.tag, value: null, timestamp: sample.timestamp, quality: coerced.quality };
   return coerced.value === sample.value ? sample : { ...sample, value: coerced.value };

@@ -267,11 +267,15 @@ export class AlarmEngine {
    */
   observe(sample: Sample): void {
     this.#assertOpen();
+    // The last samples are kept only for suppression conditions: with none, a tag without alarms
+    // needs no work (every sample of a large catalog passes here).
+    const records = this.#recordsByTag.get(sample.tag);
+    if (records === undefined && this.#suppressible.length === 0) return;
     if (!this.#tags.has(sample.tag)) return;
     this.#samples.set(sample.tag, sample);
     if (sample.quality.severity !== "bad" && sample.value !== null) this.#usableValues.set(sample.tag, sample.value);
     this.#evaluateSuppression();
-    for (const record of this.#recordsByTag.get(sample.tag) ?? []) this.#evaluate(record, sample);
+    if (records !== undefined) for (const record of records) this.#evaluate(record, sample);
   }
 
   /**

@@ -24,6 +24,23 @@ describe("CurrentValueTable", () => {
     expect(cvt.size).toBe(2);
   });
 
+  test("keeps a sample its producer froze as it is; copies and freezes any other (issue 16: no copy per sample)", () => {
+    const cvt = new CurrentValueTable({ tags: tags.list() });
+    const frozen = Object.freeze(sample("a", 1, 10));
+    const mutable = sample("a", 2, 20);
+    const unfrozenQuality = Object.freeze({ ...sample("a", 3, 30), quality: { ...GOOD } });
+    cvt.update([frozen], 10);
+    expect(cvt.get("a")).toBe(frozen);
+    cvt.update([mutable], 20);
+    expect(cvt.get("a")).not.toBe(mutable);
+    expect(Object.isFrozen(cvt.get("a"))).toBe(true);
+    (mutable as { value: Sample["value"] }).value = 99;
+    expect(cvt.value("a")).toBe(2);
+    cvt.update([unfrozenQuality], 30);
+    expect(cvt.get("a")).not.toBe(unfrozenQuality);
+    expect(Object.isFrozen(cvt.get("a")!.quality)).toBe(true);
+  });
+
   test("detects value and quality changes for observers", () => {
     const cvt = new CurrentValueTable({ tags: tags.list() });
     const changes: Pick<CvtChange, "valueChanged" | "qualityChanged">[] = [];

@@ -132,6 +132,8 @@ export class CurrentValueTable implements CurrentValueView {
    * - unchanged is a repeat: the current sample stays as it is, and observers see it again
    *   (`valueChanged` and `qualityChanged` false).
    * Either way the tag was heard from: its staleness window starts again.
+   * What the table keeps is frozen: a sample the producer froze itself (its quality too, and its
+   * value when an array) is kept as it is, any other is copied and the copy frozen.
    * Staleness is measured from now on the clock's monotonic time.
    * @param receivedAt wall time of receipt (ms since the Unix epoch). @default clock.now()
    */
@@ -162,21 +164,24 @@ export class CurrentValueTable implements CurrentValueView {
   sweepStale(now: number = this.#clock.now(), tags?: readonly string[]): string[] {
     const elapsedNow = monotonicNow(this.#clock);
     const turned: string[] = [];
-    const entries: Iterable<[string, Entry | undefined]> =
-      tags === undefined ? this.#entries : tags.map((tag) => [tag, this.#entries.get(tag)]);
-    for (const [tag, entry] of entries) {
-      if (entry === undefined) continue;
-      if (entry.stale || entry.staleAfterMs <= 0 || elapsedNow - entry.receivedAt < entry.staleAfterMs) continue;
-      if (entry.sample.quality.severity === "bad") continue;
-      turned.push(tag);
-      this.#degrade(
-        entry,
-        now,
-        quality("uncertain", `stale: no update within ${entry.staleAfterMs} ms`, QualityCodes.UncertainLastUsableValue),
-      );
-      entry.stale = true;
-    }
+    // No pair per tag: a sweep of a large group runs after each of its polls.
+    if (tags === undefined)
+      for (const [tag, entry] of this.#entries) this.#sweepOne(tag, entry, elapsedNow, now, turned);
+    else for (const tag of tags) this.#sweepOne(tag, this.#entries.get(tag), elapsedNow, now, turned);
     return turned;
+  }
+
+  #sweepOne(tag: string, entry: Entry | undefined, elapsedNow: number, now: number, turned: string[]): void {
+    if (entry === undefined) return;
+    if (entry.stale || entry.staleAfterMs <= 0 || elapsedNow - entry.receivedAt < entry.staleAfterMs) return;
+    if (entry.sample.quality.severity === "bad") return;
+    turned.push(tag);
+    this.#degrade(
+      entry,
+      now,
+      quality("uncertain", `stale: no update within ${entry.staleAfterMs} ms`, QualityCodes.UncertainLastUsableValue),
+    );
+    entry.stale = true;
   }
 
   /**
@@ -198,7 +203,7 @@ export class CurrentValueTable implements CurrentValueView {
   }
 
   #apply(input: Sample, receivedAt: number, receivedAtMonotonic: number, keepReceivedAt = false): void {
-    // Samples are immutable once published: what the table holds and hands out is a frozen copy,
+    // Samples are immutable once published: what the table holds and hands out is frozen,
     // so no reader (observer, `get`, `snapshot`) can change what alarms, interlocks and recipe
     // conditions act on, and the producer keeps its own object. The input's fields are read once
     // here; the copy is made only when the table keeps a new sample (a repeat keeps the current one).
@@ -210,10 +215,13 @@ export class CurrentValueTable implements CurrentValueView {
     const entry = this.#entries.get(tag);
     if (entry === undefined && !this.#known.has(tag)) return;
     const given = frozenQuality(input.quality);
+    // A producer that hands over a frozen sample (frozen quality, scalar or frozen array value)
+    // can no longer change it: the table keeps that object rather than a copy of it.
+    const adoptable = value === input.value && given === input.quality && Object.isFrozen(input);
     let sample: Sample;
     let change: CvtChange;
     if (entry === undefined) {
-      sample = sealedSample(tag, value, timestamp, given);
+      sample = adoptable ? input : sealedSample(tag, value, timestamp, given);
       this.#entries.set(tag, {
         sample,
         receivedAt: receivedAtMonotonic,
@@ -227,7 +235,7 @@ export class CurrentValueTable implements CurrentValueView {
       const previous = entry.sample;
       // Kiln's own markers (keepReceivedAt) come stamped after the current sample already.
       if (keepReceivedAt || (timestamp > previous.timestamp && timestamp > entry.newest)) {
-        sample = sealedSample(tag, value, timestamp, given);
+        sample = adoptable ? input : sealedSample(tag, value, timestamp, given);
       } else if (entry.synthetic) {
         // What we hold is our own marker. A device value unchanged since before an outage keeps
         // its old source timestamp; it follows the marker so history stays in time order.

@@ -74,6 +74,43 @@ export function coerceToTagType(
   );
 }
 
+/** Integer limits as numbers, for the allocation-free check of {@link isExactTagValue}. */
+const NUMBER_LIMITS: Partial<Record<TagDataType, readonly [number, number]>> = {
+  int16: [-32768, 32767],
+  uint16: [0, 65535],
+  int32: [-2147483648, 2147483647],
+  uint32: [0, 4294967295],
+  int64: [Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER],
+  uint64: [0, Number.MAX_SAFE_INTEGER],
+};
+
+/**
+ * @internal True when {@link coerceToTagType} would return `value` itself: a scalar already of
+ * the tag's type. It allocates nothing, so the check of every driver sample can skip the
+ * conversion for the values a driver has already typed; anything else (arrays, -0 for an integer
+ * tag, a number outside a type's limits, a `bigint`) answers false and goes through
+ * `coerceToTagType`.
+ */
+export function isExactTagValue(value: unknown, tag: Pick<Tag, "dataType" | "arrayLength">): boolean {
+  if (tag.arrayLength !== undefined) return false;
+  switch (tag.dataType) {
+    case "float64":
+      return typeof value === "number";
+    case "float32":
+      return typeof value === "number" && !(Number.isFinite(value) && Math.abs(value) > FLOAT32_MAX);
+    case "bool":
+      return typeof value === "boolean";
+    case "string":
+      return typeof value === "string";
+    default: {
+      // -0 is integral but comes back from the conversion as 0: it takes the slow path.
+      if (typeof value !== "number" || !Number.isInteger(value) || Object.is(value, -0)) return false;
+      const limits = NUMBER_LIMITS[tag.dataType];
+      return limits !== undefined && value >= limits[0] && value <= limits[1];
+    }
+  }
+}
+
 function coerceArray(
   value: unknown,
   elements: readonly unknown[] | undefined,

@@ -208,6 +208,14 @@ export class MemoryMetrics implements Metrics {
 }
 
 function labelKey(labels: MetricLabels): string {
+  // The unlabelled series is the common one (a counter bumped per sample): no array, no JSON.
+  let empty = true;
+  for (const name in labels) {
+    if (!Object.hasOwn(labels, name)) continue;
+    empty = false;
+    break;
+  }
+  if (empty) return "[]";
   return JSON.stringify(Object.entries(labels).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }
 

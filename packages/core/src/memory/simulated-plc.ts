@@ -251,7 +251,8 @@ export class SimulatedPlc implements PlcDriver {
     }
     const value = this.#valueOf(tag, now);
     const sampleQuality: Quality = this.faults.badQuality.has(tag.name) ? BAD_INJECTED : GOOD;
-    return { tag: tag.name, value, timestamp: now, quality: sampleQuality };
+    // Frozen, as a driver can hand it over: the current value table keeps it rather than a copy.
+    return Object.freeze({ tag: tag.name, value, timestamp: now, quality: sampleQuality });
   }
 
   async #latency(signal?: AbortSignal): Promise<void> {
