@@ -430,7 +430,14 @@ export class OpcuaDriver implements PlcDriver {
     });
     client.on("reconnection_attempt_has_failed", (error: unknown) => {
       // node-opcua's own reconnect loop (TCP, secure channel, certificate): each attempt's reason.
-      if (current()) this.#lifecycle.attemptFailed(this.#connectError(error));
+      if (!current()) return;
+      const failure = this.#connectError(error);
+      this.#lifecycle.attemptFailed(failure);
+      // node-opcua backs off only while the TCP connect fails; once a channel is refused (an
+      // untrusted or changed server certificate...) it tries again at once, hundreds of times a
+      // second. Repeating cannot help until the configuration or trust changes: leave its loop
+      // and reopen on the driver's capped backoff, each attempt with the PKI folders read afresh.
+      if (!failure.retryable) this.#rebuild(connection, failure.message, { delayFirst: true });
     });
     client.on("backoff", (retry: number, delay: number) => {
       if (!current()) return;
@@ -634,22 +641,25 @@ export class OpcuaDriver implements PlcDriver {
     );
   }
 
-  #rebuild(old: Connection, reason: string): void {
+  /**
+   * Drops `old` and opens new connections on the capped backoff until one works. `delayFirst`:
+   * wait one backoff step before the first attempt (the failure that led here just happened).
+   */
+  #rebuild(old: Connection, reason: string, { delayFirst = false }: { readonly delayFirst?: boolean } = {}): void {
     if (this.#lifecycle.signal.aborted || this.#connection !== old) return;
     this.#logger.warn({ reason }, "OPC UA session lost; opening a new one");
     this.#connection = undefined;
     this.#lifecycle.setStatus("reconnecting", reason);
     for (const subscription of this.#subscriptions) subscription.connectionLost();
     const { initialDelayMs, maxDelayMs, randomisationFactor } = this.#options.connectionStrategy;
-    let disposed = false;
+    // At once: a client still in node-opcua's own reconnect loop must stop dialling now.
+    const disposed = this.#dispose(old);
     void this.#lifecycle.reconnect({
       reason,
+      delayFirst,
       backoff: { initialDelayMs, maxDelayMs, jitter: randomisationFactor },
       attempt: async (lifetime) => {
-        if (!disposed) {
-          disposed = true;
-          await this.#dispose(old);
-        }
+        await disposed;
         const connection = await this.#open(lifetime);
         if (lifetime.aborted) {
           await this.#dispose(connection);

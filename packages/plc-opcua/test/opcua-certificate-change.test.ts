@@ -1,0 +1,125 @@
+import { copyFile, mkdir, mkdtemp, readdir, rename, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { defineTags } from "@kiln/core";
+import type { DriverStatusChange } from "@kiln/core/driver-kit";
+import { afterEach, beforeEach, describe, expect, test } from "vitest";
+import { OPCUA_SIMULATOR_NAMESPACE_URI, OpcuaDriver, OpcuaSimulator } from "../src/index";
+import { RecordingLogger } from "./support/recording-logger";
+import { TcpProxy } from "./support/tcp-proxy";
+import { waitFor } from "./support/wait-for";
+
+// Issue 13, proof of fault 2: "a changed server certificate leads to backoff (count the TCP
+// connections: bounded), then recovery within one backoff period once the user trusts it".
+const NS = OPCUA_SIMULATOR_NAMESPACE_URI;
+const tags = defineTags({
+  "kiln.a": { dataType: "int32", address: `nsu=${NS};s=Kiln.A` },
+});
+const BACKOFF = { initialDelayMs: 500, maxDelayMs: 2_000 };
+/** How long the rejected certificate is left untrusted while the connections are counted. */
+const WINDOW_MS = 8_000;
+
+let workDir: string;
+let clientPki: string;
+let simulators: OpcuaSimulator[];
+let proxy: TcpProxy;
+let driver: OpcuaDriver | undefined;
+
+function newSimulator(name: string, port = 0): OpcuaSimulator {
+  const simulator = new OpcuaSimulator({
+    tags,
+    signals: { "kiln.a": { kind: "counter", start: 1, step: 1 } },
+    securityModes: ["SignAndEncrypt"],
+    updateIntervalMs: 50,
+    port,
+    pkiDir: path.join(workDir, name),
+  });
+  simulators.push(simulator);
+  return simulator;
+}
+
+function newDriver(endpointUrl: string, logger: RecordingLogger, trusted: string[] = []): OpcuaDriver {
+  driver = new OpcuaDriver({
+    endpointUrl,
+    security: { mode: "SignAndEncrypt", policy: "Basic256Sha256" },
+    pki: { dir: clientPki, trustedServerCertificates: trusted },
+    connectionStrategy: { maxRetry: 1_000, ...BACKOFF, randomisationFactor: 0 },
+    timeouts: { keepAliveMs: 1_000, requestMs: 3_000 },
+    logger,
+  });
+  return driver;
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const files = async (dir: string): Promise<string[]> => (await readdir(dir).catch(() => [])).sort();
+
+/**
+ * The most TCP connections a client backing off on `BACKOFF` may open in `windowMs`: one attempt
+ * per delay of the schedule (500, 1000, 2000, 2000... ms), each allowed two connections (the
+ * endpoint discovery that fetches the server certificate, then the secure channel), plus the first.
+ */
+function allowedConnections(windowMs: number): number {
+  let attempts = 1;
+  for (let delay = BACKOFF.initialDelayMs, elapsed = delay; elapsed <= windowMs; attempts++) {
+    delay = Math.min(delay * 2, BACKOFF.maxDelayMs);
+    elapsed += delay;
+  }
+  return 2 * (attempts + 1);
+}
+
+beforeEach(async () => {
+  workDir = await mkdtemp(path.join(tmpdir(), "kiln-opcua-certificate-"));
+  clientPki = path.join(workDir, "client");
+  simulators = [];
+});
+
+afterEach(async () => {
+  await driver?.close();
+  driver = undefined;
+  await proxy?.close();
+  for (const simulator of simulators) await simulator.dispose();
+  await rm(workDir, { recursive: true, force: true });
+});
+
+describe("a server certificate the client does not trust (issue 13, fault 2)", () => {
+  test("a new certificate after a restart: bounded backoff, reason in the status, recovery once the user trusts it", async () => {
+    const first = newSimulator("server-1");
+    await first.start();
+    proxy = new TcpProxy(first.port);
+    const logger = new RecordingLogger();
+    const opcua = newDriver(await proxy.start(), logger, [first.certificateFile]);
+    const changes: DriverStatusChange[] = [];
+    opcua.onStatusChange((change) => changes.push(change));
+    await opcua.connect();
+    expect((await opcua.read(tags.list()))[0]?.quality.severity).toBe("good");
+
+    // The server is replaced by one with a new certificate (a new PKI) on the same port.
+    await first.stop();
+    const second = newSimulator("server-2", first.port);
+    await second.start();
+    await waitFor(() => opcua.status === "reconnecting", { what: "reconnecting" });
+    const connectionsBefore = proxy.connections;
+    await sleep(WINDOW_MS);
+    const opened = proxy.connections - connectionsBefore;
+    console.log("opened", opened, allowedConnections(WINDOW_MS), changes.slice(-5));
+    expect(opened).toBeGreaterThan(0);
+    expect(opened).toBeLessThanOrEqual(allowedConnections(WINDOW_MS));
+    expect(opcua.status).toBe("reconnecting");
+    expect(changes.at(-1)?.reason).toMatch(/certificate/i);
+
+    // Left in rejected/, never trusted by itself; the user moves it to trusted/certs.
+    const rejected = await files(path.join(clientPki, "rejected"));
+    expect(rejected.length).toBe(1);
+    expect(await files(path.join(clientPki, "trusted", "certs"))).not.toContain(rejected[0]);
+    await rename(path.join(clientPki, "rejected", rejected[0]!), path.join(clientPki, "trusted", "certs", rejected[0]!));
+    const trustedAt = Date.now();
+    await waitFor(() => opcua.status === "connected", {
+      what: "connected after the user trusted the certificate",
+      timeoutMs: BACKOFF.maxDelayMs + 3_000,
+    });
+    console.log("recovered in", Date.now() - trustedAt);
+    await waitFor(async () => (await opcua.read(tags.list()))[0]?.quality.severity === "good", { what: "good" });
+    expect(await files(path.join(clientPki, "trusted", "certs"))).toContain(rejected[0]);
+    expect(await files(path.join(clientPki, "rejected"))).toEqual([]);
+  }, 30_000);
+});
