@@ -26,6 +26,7 @@ import {
 import { ConnectionLifecycle, raceAbort, type Disposer } from "@kiln/core/driver-kit";
 import type { DataType, DataValue, NodeId, ReadValueIdOptions } from "node-opcua-client";
 import type { Connection } from "./opcua-connection";
+import type { ConnectErrorContext } from "./opcua-errors";
 import {
   opcuaDriverOptionsSchema,
   type OpcuaDriverOptions,
@@ -116,6 +117,11 @@ export class OpcuaDriver implements PlcDriver {
   /** Counts session losses, so a repair overtaken by a new loss does not report `connected`. */
   #losses = 0;
   #warnedInsecure = false;
+  /**
+   * The trust check of the server certificate of each channel node-opcua re-opened: it does not
+   * check it again itself, so a certificate the user removed from trusted/ would stay trusted.
+   */
+  readonly #certificateChecks = new WeakMap<Connection, Promise<boolean>>();
   /** Numbers each session layout (namespaces, limits), so plans and data types cached for an older one are not reused. */
   #generations = 0;
 
@@ -439,6 +445,9 @@ export class OpcuaDriver implements PlcDriver {
       // and reopen on the driver's capped backoff, each attempt with the PKI folders read afresh.
       if (!failure.retryable) this.#rebuild(connection, failure.message, { delayFirst: true });
     });
+    client.on("after_reconnection", () => {
+      if (current()) this.#certificateChecks.set(connection, this.#recheckServerCertificate(connection));
+    });
     client.on("backoff", (retry: number, delay: number) => {
       if (!current()) return;
       this.#logger.debug({ retry, delayMs: delay }, "OPC UA reconnect attempt failed; backing off");
@@ -516,14 +525,43 @@ export class OpcuaDriver implements PlcDriver {
 
   /** A connection failure as the KilnError `connect()` would throw (its code and specific message). */
   #connectError(cause: unknown): KilnError {
+    return this.#rt.connectError(cause, this.#connectContext());
+  }
+
+  #connectContext(): ConnectErrorContext {
     const { endpointUrl, security } = this.#options;
-    return this.#rt.connectError(cause, {
+    return {
       endpointUrl,
       securityMode: security.mode,
       securityPolicy: security.mode === "None" ? "None" : security.policy,
       pkiDir: this.#pkiDir,
       secret: this.#secret,
-    });
+    };
+  }
+
+  /**
+   * Checks the server certificate of a channel node-opcua has just re-opened against the PKI
+   * folders as they are now (node-opcua checks it only on the first connect). Untrusted (the user
+   * removed it from trusted/): the certificate is filed in rejected/, the status names it, and
+   * the connection is reopened on the backoff until the user trusts it again. Resolves to
+   * whether the certificate is trusted; {@link #reconcile} waits for it before `connected`.
+   */
+  async #recheckServerCertificate(connection: Connection): Promise<boolean> {
+    const certificate = connection.client.serverCertificate;
+    if (this.#options.security.mode === "None" || !certificate) return true;
+    let status;
+    try {
+      status = await connection.certificateManager.checkCertificate(certificate);
+    } catch (error) {
+      this.#logger.warn({ err: error }, "checking the server certificate after a reconnect failed; not trusting it");
+      status = undefined;
+    }
+    if (status?.isGood()) return true;
+    if (this.#connection !== connection || this.#lifecycle.signal.aborted) return false;
+    const failure = this.#rt.serverCertificateUntrusted(this.#connectContext(), status?.name, status);
+    this.#lifecycle.attemptFailed(failure);
+    this.#rebuild(connection, failure.message, { delayFirst: true });
+    return false;
   }
 
   /** Runs {@link #reconcile} once node-opcua has repaired the session; coalesces bursts. */
@@ -549,6 +587,7 @@ export class OpcuaDriver implements PlcDriver {
    */
   async #reconcile(connection: Connection): Promise<void> {
     const losses = this.#losses;
+    if (!(await (this.#certificateChecks.get(connection) ?? true))) return;
     try {
       const info = await this.#rt.readServerInfo(connection.session, this.#options.limits);
       if (!this.#rt.sameServerInfo(connection, info)) {
