@@ -1,7 +1,7 @@
 import { copyFile, mkdir, mkdtemp, readdir, rename, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { defineTags } from "@kiln/core";
+import { type ControlSystem, createControlSystem, defineTags, MemoryStore } from "@kiln/core";
 import type { DriverStatusChange } from "@kiln/core/driver-kit";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { OPCUA_SIMULATOR_NAMESPACE_URI, OpcuaDriver, OpcuaSimulator } from "../src/index";
@@ -13,7 +13,7 @@ import { waitFor } from "./support/wait-for";
 // connections: bounded), then recovery within one backoff period once the user trusts it".
 const NS = OPCUA_SIMULATOR_NAMESPACE_URI;
 const tags = defineTags({
-  "kiln.a": { dataType: "int32", address: `nsu=${NS};s=Kiln.A` },
+  "kiln.a": { dataType: "int32", address: `nsu=${NS};s=Kiln.A`, scanGroup: "fast" },
 });
 const BACKOFF = { initialDelayMs: 500, maxDelayMs: 2_000 };
 /** How long the rejected certificate is left untrusted while the connections are counted. */
@@ -24,6 +24,7 @@ let clientPki: string;
 let simulators: OpcuaSimulator[];
 let proxy: TcpProxy;
 let driver: OpcuaDriver | undefined;
+let system: ControlSystem | undefined;
 
 function newSimulator(name: string, port = 0): OpcuaSimulator {
   const simulator = new OpcuaSimulator({
@@ -74,6 +75,8 @@ beforeEach(async () => {
 });
 
 afterEach(async () => {
+  await system?.stop();
+  system = undefined;
   await driver?.close();
   driver = undefined;
   await proxy?.close();
@@ -82,7 +85,7 @@ afterEach(async () => {
 });
 
 describe("a server certificate the client does not trust (issue 13, fault 2)", () => {
-  test("a new certificate after a restart: bounded backoff, reason in the status, recovery once the user trusts it", async () => {
+  test("a new certificate after a restart: bounded backoff, reason in status and health(), recovery once the user trusts it", async () => {
     const first = newSimulator("server-1");
     await first.start();
     proxy = new TcpProxy(first.port);
@@ -90,8 +93,18 @@ describe("a server certificate the client does not trust (issue 13, fault 2)", (
     const opcua = newDriver(await proxy.start(), logger, [first.certificateFile]);
     const changes: DriverStatusChange[] = [];
     opcua.onStatusChange((change) => changes.push(change));
-    await opcua.connect();
-    expect((await opcua.read(tags.list()))[0]?.quality.severity).toBe("good");
+    system = createControlSystem({
+      machineId: "kiln-1",
+      tags,
+      store: new MemoryStore(),
+      driver: opcua,
+      scanGroups: { fast: { periodMs: 100, mode: "poll" } },
+      acquisition: { timeoutMs: 2_000, reconnect: BACKOFF },
+      logging: { maxLatencyMs: 100 },
+    });
+    const running = system;
+    await running.start();
+    await waitFor(() => running.read("kiln.a")?.quality.severity === "good", { what: "good values" });
 
     // The server is replaced by one with a new certificate (a new PKI) on the same port.
     await first.stop();
@@ -104,7 +117,12 @@ describe("a server certificate the client does not trust (issue 13, fault 2)", (
     expect(opened).toBeGreaterThan(0);
     expect(opened).toBeLessThanOrEqual(allowedConnections(WINDOW_MS));
     expect(opcua.status).toBe("reconnecting");
-    expect(changes.at(-1)?.reason).toMatch(/certificate/i);
+    expect(changes.at(-1)).toMatchObject({
+      code: "KILN_CONNECTION_FAILED",
+      reason: expect.stringMatching(/not trusted/),
+    });
+    expect(running.health().acquisition.lastError).toMatch(/KILN_CONNECTION_FAILED.*not trusted/);
+    expect(running.read("kiln.a")?.quality.severity).not.toBe("good");
 
     // Left in rejected/, never trusted by itself; the user moves it to trusted/certs.
     const rejected = await files(path.join(clientPki, "rejected"));
@@ -121,7 +139,10 @@ describe("a server certificate the client does not trust (issue 13, fault 2)", (
     });
     // Within one backoff period (the next attempt reads the PKI folders afresh), plus slack.
     expect(Date.now() - trustedAt).toBeLessThanOrEqual(BACKOFF.maxDelayMs + 1_500);
-    await waitFor(async () => (await opcua.read(tags.list()))[0]?.quality.severity === "good", { what: "good" });
+    await waitFor(
+      () => running.read("kiln.a")?.quality.severity === "good" && running.read("kiln.a")!.timestamp >= trustedAt,
+      { what: "fresh good values" },
+    );
     expect(await files(path.join(clientPki, "trusted", "certs"))).toContain(rejected[0]);
     expect(await files(path.join(clientPki, "rejected"))).toEqual([]);
   }, 30_000);
