@@ -26,6 +26,7 @@ import {
 import { ConnectionLifecycle, raceAbort, type Disposer } from "@kiln/core/driver-kit";
 import type { DataType, DataValue, NodeId, ReadValueIdOptions } from "node-opcua-client";
 import type { Connection } from "./opcua-connection";
+import type { ConnectErrorContext } from "./opcua-errors";
 import {
   opcuaDriverOptionsSchema,
   type OpcuaDriverOptions,
@@ -116,6 +117,11 @@ export class OpcuaDriver implements PlcDriver {
   /** Counts session losses, so a repair overtaken by a new loss does not report `connected`. */
   #losses = 0;
   #warnedInsecure = false;
+  /**
+   * The trust check of the server certificate of each channel node-opcua re-opened: it does not
+   * check it again itself, so a certificate the user removed from trusted/ would stay trusted.
+   */
+  readonly #certificateChecks = new WeakMap<Connection, Promise<boolean>>();
   /** Numbers each session layout (namespaces, limits), so plans and data types cached for an older one are not reused. */
   #generations = 0;
 
@@ -430,7 +436,17 @@ export class OpcuaDriver implements PlcDriver {
     });
     client.on("reconnection_attempt_has_failed", (error: unknown) => {
       // node-opcua's own reconnect loop (TCP, secure channel, certificate): each attempt's reason.
-      if (current()) this.#lifecycle.attemptFailed(this.#connectError(error));
+      if (!current()) return;
+      const failure = this.#connectError(error);
+      this.#lifecycle.attemptFailed(failure);
+      // node-opcua backs off only while the TCP connect fails; once a channel is refused (an
+      // untrusted or changed server certificate...) it tries again at once, hundreds of times a
+      // second. Repeating cannot help until the configuration or trust changes: leave its loop
+      // and reopen on the driver's capped backoff, each attempt with the PKI folders read afresh.
+      if (!failure.retryable) this.#rebuild(connection, failure.message, { delayFirst: true });
+    });
+    client.on("after_reconnection", () => {
+      if (current()) this.#certificateChecks.set(connection, this.#recheckServerCertificate(connection));
     });
     client.on("backoff", (retry: number, delay: number) => {
       if (!current()) return;
@@ -509,14 +525,43 @@ export class OpcuaDriver implements PlcDriver {
 
   /** A connection failure as the KilnError `connect()` would throw (its code and specific message). */
   #connectError(cause: unknown): KilnError {
+    return this.#rt.connectError(cause, this.#connectContext());
+  }
+
+  #connectContext(): ConnectErrorContext {
     const { endpointUrl, security } = this.#options;
-    return this.#rt.connectError(cause, {
+    return {
       endpointUrl,
       securityMode: security.mode,
       securityPolicy: security.mode === "None" ? "None" : security.policy,
       pkiDir: this.#pkiDir,
       secret: this.#secret,
-    });
+    };
+  }
+
+  /**
+   * Checks the server certificate of a channel node-opcua has just re-opened against the PKI
+   * folders as they are now (node-opcua checks it only on the first connect). Untrusted (the user
+   * removed it from trusted/): the certificate is filed in rejected/, the status names it, and
+   * the connection is reopened on the backoff until the user trusts it again. Resolves to
+   * whether the certificate is trusted; {@link #reconcile} waits for it before `connected`.
+   */
+  async #recheckServerCertificate(connection: Connection): Promise<boolean> {
+    const certificate = connection.client.serverCertificate;
+    if (this.#options.security.mode === "None" || !certificate) return true;
+    let status;
+    try {
+      status = await connection.certificateManager.checkCertificate(certificate);
+    } catch (error) {
+      this.#logger.warn({ err: error }, "checking the server certificate after a reconnect failed; not trusting it");
+      status = undefined;
+    }
+    if (status?.isGood()) return true;
+    if (this.#connection !== connection || this.#lifecycle.signal.aborted) return false;
+    const failure = this.#rt.serverCertificateUntrusted(this.#connectContext(), status?.name, status);
+    this.#lifecycle.attemptFailed(failure);
+    this.#rebuild(connection, failure.message, { delayFirst: true });
+    return false;
   }
 
   /** Runs {@link #reconcile} once node-opcua has repaired the session; coalesces bursts. */
@@ -542,6 +587,7 @@ export class OpcuaDriver implements PlcDriver {
    */
   async #reconcile(connection: Connection): Promise<void> {
     const losses = this.#losses;
+    if (!(await (this.#certificateChecks.get(connection) ?? true))) return;
     try {
       const info = await this.#rt.readServerInfo(connection.session, this.#options.limits);
       if (!this.#rt.sameServerInfo(connection, info)) {
@@ -634,22 +680,25 @@ export class OpcuaDriver implements PlcDriver {
     );
   }
 
-  #rebuild(old: Connection, reason: string): void {
+  /**
+   * Drops `old` and opens new connections on the capped backoff until one works. `delayFirst`:
+   * wait one backoff step before the first attempt (the failure that led here just happened).
+   */
+  #rebuild(old: Connection, reason: string, { delayFirst = false }: { readonly delayFirst?: boolean } = {}): void {
     if (this.#lifecycle.signal.aborted || this.#connection !== old) return;
     this.#logger.warn({ reason }, "OPC UA session lost; opening a new one");
     this.#connection = undefined;
     this.#lifecycle.setStatus("reconnecting", reason);
     for (const subscription of this.#subscriptions) subscription.connectionLost();
     const { initialDelayMs, maxDelayMs, randomisationFactor } = this.#options.connectionStrategy;
-    let disposed = false;
+    // At once: a client still in node-opcua's own reconnect loop must stop dialling now.
+    const disposed = this.#dispose(old);
     void this.#lifecycle.reconnect({
       reason,
+      delayFirst,
       backoff: { initialDelayMs, maxDelayMs, jitter: randomisationFactor },
       attempt: async (lifetime) => {
-        if (!disposed) {
-          disposed = true;
-          await this.#dispose(old);
-        }
+        await disposed;
         const connection = await this.#open(lifetime);
         if (lifetime.aborted) {
           await this.#dispose(connection);

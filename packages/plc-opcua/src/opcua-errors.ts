@@ -131,11 +131,7 @@ export function connectError(error: unknown, context: ConnectErrorContext): Kiln
     );
   }
   if (/server Certificate verification failed/i.test(message)) {
-    return new KilnError(
-      "KILN_CONNECTION_FAILED",
-      `The certificate of the OPC UA server at ${context.endpointUrl} is not trusted (${status?.statusName ?? "untrusted"}). Trust it: add it to pki.trustedServerCertificates, or move it from ${context.pkiDir}/rejected to ${context.pkiDir}/trusted/certs.`,
-      { cause: error, retryable: false, details: { ...details, reason: "server-certificate-untrusted" } },
-    );
+    return serverCertificateUntrusted(context, status?.statusName, error, details);
   }
   if (status && CERTIFICATE_FAILURES.test(status.statusName)) {
     return new KilnError(
@@ -158,6 +154,28 @@ export function connectError(error: unknown, context: ConnectErrorContext): Kiln
       cause: error,
       retryable: true,
       details,
+    },
+  );
+}
+
+/**
+ * The error for a server certificate the client's PKI does not trust (`statusName`, e.g.
+ * BadCertificateUntrusted): a non-retryable `KILN_CONNECTION_FAILED` with
+ * `details.reason` `"server-certificate-untrusted"`, saying where to move the certificate.
+ */
+export function serverCertificateUntrusted(
+  context: ConnectErrorContext,
+  statusName: string | undefined,
+  cause: unknown,
+  details: Record<string, unknown> = { endpointUrl: context.endpointUrl },
+): KilnError {
+  return new KilnError(
+    "KILN_CONNECTION_FAILED",
+    `The certificate of the OPC UA server at ${context.endpointUrl} is not trusted (${statusName ?? "untrusted"}). Trust it: add it to pki.trustedServerCertificates, or move it from ${context.pkiDir}/rejected to ${context.pkiDir}/trusted/certs.`,
+    {
+      cause,
+      retryable: false,
+      details: { ...details, ...(statusName ? { statusName } : {}), reason: "server-certificate-untrusted" },
     },
   );
 }

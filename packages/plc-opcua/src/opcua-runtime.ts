@@ -24,7 +24,14 @@ export { OPCUACertificateManager } from "node-opcua-certificate-manager";
 export { browseVariables } from "./opcua-browse";
 export { openOpcuaConnection, readServerInfo, sameServerInfo } from "./opcua-connection";
 export { discoverDataType, writeRejected } from "./opcua-data-types";
-export { connectError, isAuthenticationFailure, redact, requestError, statusOfError } from "./opcua-errors";
+export {
+  connectError,
+  isAuthenticationFailure,
+  redact,
+  requestError,
+  serverCertificateUntrusted,
+  statusOfError,
+} from "./opcua-errors";
 export { parseNodeAddress, resolveNodeAddress } from "./opcua-node-id";
 export { planReads } from "./opcua-read-plan";
 export { badSample, sampleFromDataValue } from "./opcua-samples";

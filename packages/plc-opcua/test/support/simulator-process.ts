@@ -3,7 +3,8 @@
  * share the measured process). Forked with `node --conditions=@kiln/source --import tsx`; reads
  * its configuration as JSON from the KILN_OPCUA_SIMULATOR env variable, answers on the IPC
  * channel with `{ endpointUrl, certificateFile, addresses }` once listening, and stops on the
- * message "stop" (or when the parent goes away).
+ * message "stop" (or when the parent goes away). Answers the message "live-subscriptions" with
+ * `{ liveSubscriptions: simulator.liveSubscriptions() }`, for tests that count on the server.
  */
 import { defineTags, type SignalSpec, type TagDataType, type TagDefinitionInput } from "@kiln/core";
 import { OpcuaSimulator, type OpcuaSimulatorOptions } from "../../src/index";
@@ -59,6 +60,7 @@ async function main(): Promise<void> {
   };
   process.on("message", (message) => {
     if (message === "stop") void stop();
+    if (message === "live-subscriptions") process.send!({ liveSubscriptions: simulator.liveSubscriptions() });
   });
   process.on("disconnect", () => void stop());
   const ready: SimulatorProcessReady = {
