@@ -1323,7 +1323,9 @@ export class AuditedCommandRunner {
    */
   async #openReserve(path: string): Promise<void> {
     try {
-      this.#reserve = await ReservedRecord.open(`${path}.reserve`, RESERVE_SLOT_BYTES);
+      this.#reserve = await ReservedRecord.open(`${path}.reserve`, RESERVE_SLOT_BYTES, {
+        headroomBytes: RESERVE_HEADROOM_BYTES,
+      });
       this.#clearJournalFailure("reserve");
     } catch (error) {
       this.#logger.error({ path: `${path}.reserve`, error: String(error) }, "the audit reserve could not be opened");
@@ -1775,6 +1777,12 @@ const LEGACY_OVERFLOW_MAX_BYTES = 16 * 1024 * 1024;
  * journal opens): the overflow counts and the entries the journal could not take.
  */
 const RESERVE_SLOT_BYTES = 64 * 1024;
+/**
+ * Free space the reserve leaves for the journal when it is made: it is made (at open, and on each
+ * retry) only when its room (2 × {@link RESERVE_SLOT_BYTES}) plus this much is free, so the
+ * safeguard for a full disk never takes the journal's last room (issue 15).
+ */
+const RESERVE_HEADROOM_BYTES = 2 * RESERVE_SLOT_BYTES;
 
 /** A journal operation whose failure is reported: opening it, appending to it, writing its reserve. */
 type JournalOperation = "open" | "append" | "reserve";
