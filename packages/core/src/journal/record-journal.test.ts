@@ -195,6 +195,12 @@ describe("RecordJournal", () => {
       expect(KilnError.is(error, "KILN_JOURNAL_LOCKED")).toBe(true);
       expect((error as KilnError).retryable).toBe(true);
       expect((error as Error).message).toContain(path);
+      // Without a pathOption the message names no owner's option (issue 15: not "spoolPath").
+      expect((error as Error).message).toContain("its own journal path");
+      const named = await RecordJournal.open(path, { pathOption: "storeAndForward.path" }).catch(
+        (caught: unknown) => caught,
+      );
+      expect((named as Error).message).toContain("its own storeAndForward.path");
       expect((error as KilnError).details).toMatchObject({
         path,
         lockPath: `${path}.lock`,

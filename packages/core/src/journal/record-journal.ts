@@ -47,6 +47,12 @@ export interface RecordJournalOptions {
    * @default DEFAULT_JOURNAL_MAX_BYTES (1 GiB)
    */
   readonly maxBytes?: number;
+  /**
+   * The option the owner's user names this journal's path with (`spoolPath`,
+   * `audit.backlog.path`, `storeAndForward.path`): messages say which to change, e.g. a locked
+   * journal's. @default "journal path"
+   */
+  readonly pathOption?: string;
 }
 
 /** Options of {@link RecordJournal.release}. */
@@ -215,7 +221,7 @@ export class RecordJournal {
     } catch (error) {
       throw journalError(path, "open", error);
     }
-    const lock = await JournalLock.acquire(path);
+    const lock = await JournalLock.acquire(path, options.pathOption);
     let handle: FileHandle;
     try {
       // Only a compaction cut off before its rename leaves one; the journal itself is whole.

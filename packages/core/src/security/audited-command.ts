@@ -1554,6 +1554,7 @@ export class AuditedCommandRunner {
       try {
         const { journal, recovery } = await RecordJournal.open(path, {
           maxBytes: this.#options.backlog?.maxBytes ?? 64 * 1024 * 1024,
+          pathOption: "audit.backlog.path",
         });
         const recovered: BacklogItem[] = [];
         const tombstoned = new Set<string>();
