@@ -121,7 +121,7 @@ describe("ReservedRecord", () => {
       expect(journal.records).toBe(60);
       await journal.close();
     } finally {
-      execFileSync("umount", [mount], { stdio: "ignore" });
+      execFileSync("umount", ["-l", mount], { stdio: "ignore" });
       await rm(mount, { recursive: true, force: true });
     }
   });
