@@ -258,7 +258,7 @@ export class JournalBacklog extends BaseBacklog implements ForwardBacklog {
     maxBytes: number,
     keepPayloads = false,
   ): Promise<{ backlog: JournalBacklog; recovery: RecordJournalRecovery; unreadableRecords: number }> {
-    const { journal, recovery } = await RecordJournal.open(path, { maxBytes });
+    const { journal, recovery } = await RecordJournal.open(path, { maxBytes, pathOption: "storeAndForward.path" });
     try {
       return { ...(await JournalBacklog.of(journal, true, keepPayloads)), recovery };
     } catch (error) {

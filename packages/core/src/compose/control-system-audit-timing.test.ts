@@ -1,3 +1,6 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, test } from "vitest";
 import { KilnError } from "../domain/errors";
 import { defineTags } from "../domain/tags";
@@ -348,3 +351,56 @@ async function settle(clock: { advance(ms: number): Promise<void> }, promise: Pr
   for (let step = 0; step < 2000 && !done; step++) await clock.advance(100);
   expect(done).toBe(true);
 }
+
+describe("audit health says how long the store has not taken entries (issue 15)", () => {
+  test("'has not taken an entry for N s' counts from the last entry the store took, not from its first failure", async () => {
+    const { system, store, clock } = await build();
+    expect(await system.writeTag(admin, "heater.setpoint", 1).then(() => "ok")).toBe("ok");
+    const record = store.audit.record.bind(store.audit);
+    let down = true;
+    store.audit.record = (entry) =>
+      down
+        ? Promise.reject(new KilnError("KILN_STORE_ERROR", "audit table locked", { retryable: true }))
+        : record(entry);
+    await clock.advance(30_000);
+    await system.writeTag(admin, "heater.setpoint", 2).catch(() => undefined);
+    const problem = system.health().problems.find((text) => text.includes("has not taken an entry for"));
+    expect(Number(/has not taken an entry for (\d+) s/.exec(problem ?? "")?.[1])).toBeGreaterThanOrEqual(30);
+    down = false;
+    await system.stop();
+  });
+
+  test("a store that hangs (no failure yet) is not 'taking them': health says how long the oldest entry waits for it", async () => {
+    const directory = await mkdtemp(join(tmpdir(), "kiln-audit-frozen-"));
+    const parts = simulatedSystem({
+      tags,
+      scanGroups: { fast: { periodMs: 50 } },
+      machine: { safeState: [{ tag: "valve.tma", value: false }] },
+      authorization: { operatorWritableTags: ["heater.*"] },
+      audit: { backlog: { path: join(directory, "audit.journal") } },
+    });
+    await parts.system.start();
+    await parts.clock.advance(100);
+    const { system, store, clock } = parts;
+    store.faults.hang("audit");
+    // Denied writes: refused at once, their entries queued for the store (the first one in its hanging call).
+    const write = Promise.all(
+      [3, 4, 5].map((value) => system.writeTag(viewer, "valve.tma", value > 3).catch(() => undefined)),
+    );
+    // The entries are journaled (real file I/O) before the background drain meets the hanging store.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    // Past the 1 s grace, before the audit port's timeout turns the hang into a failure.
+    await clock.advance(1_200);
+    const problems = system.health().problems.filter((text) => text.startsWith("audit backlog"));
+    expect(problems).toEqual([
+      expect.stringMatching(
+        /^audit backlog: \d+ entries waiting 1 s for the store \(no entry stored since the oldest came/,
+      ),
+    ]);
+    expect(problems.join()).not.toContain("the store is taking them");
+    store.faults.clear();
+    await write;
+    await system.stop();
+    await rm(directory, { recursive: true, force: true });
+  });
+});

@@ -1153,7 +1153,10 @@ export class ControlSystem {
         );
       } else if (audit.storeFailingSince !== undefined && audit.backlog > 0) {
         // What is true: the store is not answering; where the entries are meanwhile (review 15j).
-        const seconds = Math.max(0, Math.round((this.#clock.now() - audit.storeFailingSince) / 1000));
+        // Counted from the last entry it took (else from the oldest waiting), not from the first failure (issue 15).
+        const now = this.#clock.now();
+        const since = audit.storeTookAt ?? Math.min(now - (audit.waitingMs ?? 0), audit.storeFailingSince);
+        const seconds = Math.max(0, Math.round((now - since) / 1000));
         problems.push(
           `audit backlog: ${audit.backlog} entries waiting; the audit store has not taken an entry for ${seconds} s ` +
             `(retried in the background; entries ${audit.durableBacklog ? "journaled" : "held in memory only"})`,
@@ -1161,7 +1164,17 @@ export class ControlSystem {
       } else if (audit.backlog > 0 && (audit.reportedWaiting > 0 || (audit.waitingMs ?? 0) >= AUDIT_WAIT_GRACE_MS)) {
         // Not "ok" while entries wait: the trail is incomplete until the backlog drains (review 15c).
         // A journaled entry written in the background within the grace is not a problem (review 15j).
-        problems.push(`audit backlog: ${audit.backlog} entries waiting to be stored (the store is taking them)`);
+        const waiting = audit.waitingMs ?? 0;
+        const now = this.#clock.now();
+        // A store that hangs (frozen, no answer and so no failure yet) is not "taking them" (issue 15).
+        if (waiting >= AUDIT_WAIT_GRACE_MS && (audit.storeTookAt === undefined || audit.storeTookAt <= now - waiting)) {
+          problems.push(
+            `audit backlog: ${audit.backlog} entries waiting ${Math.round(waiting / 1000)} s for the store ` +
+              `(no entry stored since the oldest came; entries ${audit.durableBacklog ? "journaled" : "held in memory only"})`,
+          );
+        } else {
+          problems.push(`audit backlog: ${audit.backlog} entries waiting to be stored (the store is taking them)`);
+        }
       }
     }
     // Reported whatever the state: a stop is when they happen.

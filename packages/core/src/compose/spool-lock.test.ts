@@ -30,6 +30,7 @@ test("two control systems in one process with the same spoolPath: the second sta
   const error = await second.start().catch((caught: unknown) => caught);
   expect(error).toMatchObject({ code: "KILN_JOURNAL_LOCKED", details: { path: spoolPath } });
   expect((error as Error).message).toContain(spoolPath);
+  expect((error as Error).message).toContain("its own spoolPath");
   expect(second.state).toBe("stopped");
   // The refused start took nothing from the first system: it keeps running on its spool.
   expect(first.state).toBe("running");

@@ -40,6 +40,8 @@ export { auditedTarget } from "../security/command-input";
 // journal behind the sample spool, so no adapter writes a journal of its own.
 export {
   DEFAULT_JOURNAL_MAX_BYTES,
+  JOURNAL_DAMAGED_COPY_MAX_BYTES,
+  JOURNAL_FILE_HEADER_BYTES,
   JOURNAL_MARK_EVERY_RELEASES,
   RecordJournal,
   type RecordJournalOptions,

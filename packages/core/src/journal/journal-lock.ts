@@ -55,12 +55,14 @@ export class JournalLock {
   }
 
   /**
-   * Takes the lock of the journal at `journalPath`.
+   * Takes the lock of the journal at `journalPath`. `pathOption` names the option its owner's
+   * user set that path with (`spoolPath`, `audit.backlog.path`, ...): a locked journal's message
+   * tells the user to give each one its own.
    * @throws KilnError `KILN_JOURNAL_LOCKED` (retryable) when a live process holds it, this one
    *   included (`details.path`, `details.lockPath`, `details.owner`); `KILN_JOURNAL_FAILED` when
    *   the lock file cannot be written.
    */
-  static async acquire(journalPath: string): Promise<JournalLock> {
+  static async acquire(journalPath: string, pathOption = "journal path"): Promise<JournalLock> {
     // One lock per file, whatever name reaches it: a symlink, `..` or a relative path (resolved
     // now, so a later chdir cannot make the release miss it). Hard links are not unified.
     const lockPath = `${await realFile(journalPath)}.lock`;
@@ -98,7 +100,8 @@ export class JournalLock {
         }
         const holder = await readOwner(lockPath);
         if (holder === "gone") continue;
-        if (!isStale(holder, owner) || attempt >= 3) throw lockedError(journalPath, lockPath, holder, owner);
+        if (!isStale(holder, owner) || attempt >= 3)
+          throw lockedError(journalPath, lockPath, holder, owner, pathOption);
         const aside = `${lockPath}.stale.${owner.token}`;
         try {
           await rename(lockPath, aside);
@@ -111,7 +114,7 @@ export class JournalLock {
           // A live opener's fresh lock was moved, not the stale one: give it back.
           await link(aside, lockPath).catch(() => undefined);
           await unlink(aside).catch(() => undefined);
-          throw lockedError(journalPath, lockPath, moved, owner);
+          throw lockedError(journalPath, lockPath, moved, owner, pathOption);
         }
         await unlink(aside).catch(() => undefined);
       }
@@ -249,6 +252,7 @@ function lockedError(
   lockPath: string,
   holder: JournalLockOwner | undefined,
   opener: JournalLockOwner,
+  pathOption: string,
 ): KilnError {
   const who = holder === undefined ? "an unknown owner" : `process ${holder.pid} on ${holder.hostname}`;
   const elsewhere = holder !== undefined && holder.hostname === opener.hostname && otherPidNamespace(holder, opener);
@@ -258,7 +262,7 @@ function lockedError(
       `this one is ${opener.pidNamespace}; another container on ${holder.hostname}?), which cannot be checked from here: ` +
       `a journal has exactly one writer. Remove ${lockPath} by hand only when you are sure that process is gone.`
     : `Journal ${journalPath} is in use by ${self ? "another journal in this process" : who}: a journal has exactly one writer. ` +
-      `Give each control system its own spoolPath, or start this one after the other has stopped (its stop() releases ${lockPath}).`;
+      `Give each control system its own ${pathOption}, or start this one after the other has stopped (its stop() releases ${lockPath}).`;
   return new KilnError("KILN_JOURNAL_LOCKED", message, {
     retryable: true,
     details: {

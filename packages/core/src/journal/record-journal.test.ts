@@ -1,13 +1,18 @@
 import { execFileSync, spawn } from "node:child_process";
 import { once } from "node:events";
-import { copyFile, mkdir, mkdtemp, readFile, readlink, rm, stat, symlink, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, mkdtemp, readFile, readlink, rename, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { hostname, tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { KilnError } from "../domain/errors";
 import { crc32 } from "node:zlib";
-import { JOURNAL_MARK_EVERY_RELEASES, RecordJournal } from "./record-journal";
+import {
+  JOURNAL_DAMAGED_COPY_MAX_BYTES,
+  JOURNAL_FILE_HEADER_BYTES,
+  JOURNAL_MARK_EVERY_RELEASES,
+  RecordJournal,
+} from "./record-journal";
 
 let directory: string;
 beforeEach(async () => {
@@ -68,9 +73,10 @@ describe("RecordJournal", () => {
     await second.append(payload(2));
     await second.close();
     const other = await readFile(join(directory, "other.journal"));
-    await writeFile(path, Buffer.concat([first, Buffer.alloc(5_000, 0xab), other]));
+    // `other` without its file header: its record follows the garbage.
+    await writeFile(path, Buffer.concat([first, Buffer.alloc(5_000, 0xab), other.subarray(JOURNAL_FILE_HEADER_BYTES)]));
     const { journal: reopened, recovery } = await RecordJournal.open(path);
-    expect(recovery).toEqual({
+    expect(recovery).toMatchObject({
       records: 2,
       released: 0,
       skippedRecords: 1,
@@ -189,6 +195,12 @@ describe("RecordJournal", () => {
       expect(KilnError.is(error, "KILN_JOURNAL_LOCKED")).toBe(true);
       expect((error as KilnError).retryable).toBe(true);
       expect((error as Error).message).toContain(path);
+      // Without a pathOption the message names no owner's option (issue 15: not "spoolPath").
+      expect((error as Error).message).toContain("its own journal path");
+      const named = await RecordJournal.open(path, { pathOption: "storeAndForward.path" }).catch(
+        (caught: unknown) => caught,
+      );
+      expect((named as Error).message).toContain("its own storeAndForward.path");
       expect((error as KilnError).details).toMatchObject({
         path,
         lockPath: `${path}.lock`,
@@ -438,13 +450,13 @@ describe("RecordJournal: durable releases and compaction (ADR 0034)", () => {
   test("released records stop counting toward maxBytes: an append compacts instead of being refused", async () => {
     const path = join(directory, "compact.journal");
     const recordBytes = 12 + named(0).length;
-    const { journal } = await RecordJournal.open(path, { maxBytes: 5 * recordBytes });
+    const { journal } = await RecordJournal.open(path, { maxBytes: JOURNAL_FILE_HEADER_BYTES + 5 * recordBytes });
     for (let index = 0; index < 5; index++) await journal.append(named(index));
     const full = await journal.append(named(99)).catch((error: unknown) => error);
     expect(KilnError.is(full, "KILN_BUFFER_FULL")).toBe(true);
     for (let index = 0; index < 3; index++) await journal.release();
     for (let index = 5; index < 8; index++) await journal.append(named(index));
-    expect(journal.bytes).toBeLessThanOrEqual(5 * recordBytes);
+    expect(journal.bytes).toBeLessThanOrEqual(JOURNAL_FILE_HEADER_BYTES + 5 * recordBytes);
     expect((await afterCrash(path)).seen).toEqual(seq(3, 8));
     // Full of live records: refused, nothing changed.
     const refused = await journal.append(named(99)).catch((error: unknown) => error);
@@ -460,8 +472,8 @@ describe("RecordJournal: durable releases and compaction (ADR 0034)", () => {
     const { journal } = await RecordJournal.open(path);
     for (let index = 0; index < 6; index++) await journal.append(big(index));
     for (let index = 0; index < 4; index++) await journal.release();
-    expect(journal.bytes).toBe(2 * (12 + 300_000));
-    expect((await stat(path)).size).toBe(2 * (12 + 300_000));
+    expect(journal.bytes).toBe(JOURNAL_FILE_HEADER_BYTES + 2 * (12 + 300_000));
+    expect((await stat(path)).size).toBe(JOURNAL_FILE_HEADER_BYTES + 2 * (12 + 300_000));
     await expect(stat(`${path}.compact`)).rejects.toThrow();
     const { seen } = await afterCrash(path);
     expect(seen).toEqual([String(big(4)), String(big(5))]);
@@ -539,18 +551,34 @@ describe("RecordJournal: durable releases and compaction (ADR 0034)", () => {
     const records = await readFile(path);
     const recordBytes = 52;
     const cases: [string, Buffer, string[]][] = [
-      ["a good mark", Buffer.concat([records, markRecord(2 * recordBytes)]), seq(2, 4)],
-      ["a torn mark", Buffer.concat([records, markRecord(2 * recordBytes).subarray(0, 15)]), seq(0, 4)],
-      ["a corrupt mark", Buffer.concat([records, markRecord(2 * recordBytes).fill(7, 14, 15)]), seq(0, 4)],
-      ["a mark past itself", Buffer.concat([records, markRecord(10 * recordBytes)]), seq(0, 4)],
+      ["a good mark", Buffer.concat([records, markRecord(JOURNAL_FILE_HEADER_BYTES + 2 * recordBytes)]), seq(2, 4)],
+      [
+        "a torn mark",
+        Buffer.concat([records, markRecord(JOURNAL_FILE_HEADER_BYTES + 2 * recordBytes).subarray(0, 15)]),
+        seq(0, 4),
+      ],
+      [
+        "a corrupt mark",
+        Buffer.concat([records, markRecord(JOURNAL_FILE_HEADER_BYTES + 2 * recordBytes).fill(7, 14, 15)]),
+        seq(0, 4),
+      ],
+      [
+        "a mark past itself",
+        Buffer.concat([records, markRecord(JOURNAL_FILE_HEADER_BYTES + 10 * recordBytes)]),
+        seq(0, 4),
+      ],
       [
         "a later corrupt mark after a good one",
-        Buffer.concat([records, markRecord(recordBytes), markRecord(3 * recordBytes).fill(7, 14, 15)]),
+        Buffer.concat([
+          records,
+          markRecord(JOURNAL_FILE_HEADER_BYTES + recordBytes),
+          markRecord(JOURNAL_FILE_HEADER_BYTES + 3 * recordBytes).fill(7, 14, 15),
+        ]),
         seq(1, 4),
       ],
       [
         "a mark at a damaged record",
-        Buffer.concat([records, markRecord(2 * recordBytes)]).fill(0x55, 120, 121),
+        Buffer.concat([records, markRecord(JOURNAL_FILE_HEADER_BYTES + 2 * recordBytes)]).fill(0x55, 128, 129),
         seq(3, 4),
       ],
     ];
@@ -568,7 +596,7 @@ describe("RecordJournal: durable releases and compaction (ADR 0034)", () => {
     for (let index = 0; index < 4; index++) await journal.append(named(index));
     await journal.close();
     const records = await readFile(path);
-    const mark = markRecord(2 * 52);
+    const mark = markRecord(JOURNAL_FILE_HEADER_BYTES + 2 * 52);
     const cases: [string, Buffer, object][] = [
       [
         "a torn mark at the tail",
@@ -582,7 +610,7 @@ describe("RecordJournal: durable releases and compaction (ADR 0034)", () => {
       ],
       [
         "a corrupt mark between records",
-        Buffer.concat([records.subarray(0, 104), Buffer.from(mark).fill(7, 14, 15), records.subarray(104)]),
+        Buffer.concat([records.subarray(0, 112), Buffer.from(mark).fill(7, 14, 15), records.subarray(112)]),
         { discardedMarks: 1, skippedRecords: 0, skippedBytes: 0 },
       ],
       // A tail torn inside the length field cannot be told from a record's: counted as before.
@@ -603,10 +631,144 @@ describe("RecordJournal: durable releases and compaction (ADR 0034)", () => {
     const { journal } = await RecordJournal.open(path);
     await journal.append(named(0));
     await journal.close();
-    await writeFile(path, Buffer.concat([await readFile(path), markRecord(52)]));
+    await writeFile(path, Buffer.concat([await readFile(path), markRecord(JOURNAL_FILE_HEADER_BYTES + 52)]));
     const { journal: reopened, recovery } = await RecordJournal.open(path);
     expect(recovery).toMatchObject({ records: 0, released: 1 });
-    expect((await stat(path)).size).toBe(0);
+    expect((await stat(path)).size).toBe(JOURNAL_FILE_HEADER_BYTES);
     await reopened.close();
+  });
+});
+
+describe("RecordJournal: the file is the journal's own (issue 15)", () => {
+  const text = (index: number): Buffer => Buffer.from(`entry ${index}`.padEnd(30, "-"));
+  async function readBack(path: string): Promise<string[]> {
+    const { journal } = await RecordJournal.open(path);
+    const seen = await readAll(journal);
+    await journal.close();
+    return seen;
+  }
+
+  test("a file of other data at the journal path is refused with KILN_JOURNAL_FAILED (rule format) and left untouched", async () => {
+    const path = join(directory, "foreign.journal");
+    const foreign = Buffer.from("timestamp,value\n".concat("2026-12-01T00:00:00Z,42.5\n".repeat(540)));
+    await writeFile(path, foreign);
+    const error = await RecordJournal.open(path).catch((caught: unknown) => caught);
+    expect(KilnError.is(error, "KILN_JOURNAL_FAILED")).toBe(true);
+    expect((error as KilnError).details).toMatchObject({ path, operation: "open", rule: "format" });
+    expect((error as KilnError).message).toContain(path);
+    expect((await readFile(path)).equals(foreign)).toBe(true);
+    // The lock was released: once the file is moved away, the path opens as a new journal.
+    await rm(path);
+    const { journal } = await RecordJournal.open(path);
+    await journal.close();
+  });
+
+  test("a symlink to a file of other data is refused the same way; the file it points to is untouched", async () => {
+    const target = join(directory, "settings.bin");
+    const foreign = Buffer.alloc(14_000, 0x5a);
+    await writeFile(target, foreign);
+    const path = join(directory, "link.journal");
+    await symlink(target, path);
+    const error = await RecordJournal.open(path).catch((caught: unknown) => caught);
+    expect(KilnError.is(error, "KILN_JOURNAL_FAILED")).toBe(true);
+    expect((error as KilnError).details["rule"]).toBe("format");
+    expect((await readFile(target)).equals(foreign)).toBe(true);
+  });
+
+  test("a file whose header names a newer format version is refused and left untouched", async () => {
+    const path = join(directory, "newer.journal");
+    const { journal } = await RecordJournal.open(path);
+    await journal.append(text(1));
+    await journal.close();
+    const newer = await readFile(path);
+    newer.writeUInt32LE(2, 4);
+    await writeFile(path, newer);
+    const error = await RecordJournal.open(path).catch((caught: unknown) => caught);
+    expect((error as KilnError).details).toMatchObject({ rule: "format" });
+    expect((await readFile(path)).equals(newer)).toBe(true);
+  });
+
+  test("a journal written by the previous version (no header) is read and upgraded with a header", async () => {
+    const path = join(directory, "legacy.journal");
+    const { journal } = await RecordJournal.open(path);
+    for (let index = 0; index < 3; index++) await journal.append(text(index));
+    await journal.close();
+    await writeFile(path, (await readFile(path)).subarray(JOURNAL_FILE_HEADER_BYTES));
+    const { journal: reopened, recovery } = await RecordJournal.open(path);
+    expect(recovery).toMatchObject({ records: 3, upgraded: true });
+    await reopened.close();
+    const upgraded = await readFile(path);
+    expect(upgraded.readUInt32LE(0)).toBe(0x4b4a4631);
+    expect(await readBack(path)).toEqual([0, 1, 2].map((index) => String(text(index))));
+  });
+
+  test("a torn tail is copied aside to <path>.damaged-* before it is cut", async () => {
+    const path = join(directory, "torn.journal");
+    const { journal } = await RecordJournal.open(path);
+    await journal.append(text(1));
+    await journal.close();
+    const tail = Buffer.from("torn write 0123456789");
+    await writeFile(path, Buffer.concat([await readFile(path), tail]));
+    const { journal: reopened, recovery } = await RecordJournal.open(path);
+    await reopened.close();
+    expect(recovery.discardedBytes).toBe(tail.length);
+    const copy = recovery.damagedCopy!;
+    expect(copy).toMatchObject({ bytes: tail.length, omittedBytes: 0 });
+    expect(copy.path.startsWith(`${path}.damaged-`)).toBe(true);
+    const kept = await readFile(copy.path);
+    expect(Number(kept.readBigUInt64LE(0))).toBe(JOURNAL_FILE_HEADER_BYTES + 12 + text(1).length);
+    expect(kept.readUInt32LE(8)).toBe(tail.length);
+    expect(kept.subarray(12).equals(tail)).toBe(true);
+  });
+
+  test("a corrupt stretch larger than the cap is copied aside up to the cap; the rest is counted", async () => {
+    const path = join(directory, "stretch.journal");
+    const { journal } = await RecordJournal.open(path);
+    await journal.append(text(1));
+    await journal.close();
+    const first = await readFile(path);
+    const garbage = Buffer.alloc(JOURNAL_DAMAGED_COPY_MAX_BYTES + 1000, 0xab);
+    const { journal: other } = await RecordJournal.open(join(directory, "other.journal"));
+    await other.append(text(2));
+    await other.close();
+    const second = (await readFile(join(directory, "other.journal"))).subarray(JOURNAL_FILE_HEADER_BYTES);
+    await writeFile(path, Buffer.concat([first, garbage, second]));
+    const { journal: reopened, recovery } = await RecordJournal.open(path);
+    expect(await readAll(reopened)).toEqual([String(text(1)), String(text(2))]);
+    await reopened.close();
+    expect(recovery.damagedCopy).toMatchObject({ bytes: JOURNAL_DAMAGED_COPY_MAX_BYTES, omittedBytes: 1000 });
+    expect((await stat(recovery.damagedCopy!.path)).size).toBe(12 + JOURNAL_DAMAGED_COPY_MAX_BYTES);
+  });
+
+  test("a journal file deleted while open is made again at its path by the next append, with every live record", async () => {
+    const path = join(directory, "unlinked.journal");
+    const { journal } = await RecordJournal.open(path);
+    for (let index = 0; index < 3; index++) await journal.append(text(index));
+    await journal.release();
+    await rm(path);
+    await journal.append(text(3));
+    expect((await stat(path)).size).toBeGreaterThan(JOURNAL_FILE_HEADER_BYTES);
+    // A copy of the file as it is on disk now: what a crash would leave.
+    const copy = join(directory, "after-unlink.journal");
+    await copyFile(path, copy);
+    expect(await readBack(copy)).toEqual([1, 2, 3].map((index) => String(text(index))));
+    expect(await readAll(journal)).toEqual([1, 2, 3].map((index) => String(text(index))));
+    await journal.close();
+  });
+
+  test("a journal file replaced by another file while open: the append fails (rule replaced) and the other file is untouched", async () => {
+    const path = join(directory, "replaced.journal");
+    const { journal } = await RecordJournal.open(path);
+    await journal.append(text(0));
+    const other = Buffer.from("someone else's file");
+    await writeFile(`${path}.new`, other);
+    await rename(`${path}.new`, path);
+    const error = await journal.append(text(1)).catch((caught: unknown) => caught);
+    expect(KilnError.is(error, "KILN_JOURNAL_FAILED")).toBe(true);
+    expect((error as KilnError).details).toMatchObject({ path, operation: "append", rule: "replaced" });
+    expect((await readFile(path)).equals(other)).toBe(true);
+    // The failed append is not counted: only the first record is held.
+    expect(journal.records).toBe(1);
+    await journal.close();
   });
 });

@@ -1,9 +1,20 @@
-import { mkdir, open, rename, rm, type FileHandle } from "node:fs/promises";
+import { mkdir, open, rename, rm, stat, type FileHandle } from "node:fs/promises";
 import { dirname } from "node:path";
 import { crc32 } from "node:zlib";
 import { KilnError, KilnValidationError } from "../domain/errors";
 import { JournalLock } from "./journal-lock";
 
+/**
+ * `KJF1`, then the format version (both u32 little-endian): the first bytes of every journal file
+ * written since format version 1, so a file of other data given as a journal path is refused, not
+ * cut (issue 15). Files of earlier versions start with a record and are upgraded at open.
+ */
+const FILE_MAGIC = 0x4b4a4631;
+const FILE_VERSION = 1;
+/** Bytes of the file header: magic and version. */
+export const JOURNAL_FILE_HEADER_BYTES = 8;
+/** Most bytes of damaged stretches copied aside at one open (see {@link RecordJournalRecovery.damagedCopy}). */
+export const JOURNAL_DAMAGED_COPY_MAX_BYTES = 4 * 1024 * 1024;
 /** `KJR1`: marks the start of every record, so recovery can find the next one after a corrupt stretch. */
 const MAGIC = 0x4b4a5231;
 const HEADER_BYTES = 12;
@@ -36,6 +47,12 @@ export interface RecordJournalOptions {
    * @default DEFAULT_JOURNAL_MAX_BYTES (1 GiB)
    */
   readonly maxBytes?: number;
+  /**
+   * The option the owner's user names this journal's path with (`spoolPath`,
+   * `audit.backlog.path`, `storeAndForward.path`): messages say which to change, e.g. a locked
+   * journal's. @default "journal path"
+   */
+  readonly pathOption?: string;
 }
 
 /** Options of {@link RecordJournal.release}. */
@@ -71,6 +88,26 @@ export interface RecordJournalRecovery {
    * most the releases it would have made durable are read back.
    */
   readonly discardedMarks: number;
+  /**
+   * Where the bytes of the corrupt stretches and the torn tail this open found were copied before
+   * they were cut (forensic evidence, issue 15): `<path>.damaged-<UTC timestamp>`, holding for
+   * each stretch `[u64 file offset][u32 length][bytes]` (little-endian), at most
+   * {@link JOURNAL_DAMAGED_COPY_MAX_BYTES} of stretch bytes; `omittedBytes` counts the bytes past
+   * that cap that were not copied. Absent when nothing was damaged (a damaged mark is not copied:
+   * it holds no record) or when the copy could not be written (`error` then says why; the
+   * recovery goes on, as the damaged bytes hold no readable record).
+   */
+  readonly damagedCopy?: {
+    readonly path: string;
+    readonly bytes: number;
+    readonly omittedBytes: number;
+    readonly error?: string;
+  };
+  /**
+   * True when the file was written by an earlier version (no file header) and was rewritten with
+   * one at this open (its live records copied, see {@link RecordJournal}).
+   */
+  readonly upgraded?: boolean;
 }
 
 interface RecordRef {
@@ -135,6 +172,8 @@ export class RecordJournal {
   #markRequest: Promise<void> | undefined;
   /** File operations run one at a time: a release that empties the file truncates it, which must not meet a write. */
   #exclusive: Promise<unknown> = Promise.resolve();
+  /** Device and inode of the open file: an append checks that `path` still names it (issue 15). */
+  #identity: { dev: number; ino: number };
 
   private constructor(
     path: string,
@@ -143,9 +182,11 @@ export class RecordJournal {
     size: number,
     records: RecordRef[],
     maxBytes: number,
+    identity: { dev: number; ino: number },
   ) {
     this.path = path;
     this.#file = file;
+    this.#identity = identity;
     this.#lock = lock;
     this.#size = size;
     this.#records = records;
@@ -167,9 +208,12 @@ export class RecordJournal {
     options: RecordJournalOptions = {},
   ): Promise<{ journal: RecordJournal; recovery: RecordJournalRecovery }> {
     const maxBytes = options.maxBytes ?? DEFAULT_JOURNAL_MAX_BYTES;
-    if (!Number.isSafeInteger(maxBytes) || maxBytes < HEADER_BYTES + 2) {
+    if (!Number.isSafeInteger(maxBytes) || maxBytes < JOURNAL_FILE_HEADER_BYTES + HEADER_BYTES + 2) {
       throw new KilnValidationError("journal options", [
-        { path: "maxBytes", message: `must be an integer of at least ${HEADER_BYTES + 2} bytes, not ${maxBytes}` },
+        {
+          path: "maxBytes",
+          message: `must be an integer of at least ${JOURNAL_FILE_HEADER_BYTES + HEADER_BYTES + 2} bytes, not ${maxBytes}`,
+        },
       ]);
     }
     try {
@@ -177,7 +221,7 @@ export class RecordJournal {
     } catch (error) {
       throw journalError(path, "open", error);
     }
-    const lock = await JournalLock.acquire(path);
+    const lock = await JournalLock.acquire(path, options.pathOption);
     let handle: FileHandle;
     try {
       // Only a compaction cut off before its rename leaves one; the journal itself is whole.
@@ -188,16 +232,41 @@ export class RecordJournal {
       await lock.release();
       throw journalError(path, "open", error);
     }
+    let refusal: KilnError | undefined;
     try {
-      const { size } = await handle.stat();
+      const status = await handle.stat();
+      const identity = { dev: status.dev, ino: status.ino };
+      let size = status.size;
+      const head = Buffer.alloc(JOURNAL_FILE_HEADER_BYTES);
+      const { bytesRead } = await handle.read(head, 0, Math.min(size, JOURNAL_FILE_HEADER_BYTES), 0);
+      const header = fileHeader();
+      // Empty, or a header torn while the file was being created: nothing else was ever in it.
+      if (size < JOURNAL_FILE_HEADER_BYTES && head.subarray(0, bytesRead).equals(header.subarray(0, bytesRead))) {
+        await writeFully(handle, header, 0);
+        await handle.truncate(JOURNAL_FILE_HEADER_BYTES);
+        await handle.sync();
+        size = JOURNAL_FILE_HEADER_BYTES;
+        header.copy(head);
+      }
+      const legacy = head.readUInt32LE(0) !== FILE_MAGIC || size < JOURNAL_FILE_HEADER_BYTES;
+      if (!legacy && head.readUInt32LE(4) !== FILE_VERSION) {
+        refusal = formatError(
+          path,
+          `its file header names format version ${head.readUInt32LE(4)}, and this version of Kiln reads only version ${FILE_VERSION} (written by a newer Kiln?)`,
+        );
+        throw refusal;
+      }
+      const start = legacy ? 0 : JOURNAL_FILE_HEADER_BYTES;
+      let items = 0;
       const found: RecordRef[] = [];
       const stretches: { end: number; bytes: number }[] = [];
-      let releasedBefore = 0;
-      let offset = 0;
-      let end = 0;
+      let releasedBefore = start;
+      let offset = start;
+      let end = start;
       while (offset < size) {
         const item = await readRecordAt(handle, offset, size);
         if (item !== undefined) {
+          items++;
           if (offset > end) stretches.push({ end: offset, bytes: offset - end });
           // A mark never releases anything after itself (only a bug could write one that does): ignored.
           if (item.releasedBefore === undefined) found.push({ offset, length: item.length });
@@ -209,6 +278,14 @@ export class RecordJournal {
         const next = await findNextRecord(handle, offset + 1, size);
         if (next === undefined) break;
         offset = next;
+      }
+      if (legacy && items === 0) {
+        // Not a journal: another file's data (a mistyped path, a symlink to the wrong file). Left untouched.
+        refusal = formatError(
+          path,
+          `it holds ${size} bytes that are neither a journal file header nor any journal record (a file of other data, or a mistyped path?)`,
+        );
+        throw refusal;
       }
       const records = found.filter((record) => record.offset >= releasedBefore);
       let discardedMarks = 0;
@@ -222,13 +299,20 @@ export class RecordJournal {
         discardedMarks++;
         discardedBytes = 0;
       }
-      if (records.length === 0 && size > 0) end = 0;
-      if (end < size) {
+      const damagedCopy = await copyDamaged(path, handle, [
+        ...damage.map((stretch) => ({ offset: stretch.end - stretch.bytes, bytes: stretch.bytes })),
+        ...(discardedBytes > 0 ? [{ offset: end, bytes: discardedBytes }] : []),
+      ]);
+      if (records.length === 0 && size > start) end = start;
+      if (end < size && !legacy) {
         await handle.truncate(end);
         await handle.sync();
       }
+      const journal = new RecordJournal(path, handle, lock, end, records, maxBytes, identity);
+      // A file of an earlier version: its live records are copied behind a header (a compaction).
+      if (legacy) await journal.#compact();
       return {
-        journal: new RecordJournal(path, handle, lock, end, records, maxBytes),
+        journal,
         recovery: {
           records: records.length,
           released: found.length - records.length,
@@ -236,12 +320,14 @@ export class RecordJournal {
           skippedBytes: damage.reduce((sum, stretch) => sum + stretch.bytes, 0),
           discardedBytes,
           discardedMarks,
+          ...(damagedCopy === undefined ? {} : { damagedCopy }),
+          ...(legacy ? { upgraded: true } : {}),
         },
       };
     } catch (error) {
       await handle.close().catch(() => undefined);
       await lock.release();
-      throw journalError(path, "recover", error);
+      throw error === refusal ? error : journalError(path, "recover", error);
     }
   }
 
@@ -320,10 +406,54 @@ export class RecordJournal {
       bytes = withMark ? Buffer.concat([mark!, record]) : record;
       await this.#write(bytes, "append");
     }
+    const previous = { size: this.#size, unmarked: this.#unmarked };
     if (withMark) this.#unmarked = 0;
     this.#records.push({ offset: this.#size + bytes.length - record.length, length: payload.length });
     this.#size += bytes.length;
     this.#liveBytes += record.length;
+    try {
+      await this.#checkStillAtPath();
+    } catch (error) {
+      // Not durable where the journal will be read back: the record is taken back off.
+      this.#records.pop();
+      this.#size = previous.size;
+      this.#unmarked = previous.unmarked;
+      this.#liveBytes -= record.length;
+      this.#dirty = true;
+      await this.#cutBack().catch(() => undefined);
+      throw error;
+    }
+  }
+
+  /**
+   * Checks that `path` still names the open file (one `stat`, compared by device and inode): a
+   * file deleted or renamed away while open takes writes that no later open reads back (issue 15).
+   * When nothing is at `path`, the journal is made again there: the live records (read through
+   * the open file, which still holds them) are copied into a new file renamed to `path`, as a
+   * compaction does. When another file is there it is left alone and the append fails.
+   * @throws KilnError `KILN_JOURNAL_FAILED` (`details.rule: "replaced"`) when `path` names another
+   *   file or the journal cannot be made again.
+   */
+  async #checkStillAtPath(): Promise<void> {
+    let found: { dev: number; ino: number } | undefined;
+    try {
+      found = await stat(this.path);
+    } catch (error) {
+      if ((error as { code?: unknown }).code !== "ENOENT") throw journalError(this.path, "append", error);
+    }
+    if (found !== undefined && found.dev === this.#identity.dev && found.ino === this.#identity.ino) return;
+    if (found === undefined) {
+      try {
+        await this.#compact();
+        return;
+      } catch (error) {
+        throw replacedError(this.path, "was deleted while open and could not be made again", error);
+      }
+    }
+    throw replacedError(
+      this.path,
+      "now names another file (the journal file was replaced while open); that file is left untouched",
+    );
   }
 
   /** The oldest unreleased record's payload, or undefined when there is none. Repeated calls return the same record. */
@@ -381,7 +511,7 @@ export class RecordJournal {
     if (this.#head === this.#records.length) {
       this.#records = [];
       this.#head = 0;
-      this.#size = 0;
+      this.#size = JOURNAL_FILE_HEADER_BYTES;
       this.#liveBytes = 0;
       this.#dirty = true;
       // A failed truncation stays dirty: a durable release (or the next write) truncates again first.
@@ -516,8 +646,10 @@ export class RecordJournal {
     const target = await open(temporary, "w+");
     const live = this.#records.slice(this.#head);
     const moved: RecordRef[] = [];
-    let size = 0;
+    let size = JOURNAL_FILE_HEADER_BYTES;
+    let identity: { dev: number; ino: number };
     try {
+      await writeFully(target, fileHeader(), 0);
       for (let first = 0; first < live.length;) {
         // A run of records with no mark between them is copied in one go.
         let last = first;
@@ -535,6 +667,8 @@ export class RecordJournal {
         first = last + 1;
       }
       await target.sync();
+      const status = await target.stat();
+      identity = { dev: status.dev, ino: status.ino };
       await rename(temporary, this.path);
     } catch (error) {
       await target.close().catch(() => undefined);
@@ -545,8 +679,9 @@ export class RecordJournal {
     this.#file = target;
     this.#records = moved;
     this.#head = 0;
+    this.#identity = identity;
     this.#size = size;
-    this.#liveBytes = size;
+    this.#liveBytes = size - JOURNAL_FILE_HEADER_BYTES;
     this.#unmarked = 0;
     this.#compactRetryAt = 0;
     // Waits for reads still under way on the old file (a peek), then lets it go.
@@ -562,6 +697,58 @@ export class RecordJournal {
     await this.#file.truncate(this.#size);
     await this.#file.datasync();
     this.#dirty = false;
+  }
+}
+
+function fileHeader(): Buffer {
+  const header = Buffer.alloc(JOURNAL_FILE_HEADER_BYTES);
+  header.writeUInt32LE(FILE_MAGIC, 0);
+  header.writeUInt32LE(FILE_VERSION, 4);
+  return header;
+}
+
+/**
+ * Copies the damaged `stretches` of the journal at `path` into `<path>.damaged-<timestamp>`
+ * before they are cut (see {@link RecordJournalRecovery.damagedCopy}); undefined when there are none.
+ */
+async function copyDamaged(
+  path: string,
+  handle: FileHandle,
+  stretches: readonly { offset: number; bytes: number }[],
+): Promise<RecordJournalRecovery["damagedCopy"]> {
+  if (stretches.length === 0) return undefined;
+  const aside = `${path}.damaged-${new Date().toISOString().replace(/[:.]/g, "-")}`;
+  let copied = 0;
+  let omitted = 0;
+  let target: FileHandle | undefined;
+  try {
+    target = await open(aside, "wx");
+    let position = 0;
+    for (const stretch of stretches) {
+      const bytes = Math.min(stretch.bytes, JOURNAL_DAMAGED_COPY_MAX_BYTES - copied);
+      omitted += stretch.bytes - bytes;
+      if (bytes <= 0) continue;
+      const prefix = Buffer.alloc(12);
+      prefix.writeBigUInt64LE(BigInt(stretch.offset), 0);
+      prefix.writeUInt32LE(bytes, 8);
+      await writeFully(target, prefix, position);
+      await copyRange(handle, target, stretch.offset, stretch.offset + bytes, position + prefix.length);
+      position += prefix.length + bytes;
+      copied += bytes;
+    }
+    await target.sync();
+    await target.close();
+    await syncFolder(path).catch(() => undefined);
+    return { path: aside, bytes: copied, omittedBytes: omitted };
+  } catch (error) {
+    await target?.close().catch(() => undefined);
+    const total = stretches.reduce((sum, stretch) => sum + stretch.bytes, 0);
+    return {
+      path: aside,
+      bytes: 0,
+      omittedBytes: total,
+      error: error instanceof Error ? error.message : String(error),
+    };
   }
 }
 
@@ -675,6 +862,24 @@ async function findNextRecord(handle: FileHandle, from: number, size: number): P
     }
   }
   return undefined;
+}
+
+/** A file at a journal path that is not a journal Kiln can read: refused, left untouched. */
+function formatError(path: string, reason: string): KilnError {
+  return new KilnError(
+    "KILN_JOURNAL_FAILED",
+    `Journal ${path} is not a Kiln journal file and was left untouched: ${reason}. ` +
+      `Check the journal path option; move the file away to start a new journal there.`,
+    { retryable: false, details: { path, operation: "open", rule: "format" } },
+  );
+}
+
+function replacedError(path: string, reason: string, cause?: unknown): KilnError {
+  return new KilnError("KILN_JOURNAL_FAILED", `Journal ${path}: append failed: the path ${reason}.`, {
+    retryable: true,
+    ...(cause === undefined ? {} : { cause }),
+    details: { path, operation: "append", rule: "replaced" },
+  });
 }
 
 function journalError(path: string, operation: string, error: unknown): KilnError {

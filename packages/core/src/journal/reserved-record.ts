@@ -1,6 +1,18 @@
-import { open, type FileHandle } from "node:fs/promises";
+import { open, rm, statfs, type FileHandle } from "node:fs/promises";
+import { dirname } from "node:path";
 import { crc32 } from "node:zlib";
 import { KilnError } from "../domain/errors";
+
+/** Options of {@link ReservedRecord.open}. */
+export interface ReservedRecordOptions {
+  /**
+   * Free space, in bytes, that must remain on the volume after the room is reserved: when the
+   * volume (`statfs`, blocks available to this user) has less than the missing room plus this,
+   * the room is not taken and the open fails with `ENOSPC`, so the reserve never takes the last
+   * space a journal beside it needs (issue 15). 0 skips the check. @default 0
+   */
+  readonly headroomBytes?: number;
+}
 
 /** `KRR1`: marks a slot that holds a record. */
 const MAGIC = 0x4b525231;
@@ -43,14 +55,24 @@ export class ReservedRecord {
 
   /**
    * Opens (creating it) the file at `path` and reserves its room: both slots are written in full
-   * (zero-filled where no record is) and fsynced. Reads the newest whole record.
+   * (zero-filled where no record is) and fsynced. Reads the newest whole record. A reservation
+   * that fails (a disk that fills while it is written) is cut back to the size the file had, and
+   * a file this open created is removed: a failed open never holds room it could not complete.
    * @throws KilnError `KILN_JOURNAL_FAILED` (retryable, `details.path`, `details.errno`) when the
-   *   file cannot be opened, read or its room reserved (`ENOSPC` on a full disk).
+   *   file cannot be opened, read or its room reserved (`ENOSPC` on a full disk, or when less than
+   *   the room plus `headroomBytes` is free).
    */
-  static async open(path: string, slotBytes: number): Promise<ReservedRecord> {
+  static async open(path: string, slotBytes: number, options: ReservedRecordOptions = {}): Promise<ReservedRecord> {
     let file: FileHandle | undefined;
+    let created = false;
     try {
-      file = await open(path, "a+");
+      try {
+        file = await open(path, "wx");
+        created = true;
+      } catch (error) {
+        if ((error as { code?: unknown }).code !== "EEXIST") throw error;
+        file = await open(path, "a+");
+      }
       await file.close();
       file = await open(path, "r+");
       const { size } = await file.stat();
@@ -60,13 +82,35 @@ export class ReservedRecord {
         if (found !== undefined && (best === undefined || found.sequence > best.sequence)) best = found;
       }
       if (size < 2 * slotBytes) {
+        const missing = 2 * slotBytes - size;
+        const headroom = options.headroomBytes ?? 0;
+        if (headroom > 0) {
+          const volume = await statfs(dirname(path));
+          const free = volume.bavail * volume.bsize;
+          if (free < missing + headroom) {
+            throw Object.assign(
+              new Error(
+                `the disk is full: ${free} bytes free, and the reserve takes ${missing} only while ${headroom} more stay free for the journal`,
+              ),
+              { code: "ENOSPC" },
+            );
+          }
+        }
         // Reserve the room now, while there is some: the bytes past the end are written out as zeros.
-        await writeFully(file, Buffer.alloc(2 * slotBytes - size), size);
-        await file.sync();
+        try {
+          await writeFully(file, Buffer.alloc(missing), size);
+          await file.sync();
+        } catch (error) {
+          // Never hold room that could not be completed: the journal beside it needs it.
+          await file.truncate(size).catch(() => undefined);
+          await file.sync().catch(() => undefined);
+          throw error;
+        }
       }
       return new ReservedRecord(path, file, slotBytes, best?.sequence ?? 0, best?.payload);
     } catch (error) {
       await file?.close().catch(() => undefined);
+      if (created) await rm(path, { force: true }).catch(() => undefined);
       throw reservedError(path, "open", error);
     }
   }
@@ -144,7 +188,12 @@ async function writeFully(file: FileHandle, data: Buffer, position: number): Pro
 function reservedError(path: string, operation: string, error: unknown): KilnError {
   if (KilnError.is(error)) return error;
   const errno = (error as { code?: unknown } | null)?.code;
-  const reason = errno === "ENOSPC" ? "the disk is full" : error instanceof Error ? error.message : String(error);
+  const reason =
+    errno === "ENOSPC" && !(error instanceof Error && error.message.startsWith("the disk is full"))
+      ? "the disk is full"
+      : error instanceof Error
+        ? error.message
+        : String(error);
   return new KilnError("KILN_JOURNAL_FAILED", `Reserved record ${path}: ${operation} failed: ${reason}.`, {
     cause: error,
     retryable: true,

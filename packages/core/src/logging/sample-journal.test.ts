@@ -6,7 +6,7 @@ import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { KilnError } from "../domain/errors";
 import { GOOD, quality } from "../domain/quality";
 import type { Sample } from "../domain/sample";
-import { RecordJournal } from "../journal/record-journal";
+import { JOURNAL_FILE_HEADER_BYTES, RecordJournal } from "../journal/record-journal";
 import { SampleJournal, SPOOL_RECORD_TARGET_BYTES, type SampleJournalSkip } from "./sample-journal";
 
 let directory: string;
@@ -48,7 +48,8 @@ describe("SampleJournal", () => {
     await journal.release();
     expect(journal.empty).toBe(true);
     expect(await journal.peek()).toBeUndefined();
-    expect((await stat(path)).size).toBe(0);
+    // Only the file header is left.
+    expect((await stat(path)).size).toBe(JOURNAL_FILE_HEADER_BYTES);
     await journal.close();
   });
 
@@ -180,15 +181,14 @@ describe("SampleJournal", () => {
   });
 
   test.skipIf(!existsSync("/dev/full") || !writable("/dev"))(
-    "a full disk (ENOSPC) rejects the append with KILN_JOURNAL_FAILED and counts nothing as spooled (needs /dev/full, and /dev writable for its lock file)",
+    "a full disk (ENOSPC) rejects the open with KILN_JOURNAL_FAILED: not even the file header fits (needs /dev/full, and /dev writable for its lock file)",
     async () => {
-      const { journal } = await SampleJournal.open("/dev/full");
-      const error = await journal.append(batch(0, 3)).catch((caught: unknown) => caught);
+      const error = await SampleJournal.open("/dev/full").catch((caught: unknown) => caught);
       expect(KilnError.is(error, "KILN_JOURNAL_FAILED")).toBe(true);
-      expect((error as KilnError).details).toMatchObject({ errno: "ENOSPC", operation: "append" });
-      expect(journal.samples).toBe(0);
-      expect(journal.empty).toBe(true);
-      await journal.close();
+      expect((error as KilnError).details).toMatchObject({ errno: "ENOSPC", path: "/dev/full" });
+      // The lock was released: a second try meets the same full disk, not a lock.
+      const again = await SampleJournal.open("/dev/full").catch((caught: unknown) => caught);
+      expect((again as KilnError).details).toMatchObject({ errno: "ENOSPC" });
     },
   );
 });

@@ -248,6 +248,7 @@ export class SampleLogger {
       try {
         opened = await SampleJournal.open(this.#options.spoolPath, {
           maxBytes: this.#options.spoolMaxBytes ?? DEFAULT_SPOOL_MAX_BYTES,
+          pathOption: "spoolPath",
           onSkip: (skip) => this.#onSpoolSkip(skip),
         });
       } catch (error) {

@@ -1,3 +1,4 @@
+import { execFileSync } from "node:child_process";
 import { describe, expect, test } from "vitest";
 import { KilnError } from "../domain/errors";
 import { defineTags, type TagValue } from "../domain/tags";
@@ -560,6 +561,70 @@ describe("a command's latency depends neither on the backlog nor on a slow or fr
       expect(runner.status().storeFailingSince).toBeUndefined();
       expect(await codeOf(writeTag(runner, engineer, "heater.setpoint", 9))).toBe("resolved");
       await runner.close();
+    }
+  });
+});
+
+describe("a journal that opened and failed later is never called durable (issue 15, review 15k)", () => {
+  const down = (store: MemoryStore): AuditLog => ({
+    query: store.audit.query,
+    record: () => Promise.reject(new KilnError("KILN_TIMEOUT", "down", { retryable: true })),
+  });
+
+  /** A tmpfs of `size` mounted on a new folder, or undefined (with the reason printed) when mount is not allowed. */
+  async function tmpfs(size: string): Promise<string | undefined> {
+    const mount = await mkdtemp(join(tmpdir(), "kiln-audit-tmpfs-"));
+    try {
+      execFileSync("mount", ["-t", "tmpfs", "-o", `size=${size}`, "tmpfs", mount], { stdio: "ignore" });
+      return mount;
+    } catch {
+      console.log(`skipped: mounting a ${size} tmpfs failed (run the tests as root, with mount allowed, to enable)`);
+      await rm(mount, { recursive: true, force: true });
+      return undefined;
+    }
+  }
+  async function unmount(mount: string): Promise<void> {
+    execFileSync("umount", ["-l", mount], { stdio: "ignore" });
+    await rm(mount, { recursive: true, force: true });
+  }
+
+  test("appends fail with ENOSPC and no reserve could be made: denials are held in memory only, and health says so", async (context) => {
+    const mount = await tmpfs("200k");
+    if (mount === undefined) return context.skip();
+    try {
+      const path = join(mount, "audit.journal");
+      const { runner, writeTag } = await setup({ audit: down, backlog: { path } });
+      await runner.open();
+      // 200 KiB is less than the reserve's 128 KiB plus the 128 KiB it leaves the journal: not made.
+      await expect(stat(`${path}.reserve`)).rejects.toMatchObject({ code: "ENOENT" });
+      await writeFile(join(mount, "filler"), Buffer.alloc(150 * 1024)).catch(() => undefined);
+      await writeFile(join(mount, "filler2"), Buffer.alloc(60 * 1024)).catch(() => undefined);
+      // More denials than the journal's last page (tmpfs allocates 4 KiB at a time) holds.
+      for (let value = 0; value < 40; value++)
+        expect(await codeOf(writeTag(runner, operator, "valve.tma", value % 2 === 0))).toBe("KILN_FORBIDDEN");
+      expect(runner.status().durableBacklog).toBe(false);
+      expect(runner.status().journalProblems.join()).toMatch(/held only in memory/);
+      await runner.close();
+    } finally {
+      await unmount(mount);
+    }
+  });
+
+  test("the journal's volume is read-only at start (EROFS): named in health, never called durable", async (context) => {
+    const mount = await tmpfs("1m");
+    if (mount === undefined) return context.skip();
+    try {
+      execFileSync("mount", ["-o", "remount,ro", mount], { stdio: "ignore" });
+      const path = join(mount, "audit.journal");
+      const { runner, writeTag } = await setup({ audit: down, backlog: { path } });
+      await runner.open();
+      for (const value of [true, false, true])
+        expect(await codeOf(writeTag(runner, operator, "valve.tma", value))).toBe("KILN_FORBIDDEN");
+      expect(runner.status().journalProblems.join()).toMatch(/EROFS.*held only in memory/);
+      expect(runner.status().durableBacklog).toBe(false);
+      await runner.close();
+    } finally {
+      await unmount(mount);
     }
   });
 });

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { describe, expect, test } from "vitest";
 import { KilnError } from "../domain/errors";
 import { defineTags, type TagValue } from "../domain/tags";
@@ -633,7 +634,47 @@ describe("AuditedCommandRunner", () => {
       execute: () => undefined,
     });
     const [entry] = await entries();
-    expect(JSON.stringify(entry!.newValue).length).toBeLessThan(101_000);
+    // 100,000 characters kept, plus each cut string's mark (its length and hash), at most 10,000.
+    expect(JSON.stringify(entry!.newValue).length).toBeLessThan(111_000);
+    const last = (entry!.newValue as string[]).at(-1)!;
+    expect(last).toBe(`…[cut: 10000 chars, sha256 ${createHash("sha256").update("z".repeat(10_000)).digest("hex")}]`);
+  });
+
+  test("long strings cut in the trail carry their length and SHA-256: values differing only past the cut stay distinct (issue 15)", async () => {
+    const { runner, entries } = await setup();
+    const base = "a".repeat(12_000);
+    for (const newValue of [`${base}1`, `${base}2`, `${"a".repeat(100)}…[cut]`]) {
+      await runner.run({
+        principal: engineer,
+        permission: "tag.write",
+        target: "heater.setpoint",
+        machineState: "idle",
+        newValue,
+        execute: () => undefined,
+      });
+    }
+    const values = (await entries()).map((entry) => entry.newValue as string);
+    expect(values[0]).toBe(
+      `${"a".repeat(10_000)}…[cut: 12001 chars, sha256 ${createHash("sha256").update(`${base}1`).digest("hex")}]`,
+    );
+    expect(values[1]).not.toBe(values[0]);
+    // A literal marker-like text is kept as it is: a cut is told by its length and hash.
+    expect(values[2]).toBe(`${"a".repeat(100)}…[cut]`);
+  });
+
+  test("two long keys that share their first 256 characters are not merged into one (issue 15)", async () => {
+    const { runner, entries } = await setup();
+    const prefix = "k".repeat(300);
+    await runner.run({
+      principal: engineer,
+      permission: "tag.write",
+      target: "heater.setpoint",
+      machineState: "idle",
+      newValue: { [`${prefix}A`]: 1, [`${prefix}B`]: 2 },
+      execute: () => undefined,
+    });
+    const [entry] = await entries();
+    expect(Object.values(entry!.newValue as Record<string, number>)).toEqual([1, 2]);
   });
 
   test("malformed principals and an empty target are recorded denied in one normalized form every store accepts", async () => {
@@ -845,6 +886,9 @@ describe("AuditedCommandRunner", () => {
         /^audit journal .*audit\.journal: open failed: .*KILN_JOURNAL_LOCKED.*retried\); 1 audit entry held only in memory \(lost if the process dies\)$/,
       ),
     ]);
+    // Issue 15: the message names the audit journal's own option, not the sample spool's.
+    expect(second.runner.status().journalProblems[0]).toContain("its own audit.backlog.path");
+    expect(second.runner.status().journalProblems[0]).not.toContain("spoolPath");
     expect(journalFails).toEqual([expect.objectContaining({ operation: "open", errno: "KILN_JOURNAL_LOCKED", path })]);
     await first.writeTag(engineer, "heater.setpoint", 3);
     expect(first.failures.map((event) => event.durable)).toEqual([true, true]);

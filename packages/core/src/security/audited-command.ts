@@ -318,6 +318,8 @@ export class AuditedCommandRunner {
    * journal) and only the background retry probes it (review 15j). Cleared by the store's next answer.
    */
   #storeFailingSince: number | undefined;
+  /** When the store last took an entry (the runner's clock, ms). */
+  #storeTookAt: number | undefined;
   /** Entries the store took since construction (the poison rule's evidence that it takes others). */
   #storedCount = 0;
 
@@ -373,6 +375,7 @@ export class AuditedCommandRunner {
       // does not survive a restart, whatever was configured (health must not say "journaled").
       durableBacklog: this.#options.backlog?.path !== undefined && this.#unjournaled().memoryOnly === 0,
       ...(this.#storeFailingSince === undefined ? {} : { storeFailingSince: this.#storeFailingSince }),
+      ...(this.#storeTookAt === undefined ? {} : { storeTookAt: this.#storeTookAt }),
       ...(head?.since === undefined ? {} : { waitingMs: Math.max(0, this.#options.clock.now() - head.since) }),
       reportedWaiting: this.#backlog.reduce((count, item) => count + (item.reported === true ? 1 : 0), 0),
       ...(head !== undefined && head.failures > 0
@@ -876,6 +879,7 @@ export class AuditedCommandRunner {
     try {
       await this.#options.audit.record(entry);
       this.#storedCount++;
+      this.#storeTookAt = this.#options.clock.now();
       this.#storeFailingSince = undefined;
       return "stored";
     } catch (error) {
@@ -1323,7 +1327,9 @@ export class AuditedCommandRunner {
    */
   async #openReserve(path: string): Promise<void> {
     try {
-      this.#reserve = await ReservedRecord.open(`${path}.reserve`, RESERVE_SLOT_BYTES);
+      this.#reserve = await ReservedRecord.open(`${path}.reserve`, RESERVE_SLOT_BYTES, {
+        headroomBytes: RESERVE_HEADROOM_BYTES,
+      });
       this.#clearJournalFailure("reserve");
     } catch (error) {
       this.#logger.error({ path: `${path}.reserve`, error: String(error) }, "the audit reserve could not be opened");
@@ -1552,6 +1558,7 @@ export class AuditedCommandRunner {
       try {
         const { journal, recovery } = await RecordJournal.open(path, {
           maxBytes: this.#options.backlog?.maxBytes ?? 64 * 1024 * 1024,
+          pathOption: "audit.backlog.path",
         });
         const recovered: BacklogItem[] = [];
         const tombstoned = new Set<string>();
@@ -1698,6 +1705,12 @@ interface AuditWriterStatus {
    * since: commands do not call it meanwhile; the background retry probes it.
    */
   readonly storeFailingSince?: number;
+  /**
+   * When the store last took an entry (the runner's clock, ms); absent before the first. Health
+   * counts "has not taken an entry for N s" from it (issue 15), and says the backlog waits for
+   * the store, not that the store is taking it, when none was taken since the oldest waiting entry came.
+   */
+  readonly storeTookAt?: number;
   /** How long the oldest waiting entry has waited, in ms, when the backlog holds one. */
   readonly waitingMs?: number;
   /** Waiting entries reported by `audit-record-fail` (the store failed, or the runner was closed, when they came). */
@@ -1775,6 +1788,12 @@ const LEGACY_OVERFLOW_MAX_BYTES = 16 * 1024 * 1024;
  * journal opens): the overflow counts and the entries the journal could not take.
  */
 const RESERVE_SLOT_BYTES = 64 * 1024;
+/**
+ * Free space the reserve leaves for the journal when it is made: it is made (at open, and on each
+ * retry) only when its room (2 × {@link RESERVE_SLOT_BYTES}) plus this much is free, so the
+ * safeguard for a full disk never takes the journal's last room (issue 15).
+ */
+const RESERVE_HEADROOM_BYTES = 2 * RESERVE_SLOT_BYTES;
 
 /** A journal operation whose failure is reported: opening it, appending to it, writing its reserve. */
 type JournalOperation = "open" | "append" | "reserve";

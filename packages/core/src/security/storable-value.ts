@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { visibleText } from "./command-input";
 /** Longest comment a command accepts, in UTF-16 code units. */
 export const COMMENT_MAX_LENGTH = 1000;
@@ -12,6 +13,8 @@ const MAX_STRING = 10_000;
 const MAX_CHARS = 100_000;
 /** Longest object key kept; a longer one is cut and marked. */
 const MAX_KEY = 256;
+/** Characters the cut marks may add past {@link MAX_CHARS}; strings after that become `"[truncated]"`. */
+const MAX_MARK_CHARS = 10_000;
 
 interface Budget {
   nodes: number;
@@ -26,7 +29,11 @@ interface Budget {
  * enumerable string keys; getters read once) up to 16 levels deep and 10,000 nodes. Marker
  * strings replace what cannot be stored: `"[circular]"`, `"[too deep]"`, `"[truncated]"`,
  * `"[unreadable: reason]"` (a getter, proxy or `toJSON` that throws), `"[function]"`,
- * `"[symbol]"`; a longer string ends in `"…[cut]"`. A `Date` becomes its ISO string. `toJSON`
+ * `"[symbol]"`. A longer string (or key) is cut and ends in `"…[cut: <length> chars, sha256
+ * <hex>]"`: the original length in UTF-16 code units and the SHA-256 of its UTF-8 bytes, so two
+ * values that differ only past the cut stay distinct in the trail (and two long keys never merge)
+ * and a string that merely ends in a marker-like text is told from a cut (issue 15); the marks
+ * may add at most 10,000 characters past the 100,000, later strings become `"[truncated]"`. A `Date` becomes its ISO string. `toJSON`
  * methods are not called. Undefined stays undefined at the top and is dropped inside objects.
  */
 export function storableAuditValue(value: unknown): unknown {
@@ -40,7 +47,11 @@ function snapshot(value: unknown, depth: number, path: Set<object>, budget: Budg
     case "string": {
       const kept = Math.max(0, Math.min(MAX_STRING, budget.chars));
       budget.chars -= Math.min(value.length, kept);
-      return value.length > kept ? `${value.slice(0, kept)}…[cut]` : value;
+      if (value.length <= kept) return value;
+      if (budget.chars < -MAX_MARK_CHARS) return "[truncated]";
+      const cut = cutString(value, kept);
+      budget.chars -= cut.length - kept;
+      return cut;
     }
     case "number":
     case "boolean":
@@ -92,7 +103,7 @@ function snapshot(value: unknown, depth: number, path: Set<object>, budget: Budg
         if (item === undefined) continue;
         // A key is an identifier (a parameter's or a field's name): echoed visible, as a target is.
         const visibleKey = visibleText(key);
-        const storedKey = visibleKey.length > MAX_KEY ? `${visibleKey.slice(0, MAX_KEY)}…[cut]` : visibleKey;
+        const storedKey = visibleKey.length > MAX_KEY ? cutString(visibleKey, MAX_KEY) : visibleKey;
         budget.chars -= storedKey.length;
         // defineProperty: a "__proto__" key stays data.
         Object.defineProperty(copy, storedKey, { value: item, enumerable: true, writable: true, configurable: true });
@@ -104,6 +115,12 @@ function snapshot(value: unknown, depth: number, path: Set<object>, budget: Budg
   } catch (error) {
     return unreadable(error);
   }
+}
+
+/** `value`'s first `kept` code units and a mark with its length and SHA-256 (see {@link storableAuditValue}). */
+function cutString(value: string, kept: number): string {
+  const sha256 = createHash("sha256").update(value, "utf8").digest("hex");
+  return `${value.slice(0, kept)}…[cut: ${value.length} chars, sha256 ${sha256}]`;
 }
 
 /** Reads a property; a throwing getter or proxy trap gives its marker string instead. */
