@@ -1,4 +1,4 @@
-import { GOOD as GOOD_QUALITY, type Interpolation, type Sample, type TagDataType } from "@kiln/core";
+import { GOOD as GOOD_QUALITY, type Interpolation, KilnError, type Sample, type TagDataType } from "@kiln/core";
 import { type AggregateInterval, type AggregateName, type HistoryQueries } from "@kiln/core/driver-kit";
 import {
   type AggregateQuery,
@@ -221,7 +221,11 @@ export class PostgresHistory implements HistoryQueries {
         // The windows need each tag's rows in time order, which the primary key gives for free; but
         // the planner costs a bitmap scan plus a sort lower, and that sort spills to disk at the
         // default work_mem on a day of 1 Hz data. Without sorts it reads the key in order.
-        scanQuery<PartialsRow>(client, sql, parameters, { sortFree: needs.time }),
+        scanQuery<PartialsRow>(client, sql, parameters, {
+          sortFree: needs.time,
+          operation: "history.aggregate",
+          timeoutMs: this.#context.historyTimeoutMs,
+        }),
       ),
     );
     return checkedTags.flatMap((tag, index) =>
@@ -402,7 +406,8 @@ export class PostgresHistory implements HistoryQueries {
         .join(", ");
     const rows = await this.#context.reads.track(
       this.#context.run(operation, (client) =>
-        client.query<BoundsRow>(
+        scanQuery<BoundsRow>(
+          client,
           `SELECT input.ordinality AS tag_index, step.k, any_before.ms AS any_before_ms, any_after.ms AS any_after_ms,
                 ${bound("before")}, ${bound("after")}
          FROM unnest($1::text::int4[]) WITH ORDINALITY AS input (tag_id, ordinality)
@@ -419,6 +424,7 @@ export class PostgresHistory implements HistoryQueries {
             intervals.intervalMs,
             intervals.count,
           ],
+          { sortFree: false, operation, timeoutMs: this.#context.historyTimeoutMs },
         ),
       ),
     );
@@ -480,7 +486,7 @@ export class PostgresHistory implements HistoryQueries {
          JOIN ${samples} ON tag_id = $1 AND time = ${timestampOf("picked.ms")}
          ORDER BY time`,
           [this.#tags.ids.get(tag)!, start, end, columns],
-          { sortFree: false },
+          { sortFree: false, operation: "history.downsample", timeoutMs: this.#context.historyTimeoutMs },
         ),
       ),
     );
@@ -502,19 +508,37 @@ export class PostgresHistory implements HistoryQueries {
  * but wide (dozens of aggregate and CASE expressions), so past `jit_above_cost` (a second tag or
  * day of 1 Hz data) PostgreSQL spent 0.1–4 s compiling them for a query that runs in about 100 ms.
  * `sortFree` turns sorts off, so rows needed in time order come from the primary key.
+ * `statement_timeout` is `timeoutMs` (the store's `historyTimeoutMs`): the server cancels a
+ * longer query, which rejects with `KILN_TIMEOUT` naming `operation` and the option.
  */
 async function scanQuery<TRow>(
   client: SqlClient,
   sql: string,
   parameters: readonly unknown[],
-  options: { readonly sortFree: boolean },
+  options: { readonly sortFree: boolean; readonly operation: string; readonly timeoutMs: number },
 ): Promise<SqlResult<TRow>> {
-  return client.transaction(async (transaction) => {
-    await transaction.query(
-      `SELECT set_config('jit', 'off', true)${options.sortFree ? ", set_config('enable_sort', 'off', true)" : ""}`,
-    );
-    return transaction.query<TRow>(sql, parameters);
-  });
+  try {
+    return await client.transaction(async (transaction) => {
+      await transaction.query(
+        `SELECT set_config('jit', 'off', true), set_config('statement_timeout', $1, true)${
+          options.sortFree ? ", set_config('enable_sort', 'off', true)" : ""
+        }`,
+        [`${options.timeoutMs}ms`],
+      );
+      return transaction.query<TRow>(sql, parameters);
+    });
+  } catch (error) {
+    // 57014 query_canceled is also a cancel by an administrator: only the timeout's is ours.
+    const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };
+    if (code === "57014" && typeof message === "string" && message.includes("statement timeout")) {
+      throw new KilnError(
+        "KILN_TIMEOUT",
+        `PostgreSQL ${options.operation} ran longer than historyTimeoutMs (${options.timeoutMs} ms) and was cancelled by the server: query fewer tags, intervals or a shorter range, or raise the store's historyTimeoutMs.`,
+        { cause: error, retryable: true, details: { operation: options.operation, sqlState: code } },
+      );
+    }
+    throw error;
+  }
 }
 
 function point(
