@@ -1,4 +1,4 @@
-import { GOOD as GOOD_QUALITY, type Interpolation, type Sample, type TagDataType } from "@kiln/core";
+import { GOOD as GOOD_QUALITY, type Interpolation, KilnError, type Sample, type TagDataType } from "@kiln/core";
 import { type AggregateInterval, type AggregateName, type HistoryQueries } from "@kiln/core/driver-kit";
 import {
   type AggregateQuery,
@@ -63,6 +63,35 @@ const IMPRECISE = `(exact NOT BETWEEN -9007199254740991 AND 9007199254740991)`;
 const LIMIT = `'${HISTORY_ARITHMETIC_LIMIT}'::float8`;
 /** SQL: the numeric value takes part in sums and areas (NULL for no numeric value), as `!isHuge`. */
 const WITHIN = `(abs(num) <= ${LIMIT})`;
+
+/**
+ * SQL: `sum / 2` in float8 as IEEE 754 (and JavaScript) computes it, without raising. PostgreSQL
+ * raises "value out of range: underflow" when `*` or `/` rounds a nonzero result to 0, which
+ * IEEE 754 does only for `±2^-1074 / 2` here (a tie, rounded to the even 0): that case is `0 * sum`,
+ * the signed zero IEEE 754 gives.
+ */
+const half = (sum: string): string =>
+  `(CASE WHEN abs(${sum}) <= '5e-324'::float8 THEN 0 * (${sum}) ELSE (${sum}) / 2 END)`;
+/**
+ * SQL: `value * durationMs` in float8 as IEEE 754 (and JavaScript) computes it, without raising
+ * (see `half`). `durationMs` is 0 or at least about 0.001 (a difference of whole microseconds)
+ * and at most about 2^55, `value` at most {@link HISTORY_ARITHMETIC_LIMIT}: a product can round to
+ * 0 only when `|value|` is below 2^-1000, where the product scaled by 2^100 (exact, and far from
+ * both ends of float8's range) tells whether it would; if so the product is the signed zero.
+ */
+const product = (value: string, durationMs: string): string => `(CASE WHEN abs(${value}) >= '${2 ** -1000}'::float8
+    THEN ${value} * ${durationMs}
+  -- A CASE of its own: OR does not fix the order of evaluation, and the scaled product of a large value overflows.
+  ELSE CASE WHEN abs((${value} * '${2 ** 100}'::float8) * ${durationMs}) > '${2 ** -975}'::float8
+    THEN ${value} * ${durationMs} ELSE 0 * ${value} * ${durationMs} END END)`;
+
+/**
+ * SQL: the width of `date_bin`'s bins in ms for interval length `$4` over `[$3, $5)`. An interval
+ * longer than the range is one interval (core's `checkIntervalQuery` counts one), binned as the
+ * range: an interval of 2^63 µs or more is out of PostgreSQL's `interval` range. At least 1 ms,
+ * which already puts every time in `[$3, $5)` in one bin when the range is shorter.
+ */
+const BIN_MS = `least($4::float8, greatest($5::float8 - $3::float8, 1))`;
 
 /** What each aggregate needs computed beyond count, sum, minimum, maximum and bad samples. */
 const NEEDS: Readonly<
@@ -193,7 +222,11 @@ export class PostgresHistory implements HistoryQueries {
         // The windows need each tag's rows in time order, which the primary key gives for free; but
         // the planner costs a bitmap scan plus a sort lower, and that sort spills to disk at the
         // default work_mem on a day of 1 Hz data. Without sorts it reads the key in order.
-        scanQuery<PartialsRow>(client, sql, parameters, { sortFree: needs.time }),
+        scanQuery<PartialsRow>(client, sql, parameters, {
+          sortFree: needs.time,
+          operation: "history.aggregate",
+          timeoutMs: this.#context.historyTimeoutMs,
+        }),
       ),
     );
     return checkedTags.flatMap((tag, index) =>
@@ -272,8 +305,9 @@ export class PostgresHistory implements HistoryQueries {
         ? [
             // The previous good sample is the previous row when that is good (nearly always); else
             // one primary-key probe at its time (ms is monotonic, so a float max finds it).
-            `sum(CASE WHEN input.sloped THEN ((previous_good_num + num) / 2) * (ms - previous_good_ms)
-                      ELSE previous_good_num * (ms - previous_good_ms) END)
+            // The same float8 arithmetic as core's `segmentArea`, never raising on underflow (`product`).
+            `sum(CASE WHEN input.sloped THEN ${product(half("previous_good_num + num"), "(ms - previous_good_ms)")}
+                      ELSE ${product("previous_good_num", "(ms - previous_good_ms)")} END)
                FILTER (WHERE good AND ${inInterval("previous_good_ms")} AND ${WITHIN}
                  AND abs(previous_good_num) <= ${LIMIT}) AS inner_area`,
           ]
@@ -310,7 +344,7 @@ export class PostgresHistory implements HistoryQueries {
     // windows need; over several tags at once (tag_id = ANY) the planner sorted every row by
     // (tag_id, time) and spilled to disk at the default work_mem (see "Plan" in ADR 0011).
     const raw = `SELECT time, ${GOOD} AS good, ${NUMERIC} AS num, ${EXACT} AS exact,
-        date_bin(make_interval(secs => $4::float8 / 1000), time, ${timestampOf("$3")}) AS bucket ${perRow}
+        date_bin(make_interval(secs => ${BIN_MS} / 1000), time, ${timestampOf("$3")}) AS bucket ${perRow}
       FROM ${samples}
       WHERE tag_id = input.tag_id AND time >= ${timestampOf("$3")} AND time < ${timestampOf("$5")}`;
     const windowed = `SELECT raw.*, ${windows.join(", ")} FROM (${raw}) AS raw WINDOW w AS (ORDER BY time)`;
@@ -373,7 +407,8 @@ export class PostgresHistory implements HistoryQueries {
         .join(", ");
     const rows = await this.#context.reads.track(
       this.#context.run(operation, (client) =>
-        client.query<BoundsRow>(
+        scanQuery<BoundsRow>(
+          client,
           `SELECT input.ordinality AS tag_index, step.k, any_before.ms AS any_before_ms, any_after.ms AS any_after_ms,
                 ${bound("before")}, ${bound("after")}
          FROM unnest($1::text::int4[]) WITH ORDINALITY AS input (tag_id, ordinality)
@@ -390,6 +425,7 @@ export class PostgresHistory implements HistoryQueries {
             intervals.intervalMs,
             intervals.count,
           ],
+          { sortFree: false, operation, timeoutMs: this.#context.historyTimeoutMs },
         ),
       ),
     );
@@ -448,7 +484,7 @@ export class PostgresHistory implements HistoryQueries {
          JOIN ${samples} ON tag_id = $1 AND time = ${timestampOf("picked.ms")}
          ORDER BY time`,
           [this.#tags.ids.get(tag)!, start, end, columns],
-          { sortFree: false },
+          { sortFree: false, operation: "history.downsample", timeoutMs: this.#context.historyTimeoutMs },
         ),
       ),
     );
@@ -470,19 +506,37 @@ export class PostgresHistory implements HistoryQueries {
  * but wide (dozens of aggregate and CASE expressions), so past `jit_above_cost` (a second tag or
  * day of 1 Hz data) PostgreSQL spent 0.1–4 s compiling them for a query that runs in about 100 ms.
  * `sortFree` turns sorts off, so rows needed in time order come from the primary key.
+ * `statement_timeout` is `timeoutMs` (the store's `historyTimeoutMs`): the server cancels a
+ * longer query, which rejects with `KILN_TIMEOUT` naming `operation` and the option.
  */
 async function scanQuery<TRow>(
   client: SqlClient,
   sql: string,
   parameters: readonly unknown[],
-  options: { readonly sortFree: boolean },
+  options: { readonly sortFree: boolean; readonly operation: string; readonly timeoutMs: number },
 ): Promise<SqlResult<TRow>> {
-  return client.transaction(async (transaction) => {
-    await transaction.query(
-      `SELECT set_config('jit', 'off', true)${options.sortFree ? ", set_config('enable_sort', 'off', true)" : ""}`,
-    );
-    return transaction.query<TRow>(sql, parameters);
-  });
+  try {
+    return await client.transaction(async (transaction) => {
+      await transaction.query(
+        `SELECT set_config('jit', 'off', true), set_config('statement_timeout', $1, true)${
+          options.sortFree ? ", set_config('enable_sort', 'off', true)" : ""
+        }`,
+        [`${options.timeoutMs}ms`],
+      );
+      return transaction.query<TRow>(sql, parameters);
+    });
+  } catch (error) {
+    // 57014 query_canceled is also a cancel by an administrator: only the timeout's is ours.
+    const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };
+    if (code === "57014" && typeof message === "string" && message.includes("statement timeout")) {
+      throw new KilnError(
+        "KILN_TIMEOUT",
+        `PostgreSQL ${options.operation} ran longer than historyTimeoutMs (${options.timeoutMs} ms) and was cancelled by the server: query fewer tags, intervals or a shorter range, or raise the store's historyTimeoutMs.`,
+        { cause: error, retryable: true, details: { operation: options.operation, sqlState: code } },
+      );
+    }
+    throw error;
+  }
 }
 
 /** The good bound of a {@link BoundsRow} (value in `value_float` or `other`) as a sample point; none when `time` is null. */

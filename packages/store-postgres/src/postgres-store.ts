@@ -65,6 +65,15 @@ export interface PostgresStoreOptions {
    * @default 5000
    */
   readonly closeTimeoutMs?: number;
+  /**
+   * How long one history query (`history.aggregate`, `valueAt`, `interpolated`, `downsample`)
+   * may run on the server, in ms, 1 to 2147483647: PostgreSQL's `statement_timeout`, set for that
+   * query's transaction only (`SET LOCAL`), so a large allowed query cannot hold a pooled
+   * connection for minutes. A query running longer is cancelled by the server and rejects with
+   * `KILN_TIMEOUT` (retryable: a smaller query, or the same one on a less loaded server, may pass).
+   * @default 30000
+   */
+  readonly historyTimeoutMs?: number;
 }
 
 /** A lower-case identifier that needs no quoting rules beyond double quotes; `pg_` is reserved. */
@@ -95,7 +104,8 @@ interface Connection {
  * await store.samples.writeBatch([{ tag: "chamber.pressure", value: 2.5, timestamp: Date.now(), quality: GOOD }]);
  * await store.close();
  * @throws KilnValidationError (`KILN_VALIDATION`) from the constructor for bad options (`schema`,
- * `maxConnections`, `closeTimeoutMs`, `connectTimeoutMs`, more than one connection source).
+ * `maxConnections`, `closeTimeoutMs`, `connectTimeoutMs`, `historyTimeoutMs`, more than one connection
+ * source).
  */
 export class PostgresStore implements Store {
   /** The store contract version. */
@@ -134,7 +144,7 @@ export class PostgresStore implements Store {
     this.#options = options;
     this.#logger = options.logger ?? silentLogger;
     this.schema = options.schema ?? "kiln";
-    const context = new StoreContext(this.schema, () => this.#openClient());
+    const context = new StoreContext(this.schema, () => this.#openClient(), options.historyTimeoutMs ?? 30_000);
     this.#context = context;
     this.#tags = new TagRegistry(context);
     this.samples = new PostgresSampleSink(context, this.#tags);
@@ -300,6 +310,13 @@ function checkOptions(options: PostgresStoreOptions): void {
   if (options.maxConnections !== undefined) issues.integer("maxConnections", options.maxConnections, 1);
   if (options.closeTimeoutMs !== undefined) issues.integer("closeTimeoutMs", options.closeTimeoutMs, 1);
   if (options.connectTimeoutMs !== undefined) issues.integer("connectTimeoutMs", options.connectTimeoutMs, 1);
+  if (options.historyTimeoutMs !== undefined) {
+    issues.integer("historyTimeoutMs", options.historyTimeoutMs, 1);
+    // PostgreSQL's statement_timeout is an int4 of ms.
+    if (typeof options.historyTimeoutMs === "number" && options.historyTimeoutMs > 2_147_483_647) {
+      issues.add("historyTimeoutMs", "must be at most 2147483647 ms (PostgreSQL's statement_timeout limit)");
+    }
+  }
   issues.throwIfAny("PostgreSQL store options");
 }
 

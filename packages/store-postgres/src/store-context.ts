@@ -11,13 +11,18 @@ export class StoreContext {
   /** History reads in flight, cut short by `close` (see {@link PendingReads}). */
   readonly reads = new PendingReads();
 
+  /** How long one history query may run on the server, in ms (`historyTimeoutMs` of the store). */
+  readonly historyTimeoutMs: number;
+
   /**
    * @param schema a validated, unquoted schema name.
    * @param client returns the open client, or throws `KILN_LIFECYCLE` when the store is not open.
+   * @param historyTimeoutMs a validated `historyTimeoutMs` (1 to 2^31 - 1).
    */
-  constructor(schema: string, client: () => SqlClient) {
+  constructor(schema: string, client: () => SqlClient, historyTimeoutMs: number) {
     this.schema = `"${schema}"`;
     this.#client = client;
+    this.historyTimeoutMs = historyTimeoutMs;
   }
 
   /** A table of the schema, qualified and quoted for SQL text. */

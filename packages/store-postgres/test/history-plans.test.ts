@@ -153,14 +153,18 @@ for (const { kind, title, skip } of TARGETS) {
     test("valueAt returns the bounds in a few plain columns (no JSON built per row)", async () => {
       const queries: { text: string; columns: number }[] = [];
       const inner = target.client();
-      const client: SqlClient = {
-        query: async <TRow>(text: string, parameters?: readonly unknown[]) => {
-          const result = await inner.query<TRow>(text, parameters);
+      // The statement runs in a transaction of its own (for historyTimeoutMs): recorded there too.
+      const recording =
+        (queryable: SqlQueryable): SqlQueryable["query"] =>
+        async <TRow>(text: string, parameters?: readonly unknown[]) => {
+          const result = await queryable.query<TRow>(text, parameters);
           const first = result.rows[0] as Record<string, unknown> | undefined;
           if (text.includes("ORDINALITY")) queries.push({ text, columns: Object.keys(first ?? {}).length });
           return result;
-        },
-        transaction: (work) => inner.transaction(work),
+        };
+      const client: SqlClient = {
+        query: recording(inner),
+        transaction: (work) => inner.transaction((transaction) => work({ query: recording(transaction) })),
       };
       const store = await target.store(tags.list(), { client });
       await store.samples.writeBatch([...data(TAG), ...data(OTHER)]);

@@ -1038,6 +1038,82 @@ export function storeHistoryConformance(options: StoreGroupConformanceOptions): 
       }),
     );
 
+    test("subnormal values and fractional-ms times: areas whose products round to 0 answer, as in float64", async () => {
+      // PostgreSQL float8 raises "underflow" where IEEE 754 rounds a nonzero product to 0:
+      // (5e-324 + 0) / 2 is 0, and so is 5e-324 × 0.25 ms. Every store answers float64's numbers.
+      const tags = defineTags({
+        "tiny.sloped": { dataType: "float64" },
+        "tiny.stepped": { dataType: "float64", interpolation: "stepped" },
+        "tiny.other": { dataType: "float64" },
+      });
+      const store = await options.factory();
+      await store.open(tags.list());
+      try {
+        const point = (tag: string, ms: number, value: number): Sample => ({
+          tag,
+          value,
+          timestamp: T0 + ms,
+          quality: GOOD,
+        });
+        await store.samples.writeBatch([
+          ...[0, 700, 900, 1000.5, 1200.25, 3000].map((ms, index) =>
+            point("tiny.sloped", ms, [1, 5e-324, 0, 0, 2.2e-308, 2.2e-308][index]!),
+          ),
+          ...[0, 700, 900, 1000.5, 1200, 1200.25, 3000].map((ms, index) =>
+            point("tiny.stepped", ms, [1, 5e-324, 0, 2.2e-308, 5e-324, 0, 0][index]!),
+          ),
+          point("tiny.other", 0, 3),
+          point("tiny.other", 3000, 3),
+        ]);
+        const result = await store.history!.aggregate(["tiny.sloped", "tiny.stepped", "tiny.other"], {
+          start: T0,
+          end: T0 + 2 * S,
+          intervalMs: S,
+          aggregates: ["TimeAverage"],
+        });
+        const values = result.map((interval) => interval.values.TimeAverage!.value as number);
+        const expected = [
+          // [0, 1 s): 1 → 5e-324 over 700 ms, then (5e-324 + 0) / 2 × 200 ms = 0, then 0.
+          0.35,
+          // [1 s, 2 s): 0 to 1000.5 ms, a ramp 0 → 2.2e-308 over 199.75 ms, then 2.2e-308 flat.
+          ((2.2e-308 / 2) * 199.75 + 2.2e-308 * 799.75) / 1000,
+          0.7, // stepped: 1 × 700 ms, 5e-324 × 200 ms (1e-321, lost in 700), 0
+          // 0 × 0.5 ms, 2.2e-308 × 199.5 ms, 5e-324 × 0.25 ms = 0, 0 × 799.75 ms
+          (2.2e-308 * 199.5) / 1000,
+          3,
+          3,
+        ];
+        expect(result.map((interval) => interval.values.TimeAverage!.quality.severity)).toEqual(
+          expected.map(() => "good"),
+        );
+        // Within 1e-12 relative: the stores sum the same products in different orders.
+        expect(values.map((value, index) => Math.abs(value - expected[index]!) <= 1e-12 * expected[index]!)).toEqual(
+          expected.map(() => true),
+        );
+        // Subnormal, not flushed to 0.
+        expect(values[3]! > 0 && values[3]! < 2.2250738585072014e-308).toBe(true);
+      } finally {
+        await store.close();
+      }
+    });
+
+    test(
+      "an interval longer than the range is one interval, however long (1e16 ms, 2^63 ms, 1e300 ms)",
+      withHistory(options, async (history) => {
+        for (const intervalMs of [1e16, 2 ** 63, 1e300]) {
+          const query = { start: T0, end: T0 + 10 * S, intervalMs };
+          const intervals = await history.aggregate([RAMP], { ...query, aggregates: ["Count", "TimeAverage"] });
+          expect(intervals.map((interval) => [interval.start, interval.end, interval.values.Count?.value])).toEqual([
+            [T0, T0 + 10 * S, 1],
+          ]);
+          expect(intervals[0]?.values.TimeAverage?.value).toBe(5); // the ramp 0 → 10
+          expect(intervals[0]?.values.TimeAverage?.quality.severity).toBe("good");
+          const values = await history.interpolated([RAMP], query);
+          expect(values.map((sample) => [sample.timestamp, sample.value])).toEqual([[T0, 0]]);
+        }
+      }),
+    );
+
     test(
       "history calls on a closed store reject with KILN_LIFECYCLE",
       withHistory(options, async (history, store) => {
