@@ -74,6 +74,9 @@ const TYPES: PgTypesLike = { getTypeParser: (oid) => PARSERS[oid] ?? identity };
 
 const ignoreError = (): void => undefined;
 
+/** Pools already given the connect listener: several stores (or reopenings) on one pool add it once. */
+const guardedPools = new WeakSet<object>();
+
 /**
  * A {@link SqlClient} over a `pg` connection pool, with the binary COPY fast path
  * (`pg-copy-streams`). It never ends the pool: whoever created the pool ends it.
@@ -92,7 +95,10 @@ export class PgPoolSqlClient implements SqlClient {
     // connection's ReadyForQuery, before any caller could listen: without a listener of its own
     // that error would be an uncaught exception in the host. The call that uses the connection
     // next fails on it and discards it.
-    pool.on?.("connect", (client) => client.on("error", ignoreError));
+    if (!guardedPools.has(pool)) {
+      guardedPools.add(pool);
+      pool.on?.("connect", (client) => client.on("error", ignoreError));
+    }
   }
 
   /** Runs one statement on any pooled connection. */

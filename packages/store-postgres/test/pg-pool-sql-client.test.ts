@@ -35,3 +35,13 @@ test("a pool without `on` (the subset a host may pass) is still accepted", async
   });
   await expect(client.query("SELECT 1 AS one")).resolves.toEqual({ rows: [{ one: 1 }], rowCount: 1 });
 });
+
+test("several clients on one pool (stores per schema, reopenings) add the connect listener once, not one per client", () => {
+  const pool = emittingPool();
+  for (let index = 0; index < 12; index++) new PgPoolSqlClient(pool);
+  expect(pool.listenerCount("connect")).toBe(1);
+  // So each new connection gets one error listener, not twelve (MaxListenersExceededWarning past ten).
+  const client = connection();
+  pool.emit("connect", client);
+  expect(client.listenerCount("error")).toBe(1);
+});
