@@ -66,7 +66,13 @@ export default defineConfig({
       },
       {
         extends: true,
-        test: { name: "examples", root: "examples", include: ["**/*.test.ts"], exclude: ["**/node_modules/**"] },
+        test: {
+          name: "examples",
+          root: "examples",
+          include: ["**/*.test.ts"],
+          exclude: ["**/node_modules/**"],
+          setupFiles: [fromRoot("examples/node-opcua-logs-setup.ts")],
+        },
       },
       {
         extends: true,
