@@ -405,10 +405,6 @@ export class PostgresHistory implements HistoryQueries {
            AS ${side}_${column}`,
         )
         .join(", ");
-    // A few index probes per cell: a small question (`valueAt` of up to 1,000 tags) is bounded by
-    // them and goes in one round trip; a larger one runs under historyTimeoutMs (BEGIN, the
-    // settings, the query, COMMIT: three more round trips, a tenth of a small query's time).
-    const small = tags.length * intervals.count <= SINGLE_TRIP_CELLS;
     const rows = await this.#context.reads.track(
       this.#context.run(operation, (client) =>
         scanQuery<BoundsRow>(
@@ -429,7 +425,7 @@ export class PostgresHistory implements HistoryQueries {
             intervals.intervalMs,
             intervals.count,
           ],
-          { sortFree: false, operation, timeoutMs: this.#context.historyTimeoutMs, singleTrip: small },
+          { sortFree: false, operation, timeoutMs: this.#context.historyTimeoutMs },
         ),
       ),
     );
@@ -513,22 +509,12 @@ export class PostgresHistory implements HistoryQueries {
  * `statement_timeout` is `timeoutMs` (the store's `historyTimeoutMs`): the server cancels a
  * longer query, which rejects with `KILN_TIMEOUT` naming `operation` and the option.
  */
-/** Cells (tags × times) up to which `valueAt`/`interpolated` go in one round trip, untimed. */
-const SINGLE_TRIP_CELLS = 1_000;
-
 async function scanQuery<TRow>(
   client: SqlClient,
   sql: string,
   parameters: readonly unknown[],
-  options: {
-    readonly sortFree: boolean;
-    readonly operation: string;
-    readonly timeoutMs: number;
-    /** A query bounded by its few index probes: sent alone, without the transaction and its settings. */
-    readonly singleTrip?: boolean;
-  },
+  options: { readonly sortFree: boolean; readonly operation: string; readonly timeoutMs: number },
 ): Promise<SqlResult<TRow>> {
-  if (options.singleTrip === true) return client.query<TRow>(sql, parameters);
   try {
     return await client.transaction(async (transaction) => {
       await transaction.query(

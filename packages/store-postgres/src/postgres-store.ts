@@ -71,8 +71,6 @@ export interface PostgresStoreOptions {
    * query's transaction only (`SET LOCAL`), so a large allowed query cannot hold a pooled
    * connection for minutes. A query running longer is cancelled by the server and rejects with
    * `KILN_TIMEOUT` (retryable: a smaller query, or the same one on a less loaded server, may pass).
-   * A `valueAt`/`interpolated` of at most 1,000 cells (tags × times) is bounded by its index
-   * probes and runs in one round trip, without it.
    * @default 30000
    */
   readonly historyTimeoutMs?: number;
