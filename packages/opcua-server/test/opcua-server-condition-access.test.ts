@@ -2,7 +2,6 @@ import { defaultRoleTable, defineTags } from "@kiln/core";
 import {
   AttributeIds,
   type ClientSession,
-  constructEventFilter,
   CreateMonitoredItemsRequest,
   CreateSubscriptionRequest,
   MonitoringMode,
@@ -22,7 +21,7 @@ import {
   waitFor,
   revocableRead,
 } from "./support/opcua-fixture";
-import { rawSession } from "./support/opcua-raw";
+import { rawEventSubscription, rawSession } from "./support/opcua-raw";
 
 /**
  * An alarm condition mirrors its source tag's value (a BOOL alarm's ActiveState IS the tag's
@@ -99,35 +98,7 @@ const raw = rawSession;
 
 /** A raw event subscription on the Server object (ns=0;i=2253) with {@link FIELDS}. */
 async function eventSubscription(session: ClientSession): Promise<number> {
-  const { subscriptionId } = await raw(session).createSubscription(
-    new CreateSubscriptionRequest({
-      requestedPublishingInterval: 50,
-      requestedLifetimeCount: 600,
-      requestedMaxKeepAliveCount: 5,
-      publishingEnabled: true,
-    }),
-  );
-  const created = await raw(session).createMonitoredItems(
-    new CreateMonitoredItemsRequest({
-      subscriptionId,
-      timestampsToReturn: TimestampsToReturn.Neither,
-      itemsToCreate: [
-        {
-          itemToMonitor: { nodeId: "ns=0;i=2253", attributeId: AttributeIds.EventNotifier },
-          monitoringMode: MonitoringMode.Reporting,
-          requestedParameters: {
-            clientHandle: 1,
-            samplingInterval: 0,
-            queueSize: 100,
-            discardOldest: true,
-            filter: constructEventFilter([...FIELDS]),
-          },
-        },
-      ],
-    }),
-  );
-  expect(created.results?.[0]?.statusCode).toBe(StatusCodes.Good);
-  return subscriptionId;
+  return (await rawEventSubscription(session, FIELDS, 5)).subscriptionId;
 }
 
 interface Received {

@@ -1,18 +1,6 @@
 import { defineTags } from "@kiln/core";
 import type { AuditEntry } from "@kiln/core/driver-kit";
-import {
-  AttributeIds,
-  type ClientSession,
-  constructEventFilter,
-  CreateMonitoredItemsRequest,
-  CreateSubscriptionRequest,
-  DataType,
-  MonitoringMode,
-  PublishRequest,
-  type StatusCode,
-  StatusCodes,
-  TimestampsToReturn,
-} from "node-opcua-client";
+import { type ClientSession, DataType, PublishRequest, type StatusCode, StatusCodes } from "node-opcua-client";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import {
   connect,
@@ -23,7 +11,7 @@ import {
   user,
   waitFor,
 } from "./support/opcua-fixture";
-import { rawSession } from "./support/opcua-raw";
+import { rawEventSubscription, rawSession } from "./support/opcua-raw";
 
 /**
  * ConditionRefresh and ConditionRefresh2 (OPC UA Part 9, 5.5.7, 5.5.8) act on the caller's own
@@ -64,36 +52,8 @@ afterAll(async () => {
 });
 
 /** A subscription with one event item on the Server object (EventType, ConditionId); its ids. */
-async function eventSubscription(session: ClientSession): Promise<{ subscriptionId: number; itemId: number }> {
-  const { subscriptionId } = await rawSession(session).createSubscription(
-    new CreateSubscriptionRequest({
-      requestedPublishingInterval: 50,
-      requestedLifetimeCount: 600,
-      requestedMaxKeepAliveCount: 4,
-      publishingEnabled: true,
-    }),
-  );
-  const created = (await rawSession(session).createMonitoredItems(
-    new CreateMonitoredItemsRequest({
-      subscriptionId,
-      timestampsToReturn: TimestampsToReturn.Neither,
-      itemsToCreate: [
-        {
-          itemToMonitor: { nodeId: "ns=0;i=2253", attributeId: AttributeIds.EventNotifier },
-          monitoringMode: MonitoringMode.Reporting,
-          requestedParameters: {
-            clientHandle: 1,
-            samplingInterval: 0,
-            queueSize: 100,
-            discardOldest: true,
-            filter: constructEventFilter(["EventType", "ConditionId"]),
-          },
-        },
-      ],
-    }),
-  )) as { results?: { statusCode: StatusCode; monitoredItemId: number }[] | null };
-  expect(created.results?.[0]?.statusCode).toBe(StatusCodes.Good);
-  return { subscriptionId, itemId: created.results![0]!.monitoredItemId };
+function eventSubscription(session: ClientSession): Promise<{ subscriptionId: number; itemId: number }> {
+  return rawEventSubscription(session, ["EventType", "ConditionId"], 4);
 }
 
 /** The events the session's subscriptions deliver in `publishes` Publish responses: `<subscriptionId> <EventType>`. */
