@@ -4,13 +4,17 @@ import path from "node:path";
 import { type ControlSystem, createControlSystem, defineTags, MemoryStore } from "@kiln/core";
 import type { DriverStatusChange } from "@kiln/core/driver-kit";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
-import { OPCUA_SIMULATOR_NAMESPACE_URI, OpcuaDriver, OpcuaSimulator } from "../src/index";
-import { RecordingLogger } from "./support/recording-logger";
-import { TcpProxy } from "./support/tcp-proxy";
-import { waitFor } from "./support/wait-for";
+import { OPCUA_SIMULATOR_NAMESPACE_URI, OpcuaDriver, OpcuaSimulator } from "@kiln/plc-opcua";
+import { RecordingLogger } from "../packages/plc-opcua/test/support/recording-logger";
+import { TcpProxy } from "../packages/plc-opcua/test/support/tcp-proxy";
+import { waitFor } from "../packages/plc-opcua/test/support/wait-for";
+// node-opcua's console output through Kiln's logger, as in the plc-opcua test project.
+import "../packages/plc-opcua/test/support/node-opcua-logs-setup";
 
 // Issue 13, proof of fault 2: "a changed server certificate leads to backoff (count the TCP
 // connections: bounded), then recovery within one backoff period once the user trusts it".
+// In the fault suite, not `npm test`: each case restarts the server and counts connections
+// over a window of seconds.
 const NS = OPCUA_SIMULATOR_NAMESPACE_URI;
 const tags = defineTags({
   "kiln.a": { dataType: "int32", address: `nsu=${NS};s=Kiln.A`, scanGroup: "fast" },
