@@ -326,7 +326,14 @@ export class OpcuaServer {
       isAuditing: false,
       // node-opcua's default (10 secure channels per endpoint) would bound sessions tighter than maxSessions.
       maxConnectionsPerEndpoint: options.limits.maxSessions + options.limits.maxUnactivatedSessions,
+      // Without this, node-opcua takes the MaxMessageSize a client's Hello states (16 MB when it
+      // states none) as the most it receives: a 10 MB request was read and decoded before any check.
+      transportSettings: {
+        adjustTransportLimits: (hello) => transportLimitsOf(hello, options.limits),
+      },
       serverCapabilities: {
+        maxSelectClauseParameters: options.limits.maxEventFilterSelectClauses,
+        maxWhereClauseParameters: options.limits.maxEventFilterOperands,
         maxBrowseContinuationPoints: options.limits.maxBrowseContinuationPoints,
         maxSessions: options.limits.maxSessions,
         maxSubscriptions: options.limits.maxSubscriptions,
@@ -352,7 +359,11 @@ export class OpcuaServer {
     server.eventFilterBounds = {
       maxElements: options.limits.maxEventFilterElements,
       maxDepth: options.limits.maxEventFilterDepth,
+      maxOperands: options.limits.maxEventFilterOperands,
+      maxSelectClauses: options.limits.maxEventFilterSelectClauses,
     };
+    server.maxEventFilterCostPerSession = options.limits.maxEventFilterCostPerSession;
+    server.maxReferencesPerBrowse = options.limits.maxReferencesPerBrowse;
     server.maxReferencesPerNode = options.limits.maxReferencesPerNode;
     server.minConditionRefreshIntervalMs = options.limits.minConditionRefreshIntervalMs;
     server.onRefusedRefresh = (session, refused) => this.#refuseRefresh(session, refused);
@@ -1330,6 +1341,41 @@ function securityModeName(mode: number): string {
 /** The audit `source` of a session: `opcua:<client application URI> session <session id>`, at most 256 characters. */
 function sourceOf(info: OpcuaSessionInfo): string {
   return `opcua:${info.clientApplicationUri ?? "unknown-client"} session ${info.sessionId}`.slice(0, SOURCE_MAX_LENGTH);
+}
+
+/** The buffer sizes and message limits node-opcua agrees with a client in its Hello/Acknowledge (OPC UA Part 6, 7.1.2.3–7.1.2.4). */
+interface TransportLimits {
+  readonly receiveBufferSize: number;
+  readonly sendBufferSize: number;
+  readonly maxMessageSize: number;
+  readonly maxChunkCount: number;
+}
+
+/** Smallest chunk (bytes) a Hello may ask for (OPC UA Part 6, 7.1.2.3). */
+const MIN_BUFFER_SIZE = 8_192;
+/** Largest chunk (bytes) the server agrees to, node-opcua's own bound. */
+const MAX_BUFFER_SIZE = 8 * 64 * 1_024;
+
+/**
+ * The limits the server acknowledges a client's Hello with, and then holds it to: both ways, no
+ * message larger than `limits.maxMessageSize` bytes nor of more than `limits.maxChunkCount`
+ * chunks (a smaller limit the client states is kept: it is what the client can receive). A larger
+ * message is refused as it arrives, before it is decoded: `BadTcpMessageTooLarge`, and the
+ * connection is closed (OPC UA Part 6, 6.7.3 and 7.1.5).
+ */
+function transportLimitsOf(
+  hello: TransportLimits,
+  limits: Pick<ResolvedOpcuaServerOptions["limits"], "maxMessageSize" | "maxChunkCount">,
+): TransportLimits {
+  const buffer = (size: number): number =>
+    Math.min(MAX_BUFFER_SIZE, Math.max(MIN_BUFFER_SIZE, size || MAX_BUFFER_SIZE / 8));
+  const at = (stated: number, bound: number): number => (stated > 0 ? Math.min(stated, bound) : bound);
+  return {
+    receiveBufferSize: buffer(hello.receiveBufferSize),
+    sendBufferSize: buffer(hello.sendBufferSize),
+    maxMessageSize: at(hello.maxMessageSize, limits.maxMessageSize),
+    maxChunkCount: at(hello.maxChunkCount, limits.maxChunkCount),
+  };
 }
 
 /** The Variant of a tag value (node-opcua carries a 64-bit integer as [high, low] 32-bit words); undefined when it does not fit the tag's type. */
