@@ -183,6 +183,16 @@ export class AuthorizingServer extends OPCUAServer {
   onRefusedRequest: (session: ServerSession, refused: RefusedRequest) => Promise<StatusCode> = (_session, refused) =>
     Promise.resolve(refused.statusCode);
 
+  /**
+   * Runs each service call of a session (set by the server, to gather the refusals the call's
+   * operations make into one audit entry per kind); the call's response, or its error, is sent
+   * once `settle` has resolved. @default runs the call as it is
+   */
+  serveCall: (
+    session: ServerSession,
+    call: (settle: () => Promise<void>) => void | Promise<void>,
+  ) => void | Promise<void> = (_session, call) => call(() => Promise.resolve());
+
   /** Most references one Browse returns per node (a larger or unlimited RequestedMaxReferencesPerNode is revised down to it). */
   maxReferencesPerNode = 1_000;
 
@@ -258,26 +268,37 @@ export class AuthorizingServer extends OPCUAServer {
   }
 
   /**
-   * A request refused whole (`BadTooManyOperations`) is told to {@link AuthorizingServer.onRefusedRequest}
-   * once, with its operation count, and answered with the StatusCode it gives. node-opcua makes
-   * these refusals in each service handler, all through this one method's `sendError`.
+   * Every service call of a session runs through {@link AuthorizingServer.serveCall}, and its
+   * response or error waits for the call to settle. A request refused whole
+   * (`BadTooManyOperations`) is told to {@link AuthorizingServer.onRefusedRequest} once, with its
+   * operation count, and answered with the StatusCode it gives. node-opcua makes these refusals
+   * in each service handler, all through this one method's `sendError`.
    */
   protected override _apply_on_SessionObject(
     ...[ResponseClass, message, channel, actionToPerform]: Parameters<OPCUAServer["_apply_on_SessionObject"]>
   ): Promise<void> {
     return super._apply_on_SessionObject(ResponseClass, message, channel, (session, sendResponse, sendError) =>
-      actionToPerform(session, sendResponse, (statusCode) => {
-        if (statusCode.value !== StatusCodes.BadTooManyOperations.value) {
-          sendError(statusCode);
-          return;
-        }
-        const refused: RefusedRequest = {
-          service: ResponseClass.schema.name.replace(/Response$/, ""),
-          operations: operationsOf(message.request),
-          statusCode,
-        };
-        this.onRefusedRequest(session, refused).then(sendError, () => sendError(statusCode));
-      }),
+      this.serveCall(session, (settle) =>
+        actionToPerform(
+          session,
+          (response) => void settle().finally(() => sendResponse(response)),
+          (statusCode) => {
+            if (statusCode.value !== StatusCodes.BadTooManyOperations.value) {
+              void settle().finally(() => sendError(statusCode));
+              return;
+            }
+            const refused: RefusedRequest = {
+              service: ResponseClass.schema.name.replace(/Response$/, ""),
+              operations: operationsOf(message.request),
+              statusCode,
+            };
+            this.onRefusedRequest(session, refused).then(
+              (answer) => void settle().finally(() => sendError(answer)),
+              () => void settle().finally(() => sendError(statusCode)),
+            );
+          },
+        ),
+      ),
     );
   }
 

@@ -191,7 +191,8 @@ export const opcuaServerOptionsSchema = z
  *   the server (OPC UA Part 5, 6.3.2 ServerCapabilities); beyond a limit the request answers
  *   `BadTooManySessions`, `BadTooManySubscriptions`, `BadTooManyMonitoredItems` or
  *   `BadTooManyOperations`. A request refused whole for its size (`BadTooManyOperations`) is
- *   audited once, with its operation count (`system.refuseCommand`, action `opcua.<Service>`):
+ *   audited with its operation count (`system.refuseCommand`, action `opcua.<Service>`), the same
+ *   request repeated within 10 s coalesced into one counted summary, as every refusal is:
  *   - `maxSessions` (all clients) @default 50; `maxSessionsPerPrincipal` (sessions activated as
  *     one principal id) @default 4
  *   - `maxSubscriptionsPerSession` @default 10; `maxSubscriptions` (all sessions) @default 200
@@ -247,8 +248,10 @@ export const opcuaServerOptionsSchema = z
  *     @default 60000: after that many refused identities from one remote address, or for one user
  *     name, further activations from it (for it) are refused without asking `identify`
  *     (`BadUserAccessDenied` for a password) until the window ends. Failed and throttled logins
- *     are audited (action `opcua.ActivateSession`, principal `unauthenticated`, the address and
- *     user name in its source), coalesced per remote address per 10 s with a counted summary.
+ *     are audited (action `opcua.ActivateSession`, principal `unauthenticated`, the client and
+ *     address in its source, the user name (never the password) and the reason, refused by
+ *     `identify` or throttled, in its reason), coalesced per remote address and reason per 10 s
+ *     with a counted summary.
  *
  *   A session that ends (closed, or timed out) takes its subscriptions with it: none lives on
  *   as an orphan outside these limits (so a client that loses its session cannot transfer its

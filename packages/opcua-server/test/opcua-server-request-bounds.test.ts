@@ -22,7 +22,15 @@ import {
   Variant,
 } from "node-opcua-client";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { connect, makeTestPki, servedSystem, type ServedTestSystem, type TestPki, user } from "./support/opcua-fixture";
+import {
+  connect,
+  makeTestPki,
+  servedSystem,
+  type ServedTestSystem,
+  type TestPki,
+  user,
+  USERS,
+} from "./support/opcua-fixture";
 import { rawSession, sendRawMessage } from "./support/opcua-raw";
 
 /**
@@ -270,7 +278,11 @@ describe("EventFilter size bounds", () => {
       // Each costs 20 SelectClauses + 1 element + 40 operands = 61: three fit in 200, a fourth does not.
       const created = [];
       for (let index = 0; index < 3; index += 1) created.push(await createEventItem(inListFilter(20, 40), on));
-      expect(created.map((answer) => answer.statusCode)).toEqual([StatusCodes.Good, StatusCodes.Good, StatusCodes.Good]);
+      expect(created.map((answer) => answer.statusCode)).toEqual([
+        StatusCodes.Good,
+        StatusCodes.Good,
+        StatusCodes.Good,
+      ]);
       expect((await createEventItem(inListFilter(20, 40), on)).statusCode).toBe(StatusCodes.BadTooManyMonitoredItems);
       // A filter-less item costs nothing, and another session's budget is its own.
       expect((await createEventItem(constructEventFilter([]) as EventFilter, on)).statusCode).toBe(StatusCodes.Good);
@@ -302,9 +314,11 @@ describe("EventFilter size bounds", () => {
       const big = await createEventItem(inListFilter(20, 60), on); // 81
       const small = await createEventItem(inListFilter(1, 2), on); // 4
       expect([big.statusCode, small.statusCode]).toEqual([StatusCodes.Good, StatusCodes.Good]);
-      const modify = (vic.session as unknown as {
-        modifyMonitoredItems(request: ModifyMonitoredItemsRequest): Promise<{ results?: FilterAnswer[] | null }>;
-      }).modifyMonitoredItems.bind(vic.session);
+      const modify = (
+        vic.session as unknown as {
+          modifyMonitoredItems(request: ModifyMonitoredItemsRequest): Promise<{ results?: FilterAnswer[] | null }>;
+        }
+      ).modifyMonitoredItems.bind(vic.session);
       const grow = (monitoredItemId: number, filter: EventFilter) =>
         modify(
           new ModifyMonitoredItemsRequest({
@@ -313,7 +327,13 @@ describe("EventFilter size bounds", () => {
             itemsToModify: [
               {
                 monitoredItemId,
-                requestedParameters: { clientHandle: 7, samplingInterval: 0, queueSize: 10, discardOldest: true, filter },
+                requestedParameters: {
+                  clientHandle: 7,
+                  samplingInterval: 0,
+                  queueSize: 10,
+                  discardOldest: true,
+                  filter,
+                },
               },
             ],
           }),
@@ -335,7 +355,10 @@ describe("transport message size", () => {
   });
 
   test("a request of normal size still works, on the same server", async () => {
-    const nodes = Array.from({ length: 500 }, () => ({ nodeId: served.server.nodeIdOf("chamber.pressure"), attributeId: 13 }));
+    const nodes = Array.from({ length: 500 }, () => ({
+      nodeId: served.server.nodeIdOf("chamber.pressure"),
+      attributeId: 13,
+    }));
     const values = await olga.session.read(nodes);
     expect(values).toHaveLength(500);
     expect(values.every((value) => value.statusCode.isGoodish())).toBe(true);
@@ -419,15 +442,22 @@ describe("failed logins", () => {
       (entry) => entry.action === "opcua.ActivateSession",
     );
 
-  test("after maxFailedLogins refused passwords, even the right one is refused until the window ends; audited once, coalesced", async () => {
+  test("after maxFailedLogins refused passwords, even the right one is refused until the window ends; audited once per reason, naming the user and why, never the password", async () => {
     const before = (await audited()).length;
     for (let attempt = 0; attempt < 3; attempt++) {
       await expect(connect(served.server, pki.trusted, wrong())).rejects.toThrow(/BadUserAccessDenied/);
     }
     await expect(connect(served.server, pki.trusted, user("olga"))).rejects.toThrow(/BadUserAccessDenied/);
     const entries = (await audited()).slice(before);
-    expect(entries).toHaveLength(1);
-    expect(entries[0]!.principal).toBe("unauthenticated");
+    // The wrong passwords (one entry, the two after it coalesced) and the throttled login.
+    expect(entries).toHaveLength(2);
+    expect(entries.map((entry) => entry.principal)).toEqual(["unauthenticated", "unauthenticated"]);
+    expect(entries[0]!.reason).toMatch(/login refused for user "olga": username identity refused by identify/);
+    expect(entries[1]!.reason).toMatch(/login throttled for user "olga": throttled: too many failed logins/);
+    for (const entry of entries) {
+      expect(JSON.stringify(entry)).not.toContain("guess");
+      expect(JSON.stringify(entry)).not.toContain(USERS.olga!.password);
+    }
     await new Promise((resolve) => setTimeout(resolve, 1_600));
     const back = await connect(served.server, pki.trusted, user("olga"));
     await back.close();

@@ -188,7 +188,10 @@ export async function sendRawMessage(port: number, bodyBytes: number, settleMs =
   const chunks = Math.ceil(bodyBytes / (chunkSize - 24));
   for (let index = 0; index < chunks && !closed; index += 1) {
     const body = Buffer.alloc(Math.min(chunkSize - 24, bodyBytes - index * (chunkSize - 24)));
-    const chunk = frame(index === chunks - 1 ? "MSGF" : "MSGC", Buffer.concat([u32(channelId, tokenId, 2 + index, 2), body]));
+    const chunk = frame(
+      index === chunks - 1 ? "MSGF" : "MSGC",
+      Buffer.concat([u32(channelId, tokenId, 2 + index, 2), body]),
+    );
     await new Promise<void>((resolve) => socket.write(chunk, () => resolve()));
   }
   const deadline = Date.now() + settleMs;
