@@ -68,9 +68,9 @@ export interface AlarmServingContext {
   /** The principal a session acts as (the one the host's `identify` gave, else one with no role). */
   principalOf(session: ISessionBase | undefined): Principal;
   /**
-   * Audits a request refused before it became a Kiln command and answers its StatusCode (the
-   * server's one refusal path, `system.refuseCommand`): `statusCode` for `reason`, else the code
-   * of what Kiln refused it with (`BadUserAccessDenied` for a principal without `permission`).
+   * Refuses a request before it becomes a Kiln command and answers its StatusCode (the server's
+   * one refusal path: audited through `system.refuseCommand` with the call's other refusals of
+   * its kind): `statusCode`, or `BadUserAccessDenied` for a principal without `permission`.
    */
   refuse(
     principal: Principal,

@@ -3,9 +3,10 @@ import type { Message, ServerSecureChannelLayer } from "node-opcua-secure-channe
 import { DataValue } from "node-opcua-data-value";
 import { type MonitoredItem, OPCUAServer, type ServerSession, type Subscription } from "node-opcua-server";
 import { type StatusCode, StatusCodes } from "node-opcua-status-code";
-import { type EventFilterBounds, refusalOfEventFilter } from "./opcua-event-filter";
+import { costOfEventFilter, type EventFilterBounds, refusalOfEventFilter } from "./opcua-event-filter";
 import {
   type BrowseRequest,
+  BrowseResult,
   type CreateMonitoredItemsRequest,
   DataChangeNotification,
   type EventFieldList,
@@ -144,7 +145,16 @@ export class AuthorizingServer extends OPCUAServer {
   maxQueueSize = 100;
 
   /** The bounds of an EventFilter's WhereClause (beyond: `BadEventFilterInvalid`, see `refusalOfEventFilter`). */
-  eventFilterBounds: EventFilterBounds = { maxElements: 64, maxDepth: 16 };
+  eventFilterBounds: EventFilterBounds = { maxElements: 64, maxDepth: 16, maxOperands: 128, maxSelectClauses: 64 };
+
+  /**
+   * Most {@link costOfEventFilter} of one session's live monitored items together (beyond: the
+   * create, or modify, answers `BadTooManyMonitoredItems` and nothing is created or changed).
+   */
+  maxEventFilterCostPerSession = 10_000;
+
+  /** Most references the nodes of one Browse call return together (see {@link AuthorizingServer.initialize}). */
+  maxReferencesPerBrowse = 5_000;
 
   /** Most sessions created but not (yet) activated, all clients together; the oldest is closed to make room. */
   maxUnactivatedSessions = 5;
@@ -173,6 +183,16 @@ export class AuthorizingServer extends OPCUAServer {
   onRefusedRequest: (session: ServerSession, refused: RefusedRequest) => Promise<StatusCode> = (_session, refused) =>
     Promise.resolve(refused.statusCode);
 
+  /**
+   * Runs each service call of a session (set by the server, to gather the refusals the call's
+   * operations make into one audit entry per kind); the call's response, or its error, is sent
+   * once `settle` has resolved. @default runs the call as it is
+   */
+  serveCall: (
+    session: ServerSession,
+    call: (settle: () => Promise<void>) => void | Promise<void>,
+  ) => void | Promise<void> = (_session, call) => call(() => Promise.resolve());
+
   /** Most references one Browse returns per node (a larger or unlimited RequestedMaxReferencesPerNode is revised down to it). */
   maxReferencesPerNode = 1_000;
 
@@ -188,6 +208,9 @@ export class AuthorizingServer extends OPCUAServer {
     Promise.resolve(refused.statusCode);
 
   readonly #guardedSubscriptions = new WeakSet<Subscription>();
+
+  /** The {@link costOfEventFilter} of each live monitored item's filter. */
+  readonly #filterCosts = new WeakMap<MonitoredItem, number>();
 
   /** While a ConditionRefresh(2) runs: the only event items its events may reach (the caller's). */
   #refreshTargets: ReadonlySet<MonitoredItem> | undefined;
@@ -245,31 +268,43 @@ export class AuthorizingServer extends OPCUAServer {
   }
 
   /**
-   * A request refused whole (`BadTooManyOperations`) is told to {@link AuthorizingServer.onRefusedRequest}
-   * once, with its operation count, and answered with the StatusCode it gives. node-opcua makes
-   * these refusals in each service handler, all through this one method's `sendError`.
+   * Every service call of a session runs through {@link AuthorizingServer.serveCall}, and its
+   * response or error waits for the call to settle. A request refused whole
+   * (`BadTooManyOperations`) is told to {@link AuthorizingServer.onRefusedRequest} once, with its
+   * operation count, and answered with the StatusCode it gives. node-opcua makes these refusals
+   * in each service handler, all through this one method's `sendError`.
    */
   protected override _apply_on_SessionObject(
     ...[ResponseClass, message, channel, actionToPerform]: Parameters<OPCUAServer["_apply_on_SessionObject"]>
   ): Promise<void> {
     return super._apply_on_SessionObject(ResponseClass, message, channel, (session, sendResponse, sendError) =>
-      actionToPerform(session, sendResponse, (statusCode) => {
-        if (statusCode.value !== StatusCodes.BadTooManyOperations.value) {
-          sendError(statusCode);
-          return;
-        }
-        const refused: RefusedRequest = {
-          service: ResponseClass.schema.name.replace(/Response$/, ""),
-          operations: operationsOf(message.request),
-          statusCode,
-        };
-        this.onRefusedRequest(session, refused).then(sendError, () => sendError(statusCode));
-      }),
+      this.serveCall(session, (settle) =>
+        actionToPerform(
+          session,
+          (response) => void settle().finally(() => sendResponse(response)),
+          (statusCode) => {
+            if (statusCode.value !== StatusCodes.BadTooManyOperations.value) {
+              void settle().finally(() => sendError(statusCode));
+              return;
+            }
+            const refused: RefusedRequest = {
+              service: ResponseClass.schema.name.replace(/Response$/, ""),
+              operations: operationsOf(message.request),
+              statusCode,
+            };
+            this.onRefusedRequest(session, refused).then(
+              (answer) => void settle().finally(() => sendError(answer)),
+              () => void settle().finally(() => sendError(statusCode)),
+            );
+          },
+        ),
+      ),
     );
   }
 
   override async initialize(): Promise<void> {
     await super.initialize();
+    this.#budgetBrowse();
     // A session that ends (CloseSession with DeleteSubscriptions false, or its timeout) takes its
     // subscriptions with it: node-opcua would keep them as orphans (until their lifetime ends)
     // outside every per-session and per-principal cap, queueing for no one.
@@ -290,6 +325,34 @@ export class AuthorizingServer extends OPCUAServer {
         result.availableSequenceNumbers = [];
       }
       return result;
+    };
+  }
+
+  /**
+   * Bounds the work of one Browse call to {@link AuthorizingServer.maxReferencesPerBrowse}
+   * references: node-opcua builds every reference (and its BrowseName, DisplayName, TypeDefinition)
+   * of every node before it truncates each to its RequestedMaxReferencesPerNode, so 1,000 nodes of
+   * 100 children each held the event loop for seconds. Nodes are now browsed in order until their
+   * references reach the budget; each node after that answers `BadNoContinuationPoints` (OPC UA
+   * Part 4, 5.8.2: the server could not keep a place for it now; the client browses it again in
+   * another call), and nothing is built for it. The first node is always browsed.
+   */
+  #budgetBrowse(): void {
+    const engine = this.engine;
+    const browse = engine.browseWithAutomaticExpansion.bind(engine);
+    engine.browseWithAutomaticExpansion = async (nodesToBrowse, context) => {
+      const results: BrowseResult[] = [];
+      let references = 0;
+      for (const description of nodesToBrowse) {
+        if (results.length > 0 && references >= this.maxReferencesPerBrowse) {
+          results.push(new BrowseResult({ statusCode: StatusCodes.BadNoContinuationPoints }));
+          continue;
+        }
+        const [result] = await browse([description], context);
+        references += result?.references?.length ?? 0;
+        results.push(result ?? new BrowseResult({ statusCode: StatusCodes.BadInternalError }));
+      }
+      return results;
     };
   }
 
@@ -351,8 +414,13 @@ export class AuthorizingServer extends OPCUAServer {
       });
       const session = currentSessionOf(subscription);
       if (!session) return refuse(StatusCodes.BadUserAccessDenied);
-      const filterRefusal = refusalOfEventFilter(itemRequest.requestedParameters?.filter, this.eventFilterBounds);
+      const filter = itemRequest.requestedParameters?.filter;
+      const filterRefusal = refusalOfEventFilter(filter, this.eventFilterBounds);
       if (filterRefusal) return refuse(filterRefusal.statusCode, filterRefusal.filterResult);
+      const cost = costOfEventFilter(filter);
+      if (cost > 0 && this.#filterCostOf(session) + cost > this.maxEventFilterCostPerSession) {
+        return refuse(StatusCodes.BadTooManyMonitoredItems);
+      }
       if (session.currentMonitoredItemCount >= this.maxMonitoredItemsPerSession) {
         return refuse(StatusCodes.BadTooManyMonitoredItems);
       }
@@ -367,6 +435,7 @@ export class AuthorizingServer extends OPCUAServer {
       }
       this.#boundQueue(itemRequest.requestedParameters);
       const created = create(addressSpace, timestampsToReturn, itemRequest);
+      if (created.monitoredItem && cost > 0) this.#filterCosts.set(created.monitoredItem, cost);
       if (created.monitoredItem) this.#guardFilterChanges(created.monitoredItem);
       if (guarded && created.monitoredItem) guardValues(guarded, created.monitoredItem, this.#deliverable);
       if (item.attributeId === EVENT_NOTIFIER_ATTRIBUTE && created.monitoredItem)
@@ -376,9 +445,26 @@ export class AuthorizingServer extends OPCUAServer {
   }
 
   /**
+   * The {@link costOfEventFilter} of the session's live monitored items together, over all its
+   * subscriptions now (asked at each create and modify: items deleted, or moved to another session
+   * by TransferSubscriptions, count no more).
+   */
+  #filterCostOf(session: ServerSession): number {
+    let cost = 0;
+    for (const subscription of session.publishEngine?.subscriptions ?? []) {
+      for (const item of (subscription as unknown as SubscriptionInternals).monitoredItems.values()) {
+        cost += this.#filterCosts.get(item) ?? 0;
+      }
+    }
+    return cost;
+  }
+
+  /**
    * Makes a ModifyMonitoredItems of the item check its new EventFilter as a create does
-   * ({@link refusalOfEventFilter}) before node-opcua applies any of the new parameters: a refused
-   * filter answers `BadEventFilterInvalid` with its per-element result and changes nothing.
+   * ({@link refusalOfEventFilter}, then the session's filter budget with this item's new cost in
+   * place of its old) before node-opcua applies any of the new parameters: a refused filter
+   * answers `BadEventFilterInvalid` with its per-element result, or `BadTooManyMonitoredItems`,
+   * and changes nothing.
    */
   #guardFilterChanges(item: MonitoredItem): void {
     const modify = item.modify.bind(item);
@@ -387,7 +473,16 @@ export class AuthorizingServer extends OPCUAServer {
       if (refusal) {
         return new MonitoredItemModifyResult({ statusCode: refusal.statusCode, filterResult: refusal.filterResult });
       }
-      return modify(timestampsToReturn, parameters);
+      const session = currentSessionOf(item.$subscription as Subscription | undefined);
+      // node-opcua keeps the former filter when a modify names none.
+      const cost = parameters?.filter ? costOfEventFilter(parameters.filter) : (this.#filterCosts.get(item) ?? 0);
+      const others = session ? this.#filterCostOf(session) - (this.#filterCosts.get(item) ?? 0) : 0;
+      if (cost > 0 && others + cost > this.maxEventFilterCostPerSession) {
+        return new MonitoredItemModifyResult({ statusCode: StatusCodes.BadTooManyMonitoredItems });
+      }
+      const result = modify(timestampsToReturn, parameters);
+      if (result.statusCode.isGood()) this.#filterCosts.set(item, cost);
+      return result;
     };
   }
 

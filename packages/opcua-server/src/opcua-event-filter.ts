@@ -13,6 +13,23 @@ export interface EventFilterBounds {
   readonly maxElements: number;
   /** Most elements on one chain of ElementOperands from element 0 (element 0 alone: depth 1). */
   readonly maxDepth: number;
+  /** Most FilterOperands of the WhereClause, all its elements together (so of any one element too). */
+  readonly maxOperands: number;
+  /** Most SelectClauses. */
+  readonly maxSelectClauses: number;
+}
+
+/**
+ * What an EventFilter costs its session while its monitored item lives: its SelectClauses plus
+ * its WhereClause's elements and their FilterOperands (0 for any other filter). node-opcua keeps
+ * the decoded filter with the item and walks it per event, so memory and time grow with it; a
+ * session's items together may cost at most `limits.maxEventFilterCostPerSession`.
+ */
+export function costOfEventFilter(filter: unknown): number {
+  if (!(filter instanceof EventFilter)) return 0;
+  let cost = filter.selectClauses?.length ?? 0;
+  for (const element of filter.whereClause?.elements ?? []) cost += 1 + (element?.filterOperands?.length ?? 0);
+  return cost;
 }
 
 /** Why an EventFilter was refused: the item's StatusCode and the per-element result (OPC UA Part 4, 7.7.2 and 7.22.3). */
@@ -26,7 +43,8 @@ export interface EventFilterRefusal {
  * recursively from element 0, for every event the item sees). Accepted only a WhereClause that
  * is a tree evaluated in linear time:
  *
- * - at most `maxElements` elements, none of them null;
+ * - at most `maxSelectClauses` SelectClauses, `maxElements` elements, none of them null, and
+ *   `maxOperands` FilterOperands over all elements (an `InList` of 999 operands is refused);
  * - every ElementOperand references an element of a HIGHER index than its own (OPC UA Part 4,
  *   7.7.1: the elements form a tree under element 0, evaluation "shall not introduce loops"; a
  *   forward-only reference cannot loop);
@@ -43,9 +61,13 @@ export interface EventFilterRefusal {
  */
 export function refusalOfEventFilter(filter: unknown, bounds: EventFilterBounds): EventFilterRefusal | undefined {
   if (!(filter instanceof EventFilter)) return undefined;
+  if ((filter.selectClauses?.length ?? 0) > bounds.maxSelectClauses) return refusal([]);
   const elements = filter.whereClause?.elements ?? [];
   if (elements.length === 0) return undefined;
   if (elements.length > bounds.maxElements) return refusal([]);
+  let operands = 0;
+  for (const element of elements) operands += element?.filterOperands?.length ?? 0;
+  if (operands > bounds.maxOperands) return refusal([]);
   const results: ContentFilterElementResult[] = [];
   const referenced = new Set<number>();
   const depth = new Array<number>(elements.length).fill(0);

@@ -62,6 +62,27 @@ describe("OpcuaServer options", () => {
       "limits.maxMonitoredItemsPerSession",
     ]);
     expect(issuesOf({ ...valid, limits: { maxItems: 5 } })).toEqual(["limits"]);
+    // The transport and work bounds: a message smaller than 128 KiB could not carry a session's own answers.
+    expect(
+      issuesOf({
+        ...valid,
+        limits: {
+          maxMessageSize: 1_000,
+          maxChunkCount: 0,
+          maxReferencesPerBrowse: 0,
+          maxEventFilterOperands: 5_000,
+          maxEventFilterSelectClauses: 0,
+          maxEventFilterCostPerSession: 1.5,
+        },
+      }),
+    ).toEqual([
+      "limits.maxEventFilterOperands",
+      "limits.maxEventFilterSelectClauses",
+      "limits.maxEventFilterCostPerSession",
+      "limits.maxReferencesPerBrowse",
+      "limits.maxMessageSize",
+      "limits.maxChunkCount",
+    ]);
   });
 
   test("certificate files must exist and come as a pair", () => {

@@ -87,9 +87,15 @@ export const opcuaServerOptionsSchema = z
         unactivatedSessionTimeoutMs: z.number().int().min(100).max(600_000).default(10_000),
         maxEventFilterElements: z.number().int().min(1).max(1_024).default(64),
         maxEventFilterDepth: z.number().int().min(1).max(64).default(16),
+        maxEventFilterOperands: z.number().int().min(1).max(4_096).default(128),
+        maxEventFilterSelectClauses: z.number().int().min(1).max(1_024).default(64),
+        maxEventFilterCostPerSession: z.number().int().min(1).max(10_000_000).default(10_000),
         minConditionRefreshIntervalMs: z.number().int().min(0).max(600_000).default(1_000),
         maxBrowseContinuationPoints: z.number().int().min(1).max(1_000).default(10),
         maxReferencesPerNode: z.number().int().min(1).max(100_000).default(1_000),
+        maxReferencesPerBrowse: z.number().int().min(1).max(1_000_000).default(5_000),
+        maxMessageSize: z.number().int().min(131_072).max(134_217_728).default(4_194_304),
+        maxChunkCount: z.number().int().min(1).max(9_000).default(1_024),
         maxFailedLogins: z.number().int().min(1).max(1_000).default(5),
         failedLoginWindowMs: z.number().int().min(1_000).max(86_400_000).default(60_000),
       })
@@ -110,9 +116,15 @@ export const opcuaServerOptionsSchema = z
         unactivatedSessionTimeoutMs: 10_000,
         maxEventFilterElements: 64,
         maxEventFilterDepth: 16,
+        maxEventFilterOperands: 128,
+        maxEventFilterSelectClauses: 64,
+        maxEventFilterCostPerSession: 10_000,
         minConditionRefreshIntervalMs: 1_000,
         maxBrowseContinuationPoints: 10,
         maxReferencesPerNode: 1_000,
+        maxReferencesPerBrowse: 5_000,
+        maxMessageSize: 4_194_304,
+        maxChunkCount: 1_024,
         maxFailedLogins: 5,
         failedLoginWindowMs: 60_000,
       }),
@@ -179,7 +191,8 @@ export const opcuaServerOptionsSchema = z
  *   the server (OPC UA Part 5, 6.3.2 ServerCapabilities); beyond a limit the request answers
  *   `BadTooManySessions`, `BadTooManySubscriptions`, `BadTooManyMonitoredItems` or
  *   `BadTooManyOperations`. A request refused whole for its size (`BadTooManyOperations`) is
- *   audited once, with its operation count (`system.refuseCommand`, action `opcua.<Service>`):
+ *   audited with its operation count (`system.refuseCommand`, action `opcua.<Service>`), the same
+ *   request repeated within 10 s coalesced into one counted summary, as every refusal is:
  *   - `maxSessions` (all clients) @default 50; `maxSessionsPerPrincipal` (sessions activated as
  *     one principal id) @default 4
  *   - `maxSubscriptionsPerSession` @default 10; `maxSubscriptions` (all sessions) @default 200
@@ -202,6 +215,14 @@ export const opcuaServerOptionsSchema = z
  *     references a later element, and no element is referenced twice (ADR 0039). Otherwise the
  *     monitored item's create (or modify) result is `BadEventFilterInvalid` with a per-element
  *     ContentFilterResult, and nothing is created (or changed).
+ *     `maxEventFilterOperands`: the FilterOperands of one WhereClause, all its elements together
+ *     (1..4096) @default 128; `maxEventFilterSelectClauses`: the SelectClauses of one EventFilter
+ *     (1..1024) @default 64 (both also served as the ServerCapabilities MaxWhereClauseParameters
+ *     and MaxSelectClauseParameters; beyond: `BadEventFilterInvalid`, no per-element results).
+ *     `maxEventFilterCostPerSession`: the SelectClauses + elements + operands of the filters of
+ *     one session's live monitored items together (1..10000000) @default 10000; beyond, the
+ *     create (or modify) result is `BadTooManyMonitoredItems` (OPC UA Part 4, 5.12.2.4) and
+ *     nothing is created (or changed). node-opcua keeps each decoded filter with its item.
  *   - `minConditionRefreshIntervalMs`: least time between two ConditionRefresh(2) calls of one
  *     session (0..600000; sooner: `BadRefreshInProgress`) @default 1000. The subscription (and
  *     monitored item) a refresh names must be the calling session's (`BadSubscriptionIdInvalid`,
@@ -213,12 +234,24 @@ export const opcuaServerOptionsSchema = z
  *     `maxReferencesPerNode`: the most references one Browse returns per node (a larger or
  *     unlimited (0) RequestedMaxReferencesPerNode is revised down to it; the rest comes with a
  *     continuation point) @default 1000. HistoryRead holds at most 10 per session.
+ *     `maxReferencesPerBrowse`: the references one Browse call builds, its nodes together
+ *     (1..1000000) @default 5000: nodes are browsed in order, and once their references reach it
+ *     each later node answers `BadNoContinuationPoints` (OPC UA Part 4, 5.8.2; the client browses
+ *     it again in another call). The first node is always browsed.
+ *   - `maxMessageSize`: the bytes of one message, request or response (131072..134217728)
+ *     @default 4194304 (4 MiB); `maxChunkCount`: its chunks (1..9000) @default 1024. Acknowledged
+ *     to every client whatever larger (or unlimited) size its Hello states; a larger message is
+ *     refused as it arrives, before it is decoded or any session looked at
+ *     (`BadTcpMessageTooLarge`, the connection closed: OPC UA Part 6, 7.1.2). A response that
+ *     would be larger fails `BadResponseTooLarge`.
  *   - `maxFailedLogins` (1..1000) @default 5 within `failedLoginWindowMs` (1000..86400000)
  *     @default 60000: after that many refused identities from one remote address, or for one user
  *     name, further activations from it (for it) are refused without asking `identify`
  *     (`BadUserAccessDenied` for a password) until the window ends. Failed and throttled logins
- *     are audited (action `opcua.ActivateSession`, principal `unauthenticated`, the address and
- *     user name in its source), coalesced per remote address per 10 s with a counted summary.
+ *     are audited (action `opcua.ActivateSession`, principal `unauthenticated`, the client and
+ *     address in its source, the user name (never the password) and the reason, refused by
+ *     `identify` or throttled, in its reason), coalesced per remote address and reason per 10 s
+ *     with a counted summary.
  *
  *   A session that ends (closed, or timed out) takes its subscriptions with it: none lives on
  *   as an orphan outside these limits (so a client that loses its session cannot transfer its

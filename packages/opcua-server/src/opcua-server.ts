@@ -1,4 +1,5 @@
 import { AsyncLocalStorage } from "node:async_hooks";
+import { createHash } from "node:crypto";
 import { hostname } from "node:os";
 import path from "node:path";
 import {
@@ -81,6 +82,15 @@ const SYSTEM_WATCH_MS = 500;
  */
 const REFUSAL_AUDIT_WINDOW_MS = 10_000;
 
+/** Most targets (or user names) an audit entry names; the rest are counted. */
+const NAMED_IN_ENTRY = 5;
+
+/** Most targets of one call's refusals of a kind that make its coalescing key (the set of targets). */
+const MAX_TARGETS_KEYED = 100_000;
+
+/** Most characters of `system.refuseCommand`'s comment. */
+const COMMENT_MAX_LENGTH = 1_000;
+
 /** Most addresses and user names whose failed logins are tracked at once (expired ones are dropped first). */
 const MAX_TRACKED_LOGINS = 10_000;
 
@@ -156,6 +166,8 @@ export class OpcuaServer {
   readonly #loginFailures = new Map<string, { count: number; since: number }>();
   /** The coalescing scope of each remote address's failed logins. */
   readonly #loginScopes = new Map<string, object>();
+  /** The refusals of the service call under way (see {@link OpcuaServer.#refuse}). */
+  readonly #callRefusals = new AsyncLocalStorage<CallRefusals>();
   /** Windows holding suppressed refusals whose summary is still to be audited. */
   readonly #pendingSummaries = new Set<RefusalWindow>();
   #runtime: ServerRuntime | undefined;
@@ -326,7 +338,14 @@ export class OpcuaServer {
       isAuditing: false,
       // node-opcua's default (10 secure channels per endpoint) would bound sessions tighter than maxSessions.
       maxConnectionsPerEndpoint: options.limits.maxSessions + options.limits.maxUnactivatedSessions,
+      // Without this, node-opcua takes the MaxMessageSize a client's Hello states (16 MB when it
+      // states none) as the most it receives: a 10 MB request was read and decoded before any check.
+      transportSettings: {
+        adjustTransportLimits: (hello) => transportLimitsOf(hello, options.limits),
+      },
       serverCapabilities: {
+        maxSelectClauseParameters: options.limits.maxEventFilterSelectClauses,
+        maxWhereClauseParameters: options.limits.maxEventFilterOperands,
         maxBrowseContinuationPoints: options.limits.maxBrowseContinuationPoints,
         maxSessions: options.limits.maxSessions,
         maxSubscriptions: options.limits.maxSubscriptions,
@@ -352,7 +371,11 @@ export class OpcuaServer {
     server.eventFilterBounds = {
       maxElements: options.limits.maxEventFilterElements,
       maxDepth: options.limits.maxEventFilterDepth,
+      maxOperands: options.limits.maxEventFilterOperands,
+      maxSelectClauses: options.limits.maxEventFilterSelectClauses,
     };
+    server.maxEventFilterCostPerSession = options.limits.maxEventFilterCostPerSession;
+    server.maxReferencesPerBrowse = options.limits.maxReferencesPerBrowse;
     server.maxReferencesPerNode = options.limits.maxReferencesPerNode;
     server.minConditionRefreshIntervalMs = options.limits.minConditionRefreshIntervalMs;
     server.onRefusedRefresh = (session, refused) => this.#refuseRefresh(session, refused);
@@ -362,6 +385,7 @@ export class OpcuaServer {
     server.principalKeyOf = (session) => principalKeyOf(this.#principals.get(session));
     server.mayReceiveEvent = (session, event) => this.#mayReceiveEvent(session, event);
     server.onRefusedRequest = (session, refused) => this.#refuseRequest(session, refused);
+    server.serveCall = (session, call) => this.#serveCall(session, call);
     try {
       await server.initialize();
       const addressSpace = server.engine.addressSpace!;
@@ -645,13 +669,14 @@ export class OpcuaServer {
     const info = sessionInfoOf(this.#runtime!, session);
     const address = session.channel?.remoteAddress ?? "unknown";
     const keys = [`address ${address}`, ...(identity.type === "username" ? [`user ${identity.userName}`] : [])];
-    const login =
-      identity.type === "username" ? `user ${JSON.stringify(identity.userName.slice(0, 64))}` : identity.type;
+    const userName = identity.type === "username" ? identity.userName : undefined;
     if (keys.some((key) => this.#loginThrottled(key))) {
       await this.#refuseLogin(
         info,
         address,
-        `${login} throttled: too many failed logins (${this.#options.limits.maxFailedLogins} within ${this.#options.limits.failedLoginWindowMs} ms)`,
+        "throttled",
+        userName,
+        `throttled: too many failed logins from this address or for this user name (${this.#options.limits.maxFailedLogins} within ${this.#options.limits.failedLoginWindowMs} ms); identify not asked`,
       );
       return false;
     }
@@ -659,7 +684,13 @@ export class OpcuaServer {
       const principal = await this.#options.identify(identity, info);
       if (principal === undefined || principal === null) {
         for (const key of keys) this.#countFailedLogin(key);
-        await this.#refuseLogin(info, address, `${login} not accepted by identify`);
+        await this.#refuseLogin(
+          info,
+          address,
+          "refused",
+          userName,
+          `${identity.type} identity refused by identify (wrong password, unknown user or certificate)`,
+        );
         return false;
       }
       const held = this.#server
@@ -714,23 +745,37 @@ export class OpcuaServer {
     else if (this.#loginFailures.size < MAX_TRACKED_LOGINS) this.#loginFailures.set(key, { count: 1, since: now });
   }
 
-  /** Audits a failed or throttled login, coalesced per remote address ({@link OpcuaServer.#refuseCoalesced}). */
-  async #refuseLogin(info: OpcuaSessionInfo, address: string, detail: string): Promise<void> {
+  /**
+   * Audits a failed or throttled login ({@link OpcuaServer.#refuseCoalesced}, per remote address
+   * and per kind: `refused` by `identify`, or `throttled`): principal `unauthenticated`, the client
+   * and address in its source, the user name (never the password) and the reason in the entry's
+   * reason, and the user names of the coalesced ones in its summary.
+   */
+  async #refuseLogin(
+    info: OpcuaSessionInfo,
+    address: string,
+    kind: "refused" | "throttled",
+    userName: string | undefined,
+    detail: string,
+  ): Promise<void> {
     let scope = this.#loginScopes.get(address);
     if (!scope) {
       if (this.#loginScopes.size >= MAX_TRACKED_LOGINS) this.#loginScopes.clear();
       this.#loginScopes.set(address, (scope = {}));
     }
+    const who = userName === undefined ? "" : `user ${JSON.stringify(userName.slice(0, 64))}`;
     await this.#refuseCoalesced(
       scope,
-      "login",
+      `login:${kind}`,
       {
         permission: "read",
         action: "opcua.ActivateSession",
         target: this.#system.machineId,
-        subject: "OPC UA ActivateSession",
-        issue: { path: "userIdentityToken", message: detail },
+        reason: new KilnValidationError("OPC UA ActivateSession", [{ path: "userIdentityToken", message: detail }]),
         statusCode: ServerStatusCodes.BadUserAccessDenied,
+        count: 1,
+        names: who === "" ? [] : [who],
+        detail: `login ${kind}${who === "" ? "" : ` for ${who}`}: ${detail}`,
       },
       { id: "unauthenticated", roles: [], source: `${sourceOf(info)} from ${address}`.slice(0, SOURCE_MAX_LENGTH) },
     );
@@ -842,47 +887,137 @@ export class OpcuaServer {
 
   /**
    * Audits a request node-opcua refused whole (`BadTooManyOperations`: more operations than the
-   * per-call bound), once, with its operation count, through {@link OpcuaServer.#refuse}
+   * per-call bound) through {@link OpcuaServer.#refuseCoalesced}, counting its operations
    * (`read`, or `tag.write` for a Write; action `opcua.<Service>`, target the machine: a principal
-   * without the permission there is recorded `denied` as forbidden). The answer stays
-   * `BadTooManyOperations` for every principal: the request is refused for its size, whoever sent it.
+   * without the permission there is recorded `denied` as forbidden, the count in the reason all
+   * the same). The answer stays `BadTooManyOperations` for every principal: the request is
+   * refused for its size, whoever sent it.
    */
   async #refuseRequest(session: ServerSession, refused: RefusedRequest): Promise<StatusCode> {
-    await this.#refuse(this.#principalOf(session), {
+    await this.#refuseCoalesced(session, `${refused.service}:${refused.statusCode.name}`, {
       permission: refused.service === "Write" ? "tag.write" : "read",
       action: `opcua.${refused.service}`,
       target: this.#system.machineId,
       reason: new KilnValidationError(`OPC UA ${refused.service}`, [
         {
           path: "request",
-          message: `${refused.operations} operations in one call, more than the server's limit per call (${refused.statusCode.name})`,
+          message: `more operations in one call than the server's limit per call (${refused.statusCode.name})`,
         },
       ]),
       statusCode: refused.statusCode.value,
+      count: refused.operations,
+      names: [],
+      detail: `1 request of ${refused.operations} operations refused whole`,
     });
     return refused.statusCode;
   }
 
-  /** Audits a refused ConditionRefresh(2), coalesced per session and method ({@link OpcuaServer.#refuseCoalesced}). */
+  /** Audits a refused ConditionRefresh(2) through {@link OpcuaServer.#refuse} (one entry per call and kind, coalesced per session). */
   async #refuseRefresh(session: ServerSession, refused: RefusedRefresh): Promise<StatusCode> {
-    const code = await this.#refuseCoalesced(session, `${refused.method}:${refused.statusCode.name}`, {
-      permission: "read",
-      action: `opcua.${refused.method}`,
-      target: this.#system.machineId,
-      subject: `OPC UA ${refused.method}`,
-      issue: { path: "inputArguments", message: `${refused.detail} (${refused.statusCode.name})` },
-      statusCode: refused.statusCode.value,
-    });
+    const code = await this.#refuse(
+      this.#principalOf(session),
+      {
+        permission: "read",
+        action: `opcua.${refused.method}`,
+        target: this.#system.machineId,
+        reason: new KilnValidationError(`OPC UA ${refused.method}`, [
+          { path: "inputArguments", message: `${refused.detail} (${refused.statusCode.name})` },
+        ]),
+        statusCode: refused.statusCode.value,
+        kind: refused.statusCode.name,
+      },
+      session,
+    );
     return code === refused.statusCode.value ? refused.statusCode : this.#statusCode(code);
   }
 
   /**
-   * {@link OpcuaServer.#refuse}, coalesced: the first refusal of a kind (`key`) from a session is
-   * audited at once and opens a window of {@link REFUSAL_AUDIT_WINDOW_MS}; the refusals of that
-   * kind in the window are answered the same StatusCode (the principal's own refusal, e.g.
-   * `BadUserAccessDenied`, when the first one got it) without an entry each, and audited as one
-   * summary entry with their count when the window ends (or the server stops). A client repeating
-   * a refused request cannot flood the audit trail, and no refusal goes uncounted.
+   * Runs one service call of a session with a place for the refusals its operations make
+   * ({@link OpcuaServer.#refuse}); `settle` audits them (one entry per kind, through
+   * {@link OpcuaServer.#refuseCoalesced}) before the call's response is sent.
+   */
+  #serveCall(
+    session: ServerSession,
+    call: (settle: () => Promise<void>) => void | Promise<void>,
+  ): void | Promise<void> {
+    const refusals: CallRefusals = { session, kinds: new Map() };
+    return this.#callRefusals.run(refusals, () => call(() => this.#settleCall(refusals)));
+  }
+
+  async #settleCall(refusals: CallRefusals): Promise<void> {
+    const kinds = [...refusals.kinds.values()];
+    refusals.kinds.clear();
+    await Promise.all(
+      kinds.map((kind) => {
+        const targets = [...new Set(kind.targets)].sort();
+        const key = `${kind.key}:${createHash("sha256").update(targets.join("\n")).digest("base64url")}`;
+        const named = targets.slice(0, NAMED_IN_ENTRY);
+        const request: CoalescedRefusal = {
+          ...kind.request,
+          target: targets.length === 1 ? kind.request.target : this.#system.machineId,
+          count: kind.count,
+          names: named,
+          detail: kind.count === 1 ? "" : `${kind.count} refused in one call${namesOf(named, targets.length)}`,
+        };
+        // One refused operation is a command refused once: its own entry, as the API's are.
+        if (kind.count === 1 && kind.request.kind === undefined) {
+          return this.#refuseNow(kind.principal, request, "");
+        }
+        return this.#refuseCoalesced(
+          refusals.session,
+          key,
+          {
+            ...request,
+          },
+          kind.principal,
+        );
+      }),
+    );
+  }
+
+  /**
+   * The server's one way to refuse and audit: a refusal is gathered with those of the same kind
+   * (action, permission, StatusCode, reason) in the service call it belongs to, answered at once
+   * (`statusCode`, or `BadUserAccessDenied` for a principal without `permission` on `target`, the
+   * code `system.refuseCommand` would give), and audited when the call settles, one entry per
+   * kind naming the count and the first targets ({@link OpcuaServer.#settleCall}). An entry
+   * standing for more than one operation, or of a kind clients repeat in loops (`kind` given:
+   * ConditionRefresh), goes through the session's coalescing windows
+   * ({@link OpcuaServer.#refuseCoalesced}, keyed by the kind and the set of targets: the same
+   * refused call repeated is coalesced); a single refused operation has its own entry, as a
+   * refused command of the API has. A Write of 1,000 tags a viewer may not write leaves one entry
+   * counting 1,000, not 1,000 entries. Outside a service call, the refusal is audited on its own.
+   */
+  async #refuse(principal: Principal, request: RefusalRequest, scope?: object): Promise<number> {
+    const refusals = this.#callRefusals.getStore();
+    if (!refusals) {
+      return this.#refuseCoalesced(scope ?? {}, "single", { ...request, count: 1, names: [], detail: "" }, principal);
+    }
+    const key = JSON.stringify([
+      principalKeyOf(principal),
+      request.action ?? request.permission,
+      request.permission,
+      request.statusCode,
+      // Refusals that differ only in the target they name are of one kind.
+      request.kind ?? [request.reason.code, request.reason.message.split(request.target).join("<target>")],
+    ]);
+    let kind = refusals.kinds.get(key);
+    if (!kind) refusals.kinds.set(key, (kind = { key, request, principal, count: 0, targets: [] }));
+    kind.count += 1;
+    if (kind.targets.length < MAX_TARGETS_KEYED) kind.targets.push(request.target);
+    return this.#can(principal, request.permission, request.target)
+      ? request.statusCode
+      : ServerStatusCodes.BadUserAccessDenied;
+  }
+
+  /**
+   * Audits a refusal ({@link OpcuaServer.#refuseNow}), coalesced: the first refusal of a kind
+   * (`key`) in a scope (a session, a remote address) is audited at once and opens a window of
+   * {@link REFUSAL_AUDIT_WINDOW_MS}; the refusals of that kind in the window are answered the same
+   * StatusCode without an entry each, and audited as one summary entry with the number of
+   * operations they stood for (and the first names) when the window ends (or the server stops).
+   * Every entry's reason carries its count (`comment` of `system.refuseCommand`, kept even when the
+   * principal is refused as forbidden): nothing refused goes uncounted.
    */
   async #refuseCoalesced(
     scope: object,
@@ -895,7 +1030,9 @@ export class OpcuaServer {
     const now = this.#clock.now();
     const open = windows.get(key);
     if (open && now < open.until) {
-      open.suppressed += 1;
+      open.suppressed += request.count;
+      open.calls += 1;
+      for (const name of request.names) if (open.names.size < NAMED_IN_ENTRY) open.names.add(name);
       if (!this.#pendingSummaries.has(open)) {
         this.#pendingSummaries.add(open);
         open.timer = this.#clock.setTimeout(() => this.#auditSummary(open), open.until - now);
@@ -905,17 +1042,15 @@ export class OpcuaServer {
     const window: RefusalWindow = {
       until: now + REFUSAL_AUDIT_WINDOW_MS,
       suppressed: 0,
+      calls: 0,
+      names: new Set(),
       answer: request.statusCode,
       principal,
       request,
       timer: undefined,
     };
     windows.set(key, window);
-    const { subject, issue, ...command } = request;
-    window.answer = await this.#refuse(window.principal, {
-      ...command,
-      reason: new KilnValidationError(subject, [issue]),
-    });
+    window.answer = await this.#refuseNow(principal, request, request.detail);
     return window.answer;
   }
 
@@ -923,41 +1058,40 @@ export class OpcuaServer {
   #auditSummary(window: RefusalWindow): void {
     if (!this.#pendingSummaries.delete(window)) return;
     if (window.timer) this.#clock.clearTimeout(window.timer);
-    const { subject, issue, ...command } = window.request;
-    void this.#refuse(window.principal, {
-      ...command,
-      reason: new KilnValidationError(subject, [
-        {
-          path: issue.path,
-          message: `${window.suppressed} more refusals of the same kind within ${REFUSAL_AUDIT_WINDOW_MS} ms, coalesced: ${issue.message}`,
-        },
-      ]),
-    });
+    const names = [...window.names];
+    void this.#refuseNow(
+      window.principal,
+      window.request,
+      `${window.suppressed} more refused of the same kind in ${window.calls} more ${window.calls === 1 ? "call" : "calls"} within ${REFUSAL_AUDIT_WINDOW_MS} ms, coalesced${namesOf(names, names.length)}`,
+    );
   }
 
   /**
-   * Audits a request refused before it became a Kiln command (`system.refuseCommand`) and answers
-   * its StatusCode: `statusCode` for `reason`, else the code of the error Kiln refused it with
-   * (`BadUserAccessDenied` for a principal without `permission`).
+   * Audits a request refused before it became a Kiln command (`system.refuseCommand`, with
+   * `comment`) and answers its StatusCode: `statusCode` for `reason`, else the code of the error
+   * Kiln refused it with (`BadUserAccessDenied` for a principal without `permission`).
    */
-  async #refuse(
-    principal: Principal,
-    request: { permission: string; action?: string; target: string; reason: KilnError; statusCode: number },
-  ): Promise<number> {
-    const { statusCode, ...command } = request;
+  async #refuseNow(principal: Principal, request: RefusalRequest, comment: string): Promise<number> {
+    const { statusCode, permission, action, target, reason } = request;
     try {
-      await this.#system.refuseCommand(principal, command);
+      await this.#system.refuseCommand(principal, {
+        permission,
+        ...(action === undefined ? {} : { action }),
+        target,
+        reason,
+        ...(comment === "" ? {} : { comment: comment.slice(0, COMMENT_MAX_LENGTH) }),
+      });
     } catch (error) {
       this.#logger.info(
         {
-          target: request.target,
-          action: request.action ?? request.permission,
+          target,
+          action: action ?? permission,
           principal: principal.id,
           error: KilnError.is(error) ? error.code : String(error),
         },
         "OPC UA request refused",
       );
-      return error === request.reason ? statusCode : statusCodeOfError(error);
+      return error === reason ? statusCode : statusCodeOfError(error);
     }
     return statusCode; // never reached: refuseCommand never resolves
   }
@@ -1154,6 +1288,16 @@ export class OpcuaServer {
 
   async #write(tag: Tag, context: ISessionContext, dataValue: DataValue, indexRange: unknown): Promise<number> {
     const principal = this.#principalOf(context?.session);
+    if (!this.#can(principal, "tag.write", tag.name)) {
+      // Refused as system.writeTag would (the same role table, in the machine's current state),
+      // but audited with the call's other refusals: one entry for a Write of 1,000 such tags.
+      return this.#refuse(principal, {
+        permission: "tag.write",
+        target: tag.name,
+        reason: new KilnError("KILN_FORBIDDEN", `Not allowed to write ${tag.name}.`),
+        statusCode: ServerStatusCodes.BadUserAccessDenied,
+      });
+    }
     if (!isEmptyRange(indexRange)) {
       return this.#refuse(principal, {
         permission: "tag.write",
@@ -1332,6 +1476,41 @@ function sourceOf(info: OpcuaSessionInfo): string {
   return `opcua:${info.clientApplicationUri ?? "unknown-client"} session ${info.sessionId}`.slice(0, SOURCE_MAX_LENGTH);
 }
 
+/** The buffer sizes and message limits node-opcua agrees with a client in its Hello/Acknowledge (OPC UA Part 6, 7.1.2.3–7.1.2.4). */
+interface TransportLimits {
+  readonly receiveBufferSize: number;
+  readonly sendBufferSize: number;
+  readonly maxMessageSize: number;
+  readonly maxChunkCount: number;
+}
+
+/** Smallest chunk (bytes) a Hello may ask for (OPC UA Part 6, 7.1.2.3). */
+const MIN_BUFFER_SIZE = 8_192;
+/** Largest chunk (bytes) the server agrees to, node-opcua's own bound. */
+const MAX_BUFFER_SIZE = 8 * 64 * 1_024;
+
+/**
+ * The limits the server acknowledges a client's Hello with, and then holds it to: both ways, no
+ * message larger than `limits.maxMessageSize` bytes nor of more than `limits.maxChunkCount`
+ * chunks (a smaller limit the client states is kept: it is what the client can receive). A larger
+ * message is refused as it arrives, before it is decoded: `BadTcpMessageTooLarge`, and the
+ * connection is closed (OPC UA Part 6, 6.7.3 and 7.1.5).
+ */
+function transportLimitsOf(
+  hello: TransportLimits,
+  limits: Pick<ResolvedOpcuaServerOptions["limits"], "maxMessageSize" | "maxChunkCount">,
+): TransportLimits {
+  const buffer = (size: number): number =>
+    Math.min(MAX_BUFFER_SIZE, Math.max(MIN_BUFFER_SIZE, size || MAX_BUFFER_SIZE / 8));
+  const at = (stated: number, bound: number): number => (stated > 0 ? Math.min(stated, bound) : bound);
+  return {
+    receiveBufferSize: buffer(hello.receiveBufferSize),
+    sendBufferSize: buffer(hello.sendBufferSize),
+    maxMessageSize: at(hello.maxMessageSize, limits.maxMessageSize),
+    maxChunkCount: at(hello.maxChunkCount, limits.maxChunkCount),
+  };
+}
+
 /** The Variant of a tag value (node-opcua carries a 64-bit integer as [high, low] 32-bit words); undefined when it does not fit the tag's type. */
 function variantOf(runtime: ServerRuntime, tag: Tag, value: Sample["value"]): Variant | undefined {
   if (value === null) return undefined;
@@ -1380,12 +1559,58 @@ function tagValueOf(runtime: ServerRuntime, tag: Tag, variant: Variant | null | 
   return value ?? undefined;
 }
 
-/** A coalescing window of one kind of refusal from one session (see `OpcuaServer.#refuseCoalesced`). */
+/** A refusal the server makes before a request becomes a Kiln command (see `OpcuaServer.#refuse`). */
+interface RefusalRequest {
+  readonly permission: string;
+  /** The audit action. @default permission */
+  readonly action?: string;
+  readonly target: string;
+  readonly reason: KilnError;
+  /** The StatusCode to answer a principal who holds `permission` (one who does not gets `BadUserAccessDenied`). */
+  readonly statusCode: number;
+  /**
+   * What makes refusals of one action the same kind, to be audited together; given, even a single
+   * one is coalesced across calls (a refusal clients repeat in loops). @default the reason's code
+   * and message (its target left out)
+   */
+  readonly kind?: string;
+}
+
+/** A refusal, or the refusals of one kind in one call, to audit through `OpcuaServer.#refuseCoalesced`. */
+interface CoalescedRefusal extends RefusalRequest {
+  /** How many operations it stands for (a call's refused nodes, a request's operations). */
+  readonly count: number;
+  /** What it names beyond its target (the first targets of a call, a login's user name). */
+  readonly names: readonly string[];
+  /** The entry's comment: its count and names ("" for none). */
+  readonly detail: string;
+}
+
+/** The refusals of one service call of a session, by kind (see `OpcuaServer.#refuse`). */
+interface CallRefusals {
+  readonly session: ServerSession;
+  readonly kinds: Map<
+    string,
+    {
+      readonly key: string;
+      readonly request: RefusalRequest;
+      readonly principal: Principal;
+      count: number;
+      readonly targets: string[];
+    }
+  >;
+}
+
+/** A coalescing window of one kind of refusal in one scope (see `OpcuaServer.#refuseCoalesced`). */
 interface RefusalWindow {
   /** When the window ends (clock ms). */
   readonly until: number;
-  /** Refusals answered in the window without an audit entry of their own. */
+  /** Operations refused in the window without an audit entry of their own. */
   suppressed: number;
+  /** The refusals (calls, logins) they came in. */
+  calls: number;
+  /** The first names of those refusals. */
+  readonly names: Set<string>;
   /** The StatusCode the first refusal got, given to the others. */
   answer: number;
   readonly principal: Principal;
@@ -1393,14 +1618,10 @@ interface RefusalWindow {
   timer: TimerHandle | undefined;
 }
 
-/** A refusal to audit through `OpcuaServer.#refuseCoalesced`: its reason is `new KilnValidationError(subject, [issue])`. */
-interface CoalescedRefusal {
-  readonly permission: string;
-  readonly action: string;
-  readonly target: string;
-  readonly subject: string;
-  readonly issue: { readonly path: string; readonly message: string };
-  readonly statusCode: number;
+/** `: a, b, c and 7 more` for the first names of `total`. */
+function namesOf(names: readonly string[], total: number): string {
+  if (names.length === 0) return "";
+  return `: ${names.join(", ")}${total > names.length ? ` and ${total - names.length} more` : ""}`;
 }
 
 type AddressSpaceFind = NonNullable<AuthorizingServer["engine"]["addressSpace"]>["findNode"];

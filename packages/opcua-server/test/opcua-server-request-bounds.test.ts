@@ -8,6 +8,7 @@ import {
   CreateMonitoredItemsRequest,
   CreateSubscriptionRequest,
   DataType,
+  DeleteMonitoredItemsRequest,
   ElementOperand,
   type EventFilter,
   EventFilterResult,
@@ -21,8 +22,16 @@ import {
   Variant,
 } from "node-opcua-client";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { connect, makeTestPki, servedSystem, type ServedTestSystem, type TestPki, user } from "./support/opcua-fixture";
-import { rawSession } from "./support/opcua-raw";
+import {
+  connect,
+  makeTestPki,
+  servedSystem,
+  type ServedTestSystem,
+  type TestPki,
+  user,
+  USERS,
+} from "./support/opcua-fixture";
+import { rawSession, sendRawMessage } from "./support/opcua-raw";
 
 /**
  * An EventFilter's WhereClause is evaluated by node-opcua recursively from element 0 for every
@@ -52,7 +61,12 @@ beforeAll(async () => {
       limits: {
         maxEventFilterElements: 40,
         maxEventFilterDepth: 8,
+        maxEventFilterOperands: 60,
+        maxEventFilterSelectClauses: 20,
+        maxEventFilterCostPerSession: 200,
         maxReferencesPerNode: 3,
+        maxReferencesPerBrowse: 12,
+        maxMessageSize: 1_048_576,
         maxBrowseContinuationPoints: 2,
         maxFailedLogins: 3,
         failedLoginWindowMs: 1_500,
@@ -115,10 +129,13 @@ interface FilterAnswer {
   filterResult?: unknown;
 }
 
-async function createEventItem(filter: EventFilter): Promise<FilterAnswer> {
-  const created = (await rawSession(olga.session).createMonitoredItems(
+async function createEventItem(
+  filter: EventFilter,
+  on: { session: typeof olga.session; subscriptionId: number } = { session: olga.session, subscriptionId },
+): Promise<FilterAnswer> {
+  const created = (await rawSession(on.session).createMonitoredItems(
     new CreateMonitoredItemsRequest({
-      subscriptionId,
+      subscriptionId: on.subscriptionId,
       timestampsToReturn: TimestampsToReturn.Neither,
       itemsToCreate: [
         {
@@ -211,6 +228,143 @@ describe("EventFilter WhereClause bounds", () => {
   });
 });
 
+/** An EventFilter of `selects` SelectClauses whose WhereClause is one InList of `operands` operands. */
+function inListFilter(selects: number, operands: number): EventFilter {
+  const filter = constructEventFilter(Array.from({ length: selects }, () => "EventId"));
+  filter.whereClause = new ContentFilter({
+    elements: [
+      new ContentFilterElement({
+        filterOperator: FilterOperator.InList,
+        filterOperands: Array.from({ length: operands }, (_, index) => literal(index)),
+      }),
+    ],
+  });
+  return filter;
+}
+
+describe("EventFilter size bounds", () => {
+  test("an InList of more operands than maxEventFilterOperands, or more SelectClauses than maxEventFilterSelectClauses, is refused", async () => {
+    const operands = await createEventItem(inListFilter(1, 61));
+    expect(operands.statusCode).toBe(StatusCodes.BadEventFilterInvalid);
+    expect(elementCodes(operands)).toEqual([]); // the answer does not grow with the request
+    const selects = await createEventItem(inListFilter(21, 2));
+    expect(selects.statusCode).toBe(StatusCodes.BadEventFilterInvalid);
+    const within = await createEventItem(inListFilter(20, 60));
+    expect(within.statusCode).toBe(StatusCodes.Good);
+  });
+
+  test("the operand bound holds over all elements together: two InLists of 30 under an And are refused", async () => {
+    const filter = filterOf([
+      new ContentFilterElement({ filterOperator: FilterOperator.And, filterOperands: [element(1), element(2)] }),
+      inListFilter(1, 30).whereClause!.elements![0]!,
+      inListFilter(1, 30).whereClause!.elements![0]!,
+    ]);
+    expect((await createEventItem(filter)).statusCode).toBe(StatusCodes.BadEventFilterInvalid);
+  });
+
+  test("a session's event filters together stay within maxEventFilterCostPerSession; deleting an item frees its share", async () => {
+    // A viewer (read-only) can create event items: the budget is per session, whoever it is.
+    const vic = await connect(served.server, pki.trusted, user("vic"));
+    try {
+      const { subscriptionId: own } = await rawSession(vic.session).createSubscription(
+        new CreateSubscriptionRequest({
+          requestedPublishingInterval: 100,
+          requestedLifetimeCount: 600,
+          requestedMaxKeepAliveCount: 10,
+          publishingEnabled: true,
+        }),
+      );
+      const on = { session: vic.session, subscriptionId: own };
+      // Each costs 20 SelectClauses + 1 element + 40 operands = 61: three fit in 200, a fourth does not.
+      const created = [];
+      for (let index = 0; index < 3; index += 1) created.push(await createEventItem(inListFilter(20, 40), on));
+      expect(created.map((answer) => answer.statusCode)).toEqual([
+        StatusCodes.Good,
+        StatusCodes.Good,
+        StatusCodes.Good,
+      ]);
+      expect((await createEventItem(inListFilter(20, 40), on)).statusCode).toBe(StatusCodes.BadTooManyMonitoredItems);
+      // A filter-less item costs nothing, and another session's budget is its own.
+      expect((await createEventItem(constructEventFilter([]) as EventFilter, on)).statusCode).toBe(StatusCodes.Good);
+      const session = vic.session as unknown as {
+        deleteMonitoredItems(request: DeleteMonitoredItemsRequest): Promise<{ results?: StatusCode[] | null }>;
+      };
+      const deleted = await session.deleteMonitoredItems(
+        new DeleteMonitoredItemsRequest({ subscriptionId: own, monitoredItemIds: [created[0]!.monitoredItemId] }),
+      );
+      expect(deleted.results).toEqual([StatusCodes.Good]);
+      expect((await createEventItem(inListFilter(20, 40), on)).statusCode).toBe(StatusCodes.Good);
+    } finally {
+      await vic.close();
+    }
+  });
+
+  test("a modify that would take the session beyond its budget is refused and changes nothing", async () => {
+    const vic = await connect(served.server, pki.trusted, user("vic"));
+    try {
+      const { subscriptionId: own } = await rawSession(vic.session).createSubscription(
+        new CreateSubscriptionRequest({
+          requestedPublishingInterval: 100,
+          requestedLifetimeCount: 600,
+          requestedMaxKeepAliveCount: 10,
+          publishingEnabled: true,
+        }),
+      );
+      const on = { session: vic.session, subscriptionId: own };
+      const big = await createEventItem(inListFilter(20, 60), on); // 81
+      const small = await createEventItem(inListFilter(1, 2), on); // 4
+      expect([big.statusCode, small.statusCode]).toEqual([StatusCodes.Good, StatusCodes.Good]);
+      const modify = (
+        vic.session as unknown as {
+          modifyMonitoredItems(request: ModifyMonitoredItemsRequest): Promise<{ results?: FilterAnswer[] | null }>;
+        }
+      ).modifyMonitoredItems.bind(vic.session);
+      const grow = (monitoredItemId: number, filter: EventFilter) =>
+        modify(
+          new ModifyMonitoredItemsRequest({
+            subscriptionId: own,
+            timestampsToReturn: TimestampsToReturn.Neither,
+            itemsToModify: [
+              {
+                monitoredItemId,
+                requestedParameters: {
+                  clientHandle: 7,
+                  samplingInterval: 0,
+                  queueSize: 10,
+                  discardOldest: true,
+                  filter,
+                },
+              },
+            ],
+          }),
+        ).then((answer) => answer.results![0]!.statusCode);
+      expect(await grow(small.monitoredItemId, inListFilter(20, 60))).toBe(StatusCodes.Good); // 81 + 81
+      expect(await grow(small.monitoredItemId, inListFilter(20, 60))).toBe(StatusCodes.Good); // same again: its own share is replaced
+      expect((await createEventItem(inListFilter(20, 40), on)).statusCode).toBe(StatusCodes.BadTooManyMonitoredItems);
+    } finally {
+      await vic.close();
+    }
+  });
+});
+
+describe("transport message size", () => {
+  test("a message larger than maxMessageSize is refused BadTcpMessageTooLarge as it arrives, without a session", async () => {
+    const answer = await sendRawMessage(served.server.port, 2 * 1_048_576);
+    expect(answer.maxMessageSize).toBe(1_048_576); // the Hello stated no limit: the server's is acknowledged
+    expect(answer.error).toBe(StatusCodes.BadTcpMessageTooLarge.value);
+  });
+
+  test("a request of normal size still works, on the same server", async () => {
+    const nodes = Array.from({ length: 500 }, () => ({
+      nodeId: served.server.nodeIdOf("chamber.pressure"),
+      attributeId: 13,
+    }));
+    const values = await olga.session.read(nodes);
+    expect(values).toHaveLength(500);
+    expect(values.every((value) => value.statusCode.isGoodish())).toBe(true);
+  });
+});
+
 describe("Browse bounds", () => {
   /** The `chamber` folder's NodeId (its five tag variables are its references, with HasTypeDefinition). */
   const chamber = () => `ns=${served.server.namespaceIndex};s=#chamber`;
@@ -231,6 +385,33 @@ describe("Browse bounds", () => {
     expect(result!.references).toHaveLength(3);
     expect(result!.continuationPoint?.length).toBeGreaterThan(0);
     await olga.session.browseNext([result!.continuationPoint!], true);
+  });
+
+  test("one Browse builds at most maxReferencesPerBrowse references: the nodes after answer BadNoContinuationPoints", async () => {
+    const variable = {
+      nodeId: served.server.nodeIdOf("chamber.pressure"),
+      browseDirection: 2, // both: its type definition and its folder
+      resultMask: 63,
+      includeSubtypes: true,
+      referenceTypeId: "References",
+    };
+    const [one] = await olga.session.browse([variable]);
+    const each = one!.references!.length;
+    expect(each).toBeGreaterThan(0);
+    expect(each).toBeLessThanOrEqual(3); // no continuation point needed
+    const browsed = Math.ceil(12 / each);
+    const results = await olga.session.browse(Array.from({ length: browsed + 3 }, () => variable));
+    expect(results.slice(0, browsed).map((result) => result.statusCode)).toEqual(
+      Array.from({ length: browsed }, () => StatusCodes.Good),
+    );
+    expect(results.slice(browsed).map((result) => result.statusCode)).toEqual([
+      StatusCodes.BadNoContinuationPoints,
+      StatusCodes.BadNoContinuationPoints,
+      StatusCodes.BadNoContinuationPoints,
+    ]);
+    // Browsed again in a call of its own, a refused node answers.
+    const [again] = await olga.session.browse([variable]);
+    expect(again!.references).toHaveLength(each);
   });
 
   test("a session holds at most maxBrowseContinuationPoints: the next node answers BadNoContinuationPoints", async () => {
@@ -261,15 +442,22 @@ describe("failed logins", () => {
       (entry) => entry.action === "opcua.ActivateSession",
     );
 
-  test("after maxFailedLogins refused passwords, even the right one is refused until the window ends; audited once, coalesced", async () => {
+  test("after maxFailedLogins refused passwords, even the right one is refused until the window ends; audited once per reason, naming the user and why, never the password", async () => {
     const before = (await audited()).length;
     for (let attempt = 0; attempt < 3; attempt++) {
       await expect(connect(served.server, pki.trusted, wrong())).rejects.toThrow(/BadUserAccessDenied/);
     }
     await expect(connect(served.server, pki.trusted, user("olga"))).rejects.toThrow(/BadUserAccessDenied/);
     const entries = (await audited()).slice(before);
-    expect(entries).toHaveLength(1);
-    expect(entries[0]!.principal).toBe("unauthenticated");
+    // The wrong passwords (one entry, the two after it coalesced) and the throttled login.
+    expect(entries).toHaveLength(2);
+    expect(entries.map((entry) => entry.principal)).toEqual(["unauthenticated", "unauthenticated"]);
+    expect(entries[0]!.reason).toMatch(/login refused for user "olga": username identity refused by identify/);
+    expect(entries[1]!.reason).toMatch(/login throttled for user "olga": throttled: too many failed logins/);
+    for (const entry of entries) {
+      expect(JSON.stringify(entry)).not.toContain("guess");
+      expect(JSON.stringify(entry)).not.toContain(USERS.olga!.password);
+    }
     await new Promise((resolve) => setTimeout(resolve, 1_600));
     const back = await connect(served.server, pki.trusted, user("olga"));
     await back.close();

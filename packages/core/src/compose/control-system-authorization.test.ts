@@ -434,4 +434,34 @@ describe("northbound servers ask the system's role table and audit their own ref
       },
     ]);
   });
+
+  test("refuseCommand's comment reaches the entry's reason even when the principal lacks the permission", async () => {
+    const { system, audit } = await build();
+    const forbidden = await rejection(
+      system.refuseCommand(viewer, {
+        permission: "tag.write",
+        target: "valve.tma",
+        reason: new KilnError("KILN_VALIDATION", "x"),
+        comment: "3 operations in one call: valve.tma, valve.tmb, valve.tmc",
+      }),
+    );
+    expect(forbidden.code).toBe("KILN_FORBIDDEN");
+    const refused = await rejection(
+      system.refuseCommand(operator, {
+        permission: "alarm.acknowledge",
+        target: "chamber.pressure:HI",
+        reason: new KilnError("KILN_VALIDATION", "indexRange"),
+        comment: "2 operations in one call",
+      }),
+    );
+    expect(refused.code).toBe("KILN_VALIDATION");
+    expect(await audit()).toMatchObject([
+      {
+        principal: "vic",
+        outcome: "denied",
+        reason: expect.stringMatching(/KILN_FORBIDDEN.*3 operations in one call: valve.tma/),
+      },
+      { principal: "olga", outcome: "denied", reason: expect.stringMatching(/indexRange.*2 operations in one call/) },
+    ]);
+  });
 });

@@ -339,7 +339,10 @@ export class ControlSystem {
    * `target` is authorized first (a principal without it is refused `KILN_FORBIDDEN`), then the
    * command is refused with `reason`. One entry, `denied` when `reason`'s code is a denial
    * (`KILN_VALIDATION`, `KILN_FORBIDDEN`...), else `failed`, naming principal, source, action
-   * (`action`, default `permission`), target and the reason. Nothing else happens.
+   * (`action`, default `permission`), target and the reason. `comment`, when given, is appended to
+   * the entry's reason whatever refused it, the authorization included: what the caller knows of
+   * the refusal (a count of the operations it stands for, a user name) is never lost to a
+   * `KILN_FORBIDDEN` entry. Nothing else happens.
    * @returns never resolves.
    * @throws `KILN_FORBIDDEN` when the principal lacks `permission` on `target`, else `reason`
    *   itself (the same object), or `KILN_AUDIT_UNAVAILABLE`/`KILN_VALIDATION` (a malformed
@@ -352,10 +355,12 @@ export class ControlSystem {
       readonly action?: string;
       readonly target: string;
       readonly reason: KilnError;
+      /** Recorded with the entry's reason (at most 1000 characters; a longer one is refused `KILN_VALIDATION`, like any comment). */
+      readonly comment?: string;
     },
   ): Promise<never> {
     const who = snapshotPrincipal(principal);
-    const { permission, action, target, reason } = command;
+    const { permission, action, target, reason, comment } = command;
     return this.#command(
       who,
       permission,
@@ -363,7 +368,11 @@ export class ControlSystem {
       () => {
         throw reason;
       },
-      { machineState: () => this.#machine.state, ...(action === undefined ? {} : { action }) },
+      {
+        machineState: () => this.#machine.state,
+        ...(action === undefined ? {} : { action }),
+        ...(comment === undefined ? {} : { comment }),
+      },
     );
   }
 
