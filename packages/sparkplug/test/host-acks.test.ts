@@ -1,9 +1,9 @@
-import { KilnError, type Sample, type Store } from "@kiln/core";
+import { GOOD, KilnError, type Sample, type Store } from "@kiln/core";
 import type { SampleWriteResult } from "@kiln/core/driver-kit";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, open, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { afterEach, describe, expect, test } from "vitest";
+import { afterEach, describe, expect, test, vi } from "vitest";
 import {
   AWAIT_ACKS_METRIC,
   STORED_THROUGH_METRIC,
@@ -273,6 +273,42 @@ describe("acks the edge node must not believe", () => {
     );
     await expect.poll(() => acknowledgement(node).acks.accepted, { timeout: 5_000 }).toBe(1);
     expect(acknowledgement(node).samplesAcknowledged).toBe(0);
+  });
+
+  test("the flushes queued behind one journal fsync share the next (group commit): fewer fsyncs than flushes, every published sample journaled", async () => {
+    const fixture = await edgeFixture({ primaryHostId: HOST });
+    cleanups.push(() => fixture.close());
+    await fixture.recorder.client.publishAsync(
+      `spBv1.0/STATE/${HOST}`,
+      Buffer.from(encodeHostState({ online: true, timestamp: Date.now() })),
+      { qos: 1, retain: true },
+    );
+    const node = fixture.newNode({ storeAndForward: { path: await tempJournal() }, awaitHostAcks: true });
+    await node.start();
+    await fixture.recorder.waitFor(ofType("NBIRTH"), 5_000);
+    const probe = await open(await tempJournal(), "w");
+    const prototype = Object.getPrototypeOf(probe) as { datasync(): Promise<void> };
+    await probe.close();
+    const fsyncs = vi.spyOn(prototype, "datasync");
+    cleanups.push(async () => fsyncs.mockRestore());
+    const before = node.health().published.dataMessages;
+    const storedBefore = node.health().storeAndForward!.samplesStored;
+    const base = Date.now() + 60_000;
+    for (let change = 0; change < 300; change++) {
+      fixture.system.unchecked.cvt.update([
+        { tag: "heater.setpoint", value: change + 1, timestamp: base + change, quality: GOOD },
+      ]);
+      // The node flushes on a microtask: one DDATA, and one journal record, per change.
+      await Promise.resolve();
+    }
+    const flushes = node.health().published.dataMessages - before;
+    expect(flushes).toBeGreaterThanOrEqual(300);
+    await expect
+      .poll(() => node.health().storeAndForward!.samplesStored - storedBefore, { timeout: 5_000 })
+      .toBeGreaterThanOrEqual(300);
+    // One append and fsync per flush without group commit.
+    expect(fsyncs.mock.calls.length).toBeLessThan(flushes / 4);
+    expect(acknowledgement(node).unacknowledgedSamples).toBe(node.health().storeAndForward!.samplesStored);
   });
 
   test("awaitHostAcks without storeAndForward or without primaryHostId is refused, naming the field", async () => {
