@@ -34,7 +34,10 @@ export interface BacklogRecord {
 /**
  * The store-and-forward backlog of an edge node: records (each an encoded Sparkplug payload of
  * historical metrics, one flush's changes) in time order, bounded by bytes and samples.
- * Internal; the edge node serializes every call.
+ * Internal. Appends may be under way together (the journal writes those queued behind one fsync
+ * in the next); a record counts (in `records`, `samples`, `bytes`) once its append resolved, and
+ * appends resolve in call order. The edge node serializes every other call but releases by
+ * acknowledgement.
  */
 export interface ForwardBacklog {
   readonly durable: boolean;
@@ -62,7 +65,8 @@ export interface ForwardBacklog {
   tally(epoch: number): { unsentRecords: number; unsentSamples: number; sentRecords: number; sentSamples: number };
   /**
    * Releases the oldest records while each was sent in `epoch` with a message number at most
-   * `through`; the last release durably. Returns the records and samples released.
+   * `through`; the last release durably. Takes them all at once (nothing comes between the count
+   * and the releases). Returns the records and samples released.
    */
   releaseAcknowledged(epoch: number, through: number): Promise<{ records: number; samples: number }>;
 }
@@ -188,11 +192,14 @@ export class MemoryBacklog extends BaseBacklog implements ForwardBacklog {
     return this.append(bytes, samples, oldest, sent);
   }
 
-  async releaseAcknowledged(epoch: number, through: number): Promise<{ records: number; samples: number }> {
+  releaseAcknowledged(epoch: number, through: number): Promise<{ records: number; samples: number }> {
     const count = this.acknowledged(epoch, through);
     let samples = 0;
-    for (let index = 0; index < count; index++) samples += (await this.dropOldest()) ?? 0;
-    return { records: count, samples };
+    for (let index = 0; index < count; index++) {
+      this.#payloads.shift();
+      samples += this.untrack()?.samples ?? 0;
+    }
+    return Promise.resolve({ records: count, samples });
   }
 
   peek(): Promise<BacklogRecord | undefined> {
@@ -283,8 +290,15 @@ export class JournalBacklog extends BaseBacklog implements ForwardBacklog {
    */
   async releaseAcknowledged(epoch: number, through: number): Promise<{ records: number; samples: number }> {
     const count = this.acknowledged(epoch, through);
+    // All taken at once (no await between them), so a concurrent release or drop cannot come
+    // between the count and the releases: the journal releases its oldest records in this order.
+    const releases: Promise<unknown>[] = [];
     let samples = 0;
-    for (let index = 0; index < count; index++) samples += (await this.#releaseOldest(index === count - 1)) ?? 0;
+    for (let index = 0; index < count; index++) {
+      releases.push(this.#journal.release({ durable: index === count - 1 }));
+      samples += this.untrack()?.samples ?? 0;
+    }
+    await Promise.all(releases);
     return { records: count, samples };
   }
 

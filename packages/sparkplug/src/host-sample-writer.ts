@@ -97,6 +97,8 @@ export class HostSampleWriter {
   #registering: Promise<void> | undefined;
   #abandon = new AbortController();
   #idleWaiters: (() => void)[] = [];
+  /** Waiters of {@link whenSettled}: each resolved once the settled mark reaches its `through`. */
+  #settleWaiters: { readonly through: number; readonly resolve: () => void }[] = [];
   #spaceWaiters: (() => void)[] = [];
 
   constructor(
@@ -204,6 +206,31 @@ export class HostSampleWriter {
   }
 
   /**
+   * Resolves `true` once every sample of the first `through` accepted is settled (written, refused
+   * as a conflict, or dropped and reported), `false` after `timeoutMs` without that. Writes what
+   * is filling at once (no `maxDelayMs` wait); drops nothing.
+   */
+  async whenSettled(through: number, timeoutMs: number): Promise<boolean> {
+    if (this.#settledThrough >= through) return true;
+    this.#seal();
+    this.#pump();
+    if (this.#settledThrough >= through) return true;
+    let timer: TimerHandle | undefined;
+    let waiter: { readonly through: number; readonly resolve: () => void } | undefined;
+    const settled = new Promise<true>((resolve) => {
+      waiter = { through, resolve: () => resolve(true) };
+      this.#settleWaiters.push(waiter);
+    });
+    const timeout = new Promise<false>((resolve) => {
+      timer = this.#clock.setTimeout(() => resolve(false), timeoutMs);
+    });
+    const outcome = await Promise.race([settled, timeout]);
+    if (timer !== undefined) this.#clock.clearTimeout(timer);
+    this.#settleWaiters = this.#settleWaiters.filter((each) => each !== waiter);
+    return outcome;
+  }
+
+  /**
    * Writes everything held, then resolves. After `timeoutMs` (a store that stays down) what is
    * still held is dropped and counted, and it resolves.
    */
@@ -265,6 +292,11 @@ export class HostSampleWriter {
       this.#settledThrough = end = next;
     }
     this.#listener.settled?.(this.#settledThrough);
+    if (this.#settleWaiters.length > 0) {
+      const through = this.#settledThrough;
+      for (const waiter of this.#settleWaiters.filter((each) => each.through <= through)) waiter.resolve();
+      this.#settleWaiters = this.#settleWaiters.filter((each) => each.through > through);
+    }
   }
 
   #pump(): void {

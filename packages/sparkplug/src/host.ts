@@ -77,7 +77,11 @@ export interface SparkplugHostOptions {
    * @default 1000
    */
   readonly ackIntervalMs?: number;
-  /** How long `stop()` waits for the store to take what is held, in ms. @default 10000 */
+  /**
+   * How long `stop()` waits for the store to take what is held, in ms: for the final
+   * acknowledgements (before STATE offline, ADR 0037) and the drain after disconnecting together.
+   * @default 10000
+   */
   readonly drainTimeoutMs?: number;
   /**
    * How long `stop()`, after publishing STATE offline, keeps taking messages while edge nodes
@@ -527,19 +531,27 @@ export class SparkplugHost {
   }
 
   /**
-   * Stops: publishes STATE offline (the session's timestamp), keeps taking messages until the
+   * Stops: when an edge node awaits acknowledgements (ADR 0037), first waits for the store to
+   * settle every sample taken so far and acknowledges what is stored to each such edge node;
+   * then publishes STATE offline (the session's timestamp), keeps taking messages until the
    * edge nodes have answered it with NDEATH (at most `stopLingerMs`) and disconnects, then waits for the
-   * store to take every sample held (at most `drainTimeoutMs`; what is left is dropped and
-   * counted). Idempotent. Does not close the store.
+   * store to take every sample held (both waits on the store together at most `drainTimeoutMs`;
+   * what is left is dropped and counted). What edge nodes publish between the final ack and their
+   * NDEATH is stored but not acknowledged: they send it again to the next host, which stores it
+   * once. Idempotent. Does not close the store.
    */
   async stop(): Promise<void> {
     if (this.#stopping) return this.#lifecycle.close();
     this.#stopping = true;
     this.#starting.abort(new KilnError("KILN_ABORTED", "the Sparkplug host was stopped while it waited for its store"));
+    const drainTimeoutMs = this.#options.drainTimeoutMs ?? 10_000;
+    const drainUntil = this.#clock.now() + drainTimeoutMs;
     await this.#lifecycle.close(async () => {
       const session = this.#session;
       if (session === undefined) return;
       if (session.client.connected) {
+        // While the edge nodes still listen in their sessions: the final acks (ADR 0037).
+        await this.#finalAcks(drainTimeoutMs);
         // Its own STATE offline coming back is not a reason to say online again.
         session.online = false;
         try {
@@ -561,8 +573,29 @@ export class SparkplugHost {
       this.#lastState = { online: false, timestamp: session.timestamp };
       await session.client.endAsync(!session.client.connected);
     });
-    await this.#writer.drain(this.#options.drainTimeoutMs ?? 10_000);
+    // One budget for both waits on the store: the final acks' and this drain's.
+    await this.#writer.drain(Math.max(0, drainUntil - this.#clock.now()));
     this.#writer.reset("host stopped");
+  }
+
+  /**
+   * Before STATE offline (after which an edge node ends its session and no longer takes acks
+   * for it): waits until the store has settled every sample taken so far (at most `timeoutMs`,
+   * dropping nothing), then acknowledges to every edge node awaiting acks what is stored, at once
+   * (not held back by `ackIntervalMs`). A sample not settled by then is not acknowledged; nor is
+   * anything after a drop (acks stop at a drop until the edge node's next birth).
+   */
+  async #finalAcks(timeoutMs: number): Promise<void> {
+    const awaiting = (): EdgeNodeState[] =>
+      [...this.#nodes.values()].filter((node) => node.ack !== undefined && !node.ack.blocked);
+    if (awaiting().length === 0) return;
+    await this.#writer.whenSettled(this.#writer.accepted, timeoutMs);
+    for (const node of awaiting()) {
+      const ack = node.ack!;
+      if (ack.timer !== undefined) this.#clock.clearTimeout(ack.timer);
+      ack.timer = undefined;
+      this.#sendAck(node, ack);
+    }
   }
 
   /**

@@ -1,9 +1,9 @@
-import { KilnError, type Sample, type Store } from "@kiln/core";
+import { GOOD, KilnError, type Sample, type Store } from "@kiln/core";
 import type { SampleWriteResult } from "@kiln/core/driver-kit";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, open, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { afterEach, describe, expect, test } from "vitest";
+import { afterEach, describe, expect, test, vi } from "vitest";
 import {
   AWAIT_ACKS_METRIC,
   STORED_THROUGH_METRIC,
@@ -14,7 +14,7 @@ import {
   type SparkplugMetric,
 } from "../src/index";
 import { qualifiedTagName } from "../src/host-tag-names";
-import { startMqttTap } from "../src/testing/index";
+import { startMqttTap, type RecordedMessage } from "../src/testing/index";
 import { DEVICE, EDGE, GROUP, HOST, edgeFixture, engineer, ofType, type EdgeFixture } from "./support/edge-fixture";
 import { RawEdgeNode, openTestDatabase, type TestDatabase } from "./support/host-harness";
 
@@ -275,6 +275,42 @@ describe("acks the edge node must not believe", () => {
     expect(acknowledgement(node).samplesAcknowledged).toBe(0);
   });
 
+  test("the flushes queued behind one journal fsync share the next (group commit): fewer fsyncs than flushes, every published sample journaled", async () => {
+    const fixture = await edgeFixture({ primaryHostId: HOST });
+    cleanups.push(() => fixture.close());
+    await fixture.recorder.client.publishAsync(
+      `spBv1.0/STATE/${HOST}`,
+      Buffer.from(encodeHostState({ online: true, timestamp: Date.now() })),
+      { qos: 1, retain: true },
+    );
+    const node = fixture.newNode({ storeAndForward: { path: await tempJournal() }, awaitHostAcks: true });
+    await node.start();
+    await fixture.recorder.waitFor(ofType("NBIRTH"), 5_000);
+    const probe = await open(await tempJournal(), "w");
+    const prototype = Object.getPrototypeOf(probe) as { datasync(): Promise<void> };
+    await probe.close();
+    const fsyncs = vi.spyOn(prototype, "datasync");
+    cleanups.push(async () => fsyncs.mockRestore());
+    const before = node.health().published.dataMessages;
+    const storedBefore = node.health().storeAndForward!.samplesStored;
+    const base = Date.now() + 60_000;
+    for (let change = 0; change < 300; change++) {
+      fixture.system.unchecked.cvt.update([
+        { tag: "heater.setpoint", value: change + 1, timestamp: base + change, quality: GOOD },
+      ]);
+      // The node flushes on a microtask: one DDATA, and one journal record, per change.
+      await Promise.resolve();
+    }
+    const flushes = node.health().published.dataMessages - before;
+    expect(flushes).toBeGreaterThanOrEqual(300);
+    await expect
+      .poll(() => node.health().storeAndForward!.samplesStored - storedBefore, { timeout: 5_000 })
+      .toBeGreaterThanOrEqual(300);
+    // One append and fsync per flush without group commit.
+    expect(fsyncs.mock.calls.length).toBeLessThan(flushes / 4);
+    expect(acknowledgement(node).unacknowledgedSamples).toBe(node.health().storeAndForward!.samplesStored);
+  });
+
   test("awaitHostAcks without storeAndForward or without primaryHostId is refused, naming the field", async () => {
     const fixture = await edgeFixture();
     cleanups.push(() => fixture.close());
@@ -353,4 +389,134 @@ describe("the host acknowledges only edge nodes that ask", () => {
       acks: { storedThrough: 43, acknowledged: 43 },
     });
   });
+});
+
+describe("a host's stop() acknowledges what it stored (ADR 0037, amendment)", () => {
+  const hostOptions = {
+    hostId: "kiln-central",
+    groups: [GROUP],
+    rebirthIntervalMs: 0,
+    // Only the first ack goes out on its own: the rest of the run is acknowledged by stop() or not at all.
+    ackIntervalMs: 60_000,
+    stopLingerMs: 2_000,
+    batching: { maxDelayMs: 5, writeTimeoutMs: 60_000 },
+  };
+
+  /** The node's DDATA of its first session in recorded order, and the index of the host's STATE offline. */
+  function sessionTraffic(fixture: EdgeFixture): {
+    ddata: RecordedMessage[];
+    acks: number[];
+    offlineAt: number;
+  } {
+    const messages = fixture.recorder.messages;
+    const offlineAt = messages.findIndex(
+      (message) =>
+        message.topic === "spBv1.0/STATE/kiln-central" &&
+        !message.retain &&
+        (JSON.parse(Buffer.from(message.bytes).toString()) as { online: boolean }).online === false,
+    );
+    const births = messages.flatMap((message, index) => (ofType("NBIRTH")(message) ? [index] : []));
+    const end = births[1] ?? messages.length;
+    const ddata = messages.slice(births[0], end).filter(ofType("DDATA"));
+    // The first host's acks: sent before its STATE offline.
+    const acks = messages
+      .slice(0, offlineAt)
+      .filter((message) => message.topic === NCMD)
+      .flatMap((message) =>
+        (message.payload?.metrics ?? [])
+          .filter((metric) => metric.name === STORED_THROUGH_METRIC)
+          .map((metric) => Number(metric.value)),
+      );
+    return { ddata, acks, offlineAt };
+  }
+
+  const keys = (messages: readonly RecordedMessage[], historical: boolean): Set<string> =>
+    new Set(
+      messages.flatMap((message) =>
+        message
+          .payload!.metrics.filter((metric) => (metric.isHistorical === true) === historical)
+          .map((metric) => `${String(metric.alias)}@${String(metric.timestamp)}`),
+      ),
+    );
+
+  async function run(options: { stall: boolean }): Promise<{
+    fixture: EdgeFixture;
+    node: SparkplugEdgeNode;
+    first: SparkplugHost;
+    storedAtStall: number;
+    resent: RecordedMessage[];
+  }> {
+    const fixture = await edgeFixture({ primaryHostId: "kiln-central" });
+    cleanups.push(() => fixture.close());
+    const db = await openTestDatabase();
+    cleanups.push(() => db.close());
+    const stalling = stallingStore(db);
+    const first = new SparkplugHost({
+      ...hostOptions,
+      drainTimeoutMs: options.stall ? 300 : 5_000,
+      brokerUrl: fixture.broker.url,
+      store: stalling,
+    });
+    cleanups.push(() => first.stop());
+    await first.start();
+    const node = fixture.newNode({
+      principal: engineer,
+      storeAndForward: { path: await tempJournal(), batchSamples: 20 },
+      awaitHostAcks: true,
+    });
+    await node.start();
+    await expect.poll(() => acknowledgement(node).samplesAcknowledged, { timeout: 5_000 }).toBeGreaterThan(0);
+    await pause(500);
+    let storedAtStall = Number.POSITIVE_INFINITY;
+    if (options.stall) {
+      // The store stops committing: what the host takes from now on is never stored by it.
+      stalling.hang = true;
+      await pause(200);
+      storedAtStall = first.health().edgeNodes[0]!.acks!.storedThrough;
+      await pause(300);
+      expect(first.health().samples.queued).toBeGreaterThan(0);
+    }
+    await first.stop();
+    await expect.poll(() => node.health().primaryHost?.state, { timeout: 5_000 }).toBe("offline");
+    const from = fixture.recorder.messages.length;
+    const second = new SparkplugHost({ ...hostOptions, brokerUrl: fixture.broker.url, store: db.store });
+    cleanups.push(() => second.stop());
+    await second.start();
+    await expect.poll(() => node.health().publishing, { timeout: 5_000 }).toBe(true);
+    await expect.poll(() => node.health().storeAndForward!.backlogSamples, { timeout: 5_000 }).toBe(0);
+    await node.stop();
+    const resent = fixture.recorder.messages.slice(from).filter(ofType("DDATA"));
+    return { fixture, node, first, storedAtStall, resent };
+  }
+
+  test("stop() acks everything stored before its STATE offline: the next host gets no resend of it, counted by DDATA number", async () => {
+    const { fixture, resent } = await run({ stall: false });
+    const { ddata, acks, offlineAt } = sessionTraffic(fixture);
+    // The first ack and the final one (without it, only the first: every DDATA after it is sent again).
+    expect(acks.length).toBeGreaterThanOrEqual(2);
+    const through = acks.at(-1)!;
+    // Every DDATA the broker passed on before the host's STATE offline is covered (one in flight
+    // between the final ack and the STATE offline at most).
+    const beforeOffline = ddata.filter((message) => fixture.recorder.messages.indexOf(message) < offlineAt).length;
+    expect(beforeOffline).toBeGreaterThan(5);
+    expect(through).toBeGreaterThanOrEqual(beforeOffline - 1);
+    // DDATA are numbered from 1 in the session: the first `through` are acknowledged.
+    const acked = keys(ddata.slice(0, through), false);
+    const again = keys(resent, true);
+    expect(acked.size).toBeGreaterThan(5);
+    expect([...again].filter((key) => acked.has(key))).toEqual([]);
+  }, 30_000);
+
+  test("stop() while the store is failing acknowledges nothing it did not store; the next host gets all of it", async () => {
+    const { fixture, resent, storedAtStall } = await run({ stall: true });
+    const { ddata, acks } = sessionTraffic(fixture);
+    // The final ack covers what was stored before the stall (held back by ackIntervalMs until
+    // stop), nothing the store never committed.
+    expect(acks.at(-1)).toBe(storedAtStall);
+    const unstored = keys(ddata.slice(storedAtStall), false);
+    expect(unstored.size).toBeGreaterThan(3);
+    const again = keys(resent, true);
+    expect([...unstored].filter((key) => !again.has(key))).toEqual([]);
+    expect([...keys(ddata.slice(0, storedAtStall), false)].filter((key) => again.has(key))).toEqual([]);
+  }, 30_000);
 });

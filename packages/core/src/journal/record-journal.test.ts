@@ -1,10 +1,22 @@
 import { execFileSync, spawn } from "node:child_process";
 import { once } from "node:events";
-import { copyFile, mkdir, mkdtemp, readFile, readlink, rename, rm, stat, symlink, writeFile } from "node:fs/promises";
+import {
+  copyFile,
+  mkdir,
+  mkdtemp,
+  open,
+  readFile,
+  readlink,
+  rename,
+  rm,
+  stat,
+  symlink,
+  writeFile,
+} from "node:fs/promises";
 import { hostname, tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
-import { afterEach, beforeEach, describe, expect, test } from "vitest";
+import { afterEach, beforeEach, describe, expect, test, vi } from "vitest";
 import { KilnError } from "../domain/errors";
 import { crc32 } from "node:zlib";
 import {
@@ -447,6 +459,62 @@ describe("RecordJournal: durable releases and compaction (ADR 0034)", () => {
     await journal.close();
   });
 
+  /** Counts the fsyncs (`datasync`) of every journal file while `work` runs. */
+  async function fsyncsDuring(work: () => Promise<unknown>): Promise<number> {
+    const probe = await open(join(directory, "probe"), "w");
+    const prototype = Object.getPrototypeOf(probe) as { datasync(): Promise<void> };
+    await probe.close();
+    const spy = vi.spyOn(prototype, "datasync");
+    try {
+      await work();
+      return spy.mock.calls.length;
+    } finally {
+      spy.mockRestore();
+    }
+  }
+
+  test("appends queued behind one fsync share the next (group commit): in call order, each durable when it resolves", async () => {
+    const path = join(directory, "group-appends.journal");
+    const { journal } = await RecordJournal.open(path);
+    await journal.append(named(0));
+    const resolved: number[] = [];
+    const fsyncs = await fsyncsDuring(async () => {
+      // One append in flight, 199 queued behind it while it writes.
+      const first = journal.append(named(1)).then(() => resolved.push(1));
+      await Promise.resolve();
+      const rest = Array.from({ length: 199 }, (_, index) =>
+        journal.append(named(index + 2)).then(() => resolved.push(index + 2)),
+      );
+      await Promise.all([first, ...rest]);
+    });
+    // One write and fsync for the first, one for the 199 behind it (without group commit: 200).
+    expect(fsyncs).toBe(2);
+    expect(resolved).toEqual(seq(1, 201).map((_, index) => index + 1));
+    expect(await afterCrash(path)).toEqual({ seen: seq(0, 201), released: 0, skipped: 0 });
+    await journal.close();
+  });
+
+  test("a queued append past maxBytes is refused on its own; the others of its batch are kept in order", async () => {
+    const path = join(directory, "group-full.journal");
+    const recordBytes = 12 + named(0).length;
+    const { journal } = await RecordJournal.open(path, { maxBytes: JOURNAL_FILE_HEADER_BYTES + 5 * recordBytes });
+    const outcomes = await Promise.all(
+      [0, 1, 2, 3, 4, 5, 6].map((index) =>
+        journal.append(named(index)).then(
+          () => "ok",
+          (error: unknown) => (KilnError.is(error) ? error.code : String(error)),
+        ),
+      ),
+    );
+    expect(outcomes).toEqual(["ok", "ok", "ok", "ok", "ok", "KILN_BUFFER_FULL", "KILN_BUFFER_FULL"]);
+    // Two released: the next batch compacts for them and keeps its order.
+    await journal.release();
+    await journal.release();
+    await Promise.all([journal.append(named(7)), journal.append(named(8))]);
+    expect((await afterCrash(path)).seen).toEqual([2, 3, 4, 7, 8].map((index) => String(named(index))));
+    await journal.close();
+  });
+
   test("released records stop counting toward maxBytes: an append compacts instead of being refused", async () => {
     const path = join(directory, "compact.journal");
     const recordBytes = 12 + named(0).length;
@@ -768,6 +836,12 @@ describe("RecordJournal: the file is the journal's own (issue 15)", () => {
     expect((error as KilnError).details).toMatchObject({ path, operation: "append", rule: "replaced" });
     expect((await readFile(path)).equals(other)).toBe(true);
     // The failed append is not counted: only the first record is held.
+    expect(journal.records).toBe(1);
+    // A batch whose write fails keeps none of its records, and each append is refused.
+    const batch = await Promise.all(
+      [2, 3, 4].map((index) => journal.append(text(index)).catch((caught: unknown) => caught)),
+    );
+    expect(batch.every((caught) => KilnError.is(caught, "KILN_JOURNAL_FAILED"))).toBe(true);
     expect(journal.records).toBe(1);
     await journal.close();
   });

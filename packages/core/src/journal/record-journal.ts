@@ -34,6 +34,8 @@ const COMPACT_AT_RELEASE_BYTES = 1024 * 1024;
 /** Live bytes small enough to copy whenever an append needs the room released records take. */
 const COMPACT_SMALL_LIVE_BYTES = 4 * 1024 * 1024;
 const COPY_CHUNK_BYTES = 1024 * 1024;
+/** Most record bytes one group-committed write takes; the rest of a batch follows in further writes. */
+const GROUP_COMMIT_MAX_BYTES = 16 * 1024 * 1024;
 
 /** The default size limit of a journal file: 1 GiB. */
 export const DEFAULT_JOURNAL_MAX_BYTES = 1024 * 1024 * 1024;
@@ -119,7 +121,8 @@ interface RecordRef {
  * An append-only, crash-safe journal of opaque records on disk: the one mechanism behind every
  * durable backlog in Kiln (the sample spool, the audit backlog, Sparkplug store-and-forward).
  * Each record is `[u32 magic "KJR1"][u32 length][u32 crc32(length ‖ payload)][payload]`,
- * little-endian, and is fsynced before {@link append} resolves.
+ * little-endian, and is fsynced before {@link append} resolves; appends queued behind one fsync
+ * share the next (group commit, see {@link RecordJournal.append}).
  *
  * Nothing written is ever counted as durable unless it is: a failed write (a full disk, `ENOSPC`,
  * an I/O error) is cut back off the file and rejected with `KILN_JOURNAL_FAILED`. On open, a torn
@@ -170,6 +173,8 @@ export class RecordJournal {
   #compactRetryAt = 0;
   /** A durable mark queued and not yet started, which a further durable release joins (group commit). */
   #markRequest: Promise<void> | undefined;
+  /** Appends queued and not yet started, which a further append joins (group commit): one write, one fsync. */
+  #appendBatch: { readonly payloads: Uint8Array[]; readonly run: Promise<(Error | undefined)[]> } | undefined;
   /** File operations run one at a time: a release that empties the file truncates it, which must not meet a write. */
   #exclusive: Promise<unknown> = Promise.resolve();
   /** Device and inode of the open file: an append checks that `path` still names it (issue 15). */
@@ -349,46 +354,129 @@ export class RecordJournal {
   /**
    * Appends one record and fsyncs it; when this resolves, the record survives a crash (and so do
    * the releases before it: a pending release mark is written in the same write).
+   *
+   * **Group commit**: appends called while another write is under way (or before their own has
+   * started) are queued and written together, in call order, in one write and one fsync (a
+   * batch's records beyond 16 MiB in further writes); each resolves only after that fsync, in call
+   * order, and each is refused on its own (a record past the limit) or with every record of its
+   * write (a failed write, which keeps none of them). Records are read back in call order.
    * @throws KilnError `KILN_BUFFER_FULL` (not retryable; nothing written) when the record would
    *   pass `maxBytes` even after compaction; `KILN_JOURNAL_FAILED` (retryable; nothing kept) when
    *   writing or syncing fails, e.g. `ENOSPC` on a full disk (`details.errno`).
    */
   append(payload: Uint8Array): Promise<void> {
-    return this.#serialized(() => this.#append(payload));
+    let batch = this.#appendBatch;
+    if (batch === undefined) {
+      const payloads: Uint8Array[] = [];
+      const run = this.#serialized(() => {
+        // From here on, a further append starts the next batch (behind this one's fsync).
+        this.#appendBatch = undefined;
+        return this.#appendAll(payloads);
+      });
+      batch = this.#appendBatch = { payloads, run };
+    }
+    const index = batch.payloads.push(payload) - 1;
+    return batch.run.then((errors) => {
+      const error = errors[index];
+      if (error !== undefined) throw error;
+    });
   }
 
-  async #append(payload: Uint8Array): Promise<void> {
-    if (payload.length === 0 || payload.length > MAX_RECORD_BYTES) {
-      throw new RangeError(`A journal record holds 1 to ${MAX_RECORD_BYTES} bytes, not ${payload.length}.`);
+  /**
+   * Appends a batch in order (group commit): the records that fit are written together, with a
+   * pending release mark in front, in one write and one fsync; at the size limit the records
+   * before the one that does not fit are written first and that one is handled alone (compaction,
+   * or `KILN_BUFFER_FULL` for it only). Resolves with each record's error (undefined: durable);
+   * never rejects.
+   */
+  async #appendAll(payloads: readonly Uint8Array[]): Promise<(Error | undefined)[]> {
+    const errors: (Error | undefined)[] = payloads.map(() => undefined);
+    let group: { index: number; record: Buffer }[] = [];
+    let groupBytes = 0;
+    const flush = async (): Promise<void> => {
+      if (group.length === 0) return;
+      const taken = group;
+      group = [];
+      groupBytes = 0;
+      try {
+        await this.#writeRecords(taken.map((entry) => entry.record));
+      } catch (error) {
+        for (const entry of taken) errors[entry.index] = error as Error;
+      }
+    };
+    for (let index = 0; index < payloads.length; index++) {
+      const payload = payloads[index]!;
+      if (payload.length === 0 || payload.length > MAX_RECORD_BYTES) {
+        errors[index] = new RangeError(`A journal record holds 1 to ${MAX_RECORD_BYTES} bytes, not ${payload.length}.`);
+        continue;
+      }
+      const record = encodeRecord(payload);
+      const fits = this.#size + groupBytes + record.length <= this.maxBytes;
+      if (!fits || groupBytes + record.length > GROUP_COMMIT_MAX_BYTES) {
+        // Written first, so a compaction for this record copies them and a refusal concerns it alone.
+        await flush();
+        if (!fits) {
+          try {
+            await this.#makeRoom(record.length);
+          } catch (error) {
+            errors[index] = error as Error;
+            continue;
+          }
+        }
+      }
+      group.push({ index, record });
+      groupBytes += record.length;
     }
-    const record = encodeRecord(payload);
-    if (this.#size + record.length > this.maxBytes && this.#worthCompacting(record.length)) {
+    await flush();
+    return errors;
+  }
+
+  /**
+   * Room for a record of `recordBytes` past the records written: compacts when that is worth it.
+   * @throws KilnError `KILN_BUFFER_FULL` when it does not fit even so; `KILN_JOURNAL_FAILED` when
+   *   the compaction fails.
+   */
+  async #makeRoom(recordBytes: number): Promise<void> {
+    if (this.#size + recordBytes > this.maxBytes && this.#worthCompacting(recordBytes)) {
       try {
         await this.#compact();
       } catch (error) {
         throw journalError(this.path, "append", error);
       }
     }
-    if (this.#size + record.length > this.maxBytes) {
+    if (this.#size + recordBytes > this.maxBytes) {
       throw new KilnError(
         "KILN_BUFFER_FULL",
         `Journal ${this.path} is full: ${this.#size} of ${this.maxBytes} bytes used ` +
-          `(${this.#liveBytes} by unreleased records), ${record.length} more needed.`,
+          `(${this.#liveBytes} by unreleased records), ${recordBytes} more needed.`,
         {
           details: {
             path: this.path,
             bytes: this.#size,
             liveBytes: this.#liveBytes,
             maxBytes: this.maxBytes,
-            recordBytes: record.length,
+            recordBytes,
           },
         },
       );
     }
-    // Releases not yet marked ride along in the same write and fsync, when there is room.
-    let mark = this.#pendingMark();
-    let withMark = mark !== undefined && this.#size + mark.length + record.length <= this.maxBytes;
-    let bytes = withMark ? Buffer.concat([mark!, record]) : record;
+  }
+
+  /**
+   * Writes encoded records (which fit under `maxBytes`) at the end in one write and one fsync,
+   * releases not yet marked riding along in front when there is room; then they count. On
+   * failure none of them is kept.
+   */
+  async #writeRecords(records: readonly Buffer[]): Promise<void> {
+    const total = records.reduce((sum, record) => sum + record.length, 0);
+    const encode = (): { bytes: Buffer; markBytes: number } => {
+      const mark = this.#pendingMark();
+      const withMark = mark !== undefined && this.#size + mark.length + total <= this.maxBytes;
+      return withMark
+        ? { bytes: Buffer.concat([mark, ...records]), markBytes: mark.length }
+        : { bytes: records.length === 1 ? records[0]! : Buffer.concat(records), markBytes: 0 };
+    };
+    let { bytes, markBytes } = encode();
     try {
       await this.#write(bytes, "append");
     } catch (error) {
@@ -401,24 +489,26 @@ export class RecordJournal {
       } catch {
         throw error;
       }
-      mark = this.#pendingMark();
-      withMark = mark !== undefined && this.#size + mark.length + record.length <= this.maxBytes;
-      bytes = withMark ? Buffer.concat([mark!, record]) : record;
+      ({ bytes, markBytes } = encode());
       await this.#write(bytes, "append");
     }
-    const previous = { size: this.#size, unmarked: this.#unmarked };
-    if (withMark) this.#unmarked = 0;
-    this.#records.push({ offset: this.#size + bytes.length - record.length, length: payload.length });
+    const previous = { size: this.#size, unmarked: this.#unmarked, records: this.#records.length };
+    if (markBytes > 0) this.#unmarked = 0;
+    let offset = this.#size + markBytes;
+    for (const record of records) {
+      this.#records.push({ offset, length: record.length - HEADER_BYTES });
+      offset += record.length;
+    }
     this.#size += bytes.length;
-    this.#liveBytes += record.length;
+    this.#liveBytes += total;
     try {
       await this.#checkStillAtPath();
     } catch (error) {
-      // Not durable where the journal will be read back: the record is taken back off.
-      this.#records.pop();
+      // Not durable where the journal will be read back: the records are taken back off.
+      this.#records.splice(previous.records);
       this.#size = previous.size;
       this.#unmarked = previous.unmarked;
-      this.#liveBytes -= record.length;
+      this.#liveBytes -= total;
       this.#dirty = true;
       await this.#cutBack().catch(() => undefined);
       throw error;
