@@ -14,8 +14,9 @@ export interface ModbusRequestQueueOptions {
   /**
    * After a request times out, the line stays quiet this long (ms) before the next request of the same
    * shape (or without one) goes out, so a late answer arrives while nothing is asked that it would fit
-   * (Modbus RTU has no transaction id to tell it apart). A request of another shape (another unit, function
-   * or size) goes at once: a late answer cannot pass as its answer, it is refused as a mismatch.
+   * (Modbus RTU has no transaction id to tell it apart). A request of another shape goes at once: a late answer
+   * cannot pass as its answer, it is refused as a mismatch. What the shape holds is the caller's (the driver
+   * leaves the unit out on TCP, where a gateway may stamp a late answer with another request's unit id).
    * @default 0
    */
   readonly lateAnswerGuardMs?: number;
