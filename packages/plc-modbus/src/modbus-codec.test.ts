@@ -235,9 +235,10 @@ describe("engineering conversion", () => {
     expect(engineeringFromRaw(12n, { scale: 0.5, offset: 0 }, "int32")).toBe(6);
   });
 
-  it("inverts scale and offset and rounds for integer wire types", () => {
+  it("inverts scale and offset for integer wire types (a value between two steps is refused, see below)", () => {
     const address = { type: "int16" as const, count: 1, scale: 0.1, offset: 0 };
-    expect(rawFromEngineering(20.04, address)).toBe(200);
+    expect(rawFromEngineering(20.0, address)).toBe(200);
+    expect(rawFromEngineering(20.04, address, { round: true })).toBe(200);
     expect(rawFromEngineering(3276.7, address)).toBe(32767);
     expect(rawFromEngineering(1.25, { type: "float32", count: 2, scale: 0.5, offset: 1 })).toBe(0.5);
   });
@@ -283,6 +284,29 @@ describe("engineering conversion", () => {
     expect(() => rawFromEngineering(3, { type: "bool", count: 1, scale: 1, offset: 0 })).toThrow(
       expect.objectContaining({ code: "KILN_VALIDATION" }),
     );
+  });
+
+  it("refuses a value between two wire steps with KILN_VALIDATION naming the tag, never rounds it (adv12p LOW)", () => {
+    const int16 = { type: "int16" as const, count: 1, scale: 1, offset: 0 };
+    const tenths = { type: "int16" as const, count: 1, scale: 0.1, offset: 0 };
+    for (const [value, address] of [
+      [1.5, int16],
+      [0.15, tenths],
+    ] as const) {
+      expect(() => rawFromEngineering(value, address, { tag: "level" })).toThrow(
+        expect.objectContaining({
+          code: "KILN_VALIDATION",
+          message: expect.stringMatching(/level.*not representable/s),
+        }),
+      );
+    }
+    // Sibling: scale round-off (0.3 / 0.1 = 2.9999999999999996) is a whole step, and so is a 64-bit one.
+    expect(rawFromEngineering(0.3, tenths)).toBe(3);
+    expect(rawFromEngineering(-12.7, tenths)).toBe(-127);
+    expect(() => rawFromEngineering(2.5, { type: "int64", count: 4, scale: 1, offset: 0 })).toThrow(
+      expect.objectContaining({ code: "KILN_VALIDATION" }),
+    );
+    expect(rawFromEngineering(1.5, int16, { round: true })).toBe(2);
   });
 
   it("clamps instead of throwing when asked (simulator signals)", () => {

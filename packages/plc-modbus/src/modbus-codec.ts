@@ -200,6 +200,42 @@ export interface RawConversionOptions {
   readonly clamp?: boolean;
   /** Tag name, for error details. */
   readonly tag?: string;
+  /**
+   * Round a value between two steps of an integer wire type to the nearest step instead of throwing (used by
+   * the simulator). Writes never round: `1.5` to an `int16` register, or `0.15` with scale `0.1`, is refused.
+   */
+  readonly round?: boolean;
+}
+
+/**
+ * How far (relative to the step count, at least one) a scaled value may lie from a whole wire step and still
+ * be that step: the round-off of `(value - offset) / scale` in binary floating point (`0.3 / 0.1` is
+ * `2.9999999999999996`), never a real fraction of a step.
+ */
+const STEP_TOLERANCE = 1e-9;
+
+/**
+ * `raw`, the nearest integer to `number`, unless `number` lies between two steps of the integer wire type
+ * (beyond {@link STEP_TOLERANCE}): then `KILN_VALIDATION` naming the tag and the rule, unless `options.round`.
+ */
+function wholeStep(
+  value: unknown,
+  number: number,
+  address: Pick<ModbusAddress, "type" | "scale" | "offset">,
+  options: RawConversionOptions,
+): number {
+  const raw = Math.round(number);
+  if (options.round || Math.abs(number - raw) <= STEP_TOLERANCE * Math.max(1, Math.abs(raw))) return raw;
+  const scaled = address.scale !== 1 || address.offset !== 0;
+  const step = scaled
+    ? `steps of ${address.scale}${address.offset === 0 ? "" : ` from ${address.offset}`}`
+    : "whole numbers";
+  throw new KilnValidationError("tag value", [
+    {
+      path: options.tag ?? "",
+      message: `${String(value)} is not representable on the ${address.type} wire (${step}; raw ${number}): writes are refused, never rounded`,
+    },
+  ]);
 }
 
 function outOfRange(message: string, options: RawConversionOptions, value: unknown): KilnError {
@@ -254,7 +290,7 @@ export function rawFromEngineering(
     else if (typeof value === "number" || typeof value === "bigint") {
       const number = (Number(value) - address.offset) / address.scale;
       if (!Number.isFinite(number)) throw outOfRange(`${String(value)} is not a finite number`, options, value);
-      raw = BigInt(Math.round(number));
+      raw = BigInt(wholeStep(value, number, address, options));
     } else if (typeof value === "boolean") raw = value ? 1n : 0n;
     else throw wrongType("a number or bigint", value, options);
     if (raw < bigintLimits[0] || raw > bigintLimits[1]) {
@@ -274,7 +310,7 @@ export function rawFromEngineering(
   }
   const limits = INTEGER_LIMITS[type];
   if (limits) {
-    const rounded = Math.round(number);
+    const rounded = wholeStep(value, number, address, options);
     if (rounded < limits[0] || rounded > limits[1]) {
       if (options.clamp) return Math.min(limits[1], Math.max(limits[0], rounded));
       throw outOfRange(

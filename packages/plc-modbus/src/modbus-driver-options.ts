@@ -55,7 +55,7 @@ export interface ModbusRtuTransport {
   readonly kind: "rtu";
   /** Serial device path, e.g. `/dev/ttyUSB0` or `COM3`. */
   readonly path: string;
-  /** @default 9600 */
+  /** Bits per second, 1 to 12 000 000 (`KILN_VALIDATION` naming `transport.baudRate` above it). @default 9600 */
   readonly baudRate?: number;
   /** @default 8 */
   readonly dataBits?: 5 | 6 | 7 | 8;
@@ -197,6 +197,9 @@ const areaSchema = z.enum(MODBUS_AREAS);
 /** The longest timeout, delay or probe interval accepted (ms): 1 hour. Longer is a typo, not a setting. */
 const MAX_DURATION_MS = 3_600_000;
 
+/** The highest `baudRate` accepted: what fast USB-serial adapters (FTDI FT232H class) reach, 12 Mbaud. */
+const MAX_BAUD_RATE = 12_000_000;
+
 const UNIT_0 = "must be 1-255: unit 0 is the broadcast address, which no device answers";
 /** Checks {@link ModbusDriverOptions} and applies the defaults. */
 export const modbusDriverOptionsSchema = z
@@ -213,7 +216,12 @@ export const modbusDriverOptionsSchema = z
       z.strictObject({
         kind: z.literal("rtu"),
         path: z.string().min(1),
-        baudRate: z.number().int().positive().default(9600),
+        baudRate: z
+          .number()
+          .int()
+          .positive()
+          .max(MAX_BAUD_RATE, `must be at most ${MAX_BAUD_RATE} baud (the fastest serial adapters)`)
+          .default(9600),
         dataBits: z.union([z.literal(5), z.literal(6), z.literal(7), z.literal(8)]).default(8),
         stopBits: z.union([z.literal(1), z.literal(2)]).default(1),
         parity: z.enum(["none", "even", "odd", "mark", "space"]).default("none"),
@@ -255,7 +263,7 @@ export const modbusDriverOptionsSchema = z
                 area: areaSchema,
                 start: z.number().int().min(0).max(65535),
                 end: z.number().int().min(0).max(65535),
-                unitId: z.number().int().min(0).max(255).optional(),
+                unitId: z.number().int().min(1, UNIT_0).max(255).optional(),
               })
               .refine((range) => range.start <= range.end, { message: "start must not exceed end", path: ["end"] }),
           )

@@ -123,6 +123,16 @@ describe("ModbusDriver: lifecycle", () => {
     ["a probe delay over 1 hour", { unitHealth: { probeMaxDelayMs: 7_200_000 } }, /probeMaxDelayMs: must be at most/],
     ["unit 0 (broadcast)", { unitId: 0 }, /unitId: must be 1-255: unit 0 is the broadcast address/],
     [
+      "unit 0 in a forbidden range (adv12p LOW)",
+      { planner: { forbidden: [{ area: "holding-register", start: 0, end: 1, unitId: 0 }] } },
+      /planner\.forbidden\[0\]\.unitId: must be 1-255/,
+    ],
+    [
+      "a baud rate of 1e12 (adv12p LOW)",
+      { transport: { kind: "rtu", path: "/dev/ttyUSB0", baudRate: 1e12 } },
+      /transport\.baudRate: must be at most 12000000 baud/,
+    ],
+    [
       "an unknown frame check",
       { transport: { kind: "tcp", host: "x", frameCheck: "paranoid" } },
       /transport\.frameCheck/,
@@ -459,6 +469,11 @@ describe("ModbusDriver: write", () => {
       "valve.step": { dataType: "int16", access: "readwrite", address: "HR30" },
       "heater.power": { dataType: "float64", access: "readwrite", address: "HR31:int16", range: { min: 0, max: 100 } },
       "heater.offset": { dataType: "float64", access: "readwrite", address: "HR32:int16" },
+      "heater.tenths": {
+        dataType: "float32",
+        access: "readwrite",
+        address: { area: "holding-register", address: 33, type: "int16", scale: 0.1 },
+      },
     });
     for (const [name, value, code] of [
       ["valve.step", 1.5, "KILN_VALIDATION"],
@@ -467,6 +482,8 @@ describe("ModbusDriver: write", () => {
       ["heater.power", 101, "KILN_OUT_OF_RANGE"],
       ["heater.power", Number.NaN, "KILN_VALIDATION"],
       ["heater.offset", 40_000, "KILN_OUT_OF_RANGE"], // fits float64, not the int16 register
+      ["heater.offset", 1.5, "KILN_VALIDATION"], // a float tag on an int16 register: not stored as 2 (adv12p LOW)
+      ["heater.tenths", 0.15, "KILN_VALIDATION"], // between two 0.1 steps: not stored as 0.1
     ] as const) {
       expect(await codeOf(driver.write(checked.get(name), value)), `${name} = ${String(value)}`).toBe(code);
     }
@@ -476,6 +493,9 @@ describe("ModbusDriver: write", () => {
     expect(device.requests).toEqual([]);
     await driver.write(checked.get("valve.step"), -2);
     expect(device.requests).toHaveLength(1);
+    // Sibling: scale round-off is not a fraction of a step (0.3 / 0.1 = 2.9999999999999996 is step 3).
+    await driver.write(checked.get("heater.tenths"), 0.3);
+    expect(device.holding[33]).toBe(3);
   });
 
   it("maps a device exception to KILN_WRITE_REJECTED and silence to KILN_TIMEOUT", async () => {

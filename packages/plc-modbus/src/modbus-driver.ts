@@ -204,11 +204,12 @@ export class ModbusDriver implements PlcDriver {
         ? failure
         : undefined;
     };
-    this.#writer = new ModbusWriter(
-      this.#options.write,
-      this.#options.byteOrder,
-      (unitId, operation, what, signal, shape) => this.#request(unitId, operation, what, signal, { shape }),
-    );
+    this.#writer = new ModbusWriter(this.#options.write, this.#options.byteOrder, {
+      request: (unitId, operation, what, signal, shape) =>
+        this.#request(unitId, operation, what, signal, this.#guarded(unitId, shape, shape.split("/")[0]!)),
+      read: (unitId, area, address, count, what, signal) =>
+        this.#readGuarded({ unitId, area, address, count, items: [] }, what, signal),
+    });
     this.#queue = new ModbusRequestQueue({
       clock: this.#clock,
       timeoutMs: this.#options.requestTimeoutMs,
@@ -216,7 +217,8 @@ export class ModbusDriver implements PlcDriver {
       maxInFlight: this.#options.maxInFlight,
       // RTU answers carry no transaction id, and a TCP gateway to a serial line may stamp a late answer with
       // the newest request's id: after a timeout the line stays quiet for another request timeout before a
-      // request of the same shape, so a late answer is never taken for that one's answer.
+      // request of the same shape, so a late answer is never taken for that one's answer. On TCP the shape
+      // leaves the unit out (`#guarded`): a gateway may stamp a late answer with the newest request's unit too.
       lateAnswerGuardMs: transport.kind === "rtu" || transport.lateAnswerGuard ? this.#options.requestTimeoutMs : 0,
     });
   }
@@ -582,13 +584,17 @@ export class ModbusDriver implements PlcDriver {
     const pool = unknown.length > 0 ? unknown : candidates.filter((unitId) => this.#units.suspect(unitId));
     const unitId = pool.find((id) => id > this.#lastProbed) ?? pool[0];
     if (unitId === undefined) return;
-    const request = this.#probeCandidates.get(unitId)!;
+    // A read of another size than the block's: a late answer to it (the unit was silent) has another shape
+    // than the scans' reads of that block, so on TCP with the guard (where the unit is not part of the shape) a
+    // dead unit's probe does not hold back the same reads of the units that answer. Any answer proves the
+    // unit alive, an exception too (the other size may run past the unit's map).
+    const request = otherSize(this.#probeCandidates.get(unitId)!);
     this.#probeCandidates.delete(unitId);
     this.#lastProbed = unitId;
     this.#probing = true;
     this.#request(unitId, (client) => readArea(client, request), `probe ${describeRead(request)}`, undefined, {
       background: true,
-      shape: shapeOf(request),
+      ...this.#guarded(unitId, shapeOf(request), request.area),
       // No fence: a probe's data is never delivered, and a held late answer taken by it only says what is
       // true (the unit answers), so a dead unit's probes do not pay one.
     }).then(
@@ -746,6 +752,12 @@ export class ModbusDriver implements PlcDriver {
           }
           throw error;
         }
+        // An exception not trusted (maybe another request's late answer, see ModbusRequestOptions.exceptionShape)
+        // says the link works and nothing about this unit.
+        if (typeof error.details.unprovenException === "number") {
+          this.#consecutiveTimeouts = 0;
+          throw error;
+        }
         // An answer that does not fit its request (CRC, unit, length, echo): the unit is not answering usefully.
         this.#units.failed(unitId, error);
       }
@@ -810,11 +822,7 @@ export class ModbusDriver implements PlcDriver {
   async #readRequest(state: ReadState, request: ModbusReadRequest): Promise<void> {
     const outcomes = await readModbusRequest(
       request,
-      (part) =>
-        this.#request(part.unitId, (client) => readArea(client, part), describeRead(part), state.signal, {
-          shape: shapeOf(part),
-          ...this.#fenceFor(part),
-        }),
+      (part) => this.#readGuarded(part, describeRead(part), state.signal),
       {
         splitCode: this.#splitCode,
         learner: {
@@ -888,6 +896,35 @@ export class ModbusDriver implements PlcDriver {
   }
 
   /**
+   * Reads `request` through the late-answer guard: its shape (`#guarded`) and, on TCP with the guard, its fence.
+   * Every read whose answer is used goes through here: a scan's reads and the read half of a bit write's
+   * read-modify-write (a probe, whose data is never used, has no fence).
+   */
+  #readGuarded(
+    request: ModbusReadRequest,
+    what: string,
+    signal: AbortSignal | undefined,
+  ): Promise<boolean[] | number[]> {
+    return this.#request(request.unitId, (client) => readArea(client, request), what, signal, {
+      ...this.#guarded(request.unitId, shapeOf(request), request.area),
+      ...this.#fenceFor(request),
+    });
+  }
+
+  /**
+   * The queue's shape of a request to `unitId` (see `ModbusRequestOptions.shape`) from the shape of its answer
+   * `shape` (function and size), and the shape of an exception answer to it (`kind`: its function). On RTU the
+   * unit id is part of both (the frame carries it and the client checks it); on TCP with the late-answer guard
+   * it is not: a gateway to a serial line may stamp a late answer with the whole MBAP header of the newest
+   * request, unit id included, so a late answer of unit 2 fits a request of the same function and size to unit 3.
+   */
+  #guarded(unitId: number, shape: string, kind: string): Pick<ModbusRequestOptions, "shape" | "exceptionShape"> {
+    const transport = this.#options.transport;
+    const unit = transport.kind === "tcp" && transport.lateAnswerGuard ? "" : `${unitId}/`;
+    return { shape: `${unit}${shape}`, exceptionShape: `${unit}${kind}` };
+  }
+
+  /**
    * On TCP with the late-answer guard: a fence for reads of `request`'s shape (see `ModbusRequestOptions.fence`),
    * a read of another size at the same unit and address (an exception answer is as good: any answer takes a
    * late one a gateway held back). Its outcome counts nowhere.
@@ -895,15 +932,7 @@ export class ModbusDriver implements PlcDriver {
   #fenceFor(request: ModbusReadRequest): { fence?: () => Promise<unknown> } {
     const transport = this.#options.transport;
     if (transport.kind !== "tcp" || !transport.lateAnswerGuard) return {};
-    const bits = isBitArea(request.area);
-    const count = bits
-      ? request.count > 8
-        ? request.count - 8
-        : request.count + 8
-      : request.count > 1
-        ? request.count - 1
-        : 2;
-    const fence: ModbusReadRequest = { ...request, count, items: [] };
+    const fence = otherSize(request);
     return {
       fence: () => {
         const client = this.#client;
@@ -1063,15 +1092,30 @@ function holeQuality(hole: ModbusLearnedHole, address: ModbusAddress): Quality {
   return quality("bad", `${refused.reason ?? "refused"} at ${where}; learned, next probe at ${next}`, refused.code);
 }
 
+/**
+ * A read at `request`'s unit and address of another size than it (one register or 8 bits fewer, or more for
+ * the smallest), whose answer cannot pass for `request`'s: a fence, and a probe (see `ModbusDriver.#nextProbe`).
+ */
+function otherSize(request: ModbusReadRequest): ModbusReadRequest {
+  const count = isBitArea(request.area)
+    ? request.count > 8
+      ? request.count - 8
+      : request.count + 8
+    : request.count > 1
+      ? request.count - 1
+      : 2;
+  return { ...request, count, items: [] };
+}
+
 /** How block health names a request: `unit 1 HR100-109`. */
 function blockKey(request: ModbusReadRequest): string {
   return `unit ${request.unitId} ${formatModbusBlock(request.area, request.address, request.count)}`;
 }
 
-/** The shape of a read's answer: unit, area and byte count (what tells two answers apart). */
-function shapeOf(request: ModbusReadRequest): string {
+/** The shape of a read's answer: area and byte count (with the unit, see `ModbusDriver.#guarded`, what tells two answers apart). */
+function shapeOf(request: Pick<ModbusReadRequest, "area" | "count">): string {
   const bytes = isBitArea(request.area) ? Math.ceil(request.count / 8) : request.count * 2;
-  return `${request.unitId}/${request.area}/${bytes}`;
+  return `${request.area}/${bytes}`;
 }
 
 function describeRead(request: ModbusReadRequest): string {

@@ -14,8 +14,9 @@ export interface ModbusRequestQueueOptions {
   /**
    * After a request times out, the line stays quiet this long (ms) before the next request of the same
    * shape (or without one) goes out, so a late answer arrives while nothing is asked that it would fit
-   * (Modbus RTU has no transaction id to tell it apart). A request of another shape (another unit, function
-   * or size) goes at once: a late answer cannot pass as its answer, it is refused as a mismatch.
+   * (Modbus RTU has no transaction id to tell it apart). A request of another shape goes at once: a late answer
+   * cannot pass as its answer, it is refused as a mismatch. What the shape holds is the caller's (the driver
+   * leaves the unit out on TCP, where a gateway may stamp a late answer with another request's unit id).
    * @default 0
    */
   readonly lateAnswerGuardMs?: number;
@@ -35,6 +36,10 @@ interface Entry {
   readonly isFence?: boolean;
   /** The shape of its answer (unit, function, size); see {@link ModbusRequestOptions.shape}. */
   readonly shape: string | undefined;
+  /** The shape of an exception answer to it; see {@link ModbusRequestOptions.exceptionShape}. */
+  readonly exceptionShape?: string | undefined;
+  /** Sent while a late answer of its exception shape could still come (see `#strayExceptions`). */
+  strayRisk?: boolean;
   /** Order in which it went on the wire (set by #execute). */
   sent?: number;
   resolve(value: unknown): void;
@@ -65,6 +70,14 @@ export interface ModbusRequestOptions {
    * fence, which refuses it (its shape does not fit), instead of to this request. Its outcome is ignored.
    */
   readonly fence?: () => Promise<unknown>;
+  /**
+   * What an exception answer to it looks like (e.g. `"1/holding-register"`: unit and function; an exception
+   * carries no size). With the late-answer guard on, an exception answer that came while a request of the same
+   * exception shape was on the wire with it, or had timed out less than `lateAnswerGuardMs` before, may be that
+   * request's late answer: it rejects with `KILN_DEVICE_ERROR` `details.unprovenException` (the code) instead
+   * of the exception, so nothing is learned from it (see docs/drivers/modbus.md, "Learned holes").
+   */
+  readonly exceptionShape?: string;
 }
 
 /**
@@ -104,6 +117,8 @@ export class ModbusRequestQueue {
    * shape sent after it completes (any late answer held back was handed to that one) or a fence ran.
    */
   readonly #fences = new Map<string, number>();
+  /** Until when (ms) a late exception answer to a request of each exception shape that failed may still come. */
+  readonly #strayExceptions = new Map<string, number>();
   /** A fence is on the wire: requests of the fenced shape wait for it. */
   #fencing = false;
   #sent = 0;
@@ -149,6 +164,7 @@ export class ModbusRequestQueue {
   endQuiet(): void {
     this.#quiet.clear();
     this.#fences.clear();
+    this.#strayExceptions.clear();
   }
 
   /**
@@ -201,6 +217,7 @@ export class ModbusRequestQueue {
         signal,
         background,
         shape: options.shape,
+        exceptionShape: options.exceptionShape,
         fence: options.fence,
         resolve: resolve as (value: unknown) => void,
         reject,
@@ -340,10 +357,38 @@ export class ModbusRequestQueue {
    * `entry` failed without its own answer (a timeout, an answer that did not fit): with the guard on, requests
    * of its shape wait `lateAnswerGuardMs` of quiet, then a fence (see {@link ModbusRequestOptions.fence}).
    */
-  #startQuiet(entry: Entry): void {
+  #startQuiet(entry: Entry, unproven = false): void {
     if (this.#guardMs <= 0 || entry.isFence === true) return;
     this.#quiet.set(entry.shape, this.#clock.now() + this.#guardMs);
     if (entry.shape !== undefined) this.#fences.set(entry.shape, this.#sent);
+    // An untrusted exception was an answer: one that was this request's own says nothing later may come
+    // (else one refused address read every scan would keep every later refusal untrusted).
+    if (entry.exceptionShape !== undefined && !unproven) {
+      this.#strayExceptions.set(entry.exceptionShape, this.#clock.now() + this.#guardMs);
+    }
+  }
+
+  /** Whether a late exception answer to a request of `entry`'s exception shape may still come now. */
+  #strayExceptionPossible(entry: Entry): boolean {
+    const shape = entry.exceptionShape;
+    if (shape === undefined || this.#guardMs <= 0) return false;
+    if ((this.#strayExceptions.get(shape) ?? Number.NEGATIVE_INFINITY) > this.#clock.now()) return true;
+    if (this.idsProven) return false;
+    for (const other of this.#inFlight) if (other !== entry && other.exceptionShape === shape) return true;
+    return false;
+  }
+
+  /**
+   * `error` (exception `code`) answered `entry`, which was on the wire while a late answer of the same
+   * exception shape could come (`#strayExceptionPossible`): an exception carries no size, so it may be
+   * that late answer. Not trusted: a `KILN_DEVICE_ERROR` without an exception code, `details.unprovenException`.
+   */
+  #unprovenException(entry: Entry, error: unknown, code: number): KilnError {
+    return new KilnError(
+      "KILN_DEVICE_ERROR",
+      `Exception ${code} answered ${entry.what} while a late answer to an earlier request of the same function could still arrive; not trusted (it may be that request's), read again next scan.`,
+      { retryable: true, cause: error, details: { unprovenException: code } },
+    );
   }
 
   /** Until when a request of `shape` waits: its shape's quiet time and a shapeless one's; every one for a shapeless request. */
@@ -359,6 +404,7 @@ export class ModbusRequestQueue {
 
   #execute(entry: Entry): Promise<void> {
     entry.sent = ++this.#sent;
+    entry.strayRisk = this.#strayExceptionPossible(entry);
     // A fence only has to take an answer a gateway hands out as soon as a request arrives.
     const timeoutMs = entry.isFence === true ? Math.min(this.#timeoutMs, FENCE_TIMEOUT_MS) : this.#timeoutMs;
     // On the wire now: its caller's signal no longer concerns it (see run).
@@ -395,14 +441,21 @@ export class ModbusRequestQueue {
           this.#settle(entry, true, value);
           finish();
         },
-        (error: unknown) => {
+        (rejection: unknown) => {
           if (finished) return;
-          const failure = modbusFailureOf(error);
+          let error = rejection;
+          let failure = modbusFailureOf(error);
+          const unproven =
+            typeof failure === "number" && (entry.strayRisk === true || this.#strayExceptionPossible(entry));
+          if (unproven) {
+            error = this.#unprovenException(entry, error, failure as number);
+            failure = undefined;
+          }
           // An answer came (an exception, or one that did not fit): it took any answer held back for it.
           if (failure !== "disconnected" && failure !== "timeout") this.#answeredSince(entry);
           // An answer that did not fit (a mismatch, a pipeline desync) may not have been this request's own:
           // its own may still come, stamped with a later request's id, like a late one.
-          if (typeof failure !== "number" && failure !== "disconnected") this.#startQuiet(entry);
+          if (typeof failure !== "number" && failure !== "disconnected") this.#startQuiet(entry, unproven);
           this.#settle(entry, false, error);
           finish();
         },

@@ -361,7 +361,7 @@ export class ModbusSimulator {
   #store(entry: Entry, value: TagValue, clamp = false): void {
     const { address } = entry;
     const memory = this.#unit(entry.unitId);
-    const raw = rawFromEngineering(value, address, { tag: entry.tag.name, clamp });
+    const raw = rawFromEngineering(value, address, { tag: entry.tag.name, clamp, round: true });
     if (isBitArea(address.area)) {
       (address.area === "coil" ? memory.coils : memory.discreteInputs)[address.address] = raw === true ? 1 : 0;
       return;

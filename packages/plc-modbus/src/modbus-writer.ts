@@ -5,22 +5,41 @@ import { encodeRegisters, type ModbusRawValue } from "./modbus-codec";
 import type { ResolvedModbusDriverOptions } from "./modbus-driver-options";
 import { isRetryableException, modbusFailureOf } from "./modbus-failure";
 
-/** Runs one request against unit `unitId` through the driver's queue. */
-export type ModbusRequestRunner = <T>(
-  unitId: number,
-  operation: (client: ModbusClient) => Promise<T>,
-  what: string,
-  signal: AbortSignal | undefined,
-  shape: string,
-) => Promise<T>;
+/** How the writer reaches the device: the driver's queue, with its late-answer guard. */
+export interface ModbusRequestRunner {
+  /**
+   * Runs one write against unit `unitId`; `shape` is its echo's shape without the unit (`writeShape`), the
+   * driver adds the unit where answers carry it reliably.
+   */
+  request<T>(
+    unitId: number,
+    operation: (client: ModbusClient) => Promise<T>,
+    what: string,
+    signal: AbortSignal | undefined,
+    shape: string,
+  ): Promise<T>;
+  /**
+   * Reads `count` registers at `address` of `area` of unit `unitId` the way a scan reads them (same shape,
+   * same fence behind a gateway that holds a late answer back): the read half of a read-modify-write.
+   */
+  read(
+    unitId: number,
+    area: "holding-register",
+    address: number,
+    count: number,
+    what: string,
+    signal: AbortSignal | undefined,
+  ): Promise<boolean[] | number[]>;
+}
 
 /**
- * The shape of a write's answer (its echo): unit, function code, address and what the echo repeats (the
- * value of FC 5 and 6, the masks of FC 22, the quantity of FC 15 and 16). A late echo of another write
- * cannot fit it, a late read answer cannot either (the function differs); see `ModbusRequestOptions.shape`.
+ * The shape of a write's answer (its echo): function code, address and what the echo repeats (the value of
+ * FC 5 and 6, the masks of FC 22, the quantity of FC 15 and 16). A late echo of another write cannot fit it,
+ * a late read answer cannot either (the function differs); see `ModbusRequestOptions.shape`. Starts with
+ * `fc<code>/`, the shape of an exception answer to it.
  */
-function writeShape(unitId: number, functionCode: number, address: number, echoed: string | number): string {
-  return `${unitId}/fc${functionCode}/${address}/${echoed}`;
+function writeShape(functionCode: number, address: number, echoed: string | number): string {
+  return `fc${functionCode}/${address}/${echoed}`;
 }
 
 /** Splits `values` starting at `address` into chunks of at most `max`. */
@@ -99,22 +118,22 @@ export class ModbusWriter {
   ): Promise<void> {
     const { singleWriteFunctions, maxCoilsPerWrite } = this.#options;
     if (states.length === 1 && singleWriteFunctions) {
-      await this.#request(
+      await this.#request.request(
         unitId,
         (client) => client.writeCoil(address, states[0]!),
         what,
         signal,
-        writeShape(unitId, 5, address, String(states[0])),
+        writeShape(5, address, String(states[0])),
       );
       return;
     }
     for (const chunk of chunkWrite(address, states, maxCoilsPerWrite)) {
-      await this.#request(
+      await this.#request.request(
         unitId,
         (client) => client.writeCoils(chunk.address, chunk.values),
         what,
         signal,
-        writeShape(unitId, 15, chunk.address, chunk.values.length),
+        writeShape(15, chunk.address, chunk.values.length),
       );
     }
   }
@@ -128,22 +147,22 @@ export class ModbusWriter {
   ): Promise<void> {
     const { singleWriteFunctions, maxRegistersPerWrite } = this.#options;
     if (registers.length === 1 && singleWriteFunctions) {
-      await this.#request(
+      await this.#request.request(
         unitId,
         (client) => client.writeRegister(address, registers[0]!),
         what,
         signal,
-        writeShape(unitId, 6, address, registers[0]!),
+        writeShape(6, address, registers[0]!),
       );
       return;
     }
     for (const chunk of chunkWrite(address, registers, maxRegistersPerWrite)) {
-      await this.#request(
+      await this.#request.request(
         unitId,
         (client) => client.writeRegisters(chunk.address, chunk.values),
         what,
         signal,
-        writeShape(unitId, 16, chunk.address, chunk.values.length),
+        writeShape(16, chunk.address, chunk.values.length),
       );
     }
   }
@@ -159,12 +178,12 @@ export class ModbusWriter {
     if (this.#options.bitWriteMode === "mask-write") {
       const andMask = 0xffff & ~mask;
       const orMask = state ? mask : 0;
-      await this.#request(
+      await this.#request.request(
         unitId,
         (client) => client.maskWriteRegister(address.address, andMask, orMask),
         what,
         signal,
-        writeShape(unitId, 22, address.address, `${andMask}/${orMask}`),
+        writeShape(22, address.address, `${andMask}/${orMask}`),
       );
       return;
     }
@@ -175,15 +194,9 @@ export class ModbusWriter {
     this.#bitWriteLock = new Promise<void>((resolve) => (release = resolve));
     try {
       await previous;
-      const current = await this.#request(
-        unitId,
-        (client) => client.readHoldingRegisters(address.address, 1),
-        what,
-        signal,
-        // The same shape as a read of one holding register (the driver's shapeOf): a late answer to one fits it.
-        `${unitId}/holding-register/2`,
-      );
-      const word = current.data[0] ?? 0;
+      // Read the way a scan reads (shape and fence): a late answer to a read of one register fits this one.
+      const current = await this.#request.read(unitId, "holding-register", address.address, 1, what, signal);
+      const word = Number(current[0] ?? 0);
       await this.#writeRegisters(unitId, address.address, [state ? word | mask : word & ~mask & 0xffff], what, signal);
     } finally {
       release();

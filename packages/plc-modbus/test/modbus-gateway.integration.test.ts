@@ -216,6 +216,50 @@ describe("a gateway with several dead units", () => {
     }, 15_000);
   }
 
+  it("units that die together ahead of a live one: one is found per read, then the live one is good on every scan (adv12p MEDIUM: the documented bound)", async () => {
+    // Units 2-6 answer the first scan, then all go silent; unit 7 stays alive. Unit 7 may be bad only while
+    // units asked before it are found dead (one per read), never for longer, and never wrong.
+    const definitions: Record<string, { dataType: "uint16"; address: string }> = {};
+    for (let unit = 2; unit <= 7; unit++) definitions[`u${unit}`] = { dataType: "uint16", address: `HR0@${unit}` };
+    const tags = defineTags(definitions);
+    const simulator = new ModbusSimulator({ tags });
+    const { host, port } = await simulator.start();
+    cleanups.push(() => simulator.stop());
+    const driver = createDriver({ transport: { kind: "tcp", host, port }, requestTimeoutMs: 150 });
+    await driver.connect();
+    const first = await driver.read(tags.list());
+    expect(first.every((sample) => sample.quality.severity === "good")).toBe(true);
+    for (let unit = 2; unit <= 6; unit++) simulator.injectSilence(unit);
+    const live: Sample[] = [];
+    for (let scan = 0; scan < 12; scan++) live.push((await driver.read(tags.list()))[5]!);
+    const bad = live.filter((sample) => sample.quality.severity !== "good");
+    expect(bad.length).toBeLessThanOrEqual(5);
+    for (const sample of bad)
+      expect(sample.quality.reason).toMatch(/not asked in this read: another request timed out first/);
+    expect(live.slice(5).map((sample) => sample.quality.severity)).toEqual(Array(7).fill("good"));
+    expect(live.filter((sample) => sample.quality.severity === "good").map((sample) => sample.value)).toEqual(
+      Array(live.length - bad.length).fill(first[5]!.value),
+    );
+  }, 15_000);
+
+  it("units that die together after a live one: the live one is good on every scan (sibling)", async () => {
+    const definitions: Record<string, { dataType: "uint16"; address: string }> = {};
+    for (let unit = 2; unit <= 7; unit++) definitions[`u${unit}`] = { dataType: "uint16", address: `HR0@${unit}` };
+    const tags = defineTags(definitions);
+    const simulator = new ModbusSimulator({ tags });
+    const { host, port } = await simulator.start();
+    cleanups.push(() => simulator.stop());
+    const driver = createDriver({ transport: { kind: "tcp", host, port }, requestTimeoutMs: 150 });
+    await driver.connect();
+    const [first] = await driver.read(tags.list());
+    for (let unit = 3; unit <= 7; unit++) simulator.injectSilence(unit);
+    const live: Sample[] = [];
+    for (let scan = 0; scan < 8; scan++) live.push((await driver.read(tags.list()))[0]!);
+    expect(live.map((sample) => [sample.value, sample.quality.severity])).toEqual(
+      Array(8).fill([first!.value, "good"]),
+    );
+  }, 15_000);
+
   it("returns the finished samples good and the rest bad before the caller's deadline", async () => {
     const tags = deadUnitTags(3);
     const simulator = new ModbusSimulator({ tags });

@@ -116,6 +116,8 @@ describe("one lost answer of a healthy unit", () => {
     // Failed twice now: no longer probed inline, the read does not wait for it.
     const deferredAt = Date.now();
     expect(severities(await read(driver, names))).toEqual(["good", "bad", "bad"]);
-    expect(Date.now() - deferredAt).toBeLessThan(100);
+    // No request of its own times out; unit 1's read of the same size may wait out the late-answer quiet of unit
+    // 2's last timeout (on TCP with the guard a late answer of unit 2 could pass for it): at most 150 ms.
+    expect(Date.now() - deferredAt).toBeLessThan(150 + 100);
   });
 });

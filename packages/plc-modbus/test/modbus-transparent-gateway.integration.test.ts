@@ -156,6 +156,146 @@ describe("a transparent TCP-to-RTU gateway stamps a late answer with the next re
     ]);
   });
 
+  /**
+   * A gateway that stamps each answer with the whole MBAP header of the newest request (transaction id AND unit
+   * id): the `slowAt`-th request to unit 2 takes SLOW_MS, everything else 2 ms; the line serves one at a time.
+   * Holding register `a` of a unit holds `1000 * unit + a` until written (`registers`).
+   */
+  async function wholeHeaderGateway(slowAt = 2) {
+    let lineFreeAt = 0;
+    let newest = { transactionId: 0, unitId: 0 };
+    let unit2 = 0;
+    const registers = new Map<string, number>();
+    const device = await startRawTcpDevice((request) => {
+      newest = { transactionId: request.transactionId, unitId: request.unitId };
+      const now = Date.now();
+      const slow = request.unitId === 2 && ++unit2 === slowAt;
+      lineFreeAt = Math.max(now, lineFreeAt) + (slow ? SLOW_MS : 2);
+      const key = `${request.unitId}/${request.address}`;
+      if (request.functionCode === 6) registers.set(key, request.value);
+      const values =
+        request.functionCode === 3 ? [registers.get(key) ?? rawRegister(request.unitId, request.address)] : undefined;
+      return {
+        kind: "normal",
+        delayMs: lineFreeAt - now,
+        transactionId: () => newest.transactionId,
+        unitId: () => newest.unitId,
+        ...(values && request.value === 1 ? { values } : {}),
+      };
+    });
+    cleanups.push(() => device.stop());
+    return { device, registers };
+  }
+
+  it("a late answer stamped with the newest request's unit id too is never delivered as another unit's value (adv12p HIGH)", async () => {
+    const { device } = await wholeHeaderGateway();
+    const units = defineTags({
+      a: { dataType: "uint16", address: "HR0@2" },
+      b: { dataType: "uint16", address: "HR0@3" },
+    });
+    const expected = { a: rawRegister(2, 0), b: rawRegister(3, 0) };
+    const driver = await driverFor(device.port);
+    const wrong: string[] = [];
+    let last: Sample[] = [];
+    for (let scan = 0; scan < 5; scan++) {
+      last = await driver.read(units.list());
+      wrong.push(...wrongGood(last, expected));
+    }
+    expect(wrong).toEqual([]);
+    expect(last.map((sample) => [sample.value, sample.quality.severity])).toEqual([
+      [expected.a, "good"],
+      [expected.b, "good"],
+    ]);
+  });
+
+  it("a bit write to unit 3 right after unit 2's read timed out does not write unit 2's late word (sibling)", async () => {
+    const { device, registers } = await wholeHeaderGateway();
+    const units = defineTags({
+      a: { dataType: "uint16", address: "HR0@2" },
+      flag: { dataType: "bool", access: "readwrite", address: "HR0.2@3" },
+    });
+    const driver = await driverFor(device.port);
+    await driver.read([units.get("a")]);
+    const [late] = await driver.read([units.get("a")]);
+    expect(late).toMatchObject({ value: null, quality: { severity: "bad" } });
+    await driver.write(units.get("flag"), true);
+    expect(registers.get("3/0")).toBe(rawRegister(3, 0) | 4);
+  });
+
+  it("a bit write's read-modify-write read is fenced: a held late answer of HR5 is not written to HR0 (adv12p HIGH)", async () => {
+    // The gateway holds HR5's second answer back until the next request arrives, and sends it first, stamped
+    // with that request's id (then that request's own answer 20 ms later).
+    const written = new Map<number, number>();
+    let hr5 = 0;
+    let held: RawRequest | undefined;
+    const device = await startRawTcpDevice((request) => {
+      if (request.functionCode === 6) written.set(request.address, request.value);
+      if (held !== undefined) {
+        const late = held;
+        held = undefined;
+        return { kind: "normal", values: [rawRegister(1, late.address)], registers: 1, thenOwnAfterMs: 20 };
+      }
+      if (request.functionCode === 3 && request.address === 5 && ++hr5 === 2) {
+        held = request;
+        return { kind: "silent" };
+      }
+      return { kind: "normal" };
+    });
+    cleanups.push(() => device.stop());
+    const bits = defineTags({
+      x: { dataType: "uint16", address: "HR5" },
+      flag: { dataType: "bool", access: "readwrite", address: "HR0.2" },
+    });
+    const driver = await driverFor(device.port);
+    await driver.read([bits.get("x")]);
+    const [late] = await driver.read([bits.get("x")]);
+    expect(late).toMatchObject({ value: null, quality: { severity: "bad" } });
+    await driver.write(bits.get("flag"), true);
+    expect(written.get(0)).toBe(rawRegister(1, 0) | 4);
+  });
+
+  /** A serial line behind a gateway stamping the newest id: HR50 is refused (exception 2) after `refuseMs`. */
+  async function refusingGateway(refuseMs: number) {
+    let lineFreeAt = 0;
+    let newest = 0;
+    const device = await startRawTcpDevice((request) => {
+      newest = request.transactionId;
+      const now = Date.now();
+      const refused = request.address === 50;
+      lineFreeAt = Math.max(now, lineFreeAt) + (refused ? refuseMs : 2);
+      if (refused) return { kind: "exception", code: 2, delayMs: lineFreeAt - now, transactionId: () => newest };
+      return { kind: "normal", delayMs: lineFreeAt - now, transactionId: () => newest };
+    });
+    cleanups.push(() => device.stop());
+    return device;
+  }
+
+  it("a late exception is not learned as a hole of the request it landed on (adv12p MEDIUM)", async () => {
+    // HR50's refusal comes after its request timed out and lands on HR0:uint32 (another size, sent at once).
+    const device = await refusingGateway(SLOW_MS);
+    const mixed = defineTags({
+      v: { dataType: "uint32", address: "HR0:uint32" },
+      s: { dataType: "uint16", address: "HR50" },
+    });
+    const driver = await driverFor(device.port);
+    for (let scan = 0; scan < 6; scan++) {
+      const samples = await driver.read(mixed.list());
+      expect(wrongGood(samples, { v: rawRegister(1, 0) * 65536 + rawRegister(1, 1) })).toEqual([]);
+    }
+    expect(driver.learned.poisoned.filter((hole) => hole.address === 0)).toEqual([]);
+  });
+
+  it("a refusal that comes in time is still learned as a hole (sibling)", async () => {
+    const device = await refusingGateway(2);
+    const mixed = defineTags({
+      v: { dataType: "uint32", address: "HR0:uint32" },
+      s: { dataType: "uint16", address: "HR50" },
+    });
+    const driver = await driverFor(device.port);
+    for (let scan = 0; scan < 6; scan++) await driver.read(mixed.list());
+    expect(driver.learned.poisoned.map((hole) => hole.address)).toEqual([50]);
+  });
+
   it("lateAnswerGuard: false (a device trusted to stamp its own ids) sends the next request at once", async () => {
     // What the guard prevents, shown by turning it off: the late HR50 answer is taken as HR0's.
     const device = await serialGateway();

@@ -21,7 +21,8 @@ export type RawAnswer =
       readonly protocolId?: number;
       /** Added to the MBAP length field. */
       readonly lengthDelta?: number;
-      readonly unitId?: number;
+      /** A function is called when the answer is sent (a gateway stamping the newest request's unit id). */
+      readonly unitId?: number | (() => number);
       readonly byteCount?: number;
       /** Registers sent (default: the quantity asked for). */
       readonly registers?: number;
@@ -51,7 +52,13 @@ export type RawAnswer =
       /** Bytes (0xAA) appended to the answer, in the same write: a device that sends junk after each frame. */
       readonly trailing?: number;
     }
-  | { readonly kind: "exception"; readonly code: number }
+  | {
+      readonly kind: "exception";
+      readonly code: number;
+      readonly delayMs?: number;
+      /** A function is called when the answer is sent (a gateway stamping the newest request's id). */
+      readonly transactionId?: number | (() => number);
+    }
   | { readonly kind: "silent" };
 
 /** Holding and input register `address` of `unitId` hold `1000 * unitId + address`; coils alternate. */
@@ -90,7 +97,7 @@ export async function startRawTcpDevice(
         requests.push(request);
         const reply = answer(request);
         if (reply.kind === "silent") continue;
-        const delay = reply.kind === "normal" ? (reply.delayMs ?? 0) : 0;
+        const delay = reply.delayMs ?? 0;
         const duplicate = reply.kind === "normal" ? reply.duplicateAfterMs : undefined;
         if (duplicate !== undefined)
           setTimeout(() => socket.destroyed || socket.write(build(request, reply)), duplicate);
@@ -170,10 +177,11 @@ function build(request: RawRequest, reply: Exclude<RawAnswer, { kind: "silent" }
   }
   const normal = reply.kind === "normal" ? reply : undefined;
   const header = Buffer.alloc(7);
-  const transactionId = typeof normal?.transactionId === "function" ? normal.transactionId() : normal?.transactionId;
+  const stamped = reply.transactionId;
+  const transactionId = typeof stamped === "function" ? stamped() : stamped;
   header.writeUInt16BE(transactionId ?? request.transactionId, 0);
   header.writeUInt16BE(normal?.protocolId ?? 0, 2);
   header.writeUInt16BE(pdu.length + 1 + (normal?.lengthDelta ?? 0), 4);
-  header[6] = normal?.unitId ?? request.unitId;
+  header[6] = (typeof normal?.unitId === "function" ? normal.unitId() : normal?.unitId) ?? request.unitId;
   return Buffer.concat([header, pdu]);
 }
