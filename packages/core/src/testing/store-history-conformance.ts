@@ -620,6 +620,28 @@ export function storeHistoryConformance(options: StoreGroupConformanceOptions): 
     );
 
     test(
+      "interpolated across a stretch of bad samples: each time takes the nearest good sample on each side, however far (a stepped string)",
+      withHistory(options, async (history, store) => {
+        // state: "run" from 10 s (golden data), "heat" at 100 s, bad samples 101-199 s, "cool" at 200 s.
+        await store.samples.writeBatch([
+          at(STATE, 100, "heat"),
+          ...Array.from({ length: 99 }, (_, index) => at(STATE, 101 + index, null, BAD)),
+          at(STATE, 200, "cool"),
+        ]);
+        const values = await history.interpolated([STATE], {
+          start: T0 + 95 * S,
+          end: T0 + 215 * S,
+          intervalMs: 10 * S,
+        });
+        expect(values.map((value) => [(value.timestamp - T0) / S, value.value, value.quality.severity])).toEqual([
+          [95, "run", "good"],
+          ...Array.from({ length: 10 }, (_, index) => [105 + index * 10, "heat", "uncertain"]), // rests on bad data
+          [205, "cool", "uncertain"], // held past the last sample
+        ]);
+      }),
+    );
+
+    test(
       "downsample reads a long range in one pass (20,000 samples well inside the test timeout)",
       withHistory(options, async (history, store) => {
         const start = T0 + 10_000 * S;
