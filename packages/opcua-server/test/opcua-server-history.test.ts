@@ -335,6 +335,40 @@ describe.each(STORES)("HistoryRead from $name", ({ make }) => {
     },
   );
 
+  test("a huge processingInterval is one interval over the range or a Bad code, never a crash", async () => {
+    const start = T0;
+    const end = T0 + COUNT * 1_000;
+    const processed = (processingInterval: number, from = start, to = end) =>
+      new ReadProcessedDetails({
+        startTime: new Date(from),
+        endTime: new Date(to),
+        processingInterval,
+        aggregateConfiguration: { useServerCapabilitiesDefaults: true },
+        aggregateType: [`i=${AGGREGATE_FUNCTION_NODE_IDS.Average}`],
+      });
+    const [whole] = await system.history.queries!.aggregate(["hist.temp"], {
+      start,
+      end,
+      intervalMs: end - start,
+      aggregates: ["Average"],
+    });
+    for (const interval of [1e15, 2 ** 53, Number.MAX_VALUE]) {
+      const [result] = await read(processed(interval), [{ nodeId: node }]);
+      expect(result!.statusCode.isGood()).toBe(true);
+      const values = valuesOf(result!);
+      expect(values).toHaveLength(1);
+      expect(values[0]!.sourceTimestamp!.getTime()).toBe(start);
+      expect(values[0]!.value.value ?? null).toBe(whole!.values.Average!.value);
+    }
+    // Reversed, the range is not a whole number of such intervals: refused, as any such reverse read.
+    const [reverse] = await read(processed(1e15, end, start), [{ nodeId: node }]);
+    expect(reverse!.statusCode.value >>> 0).toBe(0x80ab0000); // BadInvalidArgument
+    for (const interval of [Number.POSITIVE_INFINITY, Number.NaN, -1, 0.5]) {
+      const [result] = await read(processed(interval), [{ nodeId: node }]);
+      expect(result!.statusCode.value >>> 0).toBe(0x80ab0000);
+    }
+  });
+
   test("a processed read of more intervals than a page continues, with no gap or duplicate", async () => {
     const start = T0;
     const end = T0 + COUNT * 1_000; // 4,000 intervals of 10 ms: 4 pages of 1,000
