@@ -21,7 +21,7 @@ export class StoreContext {
   readonly schema: string;
   readonly #client: () => SqlClient;
   readonly #history: () => HistoryClient;
-  /** History reads running on a shared client at most `historyPoolSize` at once (see {@link StoreContext.runHistory}). */
+  /** History reads run at most `historyPoolSize` at once (see {@link StoreContext.runHistory}). */
   readonly #historySlots: Slots;
   /** History reads in flight, cut short by `close` (see {@link PendingReads}). */
   readonly reads = new PendingReads();
@@ -77,10 +77,10 @@ export class StoreContext {
 
   /**
    * Runs one history read `work` as {@link StoreContext.run} does, on the history client, cut
-   * short by `close` ({@link PendingReads}). On the store's own history pool the pool bounds the
-   * reads; on a shared client (a host's pool, a custom client, PGlite) at most `historyPoolSize`
-   * run at once and the rest wait here, so history reads never hold more than that many of the
-   * connections writers need.
+   * short by `close` ({@link PendingReads}). At most `historyPoolSize` run at once and the rest
+   * wait here, in order: on a shared client (a host's pool, a custom client, PGlite) history reads
+   * never hold more than that many of the connections writers need; on the store's own history
+   * pool (of that size) no read waits in pg's queue, where `connectTimeoutMs` would fail it.
    */
   async runHistory<TResult>(
     operation: string,
@@ -94,7 +94,7 @@ export class StoreContext {
         throw toStoreError(error, operation);
       }
     };
-    return this.reads.track(sessionSettings ? running() : this.#historySlots.run(running));
+    return this.reads.track(this.#historySlots.run(running));
   }
 }
 

@@ -65,8 +65,17 @@ describe.skipIf(databaseUrl === undefined)(`history reads on bounded connections
   test("own pool: a write succeeds while 8 slow history reads are still running (they use the history pool)", async () => {
     const store = await open({ connectionString: databaseUrl!, maxConnections: 2, historyPoolSize: 2 });
     await store.samples.writeBatch(data());
-    // At most two reads run at once; the write needs none of their connections.
+    // At most two reads run at once; the write needs none of their connections. The others wait in
+    // the store, not in pg's queue (where connectTimeoutMs failed them on a loaded machine).
     expect(await readsSettledWhenWritten(store)).toBeLessThan(4);
+  });
+
+  test("own pool: reads waiting for a history connection wait in the store, not in pg's queue (whose connectTimeoutMs would fail them)", async () => {
+    const store = await open({ connectionString: databaseUrl!, historyPoolSize: 1, connectTimeoutMs: 250 });
+    await store.samples.writeBatch(data());
+    // Seven reads wait behind the first, each longer than 250 ms in all: none fails.
+    const results = await Promise.allSettled(Array.from({ length: READS }, () => slowRead(store)));
+    expect(results.map((result) => result.status)).toEqual(new Array(READS).fill("fulfilled"));
   });
 
   test("host's pool: history reads take at most historyPoolSize of its connections; a write gets one of the rest", async () => {
