@@ -11,7 +11,7 @@ import type { PlcDriver } from "../ports/plc-driver";
 import type { Store } from "../ports/store";
 import type { RetryJitter } from "../resilience/retry";
 import { DEFAULT_RUN_WITHOUT_DURABLE_AUDIT } from "../security/audited-command";
-import type { RoleTable } from "../security/authorization";
+import { roleTableProblems, type RoleTable } from "../security/authorization";
 import type { ServiceRegistry } from "@kiln/core/advanced";
 
 const positive = z.number().positive();
@@ -168,7 +168,16 @@ const machineSchema = z
 
 const authorizationSchema = z
   .object({
-    roles: z.record(z.string(), z.array(z.unknown())).optional(),
+    // The one set of grant rules, also the Authorizer's and defaultRoleTable's (issue 15).
+    roles: z
+      .unknown()
+      .superRefine((table, context) => {
+        if (table === undefined) return;
+        for (const problem of roleTableProblems(table)) {
+          context.addIssue({ code: "custom", message: problem.message, path: [...problem.path] });
+        }
+      })
+      .optional(),
     operatorWritableTags: z.array(z.string().min(1)).default([]),
   })
   .strict()

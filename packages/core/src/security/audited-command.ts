@@ -204,7 +204,15 @@ export const DENIAL_CODES: readonly KilnErrorCode[] = [
   "KILN_TAG_NOT_WRITABLE",
   "KILN_OUT_OF_RANGE",
   "KILN_INVALID_TRANSITION",
+  // What the command names does not exist (an unknown alarm, no process to abort, no such saved
+  // recipe): a check of its input before any effect, so a refusal like the ones above.
+  "KILN_NOT_FOUND",
 ];
+
+/** The outcome of a command that did not run: `denied` when a check refused it ({@link DENIAL_CODES}), else `failed`. */
+function outcomeOf(error: unknown): "denied" | "failed" {
+  return KilnError.is(error) && DENIAL_CODES.includes(error.code) ? "denied" : "failed";
+}
 
 /**
  * Runs commands as authorize → read old value → make the entry durable (commit) → execute, and
@@ -428,27 +436,34 @@ export class AuditedCommandRunner {
     const stateOf = command.machineState;
     const contextNow = (): { machineState?: string } =>
       stateOf === undefined ? {} : { machineState: typeof stateOf === "function" ? stateOf() : stateOf };
-    const checkContext = contextNow();
     const principal = read.principal;
-    if (targetProblem !== undefined) {
-      // Shape, checked before authorization: a name no command accepts is refused without a lookup.
-      const error = new KilnValidationError(`${base.action} command`, [targetProblem]);
-      await this.#record({ ...entry(), outcome: "denied", reason: reasonOf(error, comment) });
-      throw error;
+    let checkContext: { machineState?: string } = {};
+    let refusedBeforeRun: unknown;
+    try {
+      checkContext = contextNow();
+      if (targetProblem !== undefined) {
+        // Shape, checked before authorization: a name no command accepts is refused without a lookup.
+        refusedBeforeRun = new KilnValidationError(`${base.action} command`, [targetProblem]);
+      } else if (principal === undefined) {
+        refusedBeforeRun = read.error!;
+      } else if (!authorizer.can(principal, command.permission, command.target, checkContext)) {
+        refusedBeforeRun = authorizer.forbidden(
+          principal,
+          command.permission,
+          "subject" in command ? command.subject : command.target,
+          checkContext,
+        );
+      }
+    } catch (error) {
+      // The check itself broke (a machine state that could not be read, a throwing authorizer):
+      // the command does not run, and its entry says so, like every other (issue 15).
+      refusedBeforeRun = error;
     }
-    if (principal === undefined || !authorizer.can(principal, command.permission, command.target, checkContext)) {
-      const error =
-        principal === undefined
-          ? read.error!
-          : authorizer.forbidden(
-              principal,
-              command.permission,
-              "subject" in command ? command.subject : command.target,
-              checkContext,
-            );
-      await this.#record({ ...entry(), outcome: "denied", reason: reasonOf(error, comment) });
-      throw error;
+    if (refusedBeforeRun !== undefined) {
+      await this.#record({ ...entry(), outcome: outcomeOf(refusedBeforeRun), reason: reasonOf(refusedBeforeRun, comment) });
+      throw refusedBeforeRun;
     }
+    if (principal === undefined) throw read.error!; // refused above (this narrows its type)
     const guarded = !this.#unguarded.has(action);
     // Once the `allowed` entry (the intent) has been offered to the store, its outcome may be
     // unknown (a timeout: the INSERT can still commit later). What happens to the command after
@@ -606,8 +621,7 @@ export class AuditedCommandRunner {
         this.#publish("command-fail", { id: base.id, principal: base.principal, action, target: base.target, reason });
         throw error;
       }
-      const outcome = KilnError.is(error) && DENIAL_CODES.includes(error.code) ? "denied" : "failed";
-      await this.#record(outcomeEntry({ outcome, reason }));
+      await this.#record(outcomeEntry({ outcome: outcomeOf(error), reason }));
       throw error;
     }
     if (state.committed === "no") {
