@@ -1292,3 +1292,58 @@ describe("the overflow count at close becomes its summary entry (issue 15, secon
     expect(drops.map((drop) => drop.count).sort()).toEqual([1, 4]);
   });
 });
+
+describe("a check that throws still leaves exactly one entry (issue 15, adversarial pass)", () => {
+  test("a machine state that cannot be read: recorded failed, nothing executed", async () => {
+    const { runner, plc, entries } = await setup();
+    let executed = 0;
+    const error: unknown = await runner
+      .run({
+        principal: operator,
+        permission: "tag.write",
+        target: "heater.setpoint",
+        machineState: () => {
+          throw new TypeError("state unreadable");
+        },
+        execute: () => void executed++,
+      })
+      .then(
+        () => undefined,
+        (reason: unknown) => reason,
+      );
+    expect(error).toBeInstanceOf(TypeError);
+    expect(executed).toBe(0);
+    expect(plc.writes).toEqual([]);
+    const stored = await entries();
+    expect(stored).toHaveLength(1);
+    expect(stored[0]).toMatchObject({
+      action: "tag.write",
+      outcome: "failed",
+      reason: expect.stringContaining("state unreadable") as string,
+    });
+  });
+
+  test("an authorizer whose check throws: recorded failed, nothing executed", async () => {
+    const clock = new SimulatedClock({ start: START });
+    const store = new MemoryStore({ clock });
+    await store.open(tags.list());
+    class Broken extends Authorizer {
+      override can(): boolean {
+        throw new Error("role directory down");
+      }
+    }
+    const runner = new AuditedCommandRunner({ authorizer: new Broken(), audit: store.audit, clock });
+    let executed = 0;
+    await expect(
+      runner.run({
+        principal: operator,
+        permission: "alarm.acknowledge",
+        target: "a:HI",
+        execute: () => void executed++,
+      }),
+    ).rejects.toThrow("role directory down");
+    expect(executed).toBe(0);
+    const stored = await store.audit.query({ from: 0, to: Number.MAX_SAFE_INTEGER });
+    expect(stored.map((entry) => [entry.action, entry.outcome])).toEqual([["alarm.acknowledge", "failed"]]);
+  });
+});

@@ -460,7 +460,11 @@ export class AuditedCommandRunner {
       refusedBeforeRun = error;
     }
     if (refusedBeforeRun !== undefined) {
-      await this.#record({ ...entry(), outcome: outcomeOf(refusedBeforeRun), reason: reasonOf(refusedBeforeRun, comment) });
+      await this.#record({
+        ...entry(),
+        outcome: outcomeOf(refusedBeforeRun),
+        reason: reasonOf(refusedBeforeRun, comment),
+      });
       throw refusedBeforeRun;
     }
     if (principal === undefined) throw read.error!; // refused above (this narrows its type)

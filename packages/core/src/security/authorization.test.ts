@@ -199,12 +199,19 @@ describe("role tables are validated in one place: a misspelt grant is refused, n
   };
 
   test("an unknown grant key (`target`, `state`) is refused by path, not ignored", () => {
-    expect(issuesOf(() => new Authorizer({ roles: { tech: [{ permission: "tag.write", target: ["heater.*"] } as never] } }))).toEqual([
-      { path: "roles.tech[0].target", message: expect.stringContaining('unknown key "target"') as string },
-    ]);
     expect(
-      issuesOf(() => new Authorizer({ roles: { tech: [{ permission: "tag.write", targets: ["valve.*"], state: ["maintenance"] } as never] } })),
-    ).toEqual([{ path: "roles.tech[0].state", message: expect.stringContaining("permission, targets, states") as string }]);
+      issuesOf(() => new Authorizer({ roles: { tech: [{ permission: "tag.write", target: ["heater.*"] } as never] } })),
+    ).toEqual([{ path: "roles.tech[0].target", message: expect.stringContaining('unknown key "target"') as string }]);
+    expect(
+      issuesOf(
+        () =>
+          new Authorizer({
+            roles: { tech: [{ permission: "tag.write", targets: ["valve.*"], state: ["maintenance"] } as never] },
+          }),
+      ),
+    ).toEqual([
+      { path: "roles.tech[0].state", message: expect.stringContaining("permission, targets, states") as string },
+    ]);
   });
 
   test("targets and states must be arrays of strings; states must be known; a null grant and a misspelt Kiln permission are refused", () => {
@@ -242,17 +249,22 @@ describe("role tables are validated in one place: a misspelt grant is refused, n
       { path: "operatorWritableTags", message: expect.stringContaining("must be an array") as string },
     ]);
     // Sibling: a misspelt option key and an unknown state.
-    expect(issuesOf(() => defaultRoleTable({ operatorWritableTag: ["heater.*"], operatorWriteStates: ["idel"] } as never)).map((i) => i.path)).toEqual([
-      "operatorWritableTag",
-      "operatorWriteStates[0]",
-    ]);
+    expect(
+      issuesOf(() =>
+        defaultRoleTable({ operatorWritableTag: ["heater.*"], operatorWriteStates: ["idel"] } as never),
+      ).map((i) => i.path),
+    ).toEqual(["operatorWritableTag", "operatorWriteStates[0]"]);
   });
 
   test("the TSDoc example of Authorizer holds", () => {
     const authorizer = new Authorizer({ roles: defaultRoleTable({ operatorWritableTags: ["heater.*"] }) });
     const ana = { id: "ana", roles: ["operator"] };
     expect(() => authorizer.check(ana, "tag.write", "heater.setpoint", { machineState: "idle" })).not.toThrow();
-    expect(forbidden(() => authorizer.check(ana, "tag.write", "heater.setpoint", { machineState: "processing" })).code).toBe("KILN_FORBIDDEN");
-    expect(forbidden(() => authorizer.check(ana, "tag.write", "valve.tma", { machineState: "idle" })).code).toBe("KILN_FORBIDDEN");
+    expect(
+      forbidden(() => authorizer.check(ana, "tag.write", "heater.setpoint", { machineState: "processing" })).code,
+    ).toBe("KILN_FORBIDDEN");
+    expect(forbidden(() => authorizer.check(ana, "tag.write", "valve.tma", { machineState: "idle" })).code).toBe(
+      "KILN_FORBIDDEN",
+    );
   });
 });

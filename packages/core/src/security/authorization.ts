@@ -386,7 +386,11 @@ const KNOWN_PERMISSIONS: ReadonlySet<string> = new Set<string>(PERMISSIONS);
 /** Prefixes of Kiln's own permissions: a host-defined permission may not start with one. */
 const KILN_PERMISSION_PREFIXES = ["recipe.", "tag.", "alarm.", "machine."] as const;
 const GRANT_KEYS: ReadonlySet<string> = new Set(["permission", "targets", "states"]);
-const DEFAULT_TABLE_KEYS: ReadonlySet<string> = new Set(["operatorWritableTags", "operatorWriteStates", "engineerWriteStates"]);
+const DEFAULT_TABLE_KEYS: ReadonlySet<string> = new Set([
+  "operatorWritableTags",
+  "operatorWriteStates",
+  "engineerWriteStates",
+]);
 
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
@@ -411,7 +415,12 @@ function stringListProblems(
   what: "patterns" | "states",
 ): RoleTableProblem[] {
   if (!Array.isArray(value)) {
-    return [{ path, message: `must be an array of ${what === "patterns" ? "target patterns" : "machine state names"} (strings)` }];
+    return [
+      {
+        path,
+        message: `must be an array of ${what === "patterns" ? "target patterns" : "machine state names"} (strings)`,
+      },
+    ];
   }
   const problems: RoleTableProblem[] = [];
   value.forEach((item: unknown, index) => {
@@ -469,12 +478,16 @@ function grantProblems(grant: unknown, path: readonly PropertyKey[]): RoleTableP
   const problems: RoleTableProblem[] = [];
   for (const key of Object.keys(grant)) {
     if (!GRANT_KEYS.has(key)) {
-      problems.push({ path: [...path, key], message: `unknown key "${key}": a grant takes permission, targets, states` });
+      problems.push({
+        path: [...path, key],
+        message: `unknown key "${key}": a grant takes permission, targets, states`,
+      });
     }
   }
   const permission = permissionProblem(grant.permission);
   if (permission !== undefined) problems.push({ path: [...path, "permission"], message: permission });
-  if (grant.targets !== undefined) problems.push(...stringListProblems(grant.targets, [...path, "targets"], "patterns"));
+  if (grant.targets !== undefined)
+    problems.push(...stringListProblems(grant.targets, [...path, "targets"], "patterns"));
   if (grant.states !== undefined) problems.push(...stringListProblems(grant.states, [...path, "states"], "states"));
   return problems;
 }
