@@ -394,7 +394,12 @@ describe("AuditedCommandRunner", () => {
     // start (a release is durable only once the journal empties): what was reported is what happened.
     const next = await setup({ backlog: { path, maxEntries: 2, whenFull: "drop-oldest" } });
     expect(await next.runner.flush()).toBe(true);
-    expect((await next.entries()).map((entry) => entry.newValue)).toEqual([2, 3]);
+    // ...and the trail itself says that one was dropped (issue 15, adversarial pass).
+    expect((await next.entries()).map((entry) => [entry.action, entry.newValue])).toEqual([
+      ["tag.write", 2],
+      ["tag.write", 3],
+      ["audit.drop", expect.objectContaining({ count: 1, firstId: "entry-1" })],
+    ]);
     expect(next.drops).toEqual([]);
     await next.runner.close();
   });
@@ -487,6 +492,66 @@ describe("AuditedCommandRunner", () => {
       expect(await next.runner.flush()).toBe(true);
       expect((await next.entries()).map((entry) => entry.newValue)).toEqual([3, 4]);
       await next.runner.close();
+      await runner.close();
+    });
+
+    // Issue 15, adversarial pass: the trail itself must say that entries were dropped.
+    const dropSummaries = (stored: AuditEntry[]) =>
+      stored.filter((entry) => entry.action === "audit.drop").map((entry) => entry.newValue);
+
+    test("drop-oldest: the drops are recorded as one durable audit.drop entry (count, first and last id and time) once there is room", async () => {
+      const path = join(await mkdtemp(join(tmpdir(), "kiln-audit-")), "audit.journal");
+      const state = { down: true };
+      const { writeTag, runner, entries, clock } = await setup({
+        audit: flaky(state),
+        backlog: { path, maxEntries: 2, whenFull: "drop-oldest" },
+      });
+      for (const value of [1, 2, 3, 4]) {
+        await writeTag(engineer, "heater.setpoint", value);
+        await clock.advance(1_000);
+      }
+      expect(runner.dropped).toBe(2);
+      state.down = false;
+      expect(await runner.flush()).toBe(true);
+      const stored = await entries();
+      expect(stored.filter((entry) => entry.action === "tag.write").map((entry) => entry.newValue)).toEqual([3, 4]);
+      expect(dropSummaries(stored)).toEqual([
+        {
+          count: 2,
+          firstId: "entry-1",
+          first: START,
+          lastId: "entry-2",
+          last: START + 1_000,
+          reasons: ["the audit backlog was full (2 entries, drop-oldest)"],
+        },
+      ]);
+      expect(stored.find((entry) => entry.action === "audit.drop")).toMatchObject({
+        outcome: "failed",
+        category: "audit",
+      });
+      await runner.close();
+    });
+
+    test("drop-oldest: after a crash (journal and reserve as a killed process left them) the next start records the audit.drop entry", async () => {
+      const path = join(await mkdtemp(join(tmpdir(), "kiln-audit-")), "audit.journal");
+      const backlog = { path, maxEntries: 2, whenFull: "drop-oldest" } as const;
+      const { writeTag, runner } = await setup({ audit: flaky({ down: true }), backlog });
+      for (const value of [1, 2, 3, 4, 5]) await writeTag(engineer, "heater.setpoint", value);
+      expect(runner.dropped).toBe(3);
+      const crashed = join(await mkdtemp(join(tmpdir(), "kiln-audit-")), "audit.journal");
+      await writeFile(crashed, await readFile(path));
+      await writeFile(`${crashed}.reserve`, await readFile(`${path}.reserve`));
+      const next = await setup({ backlog: { ...backlog, path: crashed }, idPrefix: "next" });
+      expect(await next.runner.flush()).toBe(true);
+      const stored = await next.entries();
+      expect(stored.filter((entry) => entry.action === "tag.write").map((entry) => entry.newValue)).toEqual([4, 5]);
+      expect(dropSummaries(stored)).toMatchObject([{ count: 3, firstId: "entry-1", lastId: "entry-3" }]);
+      // Recorded once: a further restart finds no count left.
+      await next.runner.close();
+      const third = await setup({ backlog: { ...backlog, path: crashed }, idPrefix: "third" });
+      expect(await third.runner.flush()).toBe(true);
+      expect(dropSummaries(await third.entries())).toEqual([]);
+      await third.runner.close();
       await runner.close();
     });
   });
