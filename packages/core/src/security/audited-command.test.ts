@@ -1,3 +1,4 @@
+import { execFileSync, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { describe, expect, test } from "vitest";
 import { KilnError } from "../domain/errors";
@@ -8,8 +9,8 @@ import { MemoryStore } from "../memory/memory-store";
 import { SimulatedClock } from "../memory/simulated-clock";
 import { SimulatedPlc } from "../memory/simulated-plc";
 import type { AuditEntry, AuditLog } from "../ports/audit-log";
-import { mkdtemp, readFile, stat, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { appendFile, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { RecordJournal } from "../journal/record-journal";
 import { AuditedCommandRunner, type AuditBacklogOptions } from "./audited-command";
@@ -1410,5 +1411,57 @@ describe("a check that throws still leaves exactly one entry (issue 15, adversar
     expect(executed).toBe(0);
     const stored = await store.audit.query({ from: 0, to: Number.MAX_SAFE_INTEGER });
     expect(stored.map((entry) => [entry.action, entry.outcome])).toEqual([["alarm.acknowledge", "failed"]]);
+  });
+});
+
+describe("a disk the journal filled before a crash (issue 15, adversarial pass)", () => {
+  test("the reserve's room is given back to take the journal's lock: the backlog is replayed, the reserve made again once there is room (needs root to mount tmpfs)", async (context) => {
+    const mount = await mkdtemp(join(tmpdir(), "kiln-audit-tmpfs-"));
+    try {
+      execFileSync("mount", ["-t", "tmpfs", "-o", "size=512k", "tmpfs", mount], { stdio: "ignore" });
+    } catch {
+      console.log("skipped: mounting a 512 KiB tmpfs failed (run the tests as root, with mount allowed, to enable)");
+      await rm(mount, { recursive: true, force: true });
+      context.skip();
+      return;
+    }
+    try {
+      const path = join(mount, "audit.journal");
+      const first = await setup({
+        audit: (store) => ({
+          query: store.audit.query,
+          record: () => Promise.reject(new KilnError("KILN_STORE_ERROR", "down", { retryable: true })),
+        }),
+        backlog: { path },
+      });
+      for (const value of [1, 2, 3]) await first.writeTag(engineer, "heater.setpoint", value);
+      await first.runner.close();
+      expect((await stat(`${path}.reserve`)).size).toBe(128 * 1024);
+      // What a crash leaves: the lock of a process that is gone (a pid that just exited)...
+      const dead = spawnSync(process.execPath, ["-e", ""]).pid!;
+      await writeFile(`${path}.lock`, JSON.stringify({ pid: dead, hostname: hostname(), token: "crashed" }));
+      // ...on a disk filled to the last byte.
+      const filler = join(mount, "filler");
+      for (;;) {
+        const full = await appendFile(filler, Buffer.alloc(4096)).then(
+          () => false,
+          () => true,
+        );
+        if (full) break;
+      }
+      const next = await setup({ backlog: { path }, idPrefix: "next" });
+      expect(await next.runner.flush()).toBe(true);
+      expect((await next.entries()).map((entry) => entry.newValue)).toEqual([1, 2, 3]);
+      // The reserve kept its newest record but gave back its room; with room again it is made whole.
+      expect((await stat(`${path}.reserve`)).size).toBeLessThan(128 * 1024);
+      await rm(filler);
+      await next.writeTag(engineer, "heater.setpoint", 4);
+      expect(await next.runner.flush()).toBe(true); // a drain turn retries the reserve
+      expect((await stat(`${path}.reserve`)).size).toBe(128 * 1024);
+      await next.runner.close();
+    } finally {
+      execFileSync("umount", ["-l", mount], { stdio: "ignore" });
+      await rm(mount, { recursive: true, force: true });
+    }
   });
 });

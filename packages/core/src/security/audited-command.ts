@@ -1690,6 +1690,18 @@ export class AuditedCommandRunner {
         const { journal, recovery } = await RecordJournal.open(path, {
           maxBytes: this.#options.backlog?.maxBytes ?? 64 * 1024 * 1024,
           pathOption: "audit.backlog.path",
+          // A disk the journal filled before a crash: the reserve's room (beside it for this)
+          // makes room for the lock, so the backlog is replayed; the reserve is made again when
+          // the volume has room (#openReserve, #retryReserve; ADR 0034 amendment, issue 15).
+          makeRoom: async () => {
+            const freed = await ReservedRecord.shrink(`${path}.reserve`, RESERVE_SLOT_BYTES);
+            if (freed)
+              this.#logger.warn(
+                { path },
+                "the disk is full: the audit reserve's room was given back to take the journal's lock",
+              );
+            return freed;
+          },
         });
         const recovered: BacklogItem[] = [];
         const tombstoned = new Set<string>();
