@@ -410,7 +410,7 @@ export interface ControlSystemOptions {
    * - `backlog.path`: a journal file for entries the store cannot take yet; they survive a
    *   restart and are written in order once the store is back. @default none (memory only)
    * - `backlog.maxEntries` (@default 10000), `backlog.maxBytes` (journal size, @default 64 MiB)
-   * - `backlog.whenFull`: `refuse-commands` (@default) or `drop-oldest` (reported by `audit-entry-drop`).
+   * - `backlog.whenFull`: `refuse-commands` (@default) or `drop-oldest` (reported by `audit-entry-drop` and recorded as an `audit.drop` entry).
    * - `runWithoutDurableAudit`: actions that act at once, without waiting for their entry
    *   (safety functions); the entry follows: stored, or kept (journaled when possible), retried
    *   and reported. Each must be a Kiln command's action (a permission other than `read`;

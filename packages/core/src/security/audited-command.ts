@@ -136,7 +136,9 @@ export interface AuditBacklogOptions {
    * backlog drains and never evicts an entry; an action that runs without a durable entry
    * (`runWithoutDurableAudit`) is kept beyond the limit. `drop-oldest` keeps commands running
    * and drops the oldest entries, reported by `audit-entry-drop` (and marked in the journal, so
-   * they do not come back at the next start). @default "refuse-commands"
+   * they do not come back at the next start) and recorded in the trail as one `audit.drop`
+   * summary entry (count, first and last entry id and time, reasons; outcome `failed`), durable
+   * across a crash (ADR 0013). @default "refuse-commands"
    */
   readonly whenFull?: "refuse-commands" | "drop-oldest";
 }
