@@ -144,7 +144,8 @@ export const PERMISSIONS = [
 export type Permission = (typeof PERMISSIONS)[number] | (string & {});
 
 /**
- * One entry of a role: a permission (`"*"`: every permission), optionally limited to targets
+ * One entry of a role: a permission (`"*"`: every permission, one of {@link PERMISSIONS}, or a
+ * host's own name outside Kiln's `recipe.`, `tag.`, `alarm.`, `machine.` namespaces), optionally limited to targets
  * matching one of `targets` (`*` in a pattern matches any run of characters:
  * `"valve.*"`, `"reactor-1/*"`) and to machine states (`states`: the grant applies only when
  * the command is checked in one of them; a check that names no state never matches it).
@@ -156,7 +157,7 @@ export type PermissionGrant =
       readonly permission: Permission | "*";
       /** Target patterns; omitted: any target. */
       readonly targets?: readonly string[];
-      /** Machine states (exact names, e.g. `"idle"`) in which the grant applies; omitted: every state. */
+      /** Machine states (exact names of the kiln or packml model, e.g. `"idle"`) in which the grant applies; omitted: every state. */
       readonly states?: readonly string[];
     };
 
@@ -276,8 +277,10 @@ export class Authorizer {
   readonly #patterns = new Map<string, TagPattern>();
 
   /**
-   * @throws KilnValidationError (`KILN_VALIDATION`) when `options.roles` breaks a rule of
-   * {@link roleTableProblems}, naming each bad grant by path (e.g. `roles.operator[0].target`).
+   * @throws KilnValidationError (`KILN_VALIDATION`) when `options.roles` breaks a rule of role
+   * tables (see {@link PermissionGrant}: only `permission`, `targets`, `states`; arrays of
+   * strings; known states; no misspelt Kiln permission), naming each bad grant by path (e.g.
+   * `roles.operator[0].target`).
    */
   constructor(options: AuthorizerOptions = {}) {
     this.#roles = options.roles === undefined ? defaultRoleTable() : validRoleTable(options.roles, ["roles"]);
