@@ -1,4 +1,5 @@
-import { type AuditEntry, defineTags } from "@kiln/core";
+import { defineTags } from "@kiln/core";
+import type { AuditEntry } from "@kiln/core/driver-kit";
 import { AttributeIds, DataType, StatusCodes, type WriteValueOptions } from "node-opcua-client";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { connect, makeTestPki, servedSystem, type ServedTestSystem, type TestPki, user } from "./support/opcua-fixture";
