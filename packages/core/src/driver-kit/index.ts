@@ -96,7 +96,6 @@ export {
   numericValue,
   samplePoint,
   valueAtInSeries,
-  valuesInSeries,
   valueFromBounds,
   type SamplePoint,
   type SampleSeries,
