@@ -1,6 +1,7 @@
 import { defineTags } from "@kiln/core";
 import {
   AttributeIds,
+  type ClientSession,
   constructEventFilter,
   ContentFilter,
   ContentFilterElement,
@@ -74,14 +75,7 @@ beforeAll(async () => {
     },
   });
   olga = await connect(served.server, pki.trusted, user("olga"));
-  ({ subscriptionId } = await rawSession(olga.session).createSubscription(
-    new CreateSubscriptionRequest({
-      requestedPublishingInterval: 100,
-      requestedLifetimeCount: 600,
-      requestedMaxKeepAliveCount: 10,
-      publishingEnabled: true,
-    }),
-  ));
+  subscriptionId = await rawSubscription(olga.session);
 }, 60_000);
 
 afterAll(async () => {
@@ -89,6 +83,19 @@ afterAll(async () => {
   await served?.dispose();
   await pki?.dispose();
 });
+
+/** A raw subscription publishing every 100 ms; its id. */
+async function rawSubscription(session: ClientSession): Promise<number> {
+  const { subscriptionId: id } = await rawSession(session).createSubscription(
+    new CreateSubscriptionRequest({
+      requestedPublishingInterval: 100,
+      requestedLifetimeCount: 600,
+      requestedMaxKeepAliveCount: 10,
+      publishingEnabled: true,
+    }),
+  );
+  return id;
+}
 
 const literal = (value: number) => new LiteralOperand({ value: new Variant({ dataType: DataType.Int32, value }) });
 const element = (index: number) => new ElementOperand({ index });
@@ -266,14 +273,7 @@ describe("EventFilter size bounds", () => {
     // A viewer (read-only) can create event items: the budget is per session, whoever it is.
     const vic = await connect(served.server, pki.trusted, user("vic"));
     try {
-      const { subscriptionId: own } = await rawSession(vic.session).createSubscription(
-        new CreateSubscriptionRequest({
-          requestedPublishingInterval: 100,
-          requestedLifetimeCount: 600,
-          requestedMaxKeepAliveCount: 10,
-          publishingEnabled: true,
-        }),
-      );
+      const own = await rawSubscription(vic.session);
       const on = { session: vic.session, subscriptionId: own };
       // Each costs 20 SelectClauses + 1 element + 40 operands = 61: three fit in 200, a fourth does not.
       const created = [];
@@ -302,14 +302,7 @@ describe("EventFilter size bounds", () => {
   test("a modify that would take the session beyond its budget is refused and changes nothing", async () => {
     const vic = await connect(served.server, pki.trusted, user("vic"));
     try {
-      const { subscriptionId: own } = await rawSession(vic.session).createSubscription(
-        new CreateSubscriptionRequest({
-          requestedPublishingInterval: 100,
-          requestedLifetimeCount: 600,
-          requestedMaxKeepAliveCount: 10,
-          publishingEnabled: true,
-        }),
-      );
+      const own = await rawSubscription(vic.session);
       const on = { session: vic.session, subscriptionId: own };
       const big = await createEventItem(inListFilter(20, 60), on); // 81
       const small = await createEventItem(inListFilter(1, 2), on); // 4
