@@ -115,6 +115,37 @@ export class ReservedRecord {
     }
   }
 
+  /**
+   * Gives back the room of the file at `path` that does not hold its newest record: the older
+   * slot and the newest slot's unused tail are cut off (the newest record stays whole and is read
+   * back by {@link open}, which reserves the room again when the volume has it). For a full disk
+   * on which the journal's lock cannot be taken (issue 15). Only under no live lock of that journal.
+   * @returns true when bytes were freed; false when there is no such file or nothing to free.
+   */
+  static async shrink(path: string, slotBytes: number): Promise<boolean> {
+    let file: FileHandle;
+    try {
+      file = await open(path, "r+");
+    } catch {
+      return false;
+    }
+    try {
+      const { size } = await file.stat();
+      let best: { slot: number; sequence: number; payload: Buffer } | undefined;
+      for (let slot = 0; slot < 2; slot++) {
+        const found = await readSlot(file, slot * slotBytes, slotBytes, size);
+        if (found !== undefined && (best === undefined || found.sequence > best.sequence)) best = { slot, ...found };
+      }
+      const keep = best === undefined ? 0 : best.slot * slotBytes + SLOT_HEADER_BYTES + best.payload.length;
+      if (keep >= size) return false;
+      await file.truncate(keep);
+      await file.sync();
+      return true;
+    } finally {
+      await file.close();
+    }
+  }
+
   /** The newest record's payload, or undefined when none was written. */
   read(): Buffer | undefined {
     return this.#latest;
