@@ -713,19 +713,23 @@ export class AuditedCommandRunner {
     let from = 0;
     for (const [index, item] of this.#backlog.entries()) if (item.journaled) from = index + 1;
     let moved = false;
+    let whole = true;
     for (let index = from; index < this.#backlog.length; index++) {
       const item = this.#backlog[index]!;
       if (item.entry === undefined) continue;
       try {
         await journal.append(Buffer.from(encodeExactJson(item.entry), "utf8"));
-        this.#clearJournalFailure("append");
       } catch (error) {
         if (!KilnError.is(error, "KILN_BUFFER_FULL")) this.#noteJournalFailure("append", error, journal.path);
+        whole = false;
         break;
       }
       this.#backlog[index] = { ...item, journaled: true };
       moved ||= this.#reservedIds.has(item.entry.id);
     }
+    // Cleared once every held entry is journaled, not at the first: health names what memory
+    // still holds until then (issue 15).
+    if (whole) this.#clearJournalFailure("append");
     // Journaled now: the reserve need not hold them any more.
     if (moved) await this.#persistReserve();
   }
@@ -1346,11 +1350,13 @@ export class AuditedCommandRunner {
   async #append(entry: AuditEntry): Promise<boolean> {
     const journal = await this.#openJournal();
     let journaled = false;
+    // Entries an earlier append failure left unjournaled go first, so the journal keeps the
+    // backlog's order and they are not left behind this one (issue 15).
+    if (journal !== undefined && this.#journalFailures.has("append")) await this.#journalHeldEntries(journal);
     if (journal !== undefined) {
       try {
         await journal.append(Buffer.from(encodeExactJson(entry), "utf8"));
         journaled = true;
-        this.#clearJournalFailure("append");
       } catch (error) {
         this.#logger.error({ id: entry.id, error: String(error) }, "the audit journal could not take an entry");
         // A record too large for the journal is about that entry, not the journal.
@@ -1358,6 +1364,10 @@ export class AuditedCommandRunner {
       }
     }
     this.#backlog.push({ entry, journaled, failures: 0, since: this.#options.clock.now() });
+    // An append failure stays named while entries it left are held only in memory (issue 15).
+    if (journaled && this.#journalFailures.has("append") && this.#unjournaled().memoryOnly === 0) {
+      this.#clearJournalFailure("append");
+    }
     return journaled;
   }
 
@@ -1746,12 +1756,16 @@ export class AuditedCommandRunner {
           ),
         );
         this.#reportDamage(path, { ...recovery, undecodable });
-        this.#clearJournalFailure("open");
         await this.#openReserve(path);
         // Drops found at this open (tombstones, damage) are made durable with the reserve's counts.
         if (this.#drops !== undefined) await this.#persistReserve();
         // Entries held only in memory while it could not be opened (or while stopped) are journaled behind it.
         await this.#journalHeldEntries(journal);
+        // Only now: until they are journaled (or a failure that names them is in force), health
+        // still names the open failure and the entries held only in memory. Cleared before, a
+        // host (or an operator) reading "no journal problem" could stop or lose the process
+        // while they were still in memory only (issue 15: 22 of 31 lost to a SIGKILL so timed).
+        this.#clearJournalFailure("open");
         return journal;
       } catch (error) {
         this.#journal = undefined;
