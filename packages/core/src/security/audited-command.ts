@@ -1865,6 +1865,8 @@ interface AuditWriterStatus {
    * The journal failures in force, in words: the journal could not be opened (retried on the
    * backoff), an append failed (the errno, e.g. `ENOSPC`, and the path), or its reserve could not
    * be written; each with how many entries its reserve holds and how many are only in memory.
+   * An open or append failure stays named until every entry it left held only in memory is
+   * journaled, so an empty list never hides entries a crash would lose (issue 15).
    */
   readonly journalProblems: readonly string[];
   /**
