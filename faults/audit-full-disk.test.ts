@@ -1,6 +1,15 @@
 import { spawn } from "node:child_process";
 import { execFileSync } from "node:child_process";
-import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  unlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, test } from "vitest";
@@ -71,7 +80,7 @@ function run(
 describe("the audit journal on a full disk", () => {
   // 50 denials fit the journal's reserve (each stored after the restart); 400 do not (the rest counted).
   test.skipIf(!("path" in disk)).each([50, 400])(
-    `%i denials: denied and refused entries survive a SIGKILL on a full disk, each stored once or counted and reported; a journal that cannot open is named in health and retried ${NEEDS_TMPFS}`,
+    `%i denials: denied and refused entries survive a SIGKILL on a full disk, each stored once or counted and reported; restarted on the still-full disk, the backlog is replayed (the lock takes the reserve's room) and the reserve is whole again once there is room ${NEEDS_TMPFS}`,
     async (viewerWrites) => {
       const path = (disk as { path: string }).path;
       const journal = join(path, "audit.journal");
@@ -106,8 +115,12 @@ describe("the audit journal on a full disk", () => {
       expect(before.problems.join("\n")).toMatch(/audit journal .*audit\.journal: append failed.*ENOSPC/);
       expect(filled.some((line) => line.startsWith("journal-fail ") && line.includes('"errno":"ENOSPC"'))).toBe(true);
 
-      // 2. Restart with the store back and the disk still full: the journal cannot be opened; health
-      // says so (MEDIUM 2), and once the disk has room the retry opens it and replays everything.
+      // 2. Restart with the store back and the disk still full. The journal's lock is taken with
+      // the room of its reserve (ADR 0034, amendment of issue 15's adversarial pass): the whole
+      // backlog is replayed on the still-full disk, health naming the reserve (it gave its room
+      // back: ENOSPC) and never the journal's open; once the disk has room the reserve is whole
+      // again. (Before that amendment the journal could not open until someone freed space; a
+      // journal that cannot open at all is the next describe's cases.)
       rmSync(`${storeFile}.down`);
       // Whatever room the killed process left (a page its last failed append cut back) is taken.
       const filler = join(path, "filler");
@@ -117,29 +130,49 @@ describe("the audit journal on a full disk", () => {
         // ENOSPC: the disk is full.
       }
       let grown = false;
+      let replayedOnFullDisk = false;
+      let loaded = false;
+      let firstProblems: string | undefined;
+      const grow = (): void => {
+        if (grown) return;
+        grown = true;
+        execFileSync("mount", ["-o", "remount,size=8m", path]);
+      };
+      // Room is given after the replay, or after 60 s without one (then the assertion below fails).
+      const deadline = setTimeout(grow, 60_000);
       const drained = await run([journal, storeFile, "drain"], {
         onLine: (line) => {
           if (grown || !line.startsWith("health ")) return;
-          grown = true;
-          const problems = (JSON.parse(line.slice(7)) as { problems: string[] }).problems.join("\n");
-          // The disk is full: the lock (or the journal) cannot be written.
-          expect(problems).toMatch(/audit journal .*audit\.journal: open failed/);
-          execFileSync("mount", ["-o", "remount,size=8m", path]);
+          const health = JSON.parse(line.slice(7)) as { audit: { backlog: number }; problems: string[] };
+          const problems = health.problems.join("\n");
+          firstProblems ??= problems;
+          // Replayed: the journal's backlog was loaded (start awaits the first open) and is now
+          // stored, the journal never named as failing to open. (An empty backlog alone is not
+          // it: a journal that cannot open loads nothing.)
+          if (health.audit.backlog > 0) loaded = true;
+          if (!loaded || health.audit.backlog > 0 || /audit\.journal: open failed/.test(problems)) return;
+          replayedOnFullDisk = true;
+          grow();
         },
-      });
-      expect(grown).toBe(true);
+      }).finally(() => clearTimeout(deadline));
+      expect(replayedOnFullDisk).toBe(true);
+      expect(firstProblems).not.toMatch(/audit journal .*audit\.journal: open failed/);
       const final = JSON.parse(drained.at(-1)!.slice("drained ".length)) as {
         audit: { overflow: number; backlog: number; journalProblems: string[] };
         problems: string[];
       };
       console.log(`[faults] audit/full-disk after the restart: ${drained.find((line) => line.startsWith("health "))}`);
       expect(final.audit).toMatchObject({ overflow: 0, backlog: 0, journalProblems: [] });
-      expect(drained.some((line) => line.startsWith("journal-fail ") && line.includes('"operation":"open"'))).toBe(
-        true,
-      );
+      const journalFails = drained.filter((line) => line.startsWith("journal-fail "));
+      expect(journalFails.filter((line) => line.includes('"operation":"open"'))).toEqual([]);
+      expect(
+        journalFails.some((line) => line.includes('"operation":"reserve"') && line.includes('"errno":"ENOSPC"')),
+      ).toBe(true);
+      // The reserve is whole again (two 64 KiB slots) once there is room.
+      expect(statSync(`${journal}.reserve`).size).toBe(128 * 1024);
 
       // 3. The trail: every allowed command stored; every refused or denied command stored once, or
-      // counted in an audit.overflow entry (the count matches what is missing).
+      // counted in an audit.overflow or audit.drop entry (the count matches what is missing).
       const stored = readFileSync(storeFile, "utf8")
         .split("\n")
         .filter(Boolean)
@@ -149,7 +182,7 @@ describe("the audit journal on a full disk", () => {
       expect(ok.filter((value) => !(values.get(value) ?? []).includes("allowed"))).toEqual([]);
       const missing = errors.filter(([, value]) => !values.has(Number(value)));
       const counted = stored
-        .filter((entry) => entry.action === "audit.overflow")
+        .filter((entry) => entry.action === "audit.overflow" || entry.action === "audit.drop")
         .reduce((sum, entry) => sum + (entry.newValue as { count: number }).count, 0);
       console.log(
         `[faults] audit/full-disk ok=${ok.length} refused=${refused.length} denied=${denied.length} ` +

@@ -111,7 +111,7 @@ describe("OpcuaServer machine Methods go through the checked command path", () =
     expect((await audit("recipe.start")).at(-1)).toMatchObject({
       principal: "olga",
       target: "purge",
-      outcome: "failed",
+      outcome: "denied",
     });
     expect(served.plc.writes).toEqual([]);
     expect((await call(operator, "Pause")).statusCode).toBe(StatusCodes.BadNotFound);

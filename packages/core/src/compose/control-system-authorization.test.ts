@@ -347,7 +347,8 @@ describe("startSavedRecipe: a saved version started by name and version (ISA-88 
     expect(error.code).toBe("KILN_NOT_FOUND");
     expect(error.message).toContain('"sneaky" version 2');
     expect(plc.writes).toEqual([]);
-    expect((await audit()).at(-1)).toMatchObject({ action: "recipe.start", target: "sneaky", outcome: "failed" });
+    // A refusal by a check before any effect, like KILN_VALIDATION (issue 15): denied, not failed.
+    expect((await audit()).at(-1)).toMatchObject({ action: "recipe.start", target: "sneaky", outcome: "denied" });
   });
 
   test("a denied or not-found start records what was asked for: name, version and parameters", async () => {
@@ -357,7 +358,7 @@ describe("startSavedRecipe: a saved version started by name and version (ISA-88 
     const starts = (await audit()).filter((entry) => entry.action === "recipe.start");
     expect(starts.map((entry) => [entry.outcome, entry.newValue])).toEqual([
       ["denied", { recipe: { name: "sneaky", version: 1 }, parameters: { speed: 3 } }],
-      ["failed", { recipe: { name: "no-such-recipe", version: 2 } }],
+      ["denied", { recipe: { name: "no-such-recipe", version: 2 } }],
     ]);
   });
 
@@ -462,6 +463,52 @@ describe("northbound servers ask the system's role table and audit their own ref
         reason: expect.stringMatching(/KILN_FORBIDDEN.*3 operations in one call: valve.tma/),
       },
       { principal: "olga", outcome: "denied", reason: expect.stringMatching(/indexRange.*2 operations in one call/) },
+    ]);
+  });
+});
+
+describe("options and refusals of the audited commands (issue 15, adversarial pass)", () => {
+  const create = (extra: Record<string, unknown>) => () =>
+    simulatedSystem({ tags, scanGroups: { fast: { periodMs: 50 } }, ...extra });
+  const issues = (make: () => unknown) => {
+    try {
+      make();
+    } catch (error) {
+      if (KilnError.is(error) && error.code === "KILN_VALIDATION") {
+        return (error.details as { issues: { path: string }[] }).issues.map((issue) => issue.path);
+      }
+      throw error;
+    }
+    throw new Error("expected KILN_VALIDATION");
+  };
+
+  test("a misspelt grant key in authorization.roles is refused by its path; a string of patterns too", () => {
+    expect(
+      issues(create({ authorization: { roles: { tech: [{ permission: "tag.write", target: ["heater.*"] }] } } })),
+    ).toEqual(["authorization.roles.tech[0].target"]);
+    expect(
+      issues(create({ authorization: { roles: { tech: [{ permission: "tag.write", targets: "heater.*" }, null] } } })),
+    ).toEqual(["authorization.roles.tech[0].targets", "authorization.roles.tech[1]"]);
+  });
+
+  test("a misspelt audit.runWithoutDurableAudit action is refused, naming the entry", () => {
+    expect(issues(create({ audit: { runWithoutDurableAudit: ["recipe.abort", "alarm.acknowlege"] } }))).toEqual([
+      "audit.runWithoutDurableAudit[1]",
+    ]);
+  });
+
+  test("KILN_NOT_FOUND refusals (ack of an unknown alarm, abort and pause with no process) are recorded denied", async () => {
+    const { system, audit } = await build();
+    const codes = [
+      (await rejection(system.acknowledgeAlarm(operator, "no-such:alarm"))).code,
+      (await rejection(system.abortProcess(operator))).code,
+      (await rejection(system.pauseProcess(operator))).code,
+    ];
+    expect(codes).toEqual(["KILN_NOT_FOUND", "KILN_NOT_FOUND", "KILN_NOT_FOUND"]);
+    expect((await audit()).map((entry) => [entry.action, entry.outcome])).toEqual([
+      ["alarm.acknowledge", "denied"],
+      ["recipe.abort", "denied"],
+      ["recipe.pause", "denied"],
     ]);
   });
 });

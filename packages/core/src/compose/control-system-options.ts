@@ -11,7 +11,7 @@ import type { PlcDriver } from "../ports/plc-driver";
 import type { Store } from "../ports/store";
 import type { RetryJitter } from "../resilience/retry";
 import { DEFAULT_RUN_WITHOUT_DURABLE_AUDIT } from "../security/audited-command";
-import type { RoleTable } from "../security/authorization";
+import { PERMISSIONS, roleTableProblems, type RoleTable } from "../security/authorization";
 import type { ServiceRegistry } from "@kiln/core/advanced";
 
 const positive = z.number().positive();
@@ -168,7 +168,16 @@ const machineSchema = z
 
 const authorizationSchema = z
   .object({
-    roles: z.record(z.string(), z.array(z.unknown())).optional(),
+    // The one set of grant rules, also the Authorizer's and defaultRoleTable's (issue 15).
+    roles: z
+      .unknown()
+      .superRefine((table, context) => {
+        if (table === undefined) return;
+        for (const problem of roleTableProblems(table)) {
+          context.addIssue({ code: "custom", message: problem.message, path: [...problem.path] });
+        }
+      })
+      .optional(),
     operatorWritableTags: z.array(z.string().min(1)).default([]),
   })
   .strict()
@@ -180,6 +189,9 @@ const recipesSchema = z
   })
   .strict()
   .prefault({});
+
+/** The actions Kiln's commands record: every permission but `read`, which no command checks. */
+const COMMAND_ACTIONS: readonly string[] = PERMISSIONS.filter((permission) => permission !== "read");
 
 /** zod schema of `audit`: the backlog (CR 2.9) and the actions that run without a durable entry (CR 2.10). */
 const auditSchema = z
@@ -203,7 +215,17 @@ const auditSchema = z
       })
       .strict()
       .prefault({}),
-    runWithoutDurableAudit: z.array(z.string().min(1)).default([...DEFAULT_RUN_WITHOUT_DURABLE_AUDIT]),
+    // A misspelt action would otherwise be ignored and the action wait on the audit trail (issue 15).
+    runWithoutDurableAudit: z
+      .array(
+        z
+          .string()
+          .refine(
+            (action) => COMMAND_ACTIONS.includes(action),
+            `must be the action of a Kiln command: ${COMMAND_ACTIONS.join(", ")}`,
+          ),
+      )
+      .default([...DEFAULT_RUN_WITHOUT_DURABLE_AUDIT]),
   })
   .strict()
   .prefault({});
@@ -388,10 +410,12 @@ export interface ControlSystemOptions {
    * - `backlog.path`: a journal file for entries the store cannot take yet; they survive a
    *   restart and are written in order once the store is back. @default none (memory only)
    * - `backlog.maxEntries` (@default 10000), `backlog.maxBytes` (journal size, @default 64 MiB)
-   * - `backlog.whenFull`: `refuse-commands` (@default) or `drop-oldest` (reported by `audit-entry-drop`).
+   * - `backlog.whenFull`: `refuse-commands` (@default) or `drop-oldest` (reported by `audit-entry-drop` and recorded as an `audit.drop` entry).
    * - `runWithoutDurableAudit`: actions that act at once, without waiting for their entry
    *   (safety functions); the entry follows: stored, or kept (journaled when possible), retried
-   *   and reported. @default ["recipe.abort", "recipe.pause"]
+   *   and reported. Each must be a Kiln command's action (a permission other than `read`;
+   *   anything else is refused `KILN_VALIDATION` naming `audit.runWithoutDurableAudit[i]`).
+   *   @default ["recipe.abort", "recipe.pause"]
    *
    * @example
    * createControlSystem({ machineId, tags, audit: {

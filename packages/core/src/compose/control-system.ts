@@ -161,6 +161,7 @@ export interface ControlSystemHealth {
      * The audit journal's failures in force, in words (each also in `problems`): it could not be
      * opened (retried on the backoff), an append failed (`ENOSPC` and the path), or its reserve
      * could not be written; with how many entries the reserve holds and how many only memory.
+     * An open or append failure stays named until every entry it left only in memory is journaled.
      */
     readonly journalProblems: readonly string[];
     /**

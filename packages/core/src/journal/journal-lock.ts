@@ -58,11 +58,18 @@ export class JournalLock {
    * Takes the lock of the journal at `journalPath`. `pathOption` names the option its owner's
    * user set that path with (`spoolPath`, `audit.backlog.path`, ...): a locked journal's message
    * tells the user to give each one its own.
+   * `makeRoom`, when given, is called once when the lock file cannot be written for a full disk
+   * (`ENOSPC`) and no live process holds the lock: it frees room the caller set aside (true when
+   * it freed some), and the lock is tried again.
    * @throws KilnError `KILN_JOURNAL_LOCKED` (retryable) when a live process holds it, this one
    *   included (`details.path`, `details.lockPath`, `details.owner`); `KILN_JOURNAL_FAILED` when
    *   the lock file cannot be written.
    */
-  static async acquire(journalPath: string, pathOption = "journal path"): Promise<JournalLock> {
+  static async acquire(
+    journalPath: string,
+    pathOption = "journal path",
+    makeRoom?: () => Promise<boolean>,
+  ): Promise<JournalLock> {
     // One lock per file, whatever name reaches it: a symlink, `..` or a relative path (resolved
     // now, so a later chdir cannot make the release miss it). Hard links are not unified.
     const lockPath = `${await realFile(journalPath)}.lock`;
@@ -78,17 +85,28 @@ export class JournalLock {
       token: randomUUID(),
     };
     const draft = `${lockPath}.${owner.token}`;
-    try {
-      const file = await open(draft, "wx");
+    for (let roomMade = false; ;) {
       try {
-        await file.writeFile(JSON.stringify(owner));
-        await file.sync();
-      } finally {
-        await file.close();
+        const file = await open(draft, "wx");
+        try {
+          await file.writeFile(JSON.stringify(owner));
+          await file.sync();
+        } finally {
+          await file.close();
+        }
+        break;
+      } catch (error) {
+        await unlink(draft).catch(() => undefined); // a full disk must not leave drafts behind
+        if (errnoOf(error) !== "ENOSPC" || makeRoom === undefined || roomMade) throw lockError(journalPath, error);
+        // A full disk: a live holder is named as such (nothing of its is touched); otherwise the
+        // owner frees room it set aside for this (the audit reserve: issue 15) and it is tried once more.
+        const holder = await readOwner(lockPath);
+        if (holder !== "gone" && !isStale(holder, owner)) {
+          throw lockedError(journalPath, lockPath, holder, owner, pathOption);
+        }
+        roomMade = true;
+        if (!(await makeRoom().catch(() => false))) throw lockError(journalPath, error);
       }
-    } catch (error) {
-      await unlink(draft).catch(() => undefined); // a full disk must not leave drafts behind
-      throw lockError(journalPath, error);
     }
     try {
       for (let attempt = 0; ; attempt++) {

@@ -55,6 +55,12 @@ export interface RecordJournalOptions {
    * journal's. @default "journal path"
    */
   readonly pathOption?: string;
+  /**
+   * Called once when the journal's lock cannot be taken for a full disk (`ENOSPC`) and no live
+   * process holds it: frees room the owner set aside (the audit writer's reserve), true when it
+   * freed some; the lock is then tried again (see {@link JournalLock.acquire}). @default none
+   */
+  readonly makeRoom?: () => Promise<boolean>;
 }
 
 /** Options of {@link RecordJournal.release}. */
@@ -226,7 +232,7 @@ export class RecordJournal {
     } catch (error) {
       throw journalError(path, "open", error);
     }
-    const lock = await JournalLock.acquire(path, options.pathOption);
+    const lock = await JournalLock.acquire(path, options.pathOption, options.makeRoom);
     let handle: FileHandle;
     try {
       // Only a compaction cut off before its rename leaves one; the journal itself is whole.

@@ -48,6 +48,42 @@ describe("ReservedRecord", () => {
     await last.close();
   });
 
+  test.each([
+    ["the first slot", ["one", "two"]],
+    ["the second slot", ["one"]],
+  ])(
+    "shrink gives back all but the newest record, whichever slot holds it (%s); open reads it back and reserves again (issue 15)",
+    async (_slot, records) => {
+      const path = await fresh();
+      const record = await ReservedRecord.open(path, SLOT);
+      for (const payload of records) await record.write(Buffer.from(payload));
+      await record.close();
+      const newest = records.at(-1)!;
+      expect(await ReservedRecord.shrink(path, SLOT)).toBe(true);
+      // Only the newest record is left: 16 header bytes and its payload, at the file's start.
+      expect((await stat(path)).size).toBe(16 + newest.length);
+      expect(await ReservedRecord.shrink(path, SLOT)).toBe(false);
+      const again = await ReservedRecord.open(path, SLOT);
+      expect(again.read()?.toString()).toBe(newest);
+      expect((await stat(path)).size).toBe(2 * SLOT);
+      // The next write goes to the other slot: the newest record stays whole beside it.
+      await again.write(Buffer.from("next"));
+      await again.close();
+      expect((await readFile(path)).subarray(16, 16 + newest.length).toString()).toBe(newest);
+      const last = await ReservedRecord.open(path, SLOT);
+      expect(last.read()?.toString()).toBe("next");
+      await last.close();
+    },
+  );
+
+  test("shrink of a reserve with no record, or no reserve at all", async () => {
+    const path = await fresh();
+    expect(await ReservedRecord.shrink(path, SLOT)).toBe(false);
+    await (await ReservedRecord.open(path, SLOT)).close();
+    expect(await ReservedRecord.shrink(path, SLOT)).toBe(true);
+    expect((await stat(path)).size).toBe(0);
+  });
+
   test("a record larger than a slot is refused before anything is written", async () => {
     const record = await ReservedRecord.open(await fresh(), SLOT);
     expect(() => record.write(Buffer.alloc(SLOT))).toThrow(RangeError);

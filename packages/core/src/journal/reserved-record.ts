@@ -115,6 +115,53 @@ export class ReservedRecord {
     }
   }
 
+  /**
+   * Gives back the room of the file at `path` that does not hold its newest record, whichever slot
+   * holds it: a newest record in the second slot is first copied over the first (in place, on
+   * bytes the file already owns, with the next sequence number, fsynced), then everything past
+   * the first slot's record is cut off. The newest record stays whole at every step (a crash
+   * mid-copy leaves the second slot's record the newest) and is read back by {@link open}, which
+   * reserves the room again when the volume has it. So at least one slot's room (`slotBytes`
+   * less the record) is freed, whatever the record holds. For a full disk on which the journal's
+   * lock cannot be taken (issue 15). Only under no live lock of that journal.
+   * @returns true when bytes were freed; false when there is no such file, nothing to free, or
+   *   the copy could not be written (a copy-on-write file system with no free block).
+   */
+  static async shrink(path: string, slotBytes: number): Promise<boolean> {
+    let file: FileHandle;
+    try {
+      file = await open(path, "r+");
+    } catch {
+      return false;
+    }
+    try {
+      const { size } = await file.stat();
+      let best: { slot: number; sequence: number; payload: Buffer } | undefined;
+      for (let slot = 0; slot < 2; slot++) {
+        const found = await readSlot(file, slot * slotBytes, slotBytes, size);
+        if (found !== undefined && (best === undefined || found.sequence > best.sequence)) best = { slot, ...found };
+      }
+      if (best !== undefined && best.slot === 1) {
+        // The slot a sequence number goes to is its parity (see write): one more puts it in the first.
+        const sequence = best.sequence + 1;
+        try {
+          await writeFully(file, encodeSlot(sequence, best.payload), 0);
+          await file.sync();
+        } catch {
+          return false;
+        }
+        best = { slot: 0, sequence, payload: best.payload };
+      }
+      const keep = best === undefined ? 0 : SLOT_HEADER_BYTES + best.payload.length;
+      if (keep >= size) return false;
+      await file.truncate(keep);
+      await file.sync();
+      return true;
+    } finally {
+      await file.close();
+    }
+  }
+
   /** The newest record's payload, or undefined when none was written. */
   read(): Buffer | undefined {
     return this.#latest;
@@ -133,12 +180,7 @@ export class ReservedRecord {
     }
     const run = this.#exclusive.then(async () => {
       const sequence = this.#sequence + 1;
-      const slot = Buffer.alloc(SLOT_HEADER_BYTES + payload.length);
-      slot.writeUInt32LE(MAGIC, 0);
-      slot.writeUInt32LE(sequence >>> 0, 4);
-      slot.writeUInt32LE(payload.length, 8);
-      slot.set(payload, SLOT_HEADER_BYTES);
-      slot.writeUInt32LE(crc32(payload, crc32(slot.subarray(4, 12))), 12);
+      const slot = encodeSlot(sequence, payload);
       try {
         await writeFully(this.#file, slot, (sequence % 2) * this.#slotBytes);
         await this.#file.datasync();
@@ -157,6 +199,17 @@ export class ReservedRecord {
     await this.#exclusive;
     await this.#file.close();
   }
+}
+
+/** A slot's bytes: its header (magic, sequence, length, checksum) and `payload`. */
+function encodeSlot(sequence: number, payload: Uint8Array): Buffer {
+  const slot = Buffer.alloc(SLOT_HEADER_BYTES + payload.length);
+  slot.writeUInt32LE(MAGIC, 0);
+  slot.writeUInt32LE(sequence >>> 0, 4);
+  slot.writeUInt32LE(payload.length, 8);
+  slot.set(payload, SLOT_HEADER_BYTES);
+  slot.writeUInt32LE(crc32(payload, crc32(slot.subarray(4, 12))), 12);
+  return slot;
 }
 
 async function readSlot(

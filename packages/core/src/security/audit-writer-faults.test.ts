@@ -390,6 +390,37 @@ describe("a journal or reserve that cannot be made at start (issue 15, review 15
     await next.close();
   });
 
+  test("health names the open failure until every entry it left in memory is journaled: never 'no journal problem' with entries in memory only (a host may stop the process on it)", async () => {
+    const folder = join(await mkdtemp(join(tmpdir(), "kiln-audit-start-")), "audit");
+    await writeFile(folder, "not a folder");
+    const path = join(folder, "audit.journal");
+    const { runner, writeTag, clock } = await setup({ audit: down, backlog: { path } });
+    await runner.open();
+    for (let value = 0; value < 30; value++)
+      expect(await codeOf(writeTag(runner, operator, "valve.tma", value % 2 === 0))).toBe("KILN_FORBIDDEN");
+    expect(runner.status().durableBacklog).toBe(false);
+    await rm(folder);
+    await mkdir(folder);
+    // Health read at every turn of the event loop while the journal opens and takes what memory held.
+    const seen: { problems: number; durable: boolean }[] = [];
+    let sampling = true;
+    const sample = (): void => {
+      const status = runner.status();
+      seen.push({ problems: status.journalProblems.length, durable: status.durableBacklog });
+      if (sampling) setImmediate(sample);
+    };
+    sample();
+    for (let step = 0; step < 20 && !(seen.at(-1)!.problems === 0 && seen.at(-1)!.durable); step++) {
+      await clock.advance(1_000);
+      await new Promise<void>((resolve) => setTimeout(resolve, 20));
+    }
+    sampling = false;
+    expect(seen.at(-1)).toEqual({ problems: 0, durable: true });
+    expect(seen.filter(({ problems, durable }) => problems === 0 && !durable)).toEqual([]);
+    expect(seen.some(({ problems }) => problems > 0)).toBe(true);
+    await runner.close();
+  });
+
   test("the journal opens but its reserve cannot be made: health says so, and it is made on the retry", async () => {
     const path = await journalPath();
     await mkdir(`${path}.reserve`);
@@ -605,6 +636,37 @@ describe("a journal that opened and failed later is never called durable (issue 
         expect(await codeOf(writeTag(runner, operator, "valve.tma", value % 2 === 0))).toBe("KILN_FORBIDDEN");
       expect(runner.status().durableBacklog).toBe(false);
       expect(runner.status().journalProblems.join()).toMatch(/held only in memory/);
+      await runner.close();
+    } finally {
+      await unmount(mount);
+    }
+  });
+
+  test("once appends work again, the entries an append failure left in memory are journaled first (in order) and the failure stays named until they are", async (context) => {
+    const mount = await tmpfs("200k");
+    if (mount === undefined) return context.skip();
+    try {
+      const path = join(mount, "audit.journal");
+      const { runner, writeTag } = await setup({ audit: down, backlog: { path } });
+      await runner.open();
+      await writeFile(join(mount, "filler"), Buffer.alloc(150 * 1024)).catch(() => undefined);
+      await writeFile(join(mount, "filler2"), Buffer.alloc(60 * 1024)).catch(() => undefined);
+      for (let value = 0; value < 40; value++)
+        expect(await codeOf(writeTag(runner, operator, "valve.tma", value % 2 === 0))).toBe("KILN_FORBIDDEN");
+      expect(runner.status().durableBacklog).toBe(false);
+      const held = runner.status().journalProblems.join();
+      expect(held).toMatch(/append failed.*ENOSPC.*held only in memory/);
+      // Room again: the next command's entry is journaled behind the ones memory held, not before them.
+      await rm(join(mount, "filler"));
+      await rm(join(mount, "filler2"), { force: true });
+      expect(await codeOf(writeTag(runner, operator, "valve.tma", true))).toBe("KILN_FORBIDDEN");
+      expect(runner.status().durableBacklog).toBe(true);
+      // (The reserve may still be named: it is made on the retry, once its room and 128 KiB are free.)
+      expect(runner.status().journalProblems.join()).not.toMatch(/append failed|held only in memory/);
+      const journaled = (await readFile(path)).toString("latin1");
+      const positions = Array.from({ length: 41 }, (_, index) => journaled.indexOf(`"entry-${index + 1}"`));
+      expect(positions.filter((position) => position < 0)).toEqual([]);
+      expect(positions).toEqual([...positions].sort((a, b) => a - b));
       await runner.close();
     } finally {
       await unmount(mount);

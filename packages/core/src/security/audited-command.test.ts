@@ -1,3 +1,4 @@
+import { execFileSync, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { describe, expect, test } from "vitest";
 import { KilnError } from "../domain/errors";
@@ -8,8 +9,8 @@ import { MemoryStore } from "../memory/memory-store";
 import { SimulatedClock } from "../memory/simulated-clock";
 import { SimulatedPlc } from "../memory/simulated-plc";
 import type { AuditEntry, AuditLog } from "../ports/audit-log";
-import { mkdtemp, readFile, stat, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { appendFile, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { RecordJournal } from "../journal/record-journal";
 import { AuditedCommandRunner, type AuditBacklogOptions } from "./audited-command";
@@ -394,7 +395,12 @@ describe("AuditedCommandRunner", () => {
     // start (a release is durable only once the journal empties): what was reported is what happened.
     const next = await setup({ backlog: { path, maxEntries: 2, whenFull: "drop-oldest" } });
     expect(await next.runner.flush()).toBe(true);
-    expect((await next.entries()).map((entry) => entry.newValue)).toEqual([2, 3]);
+    // ...and the trail itself says that one was dropped (issue 15, adversarial pass).
+    expect((await next.entries()).map((entry) => [entry.action, entry.newValue])).toEqual([
+      ["tag.write", 2],
+      ["tag.write", 3],
+      ["audit.drop", expect.objectContaining({ count: 1, firstId: "entry-1" })],
+    ]);
     expect(next.drops).toEqual([]);
     await next.runner.close();
   });
@@ -487,6 +493,66 @@ describe("AuditedCommandRunner", () => {
       expect(await next.runner.flush()).toBe(true);
       expect((await next.entries()).map((entry) => entry.newValue)).toEqual([3, 4]);
       await next.runner.close();
+      await runner.close();
+    });
+
+    // Issue 15, adversarial pass: the trail itself must say that entries were dropped.
+    const dropSummaries = (stored: AuditEntry[]) =>
+      stored.filter((entry) => entry.action === "audit.drop").map((entry) => entry.newValue);
+
+    test("drop-oldest: the drops are recorded as one durable audit.drop entry (count, first and last id and time) once there is room", async () => {
+      const path = join(await mkdtemp(join(tmpdir(), "kiln-audit-")), "audit.journal");
+      const state = { down: true };
+      const { writeTag, runner, entries, clock } = await setup({
+        audit: flaky(state),
+        backlog: { path, maxEntries: 2, whenFull: "drop-oldest" },
+      });
+      for (const value of [1, 2, 3, 4]) {
+        await writeTag(engineer, "heater.setpoint", value);
+        await clock.advance(1_000);
+      }
+      expect(runner.dropped).toBe(2);
+      state.down = false;
+      expect(await runner.flush()).toBe(true);
+      const stored = await entries();
+      expect(stored.filter((entry) => entry.action === "tag.write").map((entry) => entry.newValue)).toEqual([3, 4]);
+      expect(dropSummaries(stored)).toEqual([
+        {
+          count: 2,
+          firstId: "entry-1",
+          first: START,
+          lastId: "entry-2",
+          last: START + 1_000,
+          reasons: ["the audit backlog was full (2 entries, drop-oldest)"],
+        },
+      ]);
+      expect(stored.find((entry) => entry.action === "audit.drop")).toMatchObject({
+        outcome: "failed",
+        category: "audit",
+      });
+      await runner.close();
+    });
+
+    test("drop-oldest: after a crash (journal and reserve as a killed process left them) the next start records the audit.drop entry", async () => {
+      const path = join(await mkdtemp(join(tmpdir(), "kiln-audit-")), "audit.journal");
+      const backlog = { path, maxEntries: 2, whenFull: "drop-oldest" } as const;
+      const { writeTag, runner } = await setup({ audit: flaky({ down: true }), backlog });
+      for (const value of [1, 2, 3, 4, 5]) await writeTag(engineer, "heater.setpoint", value);
+      expect(runner.dropped).toBe(3);
+      const crashed = join(await mkdtemp(join(tmpdir(), "kiln-audit-")), "audit.journal");
+      await writeFile(crashed, await readFile(path));
+      await writeFile(`${crashed}.reserve`, await readFile(`${path}.reserve`));
+      const next = await setup({ backlog: { ...backlog, path: crashed }, idPrefix: "next" });
+      expect(await next.runner.flush()).toBe(true);
+      const stored = await next.entries();
+      expect(stored.filter((entry) => entry.action === "tag.write").map((entry) => entry.newValue)).toEqual([4, 5]);
+      expect(dropSummaries(stored)).toMatchObject([{ count: 3, firstId: "entry-1", lastId: "entry-3" }]);
+      // Recorded once: a further restart finds no count left.
+      await next.runner.close();
+      const third = await setup({ backlog: { ...backlog, path: crashed }, idPrefix: "third" });
+      expect(await third.runner.flush()).toBe(true);
+      expect(dropSummaries(await third.entries())).toEqual([]);
+      await third.runner.close();
       await runner.close();
     });
   });
@@ -1290,5 +1356,112 @@ describe("the overflow count at close becomes its summary entry (issue 15, secon
     for (let index = 0; index < 5; index++) await deny(runner);
     await runner.close();
     expect(drops.map((drop) => drop.count).sort()).toEqual([1, 4]);
+  });
+});
+
+describe("a check that throws still leaves exactly one entry (issue 15, adversarial pass)", () => {
+  test("a machine state that cannot be read: recorded failed, nothing executed", async () => {
+    const { runner, plc, entries } = await setup();
+    let executed = 0;
+    const error: unknown = await runner
+      .run({
+        principal: operator,
+        permission: "tag.write",
+        target: "heater.setpoint",
+        machineState: () => {
+          throw new TypeError("state unreadable");
+        },
+        execute: () => void executed++,
+      })
+      .then(
+        () => undefined,
+        (reason: unknown) => reason,
+      );
+    expect(error).toBeInstanceOf(TypeError);
+    expect(executed).toBe(0);
+    expect(plc.writes).toEqual([]);
+    const stored = await entries();
+    expect(stored).toHaveLength(1);
+    expect(stored[0]).toMatchObject({
+      action: "tag.write",
+      outcome: "failed",
+      reason: expect.stringContaining("state unreadable") as string,
+    });
+  });
+
+  test("an authorizer whose check throws: recorded failed, nothing executed", async () => {
+    const clock = new SimulatedClock({ start: START });
+    const store = new MemoryStore({ clock });
+    await store.open(tags.list());
+    class Broken extends Authorizer {
+      override can(): boolean {
+        throw new Error("role directory down");
+      }
+    }
+    const runner = new AuditedCommandRunner({ authorizer: new Broken(), audit: store.audit, clock });
+    let executed = 0;
+    await expect(
+      runner.run({
+        principal: operator,
+        permission: "alarm.acknowledge",
+        target: "a:HI",
+        execute: () => void executed++,
+      }),
+    ).rejects.toThrow("role directory down");
+    expect(executed).toBe(0);
+    const stored = await store.audit.query({ from: 0, to: Number.MAX_SAFE_INTEGER });
+    expect(stored.map((entry) => [entry.action, entry.outcome])).toEqual([["alarm.acknowledge", "failed"]]);
+  });
+});
+
+describe("a disk the journal filled before a crash (issue 15, adversarial pass)", () => {
+  test("the reserve's room is given back to take the journal's lock: the backlog is replayed, the reserve made again once there is room (needs root to mount tmpfs)", async (context) => {
+    const mount = await mkdtemp(join(tmpdir(), "kiln-audit-tmpfs-"));
+    try {
+      execFileSync("mount", ["-t", "tmpfs", "-o", "size=512k", "tmpfs", mount], { stdio: "ignore" });
+    } catch {
+      console.log("skipped: mounting a 512 KiB tmpfs failed (run the tests as root, with mount allowed, to enable)");
+      await rm(mount, { recursive: true, force: true });
+      context.skip();
+      return;
+    }
+    try {
+      const path = join(mount, "audit.journal");
+      const first = await setup({
+        audit: (store) => ({
+          query: store.audit.query,
+          record: () => Promise.reject(new KilnError("KILN_STORE_ERROR", "down", { retryable: true })),
+        }),
+        backlog: { path },
+      });
+      for (const value of [1, 2, 3]) await first.writeTag(engineer, "heater.setpoint", value);
+      await first.runner.close();
+      expect((await stat(`${path}.reserve`)).size).toBe(128 * 1024);
+      // What a crash leaves: the lock of a process that is gone (a pid that just exited)...
+      const dead = spawnSync(process.execPath, ["-e", ""]).pid!;
+      await writeFile(`${path}.lock`, JSON.stringify({ pid: dead, hostname: hostname(), token: "crashed" }));
+      // ...on a disk filled to the last byte.
+      const filler = join(mount, "filler");
+      for (;;) {
+        const full = await appendFile(filler, Buffer.alloc(4096)).then(
+          () => false,
+          () => true,
+        );
+        if (full) break;
+      }
+      const next = await setup({ backlog: { path }, idPrefix: "next" });
+      expect(await next.runner.flush()).toBe(true);
+      expect((await next.entries()).map((entry) => entry.newValue)).toEqual([1, 2, 3]);
+      // The reserve kept its newest record but gave back its room; with room again it is made whole.
+      expect((await stat(`${path}.reserve`)).size).toBeLessThan(128 * 1024);
+      await rm(filler);
+      await next.writeTag(engineer, "heater.setpoint", 4);
+      expect(await next.runner.flush()).toBe(true); // a drain turn retries the reserve
+      expect((await stat(`${path}.reserve`)).size).toBe(128 * 1024);
+      await next.runner.close();
+    } finally {
+      execFileSync("umount", ["-l", mount], { stdio: "ignore" });
+      await rm(mount, { recursive: true, force: true });
+    }
   });
 });

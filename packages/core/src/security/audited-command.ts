@@ -136,7 +136,9 @@ export interface AuditBacklogOptions {
    * backlog drains and never evicts an entry; an action that runs without a durable entry
    * (`runWithoutDurableAudit`) is kept beyond the limit. `drop-oldest` keeps commands running
    * and drops the oldest entries, reported by `audit-entry-drop` (and marked in the journal, so
-   * they do not come back at the next start). @default "refuse-commands"
+   * they do not come back at the next start) and recorded in the trail as one `audit.drop`
+   * summary entry (count, first and last entry id and time, reasons; outcome `failed`), durable
+   * across a crash (ADR 0013). @default "refuse-commands"
    */
   readonly whenFull?: "refuse-commands" | "drop-oldest";
 }
@@ -204,7 +206,15 @@ export const DENIAL_CODES: readonly KilnErrorCode[] = [
   "KILN_TAG_NOT_WRITABLE",
   "KILN_OUT_OF_RANGE",
   "KILN_INVALID_TRANSITION",
+  // What the command names does not exist (an unknown alarm, no process to abort, no such saved
+  // recipe): a check of its input before any effect, so a refusal like the ones above.
+  "KILN_NOT_FOUND",
 ];
+
+/** The outcome of a command that did not run: `denied` when a check refused it ({@link DENIAL_CODES}), else `failed`. */
+function outcomeOf(error: unknown): "denied" | "failed" {
+  return KilnError.is(error) && DENIAL_CODES.includes(error.code) ? "denied" : "failed";
+}
 
 /**
  * Runs commands as authorize → read old value → make the entry durable (commit) → execute, and
@@ -284,6 +294,12 @@ export class AuditedCommandRunner {
    * into one entry once there is room.
    */
   readonly #overflow = new Map<string, DenialOverflow>();
+  /**
+   * Entries dropped (`drop-oldest` at the limit, a damaged journal, tombstones an earlier version
+   * left) and not yet recorded as their `audit.drop` summary entry: kept in the reserve with the
+   * overflow counts, so a crash does not lose the fact of the drop (ADR 0013, issue 15).
+   */
+  #drops: DropTally | undefined;
   /**
    * `<journal>.reserve`: room reserved when the journal opens, overwritten in place. It holds the
    * counts of {@link #overflow} and the entries the journal could not take (a full disk), so both
@@ -428,27 +444,38 @@ export class AuditedCommandRunner {
     const stateOf = command.machineState;
     const contextNow = (): { machineState?: string } =>
       stateOf === undefined ? {} : { machineState: typeof stateOf === "function" ? stateOf() : stateOf };
-    const checkContext = contextNow();
     const principal = read.principal;
-    if (targetProblem !== undefined) {
-      // Shape, checked before authorization: a name no command accepts is refused without a lookup.
-      const error = new KilnValidationError(`${base.action} command`, [targetProblem]);
-      await this.#record({ ...entry(), outcome: "denied", reason: reasonOf(error, comment) });
-      throw error;
+    let checkContext: { machineState?: string } = {};
+    let refusedBeforeRun: unknown;
+    try {
+      checkContext = contextNow();
+      if (targetProblem !== undefined) {
+        // Shape, checked before authorization: a name no command accepts is refused without a lookup.
+        refusedBeforeRun = new KilnValidationError(`${base.action} command`, [targetProblem]);
+      } else if (principal === undefined) {
+        refusedBeforeRun = read.error!;
+      } else if (!authorizer.can(principal, command.permission, command.target, checkContext)) {
+        refusedBeforeRun = authorizer.forbidden(
+          principal,
+          command.permission,
+          "subject" in command ? command.subject : command.target,
+          checkContext,
+        );
+      }
+    } catch (error) {
+      // The check itself broke (a machine state that could not be read, a throwing authorizer):
+      // the command does not run, and its entry says so, like every other (issue 15).
+      refusedBeforeRun = error;
     }
-    if (principal === undefined || !authorizer.can(principal, command.permission, command.target, checkContext)) {
-      const error =
-        principal === undefined
-          ? read.error!
-          : authorizer.forbidden(
-              principal,
-              command.permission,
-              "subject" in command ? command.subject : command.target,
-              checkContext,
-            );
-      await this.#record({ ...entry(), outcome: "denied", reason: reasonOf(error, comment) });
-      throw error;
+    if (refusedBeforeRun !== undefined) {
+      await this.#record({
+        ...entry(),
+        outcome: outcomeOf(refusedBeforeRun),
+        reason: reasonOf(refusedBeforeRun, comment),
+      });
+      throw refusedBeforeRun;
     }
+    if (principal === undefined) throw read.error!; // refused above (this narrows its type)
     const guarded = !this.#unguarded.has(action);
     // Once the `allowed` entry (the intent) has been offered to the store, its outcome may be
     // unknown (a timeout: the INSERT can still commit later). What happens to the command after
@@ -606,8 +633,7 @@ export class AuditedCommandRunner {
         this.#publish("command-fail", { id: base.id, principal: base.principal, action, target: base.target, reason });
         throw error;
       }
-      const outcome = KilnError.is(error) && DENIAL_CODES.includes(error.code) ? "denied" : "failed";
-      await this.#record(outcomeEntry({ outcome, reason }));
+      await this.#record(outcomeEntry({ outcome: outcomeOf(error), reason }));
       throw error;
     }
     if (state.committed === "no") {
@@ -687,19 +713,23 @@ export class AuditedCommandRunner {
     let from = 0;
     for (const [index, item] of this.#backlog.entries()) if (item.journaled) from = index + 1;
     let moved = false;
+    let whole = true;
     for (let index = from; index < this.#backlog.length; index++) {
       const item = this.#backlog[index]!;
       if (item.entry === undefined) continue;
       try {
         await journal.append(Buffer.from(encodeExactJson(item.entry), "utf8"));
-        this.#clearJournalFailure("append");
       } catch (error) {
         if (!KilnError.is(error, "KILN_BUFFER_FULL")) this.#noteJournalFailure("append", error, journal.path);
+        whole = false;
         break;
       }
       this.#backlog[index] = { ...item, journaled: true };
       moved ||= this.#reservedIds.has(item.entry.id);
     }
+    // Cleared once every held entry is journaled, not at the first: health names what memory
+    // still holds until then (issue 15).
+    if (whole) this.#clearJournalFailure("append");
     // Journaled now: the reserve need not hold them any more.
     if (moved) await this.#persistReserve();
   }
@@ -739,6 +769,7 @@ export class AuditedCommandRunner {
     return (
       this.#backlog.length > 0 ||
       this.#overflow.size > 0 ||
+      this.#drops !== undefined ||
       this.#journalFailures.has("open") ||
       (this.#reserve === undefined && this.#journalFailures.has("reserve"))
     );
@@ -1029,6 +1060,22 @@ export class AuditedCommandRunner {
    * `denied`, with their count, first and last time, principals and actions.
    */
   async #summarizeOverflow(): Promise<void> {
+    const drops = this.#drops;
+    if (
+      drops !== undefined &&
+      this.#deniedInBacklog() < this.#maxDenied &&
+      this.#entriesInBacklog() < this.#maxEntries
+    ) {
+      this.#drops = undefined;
+      const journaled = await this.#append(this.#dropEntry(drops));
+      if (!journaled && this.#reserve !== undefined) {
+        // Not durable as an entry: it stays counted in the reserve until it is.
+        this.#backlog.pop();
+        this.#drops = drops;
+        return;
+      }
+      await this.#persistReserve();
+    }
     for (const [key, overflow] of this.#overflow) {
       if (this.#deniedInBacklog() >= this.#maxDenied || this.#entriesInBacklog() >= this.#maxEntries) return;
       this.#overflow.delete(key);
@@ -1050,6 +1097,18 @@ export class AuditedCommandRunner {
    * `audit-entry-drop`.
    */
   async #closeOverflow(): Promise<void> {
+    const drops = this.#drops;
+    if (drops !== undefined) {
+      const entry = this.#dropEntry(drops);
+      let kept = this.#backlog.length === 0 && (await this.#store(entry)) !== "retry";
+      if (!kept && (await this.#openJournal()) !== undefined) {
+        kept = await this.#append(entry);
+        if (!kept) this.#backlog.pop();
+      }
+      // Not kept: it stays counted in the reserve (when there is one) for the next start.
+      if (kept) this.#drops = undefined;
+      else this.#logger.error({ count: drops.count }, "the audit.drop summary could not be recorded before the stop");
+    }
     const overflows = [...this.#overflow.values()];
     this.#overflow.clear();
     for (const overflow of overflows) {
@@ -1085,6 +1144,65 @@ export class AuditedCommandRunner {
     let count = 0;
     for (const item of this.#backlog) if (item.entry !== undefined && item.entry.outcome !== "allowed") count++;
     return count;
+  }
+
+  /** Adds dropped entries (or, without them, only a count: a damaged journal) to {@link #drops}. */
+  #tallyDrops(entries: readonly AuditEntry[], count: number, reason: string): void {
+    const points = entries.map((entry) => ({ id: entry.id, at: entry.at }));
+    this.#mergeDrops({
+      count,
+      ...(points.length === 0 ? {} : { first: points[0]!, last: points.at(-1)! }),
+      reasons: new Set([reason]),
+    });
+    for (const point of points) {
+      const tally = this.#drops!;
+      if (point.at < tally.first!.at) tally.first = point;
+      if (point.at >= tally.last!.at) tally.last = point;
+    }
+  }
+
+  /** Adds a tally (this run's drops, or what an earlier run left in the reserve) to {@link #drops}. */
+  #mergeDrops(found: DropTally): void {
+    const tally = (this.#drops ??= { count: 0, reasons: new Set() });
+    tally.count += found.count;
+    if (found.first !== undefined && (tally.first === undefined || found.first.at < tally.first.at)) {
+      tally.first = found.first;
+    }
+    if (found.last !== undefined && (tally.last === undefined || found.last.at >= tally.last.at)) {
+      tally.last = found.last;
+    }
+    for (const reason of found.reasons) if (tally.reasons.size < OVERFLOW_NAMES) tally.reasons.add(reason);
+    this.#scheduleRetry();
+  }
+
+  /**
+   * The `audit.drop` summary entry: outcome `failed` (those entries could not be kept), with the
+   * count, the first and last dropped entry (id and time, when known) and the reasons.
+   */
+  #dropEntry(drops: DropTally): AuditEntry {
+    const span =
+      drops.first === undefined || drops.last === undefined
+        ? ""
+        : `, from ${drops.first.id} at ${new Date(drops.first.at).toISOString()} to ${drops.last.id} at ${new Date(drops.last.at).toISOString()}`;
+    return {
+      id: this.#newId(),
+      ...(this.#options.machineId === undefined ? {} : { machineId: this.#options.machineId }),
+      principal: "(audit)",
+      roles: [],
+      ...(this.#options.source === undefined ? {} : { source: this.#options.source }),
+      category: "audit",
+      action: "audit.drop",
+      target: this.#options.machineId ?? "(audit)",
+      newValue: {
+        count: drops.count,
+        ...(drops.first === undefined ? {} : { firstId: drops.first.id, first: drops.first.at }),
+        ...(drops.last === undefined ? {} : { lastId: drops.last.id, last: drops.last.at }),
+        reasons: [...drops.reasons],
+      },
+      outcome: "failed",
+      reason: `${drops.count} audit entr${drops.count === 1 ? "y was" : "ies were"} dropped, not recorded${span}: ${[...drops.reasons].join("; ")}`,
+      at: this.#options.clock.now(),
+    };
   }
 
   #overflowEntry(overflow: DenialOverflow): AuditEntry {
@@ -1149,6 +1267,7 @@ export class AuditedCommandRunner {
       }
     }
     let dropped = 0;
+    const droppedEntries: AuditEntry[] = [];
     let journalReleases = 0;
     while (this.#whenFull === "drop-oldest" && this.#entriesInBacklog() > this.#maxEntries) {
       const oldest = this.#backlog[0]!;
@@ -1159,13 +1278,26 @@ export class AuditedCommandRunner {
           (item, at) => at > 0 && item.entry !== undefined && !item.journaled && !isIntentRefusal(item.entry),
         );
         if (index < 0) break;
-        this.#backlog.splice(index, 1);
+        droppedEntries.push(this.#backlog.splice(index, 1)[0]!.entry!);
         dropped++;
         continue;
       }
       this.#backlog.shift();
       if (oldest.journaled) journalReleases++;
-      if (oldest.entry !== undefined) dropped++;
+      if (oldest.entry !== undefined) {
+        droppedEntries.push(oldest.entry);
+        dropped++;
+      }
+    }
+    if (dropped > 0) {
+      // Counted durably (the reserve) before the drop is made durable: the trail gets its
+      // `audit.drop` summary even after a crash (issue 15).
+      this.#tallyDrops(
+        droppedEntries,
+        dropped,
+        `the audit backlog was full (${this.#maxEntries} entries, drop-oldest)`,
+      );
+      await this.#persistReserve();
     }
     // The journal's oldest records are the ones shifted off. The last release is durable, before
     // the drop is reported, so a dropped entry never comes back at the next start: what was
@@ -1218,11 +1350,13 @@ export class AuditedCommandRunner {
   async #append(entry: AuditEntry): Promise<boolean> {
     const journal = await this.#openJournal();
     let journaled = false;
+    // Entries an earlier append failure left unjournaled go first, so the journal keeps the
+    // backlog's order and they are not left behind this one (issue 15).
+    if (journal !== undefined && this.#journalFailures.has("append")) await this.#journalHeldEntries(journal);
     if (journal !== undefined) {
       try {
         await journal.append(Buffer.from(encodeExactJson(entry), "utf8"));
         journaled = true;
-        this.#clearJournalFailure("append");
       } catch (error) {
         this.#logger.error({ id: entry.id, error: String(error) }, "the audit journal could not take an entry");
         // A record too large for the journal is about that entry, not the journal.
@@ -1230,6 +1364,10 @@ export class AuditedCommandRunner {
       }
     }
     this.#backlog.push({ entry, journaled, failures: 0, since: this.#options.clock.now() });
+    // An append failure stays named while entries it left are held only in memory (issue 15).
+    if (journaled && this.#journalFailures.has("append") && this.#unjournaled().memoryOnly === 0) {
+      this.#clearJournalFailure("append");
+    }
     return journaled;
   }
 
@@ -1288,10 +1426,10 @@ export class AuditedCommandRunner {
     if (reserve === undefined) return;
     const held = this.#backlog.filter((item) => !item.journaled && item.entry !== undefined).map((item) => item.entry!);
     let overflow = encodeOverflowBuckets(this.#overflow);
-    let payload = encodeReserve(overflow, held);
+    let payload = encodeReserve(overflow, held, this.#drops);
     if (payload.length > reserve.capacity) {
       overflow = encodeOverflowBuckets(collapseOverflow(this.#overflow));
-      payload = encodeReserve(overflow, held);
+      payload = encodeReserve(overflow, held, this.#drops);
     }
     while (payload.length > reserve.capacity && held.length > 0) {
       const left = held.pop()!;
@@ -1302,12 +1440,12 @@ export class AuditedCommandRunner {
         if (index >= 0) this.#backlog.splice(index, 1);
         this.#addToOverflow(left);
         overflow = encodeOverflowBuckets(
-          encodeReserve(encodeOverflowBuckets(this.#overflow), held).length > reserve.capacity
+          encodeReserve(encodeOverflowBuckets(this.#overflow), held, this.#drops).length > reserve.capacity
             ? collapseOverflow(this.#overflow)
             : this.#overflow,
         );
       }
-      payload = encodeReserve(overflow, held);
+      payload = encodeReserve(overflow, held, this.#drops);
     }
     try {
       await reserve.write(payload);
@@ -1340,6 +1478,11 @@ export class AuditedCommandRunner {
     const found = decodeReserve(this.#reserve.read());
     if (found !== undefined) {
       const count = this.#mergeOverflow(found.overflow);
+      if (found.drops !== undefined) {
+        // Drops an earlier run counted and had not summarized yet (it stopped or crashed first).
+        this.#mergeDrops(found.drops);
+        changed = true;
+      }
       const known = new Set(this.#backlog.map((item) => item.entry?.id));
       const held = found.held.filter((entry) => !known.has(entry.id));
       const since = this.#options.clock.now();
@@ -1559,6 +1702,18 @@ export class AuditedCommandRunner {
         const { journal, recovery } = await RecordJournal.open(path, {
           maxBytes: this.#options.backlog?.maxBytes ?? 64 * 1024 * 1024,
           pathOption: "audit.backlog.path",
+          // A disk the journal filled before a crash: the reserve's room (beside it for this)
+          // makes room for the lock, so the backlog is replayed; the reserve is made again when
+          // the volume has room (#openReserve, #retryReserve; ADR 0034 amendment, issue 15).
+          makeRoom: async () => {
+            const freed = await ReservedRecord.shrink(`${path}.reserve`, RESERVE_SLOT_BYTES);
+            if (freed)
+              this.#logger.warn(
+                { path },
+                "the disk is full: the audit reserve's room was given back to take the journal's lock",
+              );
+            return freed;
+          },
         });
         const recovered: BacklogItem[] = [];
         const tombstoned = new Set<string>();
@@ -1581,7 +1736,18 @@ export class AuditedCommandRunner {
             await journal.close().catch(() => undefined);
             throw error;
           });
-        // Entries dropped (and reported) in an earlier run stay dropped: released unread in their place.
+        // Entries dropped (and reported) in an earlier run stay dropped: released unread in their
+        // place, and counted into the `audit.drop` summary (issue 15).
+        const tombstonedEntries = recovered.flatMap((item) =>
+          item.entry !== undefined && tombstoned.has(item.entry.id) ? [item.entry] : [],
+        );
+        if (tombstonedEntries.length > 0) {
+          this.#tallyDrops(
+            tombstonedEntries,
+            tombstonedEntries.length,
+            "dropped by drop-oldest in an earlier run (journal tombstones found at open)",
+          );
+        }
         this.#backlog.unshift(
           ...recovered.map((item) =>
             item.entry !== undefined && tombstoned.has(item.entry.id)
@@ -1590,10 +1756,16 @@ export class AuditedCommandRunner {
           ),
         );
         this.#reportDamage(path, { ...recovery, undecodable });
-        this.#clearJournalFailure("open");
         await this.#openReserve(path);
+        // Drops found at this open (tombstones, damage) are made durable with the reserve's counts.
+        if (this.#drops !== undefined) await this.#persistReserve();
         // Entries held only in memory while it could not be opened (or while stopped) are journaled behind it.
         await this.#journalHeldEntries(journal);
+        // Only now: until they are journaled (or a failure that names them is in force), health
+        // still names the open failure and the entries held only in memory. Cleared before, a
+        // host (or an operator) reading "no journal problem" could stop or lose the process
+        // while they were still in memory only (issue 15: 22 of 31 lost to a SIGKILL so timed).
+        this.#clearJournalFailure("open");
         return journal;
       } catch (error) {
         this.#journal = undefined;
@@ -1620,6 +1792,7 @@ export class AuditedCommandRunner {
       `skipped, a torn tail of ${discardedBytes} bytes cut off, ${undecodable} undecodable record(s); ` +
       `at least ${lost} entr${lost === 1 ? "y" : "ies"} lost`;
     this.#logger.error({ path, ...damage }, "the audit journal was damaged; entries in it were lost");
+    this.#tallyDrops([], lost, reason);
     this.#reportDrop(lost, reason);
   }
 }
@@ -1692,6 +1865,8 @@ interface AuditWriterStatus {
    * The journal failures in force, in words: the journal could not be opened (retried on the
    * backoff), an append failed (the errno, e.g. `ENOSPC`, and the path), or its reserve could not
    * be written; each with how many entries its reserve holds and how many are only in memory.
+   * An open or append failure stays named until every entry it left held only in memory is
+   * journaled, so an empty list never hides entries a crash would lose (issue 15).
    */
   readonly journalProblems: readonly string[];
   /**
@@ -1809,17 +1984,56 @@ interface JournalFailure {
 }
 
 /** The reserve's record: `{ overflow, held }`. */
-function encodeReserve(overflow: unknown[], held: readonly AuditEntry[]): Buffer {
-  return Buffer.from(encodeExactJson({ overflow, held }), "utf8");
+function encodeReserve(overflow: unknown[], held: readonly AuditEntry[], drops: DropTally | undefined): Buffer {
+  return Buffer.from(
+    encodeExactJson(
+      drops === undefined ? { overflow, held } : { overflow, held, drops: { ...drops, reasons: [...drops.reasons] } },
+    ),
+    "utf8",
+  );
+}
+
+/** Entries dropped and not yet summarized: their count, the first and last known (id, time), why. */
+interface DropTally {
+  count: number;
+  first?: { readonly id: string; readonly at: number };
+  last?: { readonly id: string; readonly at: number };
+  /** The first {@link OVERFLOW_NAMES} reasons. */
+  readonly reasons: Set<string>;
+}
+
+/** A reserve record's `drops`, or undefined when absent or not decodable. */
+function decodeDrops(value: unknown): DropTally | undefined {
+  if (typeof value !== "object" || value === null) return undefined;
+  const { count, first, last, reasons } = value as Record<string, unknown>;
+  if (!Number.isSafeInteger(count) || (count as number) <= 0) return undefined;
+  const point = (raw: unknown) => {
+    const { id, at } = (typeof raw === "object" && raw !== null ? raw : {}) as Record<string, unknown>;
+    return typeof id === "string" && typeof at === "number" ? { id, at } : undefined;
+  };
+  const firstPoint = point(first);
+  const lastPoint = point(last);
+  return {
+    count: count as number,
+    ...(firstPoint === undefined ? {} : { first: firstPoint }),
+    ...(lastPoint === undefined ? {} : { last: lastPoint }),
+    reasons: new Set(
+      Array.isArray(reasons) ? reasons.filter((reason): reason is string => typeof reason === "string") : [],
+    ),
+  };
 }
 
 /** The counts and entries of a reserve record, or undefined when there is none or it cannot be decoded. */
 function decodeReserve(
   payload: Buffer | undefined,
-): { overflow: Map<string, DenialOverflow>; held: AuditEntry[] } | undefined {
+): { overflow: Map<string, DenialOverflow>; held: AuditEntry[]; drops: DropTally | undefined } | undefined {
   if (payload === undefined) return undefined;
   try {
-    const record = decodeExactJson(payload.toString("utf8")) as { overflow?: unknown; held?: unknown } | null;
+    const record = decodeExactJson(payload.toString("utf8")) as {
+      overflow?: unknown;
+      held?: unknown;
+      drops?: unknown;
+    } | null;
     if (typeof record !== "object" || record === null) return undefined;
     const overflow = decodeOverflow(Buffer.from(encodeExactJson(record.overflow ?? []), "utf8")) ?? new Map();
     const held = Array.isArray(record.held)
@@ -1828,7 +2042,7 @@ function decodeReserve(
             typeof entry === "object" && entry !== null && typeof (entry as AuditEntry).id === "string",
         )
       : [];
-    return { overflow, held };
+    return { overflow, held, drops: decodeDrops(record.drops) };
   } catch {
     return undefined;
   }

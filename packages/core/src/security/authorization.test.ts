@@ -190,3 +190,81 @@ describe("one length rule: UTF-16 code units, never a split surrogate pair (issu
     expect(cut).toContain("(truncated, 601 chars)");
   });
 });
+
+describe("role tables are validated in one place: a misspelt grant is refused, never widened (issue 15)", () => {
+  const issuesOf = (action: () => unknown) => {
+    const error = forbidden(() => void action());
+    expect(error.code).toBe("KILN_VALIDATION");
+    return (error.details as { issues: { path: string; message: string }[] }).issues;
+  };
+
+  test("an unknown grant key (`target`, `state`) is refused by path, not ignored", () => {
+    expect(
+      issuesOf(() => new Authorizer({ roles: { tech: [{ permission: "tag.write", target: ["heater.*"] } as never] } })),
+    ).toEqual([{ path: "roles.tech[0].target", message: expect.stringContaining('unknown key "target"') as string }]);
+    expect(
+      issuesOf(
+        () =>
+          new Authorizer({
+            roles: { tech: [{ permission: "tag.write", targets: ["valve.*"], state: ["maintenance"] } as never] },
+          }),
+      ),
+    ).toEqual([
+      { path: "roles.tech[0].state", message: expect.stringContaining("permission, targets, states") as string },
+    ]);
+  });
+
+  test("targets and states must be arrays of strings; states must be known; a null grant and a misspelt Kiln permission are refused", () => {
+    const paths = issuesOf(
+      () =>
+        new Authorizer({
+          roles: {
+            a: [{ permission: "tag.write", targets: "heater.*" } as never],
+            b: [{ permission: "tag.write", states: "unholding" } as never, null as never, 42 as never],
+            c: [{ permission: "tag.write", states: ["holdng"] }, "alarm.acknowlege", { permission: "tag.wirte" }],
+          },
+        }),
+    ).map((issue) => issue.path);
+    expect(paths).toEqual([
+      "roles.a[0].targets",
+      "roles.b[0].states",
+      "roles.b[1]",
+      "roles.b[2]",
+      "roles.c[0].states[0]",
+      "roles.c[1]",
+      "roles.c[2].permission",
+    ]);
+  });
+
+  test("a host's own permission outside Kiln's namespaces is still accepted, and the table kept is a frozen copy", () => {
+    const table = { lead: ["batch.release", { permission: "*", targets: ["reactor-2"], states: ["idle"] }] } as const;
+    const authorizer = new Authorizer({ roles: table });
+    expect(authorizer.can({ id: "lee", roles: ["lead"] }, "batch.release")).toBe(true);
+    expect(Object.isFrozen(authorizer.roles.lead![1])).toBe(true);
+  });
+
+  test("defaultRoleTable refuses a string where a list is expected (it used to spread into characters, one of them `*`)", () => {
+    const config = JSON.parse('{"operatorWritableTags":"heater.*"}') as never;
+    expect(issuesOf(() => defaultRoleTable(config))).toEqual([
+      { path: "operatorWritableTags", message: expect.stringContaining("must be an array") as string },
+    ]);
+    // Sibling: a misspelt option key and an unknown state.
+    expect(
+      issuesOf(() =>
+        defaultRoleTable({ operatorWritableTag: ["heater.*"], operatorWriteStates: ["idel"] } as never),
+      ).map((i) => i.path),
+    ).toEqual(["operatorWritableTag", "operatorWriteStates[0]"]);
+  });
+
+  test("the TSDoc example of Authorizer holds", () => {
+    const authorizer = new Authorizer({ roles: defaultRoleTable({ operatorWritableTags: ["heater.*"] }) });
+    const ana = { id: "ana", roles: ["operator"] };
+    expect(() => authorizer.check(ana, "tag.write", "heater.setpoint", { machineState: "idle" })).not.toThrow();
+    expect(
+      forbidden(() => authorizer.check(ana, "tag.write", "heater.setpoint", { machineState: "processing" })).code,
+    ).toBe("KILN_FORBIDDEN");
+    expect(forbidden(() => authorizer.check(ana, "tag.write", "valve.tma", { machineState: "idle" })).code).toBe(
+      "KILN_FORBIDDEN",
+    );
+  });
+});

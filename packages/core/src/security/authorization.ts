@@ -1,7 +1,9 @@
 import { deepFreeze } from "../domain/deep-freeze";
 import { z } from "zod";
-import { KilnError, KilnValidationError } from "../domain/errors";
-import { issuesFromZod, parseOrThrow } from "../domain/validation";
+import { KilnError, KilnValidationError, type ValidationIssue } from "../domain/errors";
+import { formatPath, issuesFromZod, parseOrThrow } from "../domain/validation";
+import { KILN_MACHINE_STATES } from "../fsm/kiln-machine-model";
+import { PACKML_STATES } from "../fsm/packml-model";
 import {
   IDENTIFIER_CHARACTER_MESSAGE,
   identifierCharacterProblem,
@@ -142,7 +144,8 @@ export const PERMISSIONS = [
 export type Permission = (typeof PERMISSIONS)[number] | (string & {});
 
 /**
- * One entry of a role: a permission (`"*"`: every permission), optionally limited to targets
+ * One entry of a role: a permission (`"*"`: every permission, one of {@link PERMISSIONS}, or a
+ * host's own name outside Kiln's `recipe.`, `tag.`, `alarm.`, `machine.` namespaces), optionally limited to targets
  * matching one of `targets` (`*` in a pattern matches any run of characters:
  * `"valve.*"`, `"reactor-1/*"`) and to machine states (`states`: the grant applies only when
  * the command is checked in one of them; a check that names no state never matches it).
@@ -154,7 +157,7 @@ export type PermissionGrant =
       readonly permission: Permission | "*";
       /** Target patterns; omitted: any target. */
       readonly targets?: readonly string[];
-      /** Machine states (exact names, e.g. `"idle"`) in which the grant applies; omitted: every state. */
+      /** Machine states (exact names of the kiln or packml model, e.g. `"idle"`) in which the grant applies; omitted: every state. */
       readonly states?: readonly string[];
     };
 
@@ -223,6 +226,8 @@ export interface DefaultRoleTableOptions {
  * Whether a tag is writable at all (its access) is checked by the write path, not here.
  */
 export function defaultRoleTable(options: DefaultRoleTableOptions = {}): RoleTable {
+  const problems = defaultRoleTableOptionProblems(options);
+  if (problems.length > 0) throw new KilnValidationError("default role table options", formatProblems(problems));
   const viewer: PermissionGrant[] = ["read"];
   const operator: PermissionGrant[] = [
     ...viewer,
@@ -261,15 +266,24 @@ export interface AuthorizerOptions {
  *
  * @example
  * const authorizer = new Authorizer({ roles: defaultRoleTable({ operatorWritableTags: ["heater.*"] }) });
- * authorizer.check({ id: "ana", roles: ["operator"] }, "tag.write", "heater.setpoint"); // passes
- * authorizer.check({ id: "ana", roles: ["operator"] }, "tag.write", "valve.tma"); // throws KILN_FORBIDDEN
+ * const ana = { id: "ana", roles: ["operator"] };
+ * authorizer.check(ana, "tag.write", "heater.setpoint", { machineState: "idle" }); // passes
+ * authorizer.check(ana, "tag.write", "heater.setpoint", { machineState: "processing" }); // throws KILN_FORBIDDEN (operators write only in idle, stopped)
+ * authorizer.check(ana, "tag.write", "valve.tma", { machineState: "idle" }); // throws KILN_FORBIDDEN
+ * // (kept true by the test "the TSDoc example of Authorizer holds" in authorization.test.ts)
  */
 export class Authorizer {
   readonly #roles: RoleTable;
   readonly #patterns = new Map<string, TagPattern>();
 
+  /**
+   * @throws KilnValidationError (`KILN_VALIDATION`) when `options.roles` breaks a rule of role
+   * tables (see {@link PermissionGrant}: only `permission`, `targets`, `states`; arrays of
+   * strings; known states; no misspelt Kiln permission), naming each bad grant by path (e.g.
+   * `roles.operator[0].target`).
+   */
   constructor(options: AuthorizerOptions = {}) {
-    this.#roles = options.roles ?? defaultRoleTable();
+    this.#roles = options.roles === undefined ? defaultRoleTable() : validRoleTable(options.roles, ["roles"]);
   }
 
   /** The role table in use. */
@@ -361,4 +375,161 @@ export class Authorizer {
     }
     return pattern;
   }
+}
+
+/** A problem found in a role table or its options: where (zod-style path) and the rule broken. */
+export interface RoleTableProblem {
+  readonly path: readonly PropertyKey[];
+  readonly message: string;
+}
+
+/** Every state of Kiln's two machine models: the names a grant's `states` may hold. */
+const KNOWN_STATES: ReadonlySet<string> = new Set<string>([...KILN_MACHINE_STATES, ...PACKML_STATES]);
+const KNOWN_PERMISSIONS: ReadonlySet<string> = new Set<string>(PERMISSIONS);
+/** Prefixes of Kiln's own permissions: a host-defined permission may not start with one. */
+const KILN_PERMISSION_PREFIXES = ["recipe.", "tag.", "alarm.", "machine."] as const;
+const GRANT_KEYS: ReadonlySet<string> = new Set(["permission", "targets", "states"]);
+const DEFAULT_TABLE_KEYS: ReadonlySet<string> = new Set([
+  "operatorWritableTags",
+  "operatorWriteStates",
+  "engineerWriteStates",
+]);
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function formatProblems(problems: readonly RoleTableProblem[]): ValidationIssue[] {
+  return problems.map((problem) => ({ path: formatPath(problem.path), message: problem.message }));
+}
+
+function permissionProblem(permission: unknown): string | undefined {
+  if (typeof permission !== "string" || permission === "") return "must be a permission name (a non-empty string)";
+  if (permission === "*" || KNOWN_PERMISSIONS.has(permission)) return undefined;
+  if (permission === "read" || KILN_PERMISSION_PREFIXES.some((prefix) => permission.startsWith(prefix))) {
+    return `unknown permission "${permission}": Kiln's are ${PERMISSIONS.join(", ")}; a host-defined permission may not start with ${KILN_PERMISSION_PREFIXES.join(", ")}`;
+  }
+  return undefined;
+}
+
+function stringListProblems(
+  value: unknown,
+  path: readonly PropertyKey[],
+  what: "patterns" | "states",
+): RoleTableProblem[] {
+  if (!Array.isArray(value)) {
+    return [
+      {
+        path,
+        message: `must be an array of ${what === "patterns" ? "target patterns" : "machine state names"} (strings)`,
+      },
+    ];
+  }
+  const problems: RoleTableProblem[] = [];
+  value.forEach((item: unknown, index) => {
+    if (typeof item !== "string" || item === "") {
+      problems.push({ path: [...path, index], message: "must be a non-empty string" });
+    } else if (what === "states" && !KNOWN_STATES.has(item)) {
+      problems.push({
+        path: [...path, index],
+        message: `unknown machine state "${item}" (the states of the kiln and packml models: ${[...KNOWN_STATES].join(", ")})`,
+      });
+    }
+  });
+  return problems;
+}
+
+/**
+ * The rules of a {@link RoleTable}, checked in one place for `createControlSystem`
+ * (`authorization.roles`), the {@link Authorizer} constructor and {@link defaultRoleTable}, so a
+ * misspelt grant is refused instead of granting more than meant (issue 15):
+ * - the table is an object of role name (1 to `ROLE_MAX_LENGTH` characters) → array of grants;
+ * - a grant is a permission name or an object with only `permission`, `targets` and `states`
+ *   (an unknown key, e.g. `target`, is refused: ignoring it would widen the grant);
+ * - a permission is `"*"`, one of {@link PERMISSIONS}, or a host-defined name not starting with
+ *   `recipe.`, `tag.`, `alarm.`, `machine.` (and not `read`), so a misspelt Kiln permission is refused;
+ * - `targets` is an array of non-empty pattern strings; `states` an array of state names of the
+ *   kiln or packml model (`KILN_MACHINE_STATES`, `PACKML_STATES`).
+ *
+ * @returns every problem found, in input order (empty: the table is valid).
+ */
+export function roleTableProblems(table: unknown, path: readonly PropertyKey[] = []): RoleTableProblem[] {
+  if (!isRecord(table)) return [{ path, message: "must be an object mapping role names to arrays of grants" }];
+  const problems: RoleTableProblem[] = [];
+  for (const [role, grants] of Object.entries(table)) {
+    const rolePath = [...path, role];
+    if (role === "" || role.length > ROLE_MAX_LENGTH) {
+      problems.push({ path: rolePath, message: `a role name must be 1 to ${ROLE_MAX_LENGTH} characters` });
+    }
+    if (!Array.isArray(grants)) {
+      problems.push({ path: rolePath, message: "must be an array of grants" });
+      continue;
+    }
+    grants.forEach((grant: unknown, index) => problems.push(...grantProblems(grant, [...rolePath, index])));
+  }
+  return problems;
+}
+
+function grantProblems(grant: unknown, path: readonly PropertyKey[]): RoleTableProblem[] {
+  if (typeof grant === "string") {
+    const problem = permissionProblem(grant);
+    return problem === undefined ? [] : [{ path, message: problem }];
+  }
+  if (!isRecord(grant)) {
+    return [{ path, message: "must be a permission name or { permission, targets?, states? }" }];
+  }
+  const problems: RoleTableProblem[] = [];
+  for (const key of Object.keys(grant)) {
+    if (!GRANT_KEYS.has(key)) {
+      problems.push({
+        path: [...path, key],
+        message: `unknown key "${key}": a grant takes permission, targets, states`,
+      });
+    }
+  }
+  const permission = permissionProblem(grant.permission);
+  if (permission !== undefined) problems.push({ path: [...path, "permission"], message: permission });
+  if (grant.targets !== undefined)
+    problems.push(...stringListProblems(grant.targets, [...path, "targets"], "patterns"));
+  if (grant.states !== undefined) problems.push(...stringListProblems(grant.states, [...path, "states"], "states"));
+  return problems;
+}
+
+function defaultRoleTableOptionProblems(options: unknown): RoleTableProblem[] {
+  if (!isRecord(options)) return [{ path: [], message: "must be an object" }];
+  const problems: RoleTableProblem[] = [];
+  for (const key of Object.keys(options)) {
+    if (!DEFAULT_TABLE_KEYS.has(key)) {
+      problems.push({
+        path: [key],
+        message: `unknown key "${key}": takes operatorWritableTags, operatorWriteStates, engineerWriteStates`,
+      });
+    }
+  }
+  if (options.operatorWritableTags !== undefined) {
+    problems.push(...stringListProblems(options.operatorWritableTags, ["operatorWritableTags"], "patterns"));
+  }
+  for (const key of ["operatorWriteStates", "engineerWriteStates"] as const) {
+    if (options[key] !== undefined) problems.push(...stringListProblems(options[key], [key], "states"));
+  }
+  return problems;
+}
+
+/** A deep-frozen copy of a valid role table, or KilnValidationError naming every problem. */
+function validRoleTable(table: RoleTable, path: readonly PropertyKey[]): RoleTable {
+  const problems = roleTableProblems(table, path);
+  if (problems.length > 0) throw new KilnValidationError("role table", formatProblems(problems));
+  const copy: Record<string, PermissionGrant[]> = {};
+  for (const [role, grants] of Object.entries(table)) {
+    copy[role] = grants.map((grant) =>
+      typeof grant === "string"
+        ? grant
+        : {
+            permission: grant.permission,
+            ...(grant.targets === undefined ? {} : { targets: [...grant.targets] }),
+            ...(grant.states === undefined ? {} : { states: [...grant.states] }),
+          },
+    );
+  }
+  return deepFreeze(copy);
 }
