@@ -18,7 +18,7 @@ import {
   type PreparedSamples,
 } from "./sample-encoding";
 import type { SqlClient } from "./sql-client";
-import { millisecondsOf, timestampOf } from "./sql-expressions";
+import { millisecondsOf, timestampOf, timestampOfMicroseconds } from "./sql-expressions";
 import type { StoreContext } from "./store-context";
 import type { TagRegistry } from "./tag-registry";
 import { SAMPLE_ROW_COLUMNS, toSample, type SampleRow } from "./sample-row";
@@ -176,7 +176,7 @@ export class PostgresSampleSink implements SampleSink, SampleHistory {
   get #insertSql(): string {
     const samplesTable = this.#context.table("samples");
     return `WITH input AS MATERIALIZED (
-         SELECT position, kept, tag_id, quality, to_timestamp(micros / 1000000) AS time,
+         SELECT position, kept, tag_id, quality, ${timestampOfMicroseconds("micros")} AS time,
                 value_float, value_int::int8 AS value_int, value_bool, value_text, quality_reason,
                 value_uint::numeric AS value_uint, value_array::jsonb AS value_array
          FROM unnest($1::text::int4[], $2::text::int4[], $3::text::float8[], $4::text::float8[],

@@ -3,11 +3,26 @@ import { toStoreError } from "./postgres-error";
 import type { SqlClient, SqlQueryable, SqlResult } from "./sql-client";
 import { escapeText, unescapeText } from "./text-escape";
 
+/**
+ * Where history reads run. `sessionSettings`: the client's connections already carry
+ * `statement_timeout` (the store's `historyTimeoutMs`) and `jit = off` from their start (the
+ * store's own history pool), so a history query needs no transaction for them.
+ */
+export interface HistoryClient {
+  /** The client history reads use (escaping, see {@link escapingClient}). */
+  readonly client: SqlClient;
+  /** True when every connection of `client` carries the history settings from its start. */
+  readonly sessionSettings: boolean;
+}
+
 /** What the repositories of one PostgresStore share: the schema and the open client. */
 export class StoreContext {
   /** The schema, double-quoted for SQL text. */
   readonly schema: string;
   readonly #client: () => SqlClient;
+  readonly #history: () => HistoryClient;
+  /** History reads run at most `historyPoolSize` at once (see {@link StoreContext.runHistory}). */
+  readonly #historySlots: Slots;
   /** History reads in flight, cut short by `close` (see {@link PendingReads}). */
   readonly reads = new PendingReads();
 
@@ -17,12 +32,22 @@ export class StoreContext {
   /**
    * @param schema a validated, unquoted schema name.
    * @param client returns the open client, or throws `KILN_LIFECYCLE` when the store is not open.
+   * @param history returns the client history reads use, or throws like `client`.
    * @param historyTimeoutMs a validated `historyTimeoutMs` (1 to 2^31 - 1).
+   * @param historyPoolSize a validated `historyPoolSize` (at least 1).
    */
-  constructor(schema: string, client: () => SqlClient, historyTimeoutMs: number) {
+  constructor(
+    schema: string,
+    client: () => SqlClient,
+    history: () => HistoryClient,
+    historyTimeoutMs: number,
+    historyPoolSize: number,
+  ) {
     this.schema = `"${schema}"`;
     this.#client = client;
+    this.#history = history;
     this.historyTimeoutMs = historyTimeoutMs;
+    this.#historySlots = new Slots(historyPoolSize);
   }
 
   /** A table of the schema, qualified and quoted for SQL text. */
@@ -47,6 +72,52 @@ export class StoreContext {
       return await work(client);
     } catch (error) {
       throw toStoreError(error, operation);
+    }
+  }
+
+  /**
+   * Runs one history read `work` as {@link StoreContext.run} does, on the history client, cut
+   * short by `close` ({@link PendingReads}). At most `historyPoolSize` run at once and the rest
+   * wait here, in order: on a shared client (a host's pool, a custom client, PGlite) history reads
+   * never hold more than that many of the connections writers need; on the store's own history
+   * pool (of that size) no read waits in pg's queue, where `connectTimeoutMs` would fail it.
+   */
+  async runHistory<TResult>(
+    operation: string,
+    work: (client: SqlClient, sessionSettings: boolean) => Promise<TResult>,
+  ): Promise<TResult> {
+    const { client, sessionSettings } = this.#history();
+    const running = async (): Promise<TResult> => {
+      try {
+        return await work(client, sessionSettings);
+      } catch (error) {
+        throw toStoreError(error, operation);
+      }
+    };
+    return this.reads.track(this.#historySlots.run(running));
+  }
+}
+
+/** At most `size` tasks at once; the others wait in arrival order. */
+class Slots {
+  readonly #size: number;
+  #running = 0;
+  readonly #waiting: (() => void)[] = [];
+
+  constructor(size: number) {
+    this.#size = size;
+  }
+
+  async run<TResult>(task: () => Promise<TResult>): Promise<TResult> {
+    if (this.#running >= this.#size) await new Promise<void>((resolve) => this.#waiting.push(resolve));
+    else this.#running++;
+    try {
+      return await task();
+    } finally {
+      // The slot passes straight to the next waiter (the count stays), else it is freed.
+      const next = this.#waiting.shift();
+      if (next) next();
+      else this.#running--;
     }
   }
 }
