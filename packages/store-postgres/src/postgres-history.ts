@@ -1,4 +1,4 @@
-import { GOOD as GOOD_QUALITY, type Interpolation, KilnError, type Sample, type TagDataType } from "@kiln/core";
+import { GOOD as GOOD_QUALITY, type Interpolation, type Sample, type TagDataType } from "@kiln/core";
 import { type AggregateInterval, type AggregateName, type HistoryQueries } from "@kiln/core/driver-kit";
 import {
   type AggregateQuery,
@@ -217,14 +217,13 @@ export class PostgresHistory implements HistoryQueries {
       intervals.intervalMs,
       intervals.end,
     ];
-    const rows = await this.#context.runHistory("history.aggregate", (client, sessionSettings) =>
+    const rows = await this.#context.runHistory("history.aggregate", (client, sessionSettings, remainingMs) =>
       // The windows need each tag's rows in time order, which the primary key gives for free; but
       // the planner costs a bitmap scan plus a sort lower, and that sort spills to disk at the
       // default work_mem on a day of 1 Hz data. Without sorts it reads the key in order.
       scanQuery<PartialsRow>(client, sql, parameters, {
         sortFree: needs.time,
-        operation: "history.aggregate",
-        timeoutMs: this.#context.historyTimeoutMs,
+        timeoutMs: remainingMs,
         sessionSettings,
       }),
     );
@@ -439,7 +438,7 @@ export class PostgresHistory implements HistoryQueries {
                FROM (${cells}) AS cells) AS grouped
          WINDOW before_run AS (PARTITION BY tag_index, before_group),
                 after_run AS (PARTITION BY tag_index, after_group)`;
-    const rows = await this.#context.runHistory(operation, (client, sessionSettings) =>
+    const rows = await this.#context.runHistory(operation, (client, sessionSettings, remainingMs) =>
       scanQuery<BoundsRow>(
         client,
         `${carry ? carried : cells} ORDER BY tag_index, k`,
@@ -449,7 +448,7 @@ export class PostgresHistory implements HistoryQueries {
           intervals.intervalMs,
           intervals.count,
         ],
-        { sortFree: false, operation, timeoutMs: this.#context.historyTimeoutMs, sessionSettings },
+        { sortFree: false, timeoutMs: remainingMs, sessionSettings },
       ),
     );
     // A plain loop with no closure per row: this runs for every tag and time, and the rows
@@ -481,7 +480,7 @@ export class PostgresHistory implements HistoryQueries {
     refuseArrayTags([tag], this.#tags.isArrayTag, "a downsample");
     const samples = this.#context.table("samples");
     const range = `tag_id = $1 AND time >= ${timestampOf("$2")} AND time < ${timestampOf("$3")}`;
-    const rows = await this.#context.runHistory("history.downsample", (client, sessionSettings) =>
+    const rows = await this.#context.runHistory("history.downsample", (client, sessionSettings, remainingMs) =>
       scanQuery<SampleRow>(
         client,
         `WITH numeric_samples AS (
@@ -506,12 +505,7 @@ export class PostgresHistory implements HistoryQueries {
          JOIN ${samples} ON tag_id = $1 AND time = ${timestampOf("picked.ms")}
          ORDER BY time`,
         [this.#tags.ids.get(tag)!, start, end, columns],
-        {
-          sortFree: false,
-          operation: "history.downsample",
-          timeoutMs: this.#context.historyTimeoutMs,
-          sessionSettings,
-        },
+        { sortFree: false, timeoutMs: remainingMs, sessionSettings },
       ),
     );
     // The candidates hold each column's M4 picks (floats and 64-bit integers picked apart, each
@@ -531,14 +525,15 @@ export class PostgresHistory implements HistoryQueries {
  * compilation is off: these statements are short but wide (dozens of aggregate and CASE
  * expressions), so past `jit_above_cost` (a second tag or day of 1 Hz data) PostgreSQL spent
  * 0.1–4 s compiling them for a query that runs in about 100 ms. `sortFree` turns sorts off, so
- * rows needed in time order come from the primary key. `statement_timeout` is `timeoutMs` (the
- * store's `historyTimeoutMs`): the server cancels a longer query, which rejects with
- * `KILN_TIMEOUT` naming `operation` and the option.
+ * rows needed in time order come from the primary key. `statement_timeout` is what is left of
+ * the read's budget (`timeoutMs()`, from `StoreContext.runHistory`, which also classifies the
+ * server's cancel as `KILN_TIMEOUT`).
  *
  * With `sessionSettings` (the store's history pool, ADR 0040) the connection already has the
- * timeout and JIT off, and the statement is sent alone (one round trip); only `sortFree` still
- * needs a transaction for its `SET LOCAL`. Otherwise (a shared pool or client) every setting is
- * `SET LOCAL` in a transaction of the statement's own, so no other statement is affected.
+ * timeout (the whole `historyTimeoutMs`) and JIT off, and the statement is sent alone (one round
+ * trip); only `sortFree` still needs a transaction for its `SET LOCAL`. Otherwise (a shared pool
+ * or client) every setting is `SET LOCAL` in a transaction of the statement's own, so no other
+ * statement is affected.
  */
 async function scanQuery<TRow>(
   client: SqlClient,
@@ -546,36 +541,23 @@ async function scanQuery<TRow>(
   parameters: readonly unknown[],
   options: {
     readonly sortFree: boolean;
-    readonly operation: string;
-    readonly timeoutMs: number;
+    readonly timeoutMs: () => number;
     readonly sessionSettings: boolean;
   },
 ): Promise<SqlResult<TRow>> {
-  try {
-    if (options.sessionSettings && !options.sortFree) return await client.query<TRow>(sql, parameters);
-    return await client.transaction(async (transaction) => {
-      await (options.sessionSettings
-        ? transaction.query("SELECT set_config('enable_sort', 'off', true)")
-        : transaction.query(
-            `SELECT set_config('jit', 'off', true), set_config('statement_timeout', $1, true)${
-              options.sortFree ? ", set_config('enable_sort', 'off', true)" : ""
-            }`,
-            [`${options.timeoutMs}ms`],
-          ));
-      return transaction.query<TRow>(sql, parameters);
-    });
-  } catch (error) {
-    // 57014 query_canceled is also a cancel by an administrator: only the timeout's is ours.
-    const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };
-    if (code === "57014" && typeof message === "string" && message.includes("statement timeout")) {
-      throw new KilnError(
-        "KILN_TIMEOUT",
-        `PostgreSQL ${options.operation} ran longer than historyTimeoutMs (${options.timeoutMs} ms) and was cancelled by the server: query fewer tags, intervals or a shorter range, or raise the store's historyTimeoutMs.`,
-        { cause: error, retryable: true, details: { operation: options.operation, sqlState: code } },
-      );
-    }
-    throw error;
-  }
+  if (options.sessionSettings && !options.sortFree) return client.query<TRow>(sql, parameters);
+  return client.transaction(async (transaction) => {
+    await (options.sessionSettings
+      ? transaction.query("SELECT set_config('enable_sort', 'off', true)")
+      : transaction.query(
+          `SELECT set_config('jit', 'off', true), set_config('statement_timeout', $1, true)${
+            options.sortFree ? ", set_config('enable_sort', 'off', true)" : ""
+          }`,
+          // Measured once the connection is in hand: the wait for it spent part of the budget.
+          [`${options.timeoutMs()}ms`],
+        ));
+    return transaction.query<TRow>(sql, parameters);
+  });
 }
 
 /** The good bound of a {@link BoundsRow} (value in `value_float` or `other`) as a sample point; none when `time` is null. */

@@ -76,26 +76,90 @@ export class StoreContext {
   }
 
   /**
-   * Runs one history read `work` as {@link StoreContext.run} does, on the history client, cut
-   * short by `close` ({@link PendingReads}). At most `historyPoolSize` run at once and the rest
-   * wait here, in order: on a shared client (a host's pool, a custom client, PGlite) history reads
-   * never hold more than that many of the connections writers need; on the store's own history
-   * pool (of that size) no read waits in pg's queue, where `connectTimeoutMs` would fail it.
+   * Runs one history read `work` on the history client, cut short by `close` ({@link PendingReads}),
+   * within one time budget of `historyTimeoutMs` that counts from this call: waiting here for a
+   * slot, waiting for a pooled connection and the query itself all spend it. At most
+   * `historyPoolSize` reads run at once and the rest wait here, in order: on a shared client (a
+   * host's pool, a custom client, PGlite) history reads never hold more than that many of the
+   * connections writers need; on the store's own history pool (of that size) no read waits in
+   * pg's queue.
+   *
+   * This is the one place a history read's failure is classified ({@link historyError}): once the
+   * budget is spent the read rejects with `KILN_TIMEOUT`, wherever the time went (a queued read
+   * leaves without running; a query already sent keeps its slot until the server's
+   * `statement_timeout` ends it, so no more than `historyPoolSize` ever run); a failure within
+   * the budget is a `KILN_STORE_ERROR`, except the server's own statement timeout, which is
+   * `KILN_TIMEOUT` too. `work` gets the budget left, in whole ms (at least 1), for the server's
+   * `statement_timeout`.
    */
   async runHistory<TResult>(
     operation: string,
-    work: (client: SqlClient, sessionSettings: boolean) => Promise<TResult>,
+    work: (client: SqlClient, sessionSettings: boolean, remainingMs: () => number) => Promise<TResult>,
   ): Promise<TResult> {
     const { client, sessionSettings } = this.#history();
-    const running = async (): Promise<TResult> => {
+    const budgetMs = this.historyTimeoutMs;
+    const started = performance.now();
+    const elapsed = (): number => performance.now() - started;
+    const remainingMs = (): number => Math.max(1, Math.ceil(budgetMs - elapsed()));
+    let timer: NodeJS.Timeout | undefined;
+    let expired = false;
+    const timedOut = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        expired = true;
+        reject(historyTimeout(operation, budgetMs, undefined));
+      }, budgetMs);
+    });
+    const running = this.#historySlots.run(async () => {
+      // The budget was spent waiting for the slot: the caller already has its KILN_TIMEOUT.
+      if (expired) return undefined as TResult;
       try {
-        return await work(client, sessionSettings);
+        return await work(client, sessionSettings, remainingMs);
       } catch (error) {
-        throw toStoreError(error, operation);
+        throw historyError(error, operation, budgetMs, elapsed());
       }
-    };
-    return this.reads.track(this.#historySlots.run(running));
+    });
+    // Settled after the deadline (the caller has its answer): nothing is left unhandled.
+    running.catch(() => undefined);
+    try {
+      return await this.reads.track(Promise.race([running, timedOut]));
+    } finally {
+      clearTimeout(timer);
+    }
   }
+}
+
+/** SQLSTATE 57014 query_canceled. */
+const QUERY_CANCELED = "57014";
+
+/**
+ * The one classification of a failed history read of `operation` after `elapsedMs` of its
+ * `budgetMs` (`historyTimeoutMs`): a `KilnError` passes through; the server's statement timeout
+ * (57014 with PostgreSQL's "statement timeout" message: an administrator's cancel is also 57014,
+ * and is not ours) and any failure that arrives once the budget is spent (a pool's "timeout
+ * exceeded when trying to connect", a cancel racing the deadline) are `KILN_TIMEOUT`; anything
+ * else is the classified `KILN_STORE_ERROR` of {@link toStoreError}.
+ */
+export function historyError(error: unknown, operation: string, budgetMs: number, elapsedMs: number): KilnError {
+  if (KilnError.is(error)) return error;
+  const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };
+  const statementTimeout =
+    code === QUERY_CANCELED && typeof message === "string" && message.includes("statement timeout");
+  if (statementTimeout || elapsedMs >= budgetMs) return historyTimeout(operation, budgetMs, error);
+  return toStoreError(error, operation);
+}
+
+/** The retryable `KILN_TIMEOUT` of a history read of `operation` that spent its `budgetMs`. */
+function historyTimeout(operation: string, budgetMs: number, cause: unknown): KilnError {
+  const sqlState = (cause as { code?: unknown } | undefined)?.code;
+  return new KilnError(
+    "KILN_TIMEOUT",
+    `PostgreSQL ${operation} ran longer than historyTimeoutMs (${budgetMs} ms), waiting for a connection or running: query fewer tags, intervals or a shorter range, or raise the store's historyTimeoutMs.`,
+    {
+      ...(cause === undefined ? {} : { cause }),
+      retryable: true,
+      details: typeof sqlState === "string" ? { operation, sqlState } : { operation },
+    },
+  );
 }
 
 /** At most `size` tasks at once; the others wait in arrival order. */
