@@ -100,6 +100,33 @@ const STORES: { name: string; make(): Promise<{ store: Store; close(): Promise<v
   },
 ];
 
+/**
+ * Waits until the system's logger has stored a good live `hist.temp` sample (the simulated PLC's,
+ * at about now): it is the later bounding value of every time after HISTORY's last sample. A
+ * test that reads such times twice (over OPC UA, then `valueAt` as the oracle) would otherwise
+ * compare two states of the store when the first flush lands between the reads, as it did on a
+ * loaded machine (78.5, held past the last sample, against 78.49997, sloped toward the live 0).
+ */
+async function untilLiveSampleStored(system: { history: { samples: SampleHistoryReader } }): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const live = await system.history.samples.readSamples({
+      tag: "hist.temp",
+      from: T0 + COUNT * 1_000,
+      to: Date.now() + 60_000,
+      limit: 10,
+    });
+    if (live.some((sample) => sample.quality.severity === "good")) return;
+    if (Date.now() > deadline) throw new Error("no live hist.temp sample was stored within 30 s");
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/** The part of `system.history.samples` {@link untilLiveSampleStored} reads. */
+interface SampleHistoryReader {
+  readSamples(query: { tag: string; from: number; to: number; limit: number }): Promise<readonly Sample[]>;
+}
+
 let pki: TestPki;
 beforeAll(async () => {
   pki = await makeTestPki();
@@ -138,6 +165,7 @@ describe.each(STORES)("HistoryRead from $name", ({ make }) => {
     await system.start();
     await system.ready();
     await system.unchecked.store.samples.writeBatch([...HISTORY, ...COUNTER]);
+    await untilLiveSampleStored(system);
     await server.start();
     client = await connect(server, pki.trusted, {
       type: UserTokenType.UserName,

@@ -66,14 +66,17 @@ export interface PostgresStoreOptions {
    */
   readonly closeTimeoutMs?: number;
   /**
-   * How long one history query (`history.aggregate`, `valueAt`, `interpolated`, `downsample`)
-   * may run on the server, in ms, 1 to 2147483647: PostgreSQL's `statement_timeout`, so a large
-   * allowed query cannot hold a connection for minutes. On the store's own history pool
+   * The time budget of one history call (`history.aggregate`, `valueAt`, `interpolated`,
+   * `downsample`), in ms, 1 to 2147483647, counted from the call: waiting in the store for one of
+   * the `historyPoolSize` slots, waiting for a pooled connection and the query all spend it. Once
+   * it is spent the call rejects with `KILN_TIMEOUT` (retryable: a smaller query, or the same one
+   * on a less loaded server, may pass), wherever the time went; a failure within it is
+   * `KILN_STORE_ERROR`. On the server it is also PostgreSQL's `statement_timeout`, so a large
+   * allowed query cannot hold a connection for minutes: on the store's own history pool
    * (`connectionString`) every history connection carries it from its start; on a pool or client
-   * the host passes it is set for each history query's transaction only (`SET LOCAL`). A query
-   * running longer is cancelled by the server and rejects with `KILN_TIMEOUT` (retryable: a
-   * smaller query, or the same one on a less loaded server, may pass). Embedded PGlite never
-   * cancels a statement: there it has no effect.
+   * the host passes, each history query's transaction gets what is left of the budget
+   * (`SET LOCAL`). Embedded PGlite never cancels a statement: the call still rejects at the
+   * budget, and the statement runs to its end.
    * @default 30000
    */
   readonly historyTimeoutMs?: number;

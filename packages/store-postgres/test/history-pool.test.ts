@@ -71,7 +71,12 @@ describe.skipIf(databaseUrl === undefined)(`history reads on bounded connections
   });
 
   test("own pool: reads waiting for a history connection wait in the store, not in pg's queue (whose connectTimeoutMs would fail them)", async () => {
-    const store = await open({ connectionString: databaseUrl!, historyPoolSize: 1, connectTimeoutMs: 250 });
+    const store = await open({
+      connectionString: databaseUrl!,
+      historyPoolSize: 1,
+      connectTimeoutMs: 250,
+      historyTimeoutMs: 120_000,
+    });
     await store.samples.writeBatch(data());
     // Seven reads wait behind the first, each longer than 250 ms in all: none fails.
     const results = await Promise.allSettled(Array.from({ length: READS }, () => slowRead(store)));

@@ -640,6 +640,38 @@ export function storeHistoryConformance(options: StoreGroupConformanceOptions): 
     );
 
     test(
+      "interpolated equals valueAt at every time: samples at sub-ms offsets, a bad stretch, the next good sample 40 days later",
+      withHistory(options, async (history, store) => {
+        // One Part 13 value per time, whichever query asks: the batched one (interpolated, which
+        // looks for a nearest good sample only up to the neighbouring time and carries it) and
+        // the single-time one (valueAt). Times fall between samples stored at sub-ms offsets, in a
+        // bad stretch, and after the last nearby sample, where the bound is 40 days away (a slope
+        // of micro-units: 78.5 where valueAt says 78.49997 would be a second answer).
+        const base = T0 + 20_000 * S;
+        await store.samples.writeBatch([
+          { tag: TREND, value: 70, timestamp: base + 0.317, quality: GOOD },
+          { tag: TREND, value: 71.5, timestamp: base + 1000.731, quality: GOOD },
+          { tag: TREND, value: 99, timestamp: base + 2000.5, quality: BAD },
+          { tag: TREND, value: 98, timestamp: base + 2500.001, quality: UNCERTAIN },
+          { tag: TREND, value: 78.5, timestamp: base + 3000.999, quality: GOOD },
+          { tag: TREND, value: 0, timestamp: base + 40 * 86_400 * S + 0.123, quality: GOOD },
+        ]);
+        for (const start of [base - 1000, base + 1]) {
+          const batched = await history.interpolated([TREND], { start, end: start + 40 * 250, intervalMs: 250 });
+          const single: Sample[] = [];
+          for (const value of batched) single.push(...(await history.valueAt([TREND], value.timestamp)));
+          const plain = (values: readonly Sample[]): unknown[] =>
+            values.map((value) => [value.timestamp - base, value.value, value.quality.severity, value.quality.code]);
+          expect(plain(batched)).toEqual(plain(single));
+          // After the last nearby sample the value slopes toward the far one: not held flat.
+          const tail = batched.at(-1)!;
+          const drop = 78.5 - (tail.value as number);
+          expect(drop > 0 && drop < 1e-3).toBe(true);
+        }
+      }),
+    );
+
+    test(
       "downsample reads a long range in one pass (20,000 samples well inside the test timeout)",
       withHistory(options, async (history, store) => {
         const start = T0 + 10_000 * S;
