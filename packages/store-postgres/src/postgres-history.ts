@@ -535,7 +535,7 @@ export class PostgresHistory implements HistoryQueries {
  * or client) every setting is `SET LOCAL` in a transaction of the statement's own, so no other
  * statement is affected.
  */
-async function scanQuery<TRow>(
+export async function scanQuery<TRow>(
   client: SqlClient,
   sql: string,
   parameters: readonly unknown[],

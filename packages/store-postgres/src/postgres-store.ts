@@ -67,7 +67,7 @@ export interface PostgresStoreOptions {
   readonly closeTimeoutMs?: number;
   /**
    * The time budget of one history call (`history.aggregate`, `valueAt`, `interpolated`,
-   * `downsample`), in ms, 1 to 2147483647, counted from the call: waiting in the store for one of
+   * `downsample`, and the raw reads `samples.readSamples` and `readBuckets`), in ms, 1 to 2147483647, counted from the call: waiting in the store for one of
    * the `historyPoolSize` slots, waiting for a pooled connection and the query all spend it. Once
    * it is spent the call rejects with `KILN_TIMEOUT` (retryable: a smaller query, or the same one
    * on a less loaded server, may pass), wherever the time went; a failure within it is
@@ -81,7 +81,7 @@ export interface PostgresStoreOptions {
    */
   readonly historyTimeoutMs?: number;
   /**
-   * How many history queries run at once, at least 1; more wait in the store, so slow history
+   * How many history queries (raw reads included) run at once, at least 1; more wait in the store, so slow history
    * reads never take the connections writers need (ADR 0040). With `connectionString` the store
    * opens a second pool of this many connections for history only (`application_name`
    * `kiln-history`), whose connections start with `statement_timeout = historyTimeoutMs` and JIT

@@ -139,7 +139,7 @@ const QUERY_CANCELED = "57014";
  * exceeded when trying to connect", a cancel racing the deadline) are `KILN_TIMEOUT`; anything
  * else is the classified `KILN_STORE_ERROR` of {@link toStoreError}.
  */
-export function historyError(error: unknown, operation: string, budgetMs: number, elapsedMs: number): KilnError {
+function historyError(error: unknown, operation: string, budgetMs: number, elapsedMs: number): KilnError {
   if (KilnError.is(error)) return error;
   const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };
   const statementTimeout =
