@@ -25,7 +25,7 @@ import {
   UserTokenType,
 } from "node-opcua-client";
 import pg from "pg";
-import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { afterAll, beforeAll, describe, expect, test, vi } from "vitest";
 import {
   AGGREGATE_FUNCTION_NODE_IDS,
   OpcuaServer,
@@ -100,6 +100,33 @@ const STORES: { name: string; make(): Promise<{ store: Store; close(): Promise<v
   },
 ];
 
+/**
+ * Waits until the system's logger has stored a good live `hist.temp` sample (the simulated PLC's,
+ * at about now): it is the later bounding value of every time after HISTORY's last sample. A
+ * test that reads such times twice (over OPC UA, then `valueAt` as the oracle) would otherwise
+ * compare two states of the store when the first flush lands between the reads, as it did on a
+ * loaded machine (78.5, held past the last sample, against 78.49997, sloped toward the live 0).
+ */
+async function untilLiveSampleStored(system: { history: { samples: SampleHistoryReader } }): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const live = await system.history.samples.readSamples({
+      tag: "hist.temp",
+      from: T0 + COUNT * 1_000,
+      to: Date.now() + 60_000,
+      limit: 10,
+    });
+    if (live.some((sample) => sample.quality.severity === "good")) return;
+    if (Date.now() > deadline) throw new Error("no live hist.temp sample was stored within 30 s");
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/** The part of `system.history.samples` {@link untilLiveSampleStored} reads. */
+interface SampleHistoryReader {
+  readSamples(query: { tag: string; from: number; to: number; limit: number }): Promise<readonly Sample[]>;
+}
+
 let pki: TestPki;
 beforeAll(async () => {
   pki = await makeTestPki();
@@ -114,9 +141,12 @@ describe.each(STORES)("HistoryRead from $name", ({ make }) => {
   let server: OpcuaServer;
   let client: Awaited<ReturnType<typeof connect>>;
   let node: string;
+  /** The store's own sample reads (system.history.samples is a frozen view of them). */
+  let storeSamples: { readSamples: (...args: never[]) => unknown };
 
   beforeAll(async () => {
     const made = await make();
+    storeSamples = made.store.samples as unknown as typeof storeSamples;
     system = createControlSystem({
       machineId: "reactor-1",
       tags,
@@ -135,6 +165,7 @@ describe.each(STORES)("HistoryRead from $name", ({ make }) => {
     await system.start();
     await system.ready();
     await system.unchecked.store.samples.writeBatch([...HISTORY, ...COUNTER]);
+    await untilLiveSampleStored(system);
     await server.start();
     client = await connect(server, pki.trusted, {
       type: UserTokenType.UserName,
@@ -297,6 +328,47 @@ describe.each(STORES)("HistoryRead from $name", ({ make }) => {
     expect(values[3]!.statusCode.isBad()).toBe(true); // nothing before
   });
 
+  test("AtTime of 1,000 evenly spaced times is one interpolated query and one raw read, with each time's valueAt", async () => {
+    const times = Array.from({ length: 1_000 }, (_, index) => T0 - 1_000 + index * 250);
+    const queries = system.history.queries!;
+    const valueAt = vi.spyOn(queries, "valueAt");
+    const interpolated = vi.spyOn(queries, "interpolated");
+    const readSamples = vi.spyOn(storeSamples, "readSamples");
+    try {
+      const [result] = await read(
+        new ReadAtTimeDetails({ reqTimes: times.map((t) => new Date(t)), useSimpleBounds: false }),
+        [{ nodeId: node }],
+      );
+      expect([valueAt.mock.calls.length, interpolated.mock.calls.length, readSamples.mock.calls.length]).toEqual([
+        0, 1, 1,
+      ]);
+      const values = valuesOf(result!);
+      expect(values).toHaveLength(times.length);
+      for (const [i, time] of times.entries()) {
+        if (i % 50 !== 0 && i !== 12) continue; // 12: T0 + 2 s, a raw good sample
+        const [expected] = await queries.valueAt(["hist.temp"], time);
+        expect(values[i]!.sourceTimestamp!.getTime()).toBe(time);
+        expect(values[i]!.value.value ?? null).toBe(expected!.value);
+        expect((values[i]!.statusCode.value & 0xc0000000) >>> 0).toBe(
+          (statusCodeOfSample(expected!) & 0xc0000000) >>> 0,
+        );
+      }
+      expect(values[12]!.statusCode.value >>> 0).toBe(0); // a raw good sample: no info bits
+      expect(values[13]!.statusCode.value & 0x0402).toBe(0x0402); // between samples: interpolated
+      // Sibling: uneven times keep one valueAt per time, and still one raw read.
+      valueAt.mockClear();
+      readSamples.mockClear();
+      await read(new ReadAtTimeDetails({ reqTimes: [T0 + 2_000, T0 + 2_500, T0 + 10_500].map((t) => new Date(t)) }), [
+        { nodeId: node },
+      ]);
+      expect([valueAt.mock.calls.length, readSamples.mock.calls.length]).toEqual([3, 1]);
+    } finally {
+      valueAt.mockRestore();
+      interpolated.mockRestore();
+      readSamples.mockRestore();
+    }
+  });
+
   test.each(["Average", "Minimum", "Maximum", "Count", "TimeAverage", "Interpolative"] as const)(
     "Processed %s equals system.history.aggregate, with Part 13 status codes",
     async (aggregate) => {
@@ -334,6 +406,40 @@ describe.each(STORES)("HistoryRead from $name", ({ make }) => {
       expect(values[0]!.statusCode.value & 0x0403).toBe(aggregate === "Interpolative" ? 0x0402 : 0x0401);
     },
   );
+
+  test("a huge processingInterval is one interval over the range or a Bad code, never a crash", async () => {
+    const start = T0;
+    const end = T0 + COUNT * 1_000;
+    const processed = (processingInterval: number, from = start, to = end) =>
+      new ReadProcessedDetails({
+        startTime: new Date(from),
+        endTime: new Date(to),
+        processingInterval,
+        aggregateConfiguration: { useServerCapabilitiesDefaults: true },
+        aggregateType: [`i=${AGGREGATE_FUNCTION_NODE_IDS.Average}`],
+      });
+    const [whole] = await system.history.queries!.aggregate(["hist.temp"], {
+      start,
+      end,
+      intervalMs: end - start,
+      aggregates: ["Average"],
+    });
+    for (const interval of [1e15, 2 ** 53, Number.MAX_VALUE]) {
+      const [result] = await read(processed(interval), [{ nodeId: node }]);
+      expect(result!.statusCode.isGood()).toBe(true);
+      const values = valuesOf(result!);
+      expect(values).toHaveLength(1);
+      expect(values[0]!.sourceTimestamp!.getTime()).toBe(start);
+      expect(values[0]!.value.value ?? null).toBe(whole!.values.Average!.value);
+    }
+    // Reversed, the range is not a whole number of such intervals: refused, as any such reverse read.
+    const [reverse] = await read(processed(1e15, end, start), [{ nodeId: node }]);
+    expect(reverse!.statusCode.value >>> 0).toBe(0x80ab0000); // BadInvalidArgument
+    for (const interval of [Number.POSITIVE_INFINITY, Number.NaN, -1, 0.5]) {
+      const [result] = await read(processed(interval), [{ nodeId: node }]);
+      expect(result!.statusCode.value >>> 0).toBe(0x80ab0000);
+    }
+  });
 
   test("a processed read of more intervals than a page continues, with no gap or duplicate", async () => {
     const start = T0;

@@ -5,7 +5,7 @@ import { invalid, IssueCollector } from "./input-checks";
 import { sqlStateOf, UNIQUE_VIOLATION } from "./postgres-error";
 import { arrayLiteral } from "./sql-array";
 import type { SqlQueryable } from "./sql-client";
-import { jsonText, millisecondsOf, parseJsonText } from "./sql-expressions";
+import { jsonText, millisecondsOf, parseJsonText, timestampOf } from "./sql-expressions";
 import type { StoreContext } from "./store-context";
 
 interface EventRow {
@@ -141,7 +141,7 @@ export async function appendEvents(
   try {
     await transaction.query(
       `INSERT INTO ${table} (aggregate_id, version, type, payload, at)
-       SELECT $1, version, type, payload::jsonb, to_timestamp(at / 1000)
+       SELECT $1, version, type, payload::jsonb, ${timestampOf("at")}
        FROM unnest($2::text::int4[], $3::text::text[], $4::text::text[], $5::text::float8[])
             AS input (version, type, payload, at)`,
       [

@@ -1,4 +1,4 @@
-import { GOOD as GOOD_QUALITY, type Interpolation, KilnError, type Sample, type TagDataType } from "@kiln/core";
+import { GOOD as GOOD_QUALITY, type Interpolation, type Sample, type TagDataType } from "@kiln/core";
 import { type AggregateInterval, type AggregateName, type HistoryQueries } from "@kiln/core/driver-kit";
 import {
   type AggregateQuery,
@@ -217,17 +217,15 @@ export class PostgresHistory implements HistoryQueries {
       intervals.intervalMs,
       intervals.end,
     ];
-    const rows = await this.#context.reads.track(
-      this.#context.run("history.aggregate", (client) =>
-        // The windows need each tag's rows in time order, which the primary key gives for free; but
-        // the planner costs a bitmap scan plus a sort lower, and that sort spills to disk at the
-        // default work_mem on a day of 1 Hz data. Without sorts it reads the key in order.
-        scanQuery<PartialsRow>(client, sql, parameters, {
-          sortFree: needs.time,
-          operation: "history.aggregate",
-          timeoutMs: this.#context.historyTimeoutMs,
-        }),
-      ),
+    const rows = await this.#context.runHistory("history.aggregate", (client, sessionSettings, remainingMs) =>
+      // The windows need each tag's rows in time order, which the primary key gives for free; but
+      // the planner costs a bitmap scan plus a sort lower, and that sort spills to disk at the
+      // default work_mem on a day of 1 Hz data. Without sorts it reads the key in order.
+      scanQuery<PartialsRow>(client, sql, parameters, {
+        sortFree: needs.time,
+        timeoutMs: remainingMs,
+        sessionSettings,
+      }),
     );
     return checkedTags.flatMap((tag, index) =>
       finish(
@@ -391,42 +389,66 @@ export class PostgresHistory implements HistoryQueries {
     // one-time filter on the outer row). Each probe selects only what the bounds need, and the
     // statement returns the two good bounds and the two times, in few plain columns: 34 columns
     // (or JSON) cost more to analyze, plan and decode than the 400 index probes themselves.
+    //
+    // Over several times a nearest-good probe looks only between its time and the neighbouring
+    // one (before: (previous time, time]; after: [time, next time)), and a time whose stretch holds
+    // no good sample takes its neighbour's (windows carry the last found bound forward, the first
+    // backward): a probe that walked to the nearest good sample from every time read a stretch of
+    // bad rows once per time (1,000 times over 100k bad rows: 12 s), each row is now read at most
+    // once per direction. The values are Part 13's bounding values exactly (ADR 0040).
+    const carry = intervals.count > 1;
     const probe = (name: string, comparison: string, order: string, good: boolean): string =>
       `LEFT JOIN LATERAL (SELECT ${millisecondsOf("time")} AS ms, value_float, ${OTHER_VALUE} AS other
            ${good ? "" : `, ${GOOD} AS good`}
          FROM ${samples}
          WHERE ${good ? `${name.replace("good", "any")}.good IS NOT TRUE AND ${GOOD} AND` : ""}
            tag_id = input.tag_id AND time ${comparison} point.at
+           ${good && carry ? (comparison === "<=" ? "AND time > point.previous" : "AND time < point.next") : ""}
          ORDER BY time ${order} LIMIT 1) AS ${name} ON true`;
+    const columns = ["ms", "value_float", "other"];
     const bound = (side: string): string =>
-      ["ms", "value_float", "other"]
+      columns
         .map(
           (column) => `CASE WHEN any_${side}.good THEN any_${side}.${column} ELSE good_${side}.${column} END
            AS ${side}_${column}`,
         )
         .join(", ");
-    const rows = await this.#context.reads.track(
-      this.#context.run(operation, (client) =>
-        scanQuery<BoundsRow>(
-          client,
-          `SELECT input.ordinality AS tag_index, step.k, any_before.ms AS any_before_ms, any_after.ms AS any_after_ms,
+    const at = (k: string): string => timestampOf(`($2::float8 + ${k} * $3::float8)`);
+    const neighbours = carry
+      ? `, CASE WHEN step.k = 0 THEN '-infinity'::timestamptz ELSE ${at("(step.k - 1)")} END AS previous,
+           CASE WHEN step.k = $4::int4 - 1 THEN 'infinity'::timestamptz ELSE ${at("(step.k + 1)")} END AS next`
+      : "";
+    const cells = `SELECT input.ordinality AS tag_index, step.k, any_before.ms AS any_before_ms, any_after.ms AS any_after_ms,
                 ${bound("before")}, ${bound("after")}
          FROM unnest($1::text::int4[]) WITH ORDINALITY AS input (tag_id, ordinality)
          CROSS JOIN generate_series(0, $4::int4 - 1) AS step (k)
-         CROSS JOIN LATERAL (SELECT ${timestampOf("($2::float8 + step.k * $3::float8)")} AS at) AS point
+         CROSS JOIN LATERAL (SELECT ${at("step.k")} AS at ${neighbours}) AS point
          ${probe("any_before", "<=", "DESC", false)}
          ${probe("good_before", "<=", "DESC", true)}
          ${probe("any_after", ">=", "ASC", false)}
-         ${probe("good_after", ">=", "ASC", true)}
-         ORDER BY input.ordinality, step.k`,
-          [
-            arrayLiteral(tags.map((tag) => this.#tags.ids.get(tag)!)),
-            intervals.start,
-            intervals.intervalMs,
-            intervals.count,
-          ],
-          { sortFree: false, operation, timeoutMs: this.#context.historyTimeoutMs },
-        ),
+         ${probe("good_after", ">=", "ASC", true)}`;
+    // Carrying: the rows of a run share a group (a count of found bounds); only the run's first
+    // row (last, after) has a bound, so max() over the group is that bound's value.
+    const carried = `SELECT tag_index, k, any_before_ms, any_after_ms,
+           ${columns.map((column) => `max(before_${column}) OVER before_run AS before_${column}`).join(", ")},
+           ${columns.map((column) => `max(after_${column}) OVER after_run AS after_${column}`).join(", ")}
+         FROM (SELECT cells.*,
+                 count(before_ms) OVER (PARTITION BY tag_index ORDER BY k) AS before_group,
+                 count(after_ms) OVER (PARTITION BY tag_index ORDER BY k DESC) AS after_group
+               FROM (${cells}) AS cells) AS grouped
+         WINDOW before_run AS (PARTITION BY tag_index, before_group),
+                after_run AS (PARTITION BY tag_index, after_group)`;
+    const rows = await this.#context.runHistory(operation, (client, sessionSettings, remainingMs) =>
+      scanQuery<BoundsRow>(
+        client,
+        `${carry ? carried : cells} ORDER BY tag_index, k`,
+        [
+          arrayLiteral(tags.map((tag) => this.#tags.ids.get(tag)!)),
+          intervals.start,
+          intervals.intervalMs,
+          intervals.count,
+        ],
+        { sortFree: false, timeoutMs: remainingMs, sessionSettings },
       ),
     );
     // A plain loop with no closure per row: this runs for every tag and time, and the rows
@@ -458,11 +480,10 @@ export class PostgresHistory implements HistoryQueries {
     refuseArrayTags([tag], this.#tags.isArrayTag, "a downsample");
     const samples = this.#context.table("samples");
     const range = `tag_id = $1 AND time >= ${timestampOf("$2")} AND time < ${timestampOf("$3")}`;
-    const rows = await this.#context.reads.track(
-      this.#context.run("history.downsample", (client) =>
-        scanQuery<SampleRow>(
-          client,
-          `WITH numeric_samples AS (
+    const rows = await this.#context.runHistory("history.downsample", (client, sessionSettings, remainingMs) =>
+      scanQuery<SampleRow>(
+        client,
+        `WITH numeric_samples AS (
            SELECT ${fastMillisecondsOf("time")} AS ms, ${NUMERIC} AS num, ${EXACT} AS exact, ${MICROS} AS us,
                   ${SEVERITY_RANK} AS rank
            FROM ${samples} WHERE ${range}
@@ -483,9 +504,8 @@ export class PostgresHistory implements HistoryQueries {
          SELECT ${SAMPLE_ROW_COLUMNS} FROM picked
          JOIN ${samples} ON tag_id = $1 AND time = ${timestampOf("picked.ms")}
          ORDER BY time`,
-          [this.#tags.ids.get(tag)!, start, end, columns],
-          { sortFree: false, operation: "history.downsample", timeoutMs: this.#context.historyTimeoutMs },
-        ),
+        [this.#tags.ids.get(tag)!, start, end, columns],
+        { sortFree: false, timeoutMs: remainingMs, sessionSettings },
       ),
     );
     // The candidates hold each column's M4 picks (floats and 64-bit integers picked apart, each
@@ -501,42 +521,43 @@ export class PostgresHistory implements HistoryQueries {
 }
 
 /**
- * Runs one statement that scans a range of samples, with planner settings of its own (`SET LOCAL`,
- * so in a transaction: they end with it). JIT compilation is off: these statements are short
- * but wide (dozens of aggregate and CASE expressions), so past `jit_above_cost` (a second tag or
- * day of 1 Hz data) PostgreSQL spent 0.1–4 s compiling them for a query that runs in about 100 ms.
- * `sortFree` turns sorts off, so rows needed in time order come from the primary key.
- * `statement_timeout` is `timeoutMs` (the store's `historyTimeoutMs`): the server cancels a
- * longer query, which rejects with `KILN_TIMEOUT` naming `operation` and the option.
+ * Runs one statement that scans a range of samples, with planner settings of its own. JIT
+ * compilation is off: these statements are short but wide (dozens of aggregate and CASE
+ * expressions), so past `jit_above_cost` (a second tag or day of 1 Hz data) PostgreSQL spent
+ * 0.1–4 s compiling them for a query that runs in about 100 ms. `sortFree` turns sorts off, so
+ * rows needed in time order come from the primary key. `statement_timeout` is what is left of
+ * the read's budget (`timeoutMs()`, from `StoreContext.runHistory`, which also classifies the
+ * server's cancel as `KILN_TIMEOUT`).
+ *
+ * With `sessionSettings` (the store's history pool, ADR 0040) the connection already has the
+ * timeout (the whole `historyTimeoutMs`) and JIT off, and the statement is sent alone (one round
+ * trip); only `sortFree` still needs a transaction for its `SET LOCAL`. Otherwise (a shared pool
+ * or client) every setting is `SET LOCAL` in a transaction of the statement's own, so no other
+ * statement is affected.
  */
-async function scanQuery<TRow>(
+export async function scanQuery<TRow>(
   client: SqlClient,
   sql: string,
   parameters: readonly unknown[],
-  options: { readonly sortFree: boolean; readonly operation: string; readonly timeoutMs: number },
+  options: {
+    readonly sortFree: boolean;
+    readonly timeoutMs: () => number;
+    readonly sessionSettings: boolean;
+  },
 ): Promise<SqlResult<TRow>> {
-  try {
-    return await client.transaction(async (transaction) => {
-      await transaction.query(
-        `SELECT set_config('jit', 'off', true), set_config('statement_timeout', $1, true)${
-          options.sortFree ? ", set_config('enable_sort', 'off', true)" : ""
-        }`,
-        [`${options.timeoutMs}ms`],
-      );
-      return transaction.query<TRow>(sql, parameters);
-    });
-  } catch (error) {
-    // 57014 query_canceled is also a cancel by an administrator: only the timeout's is ours.
-    const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };
-    if (code === "57014" && typeof message === "string" && message.includes("statement timeout")) {
-      throw new KilnError(
-        "KILN_TIMEOUT",
-        `PostgreSQL ${options.operation} ran longer than historyTimeoutMs (${options.timeoutMs} ms) and was cancelled by the server: query fewer tags, intervals or a shorter range, or raise the store's historyTimeoutMs.`,
-        { cause: error, retryable: true, details: { operation: options.operation, sqlState: code } },
-      );
-    }
-    throw error;
-  }
+  if (options.sessionSettings && !options.sortFree) return client.query<TRow>(sql, parameters);
+  return client.transaction(async (transaction) => {
+    await (options.sessionSettings
+      ? transaction.query("SELECT set_config('enable_sort', 'off', true)")
+      : transaction.query(
+          `SELECT set_config('jit', 'off', true), set_config('statement_timeout', $1, true)${
+            options.sortFree ? ", set_config('enable_sort', 'off', true)" : ""
+          }`,
+          // Measured once the connection is in hand: the wait for it spent part of the budget.
+          [`${options.timeoutMs()}ms`],
+        ));
+    return transaction.query<TRow>(sql, parameters);
+  });
 }
 
 /** The good bound of a {@link BoundsRow} (value in `value_float` or `other`) as a sample point; none when `time` is null. */

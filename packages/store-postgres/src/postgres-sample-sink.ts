@@ -7,6 +7,7 @@ import {
 } from "@kiln/core/driver-kit";
 import { sameSamplePayload, type BucketQuery, type SampleBucket, type SampleQuery } from "@kiln/core/driver-kit";
 import { IssueCollector } from "./input-checks";
+import { scanQuery } from "./postgres-history";
 import { sqlStateOf, UNIQUE_VIOLATION } from "./postgres-error";
 import {
   checkSamples,
@@ -18,7 +19,7 @@ import {
   type PreparedSamples,
 } from "./sample-encoding";
 import type { SqlClient } from "./sql-client";
-import { millisecondsOf, timestampOf } from "./sql-expressions";
+import { millisecondsOf, timestampOf, timestampOfMicroseconds } from "./sql-expressions";
 import type { StoreContext } from "./store-context";
 import type { TagRegistry } from "./tag-registry";
 import { SAMPLE_ROW_COLUMNS, toSample, type SampleRow } from "./sample-row";
@@ -176,7 +177,7 @@ export class PostgresSampleSink implements SampleSink, SampleHistory {
   get #insertSql(): string {
     const samplesTable = this.#context.table("samples");
     return `WITH input AS MATERIALIZED (
-         SELECT position, kept, tag_id, quality, to_timestamp(micros / 1000000) AS time,
+         SELECT position, kept, tag_id, quality, ${timestampOfMicroseconds("micros")} AS time,
                 value_float, value_int::int8 AS value_int, value_bool, value_text, quality_reason,
                 value_uint::numeric AS value_uint, value_array::jsonb AS value_array
          FROM unnest($1::text::int4[], $2::text::int4[], $3::text::float8[], $4::text::float8[],
@@ -229,8 +230,11 @@ export class PostgresSampleSink implements SampleSink, SampleHistory {
     if (query.from >= query.to) return [];
     const parameters: unknown[] = [query.tag, query.from, query.to, query.limit ?? DEFAULT_LIMIT];
     if (query.after !== undefined) parameters.push(query.after);
-    const rows = await this.#context.run("samples.readSamples", (client) =>
-      client.query<SampleRow>(
+    // A history read (ADR 0040): on the history connections, within historyTimeoutMs, so a
+    // HistoryRead of many nodes never holds the writers' connections or runs unbounded.
+    const rows = await this.#context.runHistory("samples.readSamples", (client, sessionSettings, remainingMs) =>
+      scanQuery<SampleRow>(
+        client,
         `SELECT ${SAMPLE_ROW_COLUMNS}
          FROM ${this.#context.table("samples")}
          WHERE tag_id = (SELECT id FROM ${this.#context.table("tags")} WHERE name = $1)
@@ -239,6 +243,7 @@ export class PostgresSampleSink implements SampleSink, SampleHistory {
          ORDER BY time
          LIMIT $4`,
         parameters,
+        { sortFree: false, timeoutMs: remainingMs, sessionSettings },
       ),
     );
     const dataType = this.#tags.dataTypes.get(query.tag);
@@ -264,8 +269,9 @@ export class PostgresSampleSink implements SampleSink, SampleHistory {
     }
     issues.throwIfAny("bucket query");
     if (query.from >= query.to) return [];
-    const rows = await this.#context.run("samples.readBuckets", (client) =>
-      client.query<BucketRow>(
+    const rows = await this.#context.runHistory("samples.readBuckets", (client, sessionSettings, remainingMs) =>
+      scanQuery<BucketRow>(
+        client,
         `SELECT ${millisecondsOf("bucket")} AS start, min(value) AS min, max(value) AS max, avg(value) AS avg,
                 (array_agg(value ORDER BY time))[1] AS first, (array_agg(value ORDER BY time DESC))[1] AS last,
                 count(*)::int4 AS count
@@ -281,6 +287,7 @@ export class PostgresSampleSink implements SampleSink, SampleHistory {
          GROUP BY bucket
          ORDER BY bucket`,
         [query.tag, query.from, query.to, query.bucketMs],
+        { sortFree: false, timeoutMs: remainingMs, sessionSettings },
       ),
     );
     return rows.rows.map((row) => ({

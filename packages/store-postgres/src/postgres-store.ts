@@ -25,7 +25,7 @@ import { PostgresProcessRepository } from "./postgres-process-repository";
 import { PostgresRecipeRepository } from "./postgres-recipe-repository";
 import { PostgresSampleSink } from "./postgres-sample-sink";
 import type { SqlClient } from "./sql-client";
-import { escapingClient, StoreContext } from "./store-context";
+import { escapingClient, type HistoryClient, StoreContext } from "./store-context";
 import { TagRegistry } from "./tag-registry";
 
 /**
@@ -66,14 +66,31 @@ export interface PostgresStoreOptions {
    */
   readonly closeTimeoutMs?: number;
   /**
-   * How long one history query (`history.aggregate`, `valueAt`, `interpolated`, `downsample`)
-   * may run on the server, in ms, 1 to 2147483647: PostgreSQL's `statement_timeout`, set for that
-   * query's transaction only (`SET LOCAL`), so a large allowed query cannot hold a pooled
-   * connection for minutes. A query running longer is cancelled by the server and rejects with
-   * `KILN_TIMEOUT` (retryable: a smaller query, or the same one on a less loaded server, may pass).
+   * The time budget of one history call (`history.aggregate`, `valueAt`, `interpolated`,
+   * `downsample`, and the raw reads `samples.readSamples` and `readBuckets`), in ms, 1 to 2147483647, counted from the call: waiting in the store for one of
+   * the `historyPoolSize` slots, waiting for a pooled connection and the query all spend it. Once
+   * it is spent the call rejects with `KILN_TIMEOUT` (retryable: a smaller query, or the same one
+   * on a less loaded server, may pass), wherever the time went; a failure within it is
+   * `KILN_STORE_ERROR`. On the server it is also PostgreSQL's `statement_timeout`, so a large
+   * allowed query cannot hold a connection for minutes: on the store's own history pool
+   * (`connectionString`) every history connection carries it from its start; on a pool or client
+   * the host passes, each history query's transaction gets what is left of the budget
+   * (`SET LOCAL`). Embedded PGlite never cancels a statement: the call still rejects at the
+   * budget, and the statement runs to its end.
    * @default 30000
    */
   readonly historyTimeoutMs?: number;
+  /**
+   * How many history queries (raw reads included) run at once, at least 1; more wait in the store, so slow history
+   * reads never take the connections writers need (ADR 0040). With `connectionString` the store
+   * opens a second pool of this many connections for history only (`application_name`
+   * `kiln-history`), whose connections start with `statement_timeout = historyTimeoutMs` and JIT
+   * off: a history query is then one round trip. With a `pool` or `client` the host passes,
+   * history queries share it, at most this many at once: give that pool more connections than
+   * this, or writers can still wait behind history reads.
+   * @default 2
+   */
+  readonly historyPoolSize?: number;
 }
 
 /** A lower-case identifier that needs no quoting rules beyond double quotes; `pg_` is reserved. */
@@ -81,6 +98,8 @@ const SCHEMA_NAME = /^(?!pg_)[a-z_][a-z0-9_]{0,62}$/;
 
 interface Connection {
   readonly client: SqlClient;
+  /** The client of history reads: `client` itself unless the store owns a history pool. */
+  readonly history: HistoryClient;
   release(): Promise<void>;
 }
 
@@ -104,8 +123,8 @@ interface Connection {
  * await store.samples.writeBatch([{ tag: "chamber.pressure", value: 2.5, timestamp: Date.now(), quality: GOOD }]);
  * await store.close();
  * @throws KilnValidationError (`KILN_VALIDATION`) from the constructor for bad options (`schema`,
- * `maxConnections`, `closeTimeoutMs`, `connectTimeoutMs`, `historyTimeoutMs`, more than one connection
- * source).
+ * `maxConnections`, `closeTimeoutMs`, `connectTimeoutMs`, `historyTimeoutMs`, `historyPoolSize`, more than
+ * one connection source).
  */
 export class PostgresStore implements Store {
   /** The store contract version. */
@@ -137,6 +156,7 @@ export class PostgresStore implements Store {
   #state: "created" | "open" | "closed" = "created";
   #connection: Promise<Connection> | undefined;
   #client: SqlClient | undefined;
+  #history: HistoryClient | undefined;
   readonly #context: StoreContext;
 
   constructor(options: PostgresStoreOptions = {}) {
@@ -144,7 +164,16 @@ export class PostgresStore implements Store {
     this.#options = options;
     this.#logger = options.logger ?? silentLogger;
     this.schema = options.schema ?? "kiln";
-    const context = new StoreContext(this.schema, () => this.#openClient(), options.historyTimeoutMs ?? 30_000);
+    const context = new StoreContext(
+      this.schema,
+      () => this.#openClient(),
+      () => {
+        this.#openClient();
+        return this.#history!;
+      },
+      options.historyTimeoutMs ?? 30_000,
+      options.historyPoolSize ?? 2,
+    );
     this.#context = context;
     this.#tags = new TagRegistry(context);
     this.samples = new PostgresSampleSink(context, this.#tags);
@@ -171,6 +200,8 @@ export class PostgresStore implements Store {
       await applyMigrations(client, this.schema);
       await this.#tags.register(client, tags);
       for (const tag of tags) this.#dataTypes.set(tag.name, tag.dataType);
+      const { history } = await this.#connection!;
+      this.#history = { client: escapingClient(history.client), sessionSettings: history.sessionSettings };
       this.#client = client;
     } catch (error) {
       throw toStoreError(error, "open");
@@ -201,6 +232,7 @@ export class PostgresStore implements Store {
     const connection = this.#connection;
     this.#connection = undefined;
     this.#client = undefined;
+    this.#history = undefined;
     if (this.#state === "open") this.#state = "closed";
     this.#tags.clear();
     this.#dataTypes.clear();
@@ -232,41 +264,72 @@ export class PostgresStore implements Store {
   async #createConnection(): Promise<Connection> {
     const { client, pool, pglite, connectionString } = this.#options;
     const keep = async (): Promise<void> => undefined;
-    if (client) return { client, release: keep };
-    if (pool) return { client: new PgPoolSqlClient(pool), release: keep };
-    if (pglite) return { client: new PgliteSqlClient(pglite), release: keep };
+    const shared = (sql: SqlClient): Connection => ({
+      client: sql,
+      history: { client: sql, sessionSettings: false },
+      release: keep,
+    });
+    if (client) return shared(client);
+    if (pool) return shared(new PgPoolSqlClient(pool));
+    if (pglite) return shared(new PgliteSqlClient(pglite));
     if (connectionString !== undefined) {
-      const owned = new pg.Pool({
+      const main = this.#ownedPool(connectionString, this.#options.maxConnections ?? 4, "kiln");
+      // History reads get connections of their own, so they never take the writers' (ADR 0040);
+      // each starts with the history settings, so a history query is one statement.
+      const history = this.#ownedPool(
         connectionString,
-        max: this.#options.maxConnections ?? 4,
-        connectionTimeoutMillis: this.#options.connectTimeoutMs ?? 10_000,
-        application_name: "kiln",
-      });
-      // An idle pooled connection that drops (server restart, pg_terminate_backend) emits here;
-      // the pool discards it and the next call opens a new one.
-      owned.on("error", (error) =>
-        this.#logger.warn({ err: error, schema: this.schema }, "idle PostgreSQL connection lost"),
+        this.#options.historyPoolSize ?? 2,
+        "kiln-history",
+        `-c statement_timeout=${this.#options.historyTimeoutMs ?? 30_000} -c jit=off`,
       );
-      // Clients checked out now; close() destroys the ones an abandoned query still holds.
-      const active = new Set<pg.PoolClient>();
-      owned.on("acquire", (pooled) => active.add(pooled));
-      owned.on("release", (_error, pooled) => active.delete(pooled));
-      owned.on("remove", (pooled) => active.delete(pooled));
-      const closeTimeoutMs = this.#options.closeTimeoutMs ?? 5_000;
       return {
-        client: new PgPoolSqlClient(owned),
+        client: main.client,
+        history: { client: history.client, sessionSettings: true },
         release: async () => {
-          const ended = owned.end();
-          if (await settlesWithin(ended, closeTimeoutMs)) return;
-          this.#logger.warn({ schema: this.schema, queries: active.size }, "closing with queries still running");
-          for (const pooled of active) destroyConnection(pooled);
-          await settlesWithin(ended, closeTimeoutMs);
+          await Promise.all([main.release(), history.release()]);
         },
       };
     }
     const { PGlite } = await importPglite();
     const embedded = await PGlite.create();
-    return { client: new PgliteSqlClient(embedded), release: () => embedded.close() };
+    return { ...shared(new PgliteSqlClient(embedded)), release: () => embedded.close() };
+  }
+
+  /** A pool the store owns, with `max` connections and session `options` (pg's `-c name=value`). */
+  #ownedPool(
+    connectionString: string,
+    max: number,
+    applicationName: string,
+    options?: string,
+  ): { readonly client: SqlClient; release(): Promise<void> } {
+    const owned = new pg.Pool({
+      connectionString,
+      max,
+      connectionTimeoutMillis: this.#options.connectTimeoutMs ?? 10_000,
+      application_name: applicationName,
+      ...(options === undefined ? {} : { options }),
+    });
+    // An idle pooled connection that drops (server restart, pg_terminate_backend) emits here;
+    // the pool discards it and the next call opens a new one.
+    owned.on("error", (error) =>
+      this.#logger.warn({ err: error, schema: this.schema }, "idle PostgreSQL connection lost"),
+    );
+    // Clients checked out now; close() destroys the ones an abandoned query still holds.
+    const active = new Set<pg.PoolClient>();
+    owned.on("acquire", (pooled) => active.add(pooled));
+    owned.on("release", (_error, pooled) => active.delete(pooled));
+    owned.on("remove", (pooled) => active.delete(pooled));
+    const closeTimeoutMs = this.#options.closeTimeoutMs ?? 5_000;
+    return {
+      client: new PgPoolSqlClient(owned),
+      release: async () => {
+        const ended = owned.end();
+        if (await settlesWithin(ended, closeTimeoutMs)) return;
+        this.#logger.warn({ schema: this.schema, queries: active.size }, "closing with queries still running");
+        for (const pooled of active) destroyConnection(pooled);
+        await settlesWithin(ended, closeTimeoutMs);
+      },
+    };
   }
 }
 
@@ -310,6 +373,7 @@ function checkOptions(options: PostgresStoreOptions): void {
   if (options.maxConnections !== undefined) issues.integer("maxConnections", options.maxConnections, 1);
   if (options.closeTimeoutMs !== undefined) issues.integer("closeTimeoutMs", options.closeTimeoutMs, 1);
   if (options.connectTimeoutMs !== undefined) issues.integer("connectTimeoutMs", options.connectTimeoutMs, 1);
+  if (options.historyPoolSize !== undefined) issues.integer("historyPoolSize", options.historyPoolSize, 1);
   if (options.historyTimeoutMs !== undefined) {
     issues.integer("historyTimeoutMs", options.historyTimeoutMs, 1);
     // PostgreSQL's statement_timeout is an int4 of ms.

@@ -5,9 +5,23 @@ export function millisecondsOf(column: string): string {
   return `(extract(epoch from ${column}) * 1000)::float8`;
 }
 
-/** SQL for a parameter holding milliseconds since the Unix epoch, as `timestamptz`. */
+/**
+ * SQL for a parameter or column holding milliseconds since the Unix epoch, as `timestamptz`,
+ * exactly: whole microseconds recovered by rounding (`ms * 1000` is exact to well under half a
+ * microsecond from 1834 to 2106), added to the epoch as an integer count of microseconds. Every
+ * time the store turns back into a timestamp (a range bound, a probe point, the row a
+ * downsample picked, an area's previous good sample) goes through here, so it lands on the row's
+ * own stored key. `to_timestamp(ms / 1000)` did not: its float division and rescaling missed
+ * about one stored time in fourteen by 1 µs (for example 1931-12-01 00:00:00.000317), and an
+ * equality join on it dropped the row.
+ */
 export function timestampOf(parameter: string): string {
-  return `to_timestamp(${parameter}::float8 / 1000)`;
+  return timestampOfMicroseconds(`round(${parameter}::float8 * 1000)`);
+}
+
+/** SQL for whole microseconds since the Unix epoch (a float8 or int8 expression) as `timestamptz`, exactly. */
+export function timestampOfMicroseconds(micros: string): string {
+  return `(timestamptz 'epoch' + (${micros}) * interval '1 microsecond')`;
 }
 
 /**

@@ -3,11 +3,26 @@ import { toStoreError } from "./postgres-error";
 import type { SqlClient, SqlQueryable, SqlResult } from "./sql-client";
 import { escapeText, unescapeText } from "./text-escape";
 
+/**
+ * Where history reads run. `sessionSettings`: the client's connections already carry
+ * `statement_timeout` (the store's `historyTimeoutMs`) and `jit = off` from their start (the
+ * store's own history pool), so a history query needs no transaction for them.
+ */
+export interface HistoryClient {
+  /** The client history reads use (escaping, see {@link escapingClient}). */
+  readonly client: SqlClient;
+  /** True when every connection of `client` carries the history settings from its start. */
+  readonly sessionSettings: boolean;
+}
+
 /** What the repositories of one PostgresStore share: the schema and the open client. */
 export class StoreContext {
   /** The schema, double-quoted for SQL text. */
   readonly schema: string;
   readonly #client: () => SqlClient;
+  readonly #history: () => HistoryClient;
+  /** History reads run at most `historyPoolSize` at once (see {@link StoreContext.runHistory}). */
+  readonly #historySlots: Slots;
   /** History reads in flight, cut short by `close` (see {@link PendingReads}). */
   readonly reads = new PendingReads();
 
@@ -17,12 +32,22 @@ export class StoreContext {
   /**
    * @param schema a validated, unquoted schema name.
    * @param client returns the open client, or throws `KILN_LIFECYCLE` when the store is not open.
+   * @param history returns the client history reads use, or throws like `client`.
    * @param historyTimeoutMs a validated `historyTimeoutMs` (1 to 2^31 - 1).
+   * @param historyPoolSize a validated `historyPoolSize` (at least 1).
    */
-  constructor(schema: string, client: () => SqlClient, historyTimeoutMs: number) {
+  constructor(
+    schema: string,
+    client: () => SqlClient,
+    history: () => HistoryClient,
+    historyTimeoutMs: number,
+    historyPoolSize: number,
+  ) {
     this.schema = `"${schema}"`;
     this.#client = client;
+    this.#history = history;
     this.historyTimeoutMs = historyTimeoutMs;
+    this.#historySlots = new Slots(historyPoolSize);
   }
 
   /** A table of the schema, qualified and quoted for SQL text. */
@@ -47,6 +72,116 @@ export class StoreContext {
       return await work(client);
     } catch (error) {
       throw toStoreError(error, operation);
+    }
+  }
+
+  /**
+   * Runs one history read `work` on the history client, cut short by `close` ({@link PendingReads}),
+   * within one time budget of `historyTimeoutMs` that counts from this call: waiting here for a
+   * slot, waiting for a pooled connection and the query itself all spend it. At most
+   * `historyPoolSize` reads run at once and the rest wait here, in order: on a shared client (a
+   * host's pool, a custom client, PGlite) history reads never hold more than that many of the
+   * connections writers need; on the store's own history pool (of that size) no read waits in
+   * pg's queue.
+   *
+   * This is the one place a history read's failure is classified ({@link historyError}): once the
+   * budget is spent the read rejects with `KILN_TIMEOUT`, wherever the time went (a queued read
+   * leaves without running; a query already sent keeps its slot until the server's
+   * `statement_timeout` ends it, so no more than `historyPoolSize` ever run); a failure within
+   * the budget is a `KILN_STORE_ERROR`, except the server's own statement timeout, which is
+   * `KILN_TIMEOUT` too. `work` gets the budget left, in whole ms (at least 1), for the server's
+   * `statement_timeout`.
+   */
+  async runHistory<TResult>(
+    operation: string,
+    work: (client: SqlClient, sessionSettings: boolean, remainingMs: () => number) => Promise<TResult>,
+  ): Promise<TResult> {
+    const { client, sessionSettings } = this.#history();
+    const budgetMs = this.historyTimeoutMs;
+    const started = performance.now();
+    const elapsed = (): number => performance.now() - started;
+    const remainingMs = (): number => Math.max(1, Math.ceil(budgetMs - elapsed()));
+    let timer: NodeJS.Timeout | undefined;
+    let expired = false;
+    const timedOut = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        expired = true;
+        reject(historyTimeout(operation, budgetMs, undefined));
+      }, budgetMs);
+    });
+    const running = this.#historySlots.run(async () => {
+      // The budget was spent waiting for the slot: the caller already has its KILN_TIMEOUT.
+      if (expired) return undefined as TResult;
+      try {
+        return await work(client, sessionSettings, remainingMs);
+      } catch (error) {
+        throw historyError(error, operation, budgetMs, elapsed());
+      }
+    });
+    // Settled after the deadline (the caller has its answer): nothing is left unhandled.
+    running.catch(() => undefined);
+    try {
+      return await this.reads.track(Promise.race([running, timedOut]));
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}
+
+/** SQLSTATE 57014 query_canceled. */
+const QUERY_CANCELED = "57014";
+
+/**
+ * The one classification of a failed history read of `operation` after `elapsedMs` of its
+ * `budgetMs` (`historyTimeoutMs`): a `KilnError` passes through; the server's statement timeout
+ * (57014 with PostgreSQL's "statement timeout" message: an administrator's cancel is also 57014,
+ * and is not ours) and any failure that arrives once the budget is spent (a pool's "timeout
+ * exceeded when trying to connect", a cancel racing the deadline) are `KILN_TIMEOUT`; anything
+ * else is the classified `KILN_STORE_ERROR` of {@link toStoreError}.
+ */
+function historyError(error: unknown, operation: string, budgetMs: number, elapsedMs: number): KilnError {
+  if (KilnError.is(error)) return error;
+  const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };
+  const statementTimeout =
+    code === QUERY_CANCELED && typeof message === "string" && message.includes("statement timeout");
+  if (statementTimeout || elapsedMs >= budgetMs) return historyTimeout(operation, budgetMs, error);
+  return toStoreError(error, operation);
+}
+
+/** The retryable `KILN_TIMEOUT` of a history read of `operation` that spent its `budgetMs`. */
+function historyTimeout(operation: string, budgetMs: number, cause: unknown): KilnError {
+  const sqlState = (cause as { code?: unknown } | undefined)?.code;
+  return new KilnError(
+    "KILN_TIMEOUT",
+    `PostgreSQL ${operation} ran longer than historyTimeoutMs (${budgetMs} ms), waiting for a connection or running: query fewer tags, intervals or a shorter range, or raise the store's historyTimeoutMs.`,
+    {
+      ...(cause === undefined ? {} : { cause }),
+      retryable: true,
+      details: typeof sqlState === "string" ? { operation, sqlState } : { operation },
+    },
+  );
+}
+
+/** At most `size` tasks at once; the others wait in arrival order. */
+class Slots {
+  readonly #size: number;
+  #running = 0;
+  readonly #waiting: (() => void)[] = [];
+
+  constructor(size: number) {
+    this.#size = size;
+  }
+
+  async run<TResult>(task: () => Promise<TResult>): Promise<TResult> {
+    if (this.#running >= this.#size) await new Promise<void>((resolve) => this.#waiting.push(resolve));
+    else this.#running++;
+    try {
+      return await task();
+    } finally {
+      // The slot passes straight to the next waiter (the count stays), else it is freed.
+      const next = this.#waiting.shift();
+      if (next) next();
+      else this.#running--;
     }
   }
 }

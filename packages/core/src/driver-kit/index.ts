@@ -96,6 +96,7 @@ export {
   numericValue,
   samplePoint,
   valueAtInSeries,
+  valuesInSeries,
   valueFromBounds,
   type SamplePoint,
   type SampleSeries,

@@ -164,23 +164,47 @@ export function samplePoint(sample: Sample | undefined): SamplePoint | undefined
     : { time: sample.timestamp, value: exactValue(sample.value), good: isGoodData(sample), sample };
 }
 
-/** The bounding samples of `time` in a series (OPC UA Part 13, 3.1.8). */
-function boundingSamples(series: SampleSeries, time: number): BoundingSamples<SamplePoint> {
-  const after = lowerBound(series.timestamps, time);
-  const at = series.timestamps[after] === time ? after : after - 1;
-  const goodAt = (from: number, step: 1 | -1): SamplePoint | undefined => {
-    for (let position = from; position >= 0 && position < series.samples.length; position += step) {
-      const sample = series.samples[position]!;
-      if (isGoodData(sample)) return samplePoint(sample);
+/**
+ * The bounding samples of each of `times` (ascending) in a series (OPC UA Part 13, 3.1.8). The
+ * nearest good sample before a time is looked for only back to the previous time (after: up to
+ * the next time); a time with none there takes its neighbour's. Each sample is read at most once
+ * per direction, however many times share a stretch of bad samples (a search from every time
+ * read a 100k-sample stretch once per time: seconds of a blocked event loop).
+ */
+function boundingSamplesAt(series: SampleSeries, times: readonly number[]): BoundingSamples<SamplePoint>[] {
+  const { samples, timestamps } = series;
+  const afters = times.map((time) => lowerBound(timestamps, time));
+  const ats = afters.map((after, index) => (timestamps[after] === times[index] ? after : after - 1));
+  const goodBefore = new Array<SamplePoint | undefined>(times.length);
+  let carried: SamplePoint | undefined;
+  for (let index = 0; index < times.length; index++) {
+    const stop = index === 0 ? -1 : ats[index - 1]!;
+    for (let position = ats[index]!; position > stop; position--) {
+      if (isGoodData(samples[position]!)) {
+        carried = samplePoint(samples[position]);
+        break;
+      }
     }
-    return undefined;
-  };
-  return {
-    goodBefore: goodAt(at, -1),
-    goodAfter: goodAt(after, 1),
-    anyBefore: samplePoint(series.samples[at]),
-    anyAfter: samplePoint(series.samples[after]),
-  };
+    goodBefore[index] = carried;
+  }
+  const bounds = new Array<BoundingSamples<SamplePoint>>(times.length);
+  carried = undefined;
+  for (let index = times.length - 1; index >= 0; index--) {
+    const stop = index === times.length - 1 ? samples.length : afters[index + 1]!;
+    for (let position = afters[index]!; position < stop; position++) {
+      if (isGoodData(samples[position]!)) {
+        carried = samplePoint(samples[position]);
+        break;
+      }
+    }
+    bounds[index] = {
+      goodBefore: goodBefore[index],
+      goodAfter: carried,
+      anyBefore: samplePoint(samples[ats[index]!]),
+      anyAfter: samplePoint(samples[afters[index]!]),
+    };
+  }
+  return bounds;
 }
 
 /**
@@ -205,7 +229,21 @@ export function valueFromBounds(
 
 /** {@link valueFromBounds} over an in-memory series. */
 export function valueAtInSeries(tag: string, series: SampleSeries, time: number, interpolation: Interpolation): Sample {
-  return valueFromBounds(tag, time, boundingSamples(series, time), interpolation);
+  return valuesInSeries(tag, series, [time], interpolation)[0]!;
+}
+
+/**
+ * {@link valueFromBounds} over an in-memory series at each of `times` (ascending, ms since the
+ * epoch): one sample per time, in order. A stretch of bad samples is read once, not once per time.
+ */
+export function valuesInSeries(
+  tag: string,
+  series: SampleSeries,
+  times: readonly number[],
+  interpolation: Interpolation,
+): Sample[] {
+  const bounds = boundingSamplesAt(series, times);
+  return times.map((time, index) => valueFromBounds(tag, time, bounds[index]!, interpolation));
 }
 
 /** Rank of a quality severity for {@link downsampleSeries}: the worse, the higher. */

@@ -14,7 +14,7 @@ import {
   checkIntervalQuery,
   checkValueAtQuery,
 } from "../history/history-input";
-import { aggregateSeries, downsampleSeries, valueAtInSeries, type SampleSeries } from "../history/series-history";
+import { aggregateSeries, downsampleSeries, valuesInSeries, type SampleSeries } from "../history/series-history";
 import { parseOrThrow } from "../domain/validation";
 import type { AlarmHistory, AlarmHistoryEntry, TimeRange } from "@kiln/core/driver-kit";
 import type { AuditEntry, AuditLog } from "@kiln/core/driver-kit";
@@ -281,19 +281,16 @@ export class MemoryStore implements Store {
       valueAt: async (tags, time) => {
         this.#assertOpen();
         const checked = checkValueAtQuery(tags, time, known);
-        return checked.tags.map((tag) =>
-          valueAtInSeries(tag, seriesOf(tag), checked.time, this.#interpolations.get(tag)!),
+        return checked.tags.flatMap((tag) =>
+          valuesInSeries(tag, seriesOf(tag), [checked.time], this.#interpolations.get(tag)!),
         );
       },
       interpolated: async (tags, query) => {
         this.#assertOpen();
         const checked = checkIntervalQuery(tags, query, known);
         const { start, intervalMs, count } = checked.intervals;
-        return checked.tags.flatMap((tag) =>
-          Array.from({ length: count }, (_, index) =>
-            valueAtInSeries(tag, seriesOf(tag), start + index * intervalMs, this.#interpolations.get(tag)!),
-          ),
-        );
+        const times = Array.from({ length: count }, (_, index) => start + index * intervalMs);
+        return checked.tags.flatMap((tag) => valuesInSeries(tag, seriesOf(tag), times, this.#interpolations.get(tag)!));
       },
       downsample: async (tag, query) => {
         this.#assertOpen();

@@ -562,6 +562,116 @@ export function storeHistoryConformance(options: StoreGroupConformanceOptions): 
     );
 
     test(
+      "downsample and TimeAverage before 1970 with fractional-ms timestamps: every picked sample comes back, every area counts",
+      withHistory(options, async (history, store) => {
+        // Before the epoch a time's ms is negative: a time recomputed from its float ms (to_timestamp)
+        // can land a microsecond off the stored one. The same samples after 1970 are the oracle.
+        // (1931-12-01 plus whole seconds and 317 µs: PostgreSQL's to_timestamp(ms / 1000) misses each by 1 µs.)
+        const offsets = [0.317, 1000.317, 1500.5, 2000.317, 3000.317, 4000.317, 5000.317, 6000.317, 7000.317];
+        const values = [5, -3, null, 7, 1, 9, -8, 2, 4];
+        const pattern = (base: number): Sample[] =>
+          offsets.map((offset, index) => ({
+            tag: TREND,
+            value: values[index]!,
+            timestamp: base + offset,
+            quality: values[index] === null ? BAD : GOOD,
+          }));
+        const before = Date.UTC(1931, 11, 1);
+        const after = T0 + 5000 * S;
+        await store.samples.writeBatch([...pattern(before), ...pattern(after)]);
+        const trend = async (base: number): Promise<unknown[]> =>
+          (await history.downsample(TREND, { start: base, end: base + 8 * S, points: 40 })).map((sample) => [
+            Math.round((sample.timestamp - base) * 1000),
+            sample.value,
+            sample.quality.severity,
+          ]);
+        // Each sample is its column's only pick: all nine come back, before 1970 as after.
+        expect((await trend(before)).length).toBe(9);
+        expect(await trend(before)).toEqual(await trend(after));
+        // Sibling: a time-weighted area whose previous good sample lies behind a bad one looks that
+        // sample up at its own time: the areas before 1970 are those after it.
+        const areas = async (base: number): Promise<[unknown, unknown][]> =>
+          (
+            await history.aggregate([TREND], {
+              start: base + 1000,
+              end: base + 7000,
+              intervalMs: 2000,
+              aggregates: ["TimeAverage", "Total"],
+            })
+          ).flatMap((interval) =>
+            (["TimeAverage", "Total"] as const).map((name): [unknown, unknown] => [
+              interval.values[name]?.value ?? null,
+              interval.values[name]?.quality.severity,
+            ]),
+          );
+        // Equal up to float rounding of the durations (the times' ms differ in magnitude).
+        const early = await areas(before);
+        const late = await areas(after);
+        expect(early.map(([, severity]) => severity)).toEqual(late.map(([, severity]) => severity));
+        const close = early.map(([value], index) => {
+          const expected = late[index]![0];
+          if (expected === null || value === null) return value === expected;
+          return Math.abs(Number(value) - Number(expected)) < 1e-6 * Math.max(1, Math.abs(Number(expected)));
+        });
+        expect(close).toEqual(early.map(() => true));
+      }),
+    );
+
+    test(
+      "interpolated across a stretch of bad samples: each time takes the nearest good sample on each side, however far (a stepped string)",
+      withHistory(options, async (history, store) => {
+        // state: "run" from 10 s (golden data), "heat" at 100 s, bad samples 101-199 s, "cool" at 200 s.
+        await store.samples.writeBatch([
+          at(STATE, 100, "heat"),
+          ...Array.from({ length: 99 }, (_, index) => at(STATE, 101 + index, null, BAD)),
+          at(STATE, 200, "cool"),
+        ]);
+        const values = await history.interpolated([STATE], {
+          start: T0 + 95 * S,
+          end: T0 + 215 * S,
+          intervalMs: 10 * S,
+        });
+        expect(values.map((value) => [(value.timestamp - T0) / S, value.value, value.quality.severity])).toEqual([
+          [95, "run", "good"],
+          ...Array.from({ length: 10 }, (_, index) => [105 + index * 10, "heat", "uncertain"]), // rests on bad data
+          [205, "cool", "uncertain"], // held past the last sample
+        ]);
+      }),
+    );
+
+    test(
+      "interpolated equals valueAt at every time: samples at sub-ms offsets, a bad stretch, the next good sample 40 days later",
+      withHistory(options, async (history, store) => {
+        // One Part 13 value per time, whichever query asks: the batched one (interpolated, which
+        // looks for a nearest good sample only up to the neighbouring time and carries it) and
+        // the single-time one (valueAt). Times fall between samples stored at sub-ms offsets, in a
+        // bad stretch, and after the last nearby sample, where the bound is 40 days away (a slope
+        // of micro-units: 78.5 where valueAt says 78.49997 would be a second answer).
+        const base = T0 + 20_000 * S;
+        await store.samples.writeBatch([
+          { tag: TREND, value: 70, timestamp: base + 0.317, quality: GOOD },
+          { tag: TREND, value: 71.5, timestamp: base + 1000.731, quality: GOOD },
+          { tag: TREND, value: 99, timestamp: base + 2000.5, quality: BAD },
+          { tag: TREND, value: 98, timestamp: base + 2500.001, quality: UNCERTAIN },
+          { tag: TREND, value: 78.5, timestamp: base + 3000.999, quality: GOOD },
+          { tag: TREND, value: 0, timestamp: base + 40 * 86_400 * S + 0.123, quality: GOOD },
+        ]);
+        for (const start of [base - 1000, base + 1]) {
+          const batched = await history.interpolated([TREND], { start, end: start + 40 * 250, intervalMs: 250 });
+          const single: Sample[] = [];
+          for (const value of batched) single.push(...(await history.valueAt([TREND], value.timestamp)));
+          const plain = (values: readonly Sample[]): unknown[] =>
+            values.map((value) => [value.timestamp - base, value.value, value.quality.severity, value.quality.code]);
+          expect(plain(batched)).toEqual(plain(single));
+          // After the last nearby sample the value slopes toward the far one: not held flat.
+          const tail = batched.at(-1)!;
+          const drop = 78.5 - (tail.value as number);
+          expect(drop > 0 && drop < 1e-3).toBe(true);
+        }
+      }),
+    );
+
+    test(
       "downsample reads a long range in one pass (20,000 samples well inside the test timeout)",
       withHistory(options, async (history, store) => {
         const start = T0 + 10_000 * S;
