@@ -353,4 +353,62 @@ describe("ModbusRequestQueue", () => {
     ).rejects.toBe(boom);
     await expect(queue.run(() => Promise.resolve(2), "b")).resolves.toBe(2);
   });
+
+  it("a fence that gets no answer of its own holds reads of its shape until its answer can no longer come (sibling of adv12q F1)", async () => {
+    // A fence is a read too: a gateway stamping the newest id may hand its late answer to a read of the fence's
+    // size elsewhere (a one-register block after a two-register block's fence).
+    const clock = new SimulatedClock();
+    const queue = new ModbusRequestQueue({ clock, timeoutMs: 100, lateAnswerGuardMs: 100 });
+    const started: [string, number][] = [];
+    const fence = () => (started.push(["fence", clock.now()]), new Promise<never>(() => undefined));
+    const silent = queue
+      .run(() => new Promise<string>(() => undefined), "HR0-1", undefined, { shape: "hr/4", fence, fenceShape: "hr/2" })
+      .catch(() => "timed out");
+    const start = clock.now();
+    await clock.advance(100);
+    expect(await silent).toBe("timed out");
+    const run = (name: string, shape: string) =>
+      queue.run(() => (started.push([name, clock.now()]), Promise.resolve(name)), name, undefined, {
+        shape,
+        fence,
+        fenceShape: "hr/2",
+      });
+    const again = run("HR0-1 again", "hr/4");
+    await clock.advance(100); // the quiet of hr/4 ends; the fence goes out and times out after 100 ms
+    await clock.advance(100);
+    await again;
+    const single = run("HR9", "hr/2"); // the fence's shape: waits until the fence's send time + 200 ms
+    await clock.advance(100);
+    await single;
+    expect(started).toEqual([
+      ["fence", start + 200],
+      ["HR0-1 again", start + 300],
+      ["HR9", start + 400],
+    ]);
+  });
+
+  it("an exception answer while an earlier request of its function, answered early by a mismatch, may still get its own is not trusted (sibling of adv12q F1)", async () => {
+    const clock = new SimulatedClock();
+    const queue = new ModbusRequestQueue({ clock, timeoutMs: 100, lateAnswerGuardMs: 100 });
+    const mismatch = new KilnError("KILN_DEVICE_ERROR", "answer does not fit", { details: {} });
+    await queue
+      .run(() => Promise.reject(mismatch), "HR0", undefined, { shape: "hr/2", exceptionShape: "hr" })
+      .catch(() => undefined);
+    await clock.advance(150); // past the old quiet time (mismatch + guard), within the late bound (send + 200)
+    const refusal = new KilnError("KILN_DEVICE_ERROR", "exception 2", { details: { modbus: 2 } });
+    const refuse = async () => {
+      const outcome = queue
+        .run(() => Promise.reject(refusal), "HR50", undefined, { shape: "hr/4", exceptionShape: "hr" })
+        .catch((caught: unknown) => caught);
+      await clock.advance(0);
+      return outcome;
+    };
+    expect(await refuse()).toMatchObject({ code: "KILN_DEVICE_ERROR", details: { unprovenException: 2 } });
+    // Past the late bounds (HR0's, and HR50's own, whose untrusted refusal holds its shape like a mismatch):
+    // a refusal is the request's own again.
+    const later = refuse();
+    await clock.advance(200);
+    const trusted = await later;
+    expect(modbusFailureOf(trusted)).toBe(2);
+  });
 });
