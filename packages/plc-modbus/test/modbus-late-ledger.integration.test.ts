@@ -165,3 +165,34 @@ function unitTags() {
   }
   return { tags: defineTags(definitions), expected };
 }
+
+describe("fences and probes stay within the address space (adv12q F5)", () => {
+  it("the fence before a read of HR65535 (and of coil 65535) asks nothing past address 65535", async () => {
+    const silenced = new Set<number>();
+    const device = await startRawTcpDevice((request) => {
+      // The first read of each area's last address (its own size, 1) times out: the next read of its shape is fenced.
+      if (request.value !== 1 || silenced.has(request.functionCode)) return { kind: "normal" };
+      silenced.add(request.functionCode);
+      return { kind: "silent" };
+    });
+    cleanups.push(() => device.stop());
+    const edge = defineTags({
+      last: { dataType: "uint16", address: "HR65535" },
+      coil: { dataType: "bool", address: "C65535" },
+    });
+    const driver = await driverFor(device.port);
+    const good: string[] = [];
+    // One tag at a time: an answer of another shape since the timeout would make the fence needless.
+    for (const name of ["last", "last", "coil", "coil"]) {
+      const [sample] = await driver.read([edge.get(name)]);
+      if (sample!.quality.severity === "good") good.push(name);
+      await new Promise((resolve) => setTimeout(resolve, 2 * TIMEOUT_MS + 50));
+    }
+    expect(good).toEqual(["last", "coil"]);
+    // A fence (another size) went out for each, and every request ends within 0-65535.
+    const sizes = device.requests.map((request) => `${request.functionCode}/${request.address}/${request.value}`);
+    expect(sizes).toEqual(expect.arrayContaining(["3/65534/2", "1/65527/9"]));
+    const past = device.requests.filter((request) => request.address + request.value > 65_536);
+    expect(past).toEqual([]);
+  }, 30_000);
+});
