@@ -47,6 +47,11 @@ interface Entry {
   readonly exceptionShape?: string | undefined;
   /** Sent while a late answer of its exception shape could still come (see `#strayExceptions`). */
   strayRisk?: boolean;
+  /**
+   * A fence sent while a late answer of its own shape could still come: an answer that fits it may be that
+   * one, so its own may still come too, and it enters the ledger whatever its outcome.
+   */
+  fenceAtRisk?: boolean;
   /** Order in which it went on the wire (set by #execute). */
   sent?: number;
   /** When (clock ms) it went on the wire (set by #execute): its answer may come until this plus the late bound. */
@@ -82,7 +87,9 @@ export interface ModbusRequestOptions {
   /**
    * The shape of the fence's answer (like `shape`). A fence that ends without its own answer enters the
    * ledger of possibly late answers under it, so a read of that shape waits until the fence's answer can no
-   * longer come. Without it, a failed fence holds back every request for the late bound.
+   * longer come; so does one sent while a late answer of its shape could still come (an answer that fit it may
+   * have been that one). A fence never goes out while a request of its shape is on the wire (before the ids are
+   * proven). Its outcome is ignored, so it need not wait for the ledger itself. Without it, a failed fence holds back every request for the late bound.
    */
   readonly fenceShape?: string;
   /**
@@ -303,19 +310,13 @@ export class ModbusRequestQueue {
         const fenced = next.shape !== undefined && this.#fences.has(next.shape);
         if (fenced && this.#fencing) break; // pumped again when the fence completes
         if (fenced && next.fence !== undefined) {
-          // The fence's answer must fit no other request either: not while one of its shape is on the wire
-          // (before the ids are proven) or a late answer of its shape may still come.
+          // The fence's answer must fit no other request on the wire with it (before the ids are proven).
           if (
             next.fenceShape === undefined
               ? this.#inFlight.size > 0
               : this.#sameShapeInFlight({ ...next, shape: next.fenceShape })
           )
             break;
-          const fenceWait = this.#quietFor(next.fenceShape) - this.#clock.now();
-          if (fenceWait > 0) {
-            await this.#clock.sleep(fenceWait);
-            continue;
-          }
           this.#sendFence(next.shape!, next.fence, next.fenceShape, next.what);
           continue;
         }
@@ -449,6 +450,7 @@ export class ModbusRequestQueue {
   #execute(entry: Entry): Promise<void> {
     entry.sent = ++this.#sent;
     entry.sentAt = this.#clock.now();
+    if (entry.isFence === true) entry.fenceAtRisk = this.#quietFor(entry.shape) > entry.sentAt;
     entry.strayRisk = this.#strayExceptionPossible(entry);
     // A fence only has to take an answer a gateway hands out as soon as a request arrives.
     const timeoutMs = entry.isFence === true ? Math.min(this.#timeoutMs, FENCE_TIMEOUT_MS) : this.#timeoutMs;
@@ -481,6 +483,7 @@ export class ModbusRequestQueue {
       promise.then(
         (value) => {
           if (finished) return; // timed out (or failed) already: its outcome was settled then
+          if (entry.fenceAtRisk === true) this.#startQuiet(entry);
           if (this.#inFlight.size > 1) this.#proveIds(entry);
           this.#answeredSince(entry);
           this.#settle(entry, true, value);
