@@ -32,8 +32,10 @@ export interface ModbusTcpTransport {
    */
   readonly frameQuietGapMs?: number;
   /**
-   * After a request times out, keep the connection quiet for another `requestTimeoutMs` before the next
-   * request whose answer would have the same shape (unit, function, byte count), as on RTU. Many serial
+   * After a request ends without its own answer (it times out, or an answer that does not fit it comes
+   * first), keep the connection quiet until its late bound has passed (its send time plus twice
+   * `requestTimeoutMs`) before the next request whose answer would have the same shape (unit, function,
+   * byte count), as on RTU. Many serial
    * gateways (TCP to RTU, "transparent" mode) wrap whatever RTU answer comes back with the MBAP header of
    * the newest request, so a late answer arrives with the next request's transaction id and fits it: on
    * with the default, that late answer arrives while nothing it would fit is asked and is dropped, instead

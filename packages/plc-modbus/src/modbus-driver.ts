@@ -929,11 +929,12 @@ export class ModbusDriver implements PlcDriver {
    * a read of another size at the same unit and address (an exception answer is as good: any answer takes a
    * late one a gateway held back). Its outcome counts nowhere.
    */
-  #fenceFor(request: ModbusReadRequest): { fence?: () => Promise<unknown> } {
+  #fenceFor(request: ModbusReadRequest): Pick<ModbusRequestOptions, "fence" | "fenceShape"> {
     const transport = this.#options.transport;
     if (transport.kind !== "tcp" || !transport.lateAnswerGuard) return {};
     const fence = otherSize(request);
     return {
+      fenceShape: this.#guarded(request.unitId, shapeOf(fence), fence.area).shape!,
       fence: () => {
         const client = this.#client;
         if (!client || this.status !== "connected") return Promise.reject(modbusDisconnectedError("fence"));
@@ -1093,8 +1094,10 @@ function holeQuality(hole: ModbusLearnedHole, address: ModbusAddress): Quality {
 }
 
 /**
- * A read at `request`'s unit and address of another size than it (one register or 8 bits fewer, or more for
- * the smallest), whose answer cannot pass for `request`'s: a fence, and a probe (see `ModbusDriver.#nextProbe`).
+ * A read at `request`'s unit of another size than it (one register or 8 bits fewer, or more for the smallest),
+ * whose answer cannot pass for `request`'s: a fence, and a probe (see `ModbusDriver.#nextProbe`). It starts at
+ * `request`'s address, or as much lower as a larger read needs to end within the address space (0-65535: a
+ * read of 2 registers at 65535 would ask past its end).
  */
 function otherSize(request: ModbusReadRequest): ModbusReadRequest {
   const count = isBitArea(request.area)
@@ -1104,8 +1107,12 @@ function otherSize(request: ModbusReadRequest): ModbusReadRequest {
     : request.count > 1
       ? request.count - 1
       : 2;
-  return { ...request, count, items: [] };
+  const address = Math.min(request.address, MODBUS_ADDRESS_SPACE - count);
+  return { ...request, address, count, items: [] };
 }
+
+/** Addresses in each Modbus area (0-65535). */
+const MODBUS_ADDRESS_SPACE = 0x10000;
 
 /** How block health names a request: `unit 1 HR100-109`. */
 function blockKey(request: ModbusReadRequest): string {

@@ -36,9 +36,17 @@ describe("ModbusRequestQueue", () => {
     const started: string[] = [];
     const fence = () => (started.push("fence"), Promise.reject(new Error("late answer does not fit")));
     const run = (name: string, shape: string) =>
-      queue.run(() => (started.push(name), Promise.resolve(name)), name, undefined, { shape, fence });
+      queue.run(() => (started.push(name), Promise.resolve(name)), name, undefined, {
+        shape,
+        fence,
+        fenceShape: "1/hr/1",
+      });
     const silent = queue
-      .run(() => new Promise<string>(() => undefined), "HR100", undefined, { shape: "1/hr/2", fence })
+      .run(() => new Promise<string>(() => undefined), "HR100", undefined, {
+        shape: "1/hr/2",
+        fence,
+        fenceShape: "1/hr/1",
+      })
       .catch(() => "timed out");
     await clock.advance(100);
     expect(await silent).toBe("timed out");
@@ -54,7 +62,11 @@ describe("ModbusRequestQueue", () => {
 
     // Sibling: a request of another shape answered after the timeout took any held answer: no fence.
     const silent2 = queue
-      .run(() => new Promise<string>(() => undefined), "HR100", undefined, { shape: "1/hr/2", fence })
+      .run(() => new Promise<string>(() => undefined), "HR100", undefined, {
+        shape: "1/hr/2",
+        fence,
+        fenceShape: "1/hr/1",
+      })
       .catch(() => "timed out");
     await clock.advance(100);
     await silent2;
@@ -79,18 +91,20 @@ describe("ModbusRequestQueue", () => {
     const start = clock.now();
     await fail("HR0", "1/hr/2", new KilnError("KILN_DEVICE_ERROR", "answer does not fit", { details: {} }));
     const next = run("HR50", "1/hr/2");
-    await clock.advance(100);
+    await clock.advance(200);
     await next;
+    // Its own answer may come until its send time plus the late bound (timeout + guard), however early the
+    // answer that did not fit came (adv12q F1: a quiet time counted from the mismatch ended too soon).
     expect(started).toEqual([
-      ["fence", start + 100],
-      ["HR50", start + 100],
+      ["fence", start + 200],
+      ["HR50", start + 200],
     ]);
     const exception = new KilnError("KILN_DEVICE_ERROR", "exception 2", { details: { modbus: 2 } });
     await fail("HR100", "1/hr/2", exception);
     const after = run("HR0 again", "1/hr/2");
     await clock.advance(0);
     await after;
-    expect(started.at(-1)).toEqual(["HR0 again", start + 100]); // an exception is its own answer: at once
+    expect(started.at(-1)).toEqual(["HR0 again", start + 200]); // an exception is its own answer: at once
   });
 
   it("after a timeout keeps the line quiet only for requests the late answer could pass for", async () => {
@@ -338,5 +352,63 @@ describe("ModbusRequestQueue", () => {
       }, "a"),
     ).rejects.toBe(boom);
     await expect(queue.run(() => Promise.resolve(2), "b")).resolves.toBe(2);
+  });
+
+  it("a fence that gets no answer of its own holds reads of its shape until its answer can no longer come (sibling of adv12q F1)", async () => {
+    // A fence is a read too: a gateway stamping the newest id may hand its late answer to a read of the fence's
+    // size elsewhere (a one-register block after a two-register block's fence).
+    const clock = new SimulatedClock();
+    const queue = new ModbusRequestQueue({ clock, timeoutMs: 100, lateAnswerGuardMs: 100 });
+    const started: [string, number][] = [];
+    const fence = () => (started.push(["fence", clock.now()]), new Promise<never>(() => undefined));
+    const silent = queue
+      .run(() => new Promise<string>(() => undefined), "HR0-1", undefined, { shape: "hr/4", fence, fenceShape: "hr/2" })
+      .catch(() => "timed out");
+    const start = clock.now();
+    await clock.advance(100);
+    expect(await silent).toBe("timed out");
+    const run = (name: string, shape: string) =>
+      queue.run(() => (started.push([name, clock.now()]), Promise.resolve(name)), name, undefined, {
+        shape,
+        fence,
+        fenceShape: "hr/2",
+      });
+    const again = run("HR0-1 again", "hr/4");
+    await clock.advance(100); // the quiet of hr/4 ends; the fence goes out and times out after 100 ms
+    await clock.advance(100);
+    await again;
+    const single = run("HR9", "hr/2"); // the fence's shape: waits until the fence's send time + 200 ms
+    await clock.advance(100);
+    await single;
+    expect(started).toEqual([
+      ["fence", start + 200],
+      ["HR0-1 again", start + 300],
+      ["HR9", start + 400],
+    ]);
+  });
+
+  it("an exception answer while an earlier request of its function, answered early by a mismatch, may still get its own is not trusted (sibling of adv12q F1)", async () => {
+    const clock = new SimulatedClock();
+    const queue = new ModbusRequestQueue({ clock, timeoutMs: 100, lateAnswerGuardMs: 100 });
+    const mismatch = new KilnError("KILN_DEVICE_ERROR", "answer does not fit", { details: {} });
+    await queue
+      .run(() => Promise.reject(mismatch), "HR0", undefined, { shape: "hr/2", exceptionShape: "hr" })
+      .catch(() => undefined);
+    await clock.advance(150); // past the old quiet time (mismatch + guard), within the late bound (send + 200)
+    const refusal = new KilnError("KILN_DEVICE_ERROR", "exception 2", { details: { modbus: 2 } });
+    const refuse = async () => {
+      const outcome = queue
+        .run(() => Promise.reject(refusal), "HR50", undefined, { shape: "hr/4", exceptionShape: "hr" })
+        .catch((caught: unknown) => caught);
+      await clock.advance(0);
+      return outcome;
+    };
+    expect(await refuse()).toMatchObject({ code: "KILN_DEVICE_ERROR", details: { unprovenException: 2 } });
+    // Past the late bounds (HR0's, and HR50's own, whose untrusted refusal holds its shape like a mismatch):
+    // a refusal is the request's own again.
+    const later = refuse();
+    await clock.advance(200);
+    const trusted = await later;
+    expect(modbusFailureOf(trusted)).toBe(2);
   });
 });

@@ -12,10 +12,15 @@ export interface ModbusRequestQueueOptions {
   /** Quiet time between the end of one request and the start of the next. @default 0 */
   readonly interRequestDelayMs?: number;
   /**
-   * After a request times out, the line stays quiet this long (ms) before the next request of the same
-   * shape (or without one) goes out, so a late answer arrives while nothing is asked that it would fit
-   * (Modbus RTU has no transaction id to tell it apart). A request of another shape goes at once: a late answer
-   * cannot pass as its answer, it is refused as a mismatch. What the shape holds is the caller's (the driver
+   * How long (ms) after its request's timeout a late answer may still arrive: the late bound of a request is
+   * `timeoutMs + lateAnswerGuardMs` from when it went on the wire (twice the timeout with the driver's guard).
+   * Every request that ended without its own trusted answer (timed out, refused an answer that did not fit
+   * it, failed in a pipeline desync, a fence among them) enters a ledger of possibly late answers until
+   * its send time plus that bound, and no request of the same shape (or without one) goes out before
+   * that: a late answer arrives while nothing is asked that it would fit (Modbus RTU has no transaction id to
+   * tell it apart; a TCP gateway may stamp it with the newest request's id). A request of another shape goes
+   * at once: a late answer cannot pass as its answer, it is refused as a mismatch (and that request enters
+   * the ledger in turn: its own answer may still come). What the shape holds is the caller's (the driver
    * leaves the unit out on TCP, where a gateway may stamp a late answer with another request's unit id).
    * @default 0
    */
@@ -36,12 +41,21 @@ interface Entry {
   readonly isFence?: boolean;
   /** The shape of its answer (unit, function, size); see {@link ModbusRequestOptions.shape}. */
   readonly shape: string | undefined;
+  /** The shape of its fence's answer; see {@link ModbusRequestOptions.fenceShape}. */
+  readonly fenceShape?: string | undefined;
   /** The shape of an exception answer to it; see {@link ModbusRequestOptions.exceptionShape}. */
   readonly exceptionShape?: string | undefined;
   /** Sent while a late answer of its exception shape could still come (see `#strayExceptions`). */
   strayRisk?: boolean;
+  /**
+   * A fence sent while a late answer of its own shape could still come: an answer that fits it may be that
+   * one, so its own may still come too, and it enters the ledger whatever its outcome.
+   */
+  fenceAtRisk?: boolean;
   /** Order in which it went on the wire (set by #execute). */
   sent?: number;
+  /** When (clock ms) it went on the wire (set by #execute): its answer may come until this plus the late bound. */
+  sentAt?: number;
   resolve(value: unknown): void;
   reject(error: unknown): void;
   settled: boolean;
@@ -70,6 +84,14 @@ export interface ModbusRequestOptions {
    * fence, which refuses it (its shape does not fit), instead of to this request. Its outcome is ignored.
    */
   readonly fence?: () => Promise<unknown>;
+  /**
+   * The shape of the fence's answer (like `shape`). A fence that ends without its own answer enters the
+   * ledger of possibly late answers under it, so a read of that shape waits until the fence's answer can no
+   * longer come; so does one sent while a late answer of its shape could still come (an answer that fit it may
+   * have been that one). A fence never goes out while a request of its shape is on the wire (before the ids are
+   * proven). Its outcome is ignored, so it need not wait for the ledger itself. Without it, a failed fence holds back every request for the late bound.
+   */
+  readonly fenceShape?: string;
   /**
    * What an exception answer to it looks like (e.g. `"1/holding-register"`: unit and function; an exception
    * carries no size). With the late-answer guard on, an exception answer that came while a request of the same
@@ -110,7 +132,11 @@ export class ModbusRequestQueue {
   #running = false;
   #lastEnd = Number.NEGATIVE_INFINITY;
   readonly #guardMs: number;
-  /** Until when (ms) the line stays quiet for requests of each shape (undefined: every request) after a failure. */
+  /**
+   * The ledger of possibly late answers: until when (clock ms) an answer to a request of each shape (undefined:
+   * a shapeless request, which could fit any) that ended without its own trusted answer may still arrive
+   * (its send time plus the late bound, `timeoutMs + lateAnswerGuardMs`). Requests of that shape wait.
+   */
   readonly #quiet = new Map<string | undefined, number>();
   /**
    * After a timeout (guard on): its shape and the requests sent by then. Cleared once a request of another
@@ -158,16 +184,6 @@ export class ModbusRequestQueue {
   }
 
   /**
-   * Ends the quiet time after a timeout (see `lateAnswerGuardMs`): on a new TCP connection no late answer
-   * of the old one can arrive.
-   */
-  endQuiet(): void {
-    this.#quiet.clear();
-    this.#fences.clear();
-    this.#strayExceptions.clear();
-  }
-
-  /**
    * Keeps background requests (probes) off the wire until the returned release is called (idempotent):
    * a read holds them while it runs, so a probe never slips in between two of its requests (the read
    * queues one after the other, so the queue is empty for a moment after each answer) and holds the line
@@ -182,6 +198,16 @@ export class ModbusRequestQueue {
       this.#holds--;
       if (this.#holds === 0) void this.#pump();
     };
+  }
+
+  /**
+   * Forgets the ledger of possibly late answers (see `lateAnswerGuardMs`): on a new TCP connection no late
+   * answer of the old one can arrive.
+   */
+  endQuiet(): void {
+    this.#quiet.clear();
+    this.#fences.clear();
+    this.#strayExceptions.clear();
   }
 
   /** Requests on the wire now. */
@@ -219,6 +245,7 @@ export class ModbusRequestQueue {
         shape: options.shape,
         exceptionShape: options.exceptionShape,
         fence: options.fence,
+        fenceShape: options.fenceShape,
         resolve: resolve as (value: unknown) => void,
         reject,
         settled: false,
@@ -283,7 +310,14 @@ export class ModbusRequestQueue {
         const fenced = next.shape !== undefined && this.#fences.has(next.shape);
         if (fenced && this.#fencing) break; // pumped again when the fence completes
         if (fenced && next.fence !== undefined) {
-          this.#sendFence(next.shape!, next.fence, next.what);
+          // The fence's answer must fit no other request on the wire with it (before the ids are proven).
+          if (
+            next.fenceShape === undefined
+              ? this.#inFlight.size > 0
+              : this.#sameShapeInFlight({ ...next, shape: next.fenceShape })
+          )
+            break;
+          this.#sendFence(next.shape!, next.fence, next.fenceShape, next.what);
           continue;
         }
         const entry = this.#queue.shift()!;
@@ -298,7 +332,7 @@ export class ModbusRequestQueue {
   }
 
   /** Sends `fence` (see {@link ModbusRequestOptions.fence}) ahead of the request `what`; its outcome is ignored. */
-  #sendFence(shape: string, fence: () => Promise<unknown>, what: string): void {
+  #sendFence(shape: string, fence: () => Promise<unknown>, fenceShape: string | undefined, what: string): void {
     this.#fences.delete(shape);
     this.#fencing = true;
     const entry: Entry = {
@@ -308,7 +342,7 @@ export class ModbusRequestQueue {
       background: false,
       fence: undefined,
       isFence: true,
-      shape: undefined,
+      shape: fenceShape,
       resolve: () => undefined,
       reject: () => undefined,
       settled: false,
@@ -354,18 +388,29 @@ export class ModbusRequestQueue {
   }
 
   /**
-   * `entry` failed without its own answer (a timeout, an answer that did not fit): with the guard on, requests
-   * of its shape wait `lateAnswerGuardMs` of quiet, then a fence (see {@link ModbusRequestOptions.fence}).
+   * `entry` failed without its own answer (a timeout, an answer that did not fit, a fence's failure too): with
+   * the guard on, it enters the ledger of possibly late answers until its answer can no longer come (its send
+   * time plus the late bound, however early it failed: after an answer that did not fit, its own may still
+   * come stamped with a later request's id), and requests of its shape wait until then, then a fence (see
+   * {@link ModbusRequestOptions.fence}).
    */
   #startQuiet(entry: Entry, unproven = false): void {
-    if (this.#guardMs <= 0 || entry.isFence === true) return;
-    this.#quiet.set(entry.shape, this.#clock.now() + this.#guardMs);
+    if (this.#guardMs <= 0) return;
+    const now = this.#clock.now();
+    // Its own answer may come until its send time plus the late bound (a timer firing late adds its delay).
+    const until = Math.max((entry.sentAt ?? now) + this.#timeoutMs, now) + this.#guardMs;
+    this.#ledger(this.#quiet, entry.shape, until);
+    if (entry.isFence === true) return; // its outcome is ignored: nothing to fence, no exception learned
     if (entry.shape !== undefined) this.#fences.set(entry.shape, this.#sent);
     // An untrusted exception was an answer: one that was this request's own says nothing later may come
     // (else one refused address read every scan would keep every later refusal untrusted).
-    if (entry.exceptionShape !== undefined && !unproven) {
-      this.#strayExceptions.set(entry.exceptionShape, this.#clock.now() + this.#guardMs);
-    }
+    if (entry.exceptionShape !== undefined && !unproven)
+      this.#ledger(this.#strayExceptions, entry.exceptionShape, until);
+  }
+
+  /** Extends `ledger`'s entry for `shape` to `until` (never shortens it). */
+  #ledger<K>(ledger: Map<K, number>, shape: K, until: number): void {
+    ledger.set(shape, Math.max(ledger.get(shape) ?? Number.NEGATIVE_INFINITY, until));
   }
 
   /** Whether a late exception answer to a request of `entry`'s exception shape may still come now. */
@@ -404,6 +449,8 @@ export class ModbusRequestQueue {
 
   #execute(entry: Entry): Promise<void> {
     entry.sent = ++this.#sent;
+    entry.sentAt = this.#clock.now();
+    if (entry.isFence === true) entry.fenceAtRisk = this.#quietFor(entry.shape) > entry.sentAt;
     entry.strayRisk = this.#strayExceptionPossible(entry);
     // A fence only has to take an answer a gateway hands out as soon as a request arrives.
     const timeoutMs = entry.isFence === true ? Math.min(this.#timeoutMs, FENCE_TIMEOUT_MS) : this.#timeoutMs;
@@ -436,6 +483,7 @@ export class ModbusRequestQueue {
       promise.then(
         (value) => {
           if (finished) return; // timed out (or failed) already: its outcome was settled then
+          if (entry.fenceAtRisk === true) this.#startQuiet(entry);
           if (this.#inFlight.size > 1) this.#proveIds(entry);
           this.#answeredSince(entry);
           this.#settle(entry, true, value);

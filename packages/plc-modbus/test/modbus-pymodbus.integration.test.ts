@@ -2,7 +2,7 @@ import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { createServer, type AddressInfo } from "node:net";
 import { fileURLToPath } from "node:url";
 import { afterEach, describe, expect, it } from "vitest";
-import { defineTags, type Sample } from "@kiln/core";
+import { MemoryStore, QualityCodes, createControlSystem, defineTags, type Sample } from "@kiln/core";
 import { ModbusDriver, type ModbusDriverOptions, type ModbusTransport } from "../src/index";
 import { openSerialPair, type SerialPair } from "./serial-pair";
 
@@ -64,6 +64,23 @@ async function readWhenUp(
   }
 }
 
+/** Waits until the server listens on `port`: the driver's connect fails until then. */
+async function untilListening(port: number): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    const probe = new ModbusDriver({
+      transport: { kind: "tcp", host: "127.0.0.1", port },
+      reconnect: { enabled: false },
+    });
+    const up = await probe.connect().then(
+      () => true,
+      () => false,
+    );
+    await probe.close();
+    if (up || attempt > 50) return;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
 async function crossCheck(
   transport: ModbusTransport,
   options: Partial<ModbusDriverOptions> = {},
@@ -92,23 +109,59 @@ describe.skipIf(!python)(
     ])("reads every area and type, and writes, over Modbus TCP: %s", async (_, framing, maxInFlight) => {
       const port = await freePort();
       startPymodbus("tcp", String(port));
-      // The driver's connect fails until the server listens; retry for a while.
-      for (let attempt = 0; ; attempt++) {
-        const probe = new ModbusDriver({
-          transport: { kind: "tcp", host: "127.0.0.1", port },
-          reconnect: { enabled: false },
-        });
-        const up = await probe.connect().then(
-          () => true,
-          () => false,
-        );
-        await probe.close();
-        if (up || attempt > 50) break;
-        await new Promise((resolve) => setTimeout(resolve, 100));
-      }
+      await untilListening(port);
       const driver = await crossCheck({ kind: "tcp", host: "127.0.0.1", port, ...framing }, { maxInFlight });
       // No answer was taken for a misaligned one: pipelining was never given up.
       expect(driver.maxInFlight).toBe(maxInFlight);
+    });
+
+    it("NaN and ±Infinity float registers are never shown good through acquisition; the value is kept as sent (adv12q F4)", async () => {
+      const port = await freePort();
+      startPymodbus("tcp", String(port));
+      const floats = defineTags({
+        nan: { dataType: "float32", address: "HR60:float32" },
+        inf: { dataType: "float32", address: "HR62:float32" },
+        negInf: { dataType: "float64", address: "HR64:float32" },
+        fine: { dataType: "float32", address: "HR30:float32" },
+      });
+      await untilListening(port);
+      // The driver itself delivers what the device sent; the core's one check of driver samples judges it.
+      const driver = new ModbusDriver({ transport: { kind: "tcp", host: "127.0.0.1", port } });
+      const store = new MemoryStore();
+      const system = createControlSystem({
+        machineId: "nan",
+        tags: floats,
+        store,
+        driver,
+        scanGroups: { default: { periodMs: 100 } },
+      });
+      const seen = new Map<string, Sample>();
+      for (const name of ["nan", "inf", "negInf", "fine"])
+        system.cvt.observe(name, (change) => seen.set(name, change.sample));
+      await system.start();
+      try {
+        for (let wait = 0; seen.size < 4 && wait < 50; wait++) await new Promise((resolve) => setTimeout(resolve, 100));
+      } finally {
+        await system.stop();
+      }
+      const view = (name: string) => {
+        const sample = seen.get(name)!;
+        return [sample.value, sample.quality.severity, sample.quality.code, sample.quality.reason];
+      };
+      expect(view("nan")).toEqual([Number.NaN, "bad", QualityCodes.Bad, "the device sent NaN (not a number)"]);
+      expect(view("inf")).toEqual([
+        Number.POSITIVE_INFINITY,
+        "bad",
+        QualityCodes.BadOutOfRange,
+        "the device sent +Infinity",
+      ]);
+      expect(view("negInf")).toEqual([
+        Number.NEGATIVE_INFINITY,
+        "bad",
+        QualityCodes.BadOutOfRange,
+        "the device sent -Infinity",
+      ]);
+      expect(view("fine")).toEqual([21.5, "good", QualityCodes.Good, undefined]);
     });
 
     it.skipIf(!hasSocat)(

@@ -10,6 +10,10 @@ registers[0] = 111
 registers[20] = 222
 registers[50] = 555
 registers[30], registers[31] = struct.unpack(">HH", struct.pack(">f", 21.5))
+# Non-finite float32 words (big-endian): NaN 0x7FC00000, +Infinity 0x7F800000, -Infinity 0xFF800000.
+registers[60], registers[61] = 0x7FC0, 0x0000
+registers[62], registers[63] = 0x7F80, 0x0000
+registers[64], registers[65] = 0xFF80, 0x0000
 coils = [False] * 16
 coils[3] = True
 unit = ModbusSlaveContext(

@@ -19,6 +19,12 @@ export class RtuLineDevice {
    * is pending the device is busy and ignores requests, as a slow device does.
    */
   lateBy: (index: number) => number = () => 0;
+  /**
+   * With `concurrent`, a late answer does not make the device busy: every request is answered on its own
+   * schedule, so a late answer may come while a later request is on the line (a gateway or a multi-drop
+   * line of devices answering independently).
+   */
+  concurrent = false;
   requests = 0;
   #busy = false;
   #port: SerialPortLike;
@@ -81,10 +87,11 @@ export class RtuLineDevice {
         const late = this.lateBy(index);
         if (late <= 0) this.#answer(request);
         else {
-          this.#busy = true;
+          const concurrent = this.concurrent;
+          if (!concurrent) this.#busy = true;
           const held = Buffer.from(request);
           setTimeout(() => {
-            this.#busy = false;
+            if (!concurrent) this.#busy = false;
             this.#answer(held);
           }, late);
         }

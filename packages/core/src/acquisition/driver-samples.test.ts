@@ -76,3 +76,45 @@ test("a source timestamp a store cannot keep (NaN, out of range) is stamped on r
   expect(samples[0]).toMatchObject({ timestamp: NOW, value: 5, quality: { severity: "uncertain" } });
   expect(samples[1]).toMatchObject({ timestamp: NOW, quality: { severity: "bad", reason: "x" } });
 });
+
+test("a good float sample holding NaN or ±Infinity (scalar or any array element) is bad with the value kept; an integer tag or a finite float is untouched (adv12q F4)", () => {
+  const floats = defineTags({
+    f64: { dataType: "float64" },
+    f32: { dataType: "float32" },
+    neg: { dataType: "float64" },
+    array: { dataType: "float32", arrayLength: 3 },
+    fine: { dataType: "float64", arrayLength: 2 },
+    count: { dataType: "uint16" },
+  });
+  const byName = new Map(floats.list().map((tag) => [tag.name, tag]));
+  const uncertain: Sample = { ...good("neg", Number.NaN), quality: quality("uncertain", "sensor warming up") };
+  const { samples } = checkDriverSamples(
+    [
+      good("f64", Number.NaN),
+      good("f32", Number.POSITIVE_INFINITY),
+      good("neg", Number.NEGATIVE_INFINITY),
+      good("array", Object.freeze([1.5, Number.POSITIVE_INFINITY, Number.NaN])),
+      good("fine", Object.freeze([1.5, -2])),
+      good("count", 7),
+    ],
+    byName,
+    true,
+    NOW,
+  );
+  expect(
+    samples.map((sample) => [sample.tag, sample.quality.severity, sample.quality.code, sample.quality.reason]),
+  ).toEqual([
+    ["f64", "bad", QualityCodes.Bad, "the device sent NaN (not a number)"],
+    ["f32", "bad", QualityCodes.BadOutOfRange, "the device sent +Infinity"],
+    ["neg", "bad", QualityCodes.BadOutOfRange, "the device sent -Infinity"],
+    ["array", "bad", QualityCodes.Bad, "the device sent NaN (not a number) in an element of the array"],
+    ["fine", "good", QualityCodes.Good, undefined],
+    ["count", "good", QualityCodes.Good, undefined],
+  ]);
+  // The value is kept exactly as sent (stores keep NaN and ±Infinity).
+  expect(samples[0]!.value).toBeNaN();
+  expect(samples[1]!.value).toBe(Number.POSITIVE_INFINITY);
+  expect(samples[3]!.value).toEqual([1.5, Number.POSITIVE_INFINITY, Number.NaN]);
+  // Sibling: an uncertain NaN is kept as the driver reported it (never shown good either).
+  expect(checkDriverSamples([uncertain], byName, false, NOW).samples[0]).toBe(uncertain);
+});

@@ -18,6 +18,12 @@ export interface CheckedSamples {
  * - A sample whose value is not of its tag's type is passed through {@link coerceToTagType}:
  *   an exact conversion is kept (a coil's 1 for a `bool` tag is `true`), anything else becomes
  *   `bad` `BadTypeMismatch` with the reason and a `null` value. A `bad` sample is kept as is.
+ * - A `good` sample of a `float32`/`float64` tag whose value (or any element of an array value) is
+ *   NaN or ±Infinity is not shown good (a device's "not a number" or overflow is no measurement):
+ *   NaN becomes `bad` `Bad` "the device sent NaN (not a number)", ±Infinity `bad` `BadOutOfRange`
+ *   "the device sent +Infinity" (or -Infinity). The value is kept exactly as sent (a `bad` sample may
+ *   carry the value the source gave; stores keep NaN and ±Infinity exactly). An `uncertain` or `bad`
+ *   sample is kept as is.
  * - A sample whose source timestamp is not a time a store can keep (NaN, out of
  *   `SAMPLE_TIME_MIN`..`SAMPLE_TIME_MAX`) is stamped `now`; a `good` one turns `uncertain`
  *   with the reason, so it is stored rather than dropped and never shown as good.
@@ -150,10 +156,41 @@ function checked(sample: Sample, tag: Tag): Sample {
     };
   }
   // The common case, a value the driver already typed: no conversion, no allocation.
-  if (isExactTagValue(sample.value, tag)) return sample;
+  if (isExactTagValue(sample.value, tag)) return nonFinite(sample, tag);
   const coerced = coerceToTagType(sample.value, tag);
   if (!coerced.ok) return { tag: sample.tag, value: null, timestamp: sample.timestamp, quality: coerced.quality };
-  return coerced.value === sample.value ? sample : { ...sample, value: coerced.value };
+  return nonFinite(coerced.value === sample.value ? sample : { ...sample, value: coerced.value }, tag);
+}
+
+/**
+ * `sample` (typed for `tag`), `bad` when it is a `good` float sample whose value or any element of it is NaN
+ * or ±Infinity (see {@link checkDriverSamples}); the value is kept as sent.
+ */
+function nonFinite(sample: Sample, tag: Tag): Sample {
+  if (sample.quality.severity !== "good" || (tag.dataType !== "float32" && tag.dataType !== "float64")) return sample;
+  const { value } = sample;
+  let found: number | undefined;
+  if (typeof value === "number") {
+    if (Number.isFinite(value)) return sample;
+    found = value;
+  } else if (Array.isArray(value)) {
+    for (const element of value as readonly unknown[]) {
+      if (typeof element === "number" && !Number.isFinite(element)) {
+        // NaN is named first: it says the most (a sensor fault) and is never a range.
+        if (Number.isNaN(element)) {
+          found = element;
+          break;
+        }
+        found ??= element;
+      }
+    }
+    if (found === undefined) return sample;
+  } else return sample;
+  const where = typeof value === "number" ? "" : " in an element of the array";
+  const reason = Number.isNaN(found)
+    ? quality("bad", `the device sent NaN (not a number)${where}`, QualityCodes.Bad)
+    : quality("bad", `the device sent ${found > 0 ? "+" : "-"}Infinity${where}`, QualityCodes.BadOutOfRange);
+  return { ...sample, quality: reason };
 }
 
 function stamped(sample: Sample, now: number): Sample {
