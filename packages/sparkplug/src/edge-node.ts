@@ -30,7 +30,7 @@ import {
 import { memoryBdSeqStore, type BdSeqStore } from "./bdseq-store";
 import { CommandDropAudit, type DroppedCommandReason } from "./command-drop-audit";
 import { JournalBacklog, MemoryBacklog, type ForwardBacklog, type SentMark } from "./forward-backlog";
-import { mqttConnect } from "./mqtt-client";
+import { boundedGoodbye, endSession, mqttConnect } from "./mqtt-client";
 import { sparkplugDataTypeOfTag, type SparkplugMetricDataType } from "./datatypes";
 import { decodeHostState } from "./host-state";
 import {
@@ -352,7 +352,6 @@ interface Session {
 }
 
 /** How long each step of a goodbye (DDEATH, NDEATH, DISCONNECT) may take, in ms. */
-const GOODBYE_TIMEOUT_MS = 2_000;
 const DEFAULT_BACKOFF: ReconnectBackoff = { initialDelayMs: 1_000, maxDelayMs: 30_000 };
 /** How long the replay waits for the broker to confirm a historical DDATA (the UNSUBACK barrier), in ms. */
 const BARRIER_TIMEOUT_MS = 30_000;
@@ -712,21 +711,7 @@ export class SparkplugEdgeNode {
    */
   async #goodbye(session: Session, devices: boolean): Promise<void> {
     const client = session.client;
-    const bounded = async (work: Promise<unknown>): Promise<boolean> => {
-      const timer = new AbortController();
-      const settled = await Promise.race([
-        work.then(
-          () => true,
-          () => false,
-        ),
-        this.#clock.sleep(GOODBYE_TIMEOUT_MS, timer.signal).then(
-          () => false,
-          () => false,
-        ),
-      ]);
-      timer.abort();
-      return settled;
-    };
+    const bounded = (work: Promise<unknown>): Promise<boolean> => boundedGoodbye(work, this.#clock);
     let sent = client.connected;
     if (sent && devices) {
       const ddeath = encodePayload({ timestamp: this.#clock.now(), seq: this.#nextSeq(), metrics: [] });
@@ -736,7 +721,7 @@ export class SparkplugEdgeNode {
       sent = await bounded(
         client.publishAsync(this.#topics.ndeath, Buffer.from(this.#deathPayload(session.bdSeq)), { qos: 1 }),
       );
-    if (!sent || !(await bounded(client.endAsync()))) await client.endAsync(true).catch(() => undefined);
+    await endSession(client, this.#clock, sent);
   }
 
   /** Stops the node. */
