@@ -143,6 +143,15 @@ export interface SparkplugEdgeNodeOptions {
    */
   readonly primaryHostId?: string;
   /**
+   * How far ahead of this node's clock a primary host's STATE timestamp may be, in ms. A STATE
+   * further ahead is ignored (`host-state-ignore`, a problem in health): taken as the newest, it
+   * would make the node ignore every later STATE of that host (Sparkplug 3.0.0, host application
+   * STATE: only a STATE at least as new as the last one seen counts,
+   * [tck-id-message-flow-edge-node-birth-publish-phid-wait-timestamp]) until the node restarts.
+   * `Infinity` turns the check off. @default 300000 (5 min)
+   */
+  readonly maxHostClockSkewMs?: number;
+  /**
    * Who DCMD writes run as: each goes through `system.writeTag(principal, ...)`, so it is
    * authorized, checked and audited by Kiln like any other write. Give a principal without
    * `tag.write` for a read-only node: every DCMD write is then refused and audited as denied.
@@ -300,6 +309,19 @@ export interface SparkplugEdgeNodeEvents {
   "link-change": DriverStatusChange;
   /** The primary host's STATE changed (a STATE message with a current timestamp). */
   "host-state-change": { readonly hostId: string; readonly online: boolean; readonly timestamp: number };
+  /**
+   * A STATE of the primary host was ignored: `older` than the newest one seen (kept across
+   * sessions, as Sparkplug 3.0.0 requires; an old session's Will, or a host whose clock is behind
+   * the previous one's), or `future` (further ahead of this node's clock than
+   * `maxHostClockSkewMs`). An ignored `online: true` is also a problem in health until a STATE is taken.
+   */
+  "host-state-ignore": {
+    readonly hostId: string;
+    readonly online: boolean;
+    readonly timestamp: number;
+    readonly reason: "older" | "future";
+    readonly message: string;
+  };
   /** NBIRTH and DBIRTH were published. */
   "birth-publish": { readonly bdSeq: number; readonly reason: "session" | "rebirth"; readonly metrics: number };
   /** A DCMD write went through Kiln's command path. */
@@ -400,6 +422,7 @@ function forwardSettings(options: SparkplugStoreAndForwardOptions): ForwardSetti
 }
 
 const DEFAULT_MAX_PENDING_COMMANDS = 64;
+const DEFAULT_MAX_HOST_CLOCK_SKEW_MS = 300_000;
 const DEFAULT_MAX_METRICS_PER_COMMAND = 256;
 
 /** `metric` as sent when it cannot be encoded: null, Quality bad, BadTypeMismatch and the reason. */
@@ -488,7 +511,13 @@ export class SparkplugEdgeNode {
   #lastBdSeq: number | undefined;
   #bdSeqLoaded = false;
   #seq = 0;
-  #host: { state: "online" | "offline" | "unknown"; timestamp?: number; onlineTimestamp?: number } = {
+  #host: {
+    state: "online" | "offline" | "unknown";
+    timestamp?: number;
+    onlineTimestamp?: number;
+    /** When (this node's clock) the STATE of `timestamp` was taken. */
+    seenAt?: number;
+  } = {
     state: "unknown",
   };
   #pending: Sample[] = [];
@@ -594,6 +623,11 @@ export class SparkplugEdgeNode {
       if (issues.length > 0) throw new KilnValidationError("Sparkplug edge node options", issues);
     }
     this.#awaitAcks = options.awaitHostAcks === true;
+    const skew = options.maxHostClockSkewMs;
+    if (skew !== undefined && !(typeof skew === "number" && skew >= 0))
+      throw new KilnValidationError("Sparkplug edge node options", [
+        { path: "maxHostClockSkewMs", message: "must be a number of ms from 0 (Infinity: no check)" },
+      ]);
     this.#clock = options.clock ?? new SystemClock();
     this.#dropAudit = new CommandDropAudit(this.#clock, (reason, messages) => this.#auditDrops(reason, messages));
     this.#bdSeqStore = options.bdSeqStore ?? memoryBdSeqStore();
@@ -1579,13 +1613,42 @@ export class SparkplugEdgeNode {
       return;
     }
     const previous = this.#host;
+    const now = this.#clock.now();
+    const iso = (at: number): string =>
+      Number.isFinite(at) && Math.abs(at) <= 8.64e15 ? new Date(at).toISOString() : String(at);
+    const what = `STATE ${state.online ? "online" : "offline"} at ${iso(state.timestamp)} (${state.timestamp})`;
+    const skew = this.#options.maxHostClockSkewMs ?? DEFAULT_MAX_HOST_CLOCK_SKEW_MS;
+    // Far ahead of this node's clock: taken as the newest, it would pin the node, which would
+    // then ignore every later STATE of that host until it restarts.
+    if (state.timestamp > now + skew) {
+      this.#ignoreHostState(
+        state,
+        "future",
+        `${what} ignored: more than ${skew} ms (maxHostClockSkewMs) ahead of this node's clock (${iso(now)}); check the host's and this node's clocks`,
+      );
+      return;
+    }
     // [tck-id-message-flow-edge-node-birth-publish-phid-wait-timestamp]: only a STATE at least as
     // new as the last one counts; an old session's death must not take the node down.
-    if (previous.timestamp !== undefined && state.timestamp < previous.timestamp) return;
-    if (!state.online && previous.onlineTimestamp !== undefined && state.timestamp < previous.onlineTimestamp) return;
+    const newest =
+      previous.timestamp !== undefined && state.timestamp < previous.timestamp
+        ? previous.timestamp
+        : !state.online && previous.onlineTimestamp !== undefined && state.timestamp < previous.onlineTimestamp
+          ? previous.onlineTimestamp
+          : undefined;
+    if (newest !== undefined) {
+      this.#ignoreHostState(
+        state,
+        "older",
+        `${what} ignored: older than the STATE at ${iso(newest)} (${newest}) seen at ${iso(previous.seenAt ?? now)}; a host whose clock is behind the previous one's is not followed until its STATE timestamps pass that one (or this node restarts)`,
+      );
+      return;
+    }
+    this.#problems.delete("host-state");
     this.#host = {
       state: state.online ? "online" : "offline",
       timestamp: state.timestamp,
+      seenAt: now,
       ...(state.online
         ? { onlineTimestamp: state.timestamp }
         : previous.onlineTimestamp === undefined
@@ -1611,6 +1674,18 @@ export class SparkplugEdgeNode {
         if (!this.#stopping) void this.#reconnect(`primary host ${this.#options.primaryHostId} went offline`, true);
       });
     }
+  }
+
+  /** Reports an ignored STATE; an ignored online STATE is a problem while the host is not online. */
+  #ignoreHostState(state: { online: boolean; timestamp: number }, reason: "older" | "future", message: string): void {
+    void this.#bus.publish("host-state-ignore", {
+      hostId: this.#options.primaryHostId!,
+      online: state.online,
+      timestamp: state.timestamp,
+      reason,
+      message,
+    });
+    if (state.online && this.#host.state !== "online") this.#problems.set("host-state", message);
   }
 
   #onNodeCommand(session: Session, topic: string, bytes: Uint8Array): void {
