@@ -111,7 +111,9 @@ export interface SparkplugStoreAndForwardOptions {
   /**
    * What happens at a limit: `drop-oldest` drops the oldest records to make room (the newest
    * history is kept); `refuse-new` keeps the backlog and drops the new samples. Either way every
-   * dropped sample is counted (`storeAndForward.samplesDropped`) and evented (`samples-drop`).
+   * dropped sample is counted and evented (`samples-drop`): in `storeAndForward.samplesDropped`
+   * when it was never published, in `samplesDroppedAfterPublish` when `drop-oldest` dropped it
+   * after it was published and before it was known to be stored (the host may have it).
    * @default "drop-oldest"
    */
   readonly overflow?: "drop-oldest" | "refuse-new";
@@ -243,10 +245,16 @@ export interface SparkplugStoreAndForwardHealth {
   /**
    * Samples dropped since start: at a limit (by the overflow policy), when the journal could not
    * take them (`KILN_JOURNAL_FAILED`), or at replay when the tag they belong to is no longer in
-   * the catalog (or changed type). None of them is sent, except that `drop-oldest` may drop the
-   * record a replay is sending (waiting for the broker's answer): those samples may arrive.
+   * the catalog (or changed type). None of them was published: exact.
    */
   readonly samplesDropped: number;
+  /**
+   * Samples `drop-oldest` dropped after they had been published and before they were known to
+   * be stored: with `awaitHostAcks`, published and not yet acknowledged (the host may have
+   * stored them, or not); without, in the record a replay was sending (waiting for the broker's
+   * answer). Lost to the host is at most this many (and `samplesDropped`); not in `samplesDropped`.
+   */
+  readonly samplesDroppedAfterPublish: number;
   /** What was found in the journal when it was opened (records and samples from an earlier run). */
   readonly recovered?: { readonly records: number; readonly samples: number; readonly unreadableRecords: number };
   /**
@@ -343,6 +351,11 @@ export interface SparkplugEdgeNodeEvents {
   "samples-drop": {
     readonly samples: number;
     readonly reason: "overflow" | "journal-failed" | "unknown-metric" | "unreadable" | "unencodable";
+    /**
+     * True when the samples had been published before they were dropped and were not known to be
+     * stored (the host may have them): counted in `samplesDroppedAfterPublish`, not `samplesDropped`.
+     */
+    readonly published?: boolean;
     readonly message: string;
   };
   /**
@@ -543,6 +556,8 @@ export class SparkplugEdgeNode {
   /** Samples handed to the backlog and not yet appended. */
   #storing = 0;
   #replaying = false;
+  /** The id of the record the replay (without acks) is sending, until it is released. */
+  #replayInFlight: number | undefined;
   #recovered: SparkplugStoreAndForwardHealth["recovered"];
   #counts = {
     births: 0,
@@ -556,6 +571,7 @@ export class SparkplugEdgeNode {
     stored: 0,
     replayed: 0,
     forwardDropped: 0,
+    forwardDroppedAfterPublish: 0,
     dropped: 0,
     unencodable: 0,
   };
@@ -827,6 +843,7 @@ export class SparkplugEdgeNode {
       samplesStored: this.#counts.stored,
       samplesReplayed: this.#counts.replayed,
       samplesDropped: this.#counts.forwardDropped,
+      samplesDroppedAfterPublish: this.#counts.forwardDroppedAfterPublish,
       ...(this.#recovered === undefined ? {} : { recovered: this.#recovered }),
       ...(this.#awaitAcks
         ? {
@@ -1209,9 +1226,15 @@ export class SparkplugEdgeNode {
     return run;
   }
 
-  #drop(samples: number, reason: SparkplugEdgeNodeEvents["samples-drop"]["reason"], message: string): void {
-    this.#counts.forwardDropped += samples;
-    void this.#bus.publish("samples-drop", { samples, reason, message });
+  #drop(
+    samples: number,
+    reason: SparkplugEdgeNodeEvents["samples-drop"]["reason"],
+    message: string,
+    published = false,
+  ): void {
+    if (published) this.#counts.forwardDroppedAfterPublish += samples;
+    else this.#counts.forwardDropped += samples;
+    void this.#bus.publish("samples-drop", { samples, reason, message, ...(published ? { published } : {}) });
   }
 
   /** Hands changes that cannot be published now to the backlog, as records of at most `batchSamples`. */
@@ -1295,12 +1318,33 @@ export class SparkplugEdgeNode {
       backlog.bytes + this.#appending.bytes + recordBytes > forward.maxBytes;
     if (full() && forward.overflow === "drop-oldest") {
       let dropped = 0;
-      while (full() && backlog.records > 0) dropped += (await backlog.dropOldest()) ?? 0;
+      let droppedAfterPublish = 0;
+      while (full() && backlog.records > 0) {
+        // Published and not known to be stored (unacknowledged, or the record a replay is
+        // sending): the host may have it, so it is counted apart from what was never sent.
+        const oldest = backlog.oldestRecord()!;
+        const count = (await backlog.dropOldest()) ?? 0;
+        if (oldest.sent || oldest.id === this.#replayInFlight) droppedAfterPublish += count;
+        else dropped += count;
+      }
       if (dropped > 0)
         this.#drop(dropped, "overflow", `store-and-forward backlog full: ${dropped} oldest samples dropped`);
+      if (droppedAfterPublish > 0)
+        this.#drop(
+          droppedAfterPublish,
+          "overflow",
+          `store-and-forward backlog full: ${droppedAfterPublish} oldest samples dropped after they were published and before they were known to be stored (the host may have them)`,
+          true,
+        );
     }
     if (full()) {
-      this.#drop(samples, "overflow", `store-and-forward backlog full: ${samples} new samples refused`);
+      // Live DDATA already published (awaiting acks): not kept for a resend, but the host may have it.
+      this.#drop(
+        samples,
+        "overflow",
+        `store-and-forward backlog full: ${samples} new samples refused${sent === undefined ? "" : " (published, not kept for a resend: the host may have them)"}`,
+        sent !== undefined,
+      );
       return { done: Promise.resolve() };
     }
     this.#appending.samples += samples;
@@ -1327,7 +1371,12 @@ export class SparkplugEdgeNode {
         settled();
         const reason = KilnError.is(error, "KILN_BUFFER_FULL") ? "overflow" : "journal-failed";
         this.#problems.set("journal", `store-and-forward: ${(error as Error).message}`);
-        this.#drop(samples, reason, `store-and-forward could not keep ${samples} samples: ${(error as Error).message}`);
+        this.#drop(
+          samples,
+          reason,
+          `store-and-forward could not keep ${samples} samples: ${(error as Error).message}`,
+          sent !== undefined,
+        );
       },
     );
     return { done };
@@ -1365,12 +1414,14 @@ export class SparkplugEdgeNode {
             );
           } else {
             session.client.publish(this.#topics.ddata, Buffer.from(bytes), { qos: 0, retain: false });
+            this.#replayInFlight = record.id;
             this.#counts.dataMessages++;
             this.#counts.metrics += metrics.length;
             if (!(await this.#barrier(session))) return; // kept: sent again after the next births
           }
         }
         const released = await this.#onForward(() => backlog.release(record.id));
+        this.#replayInFlight = undefined;
         if (released !== undefined) this.#counts.replayed += metrics.length;
         // Let live changes (a microtask flush) and commands through before the next record.
         await new Promise<void>((resolve) => setImmediate(resolve));
@@ -1378,6 +1429,7 @@ export class SparkplugEdgeNode {
     } catch (error) {
       this.#problems.set("replay", `store-and-forward replay stopped: ${(error as Error).message}`);
     } finally {
+      this.#replayInFlight = undefined;
       this.#replaying = false;
     }
   }
