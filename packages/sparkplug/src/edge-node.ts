@@ -14,6 +14,7 @@ import {
   type Sample,
   type Tag,
   type TagValue,
+  type TimerHandle,
 } from "@kiln/core";
 import {
   ConnectionLifecycle,
@@ -153,6 +154,14 @@ export interface SparkplugEdgeNodeOptions {
    * `Infinity` turns the check off. @default 300000 (5 min)
    */
   readonly maxHostClockSkewMs?: number;
+  /**
+   * The shortest time between a birth and a rebirth asked for by NCMD `Node Control/Rebirth`, in
+   * ms. A request within it is not refused: the requests that come inside it are coalesced into
+   * one rebirth when it has passed (counted in `commands.rebirthsCoalesced`), so a flood of
+   * requests costs one full birth per interval, and every request is followed by a birth.
+   * @default 1000
+   */
+  readonly minRebirthIntervalMs?: number;
   /**
    * Who DCMD writes run as: each goes through `system.writeTag(principal, ...)`, so it is
    * authorized, checked and audited by Kiln like any other write. Give a principal without
@@ -294,7 +303,13 @@ export interface SparkplugEdgeNodeHealth {
   readonly commands: {
     readonly written: number;
     readonly refused: number;
+    /** Rebirths published at an NCMD `Node Control/Rebirth`. */
     readonly rebirths: number;
+    /**
+     * NCMD rebirth requests folded into another birth: they came within `minRebirthIntervalMs` of
+     * the last birth, or while a rebirth was already due.
+     */
+    readonly rebirthsCoalesced: number;
     readonly malformed: number;
     /**
      * Command messages dropped unhandled: beyond `maxPendingCommands` waiting, or carrying more
@@ -436,6 +451,7 @@ function forwardSettings(options: SparkplugStoreAndForwardOptions): ForwardSetti
 
 const DEFAULT_MAX_PENDING_COMMANDS = 64;
 const DEFAULT_MAX_HOST_CLOCK_SKEW_MS = 300_000;
+const DEFAULT_MIN_REBIRTH_INTERVAL_MS = 1_000;
 const DEFAULT_MAX_METRICS_PER_COMMAND = 256;
 
 /** `metric` as sent when it cannot be encoded: null, Quality bad, BadTypeMismatch and the reason. */
@@ -556,6 +572,9 @@ export class SparkplugEdgeNode {
   /** Samples handed to the backlog and not yet appended. */
   #storing = 0;
   #replaying = false;
+  /** When the last births went out (monotonic clock), and the timer of a rebirth waiting for the interval. */
+  #lastBirthAt: number | undefined;
+  #rebirthTimer: TimerHandle | undefined;
   /** The id of the record the replay (without acks) is sending, until it is released. */
   #replayInFlight: number | undefined;
   #recovered: SparkplugStoreAndForwardHealth["recovered"];
@@ -567,6 +586,7 @@ export class SparkplugEdgeNode {
     written: 0,
     refused: 0,
     rebirths: 0,
+    rebirthsCoalesced: 0,
     malformed: 0,
     stored: 0,
     replayed: 0,
@@ -639,6 +659,11 @@ export class SparkplugEdgeNode {
       if (issues.length > 0) throw new KilnValidationError("Sparkplug edge node options", issues);
     }
     this.#awaitAcks = options.awaitHostAcks === true;
+    const rebirthInterval = options.minRebirthIntervalMs;
+    if (rebirthInterval !== undefined && !(Number.isFinite(rebirthInterval) && rebirthInterval >= 0))
+      throw new KilnValidationError("Sparkplug edge node options", [
+        { path: "minRebirthIntervalMs", message: "must be a finite number of ms from 0" },
+      ]);
     const skew = options.maxHostClockSkewMs;
     if (skew !== undefined && !(typeof skew === "number" && skew >= 0))
       throw new KilnValidationError("Sparkplug edge node options", [
@@ -738,6 +763,8 @@ export class SparkplugEdgeNode {
   async stop(): Promise<void> {
     if (this.#stopping) return this.#lifecycle.close();
     this.#stopping = true;
+    if (this.#rebirthTimer !== undefined) this.#clock.clearTimeout(this.#rebirthTimer);
+    this.#rebirthTimer = undefined;
     for (const dispose of this.#disposers.splice(0)) dispose();
     await this.#commandChain;
     await this.#dropAudit.flush();
@@ -819,6 +846,7 @@ export class SparkplugEdgeNode {
         written: this.#counts.written,
         refused: this.#counts.refused,
         rebirths: this.#counts.rebirths,
+        rebirthsCoalesced: this.#counts.rebirthsCoalesced,
         malformed: this.#counts.malformed,
         dropped: this.#counts.dropped,
       },
@@ -1100,6 +1128,12 @@ export class SparkplugEdgeNode {
 
   #birth(session: Session, reason: "session" | "rebirth"): void {
     if (this.#stopping || session.closing) return;
+    // This birth answers every rebirth request waiting for the interval.
+    if (this.#rebirthTimer !== undefined) {
+      this.#clock.clearTimeout(this.#rebirthTimer);
+      this.#rebirthTimer = undefined;
+    }
+    this.#lastBirthAt = this.#elapsed();
     // Changes before the births: stored as history with store-and-forward; else only in the births
     // (each tag's current value) and counted.
     if (this.#forward !== undefined) this.#store(this.#pending, this.#pendingMachineState);
@@ -1755,10 +1789,38 @@ export class SparkplugEdgeNode {
     for (const metric of payload.metrics)
       if (metric.name === STORED_THROUGH_METRIC) this.#onStoredThrough(session, topic, metric);
     const rebirth = payload.metrics.some((metric) => metric.name === REBIRTH_METRIC && metric.value === true);
-    if (rebirth && session.born) {
+    if (rebirth && session.born) this.#requestRebirth(session);
+  }
+
+  /**
+   * A rebirth at an NCMD request: now, or — within `minRebirthIntervalMs` of the last birth —
+   * once the interval has passed, one for every request that came meanwhile (coalesced, counted).
+   */
+  /** Elapsed-time reading: the clock's monotonic time where it has one, else its wall time. */
+  #elapsed(): number {
+    return this.#clock.monotonicNow?.() ?? this.#clock.now();
+  }
+
+  #requestRebirth(session: Session): void {
+    if (this.#rebirthTimer !== undefined) {
+      this.#counts.rebirthsCoalesced++;
+      return;
+    }
+    const interval = this.#options.minRebirthIntervalMs ?? DEFAULT_MIN_REBIRTH_INTERVAL_MS;
+    const wait = this.#lastBirthAt === undefined ? 0 : this.#lastBirthAt + interval - this.#elapsed();
+    if (wait <= 0) {
       this.#counts.rebirths++;
       this.#birth(session, "rebirth");
+      return;
     }
+    this.#counts.rebirthsCoalesced++;
+    this.#rebirthTimer = this.#clock.setTimeout(() => {
+      this.#rebirthTimer = undefined;
+      // A session that ended took its request with it: the next session is born anyway.
+      if (this.#stopping || this.#session !== session || session.closing || !session.born) return;
+      this.#counts.rebirths++;
+      this.#birth(session, "rebirth");
+    }, wait);
   }
 
   async #onDeviceCommand(topic: string, bytes: Uint8Array): Promise<void> {

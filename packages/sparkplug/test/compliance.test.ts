@@ -255,6 +255,50 @@ describe("Sparkplug B 3.0 edge node: births", () => {
     expect(fixture.node.health().commands.rebirths).toBe(1);
   });
 
+  /** Publishes `count` NCMD Node Control/Rebirth requests to the node, one after the other. */
+  async function askRebirth(f: EdgeFixture, count: number): Promise<void> {
+    const ncmd = encodePayload({
+      timestamp: Date.now(),
+      metrics: [{ name: "Node Control/Rebirth", datatype: "Boolean", value: true }],
+    });
+    await Promise.all(
+      Array.from({ length: count }, () => f.recorder.client.publishAsync(NCMD, Buffer.from(ncmd), { qos: 1 })),
+    );
+  }
+
+  test("a flood of NCMD rebirth requests (200) costs one birth now and one once minRebirthIntervalMs has passed: the requests in between are coalesced and counted, none is left without a birth after it", async () => {
+    fixture = await edgeFixture();
+    const node = fixture.newNode({ minRebirthIntervalMs: 600 });
+    await node.start();
+    await fixture.recorder.waitFor(ofType("DDATA"));
+    await pause(700);
+    fixture.recorder.clear();
+    await askRebirth(fixture, 200);
+    await pause(1_500);
+    const births = fixture.recorder.messages.filter(ofType("NBIRTH"));
+    expect(births).toHaveLength(2);
+    expect(node.health().commands).toMatchObject({ rebirths: 2, rebirthsCoalesced: 199 });
+    // The second birth came after the last request: it answers every request of the flood.
+    const messages = fixture.recorder.messages;
+    const lastRequest = messages.findLastIndex((message) => message.topic === NCMD);
+    expect(messages.indexOf(births[1]!)).toBeGreaterThan(lastRequest);
+  });
+
+  test("rebirth requests further apart than minRebirthIntervalMs each get their birth at once", async () => {
+    fixture = await edgeFixture();
+    const node = fixture.newNode({ minRebirthIntervalMs: 300 });
+    await node.start();
+    await fixture.recorder.waitFor(ofType("DDATA"));
+    await pause(400);
+    fixture.recorder.clear();
+    await askRebirth(fixture, 1);
+    await fixture.recorder.waitFor(ofType("NBIRTH"));
+    await pause(400);
+    await askRebirth(fixture, 1);
+    await expect.poll(() => fixture!.recorder.messages.filter(ofType("NBIRTH")).length, { timeout: 5_000 }).toBe(2);
+    expect(node.health().commands).toMatchObject({ rebirths: 2, rebirthsCoalesced: 0 });
+  });
+
   test("[tck-id-message-flow-edge-node-birth-publish-connect] births come before any data after every reconnect (link cut, broker restart)", async () => {
     fixture = await edgeFixture();
     await fixture.node.start();
