@@ -1869,6 +1869,18 @@ export class SparkplugEdgeNode {
         });
         continue;
       }
+      // A datatype on the wire that is not the one the DBIRTH gave this metric: the value was
+      // read as that other type (a DateTime 3 for a Float metric), so it is not the value meant
+      // for this metric — refused, never converted. Without a datatype, the birth's applies.
+      if (binding !== undefined && metric.datatype !== undefined && metric.datatype !== binding.datatype) {
+        await this.#refuseBeforeKiln({
+          ...(metric.alias === undefined ? {} : { alias: metric.alias }),
+          tag: binding.tag.name,
+          code: "KILN_VALIDATION",
+          message: `DCMD for ${binding.tag.name}${metric.alias === undefined ? "" : ` (alias ${String(metric.alias)})`} carries datatype ${metric.datatype}, but its DBIRTH datatype is ${binding.datatype}`,
+        });
+        continue;
+      }
       // A name this device never announced still goes to Kiln, which refuses and audits it.
       const tag = binding?.tag.name ?? metric.name;
       if (tag === undefined) {
