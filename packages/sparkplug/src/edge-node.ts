@@ -14,6 +14,7 @@ import {
   type Sample,
   type Tag,
   type TagValue,
+  type TimerHandle,
 } from "@kiln/core";
 import {
   ConnectionLifecycle,
@@ -30,7 +31,7 @@ import {
 import { memoryBdSeqStore, type BdSeqStore } from "./bdseq-store";
 import { CommandDropAudit, type DroppedCommandReason } from "./command-drop-audit";
 import { JournalBacklog, MemoryBacklog, type ForwardBacklog, type SentMark } from "./forward-backlog";
-import { mqttConnect } from "./mqtt-client";
+import { boundedGoodbye, endSession, mqttConnect } from "./mqtt-client";
 import { sparkplugDataTypeOfTag, type SparkplugMetricDataType } from "./datatypes";
 import { decodeHostState } from "./host-state";
 import {
@@ -111,7 +112,9 @@ export interface SparkplugStoreAndForwardOptions {
   /**
    * What happens at a limit: `drop-oldest` drops the oldest records to make room (the newest
    * history is kept); `refuse-new` keeps the backlog and drops the new samples. Either way every
-   * dropped sample is counted (`storeAndForward.samplesDropped`) and evented (`samples-drop`).
+   * dropped sample is counted and evented (`samples-drop`): in `storeAndForward.samplesDropped`
+   * when it was never published, in `samplesDroppedAfterPublish` when `drop-oldest` dropped it
+   * after it was published and before it was known to be stored (the host may have it).
    * @default "drop-oldest"
    */
   readonly overflow?: "drop-oldest" | "refuse-new";
@@ -142,6 +145,23 @@ export interface SparkplugEdgeNodeOptions {
    * publishes NDEATH, disconnects and starts over. @default none: publish whenever connected
    */
   readonly primaryHostId?: string;
+  /**
+   * How far ahead of this node's clock a primary host's STATE timestamp may be, in ms. A STATE
+   * further ahead is ignored (`host-state-ignore`, a problem in health): taken as the newest, it
+   * would make the node ignore every later STATE of that host (Sparkplug 3.0.0, host application
+   * STATE: only a STATE at least as new as the last one seen counts,
+   * [tck-id-message-flow-edge-node-birth-publish-phid-wait-timestamp]) until the node restarts.
+   * `Infinity` turns the check off. @default 300000 (5 min)
+   */
+  readonly maxHostClockSkewMs?: number;
+  /**
+   * The shortest time between a birth and a rebirth asked for by NCMD `Node Control/Rebirth`, in
+   * ms. A request within it is not refused: the requests that come inside it are coalesced into
+   * one rebirth when it has passed (counted in `commands.rebirthsCoalesced`), so a flood of
+   * requests costs one full birth per interval, and every request is followed by a birth.
+   * @default 1000
+   */
+  readonly minRebirthIntervalMs?: number;
   /**
    * Who DCMD writes run as: each goes through `system.writeTag(principal, ...)`, so it is
    * authorized, checked and audited by Kiln like any other write. Give a principal without
@@ -234,10 +254,16 @@ export interface SparkplugStoreAndForwardHealth {
   /**
    * Samples dropped since start: at a limit (by the overflow policy), when the journal could not
    * take them (`KILN_JOURNAL_FAILED`), or at replay when the tag they belong to is no longer in
-   * the catalog (or changed type). None of them is sent, except that `drop-oldest` may drop the
-   * record a replay is sending (waiting for the broker's answer): those samples may arrive.
+   * the catalog (or changed type). None of them was published: exact.
    */
   readonly samplesDropped: number;
+  /**
+   * Samples `drop-oldest` dropped after they had been published and before they were known to
+   * be stored: with `awaitHostAcks`, published and not yet acknowledged (the host may have
+   * stored them, or not); without, in the record a replay was sending (waiting for the broker's
+   * answer). Lost to the host is at most this many (and `samplesDropped`); not in `samplesDropped`.
+   */
+  readonly samplesDroppedAfterPublish: number;
   /** What was found in the journal when it was opened (records and samples from an earlier run). */
   readonly recovered?: { readonly records: number; readonly samples: number; readonly unreadableRecords: number };
   /**
@@ -277,7 +303,13 @@ export interface SparkplugEdgeNodeHealth {
   readonly commands: {
     readonly written: number;
     readonly refused: number;
+    /** Rebirths published at an NCMD `Node Control/Rebirth`. */
     readonly rebirths: number;
+    /**
+     * NCMD rebirth requests folded into another birth: they came within `minRebirthIntervalMs` of
+     * the last birth, or while a rebirth was already due.
+     */
+    readonly rebirthsCoalesced: number;
     readonly malformed: number;
     /**
      * Command messages dropped unhandled: beyond `maxPendingCommands` waiting, or carrying more
@@ -300,6 +332,19 @@ export interface SparkplugEdgeNodeEvents {
   "link-change": DriverStatusChange;
   /** The primary host's STATE changed (a STATE message with a current timestamp). */
   "host-state-change": { readonly hostId: string; readonly online: boolean; readonly timestamp: number };
+  /**
+   * A STATE of the primary host was ignored: `older` than the newest one seen (kept across
+   * sessions, as Sparkplug 3.0.0 requires; an old session's Will, or a host whose clock is behind
+   * the previous one's), or `future` (further ahead of this node's clock than
+   * `maxHostClockSkewMs`). An ignored `online: true` is also a problem in health until a STATE is taken.
+   */
+  "host-state-ignore": {
+    readonly hostId: string;
+    readonly online: boolean;
+    readonly timestamp: number;
+    readonly reason: "older" | "future";
+    readonly message: string;
+  };
   /** NBIRTH and DBIRTH were published. */
   "birth-publish": { readonly bdSeq: number; readonly reason: "session" | "rebirth"; readonly metrics: number };
   /** A DCMD write went through Kiln's command path. */
@@ -321,6 +366,11 @@ export interface SparkplugEdgeNodeEvents {
   "samples-drop": {
     readonly samples: number;
     readonly reason: "overflow" | "journal-failed" | "unknown-metric" | "unreadable" | "unencodable";
+    /**
+     * True when the samples had been published before they were dropped and were not known to be
+     * stored (the host may have them): counted in `samplesDroppedAfterPublish`, not `samplesDropped`.
+     */
+    readonly published?: boolean;
     readonly message: string;
   };
   /**
@@ -352,7 +402,6 @@ interface Session {
 }
 
 /** How long each step of a goodbye (DDEATH, NDEATH, DISCONNECT) may take, in ms. */
-const GOODBYE_TIMEOUT_MS = 2_000;
 const DEFAULT_BACKOFF: ReconnectBackoff = { initialDelayMs: 1_000, maxDelayMs: 30_000 };
 /** How long the replay waits for the broker to confirm a historical DDATA (the UNSUBACK barrier), in ms. */
 const BARRIER_TIMEOUT_MS = 30_000;
@@ -401,6 +450,8 @@ function forwardSettings(options: SparkplugStoreAndForwardOptions): ForwardSetti
 }
 
 const DEFAULT_MAX_PENDING_COMMANDS = 64;
+const DEFAULT_MAX_HOST_CLOCK_SKEW_MS = 300_000;
+const DEFAULT_MIN_REBIRTH_INTERVAL_MS = 1_000;
 const DEFAULT_MAX_METRICS_PER_COMMAND = 256;
 
 /** `metric` as sent when it cannot be encoded: null, Quality bad, BadTypeMismatch and the reason. */
@@ -489,7 +540,13 @@ export class SparkplugEdgeNode {
   #lastBdSeq: number | undefined;
   #bdSeqLoaded = false;
   #seq = 0;
-  #host: { state: "online" | "offline" | "unknown"; timestamp?: number; onlineTimestamp?: number } = {
+  #host: {
+    state: "online" | "offline" | "unknown";
+    timestamp?: number;
+    onlineTimestamp?: number;
+    /** When (this node's clock) the STATE of `timestamp` was taken. */
+    seenAt?: number;
+  } = {
     state: "unknown",
   };
   #pending: Sample[] = [];
@@ -515,6 +572,11 @@ export class SparkplugEdgeNode {
   /** Samples handed to the backlog and not yet appended. */
   #storing = 0;
   #replaying = false;
+  /** When the last births went out (monotonic clock), and the timer of a rebirth waiting for the interval. */
+  #lastBirthAt: number | undefined;
+  #rebirthTimer: TimerHandle | undefined;
+  /** The id of the record the replay (without acks) is sending, until it is released. */
+  #replayInFlight: number | undefined;
   #recovered: SparkplugStoreAndForwardHealth["recovered"];
   #counts = {
     births: 0,
@@ -524,10 +586,12 @@ export class SparkplugEdgeNode {
     written: 0,
     refused: 0,
     rebirths: 0,
+    rebirthsCoalesced: 0,
     malformed: 0,
     stored: 0,
     replayed: 0,
     forwardDropped: 0,
+    forwardDroppedAfterPublish: 0,
     dropped: 0,
     unencodable: 0,
   };
@@ -595,6 +659,16 @@ export class SparkplugEdgeNode {
       if (issues.length > 0) throw new KilnValidationError("Sparkplug edge node options", issues);
     }
     this.#awaitAcks = options.awaitHostAcks === true;
+    const rebirthInterval = options.minRebirthIntervalMs;
+    if (rebirthInterval !== undefined && !(Number.isFinite(rebirthInterval) && rebirthInterval >= 0))
+      throw new KilnValidationError("Sparkplug edge node options", [
+        { path: "minRebirthIntervalMs", message: "must be a finite number of ms from 0" },
+      ]);
+    const skew = options.maxHostClockSkewMs;
+    if (skew !== undefined && !(typeof skew === "number" && skew >= 0))
+      throw new KilnValidationError("Sparkplug edge node options", [
+        { path: "maxHostClockSkewMs", message: "must be a number of ms from 0 (Infinity: no check)" },
+      ]);
     this.#clock = options.clock ?? new SystemClock();
     this.#dropAudit = new CommandDropAudit(this.#clock, (reason, messages) => this.#auditDrops(reason, messages));
     this.#bdSeqStore = options.bdSeqStore ?? memoryBdSeqStore();
@@ -689,6 +763,8 @@ export class SparkplugEdgeNode {
   async stop(): Promise<void> {
     if (this.#stopping) return this.#lifecycle.close();
     this.#stopping = true;
+    if (this.#rebirthTimer !== undefined) this.#clock.clearTimeout(this.#rebirthTimer);
+    this.#rebirthTimer = undefined;
     for (const dispose of this.#disposers.splice(0)) dispose();
     await this.#commandChain;
     await this.#dropAudit.flush();
@@ -712,21 +788,7 @@ export class SparkplugEdgeNode {
    */
   async #goodbye(session: Session, devices: boolean): Promise<void> {
     const client = session.client;
-    const bounded = async (work: Promise<unknown>): Promise<boolean> => {
-      const timer = new AbortController();
-      const settled = await Promise.race([
-        work.then(
-          () => true,
-          () => false,
-        ),
-        this.#clock.sleep(GOODBYE_TIMEOUT_MS, timer.signal).then(
-          () => false,
-          () => false,
-        ),
-      ]);
-      timer.abort();
-      return settled;
-    };
+    const bounded = (work: Promise<unknown>): Promise<boolean> => boundedGoodbye(work, this.#clock);
     let sent = client.connected;
     if (sent && devices) {
       const ddeath = encodePayload({ timestamp: this.#clock.now(), seq: this.#nextSeq(), metrics: [] });
@@ -736,7 +798,7 @@ export class SparkplugEdgeNode {
       sent = await bounded(
         client.publishAsync(this.#topics.ndeath, Buffer.from(this.#deathPayload(session.bdSeq)), { qos: 1 }),
       );
-    if (!sent || !(await bounded(client.endAsync()))) await client.endAsync(true).catch(() => undefined);
+    await endSession(client, this.#clock, sent);
   }
 
   /** Stops the node. */
@@ -784,6 +846,7 @@ export class SparkplugEdgeNode {
         written: this.#counts.written,
         refused: this.#counts.refused,
         rebirths: this.#counts.rebirths,
+        rebirthsCoalesced: this.#counts.rebirthsCoalesced,
         malformed: this.#counts.malformed,
         dropped: this.#counts.dropped,
       },
@@ -808,6 +871,7 @@ export class SparkplugEdgeNode {
       samplesStored: this.#counts.stored,
       samplesReplayed: this.#counts.replayed,
       samplesDropped: this.#counts.forwardDropped,
+      samplesDroppedAfterPublish: this.#counts.forwardDroppedAfterPublish,
       ...(this.#recovered === undefined ? {} : { recovered: this.#recovered }),
       ...(this.#awaitAcks
         ? {
@@ -1064,6 +1128,12 @@ export class SparkplugEdgeNode {
 
   #birth(session: Session, reason: "session" | "rebirth"): void {
     if (this.#stopping || session.closing) return;
+    // This birth answers every rebirth request waiting for the interval.
+    if (this.#rebirthTimer !== undefined) {
+      this.#clock.clearTimeout(this.#rebirthTimer);
+      this.#rebirthTimer = undefined;
+    }
+    this.#lastBirthAt = this.#elapsed();
     // Changes before the births: stored as history with store-and-forward; else only in the births
     // (each tag's current value) and counted.
     if (this.#forward !== undefined) this.#store(this.#pending, this.#pendingMachineState);
@@ -1190,9 +1260,15 @@ export class SparkplugEdgeNode {
     return run;
   }
 
-  #drop(samples: number, reason: SparkplugEdgeNodeEvents["samples-drop"]["reason"], message: string): void {
-    this.#counts.forwardDropped += samples;
-    void this.#bus.publish("samples-drop", { samples, reason, message });
+  #drop(
+    samples: number,
+    reason: SparkplugEdgeNodeEvents["samples-drop"]["reason"],
+    message: string,
+    published = false,
+  ): void {
+    if (published) this.#counts.forwardDroppedAfterPublish += samples;
+    else this.#counts.forwardDropped += samples;
+    void this.#bus.publish("samples-drop", { samples, reason, message, ...(published ? { published } : {}) });
   }
 
   /** Hands changes that cannot be published now to the backlog, as records of at most `batchSamples`. */
@@ -1276,12 +1352,33 @@ export class SparkplugEdgeNode {
       backlog.bytes + this.#appending.bytes + recordBytes > forward.maxBytes;
     if (full() && forward.overflow === "drop-oldest") {
       let dropped = 0;
-      while (full() && backlog.records > 0) dropped += (await backlog.dropOldest()) ?? 0;
+      let droppedAfterPublish = 0;
+      while (full() && backlog.records > 0) {
+        // Published and not known to be stored (unacknowledged, or the record a replay is
+        // sending): the host may have it, so it is counted apart from what was never sent.
+        const oldest = backlog.oldestRecord()!;
+        const count = (await backlog.dropOldest()) ?? 0;
+        if (oldest.sent || oldest.id === this.#replayInFlight) droppedAfterPublish += count;
+        else dropped += count;
+      }
       if (dropped > 0)
         this.#drop(dropped, "overflow", `store-and-forward backlog full: ${dropped} oldest samples dropped`);
+      if (droppedAfterPublish > 0)
+        this.#drop(
+          droppedAfterPublish,
+          "overflow",
+          `store-and-forward backlog full: ${droppedAfterPublish} oldest samples dropped after they were published and before they were known to be stored (the host may have them)`,
+          true,
+        );
     }
     if (full()) {
-      this.#drop(samples, "overflow", `store-and-forward backlog full: ${samples} new samples refused`);
+      // Live DDATA already published (awaiting acks): not kept for a resend, but the host may have it.
+      this.#drop(
+        samples,
+        "overflow",
+        `store-and-forward backlog full: ${samples} new samples refused${sent === undefined ? "" : " (published, not kept for a resend: the host may have them)"}`,
+        sent !== undefined,
+      );
       return { done: Promise.resolve() };
     }
     this.#appending.samples += samples;
@@ -1308,7 +1405,12 @@ export class SparkplugEdgeNode {
         settled();
         const reason = KilnError.is(error, "KILN_BUFFER_FULL") ? "overflow" : "journal-failed";
         this.#problems.set("journal", `store-and-forward: ${(error as Error).message}`);
-        this.#drop(samples, reason, `store-and-forward could not keep ${samples} samples: ${(error as Error).message}`);
+        this.#drop(
+          samples,
+          reason,
+          `store-and-forward could not keep ${samples} samples: ${(error as Error).message}`,
+          sent !== undefined,
+        );
       },
     );
     return { done };
@@ -1346,12 +1448,14 @@ export class SparkplugEdgeNode {
             );
           } else {
             session.client.publish(this.#topics.ddata, Buffer.from(bytes), { qos: 0, retain: false });
+            this.#replayInFlight = record.id;
             this.#counts.dataMessages++;
             this.#counts.metrics += metrics.length;
             if (!(await this.#barrier(session))) return; // kept: sent again after the next births
           }
         }
         const released = await this.#onForward(() => backlog.release(record.id));
+        this.#replayInFlight = undefined;
         if (released !== undefined) this.#counts.replayed += metrics.length;
         // Let live changes (a microtask flush) and commands through before the next record.
         await new Promise<void>((resolve) => setImmediate(resolve));
@@ -1359,6 +1463,7 @@ export class SparkplugEdgeNode {
     } catch (error) {
       this.#problems.set("replay", `store-and-forward replay stopped: ${(error as Error).message}`);
     } finally {
+      this.#replayInFlight = undefined;
       this.#replaying = false;
     }
   }
@@ -1594,13 +1699,42 @@ export class SparkplugEdgeNode {
       return;
     }
     const previous = this.#host;
+    const now = this.#clock.now();
+    const iso = (at: number): string =>
+      Number.isFinite(at) && Math.abs(at) <= 8.64e15 ? new Date(at).toISOString() : String(at);
+    const what = `STATE ${state.online ? "online" : "offline"} at ${iso(state.timestamp)} (${state.timestamp})`;
+    const skew = this.#options.maxHostClockSkewMs ?? DEFAULT_MAX_HOST_CLOCK_SKEW_MS;
+    // Far ahead of this node's clock: taken as the newest, it would pin the node, which would
+    // then ignore every later STATE of that host until it restarts.
+    if (state.timestamp > now + skew) {
+      this.#ignoreHostState(
+        state,
+        "future",
+        `${what} ignored: more than ${skew} ms (maxHostClockSkewMs) ahead of this node's clock (${iso(now)}); check the host's and this node's clocks`,
+      );
+      return;
+    }
     // [tck-id-message-flow-edge-node-birth-publish-phid-wait-timestamp]: only a STATE at least as
     // new as the last one counts; an old session's death must not take the node down.
-    if (previous.timestamp !== undefined && state.timestamp < previous.timestamp) return;
-    if (!state.online && previous.onlineTimestamp !== undefined && state.timestamp < previous.onlineTimestamp) return;
+    const newest =
+      previous.timestamp !== undefined && state.timestamp < previous.timestamp
+        ? previous.timestamp
+        : !state.online && previous.onlineTimestamp !== undefined && state.timestamp < previous.onlineTimestamp
+          ? previous.onlineTimestamp
+          : undefined;
+    if (newest !== undefined) {
+      this.#ignoreHostState(
+        state,
+        "older",
+        `${what} ignored: older than the STATE at ${iso(newest)} (${newest}) seen at ${iso(previous.seenAt ?? now)}; a host whose clock is behind the previous one's is not followed until its STATE timestamps pass that one (or this node restarts)`,
+      );
+      return;
+    }
+    this.#problems.delete("host-state");
     this.#host = {
       state: state.online ? "online" : "offline",
       timestamp: state.timestamp,
+      seenAt: now,
       ...(state.online
         ? { onlineTimestamp: state.timestamp }
         : previous.onlineTimestamp === undefined
@@ -1628,6 +1762,18 @@ export class SparkplugEdgeNode {
     }
   }
 
+  /** Reports an ignored STATE; an ignored online STATE is a problem while the host is not online. */
+  #ignoreHostState(state: { online: boolean; timestamp: number }, reason: "older" | "future", message: string): void {
+    void this.#bus.publish("host-state-ignore", {
+      hostId: this.#options.primaryHostId!,
+      online: state.online,
+      timestamp: state.timestamp,
+      reason,
+      message,
+    });
+    if (state.online && this.#host.state !== "online") this.#problems.set("host-state", message);
+  }
+
   #onNodeCommand(session: Session, topic: string, bytes: Uint8Array): void {
     let payload: SparkplugPayload;
     try {
@@ -1643,10 +1789,38 @@ export class SparkplugEdgeNode {
     for (const metric of payload.metrics)
       if (metric.name === STORED_THROUGH_METRIC) this.#onStoredThrough(session, topic, metric);
     const rebirth = payload.metrics.some((metric) => metric.name === REBIRTH_METRIC && metric.value === true);
-    if (rebirth && session.born) {
+    if (rebirth && session.born) this.#requestRebirth(session);
+  }
+
+  /**
+   * A rebirth at an NCMD request: now, or — within `minRebirthIntervalMs` of the last birth —
+   * once the interval has passed, one for every request that came meanwhile (coalesced, counted).
+   */
+  /** Elapsed-time reading: the clock's monotonic time where it has one, else its wall time. */
+  #elapsed(): number {
+    return this.#clock.monotonicNow?.() ?? this.#clock.now();
+  }
+
+  #requestRebirth(session: Session): void {
+    if (this.#rebirthTimer !== undefined) {
+      this.#counts.rebirthsCoalesced++;
+      return;
+    }
+    const interval = this.#options.minRebirthIntervalMs ?? DEFAULT_MIN_REBIRTH_INTERVAL_MS;
+    const wait = this.#lastBirthAt === undefined ? 0 : this.#lastBirthAt + interval - this.#elapsed();
+    if (wait <= 0) {
       this.#counts.rebirths++;
       this.#birth(session, "rebirth");
+      return;
     }
+    this.#counts.rebirthsCoalesced++;
+    this.#rebirthTimer = this.#clock.setTimeout(() => {
+      this.#rebirthTimer = undefined;
+      // A session that ended took its request with it: the next session is born anyway.
+      if (this.#stopping || this.#session !== session || session.closing || !session.born) return;
+      this.#counts.rebirths++;
+      this.#birth(session, "rebirth");
+    }, wait);
   }
 
   async #onDeviceCommand(topic: string, bytes: Uint8Array): Promise<void> {
@@ -1692,6 +1866,18 @@ export class SparkplugEdgeNode {
           tag: metric.name,
           code: "KILN_VALIDATION",
           message: `DCMD alias ${String(metric.alias)} is ${binding!.tag.name}, not the name it carries`,
+        });
+        continue;
+      }
+      // A datatype on the wire that is not the one the DBIRTH gave this metric: the value was
+      // read as that other type (a DateTime 3 for a Float metric), so it is not the value meant
+      // for this metric — refused, never converted. Without a datatype, the birth's applies.
+      if (binding !== undefined && metric.datatype !== undefined && metric.datatype !== binding.datatype) {
+        await this.#refuseBeforeKiln({
+          ...(metric.alias === undefined ? {} : { alias: metric.alias }),
+          tag: binding.tag.name,
+          code: "KILN_VALIDATION",
+          message: `DCMD for ${binding.tag.name}${metric.alias === undefined ? "" : ` (alias ${String(metric.alias)})`} carries datatype ${metric.datatype}, but its DBIRTH datatype is ${binding.datatype}`,
         });
         continue;
       }

@@ -53,6 +53,8 @@ export interface ForwardBacklog {
   release(id: number): Promise<number | undefined>;
   /** Drops the oldest record; returns its sample count, or undefined when empty. */
   dropOldest(): Promise<number | undefined>;
+  /** The oldest record's id and whether it was published (a sent mark, in any epoch), or undefined when empty. */
+  oldestRecord(): { readonly id: number; readonly sent: boolean } | undefined;
   close(): Promise<void>;
   // ---- while awaiting host acknowledgements (ADR 0037; payloads kept in memory) ----
   /** Appends a record already published (live DDATA) with its mark. */
@@ -123,6 +125,11 @@ abstract class BaseBacklog {
       this.#bytes -= info.bytes + RECORD_OVERHEAD_BYTES;
     }
     return info;
+  }
+
+  oldestRecord(): { readonly id: number; readonly sent: boolean } | undefined {
+    const info = this.infos[0];
+    return info === undefined ? undefined : { id: info.id, sent: info.sent !== undefined };
   }
 
   nextUnsent(epoch: number): BacklogRecord | undefined {

@@ -1,5 +1,6 @@
 import { GOOD, KilnError, SystemClock, type Sample, type Store, type Tag } from "@kiln/core";
 import type { SampleWriteResult } from "@kiln/core/driver-kit";
+import { SimulatedClock } from "@kiln/core/testing";
 import { describe, expect, test } from "vitest";
 import { HostSampleWriter, type SampleWriterListener } from "./host-sample-writer";
 
@@ -218,5 +219,112 @@ describe("the host's sample writer", () => {
     expect(settled).toEqual([12]);
     // The drop is reported before the mark passes it.
     expect(order).toEqual(["dropped 4", "settled 12"]);
+  });
+
+  /**
+   * A sustained feed of `ratePerSecond` samples (one tag, increasing timestamps) on a simulated
+   * clock into a store whose every writeBatch takes `latencyMs(call)` and may fail: records batch
+   * sizes, the most held at once and what was stored.
+   */
+  async function sustained(options: {
+    readonly ratePerSecond: number;
+    readonly seconds: number;
+    readonly latencyMs: (call: number) => number;
+    readonly fail?: (call: number) => unknown;
+    readonly maxBatchSize?: number;
+  }) {
+    const clock = new SimulatedClock({ start: 0 });
+    const sizes: number[] = [];
+    const stored: number[] = [];
+    let calls = 0;
+    const store = {
+      samples: {
+        async writeBatch(batch: readonly Sample[]): Promise<SampleWriteResult> {
+          const call = ++calls;
+          await clock.sleep(options.latencyMs(call));
+          const failure = options.fail?.(call);
+          if (failure !== undefined) throw failure;
+          sizes.push(batch.length);
+          stored.push(...batch.map((sample) => sample.timestamp));
+          return { conflicts: [] };
+        },
+      },
+      open: async () => undefined,
+    } as unknown as Store;
+    const { log, listener } = recorder();
+    const settled: number[] = [];
+    const writer = new HostSampleWriter(
+      store,
+      clock,
+      { ...listener, settled: (through) => void settled.push(through) },
+      {
+        ...(options.maxBatchSize === undefined ? {} : { maxBatchSize: options.maxBatchSize }),
+        maxDelayMs: 50,
+        concurrency: 2,
+        retry: { initialDelayMs: 20, maxDelayMs: 20, jitter: 0 },
+      },
+    );
+    const stepMs = 10;
+    const perStep = (options.ratePerSecond * stepMs) / 1_000;
+    const total = (options.seconds * 1_000 * perStep) / stepMs;
+    let maxHeld = 0;
+    const heldBySecond: number[] = [];
+    for (let pushed = 0; pushed < total; pushed += perStep) {
+      writer.push(samples(perStep, pushed));
+      await clock.advance(stepMs);
+      maxHeld = Math.max(maxHeld, writer.held);
+      if ((pushed / perStep + 1) % (1_000 / stepMs) === 0) heldBySecond.push(writer.held);
+    }
+    const drained = writer.drain(60_000);
+    await clock.runAll();
+    await drained;
+    return { sizes, stored, log, settled, maxHeld, heldBySecond, total, writer, calls: () => calls };
+  }
+
+  test("a store slower than maxDelayMs (150 ms per batch, 2,500 samples/s) gets larger batches, and the queue stays bounded", async () => {
+    const run = await sustained({ ratePerSecond: 2_500, seconds: 4, latencyMs: () => 150, maxBatchSize: 2_000 });
+    // Sealing every maxDelayMs whatever the slots would give batches of 2,500 x 50 ms = 125 and a
+    // ceiling of 2 x 125 / 0.15 s = 1,667 samples/s: a queue growing by ~830 per second.
+    const later = run.sizes.slice(Math.floor(run.sizes.length / 2));
+    // Here: the two slots' writes take what gathered during their predecessor, 125 and 250 in turn.
+    const mean = later.reduce((sum, size) => sum + size, 0) / later.length;
+    expect(mean).toBeGreaterThan(170);
+    expect(Math.max(...run.sizes)).toBeLessThanOrEqual(2_000);
+    // Bounded by what arrives during about two writes, and not growing from second to second.
+    expect(run.maxHeld).toBeLessThan(1_000);
+    expect(run.heldBySecond.at(-1)!).toBeLessThanOrEqual(run.heldBySecond[0]! + 200);
+    // Every sample stored once, in push order, and the settled mark reached the end.
+    expect(run.stored).toEqual(Array.from({ length: run.total }, (_unused, index) => index));
+    expect(run.log.dropped).toEqual([]);
+    expect(run.settled.at(-1)).toBe(run.total);
+    expect(run.writer.held).toBe(0);
+  });
+
+  test("a backlog waiting for busy slots leaves in batches of maxBatchSize", async () => {
+    // 40 ms latency, 20,000 samples/s, batches of at most 500: while both slots are busy more than
+    // 500 gather, so each write that frees a slot takes a full batch.
+    const run = await sustained({ ratePerSecond: 20_000, seconds: 1, latencyMs: () => 40, maxBatchSize: 500 });
+    const full = run.sizes.filter((size) => size === 500).length;
+    expect(full).toBeGreaterThan(run.sizes.length / 2);
+    expect(run.stored).toEqual(Array.from({ length: run.total }, (_unused, index) => index));
+  });
+
+  test("latency that varies and a write that fails once in between: every sample is stored once, in order, and settled", async () => {
+    const run = await sustained({
+      ratePerSecond: 2_500,
+      seconds: 3,
+      latencyMs: (call) => [20, 300, 80, 150, 5][call % 5]!,
+      fail: (call) =>
+        call === 7 ? new KilnError("KILN_STORE_ERROR", "connection reset", { retryable: true }) : undefined,
+      maxBatchSize: 1_000,
+    });
+    expect(run.log.failed).toEqual([true]);
+    expect(run.log.dropped).toEqual([]);
+    expect([...run.stored].sort((a, b) => a - b)).toEqual(Array.from({ length: run.total }, (_unused, index) => index));
+    expect(new Set(run.stored).size).toBe(run.total);
+    expect(run.log.stored).toBe(run.total);
+    expect(run.settled.at(-1)).toBe(run.total);
+    // The settled mark only moves forward.
+    expect(run.settled).toEqual([...run.settled].sort((a, b) => a - b));
   });
 });

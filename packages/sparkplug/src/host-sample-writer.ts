@@ -13,7 +13,12 @@ import {
 export interface SparkplugHostBatching {
   /** Samples per `writeBatch` call, at most. @default 5000 */
   readonly maxBatchSize?: number;
-  /** How long a sample may wait for a batch to fill, in ms. @default 50 */
+  /**
+   * How long a sample may wait for a batch to fill while a write slot is free, in ms. While
+   * every slot is busy, samples keep gathering: the write that frees a slot takes everything
+   * waiting (up to `maxBatchSize`) as one batch, so batches grow with the store's latency
+   * instead of queuing behind it. @default 50
+   */
   readonly maxDelayMs?: number;
   /**
    * Samples held in memory (queued and being written), at most. From half of it the host stops
@@ -67,7 +72,12 @@ export interface SampleWriterListener {
 }
 
 /**
- * Batches samples into `store.samples.writeBatch`: bounded, counted, with backpressure. Every
+ * Batches samples into `store.samples.writeBatch`: bounded, counted, with backpressure. Samples
+ * wait in one queue, in the order pushed; a batch is cut from its head only when a write slot
+ * (`concurrency`) is free, when `maxBatchSize` are waiting, `maxDelayMs` passed since the oldest
+ * waiting sample came in or a drain asks for it — so a store slower than `maxDelayMs` gets fewer,
+ * larger batches (up to `maxBatchSize`) rather than a backlog of small ones. Each batch is a
+ * contiguous range of the pushed samples, so the settled mark (acknowledgements) stays exact. Every
  * store call goes through the core's ingest policy (`guardIngest`: timeout per attempt, the store
  * breaker, retries of retryable failures; the sink is idempotent on (tag, timestamp), so a retry
  * stores each sample once). Internal to the host.
@@ -80,11 +90,15 @@ export class HostSampleWriter {
   readonly #maxDelayMs: number;
   readonly #maxQueued: number;
   readonly #concurrency: number;
-  #filling: Sample[] = [];
-  readonly #ready: { readonly samples: Sample[]; readonly start: number }[] = [];
+  /** Samples waiting for a write, in push order: chunks, the first read from `#waitingHead`. */
+  #waiting: (readonly Sample[])[] = [];
+  #waitingHead = 0;
+  #waitingCount = 0;
+  /** The waiting samples are due: `maxDelayMs` passed since the oldest came in, or a drain asked. */
+  #due = false;
   /** Samples accepted by push since start (the ticket of the last one). */
   #accepted = 0;
-  /** Samples sealed into batches since start: the next batch starts here. */
+  /** Samples taken into batches since start: the next batch starts here. */
   #sealed = 0;
   /** Every sample before this index is settled. */
   #settledThrough = 0;
@@ -175,20 +189,14 @@ export class HostSampleWriter {
         `the host holds ${this.#maxQueued} samples (maxQueuedSamples): the store cannot keep up`,
       );
     }
-    for (let index = 0; index < accepted; index++) {
-      this.#filling.push(samples[index]!);
-      if (this.#filling.length >= this.#maxBatch) this.#sealFilling();
-    }
+    if (accepted === 0) return;
+    // A copy: the caller may reuse its array.
+    this.#waiting.push(samples.slice(0, accepted));
+    this.#waitingCount += accepted;
     this.#held += accepted;
     this.#accepted += accepted;
-    if (this.#filling.length > 0 && this.#timer === undefined) {
-      this.#timer = this.#clock.setTimeout(() => {
-        this.#timer = undefined;
-        this.#seal();
-        this.#pump();
-      }, this.#maxDelayMs);
-    }
     this.#pump();
+    this.#arm();
   }
 
   /**
@@ -212,8 +220,7 @@ export class HostSampleWriter {
    */
   async whenSettled(through: number, timeoutMs: number): Promise<boolean> {
     if (this.#settledThrough >= through) return true;
-    this.#seal();
-    this.#pump();
+    this.#flushNow();
     if (this.#settledThrough >= through) return true;
     let timer: TimerHandle | undefined;
     let waiter: { readonly through: number; readonly resolve: () => void } | undefined;
@@ -235,8 +242,7 @@ export class HostSampleWriter {
    * still held is dropped and counted, and it resolves.
    */
   async drain(timeoutMs: number): Promise<void> {
-    this.#seal();
-    this.#pump();
+    this.#flushNow();
     if (this.#held === 0 && this.#inFlight === 0) return;
     const idle = new Promise<void>((resolve) => this.#idleWaiters.push(resolve));
     let timer: TimerHandle | undefined;
@@ -250,12 +256,16 @@ export class HostSampleWriter {
       this.#abandon.abort(
         new KilnError("KILN_ABORTED", `not written within the stop drain timeout of ${timeoutMs} ms`),
       );
-      this.#seal();
-      const left = this.#ready.reduce((sum, batch) => sum + batch.samples.length, 0);
-      const abandoned = this.#ready.splice(0);
+      this.#disarm();
+      const start = this.#sealed;
+      const left = this.#take(this.#waitingCount).length;
+      this.#due = false;
       this.#held -= left;
-      if (left > 0) this.#listener.dropped(left, `not written within the stop drain timeout of ${timeoutMs} ms`);
-      for (const batch of abandoned) this.#settleRange(batch.start, batch.start + batch.samples.length);
+      if (left > 0) {
+        this.#listener.dropped(left, `not written within the stop drain timeout of ${timeoutMs} ms`);
+        this.#settleRange(start, start + left);
+      }
+      this.#settle();
       await idle;
       this.#abandon = new AbortController();
     }
@@ -266,18 +276,44 @@ export class HostSampleWriter {
     return { signal: this.#abandon.signal, onRetry: ({ error }) => this.#listener.failed(error, true) };
   }
 
-  #seal(): void {
-    if (this.#timer !== undefined) {
-      this.#clock.clearTimeout(this.#timer);
-      this.#timer = undefined;
-    }
-    if (this.#filling.length > 0) this.#sealFilling();
+  /** Everything waiting is due now (drain, final acks): written as soon as slots free. */
+  #flushNow(): void {
+    this.#disarm();
+    if (this.#waitingCount > 0) this.#due = true;
+    this.#pump();
   }
 
-  #sealFilling(): void {
-    this.#ready.push({ samples: this.#filling, start: this.#sealed });
-    this.#sealed += this.#filling.length;
-    this.#filling = [];
+  /** Starts the `maxDelayMs` timer for what waits, unless it runs or what waits is already due. */
+  #arm(): void {
+    if (this.#waitingCount === 0 || this.#due || this.#timer !== undefined) return;
+    this.#timer = this.#clock.setTimeout(() => {
+      this.#timer = undefined;
+      if (this.#waitingCount > 0) this.#due = true;
+      this.#pump();
+    }, this.#maxDelayMs);
+  }
+
+  #disarm(): void {
+    if (this.#timer === undefined) return;
+    this.#clock.clearTimeout(this.#timer);
+    this.#timer = undefined;
+  }
+
+  /** Takes the first `count` waiting samples (in push order) and advances the batch start. */
+  #take(count: number): Sample[] {
+    const batch: Sample[] = [];
+    while (batch.length < count) {
+      const chunk = this.#waiting[0]!;
+      const end = Math.min(chunk.length, this.#waitingHead + count - batch.length);
+      for (let index = this.#waitingHead; index < end; index++) batch.push(chunk[index]!);
+      if (end === chunk.length) {
+        this.#waiting.shift();
+        this.#waitingHead = 0;
+      } else this.#waitingHead = end;
+    }
+    this.#waitingCount -= count;
+    this.#sealed += count;
+    return batch;
   }
 
   /** Samples `[start, end)` are settled: moves the settled mark over every contiguous range. */
@@ -315,8 +351,18 @@ export class HostSampleWriter {
         });
     }
     if (this.#registering !== undefined) return;
-    while (this.#inFlight < this.#concurrency && this.#ready.length > 0) {
-      const { samples: batch, start } = this.#ready.shift()!;
+    // A batch is cut only when a slot is free: what gathered meanwhile goes out as one batch.
+    while (
+      this.#inFlight < this.#concurrency &&
+      this.#waitingCount > 0 &&
+      (this.#due || this.#waitingCount >= this.#maxBatch)
+    ) {
+      const start = this.#sealed;
+      const batch = this.#take(Math.min(this.#waitingCount, this.#maxBatch));
+      if (this.#waitingCount === 0) {
+        this.#due = false;
+        this.#disarm();
+      }
       this.#inFlight++;
       void this.#write(batch).finally(() => {
         this.#inFlight--;
@@ -324,6 +370,7 @@ export class HostSampleWriter {
         this.#settleRange(start, start + batch.length);
         this.#settle();
         this.#pump();
+        this.#arm();
       });
     }
   }

@@ -28,7 +28,7 @@ import {
   type SampleConflict,
 } from "@kiln/core/driver-kit";
 import { AWAIT_ACKS_METRIC, STORED_THROUGH_METRIC } from "./edge-node";
-import { mqttConnect } from "./mqtt-client";
+import { boundedGoodbye, endSession, mqttConnect } from "./mqtt-client";
 import { tagDataTypeOfSparkplug, type SparkplugMetricDataType } from "./datatypes";
 import { decodeHostState, encodeHostState } from "./host-state";
 import { qualityOfMetric, tagValueOfMetric } from "./host-samples";
@@ -549,29 +549,31 @@ export class SparkplugHost {
     await this.#lifecycle.close(async () => {
       const session = this.#session;
       if (session === undefined) return;
+      let sent = false;
       if (session.client.connected) {
         // While the edge nodes still listen in their sessions: the final acks (ADR 0037).
         await this.#finalAcks(drainTimeoutMs);
         // Its own STATE offline coming back is not a reason to say online again.
         session.online = false;
-        try {
-          await session.client.publishAsync(
+        // Bounded like the edge node's goodbye: a broker that stopped answering holds a QoS 1
+        // publish (and a graceful DISCONNECT) until the keepalive gives up. Not sent in time:
+        // the broker publishes the Will (the same STATE offline) once it notices.
+        sent = await boundedGoodbye(
+          session.client.publishAsync(
             this.#stateTopic,
             Buffer.from(encodeHostState({ online: false, timestamp: session.timestamp })),
             { qos: 1, retain: true },
-          );
-          this.#lastState = { online: false, timestamp: session.timestamp };
-          // DDATA an edge node sent before it saw the STATE offline is still on its way: taking
-          // messages until it died keeps the host from dropping it unseen.
-          await this.#awaitFarewell(session);
-        } catch {
-          // The link went while saying goodbye: the broker publishes the Will instead.
-        }
+          ),
+          this.#clock,
+        );
+        // DDATA an edge node sent before it saw the STATE offline is still on its way: taking
+        // messages until it died keeps the host from dropping it unseen.
+        if (sent) await this.#awaitFarewell(session);
       }
       this.#session = undefined;
       session.closing = true;
       this.#lastState = { online: false, timestamp: session.timestamp };
-      await session.client.endAsync(!session.client.connected);
+      await endSession(session.client, this.#clock, sent && session.client.connected);
     });
     // One budget for both waits on the store: the final acks' and this drain's.
     await this.#writer.drain(Math.max(0, drainUntil - this.#clock.now()));

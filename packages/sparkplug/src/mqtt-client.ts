@@ -1,4 +1,5 @@
 import type { IClientOptions, MqttClient } from "mqtt";
+import type { Clock } from "@kiln/core";
 
 type Connect = (url: string, options: IClientOptions) => MqttClient;
 let loading: Promise<Connect> | undefined;
@@ -15,4 +16,42 @@ export function mqttConnect(): Promise<Connect> {
     return named ?? (module.default as unknown as { connect: Connect }).connect;
   });
   return loading;
+}
+
+/**
+ * @internal How long each step of an MQTT goodbye (a last publish, the DISCONNECT) may take, in
+ * ms: MQTT.js holds a QoS 1 publish, and a graceful `end()`, until the broker answers — on a link
+ * that died unnoticed or a broker that stopped answering, until the keepalive gives up (90 s at
+ * the default 60 s keepalive).
+ */
+export const GOODBYE_TIMEOUT_MS = 2_000;
+
+/**
+ * @internal Resolves `true` when `work` fulfils within {@link GOODBYE_TIMEOUT_MS} on `clock`,
+ * `false` when it fails or takes longer (it is then left to settle on its own).
+ */
+export async function boundedGoodbye(work: Promise<unknown>, clock: Clock): Promise<boolean> {
+  const timer = new AbortController();
+  const settled = await Promise.race([
+    work.then(
+      () => true,
+      () => false,
+    ),
+    clock.sleep(GOODBYE_TIMEOUT_MS, timer.signal).then(
+      () => false,
+      () => false,
+    ),
+  ]);
+  timer.abort();
+  return settled;
+}
+
+/**
+ * @internal Ends an MQTT session: a graceful DISCONNECT (bounded by {@link GOODBYE_TIMEOUT_MS})
+ * when `graceful`, else — or when that does not finish in time — the socket is closed at once
+ * (the broker then publishes the Will).
+ */
+export async function endSession(client: MqttClient, clock: Clock, graceful: boolean): Promise<void> {
+  if (graceful && (await boundedGoodbye(client.endAsync(), clock))) return;
+  await client.endAsync(true).catch(() => undefined);
 }

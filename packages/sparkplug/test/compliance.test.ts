@@ -3,7 +3,14 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterEach, beforeAll, describe, expect, test } from "vitest";
-import { decodePayload, encodeHostState, encodePayload, fileBdSeqStore, memoryBdSeqStore } from "../src/index";
+import {
+  decodePayload,
+  encodeHostState,
+  encodePayload,
+  fileBdSeqStore,
+  memoryBdSeqStore,
+  type SparkplugEdgeNodeEvents,
+} from "../src/index";
 import { mosquittoAvailability } from "../src/testing/index";
 import {
   DEVICE,
@@ -248,6 +255,50 @@ describe("Sparkplug B 3.0 edge node: births", () => {
     expect(fixture.node.health().commands.rebirths).toBe(1);
   });
 
+  /** Publishes `count` NCMD Node Control/Rebirth requests to the node, one after the other. */
+  async function askRebirth(f: EdgeFixture, count: number): Promise<void> {
+    const ncmd = encodePayload({
+      timestamp: Date.now(),
+      metrics: [{ name: "Node Control/Rebirth", datatype: "Boolean", value: true }],
+    });
+    await Promise.all(
+      Array.from({ length: count }, () => f.recorder.client.publishAsync(NCMD, Buffer.from(ncmd), { qos: 1 })),
+    );
+  }
+
+  test("a flood of NCMD rebirth requests (200) costs one birth now and one once minRebirthIntervalMs has passed: the requests in between are coalesced and counted, none is left without a birth after it", async () => {
+    fixture = await edgeFixture();
+    const node = fixture.newNode({ minRebirthIntervalMs: 600 });
+    await node.start();
+    await fixture.recorder.waitFor(ofType("DDATA"));
+    await pause(700);
+    fixture.recorder.clear();
+    await askRebirth(fixture, 200);
+    await pause(1_500);
+    const births = fixture.recorder.messages.filter(ofType("NBIRTH"));
+    expect(births).toHaveLength(2);
+    expect(node.health().commands).toMatchObject({ rebirths: 2, rebirthsCoalesced: 199 });
+    // The second birth came after the last request: it answers every request of the flood.
+    const messages = fixture.recorder.messages;
+    const lastRequest = messages.findLastIndex((message) => message.topic === NCMD);
+    expect(messages.indexOf(births[1]!)).toBeGreaterThan(lastRequest);
+  });
+
+  test("rebirth requests further apart than minRebirthIntervalMs each get their birth at once", async () => {
+    fixture = await edgeFixture();
+    const node = fixture.newNode({ minRebirthIntervalMs: 300 });
+    await node.start();
+    await fixture.recorder.waitFor(ofType("DDATA"));
+    await pause(400);
+    fixture.recorder.clear();
+    await askRebirth(fixture, 1);
+    await fixture.recorder.waitFor(ofType("NBIRTH"));
+    await pause(400);
+    await askRebirth(fixture, 1);
+    await expect.poll(() => fixture!.recorder.messages.filter(ofType("NBIRTH")).length, { timeout: 5_000 }).toBe(2);
+    expect(node.health().commands).toMatchObject({ rebirths: 2, rebirthsCoalesced: 0 });
+  });
+
   test("[tck-id-message-flow-edge-node-birth-publish-connect] births come before any data after every reconnect (link cut, broker restart)", async () => {
     fixture = await edgeFixture();
     await fixture.node.start();
@@ -359,6 +410,55 @@ describe("Sparkplug B 3.0 edge node: primary host STATE", () => {
       (message) => ofType("NBIRTH")(message) && metricValue(message, "bdSeq") === 1,
     );
     expect(nbirth.payload?.seq).toBe(0);
+  });
+
+  test("[tck-id-message-flow-edge-node-birth-publish-phid-wait-timestamp] failover to a host whose clock is behind: its STATE online is ignored, reported as a problem and an event naming both timestamps", async () => {
+    fixture = await edgeFixture({ primaryHostId: HOST });
+    const ignored: SparkplugEdgeNodeEvents["host-state-ignore"][] = [];
+    fixture.node.events.on("host-state-ignore", (event) => void ignored.push(event));
+    await fixture.node.start();
+    const first = Date.now();
+    await setHost(fixture, true, first);
+    await fixture.recorder.waitFor(ofType("NBIRTH"));
+    await setHost(fixture, false, first);
+    await fixture.recorder.waitFor(ofType("NDEATH"));
+    // The standby takes over with a clock 10 s behind.
+    const behind = first - 10_000;
+    await setHost(fixture, true, behind);
+    await pause(300);
+    expect(fixture.recorder.messages.filter(ofType("NBIRTH"))).toHaveLength(1);
+    const problem = fixture.node.health().problems.find((each) => each.includes("ignored"));
+    expect(problem).toContain(`STATE online at ${new Date(behind).toISOString()}`);
+    expect(problem).toContain(`older than the STATE at ${new Date(first).toISOString()}`);
+    expect(ignored.at(-1)).toMatchObject({ hostId: HOST, online: true, timestamp: behind, reason: "older" });
+    // Once its STATE timestamps pass the newest one seen, it is followed and the problem goes.
+    await setHost(fixture, true, first + 1);
+    await fixture.recorder.waitFor((message) => ofType("NBIRTH")(message) && metricValue(message, "bdSeq") === 1);
+    expect(fixture.node.health().problems.filter((each) => each.includes("ignored"))).toEqual([]);
+  });
+
+  test("a retained STATE far in the future (beyond maxHostClockSkewMs) is ignored and reported, and does not pin the node: the host's next current STATE is followed", async () => {
+    fixture = await edgeFixture({ primaryHostId: HOST });
+    const ignored: SparkplugEdgeNodeEvents["host-state-ignore"][] = [];
+    fixture.node.events.on("host-state-ignore", (event) => void ignored.push(event));
+    await fixture.node.start();
+    const future = Date.now() + 365 * 24 * 3_600_000;
+    await setHost(fixture, true, future);
+    await pause(300);
+    expect(fromNode(fixture.recorder)).toEqual([]);
+    expect(ignored).toEqual([expect.objectContaining({ online: true, timestamp: future, reason: "future" })]);
+    expect(fixture.node.health().problems.join("\n")).toContain("maxHostClockSkewMs");
+    expect(fixture.node.health().primaryHost?.timestamp).toBeUndefined();
+    await setHost(fixture, true, Date.now());
+    await fixture.recorder.waitFor(ofType("NBIRTH"));
+    expect(fixture.node.health().problems.join("\n")).not.toContain("maxHostClockSkewMs");
+  });
+
+  test("a STATE a little ahead (within maxHostClockSkewMs) is followed as before", async () => {
+    fixture = await edgeFixture({ primaryHostId: HOST });
+    await fixture.node.start();
+    await setHost(fixture, true, Date.now() + 60_000);
+    await fixture.recorder.waitFor(ofType("NBIRTH"));
   });
 
   test("[tck-id-operational-behavior-edge-node-termination-host-offline-timestamp] an offline STATE older than the online one does not disconnect the node", async () => {

@@ -133,6 +133,37 @@ describe("aliases decide (issue 15, fault 7c)", () => {
   });
 });
 
+describe("a DCMD datatype that contradicts the DBIRTH", () => {
+  test.each([
+    { tag: "heater.setpoint", sent: "DateTime", value: 3, born: "Float" },
+    { tag: "valve.ald1", sent: "Int32", value: 1, born: "Boolean" },
+  ] as const)(
+    "$sent $value for $tag (born $born) is refused before Kiln, audited naming alias, tag and both types, never written",
+    async ({ tag, sent, value, born }) => {
+      const node = await started();
+      const refusals: { tag?: string; alias?: number | bigint; code: string; message: string }[] = [];
+      node.events.on("command-refuse", (event) => void refusals.push(event));
+      const alias = node.aliases.get(tag)!;
+      await dcmd(fixture!, [{ alias, datatype: sent, value }], false);
+      await expect.poll(() => refusals).toHaveLength(1);
+      expect(refusals[0]).toMatchObject({ tag, alias, code: "KILN_VALIDATION" });
+      expect(refusals[0]!.message).toContain(`${tag} (alias ${alias}) carries datatype ${sent}`);
+      expect(refusals[0]!.message).toContain(`its DBIRTH datatype is ${born}`);
+      expect(fixture!.plc.writes).toEqual([]);
+      const entries = await fixture!.system.unchecked.store.audit.query({ from: 0, to: Date.now() + 60_000 });
+      expect(entries.map(({ action, target, outcome }) => ({ action, target, outcome }))).toEqual([
+        { action: "tag.write", target: tag, outcome: "denied" },
+      ]);
+      expect(entries[0]!.reason).toContain(`DBIRTH datatype is ${born}`);
+      // The birth's own datatype on the wire, or none, is taken as before.
+      const written = node.events.next("command-write");
+      await dcmd(fixture!, [{ alias, datatype: born, value: born === "Boolean" ? true : 42 }], false);
+      expect(await written).toMatchObject({ tag });
+      expect(node.health().commands).toMatchObject({ written: 1, refused: 1 });
+    },
+  );
+});
+
 describe("bounded command handling (issue 15, fault 7b)", () => {
   test("DCMDs beyond maxPendingCommands are dropped, counted and evented; the ones queued still run in order", async () => {
     const node = await started({ maxPendingCommands: 2 });

@@ -302,6 +302,60 @@ describe("Sparkplug host: stop() hears the edge nodes out", () => {
   });
 });
 
+describe("Sparkplug host: stop() with a broker that stopped answering", () => {
+  /** Runs `work` and resolves with how long it took, in ms, or `Infinity` after `limitMs`. */
+  async function timed(work: Promise<unknown>, limitMs: number): Promise<number> {
+    const started = performance.now();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const outcome = await Promise.race([
+      work.then(() => performance.now() - started),
+      new Promise<number>((resolve) => (timer = setTimeout(() => resolve(Infinity), limitMs))),
+    ]);
+    clearTimeout(timer);
+    return outcome;
+  }
+
+  test("the connection stays open and nothing is answered (a SIGSTOPped broker): stop() returns within the goodbye bound, and STATE ends offline (the Will once the broker notices)", async () => {
+    const tap = await startMqttTap(broker.port);
+    perTest.push(() => tap.close());
+    const { host } = await rig({ hostId: "scada-stall", brokerUrl: tap.url });
+    const { timestamp } = host.health().state;
+    tap.stall();
+    // Unbounded, the STATE offline publish (QoS 1) waits for a PUBACK until the keepalive gives
+    // up (90 s at MQTT.js's default 60 s): the bound is 2 s for it and 2 s for the DISCONNECT.
+    const took = await timed(host.stop(), 15_000);
+    expect(took).toBeLessThan(5_000);
+    expect(host.health().link).toBe("closed");
+    tap.resume();
+    const retained = await recordSparkplug(broker.url, { filter: "spBv1.0/STATE/scada-stall" });
+    perTest.push(() => retained.close());
+    await eventually(
+      () =>
+        retained.messages.some((message) => message.retain && (message.state as { online: boolean }).online === false),
+      10_000,
+      "STATE offline retained",
+    );
+    expect(retained.messages.find((message) => message.retain)?.state).toEqual({ online: false, timestamp });
+  });
+
+  test("a stall while an edge node awaits acks (final acks, then the goodbye): stop() stays within drain and goodbye bounds", async () => {
+    const tap = await startMqttTap(broker.port);
+    perTest.push(() => tap.close());
+    const rigged = await rig({ hostId: "scada-stall-acks", brokerUrl: tap.url, drainTimeoutMs: 1_000 });
+    const edge = await rigged.edge();
+    const born = Date.now() - 1_000;
+    await edge.nbirth(0, [{ name: "Kiln/Await Acks", datatype: "UInt64", value: 0 }]);
+    await edge.dbirth(DEVICE, deviceBirth(born));
+    await eventually(() => rigged.host.latest(STATE_TEXT), 5_000, "the births reach the host");
+    await edge.ddata(DEVICE, [{ alias: 1, timestamp: born + 1, datatype: "Double", value: 1 }]);
+    await eventually(() => nodeHealth(rigged.host)?.acks?.storedThrough === 1, 5_000, "stored");
+    tap.stall();
+    const took = await timed(rigged.host.stop(), 15_000);
+    expect(took).toBeLessThan(6_000);
+    expect(rigged.host.health().samples).toMatchObject({ dropped: 0 });
+  });
+});
+
 describe("Sparkplug host: births, data and the store", () => {
   test("births give the alias map; DDATA by alias is stored under group/edge node/device tag names with the metric's own timestamp; the live view follows", async () => {
     const rigged = await rig();

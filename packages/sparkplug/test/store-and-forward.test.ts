@@ -336,6 +336,46 @@ describe("store-and-forward on a real broker", () => {
   );
 });
 
+describe("store-and-forward at a limit while awaiting host acks", () => {
+  test.each(["drop-oldest", "refuse-new"] as const)(
+    "%s: samples dropped after they were published (unacknowledged) are counted apart, in samplesDroppedAfterPublish; samplesDropped is exactly the samples never published, counted by sample key",
+    async (overflow) => {
+      const fixture = await fixtureWithHost();
+      // The primary host here never acknowledges: every published record stays, unacknowledged.
+      const node = fixture.newNode({
+        storeAndForward: { maxSamples: 6, batchSamples: 2, overflow },
+        awaitHostAcks: true,
+      });
+      const drops = { published: 0, unpublished: 0 };
+      node.events.on("samples-drop", (event) => {
+        expect(event.reason).toBe("overflow");
+        drops[event.published === true ? "published" : "unpublished"] += event.samples;
+      });
+      await node.start();
+      await setHost(fixture, true, 1_000);
+      await fixture.recorder.waitFor(ofType("DDATA"));
+      const liveFrom = Date.now() + 200;
+      await pause(500);
+      // Offline: what changes now is kept unpublished, as far as the limit allows.
+      await setHost(fixture, false, 2_000);
+      await pause(800);
+      await setHost(fixture, true, 3_000);
+      await pause(800);
+      const liveTo = Date.now() - 150;
+      await node.stop();
+
+      const health = storeAndForward(node);
+      // drop-oldest drops published records to make room; refuse-new refuses published live data.
+      expect(health.samplesDroppedAfterPublish).toBeGreaterThan(0);
+      expect(drops).toEqual({ published: health.samplesDroppedAfterPublish, unpublished: health.samplesDropped });
+      const sentKeys = new Set(sentSamples(node, fixture.recorder.messages).map((each) => each.key));
+      const neverPublished = [...changesBetween(fixture, liveFrom, liveTo).keys()].filter((key) => !sentKeys.has(key));
+      expect(neverPublished.length).toBeGreaterThan(0);
+      expect(neverPublished.length).toBe(health.samplesDropped);
+    },
+  );
+});
+
 describe("store-and-forward end to end: edge node → broker → SparkplugHost → PostgreSQL", () => {
   test("history sent after a host restart lands in the store once, and never overwrites the host's live view", async () => {
     const fixture = await fixtureWithHost("kiln-central");

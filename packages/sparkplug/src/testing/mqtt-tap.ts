@@ -14,7 +14,8 @@ export interface TappedPacket {
 /**
  * A TCP proxy between MQTT clients and a broker on loopback that parses every packet the clients
  * send (CONNECT with its Will, SUBSCRIBE with its QoS, PUBLISH...) and can cut the network
- * (every connection dropped, with no DISCONNECT: the broker publishes the Wills) or hold it down.
+ * (every connection dropped, with no DISCONNECT: the broker publishes the Wills), hold it down,
+ * or stall it (connections stay open and nothing passes: a broker that stopped answering).
  */
 export interface MqttTap {
   /** `mqtt://127.0.0.1:<port>`: give this to the client under test instead of the broker's URL. */
@@ -25,6 +26,14 @@ export interface MqttTap {
   cut(): void;
   /** While true, new connections are accepted and dropped at once (a network that is down). */
   refuse: boolean;
+  /**
+   * Stops forwarding, both ways, on every connection (open and new) while they stay open, as a
+   * broker that stopped answering (SIGSTOP) or a network that silently drops: what is sent waits
+   * in the sockets' buffers until {@link MqttTap.resume}.
+   */
+  stall(): void;
+  /** Forwards again after {@link MqttTap.stall}, what waited first. */
+  resume(): void;
   /** Resolves with the first packet (past or future) that matches, else fails after `timeoutMs`. */
   waitFor(predicate: (packet: TappedPacket) => boolean, timeoutMs?: number): Promise<TappedPacket>;
   /** Drops every connection and stops listening. */
@@ -46,6 +55,7 @@ export async function startMqttTap(
   const pairs = new Set<{ client: Socket; broker: Socket }>();
   const waiters = new Set<{ predicate: (packet: TappedPacket) => boolean; resolve: (packet: TappedPacket) => void }>();
   let connections = 0;
+  let stalled = false;
   const tap: MqttTap = {
     url: `mqtt://127.0.0.1:${port}`,
     packets,
@@ -56,6 +66,20 @@ export async function startMqttTap(
         pair.broker.destroy();
       }
       pairs.clear();
+    },
+    stall: () => {
+      stalled = true;
+      for (const pair of pairs) {
+        pair.client.pause();
+        pair.broker.pause();
+      }
+    },
+    resume: () => {
+      stalled = false;
+      for (const pair of pairs) {
+        pair.client.resume();
+        pair.broker.resume();
+      }
     },
     waitFor: (predicate, timeoutMs = 10_000) => {
       const seen = packets.find(predicate);
@@ -92,6 +116,10 @@ export async function startMqttTap(
     const broker = connect(brokerPort, "127.0.0.1");
     const pair = { client, broker };
     pairs.add(pair);
+    if (stalled) {
+      client.pause();
+      broker.pause();
+    }
     const parser = mqttPacket.parser({ protocolVersion: options.protocolVersion ?? 4 });
     parser.on("packet", (packet: Packet) => {
       const tapped = { connection, packet };
