@@ -386,6 +386,11 @@ export class OpcuaServer {
     server.mayReceiveEvent = (session, event) => this.#mayReceiveEvent(session, event);
     server.onRefusedRequest = (session, refused) => this.#refuseRequest(session, refused);
     server.serveCall = (session, call) => this.#serveCall(session, call);
+    server.onServiceError = (service, error) =>
+      this.#logger.error(
+        { service, error: String(error) },
+        "a request failed inside node-opcua; answered BadInternalError",
+      );
     try {
       await server.initialize();
       const addressSpace = server.engine.addressSpace!;
