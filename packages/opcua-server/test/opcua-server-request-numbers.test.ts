@@ -7,15 +7,26 @@ import {
   DataChangeFilter,
   DataChangeTrigger,
   DeadbandType,
+  MessageSecurityMode,
   ModifyMonitoredItemsRequest,
   MonitoringMode,
+  OPCUAClient,
   PublishRequest,
+  SecurityPolicy,
   StatusCodes,
   type StatusCode,
   TimestampsToReturn,
 } from "node-opcua-client";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { connect, makeTestPki, servedSystem, type ServedTestSystem, type TestPki, user } from "./support/opcua-fixture";
+import {
+  identify as baseIdentify,
+  connect,
+  makeTestPki,
+  servedSystem,
+  type ServedTestSystem,
+  type TestPki,
+  user,
+} from "./support/opcua-fixture";
 import { rawSession } from "./support/opcua-raw";
 
 /**
@@ -240,4 +251,77 @@ describe("deadband filters", () => {
     expect(seen.filter((value) => Number.isNaN(value)).length).toBe(2);
     await stillServing();
   });
+});
+
+describe("failed-login throttle under concurrent logins", () => {
+  test("wrong passwords sent at once with a slow identify reach identify at most maxFailedLogins times", async () => {
+    const slowPki = await makeTestPki();
+    let asked = 0;
+    const slow = await servedSystem({
+      tags,
+      pki: slowPki,
+      server: {
+        limits: { maxFailedLogins: 3, failedLoginWindowMs: 60_000, maxUnactivatedSessions: 20 },
+        identify: async (identity) => {
+          asked += 1;
+          await new Promise((resolve) => setTimeout(resolve, 300));
+          return baseIdentify(identity);
+        },
+      },
+    });
+    const clients: OPCUAClient[] = [];
+    try {
+      for (let index = 0; index < 10; index++) {
+        const client = OPCUAClient.create({
+          applicationName: "trusted",
+          applicationUri: "urn:kiln-test:trusted",
+          clientCertificateManager: slowPki.trusted.manager,
+          securityMode: MessageSecurityMode.SignAndEncrypt,
+          securityPolicy: SecurityPolicy.Basic256Sha256,
+          endpointMustExist: false,
+          connectionStrategy: { maxRetry: 0 },
+        });
+        await client.connect(slow.server.endpointUrl);
+        clients.push(client);
+      }
+      const answers = await Promise.all(
+        clients.map((client, index) =>
+          client.createSession({ ...user("olga"), password: `guess-${index}` }).then(
+            () => "activated",
+            (error: unknown) => /Bad\w+/.exec(String(error))?.[0] ?? String(error),
+          ),
+        ),
+      );
+      expect(answers.every((answer) => answer === "BadUserAccessDenied")).toBe(true);
+      expect(asked).toBeLessThanOrEqual(3);
+      const right = await clients[0]!.createSession(user("olga")).then(
+        () => "activated",
+        (error: unknown) => /Bad\w+/.exec(String(error))?.[0] ?? String(error),
+      );
+      expect(right).toBe("BadUserAccessDenied"); // throttled: identify not asked
+      expect(asked).toBeLessThanOrEqual(3);
+    } finally {
+      await Promise.all(clients.map((client) => client.disconnect()));
+      await slow.dispose();
+      await slowPki.dispose();
+    }
+  }, 60_000);
+
+  test("a successful login gives its count back: logins that succeed never throttle", async () => {
+    const okPki = await makeTestPki();
+    const ok = await servedSystem({
+      tags,
+      pki: okPki,
+      server: { limits: { maxFailedLogins: 2, failedLoginWindowMs: 60_000 } },
+    });
+    try {
+      for (let index = 0; index < 4; index++) {
+        const session = await connect(ok.server, okPki.trusted, user("olga"));
+        await session.close();
+      }
+    } finally {
+      await ok.dispose();
+      await okPki.dispose();
+    }
+  }, 60_000);
 });
