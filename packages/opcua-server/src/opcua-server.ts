@@ -1343,7 +1343,11 @@ export class OpcuaServer {
     const value = tagValueOf(this.#runtime!, tag, dataValue.value);
     if (value === undefined) {
       const variant = dataValue.value;
-      const written = `${variant?.arrayType === this.#runtime!.VariantArrayType.Scalar ? "scalar" : "array"} ${this.#runtime!.DataType[variant?.dataType ?? 0] ?? "unknown"}`;
+      const typeName = this.#runtime!.DataType[variant?.dataType ?? 0] ?? "unknown";
+      const written =
+        variant?.value === null || variant?.value === undefined
+          ? `${typeName} Variant holding null (no value)`
+          : `${variant.arrayType === this.#runtime!.VariantArrayType.Scalar ? "scalar" : "array"} ${typeName}`;
       return this.#refuse(principal, {
         permission: "tag.write",
         target: tag.name,
@@ -1555,7 +1559,7 @@ function variantOf(runtime: ServerRuntime, tag: Tag, value: Sample["value"]): Va
  * of exactly the tag's OPC UA DataType ({@link OPCUA_DATA_TYPE_OF_TAG}; no conversion: an Int64
  * -1 is not a UInt64, a String "5" is not an Int64, a UInt32 above 2^31 is not an Int32). A
  * 64-bit integer's [high, low] words become a bigint; Kiln's checked write then decides whether
- * the value fits the tag (range, `KILN_VALIDATION` → `BadTypeMismatch`).
+ * the value fits the tag (range, `KILN_VALIDATION` → `BadInvalidArgument`).
  */
 function tagValueOf(runtime: ServerRuntime, tag: Tag, variant: Variant | null | undefined): unknown {
   if (
