@@ -16,6 +16,7 @@ import {
   EventNotificationList,
   type HistoryReadRequest,
   HistoryReadResponse,
+  HistoryReadResult,
   MonitoredItemCreateResult,
   MonitoredItemModifyResult,
   MonitoredItemNotification,
@@ -334,6 +335,7 @@ export class AuthorizingServer extends OPCUAServer {
   override async initialize(): Promise<void> {
     await super.initialize();
     this.#budgetBrowse();
+    this.#historyPerNode();
     // A session that ends (CloseSession with DeleteSubscriptions false, or its timeout) takes its
     // subscriptions with it: node-opcua would keep them as orphans (until their lifetime ends)
     // outside every per-session and per-principal cap, queueing for no one.
@@ -354,6 +356,40 @@ export class AuthorizingServer extends OPCUAServer {
         result.availableSequenceNumbers = [];
       }
       return result;
+    };
+  }
+
+  /**
+   * Answers a HistoryRead per node, never as a whole: a node without history (an object or folder,
+   * a method, a variable that is not Historizing such as the Server's CurrentTime) answers
+   * `BadHistoryOperationUnsupported` (OPC UA Part 11, 6.4) without being asked, and a node whose
+   * read throws answers `BadHistoryOperationInvalid` alone. node-opcua threw for a node without a
+   * `historyRead` and failed the whole call, leaving the continuation points the call's other
+   * nodes had opened held by the session and never handed out (12 calls: `BadNoContinuationPoints`).
+   */
+  #historyPerNode(): void {
+    const accessor = this.engine.addressSpaceAccessor as unknown as {
+      historyReadNode?: (...args: unknown[]) => Promise<HistoryReadResult>;
+      addressSpace?: { findNode(nodeId: unknown): BaseNode | null };
+    } | null;
+    const readNode = accessor?.historyReadNode?.bind(accessor);
+    if (!accessor || !readNode) return;
+    accessor.historyReadNode = async (...args: unknown[]) => {
+      const nodeToRead = args[1] as { nodeId?: unknown } | undefined;
+      const node = accessor.addressSpace?.findNode(nodeToRead?.nodeId) as
+        (BaseNode & { historizing?: boolean; historyRead?: unknown }) | null | undefined;
+      if (
+        node &&
+        (node.nodeClass !== NodeClass.Variable || typeof node.historyRead !== "function" || node.historizing !== true)
+      ) {
+        return new HistoryReadResult({ statusCode: StatusCodes.BadHistoryOperationUnsupported });
+      }
+      try {
+        return await readNode(...args);
+      } catch (error) {
+        this.onServiceError("HistoryRead", error);
+        return new HistoryReadResult({ statusCode: StatusCodes.BadHistoryOperationInvalid });
+      }
     };
   }
 

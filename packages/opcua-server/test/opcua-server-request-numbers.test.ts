@@ -16,6 +16,7 @@ import {
   StatusCodes,
   type StatusCode,
   TimestampsToReturn,
+  UserTokenType,
 } from "node-opcua-client";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import {
@@ -286,7 +287,7 @@ describe("failed-login throttle under concurrent logins", () => {
       }
       const answers = await Promise.all(
         clients.map((client, index) =>
-          client.createSession({ ...user("olga"), password: `guess-${index}` }).then(
+          client.createSession({ type: UserTokenType.UserName, userName: "olga", password: `guess-${index}` }).then(
             () => "activated",
             (error: unknown) => /Bad\w+/.exec(String(error))?.[0] ?? String(error),
           ),
