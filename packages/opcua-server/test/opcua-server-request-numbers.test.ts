@@ -3,7 +3,7 @@ import {
   AttributeIds,
   CreateMonitoredItemsRequest,
   CreateSubscriptionRequest,
-  CreateSubscriptionResponse,
+  type CreateSubscriptionResponse,
   DataChangeFilter,
   DataChangeTrigger,
   DeadbandType,
