@@ -4,17 +4,19 @@ import { DataValue } from "node-opcua-data-value";
 import { type MonitoredItem, OPCUAServer, type ServerSession, type Subscription } from "node-opcua-server";
 import { type StatusCode, StatusCodes } from "node-opcua-status-code";
 import { costOfEventFilter, type EventFilterBounds, refusalOfEventFilter } from "./opcua-event-filter";
+import { checkMonitoringParameters, holdsNonFinite } from "./opcua-request-numbers";
 import {
   type BrowseRequest,
   BrowseResult,
   type CreateMonitoredItemsRequest,
+  DataChangeFilter,
   DataChangeNotification,
   type EventFieldList,
   type EventFilterResult,
   EventNotificationList,
   type HistoryReadRequest,
-  type ModifyMonitoredItemsRequest,
   HistoryReadResponse,
+  HistoryReadResult,
   MonitoredItemCreateResult,
   MonitoredItemModifyResult,
   MonitoredItemNotification,
@@ -277,34 +279,63 @@ export class AuthorizingServer extends OPCUAServer {
   protected override _apply_on_SessionObject(
     ...[ResponseClass, message, channel, actionToPerform]: Parameters<OPCUAServer["_apply_on_SessionObject"]>
   ): Promise<void> {
-    return super._apply_on_SessionObject(ResponseClass, message, channel, (session, sendResponse, sendError) =>
-      this.serveCall(session, (settle) =>
-        actionToPerform(
-          session,
-          (response) => void settle().finally(() => sendResponse(response)),
-          (statusCode) => {
-            if (statusCode.value !== StatusCodes.BadTooManyOperations.value) {
-              void settle().finally(() => sendError(statusCode));
-              return;
-            }
-            const refused: RefusedRequest = {
-              service: ResponseClass.schema.name.replace(/Response$/, ""),
-              operations: operationsOf(message.request),
-              statusCode,
-            };
-            this.onRefusedRequest(session, refused).then(
-              (answer) => void settle().finally(() => sendError(answer)),
-              () => void settle().finally(() => sendError(statusCode)),
-            );
-          },
-        ),
-      ),
+    const service = ResponseClass.schema.name.replace(/Response$/, "");
+    let answered = false;
+    const fault = (error: unknown, sendError: (statusCode: StatusCode) => void): void => {
+      this.onServiceError(service, error);
+      if (answered) return;
+      answered = true;
+      try {
+        sendError(StatusCodes.BadInternalError);
+      } catch {
+        // the channel is gone: nothing to answer
+      }
+    };
+    const served = super._apply_on_SessionObject(
+      ResponseClass,
+      message,
+      channel,
+      (session, sendResponse, sendError) => {
+        const respond = (send: () => void): void => {
+          answered = true;
+          send();
+        };
+        const action = async (): Promise<void> =>
+          this.serveCall(session, (settle) =>
+            actionToPerform(
+              session,
+              (response) => void settle().finally(() => respond(() => sendResponse(response))),
+              (statusCode) => {
+                if (statusCode.value !== StatusCodes.BadTooManyOperations.value) {
+                  void settle().finally(() => respond(() => sendError(statusCode)));
+                  return;
+                }
+                const refused: RefusedRequest = { service, operations: operationsOf(message.request), statusCode };
+                this.onRefusedRequest(session, refused).then(
+                  (answer) => void settle().finally(() => respond(() => sendError(answer))),
+                  () => void settle().finally(() => respond(() => sendError(statusCode))),
+                );
+              },
+            ),
+          );
+        return action().catch((error: unknown) => fault(error, sendError));
+      },
     );
+    return served.catch((error: unknown) => this.onServiceError(service, error));
   }
+
+  /**
+   * Told of an exception thrown while node-opcua served a session's request (the request is
+   * answered `BadInternalError`; the process goes on). Set by the server to log it. The numeric
+   * parameters node-opcua asserts on are checked before (`checkMonitoringParameters`): this is
+   * the last line of defence, not the validation. @default ignores it
+   */
+  onServiceError: (service: string, error: unknown) => void = () => undefined;
 
   override async initialize(): Promise<void> {
     await super.initialize();
     this.#budgetBrowse();
+    this.#historyPerNode();
     // A session that ends (CloseSession with DeleteSubscriptions false, or its timeout) takes its
     // subscriptions with it: node-opcua would keep them as orphans (until their lifetime ends)
     // outside every per-session and per-principal cap, queueing for no one.
@@ -325,6 +356,40 @@ export class AuthorizingServer extends OPCUAServer {
         result.availableSequenceNumbers = [];
       }
       return result;
+    };
+  }
+
+  /**
+   * Answers a HistoryRead per node, never as a whole: a node without history (an object or folder,
+   * a method, a variable that is not Historizing such as the Server's CurrentTime) answers
+   * `BadHistoryOperationUnsupported` (OPC UA Part 11, 6.4) without being asked, and a node whose
+   * read throws answers `BadHistoryOperationInvalid` alone. node-opcua threw for a node without a
+   * `historyRead` and failed the whole call, leaving the continuation points the call's other
+   * nodes had opened held by the session and never handed out (12 calls: `BadNoContinuationPoints`).
+   */
+  #historyPerNode(): void {
+    const accessor = this.engine.addressSpaceAccessor as unknown as {
+      historyReadNode?: (...args: unknown[]) => Promise<HistoryReadResult>;
+      addressSpace?: { findNode(nodeId: unknown): BaseNode | null };
+    } | null;
+    const readNode = accessor?.historyReadNode?.bind(accessor);
+    if (!accessor || !readNode) return;
+    accessor.historyReadNode = async (...args: unknown[]) => {
+      const nodeToRead = args[1] as { nodeId?: unknown } | undefined;
+      const node = accessor.addressSpace?.findNode(nodeToRead?.nodeId) as
+        (BaseNode & { historizing?: boolean; historyRead?: unknown }) | null | undefined;
+      if (
+        node &&
+        (node.nodeClass !== NodeClass.Variable || typeof node.historyRead !== "function" || node.historizing !== true)
+      ) {
+        return new HistoryReadResult({ statusCode: StatusCodes.BadHistoryOperationUnsupported });
+      }
+      try {
+        return await readNode(...args);
+      } catch (error) {
+        this.onServiceError("HistoryRead", error);
+        return new HistoryReadResult({ statusCode: StatusCodes.BadHistoryOperationInvalid });
+      }
     };
   }
 
@@ -354,16 +419,6 @@ export class AuthorizingServer extends OPCUAServer {
       }
       return results;
     };
-  }
-
-  protected override _on_ModifyMonitoredItemsRequest(message: Message, channel: ServerSecureChannelLayer): void {
-    const request = message.request as ModifyMonitoredItemsRequest;
-    for (const item of request.itemsToModify ?? []) this.#boundQueue(item.requestedParameters);
-    super._on_ModifyMonitoredItemsRequest(message, channel);
-  }
-
-  #boundQueue(parameters: { queueSize: number } | null | undefined): void {
-    if (parameters && parameters.queueSize > this.maxQueueSize) parameters.queueSize = this.maxQueueSize;
   }
 
   protected override _on_BrowseRequest(message: Message, channel: ServerSecureChannelLayer): void {
@@ -433,7 +488,12 @@ export class AuthorizingServer extends OPCUAServer {
       if (guarded && !session.sessionContext.checkPermission(guarded, PermissionType.Read)) {
         return refuse(StatusCodes.BadUserAccessDenied);
       }
-      this.#boundQueue(itemRequest.requestedParameters);
+      const numbers = checkMonitoringParameters(itemRequest.requestedParameters, {
+        publishingInterval: subscription.publishingInterval,
+        maxQueueSize: this.maxQueueSize,
+        euRange: euRangeOf(node),
+      });
+      if (numbers) return refuse(numbers);
       const created = create(addressSpace, timestampsToReturn, itemRequest);
       if (created.monitoredItem && cost > 0) this.#filterCosts.set(created.monitoredItem, cost);
       if (created.monitoredItem) this.#guardFilterChanges(created.monitoredItem);
@@ -469,6 +529,12 @@ export class AuthorizingServer extends OPCUAServer {
   #guardFilterChanges(item: MonitoredItem): void {
     const modify = item.modify.bind(item);
     item.modify = (timestampsToReturn, parameters) => {
+      const numbers = checkMonitoringParameters(parameters, {
+        publishingInterval: (item.$subscription as Subscription | undefined)?.publishingInterval ?? 0,
+        maxQueueSize: this.maxQueueSize,
+        euRange: euRangeOf(item.node),
+      });
+      if (numbers) return new MonitoredItemModifyResult({ statusCode: numbers });
       const refusal = refusalOfEventFilter(parameters?.filter, this.eventFilterBounds);
       if (refusal) {
         return new MonitoredItemModifyResult({ statusCode: refusal.statusCode, filterResult: refusal.filterResult });
@@ -675,7 +741,7 @@ function guardValues(node: BaseNode, item: MonitoredItem, deliverable: WeakMap<o
   const record = item.recordValue.bind(item);
   item.recordValue = (dataValue, skipChangeTest, indexRange) =>
     mayRead(item, node)
-      ? record(dataValue, skipChangeTest, indexRange)
+      ? recordThroughDeadband(item, record, dataValue, skipChangeTest, indexRange)
       : record(
           new DataValue({ statusCode: StatusCodes.BadUserAccessDenied, serverTimestamp: dataValue.serverTimestamp }),
           skipChangeTest,
@@ -692,6 +758,47 @@ function guardValues(node: BaseNode, item: MonitoredItem, deliverable: WeakMap<o
     }
     return [deniedNotification(notifications.at(-1) as MonitoredItemNotification)];
   };
+}
+
+/**
+ * Records a value on an item whose filter may be a deadband: node-opcua's deadband check asserts
+ * that the difference of the old and new values is finite, and threw (ending the process) for a
+ * device value ±∞ or NaN. A change to or from a value that is not finite is outside any deadband:
+ * it is reported when the value (NaN equal to NaN) or the StatusCode differs, and the deadband is
+ * not asked. Finite values go through node-opcua's filter as before.
+ */
+function recordThroughDeadband(
+  item: MonitoredItem,
+  record: MonitoredItem["recordValue"],
+  dataValue: DataValue,
+  skipChangeTest: boolean | undefined,
+  indexRange: Parameters<MonitoredItem["recordValue"]>[2],
+): boolean {
+  const filter = item.filter;
+  if (skipChangeTest || !(filter instanceof DataChangeFilter) || (filter.deadbandType as number) === 0) {
+    return record(dataValue, skipChangeTest, indexRange);
+  }
+  const before: unknown = item.oldDataValue?.value?.value;
+  const after: unknown = dataValue.value?.value;
+  if (!holdsNonFinite(before) && !holdsNonFinite(after)) return record(dataValue, skipChangeTest, indexRange);
+  const sameValue =
+    Object.is(before, after) ||
+    (Array.isArray(before) &&
+      Array.isArray(after) &&
+      before.length === after.length &&
+      before.every((element, index) => Object.is(element, after[index])));
+  const sameStatus = item.oldDataValue?.statusCode?.value === dataValue.statusCode?.value;
+  if (sameValue && sameStatus) return false;
+  return record(dataValue, true, indexRange);
+}
+
+/** The node's EURange (low, high), when it is a variable that has one. */
+function euRangeOf(node: BaseNode | null | undefined): { low: number; high: number } | undefined {
+  const range = node?.getChildByName("EURange") as { readValue?(): DataValue } | null | undefined;
+  const value: unknown = range?.readValue?.().value?.value;
+  if (typeof value !== "object" || value === null) return undefined;
+  const { low, high } = value as { low?: unknown; high?: unknown };
+  return typeof low === "number" && typeof high === "number" ? { low, high } : undefined;
 }
 
 /** A value notification's refusal: same clientHandle, `BadUserAccessDenied`, no value. */

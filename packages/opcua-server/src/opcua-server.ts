@@ -386,6 +386,11 @@ export class OpcuaServer {
     server.mayReceiveEvent = (session, event) => this.#mayReceiveEvent(session, event);
     server.onRefusedRequest = (session, refused) => this.#refuseRequest(session, refused);
     server.serveCall = (session, call) => this.#serveCall(session, call);
+    server.onServiceError = (service, error) =>
+      this.#logger.error(
+        { service, error: String(error) },
+        "a request failed inside node-opcua; answered BadInternalError",
+      );
     try {
       await server.initialize();
       const addressSpace = server.engine.addressSpace!;
@@ -660,7 +665,9 @@ export class OpcuaServer {
    * one. A refused identity is a failed login: counted per remote address and per user name; after
    * `limits.maxFailedLogins` failures of one address or one user name within
    * `limits.failedLoginWindowMs`, `identify` is not asked until the window ends (the activation is
-   * refused, `BadUserAccessDenied` for a password). Failed and throttled logins are audited
+   * refused, `BadUserAccessDenied` for a password). An attempt counts from before `identify` is
+   * asked until it succeeds, so attempts in flight count too (an `identify` that throws counts as
+   * a failure). Failed and throttled logins are audited
    * (action `opcua.ActivateSession`), coalesced per remote address.
    */
   async #identify(session: ServerSession, identity: OpcuaUserIdentity | undefined): Promise<boolean> {
@@ -680,10 +687,13 @@ export class OpcuaServer {
       );
       return false;
     }
+    // Each attempt is counted as failed before `identify` is awaited (and the count given back
+    // when it succeeds): attempts in flight count against the limit, so concurrent logins cannot
+    // all pass the check above before any of them has failed.
+    const reserved = keys.map((key) => this.#countFailedLogin(key));
     try {
       const principal = await this.#options.identify(identity, info);
       if (principal === undefined || principal === null) {
-        for (const key of keys) this.#countFailedLogin(key);
         await this.#refuseLogin(
           info,
           address,
@@ -693,6 +703,7 @@ export class OpcuaServer {
         );
         return false;
       }
+      for (const failures of reserved) if (failures && failures.count > 0) failures.count -= 1;
       const held = this.#server
         ? this.#server.engine
             .getSessions()
@@ -732,7 +743,8 @@ export class OpcuaServer {
     return failures.count >= this.#options.limits.maxFailedLogins;
   }
 
-  #countFailedLogin(key: string): void {
+  /** Counts a failed login of `key`; the window's entry it was counted in (none when untracked: the table is full). */
+  #countFailedLogin(key: string): { count: number; since: number } | undefined {
     const now = this.#clock.now();
     const window = this.#options.limits.failedLoginWindowMs;
     if (this.#loginFailures.size >= MAX_TRACKED_LOGINS) {
@@ -741,8 +753,14 @@ export class OpcuaServer {
       }
     }
     const failures = this.#loginFailures.get(key);
-    if (failures && now - failures.since < window) failures.count += 1;
-    else if (this.#loginFailures.size < MAX_TRACKED_LOGINS) this.#loginFailures.set(key, { count: 1, since: now });
+    if (failures && now - failures.since < window) {
+      failures.count += 1;
+      return failures;
+    }
+    if (this.#loginFailures.size >= MAX_TRACKED_LOGINS) return undefined;
+    const counted = { count: 1, since: now };
+    this.#loginFailures.set(key, counted);
+    return counted;
   }
 
   /**
@@ -1325,7 +1343,11 @@ export class OpcuaServer {
     const value = tagValueOf(this.#runtime!, tag, dataValue.value);
     if (value === undefined) {
       const variant = dataValue.value;
-      const written = `${variant?.arrayType === this.#runtime!.VariantArrayType.Scalar ? "scalar" : "array"} ${this.#runtime!.DataType[variant?.dataType ?? 0] ?? "unknown"}`;
+      const typeName = this.#runtime!.DataType[variant?.dataType ?? 0] ?? "unknown";
+      const written =
+        variant?.value === null || variant?.value === undefined
+          ? `${typeName} Variant holding null (no value)`
+          : `${variant.arrayType === this.#runtime!.VariantArrayType.Scalar ? "scalar" : "array"} ${typeName}`;
       return this.#refuse(principal, {
         permission: "tag.write",
         target: tag.name,
@@ -1537,7 +1559,7 @@ function variantOf(runtime: ServerRuntime, tag: Tag, value: Sample["value"]): Va
  * of exactly the tag's OPC UA DataType ({@link OPCUA_DATA_TYPE_OF_TAG}; no conversion: an Int64
  * -1 is not a UInt64, a String "5" is not an Int64, a UInt32 above 2^31 is not an Int32). A
  * 64-bit integer's [high, low] words become a bigint; Kiln's checked write then decides whether
- * the value fits the tag (range, `KILN_VALIDATION` → `BadTypeMismatch`).
+ * the value fits the tag (range, `KILN_VALIDATION` → `BadInvalidArgument`).
  */
 function tagValueOf(runtime: ServerRuntime, tag: Tag, variant: Variant | null | undefined): unknown {
   if (

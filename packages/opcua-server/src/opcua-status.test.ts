@@ -37,7 +37,7 @@ describe("statusCodeOfError", () => {
     ["KILN_TAG_NOT_WRITABLE", ServerStatusCodes.BadNotWritable],
     ["KILN_INVALID_TRANSITION", ServerStatusCodes.BadInvalidState],
     ["KILN_LIFECYCLE", ServerStatusCodes.BadInvalidState],
-    ["KILN_VALIDATION", ServerStatusCodes.BadTypeMismatch],
+    ["KILN_VALIDATION", ServerStatusCodes.BadInvalidArgument],
     ["KILN_TIMEOUT", ServerStatusCodes.BadTimeout],
     ["KILN_CIRCUIT_OPEN", ServerStatusCodes.BadNotConnected],
     ["KILN_AUDIT_UNAVAILABLE", ServerStatusCodes.BadResourceUnavailable],

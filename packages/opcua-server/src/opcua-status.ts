@@ -50,7 +50,7 @@ export function statusCodeOfSample(sample: Sample): number {
  * | `KILN_OUT_OF_RANGE`                           | `BadOutOfRange`       |
  * | `KILN_TAG_NOT_WRITABLE`                       | `BadNotWritable`      |
  * | `KILN_INVALID_TRANSITION`, `KILN_LIFECYCLE`   | `BadInvalidState`     |
- * | `KILN_VALIDATION`                             | `BadTypeMismatch`     |
+ * | `KILN_VALIDATION`                             | `BadInvalidArgument`  |
  * | `KILN_TAG_UNKNOWN`                            | `BadNodeIdUnknown`    |
  * | `KILN_NOT_FOUND` (no process, no recipe)      | `BadNotFound`         |
  * | `KILN_TIMEOUT`                                | `BadTimeout`          |
@@ -58,6 +58,9 @@ export function statusCodeOfSample(sample: Sample): number {
  * | `KILN_WRITE_REJECTED`, `KILN_DEVICE_ERROR`    | the device's StatusCode in `details.statusCode` when it is bad, else `BadDeviceFailure` |
  * | `KILN_AUDIT_UNAVAILABLE`, `KILN_BUFFER_FULL`  | `BadResourceUnavailable` |
  * | anything else                                 | `BadInternalError`    |
+ *
+ * A Variant of the wrong type (a Write of a String to a Double tag, a Null) is refused
+ * `BadTypeMismatch` by the server before the command path is asked.
  */
 export function statusCodeOfError(error: unknown): number {
   if (!KilnError.is(error)) return ServerStatusCodes.BadInternalError;
@@ -74,7 +77,10 @@ export function statusCodeOfError(error: unknown): number {
     case "KILN_ABORTED":
       return ServerStatusCodes.BadInvalidState;
     case "KILN_VALIDATION":
-      return ServerStatusCodes.BadTypeMismatch;
+      // A value of the right type that breaks a rule (a recipe version 0, a name with NUL, a
+      // reason too long): OPC UA Part 4, 7.39 `BadInvalidArgument`. A value of the wrong type
+      // never reaches Kiln's command path: the server refuses it `BadTypeMismatch` itself.
+      return ServerStatusCodes.BadInvalidArgument;
     case "KILN_TAG_UNKNOWN":
       return ServerStatusCodes.BadNodeIdUnknown;
     case "KILN_NOT_FOUND":

@@ -586,6 +586,41 @@ describe.each(STORES)("HistoryRead from $name", ({ make }) => {
     }
   });
 
+  test("a tag read with a folder, an object or the Server node answers per node; the tag's continuation point is handed out, never leaked", async () => {
+    const folder = `ns=${server.namespaceIndex};s=#hist`;
+    const machine = `ns=${server.namespaceIndex};s=@`;
+    for (let call = 0; call < 14; call++) {
+      const results = await read(raw(T0, T0 + 10_000, 1), [
+        { nodeId: node },
+        { nodeId: folder },
+        { nodeId: machine },
+        { nodeId: "ns=0;i=2253" },
+        { nodeId: "ns=0;i=85" },
+      ]);
+      expect(results[0]!.statusCode.isGood()).toBe(true);
+      expect(results[0]!.continuationPoint?.length).toBeGreaterThan(0);
+      expect(results.slice(1).map((result) => result.statusCode.value >>> 0)).toEqual([
+        0x80720000, 0x80720000, 0x80720000, 0x80720000,
+      ]); // BadHistoryOperationUnsupported
+      // The client releases what it was given.
+      await client.session.historyRead(
+        new HistoryReadRequest({
+          historyReadDetails: raw(T0, T0 + 10_000, 1),
+          nodesToRead: [{ nodeId: node, continuationPoint: results[0]!.continuationPoint! }],
+          timestampsToReturn: TimestampsToReturn.Source,
+          releaseContinuationPoints: true,
+        }),
+      );
+    }
+    const [after] = await read(raw(T0, T0 + 10_000, 1), [{ nodeId: node }]);
+    expect(after!.statusCode.isGood()).toBe(true);
+  });
+
+  test("a variable without history (the Server's CurrentTime) answers BadHistoryOperationUnsupported, not BadUserAccessDenied", async () => {
+    const [current] = await read(raw(T0, T0 + 10_000), [{ nodeId: "ns=0;i=2258" }]);
+    expect(current!.statusCode.value >>> 0).toBe(0x80720000);
+  });
+
   test("bad input answers a Bad code, never a crash", async () => {
     const [both] = await read(new ReadRawModifiedDetails({ numValuesPerNode: 0, isReadModified: false }), [
       { nodeId: node },

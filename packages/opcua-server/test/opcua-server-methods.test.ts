@@ -129,6 +129,20 @@ describe("OpcuaServer machine Methods go through the checked command path", () =
     expect(served.plc.writes).toEqual([]);
   });
 
+  test("a right-typed wrong value (StartRecipe version 0, a recipe name holding NUL) answers BadInvalidArgument, not BadTypeMismatch", async () => {
+    const version0 = await call(operator, "StartRecipe", [
+      { dataType: DataType.String, value: "purge" },
+      { dataType: DataType.UInt32, value: 0 },
+    ]);
+    expect(version0.statusCode).toBe(StatusCodes.BadInvalidArgument);
+    const nul = await call(operator, "StartRecipe", [
+      { dataType: DataType.String, value: "pur\u0000ge" },
+      { dataType: DataType.UInt32, value: 1 },
+    ]);
+    expect(nul.statusCode).toBe(StatusCodes.BadInvalidArgument);
+    expect(served.plc.writes).toEqual([]);
+  });
+
   test("an operator starts, pauses, resumes and aborts a recipe; the machine variables follow; Resume while running is BadInvalidState", async () => {
     const started = await call(operator, "StartRecipe", [
       { dataType: DataType.String, value: "purge" },

@@ -35,6 +35,7 @@ const tags = defineTags({
   "cycle.offset": { dataType: "int64", access: "readwrite" },
   "cycle.step": { dataType: "int32", access: "readwrite" },
   "heater.ramp": { dataType: "float64", access: "readwrite", range: { min: 0, max: 100 } },
+  "recipe.note": { dataType: "string", access: "readwrite" },
 });
 
 let pki: TestPki;
@@ -299,6 +300,16 @@ describe("OpcuaServer writes through Kiln's checked command path", () => {
       { outcome: "denied" },
       { principal: "olga", outcome: "denied", reason: expect.stringMatching(/KILN_VALIDATION/) },
     ]);
+  });
+
+  test("a Write of a String Variant holding null is refused BadTypeMismatch, audited with a reason naming the null", async () => {
+    const before = served.plc.writes.length;
+    const status = await write(admin, "recipe.note", { dataType: DataType.String, value: null });
+    expect(status).toBe(StatusCodes.BadTypeMismatch);
+    expect(served.plc.writes.length).toBe(before);
+    const entries = await auditEntries("recipe.note", 1);
+    expect(entries.at(-1)!.reason).toMatch(/String Variant holding null/);
+    expect(entries.at(-1)!.reason).not.toMatch(/not a scalar String$/);
   });
 
   test("UserAccessLevel and UserExecutable are the reading session's own rights: CurrentWrite and StartRecipe for the operator, neither for the viewer (whose Write and Call are still refused and audited)", async () => {

@@ -1,0 +1,328 @@
+import { defineTags } from "@kiln/core";
+import {
+  AttributeIds,
+  CreateMonitoredItemsRequest,
+  CreateSubscriptionRequest,
+  type CreateSubscriptionResponse,
+  DataChangeFilter,
+  DataChangeTrigger,
+  DeadbandType,
+  MessageSecurityMode,
+  ModifyMonitoredItemsRequest,
+  MonitoringMode,
+  OPCUAClient,
+  PublishRequest,
+  SecurityPolicy,
+  StatusCodes,
+  type StatusCode,
+  TimestampsToReturn,
+  UserTokenType,
+} from "node-opcua-client";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import {
+  identify as baseIdentify,
+  connect,
+  makeTestPki,
+  servedSystem,
+  type ServedTestSystem,
+  type TestPki,
+  user,
+} from "./support/opcua-fixture";
+import { rawSession } from "./support/opcua-raw";
+
+/**
+ * node-opcua's server asserts that a monitored item's numbers are finite (samplingInterval,
+ * deadbandValue, the difference of two values under a deadband); a failed assert is an exception
+ * out of the service handler or a value callback, which ended the process. These run in the test
+ * worker's process: a crash fails the file.
+ */
+
+const tags = defineTags({
+  "chamber.free": { dataType: "float64" },
+  "chamber.ranged": { dataType: "float64", range: { min: 0, max: 1000 } },
+});
+
+let pki: TestPki;
+let served: ServedTestSystem;
+let vic: Awaited<ReturnType<typeof connect>>;
+
+beforeAll(async () => {
+  pki = await makeTestPki();
+  served = await servedSystem({ tags, pki });
+  vic = await connect(served.server, pki.trusted, user("vic")); // a viewer: any signed-in user
+}, 60_000);
+
+afterAll(async () => {
+  await vic?.close();
+  await served?.dispose();
+  await pki?.dispose();
+});
+
+interface ItemAnswer {
+  statusCode: StatusCode;
+  monitoredItemId: number;
+  revisedSamplingInterval: number;
+  revisedQueueSize: number;
+}
+
+const session = () =>
+  vic.session as unknown as {
+    performMessageTransaction(request: unknown): Promise<unknown>;
+    createMonitoredItems(request: CreateMonitoredItemsRequest): Promise<{ results: ItemAnswer[] }>;
+    modifyMonitoredItems(request: ModifyMonitoredItemsRequest): Promise<{ results: ItemAnswer[] }>;
+  };
+
+async function subscription(requestedPublishingInterval = 100): Promise<CreateSubscriptionResponse> {
+  return (await session().performMessageTransaction(
+    new CreateSubscriptionRequest({
+      requestedPublishingInterval,
+      requestedLifetimeCount: 600,
+      requestedMaxKeepAliveCount: 10,
+      publishingEnabled: true,
+    }),
+  )) as CreateSubscriptionResponse;
+}
+
+const parameters = (
+  samplingInterval: number,
+  filter: DataChangeFilter | null = null,
+  queueSize = 10,
+  clientHandle = 1,
+) => ({
+  clientHandle,
+  samplingInterval,
+  queueSize,
+  discardOldest: true,
+  filter,
+});
+
+async function create(
+  subscriptionId: number,
+  tag: string,
+  samplingInterval: number,
+  filter: DataChangeFilter | null = null,
+  queueSize = 10,
+  clientHandle = 1,
+): Promise<ItemAnswer> {
+  const answer = await session().createMonitoredItems(
+    new CreateMonitoredItemsRequest({
+      subscriptionId,
+      timestampsToReturn: TimestampsToReturn.Both,
+      itemsToCreate: [
+        {
+          itemToMonitor: { nodeId: served.server.nodeIdOf(tag), attributeId: AttributeIds.Value },
+          monitoringMode: MonitoringMode.Reporting,
+          requestedParameters: parameters(samplingInterval, filter, queueSize, clientHandle),
+        },
+      ],
+    }),
+  );
+  return answer.results[0]!;
+}
+
+async function modify(
+  subscriptionId: number,
+  monitoredItemId: number,
+  samplingInterval: number,
+  filter: DataChangeFilter | null = null,
+): Promise<ItemAnswer> {
+  const answer = await session().modifyMonitoredItems(
+    new ModifyMonitoredItemsRequest({
+      subscriptionId,
+      timestampsToReturn: TimestampsToReturn.Both,
+      itemsToModify: [{ monitoredItemId, requestedParameters: parameters(samplingInterval, filter) }],
+    }),
+  );
+  return answer.results[0]!;
+}
+
+const deadband = (deadbandType: DeadbandType, deadbandValue: number) =>
+  new DataChangeFilter({ trigger: DataChangeTrigger.StatusValue, deadbandType, deadbandValue });
+
+/** The server still answers: a Read of a tag is Good. */
+async function stillServing(): Promise<void> {
+  const [value] = await vic.session.read([{ nodeId: served.server.nodeIdOf("chamber.free"), attributeId: 13 }]);
+  expect(value!.statusCode.isGoodish() || value!.statusCode.isBad()).toBe(true);
+}
+
+describe("sampling interval and queue size", () => {
+  test("CreateMonitoredItems with samplingInterval NaN is revised to the publishing interval, not a crash", async () => {
+    const { subscriptionId, revisedPublishingInterval } = await subscription();
+    const created = await create(subscriptionId, "chamber.free", Number.NaN);
+    expect(created.statusCode).toBe(StatusCodes.Good);
+    expect(created.revisedSamplingInterval).toBe(revisedPublishingInterval);
+    await stillServing();
+  });
+
+  test("ModifyMonitoredItems with samplingInterval NaN, −5, −∞ or +∞ is revised, not a crash", async () => {
+    const { subscriptionId, revisedPublishingInterval } = await subscription();
+    const created = await create(subscriptionId, "chamber.free", 100);
+    for (const requested of [Number.NaN, -5, Number.NEGATIVE_INFINITY]) {
+      const modified = await modify(subscriptionId, created.monitoredItemId, requested);
+      expect(modified.statusCode).toBe(StatusCodes.Good);
+      expect(modified.revisedSamplingInterval).toBe(revisedPublishingInterval);
+    }
+    const slowest = await modify(subscriptionId, created.monitoredItemId, Number.POSITIVE_INFINITY);
+    expect(slowest.statusCode).toBe(StatusCodes.Good);
+    expect(Number.isFinite(slowest.revisedSamplingInterval)).toBe(true);
+    await stillServing();
+  });
+
+  test("a queue size of 2^32−1 is revised down; a publishing interval NaN in CreateSubscription is revised", async () => {
+    const { subscriptionId, revisedPublishingInterval } = await subscription(Number.NaN);
+    expect(Number.isFinite(revisedPublishingInterval)).toBe(true);
+    const created = await create(subscriptionId, "chamber.free", 100, null, 0xffffffff);
+    expect(created.statusCode).toBe(StatusCodes.Good);
+    expect(created.revisedQueueSize).toBeLessThanOrEqual(100);
+    await stillServing();
+  });
+});
+
+describe("deadband filters", () => {
+  test("an absolute deadband NaN (or −1, or +∞) is refused BadDeadbandFilterInvalid on create and on modify", async () => {
+    const { subscriptionId } = await subscription();
+    for (const value of [Number.NaN, -1, Number.POSITIVE_INFINITY]) {
+      expect((await create(subscriptionId, "chamber.free", 0, deadband(DeadbandType.Absolute, value))).statusCode).toBe(
+        StatusCodes.BadDeadbandFilterInvalid,
+      );
+    }
+    const created = await create(subscriptionId, "chamber.free", 0, deadband(DeadbandType.Absolute, 1));
+    expect(created.statusCode).toBe(StatusCodes.Good);
+    const modified = await modify(
+      subscriptionId,
+      created.monitoredItemId,
+      0,
+      deadband(DeadbandType.Absolute, Number.NaN),
+    );
+    expect(modified.statusCode).toBe(StatusCodes.BadDeadbandFilterInvalid);
+    served.plc.set("chamber.free", 11);
+    served.plc.set("chamber.free", 12);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    await stillServing();
+  });
+
+  test("a percent deadband NaN on a ranged tag is refused BadDeadbandFilterInvalid", async () => {
+    const { subscriptionId } = await subscription();
+    const created = await create(subscriptionId, "chamber.ranged", 0, deadband(DeadbandType.Percent, Number.NaN));
+    expect(created.statusCode).toBe(StatusCodes.BadDeadbandFilterInvalid);
+    served.plc.set("chamber.ranged", 50);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    await stillServing();
+  });
+
+  test("device values +∞, −∞, NaN and back to finite under a deadband are each reported, never a crash", async () => {
+    served.plc.set("chamber.free", 1);
+    served.plc.set("chamber.ranged", 1);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const { subscriptionId } = await subscription(50);
+    const free = await create(subscriptionId, "chamber.free", 0, deadband(DeadbandType.Absolute, 1), 10, 77);
+    const ranged = await create(subscriptionId, "chamber.ranged", 0, deadband(DeadbandType.Percent, 10), 10, 77);
+    expect([free.statusCode, ranged.statusCode]).toEqual([StatusCodes.Good, StatusCodes.Good]);
+    const seen: unknown[] = [];
+    const drain = async (): Promise<void> => {
+      for (let attempt = 0; attempt < 4; attempt++) {
+        const { notificationMessage } = await rawSession(vic.session).publish(
+          new PublishRequest({ subscriptionAcknowledgements: [] }),
+        );
+        for (const data of notificationMessage.notificationData ?? []) {
+          for (const item of data?.monitoredItems ?? [])
+            if (item.clientHandle === 77) seen.push(item.value.value?.value);
+        }
+      }
+    };
+    const steps = [
+      Number.POSITIVE_INFINITY,
+      5,
+      Number.NEGATIVE_INFINITY,
+      Number.NaN,
+      Number.NaN, // unchanged: not reported again
+      Number.POSITIVE_INFINITY,
+      5.5, // back to finite
+    ];
+    for (const value of steps) {
+      served.plc.set("chamber.free", value);
+      served.plc.set("chamber.ranged", value);
+      await new Promise((resolve) => setTimeout(resolve, 150));
+    }
+    await drain();
+    // Both items (client handle 77) report every change to or from a non-finite value.
+    for (const expected of [Number.POSITIVE_INFINITY, 5, Number.NEGATIVE_INFINITY, Number.NaN, 5.5]) {
+      expect(seen.filter((value) => Object.is(value, expected)).length).toBeGreaterThanOrEqual(2);
+    }
+    expect(seen.filter((value) => Number.isNaN(value)).length).toBe(2);
+    await stillServing();
+  });
+});
+
+describe("failed-login throttle under concurrent logins", () => {
+  test("wrong passwords sent at once with a slow identify reach identify at most maxFailedLogins times", async () => {
+    const slowPki = await makeTestPki();
+    let asked = 0;
+    const slow = await servedSystem({
+      tags,
+      pki: slowPki,
+      server: {
+        limits: { maxFailedLogins: 3, failedLoginWindowMs: 60_000, maxUnactivatedSessions: 20 },
+        identify: async (identity) => {
+          asked += 1;
+          await new Promise((resolve) => setTimeout(resolve, 300));
+          return baseIdentify(identity);
+        },
+      },
+    });
+    const clients: OPCUAClient[] = [];
+    try {
+      for (let index = 0; index < 10; index++) {
+        const client = OPCUAClient.create({
+          applicationName: "trusted",
+          applicationUri: "urn:kiln-test:trusted",
+          clientCertificateManager: slowPki.trusted.manager,
+          securityMode: MessageSecurityMode.SignAndEncrypt,
+          securityPolicy: SecurityPolicy.Basic256Sha256,
+          endpointMustExist: false,
+          connectionStrategy: { maxRetry: 0 },
+        });
+        await client.connect(slow.server.endpointUrl);
+        clients.push(client);
+      }
+      const answers = await Promise.all(
+        clients.map((client, index) =>
+          client.createSession({ type: UserTokenType.UserName, userName: "olga", password: `guess-${index}` }).then(
+            () => "activated",
+            (error: unknown) => /Bad\w+/.exec(String(error))?.[0] ?? String(error),
+          ),
+        ),
+      );
+      expect(answers.every((answer) => answer === "BadUserAccessDenied")).toBe(true);
+      expect(asked).toBeLessThanOrEqual(3);
+      const right = await clients[0]!.createSession(user("olga")).then(
+        () => "activated",
+        (error: unknown) => /Bad\w+/.exec(String(error))?.[0] ?? String(error),
+      );
+      expect(right).toBe("BadUserAccessDenied"); // throttled: identify not asked
+      expect(asked).toBeLessThanOrEqual(3);
+    } finally {
+      await Promise.all(clients.map((client) => client.disconnect()));
+      await slow.dispose();
+      await slowPki.dispose();
+    }
+  }, 60_000);
+
+  test("a successful login gives its count back: logins that succeed never throttle", async () => {
+    const okPki = await makeTestPki();
+    const ok = await servedSystem({
+      tags,
+      pki: okPki,
+      server: { limits: { maxFailedLogins: 2, failedLoginWindowMs: 60_000 } },
+    });
+    try {
+      for (let index = 0; index < 4; index++) {
+        const session = await connect(ok.server, okPki.trusted, user("olga"));
+        await session.close();
+      }
+    } finally {
+      await ok.dispose();
+      await okPki.dispose();
+    }
+  }, 60_000);
+});
