@@ -1,4 +1,4 @@
-import { DataChangeFilter, type MonitoringParameters } from "node-opcua-types";
+import { AggregateFilter, DataChangeFilter, type MonitoringParameters } from "node-opcua-types";
 import { type StatusCode, StatusCodes } from "node-opcua-status-code";
 
 /** `DeadbandType` values (OPC UA Part 4, 7.22.2): None, Absolute, Percent. */
@@ -31,6 +31,9 @@ export interface MonitoringContext {
  * - `queueSize` above `maxQueueSize` → `maxQueueSize` (a UInt32 on the wire: never NaN).
  *
  * Refused (the StatusCode the item's result answers; nothing is created or changed):
+ * - an AggregateFilter (Part 4, 7.22.4): `BadMonitoredItemFilterUnsupported`. node-opcua accepts
+ *   it but computes no aggregate, so the item would deliver raw values to a client that asked for
+ *   (and would show) averages; history aggregates are served by HistoryRead (ReadProcessed);
  * - a DataChangeFilter whose `deadbandType` is not None, Absolute or Percent, whose
  *   `deadbandValue` is not a finite number ≥ 0 (≤ 100 for Percent), or a Percent deadband whose
  *   absolute size (its share of the EURange span) is not finite: `BadDeadbandFilterInvalid`;
@@ -53,6 +56,7 @@ export function checkMonitoringParameters(
   else if (sampling === Number.POSITIVE_INFINITY) parameters.samplingInterval = Number.MAX_VALUE;
   if (parameters.queueSize > context.maxQueueSize) parameters.queueSize = context.maxQueueSize;
   const filter = parameters.filter;
+  if (filter instanceof AggregateFilter) return StatusCodes.BadMonitoredItemFilterUnsupported;
   if (!(filter instanceof DataChangeFilter)) return undefined;
   if (!Number.isInteger(filter.trigger) || filter.trigger < 0 || filter.trigger > TRIGGER_MAX) {
     return StatusCodes.BadMonitoredItemFilterInvalid;

@@ -1,5 +1,6 @@
 import { defineTags } from "@kiln/core";
 import {
+  AggregateFilter,
   AttributeIds,
   CreateMonitoredItemsRequest,
   CreateSubscriptionRequest,
@@ -85,7 +86,7 @@ async function subscription(requestedPublishingInterval = 100): Promise<CreateSu
 
 const parameters = (
   samplingInterval: number,
-  filter: DataChangeFilter | null = null,
+  filter: DataChangeFilter | AggregateFilter | null = null,
   queueSize = 10,
   clientHandle = 1,
 ) => ({
@@ -100,7 +101,7 @@ async function create(
   subscriptionId: number,
   tag: string,
   samplingInterval: number,
-  filter: DataChangeFilter | null = null,
+  filter: DataChangeFilter | AggregateFilter | null = null,
   queueSize = 10,
   clientHandle = 1,
 ): Promise<ItemAnswer> {
@@ -124,7 +125,7 @@ async function modify(
   subscriptionId: number,
   monitoredItemId: number,
   samplingInterval: number,
-  filter: DataChangeFilter | null = null,
+  filter: DataChangeFilter | AggregateFilter | null = null,
 ): Promise<ItemAnswer> {
   const answer = await session().modifyMonitoredItems(
     new ModifyMonitoredItemsRequest({
@@ -198,6 +199,25 @@ describe("deadband filters", () => {
     served.plc.set("chamber.free", 11);
     served.plc.set("chamber.free", 12);
     await new Promise((resolve) => setTimeout(resolve, 300));
+    await stillServing();
+  });
+
+  test("an AggregateFilter (which node-opcua does not compute: raw values would arrive as aggregates) is refused BadMonitoredItemFilterUnsupported on create and on modify", async () => {
+    const { subscriptionId } = await subscription();
+    const average = () =>
+      new AggregateFilter({
+        startTime: new Date(Date.now() - 60_000),
+        aggregateType: "i=2342", // Average (Part 13, 5.4.3.7)
+        processingInterval: 1_000,
+      });
+    expect((await create(subscriptionId, "chamber.free", 0, average())).statusCode).toBe(
+      StatusCodes.BadMonitoredItemFilterUnsupported,
+    );
+    const created = await create(subscriptionId, "chamber.free", 0);
+    expect(created.statusCode).toBe(StatusCodes.Good);
+    expect((await modify(subscriptionId, created.monitoredItemId, 0, average())).statusCode).toBe(
+      StatusCodes.BadMonitoredItemFilterUnsupported,
+    );
     await stillServing();
   });
 
