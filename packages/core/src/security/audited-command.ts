@@ -461,6 +461,10 @@ export class AuditedCommandRunner {
           "subject" in command ? command.subject : command.target,
           checkContext,
         );
+      } else if (this.#gate !== undefined && !this.#unguarded.has(action)) {
+        // The system is stopping (or stopped): refused before its body runs, so it touches no
+        // store, device or recipe (a breaker opened by the stop would otherwise answer first).
+        refusedBeforeRun = this.#gate;
       }
     } catch (error) {
       // The check itself broke (a machine state that could not be read, a throwing authorizer):
@@ -779,7 +783,8 @@ export class AuditedCommandRunner {
    * Closes the command gate (the control system's `stop()`, before it settles the commands in
    * flight): until {@link open}, a command that has not committed yet is refused with `error`
    * (`KILN_LIFECYCLE`), recorded `failed`, never `allowed`; also one already waiting for the
-   * audit writer. Actions in `runWithoutDurableAudit` (abort, pause) still run.
+   * audit writer. A command that arrives meanwhile is refused before its body runs (it touches
+   * no store, device or recipe: review 15r). Actions in `runWithoutDurableAudit` (abort, pause) still run.
    */
   refuseCommits(error: KilnError): void {
     this.#gate = error;
