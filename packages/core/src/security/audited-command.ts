@@ -138,7 +138,9 @@ export interface AuditBacklogOptions {
    * and drops the oldest entries, reported by `audit-entry-drop` (and marked in the journal, so
    * they do not come back at the next start) and recorded in the trail as one `audit.drop`
    * summary entry (count, first and last entry id and time, reasons; outcome `failed`), durable
-   * across a crash (ADR 0013). @default "refuse-commands"
+   * across a crash (ADR 0013). An entry is dropped only once its drop is counted durably: with a
+   * journal whose reserve is missing or failing, `drop-oldest` evicts nothing and refuses new
+   * commands as `refuse-commands` does (ADR 0034, amendment 15r). @default "refuse-commands"
    */
   readonly whenFull?: "refuse-commands" | "drop-oldest";
 }
