@@ -143,3 +143,67 @@ describe("stop() refuses commands in flight before they commit (issue 15, second
     expect(trail.filter((entry) => entry.outcome === "allowed")).toEqual([]);
   });
 });
+
+describe("commands arriving while the system stops are refused with KILN_LIFECYCLE before touching a store (review 15r)", () => {
+  test("every guarded command kind: refused KILN_LIFECYCLE, the recipe store never asked, each recorded failed", async () => {
+    const directory = await mkdtemp(join(tmpdir(), "kiln-stop-gate-"));
+    directories.push(directory);
+    const parts = await build({ audit: { backlog: { path: join(directory, "audit.journal") } } });
+    const { system, plc, store, clock } = parts;
+    await system.saveRecipe(admin, endless);
+    // A recipe store that fails (as a breaker opened by the stop would answer): never reached.
+    const asked: string[] = [];
+    const recipes = store.recipes;
+    const get = recipes.get.bind(recipes);
+    const save = recipes.save.bind(recipes);
+    recipes.get = (name) => {
+      asked.push(`get ${name}`);
+      return Promise.reject(new Error("the recipe store was asked while stopping"));
+    };
+    recipes.save = (recipe) => {
+      asked.push(`save ${recipe.name}`);
+      return Promise.reject(new Error("the recipe store was asked while stopping"));
+    };
+    // A frozen audit store keeps the stop busy settling a write in flight.
+    const record = store.audit.record.bind(store.audit);
+    let frozen = true;
+    store.audit.record = (entry) => (frozen ? new Promise<void>(() => undefined) : record(entry));
+    const codeOf = (promise: Promise<unknown>) =>
+      promise.then(
+        () => "ok",
+        (error: { code: string }) => error.code,
+      );
+    const inFlight = codeOf(system.writeTag(admin, "heater.setpoint", 100));
+    await ticks();
+    const stopping = system.stop();
+    await ticks();
+    const calling = {
+      startSavedRecipe: codeOf(system.startSavedRecipe(admin, "r", 1)),
+      startRecipe: codeOf(
+        system.startRecipe(admin, { name: "outer", version: 1, steps: [{ call: { recipe: "r", version: 1 } }] }),
+      ),
+      saveRecipe: codeOf(system.saveRecipe(admin, { ...endless, version: 2 })),
+      writeTag: codeOf(system.writeTag(admin, "heater.setpoint", 200)),
+      resumeProcess: codeOf(system.resumeProcess(admin)),
+    };
+    await settle(clock, stopping);
+    await inFlight;
+    for (const [kind, outcome] of Object.entries(calling))
+      expect([kind, await outcome]).toEqual([kind, "KILN_LIFECYCLE"]);
+    expect(asked).toEqual([]);
+    expect(plc.writes.filter((write) => write.tag === "heater.setpoint" && write.value === 200)).toEqual([]);
+    recipes.get = get;
+    recipes.save = save;
+    frozen = false;
+    await system.start();
+    const trail = await auditTrailAfterStop(parts);
+    for (const action of ["recipe.start", "recipe.save", "recipe.resume"]) {
+      const refused = trail.filter((entry) => entry.action === action && entry.outcome === "failed");
+      expect([action, refused.length]).toEqual([action, action === "recipe.start" ? 2 : 1]);
+      for (const entry of refused) expect(entry.reason).toMatch(/stopping/);
+    }
+    expect(trail.filter((entry) => entry.action === "tag.write" && entry.newValue === 200)).toMatchObject([
+      { outcome: "failed" },
+    ]);
+  });
+});

@@ -117,3 +117,15 @@ describe("EventBus nesting", () => {
     expect(late).toBe(1);
   });
 });
+
+describe("eventBusViewOf copies (review 15r)", () => {
+  test("a \"__proto__\" key in an event's data reaches a view handler as data, not as the copy's prototype", async () => {
+    const { eventBusViewOf } = await import("./event-bus");
+    const bus = new EventBus<{ thing: { data: Record<string, unknown> } }>();
+    const seen: Record<string, unknown>[] = [];
+    eventBusViewOf(bus).on("thing", (event) => void seen.push(event.data));
+    await bus.publish("thing", { data: JSON.parse('{"__proto__": {"x": 1}, "y": 2}') as Record<string, unknown> });
+    expect(Object.keys(seen[0]!)).toEqual(["__proto__", "y"]);
+    expect(Object.getPrototypeOf(seen[0]!)).toBe(Object.prototype);
+  });
+});

@@ -32,7 +32,11 @@ function frozenCopy(value: unknown, seen = new Map<object, unknown>()): unknown 
   if (prototype !== Object.prototype && prototype !== null) return value;
   const copy: Record<string, unknown> = {};
   seen.set(value, copy);
-  for (const key of Object.keys(value)) copy[key] = frozenCopy((value as Record<string, unknown>)[key], seen);
+  for (const key of Object.keys(value)) {
+    // defineProperty: a "__proto__" key in an event's data stays data (an assignment would drop it).
+    const item = frozenCopy((value as Record<string, unknown>)[key], seen);
+    Object.defineProperty(copy, key, { value: item, enumerable: true, writable: true, configurable: true });
+  }
   return Object.freeze(copy);
 }
 

@@ -437,3 +437,22 @@ describe("StateMachine", () => {
     });
   });
 });
+
+describe("state and command names that are Object.prototype members (review 15r)", () => {
+  test('a state named "__proto__" keeps its transitions; a state named "constructor" without a row has none', () => {
+    const model = defineMachineModel({
+      name: "odd",
+      initial: "__proto__",
+      states: ["__proto__", "constructor"],
+      commands: ["go", "length"],
+      transitions: JSON.parse('{"__proto__": {"go": "constructor"}}') as never,
+    } as never);
+    const clock = new SimulatedClock({ start: 0 });
+    const bus = new EventBus<KilnEvents>({ now: () => clock.now() });
+    const machine = new StateMachine(model as never, { machineId: "m", clock, bus } as never);
+    expect(machine.can("go" as never)).toBe(true);
+    const other = new StateMachine(model as never, { machineId: "m", clock, bus, initial: "constructor" } as never);
+    expect(other.can("go" as never)).toBe(false);
+    expect(other.can("length" as never)).toBe(false);
+  });
+});

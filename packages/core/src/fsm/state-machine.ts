@@ -67,7 +67,13 @@ export function defineMachineModel<const TState extends string, const TCommand e
   assertMachineModel(definition);
   const transitions: Record<string, Readonly<Record<string, TState>>> = {};
   for (const [from, row] of Object.entries(definition.transitions)) {
-    transitions[from] = Object.freeze({ ...(row as Record<string, TState>) });
+    // defineProperty: a state named "__proto__" keeps its row (an assignment would set the prototype).
+    Object.defineProperty(transitions, from, {
+      value: Object.freeze({ ...(row as Record<string, TState>) }),
+      enumerable: true,
+      writable: true,
+      configurable: true,
+    });
   }
   return Object.freeze({
     name: definition.name,
@@ -281,7 +287,9 @@ export class StateMachine<TState extends string, TCommand extends string, TConte
     this.machineId = options.machineId;
     this.#options = options;
     for (const state of model.states) {
-      const row: { readonly [TCmd in TCommand]?: TState } = model.transitions[state] ?? {};
+      // Own rows only: a state named like an Object.prototype member ("constructor") has none.
+      const row: { readonly [TCmd in TCommand]?: TState } =
+        (Object.hasOwn(model.transitions, state) ? model.transitions[state] : undefined) ?? {};
       const targets = new Map<TCommand, TState>();
       for (const command of model.commands) {
         const target = Object.hasOwn(row, command) ? row[command] : undefined;

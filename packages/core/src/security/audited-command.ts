@@ -138,7 +138,9 @@ export interface AuditBacklogOptions {
    * and drops the oldest entries, reported by `audit-entry-drop` (and marked in the journal, so
    * they do not come back at the next start) and recorded in the trail as one `audit.drop`
    * summary entry (count, first and last entry id and time, reasons; outcome `failed`), durable
-   * across a crash (ADR 0013). @default "refuse-commands"
+   * across a crash (ADR 0013). An entry is dropped only once its drop is counted durably: with a
+   * journal whose reserve is missing or failing, `drop-oldest` evicts nothing and refuses new
+   * commands as `refuse-commands` does (ADR 0034, amendment 15r). @default "refuse-commands"
    */
   readonly whenFull?: "refuse-commands" | "drop-oldest";
 }
@@ -461,6 +463,10 @@ export class AuditedCommandRunner {
           "subject" in command ? command.subject : command.target,
           checkContext,
         );
+      } else if (this.#gate !== undefined && !this.#unguarded.has(action)) {
+        // The system is stopping (or stopped): refused before its body runs, so it touches no
+        // store, device or recipe (a breaker opened by the stop would otherwise answer first).
+        refusedBeforeRun = this.#gate;
       }
     } catch (error) {
       // The check itself broke (a machine state that could not be read, a throwing authorizer):
@@ -779,7 +785,8 @@ export class AuditedCommandRunner {
    * Closes the command gate (the control system's `stop()`, before it settles the commands in
    * flight): until {@link open}, a command that has not committed yet is refused with `error`
    * (`KILN_LIFECYCLE`), recorded `failed`, never `allowed`; also one already waiting for the
-   * audit writer. Actions in `runWithoutDurableAudit` (abort, pause) still run.
+   * audit writer. A command that arrives meanwhile is refused before its body runs (it touches
+   * no store, device or recipe: review 15r). Actions in `runWithoutDurableAudit` (abort, pause) still run.
    */
   refuseCommits(error: KilnError): void {
     this.#gate = error;
@@ -857,7 +864,7 @@ export class AuditedCommandRunner {
       // evicted for it at the limit with refuse-commands (issue 15).
       if (
         journal !== undefined &&
-        (this.#whenFull === "drop-oldest" || this.#entriesInBacklog() < this.#maxEntries) &&
+        (this.#mayEvict() || this.#entriesInBacklog() < this.#maxEntries) &&
         (await this.#enqueue(entry, { journaledOnly: true }))
       ) {
         this.#continueDrain();
@@ -1091,10 +1098,13 @@ export class AuditedCommandRunner {
   }
 
   /**
-   * At close: the attempts counted but not yet summarized become their summary entries now, even
-   * with the backlog full (one per principal, bounded): stored when the store takes them, else
-   * journaled for the next start; only when neither works is the count reported by
-   * `audit-entry-drop`.
+   * At close: the attempts counted but not yet summarized (and the entries dropped and counted)
+   * become their summary entries now, even with the backlog full (one per principal, bounded):
+   * stored when the store takes them, else journaled for the next start. A count leaves the
+   * reserve only once its summary entry is stored or journaled: one neither takes stays counted
+   * in `<journal>.reserve` and is summarized at the next start. Only when the reserve cannot hold
+   * it either (no reserve, or its write fails) is the count reported by `audit-entry-drop`, with
+   * why (issue 15: a clean stop must not erase what a SIGKILL would have kept).
    */
   async #closeOverflow(): Promise<void> {
     const drops = this.#drops;
@@ -1105,26 +1115,51 @@ export class AuditedCommandRunner {
         kept = await this.#append(entry);
         if (!kept) this.#backlog.pop();
       }
-      // Not kept: it stays counted in the reserve (when there is one) for the next start.
       if (kept) this.#drops = undefined;
-      else this.#logger.error({ count: drops.count }, "the audit.drop summary could not be recorded before the stop");
     }
-    const overflows = [...this.#overflow.values()];
-    this.#overflow.clear();
-    for (const overflow of overflows) {
+    for (const [key, overflow] of [...this.#overflow]) {
       const entry = this.#overflowEntry(overflow);
       // Inside the writer's turn (close): the backlog was flushed just before; behind what it still holds otherwise.
-      if (this.#backlog.length === 0 && (await this.#store(entry)) !== "retry") continue;
-      if ((await this.#openJournal()) !== undefined) {
-        if (await this.#append(entry)) continue;
-        this.#backlog.pop();
+      let kept = this.#backlog.length === 0 && (await this.#store(entry)) !== "retry";
+      if (!kept && (await this.#openJournal()) !== undefined) {
+        kept = await this.#append(entry);
+        if (!kept) this.#backlog.pop();
       }
-      this.#reportDrop(
-        overflow.count,
-        "denied attempts counted while the audit backlog was full; the control system stopped before they were summarized",
-      );
+      // Not kept: it stays counted, so the reserve written below still holds it.
+      if (kept) this.#overflow.delete(key);
     }
     await this.#persistReserve();
+    const left = (this.#drops?.count ?? 0) + [...this.#overflow.values()].reduce((sum, o) => sum + o.count, 0);
+    if (left > 0) {
+      const failure = this.#journalFailures.get("reserve");
+      if (this.#reserve !== undefined && failure === undefined) {
+        this.#logger.error(
+          { count: left },
+          "audit summaries could be neither stored nor journaled before the stop; their counts stay in the reserve for the next start",
+        );
+      } else {
+        const why =
+          `could be neither stored nor journaled before the control system stopped, and ` +
+          (this.#reserve === undefined
+            ? "there is no audit reserve to keep the count"
+            : `the audit reserve could not be written (${failure!.message})`);
+        if (this.#drops !== undefined) {
+          this.#logger.error({ count: this.#drops.count }, "an audit.drop count was lost at the stop");
+          this.#reportDrop(this.#drops.count, `the audit.drop summary of ${this.#drops.count} dropped entries ${why}`);
+        }
+        for (const overflow of this.#overflow.values()) {
+          this.#logger.error({ count: overflow.count }, "an audit.overflow count was lost at the stop");
+          this.#reportDrop(
+            overflow.count,
+            `the summary of ${overflow.count} denied attempts counted while the audit backlog was full ${why}`,
+          );
+        }
+      }
+    }
+    // Held by the reserve now (read back at the next open, in this process too) or reported:
+    // never counted twice.
+    this.#overflow.clear();
+    this.#drops = undefined;
   }
 
   /**
@@ -1266,45 +1301,7 @@ export class AuditedCommandRunner {
         return false;
       }
     }
-    let dropped = 0;
-    const droppedEntries: AuditEntry[] = [];
-    let journalReleases = 0;
-    while (this.#whenFull === "drop-oldest" && this.#entriesInBacklog() > this.#maxEntries) {
-      const oldest = this.#backlog[0]!;
-      if (oldest.entry !== undefined && isIntentRefusal(oldest.entry)) {
-        // Kept: the oldest other entry goes instead, when it is only in memory (the journal
-        // releases its oldest record only); otherwise the backlog holds it beyond the limit.
-        const index = this.#backlog.findIndex(
-          (item, at) => at > 0 && item.entry !== undefined && !item.journaled && !isIntentRefusal(item.entry),
-        );
-        if (index < 0) break;
-        droppedEntries.push(this.#backlog.splice(index, 1)[0]!.entry!);
-        dropped++;
-        continue;
-      }
-      this.#backlog.shift();
-      if (oldest.journaled) journalReleases++;
-      if (oldest.entry !== undefined) {
-        droppedEntries.push(oldest.entry);
-        dropped++;
-      }
-    }
-    if (dropped > 0) {
-      // Counted durably (the reserve) before the drop is made durable: the trail gets its
-      // `audit.drop` summary even after a crash (issue 15).
-      this.#tallyDrops(
-        droppedEntries,
-        dropped,
-        `the audit backlog was full (${this.#maxEntries} entries, drop-oldest)`,
-      );
-      await this.#persistReserve();
-    }
-    // The journal's oldest records are the ones shifted off. The last release is durable, before
-    // the drop is reported, so a dropped entry never comes back at the next start: what was
-    // reported is what happened (ADR 0034).
-    for (let release = 1; release <= journalReleases; release++) {
-      await this.#releaseJournalHead(release === journalReleases);
-    }
+    const dropped = await this.#evictOldest();
     // Queued while the store fails (or the runner is closed): reported now. Queued while it answers
     // (a journaled entry written in the background): reported only if the store fails before taking it.
     let item: BacklogItem | undefined;
@@ -1318,6 +1315,90 @@ export class AuditedCommandRunner {
     if (dropped > 0) this.#reportDrop(dropped, `the audit backlog is full (${this.#maxEntries} entries)`);
     this.#scheduleRetry();
     return journaled;
+  }
+
+  /**
+   * Whether `drop-oldest` may evict now: only when the drop can be counted durably first. With a
+   * journal that means a reserve whose last write succeeded; without one (never made: a disk too
+   * small, or a write that failed) nothing is evicted and the backlog behaves as with
+   * `refuse-commands`: new commands are refused (`KILN_AUDIT_UNAVAILABLE`), nothing is discarded
+   * without a durable count (issue 15). Without a journal nothing is durable to discard: entries
+   * and count are both in memory.
+   */
+  #mayEvict(): boolean {
+    if (this.#whenFull !== "drop-oldest") return false;
+    if (this.#options.backlog?.path === undefined) return true;
+    return this.#reserve !== undefined && !this.#journalFailures.has("reserve");
+  }
+
+  /**
+   * `drop-oldest` at the limit: evicts the oldest entries (a refusal of an offered intent is
+   * kept), counts them into {@link #drops} and makes that count durable in the reserve, and only
+   * then releases their journal records durably. When the reserve cannot be written the eviction
+   * is undone (the entries stay, journaled, beyond the limit; the reserve failure is named by
+   * health) and nothing is discarded. Returns how many entries were dropped.
+   */
+  async #evictOldest(): Promise<number> {
+    if (!this.#mayEvict() || this.#entriesInBacklog() <= this.#maxEntries) return 0;
+    const before = [...this.#backlog];
+    const previousDrops =
+      this.#drops === undefined ? undefined : { ...this.#drops, reasons: new Set(this.#drops.reasons) };
+    const evicted = new Set<BacklogItem>();
+    const droppedEntries: AuditEntry[] = [];
+    let journalReleases = 0;
+    while (this.#entriesInBacklog() > this.#maxEntries) {
+      const oldest = this.#backlog[0]!;
+      if (oldest.entry !== undefined && isIntentRefusal(oldest.entry)) {
+        // Kept: the oldest other entry goes instead, when it is only in memory (the journal
+        // releases its oldest record only); otherwise the backlog holds it beyond the limit.
+        const index = this.#backlog.findIndex(
+          (item, at) => at > 0 && item.entry !== undefined && !item.journaled && !isIntentRefusal(item.entry),
+        );
+        if (index < 0) break;
+        const item = this.#backlog.splice(index, 1)[0]!;
+        evicted.add(item);
+        droppedEntries.push(item.entry!);
+        continue;
+      }
+      this.#backlog.shift();
+      evicted.add(oldest);
+      if (oldest.journaled) journalReleases++;
+      if (oldest.entry !== undefined) droppedEntries.push(oldest.entry);
+    }
+    const dropped = droppedEntries.length;
+    if (dropped > 0) {
+      // Counted durably (the reserve) before the drop is made durable: the trail gets its
+      // `audit.drop` summary even after a crash (issue 15).
+      this.#tallyDrops(
+        droppedEntries,
+        dropped,
+        `the audit backlog was full (${this.#maxEntries} entries, drop-oldest)`,
+      );
+      await this.#persistReserve();
+      if (this.#options.backlog?.path !== undefined && !this.#mayEvict()) {
+        // The count is not durable: undo. The evicted entries go back in their places (what the
+        // failed write left in the backlog stays as it is), the count is as before.
+        const present = new Set(this.#backlog);
+        this.#backlog.splice(
+          0,
+          this.#backlog.length,
+          ...before.filter((item) => evicted.has(item) || present.has(item)),
+        );
+        this.#drops = previousDrops;
+        this.#logger.error(
+          { count: dropped },
+          "the audit backlog is full but the drop could not be counted durably (the reserve failed): nothing is dropped",
+        );
+        return 0;
+      }
+    }
+    // The journal's oldest records are the ones shifted off. The last release is durable, before
+    // the drop is reported, so a dropped entry never comes back at the next start: what was
+    // reported is what happened (ADR 0034).
+    for (let release = 1; release <= journalReleases; release++) {
+      await this.#releaseJournalHead(release === journalReleases);
+    }
+    return dropped;
   }
 
   /** Logs and publishes `audit-record-fail` for an entry the store has not taken and that is kept for retry. */

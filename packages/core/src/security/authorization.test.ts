@@ -268,3 +268,13 @@ describe("role tables are validated in one place: a misspelt grant is refused, n
     );
   });
 });
+
+describe("role and record names that are Object.prototype members (review 15r)", () => {
+  test('a role named "__proto__" (from JSON) is kept and grants what it says; "constructor" grants nothing', () => {
+    const roles = JSON.parse('{"__proto__": ["read", "tag.write"], "viewer": ["read"]}') as Record<string, string[]>;
+    const authorizer = new Authorizer({ roles: roles as never });
+    expect(authorizer.can({ id: "p", roles: ["__proto__"] }, "tag.write", "heater.setpoint")).toBe(true);
+    expect(authorizer.can({ id: "v", roles: ["viewer"] }, "tag.write", "heater.setpoint")).toBe(false);
+    expect(authorizer.can({ id: "c", roles: ["constructor", "toString"] }, "read")).toBe(false);
+  });
+});

@@ -521,7 +521,7 @@ function validRoleTable(table: RoleTable, path: readonly PropertyKey[]): RoleTab
   if (problems.length > 0) throw new KilnValidationError("role table", formatProblems(problems));
   const copy: Record<string, PermissionGrant[]> = {};
   for (const [role, grants] of Object.entries(table)) {
-    copy[role] = grants.map((grant) =>
+    const copied = grants.map((grant) =>
       typeof grant === "string"
         ? grant
         : {
@@ -530,6 +530,9 @@ function validRoleTable(table: RoleTable, path: readonly PropertyKey[]): RoleTab
             ...(grant.states === undefined ? {} : { states: [...grant.states] }),
           },
     );
+    // defineProperty: a role named "__proto__" stays a role (an assignment would set the copy's
+    // prototype and drop the role silently); lookups use Object.hasOwn.
+    Object.defineProperty(copy, role, { value: copied, enumerable: true, writable: true, configurable: true });
   }
   return deepFreeze(copy);
 }

@@ -1,0 +1,257 @@
+import { execFileSync } from "node:child_process";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, describe, expect, test, vi } from "vitest";
+import { KilnError } from "../domain/errors";
+import { defineTags, type TagValue } from "../domain/tags";
+import type { KilnEvents } from "../events/catalogue";
+import { EventBus } from "../events/event-bus";
+import { ReservedRecord } from "../journal/reserved-record";
+import { MemoryStore } from "../memory/memory-store";
+import { SimulatedClock } from "../memory/simulated-clock";
+import { SimulatedPlc } from "../memory/simulated-plc";
+import type { AuditEntry } from "../ports/audit-log";
+import type { Logger } from "../ports/logger";
+import { AuditedCommandRunner, type AuditBacklogOptions } from "./audited-command";
+import { Authorizer, defaultRoleTable, type Principal } from "./authorization";
+
+// Issue 15 (review 15r): a count of what was not recorded one by one (audit.overflow, audit.drop)
+// leaves the reserve only once its summary entry is stored or journaled; nothing is discarded
+// durably unless its drop is counted durably.
+
+const tags = defineTags({
+  "heater.setpoint": { dataType: "float64", access: "readwrite" },
+  "valve.tma": { dataType: "bool", access: "readwrite" },
+});
+const operator: Principal = { id: "olga", roles: ["operator"] };
+const engineer: Principal = { id: "enzo", roles: ["engineer"] };
+
+async function setup(backlog: AuditBacklogOptions) {
+  const clock = new SimulatedClock({ start: Date.UTC(2026, 0, 1) });
+  const plc = new SimulatedPlc({ tags, clock });
+  await plc.connect();
+  const store = new MemoryStore({ clock });
+  await store.open(tags.list());
+  const bus = new EventBus<KilnEvents>({ now: () => clock.now() });
+  const drops: KilnEvents["audit-entry-drop"][] = [];
+  bus.on("audit-entry-drop", (event) => void drops.push(event));
+  const logger = {
+    trace: () => undefined,
+    debug: () => undefined,
+    info: () => undefined,
+    warn: () => undefined,
+    error: () => undefined,
+  } as unknown as Logger;
+  const link = { up: false };
+  let ids = 0;
+  const make = () =>
+    new AuditedCommandRunner({
+      authorizer: new Authorizer({ roles: defaultRoleTable({ operatorWritableTags: ["heater.*"] }) }),
+      audit: {
+        query: store.audit.query,
+        record: (entry: AuditEntry) =>
+          link.up
+            ? store.audit.record(entry)
+            : Promise.reject(new KilnError("KILN_TIMEOUT", "down", { retryable: true })),
+      },
+      clock,
+      bus,
+      logger,
+      machineId: "ald-1",
+      newId: () => `entry-${++ids}`,
+      retryBackoff: { initialDelayMs: 1_000, maxDelayMs: 1_000 },
+      backlog,
+    });
+  const writeTag = (on: AuditedCommandRunner, principal: Principal, tag: string, value: TagValue) =>
+    on.run({
+      principal,
+      permission: "tag.write",
+      target: tag,
+      machineState: "idle",
+      newValue: value,
+      execute: () => plc.write(tags.get(tag), value),
+    });
+  const entries = () => store.audit.query({ from: 0, to: Number.MAX_SAFE_INTEGER });
+  /** Restarts with the store up and drains everything the journal and the reserve kept. */
+  const restart = async () => {
+    link.up = true;
+    const next = make();
+    await next.open();
+    for (let step = 0; step < 20 && (next.status().backlog > 0 || next.status().overflow > 0); step++) {
+      await next.flush();
+      await clock.advance(1_000);
+    }
+    await next.close();
+    return entries();
+  };
+  return { plc, runner: make(), writeTag, restart, drops };
+}
+
+const codeOf = (promise: Promise<unknown>): Promise<string> =>
+  promise.then(
+    () => "resolved",
+    (error: unknown) => (KilnError.is(error) ? error.code : String(error)),
+  );
+
+const sum = (entries: readonly AuditEntry[], action: string): number =>
+  entries
+    .filter((entry) => entry.action === action)
+    .reduce((total, entry) => total + ((entry.newValue as { count: number }).count ?? 0), 0);
+
+/** A tmpfs of `size` on a new folder, or undefined (reason printed) when mount is not allowed. */
+async function tmpfs(size: string): Promise<string | undefined> {
+  const mount = await mkdtemp(join(tmpdir(), "kiln-audit-stop-"));
+  try {
+    execFileSync("mount", ["-t", "tmpfs", "-o", `size=${size}`, "tmpfs", mount], { stdio: "ignore" });
+    return mount;
+  } catch {
+    console.log(`skipped: mounting a ${size} tmpfs failed (run the tests as root, with mount allowed, to enable)`);
+    await rm(mount, { recursive: true, force: true });
+    return undefined;
+  }
+}
+async function unmount(mount: string): Promise<void> {
+  execFileSync("umount", ["-l", mount], { stdio: "ignore" });
+  await rm(mount, { recursive: true, force: true });
+}
+/**
+ * Fills the volume until a write fails (ENOSPC), then issues allowed commands until the journal
+ * refuses one (its last page full too): from then on it takes nothing.
+ */
+async function fill(mount: string, command: (value: number) => Promise<string>): Promise<void> {
+  for (let index = 0; index < 200; index++) {
+    const ok = await writeFile(join(mount, `filler-${index}`), Buffer.alloc(16 * 1024)).then(
+      () => true,
+      () => false,
+    );
+    if (!ok) break;
+  }
+  for (let index = 0; index < 64; index++) await writeFile(join(mount, `tiny-${index}`), "x").catch(() => undefined);
+  for (let value = 0; value < 100; value++) if ((await command(value)) === "KILN_AUDIT_UNAVAILABLE") return;
+  throw new Error("the journal kept taking entries on a full disk");
+}
+
+afterEach(() => {
+  vi.restoreAllMocks();
+});
+
+describe("a clean stop keeps the counts the reserve holds (issue 15, review 15r)", () => {
+  test("overflow counts: stop with the store down and the journal's disk full; after a restart an audit.overflow entry has the exact count", async (context) => {
+    const mount = await tmpfs("600k");
+    if (mount === undefined) return context.skip();
+    try {
+      const { runner, writeTag, restart, drops, plc } = await setup({
+        path: join(mount, "audit.journal"),
+        maxEntries: 20,
+      });
+      await runner.open();
+      for (let value = 0; value < 60; value++)
+        expect(await codeOf(writeTag(runner, operator, "valve.tma", value % 2 === 0))).toBe("KILN_FORBIDDEN");
+      expect(runner.status().overflow).toBeGreaterThan(0);
+      await fill(mount, (value) => codeOf(writeTag(runner, engineer, "heater.setpoint", value)));
+      // (The refusal of the command the full journal refused is counted too: failed, no room.)
+      const counted = runner.status().overflow;
+      await runner.close();
+      // Nothing lost, so nothing reported lost: the reserve keeps the counts for the next start.
+      expect(drops).toEqual([]);
+      await rm(join(mount, "filler-0"), { force: true });
+      const stored = await restart();
+      expect(sum(stored, "audit.overflow")).toBe(counted);
+      // Every denied attempt is in the trail: one by one, or counted.
+      const denied = stored.filter((entry) => entry.action === "tag.write" && entry.outcome === "denied").length;
+      const refused = stored.filter((entry) => entry.action === "tag.write" && entry.outcome === "failed").length;
+      expect(denied + refused + counted).toBe(61);
+      // And every command that ran has its entry.
+      expect(stored.filter((entry) => entry.action === "tag.write" && entry.outcome === "allowed")).toHaveLength(
+        plc.writes.length,
+      );
+    } finally {
+      await unmount(mount);
+    }
+  });
+
+  test("drop counts (drop-oldest): stop with the store down and the journal's disk full; after a restart the audit.drop entry has the exact count", async (context) => {
+    const mount = await tmpfs("600k");
+    if (mount === undefined) return context.skip();
+    try {
+      const { runner, writeTag, restart, plc } = await setup({
+        path: join(mount, "audit.journal"),
+        maxEntries: 5,
+        whenFull: "drop-oldest",
+      });
+      await runner.open();
+      for (let value = 0; value < 12; value++)
+        expect(await codeOf(writeTag(runner, engineer, "heater.setpoint", value))).toBe("resolved");
+      expect(runner.status().dropped).toBe(7);
+      await fill(mount, (value) => codeOf(writeTag(runner, engineer, "heater.setpoint", value)));
+      const dropped = runner.status().dropped;
+      await runner.close();
+      await rm(join(mount, "filler-0"), { force: true });
+      const stored = await restart();
+      expect(sum(stored, "audit.drop")).toBe(dropped);
+      // Each command that ran has its entry or is counted in audit.drop.
+      expect(stored.filter((entry) => entry.action === "tag.write").length + dropped).toBe(plc.writes.length);
+    } finally {
+      await unmount(mount);
+    }
+  });
+
+  test("without a reserve to keep them, the counts a stop cannot summarize are reported with why, never silently", async () => {
+    const path = join(await mkdtemp(join(tmpdir(), "kiln-audit-stop-")), "audit.journal");
+    // The reserve cannot be made (its path is a folder); the journal cannot take the summaries (maxBytes).
+    await mkdir(`${path}.reserve`);
+    const { runner, writeTag, drops } = await setup({ path, maxEntries: 20, maxBytes: 1024 });
+    await runner.open();
+    for (let value = 0; value < 60; value++)
+      expect(await codeOf(writeTag(runner, operator, "valve.tma", value % 2 === 0))).toBe("KILN_FORBIDDEN");
+    const counted = runner.status().overflow;
+    expect(counted).toBeGreaterThan(0);
+    await runner.close();
+    const lost = drops.filter((event) => /no audit reserve to keep the count/.test(event.reason));
+    expect(lost.reduce((total, event) => total + event.count, 0)).toBe(counted);
+  });
+});
+
+describe("drop-oldest never discards an entry whose drop is not counted durably (issue 15, review 15r)", () => {
+  test("without a reserve, drop-oldest refuses commands at the limit instead of evicting: every command that ran has its entry after a restart", async () => {
+    const path = join(await mkdtemp(join(tmpdir(), "kiln-audit-stop-")), "audit.journal");
+    await mkdir(`${path}.reserve`);
+    const { runner, writeTag, restart, plc, drops } = await setup({ path, maxEntries: 5, whenFull: "drop-oldest" });
+    await runner.open();
+    const codes: string[] = [];
+    for (let value = 0; value < 20; value++)
+      codes.push(await codeOf(writeTag(runner, engineer, "heater.setpoint", value)));
+    expect(codes.filter((code) => code === "resolved")).toHaveLength(5);
+    expect(codes.slice(5).every((code) => code === "KILN_AUDIT_UNAVAILABLE")).toBe(true);
+    expect(runner.status().dropped).toBe(0);
+    await runner.close();
+    expect(drops).toEqual([]);
+    const stored = await restart();
+    const ran = stored.filter((entry) => entry.action === "tag.write" && entry.outcome === "allowed");
+    expect(ran).toHaveLength(plc.writes.length);
+    expect(plc.writes).toHaveLength(5);
+  });
+
+  test("the reserve fails mid-run after drops were counted: the counts are not lost and nothing more is evicted until it works", async () => {
+    const path = join(await mkdtemp(join(tmpdir(), "kiln-audit-stop-")), "audit.journal");
+    const { runner, writeTag, restart, plc } = await setup({ path, maxEntries: 5, whenFull: "drop-oldest" });
+    await runner.open();
+    for (let value = 0; value < 8; value++)
+      expect(await codeOf(writeTag(runner, engineer, "heater.setpoint", value))).toBe("resolved");
+    expect(runner.status().dropped).toBe(3);
+    const write = vi
+      .spyOn(ReservedRecord.prototype, "write")
+      .mockRejectedValue(new KilnError("KILN_JOURNAL_FAILED", "reserve write failed: ENOSPC"));
+    for (let value = 8; value < 14; value++) await codeOf(writeTag(runner, engineer, "heater.setpoint", value));
+    // The first eviction that could not be counted durably was undone; then commands are refused.
+    expect(runner.status().dropped).toBe(3);
+    expect(runner.status().journalProblems.join()).toMatch(/reserve failed/);
+    write.mockRestore();
+    await runner.close();
+    const stored = await restart();
+    const ran = stored.filter((entry) => entry.action === "tag.write" && entry.outcome === "allowed").length;
+    expect(sum(stored, "audit.drop")).toBe(3);
+    expect(ran + 3).toBe(plc.writes.length);
+  });
+});
