@@ -2,7 +2,7 @@ import type { BaseNode } from "node-opcua-address-space-base";
 import type { Message, ServerSecureChannelLayer } from "node-opcua-secure-channel";
 import { DataValue } from "node-opcua-data-value";
 import { type MonitoredItem, OPCUAServer, type ServerSession, type Subscription } from "node-opcua-server";
-import { type StatusCode, StatusCodes } from "node-opcua-status-code";
+import { StatusCode, StatusCodes } from "node-opcua-status-code";
 import { costOfEventFilter, type EventFilterBounds, refusalOfEventFilter } from "./opcua-event-filter";
 import { checkMonitoringParameters, holdsNonFinite } from "./opcua-request-numbers";
 import {
@@ -738,6 +738,7 @@ function mayRead(item: MonitoredItem, node: BaseNode): boolean {
  * the session the subscription belongs to.
  */
 function guardValues(node: BaseNode, item: MonitoredItem, deliverable: WeakMap<object, () => boolean>): void {
+  (item as unknown as OverflowInternals)._setOverflowBit = (notification) => setOverflowBit(item, notification);
   const record = item.recordValue.bind(item);
   item.recordValue = (dataValue, skipChangeTest, indexRange) =>
     mayRead(item, node)
@@ -758,6 +759,27 @@ function guardValues(node: BaseNode, item: MonitoredItem, deliverable: WeakMap<o
     }
     return [deniedNotification(notifications.at(-1) as MonitoredItemNotification)];
   };
+}
+
+/** node-opcua's hook that marks the oldest value left in an item's queue after a discard. */
+interface OverflowInternals {
+  _setOverflowBit(notification: object): void;
+}
+
+/**
+ * Sets the Overflow bit (with InfoType DataValue) on the oldest value left in a monitored item's
+ * queue after a value was discarded, whatever its StatusCode (OPC UA Part 4, 5.12.1.5 and 7.39.1),
+ * and counts it in the subscription's diagnostics. Replaces node-opcua's own, which asserts that
+ * value is Good: a Bad or Uncertain value at the head of a full queue (a device's NaN, a value
+ * refused for a revoked grant) threw out of a value callback and ended the process.
+ */
+function setOverflowBit(item: MonitoredItem, notification: object): void {
+  if (Object.hasOwn(notification, "value")) {
+    const queued = notification as { value: DataValue };
+    queued.value.statusCode = StatusCode.makeStatusCode(queued.value.statusCode, "Overflow | InfoTypeDataValue");
+  }
+  const diagnostics = (item.$subscription as Subscription | undefined)?.subscriptionDiagnostics;
+  if (diagnostics) diagnostics.monitoringQueueOverflowCount++;
 }
 
 /**

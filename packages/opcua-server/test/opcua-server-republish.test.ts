@@ -90,9 +90,12 @@ async function subscribed(client: Client, tag: string): Promise<{ subscriptionId
     }),
   );
   expect(created.results?.[0]?.statusCode).toBe(StatusCodes.Good);
+  // A Publish answers for any subscription of the session: only a message of this one counts (the
+  // session's other subscription may answer first, and its sequence number is not this one's).
   for (let attempt = 0; attempt < 10; attempt++) {
-    const { notificationMessage } = await raw(client).publish(new PublishRequest({ subscriptionAcknowledgements: [] }));
-    if (goodValues(notificationMessage).length > 0)
+    const answer = await raw(client).publish(new PublishRequest({ subscriptionAcknowledgements: [] }));
+    const { notificationMessage } = answer;
+    if (answer.subscriptionId === subscriptionId && goodValues(notificationMessage).length > 0)
       return { subscriptionId, sequenceNumber: notificationMessage.sequenceNumber };
   }
   throw new Error("no good value published");

@@ -230,6 +230,39 @@ describe("deadband filters", () => {
     await stillServing();
   });
 
+  test("a queue that overflows with a bad value at its head (a device's NaN) keeps serving: the Overflow bit is set on that bad value (node-opcua asserted it was Good and ended the process)", async () => {
+    served.plc.set("chamber.free", 1);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const { subscriptionId } = await subscription(1_000);
+    const item = await create(subscriptionId, "chamber.free", 0, null, 2, 88);
+    expect(item.statusCode).toBe(StatusCodes.Good);
+    for (const value of [Number.NaN, 2, 3, 4]) {
+      served.plc.set("chamber.free", value);
+      await new Promise((resolve) => setTimeout(resolve, 150));
+    }
+    const seen: { value: unknown; statusCode: StatusCode }[] = [];
+    // A Publish answers for any of the session's subscriptions (earlier tests left theirs).
+    for (let attempt = 0; attempt < 30 && seen.length === 0; attempt++) {
+      const answer = await rawSession(vic.session).publish(new PublishRequest({ subscriptionAcknowledgements: [] }));
+      if (answer.subscriptionId !== subscriptionId) continue;
+      for (const data of answer.notificationMessage.notificationData ?? []) {
+        for (const queued of data?.monitoredItems ?? [])
+          if (queued.clientHandle === 88)
+            seen.push({ value: queued.value.value?.value, statusCode: queued.value.statusCode });
+      }
+    }
+    expect(seen.map((each) => each.value)).toEqual([3, 4]);
+    expect(seen[0]!.statusCode.hasOverflowBit).toBe(true);
+    // A bad value at the head: the bit is set on it, and its severity kept.
+    served.plc.set("chamber.free", Number.NaN);
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    for (const value of [5, 6]) {
+      served.plc.set("chamber.free", value);
+      await new Promise((resolve) => setTimeout(resolve, 150));
+    }
+    await stillServing();
+  });
+
   test("device values +∞, −∞, NaN and back to finite under a deadband are each reported, never a crash", async () => {
     served.plc.set("chamber.free", 1);
     served.plc.set("chamber.ranged", 1);

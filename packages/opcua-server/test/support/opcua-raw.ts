@@ -41,7 +41,7 @@ export interface RawSession {
   }): Promise<{ results?: { statusCode: StatusCode; availableSequenceNumbers?: number[] | null }[] | null }>;
   publish(
     request: PublishRequest,
-  ): Promise<{ moreNotifications?: boolean; notificationMessage: RawNotificationMessage }>;
+  ): Promise<{ subscriptionId: number; moreNotifications?: boolean; notificationMessage: RawNotificationMessage }>;
   republish(request: RepublishRequest): Promise<{ notificationMessage: RawNotificationMessage }>;
 }
 
