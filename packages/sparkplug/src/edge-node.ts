@@ -146,12 +146,17 @@ export interface SparkplugEdgeNodeOptions {
    */
   readonly primaryHostId?: string;
   /**
-   * How far ahead of this node's clock a primary host's STATE timestamp may be, in ms. A STATE
-   * further ahead is ignored (`host-state-ignore`, a problem in health): taken as the newest, it
-   * would make the node ignore every later STATE of that host (Sparkplug 3.0.0, host application
-   * STATE: only a STATE at least as new as the last one seen counts,
-   * [tck-id-message-flow-edge-node-birth-publish-phid-wait-timestamp]) until the node restarts.
-   * `Infinity` turns the check off. @default 300000 (5 min)
+   * How far ahead of this node's clock a primary host's STATE timestamp may be, in ms; off by
+   * default. Sparkplug 3.0.0 compares STATE timestamps only with each other: a STATE is followed
+   * when it is at least as new as the last one seen
+   * ([tck-id-message-flow-edge-node-birth-publish-phid-wait-timestamp]), so a retained STATE
+   * stamped far in the future (a forged one, or a host whose clock was wrong) would make the node
+   * ignore every later STATE of that host until the node restarts. With a bound, a STATE further
+   * ahead than it is held back (`host-state-ignore` reason `future`, a problem in health) and
+   * checked again every second: it is followed once this node's clock has come within the bound
+   * (an NTP step after boot), dropped when the session ends or a STATE at least as new is
+   * followed. Set it only where host and node clocks are kept within the bound: a node whose
+   * clock stays further behind its host never publishes. @default Infinity (no check)
    */
   readonly maxHostClockSkewMs?: number;
   /**
@@ -254,7 +259,9 @@ export interface SparkplugStoreAndForwardHealth {
   /**
    * Samples dropped since start: at a limit (by the overflow policy), when the journal could not
    * take them (`KILN_JOURNAL_FAILED`), or at replay when the tag they belong to is no longer in
-   * the catalog (or changed type). None of them was published: exact.
+   * the catalog (or changed type). None of them was published by this process: exact for the
+   * samples it took; a record `recovered` from an earlier process's journal counts here when
+   * dropped, though that process may have published it (and the host stored it) before it ended.
    */
   readonly samplesDropped: number;
   /**
@@ -450,7 +457,9 @@ function forwardSettings(options: SparkplugStoreAndForwardOptions): ForwardSetti
 }
 
 const DEFAULT_MAX_PENDING_COMMANDS = 64;
-const DEFAULT_MAX_HOST_CLOCK_SKEW_MS = 300_000;
+const DEFAULT_MAX_HOST_CLOCK_SKEW_MS = Number.POSITIVE_INFINITY;
+/** How often a STATE held back as too far ahead is checked again against the node's clock (ms). */
+const DEFERRED_STATE_RECHECK_MS = 1_000;
 const DEFAULT_MIN_REBIRTH_INTERVAL_MS = 1_000;
 const DEFAULT_MAX_METRICS_PER_COMMAND = 256;
 
@@ -575,6 +584,9 @@ export class SparkplugEdgeNode {
   /** When the last births went out (monotonic clock), and the timer of a rebirth waiting for the interval. */
   #lastBirthAt: number | undefined;
   #rebirthTimer: TimerHandle | undefined;
+  /** A primary host STATE held back as further ahead than maxHostClockSkewMs, and its recheck timer. */
+  #deferredState: { session: Session; state: { online: boolean; timestamp: number } } | undefined;
+  #deferredTimer: TimerHandle | undefined;
   /** The id of the record the replay (without acks) is sending, until it is released. */
   #replayInFlight: number | undefined;
   #recovered: SparkplugStoreAndForwardHealth["recovered"];
@@ -765,6 +777,7 @@ export class SparkplugEdgeNode {
     this.#stopping = true;
     if (this.#rebirthTimer !== undefined) this.#clock.clearTimeout(this.#rebirthTimer);
     this.#rebirthTimer = undefined;
+    this.#dropDeferredState();
     for (const dispose of this.#disposers.splice(0)) dispose();
     await this.#commandChain;
     await this.#dropAudit.flush();
@@ -1698,6 +1711,11 @@ export class SparkplugEdgeNode {
       this.#reject(topic, (error as Error).message);
       return;
     }
+    this.#takeHostState(session, state);
+  }
+
+  /** Follows, ignores or holds back (too far ahead of this node's clock) one primary host STATE. */
+  #takeHostState(session: Session, state: { online: boolean; timestamp: number }): void {
     const previous = this.#host;
     const now = this.#clock.now();
     const iso = (at: number): string =>
@@ -1710,8 +1728,9 @@ export class SparkplugEdgeNode {
       this.#ignoreHostState(
         state,
         "future",
-        `${what} ignored: more than ${skew} ms (maxHostClockSkewMs) ahead of this node's clock (${iso(now)}); check the host's and this node's clocks`,
+        `${what} ignored: more than ${skew} ms (maxHostClockSkewMs) ahead of this node's clock (${iso(now)}); check the host's and this node's clocks (held back and followed once this node's clock is within the bound)`,
       );
+      this.#deferHostState(session, state);
       return;
     }
     // [tck-id-message-flow-edge-node-birth-publish-phid-wait-timestamp]: only a STATE at least as
@@ -1731,6 +1750,9 @@ export class SparkplugEdgeNode {
       return;
     }
     this.#problems.delete("host-state");
+    if (this.#deferredState !== undefined && this.#deferredState.state.timestamp <= state.timestamp) {
+      this.#dropDeferredState();
+    }
     this.#host = {
       state: state.online ? "online" : "offline",
       timestamp: state.timestamp,
@@ -1760,6 +1782,42 @@ export class SparkplugEdgeNode {
         if (!this.#stopping) void this.#reconnect(`primary host ${this.#options.primaryHostId} went offline`, true);
       });
     }
+  }
+
+  /**
+   * Holds back a STATE too far ahead of this node's clock (the newest such one of the session) and
+   * checks it again every {@link DEFERRED_STATE_RECHECK_MS}: once the clock is within the bound it
+   * is taken as if it had just arrived; it is dropped when its session ends.
+   */
+  #deferHostState(session: Session, state: { online: boolean; timestamp: number }): void {
+    if (this.#stopping) return;
+    const held = this.#deferredState;
+    if (held !== undefined && held.session === session && held.state.timestamp > state.timestamp) return;
+    this.#deferredState = { session, state };
+    if (this.#deferredTimer !== undefined) return;
+    const recheck = (): void => {
+      this.#deferredTimer = undefined;
+      const deferred = this.#deferredState;
+      if (deferred === undefined || this.#stopping) return;
+      if (this.#session !== deferred.session || deferred.session.closing) {
+        this.#deferredState = undefined;
+        return;
+      }
+      const skew = this.#options.maxHostClockSkewMs ?? DEFAULT_MAX_HOST_CLOCK_SKEW_MS;
+      if (deferred.state.timestamp > this.#clock.now() + skew) {
+        this.#deferredTimer = this.#clock.setTimeout(recheck, DEFERRED_STATE_RECHECK_MS);
+        return;
+      }
+      this.#deferredState = undefined;
+      this.#takeHostState(deferred.session, deferred.state);
+    };
+    this.#deferredTimer = this.#clock.setTimeout(recheck, DEFERRED_STATE_RECHECK_MS);
+  }
+
+  #dropDeferredState(): void {
+    if (this.#deferredTimer !== undefined) this.#clock.clearTimeout(this.#deferredTimer);
+    this.#deferredTimer = undefined;
+    this.#deferredState = undefined;
   }
 
   /** Reports an ignored STATE; an ignored online STATE is a problem while the host is not online. */

@@ -2,6 +2,7 @@ import type { IConnectPacket, IPublishPacket, ISubscribePacket } from "mqtt-pack
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { SystemClock } from "@kiln/core";
 import { afterEach, beforeAll, describe, expect, test } from "vitest";
 import {
   decodePayload,
@@ -439,25 +440,58 @@ describe("Sparkplug B 3.0 edge node: primary host STATE", () => {
 
   test("a retained STATE far in the future (beyond maxHostClockSkewMs) is ignored and reported, and does not pin the node: the host's next current STATE is followed", async () => {
     fixture = await edgeFixture({ primaryHostId: HOST });
+    const node = fixture.newNode({ maxHostClockSkewMs: 300_000 });
     const ignored: SparkplugEdgeNodeEvents["host-state-ignore"][] = [];
-    fixture.node.events.on("host-state-ignore", (event) => void ignored.push(event));
-    await fixture.node.start();
+    node.events.on("host-state-ignore", (event) => void ignored.push(event));
+    await node.start();
     const future = Date.now() + 365 * 24 * 3_600_000;
     await setHost(fixture, true, future);
     await pause(300);
     expect(fromNode(fixture.recorder)).toEqual([]);
     expect(ignored).toEqual([expect.objectContaining({ online: true, timestamp: future, reason: "future" })]);
-    expect(fixture.node.health().problems.join("\n")).toContain("maxHostClockSkewMs");
-    expect(fixture.node.health().primaryHost?.timestamp).toBeUndefined();
+    expect(node.health().problems.join("\n")).toContain("maxHostClockSkewMs");
+    expect(node.health().primaryHost?.timestamp).toBeUndefined();
     await setHost(fixture, true, Date.now());
     await fixture.recorder.waitFor(ofType("NBIRTH"));
-    expect(fixture.node.health().problems.join("\n")).not.toContain("maxHostClockSkewMs");
+    expect(node.health().problems.join("\n")).not.toContain("maxHostClockSkewMs");
   });
 
   test("a STATE a little ahead (within maxHostClockSkewMs) is followed as before", async () => {
     fixture = await edgeFixture({ primaryHostId: HOST });
-    await fixture.node.start();
+    await fixture.newNode({ maxHostClockSkewMs: 300_000 }).start();
     await setHost(fixture, true, Date.now() + 60_000);
+    await fixture.recorder.waitFor(ofType("NBIRTH"));
+  });
+
+  test("a STATE held back as too far ahead is followed once the node's clock comes within maxHostClockSkewMs (an NTP step after boot), without a reconnect", async () => {
+    fixture = await edgeFixture({ primaryHostId: HOST });
+    let offsetMs = -360_000; // the node's clock 6 min behind the host's
+    const clock = new (class extends SystemClock {
+      override now(): number {
+        return super.now() + offsetMs;
+      }
+    })();
+    const node = fixture.newNode({ maxHostClockSkewMs: 300_000, clock });
+    await node.start();
+    await setHost(fixture, true, Date.now());
+    await pause(1_500);
+    expect(fromNode(fixture.recorder).filter(ofType("NBIRTH"))).toEqual([]);
+    expect(node.health().problems.join("\n")).toContain("maxHostClockSkewMs");
+    offsetMs = 0;
+    await fixture.recorder.waitFor(ofType("NBIRTH"));
+    expect(connects(fixture)).toHaveLength(1);
+    expect(node.health().problems.join("\n")).not.toContain("maxHostClockSkewMs");
+  });
+
+  test("by default STATE timestamps are compared only with each other: a node whose clock is 6 min behind its host publishes at once", async () => {
+    fixture = await edgeFixture({ primaryHostId: HOST });
+    const clock = new (class extends SystemClock {
+      override now(): number {
+        return super.now() - 360_000;
+      }
+    })();
+    await fixture.newNode({ clock }).start();
+    await setHost(fixture, true, Date.now());
     await fixture.recorder.waitFor(ofType("NBIRTH"));
   });
 
