@@ -30,6 +30,15 @@ import {
 
 /** AttributeId of the Value attribute (OPC UA Part 6, A.1). */
 const VALUE_ATTRIBUTE = 13;
+/** node-opcua's `NumericRangeType` values: MatrixRange (two dimensions) and InvalidRange. */
+const MATRIX_RANGE = 3;
+const INVALID_RANGE = 4;
+
+/** A service operation that names a node and may carry an IndexRange (node-opcua's decoded NumericRange). */
+interface RangedOperation {
+  readonly nodeId?: unknown;
+  readonly indexRange?: { type: number; value: unknown } | null;
+}
 
 /** AttributeId of the EventNotifier attribute: a monitored item on it receives events (OPC UA Part 6, A.1). */
 const EVENT_NOTIFIER_ATTRIBUTE = 12;
@@ -291,6 +300,7 @@ export class AuthorizingServer extends OPCUAServer {
         // the channel is gone: nothing to answer
       }
     };
+    this.#invalidateMatrixRanges(message.request);
     const served = super._apply_on_SessionObject(
       ResponseClass,
       message,
@@ -322,6 +332,35 @@ export class AuthorizingServer extends OPCUAServer {
       },
     );
     return served.catch((error: unknown) => this.onServiceError(service, error));
+  }
+
+  /**
+   * Marks invalid every two-dimensional IndexRange (`"0,0"`, OPC UA Part 4, 7.27) of a Read, Write
+   * or CreateMonitoredItems operation whose node is not a matrix (a Variable of ValueRank < 2, a
+   * String included): node-opcua answers it `BadIndexRangeInvalid`. Without this, its matrix
+   * extraction assigned into a JS string and threw on an async path no catch reached, which ended
+   * the process (a viewer's Read of any String node, e.g. BuildInfo's ProductName, was enough).
+   */
+  #invalidateMatrixRanges(request: unknown): void {
+    const operations = request as {
+      nodesToRead?: readonly RangedOperation[] | null;
+      nodesToWrite?: readonly RangedOperation[] | null;
+      itemsToCreate?: readonly { itemToMonitor?: RangedOperation | null }[] | null;
+    };
+    const ranged = [
+      ...(operations.nodesToRead ?? []),
+      ...(operations.nodesToWrite ?? []),
+      ...(operations.itemsToCreate ?? []).map((item) => item.itemToMonitor),
+    ];
+    for (const operation of ranged) {
+      const range = operation?.indexRange;
+      if (!range || range.type !== MATRIX_RANGE) continue;
+      const node = this.engine.addressSpace?.findNode(operation.nodeId as never) as
+        { nodeClass?: NodeClass; valueRank?: number } | null | undefined;
+      if (node?.nodeClass === NodeClass.Variable && (node.valueRank ?? -1) >= 2) continue;
+      range.type = INVALID_RANGE;
+      range.value = null;
+    }
   }
 
   /**

@@ -5,6 +5,7 @@ import {
   CreateMonitoredItemsRequest,
   CreateSubscriptionRequest,
   type CreateSubscriptionResponse,
+  type DataValue,
   DataChangeFilter,
   DataChangeTrigger,
   DeadbandType,
@@ -41,6 +42,7 @@ import { rawSession } from "./support/opcua-raw";
 const tags = defineTags({
   "chamber.free": { dataType: "float64" },
   "chamber.ranged": { dataType: "float64", range: { min: 0, max: 1000 } },
+  "chamber.label": { dataType: "string" },
 });
 
 let pki: TestPki;
@@ -260,6 +262,41 @@ describe("deadband filters", () => {
       served.plc.set("chamber.free", value);
       await new Promise((resolve) => setTimeout(resolve, 150));
     }
+    await stillServing();
+  });
+
+  test("a two-dimensional IndexRange on a String (a Kiln tag or BuildInfo's ProductName) answers BadIndexRangeInvalid on Read and on a monitored item, not a crash", async () => {
+    served.plc.set("chamber.label", "ALD-7");
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const label = served.server.nodeIdOf("chamber.label");
+    const answers = (await vic.session.read([
+      { nodeId: "i=2261", attributeId: AttributeIds.Value, indexRange: "0,0" },
+      { nodeId: label, attributeId: AttributeIds.Value, indexRange: "0:1,0:1" },
+      { nodeId: label, attributeId: AttributeIds.Value, indexRange: "1:2" }, // one dimension: a substring
+    ] as never)) as unknown as DataValue[];
+    expect(answers.map((answer) => answer.statusCode)).toEqual([
+      StatusCodes.BadIndexRangeInvalid,
+      StatusCodes.BadIndexRangeInvalid,
+      StatusCodes.Good,
+    ]);
+    expect(answers[2]!.value.value).toBe("LD");
+    const { subscriptionId } = await subscription(100);
+    const answer = await session().createMonitoredItems(
+      new CreateMonitoredItemsRequest({
+        subscriptionId,
+        timestampsToReturn: TimestampsToReturn.Both,
+        itemsToCreate: [
+          {
+            itemToMonitor: { nodeId: label, attributeId: AttributeIds.Value, indexRange: "0,0" },
+            monitoringMode: MonitoringMode.Reporting,
+            requestedParameters: parameters(0),
+          },
+        ],
+      } as never),
+    );
+    expect(answer.results[0]!.statusCode).toBe(StatusCodes.BadIndexRangeInvalid);
+    served.plc.set("chamber.label", "ALD-8");
+    await new Promise((resolve) => setTimeout(resolve, 300));
     await stillServing();
   });
 
