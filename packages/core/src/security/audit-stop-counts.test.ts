@@ -1,4 +1,3 @@
-import { execFileSync } from "node:child_process";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -15,6 +14,7 @@ import type { AuditEntry } from "../ports/audit-log";
 import type { Logger } from "../ports/logger";
 import { AuditedCommandRunner, type AuditBacklogOptions } from "./audited-command";
 import { Authorizer, defaultRoleTable, type Principal } from "./authorization";
+import { tmpfs, unmount } from "../../test/support/tmpfs";
 
 // Issue 15 (review 15r): a count of what was not recorded one by one (audit.overflow, audit.drop)
 // leaves the reserve only once its summary entry is stored or journaled; nothing is discarded
@@ -99,22 +99,6 @@ const sum = (entries: readonly AuditEntry[], action: string): number =>
     .filter((entry) => entry.action === action)
     .reduce((total, entry) => total + ((entry.newValue as { count: number }).count ?? 0), 0);
 
-/** A tmpfs of `size` on a new folder, or undefined (reason printed) when mount is not allowed. */
-async function tmpfs(size: string): Promise<string | undefined> {
-  const mount = await mkdtemp(join(tmpdir(), "kiln-audit-stop-"));
-  try {
-    execFileSync("mount", ["-t", "tmpfs", "-o", `size=${size}`, "tmpfs", mount], { stdio: "ignore" });
-    return mount;
-  } catch {
-    console.log(`skipped: mounting a ${size} tmpfs failed (run the tests as root, with mount allowed, to enable)`);
-    await rm(mount, { recursive: true, force: true });
-    return undefined;
-  }
-}
-async function unmount(mount: string): Promise<void> {
-  execFileSync("umount", ["-l", mount], { stdio: "ignore" });
-  await rm(mount, { recursive: true, force: true });
-}
 /**
  * Fills the volume until a write fails (ENOSPC), then issues allowed commands until the journal
  * refuses one (its last page full too): from then on it takes nothing.

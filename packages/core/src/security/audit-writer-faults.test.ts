@@ -14,6 +14,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { AuditedCommandRunner, type AuditBacklogOptions } from "./audited-command";
 import { Authorizer, defaultRoleTable, type Principal } from "./authorization";
+import { tmpfs, unmount } from "../../test/support/tmpfs";
 
 const tags = defineTags({
   "heater.setpoint": { dataType: "float64", access: "readwrite" },
@@ -602,23 +603,6 @@ describe("a journal that opened and failed later is never called durable (issue 
     query: store.audit.query,
     record: () => Promise.reject(new KilnError("KILN_TIMEOUT", "down", { retryable: true })),
   });
-
-  /** A tmpfs of `size` mounted on a new folder, or undefined (with the reason printed) when mount is not allowed. */
-  async function tmpfs(size: string): Promise<string | undefined> {
-    const mount = await mkdtemp(join(tmpdir(), "kiln-audit-tmpfs-"));
-    try {
-      execFileSync("mount", ["-t", "tmpfs", "-o", `size=${size}`, "tmpfs", mount], { stdio: "ignore" });
-      return mount;
-    } catch {
-      console.log(`skipped: mounting a ${size} tmpfs failed (run the tests as root, with mount allowed, to enable)`);
-      await rm(mount, { recursive: true, force: true });
-      return undefined;
-    }
-  }
-  async function unmount(mount: string): Promise<void> {
-    execFileSync("umount", ["-l", mount], { stdio: "ignore" });
-    await rm(mount, { recursive: true, force: true });
-  }
 
   test("appends fail with ENOSPC and no reserve could be made: denials are held in memory only, and health says so", async (context) => {
     const mount = await tmpfs("200k");
