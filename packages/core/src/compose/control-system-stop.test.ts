@@ -38,11 +38,21 @@ async function ticks(count = 30): Promise<void> {
   for (let tick = 0; tick < count; tick++) await new Promise<void>((resolve) => setImmediate(resolve));
 }
 
-/** Advances simulated time until `promise` settles. */
+/**
+ * Advances simulated time until `promise` settles, at most 50 times as fast as real time: the
+ * journal's file I/O takes real time, and simulated time racing ahead of it would make any
+ * fsync look like a step that ran out of its budget (the CI failure of stop 28).
+ */
 async function settle(clock: { advance(ms: number): Promise<void> }, promise: Promise<unknown>): Promise<void> {
   let done = false;
-  void promise.finally(() => (done = true));
-  for (let step = 0; step < 2000 && !done; step++) await clock.advance(100);
+  void promise.then(
+    () => (done = true),
+    () => (done = true),
+  );
+  for (let step = 0; step < 2000 && !done; step++) {
+    await clock.advance(100);
+    await new Promise<void>((resolve) => setTimeout(resolve, 2));
+  }
   expect(done).toBe(true);
 }
 
@@ -103,7 +113,7 @@ describe("stop() refuses commands in flight before they commit (issue 15, second
     const ran = [100, 101, 102].filter((_, index) => outcomes[index] === "ok");
     expect(plc.writes.filter((entry) => entry.tag === "heater.setpoint").map((entry) => entry.value)).toEqual(ran);
     frozen = false;
-    await system.start();
+    await settle(clock, system.start());
     const trail = await auditTrailAfterStop(parts);
     const entries = trail.filter((entry) => entry.action === "tag.write");
     // Exactly one entry each: allowed for those that ran; for the others failed (refused before
@@ -138,7 +148,7 @@ describe("stop() refuses commands in flight before they commit (issue 15, second
     expect(await write).not.toBe("ok");
     expect(plc.writes).toEqual([]);
     frozen = false;
-    await system.start();
+    await settle(clock, system.start());
     const trail = await auditTrailAfterStop(parts);
     expect(trail.filter((entry) => entry.outcome === "allowed")).toEqual([]);
   });
@@ -195,7 +205,7 @@ describe("commands arriving while the system stops are refused with KILN_LIFECYC
     recipes.get = get;
     recipes.save = save;
     frozen = false;
-    await system.start();
+    await settle(clock, system.start());
     const trail = await auditTrailAfterStop(parts);
     for (const action of ["recipe.start", "recipe.save", "recipe.resume"]) {
       const refused = trail.filter((entry) => entry.action === action && entry.outcome === "failed");
@@ -205,5 +215,64 @@ describe("commands arriving while the system stops are refused with KILN_LIFECYC
     expect(trail.filter((entry) => entry.action === "tag.write" && entry.newValue === 200)).toMatchObject([
       { outcome: "failed" },
     ]);
+  });
+});
+
+describe("a start after a stop that abandoned a step waits for it (CI stop 28)", () => {
+  test("the audit writer's close, abandoned past the drain budget, finishes before the start opens the writer: entries after the start are stored", async () => {
+    const directory = await mkdtemp(join(tmpdir(), "kiln-stop-abandon-"));
+    directories.push(directory);
+    const parts = await build({
+      audit: { backlog: { path: join(directory, "audit.journal") } },
+      logging: { drainTimeoutMs: 500 },
+      lifecycleTimeoutMs: 30_000,
+      storePolicies: { audit: { timeoutMs: 5_000, retry: { maxAttempts: 1 } } },
+    });
+    const { system, plc, store, clock } = parts;
+    const record = store.audit.record.bind(store.audit);
+    let frozen = true;
+    store.audit.record = (entry) => (frozen ? new Promise<void>(() => undefined) : record(entry));
+    const first = system.writeTag(admin, "heater.setpoint", 100).catch(() => undefined);
+    await ticks();
+    await settle(clock, system.stop());
+    await first;
+    frozen = false;
+    // The writer's close still waits on the frozen store call (its 5 s timeout): the start waits for it.
+    await settle(clock, system.start());
+    expect(system.state).toBe("running");
+    await system.writeTag(admin, "heater.setpoint", 150);
+    expect(plc.writes.filter((write) => write.value === 150)).toHaveLength(1);
+    const trail = await auditTrailAfterStop(parts);
+    expect(trail.filter((entry) => entry.action === "tag.write" && entry.newValue === 150)).toMatchObject([
+      { outcome: "allowed" },
+    ]);
+    expect(trail.filter((entry) => entry.action === "tag.write" && entry.newValue === 100)).toHaveLength(1);
+  });
+
+  test("a driver close that outlasts the stop and the next start's wait: the start fails KILN_LIFECYCLE naming it, changes nothing, and succeeds once the close is done", async () => {
+    const { system, plc, clock } = await build();
+    let finishClose: () => void = () => undefined;
+    const close = plc.close.bind(plc);
+    plc.close = () =>
+      new Promise<void>((resolve) => {
+        finishClose = () => void close().then(resolve);
+      });
+    await settle(clock, system.stop());
+    expect(system.state).toBe("stopped");
+    const refused = system.start().then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    await settle(clock, refused);
+    expect(await refused).toMatchObject({
+      code: "KILN_LIFECYCLE",
+      retryable: true,
+      details: { steps: ["driver.close"] },
+    });
+    expect(system.state).toBe("stopped");
+    finishClose();
+    await settle(clock, system.start());
+    expect(system.state).toBe("running");
+    await settle(clock, system.stop());
   });
 });

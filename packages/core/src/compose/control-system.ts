@@ -411,7 +411,11 @@ export class ControlSystem {
    * Start and stop are serialized: a {@link stop} during a start makes the start give up at its
    * next step (it rejects with `KILN_ABORTED`) or, once acquisition is starting, waits for it
    * and then stops; either way the system ends `stopped` with nothing connected.
-   * @throws KilnError `KILN_LIFECYCLE` when not stopped (starting, running or stopping);
+   * A step the last stop abandoned past its budget (the audit writer's, the store's or the
+   * driver's close) is waited for first, at most `lifecycleTimeoutMs`: run beside the start it
+   * would close what the start opens.
+   * @throws KilnError `KILN_LIFECYCLE` when not stopped (starting, running or stopping), or
+   *   (retryable, `details.steps` naming them) when such an abandoned step still runs after that wait;
    *   `KILN_ABORTED` when a stop came during the start.
    */
   start(): Promise<void> {
@@ -431,6 +435,15 @@ export class ControlSystem {
   }
 
   async #start(abort: AbortSignal): Promise<void> {
+    // A step the last stop abandoned (a runner, store or driver close past its budget) still
+    // runs: it finishes first, or this start fails. Run beside the start it would close what
+    // the start opens (a runner closed under a running system: review of CI stop 28).
+    try {
+      await this.#awaitAbandoned();
+    } catch (error) {
+      this.#lifecycle.state = "stopped";
+      throw error;
+    }
     // Every start begins with closed breakers, whatever happened while the system was stopped.
     resetGuards(this.#guardedDriver, this.#guardedStore, "control system starting");
     this.#storeOpening = new AbortController();
@@ -625,7 +638,7 @@ export class ControlSystem {
       const budget = afterDrain ? remainingWithMargin() : remaining();
       const outcome = bounded ? await settleWithin(this.#clock, work, budget) : await settle(work);
       if (outcome === "timeout") {
-        work.catch(() => undefined);
+        this.#abandon(what, work);
         this.#logger.error({ step: what }, `${what} at stop ran out of the drain budget; abandoned`);
       } else if (outcome !== "ok") {
         this.#logger.error({ error: String(outcome.error) }, `${what} at stop failed`);
@@ -687,19 +700,53 @@ export class ControlSystem {
     swallow = true,
     timeoutMs = this.#options.lifecycleTimeoutMs,
   ): Promise<void> {
+    let work: Promise<void> | undefined;
     try {
-      await withTimeout(() => operation(), {
-        clock: this.#clock,
-        timeoutMs: Math.max(1, timeoutMs),
-        name: step,
-      });
+      await withTimeout(
+        () => {
+          work = operation();
+          return work;
+        },
+        { clock: this.#clock, timeoutMs: Math.max(1, timeoutMs), name: step },
+      );
     } catch (error) {
+      if (KilnError.is(error, "KILN_TIMEOUT") && work !== undefined) this.#abandon(step, work);
       const reason = KilnError.is(error) ? `${error.code}: ${error.message}` : String(error);
       this.#lifecycleError = `${step}: ${reason}`;
       this.#logger.error({ error: reason }, `${step} failed`);
       void this.#bus.publish("lifecycle-step-fail", { at: this.#clock.now(), step, reason });
       if (!swallow) throw error;
     }
+  }
+
+  /** Steps a stop (or a failed start) abandoned past their budget and still running, by name. */
+  readonly #abandoned = new Map<Promise<unknown>, string>();
+
+  /** Keeps `work`, abandoned past its budget, until it settles: the next start waits for it. */
+  #abandon(what: string, work: Promise<unknown>): void {
+    const settled = work.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.#abandoned.set(settled, what);
+    void settled.then(() => this.#abandoned.delete(settled));
+  }
+
+  /**
+   * Waits (at most `lifecycleTimeoutMs`) for the steps an earlier stop abandoned.
+   * @throws KilnError `KILN_LIFECYCLE` (retryable) naming them (`details.steps`) when one still runs.
+   */
+  async #awaitAbandoned(): Promise<void> {
+    if (this.#abandoned.size === 0) return;
+    const all = Promise.all(this.#abandoned.keys());
+    await settleWithin(this.#clock, all, this.#options.lifecycleTimeoutMs);
+    if (this.#abandoned.size === 0) return;
+    const steps = [...new Set(this.#abandoned.values())];
+    throw new KilnError(
+      "KILN_LIFECYCLE",
+      `Cannot start: the last stop's ${steps.join(", ")} has not finished (waited ${this.#options.lifecycleTimeoutMs} ms); start again once it has.`,
+      { retryable: true, details: { steps } },
+    );
   }
 
   /** Same as {@link stop}, for `await using system = createControlSystem(...)`. */
