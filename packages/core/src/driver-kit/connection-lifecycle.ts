@@ -358,7 +358,10 @@ export class ConnectionLifecycle {
     });
   }
 
-  /** @throws {@link ConnectionLifecycle.notConnected}'s error unless the status is `connected`. */
+  /**
+   * Checks that the status is `connected` (a driver's `read` and `write` begin with it).
+   * @throws {@link ConnectionLifecycle.notConnected}'s error (`KILN_NOT_CONNECTED`) unless it is.
+   */
   assertConnected(): void {
     if (this.#status !== "connected") throw this.notConnected();
   }

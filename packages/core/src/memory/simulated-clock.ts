@@ -53,6 +53,7 @@ export class SimulatedClock implements Clock {
     this.#wallOffset += deltaMs;
   }
 
+  /** Calls `callback` once when simulated time reaches now + `delayMs` (ms; NaN and negative mean 0), during an {@link SimulatedClock.advance}. */
   setTimeout(callback: () => void, delayMs: number): TimerHandle {
     const timer: PendingTimer = { id: this.#nextId++, due: this.#now + normalizeDelay(delayMs), callback };
     // Keep timers sorted by due time, then creation order.
@@ -62,11 +63,13 @@ export class SimulatedClock implements Clock {
     return { __timer: timer.id };
   }
 
+  /** Cancels a timer of {@link SimulatedClock.setTimeout}; a fired or cancelled one is ignored. */
   clearTimeout(handle: TimerHandle): void {
     const index = this.#timers.findIndex((timer) => timer.id === handle.__timer);
     if (index >= 0) this.#timers.splice(index, 1);
   }
 
+  /** Resolves once simulated time has advanced `delayMs` (ms); rejects with the signal's reason when `signal` aborts first. */
   sleep(delayMs: number, signal?: AbortSignal): Promise<void> {
     return sleepOn(this, delayMs, signal);
   }

@@ -69,8 +69,11 @@ const DEFAULT_VALUE: Record<Tag["dataType"], TagValue> = {
  * const [pressure] = await plc.read([tags.get("chamber.pressure")]);
  */
 export class SimulatedPlc implements PlcDriver {
+  /** The driver contract version this driver implements ({@link PlcDriver.driverApiVersion}). */
   readonly driverApiVersion = "1" as const;
+  /** The name given in the options, `"simulated"` by default. */
   readonly name: string;
+  /** Browsing always; `subscribe` unless the options turned it off ({@link PlcDriver.capabilities}). */
   readonly capabilities: PlcDriverCapabilities;
   /** Switchable faults. */
   readonly faults: SimulatedPlcFaults = { unreachable: false, hang: false, latencyMs: 0, badQuality: new Set() };
@@ -102,14 +105,17 @@ export class SimulatedPlc implements PlcDriver {
     if (!this.capabilities.subscribe) (this as { subscribe?: unknown }).subscribe = undefined;
   }
 
+  /** The connection status ({@link PlcDriver.status}). */
   get status(): DriverStatus {
     return this.#lifecycle.status;
   }
 
+  /** Calls `listener` on every status change; returns the disposer that stops it. */
   onStatusChange(listener: (change: DriverStatusChange) => void): Disposer {
     return this.#lifecycle.onStatusChange(listener);
   }
 
+  /** Connects ({@link PlcDriver.connect}); fails `KILN_CONNECTION_FAILED` (retryable) while `faults.unreachable` is set. */
   connect(signal?: AbortSignal): Promise<void> {
     return this.#lifecycle.connect(async (lifetime) => {
       await this.#latency(lifetime);
@@ -121,6 +127,7 @@ export class SimulatedPlc implements PlcDriver {
     }, signal);
   }
 
+  /** Closes; idempotent ({@link PlcDriver.close}). */
   close(): Promise<void> {
     return this.#lifecycle.close(async () => {
       for (const stop of this.#subscriptions) stop();
@@ -133,6 +140,7 @@ export class SimulatedPlc implements PlcDriver {
     if (this.status === "connected") this.#lifecycle.setStatus("disconnected", reason);
   }
 
+  /** Reads the simulated value of each tag, one sample per tag in order ({@link PlcDriver.read}). */
   async read(tags: readonly Tag[], signal?: AbortSignal): Promise<Sample[]> {
     this.#assertConnected();
     await this.#latency(signal);
@@ -149,6 +157,7 @@ export class SimulatedPlc implements PlcDriver {
     return samples;
   }
 
+  /** Writes a value, recorded in {@link SimulatedPlc.writes} ({@link PlcDriver.write}). */
   async write(tag: Tag, value: TagValue, signal?: AbortSignal): Promise<void> {
     if (tag.access !== "readwrite") {
       throw new KilnError("KILN_TAG_NOT_WRITABLE", `Tag "${tag.name}" is read-only.`, { details: { tag: tag.name } });
@@ -165,6 +174,7 @@ export class SimulatedPlc implements PlcDriver {
     this.writes.push({ tag: tag.name, value, at: this.#clock.now() });
   }
 
+  /** Pushes each tag's value at the subscription's period ({@link PlcDriver.subscribe}). */
   async subscribe(
     tags: readonly Tag[],
     options: SubscriptionOptions,
@@ -206,6 +216,7 @@ export class SimulatedPlc implements PlcDriver {
     };
   }
 
+  /** Lists the simulated tags as browsed variables ({@link PlcDriver.browse}). */
   async browse(): Promise<BrowsedVariable[]> {
     this.#assertConnected();
     return [...this.#tags.values()].map((tag) => ({

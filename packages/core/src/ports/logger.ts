@@ -1,6 +1,8 @@
 /** A log method: `(message)` or `(fields, message)`, as pino has it. */
 export interface LogMethod {
+  /** Logs `message` alone. */
   (message: string): void;
+  /** Logs structured `fields` (serializable values) with an optional `message`. */
   (fields: Record<string, unknown>, message?: string): void;
 }
 

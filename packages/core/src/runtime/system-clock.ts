@@ -64,6 +64,7 @@ export class SystemClock implements Clock {
     return performance.now();
   }
 
+  /** Calls `callback` once after `delayMs` (ms; NaN and negative mean 0, any length honoured). */
   setTimeout(callback: () => void, delayMs: number): TimerHandle {
     const delay = normalizeDelay(delayMs);
     const timer: ChainedTimer = { current: undefined };
@@ -85,12 +86,14 @@ export class SystemClock implements Clock {
     return { __timer: timer };
   }
 
+  /** Cancels a timer of {@link SystemClock.setTimeout}; a fired or cancelled one is ignored. */
   clearTimeout(handle: TimerHandle): void {
     const timer = handle.__timer as ChainedTimer;
     if (timer.current !== undefined) clearTimeout(timer.current);
     timer.current = undefined;
   }
 
+  /** Resolves after `delayMs` (ms); rejects with the signal's reason when `signal` aborts first. */
   sleep(delayMs: number, signal?: AbortSignal): Promise<void> {
     return sleepOn(this, delayMs, signal);
   }
