@@ -4,7 +4,7 @@ import { getStatusCodeFromCode } from "node-opcua-status-code";
 import { statusCodeOfError } from "./opcua-status";
 
 /** Told of an error a value source raised (`where`: the service or path it surfaced in). */
-export type ValueSourceErrorReporter = (where: string, error: unknown) => void;
+type ValueSourceErrorReporter = (where: string, error: unknown) => void;
 
 type DataValueCallback = (error: Error | null, dataValue?: DataValue) => void;
 
@@ -24,7 +24,7 @@ interface SampledItem {
  * The value a failed value source answers: the error's own StatusCode when it is a `KilnError`
  * ({@link statusCodeOfError}, e.g. `BadNotConnected`), else `BadInternalError`; no value.
  */
-export function failedValue(error: unknown): DataValue {
+function failedValue(error: unknown): DataValue {
   return new DataValue({ statusCode: getStatusCodeFromCode(statusCodeOfError(error)), serverTimestamp: new Date() });
 }
 
