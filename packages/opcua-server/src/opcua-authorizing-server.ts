@@ -590,9 +590,15 @@ export class AuthorizingServer extends OPCUAServer {
       if (refusal) {
         return new MonitoredItemModifyResult({ statusCode: refusal.statusCode, filterResult: refusal.filterResult });
       }
+      // With the bounds node-opcua's own modify checks after it has applied the parameters.
+      const bounds = item.$subscription as
+        { maxWhereClauseParameters?: number; maxSelectClauseParameters?: number } | undefined;
       const filterStatus =
         parameters?.filter && item.node
-          ? validateFilter(parameters.filter, item.itemToMonitor, item.node as never)
+          ? validateFilter(parameters.filter, item.itemToMonitor, item.node as never, {
+              maxWhereClauseParameters: bounds?.maxWhereClauseParameters,
+              maxSelectClauseParameters: bounds?.maxSelectClauseParameters,
+            })
           : StatusCodes.Good;
       if (filterStatus.isNotGood()) return new MonitoredItemModifyResult({ statusCode: filterStatus });
       const session = currentSessionOf(item.$subscription as Subscription | undefined);

@@ -57,7 +57,7 @@ beforeAll(async () => {
   other = await connect(served.server, pki.trusted, user("vic"));
   const condition = `ns=${served.server.namespaceIndex};s=@Alarm.chamber.pressure:HI`;
   unshelveTime = await childOf(await childOf(condition, "ShelvingState"), "UnshelveTime");
-}, 60_000);
+}, 120_000);
 
 afterEach(() => {
   vi.restoreAllMocks();
