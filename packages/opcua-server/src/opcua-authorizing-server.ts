@@ -3,8 +3,11 @@ import type { Message, ServerSecureChannelLayer } from "node-opcua-secure-channe
 import { DataValue } from "node-opcua-data-value";
 import { type MonitoredItem, OPCUAServer, type ServerSession, type Subscription } from "node-opcua-server";
 import { StatusCode, StatusCodes } from "node-opcua-status-code";
+// node-opcua's own filter check (exported by no entry of the package): run before a modify applies anything.
+import { validateFilter } from "node-opcua-server/dist/validate_filter.js";
 import { costOfEventFilter, type EventFilterBounds, refusalOfEventFilter } from "./opcua-event-filter";
 import { checkMonitoringParameters, holdsNonFinite } from "./opcua-request-numbers";
+import { isolateSampling, isolateValueSources } from "./opcua-value-sources";
 import {
   type BrowseRequest,
   BrowseResult,
@@ -365,7 +368,9 @@ export class AuthorizingServer extends OPCUAServer {
 
   /**
    * Told of an exception thrown while node-opcua served a session's request (the request is
-   * answered `BadInternalError`; the process goes on). Set by the server to log it. The numeric
+   * answered `BadInternalError`; the process goes on), and of an error a variable's value source
+   * raised (`Refresh`, `Read`, `MonitoredItem`: that one operation or item answers a Bad
+   * StatusCode, see `isolateValueSources`). Set by the server to log it. The numeric
    * parameters node-opcua asserts on are checked before (`checkMonitoringParameters`): this is
    * the last line of defence, not the validation. @default ignores it
    */
@@ -373,6 +378,7 @@ export class AuthorizingServer extends OPCUAServer {
 
   override async initialize(): Promise<void> {
     await super.initialize();
+    isolateValueSources(this, (where, error) => this.onServiceError(where, error));
     this.#budgetBrowse();
     this.#historyPerNode();
     // A session that ends (CloseSession with DeleteSubscriptions false, or its timeout) takes its
@@ -536,7 +542,10 @@ export class AuthorizingServer extends OPCUAServer {
       const created = create(addressSpace, timestampsToReturn, itemRequest);
       if (created.monitoredItem && cost > 0) this.#filterCosts.set(created.monitoredItem, cost);
       if (created.monitoredItem) this.#guardFilterChanges(created.monitoredItem);
-      if (guarded && created.monitoredItem) guardValues(guarded, created.monitoredItem, this.#deliverable);
+      if (guarded && created.monitoredItem) {
+        guardValues(guarded, created.monitoredItem, this.#deliverable);
+        isolateSampling(created.monitoredItem, (where, error) => this.onServiceError(where, error));
+      }
       if (item.attributeId === EVENT_NOTIFIER_ATTRIBUTE && created.monitoredItem)
         this.#guardEvents(created.monitoredItem);
       return created;
@@ -561,9 +570,12 @@ export class AuthorizingServer extends OPCUAServer {
   /**
    * Makes a ModifyMonitoredItems of the item check its new EventFilter as a create does
    * ({@link refusalOfEventFilter}, then the session's filter budget with this item's new cost in
-   * place of its old) before node-opcua applies any of the new parameters: a refused filter
-   * answers `BadEventFilterInvalid` with its per-element result, or `BadTooManyMonitoredItems`,
-   * and changes nothing.
+   * place of its old), and node-opcua's own check of any filter against the item's attribute and
+   * node (`validateFilter`: `BadFilterNotAllowed`, `BadMonitoredItemFilterUnsupported` for a
+   * Percent deadband without EURange...), before node-opcua applies any of the new parameters:
+   * its modify set the sampling interval, queue size and filter first and checked the filter
+   * after. A refused filter answers `BadEventFilterInvalid` with its per-element result,
+   * `BadTooManyMonitoredItems` or node-opcua's StatusCode, and changes nothing.
    */
   #guardFilterChanges(item: MonitoredItem): void {
     const modify = item.modify.bind(item);
@@ -578,6 +590,17 @@ export class AuthorizingServer extends OPCUAServer {
       if (refusal) {
         return new MonitoredItemModifyResult({ statusCode: refusal.statusCode, filterResult: refusal.filterResult });
       }
+      // With the bounds node-opcua's own modify checks after it has applied the parameters.
+      const bounds = item.$subscription as
+        { maxWhereClauseParameters?: number; maxSelectClauseParameters?: number } | undefined;
+      const filterStatus =
+        parameters?.filter && item.node
+          ? validateFilter(parameters.filter, item.itemToMonitor, item.node as never, {
+              maxWhereClauseParameters: bounds?.maxWhereClauseParameters,
+              maxSelectClauseParameters: bounds?.maxSelectClauseParameters,
+            })
+          : StatusCodes.Good;
+      if (filterStatus.isNotGood()) return new MonitoredItemModifyResult({ statusCode: filterStatus });
       const session = currentSessionOf(item.$subscription as Subscription | undefined);
       // node-opcua keeps the former filter when a modify names none.
       const cost = parameters?.filter ? costOfEventFilter(parameters.filter) : (this.#filterCosts.get(item) ?? 0);

@@ -328,6 +328,22 @@ describe.each(STORES)("HistoryRead from $name", ({ make }) => {
     expect(values[3]!.statusCode.isBad()).toBe(true); // nothing before
   });
 
+  test("a store whose sample read throws synchronously answers that node Bad, and the server goes on", async () => {
+    const readSamples = vi.spyOn(storeSamples, "readSamples").mockImplementation(() => {
+      throw new Error("store driver bug");
+    });
+    try {
+      const [result] = await read(raw(T0, T0 + 10_000), [{ nodeId: node }]);
+      expect(result!.statusCode.isBad()).toBe(true);
+      expect(readSamples).toHaveBeenCalled();
+    } finally {
+      readSamples.mockRestore();
+    }
+    const [again] = await read(raw(T0, T0 + 10_000), [{ nodeId: node }]);
+    expect(again!.statusCode.isGood()).toBe(true);
+    expect(valuesOf(again!).length).toBeGreaterThan(0);
+  });
+
   test("AtTime of 1,000 evenly spaced times is one interpolated query and one raw read, with each time's valueAt", async () => {
     const times = Array.from({ length: 1_000 }, (_, index) => T0 - 1_000 + index * 250);
     const queries = system.history.queries!;
