@@ -832,7 +832,11 @@ export class ControlSystem {
    * Starts the saved recipe `name` version `version` as a process (`recipe.start`, ISA-88: a
    * master recipe is run by reference). Authorized before the store is asked, so a caller without
    * `recipe.start` on `name` learns nothing about which recipes exist; a saved version's write set
-   * was authorized when it was saved (ADR 0010). For hosts and northbound servers (the OPC UA
+   * was authorized when it was saved (ADR 0010). **Trust boundary:** that check was made by
+   * whichever host saved it, against that host's role table; this host does not check the write
+   * set again. Hosts sharing a recipe store trust each other's role tables (and anyone who can
+   * write the store's recipe table): hosts with differing role tables must not share one
+   * (docs/concepts/security.md, "Trust boundary: the recipe store"). For hosts and northbound servers (the OPC UA
    * server's `StartRecipe` Method) that name a recipe rather than hold its definition.
    * @returns the running process; await `process.finished` for its result.
    * @throws `KILN_FORBIDDEN`; `KILN_VALIDATION` for a `name` that is not a non-empty string or a
