@@ -115,29 +115,70 @@ describe("stop() with commands in flight (issue 15, third review)", () => {
     await system.stop();
   });
 
-  test("a command while stopped is refused and audited without calling the closed store; its entry is stored after the restart, breakers closed", async () => {
+  test("a command while stopped is refused (the system is stopped) and its entry, which nothing could write, is reported dropped at once, not held (review 15s, F2)", async () => {
     const parts = await build();
-    const { system, store, clock } = parts;
+    const { system, clock } = parts;
     const failures: KilnEvents["audit-record-fail"][] = [];
+    const drops: KilnEvents["audit-entry-drop"][] = [];
     system.bus.on("audit-record-fail", (event) => void failures.push(event));
+    system.bus.on("audit-entry-drop", (event) => void drops.push(event));
     await system.stop();
     for (let attempt = 0; attempt < 10; attempt++) {
-      await expect(system.writeTag(admin, "heater.setpoint", 1)).rejects.toMatchObject({ code: "KILN_LIFECYCLE" });
+      await expect(system.writeTag(admin, "heater.setpoint", attempt)).rejects.toMatchObject({
+        code: "KILN_LIFECYCLE",
+        message: expect.stringMatching(/is stopped/),
+      });
     }
-    expect(failures).toHaveLength(10);
-    expect(failures[0]!.error).toMatchObject({ code: "KILN_LIFECYCLE" });
-    await system.start();
-    // Breakers closed; the 10 entries kept while stopped wait until written, and health says so (review 15c).
+    // Not "kept for retry": nothing would write it before an exit; reported lost, one by one.
+    expect(failures).toEqual([]);
+    expect(drops.map((event) => event.count)).toEqual(Array<number>(10).fill(1));
+    expect(drops[0]!.reason).toMatch(/control system is stopped.*tag\.write on heater\.setpoint by/);
+    expect(system.health().audit).toMatchObject({ backlog: 0, droppedWhileStopped: 10, dropped: 10 });
     expect(system.health().problems).toEqual([
-      expect.stringMatching(/^audit backlog: 10 entries waiting to be stored/),
+      expect.stringMatching(
+        /^10 audit entries of commands issued while the control system was stopped could not be recorded/,
+      ),
     ]);
+    // A second stop has nothing left to flush or report.
+    await system.stop();
+    expect(drops).toHaveLength(10);
+    await system.start();
+    // Breakers closed, nothing waiting; the count is of the last stop.
+    expect(system.health().problems).toEqual([]);
     await system.writeTag(admin, "heater.setpoint", 2);
     await clock.advance(10);
-    expect(system.health().problems).toEqual([]);
     const trail = await auditTrailAfterStop(parts);
-    // The command's own entry is stored first (review 15j); the 10 kept while stopped follow.
-    expect(trail.map((entry) => entry.outcome).sort()).toEqual(["allowed", ...Array<string>(10).fill("failed")]);
-    void store;
+    expect(trail.map((entry) => entry.outcome)).toEqual(["allowed"]);
+  });
+  test("with a backlog journal too: entries of commands (an abort, a denied write) after stop() are reported dropped at once, never journaled for a start that may not come (review 15s, F2)", async () => {
+    const directory = await mkdtemp(join(tmpdir(), "kiln-after-stop-"));
+    try {
+      const parts = simulatedSystem({
+        tags,
+        scanGroups: { fast: { periodMs: 50 } },
+        authorization: { operatorWritableTags: ["heater.*"] },
+        audit: { backlog: { path: join(directory, "audit.journal") } },
+      });
+      const { system } = parts;
+      const drops: KilnEvents["audit-entry-drop"][] = [];
+      const failures: KilnEvents["audit-record-fail"][] = [];
+      system.bus.on("audit-entry-drop", (event) => void drops.push(event));
+      system.bus.on("audit-record-fail", (event) => void failures.push(event));
+      await system.start();
+      await system.stop();
+      await expect(system.abortProcess(admin)).rejects.toMatchObject({ code: "KILN_NOT_FOUND" });
+      await expect(system.writeTag(viewer, "heater.setpoint", 5)).rejects.toMatchObject({ code: "KILN_FORBIDDEN" });
+      await expect(system.writeTag(admin, "heater.setpoint", 6)).rejects.toMatchObject({ code: "KILN_LIFECYCLE" });
+      expect(failures).toEqual([]);
+      expect(drops).toHaveLength(3);
+      expect(system.health().audit).toMatchObject({ backlog: 0, droppedWhileStopped: 3 });
+      // A restart on the same journal finds nothing of them: what was reported dropped is what happened.
+      await system.start();
+      const trail = await auditTrailAfterStop(parts);
+      expect(trail.filter((entry) => entry.newValue === 5 || entry.newValue === 6)).toEqual([]);
+    } finally {
+      await rm(directory, { recursive: true, force: true });
+    }
   });
 });
 

@@ -116,14 +116,17 @@ describe("stop() refuses commands in flight before they commit (issue 15, second
     await settle(clock, system.start());
     const trail = await auditTrailAfterStop(parts);
     const entries = trail.filter((entry) => entry.action === "tag.write");
-    // Exactly one entry each: allowed for those that ran; for the others failed (refused before
-    // the commit), or allowed when the stop refused the write after its entry was durable (a
-    // failure after the commit, as a device's refusal: published as command-fail). Never more.
-    expect(entries).toHaveLength(3);
+    // One entry each: allowed for those that ran; for the others failed (refused before the
+    // commit), or, when the stop refused the write after its entry was durable (a failure after
+    // the commit, as a device's refusal), allowed followed by its own entry naming it (`:fail`).
     for (const [index, value] of [100, 101, 102].entries()) {
-      const entry = entries.find((candidate) => candidate.newValue === value);
-      if (outcomes[index] === "ok") expect(entry?.outcome).toBe("allowed");
-      else expect(["failed", "allowed"]).toContain(entry?.outcome);
+      const mine = entries.filter((candidate) => candidate.newValue === value);
+      if (outcomes[index] === "ok") expect(mine.map((entry) => entry.outcome)).toEqual(["allowed"]);
+      else if (mine.length === 1) expect(mine[0]!.outcome).toBe("failed");
+      else {
+        expect(mine.map((entry) => entry.outcome)).toEqual(["allowed", "failed"]);
+        expect(mine[1]!.refersTo).toBe(mine[0]!.id);
+      }
     }
   });
 
@@ -246,7 +249,12 @@ describe("a start after a stop that abandoned a step waits for it (CI stop 28)",
     expect(trail.filter((entry) => entry.action === "tag.write" && entry.newValue === 150)).toMatchObject([
       { outcome: "allowed" },
     ]);
-    expect(trail.filter((entry) => entry.action === "tag.write" && entry.newValue === 100)).toHaveLength(1);
+    // Its entry, plus (when the stop refused it after the commit) its own entry naming it.
+    const hundred = trail.filter((entry) => entry.action === "tag.write" && entry.newValue === 100);
+    expect(hundred.filter((entry) => entry.refersTo === undefined)).toHaveLength(1);
+    expect(
+      hundred.filter((entry) => entry.refersTo !== undefined).every((entry) => entry.refersTo === hundred[0]!.id),
+    ).toBe(true);
   });
 
   test("a driver close that outlasts the stop and the next start's wait: the start fails KILN_LIFECYCLE naming it, changes nothing, and succeeds once the close is done", async () => {

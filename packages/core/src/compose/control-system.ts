@@ -152,6 +152,13 @@ export interface ControlSystemHealth {
     /** Refusals of offered intents dropped unstored (each an `audit-refusal-drop`). */
     readonly refusalsDropped: number;
     /**
+     * Entries of commands issued while the system was stopped (refused `KILN_LIFECYCLE`): the
+     * audit store and journal are closed then, so each is reported by `audit-entry-drop` at once
+     * and counted here (and in `dropped`), never held until a start that may not come (ADR 0013).
+     * Since the last stop: reset by the next start.
+     */
+    readonly droppedWhileStopped: number;
+    /**
      * Denied or failed attempts counted while the backlog was full (or its journal could not take
      * them: a full disk) and not yet recorded in an `audit.overflow` summary entry; durable in
      * `<journal>.reserve` (room reserved when the journal opens), so recovered after a crash.
@@ -593,7 +600,10 @@ export class ControlSystem {
    * flushes the audit backlog,
    * stops acquisition, drains the logging pipeline (flushing every buffered sample, or spooling
    * it when the store is down), then closes the driver and the store. Idempotent. A command
-   * while stopped is refused and its entry is kept until the next start (see ADR 0013).
+   * while stopped is refused (`KILN_LIFECYCLE`, "is stopped"); its entry cannot be made durable
+   * (the audit store and journal are closed), so it is reported dropped at once
+   * (`audit-entry-drop`, `health().audit.droppedWhileStopped`, a health problem), never held in
+   * memory until a start that may not come (ADR 0013, addendum of review 15s).
    * Afterwards the system holds no timer and no listener of its own on the driver: alarm
    * delay and shelf timers are suspended (timed shelves resume at the next start) and every
    * port breaker is closed (`breaker-state-change`, reason "control system stopped", for one
@@ -686,6 +696,10 @@ export class ControlSystem {
       this.#alarms.suspend();
       resetGuards(this.#guardedDriver, this.#guardedStore, "control system stopped");
       this.#lifecycle.state = "stopped";
+      // Commands from now on are refused as what they are: the system is stopped, not stopping.
+      this.#commands.refuseCommits(
+        new KilnError("KILN_LIFECYCLE", "The control system is stopped: the command was not executed."),
+      );
       this.#logger.info({ machineId: this.machineId }, "control system stopped");
     }
   }
@@ -818,7 +832,11 @@ export class ControlSystem {
    * Starts the saved recipe `name` version `version` as a process (`recipe.start`, ISA-88: a
    * master recipe is run by reference). Authorized before the store is asked, so a caller without
    * `recipe.start` on `name` learns nothing about which recipes exist; a saved version's write set
-   * was authorized when it was saved (ADR 0010). For hosts and northbound servers (the OPC UA
+   * was authorized when it was saved (ADR 0010). **Trust boundary:** that check was made by
+   * whichever host saved it, against that host's role table; this host does not check the write
+   * set again. Hosts sharing a recipe store trust each other's role tables (and anyone who can
+   * write the store's recipe table): hosts with differing role tables must not share one
+   * (docs/concepts/security.md, "Trust boundary: the recipe store"). For hosts and northbound servers (the OPC UA
    * server's `StartRecipe` Method) that name a recipe rather than hold its definition.
    * @returns the running process; await `process.finished` for its result.
    * @throws `KILN_FORBIDDEN`; `KILN_VALIDATION` for a `name` that is not a non-empty string or a
@@ -1239,6 +1257,11 @@ export class ControlSystem {
     if (audit.overflow > 0) {
       problems.push(
         `${audit.overflow} denied attempt(s) counted while the audit backlog was full or its journal failed, not yet recorded in an audit.overflow entry`,
+      );
+    }
+    if (audit.droppedWhileStopped > 0) {
+      problems.push(
+        `${audit.droppedWhileStopped} audit entr${audit.droppedWhileStopped === 1 ? "y" : "ies"} of commands issued while the control system was stopped could not be recorded (the audit store and journal were closed; reported by audit-entry-drop)`,
       );
     }
     if (audit.refusalsDropped > 0) {

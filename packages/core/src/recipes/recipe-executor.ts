@@ -1,4 +1,4 @@
-import { KilnError } from "../domain/errors";
+import { KilnError, KilnValidationError } from "../domain/errors";
 import type { TagCatalog } from "../domain/tags";
 import type { KilnEvents } from "../events/catalogue";
 import type { EventBus } from "../events/event-bus";
@@ -225,7 +225,8 @@ export class RecipeExecutor {
    * Validates `recipe` (see `validateRecipe`), saves a new process, starts the machine and
    * runs the recipe in the background. Resolves once the process is running.
    *
-   * @throws KilnValidationError (`KILN_VALIDATION`) listing every problem of the recipe; nothing ran.
+   * @throws KilnValidationError (`KILN_VALIDATION`) listing every problem of the recipe, or path
+   *   `processId` when `options.processId` names a process already saved; nothing ran.
    * @throws whatever `options.authorize` throws (e.g. `KILN_FORBIDDEN`); nothing ran.
    * @throws KilnError `KILN_INVALID_TRANSITION` when a process is already active on the machine,
    * or the machine binding refuses to begin (the process is then saved `failed`).
@@ -245,6 +246,13 @@ export class RecipeExecutor {
     this.#pending = pending;
     try {
       const plan = await this.plan(recipe, options);
+      if (options.processId !== undefined && (await this.#options.processes.get(pending.id)) !== undefined) {
+        // Checked before authorization and its audit entry: a start that cannot save its process
+        // is refused as bad input, never recorded `allowed` (adversarial review 15s, F4).
+        throw new KilnValidationError("recipe start", [
+          { path: "processId", message: `must not name an existing process ("${pending.id}" exists)` },
+        ]);
+      }
       const writeSet = this.writeSet(plan);
       await options.authorize?.({
         recipe: { name: plan.recipe.name, version: plan.recipe.version },

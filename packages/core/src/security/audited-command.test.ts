@@ -134,7 +134,7 @@ describe("AuditedCommandRunner", () => {
     ]);
   });
 
-  test("in-execute: a check that refuses before commit is denied, an error before commit failed; after commit the allowed entry stays and the failure is reported", async () => {
+  test("in-execute: a check that refuses before commit is denied, an error before commit failed; after commit the allowed entry stays and the failure is its own entry naming it", async () => {
     const { plc, runner, bus, entries } = await setup();
     const fails: KilnEvents["command-fail"][] = [];
     bus.on("command-fail", (event) => void fails.push(event));
@@ -165,7 +165,10 @@ describe("AuditedCommandRunner", () => {
       ["chamber.pressure", "denied", "KILN_TAG_NOT_WRITABLE"],
       ["valve.tma", "failed", "KILN_LIFECYCLE"],
       ["valve.tma", "allowed", undefined],
+      // The failure after the commit is an entry of its own naming the allowed one (review 15s, F4).
+      ["valve.tma", "failed", "KILN_NOT_CONNECTED"],
     ]);
+    expect((await entries()).at(-1)).toMatchObject({ id: "entry-3:fail", refersTo: "entry-3" });
     expect(fails).toEqual([
       expect.objectContaining({
         id: "entry-3",

@@ -233,8 +233,10 @@ function outcomeOf(error: unknown): "denied" | "failed" {
  *   or the audit trail could not take the entry (`KILN_AUDIT_UNAVAILABLE`, below).
  * - `failed`: `execute` threw anything else before the commit (the system not running).
  * - `allowed`: authorized, checked and committed; recorded before `execute`'s first effect. A
- *   failure after that (the device refused the write, a timeout) leaves the entry as it is and is
- *   published as `command-fail`; the caller gets the error.
+ *   failure after that (the device refused the write, a timeout, a transition an abort raced)
+ *   leaves the entry as it is and is recorded as an entry of its own, id `<id>:fail`, whose
+ *   `refersTo` names it (outcome `denied` for a {@link DENIAL_CODES} error: nothing happened;
+ *   else `failed`), and published as `command-fail`; the caller gets the error.
  *
  * The entry's `at` is when the command was issued; `reason` is the error (`CODE: message`) for
  * denied and failed commands, and the operator's `comment` (appended to the error when both).
@@ -289,6 +291,8 @@ export class AuditedCommandRunner {
   #refusalsDropped = 0;
   /** Entries set aside because they kept failing while the store took others (ADR 0013 addendum). */
   #setAside = 0;
+  /** Entries of commands issued while the runner was closed (the system stopped), dropped and reported; reset by {@link open}. */
+  #droppedWhileStopped = 0;
   #lastError: unknown;
   /**
    * Denied and failed attempts that came while their share of the backlog was full: counted per
@@ -387,6 +391,7 @@ export class AuditedCommandRunner {
       skipped: this.#skipped,
       setAside: this.#setAside,
       refusalsDropped: this.#refusalsDropped,
+      droppedWhileStopped: this.#droppedWhileStopped,
       overflow: [...this.#overflow.values()].reduce((sum, overflow) => sum + overflow.count, 0),
       journalProblems: this.#journalProblems(),
       // A journal whose open or append failed leaves entries only in memory: then the backlog
@@ -426,7 +431,9 @@ export class AuditedCommandRunner {
         typeof read.id === "string" && read.id !== "" ? auditedText(read.id, NAME_MAX_LENGTH) : "(invalid principal)",
       roles: auditedRoles(read.roles),
       ...(source === undefined ? {} : { source: auditedText(source, NAME_MAX_LENGTH) }),
-      category: auditedText(action.split(".")[0]!, CATEGORY_MAX_LENGTH),
+      // The `audit` category is the writer's own (its summaries, whose counts eviction folds in):
+      // a command named into it is refused below and recorded under another category.
+      category: isReservedAction(action) ? "(reserved)" : auditedText(action.split(".")[0]!, CATEGORY_MAX_LENGTH),
       action: auditedText(action, NAME_MAX_LENGTH),
       target: auditedTarget(command.target),
       outcome: "denied",
@@ -451,7 +458,11 @@ export class AuditedCommandRunner {
     let refusedBeforeRun: unknown;
     try {
       checkContext = contextNow();
-      if (targetProblem !== undefined) {
+      if (isReservedAction(action)) {
+        refusedBeforeRun = new KilnValidationError(`${base.action} command`, [
+          { path: "action", message: "must not be in the audit. namespace (reserved for the audit trail's summaries)" },
+        ]);
+      } else if (targetProblem !== undefined) {
         // Shape, checked before authorization: a name no command accepts is refused without a lookup.
         refusedBeforeRun = new KilnValidationError(`${base.action} command`, [targetProblem]);
       } else if (principal === undefined) {
@@ -620,23 +631,31 @@ export class AuditedCommandRunner {
     } catch (error) {
       if (state.committed === "refused") throw error;
       const reason = reasonOf(error, comment);
-      if (state.committed === "yes" && cancelledBeforeEffect(error)) {
-        // Cancelled after its entry was made durable but before its first effect (an abort during
-        // a recipe start): the `allowed` entry stays, and its own follow-up entry says it did not
-        // run and why, naming it (deterministic id, as a refusal's: ADR 0013 addendum).
+      if (state.committed === "yes") {
+        // The `allowed` entry is durable and append-only: what happened after it is an entry of
+        // its own naming it (deterministic id, as a refusal's: ADR 0013 addendum), so the trail
+        // never reads `allowed` alone for a command that failed or did nothing. Cancelled before
+        // its first effect (an abort during a start): `:cancel`, failed. Any other failure
+        // after the commit (a device refusal, a transition an abort raced, a process id already
+        // taken): `:fail`, `denied` when a check refused it (nothing happened), else `failed`.
+        const cancelled = cancelledBeforeEffect(error);
         await this.#record({
           ...withOld(entry(), oldValue),
-          id: `${base.id}${CANCEL_ID_SUFFIX}`,
+          id: `${base.id}${cancelled ? CANCEL_ID_SUFFIX : FAIL_ID_SUFFIX}`,
           refersTo: base.id,
-          outcome: "failed",
-          reason: reasonOf(error, comment),
+          outcome: cancelled ? "failed" : outcomeOf(error),
+          reason,
         });
-        throw error;
-      }
-      if (state.committed === "yes") {
-        // The entry already says allowed and is durable: the failure is reported, not re-recorded.
-        this.#logger.error({ id: base.id, action, reason }, "a command failed after its audit entry was recorded");
-        this.#publish("command-fail", { id: base.id, principal: base.principal, action, target: base.target, reason });
+        if (!cancelled) {
+          this.#logger.error({ id: base.id, action, reason }, "a command failed after its audit entry was recorded");
+          this.#publish("command-fail", {
+            id: base.id,
+            principal: base.principal,
+            action,
+            target: base.target,
+            reason,
+          });
+        }
         throw error;
       }
       await this.#record(outcomeEntry({ outcome: outcomeOf(error), reason }));
@@ -699,6 +718,7 @@ export class AuditedCommandRunner {
   open(): Promise<void> {
     this.#closed = false;
     this.#gate = undefined;
+    this.#droppedWhileStopped = 0;
     this.#retryAttempt = 0;
     return this.#serial(async () => {
       if (this.#closed) return;
@@ -799,8 +819,9 @@ export class AuditedCommandRunner {
    * could be neither stored nor journaled) are reported by `audit-entry-drop`. Afterwards, until
    * {@link open}, the store is not called and the journal is not reopened (its lock is free for
    * the next start or another system): an entry recorded meanwhile (a command refused because
-   * the system is stopped) is kept in memory, reported by `audit-record-fail`, journaled and
-   * written after the next `open`. A refusal of an offered intent (`<id>:refusal`) held only in
+   * the system is stopped) cannot be made durable and would wait for a start that may never
+   * come, so it is not held: it is reported dropped at once by `audit-entry-drop` and counted in
+   * `status().droppedWhileStopped` (ADR 0013 addendum, review 15s). A refusal of an offered intent (`<id>:refusal`) held only in
    * memory is reported apart, by `audit-refusal-drop` and an error log naming the intent: the
    * trail may show that command `allowed`; it did not run. Never rejects.
    */
@@ -811,10 +832,7 @@ export class AuditedCommandRunner {
       this.#closed = true;
       if (this.#retryTimer !== undefined) this.#options.clock.clearTimeout(this.#retryTimer);
       this.#retryTimer = undefined;
-      this.#lastError = new KilnError(
-        "KILN_LIFECYCLE",
-        "The control system is stopped: the audit store is closed; the entry is written after the next start.",
-      );
+      this.#lastError = new KilnError("KILN_LIFECYCLE", "The control system is stopped: the audit store is closed.");
       // Entries the reserve holds come back at the next start: not lost.
       const memoryOnly = this.#backlog.filter(
         (item) => !item.journaled && item.entry !== undefined && !this.#reservedIds.has(item.entry.id),
@@ -822,7 +840,22 @@ export class AuditedCommandRunner {
       const refusals = memoryOnly.filter((item) => isIntentRefusal(item.entry!));
       for (const item of refusals)
         this.#reportRefusalDrop(item.entry!, "the control system stopped before the audit store took it");
-      const others = memoryOnly.length - refusals.length;
+      // A summary held only in memory stands for its count of commands (an overflow's attempts are
+      // reported now; an audit.drop summary's were reported when dropped): F1, review 15s.
+      let others = 0;
+      for (const item of memoryOnly) {
+        if (isIntentRefusal(item.entry!)) continue;
+        if (!isSummary(item.entry!)) others++;
+        else {
+          const fold = foldedTally(item.entry!);
+          if (!fold.reported) others += fold.tally.count;
+          else
+            this.#logger.error(
+              { count: fold.tally.count },
+              "an audit.drop summary held only in memory was lost at the stop",
+            );
+        }
+      }
       if (others > 0) this.#reportDrop(others, "the control system stopped before the audit store took them");
       this.#backlog.length = 0;
       // The journal is closed, never opened here: a closed runner holds no journal and no lock,
@@ -906,8 +939,16 @@ export class AuditedCommandRunner {
     await this.#serial(() => this.#recordNow(entry));
   }
 
-  /** Queues `entry` inside the writer's current turn (journaled when possible) and starts a background drain. */
+  /**
+   * Queues `entry` inside the writer's current turn (journaled when possible) and starts a
+   * background drain. After {@link close} (the system stopped) the store and the journal are
+   * closed and nothing would write a held entry: it is reported dropped at once instead.
+   */
   async #recordNow(entry: AuditEntry): Promise<void> {
+    if (this.#closed) {
+      this.#dropWhileClosed(entry);
+      return;
+    }
     await this.#enqueue(entry);
     this.#continueDrain();
   }
@@ -1365,15 +1406,24 @@ export class AuditedCommandRunner {
       if (oldest.journaled) journalReleases++;
       if (oldest.entry !== undefined) droppedEntries.push(oldest.entry);
     }
-    const dropped = droppedEntries.length;
-    if (dropped > 0) {
+    // A summary evicted is not one entry lost but every command it counts: its count (and span)
+    // is folded into the new tally, so the trail's counts still add up to what is missing
+    // (adversarial review 15s, F1). Attempts an overflow summary counted are reported dropped
+    // now; an `audit.drop` summary's count was reported when its entries were dropped.
+    const commands = droppedEntries.filter((entry) => !isSummary(entry));
+    const folded = droppedEntries.filter(isSummary).map(foldedTally);
+    const dropped = commands.length + folded.reduce((sum, fold) => sum + (fold.reported ? 0 : fold.tally.count), 0);
+    if (droppedEntries.length > 0) {
       // Counted durably (the reserve) before the drop is made durable: the trail gets its
       // `audit.drop` summary even after a crash (issue 15).
-      this.#tallyDrops(
-        droppedEntries,
-        dropped,
-        `the audit backlog was full (${this.#maxEntries} entries, drop-oldest)`,
-      );
+      if (commands.length > 0) {
+        this.#tallyDrops(
+          commands,
+          commands.length,
+          `the audit backlog was full (${this.#maxEntries} entries, drop-oldest)`,
+        );
+      }
+      for (const fold of folded) this.#mergeDrops(fold.tally);
       await this.#persistReserve();
       if (this.#options.backlog?.path !== undefined && !this.#mayEvict()) {
         // The count is not durable: undo. The evicted entries go back in their places (what the
@@ -1750,6 +1800,29 @@ export class AuditedCommandRunner {
     });
   }
 
+  /**
+   * An entry recorded while the runner is closed (a command refused because the control system
+   * is stopped): not held in memory, where no stop would flush it and an exit would lose it
+   * unreported, but reported dropped at once (`audit-entry-drop`, `status().droppedWhileStopped`,
+   * a health problem). Adversarial review 15s, F2; ADR 0013 addendum.
+   */
+  #dropWhileClosed(entry: AuditEntry): void {
+    this.#droppedWhileStopped++;
+    const what = `${entry.action} on ${entry.target} by ${entry.principal} (${entry.outcome}, entry ${entry.id})`;
+    this.#logger.error(
+      { id: entry.id, action: entry.action, outcome: entry.outcome },
+      "audit entry dropped: the control system is stopped",
+    );
+    if (isIntentRefusal(entry)) {
+      this.#reportRefusalDrop(entry, "the control system is stopped (the audit store and journal are closed)");
+      return;
+    }
+    this.#reportDrop(
+      1,
+      `the control system is stopped: the audit store and its journal are closed, so the entry of ${what} could not be recorded`,
+    );
+  }
+
   #reportDrop(count: number, reason: string): void {
     this.#dropped += count;
     void this.#options.bus?.publish("audit-entry-drop", { at: this.#options.clock.now(), count, reason });
@@ -1937,6 +2010,12 @@ interface AuditWriterStatus {
    */
   readonly refusalsDropped: number;
   /**
+   * Entries of commands issued while the control system was stopped (refused `KILN_LIFECYCLE`),
+   * since the last stop (reset by the next start): the audit store and journal are closed then,
+   * so each was reported by `audit-entry-drop` at once, not held (counted in `dropped` too).
+   */
+  readonly droppedWhileStopped: number;
+  /**
    * Denied or failed attempts counted while the backlog was full (or the journal could not take
    * them, a full disk) and not yet in an `audit.overflow` summary entry (recovered from
    * `<journal>.reserve` after a crash).
@@ -1987,6 +2066,60 @@ function isIntentRefusal(entry: AuditEntry): boolean {
   return entry.refersTo !== undefined;
 }
 
+/** Whether `action` is in the `audit.` namespace, which only the writer's own summary entries use. */
+function isReservedAction(action: string): boolean {
+  return action.split(".")[0] === "audit";
+}
+
+/**
+ * Whether `entry` is one of the writer's summaries (`audit.drop`, `audit.overflow`): an entry
+ * that stands for a count of commands, not for one. No command can be recorded under the `audit`
+ * category ({@link isReservedAction}), so the category identifies them, also read back from a journal.
+ */
+function isSummary(entry: AuditEntry): boolean {
+  return entry.category === "audit" && (entry.action === "audit.drop" || entry.action === "audit.overflow");
+}
+
+/**
+ * What an evicted summary entry becomes in the drop tally: its count, span and why. `reported`:
+ * the count was published by `audit-entry-drop` already (an `audit.drop` summary).
+ */
+function foldedTally(entry: AuditEntry): { tally: DropTally; reported: boolean } {
+  const value = (typeof entry.newValue === "object" && entry.newValue !== null ? entry.newValue : {}) as Record<
+    string,
+    unknown
+  >;
+  const count = Number.isSafeInteger(value["count"]) && (value["count"] as number) > 0 ? (value["count"] as number) : 1;
+  if (entry.action === "audit.drop") {
+    const point = (id: unknown, at: unknown) =>
+      typeof id === "string" && typeof at === "number" ? { id, at } : undefined;
+    const first = point(value["firstId"], value["first"]);
+    const last = point(value["lastId"], value["last"]);
+    const reasons = Array.isArray(value["reasons"]) ? value["reasons"].filter((r) => typeof r === "string") : [];
+    return {
+      tally: {
+        count,
+        ...(first === undefined ? {} : { first }),
+        ...(last === undefined ? {} : { last }),
+        reasons: new Set(reasons.length === 0 ? [entry.reason ?? "an earlier audit.drop summary"] : reasons),
+      },
+      reported: true,
+    };
+  }
+  const list = (key: string) =>
+    Array.isArray(value[key]) ? (value[key] as unknown[]).filter((v) => typeof v === "string").join(", ") : "";
+  return {
+    tally: {
+      count,
+      reasons: new Set([
+        `an audit.overflow summary of ${count} denied or failed attempt(s) by ${list("principals") || entry.principal}` +
+          ` (${list("actions")}) was dropped from the full audit backlog (drop-oldest)`,
+      ]),
+    },
+    reported: false,
+  };
+}
+
 /** The rule a command's comment breaks, or undefined when it is absent or a string of at most {@link COMMENT_MAX_LENGTH}. */
 function checkComment(comment: unknown): ValidationIssue | undefined {
   if (comment === undefined) return undefined;
@@ -2021,6 +2154,12 @@ const REFUSAL_ID_SUFFIX = ":refusal";
  * after its `allowed` entry was made durable, before its first effect (an abort during a start).
  */
 const CANCEL_ID_SUFFIX = ":cancel";
+
+/**
+ * Appended to a command's event id to make the id of the entry recording that it failed (or was
+ * refused by a check only its execution could make) after its `allowed` entry was made durable.
+ */
+const FAIL_ID_SUFFIX = ":fail";
 
 /** A command's own word that it was cancelled before its first effect: `KILN_ABORTED` with `details.cancelled`. */
 function cancelledBeforeEffect(error: unknown): boolean {
