@@ -257,16 +257,25 @@ describe("a start after a stop that abandoned a step waits for it (CI stop 28)",
     ).toBe(true);
   });
 
-  test("a driver close that outlasts the stop and the next start's wait: the start fails KILN_LIFECYCLE naming it, changes nothing, and succeeds once the close is done", async () => {
-    const { system, plc, clock } = await build();
-    let finishClose: () => void = () => undefined;
-    const close = plc.close.bind(plc);
-    plc.close = () =>
-      new Promise<void>((resolve) => {
-        finishClose = () => void close().then(resolve);
-      });
+  test("an abandoned audit writer's close that outlasts the next start's wait: the start fails KILN_LIFECYCLE naming it and changes nothing; a later start succeeds", async () => {
+    const directory = await mkdtemp(join(tmpdir(), "kiln-stop-abandon-"));
+    directories.push(directory);
+    const parts = await build({
+      audit: { backlog: { path: join(directory, "audit.journal") } },
+      logging: { drainTimeoutMs: 500 },
+      lifecycleTimeoutMs: 1_000,
+      storePolicies: { audit: { timeoutMs: 20_000, retry: { maxAttempts: 1 } } },
+    });
+    const { system, store, clock } = parts;
+    const record = store.audit.record.bind(store.audit);
+    let frozen = true;
+    store.audit.record = (entry) => (frozen ? new Promise<void>(() => undefined) : record(entry));
+    const first = system.writeTag(admin, "heater.setpoint", 100).catch(() => undefined);
+    await ticks();
     await settle(clock, system.stop());
-    expect(system.state).toBe("stopped");
+    await first;
+    frozen = false;
+    // The writer's close waits on the frozen store call for 20 s; the start waits 1 s for it.
     const refused = system.start().then(
       () => undefined,
       (error: unknown) => error,
@@ -275,12 +284,16 @@ describe("a start after a stop that abandoned a step waits for it (CI stop 28)",
     expect(await refused).toMatchObject({
       code: "KILN_LIFECYCLE",
       retryable: true,
-      details: { steps: ["driver.close"] },
+      details: { steps: ["closing the command runner"] },
     });
     expect(system.state).toBe("stopped");
-    finishClose();
+    await clock.advance(20_000);
     await settle(clock, system.start());
     expect(system.state).toBe("running");
-    await settle(clock, system.stop());
+    await system.writeTag(admin, "heater.setpoint", 150);
+    const trail = await auditTrailAfterStop(parts);
+    expect(trail.filter((entry) => entry.action === "tag.write" && entry.newValue === 150)).toMatchObject([
+      { outcome: "allowed" },
+    ]);
   });
 });

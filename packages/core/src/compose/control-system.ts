@@ -418,9 +418,10 @@ export class ControlSystem {
    * Start and stop are serialized: a {@link stop} during a start makes the start give up at its
    * next step (it rejects with `KILN_ABORTED`) or, once acquisition is starting, waits for it
    * and then stops; either way the system ends `stopped` with nothing connected.
-   * A step the last stop abandoned past its budget (the audit writer's, the store's or the
-   * driver's close) is waited for first, at most `lifecycleTimeoutMs`: run beside the start it
-   * would close what the start opens.
+   * A step of Kiln's own that the last stop abandoned past its budget (the audit writer's close,
+   * acquisition's stop, the logging drain) is waited for first, at most `lifecycleTimeoutMs`: run
+   * beside the start it would close what the start opens. A driver's or store's close that hangs
+   * is not waited for.
    * @throws KilnError `KILN_LIFECYCLE` when not stopped (starting, running or stopping), or
    *   (retryable, `details.steps` naming them) when such an abandoned step still runs after that wait;
    *   `KILN_ABORTED` when a stop came during the start.
@@ -442,9 +443,11 @@ export class ControlSystem {
   }
 
   async #start(abort: AbortSignal): Promise<void> {
-    // A step the last stop abandoned (a runner, store or driver close past its budget) still
-    // runs: it finishes first, or this start fails. Run beside the start it would close what
-    // the start opens (a runner closed under a running system: review of CI stop 28).
+    // A step of Kiln's own the last stop abandoned past its budget (the audit writer's close,
+    // acquisition, the logging drain) still runs: it finishes first, or this start fails. Run
+    // beside the start it would close what the start opens (the audit writer closed under a
+    // running system: CI of stop 28). A port's close (driver, store) is not waited for: a port
+    // answers an open after a close that has not finished itself (a hung socket must not keep the system down).
     try {
       await this.#awaitAbandoned();
     } catch (error) {
@@ -714,17 +717,13 @@ export class ControlSystem {
     swallow = true,
     timeoutMs = this.#options.lifecycleTimeoutMs,
   ): Promise<void> {
-    let work: Promise<void> | undefined;
     try {
-      await withTimeout(
-        () => {
-          work = operation();
-          return work;
-        },
-        { clock: this.#clock, timeoutMs: Math.max(1, timeoutMs), name: step },
-      );
+      await withTimeout(() => operation(), {
+        clock: this.#clock,
+        timeoutMs: Math.max(1, timeoutMs),
+        name: step,
+      });
     } catch (error) {
-      if (KilnError.is(error, "KILN_TIMEOUT") && work !== undefined) this.#abandon(step, work);
       const reason = KilnError.is(error) ? `${error.code}: ${error.message}` : String(error);
       this.#lifecycleError = `${step}: ${reason}`;
       this.#logger.error({ error: reason }, `${step} failed`);
@@ -733,7 +732,7 @@ export class ControlSystem {
     }
   }
 
-  /** Steps a stop (or a failed start) abandoned past their budget and still running, by name. */
+  /** Steps of Kiln's own a stop abandoned past their budget and still running, by name. */
   readonly #abandoned = new Map<Promise<unknown>, string>();
 
   /** Keeps `work`, abandoned past its budget, until it settles: the next start waits for it. */
