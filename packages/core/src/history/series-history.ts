@@ -1,6 +1,6 @@
 import type { Sample } from "../domain/sample";
 import type { Interpolation, TagDataType, TagValue } from "../domain/tags";
-import type { AggregateInterval, AggregateName } from "../ports/sample-history";
+import type { AggregateInterval, AggregateName, ValueAtTime } from "../ports/sample-history";
 import type { CheckedIntervals } from "./history-input";
 import {
   HISTORY_NO_DATA,
@@ -244,6 +244,30 @@ export function valuesInSeries(
 ): Sample[] {
   const bounds = boundingSamplesAt(series, times);
   return times.map((time, index) => valueFromBounds(tag, time, bounds[index]!, interpolation));
+}
+
+/**
+ * {@link valuesInSeries} for `valuesAt`: each value with whether it is a good sample stored at
+ * exactly its time (`raw`), as every store answers it.
+ */
+export function valuesAtInSeries(
+  tag: string,
+  series: SampleSeries,
+  times: readonly number[],
+  interpolation: Interpolation,
+): ValueAtTime[] {
+  const bounds = boundingSamplesAt(series, times);
+  return times.map((time, index) => valueAtTime(tag, time, bounds[index]!, interpolation));
+}
+
+/** {@link valueFromBounds} with `raw`: the good sample before or at `time` is at `time` itself. */
+export function valueAtTime(
+  tag: string,
+  time: number,
+  bounds: BoundingSamples<SamplePoint>,
+  interpolation: Interpolation,
+): ValueAtTime {
+  return { ...valueFromBounds(tag, time, bounds, interpolation), raw: bounds.goodBefore?.time === time };
 }
 
 /** Rank of a quality severity for {@link downsampleSeries}: the worse, the higher. */

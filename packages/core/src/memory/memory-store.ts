@@ -13,8 +13,16 @@ import {
   checkDownsampleQuery,
   checkIntervalQuery,
   checkValueAtQuery,
+  checkValuesAtQuery,
+  inRequestedOrder,
 } from "../history/history-input";
-import { aggregateSeries, downsampleSeries, valuesInSeries, type SampleSeries } from "../history/series-history";
+import {
+  aggregateSeries,
+  downsampleSeries,
+  valuesAtInSeries,
+  valuesInSeries,
+  type SampleSeries,
+} from "../history/series-history";
 import { parseOrThrow } from "../domain/validation";
 import type { AlarmHistory, AlarmHistoryEntry, TimeRange } from "@kiln/core/driver-kit";
 import type { AuditEntry, AuditLog } from "@kiln/core/driver-kit";
@@ -283,6 +291,16 @@ export class MemoryStore implements Store {
         const checked = checkValueAtQuery(tags, time, known);
         return checked.tags.flatMap((tag) =>
           valuesInSeries(tag, seriesOf(tag), [checked.time], this.#interpolations.get(tag)!),
+        );
+      },
+      valuesAt: async (tags, times) => {
+        this.#assertOpen();
+        const checked = checkValuesAtQuery(tags, times, known);
+        return inRequestedOrder(
+          checked,
+          checked.tags.flatMap((tag) =>
+            valuesAtInSeries(tag, seriesOf(tag), checked.times, this.#interpolations.get(tag)!),
+          ),
         );
       },
       interpolated: async (tags, query) => {

@@ -95,15 +95,15 @@ export const AGGREGATES = [
 /** One aggregate name of {@link AGGREGATES}. */
 export type AggregateName = (typeof AGGREGATES)[number];
 
-/** At most this many intervals (aggregates, interpolated values, downsampled columns) per query and tag. */
+/** At most this many intervals (aggregates, interpolated values, downsampled columns) or times (`valuesAt`) per query and tag. */
 export const MAX_HISTORY_INTERVALS = 10_000;
 
-/** At most this many tags per history query (`aggregate`, `valueAt`, `interpolated`). */
+/** At most this many tags per history query (`aggregate`, `valueAt`, `valuesAt`, `interpolated`). */
 export const MAX_HISTORY_TAGS = 1_000;
 
 /**
  * At most this many results per history query: tags × intervals × aggregates for `aggregate`,
- * tags × intervals for `interpolated`. Bounds the memory a query can take (a result holds about
+ * tags × intervals for `interpolated`, tags × times for `valuesAt`. Bounds the memory a query can take (a result holds about
  * 100 bytes per cell); a larger query rejects with `KILN_VALIDATION` on `intervalMs` before running.
  */
 export const MAX_HISTORY_CELLS = 1_000_000;
@@ -186,6 +186,15 @@ export interface DownsampleQuery {
   readonly points: number;
 }
 
+/** One value of {@link HistoryQueries.valuesAt}: the value of `tag` at `timestamp`, as {@link HistoryQueries.valueAt} gives it. */
+export interface ValueAtTime extends Sample {
+  /**
+   * True when the value is a good sample stored at exactly `timestamp` (whole ms; OPC UA Part 11
+   * HistorianBits Raw); false when it is computed from bounding values (Interpolated) or there is none.
+   */
+  readonly raw: boolean;
+}
+
 /**
  * Process history people can use: per-interval aggregates, values at given times and trends
  * downsampled for drawing, with OPC UA Part 13 (Aggregates) and Part 11 (Historical Access)
@@ -222,6 +231,22 @@ export interface HistoryQueries {
    * @throws KilnValidationError (`KILN_VALIDATION`) for bad input.
    */
   valueAt(tags: readonly string[], time: number): Promise<Sample[]>;
+  /**
+   * {@link valueAt} at many times in one query: the value of each tag at each of `times`, with
+   * the same Part 13 bounding values, tag by tag in the order given, and per tag one value per
+   * entry of `times`, in the order given (any order, repeats allowed; each stamped its time).
+   * Each value also says whether it is a stored sample ({@link ValueAtTime.raw}). A store
+   * answers it in one query (PostgreSQL: one statement; MemoryStore: one pass per tag), so an
+   * OPC UA HistoryRead ReadAtTime of uneven times costs one read within one time budget, not one
+   * read per time. `valueAt(tags, t)` gives the same samples as `valuesAt(tags, [t])` without `raw`.
+   *
+   * `times`: 1 to {@link MAX_HISTORY_INTERVALS} whole ms in `[HISTORY_TIME_MIN, HISTORY_TIME_MAX]`,
+   * and at most {@link MAX_HISTORY_CELLS} tags × times.
+   * @example
+   * await store.history.valuesAt(["chamber.pressure"], [Date.UTC(2026, 0, 1, 8), Date.UTC(2026, 0, 1, 8, 0, 7)]);
+   * @throws KilnValidationError (`KILN_VALIDATION`) for bad input, naming `tags`, `tags[i]`, `times` or `times[i]`.
+   */
+  valuesAt(tags: readonly string[], times: readonly number[]): Promise<ValueAtTime[]>;
   /** {@link valueAt} at the start of every interval, tag by tag, in time order. */
   interpolated(tags: readonly string[], query: IntervalQuery): Promise<Sample[]>;
   /**
