@@ -697,7 +697,7 @@ export function storeHistoryConformance(options: StoreGroupConformanceOptions): 
     );
 
     test(
-      "valuesAt over 1,000 uneven times inside a bad stretch equals interpolated's values there",
+      "valuesAt at hundreds of uneven times across a bad stretch equals interpolated's values there",
       withHistory(options, async (history, store) => {
         // The batched form carries a bound across times (as interpolated does): uneven times must
         // give the same Part 13 values as an even grid through the same times.
