@@ -15,6 +15,7 @@ import {
   checkValueAtQuery,
   checkValuesAtQuery,
   inRequestedOrder,
+  type CheckedIntervals,
 } from "../history/history-input";
 import {
   aggregateSeries,
@@ -33,6 +34,7 @@ import type { EventStore, NewDomainEvent, StoredDomainEvent } from "@kiln/core/d
 import type { ProcessFilter, ProcessRecord, ProcessRepository } from "@kiln/core/driver-kit";
 import type { RecipeRepository, StoredRecipe } from "@kiln/core/driver-kit";
 import type { BucketQuery, HistoryQueries, SampleBucket, SampleHistory, SampleQuery } from "@kiln/core/driver-kit";
+import type { AggregateInterval } from "@kiln/core/driver-kit";
 import type { SampleConflict, SampleSink, SampleWriteResult } from "@kiln/core/driver-kit";
 import type { Store } from "../ports/store";
 import type { StoreCapabilities } from "@kiln/core/driver-kit";
@@ -133,6 +135,36 @@ function firstIndexOfKeys(samples: readonly Sample[]): Map<number, Map<string, n
 }
 
 const DEFAULT_LIMIT = 10_000;
+
+/**
+ * At most about this many result cells (intervals × aggregates) or samples a MemoryStore history
+ * query computes between two yields to the event loop (see `MAX_HISTORY_CELLS`).
+ */
+const HISTORY_SLICE = 20_000;
+
+/** Lets timers and I/O of the host run between slices of a long in-memory query. */
+const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+/**
+ * `intervals` cut into consecutive runs of whole intervals, each of at most {@link HISTORY_SLICE}
+ * cells (`cellsPerInterval` each) and, unless it is a single interval, samples of `series`. A run
+ * starts on an interval edge of the whole query, so its intervals and their Part 13 results are
+ * the whole query's (each run finds its own bounding samples in the series).
+ */
+function historySlices(series: SampleSeries, intervals: CheckedIntervals, cellsPerInterval: number): CheckedIntervals[] {
+  const { start, intervalMs, count, end } = intervals;
+  const edge = (index: number): number => Math.min(end, start + index * intervalMs);
+  const samplesIn = (first: number, last: number): number =>
+    lowerBound(series.timestamps, edge(last)) - lowerBound(series.timestamps, edge(first));
+  const slices: CheckedIntervals[] = [];
+  for (let first = 0; first < count; ) {
+    let size = Math.max(1, Math.min(count - first, Math.floor(HISTORY_SLICE / cellsPerInterval)));
+    while (size > 1 && samplesIn(first, first + size) > HISTORY_SLICE) size = Math.ceil(size / 2);
+    slices.push({ start: edge(first), intervalMs, count: size, end: edge(first + size) });
+    first += size;
+  }
+  return slices;
+}
 
 const sampleQuerySchema = z.object({
   tag: z.string().min(1),
@@ -275,40 +307,48 @@ export class MemoryStore implements Store {
         this.#assertOpen();
         const checked = checkAggregateQuery(tags, query, known);
         refuseArrayTags(checked.tags, isArray, "an aggregate");
-        return checked.tags.flatMap((tag) =>
-          aggregateSeries(
-            tag,
-            seriesOf(tag),
-            this.#interpolations.get(tag)!,
-            checked.intervals,
-            checked.aggregates,
-            this.#dataTypes.get(tag)!,
-          ),
-        );
+        const results: AggregateInterval[] = [];
+        for (const tag of checked.tags) {
+          const series = seriesOf(tag);
+          for (const intervals of historySlices(series, checked.intervals, checked.aggregates.length)) {
+            await yieldToEventLoop();
+            this.#assertOpen();
+            const slice = aggregateSeries(
+              tag,
+              series,
+              this.#interpolations.get(tag)!,
+              intervals,
+              checked.aggregates,
+              this.#dataTypes.get(tag)!,
+            );
+            for (const interval of slice) results.push(interval);
+          }
+        }
+        return results;
       },
       valueAt: async (tags, time) => {
         this.#assertOpen();
         const checked = checkValueAtQuery(tags, time, known);
-        return checked.tags.flatMap((tag) =>
+        return this.#perTag(checked.tags, (tag) =>
           valuesInSeries(tag, seriesOf(tag), [checked.time], this.#interpolations.get(tag)!),
         );
       },
       valuesAt: async (tags, times) => {
         this.#assertOpen();
         const checked = checkValuesAtQuery(tags, times, known);
-        return inRequestedOrder(
-          checked,
-          checked.tags.flatMap((tag) =>
-            valuesAtInSeries(tag, seriesOf(tag), checked.times, this.#interpolations.get(tag)!),
-          ),
+        const values = await this.#perTag(checked.tags, (tag) =>
+          valuesAtInSeries(tag, seriesOf(tag), checked.times, this.#interpolations.get(tag)!),
         );
+        return inRequestedOrder(checked, values);
       },
       interpolated: async (tags, query) => {
         this.#assertOpen();
         const checked = checkIntervalQuery(tags, query, known);
         const { start, intervalMs, count } = checked.intervals;
         const times = Array.from({ length: count }, (_, index) => start + index * intervalMs);
-        return checked.tags.flatMap((tag) => valuesInSeries(tag, seriesOf(tag), times, this.#interpolations.get(tag)!));
+        return this.#perTag(checked.tags, (tag) =>
+          valuesInSeries(tag, seriesOf(tag), times, this.#interpolations.get(tag)!),
+        );
       },
       downsample: async (tag, query) => {
         this.#assertOpen();
@@ -507,6 +547,20 @@ export class MemoryStore implements Store {
     return conflicts ? { conflicts } : NO_CONFLICTS;
   }
 
+  /**
+   * The values of each tag in turn, yielding to the event loop before each tag: a query of many
+   * tags never blocks the host for more than one tag's work (see `MAX_HISTORY_CELLS`).
+   */
+  async #perTag<TValue>(tags: readonly string[], valuesOf: (tag: string) => readonly TValue[]): Promise<TValue[]> {
+    const values: TValue[] = [];
+    for (const tag of tags) {
+      await yieldToEventLoop();
+      this.#assertOpen();
+      for (const value of valuesOf(tag)) values.push(value);
+    }
+    return values;
+  }
+
   #readSamples(input: SampleQuery): Sample[] {
     this.#assertOpen();
     const query = parseOrThrow(sampleQuerySchema, input, "sample query");
@@ -518,38 +572,40 @@ export class MemoryStore implements Store {
     return start < end ? series.samples.slice(start, end) : [];
   }
 
-  #readBuckets(input: BucketQuery): SampleBucket[] {
+  /** Buckets of numeric samples, yielding to the event loop every {@link HISTORY_SLICE} samples. */
+  async #readBuckets(input: BucketQuery): Promise<SampleBucket[]> {
     this.#assertOpen();
     const query = parseOrThrow(bucketQuerySchema, input, "bucket query");
     const series = this.#samples.get(query.tag);
     if (!series || query.from >= query.to) return [];
-    const buckets: {
-      start: number;
-      min: number;
-      max: number;
-      sum: number;
-      first: number;
-      last: number;
-      count: number;
-    }[] = [];
+    const buckets: SampleBucket[] = [];
+    let bucket: { -readonly [K in keyof SampleBucket]: SampleBucket[K] } | undefined;
+    let sum = 0;
     const end = lowerBound(series.timestamps, query.to);
-    for (let index = lowerBound(series.timestamps, query.from); index < end; index++) {
-      const sample = series.samples[index]!;
-      const value = numericValue(sample.value);
+    for (let index = lowerBound(series.timestamps, query.from), next = index; index < end; index++) {
+      if (index === next) {
+        next += HISTORY_SLICE;
+        await yieldToEventLoop();
+        this.#assertOpen();
+      }
+      const value = numericValue(series.samples[index]!.value);
       if (value === undefined) continue;
-      const start = query.from + Math.floor((sample.timestamp - query.from) / query.bucketMs) * query.bucketMs;
-      const bucket = buckets.at(-1);
-      if (bucket && bucket.start === start) {
+      const start =
+        query.from + Math.floor((series.timestamps[index]! - query.from) / query.bucketMs) * query.bucketMs;
+      if (bucket?.start === start) {
         bucket.min = Math.min(bucket.min, value);
         bucket.max = Math.max(bucket.max, value);
-        bucket.sum += value;
+        sum += value;
         bucket.last = value;
         bucket.count++;
+        bucket.avg = sum / bucket.count;
       } else {
-        buckets.push({ start, min: value, max: value, sum: value, first: value, last: value, count: 1 });
+        sum = value;
+        bucket = { start, min: value, max: value, avg: value, first: value, last: value, count: 1 };
+        buckets.push(bucket);
       }
     }
-    return buckets.map(({ sum, ...bucket }) => ({ ...bucket, avg: sum / bucket.count }));
+    return buckets;
   }
 
   #append(aggregateId: string, expectedVersion: number, events: readonly NewDomainEvent[]): number {
