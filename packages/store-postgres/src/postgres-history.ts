@@ -383,7 +383,10 @@ export class PostgresHistory implements HistoryQueries {
   async valuesAt(tags: readonly string[], times: readonly number[]): Promise<ValueAtTime[]> {
     this.#context.client();
     const checked = checkValuesAtQuery(tags, times, this.#known);
-    return inRequestedOrder(checked, await this.#valuesAt(checked.tags, checked.times, "history.valuesAt", valueAtTime));
+    return inRequestedOrder(
+      checked,
+      await this.#valuesAt(checked.tags, checked.times, "history.valuesAt", valueAtTime),
+    );
   }
 
   /** Values at the start of each interval; see `HistoryQueries.interpolated`. */

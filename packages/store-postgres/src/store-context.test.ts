@@ -10,7 +10,10 @@ const withCode = (message: string, code: string): Error => Object.assign(new Err
 describe("historyError", () => {
   test.each([
     ["pg_terminate_backend (57P01)", withCode("terminating connection due to administrator command", "57P01")],
-    ["a crash shutdown (57P02)", withCode("terminating connection because of crash of another server process", "57P02")],
+    [
+      "a crash shutdown (57P02)",
+      withCode("terminating connection because of crash of another server process", "57P02"),
+    ],
     ["a connection exception (08006)", withCode("connection failure", "08006")],
     ["a reset socket", withCode("read ECONNRESET", "ECONNRESET")],
     ["pg's closed connection", new Error("Connection terminated unexpectedly")],

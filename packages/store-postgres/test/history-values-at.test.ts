@@ -24,7 +24,8 @@ function data(): Sample[] {
       timestamp: T0 + second * 1000,
       quality: bad ? BAD : GOOD,
     });
-    if (second % 60 === 0) samples.push({ tag: OTHER, value: second % 120 === 0, timestamp: T0 + second * 1000, quality: GOOD });
+    if (second % 60 === 0)
+      samples.push({ tag: OTHER, value: second % 120 === 0, timestamp: T0 + second * 1000, quality: GOOD });
   }
   return samples;
 }
@@ -68,8 +69,14 @@ for (const { kind, title, skip } of TARGETS) {
       await memory.samples.writeBatch(data());
       expect(values).toEqual(await memory.history.valuesAt([TAG, OTHER], TIMES));
       // Raw exactly where a good sample is stored at the time.
-      const stored = new Set(data().filter((sample) => sample.quality.severity === "good").map((s) => `${s.tag}@${s.timestamp}`));
-      expect(values.map((value) => value.raw)).toEqual(values.map((value) => stored.has(`${value.tag}@${value.timestamp}`)));
+      const stored = new Set(
+        data()
+          .filter((sample) => sample.quality.severity === "good")
+          .map((s) => `${s.tag}@${s.timestamp}`),
+      );
+      expect(values.map((value) => value.raw)).toEqual(
+        values.map((value) => stored.has(`${value.tag}@${value.timestamp}`)),
+      );
       expect(values.some((value) => value.raw)).toBe(true);
       await memory.close();
     });

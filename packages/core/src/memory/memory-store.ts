@@ -151,13 +151,17 @@ const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmedi
  * starts on an interval edge of the whole query, so its intervals and their Part 13 results are
  * the whole query's (each run finds its own bounding samples in the series).
  */
-function historySlices(series: SampleSeries, intervals: CheckedIntervals, cellsPerInterval: number): CheckedIntervals[] {
+function historySlices(
+  series: SampleSeries,
+  intervals: CheckedIntervals,
+  cellsPerInterval: number,
+): CheckedIntervals[] {
   const { start, intervalMs, count, end } = intervals;
   const edge = (index: number): number => Math.min(end, start + index * intervalMs);
   const samplesIn = (first: number, last: number): number =>
     lowerBound(series.timestamps, edge(last)) - lowerBound(series.timestamps, edge(first));
   const slices: CheckedIntervals[] = [];
-  for (let first = 0; first < count; ) {
+  for (let first = 0; first < count;) {
     let size = Math.max(1, Math.min(count - first, Math.floor(HISTORY_SLICE / cellsPerInterval)));
     while (size > 1 && samplesIn(first, first + size) > HISTORY_SLICE) size = Math.ceil(size / 2);
     slices.push({ start: edge(first), intervalMs, count: size, end: edge(first + size) });
@@ -590,8 +594,7 @@ export class MemoryStore implements Store {
       }
       const value = numericValue(series.samples[index]!.value);
       if (value === undefined) continue;
-      const start =
-        query.from + Math.floor((series.timestamps[index]! - query.from) / query.bucketMs) * query.bucketMs;
+      const start = query.from + Math.floor((series.timestamps[index]! - query.from) / query.bucketMs) * query.bucketMs;
       if (bucket?.start === start) {
         bucket.min = Math.min(bucket.min, value);
         bucket.max = Math.max(bucket.max, value);

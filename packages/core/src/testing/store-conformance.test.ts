@@ -117,7 +117,11 @@ function brokenValuesAt(rule: "sorted" | "all-raw"): MemoryStore {
     history: {
       ...history,
       valuesAt: async (tags: readonly string[], times: readonly number[]) => {
-        if (rule === "sorted") return history.valuesAt(tags, [...times].sort((a, b) => a - b));
+        if (rule === "sorted")
+          return history.valuesAt(
+            tags,
+            [...times].sort((a, b) => a - b),
+          );
         return (await history.valuesAt(tags, times)).map((value) => ({
           ...value,
           raw: value.quality.severity === "good",
