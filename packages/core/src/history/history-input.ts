@@ -75,6 +75,7 @@ export interface CheckedValueAtQuery {
 
 /** A checked `valuesAt` query: see {@link CheckedIntervalQuery}. */
 export interface CheckedValuesAtQuery {
+  /** The tags, each known and listed once, at most {@link MAX_HISTORY_TAGS}. */
   readonly tags: readonly string[];
   /** The distinct requested times, ascending, ms since epoch: what a store computes. */
   readonly times: readonly number[];

@@ -246,7 +246,7 @@ export interface HistoryQueries {
    */
   valueAt(tags: readonly string[], time: number): Promise<Sample[]>;
   /**
-   * {@link valueAt} at many times in one query: the value of each tag at each of `times`, with
+   * {@link HistoryQueries.valueAt} at many times in one query: the value of each tag at each of `times`, with
    * the same Part 13 bounding values, tag by tag in the order given, and per tag one value per
    * entry of `times`, in the order given (any order, repeats allowed; each stamped its time).
    * Each value also says whether it is a stored sample ({@link ValueAtTime.raw}). A store
