@@ -180,8 +180,9 @@ interface BoundsRow {
  *   good durations), and four index probes per tag find the samples bounding the range; the shared
  *   Part 13 finisher of `@kiln/core` turns the (at most 10,000) partial rows into results,
  *   exactly as `MemoryStore` does. Partials an aggregate does not need are not computed.
- * - `valueAt` / `valuesAt` / `interpolated`: per tag and time (the times one array parameter), index probes for the last sample at or
- *   before it and the first at or after it (and the nearest good ones, only when those are not good).
+ * - `valueAt` / `valuesAt` / `interpolated`: one statement whatever the times (one array
+ *   parameter); per tag and time, index probes for the last sample at or before it and the first
+ *   at or after it (and the nearest good ones, only when those are not good).
  * - `downsample`: one `GROUP BY` column picks the first, last, smallest and largest sample (M4;
  *   floats and 64-bit integers apart, each compared exactly) and the first of the column's worst
  *   quality, and the shared `downsampleSeries` picks among the candidates; the picked rows are

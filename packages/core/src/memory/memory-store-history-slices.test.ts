@@ -142,6 +142,32 @@ describe("MemoryStore history yields to the event loop and computes the same res
     await store.close();
   });
 
+  test("a write landing between slices changes nothing the query returns (each tag is read at one moment)", async () => {
+    const store = await openStore();
+    const aggregateQuery = { ...query, aggregates: AGGREGATES };
+    const bucketQuery = { tag: "line.a", from: 0, to: T0 * 2, bucketMs: 1000 };
+    const before = await store.history.aggregate(["line.a"], aggregateQuery);
+    // On the query's second event-loop turn, after its first slice: a spike late in the range (in a later slice).
+    const spike = (offset: number): Sample => ({
+      tag: "line.a",
+      value: 1e6,
+      timestamp: T0 + 30_000_500 + offset,
+      quality: GOOD,
+    });
+    const writeOnSecondTurn = (offset: number): Promise<unknown> =>
+      new Promise((resolve) =>
+        setImmediate(() => setImmediate(() => resolve(store.samples.writeBatch([spike(offset)])))),
+      );
+    const [during] = await Promise.all([store.history.aggregate(["line.a"], aggregateQuery), writeOnSecondTurn(0)]);
+    expect(during).toEqual(before);
+    const bucketsBefore = await store.samples.readBuckets(bucketQuery);
+    const [bucketsDuring] = await Promise.all([store.samples.readBuckets(bucketQuery), writeOnSecondTurn(1)]);
+    expect(bucketsDuring).toEqual(bucketsBefore);
+    // The spikes were stored, and a query after them sees them.
+    expect(await store.history.aggregate(["line.a"], aggregateQuery)).not.toEqual(before);
+    await store.close();
+  });
+
   test("a store closed between slices rejects the query with KILN_LIFECYCLE", async () => {
     const store = await openStore();
     const pending = store.history.aggregate(NAMES, { ...query, aggregates: AGGREGATES }).then(

@@ -313,9 +313,14 @@ export class MemoryStore implements Store {
         refuseArrayTags(checked.tags, isArray, "an aggregate");
         const results: AggregateInterval[] = [];
         for (const tag of checked.tags) {
-          const series = seriesOf(tag);
-          for (const intervals of historySlices(series, checked.intervals, checked.aggregates.length)) {
-            await yieldToEventLoop();
+          await yieldToEventLoop();
+          this.#assertOpen();
+          // A copy: writes and evictions between the slices change the stored arrays in place.
+          const stored = seriesOf(tag);
+          const series = { timestamps: stored.timestamps.slice(), samples: stored.samples.slice() };
+          const slices = historySlices(series, checked.intervals, checked.aggregates.length);
+          for (const [index, intervals] of slices.entries()) {
+            if (index > 0) await yieldToEventLoop();
             this.#assertOpen();
             const slice = aggregateSeries(
               tag,
@@ -553,7 +558,8 @@ export class MemoryStore implements Store {
 
   /**
    * The values of each tag in turn, yielding to the event loop before each tag: a query of many
-   * tags never blocks the host for more than one tag's work (see `MAX_HISTORY_CELLS`).
+   * tags never blocks the host for more than one tag's work (see `MAX_HISTORY_CELLS`). Each tag
+   * is computed at one moment, from its samples as they are then.
    */
   async #perTag<TValue>(tags: readonly string[], valuesOf: (tag: string) => readonly TValue[]): Promise<TValue[]> {
     const values: TValue[] = [];
@@ -576,7 +582,10 @@ export class MemoryStore implements Store {
     return start < end ? series.samples.slice(start, end) : [];
   }
 
-  /** Buckets of numeric samples, yielding to the event loop every {@link HISTORY_SLICE} samples. */
+  /**
+   * Buckets of the numeric samples in the range as it was at the call, yielding to the event
+   * loop every {@link HISTORY_SLICE} samples.
+   */
   async #readBuckets(input: BucketQuery): Promise<SampleBucket[]> {
     this.#assertOpen();
     const query = parseOrThrow(bucketQuerySchema, input, "bucket query");
@@ -585,16 +594,19 @@ export class MemoryStore implements Store {
     const buckets: SampleBucket[] = [];
     let bucket: { -readonly [K in keyof SampleBucket]: SampleBucket[K] } | undefined;
     let sum = 0;
-    const end = lowerBound(series.timestamps, query.to);
-    for (let index = lowerBound(series.timestamps, query.from), next = index; index < end; index++) {
-      if (index === next) {
-        next += HISTORY_SLICE;
+    // Copies of the range: writes and evictions between the slices change the stored arrays in place.
+    const first = lowerBound(series.timestamps, query.from);
+    const last = lowerBound(series.timestamps, query.to);
+    const timestamps = series.timestamps.slice(first, last);
+    const samples = series.samples.slice(first, last);
+    for (let index = 0; index < samples.length; index++) {
+      if (index % HISTORY_SLICE === 0) {
         await yieldToEventLoop();
         this.#assertOpen();
       }
-      const value = numericValue(series.samples[index]!.value);
+      const value = numericValue(samples[index]!.value);
       if (value === undefined) continue;
-      const start = query.from + Math.floor((series.timestamps[index]! - query.from) / query.bucketMs) * query.bucketMs;
+      const start = query.from + Math.floor((timestamps[index]! - query.from) / query.bucketMs) * query.bucketMs;
       if (bucket?.start === start) {
         bucket.min = Math.min(bucket.min, value);
         bucket.max = Math.max(bucket.max, value);
