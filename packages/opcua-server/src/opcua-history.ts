@@ -523,74 +523,12 @@ export class HistoryService {
     if (times.some((time) => time === undefined || time < HISTORY_TIME_MIN || time > HISTORY_TIME_MAX)) {
       return this.#fail(HistoryStatusCodes.BadInvalidTimestampArgument);
     }
-    const requested = times as number[];
-    const [atTimes, rawTimes] = await Promise.all([
-      this.#valuesAtTimes(tag.name, requested),
-      this.#rawSampleTimes(tag.name, requested),
-    ]);
-    const values: DataValue[] = [];
-    for (const [index, time] of requested.entries()) {
-      const value = atTimes[index];
-      const raw = rawTimes.get(time);
-      const isRaw = raw !== undefined && value !== undefined && value.quality.severity === "good";
-      values.push(
-        this.#dataValueOfSample(
-          tag,
-          value ??
-            ({
-              tag: tag.name,
-              timestamp: time,
-              value: null,
-              quality: raw?.quality ?? { severity: "bad", code: QualityCodes.Bad, reason: "no data" },
-            } as Sample),
-          isRaw ? 0 : HISTORIAN_INTERPOLATED,
-        ),
-      );
-    }
-    return this.#result(values);
-  }
-
-  /**
-   * The values at `times`: one `interpolated` query when the times are ascending and evenly
-   * spaced by whole ms (a trend's grid, what clients send), else one `valueAt` per time.
-   */
-  async #valuesAtTimes(tag: string, times: readonly number[]): Promise<(Sample | undefined)[]> {
-    const queries = this.#host.history.queries!;
-    const step = times.length > 1 ? times[1]! - times[0]! : 0;
-    const grid =
-      Number.isInteger(step) &&
-      step >= 1 &&
-      times.at(-1)! < HISTORY_TIME_MAX &&
-      times.every((time, index) => time === times[0]! + index * step);
-    if (grid) {
-      return queries.interpolated([tag], { start: times[0]!, end: times.at(-1)! + 1, intervalMs: step });
-    }
-    const values: (Sample | undefined)[] = [];
-    for (const time of times) values.push((await queries.valueAt([tag], time))[0]);
-    return values;
-  }
-
-  /**
-   * The raw samples stored exactly at one of `times`, by time: one `readSamples` over the span
-   * of the times when it holds at most `maxValuesPerNode` samples, else one read per time.
-   */
-  async #rawSampleTimes(tag: string, times: readonly number[]): Promise<Map<number, Sample>> {
-    const samples = this.#host.history.samples;
-    const found = new Map<number, Sample>();
-    const wanted = new Set(times);
-    const from = Math.min(...times);
-    const to = Math.max(...times) + 1;
-    const limit = OPCUA_HISTORY_LIMITS.maxValuesPerNode;
-    const span = await samples.readSamples({ tag, from, to, limit: limit + 1 });
-    if (span.length <= limit) {
-      for (const sample of span) if (wanted.has(sample.timestamp)) found.set(sample.timestamp, sample);
-      return found;
-    }
-    for (const time of wanted) {
-      const [sample] = await samples.readSamples({ tag, from: time, to: time + 1, limit: 1 });
-      if (sample) found.set(time, sample);
-    }
-    return found;
+    // One store read for every time, within one budget: a value that is a good sample stored
+    // at the time is Raw, any other Interpolated (Part 11, 6.5.5.2; HistorianBits, Part 11 6.3.2).
+    const values = await queries.valuesAt([tag.name], times as number[]);
+    return this.#result(
+      values.map((value) => this.#dataValueOfSample(tag, value, value.raw ? 0 : HISTORIAN_INTERPOLATED)),
+    );
   }
 
   async #readProcessed(

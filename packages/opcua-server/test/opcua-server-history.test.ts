@@ -147,6 +147,7 @@ describe.each(STORES)("HistoryRead from $name", ({ make }) => {
   beforeAll(async () => {
     const made = await make();
     storeSamples = made.store.samples as unknown as typeof storeSamples;
+
     system = createControlSystem({
       machineId: "reactor-1",
       tags,
@@ -344,20 +345,21 @@ describe.each(STORES)("HistoryRead from $name", ({ make }) => {
     expect(valuesOf(again!).length).toBeGreaterThan(0);
   });
 
-  test("AtTime of 1,000 evenly spaced times is one interpolated query and one raw read, with each time's valueAt", async () => {
+  test("AtTime of 1,000 evenly spaced times is one valuesAt read and no raw read, with each time's valueAt", async () => {
     const times = Array.from({ length: 1_000 }, (_, index) => T0 - 1_000 + index * 250);
     const queries = system.history.queries!;
-    const valueAt = vi.spyOn(queries, "valueAt");
-    const interpolated = vi.spyOn(queries, "interpolated");
-    const readSamples = vi.spyOn(storeSamples, "readSamples");
+    const spies = [
+      vi.spyOn(queries, "valuesAt"),
+      vi.spyOn(queries, "valueAt"),
+      vi.spyOn(queries, "interpolated"),
+      vi.spyOn(storeSamples, "readSamples"),
+    ];
     try {
       const [result] = await read(
         new ReadAtTimeDetails({ reqTimes: times.map((t) => new Date(t)), useSimpleBounds: false }),
         [{ nodeId: node }],
       );
-      expect([valueAt.mock.calls.length, interpolated.mock.calls.length, readSamples.mock.calls.length]).toEqual([
-        0, 1, 1,
-      ]);
+      expect(spies.map((spy) => spy.mock.calls.length)).toEqual([1, 0, 0, 0]);
       const values = valuesOf(result!);
       expect(values).toHaveLength(times.length);
       for (const [i, time] of times.entries()) {
@@ -371,16 +373,43 @@ describe.each(STORES)("HistoryRead from $name", ({ make }) => {
       }
       expect(values[12]!.statusCode.value >>> 0).toBe(0); // a raw good sample: no info bits
       expect(values[13]!.statusCode.value & 0x0402).toBe(0x0402); // between samples: interpolated
-      // Sibling: uneven times keep one valueAt per time, and still one raw read.
-      valueAt.mockClear();
-      readSamples.mockClear();
-      await read(new ReadAtTimeDetails({ reqTimes: [T0 + 2_000, T0 + 2_500, T0 + 10_500].map((t) => new Date(t)) }), [
-        { nodeId: node },
-      ]);
-      expect([valueAt.mock.calls.length, readSamples.mock.calls.length]).toEqual([3, 1]);
     } finally {
+      for (const spy of spies) spy.mockRestore();
+    }
+  });
+
+  test("AtTime of 1,000 uneven, unsorted, repeated times is one store read (was one valueAt per time, and a raw read per time over a dense span)", async () => {
+    // Uneven, unsorted and repeated times across HISTORY and the live samples after it (the
+    // simulated PLC's, every 200 ms), so the span holds more samples than maxValuesPerNode. The
+    // store's one read is one statement (store-postgres test/history-values-at.test.ts).
+    const live = Date.now();
+    const times = Array.from({ length: 1_000 }, (_, index) =>
+      index % 10 === 0 ? T0 + (index % 40) * 1_000 : T0 + Math.floor(((index * 7_919) % 1_000) * ((live - T0) / 1_000)),
+    );
+    const queries = system.history.queries!;
+    const valuesAt = vi.spyOn(queries, "valuesAt");
+    const valueAt = vi.spyOn(queries, "valueAt");
+    const readSamples = vi.spyOn(storeSamples, "readSamples");
+    try {
+      const [result] = await read(
+        new ReadAtTimeDetails({ reqTimes: times.map((t) => new Date(t)), useSimpleBounds: false }),
+        [{ nodeId: node }],
+      );
+      expect([valuesAt.mock.calls.length, valueAt.mock.calls.length, readSamples.mock.calls.length]).toEqual([1, 0, 0]);
+      const values = valuesOf(result!);
+      expect(values.map((value) => value.sourceTimestamp!.getTime())).toEqual(times);
+      const expected = await queries.valuesAt(["hist.temp"], times);
+      for (const [i, value] of values.entries()) {
+        expect(value.value.value ?? null).toBe(expected[i]!.value);
+        // Raw (no info bits) exactly where a good sample is stored at the time; else Interpolated.
+        if (expected[i]!.quality.severity !== "bad") {
+          expect(value.statusCode.value & 0x0402).toBe(expected[i]!.raw ? 0 : 0x0402);
+        }
+      }
+      expect(expected.filter((value) => value.raw).length).toBeGreaterThan(0);
+    } finally {
+      valuesAt.mockRestore();
       valueAt.mockRestore();
-      interpolated.mockRestore();
       readSamples.mockRestore();
     }
   });

@@ -85,3 +85,30 @@ export function toStoreError(error: unknown, operation: string): KilnError {
     details: sqlState === undefined ? { operation } : { operation, sqlState },
   });
 }
+
+/**
+ * SQLSTATEs of a connection the server ended or refused: class 08 (connection exception) and
+ * 57P01 admin_shutdown (`pg_terminate_backend`, a fast shutdown), 57P02 crash_shutdown,
+ * 57P03 cannot_connect_now.
+ */
+const CONNECTION_ENDED = /^(08...|57P0[123])$/;
+
+/** Node socket errors of a connection lost under a query. */
+const SOCKET_LOST: ReadonlySet<string> = new Set(["ECONNRESET", "EPIPE", "ECONNREFUSED", "ENOTCONN", "ETIMEDOUT"]);
+
+/**
+ * True when `error` says the connection a query ran on is gone: the server ended it (see
+ * `CONNECTION_ENDED`), its socket failed (`SOCKET_LOST`), or pg reports it closed ("Connection
+ * terminated", "Connection terminated unexpectedly", a client "not queryable" after a
+ * connection error). Such a failure is the store's, and retrying on a new connection may succeed.
+ */
+export function isConnectionLost(error: unknown): boolean {
+  for (let current = error, depth = 0; typeof current === "object" && current !== null && depth < 5; depth++) {
+    const code = codeOf(current);
+    if (code !== undefined && (CONNECTION_ENDED.test(code) || SOCKET_LOST.has(code))) return true;
+    const message = (current as { message?: unknown }).message;
+    if (typeof message === "string" && /^Connection terminated|is not queryable/.test(message)) return true;
+    current = (current as { cause?: unknown }).cause;
+  }
+  return false;
+}

@@ -8,11 +8,14 @@ import {
   type CheckedIntervals,
   checkIntervalQuery,
   checkValueAtQuery,
+  checkValuesAtQuery,
+  type BoundingSamples,
   type DownsampleQuery,
   downsampleSeries,
   finishAggregates,
   HISTORY_ARITHMETIC_LIMIT,
   type HistoryPoint,
+  inRequestedOrder,
   type IntervalPartials,
   type IntervalQuery,
   larger,
@@ -20,7 +23,9 @@ import {
   smaller,
   samplePoint,
   type SamplePoint,
+  valueAtTime,
   valueFromBounds,
+  type ValueAtTime,
 } from "@kiln/core/driver-kit";
 import { OTHER_VALUE, otherValue, SAMPLE_ROW_COLUMNS, toSample, type SampleRow } from "./sample-row";
 import { arrayLiteral } from "./sql-array";
@@ -175,8 +180,9 @@ interface BoundsRow {
  *   good durations), and four index probes per tag find the samples bounding the range; the shared
  *   Part 13 finisher of `@kiln/core` turns the (at most 10,000) partial rows into results,
  *   exactly as `MemoryStore` does. Partials an aggregate does not need are not computed.
- * - `valueAt` / `interpolated`: per tag and time, index probes for the last sample at or
- *   before it and the first at or after it (and the nearest good ones, only when those are not good).
+ * - `valueAt` / `valuesAt` / `interpolated`: one statement whatever the times (one array
+ *   parameter); per tag and time, index probes for the last sample at or before it and the first
+ *   at or after it (and the nearest good ones, only when those are not good).
  * - `downsample`: one `GROUP BY` column picks the first, last, smallest and largest sample (M4;
  *   floats and 64-bit integers apart, each compared exactly) and the first of the column's worst
  *   quality, and the shared `downsampleSeries` picks among the candidates; the picked rows are
@@ -371,18 +377,38 @@ export class PostgresHistory implements HistoryQueries {
   async valueAt(tags: readonly string[], time: number): Promise<Sample[]> {
     this.#context.client();
     const checked = checkValueAtQuery(tags, time, this.#known);
-    const { time: at } = checked;
-    return this.#valuesAt(checked.tags, { start: at, intervalMs: 1, count: 1, end: at + 1 }, "history.valueAt");
+    return this.#valuesAt(checked.tags, [checked.time], "history.valueAt", valueFromBounds);
+  }
+
+  /** Values at each of `times`, in one statement; see `HistoryQueries.valuesAt`. */
+  async valuesAt(tags: readonly string[], times: readonly number[]): Promise<ValueAtTime[]> {
+    this.#context.client();
+    const checked = checkValuesAtQuery(tags, times, this.#known);
+    return inRequestedOrder(
+      checked,
+      await this.#valuesAt(checked.tags, checked.times, "history.valuesAt", valueAtTime),
+    );
   }
 
   /** Values at the start of each interval; see `HistoryQueries.interpolated`. */
   async interpolated(tags: readonly string[], query: IntervalQuery): Promise<Sample[]> {
     this.#context.client();
-    const checked = checkIntervalQuery(tags, query, this.#known);
-    return this.#valuesAt(checked.tags, checked.intervals, "history.interpolated");
+    const { tags: checkedTags, intervals } = checkIntervalQuery(tags, query, this.#known);
+    const times = Array.from({ length: intervals.count }, (_, k) => intervals.start + k * intervals.intervalMs);
+    return this.#valuesAt(checkedTags, times, "history.interpolated", valueFromBounds);
   }
 
-  async #valuesAt(tags: readonly string[], intervals: CheckedIntervals, operation: string): Promise<Sample[]> {
+  /**
+   * The value of each tag at each of `times` (ascending, distinct), tag by tag, in one statement:
+   * `times` is one array parameter, so any set of times (an uneven OPC UA ReadAtTime too) costs one
+   * round trip and one budget. `valueOf` turns a time's bounds into the returned value.
+   */
+  async #valuesAt<TValue>(
+    tags: readonly string[],
+    times: readonly number[],
+    operation: string,
+    valueOf: (tag: string, time: number, bounds: BoundingSamples<SamplePoint>, interpolation: Interpolation) => TValue,
+  ): Promise<TValue[]> {
     const samples = this.#context.table("samples");
     // Per tag and time, four probes of the primary key: the last sample at or before the time and
     // the first at or after it, and the nearest good ones, probed only when those are not good (a
@@ -396,7 +422,7 @@ export class PostgresHistory implements HistoryQueries {
     // backward): a probe that walked to the nearest good sample from every time read a stretch of
     // bad rows once per time (1,000 times over 100k bad rows: 12 s), each row is now read at most
     // once per direction. The values are Part 13's bounding values exactly (ADR 0040).
-    const carry = intervals.count > 1;
+    const carry = times.length > 1;
     const probe = (name: string, comparison: string, order: string, good: boolean): string =>
       `LEFT JOIN LATERAL (SELECT ${millisecondsOf("time")} AS ms, value_float, ${OTHER_VALUE} AS other
            ${good ? "" : `, ${GOOD} AS good`}
@@ -413,16 +439,18 @@ export class PostgresHistory implements HistoryQueries {
            AS ${side}_${column}`,
         )
         .join(", ");
-    const at = (k: string): string => timestampOf(`($2::float8 + ${k} * $3::float8)`);
+    // The times (ascending), each with its neighbours for the nearest-good probes' stretches.
     const neighbours = carry
-      ? `, CASE WHEN step.k = 0 THEN '-infinity'::timestamptz ELSE ${at("(step.k - 1)")} END AS previous,
-           CASE WHEN step.k = $4::int4 - 1 THEN 'infinity'::timestamptz ELSE ${at("(step.k + 1)")} END AS next`
+      ? `, coalesce(${timestampOf("(lag(ms) OVER steps)")}, '-infinity'::timestamptz) AS previous,
+           coalesce(${timestampOf("(lead(ms) OVER steps)")}, 'infinity'::timestamptz) AS next`
       : "";
-    const cells = `SELECT input.ordinality AS tag_index, step.k, any_before.ms AS any_before_ms, any_after.ms AS any_after_ms,
+    const points = `SELECT (ordinality - 1)::int4 AS k, ${timestampOf("ms")} AS at ${neighbours}
+         FROM unnest($2::text::float8[]) WITH ORDINALITY AS times (ms, ordinality)
+         ${carry ? "WINDOW steps AS (ORDER BY ordinality)" : ""}`;
+    const cells = `SELECT input.ordinality AS tag_index, point.k, any_before.ms AS any_before_ms, any_after.ms AS any_after_ms,
                 ${bound("before")}, ${bound("after")}
          FROM unnest($1::text::int4[]) WITH ORDINALITY AS input (tag_id, ordinality)
-         CROSS JOIN generate_series(0, $4::int4 - 1) AS step (k)
-         CROSS JOIN LATERAL (SELECT ${at("step.k")} AS at ${neighbours}) AS point
+         CROSS JOIN (${points}) AS point
          ${probe("any_before", "<=", "DESC", false)}
          ${probe("good_before", "<=", "DESC", true)}
          ${probe("any_after", ">=", "ASC", false)}
@@ -442,25 +470,20 @@ export class PostgresHistory implements HistoryQueries {
       scanQuery<BoundsRow>(
         client,
         `${carry ? carried : cells} ORDER BY tag_index, k`,
-        [
-          arrayLiteral(tags.map((tag) => this.#tags.ids.get(tag)!)),
-          intervals.start,
-          intervals.intervalMs,
-          intervals.count,
-        ],
+        [arrayLiteral(tags.map((tag) => this.#tags.ids.get(tag)!)), arrayLiteral(times)],
         { sortFree: false, timeoutMs: remainingMs, sessionSettings },
       ),
     );
     // A plain loop with no closure per row: this runs for every tag and time, and the rows
     // cost more to turn into samples than the index probes took (see bench/history.ts, (c)).
-    const values = new Array<Sample>(rows.rows.length);
+    const values = new Array<TValue>(rows.rows.length);
     for (let index = 0; index < rows.rows.length; index++) {
       const row = rows.rows[index]!;
       const tag = tags[Number(row.tag_index) - 1]!;
       const dataType = this.#tags.dataTypes.get(tag);
-      values[index] = valueFromBounds(
+      values[index] = valueOf(
         tag,
-        intervals.start + Number(row.k) * intervals.intervalMs,
+        times[Number(row.k)]!,
         {
           goodBefore: goodPoint(tag, row.before_ms, row.before_value_float, row.before_other, dataType),
           goodAfter: goodPoint(tag, row.after_ms, row.after_value_float, row.after_other, dataType),

@@ -1,5 +1,5 @@
 import { KilnError } from "@kiln/core";
-import { toStoreError } from "./postgres-error";
+import { isConnectionLost, toStoreError } from "./postgres-error";
 import type { SqlClient, SqlQueryable, SqlResult } from "./sql-client";
 import { escapeText, unescapeText } from "./text-escape";
 
@@ -133,14 +133,18 @@ const QUERY_CANCELED = "57014";
 
 /**
  * The one classification of a failed history read of `operation` after `elapsedMs` of its
- * `budgetMs` (`historyTimeoutMs`): a `KilnError` passes through; the server's statement timeout
+ * `budgetMs` (`historyTimeoutMs`): a `KilnError` passes through; a connection lost under the read
+ * (killed by `pg_terminate_backend`, a server shutdown, a reset socket: `isConnectionLost`) is
+ * the retryable `KILN_STORE_ERROR` it is, whenever it arrives, so a caller retries on a new
+ * connection rather than reading it as a slow query; the server's statement timeout
  * (57014 with PostgreSQL's "statement timeout" message: an administrator's cancel is also 57014,
  * and is not ours) and any failure that arrives once the budget is spent (a pool's "timeout
  * exceeded when trying to connect", a cancel racing the deadline) are `KILN_TIMEOUT`; anything
  * else is the classified `KILN_STORE_ERROR` of {@link toStoreError}.
  */
-function historyError(error: unknown, operation: string, budgetMs: number, elapsedMs: number): KilnError {
+export function historyError(error: unknown, operation: string, budgetMs: number, elapsedMs: number): KilnError {
   if (KilnError.is(error)) return error;
+  if (isConnectionLost(error)) return toStoreError(error, operation);
   const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };
   const statementTimeout =
     code === QUERY_CANCELED && typeof message === "string" && message.includes("statement timeout");

@@ -47,7 +47,7 @@ function samplesRead(node: PlanNode): number {
 /** Wraps `inner` so the values-at statement is first explained (ANALYZE) and its rows read recorded. */
 function counting(inner: SqlClient, counts: number[]): SqlClient {
   const explain = async (queryable: SqlQueryable, text: string, parameters?: readonly unknown[]): Promise<void> => {
-    if (!text.includes("generate_series(0, $4::int4 - 1)")) return;
+    if (!text.includes("WITH ORDINALITY AS times (ms, ordinality)")) return;
     const [plan] = (
       await queryable.query<{ "QUERY PLAN": unknown }>(`EXPLAIN (ANALYZE, FORMAT JSON) ${text}`, parameters)
     ).rows;

@@ -74,7 +74,7 @@ describe("guardStore", () => {
     const slow: typeof store = Object.create(store) as typeof store;
     const never = () => new Promise<never>(() => undefined);
     Object.defineProperty(slow, "history", {
-      value: { aggregate: never, valueAt: never, interpolated: never, downsample: never },
+      value: { aggregate: never, valueAt: never, valuesAt: never, interpolated: never, downsample: never },
     });
     const guardedSlow = guardStore(slow, { ...policies, history: { ...policy, retry: undefined } }, { clock });
     const pending = codeOf(guardedSlow.history!.valueAt(["chamber.pressure"], 5));

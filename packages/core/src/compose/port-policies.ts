@@ -287,6 +287,7 @@ function guardHistory(raw: HistoryQueries, history: CallPolicy): HistoryQueries 
   return {
     aggregate: (tags, query) => history.execute(() => raw.aggregate(tags, query)),
     valueAt: (tags, time) => history.execute(() => raw.valueAt(tags, time)),
+    valuesAt: (tags, times) => history.execute(() => raw.valuesAt(tags, times)),
     interpolated: (tags, query) => history.execute(() => raw.interpolated(tags, query)),
     downsample: (tag, query) => history.execute(() => raw.downsample(tag, query)),
   };

@@ -61,12 +61,15 @@ export {
   checkDownsampleQuery,
   checkIntervalQuery,
   checkValueAtQuery,
+  checkValuesAtQuery,
+  inRequestedOrder,
   refuseArrayTags,
   type CheckedAggregateQuery,
   type CheckedDownsampleQuery,
   type CheckedIntervalQuery,
   type CheckedIntervals,
   type CheckedValueAtQuery,
+  type CheckedValuesAtQuery,
 } from "../history/history-input";
 export {
   HISTORY_ARITHMETIC_LIMIT,
@@ -96,6 +99,8 @@ export {
   numericValue,
   samplePoint,
   valueAtInSeries,
+  valuesAtInSeries,
+  valueAtTime,
   valuesInSeries,
   valueFromBounds,
   type SamplePoint,
@@ -159,4 +164,5 @@ export type {
   StoredRecipe,
   SubscriptionOptions,
   TimeRange,
+  ValueAtTime,
 } from "../ports/index";

@@ -73,6 +73,16 @@ export interface CheckedValueAtQuery {
   readonly time: number;
 }
 
+/** A checked `valuesAt` query: see {@link CheckedIntervalQuery}. */
+export interface CheckedValuesAtQuery {
+  /** The tags, each known and listed once, at most {@link MAX_HISTORY_TAGS}. */
+  readonly tags: readonly string[];
+  /** The distinct requested times, ascending, ms since epoch: what a store computes. */
+  readonly times: readonly number[];
+  /** Per requested time, in the caller's order, its index in {@link CheckedValuesAtQuery.times}. */
+  readonly order: readonly number[];
+}
+
 /** A checked `downsample` query: see {@link CheckedIntervalQuery}. */
 export interface CheckedDownsampleQuery {
   readonly tag: string;
@@ -154,6 +164,56 @@ export function checkValueAtQuery(
   checkTime("time", time, issues);
   throwIfAny("valueAt query", issues);
   return Object.freeze({ tags: checkedTags, time });
+}
+
+/**
+ * Checks the tags and times of `valuesAt`: 1 to {@link MAX_HISTORY_INTERVALS} times, each a
+ * whole ms in `[HISTORY_TIME_MIN, HISTORY_TIME_MAX]`, at most {@link MAX_HISTORY_CELLS} tags × times.
+ * @returns a frozen copy with the distinct times ascending (a store computes those, in one pass
+ *   or statement) and where each requested time is among them (see {@link inRequestedOrder}).
+ * @throws KilnValidationError naming `tags`, `tags[i]`, `times` or `times[i]`.
+ */
+export function checkValuesAtQuery(
+  tags: readonly string[],
+  times: readonly number[],
+  isKnownTag: (tag: string) => boolean,
+): CheckedValuesAtQuery {
+  const issues: ValidationIssue[] = [];
+  const checkedTags = checkTags(tags, isKnownTag, issues);
+  const copy = copyArray(times);
+  if (copy === undefined || copy.length === 0) {
+    issues.push({ path: "times", message: "must be a non-empty array of times (ms since epoch)" });
+  } else if (copy.length > MAX_HISTORY_INTERVALS) {
+    issues.push({ path: "times", message: `lists ${copy.length} times; at most ${MAX_HISTORY_INTERVALS} per query` });
+  } else if (copy.length * Math.max(checkedTags.length, 1) > MAX_HISTORY_CELLS) {
+    issues.push({
+      path: "times",
+      message: `gives ${copy.length * checkedTags.length} results (tags × times); at most ${MAX_HISTORY_CELLS} per query: ask for fewer tags or times`,
+    });
+  } else copy.forEach((time, index) => checkTime(`times[${index}]`, time, issues));
+  throwIfAny("valuesAt query", issues);
+  const requested = copy as number[];
+  const ascending = [...new Set(requested)].sort((a, b) => a - b);
+  const indexOf = new Map(ascending.map((time, index) => [time, index]));
+  return Object.freeze({
+    tags: checkedTags,
+    times: Object.freeze(ascending),
+    order: Object.freeze(requested.map((time) => indexOf.get(time)!)),
+  });
+}
+
+/**
+ * The values a store computed for a checked `valuesAt` query, put in the caller's order:
+ * `computed` holds, tag by tag in the query's order, one value per time of
+ * {@link CheckedValuesAtQuery.times} (ascending); the result has one per requested time.
+ */
+export function inRequestedOrder<TValue>(query: CheckedValuesAtQuery, computed: readonly TValue[]): TValue[] {
+  const count = query.times.length;
+  const values: TValue[] = [];
+  for (let tag = 0; tag < query.tags.length; tag++) {
+    for (const index of query.order) values.push(computed[tag * count + index]!);
+  }
+  return values;
 }
 
 /**

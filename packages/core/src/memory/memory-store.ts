@@ -13,8 +13,17 @@ import {
   checkDownsampleQuery,
   checkIntervalQuery,
   checkValueAtQuery,
+  checkValuesAtQuery,
+  inRequestedOrder,
+  type CheckedIntervals,
 } from "../history/history-input";
-import { aggregateSeries, downsampleSeries, valuesInSeries, type SampleSeries } from "../history/series-history";
+import {
+  aggregateSeries,
+  downsampleSeries,
+  valuesAtInSeries,
+  valuesInSeries,
+  type SampleSeries,
+} from "../history/series-history";
 import { parseOrThrow } from "../domain/validation";
 import type { AlarmHistory, AlarmHistoryEntry, TimeRange } from "@kiln/core/driver-kit";
 import type { AuditEntry, AuditLog } from "@kiln/core/driver-kit";
@@ -25,6 +34,7 @@ import type { EventStore, NewDomainEvent, StoredDomainEvent } from "@kiln/core/d
 import type { ProcessFilter, ProcessRecord, ProcessRepository } from "@kiln/core/driver-kit";
 import type { RecipeRepository, StoredRecipe } from "@kiln/core/driver-kit";
 import type { BucketQuery, HistoryQueries, SampleBucket, SampleHistory, SampleQuery } from "@kiln/core/driver-kit";
+import type { AggregateInterval } from "@kiln/core/driver-kit";
 import type { SampleConflict, SampleSink, SampleWriteResult } from "@kiln/core/driver-kit";
 import type { Store } from "../ports/store";
 import type { StoreCapabilities } from "@kiln/core/driver-kit";
@@ -125,6 +135,40 @@ function firstIndexOfKeys(samples: readonly Sample[]): Map<number, Map<string, n
 }
 
 const DEFAULT_LIMIT = 10_000;
+
+/**
+ * At most about this many result cells (intervals × aggregates) or samples a MemoryStore history
+ * query computes between two yields to the event loop (see `MAX_HISTORY_CELLS`).
+ */
+const HISTORY_SLICE = 20_000;
+
+/** Lets timers and I/O of the host run between slices of a long in-memory query. */
+const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+/**
+ * `intervals` cut into consecutive runs of whole intervals, each of at most {@link HISTORY_SLICE}
+ * cells (`cellsPerInterval` each) and, unless it is a single interval, samples of `series`. A run
+ * starts on an interval edge of the whole query, so its intervals and their Part 13 results are
+ * the whole query's (each run finds its own bounding samples in the series).
+ */
+function historySlices(
+  series: SampleSeries,
+  intervals: CheckedIntervals,
+  cellsPerInterval: number,
+): CheckedIntervals[] {
+  const { start, intervalMs, count, end } = intervals;
+  const edge = (index: number): number => Math.min(end, start + index * intervalMs);
+  const samplesIn = (first: number, last: number): number =>
+    lowerBound(series.timestamps, edge(last)) - lowerBound(series.timestamps, edge(first));
+  const slices: CheckedIntervals[] = [];
+  for (let first = 0; first < count;) {
+    let size = Math.max(1, Math.min(count - first, Math.floor(HISTORY_SLICE / cellsPerInterval)));
+    while (size > 1 && samplesIn(first, first + size) > HISTORY_SLICE) size = Math.ceil(size / 2);
+    slices.push({ start: edge(first), intervalMs, count: size, end: edge(first + size) });
+    first += size;
+  }
+  return slices;
+}
 
 const sampleQuerySchema = z.object({
   tag: z.string().min(1),
@@ -267,30 +311,53 @@ export class MemoryStore implements Store {
         this.#assertOpen();
         const checked = checkAggregateQuery(tags, query, known);
         refuseArrayTags(checked.tags, isArray, "an aggregate");
-        return checked.tags.flatMap((tag) =>
-          aggregateSeries(
-            tag,
-            seriesOf(tag),
-            this.#interpolations.get(tag)!,
-            checked.intervals,
-            checked.aggregates,
-            this.#dataTypes.get(tag)!,
-          ),
-        );
+        const results: AggregateInterval[] = [];
+        for (const tag of checked.tags) {
+          await yieldToEventLoop();
+          this.#assertOpen();
+          // A copy: writes and evictions between the slices change the stored arrays in place.
+          const stored = seriesOf(tag);
+          const series = { timestamps: stored.timestamps.slice(), samples: stored.samples.slice() };
+          const slices = historySlices(series, checked.intervals, checked.aggregates.length);
+          for (const [index, intervals] of slices.entries()) {
+            if (index > 0) await yieldToEventLoop();
+            this.#assertOpen();
+            const slice = aggregateSeries(
+              tag,
+              series,
+              this.#interpolations.get(tag)!,
+              intervals,
+              checked.aggregates,
+              this.#dataTypes.get(tag)!,
+            );
+            for (const interval of slice) results.push(interval);
+          }
+        }
+        return results;
       },
       valueAt: async (tags, time) => {
         this.#assertOpen();
         const checked = checkValueAtQuery(tags, time, known);
-        return checked.tags.flatMap((tag) =>
+        return this.#perTag(checked.tags, (tag) =>
           valuesInSeries(tag, seriesOf(tag), [checked.time], this.#interpolations.get(tag)!),
         );
+      },
+      valuesAt: async (tags, times) => {
+        this.#assertOpen();
+        const checked = checkValuesAtQuery(tags, times, known);
+        const values = await this.#perTag(checked.tags, (tag) =>
+          valuesAtInSeries(tag, seriesOf(tag), checked.times, this.#interpolations.get(tag)!),
+        );
+        return inRequestedOrder(checked, values);
       },
       interpolated: async (tags, query) => {
         this.#assertOpen();
         const checked = checkIntervalQuery(tags, query, known);
         const { start, intervalMs, count } = checked.intervals;
         const times = Array.from({ length: count }, (_, index) => start + index * intervalMs);
-        return checked.tags.flatMap((tag) => valuesInSeries(tag, seriesOf(tag), times, this.#interpolations.get(tag)!));
+        return this.#perTag(checked.tags, (tag) =>
+          valuesInSeries(tag, seriesOf(tag), times, this.#interpolations.get(tag)!),
+        );
       },
       downsample: async (tag, query) => {
         this.#assertOpen();
@@ -489,6 +556,21 @@ export class MemoryStore implements Store {
     return conflicts ? { conflicts } : NO_CONFLICTS;
   }
 
+  /**
+   * The values of each tag in turn, yielding to the event loop before each tag: a query of many
+   * tags never blocks the host for more than one tag's work (see `MAX_HISTORY_CELLS`). Each tag
+   * is computed at one moment, from its samples as they are then.
+   */
+  async #perTag<TValue>(tags: readonly string[], valuesOf: (tag: string) => readonly TValue[]): Promise<TValue[]> {
+    const values: TValue[] = [];
+    for (const tag of tags) {
+      await yieldToEventLoop();
+      this.#assertOpen();
+      for (const value of valuesOf(tag)) values.push(value);
+    }
+    return values;
+  }
+
   #readSamples(input: SampleQuery): Sample[] {
     this.#assertOpen();
     const query = parseOrThrow(sampleQuerySchema, input, "sample query");
@@ -500,38 +582,45 @@ export class MemoryStore implements Store {
     return start < end ? series.samples.slice(start, end) : [];
   }
 
-  #readBuckets(input: BucketQuery): SampleBucket[] {
+  /**
+   * Buckets of the numeric samples in the range as it was at the call, yielding to the event
+   * loop every {@link HISTORY_SLICE} samples.
+   */
+  async #readBuckets(input: BucketQuery): Promise<SampleBucket[]> {
     this.#assertOpen();
     const query = parseOrThrow(bucketQuerySchema, input, "bucket query");
     const series = this.#samples.get(query.tag);
     if (!series || query.from >= query.to) return [];
-    const buckets: {
-      start: number;
-      min: number;
-      max: number;
-      sum: number;
-      first: number;
-      last: number;
-      count: number;
-    }[] = [];
-    const end = lowerBound(series.timestamps, query.to);
-    for (let index = lowerBound(series.timestamps, query.from); index < end; index++) {
-      const sample = series.samples[index]!;
-      const value = numericValue(sample.value);
+    const buckets: SampleBucket[] = [];
+    let bucket: { -readonly [K in keyof SampleBucket]: SampleBucket[K] } | undefined;
+    let sum = 0;
+    // Copies of the range: writes and evictions between the slices change the stored arrays in place.
+    const first = lowerBound(series.timestamps, query.from);
+    const last = lowerBound(series.timestamps, query.to);
+    const timestamps = series.timestamps.slice(first, last);
+    const samples = series.samples.slice(first, last);
+    for (let index = 0; index < samples.length; index++) {
+      if (index % HISTORY_SLICE === 0) {
+        await yieldToEventLoop();
+        this.#assertOpen();
+      }
+      const value = numericValue(samples[index]!.value);
       if (value === undefined) continue;
-      const start = query.from + Math.floor((sample.timestamp - query.from) / query.bucketMs) * query.bucketMs;
-      const bucket = buckets.at(-1);
-      if (bucket && bucket.start === start) {
+      const start = query.from + Math.floor((timestamps[index]! - query.from) / query.bucketMs) * query.bucketMs;
+      if (bucket?.start === start) {
         bucket.min = Math.min(bucket.min, value);
         bucket.max = Math.max(bucket.max, value);
-        bucket.sum += value;
+        sum += value;
         bucket.last = value;
         bucket.count++;
+        bucket.avg = sum / bucket.count;
       } else {
-        buckets.push({ start, min: value, max: value, sum: value, first: value, last: value, count: 1 });
+        sum = value;
+        bucket = { start, min: value, max: value, avg: value, first: value, last: value, count: 1 };
+        buckets.push(bucket);
       }
     }
-    return buckets.map(({ sum, ...bucket }) => ({ ...bucket, avg: sum / bucket.count }));
+    return buckets;
   }
 
   #append(aggregateId: string, expectedVersion: number, events: readonly NewDomainEvent[]): number {

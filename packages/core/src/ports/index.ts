@@ -25,6 +25,7 @@ export type {
   SampleBucket,
   SampleHistory,
   SampleQuery,
+  ValueAtTime,
 } from "./sample-history";
 export type { SampleConflict, SampleSink, SampleWriteResult } from "./sample-sink";
 export type { Store } from "./store";

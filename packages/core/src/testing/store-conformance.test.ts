@@ -107,6 +107,45 @@ test("the history group fails a store that rounds 64-bit integers to float64 and
   for (const name of names) await expect(bodies.get(name)!()).rejects.toThrow();
 });
 
+// Stores whose valuesAt breaks its contract: answering in ascending time order (the order a single
+// sorted scan gives) instead of the caller's, or calling every good value raw (an OPC UA client
+// would take a held or interpolated value for a stored sample). The history group must fail each.
+function brokenValuesAt(rule: "sorted" | "all-raw"): MemoryStore {
+  const store = new MemoryStore();
+  const history = store.history;
+  Object.assign(store, {
+    history: {
+      ...history,
+      valuesAt: async (tags: readonly string[], times: readonly number[]) => {
+        if (rule === "sorted")
+          return history.valuesAt(
+            tags,
+            [...times].sort((a, b) => a - b),
+          );
+        return (await history.valuesAt(tags, times)).map((value) => ({
+          ...value,
+          raw: value.quality.severity === "good",
+        }));
+      },
+    },
+  });
+  return store;
+}
+
+for (const rule of ["sorted", "all-raw"] as const) {
+  test(`the history group fails a store whose valuesAt is ${rule}`, async () => {
+    const bodies = new Map<string, () => Promise<void>>();
+    storeHistoryConformance({
+      test: (testName, body) => bodies.set(testName, body),
+      expect,
+      factory: async () => brokenValuesAt(rule),
+    });
+    const names = [...bodies.keys()].filter((name) => name.includes("valuesAt gives valueAt at each time"));
+    expect(names.length).toBe(1);
+    await expect(bodies.get(names[0]!)!()).rejects.toThrow();
+  });
+}
+
 // A store breaking one lifecycle or alarm-history rule at a time: the suite must fail it, by name.
 type BrokenPortRule = "writes-after-close" | "version-after-close" | "alarm-dedup";
 

@@ -672,6 +672,62 @@ export function storeHistoryConformance(options: StoreGroupConformanceOptions): 
     );
 
     test(
+      "valuesAt gives valueAt at each time, in the order given (uneven, repeated), raw only for a good sample stored at the time",
+      withHistory(options, async (history) => {
+        const seconds = [30, 12, -5, 22, 30, 45, 10, 25];
+        const values = await history.valuesAt(
+          [RAMP, VALVE, STATE],
+          seconds.map((second) => T0 + second * S),
+        );
+        expect(values.map((value) => [value.tag, (value.timestamp - T0) / S])).toEqual(
+          [RAMP, VALVE, STATE].flatMap((tag) => seconds.map((second) => [tag, second])),
+        );
+        for (const value of values) {
+          const { raw: _raw, ...sample } = value;
+          expect(sample).toEqual((await history.valueAt([value.tag], value.timestamp))[0]);
+        }
+        // Raw: ramp's good samples at 10 and 30 s (not the bad ones at 20 and 25 s); valve's at 10 s
+        // (22 s is uncertain: the value is held, interpolated); state's at 10 s.
+        const raw = (tag: string): number[] =>
+          values.filter((value) => value.tag === tag && value.raw).map((value) => (value.timestamp - T0) / S);
+        expect(raw(RAMP)).toEqual([30, 30, 10]);
+        expect(raw(VALVE)).toEqual([10]);
+        expect(raw(STATE)).toEqual([10]);
+      }),
+    );
+
+    test(
+      "valuesAt at hundreds of uneven times across a bad stretch equals interpolated's values there",
+      withHistory(options, async (history, store) => {
+        // The batched form carries a bound across times (as interpolated does): uneven times must
+        // give the same Part 13 values as an even grid through the same times.
+        const base = T0 + 30_000 * S;
+        await store.samples.writeBatch([
+          { tag: TREND, value: 10, timestamp: base, quality: GOOD },
+          ...Array.from({ length: 500 }, (_, index): Sample => ({
+            tag: TREND,
+            value: null,
+            timestamp: base + (index + 1) * 10,
+            quality: BAD,
+          })),
+          { tag: TREND, value: 20, timestamp: base + 5_010, quality: GOOD },
+        ]);
+        const grid = await history.interpolated([TREND], { start: base - 6, end: base + 6_000, intervalMs: 3 });
+        // Uneven (every 5th and 7th point, and the good samples' times), newest first, one time twice.
+        const picked = grid
+          .filter((value, index) => index % 7 === 2 || index % 5 === 0 || value.timestamp === base + 5_010)
+          .reverse();
+        picked.push(picked[10]!);
+        const values = await history.valuesAt(
+          [TREND],
+          picked.map((value) => value.timestamp),
+        );
+        expect(values.map(({ raw: _raw, ...sample }) => sample)).toEqual(picked);
+        expect(values.filter((value) => value.raw).map((value) => value.timestamp - base)).toEqual([5_010, 0]);
+      }),
+    );
+
+    test(
       "downsample reads a long range in one pass (20,000 samples well inside the test timeout)",
       withHistory(options, async (history, store) => {
         const start = T0 + 10_000 * S;
@@ -995,6 +1051,13 @@ export function storeHistoryConformance(options: StoreGroupConformanceOptions): 
           await paths(history.aggregate([RAMP], { ...interval, aggregates: ["Median" as AggregateName] })),
         ).toEqual(["aggregates[0]"]);
         expect(await paths(history.valueAt(["no.such.tag"], T0))).toEqual(["tags[0]"]);
+        expect(await paths(history.valuesAt([RAMP], []))).toEqual(["times"]);
+        expect(await paths(history.valuesAt([RAMP], [T0, T0 + 0.5, Date.UTC(1700, 0, 1)]))).toEqual([
+          "times[1]",
+          "times[2]",
+        ]);
+        expect(await paths(history.valuesAt([RAMP], new Array<number>(10_001).fill(T0)))).toEqual(["times"]);
+        expect(await paths(history.valuesAt(["no.such.tag", RAMP, RAMP], [T0]))).toEqual(["tags[0]", "tags[2]"]);
         // Times outside 1900..2100 (exact on every store): a validation error, never a shifted result.
         const y1700 = Date.UTC(1700, 0, 1);
         expect(
