@@ -57,6 +57,7 @@ export interface CheckedIntervals {
 export interface CheckedIntervalQuery {
   /** The tags, each known and listed once, at most {@link MAX_HISTORY_TAGS}. */
   readonly tags: readonly string[];
+  /** The intervals from `start` to `end` (each including its start, excluding its end: OPC UA Part 13, 5.2). */
   readonly intervals: CheckedIntervals;
 }
 
@@ -68,6 +69,7 @@ export interface CheckedAggregateQuery extends CheckedIntervalQuery {
 
 /** A checked `valueAt` query: see {@link CheckedIntervalQuery}. */
 export interface CheckedValueAtQuery {
+  /** The tags, each known and listed once, at most {@link MAX_HISTORY_TAGS}. */
   readonly tags: readonly string[];
   /** The time, ms since epoch. */
   readonly time: number;
@@ -85,8 +87,11 @@ export interface CheckedValuesAtQuery {
 
 /** A checked `downsample` query: see {@link CheckedIntervalQuery}. */
 export interface CheckedDownsampleQuery {
+  /** The tag, known in the catalog. */
   readonly tag: string;
+  /** Start of the range, ms since epoch (included). */
   readonly start: number;
+  /** End of the range, ms since epoch (excluded), after `start`. */
   readonly end: number;
   /** Number of columns: `floor(points / 5)`. */
   readonly columns: number;

@@ -158,11 +158,13 @@ export interface IntervalPartials {
   readonly maximum: HistoryNumber | null;
   /** A numeric good value is an integer beyond ±(2^53 - 1) ({@link isImprecise}). */
   readonly imprecise: boolean;
-  /** First and last good sample. */
+  /** First good sample. */
   readonly firstGood?: HistoryPoint;
+  /** Last good sample. */
   readonly lastGood?: HistoryPoint;
-  /** First and last sample of any quality. */
+  /** First sample of any quality. */
   readonly firstAny?: HistoryPoint;
+  /** Last sample of any quality. */
   readonly lastAny?: HistoryPoint;
   /** Samples that are not good data. */
   readonly badCount: number;
@@ -181,9 +183,13 @@ export interface IntervalPartials {
  * sample before the first interval, the first good and first sample at or after the last one's end.
  */
 export interface OuterBounds {
+  /** The last good sample before the first interval's start. */
   readonly goodBefore?: HistoryPoint;
+  /** The last sample of any quality before the first interval's start. */
   readonly anyBefore?: HistoryPoint;
+  /** The first good sample at or after the last interval's end. */
   readonly goodAfter?: HistoryPoint;
+  /** The first sample of any quality at or after the last interval's end. */
   readonly anyAfter?: HistoryPoint;
 }
 
@@ -193,9 +199,13 @@ export interface OuterBounds {
  * and the last and first samples of any quality on either side.
  */
 export interface BoundingSamples<TPoint extends HistoryPoint = HistoryPoint> {
+  /** The last good sample at or before `t`. */
   readonly goodBefore?: TPoint;
+  /** The first good sample at or after `t`. */
   readonly goodAfter?: TPoint;
+  /** When the last sample of any quality at or before `t` was taken. */
   readonly anyBefore?: Pick<HistoryPoint, "time">;
+  /** When the first sample of any quality at or after `t` was taken. */
   readonly anyAfter?: Pick<HistoryPoint, "time">;
 }
 
@@ -210,6 +220,7 @@ export interface Bound<TPoint extends HistoryPoint = HistoryPoint> {
   readonly imprecise: boolean;
   /** The sample the value comes from, when it is not interpolated between two samples. */
   readonly source?: TPoint;
+  /** Good, or uncertain with the reason (extrapolated, a bad or missing sample between, imprecise). */
   readonly quality: Quality;
 }
 

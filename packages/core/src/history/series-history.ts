@@ -21,7 +21,9 @@ import {
 
 /** One tag's stored samples in time order, as parallel arrays. */
 export interface SampleSeries {
+  /** Each sample's timestamp (ms since epoch), ascending; `timestamps[i]` is `samples[i].timestamp`. */
   readonly timestamps: readonly number[];
+  /** The samples, in the same order. */
   readonly samples: readonly Sample[];
 }
 
@@ -150,6 +152,7 @@ function findGood(series: SampleSeries, from: number, step: 1 | -1): HistoryPoin
 
 /** A history point that keeps its sample, so a stepped value comes back with its own type. */
 export interface SamplePoint extends HistoryPoint {
+  /** The stored sample this point was made from. */
   readonly sample: Sample;
 }
 
