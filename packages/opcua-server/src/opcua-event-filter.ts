@@ -60,6 +60,10 @@ export interface EventFilterRefusal {
  * - every element is one node-opcua evaluates as OPC UA Part 4, 7.7.3 defines it
  *   ({@link refusalOfOperator}): any other would be accepted and then match no event at all.
  *
+ * A SelectClause with an IndexRange is refused too (node-opcua returned the whole field): the
+ * answer's `selectClauseResults` has `BadIndexRangeInvalid` for it and `Good` for the others, and
+ * no per-element results (OPC UA Part 4, 7.22.3).
+ *
  * Each element is then evaluated at most once per event. Returns `undefined` for a filter that is
  * not an EventFilter or keeps the bounds, else `BadEventFilterInvalid` with a ContentFilterResult
  * of one result per element (`Good`, or `BadFilterOperandInvalid` with `BadFilterElementInvalid`
@@ -70,6 +74,10 @@ export interface EventFilterRefusal {
 export function refusalOfEventFilter(filter: unknown, bounds: EventFilterBounds): EventFilterRefusal | undefined {
   if (!(filter instanceof EventFilter)) return undefined;
   if ((filter.selectClauses?.length ?? 0) > bounds.maxSelectClauses) return refusal([]);
+  const selects = (filter.selectClauses ?? []).map((clause) =>
+    ranged(clause) ? StatusCodes.BadIndexRangeInvalid : StatusCodes.Good,
+  );
+  if (selects.some((code) => code !== StatusCodes.Good)) return refusal([], selects);
   const elements = filter.whereClause?.elements ?? [];
   if (elements.length === 0) return undefined;
   if (elements.length > bounds.maxElements) return refusal([]);
@@ -161,7 +169,8 @@ const COMPARISONS: ReadonlySet<FilterOperator> = new Set([
  *   operand 0 is not a SimpleAttributeOperand, or one of whose list operands is not a
  *   LiteralOperand; a comparison (Equals, GreaterThan, LessThan, GreaterThanOrEqual,
  *   LessThanOrEqual, Between) with a Null or NaN LiteralOperand, which compares NULL or FALSE
- *   with every value (Part 4, 7.7.3: use IsNull for the one, nothing equals NaN).
+ *   with every value (Part 4, 7.7.3: use IsNull for the one, nothing equals NaN); an attribute
+ *   operand with an IndexRange (node-opcua compares the whole field).
  */
 function refusalOfOperator(element: ContentFilterElement): ContentFilterElementResult | undefined {
   const counts = OPERAND_COUNTS.get(element.filterOperator);
@@ -175,8 +184,11 @@ function refusalOfOperator(element: ContentFilterElement): ContentFilterElementR
       case FilterOperator.OfType:
         return operand instanceof LiteralOperand && operand.value?.dataType === DataType.NodeId;
       case FilterOperator.InList:
-        return position === 0 ? operand instanceof SimpleAttributeOperand : operand instanceof LiteralOperand;
+        return position === 0
+          ? operand instanceof SimpleAttributeOperand && !ranged(operand)
+          : operand instanceof LiteralOperand;
       default:
+        if (ranged(operand)) return false;
         return !(COMPARISONS.has(element.filterOperator) && operand instanceof LiteralOperand && comparesNothing(operand.value));
     }
   };
@@ -193,11 +205,21 @@ function comparesNothing(value: Variant | null | undefined): boolean {
   return (value.dataType === DataType.Double || value.dataType === DataType.Float) && Number.isNaN(value.value);
 }
 
-function refusal(elementResults: ContentFilterElementResult[]): EventFilterRefusal {
+/**
+ * Whether the operand carries an IndexRange (a SimpleAttributeOperand or AttributeOperand whose
+ * `indexRange` is not empty): node-opcua ignores it and hands over the whole field, so Kiln
+ * refuses it rather than answer more than was asked.
+ */
+function ranged(operand: unknown): boolean {
+  const range = (operand as { indexRange?: { isEmpty?: () => boolean } | null } | null)?.indexRange;
+  return typeof range?.isEmpty === "function" && !range.isEmpty();
+}
+
+function refusal(elementResults: ContentFilterElementResult[], selectClauseResults: StatusCode[] = []): EventFilterRefusal {
   return {
     statusCode: StatusCodes.BadEventFilterInvalid,
     filterResult: new EventFilterResult({
-      selectClauseResults: [],
+      selectClauseResults,
       whereClauseResult: new ContentFilterResult({ elementResults, elementDiagnosticInfos: [] }),
     }),
   };
