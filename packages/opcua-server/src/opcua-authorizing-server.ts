@@ -54,7 +54,8 @@ function refuseReads(response: unknown, indices: readonly number[]): void {
   const results = (response as { results?: unknown[] | null }).results;
   if (!results) return;
   for (const index of indices) {
-    if (results[index] instanceof DataValue) results[index] = new DataValue({ statusCode: StatusCodes.BadIndexRangeInvalid });
+    if (results[index] instanceof DataValue)
+      results[index] = new DataValue({ statusCode: StatusCodes.BadIndexRangeInvalid });
   }
 }
 
@@ -402,7 +403,8 @@ export class AuthorizingServer extends OPCUAServer {
       { nodeClass?: NodeClass; valueRank?: number; getBasicDataType?: () => number } | null | undefined;
     const variable = node?.nodeClass === NodeClass.Variable;
     if (type === MATRIX_RANGE && !(variable && (node.valueRank ?? -1) >= 2)) return false;
-    if (!variable || (operation.attributeId ?? VALUE_ATTRIBUTE) !== VALUE_ATTRIBUTE || node.valueRank !== -1) return true;
+    if (!variable || (operation.attributeId ?? VALUE_ATTRIBUTE) !== VALUE_ATTRIBUTE || node.valueRank !== -1)
+      return true;
     return RANGEABLE_SCALARS.has(node.getBasicDataType?.() ?? BASE_DATA_TYPE);
   }
 

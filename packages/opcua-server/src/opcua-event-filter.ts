@@ -189,7 +189,11 @@ function refusalOfOperator(element: ContentFilterElement): ContentFilterElementR
           : operand instanceof LiteralOperand;
       default:
         if (ranged(operand)) return false;
-        return !(COMPARISONS.has(element.filterOperator) && operand instanceof LiteralOperand && comparesNothing(operand.value));
+        return !(
+          COMPARISONS.has(element.filterOperator) &&
+          operand instanceof LiteralOperand &&
+          comparesNothing(operand.value)
+        );
     }
   };
   const codes = operands.map((operand, position) =>
@@ -215,7 +219,10 @@ function ranged(operand: unknown): boolean {
   return typeof range?.isEmpty === "function" && !range.isEmpty();
 }
 
-function refusal(elementResults: ContentFilterElementResult[], selectClauseResults: StatusCode[] = []): EventFilterRefusal {
+function refusal(
+  elementResults: ContentFilterElementResult[],
+  selectClauseResults: StatusCode[] = [],
+): EventFilterRefusal {
   return {
     statusCode: StatusCodes.BadEventFilterInvalid,
     filterResult: new EventFilterResult({

@@ -267,7 +267,12 @@ describe("EventFilter operators node-opcua cannot evaluate (OPC UA Part 4, 7.7.3
   const nothing = () => new LiteralOperand({ value: new Variant({ dataType: DataType.Null }) });
 
   test("Like, Cast, BitwiseAnd, BitwiseOr and IsNull are refused BadFilterOperatorUnsupported, on create and modify", async () => {
-    for (const operator of [FilterOperator.Like, FilterOperator.Cast, FilterOperator.BitwiseAnd, FilterOperator.BitwiseOr]) {
+    for (const operator of [
+      FilterOperator.Like,
+      FilterOperator.Cast,
+      FilterOperator.BitwiseAnd,
+      FilterOperator.BitwiseOr,
+    ]) {
       const answer = await createEventItem(of(operator, [eventType(), text("[")]));
       expect(answer.statusCode).toBe(StatusCodes.BadEventFilterInvalid);
       expect(elementCodes(answer)).toEqual([StatusCodes.BadFilterOperatorUnsupported]);
@@ -312,7 +317,9 @@ describe("EventFilter operators node-opcua cannot evaluate (OPC UA Part 4, 7.7.3
   });
 
   test("the operands node-opcua evaluates are accepted: OfType of a NodeId, InList of no list (the CTT's alarm collector)", async () => {
-    const nodeId = new LiteralOperand({ value: new Variant({ dataType: DataType.NodeId, value: resolveNodeId("ns=0;i=2041") }) });
+    const nodeId = new LiteralOperand({
+      value: new Variant({ dataType: DataType.NodeId, value: resolveNodeId("ns=0;i=2041") }),
+    });
     expect((await createEventItem(of(FilterOperator.OfType, [nodeId]))).statusCode).toBe(StatusCodes.Good);
     expect((await createEventItem(of(FilterOperator.InList, [eventType()]))).statusCode).toBe(StatusCodes.Good);
     expect((await createEventItem(of(FilterOperator.Between, [eventType(), double(0), double(1)]))).statusCode).toBe(
