@@ -33,14 +33,30 @@ import {
 
 /** AttributeId of the Value attribute (OPC UA Part 6, A.1). */
 const VALUE_ATTRIBUTE = 13;
-/** node-opcua's `NumericRangeType` values: MatrixRange (two dimensions) and InvalidRange. */
+/** node-opcua's `NumericRangeType` values: Empty (no range), MatrixRange (two dimensions) and InvalidRange. */
+const EMPTY_RANGE = 0;
 const MATRIX_RANGE = 3;
 const INVALID_RANGE = 4;
+
+/** The basic DataTypes whose scalar values an IndexRange applies to (OPC UA Part 4, 7.27), and BaseDataType (any value). */
+const BASE_DATA_TYPE = 24;
+const RANGEABLE_SCALARS: ReadonlySet<number> = new Set([12, 15, BASE_DATA_TYPE]); // String, ByteString, BaseDataType
 
 /** A service operation that names a node and may carry an IndexRange (node-opcua's decoded NumericRange). */
 interface RangedOperation {
   readonly nodeId?: unknown;
+  readonly attributeId?: number;
   readonly indexRange?: { type: number; value: unknown } | null;
+}
+
+/** Answers `BadIndexRangeInvalid` (no value) for the Read results at `indices` (see `#invalidateRanges`). */
+function refuseReads(response: unknown, indices: readonly number[]): void {
+  const results = (response as { results?: unknown[] | null }).results;
+  if (!results) return;
+  for (const index of indices) {
+    if (results[index] instanceof DataValue)
+      results[index] = new DataValue({ statusCode: StatusCodes.BadIndexRangeInvalid });
+  }
 }
 
 /** AttributeId of the EventNotifier attribute: a monitored item on it receives events (OPC UA Part 6, A.1). */
@@ -303,7 +319,7 @@ export class AuthorizingServer extends OPCUAServer {
         // the channel is gone: nothing to answer
       }
     };
-    this.#invalidateMatrixRanges(message.request);
+    const refusedReads = this.#invalidateRanges(message.request);
     const served = super._apply_on_SessionObject(
       ResponseClass,
       message,
@@ -317,7 +333,10 @@ export class AuthorizingServer extends OPCUAServer {
           this.serveCall(session, (settle) =>
             actionToPerform(
               session,
-              (response) => void settle().finally(() => respond(() => sendResponse(response))),
+              (response) => {
+                refuseReads(response, refusedReads);
+                void settle().finally(() => respond(() => sendResponse(response)));
+              },
               (statusCode) => {
                 if (statusCode.value !== StatusCodes.BadTooManyOperations.value) {
                   void settle().finally(() => respond(() => sendError(statusCode)));
@@ -338,32 +357,55 @@ export class AuthorizingServer extends OPCUAServer {
   }
 
   /**
-   * Marks invalid every two-dimensional IndexRange (`"0,0"`, OPC UA Part 4, 7.27) of a Read, Write
-   * or CreateMonitoredItems operation whose node is not a matrix (a Variable of ValueRank < 2, a
-   * String included): node-opcua answers it `BadIndexRangeInvalid`. Without this, its matrix
-   * extraction assigned into a JS string and threw on an async path no catch reached, which ended
-   * the process (a viewer's Read of any String node, e.g. BuildInfo's ProductName, was enough).
+   * The one check of an IndexRange (OPC UA Part 4, 7.27 NumericRange) for Read, Write and
+   * CreateMonitoredItems: marks invalid every IndexRange that is not empty and is
+   *
+   * - not valid syntax (`"abc"`, `"-1"`, `"1:0"`: node-opcua decodes it as InvalidRange);
+   * - two-dimensional (`"0,0"`) on a node that is not a matrix (a Variable of ValueRank < 2, a
+   *   String included): node-opcua's matrix extraction assigned into a JS string and threw on an
+   *   async path no catch reached, which ended the process;
+   * - on the Value of a scalar Variable (ValueRank -1) whose DataType is not String, ByteString or
+   *   BaseDataType: a Kiln tag's value among them. Part 4, 5.10.2.2 gives an IndexRange to "an
+   *   array" (a String or ByteString is one, 7.27); on a scalar there is nothing to range over.
+   *
+   * Each such operation answers `BadIndexRangeInvalid` ("the syntax of the index range parameter
+   * is invalid", Part 4, Table 183: Kiln answers it for a range that cannot apply to the node, and
+   * keeps `BadIndexRangeNoData` for a valid range outside an array's bounds, as node-opcua does):
+   * CreateMonitoredItems and Write by node-opcua and `OpcuaServer`'s Write refusing an invalid
+   * range; a Read by the indices returned here, whose results the caller replaces (node-opcua's
+   * Read ignored any range on a scalar and answered Good with the whole value).
    */
-  #invalidateMatrixRanges(request: unknown): void {
+  #invalidateRanges(request: unknown): number[] {
     const operations = request as {
       nodesToRead?: readonly RangedOperation[] | null;
       nodesToWrite?: readonly RangedOperation[] | null;
       itemsToCreate?: readonly { itemToMonitor?: RangedOperation | null }[] | null;
     };
+    const reads = operations.nodesToRead ?? [];
     const ranged = [
-      ...(operations.nodesToRead ?? []),
+      ...reads,
       ...(operations.nodesToWrite ?? []),
       ...(operations.itemsToCreate ?? []).map((item) => item.itemToMonitor),
     ];
     for (const operation of ranged) {
       const range = operation?.indexRange;
-      if (!range || range.type !== MATRIX_RANGE) continue;
-      const node = this.engine.addressSpace?.findNode(operation.nodeId as never) as
-        { nodeClass?: NodeClass; valueRank?: number } | null | undefined;
-      if (node?.nodeClass === NodeClass.Variable && (node.valueRank ?? -1) >= 2) continue;
+      if (!range || range.type === EMPTY_RANGE || range.type === INVALID_RANGE) continue;
+      if (this.#rangeable(operation, range.type)) continue;
       range.type = INVALID_RANGE;
       range.value = null;
     }
+    return reads.flatMap((operation, index) => (operation?.indexRange?.type === INVALID_RANGE ? [index] : []));
+  }
+
+  /** Whether the operation's node can be ranged as `type` asks (see {@link AuthorizingServer.#invalidateRanges}). */
+  #rangeable(operation: RangedOperation, type: number): boolean {
+    const node = this.engine.addressSpace?.findNode(operation.nodeId as never) as
+      { nodeClass?: NodeClass; valueRank?: number; getBasicDataType?: () => number } | null | undefined;
+    const variable = node?.nodeClass === NodeClass.Variable;
+    if (type === MATRIX_RANGE && !(variable && (node.valueRank ?? -1) >= 2)) return false;
+    if (!variable || (operation.attributeId ?? VALUE_ATTRIBUTE) !== VALUE_ATTRIBUTE || node.valueRank !== -1)
+      return true;
+    return RANGEABLE_SCALARS.has(node.getBasicDataType?.() ?? BASE_DATA_TYPE);
   }
 
   /**

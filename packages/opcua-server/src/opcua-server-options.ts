@@ -245,9 +245,10 @@ export const opcuaServerOptionsSchema = z
  *     (`BadTcpMessageTooLarge`, the connection closed: OPC UA Part 6, 7.1.2). A response that
  *     would be larger fails `BadResponseTooLarge`.
  *   - `maxFailedLogins` (1..1000) @default 5 within `failedLoginWindowMs` (1000..86400000)
- *     @default 60000: after that many refused identities from one remote address, or for one user
- *     name, further activations from it (for it) are refused without asking `identify`
- *     (`BadUserAccessDenied` for a password) until the window ends. Failed and throttled logins
+ *     @default 60000: after that many refused passwords for one user name from one remote address
+ *     (or refused certificate or anonymous identities from it), or four times that many refused
+ *     passwords from one address across user names, further such activations are refused without
+ *     asking `identify` (`BadUserAccessDenied` for a password) until the window ends. Failed and throttled logins
  *     are audited (action `opcua.ActivateSession`, principal `unauthenticated`, the client and
  *     address in its source, the user name (never the password) and the reason, refused by
  *     `identify` or throttled, in its reason), coalesced per remote address and reason per 10 s

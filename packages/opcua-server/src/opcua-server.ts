@@ -75,6 +75,8 @@ const METHOD_ANSWER_MS = 1_000;
 
 /** How often (ms) the server looks whether the system runs (see `OpcuaServer.#watchSystem`). */
 const SYSTEM_WATCH_MS = 500;
+/** How many times `limits.maxFailedLogins` password failures of one address, across user names, throttle it. */
+const ADDRESS_LOGIN_FACTOR = 4;
 
 /**
  * How long (ms) repeated refusals of one kind from one session are coalesced: the first is
@@ -662,10 +664,13 @@ export class OpcuaServer {
 
   /**
    * Asks the host's `identify` for the session's principal; true (and remembered) when it gives
-   * one. A refused identity is a failed login: counted per remote address and per user name; after
-   * `limits.maxFailedLogins` failures of one address or one user name within
-   * `limits.failedLoginWindowMs`, `identify` is not asked until the window ends (the activation is
-   * refused, `BadUserAccessDenied` for a password). An attempt counts from before `identify` is
+   * one. A refused identity is a failed login: counted per remote address and per (remote address,
+   * user name); after `limits.maxFailedLogins` failures of one user name from one address (or of
+   * certificate or anonymous logins from one address), or {@link ADDRESS_LOGIN_FACTOR} times as
+   * many password failures of one address across user names, within `limits.failedLoginWindowMs`,
+   * `identify` is not asked until the window ends (the activation is refused, `BadUserAccessDenied`
+   * for a password). One user's wrong passwords lock out neither the other users behind the same
+   * address nor that user from elsewhere. An attempt counts from before `identify` is
    * asked until it succeeds, so attempts in flight count too (an `identify` that throws counts as
    * a failure). Failed and throttled logins are audited
    * (action `opcua.ActivateSession`), coalesced per remote address.
@@ -675,15 +680,26 @@ export class OpcuaServer {
     if (identity === undefined) return false;
     const info = sessionInfoOf(this.#runtime!, session);
     const address = session.channel?.remoteAddress ?? "unknown";
-    const keys = [`address ${address}`, ...(identity.type === "username" ? [`user ${identity.userName}`] : [])];
     const userName = identity.type === "username" ? identity.userName : undefined;
-    if (keys.some((key) => this.#loginThrottled(key))) {
+    const limit = this.#options.limits.maxFailedLogins;
+    // A user name's failures lock out that name from that address; the address alone, for
+    // guesses across names, only at ADDRESS_LOGIN_FACTOR times as many (clients behind one NAT).
+    const limits = new Map(
+      userName === undefined
+        ? [[`address ${address}`, limit]]
+        : [
+            [`address ${address}`, limit * ADDRESS_LOGIN_FACTOR],
+            [`user ${address} ${userName}`, limit],
+          ],
+    );
+    const keys = [...limits.keys()];
+    if (keys.some((key) => this.#loginThrottled(key, limits.get(key)!))) {
       await this.#refuseLogin(
         info,
         address,
         "throttled",
         userName,
-        `throttled: too many failed logins from this address or for this user name (${this.#options.limits.maxFailedLogins} within ${this.#options.limits.failedLoginWindowMs} ms); identify not asked`,
+        `throttled: too many failed logins for this user name from this address (${limit} within ${this.#options.limits.failedLoginWindowMs} ms) or from this address (${userName === undefined ? limit : limit * ADDRESS_LOGIN_FACTOR}); identify not asked`,
       );
       return false;
     }
@@ -732,15 +748,15 @@ export class OpcuaServer {
     }
   }
 
-  /** Whether logins of `key` (an address or a user name) are refused for now. */
-  #loginThrottled(key: string): boolean {
+  /** Whether logins of `key` (an address, or an address and user name) are refused for now: `limit` failures in the window. */
+  #loginThrottled(key: string, limit: number): boolean {
     const failures = this.#loginFailures.get(key);
     if (!failures) return false;
     if (this.#clock.now() - failures.since >= this.#options.limits.failedLoginWindowMs) {
       this.#loginFailures.delete(key);
       return false;
     }
-    return failures.count >= this.#options.limits.maxFailedLogins;
+    return failures.count >= limit;
   }
 
   /** Counts a failed login of `key`; the window's entry it was counted in (none when untracked: the table is full). */

@@ -16,6 +16,7 @@ import {
   FilterOperator,
   LiteralOperand,
   ModifyMonitoredItemsRequest,
+  resolveNodeId,
   MonitoringMode,
   StatusCodes,
   type StatusCode,
@@ -99,6 +100,15 @@ async function rawSubscription(session: ClientSession): Promise<number> {
 
 const literal = (value: number) => new LiteralOperand({ value: new Variant({ dataType: DataType.Int32, value }) });
 const element = (index: number) => new ElementOperand({ index });
+/** An operand whose IndexRange is `text` (node-opcua-client does not export NumericRange: the operand's empty one's class). */
+function withRange<T extends { indexRange: unknown }>(operand: T, text: string): T {
+  const NumericRange = (operand.indexRange as object).constructor as new (text: string) => unknown;
+  operand.indexRange = new NumericRange(text);
+  return operand;
+}
+
+/** A SimpleAttributeOperand naming the event's EventType field. */
+const eventType = () => constructEventFilter(["EventType"]).selectClauses![0]!;
 const equals = () =>
   new ContentFilterElement({ filterOperator: FilterOperator.Equals, filterOperands: [literal(1), literal(2)] });
 
@@ -242,12 +252,81 @@ function inListFilter(selects: number, operands: number): EventFilter {
     elements: [
       new ContentFilterElement({
         filterOperator: FilterOperator.InList,
-        filterOperands: Array.from({ length: operands }, (_, index) => literal(index)),
+        filterOperands: Array.from({ length: operands }, (_, index) => (index === 0 ? eventType() : literal(index))),
       }),
     ],
   });
   return filter;
 }
+
+describe("EventFilter operators node-opcua cannot evaluate (OPC UA Part 4, 7.7.3)", () => {
+  const of = (filterOperator: FilterOperator, filterOperands: unknown[]) =>
+    filterOf([new ContentFilterElement({ filterOperator, filterOperands: filterOperands as never })]);
+  const text = (value: string) => new LiteralOperand({ value: new Variant({ dataType: DataType.String, value }) });
+  const double = (value: number) => new LiteralOperand({ value: new Variant({ dataType: DataType.Double, value }) });
+  const nothing = () => new LiteralOperand({ value: new Variant({ dataType: DataType.Null }) });
+
+  test("Like, Cast, BitwiseAnd, BitwiseOr and IsNull are refused BadFilterOperatorUnsupported, on create and modify", async () => {
+    for (const operator of [
+      FilterOperator.Like,
+      FilterOperator.Cast,
+      FilterOperator.BitwiseAnd,
+      FilterOperator.BitwiseOr,
+    ]) {
+      const answer = await createEventItem(of(operator, [eventType(), text("[")]));
+      expect(answer.statusCode).toBe(StatusCodes.BadEventFilterInvalid);
+      expect(elementCodes(answer)).toEqual([StatusCodes.BadFilterOperatorUnsupported]);
+    }
+    const isNull = await createEventItem(of(FilterOperator.IsNull, [eventType()]));
+    expect(elementCodes(isNull)).toEqual([StatusCodes.BadFilterOperatorUnsupported]);
+    const created = await createEventItem(of(FilterOperator.Not, [literal(0)]));
+    expect(created.statusCode).toBe(StatusCodes.Good);
+    const modified = await modifyEventItem(created.monitoredItemId, of(FilterOperator.Like, [eventType(), text("%")]));
+    expect(modified.statusCode).toBe(StatusCodes.BadEventFilterInvalid);
+    expect(elementCodes(modified)).toEqual([StatusCodes.BadFilterOperatorUnsupported]);
+  });
+
+  test("operands that can never match are refused BadFilterOperandInvalid, naming the operand", async () => {
+    const ofType = await createEventItem(of(FilterOperator.OfType, [text("BaseEventType")]));
+    expect(ofType.statusCode).toBe(StatusCodes.BadEventFilterInvalid);
+    expect(elementCodes(ofType)).toEqual([StatusCodes.BadFilterOperandInvalid]);
+    const where = (ofType.filterResult as EventFilterResult).whereClauseResult!;
+    expect(where.elementResults![0]!.operandStatusCodes).toEqual([StatusCodes.BadFilterOperandInvalid]);
+    const between = await createEventItem(of(FilterOperator.Between, [eventType(), double(Number.NaN), nothing()]));
+    expect(between.statusCode).toBe(StatusCodes.BadEventFilterInvalid);
+    const codes = (between.filterResult as EventFilterResult).whereClauseResult!.elementResults![0]!.operandStatusCodes;
+    expect(codes).toEqual([StatusCodes.Good, StatusCodes.BadFilterOperandInvalid, StatusCodes.BadFilterOperandInvalid]);
+    const inList = await createEventItem(of(FilterOperator.InList, [literal(1), literal(1)]));
+    expect(elementCodes(inList)).toEqual([StatusCodes.BadFilterOperandInvalid]);
+    const count = await createEventItem(of(FilterOperator.Between, [eventType(), double(1)]));
+    expect(elementCodes(count)).toEqual([StatusCodes.BadFilterOperandCountMismatch]);
+  });
+
+  test("a SelectClause with an IndexRange is refused, naming the clause BadIndexRangeInvalid; one without is accepted", async () => {
+    const filter = constructEventFilter(["EventId", "Message"]);
+    withRange(filter.selectClauses![1]!, "0:1");
+    const answer = await createEventItem(filter);
+    expect(answer.statusCode).toBe(StatusCodes.BadEventFilterInvalid);
+    expect((answer.filterResult as EventFilterResult).selectClauseResults).toEqual([
+      StatusCodes.Good,
+      StatusCodes.BadIndexRangeInvalid,
+    ]);
+    const where = await createEventItem(of(FilterOperator.Equals, [withRange(eventType(), "0"), literal(1)]));
+    expect(elementCodes(where)).toEqual([StatusCodes.BadFilterOperandInvalid]);
+    expect((await createEventItem(constructEventFilter(["EventId", "Message"]))).statusCode).toBe(StatusCodes.Good);
+  });
+
+  test("the operands node-opcua evaluates are accepted: OfType of a NodeId, InList of no list (the CTT's alarm collector)", async () => {
+    const nodeId = new LiteralOperand({
+      value: new Variant({ dataType: DataType.NodeId, value: resolveNodeId("ns=0;i=2041") }),
+    });
+    expect((await createEventItem(of(FilterOperator.OfType, [nodeId]))).statusCode).toBe(StatusCodes.Good);
+    expect((await createEventItem(of(FilterOperator.InList, [eventType()]))).statusCode).toBe(StatusCodes.Good);
+    expect((await createEventItem(of(FilterOperator.Between, [eventType(), double(0), double(1)]))).statusCode).toBe(
+      StatusCodes.Good,
+    );
+  });
+});
 
 describe("EventFilter size bounds", () => {
   test("an InList of more operands than maxEventFilterOperands, or more SelectClauses than maxEventFilterSelectClauses, is refused", async () => {
@@ -454,5 +533,16 @@ describe("failed logins", () => {
     await new Promise((resolve) => setTimeout(resolve, 1_600));
     const back = await connect(served.server, pki.trusted, user("olga"));
     await back.close();
+  });
+
+  test("one user's wrong passwords lock out only that user from that address: another user there still logs in", async () => {
+    await new Promise((resolve) => setTimeout(resolve, 1_600));
+    for (let attempt = 0; attempt < 3; attempt++) {
+      await expect(connect(served.server, pki.trusted, wrong())).rejects.toThrow(/BadUserAccessDenied/);
+    }
+    await expect(connect(served.server, pki.trusted, user("olga"))).rejects.toThrow(/BadUserAccessDenied/);
+    const other = await connect(served.server, pki.trusted, user("vic"));
+    await other.close();
+    await new Promise((resolve) => setTimeout(resolve, 1_600));
   });
 });

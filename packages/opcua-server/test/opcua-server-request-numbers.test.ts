@@ -300,6 +300,42 @@ describe("deadband filters", () => {
     await stillServing();
   });
 
+  test("an IndexRange on a scalar numeric tag, or of invalid syntax, answers BadIndexRangeInvalid on Read and CreateMonitoredItems, never the whole value as Good", async () => {
+    served.plc.set("chamber.free", 12.5);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const free = served.server.nodeIdOf("chamber.free");
+    const ranges = ["0:1,0:1", "3", "1:0", "abc", "-1"];
+    const answers = (await vic.session.read(
+      ranges.map((indexRange) => ({ nodeId: free, attributeId: AttributeIds.Value, indexRange })) as never,
+    )) as unknown as DataValue[];
+    expect(answers.map((answer) => answer.statusCode)).toEqual(ranges.map(() => StatusCodes.BadIndexRangeInvalid));
+    expect(answers.every((answer) => answer.value.value === null)).toBe(true);
+    const { subscriptionId } = await subscription(100);
+    const answer = await session().createMonitoredItems(
+      new CreateMonitoredItemsRequest({
+        subscriptionId,
+        timestampsToReturn: TimestampsToReturn.Both,
+        itemsToCreate: [
+          {
+            itemToMonitor: { nodeId: free, attributeId: AttributeIds.Value, indexRange: "3" },
+            monitoringMode: MonitoringMode.Reporting,
+            requestedParameters: parameters(0),
+          },
+        ],
+      } as never),
+    );
+    expect(answer.results[0]!.statusCode).toBe(StatusCodes.BadIndexRangeInvalid);
+  });
+
+  test("without an IndexRange the scalar reads Good, and a String's syntactically invalid range answers BadIndexRangeInvalid", async () => {
+    const answers = (await vic.session.read([
+      { nodeId: served.server.nodeIdOf("chamber.free"), attributeId: AttributeIds.Value },
+      { nodeId: served.server.nodeIdOf("chamber.label"), attributeId: AttributeIds.Value, indexRange: "2:1" },
+    ] as never)) as unknown as DataValue[];
+    expect(answers.map((answer) => answer.statusCode)).toEqual([StatusCodes.Good, StatusCodes.BadIndexRangeInvalid]);
+    expect(answers[0]!.value.value).toBe(12.5);
+  });
+
   test("device values +∞, −∞, NaN and back to finite under a deadband are each reported, never a crash", async () => {
     served.plc.set("chamber.free", 1);
     served.plc.set("chamber.ranged", 1);
