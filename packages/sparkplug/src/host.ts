@@ -1165,8 +1165,7 @@ export class SparkplugHost {
     }
     this.#take(node, deviceId, birth, payload, topic, false);
     if (ack !== undefined && deviceId !== undefined && node.state === "online") {
-      if (!counted)
-        this.#requestRebirth(node, "samples-dropped", `${topic}: acks stopped since samples were dropped`);
+      if (!counted) this.#requestRebirth(node, "samples-dropped", `${topic}: acks stopped since samples were dropped`);
       else {
         ack.received++;
         ack.tickets.push({ message: ack.received, ticket: this.#writer.accepted });

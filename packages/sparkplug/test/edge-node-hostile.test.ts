@@ -268,7 +268,12 @@ describe("retained and oversized commands (issue 19)", () => {
     // Yesterday's command, left retained (Sparkplug 3.0.0: commands are never retained).
     await fixture.recorder.client.publishAsync(
       DCMD,
-      Buffer.from(encodePayload({ timestamp: Date.now() - 86_400_000, metrics: [{ alias, datatype: "Float", value: 399 }] }, { omitDatatype: true })),
+      Buffer.from(
+        encodePayload(
+          { timestamp: Date.now() - 86_400_000, metrics: [{ alias, datatype: "Float", value: 399 }] },
+          { omitDatatype: true },
+        ),
+      ),
       { qos: 1, retain: true },
     );
     const node = fixture.node;
@@ -297,7 +302,10 @@ describe("retained and oversized commands (issue 19)", () => {
     await fixture.recorder.client.publishAsync(
       `spBv1.0/${GROUP}/NCMD/${EDGE}`,
       Buffer.from(
-        encodePayload({ timestamp: Date.now(), metrics: [{ name: "Node Control/Rebirth", datatype: "Boolean", value: true }] }),
+        encodePayload({
+          timestamp: Date.now(),
+          metrics: [{ name: "Node Control/Rebirth", datatype: "Boolean", value: true }],
+        }),
       ),
       { qos: 1, retain: true },
     );
@@ -306,9 +314,14 @@ describe("retained and oversized commands (issue 19)", () => {
     node.events.on("command-drop", (event) => void drops.push(event));
     await node.start();
     await fixture.recorder.waitFor(ofType("DBIRTH"));
-    await expect.poll(() => drops, { timeout: 3_000 }).toEqual([{ topic: `spBv1.0/${GROUP}/NCMD/${EDGE}`, reason: "retained" }]);
+    await expect
+      .poll(() => drops, { timeout: 3_000 })
+      .toEqual([{ topic: `spBv1.0/${GROUP}/NCMD/${EDGE}`, reason: "retained" }]);
     expect(node.health().commands.rebirths).toBe(0);
-    await fixture.recorder.client.publishAsync(`spBv1.0/${GROUP}/NCMD/${EDGE}`, Buffer.alloc(0), { qos: 1, retain: true });
+    await fixture.recorder.client.publishAsync(`spBv1.0/${GROUP}/NCMD/${EDGE}`, Buffer.alloc(0), {
+      qos: 1,
+      retain: true,
+    });
   });
 
   test("a DCMD over maxPayloadBytes is dropped before it is decoded, counted and audited; one at the limit is handled", async () => {
@@ -317,13 +330,23 @@ describe("retained and oversized commands (issue 19)", () => {
     node.events.on("command-drop", (event) => void drops.push(event));
     const alias = node.aliases.get("recipe.name") ?? node.aliases.get("heater.setpoint")!;
     const setpoint = node.aliases.get("heater.setpoint")!;
-    const big = encodePayload({ timestamp: Date.now(), metrics: [{ alias, datatype: "String", value: "x".repeat(300) }] });
+    const big = encodePayload({
+      timestamp: Date.now(),
+      metrics: [{ alias, datatype: "String", value: "x".repeat(300) }],
+    });
     await fixture!.recorder.client.publishAsync(DCMD, Buffer.from(big), { qos: 1 });
     await expect.poll(() => drops).toEqual([{ topic: DCMD, reason: "too-large", bytes: big.length }]);
     expect(node.health().commands.malformed).toBe(0); // never decoded
-    const small = encodePayload({ timestamp: Date.now(), metrics: [{ alias: setpoint, datatype: "Float", value: 7 }] }, { omitDatatype: true });
+    const small = encodePayload(
+      { timestamp: Date.now(), metrics: [{ alias: setpoint, datatype: "Float", value: 7 }] },
+      { omitDatatype: true },
+    );
     const padded = encodePayload(
-      { timestamp: Date.now(), metrics: [{ alias: setpoint, datatype: "Float", value: 7 }], body: new Uint8Array(200 - small.length - 3) },
+      {
+        timestamp: Date.now(),
+        metrics: [{ alias: setpoint, datatype: "Float", value: 7 }],
+        body: new Uint8Array(200 - small.length - 3),
+      },
       { omitDatatype: true },
     );
     expect(padded.length).toBe(200);
