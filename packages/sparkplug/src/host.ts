@@ -342,6 +342,8 @@ interface Session {
 }
 
 const DEFAULT_MAX_PAYLOAD_BYTES = 4_194_304;
+/** The host's own stale mark is stored this far past a whole ms, where no Sparkplug timestamp falls. */
+const STALE_MARK_OFFSET_MS = 0.5;
 const DEFAULT_BACKOFF: ReconnectBackoff = { initialDelayMs: 1_000, maxDelayMs: 30_000 };
 
 /**
@@ -1327,9 +1329,12 @@ export class SparkplugHost {
       const entry = this.#live.get(tag);
       if (entry === undefined || entry.sample.quality.code === stale.code) continue;
       // Never before the value it marks. The mark is stored only when it comes after that value
-      // in time (an edge clock ahead of the host's would put it where a real sample may land).
+      // in time (an edge clock ahead of the host's would put it where a real sample may land),
+      // and half a millisecond past a whole one: Sparkplug timestamps are whole milliseconds, so
+      // no real sample (a historical DDATA replayed later) can ever claim the mark's time and be
+      // refused as a conflict with it (issue 19).
       const after = at > entry.sample.timestamp;
-      const timestamp = after ? at : entry.sample.timestamp + 1;
+      const timestamp = after ? Math.floor(at) + STALE_MARK_OFFSET_MS : entry.sample.timestamp + 1;
       const sample: Sample = { tag, value: entry.sample.value, timestamp, quality: stale };
       const updated: SparkplugLiveMetric = { ...entry, sample };
       this.#live.set(tag, updated);

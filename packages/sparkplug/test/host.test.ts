@@ -619,6 +619,41 @@ describe("Sparkplug host: seq, bdSeq and rebirth (Sparkplug 3.0.0, 5.9 message o
     await eventually(() => rigged.rebirths() === 1);
   });
 
+  test("a real sample the edge node replays at the very ms the host marked stale (NDEATH, host time) is stored beside the mark, never refused as a conflict with it (issue 19)", async () => {
+    const rigged = await rig();
+    const { edge, born } = await bornEdge(rigged, 5);
+    await edge.ndeath(5);
+    await eventually(async () => (await rigged.db.samples(PRESSURE)).length === 2);
+    const mark = (await rigged.db.samples(PRESSURE))[1]!;
+    expect(mark.quality.severity).toBe("uncertain");
+    await edge.nbirth(6);
+    await edge.dbirth(DEVICE, deviceBirth(born));
+    await eventually(() => nodeHealth(rigged.host)?.state === "online");
+    const at = Math.floor(mark.timestamp);
+    await edge.ddata(DEVICE, [{ alias: 1, timestamp: at, datatype: "Double", value: 42, isHistorical: true }]);
+    await eventually(async () => (await rigged.db.samples(PRESSURE)).some((sample) => sample.value === 42));
+    const stored = await rigged.db.samples(PRESSURE);
+    expect(stored.find((sample) => sample.timestamp === at)).toMatchObject({
+      value: 42,
+      quality: { severity: "good" },
+    });
+    expect(rigged.host.health().samples.conflicts).toBe(0);
+  });
+
+  test("a real sample at the very ms of a DDEATH (the host's mark at the edge's time) is stored too (issue 19)", async () => {
+    const rigged = await rig();
+    const { edge, born } = await bornEdge(rigged);
+    const at = born + 700;
+    await edge.ddeath(DEVICE, at);
+    await eventually(async () => (await rigged.db.samples(PRESSURE)).length === 2);
+    await edge.dbirth(DEVICE, deviceBirth(born));
+    await eventually(() => nodeHealth(rigged.host)?.devices[0]?.online === true);
+    await edge.ddata(DEVICE, [{ alias: 1, timestamp: at, datatype: "Double", value: 43, isHistorical: true }]);
+    await eventually(async () => (await rigged.db.samples(PRESSURE)).some((sample) => sample.value === 43));
+    expect((await rigged.db.samples(PRESSURE)).find((sample) => sample.timestamp === at)).toMatchObject({ value: 43 });
+    expect(rigged.host.health().samples.conflicts).toBe(0);
+  });
+
   test("the edge node's NDEATH Will (abrupt loss) is handled like a published NDEATH", async () => {
     const rigged = await rig();
     const { edge } = await bornEdge(rigged, 9);
