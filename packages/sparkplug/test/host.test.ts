@@ -654,6 +654,37 @@ describe("Sparkplug host: seq, bdSeq and rebirth (Sparkplug 3.0.0, 5.9 message o
     expect(rigged.host.health().samples.conflicts).toBe(0);
   });
 
+  test("a DDATA over maxPayloadBytes is not read: counted, rejected, and the edge node asked for a rebirth; one within it is stored (issue 19)", async () => {
+    const rigged = await rig({ maxPayloadBytes: 2_000 });
+    const { edge, born } = await bornEdge(rigged);
+    const rejects: string[] = [];
+    rigged.host.events.on("message-reject", (event) => void rejects.push(event.message));
+    const huge = Array.from({ length: 300 }, (_, index) => ({
+      alias: 1,
+      timestamp: born + 10 + index,
+      datatype: "Double" as const,
+      value: index,
+    }));
+    await edge.ddata(DEVICE, huge);
+    await eventually(() => rigged.host.health().messages.oversized === 1);
+    expect(rejects.some((message) => /over maxPayloadBytes \(2000\)/.test(message))).toBe(true);
+    await eventually(() => rigged.rebirths() === 1);
+    expect(nodeHealth(rigged.host)).toMatchObject({ state: "awaiting-rebirth" });
+    await edge.nbirth(1);
+    await edge.dbirth(DEVICE, deviceBirth(born));
+    await eventually(() => nodeHealth(rigged.host)?.state === "online");
+    await edge.ddata(DEVICE, [{ alias: 1, timestamp: born + 500, datatype: "Double", value: 77 }]);
+    await eventually(async () => (await rigged.db.samples(PRESSURE)).some((sample) => sample.value === 77));
+    expect((await rigged.db.samples(PRESSURE)).some((sample) => sample.value === 299)).toBe(false);
+  });
+
+  test("maxPayloadBytes must be a whole number of bytes from 1", () => {
+    for (const bad of [0, 2.5, -3])
+      expect(
+        () => new SparkplugHost({ brokerUrl: broker.url, hostId: "h", groups: [GROUP], store: {} as never, maxPayloadBytes: bad }),
+      ).toThrow(expect.objectContaining({ code: "KILN_VALIDATION" }) as Error);
+  });
+
   test("the edge node's NDEATH Will (abrupt loss) is handled like a published NDEATH", async () => {
     const rigged = await rig();
     const { edge } = await bornEdge(rigged, 9);
