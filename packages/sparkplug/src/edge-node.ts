@@ -1123,15 +1123,17 @@ export class SparkplugEdgeNode {
     binding: MetricBinding | undefined,
     birth: boolean,
   ): SparkplugPropertySet | undefined {
-    // The DATA hot path: a good sample has no properties, and allocates nothing here.
-    if (!birth && sample !== undefined && sample.quality.severity === "good") return undefined;
+    // The DATA hot path: a plain good sample (code 0) has no properties, and allocates nothing
+    // here. A good one with a code of its own (GoodLocalOverride...) carries it.
+    if (!birth && sample !== undefined && sample.quality.severity === "good" && sample.quality.code === 0)
+      return undefined;
     const properties: Record<string, SparkplugPropertySet[string]> = {};
     const quality = sample?.quality ?? {
       severity: "bad" as const,
       code: QualityCodes.BadWaitingForInitialData,
       reason: "no value yet",
     };
-    if (birth || quality.severity !== "good") {
+    if (birth || quality.severity !== "good" || quality.code !== 0) {
       properties[METRIC_PROPERTIES.quality] = { type: "Int32", value: qualityCode(quality.severity) };
       properties[METRIC_PROPERTIES.statusCode] = { type: "UInt32", value: quality.code >>> 0 };
       if (quality.reason !== undefined)

@@ -681,7 +681,14 @@ describe("Sparkplug host: seq, bdSeq and rebirth (Sparkplug 3.0.0, 5.9 message o
   test("maxPayloadBytes must be a whole number of bytes from 1", () => {
     for (const bad of [0, 2.5, -3])
       expect(
-        () => new SparkplugHost({ brokerUrl: broker.url, hostId: "h", groups: [GROUP], store: {} as never, maxPayloadBytes: bad }),
+        () =>
+          new SparkplugHost({
+            brokerUrl: broker.url,
+            hostId: "h",
+            groups: [GROUP],
+            store: { samples: { writeBatch: () => undefined } } as never,
+            maxPayloadBytes: bad,
+          }),
       ).toThrow(expect.objectContaining({ code: "KILN_VALIDATION" }) as Error);
   });
 
