@@ -247,7 +247,8 @@ async function dropEntries(): Promise<{ action: string; target: string; outcome:
 
 describe("refusal events echo what the audit entry records (issue 15, fault 8)", () => {
   test("a refused name is bounded and its control characters written out, as in the audit entry", async () => {
-    const node = await started();
+    // A 100 kB name: over the default maxPayloadBytes (64 KiB), so the limit is raised for it.
+    const node = await started({ maxPayloadBytes: 1_000_000 });
     const refusals: { tag?: string }[] = [];
     node.events.on("command-refuse", (event) => void refusals.push(event));
     await dcmd(fixture!, [{ name: "x".repeat(100_000), datatype: "Float", value: 1 }], false);
