@@ -387,11 +387,12 @@ export interface SparkplugEdgeNodeEvents {
    * policy), `journal-failed` when the journal could not take them, `unknown-metric` at replay
    * for a tag no longer in the catalog (or of another type), `unreadable` for a journal record
    * that is not a Sparkplug payload (its sample count unknown: `samples` 0), `unencodable` for
-   * samples no Sparkplug payload could carry even as null metrics.
+   * samples no Sparkplug payload could carry even as null metrics, `stopped` for what an
+   * in-memory backlog (no `path` nor `journal`) still held at `stop()`.
    */
   "samples-drop": {
     readonly samples: number;
-    readonly reason: "overflow" | "journal-failed" | "unknown-metric" | "unreadable" | "unencodable";
+    readonly reason: "overflow" | "journal-failed" | "unknown-metric" | "unreadable" | "unencodable" | "stopped";
     /**
      * True when the samples had been published before they were dropped and were not known to be
      * stored (the host may have them): counted in `samplesDroppedAfterPublish`, not `samplesDropped`.
@@ -820,7 +821,15 @@ export class SparkplugEdgeNode {
     // Samples waiting to be stored are stored; the backlog stays on disk for the next start.
     await this.#forwardChain;
     await Promise.all([...this.#forwardWork]);
-    await this.#backlog?.close().catch(() => undefined);
+    // An in-memory backlog ends with the node: what it still holds is lost, and reported so.
+    const backlog = this.#backlog;
+    if (backlog !== undefined && !backlog.durable && backlog.samples > 0)
+      this.#drop(
+        backlog.samples,
+        "stopped",
+        `stop(): the in-memory store-and-forward backlog still held ${backlog.samples} samples (never sent${this.#awaitAcks ? ", or sent and not acknowledged" : ""}); they are discarded (give storeAndForward a path to keep them across restarts)`,
+      );
+    await backlog?.close().catch(() => undefined);
   }
 
   /**
