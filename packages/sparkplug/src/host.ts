@@ -1332,14 +1332,15 @@ export class SparkplugHost {
       // in time (an edge clock ahead of the host's would put it where a real sample may land),
       // and half a millisecond past a whole one: Sparkplug timestamps are whole milliseconds, so
       // no real sample (a historical DDATA replayed later) can ever claim the mark's time and be
-      // refused as a conflict with it (issue 19).
+      // refused as a conflict with it (issue 19). The live view keeps the mark's own time.
       const after = at > entry.sample.timestamp;
-      const timestamp = after ? Math.floor(at) + STALE_MARK_OFFSET_MS : entry.sample.timestamp + 1;
+      const timestamp = after ? at : entry.sample.timestamp + 1;
       const sample: Sample = { tag, value: entry.sample.value, timestamp, quality: stale };
       const updated: SparkplugLiveMetric = { ...entry, sample };
       this.#live.set(tag, updated);
       marked.push(updated);
-      if (store && after && timestamp <= SAMPLE_TIME_MAX) samples.push(sample);
+      const storedAt = Math.floor(at) + STALE_MARK_OFFSET_MS;
+      if (store && after && storedAt <= SAMPLE_TIME_MAX) samples.push({ ...sample, timestamp: storedAt });
     }
     if (samples.length > 0) this.#writer.push(samples);
     if (marked.length > 0) void this.#bus.publish("live-update", { metrics: marked });

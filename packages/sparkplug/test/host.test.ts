@@ -345,9 +345,16 @@ describe("Sparkplug host: stop() with a broker that stopped answering", () => {
     const edge = await rigged.edge();
     const born = Date.now() - 1_000;
     await edge.nbirth(0, [{ name: "Kiln/Await Acks", datatype: "UInt64", value: 0 }]);
-    await edge.dbirth(DEVICE, deviceBirth(born));
+    // An edge node awaiting acks numbers its DDATA (Kiln/Message Number, born with the count so far).
+    await edge.dbirth(DEVICE, [
+      ...deviceBirth(born),
+      { name: "Kiln/Message Number", alias: 9, timestamp: born, datatype: "UInt64", value: 0, isTransient: true },
+    ]);
     await eventually(() => rigged.host.latest(STATE_TEXT), 5_000, "the births reach the host");
-    await edge.ddata(DEVICE, [{ alias: 1, timestamp: born + 1, datatype: "Double", value: 1 }]);
+    await edge.ddata(DEVICE, [
+      { alias: 1, timestamp: born + 1, datatype: "Double", value: 1 },
+      { alias: 9, timestamp: born + 1, datatype: "UInt64", value: 1, isTransient: true },
+    ]);
     await eventually(() => nodeHealth(rigged.host)?.acks?.storedThrough === 1, 5_000, "stored");
     tap.stall();
     const took = await timed(rigged.host.stop(), 15_000);
