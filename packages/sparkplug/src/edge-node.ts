@@ -31,7 +31,7 @@ import {
 import { memoryBdSeqStore, type BdSeqStore } from "./bdseq-store";
 import { CommandDropAudit, type DroppedCommandReason } from "./command-drop-audit";
 import { JournalBacklog, MemoryBacklog, type ForwardBacklog, type SentMark } from "./forward-backlog";
-import { boundedGoodbye, endSession, mqttConnect } from "./mqtt-client";
+import { boundedGoodbye, checkMaxPayloadBytes, endSession, maximumPacketSize, mqttConnect } from "./mqtt-client";
 import { sparkplugDataTypeOfTag, type SparkplugMetricDataType } from "./datatypes";
 import { decodeHostState } from "./host-state";
 import {
@@ -64,6 +64,15 @@ export const AWAIT_ACKS_METRIC = "Kiln/Await Acks";
  * `bdSeq` (UInt64, the session acknowledged) and `hostId` (String, the host that stored them).
  */
 export const STORED_THROUGH_METRIC = "Kiln/Stored Through";
+/**
+ * The device metric (UInt64, transient) that numbers each DDATA of an edge node with
+ * `awaitHostAcks` (ADR 0037): born in the DBIRTH with the number of the last DDATA before it,
+ * then carried by every DDATA with that message's number (the previous one + 1, counted from 1 in
+ * the MQTT session, bdSeq). A Kiln host acknowledges by this number and treats any DDATA whose
+ * number is not exactly the next as a gap (it asks for a rebirth), so a loss the 0–255 `seq`
+ * wraps over (256 DDATA in a row) is never acknowledged. Transient: other hosts do not store it.
+ */
+export const MESSAGE_NUMBER_METRIC = "Kiln/Message Number";
 
 /**
  * Property keys on every device metric (see docs/northbound/sparkplug.md):
@@ -195,6 +204,15 @@ export interface SparkplugEdgeNodeOptions {
    * its writes done (`command-drop`, counted in health). @default 256
    */
   readonly maxMetricsPerCommand?: number;
+  /**
+   * Largest NCMD, DCMD or STATE payload taken, in bytes, checked before it is decoded (a DCMD of
+   * megabytes would hold the event loop for seconds). A larger command is dropped unhandled
+   * (`command-drop` `too-large`, counted, a DCMD audited as `sparkplug.dcmd-drop`); a larger
+   * STATE is rejected (`message-reject`). With MQTT 5 it is also sent to the broker as the
+   * CONNECT Maximum Packet Size (plus room for the topic), so the broker does not forward more.
+   * @default 65536 (64 KiB: 256 metrics of a command take a few KiB)
+   */
+  readonly maxPayloadBytes?: number;
   /** How long one connect attempt may take, in ms. @default 10000 */
   readonly connectTimeoutMs?: number;
   /** Time source (message timestamps, reconnect waits). @default SystemClock */
@@ -319,8 +337,9 @@ export interface SparkplugEdgeNodeHealth {
     readonly rebirthsCoalesced: number;
     readonly malformed: number;
     /**
-     * Command messages dropped unhandled: beyond `maxPendingCommands` waiting, or carrying more
-     * than `maxMetricsPerCommand` metrics (each reported by `command-drop`).
+     * Command messages dropped unhandled: beyond `maxPendingCommands` waiting, carrying more
+     * than `maxMetricsPerCommand` metrics, larger than `maxPayloadBytes`, or retained (each
+     * reported by `command-drop`).
      */
     readonly dropped: number;
   };
@@ -368,11 +387,12 @@ export interface SparkplugEdgeNodeEvents {
    * policy), `journal-failed` when the journal could not take them, `unknown-metric` at replay
    * for a tag no longer in the catalog (or of another type), `unreadable` for a journal record
    * that is not a Sparkplug payload (its sample count unknown: `samples` 0), `unencodable` for
-   * samples no Sparkplug payload could carry even as null metrics.
+   * samples no Sparkplug payload could carry even as null metrics, `stopped` for what an
+   * in-memory backlog (no `path` nor `journal`) still held at `stop()`.
    */
   "samples-drop": {
     readonly samples: number;
-    readonly reason: "overflow" | "journal-failed" | "unknown-metric" | "unreadable" | "unencodable";
+    readonly reason: "overflow" | "journal-failed" | "unknown-metric" | "unreadable" | "unencodable" | "stopped";
     /**
      * True when the samples had been published before they were dropped and were not known to be
      * stored (the host may have them): counted in `samplesDroppedAfterPublish`, not `samplesDropped`.
@@ -382,14 +402,20 @@ export interface SparkplugEdgeNodeEvents {
   };
   /**
    * A command message was dropped unhandled: `queue-full` when `maxPendingCommands` DCMDs were
-   * already waiting, `too-many-metrics` when it carried more than `maxMetricsPerCommand`.
+   * already waiting, `too-many-metrics` when it carried more than `maxMetricsPerCommand`,
+   * `too-large` when its payload was over `maxPayloadBytes` (not decoded), `retained` when it
+   * came with the MQTT retain flag (Sparkplug 3.0.0 requires NCMD and DCMD with retain false,
+   * [tck-id-topics-ncmd-mqtt], [tck-id-topics-dcmd-mqtt]: a retained command is an old one the
+   * broker replays on every subscribe, so it is never written).
    * Nothing of it was written. A dropped DCMD (and one that does not decode) is audited: one
    * refused `sparkplug.dcmd-drop` entry per reason and second, naming how many messages it stands for.
    */
   "command-drop": {
     readonly topic: string;
-    readonly reason: "queue-full" | "too-many-metrics";
+    readonly reason: "queue-full" | "too-many-metrics" | "too-large" | "retained";
     readonly metrics?: number;
+    /** The payload's size, for `too-large`. */
+    readonly bytes?: number;
   };
   /** A message on a command or STATE topic could not be read; it was ignored. */
   "message-reject": { readonly topic: string; readonly message: string };
@@ -462,6 +488,7 @@ const DEFAULT_MAX_HOST_CLOCK_SKEW_MS = Number.POSITIVE_INFINITY;
 const DEFERRED_STATE_RECHECK_MS = 1_000;
 const DEFAULT_MIN_REBIRTH_INTERVAL_MS = 1_000;
 const DEFAULT_MAX_METRICS_PER_COMMAND = 256;
+const DEFAULT_MAX_PAYLOAD_BYTES = 65_536;
 
 /** `metric` as sent when it cannot be encoded: null, Quality bad, BadTypeMismatch and the reason. */
 function unencodableMetric(metric: SparkplugMetric, problem: string): SparkplugMetric {
@@ -535,6 +562,7 @@ export class SparkplugEdgeNode {
   readonly #byName: ReadonlyMap<string, MetricBinding>;
   readonly #byAlias: ReadonlyMap<number, MetricBinding>;
   readonly #machineStateAlias: number;
+  readonly #messageNumberAlias: number;
   readonly #topics: {
     readonly nbirth: string;
     readonly ndeath: string;
@@ -658,6 +686,7 @@ export class SparkplugEdgeNode {
       source: options.principal.source ?? `sparkplug:${options.groupId}/${options.edgeNodeId}`,
     };
     this.#forward = options.storeAndForward === undefined ? undefined : forwardSettings(options.storeAndForward);
+    checkMaxPayloadBytes("Sparkplug edge node options", options.maxPayloadBytes);
     if (options.awaitHostAcks !== undefined && typeof options.awaitHostAcks !== "boolean")
       throw new KilnValidationError("Sparkplug edge node options", [
         { path: "awaitHostAcks", message: "must be true or false" },
@@ -711,6 +740,7 @@ export class SparkplugEdgeNode {
     this.#byName = new Map(this.#bindings.map((binding) => [binding.tag.name, binding]));
     this.#byAlias = new Map(this.#bindings.map((binding) => [binding.alias, binding]));
     this.#machineStateAlias = catalog.length + 1;
+    this.#messageNumberAlias = catalog.length + 2;
 
     const ids = { groupId: options.groupId, edgeNodeId: options.edgeNodeId };
     const device = { ...ids, deviceId: this.#deviceId };
@@ -791,7 +821,15 @@ export class SparkplugEdgeNode {
     // Samples waiting to be stored are stored; the backlog stays on disk for the next start.
     await this.#forwardChain;
     await Promise.all([...this.#forwardWork]);
-    await this.#backlog?.close().catch(() => undefined);
+    // An in-memory backlog ends with the node: what it still holds is lost, and reported so.
+    const backlog = this.#backlog;
+    if (backlog !== undefined && !backlog.durable && backlog.samples > 0)
+      this.#drop(
+        backlog.samples,
+        "stopped",
+        `stop(): the in-memory store-and-forward backlog still held ${backlog.samples} samples (never sent${this.#awaitAcks ? ", or sent and not acknowledged" : ""}); they are discarded (give storeAndForward a path to keep them across restarts)`,
+      );
+    await backlog?.close().catch(() => undefined);
   }
 
   /**
@@ -943,7 +981,15 @@ export class SparkplugEdgeNode {
       ...user,
       clean: true,
       reconnectPeriod: 0,
-      ...(v5 ? { properties: { ...user.properties, sessionExpiryInterval: 0 } } : {}),
+      ...(v5
+        ? {
+            properties: {
+              maximumPacketSize: maximumPacketSize(this.#options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES),
+              ...user.properties,
+              sessionExpiryInterval: 0,
+            },
+          }
+        : {}),
       will: { topic: this.#topics.ndeath, payload: Buffer.from(this.#deathPayload(bdSeq)), qos: 1, retain: false },
     });
     const session: Session = { client, bdSeq, born: false, closing: false };
@@ -996,7 +1042,7 @@ export class SparkplugEdgeNode {
       this.#host = { ...this.#host, state: "unknown" };
       this.#session = session;
       this.#dataCount = 0;
-      client.on("message", (topic, payload) => this.#onMessage(session, topic, payload));
+      client.on("message", (topic, payload, packet) => this.#onMessage(session, topic, payload, packet.retain));
       client.on("error", () => undefined);
       client.once("close", () => this.#onSessionLost(session));
       // [tck-id-message-flow-edge-node-ncmd-subscribe], [tck-id-message-flow-device-dcmd-subscribe]: QoS 1.
@@ -1046,6 +1092,18 @@ export class SparkplugEdgeNode {
    * escaping into the caller (a CVT observer, a timer, a message handler). Undefined only when
    * even that fails; the message is then not sent and health says why.
    */
+  /** The {@link MESSAGE_NUMBER_METRIC} of a DBIRTH (named) or DDATA (alias only). */
+  #messageNumber(value: number, timestamp: number, birth: boolean): SparkplugMetric {
+    return {
+      ...(birth ? { name: MESSAGE_NUMBER_METRIC } : {}),
+      alias: this.#messageNumberAlias,
+      timestamp,
+      datatype: "UInt64",
+      value,
+      isTransient: true,
+    };
+  }
+
   #encode(payload: SparkplugPayload, omitDatatype = false): Uint8Array | undefined {
     try {
       return encodePayload(payload, { omitDatatype });
@@ -1074,15 +1132,17 @@ export class SparkplugEdgeNode {
     binding: MetricBinding | undefined,
     birth: boolean,
   ): SparkplugPropertySet | undefined {
-    // The DATA hot path: a good sample has no properties, and allocates nothing here.
-    if (!birth && sample !== undefined && sample.quality.severity === "good") return undefined;
+    // The DATA hot path: a plain good sample (code 0) has no properties, and allocates nothing
+    // here. A good one with a code of its own (GoodLocalOverride...) carries it.
+    if (!birth && sample !== undefined && sample.quality.severity === "good" && sample.quality.code === 0)
+      return undefined;
     const properties: Record<string, SparkplugPropertySet[string]> = {};
     const quality = sample?.quality ?? {
       severity: "bad" as const,
       code: QualityCodes.BadWaitingForInitialData,
       reason: "no value yet",
     };
-    if (birth || quality.severity !== "good") {
+    if (birth || quality.severity !== "good" || quality.code !== 0) {
       properties[METRIC_PROPERTIES.quality] = { type: "Int32", value: qualityCode(quality.severity) };
       properties[METRIC_PROPERTIES.statusCode] = { type: "UInt32", value: quality.code >>> 0 };
       if (quality.reason !== undefined)
@@ -1176,6 +1236,7 @@ export class SparkplugEdgeNode {
       datatype: "String",
       value: this.#system.machineState,
     });
+    if (this.#awaitAcks) metrics.push(this.#messageNumber(this.#dataCount, now, true));
     const dbirth = this.#encode({ timestamp: now, seq: this.#nextSeq(), metrics });
     if (nbirth === undefined || dbirth === undefined) return;
     // NBIRTH, DBIRTH, NDATA, DDATA: QoS 0, not retained ([tck-id-topics-nbirth-mqtt] and the like).
@@ -1228,6 +1289,7 @@ export class SparkplugEdgeNode {
         value: machineState,
       });
     }
+    if (this.#awaitAcks) metrics.push(this.#messageNumber(this.#dataCount + 1, this.#clock.now(), false));
     // [tck-id-payloads-alias-data-cmd-requirement] alias only; [tck-id-payloads-metric-datatype-not-req] no datatype.
     const bytes = this.#encode({ timestamp: this.#clock.now(), seq: this.#nextSeq(), metrics }, true);
     if (bytes === undefined) {
@@ -1497,7 +1559,8 @@ export class SparkplugEdgeNode {
       const metrics = this.#historicalMetrics(record.bytes);
       let bytes: Uint8Array | undefined;
       if (metrics.length > 0) {
-        bytes = this.#encode({ timestamp: this.#clock.now(), seq: this.#nextSeq(), metrics }, true);
+        const numbered = [...metrics, this.#messageNumber(this.#dataCount + 1, this.#clock.now(), false)];
+        bytes = this.#encode({ timestamp: this.#clock.now(), seq: this.#nextSeq(), metrics: numbered }, true);
         if (bytes === undefined)
           this.#drop(
             metrics.length,
@@ -1636,8 +1699,20 @@ export class SparkplugEdgeNode {
 
   // ---- commands and STATE --------------------------------------------------------------------
 
-  #onMessage(session: Session, topic: string, bytes: Uint8Array): void {
+  #onMessage(session: Session, topic: string, bytes: Uint8Array, retained: boolean): void {
     if (this.#session !== session || session.closing) return;
+    const command = topic === this.#topics.ncmd || topic === this.#topics.dcmd;
+    // Before decoding: the size is known without reading it.
+    const limit = this.#options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES;
+    if (bytes.length > limit) {
+      if (command) this.#dropCommand(topic, "too-large", undefined, bytes.length);
+      else this.#reject(topic, `payload of ${bytes.length} bytes is over maxPayloadBytes (${limit}): not read`);
+      return;
+    }
+    if (command && retained) {
+      this.#dropCommand(topic, "retained");
+      return;
+    }
     if (topic === this.#topics.state) this.#onHostState(session, topic, bytes);
     else if (topic === this.#topics.ncmd) this.#onNodeCommand(session, topic, bytes);
     else if (topic === this.#topics.dcmd) {
@@ -1657,10 +1732,20 @@ export class SparkplugEdgeNode {
     }
   }
 
-  #dropCommand(topic: string, reason: "queue-full" | "too-many-metrics", metrics?: number): void {
+  #dropCommand(
+    topic: string,
+    reason: SparkplugEdgeNodeEvents["command-drop"]["reason"],
+    metrics?: number,
+    bytes?: number,
+  ): void {
     this.#counts.dropped++;
     if (topic === this.#topics.dcmd) this.#dropAudit.record(reason);
-    void this.#bus.publish("command-drop", { topic, reason, ...(metrics === undefined ? {} : { metrics }) });
+    void this.#bus.publish("command-drop", {
+      topic,
+      reason,
+      ...(metrics === undefined ? {} : { metrics }),
+      ...(bytes === undefined ? {} : { bytes }),
+    });
   }
 
   /**
@@ -1675,7 +1760,11 @@ export class SparkplugEdgeNode {
         ? `more than ${String(this.#options.maxPendingCommands ?? DEFAULT_MAX_PENDING_COMMANDS)} waiting`
         : reason === "too-many-metrics"
           ? `more than ${String(this.#options.maxMetricsPerCommand ?? DEFAULT_MAX_METRICS_PER_COMMAND)} metrics`
-          : "payload not decodable";
+          : reason === "too-large"
+            ? `payload over ${String(this.#options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES)} bytes, not decoded`
+            : reason === "retained"
+              ? "published retained: Sparkplug commands are never retained, a retained one is replayed by the broker on every subscribe"
+              : "payload not decodable";
     await this.#system
       .refuseCommand(this.#principal, {
         permission: "tag.write",

@@ -27,8 +27,8 @@ import {
   type ReconnectBackoff,
   type SampleConflict,
 } from "@kiln/core/driver-kit";
-import { AWAIT_ACKS_METRIC, STORED_THROUGH_METRIC } from "./edge-node";
-import { boundedGoodbye, endSession, mqttConnect } from "./mqtt-client";
+import { AWAIT_ACKS_METRIC, MESSAGE_NUMBER_METRIC, STORED_THROUGH_METRIC } from "./edge-node";
+import { boundedGoodbye, checkMaxPayloadBytes, endSession, maximumPacketSize, mqttConnect } from "./mqtt-client";
 import { tagDataTypeOfSparkplug, type SparkplugMetricDataType } from "./datatypes";
 import { decodeHostState, encodeHostState } from "./host-state";
 import { qualityOfMetric, tagValueOfMetric } from "./host-samples";
@@ -77,6 +77,15 @@ export interface SparkplugHostOptions {
    * @default 1000
    */
   readonly ackIntervalMs?: number;
+  /**
+   * Largest payload taken from an edge node (or STATE), in bytes, checked before it is decoded:
+   * a larger one is not read (a DBIRTH of hundreds of thousands of metrics would hold the event
+   * loop for tens of seconds), counted in `messages.oversized`, reported by `message-reject`, and
+   * the edge node is distrusted as after a gap (rebirth request, reason `payload-too-large`). With
+   * MQTT 5 it is also sent to the broker as the CONNECT Maximum Packet Size (plus room for the
+   * topic), so the broker does not forward more. @default 4194304 (4 MiB)
+   */
+  readonly maxPayloadBytes?: number;
   /**
    * How long `stop()` waits for the store to take what is held, in ms: for the final
    * acknowledgements (before STATE offline, ADR 0037) and the drain after disconnecting together.
@@ -130,7 +139,7 @@ export interface SparkplugLiveMetric {
  * next birth, after which it sends again what was not acknowledged (ADR 0037).
  */
 export type SparkplugRebirthReason =
-  "seq-gap" | "data-before-birth" | "unknown-alias" | "unknown-device" | "samples-dropped";
+  "seq-gap" | "data-before-birth" | "unknown-alias" | "unknown-device" | "samples-dropped" | "payload-too-large";
 
 /** The state of one edge node as the host sees it. */
 export interface SparkplugHostEdgeNodeHealth {
@@ -189,8 +198,11 @@ export interface SparkplugHostHealth {
   readonly state: { readonly online: boolean; readonly timestamp?: number };
   /** Every edge node the host has heard from, in the order it first did. */
   readonly edgeNodes: readonly SparkplugHostEdgeNodeHealth[];
-  /** Messages received on the group topics, and those that could not be read (ignored, counted). */
-  readonly messages: { readonly received: number; readonly malformed: number };
+  /**
+   * Messages received on the group topics, those that could not be read (ignored, counted), and
+   * those over `maxPayloadBytes` (not read; also counted as malformed).
+   */
+  readonly messages: { readonly received: number; readonly malformed: number; readonly oversized: number };
   /**
    * Samples: `received` (every metric value taken from a message), `stored` (written durably;
    * an identical re-delivery counts as stored, once in the database), `queued` (held now),
@@ -329,6 +341,9 @@ interface Session {
   farewellEchoed?: boolean;
 }
 
+const DEFAULT_MAX_PAYLOAD_BYTES = 4_194_304;
+/** The host's own stale mark is stored this far past a whole ms, where no Sparkplug timestamp falls. */
+const STALE_MARK_OFFSET_MS = 0.5;
 const DEFAULT_BACKOFF: ReconnectBackoff = { initialDelayMs: 1_000, maxDelayMs: 30_000 };
 
 /**
@@ -381,6 +396,7 @@ export class SparkplugHost {
   #counts = {
     received: 0,
     malformed: 0,
+    oversized: 0,
     samples: 0,
     stored: 0,
     conflicts: 0,
@@ -431,6 +447,7 @@ export class SparkplugHost {
       }
     }
     if (issues.length > 0) throw new KilnValidationError("Sparkplug host options", issues);
+    checkMaxPayloadBytes("Sparkplug host options", options.maxPayloadBytes);
     this.#backoff = options.reconnect ?? DEFAULT_BACKOFF;
     checkBackoff(this.#backoff, "reconnect");
     if (batching.retry !== undefined) checkBackoff(batching.retry, "batching.retry");
@@ -680,7 +697,11 @@ export class SparkplugHost {
       ...(this.#lifecycle.reason === undefined ? {} : { linkReason: this.#lifecycle.reason }),
       state: { ...this.#lastState },
       edgeNodes,
-      messages: { received: this.#counts.received, malformed: this.#counts.malformed },
+      messages: {
+        received: this.#counts.received,
+        malformed: this.#counts.malformed,
+        oversized: this.#counts.oversized,
+      },
       samples: {
         received: this.#counts.samples,
         stored: this.#counts.stored,
@@ -712,7 +733,15 @@ export class SparkplugHost {
       ...user,
       clean: true,
       reconnectPeriod: 0,
-      ...(v5 ? { properties: { ...user.properties, sessionExpiryInterval: 0 } } : {}),
+      ...(v5
+        ? {
+            properties: {
+              maximumPacketSize: maximumPacketSize(this.#options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES),
+              ...user.properties,
+              sessionExpiryInterval: 0,
+            },
+          }
+        : {}),
       will: {
         topic: this.#stateTopic,
         payload: Buffer.from(encodeHostState({ online: false, timestamp })),
@@ -848,6 +877,16 @@ export class SparkplugHost {
     if (parsed.type === "STATE" || !this.#groups.has(parsed.groupId)) return;
     if (parsed.type === "NCMD" || parsed.type === "DCMD") return;
     const node = this.#node(parsed.groupId, parsed.edgeNodeId);
+    // Before decoding: the size is known without reading it. The message is lost to the host, so
+    // what follows from the node cannot be trusted either.
+    const limit = this.#options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES;
+    if (bytes.length > limit) {
+      this.#counts.oversized++;
+      const detail = `${topic}: payload of ${bytes.length} bytes is over maxPayloadBytes (${limit}): not read`;
+      this.#reject(topic, detail);
+      if (parsed.type !== "NDEATH") this.#distrust(node, "payload-too-large", detail);
+      return;
+    }
     switch (parsed.type) {
       case "NBIRTH":
         this.#onNodeBirth(node, topic, bytes);
@@ -1109,11 +1148,26 @@ export class SparkplugHost {
       this.#distrust(node, "unknown-device", `${topic}: no DBIRTH for device ${String(deviceId)} in this session`);
       return;
     }
-    this.#take(node, deviceId, birth, payload, topic, false);
     const ack = node.ack;
+    const counted = ack !== undefined && deviceId !== undefined && !ack.blocked;
+    if (counted) {
+      // Acked by the number the edge node put in it, never by a count of what arrived (ADR 0037):
+      // anything but exactly the next one is a gap, even one the 0–255 seq wraps over.
+      const number = messageNumberOf(payload, birth);
+      if (number !== ack.received + 1) {
+        node.seqGaps++;
+        this.#discard(payload);
+        this.#distrust(
+          node,
+          "seq-gap",
+          `${topic}: ${MESSAGE_NUMBER_METRIC} ${number === undefined ? "missing" : String(number)}, expected ${ack.received + 1}`,
+        );
+        return;
+      }
+    }
+    this.#take(node, deviceId, birth, payload, topic, false);
     if (ack !== undefined && deviceId !== undefined && node.state === "online") {
-      if (ack.blocked)
-        this.#requestRebirth(node, "samples-dropped", `${topic}: acks stopped since samples were dropped`);
+      if (!counted) this.#requestRebirth(node, "samples-dropped", `${topic}: acks stopped since samples were dropped`);
       else {
         ack.received++;
         ack.tickets.push({ message: ack.received, ticket: this.#writer.accepted });
@@ -1275,14 +1329,18 @@ export class SparkplugHost {
       const entry = this.#live.get(tag);
       if (entry === undefined || entry.sample.quality.code === stale.code) continue;
       // Never before the value it marks. The mark is stored only when it comes after that value
-      // in time (an edge clock ahead of the host's would put it where a real sample may land).
+      // in time (an edge clock ahead of the host's would put it where a real sample may land),
+      // and half a millisecond past a whole one: Sparkplug timestamps are whole milliseconds, so
+      // no real sample (a historical DDATA replayed later) can ever claim the mark's time and be
+      // refused as a conflict with it (issue 19). The live view keeps the mark's own time.
       const after = at > entry.sample.timestamp;
       const timestamp = after ? at : entry.sample.timestamp + 1;
       const sample: Sample = { tag, value: entry.sample.value, timestamp, quality: stale };
       const updated: SparkplugLiveMetric = { ...entry, sample };
       this.#live.set(tag, updated);
       marked.push(updated);
-      if (store && after && timestamp <= SAMPLE_TIME_MAX) samples.push(sample);
+      const storedAt = Math.floor(at) + STALE_MARK_OFFSET_MS;
+      if (store && after && storedAt <= SAMPLE_TIME_MAX) samples.push({ ...sample, timestamp: storedAt });
     }
     if (samples.length > 0) this.#writer.push(samples);
     if (marked.length > 0) void this.#bus.publish("live-update", { metrics: marked });
@@ -1424,4 +1482,15 @@ export class SparkplugHost {
     if (live.length > 0 && this.#bus.listenerCount("live-update") > 0)
       void this.#bus.publish("live-update", { metrics: live });
   }
+}
+
+/** The {@link MESSAGE_NUMBER_METRIC} a DDATA carries (by its alias in the DBIRTH), if any. */
+function messageNumberOf(payload: SparkplugPayload, birth: Birth): number | undefined {
+  for (const metric of payload.metrics) {
+    const name = metric.alias !== undefined ? birth.byAlias.get(metric.alias)?.name : metric.name;
+    if (name !== MESSAGE_NUMBER_METRIC) continue;
+    const value = metric.value;
+    return typeof value === "number" || typeof value === "bigint" ? Number(value) : undefined;
+  }
+  return undefined;
 }

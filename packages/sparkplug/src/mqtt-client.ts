@@ -1,5 +1,5 @@
 import type { IClientOptions, MqttClient } from "mqtt";
-import type { Clock } from "@kiln/core";
+import { KilnValidationError, type Clock } from "@kiln/core";
 
 type Connect = (url: string, options: IClientOptions) => MqttClient;
 let loading: Promise<Connect> | undefined;
@@ -54,4 +54,25 @@ export async function boundedGoodbye(work: Promise<unknown>, clock: Clock): Prom
 export async function endSession(client: MqttClient, clock: Clock, graceful: boolean): Promise<void> {
   if (graceful && (await boundedGoodbye(client.endAsync(), clock))) return;
   await client.endAsync(true).catch(() => undefined);
+}
+
+/**
+ * @internal The MQTT 5 CONNECT Maximum Packet Size for a payload limit: the payload plus room for
+ * the fixed header, a topic and properties (1 KiB), at most the protocol's 268,435,460 bytes.
+ */
+export function maximumPacketSize(maxPayloadBytes: number): number {
+  return Math.min(maxPayloadBytes + 1_024, 268_435_460);
+}
+
+/**
+ * @internal Checks a `maxPayloadBytes` option: an integer from 1 to 268,435,455 (MQTT's largest
+ * packet) or absent.
+ * @throws KilnValidationError (KILN_VALIDATION) naming `maxPayloadBytes`.
+ */
+export function checkMaxPayloadBytes(what: string, value: unknown): void {
+  if (value === undefined) return;
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 1 || value > 268_435_455)
+    throw new KilnValidationError(what, [
+      { path: "maxPayloadBytes", message: "must be an integer from 1 to 268435455 (bytes)" },
+    ]);
 }

@@ -247,7 +247,8 @@ async function dropEntries(): Promise<{ action: string; target: string; outcome:
 
 describe("refusal events echo what the audit entry records (issue 15, fault 8)", () => {
   test("a refused name is bounded and its control characters written out, as in the audit entry", async () => {
-    const node = await started();
+    // A 100 kB name: over the default maxPayloadBytes (64 KiB), so the limit is raised for it.
+    const node = await started({ maxPayloadBytes: 1_000_000 });
     const refusals: { tag?: string }[] = [];
     node.events.on("command-refuse", (event) => void refusals.push(event));
     await dcmd(fixture!, [{ name: "x".repeat(100_000), datatype: "Float", value: 1 }], false);
@@ -258,5 +259,112 @@ describe("refusal events echo what the audit entry records (issue 15, fault 8)",
     expect(refusals[1]!.tag).toBe("heater.setpoint\\u{0000}\\u{202E}");
     const entries = await fixture!.system.unchecked.store.audit.query({ from: 0, to: Date.now() + 60_000 });
     expect(entries.map((entry) => entry.target)).toEqual(refusals.map((refusal) => refusal.tag));
+  });
+});
+
+describe("retained and oversized commands (issue 19)", () => {
+  test("a DCMD left retained on the broker is never written, on the first connect nor after a reconnect: dropped, counted and audited as retained; a live DCMD still is", async () => {
+    fixture = await edgeFixture();
+    const alias = fixture.node.aliases.get("heater.setpoint")!;
+    // Yesterday's command, left retained (Sparkplug 3.0.0: commands are never retained).
+    await fixture.recorder.client.publishAsync(
+      DCMD,
+      Buffer.from(
+        encodePayload(
+          { timestamp: Date.now() - 86_400_000, metrics: [{ alias, datatype: "Float", value: 399 }] },
+          { omitDatatype: true },
+        ),
+      ),
+      { qos: 1, retain: true },
+    );
+    const node = fixture.node;
+    const drops: { reason: string }[] = [];
+    node.events.on("command-drop", (event) => void drops.push(event));
+    await node.start();
+    await fixture.recorder.waitFor(ofType("DBIRTH"));
+    await expect.poll(() => drops, { timeout: 3_000 }).toEqual([{ topic: DCMD, reason: "retained" }]);
+    // The link blips: the broker hands the retained command over again on the new subscription.
+    fixture.tap.cut();
+    await expect.poll(() => drops.length, { timeout: 5_000 }).toBe(2);
+    const written = node.events.next("command-write");
+    await dcmd(fixture, [{ alias, datatype: "Float", value: 20 }]);
+    expect(await written).toMatchObject({ value: 20 });
+    expect(fixture.plc.writes.map((write) => write.value)).toEqual([20]);
+    expect(node.health().commands.dropped).toBe(2);
+    await node.stop(); // audits what is still pending
+    const entries = await dropEntries();
+    expect(droppedMessages(entries)).toBe(2);
+    expect(entries.every((entry) => entry.target.endsWith(": retained)") && entry.outcome === "denied")).toBe(true);
+    await fixture.recorder.client.publishAsync(DCMD, Buffer.alloc(0), { qos: 1, retain: true }); // clears it
+  });
+
+  test("a retained NCMD rebirth is not acted on", async () => {
+    fixture = await edgeFixture();
+    await fixture.recorder.client.publishAsync(
+      `spBv1.0/${GROUP}/NCMD/${EDGE}`,
+      Buffer.from(
+        encodePayload({
+          timestamp: Date.now(),
+          metrics: [{ name: "Node Control/Rebirth", datatype: "Boolean", value: true }],
+        }),
+      ),
+      { qos: 1, retain: true },
+    );
+    const node = fixture.node;
+    const drops: { reason: string }[] = [];
+    node.events.on("command-drop", (event) => void drops.push(event));
+    await node.start();
+    await fixture.recorder.waitFor(ofType("DBIRTH"));
+    await expect
+      .poll(() => drops, { timeout: 3_000 })
+      .toEqual([{ topic: `spBv1.0/${GROUP}/NCMD/${EDGE}`, reason: "retained" }]);
+    expect(node.health().commands.rebirths).toBe(0);
+    await fixture.recorder.client.publishAsync(`spBv1.0/${GROUP}/NCMD/${EDGE}`, Buffer.alloc(0), {
+      qos: 1,
+      retain: true,
+    });
+  });
+
+  test("a DCMD over maxPayloadBytes is dropped before it is decoded, counted and audited; one at the limit is handled", async () => {
+    const node = await started({ maxPayloadBytes: 200 });
+    const drops: { reason: string; bytes?: number }[] = [];
+    node.events.on("command-drop", (event) => void drops.push(event));
+    const alias = node.aliases.get("recipe.name") ?? node.aliases.get("heater.setpoint")!;
+    const setpoint = node.aliases.get("heater.setpoint")!;
+    const big = encodePayload({
+      timestamp: Date.now(),
+      metrics: [{ alias, datatype: "String", value: "x".repeat(300) }],
+    });
+    await fixture!.recorder.client.publishAsync(DCMD, Buffer.from(big), { qos: 1 });
+    await expect.poll(() => drops).toEqual([{ topic: DCMD, reason: "too-large", bytes: big.length }]);
+    expect(node.health().commands.malformed).toBe(0); // never decoded
+    const small = encodePayload(
+      { timestamp: Date.now(), metrics: [{ alias: setpoint, datatype: "Float", value: 7 }] },
+      { omitDatatype: true },
+    );
+    const padded = encodePayload(
+      {
+        timestamp: Date.now(),
+        metrics: [{ alias: setpoint, datatype: "Float", value: 7 }],
+        body: new Uint8Array(200 - small.length - 3),
+      },
+      { omitDatatype: true },
+    );
+    expect(padded.length).toBe(200);
+    const written = node.events.next("command-write");
+    await fixture!.recorder.client.publishAsync(DCMD, Buffer.from(padded), { qos: 1 });
+    expect(await written).toMatchObject({ value: 7 });
+    await node.stop();
+    expect(await dropEntries()).toEqual([
+      { action: "sparkplug.dcmd-drop", target: "(1 whole DCMD message: too-large)", outcome: "denied" },
+    ]);
+  });
+
+  test("maxPayloadBytes must be a whole number of bytes from 1", async () => {
+    fixture = await edgeFixture();
+    for (const bad of [0, -1, 1.5, Number.NaN])
+      expect(() => fixture!.newNode({ maxPayloadBytes: bad })).toThrow(
+        expect.objectContaining({ code: "KILN_VALIDATION" }) as Error,
+      );
   });
 });

@@ -153,6 +153,61 @@ describe("quality and timestamps from the CVT", () => {
     expect(good.payload!.metrics.find((each) => each.alias === alias)?.properties).toBeUndefined();
   });
 
+  test("a good sample with a StatusCode of its own (GoodLocalOverride) carries it in DDATA; a plain good one carries none (issue 19)", async () => {
+    const GOOD_LOCAL_OVERRIDE = 0x00d80000;
+    class OverridePlc extends SimulatedPlc {
+      override = false;
+      override async read(...args: Parameters<SimulatedPlc["read"]>): ReturnType<SimulatedPlc["read"]> {
+        const samples = await super.read(...args);
+        return this.override
+          ? samples.map((sample) => ({ ...sample, quality: { severity: "good" as const, code: GOOD_LOCAL_OVERRIDE } }))
+          : samples;
+      }
+    }
+    const plc = new OverridePlc({ tags, sources: { "chamber.pressure": { kind: "counter", start: 0 } } });
+    const system = createControlSystem({
+      machineId: DEVICE,
+      tags,
+      driver: plc,
+      scanGroups: { fast: { periodMs: 50 }, default: { periodMs: 200 } },
+    });
+    const { startTestBroker, recordSparkplug } = await import("../src/testing/index");
+    const broker = await startTestBroker();
+    const recorder = await recordSparkplug(broker.url);
+    const node = new SparkplugEdgeNode({
+      system,
+      brokerUrl: broker.url,
+      groupId: GROUP,
+      edgeNodeId: EDGE,
+      principal: engineer,
+    });
+    try {
+      await system.start();
+      await node.start();
+      await recorder.waitFor(ofType("DBIRTH"));
+      const alias = node.aliases.get("chamber.pressure");
+      const plain = await recorder.waitFor(
+        (message) => ofType("DDATA")(message) && message.payload!.metrics.some((metric) => metric.alias === alias),
+      );
+      expect(plain.payload!.metrics.find((metric) => metric.alias === alias)!.properties).toBeUndefined();
+      plc.override = true;
+      const overridden = await recorder.waitFor(
+        (message) =>
+          ofType("DDATA")(message) &&
+          message.payload!.metrics.some((metric) => metric.alias === alias && metric.properties !== undefined),
+      );
+      expect(overridden.payload!.metrics.find((metric) => metric.alias === alias)!.properties).toMatchObject({
+        Quality: { value: 192 },
+        StatusCode: { value: GOOD_LOCAL_OVERRIDE },
+      });
+    } finally {
+      await node.stop();
+      await system.stop();
+      await recorder.close();
+      await broker.stop();
+    }
+  });
+
   test("a tag with no value yet is born null, bad, BadWaitingForInitialData", async () => {
     const plc = new SimulatedPlc({ tags, subscribe: false });
     plc.faults.unreachable = true;

@@ -6,6 +6,7 @@ import path from "node:path";
 import { afterEach, describe, expect, test, vi } from "vitest";
 import {
   AWAIT_ACKS_METRIC,
+  MESSAGE_NUMBER_METRIC,
   STORED_THROUGH_METRIC,
   SparkplugEdgeNode,
   SparkplugHost,
@@ -374,10 +375,16 @@ describe("the host acknowledges only edge nodes that ask", () => {
     await plain.nbirth(0);
     await plain.dbirth(DEVICE, [{ name: "p", alias: 1, timestamp: now, datatype: "Double", value: 0 }]);
     await asking.nbirth(3, [{ name: AWAIT_ACKS_METRIC, timestamp: now, datatype: "UInt64", value: 40 }]);
-    await asking.dbirth(DEVICE, [{ name: "p", alias: 1, timestamp: now, datatype: "Double", value: 0 }]);
+    await asking.dbirth(DEVICE, [
+      { name: "p", alias: 1, timestamp: now, datatype: "Double", value: 0 },
+      { name: MESSAGE_NUMBER_METRIC, alias: 2, timestamp: now, datatype: "UInt64", value: 40, isTransient: true },
+    ]);
     for (let index = 1; index <= 3; index++) {
       await plain.ddata(DEVICE, [metric(index)]);
-      await asking.ddata(DEVICE, [metric(index)]);
+      await asking.ddata(DEVICE, [
+        metric(index),
+        { alias: 2, timestamp: now + index, datatype: "UInt64", value: 40 + index, isTransient: true },
+      ]);
     }
     const acked = await fixture.recorder.waitFor(
       (message) =>
@@ -440,7 +447,10 @@ describe("a host's stop() acknowledges what it stored (ADR 0037, amendment)", ()
     new Set(
       messages.flatMap((message) =>
         message
-          .payload!.metrics.filter((metric) => (metric.isHistorical === true) === historical)
+          // Samples only: not the transient Kiln/Message Number each DDATA carries.
+          .payload!.metrics.filter(
+            (metric) => (metric.isHistorical === true) === historical && metric.isTransient !== true,
+          )
           .map((metric) => `${String(metric.alias)}@${String(metric.timestamp)}`),
       ),
     );

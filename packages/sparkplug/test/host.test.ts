@@ -345,9 +345,16 @@ describe("Sparkplug host: stop() with a broker that stopped answering", () => {
     const edge = await rigged.edge();
     const born = Date.now() - 1_000;
     await edge.nbirth(0, [{ name: "Kiln/Await Acks", datatype: "UInt64", value: 0 }]);
-    await edge.dbirth(DEVICE, deviceBirth(born));
+    // An edge node awaiting acks numbers its DDATA (Kiln/Message Number, born with the count so far).
+    await edge.dbirth(DEVICE, [
+      ...deviceBirth(born),
+      { name: "Kiln/Message Number", alias: 9, timestamp: born, datatype: "UInt64", value: 0, isTransient: true },
+    ]);
     await eventually(() => rigged.host.latest(STATE_TEXT), 5_000, "the births reach the host");
-    await edge.ddata(DEVICE, [{ alias: 1, timestamp: born + 1, datatype: "Double", value: 1 }]);
+    await edge.ddata(DEVICE, [
+      { alias: 1, timestamp: born + 1, datatype: "Double", value: 1 },
+      { alias: 9, timestamp: born + 1, datatype: "UInt64", value: 1, isTransient: true },
+    ]);
     await eventually(() => nodeHealth(rigged.host)?.acks?.storedThrough === 1, 5_000, "stored");
     tap.stall();
     const took = await timed(rigged.host.stop(), 15_000);
@@ -617,6 +624,79 @@ describe("Sparkplug host: seq, bdSeq and rebirth (Sparkplug 3.0.0, 5.9 message o
     // DDATA for a dead device: not stored, rebirth requested.
     await edge.ddata(DEVICE, [{ alias: 1, timestamp: at + 1, datatype: "Double", value: 9 }]);
     await eventually(() => rigged.rebirths() === 1);
+  });
+
+  test("a real sample the edge node replays at the very ms the host marked stale (NDEATH, host time) is stored beside the mark, never refused as a conflict with it (issue 19)", async () => {
+    const rigged = await rig();
+    const { edge, born } = await bornEdge(rigged, 5);
+    await edge.ndeath(5);
+    await eventually(async () => (await rigged.db.samples(PRESSURE)).length === 2);
+    const mark = (await rigged.db.samples(PRESSURE))[1]!;
+    expect(mark.quality.severity).toBe("uncertain");
+    await edge.nbirth(6);
+    await edge.dbirth(DEVICE, deviceBirth(born));
+    await eventually(() => nodeHealth(rigged.host)?.state === "online");
+    const at = Math.floor(mark.timestamp);
+    await edge.ddata(DEVICE, [{ alias: 1, timestamp: at, datatype: "Double", value: 42, isHistorical: true }]);
+    await eventually(async () => (await rigged.db.samples(PRESSURE)).some((sample) => sample.value === 42));
+    const stored = await rigged.db.samples(PRESSURE);
+    expect(stored.find((sample) => sample.timestamp === at)).toMatchObject({
+      value: 42,
+      quality: { severity: "good" },
+    });
+    expect(rigged.host.health().samples.conflicts).toBe(0);
+  });
+
+  test("a real sample at the very ms of a DDEATH (the host's mark at the edge's time) is stored too (issue 19)", async () => {
+    const rigged = await rig();
+    const { edge, born } = await bornEdge(rigged);
+    const at = born + 700;
+    await edge.ddeath(DEVICE, at);
+    await eventually(async () => (await rigged.db.samples(PRESSURE)).length === 2);
+    await edge.dbirth(DEVICE, deviceBirth(born));
+    await eventually(() => nodeHealth(rigged.host)?.devices[0]?.online === true);
+    await edge.ddata(DEVICE, [{ alias: 1, timestamp: at, datatype: "Double", value: 43, isHistorical: true }]);
+    await eventually(async () => (await rigged.db.samples(PRESSURE)).some((sample) => sample.value === 43));
+    expect((await rigged.db.samples(PRESSURE)).find((sample) => sample.timestamp === at)).toMatchObject({ value: 43 });
+    expect(rigged.host.health().samples.conflicts).toBe(0);
+  });
+
+  test("a DDATA over maxPayloadBytes is not read: counted, rejected, and the edge node asked for a rebirth; one within it is stored (issue 19)", async () => {
+    const rigged = await rig({ maxPayloadBytes: 2_000 });
+    const { edge, born } = await bornEdge(rigged);
+    const rejects: string[] = [];
+    rigged.host.events.on("message-reject", (event) => void rejects.push(event.message));
+    const huge = Array.from({ length: 300 }, (_, index) => ({
+      alias: 1,
+      timestamp: born + 10 + index,
+      datatype: "Double" as const,
+      value: index,
+    }));
+    await edge.ddata(DEVICE, huge);
+    await eventually(() => rigged.host.health().messages.oversized === 1);
+    expect(rejects.some((message) => /over maxPayloadBytes \(2000\)/.test(message))).toBe(true);
+    await eventually(() => rigged.rebirths() === 1);
+    expect(nodeHealth(rigged.host)).toMatchObject({ state: "awaiting-rebirth" });
+    await edge.nbirth(1);
+    await edge.dbirth(DEVICE, deviceBirth(born));
+    await eventually(() => nodeHealth(rigged.host)?.state === "online");
+    await edge.ddata(DEVICE, [{ alias: 1, timestamp: born + 500, datatype: "Double", value: 77 }]);
+    await eventually(async () => (await rigged.db.samples(PRESSURE)).some((sample) => sample.value === 77));
+    expect((await rigged.db.samples(PRESSURE)).some((sample) => sample.value === 299)).toBe(false);
+  });
+
+  test("maxPayloadBytes must be a whole number of bytes from 1", () => {
+    for (const bad of [0, 2.5, -3])
+      expect(
+        () =>
+          new SparkplugHost({
+            brokerUrl: broker.url,
+            hostId: "h",
+            groups: [GROUP],
+            store: { samples: { writeBatch: () => undefined } } as never,
+            maxPayloadBytes: bad,
+          }),
+      ).toThrow(expect.objectContaining({ code: "KILN_VALIDATION" }) as Error);
   });
 
   test("the edge node's NDEATH Will (abrupt loss) is handled like a published NDEATH", async () => {

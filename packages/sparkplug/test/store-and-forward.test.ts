@@ -336,6 +336,35 @@ describe("store-and-forward on a real broker", () => {
   );
 });
 
+describe("stop() with an in-memory backlog (issue 19)", () => {
+  test("what the in-memory backlog still holds at stop() is reported dropped (samples-drop stopped, counted), not thrown away silently", async () => {
+    const fixture = await fixtureWithHost();
+    const node = fixture.newNode({ storeAndForward: {} });
+    const drops: { reason: string; samples: number }[] = [];
+    node.events.on("samples-drop", (event) => void drops.push(event));
+    await node.start();
+    await setHost(fixture, false, 1_000); // the primary host offline: every change goes to the backlog
+    await expect.poll(() => storeAndForward(node).backlogSamples, { timeout: 5_000 }).toBeGreaterThan(5);
+    await node.stop();
+    const held = storeAndForward(node).backlogSamples;
+    expect(drops.filter((drop) => drop.reason === "stopped").map((drop) => drop.samples)).toEqual([held]);
+    expect(storeAndForward(node).samplesDropped).toBe(held);
+  });
+
+  test("a journal backlog is kept at stop(): nothing is reported dropped", async () => {
+    const fixture = await fixtureWithHost();
+    const node = fixture.newNode({ storeAndForward: { path: await tempJournal() } });
+    const drops: string[] = [];
+    node.events.on("samples-drop", (event) => void drops.push(event.reason));
+    await node.start();
+    await setHost(fixture, false, 1_000);
+    await expect.poll(() => storeAndForward(node).backlogSamples, { timeout: 5_000 }).toBeGreaterThan(5);
+    await node.stop();
+    expect(drops).toEqual([]);
+    expect(storeAndForward(node).samplesDropped).toBe(0);
+  });
+});
+
 describe("store-and-forward at a limit while awaiting host acks", () => {
   test.each(["drop-oldest", "refuse-new"] as const)(
     "%s: samples dropped after they were published (unacknowledged) are counted apart, in samplesDroppedAfterPublish; samplesDropped is exactly the samples never published, counted by sample key",
@@ -347,9 +376,13 @@ describe("store-and-forward at a limit while awaiting host acks", () => {
         awaitHostAcks: true,
       });
       const drops = { published: 0, unpublished: 0 };
+      // What the in-memory backlog still holds at stop() is reported apart (reason "stopped").
+      let stopped = 0;
+      const reasons = new Set<string>();
       node.events.on("samples-drop", (event) => {
-        expect(event.reason).toBe("overflow");
-        drops[event.published === true ? "published" : "unpublished"] += event.samples;
+        reasons.add(event.reason);
+        if (event.reason === "stopped") stopped += event.samples;
+        else drops[event.published === true ? "published" : "unpublished"] += event.samples;
       });
       await node.start();
       await setHost(fixture, true, 1_000);
@@ -367,11 +400,15 @@ describe("store-and-forward at a limit while awaiting host acks", () => {
       const health = storeAndForward(node);
       // drop-oldest drops published records to make room; refuse-new refuses published live data.
       expect(health.samplesDroppedAfterPublish).toBeGreaterThan(0);
-      expect(drops).toEqual({ published: health.samplesDroppedAfterPublish, unpublished: health.samplesDropped });
+      expect([...reasons].filter((reason) => reason !== "overflow" && reason !== "stopped")).toEqual([]);
+      expect(drops).toEqual({
+        published: health.samplesDroppedAfterPublish,
+        unpublished: health.samplesDropped - stopped,
+      });
       const sentKeys = new Set(sentSamples(node, fixture.recorder.messages).map((each) => each.key));
       const neverPublished = [...changesBetween(fixture, liveFrom, liveTo).keys()].filter((key) => !sentKeys.has(key));
       expect(neverPublished.length).toBeGreaterThan(0);
-      expect(neverPublished.length).toBe(health.samplesDropped);
+      expect(neverPublished.length).toBe(health.samplesDropped - stopped);
     },
   );
 });

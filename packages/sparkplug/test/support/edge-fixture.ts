@@ -107,6 +107,7 @@ export async function edgeFixture(
     });
     for (const [name, alias] of node.aliases) datatypes.set(alias, sparkplugDataTypeOfTag(tags.get(name).dataType));
     datatypes.set(node.aliases.size + 1, "String");
+    datatypes.set(node.aliases.size + 2, "UInt64");
     nodes.push(node);
     return node;
   };

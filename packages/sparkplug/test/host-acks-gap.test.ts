@@ -1,0 +1,104 @@
+import mqtt from "mqtt";
+import { afterEach, describe, expect, test } from "vitest";
+import { SparkplugHost } from "../src/index";
+import { qualifiedTagName } from "../src/host-tag-names";
+import { startTestBroker } from "../src/testing/index";
+import { DEVICE, EDGE, GROUP, edgeFixture, engineer } from "./support/edge-fixture";
+import { openTestDatabase } from "./support/host-harness";
+
+// Issue 19: seq wraps at 256, so a link that loses exactly 256·k DDATA in a row shows the host no
+// seq gap. The host must acknowledge by the number the edge node put in each DDATA
+// (Kiln/Message Number), never by its count of what arrived, or the edge releases what was lost.
+
+const cleanups: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => undefined);
+});
+
+const PRESSURE = qualifiedTagName({ groupId: GROUP, edgeNodeId: EDGE, deviceId: DEVICE, metric: "chamber.pressure" });
+const pause = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe.each([256, 512])("a bridge that loses %i DDATA in a row (seq wraps over them)", (lose) => {
+  test("nothing is acknowledged that the host did not store: after the rebirth every sample is stored", async () => {
+    // The edge node on broker 1, the host on broker 2, an MQTT bridge between them that drops
+    // `lose` consecutive DDATA of the node (QoS 0: a link or bridge hiccup).
+    const fixture = await edgeFixture({ primaryHostId: "kiln-central", fastPeriodMs: 20 });
+    cleanups.push(() => fixture.close());
+    const far = await startTestBroker();
+    cleanups.push(() => far.stop());
+    const near = await mqtt.connectAsync(fixture.broker.url);
+    const remote = await mqtt.connectAsync(far.url);
+    cleanups.push(
+      () => near.endAsync(true),
+      () => remote.endAsync(true),
+    );
+    let ddata = 0;
+    let dropped = 0;
+    const first = 40;
+    near.on("message", (topic, bytes) => {
+      if (topic.includes("/NCMD/")) return; // the host's, forwarded the other way
+      if (topic.includes("/DDATA/") && ++ddata > first && ddata <= first + lose) {
+        dropped++;
+        return;
+      }
+      remote.publish(topic, bytes, { qos: 0 });
+    });
+    remote.on("message", (topic, bytes, packet) =>
+      near.publish(topic, bytes, { qos: 1, retain: packet.retain || topic.startsWith("spBv1.0/STATE/") }),
+    );
+    await near.subscribeAsync({
+      [`spBv1.0/${GROUP}/+/${EDGE}/#`]: { qos: 1 },
+      [`spBv1.0/${GROUP}/+/${EDGE}`]: { qos: 1 },
+    });
+    await remote.subscribeAsync({ "spBv1.0/STATE/#": { qos: 1 }, [`spBv1.0/${GROUP}/NCMD/#`]: { qos: 1 } });
+    const db = await openTestDatabase();
+    cleanups.push(() => db.close());
+    const host = new SparkplugHost({
+      hostId: "kiln-central",
+      groups: [GROUP],
+      brokerUrl: far.url,
+      store: db.store,
+      ackIntervalMs: 50,
+      batching: { maxDelayMs: 5 },
+    });
+    cleanups.push(() => host.stop());
+    await host.start();
+    const node = fixture.newNode({ principal: engineer, storeAndForward: {}, awaitHostAcks: true });
+    cleanups.push(() => node.stop());
+    await node.start();
+    await expect.poll(() => host.latest(PRESSURE), { timeout: 10_000 }).toBeDefined();
+    const from = Date.now();
+    await expect.poll(() => dropped, { timeout: 30_000, interval: 50 }).toBe(lose);
+    await pause(500);
+    const to = Date.now();
+    // Everything the node sent is acknowledged (and so released) in the end...
+    const settled = (): boolean => {
+      const forward = node.health().storeAndForward!;
+      return forward.backlogSamples < 50 && forward.acknowledgement!.unacknowledgedSamples < 50;
+    };
+    // (A host that acked by its count never settles: the last `lose` messages stay unacknowledged.)
+    await expect
+      .poll(settled, { timeout: 60_000 })
+      .toBe(true)
+      .catch(() => undefined);
+    await pause(300);
+    const settledAtEnd = settled();
+    const acknowledged = node.health().storeAndForward!.acknowledgement!.samplesAcknowledged;
+    await node.stop();
+    await host.stop();
+    // ...and nothing acknowledged was lost: every change in the window is stored.
+    const stored = new Map((await db.samples(PRESSURE)).map((sample) => [sample.timestamp, sample.value]));
+    const missing = fixture.samples.filter(
+      (sample) =>
+        sample.tag === "chamber.pressure" &&
+        sample.timestamp >= from &&
+        sample.timestamp <= to &&
+        stored.get(sample.timestamp) !== sample.value,
+    );
+    expect(missing).toEqual([]);
+    expect(settledAtEnd).toBe(true);
+    expect(acknowledged).toBeGreaterThan(lose);
+    // The host saw the gap by the message number (seq alone showed none).
+    expect(host.health().edgeNodes[0]!.seqGaps).toBeGreaterThan(0);
+  }, 120_000);
+});
