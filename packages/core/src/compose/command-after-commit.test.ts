@@ -114,3 +114,33 @@ describe("a failure after the commit is an entry of its own naming the allowed o
     expect(outcomes(trail, "tag.write")).toEqual(["allowed then failed"]);
   });
 });
+
+describe("a failure entry that cannot be stored is reported truthfully (adversarial review 15t, F1)", () => {
+  test("a write that reached the device and then failed, its :fail entry unstorable at stop: a plain drop saying it may have reached the device, never 'did not run'", async () => {
+    const parts = await build();
+    const { system, plc, store } = parts;
+    const record = store.audit.record.bind(store.audit);
+    let auditDown = false;
+    store.audit.record = (entry) => (auditDown ? Promise.reject(new Error("audit store down")) : record(entry));
+    const write = plc.write.bind(plc);
+    plc.write = async (tag, value, signal) => {
+      await write(tag, value, signal);
+      auditDown = true;
+      throw new Error("device timeout after the write (it may have applied)");
+    };
+    const drops: string[] = [];
+    const refusalDrops: string[] = [];
+    system.bus.on("audit-entry-drop", (event) => void drops.push(event.reason));
+    system.bus.on("audit-refusal-drop", (event) => void refusalDrops.push(event.reason));
+    expect(await codeOf(system.writeTag(admin, "heater.setpoint", 42))).not.toBe("ok");
+    expect(plc.writes.filter((entry) => entry.value === 42)).toHaveLength(1);
+    await system.stop();
+    expect(refusalDrops).toEqual([]);
+    expect(drops.some((reason) => /failed after it was allowed \(it may have reached the device\)/.test(reason))).toBe(
+      true,
+    );
+    expect(drops.join("\n")).not.toMatch(/did not run/);
+    expect(system.health().audit.refusalsDropped ?? 0).toBe(0);
+    auditDown = false;
+  });
+});

@@ -1783,6 +1783,16 @@ export class AuditedCommandRunner {
    * run: reported apart from other drops, by `audit-refusal-drop` and an error log naming both ids.
    */
   #reportRefusalDrop(entry: AuditEntry, why: string): void {
+    if (entry.outcome === "failed" && entry.id.endsWith(FAIL_ID_SUFFIX)) {
+      // A failure after the commit: the command ran (it may have reached the device) and then
+      // failed; "did not run" would be false (adversarial review 15t, F1). A plain drop.
+      const reason =
+        `${why}: entry ${entry.id}, saying command ${entry.refersTo} (${entry.action} on ${entry.target}) failed ` +
+        "after it was allowed (it may have reached the device), was not recorded; the trail shows that command allowed only";
+      this.#logger.error({ id: entry.id, intentId: entry.refersTo, action: entry.action }, reason);
+      this.#reportDrop(1, reason);
+      return;
+    }
     this.#refusalsDropped++;
     this.#dropped++;
     const reason =
