@@ -1,10 +1,9 @@
 import mqtt from "mqtt";
 import { afterEach, describe, expect, test } from "vitest";
-import { SparkplugHost } from "../src/index";
-import { qualifiedTagName } from "../src/host-tag-names";
-import { startTestBroker } from "../src/testing/index";
-import { DEVICE, EDGE, GROUP, edgeFixture, engineer } from "./support/edge-fixture";
-import { openTestDatabase } from "./support/host-harness";
+import { SparkplugHost, qualifiedTagName } from "@kiln/sparkplug";
+import { startTestBroker } from "@kiln/sparkplug/testing";
+import { DEVICE, EDGE, GROUP, edgeFixture, engineer } from "../packages/sparkplug/test/support/edge-fixture";
+import { openTestDatabase } from "../packages/sparkplug/test/support/host-harness";
 
 // Issue 19: seq wraps at 256, so a link that loses exactly 256·k DDATA in a row shows the host no
 // seq gap. The host must acknowledge by the number the edge node put in each DDATA
