@@ -83,6 +83,12 @@ try {
             extractorMessageReporting: {
               default: { logLevel: ExtractorLogLevel.Warning, addToApiReportFile: true },
               "ae-missing-release-tag": { logLevel: ExtractorLogLevel.None, addToApiReportFile: false },
+              // Every exported symbol and member has TSDoc (STYLE.md): a missing one fails the check,
+              // naming it, instead of sitting in the report with a d.ts line number that every
+              // documentation change elsewhere moves.
+              "ae-undocumented": { logLevel: ExtractorLogLevel.Error, addToApiReportFile: false },
+              // tsup's declaration bundler hoists imports above an entry's @packageDocumentation comment.
+              "ae-misplaced-package-tag": { logLevel: ExtractorLogLevel.None, addToApiReportFile: false },
             },
             tsdocMessageReporting: { default: { logLevel: ExtractorLogLevel.None, addToApiReportFile: false } },
           },

@@ -4,9 +4,9 @@ import { KilnError } from "@kiln/core";
 export interface ModbusSerialOptions {
   /** @default 9600 */
   readonly baudRate?: number;
-  /** @default 8 */
+  /** Data bits per character (Modbus RTU uses 8). @default 8 */
   readonly dataBits?: 5 | 6 | 7 | 8;
-  /** @default 1 */
+  /** Stop bits per character (Modbus over serial line, §2.5.1: 1 with parity, 2 without). @default 1 */
   readonly stopBits?: 1 | 2;
   /** @default "none" */
   readonly parity?: "none" | "even" | "odd" | "mark" | "space";

@@ -59,9 +59,9 @@ export interface ModbusRtuTransport {
   readonly path: string;
   /** Bits per second, 1 to 12 000 000 (`KILN_VALIDATION` naming `transport.baudRate` above it). @default 9600 */
   readonly baudRate?: number;
-  /** @default 8 */
+  /** Data bits per character (Modbus RTU uses 8). @default 8 */
   readonly dataBits?: 5 | 6 | 7 | 8;
-  /** @default 1 */
+  /** Stop bits per character (Modbus over serial line, §2.5.1: 1 with parity, 2 without). @default 1 */
   readonly stopBits?: 1 | 2;
   /** @default "none" */
   readonly parity?: "none" | "even" | "odd" | "mark" | "space";
@@ -114,7 +114,7 @@ export interface ModbusReconnectOptions {
   readonly initialDelayMs?: number;
   /** The delay doubles (see `multiplier`) up to this cap. @default 30000 */
   readonly maxDelayMs?: number;
-  /** @default 2 */
+  /** Factor each delay grows by after a failed attempt. @default 2 */
   readonly multiplier?: number;
   /** Each delay is shortened by up to this fraction at random, so many drivers do not retry in step. @default 0.2 */
   readonly jitter?: number;
