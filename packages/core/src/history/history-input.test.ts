@@ -1,7 +1,13 @@
 import { describe, expect, test } from "vitest";
 import { KilnValidationError } from "../domain/errors";
 import type { AggregateName, AggregateQuery } from "../ports/sample-history";
-import { checkAggregateQuery, checkDownsampleQuery, checkIntervalQuery, checkValueAtQuery } from "./history-input";
+import {
+  checkAggregateQuery,
+  checkDownsampleQuery,
+  checkIntervalQuery,
+  checkValueAtQuery,
+  checkValuesAtQuery,
+} from "./history-input";
 
 const known = (tag: string): boolean => tag === "a" || tag === "b";
 
@@ -97,5 +103,28 @@ describe("history input checks", () => {
     expect(paths(() => checkDownsampleQuery("a", null as unknown as { start: 0; end: 1; points: 5 }, known))).toEqual([
       "",
     ]);
+  });
+});
+
+describe("arrays with holes (adversarial review 18s)", () => {
+  const T0 = Date.UTC(2026, 0, 1);
+  test("a hole in times, tags or aggregates is refused naming its index, before any store is asked", () => {
+    // eslint-disable-next-line no-sparse-arrays
+    expect(paths(() => checkValuesAtQuery(["a"], [T0, , T0 + 1] as number[], known))).toEqual(["times[1]"]);
+    // eslint-disable-next-line no-sparse-arrays
+    expect(paths(() => checkValueAtQuery(["a", , "b"] as string[], T0, known))).toEqual(["tags[1]"]);
+    expect(
+      // eslint-disable-next-line no-sparse-arrays
+      paths(() => checkAggregateQuery(["a"], { ...query, aggregates: [, "Count"] as AggregateName[] }, known)),
+    ).toEqual(["aggregates[0]"]);
+  });
+
+  test("sibling: an array made with new Array(n) (all holes) is refused at every index; a dense one passes", () => {
+    expect(paths(() => checkValuesAtQuery(["a"], new Array<number>(3), known))).toEqual([
+      "times[0]",
+      "times[1]",
+      "times[2]",
+    ]);
+    expect(checkValuesAtQuery(["a"], [T0 + 1, T0], known).times).toEqual([T0, T0 + 1]);
   });
 });

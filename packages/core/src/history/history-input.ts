@@ -254,9 +254,19 @@ export function checkDownsampleQuery(
   });
 }
 
-/** A copy of an array, read once (a Proxy's traps run here and never again); undefined if not an array. */
+/**
+ * A dense copy of an array, read once (a Proxy's traps run here and never again); undefined if
+ * not an array. A hole becomes `undefined`, so the checks that follow (which iterate with
+ * `forEach`) see and refuse it with its path: a sparse `[t0, , t1]` reached the stores as a hole
+ * (adversarial review 18s). An array longer than any limit is copied sparse (its length alone is refused).
+ */
 function copyArray(value: unknown): unknown[] | undefined {
-  return Array.isArray(value) ? Array.prototype.slice.call(value) : undefined;
+  if (!Array.isArray(value)) return undefined;
+  const length = value.length;
+  if (length > MAX_HISTORY_CELLS) return Array.prototype.slice.call(value);
+  const copy = new Array<unknown>(length);
+  for (let index = 0; index < length; index++) copy[index] = (value as unknown[])[index];
+  return copy;
 }
 
 function checkTags(tags: unknown, isKnownTag: (tag: string) => boolean, issues: ValidationIssue[]): readonly string[] {
