@@ -141,6 +141,10 @@ export class ModbusDriver implements PlcDriver {
   readonly #splitCode: ModbusSplitOptions["splitCode"];
   readonly #compiled = new WeakMap<ModbusReadPlan, readonly ModbusTagDecoder[]>();
   readonly #alignmentListeners = new Set<(change: ModbusAnswerStreamChange) => void>();
+  /** The last read answered: a fence reads like it (a unit and an address that answer), another size. */
+  #lastRead: ModbusReadRequest | undefined;
+  /** The unit of the last fence sent. */
+  #fenceUnit: number | undefined;
   /** When (clock ms) the answer stream was last found possibly shifted. */
   #misalignedAt: number | undefined;
 
@@ -792,8 +796,17 @@ export class ModbusDriver implements PlcDriver {
       return result;
     } catch (error) {
       const failure = modbusFailureOf(error);
-      // Never sent (its fence proved nothing): says nothing about the unit or the link.
-      if (KilnError.is(error) && error.details.sent === false) throw error;
+      if (KilnError.is(error) && error.details.sent === false) {
+        // Never sent: its fence (a read at the unit that answered last) got no answer, which counts against
+        // that unit and the link like any timeout.
+        if (failure === "timeout" && this.#client) {
+          this.#timeouts++;
+          this.#units.failed(this.#fenceUnit ?? unitId, error);
+          this.#lastRead = undefined; // the next fence goes to its own request's unit
+          this.#linkTimeout(this.#client, sequence);
+        }
+        throw error;
+      }
       // A probe's timeout is not counted: it went out between reads (see holdBackground).
       if (failure === "timeout" && request.background !== true) this.#timeouts++;
       if (failure === "timeout" && pipelined && (this.#answers.get(unitId) ?? 0) > answeredBefore) {
@@ -832,18 +845,23 @@ export class ModbusDriver implements PlcDriver {
       }
       if (failure === "timeout" && client && client === this.#client) {
         this.#units.failed(unitId, error);
-        if (this.#linkSuspected(sequence)) this.#consecutiveTimeouts++;
-        if (client.isOpen === false) this.#connectionLost(client, "the transport closed without notice");
-        else if (this.#maxConsecutiveTimeouts > 0 && this.#consecutiveTimeouts >= this.#maxConsecutiveTimeouts) {
-          this.#connectionLost(
-            client,
-            `${this.#consecutiveTimeouts} requests in a row timed out with no answer from any unit`,
-          );
-        }
+        this.#linkTimeout(client, sequence);
       } else if (failure === "disconnected" && client && client === this.#client) {
         this.#connectionLost(client, "the transport is not open");
       }
       throw error;
+    }
+  }
+
+  /** A timeout of the request numbered `sequence` on `client`: counted against the link, which may be lost. */
+  #linkTimeout(client: ModbusClient, sequence: number): void {
+    if (this.#linkSuspected(sequence)) this.#consecutiveTimeouts++;
+    if (client.isOpen === false) this.#connectionLost(client, "the transport closed without notice");
+    else if (this.#maxConsecutiveTimeouts > 0 && this.#consecutiveTimeouts >= this.#maxConsecutiveTimeouts) {
+      this.#connectionLost(
+        client,
+        `${this.#consecutiveTimeouts} requests in a row timed out with no answer from any unit`,
+      );
     }
   }
 
@@ -974,10 +992,17 @@ export class ModbusDriver implements PlcDriver {
     what: string,
     signal: AbortSignal | undefined,
   ): Promise<boolean[] | number[]> {
-    return this.#request(request.unitId, (client) => readArea(client, request), what, signal, {
-      ...this.#guarded(request.unitId, shapeOf(request), request.area),
-      ...this.#fenceFor(request.unitId, request),
-    });
+    return this.#request(
+      request.unitId,
+      async (client) => {
+        const data = await readArea(client, request);
+        this.#lastRead = request;
+        return data;
+      },
+      what,
+      signal,
+      { ...this.#guarded(request.unitId, shapeOf(request), request.area), ...this.#fenceFor(request.unitId, request) },
+    );
   }
 
   /**
@@ -995,8 +1020,10 @@ export class ModbusDriver implements PlcDriver {
 
   /**
    * On TCP with the late-answer guard: the fence for a request at `unitId` reading `request`'s area and address
-   * (see `ModbusRequestOptions.fence`): a read of another size there whose answer's shape no answer still on its
-   * way has (`fenceSizes`; an exception answer is as good unless one of its function may still come). It is
+   * (see `ModbusRequestOptions.fence`): a read of another size like the last read answered (a unit and an address
+   * that answer; else `request`'s), whose answer's shape no answer still on its way has (`fenceSizes`; an exception
+   * answer is as good unless one of its function may still come). Any unit's answer proves the stream: on TCP with
+   * the guard the unit is not part of a shape, and a dead unit's fence would only time out. It is
    * sent patiently (`ModbusClient.patientNext`): older answers stamped with its id are dropped. Its outcome
    * counts nowhere.
    */
@@ -1008,15 +1035,16 @@ export class ModbusDriver implements PlcDriver {
     if (transport.kind !== "tcp" || !transport.lateAnswerGuard) return {};
     return {
       fence: (unsure) => {
-        for (const count of fenceSizes(request)) {
+        const base = this.#lastRead ?? { ...request, unitId };
+        for (const count of fenceSizes(base)) {
           const fence: ModbusReadRequest = {
-            unitId,
-            area: request.area,
-            address: Math.min(request.address, MODBUS_ADDRESS_SPACE - count),
+            unitId: base.unitId,
+            area: base.area,
+            address: Math.min(base.address, MODBUS_ADDRESS_SPACE - count),
             count,
             items: [],
           };
-          const { shape, exceptionShape } = this.#guarded(unitId, shapeOf(fence), fence.area);
+          const { shape, exceptionShape } = this.#guarded(fence.unitId, shapeOf(fence), fence.area);
           if (unsure(shape!)) continue;
           return {
             shape: shape!,
@@ -1024,7 +1052,8 @@ export class ModbusDriver implements PlcDriver {
             run: () => {
               const client = this.#client;
               if (!client || this.status !== "connected") return Promise.reject(modbusDisconnectedError("fence"));
-              client.setID(unitId);
+              client.setID(fence.unitId);
+              this.#fenceUnit = fence.unitId;
               client.patientNext?.();
               return readArea(client, fence);
             },

@@ -211,13 +211,17 @@ export class ModbusRequestQueue {
       this.#owed.shift();
       return;
     }
-    this.#anomaly(`an answer came that no request was waiting for (${reason}): a duplicate or a very late answer`);
+    // Dropped rather than taken by the request on the wire: that one's answer is not suspect for it.
+    this.#anomaly(
+      `an answer came that no request was waiting for (${reason}): a duplicate or a very late answer`,
+      false,
+    );
   }
 
-  #anomaly(reason: string): void {
+  #anomaly(reason: string, onTheWireSuspect = true): void {
     if (this.#guardMs <= 0 || this.idsProven) return;
     this.#anomalies++;
-    this.#anomalyAt = this.#sent;
+    if (onTheWireSuspect) this.#anomalyAt = this.#sent;
     this.#alignmentReason = reason;
     if (!this.#aligned) return;
     this.#aligned = false;
@@ -592,7 +596,7 @@ export class ModbusRequestQueue {
       timer = this.#clock.setTimeout(() => {
         timer = undefined;
         this.#startQuiet(entry);
-        this.#anomaly(`no answer to ${entry.what} within ${this.#timeoutMs} ms`);
+        this.#anomaly(`no answer to ${entry.what} within ${timeoutMs} ms`);
         const error = modbusTimeoutError(timeoutMs, entry.what);
         if (entry.fenceFor !== undefined) this.#fenceFailed(entry, error);
         this.#settle(entry, false, error);

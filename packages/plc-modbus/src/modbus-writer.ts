@@ -148,12 +148,7 @@ export class ModbusWriter {
     });
   }
 
-  async #writeCoils(
-    unitId: number,
-    address: number,
-    states: boolean[],
-    call: WriteCall,
-  ): Promise<void> {
+  async #writeCoils(unitId: number, address: number, states: boolean[], call: WriteCall): Promise<void> {
     const { singleWriteFunctions, maxCoilsPerWrite } = this.#options;
     if (states.length === 1 && singleWriteFunctions) {
       await this.#send(
@@ -174,12 +169,7 @@ export class ModbusWriter {
     }
   }
 
-  async #writeRegisters(
-    unitId: number,
-    address: number,
-    registers: number[],
-    call: WriteCall,
-  ): Promise<void> {
+  async #writeRegisters(unitId: number, address: number, registers: number[], call: WriteCall): Promise<void> {
     const { singleWriteFunctions, maxRegistersPerWrite } = this.#options;
     if (registers.length === 1 && singleWriteFunctions) {
       await this.#send(
@@ -200,12 +190,7 @@ export class ModbusWriter {
     }
   }
 
-  async #writeBit(
-    unitId: number,
-    address: ModbusAddress,
-    state: boolean,
-    call: WriteCall,
-  ): Promise<void> {
+  async #writeBit(unitId: number, address: ModbusAddress, state: boolean, call: WriteCall): Promise<void> {
     const mask = 1 << (address.bit ?? 0);
     if (this.#options.bitWriteMode === "mask-write") {
       const andMask = 0xffff & ~mask;
