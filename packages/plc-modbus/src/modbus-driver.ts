@@ -237,6 +237,7 @@ export class ModbusDriver implements PlcDriver {
       // leaves the unit out (`#guarded`): a gateway may stamp a late answer with the newest request's unit too.
       lateAnswerGuardMs: transport.kind === "rtu" || transport.lateAnswerGuard ? this.#options.requestTimeoutMs : 0,
       onAlignment: (change) => this.#alignmentChanged(change),
+      onFenceTimeout: (error) => this.#fenceTimedOut(error),
     });
   }
 
@@ -700,7 +701,10 @@ export class ModbusDriver implements PlcDriver {
    * @throws KilnError `KILN_TAG_NOT_WRITABLE` (read-only tag or area; nothing is sent),
    *   `KILN_VALIDATION` (wrong type, a fraction for an integer tag; nothing is sent),
    *   `KILN_OUT_OF_RANGE` (value outside the tag's range or the Modbus type; nothing is sent), `KILN_WRITE_REJECTED` (device exception),
-   *   `KILN_TIMEOUT`, `KILN_CONNECTION_FAILED`, `KILN_NOT_CONNECTED`.
+   *   `KILN_TIMEOUT`, `KILN_CONNECTION_FAILED`, `KILN_NOT_CONNECTED`, `KILN_DEVICE_ERROR`, `KILN_ABORTED`. Every error
+   *   from the device path carries `details.sent`: `false` when no write request went on the wire (the read half of a
+   *   read-modify-write failed, the fence before it proved nothing, the caller aborted while it waited, the connection
+   *   was down; the device's value is untouched, retry as is), `true` when one did (it may have taken effect).
    */
   async write(tag: Tag, value: TagValue, signal?: AbortSignal): Promise<void> {
     const address = this.#planner.address(tag);
@@ -796,17 +800,8 @@ export class ModbusDriver implements PlcDriver {
       return result;
     } catch (error) {
       const failure = modbusFailureOf(error);
-      if (KilnError.is(error) && error.details.sent === false) {
-        // Never sent: its fence (a read at the unit that answered last) got no answer, which counts against
-        // that unit and the link like any timeout.
-        if (failure === "timeout" && this.#client) {
-          this.#timeouts++;
-          this.#units.failed(this.#fenceUnit ?? unitId, error);
-          this.#lastRead = undefined; // the next fence goes to its own request's unit
-          this.#linkTimeout(this.#client, sequence);
-        }
-        throw error;
-      }
+      // Never sent: its fence proved nothing (a silent fence is counted when it times out, see #fenceTimedOut).
+      if (KilnError.is(error) && error.details.sent === false) throw error;
       // A probe's timeout is not counted: it went out between reads (see holdBackground).
       if (failure === "timeout" && request.background !== true) this.#timeouts++;
       if (failure === "timeout" && pipelined && (this.#answers.get(unitId) ?? 0) > answeredBefore) {
@@ -851,6 +846,19 @@ export class ModbusDriver implements PlcDriver {
       }
       throw error;
     }
+  }
+
+  /**
+   * A fence (a read at the unit that answered last) got no answer: counted against that unit and the link like
+   * any timeout, and the next fence goes to its own request's unit.
+   */
+  #fenceTimedOut(error: unknown): void {
+    const client = this.#client;
+    if (!client || this.#fenceUnit === undefined) return;
+    this.#timeouts++;
+    this.#units.failed(this.#fenceUnit, error);
+    this.#lastRead = undefined;
+    this.#linkTimeout(client, this.#sequence);
   }
 
   /** A timeout of the request numbered `sequence` on `client`: counted against the link, which may be lost. */

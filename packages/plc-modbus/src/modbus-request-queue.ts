@@ -32,6 +32,12 @@ export interface ModbusRequestQueueOptions {
    * fence has proved it aligned again (see {@link ModbusRequestOptions.fence}). A listener that throws is ignored.
    */
   readonly onAlignment?: (change: ModbusAlignmentChange) => void;
+  /**
+   * Called when a fence gets no answer within the late bound (whether or not the request it went before is still
+   * waiting): the silence counts against the fence's unit and the link like any timeout. A listener that throws is
+   * ignored.
+   */
+  readonly onFenceTimeout?: (error: unknown) => void;
 }
 
 /** A change of {@link ModbusRequestQueue.alignment}. */
@@ -157,6 +163,7 @@ export class ModbusRequestQueue {
   /** Until when (ms) a late exception answer to a request of each exception shape that failed may still come. */
   readonly #strayExceptions = new Map<string, number>();
   readonly #onAlignment: ((change: ModbusAlignmentChange) => void) | undefined;
+  readonly #onFenceTimeout: ((error: unknown) => void) | undefined;
   /** No anomaly since the last proof (see {@link ModbusRequestOptions.fence}). */
   #aligned = true;
   #alignmentReason = "no anomaly seen";
@@ -190,6 +197,7 @@ export class ModbusRequestQueue {
     this.#maxInFlight = options.maxInFlight ?? 1;
     this.#guardMs = options.lateAnswerGuardMs ?? 0;
     this.#onAlignment = options.onAlignment;
+    this.#onFenceTimeout = options.onFenceTimeout;
   }
 
   /**
@@ -596,9 +604,18 @@ export class ModbusRequestQueue {
       timer = this.#clock.setTimeout(() => {
         timer = undefined;
         this.#startQuiet(entry);
-        this.#anomaly(`no answer to ${entry.what} within ${timeoutMs} ms`);
+        // A probe's silence (a dead unit probed on its backoff) is held back by the ledger only: its shape is
+        // another size than the reads', so a fence per probe would cost the live units without need.
+        if (!entry.background) this.#anomaly(`no answer to ${entry.what} within ${timeoutMs} ms`);
         const error = modbusTimeoutError(timeoutMs, entry.what);
-        if (entry.fenceFor !== undefined) this.#fenceFailed(entry, error);
+        if (entry.fenceFor !== undefined) {
+          this.#fenceFailed(entry, error);
+          try {
+            this.#onFenceTimeout?.(error);
+          } catch {
+            // a listener's failure is its own
+          }
+        }
         this.#settle(entry, false, error);
         finish();
       }, timeoutMs);

@@ -65,7 +65,11 @@ export function wrongGood(samples: readonly Sample[]): string[] {
 export const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Scans `rounds` times (a read of a, b, c, d and, if `flagWrites`, a bit write), counting wrong good values. */
-export async function scan(driver: ModbusDriver, rounds: number, options: { flagWrites?: boolean; gapMs?: number } = {}) {
+export async function scan(
+  driver: ModbusDriver,
+  rounds: number,
+  options: { flagWrites?: boolean; gapMs?: number } = {},
+) {
   const wrong: string[] = [];
   let good = 0;
   let total = 0;
@@ -89,4 +93,3 @@ export function foreignWrites(line: Awaited<ReturnType<typeof gateway>>): string
     .filter((write) => write.address === 40 && write.value !== (word | 8) && write.value !== (word & ~8))
     .map((write) => `HR40=${write.value}`);
 }
-

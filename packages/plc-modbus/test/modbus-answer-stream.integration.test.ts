@@ -1,15 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { defineTags, KilnError } from "@kiln/core";
-import {
-  driverFor,
-  gateway,
-  pause,
-  readTags,
-  scan,
-  tags,
-  TIMEOUT_MS,
-  wrongGood,
-} from "./answer-stream-harness";
+import { driverFor, gateway, pause, readTags, scan, tags, TIMEOUT_MS, wrongGood } from "./answer-stream-harness";
 
 // The answer stream behind a transparent TCP-to-RTU gateway (adv12s): the gateway stamps whatever answer comes
 // off its serial line with the MBAP header of the newest request, so transaction ids prove nothing and time alone
