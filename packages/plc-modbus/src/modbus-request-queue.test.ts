@@ -130,6 +130,54 @@ describe("ModbusRequestQueue", () => {
     ]);
   });
 
+  it("sends the fence in the pause after a timeout: the next scan's request goes at once, no fence of its own (issue 12)", async () => {
+    const clock = new SimulatedClock();
+    const queue = new ModbusRequestQueue({ clock, timeoutMs: 100, lateAnswerGuardMs: 100 });
+    const started: [string, number][] = [];
+    const fence = fences(clock, started, () => Promise.resolve([]));
+    const start = clock.now();
+    const silent = queue
+      .run(() => new Promise<string>(() => undefined), "HR0 at the dead unit", undefined, { shape: "hr/2", fence })
+      .catch(() => undefined);
+    await clock.advance(100);
+    await silent;
+    await clock.advance(0);
+    expect(queue.alignment.aligned).toBe(true);
+    await clock.advance(200);
+    const next = queue.run(() => (started.push(["HR0", clock.now()]), Promise.resolve("HR0")), "HR0", undefined, {
+      shape: "hr/2",
+      fence,
+    });
+    await clock.advance(0);
+    expect(await next).toBe("HR0");
+    expect(started).toEqual([
+      ["fence hr/4", start + 100],
+      ["HR0", start + 300],
+    ]);
+  });
+
+  it("sibling: a fence sent in the pause that gets no answer is not sent again while nothing waits", async () => {
+    const clock = new SimulatedClock();
+    const timeouts: unknown[] = [];
+    const queue = new ModbusRequestQueue({
+      clock,
+      timeoutMs: 100,
+      lateAnswerGuardMs: 100,
+      onFenceTimeout: (error) => timeouts.push(error),
+    });
+    const started: [string, number][] = [];
+    const fence = fences(clock, started, () => new Promise<never>(() => undefined));
+    const silent = queue
+      .run(() => new Promise<string>(() => undefined), "HR0", undefined, { shape: "hr/2", fence })
+      .catch(() => undefined);
+    await clock.advance(100);
+    await silent;
+    await clock.advance(2_000);
+    expect(started.map(([name]) => name)).toEqual(["fence hr/4"]);
+    expect(timeouts).toHaveLength(1);
+    expect(queue.alignment.aligned).toBe(false);
+  });
+
   it("a fence that gets no answer fails the request it went before without sending it (details.sent false)", async () => {
     const clock = new SimulatedClock();
     const queue = new ModbusRequestQueue({ clock, timeoutMs: 100, lateAnswerGuardMs: 100 });
@@ -188,14 +236,15 @@ describe("ModbusRequestQueue", () => {
       .catch(() => undefined);
     await clock.advance(100);
     await silent;
-    // While the connection is down, every read's fence fails as not connected: its shape is not used up.
+    // While the connection is down, every read's fence fails as not connected (the first one sent at once,
+    // in the pause after the timeout): its shape is not used up.
     for (let attempt = 0; attempt < 4; attempt++) {
       const failed = await queue
         .run(() => Promise.resolve("x"), "read", undefined, { shape: "hr/2", fence })
         .catch((caught: unknown) => caught);
       expect(modbusFailureOf(failed)).toBe("disconnected");
     }
-    expect(started.map(([name]) => name)).toEqual(Array(4).fill("fence hr/4"));
+    expect(started.map(([name]) => name)).toEqual(Array(5).fill("fence hr/4"));
   });
 
   it("after a timeout keeps the line quiet only for requests the late answer could pass for", async () => {

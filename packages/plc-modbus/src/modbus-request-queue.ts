@@ -182,6 +182,11 @@ export class ModbusRequestQueue {
   readonly #unsure = new Map<string | undefined, number>();
   /** A fence is on the wire: nothing else goes. */
   #fencing = false;
+  /**
+   * The fence of the last request sent that has one, until a fence is sent in the pause after it (see
+   * `#pump`): at most one such fence per request, so a dead peer is not asked in a loop while nothing waits.
+   */
+  #idleFence: ModbusRequestOptions["fence"];
   /** No fence before this (clock ms): after a fence's mismatch, its own answer gets time to arrive first. */
   #fenceNotBefore = Number.NEGATIVE_INFINITY;
   #anomalies = 0;
@@ -399,6 +404,7 @@ export class ModbusRequestQueue {
   async #pump(): Promise<void> {
     if (this.#running) return;
     this.#running = true;
+    let again = false;
     try {
       while (this.#queue.length > 0 && this.#inFlight.size < this.#maxInFlight && !this.#fencing) {
         const head = this.#queue[0]!;
@@ -433,9 +439,42 @@ export class ModbusRequestQueue {
           void this.#pump();
         });
       }
+      // Nothing waits and the stream is suspect: prove it now, in the pause before the next request, so a
+      // dead unit's timeout does not make the next scan's reads (a live unit's) wait for a fence's round trip.
+      if (this.#queue.length === 0 && this.#idleFenceDue()) {
+        const wait = Math.max(this.#lastEnd + this.#delayMs, this.#fenceNotBefore) - this.#clock.now();
+        if (wait > 0) await this.#clock.sleep(wait);
+        if (this.#queue.length > 0) again = true;
+        else if (this.#idleFenceDue()) this.#sendIdleFence();
+      }
     } finally {
       this.#running = false;
     }
+    if (again) void this.#pump();
+  }
+
+  /** Whether a fence goes now that nothing waits: the stream is suspect and no fence went since the last request. */
+  #idleFenceDue(): boolean {
+    return (
+      this.#idleFence !== undefined && !this.#aligned && !this.idsProven && this.#inFlight.size === 0 && !this.#fencing
+    );
+  }
+
+  /** Sends the fence of the last request sent (`#idleFence`) before no request: its proof serves the next one. */
+  #sendIdleFence(): void {
+    const fence = this.#idleFence;
+    this.#idleFence = undefined;
+    this.#sendFence({
+      operation: () => Promise.resolve(),
+      what: "the next request",
+      signal: undefined,
+      background: false,
+      fence,
+      shape: undefined,
+      resolve: () => undefined,
+      reject: () => undefined,
+      settled: true,
+    });
   }
 
   /** Whether `entry` waits for a fence's proof: the answer stream may be shifted and it has a fence. */
@@ -455,7 +494,9 @@ export class ModbusRequestQueue {
   #sendFence(head: Entry): void {
     const fence = head.fence!((shape) => this.#isUnsure(shape));
     if (fence === undefined) {
-      this.#queue.shift();
+      const index = this.#queue.indexOf(head);
+      if (index < 0) return;
+      this.#queue.splice(index, 1);
       this.#settle(head, false, notSent(head.what, "no fence of a distinct shape could be built", "KILN_DEVICE_ERROR"));
       return;
     }
@@ -482,10 +523,12 @@ export class ModbusRequestQueue {
 
   /** A fence did not prove the stream aligned: the request it went before fails, never sent. */
   #fenceFailed(fence: Entry, error: unknown): void {
-    const head = fence.fenceFor!;
-    const index = this.#queue.indexOf(head);
-    if (index < 0) return;
-    this.#queue.splice(index, 1);
+    // A fence sent while nothing waited (see #sendIdleFence) went before the first request queued since that
+    // needs one: it would otherwise wait for another fence's late bound after this one's.
+    const index = this.#queue.indexOf(fence.fenceFor!);
+    const head = index >= 0 ? fence.fenceFor! : this.#queue.find((entry) => this.#needsFence(entry));
+    if (head === undefined) return;
+    this.#queue.splice(this.#queue.indexOf(head), 1);
     const failure = modbusFailureOf(error);
     if (failure === "disconnected") {
       this.#settle(head, false, error);
@@ -584,6 +627,7 @@ export class ModbusRequestQueue {
     entry.sent = ++this.#sent;
     entry.sentAt = this.#clock.now();
     entry.strayRisk = this.#strayExceptionPossible(entry);
+    if (entry.fence !== undefined) this.#idleFence = entry.fence;
     this.#countUnsure(entry, 1);
     // On the wire now: its caller's signal no longer concerns it (see run).
     entry.stopWaiting?.();
