@@ -183,10 +183,16 @@ export class ModbusRequestQueue {
   /** A fence is on the wire: nothing else goes. */
   #fencing = false;
   /**
-   * The fence of the last request sent that has one, until a fence is sent in the pause after it (see
-   * `#pump`): at most one such fence per request, so a dead peer is not asked in a loop while nothing waits.
+   * The fence of the last request answered that has one (it reads like a read that answers), until a fence is
+   * sent in the pause after an anomaly (see `#pump`): at most one such fence per answer, so a dead peer is not
+   * asked in a loop while nothing waits, and none reads like a request that never got an answer.
    */
   #idleFence: ModbusRequestOptions["fence"];
+  /**
+   * The last anomaly was a request's silence: a fence may go in the pause. After an answer that did not fit,
+   * the rest of it may still be arriving (a cut frame, a resend), so the fence waits for the next request.
+   */
+  #silenceOnly = false;
   /** No fence before this (clock ms): after a fence's mismatch, its own answer gets time to arrive first. */
   #fenceNotBefore = Number.NEGATIVE_INFINITY;
   #anomalies = 0;
@@ -236,6 +242,7 @@ export class ModbusRequestQueue {
     this.#anomalies++;
     if (onTheWireSuspect) this.#anomalyAt = this.#sent;
     this.#alignmentReason = reason;
+    this.#silenceOnly = false;
     if (!this.#aligned) return;
     this.#aligned = false;
     this.#notify({ aligned: false, reason });
@@ -439,8 +446,9 @@ export class ModbusRequestQueue {
           void this.#pump();
         });
       }
-      // Nothing waits and the stream is suspect: prove it now, in the pause before the next request, so a
-      // dead unit's timeout does not make the next scan's reads (a live unit's) wait for a fence's round trip.
+      // Nothing waits and the stream is suspect after a request's silence: prove it now, in the pause before
+      // the next request, so a dead unit's timeout does not make the next scan's reads (a live unit's) wait for
+      // a fence's round trip.
       if (this.#queue.length === 0 && this.#idleFenceDue()) {
         const wait = Math.max(this.#lastEnd + this.#delayMs, this.#fenceNotBefore) - this.#clock.now();
         if (wait > 0) await this.#clock.sleep(wait);
@@ -456,7 +464,12 @@ export class ModbusRequestQueue {
   /** Whether a fence goes now that nothing waits: the stream is suspect and no fence went since the last request. */
   #idleFenceDue(): boolean {
     return (
-      this.#idleFence !== undefined && !this.#aligned && !this.idsProven && this.#inFlight.size === 0 && !this.#fencing
+      this.#idleFence !== undefined &&
+      this.#silenceOnly &&
+      !this.#aligned &&
+      !this.idsProven &&
+      this.#inFlight.size === 0 &&
+      !this.#fencing
     );
   }
 
@@ -627,7 +640,6 @@ export class ModbusRequestQueue {
     entry.sent = ++this.#sent;
     entry.sentAt = this.#clock.now();
     entry.strayRisk = this.#strayExceptionPossible(entry);
-    if (entry.fence !== undefined) this.#idleFence = entry.fence;
     this.#countUnsure(entry, 1);
     // On the wire now: its caller's signal no longer concerns it (see run).
     entry.stopWaiting?.();
@@ -650,7 +662,10 @@ export class ModbusRequestQueue {
         this.#startQuiet(entry);
         // A probe's silence (a dead unit probed on its backoff) is held back by the ledger only: its shape is
         // another size than the reads', so a fence per probe would cost the live units without need.
-        if (!entry.background) this.#anomaly(`no answer to ${entry.what} within ${timeoutMs} ms`);
+        if (!entry.background) {
+          this.#anomaly(`no answer to ${entry.what} within ${timeoutMs} ms`);
+          this.#silenceOnly = entry.fenceFor === undefined;
+        }
         const error = modbusTimeoutError(timeoutMs, entry.what);
         if (entry.fenceFor !== undefined) {
           this.#fenceFailed(entry, error);
@@ -681,6 +696,7 @@ export class ModbusRequestQueue {
             return;
           } else if (this.#aligned && this.#owedCount() === 0 && this.#inFlight.size === 1) this.#unsure.clear();
           if (this.#inFlight.size > 1) this.#proveIds(entry);
+          if (entry.fence !== undefined && entry.fenceFor === undefined) this.#idleFence = entry.fence;
           this.#settle(entry, true, value);
           finish();
         },
