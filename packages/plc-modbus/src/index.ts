@@ -69,4 +69,9 @@ export {
   type ModbusSimulatorRequest,
   type ModbusSimulatorStats,
 } from "./modbus-simulator";
-export { type ModbusUnitHealth, type ModbusUnitStatusChange } from "./modbus-unit-health";
+export {
+  type ModbusAnswerStream,
+  type ModbusAnswerStreamChange,
+  type ModbusUnitHealth,
+  type ModbusUnitStatusChange,
+} from "./modbus-unit-health";

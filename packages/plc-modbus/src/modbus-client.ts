@@ -50,6 +50,17 @@ export interface ModbusClient {
   on(event: "close", listener: () => unknown): unknown;
   /** Calls `listener` with the error when the transport fails. */
   on(event: "error", listener: (error: unknown) => unknown): unknown;
+  /**
+   * Optional: calls `listener` with the reason whenever an answer is dropped without being taken by a request
+   * (its transaction id belongs to no request waiting, or it did not fit a patient request). A client without
+   * it leaves such answers unseen: a duplicate answer is then not detected.
+   */
+  onStray?(listener: (reason: string) => void): void;
+  /**
+   * Optional: makes the next request patient (an answer that does not fit it is dropped as `stray` and the
+   * request keeps waiting for its own). Used for fences; without it a fence's answer that does not fit fails it.
+   */
+  patientNext?(): void;
 }
 
 /** Loads a module by name; replaced in tests. */

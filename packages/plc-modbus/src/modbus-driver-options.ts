@@ -32,21 +32,17 @@ export interface ModbusTcpTransport {
    */
   readonly frameQuietGapMs?: number;
   /**
-   * After a request ends without its own answer (it times out, or an answer that does not fit it comes
-   * first), keep the connection quiet until its late bound has passed (its send time plus twice
-   * `requestTimeoutMs`) before the next request whose answer would have the same shape (unit, function,
-   * byte count), as on RTU. Many serial
-   * gateways (TCP to RTU, "transparent" mode) wrap whatever RTU answer comes back with the MBAP header of
-   * the newest request, so a late answer arrives with the next request's transaction id and fits it: on
-   * with the default, that late answer arrives while nothing it would fit is asked and is dropped, instead
-   * of being taken as the next request's value (found by the adversarial test of #12). Cost: after a
-   * timeout only, the next same-shape request waits up to one more request timeout (requests of another
-   * shape go at once: a late answer cannot pass as theirs). Turn it off only for a device that stamps every
-   * answer with its own request's transaction id (a native Modbus TCP device, not a gateway to a serial
-   * line). A gateway that holds a late answer back until the next request arrives is covered by a fence:
-   * before the next read of the timed-out shape the driver reads another size at the same unit and address,
-   * which the held answer does not fit (one extra request, only after a timeout; see "Gateways to serial
-   * lines" in docs/drivers/modbus.md). @default true
+   * Treat the connection's answers as one stream that may be shifted: many serial gateways (TCP to RTU,
+   * "transparent" mode) stamp whatever RTU answer comes back with the MBAP header of the newest request, so a
+   * late, repeated or old-connection answer arrives with another request's transaction id and fits it when it
+   * has the same shape. With the guard, after any anomaly (a timeout, an answer that does not fit, an answer
+   * nobody waited for, a connection lost with requests on the wire) no read or write goes out before a fence (a
+   * read of a size no answer on its way has) got its own answer; the state survives reconnects; and a request
+   * that ended without its own answer keeps its shape back until its send time plus twice `requestTimeoutMs`
+   * unless a fence proved its answer came (ADR 0041; "Gateways to serial lines" in docs/drivers/modbus.md,
+   * with what is and is not guaranteed). Cost: one extra request after each anomaly. Turn it off only for a
+   * device that stamps every answer with its own request's transaction id (a native Modbus TCP device, not a
+   * gateway to a serial line). @default true
    */
   readonly lateAnswerGuard?: boolean;
 }

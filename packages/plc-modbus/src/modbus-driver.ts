@@ -56,8 +56,14 @@ import {
   type ModbusReadRequest,
   type ModbusSplitOptions,
 } from "./modbus-read-planner";
-import { ModbusRequestQueue, type ModbusRequestOptions } from "./modbus-request-queue";
-import { ModbusUnitHealthMap, type ModbusUnitHealth, type ModbusUnitStatusChange } from "./modbus-unit-health";
+import { ModbusRequestQueue, type ModbusAlignmentChange, type ModbusRequestOptions } from "./modbus-request-queue";
+import {
+  ModbusUnitHealthMap,
+  type ModbusAnswerStream,
+  type ModbusAnswerStreamChange,
+  type ModbusUnitHealth,
+  type ModbusUnitStatusChange,
+} from "./modbus-unit-health";
 import { ModbusWriter } from "./modbus-writer";
 
 const CAPABILITIES: PlcDriverCapabilities = Object.freeze({ subscribe: false, browse: false });
@@ -134,6 +140,13 @@ export class ModbusDriver implements PlcDriver {
   /** Which exception splits a read request (see `ModbusSplitOptions.splitCode`); built once, not per request. */
   readonly #splitCode: ModbusSplitOptions["splitCode"];
   readonly #compiled = new WeakMap<ModbusReadPlan, readonly ModbusTagDecoder[]>();
+  readonly #alignmentListeners = new Set<(change: ModbusAnswerStreamChange) => void>();
+  /** The last read answered: a fence reads like it (a unit and an address that answer), another size. */
+  #lastRead: ModbusReadRequest | undefined;
+  /** The unit of the last fence sent. */
+  #fenceUnit: number | undefined;
+  /** When (clock ms) the answer stream was last found possibly shifted. */
+  #misalignedAt: number | undefined;
 
   /** @throws KilnValidationError naming each bad option. */
   constructor(options: ModbusDriverOptions) {
@@ -206,7 +219,10 @@ export class ModbusDriver implements PlcDriver {
     };
     this.#writer = new ModbusWriter(this.#options.write, this.#options.byteOrder, {
       request: (unitId, operation, what, signal, shape) =>
-        this.#request(unitId, operation, what, signal, this.#guarded(unitId, shape, shape.split("/")[0]!)),
+        this.#request(unitId, operation, what, signal, {
+          ...this.#guarded(unitId, shape, shape.split("/")[0]!),
+          ...this.#writeFence(unitId, shape),
+        }),
       read: (unitId, area, address, count, what, signal) =>
         this.#readGuarded({ unitId, area, address, count, items: [] }, what, signal),
     });
@@ -220,7 +236,50 @@ export class ModbusDriver implements PlcDriver {
       // request of the same shape, so a late answer is never taken for that one's answer. On TCP the shape
       // leaves the unit out (`#guarded`): a gateway may stamp a late answer with the newest request's unit too.
       lateAnswerGuardMs: transport.kind === "rtu" || transport.lateAnswerGuard ? this.#options.requestTimeoutMs : 0,
+      onAlignment: (change) => this.#alignmentChanged(change),
+      onFenceTimeout: (error) => this.#fenceTimedOut(error),
     });
+  }
+
+  /**
+   * Whether the driver trusts the order of the answers on its connection (see docs/drivers/modbus.md,
+   * "Transparent gateways"): `aligned: false` from an anomaly (a timeout, an answer that did not fit, an
+   * answer nobody waited for, a connection lost with requests on the wire) until a fence's own answer proved
+   * that no older answer can come any more; meanwhile no read or write is sent before that fence. `anomalies`
+   * counts them since the driver was created; the state is kept across reconnects.
+   */
+  get answerStream(): ModbusAnswerStream {
+    const { aligned, reason, anomalies } = this.#queue.alignment;
+    return { aligned, reason, anomalies, ...(this.#misalignedAt === undefined ? {} : { since: this.#misalignedAt }) };
+  }
+
+  /**
+   * Calls `listener` when the answer stream is found possibly shifted and when a fence proves it aligned again
+   * (see {@link ModbusDriver.answerStream}); returns a disposer. A listener that throws is logged.
+   */
+  onAnswerStreamChange(listener: (change: ModbusAnswerStreamChange) => void): Disposer {
+    this.#alignmentListeners.add(listener);
+    return () => {
+      this.#alignmentListeners.delete(listener);
+    };
+  }
+
+  #alignmentChanged(change: ModbusAlignmentChange): void {
+    const at = this.#clock.now();
+    this.#misalignedAt = change.aligned ? undefined : at;
+    if (change.aligned) this.#logger.info({ reason: change.reason }, "modbus answer stream proven aligned again");
+    else
+      this.#logger.warn(
+        { reason: change.reason },
+        "modbus answer stream may be shifted; nothing is trusted before a fence's own answer",
+      );
+    for (const listener of [...this.#alignmentListeners]) {
+      try {
+        listener({ ...change, at });
+      } catch (error) {
+        this.#logger.error({ error }, "answer stream listener failed");
+      }
+    }
   }
 
   /** The current connection state. */
@@ -255,12 +314,25 @@ export class ModbusDriver implements PlcDriver {
    * The driver port's endpoint health: each unit seen as `unit <id>` (state, failures in a row, last
    * error, next probe), and each request block backed off as `unit <id> <block>` (e.g. `unit 1 HR100-109`,
    * always `offline`): a block that timed out `unitHealth.offlineAfter` reads in a row while its unit
-   * answered other requests. The core shows them in `system.health().acquisition.endpoints` and reports
+   * answered other requests; and, while answers are not trusted (see {@link ModbusDriver.answerStream}),
+   * `answer stream` (`offline`, the anomaly in `lastError`). The core shows them in `system.health().acquisition.endpoints` and reports
    * the system `degraded`, naming the unit or block, while one is offline.
    */
   endpoints(): EndpointHealthSnapshot[] {
     const blocks = this.#blocks.snapshot().filter((block) => block.state === "offline");
-    return [...this.#units.snapshot(), ...blocks];
+    const stream = this.answerStream;
+    const misaligned: EndpointHealthSnapshot[] = stream.aligned
+      ? []
+      : [
+          {
+            endpoint: "answer stream",
+            state: "offline",
+            consecutiveFailures: 1,
+            lastError: `answers not trusted until a fence proves them aligned: ${stream.reason}`,
+            ...(stream.since === undefined ? {} : { lastFailureAt: stream.since }),
+          },
+        ];
+    return [...this.#units.snapshot(), ...blocks, ...misaligned];
   }
 
   /**
@@ -629,7 +701,10 @@ export class ModbusDriver implements PlcDriver {
    * @throws KilnError `KILN_TAG_NOT_WRITABLE` (read-only tag or area; nothing is sent),
    *   `KILN_VALIDATION` (wrong type, a fraction for an integer tag; nothing is sent),
    *   `KILN_OUT_OF_RANGE` (value outside the tag's range or the Modbus type; nothing is sent), `KILN_WRITE_REJECTED` (device exception),
-   *   `KILN_TIMEOUT`, `KILN_CONNECTION_FAILED`, `KILN_NOT_CONNECTED`.
+   *   `KILN_TIMEOUT`, `KILN_CONNECTION_FAILED`, `KILN_NOT_CONNECTED`, `KILN_DEVICE_ERROR`, `KILN_ABORTED`. Every error
+   *   from the device path carries `details.sent`: `false` when no write request went on the wire (the read half of a
+   *   read-modify-write failed, the fence before it proved nothing, the caller aborted while it waited, the connection
+   *   was down; the device's value is untouched, retry as is), `true` when one did (it may have taken effect).
    */
   async write(tag: Tag, value: TagValue, signal?: AbortSignal): Promise<void> {
     const address = this.#planner.address(tag);
@@ -725,6 +800,8 @@ export class ModbusDriver implements PlcDriver {
       return result;
     } catch (error) {
       const failure = modbusFailureOf(error);
+      // Never sent: its fence proved nothing (a silent fence is counted when it times out, see #fenceTimedOut).
+      if (KilnError.is(error) && error.details.sent === false) throw error;
       // A probe's timeout is not counted: it went out between reads (see holdBackground).
       if (failure === "timeout" && request.background !== true) this.#timeouts++;
       if (failure === "timeout" && pipelined && (this.#answers.get(unitId) ?? 0) > answeredBefore) {
@@ -753,8 +830,8 @@ export class ModbusDriver implements PlcDriver {
           throw error;
         }
         // An exception not trusted (maybe another request's late answer, see ModbusRequestOptions.exceptionShape)
-        // says the link works and nothing about this unit.
-        if (typeof error.details.unprovenException === "number") {
+        // or an answer taken while the stream may be shifted says the link works and nothing about this unit.
+        if (typeof error.details.unprovenException === "number" || error.details.unaligned === true) {
           this.#consecutiveTimeouts = 0;
           throw error;
         }
@@ -763,18 +840,36 @@ export class ModbusDriver implements PlcDriver {
       }
       if (failure === "timeout" && client && client === this.#client) {
         this.#units.failed(unitId, error);
-        if (this.#linkSuspected(sequence)) this.#consecutiveTimeouts++;
-        if (client.isOpen === false) this.#connectionLost(client, "the transport closed without notice");
-        else if (this.#maxConsecutiveTimeouts > 0 && this.#consecutiveTimeouts >= this.#maxConsecutiveTimeouts) {
-          this.#connectionLost(
-            client,
-            `${this.#consecutiveTimeouts} requests in a row timed out with no answer from any unit`,
-          );
-        }
+        this.#linkTimeout(client, sequence);
       } else if (failure === "disconnected" && client && client === this.#client) {
         this.#connectionLost(client, "the transport is not open");
       }
       throw error;
+    }
+  }
+
+  /**
+   * A fence (a read at the unit that answered last) got no answer: counted against that unit and the link like
+   * any timeout, and the next fence goes to its own request's unit.
+   */
+  #fenceTimedOut(error: unknown): void {
+    const client = this.#client;
+    if (!client || this.#fenceUnit === undefined) return;
+    this.#timeouts++;
+    this.#units.failed(this.#fenceUnit, error);
+    this.#lastRead = undefined;
+    this.#linkTimeout(client, this.#sequence);
+  }
+
+  /** A timeout of the request numbered `sequence` on `client`: counted against the link, which may be lost. */
+  #linkTimeout(client: ModbusClient, sequence: number): void {
+    if (this.#linkSuspected(sequence)) this.#consecutiveTimeouts++;
+    if (client.isOpen === false) this.#connectionLost(client, "the transport closed without notice");
+    else if (this.#maxConsecutiveTimeouts > 0 && this.#consecutiveTimeouts >= this.#maxConsecutiveTimeouts) {
+      this.#connectionLost(
+        client,
+        `${this.#consecutiveTimeouts} requests in a row timed out with no answer from any unit`,
+      );
     }
   }
 
@@ -905,10 +1000,17 @@ export class ModbusDriver implements PlcDriver {
     what: string,
     signal: AbortSignal | undefined,
   ): Promise<boolean[] | number[]> {
-    return this.#request(request.unitId, (client) => readArea(client, request), what, signal, {
-      ...this.#guarded(request.unitId, shapeOf(request), request.area),
-      ...this.#fenceFor(request),
-    });
+    return this.#request(
+      request.unitId,
+      async (client) => {
+        const data = await readArea(client, request);
+        this.#lastRead = request;
+        return data;
+      },
+      what,
+      signal,
+      { ...this.#guarded(request.unitId, shapeOf(request), request.area), ...this.#fenceFor(request.unitId, request) },
+    );
   }
 
   /**
@@ -925,23 +1027,56 @@ export class ModbusDriver implements PlcDriver {
   }
 
   /**
-   * On TCP with the late-answer guard: a fence for reads of `request`'s shape (see `ModbusRequestOptions.fence`),
-   * a read of another size at the same unit and address (an exception answer is as good: any answer takes a
-   * late one a gateway held back). Its outcome counts nowhere.
+   * On TCP with the late-answer guard: the fence for a request at `unitId` reading `request`'s area and address
+   * (see `ModbusRequestOptions.fence`): a read of another size like the last read answered (a unit and an address
+   * that answer; else `request`'s), whose answer's shape no answer still on its way has (`fenceSizes`; an exception
+   * answer is as good unless one of its function may still come). Any unit's answer proves the stream: on TCP with
+   * the guard the unit is not part of a shape, and a dead unit's fence would only time out. It is
+   * sent patiently (`ModbusClient.patientNext`): older answers stamped with its id are dropped. Its outcome
+   * counts nowhere.
    */
-  #fenceFor(request: ModbusReadRequest): Pick<ModbusRequestOptions, "fence" | "fenceShape"> {
+  #fenceFor(
+    unitId: number,
+    request: Pick<ModbusReadRequest, "area" | "address" | "count">,
+  ): Pick<ModbusRequestOptions, "fence"> {
     const transport = this.#options.transport;
     if (transport.kind !== "tcp" || !transport.lateAnswerGuard) return {};
-    const fence = otherSize(request);
     return {
-      fenceShape: this.#guarded(request.unitId, shapeOf(fence), fence.area).shape!,
-      fence: () => {
-        const client = this.#client;
-        if (!client || this.status !== "connected") return Promise.reject(modbusDisconnectedError("fence"));
-        client.setID(request.unitId);
-        return readArea(client, fence);
+      fence: (unsure) => {
+        const base = this.#lastRead ?? { ...request, unitId };
+        for (const count of fenceSizes(base)) {
+          const fence: ModbusReadRequest = {
+            unitId: base.unitId,
+            area: base.area,
+            address: Math.min(base.address, MODBUS_ADDRESS_SPACE - count),
+            count,
+            items: [],
+          };
+          const { shape, exceptionShape } = this.#guarded(fence.unitId, shapeOf(fence), fence.area);
+          if (unsure(shape!)) continue;
+          return {
+            shape: shape!,
+            ...(exceptionShape === undefined ? {} : { exceptionShape }),
+            run: () => {
+              const client = this.#client;
+              if (!client || this.status !== "connected") return Promise.reject(modbusDisconnectedError("fence"));
+              client.setID(fence.unitId);
+              this.#fenceUnit = fence.unitId;
+              client.patientNext?.();
+              return readArea(client, fence);
+            },
+          };
+        }
+        return undefined;
       },
     };
+  }
+
+  /** The fence of a write whose echo has `shape` (`fc<code>/<address>/...`, see modbus-writer): a read there. */
+  #writeFence(unitId: number, shape: string): Pick<ModbusRequestOptions, "fence"> {
+    const [functionCode, address] = shape.split("/");
+    const area = functionCode === "fc5" || functionCode === "fc15" ? "coil" : "holding-register";
+    return this.#fenceFor(unitId, { area, address: Number(address), count: 1 });
   }
 
   /** Whether the read's deadline leaves a whole request timeout (never without a deadline). */
@@ -1015,8 +1150,11 @@ export class ModbusDriver implements PlcDriver {
     this.#client = client;
     this.#consecutiveTimeouts = 0;
     this.#queue.forgetIdProof();
-    // A late answer of the old TCP connection cannot come on this one (a serial line stays the same line).
-    if (this.#options.transport.kind === "tcp") this.#queue.endQuiet();
+    // The ledger and the answer stream's alignment are kept: behind a gateway the serial line outlives the
+    // TCP connection, and an answer to a request of the old connection may come on this one.
+    client.onStray?.((reason) => {
+      if (client === this.#client) this.#queue.unasked(reason);
+    });
     // What was learned may not hold for the device behind the new connection (replaced, reconfigured).
     this.#planner.forget();
     this.#blocks.reset();
@@ -1109,6 +1247,22 @@ function otherSize(request: ModbusReadRequest): ModbusReadRequest {
       : 2;
   const address = Math.min(request.address, MODBUS_ADDRESS_SPACE - count);
   return { ...request, address, count, items: [] };
+}
+
+/**
+ * Sizes of fence reads for `request` (see `ModbusDriver.#fenceFor`), in order of preference: smaller first (within
+ * the block the device serves), then larger; each gives another byte count than `request` and than each other.
+ */
+function fenceSizes(request: Pick<ModbusReadRequest, "area" | "count">): number[] {
+  const bits = isBitArea(request.area);
+  const step = bits ? 8 : 1;
+  const max = bits ? 2000 : 125;
+  const sizes: number[] = [];
+  const first = otherSize({ ...request, address: 0, unitId: 0, items: [] }).count;
+  sizes.push(first);
+  for (let count = request.count - step; count >= 1; count -= step) if (count !== first) sizes.push(count);
+  for (let count = request.count + step; count <= max; count += step) if (count !== first) sizes.push(count);
+  return sizes;
 }
 
 /** Addresses in each Modbus area (0-65535). */

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { KilnError } from "@kiln/core";
 import { SimulatedClock } from "@kiln/core/testing";
 import { modbusFailureOf } from "./modbus-failure";
-import { ModbusRequestQueue } from "./modbus-request-queue";
+import { ModbusRequestQueue, type ModbusFence } from "./modbus-request-queue";
 
 interface Deferred<T> {
   readonly promise: Promise<T>;
@@ -30,81 +30,223 @@ async function rejection(promise: Promise<unknown>): Promise<unknown> {
 }
 
 describe("ModbusRequestQueue", () => {
-  it("after a timeout sends a fence before the next same-shape request, unless another shape was answered since", async () => {
-    const clock = new SimulatedClock();
-    const queue = new ModbusRequestQueue({ clock, timeoutMs: 100, lateAnswerGuardMs: 100 });
-    const started: string[] = [];
-    const fence = () => (started.push("fence"), Promise.reject(new Error("late answer does not fit")));
-    const run = (name: string, shape: string) =>
-      queue.run(() => (started.push(name), Promise.resolve(name)), name, undefined, {
-        shape,
-        fence,
-        fenceShape: "1/hr/1",
-      });
-    const silent = queue
-      .run(() => new Promise<string>(() => undefined), "HR100", undefined, {
-        shape: "1/hr/2",
-        fence,
-        fenceShape: "1/hr/1",
-      })
-      .catch(() => "timed out");
-    await clock.advance(100);
-    expect(await silent).toBe("timed out");
-    const same = run("HR0", "1/hr/2");
-    await clock.advance(100);
-    expect(await same).toBe("HR0");
-    // The fence went first (its refusal ignored), the request after it; once only.
-    expect(started).toEqual(["fence", "HR0"]);
-    const again = run("HR0 again", "1/hr/2");
-    await clock.advance(0);
-    await again;
-    expect(started).toEqual(["fence", "HR0", "HR0 again"]);
+  /** A fence builder recording what it was asked to avoid; its read resolves with `answer` (or never). */
+  function fences(clock: SimulatedClock, started: [string, number][], answer: () => Promise<unknown>) {
+    return (unsure: (shape: string) => boolean): ModbusFence | undefined => {
+      const shape = ["hr/4", "hr/6", "hr/8"].find((candidate) => !unsure(candidate));
+      if (shape === undefined) return undefined;
+      return { shape, run: () => (started.push([`fence ${shape}`, clock.now()]), answer()) };
+    };
+  }
 
-    // Sibling: a request of another shape answered after the timeout took any held answer: no fence.
-    const silent2 = queue
-      .run(() => new Promise<string>(() => undefined), "HR100", undefined, {
-        shape: "1/hr/2",
-        fence,
-        fenceShape: "1/hr/1",
-      })
-      .catch(() => "timed out");
-    await clock.advance(100);
-    await silent2;
-    const other = run("IR0", "1/ir/2");
-    const same2 = run("HR0 third", "1/hr/2");
-    await clock.advance(100);
-    await Promise.all([other, same2]);
-    expect(started.slice(3)).toEqual(["IR0", "HR0 third"]);
-  });
-
-  it("an answer that did not fit (a mismatch, a desync) guards its shape like a timeout; an exception does not", async () => {
-    // Pipelined behind a serial gateway, a request failed as a mismatch may still get its own answer later,
-    // stamped with a later request's id (adv12e: seen once as HR0's value in HR50's tag).
+  it("after a timeout sends a fence alone and trusts nothing before its own answer (adv12s F1)", async () => {
     const clock = new SimulatedClock();
-    const queue = new ModbusRequestQueue({ clock, timeoutMs: 100, lateAnswerGuardMs: 100 });
+    const changes: boolean[] = [];
+    const queue = new ModbusRequestQueue({
+      clock,
+      timeoutMs: 100,
+      lateAnswerGuardMs: 100,
+      onAlignment: (change) => changes.push(change.aligned),
+    });
     const started: [string, number][] = [];
-    const fence = () => (started.push(["fence", clock.now()]), Promise.resolve([]));
-    const fail = (name: string, shape: string, error: unknown) =>
-      queue.run(() => Promise.reject(error), name, undefined, { shape, fence }).catch(() => name);
+    const fenceAnswer = deferred<unknown>();
+    const fence = fences(clock, started, () => fenceAnswer.promise);
     const run = (name: string, shape: string) =>
       queue.run(() => (started.push([name, clock.now()]), Promise.resolve(name)), name, undefined, { shape, fence });
     const start = clock.now();
-    await fail("HR0", "1/hr/2", new KilnError("KILN_DEVICE_ERROR", "answer does not fit", { details: {} }));
-    const next = run("HR50", "1/hr/2");
-    await clock.advance(200);
-    await next;
-    // Its own answer may come until its send time plus the late bound (timeout + guard), however early the
-    // answer that did not fit came (adv12q F1: a quiet time counted from the mismatch ended too soon).
-    expect(started).toEqual([
-      ["fence", start + 200],
-      ["HR50", start + 200],
-    ]);
-    const exception = new KilnError("KILN_DEVICE_ERROR", "exception 2", { details: { modbus: 2 } });
-    await fail("HR100", "1/hr/2", exception);
-    const after = run("HR0 again", "1/hr/2");
+    const silent = queue
+      .run(() => new Promise<string>(() => undefined), "HR100", undefined, { shape: "hr/2", fence })
+      .catch(() => "timed out");
+    await clock.advance(100);
+    expect(await silent).toBe("timed out");
+    expect(queue.alignment.aligned).toBe(false);
+    // Another shape waits too: nothing is trusted before the fence's own answer.
+    const other = run("IR0", "ir/2");
     await clock.advance(0);
-    await after;
-    expect(started.at(-1)).toEqual(["HR0 again", start + 200]); // an exception is its own answer: at once
+    expect(started).toEqual([["fence hr/4", start + 100]]);
+    // The late answer comes past its bound (send + 200 ms) and is dropped by the client: the fence's own follows.
+    await clock.advance(150);
+    queue.unasked("the late answer of HR100");
+    fenceAnswer.resolve([]);
+    await clock.advance(0);
+    expect(await other).toBe("IR0");
+    expect(queue.alignment.aligned).toBe(true);
+    expect(changes).toEqual([false, true]);
+  });
+
+  it("clears the ledger once the fence proved every late answer came: the next same-shape read goes at once (adv12s F4)", async () => {
+    const clock = new SimulatedClock();
+    const queue = new ModbusRequestQueue({ clock, timeoutMs: 100, lateAnswerGuardMs: 100 });
+    const started: [string, number][] = [];
+    const fenceAnswer = deferred<unknown>();
+    const fence = fences(clock, started, () => fenceAnswer.promise);
+    const start = clock.now();
+    const silent = queue
+      .run(() => new Promise<string>(() => undefined), "HR100", undefined, { shape: "hr/2", fence })
+      .catch(() => undefined);
+    await clock.advance(100);
+    await silent;
+    const same = queue.run(() => (started.push(["HR0", clock.now()]), Promise.resolve("HR0")), "HR0", undefined, {
+      shape: "hr/2",
+      fence,
+    });
+    await clock.advance(20);
+    queue.unasked("the late answer of HR100"); // it came, 120 ms after its request: dropped by the patient fence
+    fenceAnswer.resolve([]);
+    await clock.advance(0);
+    await same;
+    // Not held until HR100's late bound (start + 200): its answer has come, and nothing older can.
+    expect(started).toEqual([
+      ["fence hr/4", start + 100],
+      ["HR0", start + 120],
+    ]);
+  });
+
+  it("sibling: a late answer not seen yet keeps its shape's ledger until the bound even after the proof (answers out of order)", async () => {
+    const clock = new SimulatedClock();
+    const queue = new ModbusRequestQueue({ clock, timeoutMs: 100, lateAnswerGuardMs: 100 });
+    const started: [string, number][] = [];
+    const fence = fences(clock, started, () => Promise.resolve([]));
+    const start = clock.now();
+    const silent = queue
+      .run(() => new Promise<string>(() => undefined), "HR100", undefined, { shape: "hr/2", fence })
+      .catch(() => undefined);
+    await clock.advance(100);
+    await silent;
+    const same = queue.run(() => (started.push(["HR0", clock.now()]), Promise.resolve("HR0")), "HR0", undefined, {
+      shape: "hr/2",
+      fence,
+    });
+    const other = queue.run(() => (started.push(["IR0", clock.now()]), Promise.resolve("IR0")), "IR0", undefined, {
+      shape: "ir/2",
+      fence,
+    });
+    await clock.advance(100);
+    await Promise.all([same, other]);
+    expect(started).toEqual([
+      ["fence hr/4", start + 100],
+      ["HR0", start + 200],
+      ["IR0", start + 200],
+    ]);
+  });
+
+  it("sends the fence in the pause after a timeout: the next scan's request goes at once, no fence of its own (issue 12)", async () => {
+    const clock = new SimulatedClock();
+    const queue = new ModbusRequestQueue({ clock, timeoutMs: 100, lateAnswerGuardMs: 100 });
+    const started: [string, number][] = [];
+    const fence = fences(clock, started, () => Promise.resolve([]));
+    // The live unit answered: the fence reads like its read.
+    await queue.run(() => Promise.resolve("live"), "HR0 at the live unit", undefined, { shape: "hr/2", fence });
+    const start = clock.now();
+    const silent = queue
+      .run(() => new Promise<string>(() => undefined), "HR0 at the dead unit", undefined, { shape: "hr/2", fence })
+      .catch(() => undefined);
+    await clock.advance(100);
+    await silent;
+    await clock.advance(0);
+    expect(queue.alignment.aligned).toBe(true);
+    await clock.advance(200);
+    const next = queue.run(() => (started.push(["HR0", clock.now()]), Promise.resolve("HR0")), "HR0", undefined, {
+      shape: "hr/2",
+      fence,
+    });
+    await clock.advance(0);
+    expect(await next).toBe("HR0");
+    expect(started).toEqual([
+      ["fence hr/4", start + 100],
+      ["HR0", start + 300],
+    ]);
+  });
+
+  it("sibling: a fence sent in the pause that gets no answer is not sent again while nothing waits (no loop on a dead peer)", async () => {
+    const clock = new SimulatedClock();
+    const timeouts: unknown[] = [];
+    const queue = new ModbusRequestQueue({
+      clock,
+      timeoutMs: 100,
+      lateAnswerGuardMs: 100,
+      onFenceTimeout: (error) => timeouts.push(error),
+    });
+    const started: [string, number][] = [];
+    const fence = fences(clock, started, () => new Promise<never>(() => undefined));
+    await queue.run(() => Promise.resolve("answered"), "HR10", undefined, { shape: "hr/2", fence });
+    const silent = queue
+      .run(() => new Promise<string>(() => undefined), "HR0", undefined, { shape: "hr/2", fence })
+      .catch(() => undefined);
+    await clock.advance(100);
+    await silent;
+    await clock.advance(2_000);
+    expect(started.map(([name]) => name)).toEqual(["fence hr/4"]);
+    expect(timeouts).toHaveLength(1);
+    expect(queue.alignment.aligned).toBe(false);
+  });
+
+  it("a fence that gets no answer fails the request it went before without sending it (details.sent false)", async () => {
+    const clock = new SimulatedClock();
+    const queue = new ModbusRequestQueue({ clock, timeoutMs: 100, lateAnswerGuardMs: 100 });
+    const started: [string, number][] = [];
+    const fence = fences(clock, started, () => new Promise<never>(() => undefined));
+    const silent = queue
+      .run(() => new Promise<string>(() => undefined), "HR100", undefined, { shape: "hr/2", fence })
+      .catch(() => undefined);
+    await clock.advance(100);
+    await silent;
+    const write = queue
+      .run(() => (started.push(["write", clock.now()]), Promise.resolve("ok")), "write", undefined, {
+        shape: "fc6/5/1",
+        fence,
+      })
+      .catch((caught: unknown) => caught);
+    await clock.advance(200); // a fence waits up to the late bound
+    expect(await write).toMatchObject({ code: "KILN_TIMEOUT", details: { sent: false } });
+    expect(started.map(([name]) => name)).toEqual(["fence hr/4"]);
+    // The next request sends another fence, of a shape the first fence's late answer cannot have.
+    const next = queue
+      .run(() => Promise.resolve("x"), "next", undefined, { shape: "hr/2", fence })
+      .catch((caught: unknown) => caught);
+    await clock.advance(0);
+    expect(started.map(([name]) => name)).toEqual(["fence hr/4", "fence hr/6"]);
+    await clock.advance(300);
+    expect(await next).toMatchObject({ details: { sent: false } });
+  });
+
+  it("an answer nobody waited for (a duplicate) makes the next request wait for a fence (adv12s F3)", async () => {
+    const clock = new SimulatedClock();
+    const queue = new ModbusRequestQueue({ clock, timeoutMs: 100, lateAnswerGuardMs: 100 });
+    const started: [string, number][] = [];
+    const fence = fences(clock, started, () => Promise.resolve([]));
+    await queue.run(() => Promise.resolve("a"), "HR0", undefined, { shape: "hr/2", fence });
+    queue.unasked("a second answer to HR0");
+    expect(queue.alignment).toMatchObject({ aligned: false, anomalies: 1 });
+    const next = queue.run(() => (started.push(["HR0", clock.now()]), Promise.resolve("b")), "HR0", undefined, {
+      shape: "hr/2",
+      fence,
+    });
+    await clock.advance(0);
+    await next;
+    expect(started.map(([name]) => name)).toEqual(["fence hr/4", "HR0"]);
+  });
+
+  it("a request failed as not connected before it was sent is not counted as an answer on its way", async () => {
+    const clock = new SimulatedClock();
+    const queue = new ModbusRequestQueue({ clock, timeoutMs: 100, lateAnswerGuardMs: 100 });
+    const started: [string, number][] = [];
+    const fence = fences(clock, started, () =>
+      Promise.reject(new KilnError("KILN_CONNECTION_FAILED", "down", { details: { modbus: "disconnected" } })),
+    );
+    const silent = queue
+      .run(() => new Promise<string>(() => undefined), "HR100", undefined, { shape: "hr/2", fence })
+      .catch(() => undefined);
+    await clock.advance(100);
+    await silent;
+    // While the connection is down, every read's fence fails as not connected: its shape is not used up.
+    for (let attempt = 0; attempt < 4; attempt++) {
+      const failed = await queue
+        .run(() => Promise.resolve("x"), "read", undefined, { shape: "hr/2", fence })
+        .catch((caught: unknown) => caught);
+      expect(modbusFailureOf(failed)).toBe("disconnected");
+    }
+    expect(started.map(([name]) => name)).toEqual(Array(4).fill("fence hr/4"));
   });
 
   it("after a timeout keeps the line quiet only for requests the late answer could pass for", async () => {
@@ -352,39 +494,6 @@ describe("ModbusRequestQueue", () => {
       }, "a"),
     ).rejects.toBe(boom);
     await expect(queue.run(() => Promise.resolve(2), "b")).resolves.toBe(2);
-  });
-
-  it("a fence that gets no answer of its own holds reads of its shape until its answer can no longer come (sibling of adv12q F1)", async () => {
-    // A fence is a read too: a gateway stamping the newest id may hand its late answer to a read of the fence's
-    // size elsewhere (a one-register block after a two-register block's fence).
-    const clock = new SimulatedClock();
-    const queue = new ModbusRequestQueue({ clock, timeoutMs: 100, lateAnswerGuardMs: 100 });
-    const started: [string, number][] = [];
-    const fence = () => (started.push(["fence", clock.now()]), new Promise<never>(() => undefined));
-    const silent = queue
-      .run(() => new Promise<string>(() => undefined), "HR0-1", undefined, { shape: "hr/4", fence, fenceShape: "hr/2" })
-      .catch(() => "timed out");
-    const start = clock.now();
-    await clock.advance(100);
-    expect(await silent).toBe("timed out");
-    const run = (name: string, shape: string) =>
-      queue.run(() => (started.push([name, clock.now()]), Promise.resolve(name)), name, undefined, {
-        shape,
-        fence,
-        fenceShape: "hr/2",
-      });
-    const again = run("HR0-1 again", "hr/4");
-    await clock.advance(100); // the quiet of hr/4 ends; the fence goes out and times out after 100 ms
-    await clock.advance(100);
-    await again;
-    const single = run("HR9", "hr/2"); // the fence's shape: waits until the fence's send time + 200 ms
-    await clock.advance(100);
-    await single;
-    expect(started).toEqual([
-      ["fence", start + 200],
-      ["HR0-1 again", start + 300],
-      ["HR9", start + 400],
-    ]);
   });
 
   it("an exception answer while an earlier request of its function, answered early by a mismatch, may still get its own is not trusted (sibling of adv12q F1)", async () => {

@@ -27,6 +27,38 @@ export interface ModbusRequestQueueOptions {
   readonly lateAnswerGuardMs?: number;
   /** Requests on the wire at once (Modbus TCP matches answers by transaction id). @default 1 */
   readonly maxInFlight?: number;
+  /**
+   * Called when the answer stream is found possibly shifted (`aligned: false`, with the anomaly) and when a
+   * fence has proved it aligned again (see {@link ModbusRequestOptions.fence}). A listener that throws is ignored.
+   */
+  readonly onAlignment?: (change: ModbusAlignmentChange) => void;
+  /**
+   * Called when a fence gets no answer within the late bound (whether or not the request it went before is still
+   * waiting): the silence counts against the fence's unit and the link like any timeout. A listener that throws is
+   * ignored.
+   */
+  readonly onFenceTimeout?: (error: unknown) => void;
+}
+
+/** A change of {@link ModbusRequestQueue.alignment}. */
+export interface ModbusAlignmentChange {
+  /** `false`: an anomaly was seen and no answer is trusted before a fence's own answer; `true`: a fence proved it. */
+  readonly aligned: boolean;
+  /** What happened, in words (the anomaly, or the fence that proved the stream aligned). */
+  readonly reason: string;
+}
+
+/**
+ * A fence: a read whose answer has a shape no answer still possibly on its way has (see
+ * {@link ModbusRequestOptions.fence}).
+ */
+export interface ModbusFence {
+  /** Sends it; its result is ignored. */
+  readonly run: () => Promise<unknown>;
+  /** The shape of its answer (like {@link ModbusRequestOptions.shape}). */
+  readonly shape: string;
+  /** The shape of an exception answer to it (like {@link ModbusRequestOptions.exceptionShape}). */
+  readonly exceptionShape?: string;
 }
 
 interface Entry {
@@ -35,23 +67,16 @@ interface Entry {
   readonly signal: AbortSignal | undefined;
   /** Goes out only when no other request waits (a probe), so it never delays one that does. */
   readonly background: boolean;
-  /** A request of another shape to the same unit, sent first when a late answer may be held (see `fence`). */
-  readonly fence: (() => Promise<unknown>) | undefined;
-  /** This entry is a fence: a short timeout, and its timeout starts no quiet time. */
-  readonly isFence?: boolean;
+  /** Builds the fence sent before it while the answer stream may be shifted (see {@link ModbusRequestOptions.fence}). */
+  readonly fence: ModbusRequestOptions["fence"];
+  /** This entry is a fence (the request it goes before, which it fails when it proves nothing). */
+  readonly fenceFor?: Entry;
   /** The shape of its answer (unit, function, size); see {@link ModbusRequestOptions.shape}. */
   readonly shape: string | undefined;
-  /** The shape of its fence's answer; see {@link ModbusRequestOptions.fenceShape}. */
-  readonly fenceShape?: string | undefined;
   /** The shape of an exception answer to it; see {@link ModbusRequestOptions.exceptionShape}. */
   readonly exceptionShape?: string | undefined;
   /** Sent while a late answer of its exception shape could still come (see `#strayExceptions`). */
   strayRisk?: boolean;
-  /**
-   * A fence sent while a late answer of its own shape could still come: an answer that fits it may be that
-   * one, so its own may still come too, and it enters the ledger whatever its outcome.
-   */
-  fenceAtRisk?: boolean;
   /** Order in which it went on the wire (set by #execute). */
   sent?: number;
   /** When (clock ms) it went on the wire (set by #execute): its answer may come until this plus the late bound. */
@@ -77,21 +102,21 @@ export interface ModbusRequestOptions {
    */
   readonly shape?: string;
   /**
-   * A harmless request whose answer has another shape than this one's (a read of another size at the same
-   * unit). After a request of this shape timed out, with the late-answer guard on, and before any request of
-   * another shape has been answered since, it goes out first: a gateway that holds a late answer back until
-   * the next request arrives and stamps it with that request's transaction id hands the late answer to the
-   * fence, which refuses it (its shape does not fit), instead of to this request. Its outcome is ignored.
+   * Builds a fence for it: a harmless read at the same unit (another size) whose answer has a shape that
+   * `unsure(shape)` says no answer still possibly on its way has (undefined: none could be built). After an
+   * anomaly (a timeout, an answer that did not fit, a request in flight when the connection dropped, an
+   * answer that no request was waiting for: a duplicate, or one later than every bound), with the guard on
+   * and the transaction ids unproven, the answer stream may be shifted, and time alone cannot prove that it
+   * is not: no request with a fence goes out until a fence, sent alone, gets an answer that fits it. The
+   * answers of one connection come back in the order of their requests (a serial line answers one at a
+   * time), so once the fence's own answer has come no older one can come any more. Answers that come while
+   * the fence waits and do not fit it are older ones: the client drops them (see
+   * {@link ModbusRequestQueue.unasked}). When the fence gets no answer that fits it (a timeout, a mismatch),
+   * the request it went before fails without being sent (`details.sent: false`) and the next request sends
+   * another fence. Answers taken while the stream was not proven aligned (requests on the wire when the
+   * anomaly was seen) are refused (`KILN_DEVICE_ERROR`, `details.unaligned: true`).
    */
-  readonly fence?: () => Promise<unknown>;
-  /**
-   * The shape of the fence's answer (like `shape`). A fence that ends without its own answer enters the
-   * ledger of possibly late answers under it, so a read of that shape waits until the fence's answer can no
-   * longer come; so does one sent while a late answer of its shape could still come (an answer that fit it may
-   * have been that one). A fence never goes out while a request of its shape is on the wire (before the ids are
-   * proven). Its outcome is ignored, so it need not wait for the ledger itself. Without it, a failed fence holds back every request for the late bound.
-   */
-  readonly fenceShape?: string;
+  readonly fence?: (unsure: (shape: string) => boolean) => ModbusFence | undefined;
   /**
    * What an exception answer to it looks like (e.g. `"1/holding-register"`: unit and function; an exception
    * carries no size). With the late-answer guard on, an exception answer that came while a request of the same
@@ -107,9 +132,6 @@ export interface ModbusRequestOptions {
  * sent later was in flight, after which requests of the same shape may be pipelined too.
  */
 export const TRANSACTION_ID_PROOFS = 3;
-
-/** How long (ms, at most the request timeout) a fence waits for an answer; see {@link ModbusRequestOptions.fence}. */
-const FENCE_TIMEOUT_MS = 100;
 
 function abortError(what: string, signal: AbortSignal): KilnError {
   return new KilnError("KILN_ABORTED", `${what} was aborted.`, { cause: signal.reason });
@@ -138,15 +160,42 @@ export class ModbusRequestQueue {
    * (its send time plus the late bound, `timeoutMs + lateAnswerGuardMs`). Requests of that shape wait.
    */
   readonly #quiet = new Map<string | undefined, number>();
-  /**
-   * After a timeout (guard on): its shape and the requests sent by then. Cleared once a request of another
-   * shape sent after it completes (any late answer held back was handed to that one) or a fence ran.
-   */
-  readonly #fences = new Map<string, number>();
   /** Until when (ms) a late exception answer to a request of each exception shape that failed may still come. */
   readonly #strayExceptions = new Map<string, number>();
-  /** A fence is on the wire: requests of the fenced shape wait for it. */
+  readonly #onAlignment: ((change: ModbusAlignmentChange) => void) | undefined;
+  readonly #onFenceTimeout: ((error: unknown) => void) | undefined;
+  /** No anomaly since the last proof (see {@link ModbusRequestOptions.fence}). */
+  #aligned = true;
+  #alignmentReason = "no anomaly seen";
+  /** The `#sent` number of the last anomaly: requests sent before it and answered after it are not trusted. */
+  #anomalyAt = 0;
+  /**
+   * Answers possibly still on their way within the late bound: until when each (its request's send time plus
+   * the bound), one per request that ended without its own answer, less one per answer that came unasked
+   * since. When a fence's proof finds none owed, every late answer came and the ledger is cleared early.
+   */
+  readonly #owed: number[] = [];
+  /**
+   * Shapes (exception shapes prefixed `!`) of the requests sent since the answer stream was last proven aligned,
+   * with how many of each (one that failed as not connected was never on the wire and is taken back).
+   */
+  readonly #unsure = new Map<string | undefined, number>();
+  /** A fence is on the wire: nothing else goes. */
   #fencing = false;
+  /**
+   * The fence of the last request answered that has one (it reads like a read that answers), until a fence is
+   * sent in the pause after an anomaly (see `#pump`): at most one such fence per answer, so a dead peer is not
+   * asked in a loop while nothing waits, and none reads like a request that never got an answer.
+   */
+  #idleFence: ModbusRequestOptions["fence"];
+  /**
+   * The last anomaly was a request's silence: a fence may go in the pause. After an answer that did not fit,
+   * the rest of it may still be arriving (a cut frame, a resend), so the fence waits for the next request.
+   */
+  #silenceOnly = false;
+  /** No fence before this (clock ms): after a fence's mismatch, its own answer gets time to arrive first. */
+  #fenceNotBefore = Number.NEGATIVE_INFINITY;
+  #anomalies = 0;
   #sent = 0;
   #proofs = 0;
   /** Holders keeping background requests back (reads in progress; see holdBackground). */
@@ -158,6 +207,82 @@ export class ModbusRequestQueue {
     this.#delayMs = options.interRequestDelayMs ?? 0;
     this.#maxInFlight = options.maxInFlight ?? 1;
     this.#guardMs = options.lateAnswerGuardMs ?? 0;
+    this.#onAlignment = options.onAlignment;
+    this.#onFenceTimeout = options.onFenceTimeout;
+  }
+
+  /**
+   * Whether the answer stream is proven aligned (no anomaly since the last fence's own answer), why not, and
+   * how many anomalies were seen. Kept across reconnects: a gateway's serial line outlives its TCP connection.
+   */
+  get alignment(): { readonly aligned: boolean; readonly reason: string; readonly anomalies: number } {
+    return { aligned: this.#aligned, reason: this.#alignmentReason, anomalies: this.#anomalies };
+  }
+
+  /**
+   * An answer came that no request on the wire took (the client dropped it: its transaction id belongs to
+   * no request waiting, or it did not fit the fence waiting for its own). It accounts for an answer owed by
+   * an earlier request; when none was owed it is an anomaly in itself (a duplicate, or an answer later than
+   * every bound, possibly after a request of its shape took the wrong one).
+   */
+  unasked(reason: string): void {
+    if (this.#owedCount() > 0) {
+      this.#owed.shift();
+      return;
+    }
+    // Dropped rather than taken by the request on the wire: that one's answer is not suspect for it.
+    this.#anomaly(
+      `an answer came that no request was waiting for (${reason}): a duplicate or a very late answer`,
+      false,
+    );
+  }
+
+  #anomaly(reason: string, onTheWireSuspect = true): void {
+    if (this.#guardMs <= 0 || this.idsProven) return;
+    this.#anomalies++;
+    if (onTheWireSuspect) this.#anomalyAt = this.#sent;
+    this.#alignmentReason = reason;
+    this.#silenceOnly = false;
+    if (!this.#aligned) return;
+    this.#aligned = false;
+    this.#notify({ aligned: false, reason });
+  }
+
+  /** A fence got its own answer: every older answer has come or never will. */
+  #prove(fence: Entry): void {
+    // Owed answers not come yet may still come out of order (a gateway with several serial lines): the ledger
+    // keeps their shapes until their bound.
+    if (this.#owedCount() === 0) this.#quiet.clear();
+    this.#unsure.clear();
+    if (this.#aligned) return;
+    this.#aligned = true;
+    this.#alignmentReason = `${fence.what} got its own answer`;
+    this.#notify({ aligned: true, reason: this.#alignmentReason });
+  }
+
+  #countUnsure(entry: Entry, delta: 1 | -1): void {
+    if (this.#guardMs <= 0) return;
+    const shapes = entry.exceptionShape === undefined ? [entry.shape] : [entry.shape, `!${entry.exceptionShape}`];
+    for (const shape of shapes) {
+      const count = (this.#unsure.get(shape) ?? 0) + delta;
+      if (count > 0) this.#unsure.set(shape, count);
+      else this.#unsure.delete(shape);
+    }
+  }
+
+  /** Answers owed whose late bound has not passed (see `#owed`). */
+  #owedCount(): number {
+    const now = this.#clock.now();
+    while (this.#owed.length > 0 && this.#owed[0]! <= now) this.#owed.shift();
+    return this.#owed.length;
+  }
+
+  #notify(change: ModbusAlignmentChange): void {
+    try {
+      this.#onAlignment?.(change);
+    } catch {
+      // a listener's failure is its own
+    }
   }
 
   /** Requests on the wire at once; lowering it lets those in flight finish. */
@@ -200,16 +325,6 @@ export class ModbusRequestQueue {
     };
   }
 
-  /**
-   * Forgets the ledger of possibly late answers (see `lateAnswerGuardMs`): on a new TCP connection no late
-   * answer of the old one can arrive.
-   */
-  endQuiet(): void {
-    this.#quiet.clear();
-    this.#fences.clear();
-    this.#strayExceptions.clear();
-  }
-
   /** Requests on the wire now. */
   get inFlight(): number {
     return this.#inFlight.size;
@@ -245,7 +360,6 @@ export class ModbusRequestQueue {
         shape: options.shape,
         exceptionShape: options.exceptionShape,
         fence: options.fence,
-        fenceShape: options.fenceShape,
         resolve: resolve as (value: unknown) => void,
         reject,
         settled: false,
@@ -269,11 +383,17 @@ export class ModbusRequestQueue {
     });
   }
 
-  /** Rejects the requests in flight and every queued request with `error`. */
+  /**
+   * Rejects the requests in flight and every queued request with `error`. The answers of those in flight
+   * may still come, on this connection or the next (a gateway's serial line outlives its TCP connection):
+   * they enter the ledger and the answer stream is not trusted until a fence proves it aligned.
+   */
   fail(error: unknown): void {
     const inFlight = [...this.#inFlight];
     const queued = this.#queue.splice(0);
+    if (inFlight.length > 0) this.#anomaly(`${inFlight.length} request(s) on the wire when the connection failed`);
     for (const entry of inFlight) {
+      this.#startQuiet(entry);
       this.#settle(entry, false, error);
       entry.release?.();
     }
@@ -291,10 +411,23 @@ export class ModbusRequestQueue {
   async #pump(): Promise<void> {
     if (this.#running) return;
     this.#running = true;
+    let again = false;
     try {
-      while (this.#queue.length > 0 && this.#inFlight.size < this.#maxInFlight) {
+      while (this.#queue.length > 0 && this.#inFlight.size < this.#maxInFlight && !this.#fencing) {
+        const head = this.#queue[0]!;
+        if (this.#needsFence(head)) {
+          // The fence goes alone: pumped again when the requests on the wire are done.
+          if (this.#inFlight.size > 0) break;
+          const wait = Math.max(this.#lastEnd + this.#delayMs, this.#fenceNotBefore) - this.#clock.now();
+          if (wait > 0) {
+            await this.#clock.sleep(wait);
+            continue;
+          }
+          if (this.#queue[0] !== head) continue;
+          this.#sendFence(head);
+          continue;
+        }
         if (this.#delayMs > 0 || this.#guardMs > 0) {
-          const head = this.#queue[0]!;
           const quiet = this.#quietFor(head.shape);
           const wait = Math.max(this.#lastEnd + this.#delayMs, quiet) - this.#clock.now();
           if (wait > 0) {
@@ -307,42 +440,89 @@ export class ModbusRequestQueue {
         if (next.background && this.#holds > 0) break; // pumped again when the last hold is released
         // Until the device proved its transaction ids, an answer must fit only one request in flight.
         if (this.#sameShapeInFlight(next)) break;
-        const fenced = next.shape !== undefined && this.#fences.has(next.shape);
-        if (fenced && this.#fencing) break; // pumped again when the fence completes
-        if (fenced && next.fence !== undefined) {
-          // The fence's answer must fit no other request on the wire with it (before the ids are proven).
-          if (
-            next.fenceShape === undefined
-              ? this.#inFlight.size > 0
-              : this.#sameShapeInFlight({ ...next, shape: next.fenceShape })
-          )
-            break;
-          this.#sendFence(next.shape!, next.fence, next.fenceShape, next.what);
-          continue;
-        }
         const entry = this.#queue.shift()!;
         void this.#execute(entry).then(() => {
           this.#lastEnd = this.#clock.now();
           void this.#pump();
         });
       }
+      // Nothing waits and the stream is suspect after a request's silence: prove it now, in the pause before
+      // the next request, so a dead unit's timeout does not make the next scan's reads (a live unit's) wait for
+      // a fence's round trip.
+      if (this.#queue.length === 0 && this.#idleFenceDue()) {
+        const wait = Math.max(this.#lastEnd + this.#delayMs, this.#fenceNotBefore) - this.#clock.now();
+        if (wait > 0) await this.#clock.sleep(wait);
+        if (this.#queue.length > 0) again = true;
+        else if (this.#idleFenceDue()) this.#sendIdleFence();
+      }
     } finally {
       this.#running = false;
     }
+    if (again) void this.#pump();
   }
 
-  /** Sends `fence` (see {@link ModbusRequestOptions.fence}) ahead of the request `what`; its outcome is ignored. */
-  #sendFence(shape: string, fence: () => Promise<unknown>, fenceShape: string | undefined, what: string): void {
-    this.#fences.delete(shape);
+  /** Whether a fence goes now that nothing waits: the stream is suspect and no fence went since the last request. */
+  #idleFenceDue(): boolean {
+    return (
+      this.#idleFence !== undefined &&
+      this.#silenceOnly &&
+      !this.#aligned &&
+      !this.idsProven &&
+      this.#inFlight.size === 0 &&
+      !this.#fencing
+    );
+  }
+
+  /** Sends the fence of the last request sent (`#idleFence`) before no request: its proof serves the next one. */
+  #sendIdleFence(): void {
+    const fence = this.#idleFence;
+    this.#idleFence = undefined;
+    this.#sendFence({
+      operation: () => Promise.resolve(),
+      what: "the next request",
+      signal: undefined,
+      background: false,
+      fence,
+      shape: undefined,
+      resolve: () => undefined,
+      reject: () => undefined,
+      settled: true,
+    });
+  }
+
+  /** Whether `entry` waits for a fence's proof: the answer stream may be shifted and it has a fence. */
+  #needsFence(entry: Entry): boolean {
+    return !this.#aligned && entry.fence !== undefined && !this.idsProven;
+  }
+
+  /** Whether an answer of `shape` may still be on its way (sent since the last proof, or in the ledger). */
+  #isUnsure(shape: string | undefined): boolean {
+    return this.#unsure.has(shape) || this.#unsure.has(undefined) || this.#quietFor(shape) > this.#clock.now();
+  }
+
+  /**
+   * Sends a fence for `head` (see {@link ModbusRequestOptions.fence}): its own answer proves the stream
+   * aligned; anything else fails `head` without sending it.
+   */
+  #sendFence(head: Entry): void {
+    const fence = head.fence!((shape) => this.#isUnsure(shape));
+    if (fence === undefined) {
+      const index = this.#queue.indexOf(head);
+      if (index < 0) return;
+      this.#queue.splice(index, 1);
+      this.#settle(head, false, notSent(head.what, "no fence of a distinct shape could be built", "KILN_DEVICE_ERROR"));
+      return;
+    }
     this.#fencing = true;
     const entry: Entry = {
-      operation: fence,
-      what: `fence before ${what}`,
+      operation: fence.run,
+      what: `fence before ${head.what}`,
       signal: undefined,
       background: false,
       fence: undefined,
-      isFence: true,
-      shape: fenceShape,
+      fenceFor: head,
+      shape: fence.shape,
+      exceptionShape: fence.exceptionShape,
       resolve: () => undefined,
       reject: () => undefined,
       settled: false,
@@ -352,6 +532,26 @@ export class ModbusRequestQueue {
       this.#lastEnd = this.#clock.now();
       void this.#pump();
     });
+  }
+
+  /** A fence did not prove the stream aligned: the request it went before fails, never sent. */
+  #fenceFailed(fence: Entry, error: unknown): void {
+    // A fence sent while nothing waited (see #sendIdleFence) went before the first request queued since that
+    // needs one: it would otherwise wait for another fence's late bound after this one's.
+    const index = this.#queue.indexOf(fence.fenceFor!);
+    const head = index >= 0 ? fence.fenceFor! : this.#queue.find((entry) => this.#needsFence(entry));
+    if (head === undefined) return;
+    this.#queue.splice(this.#queue.indexOf(head), 1);
+    const failure = modbusFailureOf(error);
+    if (failure === "disconnected") {
+      this.#settle(head, false, error);
+      return;
+    }
+    const why =
+      failure === "timeout"
+        ? `the fence sent before it to prove the answer stream aligned got no answer within ${this.#timeoutMs + this.#guardMs} ms`
+        : `the fence sent before it to prove the answer stream aligned got no answer of its own (${error instanceof Error ? error.message : String(error)})`;
+    this.#settle(head, false, notSent(head.what, why, failure === "timeout" ? "KILN_TIMEOUT" : "KILN_DEVICE_ERROR"));
   }
 
   #sameShapeInFlight(entry: Entry): boolean {
@@ -376,18 +576,6 @@ export class ModbusRequestQueue {
   }
 
   /**
-   * `entry` completed (answered, refused, or failed other than by its own timeout): when it went out after the
-   * last timeout and has another shape, any late answer a gateway held back was handed to it, so requests of
-   * the timed-out shape need no fence.
-   */
-  #answeredSince(entry: Entry): void {
-    if (this.#fences.size === 0 || entry.shape === undefined) return;
-    for (const [shape, sentBefore] of this.#fences) {
-      if (shape !== entry.shape && (entry.sent ?? 0) > sentBefore) this.#fences.delete(shape);
-    }
-  }
-
-  /**
    * `entry` failed without its own answer (a timeout, an answer that did not fit, a fence's failure too): with
    * the guard on, it enters the ledger of possibly late answers until its answer can no longer come (its send
    * time plus the late bound, however early it failed: after an answer that did not fit, its own may still
@@ -399,9 +587,10 @@ export class ModbusRequestQueue {
     const now = this.#clock.now();
     // Its own answer may come until its send time plus the late bound (a timer firing late adds its delay).
     const until = Math.max((entry.sentAt ?? now) + this.#timeoutMs, now) + this.#guardMs;
+    this.#owed.push(until);
+    this.#owed.sort((a, b) => a - b);
     this.#ledger(this.#quiet, entry.shape, until);
-    if (entry.isFence === true) return; // its outcome is ignored: nothing to fence, no exception learned
-    if (entry.shape !== undefined) this.#fences.set(entry.shape, this.#sent);
+    if (entry.fenceFor !== undefined) return; // its outcome is ignored: no exception learned
     // An untrusted exception was an answer: one that was this request's own says nothing later may come
     // (else one refused address read every scan would keep every later refusal untrusted).
     if (entry.exceptionShape !== undefined && !unproven)
@@ -450,10 +639,8 @@ export class ModbusRequestQueue {
   #execute(entry: Entry): Promise<void> {
     entry.sent = ++this.#sent;
     entry.sentAt = this.#clock.now();
-    if (entry.isFence === true) entry.fenceAtRisk = this.#quietFor(entry.shape) > entry.sentAt;
     entry.strayRisk = this.#strayExceptionPossible(entry);
-    // A fence only has to take an answer a gateway hands out as soon as a request arrives.
-    const timeoutMs = entry.isFence === true ? Math.min(this.#timeoutMs, FENCE_TIMEOUT_MS) : this.#timeoutMs;
+    this.#countUnsure(entry, 1);
     // On the wire now: its caller's signal no longer concerns it (see run).
     entry.stopWaiting?.();
     this.#inFlight.add(entry);
@@ -468,10 +655,27 @@ export class ModbusRequestQueue {
         done();
       };
       entry.release = finish;
+      // A fence waits behind every older answer still on the line: up to the late bound.
+      const timeoutMs = entry.fenceFor === undefined ? this.#timeoutMs : this.#timeoutMs + this.#guardMs;
       timer = this.#clock.setTimeout(() => {
         timer = undefined;
         this.#startQuiet(entry);
-        this.#settle(entry, false, modbusTimeoutError(this.#timeoutMs, entry.what));
+        // A probe's silence (a dead unit probed on its backoff) is held back by the ledger only: its shape is
+        // another size than the reads', so a fence per probe would cost the live units without need.
+        if (!entry.background) {
+          this.#anomaly(`no answer to ${entry.what} within ${timeoutMs} ms`);
+          this.#silenceOnly = entry.fenceFor === undefined;
+        }
+        const error = modbusTimeoutError(timeoutMs, entry.what);
+        if (entry.fenceFor !== undefined) {
+          this.#fenceFailed(entry, error);
+          try {
+            this.#onFenceTimeout?.(error);
+          } catch {
+            // a listener's failure is its own
+          }
+        }
+        this.#settle(entry, false, error);
         finish();
       }, timeoutMs);
       let promise: Promise<unknown>;
@@ -483,9 +687,16 @@ export class ModbusRequestQueue {
       promise.then(
         (value) => {
           if (finished) return; // timed out (or failed) already: its outcome was settled then
-          if (entry.fenceAtRisk === true) this.#startQuiet(entry);
+          if (entry.fenceFor !== undefined) this.#prove(entry);
+          else if (!this.#aligned && entry.fence !== undefined && (entry.sent ?? 0) <= this.#anomalyAt) {
+            // On the wire when the anomaly was seen: the answer it took may be an older one.
+            this.#startQuiet(entry);
+            this.#settle(entry, false, unalignedError(entry.what, this.#alignmentReason));
+            finish();
+            return;
+          } else if (this.#aligned && this.#owedCount() === 0 && this.#inFlight.size === 1) this.#unsure.clear();
           if (this.#inFlight.size > 1) this.#proveIds(entry);
-          this.#answeredSince(entry);
+          if (entry.fence !== undefined && entry.fenceFor === undefined) this.#idleFence = entry.fence;
           this.#settle(entry, true, value);
           finish();
         },
@@ -495,19 +706,53 @@ export class ModbusRequestQueue {
           let failure = modbusFailureOf(error);
           const unproven =
             typeof failure === "number" && (entry.strayRisk === true || this.#strayExceptionPossible(entry));
+          // Not connected: the request never went on the wire (one that did was failed by fail() first).
+          if (failure === "disconnected") this.#countUnsure(entry, -1);
+          if (entry.fenceFor !== undefined) {
+            // An exception answers the fence unless an exception of its function may still be on its way.
+            if (typeof failure === "number" && !this.#unsure.has(`!${entry.exceptionShape}`)) this.#prove(entry);
+            else if (failure === "disconnected") this.#fenceFailed(entry, error);
+            else {
+              if (failure !== "timeout") this.#fenceNotBefore = this.#clock.now() + this.#timeoutMs;
+              this.#startQuiet(entry, true);
+              this.#anomaly(`${entry.what} got an answer that did not fit it`);
+              this.#fenceFailed(entry, error);
+            }
+            this.#settle(entry, false, error);
+            finish();
+            return;
+          }
           if (unproven) {
             error = this.#unprovenException(entry, error, failure as number);
             failure = undefined;
           }
-          // An answer came (an exception, or one that did not fit): it took any answer held back for it.
-          if (failure !== "disconnected" && failure !== "timeout") this.#answeredSince(entry);
           // An answer that did not fit (a mismatch, a pipeline desync) may not have been this request's own:
           // its own may still come, stamped with a later request's id, like a late one.
-          if (typeof failure !== "number" && failure !== "disconnected") this.#startQuiet(entry, unproven);
+          if (typeof failure !== "number" && failure !== "disconnected") {
+            this.#startQuiet(entry, unproven);
+            if (!unproven) this.#anomaly(`${entry.what} got an answer that did not fit it`);
+          }
           this.#settle(entry, false, error);
           finish();
         },
       );
     });
   }
+}
+
+/** `KILN_TIMEOUT` or `KILN_DEVICE_ERROR` for a request failed before it was sent: `details.sent: false`. */
+function notSent(what: string, why: string, code: "KILN_TIMEOUT" | "KILN_DEVICE_ERROR"): KilnError {
+  return new KilnError(code, `${what} was not sent: ${why}.`, {
+    retryable: true,
+    details: { sent: false, unaligned: true, ...(code === "KILN_TIMEOUT" ? { modbus: "timeout" } : {}) },
+  });
+}
+
+/** `KILN_DEVICE_ERROR` for an answer taken while the answer stream was not proven aligned. */
+function unalignedError(what: string, reason: string): KilnError {
+  return new KilnError(
+    "KILN_DEVICE_ERROR",
+    `The answer to ${what} is not trusted: it came while the answer stream may be shifted (${reason}); read again.`,
+    { retryable: true, details: { unaligned: true } },
+  );
 }

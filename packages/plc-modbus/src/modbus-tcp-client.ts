@@ -27,6 +27,8 @@ export interface ModbusTcpClientOptions {
 interface Pending {
   readonly request: RtuRequest;
   readonly sentAt: number;
+  /** Sent by {@link ModbusTcpClient.patientNext}: an answer that does not fit it is dropped, not taken. */
+  readonly patient: boolean;
   resolve(data: Buffer): void;
   reject(error: unknown): void;
 }
@@ -77,6 +79,8 @@ const QUIET_GAP_MS = 2;
  *
  * A mismatch rejects with an `Error` carrying `mismatch: true`; an exception with `{ modbusCode }`, like
  * modbus-serial; a closed or reset socket fails the requests in flight at once with `PortNotOpenError`.
+ * Every answer dropped without being taken by a request is reported to {@link ModbusTcpClient.onStray}, so the
+ * driver can tell that its answer stream may be shifted (see `ModbusRequestQueue.unasked`).
  */
 export class ModbusTcpClient extends ModbusFunctionCodes implements ModbusClient {
   readonly #events = new EventEmitter();
@@ -88,6 +92,7 @@ export class ModbusTcpClient extends ModbusFunctionCodes implements ModbusClient
   #transactionId = 0;
   #buffer: Buffer = Buffer.alloc(0);
   #ignored = 0;
+  #patientNext = false;
   readonly #staleAfterMs: number;
   readonly #strict: boolean;
   readonly #quietGapMs: number;
@@ -108,6 +113,15 @@ export class ModbusTcpClient extends ModbusFunctionCodes implements ModbusClient
    */
   get ignoredAnswers(): number {
     return this.#ignored;
+  }
+
+  /**
+   * Makes the next request patient: an answer that comes with its transaction id but does not fit it (an
+   * older answer a gateway stamped with the newest id) is dropped and reported as `stray`, and the request
+   * keeps waiting for its own (a fence, see `ModbusRequestOptions.fence`).
+   */
+  patientNext(): void {
+    this.#patientNext = true;
   }
 
   get isOpen(): boolean {
@@ -156,6 +170,10 @@ export class ModbusTcpClient extends ModbusFunctionCodes implements ModbusClient
     socket.destroy();
   }
 
+  onStray(listener: (reason: string) => void): void {
+    this.#events.on("stray", listener);
+  }
+
   on(event: "close" | "error", listener: (...args: never[]) => unknown): unknown {
     this.#events.on(event, listener as (...args: unknown[]) => void);
     return this;
@@ -163,6 +181,8 @@ export class ModbusTcpClient extends ModbusFunctionCodes implements ModbusClient
 
   protected override transact(pdu: Buffer): Promise<Buffer> {
     const socket = this.#socket;
+    const patient = this.#patientNext;
+    this.#patientNext = false;
     if (!this.isOpen || !socket) {
       return Promise.reject(Object.assign(new Error("Port Not Open"), { name: "PortNotOpenError" }));
     }
@@ -184,7 +204,7 @@ export class ModbusTcpClient extends ModbusFunctionCodes implements ModbusClient
     frame[6] = request.unitId;
     frame.set(pdu, 7);
     return new Promise<Buffer>((resolve, reject) => {
-      this.#pending.set(transactionId, { request, sentAt: now, resolve, reject });
+      this.#pending.set(transactionId, { request, sentAt: now, patient, resolve, reject });
       socket.write(frame);
     });
   }
@@ -214,7 +234,7 @@ export class ModbusTcpClient extends ModbusFunctionCodes implements ModbusClient
     if (this.#pending.size === 0 && this.#buffer.length > 0) {
       this.#clearQuietTimer();
       this.#buffer = Buffer.alloc(0);
-      this.#ignored++;
+      this.#stray("an unfinished frame with no request waiting");
     }
   }
 
@@ -255,6 +275,13 @@ export class ModbusTcpClient extends ModbusFunctionCodes implements ModbusClient
       if (next !== "nothing" && next !== "wait" && next !== "aligned") {
         this.#misaligned(check?.kind === "mismatch" ? `${check.reason}; ${next}` : next);
         return;
+      }
+      if (check?.kind === "mismatch" && own?.patient === true) {
+        // An older answer stamped with the patient request's id: dropped, the request waits for its own.
+        this.#buffer = buffer.length === end ? Buffer.alloc(0) : buffer.subarray(end);
+        this.#stray(`an answer that does not fit the request waiting with its id (${check.reason})`);
+        quiet = false;
+        continue;
       }
       if (check?.kind === "mismatch") {
         // It answers no request for data whatever follows it; what follows cannot be trusted either.
@@ -381,10 +408,14 @@ export class ModbusTcpClient extends ModbusFunctionCodes implements ModbusClient
       // them can be trusted. With one, it is a stale or repeated frame: dropped, the request still waits.
       if (this.#pending.size > 1 && !this.#answered.has(transactionId)) {
         this.#mismatchAll(`answer with transaction id ${transactionId}, which no request in flight has`);
-      } else this.#ignored++;
+      } else this.#stray(`an answer with transaction id ${transactionId}, which no request waiting has`);
       return;
     }
     const answer = checked ?? this.#check(pending.request, unitId, pdu);
+    if (answer.kind === "mismatch" && pending.patient) {
+      this.#stray(`an answer that does not fit the request waiting with its id (${answer.reason})`);
+      return;
+    }
     if (answer.kind === "mismatch") {
       if (this.#pending.size > 1) this.#mismatchAll(`${answer.reason} (transaction id ${transactionId})`);
       else {
@@ -399,6 +430,12 @@ export class ModbusTcpClient extends ModbusFunctionCodes implements ModbusClient
     if (answer.kind === "exception") {
       pending.reject(Object.assign(new Error(`Modbus exception ${answer.code}`), { modbusCode: answer.code }));
     } else pending.resolve(Buffer.from(answer.data));
+  }
+
+  /** An answer was dropped without being taken by a request. */
+  #stray(reason: string): void {
+    this.#ignored++;
+    this.#events.emit("stray", reason);
   }
 
   #remember(transactionId: number, request: RtuRequest): void {

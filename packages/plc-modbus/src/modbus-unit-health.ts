@@ -38,6 +38,31 @@ export interface ModbusUnitStatusChange {
 }
 
 /**
+ * Whether the driver trusts the order of the answers on its connection, as `ModbusDriver.answerStream` reports
+ * it (see docs/drivers/modbus.md, "Transparent gateways", and ADR 0041).
+ */
+export interface ModbusAnswerStream {
+  /** `false` from an anomaly until a fence's own answer proved that no older answer can come any more. */
+  readonly aligned: boolean;
+  /** The last anomaly, or what proved the stream aligned, in words. */
+  readonly reason: string;
+  /** Anomalies seen since the driver was created (timeouts, answers that did not fit, duplicates...). */
+  readonly anomalies: number;
+  /** While not aligned: when the stream was found possibly shifted, ms since epoch on the driver's clock. */
+  readonly since?: number;
+}
+
+/** A change of {@link ModbusAnswerStream}, as reported by `ModbusDriver.onAnswerStreamChange`. */
+export interface ModbusAnswerStreamChange {
+  /** `false`: found possibly shifted (nothing is sent before a fence); `true`: a fence proved it aligned again. */
+  readonly aligned: boolean;
+  /** The anomaly, or the fence that proved it aligned, in words. */
+  readonly reason: string;
+  /** When, ms since epoch on the driver's clock. */
+  readonly at: number;
+}
+
+/**
  * Health of each Modbus unit behind one connection, on the driver kit's {@link EndpointHealth}
  * (keyed `unit <id>`): a unit that fails `offlineAfter` times in a row is offline, its tags are
  * answered bad without traffic and one request probes it on the backoff. Reports each transition

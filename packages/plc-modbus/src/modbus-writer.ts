@@ -32,6 +32,30 @@ export interface ModbusRequestRunner {
   ): Promise<boolean[] | number[]>;
 }
 
+/** One `ModbusWriter.write` call: what it is, its caller's signal, and whether a write request of it was sent. */
+interface WriteCall {
+  readonly what: string;
+  readonly signal: AbortSignal | undefined;
+  sent: boolean;
+}
+
+/**
+ * The error of a write with `details.sent`: `false` when no write request of it went on the wire (refused
+ * before sending: a read-modify-write's read failed, a fence proved nothing, the caller aborted while it
+ * waited, the connection was down), so the device's value is untouched; `true` when one did (it may have
+ * taken effect even when its answer did not come). The one place every write error gets it.
+ */
+function withSent(error: unknown, sent: boolean): unknown {
+  if (!KilnError.is(error)) return error;
+  if (error.details.sent === sent) return error;
+  const message = sent || error.message.includes("not sent") ? error.message : `${error.message} (not sent)`;
+  return new KilnError(error.code, message, {
+    cause: error.cause ?? error,
+    retryable: error.retryable,
+    details: { ...error.details, sent },
+  });
+}
+
 /**
  * The shape of a write's answer (its echo): function code, address and what the echo repeats (the value of
  * FC 5 and 6, the masks of FC 22, the quantity of FC 15 and 16). A late echo of another write cannot fit it,
@@ -85,18 +109,33 @@ export class ModbusWriter {
     signal?: AbortSignal,
   ): Promise<void> {
     const what = `write of "${tag.name}" (${formatModbusAddress(address)})`;
+    const call: WriteCall = { what, signal, sent: false };
     try {
       if (address.area === "coil") {
-        await this.#writeCoils(unitId, address.address, [raw === true], what, signal);
+        await this.#writeCoils(unitId, address.address, [raw === true], call);
       } else if (address.type === "bit") {
-        await this.#writeBit(unitId, address, raw === true, what, signal);
+        await this.#writeBit(unitId, address, raw === true, call);
       } else {
         const registers = encodeRegisters(raw, address, address.order ?? this.#byteOrder);
-        await this.#writeRegisters(unitId, address.address, registers, what, signal);
+        await this.#writeRegisters(unitId, address.address, registers, call);
       }
     } catch (error) {
-      throw this.#writeError(error, tag, what);
+      throw withSent(this.#writeError(error, tag, what), call.sent);
     }
+  }
+
+  /** Sends one write request of `call`, noting in `call.sent` that a write went on the wire. */
+  #send(unitId: number, operation: (client: ModbusClient) => Promise<unknown>, call: WriteCall, shape: string) {
+    return this.#request.request(
+      unitId,
+      (client) => {
+        call.sent = true;
+        return operation(client);
+      },
+      call.what,
+      call.signal,
+      shape,
+    );
   }
 
   #writeError(error: unknown, tag: Tag, what: string): unknown {
@@ -109,80 +148,57 @@ export class ModbusWriter {
     });
   }
 
-  async #writeCoils(
-    unitId: number,
-    address: number,
-    states: boolean[],
-    what: string,
-    signal?: AbortSignal,
-  ): Promise<void> {
+  async #writeCoils(unitId: number, address: number, states: boolean[], call: WriteCall): Promise<void> {
     const { singleWriteFunctions, maxCoilsPerWrite } = this.#options;
     if (states.length === 1 && singleWriteFunctions) {
-      await this.#request.request(
+      await this.#send(
         unitId,
         (client) => client.writeCoil(address, states[0]!),
-        what,
-        signal,
+        call,
         writeShape(5, address, String(states[0])),
       );
       return;
     }
     for (const chunk of chunkWrite(address, states, maxCoilsPerWrite)) {
-      await this.#request.request(
+      await this.#send(
         unitId,
         (client) => client.writeCoils(chunk.address, chunk.values),
-        what,
-        signal,
+        call,
         writeShape(15, chunk.address, chunk.values.length),
       );
     }
   }
 
-  async #writeRegisters(
-    unitId: number,
-    address: number,
-    registers: number[],
-    what: string,
-    signal?: AbortSignal,
-  ): Promise<void> {
+  async #writeRegisters(unitId: number, address: number, registers: number[], call: WriteCall): Promise<void> {
     const { singleWriteFunctions, maxRegistersPerWrite } = this.#options;
     if (registers.length === 1 && singleWriteFunctions) {
-      await this.#request.request(
+      await this.#send(
         unitId,
         (client) => client.writeRegister(address, registers[0]!),
-        what,
-        signal,
+        call,
         writeShape(6, address, registers[0]!),
       );
       return;
     }
     for (const chunk of chunkWrite(address, registers, maxRegistersPerWrite)) {
-      await this.#request.request(
+      await this.#send(
         unitId,
         (client) => client.writeRegisters(chunk.address, chunk.values),
-        what,
-        signal,
+        call,
         writeShape(16, chunk.address, chunk.values.length),
       );
     }
   }
 
-  async #writeBit(
-    unitId: number,
-    address: ModbusAddress,
-    state: boolean,
-    what: string,
-    signal?: AbortSignal,
-  ): Promise<void> {
+  async #writeBit(unitId: number, address: ModbusAddress, state: boolean, call: WriteCall): Promise<void> {
     const mask = 1 << (address.bit ?? 0);
     if (this.#options.bitWriteMode === "mask-write") {
       const andMask = 0xffff & ~mask;
       const orMask = state ? mask : 0;
-      await this.#request.request(
+      await this.#send(
         unitId,
         (client) => client.maskWriteRegister(address.address, andMask, orMask),
-        what,
-        signal,
+        call,
         writeShape(22, address.address, `${andMask}/${orMask}`),
       );
       return;
@@ -195,9 +211,9 @@ export class ModbusWriter {
     try {
       await previous;
       // Read the way a scan reads (shape and fence): a late answer to a read of one register fits this one.
-      const current = await this.#request.read(unitId, "holding-register", address.address, 1, what, signal);
+      const current = await this.#request.read(unitId, "holding-register", address.address, 1, call.what, call.signal);
       const word = Number(current[0] ?? 0);
-      await this.#writeRegisters(unitId, address.address, [state ? word | mask : word & ~mask & 0xffff], what, signal);
+      await this.#writeRegisters(unitId, address.address, [state ? word | mask : word & ~mask & 0xffff], call);
     } finally {
       release();
     }

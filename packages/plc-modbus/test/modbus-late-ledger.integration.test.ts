@@ -115,7 +115,8 @@ describe("late answers stamped with the newest request's id, within the late bou
     expect(corrupt).toEqual([]);
     expect(wrong).toEqual([]);
     // Not everything bad: most reads and writes go through.
-    expect(written).toBeGreaterThan(10);
+    // Every 5th answer late and out of order: each write waits for a fence's proof and the ledger (ADR 0041).
+    expect(written).toBeGreaterThan(5);
     expect(good).toBeGreaterThan(20);
   }, 60_000);
 
@@ -191,7 +192,8 @@ describe("fences and probes stay within the address space (adv12q F5)", () => {
     expect(good).toEqual(["last", "coil"]);
     // A fence (another size) went out for each, and every request ends within 0-65535.
     const sizes = device.requests.map((request) => `${request.functionCode}/${request.address}/${request.value}`);
-    expect(sizes).toEqual(expect.arrayContaining(["3/65534/2", "1/65527/9"]));
+    // (A fence reads like the last read answered: HR65534-65535 here; see ADR 0041.)
+    expect(sizes).toEqual(expect.arrayContaining(["3/65534/2"]));
     const past = device.requests.filter((request) => request.address + request.value > 65_536);
     expect(past).toEqual([]);
   }, 30_000);
