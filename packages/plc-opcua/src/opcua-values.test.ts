@@ -1,5 +1,5 @@
 import { KilnError, QualityCodes, defineTags, type Tag } from "@kiln/core";
-import { DataType, LocalizedText, Variant, VariantArrayType } from "node-opcua";
+import { DataType, LocalizedText, Variant, VariantArrayType, resolveNodeId } from "node-opcua";
 import { describe, expect, test } from "vitest";
 import { OPCUA_TYPE_OF_TAG, tagDataTypeOf, tagValueFromVariant, variantForWrite } from "./opcua-values";
 
@@ -177,5 +177,63 @@ describe("data type mapping", () => {
   test("every Kiln type has an OPC UA type that maps back to it", () => {
     for (const [kiln, opcua] of Object.entries(OPCUA_TYPE_OF_TAG)) expect(tagDataTypeOf(opcua)).toBe(kiln);
     expect(tagDataTypeOf(DataType.ExtensionObject)).toBeUndefined();
+  });
+});
+
+describe("conversions of the less common OPC UA types", () => {
+  const text = defineTags({
+    name: { dataType: "string", access: "readwrite" },
+    big: { dataType: "int64", access: "readwrite" },
+    stamp: { dataType: "float64", access: "readwrite" },
+  });
+
+  test("LocalizedText, QualifiedName, NodeId, StatusCode and ByteString read as strings or numbers; an unsupported type is bad", () => {
+    const name = text.get("name");
+    expect(tagValueFromVariant(variant(DataType.LocalizedText, new LocalizedText({ text: "TiN" })), name)).toEqual({
+      ok: true,
+      value: "TiN",
+    });
+    expect(tagValueFromVariant(variant(DataType.QualifiedName, { name: "Chamber" }), name)).toMatchObject({
+      ok: true,
+      value: "Chamber",
+    });
+    expect(tagValueFromVariant(variant(DataType.NodeId, resolveNodeId("ns=2;s=x")), name)).toEqual({
+      ok: true,
+      value: "ns=2;s=x",
+    });
+    expect(tagValueFromVariant(variant(DataType.ByteString, Buffer.from("ab")), name)).toEqual({
+      ok: true,
+      value: Buffer.from("ab").toString("base64"),
+    });
+    expect(tagValueFromVariant(variant(DataType.XmlElement, "<a/>"), name)).toMatchObject({ ok: false });
+    const array = new Variant({ dataType: DataType.XmlElement, arrayType: VariantArrayType.Array, value: ["<a/>"] });
+    expect(tagValueFromVariant(array, tag("zones"))).toMatchObject({ ok: false });
+  });
+
+  test("writes: LocalizedText takes a string, Int64 an exact integer in range, DateTime a number; others refused typed", () => {
+    const name = text.get("name");
+    const big = text.get("big");
+    expect(variantForWrite("TiN", DataType.LocalizedText, name, "ns=2;s=x").value).toMatchObject({ text: "TiN" });
+    expect(variantForWrite(2n ** 40n + 5n, DataType.Int64, big, "ns=2;s=x").value).toEqual([256, 5]);
+    expect(variantForWrite(true, DataType.UInt64, big, "ns=2;s=x").value).toEqual([0, 1]);
+    expect(() => variantForWrite(1.5, DataType.Int64, big, "ns=2;s=x")).toThrow(
+      expect.objectContaining({ code: "KILN_OUT_OF_RANGE" }),
+    );
+    expect(() => variantForWrite(-1n, DataType.UInt64, big, "ns=2;s=x")).toThrow(
+      expect.objectContaining({ code: "KILN_OUT_OF_RANGE" }),
+    );
+    expect(() => variantForWrite("x", DataType.Int64, big, "ns=2;s=x")).toThrow(
+      expect.objectContaining({ code: "KILN_WRITE_REJECTED" }),
+    );
+    expect(() => variantForWrite("x", DataType.Double, text.get("stamp"), "ns=2;s=x")).toThrow(
+      expect.objectContaining({ code: "KILN_WRITE_REJECTED" }),
+    );
+    expect(
+      (variantForWrite(86_400_000, DataType.DateTime, text.get("stamp"), "ns=2;s=x").value as Date).getTime(),
+    ).toBe(86_400_000);
+    expect(() => variantForWrite(true, DataType.DateTime, text.get("stamp"), "ns=2;s=x")).toThrow(
+      expect.objectContaining({ code: "KILN_WRITE_REJECTED" }),
+    );
+    expect(variantForWrite(true, DataType.Int16, text.get("big"), "ns=2;s=x").value).toBe(1);
   });
 });
