@@ -103,6 +103,8 @@ describe("a failure after the commit is an entry of its own naming the allowed o
     const follow = trail.find((entry) => entry.action === "recipe.resume" && entry.refersTo !== undefined)!;
     expect(follow.id).toBe(`${follow.refersTo}:fail`);
     expect(follow.reason).toMatch(/^KILN_INVALID_TRANSITION/);
+    // The refusal names the command refused (adversarial review 15t, F4: it said "cannot pause").
+    expect(follow.reason).toMatch(/it cannot resume/);
   });
 
   test("a tag write the device refuses after its entry: allowed, then failed naming it", async () => {

@@ -107,10 +107,10 @@ export class PauseHandshake {
     }
   }
 
-  /** Rejects every pending request with `error` (the process has ended). */
-  end(error: unknown): void {
-    this.#pauseRequest?.reject(error);
-    this.#resumeRequest?.reject(error);
+  /** Rejects every pending request with the error `errorFor` gives for its command (the process has ended). */
+  end(errorFor: (command: "pause" | "resume") => unknown): void {
+    this.#pauseRequest?.reject(errorFor("pause"));
+    this.#resumeRequest?.reject(errorFor("resume"));
     this.#pauseRequest = this.#resumeRequest = undefined;
   }
 

@@ -235,7 +235,7 @@ export class ProcessRun implements RecipeProcess {
     await this.#journal.save();
     const saveFailure = this.#journal.saveFailure;
     if (saveFailure !== undefined) this.#problems.push({ stage: "save", error: saveFailure.error });
-    this.#handshake.end(this.#endedError("pause"));
+    this.#handshake.end((command) => this.#endedError(command));
     this.#init.onEnd(this);
     this.#finish({
       processId: this.id,
