@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, test } from "vitest";
 import { defineTags } from "../domain/tags";
+import type { MemoryStore } from "../memory/memory-store";
 import { auditTrailAfterStop, simulatedSystem, type SimulatedSystemOptions } from "../../test/support/simulated-system";
 
 const tags = defineTags({
@@ -56,6 +57,24 @@ async function settle(clock: { advance(ms: number): Promise<void> }, promise: Pr
   expect(done).toBe(true);
 }
 
+/** A journal path in a fresh directory, removed after the test. */
+async function journalPath(prefix: string): Promise<string> {
+  const directory = await mkdtemp(join(tmpdir(), prefix));
+  directories.push(directory);
+  return join(directory, "audit.journal");
+}
+
+/**
+ * Freezes the store's audit log for good (a record never settles, unlike `faults.hang`, so one
+ * that timed out never lands later) until `thaw()`; records after the thaw reach the store.
+ */
+function freezeAudit(store: { audit: MemoryStore["audit"] }): { thaw(): void } {
+  const record = store.audit.record.bind(store.audit);
+  let frozen = true;
+  store.audit.record = (entry) => (frozen ? new Promise<void>(() => undefined) : record(entry));
+  return { thaw: () => void (frozen = false) };
+}
+
 const safeWrites = (writes: readonly { tag: string; value: unknown }[]) =>
   writes.filter((write) => write.tag === "valve.tma").map((write) => write.value);
 
@@ -90,14 +109,11 @@ describe("stop() with a running process writes its safe state first (issue 15, s
 
 describe("stop() refuses commands in flight before they commit (issue 15, second review)", () => {
   test("with a journal, writes issued while the audit store hangs do not wait for it: each runs journaled, or is refused at stop and recorded failed (review 15j)", async () => {
-    const directory = await mkdtemp(join(tmpdir(), "kiln-stop-gate-"));
-    directories.push(directory);
-    const parts = await build({ audit: { backlog: { path: join(directory, "audit.journal") } } });
+    const journal = await journalPath("kiln-stop-gate-");
+    const parts = await build({ audit: { backlog: { path: journal } } });
     const { system, plc, store, clock } = parts;
     // Frozen for good: a record that times out never lands later (unlike faults.hang).
-    const record = store.audit.record.bind(store.audit);
-    let frozen = true;
-    store.audit.record = (entry) => (frozen ? new Promise<void>(() => undefined) : record(entry));
+    const audit = freezeAudit(store);
     const writes = [100, 101, 102].map((value) =>
       system.writeTag(admin, "heater.setpoint", value).then(
         () => "ok",
@@ -112,7 +128,7 @@ describe("stop() refuses commands in flight before they commit (issue 15, second
     expect(outcomes.every((outcome) => outcome === "ok" || outcome === "KILN_LIFECYCLE")).toBe(true);
     const ran = [100, 101, 102].filter((_, index) => outcomes[index] === "ok");
     expect(plc.writes.filter((entry) => entry.tag === "heater.setpoint").map((entry) => entry.value)).toEqual(ran);
-    frozen = false;
+    audit.thaw();
     await settle(clock, system.start());
     const trail = await auditTrailAfterStop(parts);
     const entries = trail.filter((entry) => entry.action === "tag.write");
@@ -133,9 +149,7 @@ describe("stop() refuses commands in flight before they commit (issue 15, second
   test("a recipe start queued behind a frozen audit store at stop starts nothing", async () => {
     const parts = await build();
     const { system, plc, store, clock } = parts;
-    const record = store.audit.record.bind(store.audit);
-    let frozen = true;
-    store.audit.record = (entry) => (frozen ? new Promise<void>(() => undefined) : record(entry));
+    const audit = freezeAudit(store);
     const write = system.writeTag(admin, "heater.setpoint", 100).then(
       () => "ok",
       (error: { code: string }) => error.code,
@@ -150,7 +164,7 @@ describe("stop() refuses commands in flight before they commit (issue 15, second
     expect(await start).toBe("KILN_LIFECYCLE");
     expect(await write).not.toBe("ok");
     expect(plc.writes).toEqual([]);
-    frozen = false;
+    audit.thaw();
     await settle(clock, system.start());
     const trail = await auditTrailAfterStop(parts);
     expect(trail.filter((entry) => entry.outcome === "allowed")).toEqual([]);
@@ -159,9 +173,8 @@ describe("stop() refuses commands in flight before they commit (issue 15, second
 
 describe("commands arriving while the system stops are refused with KILN_LIFECYCLE before touching a store (review 15r)", () => {
   test("every guarded command kind: refused KILN_LIFECYCLE, the recipe store never asked, each recorded failed", async () => {
-    const directory = await mkdtemp(join(tmpdir(), "kiln-stop-gate-"));
-    directories.push(directory);
-    const parts = await build({ audit: { backlog: { path: join(directory, "audit.journal") } } });
+    const journal = await journalPath("kiln-stop-gate-");
+    const parts = await build({ audit: { backlog: { path: journal } } });
     const { system, plc, store, clock } = parts;
     await system.saveRecipe(admin, endless);
     // A recipe store that fails (as a breaker opened by the stop would answer): never reached.
@@ -178,9 +191,7 @@ describe("commands arriving while the system stops are refused with KILN_LIFECYC
       return Promise.reject(new Error("the recipe store was asked while stopping"));
     };
     // A frozen audit store keeps the stop busy settling a write in flight.
-    const record = store.audit.record.bind(store.audit);
-    let frozen = true;
-    store.audit.record = (entry) => (frozen ? new Promise<void>(() => undefined) : record(entry));
+    const audit = freezeAudit(store);
     const codeOf = (promise: Promise<unknown>) =>
       promise.then(
         () => "ok",
@@ -207,7 +218,7 @@ describe("commands arriving while the system stops are refused with KILN_LIFECYC
     expect(plc.writes.filter((write) => write.tag === "heater.setpoint" && write.value === 200)).toEqual([]);
     recipes.get = get;
     recipes.save = save;
-    frozen = false;
+    audit.thaw();
     await settle(clock, system.start());
     const trail = await auditTrailAfterStop(parts);
     for (const action of ["recipe.start", "recipe.save", "recipe.resume"]) {
@@ -223,23 +234,20 @@ describe("commands arriving while the system stops are refused with KILN_LIFECYC
 
 describe("a start after a stop that abandoned a step waits for it (CI stop 28)", () => {
   test("the audit writer's close, abandoned past the drain budget, finishes before the start opens the writer: entries after the start are stored", async () => {
-    const directory = await mkdtemp(join(tmpdir(), "kiln-stop-abandon-"));
-    directories.push(directory);
+    const journal = await journalPath("kiln-stop-abandon-");
     const parts = await build({
-      audit: { backlog: { path: join(directory, "audit.journal") } },
+      audit: { backlog: { path: journal } },
       logging: { drainTimeoutMs: 500 },
       lifecycleTimeoutMs: 30_000,
       storePolicies: { audit: { timeoutMs: 5_000, retry: { maxAttempts: 1 } } },
     });
     const { system, plc, store, clock } = parts;
-    const record = store.audit.record.bind(store.audit);
-    let frozen = true;
-    store.audit.record = (entry) => (frozen ? new Promise<void>(() => undefined) : record(entry));
+    const audit = freezeAudit(store);
     const first = system.writeTag(admin, "heater.setpoint", 100).catch(() => undefined);
     await ticks();
     await settle(clock, system.stop());
     await first;
-    frozen = false;
+    audit.thaw();
     // The writer's close still waits on the frozen store call (its 5 s timeout): the start waits for it.
     await settle(clock, system.start());
     expect(system.state).toBe("running");
@@ -258,23 +266,20 @@ describe("a start after a stop that abandoned a step waits for it (CI stop 28)",
   });
 
   test("an abandoned audit writer's close that outlasts the next start's wait: the start fails KILN_LIFECYCLE naming it and changes nothing; a later start succeeds", async () => {
-    const directory = await mkdtemp(join(tmpdir(), "kiln-stop-abandon-"));
-    directories.push(directory);
+    const journal = await journalPath("kiln-stop-abandon-");
     const parts = await build({
-      audit: { backlog: { path: join(directory, "audit.journal") } },
+      audit: { backlog: { path: journal } },
       logging: { drainTimeoutMs: 500 },
       lifecycleTimeoutMs: 1_000,
       storePolicies: { audit: { timeoutMs: 20_000, retry: { maxAttempts: 1 } } },
     });
     const { system, store, clock } = parts;
-    const record = store.audit.record.bind(store.audit);
-    let frozen = true;
-    store.audit.record = (entry) => (frozen ? new Promise<void>(() => undefined) : record(entry));
+    const audit = freezeAudit(store);
     const first = system.writeTag(admin, "heater.setpoint", 100).catch(() => undefined);
     await ticks();
     await settle(clock, system.stop());
     await first;
-    frozen = false;
+    audit.thaw();
     // The writer's close waits on the frozen store call for 20 s; the start waits 1 s for it.
     const refused = system.start().then(
       () => undefined,
