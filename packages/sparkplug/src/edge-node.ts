@@ -31,7 +31,7 @@ import {
 import { memoryBdSeqStore, type BdSeqStore } from "./bdseq-store";
 import { CommandDropAudit, type DroppedCommandReason } from "./command-drop-audit";
 import { JournalBacklog, MemoryBacklog, type ForwardBacklog, type SentMark } from "./forward-backlog";
-import { boundedGoodbye, checkMaxPayloadBytes, endSession, maximumPacketSize, mqttConnect } from "./mqtt-client";
+import { boundedGoodbye, checkMaxPayloadBytes, endSession, mqttConnect, sessionOptions } from "./mqtt-client";
 import { sparkplugDataTypeOfTag, type SparkplugMetricDataType } from "./datatypes";
 import { decodeHostState } from "./host-state";
 import {
@@ -973,25 +973,15 @@ export class SparkplugEdgeNode {
 
   async #open(signal: AbortSignal): Promise<void> {
     const bdSeq = await this.#nextBdSeq();
-    const user = this.#options.mqtt ?? {};
-    const v5 = user.protocolVersion === 5;
     const connect = await mqttConnect();
-    const client = connect(this.#options.brokerUrl, {
-      connectTimeout: this.#options.connectTimeoutMs ?? 10_000,
-      ...user,
-      clean: true,
-      reconnectPeriod: 0,
-      ...(v5
-        ? {
-            properties: {
-              maximumPacketSize: maximumPacketSize(this.#options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES),
-              ...user.properties,
-              sessionExpiryInterval: 0,
-            },
-          }
-        : {}),
-      will: { topic: this.#topics.ndeath, payload: Buffer.from(this.#deathPayload(bdSeq)), qos: 1, retain: false },
-    });
+    const client = connect(
+      this.#options.brokerUrl,
+      sessionOptions(this.#options.mqtt ?? {}, {
+        ...(this.#options.connectTimeoutMs === undefined ? {} : { connectTimeoutMs: this.#options.connectTimeoutMs }),
+        maxPayloadBytes: this.#options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES,
+        will: { topic: this.#topics.ndeath, payload: Buffer.from(this.#deathPayload(bdSeq)), qos: 1, retain: false },
+      }),
+    );
     const session: Session = { client, bdSeq, born: false, closing: false };
     try {
       await raceAbort(

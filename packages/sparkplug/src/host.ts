@@ -28,7 +28,7 @@ import {
   type SampleConflict,
 } from "@kiln/core/driver-kit";
 import { AWAIT_ACKS_METRIC, MESSAGE_NUMBER_METRIC, STORED_THROUGH_METRIC } from "./edge-node";
-import { boundedGoodbye, checkMaxPayloadBytes, endSession, maximumPacketSize, mqttConnect } from "./mqtt-client";
+import { boundedGoodbye, checkMaxPayloadBytes, endSession, mqttConnect, sessionOptions } from "./mqtt-client";
 import { tagDataTypeOfSparkplug, type SparkplugMetricDataType } from "./datatypes";
 import { decodeHostState, encodeHostState } from "./host-state";
 import { qualityOfMetric, tagValueOfMetric } from "./host-samples";
@@ -723,32 +723,22 @@ export class SparkplugHost {
 
   async #open(signal: AbortSignal): Promise<void> {
     const timestamp = this.#clock.now();
-    const user = this.#options.mqtt ?? {};
-    const v5 = user.protocolVersion === 5;
     // [tck-id-host-topic-phid-death-required] Will in CONNECT: STATE offline, QoS 1, retained,
     // with the timestamp the birth below repeats.
     const connect = await mqttConnect();
-    const client = connect(this.#options.brokerUrl, {
-      connectTimeout: this.#options.connectTimeoutMs ?? 10_000,
-      ...user,
-      clean: true,
-      reconnectPeriod: 0,
-      ...(v5
-        ? {
-            properties: {
-              maximumPacketSize: maximumPacketSize(this.#options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES),
-              ...user.properties,
-              sessionExpiryInterval: 0,
-            },
-          }
-        : {}),
-      will: {
-        topic: this.#stateTopic,
-        payload: Buffer.from(encodeHostState({ online: false, timestamp })),
-        qos: 1,
-        retain: true,
-      },
-    });
+    const client = connect(
+      this.#options.brokerUrl,
+      sessionOptions(this.#options.mqtt ?? {}, {
+        ...(this.#options.connectTimeoutMs === undefined ? {} : { connectTimeoutMs: this.#options.connectTimeoutMs }),
+        maxPayloadBytes: this.#options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES,
+        will: {
+          topic: this.#stateTopic,
+          payload: Buffer.from(encodeHostState({ online: false, timestamp })),
+          qos: 1,
+          retain: true,
+        },
+      }),
+    );
     const session: Session = { client, timestamp, online: false, closing: false };
     try {
       await raceAbort(

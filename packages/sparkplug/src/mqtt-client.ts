@@ -65,6 +65,38 @@ export function maximumPacketSize(maxPayloadBytes: number): number {
 }
 
 /**
+ * @internal The CONNECT options of every Kiln MQTT session (edge node and host): the caller's
+ * `mqtt` options, then a clean session, no automatic reconnect (Kiln reconnects itself, with a
+ * new Will) and `will`; with MQTT 5 also the Maximum Packet Size for `maxPayloadBytes`
+ * ({@link maximumPacketSize}) and session expiry 0. `connectTimeoutMs` defaults to 10 s.
+ */
+export function sessionOptions(
+  user: Omit<IClientOptions, "will" | "clean" | "reconnectPeriod">,
+  session: {
+    readonly connectTimeoutMs?: number;
+    readonly maxPayloadBytes: number;
+    readonly will: IClientOptions["will"];
+  },
+): IClientOptions {
+  return {
+    connectTimeout: session.connectTimeoutMs ?? 10_000,
+    ...user,
+    clean: true,
+    reconnectPeriod: 0,
+    ...(user.protocolVersion === 5
+      ? {
+          properties: {
+            maximumPacketSize: maximumPacketSize(session.maxPayloadBytes),
+            ...user.properties,
+            sessionExpiryInterval: 0,
+          },
+        }
+      : {}),
+    will: session.will,
+  };
+}
+
+/**
  * @internal Checks a `maxPayloadBytes` option: an integer from 1 to 268,435,455 (MQTT's largest
  * packet) or absent.
  * @throws KilnValidationError (KILN_VALIDATION) naming `maxPayloadBytes`.
