@@ -57,6 +57,15 @@ describe("qualified tag names of a Sparkplug host", () => {
     );
   });
 
+  test("a leading U+FEFF (byte order mark) in an id or metric survives the round trip (fast-check counterexample)", () => {
+    for (const address of [
+      { groupId: "\u0000", edgeNodeId: "\u0000", metric: "\uFEFF" },
+      { groupId: "\uFEFFg", edgeNodeId: "n", deviceId: "\uFEFF", metric: "\uFEFFm" },
+    ] satisfies SparkplugMetricAddress[]) {
+      expect(parseQualifiedTagName(qualifiedTagName(address))).toEqual(address);
+    }
+  });
+
   test("the device level keeps node and device metrics apart", () => {
     expect(qualifiedTagName({ groupId: "g", edgeNodeId: "e", metric: "d/m" })).not.toBe(
       qualifiedTagName({ groupId: "g", edgeNodeId: "e", deviceId: "d", metric: "m" }),

@@ -19,7 +19,8 @@ const KEPT = /[A-Za-z0-9_.-]/;
 const KEPT_IN_METRIC = /[A-Za-z0-9_./-]/;
 const HEX = "0123456789ABCDEF";
 const encoder = new TextEncoder();
-const decoder = new TextDecoder("utf-8", { fatal: true });
+// ignoreBOM: a metric that begins with U+FEFF keeps it (the default decoder drops a leading BOM, so the name did not round-trip).
+const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 function escape(text: string, keep: RegExp): string {
   let out = "";
