@@ -3,17 +3,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, test, vi } from "vitest";
 import { KilnError } from "../domain/errors";
-import { defineTags, type TagValue } from "../domain/tags";
-import type { KilnEvents } from "../events/catalogue";
-import { EventBus } from "../events/event-bus";
+import { defineTags } from "../domain/tags";
 import { ReservedRecord } from "../journal/reserved-record";
-import { MemoryStore } from "../memory/memory-store";
-import { SimulatedClock } from "../memory/simulated-clock";
-import { SimulatedPlc } from "../memory/simulated-plc";
 import type { AuditEntry } from "../ports/audit-log";
-import type { Logger } from "../ports/logger";
-import { AuditedCommandRunner, type AuditBacklogOptions } from "./audited-command";
-import { Authorizer, defaultRoleTable, type Principal } from "./authorization";
+import { type AuditBacklogOptions } from "./audited-command";
+import { refusingAudit } from "../../test/support/refusing-audit";
+import { type Principal } from "./authorization";
 import { tmpfs, unmount } from "../../test/support/tmpfs";
 
 // Issue 15 (review 15r): a count of what was not recorded one by one (audit.overflow, audit.drop)
@@ -27,72 +22,14 @@ const tags = defineTags({
 const operator: Principal = { id: "olga", roles: ["operator"] };
 const engineer: Principal = { id: "enzo", roles: ["engineer"] };
 
-async function setup(backlog: AuditBacklogOptions) {
-  const clock = new SimulatedClock({ start: Date.UTC(2026, 0, 1) });
-  const plc = new SimulatedPlc({ tags, clock });
-  await plc.connect();
-  const store = new MemoryStore({ clock });
-  await store.open(tags.list());
-  const bus = new EventBus<KilnEvents>({ now: () => clock.now() });
-  const drops: KilnEvents["audit-entry-drop"][] = [];
-  bus.on("audit-entry-drop", (event) => void drops.push(event));
-  const logger = {
-    trace: () => undefined,
-    debug: () => undefined,
-    info: () => undefined,
-    warn: () => undefined,
-    error: () => undefined,
-  } as unknown as Logger;
-  const link = { up: false };
-  let ids = 0;
-  const make = () =>
-    new AuditedCommandRunner({
-      authorizer: new Authorizer({ roles: defaultRoleTable({ operatorWritableTags: ["heater.*"] }) }),
-      audit: {
-        query: store.audit.query,
-        record: (entry: AuditEntry) =>
-          link.up
-            ? store.audit.record(entry)
-            : Promise.reject(new KilnError("KILN_TIMEOUT", "down", { retryable: true })),
-      },
-      clock,
-      bus,
-      logger,
-      machineId: "ald-1",
-      newId: () => `entry-${++ids}`,
-      retryBackoff: { initialDelayMs: 1_000, maxDelayMs: 1_000 },
-      backlog,
-    });
-  const writeTag = (on: AuditedCommandRunner, principal: Principal, tag: string, value: TagValue) =>
-    on.run({
-      principal,
-      permission: "tag.write",
-      target: tag,
-      machineState: "idle",
-      newValue: value,
-      execute: () => plc.write(tags.get(tag), value),
-    });
-  const entries = () => store.audit.query({ from: 0, to: Number.MAX_SAFE_INTEGER });
-  /** Restarts with the store up and drains everything the journal and the reserve kept. */
-  const restart = async () => {
-    link.up = true;
-    const next = make();
-    await next.open();
-    for (let step = 0; step < 20 && (next.status().backlog > 0 || next.status().overflow > 0); step++) {
-      await next.flush();
-      await clock.advance(1_000);
-    }
-    await next.close();
-    return entries();
-  };
-  return { plc, runner: make(), writeTag, restart, drops };
-}
-
-const codeOf = (promise: Promise<unknown>): Promise<string> =>
-  promise.then(
-    () => "resolved",
-    (error: unknown) => (KilnError.is(error) ? error.code : String(error)),
-  );
+const setup = async (backlog: AuditBacklogOptions) => {
+  const { make, writeTag, drain, plc, drops } = await refusingAudit({
+    tags,
+    backlog,
+    operatorWritableTags: ["heater.*"],
+  });
+  return { plc, runner: make(), writeTag, restart: drain, drops };
+};
 
 const sum = (entries: readonly AuditEntry[], action: string): number =>
   entries
@@ -131,9 +68,9 @@ describe("a clean stop keeps the counts the reserve holds (issue 15, review 15r)
       });
       await runner.open();
       for (let value = 0; value < 60; value++)
-        expect(await codeOf(writeTag(runner, operator, "valve.tma", value % 2 === 0))).toBe("KILN_FORBIDDEN");
+        expect(await writeTag(runner, operator, "valve.tma", value % 2 === 0)).toBe("KILN_FORBIDDEN");
       expect(runner.status().overflow).toBeGreaterThan(0);
-      await fill(mount, (value) => codeOf(writeTag(runner, engineer, "heater.setpoint", value)));
+      await fill(mount, (value) => writeTag(runner, engineer, "heater.setpoint", value));
       // (The refusal of the command the full journal refused is counted too: failed, no room.)
       const counted = runner.status().overflow;
       await runner.close();
@@ -166,9 +103,9 @@ describe("a clean stop keeps the counts the reserve holds (issue 15, review 15r)
       });
       await runner.open();
       for (let value = 0; value < 12; value++)
-        expect(await codeOf(writeTag(runner, engineer, "heater.setpoint", value))).toBe("resolved");
+        expect(await writeTag(runner, engineer, "heater.setpoint", value)).toBe("resolved");
       expect(runner.status().dropped).toBe(7);
-      await fill(mount, (value) => codeOf(writeTag(runner, engineer, "heater.setpoint", value)));
+      await fill(mount, (value) => writeTag(runner, engineer, "heater.setpoint", value));
       const dropped = runner.status().dropped;
       await runner.close();
       await rm(join(mount, "filler-0"), { force: true });
@@ -188,7 +125,7 @@ describe("a clean stop keeps the counts the reserve holds (issue 15, review 15r)
     const { runner, writeTag, drops } = await setup({ path, maxEntries: 20, maxBytes: 1024 });
     await runner.open();
     for (let value = 0; value < 60; value++)
-      expect(await codeOf(writeTag(runner, operator, "valve.tma", value % 2 === 0))).toBe("KILN_FORBIDDEN");
+      expect(await writeTag(runner, operator, "valve.tma", value % 2 === 0)).toBe("KILN_FORBIDDEN");
     const counted = runner.status().overflow;
     expect(counted).toBeGreaterThan(0);
     await runner.close();
@@ -204,8 +141,7 @@ describe("drop-oldest never discards an entry whose drop is not counted durably 
     const { runner, writeTag, restart, plc, drops } = await setup({ path, maxEntries: 5, whenFull: "drop-oldest" });
     await runner.open();
     const codes: string[] = [];
-    for (let value = 0; value < 20; value++)
-      codes.push(await codeOf(writeTag(runner, engineer, "heater.setpoint", value)));
+    for (let value = 0; value < 20; value++) codes.push(await writeTag(runner, engineer, "heater.setpoint", value));
     expect(codes.filter((code) => code === "resolved")).toHaveLength(5);
     expect(codes.slice(5).every((code) => code === "KILN_AUDIT_UNAVAILABLE")).toBe(true);
     expect(runner.status().dropped).toBe(0);
@@ -222,12 +158,12 @@ describe("drop-oldest never discards an entry whose drop is not counted durably 
     const { runner, writeTag, restart, plc } = await setup({ path, maxEntries: 5, whenFull: "drop-oldest" });
     await runner.open();
     for (let value = 0; value < 8; value++)
-      expect(await codeOf(writeTag(runner, engineer, "heater.setpoint", value))).toBe("resolved");
+      expect(await writeTag(runner, engineer, "heater.setpoint", value)).toBe("resolved");
     expect(runner.status().dropped).toBe(3);
     const write = vi
       .spyOn(ReservedRecord.prototype, "write")
       .mockRejectedValue(new KilnError("KILN_JOURNAL_FAILED", "reserve write failed: ENOSPC"));
-    for (let value = 8; value < 14; value++) await codeOf(writeTag(runner, engineer, "heater.setpoint", value));
+    for (let value = 8; value < 14; value++) await writeTag(runner, engineer, "heater.setpoint", value);
     // The first eviction that could not be counted durably was undone; then commands are refused.
     expect(runner.status().dropped).toBe(3);
     expect(runner.status().journalProblems.join()).toMatch(/reserve failed/);

@@ -2,15 +2,12 @@ import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, test } from "vitest";
-import { KilnError } from "../domain/errors";
 import { defineTags } from "../domain/tags";
-import type { KilnEvents } from "../events/catalogue";
-import { EventBus } from "../events/event-bus";
 import { MemoryStore } from "../memory/memory-store";
 import { SimulatedClock } from "../memory/simulated-clock";
-import { SimulatedPlc } from "../memory/simulated-plc";
 import type { AuditEntry } from "../ports/audit-log";
 import { AuditedCommandRunner, type AuditBacklogOptions } from "./audited-command";
+import { refusingAudit } from "../../test/support/refusing-audit";
 import { Authorizer, defaultRoleTable, type Principal } from "./authorization";
 
 // Adversarial review 15s, F1: with drop-oldest, a summary entry (audit.drop, audit.overflow) at
@@ -22,49 +19,12 @@ const engineer: Principal = { id: "enzo", roles: ["engineer"] };
 const viewer: Principal = { id: "vera", roles: ["viewer"] };
 
 async function setup(backlog: AuditBacklogOptions) {
-  const clock = new SimulatedClock({ start: Date.UTC(2026, 0, 1) });
-  const plc = new SimulatedPlc({ tags, clock });
-  await plc.connect();
-  const store = new MemoryStore({ clock });
-  await store.open(tags.list());
-  const bus = new EventBus<KilnEvents>({ now: () => clock.now() });
-  const drops: KilnEvents["audit-entry-drop"][] = [];
-  bus.on("audit-entry-drop", (event) => void drops.push(event));
-  const link = { up: false };
-  let ids = 0;
-  const make = () =>
-    new AuditedCommandRunner({
-      authorizer: new Authorizer({ roles: defaultRoleTable() }),
-      audit: {
-        query: store.audit.query,
-        // The store refuses audit inserts with a retryable error: the outage case.
-        record: (entry: AuditEntry) =>
-          link.up
-            ? store.audit.record(entry)
-            : Promise.reject(new KilnError("KILN_STORE_ERROR", "refused", { retryable: true })),
-      },
-      clock,
-      bus,
-      machineId: "ald-1",
-      newId: () => `entry-${++ids}`,
-      retryBackoff: { initialDelayMs: 1_000, maxDelayMs: 1_000 },
-      backlog,
-    });
-  /** One write per value: a principal's command, unique by its value. */
-  const write = (runner: AuditedCommandRunner, principal: Principal, value: number) =>
-    runner
-      .run({
-        principal,
-        permission: "tag.write",
-        target: "heater.setpoint",
-        machineState: "idle",
-        newValue: value,
-        execute: () => plc.write(tags.get("heater.setpoint"), value),
-      })
-      .then(
-        () => "ok",
-        (error: unknown) => (KilnError.is(error) ? error.code : String(error)),
-      );
+  const { make, writeTag, drain, plc, drops } = await refusingAudit({ tags, backlog });
+  /** One write per value: a principal's command, unique by its value ("ok" or the refusal's code). */
+  const write = async (runner: AuditedCommandRunner, principal: Principal, value: number) => {
+    const code = await writeTag(runner, principal, "heater.setpoint", value);
+    return code === "resolved" ? "ok" : code;
+  };
   /** A run of the system on the same journal while the store refuses: open, `commands`, close. */
   const run = async (commands: (runner: AuditedCommandRunner) => Promise<void>) => {
     const runner = make();
@@ -72,19 +32,7 @@ async function setup(backlog: AuditBacklogOptions) {
     await commands(runner);
     await runner.close();
   };
-  /** The store back: a last run drains the journal and the reserve; the whole trail. */
-  const replay = async () => {
-    link.up = true;
-    const runner = make();
-    await runner.open();
-    for (let step = 0; step < 30 && (runner.status().backlog > 0 || runner.status().overflow > 0); step++) {
-      await runner.flush();
-      await clock.advance(1_000);
-    }
-    await runner.close();
-    return store.audit.query({ from: 0, to: Number.MAX_SAFE_INTEGER });
-  };
-  return { plc, run, write, replay, drops };
+  return { plc, run, write, replay: drain, drops };
 }
 
 /** Commands recorded one by one, counted by their unique value (a retry never counts twice). */
