@@ -1,6 +1,6 @@
 import { describe, expect, test } from "vitest";
 import { GOOD, quality } from "../domain/quality";
-import type { Sample } from "../domain/sample";
+import { checkSample, type Sample } from "../domain/sample";
 import { defineTags } from "../domain/tags";
 import { SimulatedClock } from "../memory/simulated-clock";
 import { CurrentValueTable, NO_COMMUNICATION, type CvtChange } from "./current-value-table";
@@ -228,5 +228,62 @@ describe("CurrentValueTable: source timestamps that do not advance", () => {
     cvt.update([sample("a", 0, 9_000)]);
     cvt.update([sample("a", -0, 9_000)]);
     expect(Object.is(cvt.get("a")?.value, -0)).toBe(true);
+  });
+});
+
+// Adversarial review 20u, finding 2: a producer's sample with severity "good" and a bad status code
+// passed into the table, was served Good live (OPC UA server) and then refused by the store, so
+// history had a gap. The table is the one gate: what it keeps is a quality every store takes, never
+// better than either half of what the producer said.
+describe("CurrentValueTable: a producer's inconsistent quality", () => {
+  const shown = (given: unknown) => {
+    const cvt = new CurrentValueTable({ tags: tags.list() });
+    const changes: CvtChange[] = [];
+    cvt.observeAll((change) => void changes.push(change));
+    cvt.update([{ tag: "a", value: 1, timestamp: 10, quality: given as Sample["quality"] }], 10);
+    const kept = cvt.get("a")!;
+    // What observers (logging, servers) get is what the table holds, and every store takes it.
+    expect(changes.map((change) => change.sample)).toEqual([kept]);
+    expect(checkSample(kept)).toEqual([]);
+    return kept.quality;
+  };
+
+  test("severity good with BadDeviceFailure is bad, the device's code kept, the reason naming both", () => {
+    expect(shown({ severity: "good", code: 0x808b0000 })).toEqual({
+      severity: "bad",
+      code: 0x808b0000,
+      reason: "inconsistent quality: the source gave severity good with status code 0x808b0000 (bad)",
+    });
+    expect(shown({ severity: "good", code: 0x40000000, reason: "probe" })).toMatchObject({
+      severity: "uncertain",
+      code: 0x40000000,
+      reason: expect.stringMatching(/^probe; inconsistent quality/),
+    });
+  });
+
+  test("sibling: the stated severity is worse than the code's: the stated one wins with its generic code", () => {
+    expect(shown({ severity: "bad", code: 0 })).toMatchObject({ severity: "bad", code: 0x80000000 });
+    expect(shown({ severity: "uncertain", code: 0 })).toMatchObject({ severity: "uncertain", code: 0x40000000 });
+  });
+
+  test("sibling: an unknown severity, a code that is no status code, a reason that is no string, no quality at all: never good", () => {
+    expect(shown({ severity: "weird", code: 0 })).toMatchObject({ severity: "bad", code: 0x80000000 });
+    expect(shown({ severity: "good", code: 1.5 })).toMatchObject({ severity: "bad", code: 0x80000000 });
+    expect(shown({ severity: "good", code: -1 })).toMatchObject({ severity: "bad" });
+    expect(shown({ severity: "good", code: 0, reason: 42 })).toMatchObject({
+      severity: "good",
+      reason: "inconsistent quality: the source gave a reason of type number",
+    });
+    expect(shown(undefined)).toMatchObject({
+      severity: "bad",
+      reason: "inconsistent quality: the source gave no quality",
+    });
+  });
+
+  test("a consistent quality is kept as the producer's own object (no copy per sample)", () => {
+    const cvt = new CurrentValueTable({ tags: tags.list() });
+    const given = Object.freeze(quality("bad", "probe broken", 0x808b0000));
+    cvt.update([Object.freeze({ tag: "a", value: 1, timestamp: 10, quality: given })], 10);
+    expect(cvt.get("a")!.quality).toBe(given);
   });
 });

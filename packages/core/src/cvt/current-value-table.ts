@@ -1,7 +1,7 @@
 // CurrentValueTable is homed in "@kiln/core/advanced"; what its declarations name from the main
 // entry is imported by package name so the API reports show that home (ADR 0027).
 import type { Clock, CurrentValueView, CvtChange, CvtObserver, Disposer, Quality, Sample, Tag } from "@kiln/core";
-import { quality, QualityCodes } from "../domain/quality";
+import { consistentQuality, quality, QualityCodes } from "../domain/quality";
 import { KilnError } from "../domain/errors";
 import { monotonicNow, SystemClock } from "../runtime/system-clock";
 import { receiptStamp, restamped } from "./receipt-stamp";
@@ -123,7 +123,10 @@ export class CurrentValueTable implements CurrentValueView {
 
   /**
    * Records samples as the tags' current values and notifies observers. Samples for tags the
-   * table does not know are ignored. A tag's timestamps only advance: a sample whose source
+   * table does not know are ignored. A sample's quality whose severity and status code disagree
+   * (or that is no quality) is kept as the worse of the two, with the reason "inconsistent
+   * quality: ..." (never shown better than the source said; every store takes it). A tag's
+   * timestamps only advance: a sample whose source
    * timestamp does not advance past the current one
    * - with a changed value (`Object.is`) or quality (severity or code) is a new value with a stale
    *   device time: it is stamped with the receive time (`receiptStamp`: at least 1 µs after
@@ -214,7 +217,7 @@ export class CurrentValueTable implements CurrentValueView {
     // A tag with an entry is known: the catalog is consulted only for a tag's first value.
     const entry = this.#entries.get(tag);
     if (entry === undefined && !this.#known.has(tag)) return;
-    const given = frozenQuality(input.quality);
+    const given = frozenQuality(consistentQuality(input.quality));
     // A producer that hands over a frozen sample (frozen quality, scalar or frozen array value)
     // can no longer change it: the table keeps that object rather than a copy of it.
     const adoptable = value === input.value && given === input.quality && Object.isFrozen(input);

@@ -74,3 +74,41 @@ export function qualityFromStatusCode(statusCode: number, reason?: string): Qual
   const code = statusCode >>> 0;
   return quality(severityOfStatusCode(code), reason, code);
 }
+
+const RANK: Readonly<Record<QualitySeverity, number>> = { good: 0, uncertain: 1, bad: 2 };
+
+/**
+ * @internal `given` when it is a quality every store takes (`checkSample`'s rules: severity good,
+ * uncertain or bad; code a 32-bit unsigned integer whose severity bits agree with it; reason a
+ * string when present); otherwise the quality it must be shown as, never better than either half:
+ * the worse of the stated severity and the code's (an unknown severity or a code that is not a
+ * status code counts as bad), the code kept when its bits say that severity (so a device's
+ * `BadDeviceFailure` survives a producer that called it good), and a reason naming what was wrong.
+ * The one place the current value table makes a producer's quality safe (principle 10: never
+ * show a wrong value as good), so what is shown live is also what the store keeps.
+ */
+export function consistentQuality(given: unknown): Quality {
+  const candidate = (typeof given === "object" && given !== null ? given : {}) as Partial<
+    Record<keyof Quality, unknown>
+  >;
+  const { severity, code, reason } = candidate;
+  const severityKnown = severity === "good" || severity === "uncertain" || severity === "bad";
+  const codeValid = typeof code === "number" && Number.isInteger(code) && code >= 0 && code <= 0xffffffff;
+  const reasonValid = reason === undefined || typeof reason === "string";
+  if (severityKnown && codeValid && reasonValid && severityOfStatusCode(code) === severity) return given as Quality;
+  const stated: QualitySeverity = severityKnown ? severity : "bad";
+  const fromCode: QualitySeverity = codeValid ? severityOfStatusCode(code) : "bad";
+  const resolved = RANK[stated] >= RANK[fromCode] ? stated : fromCode;
+  const problem =
+    typeof given !== "object" || given === null
+      ? "the source gave no quality"
+      : !severityKnown
+        ? `the source gave severity ${JSON.stringify(String(severity))}`
+        : !codeValid
+          ? `the source gave code ${typeof code === "number" ? String(code) : typeof code}, not a status code`
+          : !reasonValid
+            ? `the source gave a reason of type ${typeof reason}`
+            : `the source gave severity ${severity} with status code 0x${code.toString(16).padStart(8, "0")} (${fromCode})`;
+  const said = typeof reason === "string" && reason !== "" ? `${reason}; ` : "";
+  return quality(resolved, `${said}inconsistent quality: ${problem}`, codeValid ? code : undefined);
+}

@@ -411,7 +411,7 @@ describe("a journal or reserve that cannot be made at start (issue 15, review 15
       if (sampling) setImmediate(sample);
     };
     sample();
-    for (let step = 0; step < 20 && !(seen.at(-1)!.problems === 0 && seen.at(-1)!.durable); step++) {
+    for (let step = 0; step < 200 && !(seen.at(-1)!.problems === 0 && seen.at(-1)!.durable); step++) {
       await clock.advance(1_000);
       await new Promise<void>((resolve) => setTimeout(resolve, 20));
     }
