@@ -38,6 +38,29 @@ describe("Sparkplug topics", () => {
     expect(() => sparkplugTopic({ type: "NOPE" } as never)).toThrow(/type/);
   });
 
+  // Adversarial review 19u (LOW): a group id with U+0000 or of 70,000 characters passed the
+  // constructor, then the node reconnected forever (a broker closes the connection on U+0000;
+  // MQTT.js threw a TypeError for the long topic). Refused up front, naming the id and the rule.
+  test("ids with U+0000 or another control character, or too long for an MQTT topic, are refused (MQTT 5 1.5.4)", () => {
+    for (const id of ["a\u0000b", "line\n3", "\u007F", "x\u0085"]) {
+      expect(sparkplugIdProblem(id)).toMatch(/control characters/);
+    }
+    expect(sparkplugIdProblem("g".repeat(70_000))).toMatch(/65535 UTF-8 bytes/);
+    expect(() => checkSparkplugIds({ groupId: "plant\u00001", edgeNodeId: "ok" })).toThrow(/groupId/);
+    expect(() => parseSparkplugTopic("spBv1.0/g\u0000/NBIRTH/e")).toThrow(/groupId/);
+    // Sibling: each id fits alone, the topic they make together does not.
+    const long = "é".repeat(11_000); // 22,000 bytes each
+    expect(sparkplugIdProblem(long)).toBeUndefined();
+    try {
+      sparkplugTopic({ type: "DDATA", groupId: long, edgeNodeId: long, deviceId: long });
+      expect.unreachable();
+    } catch (error) {
+      expect(KilnError.is(error, "KILN_VALIDATION")).toBe(true);
+      expect((error as KilnError).message).toMatch(/is 66016 UTF-8 bytes.*at most 65535/);
+    }
+    expect(sparkplugTopic({ type: "NBIRTH", groupId: long, edgeNodeId: long })).toHaveLength(8 + 11_000 + 8 + 11_000);
+  });
+
   test("topics outside the namespace or with the wrong levels are refused", () => {
     for (const topic of [
       "spAv1.0/g/NBIRTH/e",

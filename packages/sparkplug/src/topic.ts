@@ -28,6 +28,12 @@ export type SparkplugTopic =
   | { readonly type: "STATE"; readonly hostId: string };
 
 const RESERVED = /[+#/]/;
+// MQTT 3.1.1 1.5.3 / MQTT 5 1.5.4: U+0000 MUST NOT occur in a topic (the broker closes the
+// connection) and the other C0 and C1 controls SHOULD NOT; a broker may refuse them.
+// eslint-disable-next-line no-control-regex -- matching control characters is this rule's point
+const CONTROL = /[\u0000-\u001F\u007F-\u009F]/;
+/** The longest topic MQTT carries, in UTF-8 bytes (MQTT 3.1.1 1.5.3, MQTT 5 1.5.4). */
+const TOPIC_MAX_BYTES = 65_535;
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 const NODE_TYPES: ReadonlySet<string> = new Set(NODE_MESSAGE_TYPES);
 const DEVICE_TYPES: ReadonlySet<string> = new Set(DEVICE_MESSAGE_TYPES);
@@ -35,12 +41,19 @@ const DEVICE_TYPES: ReadonlySet<string> = new Set(DEVICE_MESSAGE_TYPES);
 /**
  * The rule every Sparkplug id breaks, or undefined when `id` is valid: a non-empty UTF-8 string
  * without `+`, `/` or `#` (Sparkplug 3.0.0, 4.1.1: [tck-id-topic-structure-namespace-valid-group-id],
- * [...-valid-edge-node-id], [...-valid-device-id]; 5.6.1 for a host id).
+ * [...-valid-edge-node-id], [...-valid-device-id]; 5.6.1 for a host id), without U+0000 or other
+ * C0/C1 control characters and at most 65,535 UTF-8 bytes (MQTT 5 1.5.4; a whole topic is checked
+ * against that limit by {@link sparkplugTopic}).
  */
 export function sparkplugIdProblem(id: unknown): string | undefined {
   if (typeof id !== "string" || id.length === 0) return "must be a non-empty string";
   if (RESERVED.test(id)) return "must not contain +, / or # (reserved by MQTT and Sparkplug)";
   if (LONE_SURROGATE.test(id)) return "must be valid UTF-8 (no lone surrogates)";
+  if (CONTROL.test(id)) {
+    return "must not contain U+0000 or other control characters (MQTT 5 1.5.4: a broker closes the connection or may refuse them)";
+  }
+  if (Buffer.byteLength(id, "utf8") > TOPIC_MAX_BYTES)
+    return `must fit in an MQTT topic (${TOPIC_MAX_BYTES} UTF-8 bytes)`;
   return undefined;
 }
 
@@ -64,10 +77,25 @@ export function checkSparkplugIds(ids: Readonly<Record<string, unknown>>, subjec
  * sparkplugTopic({ type: "DDATA", groupId: "plant-1", edgeNodeId: "line-3", deviceId: "ald-1" });
  * // "spBv1.0/plant-1/DDATA/line-3/ald-1"
  * sparkplugTopic({ type: "STATE", hostId: "scada" }); // "spBv1.0/STATE/scada"
- * @throws KilnValidationError `KILN_VALIDATION` when an id is empty or holds `+`, `/` or `#`, or
- *   the type is not a Sparkplug message type.
+ * @throws KilnValidationError `KILN_VALIDATION` when an id breaks {@link sparkplugIdProblem}'s
+ *   rules, the topic is longer than MQTT's 65,535 UTF-8 bytes, or the type is not a Sparkplug
+ *   message type.
  */
 export function sparkplugTopic(topic: SparkplugTopic): string {
+  const built = buildTopic(topic);
+  const bytes = Buffer.byteLength(built, "utf8");
+  if (bytes > TOPIC_MAX_BYTES) {
+    throw new KilnValidationError("Sparkplug topic", [
+      {
+        path: "",
+        message: `is ${bytes} UTF-8 bytes with these ids; MQTT carries at most ${TOPIC_MAX_BYTES} (MQTT 5 1.5.4): use shorter ids`,
+      },
+    ]);
+  }
+  return built;
+}
+
+function buildTopic(topic: SparkplugTopic): string {
   if (topic.type === "STATE") {
     checkSparkplugIds({ hostId: topic.hostId }, "Sparkplug topic");
     return `${SPARKPLUG_NAMESPACE}/STATE/${topic.hostId}`;
