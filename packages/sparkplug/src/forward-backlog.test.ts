@@ -31,7 +31,7 @@ async function afterCrash(path: string): Promise<number[]> {
   await copyFile(path, copy);
   const { backlog } = await JournalBacklog.open(copy, 1 << 20);
   const firsts: number[] = [];
-  for (let next = await backlog.peek(); next; next = await backlog.peek()) {
+  for (let next = await backlog.peekAfter(); next; next = await backlog.peekAfter()) {
     firsts.push(Number(decodePayload(next.bytes).metrics[0]!.timestamp) / 4);
     await backlog.dropOldest();
   }
@@ -44,10 +44,33 @@ test("a crash mid-replay resends nothing already released: each replayed record'
   const { backlog } = await JournalBacklog.open(path, 1 << 20);
   for (let n = 0; n < 20; n++) await backlog.append(record(n), 4, 4 * n);
   for (let replayed = 1; replayed <= 7; replayed++) {
-    const next = await backlog.peek();
-    expect(await backlog.release(next!.id)).toBe(4);
+    const next = await backlog.peekAfter();
+    expect(await backlog.releaseThrough(next!.id)).toEqual([next!.id]);
     // Before: every record replayed since the journal was last empty came back and was sent again.
     expect(await afterCrash(path)).toEqual(Array.from({ length: 20 - replayed }, (_, index) => replayed + index));
   }
+  await backlog.close();
+});
+
+test("a replay window: records read in order by id, released together with one durable mark; a crash after it resends none of them", async () => {
+  const path = join(directory, "forward.journal");
+  const { backlog } = await JournalBacklog.open(path, 1 << 20);
+  for (let n = 0; n < 20; n++) await backlog.append(record(n), 4, 4 * n);
+  const window: number[] = [];
+  let last: number | undefined;
+  for (let index = 0; index < 5; index++) {
+    const next = await backlog.peekAfter(last);
+    window.push(Number(decodePayload(next!.bytes).metrics[0]!.timestamp) / 4);
+    last = next!.id;
+  }
+  expect(window).toEqual([0, 1, 2, 3, 4]);
+  // Nothing is released by reading: a crash now resends the whole window (and everything after it).
+  expect(await afterCrash(path)).toHaveLength(20);
+  // Sibling: the oldest record is dropped at a limit while the window is out; the rest is released.
+  await backlog.dropOldest();
+  expect(await backlog.releaseThrough(last!)).toHaveLength(4);
+  expect(await afterCrash(path)).toEqual(Array.from({ length: 15 }, (_, index) => 5 + index));
+  expect(await backlog.peekAfter()).toMatchObject({ samples: 4 });
+  expect(backlog.records).toBe(15);
   await backlog.close();
 });

@@ -47,10 +47,13 @@ export interface ForwardBacklog {
   readonly oldestTimestamp: number | undefined;
   /** Appends a record. @throws KilnError `KILN_BUFFER_FULL` past the byte limit (nothing kept); `KILN_JOURNAL_FAILED`. */
   append(bytes: Uint8Array, samples: number, oldest: number | undefined): Promise<void>;
-  /** The oldest record, or undefined. */
-  peek(): Promise<BacklogRecord | undefined>;
-  /** Releases the oldest record when its id is `id` (else nothing); returns its sample count, or undefined. */
-  release(id: number): Promise<number | undefined>;
+  /** The oldest record whose id is greater than `after` (the oldest of all without it), or undefined. */
+  peekAfter(after?: number): Promise<BacklogRecord | undefined>;
+  /**
+   * Releases the oldest records while their id is at most `through` (records are released oldest
+   * first; one already dropped is skipped), the last durably; returns the ids released.
+   */
+  releaseThrough(through: number): Promise<number[]>;
   /** Drops the oldest record; returns its sample count, or undefined when empty. */
   dropOldest(): Promise<number | undefined>;
   /** The oldest record's id and whether it was published (a sent mark, in any epoch), or undefined when empty. */
@@ -125,6 +128,20 @@ abstract class BaseBacklog {
       this.#bytes -= info.bytes + RECORD_OVERHEAD_BYTES;
     }
     return info;
+  }
+
+  /** The position of the oldest record whose id is greater than `after`, or -1. */
+  protected positionAfter(after: number | undefined): number {
+    if (after === undefined) return this.infos.length > 0 ? 0 : -1;
+    // Ids grow with position: most calls ask for the record after the one at the front.
+    return this.infos.findIndex((info) => info.id > after);
+  }
+
+  /** How many of the oldest records have an id of at most `through`. */
+  protected countThrough(through: number): number {
+    let count = 0;
+    while (count < this.infos.length && this.infos[count]!.id <= through) count++;
+    return count;
   }
 
   oldestRecord(): { readonly id: number; readonly sent: boolean } | undefined {
@@ -209,16 +226,21 @@ export class MemoryBacklog extends BaseBacklog implements ForwardBacklog {
     return Promise.resolve({ records: count, samples });
   }
 
-  peek(): Promise<BacklogRecord | undefined> {
-    const info = this.infos[0];
+  peekAfter(after?: number): Promise<BacklogRecord | undefined> {
+    const position = this.positionAfter(after);
+    const info = this.infos[position];
     return Promise.resolve(
-      info === undefined ? undefined : { id: info.id, samples: info.samples, bytes: this.#payloads[0]! },
+      info === undefined ? undefined : { id: info.id, samples: info.samples, bytes: this.#payloads[position]! },
     );
   }
 
-  release(id: number): Promise<number | undefined> {
-    if (this.infos[0]?.id !== id) return Promise.resolve(undefined);
-    return this.dropOldest();
+  releaseThrough(through: number): Promise<number[]> {
+    const released: number[] = [];
+    for (let count = this.countThrough(through); count > 0; count--) {
+      this.#payloads.shift();
+      released.push(this.untrack()!.id);
+    }
+    return Promise.resolve(released);
   }
 
   dropOldest(): Promise<number | undefined> {
@@ -309,21 +331,31 @@ export class JournalBacklog extends BaseBacklog implements ForwardBacklog {
     return { records: count, samples };
   }
 
-  async peek(): Promise<BacklogRecord | undefined> {
-    const info = this.infos[0];
+  async peekAfter(after?: number): Promise<BacklogRecord | undefined> {
+    // The journal's records and the infos are released together, oldest first: same positions.
+    const position = this.positionAfter(after);
+    const info = this.infos[position];
     if (info === undefined) return undefined;
-    const bytes = await this.#journal.peek();
+    const bytes = await this.#journal.peek(position);
     return bytes === undefined ? undefined : { id: info.id, samples: info.samples, bytes };
   }
 
   /**
-   * Releases a replayed record durably (a release mark fsynced before this resolves, ADR 0034),
-   * so a crash after it never sends the record again: a crash mid-replay resends at most the one
-   * record published and not yet released.
+   * Releases replayed records, the last durably (one release mark fsynced for all of them before
+   * this resolves, ADR 0034), so a crash after it never sends them again: a crash mid-replay
+   * resends at most the records published since the last such release (one replay window).
    */
-  async release(id: number): Promise<number | undefined> {
-    if (this.infos[0]?.id !== id) return undefined;
-    return this.#releaseOldest(true);
+  async releaseThrough(through: number): Promise<number[]> {
+    const count = this.countThrough(through);
+    // All taken at once (no await between them), as in releaseAcknowledged.
+    const releases: Promise<unknown>[] = [];
+    const released: number[] = [];
+    for (let index = 0; index < count; index++) {
+      releases.push(this.#journal.release({ durable: index === count - 1 }));
+      released.push(this.untrack()!.id);
+    }
+    await Promise.all(releases);
+    return released;
   }
 
   /**

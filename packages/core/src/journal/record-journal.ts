@@ -552,9 +552,14 @@ export class RecordJournal {
     );
   }
 
-  /** The oldest unreleased record's payload, or undefined when there is none. Repeated calls return the same record. */
-  async peek(): Promise<Buffer | undefined> {
-    const next = this.#records[this.#head];
+  /**
+   * The payload of the oldest unreleased record, or of the one `position` records after it (`0`,
+   * the default, is the oldest; {@link release} takes them in this order), or undefined when there
+   * is none. Repeated calls return the same record while nothing is released.
+   * @param position a whole number of records after the oldest. @default 0
+   */
+  async peek(position = 0): Promise<Buffer | undefined> {
+    const next = Number.isInteger(position) && position >= 0 ? this.#records[this.#head + position] : undefined;
     if (next === undefined) return undefined;
     const payload = Buffer.alloc(next.length);
     try {
