@@ -287,6 +287,8 @@ export class AuditedCommandRunner {
   #tail: Promise<unknown> = Promise.resolve();
   #dropped = 0;
   #skipped = 0;
+  /** Skipped entries that could not be kept in `<journal>.set-aside` (no journal, or the append failed). */
+  #skippedNotKept = 0;
   /** Refusals of offered intents (`<id>:refusal`) dropped unstored: each may leave an `allowed` entry of a command that did not run. */
   #refusalsDropped = 0;
   /** Entries set aside because they kept failing while the store took others (ADR 0013 addendum). */
@@ -389,6 +391,7 @@ export class AuditedCommandRunner {
       backlog: this.#entriesInBacklog(),
       dropped: this.#dropped,
       skipped: this.#skipped,
+      skippedNotKept: this.#skippedNotKept,
       setAside: this.#setAside,
       refusalsDropped: this.#refusalsDropped,
       droppedWhileStopped: this.#droppedWhileStopped,
@@ -910,7 +913,8 @@ export class AuditedCommandRunner {
     // called while it is failing (the background retry probes it) or closed.
     if (this.#closed || this.#storeFailingSince !== undefined) return "refused";
     offer.offered = true;
-    const stored = await this.#store(entry);
+    // Refused for good, the command does not run: what is kept and reported says so, never `allowed`.
+    const stored = await this.#store(entry, { notRun: true });
     if (stored === "skipped") return "unstorable";
     if (stored === "retry") return "refused";
     this.#continueDrain();
@@ -953,8 +957,12 @@ export class AuditedCommandRunner {
     this.#continueDrain();
   }
 
-  /** Stores one entry: `stored`, `skipped` (refused for good, reported) or `retry`. */
-  async #store(entry: AuditEntry): Promise<"stored" | "skipped" | "retry"> {
+  /**
+   * Stores one entry: `stored`, `skipped` (refused for good: kept aside and reported, see
+   * {@link #keepAside}) or `retry`. `notRun`: the entry is the intent of a command that will not
+   * run if it is refused; what is kept aside and reported is then its refusal (`denied`).
+   */
+  async #store(entry: AuditEntry, options: { notRun?: boolean } = {}): Promise<"stored" | "skipped" | "retry"> {
     try {
       await this.#options.audit.record(entry);
       this.#storedCount++;
@@ -966,7 +974,17 @@ export class AuditedCommandRunner {
       // (not a KilnError) keeps the entry and is retried: never lost for want of a classification.
       if (refusedForGood(error)) {
         this.#storeFailingSince = undefined;
-        this.#skip(entry, error);
+        if (options.notRun === true) {
+          const refusal = new KilnError(
+            "KILN_AUDIT_UNAVAILABLE",
+            `Refused ${entry.action}: the audit store refused its entry for good (${reasonOf(error, undefined)}), so it was not executed.`,
+          );
+          // The allowed entry's reason is the operator's comment (escaped where it was read).
+          const denied: AuditEntry = { ...entry, outcome: "denied", reason: reasonOf(refusal, entry.reason) };
+          await this.#keepAside(denied, denied.reason!);
+        } else {
+          await this.#keepAside(entry, error);
+        }
         return "skipped";
       }
       this.#lastError = error;
@@ -1019,12 +1037,16 @@ export class AuditedCommandRunner {
       const head = this.#backlog[0];
       if (head === undefined) return true;
       let setAside = false;
+      /** Refused for good by the store: kept aside (`<journal>.set-aside`) already. */
+      let keptAside = false;
       if (head.entry !== undefined) {
         if (isIntentRefusal(head.entry)) {
           // A refusal (or cancellation) naming its intent is never set aside: without it the
           // intent may read `allowed` for a command that did not run. It stays at the head and
           // is retried (health names it); it is the last thing dropped (ADR 0013 addendum).
-          if ((await this.#store(head.entry)) === "retry") {
+          const result = await this.#store(head.entry);
+          keptAside = result === "skipped";
+          if (result === "retry") {
             if (!KilnError.is(this.#lastError)) head.failures++;
             return false;
           }
@@ -1038,16 +1060,22 @@ export class AuditedCommandRunner {
           }
           // The store takes entries. One more try of the head tells an entry it fails on from a
           // store that has just come back: only a failure it again cannot classify sets it aside.
-          if ((await this.#store(head.entry)) === "retry") {
+          const result = await this.#store(head.entry);
+          keptAside = result === "skipped";
+          if (result === "retry") {
             if (KilnError.is(this.#lastError)) return false;
             head.failures++;
             setAside = true;
           }
-        } else if ((await this.#store(head.entry)) === "retry") {
-          head.storedCountAtFailure = this.#storedCount;
-          if (!KilnError.is(this.#lastError)) head.failures++;
-          if (head.failures < POISON_ATTEMPTS) return false;
-          continue;
+        } else {
+          const result = await this.#store(head.entry);
+          keptAside = result === "skipped";
+          if (result === "retry") {
+            head.storedCountAtFailure = this.#storedCount;
+            if (!KilnError.is(this.#lastError)) head.failures++;
+            if (head.failures < POISON_ATTEMPTS) return false;
+            continue;
+          }
         }
       }
       await this.#serial(async () => {
@@ -1055,8 +1083,8 @@ export class AuditedCommandRunner {
         if (this.#backlog[0] !== head) return;
         if (setAside) await this.#setEntryAside(head);
         this.#backlog.shift();
-        // A set-aside entry must not come back from the journal to be set aside again.
-        if (head.journaled) await this.#releaseJournalHead(setAside);
+        // An entry kept aside must not come back from the journal to be kept aside again.
+        if (head.journaled) await this.#releaseJournalHead(setAside || keptAside);
         else if (head.entry !== undefined && this.#reservedIds.has(head.entry.id)) await this.#persistReserve();
         await this.#summarizeOverflow();
       });
@@ -1082,23 +1110,12 @@ export class AuditedCommandRunner {
    * journal, counted, logged and reported by `audit-entry-skip`. The caller removes it from the backlog.
    */
   async #setEntryAside(item: BacklogItem): Promise<void> {
-    const entry = item.entry!;
-    const path = this.#options.backlog?.path;
-    let kept = false;
-    if (path !== undefined) {
-      try {
-        await appendFile(`${path}.set-aside`, `${encodeExactJson(entry)}\n`, { encoding: "utf8", flush: true });
-        kept = true;
-      } catch (error) {
-        this.#logger.error({ id: entry.id, error: String(error) }, "a set-aside audit entry could not be kept");
-      }
-    }
     this.#setAside++;
     const cause = reasonOf(this.#lastError, undefined);
-    this.#skip(
-      entry,
+    await this.#keepAside(
+      item.entry!,
       `it failed ${item.failures} times (${cause}) while the audit store took other entries; set aside so it does ` +
-        `not hold the trail${kept ? `, kept in ${path}.set-aside` : ""}`,
+        "not hold the trail",
     );
   }
 
@@ -1762,10 +1779,34 @@ export class AuditedCommandRunner {
     void this.#options.bus?.publish(type, { at: this.#options.clock.now(), ...event } as KilnEvents[TType]);
   }
 
-  #skip(entry: AuditEntry, error: unknown): void {
+  /**
+   * An entry that leaves the backlog unstored (refused for good by the store, or set aside as a
+   * poison entry) is never silently gone: appended (one JSON line, flushed) to
+   * `<journal>.set-aside` when there is a journal, before its journal record is released; counted
+   * in `skipped` (and `skippedNotKept` when it could not be kept there: no journal, or the append
+   * failed), named by health as a problem, logged with the whole entry, and reported by
+   * `audit-entry-skip` (adversarial review 15w).
+   */
+  async #keepAside(entry: AuditEntry, error: unknown): Promise<void> {
+    const path = this.#options.backlog?.path;
+    let kept = false;
+    if (path !== undefined) {
+      try {
+        await appendFile(`${path}.set-aside`, `${encodeExactJson(entry)}\n`, { encoding: "utf8", flush: true });
+        kept = true;
+      } catch (keepError) {
+        this.#logger.error({ id: entry.id, error: String(keepError) }, "a skipped audit entry could not be kept aside");
+      }
+    }
     this.#skipped++;
-    const reason = typeof error === "string" ? error : reasonOf(error, undefined);
-    this.#logger.error({ id: entry.id, action: entry.action, reason }, "the audit store refused an entry for good");
+    if (!kept) this.#skippedNotKept++;
+    const reason =
+      (typeof error === "string" ? error : reasonOf(error, undefined)) +
+      (kept ? `; kept in ${path}.set-aside` : "; not kept in a file (no audit journal, or the append failed)");
+    this.#logger.error(
+      { id: entry.id, action: entry.action, reason, entry: encodeExactJson(entry) },
+      "an audit entry left the backlog unstored",
+    );
     void this.#options.bus?.publish("audit-entry-skip", {
       at: this.#options.clock.now(),
       id: entry.id,
@@ -2010,8 +2051,10 @@ interface AuditWriterStatus {
   readonly backlog: number;
   /** Entries dropped unstored since construction (backlog full, a stop without a journal, journal damage). */
   readonly dropped: number;
-  /** Entries skipped: refused for good by the store, or set aside (below). */
+  /** Entries skipped: refused for good by the store, or set aside (below); each kept in `<journal>.set-aside` when it can be. */
   readonly skipped: number;
+  /** Skipped entries that could not be kept in `<journal>.set-aside` (no journal, or the append failed). */
+  readonly skippedNotKept: number;
   /** Entries set aside because they kept failing while the store took other entries. */
   readonly setAside: number;
   /**
