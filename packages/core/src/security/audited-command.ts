@@ -317,6 +317,13 @@ export class AuditedCommandRunner {
   #reserve: ReservedRecord | undefined;
   /** Ids of the entries the reserve's last record holds (kept only in memory otherwise). */
   #reservedIds = new Set<string>();
+  /**
+   * What the reserve file holds while it cannot be opened (its room cannot be reserved: a disk
+   * still full after a crash), read without opening it and left untouched: shown by health until
+   * it opens, then merged and summarized as usual (adversarial review 15w, B). Its held entries
+   * are in the backlog meanwhile (stored once per id, so storing them again later is harmless).
+   */
+  #unopenedReserve: { readonly overflow: number; readonly drops: number; readonly held: number } | undefined;
   /** The journal failures now in force, by operation (`open`, `append`, `reserve`): health names each. */
   readonly #journalFailures = new Map<JournalOperation, JournalFailure>();
   /** Most denied or failed entries (the overflow summaries included) the backlog holds: {@link DENIED_SHARE} of `maxEntries`. */
@@ -395,7 +402,9 @@ export class AuditedCommandRunner {
       setAside: this.#setAside,
       refusalsDropped: this.#refusalsDropped,
       droppedWhileStopped: this.#droppedWhileStopped,
-      overflow: [...this.#overflow.values()].reduce((sum, overflow) => sum + overflow.count, 0),
+      overflow:
+        [...this.#overflow.values()].reduce((sum, overflow) => sum + overflow.count, 0) +
+        (this.#unopenedReserve?.overflow ?? 0),
       journalProblems: this.#journalProblems(),
       // A journal whose open or append failed leaves entries only in memory: then the backlog
       // does not survive a restart, whatever was configured (health must not say "journaled").
@@ -869,6 +878,7 @@ export class AuditedCommandRunner {
       await this.#reserve?.close().catch(() => undefined);
       this.#reserve = undefined;
       this.#reservedIds = new Set();
+      this.#unopenedReserve = undefined;
     });
     // A background drain begun before the close (the retry timer) may still have a store call in
     // flight: close settles once it has, so nothing calls the store after close (review 15j).
@@ -1619,9 +1629,11 @@ export class AuditedCommandRunner {
       this.#clearJournalFailure("reserve");
     } catch (error) {
       this.#logger.error({ path: `${path}.reserve`, error: String(error) }, "the audit reserve could not be opened");
+      this.#unopenedReserve ??= await this.#peekReserve(`${path}.reserve`);
       this.#noteJournalFailure("reserve", error, `${path}.reserve`);
       return;
     }
+    this.#unopenedReserve = undefined;
     let changed = false;
     const found = decodeReserve(this.#reserve.read());
     if (found !== undefined) {
@@ -1635,7 +1647,8 @@ export class AuditedCommandRunner {
       const held = found.held.filter((entry) => !known.has(entry.id));
       const since = this.#options.clock.now();
       for (const entry of held) this.#backlog.push({ entry, journaled: false, failures: 0, since, reported: true });
-      this.#reservedIds = new Set(held.map((entry) => entry.id));
+      // All it holds, also those already in the backlog (read while it could not be opened).
+      this.#reservedIds = new Set(found.held.map((entry) => entry.id));
       if (count > 0 || held.length > 0) {
         changed = true;
         this.#logger.error(
@@ -1668,6 +1681,37 @@ export class AuditedCommandRunner {
       }
     }
     if (changed) await this.#persistReserve();
+  }
+
+  /**
+   * Reads what the reserve at `path` holds without opening it (its room could not be reserved),
+   * leaving the file as it is: its counts are shown by health until it opens (then merged and
+   * summarized, once), its held entries join the backlog so the store gets them meanwhile.
+   * Undefined when it holds nothing or cannot be read (logged).
+   */
+  async #peekReserve(path: string): Promise<{ overflow: number; drops: number; held: number } | undefined> {
+    let found: ReturnType<typeof decodeReserve>;
+    try {
+      found = decodeReserve(await ReservedRecord.peek(path, RESERVE_SLOT_BYTES));
+    } catch (error) {
+      this.#logger.error({ path, error: String(error) }, "the audit reserve could not be read");
+      return undefined;
+    }
+    if (found === undefined) return undefined;
+    const overflow = [...found.overflow.values()].reduce((sum, bucket) => sum + bucket.count, 0);
+    const drops = found.drops?.count ?? 0;
+    const known = new Set(this.#backlog.map((item) => item.entry?.id));
+    const since = this.#options.clock.now();
+    for (const entry of found.held) {
+      this.#reservedIds.add(entry.id);
+      if (!known.has(entry.id)) this.#backlog.push({ entry, journaled: false, failures: 0, since, reported: true });
+    }
+    if (overflow === 0 && drops === 0 && found.held.length === 0) return undefined;
+    this.#logger.error(
+      { path, overflow, drops, held: found.held.length },
+      "the audit reserve of an earlier run cannot be opened (no room): what it holds was read without changing it",
+    );
+    return { overflow, drops, held: found.held.length };
   }
 
   /**
@@ -1758,8 +1802,20 @@ export class AuditedCommandRunner {
       failure.operation === "open"
         ? `${failure.message}; what it holds is not replayed and it has no reserve until it opens (retried)${inMemory}`
         : failure.operation === "reserve" && this.#reserve === undefined
-          ? `${failure.message}; no room is reserved for a full disk until it is made (retried)${inMemory}`
+          ? `${failure.message}; no room is reserved for a full disk until it is made (retried)${this.#unopenedText()}${inMemory}`
           : `${failure.message}; ${reserved} entr${reserved === 1 ? "y" : "ies"} held in its reserve${inMemory}`,
+    );
+  }
+
+  /** What an unopened reserve holds, for its journal problem (empty when nothing). */
+  #unopenedText(): string {
+    const found = this.#unopenedReserve;
+    if (found === undefined) return "";
+    const drops = found.drops > 0 ? ` and ${found.drops} dropped entr${found.drops === 1 ? "y" : "ies"}` : "";
+    return (
+      `; the reserve file of an earlier run, read without opening it and left as it is, holds ${found.overflow} ` +
+      `counted denied attempt(s)${drops} not yet in summary entries (recorded once it opens) and ${found.held} ` +
+      `held entr${found.held === 1 ? "y" : "ies"} (in the backlog)`
     );
   }
 
