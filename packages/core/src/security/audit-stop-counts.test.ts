@@ -230,6 +230,7 @@ describe("what the reserve holds is read when its room cannot be reserved (adver
         new RegExp(`reserve failed.*ENOSPC.*holds ${counted} counted denied attempt\\(s\\).*held entr`),
       );
       // The store comes back, the disk is still full: the held entries are stored, the counts still shown.
+      const recorded = vi.spyOn(store.audit, "record");
       link.up = true;
       for (let step = 0; step < 10 && next.status().backlog > 0; step++) {
         await next.flush();
@@ -247,6 +248,9 @@ describe("what the reserve holds is read when its room cannot be reserved (adver
         await new Promise<void>((resolve) => setTimeout(resolve, 10));
       }
       expect(next.status()).toMatchObject({ overflow: 0, backlog: 0, journalProblems: [] });
+      // Each held entry written once: not queued again when the reserve opened (a store need not dedupe).
+      const calls = recorded.mock.calls.map(([entry]) => entry.id);
+      expect(new Set(calls).size).toBe(calls.length);
       await next.close();
       const third = make();
       await third.open();

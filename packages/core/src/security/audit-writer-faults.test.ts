@@ -730,7 +730,7 @@ describe("an entry the store refuses for good is never silently gone (adversaria
   });
 
   test("without a journal: a command whose entry is refused for good does not run, and its skip says denied, never allowed", async () => {
-    const { runner, writeTag, events, plc, entries } = await setup({ audit: untranslatable });
+    const { runner, events, plc, entries } = await setup({ audit: untranslatable });
     const code = await codeOf(
       runner.run({
         principal: engineer,

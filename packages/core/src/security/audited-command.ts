@@ -321,9 +321,9 @@ export class AuditedCommandRunner {
    * What the reserve file holds while it cannot be opened (its room cannot be reserved: a disk
    * still full after a crash), read without opening it and left untouched: shown by health until
    * it opens, then merged and summarized as usual (adversarial review 15w, B). Its held entries
-   * are in the backlog meanwhile (stored once per id, so storing them again later is harmless).
+   * are in the backlog meanwhile (`ids`): once it opens they are not queued again.
    */
-  #unopenedReserve: { readonly overflow: number; readonly drops: number; readonly held: number } | undefined;
+  #unopenedReserve: UnopenedReserve | undefined;
   /** The journal failures now in force, by operation (`open`, `append`, `reserve`): health names each. */
   readonly #journalFailures = new Map<JournalOperation, JournalFailure>();
   /** Most denied or failed entries (the overflow summaries included) the backlog holds: {@link DENIED_SHARE} of `maxEntries`. */
@@ -1633,6 +1633,8 @@ export class AuditedCommandRunner {
       this.#noteJournalFailure("reserve", error, `${path}.reserve`);
       return;
     }
+    // Held entries read while it could not be opened are in the backlog already, or stored.
+    const peeked = this.#unopenedReserve?.ids ?? new Set<string>();
     this.#unopenedReserve = undefined;
     let changed = false;
     const found = decodeReserve(this.#reserve.read());
@@ -1644,12 +1646,12 @@ export class AuditedCommandRunner {
         changed = true;
       }
       const known = new Set(this.#backlog.map((item) => item.entry?.id));
-      const held = found.held.filter((entry) => !known.has(entry.id));
+      const held = found.held.filter((entry) => !known.has(entry.id) && !peeked.has(entry.id));
       const since = this.#options.clock.now();
       for (const entry of held) this.#backlog.push({ entry, journaled: false, failures: 0, since, reported: true });
       // All it holds, also those already in the backlog (read while it could not be opened).
       this.#reservedIds = new Set(found.held.map((entry) => entry.id));
-      if (count > 0 || held.length > 0) {
+      if (count > 0 || held.length > 0 || peeked.size > 0) {
         changed = true;
         this.#logger.error(
           { path: `${path}.reserve`, count, held: held.length },
@@ -1689,7 +1691,7 @@ export class AuditedCommandRunner {
    * summarized, once), its held entries join the backlog so the store gets them meanwhile.
    * Undefined when it holds nothing or cannot be read (logged).
    */
-  async #peekReserve(path: string): Promise<{ overflow: number; drops: number; held: number } | undefined> {
+  async #peekReserve(path: string): Promise<UnopenedReserve | undefined> {
     let found: ReturnType<typeof decodeReserve>;
     try {
       found = decodeReserve(await ReservedRecord.peek(path, RESERVE_SLOT_BYTES));
@@ -1711,7 +1713,7 @@ export class AuditedCommandRunner {
       { path, overflow, drops, held: found.held.length },
       "the audit reserve of an earlier run cannot be opened (no room): what it holds was read without changing it",
     );
-    return { overflow, drops, held: found.held.length };
+    return { overflow, drops, held: found.held.length, ids: new Set(found.held.map((entry) => entry.id)) };
   }
 
   /**
@@ -2084,6 +2086,18 @@ function decodeEntry(payload: Buffer): AuditEntry | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** What a reserve that could not be opened holds, read without changing it (review 15w, B). */
+interface UnopenedReserve {
+  /** Denied attempts it counts, not yet summarized. */
+  readonly overflow: number;
+  /** Dropped entries it counts, not yet summarized. */
+  readonly drops: number;
+  /** Entries it holds (put in the backlog when read). */
+  readonly held: number;
+  /** Their ids: not queued again when it opens. */
+  readonly ids: ReadonlySet<string>;
 }
 
 interface BacklogItem {
