@@ -1,5 +1,6 @@
 import { KilnError } from "@kiln/core";
 import { MIGRATIONS, type Migration } from "./migrations/index";
+import { checkServerEncoding } from "./server-encoding";
 import type { SqlClient, SqlQueryable } from "./sql-client";
 
 /** What `migrate()` did: the migrations applied by this call and the schema version. */
@@ -22,7 +23,8 @@ export interface MigrationReport {
  *
  * @param schema a validated, unquoted schema name.
  * @throws KilnError `KILN_STORE_ERROR` (not retryable) when the database has a newer schema version
- * than these migrations know.
+ * than these migrations know, or when its server encoding is not UTF8 (`details.rule: "encoding"`,
+ * see {@link checkServerEncoding}; nothing is created then).
  */
 export async function applyMigrations(
   client: SqlClient,
@@ -31,6 +33,8 @@ export async function applyMigrations(
 ): Promise<MigrationReport> {
   const quoted = `"${schema}"`;
   return client.transaction(async (transaction) => {
+    // Before anything is created: a database that cannot hold every character is refused (review 15w).
+    await checkServerEncoding(transaction);
     await transaction.query("SELECT pg_advisory_xact_lock(hashtext('kiln.migrate'), hashtext($1))", [schema]);
     const existing = await transaction.query("SELECT 1 FROM pg_namespace WHERE nspname = $1", [schema]);
     if (existing.rows.length === 0) await transaction.query(`CREATE SCHEMA ${quoted}`);

@@ -5,6 +5,7 @@ import { describe, expect, test } from "vitest";
 import { KilnError } from "../domain/errors";
 import { defineTags } from "../domain/tags";
 import type { KilnEvents } from "../events/catalogue";
+import { MemoryStore } from "../memory/memory-store";
 import { auditTrailAfterStop, simulatedSystem } from "../../test/support/simulated-system";
 
 const tags = defineTags({
@@ -443,5 +444,46 @@ describe("audit health says how long the store has not taken entries (issue 15)"
     await write;
     await system.stop();
     await rm(directory, { recursive: true, force: true });
+  });
+});
+
+describe("skipped audit entries are a health problem (adversarial review 15w, A)", () => {
+  test("an entry the store refuses for good (a viewer's denied attempt): degraded, and the problem says where it is kept", async () => {
+    const folder = await mkdtemp(join(tmpdir(), "kiln-skip-health-"));
+    const path = join(folder, "audit.journal");
+    const parts = simulatedSystem({
+      tags,
+      scanGroups: { fast: { periodMs: 50 } },
+      authorization: { operatorWritableTags: ["heater.*"] },
+      audit: { backlog: { path } },
+      store: (clock) => {
+        const store = new MemoryStore({ clock });
+        const record = store.audit.record;
+        // What a LATIN1 database answered for `€` (22P05): a definite answer about the entry.
+        (store.audit as { record: typeof record }).record = async (entry) => {
+          if (entry.principal.includes("€"))
+            throw new KilnError("KILN_STORE_ERROR", "untranslatable character", { retryable: false });
+          await record(entry);
+        };
+        return store;
+      },
+    });
+    const { system, clock } = parts;
+    await system.start();
+    await clock.advance(100);
+    expect(system.health().status).toBe("ok");
+    await expect(system.writeTag({ id: "vic€", roles: ["viewer"] }, "heater.setpoint", 1)).rejects.toMatchObject({
+      code: "KILN_FORBIDDEN",
+    });
+    // Journaled, then written to the store in the background (real file I/O).
+    await expect.poll(() => system.health().audit.skipped).toBe(1);
+    const health = system.health();
+    expect(health.audit).toMatchObject({ skipped: 1, skippedNotKept: 0, backlog: 0 });
+    expect(health.status).toBe("degraded");
+    expect(health.problems).toContain(
+      "1 audit entry skipped unstored (refused for good by the audit store, or set aside), not in the audit trail: 1 kept in the audit journal's .set-aside file, 0 only in the log and audit-entry-skip events",
+    );
+    await system.stop();
+    await rm(folder, { recursive: true, force: true });
   });
 });

@@ -145,8 +145,14 @@ export interface ControlSystemHealth {
     readonly backlog: number;
     /** Entries dropped unstored since construction (backlog full, a stop without a journal, journal damage). */
     readonly dropped: number;
-    /** Entries skipped: refused for good by the store, or set aside. */
+    /**
+     * Entries skipped: refused for good by the store, or set aside; each kept (one JSON line) in
+     * `<audit.backlog.path>.set-aside` when there is a journal, and a problem from then on (they
+     * are not in the trail) until the next start.
+     */
     readonly skipped: number;
+    /** Skipped entries not kept in `<journal>.set-aside` (no journal, or the append failed): only in the log and their `audit-entry-skip` event. */
+    readonly skippedNotKept: number;
     /** Entries set aside because they kept failing while the store took other entries. */
     readonly setAside: number;
     /** Refusals of offered intents dropped unstored (each an `audit-refusal-drop`). */
@@ -1256,6 +1262,14 @@ export class ControlSystem {
     if (audit.overflow > 0) {
       problems.push(
         `${audit.overflow} denied attempt(s) counted while the audit backlog was full or its journal failed, not yet recorded in an audit.overflow entry`,
+      );
+    }
+    if (audit.skipped > 0) {
+      // Not in the trail: an operator must look at them (adversarial review 15w).
+      const kept = audit.skipped - audit.skippedNotKept;
+      problems.push(
+        `${audit.skipped} audit entr${audit.skipped === 1 ? "y" : "ies"} skipped unstored (refused for good by the audit store, or set aside), not in the audit trail: ` +
+          `${kept} kept in the audit journal's .set-aside file, ${audit.skippedNotKept} only in the log and audit-entry-skip events`,
       );
     }
     if (audit.droppedWhileStopped > 0) {

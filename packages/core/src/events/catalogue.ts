@@ -214,7 +214,9 @@ export interface KilnEvents {
   };
   /**
    * An audit entry the store refused for a reason repeating cannot fix (e.g. text the database
-   * cannot hold): it is skipped so it never holds up the entries behind it, and reported here.
+   * cannot hold), or set aside as a poison entry: it is skipped so it never holds up the entries
+   * behind it, and reported here. It is kept (one JSON line) in `<audit.backlog.path>.set-aside`
+   * when there is a journal, and counted in `health().audit.skipped` (a problem).
    */
   "audit-entry-skip": EventBase & {
     /** The entry's event id. */
@@ -222,8 +224,12 @@ export interface KilnEvents {
     readonly principal: string;
     readonly action: string;
     readonly target: string;
+    /**
+     * The outcome of the entry kept and reported: `denied` for the intent of a command that did
+     * not run because its entry was refused for good (never `allowed`).
+     */
     readonly outcome: "allowed" | "denied" | "failed";
-    /** The store's error, `CODE: message`. */
+    /** The store's error, `CODE: message`, and where the entry was kept (or that it was not). */
     readonly reason: string;
   };
   /**

@@ -84,6 +84,22 @@ describe("ReservedRecord", () => {
     expect((await stat(path)).size).toBe(0);
   });
 
+  test("peek reads the newest record without reserving room or changing a byte, also of a shrunk reserve (review 15w, B)", async () => {
+    const path = await fresh();
+    expect(await ReservedRecord.peek(path, SLOT)).toBeUndefined();
+    const record = await ReservedRecord.open(path, SLOT);
+    for (const text of ["first", "second", "third"]) await record.write(Buffer.from(text));
+    await record.close();
+    // The newest record is in the second slot; shrink moves it to the first and cuts the rest.
+    expect(await ReservedRecord.shrink(path, SLOT)).toBe(true);
+    const before = await readFile(path);
+    expect(before.length).toBeLessThan(2 * SLOT);
+    expect((await ReservedRecord.peek(path, SLOT))?.toString()).toBe("third");
+    expect(await readFile(path)).toEqual(before);
+    await writeFile(path, "not a reserve");
+    expect(await ReservedRecord.peek(path, SLOT)).toBeUndefined();
+  });
+
   test("a record larger than a slot is refused before anything is written", async () => {
     const record = await ReservedRecord.open(await fresh(), SLOT);
     expect(() => record.write(Buffer.alloc(SLOT))).toThrow(RangeError);

@@ -76,11 +76,7 @@ export class ReservedRecord {
       await file.close();
       file = await open(path, "r+");
       const { size } = await file.stat();
-      let best: { sequence: number; payload: Buffer } | undefined;
-      for (let slot = 0; slot < 2; slot++) {
-        const found = await readSlot(file, slot * slotBytes, slotBytes, size);
-        if (found !== undefined && (best === undefined || found.sequence > best.sequence)) best = found;
-      }
+      const best = await newestRecord(file, slotBytes, size);
       if (size < 2 * slotBytes) {
         const missing = 2 * slotBytes - size;
         const headroom = options.headroomBytes ?? 0;
@@ -136,11 +132,7 @@ export class ReservedRecord {
     }
     try {
       const { size } = await file.stat();
-      let best: { slot: number; sequence: number; payload: Buffer } | undefined;
-      for (let slot = 0; slot < 2; slot++) {
-        const found = await readSlot(file, slot * slotBytes, slotBytes, size);
-        if (found !== undefined && (best === undefined || found.sequence > best.sequence)) best = { slot, ...found };
-      }
+      let best = await newestRecord(file, slotBytes, size);
       if (best !== undefined && best.slot === 1) {
         // The slot a sequence number goes to is its parity (see write): one more puts it in the first.
         const sequence = best.sequence + 1;
@@ -157,6 +149,33 @@ export class ReservedRecord {
       await file.truncate(keep);
       await file.sync();
       return true;
+    } finally {
+      await file.close();
+    }
+  }
+
+  /**
+   * Reads the newest whole record of the file at `path` without opening it for writing, reserving
+   * room or changing anything: what a reserve holds can be known when {@link open} fails (a disk
+   * still full after a crash, where the reserve gave back its room for the journal's lock).
+   * @returns the payload, or undefined when there is no such file or no whole record in it.
+   * @throws KilnError `KILN_JOURNAL_FAILED` (retryable, `details.path`, `details.errno`) when the
+   *   file exists but cannot be read.
+   */
+  static async peek(path: string, slotBytes: number): Promise<Buffer | undefined> {
+    let file: FileHandle;
+    try {
+      file = await open(path, "r");
+    } catch (error) {
+      if ((error as { code?: unknown }).code === "ENOENT") return undefined;
+      throw reservedError(path, "read", error);
+    }
+    try {
+      const { size } = await file.stat();
+      const best = await newestRecord(file, slotBytes, size);
+      return best?.payload;
+    } catch (error) {
+      throw reservedError(path, "read", error);
     } finally {
       await file.close();
     }
@@ -210,6 +229,20 @@ function encodeSlot(sequence: number, payload: Uint8Array): Buffer {
   slot.set(payload, SLOT_HEADER_BYTES);
   slot.writeUInt32LE(crc32(payload, crc32(slot.subarray(4, 12))), 12);
   return slot;
+}
+
+/** The newest whole record of the two slots, with the slot holding it; undefined when neither holds one. */
+async function newestRecord(
+  file: FileHandle,
+  slotBytes: number,
+  size: number,
+): Promise<{ slot: number; sequence: number; payload: Buffer } | undefined> {
+  let best: { slot: number; sequence: number; payload: Buffer } | undefined;
+  for (let slot = 0; slot < 2; slot++) {
+    const found = await readSlot(file, slot * slotBytes, slotBytes, size);
+    if (found !== undefined && (best === undefined || found.sequence > best.sequence)) best = { slot, ...found };
+  }
+  return best;
 }
 
 async function readSlot(

@@ -1,9 +1,10 @@
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, test, vi } from "vitest";
 import { KilnError } from "../domain/errors";
 import { defineTags } from "../domain/tags";
+import { RecordJournal } from "../journal/record-journal";
 import { ReservedRecord } from "../journal/reserved-record";
 import type { AuditEntry } from "../ports/audit-log";
 import { type AuditBacklogOptions } from "./audited-command";
@@ -173,5 +174,151 @@ describe("drop-oldest never discards an entry whose drop is not counted durably 
     const ran = stored.filter((entry) => entry.action === "tag.write" && entry.outcome === "allowed").length;
     expect(sum(stored, "audit.drop")).toBe(3);
     expect(ran + 3).toBe(plc.writes.length);
+  });
+});
+
+describe("what the reserve holds is read when its room cannot be reserved (adversarial review 15w, B)", () => {
+  /** Writes small files until the volume takes no more. */
+  async function fillUp(mount: string, prefix: string): Promise<void> {
+    for (let index = 0; index < 400; index++) {
+      const ok = await writeFile(join(mount, `${prefix}-${index}`), Buffer.alloc(4 * 1024)).then(
+        () => true,
+        () => false,
+      );
+      if (!ok) break;
+    }
+    for (let index = 0; index < 64; index++)
+      await writeFile(join(mount, `${prefix}-tiny-${index}`), "x").catch(() => undefined);
+  }
+
+  test("a restart on a still-full disk: counts and held entries shown and kept, the file untouched; the summary recorded once room returns, exactly once", async (context) => {
+    const mount = await tmpfs("600k");
+    if (mount === undefined) return context.skip();
+    try {
+      const path = join(mount, "audit.journal");
+      const { make, writeTag, link, clock, store } = await refusingAudit({
+        tags,
+        backlog: { path, maxEntries: 20 },
+        operatorWritableTags: ["heater.*"],
+      });
+      const runner = make();
+      await runner.open();
+      for (let value = 0; value < 4; value++)
+        expect(await writeTag(runner, operator, "valve.tma", value % 2 === 0)).toBe("KILN_FORBIDDEN");
+      await fill(mount, (value) => writeTag(runner, engineer, "heater.setpoint", value));
+      // The journal takes nothing now: denials go to the reserve (held), then are counted there.
+      for (let value = 0; value < 60; value++) await writeTag(runner, operator, "valve.tma", value % 2 === 0);
+      const counted = runner.status().overflow;
+      const backlog = runner.status().backlog;
+      expect(counted).toBeGreaterThan(0);
+      expect(runner.status().journalProblems.join()).toMatch(/[1-9]\d* entr(y|ies) held in its reserve/);
+      await runner.close();
+      // What taking the journal's lock on a full disk does after a crash (ADR 0034 amendment):
+      // the reserve gives back its room; then the disk fills to the last byte again.
+      expect(await ReservedRecord.shrink(`${path}.reserve`, 64 * 1024)).toBe(true);
+      await fillUp(mount, "again");
+      // One page for the journal's lock (which the reserve's room made after the crash).
+      await rm(join(mount, "again-0"));
+      const before = await readFile(`${path}.reserve`);
+
+      const next = make();
+      await next.open();
+      let status = next.status();
+      expect(status.overflow).toBe(counted);
+      expect(status.backlog).toBe(backlog);
+      expect(status.journalProblems.join()).toMatch(
+        new RegExp(`reserve failed.*ENOSPC.*holds ${counted} counted denied attempt\\(s\\).*held entr`),
+      );
+      // The store comes back, the disk is still full: the held entries are stored, the counts still shown.
+      const recorded = vi.spyOn(store.audit, "record");
+      link.up = true;
+      for (let step = 0; step < 10 && next.status().backlog > 0; step++) {
+        await next.flush();
+        await clock.advance(1_000);
+      }
+      status = next.status();
+      expect(status.backlog).toBe(0);
+      expect(status.overflow).toBe(counted);
+      expect(await readFile(`${path}.reserve`)).toEqual(before);
+      // Room returns: the reserve is made, its counts become one summary, exactly once.
+      for (const name of await readdir(mount)) if (/^(filler|again)-/.test(name)) await rm(join(mount, name));
+      for (let step = 0; step < 20 && next.status().overflow > 0; step++) {
+        await next.flush();
+        await clock.advance(1_000);
+        await new Promise<void>((resolve) => setTimeout(resolve, 10));
+      }
+      expect(next.status()).toMatchObject({ overflow: 0, backlog: 0, journalProblems: [] });
+      // Each held entry written once: not queued again when the reserve opened (a store need not dedupe).
+      const calls = recorded.mock.calls.map(([entry]) => entry.id);
+      expect(new Set(calls).size).toBe(calls.length);
+      await next.close();
+      const third = make();
+      await third.open();
+      await third.flush();
+      await third.close();
+      const stored = await store.audit.query({ from: 0, to: Number.MAX_SAFE_INTEGER });
+      expect(sum(stored, "audit.overflow")).toBe(counted);
+      // Every denied attempt is in the trail: one by one, or counted (and none twice).
+      const ids = stored.map((entry) => entry.id);
+      expect(new Set(ids).size).toBe(ids.length);
+      const denied = stored.filter((entry) => entry.action === "tag.write" && entry.outcome !== "allowed").length;
+      expect(denied + counted).toBe(64 + 1);
+    } finally {
+      await unmount(mount);
+    }
+  });
+
+  test("drop counts (drop-oldest) in a reserve that cannot be opened: named with their count, the file untouched, summarized once when it opens (no root needed)", async () => {
+    const path = join(await mkdtemp(join(tmpdir(), "kiln-audit-unopened-")), "audit.journal");
+    const { make, writeTag, link, clock, store } = await refusingAudit({
+      tags,
+      backlog: { path, maxEntries: 5, whenFull: "drop-oldest" },
+    });
+    const runner = make();
+    await runner.open();
+    for (let value = 0; value < 8; value++)
+      expect(await writeTag(runner, engineer, "heater.setpoint", value)).toBe("resolved");
+    expect(runner.status().dropped).toBe(3);
+    // The journal's disk is full at the stop: the audit.drop summary stays counted in the reserve.
+    const append = vi
+      .spyOn(RecordJournal.prototype, "append")
+      .mockRejectedValue(
+        new KilnError("KILN_JOURNAL_FAILED", "append failed: the disk is full", { details: { errno: "ENOSPC" } }),
+      );
+    await runner.close();
+    append.mockRestore();
+    const before = await readFile(`${path}.reserve`);
+    const open = vi
+      .spyOn(ReservedRecord, "open")
+      .mockRejectedValue(
+        new KilnError("KILN_JOURNAL_FAILED", "open failed: the disk is full", { details: { errno: "ENOSPC" } }),
+      );
+    const next = make();
+    await next.open();
+    expect(next.status().journalProblems.join()).toMatch(
+      /reserve failed.*holds 0 counted denied attempt\(s\) and 3 dropped entries not yet in summary entries/,
+    );
+    link.up = true;
+    for (let step = 0; step < 5; step++) {
+      await next.flush();
+      await clock.advance(1_000);
+    }
+    expect(next.status().backlog).toBe(0);
+    expect(await readFile(`${path}.reserve`)).toEqual(before);
+    expect(sum(await store.audit.query({ from: 0, to: Number.MAX_SAFE_INTEGER }), "audit.drop")).toBe(0);
+    open.mockRestore();
+    for (let step = 0; step < 10 && next.status().journalProblems.length > 0; step++) {
+      await next.flush();
+      await clock.advance(1_000);
+      await new Promise<void>((resolve) => setTimeout(resolve, 10));
+    }
+    for (let step = 0; step < 5; step++) {
+      await next.flush();
+      await clock.advance(1_000);
+    }
+    await next.close();
+    const stored = await store.audit.query({ from: 0, to: Number.MAX_SAFE_INTEGER });
+    expect(sum(stored, "audit.drop")).toBe(3);
+    expect(stored.filter((entry) => entry.action === "tag.write")).toHaveLength(5);
   });
 });

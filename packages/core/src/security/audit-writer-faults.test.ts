@@ -675,3 +675,107 @@ describe("a journal that opened and failed later is never called durable (issue 
     }
   });
 });
+
+describe("an entry the store refuses for good is never silently gone (adversarial review 15w, A)", () => {
+  // What a LATIN1 database answered for a caller's `€` (SQLSTATE 22P05): a definite answer about the entry.
+  const untranslatable = (store: MemoryStore): AuditLog => ({
+    query: store.audit.query,
+    record: async (entry: AuditEntry) => {
+      if (JSON.stringify(entry).includes("€")) {
+        throw new KilnError(
+          "KILN_STORE_ERROR",
+          'character with byte sequence 0xe2 0x82 0xac has no equivalent in "LATIN1"',
+          {
+            retryable: false,
+            details: { sqlState: "22P05" },
+          },
+        );
+      }
+      await store.audit.record(entry);
+    },
+  });
+
+  test("with a journal: a command that ran and a viewer's denied attempt, both refused for good, are kept in <journal>.set-aside", async () => {
+    const path = await journalPath();
+    const { runner, make, writeTag, entries, events, plc } = await setup({ audit: untranslatable, backlog: { path } });
+    await runner.open();
+    await writeTag(runner, engineer, "heater.setpoint", 5);
+    await writeTag(runner, { id: "jürgen€", roles: ["engineer"] }, "heater.setpoint", 6);
+    expect(await codeOf(writeTag(runner, { id: "vic€", roles: ["viewer"] }, "heater.setpoint", 7))).toBe(
+      "KILN_FORBIDDEN",
+    );
+    expect(await runner.flush()).toBe(true);
+    // The command ran: its entry is not in the store, but not gone either.
+    expect(plc.writes.map((write) => write.value)).toEqual([5, 6]);
+    expect((await entries()).map((entry) => entry.principal)).toEqual(["enzo"]);
+    const kept = (await readFile(`${path}.set-aside`, "utf8"))
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line) as AuditEntry);
+    expect(kept.map(({ principal, outcome, newValue }) => ({ principal, outcome, newValue }))).toEqual([
+      { principal: "jürgen€", outcome: "allowed", newValue: 6 },
+      { principal: "vic€", outcome: "denied", newValue: 7 },
+    ]);
+    expect(events.skips.map((event) => event.reason)).toEqual([
+      expect.stringContaining(`kept in ${path}.set-aside`),
+      expect.stringContaining(`kept in ${path}.set-aside`),
+    ]);
+    expect(runner.status()).toMatchObject({ skipped: 2, skippedNotKept: 0, setAside: 0, backlog: 0 });
+    await runner.close();
+    // Released durably: a restart does not bring them back to be kept aside twice.
+    const next = make();
+    await next.open();
+    expect(next.backlog).toBe(0);
+    await next.close();
+  });
+
+  test("without a journal: a command whose entry is refused for good does not run, and its skip says denied, never allowed", async () => {
+    const { runner, events, plc, entries } = await setup({ audit: untranslatable });
+    const code = await codeOf(
+      runner.run({
+        principal: engineer,
+        permission: "tag.write",
+        target: "heater.setpoint",
+        machineState: "idle",
+        newValue: 5,
+        comment: "price 5 €",
+        execute: () => plc.write(tags.get("heater.setpoint"), 5),
+      }),
+    );
+    expect(code).toBe("KILN_AUDIT_UNAVAILABLE");
+    expect(plc.writes).toEqual([]);
+    expect(events.skips).toEqual([
+      expect.objectContaining({
+        principal: "enzo",
+        action: "tag.write",
+        outcome: "denied",
+        reason: expect.stringMatching(
+          /^KILN_AUDIT_UNAVAILABLE: Refused tag\.write: the audit store refused its entry for good \(KILN_STORE_ERROR: .*LATIN1.*\), so it was not executed\. \(comment: price 5 €\); not kept in a file/,
+        ),
+      }),
+    ]);
+    expect(runner.status()).toMatchObject({ skipped: 1, skippedNotKept: 1 });
+    expect(await entries()).toEqual([]);
+  });
+
+  test("a set-aside file that cannot be written: counted as not kept, and the skip says so", async () => {
+    const path = await journalPath();
+    await mkdir(`${path}.set-aside`);
+    const { runner, writeTag, events, errors } = await setup({ audit: untranslatable, backlog: { path } });
+    await runner.open();
+    expect(await codeOf(writeTag(runner, { id: "vic€", roles: ["viewer"] }, "heater.setpoint", 7))).toBe(
+      "KILN_FORBIDDEN",
+    );
+    expect(await runner.flush()).toBe(true);
+    expect(runner.status()).toMatchObject({ skipped: 1, skippedNotKept: 1 });
+    expect(events.skips).toEqual([
+      expect.objectContaining({
+        principal: "vic€",
+        outcome: "denied",
+        reason: expect.stringContaining("not kept in a file"),
+      }),
+    ]);
+    expect(errors).toContain("a skipped audit entry could not be kept aside");
+    await runner.close();
+  });
+});

@@ -287,6 +287,8 @@ export class AuditedCommandRunner {
   #tail: Promise<unknown> = Promise.resolve();
   #dropped = 0;
   #skipped = 0;
+  /** Skipped entries that could not be kept in `<journal>.set-aside` (no journal, or the append failed). */
+  #skippedNotKept = 0;
   /** Refusals of offered intents (`<id>:refusal`) dropped unstored: each may leave an `allowed` entry of a command that did not run. */
   #refusalsDropped = 0;
   /** Entries set aside because they kept failing while the store took others (ADR 0013 addendum). */
@@ -315,6 +317,13 @@ export class AuditedCommandRunner {
   #reserve: ReservedRecord | undefined;
   /** Ids of the entries the reserve's last record holds (kept only in memory otherwise). */
   #reservedIds = new Set<string>();
+  /**
+   * What the reserve file holds while it cannot be opened (its room cannot be reserved: a disk
+   * still full after a crash), read without opening it and left untouched: shown by health until
+   * it opens, then merged and summarized as usual (adversarial review 15w, B). Its held entries
+   * are in the backlog meanwhile (`ids`): once it opens they are not queued again.
+   */
+  #unopenedReserve: UnopenedReserve | undefined;
   /** The journal failures now in force, by operation (`open`, `append`, `reserve`): health names each. */
   readonly #journalFailures = new Map<JournalOperation, JournalFailure>();
   /** Most denied or failed entries (the overflow summaries included) the backlog holds: {@link DENIED_SHARE} of `maxEntries`. */
@@ -389,10 +398,13 @@ export class AuditedCommandRunner {
       backlog: this.#entriesInBacklog(),
       dropped: this.#dropped,
       skipped: this.#skipped,
+      skippedNotKept: this.#skippedNotKept,
       setAside: this.#setAside,
       refusalsDropped: this.#refusalsDropped,
       droppedWhileStopped: this.#droppedWhileStopped,
-      overflow: [...this.#overflow.values()].reduce((sum, overflow) => sum + overflow.count, 0),
+      overflow:
+        [...this.#overflow.values()].reduce((sum, overflow) => sum + overflow.count, 0) +
+        (this.#unopenedReserve?.overflow ?? 0),
       journalProblems: this.#journalProblems(),
       // A journal whose open or append failed leaves entries only in memory: then the backlog
       // does not survive a restart, whatever was configured (health must not say "journaled").
@@ -866,6 +878,7 @@ export class AuditedCommandRunner {
       await this.#reserve?.close().catch(() => undefined);
       this.#reserve = undefined;
       this.#reservedIds = new Set();
+      this.#unopenedReserve = undefined;
     });
     // A background drain begun before the close (the retry timer) may still have a store call in
     // flight: close settles once it has, so nothing calls the store after close (review 15j).
@@ -910,7 +923,8 @@ export class AuditedCommandRunner {
     // called while it is failing (the background retry probes it) or closed.
     if (this.#closed || this.#storeFailingSince !== undefined) return "refused";
     offer.offered = true;
-    const stored = await this.#store(entry);
+    // Refused for good, the command does not run: what is kept and reported says so, never `allowed`.
+    const stored = await this.#store(entry, { notRun: true });
     if (stored === "skipped") return "unstorable";
     if (stored === "retry") return "refused";
     this.#continueDrain();
@@ -953,8 +967,12 @@ export class AuditedCommandRunner {
     this.#continueDrain();
   }
 
-  /** Stores one entry: `stored`, `skipped` (refused for good, reported) or `retry`. */
-  async #store(entry: AuditEntry): Promise<"stored" | "skipped" | "retry"> {
+  /**
+   * Stores one entry: `stored`, `skipped` (refused for good: kept aside and reported, see
+   * {@link #keepAside}) or `retry`. `notRun`: the entry is the intent of a command that will not
+   * run if it is refused; what is kept aside and reported is then its refusal (`denied`).
+   */
+  async #store(entry: AuditEntry, options: { notRun?: boolean } = {}): Promise<"stored" | "skipped" | "retry"> {
     try {
       await this.#options.audit.record(entry);
       this.#storedCount++;
@@ -966,7 +984,17 @@ export class AuditedCommandRunner {
       // (not a KilnError) keeps the entry and is retried: never lost for want of a classification.
       if (refusedForGood(error)) {
         this.#storeFailingSince = undefined;
-        this.#skip(entry, error);
+        if (options.notRun === true) {
+          const refusal = new KilnError(
+            "KILN_AUDIT_UNAVAILABLE",
+            `Refused ${entry.action}: the audit store refused its entry for good (${reasonOf(error, undefined)}), so it was not executed.`,
+          );
+          // The allowed entry's reason is the operator's comment (escaped where it was read).
+          const denied: AuditEntry = { ...entry, outcome: "denied", reason: reasonOf(refusal, entry.reason) };
+          await this.#keepAside(denied, denied.reason!);
+        } else {
+          await this.#keepAside(entry, error);
+        }
         return "skipped";
       }
       this.#lastError = error;
@@ -1019,12 +1047,16 @@ export class AuditedCommandRunner {
       const head = this.#backlog[0];
       if (head === undefined) return true;
       let setAside = false;
+      /** Refused for good by the store: kept aside (`<journal>.set-aside`) already. */
+      let keptAside = false;
       if (head.entry !== undefined) {
         if (isIntentRefusal(head.entry)) {
           // A refusal (or cancellation) naming its intent is never set aside: without it the
           // intent may read `allowed` for a command that did not run. It stays at the head and
           // is retried (health names it); it is the last thing dropped (ADR 0013 addendum).
-          if ((await this.#store(head.entry)) === "retry") {
+          const result = await this.#store(head.entry);
+          keptAside = result === "skipped";
+          if (result === "retry") {
             if (!KilnError.is(this.#lastError)) head.failures++;
             return false;
           }
@@ -1038,16 +1070,22 @@ export class AuditedCommandRunner {
           }
           // The store takes entries. One more try of the head tells an entry it fails on from a
           // store that has just come back: only a failure it again cannot classify sets it aside.
-          if ((await this.#store(head.entry)) === "retry") {
+          const result = await this.#store(head.entry);
+          keptAside = result === "skipped";
+          if (result === "retry") {
             if (KilnError.is(this.#lastError)) return false;
             head.failures++;
             setAside = true;
           }
-        } else if ((await this.#store(head.entry)) === "retry") {
-          head.storedCountAtFailure = this.#storedCount;
-          if (!KilnError.is(this.#lastError)) head.failures++;
-          if (head.failures < POISON_ATTEMPTS) return false;
-          continue;
+        } else {
+          const result = await this.#store(head.entry);
+          keptAside = result === "skipped";
+          if (result === "retry") {
+            head.storedCountAtFailure = this.#storedCount;
+            if (!KilnError.is(this.#lastError)) head.failures++;
+            if (head.failures < POISON_ATTEMPTS) return false;
+            continue;
+          }
         }
       }
       await this.#serial(async () => {
@@ -1055,8 +1093,8 @@ export class AuditedCommandRunner {
         if (this.#backlog[0] !== head) return;
         if (setAside) await this.#setEntryAside(head);
         this.#backlog.shift();
-        // A set-aside entry must not come back from the journal to be set aside again.
-        if (head.journaled) await this.#releaseJournalHead(setAside);
+        // An entry kept aside must not come back from the journal to be kept aside again.
+        if (head.journaled) await this.#releaseJournalHead(setAside || keptAside);
         else if (head.entry !== undefined && this.#reservedIds.has(head.entry.id)) await this.#persistReserve();
         await this.#summarizeOverflow();
       });
@@ -1082,23 +1120,12 @@ export class AuditedCommandRunner {
    * journal, counted, logged and reported by `audit-entry-skip`. The caller removes it from the backlog.
    */
   async #setEntryAside(item: BacklogItem): Promise<void> {
-    const entry = item.entry!;
-    const path = this.#options.backlog?.path;
-    let kept = false;
-    if (path !== undefined) {
-      try {
-        await appendFile(`${path}.set-aside`, `${encodeExactJson(entry)}\n`, { encoding: "utf8", flush: true });
-        kept = true;
-      } catch (error) {
-        this.#logger.error({ id: entry.id, error: String(error) }, "a set-aside audit entry could not be kept");
-      }
-    }
     this.#setAside++;
     const cause = reasonOf(this.#lastError, undefined);
-    this.#skip(
-      entry,
+    await this.#keepAside(
+      item.entry!,
       `it failed ${item.failures} times (${cause}) while the audit store took other entries; set aside so it does ` +
-        `not hold the trail${kept ? `, kept in ${path}.set-aside` : ""}`,
+        "not hold the trail",
     );
   }
 
@@ -1602,9 +1629,13 @@ export class AuditedCommandRunner {
       this.#clearJournalFailure("reserve");
     } catch (error) {
       this.#logger.error({ path: `${path}.reserve`, error: String(error) }, "the audit reserve could not be opened");
+      this.#unopenedReserve ??= await this.#peekReserve(`${path}.reserve`);
       this.#noteJournalFailure("reserve", error, `${path}.reserve`);
       return;
     }
+    // Held entries read while it could not be opened are in the backlog already, or stored.
+    const peeked = this.#unopenedReserve?.ids ?? new Set<string>();
+    this.#unopenedReserve = undefined;
     let changed = false;
     const found = decodeReserve(this.#reserve.read());
     if (found !== undefined) {
@@ -1615,11 +1646,12 @@ export class AuditedCommandRunner {
         changed = true;
       }
       const known = new Set(this.#backlog.map((item) => item.entry?.id));
-      const held = found.held.filter((entry) => !known.has(entry.id));
+      const held = found.held.filter((entry) => !known.has(entry.id) && !peeked.has(entry.id));
       const since = this.#options.clock.now();
       for (const entry of held) this.#backlog.push({ entry, journaled: false, failures: 0, since, reported: true });
-      this.#reservedIds = new Set(held.map((entry) => entry.id));
-      if (count > 0 || held.length > 0) {
+      // All it holds, also those already in the backlog (read while it could not be opened).
+      this.#reservedIds = new Set(found.held.map((entry) => entry.id));
+      if (count > 0 || held.length > 0 || peeked.size > 0) {
         changed = true;
         this.#logger.error(
           { path: `${path}.reserve`, count, held: held.length },
@@ -1651,6 +1683,37 @@ export class AuditedCommandRunner {
       }
     }
     if (changed) await this.#persistReserve();
+  }
+
+  /**
+   * Reads what the reserve at `path` holds without opening it (its room could not be reserved),
+   * leaving the file as it is: its counts are shown by health until it opens (then merged and
+   * summarized, once), its held entries join the backlog so the store gets them meanwhile.
+   * Undefined when it holds nothing or cannot be read (logged).
+   */
+  async #peekReserve(path: string): Promise<UnopenedReserve | undefined> {
+    let found: ReturnType<typeof decodeReserve>;
+    try {
+      found = decodeReserve(await ReservedRecord.peek(path, RESERVE_SLOT_BYTES));
+    } catch (error) {
+      this.#logger.error({ path, error: String(error) }, "the audit reserve could not be read");
+      return undefined;
+    }
+    if (found === undefined) return undefined;
+    const overflow = [...found.overflow.values()].reduce((sum, bucket) => sum + bucket.count, 0);
+    const drops = found.drops?.count ?? 0;
+    const known = new Set(this.#backlog.map((item) => item.entry?.id));
+    const since = this.#options.clock.now();
+    for (const entry of found.held) {
+      this.#reservedIds.add(entry.id);
+      if (!known.has(entry.id)) this.#backlog.push({ entry, journaled: false, failures: 0, since, reported: true });
+    }
+    if (overflow === 0 && drops === 0 && found.held.length === 0) return undefined;
+    this.#logger.error(
+      { path, overflow, drops, held: found.held.length },
+      "the audit reserve of an earlier run cannot be opened (no room): what it holds was read without changing it",
+    );
+    return { overflow, drops, held: found.held.length, ids: new Set(found.held.map((entry) => entry.id)) };
   }
 
   /**
@@ -1741,8 +1804,20 @@ export class AuditedCommandRunner {
       failure.operation === "open"
         ? `${failure.message}; what it holds is not replayed and it has no reserve until it opens (retried)${inMemory}`
         : failure.operation === "reserve" && this.#reserve === undefined
-          ? `${failure.message}; no room is reserved for a full disk until it is made (retried)${inMemory}`
+          ? `${failure.message}; no room is reserved for a full disk until it is made (retried)${this.#unopenedText()}${inMemory}`
           : `${failure.message}; ${reserved} entr${reserved === 1 ? "y" : "ies"} held in its reserve${inMemory}`,
+    );
+  }
+
+  /** What an unopened reserve holds, for its journal problem (empty when nothing). */
+  #unopenedText(): string {
+    const found = this.#unopenedReserve;
+    if (found === undefined) return "";
+    const drops = found.drops > 0 ? ` and ${found.drops} dropped entr${found.drops === 1 ? "y" : "ies"}` : "";
+    return (
+      `; the reserve file of an earlier run, read without opening it and left as it is, holds ${found.overflow} ` +
+      `counted denied attempt(s)${drops} not yet in summary entries (recorded once it opens) and ${found.held} ` +
+      `held entr${found.held === 1 ? "y" : "ies"} (in the backlog)`
     );
   }
 
@@ -1762,10 +1837,34 @@ export class AuditedCommandRunner {
     void this.#options.bus?.publish(type, { at: this.#options.clock.now(), ...event } as KilnEvents[TType]);
   }
 
-  #skip(entry: AuditEntry, error: unknown): void {
+  /**
+   * An entry that leaves the backlog unstored (refused for good by the store, or set aside as a
+   * poison entry) is never silently gone: appended (one JSON line, flushed) to
+   * `<journal>.set-aside` when there is a journal, before its journal record is released; counted
+   * in `skipped` (and `skippedNotKept` when it could not be kept there: no journal, or the append
+   * failed), named by health as a problem, logged with the whole entry, and reported by
+   * `audit-entry-skip` (adversarial review 15w).
+   */
+  async #keepAside(entry: AuditEntry, error: unknown): Promise<void> {
+    const path = this.#options.backlog?.path;
+    let kept = false;
+    if (path !== undefined) {
+      try {
+        await appendFile(`${path}.set-aside`, `${encodeExactJson(entry)}\n`, { encoding: "utf8", flush: true });
+        kept = true;
+      } catch (keepError) {
+        this.#logger.error({ id: entry.id, error: String(keepError) }, "a skipped audit entry could not be kept aside");
+      }
+    }
     this.#skipped++;
-    const reason = typeof error === "string" ? error : reasonOf(error, undefined);
-    this.#logger.error({ id: entry.id, action: entry.action, reason }, "the audit store refused an entry for good");
+    if (!kept) this.#skippedNotKept++;
+    const reason =
+      (typeof error === "string" ? error : reasonOf(error, undefined)) +
+      (kept ? `; kept in ${path}.set-aside` : "; not kept in a file (no audit journal, or the append failed)");
+    this.#logger.error(
+      { id: entry.id, action: entry.action, reason, entry: encodeExactJson(entry) },
+      "an audit entry left the backlog unstored",
+    );
     void this.#options.bus?.publish("audit-entry-skip", {
       at: this.#options.clock.now(),
       id: entry.id,
@@ -1989,6 +2088,18 @@ function decodeEntry(payload: Buffer): AuditEntry | undefined {
   }
 }
 
+/** What a reserve that could not be opened holds, read without changing it (review 15w, B). */
+interface UnopenedReserve {
+  /** Denied attempts it counts, not yet summarized. */
+  readonly overflow: number;
+  /** Dropped entries it counts, not yet summarized. */
+  readonly drops: number;
+  /** Entries it holds (put in the backlog when read). */
+  readonly held: number;
+  /** Their ids: not queued again when it opens. */
+  readonly ids: ReadonlySet<string>;
+}
+
 interface BacklogItem {
   /** Undefined for a journal record that could not be decoded: released without being stored. */
   readonly entry: AuditEntry | undefined;
@@ -2010,8 +2121,10 @@ interface AuditWriterStatus {
   readonly backlog: number;
   /** Entries dropped unstored since construction (backlog full, a stop without a journal, journal damage). */
   readonly dropped: number;
-  /** Entries skipped: refused for good by the store, or set aside (below). */
+  /** Entries skipped: refused for good by the store, or set aside (below); each kept in `<journal>.set-aside` when it can be. */
   readonly skipped: number;
+  /** Skipped entries that could not be kept in `<journal>.set-aside` (no journal, or the append failed). */
+  readonly skippedNotKept: number;
   /** Entries set aside because they kept failing while the store took other entries. */
   readonly setAside: number;
   /**
