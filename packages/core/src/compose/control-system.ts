@@ -1154,7 +1154,7 @@ export class ControlSystem {
    * processId }`. Every other command is refused while a process runs, and without one a command
    * that would enter a process state (`start`, `started`, `resume`; PackML `start`,
    * `stateComplete` from `starting`, `unhold`...) is refused: a process starts with
-   * {@link startRecipe}.
+   * {@link ControlSystem.startRecipe}.
    * @returns the machine's state afterwards.
    * @throws `KILN_INVALID_TRANSITION` (nothing changes; `details.stage: "process"` for the rules
    *   above, naming the running process to the caller, who holds `machine.mode`), `KILN_FORBIDDEN`.
