@@ -37,6 +37,7 @@ import {
 import type { AuditedCommandRunner, CommandContext } from "../security/audited-command";
 import { authorizeRecipeSave, authorizeRecipeStart } from "../security/recipe-authorization";
 import { checkTagWrite, type TagWriter } from "./checked-write";
+import { manualMachineCommand } from "./manual-machine-command";
 import type { ResolvedControlSystemOptions } from "./control-system-options";
 import type { EventRecorder } from "./event-recorder";
 import { portHealth, resetGuards, type PortHealth } from "./port-policies";
@@ -666,7 +667,9 @@ export class ControlSystem {
     const abortActive = async (): Promise<void> => {
       const active = this.#recipes.active;
       // Not abandoned: the safe state must be written (each write is bounded by the driver's timeout).
-      if (active) await step("aborting the running process", () => active.abort("control system stopping"), false);
+      if (active) {
+        await step("aborting the running process", () => this.#systemAbort(active, "control system stopping"), false);
+      }
     };
     try {
       // The running process first: its safe state must reach the PLC now, not after commands
@@ -1149,8 +1152,18 @@ export class ControlSystem {
 
   /**
    * Sends a command to the machine's state machine (`machine.mode`; maintenance commands need
-   * `machine.maintenance`). Recipes drive the machine themselves; this is for manual modes.
-   * @throws `KILN_INVALID_TRANSITION` (nothing changes), `KILN_FORBIDDEN`.
+   * `machine.maintenance`). Recipes drive the machine themselves; this is for manual modes, and
+   * it never lets the machine state and a running process disagree (ADR 0042): while a process
+   * runs, the commands that stop the machine (Kiln `stop` and `fault`, PackML `stop` and `abort`)
+   * abort the process (its safe state written) and the machine then follows it (to `idle` or
+   * `stopped`; faulted to `error` or `aborted`); the entry records `newValue: { command, aborts:
+   * processId }`. Every other command is refused while a process runs, and without one a command
+   * that would enter a process state (`start`, `started`, `resume`; PackML `start`,
+   * `stateComplete` from `starting`, `unhold`...) is refused: a process starts with
+   * {@link ControlSystem.startRecipe}.
+   * @returns the machine's state afterwards.
+   * @throws `KILN_INVALID_TRANSITION` (nothing changes; `details.stage: "process"` for the rules
+   *   above, naming the running process to the caller, who holds `machine.mode`), `KILN_FORBIDDEN`.
    */
   sendMachineCommand(principal: Principal, command: string): Promise<string> {
     const who = snapshotPrincipal(principal);
@@ -1166,6 +1179,25 @@ export class ControlSystem {
         async (context) => {
           if (name === undefined) {
             throw new KilnValidationError("machine command", [{ path: "command", message: "must be a string" }]);
+          }
+          const active = this.#recipes.active;
+          const processId = active?.id ?? this.#recipes.pendingId;
+          const { model, state } = this.#machine;
+          // The machine and the running process never disagree (ADR 0042): refused before the commit (denied).
+          const decision = manualMachineCommand(name, {
+            machineId: this.machineId,
+            model: model.name,
+            state,
+            accepts: (model.transitions as Readonly<Record<string, Readonly<Record<string, string>>>>)[state] ?? {},
+            processId,
+          });
+          if (decision.kind === "abort") {
+            context.recordRequest({ command: auditedName(name), aborts: processId });
+            await context.commit();
+            const reason = `machine command "${name}" by ${context.principal.id}`;
+            if (active === undefined) this.#recipes.abortPending(reason);
+            else await active.abort(reason, { fault: decision.fault });
+            return this.#machine.state;
           }
           // An impossible transition is refused before the entry is committed (recorded denied).
           if (this.#machine.can(name)) await context.commit();
@@ -1440,14 +1472,60 @@ export class ControlSystem {
       this.#bus.tap((type, event) => this.#recorder.record(type, event)),
       this.#bus.on("interlock-trip", async (event) => {
         this.#logger.error({ alarmId: event.alarmId, value: event.value }, "interlock tripped");
-        await this.#recipes.trip(`interlock ${event.alarmId} tripped at ${String(event.value)}`);
+        const reason = `interlock ${event.alarmId} tripped at ${String(event.value)}`;
+        const processId = this.#recipes.active?.id;
+        // Its safe-state writes reach the device: recorded as the system's action (ADR 0042).
+        await this.#commands.runSystemAction(
+          {
+            action: "machine.trip",
+            target: this.machineId,
+            reason,
+            newValue: {
+              alarmId: event.alarmId,
+              value: event.value,
+              ...(processId === undefined ? {} : { processId }),
+              safeState: this.#options.machine.safeState,
+            },
+          },
+          () => this.#recipes.trip(reason),
+          (result) => problemsOf(result.problems),
+        );
       }),
+    );
+  }
+
+  /**
+   * Aborts `process` on the system's own account (`stop()`): the abort and its safe-state writes
+   * are recorded as a `recipe.abort` entry of the system principal (ADR 0042).
+   */
+  #systemAbort(process: RecipeProcess, reason: string): Promise<ProcessResult> {
+    return this.#commands.runSystemAction(
+      {
+        action: "recipe.abort",
+        target: fittedName(process.id),
+        reason,
+        newValue: { processId: process.id, safeState: this.#options.machine.safeState },
+      },
+      () => process.abort(reason),
+      (result) => problemsOf(result.problems),
     );
   }
 
   #unwire(): void {
     for (const dispose of this.#disposers.splice(0)) dispose();
   }
+}
+
+/** The problems of an abort or a trip (a safe-state write the device refused), in words; undefined when none. */
+function problemsOf(problems: ProcessResult["problems"]): string | undefined {
+  if (problems.length === 0) return undefined;
+  return problems
+    .map((problem) => {
+      const error = problem.error;
+      const text = KilnError.is(error) ? `${error.code}: ${error.message}` : String(error);
+      return `${problem.stage}${problem.tag === undefined ? "" : ` ${problem.tag}`}: ${text}`;
+    })
+    .join("; ");
 }
 
 /**

@@ -40,11 +40,12 @@ test("a store whose audit, alarm-history and event writes hang: commands settle 
   // Fail closed: a command's entry must be stored before it runs. The first command waits one
   // audit timeout for that, is refused, not executed, and its refusal waits one more (the second
   // timeout opens the audit breaker); from then on commands are refused at once.
-  const start = track(system.sendMachineCommand(admin, "start"));
+  // (A manual `start` is refused before its entry: only a process enters a process state, ADR 0042.)
+  const maintenance = track(system.sendMachineCommand(admin, "enterMaintenance"));
   await clock.advance(TIMEOUT_MS - 1);
-  expect(start.outcome).toBeUndefined();
+  expect(maintenance.outcome).toBeUndefined();
   await clock.advance(TIMEOUT_MS + 1);
-  expect(start.outcome).toBe("KILN_AUDIT_UNAVAILABLE");
+  expect(maintenance.outcome).toBe("KILN_AUDIT_UNAVAILABLE");
   expect(system.machineState).toBe("idle");
   const acknowledge = track(system.acknowledgeAlarm(operator, "chamber.pressure:HI"));
   await clock.advance(0);

@@ -194,6 +194,14 @@ export interface AuditedCommandRunnerOptions {
 }
 
 /**
+ * The principal id of the entries of actions the system takes by itself
+ * ({@link AuditedCommandRunner.runSystemAction}: the abort at `stop()`, an interlock trip), with
+ * no roles. Parentheses, like the audit trail's own `(audit)` summaries: a host's principals are
+ * named by the host, which should not name one so.
+ */
+const SYSTEM_PRINCIPAL = "(system)";
+
+/**
  * The actions that run without waiting for a durable audit entry unless the host says otherwise:
  * an abort writes the safe state and a pause holds the process, so neither may wait on the audit
  * trail (IEC 62443-3-3 CR 2.10).
@@ -685,6 +693,77 @@ export class AuditedCommandRunner {
   }
 
   /**
+   * Runs an action the system takes by itself, no principal having asked for it (the abort of a
+   * running process at `stop()`, an interlock trip), and records it like a safety action: it is
+   * never authorized nor refused and acts at once (a closed command gate, a hanging store or a
+   * full backlog never hold it); its entry follows through the writer, outcome `allowed`,
+   * principal `(system)` with no roles, `source` the runner's. When `effect`
+   * throws, or `problemOf` finds a problem in its result (a safe-state write the device
+   * refused), an entry of its own follows, id `<id>:fail`, `refersTo` the first, outcome
+   * `failed`. Resolves once `effect` has, without waiting for the entries; {@link close} waits
+   * for them to be stored or queued (journaled when possible) before it flushes (ADR 0042).
+   * @returns what `effect` returned. @throws what `effect` threw.
+   */
+  async runSystemAction<TResult>(
+    action: { readonly action: string; readonly target: string; readonly reason: string; readonly newValue?: unknown },
+    effect: () => Promise<TResult>,
+    problemOf: (result: TResult) => string | undefined = () => undefined,
+  ): Promise<TResult> {
+    const entry: AuditEntry = {
+      id: this.#newId(),
+      ...(this.#options.machineId === undefined ? {} : { machineId: this.#options.machineId }),
+      principal: SYSTEM_PRINCIPAL,
+      roles: [],
+      ...(this.#options.source === undefined ? {} : { source: auditedText(this.#options.source, NAME_MAX_LENGTH) }),
+      category: auditedText(action.action.split(".")[0]!, CATEGORY_MAX_LENGTH),
+      action: auditedText(action.action, NAME_MAX_LENGTH),
+      target: auditedTarget(action.target),
+      ...(action.newValue === undefined ? {} : { newValue: storableAuditValue(action.newValue) }),
+      outcome: "allowed",
+      reason: reasonOf(action.reason, undefined),
+      at: this.#options.clock.now(),
+    };
+    const record = (recorded: AuditEntry): Promise<void> =>
+      this.#record(recorded).catch((error: unknown) => {
+        this.#logger.error(
+          { id: recorded.id, action: recorded.action, error: String(error) },
+          "recording a system action's entry failed",
+        );
+      });
+    // The action never waits for its entries: they follow, and close() waits for them.
+    const recorded = this.#trackSystemRecord(record(entry));
+    const failed = (cause: unknown): void => {
+      const fail: AuditEntry = {
+        ...entry,
+        id: `${entry.id}${FAIL_ID_SUFFIX}`,
+        refersTo: entry.id,
+        outcome: "failed",
+        reason: reasonOf(cause, undefined),
+      };
+      void this.#trackSystemRecord(recorded.then(() => record(fail)));
+    };
+    let result: TResult;
+    try {
+      result = await effect();
+    } catch (error) {
+      failed(error);
+      throw error;
+    }
+    const problem = problemOf(result);
+    if (problem !== undefined) failed(problem);
+    return result;
+  }
+
+  /** Entries of system actions not yet stored or queued (each settles, never rejects). */
+  readonly #systemRecords = new Set<Promise<void>>();
+
+  #trackSystemRecord(recording: Promise<void>): Promise<void> {
+    this.#systemRecords.add(recording);
+    void recording.then(() => this.#systemRecords.delete(recording));
+    return recording;
+  }
+
+  /**
    * Writes the backlog to the store, oldest first (entries it refuses for good are skipped and
    * reported); resolves true when it is empty. Never rejects. Off the writer: commands go on
    * meanwhile (their entries queue behind, or are stored on their own: review 15j).
@@ -838,6 +917,8 @@ export class AuditedCommandRunner {
    * trail may show that command `allowed`; it did not run. Never rejects.
    */
   async close(): Promise<void> {
+    // Entries of system actions (the abort at stop) still on their way to the writer.
+    while (this.#systemRecords.size > 0) await Promise.all(this.#systemRecords);
     await this.flush();
     await this.#serial(async () => {
       await this.#closeOverflow();

@@ -1,0 +1,111 @@
+import { KilnError } from "../domain/errors";
+
+/**
+ * What a manual machine command (`ControlSystem.sendMachineCommand`) does, decided in one place
+ * so the machine state and the running process never disagree (issue 15, ADR 0042):
+ *
+ * - `send`: no process runs and the command does not enter a process state: the state machine's
+ *   table (and guards) decide.
+ * - `abort`: a process runs and the command stops the machine (Kiln `stop`/`fault`, PackML
+ *   `stop`/`abort`): the process is aborted through the executor (safe state written, then the
+ *   machine binding moves the machine: `fault` true ends in the model's error state).
+ */
+type ManualMachineCommand = { readonly kind: "send" } | { readonly kind: "abort"; readonly fault: boolean };
+
+/** Per built-in model: the states a process runs in, and the commands that abort a running process. */
+interface ProcessRules {
+  /** States only a running process may enter (a manual command leading into one is refused without a process). */
+  readonly processStates: readonly string[];
+  /** Manual commands that abort a running process, and whether the machine ends faulted. */
+  readonly aborting: Readonly<Record<string, { readonly fault: boolean }>>;
+}
+
+/** The rules of the built-in models, by model name; another model has no process states and aborts nothing. */
+const RULES: Readonly<Record<string, ProcessRules>> = {
+  kiln: {
+    processStates: ["starting", "processing", "paused"],
+    aborting: { stop: { fault: false }, fault: { fault: true } },
+  },
+  packml: {
+    processStates: [
+      "starting",
+      "execute",
+      "holding",
+      "held",
+      "unholding",
+      "suspending",
+      "suspended",
+      "unsuspending",
+      "completing",
+    ],
+    aborting: { stop: { fault: false }, abort: { fault: true } },
+  },
+};
+
+/** What {@link manualMachineCommand} needs to know about the machine and the process. */
+interface ManualCommandSituation {
+  readonly machineId: string;
+  /** The model's name (`kiln`, `packml`). */
+  readonly model: string;
+  /** The machine's current state. */
+  readonly state: string;
+  /** The model's transitions from `state`: command → next state. */
+  readonly accepts: Readonly<Record<string, string>>;
+  /** The id of the process running or starting on the machine, if any. */
+  readonly processId: string | undefined;
+}
+
+/**
+ * Decides what the manual machine command `command` does (see {@link ManualMachineCommand}).
+ * @throws KilnError `KILN_INVALID_TRANSITION` (`details.stage: "process"`, nothing changes) for
+ *   any other command while a process runs (it names the process: the caller holds
+ *   `machine.mode`, which may abort it), and, without a process, for a command that would enter a
+ *   process state (`starting`, `processing`...: a process starts with `startRecipe`).
+ */
+export function manualMachineCommand(command: string, situation: ManualCommandSituation): ManualMachineCommand {
+  const { machineId, model, state, accepts, processId } = situation;
+  const rules = RULES[model];
+  const entersProcess = (next: string | undefined): boolean =>
+    next !== undefined && rules?.processStates.includes(next) === true;
+  if (processId !== undefined) {
+    const aborting =
+      rules !== undefined && Object.hasOwn(rules.aborting, command) ? rules.aborting[command] : undefined;
+    if (aborting !== undefined) return { kind: "abort", fault: aborting.fault };
+    const abortWith = rules === undefined ? "" : ` or ${Object.keys(rules.aborting).join("/")} to abort it`;
+    throw new KilnError(
+      "KILN_INVALID_TRANSITION",
+      `Machine "${machineId}" runs process "${processId}": a manual "${command}" would move the machine away from it. ` +
+        `Use pauseProcess, resumeProcess or abortProcess${abortWith}.`,
+      {
+        details: {
+          machineId,
+          state,
+          command,
+          stage: "process",
+          processId,
+          allowed: rules === undefined ? [] : Object.keys(rules.aborting),
+          reason: "a process is running",
+        },
+      },
+    );
+  }
+  const target = Object.hasOwn(accepts, command) ? accepts[command] : undefined;
+  if (entersProcess(target)) {
+    throw new KilnError(
+      "KILN_INVALID_TRANSITION",
+      `Machine "${machineId}" runs no process: a manual "${command}" would enter "${target}", a state only a ` +
+        `process runs in. Start a process with startRecipe.`,
+      {
+        details: {
+          machineId,
+          state,
+          command,
+          stage: "process",
+          allowed: Object.keys(accepts).filter((next) => !entersProcess(accepts[next])),
+          reason: "no process is running",
+        },
+      },
+    );
+  }
+  return { kind: "send" };
+}
