@@ -22,6 +22,7 @@ export {
   loadSerialSupport,
   type ModbusClient,
   type ModbusSerialOptions,
+  type ModbusStrayAnswer,
   type SerialPortConstructor,
 } from "./modbus-client";
 export {

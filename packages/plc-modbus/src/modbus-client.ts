@@ -52,15 +52,30 @@ export interface ModbusClient {
   on(event: "error", listener: (error: unknown) => unknown): unknown;
   /**
    * Optional: calls `listener` with the reason whenever an answer is dropped without being taken by a request
-   * (its transaction id belongs to no request waiting, or it did not fit a patient request). A client without
-   * it leaves such answers unseen: a duplicate answer is then not detected.
+   * (its transaction id belongs to no request waiting, or it did not fit a patient request) or refused by the
+   * request waiting with its transaction id (`answer.refused`), with the answer itself when it was a whole
+   * frame. A client without it leaves such answers unseen: a duplicate answer is then not detected. Without
+   * `answer` a dropped answer accounts for any answer owed, of whatever shape.
    */
-  onStray?(listener: (reason: string) => void): void;
+  onStray?(listener: (reason: string, answer?: ModbusStrayAnswer) => void): void;
   /**
    * Optional: makes the next request patient (an answer that does not fit it is dropped as `stray` and the
    * request keeps waiting for its own). Used for fences; without it a fence's answer that does not fit fails it.
    */
   patientNext?(): void;
+}
+
+/** An answer a {@link ModbusClient} did not deliver as a request's result (see {@link ModbusClient.onStray}). */
+export interface ModbusStrayAnswer {
+  /** The unit id its frame carries. */
+  readonly unitId: number;
+  /** Its PDU: the function code, then the data (Modbus application protocol v1.1b3, section 4.1). */
+  readonly pdu: Buffer;
+  /**
+   * `true`: the request waiting with its transaction id refused it as not fitting (and failed); `false`: no
+   * request took it.
+   */
+  readonly refused: boolean;
 }
 
 /** Loads a module by name; replaced in tests. */

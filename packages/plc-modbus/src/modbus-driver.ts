@@ -27,8 +27,9 @@ import {
   isBitArea,
   isWritableArea,
   type ModbusAddress,
+  type ModbusArea,
 } from "./modbus-address";
-import type { ModbusClient } from "./modbus-client";
+import type { ModbusClient, ModbusStrayAnswer } from "./modbus-client";
 import { createModbusRtuClient } from "./modbus-rtu-client";
 import { createModbusTcpClient } from "./modbus-tcp-client";
 import { compileDecoder, rawFromEngineering, type ModbusTagDecoder } from "./modbus-codec";
@@ -56,7 +57,12 @@ import {
   type ModbusReadRequest,
   type ModbusSplitOptions,
 } from "./modbus-read-planner";
-import { ModbusRequestQueue, type ModbusAlignmentChange, type ModbusRequestOptions } from "./modbus-request-queue";
+import {
+  ModbusRequestQueue,
+  type ModbusAlignmentChange,
+  type ModbusAnswerShape,
+  type ModbusRequestOptions,
+} from "./modbus-request-queue";
 import {
   ModbusUnitHealthMap,
   type ModbusAnswerStream,
@@ -1027,6 +1033,29 @@ export class ModbusDriver implements PlcDriver {
   }
 
   /**
+   * The queue's shape of an answer no request took (see `#guarded`, `shapeOf` and modbus-writer's `writeShape`):
+   * a read's area and byte count, a write's echo, or an exception's function. An unknown function has no shape.
+   */
+  #answerShape(answer: ModbusStrayAnswer): ModbusAnswerShape {
+    const { pdu, unitId } = answer;
+    const functionCode = pdu[0] ?? 0;
+    const base = functionCode & 0x7f;
+    const area = READ_AREAS[base];
+    const kind = area ?? `fc${base}`;
+    if (functionCode & 0x80) return { exceptionShape: this.#guarded(unitId, kind, kind).exceptionShape! };
+    let shape: string | undefined;
+    if (area !== undefined && pdu.length >= 2) shape = `${area}/${pdu[1]}`;
+    else if (pdu.length >= 5) {
+      const address = pdu.readUInt16BE(1);
+      const value = pdu.readUInt16BE(3);
+      if (functionCode === 5) shape = `fc5/${address}/${String(value === 0xff00)}`;
+      else if (functionCode === 6 || functionCode === 15 || functionCode === 16) shape = `${kind}/${address}/${value}`;
+      else if (functionCode === 22 && pdu.length >= 7) shape = `fc22/${address}/${value}/${pdu.readUInt16BE(5)}`;
+    }
+    return shape === undefined ? {} : { shape: this.#guarded(unitId, shape, kind).shape! };
+  }
+
+  /**
    * On TCP with the late-answer guard: the fence for a request at `unitId` reading `request`'s area and address
    * (see `ModbusRequestOptions.fence`): a read of another size like the last read answered (a unit and an address
    * that answer; else `request`'s), whose answer's shape no answer still on its way has (`fenceSizes`; an exception
@@ -1152,8 +1181,11 @@ export class ModbusDriver implements PlcDriver {
     this.#queue.forgetIdProof();
     // The ledger and the answer stream's alignment are kept: behind a gateway the serial line outlives the
     // TCP connection, and an answer to a request of the old connection may come on this one.
-    client.onStray?.((reason) => {
-      if (client === this.#client) this.#queue.unasked(reason);
+    client.onStray?.((reason, answer) => {
+      if (client !== this.#client) return;
+      if (answer === undefined) this.#queue.unasked(reason);
+      else if (answer.refused) this.#queue.unfit(this.#answerShape(answer));
+      else this.#queue.unasked(reason, this.#answerShape(answer));
     });
     // What was learned may not hold for the device behind the new connection (replaced, reconfigured).
     this.#planner.forget();
@@ -1264,6 +1296,14 @@ function fenceSizes(request: Pick<ModbusReadRequest, "area" | "count">): number[
   for (let count = request.count + step; count <= max; count += step) if (count !== first) sizes.push(count);
   return sizes;
 }
+
+/** The area each read function code (1-4) reads. */
+const READ_AREAS: Readonly<Partial<Record<number, ModbusArea>>> = {
+  1: "coil",
+  2: "discrete-input",
+  3: "holding-register",
+  4: "input-register",
+};
 
 /** Addresses in each Modbus area (0-65535). */
 const MODBUS_ADDRESS_SPACE = 0x10000;

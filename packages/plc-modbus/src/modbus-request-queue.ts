@@ -40,6 +40,27 @@ export interface ModbusRequestQueueOptions {
   readonly onFenceTimeout?: (error: unknown) => void;
 }
 
+/**
+ * What an answer that no request took answers, in the caller's shapes (see {@link ModbusRequestOptions.shape} and
+ * {@link ModbusRequestOptions.exceptionShape}): it accounts only for an answer owed by a request of that shape.
+ */
+export interface ModbusAnswerShape {
+  /** The shape of a data answer (or echo). */
+  readonly shape?: string;
+  /** The shape of an exception answer. */
+  readonly exceptionShape?: string;
+}
+
+/** An answer possibly still on its way: its request ended without its own answer (see `#owed`). */
+interface Owed {
+  /** Its request's send time plus the late bound (clock ms). */
+  readonly until: number;
+  readonly shape: string | undefined;
+  readonly exceptionShape: string | undefined;
+  /** How many fences had proved the stream when it became owed (`#proofCount`). */
+  readonly proofs: number;
+}
+
 /** A change of {@link ModbusRequestQueue.alignment}. */
 export interface ModbusAlignmentChange {
   /** `false`: an anomaly was seen and no answer is trusted before a fence's own answer; `true`: a fence proved it. */
@@ -170,11 +191,21 @@ export class ModbusRequestQueue {
   /** The `#sent` number of the last anomaly: requests sent before it and answered after it are not trusted. */
   #anomalyAt = 0;
   /**
-   * Answers possibly still on their way within the late bound: until when each (its request's send time plus
-   * the bound), one per request that ended without its own answer, less one per answer that came unasked
-   * since. When a fence's proof finds none owed, every late answer came and the ledger is cleared early.
+   * Answers possibly still on their way, one per request that ended without its own answer, oldest bound first,
+   * less one of the same shape per answer that came and no request took (unasked, or refused as not fitting).
+   * While the device answers in order they count until their late bound; once it has shown that it does not
+   * (`#outOfOrder`), until the answer has come: time proves nothing about an answer that overtaking ones do not
+   * hold back. When a fence's proof finds none owed, every late answer came and the ledger is cleared early.
    */
-  readonly #owed: number[] = [];
+  readonly #owed: Owed[] = [];
+  /** Fences that proved the stream aligned so far. */
+  #proofCount = 0;
+  /**
+   * An answer owed before a fence's own answer came after it: the device answers out of order (a gateway with
+   * several serial lines, or one answering each request after its own delay), so a fence proves nothing about
+   * the answers still owed and an owed answer frees its shape only when it has come (see `#heldByOwed`).
+   */
+  #outOfOrder = false;
   /**
    * Shapes (exception shapes prefixed `!`) of the requests sent since the answer stream was last proven aligned,
    * with how many of each (one that failed as not connected was never on the wire and is taken back).
@@ -222,19 +253,46 @@ export class ModbusRequestQueue {
   /**
    * An answer came that no request on the wire took (the client dropped it: its transaction id belongs to
    * no request waiting, or it did not fit the fence waiting for its own). It accounts for an answer owed by
-   * an earlier request; when none was owed it is an anomaly in itself (a duplicate, or an answer later than
+   * an earlier request of its shape (`answer`; of any shape when unknown); when none was owed it is an anomaly in itself (a duplicate, or an answer later than
    * every bound, possibly after a request of its shape took the wrong one).
    */
-  unasked(reason: string): void {
-    if (this.#owedCount() > 0) {
-      this.#owed.shift();
-      return;
-    }
+  unasked(reason: string, answer?: ModbusAnswerShape): void {
+    if (this.#pay(answer)) return;
     // Dropped rather than taken by the request on the wire: that one's answer is not suspect for it.
     this.#anomaly(
       `an answer came that no request was waiting for (${reason}): a duplicate or a very late answer`,
       false,
     );
+  }
+
+  /**
+   * An answer came with the transaction id of a request on the wire and was refused as not fitting it (that
+   * request fails as a mismatch, which is the anomaly): it accounts for an answer owed by an earlier request
+   * of its shape, if one is.
+   */
+  unfit(answer: ModbusAnswerShape): void {
+    this.#pay(answer);
+  }
+
+  /**
+   * Takes the owed answer `answer` accounts for off `#owed` (the oldest of its shape; any one when its shape is
+   * unknown); false when none is owed. One owed since before a fence's proof shows that the device answers
+   * out of order.
+   */
+  #pay(answer: ModbusAnswerShape | undefined): boolean {
+    if (this.#owedCount() === 0) return false;
+    const index =
+      answer === undefined
+        ? 0
+        : this.#owed.findIndex(
+            (owed) =>
+              (answer.shape !== undefined && (owed.shape === undefined || owed.shape === answer.shape)) ||
+              (answer.exceptionShape !== undefined && owed.exceptionShape === answer.exceptionShape),
+          );
+    if (index < 0) return false;
+    const [paid] = this.#owed.splice(index, 1);
+    if (paid!.proofs < this.#proofCount) this.#outOfOrder = true;
+    return true;
   }
 
   #anomaly(reason: string, onTheWireSuspect = true): void {
@@ -250,6 +308,7 @@ export class ModbusRequestQueue {
 
   /** A fence got its own answer: every older answer has come or never will. */
   #prove(fence: Entry): void {
+    this.#proofCount++;
     // Owed answers not come yet may still come out of order (a gateway with several serial lines): the ledger
     // keeps their shapes until their bound.
     if (this.#owedCount() === 0) this.#quiet.clear();
@@ -270,11 +329,25 @@ export class ModbusRequestQueue {
     }
   }
 
-  /** Answers owed whose late bound has not passed (see `#owed`). */
+  /** Answers owed: whose late bound has not passed, or every one not come once the device answers out of order. */
   #owedCount(): number {
+    if (this.#outOfOrder) return this.#owed.length;
     const now = this.#clock.now();
-    while (this.#owed.length > 0 && this.#owed[0]! <= now) this.#owed.shift();
+    while (this.#owed.length > 0 && this.#owed[0]!.until <= now) this.#owed.shift();
     return this.#owed.length;
+  }
+
+  /**
+   * Whether a request of `shape` may not go because an answer of its shape is still owed past its late bound by a
+   * device that answers out of order: it could come at any time, stamped with that request's transaction id
+   * (a gateway stamping the newest), and nothing would tell the two apart.
+   */
+  #heldByOwed(shape: string | undefined): boolean {
+    if (!this.#outOfOrder) return false;
+    const now = this.#clock.now();
+    return this.#owed.some(
+      (owed) => owed.until <= now && (shape === undefined || owed.shape === undefined || owed.shape === shape),
+    );
   }
 
   #notify(change: ModbusAlignmentChange): void {
@@ -415,6 +488,11 @@ export class ModbusRequestQueue {
     try {
       while (this.#queue.length > 0 && this.#inFlight.size < this.#maxInFlight && !this.#fencing) {
         const head = this.#queue[0]!;
+        if (this.#heldByOwed(head.shape)) {
+          this.#queue.shift();
+          this.#settle(head, false, notSent(head.what, OWED_OUT_OF_ORDER, "KILN_DEVICE_ERROR"));
+          continue;
+        }
         if (this.#needsFence(head)) {
           // The fence goes alone: pumped again when the requests on the wire are done.
           if (this.#inFlight.size > 0) break;
@@ -438,6 +516,7 @@ export class ModbusRequestQueue {
         const next = this.#queue[0];
         if (!next) break;
         if (next.background && this.#holds > 0) break; // pumped again when the last hold is released
+
         // Until the device proved its transaction ids, an answer must fit only one request in flight.
         if (this.#sameShapeInFlight(next)) break;
         const entry = this.#queue.shift()!;
@@ -497,7 +576,12 @@ export class ModbusRequestQueue {
 
   /** Whether an answer of `shape` may still be on its way (sent since the last proof, or in the ledger). */
   #isUnsure(shape: string | undefined): boolean {
-    return this.#unsure.has(shape) || this.#unsure.has(undefined) || this.#quietFor(shape) > this.#clock.now();
+    return (
+      this.#unsure.has(shape) ||
+      this.#unsure.has(undefined) ||
+      this.#quietFor(shape) > this.#clock.now() ||
+      this.#heldByOwed(shape)
+    );
   }
 
   /**
@@ -587,8 +671,8 @@ export class ModbusRequestQueue {
     const now = this.#clock.now();
     // Its own answer may come until its send time plus the late bound (a timer firing late adds its delay).
     const until = Math.max((entry.sentAt ?? now) + this.#timeoutMs, now) + this.#guardMs;
-    this.#owed.push(until);
-    this.#owed.sort((a, b) => a - b);
+    this.#owed.push({ until, shape: entry.shape, exceptionShape: entry.exceptionShape, proofs: this.#proofCount });
+    this.#owed.sort((a, b) => a.until - b.until);
     this.#ledger(this.#quiet, entry.shape, until);
     if (entry.fenceFor !== undefined) return; // its outcome is ignored: no exception learned
     // An untrusted exception was an answer: one that was this request's own says nothing later may come
@@ -739,6 +823,12 @@ export class ModbusRequestQueue {
     });
   }
 }
+
+/** Why a request of a shape held by an answer owed out of order (`#heldByOwed`) is not sent. */
+const OWED_OUT_OF_ORDER =
+  "an answer of the same shape owed to an earlier request has not come, and this device answers out of order " +
+  "(an answer owed before a fence came after the fence's own), so that answer could come at any time and " +
+  "would be taken for this request's";
 
 /** `KILN_TIMEOUT` or `KILN_DEVICE_ERROR` for a request failed before it was sent: `details.sent: false`. */
 function notSent(what: string, why: string, code: "KILN_TIMEOUT" | "KILN_DEVICE_ERROR"): KilnError {

@@ -1,6 +1,6 @@
 import { EventEmitter } from "node:events";
 import net from "node:net";
-import type { ModbusClient } from "./modbus-client";
+import type { ModbusClient, ModbusStrayAnswer } from "./modbus-client";
 import { checkAnswerPdu, rtuRequest, type RtuAnswer, type RtuRequest } from "./modbus-rtu-frame";
 import { ModbusFunctionCodes } from "./modbus-pdu";
 
@@ -170,7 +170,7 @@ export class ModbusTcpClient extends ModbusFunctionCodes implements ModbusClient
     socket.destroy();
   }
 
-  onStray(listener: (reason: string) => void): void {
+  onStray(listener: (reason: string, answer?: ModbusStrayAnswer) => void): void {
     this.#events.on("stray", listener);
   }
 
@@ -232,9 +232,14 @@ export class ModbusTcpClient extends ModbusFunctionCodes implements ModbusClient
    */
   #dropStalePartialFrame(): void {
     if (this.#pending.size === 0 && this.#buffer.length > 0) {
+      const rest = this.#buffer;
       this.#clearQuietTimer();
       this.#buffer = Buffer.alloc(0);
-      this.#stray("an unfinished frame with no request waiting");
+      this.#stray("an unfinished frame with no request waiting", {
+        unitId: rest[6] ?? 0,
+        pdu: Buffer.from(rest.subarray(7)),
+        refused: false,
+      });
     }
   }
 
@@ -279,7 +284,11 @@ export class ModbusTcpClient extends ModbusFunctionCodes implements ModbusClient
       if (check?.kind === "mismatch" && own?.patient === true) {
         // An older answer stamped with the patient request's id: dropped, the request waits for its own.
         this.#buffer = buffer.length === end ? Buffer.alloc(0) : buffer.subarray(end);
-        this.#stray(`an answer that does not fit the request waiting with its id (${check.reason})`);
+        this.#stray(`an answer that does not fit the request waiting with its id (${check.reason})`, {
+          unitId: frame.unitId,
+          pdu: Buffer.from(buffer.subarray(7, end)),
+          refused: false,
+        });
         quiet = false;
         continue;
       }
@@ -406,15 +415,27 @@ export class ModbusTcpClient extends ModbusFunctionCodes implements ModbusClient
     if (!pending) {
       // With several requests in flight an unknown id means the device numbers its answers wrongly: none of
       // them can be trusted. With one, it is a stale or repeated frame: dropped, the request still waits.
+      const stray = { unitId, pdu: Buffer.from(pdu) };
       if (this.#pending.size > 1 && !this.#answered.has(transactionId)) {
-        this.#mismatchAll(`answer with transaction id ${transactionId}, which no request in flight has`);
-      } else this.#stray(`an answer with transaction id ${transactionId}, which no request waiting has`);
+        const reason = `answer with transaction id ${transactionId}, which no request in flight has`;
+        this.#stray(reason, { ...stray, refused: true });
+        this.#mismatchAll(reason);
+      } else
+        this.#stray(`an answer with transaction id ${transactionId}, which no request waiting has`, {
+          ...stray,
+          refused: false,
+        });
       return;
     }
     const answer = checked ?? this.#check(pending.request, unitId, pdu);
-    if (answer.kind === "mismatch" && pending.patient) {
-      this.#stray(`an answer that does not fit the request waiting with its id (${answer.reason})`);
-      return;
+    if (answer.kind === "mismatch") {
+      // Reported before the request fails, so it accounts for an answer owed before that request's own is owed.
+      this.#stray(`an answer that does not fit the request waiting with its id (${answer.reason})`, {
+        unitId,
+        pdu: Buffer.from(pdu),
+        refused: !pending.patient,
+      });
+      if (pending.patient) return;
     }
     if (answer.kind === "mismatch") {
       if (this.#pending.size > 1) this.#mismatchAll(`${answer.reason} (transaction id ${transactionId})`);
@@ -432,10 +453,10 @@ export class ModbusTcpClient extends ModbusFunctionCodes implements ModbusClient
     } else pending.resolve(Buffer.from(answer.data));
   }
 
-  /** An answer was dropped without being taken by a request. */
-  #stray(reason: string): void {
-    this.#ignored++;
-    this.#events.emit("stray", reason);
+  /** An answer was dropped without being taken by a request, or refused by the request with its id (`answer.refused`). */
+  #stray(reason: string, answer?: ModbusStrayAnswer): void {
+    if (answer?.refused !== true) this.#ignored++;
+    this.#events.emit("stray", reason, answer);
   }
 
   #remember(transactionId: number, request: RtuRequest): void {

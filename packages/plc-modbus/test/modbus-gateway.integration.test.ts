@@ -48,18 +48,18 @@ describe("a gateway with a dead unit", () => {
     const unit1: Sample[] = [];
     system.cvt.observe("unit1.counter", (change) => unit1.push(change.sample));
     await system.start();
-    const startedAt = Date.now();
     await new Promise((resolve) => setTimeout(resolve, 6_500));
 
     const good = unit1.filter((sample) => sample.quality.severity === "good");
     // Scans at 1 s for 6.5 s: only the scan of unit 2's first timeout may run long (it waits 1 s for it);
     // after that unit 2 is probed after unit 1's reads and never delays them.
     expect(good.length).toBeGreaterThanOrEqual(5);
-    expect(system.health().acquisition.groups[0]!.skippedCycles).toBeLessThanOrEqual(1);
+    const group = system.health().acquisition.groups[0]!;
+    expect(group.skippedCycles).toBeLessThanOrEqual(1);
     expect(unit1.filter((sample) => sample.quality.severity !== "good")).toEqual([]);
-    const times = [startedAt, ...good.map((sample) => sample.timestamp)];
-    const gaps = times.slice(1).map((time, index) => time - times[index]!);
-    expect(Math.max(...gaps)).toBeLessThan(2_500);
+    // Every scan run has unit 1's value (but the one still running): none stalled behind unit 2, none discarded.
+    expect(group.failedReads).toBe(0);
+    expect(good.length).toBeGreaterThanOrEqual(group.cycles - 1);
 
     // The link never dropped; the unit, not the gateway, is offline, and says so.
     expect(statuses).not.toContain("reconnecting");
@@ -148,11 +148,16 @@ describe("a gateway with a dead unit", () => {
     simulator.injectSilence(2);
     const driver = createDriver({ transport: { kind: "tcp", host, port }, requestTimeoutMs: 400 });
     await driver.connect();
-    const durations: number[] = [];
+    // Requests to unit 2 each read sends (probes go in the pauses between reads, never during one).
+    let unit2Requests = 0;
+    simulator.onRequest((request) => {
+      if (request.unitId === 2) unit2Requests++;
+    });
+    const asked: number[] = [];
     for (let scan = 0; scan < 4; scan++) {
-      const startedAt = Date.now();
+      const before = unit2Requests;
       const samples = await driver.read(gatewayTags.list());
-      durations.push(Date.now() - startedAt);
+      asked.push(unit2Requests - before);
       const byName = Object.fromEntries(samples.map((sample) => [sample.tag, sample]));
       expect(byName["unit1.counter"]!.quality.severity).toBe("good");
       expect(byName["unit1.input"]!.quality.severity).toBe("good");
@@ -160,8 +165,9 @@ describe("a gateway with a dead unit", () => {
       // A probe of unit 2 may still be on the line; the next read's unit 1 requests wait behind it.
       await new Promise((resolve) => setTimeout(resolve, 450));
     }
-    expect(durations[0]).toBeGreaterThanOrEqual(390);
-    expect(Math.max(...durations.slice(1))).toBeLessThan(200);
+    // The first read asks unit 2 (and waits for its timeout); the later ones send it nothing, so none waits.
+    expect(asked[0]).toBeGreaterThanOrEqual(1);
+    expect(asked.slice(1)).toEqual([0, 0, 0]);
   });
 });
 
@@ -187,6 +193,8 @@ describe("a gateway with several dead units", () => {
       const { host, port } = await simulator.start();
       cleanups.push(() => simulator.stop());
       for (let unit = 2; unit < 2 + dead; unit++) simulator.injectSilence(unit);
+      const units: number[] = [];
+      simulator.onRequest((request) => units.push(request.unitId));
       const driver = createDriver({ transport: { kind: "tcp", host, port }, requestTimeoutMs: 200 });
       const system = createControlSystem({
         machineId: "gateway",
@@ -199,15 +207,17 @@ describe("a gateway with several dead units", () => {
       cleanups.push(() => system.stop());
       const live: Sample[] = [];
       system.cvt.observe("u1.a", (change) => live.push(change.sample));
-      const startedAt = Date.now();
       await system.start();
       await new Promise((resolve) => setTimeout(resolve, 2_500));
 
       // The first scan waits for one dead unit (one request timeout) and may overrun its period once;
       // every scan has unit 1's value, none is discarded by the acquisition timeout.
       expect(live.filter((sample) => sample.quality.severity !== "good")).toEqual([]);
-      expect(live[0]!.timestamp - startedAt).toBeLessThan(150);
+      // Unit 1 is read before any dead unit is asked (so before a timeout can delay it), and every scan run
+      // delivered its value (but the one still running), the first included.
+      expect(units.indexOf(1)).toBeLessThan(units.findIndex((unit) => unit !== 1));
       const group = system.health().acquisition.groups[0]!;
+      expect(live.length).toBeGreaterThanOrEqual(group.cycles - 1);
       expect(group.failedReads).toBe(0);
       expect(group.skippedCycles).toBeLessThanOrEqual(1);
       expect(live.length).toBeGreaterThanOrEqual(9);
@@ -290,17 +300,19 @@ describe("a gateway with several dead units", () => {
 });
 
 describe("a connection reset with a request in flight", () => {
+  // The request timeout is an hour: a read or write that waited for it would outlast the test's own timeout, so
+  // settling at all (with KILN_CONNECTION_FAILED, not KILN_TIMEOUT) shows the reset was noticed at once.
+  const HOUR_MS = 3_600_000;
+
   it("fails the read at once with a retryable KILN_CONNECTION_FAILED, not at the request timeout", async () => {
     const { simulator, host, port } = await startGateway();
-    const driver = createDriver({ transport: { kind: "tcp", host, port }, requestTimeoutMs: 5_000 });
+    const driver = createDriver({ transport: { kind: "tcp", host, port }, requestTimeoutMs: HOUR_MS });
     await driver.connect();
     simulator.injectReset({ area: "holding-register", address: 0, unitId: 1 });
-    const startedAt = Date.now();
     const error = await driver.read(gatewayTags.list()).then(
       () => undefined,
       (caught: unknown) => caught,
     );
-    expect(Date.now() - startedAt).toBeLessThan(1_000);
     expect(KilnError.is(error, "KILN_CONNECTION_FAILED")).toBe(true);
     expect((error as KilnError).retryable).toBe(true);
   });
@@ -310,17 +322,15 @@ describe("a connection reset with a request in flight", () => {
     const writable = defineTags({ "unit1.setpoint": { dataType: "uint16", access: "readwrite", address: "HR7@1" } });
     const driver = createDriver({
       transport: { kind: "tcp", host, port },
-      requestTimeoutMs: 5_000,
+      requestTimeoutMs: HOUR_MS,
       reconnect: { initialDelayMs: 10 },
     });
     await driver.connect();
     const reset = simulator.injectReset({ area: "holding-register", address: 7, on: "write" });
-    const startedAt = Date.now();
     const error = await driver.write(writable.get("unit1.setpoint"), 5).then(
       () => undefined,
       (caught: unknown) => caught,
     );
-    expect(Date.now() - startedAt).toBeLessThan(1_000);
     expect(KilnError.is(error, "KILN_CONNECTION_FAILED")).toBe(true);
     reset();
     await driver.connect();
