@@ -1,6 +1,7 @@
 import { QualityCodes } from "@kiln/core";
 import { describe, expect, test } from "vitest";
 import { qualityOfMetric, tagValueOfMetric } from "./host-samples";
+import type { SparkplugPropertySet } from "./payload";
 
 describe("quality of a Sparkplug metric", () => {
   test("StatusCode gives the OPC UA code exactly; StatusReason the reason", () => {
@@ -44,7 +45,7 @@ describe("quality of a Sparkplug metric", () => {
       // A well-formed good StatusCode does not make up for a malformed Quality, nor the reverse.
       { StatusCode: { type: "UInt32", value: 0 }, Quality: { type: "String", value: "0" } },
       { StatusCode: { type: "String", value: "0" }, Quality: { type: "Int32", value: 192 } },
-    ] as const) {
+    ] satisfies SparkplugPropertySet[]) {
       const result = qualityOfMetric(properties, false);
       expect(result, JSON.stringify(properties)).toMatchObject({ severity: "bad", code: QualityCodes.BadTypeMismatch });
       expect(result.reason).toMatch(/(StatusCode|Quality) property is a /);
