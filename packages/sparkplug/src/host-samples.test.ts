@@ -35,7 +35,7 @@ describe("quality of a Sparkplug metric", () => {
   });
 
   test("a quality property of the wrong type is never read as good (issue 19 M3): bad BadTypeMismatch, naming the property", () => {
-    for (const properties of [
+    const cases: SparkplugPropertySet[] = [
       { StatusCode: { type: "String", value: "2150694912" } },
       { Quality: { type: "String", value: "0" } },
       { Quality: { type: "String", value: "192" } },
@@ -45,7 +45,8 @@ describe("quality of a Sparkplug metric", () => {
       // A well-formed good StatusCode does not make up for a malformed Quality, nor the reverse.
       { StatusCode: { type: "UInt32", value: 0 }, Quality: { type: "String", value: "0" } },
       { StatusCode: { type: "String", value: "0" }, Quality: { type: "Int32", value: 192 } },
-    ] satisfies SparkplugPropertySet[]) {
+    ];
+    for (const properties of cases) {
       const result = qualityOfMetric(properties, false);
       expect(result, JSON.stringify(properties)).toMatchObject({ severity: "bad", code: QualityCodes.BadTypeMismatch });
       expect(result.reason).toMatch(/(StatusCode|Quality) property is a /);
