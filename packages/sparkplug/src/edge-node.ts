@@ -1042,7 +1042,14 @@ export class SparkplugEdgeNode {
       client.on("error", () => undefined);
       client.once("close", () => this.#onSessionLost(session));
       // [tck-id-message-flow-edge-node-ncmd-subscribe], [tck-id-message-flow-device-dcmd-subscribe]: QoS 1.
-      const filters: Record<string, { qos: 1 }> = { [this.#topics.ncmd]: { qos: 1 }, [this.#topics.dcmd]: { qos: 1 } };
+      // MQTT 5 Retain As Published: a command published retained while the node is subscribed
+      // reaches it with its retain flag (MQTT 3.1.1 brokers clear the flag for subscribers already
+      // there, so such a command cannot be told from a live one and is handled; issue 19).
+      const command = this.#options.mqtt?.protocolVersion === 5 ? { qos: 1 as const, rap: true } : { qos: 1 as const };
+      const filters: Record<string, { qos: 1; rap?: boolean }> = {
+        [this.#topics.ncmd]: command,
+        [this.#topics.dcmd]: command,
+      };
       if (this.#topics.state !== undefined) filters[this.#topics.state] = { qos: 1 };
       await raceAbort(client.subscribeAsync(filters), signal, "Sparkplug subscribe");
     } catch (error) {

@@ -1,6 +1,7 @@
 import { QualityCodes } from "@kiln/core";
 import { describe, expect, test } from "vitest";
 import { qualityOfMetric, tagValueOfMetric } from "./host-samples";
+import type { SparkplugPropertySet } from "./payload";
 
 describe("quality of a Sparkplug metric", () => {
   test("StatusCode gives the OPC UA code exactly; StatusReason the reason", () => {
@@ -13,7 +14,7 @@ describe("quality of a Sparkplug metric", () => {
         },
         false,
       ),
-    ).toEqual({ severity: "bad", code: QualityCodes.BadDeviceFailure, reason: "probe" });
+    ).toMatchObject({ severity: "bad", code: QualityCodes.BadDeviceFailure, reason: expect.stringContaining("probe") });
     expect(
       qualityOfMetric({ StatusCode: { type: "UInt32", value: QualityCodes.UncertainLastUsableValue } }, false),
     ).toEqual({
@@ -31,6 +32,36 @@ describe("quality of a Sparkplug metric", () => {
     expect(of(0x44).severity).toBe("uncertain");
     expect(of(0xd8).severity).toBe("good");
     expect(of(0x18).severity).toBe("bad");
+  });
+
+  test("a quality property of the wrong type is never read as good (issue 19 M3): bad BadTypeMismatch, naming the property", () => {
+    const cases: SparkplugPropertySet[] = [
+      { StatusCode: { type: "String", value: "2150694912" } },
+      { Quality: { type: "String", value: "0" } },
+      { Quality: { type: "String", value: "192" } },
+      { StatusCode: { type: "Double", value: 0 } },
+      { StatusCode: { type: "UInt32", value: null } },
+      { Quality: { type: "Int32", value: -1 } },
+      // A well-formed good StatusCode does not make up for a malformed Quality, nor the reverse.
+      { StatusCode: { type: "UInt32", value: 0 }, Quality: { type: "String", value: "0" } },
+      { StatusCode: { type: "String", value: "0" }, Quality: { type: "Int32", value: 192 } },
+    ];
+    for (const properties of cases) {
+      const result = qualityOfMetric(properties, false);
+      expect(result, JSON.stringify(properties)).toMatchObject({ severity: "bad", code: QualityCodes.BadTypeMismatch });
+      expect(result.reason).toMatch(/(StatusCode|Quality) property is a /);
+    }
+  });
+
+  test("StatusCode and Quality of different severities: the worse, both named", () => {
+    const result = qualityOfMetric(
+      { StatusCode: { type: "UInt32", value: 0 }, Quality: { type: "Int32", value: 0 } },
+      false,
+    );
+    expect(result).toMatchObject({ severity: "bad", reason: expect.stringContaining("disagree") });
+    expect(
+      qualityOfMetric({ StatusCode: { type: "UInt32", value: 0 }, Quality: { type: "Int32", value: 192 } }, false),
+    ).toEqual({ severity: "good", code: 0 });
   });
 
   test("no quality property is good; a null value is never good", () => {

@@ -9,6 +9,7 @@ import {
   type Clock,
   type DriverStatus,
   type EventBusView,
+  type Quality,
   type Sample,
   type Store,
   type Tag,
@@ -136,10 +137,17 @@ export interface SparkplugLiveMetric {
 /**
  * Why the host asked an edge node for a rebirth. `samples-dropped`: the host lost samples (its
  * bound, a store refusal) while the node awaited acknowledgements; the node's acks stop until its
- * next birth, after which it sends again what was not acknowledged (ADR 0037).
+ * next birth, after which it sends again what was not acknowledged (ADR 0037). `birth-refused`: an
+ * NBIRTH or DBIRTH refused whole (see {@link SparkplugHostEdgeNodeHealth.birthsRefused}).
  */
 export type SparkplugRebirthReason =
-  "seq-gap" | "data-before-birth" | "unknown-alias" | "unknown-device" | "samples-dropped" | "payload-too-large";
+  | "seq-gap"
+  | "data-before-birth"
+  | "unknown-alias"
+  | "unknown-device"
+  | "samples-dropped"
+  | "payload-too-large"
+  | "birth-refused";
 
 /** The state of one edge node as the host sees it. */
 export interface SparkplugHostEdgeNodeHealth {
@@ -176,6 +184,14 @@ export interface SparkplugHostEdgeNodeHealth {
   readonly unknownAliases: number;
   /** NDEATHs whose bdSeq did not match the current NBIRTH's: ignored. */
   readonly staleDeaths: number;
+  /**
+   * NBIRTHs and DBIRTHs refused whole: undecodable, a metric name that is not valid UTF-8, or a
+   * name or alias given twice (within the birth, or an alias already given by the NBIRTH or
+   * another device of the session). Nothing of one is stored; a rebirth is requested.
+   */
+  readonly birthsRefused: number;
+  /** Metrics a birth gave another datatype than the birth before it (reported by `metric-issue` `retyped`). */
+  readonly retypedMetrics: number;
   /** When the host last marked it offline (NDEATH), host time, ms since the Unix epoch. */
   readonly offlineSince?: number;
   /**
@@ -210,7 +226,10 @@ export interface SparkplugHostHealth {
    * (lost: bound reached, store refusal, stop timeout), `discarded` (not attributable: data
    * before birth, after a gap, unknown alias; never stored under a guessed name),
    * `unstorable` (no Kiln value: arrays, DataSet, Template, Bytes, File, out-of-range time),
-   * `transient` (not stored, per `is_transient`), `historical` (stored, not in the live view).
+   * `transient` (not stored, per `is_transient`), `historical` (stored, not in the live view),
+   * `mistyped` (refused: a datatype other than the birth's, see `metric-issue`), `outOfOrder`
+   * (live samples older than the metric's live value: stored as history, the live view never
+   * goes back in time).
    */
   readonly samples: {
     readonly received: number;
@@ -222,6 +241,8 @@ export interface SparkplugHostHealth {
     readonly unstorable: number;
     readonly transient: number;
     readonly historical: number;
+    readonly mistyped: number;
+    readonly outOfOrder: number;
   };
   /**
    * Store call failures: each failed attempt of a write or tag registration, timeouts and
@@ -270,6 +291,26 @@ export interface SparkplugHostEvents {
   "samples-drop": { readonly count: number; readonly reason: string; readonly conflicts?: readonly SampleConflict[] };
   /** A message could not be read or had to be ignored. */
   "message-reject": { readonly topic: string; readonly message: string };
+  /**
+   * One metric the host did not take as it came (issue 19). `datatype-mismatch`: a data value
+   * whose datatype is not the one its birth gave (a Boolean metric sent as Int32 7): refused, not
+   * stored, counted in `samples.mistyped`. `unstorable`: a live value the host cannot store (a
+   * timestamp out of range...), counted in `samples.unstorable`. For both the live value the
+   * metric had is marked (bad `BadTypeMismatch`, or uncertain last usable value) with `detail`
+   * as its reason: it is no longer the metric's current value. `retyped`: a birth gave the metric
+   * another datatype than the birth before it: taken under the new datatype, reported.
+   */
+  "metric-issue": {
+    /** The qualified tag name. */
+    readonly tag: string;
+    readonly groupId: string;
+    readonly edgeNodeId: string;
+    readonly deviceId?: string;
+    /** The metric name as the edge node gave it. */
+    readonly metric: string;
+    readonly issue: "datatype-mismatch" | "unstorable" | "retyped";
+    readonly detail: string;
+  };
   /** A store call failed (`willRetry`: the batch is written again after a backoff). */
   "store-error": { readonly code: string; readonly message: string; readonly willRetry: boolean };
 }
@@ -310,6 +351,12 @@ interface EdgeNodeState {
   staleDeaths: number;
   ack: AckState | undefined;
   acksSent: number;
+  birthsRefused: number;
+  retypedMetrics: number;
+  /** Host times at which it went from online to awaiting-rebirth (pruned to {@link FLAP_WINDOW_MS}). */
+  trustLost: number[];
+  /** While awaiting-rebirth: since when and why. */
+  awaiting: { readonly since: number; readonly reason: string } | undefined;
 }
 
 /** What the host acknowledges to one edge node in its current birth (ADR 0037). */
@@ -342,6 +389,12 @@ interface Session {
 }
 
 const DEFAULT_MAX_PAYLOAD_BYTES = 4_194_304;
+/**
+ * An edge node that loses the host's trust right after being born {@link FLAP_LOSSES} times
+ * within this many ms is named in `health().problems` as flapping.
+ */
+const FLAP_WINDOW_MS = 60_000;
+const FLAP_LOSSES = 3;
 /** The host's own stale mark is stored this far past a whole ms, where no Sparkplug timestamp falls. */
 const STALE_MARK_OFFSET_MS = 0.5;
 const DEFAULT_BACKOFF: ReconnectBackoff = { initialDelayMs: 1_000, maxDelayMs: 30_000 };
@@ -405,6 +458,8 @@ export class SparkplugHost {
     unstorable: 0,
     transient: 0,
     historical: 0,
+    mistyped: 0,
+    outOfOrder: 0,
     storeErrors: 0,
   };
   #problems = new Map<string, string>();
@@ -672,6 +727,19 @@ export class SparkplugHost {
     }
     if (this.#writer.congested)
       problems.push(`the store is behind: ${this.#writer.held} samples held, reading from the broker paused`);
+    const now = this.#clock.now();
+    for (const node of this.#nodes.values()) {
+      const name = `${node.groupId}/${node.edgeNodeId}`;
+      if (node.awaiting !== undefined)
+        problems.push(
+          `edge node ${name} awaiting rebirth since ${new Date(node.awaiting.since).toISOString()} (${node.awaiting.reason}): its data is discarded and its live values are stale`,
+        );
+      while (node.trustLost.length > 0 && node.trustLost[0]! < now - FLAP_WINDOW_MS) node.trustLost.shift();
+      if (node.trustLost.length >= FLAP_LOSSES)
+        problems.push(
+          `edge node ${name} is flapping: born and distrusted again ${node.trustLost.length} times in ${FLAP_WINDOW_MS / 1_000} s, ${node.births} NBIRTHs in all (suspected duplicate edge node id: two edge nodes publishing as ${name}, or births of two sessions interleaving)`,
+        );
+    }
     const edgeNodes = [...this.#nodes.values()].map((node): SparkplugHostEdgeNodeHealth => ({
       groupId: node.groupId,
       edgeNodeId: node.edgeNodeId,
@@ -686,6 +754,8 @@ export class SparkplugHost {
       dataBeforeBirth: node.dataBeforeBirth,
       unknownAliases: node.unknownAliases,
       staleDeaths: node.staleDeaths,
+      birthsRefused: node.birthsRefused,
+      retypedMetrics: node.retypedMetrics,
       ...(node.offlineSince === undefined ? {} : { offlineSince: node.offlineSince }),
       ...(node.ack === undefined
         ? {}
@@ -712,6 +782,8 @@ export class SparkplugHost {
         unstorable: this.#counts.unstorable,
         transient: this.#counts.transient,
         historical: this.#counts.historical,
+        mistyped: this.#counts.mistyped,
+        outOfOrder: this.#counts.outOfOrder,
       },
       storeErrors: this.#counts.storeErrors,
       storeBreaker: breaker,
@@ -786,7 +858,8 @@ export class SparkplugHost {
       // Every edge node must be born again in this session before its data is taken: messages
       // were missed while the host was away.
       for (const node of this.#nodes.values()) {
-        if (node.state === "online") this.#setNodeState(node, "awaiting-rebirth", "the host reconnected to the broker");
+        if (node.state === "online")
+          this.#setNodeState(node, "awaiting-rebirth", "the host reconnected to the broker", { store: false });
       }
       client.on("message", (topic, payload) => this.#onMessage(session, topic, payload));
       // Backpressure: MQTT.js reads the next packet only when this callback runs.
@@ -942,18 +1015,44 @@ export class SparkplugHost {
         staleDeaths: 0,
         ack: undefined,
         acksSent: 0,
+        birthsRefused: 0,
+        retypedMetrics: 0,
+        trustLost: [],
+        awaiting: undefined,
       };
       this.#nodes.set(key, node);
     }
     return node;
   }
 
-  #setNodeState(node: EdgeNodeState, state: EdgeNodeState["state"], reason: string, deviceId?: string): void {
+  /**
+   * The one place where the host's trust in an edge node's or device's stream changes. Every
+   * transition away from `online` (NDEATH, DDEATH, a seq gap or other distrust, a new NBIRTH for
+   * the devices it ends, the host's own reconnect) marks the live values of what it covers stale
+   * (uncertain, with `reason`, at `at`; stored too unless `store` is false), so the live view
+   * never shows a value good from a stream the host no longer takes (issue 19).
+   */
+  #setNodeState(
+    node: EdgeNodeState,
+    state: EdgeNodeState["state"],
+    reason: string,
+    { deviceId, at, store = true }: { deviceId?: string; at?: number; store?: boolean } = {},
+  ): void {
+    const now = this.#clock.now();
     if (deviceId === undefined) {
       if (node.state === state) return;
+      if (node.state === "online" && state === "awaiting-rebirth") node.trustLost.push(now);
       node.state = state;
+      node.awaiting = state === "awaiting-rebirth" ? { since: now, reason } : undefined;
       // Its numbering holds for one birth only (ADR 0037).
       if (state !== "online") this.#endAcks(node);
+    }
+    if (state !== "online") {
+      const what =
+        deviceId === undefined
+          ? `edge node ${node.groupId}/${node.edgeNodeId}`
+          : `device ${deviceId} of ${node.groupId}/${node.edgeNodeId}`;
+      this.#markStale(this.#tagsOf(node, deviceId), at ?? now, `${what} ${state}: ${reason}`, store);
     }
     this.#session?.onFarewellProgress?.();
     void this.#bus.publish("edge-node-change", {
@@ -1049,26 +1148,89 @@ export class SparkplugHost {
     this.#counts.discarded += payload.metrics.length;
   }
 
+  /**
+   * Refuses a birth whole (issue 19): counted (`birthsRefused`, `messages.malformed`), reported
+   * (`message-reject`), the edge node distrusted (its live values stale, a rebirth requested).
+   * Nothing of it is stored. `payload` is undefined when it could not be decoded (already reported).
+   */
+  #refuseBirth(node: EdgeNodeState, topic: string, detail: string, payload?: SparkplugPayload): void {
+    node.birthsRefused++;
+    if (payload !== undefined) {
+      this.#reject(topic, detail);
+      this.#discard(payload);
+    }
+    this.#distrust(node, "birth-refused", `${topic}: birth refused: ${detail}`);
+  }
+
+  /**
+   * What makes a birth unusable, or undefined: a metric name or an alias given twice in it, or an
+   * alias the NBIRTH or another device of the session already gave (Sparkplug 3.0.0: names and
+   * aliases are unique per edge node). Names that are not UTF-8 never decode.
+   */
+  #birthProblem(node: EdgeNodeState, deviceId: string | undefined, payload: SparkplugPayload): string | undefined {
+    const names = new Set<string>();
+    const aliases = new Map<number | bigint, string>();
+    if (deviceId !== undefined) {
+      const others: [string, Birth | undefined][] = [["the NBIRTH", node.birth]];
+      for (const [id, device] of node.devices)
+        if (id !== deviceId && device.online) others.push([`device ${id}`, device.birth]);
+      for (const [where, birth] of others)
+        for (const [alias, info] of birth?.byAlias ?? [])
+          aliases.set(alias, `${JSON.stringify(info.name)} of ${where}`);
+    }
+    for (const metric of payload.metrics) {
+      const name = metric.name === undefined ? "(no name)" : JSON.stringify(metric.name);
+      if (metric.name !== undefined) {
+        if (names.has(metric.name)) return `metric name ${name} given twice`;
+        names.add(metric.name);
+      }
+      if (metric.alias !== undefined) {
+        const holder = aliases.get(metric.alias);
+        if (holder !== undefined) return `alias ${String(metric.alias)} of ${name} already given to ${holder}`;
+        aliases.set(metric.alias, name);
+      }
+    }
+    return undefined;
+  }
+
+  /** Marks stale the live values of metrics `before` announced and `after` does not. */
+  #markAbsent(before: Birth | undefined, after: Birth, what: string): void {
+    if (before === undefined) return;
+    const gone: string[] = [];
+    for (const info of before.byName.values())
+      if (info.tag !== undefined && !after.byName.has(info.name)) gone.push(info.tag);
+    this.#markStale(gone, this.#clock.now(), `absent from the ${what}`, true);
+  }
+
   #onNodeBirth(node: EdgeNodeState, topic: string, bytes: Uint8Array): void {
     const payload = this.#decode(topic, bytes);
-    if (payload === undefined) return;
+    if (payload === undefined) {
+      this.#refuseBirth(node, topic, "undecodable");
+      return;
+    }
     const bdSeqMetric = payload.metrics.find((metric) => metric.name === BDSEQ);
     const bdSeq =
       typeof bdSeqMetric?.value === "number" || typeof bdSeqMetric?.value === "bigint"
         ? Number(bdSeqMetric.value)
         : undefined;
     if (bdSeq === undefined || payload.seq === undefined) {
-      this.#reject(
+      this.#refuseBirth(
+        node,
         topic,
         "an NBIRTH needs a bdSeq metric and a seq ([tck-id-payloads-nbirth-bdseq], [tck-id-payloads-nbirth-seq])",
+        payload,
       );
-      this.#discard(payload);
-      this.#distrust(node, "data-before-birth", `${topic}: NBIRTH without bdSeq or seq`);
+      return;
+    }
+    const problem = this.#birthProblem(node, undefined, payload);
+    if (problem !== undefined) {
+      this.#refuseBirth(node, topic, problem, payload);
       return;
     }
     // A new session of the edge node: its devices are gone until they are born again in it.
     for (const [deviceId, device] of node.devices) {
-      if (device.online) this.#setNodeState(node, "offline", "a new NBIRTH of its edge node", deviceId);
+      if (device.online)
+        this.#setNodeState(node, "offline", `a new NBIRTH (bdSeq ${bdSeq}) of its edge node`, { deviceId });
       device.online = false;
       device.birth = undefined;
     }
@@ -1094,14 +1256,19 @@ export class SparkplugHost {
       };
     }
     node.offlineSince = undefined;
+    const before = node.birth;
     node.birth = this.#birth(node, undefined, payload);
     this.#setNodeState(node, "online", `NBIRTH bdSeq ${bdSeq}`);
     this.#take(node, undefined, node.birth, payload, topic, true);
+    this.#markAbsent(before, node.birth, `NBIRTH bdSeq ${bdSeq} of ${node.groupId}/${node.edgeNodeId}`);
   }
 
   #onDeviceBirth(node: EdgeNodeState, deviceId: string, topic: string, bytes: Uint8Array): void {
     const payload = this.#decode(topic, bytes);
-    if (payload === undefined) return;
+    if (payload === undefined) {
+      this.#refuseBirth(node, topic, "undecodable");
+      return;
+    }
     if (node.state !== "online") {
       node.dataBeforeBirth++;
       this.#discard(payload);
@@ -1112,16 +1279,25 @@ export class SparkplugHost {
       this.#discard(payload);
       return;
     }
+    const problem = this.#birthProblem(node, deviceId, payload);
+    if (problem !== undefined) {
+      this.#refuseBirth(node, topic, problem, payload);
+      return;
+    }
+    const before = node.devices.get(deviceId)?.birth;
     const birth = this.#birth(node, deviceId, payload);
     node.devices.set(deviceId, { online: true, birth });
-    this.#setNodeState(node, "online", "DBIRTH", deviceId);
+    this.#setNodeState(node, "online", "DBIRTH", { deviceId });
     this.#take(node, deviceId, birth, payload, topic, true);
+    this.#markAbsent(before, birth, `DBIRTH of device ${deviceId} of ${node.groupId}/${node.edgeNodeId}`);
   }
 
   #onData(node: EdgeNodeState, deviceId: string | undefined, topic: string, bytes: Uint8Array): void {
     const device = deviceId === undefined ? undefined : node.devices.get(deviceId);
     const birth = deviceId === undefined ? node.birth : device?.birth;
     const payload = this.#decode(topic, bytes, birth);
+    // Not read, so not the edge node's for certain (anyone may publish there): if it was, the
+    // seq of its next message shows the loss.
     if (payload === undefined) return;
     if (node.state !== "online") {
       node.dataBeforeBirth++;
@@ -1257,16 +1433,10 @@ export class SparkplugHost {
     node.offlineSince = now;
     node.lastSeq = undefined;
     for (const [deviceId, device] of node.devices) {
-      if (device.online) this.#setNodeState(node, "offline", "NDEATH of its edge node", deviceId);
+      if (device.online) this.#setNodeState(node, "offline", "NDEATH of its edge node", { deviceId, at: now });
       device.online = false;
     }
-    this.#setNodeState(node, "offline", `NDEATH bdSeq ${String(bdSeq)}`);
-    this.#markStale(
-      this.#tagsOf(node, undefined),
-      now,
-      `edge node ${node.groupId}/${node.edgeNodeId} offline (NDEATH)`,
-      true,
-    );
+    this.#setNodeState(node, "offline", `NDEATH bdSeq ${String(bdSeq)}`, { at: now });
   }
 
   #onDeviceDeath(node: EdgeNodeState, deviceId: string, topic: string, bytes: Uint8Array): void {
@@ -1280,15 +1450,8 @@ export class SparkplugHost {
     const device = node.devices.get(deviceId);
     if (device === undefined || !device.online) return;
     device.online = false;
-    this.#setNodeState(node, "offline", "DDEATH", deviceId);
     // [tck-id-operational-behavior-edge-node-termination-host-action-ddeath-devices-tags-stale]: the DDEATH's timestamp.
-    const at = payload.timestamp ?? this.#clock.now();
-    this.#markStale(
-      this.#tagsOf(node, deviceId),
-      at,
-      `device ${deviceId} of ${node.groupId}/${node.edgeNodeId} offline (DDEATH)`,
-      true,
-    );
+    this.#setNodeState(node, "offline", "DDEATH", { deviceId, at: payload.timestamp ?? this.#clock.now() });
   }
 
   /** Qualified tag names of the metrics born for the node (with its devices) or one device. */
@@ -1336,6 +1499,43 @@ export class SparkplugHost {
     if (marked.length > 0) void this.#bus.publish("live-update", { metrics: marked });
   }
 
+  /**
+   * Reports a metric the host did not take as it came (`metric-issue`); with `mark`, its live
+   * value (if any) is no longer its current one and takes `mark.quality` with `detail` as reason,
+   * at the later of its own time and `mark.at` (live view only: nothing is stored for it).
+   */
+  #metricIssue(
+    node: EdgeNodeState,
+    deviceId: string | undefined,
+    info: MetricInfo,
+    issue: SparkplugHostEvents["metric-issue"]["issue"],
+    detail: string,
+    mark?: { readonly at: number; readonly quality: Quality },
+  ): void {
+    if (info.tag === undefined) return;
+    const entry = this.#live.get(info.tag);
+    if (mark !== undefined && entry !== undefined) {
+      const at = Number.isFinite(mark.at) && mark.at <= SAMPLE_TIME_MAX ? mark.at : entry.sample.timestamp;
+      const sample: Sample = {
+        ...entry.sample,
+        timestamp: Math.max(entry.sample.timestamp, at),
+        quality: { ...mark.quality, reason: detail },
+      };
+      const updated: SparkplugLiveMetric = { ...entry, sample };
+      this.#live.set(info.tag, updated);
+      void this.#bus.publish("live-update", { metrics: [updated] });
+    }
+    void this.#bus.publish("metric-issue", {
+      tag: info.tag,
+      groupId: node.groupId,
+      edgeNodeId: node.edgeNodeId,
+      ...(deviceId === undefined ? {} : { deviceId }),
+      metric: info.name,
+      issue,
+      detail,
+    });
+  }
+
   #birth(node: EdgeNodeState, deviceId: string | undefined, payload: SparkplugPayload): Birth {
     const birth: Birth = { byAlias: new Map(), byName: new Map() };
     const tags: Tag[] = [];
@@ -1353,6 +1553,17 @@ export class SparkplugHost {
         tag = undefined;
       }
       const info: MetricInfo = { name: metric.name, datatype: metric.datatype, tag };
+      const previous = tag === undefined ? undefined : this.#live.get(tag)?.datatype;
+      if (previous !== undefined && previous !== metric.datatype) {
+        node.retypedMetrics++;
+        this.#metricIssue(
+          node,
+          deviceId,
+          info,
+          "retyped",
+          `a birth gave ${metric.datatype} to a metric born ${previous} before: its values are ${metric.datatype} from now on`,
+        );
+      }
       birth.byName.set(metric.name, info);
       if (metric.alias !== undefined) birth.byAlias.set(metric.alias, info);
       if (tag !== undefined && this.#options.registerTags !== false) {
@@ -1439,10 +1650,33 @@ export class SparkplugHost {
         this.#counts.unstorable++;
         continue;
       }
-      const value = tagValueOfMetric(metric.value, info.datatype);
       const timestamp = metric.timestamp ?? payload.timestamp ?? now;
+      // A datatype on the wire that is not the birth's: the value was encoded as another type, so
+      // it is not the value meant for this metric (a Boolean sent as Int32 7). Refused.
+      if (!isBirth && metric.datatype !== undefined && metric.datatype !== info.datatype) {
+        this.#counts.mistyped++;
+        this.#metricIssue(
+          node,
+          deviceId,
+          info,
+          "datatype-mismatch",
+          `${topic}: a ${metric.datatype} ${shown(metric.value)} for a metric born ${info.datatype}: refused`,
+          { at: timestamp, quality: quality("bad", undefined, QualityCodes.BadTypeMismatch) },
+        );
+        continue;
+      }
+      const value = tagValueOfMetric(metric.value, info.datatype);
       if (info.tag === undefined || value === undefined || timestamp < SAMPLE_TIME_MIN || timestamp > SAMPLE_TIME_MAX) {
         this.#counts.unstorable++;
+        if (info.tag !== undefined && metric.isHistorical !== true && this.#live.has(info.tag))
+          this.#metricIssue(
+            node,
+            deviceId,
+            info,
+            "unstorable",
+            `${topic}: a newer value the host cannot store (${value === undefined ? `a ${info.datatype} ${shown(metric.value)}` : `timestamp ${timestamp}`}): not stored`,
+            { at: timestamp, quality: quality("uncertain", undefined, QualityCodes.UncertainLastUsableValue) },
+          );
         continue;
       }
       const sample: Sample = {
@@ -1455,6 +1689,12 @@ export class SparkplugHost {
       else samples.push(sample);
       if (metric.isHistorical === true) {
         this.#counts.historical++;
+        continue;
+      }
+      // The live view never goes back in time: an older live sample is history (stored above).
+      // A birth is the metric's current value whatever its time.
+      if (!isBirth && timestamp < (this.#live.get(info.tag)?.sample.timestamp ?? -Infinity)) {
+        this.#counts.outOfOrder++;
         continue;
       }
       const entry: SparkplugLiveMetric = {
@@ -1472,6 +1712,13 @@ export class SparkplugHost {
     if (live.length > 0 && this.#bus.listenerCount("live-update") > 0)
       void this.#bus.publish("live-update", { metrics: live });
   }
+}
+
+/** A value as a refusal shows it: strings quoted, cut to 64 characters. */
+function shown(value: unknown): string {
+  const text =
+    typeof value === "string" ? JSON.stringify(value) : typeof value === "bigint" ? `${value}n` : String(value);
+  return text.length > 64 ? `${text.slice(0, 64)}…` : text;
 }
 
 /** The {@link MESSAGE_NUMBER_METRIC} a DDATA carries (by its alias in the DBIRTH), if any. */

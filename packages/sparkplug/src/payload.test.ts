@@ -338,6 +338,25 @@ describe("payload codec refuses what breaks a rule (KILN_VALIDATION, never a cra
     }
   });
 
+  test("decode: a string that is not UTF-8 (a metric name, a String value, a property key) is refused, never read as U+FFFD (issue 19)", () => {
+    // Two names differing only in invalid bytes ("x\xff", "x\xfe") would both read "x\ufffd" and merge.
+    const named = (bytes: number[]) => new Uint8Array([0x12, bytes.length + 2, 0x0a, bytes.length, ...bytes]);
+    for (const bytes of [
+      named([0x78, 0xff]),
+      named([0x78, 0xfe]),
+      named([0xc3]),
+      // A String value 0xed 0xa0 0x80 (an encoded lone surrogate).
+      new Uint8Array([0x12, 0x07, 0x20, 0x0c, 0x7a, 0x03, 0xed, 0xa0, 0x80]),
+    ]) {
+      expect(issuesOf(() => decodePayload(bytes))[0]).toMatchObject({
+        path: "",
+        message: expect.stringContaining("UTF-8") as unknown,
+      });
+    }
+    // U+FFFD written as UTF-8 is a character like any other.
+    expect(decodePayload(named([0x78, 0xef, 0xbf, 0xbd])).metrics[0]!.name).toBe("x\ufffd");
+  });
+
   test("decode: a value in the wrong field, out of range, or with a datatype that does not exist", () => {
     const wrongField = encodePayload(
       { metrics: [{ name: "a", datatype: "String", value: "x" }] },

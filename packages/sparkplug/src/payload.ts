@@ -1210,9 +1210,17 @@ export function decodePayload(bytes: Uint8Array, options: DecodeOptions = {}): S
   try {
     wire = fromBinary(PayloadSchema, bytes) as unknown as WirePayload;
   } catch (error) {
+    const utf8 = (error as { code?: unknown } | null)?.code === "ERR_ENCODING_INVALID_ENCODED_DATA";
     throw new KilnValidationError(
       "Sparkplug B payload",
-      [{ path: "", message: `not a protobuf Sparkplug B Payload (${(error as Error).message})` }],
+      [
+        {
+          path: "",
+          message: utf8
+            ? "a string (a metric name, a String value...) is not valid UTF-8: never read with replacement characters"
+            : `not a protobuf Sparkplug B Payload (${(error as Error).message})`,
+        },
+      ],
       { cause: error },
     );
   }

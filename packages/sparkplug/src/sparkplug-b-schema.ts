@@ -1,5 +1,6 @@
 import { create, createFileRegistry, type DescMessage, type MessageInitShape } from "@bufbuild/protobuf";
 import {
+  FeatureSet_Utf8Validation,
   FieldDescriptorProto_Label as Label,
   FieldDescriptorProto_Type as Type,
   FileDescriptorProtoSchema,
@@ -182,6 +183,10 @@ const file = create(FileDescriptorProtoSchema, {
   name: "sparkplug_b.proto",
   package: PACKAGE,
   syntax: "proto2",
+  // Strings are UTF-8 (Sparkplug 3.0.0, 6.4.1: protobuf `string`). proto2 does not check them, so
+  // invalid bytes would decode to U+FFFD and two names differing only in them would merge
+  // (issue 19): the decoder checks every string, and a payload holding an invalid one is refused.
+  options: { features: { utf8Validation: FeatureSet_Utf8Validation.VERIFY } },
   messageType: [payload],
 });
 

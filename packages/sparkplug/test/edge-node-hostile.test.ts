@@ -1,6 +1,7 @@
 import { GOOD, type ControlSystem, type CvtChange, type Sample } from "@kiln/core";
 import { afterEach, describe, expect, test } from "vitest";
 import { encodePayload, type SparkplugEdgeNode } from "../src/index";
+import { mosquittoAvailability } from "../src/testing/index";
 import { DEVICE, EDGE, GROUP, edgeFixture, ofType, type EdgeFixture } from "./support/edge-fixture";
 
 const DCMD = `spBv1.0/${GROUP}/DCMD/${EDGE}/${DEVICE}`;
@@ -297,6 +298,49 @@ describe("retained and oversized commands (issue 19)", () => {
     expect(entries.every((entry) => entry.target.endsWith(": retained)") && entry.outcome === "denied")).toBe(true);
     await fixture.recorder.client.publishAsync(DCMD, Buffer.alloc(0), { qos: 1, retain: true }); // clears it
   });
+
+  // MQTT 3.1.1 brokers clear the retain flag for a subscriber that is already there: the node
+  // cannot tell such a command from a live one (a documented limit). With MQTT 5 the node
+  // subscribes with Retain As Published and refuses it (issue 19, M1).
+  test.skipIf(!mosquittoAvailability().available || process.env.KILN_TEST_BROKER === "aedes")(
+    "MQTT 5: a DCMD and an NCMD rebirth published retained while the node is connected are dropped as retained, never written (mosquitto only: aedes speaks 3.1.1)",
+    async () => {
+      fixture = await edgeFixture({ tapProtocolVersion: 5 });
+      const node = fixture.newNode({ mqtt: { protocolVersion: 5 } });
+      const drops: { topic: string; reason: string }[] = [];
+      node.events.on("command-drop", (event) => void drops.push(event));
+      await node.start();
+      await fixture.recorder.waitFor(ofType("DBIRTH"));
+      const births = node.health().published.births;
+      const alias = node.aliases.get("heater.setpoint")!;
+      const bytes = encodePayload(
+        { timestamp: Date.now(), metrics: [{ alias, datatype: "Float", value: 399 }] },
+        { omitDatatype: true },
+      );
+      await fixture.recorder.client.publishAsync(DCMD, Buffer.from(bytes), { qos: 1, retain: true });
+      const ncmd = `spBv1.0/${GROUP}/NCMD/${EDGE}`;
+      const rebirth = encodePayload({
+        timestamp: Date.now(),
+        metrics: [{ name: "Node Control/Rebirth", datatype: "Boolean", value: true }],
+      });
+      await fixture.recorder.client.publishAsync(ncmd, Buffer.from(rebirth), { qos: 1, retain: true });
+      await expect
+        .poll(() => drops, { timeout: 5_000 })
+        .toEqual([
+          { topic: DCMD, reason: "retained" },
+          { topic: ncmd, reason: "retained" },
+        ]);
+      // A live one after them still goes through.
+      const written = node.events.next("command-write");
+      await dcmd(fixture, [{ alias, datatype: "Float", value: 20 }]);
+      expect(await written).toMatchObject({ value: 20 });
+      expect(fixture.plc.writes.map((write) => write.value)).toEqual([20]);
+      expect(node.health().commands.rebirths).toBe(0);
+      expect(node.health().published.births).toBe(births);
+      for (const topic of [DCMD, ncmd])
+        await fixture.recorder.client.publishAsync(topic, Buffer.alloc(0), { qos: 1, retain: true });
+    },
+  );
 
   test("a retained NCMD rebirth is not acted on", async () => {
     fixture = await edgeFixture();

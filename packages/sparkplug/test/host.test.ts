@@ -489,9 +489,11 @@ describe("Sparkplug host: births, data and the store", () => {
       data.map((metric) => ({ ...metric, isHistorical: true })),
     );
     await eventually(() => rigged.host.health().samples.queued === 0 && rigged.host.health().samples.received >= 14);
-    await eventually(async () => (await rigged.db.samples(PRESSURE)).length === 3);
+    // Besides them, the new NBIRTH's stale mark (uncertain) for the device until its DBIRTH.
+    const good = async () => (await rigged.db.samples(PRESSURE)).filter((sample) => sample.quality.severity === "good");
+    await eventually(async () => (await good()).length === 3);
     await new Promise((resolve) => setTimeout(resolve, 100));
-    expect((await rigged.db.samples(PRESSURE)).map((sample) => sample.value)).toEqual([1.5e-3, 1, 2]);
+    expect((await good()).map((sample) => sample.value)).toEqual([1.5e-3, 1, 2]);
     const { samples } = rigged.host.health();
     expect(samples.conflicts).toBe(0);
     expect(samples.dropped).toBe(0);
@@ -528,8 +530,13 @@ describe("Sparkplug host: seq, bdSeq and rebirth (Sparkplug 3.0.0, 5.9 message o
     await edge.nbirth(0);
     await edge.dbirth(DEVICE, deviceBirth(born + 3));
     await edge.ddata(DEVICE, [{ alias: 1, timestamp: born + 4, datatype: "Double", value: 4 }]);
-    await eventually(async () => (await rigged.db.samples(PRESSURE)).length === 3);
-    expect((await rigged.db.samples(PRESSURE)).map((sample) => sample.value)).toEqual([1.5e-3, 1.5e-3, 4]);
+    // Besides them, the stale mark (uncertain, host time) stored when the gap made the host distrust it.
+    const good = async () => (await rigged.db.samples(PRESSURE)).filter((sample) => sample.quality.severity === "good");
+    await eventually(async () => (await good()).length === 3);
+    expect((await good()).map((sample) => sample.value)).toEqual([1.5e-3, 1.5e-3, 4]);
+    expect(await rigged.db.samples(PRESSURE)).toContainEqual(
+      expect.objectContaining({ value: 1.5e-3, quality: expect.objectContaining({ severity: "uncertain" }) }),
+    );
     expect(nodeHealth(rigged.host)).toMatchObject({ state: "online", births: 2 });
     expect(rigged.host.health().samples.discarded).toBe(2);
     expect(rigged.events["rebirth-request"]?.[0]).toMatchObject({ reason: "seq-gap", suppressed: false });
@@ -567,7 +574,11 @@ describe("Sparkplug host: seq, bdSeq and rebirth (Sparkplug 3.0.0, 5.9 message o
     await eventually(() => rigged.rebirths() === 1);
     expect(nodeHealth(rigged.host)).toMatchObject({ unknownAliases: 1, state: "awaiting-rebirth" });
     await eventually(() => rigged.host.health().samples.queued === 0);
-    expect((await rigged.db.samples(PRESSURE)).map((sample) => sample.value)).toEqual([1.5e-3]);
+    // The birth's value, and its stale mark from the distrust: nothing stored under a guessed name.
+    expect((await rigged.db.samples(PRESSURE)).map((sample) => [sample.value, sample.quality.severity])).toEqual([
+      [1.5e-3, "good"],
+      [1.5e-3, "uncertain"],
+    ]);
   });
 
   test("rebirth requests to one edge node are rate-limited (rebirthIntervalMs); the held-back ones are counted", async () => {

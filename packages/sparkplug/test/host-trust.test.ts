@@ -1,0 +1,349 @@
+// Issue 19, adversarial findings H1, H2, M2, M3, M6: the host's live view never shows a value
+// good from a stream it no longer trusts, a birth it cannot trust is refused whole, and a value
+// that contradicts its birth is refused. Against a real broker (the test's own mosquitto, else aedes).
+import { QualityCodes } from "@kiln/core";
+import { afterEach, beforeAll, describe, expect, test, vi } from "vitest";
+import { SparkplugHost, type SparkplugHostEvents } from "../src/host";
+import { qualifiedTagName } from "../src/host-tag-names";
+import { encodePayload, type SparkplugMetric } from "../src/payload";
+import { recordSparkplug, startTestBroker, type SparkplugRecorder, type TestBroker } from "../src/testing/index";
+import { sparkplugTopic } from "../src/topic";
+import { RawEdgeNode, eventually, openTestDatabase, type TestDatabase } from "./support/host-harness";
+
+const GROUP = "plant-9";
+const NODE = "line-1";
+const tag = (metric: string, deviceId = "d") =>
+  qualifiedTagName({ groupId: GROUP, edgeNodeId: NODE, deviceId, metric });
+const nodeTag = (metric: string) => qualifiedTagName({ groupId: GROUP, edgeNodeId: NODE, metric });
+const double = (name: string, alias: number, value: number, timestamp: number): SparkplugMetric => ({
+  name,
+  alias,
+  timestamp,
+  datatype: "Double",
+  value,
+});
+
+// Each case starts a host, a database and raw edge nodes: generous on a busy machine.
+vi.setConfig({ testTimeout: 90_000 });
+
+let broker: TestBroker;
+beforeAll(async () => {
+  broker = await startTestBroker();
+  console.info(`Sparkplug host trust tests: broker ${broker.kind}`);
+  return () => broker.stop();
+});
+
+const cleanups: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => undefined);
+});
+
+interface Rig {
+  readonly host: SparkplugHost;
+  readonly db: TestDatabase;
+  readonly recorder: SparkplugRecorder;
+  readonly issues: SparkplugHostEvents["metric-issue"][];
+  readonly rejects: SparkplugHostEvents["message-reject"][];
+  edge(edgeNodeId?: string): Promise<RawEdgeNode>;
+  rebirths(): number;
+  node(edgeNodeId?: string): ReturnType<SparkplugHost["health"]>["edgeNodes"][number] | undefined;
+}
+
+async function rig(): Promise<Rig> {
+  const db = await openTestDatabase();
+  cleanups.push(() => db.close());
+  const recorder = await recordSparkplug(broker.url, {
+    decode: { datatypeOf: ({ name }) => (name === "Node Control/Rebirth" ? "Boolean" : undefined) },
+  });
+  cleanups.push(() => recorder.close());
+  const host = new SparkplugHost({
+    brokerUrl: broker.url,
+    hostId: `trust-${Math.random().toString(16).slice(2, 8)}`,
+    groups: [GROUP],
+    store: db.store,
+    rebirthIntervalMs: 0,
+    stopLingerMs: 100,
+    batching: { maxDelayMs: 5 },
+  });
+  cleanups.push(() => host.stop());
+  const issues: Rig["issues"] = [];
+  const rejects: Rig["rejects"] = [];
+  host.events.on("metric-issue", (event) => void issues.push(event));
+  host.events.on("message-reject", (event) => void rejects.push(event));
+  await host.start();
+  await host.whenConnected();
+  return {
+    host,
+    db,
+    recorder,
+    issues,
+    rejects,
+    async edge(edgeNodeId = NODE) {
+      const edge = await RawEdgeNode.connect(broker.url, GROUP, edgeNodeId, 0);
+      cleanups.push(() => edge.close());
+      return edge;
+    },
+    rebirths: () =>
+      recorder.messages.filter(
+        (message) =>
+          message.parsed?.type === "NCMD" &&
+          message.payload?.metrics.some((metric) => metric.name === "Node Control/Rebirth"),
+      ).length,
+    node: (edgeNodeId = NODE) => host.health().edgeNodes.find((each) => each.edgeNodeId === edgeNodeId),
+  };
+}
+
+/** A born edge node with device `d`: metrics `a` (alias 1) and `b` (alias 2), Double. */
+async function born(rigged: Rig, at = Date.now() - 10_000): Promise<RawEdgeNode> {
+  const edge = await rigged.edge();
+  await edge.nbirth(0);
+  await edge.dbirth("d", [double("a", 1, 1, at), double("b", 2, 2, at)]);
+  await eventually(() => rigged.host.latest(tag("b"))?.sample.quality.severity === "good", 5_000, "births taken");
+  return edge;
+}
+
+const severity = (host: SparkplugHost, name: string) => host.latest(name)?.sample.quality.severity;
+
+/** Publishes a DDATA with datatypes on the wire (RawEdgeNode.ddata leaves them off). */
+async function typedDdata(edge: RawEdgeNode, metrics: SparkplugMetric[]): Promise<void> {
+  const topic = sparkplugTopic({ type: "DDATA", groupId: GROUP, edgeNodeId: edge.edgeNodeId, deviceId: "d" });
+  const seq = edge.seq;
+  edge.seq = (edge.seq + 1) % 256;
+  await edge.client.publishAsync(topic, Buffer.from(encodePayload({ timestamp: Date.now(), seq, metrics })));
+}
+
+describe("H1: every loss of trust marks the live values it covers stale, as NDEATH does", () => {
+  test("a seq gap the edge node never answers: awaiting-rebirth, its live values uncertain with the reason (stored too), named in problems", async () => {
+    const rigged = await rig();
+    const edge = await born(rigged);
+    edge.seq += 1; // one DDATA lost
+    await edge.ddata("d", [{ alias: 1, timestamp: Date.now(), datatype: "Double", value: 5 }]);
+    await eventually(() => rigged.node()?.state === "awaiting-rebirth", 5_000, "distrusted");
+    for (const name of [tag("a"), tag("b")]) {
+      expect(rigged.host.latest(name)?.sample.quality).toMatchObject({
+        severity: "uncertain",
+        code: QualityCodes.UncertainNoCommunicationLastUsableValue,
+        reason: expect.stringContaining("awaiting-rebirth") as unknown,
+      });
+    }
+    // Data that keeps coming is discarded, and the live view stays stale.
+    await edge.ddata("d", [{ alias: 1, timestamp: Date.now(), datatype: "Double", value: 6 }]);
+    await eventually(() => rigged.host.health().samples.discarded >= 2, 5_000, "discarded");
+    expect(severity(rigged.host, tag("a"))).toBe("uncertain");
+    expect(rigged.host.health().problems.join()).toContain(`edge node ${GROUP}/${NODE} awaiting rebirth`);
+    await eventually(async () =>
+      (await rigged.db.samples(tag("a"))).some((each) => each.quality.severity === "uncertain"),
+    );
+    // Born again: good again, and the problem is gone.
+    await edge.nbirth(0);
+    await edge.dbirth("d", [double("a", 1, 7, Date.now()), double("b", 2, 8, Date.now())]);
+    await eventually(() => severity(rigged.host, tag("a")) === "good", 5_000, "reborn");
+    expect(rigged.host.health().problems).toEqual([]);
+  });
+
+  test("a new NBIRTH without NDEATH: a device not born again in it goes stale; one born again is good", async () => {
+    const rigged = await rig();
+    const edge = await born(rigged);
+    await edge.dbirth("d2", [double("w", 3, 1, Date.now())]);
+    await eventually(() => severity(rigged.host, tag("w", "d2")) === "good");
+    await edge.nbirth(1);
+    await edge.dbirth("d", [double("a", 1, 5, Date.now()), double("b", 2, 6, Date.now())]);
+    await eventually(() => rigged.host.latest(tag("a"))?.sample.value === 5, 5_000, "d reborn");
+    expect(severity(rigged.host, tag("a"))).toBe("good");
+    expect(rigged.host.latest(tag("w", "d2"))?.sample.quality).toMatchObject({
+      severity: "uncertain",
+      reason: expect.stringContaining("new NBIRTH") as unknown,
+    });
+  });
+
+  test("a rebirth whose DBIRTH leaves a metric out: that metric goes stale; a second DBIRTH in one session likewise", async () => {
+    const rigged = await rig();
+    const edge = await born(rigged);
+    await edge.nbirth(1);
+    await edge.dbirth("d", [double("a", 1, 5, Date.now())]);
+    await eventually(() => rigged.host.latest(tag("a"))?.sample.value === 5, 5_000, "reborn");
+    expect(severity(rigged.host, tag("b"))).toBe("uncertain");
+    // Sibling: the same session, a DBIRTH again without `a` (and `b` back).
+    await edge.dbirth("d", [double("b", 2, 9, Date.now())]);
+    await eventually(() => rigged.host.latest(tag("b"))?.sample.value === 9, 5_000, "second DBIRTH");
+    expect(rigged.host.latest(tag("a"))?.sample.quality).toMatchObject({
+      severity: "uncertain",
+      reason: expect.stringContaining("absent from the DBIRTH") as unknown,
+    });
+    expect(severity(rigged.host, tag("b"))).toBe("good");
+  });
+
+  test("two edge nodes with one id (births of two sessions interleaving): stale throughout, and health names the flapping", async () => {
+    const rigged = await rig();
+    const first = await rigged.edge();
+    const second = await rigged.edge();
+    for (let round = 0; round < 3; round++) {
+      await first.nbirth(0);
+      await first.dbirth("d", [double("a", 1, round, Date.now())]);
+      // Two connections: wait for each one's births, so the broker cannot reorder them.
+      await eventually(() => rigged.host.latest(tag("a"))?.sample.value === round, 5_000, `first, round ${round}`);
+      await second.nbirth(0);
+      await second.dbirth("m2", [double("z", 1, round, Date.now())]);
+      await eventually(() => rigged.host.latest(tag("z", "m2"))?.sample.value === round, 5_000, `round ${round}`);
+      await first.ddata("d", [{ alias: 1, timestamp: Date.now(), datatype: "Double", value: 100 + round }]);
+      await eventually(() => rigged.node()?.state === "awaiting-rebirth", 5_000, `distrusted in round ${round}`);
+      expect(severity(rigged.host, tag("a"))).not.toBe("good");
+      expect(severity(rigged.host, tag("z", "m2"))).not.toBe("good");
+    }
+    expect(rigged.host.health().problems.join()).toMatch(/flapping.*suspected duplicate edge node id/);
+  });
+});
+
+describe("H2: a birth with a name or alias given twice, or a name that is not UTF-8, is refused whole", () => {
+  async function refused(rigged: Rig, names: string[]): Promise<void> {
+    await eventually(() => (rigged.node()?.birthsRefused ?? 0) >= 1, 5_000, "birth refused");
+    expect(rigged.node()?.state).toBe("awaiting-rebirth");
+    expect(rigged.rejects.length).toBeGreaterThanOrEqual(1);
+    await eventually(() => rigged.rebirths() >= 1, 5_000, "rebirth requested");
+    for (const name of names) expect(rigged.host.latest(name)).toBeUndefined();
+    // Nothing of it stored, nor of the DDATA after it.
+    expect(rigged.host.health().samples.discarded).toBeGreaterThanOrEqual(1);
+    for (const name of names) expect(await rigged.db.samples(name)).toEqual([]);
+  }
+
+  test("a DBIRTH giving alias 1 to `t` and `u`", async () => {
+    const rigged = await rig();
+    const edge = await rigged.edge();
+    await edge.nbirth(0);
+    const at = Date.now();
+    await edge.dbirth("d", [double("t", 1, 1, at), double("u", 1, 3, at)]);
+    await edge.ddata("d", [{ alias: 1, timestamp: at + 2, datatype: "Double", value: 7 }]);
+    await refused(rigged, [tag("t"), tag("u")]);
+    expect(rigged.rejects.map((each) => each.message).join()).toContain(`alias 1 of "u" already given to "t"`);
+  });
+
+  test("a DBIRTH giving the name `t` twice, under two aliases", async () => {
+    const rigged = await rig();
+    const edge = await rigged.edge();
+    await edge.nbirth(0);
+    const at = Date.now();
+    await edge.dbirth("d", [double("t", 1, 1, at), double("t", 2, 2, at)]);
+    await edge.ddata("d", [{ alias: 2, timestamp: at + 20, datatype: "Double", value: 200 }]);
+    await refused(rigged, [tag("t")]);
+    expect(rigged.rejects.map((each) => each.message).join()).toContain(`metric name "t" given twice`);
+  });
+
+  test("an alias of a DBIRTH that the NBIRTH already gave (aliases are unique per edge node)", async () => {
+    const rigged = await rig();
+    const edge = await rigged.edge();
+    const at = Date.now();
+    await edge.nbirth(0, [double("nodeTemp", 1, 20, at)]);
+    await eventually(() => rigged.host.latest(nodeTag("nodeTemp")), 5_000, "NBIRTH");
+    await edge.dbirth("d", [double("devFlow", 1, 5, at)]);
+    await eventually(() => (rigged.node()?.birthsRefused ?? 0) >= 1, 5_000, "birth refused");
+    expect(rigged.host.latest(tag("devFlow"))).toBeUndefined();
+    expect(severity(rigged.host, nodeTag("nodeTemp"))).toBe("uncertain");
+  });
+
+  test("two names that differ only in bytes that are not UTF-8", async () => {
+    const rigged = await rig();
+    const edge = await rigged.edge();
+    await edge.nbirth(0);
+    const at = Date.now();
+    const bytes = encodePayload({ timestamp: at, seq: 1, metrics: [double("x!", 1, 1, at), double("x#", 2, 2, at)] });
+    // "x!" and "x#" become "x\xff" and "x\xfe" (field 1, length 2).
+    for (const [from, to] of [
+      [0x21, 0xff],
+      [0x23, 0xfe],
+    ] as const) {
+      const index = bytes.findIndex(
+        (_, i) => bytes[i] === 0x0a && bytes[i + 1] === 2 && bytes[i + 2] === 0x78 && bytes[i + 3] === from,
+      );
+      bytes[index + 3] = to;
+    }
+    await edge.client.publishAsync(
+      sparkplugTopic({ type: "DBIRTH", groupId: GROUP, edgeNodeId: NODE, deviceId: "d" }),
+      Buffer.from(bytes),
+    );
+    edge.seq = 2;
+    await edge.ddata("d", [{ alias: 1, timestamp: at + 1, datatype: "Double", value: 11 }]);
+    await refused(rigged, [tag("x\ufffd")]);
+    expect(rigged.rejects.map((each) => each.message).join()).toContain("UTF-8");
+  });
+});
+
+describe("M2: a value whose datatype is not its birth's is refused; a retype in a rebirth is reported", () => {
+  test("a Boolean sent as Int32 7, a String for a Double: not stored, counted, reported, the live value bad", async () => {
+    const rigged = await rig();
+    const edge = await rigged.edge();
+    await edge.nbirth(0);
+    const at = Date.now() - 10_000;
+    await edge.dbirth("d", [
+      double("a", 1, 1, at),
+      { name: "flag", alias: 2, timestamp: at, datatype: "Boolean", value: false },
+    ]);
+    await eventually(() => severity(rigged.host, tag("flag")) === "good", 5_000, "births");
+    await typedDdata(edge, [
+      { alias: 2, timestamp: at + 1, datatype: "Int32", value: 7 },
+      { alias: 1, timestamp: at + 1, datatype: "String", value: "abc" },
+    ]);
+    await eventually(() => rigged.host.health().samples.mistyped === 2, 5_000, "refused");
+    for (const name of [tag("flag"), tag("a")]) {
+      expect(rigged.host.latest(name)?.sample.quality).toMatchObject({
+        severity: "bad",
+        code: QualityCodes.BadTypeMismatch,
+      });
+      expect(rigged.issues.find((each) => each.tag === name)).toMatchObject({ issue: "datatype-mismatch" });
+    }
+    expect(rigged.host.latest(tag("flag"))?.sample.value).toBe(false);
+    await eventually(async () => (await rigged.db.samples(tag("flag"))).length === 1);
+    expect((await rigged.db.samples(tag("flag"))).map((each) => each.value)).toEqual([false]);
+    // The next good value is taken again.
+    await edge.ddata("d", [{ alias: 2, timestamp: at + 2, datatype: "Boolean", value: true }]);
+    await eventually(() => severity(rigged.host, tag("flag")) === "good", 5_000, "good again");
+  });
+
+  test("a second DBIRTH that makes a Double an Int32 is reported (metric-issue retyped, retypedMetrics)", async () => {
+    const rigged = await rig();
+    const edge = await born(rigged);
+    await edge.dbirth("d", [
+      { name: "a", alias: 1, timestamp: Date.now(), datatype: "Int32", value: 9 },
+      double("b", 2, 2, Date.now()),
+    ]);
+    await eventually(() => rigged.node()?.retypedMetrics === 1, 5_000, "retype reported");
+    expect(rigged.issues).toMatchObject([{ tag: tag("a"), issue: "retyped" }]);
+  });
+});
+
+describe("M3 and M6: quality properties of the wrong type; the live view never goes back in time", () => {
+  test("StatusCode as a String, Quality as a String: bad, never good", async () => {
+    const rigged = await rig();
+    const edge = await born(rigged);
+    const now = Date.now();
+    await edge.ddata("d", [
+      {
+        alias: 1,
+        timestamp: now,
+        datatype: "Double",
+        value: 5,
+        properties: { StatusCode: { type: "String", value: "2150694912" } },
+      },
+      {
+        alias: 2,
+        timestamp: now,
+        datatype: "Double",
+        value: 6,
+        properties: { Quality: { type: "String", value: "0" } },
+      },
+    ]);
+    await eventually(() => rigged.host.latest(tag("b"))?.sample.value === 6, 5_000, "taken");
+    expect(severity(rigged.host, tag("a"))).toBe("bad");
+    expect(severity(rigged.host, tag("b"))).toBe("bad");
+  });
+
+  test("a live DDATA 100 s older than the live value is stored as history and does not replace it", async () => {
+    const rigged = await rig();
+    const edge = await born(rigged);
+    const now = Date.now();
+    await edge.ddata("d", [{ alias: 1, timestamp: now, datatype: "Double", value: 5 }]);
+    await edge.ddata("d", [{ alias: 1, timestamp: now - 100_000, datatype: "Double", value: -1 }]);
+    await eventually(() => rigged.host.health().samples.outOfOrder === 1, 5_000, "counted");
+    expect(rigged.host.latest(tag("a"))?.sample).toMatchObject({ value: 5, timestamp: now });
+    await eventually(async () => (await rigged.db.samples(tag("a"))).some((each) => each.value === -1));
+  });
+});
