@@ -27,7 +27,7 @@ import type { RefusedRefresh, RefusedRequest, ServedEvent } from "./opcua-author
 import type { StatusCode } from "node-opcua-status-code";
 import type { UserIdentityToken } from "node-opcua-types";
 import type { Variant } from "node-opcua-variant";
-import { serveAlarms } from "./opcua-alarms";
+import { serveAlarms, type ServedAlarms } from "./opcua-alarms";
 import { addTagVariables, folderIdentifier, OPCUA_DATA_TYPE_OF_TAG } from "./opcua-address-space";
 import { addMachineNodes, machineIdentifier, type MachineMethods, type MachineVariable } from "./opcua-machine";
 import {
@@ -179,6 +179,8 @@ export class OpcuaServer {
   #disposers: Disposer[] = [];
   /** Whether the system was running at the last look: its values are current only then. */
   #systemRunning = false;
+  /** The alarm conditions being served (while started and the system has alarms). */
+  #alarms: ServedAlarms | undefined;
   #watch: TimerHandle | undefined;
   #namespaceIndex = -1;
   #port: number;
@@ -430,23 +432,22 @@ export class OpcuaServer {
       this.#refuseOtherWrites(server);
       this.#auditRefusedCalls(server);
       this.#serveMachine(runtime, namespace, machineFolder);
-      this.#disposers.push(
-        serveAlarms({
-          runtime,
-          namespace,
-          notifier: machineFolder,
-          variables: this.#variables,
-          system: this.#system,
-          principalOf: (session) => {
-            this.#markCallReached();
-            return this.#principalOf(session);
-          },
-          refuse: (principal, request) => this.#refuse(principal, request),
-          guardCondition: (condition, tag) => this.#guardCondition(condition, tag),
-          clock: this.#clock,
-          logger: this.#logger,
-        }),
-      );
+      this.#alarms = serveAlarms({
+        runtime,
+        namespace,
+        notifier: machineFolder,
+        variables: this.#variables,
+        system: this.#system,
+        principalOf: (session) => {
+          this.#markCallReached();
+          return this.#principalOf(session);
+        },
+        refuse: (principal, request) => this.#refuse(principal, request),
+        guardCondition: (condition, tag) => this.#guardCondition(condition, tag),
+        qualityOf: (tag) => this.#dataValueOf(this.#system.tags.get(tag), this.#system.cvt.get(tag)).statusCode,
+        clock: this.#clock,
+        logger: this.#logger,
+      });
       server.guardConditionRefresh();
       serveHistory(
         addressSpace,
@@ -489,6 +490,8 @@ export class OpcuaServer {
 
   #unwire(): void {
     for (const dispose of this.#disposers.splice(0)) dispose();
+    this.#alarms?.dispose();
+    this.#alarms = undefined;
     for (const window of [...this.#pendingSummaries]) this.#auditSummary(window);
     if (this.#watch) this.#clock.clearTimeout(this.#watch);
     this.#watch = undefined;
@@ -1146,14 +1149,27 @@ export class OpcuaServer {
     return { id: "anonymous", roles: [], source: info ? sourceOf(info) : "opcua" };
   }
 
-  /** Pushes a sample into its variable, as node-opcua serves it to reads and monitored items. */
+  /**
+   * Pushes a sample into its variable, as node-opcua serves it to reads and monitored items,
+   * and tells the tag's alarm conditions, whose Quality is the StatusCode served here.
+   */
   #publish(tag: Tag, variable: UAVariable, sample: Sample | undefined): void {
+    // setValueFromSource would stamp the ServerTimestamp with the source time; the DataValue
+    // is set as is (node-opcua's own path under setValueFromSource, notifying monitored items).
+    (variable as unknown as { _internal_set_dataValue(value: DataValue): void })._internal_set_dataValue(
+      this.#dataValueOf(tag, sample),
+    );
+    this.#alarms?.followQuality(tag.name);
+  }
+
+  /**
+   * The DataValue a tag's variable serves for `sample` (undefined: none yet): its value, its
+   * StatusCode (a good one `UncertainNoCommunicationLastUsableValue` while the system is not
+   * running; `BadTypeMismatch` when the value does not fit the DataType), its SourceTimestamp.
+   */
+  #dataValueOf(tag: Tag, sample: Sample | undefined): DataValue {
     const runtime = this.#runtime!;
     const now = new Date(this.#clock.now());
-    const set = (dataValue: DataValue): void =>
-      // setValueFromSource would stamp the ServerTimestamp with the source time; the DataValue
-      // is set as is (node-opcua's own path under setValueFromSource, notifying monitored items).
-      (variable as unknown as { _internal_set_dataValue(value: DataValue): void })._internal_set_dataValue(dataValue);
     const bad = (code: number, sourceTimestamp?: Date): DataValue =>
       new runtime.DataValue({
         value: { dataType: runtime.DataType.Null },
@@ -1161,10 +1177,7 @@ export class OpcuaServer {
         ...(sourceTimestamp ? { sourceTimestamp } : {}),
         serverTimestamp: now,
       });
-    if (sample === undefined) {
-      set(bad(QualityCodes.BadWaitingForInitialData));
-      return;
-    }
+    if (sample === undefined) return bad(QualityCodes.BadWaitingForInitialData);
     const sourceTimestamp = new Date(sample.timestamp);
     const code = statusCodeOfSample(sample);
     const served =
@@ -1174,20 +1187,17 @@ export class OpcuaServer {
     try {
       const variant = variantOf(runtime, tag, sample.value);
       if (variant === undefined) {
-        set(bad(sample.value === null ? statusCodeOfSample(sample) : QualityCodes.BadTypeMismatch, sourceTimestamp));
-        return;
+        return bad(sample.value === null ? statusCodeOfSample(sample) : QualityCodes.BadTypeMismatch, sourceTimestamp);
       }
-      set(
-        new runtime.DataValue({
-          value: variant,
-          statusCode: this.#statusCode(served),
-          sourceTimestamp,
-          serverTimestamp: now,
-        }),
-      );
+      return new runtime.DataValue({
+        value: variant,
+        statusCode: this.#statusCode(served),
+        sourceTimestamp,
+        serverTimestamp: now,
+      });
     } catch (error) {
       this.#logger.error({ tag: tag.name, error: String(error) }, "value could not be served; served as bad");
-      set(bad(QualityCodes.BadTypeMismatch, sourceTimestamp));
+      return bad(QualityCodes.BadTypeMismatch, sourceTimestamp);
     }
   }
 
