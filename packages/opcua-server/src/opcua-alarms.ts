@@ -4,7 +4,6 @@ import type {
   AlarmState,
   Clock,
   ControlSystem,
-  Disposer,
   KilnEvents,
   Logger,
   Principal,
@@ -15,6 +14,7 @@ import type { ISessionBase, ISessionContext } from "node-opcua-address-space-bas
 import type { StatusCode } from "node-opcua-status-code";
 import type { Variant } from "node-opcua-variant";
 import type { ServerRuntime } from "./opcua-server-runtime-loader";
+import { conditionIdentifier } from "./opcua-address-space";
 import { statusCodeOfError } from "./opcua-status";
 
 /** The alarm part of a `ControlSystem` the server uses: snapshots, and the checked, audited alarm commands. */
@@ -185,7 +185,7 @@ interface Annotation {
  * Serves every Kiln alarm as an OPC UA Part 9 condition (see docs/adr/0033):
  *
  * - numeric alarms (HI, HIHI, LO, LOLO) as `ExclusiveLimitAlarmType` with the one limit of the
- *   definition, BOOL alarms as `OffNormalAlarmType`; NodeId `s=@Alarm.<alarm id>`, organized
+ *   definition, BOOL alarms as `OffNormalAlarmType`; NodeId `s=@Alarm.<alarm id>` (escaped: `conditionIdentifier`), organized
  *   in the `Alarms` folder, `HasCondition` from the tag's variable (the SourceNode); the machine
  *   object is an event notifier of Server and the event source of every alarmed tag, so events
  *   reach clients subscribed to Server or to the machine, and ConditionRefresh finds them;
@@ -548,7 +548,7 @@ export function serveAlarms(context: AlarmServingContext): ServedAlarms {
     }
     const common = {
       browseName: snapshot.id,
-      nodeId: `s=@Alarm.${snapshot.id}`,
+      nodeId: `s=${conditionIdentifier(snapshot.id)}`,
       organizedBy: folder,
       conditionSource: variable,
       conditionOf: variable,

@@ -28,7 +28,7 @@ import type { StatusCode } from "node-opcua-status-code";
 import type { UserIdentityToken } from "node-opcua-types";
 import type { Variant } from "node-opcua-variant";
 import { serveAlarms, type ServedAlarms } from "./opcua-alarms";
-import { addTagVariables, folderIdentifier, OPCUA_DATA_TYPE_OF_TAG } from "./opcua-address-space";
+import { addTagVariables, deriveChildNodeIds, folderIdentifier, OPCUA_DATA_TYPE_OF_TAG } from "./opcua-address-space";
 import { addMachineNodes, machineIdentifier, type MachineMethods, type MachineVariable } from "./opcua-machine";
 import {
   type OpcuaServerOptions,
@@ -399,6 +399,7 @@ export class OpcuaServer {
       await server.initialize();
       const addressSpace = server.engine.addressSpace!;
       const namespace = addressSpace.registerNamespace(this.#namespaceUri);
+      deriveChildNodeIds(namespace);
       this.#namespaceIndex = namespace.index;
       const machineFolder: UAObject = namespace.addObject({
         browseName: this.#system.machineId,
