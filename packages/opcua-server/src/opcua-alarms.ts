@@ -81,6 +81,8 @@ export interface AlarmServingContext {
    * only to principals that may read `tag`, the alarm's source: its state mirrors the tag's value.
    */
   guardCondition(condition: UAObject, tag: string): void;
+  /** Whether `principal` holds `permission` on `target` (the system's role table, as its commands ask). */
+  can(principal: Principal, permission: string, target: string): boolean;
   /**
    * The StatusCode the tag's variable serves now (the server's one mapping of a sample's
    * quality, with the stopped system's `UncertainNoCommunicationLastUsableValue`): a condition's
@@ -337,6 +339,7 @@ export function serveAlarms(context: AlarmServingContext): ServedAlarms {
     run: (principal: Principal, alarm: ServedAlarm, inputs: Variant[]) => Promise<StatusCode | void>,
     refused: Partial<Record<string, StatusCode>> = {},
     needsEnabled = true,
+    action: string = permission,
   ): MethodHandler {
     return async (inputs, methodContext) => {
       const principal = context.principalOf(methodContext?.session);
@@ -365,6 +368,18 @@ export function serveAlarms(context: AlarmServingContext): ServedAlarms {
             `Alarm "${alarm.id}" is out of service (condition disabled): ${name} is refused until it is enabled.`,
           ),
           statusCode: codes.BadConditionDisabled,
+        });
+        return { statusCode };
+      }
+      if (!context.can(principal, permission, alarm.id)) {
+        // Refused as the command would (same role table, same target), through the server's
+        // refusal path: repeated by a client in a loop, it is coalesced (one entry per 10 s).
+        const statusCode = await refuseCall(principal, {
+          permission,
+          action,
+          target: alarm.id,
+          reason: new KilnError("KILN_FORBIDDEN", `Not allowed to ${name} alarm "${alarm.id}" (${permission}).`),
+          statusCode: codes.BadUserAccessDenied,
         });
         return { statusCode };
       }
@@ -494,6 +509,7 @@ export function serveAlarms(context: AlarmServingContext): ServedAlarms {
       ),
     {},
     false,
+    "alarm.comment",
   );
   const confirm = command(
     "Confirm",
@@ -508,6 +524,7 @@ export function serveAlarms(context: AlarmServingContext): ServedAlarms {
       ),
     {},
     false,
+    "alarm.confirm",
   );
 
   function bindInstanceMethods(served: ServedAlarm): void {

@@ -445,6 +445,7 @@ export class OpcuaServer {
         },
         refuse: (principal, request) => this.#refuse(principal, request),
         guardCondition: (condition, tag) => this.#guardCondition(condition, tag),
+        can: (principal, permission, target) => this.#can(principal, permission, target),
         qualityOf: (tag) => this.#dataValueOf(this.#system.tags.get(tag), this.#system.cvt.get(tag)).statusCode,
         clock: this.#clock,
         logger: this.#logger,
@@ -537,23 +538,32 @@ export class OpcuaServer {
     const system = this.#system;
     const methods: MachineMethods = {
       StartRecipe: (inputs, context) =>
-        this.#command(context, "StartRecipe", MACHINE_METHOD_PERMISSIONS.StartRecipe, async (principal) => {
-          const [name, version] = inputs;
-          if (typeof name !== "string" || typeof version !== "number") {
-            const statusCode = await this.#refuse(principal, {
-              permission: "recipe.start",
-              target: typeof name === "string" ? name : "(no recipe name)",
-              reason: new KilnValidationError("OPC UA StartRecipe", [
-                { path: "inputArguments", message: "StartRecipe takes a recipe name (String) and a version (UInt32)" },
-              ]),
-              statusCode: ServerStatusCodes.BadInvalidArgument,
-            });
-            return { statusCode };
-          }
-          // Authorized and audited before Kiln looks the recipe up: a caller without rights cannot probe which exist.
-          const process = await system.startSavedRecipe(principal, name, version);
-          return { statusCode: QualityCodes.Good, outputs: [process.id] };
-        }),
+        this.#command(
+          context,
+          "StartRecipe",
+          MACHINE_METHOD_PERMISSIONS.StartRecipe,
+          async (principal) => {
+            const [name, version] = inputs;
+            if (typeof name !== "string" || typeof version !== "number") {
+              const statusCode = await this.#refuse(principal, {
+                permission: "recipe.start",
+                target: typeof name === "string" ? name : "(no recipe name)",
+                reason: new KilnValidationError("OPC UA StartRecipe", [
+                  {
+                    path: "inputArguments",
+                    message: "StartRecipe takes a recipe name (String) and a version (UInt32)",
+                  },
+                ]),
+                statusCode: ServerStatusCodes.BadInvalidArgument,
+              });
+              return { statusCode };
+            }
+            // Authorized and audited before Kiln looks the recipe up: a caller without rights cannot probe which exist.
+            const process = await system.startSavedRecipe(principal, name, version);
+            return { statusCode: QualityCodes.Good, outputs: [process.id] };
+          },
+          typeof inputs[0] === "string" ? inputs[0] : undefined,
+        ),
       Pause: (_inputs, context) =>
         this.#command(context, "Pause", MACHINE_METHOD_PERMISSIONS.Pause, (principal) =>
           this.#settled(system.pauseProcess(principal)),
@@ -632,6 +642,7 @@ export class OpcuaServer {
     name: string,
     permission: string,
     run: (principal: Principal) => Promise<{ readonly statusCode: number; readonly outputs?: readonly unknown[] }>,
+    target: string = this.#system.machineId,
   ): Promise<{ readonly statusCode: number; readonly outputs?: readonly unknown[] }> {
     this.#markCallReached();
     const principal = this.#principalOf(context?.session);
@@ -647,6 +658,17 @@ export class OpcuaServer {
           { path: "objectId", message: `${name} is a Method of the machine object, not of ${target}` },
         ]),
         statusCode: ServerStatusCodes.BadMethodInvalid,
+      });
+      return { statusCode };
+    }
+    if (!this.#can(principal, permission, target)) {
+      // Refused as the command would refuse it (the Method's UserExecutable says the same), but
+      // through the server's refusal path: a client calling it in a loop leaves one entry per 10 s.
+      const statusCode = await this.#refuse(principal, {
+        permission,
+        target,
+        reason: new KilnError("KILN_FORBIDDEN", `Not allowed to call ${name} (${permission}).`),
+        statusCode: ServerStatusCodes.BadUserAccessDenied,
       });
       return { statusCode };
     }
@@ -997,18 +1019,10 @@ export class OpcuaServer {
           names: named,
           detail: kind.count === 1 ? "" : `${kind.count} refused in one call${namesOf(named, targets.length)}`,
         };
-        // One refused operation is a command refused once: its own entry, as the API's are.
-        if (kind.count === 1 && kind.request.kind === undefined) {
-          return this.#refuseNow(kind.principal, request, "");
-        }
-        return this.#refuseCoalesced(
-          refusals.session,
-          key,
-          {
-            ...request,
-          },
-          kind.principal,
-        );
+        // One refused operation has its own entry, as a refused command of the API has; the same
+        // refusal repeated by the session (principal, kind, target) within the window is counted
+        // in the window's summary, so a loop of refused single Writes or calls cannot flood the trail.
+        return this.#refuseCoalesced(refusals.session, key, request, kind.principal);
       }),
     );
   }
