@@ -192,7 +192,7 @@ interface Annotation {
  *   object is an event notifier of Server and the event source of every alarmed tag, so events
  *   reach clients subscribed to Server or to the machine, and ConditionRefresh finds them;
  * - every state (ActiveState, AckedState, Retain, ShelvingState, SuppressedState, EnabledState,
- *   LimitState, Severity, Quality) is set from Kiln's alarm snapshot when the bus publishes
+ *   LimitState, Severity) is set from Kiln's alarm snapshot when the bus publishes
  *   `alarm-state-change`, and each change raises one condition event; node-opcua's own
  *   evaluation of the input node is switched off;
  * - Acknowledge, TimedShelve, OneShotShelve, Unshelve, Enable and Disable (on the instances
