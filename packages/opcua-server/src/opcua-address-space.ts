@@ -22,6 +22,80 @@ export function folderIdentifier(path: string): string {
   return `#${path}`;
 }
 
+/**
+ * The separator between a parent's string identifier and a child's BrowseName in the NodeIds of
+ * the nodes node-opcua creates under Kiln's (properties, condition and method children, `HA
+ * Configuration`). It never occurs in a tag name (core's rule: `[A-Za-z_][A-Za-z0-9_.\-/:]*`), a
+ * folder or machine identifier, or an escaped alarm id ({@link conditionIdentifier}), so a
+ * derived NodeId never equals another node's (node-opcua's own `-` occurs in tag names: a tag
+ * `p-EURange` took the NodeId of tag `p`'s EURange).
+ */
+export const CHILD_SEPARATOR = "|";
+
+/** Characters kept as they are in an escaped identifier part: those of a tag name. */
+const PLAIN = /[A-Za-z0-9_.\-/:]/u;
+
+/** `text` with every character that may not occur in a tag name (`%` included) percent-encoded (UTF-8): injective, and free of {@link CHILD_SEPARATOR}. */
+function escaped(text: string): string {
+  let out = "";
+  for (const char of text) {
+    out += PLAIN.test(char)
+      ? char
+      : [...Buffer.from(char, "utf8")].map((byte) => `%${byte.toString(16).toUpperCase().padStart(2, "0")}`).join("");
+  }
+  return out;
+}
+
+/**
+ * The string identifier of an alarm's condition: `@Alarm.<alarm id>`, the id percent-encoded
+ * where it has a character a tag name may not (`%`, space, `|`...; a default id `<tag>:<kind>` is
+ * kept as it is, e.g. `@Alarm.chamber.pressure:HI`). An alarm id may be any text, so it is escaped
+ * to keep {@link CHILD_SEPARATOR} out of it.
+ */
+export function conditionIdentifier(alarmId: string): string {
+  return `@Alarm.${escaped(alarmId)}`;
+}
+
+/** A node-opcua NodeId, as far as {@link deriveChildNodeIds} uses it. */
+interface NodeId {
+  readonly identifierType: number;
+  readonly value: unknown;
+  readonly namespace: number;
+}
+
+/** node-opcua's `NodeIdType.STRING` (Part 6, 5.2.2.9: identifier type String). */
+const STRING_IDENTIFIER = 2;
+
+/** The members of node-opcua's NodeIdManager (private there) that {@link deriveChildNodeIds} wraps. */
+interface NodeIdManager {
+  _constructNodeId(options: { nodeId?: unknown; browseName?: { name?: string | null } }): NodeId;
+  findParentNodeId(options: unknown): [NodeId, string] | null;
+}
+
+/**
+ * Makes the namespace derive the NodeId of a node created without one under a node with a string
+ * NodeId as `<parent identifier>|<BrowseName>` ({@link CHILD_SEPARATOR}; the BrowseName escaped
+ * like an alarm id), instead of node-opcua's `<parent>-<BrowseName>`. Every NodeId the server
+ * gives is then one of: a tag name, `#<path>` (folder), `@...` (machine, alarms), each without
+ * the separator, or an ancestor's such id followed by `|`-separated BrowseNames: distinct for
+ * any valid catalog and alarm list.
+ */
+export function deriveChildNodeIds(namespace: Namespace): void {
+  const manager = (namespace as unknown as { _nodeIdManager: NodeIdManager })._nodeIdManager;
+  const construct = manager._constructNodeId.bind(manager);
+  manager._constructNodeId = (options) => {
+    if (!options.nodeId) {
+      const parent = manager.findParentNodeId(options)?.[0];
+      if (parent?.identifierType === STRING_IDENTIFIER) {
+        const name = escaped(options.browseName?.name ?? "");
+        const NodeIdClass = parent.constructor as new (type: number, value: string, namespace: number) => NodeId;
+        return new NodeIdClass(STRING_IDENTIFIER, `${String(parent.value)}${CHILD_SEPARATOR}${name}`, parent.namespace);
+      }
+    }
+    return construct(options);
+  };
+}
+
 /** Unit spellings Kiln users write that differ from node-opcua's standard display names. */
 const UNIT_ALIASES: Readonly<Record<string, string>> = {
   degC: "°C",

@@ -4,7 +4,6 @@ import type {
   AlarmState,
   Clock,
   ControlSystem,
-  Disposer,
   KilnEvents,
   Logger,
   Principal,
@@ -15,6 +14,7 @@ import type { ISessionBase, ISessionContext } from "node-opcua-address-space-bas
 import type { StatusCode } from "node-opcua-status-code";
 import type { Variant } from "node-opcua-variant";
 import type { ServerRuntime } from "./opcua-server-runtime-loader";
+import { conditionIdentifier } from "./opcua-address-space";
 import { statusCodeOfError } from "./opcua-status";
 
 /** The alarm part of a `ControlSystem` the server uses: snapshots, and the checked, audited alarm commands. */
@@ -81,6 +81,14 @@ export interface AlarmServingContext {
    * only to principals that may read `tag`, the alarm's source: its state mirrors the tag's value.
    */
   guardCondition(condition: UAObject, tag: string): void;
+  /** Whether `principal` holds `permission` on `target` (the system's role table, as its commands ask). */
+  can(principal: Principal, permission: string, target: string): boolean;
+  /**
+   * The StatusCode the tag's variable serves now (the server's one mapping of a sample's
+   * quality, with the stopped system's `UncertainNoCommunicationLastUsableValue`): a condition's
+   * Quality.
+   */
+  qualityOf(tag: string): StatusCode;
   readonly clock: Clock;
   readonly logger: Logger;
 }
@@ -91,6 +99,7 @@ interface Branch {
   setAckedState(value: boolean): unknown;
   getAckedState(): boolean;
   setRetain(value: boolean): void;
+  getRetain(): boolean;
   setEnabledState(value: boolean): void;
   getEnabledState(): boolean;
   setSuppressedState(value: boolean): void;
@@ -146,10 +155,26 @@ type MethodHandler = (inputs: Variant[], context: ISessionContext) => Promise<Me
 
 interface ServedAlarm {
   readonly id: string;
+  readonly tag: string;
+  /** The Quality last shown (StatusCode value). */
+  quality: number;
   readonly condition: ConditionNode;
   readonly severity: number;
   /** Whether the condition was out of service when last shown (a disabled condition sends no events). */
   disabled: boolean;
+}
+
+/** The alarms {@link serveAlarms} serves. */
+export interface ServedAlarms {
+  /**
+   * Shows the tag's StatusCode (`qualityOf`) as the Quality of each of its conditions, called
+   * after every update of the tag's variable. A changed Quality of a retained condition that is
+   * enabled raises one condition event (OPC UA Part 9, 5.5.2: Quality is a condition field, and
+   * events are sent for retained conditions); of any other it is set without an event.
+   */
+  followQuality(tag: string): void;
+  /** Unsubscribes from the bus. */
+  dispose(): void;
 }
 
 /** What an OPC UA command adds to the event it causes: the client's comment and who sent it. */
@@ -162,12 +187,12 @@ interface Annotation {
  * Serves every Kiln alarm as an OPC UA Part 9 condition (see docs/adr/0033):
  *
  * - numeric alarms (HI, HIHI, LO, LOLO) as `ExclusiveLimitAlarmType` with the one limit of the
- *   definition, BOOL alarms as `OffNormalAlarmType`; NodeId `s=@Alarm.<alarm id>`, organized
+ *   definition, BOOL alarms as `OffNormalAlarmType`; NodeId `s=@Alarm.<alarm id>` (escaped: `conditionIdentifier`), organized
  *   in the `Alarms` folder, `HasCondition` from the tag's variable (the SourceNode); the machine
  *   object is an event notifier of Server and the event source of every alarmed tag, so events
  *   reach clients subscribed to Server or to the machine, and ConditionRefresh finds them;
  * - every state (ActiveState, AckedState, Retain, ShelvingState, SuppressedState, EnabledState,
- *   LimitState, Severity, Quality) is set from Kiln's alarm snapshot when the bus publishes
+ *   LimitState, Severity) is set from Kiln's alarm snapshot when the bus publishes
  *   `alarm-state-change`, and each change raises one condition event; node-opcua's own
  *   evaluation of the input node is switched off;
  * - Acknowledge, TimedShelve, OneShotShelve, Unshelve, Enable and Disable (on the instances
@@ -181,16 +206,19 @@ interface Annotation {
  * - each numeric alarm's limit (HighLimit, HighHighLimit, LowLimit, LowLowLimit) is its
  *   definition's setpoint, readable.
  *
- * @returns a disposer that unsubscribes from the bus.
+ * - Quality is the StatusCode the tag's variable serves (`qualityOf`), followed on every update
+ *   of the variable ({@link ServedAlarms.followQuality}), not only on alarm transitions.
+ *
+ * @returns the served alarms: their Quality follower and their disposer.
  */
-export function serveAlarms(context: AlarmServingContext): Disposer {
+export function serveAlarms(context: AlarmServingContext): ServedAlarms {
   const { runtime, namespace, notifier, system, logger } = context;
   const addressSpace = namespace.addressSpace;
   // ConditionRefresh / ConditionRefresh2 (and node-opcua's condition methods on the types, which
   // bindTypeMethods replaces below): node-opcua's server does not install them by itself.
   addressSpace.installAlarmsAndConditionsService();
   const snapshots = system.listAlarms();
-  if (snapshots.length === 0) return () => undefined;
+  if (snapshots.length === 0) return { followQuality: () => undefined, dispose: () => undefined };
   const codes = runtime.StatusCodes;
 
   const server = addressSpace.rootFolder.objects.server;
@@ -206,6 +234,7 @@ export function serveAlarms(context: AlarmServingContext): Disposer {
 
   const byNode = new Map<string, ServedAlarm>();
   const byId = new Map<string, ServedAlarm>();
+  const byTag = new Map<string, ServedAlarm[]>();
   const sources = new Set<string>();
   const annotations = new Map<string, Annotation>();
 
@@ -237,7 +266,9 @@ export function serveAlarms(context: AlarmServingContext): Disposer {
     // Severity is fixed by the priority; setSeverity also records LastSeverity.
     if (branch.getSeverity() !== served.severity) branch.setSeverity(served.severity);
     branch.setMessage(snapshot.message);
-    branch.setQuality(qualityOf(snapshot));
+    const quality = context.qualityOf(snapshot.tag);
+    branch.setQuality(quality);
+    served.quality = quality.value;
     branch.setRetain(enabled && (active || !acked));
     // Who caused this transition: nobody for a process value or a timer (not the last commander).
     branch.setClientUserId(annotation?.user ?? "");
@@ -250,17 +281,20 @@ export function serveAlarms(context: AlarmServingContext): Disposer {
     served.disabled = !enabled;
   }
 
-  function qualityOf(snapshot: AlarmSnapshot): StatusCode {
-    const quality = snapshot.lastQuality;
-    if (quality === undefined) return codes.BadWaitingForInitialData;
-    const generic =
-      quality.severity === "good" ? codes.Good : quality.severity === "uncertain" ? codes.Uncertain : codes.Bad;
-    try {
-      const code = runtime.getStatusCodeFromCode(quality.code >>> 0);
-      const agrees = (code.value & 0xc0000000) >>> 0 === (generic.value & 0xc0000000) >>> 0;
-      return agrees ? code : generic;
-    } catch {
-      return generic;
+  function followQuality(tag: string): void {
+    for (const served of byTag.get(tag) ?? []) {
+      const quality = context.qualityOf(tag);
+      if (quality.value === served.quality) continue;
+      served.quality = quality.value;
+      const branch = served.condition.currentBranch();
+      branch.setQuality(quality);
+      // Part 9, 5.5.2: events for retained conditions only; a disabled one sends none.
+      if (!branch.getRetain() || served.disabled) continue;
+      const now = new Date(context.clock.now());
+      branch.setClientUserId("");
+      branch.setTime(now);
+      branch.setReceiveTime(now);
+      served.condition.raiseConditionEvent(branch, true);
     }
   }
 
@@ -305,6 +339,7 @@ export function serveAlarms(context: AlarmServingContext): Disposer {
     run: (principal: Principal, alarm: ServedAlarm, inputs: Variant[]) => Promise<StatusCode | void>,
     refused: Partial<Record<string, StatusCode>> = {},
     needsEnabled = true,
+    action: string = permission,
   ): MethodHandler {
     return async (inputs, methodContext) => {
       const principal = context.principalOf(methodContext?.session);
@@ -333,6 +368,18 @@ export function serveAlarms(context: AlarmServingContext): Disposer {
             `Alarm "${alarm.id}" is out of service (condition disabled): ${name} is refused until it is enabled.`,
           ),
           statusCode: codes.BadConditionDisabled,
+        });
+        return { statusCode };
+      }
+      if (!context.can(principal, permission, alarm.id)) {
+        // Refused as the command would (same role table, same target), through the server's
+        // refusal path: repeated by a client in a loop, it is coalesced (one entry per 10 s).
+        const statusCode = await refuseCall(principal, {
+          permission,
+          action,
+          target: alarm.id,
+          reason: new KilnError("KILN_FORBIDDEN", `Not allowed to ${name} alarm "${alarm.id}" (${permission}).`),
+          statusCode: codes.BadUserAccessDenied,
         });
         return { statusCode };
       }
@@ -462,6 +509,7 @@ export function serveAlarms(context: AlarmServingContext): Disposer {
       ),
     {},
     false,
+    "alarm.comment",
   );
   const confirm = command(
     "Confirm",
@@ -476,6 +524,7 @@ export function serveAlarms(context: AlarmServingContext): Disposer {
       ),
     {},
     false,
+    "alarm.confirm",
   );
 
   function bindInstanceMethods(served: ServedAlarm): void {
@@ -516,7 +565,7 @@ export function serveAlarms(context: AlarmServingContext): Disposer {
     }
     const common = {
       browseName: snapshot.id,
-      nodeId: `s=@Alarm.${snapshot.id}`,
+      nodeId: `s=${conditionIdentifier(snapshot.id)}`,
       organizedBy: folder,
       conditionSource: variable,
       conditionOf: variable,
@@ -546,6 +595,8 @@ export function serveAlarms(context: AlarmServingContext): Disposer {
     condition.evaluateConditionsAfterEnabled = () => undefined;
     const served: ServedAlarm = {
       id: snapshot.id,
+      tag: snapshot.tag,
+      quality: Number.NaN,
       condition,
       severity: OPCUA_SEVERITY_OF_PRIORITY[snapshot.priority],
       disabled: false,
@@ -553,6 +604,7 @@ export function serveAlarms(context: AlarmServingContext): Disposer {
     byNode.set(condition.nodeId.toString(), served);
     byNode.set(condition.shelvingState.nodeId.toString(), served);
     byId.set(snapshot.id, served);
+    byTag.set(snapshot.tag, [...(byTag.get(snapshot.tag) ?? []), served]);
     context.guardCondition(condition, snapshot.tag);
     bindUnshelveTime(served);
     bindInstanceMethods(served);
@@ -573,7 +625,17 @@ export function serveAlarms(context: AlarmServingContext): Disposer {
       logger.error({ alarmId: event.alarmId, error: String(error) }, "alarm condition could not be updated");
     }
   };
-  return system.bus.on("alarm-state-change", onChange);
+  const dispose = system.bus.on("alarm-state-change", onChange);
+  return {
+    followQuality: (tag) => {
+      try {
+        followQuality(tag);
+      } catch (error) {
+        logger.error({ tag, error: String(error) }, "alarm condition quality could not be updated");
+      }
+    },
+    dispose,
+  };
 }
 
 function textOf(variant: Variant | undefined): string | undefined {

@@ -163,6 +163,8 @@ export interface HistoryHost {
 interface RawCursor {
   readonly kind: "raw";
   readonly tag: string;
+  /** The HistoryReadDetails it was made for ({@link detailsKey}): a point is resumed with these only. */
+  readonly details: string;
   readonly forward: boolean;
   /** Inclusive lower end of the raw range, ms. */
   readonly lo: number;
@@ -183,6 +185,8 @@ interface RawCursor {
 interface ProcessedCursor {
   readonly kind: "processed";
   readonly tag: string;
+  /** The HistoryReadDetails it was made for ({@link detailsKey}). */
+  readonly details: string;
   readonly aggregate: AggregateName;
   readonly intervalMs: number;
   readonly reverse: boolean;
@@ -192,6 +196,19 @@ interface ProcessedCursor {
 }
 
 type Cursor = RawCursor | ProcessedCursor;
+
+/**
+ * The HistoryReadDetails of a request as one comparable text (its encoded fields: times, counts,
+ * bounds, aggregate and configuration): a continuation point resumes only a request with the
+ * same details (OPC UA Part 11, 6.3; Part 4, 7.9).
+ */
+function detailsKey(details: object): string {
+  try {
+    return JSON.stringify(details);
+  } catch {
+    return String(Math.random()); // not comparable: never resumed with other details
+  }
+}
 
 /** Milliseconds of an OPC UA DateTime; undefined for an unspecified one (null or before 1601-01-02). */
 function timeOf(date: Date | null | undefined): number | undefined {
@@ -292,21 +309,25 @@ export class HistoryService {
 
   /**
    * The continuation-point step every read kind shares (Part 11 §6.3): a given point names a cursor
-   * of this kind and tag (else BadContinuationPointInvalid), which is used once, then released or
-   * read on; a release without a point answers nothing. `undefined`: a new read, no point given.
+   * of this kind and tag, made for the same details when read on (`details`, {@link detailsKey};
+   * else BadContinuationPointInvalid, and the point stays as it was), which is used once, then released
+   * or read on; a release without a point answers nothing. `undefined`: a new read, no point given.
    */
   #resume<K extends Cursor["kind"]>(
     kind: K,
     tag: Tag,
     cursors: Map<string, Cursor>,
     continuation: { continuationPoint?: Buffer | null; releaseContinuationPoints?: boolean },
+    details: string,
     next: (cursor: Extract<Cursor, { kind: K }>) => Promise<HistoryReadResult>,
   ): HistoryReadResult | Promise<HistoryReadResult> | undefined {
     const point = continuation.continuationPoint;
     if (point && point.length > 0) {
       const key = point.toString("hex");
       const cursor = cursors.get(key);
-      if (cursor?.kind !== kind || cursor.tag !== tag.name) {
+      const release = continuation.releaseContinuationPoints === true;
+      // A release frees the point whatever details it names; a read must name the same ones.
+      if (cursor?.kind !== kind || cursor.tag !== tag.name || (!release && cursor.details !== details)) {
         return this.#fail(HistoryStatusCodes.BadContinuationPointInvalid);
       }
       cursors.delete(key);
@@ -324,7 +345,8 @@ export class HistoryService {
     continuation: { continuationPoint?: Buffer | null; releaseContinuationPoints?: boolean },
   ): Promise<HistoryReadResult> {
     const cursors = session ? this.#cursorsOf(session) : new Map<string, Cursor>();
-    const resumed = this.#resume("raw", tag, cursors, continuation, (cursor) => this.#page(tag, cursor, cursors));
+    const key = detailsKey(details);
+    const resumed = this.#resume("raw", tag, cursors, continuation, key, (cursor) => this.#page(tag, cursor, cursors));
     if (resumed) return resumed;
     const start = timeOf(details.startTime);
     const end = timeOf(details.endTime);
@@ -348,6 +370,7 @@ export class HistoryService {
       cursor = {
         kind,
         tag: tag.name,
+        details: key,
         forward: true,
         lo: start,
         hi: HISTORY_TIME_MAX,
@@ -362,6 +385,7 @@ export class HistoryService {
       cursor = {
         kind,
         tag: tag.name,
+        details: key,
         forward: false,
         lo: HISTORY_TIME_MIN,
         hi: end!,
@@ -378,6 +402,7 @@ export class HistoryService {
       cursor = {
         kind,
         tag: tag.name,
+        details: key,
         forward: true,
         lo: start,
         hi,
@@ -393,6 +418,7 @@ export class HistoryService {
       cursor = {
         kind,
         tag: tag.name,
+        details: key,
         forward: false,
         lo: end! + 1,
         hi: start + 1,
@@ -538,7 +564,8 @@ export class HistoryService {
     continuation: { continuationPoint?: Buffer | null; releaseContinuationPoints?: boolean },
   ): Promise<HistoryReadResult> {
     const cursors = session ? this.#cursorsOf(session) : new Map<string, Cursor>();
-    const resumed = this.#resume("processed", tag, cursors, continuation, (cursor) =>
+    const key = detailsKey(details);
+    const resumed = this.#resume("processed", tag, cursors, continuation, key, (cursor) =>
       this.#processedPage(tag, cursor, cursors),
     );
     if (resumed) return resumed;
@@ -569,7 +596,16 @@ export class HistoryService {
     // Reverse order: intervals begin at the (later) start time and run back, which is the same
     // set of intervals as a forward read only when the range is a whole number of intervals.
     if (reverse && (to - from) % intervalMs !== 0) return this.#fail(ServerStatusCodes.BadInvalidArgument);
-    const cursor: ProcessedCursor = { kind: "processed", tag: tag.name, aggregate, intervalMs, reverse, from, to };
+    const cursor: ProcessedCursor = {
+      kind: "processed",
+      tag: tag.name,
+      details: key,
+      aggregate,
+      intervalMs,
+      reverse,
+      from,
+      to,
+    };
     return this.#processedPage(tag, cursor, cursors);
   }
 

@@ -27,8 +27,8 @@ import type { RefusedRefresh, RefusedRequest, ServedEvent } from "./opcua-author
 import type { StatusCode } from "node-opcua-status-code";
 import type { UserIdentityToken } from "node-opcua-types";
 import type { Variant } from "node-opcua-variant";
-import { serveAlarms } from "./opcua-alarms";
-import { addTagVariables, folderIdentifier, OPCUA_DATA_TYPE_OF_TAG } from "./opcua-address-space";
+import { serveAlarms, type ServedAlarms } from "./opcua-alarms";
+import { addTagVariables, deriveChildNodeIds, folderIdentifier, OPCUA_DATA_TYPE_OF_TAG } from "./opcua-address-space";
 import { addMachineNodes, machineIdentifier, type MachineMethods, type MachineVariable } from "./opcua-machine";
 import {
   type OpcuaServerOptions,
@@ -179,6 +179,8 @@ export class OpcuaServer {
   #disposers: Disposer[] = [];
   /** Whether the system was running at the last look: its values are current only then. */
   #systemRunning = false;
+  /** The alarm conditions being served (while started and the system has alarms). */
+  #alarms: ServedAlarms | undefined;
   #watch: TimerHandle | undefined;
   #namespaceIndex = -1;
   #port: number;
@@ -397,6 +399,7 @@ export class OpcuaServer {
       await server.initialize();
       const addressSpace = server.engine.addressSpace!;
       const namespace = addressSpace.registerNamespace(this.#namespaceUri);
+      deriveChildNodeIds(namespace);
       this.#namespaceIndex = namespace.index;
       const machineFolder: UAObject = namespace.addObject({
         browseName: this.#system.machineId,
@@ -430,23 +433,23 @@ export class OpcuaServer {
       this.#refuseOtherWrites(server);
       this.#auditRefusedCalls(server);
       this.#serveMachine(runtime, namespace, machineFolder);
-      this.#disposers.push(
-        serveAlarms({
-          runtime,
-          namespace,
-          notifier: machineFolder,
-          variables: this.#variables,
-          system: this.#system,
-          principalOf: (session) => {
-            this.#markCallReached();
-            return this.#principalOf(session);
-          },
-          refuse: (principal, request) => this.#refuse(principal, request),
-          guardCondition: (condition, tag) => this.#guardCondition(condition, tag),
-          clock: this.#clock,
-          logger: this.#logger,
-        }),
-      );
+      this.#alarms = serveAlarms({
+        runtime,
+        namespace,
+        notifier: machineFolder,
+        variables: this.#variables,
+        system: this.#system,
+        principalOf: (session) => {
+          this.#markCallReached();
+          return this.#principalOf(session);
+        },
+        refuse: (principal, request) => this.#refuse(principal, request),
+        guardCondition: (condition, tag) => this.#guardCondition(condition, tag),
+        can: (principal, permission, target) => this.#can(principal, permission, target),
+        qualityOf: (tag) => this.#dataValueOf(this.#system.tags.get(tag), this.#system.cvt.get(tag)).statusCode,
+        clock: this.#clock,
+        logger: this.#logger,
+      });
       server.guardConditionRefresh();
       serveHistory(
         addressSpace,
@@ -489,6 +492,8 @@ export class OpcuaServer {
 
   #unwire(): void {
     for (const dispose of this.#disposers.splice(0)) dispose();
+    this.#alarms?.dispose();
+    this.#alarms = undefined;
     for (const window of [...this.#pendingSummaries]) this.#auditSummary(window);
     if (this.#watch) this.#clock.clearTimeout(this.#watch);
     this.#watch = undefined;
@@ -533,23 +538,32 @@ export class OpcuaServer {
     const system = this.#system;
     const methods: MachineMethods = {
       StartRecipe: (inputs, context) =>
-        this.#command(context, "StartRecipe", MACHINE_METHOD_PERMISSIONS.StartRecipe, async (principal) => {
-          const [name, version] = inputs;
-          if (typeof name !== "string" || typeof version !== "number") {
-            const statusCode = await this.#refuse(principal, {
-              permission: "recipe.start",
-              target: typeof name === "string" ? name : "(no recipe name)",
-              reason: new KilnValidationError("OPC UA StartRecipe", [
-                { path: "inputArguments", message: "StartRecipe takes a recipe name (String) and a version (UInt32)" },
-              ]),
-              statusCode: ServerStatusCodes.BadInvalidArgument,
-            });
-            return { statusCode };
-          }
-          // Authorized and audited before Kiln looks the recipe up: a caller without rights cannot probe which exist.
-          const process = await system.startSavedRecipe(principal, name, version);
-          return { statusCode: QualityCodes.Good, outputs: [process.id] };
-        }),
+        this.#command(
+          context,
+          "StartRecipe",
+          MACHINE_METHOD_PERMISSIONS.StartRecipe,
+          async (principal) => {
+            const [name, version] = inputs;
+            if (typeof name !== "string" || typeof version !== "number") {
+              const statusCode = await this.#refuse(principal, {
+                permission: "recipe.start",
+                target: typeof name === "string" ? name : "(no recipe name)",
+                reason: new KilnValidationError("OPC UA StartRecipe", [
+                  {
+                    path: "inputArguments",
+                    message: "StartRecipe takes a recipe name (String) and a version (UInt32)",
+                  },
+                ]),
+                statusCode: ServerStatusCodes.BadInvalidArgument,
+              });
+              return { statusCode };
+            }
+            // Authorized and audited before Kiln looks the recipe up: a caller without rights cannot probe which exist.
+            const process = await system.startSavedRecipe(principal, name, version);
+            return { statusCode: QualityCodes.Good, outputs: [process.id] };
+          },
+          typeof inputs[0] === "string" ? inputs[0] : undefined,
+        ),
       Pause: (_inputs, context) =>
         this.#command(context, "Pause", MACHINE_METHOD_PERMISSIONS.Pause, (principal) =>
           this.#settled(system.pauseProcess(principal)),
@@ -628,6 +642,7 @@ export class OpcuaServer {
     name: string,
     permission: string,
     run: (principal: Principal) => Promise<{ readonly statusCode: number; readonly outputs?: readonly unknown[] }>,
+    target: string = this.#system.machineId,
   ): Promise<{ readonly statusCode: number; readonly outputs?: readonly unknown[] }> {
     this.#markCallReached();
     const principal = this.#principalOf(context?.session);
@@ -643,6 +658,17 @@ export class OpcuaServer {
           { path: "objectId", message: `${name} is a Method of the machine object, not of ${target}` },
         ]),
         statusCode: ServerStatusCodes.BadMethodInvalid,
+      });
+      return { statusCode };
+    }
+    if (!this.#can(principal, permission, target)) {
+      // Refused as the command would refuse it (the Method's UserExecutable says the same), but
+      // through the server's refusal path: a client calling it in a loop leaves one entry per 10 s.
+      const statusCode = await this.#refuse(principal, {
+        permission,
+        target,
+        reason: new KilnError("KILN_FORBIDDEN", `Not allowed to call ${name} (${permission}).`),
+        statusCode: ServerStatusCodes.BadUserAccessDenied,
       });
       return { statusCode };
     }
@@ -993,18 +1019,10 @@ export class OpcuaServer {
           names: named,
           detail: kind.count === 1 ? "" : `${kind.count} refused in one call${namesOf(named, targets.length)}`,
         };
-        // One refused operation is a command refused once: its own entry, as the API's are.
-        if (kind.count === 1 && kind.request.kind === undefined) {
-          return this.#refuseNow(kind.principal, request, "");
-        }
-        return this.#refuseCoalesced(
-          refusals.session,
-          key,
-          {
-            ...request,
-          },
-          kind.principal,
-        );
+        // One refused operation has its own entry, as a refused command of the API has; the same
+        // refusal repeated by the session (principal, kind, target) within the window is counted
+        // in the window's summary, so a loop of refused single Writes or calls cannot flood the trail.
+        return this.#refuseCoalesced(refusals.session, key, request, kind.principal);
       }),
     );
   }
@@ -1146,14 +1164,27 @@ export class OpcuaServer {
     return { id: "anonymous", roles: [], source: info ? sourceOf(info) : "opcua" };
   }
 
-  /** Pushes a sample into its variable, as node-opcua serves it to reads and monitored items. */
+  /**
+   * Pushes a sample into its variable, as node-opcua serves it to reads and monitored items,
+   * and tells the tag's alarm conditions, whose Quality is the StatusCode served here.
+   */
   #publish(tag: Tag, variable: UAVariable, sample: Sample | undefined): void {
+    // setValueFromSource would stamp the ServerTimestamp with the source time; the DataValue
+    // is set as is (node-opcua's own path under setValueFromSource, notifying monitored items).
+    (variable as unknown as { _internal_set_dataValue(value: DataValue): void })._internal_set_dataValue(
+      this.#dataValueOf(tag, sample),
+    );
+    this.#alarms?.followQuality(tag.name);
+  }
+
+  /**
+   * The DataValue a tag's variable serves for `sample` (undefined: none yet): its value, its
+   * StatusCode (a good one `UncertainNoCommunicationLastUsableValue` while the system is not
+   * running; `BadTypeMismatch` when the value does not fit the DataType), its SourceTimestamp.
+   */
+  #dataValueOf(tag: Tag, sample: Sample | undefined): DataValue {
     const runtime = this.#runtime!;
     const now = new Date(this.#clock.now());
-    const set = (dataValue: DataValue): void =>
-      // setValueFromSource would stamp the ServerTimestamp with the source time; the DataValue
-      // is set as is (node-opcua's own path under setValueFromSource, notifying monitored items).
-      (variable as unknown as { _internal_set_dataValue(value: DataValue): void })._internal_set_dataValue(dataValue);
     const bad = (code: number, sourceTimestamp?: Date): DataValue =>
       new runtime.DataValue({
         value: { dataType: runtime.DataType.Null },
@@ -1161,10 +1192,7 @@ export class OpcuaServer {
         ...(sourceTimestamp ? { sourceTimestamp } : {}),
         serverTimestamp: now,
       });
-    if (sample === undefined) {
-      set(bad(QualityCodes.BadWaitingForInitialData));
-      return;
-    }
+    if (sample === undefined) return bad(QualityCodes.BadWaitingForInitialData);
     const sourceTimestamp = new Date(sample.timestamp);
     const code = statusCodeOfSample(sample);
     const served =
@@ -1174,20 +1202,17 @@ export class OpcuaServer {
     try {
       const variant = variantOf(runtime, tag, sample.value);
       if (variant === undefined) {
-        set(bad(sample.value === null ? statusCodeOfSample(sample) : QualityCodes.BadTypeMismatch, sourceTimestamp));
-        return;
+        return bad(sample.value === null ? statusCodeOfSample(sample) : QualityCodes.BadTypeMismatch, sourceTimestamp);
       }
-      set(
-        new runtime.DataValue({
-          value: variant,
-          statusCode: this.#statusCode(served),
-          sourceTimestamp,
-          serverTimestamp: now,
-        }),
-      );
+      return new runtime.DataValue({
+        value: variant,
+        statusCode: this.#statusCode(served),
+        sourceTimestamp,
+        serverTimestamp: now,
+      });
     } catch (error) {
       this.#logger.error({ tag: tag.name, error: String(error) }, "value could not be served; served as bad");
-      set(bad(QualityCodes.BadTypeMismatch, sourceTimestamp));
+      return bad(QualityCodes.BadTypeMismatch, sourceTimestamp);
     }
   }
 

@@ -242,14 +242,20 @@ describe("Kiln alarms as OPC UA Part 9 conditions", () => {
 
   test("an Acknowledge with an unknown EventId is audited denied naming principal, alarm and reason; a viewer's is refused BadUserAccessDenied, audited too", async () => {
     const before = (await audit("alarm.acknowledge")).length;
-    const unknown = await acknowledge(operator, PRESSURE_HI, Buffer.from("forged event id"), "?");
+    // Another alarm than the test above: the same refusal again within 10 s is coalesced (one entry per window).
+    const unknown = await acknowledge(operator, "chamber.pressure:LO", Buffer.from("forged event id"), "?");
     expect(unknown.statusCode.value).toBe(StatusCodes.BadEventIdUnknown.value);
-    const byViewer = await acknowledge(viewer, PRESSURE_HI, Buffer.from("forged event id"), "?");
+    const byViewer = await acknowledge(viewer, "chamber.pressure:LO", Buffer.from("forged event id"), "?");
     expect(byViewer.statusCode.value).toBe(StatusCodes.BadUserAccessDenied.value);
     const entries = (await audit("alarm.acknowledge")).slice(before);
     expect(entries).toMatchObject([
-      { principal: "olga", target: PRESSURE_HI, outcome: "denied", reason: expect.stringMatching(/EventId/) },
-      { principal: "vic", target: PRESSURE_HI, outcome: "denied", reason: expect.stringMatching(/KILN_FORBIDDEN/) },
+      { principal: "olga", target: "chamber.pressure:LO", outcome: "denied", reason: expect.stringMatching(/EventId/) },
+      {
+        principal: "vic",
+        target: "chamber.pressure:LO",
+        outcome: "denied",
+        reason: expect.stringMatching(/KILN_FORBIDDEN/),
+      },
     ]);
     expect(entries[0]!.source).toMatch(/^opcua:urn:kiln-test:scada session /);
     expect(kilnAlarm(PRESSURE_HI).state.name).toBe("acknowledged");

@@ -21,6 +21,7 @@ import {
   ReadAtTimeDetails,
   ReadProcessedDetails,
   ReadRawModifiedDetails,
+  StatusCodes,
   TimestampsToReturn,
   UserTokenType,
 } from "node-opcua-client";
@@ -272,6 +273,40 @@ describe.each(STORES)("HistoryRead from $name", ({ make }) => {
     expect(pages.flat().map((v) => v.sourceTimestamp!.getTime())).toEqual(HISTORY.map((s) => s.timestamp));
   });
 
+  test("a continuation point read on with other details answers BadContinuationPointInvalid and stays usable", async () => {
+    const [first] = await read(raw(T0, T0 + COUNT * 1_000, 7), [{ nodeId: node }]);
+    const point = first!.continuationPoint!;
+    expect(point.length).toBeGreaterThan(0);
+    // Another range, another page size, bounds asked: each is not the read the point continues.
+    for (const other of [
+      raw(T0 + 10_000, T0 + 20_000, 7),
+      raw(T0, T0 + COUNT * 1_000, 3),
+      raw(T0, T0 + COUNT * 1_000, 7, { returnBounds: true }),
+    ]) {
+      const [changed] = await read(other, [{ nodeId: node, continuationPoint: point }]);
+      expect(changed!.statusCode.value).toBe(StatusCodes.BadContinuationPointInvalid.value);
+      expect(valuesOf(changed!)).toEqual([]);
+    }
+    // Nothing changed: the same details read on from where the first page ended.
+    const [next] = await read(raw(T0, T0 + COUNT * 1_000, 7), [{ nodeId: node, continuationPoint: point }]);
+    expect(next!.statusCode.isGood()).toBe(true);
+    expect(valuesOf(next!).map((v) => v.sourceTimestamp!.getTime())).toEqual(
+      HISTORY.slice(7, 14).map((sample) => sample.timestamp),
+    );
+    const rest = next!.continuationPoint;
+    if (rest?.length) {
+      const response = await client.session.historyRead(
+        new HistoryReadRequest({
+          historyReadDetails: raw(T0, T0 + 1, 1),
+          nodesToRead: [{ nodeId: node, continuationPoint: rest }],
+          timestampsToReturn: TimestampsToReturn.Source,
+          releaseContinuationPoints: true, // a release frees the point whatever details it names
+        }),
+      );
+      expect(response.results![0]!.statusCode.isGood()).toBe(true);
+    }
+  });
+
   test("start after end reads newest first, paged", async () => {
     const times: number[] = [];
     let continuationPoint: Buffer | undefined;
@@ -483,6 +518,43 @@ describe.each(STORES)("HistoryRead from $name", ({ make }) => {
     for (const interval of [Number.POSITIVE_INFINITY, Number.NaN, -1, 0.5]) {
       const [result] = await read(processed(interval), [{ nodeId: node }]);
       expect(result!.statusCode.value >>> 0).toBe(0x80ab0000);
+    }
+  });
+
+  test("a processed read's continuation point read on with another aggregate or interval is refused", async () => {
+    const processed = (aggregate: number, processingInterval: number) =>
+      new ReadProcessedDetails({
+        startTime: new Date(T0),
+        endTime: new Date(T0 + COUNT * 1_000),
+        processingInterval,
+        aggregateType: [`i=${aggregate}`],
+        aggregateConfiguration: { useServerCapabilitiesDefaults: true },
+      });
+    const [first] = await read(processed(AGGREGATE_FUNCTION_NODE_IDS.Count, 10), [{ nodeId: node }]);
+    const point = first!.continuationPoint!;
+    expect(point.length).toBeGreaterThan(0);
+    for (const other of [
+      processed(AGGREGATE_FUNCTION_NODE_IDS.Maximum, 10),
+      processed(AGGREGATE_FUNCTION_NODE_IDS.Count, 20),
+    ]) {
+      const [changed] = await read(other, [{ nodeId: node, continuationPoint: point }]);
+      expect(changed!.statusCode.value).toBe(StatusCodes.BadContinuationPointInvalid.value);
+    }
+    const [next] = await read(processed(AGGREGATE_FUNCTION_NODE_IDS.Count, 10), [
+      { nodeId: node, continuationPoint: point },
+    ]);
+    expect(next!.statusCode.isGood()).toBe(true);
+    expect(valuesOf(next!)[0]!.sourceTimestamp!.getTime()).toBe(T0 + 1_000 * 10);
+    const rest = next!.continuationPoint;
+    if (rest?.length) {
+      await client.session.historyRead(
+        new HistoryReadRequest({
+          historyReadDetails: processed(AGGREGATE_FUNCTION_NODE_IDS.Count, 10),
+          nodesToRead: [{ nodeId: node, continuationPoint: rest }],
+          timestampsToReturn: TimestampsToReturn.Source,
+          releaseContinuationPoints: true,
+        }),
+      );
     }
   });
 

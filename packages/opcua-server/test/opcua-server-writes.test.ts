@@ -170,7 +170,7 @@ describe("OpcuaServer writes through Kiln's checked command path", () => {
 
   test("every attribute but a tag's Value, and every other node, is read-only: EURange, Historizing, Description refused and audited, nothing changed", async () => {
     const setpoint = served.server.nodeIdOf("heater.setpoint");
-    const euRange = `ns=${served.server.namespaceIndex};s=heater.setpoint-EURange`;
+    const euRange = `ns=${served.server.namespaceIndex};s=heater.setpoint|EURange`;
     const range = await operator.session.read({ nodeId: euRange, attributeId: AttributeIds.Value });
     expect(range.statusCode).toBe(StatusCodes.Good);
     const attempts: [Awaited<ReturnType<typeof connect>>, WriteValueOptions][] = [
