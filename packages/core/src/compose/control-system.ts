@@ -37,7 +37,7 @@ import {
 import type { AuditedCommandRunner, CommandContext } from "../security/audited-command";
 import { authorizeRecipeSave, authorizeRecipeStart } from "../security/recipe-authorization";
 import { checkTagWrite, type TagWriter } from "./checked-write";
-import { manualMachineCommand } from "./manual-machine-command";
+import { manualMachineCommand, stopsMachine } from "./manual-machine-command";
 import type { ResolvedControlSystemOptions } from "./control-system-options";
 import type { EventRecorder } from "./event-recorder";
 import { portHealth, resetGuards, type PortHealth } from "./port-policies";
@@ -1157,7 +1157,8 @@ export class ControlSystem {
    * runs, the commands that stop the machine (Kiln `stop` and `fault`, PackML `stop` and `abort`)
    * abort the process (its safe state written) and the machine then follows it (to `idle` or
    * `stopped`; faulted to `error` or `aborted`); the entry records `newValue: { command, aborts:
-   * processId }`. Every other command is refused while a process runs, and without one a command
+   * processId }`. Those commands are safety functions: they act at once even while the audit
+   * store is down (their entry follows, as `recipe.abort`'s does). Every other command is refused while a process runs, and without one a command
    * that would enter a process state (`start`, `started`, `resume`; PackML `start`,
    * `stateComplete` from `starting`, `unhold`...) is refused: a process starts with
    * {@link ControlSystem.startRecipe}.
@@ -1207,6 +1208,8 @@ export class ControlSystem {
           action: `machine.${name ?? "(invalid)"}`,
           readOldValue: () => this.#machine.state,
           newValue: auditedName(name) ?? "(invalid)",
+          // A stop button stops the plant while the audit store is down (ADR 0042): its entry follows.
+          safetyFunction: name !== undefined && stopsMachine(this.#machine.model.name, name),
         },
       ),
     );
@@ -1389,6 +1392,7 @@ export class ControlSystem {
       newValue?: unknown;
       readOldValue?: () => unknown;
       comment?: string | undefined;
+      safetyFunction?: boolean;
     } = {},
   ): Promise<TResult> {
     // Each command commits its audit entry itself, after its checks and before its first effect.

@@ -1,4 +1,5 @@
 import { describe, expect, test } from "vitest";
+import { KilnError } from "../domain/errors";
 import { defineTags } from "../domain/tags";
 import type { RecipeInput } from "../recipes/recipe-schema";
 import { defaultRoleTable, type Principal } from "../security/authorization";
@@ -217,4 +218,47 @@ describe("actions the system takes by itself are audited (ADR 0042)", () => {
       }),
     ]);
   });
+});
+
+// Adversarial review 15x, HIGH: with no journal and the audit store failing, the manual stop,
+// fault and abort were refused KILN_AUDIT_UNAVAILABLE (their entry had to be durable first) while
+// the process kept writing. A stop button is a safety function: it acts at once, its entry follows.
+describe("a stop button stops the plant while the audit store is down (ADR 0042)", () => {
+  for (const [model, command, ends] of [
+    ["kiln", "stop", "idle"],
+    ["kiln", "fault", "error"],
+    ["packml", "abort", "aborted"],
+    ["packml", "stop", "stopped"],
+  ] as const) {
+    test(`${model}: ${command} aborts the running process and the machine ends ${ends}; the entry is stored once the store is back`, async () => {
+      const { system, plc, clock, store } = await build(model);
+      const process = await system.startRecipe(engineer, LONG);
+      await clock.advance(200);
+      const record = store.audit.record.bind(store.audit);
+      let down = true;
+      store.audit.record = (entry) =>
+        down
+          ? Promise.reject(new KilnError("KILN_STORE_ERROR", "audit table locked", { retryable: true }))
+          : record(entry);
+      const stopping = code(system.sendMachineCommand(admin, command));
+      await clock.advance(0);
+      expect(await stopping).toBe(ends);
+      expect((await process.finished).status).toBe("aborted");
+      const written = plc.writes.length;
+      await clock.advance(500);
+      expect(plc.writes.length).toBe(written);
+      // Sibling: a command that is no safety function still fails closed while the store is down.
+      expect(await code(system.writeTag(admin, "heater.setpoint", 5))).toMatchObject({
+        code: "KILN_AUDIT_UNAVAILABLE",
+      });
+      down = false;
+      // The entry was kept and is retried: it is stored once the store is back (the breaker half-opens after 2 s).
+      for (let step = 0; step < 20 && system.health().audit.backlog > 0; step++) await clock.advance(500);
+      expect(system.health().audit).toMatchObject({ backlog: 0, dropped: 0 });
+      const trail = await auditTrailAfterStop({ system, plc, clock, store });
+      expect(trail.filter((entry) => entry.action === `machine.${command}`)).toMatchObject([
+        { outcome: "allowed", principal: "root", newValue: { command, aborts: process.id } },
+      ]);
+    });
+  }
 });

@@ -42,6 +42,15 @@ const RULES: Readonly<Record<string, ProcessRules>> = {
   },
 };
 
+/**
+ * Whether `command` stops the machine on the built-in model `model` (Kiln `stop`/`fault`, PackML
+ * `stop`/`abort`): a safety function, which acts without waiting for a durable audit entry.
+ */
+export function stopsMachine(model: string, command: string): boolean {
+  const rules = RULES[model];
+  return rules !== undefined && Object.hasOwn(rules.aborting, command);
+}
+
 /** What {@link manualMachineCommand} needs to know about the machine and the process. */
 interface ManualCommandSituation {
   readonly machineId: string;

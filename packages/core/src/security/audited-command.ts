@@ -88,6 +88,13 @@ export interface AuditedCommand<TResult> {
   /** Reads the value before the command, where it applies; called only once the command is authorized. */
   readonly readOldValue?: () => unknown | Promise<unknown>;
   /**
+   * A safety function (a machine stop, fault or abort): it acts at once, as the actions in
+   * `runWithoutDurableAudit` do, without waiting for its entry to be durable; the entry follows
+   * (stored, or kept, retried and reported). A stop button must stop the plant while the audit
+   * store is down (ADR 0042). @default false
+   */
+  readonly safetyFunction?: boolean;
+  /**
    * The operator's stated reason, recorded with the entry: a string of at most
    * `COMMENT_MAX_LENGTH` (1000) characters. Anything else refuses the command with
    * `KILN_VALIDATION` (path `comment`), recorded `denied` without the comment.
@@ -494,7 +501,7 @@ export class AuditedCommandRunner {
           "subject" in command ? command.subject : command.target,
           checkContext,
         );
-      } else if (this.#gate !== undefined && !this.#unguarded.has(action)) {
+      } else if (this.#gate !== undefined && !this.#unguarded.has(action) && command.safetyFunction !== true) {
         // The system is stopping (or stopped): refused before its body runs, so it touches no
         // store, device or recipe (a breaker opened by the stop would otherwise answer first).
         refusedBeforeRun = this.#gate;
@@ -513,7 +520,7 @@ export class AuditedCommandRunner {
       throw refusedBeforeRun;
     }
     if (principal === undefined) throw read.error!; // refused above (this narrows its type)
-    const guarded = !this.#unguarded.has(action);
+    const guarded = !this.#unguarded.has(action) && command.safetyFunction !== true;
     // Once the `allowed` entry (the intent) has been offered to the store, its outcome may be
     // unknown (a timeout: the INSERT can still commit later). What happens to the command after
     // that is its own entry, never a second write under the intent's id, which every store would
