@@ -287,3 +287,35 @@ describe("CurrentValueTable: a producer's inconsistent quality", () => {
     expect(cvt.get("a")!.quality).toBe(given);
   });
 });
+
+// Adversarial review 15x, M5: the table read a producer's quality more than once, so getters
+// answering bad at the check and good later were shown good, and inherited fields were kept as a
+// quality with no severity. What is checked is what is kept.
+describe("CurrentValueTable: a quality is read once", () => {
+  test("getters that answer bad first and good later: shown bad, and it stays bad", () => {
+    const cvt = new CurrentValueTable({ tags: tags.list() });
+    let reads = 0;
+    const flipping = Object.freeze({
+      get severity() {
+        return reads++ === 0 ? "bad" : "good";
+      },
+      get code() {
+        return reads > 1 ? 0 : 0x80000000;
+      },
+    });
+    cvt.update([{ tag: "a", value: 66, timestamp: 10, quality: flipping as unknown as Sample["quality"] }], 10);
+    const kept = cvt.get("a")!.quality;
+    expect(kept).toEqual({ severity: "bad", code: 0x80000000 });
+    expect(kept).not.toBe(flipping);
+    expect(cvt.get("a")!.quality.severity).toBe("bad");
+    expect(checkSample(cvt.get("a"))).toEqual([]);
+  });
+
+  test("sibling: severity and code inherited from a prototype are read once and kept as own data", () => {
+    const cvt = new CurrentValueTable({ tags: tags.list() });
+    const inherited = Object.freeze(Object.create({ severity: "bad", code: 0x808b0000 }) as object);
+    cvt.update([{ tag: "a", value: 1, timestamp: 10, quality: inherited as Sample["quality"] }], 10);
+    expect(cvt.get("a")!.quality).toEqual({ severity: "bad", code: 0x808b0000 });
+    expect(Object.getPrototypeOf(cvt.get("a")!.quality)).toBe(Object.prototype);
+  });
+});

@@ -77,6 +77,24 @@ export function qualityFromStatusCode(statusCode: number, reason?: string): Qual
 
 const RANK: Readonly<Record<QualitySeverity, number>> = { good: 0, uncertain: 1, bad: 2 };
 
+/** Qualities {@link consistentQuality} checked and may hand on as they are (frozen plain data). */
+const ADOPTED = new WeakSet<object>();
+
+/**
+ * Whether `quality` reads the same forever: frozen, a plain object, and its fields its own data
+ * properties (no getter, nothing inherited). Checked once per object (producers share qualities).
+ */
+function isFrozenPlainData(quality: object): boolean {
+  if (!Object.isFrozen(quality)) return false;
+  const prototype = Object.getPrototypeOf(quality) as unknown;
+  if (prototype !== Object.prototype && prototype !== null) return false;
+  for (const field of ["severity", "code", "reason"]) {
+    const descriptor = Object.getOwnPropertyDescriptor(quality, field);
+    if (descriptor === undefined ? field !== "reason" : !("value" in descriptor)) return false;
+  }
+  return true;
+}
+
 /**
  * @internal `given` when it is a quality every store takes (`checkSample`'s rules: severity good,
  * uncertain or bad; code a 32-bit unsigned integer whose severity bits agree with it; reason a
@@ -88,14 +106,24 @@ const RANK: Readonly<Record<QualitySeverity, number>> = { good: 0, uncertain: 1,
  * show a wrong value as good), so what is shown live is also what the store keeps.
  */
 export function consistentQuality(given: unknown): Quality {
+  if (typeof given === "object" && given !== null && ADOPTED.has(given)) return given as Quality;
   const candidate = (typeof given === "object" && given !== null ? given : {}) as Partial<
     Record<keyof Quality, unknown>
   >;
+  // Each field read once: a getter answering differently at each read cannot pass the check with
+  // one answer and be shown with another (adversarial review 15x).
   const { severity, code, reason } = candidate;
   const severityKnown = severity === "good" || severity === "uncertain" || severity === "bad";
   const codeValid = typeof code === "number" && Number.isInteger(code) && code >= 0 && code <= 0xffffffff;
   const reasonValid = reason === undefined || typeof reason === "string";
-  if (severityKnown && codeValid && reasonValid && severityOfStatusCode(code) === severity) return given as Quality;
+  if (severityKnown && codeValid && reasonValid && severityOfStatusCode(code) === severity) {
+    if (isFrozenPlainData(given as object)) {
+      ADOPTED.add(given as object);
+      return given as Quality;
+    }
+    // What was checked is what is kept: a frozen copy of the values read.
+    return Object.freeze(reason === undefined ? { severity, code } : { severity, code, reason });
+  }
   const stated: QualitySeverity = severityKnown ? severity : "bad";
   const fromCode: QualitySeverity = codeValid ? severityOfStatusCode(code) : "bad";
   const resolved = RANK[stated] >= RANK[fromCode] ? stated : fromCode;
