@@ -22,6 +22,7 @@ import {
 } from "./command-input";
 import { COMMENT_MAX_LENGTH, storableAuditValue } from "./storable-value";
 import {
+  isReservedPrincipalId,
   snapshotPrincipal,
   type Authorizer,
   type Permission,
@@ -447,8 +448,11 @@ export class AuditedCommandRunner {
     const base: AuditEntry = {
       id: this.#newId(),
       ...(this.#options.machineId === undefined ? {} : { machineId: this.#options.machineId }),
+      // A reserved id (the system's own, `(system)`) is refused, and never recorded as the caller's.
       principal:
-        typeof read.id === "string" && read.id !== "" ? auditedText(read.id, NAME_MAX_LENGTH) : "(invalid principal)",
+        typeof read.id === "string" && read.id !== "" && !isReservedPrincipalId(read.id)
+          ? auditedText(read.id, NAME_MAX_LENGTH)
+          : "(invalid principal)",
       roles: auditedRoles(read.roles),
       ...(source === undefined ? {} : { source: auditedText(source, NAME_MAX_LENGTH) }),
       // The `audit` category is the writer's own (its summaries, whose counts eviction folds in):
