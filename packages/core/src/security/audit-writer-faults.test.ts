@@ -200,6 +200,30 @@ describe("a poison entry (issue 15, fault 4)", () => {
     await runner.close();
   });
 
+  test("a poison entry whose set-aside append fails is held with its journal record, not released, until it can be kept (adversarial review 15x, F1)", async () => {
+    const path = await journalPath();
+    await mkdir(`${path}.set-aside`);
+    const { runner, writeTag, entries, events } = await setup({
+      audit: poisoned((entry) => entry.id === "entry-1"),
+      backlog: { path },
+    });
+    await codeOf(writeTag(runner, operator, "valve.tma", true));
+    for (const value of [1, 2, 3])
+      expect(await codeOf(writeTag(runner, engineer, "heater.setpoint", value))).toBe("resolved");
+    expect(await runner.flush()).toBe(false);
+    expect(events.skips).toEqual([]);
+    expect(runner.status().journalProblems.join()).toMatch(/could not be kept in .*\.set-aside/);
+    expect(runner.status()).toMatchObject({ skipped: 0, skippedNotKept: 0 });
+    await rm(`${path}.set-aside`, { recursive: true });
+    expect(await runner.flush()).toBe(true);
+    expect(events.skips.map((event) => event.id)).toEqual(["entry-1"]);
+    const kept = (await readFile(`${path}.set-aside`, "utf8")).trim().split("\n");
+    expect(kept.map((line) => (JSON.parse(line) as AuditEntry).id)).toEqual(["entry-1"]);
+    expect((await entries()).map((entry) => entry.id).sort()).toEqual(["entry-2", "entry-3", "entry-4"]);
+    expect(runner.status()).toMatchObject({ skipped: 1, skippedNotKept: 0, backlog: 0, journalProblems: [] });
+    await runner.close();
+  });
+
   test("concurrent commands during an outage: only the first intent is offered, so one refusal names an intent", async () => {
     const { runner, writeTag, events } = await setup({
       audit: () => ({
