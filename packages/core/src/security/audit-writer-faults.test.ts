@@ -200,6 +200,30 @@ describe("a poison entry (issue 15, fault 4)", () => {
     await runner.close();
   });
 
+  test("a poison entry whose set-aside append fails is held with its journal record, not released, until it can be kept (adversarial review 15x, F1)", async () => {
+    const path = await journalPath();
+    await mkdir(`${path}.set-aside`);
+    const { runner, writeTag, entries, events } = await setup({
+      audit: poisoned((entry) => entry.id === "entry-1"),
+      backlog: { path },
+    });
+    await codeOf(writeTag(runner, operator, "valve.tma", true));
+    for (const value of [1, 2, 3])
+      expect(await codeOf(writeTag(runner, engineer, "heater.setpoint", value))).toBe("resolved");
+    expect(await runner.flush()).toBe(false);
+    expect(events.skips).toEqual([]);
+    expect(runner.status().journalProblems.join()).toMatch(/could not be kept in .*\.set-aside/);
+    expect(runner.status()).toMatchObject({ skipped: 0, skippedNotKept: 0 });
+    await rm(`${path}.set-aside`, { recursive: true });
+    expect(await runner.flush()).toBe(true);
+    expect(events.skips.map((event) => event.id)).toEqual(["entry-1"]);
+    const kept = (await readFile(`${path}.set-aside`, "utf8")).trim().split("\n");
+    expect(kept.map((line) => (JSON.parse(line) as AuditEntry).id)).toEqual(["entry-1"]);
+    expect((await entries()).map((entry) => entry.id).sort()).toEqual(["entry-2", "entry-3", "entry-4"]);
+    expect(runner.status()).toMatchObject({ skipped: 1, skippedNotKept: 0, backlog: 0, journalProblems: [] });
+    await runner.close();
+  });
+
   test("concurrent commands during an outage: only the first intent is offered, so one refusal names an intent", async () => {
     const { runner, writeTag, events } = await setup({
       audit: () => ({
@@ -758,24 +782,82 @@ describe("an entry the store refuses for good is never silently gone (adversaria
     expect(await entries()).toEqual([]);
   });
 
-  test("a set-aside file that cannot be written: counted as not kept, and the skip says so", async () => {
+  test("a set-aside file that cannot be written: a journaled entry refused for good is not released, health names it, and it is kept aside once it can be (adversarial review 15x, F1)", async () => {
     const path = await journalPath();
     await mkdir(`${path}.set-aside`);
-    const { runner, writeTag, events, errors } = await setup({ audit: untranslatable, backlog: { path } });
+    const { runner, make, writeTag, events, errors, plc } = await setup({ audit: untranslatable, backlog: { path } });
     await runner.open();
+    await writeTag(runner, { id: "jürgen€", roles: ["engineer"] }, "heater.setpoint", 6);
     expect(await codeOf(writeTag(runner, { id: "vic€", roles: ["viewer"] }, "heater.setpoint", 7))).toBe(
       "KILN_FORBIDDEN",
     );
-    expect(await runner.flush()).toBe(true);
-    expect(runner.status()).toMatchObject({ skipped: 1, skippedNotKept: 1 });
-    expect(events.skips).toEqual([
-      expect.objectContaining({
-        principal: "vic€",
-        outcome: "denied",
-        reason: expect.stringContaining("not kept in a file"),
-      }),
-    ]);
+    // The command ran; its journal record is the only durable copy of its entry: never released unkept.
+    expect(plc.writes.map((write) => write.value)).toEqual([6]);
+    expect(await runner.flush()).toBe(false);
+    expect(runner.status()).toMatchObject({ skipped: 0, skippedNotKept: 0, backlog: 2 });
+    expect(runner.status().journalProblems.join()).toMatch(/could not be kept in .*\.set-aside.*never released/);
+    expect(events.skips).toEqual([]);
     expect(errors).toContain("a skipped audit entry could not be kept aside");
     await runner.close();
+    // The next start: still unwritable, still held.
+    const second = make();
+    await second.open();
+    expect(await second.flush()).toBe(false);
+    expect(second.backlog).toBe(2);
+    // Writable again: kept aside, then released.
+    await rm(`${path}.set-aside`, { recursive: true });
+    expect(await second.flush()).toBe(true);
+    const kept = (await readFile(`${path}.set-aside`, "utf8"))
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line) as AuditEntry);
+    expect(kept.map(({ principal, outcome }) => ({ principal, outcome }))).toEqual([
+      { principal: "jürgen€", outcome: "allowed" },
+      { principal: "vic€", outcome: "denied" },
+    ]);
+    expect(second.status()).toMatchObject({ skipped: 2, skippedNotKept: 0, backlog: 0, journalProblems: [] });
+    await second.close();
+    const third = make();
+    await third.open();
+    expect(third.backlog).toBe(0);
+    await third.close();
+  });
+
+  test("a full disk (ENOSPC) under the set-aside file: the journaled entries refused for good stay in the journal until the append succeeds (needs root to mount a tmpfs)", async (context) => {
+    const mount = await tmpfs("1m");
+    if (mount === undefined) return context.skip();
+    try {
+      const path = join(mount, "audit.journal");
+      // Down first (the entries are journaled and wait), then refusing them for good.
+      let refusing = false;
+      const switching = (store: MemoryStore): AuditLog => ({
+        query: store.audit.query,
+        record: (entry) =>
+          refusing
+            ? untranslatable(store).record(entry)
+            : Promise.reject(new KilnError("KILN_TIMEOUT", "down", { retryable: true })),
+      });
+      const { runner, writeTag, plc, events } = await setup({ audit: switching, backlog: { path } });
+      await runner.open();
+      for (let value = 1; value <= 5; value++)
+        await writeTag(runner, { id: `jürgen€${value}`, roles: ["engineer"] }, "heater.setpoint", value);
+      expect(plc.writes).toHaveLength(5);
+      await writeFile(join(mount, "filler"), Buffer.alloc(1024 * 1024)).catch(() => undefined);
+      refusing = true;
+      expect(await runner.flush()).toBe(false);
+      expect(runner.status()).toMatchObject({ skipped: 0, skippedNotKept: 0, backlog: 5 });
+      expect(runner.status().journalProblems.join()).toMatch(/could not be kept in .*ENOSPC/);
+      expect(events.skips).toEqual([]);
+      await rm(join(mount, "filler"));
+      expect(await runner.flush()).toBe(true);
+      const kept = (await readFile(`${path}.set-aside`, "utf8")).trim().split("\n");
+      expect(kept.map((line) => (JSON.parse(line) as AuditEntry).principal)).toEqual(
+        [1, 2, 3, 4, 5].map((n) => `jürgen€${n}`),
+      );
+      expect(runner.status()).toMatchObject({ skipped: 5, skippedNotKept: 0, backlog: 0 });
+      await runner.close();
+    } finally {
+      await unmount(mount);
+    }
   });
 });

@@ -767,6 +767,25 @@ describe("AuditedCommandRunner", () => {
     ]);
   });
 
+  test("a caller principal with a reserved id ((system), (audit)) is refused KILN_VALIDATION on principal.id, recorded under the placeholder, and never reaches the device (adversarial review 15x, F2)", async () => {
+    const { writeTag, entries, plc } = await setup();
+    for (const id of ["(system)", "(audit)", "(invalid principal)"]) {
+      const error = await rejection(writeTag({ id, roles: ["engineer"] }, "heater.setpoint", 1));
+      expect(error.code).toBe("KILN_VALIDATION");
+      expect(error.message).toMatch(/^Invalid principal: id: must not be in parentheses: .*reserved/);
+      expect(error.details).toMatchObject({ issues: [{ path: "id", message: expect.stringContaining("reserved") }] });
+    }
+    expect(plc.writes).toEqual([]);
+    expect((await entries()).map((entry) => [entry.principal, entry.roles, entry.outcome])).toEqual([
+      ["(invalid principal)", ["engineer"], "denied"],
+      ["(invalid principal)", ["engineer"], "denied"],
+      ["(invalid principal)", ["engineer"], "denied"],
+    ]);
+    // An id that only contains parentheses is a host's name like any other.
+    await writeTag({ id: "op (night shift)", roles: ["engineer"] }, "heater.setpoint", 2);
+    expect(plc.writes.map((write) => write.value)).toEqual([2]);
+  });
+
   test("one entry larger than the journal's maxBytes is refused alone: the journal keeps taking the next commands", async () => {
     const path = join(await mkdtemp(join(tmpdir(), "kiln-audit-")), "audit.journal");
     const { plc, runner, writeTag } = await setup({

@@ -22,6 +22,7 @@ import {
 } from "./command-input";
 import { COMMENT_MAX_LENGTH, storableAuditValue } from "./storable-value";
 import {
+  isReservedPrincipalId,
   snapshotPrincipal,
   type Authorizer,
   type Permission,
@@ -454,8 +455,11 @@ export class AuditedCommandRunner {
     const base: AuditEntry = {
       id: this.#newId(),
       ...(this.#options.machineId === undefined ? {} : { machineId: this.#options.machineId }),
+      // A reserved id (the system's own, `(system)`) is refused, and never recorded as the caller's.
       principal:
-        typeof read.id === "string" && read.id !== "" ? auditedText(read.id, NAME_MAX_LENGTH) : "(invalid principal)",
+        typeof read.id === "string" && read.id !== "" && !isReservedPrincipalId(read.id)
+          ? auditedText(read.id, NAME_MAX_LENGTH)
+          : "(invalid principal)",
       roles: auditedRoles(read.roles),
       ...(source === undefined ? {} : { source: auditedText(source, NAME_MAX_LENGTH) }),
       // The `audit` category is the writer's own (its summaries, whose counts eviction folds in):
@@ -1057,10 +1061,15 @@ export class AuditedCommandRunner {
 
   /**
    * Stores one entry: `stored`, `skipped` (refused for good: kept aside and reported, see
-   * {@link #keepAside}) or `retry`. `notRun`: the entry is the intent of a command that will not
+   * {@link #keepAside}), `held` (refused for good, but its journal record is its only durable
+   * copy and the set-aside append failed: it stays at the head, see {@link #keepAside}) or
+   * `retry`. `notRun`: the entry is the intent of a command that will not
    * run if it is refused; what is kept aside and reported is then its refusal (`denied`).
    */
-  async #store(entry: AuditEntry, options: { notRun?: boolean } = {}): Promise<"stored" | "skipped" | "retry"> {
+  async #store(
+    entry: AuditEntry,
+    options: { notRun?: boolean; item?: BacklogItem } = {},
+  ): Promise<"stored" | "skipped" | "held" | "retry"> {
     try {
       await this.#options.audit.record(entry);
       this.#storedCount++;
@@ -1080,8 +1089,8 @@ export class AuditedCommandRunner {
           // The allowed entry's reason is the operator's comment (escaped where it was read).
           const denied: AuditEntry = { ...entry, outcome: "denied", reason: reasonOf(refusal, entry.reason) };
           await this.#keepAside(denied, denied.reason!);
-        } else {
-          await this.#keepAside(entry, error);
+        } else if (!(await this.#keepAside(entry, error, options.item))) {
+          return "held";
         }
         return "skipped";
       }
@@ -1137,12 +1146,17 @@ export class AuditedCommandRunner {
       let setAside = false;
       /** Refused for good by the store: kept aside (`<journal>.set-aside`) already. */
       let keptAside = false;
-      if (head.entry !== undefined) {
+      if (head.aside !== undefined) {
+        // Refused for good (or set aside) earlier, but not yet kept aside: only the append is retried.
+        if (!(await this.#keepAside(head.aside.entry, head.aside.error, head))) return false;
+        keptAside = true;
+      } else if (head.entry !== undefined) {
         if (isIntentRefusal(head.entry)) {
           // A refusal (or cancellation) naming its intent is never set aside: without it the
           // intent may read `allowed` for a command that did not run. It stays at the head and
           // is retried (health names it); it is the last thing dropped (ADR 0013 addendum).
-          const result = await this.#store(head.entry);
+          const result = await this.#store(head.entry, { item: head });
+          if (result === "held") return false;
           keptAside = result === "skipped";
           if (result === "retry") {
             if (!KilnError.is(this.#lastError)) head.failures++;
@@ -1158,7 +1172,8 @@ export class AuditedCommandRunner {
           }
           // The store takes entries. One more try of the head tells an entry it fails on from a
           // store that has just come back: only a failure it again cannot classify sets it aside.
-          const result = await this.#store(head.entry);
+          const result = await this.#store(head.entry, { item: head });
+          if (result === "held") return false;
           keptAside = result === "skipped";
           if (result === "retry") {
             if (KilnError.is(this.#lastError)) return false;
@@ -1166,7 +1181,8 @@ export class AuditedCommandRunner {
             setAside = true;
           }
         } else {
-          const result = await this.#store(head.entry);
+          const result = await this.#store(head.entry, { item: head });
+          if (result === "held") return false;
           keptAside = result === "skipped";
           if (result === "retry") {
             head.storedCountAtFailure = this.#storedCount;
@@ -1176,16 +1192,19 @@ export class AuditedCommandRunner {
           }
         }
       }
-      await this.#serial(async () => {
+      const held = await this.#serial(async () => {
         // Dropped meanwhile (drop-oldest at the limit: released and reported there), or the runner closed.
-        if (this.#backlog[0] !== head) return;
-        if (setAside) await this.#setEntryAside(head);
+        if (this.#backlog[0] !== head) return false;
+        // Not kept aside: its journal record, its only durable copy, stays (retried, health names it).
+        if (setAside && !(await this.#setEntryAside(head))) return true;
         this.#backlog.shift();
         // An entry kept aside must not come back from the journal to be kept aside again.
         if (head.journaled) await this.#releaseJournalHead(setAside || keptAside);
         else if (head.entry !== undefined && this.#reservedIds.has(head.entry.id)) await this.#persistReserve();
         await this.#summarizeOverflow();
+        return false;
       });
+      if (held) return false;
     }
   }
 
@@ -1207,13 +1226,14 @@ export class AuditedCommandRunner {
    * content is the problem. Kept in `<journal>.set-aside` (one JSON line each) when there is a
    * journal, counted, logged and reported by `audit-entry-skip`. The caller removes it from the backlog.
    */
-  async #setEntryAside(item: BacklogItem): Promise<void> {
+  async #setEntryAside(item: BacklogItem): Promise<boolean> {
     this.#setAside++;
     const cause = reasonOf(this.#lastError, undefined);
-    await this.#keepAside(
+    return this.#keepAside(
       item.entry!,
       `it failed ${item.failures} times (${cause}) while the audit store took other entries; set aside so it does ` +
         "not hold the trail",
+      item,
     );
   }
 
@@ -1882,6 +1902,19 @@ export class AuditedCommandRunner {
    * it is, so a journal that could not be opened at start is never a quiet loss (review 15i).
    */
   #journalProblems(): string[] {
+    const held = this.#backlog.filter((item) => item.aside !== undefined);
+    const notKept =
+      held.length === 0
+        ? []
+        : [
+            `${held.length} audit entr${held.length === 1 ? "y" : "ies"} refused for good by the audit store (or set aside) ` +
+              `could not be kept in ${this.#options.backlog?.path ?? ""}.set-aside (${held[0]!.aside!.problem}); ` +
+              "held in the audit journal and retried, never released before they are kept",
+          ];
+    return [...notKept, ...this.#journalFailureProblems()];
+  }
+
+  #journalFailureProblems(): string[] {
     if (this.#journalFailures.size === 0) return [];
     const { reserved, memoryOnly } = this.#unjournaled();
     const inMemory =
@@ -1932,8 +1965,14 @@ export class AuditedCommandRunner {
    * in `skipped` (and `skippedNotKept` when it could not be kept there: no journal, or the append
    * failed), named by health as a problem, logged with the whole entry, and reported by
    * `audit-entry-skip` (adversarial review 15w).
+   *
+   * `item`: the backlog entry it leaves. When its journal record is its only durable copy and the
+   * append fails (a full disk), it is not skipped: it stays at the head with its journal record
+   * (`item.aside`), the append is retried by the drain (or at the next start, from the journal),
+   * and health names it until it is kept (adversarial review 15x, F1).
+   * @returns false when it was held so (nothing counted, nothing to release), else true.
    */
-  async #keepAside(entry: AuditEntry, error: unknown): Promise<void> {
+  async #keepAside(entry: AuditEntry, error: unknown, item?: BacklogItem): Promise<boolean> {
     const path = this.#options.backlog?.path;
     let kept = false;
     if (path !== undefined) {
@@ -1942,8 +1981,13 @@ export class AuditedCommandRunner {
         kept = true;
       } catch (keepError) {
         this.#logger.error({ id: entry.id, error: String(keepError) }, "a skipped audit entry could not be kept aside");
+        if (item?.journaled === true) {
+          item.aside = { entry, error, problem: String(keepError) };
+          return false;
+        }
       }
     }
+    if (item !== undefined) item.aside = undefined;
     this.#skipped++;
     if (!kept) this.#skippedNotKept++;
     const reason =
@@ -1962,6 +2006,7 @@ export class AuditedCommandRunner {
       outcome: entry.outcome,
       reason,
     });
+    return true;
   }
 
   /**
@@ -2201,6 +2246,11 @@ interface BacklogItem {
   since?: number;
   /** Already reported by `audit-record-fail` (queued while the store failed, or when it began to fail). */
   reported?: boolean;
+  /**
+   * Refused for good (or set aside), but the set-aside append failed: what to keep aside, why,
+   * and the append's error. Its journal record is kept until the append succeeds (see `#keepAside`).
+   */
+  aside?: { readonly entry: AuditEntry; readonly error: unknown; readonly problem: string };
 }
 
 /** The audit writer's state, as `ControlSystem.health().audit` reports it. */

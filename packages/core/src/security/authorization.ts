@@ -39,13 +39,28 @@ function textAtMost(max: number) {
 }
 
 /**
- * zod schema of a {@link Principal}: an id of 1 to 256 characters, at most 64 roles of at most
+ * True for an id in parentheses (`(system)`, `(audit)`, `(invalid principal)`): the audit trail
+ * names Kiln's own entries so (the system's actions, the writer's summaries, placeholders), so
+ * no caller's principal may carry one (adversarial review 15x, F2).
+ */
+export function isReservedPrincipalId(id: string): boolean {
+  return id.startsWith("(") && id.endsWith(")");
+}
+
+const RESERVED_PRINCIPAL_MESSAGE =
+  "must not be in parentheses: such ids, like (system) and (audit), are reserved for Kiln's own audit entries";
+
+/**
+ * zod schema of a {@link Principal}: an id of 1 to 256 characters, not in parentheses (reserved:
+ * {@link isReservedPrincipalId}), at most 64 roles of at most
  * 128 characters each, a source of at most 256 characters, none holding a control or format
  * character (Unicode Cc, Cf) (UTF-16 code units; `NAME_MAX_LENGTH`,
  * `ROLES_MAX_COUNT`, `ROLE_MAX_LENGTH`), so no caller can make an audit entry unboundedly large.
  */
 export const principalSchema = z.object({
-  id: textAtMost(NAME_MAX_LENGTH).refine((text) => text !== "", "a principal needs an id"),
+  id: textAtMost(NAME_MAX_LENGTH)
+    .refine((text) => text !== "", "a principal needs an id")
+    .refine((text) => !isReservedPrincipalId(text), RESERVED_PRINCIPAL_MESSAGE),
   roles: z.array(textAtMost(ROLE_MAX_LENGTH)).max(ROLES_MAX_COUNT, `must hold at most ${ROLES_MAX_COUNT} roles`),
   source: textAtMost(NAME_MAX_LENGTH).optional(),
 });
