@@ -215,7 +215,8 @@ export interface SparkplugHostHealth {
   /** Every edge node the host has heard from, in the order it first did. */
   readonly edgeNodes: readonly SparkplugHostEdgeNodeHealth[];
   /**
-   * Messages received on the group topics, those that could not be read (ignored, counted), and
+   * Messages received on the group topics, those that could not be read or were refused (retained
+   * births, data and deaths included; ignored, counted), and
    * those over `maxPayloadBytes` (not read; also counted as malformed).
    */
   readonly messages: { readonly received: number; readonly malformed: number; readonly oversized: number };
@@ -861,7 +862,7 @@ export class SparkplugHost {
         if (node.state === "online")
           this.#setNodeState(node, "awaiting-rebirth", "the host reconnected to the broker", { store: false });
       }
-      client.on("message", (topic, payload) => this.#onMessage(session, topic, payload));
+      client.on("message", (topic, payload, packet) => this.#onMessage(session, topic, payload, packet.retain));
       // Backpressure: MQTT.js reads the next packet only when this callback runs.
       client.handleMessage = (_packet, callback) => {
         if (!this.#writer.congested) callback();
@@ -871,8 +872,11 @@ export class SparkplugHost {
       client.once("close", () => this.#onSessionLost(session));
       // [tck-id-host-topic-phid-birth-sub-required], [tck-id-message-flow-phid-sparkplug-subscription]:
       // own STATE and the groups, QoS 1, before the STATE birth.
-      const filters: Record<string, { qos: 1 }> = { [this.#stateTopic]: { qos: 1 } };
-      for (const group of this.#groups) filters[`${SPARKPLUG_NAMESPACE}/${group}/#`] = { qos: 1 };
+      // With MQTT 5, Retain As Published: a message someone publishes retained while the host is
+      // subscribed keeps its retain flag, so it is refused like one handed over at subscribe.
+      const group = this.#options.mqtt?.protocolVersion === 5 ? { qos: 1 as const, rap: true } : { qos: 1 as const };
+      const filters: Record<string, { qos: 1; rap?: boolean }> = { [this.#stateTopic]: { qos: 1 } };
+      for (const id of this.#groups) filters[`${SPARKPLUG_NAMESPACE}/${id}/#`] = group;
       await raceAbort(client.subscribeAsync(filters), signal, "Sparkplug host subscribe");
       // [tck-id-host-topic-phid-birth-required], [tck-id-host-topic-phid-birth-qos], [-retain]: STATE online.
       await raceAbort(this.#publishOnline(session), signal, "Sparkplug host STATE");
@@ -923,7 +927,7 @@ export class SparkplugHost {
     void this.#bus.publish("message-reject", { topic, message });
   }
 
-  #onMessage(session: Session, topic: string, bytes: Uint8Array): void {
+  #onMessage(session: Session, topic: string, bytes: Uint8Array, retained = false): void {
     if (this.#session !== session || session.closing) return;
     if (topic === this.#stateTopic) {
       this.#onOwnState(session, topic, bytes);
@@ -939,6 +943,17 @@ export class SparkplugHost {
     }
     if (parsed.type === "STATE" || !this.#groups.has(parsed.groupId)) return;
     if (parsed.type === "NCMD" || parsed.type === "DCMD") return;
+    // Sparkplug forbids retaining births, data and deaths (retain false: [tck-id-topics-nbirth-mqtt],
+    // [tck-id-topics-ndata-mqtt], [tck-id-topics-dbirth-mqtt], [tck-id-topics-ddata-mqtt]...): a retained one is what a client left on
+    // the broker some time ago (a ghost edge node born again at every host start). Refused before
+    // anything: no edge node state, nothing stored.
+    if (retained) {
+      this.#reject(
+        topic,
+        `${topic}: a retained ${parsed.type}: Sparkplug forbids retaining it (an old message left on the broker): refused, nothing taken`,
+      );
+      return;
+    }
     const node = this.#node(parsed.groupId, parsed.edgeNodeId);
     // Before decoding: the size is known without reading it. The message is lost to the host, so
     // what follows from the node cannot be trusted either.

@@ -347,3 +347,42 @@ describe("M3 and M6: quality properties of the wrong type; the live view never g
     await eventually(async () => (await rigged.db.samples(tag("a"))).some((each) => each.value === -1));
   });
 });
+
+describe("retained births, data and deaths are refused (Sparkplug requires retain false)", () => {
+  test("a retained NBIRTH left on the broker before the host starts: no ghost edge node; sibling: a retained DDATA", async () => {
+    const ghost = `ghost-${Math.random().toString(16).slice(2, 8)}`;
+    const publisher = await RawEdgeNode.connect(broker.url, GROUP, ghost, 0);
+    cleanups.push(() => publisher.close());
+    const retained = async (topic: string, payload: Parameters<typeof encodePayload>[0]) =>
+      publisher.client.publishAsync(topic, Buffer.from(encodePayload(payload)), { qos: 1, retain: true });
+    const now = Date.now();
+    const nbirthTopic = sparkplugTopic({ type: "NBIRTH", groupId: GROUP, edgeNodeId: ghost });
+    const ddataTopic = sparkplugTopic({ type: "DDATA", groupId: GROUP, edgeNodeId: ghost, deviceId: "d" });
+    await retained(nbirthTopic, {
+      timestamp: now,
+      seq: 0,
+      metrics: [{ name: "bdSeq", timestamp: now, datatype: "Int64", value: 0 }, double("x", 1, 111, now)],
+    });
+    await retained(ddataTopic, {
+      timestamp: now,
+      seq: 1,
+      metrics: [{ alias: 1, timestamp: now, datatype: "Double", value: 5 }],
+    });
+    // Cleared at the end, so no other test's host meets them.
+    cleanups.push(async () => {
+      for (const topic of [nbirthTopic, ddataTopic])
+        await publisher.client.publishAsync(topic, Buffer.alloc(0), { qos: 1, retain: true });
+    });
+    const rigged = await rig();
+    await eventually(
+      () => rigged.rejects.filter((each) => each.message.includes("retained")).length === 2,
+      5_000,
+      "both refused",
+    );
+    expect(rigged.rejects.map((each) => each.topic).sort()).toEqual([ddataTopic, nbirthTopic].sort());
+    expect(rigged.host.latest(qualifiedTagName({ groupId: GROUP, edgeNodeId: ghost, metric: "x" }))).toBeUndefined();
+    expect(rigged.node(ghost)).toBeUndefined();
+    expect(rigged.host.health().messages.malformed).toBe(2);
+    expect(rigged.host.health().samples.received).toBe(0);
+  });
+});
