@@ -112,6 +112,14 @@ export interface SparkplugHostOptions {
   readonly mqtt?: Omit<IClientOptions, "will" | "clean" | "reconnectPeriod">;
   /** How long one connect attempt may take, in ms. @default 10000 */
   readonly connectTimeoutMs?: number;
+  /**
+   * How far ahead of the host's clock a live metric's timestamp may be, in ms. A live value
+   * (birth or data) timestamped further ahead is stored but never shown in the live view (it
+   * would hold back every later sample, as the live view never goes back in time): counted in
+   * `samples.futureDated`, reported by `metric-issue` `future-timestamp`, the live value it would
+   * have replaced marked uncertain. Historical metrics are not checked. @default 60000
+   */
+  readonly maxClockSkewMs?: number;
   /** Time source (STATE and NCMD timestamps, stale marks, waits). @default SystemClock */
   readonly clock?: Clock;
   /** Randomness in [0, 1) for reconnect and retry jitter. @default Math.random */
@@ -230,7 +238,9 @@ export interface SparkplugHostHealth {
    * `transient` (not stored, per `is_transient`), `historical` (stored, not in the live view),
    * `mistyped` (refused: a datatype other than the birth's, see `metric-issue`), `outOfOrder`
    * (live samples older than the metric's live value: stored as history, the live view never
-   * goes back in time).
+   * goes back in time; one at the live value's very time with another value is the store's
+   * conflict and does not replace it either), `futureDated` (live samples timestamped more than
+   * `maxClockSkewMs` ahead of the host's clock: stored, never in the live view).
    */
   readonly samples: {
     readonly received: number;
@@ -244,6 +254,7 @@ export interface SparkplugHostHealth {
     readonly historical: number;
     readonly mistyped: number;
     readonly outOfOrder: number;
+    readonly futureDated: number;
   };
   /**
    * Store call failures: each failed attempt of a write or tag registration, timeouts and
@@ -300,6 +311,8 @@ export interface SparkplugHostEvents {
    * metric had is marked (bad `BadTypeMismatch`, or uncertain last usable value) with `detail`
    * as its reason: it is no longer the metric's current value. `retyped`: a birth gave the metric
    * another datatype than the birth before it: taken under the new datatype, reported.
+   * `future-timestamp`: a live value timestamped more than `maxClockSkewMs` ahead of the host's
+   * clock: stored, not shown in the live view, the live value the metric had marked uncertain.
    */
   "metric-issue": {
     /** The qualified tag name. */
@@ -309,7 +322,7 @@ export interface SparkplugHostEvents {
     readonly deviceId?: string;
     /** The metric name as the edge node gave it. */
     readonly metric: string;
-    readonly issue: "datatype-mismatch" | "unstorable" | "retyped";
+    readonly issue: "datatype-mismatch" | "unstorable" | "retyped" | "future-timestamp";
     readonly detail: string;
   };
   /** A store call failed (`willRetry`: the batch is written again after a backoff). */
@@ -390,6 +403,7 @@ interface Session {
 }
 
 const DEFAULT_MAX_PAYLOAD_BYTES = 4_194_304;
+const DEFAULT_MAX_CLOCK_SKEW_MS = 60_000;
 /**
  * An edge node that loses the host's trust right after being born {@link FLAP_LOSSES} times
  * within this many ms is named in `health().problems` as flapping.
@@ -461,6 +475,7 @@ export class SparkplugHost {
     historical: 0,
     mistyped: 0,
     outOfOrder: 0,
+    futureDated: 0,
     storeErrors: 0,
   };
   #problems = new Map<string, string>();
@@ -496,7 +511,13 @@ export class SparkplugHost {
         issues.push({ path: `batching.${field}`, message: `must be a whole number from ${min}` });
       }
     }
-    for (const field of ["rebirthIntervalMs", "drainTimeoutMs", "stopLingerMs", "ackIntervalMs"] as const) {
+    for (const field of [
+      "rebirthIntervalMs",
+      "drainTimeoutMs",
+      "stopLingerMs",
+      "ackIntervalMs",
+      "maxClockSkewMs",
+    ] as const) {
       const value = options[field];
       if (value !== undefined && (!Number.isFinite(value) || value < 0)) {
         issues.push({ path: field, message: "must be a finite number of ms from 0" });
@@ -785,6 +806,7 @@ export class SparkplugHost {
         historical: this.#counts.historical,
         mistyped: this.#counts.mistyped,
         outOfOrder: this.#counts.outOfOrder,
+        futureDated: this.#counts.futureDated,
       },
       storeErrors: this.#counts.storeErrors,
       storeBreaker: breaker,
@@ -1637,6 +1659,7 @@ export class SparkplugHost {
     const samples: Sample[] = [];
     const live: SparkplugLiveMetric[] = [];
     const now = this.#clock.now();
+    const skew = this.#options.maxClockSkewMs ?? DEFAULT_MAX_CLOCK_SKEW_MS;
     const infos: (MetricInfo | undefined)[] = [];
     for (const metric of payload.metrics) {
       const info =
@@ -1706,12 +1729,33 @@ export class SparkplugHost {
         this.#counts.historical++;
         continue;
       }
+      // A time further ahead of the host's clock than `maxClockSkewMs` is not a time the value
+      // can have been measured at: the value is stored (as it came) but never shown in the live
+      // view, where it would hold back every later sample ("never back in time"). The live value
+      // it would have replaced is no longer current: uncertain, with the reason, at its own time.
+      if (timestamp > now + skew) {
+        this.#counts.futureDated++;
+        this.#metricIssue(
+          node,
+          deviceId,
+          info,
+          "future-timestamp",
+          `${topic}: a value timestamped ${new Date(timestamp).toISOString()}, more than ${skew} ms (maxClockSkewMs) ahead of the host's clock: stored, not shown in the live view`,
+          // At 0: the mark keeps the live value's own time, so the next real sample replaces it.
+          { at: 0, quality: quality("uncertain", undefined, QualityCodes.UncertainLastUsableValue) },
+        );
+        continue;
+      }
       // The live view never goes back in time: an older live sample is history (stored above).
-      // A birth is the metric's current value whatever its time.
-      if (!isBirth && timestamp < (this.#live.get(info.tag)?.sample.timestamp ?? -Infinity)) {
+      // A birth is the metric's current value whatever its time. Nor does it show what the store
+      // refuses: another value at the live value's very time is a conflict there (the store
+      // keeps the first), so the live view keeps the first too.
+      const current = this.#live.get(info.tag)?.sample;
+      if (current !== undefined && !isBirth && timestamp < current.timestamp) {
         this.#counts.outOfOrder++;
         continue;
       }
+      if (current !== undefined && timestamp === current.timestamp && !sameReading(current, sample)) continue;
       const entry: SparkplugLiveMetric = {
         sample,
         groupId: node.groupId,
@@ -1727,6 +1771,11 @@ export class SparkplugHost {
     if (live.length > 0 && this.#bus.listenerCount("live-update") > 0)
       void this.#bus.publish("live-update", { metrics: live });
   }
+}
+
+/** Whether two samples of one tag at one time are the same reading (value and quality), as a store sees a re-delivery. */
+function sameReading(a: Sample, b: Sample): boolean {
+  return Object.is(a.value, b.value) && a.quality.severity === b.quality.severity && a.quality.code === b.quality.code;
 }
 
 /** A value as a refusal shows it: strings quoted, cut to 64 characters. */
