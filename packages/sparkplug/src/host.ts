@@ -188,7 +188,10 @@ export interface SparkplugHostEdgeNodeHealth {
    * an NDEATH, or while awaiting the rebirth a gap asked for.
    */
   readonly dataBeforeBirth: number;
-  /** Data messages naming an alias, metric or device the births did not announce. */
+  /**
+   * Data messages naming an alias, metric or device the births did not announce, or a metric by
+   * an alias and a name the births gave to two metrics.
+   */
   readonly unknownAliases: number;
   /** NDEATHs whose bdSeq did not match the current NBIRTH's: ignored. */
   readonly staleDeaths: number;
@@ -1662,15 +1665,23 @@ export class SparkplugHost {
     const skew = this.#options.maxClockSkewMs ?? DEFAULT_MAX_CLOCK_SKEW_MS;
     const infos: (MetricInfo | undefined)[] = [];
     for (const metric of payload.metrics) {
+      const byAlias = !isBirth && metric.alias !== undefined ? birth.byAlias.get(metric.alias) : undefined;
       const info =
         !isBirth && metric.alias !== undefined
-          ? birth.byAlias.get(metric.alias)
+          ? byAlias
           : metric.name !== undefined
             ? birth.byName.get(metric.name)
             : undefined;
-      if (info === undefined && !isBirth) {
+      // An alias and a name that the birth gave to two metrics: which one is meant is not known,
+      // so it is treated as an alias the birth did not announce (issue 19).
+      const contradicted = byAlias !== undefined && metric.name !== undefined && metric.name !== byAlias.name;
+      if ((info === undefined || contradicted) && !isBirth) {
         // One metric the birth did not announce: the alias map cannot be trusted for any of them.
-        const what = metric.alias !== undefined ? `alias ${String(metric.alias)}` : `metric ${String(metric.name)}`;
+        const what = contradicted
+          ? `alias ${String(metric.alias)} (${JSON.stringify(byAlias.name)} in the birth) given with the name ${JSON.stringify(metric.name)}`
+          : metric.alias !== undefined
+            ? `alias ${String(metric.alias)}`
+            : `metric ${String(metric.name)}`;
         this.#counts.samples += payload.metrics.length;
         this.#counts.discarded += payload.metrics.length;
         node.unknownAliases++;

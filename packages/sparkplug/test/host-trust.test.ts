@@ -442,4 +442,18 @@ describe("the live view is bounded by the host's clock and agrees with the store
       expect(rigged.host.latest(name)?.sample.value).toBe(first);
     }
   });
+
+  test("an alias and a name that the birth gave to two metrics: refused as an unknown alias, nothing stored", async () => {
+    const rigged = await rig();
+    const edge = await born(rigged);
+    const t = Date.now();
+    await edge.ddata("d", [{ name: "b", alias: 1, timestamp: t, datatype: "Double", value: 999 }]);
+    await eventually(() => (rigged.node()?.unknownAliases ?? 0) === 1, 5_000, "refused");
+    expect(rigged.node()?.state).toBe("awaiting-rebirth");
+    expect(rigged.host.health().samples.discarded).toBe(1);
+    for (const name of [tag("a"), tag("b")]) {
+      expect(rigged.host.latest(name)?.sample.value).not.toBe(999);
+      expect((await rigged.db.samples(name)).some((each) => each.value === 999)).toBe(false);
+    }
+  });
 });
