@@ -457,6 +457,8 @@ export class SparkplugHost {
   readonly #groups: ReadonlySet<string>;
   readonly #nodes = new Map<string, EdgeNodeState>();
   readonly #live = new Map<string, SparkplugLiveMetric>();
+  /** Live entries that are the host's own marks (stale, refused value...): never stored at their time. */
+  readonly #marks = new WeakSet<SparkplugLiveMetric>();
   readonly #registered = new Map<string, string>();
   #session: Session | undefined;
   #lastState: { online: boolean; timestamp?: number } = { online: false };
@@ -1531,6 +1533,7 @@ export class SparkplugHost {
       const sample: Sample = { tag, value: entry.sample.value, timestamp, quality: stale };
       const updated: SparkplugLiveMetric = { ...entry, sample };
       this.#live.set(tag, updated);
+      this.#marks.add(updated);
       marked.push(updated);
       const storedAt = Math.floor(at) + STALE_MARK_OFFSET_MS;
       if (store && after && storedAt <= SAMPLE_TIME_MAX) samples.push({ ...sample, timestamp: storedAt });
@@ -1563,6 +1566,7 @@ export class SparkplugHost {
       };
       const updated: SparkplugLiveMetric = { ...entry, sample };
       this.#live.set(info.tag, updated);
+      this.#marks.add(updated);
       void this.#bus.publish("live-update", { metrics: [updated] });
     }
     void this.#bus.publish("metric-issue", {
@@ -1761,12 +1765,20 @@ export class SparkplugHost {
       // A birth is the metric's current value whatever its time. Nor does it show what the store
       // refuses: another value at the live value's very time is a conflict there (the store
       // keeps the first), so the live view keeps the first too.
-      const current = this.#live.get(info.tag)?.sample;
+      const held = this.#live.get(info.tag);
+      const current = held?.sample;
       if (current !== undefined && !isBirth && timestamp < current.timestamp) {
         this.#counts.outOfOrder++;
         continue;
       }
-      if (current !== undefined && timestamp === current.timestamp && !sameReading(current, sample)) continue;
+      // (A mark of the host's own is not in the store: a value at its time is not a conflict.)
+      if (
+        current !== undefined &&
+        timestamp === current.timestamp &&
+        !this.#marks.has(held!) &&
+        !sameReading(current, sample)
+      )
+        continue;
       const entry: SparkplugLiveMetric = {
         sample,
         groupId: node.groupId,

@@ -443,6 +443,17 @@ describe("the live view is bounded by the host's clock and agrees with the store
     }
   });
 
+  test("sibling: a value at the time of the host's own mark (a refused mistyped value) is taken: the store has nothing there", async () => {
+    const rigged = await rig();
+    const edge = await born(rigged);
+    const t = Date.now();
+    await typedDdata(edge, [{ alias: 1, timestamp: t, datatype: "Int32", value: 7 }]);
+    await eventually(() => severity(rigged.host, tag("a")) === "bad", 5_000, "marked bad");
+    await edge.ddata("d", [{ alias: 1, timestamp: t, datatype: "Double", value: 3 }]);
+    await eventually(() => rigged.host.latest(tag("a"))?.sample.value === 3, 5_000, "taken");
+    expect(severity(rigged.host, tag("a"))).toBe("good");
+  });
+
   test("an alias and a name that the birth gave to two metrics: refused as an unknown alias, nothing stored", async () => {
     const rigged = await rig();
     const edge = await born(rigged);
