@@ -112,6 +112,14 @@ export interface SparkplugHostOptions {
   readonly mqtt?: Omit<IClientOptions, "will" | "clean" | "reconnectPeriod">;
   /** How long one connect attempt may take, in ms. @default 10000 */
   readonly connectTimeoutMs?: number;
+  /**
+   * How far ahead of the host's clock a live metric's timestamp may be, in ms. A live value
+   * (birth or data) timestamped further ahead is stored but never shown in the live view (it
+   * would hold back every later sample, as the live view never goes back in time): counted in
+   * `samples.futureDated`, reported by `metric-issue` `future-timestamp`, the live value it would
+   * have replaced marked uncertain. Historical metrics are not checked. @default 60000
+   */
+  readonly maxClockSkewMs?: number;
   /** Time source (STATE and NCMD timestamps, stale marks, waits). @default SystemClock */
   readonly clock?: Clock;
   /** Randomness in [0, 1) for reconnect and retry jitter. @default Math.random */
@@ -180,7 +188,10 @@ export interface SparkplugHostEdgeNodeHealth {
    * an NDEATH, or while awaiting the rebirth a gap asked for.
    */
   readonly dataBeforeBirth: number;
-  /** Data messages naming an alias, metric or device the births did not announce. */
+  /**
+   * Data messages naming an alias, metric or device the births did not announce, or a metric by
+   * an alias and a name the births gave to two metrics.
+   */
   readonly unknownAliases: number;
   /** NDEATHs whose bdSeq did not match the current NBIRTH's: ignored. */
   readonly staleDeaths: number;
@@ -215,7 +226,8 @@ export interface SparkplugHostHealth {
   /** Every edge node the host has heard from, in the order it first did. */
   readonly edgeNodes: readonly SparkplugHostEdgeNodeHealth[];
   /**
-   * Messages received on the group topics, those that could not be read (ignored, counted), and
+   * Messages received on the group topics, those that could not be read or were refused (retained
+   * births, data and deaths included; ignored, counted), and
    * those over `maxPayloadBytes` (not read; also counted as malformed).
    */
   readonly messages: { readonly received: number; readonly malformed: number; readonly oversized: number };
@@ -229,7 +241,9 @@ export interface SparkplugHostHealth {
    * `transient` (not stored, per `is_transient`), `historical` (stored, not in the live view),
    * `mistyped` (refused: a datatype other than the birth's, see `metric-issue`), `outOfOrder`
    * (live samples older than the metric's live value: stored as history, the live view never
-   * goes back in time).
+   * goes back in time; one at the live value's very time with another value is the store's
+   * conflict and does not replace it either), `futureDated` (live samples timestamped more than
+   * `maxClockSkewMs` ahead of the host's clock: stored, never in the live view).
    */
   readonly samples: {
     readonly received: number;
@@ -243,6 +257,7 @@ export interface SparkplugHostHealth {
     readonly historical: number;
     readonly mistyped: number;
     readonly outOfOrder: number;
+    readonly futureDated: number;
   };
   /**
    * Store call failures: each failed attempt of a write or tag registration, timeouts and
@@ -299,6 +314,8 @@ export interface SparkplugHostEvents {
    * metric had is marked (bad `BadTypeMismatch`, or uncertain last usable value) with `detail`
    * as its reason: it is no longer the metric's current value. `retyped`: a birth gave the metric
    * another datatype than the birth before it: taken under the new datatype, reported.
+   * `future-timestamp`: a live value timestamped more than `maxClockSkewMs` ahead of the host's
+   * clock: stored, not shown in the live view, the live value the metric had marked uncertain.
    */
   "metric-issue": {
     /** The qualified tag name. */
@@ -308,7 +325,7 @@ export interface SparkplugHostEvents {
     readonly deviceId?: string;
     /** The metric name as the edge node gave it. */
     readonly metric: string;
-    readonly issue: "datatype-mismatch" | "unstorable" | "retyped";
+    readonly issue: "datatype-mismatch" | "unstorable" | "retyped" | "future-timestamp";
     readonly detail: string;
   };
   /** A store call failed (`willRetry`: the batch is written again after a backoff). */
@@ -389,6 +406,7 @@ interface Session {
 }
 
 const DEFAULT_MAX_PAYLOAD_BYTES = 4_194_304;
+const DEFAULT_MAX_CLOCK_SKEW_MS = 60_000;
 /**
  * An edge node that loses the host's trust right after being born {@link FLAP_LOSSES} times
  * within this many ms is named in `health().problems` as flapping.
@@ -439,6 +457,8 @@ export class SparkplugHost {
   readonly #groups: ReadonlySet<string>;
   readonly #nodes = new Map<string, EdgeNodeState>();
   readonly #live = new Map<string, SparkplugLiveMetric>();
+  /** Live entries that are the host's own marks (stale, refused value...): never stored at their time. */
+  readonly #marks = new WeakSet<SparkplugLiveMetric>();
   readonly #registered = new Map<string, string>();
   #session: Session | undefined;
   #lastState: { online: boolean; timestamp?: number } = { online: false };
@@ -460,6 +480,7 @@ export class SparkplugHost {
     historical: 0,
     mistyped: 0,
     outOfOrder: 0,
+    futureDated: 0,
     storeErrors: 0,
   };
   #problems = new Map<string, string>();
@@ -495,7 +516,13 @@ export class SparkplugHost {
         issues.push({ path: `batching.${field}`, message: `must be a whole number from ${min}` });
       }
     }
-    for (const field of ["rebirthIntervalMs", "drainTimeoutMs", "stopLingerMs", "ackIntervalMs"] as const) {
+    for (const field of [
+      "rebirthIntervalMs",
+      "drainTimeoutMs",
+      "stopLingerMs",
+      "ackIntervalMs",
+      "maxClockSkewMs",
+    ] as const) {
       const value = options[field];
       if (value !== undefined && (!Number.isFinite(value) || value < 0)) {
         issues.push({ path: field, message: "must be a finite number of ms from 0" });
@@ -784,6 +811,7 @@ export class SparkplugHost {
         historical: this.#counts.historical,
         mistyped: this.#counts.mistyped,
         outOfOrder: this.#counts.outOfOrder,
+        futureDated: this.#counts.futureDated,
       },
       storeErrors: this.#counts.storeErrors,
       storeBreaker: breaker,
@@ -861,7 +889,7 @@ export class SparkplugHost {
         if (node.state === "online")
           this.#setNodeState(node, "awaiting-rebirth", "the host reconnected to the broker", { store: false });
       }
-      client.on("message", (topic, payload) => this.#onMessage(session, topic, payload));
+      client.on("message", (topic, payload, packet) => this.#onMessage(session, topic, payload, packet.retain));
       // Backpressure: MQTT.js reads the next packet only when this callback runs.
       client.handleMessage = (_packet, callback) => {
         if (!this.#writer.congested) callback();
@@ -871,8 +899,11 @@ export class SparkplugHost {
       client.once("close", () => this.#onSessionLost(session));
       // [tck-id-host-topic-phid-birth-sub-required], [tck-id-message-flow-phid-sparkplug-subscription]:
       // own STATE and the groups, QoS 1, before the STATE birth.
-      const filters: Record<string, { qos: 1 }> = { [this.#stateTopic]: { qos: 1 } };
-      for (const group of this.#groups) filters[`${SPARKPLUG_NAMESPACE}/${group}/#`] = { qos: 1 };
+      // With MQTT 5, Retain As Published: a message someone publishes retained while the host is
+      // subscribed keeps its retain flag, so it is refused like one handed over at subscribe.
+      const group = this.#options.mqtt?.protocolVersion === 5 ? { qos: 1 as const, rap: true } : { qos: 1 as const };
+      const filters: Record<string, { qos: 1; rap?: boolean }> = { [this.#stateTopic]: { qos: 1 } };
+      for (const id of this.#groups) filters[`${SPARKPLUG_NAMESPACE}/${id}/#`] = group;
       await raceAbort(client.subscribeAsync(filters), signal, "Sparkplug host subscribe");
       // [tck-id-host-topic-phid-birth-required], [tck-id-host-topic-phid-birth-qos], [-retain]: STATE online.
       await raceAbort(this.#publishOnline(session), signal, "Sparkplug host STATE");
@@ -923,7 +954,7 @@ export class SparkplugHost {
     void this.#bus.publish("message-reject", { topic, message });
   }
 
-  #onMessage(session: Session, topic: string, bytes: Uint8Array): void {
+  #onMessage(session: Session, topic: string, bytes: Uint8Array, retained = false): void {
     if (this.#session !== session || session.closing) return;
     if (topic === this.#stateTopic) {
       this.#onOwnState(session, topic, bytes);
@@ -939,6 +970,17 @@ export class SparkplugHost {
     }
     if (parsed.type === "STATE" || !this.#groups.has(parsed.groupId)) return;
     if (parsed.type === "NCMD" || parsed.type === "DCMD") return;
+    // Sparkplug forbids retaining births, data and deaths (retain false: [tck-id-topics-nbirth-mqtt],
+    // [tck-id-topics-ndata-mqtt], [tck-id-topics-dbirth-mqtt], [tck-id-topics-ddata-mqtt]...): a retained one is what a client left on
+    // the broker some time ago (a ghost edge node born again at every host start). Refused before
+    // anything: no edge node state, nothing stored.
+    if (retained) {
+      this.#reject(
+        topic,
+        `${topic}: a retained ${parsed.type}: Sparkplug forbids retaining it (an old message left on the broker): refused, nothing taken`,
+      );
+      return;
+    }
     const node = this.#node(parsed.groupId, parsed.edgeNodeId);
     // Before decoding: the size is known without reading it. The message is lost to the host, so
     // what follows from the node cannot be trusted either.
@@ -1491,6 +1533,7 @@ export class SparkplugHost {
       const sample: Sample = { tag, value: entry.sample.value, timestamp, quality: stale };
       const updated: SparkplugLiveMetric = { ...entry, sample };
       this.#live.set(tag, updated);
+      this.#marks.add(updated);
       marked.push(updated);
       const storedAt = Math.floor(at) + STALE_MARK_OFFSET_MS;
       if (store && after && storedAt <= SAMPLE_TIME_MAX) samples.push({ ...sample, timestamp: storedAt });
@@ -1523,6 +1566,7 @@ export class SparkplugHost {
       };
       const updated: SparkplugLiveMetric = { ...entry, sample };
       this.#live.set(info.tag, updated);
+      this.#marks.add(updated);
       void this.#bus.publish("live-update", { metrics: [updated] });
     }
     void this.#bus.publish("metric-issue", {
@@ -1622,17 +1666,26 @@ export class SparkplugHost {
     const samples: Sample[] = [];
     const live: SparkplugLiveMetric[] = [];
     const now = this.#clock.now();
+    const skew = this.#options.maxClockSkewMs ?? DEFAULT_MAX_CLOCK_SKEW_MS;
     const infos: (MetricInfo | undefined)[] = [];
     for (const metric of payload.metrics) {
+      const byAlias = !isBirth && metric.alias !== undefined ? birth.byAlias.get(metric.alias) : undefined;
       const info =
         !isBirth && metric.alias !== undefined
-          ? birth.byAlias.get(metric.alias)
+          ? byAlias
           : metric.name !== undefined
             ? birth.byName.get(metric.name)
             : undefined;
-      if (info === undefined && !isBirth) {
+      // An alias and a name that the birth gave to two metrics: which one is meant is not known,
+      // so it is treated as an alias the birth did not announce (issue 19).
+      const contradicted = byAlias !== undefined && metric.name !== undefined && metric.name !== byAlias.name;
+      if ((info === undefined || contradicted) && !isBirth) {
         // One metric the birth did not announce: the alias map cannot be trusted for any of them.
-        const what = metric.alias !== undefined ? `alias ${String(metric.alias)}` : `metric ${String(metric.name)}`;
+        const what = contradicted
+          ? `alias ${String(metric.alias)} (${JSON.stringify(byAlias.name)} in the birth) given with the name ${JSON.stringify(metric.name)}`
+          : metric.alias !== undefined
+            ? `alias ${String(metric.alias)}`
+            : `metric ${String(metric.name)}`;
         this.#counts.samples += payload.metrics.length;
         this.#counts.discarded += payload.metrics.length;
         node.unknownAliases++;
@@ -1691,12 +1744,41 @@ export class SparkplugHost {
         this.#counts.historical++;
         continue;
       }
+      // A time further ahead of the host's clock than `maxClockSkewMs` is not a time the value
+      // can have been measured at: the value is stored (as it came) but never shown in the live
+      // view, where it would hold back every later sample ("never back in time"). The live value
+      // it would have replaced is no longer current: uncertain, with the reason, at its own time.
+      if (timestamp > now + skew) {
+        this.#counts.futureDated++;
+        this.#metricIssue(
+          node,
+          deviceId,
+          info,
+          "future-timestamp",
+          `${topic}: a value timestamped ${new Date(timestamp).toISOString()}, more than ${skew} ms (maxClockSkewMs) ahead of the host's clock: stored, not shown in the live view`,
+          // At 0: the mark keeps the live value's own time, so the next real sample replaces it.
+          { at: 0, quality: quality("uncertain", undefined, QualityCodes.UncertainLastUsableValue) },
+        );
+        continue;
+      }
       // The live view never goes back in time: an older live sample is history (stored above).
-      // A birth is the metric's current value whatever its time.
-      if (!isBirth && timestamp < (this.#live.get(info.tag)?.sample.timestamp ?? -Infinity)) {
+      // A birth is the metric's current value whatever its time. Nor does it show what the store
+      // refuses: another value at the live value's very time is a conflict there (the store
+      // keeps the first), so the live view keeps the first too.
+      const held = this.#live.get(info.tag);
+      const current = held?.sample;
+      if (current !== undefined && !isBirth && timestamp < current.timestamp) {
         this.#counts.outOfOrder++;
         continue;
       }
+      // (A mark of the host's own is not in the store: a value at its time is not a conflict.)
+      if (
+        current !== undefined &&
+        timestamp === current.timestamp &&
+        !this.#marks.has(held!) &&
+        !sameReading(current, sample)
+      )
+        continue;
       const entry: SparkplugLiveMetric = {
         sample,
         groupId: node.groupId,
@@ -1712,6 +1794,11 @@ export class SparkplugHost {
     if (live.length > 0 && this.#bus.listenerCount("live-update") > 0)
       void this.#bus.publish("live-update", { metrics: live });
   }
+}
+
+/** Whether two samples of one tag at one time are the same reading (value and quality), as a store sees a re-delivery. */
+function sameReading(a: Sample, b: Sample): boolean {
+  return Object.is(a.value, b.value) && a.quality.severity === b.quality.severity && a.quality.code === b.quality.code;
 }
 
 /** A value as a refusal shows it: strings quoted, cut to 64 characters. */

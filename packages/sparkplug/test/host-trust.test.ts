@@ -347,3 +347,124 @@ describe("M3 and M6: quality properties of the wrong type; the live view never g
     await eventually(async () => (await rigged.db.samples(tag("a"))).some((each) => each.value === -1));
   });
 });
+
+describe("retained births, data and deaths are refused (Sparkplug requires retain false)", () => {
+  test("a retained NBIRTH left on the broker before the host starts: no ghost edge node; sibling: a retained DDATA", async () => {
+    const ghost = `ghost-${Math.random().toString(16).slice(2, 8)}`;
+    const publisher = await RawEdgeNode.connect(broker.url, GROUP, ghost, 0);
+    cleanups.push(() => publisher.close());
+    const retained = async (topic: string, payload: Parameters<typeof encodePayload>[0]) =>
+      publisher.client.publishAsync(topic, Buffer.from(encodePayload(payload)), { qos: 1, retain: true });
+    const now = Date.now();
+    const nbirthTopic = sparkplugTopic({ type: "NBIRTH", groupId: GROUP, edgeNodeId: ghost });
+    const ddataTopic = sparkplugTopic({ type: "DDATA", groupId: GROUP, edgeNodeId: ghost, deviceId: "d" });
+    await retained(nbirthTopic, {
+      timestamp: now,
+      seq: 0,
+      metrics: [{ name: "bdSeq", timestamp: now, datatype: "Int64", value: 0 }, double("x", 1, 111, now)],
+    });
+    await retained(ddataTopic, {
+      timestamp: now,
+      seq: 1,
+      metrics: [{ alias: 1, timestamp: now, datatype: "Double", value: 5 }],
+    });
+    // Cleared at the end, so no other test's host meets them.
+    cleanups.push(async () => {
+      for (const topic of [nbirthTopic, ddataTopic])
+        await publisher.client.publishAsync(topic, Buffer.alloc(0), { qos: 1, retain: true });
+    });
+    const rigged = await rig();
+    await eventually(
+      () => rigged.rejects.filter((each) => each.message.includes("retained")).length === 2,
+      5_000,
+      "both refused",
+    );
+    expect(rigged.rejects.map((each) => each.topic).sort()).toEqual([ddataTopic, nbirthTopic].sort());
+    expect(rigged.host.latest(qualifiedTagName({ groupId: GROUP, edgeNodeId: ghost, metric: "x" }))).toBeUndefined();
+    expect(rigged.node(ghost)).toBeUndefined();
+    expect(rigged.host.health().messages.malformed).toBe(2);
+    expect(rigged.host.health().samples.received).toBe(0);
+  });
+});
+
+describe("the live view is bounded by the host's clock and agrees with the store", () => {
+  const TEN_YEARS = 10 * 365 * 86_400_000;
+
+  test("one DDATA value 10 years ahead: stored, never shown, and later real samples go live", async () => {
+    const rigged = await rig();
+    const edge = await born(rigged);
+    const now = Date.now();
+    await edge.ddata("d", [{ alias: 1, timestamp: now, datatype: "Double", value: 5 }]);
+    await eventually(() => rigged.host.latest(tag("a"))?.sample.value === 5, 5_000, "taken");
+    await edge.ddata("d", [{ alias: 1, timestamp: now + TEN_YEARS, datatype: "Double", value: 42 }]);
+    await eventually(() => rigged.host.health().samples.futureDated === 1, 5_000, "counted");
+    expect(rigged.host.latest(tag("a"))?.sample).toMatchObject({ value: 5, quality: { severity: "uncertain" } });
+    expect(rigged.issues.find((each) => each.issue === "future-timestamp")).toMatchObject({ tag: tag("a") });
+    for (let index = 1; index <= 3; index++)
+      await edge.ddata("d", [{ alias: 1, timestamp: now + index, datatype: "Double", value: 100 + index }]);
+    await eventually(() => rigged.host.latest(tag("a"))?.sample.value === 103, 5_000, "real samples live again");
+    expect(severity(rigged.host, tag("a"))).toBe("good");
+    expect(rigged.host.health().samples.outOfOrder).toBe(0);
+    await eventually(async () => (await rigged.db.samples(tag("a"))).some((each) => each.value === 42));
+  });
+
+  test("sibling: a future-dated birth value is not shown; the next real DDATA is", async () => {
+    const rigged = await rig();
+    const edge = await rigged.edge();
+    const now = Date.now();
+    await edge.nbirth(0);
+    await edge.dbirth("d", [double("a", 1, 7, now + TEN_YEARS), double("b", 2, 2, now)]);
+    await eventually(() => rigged.host.latest(tag("b"))?.sample.value === 2, 5_000, "birth taken");
+    expect(rigged.host.latest(tag("a"))).toBeUndefined();
+    expect(rigged.host.health().samples.futureDated).toBe(1);
+    await edge.ddata("d", [{ alias: 1, timestamp: now + 1, datatype: "Double", value: 8 }]);
+    await eventually(() => rigged.host.latest(tag("a"))?.sample.value === 8, 5_000, "real value live");
+    expect(severity(rigged.host, tag("a"))).toBe("good");
+  });
+
+  test("two values at one timestamp: the live view keeps the first, as the store does; likewise one alias twice in one DDATA", async () => {
+    const rigged = await rig();
+    const edge = await born(rigged);
+    const t = Date.now();
+    await edge.ddata("d", [{ alias: 2, timestamp: t, datatype: "Double", value: 10 }]);
+    await edge.ddata("d", [{ alias: 2, timestamp: t, datatype: "Double", value: 20 }]);
+    await edge.ddata("d", [
+      { alias: 1, timestamp: t, datatype: "Double", value: 1 },
+      { alias: 1, timestamp: t, datatype: "Double", value: 2 },
+    ]);
+    await eventually(() => rigged.host.health().samples.conflicts >= 2, 5_000, "conflicts counted");
+    for (const [name, first] of [
+      [tag("b"), 10],
+      [tag("a"), 1],
+    ] as const) {
+      const stored = (await rigged.db.samples(name)).filter((each) => each.timestamp === t);
+      expect(stored.map((each) => each.value)).toEqual([first]);
+      expect(rigged.host.latest(name)?.sample.value).toBe(first);
+    }
+  });
+
+  test("sibling: a value at the time of the host's own mark (a refused mistyped value) is taken: the store has nothing there", async () => {
+    const rigged = await rig();
+    const edge = await born(rigged);
+    const t = Date.now();
+    await typedDdata(edge, [{ alias: 1, timestamp: t, datatype: "Int32", value: 7 }]);
+    await eventually(() => severity(rigged.host, tag("a")) === "bad", 5_000, "marked bad");
+    await edge.ddata("d", [{ alias: 1, timestamp: t, datatype: "Double", value: 3 }]);
+    await eventually(() => rigged.host.latest(tag("a"))?.sample.value === 3, 5_000, "taken");
+    expect(severity(rigged.host, tag("a"))).toBe("good");
+  });
+
+  test("an alias and a name that the birth gave to two metrics: refused as an unknown alias, nothing stored", async () => {
+    const rigged = await rig();
+    const edge = await born(rigged);
+    const t = Date.now();
+    await edge.ddata("d", [{ name: "b", alias: 1, timestamp: t, datatype: "Double", value: 999 }]);
+    await eventually(() => (rigged.node()?.unknownAliases ?? 0) === 1, 5_000, "refused");
+    expect(rigged.node()?.state).toBe("awaiting-rebirth");
+    expect(rigged.host.health().samples.discarded).toBe(1);
+    for (const name of [tag("a"), tag("b")]) {
+      expect(rigged.host.latest(name)?.sample.value).not.toBe(999);
+      expect((await rigged.db.samples(name)).some((each) => each.value === 999)).toBe(false);
+    }
+  });
+});
