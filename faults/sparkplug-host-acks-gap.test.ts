@@ -94,6 +94,16 @@ describe.each([256, 512])("a bridge that loses %i DDATA in a row (seq wraps over
         sample.timestamp <= to &&
         stored.get(sample.timestamp) !== sample.value,
     );
+    if (missing.length > 0)
+      console.log(
+        JSON.stringify({
+          debugMissing: missing.map((sample) => [sample.timestamp, sample.value, stored.get(sample.timestamp)]),
+          near: [...stored.keys()].filter((ts) => missing.some((m) => Math.abs(ts - m.timestamp) < 3000)),
+          settledAtEnd,
+          host: host.health(),
+          node: node.health().storeAndForward,
+        }),
+      );
     expect(missing).toEqual([]);
     expect(settledAtEnd).toBe(true);
     expect(acknowledged).toBeGreaterThan(lose);
