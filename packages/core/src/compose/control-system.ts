@@ -605,7 +605,8 @@ export class ControlSystem {
 
   /**
    * Refuses new commands and those in flight not yet committed (`KILN_LIFECYCLE`, recorded
-   * `failed`), aborts a running process at once (its safe state is written while the system
+   * `failed`), cancels a start still waiting for its entry (it never begins: `KILN_ABORTED`),
+   * aborts a running process at once (its safe state is written while the system
    * is stopping), waits at most `lifecycleTimeoutMs` for the commands in flight to settle,
    * flushes the audit backlog,
    * stops acquisition, drains the logging pipeline (flushing every buffered sample, or spooling
@@ -647,6 +648,8 @@ export class ControlSystem {
     this.#commands.refuseCommits(
       new KilnError("KILN_LIFECYCLE", "The control system is stopping: the command was not executed."),
     );
+    // A start whose entry was already on its way to the store never begins its process (review 15y, M4).
+    this.#cancelStarts("control system stopping");
     // One budget for the whole stop: draining gets drainTimeoutMs from here, the closes
     // STOP_CLOSE_MARGIN_MS after it. A step still running when its time is up is abandoned and reported.
     const drainEnd = monotonicNow(this.#clock) + this.#options.logging.drainTimeoutMs;
@@ -828,7 +831,10 @@ export class ControlSystem {
    * @returns the running process; await `process.finished` for its result.
    * @throws `KILN_VALIDATION` listing every problem with its step path (nothing runs), or for a
    *   `processId` that is not 1 to 256 characters without control characters (path `processId`),
-   *   `KILN_INVALID_TRANSITION` when the machine cannot start (busy, interlock active), `KILN_FORBIDDEN`.
+   *   `KILN_INVALID_TRANSITION` when the machine cannot start (busy, interlock active, a state no
+   *   process starts from: then no process record is left), `KILN_FORBIDDEN`; `KILN_ABORTED`
+   *   (`details.cancelled`, nothing ran) when a stop, fault or abort of the machine, an interlock
+   *   trip or {@link ControlSystem.stop} came while the start waited for its turn or its audit entry.
    */
   startRecipe(principal: Principal, recipe: RecipeInput, options: StartRecipeOptions = {}): Promise<RecipeProcess> {
     // Read once, at the call: validation, the write-set check and the run use this copy.
@@ -892,12 +898,18 @@ export class ControlSystem {
       { parameters: readSafely(() => options.parameters), processId: readSafely(() => options.processId) },
       "options",
     );
-    return this.#stateCommand(() =>
+    // Cancelled by a stop, fault, abort, interlock trip or system stop issued while this start
+    // waits for its turn or its entry: it then never starts a process (adversarial review 15y, M4).
+    const cancel = new AbortController();
+    this.#waitingStarts.add(cancel);
+    const started = this.#stateCommand(() =>
       this.#command(
         who,
         "recipe.start",
         target,
         (command) => {
+          // Cancelled while it waited for its turn: refused before its entry is committed (recorded failed).
+          throwIfCancelled(cancel.signal);
           const { parameters, processId } = valueOf(given);
           // The id becomes the target of every pause, resume and abort: checked here, before anything runs.
           const processIdProblem = processId === undefined ? undefined : checkIdentifier(processId, "processId");
@@ -910,6 +922,7 @@ export class ControlSystem {
               authorize: async (request) => {
                 // In the state the process starts from: where the principal could make these writes by hand.
                 authorizeRecipeStart(command, request, this.#machine.state);
+                throwIfCancelled(cancel.signal);
                 await command.commit();
               },
             });
@@ -930,6 +943,26 @@ export class ControlSystem {
         },
       ),
     );
+    const done = (): void => void this.#waitingStarts.delete(cancel);
+    started.then(done, done);
+    return started;
+  }
+
+  /** Starts called and not settled yet (waiting for their turn, validating, or waiting for their entry). */
+  readonly #waitingStarts = new Set<AbortController>();
+
+  /**
+   * Cancels every start called before now whose process is not active yet (queued for its turn,
+   * or in the executor waiting for its entry): none of them starts a process. A stop, fault or
+   * abort of the machine, an interlock trip and the system's stop call it as they act.
+   * @returns how many starts were waiting.
+   */
+  #cancelStarts(reason: string): number {
+    const waiting = this.#waitingStarts.size;
+    for (const cancel of this.#waitingStarts) cancel.abort(reason);
+    this.#waitingStarts.clear();
+    this.#recipes.abortPending(reason);
+    return waiting;
   }
 
   /**
@@ -1158,7 +1191,11 @@ export class ControlSystem {
    * abort the process (its safe state written) and the machine then follows it (to `idle` or
    * `stopped`; faulted to `error` or `aborted`); the entry records `newValue: { command, aborts:
    * processId }`. Those commands are safety functions: they act at once even while the audit
-   * store is down (their entry follows, as `recipe.abort`'s does). Every other command is refused while a process runs, and without one a command
+   * store is down or frozen (their entry follows, as `recipe.abort`'s does), never waiting behind
+   * a start or a write waiting for its entry, and they cancel every start called before them
+   * whose process is not running yet: it never begins (`newValue: { command, cancelsStarts }`
+   * when only such a start waits; ADR 0042, amendment 15y). They answer once their effect is
+   * done (with a journal, once their entry is journaled). Every other command is refused while a process runs, and without one a command
    * that would enter a process state (`start`, `started`, `resume`; PackML `start`,
    * `stateComplete` from `starting`, `unhold`...) is refused: a process starts with
    * {@link ControlSystem.startRecipe}.
@@ -1172,7 +1209,9 @@ export class ControlSystem {
     const name = typeof command === "string" ? command : undefined;
     const permission: Permission =
       name !== undefined && /maintenance/i.test(name) ? "machine.maintenance" : "machine.mode";
-    return this.#stateCommand(() =>
+    // A stop button stops the plant while the audit store is down (ADR 0042): its entry follows.
+    const safetyFunction = name !== undefined && stopsMachine(this.#machine.model.name, name);
+    const run = (): Promise<string> =>
       this.#command(
         who,
         permission,
@@ -1181,8 +1220,7 @@ export class ControlSystem {
           if (name === undefined) {
             throw new KilnValidationError("machine command", [{ path: "command", message: "must be a string" }]);
           }
-          const active = this.#recipes.active;
-          const processId = active?.id ?? this.#recipes.pendingId;
+          const processId = this.#recipes.active?.id ?? this.#recipes.pendingId;
           const { model, state } = this.#machine;
           // The machine and the running process never disagree (ADR 0042): refused before the commit (denied).
           const decision = manualMachineCommand(name, {
@@ -1191,13 +1229,21 @@ export class ControlSystem {
             state,
             accepts: (model.transitions as Readonly<Record<string, Readonly<Record<string, string>>>>)[state] ?? {},
             processId,
+            // A stop also reaches a start still waiting for its turn (review 15y, M4).
+            startWaiting: safetyFunction && this.#waitingStarts.size > 0,
           });
           if (decision.kind === "abort") {
-            context.recordRequest({ command: auditedName(name), aborts: processId });
+            context.recordRequest({
+              command: auditedName(name),
+              ...(processId === undefined ? { cancelsStarts: this.#waitingStarts.size } : { aborts: processId }),
+            });
             await context.commit();
             const reason = `machine command "${name}" by ${context.principal.id}`;
-            if (active === undefined) this.#recipes.abortPending(reason);
-            else await active.abort(reason, { fault: decision.fault });
+            // Read after the commit, in the turn that cancels the waiting starts: a start that
+            // became active meanwhile is aborted, one that did not never begins.
+            const active = this.#recipes.active;
+            this.#cancelStarts(reason);
+            if (active !== undefined) await active.abort(reason, { fault: decision.fault });
             return this.#machine.state;
           }
           // An impossible transition is refused before the entry is committed (recorded denied).
@@ -1208,11 +1254,12 @@ export class ControlSystem {
           action: `machine.${name ?? "(invalid)"}`,
           readOldValue: () => this.#machine.state,
           newValue: auditedName(name) ?? "(invalid)",
-          // A stop button stops the plant while the audit store is down (ADR 0042): its entry follows.
-          safetyFunction: name !== undefined && stopsMachine(this.#machine.model.name, name),
+          safetyFunction,
         },
-      ),
-    );
+      );
+    // A safety function acts at once: it never waits behind a start (or a write) waiting for its
+    // audit entry (adversarial review 15y, M4). Every other command takes its turn.
+    return safetyFunction ? run() : this.#stateCommand(run);
   }
 
   /** Driver link, pipeline, the breaker of every port, and alarms in one summary. */
@@ -1477,6 +1524,8 @@ export class ControlSystem {
       this.#bus.on("interlock-trip", async (event) => {
         this.#logger.error({ alarmId: event.alarmId, value: event.value }, "interlock tripped");
         const reason = `interlock ${event.alarmId} tripped at ${String(event.value)}`;
+        // A start waiting for its turn or its entry never begins on a tripped machine (review 15y, M4).
+        this.#cancelStarts(reason);
         const processId = this.#recipes.active?.id;
         // Its safe-state writes reach the device: recorded as the system's action (ADR 0042).
         await this.#commands.runSystemAction(
@@ -1518,6 +1567,15 @@ export class ControlSystem {
   #unwire(): void {
     for (const dispose of this.#disposers.splice(0)) dispose();
   }
+}
+
+/** Refuses a start cancelled while it waited (`KILN_ABORTED`, `details.cancelled`: nothing ran). */
+function throwIfCancelled(signal: AbortSignal): void {
+  if (!signal.aborted) return;
+  const reason = typeof signal.reason === "string" ? signal.reason : "start cancelled";
+  throw new KilnError("KILN_ABORTED", `The start was cancelled before it began (${reason}): nothing ran.`, {
+    details: { reason, cancelled: true },
+  });
 }
 
 /** The problems of an abort or a trip (a safe-state write the device refused), in words; undefined when none. */

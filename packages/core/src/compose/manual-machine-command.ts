@@ -6,9 +6,10 @@ import { KilnError } from "../domain/errors";
  *
  * - `send`: no process runs and the command does not enter a process state: the state machine's
  *   table (and guards) decide.
- * - `abort`: a process runs and the command stops the machine (Kiln `stop`/`fault`, PackML
- *   `stop`/`abort`): the process is aborted through the executor (safe state written, then the
- *   machine binding moves the machine: `fault` true ends in the model's error state).
+ * - `abort`: a process runs (or a start waits) and the command stops the machine (Kiln
+ *   `stop`/`fault`, PackML `stop`/`abort`): the process is aborted through the executor (safe
+ *   state written, then the machine binding moves the machine: `fault` true ends in the model's
+ *   error state); a waiting start is cancelled and never begins.
  */
 type ManualMachineCommand = { readonly kind: "send" } | { readonly kind: "abort"; readonly fault: boolean };
 
@@ -62,6 +63,11 @@ interface ManualCommandSituation {
   readonly accepts: Readonly<Record<string, string>>;
   /** The id of the process running or starting on the machine, if any. */
   readonly processId: string | undefined;
+  /**
+   * True when a start is waiting (for its turn or its audit entry) with no process id yet: a
+   * command that stops the machine then cancels it, as it would abort a process (review 15y, M4).
+   */
+  readonly startWaiting?: boolean;
 }
 
 /**
@@ -72,10 +78,13 @@ interface ManualCommandSituation {
  *   process state (`starting`, `processing`...: a process starts with `startRecipe`).
  */
 export function manualMachineCommand(command: string, situation: ManualCommandSituation): ManualMachineCommand {
-  const { machineId, model, state, accepts, processId } = situation;
+  const { machineId, model, state, accepts, processId, startWaiting = false } = situation;
   const rules = RULES[model];
   const entersProcess = (next: string | undefined): boolean =>
     next !== undefined && rules?.processStates.includes(next) === true;
+  if (processId === undefined && startWaiting && rules !== undefined && Object.hasOwn(rules.aborting, command)) {
+    return { kind: "abort", fault: rules.aborting[command]!.fault };
+  }
   if (processId !== undefined) {
     const aborting =
       rules !== undefined && Object.hasOwn(rules.aborting, command) ? rules.aborting[command] : undefined;

@@ -39,7 +39,11 @@ export interface AuditEntry {
    * (`KILN_AUDIT_UNAVAILABLE`, or the system stopping) after its `allowed` entry (the intent) was
    * sent to the store is recorded as a second entry, `denied` or `failed`, with its own id and
    * `refersTo` naming the intent: the intent may still commit late, and the trail keeps both facts.
-   * An entry referred to this way did not run (ADR 0013, addendum 2026-11).
+   * An entry referred to this way did not run (ADR 0013, addendum 2026-11); so did one a
+   * `<id>:cancel` refers to (a start cancelled before its first effect). One a `<id>:fail`
+   * refers to ran and then failed: `denied` when a check refused it before any effect, `failed`
+   * when it may have acted in part (an interlock trip whose safe-state write the device refused
+   * took place). The command's outcome is always the follow-up entry (review 15y, L7).
    */
   readonly refersTo?: string;
 }

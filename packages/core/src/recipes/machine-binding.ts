@@ -16,6 +16,14 @@ export interface MachineBinding {
   readonly machineId: string;
   /** Takes the machine from its ready state to its running state. Rejects when it is not ready. */
   begin(): Promise<void>;
+  /**
+   * Whether {@link begin} would be accepted now (the machine is in a state a process starts
+   * from). The executor asks before it saves a process, so a start the machine refuses leaves no
+   * process record and no `process-end` (adversarial review 15y, L8). Optional: without it a
+   * refusal surfaces from `begin()`, after the process was saved (then recorded `failed`, with no
+   * process events). Synchronous, no side effect.
+   */
+  canBegin?(): boolean;
   /** Moves the running machine to its paused state. */
   pause(): Promise<void>;
   /** Moves the paused machine back to its running state. */
@@ -57,6 +65,7 @@ export interface DrivableMachine<TState extends string, TCommand extends string>
 export function kilnMachineBinding(machine: DrivableMachine<KilnMachineState, KilnMachineCommand>): MachineBinding {
   return {
     machineId: machine.machineId,
+    canBegin: () => machine.can("start"),
     async begin() {
       await machine.send("start");
       try {
@@ -106,6 +115,8 @@ export function packmlMachineBinding(machine: DrivableMachine<PackmlState, Packm
   };
   return {
     machineId: machine.machineId,
+    canBegin: () =>
+      machine.state === "stopped" || machine.state === "completed" ? machine.can("reset") : machine.can("start"),
     async begin() {
       if (machine.state === "stopped" || machine.state === "completed") await step("reset");
       await step("start");

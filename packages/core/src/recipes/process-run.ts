@@ -224,14 +224,18 @@ export class ProcessRun implements RecipeProcess {
     this.#ended = true;
     this.#journal.update({ status, endedAt, ...(reason === undefined ? {} : { reason }) });
     const record = this.record;
-    this.#journal.emit("process-end", {
-      processId: this.id,
-      machineId: record.machineId,
-      reason: status,
-      ...(reason === undefined ? {} : { message: reason }),
-      ...(record.lastCompletedStep === undefined ? {} : { lastCompletedStep: record.lastCompletedStep }),
-      durationMs: endedAt - (record.startedAt ?? record.createdAt),
-    });
+    // A process the machine refused to begin never started: its record says failed, and no
+    // `process-end` follows a `process-start` that never was (adversarial review 15y, L8).
+    if (begun) {
+      this.#journal.emit("process-end", {
+        processId: this.id,
+        machineId: record.machineId,
+        reason: status,
+        ...(reason === undefined ? {} : { message: reason }),
+        ...(record.lastCompletedStep === undefined ? {} : { lastCompletedStep: record.lastCompletedStep }),
+        durationMs: endedAt - (record.startedAt ?? record.createdAt),
+      });
+    }
     await this.#journal.save();
     const saveFailure = this.#journal.saveFailure;
     if (saveFailure !== undefined) this.#problems.push({ stage: "save", error: saveFailure.error });

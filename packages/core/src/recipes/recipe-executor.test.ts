@@ -576,8 +576,44 @@ describe("RecipeExecutor: start", () => {
     expect((await second.finished).status).toBe("completed");
   });
 
-  test("a machine that cannot begin fails the start; the process is saved failed and nothing is written", async () => {
-    const { plc, store, executor } = await setup({
+  test("a machine whose binding says it cannot begin refuses the start before anything is saved: no record, no process event (review 15y, L8)", async () => {
+    let ready = false;
+    const { plc, store, executor, published } = await setup({
+      executor: {
+        machine: {
+          machineId: "reactor-1",
+          canBegin: () => ready,
+          begin: async () => undefined,
+          pause: async () => undefined,
+          resume: async () => undefined,
+          end: async () => undefined,
+          fault: async () => undefined,
+        },
+      },
+    });
+    let authorized = 0;
+    const refused = await rejection(executor.start(aldRecipe(1), { authorize: () => void authorized++ }));
+    expect(refused.code).toBe("KILN_INVALID_TRANSITION");
+    // Refused before authorization: a control system records it denied, with no allowed entry.
+    expect(authorized).toBe(0);
+    expect(await store.processes.list()).toEqual([]);
+    expect(published.filter((entry) => entry.type.startsWith("process-"))).toEqual([]);
+    expect(plc.writes).toEqual([]);
+    // Checked again once authorized: the machine may have moved while the start waited for its entry.
+    const second = rejection(
+      executor.start(aldRecipe(1), {
+        authorize: () => {
+          ready = false;
+        },
+      }),
+    );
+    ready = true;
+    expect((await second).code).toBe("KILN_INVALID_TRANSITION");
+    expect(await store.processes.list()).toEqual([]);
+  });
+
+  test("a machine that cannot begin fails the start; the process is saved failed, with no process-end (it never started), and nothing is written", async () => {
+    const { plc, store, executor, published } = await setup({
       executor: {
         machine: {
           machineId: "reactor-1",
@@ -591,6 +627,7 @@ describe("RecipeExecutor: start", () => {
     });
     expect((await rejection(executor.start(aldRecipe(1)))).code).toBe("KILN_INVALID_TRANSITION");
     expect(await store.processes.list()).toEqual([expect.objectContaining({ status: "failed" })]);
+    expect(published.filter((entry) => entry.type === "process-end")).toEqual([]);
     expect(plc.writes).toEqual([]);
     expect(executor.active).toBeUndefined();
   });

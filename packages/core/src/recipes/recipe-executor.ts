@@ -229,7 +229,9 @@ export class RecipeExecutor {
    *   `processId` when `options.processId` names a process already saved; nothing ran.
    * @throws whatever `options.authorize` throws (e.g. `KILN_FORBIDDEN`); nothing ran.
    * @throws KilnError `KILN_INVALID_TRANSITION` when a process is already active on the machine,
-   * or the machine binding refuses to begin (the process is then saved `failed`).
+   * or the machine cannot begin: refused before anything is saved when the binding says so
+   * (`canBegin`), checked before `authorize` and again once authorized (no record, no event);
+   * a `begin()` that still rejects leaves the process saved `failed`, with no process event.
    * @throws the store's error when the new process cannot be saved; nothing ran.
    */
   async start(recipe: RecipeInput, options: ProcessStartOptions = {}): Promise<RecipeProcess> {
@@ -254,6 +256,8 @@ export class RecipeExecutor {
         ]);
       }
       const writeSet = this.writeSet(plan);
+      // A machine that cannot start is refused before the start is authorized and audited (denied).
+      this.#checkReady(pending);
       await options.authorize?.({
         recipe: { name: plan.recipe.name, version: plan.recipe.version },
         writeSet,
@@ -271,6 +275,10 @@ export class RecipeExecutor {
           { details: { processId: pending.id, reason: pending.abortReason, cancelled: true } },
         );
       }
+      // Again, in the turn that makes the process active: the machine may have moved while the
+      // start waited (its audit entry). Refused before anything is saved: no process record, no
+      // process events (adversarial review 15y, L8).
+      this.#checkReady(pending);
       const run = new ProcessRun({
         id: pending.id,
         plan,
@@ -305,6 +313,17 @@ export class RecipeExecutor {
       this.#starting = false;
       if (this.#pending === pending) this.#pending = undefined;
     }
+  }
+
+  /** Refuses a start (`KILN_INVALID_TRANSITION`, nothing ran) when the machine binding says it cannot begin now. */
+  #checkReady(pending: PendingStart): void {
+    if (this.#options.machine.canBegin?.() !== false) return;
+    throw new KilnError(
+      "KILN_INVALID_TRANSITION",
+      // The state is not named: the caller may not be allowed to see it (ADR 0010 §5).
+      `Machine "${this.machineId}" cannot start a process in its current state: nothing ran. Bring it back to its ready state first.`,
+      { details: { machineId: this.machineId, command: "start", processId: pending.id } },
+    );
   }
 
   /**

@@ -92,7 +92,9 @@ export interface AuditedCommand<TResult> {
    * A safety function (a machine stop, fault or abort): it acts at once, as the actions in
    * `runWithoutDurableAudit` do, without waiting for its entry to be durable; the entry follows
    * (stored, or kept, retried and reported). A stop button must stop the plant while the audit
-   * store is down (ADR 0042). @default false
+   * store is down (ADR 0042). Like those actions, it answers once its effect is done and its
+   * entries (a refusal's, a failure's too) are handed to the writer, journaled when there is a
+   * journal: never after the audit store (review 15y, L6). @default false
    */
   readonly safetyFunction?: boolean;
   /**
@@ -268,8 +270,9 @@ function outcomeOf(error: unknown): "denied" | "failed" {
  * store its fate may be unknown (a timeout: it can still commit later), so the refusal is never
  * written under its id: it is an entry of its own, id `<id>:refusal`, whose `refersTo` names the
  * intent. The trail is append-only and keeps both; an entry referred to this way did not run. Actions listed in
- * `runWithoutDurableAudit` (default `recipe.abort`, `recipe.pause`) act at once, without waiting
- * for the audit writer; their entry follows (stored, or kept and reported).
+ * `runWithoutDurableAudit` (default `recipe.abort`, `recipe.pause`) and safety functions act at
+ * once, without waiting for the audit writer; their entry follows (stored, or kept and
+ * reported), and they answer once it is journaled (at once without a journal), never after the store.
  * With `commit: "in-execute"` the command runs its own side-effect-free checks first and calls
  * {@link CommandContext.commit} before its first effect, so a check's refusal is still `denied`.
  *
@@ -515,8 +518,14 @@ export class AuditedCommandRunner {
       // the command does not run, and its entry says so, like every other (issue 15).
       refusedBeforeRun = error;
     }
+    // A safety action (abort, pause, a machine stop) never waits for the audit store, not even for
+    // the entries of its refusal or failure: they are handed to the writer (journaled when there
+    // is a journal) and stored in the background (adversarial review 15y, L6).
+    const guarded = !this.#unguarded.has(action) && command.safetyFunction !== true;
+    const record = (recorded: AuditEntry): Promise<void> =>
+      guarded ? this.#record(recorded) : this.#recordFollowing(recorded);
     if (refusedBeforeRun !== undefined) {
-      await this.#record({
+      await record({
         ...entry(),
         outcome: outcomeOf(refusedBeforeRun),
         reason: reasonOf(refusedBeforeRun, comment),
@@ -524,7 +533,6 @@ export class AuditedCommandRunner {
       throw refusedBeforeRun;
     }
     if (principal === undefined) throw read.error!; // refused above (this narrows its type)
-    const guarded = !this.#unguarded.has(action) && command.safetyFunction !== true;
     // Once the `allowed` entry (the intent) has been offered to the store, its outcome may be
     // unknown (a timeout: the INSERT can still commit later). What happens to the command after
     // that is its own entry, never a second write under the intent's id, which every store would
@@ -568,6 +576,8 @@ export class AuditedCommandRunner {
     /** Announces that this command was refused after its intent was offered (or could not be stored). */
     const publishRefusal = (reason: string): void =>
       this.#publish("command-refuse", { id: base.id, principal: base.principal, action, target: base.target, reason });
+    /** A safety action's `allowed` entry on its way to the writer (see {@link #recordFollowing}). */
+    let allowedRecorded: Promise<void> | undefined;
     const commit = async (): Promise<void> => {
       if (state.committed === "yes") return;
       if (state.committed === "refused") throw refusal;
@@ -591,9 +601,9 @@ export class AuditedCommandRunner {
           );
         }
         state.committed = "yes";
-        void this.#record(allowed).catch((error: unknown) => {
-          this.#logger.error({ id: base.id, action, error: String(error) }, "recording a safety action's entry failed");
-        });
+        // Handed to the writer now, before the effect; the command's answer waits for it to be
+        // journaled (never for the store) once the effect is done.
+        allowedRecorded = this.#recordFollowing(allowed);
         return;
       }
       if (this.#gate !== undefined) throw this.#gate;
@@ -670,7 +680,8 @@ export class AuditedCommandRunner {
         // after the commit (a device refusal, a transition an abort raced, a process id already
         // taken): `:fail`, `denied` when a check refused it (nothing happened), else `failed`.
         const cancelled = cancelledBeforeEffect(error);
-        await this.#record({
+        await allowedRecorded;
+        await record({
           ...withOld(entry(), oldValue),
           id: `${base.id}${cancelled ? CANCEL_ID_SUFFIX : FAIL_ID_SUFFIX}`,
           refersTo: base.id,
@@ -689,12 +700,13 @@ export class AuditedCommandRunner {
         }
         throw error;
       }
-      await this.#record(outcomeEntry({ outcome: outcomeOf(error), reason }));
+      await record(outcomeEntry({ outcome: outcomeOf(error), reason }));
       throw error;
     }
+    await allowedRecorded;
     if (state.committed === "no") {
       // An in-execute command that had no effect to commit before: record it now.
-      await this.#record({
+      await record({
         ...withOld(entry(), oldValue),
         outcome: "allowed",
         ...(comment === undefined ? {} : { reason: comment }),
@@ -711,8 +723,9 @@ export class AuditedCommandRunner {
    * principal `(system)` with no roles, `source` the runner's. When `effect`
    * throws, or `problemOf` finds a problem in its result (a safe-state write the device
    * refused), an entry of its own follows, id `<id>:fail`, `refersTo` the first, outcome
-   * `failed`. Resolves once `effect` has, without waiting for the entries; {@link close} waits
-   * for them to be stored or queued (journaled when possible) before it flushes (ADR 0042).
+   * `failed`. Resolves once `effect` has and its entries are journaled (with a journal; at once
+   * without one), never waiting for the audit store; {@link close} waits for them to be stored
+   * or queued before it flushes (ADR 0042, amendment 15y).
    * @returns what `effect` returned. @throws what `effect` threw.
    */
   async runSystemAction<TResult>(
@@ -734,44 +747,51 @@ export class AuditedCommandRunner {
       reason: reasonOf(action.reason, undefined),
       at: this.#options.clock.now(),
     };
-    const record = (recorded: AuditEntry): Promise<void> =>
-      this.#record(recorded).catch((error: unknown) => {
-        this.#logger.error(
-          { id: recorded.id, action: recorded.action, error: String(error) },
-          "recording a system action's entry failed",
-        );
-      });
-    // The action never waits for its entries: they follow, and close() waits for them.
-    const recorded = this.#trackSystemRecord(record(entry));
-    const failed = (cause: unknown): void => {
-      const fail: AuditEntry = {
-        ...entry,
-        id: `${entry.id}${FAIL_ID_SUFFIX}`,
-        refersTo: entry.id,
-        outcome: "failed",
-        reason: reasonOf(cause, undefined),
-      };
-      void this.#trackSystemRecord(recorded.then(() => record(fail)));
-    };
+    // The action never waits for the store: its entries follow (journaled before it answers
+    // when there is a journal), and close() waits for them.
+    const recorded = this.#recordFollowing(entry);
+    const failed = (cause: unknown): Promise<void> =>
+      recorded.then(() =>
+        this.#recordFollowing({
+          ...entry,
+          id: `${entry.id}${FAIL_ID_SUFFIX}`,
+          refersTo: entry.id,
+          outcome: "failed",
+          reason: reasonOf(cause, undefined),
+        }),
+      );
     let result: TResult;
     try {
       result = await effect();
     } catch (error) {
-      failed(error);
+      await failed(error);
       throw error;
     }
     const problem = problemOf(result);
-    if (problem !== undefined) failed(problem);
+    await (problem === undefined ? recorded : failed(problem));
     return result;
   }
 
-  /** Entries of system actions not yet stored or queued (each settles, never rejects). */
+  /** Entries of actions that do not wait for the store, not yet stored or queued (each settles, never rejects). */
   readonly #systemRecords = new Set<Promise<void>>();
 
-  #trackSystemRecord(recording: Promise<void>): Promise<void> {
+  /**
+   * Hands the entry of an action that never waits for the audit store (a safety action, a system
+   * action; its refusal or failure) to the writer. Resolves once it is journaled (or kept, when
+   * the journal cannot take it) with a journal; at once without one, the store being the only
+   * place it can go (stored in the background, else kept in memory, retried and reported). Never
+   * waits for the store; never rejects; {@link close} waits for every such entry (review 15y, L6).
+   */
+  #recordFollowing(entry: AuditEntry): Promise<void> {
+    const recording = this.#record(entry).catch((error: unknown) => {
+      this.#logger.error(
+        { id: entry.id, action: entry.action, error: String(error) },
+        "recording the entry of an action that did not wait for it failed",
+      );
+    });
     this.#systemRecords.add(recording);
     void recording.then(() => this.#systemRecords.delete(recording));
-    return recording;
+    return this.#options.backlog?.path === undefined ? Promise.resolve() : recording;
   }
 
   /**

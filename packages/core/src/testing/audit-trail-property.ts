@@ -56,8 +56,9 @@ type Command =
  *
  * - every command has exactly one audit entry that is its outcome (stored once by its event id,
  *   or reported by `audit-entry-skip` when the store can never hold it: only text with a NUL
- *   character may be skipped), and none is dropped; an `allowed` entry that a refusal names
- *   (`refersTo`) is not an outcome: that command did not run;
+ *   character may be skipped), and none is dropped; an `allowed` entry that another entry names
+ *   (`refersTo`) is not an outcome: the follow-up is (a `:refusal` or `:cancel`: that command
+ *   did not run; a `:fail`: it ran and then failed);
  * - no denied command reached the driver: the driver's writes are exactly the allowed
  *   `tag.write` entries (tag and value);
  * - no allowed command ran without a durable entry: when the driver is called, an allowed
