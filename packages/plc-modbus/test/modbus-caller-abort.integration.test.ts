@@ -57,21 +57,38 @@ function capture(warnings: { message: string; fields: unknown }[]): Logger {
 
 describe("a caller giving up while a request is on the wire", () => {
   it("still counts a dead unit's timeouts: it goes offline and the live unit is good on every later scan", async () => {
-    // A caller's deadline (60 ms) shorter than the request timeout (120 ms), scans 300 ms apart.
-    const { driver } = await startGateway({ requestTimeoutMs: 120 });
+    // Each scan's caller gives up the moment a read request to unit 2 reaches the device (on the wire, before its
+    // 120 ms timeout), counted rather than timed: a deadline in ms failed under load, when the request went out
+    // after it (then never on the wire) or a live read took longer than it.
+    const { simulator, driver } = await startGateway({ requestTimeoutMs: 120 });
     await driver.connect();
     const changes: ModbusUnitStatusChange[] = [];
     driver.onUnitStatusChange((change) => changes.push(change));
+    let giveUp: AbortController | undefined;
+    let unit2Reads = 0;
+    // A read of unit 2's block (one register); a probe reads another size (and is not a read's: it is not waited for).
+    const stopListening = simulator.onRequest((request) => {
+      if (request.unitId !== 2 || request.quantity !== 1) return;
+      unit2Reads++;
+      giveUp?.abort();
+    });
+    cleanups.push(async () => stopListening());
+    const unit2 = () => driver.units().find((unit) => unit.unitId === 2);
     const scans: (Sample[] | KilnError)[] = [];
     for (let scan = 0; scan < 7; scan++) {
-      const started = Date.now();
-      scans.push(await driver.read(tags.list(), deadline(60)).catch((error: KilnError) => error));
-      await sleep(300 - (Date.now() - started));
+      giveUp = new AbortController();
+      scans.push(await driver.read(tags.list(), giveUp.signal).catch((error: KilnError) => error));
+      giveUp = undefined;
+      // The request left on the wire by scan 0 times out in the background (120 ms) and counts before scan 1.
+      for (let wait = 0; scan === 0 && (unit2()?.consecutiveFailures ?? 0) === 0 && wait < 100; wait++) await sleep(20);
+      await sleep(150);
     }
+    for (let wait = 0; unit2()?.state !== "offline" && wait < 100; wait++) await sleep(20);
 
     // The first read asks unit 2 (never seen) and is aborted with its request on the wire (the contract);
-    // that request's timeout still counts, so from then on unit 2 is not waited for.
+    // that request's timeout still counts, so from then on unit 2 is not waited for: no later read sends it.
     expect(KilnError.is(scans[0], "KILN_ABORTED")).toBe(true);
+    expect(unit2Reads).toBe(1);
     const later = scans.slice(1) as Sample[][];
     expect(later.every((samples) => Array.isArray(samples))).toBe(true);
     expect(later.map((samples) => samples[0]!.quality.severity)).toEqual(Array(6).fill("good"));
