@@ -49,7 +49,7 @@ export interface ModbusTcpTransport {
    * The forget horizon (ms, with `lateAnswerGuard`) of an answer that a device seen answering out of order
    * owes and never sends: from its request's send, requests of the same shape fail unsent (their tags bad,
    * the reason naming the shape and this release time) until the answer comes or this horizon passes; then,
-   * with nothing else on the wire, the driver resynchronises the link: it closes the TCP connection and opens
+   * in the next pause with no read in progress, the driver resynchronises the link: it closes the TCP connection and opens
    * a new one, on which no answer of the old one can come (needs `reconnect.enabled`; without it the shape
    * stays held until the answer comes). Values below the late bound (twice `requestTimeoutMs`) are raised to
    * it. ADR 0041, amendment fix12v. @default 30000

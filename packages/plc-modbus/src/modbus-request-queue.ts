@@ -39,18 +39,19 @@ export interface ModbusRequestQueueOptions {
    */
   readonly onFenceTimeout?: (error: unknown) => void;
   /**
-   * The forget horizon of an answer owed by a device that answers out of order (see `#heldByOwed`): this long
-   * (ms) after its request went on the wire, and with nothing else on the wire, a request of its shape that is
-   * due calls {@link ModbusRequestQueueOptions.onResync} instead of waiting for that answer for ever. Only for
-   * a transport whose answers are bound to their connection (Modbus TCP): once the caller has closed the
-   * connection and opened another ({@link ModbusRequestQueue.newConnection}), no answer owed on the old one
-   * can come. Raised to the late bound (`timeoutMs + lateAnswerGuardMs`) if lower. Undefined: no horizon (a
-   * shape stays held until its answer comes). ADR 0041, amendment fix12v.
+   * The forget horizon of an answer owed by a device that answers out of order (see `#heldByOwed`): once a
+   * request of its shape is due this long (ms) after the owed request went on the wire, the queue calls
+   * {@link ModbusRequestQueueOptions.onResync} as soon as the line is idle (nothing queued or on the wire, no
+   * background hold: the pause between reads) instead of holding the shape for ever. Only for a transport whose
+   * answers are bound to their connection (Modbus TCP): once the caller has closed the connection and opened
+   * another ({@link ModbusRequestQueue.newConnection}), no answer owed on the old one can come. Raised to the late
+   * bound (`timeoutMs + lateAnswerGuardMs`) if lower. Without it (or without `onResync`): no horizon, a shape
+   * stays held until its answer comes. ADR 0041, amendment fix12v.
    */
   readonly resyncAfterMs?: number;
   /**
-   * Called (at most once per connection, after the current call stack) when a held shape passed its forget
-   * horizon: the caller closes the connection and opens a new one, then calls
+   * Called (at most once per connection, after the current call stack, with the line idle) when a held shape
+   * passed its forget horizon: the caller closes the connection and opens a new one, then calls
    * {@link ModbusRequestQueue.newConnection}. A listener that throws is ignored.
    */
   readonly onResync?: (reason: string) => void;
@@ -276,6 +277,8 @@ export class ModbusRequestQueue {
   readonly #onResync: ((reason: string) => void) | undefined;
   /** A resync was asked on this connection (at most one per connection). */
   #resyncAsked = false;
+  /** Why a resync is due (a held shape passed its forget horizon), until it is asked (see `#resyncIfIdle`). */
+  #resyncReason: string | undefined;
 
   constructor(options: ModbusRequestQueueOptions) {
     this.#clock = options.clock;
@@ -302,6 +305,28 @@ export class ModbusRequestQueue {
   newConnection(): void {
     this.#connection++;
     this.#resyncAsked = false;
+    this.#resyncReason = undefined;
+  }
+
+  /**
+   * Asks the caller to resynchronise the link (see {@link ModbusRequestQueueOptions.onResync}) when one is due and
+   * the line is idle: nothing queued or on the wire and no read in progress (no background hold), so the
+   * reconnect fails no request of a read (the pause between scans).
+   */
+  #resyncIfIdle(): void {
+    const reason = this.#resyncReason;
+    const onResync = this.#onResync;
+    if (reason === undefined || onResync === undefined || this.#resyncAsked) return;
+    if (this.#queue.length > 0 || this.#inFlight.size > 0 || this.#holds > 0) return;
+    this.#resyncAsked = true;
+    this.#resyncReason = undefined;
+    queueMicrotask(() => {
+      try {
+        onResync(reason);
+      } catch {
+        // a listener's failure is its own
+      }
+    });
   }
 
   /**
@@ -325,7 +350,8 @@ export class ModbusRequestQueue {
 
   /** When the forget horizon releases `owed`'s shape (undefined: never, the queue has no horizon). */
   #releaseAt(owed: Owed): number | undefined {
-    return this.#resyncAfterMs === undefined ? undefined : owed.sentAt + this.#resyncAfterMs;
+    if (this.#resyncAfterMs === undefined || this.#onResync === undefined) return undefined;
+    return owed.sentAt + this.#resyncAfterMs;
   }
 
   /**
@@ -463,22 +489,9 @@ export class ModbusRequestQueue {
     if (releaseAt === undefined) release = "held until that answer comes (no forget horizon)";
     else if (releaseAt > now)
       release = `released when it comes, or at ${new Date(releaseAt).toISOString()} by resynchronising the link (closing and reopening the connection, after which no answer of the old one can come)`;
-    else if (this.#inFlight.size > 0 || this.#onResync === undefined)
-      release = `its forget horizon passed at ${new Date(releaseAt).toISOString()}: released by resynchronising the link once nothing is on the wire`;
     else {
-      release = `its forget horizon passed at ${new Date(releaseAt).toISOString()}: the link is being resynchronised now to release it`;
-      if (!this.#resyncAsked) {
-        this.#resyncAsked = true;
-        const reason = `resynchronising the link: the answer to ${owed.what} (${shape}), owed by a device that answers out of order since ${new Date(owed.sentAt).toISOString()}, never came`;
-        const onResync = this.#onResync;
-        queueMicrotask(() => {
-          try {
-            onResync(reason);
-          } catch {
-            // a listener's failure is its own
-          }
-        });
-      }
+      release = `its forget horizon passed at ${new Date(releaseAt).toISOString()}: the link is resynchronised to release it as soon as no read is in progress`;
+      this.#resyncReason ??= `resynchronising the link: the answer to ${owed.what} (${shape}), owed by a device that answers out of order since ${new Date(owed.sentAt).toISOString()}, never came`;
     }
     return notSent(
       head.what,
@@ -677,6 +690,7 @@ export class ModbusRequestQueue {
       this.#running = false;
     }
     if (again) void this.#pump();
+    else this.#resyncIfIdle();
   }
 
   /** Whether a fence goes now that nothing waits: the stream is suspect and no fence went since the last request. */
