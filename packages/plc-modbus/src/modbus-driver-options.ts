@@ -45,6 +45,16 @@ export interface ModbusTcpTransport {
    * gateway to a serial line). @default true
    */
   readonly lateAnswerGuard?: boolean;
+  /**
+   * The forget horizon (ms, with `lateAnswerGuard`) of an answer that a device seen answering out of order
+   * owes and never sends: from its request's send, requests of the same shape fail unsent (their tags bad,
+   * the reason naming the shape and this release time) until the answer comes or this horizon passes; then,
+   * in the next pause with no read in progress, the driver resynchronises the link: it closes the TCP connection and opens
+   * a new one, on which no answer of the old one can come (needs `reconnect.enabled`; without it the shape
+   * stays held until the answer comes). Values below the late bound (twice `requestTimeoutMs`) are raised to
+   * it. ADR 0041, amendment fix12v. @default 30000
+   */
+  readonly lostAnswerResyncMs?: number;
 }
 
 /** Modbus RTU over a serial port; every answer is checked against its request (see docs/drivers/modbus.md, "Serial lines"). */
@@ -210,6 +220,11 @@ export const modbusDriverOptionsSchema = z
         frameCheck: z.enum(["default", "strict"]).default("default"),
         frameQuietGapMs: z.number().min(0.5).max(1000).default(2),
         lateAnswerGuard: z.boolean().default(true),
+        lostAnswerResyncMs: z
+          .number()
+          .positive()
+          .max(MAX_DURATION_MS, "must be at most 3600000 (1 hour)")
+          .default(30_000),
       }),
       z.strictObject({
         kind: z.literal("rtu"),

@@ -244,6 +244,10 @@ export class ModbusDriver implements PlcDriver {
       lateAnswerGuardMs: transport.kind === "rtu" || transport.lateAnswerGuard ? this.#options.requestTimeoutMs : 0,
       onAlignment: (change) => this.#alignmentChanged(change),
       onFenceTimeout: (error) => this.#fenceTimedOut(error),
+      // Only TCP: a new connection proves that no answer of the old one comes (a serial line outlives its port).
+      ...(transport.kind === "tcp" && transport.lateAnswerGuard && this.#options.reconnect.enabled
+        ? { resyncAfterMs: transport.lostAnswerResyncMs, onResync: (reason: string) => this.#resync(reason) }
+        : {}),
     });
   }
 
@@ -321,7 +325,9 @@ export class ModbusDriver implements PlcDriver {
    * error, next probe), and each request block backed off as `unit <id> <block>` (e.g. `unit 1 HR100-109`,
    * always `offline`): a block that timed out `unitHealth.offlineAfter` reads in a row while its unit
    * answered other requests; and, while answers are not trusted (see {@link ModbusDriver.answerStream}),
-   * `answer stream` (`offline`, the anomaly in `lastError`). The core shows them in `system.health().acquisition.endpoints` and reports
+   * `answer stream` (`offline`, the anomaly in `lastError`); and each shape held by an answer owed by a device
+   * that answers out of order as `held shape <shape>` (`offline`, `nextProbeAt`: when the link is resynchronised
+   * to release it, see `transport.lostAnswerResyncMs`). The core shows them in `system.health().acquisition.endpoints` and reports
    * the system `degraded`, naming the unit or block, while one is offline.
    */
   endpoints(): EndpointHealthSnapshot[] {
@@ -338,7 +344,30 @@ export class ModbusDriver implements PlcDriver {
             ...(stream.since === undefined ? {} : { lastFailureAt: stream.since }),
           },
         ];
-    return [...this.#units.snapshot(), ...blocks, ...misaligned];
+    const held: EndpointHealthSnapshot[] = this.#queue.held.map((hold) => ({
+      endpoint: `held shape ${hold.shape ?? "(any)"}`,
+      state: "offline",
+      consecutiveFailures: 1,
+      lastError:
+        `requests of this shape are not sent: the answer to ${hold.owedBy} has not come and the device answers out of order; ` +
+        (hold.releaseAt === undefined
+          ? "held until it comes"
+          : `released by resynchronising the link at ${new Date(hold.releaseAt).toISOString()} unless it comes first`),
+      lastFailureAt: hold.since,
+      ...(hold.releaseAt === undefined ? {} : { nextProbeAt: hold.releaseAt }),
+    }));
+    return [...this.#units.snapshot(), ...blocks, ...misaligned, ...held];
+  }
+
+  /**
+   * A shape held by an answer a device that answers out of order never sent passed its forget horizon
+   * (`transport.lostAnswerResyncMs`): closes the connection and reconnects, after which no answer of the old
+   * connection can come (ADR 0041, amendment fix12v).
+   */
+  #resync(reason: string): void {
+    const client = this.#client;
+    if (!client) return;
+    this.#connectionLost(client, reason);
   }
 
   /**
@@ -1179,6 +1208,7 @@ export class ModbusDriver implements PlcDriver {
     this.#client = client;
     this.#consecutiveTimeouts = 0;
     this.#queue.forgetIdProof();
+    if (this.#options.transport.kind === "tcp") this.#queue.newConnection();
     // The ledger and the answer stream's alignment are kept: behind a gateway the serial line outlives the
     // TCP connection, and an answer to a request of the old connection may come on this one.
     client.onStray?.((reason, answer) => {

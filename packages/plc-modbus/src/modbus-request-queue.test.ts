@@ -130,6 +130,86 @@ describe("ModbusRequestQueue", () => {
     ]);
   });
 
+  /**
+   * A queue whose device has shown it answers out of order (IR0's answer came after a fence's own) and then lost
+   * HR0's answer (shape hr/2): past HR0's late bound, hr/2 is held. Horizon 1000 ms; timeout and guard 100 ms.
+   */
+  async function heldQueue(resyncs: string[]) {
+    const clock = new SimulatedClock();
+    const queue = new ModbusRequestQueue({
+      clock,
+      timeoutMs: 100,
+      lateAnswerGuardMs: 100,
+      resyncAfterMs: 1000,
+      onResync: (reason) => resyncs.push(reason),
+    });
+    queue.newConnection();
+    const fence = fences(clock, [], () => Promise.resolve([]));
+    const never = () => new Promise<string>(() => undefined);
+    await queue.run(() => Promise.resolve("live"), "live read", undefined, { shape: "hr/2", fence });
+    const late = queue.run(never, "IR0", undefined, { shape: "ir/2", fence }).catch(() => undefined);
+    await clock.advance(100);
+    await late;
+    await clock.advance(0); // the fence in the pause gets its own answer
+    queue.unasked("IR0's answer, after the fence's", { shape: "ir/2" });
+    const lostAt = clock.now();
+    const lost = queue.run(never, "HR0", undefined, { shape: "hr/2", fence }).catch(() => undefined);
+    await clock.advance(100);
+    await lost;
+    await clock.advance(100); // past HR0's late bound
+    const read = (what: string) =>
+      queue
+        .run(() => Promise.resolve(what), what, undefined, { shape: "hr/2", fence })
+        .catch((error: unknown) => error);
+    return { clock, queue, lostAt, read };
+  }
+
+  it("releases a shape held by a lost answer on an out-of-order device only by a resync, asked once when idle (ADR 0041 fix12v)", async () => {
+    const resyncs: string[] = [];
+    const { clock, queue, lostAt, read } = await heldQueue(resyncs);
+    const held = await read("HR20");
+    expect(KilnError.is(held, "KILN_DEVICE_ERROR")).toBe(true);
+    expect((held as KilnError).details).toMatchObject({ sent: false, heldShape: "hr/2", releaseAt: lostAt + 1000 });
+    expect((held as KilnError).message).toMatch(
+      /shape hr\/2 is held: the answer to HR0, sent at .*released when it comes, or at/,
+    );
+    expect(queue.held).toEqual([{ shape: "hr/2", owedBy: "HR0", since: lostAt, releaseAt: lostAt + 1000 }]);
+    // Past the horizon while a read is in progress (a background hold): still held, the resync waits for the pause.
+    await clock.advance(1000);
+    const releaseRead = queue.holdBackground();
+    expect((await read("HR20")) as KilnError).toMatchObject({ details: { sent: false } });
+    expect((await read("HR40")) as KilnError).toMatchObject({ details: { sent: false } });
+    await clock.advance(0);
+    expect(resyncs).toEqual([]);
+    releaseRead();
+    await clock.advance(0);
+    expect(resyncs).toHaveLength(1);
+    expect(resyncs[0]).toMatch(/the answer to HR0 \(shape hr\/2\).*never came/);
+    // Until the caller has opened a new connection the shape stays held, and no second resync is asked.
+    expect((await read("HR20")) as KilnError).toMatchObject({ details: { sent: false } });
+    await clock.advance(0);
+    expect(resyncs).toHaveLength(1);
+    queue.newConnection();
+    expect(queue.held).toEqual([]);
+    const next = read("HR20");
+    await clock.advance(0);
+    expect(await next).toBe("HR20");
+  });
+
+  it("sibling: a new connection opened for any reason (a lost link) releases a held shape; one resync asked per connection", async () => {
+    const resyncs: string[] = [];
+    const { clock, queue, read } = await heldQueue(resyncs);
+    await clock.advance(10_000);
+    expect((await read("HR20")) as KilnError).toMatchObject({ details: { sent: false, heldShape: "hr/2" } });
+    await clock.advance(0);
+    expect(resyncs).toHaveLength(1); // past the horizon: asked
+    // A connection lost and reopened for another reason (before any resync) releases it too.
+    queue.newConnection();
+    const next = read("HR20");
+    await clock.advance(0);
+    expect(await next).toBe("HR20");
+  });
+
   it("sends the fence in the pause after a timeout: the next scan's request goes at once, no fence of its own (issue 12)", async () => {
     const clock = new SimulatedClock();
     const queue = new ModbusRequestQueue({ clock, timeoutMs: 100, lateAnswerGuardMs: 100 });

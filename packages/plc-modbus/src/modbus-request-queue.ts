@@ -38,6 +38,40 @@ export interface ModbusRequestQueueOptions {
    * ignored.
    */
   readonly onFenceTimeout?: (error: unknown) => void;
+  /**
+   * The forget horizon of an answer owed by a device that answers out of order (see `#heldByOwed`): once a
+   * request of its shape is due this long (ms) after the owed request went on the wire, the queue calls
+   * {@link ModbusRequestQueueOptions.onResync} as soon as the line is idle (nothing queued or on the wire, no
+   * background hold: the pause between reads) instead of holding the shape for ever. Only for a transport whose
+   * answers are bound to their connection (Modbus TCP): once the caller has closed the connection and opened
+   * another ({@link ModbusRequestQueue.newConnection}), no answer owed on the old one can come. Raised to the late
+   * bound (`timeoutMs + lateAnswerGuardMs`) if lower. Without it (or without `onResync`): no horizon, a shape
+   * stays held until its answer comes. ADR 0041, amendment fix12v.
+   */
+  readonly resyncAfterMs?: number;
+  /**
+   * Called (at most once per connection, after the current call stack, with the line idle) when a held shape
+   * passed its forget horizon: the caller closes the connection and opens a new one, then calls
+   * {@link ModbusRequestQueue.newConnection}. A listener that throws is ignored.
+   */
+  readonly onResync?: (reason: string) => void;
+}
+
+/**
+ * A shape held by an answer owed by a device that answers out of order (see {@link ModbusRequestQueue.held}).
+ */
+export interface ModbusHeldShape {
+  /** The shape held (the caller's, e.g. `"holding-register/2"`: area and byte count). */
+  readonly shape: string | undefined;
+  /** The request whose answer is owed, in words. */
+  readonly owedBy: string;
+  /** When (clock ms) that request went on the wire. */
+  readonly since: number;
+  /**
+   * When (clock ms) the link is resynchronised to release it (the forget horizon), if the queue has one;
+   * undefined: held until the answer comes.
+   */
+  readonly releaseAt: number | undefined;
 }
 
 /**
@@ -59,6 +93,12 @@ interface Owed {
   readonly exceptionShape: string | undefined;
   /** How many fences had proved the stream when it became owed (`#proofCount`). */
   readonly proofs: number;
+  /** The connection it is owed on (`#connection`). */
+  readonly connection: number;
+  /** When its request went on the wire (clock ms). */
+  readonly sentAt: number;
+  /** Its request, in words. */
+  readonly what: string;
 }
 
 /** A change of {@link ModbusRequestQueue.alignment}. */
@@ -231,6 +271,14 @@ export class ModbusRequestQueue {
   #proofs = 0;
   /** Holders keeping background requests back (reads in progress; see holdBackground). */
   #holds = 0;
+  /** The connection requests go on now (see newConnection). */
+  #connection = 0;
+  readonly #resyncAfterMs: number | undefined;
+  readonly #onResync: ((reason: string) => void) | undefined;
+  /** A resync was asked on this connection (at most one per connection). */
+  #resyncAsked = false;
+  /** Why a resync is due (a held shape passed its forget horizon), until it is asked (see `#resyncIfIdle`). */
+  #resyncReason: string | undefined;
 
   constructor(options: ModbusRequestQueueOptions) {
     this.#clock = options.clock;
@@ -240,6 +288,70 @@ export class ModbusRequestQueue {
     this.#guardMs = options.lateAnswerGuardMs ?? 0;
     this.#onAlignment = options.onAlignment;
     this.#onFenceTimeout = options.onFenceTimeout;
+    this.#resyncAfterMs =
+      options.resyncAfterMs === undefined
+        ? undefined
+        : Math.max(options.resyncAfterMs, this.#timeoutMs + this.#guardMs);
+    this.#onResync = options.onResync;
+  }
+
+  /**
+   * Requests go on a new connection from now on. Answers owed on the old one still count until their late
+   * bound (a gateway's serial line outlives its TCP connection, and a device answering in order may send them
+   * on the new one), but they no longer hold their shape past it: a device that answers out of order routes
+   * each answer to its own request's connection (it keeps several open at once), and that one is closed.
+   * Only for a transport whose answers are bound to their connection (Modbus TCP; not a serial port).
+   */
+  newConnection(): void {
+    this.#connection++;
+    this.#resyncAsked = false;
+    this.#resyncReason = undefined;
+  }
+
+  /**
+   * Asks the caller to resynchronise the link (see {@link ModbusRequestQueueOptions.onResync}) when one is due and
+   * the line is idle: nothing queued or on the wire and no read in progress (no background hold), so the
+   * reconnect fails no request of a read (the pause between scans).
+   */
+  #resyncIfIdle(): void {
+    const reason = this.#resyncReason;
+    const onResync = this.#onResync;
+    if (reason === undefined || onResync === undefined || this.#resyncAsked) return;
+    if (this.#queue.length > 0 || this.#inFlight.size > 0 || this.#holds > 0) return;
+    this.#resyncAsked = true;
+    this.#resyncReason = undefined;
+    queueMicrotask(() => {
+      try {
+        onResync(reason);
+      } catch {
+        // a listener's failure is its own
+      }
+    });
+  }
+
+  /**
+   * The shapes held now by answers owed by a device that answers out of order (past their late bound, on the
+   * current connection), oldest first: requests of these shapes fail unsent until the answer comes or the forget
+   * horizon resynchronises the link. Empty while the device has not been seen answering out of order.
+   */
+  get held(): ModbusHeldShape[] {
+    if (!this.#outOfOrder) return [];
+    this.#owedCount();
+    const now = this.#clock.now();
+    const seen = new Set<string | undefined>();
+    const held: ModbusHeldShape[] = [];
+    for (const owed of [...this.#owed].sort((a, b) => a.sentAt - b.sentAt)) {
+      if (owed.until > now || owed.connection !== this.#connection || seen.has(owed.shape)) continue;
+      seen.add(owed.shape);
+      held.push({ shape: owed.shape, owedBy: owed.what, since: owed.sentAt, releaseAt: this.#releaseAt(owed) });
+    }
+    return held;
+  }
+
+  /** When the forget horizon releases `owed`'s shape (undefined: never, the queue has no horizon). */
+  #releaseAt(owed: Owed): number | undefined {
+    if (this.#resyncAfterMs === undefined || this.#onResync === undefined) return undefined;
+    return owed.sentAt + this.#resyncAfterMs;
   }
 
   /**
@@ -329,11 +441,16 @@ export class ModbusRequestQueue {
     }
   }
 
-  /** Answers owed: whose late bound has not passed, or every one not come once the device answers out of order. */
+  /**
+   * Answers owed: whose late bound has not passed, or, once the device answers out of order, every one not come
+   * that is owed on the current connection (see newConnection).
+   */
   #owedCount(): number {
-    if (this.#outOfOrder) return this.#owed.length;
     const now = this.#clock.now();
-    while (this.#owed.length > 0 && this.#owed[0]!.until <= now) this.#owed.shift();
+    for (let index = this.#owed.length - 1; index >= 0; index--) {
+      const owed = this.#owed[index]!;
+      if (owed.until <= now && (!this.#outOfOrder || owed.connection !== this.#connection)) this.#owed.splice(index, 1);
+    }
     return this.#owed.length;
   }
 
@@ -343,10 +460,44 @@ export class ModbusRequestQueue {
    * (a gateway stamping the newest), and nothing would tell the two apart.
    */
   #heldByOwed(shape: string | undefined): boolean {
-    if (!this.#outOfOrder) return false;
+    return this.#heldBy(shape) !== undefined;
+  }
+
+  /** The oldest owed answer holding `shape` (see `#heldByOwed`), if one does. */
+  #heldBy(shape: string | undefined): Owed | undefined {
+    if (!this.#outOfOrder) return undefined;
+    this.#owedCount();
     const now = this.#clock.now();
-    return this.#owed.some(
-      (owed) => owed.until <= now && (shape === undefined || owed.shape === undefined || owed.shape === shape),
+    let oldest: Owed | undefined;
+    for (const owed of this.#owed) {
+      if (owed.until > now || owed.connection !== this.#connection) continue;
+      if (shape !== undefined && owed.shape !== undefined && owed.shape !== shape) continue;
+      if (oldest === undefined || owed.sentAt < oldest.sentAt) oldest = owed;
+    }
+    return oldest;
+  }
+
+  /**
+   * Why `head` is not sent: `owed` holds its shape. Past the forget horizon with nothing on the wire, asks the
+   * caller to resynchronise the link (once per connection).
+   */
+  #heldError(head: Entry, owed: Owed): KilnError {
+    const now = this.#clock.now();
+    const releaseAt = this.#releaseAt(owed);
+    const shape = owed.shape === undefined ? "any shape" : `shape ${owed.shape}`;
+    let release: string;
+    if (releaseAt === undefined) release = "held until that answer comes (no forget horizon)";
+    else if (releaseAt > now)
+      release = `released when it comes, or at ${new Date(releaseAt).toISOString()} by resynchronising the link (closing and reopening the connection, after which no answer of the old one can come)`;
+    else {
+      release = `its forget horizon passed at ${new Date(releaseAt).toISOString()}: the link is resynchronised to release it as soon as no read is in progress`;
+      this.#resyncReason ??= `resynchronising the link: the answer to ${owed.what} (${shape}), owed by a device that answers out of order since ${new Date(owed.sentAt).toISOString()}, never came`;
+    }
+    return notSent(
+      head.what,
+      `${shape} is held: the answer to ${owed.what}, sent at ${new Date(owed.sentAt).toISOString()}, has not come, and this device answers out of order (an answer owed before a fence came after the fence's own), so that answer could come at any time and would be taken for this request's; ${release}`,
+      "KILN_DEVICE_ERROR",
+      { heldShape: owed.shape ?? null, ...(releaseAt === undefined ? {} : { releaseAt }) },
     );
   }
 
@@ -488,9 +639,10 @@ export class ModbusRequestQueue {
     try {
       while (this.#queue.length > 0 && this.#inFlight.size < this.#maxInFlight && !this.#fencing) {
         const head = this.#queue[0]!;
-        if (this.#heldByOwed(head.shape)) {
+        const holder = this.#heldBy(head.shape);
+        if (holder !== undefined) {
           this.#queue.shift();
-          this.#settle(head, false, notSent(head.what, OWED_OUT_OF_ORDER, "KILN_DEVICE_ERROR"));
+          this.#settle(head, false, this.#heldError(head, holder));
           continue;
         }
         if (this.#needsFence(head)) {
@@ -538,6 +690,7 @@ export class ModbusRequestQueue {
       this.#running = false;
     }
     if (again) void this.#pump();
+    else this.#resyncIfIdle();
   }
 
   /** Whether a fence goes now that nothing waits: the stream is suspect and no fence went since the last request. */
@@ -671,7 +824,15 @@ export class ModbusRequestQueue {
     const now = this.#clock.now();
     // Its own answer may come until its send time plus the late bound (a timer firing late adds its delay).
     const until = Math.max((entry.sentAt ?? now) + this.#timeoutMs, now) + this.#guardMs;
-    this.#owed.push({ until, shape: entry.shape, exceptionShape: entry.exceptionShape, proofs: this.#proofCount });
+    this.#owed.push({
+      until,
+      shape: entry.shape,
+      exceptionShape: entry.exceptionShape,
+      proofs: this.#proofCount,
+      connection: this.#connection,
+      sentAt: entry.sentAt ?? now,
+      what: entry.what,
+    });
     this.#owed.sort((a, b) => a.until - b.until);
     this.#ledger(this.#quiet, entry.shape, until);
     if (entry.fenceFor !== undefined) return; // its outcome is ignored: no exception learned
@@ -824,17 +985,16 @@ export class ModbusRequestQueue {
   }
 }
 
-/** Why a request of a shape held by an answer owed out of order (`#heldByOwed`) is not sent. */
-const OWED_OUT_OF_ORDER =
-  "an answer of the same shape owed to an earlier request has not come, and this device answers out of order " +
-  "(an answer owed before a fence came after the fence's own), so that answer could come at any time and " +
-  "would be taken for this request's";
-
 /** `KILN_TIMEOUT` or `KILN_DEVICE_ERROR` for a request failed before it was sent: `details.sent: false`. */
-function notSent(what: string, why: string, code: "KILN_TIMEOUT" | "KILN_DEVICE_ERROR"): KilnError {
+function notSent(
+  what: string,
+  why: string,
+  code: "KILN_TIMEOUT" | "KILN_DEVICE_ERROR",
+  extra: Record<string, unknown> = {},
+): KilnError {
   return new KilnError(code, `${what} was not sent: ${why}.`, {
     retryable: true,
-    details: { sent: false, unaligned: true, ...(code === "KILN_TIMEOUT" ? { modbus: "timeout" } : {}) },
+    details: { sent: false, unaligned: true, ...(code === "KILN_TIMEOUT" ? { modbus: "timeout" } : {}), ...extra },
   });
 }
 

@@ -57,21 +57,38 @@ function capture(warnings: { message: string; fields: unknown }[]): Logger {
 
 describe("a caller giving up while a request is on the wire", () => {
   it("still counts a dead unit's timeouts: it goes offline and the live unit is good on every later scan", async () => {
-    // A caller's deadline (60 ms) shorter than the request timeout (120 ms), scans 300 ms apart.
-    const { driver } = await startGateway({ requestTimeoutMs: 120 });
+    // Each scan's caller gives up the moment a read request to unit 2 reaches the device (on the wire, before its
+    // 120 ms timeout), counted rather than timed: a deadline in ms failed under load, when the request went out
+    // after it (then never on the wire) or a live read took longer than it.
+    const { simulator, driver } = await startGateway({ requestTimeoutMs: 120 });
     await driver.connect();
     const changes: ModbusUnitStatusChange[] = [];
     driver.onUnitStatusChange((change) => changes.push(change));
+    let giveUp: AbortController | undefined;
+    let unit2Reads = 0;
+    // A read of unit 2's block (one register); a probe reads another size (and is not a read's: it is not waited for).
+    const stopListening = simulator.onRequest((request) => {
+      if (request.unitId !== 2 || request.quantity !== 1) return;
+      unit2Reads++;
+      giveUp?.abort();
+    });
+    cleanups.push(async () => stopListening());
+    const unit2 = () => driver.units().find((unit) => unit.unitId === 2);
     const scans: (Sample[] | KilnError)[] = [];
     for (let scan = 0; scan < 7; scan++) {
-      const started = Date.now();
-      scans.push(await driver.read(tags.list(), deadline(60)).catch((error: KilnError) => error));
-      await sleep(300 - (Date.now() - started));
+      giveUp = new AbortController();
+      scans.push(await driver.read(tags.list(), giveUp.signal).catch((error: KilnError) => error));
+      giveUp = undefined;
+      // The request left on the wire by scan 0 times out in the background (120 ms) and counts before scan 1.
+      for (let wait = 0; scan === 0 && (unit2()?.consecutiveFailures ?? 0) === 0 && wait < 100; wait++) await sleep(20);
+      await sleep(150);
     }
+    for (let wait = 0; unit2()?.state !== "offline" && wait < 100; wait++) await sleep(20);
 
     // The first read asks unit 2 (never seen) and is aborted with its request on the wire (the contract);
-    // that request's timeout still counts, so from then on unit 2 is not waited for.
+    // that request's timeout still counts, so from then on unit 2 is not waited for: no later read sends it.
     expect(KilnError.is(scans[0], "KILN_ABORTED")).toBe(true);
+    expect(unit2Reads).toBe(1);
     const later = scans.slice(1) as Sample[][];
     expect(later.every((samples) => Array.isArray(samples))).toBe(true);
     expect(later.map((samples) => samples[0]!.quality.severity)).toEqual(Array(6).fill("good"));
@@ -86,22 +103,37 @@ describe("a caller giving up while a request is on the wire", () => {
   });
 
   it("keeps a live unit read in its own scan group good on every scan beside a dead unit's group", async () => {
-    // Two scan groups on one gateway, unit 1 slow (20 ms) but live, unit 2 dead; each read's caller gives up
-    // after 60 ms, before the 120 ms request timeout. Were unit 2's aborted requests not counted, it would be
-    // asked on every scan of its group, and each of those requests would hold the line into unit 1's next read.
+    // Two scan groups on one gateway, unit 1 slow (20 ms) but live, unit 2 dead; the caller of unit 2's group
+    // gives up the moment its request reaches the device, before the 120 ms request timeout (counted, not a
+    // deadline in ms, which failed under load when unit 1's 20 ms read took longer). Were unit 2's aborted
+    // requests not counted, it would be asked on every scan of its group (7 times, each holding the line for a
+    // request timeout into unit 1's next read); counted, it is asked until it is offline (3 times), then not.
     const { simulator, driver } = await startGateway({ requestTimeoutMs: 120 });
     simulator.injectDelay(20, { area: "holding-register", address: 0, unitId: 1 });
     await driver.connect();
+    let giveUp: AbortController | undefined;
+    let unit2Reads = 0;
+    const stopListening = simulator.onRequest((request) => {
+      if (request.unitId !== 2 || request.quantity !== 1) return;
+      unit2Reads++;
+      giveUp?.abort();
+    });
+    cleanups.push(async () => stopListening());
+    const unit2 = () => driver.units().find((unit) => unit.unitId === 2);
     const unit1: string[] = [];
     for (let scan = 0; scan < 7; scan++) {
-      const started = Date.now();
-      const samples = await driver.read(unit1Tags, deadline(60)).catch((error: KilnError) => error);
+      const samples = await driver.read(unit1Tags).catch((error: KilnError) => error);
       unit1.push(Array.isArray(samples) ? samples[0]!.quality.severity : (samples as KilnError).code);
-      await driver.read([unit2Tag], deadline(60)).catch(() => undefined);
-      await sleep(300 - (Date.now() - started));
+      giveUp = new AbortController();
+      await driver.read([unit2Tag], giveUp.signal).catch(() => undefined);
+      giveUp = undefined;
+      // Each request of unit 2 sent has timed out in the background and counted before the next scan.
+      for (let wait = 0; (unit2()?.consecutiveFailures ?? 0) < Math.min(unit2Reads, 3) && wait < 100; wait++)
+        await sleep(20);
     }
     expect(unit1).toEqual(Array(7).fill("good"));
-    expect(driver.units().find((unit) => unit.unitId === 2)).toMatchObject({ state: "offline" });
+    expect(unit2Reads).toBe(3);
+    expect(unit2()).toMatchObject({ state: "offline" });
   });
 
   it("counts a write's timeout against its unit when the writer gave up while it was on the wire", async () => {
