@@ -117,7 +117,11 @@ export interface SparkplugHostOptions {
    * (birth or data) timestamped further ahead is stored but never shown in the live view (it
    * would hold back every later sample, as the live view never goes back in time): counted in
    * `samples.futureDated`, reported by `metric-issue` `future-timestamp`, the live value it would
-   * have replaced marked uncertain. Historical metrics are not checked. @default 60000
+   * have replaced marked uncertain. The one check of every time the host takes from the wire
+   * (ADR 0043, amendment of 2026-12-01): a historical value this far ahead is stored as history and
+   * counted and reported the same way; a DDEATH this far ahead marks its device stale at host time;
+   * a refused value (mistyped, unstorable) this far ahead marks the live value at its own time.
+   * @default 60000
    */
   readonly maxClockSkewMs?: number;
   /** Time source (STATE and NCMD timestamps, stale marks, waits). @default SystemClock */
@@ -242,8 +246,8 @@ export interface SparkplugHostHealth {
    * `mistyped` (refused: a datatype other than the birth's, see `metric-issue`), `outOfOrder`
    * (live samples older than the metric's live value: stored as history, the live view never
    * goes back in time; one at the live value's very time with another value is the store's
-   * conflict and does not replace it either), `futureDated` (live samples timestamped more than
-   * `maxClockSkewMs` ahead of the host's clock: stored, never in the live view).
+   * conflict and does not replace it either), `futureDated` (samples, live or historical,
+   * timestamped more than `maxClockSkewMs` ahead of the host's clock: stored, never in the live view).
    */
   readonly samples: {
     readonly received: number;
@@ -314,8 +318,9 @@ export interface SparkplugHostEvents {
    * metric had is marked (bad `BadTypeMismatch`, or uncertain last usable value) with `detail`
    * as its reason: it is no longer the metric's current value. `retyped`: a birth gave the metric
    * another datatype than the birth before it: taken under the new datatype, reported.
-   * `future-timestamp`: a live value timestamped more than `maxClockSkewMs` ahead of the host's
-   * clock: stored, not shown in the live view, the live value the metric had marked uncertain.
+   * `future-timestamp`: a value timestamped more than `maxClockSkewMs` ahead of the host's
+   * clock: stored, not shown in the live view; for a live one, the live value the metric had is
+   * marked uncertain.
    */
   "metric-issue": {
     /** The qualified tag name. */
@@ -427,7 +432,8 @@ const DEFAULT_BACKOFF: ReconnectBackoff = { initialDelayMs: 1_000, maxDelayMs: 3
  * - Edge nodes: NBIRTH/DBIRTH give each edge node's and device's metric names, aliases and
  *   datatypes; NDATA/DDATA are resolved by alias; `seq` is checked per edge node (0–255,
  *   wrapping); bdSeq is paired with NDEATH (a death with another bdSeq is stale and ignored);
- *   NDEATH/DDEATH mark the metrics stale (live view and store, uncertain "last usable value").
+ *   NDEATH/DDEATH mark the metrics stale (live view: uncertain "last usable value"; store: a
+ *   row without a value, bad `BadNoCommunication`, where the gap in trust begins).
  * - A seq gap, data before birth, an unknown alias or device: the edge node's data is not
  *   trusted (discarded and counted, never stored under a guessed name) until its next NBIRTH,
  *   and an NCMD `Node Control/Rebirth` is sent (at most one per `rebirthIntervalMs`).
@@ -1492,8 +1498,19 @@ export class SparkplugHost {
     const device = node.devices.get(deviceId);
     if (device === undefined || !device.online) return;
     device.online = false;
-    // [tck-id-operational-behavior-edge-node-termination-host-action-ddeath-devices-tags-stale]: the DDEATH's timestamp.
-    this.#setNodeState(node, "offline", "DDEATH", { deviceId, at: payload.timestamp ?? this.#clock.now() });
+    // [tck-id-operational-behavior-edge-node-termination-host-action-ddeath-devices-tags-stale]: the
+    // DDEATH's timestamp, unless it is further ahead than a real time can be: then host time.
+    const now = this.#clock.now();
+    const stamped = payload.timestamp;
+    const ahead = stamped !== undefined && this.#aheadOfHost(stamped, now);
+    this.#setNodeState(
+      node,
+      "offline",
+      ahead
+        ? `DDEATH (timestamped ${timeText(stamped)}, more than maxClockSkewMs ahead of the host's clock: taken at host time)`
+        : "DDEATH",
+      { deviceId, at: stamped === undefined || ahead ? now : stamped },
+    );
   }
 
   /** Qualified tag names of the metrics born for the node (with its devices) or one device. */
@@ -1514,12 +1531,17 @@ export class SparkplugHost {
 
   /**
    * Marks the live values of `tags` stale: uncertain "last usable value", at `at`. With
-   * `store`, the stale mark is also stored (history shows when the values stopped being live).
+   * `store`, the stale mark is also stored (history shows when the values stopped being live):
+   * without a value (`null`, bad `BadNoCommunication`, the same reason), since the last value the
+   * host saw need not be the last one the edge node measured before `at` — what it measured then
+   * may still arrive, replayed as history, and lands before the mark (ADR 0043, amendment of
+   * 2026-12-01). `at` is a host time or a wire time already checked by {@link #wireTime}.
    */
   #markStale(tags: readonly string[], at: number, reason: string, store: boolean): void {
     const marked: SparkplugLiveMetric[] = [];
     const samples: Sample[] = [];
     const stale = quality("uncertain", reason, QualityCodes.UncertainNoCommunicationLastUsableValue);
+    const gap = quality("bad", reason, QualityCodes.BadNoCommunication);
     for (const tag of tags) {
       const entry = this.#live.get(tag);
       if (entry === undefined || entry.sample.quality.code === stale.code) continue;
@@ -1536,7 +1558,8 @@ export class SparkplugHost {
       this.#marks.add(updated);
       marked.push(updated);
       const storedAt = Math.floor(at) + STALE_MARK_OFFSET_MS;
-      if (store && after && storedAt <= SAMPLE_TIME_MAX) samples.push({ ...sample, timestamp: storedAt });
+      if (store && after && storedAt <= SAMPLE_TIME_MAX)
+        samples.push({ tag, value: null, timestamp: storedAt, quality: gap });
     }
     if (samples.length > 0) this.#writer.push(samples);
     if (marked.length > 0) void this.#bus.publish("live-update", { metrics: marked });
@@ -1558,7 +1581,12 @@ export class SparkplugHost {
     if (info.tag === undefined) return;
     const entry = this.#live.get(info.tag);
     if (mark !== undefined && entry !== undefined) {
-      const at = Number.isFinite(mark.at) && mark.at <= SAMPLE_TIME_MAX ? mark.at : entry.sample.timestamp;
+      // A wire time ahead of the host's clock would hold the live view there: the mark keeps the
+      // live value's own time instead, so the next real sample replaces it.
+      const at =
+        Number.isFinite(mark.at) && mark.at <= SAMPLE_TIME_MAX && !this.#aheadOfHost(mark.at, this.#clock.now())
+          ? mark.at
+          : entry.sample.timestamp;
       const sample: Sample = {
         ...entry.sample,
         timestamp: Math.max(entry.sample.timestamp, at),
@@ -1654,6 +1682,20 @@ export class SparkplugHost {
     };
   }
 
+  /**
+   * The one check of every time the host takes from the wire (a metric's, a payload's, a DDEATH's;
+   * births, data, deaths and the marks of refused values alike): whether it is more than
+   * `maxClockSkewMs` ahead of the host's clock `now`, so no real measurement can carry it yet
+   * (ADR 0043, amendment of 2026-12-01).
+   */
+  #aheadOfHost(timestamp: number, now: number): boolean {
+    return timestamp > now + (this.#options.maxClockSkewMs ?? DEFAULT_MAX_CLOCK_SKEW_MS);
+  }
+
+  #aheadDetail(topic: string, timestamp: number, kind: "live" | "historical"): string {
+    return `${topic}: a ${kind} value timestamped ${timeText(timestamp)}, more than ${this.#options.maxClockSkewMs ?? DEFAULT_MAX_CLOCK_SKEW_MS} ms (maxClockSkewMs) ahead of the host's clock: stored, ${kind === "live" ? "not shown in the live view" : "as history"}`;
+  }
+
   /** Turns the metrics of a birth or data message into samples: store them, update the live view. */
   #take(
     node: EdgeNodeState,
@@ -1666,7 +1708,6 @@ export class SparkplugHost {
     const samples: Sample[] = [];
     const live: SparkplugLiveMetric[] = [];
     const now = this.#clock.now();
-    const skew = this.#options.maxClockSkewMs ?? DEFAULT_MAX_CLOCK_SKEW_MS;
     const infos: (MetricInfo | undefined)[] = [];
     for (const metric of payload.metrics) {
       const byAlias = !isBirth && metric.alias !== undefined ? birth.byAlias.get(metric.alias) : undefined;
@@ -1742,20 +1783,32 @@ export class SparkplugHost {
       else samples.push(sample);
       if (metric.isHistorical === true) {
         this.#counts.historical++;
+        // Stored as the edge node published it, never in the live view; but a time no clock can
+        // have had yet is said so, as for a live value.
+        if (this.#aheadOfHost(timestamp, now)) {
+          this.#counts.futureDated++;
+          this.#metricIssue(
+            node,
+            deviceId,
+            info,
+            "future-timestamp",
+            this.#aheadDetail(topic, timestamp, "historical"),
+          );
+        }
         continue;
       }
       // A time further ahead of the host's clock than `maxClockSkewMs` is not a time the value
       // can have been measured at: the value is stored (as it came) but never shown in the live
       // view, where it would hold back every later sample ("never back in time"). The live value
       // it would have replaced is no longer current: uncertain, with the reason, at its own time.
-      if (timestamp > now + skew) {
+      if (this.#aheadOfHost(timestamp, now)) {
         this.#counts.futureDated++;
         this.#metricIssue(
           node,
           deviceId,
           info,
           "future-timestamp",
-          `${topic}: a value timestamped ${new Date(timestamp).toISOString()}, more than ${skew} ms (maxClockSkewMs) ahead of the host's clock: stored, not shown in the live view`,
+          this.#aheadDetail(topic, timestamp, "live"),
           // At 0: the mark keeps the live value's own time, so the next real sample replaces it.
           { at: 0, quality: quality("uncertain", undefined, QualityCodes.UncertainLastUsableValue) },
         );
@@ -1799,6 +1852,12 @@ export class SparkplugHost {
 /** Whether two samples of one tag at one time are the same reading (value and quality), as a store sees a re-delivery. */
 function sameReading(a: Sample, b: Sample): boolean {
   return Object.is(a.value, b.value) && a.quality.severity === b.quality.severity && a.quality.code === b.quality.code;
+}
+
+/** A wire time in words: ISO 8601 when it is one, else the number. */
+function timeText(timestamp: number): string {
+  const date = new Date(timestamp);
+  return Number.isNaN(date.getTime()) ? String(timestamp) : date.toISOString();
 }
 
 /** A value as a refusal shows it: strings quoted, cut to 64 characters. */
