@@ -338,8 +338,8 @@ export interface SparkplugEdgeNodeHealth {
     readonly malformed: number;
     /**
      * Command messages dropped unhandled: beyond `maxPendingCommands` waiting, carrying more
-     * than `maxMetricsPerCommand` metrics, larger than `maxPayloadBytes`, or retained (each
-     * reported by `command-drop`).
+     * than `maxMetricsPerCommand` metrics, larger than `maxPayloadBytes`, retained, or reaching a
+     * session that was ending (each reported by `command-drop`).
      */
     readonly dropped: number;
   };
@@ -406,13 +406,15 @@ export interface SparkplugEdgeNodeEvents {
    * `too-large` when its payload was over `maxPayloadBytes` (not decoded), `retained` when it
    * came with the MQTT retain flag (Sparkplug 3.0.0 requires NCMD and DCMD with retain false,
    * [tck-id-topics-ncmd-mqtt], [tck-id-topics-dcmd-mqtt]: a retained command is an old one the
-   * broker replays on every subscribe, so it is never written).
+   * broker replays on every subscribe, so it is never written), `session-closing` when it reached
+   * an MQTT session that was ending (the goodbye after the primary host's STATE offline, or
+   * `stop()`: up to about 4 s of NDEATH and DISCONNECT) or had been replaced by a reconnect.
    * Nothing of it was written. A dropped DCMD (and one that does not decode) is audited: one
    * refused `sparkplug.dcmd-drop` entry per reason and second, naming how many messages it stands for.
    */
   "command-drop": {
     readonly topic: string;
-    readonly reason: "queue-full" | "too-many-metrics" | "too-large" | "retained";
+    readonly reason: "queue-full" | "too-many-metrics" | "too-large" | "retained" | "session-closing";
     readonly metrics?: number;
     /** The payload's size, for `too-large`. */
     readonly bytes?: number;
@@ -824,6 +826,8 @@ export class SparkplugEdgeNode {
       session.closing = true;
       await this.#goodbye(session, session.born);
     });
+    // Commands dropped during the goodbye are audited too.
+    await this.#dropAudit.flush();
     // Samples waiting to be stored are stored; the backlog stays on disk for the next start.
     await this.#forwardChain;
     await Promise.all([...this.#forwardWork]);
@@ -1728,8 +1732,14 @@ export class SparkplugEdgeNode {
   // ---- commands and STATE --------------------------------------------------------------------
 
   #onMessage(session: Session, topic: string, bytes: Uint8Array, retained: boolean): void {
-    if (this.#session !== session || session.closing) return;
     const command = topic === this.#topics.ncmd || topic === this.#topics.dcmd;
+    if (this.#session !== session || session.closing) {
+      // A command reaching a session that is saying goodbye (after the primary host's STATE
+      // offline, or stop()) or that was already replaced is not handled, but never dropped
+      // unseen: counted, reported and, for a DCMD, audited (IEC 62443-3-3 CR 2.8).
+      if (command) this.#dropCommand(topic, "session-closing");
+      return;
+    }
     // Before decoding: the size is known without reading it.
     const limit = this.#options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES;
     if (bytes.length > limit) {
@@ -1792,14 +1802,20 @@ export class SparkplugEdgeNode {
             ? `payload over ${String(this.#options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES)} bytes, not decoded`
             : reason === "retained"
               ? "published retained: Sparkplug commands are never retained, a retained one is replayed by the broker on every subscribe"
-              : "payload not decodable";
+              : reason === "session-closing"
+                ? "arrived while the node's MQTT session was ending (primary host offline, or stop()) or after it was replaced"
+                : "payload not decodable";
     await this.#system
       .refuseCommand(this.#principal, {
         permission: "tag.write",
         action: "sparkplug.dcmd-drop",
         target: `(${String(messages)} whole DCMD ${messages === 1 ? "message" : "messages"}: ${reason})`,
         reason: new KilnError(
-          reason === "queue-full" ? "KILN_BUFFER_FULL" : "KILN_VALIDATION",
+          reason === "queue-full"
+            ? "KILN_BUFFER_FULL"
+            : reason === "session-closing"
+              ? "KILN_NOT_CONNECTED"
+              : "KILN_VALIDATION",
           `${String(messages)} DCMD ${messages === 1 ? "message" : "messages"} on ${this.#topics.dcmd} dropped unhandled (${why}); none of their writes done`,
           { details: { reason, messages } },
         ),

@@ -2,7 +2,7 @@ import { GOOD, type ControlSystem, type CvtChange, type Sample } from "@kiln/cor
 import { afterEach, describe, expect, test } from "vitest";
 import { encodePayload, type SparkplugEdgeNode } from "../src/index";
 import { mosquittoAvailability } from "../src/testing/index";
-import { DEVICE, EDGE, GROUP, edgeFixture, ofType, type EdgeFixture } from "./support/edge-fixture";
+import { DEVICE, EDGE, GROUP, HOST, edgeFixture, ofType, type EdgeFixture } from "./support/edge-fixture";
 
 const DCMD = `spBv1.0/${GROUP}/DCMD/${EDGE}/${DEVICE}`;
 
@@ -410,5 +410,59 @@ describe("retained and oversized commands (issue 19)", () => {
       expect(() => fixture!.newNode({ maxPayloadBytes: bad })).toThrow(
         expect.objectContaining({ code: "KILN_VALIDATION" }) as Error,
       );
+  });
+});
+
+describe("commands reaching a session that is ending (adversarial review 19y, M4)", () => {
+  /** A node born under primary host `scada`, then the host's STATE offline followed at once by `command`. */
+  async function goodbyeWith(
+    topic: string,
+    bytesOf: (node: SparkplugEdgeNode) => Uint8Array,
+  ): Promise<{ node: SparkplugEdgeNode; drops: string[] }> {
+    fixture = await edgeFixture({ primaryHostId: HOST });
+    const client = fixture.recorder.client;
+    const timestamp = Date.now();
+    const state = (online: boolean) => Buffer.from(JSON.stringify({ online, timestamp }));
+    await client.publishAsync(`spBv1.0/STATE/${HOST}`, state(true), { qos: 1, retain: true });
+    const node = fixture.node;
+    const drops: string[] = [];
+    node.events.on("command-drop", (event) => void drops.push(`${event.topic} ${event.reason}`));
+    await node.start();
+    await fixture.recorder.waitFor(ofType("DBIRTH"));
+    // In order from one publisher: the node takes the STATE offline (and begins its goodbye)
+    // before the command reaches it on the same session.
+    await client.publishAsync(`spBv1.0/STATE/${HOST}`, state(false), { qos: 1, retain: true });
+    await client.publishAsync(topic, Buffer.from(bytesOf(node)), { qos: 1 });
+    await expect.poll(() => drops, { timeout: 5_000 }).toEqual([`${topic} session-closing`]);
+    return { node, drops };
+  }
+
+  test("a DCMD right behind the primary host's STATE offline is refused, counted, reported and audited; nothing is written", async () => {
+    const { node } = await goodbyeWith(DCMD, (each) =>
+      encodePayload(
+        {
+          timestamp: Date.now(),
+          metrics: [{ alias: each.aliases.get("heater.setpoint")!, datatype: "Float", value: 20 }],
+        },
+        { omitDatatype: true },
+      ),
+    );
+    expect(node.health().commands).toMatchObject({ dropped: 1, written: 0 });
+    await node.stop();
+    expect(fixture!.plc.writes).toEqual([]);
+    expect(await dropEntries()).toEqual([
+      // KILN_NOT_CONNECTED: refused for the node's state, not the sender's fault (as queue-full).
+      { action: "sparkplug.dcmd-drop", target: "(1 whole DCMD message: session-closing)", outcome: "failed" },
+    ]);
+  });
+
+  test("sibling: an NCMD rebirth right behind it is counted and reported, and no birth follows on the ending session", async () => {
+    const bytes = encodePayload({
+      timestamp: Date.now(),
+      metrics: [{ name: "Node Control/Rebirth", datatype: "Boolean", value: true }],
+    });
+    const { node } = await goodbyeWith(`spBv1.0/${GROUP}/NCMD/${EDGE}`, () => bytes);
+    expect(node.health().commands).toMatchObject({ dropped: 1, rebirths: 0 });
+    expect(fixture!.recorder.messages.filter(ofType("NBIRTH"))).toHaveLength(1);
   });
 });
