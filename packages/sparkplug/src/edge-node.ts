@@ -31,7 +31,14 @@ import {
 import { memoryBdSeqStore, type BdSeqStore } from "./bdseq-store";
 import { CommandDropAudit, type DroppedCommandReason } from "./command-drop-audit";
 import { JournalBacklog, MemoryBacklog, type ForwardBacklog, type SentMark } from "./forward-backlog";
-import { boundedGoodbye, checkMaxPayloadBytes, endSession, mqttConnect, sessionOptions } from "./mqtt-client";
+import {
+  boundedGoodbye,
+  checkBrokerUrl,
+  checkMaxPayloadBytes,
+  endSession,
+  mqttConnect,
+  sessionOptions,
+} from "./mqtt-client";
 import { sparkplugDataTypeOfTag, type SparkplugMetricDataType } from "./datatypes";
 import { decodeHostState } from "./host-state";
 import {
@@ -663,7 +670,8 @@ export class SparkplugEdgeNode {
    * @throws KilnValidationError `KILN_VALIDATION` for an invalid group, edge node, device or
    *   host id (empty, or holding `+`, `/`, `#`), a bad `reconnect` backoff, a missing principal,
    *   or bad `storeAndForward` options (each field named: `storeAndForward.maxSamples`...);
-   *   `awaitHostAcks` without `storeAndForward` or without `primaryHostId` (path `awaitHostAcks`).
+   *   `awaitHostAcks` without `storeAndForward` or without `primaryHostId` (path `awaitHostAcks`);
+   *   a `brokerUrl` that is not a URL with an MQTT scheme and a host (`localhost:1883`).
    */
   constructor(options: SparkplugEdgeNodeOptions) {
     this.#options = options;
@@ -695,6 +703,7 @@ export class SparkplugEdgeNode {
     };
     this.#forward = options.storeAndForward === undefined ? undefined : forwardSettings(options.storeAndForward);
     checkMaxPayloadBytes("Sparkplug edge node options", options.maxPayloadBytes);
+    checkBrokerUrl("Sparkplug edge node options", options.brokerUrl);
     if (options.awaitHostAcks !== undefined && typeof options.awaitHostAcks !== "boolean")
       throw new KilnValidationError("Sparkplug edge node options", [
         { path: "awaitHostAcks", message: "must be true or false" },

@@ -29,7 +29,14 @@ import {
   type SampleConflict,
 } from "@kiln/core/driver-kit";
 import { AWAIT_ACKS_METRIC, MESSAGE_NUMBER_METRIC, STORED_THROUGH_METRIC } from "./edge-node";
-import { boundedGoodbye, checkMaxPayloadBytes, endSession, mqttConnect, sessionOptions } from "./mqtt-client";
+import {
+  boundedGoodbye,
+  checkBrokerUrl,
+  checkMaxPayloadBytes,
+  endSession,
+  mqttConnect,
+  sessionOptions,
+} from "./mqtt-client";
 import { tagDataTypeOfSparkplug, type SparkplugMetricDataType } from "./datatypes";
 import { decodeHostState, encodeHostState } from "./host-state";
 import { qualityOfMetric, tagValueOfMetric } from "./host-samples";
@@ -496,7 +503,8 @@ export class SparkplugHost {
   /**
    * Checks the options; connects nothing (see {@link SparkplugHost.start}).
    * @throws KilnValidationError `KILN_VALIDATION` for an invalid host or group id (empty, or
-   *   holding `+`, `/`, `#`), no group, a bad `reconnect` backoff or batching option, or a missing store.
+   *   holding `+`, `/`, `#`), no group, a bad `reconnect` backoff or batching option, a missing
+   *   store, or a `brokerUrl` that is not a URL with an MQTT scheme and a host (`localhost:1883`).
    */
   constructor(options: SparkplugHostOptions) {
     this.#options = options;
@@ -536,6 +544,7 @@ export class SparkplugHost {
     }
     if (issues.length > 0) throw new KilnValidationError("Sparkplug host options", issues);
     checkMaxPayloadBytes("Sparkplug host options", options.maxPayloadBytes);
+    checkBrokerUrl("Sparkplug host options", options.brokerUrl);
     this.#backoff = options.reconnect ?? DEFAULT_BACKOFF;
     checkBackoff(this.#backoff, "reconnect");
     if (batching.retry !== undefined) checkBackoff(batching.retry, "batching.retry");

@@ -404,6 +404,17 @@ describe("retained and oversized commands (issue 19)", () => {
     ]);
   });
 
+  test("sibling of the host's check (adversarial review 19y): a brokerUrl without a scheme is refused naming brokerUrl", async () => {
+    fixture = await edgeFixture();
+    for (const brokerUrl of ["localhost:1883", "broker.plant", "http://broker:1883"])
+      expect(() => fixture!.newNode({ brokerUrl })).toThrow(
+        expect.objectContaining({
+          code: "KILN_VALIDATION",
+          details: { issues: [expect.objectContaining({ path: "brokerUrl" })] },
+        }) as Error,
+      );
+  });
+
   test("maxPayloadBytes must be a whole number of bytes from 1", async () => {
     fixture = await edgeFixture();
     for (const bad of [0, -1, 1.5, Number.NaN])

@@ -1,4 +1,4 @@
-import { QualityCodes } from "@kiln/core";
+import { MemoryStore, QualityCodes } from "@kiln/core";
 import mqtt from "mqtt";
 import type { IConnectPacket, ISubscribePacket } from "mqtt-packet";
 import { afterEach, beforeAll, describe, expect, test } from "vitest";
@@ -775,5 +775,18 @@ describe("Sparkplug host: options", () => {
       "stopLingerMs",
     ]);
     expect(codeOf(base)).toBe("accepted");
+  });
+
+  test("a brokerUrl without a scheme (localhost:1883), with one MQTT.js does not speak, or without a host is refused, naming brokerUrl (adversarial review 19y)", () => {
+    const base = { hostId: "h", groups: ["g"], store: new MemoryStore() };
+    for (const brokerUrl of ["localhost:1883", "127.0.0.1:1883", "http://broker:1883", "mqtt://", "", "broker"])
+      expect(() => new SparkplugHost({ ...base, brokerUrl })).toThrow(
+        expect.objectContaining({
+          code: "KILN_VALIDATION",
+          details: { issues: [expect.objectContaining({ path: "brokerUrl" })] },
+        }) as Error,
+      );
+    for (const brokerUrl of ["mqtt://localhost:1883", "mqtts://broker.plant", "ws://broker:9001/mqtt"])
+      expect(() => new SparkplugHost({ ...base, brokerUrl })).not.toThrow();
   });
 });
