@@ -287,6 +287,9 @@ export interface SparkplugStoreAndForwardHealth {
    * the catalog (or changed type). None of them was published by this process: exact for the
    * samples it took; a record `recovered` from an earlier process's journal counts here when
    * dropped, though that process may have published it (and the host stored it) before it ended.
+   * A birth carries each metric's current value at its own timestamp, so the newest dropped
+   * sample of a metric (with `refuse-new`, the newest are the ones dropped) may still reach the
+   * host in the next birth: counted here, at most one per metric per birth, though not lost.
    */
   readonly samplesDropped: number;
   /**
