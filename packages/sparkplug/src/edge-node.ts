@@ -190,7 +190,16 @@ export interface SparkplugEdgeNodeOptions {
    * Its `source` defaults to `sparkplug:<groupId>/<edgeNodeId>`.
    */
   readonly principal: Principal;
-  /** Keeps the last bdSeq across restarts (see {@link fileBdSeqStore}). @default in memory */
+  /**
+   * Keeps the last bdSeq across restarts (see {@link fileBdSeqStore}). Give one in production.
+   * Without it, bdSeq is kept in memory and the first one of the process is **random** (0–255):
+   * a restarted process cannot go on from its predecessor's, and starting at 0 each time would
+   * let a hung predecessor's late Will (its NDEATH, bdSeq 0) take the new session (bdSeq 0 too)
+   * down at the host, which tells an old session's death from the current one by bdSeq alone.
+   * A random start leaves a 1 in 256 chance of that; a persisted bdSeq none. (Sparkplug 3.0.0
+   * fixes no first value, only the increment: [tck-id-message-flow-edge-node-birth-publish-will-message-payload-bdSeq].)
+   * @default in memory, random start
+   */
   readonly bdSeqStore?: BdSeqStore;
   /** Reconnect spacing, on the driver kit's backoff. @default { initialDelayMs: 1000, maxDelayMs: 30000 } */
   readonly reconnect?: ReconnectBackoff;
@@ -224,7 +233,7 @@ export interface SparkplugEdgeNodeOptions {
   readonly connectTimeoutMs?: number;
   /** Time source (message timestamps, reconnect waits). @default SystemClock */
   readonly clock?: Clock;
-  /** Randomness in [0, 1) for the reconnect jitter. @default Math.random */
+  /** Randomness in [0, 1) for the reconnect jitter and the first bdSeq without a `bdSeqStore`. @default Math.random */
   readonly random?: () => number;
   /**
    * Keep what changes while the node cannot publish and send it later as historical data (see
@@ -593,6 +602,8 @@ export class SparkplugEdgeNode {
   #session: Session | undefined;
   #lastBdSeq: number | undefined;
   #bdSeqLoaded = false;
+  /** No `bdSeqStore` given: the first bdSeq of the process is random (see `bdSeqStore`). */
+  readonly #randomFirstBdSeq: boolean;
   #seq = 0;
   #host: {
     state: "online" | "offline" | "unknown";
@@ -733,6 +744,7 @@ export class SparkplugEdgeNode {
     this.#clock = options.clock ?? new SystemClock();
     this.#dropAudit = new CommandDropAudit(this.#clock, (reason, messages) => this.#auditDrops(reason, messages));
     this.#bdSeqStore = options.bdSeqStore ?? memoryBdSeqStore();
+    this.#randomFirstBdSeq = options.bdSeqStore === undefined;
     this.#bus = new EventBus<SparkplugEdgeNodeEvents>({ now: () => this.#clock.now() });
     this.events = this.#bus;
     this.#lifecycle = new ConnectionLifecycle({
@@ -973,7 +985,9 @@ export class SparkplugEdgeNode {
       this.#lastBdSeq = await this.#bdSeqStore.load();
       this.#bdSeqLoaded = true;
     }
-    const bdSeq = this.#lastBdSeq === undefined ? 0 : (this.#lastBdSeq + 1) % 256;
+    const first = (): number =>
+      this.#randomFirstBdSeq ? Math.min(255, Math.floor((this.#options.random ?? Math.random)() * 256)) : 0;
+    const bdSeq = this.#lastBdSeq === undefined ? first() : (this.#lastBdSeq + 1) % 256;
     this.#lastBdSeq = bdSeq;
     try {
       await this.#bdSeqStore.save(bdSeq);
