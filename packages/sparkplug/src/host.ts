@@ -207,9 +207,13 @@ export interface SparkplugHostEdgeNodeHealth {
   /** NDEATHs whose bdSeq did not match the current NBIRTH's: ignored. */
   readonly staleDeaths: number;
   /**
-   * NBIRTHs and DBIRTHs refused whole: undecodable, a metric name that is not valid UTF-8, or a
-   * name or alias given twice (within the birth, or an alias already given by the NBIRTH or
-   * another device of the session). Nothing of one is stored; a rebirth is requested.
+   * NBIRTHs and DBIRTHs refused whole: undecodable, over `maxPayloadBytes`, a metric name that
+   * is not valid UTF-8, or a name or alias given twice (within the birth, or an alias already
+   * given by the NBIRTH or another device of the session). Nothing of one is stored; a rebirth is
+   * requested. A birth refused for such a reason is refused again at every rebirth: an edge node
+   * whose trust is lost mostly so is named in `health().problems` with the last refusal's reason
+   * (not as a suspected duplicate edge node id). The host's `maxPayloadBytes` must exceed the
+   * edge node's largest birth (a DBIRTH carries every tag with its properties).
    */
   readonly birthsRefused: number;
   /** Metrics a birth gave another datatype than the birth before it (reported by `metric-issue` `retyped`). */
@@ -383,7 +387,9 @@ interface EdgeNodeState {
   birthsRefused: number;
   retypedMetrics: number;
   /** Host times at which it went from online to awaiting-rebirth (pruned to {@link FLAP_WINDOW_MS}). */
-  trustLost: number[];
+  trustLost: { readonly at: number; readonly birthRefused: boolean }[];
+  /** The last birth refused (whole, or over `maxPayloadBytes`): host time and why. */
+  lastBirthRefusal: { readonly at: number; readonly detail: string } | undefined;
   /** While awaiting-rebirth: since when and why. */
   awaiting: { readonly since: number; readonly reason: string } | undefined;
 }
@@ -776,8 +782,15 @@ export class SparkplugHost {
         problems.push(
           `edge node ${name} awaiting rebirth since ${new Date(node.awaiting.since).toISOString()} (${node.awaiting.reason}): its data is discarded and its live values are stale`,
         );
-      while (node.trustLost.length > 0 && node.trustLost[0]! < now - FLAP_WINDOW_MS) node.trustLost.shift();
-      if (node.trustLost.length >= FLAP_LOSSES)
+      while (node.trustLost.length > 0 && node.trustLost[0]!.at < now - FLAP_WINDOW_MS) node.trustLost.shift();
+      // A birth refused for a reason of its own (too large, a name twice...) is refused again at
+      // every rebirth: that is the cause to name, not a duplicate edge node id.
+      const refusals = node.trustLost.filter((loss) => loss.birthRefused).length;
+      if (node.trustLost.length >= FLAP_LOSSES && refusals * 2 >= node.trustLost.length)
+        problems.push(
+          `edge node ${name} loses trust at every birth: ${refusals} of its births refused in ${FLAP_WINDOW_MS / 1_000} s, the last: ${node.lastBirthRefusal?.detail ?? "(unknown)"} (a birth over maxPayloadBytes is refused at every rebirth: the host's maxPayloadBytes must exceed the edge node's largest birth)`,
+        );
+      else if (node.trustLost.length >= FLAP_LOSSES)
         problems.push(
           `edge node ${name} is flapping: born and distrusted again ${node.trustLost.length} times in ${FLAP_WINDOW_MS / 1_000} s, ${node.births} NBIRTHs in all (suspected duplicate edge node id: two edge nodes publishing as ${name}, or births of two sessions interleaving)`,
         );
@@ -1004,7 +1017,9 @@ export class SparkplugHost {
       this.#counts.oversized++;
       const detail = `${topic}: payload of ${bytes.length} bytes is over maxPayloadBytes (${limit}): not read`;
       this.#reject(topic, detail);
-      if (parsed.type !== "NDEATH") this.#distrust(node, "payload-too-large", detail);
+      if (parsed.type === "NBIRTH" || parsed.type === "DBIRTH") node.birthsRefused++;
+      if (parsed.type !== "NDEATH")
+        this.#distrust(node, "payload-too-large", detail, parsed.type === "NBIRTH" || parsed.type === "DBIRTH");
       return;
     }
     switch (parsed.type) {
@@ -1075,6 +1090,7 @@ export class SparkplugHost {
         birthsRefused: 0,
         retypedMetrics: 0,
         trustLost: [],
+        lastBirthRefusal: undefined,
         awaiting: undefined,
       };
       this.#nodes.set(key, node);
@@ -1093,12 +1109,17 @@ export class SparkplugHost {
     node: EdgeNodeState,
     state: EdgeNodeState["state"],
     reason: string,
-    { deviceId, at, store = true }: { deviceId?: string; at?: number; store?: boolean } = {},
+    {
+      deviceId,
+      at,
+      store = true,
+      birthRefused = false,
+    }: { deviceId?: string; at?: number; store?: boolean; birthRefused?: boolean } = {},
   ): void {
     const now = this.#clock.now();
     if (deviceId === undefined) {
       if (node.state === state) return;
-      if (node.state === "online" && state === "awaiting-rebirth") node.trustLost.push(now);
+      if (node.state === "online" && state === "awaiting-rebirth") node.trustLost.push({ at: now, birthRefused });
       node.state = state;
       node.awaiting = state === "awaiting-rebirth" ? { since: now, reason } : undefined;
       // Its numbering holds for one birth only (ADR 0037).
@@ -1161,9 +1182,13 @@ export class SparkplugHost {
     return true;
   }
 
-  /** Stops taking the node's data until its next NBIRTH, and asks for one. */
-  #distrust(node: EdgeNodeState, reason: SparkplugRebirthReason, detail: string): void {
-    if (node.state === "online") this.#setNodeState(node, "awaiting-rebirth", detail);
+  /**
+   * Stops taking the node's data until its next NBIRTH, and asks for one. `birthRefused`: the
+   * cause is a birth refused for a reason of its own (not a sign of a duplicate edge node id).
+   */
+  #distrust(node: EdgeNodeState, reason: SparkplugRebirthReason, detail: string, birthRefused = false): void {
+    if (birthRefused) node.lastBirthRefusal = { at: this.#clock.now(), detail };
+    if (node.state === "online") this.#setNodeState(node, "awaiting-rebirth", detail, { birthRefused });
     this.#requestRebirth(node, reason, detail);
   }
 
@@ -1216,7 +1241,7 @@ export class SparkplugHost {
       this.#reject(topic, detail);
       this.#discard(payload);
     }
-    this.#distrust(node, "birth-refused", `${topic}: birth refused: ${detail}`);
+    this.#distrust(node, "birth-refused", `${topic}: birth refused: ${detail}`, true);
   }
 
   /**

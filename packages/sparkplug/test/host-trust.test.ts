@@ -577,3 +577,38 @@ describe("adversarial review 19y: the host's stale marks and every wire time it 
     expect(severity(rigged.host, tag("b"))).toBe("good");
   });
 });
+
+describe("adversarial review 19y, L2: a birth refused at every rebirth is named as such, not as a duplicate edge node id", () => {
+  async function refusedEveryRebirth(rigged: Rig, dbirth: (edge: RawEdgeNode, round: number) => Promise<void>) {
+    const edge = await rigged.edge();
+    for (let round = 0; round < 3; round++) {
+      await edge.nbirth(0);
+      await eventually(() => rigged.node()?.births === round + 1, 5_000, `NBIRTH ${round}`);
+      await dbirth(edge, round);
+      await eventually(() => rigged.node()?.birthsRefused === round + 1, 5_000, `DBIRTH ${round} refused`);
+    }
+    const problems = rigged.host.health().problems.join("\n");
+    expect(problems).not.toMatch(/duplicate edge node id/);
+    return problems;
+  }
+
+  test("a DBIRTH over maxPayloadBytes, sent again at every rebirth", async () => {
+    const rigged = await rig({ maxPayloadBytes: 2_000 });
+    const problems = await refusedEveryRebirth(rigged, (edge) =>
+      edge.dbirth(
+        "d",
+        Array.from({ length: 100 }, (_, index) => double(`m${index}`, index + 1, index, Date.now())),
+      ),
+    );
+    expect(problems).toMatch(/loses trust at every birth: 3 of its births refused.*over maxPayloadBytes \(2000\)/);
+    expect(problems).toContain("the host's maxPayloadBytes must exceed the edge node's largest birth");
+  });
+
+  test("sibling: a DBIRTH giving one name twice, sent again at every rebirth", async () => {
+    const rigged = await rig();
+    const problems = await refusedEveryRebirth(rigged, (edge, round) =>
+      edge.dbirth("d", [double("t", 1, round, Date.now()), double("t", 2, round, Date.now())]),
+    );
+    expect(problems).toMatch(/loses trust at every birth.*metric name "t" given twice/);
+  });
+});
