@@ -453,6 +453,17 @@ interface Session {
   readonly bdSeq: number;
   born: boolean;
   closing: boolean;
+  /** The broker's Maximum Packet Size from its MQTT 5 CONNACK, in bytes, when it gave one. */
+  brokerMaxPacketSize?: number;
+}
+
+/**
+ * The size of an MQTT PUBLISH packet (QoS 0) of `payloadBytes` on `topic`, in bytes, at most: fixed
+ * header (1 + up to 4 for the remaining length), topic (2 + its UTF-8 length), MQTT 5 properties
+ * length (1, none set), payload.
+ */
+function publishPacketSize(topic: string, payloadBytes: number): number {
+  return 1 + 4 + 2 + Buffer.byteLength(topic) + 1 + payloadBytes;
 }
 
 /** How long each step of a goodbye (DDEATH, NDEATH, DISCONNECT) may take, in ms. */
@@ -1047,8 +1058,10 @@ export class SparkplugEdgeNode {
               ),
             );
           };
-          const onConnect = (): void => {
+          const onConnect = (connack?: { properties?: { maximumPacketSize?: number } }): void => {
             cleanup();
+            const maximum = connack?.properties?.maximumPacketSize;
+            if (typeof maximum === "number" && maximum > 0) session.brokerMaxPacketSize = maximum;
             resolve();
           };
           const cleanup = (): void => {
@@ -1272,6 +1285,23 @@ export class SparkplugEdgeNode {
     if (this.#awaitAcks) metrics.push(this.#messageNumber(this.#dataCount, now, true));
     const dbirth = this.#encode({ timestamp: now, seq: this.#nextSeq(), metrics });
     if (nbirth === undefined || dbirth === undefined) return;
+    // A birth larger than the broker takes (its MQTT 5 CONNACK Maximum Packet Size) would end the
+    // session at the broker, and the next birth likewise: not sent, said in health until a birth fits.
+    const limit = session.brokerMaxPacketSize;
+    for (const [topic, bytes] of [
+      [this.#topics.nbirth, nbirth],
+      [this.#topics.dbirth, dbirth],
+    ] as const) {
+      const size = publishPacketSize(topic, bytes.length);
+      if (limit !== undefined && size > limit) {
+        this.#problems.set(
+          "birth-size",
+          `the ${topic === this.#topics.nbirth ? "NBIRTH" : "DBIRTH"} (${size} bytes as an MQTT packet) is over the broker's Maximum Packet Size (${limit} bytes, MQTT 5 CONNACK): not sent, so nothing is published; raise the broker's limit (mosquitto max_packet_size) or publish fewer or shorter tag properties. A host's maxPayloadBytes must exceed the largest birth too.`,
+        );
+        return;
+      }
+    }
+    this.#problems.delete("birth-size");
     // NBIRTH, DBIRTH, NDATA, DDATA: QoS 0, not retained ([tck-id-topics-nbirth-mqtt] and the like).
     session.client.publish(this.#topics.nbirth, Buffer.from(nbirth), { qos: 0, retain: false });
     session.client.publish(this.#topics.dbirth, Buffer.from(dbirth), { qos: 0, retain: false });

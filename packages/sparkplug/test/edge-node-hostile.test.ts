@@ -1,7 +1,12 @@
 import { GOOD, type ControlSystem, type CvtChange, type Sample } from "@kiln/core";
 import { afterEach, describe, expect, test } from "vitest";
 import { encodePayload, type SparkplugEdgeNode } from "../src/index";
-import { mosquittoAvailability } from "../src/testing/index";
+import { spawn } from "node:child_process";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { connect } from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { freePort, mosquittoAvailability, mosquittoPath } from "../src/testing/index";
 import { DEVICE, EDGE, GROUP, HOST, edgeFixture, ofType, type EdgeFixture } from "./support/edge-fixture";
 
 const DCMD = `spBv1.0/${GROUP}/DCMD/${EDGE}/${DEVICE}`;
@@ -476,4 +481,77 @@ describe("commands reaching a session that is ending (adversarial review 19y, M4
     expect(node.health().commands).toMatchObject({ dropped: 1, rebirths: 0 });
     expect(fixture!.recorder.messages.filter(ofType("NBIRTH"))).toHaveLength(1);
   });
+});
+
+describe("a birth over the broker's Maximum Packet Size (adversarial review 19y, L2)", () => {
+  /** A mosquitto of its own with `max_packet_size`, which it announces in its MQTT 5 CONNACK. */
+  async function limitedBroker(maxPacketSize: number): Promise<{ url: string; stop(): Promise<void> }> {
+    const dir = await mkdtemp(path.join(tmpdir(), "kiln-maxpacket-"));
+    const port = await freePort();
+    const config = path.join(dir, "mosquitto.conf");
+    await writeFile(config, `listener ${port} 127.0.0.1\nallow_anonymous true\nmax_packet_size ${maxPacketSize}\n`);
+    const child = spawn(mosquittoPath(), ["-c", config], { stdio: "ignore" });
+    for (let attempt = 0; ; attempt++) {
+      const open = await new Promise<boolean>((resolve) => {
+        const socket = connect(port, "127.0.0.1");
+        socket.once("connect", () => {
+          socket.destroy();
+          resolve(true);
+        });
+        socket.once("error", () => resolve(false));
+      });
+      if (open) break;
+      if (attempt > 200) throw new Error("mosquitto did not open its port");
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+    return {
+      url: `mqtt://127.0.0.1:${port}`,
+      stop: async () => {
+        const gone = new Promise((resolve) => child.once("exit", resolve));
+        child.kill("SIGTERM");
+        await gone;
+        await rm(dir, { recursive: true, force: true });
+      },
+    };
+  }
+
+  test.skipIf(!mosquittoAvailability().available)(
+    "MQTT 5: a DBIRTH larger than the broker takes is not sent (the broker would end the session at every rebirth); health says why (needs mosquitto)",
+    async () => {
+      fixture = await edgeFixture();
+      const broker = await limitedBroker(300);
+      try {
+        const node = fixture.newNode({ brokerUrl: broker.url, mqtt: { protocolVersion: 5 } });
+        const births: number[] = [];
+        node.events.on("birth-publish", (event) => void births.push(event.metrics));
+        await node.start();
+        await expect
+          .poll(() => node.health().problems.join("\n"), { timeout: 5_000 })
+          .toMatch(/DBIRTH \(\d+ bytes as an MQTT packet\) is over the broker's Maximum Packet Size \(300 bytes/);
+        expect(births).toEqual([]);
+        expect(node.health()).toMatchObject({ link: "connected", publishing: false });
+        await node.stop();
+      } finally {
+        await broker.stop();
+      }
+    },
+  );
+
+  test.skipIf(!mosquittoAvailability().available)(
+    "sibling: a broker limit the births fit under changes nothing (needs mosquitto)",
+    async () => {
+      fixture = await edgeFixture();
+      const broker = await limitedBroker(100_000);
+      try {
+        const node = fixture.newNode({ brokerUrl: broker.url, mqtt: { protocolVersion: 5 } });
+        const born = node.events.next("birth-publish");
+        await node.start();
+        await born;
+        expect(node.health().problems.join("\n")).not.toMatch(/Maximum Packet Size/);
+        await node.stop();
+      } finally {
+        await broker.stop();
+      }
+    },
+  );
 });
