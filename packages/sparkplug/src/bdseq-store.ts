@@ -15,7 +15,12 @@ export interface BdSeqStore {
   save(bdSeq: number): Promise<void>;
 }
 
-/** A {@link BdSeqStore} in memory: bdSeq starts at 0 again in each new process. */
+/**
+ * A {@link BdSeqStore} in memory: bdSeq starts at `initial` + 1 (0 without it) again in each new
+ * process, so a hung predecessor's late NDEATH Will can carry the bdSeq of the new session and
+ * take it down at the host. For tests; in production use {@link fileBdSeqStore} (an edge node
+ * given no store starts at a random bdSeq instead).
+ */
 export function memoryBdSeqStore(initial?: number): BdSeqStore {
   let last = initial;
   return {

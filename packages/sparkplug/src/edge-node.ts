@@ -31,7 +31,14 @@ import {
 import { memoryBdSeqStore, type BdSeqStore } from "./bdseq-store";
 import { CommandDropAudit, type DroppedCommandReason } from "./command-drop-audit";
 import { JournalBacklog, MemoryBacklog, type ForwardBacklog, type SentMark } from "./forward-backlog";
-import { boundedGoodbye, checkMaxPayloadBytes, endSession, mqttConnect, sessionOptions } from "./mqtt-client";
+import {
+  boundedGoodbye,
+  checkBrokerUrl,
+  checkMaxPayloadBytes,
+  endSession,
+  mqttConnect,
+  sessionOptions,
+} from "./mqtt-client";
 import { sparkplugDataTypeOfTag, type SparkplugMetricDataType } from "./datatypes";
 import { decodeHostState } from "./host-state";
 import {
@@ -183,7 +190,16 @@ export interface SparkplugEdgeNodeOptions {
    * Its `source` defaults to `sparkplug:<groupId>/<edgeNodeId>`.
    */
   readonly principal: Principal;
-  /** Keeps the last bdSeq across restarts (see {@link fileBdSeqStore}). @default in memory */
+  /**
+   * Keeps the last bdSeq across restarts (see {@link fileBdSeqStore}). Give one in production.
+   * Without it, bdSeq is kept in memory and the first one of the process is **random** (0–255):
+   * a restarted process cannot go on from its predecessor's, and starting at 0 each time would
+   * let a hung predecessor's late Will (its NDEATH, bdSeq 0) take the new session (bdSeq 0 too)
+   * down at the host, which tells an old session's death from the current one by bdSeq alone.
+   * A random start leaves a 1 in 256 chance of that; a persisted bdSeq none. (Sparkplug 3.0.0
+   * fixes no first value, only the increment: [tck-id-message-flow-edge-node-birth-publish-will-message-payload-bdSeq].)
+   * @default in memory, random start
+   */
   readonly bdSeqStore?: BdSeqStore;
   /** Reconnect spacing, on the driver kit's backoff. @default { initialDelayMs: 1000, maxDelayMs: 30000 } */
   readonly reconnect?: ReconnectBackoff;
@@ -217,7 +233,7 @@ export interface SparkplugEdgeNodeOptions {
   readonly connectTimeoutMs?: number;
   /** Time source (message timestamps, reconnect waits). @default SystemClock */
   readonly clock?: Clock;
-  /** Randomness in [0, 1) for the reconnect jitter. @default Math.random */
+  /** Randomness in [0, 1) for the reconnect jitter and the first bdSeq without a `bdSeqStore`. @default Math.random */
   readonly random?: () => number;
   /**
    * Keep what changes while the node cannot publish and send it later as historical data (see
@@ -280,6 +296,9 @@ export interface SparkplugStoreAndForwardHealth {
    * the catalog (or changed type). None of them was published by this process: exact for the
    * samples it took; a record `recovered` from an earlier process's journal counts here when
    * dropped, though that process may have published it (and the host stored it) before it ended.
+   * A birth carries each metric's current value at its own timestamp, so the newest dropped
+   * sample of a metric (with `refuse-new`, the newest are the ones dropped) may still reach the
+   * host in the next birth: counted here, at most one per metric per birth, though not lost.
    */
   readonly samplesDropped: number;
   /**
@@ -338,8 +357,8 @@ export interface SparkplugEdgeNodeHealth {
     readonly malformed: number;
     /**
      * Command messages dropped unhandled: beyond `maxPendingCommands` waiting, carrying more
-     * than `maxMetricsPerCommand` metrics, larger than `maxPayloadBytes`, or retained (each
-     * reported by `command-drop`).
+     * than `maxMetricsPerCommand` metrics, larger than `maxPayloadBytes`, retained, or reaching a
+     * session that was ending (each reported by `command-drop`).
      */
     readonly dropped: number;
   };
@@ -406,13 +425,15 @@ export interface SparkplugEdgeNodeEvents {
    * `too-large` when its payload was over `maxPayloadBytes` (not decoded), `retained` when it
    * came with the MQTT retain flag (Sparkplug 3.0.0 requires NCMD and DCMD with retain false,
    * [tck-id-topics-ncmd-mqtt], [tck-id-topics-dcmd-mqtt]: a retained command is an old one the
-   * broker replays on every subscribe, so it is never written).
+   * broker replays on every subscribe, so it is never written), `session-closing` when it reached
+   * an MQTT session that was ending (the goodbye after the primary host's STATE offline, or
+   * `stop()`: up to about 4 s of NDEATH and DISCONNECT) or had been replaced by a reconnect.
    * Nothing of it was written. A dropped DCMD (and one that does not decode) is audited: one
    * refused `sparkplug.dcmd-drop` entry per reason and second, naming how many messages it stands for.
    */
   "command-drop": {
     readonly topic: string;
-    readonly reason: "queue-full" | "too-many-metrics" | "too-large" | "retained";
+    readonly reason: "queue-full" | "too-many-metrics" | "too-large" | "retained" | "session-closing";
     readonly metrics?: number;
     /** The payload's size, for `too-large`. */
     readonly bytes?: number;
@@ -432,6 +453,17 @@ interface Session {
   readonly bdSeq: number;
   born: boolean;
   closing: boolean;
+  /** The broker's Maximum Packet Size from its MQTT 5 CONNACK, in bytes, when it gave one. */
+  brokerMaxPacketSize?: number;
+}
+
+/**
+ * The size of an MQTT PUBLISH packet (QoS 0) of `payloadBytes` on `topic`, in bytes, at most: fixed
+ * header (1 + up to 4 for the remaining length), topic (2 + its UTF-8 length), MQTT 5 properties
+ * length (1, none set), payload.
+ */
+function publishPacketSize(topic: string, payloadBytes: number): number {
+  return 1 + 4 + 2 + Buffer.byteLength(topic) + 1 + payloadBytes;
 }
 
 /** How long each step of a goodbye (DDEATH, NDEATH, DISCONNECT) may take, in ms. */
@@ -581,6 +613,8 @@ export class SparkplugEdgeNode {
   #session: Session | undefined;
   #lastBdSeq: number | undefined;
   #bdSeqLoaded = false;
+  /** No `bdSeqStore` given: the first bdSeq of the process is random (see `bdSeqStore`). */
+  readonly #randomFirstBdSeq: boolean;
   #seq = 0;
   #host: {
     state: "online" | "offline" | "unknown";
@@ -661,7 +695,8 @@ export class SparkplugEdgeNode {
    * @throws KilnValidationError `KILN_VALIDATION` for an invalid group, edge node, device or
    *   host id (empty, or holding `+`, `/`, `#`), a bad `reconnect` backoff, a missing principal,
    *   or bad `storeAndForward` options (each field named: `storeAndForward.maxSamples`...);
-   *   `awaitHostAcks` without `storeAndForward` or without `primaryHostId` (path `awaitHostAcks`).
+   *   `awaitHostAcks` without `storeAndForward` or without `primaryHostId` (path `awaitHostAcks`);
+   *   a `brokerUrl` that is not a URL with an MQTT scheme and a host (`localhost:1883`).
    */
   constructor(options: SparkplugEdgeNodeOptions) {
     this.#options = options;
@@ -693,6 +728,7 @@ export class SparkplugEdgeNode {
     };
     this.#forward = options.storeAndForward === undefined ? undefined : forwardSettings(options.storeAndForward);
     checkMaxPayloadBytes("Sparkplug edge node options", options.maxPayloadBytes);
+    checkBrokerUrl("Sparkplug edge node options", options.brokerUrl);
     if (options.awaitHostAcks !== undefined && typeof options.awaitHostAcks !== "boolean")
       throw new KilnValidationError("Sparkplug edge node options", [
         { path: "awaitHostAcks", message: "must be true or false" },
@@ -719,6 +755,7 @@ export class SparkplugEdgeNode {
     this.#clock = options.clock ?? new SystemClock();
     this.#dropAudit = new CommandDropAudit(this.#clock, (reason, messages) => this.#auditDrops(reason, messages));
     this.#bdSeqStore = options.bdSeqStore ?? memoryBdSeqStore();
+    this.#randomFirstBdSeq = options.bdSeqStore === undefined;
     this.#bus = new EventBus<SparkplugEdgeNodeEvents>({ now: () => this.#clock.now() });
     this.events = this.#bus;
     this.#lifecycle = new ConnectionLifecycle({
@@ -824,6 +861,8 @@ export class SparkplugEdgeNode {
       session.closing = true;
       await this.#goodbye(session, session.born);
     });
+    // Commands dropped during the goodbye are audited too.
+    await this.#dropAudit.flush();
     // Samples waiting to be stored are stored; the backlog stays on disk for the next start.
     await this.#forwardChain;
     await Promise.all([...this.#forwardWork]);
@@ -957,7 +996,9 @@ export class SparkplugEdgeNode {
       this.#lastBdSeq = await this.#bdSeqStore.load();
       this.#bdSeqLoaded = true;
     }
-    const bdSeq = this.#lastBdSeq === undefined ? 0 : (this.#lastBdSeq + 1) % 256;
+    const first = (): number =>
+      this.#randomFirstBdSeq ? Math.min(255, Math.floor((this.#options.random ?? Math.random)() * 256)) : 0;
+    const bdSeq = this.#lastBdSeq === undefined ? first() : (this.#lastBdSeq + 1) % 256;
     this.#lastBdSeq = bdSeq;
     try {
       await this.#bdSeqStore.save(bdSeq);
@@ -1017,8 +1058,10 @@ export class SparkplugEdgeNode {
               ),
             );
           };
-          const onConnect = (): void => {
+          const onConnect = (connack?: { properties?: { maximumPacketSize?: number } }): void => {
             cleanup();
+            const maximum = connack?.properties?.maximumPacketSize;
+            if (typeof maximum === "number" && maximum > 0) session.brokerMaxPacketSize = maximum;
             resolve();
           };
           const cleanup = (): void => {
@@ -1242,6 +1285,23 @@ export class SparkplugEdgeNode {
     if (this.#awaitAcks) metrics.push(this.#messageNumber(this.#dataCount, now, true));
     const dbirth = this.#encode({ timestamp: now, seq: this.#nextSeq(), metrics });
     if (nbirth === undefined || dbirth === undefined) return;
+    // A birth larger than the broker takes (its MQTT 5 CONNACK Maximum Packet Size) would end the
+    // session at the broker, and the next birth likewise: not sent, said in health until a birth fits.
+    const limit = session.brokerMaxPacketSize;
+    for (const [topic, bytes] of [
+      [this.#topics.nbirth, nbirth],
+      [this.#topics.dbirth, dbirth],
+    ] as const) {
+      const size = publishPacketSize(topic, bytes.length);
+      if (limit !== undefined && size > limit) {
+        this.#problems.set(
+          "birth-size",
+          `the ${topic === this.#topics.nbirth ? "NBIRTH" : "DBIRTH"} (${size} bytes as an MQTT packet) is over the broker's Maximum Packet Size (${limit} bytes, MQTT 5 CONNACK): not sent, so nothing is published; raise the broker's limit (mosquitto max_packet_size) or publish fewer or shorter tag properties. A host's maxPayloadBytes must exceed the largest birth too.`,
+        );
+        return;
+      }
+    }
+    this.#problems.delete("birth-size");
     // NBIRTH, DBIRTH, NDATA, DDATA: QoS 0, not retained ([tck-id-topics-nbirth-mqtt] and the like).
     session.client.publish(this.#topics.nbirth, Buffer.from(nbirth), { qos: 0, retain: false });
     session.client.publish(this.#topics.dbirth, Buffer.from(dbirth), { qos: 0, retain: false });
@@ -1728,8 +1788,14 @@ export class SparkplugEdgeNode {
   // ---- commands and STATE --------------------------------------------------------------------
 
   #onMessage(session: Session, topic: string, bytes: Uint8Array, retained: boolean): void {
-    if (this.#session !== session || session.closing) return;
     const command = topic === this.#topics.ncmd || topic === this.#topics.dcmd;
+    if (this.#session !== session || session.closing) {
+      // A command reaching a session that is saying goodbye (after the primary host's STATE
+      // offline, or stop()) or that was already replaced is not handled, but never dropped
+      // unseen: counted, reported and, for a DCMD, audited (IEC 62443-3-3 CR 2.8).
+      if (command) this.#dropCommand(topic, "session-closing");
+      return;
+    }
     // Before decoding: the size is known without reading it.
     const limit = this.#options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES;
     if (bytes.length > limit) {
@@ -1792,14 +1858,20 @@ export class SparkplugEdgeNode {
             ? `payload over ${String(this.#options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES)} bytes, not decoded`
             : reason === "retained"
               ? "published retained: Sparkplug commands are never retained, a retained one is replayed by the broker on every subscribe"
-              : "payload not decodable";
+              : reason === "session-closing"
+                ? "arrived while the node's MQTT session was ending (primary host offline, or stop()) or after it was replaced"
+                : "payload not decodable";
     await this.#system
       .refuseCommand(this.#principal, {
         permission: "tag.write",
         action: "sparkplug.dcmd-drop",
         target: `(${String(messages)} whole DCMD ${messages === 1 ? "message" : "messages"}: ${reason})`,
         reason: new KilnError(
-          reason === "queue-full" ? "KILN_BUFFER_FULL" : "KILN_VALIDATION",
+          reason === "queue-full"
+            ? "KILN_BUFFER_FULL"
+            : reason === "session-closing"
+              ? "KILN_NOT_CONNECTED"
+              : "KILN_VALIDATION",
           `${String(messages)} DCMD ${messages === 1 ? "message" : "messages"} on ${this.#topics.dcmd} dropped unhandled (${why}); none of their writes done`,
           { details: { reason, messages } },
         ),

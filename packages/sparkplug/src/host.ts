@@ -29,7 +29,14 @@ import {
   type SampleConflict,
 } from "@kiln/core/driver-kit";
 import { AWAIT_ACKS_METRIC, MESSAGE_NUMBER_METRIC, STORED_THROUGH_METRIC } from "./edge-node";
-import { boundedGoodbye, checkMaxPayloadBytes, endSession, mqttConnect, sessionOptions } from "./mqtt-client";
+import {
+  boundedGoodbye,
+  checkBrokerUrl,
+  checkMaxPayloadBytes,
+  endSession,
+  mqttConnect,
+  sessionOptions,
+} from "./mqtt-client";
 import { tagDataTypeOfSparkplug, type SparkplugMetricDataType } from "./datatypes";
 import { decodeHostState, encodeHostState } from "./host-state";
 import { qualityOfMetric, tagValueOfMetric } from "./host-samples";
@@ -117,7 +124,11 @@ export interface SparkplugHostOptions {
    * (birth or data) timestamped further ahead is stored but never shown in the live view (it
    * would hold back every later sample, as the live view never goes back in time): counted in
    * `samples.futureDated`, reported by `metric-issue` `future-timestamp`, the live value it would
-   * have replaced marked uncertain. Historical metrics are not checked. @default 60000
+   * have replaced marked uncertain. The one check of every time the host takes from the wire
+   * (ADR 0043, amendment of 2026-12-01): a historical value this far ahead is stored as history and
+   * counted and reported the same way; a DDEATH this far ahead marks its device stale at host time;
+   * a refused value (mistyped, unstorable) this far ahead marks the live value at its own time.
+   * @default 60000
    */
   readonly maxClockSkewMs?: number;
   /** Time source (STATE and NCMD timestamps, stale marks, waits). @default SystemClock */
@@ -196,9 +207,13 @@ export interface SparkplugHostEdgeNodeHealth {
   /** NDEATHs whose bdSeq did not match the current NBIRTH's: ignored. */
   readonly staleDeaths: number;
   /**
-   * NBIRTHs and DBIRTHs refused whole: undecodable, a metric name that is not valid UTF-8, or a
-   * name or alias given twice (within the birth, or an alias already given by the NBIRTH or
-   * another device of the session). Nothing of one is stored; a rebirth is requested.
+   * NBIRTHs and DBIRTHs refused whole: undecodable, over `maxPayloadBytes`, a metric name that
+   * is not valid UTF-8, or a name or alias given twice (within the birth, or an alias already
+   * given by the NBIRTH or another device of the session). Nothing of one is stored; a rebirth is
+   * requested. A birth refused for such a reason is refused again at every rebirth: an edge node
+   * whose trust is lost mostly so is named in `health().problems` with the last refusal's reason
+   * (not as a suspected duplicate edge node id). The host's `maxPayloadBytes` must exceed the
+   * edge node's largest birth (a DBIRTH carries every tag with its properties).
    */
   readonly birthsRefused: number;
   /** Metrics a birth gave another datatype than the birth before it (reported by `metric-issue` `retyped`). */
@@ -242,8 +257,8 @@ export interface SparkplugHostHealth {
    * `mistyped` (refused: a datatype other than the birth's, see `metric-issue`), `outOfOrder`
    * (live samples older than the metric's live value: stored as history, the live view never
    * goes back in time; one at the live value's very time with another value is the store's
-   * conflict and does not replace it either), `futureDated` (live samples timestamped more than
-   * `maxClockSkewMs` ahead of the host's clock: stored, never in the live view).
+   * conflict and does not replace it either), `futureDated` (samples, live or historical,
+   * timestamped more than `maxClockSkewMs` ahead of the host's clock: stored, never in the live view).
    */
   readonly samples: {
     readonly received: number;
@@ -314,8 +329,9 @@ export interface SparkplugHostEvents {
    * metric had is marked (bad `BadTypeMismatch`, or uncertain last usable value) with `detail`
    * as its reason: it is no longer the metric's current value. `retyped`: a birth gave the metric
    * another datatype than the birth before it: taken under the new datatype, reported.
-   * `future-timestamp`: a live value timestamped more than `maxClockSkewMs` ahead of the host's
-   * clock: stored, not shown in the live view, the live value the metric had marked uncertain.
+   * `future-timestamp`: a value timestamped more than `maxClockSkewMs` ahead of the host's
+   * clock: stored, not shown in the live view; for a live one, the live value the metric had is
+   * marked uncertain.
    */
   "metric-issue": {
     /** The qualified tag name. */
@@ -371,7 +387,9 @@ interface EdgeNodeState {
   birthsRefused: number;
   retypedMetrics: number;
   /** Host times at which it went from online to awaiting-rebirth (pruned to {@link FLAP_WINDOW_MS}). */
-  trustLost: number[];
+  trustLost: { readonly at: number; readonly birthRefused: boolean }[];
+  /** The last birth refused (whole, or over `maxPayloadBytes`): host time and why. */
+  lastBirthRefusal: { readonly at: number; readonly detail: string } | undefined;
   /** While awaiting-rebirth: since when and why. */
   awaiting: { readonly since: number; readonly reason: string } | undefined;
 }
@@ -427,7 +445,8 @@ const DEFAULT_BACKOFF: ReconnectBackoff = { initialDelayMs: 1_000, maxDelayMs: 3
  * - Edge nodes: NBIRTH/DBIRTH give each edge node's and device's metric names, aliases and
  *   datatypes; NDATA/DDATA are resolved by alias; `seq` is checked per edge node (0–255,
  *   wrapping); bdSeq is paired with NDEATH (a death with another bdSeq is stale and ignored);
- *   NDEATH/DDEATH mark the metrics stale (live view and store, uncertain "last usable value").
+ *   NDEATH/DDEATH mark the metrics stale (live view: uncertain "last usable value"; store: a
+ *   row without a value, bad `BadNoCommunication`, where the gap in trust begins).
  * - A seq gap, data before birth, an unknown alias or device: the edge node's data is not
  *   trusted (discarded and counted, never stored under a guessed name) until its next NBIRTH,
  *   and an NCMD `Node Control/Rebirth` is sent (at most one per `rebirthIntervalMs`).
@@ -490,7 +509,8 @@ export class SparkplugHost {
   /**
    * Checks the options; connects nothing (see {@link SparkplugHost.start}).
    * @throws KilnValidationError `KILN_VALIDATION` for an invalid host or group id (empty, or
-   *   holding `+`, `/`, `#`), no group, a bad `reconnect` backoff or batching option, or a missing store.
+   *   holding `+`, `/`, `#`), no group, a bad `reconnect` backoff or batching option, a missing
+   *   store, or a `brokerUrl` that is not a URL with an MQTT scheme and a host (`localhost:1883`).
    */
   constructor(options: SparkplugHostOptions) {
     this.#options = options;
@@ -530,6 +550,7 @@ export class SparkplugHost {
     }
     if (issues.length > 0) throw new KilnValidationError("Sparkplug host options", issues);
     checkMaxPayloadBytes("Sparkplug host options", options.maxPayloadBytes);
+    checkBrokerUrl("Sparkplug host options", options.brokerUrl);
     this.#backoff = options.reconnect ?? DEFAULT_BACKOFF;
     checkBackoff(this.#backoff, "reconnect");
     if (batching.retry !== undefined) checkBackoff(batching.retry, "batching.retry");
@@ -761,8 +782,15 @@ export class SparkplugHost {
         problems.push(
           `edge node ${name} awaiting rebirth since ${new Date(node.awaiting.since).toISOString()} (${node.awaiting.reason}): its data is discarded and its live values are stale`,
         );
-      while (node.trustLost.length > 0 && node.trustLost[0]! < now - FLAP_WINDOW_MS) node.trustLost.shift();
-      if (node.trustLost.length >= FLAP_LOSSES)
+      while (node.trustLost.length > 0 && node.trustLost[0]!.at < now - FLAP_WINDOW_MS) node.trustLost.shift();
+      // A birth refused for a reason of its own (too large, a name twice...) is refused again at
+      // every rebirth: that is the cause to name, not a duplicate edge node id.
+      const refusals = node.trustLost.filter((loss) => loss.birthRefused).length;
+      if (node.trustLost.length >= FLAP_LOSSES && refusals * 2 >= node.trustLost.length)
+        problems.push(
+          `edge node ${name} loses trust at every birth: ${refusals} of its births refused in ${FLAP_WINDOW_MS / 1_000} s, the last: ${node.lastBirthRefusal?.detail ?? "(unknown)"} (a birth over maxPayloadBytes is refused at every rebirth: the host's maxPayloadBytes must exceed the edge node's largest birth)`,
+        );
+      else if (node.trustLost.length >= FLAP_LOSSES)
         problems.push(
           `edge node ${name} is flapping: born and distrusted again ${node.trustLost.length} times in ${FLAP_WINDOW_MS / 1_000} s, ${node.births} NBIRTHs in all (suspected duplicate edge node id: two edge nodes publishing as ${name}, or births of two sessions interleaving)`,
         );
@@ -989,7 +1017,9 @@ export class SparkplugHost {
       this.#counts.oversized++;
       const detail = `${topic}: payload of ${bytes.length} bytes is over maxPayloadBytes (${limit}): not read`;
       this.#reject(topic, detail);
-      if (parsed.type !== "NDEATH") this.#distrust(node, "payload-too-large", detail);
+      if (parsed.type === "NBIRTH" || parsed.type === "DBIRTH") node.birthsRefused++;
+      if (parsed.type !== "NDEATH")
+        this.#distrust(node, "payload-too-large", detail, parsed.type === "NBIRTH" || parsed.type === "DBIRTH");
       return;
     }
     switch (parsed.type) {
@@ -1060,6 +1090,7 @@ export class SparkplugHost {
         birthsRefused: 0,
         retypedMetrics: 0,
         trustLost: [],
+        lastBirthRefusal: undefined,
         awaiting: undefined,
       };
       this.#nodes.set(key, node);
@@ -1078,12 +1109,17 @@ export class SparkplugHost {
     node: EdgeNodeState,
     state: EdgeNodeState["state"],
     reason: string,
-    { deviceId, at, store = true }: { deviceId?: string; at?: number; store?: boolean } = {},
+    {
+      deviceId,
+      at,
+      store = true,
+      birthRefused = false,
+    }: { deviceId?: string; at?: number; store?: boolean; birthRefused?: boolean } = {},
   ): void {
     const now = this.#clock.now();
     if (deviceId === undefined) {
       if (node.state === state) return;
-      if (node.state === "online" && state === "awaiting-rebirth") node.trustLost.push(now);
+      if (node.state === "online" && state === "awaiting-rebirth") node.trustLost.push({ at: now, birthRefused });
       node.state = state;
       node.awaiting = state === "awaiting-rebirth" ? { since: now, reason } : undefined;
       // Its numbering holds for one birth only (ADR 0037).
@@ -1146,9 +1182,13 @@ export class SparkplugHost {
     return true;
   }
 
-  /** Stops taking the node's data until its next NBIRTH, and asks for one. */
-  #distrust(node: EdgeNodeState, reason: SparkplugRebirthReason, detail: string): void {
-    if (node.state === "online") this.#setNodeState(node, "awaiting-rebirth", detail);
+  /**
+   * Stops taking the node's data until its next NBIRTH, and asks for one. `birthRefused`: the
+   * cause is a birth refused for a reason of its own (not a sign of a duplicate edge node id).
+   */
+  #distrust(node: EdgeNodeState, reason: SparkplugRebirthReason, detail: string, birthRefused = false): void {
+    if (birthRefused) node.lastBirthRefusal = { at: this.#clock.now(), detail };
+    if (node.state === "online") this.#setNodeState(node, "awaiting-rebirth", detail, { birthRefused });
     this.#requestRebirth(node, reason, detail);
   }
 
@@ -1201,7 +1241,7 @@ export class SparkplugHost {
       this.#reject(topic, detail);
       this.#discard(payload);
     }
-    this.#distrust(node, "birth-refused", `${topic}: birth refused: ${detail}`);
+    this.#distrust(node, "birth-refused", `${topic}: birth refused: ${detail}`, true);
   }
 
   /**
@@ -1492,8 +1532,19 @@ export class SparkplugHost {
     const device = node.devices.get(deviceId);
     if (device === undefined || !device.online) return;
     device.online = false;
-    // [tck-id-operational-behavior-edge-node-termination-host-action-ddeath-devices-tags-stale]: the DDEATH's timestamp.
-    this.#setNodeState(node, "offline", "DDEATH", { deviceId, at: payload.timestamp ?? this.#clock.now() });
+    // [tck-id-operational-behavior-edge-node-termination-host-action-ddeath-devices-tags-stale]: the
+    // DDEATH's timestamp, unless it is further ahead than a real time can be: then host time.
+    const now = this.#clock.now();
+    const stamped = payload.timestamp;
+    const ahead = stamped !== undefined && this.#aheadOfHost(stamped, now);
+    this.#setNodeState(
+      node,
+      "offline",
+      ahead
+        ? `DDEATH (timestamped ${timeText(stamped)}, more than maxClockSkewMs ahead of the host's clock: taken at host time)`
+        : "DDEATH",
+      { deviceId, at: stamped === undefined || ahead ? now : stamped },
+    );
   }
 
   /** Qualified tag names of the metrics born for the node (with its devices) or one device. */
@@ -1514,12 +1565,17 @@ export class SparkplugHost {
 
   /**
    * Marks the live values of `tags` stale: uncertain "last usable value", at `at`. With
-   * `store`, the stale mark is also stored (history shows when the values stopped being live).
+   * `store`, the stale mark is also stored (history shows when the values stopped being live):
+   * without a value (`null`, bad `BadNoCommunication`, the same reason), since the last value the
+   * host saw need not be the last one the edge node measured before `at` — what it measured then
+   * may still arrive, replayed as history, and lands before the mark (ADR 0043, amendment of
+   * 2026-12-01). `at` is a host time or a wire time already checked by {@link #wireTime}.
    */
   #markStale(tags: readonly string[], at: number, reason: string, store: boolean): void {
     const marked: SparkplugLiveMetric[] = [];
     const samples: Sample[] = [];
     const stale = quality("uncertain", reason, QualityCodes.UncertainNoCommunicationLastUsableValue);
+    const gap = quality("bad", reason, QualityCodes.BadNoCommunication);
     for (const tag of tags) {
       const entry = this.#live.get(tag);
       if (entry === undefined || entry.sample.quality.code === stale.code) continue;
@@ -1536,7 +1592,8 @@ export class SparkplugHost {
       this.#marks.add(updated);
       marked.push(updated);
       const storedAt = Math.floor(at) + STALE_MARK_OFFSET_MS;
-      if (store && after && storedAt <= SAMPLE_TIME_MAX) samples.push({ ...sample, timestamp: storedAt });
+      if (store && after && storedAt <= SAMPLE_TIME_MAX)
+        samples.push({ tag, value: null, timestamp: storedAt, quality: gap });
     }
     if (samples.length > 0) this.#writer.push(samples);
     if (marked.length > 0) void this.#bus.publish("live-update", { metrics: marked });
@@ -1558,7 +1615,12 @@ export class SparkplugHost {
     if (info.tag === undefined) return;
     const entry = this.#live.get(info.tag);
     if (mark !== undefined && entry !== undefined) {
-      const at = Number.isFinite(mark.at) && mark.at <= SAMPLE_TIME_MAX ? mark.at : entry.sample.timestamp;
+      // A wire time ahead of the host's clock would hold the live view there: the mark keeps the
+      // live value's own time instead, so the next real sample replaces it.
+      const at =
+        Number.isFinite(mark.at) && mark.at <= SAMPLE_TIME_MAX && !this.#aheadOfHost(mark.at, this.#clock.now())
+          ? mark.at
+          : entry.sample.timestamp;
       const sample: Sample = {
         ...entry.sample,
         timestamp: Math.max(entry.sample.timestamp, at),
@@ -1654,6 +1716,20 @@ export class SparkplugHost {
     };
   }
 
+  /**
+   * The one check of every time the host takes from the wire (a metric's, a payload's, a DDEATH's;
+   * births, data, deaths and the marks of refused values alike): whether it is more than
+   * `maxClockSkewMs` ahead of the host's clock `now`, so no real measurement can carry it yet
+   * (ADR 0043, amendment of 2026-12-01).
+   */
+  #aheadOfHost(timestamp: number, now: number): boolean {
+    return timestamp > now + (this.#options.maxClockSkewMs ?? DEFAULT_MAX_CLOCK_SKEW_MS);
+  }
+
+  #aheadDetail(topic: string, timestamp: number, kind: "live" | "historical"): string {
+    return `${topic}: a ${kind} value timestamped ${timeText(timestamp)}, more than ${this.#options.maxClockSkewMs ?? DEFAULT_MAX_CLOCK_SKEW_MS} ms (maxClockSkewMs) ahead of the host's clock: stored, ${kind === "live" ? "not shown in the live view" : "as history"}`;
+  }
+
   /** Turns the metrics of a birth or data message into samples: store them, update the live view. */
   #take(
     node: EdgeNodeState,
@@ -1666,7 +1742,6 @@ export class SparkplugHost {
     const samples: Sample[] = [];
     const live: SparkplugLiveMetric[] = [];
     const now = this.#clock.now();
-    const skew = this.#options.maxClockSkewMs ?? DEFAULT_MAX_CLOCK_SKEW_MS;
     const infos: (MetricInfo | undefined)[] = [];
     for (const metric of payload.metrics) {
       const byAlias = !isBirth && metric.alias !== undefined ? birth.byAlias.get(metric.alias) : undefined;
@@ -1742,20 +1817,32 @@ export class SparkplugHost {
       else samples.push(sample);
       if (metric.isHistorical === true) {
         this.#counts.historical++;
+        // Stored as the edge node published it, never in the live view; but a time no clock can
+        // have had yet is said so, as for a live value.
+        if (this.#aheadOfHost(timestamp, now)) {
+          this.#counts.futureDated++;
+          this.#metricIssue(
+            node,
+            deviceId,
+            info,
+            "future-timestamp",
+            this.#aheadDetail(topic, timestamp, "historical"),
+          );
+        }
         continue;
       }
       // A time further ahead of the host's clock than `maxClockSkewMs` is not a time the value
       // can have been measured at: the value is stored (as it came) but never shown in the live
       // view, where it would hold back every later sample ("never back in time"). The live value
       // it would have replaced is no longer current: uncertain, with the reason, at its own time.
-      if (timestamp > now + skew) {
+      if (this.#aheadOfHost(timestamp, now)) {
         this.#counts.futureDated++;
         this.#metricIssue(
           node,
           deviceId,
           info,
           "future-timestamp",
-          `${topic}: a value timestamped ${new Date(timestamp).toISOString()}, more than ${skew} ms (maxClockSkewMs) ahead of the host's clock: stored, not shown in the live view`,
+          this.#aheadDetail(topic, timestamp, "live"),
           // At 0: the mark keeps the live value's own time, so the next real sample replaces it.
           { at: 0, quality: quality("uncertain", undefined, QualityCodes.UncertainLastUsableValue) },
         );
@@ -1799,6 +1886,12 @@ export class SparkplugHost {
 /** Whether two samples of one tag at one time are the same reading (value and quality), as a store sees a re-delivery. */
 function sameReading(a: Sample, b: Sample): boolean {
   return Object.is(a.value, b.value) && a.quality.severity === b.quality.severity && a.quality.code === b.quality.code;
+}
+
+/** A wire time in words: ISO 8601 when it is one, else the number. */
+function timeText(timestamp: number): string {
+  const date = new Date(timestamp);
+  return Number.isNaN(date.getTime()) ? String(timestamp) : date.toISOString();
 }
 
 /** A value as a refusal shows it: strings quoted, cut to 64 characters. */

@@ -108,3 +108,28 @@ export function checkMaxPayloadBytes(what: string, value: unknown): void {
       { path: "maxPayloadBytes", message: "must be an integer from 1 to 268435455 (bytes)" },
     ]);
 }
+
+/** URL schemes MQTT.js connects with (TCP, TLS, WebSocket). */
+const BROKER_SCHEMES = ["mqtt:", "mqtts:", "tcp:", "tls:", "ssl:", "ws:", "wss:"];
+
+/**
+ * @internal Checks a `brokerUrl` option: a URL with a scheme MQTT.js connects with and a host,
+ * e.g. `mqtt://broker.plant:1883`. Without one (`localhost:1883`) MQTT.js would fail each attempt
+ * with an unrelated error and the caller would retry for ever.
+ * @throws KilnValidationError (KILN_VALIDATION) naming `brokerUrl`.
+ */
+export function checkBrokerUrl(what: string, value: unknown): void {
+  let url: URL | undefined;
+  try {
+    url = typeof value === "string" ? new URL(value) : undefined;
+  } catch {
+    url = undefined;
+  }
+  if (url === undefined || !BROKER_SCHEMES.includes(url.protocol) || url.hostname === "")
+    throw new KilnValidationError(what, [
+      {
+        path: "brokerUrl",
+        message: `must be a URL with a scheme (${BROKER_SCHEMES.map((scheme) => scheme.slice(0, -1)).join(", ")}) and a host, e.g. "mqtt://broker.plant:1883"; got ${JSON.stringify(typeof value === "string" ? value.slice(0, 200) : typeof value)}`,
+      },
+    ]);
+}

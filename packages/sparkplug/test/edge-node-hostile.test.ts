@@ -1,8 +1,13 @@
 import { GOOD, type ControlSystem, type CvtChange, type Sample } from "@kiln/core";
 import { afterEach, describe, expect, test } from "vitest";
 import { encodePayload, type SparkplugEdgeNode } from "../src/index";
-import { mosquittoAvailability } from "../src/testing/index";
-import { DEVICE, EDGE, GROUP, edgeFixture, ofType, type EdgeFixture } from "./support/edge-fixture";
+import { spawn } from "node:child_process";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { connect } from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { freePort, mosquittoAvailability, mosquittoPath } from "../src/testing/index";
+import { DEVICE, EDGE, GROUP, HOST, edgeFixture, ofType, type EdgeFixture } from "./support/edge-fixture";
 
 const DCMD = `spBv1.0/${GROUP}/DCMD/${EDGE}/${DEVICE}`;
 
@@ -404,6 +409,17 @@ describe("retained and oversized commands (issue 19)", () => {
     ]);
   });
 
+  test("sibling of the host's check (adversarial review 19y): a brokerUrl without a scheme is refused naming brokerUrl", async () => {
+    fixture = await edgeFixture();
+    for (const brokerUrl of ["localhost:1883", "broker.plant", "http://broker:1883"])
+      expect(() => fixture!.newNode({ brokerUrl })).toThrow(
+        expect.objectContaining({
+          code: "KILN_VALIDATION",
+          details: { issues: [expect.objectContaining({ path: "brokerUrl" })] },
+        }) as Error,
+      );
+  });
+
   test("maxPayloadBytes must be a whole number of bytes from 1", async () => {
     fixture = await edgeFixture();
     for (const bad of [0, -1, 1.5, Number.NaN])
@@ -411,4 +427,131 @@ describe("retained and oversized commands (issue 19)", () => {
         expect.objectContaining({ code: "KILN_VALIDATION" }) as Error,
       );
   });
+});
+
+describe("commands reaching a session that is ending (adversarial review 19y, M4)", () => {
+  /** A node born under primary host `scada`, then the host's STATE offline followed at once by `command`. */
+  async function goodbyeWith(
+    topic: string,
+    bytesOf: (node: SparkplugEdgeNode) => Uint8Array,
+  ): Promise<{ node: SparkplugEdgeNode; drops: string[] }> {
+    fixture = await edgeFixture({ primaryHostId: HOST });
+    const client = fixture.recorder.client;
+    const timestamp = Date.now();
+    const state = (online: boolean) => Buffer.from(JSON.stringify({ online, timestamp }));
+    await client.publishAsync(`spBv1.0/STATE/${HOST}`, state(true), { qos: 1, retain: true });
+    const node = fixture.node;
+    const drops: string[] = [];
+    node.events.on("command-drop", (event) => void drops.push(`${event.topic} ${event.reason}`));
+    await node.start();
+    await fixture.recorder.waitFor(ofType("DBIRTH"));
+    // In order from one publisher: the node takes the STATE offline (and begins its goodbye)
+    // before the command reaches it on the same session.
+    await client.publishAsync(`spBv1.0/STATE/${HOST}`, state(false), { qos: 1, retain: true });
+    await client.publishAsync(topic, Buffer.from(bytesOf(node)), { qos: 1 });
+    await expect.poll(() => drops, { timeout: 5_000 }).toEqual([`${topic} session-closing`]);
+    return { node, drops };
+  }
+
+  test("a DCMD right behind the primary host's STATE offline is refused, counted, reported and audited; nothing is written", async () => {
+    const { node } = await goodbyeWith(DCMD, (each) =>
+      encodePayload(
+        {
+          timestamp: Date.now(),
+          metrics: [{ alias: each.aliases.get("heater.setpoint")!, datatype: "Float", value: 20 }],
+        },
+        { omitDatatype: true },
+      ),
+    );
+    expect(node.health().commands).toMatchObject({ dropped: 1, written: 0 });
+    await node.stop();
+    expect(fixture!.plc.writes).toEqual([]);
+    expect(await dropEntries()).toEqual([
+      // KILN_NOT_CONNECTED: refused for the node's state, not the sender's fault (as queue-full).
+      { action: "sparkplug.dcmd-drop", target: "(1 whole DCMD message: session-closing)", outcome: "failed" },
+    ]);
+  });
+
+  test("sibling: an NCMD rebirth right behind it is counted and reported, and no birth follows on the ending session", async () => {
+    const bytes = encodePayload({
+      timestamp: Date.now(),
+      metrics: [{ name: "Node Control/Rebirth", datatype: "Boolean", value: true }],
+    });
+    const { node } = await goodbyeWith(`spBv1.0/${GROUP}/NCMD/${EDGE}`, () => bytes);
+    expect(node.health().commands).toMatchObject({ dropped: 1, rebirths: 0 });
+    expect(fixture!.recorder.messages.filter(ofType("NBIRTH"))).toHaveLength(1);
+  });
+});
+
+describe("a birth over the broker's Maximum Packet Size (adversarial review 19y, L2)", () => {
+  /** A mosquitto of its own with `max_packet_size`, which it announces in its MQTT 5 CONNACK. */
+  async function limitedBroker(maxPacketSize: number): Promise<{ url: string; stop(): Promise<void> }> {
+    const dir = await mkdtemp(path.join(tmpdir(), "kiln-maxpacket-"));
+    const port = await freePort();
+    const config = path.join(dir, "mosquitto.conf");
+    await writeFile(config, `listener ${port} 127.0.0.1\nallow_anonymous true\nmax_packet_size ${maxPacketSize}\n`);
+    const child = spawn(mosquittoPath(), ["-c", config], { stdio: "ignore" });
+    for (let attempt = 0; ; attempt++) {
+      const open = await new Promise<boolean>((resolve) => {
+        const socket = connect(port, "127.0.0.1");
+        socket.once("connect", () => {
+          socket.destroy();
+          resolve(true);
+        });
+        socket.once("error", () => resolve(false));
+      });
+      if (open) break;
+      if (attempt > 200) throw new Error("mosquitto did not open its port");
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+    return {
+      url: `mqtt://127.0.0.1:${port}`,
+      stop: async () => {
+        const gone = new Promise((resolve) => child.once("exit", resolve));
+        child.kill("SIGTERM");
+        await gone;
+        await rm(dir, { recursive: true, force: true });
+      },
+    };
+  }
+
+  test.skipIf(!mosquittoAvailability().available)(
+    "MQTT 5: a DBIRTH larger than the broker takes is not sent (the broker would end the session at every rebirth); health says why (needs mosquitto)",
+    async () => {
+      fixture = await edgeFixture();
+      const broker = await limitedBroker(300);
+      try {
+        const node = fixture.newNode({ brokerUrl: broker.url, mqtt: { protocolVersion: 5 } });
+        const births: number[] = [];
+        node.events.on("birth-publish", (event) => void births.push(event.metrics));
+        await node.start();
+        await expect
+          .poll(() => node.health().problems.join("\n"), { timeout: 5_000 })
+          .toMatch(/DBIRTH \(\d+ bytes as an MQTT packet\) is over the broker's Maximum Packet Size \(300 bytes/);
+        expect(births).toEqual([]);
+        expect(node.health()).toMatchObject({ link: "connected", publishing: false });
+        await node.stop();
+      } finally {
+        await broker.stop();
+      }
+    },
+  );
+
+  test.skipIf(!mosquittoAvailability().available)(
+    "sibling: a broker limit the births fit under changes nothing (needs mosquitto)",
+    async () => {
+      fixture = await edgeFixture();
+      const broker = await limitedBroker(100_000);
+      try {
+        const node = fixture.newNode({ brokerUrl: broker.url, mqtt: { protocolVersion: 5 } });
+        const born = node.events.next("birth-publish");
+        await node.start();
+        await born;
+        expect(node.health().problems.join("\n")).not.toMatch(/Maximum Packet Size/);
+        await node.stop();
+      } finally {
+        await broker.stop();
+      }
+    },
+  );
 });

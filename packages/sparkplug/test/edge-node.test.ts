@@ -257,6 +257,29 @@ describe("machine state", () => {
   });
 });
 
+describe("bdSeq without a bdSeqStore (adversarial review 19y, L1)", () => {
+  test("a node given no bdSeqStore starts at a random bdSeq, so a restart is not bdSeq 0 again (a hung predecessor's late Will of bdSeq 0 cannot take it down)", async () => {
+    fixture = await edgeFixture();
+    const node = fixture.newNode({ bdSeqStore: undefined, random: () => 0.5 });
+    await node.start();
+    const nbirth = await fixture.recorder.waitFor(ofType("NBIRTH"));
+    expect(nbirth.payload!.metrics.find((metric) => metric.name === "bdSeq")?.value).toBe(128);
+    expect(node.health().bdSeq).toBe(128);
+  });
+
+  test("sibling: with a store that has nothing saved (memoryBdSeqStore(), a new fileBdSeqStore) it starts at 0; the random start never gives 256", async () => {
+    fixture = await edgeFixture();
+    const node = fixture.newNode({ bdSeqStore: memoryBdSeqStore(), random: () => 0.5 });
+    await node.start();
+    await fixture.recorder.waitFor(ofType("NBIRTH"));
+    expect(node.health().bdSeq).toBe(0);
+    await node.stop();
+    const edge = fixture.newNode({ bdSeqStore: undefined, random: () => 0.999_999_999_999 });
+    await edge.start();
+    await expect.poll(() => edge.health().bdSeq).toBe(255);
+  });
+});
+
 describe("link and health", () => {
   test("health and events follow the broker link: reconnecting while it is down (problems say so), births again after it is back", async () => {
     fixture = await edgeFixture();

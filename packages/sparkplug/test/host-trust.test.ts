@@ -49,7 +49,7 @@ interface Rig {
   node(edgeNodeId?: string): ReturnType<SparkplugHost["health"]>["edgeNodes"][number] | undefined;
 }
 
-async function rig(): Promise<Rig> {
+async function rig(options: Partial<ConstructorParameters<typeof SparkplugHost>[0]> = {}): Promise<Rig> {
   const db = await openTestDatabase();
   cleanups.push(() => db.close());
   const recorder = await recordSparkplug(broker.url, {
@@ -64,6 +64,7 @@ async function rig(): Promise<Rig> {
     rebirthIntervalMs: 0,
     stopLingerMs: 100,
     batching: { maxDelayMs: 5 },
+    ...options,
   });
   cleanups.push(() => host.stop());
   const issues: Rig["issues"] = [];
@@ -132,7 +133,7 @@ describe("H1: every loss of trust marks the live values it covers stale, as NDEA
     expect(severity(rigged.host, tag("a"))).toBe("uncertain");
     expect(rigged.host.health().problems.join()).toContain(`edge node ${GROUP}/${NODE} awaiting rebirth`);
     await eventually(async () =>
-      (await rigged.db.samples(tag("a"))).some((each) => each.quality.severity === "uncertain"),
+      (await rigged.db.samples(tag("a"))).some((each) => each.quality.severity === "bad" && each.value === null),
     );
     // Born again: good again, and the problem is gone.
     await edge.nbirth(0);
@@ -466,5 +467,148 @@ describe("the live view is bounded by the host's clock and agrees with the store
       expect(rigged.host.latest(name)?.sample.value).not.toBe(999);
       expect((await rigged.db.samples(name)).some((each) => each.value === 999)).toBe(false);
     }
+  });
+});
+
+describe("adversarial review 19y: the host's stale marks and every wire time it takes", () => {
+  const YEAR = 365 * 86_400_000;
+  const marksCarryNoValue = async (rigged: Rig, name: string) => {
+    const rows = await rigged.db.samples(name);
+    const marks = rows.filter((each) => each.quality.severity !== "good");
+    expect(marks.length).toBeGreaterThan(0);
+    // A mark is where the trust ends: no value on it, so none older than the history before it.
+    for (const mark of marks)
+      expect(mark).toMatchObject({ value: null, quality: { severity: "bad", code: QualityCodes.BadNoCommunication } });
+    return rows;
+  };
+
+  test("M1: an NDEATH that came late, then the edge node's replay of what it measured before it: history never shows the old value again at the mark", async () => {
+    const rigged = await rig();
+    const edge = await born(rigged);
+    const t0 = Date.now() - 5_000;
+    await edge.ddata("d", [{ alias: 1, timestamp: t0, datatype: "Double", value: 95 }]);
+    await eventually(() => rigged.host.latest(tag("a"))?.sample.value === 95, 5_000, "taken");
+    await edge.ndeath(0);
+    await eventually(() => rigged.node()?.state === "offline", 5_000, "offline");
+    // The live view says stale, with the last value it saw.
+    expect(rigged.host.latest(tag("a"))?.sample).toMatchObject({ value: 95, quality: { severity: "uncertain" } });
+    await edge.nbirth(1);
+    await edge.dbirth("d", [double("a", 1, 99, t0 + 4), double("b", 2, 2, t0)]);
+    for (let index = 1; index <= 3; index++)
+      await edge.ddata("d", [
+        { alias: 1, timestamp: t0 + index, datatype: "Double", value: 95 + index, isHistorical: true },
+      ]);
+    await eventually(
+      async () => (await rigged.db.samples(tag("a"))).some((each) => each.value === 98),
+      5_000,
+      "replay stored",
+    );
+    const rows = await marksCarryNoValue(rigged, tag("a"));
+    expect(rows.filter((each) => each.quality.severity === "good").map((each) => each.value)).toEqual([
+      1, 95, 96, 97, 98, 99,
+    ]);
+  });
+
+  test("M1 sibling: a seq gap, then a rebirth and the replay of what the gap lost: the mark stored at the distrust carries no value", async () => {
+    const rigged = await rig();
+    const edge = await born(rigged);
+    const t0 = Date.now() - 5_000;
+    await edge.ddata("d", [{ alias: 2, timestamp: t0, datatype: "Double", value: 50 }]);
+    await eventually(() => rigged.host.latest(tag("b"))?.sample.value === 50, 5_000, "taken");
+    edge.seq += 1;
+    await edge.ddata("d", [{ alias: 2, timestamp: t0 + 2, datatype: "Double", value: 52 }]);
+    await eventually(() => rigged.node()?.state === "awaiting-rebirth", 5_000, "distrusted");
+    await edge.nbirth(0);
+    await edge.dbirth("d", [double("a", 1, 1, t0), double("b", 2, 53, t0 + 3)]);
+    await edge.ddata("d", [{ alias: 2, timestamp: t0 + 1, datatype: "Double", value: 51, isHistorical: true }]);
+    await edge.ddata("d", [{ alias: 2, timestamp: t0 + 2, datatype: "Double", value: 52, isHistorical: true }]);
+    await eventually(
+      async () => (await rigged.db.samples(tag("b"))).some((each) => each.value === 52),
+      5_000,
+      "replay stored",
+    );
+    await marksCarryNoValue(rigged, tag("b"));
+  });
+
+  test("M2: a DDEATH stamped a year ahead marks its device stale at host time, never at the wire's", async () => {
+    const rigged = await rig();
+    const edge = await born(rigged);
+    await edge.ddeath("d", Date.now() + YEAR);
+    await eventually(() => rigged.node()?.devices[0]?.online === false, 5_000, "device offline");
+    const limit = Date.now() + 60_000;
+    expect(rigged.host.latest(tag("a"))?.sample.timestamp).toBeLessThan(limit);
+    expect(rigged.host.latest(tag("a"))?.sample.quality.reason).toContain("maxClockSkewMs");
+    await eventually(async () => (await rigged.db.samples(tag("a"))).length === 2, 5_000, "mark stored");
+    for (const row of await rigged.db.samples(tag("a"))) expect(row.timestamp).toBeLessThan(limit);
+  });
+
+  test("M2 sibling: a historical value a year ahead goes through the same check: stored as sent, counted and reported", async () => {
+    const rigged = await rig();
+    const edge = await born(rigged);
+    const at = Date.now() + YEAR;
+    await edge.ddata("d", [{ alias: 1, timestamp: at, datatype: "Double", value: 9, isHistorical: true }]);
+    await eventually(() => rigged.host.health().samples.historical === 1, 5_000, "taken");
+    expect(rigged.host.health().samples.futureDated).toBe(1);
+    expect(rigged.issues.find((each) => each.issue === "future-timestamp")).toMatchObject({ tag: tag("a") });
+    expect(rigged.host.latest(tag("a"))?.sample.value).toBe(1);
+  });
+
+  test("M3: a refused mistyped value stamped a year ahead does not hold the live view there: the next real value goes live", async () => {
+    const rigged = await rig();
+    const edge = await born(rigged);
+    const t = Date.now();
+    await typedDdata(edge, [{ alias: 1, timestamp: t + YEAR, datatype: "Int32", value: 7 }]);
+    await eventually(() => severity(rigged.host, tag("a")) === "bad", 5_000, "marked bad");
+    expect(rigged.host.latest(tag("a"))?.sample.timestamp).toBeLessThan(Date.now() + 60_000);
+    await edge.ddata("d", [{ alias: 1, timestamp: t + 1, datatype: "Double", value: 3 }]);
+    await eventually(() => rigged.host.latest(tag("a"))?.sample.value === 3, 5_000, "real value live");
+    expect(severity(rigged.host, tag("a"))).toBe("good");
+    expect(rigged.host.health().samples.outOfOrder).toBe(0);
+  });
+
+  test("M3 sibling: the same for a mistyped value past a tight maxClockSkewMs (30 s ahead with maxClockSkewMs 1000)", async () => {
+    const rigged = await rig({ maxClockSkewMs: 1_000 });
+    const edge = await born(rigged);
+    const t = Date.now();
+    await typedDdata(edge, [{ alias: 2, timestamp: t + 30_000, datatype: "Int32", value: 7 }]);
+    await eventually(() => severity(rigged.host, tag("b")) === "bad", 5_000, "marked bad");
+    await edge.ddata("d", [{ alias: 2, timestamp: t + 1, datatype: "Double", value: 4 }]);
+    await eventually(() => rigged.host.latest(tag("b"))?.sample.value === 4, 5_000, "real value live");
+    expect(severity(rigged.host, tag("b"))).toBe("good");
+  });
+});
+
+describe("adversarial review 19y, L2: a birth refused at every rebirth is named as such, not as a duplicate edge node id", () => {
+  async function refusedEveryRebirth(rigged: Rig, dbirth: (edge: RawEdgeNode, round: number) => Promise<void>) {
+    const edge = await rigged.edge();
+    for (let round = 0; round < 3; round++) {
+      await edge.nbirth(0);
+      await eventually(() => rigged.node()?.births === round + 1, 5_000, `NBIRTH ${round}`);
+      await dbirth(edge, round);
+      await eventually(() => rigged.node()?.birthsRefused === round + 1, 5_000, `DBIRTH ${round} refused`);
+    }
+    const problems = rigged.host.health().problems.join("\n");
+    expect(problems).not.toMatch(/duplicate edge node id/);
+    return problems;
+  }
+
+  test("a DBIRTH over maxPayloadBytes, sent again at every rebirth", async () => {
+    const rigged = await rig({ maxPayloadBytes: 2_000 });
+    const problems = await refusedEveryRebirth(rigged, (edge) =>
+      edge.dbirth(
+        "d",
+        Array.from({ length: 100 }, (_, index) => double(`m${index}`, index + 1, index, Date.now())),
+      ),
+    );
+    expect(problems).toMatch(/loses trust at every birth: 3 of its births refused.*over maxPayloadBytes \(2000\)/);
+    expect(problems).toContain("the host's maxPayloadBytes must exceed the edge node's largest birth");
+  });
+
+  test("sibling: a DBIRTH giving one name twice, sent again at every rebirth", async () => {
+    const rigged = await rig();
+    const problems = await refusedEveryRebirth(rigged, (edge, round) =>
+      edge.dbirth("d", [double("t", 1, round, Date.now()), double("t", 2, round, Date.now())]),
+    );
+    expect(problems).toMatch(/loses trust at every birth.*metric name "t" given twice/);
   });
 });

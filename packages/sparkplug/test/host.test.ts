@@ -1,4 +1,4 @@
-import { QualityCodes } from "@kiln/core";
+import { MemoryStore, QualityCodes } from "@kiln/core";
 import mqtt from "mqtt";
 import type { IConnectPacket, ISubscribePacket } from "mqtt-packet";
 import { afterEach, beforeAll, describe, expect, test } from "vitest";
@@ -489,7 +489,7 @@ describe("Sparkplug host: births, data and the store", () => {
       data.map((metric) => ({ ...metric, isHistorical: true })),
     );
     await eventually(() => rigged.host.health().samples.queued === 0 && rigged.host.health().samples.received >= 14);
-    // Besides them, the new NBIRTH's stale mark (uncertain) for the device until its DBIRTH.
+    // Besides them, the new NBIRTH's stale mark (no value, bad) for the device until its DBIRTH.
     const good = async () => (await rigged.db.samples(PRESSURE)).filter((sample) => sample.quality.severity === "good");
     await eventually(async () => (await good()).length === 3);
     await new Promise((resolve) => setTimeout(resolve, 100));
@@ -530,12 +530,15 @@ describe("Sparkplug host: seq, bdSeq and rebirth (Sparkplug 3.0.0, 5.9 message o
     await edge.nbirth(0);
     await edge.dbirth(DEVICE, deviceBirth(born + 3));
     await edge.ddata(DEVICE, [{ alias: 1, timestamp: born + 4, datatype: "Double", value: 4 }]);
-    // Besides them, the stale mark (uncertain, host time) stored when the gap made the host distrust it.
+    // Besides them, the stale mark (no value, bad, host time) stored when the gap made the host distrust it.
     const good = async () => (await rigged.db.samples(PRESSURE)).filter((sample) => sample.quality.severity === "good");
     await eventually(async () => (await good()).length === 3);
     expect((await good()).map((sample) => sample.value)).toEqual([1.5e-3, 1.5e-3, 4]);
     expect(await rigged.db.samples(PRESSURE)).toContainEqual(
-      expect.objectContaining({ value: 1.5e-3, quality: expect.objectContaining({ severity: "uncertain" }) }),
+      expect.objectContaining({
+        value: null,
+        quality: expect.objectContaining({ severity: "bad", code: QualityCodes.BadNoCommunication }),
+      }),
     );
     expect(nodeHealth(rigged.host)).toMatchObject({ state: "online", births: 2 });
     expect(rigged.host.health().samples.discarded).toBe(2);
@@ -577,7 +580,7 @@ describe("Sparkplug host: seq, bdSeq and rebirth (Sparkplug 3.0.0, 5.9 message o
     // The birth's value, and its stale mark from the distrust: nothing stored under a guessed name.
     expect((await rigged.db.samples(PRESSURE)).map((sample) => [sample.value, sample.quality.severity])).toEqual([
       [1.5e-3, "good"],
-      [1.5e-3, "uncertain"],
+      [null, "bad"],
     ]);
   });
 
@@ -614,7 +617,8 @@ describe("Sparkplug host: seq, bdSeq and rebirth (Sparkplug 3.0.0, 5.9 message o
     // [tck-id-operational-behavior-edge-node-termination-host-action-ndeath-node-tags-stale]: node metrics too.
     expect(rigged.host.latest("plant-1/line-3//bdSeq")?.sample.quality.severity).toBe("uncertain");
     await eventually(async () => (await rigged.db.samples(PRESSURE)).length === 2);
-    expect((await rigged.db.samples(PRESSURE))[1]!.quality.severity).toBe("uncertain");
+    // Stored without a value: where the gap in trust begins (ADR 0043, amendment of 2026-12-01).
+    expect((await rigged.db.samples(PRESSURE))[1]).toMatchObject({ value: null, quality: { severity: "bad" } });
     // Data after the death is data before birth.
     await edge.ddata(DEVICE, [{ alias: 1, timestamp: Date.now(), datatype: "Double", value: 1 }]);
     await eventually(() => rigged.rebirths() === 1);
@@ -643,7 +647,7 @@ describe("Sparkplug host: seq, bdSeq and rebirth (Sparkplug 3.0.0, 5.9 message o
     await edge.ndeath(5);
     await eventually(async () => (await rigged.db.samples(PRESSURE)).length === 2);
     const mark = (await rigged.db.samples(PRESSURE))[1]!;
-    expect(mark.quality.severity).toBe("uncertain");
+    expect(mark).toMatchObject({ value: null, quality: { code: QualityCodes.BadNoCommunication } });
     await edge.nbirth(6);
     await edge.dbirth(DEVICE, deviceBirth(born));
     await eventually(() => nodeHealth(rigged.host)?.state === "online");
@@ -771,5 +775,18 @@ describe("Sparkplug host: options", () => {
       "stopLingerMs",
     ]);
     expect(codeOf(base)).toBe("accepted");
+  });
+
+  test("a brokerUrl without a scheme (localhost:1883), with one MQTT.js does not speak, or without a host is refused, naming brokerUrl (adversarial review 19y)", () => {
+    const base = { hostId: "h", groups: ["g"], store: new MemoryStore() };
+    for (const brokerUrl of ["localhost:1883", "127.0.0.1:1883", "http://broker:1883", "mqtt://", "", "broker"])
+      expect(() => new SparkplugHost({ ...base, brokerUrl })).toThrow(
+        expect.objectContaining({
+          code: "KILN_VALIDATION",
+          details: { issues: [expect.objectContaining({ path: "brokerUrl" })] },
+        }) as Error,
+      );
+    for (const brokerUrl of ["mqtt://localhost:1883", "mqtts://broker.plant", "ws://broker:9001/mqtt"])
+      expect(() => new SparkplugHost({ ...base, brokerUrl })).not.toThrow();
   });
 });

@@ -8,6 +8,7 @@ import {
 } from "@kiln/core";
 import {
   SparkplugEdgeNode,
+  memoryBdSeqStore,
   sparkplugDataTypeOfTag,
   type BdSeqStore,
   type SparkplugEdgeNodeOptions,
@@ -102,7 +103,8 @@ export async function edgeFixture(
       principal: options.principal ?? engineer,
       reconnect: { initialDelayMs: 50, maxDelayMs: 200 },
       ...(options.primaryHostId === undefined ? {} : { primaryHostId: options.primaryHostId }),
-      ...(options.bdSeqStore === undefined ? {} : { bdSeqStore: options.bdSeqStore }),
+      // bdSeq from 0, as the compliance tests expect (a node given no store starts at a random one).
+      bdSeqStore: options.bdSeqStore ?? memoryBdSeqStore(),
       ...extra,
     });
     for (const [name, alias] of node.aliases) datatypes.set(alias, sparkplugDataTypeOfTag(tags.get(name).dataType));
