@@ -6,7 +6,8 @@ import { StatusCode, StatusCodes } from "node-opcua-status-code";
 // node-opcua's own filter check (exported by no entry of the package): run before a modify applies anything.
 import { validateFilter } from "node-opcua-server/dist/validate_filter.js";
 import { costOfEventFilter, type EventFilterBounds, refusalOfEventFilter } from "./opcua-event-filter";
-import { checkMonitoringParameters, holdsNonFinite } from "./opcua-request-numbers";
+import { checkMonitoringParameters } from "./opcua-request-numbers";
+import { DataType, sameVariant, Variant, VariantArrayType } from "node-opcua-variant";
 import { isolateSampling, isolateValueSources } from "./opcua-value-sources";
 import {
   type BrowseRequest,
@@ -887,11 +888,13 @@ function setOverflowBit(item: MonitoredItem, notification: object): void {
 }
 
 /**
- * Records a value on an item whose filter may be a deadband: node-opcua's deadband check asserts
- * that the difference of the old and new values is finite, and threw (ending the process) for a
- * device value ±∞ or NaN. A change to or from a value that is not finite is outside any deadband:
- * it is reported when the value (NaN equal to NaN) or the StatusCode differs, and the deadband is
- * not asked. Finite values go through node-opcua's filter as before.
+ * Records a value on an item whose filter may be a deadband. node-opcua's deadband check is
+ * numeric only: it threw (ending the process) for a value that is not a finite number — a device's
+ * ±∞ or NaN, a bad sample's null (a Null Variant), a string, an array holding any of those. Only a
+ * change between two values that are both finite numbers (or arrays of them, or Int64/UInt64
+ * pairs) is asked of the deadband; any other value is compared here: a change of StatusCode is
+ * always reported (the deadband applies to the value, OPC UA Part 4, 7.22.2), a change of value is
+ * reported unless the trigger is Status, and an equal value (NaN equal to NaN) is not.
  */
 function recordThroughDeadband(
   item: MonitoredItem,
@@ -904,18 +907,46 @@ function recordThroughDeadband(
   if (skipChangeTest || !(filter instanceof DataChangeFilter) || (filter.deadbandType as number) === 0) {
     return record(dataValue, skipChangeTest, indexRange);
   }
-  const before: unknown = item.oldDataValue?.value?.value;
-  const after: unknown = dataValue.value?.value;
-  if (!holdsNonFinite(before) && !holdsNonFinite(after)) return record(dataValue, skipChangeTest, indexRange);
-  const sameValue =
-    Object.is(before, after) ||
-    (Array.isArray(before) &&
-      Array.isArray(after) &&
-      before.length === after.length &&
-      before.every((element, index) => Object.is(element, after[index])));
-  const sameStatus = item.oldDataValue?.statusCode?.value === dataValue.statusCode?.value;
-  if (sameValue && sameStatus) return false;
+  const old = item.oldDataValue as DataValue | undefined;
+  if (old?.statusCode?.value !== dataValue.statusCode?.value) return record(dataValue, true, indexRange);
+  if (deadbandApplies(old?.value) && deadbandApplies(dataValue.value)) {
+    return record(dataValue, skipChangeTest, indexRange);
+  }
+  if ((filter.trigger as number) === 0) return false; // DataChangeTrigger.Status: the StatusCode is unchanged
+  if (sameValueOf(old?.value?.value, dataValue.value?.value)) return false;
   return record(dataValue, true, indexRange);
+}
+
+/** Whether node-opcua's numeric deadband check can compare this Variant: finite numbers only. */
+function deadbandApplies(variant: Variant | null | undefined): boolean {
+  if (!variant) return false;
+  const pair = variant.dataType === DataType.Int64 || variant.dataType === DataType.UInt64;
+  const comparable = (element: unknown): boolean =>
+    pair
+      ? Array.isArray(element) && element.length === 2 && element.every((part) => Number.isFinite(part))
+      : typeof element === "number" && Number.isFinite(element);
+  if (variant.arrayType === VariantArrayType.Scalar) return comparable(variant.value);
+  const value: unknown = variant.value;
+  if (!Array.isArray(value) && !ArrayBuffer.isView(value)) return false;
+  return Array.from(value as ArrayLike<unknown>).every(comparable);
+}
+
+/** Value equality for change detection: NaN equals NaN, arrays element by element, else a Variant's own equality. */
+function sameValueOf(before: unknown, after: unknown): boolean {
+  if (Object.is(before, after)) return true;
+  const list = (value: unknown): unknown[] | undefined =>
+    Array.isArray(value)
+      ? value
+      : ArrayBuffer.isView(value)
+        ? Array.from(value as unknown as ArrayLike<unknown>)
+        : undefined;
+  const first = list(before);
+  const second = list(after);
+  if (first && second) {
+    return first.length === second.length && first.every((element, index) => sameValueOf(element, second[index]));
+  }
+  if (first || second || typeof before !== "object" || typeof after !== "object" || !before || !after) return false;
+  return sameVariant(new Variant({ value: before }), new Variant({ value: after }));
 }
 
 /** The node's EURange (low, high), when it is a variable that has one. */
