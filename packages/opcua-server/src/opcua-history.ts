@@ -11,7 +11,7 @@ import type {
 } from "node-opcua-types";
 import type { Variant } from "node-opcua-variant";
 import type { ServerRuntime } from "./opcua-server-runtime-loader";
-import { ServerStatusCodes, statusCodeOfSample } from "./opcua-status";
+import { ServerStatusCodes, statusCodeOfServed } from "./opcua-status";
 
 /**
  * History query times lie in [1900-01-01, 2100-01-01] UTC (Kiln's history API refuses others
@@ -285,12 +285,15 @@ export class HistoryService {
     });
   }
 
-  /** A raw sample as a DataValue: its value (Null when it has none), its own StatusCode (bad stays bad), its source time. */
+  /**
+   * A raw sample as a DataValue: its value (Null when it has none, or when it cannot be encoded in
+   * the node's DataType: then Bad, see `statusCodeOfServed`), its own StatusCode (bad stays bad),
+   * its source time.
+   */
   #dataValueOfSample(tag: Tag, sample: Sample, extraBits = 0): DataValue {
     const runtime = this.#runtime;
-    const code = statusCodeOfSample(sample);
     const variant = this.#host.variantOf(tag, sample.value);
-    const served = variant === undefined && code < QualityCodes.Bad ? QualityCodes.BadTypeMismatch : code;
+    const served = statusCodeOfServed(sample, variant !== undefined);
     return new runtime.DataValue({
       value: variant ?? { dataType: runtime.DataType.Null },
       statusCode: runtime.getStatusCodeFromCode((served | (served < QualityCodes.Bad ? extraBits : 0)) >>> 0),

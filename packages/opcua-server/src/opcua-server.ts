@@ -37,7 +37,7 @@ import {
   type ResolvedOpcuaServerOptions,
 } from "./opcua-server-options";
 import { loadServerRuntime, type ServerRuntime } from "./opcua-server-runtime-loader";
-import { ServerStatusCodes, statusCodeOfError, statusCodeOfSample } from "./opcua-status";
+import { ServerStatusCodes, statusCodeOfError, statusCodeOfSample, statusCodeOfServed } from "./opcua-status";
 import { HistoryService } from "./opcua-history";
 import { aggregateNameOf, serveHistory } from "./opcua-history-nodes";
 
@@ -1244,9 +1244,7 @@ export class OpcuaServer {
         : code;
     try {
       const variant = variantOf(runtime, tag, sample.value);
-      if (variant === undefined) {
-        return bad(sample.value === null ? statusCodeOfSample(sample) : QualityCodes.BadTypeMismatch, sourceTimestamp);
-      }
+      if (variant === undefined) return bad(statusCodeOfServed(sample, false), sourceTimestamp);
       return new runtime.DataValue({
         value: variant,
         statusCode: this.#statusCode(served),
@@ -1255,7 +1253,7 @@ export class OpcuaServer {
       });
     } catch (error) {
       this.#logger.error({ tag: tag.name, error: String(error) }, "value could not be served; served as bad");
-      return bad(QualityCodes.BadTypeMismatch, sourceTimestamp);
+      return bad(statusCodeOfServed(sample, false), sourceTimestamp);
     }
   }
 
@@ -1617,7 +1615,13 @@ function transportLimitsOf(
   };
 }
 
-/** The Variant of a tag value (node-opcua carries a 64-bit integer as [high, low] 32-bit words); undefined when it does not fit the tag's type. */
+/**
+ * The Variant of a tag value (node-opcua carries a 64-bit integer as [high, low] 32-bit words);
+ * undefined when the value cannot be encoded exactly in the tag's DataType: of another type, an
+ * integer type's value that is not a whole number or out of its range (an int16's 70000, an
+ * int32's 1.5: node-opcua's Variant threw for the one and truncated the other), a float32's finite
+ * value beyond ±FLT_MAX. Never throws.
+ */
 function variantOf(runtime: ServerRuntime, tag: Tag, value: Sample["value"]): Variant | undefined {
   if (value === null) return undefined;
   const dataType = runtime.DataType[OPCUA_DATA_TYPE_OF_TAG[tag.dataType]];
@@ -1630,13 +1634,36 @@ function variantOf(runtime: ServerRuntime, tag: Tag, value: Sample["value"]): Va
     case "int64":
     case "uint64": {
       if (typeof value !== "bigint" && (typeof value !== "number" || !Number.isSafeInteger(value))) return undefined;
-      const words = BigInt.asUintN(64, BigInt(value));
+      const whole = BigInt(value);
+      const [low, high] = tag.dataType === "int64" ? [-(2n ** 63n), 2n ** 63n - 1n] : [0n, 2n ** 64n - 1n];
+      if (whole < low || whole > high) return undefined;
+      const words = BigInt.asUintN(64, whole);
       return new runtime.Variant({ dataType, arrayType, value: [Number(words >> 32n), Number(words & 0xffffffffn)] });
     }
-    default:
-      return typeof value === "number" ? new runtime.Variant({ dataType, arrayType, value }) : undefined;
+    case "float32":
+    case "float64": {
+      if (typeof value !== "number") return undefined;
+      if (tag.dataType === "float32" && Number.isFinite(value) && Math.abs(value) > FLOAT32_MAX) return undefined;
+      return new runtime.Variant({ dataType, arrayType, value });
+    }
+    default: {
+      const [low, high] = INTEGER_RANGE[tag.dataType];
+      if (typeof value !== "number" || !Number.isInteger(value) || value < low || value > high) return undefined;
+      return new runtime.Variant({ dataType, arrayType, value });
+    }
   }
 }
+
+/** The largest finite float32 (FLT_MAX). */
+const FLOAT32_MAX = 3.4028234663852886e38;
+
+/** The values each 32-bit-or-smaller integer DataType holds (OPC UA Part 6, 5.2.2). */
+const INTEGER_RANGE = {
+  int16: [-32_768, 32_767],
+  uint16: [0, 65_535],
+  int32: [-2_147_483_648, 2_147_483_647],
+  uint32: [0, 4_294_967_295],
+} as const;
 
 /**
  * The value a client wrote, as Kiln carries it, or `undefined` when its Variant is not a scalar
