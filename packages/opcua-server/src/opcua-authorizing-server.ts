@@ -518,7 +518,67 @@ export class AuthorizingServer extends OPCUAServer {
     super._on_BrowseRequest(message, channel);
   }
 
+  /**
+   * Told of the continuation points of a HistoryRead response that could not be sent to the
+   * session (node-opcua answered a ServiceFault instead, e.g. `BadResponseTooLarge`, or the channel
+   * was gone), to release them. Set by the server. @default nothing
+   */
+  onHistoryUnsent: (session: ServerSession, points: readonly Buffer[]) => void = () => undefined;
+
+  /** Channels whose `send_response` tells {@link AuthorizingServer.onHistoryUnsent}. */
+  readonly #historyChannels = new WeakSet<ServerSecureChannelLayer>();
+
+  /**
+   * Wraps a channel's `send_response` once: a HistoryReadResponse carrying continuation points that
+   * is replaced by a ServiceFault (node-opcua's path when the response cannot be chunked: larger
+   * than the message size or chunk count the client accepts) or fails to go out releases them.
+   */
+  #releaseUnsentHistory(channel: ServerSecureChannelLayer): void {
+    if (this.#historyChannels.has(channel)) return;
+    this.#historyChannels.add(channel);
+    type Send = (msgType: string, response: unknown, message: Message, callback?: (error?: Error) => void) => void;
+    const target = channel as unknown as { send_response: Send };
+    const send = target.send_response.bind(channel) as Send;
+    const pending = new Map<Message, { session: ServerSession; points: Buffer[] }>();
+    const release = (message: Message): void => {
+      const unsent = pending.get(message);
+      if (!unsent) return;
+      pending.delete(message);
+      this.onHistoryUnsent(unsent.session, unsent.points);
+    };
+    target.send_response = (msgType, response, message, callback) => {
+      if ((response as { schema?: { name?: string } } | null)?.schema?.name === "ServiceFault") {
+        release(message);
+        send(msgType, response, message, callback);
+        return;
+      }
+      if (!(response instanceof HistoryReadResponse)) {
+        send(msgType, response, message, callback);
+        return;
+      }
+      const points = (response.results ?? [])
+        .map((result) => result.continuationPoint)
+        .filter((point): point is Buffer => point !== null && point !== undefined && point.length > 0);
+      const token = (message.request as HistoryReadRequest).requestHeader.authenticationToken;
+      const session = points.length > 0 ? this.engine.getSession(token) : null;
+      if (!session) {
+        send(msgType, response, message, callback);
+        return;
+      }
+      pending.set(message, { session, points });
+      try {
+        send(msgType, response, message, (error) => {
+          if (error) release(message);
+          callback?.(error);
+        });
+      } finally {
+        pending.delete(message); // sent (chunking is synchronous for a session's messages)
+      }
+    };
+  }
+
   protected override _on_HistoryReadRequest(message: Message, channel: ServerSecureChannelLayer): void {
+    this.#releaseUnsentHistory(channel);
     const request = message.request as HistoryReadRequest;
     const details = request.historyReadDetails as { reqTimes?: readonly unknown[] | null } | null;
     const times = Array.isArray(details?.reqTimes) ? details.reqTimes.length : 0;

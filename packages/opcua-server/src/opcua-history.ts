@@ -232,6 +232,18 @@ export class HistoryService {
     this.#host = host;
   }
 
+  /**
+   * Releases the continuation points of a HistoryRead response the session never received (it
+   * could not be sent: larger than the channel's message size, the channel gone). The client cannot
+   * release what it never got; without this, the session's points stayed taken and later paged
+   * reads answered BadNoContinuationPoints.
+   */
+  releaseUnsent(session: object, points: readonly Buffer[]): void {
+    const cursors = this.#cursors.get(session);
+    if (!cursors) return;
+    for (const point of points) cursors.delete(point.toString("hex"));
+  }
+
   /** The Kiln aggregates the store computes (none when it has no history queries). */
   get aggregates(): readonly AggregateName[] {
     return this.#host.history.queries ? AGGREGATES : [];

@@ -185,6 +185,8 @@ export class OpcuaServer {
   readonly #loginScopes = new Map<string, object>();
   /** The refusals of the service call under way (see {@link OpcuaServer.#refuse}). */
   readonly #callRefusals = new AsyncLocalStorage<CallRefusals>();
+  /** The HistoryRead service of the running server. */
+  #history: HistoryService | undefined;
   #runtime: ServerRuntime | undefined;
   #server: AuthorizingServer | undefined;
   #certificateManagers: OPCUACertificateManager[] = [];
@@ -402,6 +404,7 @@ export class OpcuaServer {
     server.principalKeyOf = (session) => principalKeyOf(this.#principals.get(session));
     server.mayReceiveEvent = (session, event) => this.#mayReceiveEvent(session, event);
     server.onRefusedRequest = (session, refused) => this.#refuseRequest(session, refused);
+    server.onHistoryUnsent = (session, points) => this.#history?.releaseUnsent(session, points);
     server.serveCall = (session, call) => this.#serveCall(session, call);
     server.onServiceError = (service, error) =>
       this.#logger.error(
@@ -464,13 +467,8 @@ export class OpcuaServer {
         logger: this.#logger,
       });
       server.guardConditionRefresh();
-      serveHistory(
-        addressSpace,
-        server.engine as never,
-        this.#system.tags,
-        this.#variables,
-        this.#historyService(runtime),
-      );
+      this.#history = this.#historyService(runtime);
+      serveHistory(addressSpace, server.engine as never, this.#system.tags, this.#variables, this.#history);
       this.#watchSystem();
       this.#server = server;
       await server.start();
@@ -507,6 +505,7 @@ export class OpcuaServer {
     for (const dispose of this.#disposers.splice(0)) dispose();
     this.#alarms?.dispose();
     this.#alarms = undefined;
+    this.#history = undefined;
     for (const windows of [...this.#refusalWindows.values()]) {
       for (const window of [...windows.values()]) this.#endWindow(window);
     }
