@@ -594,14 +594,46 @@ export function serveAlarms(context: AlarmServingContext): ServedAlarms {
 
   function bindInstanceMethods(served: ServedAlarm): void {
     const { condition } = served;
-    bind(condition.acknowledge, acknowledge);
-    bind(condition.addComment, addComment);
-    bind((condition as unknown as { confirm?: MethodNode }).confirm, confirm);
-    bind(condition.enable, enable);
-    bind(condition.disable, disable);
-    bind(condition.shelvingState.timedShelve, timedShelve);
-    bind(condition.shelvingState.oneShotShelve, oneShotShelve);
-    bind(condition.shelvingState.unshelve, unshelve);
+    const shelving = condition.shelvingState;
+    const own = (owner: UAObject, name: string, permission: string, handler: MethodHandler): MethodHandler =>
+      ownedBy(owner, name, permission, handler);
+    bind(condition.acknowledge, own(condition, "Acknowledge", "alarm.acknowledge", acknowledge));
+    bind(condition.addComment, own(condition, "AddComment", "alarm.acknowledge", addComment));
+    const confirmMethod = (condition as unknown as { confirm?: MethodNode }).confirm;
+    bind(confirmMethod, own(condition, "Confirm", "alarm.acknowledge", confirm));
+    bind(condition.enable, own(condition, "Enable", "alarm.out-of-service", enable));
+    bind(condition.disable, own(condition, "Disable", "alarm.out-of-service", disable));
+    bind(shelving.timedShelve, own(shelving, "TimedShelve", "alarm.shelve", timedShelve));
+    bind(shelving.oneShotShelve, own(shelving, "OneShotShelve", "alarm.shelve", oneShotShelve));
+    bind(shelving.unshelve, own(shelving, "Unshelve", "alarm.unshelve", unshelve));
+  }
+
+  /**
+   * A condition instance's Method runs only on its own object (Part 4, 5.11.2 and Part 9, 5.7.3:
+   * `BadMethodInvalid` when the MethodId is not a Method of the ObjectId). Called with another
+   * condition as ObjectId it acted on that other condition; now it is refused `BadMethodInvalid`,
+   * authorized (`permission`) and audited like the other refusals. The types' Methods (bound in
+   * `bindTypeMethods`) take any condition as their object.
+   */
+  function ownedBy(owner: UAObject, name: string, permission: string, handler: MethodHandler): MethodHandler {
+    return async (inputs, methodContext) => {
+      const object = (methodContext as { object?: { nodeId: { toString(): string } } }).object;
+      if (object?.nodeId.toString() === owner.nodeId.toString()) return handler(inputs, methodContext);
+      const target = object?.nodeId.toString() ?? "(no object)";
+      const statusCode = await refuseCall(context.principalOf(methodContext?.session), {
+        permission,
+        action: `opcua.${name}`,
+        target,
+        reason: new KilnValidationError(`OPC UA ${name}`, [
+          {
+            path: "methodId",
+            message: `the ${name} Method of ${owner.nodeId.toString()} is not a Method of ${target}`,
+          },
+        ]),
+        statusCode: codes.BadMethodInvalid,
+      });
+      return { statusCode };
+    };
   }
 
   /** Clients may call the type's method (e.g. AcknowledgeableConditionType.Acknowledge, i=9111) with the condition as the object. */

@@ -31,7 +31,12 @@ beforeAll(async () => {
     tags,
     pki,
     sources: { "p.x": () => 9 },
-    system: { alarms: [{ tag: "p.x", kind: "HI", setpoint: 5, deadband: 0.1, priority: 2, message: "hi" }] },
+    system: {
+      alarms: [
+        { tag: "p.x", kind: "HI", setpoint: 5, deadband: 0.1, priority: 2, message: "hi" },
+        { tag: "p.x", kind: "LO", setpoint: 1, deadband: 0.1, priority: 2, message: "lo" },
+      ],
+    },
   });
   olga = await connect(served.server, pki.trusted, user("olga"));
 }, 60_000);
@@ -57,7 +62,10 @@ const acknowledge = async (eventId: Buffer, objectId = condition()) =>
 
 describe("a condition whose tag's quality flaps", () => {
   test("events are held to about one per second, and the first event's EventId still acknowledges the occurrence", async () => {
-    await waitFor(() => served.system.listAlarms()[0]?.state.name === "unacknowledged", "the alarm to be raised");
+    await waitFor(
+      () => served.system.listAlarms().find((alarm) => alarm.id === "p.x:HI")?.state.name === "unacknowledged",
+      "the alarm to be raised",
+    );
     const subscription = await olga.session.createSubscription2({
       requestedPublishingInterval: 100,
       requestedLifetimeCount: 600,
@@ -93,9 +101,34 @@ describe("a condition whose tag's quality flaps", () => {
     expect(await acknowledge(Buffer.from("not-an-event-id"))).toBe(StatusCodes.BadEventIdUnknown);
     // The first event of the occurrence (several events older than the last) acknowledges it.
     expect(await acknowledge(eventIds[0]!)).toBe(StatusCodes.Good);
-    await waitFor(() => served.system.listAlarms()[0]?.state.name === "acknowledged", "the acknowledgement");
+    await waitFor(
+      () => served.system.listAlarms().find((alarm) => alarm.id === "p.x:HI")?.state.name === "acknowledged",
+      "the acknowledgement",
+    );
     // The occurrence is acknowledged: its EventIds acknowledge nothing more.
     expect(await acknowledge(eventIds.at(-1)!)).not.toBe(StatusCodes.Good);
     await subscription.terminate();
+  }, 30_000);
+});
+
+describe("a condition's own Methods", () => {
+  test("HI's Acknowledge or Disable called with LO as the object answers BadMethodInvalid and leaves LO as it was", async () => {
+    const lo = `ns=${served.server.namespaceIndex};s=@Alarm.p.x:LO`;
+    const state = () => served.system.listAlarms().find((alarm) => alarm.id === "p.x:LO")?.state.name;
+    const before = state();
+    expect(await acknowledge(Buffer.from("any"), lo)).toBe(StatusCodes.BadMethodInvalid);
+    const admin = await connect(served.server, pki.trusted, user("ada"));
+    try {
+      const disabled = await admin.session.call({
+        objectId: lo,
+        methodId: `${condition()}|Disable`,
+        inputArguments: [],
+      });
+      expect(disabled.statusCode).toBe(StatusCodes.BadMethodInvalid);
+    } finally {
+      await admin.close();
+    }
+    expect(state()).toBe(before);
+    expect(state()).not.toBe("out-of-service");
   }, 30_000);
 });
