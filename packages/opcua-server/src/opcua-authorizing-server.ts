@@ -580,6 +580,14 @@ export class AuthorizingServer extends OPCUAServer {
   protected override _on_HistoryReadRequest(message: Message, channel: ServerSecureChannelLayer): void {
     this.#releaseUnsentHistory(channel);
     const request = message.request as HistoryReadRequest;
+    // Part 4, 5.10.3: a HistoryRead returns data with timestamps; Neither is refused for the
+    // whole request (node-opcua answered it with the values and no timestamps).
+    if ((request.timestampsToReturn as number) === 3 /* TimestampsToReturn.Neither */) {
+      void this._apply_on_SessionObject(HistoryReadResponse, message, channel, (_session, _send, sendError) =>
+        sendError(StatusCodes.BadTimestampsToReturnInvalid),
+      );
+      return;
+    }
     const details = request.historyReadDetails as { reqTimes?: readonly unknown[] | null } | null;
     const times = Array.isArray(details?.reqTimes) ? details.reqTimes.length : 0;
     if (times * (request.nodesToRead?.length ?? 0) > this.maxHistoryReadTimes) {

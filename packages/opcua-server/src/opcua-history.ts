@@ -500,7 +500,9 @@ export class HistoryService {
       const bound = cursor.forward
         ? await this.#firstAtOrAfter(tag.name, cursor.end)
         : await this.#lastBefore(tag.name, cursor.end + 1);
-      values.push(bound ? this.#dataValueOfSample(tag, bound) : this.#noBound(cursor.end));
+      // start == end reads [start, start + 1): a sample at end is already on the page, not a bound again.
+      const returned = bound !== undefined && cursor.forward && bound.timestamp < cursor.hi;
+      if (!returned) values.push(bound ? this.#dataValueOfSample(tag, bound) : this.#noBound(cursor.end));
     }
     return this.#result(values);
   }

@@ -68,3 +68,38 @@ describe("continuation points of a HistoryRead response that was not sent", () =
     expect(eleventh!.statusCode).toBe(StatusCodes.BadNoContinuationPoints);
   }, 60_000);
 });
+
+describe("HistoryRead edge requests", () => {
+  const at = (start: number, end: number, timestampsToReturn = TimestampsToReturn.Source) =>
+    vic.session.historyRead(
+      new HistoryReadRequest({
+        historyReadDetails: new ReadRawModifiedDetails({
+          startTime: new Date(start),
+          endTime: new Date(end),
+          numValuesPerNode: 0,
+          isReadModified: false,
+          returnBounds: true,
+        }),
+        nodesToRead: [{ nodeId: served.server.nodeIdOf("s.txt") }],
+        timestampsToReturn,
+      }),
+    );
+  const times = (answer: Awaited<ReturnType<typeof at>>) =>
+    (
+      (answer.results![0]!.historyData as { dataValues?: Array<{ sourceTimestamp: Date | null }> } | null)
+        ?.dataValues ?? []
+    ).map((value) => (value.sourceTimestamp?.getTime() ?? 0) - T0);
+
+  test("start == end with returnBounds: the sample at that time once, not again as the end bound", async () => {
+    expect(times(await at(T0 + 5_000, T0 + 5_000))).toEqual([5_000]);
+  });
+
+  test("start == end with returnBounds between two samples: the two bounds", async () => {
+    expect(times(await at(T0 + 5_500, T0 + 5_500))).toEqual([5_000, 6_000]);
+  });
+
+  test("TimestampsToReturn Neither is refused BadTimestampsToReturnInvalid (Part 4, 5.10.3)", async () => {
+    await expect(at(T0, T0 + 10_000, TimestampsToReturn.Neither)).rejects.toThrow(/BadTimestampsToReturnInvalid/);
+    expect(times(await at(T0, T0 + 2_000))).toEqual([0, 1_000, 2_000]); // Source still answers
+  });
+});
