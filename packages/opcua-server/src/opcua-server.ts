@@ -83,6 +83,12 @@ const ADDRESS_LOGIN_FACTOR = 4;
  */
 const REFUSAL_AUDIT_WINDOW_MS = 10_000;
 
+/**
+ * How many refusals of one kind a scope has audited apart (each its own entry, naming its target)
+ * within a window before the rest are only counted in the window's summary.
+ */
+const REFUSALS_AUDITED_APART = 10;
+
 /** Most distinct targets a coalescing window counts exactly; beyond, its summary says "at least". */
 const DISTINCT_TARGETS_COUNTED = 1_000;
 
@@ -852,6 +858,7 @@ export class OpcuaServer {
         detail: `login ${kind}${who === "" ? "" : ` for ${who}`}: ${detail}`,
       },
       { id: "unauthenticated", roles: [], source: `${sourceOf(info)} from ${address}`.slice(0, SOURCE_MAX_LENGTH) },
+      1,
     );
   }
 
@@ -988,6 +995,7 @@ export class OpcuaServer {
         detail: `1 request of ${refused.operations} operations refused whole`,
       },
       principal,
+      1,
     );
     return refused.statusCode;
   }
@@ -1090,12 +1098,14 @@ export class OpcuaServer {
    * Audits a refusal ({@link OpcuaServer.#refuseNow}), coalesced: the first refusal of a kind
    * (`key`: what is refused, never which target) in a scope (a principal, a remote address) is
    * audited at once and opens a window of {@link REFUSAL_AUDIT_WINDOW_MS}; the refusals of that
-   * kind in the window are answered the same StatusCode without an entry each, and audited as one
-   * summary entry when the window ends (or the server stops): the number of operations and calls
-   * they stood for, the number of distinct targets, the first names, the first and last time.
-   * Every entry's reason carries its count (`comment` of `system.refuseCommand`, kept even when the
-   * principal is refused as forbidden): nothing refused goes uncounted, and a scope cannot leave
-   * more than two entries per kind per window whatever it targets. A window is removed when it
+   * kind in the window have an entry of their own up to `apart` in all (default
+   * {@link REFUSALS_AUDITED_APART}; 1 for logins and whole-request refusals), the others are
+   * answered the same StatusCode without an entry each, and audited as one summary entry when the
+   * window ends (or the server stops): the number of operations and calls they stood for, the
+   * number of distinct targets, the first names, the first and last time. Every entry's reason
+   * carries its count (`comment` of `system.refuseCommand`, kept even when the principal is refused
+   * as forbidden): nothing refused goes uncounted, and a scope cannot leave more than `apart` + 1
+   * entries per kind per window whatever it targets. A window is removed when it
    * ends; with {@link MAX_REFUSAL_WINDOWS} open, a new scope's refusals share one overflow scope.
    */
   async #refuseCoalesced(
@@ -1103,12 +1113,17 @@ export class OpcuaServer {
     key: string,
     request: CoalescedRefusal,
     principal: Principal,
+    apart: number = REFUSALS_AUDITED_APART,
   ): Promise<number> {
     let windows = this.#refusalWindows.get(scope);
     if (!windows && this.#openWindows >= MAX_REFUSAL_WINDOWS)
       windows = this.#refusalWindows.get((scope = OVERFLOW_SCOPE));
     const now = this.#clock.now();
     const open = windows?.get(key);
+    if (open && open.apart < apart) {
+      open.apart += 1;
+      return this.#refuseNow(principal, request, request.detail);
+    }
     if (open) {
       open.suppressed += request.count;
       open.calls += 1;
@@ -1126,6 +1141,7 @@ export class OpcuaServer {
       key,
       first: now,
       last: now,
+      apart: 1,
       suppressed: 0,
       calls: 0,
       names: new Set(),
@@ -1739,6 +1755,8 @@ interface CallRefusals {
 
 /** A coalescing window of one kind of refusal in one scope (see `OpcuaServer.#refuseCoalesced`). */
 interface RefusalWindow {
+  /** Refusals audited with an entry of their own in the window (at most `REFUSALS_AUDITED_APART`). */
+  apart: number;
   /** Operations refused in the window without an audit entry of their own. */
   suppressed: number;
   /** The refusals (calls, logins) they came in. */

@@ -9,7 +9,7 @@ import { connect, makeTestPki, servedSystem, type ServedTestSystem, type TestPki
  * Write of the Description of another ns=0 node each call, a Method called on another object each
  * call) left one audit entry per call: 24,832 entries in 25 s from one session, enough to push an
  * operator's real Write out of a store keeping 1,000 entries. They are coalesced by what is refused,
- * per principal (every session of it): at most one entry at once and one summary per kind and window.
+ * per principal (every session of it): at most ten entries and one summary per kind and window.
  */
 
 const tags = defineTags({
@@ -43,7 +43,7 @@ async function existingNodes(
 }
 
 describe("refusal coalescing by what is refused", () => {
-  test("a viewer's Writes rotating over 150 ns=0 nodes leave one entry (the first) while the operator's Writes each keep theirs", async () => {
+  test("a viewer's Writes rotating over 150 ns=0 nodes leave at most ten entries per kind while the operator's Writes each keep theirs", async () => {
     const vic = await connect(served.server, pki.trusted, user("vic"));
     const olga = await connect(served.server, pki.trusted, user("olga"));
     try {
@@ -70,10 +70,8 @@ describe("refusal coalescing by what is refused", () => {
       }
       expect([...answers].every((name) => name.startsWith("Bad"))).toBe(true);
       const added = (await byVic()).slice(before);
-      expect(
-        added.filter((entry) => entry.action === "opcua.Write" || entry.action === "tag.write").length,
-      ).toBeLessThanOrEqual(answers.size);
-      expect(added.length).toBeLessThanOrEqual(answers.size); // one entry per kind of refusal, not one per call
+      // At most ten entries per kind of refusal in the window (the rest counted in its summary), not one per call.
+      expect(added.length).toBeLessThanOrEqual(10 * answers.size);
       const olgas = (await audit()).filter((entry) => entry.principal === "olga" && entry.outcome === "allowed");
       expect(olgas).toHaveLength(3);
     } finally {
@@ -81,7 +79,7 @@ describe("refusal coalescing by what is refused", () => {
     }
   }, 60_000);
 
-  test("Method calls on rotating object ids from three sessions of one viewer leave one entry per kind", async () => {
+  test("Method calls on rotating object ids from three sessions of one viewer leave at most ten entries per kind", async () => {
     const sessions = await Promise.all([1, 2, 3].map(() => connect(served.server, pki.trusted, user("vic"))));
     try {
       const machine = `ns=${served.server.namespaceIndex};s=@Machine`;
@@ -99,7 +97,7 @@ describe("refusal coalescing by what is refused", () => {
       // One per kind of refusal (all answered BadUserAccessDenied to a viewer, each kind with its
       // own StatusCode: an object that does not exist, one without the Method, a node that is no
       // object): a handful, not 90.
-      expect(added.length).toBeLessThanOrEqual(4);
+      expect(added.length).toBeLessThanOrEqual(4 * 10);
     } finally {
       await Promise.all(sessions.map((session) => session.close()));
     }
@@ -111,9 +109,9 @@ describe("refusal coalescing by what is refused", () => {
     expect(summaries.length).toBeGreaterThanOrEqual(2);
     const counts = summaries.map((entry) => /(\d+) more refused of the same kind/.exec(entry.reason ?? "")![1]);
     const distinct = summaries.map((entry) => /\((\d+) distinct targets?/.exec(entry.reason ?? "")?.[1]);
-    // 149 of the 150 Writes and 89 of the 90 calls were not audited on their own: each is counted.
+    // The Writes and calls not audited on their own are each counted in a summary.
     const total = counts.reduce((sum, count) => sum + Number(count), 0);
-    expect(total).toBeGreaterThanOrEqual(149 + 89 - 2);
+    expect(total).toBeGreaterThanOrEqual(150 + 90 - 10 * 5); // all but ten per kind (at most five kinds)
     expect(distinct.every((value) => value !== undefined && Number(value) > 1)).toBe(true);
   }, 30_000);
 });
