@@ -1048,7 +1048,13 @@ export class OpcuaServer {
         // from whichever of its sessions, are counted in the window's summary: a loop of refused
         // calls cannot flood the trail (and push an operator's entries out of a bounded store) by
         // rotating what it targets.
-        return this.#refuseCoalesced(principalScopeOf(kind.principal), kind.windowKey, request, kind.principal);
+        return this.#refuseCoalesced(
+          principalScopeOf(kind.principal),
+          kind.windowKey,
+          request,
+          kind.principal,
+          apartOf(kind.request),
+        );
       }),
     );
   }
@@ -1070,7 +1076,13 @@ export class OpcuaServer {
     const refusals = this.#callRefusals.getStore();
     if (!refusals) {
       const single = { ...request, count: 1, names: [], detail: "" };
-      return this.#refuseCoalesced(principalScopeOf(principal), windowKeyOf(request), single, principal);
+      return this.#refuseCoalesced(
+        principalScopeOf(principal),
+        windowKeyOf(request),
+        single,
+        principal,
+        apartOf(request),
+      );
     }
     const key = JSON.stringify([
       principalKeyOf(principal),
@@ -1801,6 +1813,11 @@ function windowKeyOf(request: RefusalRequest): string {
     request.statusCode,
     request.kind ?? request.reason.code,
   ]);
+}
+
+/** How many refusals of its kind a window audits apart: one for a kind clients repeat in loops (`kind` given). */
+function apartOf(request: RefusalRequest): number {
+  return request.kind === undefined ? REFUSALS_AUDITED_APART : 1;
 }
 
 /** The coalescing scope of a principal's refusals: every session of it (its id and roles). */
