@@ -7,6 +7,7 @@ import type {
   KilnEvents,
   Logger,
   Principal,
+  TimerHandle,
 } from "@kiln/core";
 import { KilnError, KilnValidationError } from "@kiln/core";
 import type { Namespace, UAObject, UAVariable } from "node-opcua-address-space";
@@ -111,6 +112,7 @@ interface Branch {
   setClientUserId(value: string): void;
   setTime(value: Date): void;
   setReceiveTime(value: Date): void;
+  getEventId(): Buffer;
 }
 
 interface StateMachine {
@@ -162,7 +164,32 @@ interface ServedAlarm {
   readonly severity: number;
   /** Whether the condition was out of service when last shown (a disabled condition sends no events). */
   disabled: boolean;
+  /** Whether it was active when last shown (a new occurrence starts when it becomes active). */
+  active: boolean;
+  /**
+   * The EventIds of the events this condition reported while unacknowledged in its current
+   * occurrence (the latest `MAX_OCCURRENCE_EVENT_IDS`): an Acknowledge naming any of them
+   * acknowledges that occurrence. Emptied when it is acknowledged or becomes active again.
+   */
+  readonly unackedEventIds: Buffer[];
+  /** The Quality (StatusCode value) of the last event sent. */
+  sentQuality: number;
+  /** When the last Quality-only event was sent (clock ms), and the timer of the one held back. */
+  qualityEventAt: number;
+  qualityTimer: TimerHandle | undefined;
 }
+
+/**
+ * The shortest interval (ms) between two Quality-only events of one condition: a tag whose
+ * quality flaps (every scan) made an event each time, each with a new EventId, so an operator's
+ * Acknowledge naming the last one received was already stale. A change within the interval is
+ * shown at once in the Quality variable and sent in one event at the interval's end (the latest
+ * Quality then; none if it is back to the one last sent).
+ */
+const QUALITY_EVENT_INTERVAL_MS = 1_000;
+
+/** Most EventIds of one occurrence an Acknowledge is accepted for (the latest). */
+const MAX_OCCURRENCE_EVENT_IDS = 64;
 
 /** The alarms {@link serveAlarms} serves. */
 export interface ServedAlarms {
@@ -277,8 +304,33 @@ export function serveAlarms(context: AlarmServingContext): ServedAlarms {
     branch.setReceiveTime(new Date(context.clock.now()));
     if (!enabled) branch.setEnabledState(false);
     // A disabled condition sends one event (the one that disables it) and none until enabled again.
-    if (raise && (enabled || !served.disabled)) condition.raiseConditionEvent(branch, true);
+    if (active && !served.active) served.unackedEventIds.length = 0; // a new occurrence
+    served.active = active;
+    if (acked) served.unackedEventIds.length = 0;
+    if (raise && (enabled || !served.disabled)) raiseEvent(served, branch);
     served.disabled = !enabled;
+  }
+
+  /** Raises a condition event (a new EventId), remembering it for Acknowledge while unacknowledged. */
+  function raiseEvent(served: ServedAlarm, branch: Branch): void {
+    served.condition.raiseConditionEvent(branch, true);
+    served.sentQuality = served.quality;
+    if (branch.getAckedState()) return;
+    served.unackedEventIds.push(branch.getEventId());
+    if (served.unackedEventIds.length > MAX_OCCURRENCE_EVENT_IDS) served.unackedEventIds.shift();
+  }
+
+  /** Sends the Quality-only event held back, if the Quality still differs from the one last sent. */
+  function sendQuality(served: ServedAlarm): void {
+    served.qualityTimer = undefined;
+    const branch = served.condition.currentBranch();
+    if (served.quality === served.sentQuality || !branch.getRetain() || served.disabled) return;
+    const now = context.clock.now();
+    served.qualityEventAt = now;
+    branch.setClientUserId("");
+    branch.setTime(new Date(now));
+    branch.setReceiveTime(new Date(now));
+    raiseEvent(served, branch);
   }
 
   function followQuality(tag: string): void {
@@ -289,12 +341,19 @@ export function serveAlarms(context: AlarmServingContext): ServedAlarms {
       const branch = served.condition.currentBranch();
       branch.setQuality(quality);
       // Part 9, 5.5.2: events for retained conditions only; a disabled one sends none.
-      if (!branch.getRetain() || served.disabled) continue;
-      const now = new Date(context.clock.now());
-      branch.setClientUserId("");
-      branch.setTime(now);
-      branch.setReceiveTime(now);
-      served.condition.raiseConditionEvent(branch, true);
+      if (!branch.getRetain() || served.disabled || served.qualityTimer) continue;
+      const wait = served.qualityEventAt + QUALITY_EVENT_INTERVAL_MS - context.clock.now();
+      if (wait <= 0) sendQuality(served);
+      else served.qualityTimer = context.clock.setTimeout(() => guarded(() => sendQuality(served)), wait);
+    }
+  }
+
+  /** Runs `step`, logging (never throwing) what fails: a timer's callback must not end the process. */
+  function guarded(step: () => void): void {
+    try {
+      step();
+    } catch (error) {
+      logger.error({ error: String(error) }, "alarm condition quality could not be updated");
     }
   }
 
@@ -416,7 +475,13 @@ export function serveAlarms(context: AlarmServingContext): ServedAlarms {
     "alarm.acknowledge",
     async (principal, alarm, inputs) => {
       const eventId = inputs[0]?.value as Buffer | null | undefined;
-      if (!alarm.condition.findBranchForEventId(eventId ?? null)) {
+      // Part 9, 5.7.3: the EventId identifies the event notification acknowledged; any event of the
+      // current unacknowledged occurrence (a Quality event may have followed the one the operator
+      // saw) names that same state.
+      const known =
+        alarm.condition.findBranchForEventId(eventId ?? null) !== null ||
+        (Buffer.isBuffer(eventId) && alarm.unackedEventIds.some((reported) => reported.equals(eventId)));
+      if (!known) {
         return refuse(
           principal,
           alarm,
@@ -529,14 +594,46 @@ export function serveAlarms(context: AlarmServingContext): ServedAlarms {
 
   function bindInstanceMethods(served: ServedAlarm): void {
     const { condition } = served;
-    bind(condition.acknowledge, acknowledge);
-    bind(condition.addComment, addComment);
-    bind((condition as unknown as { confirm?: MethodNode }).confirm, confirm);
-    bind(condition.enable, enable);
-    bind(condition.disable, disable);
-    bind(condition.shelvingState.timedShelve, timedShelve);
-    bind(condition.shelvingState.oneShotShelve, oneShotShelve);
-    bind(condition.shelvingState.unshelve, unshelve);
+    const shelving = condition.shelvingState;
+    const own = (owner: UAObject, name: string, permission: string, handler: MethodHandler): MethodHandler =>
+      ownedBy(owner, name, permission, handler);
+    bind(condition.acknowledge, own(condition, "Acknowledge", "alarm.acknowledge", acknowledge));
+    bind(condition.addComment, own(condition, "AddComment", "alarm.acknowledge", addComment));
+    const confirmMethod = (condition as unknown as { confirm?: MethodNode }).confirm;
+    bind(confirmMethod, own(condition, "Confirm", "alarm.acknowledge", confirm));
+    bind(condition.enable, own(condition, "Enable", "alarm.out-of-service", enable));
+    bind(condition.disable, own(condition, "Disable", "alarm.out-of-service", disable));
+    bind(shelving.timedShelve, own(shelving, "TimedShelve", "alarm.shelve", timedShelve));
+    bind(shelving.oneShotShelve, own(shelving, "OneShotShelve", "alarm.shelve", oneShotShelve));
+    bind(shelving.unshelve, own(shelving, "Unshelve", "alarm.unshelve", unshelve));
+  }
+
+  /**
+   * A condition instance's Method runs only on its own object (Part 4, 5.11.2 and Part 9, 5.7.3:
+   * `BadMethodInvalid` when the MethodId is not a Method of the ObjectId). Called with another
+   * condition as ObjectId it acted on that other condition; now it is refused `BadMethodInvalid`,
+   * authorized (`permission`) and audited like the other refusals. The types' Methods (bound in
+   * `bindTypeMethods`) take any condition as their object.
+   */
+  function ownedBy(owner: UAObject, name: string, permission: string, handler: MethodHandler): MethodHandler {
+    return async (inputs, methodContext) => {
+      const object = (methodContext as { object?: { nodeId: { toString(): string } } }).object;
+      if (object?.nodeId.toString() === owner.nodeId.toString()) return handler(inputs, methodContext);
+      const target = object?.nodeId.toString() ?? "(no object)";
+      const statusCode = await refuseCall(context.principalOf(methodContext?.session), {
+        permission,
+        action: `opcua.${name}`,
+        target,
+        reason: new KilnValidationError(`OPC UA ${name}`, [
+          {
+            path: "methodId",
+            message: `the ${name} Method of ${owner.nodeId.toString()} is not a Method of ${target}`,
+          },
+        ]),
+        statusCode: codes.BadMethodInvalid,
+      });
+      return { statusCode };
+    };
   }
 
   /** Clients may call the type's method (e.g. AcknowledgeableConditionType.Acknowledge, i=9111) with the condition as the object. */
@@ -600,6 +697,11 @@ export function serveAlarms(context: AlarmServingContext): ServedAlarms {
       condition,
       severity: OPCUA_SEVERITY_OF_PRIORITY[snapshot.priority],
       disabled: false,
+      active: false,
+      unackedEventIds: [],
+      sentQuality: 0,
+      qualityEventAt: Number.NEGATIVE_INFINITY,
+      qualityTimer: undefined,
     };
     byNode.set(condition.nodeId.toString(), served);
     byNode.set(condition.shelvingState.nodeId.toString(), served);
@@ -625,7 +727,14 @@ export function serveAlarms(context: AlarmServingContext): ServedAlarms {
       logger.error({ alarmId: event.alarmId, error: String(error) }, "alarm condition could not be updated");
     }
   };
-  const dispose = system.bus.on("alarm-state-change", onChange);
+  const unsubscribe = system.bus.on("alarm-state-change", onChange);
+  const dispose = (): void => {
+    unsubscribe();
+    for (const served of byId.values()) {
+      if (served.qualityTimer) context.clock.clearTimeout(served.qualityTimer);
+      served.qualityTimer = undefined;
+    }
+  };
   return {
     followQuality: (tag) => {
       try {

@@ -6,7 +6,8 @@ import { StatusCode, StatusCodes } from "node-opcua-status-code";
 // node-opcua's own filter check (exported by no entry of the package): run before a modify applies anything.
 import { validateFilter } from "node-opcua-server/dist/validate_filter.js";
 import { costOfEventFilter, type EventFilterBounds, refusalOfEventFilter } from "./opcua-event-filter";
-import { checkMonitoringParameters, holdsNonFinite } from "./opcua-request-numbers";
+import { checkMonitoringParameters } from "./opcua-request-numbers";
+import { DataType, sameVariant, Variant, VariantArrayType } from "node-opcua-variant";
 import { isolateSampling, isolateValueSources } from "./opcua-value-sources";
 import {
   type BrowseRequest,
@@ -517,8 +518,76 @@ export class AuthorizingServer extends OPCUAServer {
     super._on_BrowseRequest(message, channel);
   }
 
+  /**
+   * Told of the continuation points of a HistoryRead response that could not be sent to the
+   * session (node-opcua answered a ServiceFault instead, e.g. `BadResponseTooLarge`, or the channel
+   * was gone), to release them. Set by the server. @default nothing
+   */
+  onHistoryUnsent: (session: ServerSession, points: readonly Buffer[]) => void = () => undefined;
+
+  /** Channels whose `send_response` tells {@link AuthorizingServer.onHistoryUnsent}. */
+  readonly #historyChannels = new WeakSet<ServerSecureChannelLayer>();
+
+  /**
+   * Wraps a channel's `send_response` once: a HistoryReadResponse carrying continuation points that
+   * is replaced by a ServiceFault (node-opcua's path when the response cannot be chunked: larger
+   * than the message size or chunk count the client accepts) or fails to go out releases them.
+   */
+  #releaseUnsentHistory(channel: ServerSecureChannelLayer): void {
+    if (this.#historyChannels.has(channel)) return;
+    this.#historyChannels.add(channel);
+    type Send = (msgType: string, response: unknown, message: Message, callback?: (error?: Error) => void) => void;
+    const target = channel as unknown as { send_response: Send };
+    const send = target.send_response.bind(channel) as Send;
+    const pending = new Map<Message, { session: ServerSession; points: Buffer[] }>();
+    const release = (message: Message): void => {
+      const unsent = pending.get(message);
+      if (!unsent) return;
+      pending.delete(message);
+      this.onHistoryUnsent(unsent.session, unsent.points);
+    };
+    target.send_response = (msgType, response, message, callback) => {
+      if ((response as { schema?: { name?: string } } | null)?.schema?.name === "ServiceFault") {
+        release(message);
+        send(msgType, response, message, callback);
+        return;
+      }
+      if (!(response instanceof HistoryReadResponse)) {
+        send(msgType, response, message, callback);
+        return;
+      }
+      const points = (response.results ?? [])
+        .map((result) => result.continuationPoint)
+        .filter((point): point is Buffer => point !== null && point !== undefined && point.length > 0);
+      const token = (message.request as HistoryReadRequest).requestHeader.authenticationToken;
+      const session = points.length > 0 ? this.engine.getSession(token) : null;
+      if (!session) {
+        send(msgType, response, message, callback);
+        return;
+      }
+      pending.set(message, { session, points });
+      try {
+        send(msgType, response, message, (error) => {
+          if (error) release(message);
+          callback?.(error);
+        });
+      } finally {
+        pending.delete(message); // sent (chunking is synchronous for a session's messages)
+      }
+    };
+  }
+
   protected override _on_HistoryReadRequest(message: Message, channel: ServerSecureChannelLayer): void {
+    this.#releaseUnsentHistory(channel);
     const request = message.request as HistoryReadRequest;
+    // Part 4, 5.10.3: a HistoryRead returns data with timestamps; Neither is refused for the
+    // whole request (node-opcua answered it with the values and no timestamps).
+    if ((request.timestampsToReturn as number) === 3 /* TimestampsToReturn.Neither */) {
+      void this._apply_on_SessionObject(HistoryReadResponse, message, channel, (_session, _send, sendError) =>
+        sendError(StatusCodes.BadTimestampsToReturnInvalid),
+      );
+      return;
+    }
     const details = request.historyReadDetails as { reqTimes?: readonly unknown[] | null } | null;
     const times = Array.isArray(details?.reqTimes) ? details.reqTimes.length : 0;
     if (times * (request.nodesToRead?.length ?? 0) > this.maxHistoryReadTimes) {
@@ -887,11 +956,13 @@ function setOverflowBit(item: MonitoredItem, notification: object): void {
 }
 
 /**
- * Records a value on an item whose filter may be a deadband: node-opcua's deadband check asserts
- * that the difference of the old and new values is finite, and threw (ending the process) for a
- * device value ±∞ or NaN. A change to or from a value that is not finite is outside any deadband:
- * it is reported when the value (NaN equal to NaN) or the StatusCode differs, and the deadband is
- * not asked. Finite values go through node-opcua's filter as before.
+ * Records a value on an item whose filter may be a deadband. node-opcua's deadband check is
+ * numeric only: it threw (ending the process) for a value that is not a finite number — a device's
+ * ±∞ or NaN, a bad sample's null (a Null Variant), a string, an array holding any of those. Only a
+ * change between two values that are both finite numbers (or arrays of them, or Int64/UInt64
+ * pairs) is asked of the deadband; any other value is compared here: a change of StatusCode is
+ * always reported (the deadband applies to the value, OPC UA Part 4, 7.22.2), a change of value is
+ * reported unless the trigger is Status, and an equal value (NaN equal to NaN) is not.
  */
 function recordThroughDeadband(
   item: MonitoredItem,
@@ -904,18 +975,46 @@ function recordThroughDeadband(
   if (skipChangeTest || !(filter instanceof DataChangeFilter) || (filter.deadbandType as number) === 0) {
     return record(dataValue, skipChangeTest, indexRange);
   }
-  const before: unknown = item.oldDataValue?.value?.value;
-  const after: unknown = dataValue.value?.value;
-  if (!holdsNonFinite(before) && !holdsNonFinite(after)) return record(dataValue, skipChangeTest, indexRange);
-  const sameValue =
-    Object.is(before, after) ||
-    (Array.isArray(before) &&
-      Array.isArray(after) &&
-      before.length === after.length &&
-      before.every((element, index) => Object.is(element, after[index])));
-  const sameStatus = item.oldDataValue?.statusCode?.value === dataValue.statusCode?.value;
-  if (sameValue && sameStatus) return false;
+  const old = item.oldDataValue as DataValue | undefined;
+  if (old?.statusCode?.value !== dataValue.statusCode?.value) return record(dataValue, true, indexRange);
+  if (deadbandApplies(old?.value) && deadbandApplies(dataValue.value)) {
+    return record(dataValue, skipChangeTest, indexRange);
+  }
+  if ((filter.trigger as number) === 0) return false; // DataChangeTrigger.Status: the StatusCode is unchanged
+  if (sameValueOf(old?.value?.value, dataValue.value?.value)) return false;
   return record(dataValue, true, indexRange);
+}
+
+/** Whether node-opcua's numeric deadband check can compare this Variant: finite numbers only. */
+function deadbandApplies(variant: Variant | null | undefined): boolean {
+  if (!variant) return false;
+  const pair = variant.dataType === DataType.Int64 || variant.dataType === DataType.UInt64;
+  const comparable = (element: unknown): boolean =>
+    pair
+      ? Array.isArray(element) && element.length === 2 && element.every((part) => Number.isFinite(part))
+      : typeof element === "number" && Number.isFinite(element);
+  if (variant.arrayType === VariantArrayType.Scalar) return comparable(variant.value);
+  const value: unknown = variant.value;
+  if (!Array.isArray(value) && !ArrayBuffer.isView(value)) return false;
+  return Array.from(value as ArrayLike<unknown>).every(comparable);
+}
+
+/** Value equality for change detection: NaN equals NaN, arrays element by element, else a Variant's own equality. */
+function sameValueOf(before: unknown, after: unknown): boolean {
+  if (Object.is(before, after)) return true;
+  const list = (value: unknown): unknown[] | undefined =>
+    Array.isArray(value)
+      ? value
+      : ArrayBuffer.isView(value)
+        ? Array.from(value as unknown as ArrayLike<unknown>)
+        : undefined;
+  const first = list(before);
+  const second = list(after);
+  if (first && second) {
+    return first.length === second.length && first.every((element, index) => sameValueOf(element, second[index]));
+  }
+  if (first || second || typeof before !== "object" || typeof after !== "object" || !before || !after) return false;
+  return sameVariant(new Variant({ value: before }), new Variant({ value: after }));
 }
 
 /** The node's EURange (low, high), when it is a variable that has one. */

@@ -11,7 +11,7 @@ import type {
 } from "node-opcua-types";
 import type { Variant } from "node-opcua-variant";
 import type { ServerRuntime } from "./opcua-server-runtime-loader";
-import { ServerStatusCodes, statusCodeOfSample } from "./opcua-status";
+import { ServerStatusCodes, statusCodeOfServed } from "./opcua-status";
 
 /**
  * History query times lie in [1900-01-01, 2100-01-01] UTC (Kiln's history API refuses others
@@ -232,6 +232,18 @@ export class HistoryService {
     this.#host = host;
   }
 
+  /**
+   * Releases the continuation points of a HistoryRead response the session never received (it
+   * could not be sent: larger than the channel's message size, the channel gone). The client cannot
+   * release what it never got; without this, the session's points stayed taken and later paged
+   * reads answered BadNoContinuationPoints.
+   */
+  releaseUnsent(session: object, points: readonly Buffer[]): void {
+    const cursors = this.#cursors.get(session);
+    if (!cursors) return;
+    for (const point of points) cursors.delete(point.toString("hex"));
+  }
+
   /** The Kiln aggregates the store computes (none when it has no history queries). */
   get aggregates(): readonly AggregateName[] {
     return this.#host.history.queries ? AGGREGATES : [];
@@ -285,12 +297,15 @@ export class HistoryService {
     });
   }
 
-  /** A raw sample as a DataValue: its value (Null when it has none), its own StatusCode (bad stays bad), its source time. */
+  /**
+   * A raw sample as a DataValue: its value (Null when it has none, or when it cannot be encoded in
+   * the node's DataType: then Bad, see `statusCodeOfServed`), its own StatusCode (bad stays bad),
+   * its source time.
+   */
   #dataValueOfSample(tag: Tag, sample: Sample, extraBits = 0): DataValue {
     const runtime = this.#runtime;
-    const code = statusCodeOfSample(sample);
     const variant = this.#host.variantOf(tag, sample.value);
-    const served = variant === undefined && code < QualityCodes.Bad ? QualityCodes.BadTypeMismatch : code;
+    const served = statusCodeOfServed(sample, variant !== undefined);
     return new runtime.DataValue({
       value: variant ?? { dataType: runtime.DataType.Null },
       statusCode: runtime.getStatusCodeFromCode((served | (served < QualityCodes.Bad ? extraBits : 0)) >>> 0),
@@ -485,7 +500,9 @@ export class HistoryService {
       const bound = cursor.forward
         ? await this.#firstAtOrAfter(tag.name, cursor.end)
         : await this.#lastBefore(tag.name, cursor.end + 1);
-      values.push(bound ? this.#dataValueOfSample(tag, bound) : this.#noBound(cursor.end));
+      // start == end reads [start, start + 1): a sample at end is already on the page, not a bound again.
+      const returned = bound !== undefined && cursor.forward && bound.timestamp < cursor.hi;
+      if (!returned) values.push(bound ? this.#dataValueOfSample(tag, bound) : this.#noBound(cursor.end));
     }
     return this.#result(values);
   }

@@ -1,25 +1,9 @@
 import { AggregateFilter, DataChangeFilter, MonitoringParameters } from "node-opcua-types";
 import { StatusCodes } from "node-opcua-status-code";
 import { describe, expect, test } from "vitest";
-import { checkMonitoringParameters, holdsNonFinite } from "./opcua-request-numbers";
+import { checkMonitoringParameters } from "./opcua-request-numbers";
 
 const context = { publishingInterval: 250, maxQueueSize: 100, euRange: { low: 0, high: 1000 } };
-
-describe("holdsNonFinite", () => {
-  test("a scalar or any element of an array or typed array that is NaN or ±∞", () => {
-    expect([Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY].map(holdsNonFinite)).toEqual([
-      true,
-      true,
-      true,
-    ]);
-    expect(holdsNonFinite([1, 2, Number.NaN])).toBe(true);
-    expect(holdsNonFinite(new Float64Array([0, Number.NEGATIVE_INFINITY]))).toBe(true);
-    expect(holdsNonFinite([1, 2, 3])).toBe(false);
-    expect(holdsNonFinite(new Float32Array([1.5]))).toBe(false);
-    expect(holdsNonFinite("NaN")).toBe(false);
-    expect(holdsNonFinite(null)).toBe(false);
-  });
-});
 
 describe("checkMonitoringParameters", () => {
   test("revises sampling interval and queue size in place; refuses bad deadbands and aggregate filters", () => {

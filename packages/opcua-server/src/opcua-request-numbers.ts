@@ -75,14 +75,3 @@ export function checkMonitoringParameters(
   }
   return undefined;
 }
-
-/** Whether a Variant's value is (or holds, for an array) a number that is not finite. */
-export function holdsNonFinite(value: unknown): boolean {
-  if (typeof value === "number") return !Number.isFinite(value);
-  if (Array.isArray(value) || ArrayBuffer.isView(value)) {
-    return Array.from(value as ArrayLike<unknown>).some(
-      (element) => typeof element === "number" && !Number.isFinite(element),
-    );
-  }
-  return false;
-}

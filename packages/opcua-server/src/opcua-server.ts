@@ -1,5 +1,4 @@
 import { AsyncLocalStorage } from "node:async_hooks";
-import { createHash } from "node:crypto";
 import { hostname } from "node:os";
 import path from "node:path";
 import {
@@ -38,7 +37,7 @@ import {
   type ResolvedOpcuaServerOptions,
 } from "./opcua-server-options";
 import { loadServerRuntime, type ServerRuntime } from "./opcua-server-runtime-loader";
-import { ServerStatusCodes, statusCodeOfError, statusCodeOfSample } from "./opcua-status";
+import { ServerStatusCodes, statusCodeOfError, statusCodeOfSample, statusCodeOfServed } from "./opcua-status";
 import { HistoryService } from "./opcua-history";
 import { aggregateNameOf, serveHistory } from "./opcua-history-nodes";
 
@@ -79,15 +78,31 @@ const SYSTEM_WATCH_MS = 500;
 const ADDRESS_LOGIN_FACTOR = 4;
 
 /**
- * How long (ms) repeated refusals of one kind from one session are coalesced: the first is
+ * How long (ms) repeated refusals of one kind from one principal are coalesced: the first is
  * audited at once, the others in the window are counted and audited as one summary entry at its end.
  */
 const REFUSAL_AUDIT_WINDOW_MS = 10_000;
 
+/**
+ * How many refusals of one kind a scope has audited apart (each its own entry, naming its target)
+ * within a window before the rest are only counted in the window's summary.
+ */
+const REFUSALS_AUDITED_APART = 10;
+
+/** Most distinct targets a coalescing window counts exactly; beyond, its summary says "at least". */
+const DISTINCT_TARGETS_COUNTED = 1_000;
+
+/**
+ * Most coalescing windows open at once, server-wide. Their keys hold no target, so this is reached
+ * only by very many principals (or login addresses) refused at once; the refusals of a scope
+ * without room are coalesced in one shared overflow scope, still counted and audited.
+ */
+const MAX_REFUSAL_WINDOWS = 4_096;
+
 /** Most targets (or user names) an audit entry names; the rest are counted. */
 const NAMED_IN_ENTRY = 5;
 
-/** Most targets of one call's refusals of a kind that make its coalescing key (the set of targets). */
+/** Most targets of one call's refusals of a kind that are kept to be counted (the rest are counted, not named). */
 const MAX_TARGETS_KEYED = 100_000;
 
 /** Most characters of `system.refuseCommand`'s comment. */
@@ -162,16 +177,22 @@ export class OpcuaServer {
   readonly #tooManySessions = new WeakSet<object>();
   /** Marks, per Method call, whether a Kiln handler took it (and audited it). */
   readonly #callReached = new AsyncLocalStorage<{ reached: boolean }>();
-  /** Per session, per kind of refusal: the open coalescing window (see {@link OpcuaServer.#refuseCoalesced}). */
-  readonly #refusalWindows = new WeakMap<object, Map<string, RefusalWindow>>();
+  /**
+   * Per scope (a principal, a login address), per kind of refusal: the open coalescing window (see
+   * {@link OpcuaServer.#refuseCoalesced}). A window is removed when it ends; at most
+   * {@link MAX_REFUSAL_WINDOWS} are open.
+   */
+  readonly #refusalWindows = new Map<object | string, Map<string, RefusalWindow>>();
+  /** The number of windows open in {@link OpcuaServer.#refusalWindows}. */
+  #openWindows = 0;
   /** Failed logins per remote address and per user name in the current window (see {@link OpcuaServer.#identify}). */
   readonly #loginFailures = new Map<string, { count: number; since: number }>();
   /** The coalescing scope of each remote address's failed logins. */
   readonly #loginScopes = new Map<string, object>();
   /** The refusals of the service call under way (see {@link OpcuaServer.#refuse}). */
   readonly #callRefusals = new AsyncLocalStorage<CallRefusals>();
-  /** Windows holding suppressed refusals whose summary is still to be audited. */
-  readonly #pendingSummaries = new Set<RefusalWindow>();
+  /** The HistoryRead service of the running server. */
+  #history: HistoryService | undefined;
   #runtime: ServerRuntime | undefined;
   #server: AuthorizingServer | undefined;
   #certificateManagers: OPCUACertificateManager[] = [];
@@ -389,6 +410,7 @@ export class OpcuaServer {
     server.principalKeyOf = (session) => principalKeyOf(this.#principals.get(session));
     server.mayReceiveEvent = (session, event) => this.#mayReceiveEvent(session, event);
     server.onRefusedRequest = (session, refused) => this.#refuseRequest(session, refused);
+    server.onHistoryUnsent = (session, points) => this.#history?.releaseUnsent(session, points);
     server.serveCall = (session, call) => this.#serveCall(session, call);
     server.onServiceError = (service, error) =>
       this.#logger.error(
@@ -451,13 +473,8 @@ export class OpcuaServer {
         logger: this.#logger,
       });
       server.guardConditionRefresh();
-      serveHistory(
-        addressSpace,
-        server.engine as never,
-        this.#system.tags,
-        this.#variables,
-        this.#historyService(runtime),
-      );
+      this.#history = this.#historyService(runtime);
+      serveHistory(addressSpace, server.engine as never, this.#system.tags, this.#variables, this.#history);
       this.#watchSystem();
       this.#server = server;
       await server.start();
@@ -494,7 +511,10 @@ export class OpcuaServer {
     for (const dispose of this.#disposers.splice(0)) dispose();
     this.#alarms?.dispose();
     this.#alarms = undefined;
-    for (const window of [...this.#pendingSummaries]) this.#auditSummary(window);
+    this.#history = undefined;
+    for (const windows of [...this.#refusalWindows.values()]) {
+      for (const window of [...windows.values()]) this.#endWindow(window);
+    }
     if (this.#watch) this.#clock.clearTimeout(this.#watch);
     this.#watch = undefined;
     this.#variables.clear();
@@ -838,6 +858,7 @@ export class OpcuaServer {
         detail: `login ${kind}${who === "" ? "" : ` for ${who}`}: ${detail}`,
       },
       { id: "unauthenticated", roles: [], source: `${sourceOf(info)} from ${address}`.slice(0, SOURCE_MAX_LENGTH) },
+      1,
     );
   }
 
@@ -954,40 +975,43 @@ export class OpcuaServer {
    * refused for its size, whoever sent it.
    */
   async #refuseRequest(session: ServerSession, refused: RefusedRequest): Promise<StatusCode> {
-    await this.#refuseCoalesced(session, `${refused.service}:${refused.statusCode.name}`, {
-      permission: refused.service === "Write" ? "tag.write" : "read",
-      action: `opcua.${refused.service}`,
-      target: this.#system.machineId,
-      reason: new KilnValidationError(`OPC UA ${refused.service}`, [
-        {
-          path: "request",
-          message: `more operations in one call than the server's limit per call (${refused.statusCode.name})`,
-        },
-      ]),
-      statusCode: refused.statusCode.value,
-      count: refused.operations,
-      names: [],
-      detail: `1 request of ${refused.operations} operations refused whole`,
-    });
+    const principal = this.#principalOf(session);
+    await this.#refuseCoalesced(
+      principalScopeOf(principal),
+      `${refused.service}:${refused.statusCode.name}`,
+      {
+        permission: refused.service === "Write" ? "tag.write" : "read",
+        action: `opcua.${refused.service}`,
+        target: this.#system.machineId,
+        reason: new KilnValidationError(`OPC UA ${refused.service}`, [
+          {
+            path: "request",
+            message: `more operations in one call than the server's limit per call (${refused.statusCode.name})`,
+          },
+        ]),
+        statusCode: refused.statusCode.value,
+        count: refused.operations,
+        names: [],
+        detail: `1 request of ${refused.operations} operations refused whole`,
+      },
+      principal,
+      1,
+    );
     return refused.statusCode;
   }
 
   /** Audits a refused ConditionRefresh(2) through {@link OpcuaServer.#refuse} (one entry per call and kind, coalesced per session). */
   async #refuseRefresh(session: ServerSession, refused: RefusedRefresh): Promise<StatusCode> {
-    const code = await this.#refuse(
-      this.#principalOf(session),
-      {
-        permission: "read",
-        action: `opcua.${refused.method}`,
-        target: this.#system.machineId,
-        reason: new KilnValidationError(`OPC UA ${refused.method}`, [
-          { path: "inputArguments", message: `${refused.detail} (${refused.statusCode.name})` },
-        ]),
-        statusCode: refused.statusCode.value,
-        kind: refused.statusCode.name,
-      },
-      session,
-    );
+    const code = await this.#refuse(this.#principalOf(session), {
+      permission: "read",
+      action: `opcua.${refused.method}`,
+      target: this.#system.machineId,
+      reason: new KilnValidationError(`OPC UA ${refused.method}`, [
+        { path: "inputArguments", message: `${refused.detail} (${refused.statusCode.name})` },
+      ]),
+      statusCode: refused.statusCode.value,
+      kind: refused.statusCode.name,
+    });
     return code === refused.statusCode.value ? refused.statusCode : this.#statusCode(code);
   }
 
@@ -1010,19 +1034,27 @@ export class OpcuaServer {
     await Promise.all(
       kinds.map((kind) => {
         const targets = [...new Set(kind.targets)].sort();
-        const key = `${kind.key}:${createHash("sha256").update(targets.join("\n")).digest("base64url")}`;
         const named = targets.slice(0, NAMED_IN_ENTRY);
         const request: CoalescedRefusal = {
           ...kind.request,
           target: targets.length === 1 ? kind.request.target : this.#system.machineId,
           count: kind.count,
           names: named,
+          targets,
           detail: kind.count === 1 ? "" : `${kind.count} refused in one call${namesOf(named, targets.length)}`,
         };
-        // One refused operation has its own entry, as a refused command of the API has; the same
-        // refusal repeated by the session (principal, kind, target) within the window is counted
-        // in the window's summary, so a loop of refused single Writes or calls cannot flood the trail.
-        return this.#refuseCoalesced(refusals.session, key, request, kind.principal);
+        // The first refusal of a kind has its own entry, as a refused command of the API has; the
+        // refusals of that kind by the same principal within the window, whatever their targets and
+        // from whichever of its sessions, are counted in the window's summary: a loop of refused
+        // calls cannot flood the trail (and push an operator's entries out of a bounded store) by
+        // rotating what it targets.
+        return this.#refuseCoalesced(
+          principalScopeOf(kind.principal),
+          kind.windowKey,
+          request,
+          kind.principal,
+          apartOf(kind.request),
+        );
       }),
     );
   }
@@ -1040,10 +1072,17 @@ export class OpcuaServer {
    * refused command of the API has. A Write of 1,000 tags a viewer may not write leaves one entry
    * counting 1,000, not 1,000 entries. Outside a service call, the refusal is audited on its own.
    */
-  async #refuse(principal: Principal, request: RefusalRequest, scope?: object): Promise<number> {
+  async #refuse(principal: Principal, request: RefusalRequest): Promise<number> {
     const refusals = this.#callRefusals.getStore();
     if (!refusals) {
-      return this.#refuseCoalesced(scope ?? {}, "single", { ...request, count: 1, names: [], detail: "" }, principal);
+      const single = { ...request, count: 1, names: [], detail: "" };
+      return this.#refuseCoalesced(
+        principalScopeOf(principal),
+        windowKeyOf(request),
+        single,
+        principal,
+        apartOf(request),
+      );
     }
     const key = JSON.stringify([
       principalKeyOf(principal),
@@ -1054,7 +1093,12 @@ export class OpcuaServer {
       request.kind ?? [request.reason.code, request.reason.message.split(request.target).join("<target>")],
     ]);
     let kind = refusals.kinds.get(key);
-    if (!kind) refusals.kinds.set(key, (kind = { key, request, principal, count: 0, targets: [] }));
+    if (!kind) {
+      refusals.kinds.set(
+        key,
+        (kind = { key, windowKey: windowKeyOf(request), request, principal, count: 0, targets: [] }),
+      );
+    }
     kind.count += 1;
     if (kind.targets.length < MAX_TARGETS_KEYED) kind.targets.push(request.target);
     return this.#can(principal, request.permission, request.target)
@@ -1064,57 +1108,83 @@ export class OpcuaServer {
 
   /**
    * Audits a refusal ({@link OpcuaServer.#refuseNow}), coalesced: the first refusal of a kind
-   * (`key`) in a scope (a session, a remote address) is audited at once and opens a window of
-   * {@link REFUSAL_AUDIT_WINDOW_MS}; the refusals of that kind in the window are answered the same
-   * StatusCode without an entry each, and audited as one summary entry with the number of
-   * operations they stood for (and the first names) when the window ends (or the server stops).
-   * Every entry's reason carries its count (`comment` of `system.refuseCommand`, kept even when the
-   * principal is refused as forbidden): nothing refused goes uncounted.
+   * (`key`: what is refused, never which target) in a scope (a principal, a remote address) is
+   * audited at once and opens a window of {@link REFUSAL_AUDIT_WINDOW_MS}; the refusals of that
+   * kind in the window have an entry of their own up to `apart` in all (default
+   * {@link REFUSALS_AUDITED_APART}; 1 for logins and whole-request refusals), the others are
+   * answered the same StatusCode without an entry each, and audited as one summary entry when the
+   * window ends (or the server stops): the number of operations and calls they stood for, the
+   * number of distinct targets, the first names, the first and last time. Every entry's reason
+   * carries its count (`comment` of `system.refuseCommand`, kept even when the principal is refused
+   * as forbidden): nothing refused goes uncounted, and a scope cannot leave more than `apart` + 1
+   * entries per kind per window whatever it targets. A window is removed when it
+   * ends; with {@link MAX_REFUSAL_WINDOWS} open, a new scope's refusals share one overflow scope.
    */
   async #refuseCoalesced(
-    scope: object,
+    scope: object | string,
     key: string,
     request: CoalescedRefusal,
-    principal: Principal = this.#principalOf(scope as ServerSession),
+    principal: Principal,
+    apart: number = REFUSALS_AUDITED_APART,
   ): Promise<number> {
     let windows = this.#refusalWindows.get(scope);
-    if (!windows) this.#refusalWindows.set(scope, (windows = new Map()));
+    if (!windows && this.#openWindows >= MAX_REFUSAL_WINDOWS)
+      windows = this.#refusalWindows.get((scope = OVERFLOW_SCOPE));
     const now = this.#clock.now();
-    const open = windows.get(key);
-    if (open && now < open.until) {
+    const open = windows?.get(key);
+    if (open && open.apart < apart) {
+      open.apart += 1;
+      return this.#refuseNow(principal, request, request.detail);
+    }
+    if (open) {
       open.suppressed += request.count;
       open.calls += 1;
+      open.last = now;
       for (const name of request.names) if (open.names.size < NAMED_IN_ENTRY) open.names.add(name);
-      if (!this.#pendingSummaries.has(open)) {
-        this.#pendingSummaries.add(open);
-        open.timer = this.#clock.setTimeout(() => this.#auditSummary(open), open.until - now);
+      for (const target of request.targets ?? [request.target]) {
+        if (open.targets.size >= DISTINCT_TARGETS_COUNTED) break;
+        open.targets.add(target);
       }
       return open.answer;
     }
+    if (!windows) this.#refusalWindows.set(scope, (windows = new Map()));
     const window: RefusalWindow = {
-      until: now + REFUSAL_AUDIT_WINDOW_MS,
+      scope,
+      key,
+      first: now,
+      last: now,
+      apart: 1,
       suppressed: 0,
       calls: 0,
       names: new Set(),
+      targets: new Set(),
       answer: request.statusCode,
       principal,
       request,
       timer: undefined,
     };
     windows.set(key, window);
+    this.#openWindows += 1;
+    window.timer = this.#clock.setTimeout(() => this.#endWindow(window), REFUSAL_AUDIT_WINDOW_MS);
     window.answer = await this.#refuseNow(principal, request, request.detail);
     return window.answer;
   }
 
-  /** Audits the one summary entry of a coalescing window's suppressed refusals. */
-  #auditSummary(window: RefusalWindow): void {
-    if (!this.#pendingSummaries.delete(window)) return;
+  /** Ends a coalescing window: removes it, and audits the one summary entry of its suppressed refusals (if any). */
+  #endWindow(window: RefusalWindow): void {
+    const windows = this.#refusalWindows.get(window.scope);
+    if (windows?.get(window.key) !== window) return;
+    windows.delete(window.key);
+    if (windows.size === 0) this.#refusalWindows.delete(window.scope);
+    this.#openWindows -= 1;
     if (window.timer) this.#clock.clearTimeout(window.timer);
+    if (window.calls === 0) return;
     const names = [...window.names];
+    const distinct = `${window.targets.size >= DISTINCT_TARGETS_COUNTED ? "at least " : ""}${window.targets.size}`;
     void this.#refuseNow(
       window.principal,
       window.request,
-      `${window.suppressed} more refused of the same kind in ${window.calls} more ${window.calls === 1 ? "call" : "calls"} within ${REFUSAL_AUDIT_WINDOW_MS} ms, coalesced${namesOf(names, names.length)}`,
+      `${window.suppressed} more refused of the same kind in ${window.calls} more ${window.calls === 1 ? "call" : "calls"} within ${REFUSAL_AUDIT_WINDOW_MS} ms, coalesced (${distinct} distinct ${window.targets.size === 1 ? "target" : "targets"}, from ${new Date(window.first).toISOString()} to ${new Date(window.last).toISOString()})${namesOf(names, names.length)}`,
     );
   }
 
@@ -1201,9 +1271,7 @@ export class OpcuaServer {
         : code;
     try {
       const variant = variantOf(runtime, tag, sample.value);
-      if (variant === undefined) {
-        return bad(sample.value === null ? statusCodeOfSample(sample) : QualityCodes.BadTypeMismatch, sourceTimestamp);
-      }
+      if (variant === undefined) return bad(statusCodeOfServed(sample, false), sourceTimestamp);
       return new runtime.DataValue({
         value: variant,
         statusCode: this.#statusCode(served),
@@ -1212,7 +1280,7 @@ export class OpcuaServer {
       });
     } catch (error) {
       this.#logger.error({ tag: tag.name, error: String(error) }, "value could not be served; served as bad");
-      return bad(QualityCodes.BadTypeMismatch, sourceTimestamp);
+      return bad(statusCodeOfServed(sample, false), sourceTimestamp);
     }
   }
 
@@ -1574,7 +1642,13 @@ function transportLimitsOf(
   };
 }
 
-/** The Variant of a tag value (node-opcua carries a 64-bit integer as [high, low] 32-bit words); undefined when it does not fit the tag's type. */
+/**
+ * The Variant of a tag value (node-opcua carries a 64-bit integer as [high, low] 32-bit words);
+ * undefined when the value cannot be encoded exactly in the tag's DataType: of another type, an
+ * integer type's value that is not a whole number or out of its range (an int16's 70000, an
+ * int32's 1.5: node-opcua's Variant threw for the one and truncated the other), a float32's finite
+ * value beyond ±FLT_MAX. Never throws.
+ */
 function variantOf(runtime: ServerRuntime, tag: Tag, value: Sample["value"]): Variant | undefined {
   if (value === null) return undefined;
   const dataType = runtime.DataType[OPCUA_DATA_TYPE_OF_TAG[tag.dataType]];
@@ -1587,13 +1661,36 @@ function variantOf(runtime: ServerRuntime, tag: Tag, value: Sample["value"]): Va
     case "int64":
     case "uint64": {
       if (typeof value !== "bigint" && (typeof value !== "number" || !Number.isSafeInteger(value))) return undefined;
-      const words = BigInt.asUintN(64, BigInt(value));
+      const whole = BigInt(value);
+      const [low, high] = tag.dataType === "int64" ? [-(2n ** 63n), 2n ** 63n - 1n] : [0n, 2n ** 64n - 1n];
+      if (whole < low || whole > high) return undefined;
+      const words = BigInt.asUintN(64, whole);
       return new runtime.Variant({ dataType, arrayType, value: [Number(words >> 32n), Number(words & 0xffffffffn)] });
     }
-    default:
-      return typeof value === "number" ? new runtime.Variant({ dataType, arrayType, value }) : undefined;
+    case "float32":
+    case "float64": {
+      if (typeof value !== "number") return undefined;
+      if (tag.dataType === "float32" && Number.isFinite(value) && Math.abs(value) > FLOAT32_MAX) return undefined;
+      return new runtime.Variant({ dataType, arrayType, value });
+    }
+    default: {
+      const [low, high] = INTEGER_RANGE[tag.dataType];
+      if (typeof value !== "number" || !Number.isInteger(value) || value < low || value > high) return undefined;
+      return new runtime.Variant({ dataType, arrayType, value });
+    }
   }
 }
+
+/** The largest finite float32 (FLT_MAX). */
+const FLOAT32_MAX = 3.4028234663852886e38;
+
+/** The values each 32-bit-or-smaller integer DataType holds (OPC UA Part 6, 5.2.2). */
+const INTEGER_RANGE = {
+  int16: [-32_768, 32_767],
+  uint16: [0, 65_535],
+  int32: [-2_147_483_648, 2_147_483_647],
+  uint32: [0, 4_294_967_295],
+} as const;
 
 /**
  * The value a client wrote, as Kiln carries it, or `undefined` when its Variant is not a scalar
@@ -1647,6 +1744,8 @@ interface CoalescedRefusal extends RefusalRequest {
   readonly names: readonly string[];
   /** The entry's comment: its count and names ("" for none). */
   readonly detail: string;
+  /** Every target it stands for, to count the distinct ones. @default [target] */
+  readonly targets?: readonly string[];
 }
 
 /** The refusals of one service call of a session, by kind (see `OpcuaServer.#refuse`). */
@@ -1656,6 +1755,8 @@ interface CallRefusals {
     string,
     {
       readonly key: string;
+      /** The kind's coalescing key across calls: what is refused, not which target. */
+      readonly windowKey: string;
       readonly request: RefusalRequest;
       readonly principal: Principal;
       count: number;
@@ -1666,14 +1767,22 @@ interface CallRefusals {
 
 /** A coalescing window of one kind of refusal in one scope (see `OpcuaServer.#refuseCoalesced`). */
 interface RefusalWindow {
-  /** When the window ends (clock ms). */
-  readonly until: number;
+  /** Refusals audited with an entry of their own in the window (at most `REFUSALS_AUDITED_APART`). */
+  apart: number;
   /** Operations refused in the window without an audit entry of their own. */
   suppressed: number;
   /** The refusals (calls, logins) they came in. */
   calls: number;
   /** The first names of those refusals. */
   readonly names: Set<string>;
+  /** Their distinct targets, up to `DISTINCT_TARGETS_COUNTED`. */
+  readonly targets: Set<string>;
+  /** The scope and key the window is filed under. */
+  readonly scope: object | string;
+  readonly key: string;
+  /** When the window's first refusal came, and its last (clock ms). */
+  readonly first: number;
+  last: number;
   /** The StatusCode the first refusal got, given to the others. */
   answer: number;
   readonly principal: Principal;
@@ -1688,6 +1797,33 @@ function namesOf(names: readonly string[], total: number): string {
 }
 
 type AddressSpaceFind = NonNullable<AuthorizingServer["engine"]["addressSpace"]>["findNode"];
+
+/** The coalescing scope shared by the scopes refused while `MAX_REFUSAL_WINDOWS` windows are open. */
+const OVERFLOW_SCOPE = "overflow";
+
+/**
+ * The coalescing key of a refusal across calls: what is refused (action, permission, StatusCode,
+ * the reason's code or the given kind), never which target nor the reason's wording (which may
+ * name a target): rotating targets cannot open a window per call.
+ */
+function windowKeyOf(request: RefusalRequest): string {
+  return JSON.stringify([
+    request.action ?? request.permission,
+    request.permission,
+    request.statusCode,
+    request.kind ?? request.reason.code,
+  ]);
+}
+
+/** How many refusals of its kind a window audits apart: one for a kind clients repeat in loops (`kind` given). */
+function apartOf(request: RefusalRequest): number {
+  return request.kind === undefined ? REFUSALS_AUDITED_APART : 1;
+}
+
+/** The coalescing scope of a principal's refusals: every session of it (its id and roles). */
+function principalScopeOf(principal: Principal): string {
+  return `principal:${principalKeyOf(principal)}`;
+}
 
 /** A key that differs when the principal (its id or roles) differs; none for a session not identified. */
 function principalKeyOf(principal: Principal | undefined): string | undefined {

@@ -22,6 +22,19 @@ function severityBits(code: number): number {
 }
 
 /**
+ * The StatusCode served for `sample` in a node of the tag's DataType, live or from history, when
+ * its value could (`encoded`) or could not be encoded in that DataType (an int16 tag's sample
+ * 70000, an int32's 1.5): a value that cannot be encoded is never served converted (70000 as
+ * 4464, 1.5 as 1), but as Bad with a Null value — the sample's own code when it was bad already
+ * (a device's `BadDeviceFailure` is kept), else `BadTypeMismatch`.
+ * @returns a 32-bit unsigned StatusCode.
+ */
+export function statusCodeOfServed(sample: Sample, encoded: boolean): number {
+  const code = statusCodeOfSample(sample);
+  return encoded || code >= QualityCodes.Bad ? code : QualityCodes.BadTypeMismatch;
+}
+
+/**
  * The StatusCode a client gets for `sample` (OPC UA Part 4, 7.39): the sample's own code
  * when its severity bits agree with its quality's severity, which keeps the original device code
  * (e.g. `BadSensorFailure` from an upstream OPC UA server, with its info bits); otherwise the

@@ -1,0 +1,143 @@
+import { defineTags } from "@kiln/core";
+import {
+  AttributeIds,
+  type ClientMonitoredItem,
+  type ClientSubscription,
+  type DataValue,
+  DataChangeFilter,
+  DataChangeTrigger,
+  DeadbandType,
+  TimestampsToReturn,
+} from "node-opcua-client";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import {
+  connect,
+  makeTestPki,
+  servedSystem,
+  type ServedTestSystem,
+  type TestPki,
+  user,
+  waitFor,
+} from "./support/opcua-fixture";
+
+/**
+ * node-opcua's deadband check is numeric only and threw ("expecting number only but got object")
+ * when a tag read bad with value null for two scans in a row: the exception left a value callback
+ * and ended the process. These run in the test worker's process: a crash fails the file.
+ */
+
+const tags = defineTags({
+  "line.flow": { dataType: "float64" },
+  "line.level": { dataType: "float64", range: { min: 0, max: 100 } },
+  "line.count": { dataType: "int64" },
+});
+
+/** What each source answers now: a number, or null (a failed read: bad, value null). */
+const now: { flow: number | null; level: number | null; count: number | null } = { flow: 5, level: 5, count: 5 };
+
+let pki: TestPki;
+let served: ServedTestSystem;
+let vic: Awaited<ReturnType<typeof connect>>;
+let subscription: ClientSubscription;
+
+beforeAll(async () => {
+  pki = await makeTestPki();
+  served = await servedSystem({
+    tags,
+    pki,
+    sources: {
+      "line.flow": () => now.flow as number,
+      "line.level": () => now.level as number,
+      "line.count": () => now.count as number,
+    },
+  });
+  vic = await connect(served.server, pki.trusted, user("vic"));
+  subscription = await vic.session.createSubscription2({
+    requestedPublishingInterval: 50,
+    requestedLifetimeCount: 600,
+    requestedMaxKeepAliveCount: 10,
+    publishingEnabled: true,
+  });
+}, 60_000);
+
+afterAll(async () => {
+  await vic?.close();
+  await served?.dispose();
+  await pki?.dispose();
+});
+
+/** A value notification reduced to what is compared: "Good 5", "Bad null", "Good [1,2,3]". */
+const shown = (value: DataValue): string =>
+  `${value.statusCode.isGood() ? "Good" : "Bad"} ${JSON.stringify((value.value?.value as unknown) ?? null)}`;
+
+async function watch(tag: string, filter: DataChangeFilter): Promise<{ item: ClientMonitoredItem; seen: string[] }> {
+  const item = await subscription.monitor(
+    { nodeId: served.server.nodeIdOf(tag), attributeId: AttributeIds.Value },
+    { samplingInterval: 0, queueSize: 20, filter },
+    TimestampsToReturn.Both,
+  );
+  const seen: string[] = [];
+  item.on("changed", (value) => seen.push(shown(value)));
+  await waitFor(() => seen.length > 0, `the first value of ${tag}`);
+  return { item, seen };
+}
+
+/** Lets the scan run `scans` times (50 ms each) with the sources as they are. */
+const scans = (count: number) => new Promise((resolve) => setTimeout(resolve, count * 50 + 100));
+
+describe("deadband on values that are not finite numbers", () => {
+  test("absolute and percent deadbands: Good → Bad null for many scans → Good is reported once each, never a crash", async () => {
+    const absolute = await watch(
+      "line.flow",
+      new DataChangeFilter({
+        trigger: DataChangeTrigger.StatusValue,
+        deadbandType: DeadbandType.Absolute,
+        deadbandValue: 1,
+      }),
+    );
+    const percent = await watch(
+      "line.level",
+      new DataChangeFilter({
+        trigger: DataChangeTrigger.StatusValue,
+        deadbandType: DeadbandType.Percent,
+        deadbandValue: 1,
+      }),
+    );
+    const steps: Array<number | null> = [null, 5, 5.5, null, 9];
+    for (const value of steps) {
+      now.flow = value;
+      now.level = value;
+      await scans(6);
+    }
+    await waitFor(() => absolute.seen.length >= 5 && percent.seen.length >= 5, "the last change");
+    await scans(2);
+    // 5.5 is inside both deadbands (1, and 1 % of 0–100): not reported. Bad null is reported once per raise.
+    expect(absolute.seen).toEqual(["Good 5", "Bad null", "Good 5", "Bad null", "Good 9"]);
+    expect(percent.seen).toEqual(["Good 5", "Bad null", "Good 5", "Bad null", "Good 9"]);
+    await absolute.item.terminate();
+    await percent.item.terminate();
+  }, 30_000);
+
+  test("an Int64 tag (a [high, low] pair) under an absolute deadband: bad null and back", async () => {
+    const count = await watch(
+      "line.count",
+      new DataChangeFilter({
+        trigger: DataChangeTrigger.StatusValue,
+        deadbandType: DeadbandType.Absolute,
+        deadbandValue: 1,
+      }),
+    );
+    for (const value of [null, 5, 6, 9]) {
+      now.count = value;
+      await scans(6);
+    }
+    await waitFor(() => count.seen.length >= 4, "the last change");
+    await scans(2);
+    // 6 is inside the deadband (a difference of 1 is not more than 1): not reported.
+    expect(count.seen).toEqual(["Good [0,5]", "Bad null", "Good [0,5]", "Good [0,9]"]);
+    const [read] = await vic.session.read([
+      { nodeId: served.server.nodeIdOf("line.flow"), attributeId: AttributeIds.Value },
+    ]);
+    expect(read!.statusCode.isGood()).toBe(true); // still serving
+  }, 30_000);
+});
