@@ -74,6 +74,49 @@ describe("ModbusRequestQueue", () => {
     expect(changes).toEqual([false, true]);
   });
 
+  it("proves each scope on its own: another unit's requests go unfenced, a fence's silence is explained only while its unit owes an answer within its bound (ADR 0041 fix12w)", async () => {
+    const clock = new SimulatedClock();
+    const explained: boolean[] = [];
+    const queue = new ModbusRequestQueue({
+      clock,
+      timeoutMs: 100,
+      lateAnswerGuardMs: 100,
+      onFenceTimeout: (_, why) => explained.push(why),
+    });
+    const started: [string, number][] = [];
+    const silentFence = fences(clock, started, () => new Promise(() => undefined));
+    const never = () => new Promise<string>(() => undefined);
+    const start = clock.now();
+    // Unit 2 (a busy RTU device) does not answer HR20: only scope "2" is suspect.
+    const late = queue.run(never, "HR20@2", undefined, { shape: "2/hr/2", scope: "2", fence: silentFence });
+    await clock.advance(100);
+    expect(modbusFailureOf(await rejection(late))).toBe("timeout");
+    expect(queue.alignment.aligned).toBe(false);
+    // Unit 1 is proven apart: its read goes at once, with no fence.
+    const live = queue.run(() => (started.push(["HR0@1", clock.now()]), Promise.resolve(1)), "HR0@1", undefined, {
+      shape: "1/hr/2",
+      scope: "1",
+      fence: fences(clock, started, () => Promise.resolve([])),
+    });
+    await clock.advance(0);
+    expect(await live).toBe(1);
+    // Unit 2's next read waits for a fence at unit 2, which the busy device ignores: explained (HR20's answer is
+    // owed until 200), and the read fails unsent.
+    const next = queue.run(never, "HR40@2", undefined, { shape: "2/hr/2", scope: "2", fence: silentFence });
+    await clock.advance(200);
+    expect(await rejection(next)).toMatchObject({ details: { sent: false } });
+    // Past HR20's bound a fence's silence is the unit's own: counted (a dead unit still goes offline).
+    const again = queue.run(never, "HR40@2", undefined, { shape: "2/hr/2", scope: "2", fence: silentFence });
+    await clock.advance(200);
+    expect(await rejection(again)).toMatchObject({ details: { sent: false } });
+    expect(started).toEqual([
+      ["HR0@1", start + 100],
+      ["fence hr/4", start + 100],
+      ["fence hr/6", start + 300],
+    ]);
+    expect(explained).toEqual([true, false]);
+  });
+
   it("clears the ledger once the fence proved every late answer came: the next same-shape read goes at once (adv12s F4)", async () => {
     const clock = new SimulatedClock();
     const queue = new ModbusRequestQueue({ clock, timeoutMs: 100, lateAnswerGuardMs: 100 });
