@@ -245,7 +245,9 @@ export class ModbusDriver implements PlcDriver {
       // leaves the unit out (`#guarded`): a gateway may stamp a late answer with the newest request's unit too.
       lateAnswerGuardMs: transport.kind === "rtu" || transport.lateAnswerGuard ? this.#options.requestTimeoutMs : 0,
       onAlignment: (change) => this.#alignmentChanged(change),
-      onFenceTimeout: (error, explained) => this.#fenceTimedOut(error, explained),
+      onFenceTimeout: (error) => this.#fenceTimedOut(error),
+      // A busy RTU device ignores the requests it gets while it sends a late answer: its fence waits for the bound.
+      fenceAfterLateBound: transport.kind === "rtu",
       // Only TCP: a new connection proves that no answer of the old one comes (a serial line outlives its port).
       ...(transport.kind === "tcp" && transport.lateAnswerGuard && this.#options.reconnect.enabled
         ? { resyncAfterMs: transport.lostAnswerResyncMs, onResync: (reason: string) => this.#resync(reason) }
@@ -886,16 +888,14 @@ export class ModbusDriver implements PlcDriver {
   }
 
   /**
-   * A fence (on TCP a read at the unit that answered last, on RTU at its request's unit) got no answer: counted
-   * against that unit and the link like any timeout, and the next fence goes to its own request's unit. On RTU not
-   * when `explained`: it went out while an answer of its unit was owed within its late bound, and a device busy
-   * sending that answer ignores requests meanwhile (ADR 0041, amendment fix12w); the request it went before is not
-   * counted either (never sent), so a unit that never answers is counted by its fences sent after that bound.
+   * A fence (on TCP a read at the unit that answered last, on RTU at its request's unit, sent only after the late
+   * bound of the unit's owed answers: its silence is the unit's own) got no answer: counted against that unit and
+   * the link like any timeout, and the next fence goes to its own request's unit. The request it went before is not
+   * counted (never sent), so a unit that never answers is counted once per fence.
    */
-  #fenceTimedOut(error: unknown, explained: boolean): void {
+  #fenceTimedOut(error: unknown): void {
     const client = this.#client;
     if (!client || this.#fenceUnit === undefined) return;
-    if (explained && this.#options.transport.kind === "rtu") return;
     this.#timeouts++;
     this.#units.failed(this.#fenceUnit, error);
     this.#lastRead = undefined;

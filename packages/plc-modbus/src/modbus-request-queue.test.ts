@@ -74,14 +74,15 @@ describe("ModbusRequestQueue", () => {
     expect(changes).toEqual([false, true]);
   });
 
-  it("proves each scope on its own: another unit's requests go unfenced, a fence's silence is explained only while its unit owes an answer within its bound (ADR 0041 fix12w)", async () => {
+  it("proves each scope on its own: another unit's requests go unfenced, a fence waits for its unit's late bound (ADR 0041 fix12w)", async () => {
     const clock = new SimulatedClock();
-    const explained: boolean[] = [];
+    let fenceTimeouts = 0;
     const queue = new ModbusRequestQueue({
       clock,
       timeoutMs: 100,
       lateAnswerGuardMs: 100,
-      onFenceTimeout: (_, why) => explained.push(why),
+      fenceAfterLateBound: true,
+      onFenceTimeout: () => fenceTimeouts++,
     });
     const started: [string, number][] = [];
     const silentFence = fences(clock, started, () => new Promise(() => undefined));
@@ -100,21 +101,21 @@ describe("ModbusRequestQueue", () => {
     });
     await clock.advance(0);
     expect(await live).toBe(1);
-    // Unit 2's next read waits for a fence at unit 2, which the busy device ignores: explained (HR20's answer is
-    // owed until 200), and the read fails unsent.
+    // Unit 2's next read waits for a fence at unit 2, sent once HR20's answer is past its late bound (200: a busy
+    // device ignores what it gets before); no answer: the read fails unsent, the fence's silence is counted.
     const next = queue.run(never, "HR40@2", undefined, { shape: "2/hr/2", scope: "2", fence: silentFence });
-    await clock.advance(200);
+    await clock.advance(300);
     expect(await rejection(next)).toMatchObject({ details: { sent: false } });
-    // Past HR20's bound a fence's silence is the unit's own: counted (a dead unit still goes offline).
+    // The next fence does not wait for the silent fence's bound (a late answer to it would not fit the next one).
     const again = queue.run(never, "HR40@2", undefined, { shape: "2/hr/2", scope: "2", fence: silentFence });
     await clock.advance(200);
     expect(await rejection(again)).toMatchObject({ details: { sent: false } });
     expect(started).toEqual([
       ["HR0@1", start + 100],
-      ["fence hr/4", start + 100],
-      ["fence hr/6", start + 300],
+      ["fence hr/4", start + 200],
+      ["fence hr/6", start + 400],
     ]);
-    expect(explained).toEqual([true, false]);
+    expect(fenceTimeouts).toBe(2);
   });
 
   it("clears the ledger once the fence proved every late answer came: the next same-shape read goes at once (adv12s F4)", async () => {

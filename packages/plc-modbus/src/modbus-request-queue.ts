@@ -34,12 +34,19 @@ export interface ModbusRequestQueueOptions {
   readonly onAlignment?: (change: ModbusAlignmentChange) => void;
   /**
    * Called when a fence gets no answer within the late bound (whether or not the request it went before is still
-   * waiting): the silence counts against the fence's unit and the link like any timeout, unless `explained`: the
-   * fence went on the wire while an answer of its scope (see {@link ModbusRequestOptions.scope}) owed by a request
-   * (not a fence) was still within its late bound, so a device busy sending that answer may have ignored the fence
-   * (ADR 0041, amendment fix12w). A listener that throws is ignored.
+   * waiting): the silence counts against the fence's unit and the link like any timeout. A listener that throws is
+   * ignored.
    */
-  readonly onFenceTimeout?: (error: unknown, explained: boolean) => void;
+  readonly onFenceTimeout?: (error: unknown) => void;
+  /**
+   * A fence waits until no answer of its scope (see {@link ModbusRequestOptions.scope}) owed by a request (not by a
+   * fence) is within its late bound: for a peer that ignores requests while it is busy sending a late answer (a
+   * Modbus RTU device), so a fence is not sent only to be ignored and then refused the late answer as a mismatch;
+   * its silence is then the unit's own (ADR 0041, amendment fix12w). Without it a fence goes as soon as the line is
+   * free (a TCP gateway: the client drops older answers while the fence waits, see `ModbusClient.patientNext`).
+   * @default false
+   */
+  readonly fenceAfterLateBound?: boolean;
   /**
    * The forget horizon of an answer owed by a device that answers out of order (see `#heldByOwed`): once a
    * request of its shape is due this long (ms) after the owed request went on the wire, the queue calls
@@ -99,7 +106,7 @@ interface Owed {
   readonly connection: number;
   /** The scope of its request (see {@link ModbusRequestOptions.scope}). */
   readonly scope: string;
-  /** Owed by a fence (whose silence explains no other fence's). */
+  /** Owed by a fence (a later fence does not wait for it, see `fenceAfterLateBound`). */
   readonly fence: boolean;
   /** When its request went on the wire (clock ms). */
   readonly sentAt: number;
@@ -138,8 +145,6 @@ interface Entry {
   readonly fence: ModbusRequestOptions["fence"];
   /** The part of the answer stream its answer belongs to (see {@link ModbusRequestOptions.scope}). */
   readonly scope: string;
-  /** For a fence: an answer of its scope owed by a request was within its late bound when it went out. */
-  explained?: boolean;
   /** This entry is a fence (the request it goes before, which it fails when it proves nothing). */
   readonly fenceFor?: Entry;
   /** The shape of its answer (unit, function, size); see {@link ModbusRequestOptions.shape}. */
@@ -245,7 +250,8 @@ export class ModbusRequestQueue {
   /** Until when (ms) a late exception answer to a request of each exception shape that failed may still come. */
   readonly #strayExceptions = new Map<string, number>();
   readonly #onAlignment: ((change: ModbusAlignmentChange) => void) | undefined;
-  readonly #onFenceTimeout: ((error: unknown, explained: boolean) => void) | undefined;
+  readonly #onFenceTimeout: ((error: unknown) => void) | undefined;
+  readonly #fenceAfterLateBound: boolean;
   /**
    * Scopes with an anomaly since their last proof (see {@link ModbusRequestOptions.fence} and
    * {@link ModbusRequestOptions.scope}); the stream is aligned when there is none.
@@ -312,6 +318,7 @@ export class ModbusRequestQueue {
     this.#guardMs = options.lateAnswerGuardMs ?? 0;
     this.#onAlignment = options.onAlignment;
     this.#onFenceTimeout = options.onFenceTimeout;
+    this.#fenceAfterLateBound = options.fenceAfterLateBound ?? false;
     this.#resyncAfterMs =
       options.resyncAfterMs === undefined
         ? undefined
@@ -681,7 +688,7 @@ export class ModbusRequestQueue {
         if (this.#needsFence(head)) {
           // The fence goes alone: pumped again when the requests on the wire are done.
           if (this.#inFlight.size > 0) break;
-          const wait = Math.max(this.#lastEnd + this.#delayMs, this.#fenceNotBefore) - this.#clock.now();
+          const wait = this.#fenceAt(head.scope) - this.#clock.now();
           if (wait > 0) {
             await this.#clock.sleep(wait);
             continue;
@@ -714,7 +721,7 @@ export class ModbusRequestQueue {
       // the next request, so a dead unit's timeout does not make the next scan's reads (a live unit's) wait for
       // a fence's round trip.
       if (this.#queue.length === 0 && this.#idleFenceDue() !== undefined) {
-        const wait = Math.max(this.#lastEnd + this.#delayMs, this.#fenceNotBefore) - this.#clock.now();
+        const wait = this.#fenceAt(this.#idleFenceDue()!) - this.#clock.now();
         if (wait > 0) await this.#clock.sleep(wait);
         const scope = this.#queue.length > 0 ? undefined : this.#idleFenceDue();
         if (this.#queue.length > 0) again = true;
@@ -725,6 +732,19 @@ export class ModbusRequestQueue {
     }
     if (again) void this.#pump();
     else this.#resyncIfIdle();
+  }
+
+  /**
+   * When (clock ms) a fence of `scope` may go: after the inter-request delay, after a failed fence's own answer had
+   * time to come (`#fenceNotBefore`), and with `fenceAfterLateBound` after the late bound of every answer of its
+   * scope owed by a request.
+   */
+  #fenceAt(scope: string): number {
+    let at = Math.max(this.#lastEnd + this.#delayMs, this.#fenceNotBefore);
+    if (!this.#fenceAfterLateBound) return at;
+    this.#owedCount();
+    for (const owed of this.#owed) if (owed.scope === scope && !owed.fence) at = Math.max(at, owed.until);
+    return at;
   }
 
   /**
@@ -925,10 +945,6 @@ export class ModbusRequestQueue {
     entry.sentAt = this.#clock.now();
     entry.strayRisk = this.#strayExceptionPossible(entry);
     this.#countUnsure(entry, 1);
-    if (entry.fenceFor !== undefined) {
-      const now = entry.sentAt;
-      entry.explained = this.#owed.some((owed) => owed.scope === entry.scope && !owed.fence && owed.until > now);
-    }
     // On the wire now: its caller's signal no longer concerns it (see run).
     entry.stopWaiting?.();
     this.#inFlight.add(entry);
@@ -958,7 +974,7 @@ export class ModbusRequestQueue {
         if (entry.fenceFor !== undefined) {
           this.#fenceFailed(entry, error);
           try {
-            this.#onFenceTimeout?.(error, entry.explained === true);
+            this.#onFenceTimeout?.(error);
           } catch {
             // a listener's failure is its own
           }
