@@ -89,9 +89,9 @@ describe("ModbusRequestQueue", () => {
     const never = () => new Promise<string>(() => undefined);
     const start = clock.now();
     // Unit 2 (a busy RTU device) does not answer HR20: only scope "2" is suspect.
-    const late = queue.run(never, "HR20@2", undefined, { shape: "2/hr/2", scope: "2", fence: silentFence });
+    const late = rejection(queue.run(never, "HR20@2", undefined, { shape: "2/hr/2", scope: "2", fence: silentFence }));
     await clock.advance(100);
-    expect(modbusFailureOf(await rejection(late))).toBe("timeout");
+    expect(modbusFailureOf(await late)).toBe("timeout");
     expect(queue.alignment.aligned).toBe(false);
     // Unit 1 is proven apart: its read goes at once, with no fence.
     const live = queue.run(() => (started.push(["HR0@1", clock.now()]), Promise.resolve(1)), "HR0@1", undefined, {
@@ -103,13 +103,13 @@ describe("ModbusRequestQueue", () => {
     expect(await live).toBe(1);
     // Unit 2's next read waits for a fence at unit 2, sent once HR20's answer is past its late bound (200: a busy
     // device ignores what it gets before); no answer: the read fails unsent, the fence's silence is counted.
-    const next = queue.run(never, "HR40@2", undefined, { shape: "2/hr/2", scope: "2", fence: silentFence });
+    const next = rejection(queue.run(never, "HR40@2", undefined, { shape: "2/hr/2", scope: "2", fence: silentFence }));
     await clock.advance(300);
-    expect(await rejection(next)).toMatchObject({ details: { sent: false } });
+    expect(await next).toMatchObject({ details: { sent: false } });
     // The next fence does not wait for the silent fence's bound (a late answer to it would not fit the next one).
-    const again = queue.run(never, "HR40@2", undefined, { shape: "2/hr/2", scope: "2", fence: silentFence });
+    const again = rejection(queue.run(never, "HR40@2", undefined, { shape: "2/hr/2", scope: "2", fence: silentFence }));
     await clock.advance(200);
-    expect(await rejection(again)).toMatchObject({ details: { sent: false } });
+    expect(await again).toMatchObject({ details: { sent: false } });
     expect(started).toEqual([
       ["HR0@1", start + 100],
       ["fence hr/4", start + 200],
