@@ -149,6 +149,8 @@ export class ModbusDriver implements PlcDriver {
   readonly #alignmentListeners = new Set<(change: ModbusAnswerStreamChange) => void>();
   /** The last read answered: a fence reads like it (a unit and an address that answer), another size. */
   #lastRead: ModbusReadRequest | undefined;
+  /** On RTU, the last read answered by each unit: a fence before a unit's request reads like it (see `#fenceFor`). */
+  readonly #lastReadOf = new Map<number, ModbusReadRequest>();
   /** The unit of the last fence sent. */
   #fenceUnit: number | undefined;
   /** When (clock ms) the answer stream was last found possibly shifted. */
@@ -244,6 +246,8 @@ export class ModbusDriver implements PlcDriver {
       lateAnswerGuardMs: transport.kind === "rtu" || transport.lateAnswerGuard ? this.#options.requestTimeoutMs : 0,
       onAlignment: (change) => this.#alignmentChanged(change),
       onFenceTimeout: (error) => this.#fenceTimedOut(error),
+      // A busy RTU device ignores the requests it gets while it sends a late answer: its fence waits for the bound.
+      fenceAfterLateBound: transport.kind === "rtu",
       // Only TCP: a new connection proves that no answer of the old one comes (a serial line outlives its port).
       ...(transport.kind === "tcp" && transport.lateAnswerGuard && this.#options.reconnect.enabled
         ? { resyncAfterMs: transport.lostAnswerResyncMs, onResync: (reason: string) => this.#resync(reason) }
@@ -884,8 +888,10 @@ export class ModbusDriver implements PlcDriver {
   }
 
   /**
-   * A fence (a read at the unit that answered last) got no answer: counted against that unit and the link like
-   * any timeout, and the next fence goes to its own request's unit.
+   * A fence (on TCP a read at the unit that answered last, on RTU at its request's unit, sent only after the late
+   * bound of the unit's owed answers: its silence is the unit's own) got no answer: counted against that unit and
+   * the link like any timeout, and the next fence goes to its own request's unit. The request it went before is not
+   * counted (never sent), so a unit that never answers is counted once per fence.
    */
   #fenceTimedOut(error: unknown): void {
     const client = this.#client;
@@ -1040,6 +1046,7 @@ export class ModbusDriver implements PlcDriver {
       async (client) => {
         const data = await readArea(client, request);
         this.#lastRead = request;
+        this.#lastReadOf.set(request.unitId, request);
         return data;
       },
       what,
@@ -1055,10 +1062,16 @@ export class ModbusDriver implements PlcDriver {
    * it is not: a gateway to a serial line may stamp a late answer with the whole MBAP header of the newest
    * request, unit id included, so a late answer of unit 2 fits a request of the same function and size to unit 3.
    */
-  #guarded(unitId: number, shape: string, kind: string): Pick<ModbusRequestOptions, "shape" | "exceptionShape"> {
+  #guarded(
+    unitId: number,
+    shape: string,
+    kind: string,
+  ): Pick<ModbusRequestOptions, "shape" | "exceptionShape" | "scope"> {
     const transport = this.#options.transport;
     const unit = transport.kind === "tcp" && transport.lateAnswerGuard ? "" : `${unitId}/`;
-    return { shape: `${unit}${shape}`, exceptionShape: `${unit}${kind}` };
+    // On RTU each unit is its own answer stream (`ModbusRequestOptions.scope`): fenced and proven on its own.
+    const scope = transport.kind === "rtu" ? { scope: String(unitId) } : {};
+    return { shape: `${unit}${shape}`, exceptionShape: `${unit}${kind}`, ...scope };
   }
 
   /**
@@ -1085,23 +1098,29 @@ export class ModbusDriver implements PlcDriver {
   }
 
   /**
-   * On TCP with the late-answer guard: the fence for a request at `unitId` reading `request`'s area and address
-   * (see `ModbusRequestOptions.fence`): a read of another size like the last read answered (a unit and an address
-   * that answer; else `request`'s), whose answer's shape no answer still on its way has (`fenceSizes`; an exception
-   * answer is as good unless one of its function may still come). Any unit's answer proves the stream: on TCP with
-   * the guard the unit is not part of a shape, and a dead unit's fence would only time out. It is
-   * sent patiently (`ModbusClient.patientNext`): older answers stamped with its id are dropped. Its outcome
-   * counts nowhere.
+   * On TCP with the late-answer guard, and on RTU: the fence for a request at `unitId` reading `request`'s area and
+   * address (see `ModbusRequestOptions.fence`): a read of another size like the last read answered (a unit and an
+   * address that answer; else `request`'s), whose answer's shape no answer still on its way has (`fenceSizes`; an
+   * exception answer is as good unless one of its function may still come). On TCP any unit's answer proves the
+   * stream: with the guard the unit is not part of a shape, and a dead unit's fence would only time out. On RTU
+   * only the unit's own (its scope, see `#guarded`): the client takes an answer only from the unit asked, so a late
+   * answer of one unit fits only that unit's requests, and only that unit's answer to the fence proves that it is
+   * done with it (a device busy sending a late answer ignores the requests it gets meanwhile, so an answer later
+   * than the late bound would otherwise be taken by the next request of its shape: ADR 0041, amendment fix12w).
+   * It is sent patiently (`ModbusClient.patientNext`, TCP): older answers stamped with its id are dropped. Its
+   * silence counts against its unit (see `#fenceTimedOut`); on RTU its own answer counts for its unit (the unit
+   * asked answered), on TCP nowhere.
    */
   #fenceFor(
     unitId: number,
     request: Pick<ModbusReadRequest, "area" | "address" | "count">,
   ): Pick<ModbusRequestOptions, "fence"> {
     const transport = this.#options.transport;
-    if (transport.kind !== "tcp" || !transport.lateAnswerGuard) return {};
+    const rtu = transport.kind === "rtu";
+    if (!rtu && !transport.lateAnswerGuard) return {};
     return {
       fence: (unsure) => {
-        const base = this.#lastRead ?? { ...request, unitId };
+        const base = (rtu ? this.#lastReadOf.get(unitId) : this.#lastRead) ?? { ...request, unitId };
         for (const count of fenceSizes(base)) {
           const fence: ModbusReadRequest = {
             unitId: base.unitId,
@@ -1121,7 +1140,19 @@ export class ModbusDriver implements PlcDriver {
               client.setID(fence.unitId);
               this.#fenceUnit = fence.unitId;
               client.patientNext?.();
-              return readArea(client, fence);
+              const answer = readArea(client, fence);
+              if (!rtu) return answer;
+              // On RTU the fence's own answer (data or exception) comes from its request's unit: the unit answers.
+              return answer.then(
+                (data) => {
+                  this.#units.answered(fence.unitId);
+                  return data;
+                },
+                (error: unknown) => {
+                  if (typeof modbusFailureOf(error) === "number") this.#units.answered(fence.unitId);
+                  throw error;
+                },
+              );
             },
           };
         }

@@ -74,6 +74,50 @@ describe("ModbusRequestQueue", () => {
     expect(changes).toEqual([false, true]);
   });
 
+  it("proves each scope on its own: another unit's requests go unfenced, a fence waits for its unit's late bound (ADR 0041 fix12w)", async () => {
+    const clock = new SimulatedClock();
+    let fenceTimeouts = 0;
+    const queue = new ModbusRequestQueue({
+      clock,
+      timeoutMs: 100,
+      lateAnswerGuardMs: 100,
+      fenceAfterLateBound: true,
+      onFenceTimeout: () => fenceTimeouts++,
+    });
+    const started: [string, number][] = [];
+    const silentFence = fences(clock, started, () => new Promise(() => undefined));
+    const never = () => new Promise<string>(() => undefined);
+    const start = clock.now();
+    // Unit 2 (a busy RTU device) does not answer HR20: only scope "2" is suspect.
+    const late = rejection(queue.run(never, "HR20@2", undefined, { shape: "2/hr/2", scope: "2", fence: silentFence }));
+    await clock.advance(100);
+    expect(modbusFailureOf(await late)).toBe("timeout");
+    expect(queue.alignment.aligned).toBe(false);
+    // Unit 1 is proven apart: its read goes at once, with no fence.
+    const live = queue.run(() => (started.push(["HR0@1", clock.now()]), Promise.resolve(1)), "HR0@1", undefined, {
+      shape: "1/hr/2",
+      scope: "1",
+      fence: fences(clock, started, () => Promise.resolve([])),
+    });
+    await clock.advance(0);
+    expect(await live).toBe(1);
+    // Unit 2's next read waits for a fence at unit 2, sent once HR20's answer is past its late bound (200: a busy
+    // device ignores what it gets before); no answer: the read fails unsent, the fence's silence is counted.
+    const next = rejection(queue.run(never, "HR40@2", undefined, { shape: "2/hr/2", scope: "2", fence: silentFence }));
+    await clock.advance(300);
+    expect(await next).toMatchObject({ details: { sent: false } });
+    // The next fence does not wait for the silent fence's bound (a late answer to it would not fit the next one).
+    const again = rejection(queue.run(never, "HR40@2", undefined, { shape: "2/hr/2", scope: "2", fence: silentFence }));
+    await clock.advance(200);
+    expect(await again).toMatchObject({ details: { sent: false } });
+    expect(started).toEqual([
+      ["HR0@1", start + 100],
+      ["fence hr/4", start + 200],
+      ["fence hr/6", start + 400],
+    ]);
+    expect(fenceTimeouts).toBe(2);
+  });
+
   it("clears the ledger once the fence proved every late answer came: the next same-shape read goes at once (adv12s F4)", async () => {
     const clock = new SimulatedClock();
     const queue = new ModbusRequestQueue({ clock, timeoutMs: 100, lateAnswerGuardMs: 100 });

@@ -39,6 +39,15 @@ export interface ModbusRequestQueueOptions {
    */
   readonly onFenceTimeout?: (error: unknown) => void;
   /**
+   * A fence waits until no answer of its scope (see {@link ModbusRequestOptions.scope}) owed by a request (not by a
+   * fence) is within its late bound: for a peer that ignores requests while it is busy sending a late answer (a
+   * Modbus RTU device), so a fence is not sent only to be ignored and then refused the late answer as a mismatch;
+   * its silence is then the unit's own (ADR 0041, amendment fix12w). Without it a fence goes as soon as the line is
+   * free (a TCP gateway: the client drops older answers while the fence waits, see `ModbusClient.patientNext`).
+   * @default false
+   */
+  readonly fenceAfterLateBound?: boolean;
+  /**
    * The forget horizon of an answer owed by a device that answers out of order (see `#heldByOwed`): once a
    * request of its shape is due this long (ms) after the owed request went on the wire, the queue calls
    * {@link ModbusRequestQueueOptions.onResync} as soon as the line is idle (nothing queued or on the wire, no
@@ -95,6 +104,10 @@ interface Owed {
   readonly proofs: number;
   /** The connection it is owed on (`#connection`). */
   readonly connection: number;
+  /** The scope of its request (see {@link ModbusRequestOptions.scope}). */
+  readonly scope: string;
+  /** Owed by a fence (a later fence does not wait for it, see `fenceAfterLateBound`). */
+  readonly fence: boolean;
   /** When its request went on the wire (clock ms). */
   readonly sentAt: number;
   /** Its request, in words. */
@@ -130,6 +143,8 @@ interface Entry {
   readonly background: boolean;
   /** Builds the fence sent before it while the answer stream may be shifted (see {@link ModbusRequestOptions.fence}). */
   readonly fence: ModbusRequestOptions["fence"];
+  /** The part of the answer stream its answer belongs to (see {@link ModbusRequestOptions.scope}). */
+  readonly scope: string;
   /** This entry is a fence (the request it goes before, which it fails when it proves nothing). */
   readonly fenceFor?: Entry;
   /** The shape of its answer (unit, function, size); see {@link ModbusRequestOptions.shape}. */
@@ -186,6 +201,17 @@ export interface ModbusRequestOptions {
    * of the exception, so nothing is learned from it (see docs/drivers/modbus.md, "Learned holes").
    */
   readonly exceptionShape?: string;
+  /**
+   * The part of the answer stream its answer belongs to, proven aligned on its own: an anomaly of a request makes
+   * its scope suspect, a fence (sent at that scope by its `fence` builder) proves only its scope, and only requests
+   * of a suspect scope wait for a fence. The driver gives each unit its own scope on Modbus RTU (each unit on a
+   * multi-drop line is its own device answering in its own time, and the client takes an answer only from the unit
+   * asked, so a late answer of one unit cannot pass for another's, and another unit's answer proves nothing about
+   * it); on TCP every request has the default scope (a transparent gateway stamps any unit's late answer with the
+   * newest request's header). Anomalies without a request (an answer nobody waited for) are of the default scope.
+   * @default ""
+   */
+  readonly scope?: string;
 }
 
 /**
@@ -225,8 +251,12 @@ export class ModbusRequestQueue {
   readonly #strayExceptions = new Map<string, number>();
   readonly #onAlignment: ((change: ModbusAlignmentChange) => void) | undefined;
   readonly #onFenceTimeout: ((error: unknown) => void) | undefined;
-  /** No anomaly since the last proof (see {@link ModbusRequestOptions.fence}). */
-  #aligned = true;
+  readonly #fenceAfterLateBound: boolean;
+  /**
+   * Scopes with an anomaly since their last proof (see {@link ModbusRequestOptions.fence} and
+   * {@link ModbusRequestOptions.scope}); the stream is aligned when there is none.
+   */
+  readonly #unaligned = new Set<string>();
   #alignmentReason = "no anomaly seen";
   /** The `#sent` number of the last anomaly: requests sent before it and answered after it are not trusted. */
   #anomalyAt = 0;
@@ -250,20 +280,20 @@ export class ModbusRequestQueue {
    * Shapes (exception shapes prefixed `!`) of the requests sent since the answer stream was last proven aligned,
    * with how many of each (one that failed as not connected was never on the wire and is taken back).
    */
-  readonly #unsure = new Map<string | undefined, number>();
+  readonly #unsure = new Map<string, Map<string | undefined, number>>();
   /** A fence is on the wire: nothing else goes. */
   #fencing = false;
   /**
-   * The fence of the last request answered that has one (it reads like a read that answers), until a fence is
+   * Per scope, the fence of the last request answered that has one (it reads like a read that answers), until a fence is
    * sent in the pause after an anomaly (see `#pump`): at most one such fence per answer, so a dead peer is not
    * asked in a loop while nothing waits, and none reads like a request that never got an answer.
    */
-  #idleFence: ModbusRequestOptions["fence"];
+  readonly #idleFence = new Map<string, NonNullable<ModbusRequestOptions["fence"]>>();
   /**
-   * The last anomaly was a request's silence: a fence may go in the pause. After an answer that did not fit,
+   * Scopes whose last anomaly was a request's silence: a fence may go in the pause. After an answer that did not fit,
    * the rest of it may still be arriving (a cut frame, a resend), so the fence waits for the next request.
    */
-  #silenceOnly = false;
+  readonly #silenceOnly = new Set<string>();
   /** No fence before this (clock ms): after a fence's mismatch, its own answer gets time to arrive first. */
   #fenceNotBefore = Number.NEGATIVE_INFINITY;
   #anomalies = 0;
@@ -288,6 +318,7 @@ export class ModbusRequestQueue {
     this.#guardMs = options.lateAnswerGuardMs ?? 0;
     this.#onAlignment = options.onAlignment;
     this.#onFenceTimeout = options.onFenceTimeout;
+    this.#fenceAfterLateBound = options.fenceAfterLateBound ?? false;
     this.#resyncAfterMs =
       options.resyncAfterMs === undefined
         ? undefined
@@ -359,7 +390,7 @@ export class ModbusRequestQueue {
    * how many anomalies were seen. Kept across reconnects: a gateway's serial line outlives its TCP connection.
    */
   get alignment(): { readonly aligned: boolean; readonly reason: string; readonly anomalies: number } {
-    return { aligned: this.#aligned, reason: this.#alignmentReason, anomalies: this.#anomalies };
+    return { aligned: this.#unaligned.size === 0, reason: this.#alignmentReason, anomalies: this.#anomalies };
   }
 
   /**
@@ -407,15 +438,15 @@ export class ModbusRequestQueue {
     return true;
   }
 
-  #anomaly(reason: string, onTheWireSuspect = true): void {
+  #anomaly(reason: string, onTheWireSuspect = true, scope = ""): void {
     if (this.#guardMs <= 0 || this.idsProven) return;
     this.#anomalies++;
     if (onTheWireSuspect) this.#anomalyAt = this.#sent;
     this.#alignmentReason = reason;
-    this.#silenceOnly = false;
-    if (!this.#aligned) return;
-    this.#aligned = false;
-    this.#notify({ aligned: false, reason });
+    this.#silenceOnly.delete(scope);
+    const wasAligned = this.#unaligned.size === 0;
+    this.#unaligned.add(scope);
+    if (wasAligned) this.#notify({ aligned: false, reason });
   }
 
   /** A fence got its own answer: every older answer has come or never will. */
@@ -424,9 +455,8 @@ export class ModbusRequestQueue {
     // Owed answers not come yet may still come out of order (a gateway with several serial lines): the ledger
     // keeps their shapes until their bound.
     if (this.#owedCount() === 0) this.#quiet.clear();
-    this.#unsure.clear();
-    if (this.#aligned) return;
-    this.#aligned = true;
+    this.#unsure.delete(fence.scope);
+    if (!this.#unaligned.delete(fence.scope) || this.#unaligned.size > 0) return;
     this.#alignmentReason = `${fence.what} got its own answer`;
     this.#notify({ aligned: true, reason: this.#alignmentReason });
   }
@@ -434,11 +464,19 @@ export class ModbusRequestQueue {
   #countUnsure(entry: Entry, delta: 1 | -1): void {
     if (this.#guardMs <= 0) return;
     const shapes = entry.exceptionShape === undefined ? [entry.shape] : [entry.shape, `!${entry.exceptionShape}`];
+    let unsure = this.#unsure.get(entry.scope);
+    if (unsure === undefined) this.#unsure.set(entry.scope, (unsure = new Map()));
     for (const shape of shapes) {
-      const count = (this.#unsure.get(shape) ?? 0) + delta;
-      if (count > 0) this.#unsure.set(shape, count);
-      else this.#unsure.delete(shape);
+      const count = (unsure.get(shape) ?? 0) + delta;
+      if (count > 0) unsure.set(shape, count);
+      else unsure.delete(shape);
     }
+  }
+
+  /** Whether a request of `shape` (an exception shape prefixed `!`) was sent since its scope was last proven. */
+  #sentUnsure(shape: string | undefined): boolean {
+    for (const unsure of this.#unsure.values()) if (unsure.has(shape)) return true;
+    return false;
   }
 
   /**
@@ -584,6 +622,7 @@ export class ModbusRequestQueue {
         shape: options.shape,
         exceptionShape: options.exceptionShape,
         fence: options.fence,
+        scope: options.scope ?? "",
         resolve: resolve as (value: unknown) => void,
         reject,
         settled: false,
@@ -615,7 +654,8 @@ export class ModbusRequestQueue {
   fail(error: unknown): void {
     const inFlight = [...this.#inFlight];
     const queued = this.#queue.splice(0);
-    if (inFlight.length > 0) this.#anomaly(`${inFlight.length} request(s) on the wire when the connection failed`);
+    for (const scope of new Set(inFlight.map((entry) => entry.scope)))
+      this.#anomaly(`${inFlight.length} request(s) on the wire when the connection failed`, true, scope);
     for (const entry of inFlight) {
       this.#startQuiet(entry);
       this.#settle(entry, false, error);
@@ -648,7 +688,7 @@ export class ModbusRequestQueue {
         if (this.#needsFence(head)) {
           // The fence goes alone: pumped again when the requests on the wire are done.
           if (this.#inFlight.size > 0) break;
-          const wait = Math.max(this.#lastEnd + this.#delayMs, this.#fenceNotBefore) - this.#clock.now();
+          const wait = this.#fenceAt(head.scope) - this.#clock.now();
           if (wait > 0) {
             await this.#clock.sleep(wait);
             continue;
@@ -680,11 +720,12 @@ export class ModbusRequestQueue {
       // Nothing waits and the stream is suspect after a request's silence: prove it now, in the pause before
       // the next request, so a dead unit's timeout does not make the next scan's reads (a live unit's) wait for
       // a fence's round trip.
-      if (this.#queue.length === 0 && this.#idleFenceDue()) {
-        const wait = Math.max(this.#lastEnd + this.#delayMs, this.#fenceNotBefore) - this.#clock.now();
+      if (this.#queue.length === 0 && this.#idleFenceDue() !== undefined) {
+        const wait = this.#fenceAt(this.#idleFenceDue()!) - this.#clock.now();
         if (wait > 0) await this.#clock.sleep(wait);
+        const scope = this.#queue.length > 0 ? undefined : this.#idleFenceDue();
         if (this.#queue.length > 0) again = true;
-        else if (this.#idleFenceDue()) this.#sendIdleFence();
+        else if (scope !== undefined) this.#sendIdleFence(scope);
       }
     } finally {
       this.#running = false;
@@ -693,28 +734,40 @@ export class ModbusRequestQueue {
     else this.#resyncIfIdle();
   }
 
-  /** Whether a fence goes now that nothing waits: the stream is suspect and no fence went since the last request. */
-  #idleFenceDue(): boolean {
-    return (
-      this.#idleFence !== undefined &&
-      this.#silenceOnly &&
-      !this.#aligned &&
-      !this.idsProven &&
-      this.#inFlight.size === 0 &&
-      !this.#fencing
-    );
+  /**
+   * When (clock ms) a fence of `scope` may go: after the inter-request delay, after a failed fence's own answer had
+   * time to come (`#fenceNotBefore`), and with `fenceAfterLateBound` after the late bound of every answer of its
+   * scope owed by a request.
+   */
+  #fenceAt(scope: string): number {
+    let at = Math.max(this.#lastEnd + this.#delayMs, this.#fenceNotBefore);
+    if (!this.#fenceAfterLateBound) return at;
+    this.#owedCount();
+    for (const owed of this.#owed) if (owed.scope === scope && !owed.fence) at = Math.max(at, owed.until);
+    return at;
   }
 
-  /** Sends the fence of the last request sent (`#idleFence`) before no request: its proof serves the next one. */
-  #sendIdleFence(): void {
-    const fence = this.#idleFence;
-    this.#idleFence = undefined;
+  /**
+   * The scope whose fence goes now that nothing waits: suspect after a request's silence, with no fence sent since
+   * its last answered request (`#idleFence`).
+   */
+  #idleFenceDue(): string | undefined {
+    if (this.idsProven || this.#inFlight.size > 0 || this.#fencing) return undefined;
+    for (const scope of this.#unaligned) if (this.#silenceOnly.has(scope) && this.#idleFence.has(scope)) return scope;
+    return undefined;
+  }
+
+  /** Sends the fence of `scope`'s last request answered (`#idleFence`) before no request: its proof serves the next one. */
+  #sendIdleFence(scope: string): void {
+    const fence = this.#idleFence.get(scope);
+    this.#idleFence.delete(scope);
     this.#sendFence({
       operation: () => Promise.resolve(),
       what: "the next request",
       signal: undefined,
       background: false,
       fence,
+      scope,
       shape: undefined,
       resolve: () => undefined,
       reject: () => undefined,
@@ -724,14 +777,14 @@ export class ModbusRequestQueue {
 
   /** Whether `entry` waits for a fence's proof: the answer stream may be shifted and it has a fence. */
   #needsFence(entry: Entry): boolean {
-    return !this.#aligned && entry.fence !== undefined && !this.idsProven;
+    return this.#unaligned.has(entry.scope) && entry.fence !== undefined && !this.idsProven;
   }
 
   /** Whether an answer of `shape` may still be on its way (sent since the last proof, or in the ledger). */
   #isUnsure(shape: string | undefined): boolean {
     return (
-      this.#unsure.has(shape) ||
-      this.#unsure.has(undefined) ||
+      this.#sentUnsure(shape) ||
+      this.#sentUnsure(undefined) ||
       this.#quietFor(shape) > this.#clock.now() ||
       this.#heldByOwed(shape)
     );
@@ -758,6 +811,7 @@ export class ModbusRequestQueue {
       background: false,
       fence: undefined,
       fenceFor: head,
+      scope: head.scope,
       shape: fence.shape,
       exceptionShape: fence.exceptionShape,
       resolve: () => undefined,
@@ -776,7 +830,10 @@ export class ModbusRequestQueue {
     // A fence sent while nothing waited (see #sendIdleFence) went before the first request queued since that
     // needs one: it would otherwise wait for another fence's late bound after this one's.
     const index = this.#queue.indexOf(fence.fenceFor!);
-    const head = index >= 0 ? fence.fenceFor! : this.#queue.find((entry) => this.#needsFence(entry));
+    const head =
+      index >= 0
+        ? fence.fenceFor!
+        : this.#queue.find((entry) => entry.scope === fence.scope && this.#needsFence(entry));
     if (head === undefined) return;
     this.#queue.splice(this.#queue.indexOf(head), 1);
     const failure = modbusFailureOf(error);
@@ -830,6 +887,8 @@ export class ModbusRequestQueue {
       exceptionShape: entry.exceptionShape,
       proofs: this.#proofCount,
       connection: this.#connection,
+      scope: entry.scope,
+      fence: entry.fenceFor !== undefined,
       sentAt: entry.sentAt ?? now,
       what: entry.what,
     });
@@ -908,8 +967,8 @@ export class ModbusRequestQueue {
         // A probe's silence (a dead unit probed on its backoff) is held back by the ledger only: its shape is
         // another size than the reads', so a fence per probe would cost the live units without need.
         if (!entry.background) {
-          this.#anomaly(`no answer to ${entry.what} within ${timeoutMs} ms`);
-          this.#silenceOnly = entry.fenceFor === undefined;
+          this.#anomaly(`no answer to ${entry.what} within ${timeoutMs} ms`, true, entry.scope);
+          if (entry.fenceFor === undefined) this.#silenceOnly.add(entry.scope);
         }
         const error = modbusTimeoutError(timeoutMs, entry.what);
         if (entry.fenceFor !== undefined) {
@@ -933,15 +992,20 @@ export class ModbusRequestQueue {
         (value) => {
           if (finished) return; // timed out (or failed) already: its outcome was settled then
           if (entry.fenceFor !== undefined) this.#prove(entry);
-          else if (!this.#aligned && entry.fence !== undefined && (entry.sent ?? 0) <= this.#anomalyAt) {
+          else if (
+            this.#unaligned.has(entry.scope) &&
+            entry.fence !== undefined &&
+            (entry.sent ?? 0) <= this.#anomalyAt
+          ) {
             // On the wire when the anomaly was seen: the answer it took may be an older one.
             this.#startQuiet(entry);
             this.#settle(entry, false, unalignedError(entry.what, this.#alignmentReason));
             finish();
             return;
-          } else if (this.#aligned && this.#owedCount() === 0 && this.#inFlight.size === 1) this.#unsure.clear();
+          } else if (!this.#unaligned.has(entry.scope) && this.#owedCount() === 0 && this.#inFlight.size === 1)
+            this.#unsure.delete(entry.scope);
           if (this.#inFlight.size > 1) this.#proveIds(entry);
-          if (entry.fence !== undefined && entry.fenceFor === undefined) this.#idleFence = entry.fence;
+          if (entry.fence !== undefined && entry.fenceFor === undefined) this.#idleFence.set(entry.scope, entry.fence);
           this.#settle(entry, true, value);
           finish();
         },
@@ -955,12 +1019,12 @@ export class ModbusRequestQueue {
           if (failure === "disconnected") this.#countUnsure(entry, -1);
           if (entry.fenceFor !== undefined) {
             // An exception answers the fence unless an exception of its function may still be on its way.
-            if (typeof failure === "number" && !this.#unsure.has(`!${entry.exceptionShape}`)) this.#prove(entry);
+            if (typeof failure === "number" && !this.#sentUnsure(`!${entry.exceptionShape}`)) this.#prove(entry);
             else if (failure === "disconnected") this.#fenceFailed(entry, error);
             else {
               if (failure !== "timeout") this.#fenceNotBefore = this.#clock.now() + this.#timeoutMs;
               this.#startQuiet(entry, true);
-              this.#anomaly(`${entry.what} got an answer that did not fit it`);
+              this.#anomaly(`${entry.what} got an answer that did not fit it`, true, entry.scope);
               this.#fenceFailed(entry, error);
             }
             this.#settle(entry, false, error);
@@ -975,7 +1039,7 @@ export class ModbusRequestQueue {
           // its own may still come, stamped with a later request's id, like a late one.
           if (typeof failure !== "number" && failure !== "disconnected") {
             this.#startQuiet(entry, unproven);
-            if (!unproven) this.#anomaly(`${entry.what} got an answer that did not fit it`);
+            if (!unproven) this.#anomaly(`${entry.what} got an answer that did not fit it`, true, entry.scope);
           }
           this.#settle(entry, false, error);
           finish();

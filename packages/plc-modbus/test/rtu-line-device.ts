@@ -16,17 +16,23 @@ export class RtuLineDevice {
   readonly faults: AnswerFault[] = [];
   /**
    * How late (ms) to answer the request numbered `index` (from 0), or 0 for at once. While a late answer
-   * is pending the device is busy and ignores requests, as a slow device does.
+   * is pending the device is busy and ignores requests, as a slow device does. `request` is the request frame.
    */
-  lateBy: (index: number) => number = () => 0;
+  lateBy: (index: number, request: Buffer) => number = () => 0;
   /**
    * With `concurrent`, a late answer does not make the device busy: every request is answered on its own
    * schedule, so a late answer may come while a later request is on the line (a gateway or a multi-drop
    * line of devices answering independently).
    */
   concurrent = false;
+  /**
+   * With `busyPerUnit`, each unit is its own device on a multi-drop line: a late answer makes only its own unit
+   * busy (ignoring the requests to it meanwhile), the other units keep answering.
+   */
+  busyPerUnit = false;
   requests = 0;
   #busy = false;
+  readonly #busyUnits = new Set<number>();
   #port: SerialPortLike;
   #buffer: Buffer = Buffer.alloc(0);
   #paused = false;
@@ -81,17 +87,21 @@ export class RtuLineDevice {
       this.#buffer = this.#buffer.subarray(length);
       if (request.readUInt16LE(length - 2) !== crc16(request.subarray(0, length - 2))) continue;
       const index = this.requests++;
-      if (this.#busy) continue;
+      const unitId = request[0]!;
+      if (this.#busy || this.#busyUnits.has(unitId)) continue;
       if (this.#paused) this.#held.push(Buffer.from(request));
       else {
-        const late = this.lateBy(index);
+        const late = this.lateBy(index, request);
         if (late <= 0) this.#answer(request);
         else {
           const concurrent = this.concurrent;
-          if (!concurrent) this.#busy = true;
+          const perUnit = this.busyPerUnit;
+          if (perUnit) this.#busyUnits.add(unitId);
+          else if (!concurrent) this.#busy = true;
           const held = Buffer.from(request);
           setTimeout(() => {
-            if (!concurrent) this.#busy = false;
+            if (perUnit) this.#busyUnits.delete(unitId);
+            else if (!concurrent) this.#busy = false;
             this.#answer(held);
           }, late);
         }
