@@ -1220,7 +1220,8 @@ export class ControlSystem {
           if (name === undefined) {
             throw new KilnValidationError("machine command", [{ path: "command", message: "must be a string" }]);
           }
-          const processId = this.#recipes.active?.id ?? this.#recipes.pendingId;
+          // Only a process that exists: a start still waiting has none yet (review 15z, M3).
+          const processId = this.#recipes.active?.id;
           const { model, state } = this.#machine;
           // The machine and the running process never disagree (ADR 0042): refused before the commit (denied).
           const decision = manualMachineCommand(name, {
@@ -1232,18 +1233,27 @@ export class ControlSystem {
             // A stop also reaches a start still waiting for its turn (review 15y, M4).
             startWaiting: safetyFunction && this.#waitingStarts.size > 0,
           });
-          if (decision.kind === "abort") {
+          if (decision.kind !== "send") {
+            const waiting = this.#waitingStarts.size;
             context.recordRequest({
               command: auditedName(name),
-              ...(processId === undefined ? { cancelsStarts: this.#waitingStarts.size } : { aborts: processId }),
+              ...(decision.kind === "abort" ? { aborts: processId } : {}),
+              ...(waiting > 0 ? { cancelsStarts: waiting } : {}),
             });
             await context.commit();
             const reason = `machine command "${name}" by ${context.principal.id}`;
             // Read after the commit, in the turn that cancels the waiting starts: a start that
             // became active meanwhile is aborted, one that did not never begins.
-            const active = this.#recipes.active;
             this.#cancelStarts(reason);
-            if (active !== undefined) await active.abort(reason, { fault: decision.fault });
+            // Answers once the effect is done (safe state written, machine at its end state), not
+            // after the process record's final save (review 15z, M4).
+            const halted = await this.#recipes.halt(reason, { fault: decision.fault });
+            // No process: the command then goes to the machine as it would with no start waiting
+            // (the table decides; review 15z, M3). Refused there, it answers the state: the
+            // waiting starts were cancelled, and that is what its entry says.
+            if (halted === undefined && decision.kind === "cancel" && this.#machine.can(name)) {
+              return this.#machine.send(name);
+            }
             return this.#machine.state;
           }
           // An impossible transition is refused before the entry is committed (recorded denied).

@@ -98,11 +98,15 @@ export interface ProcessStartOptions extends StartRecipeOptions {
   readonly authorize?: (request: RecipeStartRequest) => void | Promise<void>;
 }
 
-/** What {@link RecipeExecutor.trip} did. */
+/**
+ * What {@link RecipeExecutor.trip} did: the safe state written and the machine faulted, with or
+ * without a process. It answers once that is done, not after the process record's final save
+ * (the process's `finished` waits for that; adversarial review 15z, M4).
+ */
 export interface TripResult {
-  /** The result of the process it aborted, if one was running. */
-  readonly process?: ProcessResult;
-  /** Problems met writing the safe state or faulting the machine when no process was running. */
+  /** The id of the process it aborted (or that was ending), if one was active. */
+  readonly processId?: string;
+  /** Problems met writing the safe state or faulting the machine (empty when none). */
   readonly problems: readonly ProcessProblem[];
 }
 
@@ -368,15 +372,33 @@ export class RecipeExecutor {
   }
 
   /**
-   * The interlock action: aborts the active process with the machine faulted (safe state
-   * written first), or, with no process running, writes the safe state and faults the machine.
+   * Aborts the active process, if any (as `RecipeProcess.abort`), and resolves once its effect is
+   * done: the safe state written and the machine at the process's end state (faulted with
+   * `fault`), without waiting for the process record's final save (`finished` waits for it).
+   * A fault asked for while a stop is under way, or after the machine stopped while the record
+   * still saves, faults the machine (adversarial review 15z, H1). Never rejects.
+   * @returns the process's id and the problems met; undefined when no process is active.
+   */
+  async halt(
+    reason: string,
+    options: { readonly fault?: boolean } = {},
+  ): Promise<{ readonly processId: string; readonly problems: readonly ProcessProblem[] } | undefined> {
+    const active = this.#active;
+    if (active === undefined) return undefined;
+    return { processId: active.id, problems: await active.halt(reason, options) };
+  }
+
+  /**
+   * The interlock action, whatever the process's stage (none, starting, running, ending, ended
+   * but still saving): writes the safe state and faults the machine (Kiln `error`, PackML
+   * `aborted`; nothing to fault in Kiln `maintenance`). With an active process it aborts it
+   * faulted (safe state written first); a trip during a stop escalates it; a trip once the
+   * process's machine has stopped writes the safe state again and faults the machine
+   * (adversarial review 15z, H1/H2). Answers once that is done, not after the record's save.
    */
   async trip(reason: string): Promise<TripResult> {
-    const active = this.#active;
-    if (active !== undefined) {
-      const result = await active.abort(reason, { fault: true });
-      return { process: result, problems: result.problems };
-    }
+    const halted = await this.halt(reason, { fault: true });
+    if (halted !== undefined) return { processId: halted.processId, problems: halted.problems };
     const problems = await this.applySafeState();
     try {
       await this.#options.machine.fault(reason);
