@@ -919,6 +919,8 @@ export class ControlSystem {
               ...(parameters === undefined ? {} : { parameters: parameters as Record<string, unknown> }),
               ...(processId === undefined ? {} : { processId: processId as string }),
               startedBy: command.principal,
+              // Its store calls race the cancellation: a cancelled start rejects at once (review 15z, M5).
+              signal: cancel.signal,
               authorize: async (request) => {
                 // In the state the process starts from: where the principal could make these writes by hand.
                 authorizeRecipeStart(command, request, this.#machine.state);
@@ -928,7 +930,7 @@ export class ControlSystem {
             });
           // A definition in hand starts in this tick (an abort right after the call sees the start).
           const recipe = recipeOf();
-          return recipe instanceof Promise ? recipe.then(start) : start(recipe);
+          return recipe instanceof Promise ? unlessCancelled(recipe, cancel.signal).then(start) : start(recipe);
         },
         {
           newValue:
@@ -1585,6 +1587,31 @@ function throwIfCancelled(signal: AbortSignal): void {
   const reason = typeof signal.reason === "string" ? signal.reason : "start cancelled";
   throw new KilnError("KILN_ABORTED", `The start was cancelled before it began (${reason}): nothing ran.`, {
     details: { reason, cancelled: true },
+  });
+}
+
+/** `work`, or the start's cancellation (`KILN_ABORTED`, `details.cancelled`) as soon as `signal` aborts (review 15z, M5). */
+function unlessCancelled<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => {
+      try {
+        throwIfCancelled(signal);
+      } catch (error) {
+        reject(error);
+      }
+    };
+    if (signal.aborted) onAbort();
+    signal.addEventListener("abort", onAbort, { once: true });
+    work.then(
+      (value) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(error);
+      },
+    );
   });
 }
 

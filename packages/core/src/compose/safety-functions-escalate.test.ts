@@ -245,3 +245,74 @@ describe("a safety function answers once its effect is done, not after the recor
     expect(await process.finished).toMatchObject({ status: "aborted", persisted: true });
   });
 });
+
+/** A MemoryStore whose recipe reads hold while held: a frozen recipe table. */
+class HeldRecipeStore extends MemoryStore {
+  #gate: Promise<void> | undefined;
+  #open: (() => void) | undefined;
+  hold(): void {
+    this.#gate = new Promise((resolve) => (this.#open = resolve));
+  }
+  release(): void {
+    this.#open?.();
+    this.#gate = undefined;
+  }
+  constructor(options: ConstructorParameters<typeof MemoryStore>[0]) {
+    super(options);
+    const inner = this.recipes;
+    const get = inner.get.bind(inner);
+    (inner as { get: typeof get }).get = async (name, version) => {
+      await this.#gate;
+      return get(name, version);
+    };
+  }
+}
+
+describe("a cancelled start rejects at once, whatever it waits for (review 15z, M5)", () => {
+  async function buildHeld() {
+    const parts = simulatedSystem({
+      tags,
+      scanGroups: { fast: { periodMs: 50 } },
+      machine: { model: "kiln", safeState: [{ tag: "heater.setpoint", value: 0 }] },
+      store: (clock) => new HeldRecipeStore({ clock }),
+    });
+    await parts.system.start();
+    await parts.clock.advance(100);
+    return parts;
+  }
+
+  test("a start waiting on the recipe store (is its recipe saved?) is cancelled by a stop: KILN_ABORTED at once, recorded cancelled; a write queued behind it runs", async () => {
+    const parts = await buildHeld();
+    const { system, store, clock } = parts;
+    store.hold();
+    const start = settled(system.startRecipe(engineer, LOOP));
+    const write = settled(system.writeTag(admin, "heater.setpoint", 5));
+    await turns(clock);
+    expect(await system.sendMachineCommand(admin, "stop")).toBe("idle");
+    await turns(clock);
+    expect(start).toMatchObject({ done: true, code: "KILN_ABORTED" });
+    expect(write).toMatchObject({ done: true });
+    store.release();
+    await clock.advance(100);
+    const trail = await auditTrailAfterStop(parts);
+    expect(trail.filter((entry) => entry.action === "recipe.start")).toMatchObject([
+      { outcome: "failed", reason: expect.stringContaining("KILN_ABORTED") },
+    ]);
+    expect(parts.plc.writes.filter((entry) => entry.tag === "valve.h2o")).toEqual([]);
+  });
+
+  test("sibling: startSavedRecipe waiting on the recipe store is cancelled by stop() of the system at once", async () => {
+    const parts = await buildHeld();
+    const { system, store, clock } = parts;
+    await system.saveRecipe(admin, LOOP);
+    store.hold();
+    const start = settled(system.startSavedRecipe(engineer, "run", 1));
+    await turns(clock);
+    const stopping = settled(system.stop());
+    await turns(clock);
+    expect(start).toMatchObject({ done: true, code: "KILN_ABORTED" });
+    store.release();
+    await clock.advance(100);
+    expect(stopping.done).toBe(true);
+  });
+});
