@@ -1196,8 +1196,11 @@ export class ControlSystem {
    * store is down or frozen (their entry follows, as `recipe.abort`'s does), never waiting behind
    * a start or a write waiting for its entry, and they cancel every start called before them
    * whose process is not running yet: it never begins (`newValue: { command, cancelsStarts }`
-   * when only such a start waits; ADR 0042, amendment 15y). They answer once their effect is
-   * done (with a journal, once their entry is journaled). Every other command is refused while a process runs, and without one a command
+   * when only such a start waits, the command then going to the machine as it would with none
+   * waiting; ADR 0042, amendments 15y and 15z). A fault or abort during a stop escalates it (the
+   * machine ends faulted). They answer once their effect is done: the safe state written and the
+   * machine at its end state, not after the process record's final save (with a journal, once
+   * their entry is journaled). Every other command is refused while a process runs, and without one a command
    * that would enter a process state (`start`, `started`, `resume`; PackML `start`,
    * `stateComplete` from `starting`, `unhold`...) is refused: a process starts with
    * {@link ControlSystem.startRecipe}.
