@@ -919,6 +919,8 @@ export class ControlSystem {
               ...(parameters === undefined ? {} : { parameters: parameters as Record<string, unknown> }),
               ...(processId === undefined ? {} : { processId: processId as string }),
               startedBy: command.principal,
+              // Its store calls race the cancellation: a cancelled start rejects at once (review 15z, M5).
+              signal: cancel.signal,
               authorize: async (request) => {
                 // In the state the process starts from: where the principal could make these writes by hand.
                 authorizeRecipeStart(command, request, this.#machine.state);
@@ -928,7 +930,7 @@ export class ControlSystem {
             });
           // A definition in hand starts in this tick (an abort right after the call sees the start).
           const recipe = recipeOf();
-          return recipe instanceof Promise ? recipe.then(start) : start(recipe);
+          return recipe instanceof Promise ? unlessCancelled(recipe, cancel.signal).then(start) : start(recipe);
         },
         {
           newValue:
@@ -1194,8 +1196,11 @@ export class ControlSystem {
    * store is down or frozen (their entry follows, as `recipe.abort`'s does), never waiting behind
    * a start or a write waiting for its entry, and they cancel every start called before them
    * whose process is not running yet: it never begins (`newValue: { command, cancelsStarts }`
-   * when only such a start waits; ADR 0042, amendment 15y). They answer once their effect is
-   * done (with a journal, once their entry is journaled). Every other command is refused while a process runs, and without one a command
+   * when only such a start waits, the command then going to the machine as it would with none
+   * waiting; ADR 0042, amendments 15y and 15z). A fault or abort during a stop escalates it (the
+   * machine ends faulted). They answer once their effect is done: the safe state written and the
+   * machine at its end state, not after the process record's final save (with a journal, once
+   * their entry is journaled). Every other command is refused while a process runs, and without one a command
    * that would enter a process state (`start`, `started`, `resume`; PackML `start`,
    * `stateComplete` from `starting`, `unhold`...) is refused: a process starts with
    * {@link ControlSystem.startRecipe}.
@@ -1220,7 +1225,8 @@ export class ControlSystem {
           if (name === undefined) {
             throw new KilnValidationError("machine command", [{ path: "command", message: "must be a string" }]);
           }
-          const processId = this.#recipes.active?.id ?? this.#recipes.pendingId;
+          // Only a process that exists: a start still waiting has none yet (review 15z, M3).
+          const processId = this.#recipes.active?.id;
           const { model, state } = this.#machine;
           // The machine and the running process never disagree (ADR 0042): refused before the commit (denied).
           const decision = manualMachineCommand(name, {
@@ -1232,18 +1238,27 @@ export class ControlSystem {
             // A stop also reaches a start still waiting for its turn (review 15y, M4).
             startWaiting: safetyFunction && this.#waitingStarts.size > 0,
           });
-          if (decision.kind === "abort") {
+          if (decision.kind !== "send") {
+            const waiting = this.#waitingStarts.size;
             context.recordRequest({
               command: auditedName(name),
-              ...(processId === undefined ? { cancelsStarts: this.#waitingStarts.size } : { aborts: processId }),
+              ...(decision.kind === "abort" ? { aborts: processId } : {}),
+              ...(waiting > 0 ? { cancelsStarts: waiting } : {}),
             });
             await context.commit();
             const reason = `machine command "${name}" by ${context.principal.id}`;
             // Read after the commit, in the turn that cancels the waiting starts: a start that
             // became active meanwhile is aborted, one that did not never begins.
-            const active = this.#recipes.active;
             this.#cancelStarts(reason);
-            if (active !== undefined) await active.abort(reason, { fault: decision.fault });
+            // Answers once the effect is done (safe state written, machine at its end state), not
+            // after the process record's final save (review 15z, M4).
+            const halted = await this.#recipes.halt(reason, { fault: decision.fault });
+            // No process: the command then goes to the machine as it would with no start waiting
+            // (the table decides; review 15z, M3). Refused there, it answers the state: the
+            // waiting starts were cancelled, and that is what its entry says.
+            if (halted === undefined && decision.kind === "cancel" && this.#machine.can(name)) {
+              return this.#machine.send(name);
+            }
             return this.#machine.state;
           }
           // An impossible transition is refused before the entry is committed (recorded denied).
@@ -1575,6 +1590,31 @@ function throwIfCancelled(signal: AbortSignal): void {
   const reason = typeof signal.reason === "string" ? signal.reason : "start cancelled";
   throw new KilnError("KILN_ABORTED", `The start was cancelled before it began (${reason}): nothing ran.`, {
     details: { reason, cancelled: true },
+  });
+}
+
+/** `work`, or the start's cancellation (`KILN_ABORTED`, `details.cancelled`) as soon as `signal` aborts (review 15z, M5). */
+function unlessCancelled<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => {
+      try {
+        throwIfCancelled(signal);
+      } catch (error) {
+        reject(error);
+      }
+    };
+    if (signal.aborted) onAbort();
+    signal.addEventListener("abort", onAbort, { once: true });
+    work.then(
+      (value) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(error);
+      },
+    );
   });
 }
 

@@ -6,12 +6,19 @@ import { KilnError } from "../domain/errors";
  *
  * - `send`: no process runs and the command does not enter a process state: the state machine's
  *   table (and guards) decide.
- * - `abort`: a process runs (or a start waits) and the command stops the machine (Kiln
- *   `stop`/`fault`, PackML `stop`/`abort`): the process is aborted through the executor (safe
- *   state written, then the machine binding moves the machine: `fault` true ends in the model's
- *   error state); a waiting start is cancelled and never begins.
+ * - `abort`: a process runs and the command stops the machine (Kiln `stop`/`fault`, PackML
+ *   `stop`/`abort`): the process is aborted through the executor (safe state written, then the
+ *   machine binding moves the machine: `fault` true ends in the model's error state); a waiting
+ *   start is cancelled and never begins.
+ * - `cancel`: no process runs, a start waits and the command stops the machine: the waiting
+ *   starts are cancelled (none begins), then the command goes to the machine as `send` would
+ *   (the table decides; adversarial review 15z, M3). `fault` is for a process that became active
+ *   meanwhile (it is aborted as by `abort`).
  */
-type ManualMachineCommand = { readonly kind: "send" } | { readonly kind: "abort"; readonly fault: boolean };
+type ManualMachineCommand =
+  | { readonly kind: "send" }
+  | { readonly kind: "abort"; readonly fault: boolean }
+  | { readonly kind: "cancel"; readonly fault: boolean };
 
 /** Per built-in model: the states a process runs in, and the commands that abort a running process. */
 interface ProcessRules {
@@ -61,7 +68,7 @@ interface ManualCommandSituation {
   readonly state: string;
   /** The model's transitions from `state`: command → next state. */
   readonly accepts: Readonly<Record<string, string>>;
-  /** The id of the process running or starting on the machine, if any. */
+  /** The id of the process active on the machine (running, paused or ending), if any; not a start still waiting. */
   readonly processId: string | undefined;
   /**
    * True when a start is waiting (for its turn or its audit entry) with no process id yet: a
@@ -83,7 +90,7 @@ export function manualMachineCommand(command: string, situation: ManualCommandSi
   const entersProcess = (next: string | undefined): boolean =>
     next !== undefined && rules?.processStates.includes(next) === true;
   if (processId === undefined && startWaiting && rules !== undefined && Object.hasOwn(rules.aborting, command)) {
-    return { kind: "abort", fault: rules.aborting[command]!.fault };
+    return { kind: "cancel", fault: rules.aborting[command]!.fault };
   }
   if (processId !== undefined) {
     const aborting =

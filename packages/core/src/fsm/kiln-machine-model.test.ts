@@ -41,6 +41,7 @@ const ALLOWED: readonly (readonly [KilnMachineState, KilnMachineCommand, KilnMac
   ["stopping", "fault", "error"],
   ["error", "reset", "idle"],
   ["idle", "enterMaintenance", "maintenance"],
+  ["idle", "fault", "error"],
   ["error", "enterMaintenance", "maintenance"],
   ["maintenance", "exitMaintenance", "idle"],
 ];

@@ -50,6 +50,7 @@ export type KilnMachineCommand =
  * |---------------|--------------------|---------------|
  * | `idle`        | `start`            | `starting`    |
  * | `idle`        | `enterMaintenance` | `maintenance` |
+ * | `idle`        | `fault`            | `error`       |
  * | `starting`    | `started`          | `processing`  |
  * | `starting`    | `stop`             | `stopping`    |
  * | `starting`    | `fault`            | `error`       |
@@ -73,7 +74,9 @@ export const kilnMachineModel: MachineModel<KilnMachineState, KilnMachineCommand
   states: KILN_MACHINE_STATES,
   commands: KILN_MACHINE_COMMANDS,
   transitions: {
-    idle: { start: "starting", enterMaintenance: "maintenance" },
+    // `fault` from idle: an interlock trip with no process running still leaves the machine
+    // needing a `reset` before the next process (adversarial review 15z, H1/H2).
+    idle: { start: "starting", enterMaintenance: "maintenance", fault: "error" },
     starting: { started: "processing", stop: "stopping", fault: "error" },
     processing: { pause: "paused", stop: "stopping", fault: "error" },
     paused: { resume: "processing", stop: "stopping", fault: "error" },

@@ -83,7 +83,7 @@ describe("StateMachine", () => {
 
   test("can() and allowedCommands() follow the table for the current state", async () => {
     const { machine } = setup();
-    expect(machine.allowedCommands()).toEqual(["start", "enterMaintenance"]);
+    expect(machine.allowedCommands()).toEqual(["start", "fault", "enterMaintenance"]);
     expect(machine.can("start")).toBe(true);
     expect(machine.can("pause")).toBe(false);
     await machine.send("start");
@@ -223,12 +223,12 @@ describe("StateMachine", () => {
         machineId: "kiln-1",
         state: "idle",
         command: "pause",
-        allowed: ["start", "enterMaintenance"],
+        allowed: ["start", "fault", "enterMaintenance"],
         stage: "table",
       });
       expect(error.message).toContain("idle");
       expect(error.message).toContain("pause");
-      expect(error.message).toContain("start, enterMaintenance");
+      expect(error.message).toContain("start, fault, enterMaintenance");
     });
 
     test("change nothing: state, snapshot, events, listeners and actions are untouched", async () => {

@@ -57,7 +57,7 @@ export interface DrivableMachine<TState extends string, TCommand extends string>
  * | `begin`             | `start`, `started` (idle → processing)     |
  * | `pause` / `resume`  | `pause` / `resume`                         |
  * | `end`               | `stop`, `stopped` (→ idle)                 |
- * | `fault`             | `fault` (→ error) where the model has it; nothing in `idle`, `maintenance`, `error` |
+ * | `fault`             | `fault` (→ error) where the model has it (`idle` too); nothing in `maintenance`, `error` |
  *
  * `starting` and `stopping` complete at once. When `started` is refused, the binding stops the
  * machine again before rejecting, so it is not left in `starting`.
@@ -90,7 +90,7 @@ export function kilnMachineBinding(machine: DrivableMachine<KilnMachineState, Ki
       await machine.send("stopped");
     },
     async fault() {
-      // idle, maintenance and error have no `fault` transition: nothing runs there to stop.
+      // maintenance and error have no `fault` transition: nothing runs there to stop.
       if (machine.can("fault")) await machine.send("fault");
     },
   };

@@ -70,8 +70,20 @@ export class ProcessJournal {
     void this.#options.bus?.publish(type, { at, aggregateId: this.#record.id, ...fields } as KilnEvents[TType]);
   }
 
-  /** Saves the record with the pending events. Failures are reported and the events kept, unless `rethrow`. */
-  async save(options: { rethrow?: boolean } = {}): Promise<void> {
+  /**
+   * Saves the record with the pending events. Failures are reported and the events kept, unless
+   * `rethrow`. Saves run one at a time, in call order (each at the version the one before left),
+   * so a run that stops waiting for a save (an abort) cannot race its next save against it.
+   */
+  save(options: { rethrow?: boolean } = {}): Promise<void> {
+    const turn = this.#tail.then(() => this.#saveNow(options));
+    this.#tail = turn.catch(() => undefined);
+    return turn;
+  }
+
+  #tail: Promise<void> = Promise.resolve();
+
+  async #saveNow(options: { rethrow?: boolean }): Promise<void> {
     const { clock, processes, bus, logger } = this.#options;
     const count = this.#pending.length;
     const events = this.#pending.slice(0, count);

@@ -60,7 +60,18 @@ export class ProcessRun implements RecipeProcess {
   readonly #waitErrors: number[] = [];
   #stepsCompleted = 0;
   #ended = false;
-  #abortRequest: { reason: string; fault: boolean } | undefined;
+  #abortRequest: { reason: string; fault: boolean; faultReason?: string } | undefined;
+  /** This run wrote the safe state (its abort or failure). */
+  #safeStateWritten = false;
+  /** This run asked the machine to fault. */
+  #faulted = false;
+  /** The machine reached the process's end state (or could not follow): later requests act on their own. */
+  #machineSettled = false;
+  /** Resolves once the machine reached the process's end state, with the problems met so far. */
+  readonly #effect: Promise<readonly ProcessProblem[]>;
+  #settle!: (problems: readonly ProcessProblem[]) => void;
+  /** A fault asked for after the machine reached its end state (a trip while the record saves). */
+  #lateFault: Promise<readonly ProcessProblem[]> | undefined;
   #finish!: (result: ProcessResult) => void;
 
   constructor(init: ProcessRunInit) {
@@ -123,6 +134,9 @@ export class ProcessRun implements RecipeProcess {
     this.finished = new Promise((resolve) => {
       this.#finish = resolve;
     });
+    this.#effect = new Promise((resolve) => {
+      this.#settle = resolve;
+    });
   }
 
   get pauseRequested(): boolean {
@@ -153,13 +167,43 @@ export class ProcessRun implements RecipeProcess {
   }
 
   abort(reason = "aborted by command", options: { readonly fault?: boolean } = {}): Promise<ProcessResult> {
-    this.#requestAbort(reason, options.fault ?? false);
+    void this.halt(reason, options);
     return this.finished;
+  }
+
+  /**
+   * Aborts the process (as {@link abort}) and resolves once its effect is done: the safe state
+   * written and the machine at the process's end state (`idle`/`stopped`, or faulted to
+   * `error`/`aborted`), without waiting for the process record's final save (that continues;
+   * {@link finished} waits for it). A later, stronger request escalates: a fault asked for while
+   * a stop is under way faults the machine once it has stopped. A fault asked for after the
+   * machine reached its end state (the record still saving) writes the safe state again and
+   * faults the machine itself: an interlock trip never does nothing (adversarial review 15z, H1/H2).
+   * Never rejects: the problems met (a safe-state write refused, a machine that could not follow)
+   * are in the answer.
+   */
+  halt(reason: string, options: { readonly fault?: boolean } = {}): Promise<readonly ProcessProblem[]> {
+    const fault = options.fault ?? false;
+    if (!this.#machineSettled) {
+      this.#requestAbort(reason, fault);
+      return this.#effect;
+    }
+    if (!fault) return Promise.resolve([]);
+    this.#lateFault ??= this.#faultAfterEnd(reason);
+    return this.#lateFault;
   }
 
   /** Saves the new process, starts the machine and launches the run. */
   async begin(): Promise<void> {
-    await this.#journal.save({ rethrow: true });
+    try {
+      await this.#journal.save({ rethrow: true });
+    } catch (error) {
+      // Nothing ran; a trip asked for meanwhile still writes the safe state and faults the machine.
+      await this.#faultIfRequested();
+      this.#machineSettled = true;
+      this.#settle([...this.#problems]);
+      throw error;
+    }
     try {
       await this.#options.machine.begin();
     } catch (error) {
@@ -188,6 +232,9 @@ export class ProcessRun implements RecipeProcess {
     let failure: unknown;
     try {
       await this.#steps(this.#init.plan.steps, "steps", { values: this.#init.plan.parameters }, true);
+      // Aborted after its last step, before its end (while it saved that step): it ends aborted,
+      // with the safe state written, not completed (adversarial review 15z, H2).
+      this.#throwIfAborted();
     } catch (error) {
       if (this.#controller.signal.aborted) {
         status = "aborted";
@@ -204,22 +251,24 @@ export class ProcessRun implements RecipeProcess {
   async #end(status: ProcessResult["status"], reason: string | undefined, failure: unknown): Promise<void> {
     const machine = this.#options.machine;
     const begun = this.record.status !== "created";
-    if (status !== "completed" && begun) {
-      this.#problems.push(
-        ...(await writeSafeState(this.#options.io, this.#init.safeState, this.#init.logger, this.#origin)),
-      );
-    }
+    if (status !== "completed" && begun) await this.#writeSafeState();
     if (begun) {
       const fault = status === "failed" || this.#abortRequest?.fault === true || this.#problems.length > 0;
+      if (fault && status !== "completed") this.#faulted = true;
       try {
         if (status === "completed") await machine.end("completed");
-        else if (fault) await machine.fault(reason ?? status);
+        else if (fault) await machine.fault(this.#abortRequest?.faultReason ?? reason ?? status);
         else await machine.end("aborted");
       } catch (error) {
-        this.#problems.push({ stage: "machine", error });
-        this.#init.logger.error({ processId: this.id, error }, "the machine could not follow the process end");
+        this.#machineProblem(error);
       }
     }
+    // A fault asked for while the machine moved (a trip during a stop) still faults it: the
+    // stronger request made before the machine reached its end state wins (review 15z, H1).
+    await this.#faultIfRequested();
+    this.#machineSettled = true;
+    // The effect is done: a safety function answers now, the record's save continues (review 15z, M4).
+    this.#settle([...this.#problems]);
     const endedAt = this.#clock.now();
     this.#ended = true;
     this.#journal.update({ status, endedAt, ...(reason === undefined ? {} : { reason }) });
@@ -259,7 +308,7 @@ export class ProcessRun implements RecipeProcess {
   async #steps(steps: readonly PlannedStep[], path: string, frame: Frame, topLevel: boolean): Promise<void> {
     for (const [index, step] of steps.entries()) {
       await this.#step(step, `${path}[${index}]`, frame);
-      if (topLevel) await this.#journal.save();
+      if (topLevel) await this.#unlessAborted(this.#journal.save());
     }
   }
 
@@ -342,12 +391,80 @@ export class ProcessRun implements RecipeProcess {
   async #boundary(nextStep: string): Promise<void> {
     this.#throwIfAborted();
     if (this.#handshake.pauseRequested) await this.#handshake.pauseAt(nextStep);
-    if (this.#clock.now() - this.#journal.lastSaveAt >= this.#init.progressSaveIntervalMs) await this.#journal.save();
+    if (this.#clock.now() - this.#journal.lastSaveAt >= this.#init.progressSaveIntervalMs) {
+      await this.#unlessAborted(this.#journal.save());
+      this.#throwIfAborted();
+    }
+  }
+
+  /**
+   * Waits for a progress save unless the process is aborted meanwhile: an abort writes the safe
+   * state and moves the machine without waiting for a slow store (adversarial review 15z, M4).
+   * The save goes on; the journal keeps the saves in order, so the final one follows it.
+   */
+  async #unlessAborted(save: Promise<void>): Promise<void> {
+    const signal = this.#controller.signal;
+    if (signal.aborted) return;
+    await new Promise<void>((resolve) => {
+      const done = (): void => {
+        signal.removeEventListener("abort", done);
+        resolve();
+      };
+      signal.addEventListener("abort", done, { once: true });
+      void save.then(done, done);
+    });
+  }
+
+  /** Writes the safe state in order (every write attempted); its failures become problems. */
+  async #writeSafeState(): Promise<readonly ProcessProblem[]> {
+    this.#safeStateWritten = true;
+    const problems = await writeSafeState(this.#options.io, this.#init.safeState, this.#init.logger, this.#origin);
+    this.#problems.push(...problems);
+    return problems;
+  }
+
+  #machineProblem(error: unknown): ProcessProblem {
+    const problem: ProcessProblem = { stage: "machine", error };
+    this.#problems.push(problem);
+    this.#init.logger.error({ processId: this.id, error }, "the machine could not follow the process end");
+    return problem;
+  }
+
+  /** Faults the machine when a fault was asked for and not acted on yet (safe state first, if this run did not write it). */
+  async #faultIfRequested(): Promise<void> {
+    while (this.#abortRequest?.fault === true && !this.#faulted) {
+      this.#faulted = true;
+      if (!this.#safeStateWritten) await this.#writeSafeState();
+      try {
+        await this.#options.machine.fault(this.#abortRequest.faultReason ?? this.#abortRequest.reason);
+      } catch (error) {
+        this.#machineProblem(error);
+      }
+    }
+  }
+
+  /** A fault asked for once the machine reached its end state: the safe state again, then the fault. */
+  async #faultAfterEnd(reason: string): Promise<readonly ProcessProblem[]> {
+    this.#faulted = true;
+    const problems = [...(await this.#writeSafeState())];
+    try {
+      await this.#options.machine.fault(reason);
+    } catch (error) {
+      problems.push(this.#machineProblem(error));
+    }
+    return problems;
   }
 
   #requestAbort(reason: string, fault: boolean): void {
-    if (this.#ended || this.#controller.signal.aborted) return;
+    if (this.#machineSettled) return;
+    const current = this.#abortRequest;
+    if (current !== undefined) {
+      // A later, stronger request escalates: a fault wins over a stop (adversarial review 15z, H1).
+      if (fault && !current.fault) this.#abortRequest = { reason: current.reason, fault: true, faultReason: reason };
+      return;
+    }
     this.#abortRequest = { reason, fault };
+    if (this.#controller.signal.aborted) return;
     this.#controller.abort(
       new KilnError("KILN_ABORTED", `Process ${this.id} was aborted: ${reason}`, {
         details: { processId: this.id, machineId: this.record.machineId, reason },

@@ -96,13 +96,25 @@ export interface ProcessStartOptions extends StartRecipeOptions {
    * throw to refuse the start (nothing has run). The control system authorizes the write set here.
    */
   readonly authorize?: (request: RecipeStartRequest) => void | Promise<void>;
+  /**
+   * Cancels the start while it has not begun: every wait before its process is saved (the
+   * recipe store, the process store) races it, and the start then rejects at once with
+   * `KILN_ABORTED` (`details.cancelled`, nothing ran), as {@link RecipeExecutor.abortPending}
+   * does (adversarial review 15z, M5). `authorize` is awaited to its end (the control system's
+   * audit entry), then the cancellation is checked.
+   */
+  readonly signal?: AbortSignal;
 }
 
-/** What {@link RecipeExecutor.trip} did. */
+/**
+ * What {@link RecipeExecutor.trip} did: the safe state written and the machine faulted, with or
+ * without a process. It answers once that is done, not after the process record's final save
+ * (the process's `finished` waits for that; adversarial review 15z, M4).
+ */
 export interface TripResult {
-  /** The result of the process it aborted, if one was running. */
-  readonly process?: ProcessResult;
-  /** Problems met writing the safe state or faulting the machine when no process was running. */
+  /** The id of the process it aborted (or that was ending), if one was active. */
+  readonly processId?: string;
+  /** Problems met writing the safe state or faulting the machine (empty when none). */
   readonly problems: readonly ProcessProblem[];
 }
 
@@ -190,7 +202,7 @@ export class RecipeExecutor {
   abortPending(reason: string): ProcessResult | undefined {
     const pending = this.#active === undefined ? this.#pending : undefined;
     if (pending === undefined) return undefined;
-    pending.abortReason ??= reason;
+    this.#cancelPending(pending, reason);
     const now = this.#options.clock.now();
     return {
       processId: pending.id,
@@ -244,11 +256,24 @@ export class RecipeExecutor {
       );
     }
     this.#starting = true;
-    const pending: PendingStart = { id: options.processId ?? (this.#options.createId ?? defaultId)(), pause: false };
+    const pending: PendingStart = {
+      id: options.processId ?? (this.#options.createId ?? defaultId)(),
+      pause: false,
+      cancel: new AbortController(),
+    };
     this.#pending = pending;
+    const signal = options.signal;
+    const onCancel = (): void => void this.#cancelPending(pending, reasonOf(signal));
+    if (signal?.aborted === true) onCancel();
+    else signal?.addEventListener("abort", onCancel, { once: true });
+    // Every wait before the process begins races the cancellation (review 15z, M5).
+    const unlessCancelled = <T>(work: Promise<T>): Promise<T> => raceCancel(work, pending);
     try {
-      const plan = await this.plan(recipe, options);
-      if (options.processId !== undefined && (await this.#options.processes.get(pending.id)) !== undefined) {
+      const plan = await unlessCancelled(this.plan(recipe, options));
+      if (
+        options.processId !== undefined &&
+        (await unlessCancelled(this.#options.processes.get(pending.id))) !== undefined
+      ) {
         // Checked before authorization and its audit entry: a start that cannot save its process
         // is refused as bad input, never recorded `allowed` (adversarial review 15s, F4).
         throw new KilnValidationError("recipe start", [
@@ -261,20 +286,13 @@ export class RecipeExecutor {
       await options.authorize?.({
         recipe: { name: plan.recipe.name, version: plan.recipe.version },
         writeSet,
-        saved: await this.isSaved(plan),
+        saved: await unlessCancelled(this.isSaved(plan)),
         parameters: { ...plan.parameters },
         processId: pending.id,
       });
       // Aborted while it waited (for validation, authorization, its audit entry): nothing has run.
       // Checked and acted on in one turn: an abort after this finds the process active.
-      if (pending.abortReason !== undefined) {
-        throw new KilnError(
-          "KILN_ABORTED",
-          `The start of process "${pending.id}" was aborted before it began (${pending.abortReason}): nothing ran.`,
-          // `cancelled`: its audited command records the start as cancelled (nothing ran), naming the abort.
-          { details: { processId: pending.id, reason: pending.abortReason, cancelled: true } },
-        );
-      }
+      if (pending.abortReason !== undefined) throw cancelledError(pending);
       // Again, in the turn that makes the process active: the machine may have moved while the
       // start waited (its audit entry). Refused before anything is saved: no process record, no
       // process events (adversarial review 15y, L8).
@@ -310,9 +328,17 @@ export class RecipeExecutor {
       }
       return run;
     } finally {
+      signal?.removeEventListener("abort", onCancel);
       this.#starting = false;
       if (this.#pending === pending) this.#pending = undefined;
     }
+  }
+
+  /** Marks a pending start aborted (the first reason wins) and wakes every wait it races. */
+  #cancelPending(pending: PendingStart, reason: string): void {
+    if (this.#active !== undefined && this.#pending === pending) return;
+    pending.abortReason ??= reason;
+    pending.cancel.abort();
   }
 
   /** Refuses a start (`KILN_INVALID_TRANSITION`, nothing ran) when the machine binding says it cannot begin now. */
@@ -368,15 +394,33 @@ export class RecipeExecutor {
   }
 
   /**
-   * The interlock action: aborts the active process with the machine faulted (safe state
-   * written first), or, with no process running, writes the safe state and faults the machine.
+   * Aborts the active process, if any (as `RecipeProcess.abort`), and resolves once its effect is
+   * done: the safe state written and the machine at the process's end state (faulted with
+   * `fault`), without waiting for the process record's final save (`finished` waits for it).
+   * A fault asked for while a stop is under way, or after the machine stopped while the record
+   * still saves, faults the machine (adversarial review 15z, H1). Never rejects.
+   * @returns the process's id and the problems met; undefined when no process is active.
+   */
+  async halt(
+    reason: string,
+    options: { readonly fault?: boolean } = {},
+  ): Promise<{ readonly processId: string; readonly problems: readonly ProcessProblem[] } | undefined> {
+    const active = this.#active;
+    if (active === undefined) return undefined;
+    return { processId: active.id, problems: await active.halt(reason, options) };
+  }
+
+  /**
+   * The interlock action, whatever the process's stage (none, starting, running, ending, ended
+   * but still saving): writes the safe state and faults the machine (Kiln `error`, PackML
+   * `aborted`; nothing to fault in Kiln `maintenance`). With an active process it aborts it
+   * faulted (safe state written first); a trip during a stop escalates it; a trip once the
+   * process's machine has stopped writes the safe state again and faults the machine
+   * (adversarial review 15z, H1/H2). Answers once that is done, not after the record's save.
    */
   async trip(reason: string): Promise<TripResult> {
-    const active = this.#active;
-    if (active !== undefined) {
-      const result = await active.abort(reason, { fault: true });
-      return { process: result, problems: result.problems };
-    }
+    const halted = await this.halt(reason, { fault: true });
+    if (halted !== undefined) return { processId: halted.processId, problems: halted.problems };
     const problems = await this.applySafeState();
     try {
       await this.#options.machine.fault(reason);
@@ -405,4 +449,43 @@ interface PendingStart {
   readonly id: string;
   abortReason?: string;
   pause: boolean;
+  /** Aborted with the start: the waits before it begins race it. */
+  readonly cancel: AbortController;
+}
+
+/** The start's `KILN_ABORTED`: `cancelled`, its audited command records the start as cancelled (nothing ran), naming the abort. */
+function cancelledError(pending: PendingStart): KilnError {
+  return new KilnError(
+    "KILN_ABORTED",
+    `The start of process "${pending.id}" was aborted before it began (${pending.abortReason}): nothing ran.`,
+    { details: { processId: pending.id, reason: pending.abortReason, cancelled: true } },
+  );
+}
+
+/** `work`, or the start's `KILN_ABORTED` as soon as it is cancelled (the work goes on, its result unused). */
+function raceCancel<T>(work: Promise<T>, pending: PendingStart): Promise<T> {
+  const signal = pending.cancel.signal;
+  if (signal.aborted) {
+    work.catch(() => undefined);
+    return Promise.reject(cancelledError(pending));
+  }
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(cancelledError(pending));
+    signal.addEventListener("abort", onAbort, { once: true });
+    work.then(
+      (value) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(error);
+      },
+    );
+  });
+}
+
+function reasonOf(signal: AbortSignal | undefined): string {
+  const reason: unknown = signal?.reason;
+  return typeof reason === "string" ? reason : "start cancelled";
 }

@@ -138,7 +138,20 @@ describe("per-state write policy", () => {
       expect(error.code).toBe("KILN_FORBIDDEN");
       expect(error.message).not.toContain("processing");
       expect(error.details).not.toHaveProperty("machineState");
+      expect(error.message).toContain("ask for a role that grants it");
     }
+    expect(operatorError.message).toContain("grants it only in other machine states");
+    expect(operatorError.message).not.toContain("ask for a role");
+  });
+
+  test("a check with no machine state, refused by a state-limited grant, names the state rule, not a missing role (review 15z, L8)", () => {
+    const error = forbidden(() => authorizer.check(operator, "tag.write", "heater.setpoint"));
+    expect(error.message).toContain("only in some machine states");
+    expect(error.message).not.toContain("ask for a role");
+    // Sibling: a tag no role of the principal grants still says to ask for a role.
+    expect(forbidden(() => authorizer.check(operator, "tag.write", "valve.tma")).message).toContain(
+      "ask for a role that grants it",
+    );
   });
 });
 

@@ -345,15 +345,18 @@ export class Authorizer {
     context: AuthorizationContext = {},
   ): KilnError {
     const on = shown === undefined ? "" : ` on "${shown}"`;
+    // Granted in some machine state: the refusal is the state rule, not a missing role (review 15z, L8).
+    const stateRule = !context.inAnyState && this.can(principal, permission, shown, { inAnyState: true });
     const inState =
-      context.machineState !== undefined &&
-      !context.inAnyState &&
-      this.can(principal, permission, shown, { inAnyState: true })
-        ? ` in machine state "${context.machineState}"`
-        : "";
+      stateRule && context.machineState !== undefined ? ` in machine state "${context.machineState}"` : "";
+    const why = !stateRule
+      ? "ask for a role that grants it"
+      : context.machineState === undefined
+        ? "a role grants it only in some machine states, and no machine state was given (pass context.machineState)"
+        : "a role grants it only in other machine states";
     return new KilnError(
       "KILN_FORBIDDEN",
-      `"${principal.id}" (roles: ${principal.roles.join(", ") || "none"}) may not ${permission}${on}${inState}: ask for a role that grants it.`,
+      `"${principal.id}" (roles: ${principal.roles.join(", ") || "none"}) may not ${permission}${on}${inState}: ${why}.`,
       {
         details: {
           principal: principal.id,
