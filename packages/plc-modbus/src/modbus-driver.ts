@@ -151,6 +151,11 @@ export class ModbusDriver implements PlcDriver {
   #lastRead: ModbusReadRequest | undefined;
   /** On RTU, the last read answered by each unit: a fence before a unit's request reads like it (see `#fenceFor`). */
   readonly #lastReadOf = new Map<number, ModbusReadRequest>();
+  /**
+   * The answer shape (`shapeOf`) of each request block a read planned (keyed by `blockKey`, of every unit and
+   * scan group, kept while the driver lives: at most one entry per block): a probe's size avoids them all.
+   */
+  readonly #plannedShapes = new Map<string, string>();
   /** The unit of the last fence sent. */
   #fenceUnit: number | undefined;
   /** When (clock ms) the answer stream was last found possibly shifted. */
@@ -461,6 +466,7 @@ export class ModbusDriver implements PlcDriver {
     if (tags.length === 0) return [];
     if (this.#pipelineRetryAt !== Number.POSITIVE_INFINITY) this.#retryPipelining();
     const plan = this.#planner.plan(tags);
+    for (const request of plan.requests) this.#plannedShapes.set(blockKey(request), shapeOf(request));
     const samples = new Array<Sample>(tags.length);
     const now = this.#clock.now();
     for (const [index, hole] of plan.poisoned) {
@@ -695,11 +701,18 @@ export class ModbusDriver implements PlcDriver {
     const pool = unknown.length > 0 ? unknown : candidates.filter((unitId) => this.#units.suspect(unitId));
     const unitId = pool.find((id) => id > this.#lastProbed) ?? pool[0];
     if (unitId === undefined) return;
-    // A read of another size than the block's: a late answer to it (the unit was silent) has another shape
-    // than the scans' reads of that block, so on TCP with the guard (where the unit is not part of the shape) a
-    // dead unit's probe does not hold back the same reads of the units that answer. Any answer proves the
-    // unit alive, an exception too (the other size may run past the unit's map).
-    const request = otherSize(this.#probeCandidates.get(unitId)!);
+    // A read of another size than every block the scans read (of any unit): a late answer to it (the unit was
+    // silent) has another shape than each of them, so on TCP with the guard (where the unit is not part of the
+    // shape, see `#guarded`) a dead unit's probe does not hold back the reads of the units that answer (adv12z:
+    // the size next to the dead unit's own block was the live unit's block's). Any answer proves the unit
+    // alive, an exception too (the other size may run past the unit's map).
+    const { request, collides } = probeRead(this.#probeCandidates.get(unitId)!, this.#plannedShapes);
+    if (collides) {
+      this.#logger.warn(
+        { unitId, probe: describeRead(request) },
+        "every probe size has the shape of a block the scans read: probing with the least used one, whose late answer may hold those reads back",
+      );
+    }
     this.#probeCandidates.delete(unitId);
     this.#lastProbed = unitId;
     this.#probing = true;
@@ -1326,7 +1339,7 @@ function holeQuality(hole: ModbusLearnedHole, address: ModbusAddress): Quality {
 
 /**
  * A read at `request`'s unit of another size than it (one register or 8 bits fewer, or more for the smallest),
- * whose answer cannot pass for `request`'s: a fence, and a probe (see `ModbusDriver.#nextProbe`). It starts at
+ * whose answer cannot pass for `request`'s: a fence (see `fenceSizes`). It starts at
  * `request`'s address, or as much lower as a larger read needs to end within the address space (0-65535: a
  * read of 2 registers at 65535 would ask past its end).
  */
@@ -1340,6 +1353,31 @@ function otherSize(request: ModbusReadRequest): ModbusReadRequest {
       : 2;
   const address = Math.min(request.address, MODBUS_ADDRESS_SPACE - count);
   return { ...request, address, count, items: [] };
+}
+
+/**
+ * A probe of `request`'s unit (see `ModbusDriver.#nextProbe`): a read at its area and address (or as much lower
+ * as the size needs to end within the address space) of the first size of `fenceSizes(request)` whose answer
+ * shape is no planned block's (`planned`: block → `shapeOf`, the unit's own block included), so a late answer
+ * to it cannot hold back a scan's read, whatever unit. When every size collides (`collides`), the size whose
+ * shape the fewest blocks have.
+ */
+function probeRead(
+  request: ModbusReadRequest,
+  planned: ReadonlyMap<string, string>,
+): { request: ModbusReadRequest; collides: boolean } {
+  const uses = new Map<string, number>();
+  for (const shape of planned.values()) uses.set(shape, (uses.get(shape) ?? 0) + 1);
+  uses.set(shapeOf(request), (uses.get(shapeOf(request)) ?? 0) + 1);
+  let best: { count: number; uses: number } | undefined;
+  for (const count of fenceSizes(request)) {
+    const used = uses.get(shapeOf({ area: request.area, count })) ?? 0;
+    if (best === undefined || used < best.uses) best = { count, uses: used };
+    if (used === 0) break;
+  }
+  const count = best!.count;
+  const address = Math.min(request.address, MODBUS_ADDRESS_SPACE - count);
+  return { request: { ...request, address, count, items: [] }, collides: best!.uses > 0 };
 }
 
 /**
