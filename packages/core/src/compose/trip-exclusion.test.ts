@@ -102,6 +102,17 @@ function settled<T>(promise: Promise<T>) {
   return state;
 }
 
+const FAULTED = { kiln: "error", packml: "aborted" } as const;
+
+/** Trips with no process (slow safe-state write), then lets the alarm clear: the trip is still writing. */
+async function tripUnderWay(parts: Awaited<ReturnType<typeof build>>): Promise<void> {
+  parts.pressure.value = 25;
+  await parts.clock.advance(50);
+  parts.pressure.value = 1;
+  await parts.clock.advance(100);
+  expect(parts.safeStateWrites()).toBe(0);
+}
+
 describe("no start begins while a trip acts (review 15w, H1)", () => {
   for (const model of ["kiln", "packml"] as const) {
     test(`${model}: a start during a trip with no process is refused; nothing runs on the faulted machine`, async () => {
@@ -179,6 +190,50 @@ describe("two trips in one scan (review 15w, M5)", () => {
         { outcome: "allowed" },
         { outcome: "allowed" },
       ]);
+    });
+  }
+});
+
+describe("a halt during a new process's first save acts at once (review 15w, M3)", () => {
+  for (const model of ["kiln", "packml"] as const) {
+    test(`${model}: a trip while the first save is frozen writes the safe state and faults the machine; no step runs`, async () => {
+      const parts = await build(model);
+      const { system, clock, store, plc } = parts;
+      store.hold();
+      const start = settled(system.startRecipe(engineer, LOOP));
+      await clock.advance(50);
+      parts.pressure.value = 25;
+      await clock.advance(100);
+      expect(parts.safeStateWrites()).toBe(1);
+      expect(system.machineState).toBe(FAULTED[model]);
+      store.release();
+      for (let tick = 0; tick < 20; tick++) await clock.advance(50);
+      expect(plc.writes.filter((write) => write.tag === "valve.h2o")).toHaveLength(0);
+      expect(system.machineState).toBe(FAULTED[model]);
+      expect(start.done).toBe(true);
+      const process = start.value as { finished: Promise<{ status: string; stepsCompleted: number }> } | undefined;
+      if (process !== undefined) {
+        await expect(process.finished).resolves.toMatchObject({ status: "aborted", stepsCompleted: 0 });
+      }
+    });
+
+    const fault = model === "kiln" ? "fault" : "abort";
+    test(`sibling, ${model}: a manual ${fault} and a stop while the first save is frozen answer at once; the machine never begins`, async () => {
+      for (const command of ["stop", fault]) {
+        const parts = await build(model);
+        const { system, clock, store, plc } = parts;
+        store.hold();
+        settled(system.startRecipe(engineer, LOOP));
+        await clock.advance(50);
+        const answer = settled(system.sendMachineCommand(admin, command));
+        await clock.advance(100);
+        expect(answer.done).toBe(true);
+        expect(parts.safeStateWrites()).toBe(command === "stop" ? 0 : 1);
+        store.release();
+        for (let tick = 0; tick < 20; tick++) await clock.advance(50);
+        expect(plc.writes.filter((write) => write.tag === "valve.h2o")).toHaveLength(0);
+        expect(system.machineState).toBe(command === "stop" ? (model === "kiln" ? "idle" : "stopped") : FAULTED[model]);
+      }
     });
   }
 });

@@ -70,6 +70,10 @@ export class ProcessRun implements RecipeProcess {
   /** Resolves once the machine reached the process's end state, with the problems met so far. */
   readonly #effect: Promise<readonly ProcessProblem[]>;
   #settle!: (problems: readonly ProcessProblem[]) => void;
+  /** True while {@link begin} saves the new process, before the machine is asked to begin. */
+  #savingFirst = false;
+  /** The effect of a halt asked for while the first save was under way (review 15w, M3). */
+  #earlyEffect: Promise<void> | undefined;
   /** A fault asked for after the machine reached its end state (a trip while the record saves). */
   #lateFault: Promise<readonly ProcessProblem[]> | undefined;
   #finish!: (result: ProcessResult) => void;
@@ -186,6 +190,9 @@ export class ProcessRun implements RecipeProcess {
     const fault = options.fault ?? false;
     if (!this.#machineSettled) {
       this.#requestAbort(reason, fault);
+      // The machine has not begun: the effect (the safe state and the fault, when asked for) is
+      // done now, not after the first save, which a slow store can hold (review 15w, M3).
+      if (this.#savingFirst) this.#earlyEffect ??= this.#actBeforeBegin();
       return this.#effect;
     }
     if (!fault) return Promise.resolve([]);
@@ -195,14 +202,25 @@ export class ProcessRun implements RecipeProcess {
 
   /** Saves the new process, starts the machine and launches the run. */
   async begin(): Promise<void> {
+    this.#savingFirst = true;
     try {
       await this.#journal.save({ rethrow: true });
     } catch (error) {
+      this.#savingFirst = false;
       // Nothing ran; a trip asked for meanwhile still writes the safe state and faults the machine.
+      await this.#earlyEffect;
       await this.#faultIfRequested();
       this.#machineSettled = true;
       this.#settle([...this.#problems]);
       throw error;
+    }
+    this.#savingFirst = false;
+    if (this.#controller.signal.aborted) {
+      // Halted while it was saved: the machine never begins, no step runs. Its effect is done
+      // (or under way); the record ends `aborted`, saved after it (review 15w, M3).
+      await this.#earlyEffect;
+      void this.#end("aborted", this.#abortRequest?.reason, undefined);
+      return;
     }
     try {
       await this.#options.machine.begin();
@@ -441,6 +459,17 @@ export class ProcessRun implements RecipeProcess {
         this.#machineProblem(error);
       }
     }
+  }
+
+  /**
+   * A halt while the first save is under way: the machine has not begun, so nothing is stopped;
+   * a fault asked for (now or meanwhile) writes the safe state and faults the machine at once.
+   */
+  async #actBeforeBegin(): Promise<void> {
+    do await this.#faultIfRequested();
+    while (this.#abortRequest?.fault === true && !this.#faulted);
+    this.#machineSettled = true;
+    this.#settle([...this.#problems]);
   }
 
   /** A fault asked for once the machine reached its end state: the safe state again, then the fault. */
