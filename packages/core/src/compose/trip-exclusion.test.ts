@@ -237,3 +237,37 @@ describe("a halt during a new process's first save acts at once (review 15w, M3)
     });
   }
 });
+
+describe("a step write already sent lands before the safe state (review 15w, H4)", () => {
+  const HEAT: RecipeInput = {
+    name: "heat",
+    version: 1,
+    steps: [{ set: { tag: "heater.setpoint", value: 300 } }, { wait: { durationMs: 5000 } }],
+  };
+  for (const model of ["kiln", "packml"] as const) {
+    for (const how of ["trip", "stop", "fault"] as const) {
+      const title = how === "trip" ? "(the example)" : "(sibling)";
+      test(`${model} ${title}: a ${how} while a step write is on the wire: the safe state is the last value written`, async () => {
+        const parts = await build(model);
+        const { system, clock, plc } = parts;
+        const write = plc.write.bind(plc);
+        // The step's request is on the wire (800 ms): the device applies it whatever the caller does.
+        plc.write = async (tag, value, signal) => {
+          if (tag.name === "heater.setpoint" && value === 300) {
+            await clock.sleep(800);
+            return write(tag, value);
+          }
+          return write(tag, value, signal);
+        };
+        await system.startRecipe(engineer, HEAT);
+        await clock.advance(200);
+        if (how === "trip") parts.pressure.value = 25;
+        else void system.sendMachineCommand(admin, how === "stop" ? "stop" : model === "kiln" ? "fault" : "abort");
+        for (let tick = 0; tick < 40; tick++) await clock.advance(50);
+        const heater = plc.writes.filter((entry) => entry.tag === "heater.setpoint").map((entry) => entry.value);
+        expect(heater.at(-1)).toBe(0);
+        expect(heater).toContain(300);
+      });
+    }
+  }
+});
