@@ -145,13 +145,15 @@ export function packmlMachineBinding(machine: DrivableMachine<PackmlState, Packm
     async fault() {
       // Sends are queued: another fault (a second trip in the same scan) may abort the machine
       // before this one's turn. Aborting or aborted is what was asked: success (review 15w, M5).
-      const faulted = (): boolean => machine.state === "aborted";
+      // Read afresh each time: another fault moves the machine while this one waits its turn.
+      const state = (): PackmlState => machine.state;
+      const faulted = (): boolean => state() === "aborted";
       if (faulted()) return;
-      if (machine.state !== "aborting") {
+      if (state() !== "aborting") {
         try {
           await machine.send("abort");
         } catch (error) {
-          if (machine.state !== "aborting" && !faulted()) throw error;
+          if (state() !== "aborting" && !faulted()) throw error;
         }
       }
       if (faulted()) return;
