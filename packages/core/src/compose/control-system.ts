@@ -1261,6 +1261,16 @@ export class ControlSystem {
             }
             return this.#machine.state;
           }
+          // While a trip writes the safe state the machine is about to be faulted: a command
+          // other than a safety function (maintenance, reset) would slip in before the fault and
+          // clear the trip without a reset. Refused before the commit (denied; review 15w, M6).
+          if (!safetyFunction && this.#recipes.tripping) {
+            throw new KilnError(
+              "KILN_INVALID_TRANSITION",
+              `Machine "${this.machineId}" is tripping (safe state being written): command "${name}" was not sent. Try again once the machine is faulted.`,
+              { details: { machineId: this.machineId, command: name, stage: "process", tripping: true } },
+            );
+          }
           // An impossible transition is refused before the entry is committed (recorded denied).
           if (this.#machine.can(name)) await context.commit();
           return this.#machine.send(name);
@@ -1543,20 +1553,24 @@ export class ControlSystem {
         this.#cancelStarts(reason);
         const processId = this.#recipes.active?.id;
         // Its safe-state writes reach the device: recorded as the system's action (ADR 0042).
-        await this.#commands.runSystemAction(
-          {
-            action: "machine.trip",
-            target: this.machineId,
-            reason,
-            newValue: {
-              alarmId: event.alarmId,
-              value: event.value,
-              ...(processId === undefined ? {} : { processId }),
-              safeState: this.#options.machine.safeState,
+        // Tracked in flight: a stop waits for it (bounded) before closing the driver and the
+        // audit writer, so its writes and its entry are not lost (adversarial review 15w, H2).
+        await this.#track(
+          this.#commands.runSystemAction(
+            {
+              action: "machine.trip",
+              target: this.machineId,
+              reason,
+              newValue: {
+                alarmId: event.alarmId,
+                value: event.value,
+                ...(processId === undefined ? {} : { processId }),
+                safeState: this.#options.machine.safeState,
+              },
             },
-          },
-          () => this.#recipes.trip(reason),
-          (result) => problemsOf(result.problems),
+            () => this.#recipes.trip(reason),
+            (result) => problemsOf(result.problems),
+          ),
         );
       }),
     );

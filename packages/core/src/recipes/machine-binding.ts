@@ -33,6 +33,8 @@ export interface MachineBinding {
   /**
    * Moves the machine to its error state (failed process, interlock trip). Does nothing when it
    * is already there, or where its model has no fault transition (nothing is running there).
+   * A machine another fault took there meanwhile (two trips in one scan) is success, not a
+   * refusal (adversarial review 15w, M5).
    */
   fault(reason: string): Promise<void>;
 }
@@ -91,7 +93,16 @@ export function kilnMachineBinding(machine: DrivableMachine<KilnMachineState, Ki
     },
     async fault() {
       // maintenance and error have no `fault` transition: nothing runs there to stop.
-      if (machine.can("fault")) await machine.send("fault");
+      if (!machine.can("fault")) return;
+      try {
+        await machine.send("fault");
+      } catch (error) {
+        // Sends are queued: another fault (a second trip in the same scan) may have taken the
+        // machine to `error` before this one's turn. Faulted is what was asked: success, not a
+        // false failure (adversarial review 15w, M5).
+        if (machine.state === "error" || machine.state === "maintenance") return;
+        throw error;
+      }
     },
   };
 }
@@ -132,9 +143,25 @@ export function packmlMachineBinding(machine: DrivableMachine<PackmlState, Packm
       else if (machine.state !== "stopped" && machine.state !== "aborted") await step("stop");
     },
     async fault() {
-      if (machine.state === "aborted") return;
-      if (machine.state !== "aborting") await machine.send("abort");
-      await machine.send("stateComplete");
+      // Sends are queued: another fault (a second trip in the same scan) may abort the machine
+      // before this one's turn. Aborting or aborted is what was asked: success (review 15w, M5).
+      // Read afresh each time: another fault moves the machine while this one waits its turn.
+      const state = (): PackmlState => machine.state;
+      const faulted = (): boolean => state() === "aborted";
+      if (faulted()) return;
+      if (state() !== "aborting") {
+        try {
+          await machine.send("abort");
+        } catch (error) {
+          if (state() !== "aborting" && !faulted()) throw error;
+        }
+      }
+      if (faulted()) return;
+      try {
+        await machine.send("stateComplete");
+      } catch (error) {
+        if (!faulted()) throw error;
+      }
     },
   };
 }

@@ -4,7 +4,7 @@ import type { Clock } from "../ports/clock";
 import type { Logger } from "../ports/logger";
 import type { ProcessRecord, ProcessStatus } from "@kiln/core/driver-kit";
 import { PauseHandshake } from "./pause-handshake";
-import type { WriteOrigin } from "./recipe-io";
+import type { RecipeIo, WriteOrigin } from "./recipe-io";
 import { ProcessJournal } from "./process-journal";
 import type { ProcessPrincipal, RecipeExecutorOptions } from "./recipe-executor";
 import type { PlannedStep, RecipePlan } from "./recipe-plan";
@@ -70,6 +70,12 @@ export class ProcessRun implements RecipeProcess {
   /** Resolves once the machine reached the process's end state, with the problems met so far. */
   readonly #effect: Promise<readonly ProcessProblem[]>;
   #settle!: (problems: readonly ProcessProblem[]) => void;
+  /** The step writes sent and not settled yet (each settles, never rejects). */
+  readonly #stepWrites = new Set<Promise<void>>();
+  /** True while {@link begin} saves the new process, before the machine is asked to begin. */
+  #savingFirst = false;
+  /** The effect of a halt asked for while the first save was under way (review 15w, M3). */
+  #earlyEffect: Promise<void> | undefined;
   /** A fault asked for after the machine reached its end state (a trip while the record saves). */
   #lateFault: Promise<readonly ProcessProblem[]> | undefined;
   #finish!: (result: ProcessResult) => void;
@@ -118,7 +124,7 @@ export class ProcessRun implements RecipeProcess {
     this.#context = {
       processId: init.id,
       origin,
-      io: init.options.io,
+      io: this.#trackedIo(init.options.io),
       clock: this.#clock,
       catalog: init.options.catalog,
       logger: init.logger,
@@ -186,6 +192,9 @@ export class ProcessRun implements RecipeProcess {
     const fault = options.fault ?? false;
     if (!this.#machineSettled) {
       this.#requestAbort(reason, fault);
+      // The machine has not begun: the effect (the safe state and the fault, when asked for) is
+      // done now, not after the first save, which a slow store can hold (review 15w, M3).
+      if (this.#savingFirst) this.#earlyEffect ??= this.#actBeforeBegin();
       return this.#effect;
     }
     if (!fault) return Promise.resolve([]);
@@ -195,14 +204,25 @@ export class ProcessRun implements RecipeProcess {
 
   /** Saves the new process, starts the machine and launches the run. */
   async begin(): Promise<void> {
+    this.#savingFirst = true;
     try {
       await this.#journal.save({ rethrow: true });
     } catch (error) {
+      this.#savingFirst = false;
       // Nothing ran; a trip asked for meanwhile still writes the safe state and faults the machine.
+      await this.#earlyEffect;
       await this.#faultIfRequested();
       this.#machineSettled = true;
       this.#settle([...this.#problems]);
       throw error;
+    }
+    this.#savingFirst = false;
+    if (this.#controller.signal.aborted) {
+      // Halted while it was saved: the machine never begins, no step runs. Its effect is done
+      // (or under way); the record ends `aborted`, saved after it (review 15w, M3).
+      await this.#earlyEffect;
+      void this.#end("aborted", this.#abortRequest?.reason, undefined);
+      return;
     }
     try {
       await this.#options.machine.begin();
@@ -415,9 +435,49 @@ export class ProcessRun implements RecipeProcess {
     });
   }
 
+  /**
+   * The steps' device access. A step write, once sent, is not cut off by an abort: the request
+   * may be on the fieldbus, so the write goes on (bounded by the driver's write timeout) while
+   * the step itself answers the abort at once. The safe state waits for those writes, so it is
+   * the last value written (adversarial review 15w, H4).
+   */
+  #trackedIo(io: RecipeIo): RecipeIo {
+    return {
+      current: (tag) => io.current(tag),
+      onChange: (tag, listener) => io.onChange(tag, listener),
+      write: (tag, value, signal, origin) => {
+        if (signal?.aborted === true) return Promise.reject(signal.reason as Error);
+        const sent = io.write(tag, value, undefined, origin);
+        const settled = sent.then(
+          () => undefined,
+          () => undefined,
+        );
+        this.#stepWrites.add(settled);
+        void settled.then(() => this.#stepWrites.delete(settled));
+        if (signal === undefined) return sent;
+        return new Promise<void>((resolve, reject) => {
+          const onAbort = (): void => reject(signal.reason as Error);
+          signal.addEventListener("abort", onAbort, { once: true });
+          sent.then(
+            () => {
+              signal.removeEventListener("abort", onAbort);
+              resolve();
+            },
+            (error: unknown) => {
+              signal.removeEventListener("abort", onAbort);
+              reject(error as Error);
+            },
+          );
+        });
+      },
+    };
+  }
+
   /** Writes the safe state in order (every write attempted); its failures become problems. */
   async #writeSafeState(): Promise<readonly ProcessProblem[]> {
     this.#safeStateWritten = true;
+    // A step write already sent lands first: the safe state is written after it (review 15w, H4).
+    while (this.#stepWrites.size > 0) await Promise.all([...this.#stepWrites]);
     const problems = await writeSafeState(this.#options.io, this.#init.safeState, this.#init.logger, this.#origin);
     this.#problems.push(...problems);
     return problems;
@@ -441,6 +501,17 @@ export class ProcessRun implements RecipeProcess {
         this.#machineProblem(error);
       }
     }
+  }
+
+  /**
+   * A halt while the first save is under way: the machine has not begun, so nothing is stopped;
+   * a fault asked for (now or meanwhile) writes the safe state and faults the machine at once.
+   */
+  async #actBeforeBegin(): Promise<void> {
+    do await this.#faultIfRequested();
+    while (this.#abortRequest?.fault === true && !this.#faulted);
+    this.#machineSettled = true;
+    this.#settle([...this.#problems]);
   }
 
   /** A fault asked for once the machine reached its end state: the safe state again, then the fault. */

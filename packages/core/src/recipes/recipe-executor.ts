@@ -160,6 +160,8 @@ export class RecipeExecutor {
   #starting = false;
   /** The start in progress (from the call until its process is active or the start failed), with what was asked of it meanwhile. */
   #pending: PendingStart | undefined;
+  /** Trips acting now (from the call until the machine is faulted): no start may begin meanwhile. */
+  #tripping = 0;
 
   /**
    * @throws KilnValidationError (`KILN_VALIDATION`) when a safe-state write names an unknown or
@@ -177,6 +179,15 @@ export class RecipeExecutor {
   /** The machine's id. */
   get machineId(): string {
     return this.#options.machine.machineId;
+  }
+
+  /**
+   * True while a {@link trip} is acting (from its call until the safe state is written and the
+   * machine faulted). No start begins meanwhile, and the control system refuses machine commands
+   * other than the safety functions (adversarial review 15w, H1/M6).
+   */
+  get tripping(): boolean {
+    return this.#tripping > 0;
   }
 
   /** The process running (or paused) on the machine, if any. */
@@ -343,6 +354,15 @@ export class RecipeExecutor {
 
   /** Refuses a start (`KILN_INVALID_TRANSITION`, nothing ran) when the machine binding says it cannot begin now. */
   #checkReady(pending: PendingStart): void {
+    // A trip still writing the safe state has not faulted the machine yet: a start now would
+    // begin on a machine about to be faulted (adversarial review 15w, H1).
+    if (this.#tripping > 0) {
+      throw new KilnError(
+        "KILN_INVALID_TRANSITION",
+        `Machine "${this.machineId}" is tripping (safe state being written): nothing ran. Reset the machine once the trip is over.`,
+        { details: { machineId: this.machineId, command: "start", processId: pending.id, tripping: true } },
+      );
+    }
     if (this.#options.machine.canBegin?.() !== false) return;
     throw new KilnError(
       "KILN_INVALID_TRANSITION",
@@ -419,15 +439,25 @@ export class RecipeExecutor {
    * (adversarial review 15z, H1/H2). Answers once that is done, not after the record's save.
    */
   async trip(reason: string): Promise<TripResult> {
-    const halted = await this.halt(reason, { fault: true });
-    if (halted !== undefined) return { processId: halted.processId, problems: halted.problems };
-    const problems = await this.applySafeState();
+    // Held until the machine is faulted: a start checks it in the turn that would begin its
+    // process, so none begins while the safe state is written (adversarial review 15w, H1).
+    this.#tripping++;
     try {
-      await this.#options.machine.fault(reason);
-    } catch (error) {
-      problems.push({ stage: "machine", error });
+      // A start not active yet never begins on a tripped machine.
+      const pending = this.#active === undefined ? this.#pending : undefined;
+      if (pending !== undefined) this.#cancelPending(pending, reason);
+      const halted = await this.halt(reason, { fault: true });
+      if (halted !== undefined) return { processId: halted.processId, problems: halted.problems };
+      const problems = await this.applySafeState();
+      try {
+        await this.#options.machine.fault(reason);
+      } catch (error) {
+        problems.push({ stage: "machine", error });
+      }
+      return { problems };
+    } finally {
+      this.#tripping--;
     }
-    return { problems };
   }
 }
 
