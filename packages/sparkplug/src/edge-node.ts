@@ -37,6 +37,7 @@ import {
   checkMaxPayloadBytes,
   endSession,
   mqttConnect,
+  redactedBrokerUrl,
   sessionOptions,
 } from "./mqtt-client";
 import { sparkplugDataTypeOfTag, type SparkplugMetricDataType } from "./datatypes";
@@ -1044,7 +1045,7 @@ export class SparkplugEdgeNode {
             reject(
               new KilnError(
                 refused ? "KILN_AUTHENTICATION_FAILED" : "KILN_CONNECTION_FAILED",
-                `MQTT connect to ${this.#options.brokerUrl} failed: ${error.message}`,
+                `MQTT connect to ${redactedBrokerUrl(this.#options.brokerUrl)} failed: ${error.message}`,
                 {
                   retryable: !refused,
                   cause: error,
@@ -1057,7 +1058,7 @@ export class SparkplugEdgeNode {
             reject(
               new KilnError(
                 "KILN_CONNECTION_FAILED",
-                `MQTT connect to ${this.#options.brokerUrl} failed: connection closed`,
+                `MQTT connect to ${redactedBrokerUrl(this.#options.brokerUrl)} failed: connection closed`,
                 { retryable: true },
               ),
             );

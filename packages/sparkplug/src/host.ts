@@ -35,6 +35,7 @@ import {
   checkMaxPayloadBytes,
   endSession,
   mqttConnect,
+  redactedBrokerUrl,
   sessionOptions,
 } from "./mqtt-client";
 import { tagDataTypeOfSparkplug, type SparkplugMetricDataType } from "./datatypes";
@@ -887,7 +888,7 @@ export class SparkplugHost {
             reject(
               new KilnError(
                 refused ? "KILN_AUTHENTICATION_FAILED" : "KILN_CONNECTION_FAILED",
-                `MQTT connect to ${this.#options.brokerUrl} failed: ${error.message}`,
+                `MQTT connect to ${redactedBrokerUrl(this.#options.brokerUrl)} failed: ${error.message}`,
                 { retryable: !refused, cause: error },
               ),
             );
@@ -897,7 +898,7 @@ export class SparkplugHost {
             reject(
               new KilnError(
                 "KILN_CONNECTION_FAILED",
-                `MQTT connect to ${this.#options.brokerUrl} failed: connection closed`,
+                `MQTT connect to ${redactedBrokerUrl(this.#options.brokerUrl)} failed: connection closed`,
                 {
                   retryable: true,
                 },

@@ -420,6 +420,34 @@ describe("retained and oversized commands (issue 19)", () => {
       );
   });
 
+  test("adversarial review 19z, L1: a password in brokerUrl never shows in health().linkReason, link-change events or a start() error", async () => {
+    fixture = await edgeFixture();
+    // Nothing listens on this port: every connect fails, with the URL in its message.
+    const brokerUrl = `mqtt://kiln:s3cret-pw@127.0.0.1:${await freePort()}`;
+    const node = fixture.newNode({ brokerUrl });
+    const changes: string[] = [];
+    node.events.on("link-change", (change) => void changes.push(JSON.stringify(change)));
+    await node.start();
+    await expect.poll(() => node.health().linkReason ?? "", { timeout: 5_000 }).toContain("***@127.0.0.1");
+    await expect.poll(() => changes.length, { timeout: 5_000 }).toBeGreaterThan(0);
+    const shown = [node.health().linkReason ?? "", ...changes].join("\n");
+    expect(shown).not.toContain("s3cret-pw");
+    expect(shown).not.toContain("kiln:");
+    await node.stop();
+  });
+
+  test("L1 sibling: a brokerUrl refused as no URL never echoes its password either", async () => {
+    fixture = await edgeFixture();
+    let message = "";
+    try {
+      fixture.newNode({ brokerUrl: "kiln:s3cret-pw@broker.plant:1883" });
+    } catch (error) {
+      message = JSON.stringify(error) + String((error as Error).message);
+    }
+    expect(message).toContain("brokerUrl");
+    expect(message).not.toContain("s3cret-pw");
+  });
+
   test("maxPayloadBytes must be a whole number of bytes from 1", async () => {
     fixture = await edgeFixture();
     for (const bad of [0, -1, 1.5, Number.NaN])
