@@ -438,7 +438,8 @@ export interface SparkplugEdgeNodeEvents {
    */
   "command-drop": {
     readonly topic: string;
-    readonly reason: "queue-full" | "too-many-metrics" | "too-large" | "retained" | "session-closing" | "session-unborn";
+    readonly reason:
+      "queue-full" | "too-many-metrics" | "too-large" | "retained" | "session-closing" | "session-unborn";
     readonly metrics?: number;
     /** The payload's size, for `too-large`. */
     readonly bytes?: number;

@@ -925,8 +925,7 @@ export class SparkplugHost {
       // Every edge node must be born again in this session before its data is taken: messages
       // were missed while the host was away.
       for (const node of this.#nodes.values()) {
-        if (node.state === "online")
-          this.#setNodeState(node, "awaiting-rebirth", "the host reconnected to the broker");
+        if (node.state === "online") this.#setNodeState(node, "awaiting-rebirth", "the host reconnected to the broker");
       }
       client.on("message", (topic, payload, packet) => this.#onMessage(session, topic, payload, packet.retain));
       // Backpressure: MQTT.js reads the next packet only when this callback runs.
@@ -1123,11 +1122,7 @@ export class SparkplugHost {
     node: EdgeNodeState,
     state: EdgeNodeState["state"],
     reason: string,
-    {
-      deviceId,
-      at,
-      birthRefused = false,
-    }: { deviceId?: string; at?: number; birthRefused?: boolean } = {},
+    { deviceId, at, birthRefused = false }: { deviceId?: string; at?: number; birthRefused?: boolean } = {},
   ): void {
     const now = this.#clock.now();
     if (deviceId === undefined) {

@@ -639,7 +639,11 @@ describe("adversarial review 19z: the stored stale mark is in the edge node's cl
     const edge = await lost(rigged, at);
     await edge.nbirth(1);
     await edge.dbirth("d", [double("a", 1, 99, at + 3_000), double("b", 2, 2, at + 3_000)]);
-    await eventually(async () => (await rigged.db.samples(tag("a"))).some((each) => each.value === 99), 5_000, "reborn");
+    await eventually(
+      async () => (await rigged.db.samples(tag("a"))).some((each) => each.value === 99),
+      5_000,
+      "reborn",
+    );
     const rows = await rigged.db.samples(tag("a"));
     expect(rows.map((each) => each.value)).toEqual([1, 95, null, 99]);
     expect(rows[2]).toMatchObject({ value: null, quality: { code: QualityCodes.BadNoCommunication } });
@@ -655,7 +659,11 @@ describe("adversarial review 19z: the stored stale mark is in the edge node's cl
     const edge = await lost(rigged, at);
     await edge.nbirth(1);
     await edge.dbirth("d", [double("a", 1, 99, at + 100), double("b", 2, 2, at + 100)]);
-    await eventually(async () => (await rigged.db.samples(tag("a"))).some((each) => each.value === 99), 5_000, "reborn");
+    await eventually(
+      async () => (await rigged.db.samples(tag("a"))).some((each) => each.value === 99),
+      5_000,
+      "reborn",
+    );
     const rows = await rigged.db.samples(tag("a"));
     expect(rows.map((each) => each.value)).toEqual([1, 95, null, 99]);
     expect(rows.at(-1)?.quality.severity).toBe("good");
@@ -709,7 +717,11 @@ describe("adversarial review 19z: the stored stale mark is in the edge node's cl
     await edge.nbirth(1);
     await edge.dbirth("d", [double("a", 1, 40, at + 500), double("b", 2, 2, at + 500)]);
     await edge.ddata("d", [{ alias: 1, timestamp: at + 200, datatype: "Double", value: 20, isHistorical: true }]);
-    await eventually(async () => (await rigged.db.samples(tag("a"))).some((each) => each.value === 20), 5_000, "replayed");
+    await eventually(
+      async () => (await rigged.db.samples(tag("a"))).some((each) => each.value === 20),
+      5_000,
+      "replayed",
+    );
     expect((await rigged.db.samples(tag("a"))).map((each) => each.value)).toEqual([1, 10, null, 20, 40]);
   });
 });
