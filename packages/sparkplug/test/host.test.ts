@@ -6,6 +6,7 @@ import { SparkplugHost, type SparkplugHostEvents, type SparkplugHostOptions } fr
 import { qualifiedTagName } from "../src/host-tag-names";
 import { decodePayload } from "../src/payload";
 import {
+  freePort,
   recordSparkplug,
   startMqttTap,
   startTestBroker,
@@ -790,5 +791,27 @@ describe("Sparkplug host: options", () => {
       );
     for (const brokerUrl of ["mqtt://localhost:1883", "mqtts://broker.plant", "ws://broker:9001/mqtt"])
       expect(() => new SparkplugHost({ ...base, brokerUrl })).not.toThrow();
+  });
+
+  test("a password in brokerUrl never shows in health().linkReason or link-change events (adversarial review 19z, L1)", async () => {
+    // Nothing listens on this port: every connect fails, with the URL in its message.
+    const host = new SparkplugHost({
+      brokerUrl: `mqtt://kiln:s3cret-pw@127.0.0.1:${await freePort()}`,
+      hostId: "h",
+      groups: ["g"],
+      store: new MemoryStore(),
+      reconnect: { initialDelayMs: 50, maxDelayMs: 200 },
+    });
+    const changes: string[] = [];
+    host.events.on("link-change", (change) => void changes.push(JSON.stringify(change)));
+    try {
+      await host.start();
+      await eventually(() => (host.health().linkReason ?? "").includes("***@127.0.0.1") && changes.length > 0);
+      const shown = [host.health().linkReason ?? "", ...changes].join("\n");
+      expect(shown).not.toContain("s3cret-pw");
+      expect(shown).not.toContain("kiln:");
+    } finally {
+      await host.stop();
+    }
   });
 });
