@@ -972,7 +972,7 @@ export class SparkplugHost {
     // The host no longer sees the edge nodes: their live values are stale (Sparkplug 3.0.0, 5.x).
     // Stored too, right after the last value the host received: what the edge node measured
     // meanwhile, replayed later as history, lands after it (ADR 0043, amendment 19z).
-    this.#markStale([...this.#live.keys()], this.#clock.now(), "the host lost its broker connection", true);
+    this.#markStale([...this.#live.keys()], this.#clock.now(), "the host lost its broker connection");
     if (this.#stopping) return;
     void this.#reconnect("connection to the broker lost");
   }
@@ -1115,8 +1115,8 @@ export class SparkplugHost {
    * transition away from `online` (NDEATH, DDEATH, a seq gap or other distrust, a new NBIRTH for
    * the devices it ends, the host's own reconnect) marks the live values of what it covers stale
    * (uncertain, with `reason`, at `at`; stored right after the last value received, ADR 0043
-   * amendment 19z), so the live view
-   * never shows a value good from a stream the host no longer takes (issue 19).
+   * amendment 19z), so the live view never shows a value good from a stream the host no longer
+   * takes (issue 19).
    */
   #setNodeState(
     node: EdgeNodeState,
@@ -1138,7 +1138,7 @@ export class SparkplugHost {
         deviceId === undefined
           ? `edge node ${node.groupId}/${node.edgeNodeId}`
           : `device ${deviceId} of ${node.groupId}/${node.edgeNodeId}`;
-      this.#markStale(this.#tagsOf(node, deviceId), at ?? now, `${what} ${state}: ${reason}`, true);
+      this.#markStale(this.#tagsOf(node, deviceId), at ?? now, `${what} ${state}: ${reason}`);
     }
     this.#session?.onFarewellProgress?.();
     void this.#bus.publish("edge-node-change", {
@@ -1289,7 +1289,7 @@ export class SparkplugHost {
     const gone: string[] = [];
     for (const info of before.byName.values())
       if (info.tag !== undefined && !after.byName.has(info.name)) gone.push(info.tag);
-    this.#markStale(gone, this.#clock.now(), `absent from the ${what}`, true);
+    this.#markStale(gone, this.#clock.now(), `absent from the ${what}`);
   }
 
   #onNodeBirth(node: EdgeNodeState, topic: string, bytes: Uint8Array): void {
@@ -1573,15 +1573,15 @@ export class SparkplugHost {
 
   /**
    * Marks the live values of `tags` stale: uncertain "last usable value", at `at` (a host time
-   * or a wire time already checked by {@link #wireTime}). With `store`, the stale mark is also
-   * stored, once per last value: a row without a value (`null`, bad `BadNoCommunication`, the
+   * or a wire time already checked by {@link #wireTime}). The stale mark is also stored, once
+   * per last value: a row without a value (`null`, bad `BadNoCommunication`, the
    * same reason) in the edge node's clock, {@link STALE_MARK_OFFSET_MS} after the last value the
    * host received for the tag — the last moment it knew the value. So it lands after that value
    * and before any data of the next session whatever the skew between the two clocks, and what
    * the edge node measured meanwhile, replayed later as history, lands after it (ADR 0043,
    * amendment 19z). A tag whose live value is already stale still gets its stored mark.
    */
-  #markStale(tags: readonly string[], at: number, reason: string, store: boolean): void {
+  #markStale(tags: readonly string[], at: number, reason: string): void {
     const marked: SparkplugLiveMetric[] = [];
     const samples: Sample[] = [];
     const stale = quality("uncertain", reason, QualityCodes.UncertainNoCommunicationLastUsableValue);
@@ -1590,7 +1590,7 @@ export class SparkplugHost {
       const entry = this.#live.get(tag);
       if (entry === undefined) continue;
       const received = this.#received.get(tag);
-      if (store && received !== undefined && !received.marked) {
+      if (received !== undefined && !received.marked) {
         const storedAt = received.at + STALE_MARK_OFFSET_MS;
         if (storedAt <= SAMPLE_TIME_MAX) {
           samples.push({ tag, value: null, timestamp: storedAt, quality: gap });
