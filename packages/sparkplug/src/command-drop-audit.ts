@@ -2,7 +2,7 @@ import type { Clock } from "@kiln/core";
 
 /** Why a whole command message was dropped before any of its metrics became a Kiln command. */
 export type DroppedCommandReason =
-  "queue-full" | "too-many-metrics" | "too-large" | "retained" | "undecodable" | "session-closing";
+  "queue-full" | "too-many-metrics" | "too-large" | "retained" | "undecodable" | "session-closing" | "session-unborn";
 
 /** Entries at most this often per reason (ms): a flood of dropped messages cannot flood the audit trail. */
 const AUDIT_INTERVAL_MS = 1_000;

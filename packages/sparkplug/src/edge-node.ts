@@ -37,6 +37,7 @@ import {
   checkMaxPayloadBytes,
   endSession,
   mqttConnect,
+  redactedBrokerUrl,
   sessionOptions,
 } from "./mqtt-client";
 import { sparkplugDataTypeOfTag, type SparkplugMetricDataType } from "./datatypes";
@@ -427,13 +428,18 @@ export interface SparkplugEdgeNodeEvents {
    * [tck-id-topics-ncmd-mqtt], [tck-id-topics-dcmd-mqtt]: a retained command is an old one the
    * broker replays on every subscribe, so it is never written), `session-closing` when it reached
    * an MQTT session that was ending (the goodbye after the primary host's STATE offline, or
-   * `stop()`: up to about 4 s of NDEATH and DISCONNECT) or had been replaced by a reconnect.
+   * `stop()`: up to about 4 s of NDEATH and DISCONNECT) or had been replaced by a reconnect,
+   * `session-unborn` when it reached a session whose NBIRTH was not (yet) published (after a
+   * reconnect, until the primary host is online again). Both are checked again right before each
+   * DCMD write: a DCMD queued while the session was born is not written once it no longer is (its
+   * remaining metrics are refused, `command-refuse` `KILN_NOT_CONNECTED`, and audited).
    * Nothing of it was written. A dropped DCMD (and one that does not decode) is audited: one
    * refused `sparkplug.dcmd-drop` entry per reason and second, naming how many messages it stands for.
    */
   "command-drop": {
     readonly topic: string;
-    readonly reason: "queue-full" | "too-many-metrics" | "too-large" | "retained" | "session-closing";
+    readonly reason:
+      "queue-full" | "too-many-metrics" | "too-large" | "retained" | "session-closing" | "session-unborn";
     readonly metrics?: number;
     /** The payload's size, for `too-large`. */
     readonly bytes?: number;
@@ -1040,7 +1046,7 @@ export class SparkplugEdgeNode {
             reject(
               new KilnError(
                 refused ? "KILN_AUTHENTICATION_FAILED" : "KILN_CONNECTION_FAILED",
-                `MQTT connect to ${this.#options.brokerUrl} failed: ${error.message}`,
+                `MQTT connect to ${redactedBrokerUrl(this.#options.brokerUrl)} failed: ${error.message}`,
                 {
                   retryable: !refused,
                   cause: error,
@@ -1053,7 +1059,7 @@ export class SparkplugEdgeNode {
             reject(
               new KilnError(
                 "KILN_CONNECTION_FAILED",
-                `MQTT connect to ${this.#options.brokerUrl} failed: connection closed`,
+                `MQTT connect to ${redactedBrokerUrl(this.#options.brokerUrl)} failed: connection closed`,
                 { retryable: true },
               ),
             );
@@ -1796,6 +1802,11 @@ export class SparkplugEdgeNode {
       if (command) this.#dropCommand(topic, "session-closing");
       return;
     }
+    // Likewise on a session not born (yet): nothing reaches the PLC until the node is born again.
+    if (command && !session.born) {
+      this.#dropCommand(topic, "session-unborn");
+      return;
+    }
     // Before decoding: the size is known without reading it.
     const limit = this.#options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES;
     if (bytes.length > limit) {
@@ -1818,7 +1829,7 @@ export class SparkplugEdgeNode {
       this.#commandsQueued++;
       // In order, one message after the other: writes of one DCMD, and of successive DCMDs, keep their order.
       this.#commandChain = this.#commandChain
-        .then(() => this.#onDeviceCommand(topic, bytes))
+        .then(() => this.#onDeviceCommand(session, topic, bytes))
         .catch(() => undefined)
         .finally(() => {
           this.#commandsQueued--;
@@ -1860,7 +1871,9 @@ export class SparkplugEdgeNode {
               ? "published retained: Sparkplug commands are never retained, a retained one is replayed by the broker on every subscribe"
               : reason === "session-closing"
                 ? "arrived while the node's MQTT session was ending (primary host offline, or stop()) or after it was replaced"
-                : "payload not decodable";
+                : reason === "session-unborn"
+                  ? "arrived while the node's MQTT session was not born (its NBIRTH not published yet, or no longer current)"
+                  : "payload not decodable";
     await this.#system
       .refuseCommand(this.#principal, {
         permission: "tag.write",
@@ -1869,7 +1882,7 @@ export class SparkplugEdgeNode {
         reason: new KilnError(
           reason === "queue-full"
             ? "KILN_BUFFER_FULL"
-            : reason === "session-closing"
+            : reason === "session-closing" || reason === "session-unborn"
               ? "KILN_NOT_CONNECTED"
               : "KILN_VALIDATION",
           `${String(messages)} DCMD ${messages === 1 ? "message" : "messages"} on ${this.#topics.dcmd} dropped unhandled (${why}); none of their writes done`,
@@ -2070,7 +2083,24 @@ export class SparkplugEdgeNode {
     }, wait);
   }
 
-  async #onDeviceCommand(topic: string, bytes: Uint8Array): Promise<void> {
+  /**
+   * Why a command may not be handled on `session` now: `session-closing` (saying goodbye, or
+   * replaced), `session-unborn` (its NBIRTH not published), else undefined. Checked when a command
+   * arrives and again right before each DCMD write, which may run long after (queued behind a slow
+   * PLC write): nothing reaches the PLC from a session that is not born, current and open.
+   */
+  #commandBlocked(session: Session): "session-closing" | "session-unborn" | undefined {
+    if (this.#session !== session || session.closing) return "session-closing";
+    return session.born ? undefined : "session-unborn";
+  }
+
+  async #onDeviceCommand(session: Session, topic: string, bytes: Uint8Array): Promise<void> {
+    // Queued behind earlier DCMDs: the session may have ended or lost its birth meanwhile.
+    const blocked = this.#commandBlocked(session);
+    if (blocked !== undefined) {
+      this.#dropCommand(topic, blocked);
+      return;
+    }
     let payload: SparkplugPayload;
     try {
       payload = decodePayload(bytes, {
@@ -2162,6 +2192,17 @@ export class SparkplugEdgeNode {
         await this.#refuseBeforeKiln({ tag, code: "KILN_VALIDATION", message: `DCMD for ${tag}: ${problem}` });
         continue;
       }
+      // Right before the checked write (an earlier one may have taken seconds): refused, never
+      // written, once the session is no longer born, current and open.
+      const late = this.#commandBlocked(session);
+      if (late !== undefined) {
+        await this.#refuseBeforeKiln({
+          tag,
+          code: "KILN_NOT_CONNECTED",
+          message: `DCMD for ${tag} not written: ${late === "session-closing" ? "the node's session ended (primary host offline, stop() or a reconnect)" : "the node's session is not born"} before its turn came`,
+        });
+        continue;
+      }
       try {
         await this.#system.writeTag(this.#principal, tag, value, { comment: `Sparkplug DCMD on ${topic}` });
         this.#counts.written++;
@@ -2178,13 +2219,15 @@ export class SparkplugEdgeNode {
 
   /**
    * A DCMD metric refused here, before it could become a Kiln command (an alias this device never
-   * announced, a name contradicting its alias, no value, a value its Sparkplug type cannot hold):
+   * announced, a name contradicting its alias, no value, a value its Sparkplug type cannot hold, a session no longer born when its turn came):
    * counted, announced, and audited as a refused `tag.write` of the configured principal through
    * `system.refuseCommand`, so every refused command leaves its entry (IEC 62443-3-3 CR 2.8) as
    * one Kiln refuses itself does. The target is the tag, else `alias:<n>`, else `(no name)`.
    */
   async #refuseBeforeKiln(
-    event: SparkplugEdgeNodeEvents["command-refuse"] & { readonly code: "KILN_TAG_UNKNOWN" | "KILN_VALIDATION" },
+    event: SparkplugEdgeNodeEvents["command-refuse"] & {
+      readonly code: "KILN_TAG_UNKNOWN" | "KILN_VALIDATION" | "KILN_NOT_CONNECTED";
+    },
   ): Promise<void> {
     this.#refuse(event);
     const target = event.tag ?? (event.alias === undefined ? "(no name)" : `alias:${String(event.alias)}`);

@@ -35,6 +35,7 @@ import {
   checkMaxPayloadBytes,
   endSession,
   mqttConnect,
+  redactedBrokerUrl,
   sessionOptions,
 } from "./mqtt-client";
 import { tagDataTypeOfSparkplug, type SparkplugMetricDataType } from "./datatypes";
@@ -431,8 +432,12 @@ const DEFAULT_MAX_CLOCK_SKEW_MS = 60_000;
  */
 const FLAP_WINDOW_MS = 60_000;
 const FLAP_LOSSES = 3;
-/** The host's own stale mark is stored this far past a whole ms, where no Sparkplug timestamp falls. */
-const STALE_MARK_OFFSET_MS = 0.5;
+/**
+ * The host's stale mark is stored this far (1 µs) past the last value the host received for the
+ * tag, in the edge node's own clock: Sparkplug timestamps are whole milliseconds, so no real
+ * sample can fall there, and stores keep microseconds (ADR 0043, amendment 19z).
+ */
+const STALE_MARK_OFFSET_MS = 0.001;
 const DEFAULT_BACKOFF: ReconnectBackoff = { initialDelayMs: 1_000, maxDelayMs: 30_000 };
 
 /**
@@ -478,6 +483,12 @@ export class SparkplugHost {
   readonly #live = new Map<string, SparkplugLiveMetric>();
   /** Live entries that are the host's own marks (stale, refused value...): never stored at their time. */
   readonly #marks = new WeakSet<SparkplugLiveMetric>();
+  /**
+   * Per tag: the latest time (the edge node's clock) of a value the host received and stored,
+   * and whether a stale mark was stored after it. The stored mark goes there, whatever the
+   * host's clock says (ADR 0043, amendment 19z).
+   */
+  readonly #received = new Map<string, { at: number; marked: boolean }>();
   readonly #registered = new Map<string, string>();
   #session: Session | undefined;
   #lastState: { online: boolean; timestamp?: number } = { online: false };
@@ -877,7 +888,7 @@ export class SparkplugHost {
             reject(
               new KilnError(
                 refused ? "KILN_AUTHENTICATION_FAILED" : "KILN_CONNECTION_FAILED",
-                `MQTT connect to ${this.#options.brokerUrl} failed: ${error.message}`,
+                `MQTT connect to ${redactedBrokerUrl(this.#options.brokerUrl)} failed: ${error.message}`,
                 { retryable: !refused, cause: error },
               ),
             );
@@ -887,7 +898,7 @@ export class SparkplugHost {
             reject(
               new KilnError(
                 "KILN_CONNECTION_FAILED",
-                `MQTT connect to ${this.#options.brokerUrl} failed: connection closed`,
+                `MQTT connect to ${redactedBrokerUrl(this.#options.brokerUrl)} failed: connection closed`,
                 {
                   retryable: true,
                 },
@@ -914,8 +925,7 @@ export class SparkplugHost {
       // Every edge node must be born again in this session before its data is taken: messages
       // were missed while the host was away.
       for (const node of this.#nodes.values()) {
-        if (node.state === "online")
-          this.#setNodeState(node, "awaiting-rebirth", "the host reconnected to the broker", { store: false });
+        if (node.state === "online") this.#setNodeState(node, "awaiting-rebirth", "the host reconnected to the broker");
       }
       client.on("message", (topic, payload, packet) => this.#onMessage(session, topic, payload, packet.retain));
       // Backpressure: MQTT.js reads the next packet only when this callback runs.
@@ -960,7 +970,9 @@ export class SparkplugHost {
     session.client.end(true);
     this.#lastState = { online: false, timestamp: session.timestamp };
     // The host no longer sees the edge nodes: their live values are stale (Sparkplug 3.0.0, 5.x).
-    this.#markStale([...this.#live.keys()], this.#clock.now(), "the host lost its broker connection", false);
+    // Stored too, right after the last value the host received: what the edge node measured
+    // meanwhile, replayed later as history, lands after it (ADR 0043, amendment 19z).
+    this.#markStale([...this.#live.keys()], this.#clock.now(), "the host lost its broker connection");
     if (this.#stopping) return;
     void this.#reconnect("connection to the broker lost");
   }
@@ -1102,19 +1114,15 @@ export class SparkplugHost {
    * The one place where the host's trust in an edge node's or device's stream changes. Every
    * transition away from `online` (NDEATH, DDEATH, a seq gap or other distrust, a new NBIRTH for
    * the devices it ends, the host's own reconnect) marks the live values of what it covers stale
-   * (uncertain, with `reason`, at `at`; stored too unless `store` is false), so the live view
-   * never shows a value good from a stream the host no longer takes (issue 19).
+   * (uncertain, with `reason`, at `at`; stored right after the last value received, ADR 0043
+   * amendment 19z), so the live view never shows a value good from a stream the host no longer
+   * takes (issue 19).
    */
   #setNodeState(
     node: EdgeNodeState,
     state: EdgeNodeState["state"],
     reason: string,
-    {
-      deviceId,
-      at,
-      store = true,
-      birthRefused = false,
-    }: { deviceId?: string; at?: number; store?: boolean; birthRefused?: boolean } = {},
+    { deviceId, at, birthRefused = false }: { deviceId?: string; at?: number; birthRefused?: boolean } = {},
   ): void {
     const now = this.#clock.now();
     if (deviceId === undefined) {
@@ -1130,7 +1138,7 @@ export class SparkplugHost {
         deviceId === undefined
           ? `edge node ${node.groupId}/${node.edgeNodeId}`
           : `device ${deviceId} of ${node.groupId}/${node.edgeNodeId}`;
-      this.#markStale(this.#tagsOf(node, deviceId), at ?? now, `${what} ${state}: ${reason}`, store);
+      this.#markStale(this.#tagsOf(node, deviceId), at ?? now, `${what} ${state}: ${reason}`);
     }
     this.#session?.onFarewellProgress?.();
     void this.#bus.publish("edge-node-change", {
@@ -1281,7 +1289,7 @@ export class SparkplugHost {
     const gone: string[] = [];
     for (const info of before.byName.values())
       if (info.tag !== undefined && !after.byName.has(info.name)) gone.push(info.tag);
-    this.#markStale(gone, this.#clock.now(), `absent from the ${what}`, true);
+    this.#markStale(gone, this.#clock.now(), `absent from the ${what}`);
   }
 
   #onNodeBirth(node: EdgeNodeState, topic: string, bytes: Uint8Array): void {
@@ -1564,36 +1572,39 @@ export class SparkplugHost {
   }
 
   /**
-   * Marks the live values of `tags` stale: uncertain "last usable value", at `at`. With
-   * `store`, the stale mark is also stored (history shows when the values stopped being live):
-   * without a value (`null`, bad `BadNoCommunication`, the same reason), since the last value the
-   * host saw need not be the last one the edge node measured before `at` — what it measured then
-   * may still arrive, replayed as history, and lands before the mark (ADR 0043, amendment of
-   * 2026-12-01). `at` is a host time or a wire time already checked by {@link #wireTime}.
+   * Marks the live values of `tags` stale: uncertain "last usable value", at `at` (a host time
+   * or a wire time already checked by {@link #wireTime}). The stale mark is also stored, once
+   * per last value: a row without a value (`null`, bad `BadNoCommunication`, the
+   * same reason) in the edge node's clock, {@link STALE_MARK_OFFSET_MS} after the last value the
+   * host received for the tag — the last moment it knew the value. So it lands after that value
+   * and before any data of the next session whatever the skew between the two clocks, and what
+   * the edge node measured meanwhile, replayed later as history, lands after it (ADR 0043,
+   * amendment 19z). A tag whose live value is already stale still gets its stored mark.
    */
-  #markStale(tags: readonly string[], at: number, reason: string, store: boolean): void {
+  #markStale(tags: readonly string[], at: number, reason: string): void {
     const marked: SparkplugLiveMetric[] = [];
     const samples: Sample[] = [];
     const stale = quality("uncertain", reason, QualityCodes.UncertainNoCommunicationLastUsableValue);
     const gap = quality("bad", reason, QualityCodes.BadNoCommunication);
     for (const tag of tags) {
       const entry = this.#live.get(tag);
-      if (entry === undefined || entry.sample.quality.code === stale.code) continue;
-      // Never before the value it marks. The mark is stored only when it comes after that value
-      // in time (an edge clock ahead of the host's would put it where a real sample may land),
-      // and half a millisecond past a whole one: Sparkplug timestamps are whole milliseconds, so
-      // no real sample (a historical DDATA replayed later) can ever claim the mark's time and be
-      // refused as a conflict with it (issue 19). The live view keeps the mark's own time.
-      const after = at > entry.sample.timestamp;
-      const timestamp = after ? at : entry.sample.timestamp + 1;
+      if (entry === undefined) continue;
+      const received = this.#received.get(tag);
+      if (received !== undefined && !received.marked) {
+        const storedAt = received.at + STALE_MARK_OFFSET_MS;
+        if (storedAt <= SAMPLE_TIME_MAX) {
+          samples.push({ tag, value: null, timestamp: storedAt, quality: gap });
+          received.marked = true;
+        }
+      }
+      if (entry.sample.quality.code === stale.code) continue;
+      // Never before the value it marks (live view only: it keeps the host's time of the loss).
+      const timestamp = at > entry.sample.timestamp ? at : entry.sample.timestamp + 1;
       const sample: Sample = { tag, value: entry.sample.value, timestamp, quality: stale };
       const updated: SparkplugLiveMetric = { ...entry, sample };
       this.#live.set(tag, updated);
       this.#marks.add(updated);
       marked.push(updated);
-      const storedAt = Math.floor(at) + STALE_MARK_OFFSET_MS;
-      if (store && after && storedAt <= SAMPLE_TIME_MAX)
-        samples.push({ tag, value: null, timestamp: storedAt, quality: gap });
     }
     if (samples.length > 0) this.#writer.push(samples);
     if (marked.length > 0) void this.#bus.publish("live-update", { metrics: marked });
@@ -1814,7 +1825,14 @@ export class SparkplugHost {
         quality: qualityOfMetric(metric.properties, value === null),
       };
       if (metric.isTransient === true) this.#counts.transient++;
-      else samples.push(sample);
+      else {
+        samples.push(sample);
+        // The last moment the host knew the value, in the edge node's clock (not a time no clock
+        // can have had yet: that one is refused from the live view below).
+        const received = this.#received.get(info.tag);
+        if ((received === undefined || timestamp > received.at) && !this.#aheadOfHost(timestamp, now))
+          this.#received.set(info.tag, { at: timestamp, marked: false });
+      }
       if (metric.isHistorical === true) {
         this.#counts.historical++;
         // Stored as the edge node published it, never in the live view; but a time no clock can

@@ -420,6 +420,34 @@ describe("retained and oversized commands (issue 19)", () => {
       );
   });
 
+  test("adversarial review 19z, L1: a password in brokerUrl never shows in health().linkReason, link-change events or a start() error", async () => {
+    fixture = await edgeFixture();
+    // Nothing listens on this port: every connect fails, with the URL in its message.
+    const brokerUrl = `mqtt://kiln:s3cret-pw@127.0.0.1:${await freePort()}`;
+    const node = fixture.newNode({ brokerUrl });
+    const changes: string[] = [];
+    node.events.on("link-change", (change) => void changes.push(JSON.stringify(change)));
+    await node.start();
+    await expect.poll(() => node.health().linkReason ?? "", { timeout: 5_000 }).toContain("***@127.0.0.1");
+    await expect.poll(() => changes.length, { timeout: 5_000 }).toBeGreaterThan(0);
+    const shown = [node.health().linkReason ?? "", ...changes].join("\n");
+    expect(shown).not.toContain("s3cret-pw");
+    expect(shown).not.toContain("kiln:");
+    await node.stop();
+  });
+
+  test("L1 sibling: a brokerUrl refused as no URL never echoes its password either", async () => {
+    fixture = await edgeFixture();
+    let message = "";
+    try {
+      fixture.newNode({ brokerUrl: "kiln:s3cret-pw@broker.plant:1883" });
+    } catch (error) {
+      message = JSON.stringify(error) + String((error as Error).message);
+    }
+    expect(message).toContain("brokerUrl");
+    expect(message).not.toContain("s3cret-pw");
+  });
+
   test("maxPayloadBytes must be a whole number of bytes from 1", async () => {
     fixture = await edgeFixture();
     for (const bad of [0, -1, 1.5, Number.NaN])
@@ -554,4 +582,80 @@ describe("a birth over the broker's Maximum Packet Size (adversarial review 19y,
       }
     },
   );
+});
+
+describe("commands on a session not born, or no longer (adversarial review 19z, M2 and M3)", () => {
+  const state = (online: boolean) => Buffer.from(JSON.stringify({ online, timestamp: Date.now() }));
+  const rebirth = () =>
+    encodePayload({
+      timestamp: Date.now(),
+      metrics: [{ name: "Node Control/Rebirth", datatype: "Boolean", value: true }],
+    });
+  const setpoint = (node: SparkplugEdgeNode, value: number) =>
+    encodePayload(
+      { timestamp: Date.now(), metrics: [{ alias: node.aliases.get("heater.setpoint")!, datatype: "Float", value }] },
+      { omitDatatype: true },
+    );
+
+  /** A node born under primary host `scada`; the host goes offline; the node reconnects and waits, not born. */
+  async function unborn(): Promise<{ node: SparkplugEdgeNode; drops: string[] }> {
+    fixture = await edgeFixture({ primaryHostId: HOST });
+    const client = fixture.recorder.client;
+    await client.publishAsync(`spBv1.0/STATE/${HOST}`, state(true), { qos: 1, retain: true });
+    const node = fixture.node;
+    const drops: string[] = [];
+    node.events.on("command-drop", (event) => void drops.push(`${event.topic} ${event.reason}`));
+    await node.start();
+    await fixture.recorder.waitFor(ofType("DBIRTH"));
+    await client.publishAsync(`spBv1.0/STATE/${HOST}`, state(false), { qos: 1, retain: true });
+    await fixture.recorder.waitFor(ofType("NDEATH"), 10_000);
+    await expect
+      .poll(() => node.health().link === "connected" && !node.health().publishing, { timeout: 10_000 })
+      .toBe(true);
+    return { node, drops };
+  }
+
+  test("M2: a DCMD on the reconnected session before the node is born again never reaches the PLC: dropped, counted, audited", async () => {
+    const { node, drops } = await unborn();
+    await fixture!.recorder.client.publishAsync(DCMD, Buffer.from(setpoint(node, 77)), { qos: 1 });
+    await expect.poll(() => drops, { timeout: 5_000 }).toEqual([`${DCMD} session-unborn`]);
+    expect(node.health().commands).toMatchObject({ dropped: 1, written: 0 });
+    await node.stop();
+    expect(fixture!.plc.writes).toEqual([]);
+    expect(await dropEntries()).toEqual([
+      { action: "sparkplug.dcmd-drop", target: "(1 whole DCMD message: session-unborn)", outcome: "failed" },
+    ]);
+  });
+
+  test("M2 sibling: an NCMD on the unborn session is dropped and counted too (the node is born when the host is back, not at its request)", async () => {
+    const { node, drops } = await unborn();
+    const ncmd = `spBv1.0/${GROUP}/NCMD/${EDGE}`;
+    await fixture!.recorder.client.publishAsync(ncmd, Buffer.from(rebirth()), { qos: 1 });
+    await expect.poll(() => drops, { timeout: 5_000 }).toEqual([`${ncmd} session-unborn`]);
+    expect(node.health().commands).toMatchObject({ dropped: 1, rebirths: 0 });
+    expect(fixture!.recorder.messages.filter(ofType("NBIRTH"))).toHaveLength(1);
+  });
+
+  test("M3: DCMDs queued behind a slow PLC write before STATE offline are not written after the NDEATH: dropped and audited", async () => {
+    fixture = await edgeFixture({ primaryHostId: HOST });
+    const client = fixture.recorder.client;
+    await client.publishAsync(`spBv1.0/STATE/${HOST}`, state(true), { qos: 1, retain: true });
+    const node = fixture.node;
+    const drops: string[] = [];
+    node.events.on("command-drop", (event) => void drops.push(event.reason));
+    await node.start();
+    await fixture.recorder.waitFor(ofType("DBIRTH"));
+    fixture.plc.faults.latencyMs = 1_500;
+    for (const value of [10, 20, 30]) await client.publishAsync(DCMD, Buffer.from(setpoint(node, value)), { qos: 1 });
+    // In order from one publisher: the three reach the node before the STATE offline; the first
+    // write is under way when the goodbye begins, the other two wait behind it.
+    await client.publishAsync(`spBv1.0/STATE/${HOST}`, state(false), { qos: 1, retain: true });
+    await fixture.recorder.waitFor(ofType("NDEATH"), 10_000);
+    await expect.poll(() => drops.length, { timeout: 10_000 }).toBe(2);
+    fixture.plc.faults.latencyMs = 0;
+    expect(drops).toEqual(["session-closing", "session-closing"]);
+    expect(fixture.plc.writes.map((write) => write.value)).toEqual([10]);
+    await node.stop();
+    expect(droppedMessages(await dropEntries())).toBe(2);
+  });
 });

@@ -6,7 +6,13 @@ import { afterEach, beforeAll, describe, expect, test, vi } from "vitest";
 import { SparkplugHost, type SparkplugHostEvents } from "../src/host";
 import { qualifiedTagName } from "../src/host-tag-names";
 import { encodePayload, type SparkplugMetric } from "../src/payload";
-import { recordSparkplug, startTestBroker, type SparkplugRecorder, type TestBroker } from "../src/testing/index";
+import {
+  recordSparkplug,
+  startMqttTap,
+  startTestBroker,
+  type SparkplugRecorder,
+  type TestBroker,
+} from "../src/testing/index";
 import { sparkplugTopic } from "../src/topic";
 import { RawEdgeNode, eventually, openTestDatabase, type TestDatabase } from "./support/host-harness";
 
@@ -610,5 +616,112 @@ describe("adversarial review 19y, L2: a birth refused at every rebirth is named 
       edge.dbirth("d", [double("t", 1, round, Date.now()), double("t", 2, round, Date.now())]),
     );
     expect(problems).toMatch(/loses trust at every birth.*metric name "t" given twice/);
+  });
+});
+
+describe("adversarial review 19z: the stored stale mark is in the edge node's clock, right after the last value the host received", () => {
+  const marks = <T extends { quality: { severity: string } }>(rows: readonly T[]) =>
+    rows.filter((each) => each.quality.severity === "bad");
+
+  /** Born with device values at `at`, one DDATA `a` = 95 at `at + 5`, then NDEATH: the node is offline. */
+  async function lost(rigged: Rig, at: number): Promise<RawEdgeNode> {
+    const edge = await born(rigged, at);
+    await edge.ddata("d", [{ alias: 1, timestamp: at + 5, datatype: "Double", value: 95 }]);
+    await eventually(() => rigged.host.latest(tag("a"))?.sample.value === 95, 5_000, "taken");
+    await edge.ndeath(0);
+    await eventually(() => rigged.node()?.state === "offline", 5_000, "offline");
+    return edge;
+  }
+
+  test("H1: an edge clock 2 s ahead of the host's: the NDEATH's mark is stored right after the last value, so history reads no communication through the outage", async () => {
+    const rigged = await rig();
+    const at = Date.now() + 2_000;
+    const edge = await lost(rigged, at);
+    await edge.nbirth(1);
+    await edge.dbirth("d", [double("a", 1, 99, at + 3_000), double("b", 2, 2, at + 3_000)]);
+    await eventually(
+      async () => (await rigged.db.samples(tag("a"))).some((each) => each.value === 99),
+      5_000,
+      "reborn",
+    );
+    const rows = await rigged.db.samples(tag("a"));
+    expect(rows.map((each) => each.value)).toEqual([1, 95, null, 99]);
+    expect(rows[2]).toMatchObject({ value: null, quality: { code: QualityCodes.BadNoCommunication } });
+    expect(rows[2]!.timestamp).toBeCloseTo(at + 5.001, 6);
+    // Inside the outage, history no longer reads the last value as good.
+    const [inside] = await rigged.db.store.history.valueAt([tag("a")], at + 1_000);
+    expect(inside?.quality.severity).not.toBe("good");
+  });
+
+  test("M1: an edge clock 3 s behind the host's: the mark lands before the reborn session's data, whose newest row is good", async () => {
+    const rigged = await rig();
+    const at = Date.now() - 3_000;
+    const edge = await lost(rigged, at);
+    await edge.nbirth(1);
+    await edge.dbirth("d", [double("a", 1, 99, at + 100), double("b", 2, 2, at + 100)]);
+    await eventually(
+      async () => (await rigged.db.samples(tag("a"))).some((each) => each.value === 99),
+      5_000,
+      "reborn",
+    );
+    const rows = await rigged.db.samples(tag("a"));
+    expect(rows.map((each) => each.value)).toEqual([1, 95, null, 99]);
+    expect(rows.at(-1)?.quality.severity).toBe("good");
+  });
+
+  test("H1 sibling: a DDEATH stamped the very ms of the last value still stores its mark, 1 µs after it", async () => {
+    const rigged = await rig();
+    const at = Date.now() - 1_000;
+    const edge = await born(rigged, at);
+    await edge.ddata("d", [{ alias: 1, timestamp: at + 5, datatype: "Double", value: 95 }]);
+    await eventually(() => rigged.host.latest(tag("a"))?.sample.value === 95, 5_000, "taken");
+    await edge.ddeath("d", at + 5);
+    await eventually(() => rigged.node()?.devices[0]?.online === false, 5_000, "device offline");
+    await eventually(async () => marks(await rigged.db.samples(tag("a"))).length === 1, 5_000, "mark stored");
+    expect(marks(await rigged.db.samples(tag("a")))[0]!.timestamp).toBeCloseTo(at + 5.001, 6);
+  });
+
+  /** A host behind a tap; node born, `a` = 10 at `at`; then the host's own link is cut and comes back (node awaiting a rebirth). */
+  async function hostLinkLost(at: number): Promise<{ rigged: Rig; edge: RawEdgeNode }> {
+    const tap = await startMqttTap(broker.port);
+    cleanups.push(() => tap.close());
+    const rigged = await rig({ brokerUrl: tap.url, reconnect: { initialDelayMs: 50, maxDelayMs: 200 } });
+    const edge = await born(rigged, at);
+    await edge.ddata("d", [{ alias: 1, timestamp: at + 10, datatype: "Double", value: 10 }]);
+    await eventually(() => rigged.host.latest(tag("a"))?.sample.value === 10, 5_000, "taken");
+    tap.cut();
+    await eventually(() => rigged.host.health().link !== "connected", 5_000, "link lost");
+    await eventually(
+      () => rigged.host.health().link === "connected" && rigged.node()?.state === "awaiting-rebirth",
+      10_000,
+      "host back",
+    );
+    return { rigged, edge };
+  }
+
+  test("H2: the host's own link loss stores its mark right after the last value; the NDEATH that follows (values already stale) adds none", async () => {
+    const at = Date.now() - 2_000;
+    const { rigged, edge } = await hostLinkLost(at);
+    await edge.ndeath(0);
+    await eventually(() => rigged.node()?.state === "offline", 5_000, "offline");
+    await eventually(async () => marks(await rigged.db.samples(tag("a"))).length > 0, 5_000, "mark stored");
+    const rows = await rigged.db.samples(tag("a"));
+    expect(rows.map((each) => each.value)).toEqual([1, 10, null]);
+    expect(rows[2]!.timestamp).toBeCloseTo(at + 10.001, 6);
+    expect(rows[2]!.quality).toMatchObject({ severity: "bad", code: QualityCodes.BadNoCommunication });
+  });
+
+  test("H2 sibling: after the host's link loss, the rebirth and the replay of what the host missed land after the mark", async () => {
+    const at = Date.now() - 2_000;
+    const { rigged, edge } = await hostLinkLost(at);
+    await edge.nbirth(1);
+    await edge.dbirth("d", [double("a", 1, 40, at + 500), double("b", 2, 2, at + 500)]);
+    await edge.ddata("d", [{ alias: 1, timestamp: at + 200, datatype: "Double", value: 20, isHistorical: true }]);
+    await eventually(
+      async () => (await rigged.db.samples(tag("a"))).some((each) => each.value === 20),
+      5_000,
+      "replayed",
+    );
+    expect((await rigged.db.samples(tag("a"))).map((each) => each.value)).toEqual([1, 10, null, 20, 40]);
   });
 });

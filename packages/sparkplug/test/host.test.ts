@@ -6,6 +6,7 @@ import { SparkplugHost, type SparkplugHostEvents, type SparkplugHostOptions } fr
 import { qualifiedTagName } from "../src/host-tag-names";
 import { decodePayload } from "../src/payload";
 import {
+  freePort,
   recordSparkplug,
   startMqttTap,
   startTestBroker,
@@ -641,7 +642,7 @@ describe("Sparkplug host: seq, bdSeq and rebirth (Sparkplug 3.0.0, 5.9 message o
     await eventually(() => rigged.rebirths() === 1);
   });
 
-  test("a real sample the edge node replays at the very ms the host marked stale (NDEATH, host time) is stored beside the mark, never refused as a conflict with it (issue 19)", async () => {
+  test("a real sample the edge node replays at the whole ms next to the host's stale mark (NDEATH) is stored beside the mark, never refused as a conflict with it (issue 19; the mark is 1 µs past the last value since 19z)", async () => {
     const rigged = await rig();
     const { edge, born } = await bornEdge(rigged, 5);
     await edge.ndeath(5);
@@ -651,7 +652,9 @@ describe("Sparkplug host: seq, bdSeq and rebirth (Sparkplug 3.0.0, 5.9 message o
     await edge.nbirth(6);
     await edge.dbirth(DEVICE, deviceBirth(born));
     await eventually(() => nodeHealth(rigged.host)?.state === "online");
-    const at = Math.floor(mark.timestamp);
+    // Never on a whole ms: no Sparkplug timestamp can claim it.
+    expect(Number.isInteger(mark.timestamp)).toBe(false);
+    const at = Math.ceil(mark.timestamp);
     await edge.ddata(DEVICE, [{ alias: 1, timestamp: at, datatype: "Double", value: 42, isHistorical: true }]);
     await eventually(async () => (await rigged.db.samples(PRESSURE)).some((sample) => sample.value === 42));
     const stored = await rigged.db.samples(PRESSURE);
@@ -788,5 +791,27 @@ describe("Sparkplug host: options", () => {
       );
     for (const brokerUrl of ["mqtt://localhost:1883", "mqtts://broker.plant", "ws://broker:9001/mqtt"])
       expect(() => new SparkplugHost({ ...base, brokerUrl })).not.toThrow();
+  });
+
+  test("a password in brokerUrl never shows in health().linkReason or link-change events (adversarial review 19z, L1)", async () => {
+    // Nothing listens on this port: every connect fails, with the URL in its message.
+    const host = new SparkplugHost({
+      brokerUrl: `mqtt://kiln:s3cret-pw@127.0.0.1:${await freePort()}`,
+      hostId: "h",
+      groups: ["g"],
+      store: new MemoryStore(),
+      reconnect: { initialDelayMs: 50, maxDelayMs: 200 },
+    });
+    const changes: string[] = [];
+    host.events.on("link-change", (change) => void changes.push(JSON.stringify(change)));
+    try {
+      await host.start();
+      await eventually(() => (host.health().linkReason ?? "").includes("***@127.0.0.1") && changes.length > 0);
+      const shown = [host.health().linkReason ?? "", ...changes].join("\n");
+      expect(shown).not.toContain("s3cret-pw");
+      expect(shown).not.toContain("kiln:");
+    } finally {
+      await host.stop();
+    }
   });
 });
