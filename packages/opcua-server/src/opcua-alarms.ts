@@ -417,6 +417,26 @@ export function serveAlarms(context: AlarmServingContext): ServedAlarms {
         });
         return { statusCode };
       }
+      // Each Method only on the object type that declares it: the shelving Methods on the
+      // condition's ShelvingState, the others on the condition itself (adversarial review 20z).
+      const object = (methodContext as { object?: { nodeId: { toString(): string } } }).object;
+      const onShelvingState = object?.nodeId.toString() === alarm.condition.shelvingState.nodeId.toString();
+      if (onShelvingState !== SHELVING_METHODS.has(name)) {
+        const target = object?.nodeId.toString() ?? "(no object)";
+        const statusCode = await refuseCall(principal, {
+          permission,
+          action: `opcua.${name}`,
+          target,
+          reason: new KilnValidationError(`OPC UA ${name}`, [
+            {
+              path: "objectId",
+              message: `${name} is a Method of the condition's ${SHELVING_METHODS.has(name) ? "ShelvingState" : "object"}, not of ${target}`,
+            },
+          ]),
+          statusCode: codes.BadMethodInvalid,
+        });
+        return { statusCode };
+      }
       if (needsEnabled && !alarm.condition.currentBranch().getEnabledState()) {
         const statusCode = await refuseCall(principal, {
           permission,
@@ -779,3 +799,6 @@ function isSuppressed(state: AlarmState): boolean {
   }
   return false;
 }
+
+/** The Methods ShelvedStateMachineType declares (called on a condition's ShelvingState, never on the condition). */
+const SHELVING_METHODS: ReadonlySet<string> = new Set(["TimedShelve", "OneShotShelve", "Unshelve"]);

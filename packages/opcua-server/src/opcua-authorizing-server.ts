@@ -977,7 +977,11 @@ function recordThroughDeadband(
   }
   const old = item.oldDataValue as DataValue | undefined;
   if (old?.statusCode?.value !== dataValue.statusCode?.value) return record(dataValue, true, indexRange);
-  if (deadbandApplies(old?.value) && deadbandApplies(dataValue.value)) {
+  if (
+    deadbandApplies(old?.value) &&
+    deadbandApplies(dataValue.value) &&
+    differencesFinite(old?.value, dataValue.value)
+  ) {
     return record(dataValue, skipChangeTest, indexRange);
   }
   if ((filter.trigger as number) === 0) return false; // DataChangeTrigger.Status: the StatusCode is unchanged
@@ -997,6 +1001,27 @@ function deadbandApplies(variant: Variant | null | undefined): boolean {
   const value: unknown = variant.value;
   if (!Array.isArray(value) && !ArrayBuffer.isView(value)) return false;
   return Array.from(value as ArrayLike<unknown>).every(comparable);
+}
+
+/**
+ * Whether every difference node-opcua's deadband check would compute between these two Variants
+ * is finite: it asserts `Number.isFinite(value2 - value1)` per element, so a move from -1.7e308 to
+ * 1.7e308 (difference beyond `Number.MAX_VALUE`) would crash the process. Such a move is larger than
+ * any finite deadband, so the caller decides it itself (reported whenever the value changed).
+ * Int64/UInt64 pairs are compared as (high, low) 32-bit halves, whose differences are always finite.
+ */
+function differencesFinite(before: Variant | null | undefined, after: Variant | null | undefined): boolean {
+  if (!before || !after) return false;
+  const list = (value: unknown): unknown[] =>
+    Array.isArray(value) || ArrayBuffer.isView(value) ? Array.from(value as ArrayLike<unknown>) : [value];
+  const a = list(before.value);
+  const b = list(after.value);
+  for (let index = 0; index < Math.min(a.length, b.length); index += 1) {
+    const x = a[index];
+    const y = b[index];
+    if (typeof x === "number" && typeof y === "number" && !Number.isFinite(y - x)) return false;
+  }
+  return true;
 }
 
 /** Value equality for change detection: NaN equals NaN, arrays element by element, else a Variant's own equality. */

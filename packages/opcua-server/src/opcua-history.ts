@@ -646,12 +646,15 @@ export class HistoryService {
     const values = rows.map((row) => {
       const result = row.values[aggregate]!;
       const code = statusCodeOfAggregate(aggregate, result);
-      const variant = result.value === null ? undefined : this.#aggregateVariant(tag, aggregate, result.value);
+      const encoded = result.value === null ? undefined : this.#aggregateVariant(tag, aggregate, result.value);
+      const variant = typeof encoded === "number" ? undefined : encoded;
+      // Not encodable (a picked int16 70000, a Delta beyond 64 bits): Bad with no value, never
+      // converted or wrapped; a result that was bad already keeps its own code (the shared rule
+      // of `statusCodeOfServed`).
+      const unencoded = typeof encoded === "number" ? encoded : HistoryStatusCodes.BadNoData;
       return new runtime.DataValue({
         value: variant ?? { dataType: runtime.DataType.Null },
-        statusCode: runtime.getStatusCodeFromCode(
-          variant === undefined && code < QualityCodes.Bad ? HistoryStatusCodes.BadNoData : code,
-        ),
+        statusCode: runtime.getStatusCodeFromCode(variant === undefined && code < QualityCodes.Bad ? unencoded : code),
         sourceTimestamp: new Date(cursor.reverse ? row.end : row.start),
       });
     });
@@ -665,12 +668,15 @@ export class HistoryService {
   /**
    * An exact 64-bit integer result: in the tag's own DataType when it fits (a picked value of an
    * `int64`/`uint64` tag), else Int64 when it fits (a negative `Delta` of a `uint64` tag), else
-   * UInt64. node-opcua carries 64-bit integers as [high, low] 32-bit words.
+   * UInt64 when it fits; a result that fits neither (a `Delta` of 2^64−1 → 0: −(2^64−1)) is never
+   * wrapped: `BadOutOfRange` (returned as the StatusCode, no value). node-opcua carries 64-bit
+   * integers as [high, low] 32-bit words.
    */
-  #bigintVariant(tag: Tag, value: bigint): Variant {
+  #bigintVariant(tag: Tag, value: bigint): Variant | number {
     const runtime = this.#runtime;
     const fitsInt64 = value >= -(2n ** 63n) && value < 2n ** 63n;
     const fitsUInt64 = value >= 0n && value < 2n ** 64n;
+    if (!fitsInt64 && !fitsUInt64) return QualityCodes.BadOutOfRange;
     const own =
       (tag.dataType === "int64" && fitsInt64) || (tag.dataType === "uint64" && fitsUInt64) ? tag.dataType : undefined;
     const type = own ?? (fitsInt64 ? "int64" : "uint64");
@@ -683,13 +689,19 @@ export class HistoryService {
   }
 
   /**
-   * The Variant of an aggregate: values picked from the samples (Minimum, Maximum, Start, End,
-   * Delta of bigints, stepped Interpolative) in the tag's DataType; counts as UInt32; durations
-   * (DurationGood, ms) and computed values as Double (Part 13, 5.4.3).
+   * The Variant of an aggregate: values picked from the samples (Minimum, Maximum, Start, End) in
+   * the tag's DataType by the same encoding rule as Raw and AtTime (`variantOf`: a value that does
+   * not fit, such as an int16 tag's stored 70000, is `BadTypeMismatch`, never converted); a bigint
+   * (64-bit tags: Delta, Interpolative) exact, see {@link #bigintVariant}; an Interpolative value
+   * of an integer tag outside its DataType's range `BadTypeMismatch`, else as Double (it may be
+   * interpolated); counts as UInt32; durations (DurationGood, ms) and computed values as Double
+   * (Part 13, 5.4.3).
+   * @returns the Variant, or the Bad StatusCode when the value cannot be encoded.
    */
-  #aggregateVariant(tag: Tag, name: AggregateName, value: number | bigint): Variant | undefined {
+  #aggregateVariant(tag: Tag, name: AggregateName, value: number | bigint): Variant | number {
     const runtime = this.#runtime;
     const double = (v: number): Variant => new runtime.Variant({ dataType: runtime.DataType.Double, value: v });
+    const floating = tag.dataType === "float32" || tag.dataType === "float64";
     switch (name) {
       case "Count":
         return new runtime.Variant({ dataType: runtime.DataType.UInt32, value: Number(value) });
@@ -697,10 +709,15 @@ export class HistoryService {
       case "Maximum":
       case "Start":
       case "End":
+        if (typeof value === "bigint") return this.#bigintVariant(tag, value);
+        return this.#host.variantOf(tag, value) ?? QualityCodes.BadTypeMismatch;
       case "Delta":
       case "Interpolative":
         if (typeof value === "bigint") return this.#bigintVariant(tag, value);
-        if (tag.dataType === "float32" || tag.dataType === "float64") return this.#host.variantOf(tag, value);
+        if (floating) return this.#host.variantOf(tag, value) ?? QualityCodes.BadTypeMismatch;
+        if (name === "Interpolative" && this.#host.variantOf(tag, Math.round(value)) === undefined) {
+          return QualityCodes.BadTypeMismatch;
+        }
         return double(value);
       default:
         return double(Number(value));

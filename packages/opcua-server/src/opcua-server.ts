@@ -117,6 +117,13 @@ const SOURCE_MAX_LENGTH = 256;
 type AuthorizingServer = InstanceType<ServerRuntime["AuthorizingServer"]>;
 
 /**
+ * Test-only: sets the most coalescing windows a server keeps open (default `MAX_REFUSAL_WINDOWS`),
+ * so the overflow scope can be reached without thousands of principals. Not exported by the package.
+ * @internal
+ */
+export let setRefusalWindowCap: (server: OpcuaServer, cap: number) => void;
+
+/**
  * An OPC UA server (node-opcua) that exposes a Kiln `ControlSystem` to SCADA, HMI and MES
  * clients:
  *
@@ -185,6 +192,13 @@ export class OpcuaServer {
   readonly #refusalWindows = new Map<object | string, Map<string, RefusalWindow>>();
   /** The number of windows open in {@link OpcuaServer.#refusalWindows}. */
   #openWindows = 0;
+  /** Most windows open at once ({@link MAX_REFUSAL_WINDOWS}; smaller only in tests, see `setRefusalWindowCap`). */
+  #maxRefusalWindows = MAX_REFUSAL_WINDOWS;
+  static {
+    setRefusalWindowCap = (server, cap) => {
+      server.#maxRefusalWindows = cap;
+    };
+  }
   /** Failed logins per remote address and per user name in the current window (see {@link OpcuaServer.#identify}). */
   readonly #loginFailures = new Map<string, { count: number; since: number }>();
   /** The coalescing scope of each remote address's failed logins. */
@@ -1128,13 +1142,30 @@ export class OpcuaServer {
     apart: number = REFUSALS_AUDITED_APART,
   ): Promise<number> {
     let windows = this.#refusalWindows.get(scope);
-    if (!windows && this.#openWindows >= MAX_REFUSAL_WINDOWS)
+    if (!windows && this.#openWindows >= this.#maxRefusalWindows)
       windows = this.#refusalWindows.get((scope = OVERFLOW_SCOPE));
     const now = this.#clock.now();
     const open = windows?.get(key);
     if (open && open.apart < apart) {
       open.apart += 1;
       return this.#refuseNow(principal, request, request.detail);
+    }
+    const who = refuserOf(principal);
+    if (open && scope === OVERFLOW_SCOPE && who !== refuserOf(open.principal)) {
+      // A window shared by several principals (the overflow scope) keeps each one's count apart:
+      // its first refusal here is audited at once under it, the rest in a summary of its own.
+      const tally = open.others.get(who);
+      if (tally) {
+        tally.suppressed += request.count;
+        tally.calls += 1;
+        tally.last = now;
+        return tally.answer;
+      }
+      if (open.others.size >= DISTINCT_TARGETS_COUNTED) return this.#refuseNow(principal, request, request.detail);
+      const counted: RefusalTally = { principal, suppressed: 0, calls: 0, first: now, last: now, answer: 0 };
+      open.others.set(who, counted);
+      counted.answer = await this.#refuseNow(principal, request, request.detail);
+      return counted.answer;
     }
     if (open) {
       open.suppressed += request.count;
@@ -1158,6 +1189,7 @@ export class OpcuaServer {
       calls: 0,
       names: new Set(),
       targets: new Set(),
+      others: new Map(),
       answer: request.statusCode,
       principal,
       request,
@@ -1178,6 +1210,16 @@ export class OpcuaServer {
     if (windows.size === 0) this.#refusalWindows.delete(window.scope);
     this.#openWindows -= 1;
     if (window.timer) this.#clock.clearTimeout(window.timer);
+    const within = (calls: number, first: number, last: number) =>
+      `in ${calls} more ${calls === 1 ? "call" : "calls"} within ${REFUSAL_AUDIT_WINDOW_MS} ms, coalesced (from ${new Date(first).toISOString()} to ${new Date(last).toISOString()})`;
+    for (const tally of window.others.values()) {
+      if (tally.calls === 0) continue;
+      void this.#refuseNow(
+        tally.principal,
+        window.request,
+        `${tally.suppressed} more refused of the same kind ${within(tally.calls, tally.first, tally.last)}`,
+      );
+    }
     if (window.calls === 0) return;
     const names = [...window.names];
     const distinct = `${window.targets.size >= DISTINCT_TARGETS_COUNTED ? "at least " : ""}${window.targets.size}`;
@@ -1783,6 +1825,12 @@ interface RefusalWindow {
   /** When the window's first refusal came, and its last (clock ms). */
   readonly first: number;
   last: number;
+  /**
+   * The other principals (by id and source, up to `DISTINCT_TARGETS_COUNTED`; beyond, each refusal
+   * has an entry of its own) refused in this window (the overflow scope): each one's refusals are
+   * counted and summarised under it, never under the window's `principal`.
+   */
+  readonly others: Map<string, RefusalTally>;
   /** The StatusCode the first refusal got, given to the others. */
   answer: number;
   readonly principal: Principal;
@@ -1800,6 +1848,22 @@ type AddressSpaceFind = NonNullable<AuthorizingServer["engine"]["addressSpace"]>
 
 /** The coalescing scope shared by the scopes refused while `MAX_REFUSAL_WINDOWS` windows are open. */
 const OVERFLOW_SCOPE = "overflow";
+
+/** One more principal's refusals in a shared window: its first audited at once, the rest counted here. */
+interface RefusalTally {
+  readonly principal: Principal;
+  suppressed: number;
+  calls: number;
+  readonly first: number;
+  last: number;
+  /** The StatusCode its first refusal got, given to its others. */
+  answer: number;
+}
+
+/** A principal as the shared overflow window tells principals apart: its id, roles and source. */
+function refuserOf(principal: Principal): string {
+  return JSON.stringify([principal.id, [...principal.roles].sort(), principal.source ?? null]);
+}
 
 /**
  * The coalescing key of a refusal across calls: what is refused (action, permission, StatusCode,

@@ -497,6 +497,24 @@ describe("Kiln alarms as OPC UA Part 9 conditions", () => {
     expect(await audit("recipe.pause")).toEqual([]);
   });
 
+  test("each condition Method only on the object that declares it: Disable on the ShelvingState and TimedShelve on the condition answer BadMethodInvalid, audited, and act on nothing", async () => {
+    const shelving = await shelvingStateOf(DOOR);
+    const disable = await admin.session.call({ objectId: shelving, methodId: "ns=0;i=9028", inputArguments: [] });
+    expect(disable.statusCode.value).toBe(StatusCodes.BadMethodInvalid.value);
+    const shelve = await admin.session.call({
+      objectId: conditionId(DOOR),
+      methodId: "ns=0;i=2949", // ShelvedStateMachineType.TimedShelve
+      inputArguments: [{ dataType: DataType.Double, value: 60_000 }],
+    });
+    expect(shelve.statusCode.value).toBe(StatusCodes.BadMethodInvalid.value);
+    expect((await audit("opcua.Disable")).filter((entry) => entry.target === shelving)).toMatchObject([
+      { principal: "ada" },
+    ]);
+    expect((await audit("opcua.TimedShelve")).filter((entry) => entry.target === conditionId(DOOR))).toMatchObject([
+      { principal: "ada" },
+    ]);
+  });
+
   test("a call node-opcua refuses for its input arguments (missing, too many, wrong DataType) leaves one audit entry; a viewer's answers BadUserAccessDenied", async () => {
     const machine = `ns=${served.server.namespaceIndex};s=@Machine`;
     const missing = await operator.session.call({

@@ -140,4 +140,31 @@ describe("deadband on values that are not finite numbers", () => {
     ]);
     expect(read!.statusCode.isGood()).toBe(true); // still serving
   }, 30_000);
+
+  test("a move beyond Number.MAX_VALUE (-1.7e308 → 1.7e308) under absolute and percent deadbands is reported, never a crash", async () => {
+    now.flow = -1.7e308;
+    now.level = -1.7e308;
+    await scans(4);
+    const filter = (deadbandType: DeadbandType) =>
+      new DataChangeFilter({ trigger: DataChangeTrigger.StatusValue, deadbandType, deadbandValue: 1 });
+    const absolute = await watch("line.flow", filter(DeadbandType.Absolute));
+    const percent = await watch("line.level", filter(DeadbandType.Percent));
+    for (const value of [1.7e308, 1.7e308, 5]) {
+      now.flow = value;
+      now.level = value;
+      await scans(6);
+    }
+    await waitFor(() => absolute.seen.length >= 3 && percent.seen.length >= 3, "the last change");
+    await scans(2);
+    // Each move is far beyond any deadband; its difference is not even a finite double.
+    expect(absolute.seen.map((entry) => entry.split(" ")[0])).toEqual(["Good", "Good", "Good"]);
+    expect(absolute.seen.map((entry) => Number(entry.split(" ")[1]))).toEqual([-1.7e308, 1.7e308, 5]);
+    expect(percent.seen.map((entry) => Number(entry.split(" ")[1]))).toEqual([-1.7e308, 1.7e308, 5]);
+    const [read] = await vic.session.read([
+      { nodeId: served.server.nodeIdOf("line.flow"), attributeId: AttributeIds.Value },
+    ]);
+    expect(read!.statusCode.isGood()).toBe(true); // still serving
+    await absolute.item.terminate();
+    await percent.item.terminate();
+  }, 30_000);
 });
