@@ -1263,16 +1263,20 @@ export class ControlSystem {
           }
           // While a trip writes the safe state the machine is about to be faulted: a command
           // other than a safety function (maintenance, reset) would slip in before the fault and
-          // clear the trip without a reset. Refused before the commit (denied; review 15w, M6).
-          if (!safetyFunction && this.#recipes.tripping) {
+          // clear the trip without a reset. Refused before the commit (denied; review 15w, M6),
+          // and again after it: a trip that began while the entry was being written wins (review 15v).
+          const refuseWhileTripping = (): void => {
+            if (safetyFunction || !this.#recipes.tripping) return;
             throw new KilnError(
               "KILN_INVALID_TRANSITION",
               `Machine "${this.machineId}" is tripping (safe state being written): command "${name}" was not sent. Try again once the machine is faulted.`,
               { details: { machineId: this.machineId, command: name, stage: "process", tripping: true } },
             );
-          }
+          };
+          refuseWhileTripping();
           // An impossible transition is refused before the entry is committed (recorded denied).
           if (this.#machine.can(name)) await context.commit();
+          refuseWhileTripping();
           return this.#machine.send(name);
         },
         {

@@ -50,8 +50,16 @@ class HeldProcessStore extends MemoryStore {
     this.#open?.();
     this.#gate = undefined;
   }
+  /** Each audit entry takes this long to store (simulated ms): a command's commit is a window. */
+  auditDelayMs = 0;
   constructor(options: ConstructorParameters<typeof MemoryStore>[0]) {
     super(options);
+    const audit = this.audit;
+    const record = audit.record.bind(audit);
+    (audit as { record: typeof record }).record = async (entry) => {
+      if (this.auditDelayMs > 0) await options!.clock!.sleep(this.auditDelayMs);
+      return record(entry);
+    };
     const inner = this.processes;
     const save = inner.save.bind(inner);
     (inner as { save: typeof save }).save = async (record, events, expected) => {
@@ -143,6 +151,29 @@ describe("no machine command slips in while a trip acts (review 15w, M6)", () =>
     expect(maintenance).toMatchObject({ done: true, code: "KILN_INVALID_TRANSITION" });
     expect(system.machineState).toBe("error");
     await expect(system.startRecipe(engineer, LOOP)).rejects.toMatchObject({ code: "KILN_INVALID_TRANSITION" });
+  });
+
+  test("kiln: a trip that begins while enterMaintenance's entry is being written wins: not sent, the machine ends faulted (review 15v)", async () => {
+    const parts = await build("kiln", { slowSafeState: true });
+    const { system, clock } = parts;
+    (parts.store as HeldProcessStore).auditDelayMs = 200;
+    // Passes the tripping check while idle, then waits 200 ms for its entry; the trip starts meanwhile.
+    const maintenance = settled(system.sendMachineCommand(admin, "enterMaintenance"));
+    await clock.advance(10);
+    parts.pressure.value = 25;
+    await clock.advance(100);
+    parts.pressure.value = 1;
+    for (let tick = 0; tick < 20; tick++) await clock.advance(50);
+    expect(maintenance).toMatchObject({ done: true, code: "KILN_INVALID_TRANSITION" });
+    expect(system.machineState).toBe("error");
+    expect(parts.safeStateWrites()).toBe(1);
+    (parts.store as HeldProcessStore).auditDelayMs = 0;
+    await expect(system.startRecipe(engineer, LOOP)).rejects.toMatchObject({ code: "KILN_INVALID_TRANSITION" });
+    // Its entry says it did not take effect: the allowed intent is followed by a :fail naming it.
+    const trail = await auditTrailAfterStop(parts);
+    const entries = trail.filter((entry) => entry.action === "machine.enterMaintenance");
+    expect(entries.map((entry) => entry.outcome)).toEqual(["allowed", expect.stringMatching(/denied|failed/)]);
+    expect(entries[1]!.refersTo).toBe(entries[0]!.id);
   });
 
   test("sibling, kiln: a stop during a trip's safe-state write is still a safety function: the machine ends faulted", async () => {
