@@ -2,8 +2,8 @@ import { describe, expect, test } from "vitest";
 import { defineTags } from "../domain/tags";
 import { MemoryStore } from "../memory/memory-store";
 import type { RecipeInput } from "../recipes/recipe-schema";
-import type { Principal } from "../security/authorization";
 import { auditTrailAfterStop, simulatedSystem } from "../../test/support/simulated-system";
+import { HeldProcessStore, VALVE_LOOP as LOOP, admin, engineer, settled } from "../../test/support/safety-harness";
 
 // Adversarial review 15z: an interlock trip (or a manual fault / PackML abort) during a stop was
 // dropped (H1); a trip while a finished process saved its end wrote no safe state and left the
@@ -14,52 +14,8 @@ const tags = defineTags({
   "heater.setpoint": { dataType: "float64", access: "readwrite", range: { min: 0, max: 400 }, scanGroup: "fast" },
   "valve.h2o": { dataType: "bool", access: "readwrite", scanGroup: "fast" },
 });
-const admin: Principal = { id: "root", roles: ["admin"] };
-const engineer: Principal = { id: "erik", roles: ["engineer"] };
 
-const LOOP: RecipeInput = {
-  name: "run",
-  version: 1,
-  steps: [
-    {
-      loop: {
-        count: 30,
-        steps: [
-          { set: { tag: "valve.h2o", value: true } },
-          { wait: { durationMs: 50 } },
-          { set: { tag: "valve.h2o", value: false } },
-        ],
-      },
-    },
-  ],
-};
 const HEAT: RecipeInput = { name: "heat", version: 1, steps: [{ set: { tag: "heater.setpoint", value: 300 } }] };
-
-/** A MemoryStore whose process saves hold while held: a frozen process table. */
-class HeldProcessStore extends MemoryStore {
-  #gate: Promise<void> | undefined;
-  #open: (() => void) | undefined;
-  /** Holds every save from now on, or only those of a record in a final status. */
-  hold(only?: "final"): void {
-    this.#only = only;
-    this.#gate = new Promise((resolve) => (this.#open = resolve));
-  }
-  #only: "final" | undefined;
-  release(): void {
-    this.#open?.();
-    this.#gate = undefined;
-  }
-  constructor(options: ConstructorParameters<typeof MemoryStore>[0]) {
-    super(options);
-    const inner = this.processes;
-    const save = inner.save.bind(inner);
-    (inner as { save: typeof save }).save = async (record, events, expected) => {
-      const final = record.status === "completed" || record.status === "aborted" || record.status === "failed";
-      if (this.#only === undefined || final) await this.#gate;
-      return save(record, events, expected);
-    };
-  }
-}
 
 async function build(model: "kiln" | "packml", options: { slowSafeState?: boolean } = {}) {
   const pressure = { value: 1 };
@@ -87,16 +43,6 @@ async function build(model: "kiln" | "packml", options: { slowSafeState?: boolea
   const safeStateWrites = (): number =>
     plc.writes.filter((write) => write.tag === "heater.setpoint" && write.value === 0).length;
   return { ...parts, pressure, safeStateWrites };
-}
-
-/** Tracks whether a promise has settled, and how. */
-function settled<T>(promise: Promise<T>) {
-  const state: { done: boolean; value?: unknown; code?: string } = { done: false };
-  promise.then(
-    (value) => Object.assign(state, { done: true, value }),
-    (error: { code?: string }) => Object.assign(state, { done: true, code: error.code }),
-  );
-  return state;
 }
 
 async function turns(clock: { advance(ms: number): Promise<void> }): Promise<void> {

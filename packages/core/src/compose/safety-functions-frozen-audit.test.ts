@@ -2,9 +2,8 @@ import { readFile } from "node:fs/promises";
 import { describe, expect, test } from "vitest";
 import { defineTags } from "../domain/tags";
 import { MemoryStore } from "../memory/memory-store";
-import type { RecipeInput } from "../recipes/recipe-schema";
-import type { Principal } from "../security/authorization";
 import { auditTrailAfterStop, simulatedSystem } from "../../test/support/simulated-system";
+import { VALVE_LOOP as RUN, admin, engineer, settled } from "../../test/support/safety-harness";
 
 // Adversarial review 15y, on a frozen audit store (its `record` holds until released, as a
 // PostgreSQL stopped with SIGSTOP): safety functions queued behind a start waiting for its entry
@@ -17,25 +16,6 @@ const tags = defineTags({
   "heater.setpoint": { dataType: "float64", access: "readwrite", range: { min: 0, max: 400 }, scanGroup: "fast" },
   "valve.h2o": { dataType: "bool", access: "readwrite", scanGroup: "fast" },
 });
-const admin: Principal = { id: "root", roles: ["admin"] };
-const engineer: Principal = { id: "erik", roles: ["engineer"] };
-
-const RUN: RecipeInput = {
-  name: "run",
-  version: 1,
-  steps: [
-    {
-      loop: {
-        count: 30,
-        steps: [
-          { set: { tag: "valve.h2o", value: true } },
-          { wait: { durationMs: 50 } },
-          { set: { tag: "valve.h2o", value: false } },
-        ],
-      },
-    },
-  ],
-};
 
 /** A MemoryStore whose audit log holds every record while held: a frozen audit database. */
 class FrozenAuditStore extends MemoryStore {
@@ -81,16 +61,6 @@ async function build(model: "kiln" | "packml", pressure = { value: 1 }) {
   parts.system.bus.on("process-end", (event) => void processEnds.push(event.processId));
   const valveWrites = (): number => parts.plc.writes.filter((write) => write.tag === "valve.h2o").length;
   return { ...parts, pressure, processStarts, processEnds, valveWrites };
-}
-
-/** Tracks whether a promise has settled, and how. */
-function settled<T>(promise: Promise<T>) {
-  const state: { done: boolean; value?: unknown; code?: string } = { done: false };
-  promise.then(
-    (value) => Object.assign(state, { done: true, value }),
-    (error: { code?: string }) => Object.assign(state, { done: true, code: error.code }),
-  );
-  return state;
 }
 
 /** Lets pending microtasks and zero-delay work run, without moving the simulated clock past a timeout. */

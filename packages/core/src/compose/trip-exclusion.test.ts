@@ -1,9 +1,8 @@
 import { describe, expect, test } from "vitest";
 import { defineTags } from "../domain/tags";
-import { MemoryStore } from "../memory/memory-store";
 import type { RecipeInput } from "../recipes/recipe-schema";
-import type { Principal } from "../security/authorization";
 import { auditTrailAfterStop, simulatedSystem } from "../../test/support/simulated-system";
+import { HeldProcessStore, VALVE_LOOP as LOOP, admin, engineer, settled } from "../../test/support/safety-harness";
 
 // Adversarial review 15w: while a trip with no process wrote the safe state, a start began and ran
 // on the machine about to be faulted (H1), enterMaintenance cleared the trip without a reset (M6);
@@ -16,59 +15,6 @@ const tags = defineTags({
   "heater.setpoint": { dataType: "float64", access: "readwrite", range: { min: 0, max: 400 }, scanGroup: "fast" },
   "valve.h2o": { dataType: "bool", access: "readwrite", scanGroup: "fast" },
 });
-const admin: Principal = { id: "root", roles: ["admin"] };
-const engineer: Principal = { id: "erik", roles: ["engineer"] };
-
-const LOOP: RecipeInput = {
-  name: "run",
-  version: 1,
-  steps: [
-    {
-      loop: {
-        count: 30,
-        steps: [
-          { set: { tag: "valve.h2o", value: true } },
-          { wait: { durationMs: 50 } },
-          { set: { tag: "valve.h2o", value: false } },
-        ],
-      },
-    },
-  ],
-};
-
-/** A MemoryStore whose process saves hold while held: a frozen process table. */
-class HeldProcessStore extends MemoryStore {
-  #gate: Promise<void> | undefined;
-  #open: (() => void) | undefined;
-  /** Holds every save from now on, or only those of a record in a final status. */
-  hold(only?: "final"): void {
-    this.#only = only;
-    this.#gate = new Promise((resolve) => (this.#open = resolve));
-  }
-  #only: "final" | undefined;
-  release(): void {
-    this.#open?.();
-    this.#gate = undefined;
-  }
-  /** Each audit entry takes this long to store (simulated ms): a command's commit is a window. */
-  auditDelayMs = 0;
-  constructor(options: ConstructorParameters<typeof MemoryStore>[0]) {
-    super(options);
-    const audit = this.audit;
-    const record = audit.record.bind(audit);
-    (audit as { record: typeof record }).record = async (entry) => {
-      if (this.auditDelayMs > 0) await options!.clock!.sleep(this.auditDelayMs);
-      return record(entry);
-    };
-    const inner = this.processes;
-    const save = inner.save.bind(inner);
-    (inner as { save: typeof save }).save = async (record, events, expected) => {
-      const final = record.status === "completed" || record.status === "aborted" || record.status === "failed";
-      if (this.#only === undefined || final) await this.#gate;
-      return save(record, events, expected);
-    };
-  }
-}
 
 async function build(model: "kiln" | "packml", options: { slowSafeState?: boolean } = {}) {
   const pressure = { value: 1 };
@@ -98,16 +44,6 @@ async function build(model: "kiln" | "packml", options: { slowSafeState?: boolea
   const safeStateWrites = (): number =>
     plc.writes.filter((write) => write.tag === "heater.setpoint" && write.value === 0).length;
   return { ...parts, pressure, temp, safeStateWrites };
-}
-
-/** Tracks whether a promise has settled, and how. */
-function settled<T>(promise: Promise<T>) {
-  const state: { done: boolean; value?: unknown; code?: string } = { done: false };
-  promise.then(
-    (value) => Object.assign(state, { done: true, value }),
-    (error: { code?: string }) => Object.assign(state, { done: true, code: error.code }),
-  );
-  return state;
 }
 
 const FAULTED = { kiln: "error", packml: "aborted" } as const;
