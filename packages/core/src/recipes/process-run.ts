@@ -34,6 +34,8 @@ export interface ProcessRunInit {
   readonly startedBy?: ProcessPrincipal;
   readonly options: RecipeExecutorOptions;
   readonly safeState: readonly SafeStateWrite[];
+  /** Told the outcome of each writing of the safe state (its failures; empty when all were written). */
+  readonly onSafeState?: (problems: readonly ProcessProblem[]) => void;
   readonly progressSaveIntervalMs: number;
   readonly logger: Logger;
   readonly onEnd: (run: ProcessRun) => void;
@@ -504,6 +506,7 @@ export class ProcessRun implements RecipeProcess {
       (tag) => this.#stepWritesSettled(tag),
     );
     this.#problems.push(...problems);
+    this.#init.onSafeState?.(problems);
     return problems;
   }
 
