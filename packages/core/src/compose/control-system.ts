@@ -1206,8 +1206,12 @@ export class ControlSystem {
    * `stateComplete` from `starting`, `unhold`...) is refused: a process starts with
    * {@link ControlSystem.startRecipe}.
    * @returns the machine's state afterwards.
+   * A trip is not reset while its condition persists: `start`, Kiln `reset` and PackML `clear`
+   * and `reset` are refused while an interlock alarm is active (ADR 0042, 15u).
    * @throws `KILN_INVALID_TRANSITION` (nothing changes; `details.stage: "process"` for the rules
-   *   above, naming the running process to the caller, who holds `machine.mode`), `KILN_FORBIDDEN`.
+   *   above, naming the running process to the caller, who holds `machine.mode`; `details.stage:
+   *   "guard"` with `details.interlocks`, the active interlock alarms' ids, for an interlocked
+   *   command; recorded denied), `KILN_FORBIDDEN`.
    */
   sendMachineCommand(principal: Principal, command: string): Promise<string> {
     const who = snapshotPrincipal(principal);

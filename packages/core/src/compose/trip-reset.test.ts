@@ -60,7 +60,9 @@ describe("a trip is not reset while its interlock is active (review 15u)", () =>
       await expect(refused).rejects.toThrow(/chamber\.pressure/);
       expect(system.machineState).toBe(FAULTED[model]);
       const trail = await auditTrailAfterStop(parts);
-      expect(trail.filter((entry) => entry.action === `machine.${RESET[model]}`)).toMatchObject([{ outcome: "denied" }]);
+      expect(trail.filter((entry) => entry.action === `machine.${RESET[model]}`)).toMatchObject([
+        { outcome: "denied" },
+      ]);
     });
 
     test(`${model} (sibling): once the condition clears the reset is accepted; two active interlocks are both named`, async () => {
@@ -92,11 +94,9 @@ describe("a trip is not reset while its interlock is active (review 15u)", () =>
       await system.abortProcess(admin, "done");
       await process.finished;
       const trail = await auditTrailAfterStop(parts);
-      expect(trail.filter((entry) => entry.action === `machine.${RESET[model]}`).map((entry) => entry.outcome)).toEqual([
-        "denied",
-        "denied",
-        "allowed",
-      ]);
+      expect(trail.filter((entry) => entry.action === `machine.${RESET[model]}`).map((entry) => entry.outcome)).toEqual(
+        ["denied", "denied", "allowed"],
+      );
     });
   }
 });

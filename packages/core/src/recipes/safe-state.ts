@@ -68,7 +68,11 @@ export async function writeSafeState(
   for (const write of writes) {
     const wait = deferred.get(write.tag) ?? landAfter?.(write.tag);
     if (wait === undefined) await writeOne(write);
-    else deferred.set(write.tag, wait.then(() => writeOne(write)));
+    else
+      deferred.set(
+        write.tag,
+        wait.then(() => writeOne(write)),
+      );
   }
   await Promise.all(deferred.values());
   return problems;
