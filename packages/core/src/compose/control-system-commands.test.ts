@@ -200,9 +200,12 @@ describe("operator commands", () => {
       ["valve.h2o", false],
     ]);
     expect(lastWrites.every((write) => write.at - trippedAt <= 50)).toBe(true);
-    // While the interlock is active the machine cannot start again.
-    await expect(system.sendMachineCommand({ id: "root", roles: ["admin"] }, "reset")).resolves.toBe("idle");
+    // While the interlock is active the trip cannot be reset (review 15u), nor the machine started.
+    await expect(system.sendMachineCommand({ id: "root", roles: ["admin"] }, "reset")).rejects.toMatchObject({
+      code: "KILN_INVALID_TRANSITION",
+    });
     await expect(startAld(system, 1)).rejects.toMatchObject({ code: "KILN_INVALID_TRANSITION" });
+    expect(system.machineState).toBe("error");
     await system.stop();
   });
 

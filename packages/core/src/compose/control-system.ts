@@ -40,6 +40,7 @@ import { checkTagWrite, type TagWriter } from "./checked-write";
 import { manualMachineCommand, stopsMachine } from "./manual-machine-command";
 import type { ResolvedControlSystemOptions } from "./control-system-options";
 import type { EventRecorder } from "./event-recorder";
+import { interlockRefusal } from "./interlocks";
 import { portHealth, resetGuards, type PortHealth } from "./port-policies";
 import type { SystemLifecycle, SystemState } from "./system-lifecycle";
 import type { ServiceContainer } from "./service-registry";
@@ -1205,8 +1206,12 @@ export class ControlSystem {
    * `stateComplete` from `starting`, `unhold`...) is refused: a process starts with
    * {@link ControlSystem.startRecipe}.
    * @returns the machine's state afterwards.
+   * A trip is not reset while its condition persists: `start`, Kiln `reset` and PackML `clear`
+   * and `reset` are refused while an interlock alarm is active (ADR 0042, 15u).
    * @throws `KILN_INVALID_TRANSITION` (nothing changes; `details.stage: "process"` for the rules
-   *   above, naming the running process to the caller, who holds `machine.mode`), `KILN_FORBIDDEN`.
+   *   above, naming the running process to the caller, who holds `machine.mode`; `details.stage:
+   *   "guard"` with `details.interlocks`, the active interlock alarms' ids, for an interlocked
+   *   command; recorded denied), `KILN_FORBIDDEN`.
    */
   sendMachineCommand(principal: Principal, command: string): Promise<string> {
     const who = snapshotPrincipal(principal);
@@ -1274,6 +1279,11 @@ export class ControlSystem {
             );
           };
           refuseWhileTripping();
+          // A trip is not reset (nor the machine started) while an interlock's condition persists
+          // (ISA-84 / IEC 61511): refused before the commit, naming the interlocks (recorded
+          // denied; review 15u). The machine's guard refuses it again if one trips meanwhile.
+          const refusal = this.#machine.can(name) ? interlockRefusal(this.#alarms, this.#machine, name) : undefined;
+          if (refusal !== undefined) throw refusal;
           // An impossible transition is refused before the entry is committed (recorded denied).
           if (this.#machine.can(name)) await context.commit();
           refuseWhileTripping();
@@ -1370,6 +1380,13 @@ export class ControlSystem {
     }
     // Reported whatever the state: a stop is when they happen.
     problems.push(...audit.journalProblems);
+    // The machine may not be safe: named until the machine is reset or the tag's safe value is
+    // written (adversarial review 15u).
+    for (const failure of this.#recipes.safeStateFailures()) {
+      problems.push(
+        `safe-state write of ${failure.tag} failed at ${new Date(failure.at).toISOString()}: ${failure.reason} (the tag may not be in its safe state; cleared by a reset of the machine)`,
+      );
+    }
     if (audit.overflow > 0) {
       problems.push(
         `${audit.overflow} denied attempt(s) counted while the audit backlog was full or its journal failed, not yet recorded in an audit.overflow entry`,
@@ -1550,6 +1567,14 @@ export class ControlSystem {
         if (logged) this.#sampleLogger.append(logged);
       }),
       this.#bus.tap((type, event) => this.#recorder.record(type, event)),
+      // The reset of a fault (Kiln `reset` from `error`, PackML `clear` from `aborted`) is the
+      // operator taking over: the failed safe-state writes named by health() are forgotten
+      // (review 15u). PackML's `reset` from `stopped`, which its binding sends to start a
+      // recipe, is not: a failure of a stop's safe state stays named until written.
+      this.#machine.onTransition((transition) => {
+        if (transition.from === "error" && transition.command === "reset") this.#recipes.clearSafeStateFailures();
+        if (transition.from === "aborted" && transition.command === "clear") this.#recipes.clearSafeStateFailures();
+      }),
       this.#bus.on("interlock-trip", async (event) => {
         this.#logger.error({ alarmId: event.alarmId, value: event.value }, "interlock tripped");
         const reason = `interlock ${event.alarmId} tripped at ${String(event.value)}`;

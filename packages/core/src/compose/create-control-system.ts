@@ -1,4 +1,5 @@
 import { Acquisition } from "../acquisition/acquisition";
+import { activeInterlocks, interlocksActiveReason } from "./interlocks";
 import { AlarmEngine } from "../alarms/alarm-engine";
 import { CurrentValueTable } from "../cvt/current-value-table";
 import type { KilnEvents } from "../events/catalogue";
@@ -225,16 +226,18 @@ function registerDefaults(container: ServiceContainer, options: ResolvedControlS
   );
   singleton(InternalTokens.Machine, (resolve): MachineStateMachine => {
     const alarms = resolve(InternalTokens.AlarmEngine);
+    // Refuses a start, and the reset of a trip, while an interlock's condition persists
+    // (ISA-84 / IEC 61511; the reset since adversarial review 15u).
     const interlockGuard = (): true | { allowed: false; reason: string } => {
-      const tripped = alarms.list().find((alarm) => alarm.interlock && alarm.active);
-      return tripped ? { allowed: false, reason: `interlock ${tripped.id} is active` } : true;
+      const active = activeInterlocks(alarms);
+      return active.length > 0 ? { allowed: false, reason: interlocksActiveReason(active) } : true;
     };
     const model = options.machine.model === "packml" ? packmlModel : kilnMachineModel;
     return new StateMachine<string, string>(model as never, {
       machineId: options.machineId,
       clock: resolve(InternalTokens.Clock),
       bus: resolve(InternalTokens.Bus),
-      guards: { start: interlockGuard },
+      guards: { start: interlockGuard, reset: interlockGuard, clear: interlockGuard },
     });
   });
   singleton(

@@ -38,7 +38,7 @@ export const Tokens = {
   Driver: token<PlcDriver>("driver"),
   /** The store as given (or the in-memory default); the core calls its ports only through their policies. */
   Store: token<Store>("store"),
-  /** The machine's state machine (the Kiln model or PackML, with the interlock guard on `start`). */
+  /** The machine's state machine (the Kiln model or PackML, with the interlock guard on `start`, `reset` and `clear`). */
   Machine: token<MachineStateMachine>("machine"),
   /** The checked write path every operator write, recipe step and safe-state write goes through. */
   TagWriter: token<TagWriter>("tag-writer"),

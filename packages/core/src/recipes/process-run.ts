@@ -34,6 +34,8 @@ export interface ProcessRunInit {
   readonly startedBy?: ProcessPrincipal;
   readonly options: RecipeExecutorOptions;
   readonly safeState: readonly SafeStateWrite[];
+  /** Told the outcome of each writing of the safe state (its failures; empty when all were written). */
+  readonly onSafeState?: (problems: readonly ProcessProblem[]) => void;
   readonly progressSaveIntervalMs: number;
   readonly logger: Logger;
   readonly onEnd: (run: ProcessRun) => void;
@@ -70,8 +72,8 @@ export class ProcessRun implements RecipeProcess {
   /** Resolves once the machine reached the process's end state, with the problems met so far. */
   readonly #effect: Promise<readonly ProcessProblem[]>;
   #settle!: (problems: readonly ProcessProblem[]) => void;
-  /** The step writes sent and not settled yet (each settles, never rejects). */
-  readonly #stepWrites = new Set<Promise<void>>();
+  /** The step writes sent and not settled yet, by tag (each settles, never rejects). */
+  readonly #stepWrites = new Map<string, Set<Promise<void>>>();
   /** True while {@link begin} saves the new process, before the machine is asked to begin. */
   #savingFirst = false;
   /** The effect of a halt asked for while the first save was under way (review 15w, M3). */
@@ -438,8 +440,9 @@ export class ProcessRun implements RecipeProcess {
   /**
    * The steps' device access. A step write, once sent, is not cut off by an abort: the request
    * may be on the fieldbus, so the write goes on (bounded by the driver's write timeout) while
-   * the step itself answers the abort at once. The safe state waits for those writes, so it is
-   * the last value written (adversarial review 15w, H4).
+   * the step itself answers the abort at once. A safe-state write to the same tag waits for
+   * them, so it is the last value written there (adversarial review 15w, H4); the other safe
+   * values do not wait (review 15u). Tracked by tag.
    */
   #trackedIo(io: RecipeIo): RecipeIo {
     return {
@@ -452,8 +455,13 @@ export class ProcessRun implements RecipeProcess {
           () => undefined,
           () => undefined,
         );
-        this.#stepWrites.add(settled);
-        void settled.then(() => this.#stepWrites.delete(settled));
+        const pending = this.#stepWrites.get(tag) ?? new Set<Promise<void>>();
+        this.#stepWrites.set(tag, pending);
+        pending.add(settled);
+        void settled.then(() => {
+          pending.delete(settled);
+          if (pending.size === 0 && this.#stepWrites.get(tag) === pending) this.#stepWrites.delete(tag);
+        });
         if (signal === undefined) return sent;
         return new Promise<void>((resolve, reject) => {
           const onAbort = (): void => reject(signal.reason as Error);
@@ -473,13 +481,32 @@ export class ProcessRun implements RecipeProcess {
     };
   }
 
+  /** Resolves once no step write to `tag` is in flight (including ones sent meanwhile); undefined when none is. */
+  #stepWritesSettled(tag: string): Promise<void> | undefined {
+    if (this.#stepWrites.get(tag) === undefined) return undefined;
+    const drain = async (): Promise<void> => {
+      for (let pending = this.#stepWrites.get(tag); pending !== undefined; pending = this.#stepWrites.get(tag)) {
+        await Promise.all([...pending]);
+      }
+    };
+    return drain();
+  }
+
   /** Writes the safe state in order (every write attempted); its failures become problems. */
   async #writeSafeState(): Promise<readonly ProcessProblem[]> {
     this.#safeStateWritten = true;
-    // A step write already sent lands first: the safe state is written after it (review 15w, H4).
-    while (this.#stepWrites.size > 0) await Promise.all([...this.#stepWrites]);
-    const problems = await writeSafeState(this.#options.io, this.#init.safeState, this.#init.logger, this.#origin);
+    // A step write already sent to a safe-state tag lands first: that tag's safe value is written
+    // after it (review 15w, H4). Only that tag waits: the others are written at once, whatever is
+    // in flight elsewhere (review 15u, M1).
+    const problems = await writeSafeState(
+      this.#options.io,
+      this.#init.safeState,
+      this.#init.logger,
+      this.#origin,
+      (tag) => this.#stepWritesSettled(tag),
+    );
     this.#problems.push(...problems);
+    this.#init.onSafeState?.(problems);
     return problems;
   }
 

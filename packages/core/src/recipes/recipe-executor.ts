@@ -106,6 +106,16 @@ export interface ProcessStartOptions extends StartRecipeOptions {
   readonly signal?: AbortSignal;
 }
 
+/** A safe-state write the device refused (or that timed out), kept until the trip is reset. */
+export interface SafeStateFailure {
+  /** The safe-state tag whose safe value was not written. */
+  readonly tag: string;
+  /** Why, in words (`KILN_...: message` for a KilnError). */
+  readonly reason: string;
+  /** When the write failed, ms since the Unix epoch (the executor's clock). */
+  readonly at: number;
+}
+
 /**
  * What {@link RecipeExecutor.trip} did: the safe state written and the machine faulted, with or
  * without a process. It answers once that is done, not after the process record's final save
@@ -162,6 +172,8 @@ export class RecipeExecutor {
   #pending: PendingStart | undefined;
   /** Trips acting now (from the call until the machine is faulted): no start may begin meanwhile. */
   #tripping = 0;
+  /** The safe-state writes that failed, by tag, until reset or written (review 15u). */
+  readonly #safeStateFailures = new Map<string, SafeStateFailure>();
 
   /**
    * @throws KilnValidationError (`KILN_VALIDATION`) when a safe-state write names an unknown or
@@ -188,6 +200,36 @@ export class RecipeExecutor {
    */
   get tripping(): boolean {
     return this.#tripping > 0;
+  }
+
+  /**
+   * The safe-state writes that failed (by a process's abort or failure, or a trip), one per tag,
+   * the latest: kept until {@link RecipeExecutor.clearSafeStateFailures} (the control system calls
+   * it when the machine is reset) or a later safe-state write of the tag succeeds. The control
+   * system's `health().problems` names each (adversarial review 15u).
+   */
+  safeStateFailures(): readonly SafeStateFailure[] {
+    return [...this.#safeStateFailures.values()];
+  }
+
+  /** Forgets the failed safe-state writes (the machine was reset: an operator took over). */
+  clearSafeStateFailures(): void {
+    this.#safeStateFailures.clear();
+  }
+
+  /** Keeps the outcome of one writing of the safe state: each failed tag noted, each written one cleared. */
+  #noteSafeState(problems: readonly ProcessProblem[]): void {
+    const failed = new Set<string>();
+    for (const problem of problems) {
+      if (problem.stage !== "safe-state" || problem.tag === undefined) continue;
+      failed.add(problem.tag);
+      this.#safeStateFailures.set(problem.tag, {
+        tag: problem.tag,
+        reason: describeProblem(problem.error),
+        at: this.#options.clock.now(),
+      });
+    }
+    for (const write of this.#safeState) if (!failed.has(write.tag)) this.#safeStateFailures.delete(write.tag);
   }
 
   /** The process running (or paused) on the machine, if any. */
@@ -322,6 +364,7 @@ export class RecipeExecutor {
             }),
         options: this.#options,
         safeState: this.#safeState,
+        onSafeState: (problems) => this.#noteSafeState(problems),
         progressSaveIntervalMs: this.#progressSaveIntervalMs,
         logger: this.#logger,
         onEnd: (ended) => {
@@ -410,7 +453,9 @@ export class RecipeExecutor {
    * Resolves with the writes that failed.
    */
   async applySafeState(): Promise<ProcessProblem[]> {
-    return writeSafeState(this.#options.io, this.#safeState, this.#logger);
+    const problems = await writeSafeState(this.#options.io, this.#safeState, this.#logger);
+    this.#noteSafeState(problems);
+    return problems;
   }
 
   /**
@@ -459,6 +504,12 @@ export class RecipeExecutor {
       this.#tripping--;
     }
   }
+}
+
+/** An error in words: `KILN_...: message` for a KilnError. */
+function describeProblem(error: unknown): string {
+  if (KilnError.is(error)) return `${error.code}: ${error.message}`;
+  return error instanceof Error ? error.message : String(error);
 }
 
 /** JSON with object keys sorted, so two stores' copies of a definition compare equal. */

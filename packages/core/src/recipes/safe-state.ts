@@ -39,21 +39,41 @@ export function checkSafeState(catalog: TagCatalog, writes: readonly SafeStateWr
 /**
  * Writes the safe state, in order, each write attempted even when an earlier one fails (and
  * without an abort signal: it must complete). Resolves with the writes that failed.
+ *
+ * `landAfter(tag)` names what a write must land after: a process's step writes to that tag still
+ * in flight (undefined when none). Such a write is deferred until they settle (each bounded by
+ * the driver's write timeout) and never holds back the writes after it; later safe-state writes
+ * to the same tag follow it, in order. A write with nothing to wait for goes out at once, so a
+ * stuck step write to a tag the safe state does not write delays nothing (adversarial review
+ * 15u, ADR 0042).
  */
 export async function writeSafeState(
   io: RecipeIo,
   writes: readonly SafeStateWrite[],
   logger: Logger,
   origin?: WriteOrigin,
+  landAfter?: (tag: string) => Promise<void> | undefined,
 ): Promise<ProcessProblem[]> {
   const problems: ProcessProblem[] = [];
-  for (const write of writes) {
+  const writeOne = async (write: SafeStateWrite): Promise<void> => {
     try {
       await io.write(write.tag, write.value, undefined, origin);
     } catch (error) {
       problems.push({ stage: "safe-state", tag: write.tag, error });
       logger.error({ tag: write.tag, error }, "a safe-state write failed");
     }
+  };
+  // By tag: the deferred writes, chained so that writes to one tag keep their order.
+  const deferred = new Map<string, Promise<void>>();
+  for (const write of writes) {
+    const wait = deferred.get(write.tag) ?? landAfter?.(write.tag);
+    if (wait === undefined) await writeOne(write);
+    else
+      deferred.set(
+        write.tag,
+        wait.then(() => writeOne(write)),
+      );
   }
+  await Promise.all(deferred.values());
   return problems;
 }
