@@ -336,10 +336,10 @@ describe("RecordJournal", () => {
     const unshared = (() => {
       if (process.platform !== "linux") return "needs Linux";
       try {
-        execFileSync("unshare", ["--pid", "--fork", "--mount-proc", "true"], { stdio: "ignore" });
+        execFileSync("unshare", ["--pid", "--fork", "--kill-child", "--mount-proc", "true"], { stdio: "ignore" });
         return undefined;
       } catch {
-        return "needs `unshare --pid --fork --mount-proc` (root or user namespaces)";
+        return "needs `unshare --pid --fork --kill-child --mount-proc` (root or user namespaces, util-linux 2.32+)";
       }
     })();
     if (unshared !== undefined) console.log(`skipped: a journal held in another PID namespace (${unshared})`);
@@ -353,6 +353,9 @@ describe("RecordJournal", () => {
           [
             "--pid",
             "--fork",
+            // Without it, SIGKILLing unshare leaves the writer (PID 1 of its namespace) running
+            // forever, holding this worker's stderr: vitest's main process then never exits.
+            "--kill-child",
             "--mount-proc",
             process.execPath,
             "--import",
