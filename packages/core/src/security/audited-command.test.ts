@@ -1,6 +1,6 @@
 import { execFileSync, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { describe, expect, test } from "vitest";
+import { describe, expect, onTestFinished, test } from "vitest";
 import { KilnError } from "../domain/errors";
 import { defineTags, type TagValue } from "../domain/tags";
 import type { KilnEvents } from "../events/catalogue";
@@ -577,6 +577,9 @@ describe("AuditedCommandRunner", () => {
         }),
         backlog: { path, maxEntries: 10, whenFull },
       });
+      // Closed even when an assertion fails: an open journal and reserve would be closed by the
+      // garbage collector in a later file (DEP0137), and their lock held until then.
+      onTestFinished(() => runner.close());
       await writeTag(engineer, "heater.setpoint", 1);
       for (let attempt = 0; attempt < 200; attempt++)
         await rejection(writeTag(viewer, "heater.setpoint", 1000 + attempt));
@@ -612,6 +615,7 @@ describe("AuditedCommandRunner", () => {
       }),
       backlog: { path, maxEntries: 3 },
     });
+    onTestFinished(() => runner.close());
     for (const value of [1, 2, 3]) await writeTag(engineer, "heater.setpoint", value);
     expect(plc.writes).toHaveLength(3);
     for (let attempt = 0; attempt < 10; attempt++) {

@@ -1,7 +1,7 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterEach, expect, test } from "vitest";
+import { afterEach, expect, onTestFinished, test } from "vitest";
 import { KilnError } from "../domain/errors";
 import { SimulatedClock } from "../memory/simulated-clock";
 import type { AuditEntry } from "../ports/audit-log";
@@ -47,6 +47,9 @@ async function frozenRunner(journal: boolean) {
     ...(path === undefined ? {} : { backlog: { path } }),
   });
   await runner.open();
+  // Closed after the test, frozen store or not: an open journal and reserve would otherwise be
+  // closed by the garbage collector in a later file (DEP0137), holding the journal's lock until then.
+  onTestFinished(() => runner.close());
   return { runner, offered, clock };
 }
 
