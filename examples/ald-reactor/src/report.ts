@@ -221,7 +221,8 @@ export function qualityGaps(points: readonly ReportPoint[], until: number): Qual
  * `left,top,width,height,visible,hits` (page pixels; `visible` 1 when its computed style shows
  * it; `hits` how many of 9 points spread over it (a 3×3 grid at ¼, ½, ¾) hit the element itself
  * rather than something drawn over it: 0 means fully covered), and in `data-covered-by` what
- * covers a point that missed.
+ * covers the points that missed: each distinct `tag.class` once, `|`-separated (an element
+ * without a class by its parent's class, so a marker's line reads `line.marker marker-alarm`).
  */
 export function buildRunReport(data: RunReportData): string {
   const charts = data.charts.map((chart) => renderChart(chart, data)).join("\n");
@@ -680,14 +681,20 @@ const MEASURE_SCRIPT = `
     var style = getComputedStyle(element);
     var visible = style.visibility === "visible" && style.display !== "none" && Number(style.opacity) > 0 ? 1 : 0;
     var hits = 0;
-    var cover = "";
+    var covers = [];
     [0.25, 0.5, 0.75].forEach(function (fx) {
       [0.25, 0.5, 0.75].forEach(function (fy) {
         var hit = document.elementFromPoint(box.left + box.width * fx, box.top + box.height * fy);
         if (hit !== null && (hit === element || element.contains(hit))) hits++;
-        else cover = hit === null ? "nothing" : hit.tagName + "." + hit.getAttribute("class");
+        else {
+          // A marker's line and arrow have no class of their own: named by their group's.
+          var named = hit !== null && hit.getAttribute("class") === null ? hit.parentElement : hit;
+          var cover = hit === null ? "nothing" : hit.tagName + "." + (named && named.getAttribute("class"));
+          if (covers.indexOf(cover) < 0) covers.push(cover);
+        }
       });
     });
+    var cover = covers.join("|");
     var page = [box.left + window.scrollX, box.top + window.scrollY, box.width, box.height].map(function (value) {
       return value.toFixed(1);
     });

@@ -55,14 +55,29 @@ interface LaidOut {
   readonly visible: boolean;
   /** Of 9 points spread over it, how many hit the element itself (not something drawn over it). */
   readonly hits: number;
+  /** What covers the points that missed, as `tag.class` (the group's class for a classless line). */
+  readonly coveredBy: string[];
 }
 
 function laidOut(dom: string, check: string): LaidOut[] {
-  return [...dom.matchAll(new RegExp(`data-check="${check}"[^>]*data-laid-out="([^"]*)"`, "g"))].map((match) => {
+  return [
+    ...dom.matchAll(
+      new RegExp(`data-check="${check}"[^>]*data-laid-out="([^"]*)"(?: data-covered-by="([^"]*)")?`, "g"),
+    ),
+  ].map((match) => {
     const [left, top, width, height, visible, hits] = match[1]!.split(",").map(Number);
-    return { left: left!, top: top!, width: width!, height: height!, visible: visible === 1, hits: hits! };
+    const coveredBy = match[2] === undefined || match[2] === "" ? [] : match[2].split("|");
+    return { left: left!, top: top!, width: width!, height: height!, visible: visible === 1, hits: hits!, coveredBy };
   });
 }
+
+/**
+ * What may cross the plot's shading without hiding it: grid lines, traces, the outage's outline
+ * (no fill: only its stroke is hit) and its label, a marker's line or arrow. A filled band
+ * (`rect.phase`, `rect.lane-*`) or anything else is not.
+ */
+const STROKE_OR_TEXT =
+  /^(?:LINE\.grid|POLYLINE\.trace trace-\w+|rect\.outage|TEXT\.outage-label|(?:line|path)\.marker marker-[\w-]+)$/i;
 
 function overlapArea(a: LaidOut, b: LaidOut): number {
   const width = Math.min(a.left + a.width, b.left + b.width) - Math.max(a.left, b.left);
@@ -189,10 +204,13 @@ test.skipIf(!existsSync(CHROMIUM))(
       expect(shared).toBeLessThan(holds[0]!.width * holds[0]!.height);
       expect(shared).toBeLessThan(outages[0]!.width * outages[0]!.height);
       // Across the plot too, the outage (an outline) leaves the hold's shading visible: grid
-      // lines or a trace may cross it, not a band.
+      // lines, a trace, the outage's dashed outline or its label, or a marker line may cross
+      // it, never a band. How many of the 9 points such strokes hit depends on where the run's
+      // timing put them (a late restore moves its marker), so what covers is checked, not a count.
       const [plotHold] = laidOut(dom, `${chart}-plot-hold`);
       expect(plotHold!.visible).toBe(true);
-      expect(plotHold!.hits).toBeGreaterThanOrEqual(5);
+      expect(plotHold!.hits).toBeGreaterThanOrEqual(1);
+      for (const cover of plotHold!.coveredBy) expect(cover).toMatch(STROKE_OR_TEXT);
       expect(overlapArea(plotHold!, holds[0]!)).toBe(0);
     }
   },
