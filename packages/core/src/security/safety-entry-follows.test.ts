@@ -30,13 +30,15 @@ async function frozenRunner(journal: boolean) {
     path = join(directory, "audit.journal");
   }
   let ids = 0;
+  let frozen = true;
+  const waiting: (() => void)[] = [];
   const runner = new AuditedCommandRunner({
     authorizer: new Authorizer({ roles: defaultRoleTable() }),
     // Frozen: takes the entry and never answers (a PostgreSQL stopped with SIGSTOP, no port timeout).
     audit: {
       record: (entry) => {
         offered.push(entry);
-        return new Promise<void>(() => undefined);
+        return frozen ? new Promise<void>((resolve) => waiting.push(resolve)) : Promise.resolve();
       },
       query: () => Promise.resolve([]),
     },
@@ -47,9 +49,14 @@ async function frozenRunner(journal: boolean) {
     ...(path === undefined ? {} : { backlog: { path } }),
   });
   await runner.open();
-  // Closed after the test, frozen store or not: an open journal and reserve would otherwise be
-  // closed by the garbage collector in a later file (DEP0137), holding the journal's lock until then.
-  onTestFinished(() => runner.close());
+  // After the test the store thaws and the runner is closed (close() flushes, so not before):
+  // an open journal and reserve would otherwise be closed by the garbage collector in a later
+  // file (DEP0137), holding the journal's lock until then.
+  onTestFinished(async () => {
+    frozen = false;
+    for (const resolve of waiting.splice(0)) resolve();
+    await runner.close();
+  });
   return { runner, offered, clock };
 }
 
