@@ -1796,10 +1796,14 @@ export class AuditedCommandRunner {
       try {
         const { journal } = await RecordJournal.open(legacy, { maxBytes: LEGACY_OVERFLOW_MAX_BYTES });
         let latest: Buffer | undefined;
-        await journal.scan((payload) => {
-          latest = payload;
-        });
-        await journal.close();
+        try {
+          await journal.scan((payload) => {
+            latest = payload;
+          });
+        } finally {
+          // Also when the scan fails: an open journal holds its lock and a FileHandle.
+          await journal.close();
+        }
         const recovered = latest === undefined ? undefined : decodeOverflow(latest);
         if (recovered !== undefined) this.#mergeOverflow(recovered);
         await this.#persistReserve();
