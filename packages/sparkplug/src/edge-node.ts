@@ -38,6 +38,7 @@ import {
   endSession,
   mqttConnect,
   redactedBrokerUrl,
+  withoutBrokerSecret,
   sessionOptions,
 } from "./mqtt-client";
 import { sparkplugDataTypeOfTag, type SparkplugMetricDataType } from "./datatypes";
@@ -1046,7 +1047,7 @@ export class SparkplugEdgeNode {
             reject(
               new KilnError(
                 refused ? "KILN_AUTHENTICATION_FAILED" : "KILN_CONNECTION_FAILED",
-                `MQTT connect to ${redactedBrokerUrl(this.#options.brokerUrl)} failed: ${error.message}`,
+                `MQTT connect to ${redactedBrokerUrl(this.#options.brokerUrl)} failed: ${withoutBrokerSecret(error.message, this.#options.brokerUrl)}`,
                 {
                   retryable: !refused,
                   cause: error,
