@@ -1264,7 +1264,9 @@ export class SparkplugEdgeNode {
   #metricName(metric: SparkplugMetric): string {
     const alias = metric.alias === undefined ? undefined : Number(metric.alias);
     if (alias === this.#machineStateAlias) return MACHINE_STATE_METRIC;
-    return (alias === undefined ? undefined : this.#byAlias.get(alias)?.tag.name) ?? metric.name ?? `alias ${String(alias)}`;
+    return (
+      (alias === undefined ? undefined : this.#byAlias.get(alias)?.tag.name) ?? metric.name ?? `alias ${String(alias)}`
+    );
   }
 
   /** Metrics published with their values: no longer named as too large. */

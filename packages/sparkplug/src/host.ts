@@ -1768,7 +1768,10 @@ export class SparkplugHost {
         return {
           ...sample,
           timestamp,
-          quality: { ...sample.quality, reason: given === undefined || given === "" ? restated : `${given}; ${restated}` },
+          quality: {
+            ...sample.quality,
+            reason: given === undefined || given === "" ? restated : `${given}; ${restated}`,
+          },
         };
       }
     }

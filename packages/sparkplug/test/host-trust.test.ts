@@ -821,7 +821,11 @@ describe("adversarial review 19z (second pass): one mark per value received, by 
     await eventually(() => rigged.host.latest(nodeTag("m"))?.sample.quality.severity === "good", 5_000, "born");
     await edge.nbirth(0, [double("m", 9, 5, at)]);
     await edge.ndata([{ alias: 9, timestamp: at + 7, datatype: "Double", value: 7 }]);
-    await eventually(async () => (await rigged.db.samples(nodeTag("m"))).some((each) => each.value === 7), 5_000, "data");
+    await eventually(
+      async () => (await rigged.db.samples(nodeTag("m"))).some((each) => each.value === 7),
+      5_000,
+      "data",
+    );
     const rows = byTime(await rigged.db.samples(nodeTag("m")));
     expect(rows.map((each) => [each.timestamp, each.value, each.quality.reason])).toEqual([
       [at, 5, undefined],
