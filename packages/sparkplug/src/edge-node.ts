@@ -38,6 +38,7 @@ import {
   endSession,
   mqttConnect,
   redactedBrokerUrl,
+  withoutBrokerSecret,
   sessionOptions,
 } from "./mqtt-client";
 import { sparkplugDataTypeOfTag, type SparkplugMetricDataType } from "./datatypes";
@@ -554,6 +555,31 @@ function unencodableMetric(metric: SparkplugMetric, problem: string): SparkplugM
   };
 }
 
+/** OPC UA `BadEncodingLimitsExceeded`: the value is larger than the transport takes. */
+const BAD_ENCODING_LIMITS_EXCEEDED = 0x80080000;
+
+/**
+ * `metric` as DATA sends it when its value does not fit the broker's Maximum Packet Size: null,
+ * Quality bad, StatusCode `BadEncodingLimitsExceeded` with the reason, its historical flag kept,
+ * so the host marks the metric bad instead of keeping its previous value good.
+ */
+function oversizedMetric(metric: SparkplugMetric, reason: string): SparkplugMetric {
+  const { name, alias, timestamp, datatype, isHistorical } = metric;
+  return {
+    ...(name === undefined ? {} : { name }),
+    ...(alias === undefined ? {} : { alias }),
+    ...(timestamp === undefined ? {} : { timestamp }),
+    ...(datatype === undefined ? {} : { datatype }),
+    ...(isHistorical === true ? { isHistorical } : {}),
+    value: null,
+    properties: {
+      [METRIC_PROPERTIES.quality]: { type: "Int32", value: 0 },
+      [METRIC_PROPERTIES.statusCode]: { type: "UInt32", value: BAD_ENCODING_LIMITS_EXCEEDED },
+      [METRIC_PROPERTIES.statusReason]: { type: "String", value: reason },
+    },
+  };
+}
+
 /** The specification's Quality code (6.4.8.1) of a Kiln quality severity. */
 function qualityCode(severity: Sample["quality"]["severity"]): number {
   return severity === "good" ? 192 : severity === "uncertain" ? 500 : 0;
@@ -602,6 +628,8 @@ export class SparkplugEdgeNode {
   readonly #bdSeqStore: BdSeqStore;
   readonly #lifecycle: ConnectionLifecycle;
   readonly #bindings: readonly MetricBinding[];
+  /** Metrics last sent as null because their value did not fit the broker's Maximum Packet Size: name → reason. */
+  readonly #oversized = new Map<string, string>();
   readonly #byName: ReadonlyMap<string, MetricBinding>;
   readonly #byAlias: ReadonlyMap<number, MetricBinding>;
   readonly #machineStateAlias: number;
@@ -1046,7 +1074,7 @@ export class SparkplugEdgeNode {
             reject(
               new KilnError(
                 refused ? "KILN_AUTHENTICATION_FAILED" : "KILN_CONNECTION_FAILED",
-                `MQTT connect to ${redactedBrokerUrl(this.#options.brokerUrl)} failed: ${error.message}`,
+                `MQTT connect to ${redactedBrokerUrl(this.#options.brokerUrl)} failed: ${withoutBrokerSecret(error.message, this.#options.brokerUrl)}`,
                 {
                   retryable: !refused,
                   cause: error,
@@ -1177,6 +1205,87 @@ export class SparkplugEdgeNode {
         return undefined;
       }
     }
+  }
+
+  /**
+   * The bytes of a DDATA payload (live or replayed), checked against the broker's MQTT 5 Maximum
+   * Packet Size as births are: a packet over it would end the session at the broker (and the
+   * next one likewise). Over it, the largest metrics are sent as null and bad with the reason
+   * ({@link oversizedMetric}) until the message fits: each counted (`metricsNotEncodable`) and
+   * named in `health().problems` until it is published whole again. Undefined (not sent, said in
+   * health) only when even the message of nulls does not fit.
+   */
+  #encodeData(session: Session, payload: SparkplugPayload): Uint8Array | undefined {
+    const bytes = this.#encode(payload, true);
+    const limit = session.brokerMaxPacketSize;
+    const fits = (encoded: Uint8Array): boolean => publishPacketSize(this.#topics.ddata, encoded.length) <= limit!;
+    if (bytes === undefined || limit === undefined || fits(bytes)) {
+      if (bytes !== undefined) this.#publishedWhole(payload.metrics);
+      return bytes;
+    }
+    const sizeOf = (metric: SparkplugMetric): number => {
+      try {
+        return encodePayload({ metrics: [metric] }, { omitDatatype: true }).length;
+      } catch {
+        return 0;
+      }
+    };
+    // Largest first; the message number (ADR 0037) is never replaced.
+    const order = payload.metrics
+      .map((metric, index) => ({ index, size: metric.alias === this.#messageNumberAlias ? -1 : sizeOf(metric) }))
+      .filter((each) => each.size >= 0)
+      .sort((a, b) => b.size - a.size);
+    const metrics = [...payload.metrics];
+    const replaced = new Set<number>();
+    let fitted: Uint8Array | undefined = bytes;
+    for (const { index, size } of order) {
+      if (fits(fitted)) break;
+      const metric = metrics[index]!;
+      const name = this.#metricName(metric);
+      const reason = `value of ${size} bytes too large for the broker's Maximum Packet Size (${limit} bytes, MQTT 5 CONNACK): not sent`;
+      metrics[index] = oversizedMetric(metric, reason);
+      replaced.add(index);
+      this.#counts.unencodable++;
+      this.#oversized.set(name, reason);
+      fitted = this.#encode({ ...payload, metrics }, true);
+      if (fitted === undefined) return undefined;
+    }
+    this.#publishedWhole(payload.metrics.filter((_, index) => !replaced.has(index)));
+    this.#sayOversized();
+    if (fits(fitted)) return fitted;
+    this.#problems.set(
+      "data-size",
+      `a DDATA of ${payload.metrics.length} metrics does not fit the broker's Maximum Packet Size (${limit} bytes) even without its values: not sent`,
+    );
+    return undefined;
+  }
+
+  /** The tag name of a DATA metric (by its alias), else its alias in words. */
+  #metricName(metric: SparkplugMetric): string {
+    const alias = metric.alias === undefined ? undefined : Number(metric.alias);
+    if (alias === this.#machineStateAlias) return MACHINE_STATE_METRIC;
+    return (
+      (alias === undefined ? undefined : this.#byAlias.get(alias)?.tag.name) ?? metric.name ?? `alias ${String(alias)}`
+    );
+  }
+
+  /** Metrics published with their values: no longer named as too large. */
+  #publishedWhole(metrics: readonly SparkplugMetric[]): void {
+    if (this.#oversized.size === 0) return;
+    for (const metric of metrics) this.#oversized.delete(this.#metricName(metric));
+    this.#sayOversized();
+  }
+
+  #sayOversized(): void {
+    if (this.#oversized.size === 0) {
+      this.#problems.delete("data-size");
+      return;
+    }
+    const names = [...this.#oversized.keys()];
+    this.#problems.set(
+      "data-size",
+      `${names.length} metric(s) last sent as null and bad, their value too large for the broker's Maximum Packet Size: ${names.slice(0, 10).join(", ")}${names.length > 10 ? ", …" : ""} (${this.#oversized.get(names[0]!)!}); raise the broker's limit (mosquitto max_packet_size) or shorten the values`,
+    );
   }
 
   #propertiesOf(
@@ -1360,7 +1469,7 @@ export class SparkplugEdgeNode {
     }
     if (this.#awaitAcks) metrics.push(this.#messageNumber(this.#dataCount + 1, this.#clock.now(), false));
     // [tck-id-payloads-alias-data-cmd-requirement] alias only; [tck-id-payloads-metric-datatype-not-req] no datatype.
-    const bytes = this.#encode({ timestamp: this.#clock.now(), seq: this.#nextSeq(), metrics }, true);
+    const bytes = this.#encodeData(session, { timestamp: this.#clock.now(), seq: this.#nextSeq(), metrics });
     if (bytes === undefined) {
       this.#counts.notPublished += samples.length;
       return;
@@ -1600,7 +1709,7 @@ export class SparkplugEdgeNode {
           const metrics = this.#historicalMetrics(record.bytes);
           let sent = 0;
           if (metrics.length > 0) {
-            const bytes = this.#encode({ timestamp: this.#clock.now(), seq: this.#nextSeq(), metrics }, true);
+            const bytes = this.#encodeData(session!, { timestamp: this.#clock.now(), seq: this.#nextSeq(), metrics });
             if (bytes === undefined) {
               this.#drop(
                 metrics.length,
@@ -1654,7 +1763,7 @@ export class SparkplugEdgeNode {
       let bytes: Uint8Array | undefined;
       if (metrics.length > 0) {
         const numbered = [...metrics, this.#messageNumber(this.#dataCount + 1, this.#clock.now(), false)];
-        bytes = this.#encode({ timestamp: this.#clock.now(), seq: this.#nextSeq(), metrics: numbered }, true);
+        bytes = this.#encodeData(session, { timestamp: this.#clock.now(), seq: this.#nextSeq(), metrics: numbered });
         if (bytes === undefined)
           this.#drop(
             metrics.length,

@@ -36,6 +36,7 @@ import {
   endSession,
   mqttConnect,
   redactedBrokerUrl,
+  withoutBrokerSecret,
   sessionOptions,
 } from "./mqtt-client";
 import { tagDataTypeOfSparkplug, type SparkplugMetricDataType } from "./datatypes";
@@ -438,6 +439,20 @@ const FLAP_LOSSES = 3;
  * sample can fall there, and stores keep microseconds (ADR 0043, amendment 19z).
  */
 const STALE_MARK_OFFSET_MS = 0.001;
+/**
+ * Per tag, what the host stored for it, in the edge node's clock (ADR 0043, amendments 19z and
+ * 2026-12-01 "by arrival"): `newest`, the latest time of a row it stored (a value not further ahead
+ * than `maxClockSkewMs`, or one of its own marks); `newestIsMark`, whether that row is a stale
+ * mark; `markDue`, whether a value arrived since the last mark (whatever its time: an edge clock
+ * that stepped back sends values older than the mark, and they still need a mark of their own).
+ */
+interface StoredTrail {
+  newest: number;
+  newestIsMark: boolean;
+  markDue: boolean;
+}
+/** Added to the quality reason of a birth value the host stored after its stale mark instead of at its own time. */
+const RESTATED_REASON = "restated by a birth after a loss of trust";
 const DEFAULT_BACKOFF: ReconnectBackoff = { initialDelayMs: 1_000, maxDelayMs: 30_000 };
 
 /**
@@ -483,12 +498,8 @@ export class SparkplugHost {
   readonly #live = new Map<string, SparkplugLiveMetric>();
   /** Live entries that are the host's own marks (stale, refused value...): never stored at their time. */
   readonly #marks = new WeakSet<SparkplugLiveMetric>();
-  /**
-   * Per tag: the latest time (the edge node's clock) of a value the host received and stored,
-   * and whether a stale mark was stored after it. The stored mark goes there, whatever the
-   * host's clock says (ADR 0043, amendment 19z).
-   */
-  readonly #received = new Map<string, { at: number; marked: boolean }>();
+  /** Per tag: what the host stored last for it, in the edge node's clock (see {@link StoredTrail}). */
+  readonly #trails = new Map<string, StoredTrail>();
   readonly #registered = new Map<string, string>();
   #session: Session | undefined;
   #lastState: { online: boolean; timestamp?: number } = { online: false };
@@ -888,7 +899,7 @@ export class SparkplugHost {
             reject(
               new KilnError(
                 refused ? "KILN_AUTHENTICATION_FAILED" : "KILN_CONNECTION_FAILED",
-                `MQTT connect to ${redactedBrokerUrl(this.#options.brokerUrl)} failed: ${error.message}`,
+                `MQTT connect to ${redactedBrokerUrl(this.#options.brokerUrl)} failed: ${withoutBrokerSecret(error.message, this.#options.brokerUrl)}`,
                 { retryable: !refused, cause: error },
               ),
             );
@@ -1589,12 +1600,14 @@ export class SparkplugHost {
     for (const tag of tags) {
       const entry = this.#live.get(tag);
       if (entry === undefined) continue;
-      const received = this.#received.get(tag);
-      if (received !== undefined && !received.marked) {
-        const storedAt = received.at + STALE_MARK_OFFSET_MS;
+      const trail = this.#trails.get(tag);
+      if (trail?.markDue === true) {
+        const storedAt = trail.newest + STALE_MARK_OFFSET_MS;
         if (storedAt <= SAMPLE_TIME_MAX) {
           samples.push({ tag, value: null, timestamp: storedAt, quality: gap });
-          received.marked = true;
+          trail.newest = storedAt;
+          trail.newestIsMark = true;
+          trail.markDue = false;
         }
       }
       if (entry.sample.quality.code === stale.code) continue;
@@ -1728,6 +1741,48 @@ export class SparkplugHost {
   }
 
   /**
+   * Records a value the host stores in the tag's {@link StoredTrail} and returns the row to store.
+   * Any value received makes a stale mark due at the next loss of trust, whatever its time
+   * (tracked by arrival, not by time: an edge clock that stepped back sends older times). A birth
+   * value for a tag whose newest stored row is a stale mark, at or before the mark, is stored
+   * {@link STALE_MARK_OFFSET_MS} after the mark instead, its reason ending with
+   * {@link RESTATED_REASON} and its own time: otherwise it would fall before the mark (or repeat
+   * the stored row, dropped as a re-delivery) and history would read "no communication" for the
+   * whole new session. A value further ahead than `maxClockSkewMs` does not move `newest` (the
+   * mark is never put at a time no clock can have had yet).
+   */
+  #trace(sample: Sample, isBirth: boolean, ahead: boolean, topic: string): Sample {
+    const trail = this.#trails.get(sample.tag);
+    if (trail === undefined) {
+      if (!ahead) this.#trails.set(sample.tag, { newest: sample.timestamp, newestIsMark: false, markDue: true });
+      return sample;
+    }
+    trail.markDue = true;
+    if (isBirth && trail.newestIsMark && sample.timestamp <= trail.newest && !ahead) {
+      const timestamp = trail.newest + STALE_MARK_OFFSET_MS;
+      if (timestamp <= SAMPLE_TIME_MAX) {
+        trail.newest = timestamp;
+        trail.newestIsMark = false;
+        const given = sample.quality.reason;
+        const restated = `${RESTATED_REASON} (${topic}, measured at ${timeText(sample.timestamp)})`;
+        return {
+          ...sample,
+          timestamp,
+          quality: {
+            ...sample.quality,
+            reason: given === undefined || given === "" ? restated : `${given}; ${restated}`,
+          },
+        };
+      }
+    }
+    if (!ahead && sample.timestamp > trail.newest) {
+      trail.newest = sample.timestamp;
+      trail.newestIsMark = false;
+    }
+    return sample;
+  }
+
+  /**
    * The one check of every time the host takes from the wire (a metric's, a payload's, a DDEATH's;
    * births, data, deaths and the marks of refused values alike): whether it is more than
    * `maxClockSkewMs` ahead of the host's clock `now`, so no real measurement can carry it yet
@@ -1825,14 +1880,7 @@ export class SparkplugHost {
         quality: qualityOfMetric(metric.properties, value === null),
       };
       if (metric.isTransient === true) this.#counts.transient++;
-      else {
-        samples.push(sample);
-        // The last moment the host knew the value, in the edge node's clock (not a time no clock
-        // can have had yet: that one is refused from the live view below).
-        const received = this.#received.get(info.tag);
-        if ((received === undefined || timestamp > received.at) && !this.#aheadOfHost(timestamp, now))
-          this.#received.set(info.tag, { at: timestamp, marked: false });
-      }
+      else samples.push(this.#trace(sample, isBirth, this.#aheadOfHost(timestamp, now), topic));
       if (metric.isHistorical === true) {
         this.#counts.historical++;
         // Stored as the edge node published it, never in the live view; but a time no clock can

@@ -110,13 +110,59 @@ export function checkMaxPayloadBytes(what: string, value: unknown): void {
 }
 
 /**
- * @internal A `brokerUrl` as every message, health entry and event shows it: its userinfo (a
- * user name and password, `mqtt://user:pw@host`) replaced by `***`, so no credential is echoed
- * (IEC 62443-3-3 CR 1.5, authenticator protection). Works on a string that is not a URL too.
+ * Where a `brokerUrl`'s userinfo may lie: from after `scheme://` (or `//`, or the start) to its
+ * last `@`. A password may hold an unencoded space, `/`, `?`, `#` or `@`, which `new URL()` reads
+ * as the end of the userinfo (or refuses), so the last `@` anywhere is taken: at worst a host or
+ * path after an `@` in a path is hidden too, never a password shown. Undefined without an `@`.
+ */
+function userinfoSpan(value: string): { readonly from: number; readonly to: number } | undefined {
+  const scheme = /^[a-z][a-z0-9+.-]*:\/\//i.exec(value);
+  const from = scheme !== null ? scheme[0].length : value.startsWith("//") ? 2 : 0;
+  const to = value.lastIndexOf("@");
+  return to < from ? undefined : { from, to };
+}
+
+/**
+ * @internal A `brokerUrl` as every message, health entry and event shows it: everything between
+ * `//` (or the start) and its last `@` (a user name and password, `mqtt://user:pw@host`) replaced
+ * by `***`, so no credential is echoed (IEC 62443-3-3 CR 1.5, authenticator protection), whatever
+ * characters the password holds (unencoded space, `/`, `?`, `#`, `@`), and on a string that is not
+ * a URL too.
  * @example redactedBrokerUrl("mqtt://kiln:s3cret@broker:1883") // "mqtt://***@broker:1883"
+ * @example redactedBrokerUrl("mqtt://kiln:a/b?c#d@broker:1883") // "mqtt://***@broker:1883"
  */
 export function redactedBrokerUrl(value: string): string {
-  return value.replace(/^((?:[a-z][a-z0-9+.-]*:)?\/\/)?[^/?#\s]*@/i, "$1***@");
+  const span = userinfoSpan(value);
+  return span === undefined ? value : `${value.slice(0, span.from)}***${value.slice(span.to)}`;
+}
+
+/**
+ * @internal `text` (a message from the MQTT client or the network, about to be shown in an error,
+ * health entry or event) with the userinfo of `brokerUrl` and its password, as written and
+ * percent-decoded, replaced by `***` wherever they occur: no message ever carries the password,
+ * even one the MQTT client built from the URL. (A very short password may blank unrelated
+ * characters: a mangled message is preferred to an echoed password.)
+ */
+export function withoutBrokerSecret(text: string, brokerUrl: string): string {
+  const span = userinfoSpan(brokerUrl);
+  if (span === undefined) return text;
+  const userinfo = brokerUrl.slice(span.from, span.to);
+  const colon = userinfo.indexOf(":");
+  const secrets = new Set([userinfo, redactedBrokerUrl(brokerUrl) === brokerUrl ? "" : brokerUrl]);
+  if (colon >= 0) {
+    const password = userinfo.slice(colon + 1);
+    secrets.add(password);
+    try {
+      secrets.add(decodeURIComponent(password));
+    } catch {
+      // Not percent-encoded text: the raw form above covers it.
+    }
+  }
+  let shown = text;
+  // Longest first, so a password inside the userinfo is not cut before the userinfo is.
+  for (const secret of [...secrets].filter((each) => each !== "").sort((a, b) => b.length - a.length))
+    shown = shown.split(secret).join("***");
+  return shown;
 }
 
 /** URL schemes MQTT.js connects with (TCP, TLS, WebSocket). */

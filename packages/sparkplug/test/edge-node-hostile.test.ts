@@ -511,38 +511,38 @@ describe("commands reaching a session that is ending (adversarial review 19y, M4
   });
 });
 
-describe("a birth over the broker's Maximum Packet Size (adversarial review 19y, L2)", () => {
-  /** A mosquitto of its own with `max_packet_size`, which it announces in its MQTT 5 CONNACK. */
-  async function limitedBroker(maxPacketSize: number): Promise<{ url: string; stop(): Promise<void> }> {
-    const dir = await mkdtemp(path.join(tmpdir(), "kiln-maxpacket-"));
-    const port = await freePort();
-    const config = path.join(dir, "mosquitto.conf");
-    await writeFile(config, `listener ${port} 127.0.0.1\nallow_anonymous true\nmax_packet_size ${maxPacketSize}\n`);
-    const child = spawn(mosquittoPath(), ["-c", config], { stdio: "ignore" });
-    for (let attempt = 0; ; attempt++) {
-      const open = await new Promise<boolean>((resolve) => {
-        const socket = connect(port, "127.0.0.1");
-        socket.once("connect", () => {
-          socket.destroy();
-          resolve(true);
-        });
-        socket.once("error", () => resolve(false));
+/** A mosquitto of its own with `max_packet_size`, which it announces in its MQTT 5 CONNACK. */
+async function limitedBroker(maxPacketSize: number): Promise<{ url: string; stop(): Promise<void> }> {
+  const dir = await mkdtemp(path.join(tmpdir(), "kiln-maxpacket-"));
+  const port = await freePort();
+  const config = path.join(dir, "mosquitto.conf");
+  await writeFile(config, `listener ${port} 127.0.0.1\nallow_anonymous true\nmax_packet_size ${maxPacketSize}\n`);
+  const child = spawn(mosquittoPath(), ["-c", config], { stdio: "ignore" });
+  for (let attempt = 0; ; attempt++) {
+    const open = await new Promise<boolean>((resolve) => {
+      const socket = connect(port, "127.0.0.1");
+      socket.once("connect", () => {
+        socket.destroy();
+        resolve(true);
       });
-      if (open) break;
-      if (attempt > 200) throw new Error("mosquitto did not open its port");
-      await new Promise((resolve) => setTimeout(resolve, 25));
-    }
-    return {
-      url: `mqtt://127.0.0.1:${port}`,
-      stop: async () => {
-        const gone = new Promise((resolve) => child.once("exit", resolve));
-        child.kill("SIGTERM");
-        await gone;
-        await rm(dir, { recursive: true, force: true });
-      },
-    };
+      socket.once("error", () => resolve(false));
+    });
+    if (open) break;
+    if (attempt > 200) throw new Error("mosquitto did not open its port");
+    await new Promise((resolve) => setTimeout(resolve, 25));
   }
+  return {
+    url: `mqtt://127.0.0.1:${port}`,
+    stop: async () => {
+      const gone = new Promise((resolve) => child.once("exit", resolve));
+      child.kill("SIGTERM");
+      await gone;
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
 
+describe("a birth over the broker's Maximum Packet Size (adversarial review 19y, L2)", () => {
   test.skipIf(!mosquittoAvailability().available)(
     "MQTT 5: a DBIRTH larger than the broker takes is not sent (the broker would end the session at every rebirth); health says why (needs mosquitto)",
     async () => {
@@ -657,5 +657,136 @@ describe("commands on a session not born, or no longer (adversarial review 19z, 
     expect(fixture.plc.writes.map((write) => write.value)).toEqual([10]);
     await node.stop();
     expect(droppedMessages(await dropEntries())).toBe(2);
+  });
+});
+
+describe("adversarial review 19z (second pass): DDATA over the broker's Maximum Packet Size; a multi-metric DCMD cut by the session's end", () => {
+  test.skipIf(!mosquittoAvailability().available)(
+    "MQTT 5: a live string value too large for the broker is sent as null and bad, counted and named in health; the session lives on, no rebirth (needs mosquitto)",
+    async () => {
+      fixture = await edgeFixture();
+      const broker = await limitedBroker(4_000);
+      try {
+        const node = fixture.newNode({ brokerUrl: broker.url, mqtt: { protocolVersion: 5 } });
+        const births: number[] = [];
+        node.events.on("birth-publish", (event) => void births.push(event.metrics));
+        await node.start();
+        await expect.poll(() => births.length, { timeout: 5_000 }).toBe(1);
+        fixture.plc.set("recipe.name", "x".repeat(10_000));
+        await expect
+          .poll(() => node.health().problems.join("\n"), { timeout: 5_000 })
+          .toMatch(/recipe\.name .*too large for the broker's Maximum Packet Size \(4000 bytes/);
+        expect(node.health().metricsNotEncodable).toBeGreaterThanOrEqual(1);
+        // Live data keeps flowing on the same session (the broker did not end it).
+        const sent = node.health().published.dataMessages;
+        await expect.poll(() => node.health().published.dataMessages, { timeout: 5_000 }).toBeGreaterThan(sent + 3);
+        expect(births).toHaveLength(1);
+        expect(node.health()).toMatchObject({ link: "connected", publishing: true });
+        // Sibling: the value fits again: published whole, no longer named.
+        fixture.plc.set("recipe.name", "short");
+        await expect
+          .poll(() => node.health().problems.join("\n"), { timeout: 5_000 })
+          .not.toMatch(/Maximum Packet Size/);
+        expect(births).toHaveLength(1);
+        await node.stop();
+      } finally {
+        await broker.stop();
+      }
+    },
+  );
+
+  test.skipIf(!mosquittoAvailability().available)(
+    "sibling: what the host sees of the too-large value is null and bad with the reason, never the previous value good (needs mosquitto)",
+    async () => {
+      fixture = await edgeFixture();
+      const broker = await limitedBroker(4_000);
+      try {
+        const node = fixture.newNode({ brokerUrl: broker.url, mqtt: { protocolVersion: 5 } });
+        await node.start();
+        await expect.poll(() => node.health().publishing, { timeout: 5_000 }).toBe(true);
+        const { connectAsync } = await import("mqtt");
+        const watcher = await connectAsync(broker.url, { protocolVersion: 5 });
+        const seen: Buffer[] = [];
+        watcher.on("message", (_topic, payload) => void seen.push(payload));
+        await watcher.subscribeAsync(DCMD.replace("DCMD", "DDATA"), { qos: 0 });
+        const alias = node.aliases.get("recipe.name")!;
+        fixture.plc.set("recipe.name", "y".repeat(10_000));
+        const { decodePayload } = await import("../src/index");
+        await expect
+          .poll(
+            () =>
+              seen
+                .flatMap((bytes) => {
+                  try {
+                    return decodePayload(bytes, {
+                      datatypeOf: (metric) => (Number(metric.alias) === alias ? "String" : "Double"),
+                    }).metrics;
+                  } catch {
+                    return [];
+                  }
+                })
+                .find((metric) => Number(metric.alias) === alias),
+            { timeout: 5_000 },
+          )
+          .toMatchObject({ value: null, properties: { StatusCode: { value: 0x80080000 } } });
+        await watcher.endAsync();
+        await node.stop();
+      } finally {
+        await broker.stop();
+      }
+    },
+  );
+
+  async function cutMidCommand(goodbye: boolean): Promise<{ refusals: { tag?: string; code: string }[] }> {
+    fixture = await edgeFixture({ primaryHostId: HOST });
+    const client = fixture.recorder.client;
+    const state = (online: boolean) => Buffer.from(JSON.stringify({ online, timestamp: Date.now() }));
+    await client.publishAsync(`spBv1.0/STATE/${HOST}`, state(true), { qos: 1, retain: true });
+    const node = fixture.node;
+    const refusals: { tag?: string; code: string }[] = [];
+    node.events.on("command-refuse", (event) => void refusals.push(event));
+    await node.start();
+    await fixture.recorder.waitFor(ofType("DBIRTH"));
+    fixture.plc.faults.latencyMs = 1_500;
+    const setpoint = node.aliases.get("heater.setpoint")!;
+    const valve = node.aliases.get("valve.ald1")!;
+    await dcmd(fixture, [
+      { alias: setpoint, datatype: "Float", value: 10 },
+      { alias: valve, datatype: "Boolean", value: true },
+      { alias: setpoint, datatype: "Float", value: 30 },
+    ]);
+    if (goodbye) {
+      // While the first write is under way: the primary host goes offline, the node says goodbye.
+      await client.publishAsync(`spBv1.0/STATE/${HOST}`, state(false), { qos: 1, retain: true });
+      await fixture.recorder.waitFor(ofType("NDEATH"), 10_000);
+      await expect.poll(() => refusals.length, { timeout: 10_000 }).toBe(2);
+    } else {
+      await expect.poll(() => node.health().commands.written, { timeout: 10_000 }).toBe(3);
+    }
+    fixture.plc.faults.latencyMs = 0;
+    await node.stop();
+    return { refusals };
+  }
+
+  test("one DCMD of three writes whose session ends during the first: the other two are refused (KILN_NOT_CONNECTED), counted and audited, never written", async () => {
+    const { refusals } = await cutMidCommand(true);
+    expect(refusals.map((each) => [each.tag, each.code])).toEqual([
+      ["valve.ald1", "KILN_NOT_CONNECTED"],
+      ["heater.setpoint", "KILN_NOT_CONNECTED"],
+    ]);
+    expect(fixture!.plc.writes.map((write) => [write.tag, write.value])).toEqual([["heater.setpoint", 10]]);
+    const entries = await fixture!.system.unchecked.store.audit.query({ from: 0, to: Date.now() + 60_000 });
+    const denied = entries.filter((entry) => entry.action === "tag.write" && entry.outcome === "failed");
+    expect(denied.map((entry) => entry.target)).toEqual(["valve.ald1", "heater.setpoint"]);
+  });
+
+  test("sibling: the same DCMD on a session that lives on writes all three, in order", async () => {
+    const { refusals } = await cutMidCommand(false);
+    expect(refusals).toEqual([]);
+    expect(fixture!.plc.writes.map((write) => [write.tag, write.value])).toEqual([
+      ["heater.setpoint", 10],
+      ["valve.ald1", true],
+      ["heater.setpoint", 30],
+    ]);
   });
 });

@@ -89,3 +89,51 @@ describe("edge node → broker → host → PostgreSQL", () => {
     }
   });
 });
+
+describe("edge node reconnect with unchanged values (adversarial review 19z, second pass, M1)", () => {
+  const marks = <T extends { quality: { severity: string } }>(rows: readonly T[]) =>
+    rows.filter((row) => row.quality.severity === "bad");
+  const byTime = <T extends { timestamp: number }>(rows: readonly T[]) =>
+    [...rows].sort((a, b) => a.timestamp - b.timestamp);
+
+  test("a Kiln edge node's link drops and comes back with a tag unchanged: the host's history reads the value good after the rebirth, and the next outage stores a second mark", async () => {
+    const fixture: EdgeFixture = await edgeFixture({ primaryHostId: HOST_ID });
+    cleanups.push(() => fixture.close());
+    const db: TestDatabase = await openTestDatabase();
+    cleanups.push(() => db.close());
+    const host = new SparkplugHost({
+      brokerUrl: fixture.broker.url,
+      hostId: HOST_ID,
+      groups: [GROUP],
+      store: db.store,
+      rebirthIntervalMs: 0,
+      batching: { maxDelayMs: 5 },
+    });
+    cleanups.push(() => host.stop());
+    await host.start();
+    await fixture.node.start();
+    // counter.total is constant.
+    await eventually(() => host.latest(COUNTER)?.sample.quality.severity === "good", 10_000, "born");
+    const births = () => fixture.recorder.messages.filter((message) => message.parsed?.type === "NBIRTH").length;
+    const before = births();
+    fixture.tap.cut(); // no DISCONNECT: the broker publishes the node's NDEATH (its Will)
+    await eventually(async () => marks(await db.samples(COUNTER)).length === 1, 10_000, "the outage's mark");
+    await eventually(() => births() > before && host.health().edgeNodes[0]?.state === "online", 20_000, "reborn");
+    await eventually(async () => (await db.samples(COUNTER)).length >= 3, 15_000, "the birth's value");
+    const rows = byTime(await db.samples(COUNTER));
+    expect(rows.map((row) => row.value)).toEqual([2n ** 60n, null, 2n ** 60n]);
+    // History reads the value good again while the node is online: the newest row is the birth's
+    // value, after the mark — at its own time when it is later, else restated (ADR 0043).
+    expect(rows[2]!.quality.severity).toBe("good");
+    expect(rows[2]!.timestamp).toBeGreaterThan(rows[1]!.timestamp);
+    if (rows[2]!.timestamp < rows[1]!.timestamp + 0.01)
+      expect(rows[2]!.quality.reason).toMatch(/restated by a birth after a loss of trust/);
+    else expect(rows[2]!.timestamp).toBe(host.latest(COUNTER)?.sample.timestamp);
+
+    await fixture.node.stop();
+    await eventually(() => host.health().edgeNodes[0]?.state === "offline", 5_000, "NDEATH on stop");
+    await eventually(async () => marks(await db.samples(COUNTER)).length === 2, 5_000, "the second outage's mark");
+    expect(byTime(await db.samples(COUNTER)).at(-1)).toMatchObject({ value: null, quality: { severity: "bad" } });
+    expect(host.health().samples.conflicts).toBe(0);
+  }, 90_000);
+});

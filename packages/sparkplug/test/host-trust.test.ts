@@ -725,3 +725,111 @@ describe("adversarial review 19z: the stored stale mark is in the edge node's cl
     expect((await rigged.db.samples(tag("a"))).map((each) => each.value)).toEqual([1, 10, null, 20, 40]);
   });
 });
+
+describe("adversarial review 19z (second pass): one mark per value received, by arrival; a birth after a mark restores trust in history", () => {
+  const marks = <T extends { quality: { severity: string } }>(rows: readonly T[]) =>
+    rows.filter((each) => each.quality.severity === "bad");
+  const byTime = <T extends { timestamp: number }>(rows: readonly T[]) =>
+    [...rows].sort((a, b) => a.timestamp - b.timestamp);
+
+  /** Born with device values at `at`, `a` = 95 at `at + 5`, then NDEATH: one mark per metric stored. */
+  async function lost(rigged: Rig, at: number): Promise<RawEdgeNode> {
+    const edge = await born(rigged, at);
+    await edge.ddata("d", [{ alias: 1, timestamp: at + 5, datatype: "Double", value: 95 }]);
+    await eventually(() => rigged.host.latest(tag("a"))?.sample.value === 95, 5_000, "taken");
+    await edge.ndeath(0);
+    await eventually(() => rigged.node()?.state === "offline", 5_000, "offline");
+    await eventually(async () => marks(await rigged.db.samples(tag("a"))).length === 1, 5_000, "first mark");
+    return edge;
+  }
+
+  test("H1: the edge clock steps back 3 s: values older than the mark still get a mark at the next loss of trust, after every stored row", async () => {
+    const rigged = await rig();
+    const at = Date.now() - 1_000;
+    const edge = await lost(rigged, at);
+    await edge.nbirth(1);
+    await edge.dbirth("d", [double("a", 1, 99, at - 3_000), double("b", 2, 2, at - 3_000)]);
+    await edge.ddata("d", [{ alias: 1, timestamp: at - 2_000, datatype: "Double", value: 98 }]);
+    await eventually(
+      async () => (await rigged.db.samples(tag("a"))).some((each) => each.value === 98),
+      5_000,
+      "second session stored",
+    );
+    await edge.ndeath(1);
+    await eventually(async () => marks(await rigged.db.samples(tag("a"))).length === 2, 5_000, "second mark");
+    const rows = byTime(await rigged.db.samples(tag("a")));
+    // The newest row is the second mark: history never reads the last value good past the second outage.
+    expect(rows.at(-1)).toMatchObject({ value: null, quality: { code: QualityCodes.BadNoCommunication } });
+    const [first, second] = marks(rows);
+    expect(second!.timestamp).toBeGreaterThan(first!.timestamp);
+    expect((await rigged.db.store.history.valueAt([tag("a")], at + 60_000))[0]?.quality.severity).not.toBe("good");
+  });
+
+  test("H1 sibling: a metric whose only new value since the mark is older than the mark: its next mark still sorts after the mark, never on or before it", async () => {
+    const rigged = await rig();
+    const at = Date.now() - 1_000;
+    const edge = await lost(rigged, at);
+    await edge.nbirth(1);
+    // `b` = 2 again, measured 3 s before the mark in a clock that stepped back.
+    await edge.dbirth("d", [double("a", 1, 99, at + 50), double("b", 2, 2, at - 3_000)]);
+    await eventually(() => rigged.host.latest(tag("b"))?.sample.quality.severity === "good", 5_000, "reborn");
+    await edge.ndeath(1);
+    await eventually(async () => marks(await rigged.db.samples(tag("b"))).length === 2, 5_000, "second mark of b");
+    const rows = byTime(await rigged.db.samples(tag("b")));
+    expect(rows.map((each) => each.value)).toEqual([2, null, 2, null]);
+    expect(rows[1]!.timestamp).toBeCloseTo(at + 0.001, 6);
+    expect(rows[2]!.timestamp).toBeCloseTo(at + 0.002, 6);
+    expect(rows[3]!.timestamp).toBeCloseTo(at + 0.003, 6);
+    // `a`'s second session was newer than its mark: stored at its own time, its mark 1 µs later.
+    const a = byTime(await rigged.db.samples(tag("a")));
+    expect(a.map((each) => each.value)).toEqual([1, 95, null, 99, null]);
+    expect(a[3]).toMatchObject({ timestamp: at + 50, quality: { severity: "good" } });
+    expect(a[3]!.quality.reason).toBeUndefined();
+  });
+
+  test("M1: a rebirth with unchanged values (the CVT sample's own time, before the mark) restates them after the mark: history reads good in the new session; a second NDEATH stores a second mark", async () => {
+    const rigged = await rig();
+    const at = Date.now() - 1_000;
+    const edge = await born(rigged, at);
+    await edge.ndeath(0);
+    await eventually(() => rigged.node()?.state === "offline", 5_000, "offline");
+    await eventually(async () => marks(await rigged.db.samples(tag("a"))).length === 1, 5_000, "first mark");
+    await edge.nbirth(1);
+    await edge.dbirth("d", [double("a", 1, 1, at), double("b", 2, 2, at)]);
+    await eventually(async () => (await rigged.db.samples(tag("a"))).length === 3, 5_000, "restated");
+    const rows = byTime(await rigged.db.samples(tag("a")));
+    expect(rows.map((each) => each.value)).toEqual([1, null, 1]);
+    expect(rows[2]!.timestamp).toBeCloseTo(at + 0.002, 6);
+    expect(rows[2]!.quality).toMatchObject({ severity: "good", code: QualityCodes.Good });
+    expect(rows[2]!.quality.reason).toMatch(/restated by a birth after a loss of trust .*measured at/);
+    // History's newest row is good again while the node is online (no longer the mark).
+    expect(rows.at(-1)?.quality.severity).toBe("good");
+    // The live view keeps the edge node's own time.
+    expect(rigged.host.latest(tag("a"))?.sample).toMatchObject({ timestamp: at, quality: { severity: "good" } });
+    await edge.ndeath(1);
+    await eventually(async () => marks(await rigged.db.samples(tag("a"))).length === 2, 5_000, "second mark");
+    const after = byTime(await rigged.db.samples(tag("a")));
+    expect(after.map((each) => each.value)).toEqual([1, null, 1, null]);
+    expect(rigged.host.health().samples.conflicts).toBe(0);
+  });
+
+  test("M1 sibling: a rebirth that restores no trust lost (node metrics, NBIRTH again without NDEATH) restates nothing: the same row is a re-delivery, stored once", async () => {
+    const rigged = await rig();
+    const at = Date.now() - 1_000;
+    const edge = await rigged.edge();
+    await edge.nbirth(0, [double("m", 9, 5, at)]);
+    await eventually(() => rigged.host.latest(nodeTag("m"))?.sample.quality.severity === "good", 5_000, "born");
+    await edge.nbirth(0, [double("m", 9, 5, at)]);
+    await edge.ndata([{ alias: 9, timestamp: at + 7, datatype: "Double", value: 7 }]);
+    await eventually(
+      async () => (await rigged.db.samples(nodeTag("m"))).some((each) => each.value === 7),
+      5_000,
+      "data",
+    );
+    const rows = byTime(await rigged.db.samples(nodeTag("m")));
+    expect(rows.map((each) => [each.timestamp, each.value, each.quality.reason])).toEqual([
+      [at, 5, undefined],
+      [at + 7, 7, undefined],
+    ]);
+  });
+});

@@ -490,11 +490,13 @@ describe("Sparkplug host: births, data and the store", () => {
       data.map((metric) => ({ ...metric, isHistorical: true })),
     );
     await eventually(() => rigged.host.health().samples.queued === 0 && rigged.host.health().samples.received >= 14);
-    // Besides them, the new NBIRTH's stale mark (no value, bad) for the device until its DBIRTH.
+    // Besides them, the new NBIRTH's stale mark (no value, bad) for the device until its DBIRTH,
+    // and the DBIRTH's value restated after the mark (its own time is before it; ADR 0043).
     const good = async () => (await rigged.db.samples(PRESSURE)).filter((sample) => sample.quality.severity === "good");
-    await eventually(async () => (await good()).length === 3);
+    await eventually(async () => (await good()).length === 4);
     await new Promise((resolve) => setTimeout(resolve, 100));
-    expect((await good()).map((sample) => sample.value)).toEqual([1.5e-3, 1, 2]);
+    expect((await good()).map((sample) => sample.value)).toEqual([1.5e-3, 1, 2, 1.5e-3]);
+    expect((await good())[3]!.quality.reason).toMatch(/restated by a birth/);
     const { samples } = rigged.host.health();
     expect(samples.conflicts).toBe(0);
     expect(samples.dropped).toBe(0);

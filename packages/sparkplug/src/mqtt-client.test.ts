@@ -1,0 +1,60 @@
+import { describe, expect, test } from "vitest";
+import { checkBrokerUrl, redactedBrokerUrl, withoutBrokerSecret } from "./mqtt-client";
+
+// Adversarial review 19z (second pass), L: passwords with characters `new URL()` reads as the end
+// of the userinfo (or refuses) were echoed by redactedBrokerUrl and by the invalid-URL refusal.
+const SHAPES: readonly { readonly url: string; readonly password: string }[] = [
+  { url: "mqtt://kiln:s3cret@broker.plant:1883", password: "s3cret" },
+  { url: "mqtt://kiln:pa ss-w0rd@broker.plant:1883", password: "pa ss-w0rd" },
+  { url: "mqtt://kiln:pa/ss-w0rd@broker.plant:1883", password: "pa/ss-w0rd" },
+  { url: "mqtt://kiln:4711/ss-w0rd@broker.plant:1883", password: "4711/ss-w0rd" },
+  { url: "mqtt://kiln:pa?ss-w0rd@broker.plant:1883", password: "pa?ss-w0rd" },
+  { url: "mqtt://kiln:pa#ss-w0rd@broker.plant:1883", password: "pa#ss-w0rd" },
+  { url: "mqtts://kiln:p@ss/w?0#rd@broker.plant:8883/mqtt", password: "p@ss/w?0#rd" },
+  { url: "ws://kiln:pa%20ss@broker.plant/mqtt", password: "pa%20ss" },
+  { url: "kiln:s3cret-pw@broker.plant:1883", password: "s3cret-pw" },
+  { url: "//kiln:s3cret-pw@broker.plant:1883", password: "s3cret-pw" },
+];
+
+const fragments = (password: string) => [password, ...password.split(/[ /?#@%]/).filter((part) => part.length > 2)];
+
+describe("redactedBrokerUrl: no password shape is ever shown", () => {
+  test.each(SHAPES)("$url", ({ url, password }) => {
+    const shown = redactedBrokerUrl(url);
+    for (const fragment of fragments(password)) expect(shown).not.toContain(fragment);
+    expect(shown).not.toContain("kiln");
+    expect(shown).toContain("***@broker.plant");
+  });
+
+  test("sibling: a URL without userinfo is shown as it is (nothing to hide), IPv6 and paths included", () => {
+    for (const url of ["mqtt://broker.plant:1883", "mqtt://[::1]:1883", "ws://broker.plant:8080/mqtt?x=1#y"])
+      expect(redactedBrokerUrl(url)).toBe(url);
+  });
+});
+
+describe("no error message carries the password", () => {
+  test.each(SHAPES)("the refusal of $url as a broker URL (when refused) does not echo it", ({ url, password }) => {
+    let shown = "";
+    try {
+      checkBrokerUrl("Sparkplug host options", url);
+    } catch (error) {
+      shown = `${(error as Error).message}\n${JSON.stringify(error)}`;
+      expect(shown).toContain("brokerUrl");
+    }
+    for (const fragment of fragments(password)) expect(shown).not.toContain(fragment);
+  });
+
+  test("sibling: a message the MQTT client built from the URL (raw or decoded) loses the userinfo and password", () => {
+    const url = "mqtt://kiln:pa%20ss/w0rd@broker.plant:1883";
+    const text = withoutBrokerSecret(
+      `connect ECONNREFUSED for ${url}; user kiln:pa%20ss/w0rd; password "pa ss/w0rd"`,
+      url,
+    );
+    expect(text).not.toContain("pa%20ss/w0rd");
+    expect(text).not.toContain("pa ss/w0rd");
+    expect(text).toContain("ECONNREFUSED");
+    expect(withoutBrokerSecret("connect ECONNREFUSED 127.0.0.1:1883", "mqtt://broker:1883")).toBe(
+      "connect ECONNREFUSED 127.0.0.1:1883",
+    );
+  });
+});
