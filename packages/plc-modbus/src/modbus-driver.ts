@@ -152,10 +152,21 @@ export class ModbusDriver implements PlcDriver {
   /** On RTU, the last read answered by each unit: a fence before a unit's request reads like it (see `#fenceFor`). */
   readonly #lastReadOf = new Map<number, ModbusReadRequest>();
   /**
-   * The answer shape (`shapeOf`) of each request block a read planned (keyed by `blockKey`, of every unit and
-   * scan group, kept while the driver lives: at most one entry per block): a probe's size avoids them all.
+   * The answer shape (`shapeOf`) of each request block of the plans in use (keyed by `blockKey`, of every unit and
+   * scan group): a probe's size avoids them all. Bounded by the plans in use: a block leaves it when no plan in use
+   * has it (`#usePlan`).
    */
   readonly #plannedShapes = new Map<string, string>();
+  /** How many plans in use have each block of `#plannedShapes`. */
+  readonly #plannedUses = new Map<string, number>();
+  /**
+   * The plan in use for each tag array read (the planner caches one per array, replaced when it learns), in a
+   * holder so that the array's collection releases it too (`#plansCollected`).
+   */
+  readonly #plansInUse = new WeakMap<readonly Tag[], { plan: ModbusReadPlan }>();
+  readonly #plansCollected = new FinalizationRegistry<{ plan: ModbusReadPlan }>((holder) =>
+    this.#releasePlan(holder.plan),
+  );
   /** The unit of the last fence sent. */
   #fenceUnit: number | undefined;
   /** When (clock ms) the answer stream was last found possibly shifted. */
@@ -466,7 +477,7 @@ export class ModbusDriver implements PlcDriver {
     if (tags.length === 0) return [];
     if (this.#pipelineRetryAt !== Number.POSITIVE_INFINITY) this.#retryPipelining();
     const plan = this.#planner.plan(tags);
-    for (const request of plan.requests) this.#plannedShapes.set(blockKey(request), shapeOf(request));
+    this.#usePlan(tags, plan);
     const samples = new Array<Sample>(tags.length);
     const now = this.#clock.now();
     for (const [index, hole] of plan.poisoned) {
@@ -585,6 +596,42 @@ export class ModbusDriver implements PlcDriver {
       samples,
       (sample, index) => sample ?? { tag: tags[index]!.name, value: null, timestamp, quality: late },
     );
+  }
+
+  /**
+   * Records `plan`'s blocks' shapes (see `#plannedShapes`) once per plan, not on every read: the planner returns the
+   * same plan object for the same tag array until it learns something; the plan it replaces has its blocks released.
+   */
+  #usePlan(tags: readonly Tag[], plan: ModbusReadPlan): void {
+    const holder = this.#plansInUse.get(tags);
+    if (holder?.plan === plan) return;
+    for (const request of plan.requests) {
+      const block = blockKey(request);
+      this.#plannedUses.set(block, (this.#plannedUses.get(block) ?? 0) + 1);
+      this.#plannedShapes.set(block, shapeOf(request));
+    }
+    if (holder === undefined) {
+      const fresh = { plan };
+      this.#plansInUse.set(tags, fresh);
+      this.#plansCollected.register(tags, fresh);
+    } else {
+      const replaced = holder.plan;
+      holder.plan = plan;
+      this.#releasePlan(replaced);
+    }
+  }
+
+  /** A plan is no longer in use: its blocks leave `#plannedShapes` unless another plan in use has them. */
+  #releasePlan(plan: ModbusReadPlan): void {
+    for (const request of plan.requests) {
+      const block = blockKey(request);
+      const uses = (this.#plannedUses.get(block) ?? 1) - 1;
+      if (uses > 0) this.#plannedUses.set(block, uses);
+      else {
+        this.#plannedUses.delete(block);
+        this.#plannedShapes.delete(block);
+      }
+    }
   }
 
   /**

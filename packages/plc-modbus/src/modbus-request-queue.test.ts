@@ -208,7 +208,7 @@ describe("ModbusRequestQueue", () => {
     return { clock, queue, lostAt, read };
   }
 
-  it("releases a shape held by a lost answer on an out-of-order device only by a resync, asked once when idle (ADR 0041 fix12v)", async () => {
+  it("releases a shape held by a lost answer on an out-of-order device only by a resync, asked once, even while a read is in progress (ADR 0041 fix12v, fix12y)", async () => {
     const resyncs: string[] = [];
     const { clock, queue, lostAt, read } = await heldQueue(resyncs);
     const held = await read("HR20");
@@ -218,17 +218,21 @@ describe("ModbusRequestQueue", () => {
       /shape hr\/2 is held: the answer to HR0, sent at .*released when it comes, or at/,
     );
     expect(queue.held).toEqual([{ shape: "hr/2", owedBy: "HR0", since: lostAt, releaseAt: lostAt + 1000 }]);
-    // Past the horizon while a read is in progress (a background hold): still held, the resync waits for the pause.
+    // Past the horizon while a read is in progress (a background hold, reads back to back): the resync no longer
+    // waits for a pause that may never come (adv12z F3). No request is admitted from then on, and with nothing on
+    // the wire the resync is asked at once; the request queued meanwhile is left to the caller's reconnect to fail.
     await clock.advance(1000);
     const releaseRead = queue.holdBackground();
     expect((await read("HR20")) as KilnError).toMatchObject({ details: { sent: false } });
-    expect((await read("HR40")) as KilnError).toMatchObject({ details: { sent: false } });
-    await clock.advance(0);
-    expect(resyncs).toEqual([]);
-    releaseRead();
+    const other = queue
+      .run(() => Promise.resolve("IR4"), "IR4", undefined, { shape: "ir/8" })
+      .catch((error: unknown) => error);
     await clock.advance(0);
     expect(resyncs).toHaveLength(1);
     expect(resyncs[0]).toMatch(/the answer to HR0 \(shape hr\/2\).*never came/);
+    queue.fail(new Error("reconnecting"));
+    expect(await other).toMatchObject({ message: "reconnecting" });
+    releaseRead();
     // Until the caller has opened a new connection the shape stays held, and no second resync is asked.
     expect((await read("HR20")) as KilnError).toMatchObject({ details: { sent: false } });
     await clock.advance(0);
@@ -238,6 +242,34 @@ describe("ModbusRequestQueue", () => {
     const next = read("HR20");
     await clock.advance(0);
     expect(await next).toBe("HR20");
+  });
+
+  it("sibling (fix12y): past the horizon a request on the wire finishes first; nothing else is admitted, then the resync is asked", async () => {
+    const resyncs: string[] = [];
+    const { clock, queue, read } = await heldQueue(resyncs);
+    await clock.advance(1000);
+    const releaseRead = queue.holdBackground();
+    let answer: (value: string) => void = () => undefined;
+    const onWire = queue.run(() => new Promise<string>((resolve) => (answer = resolve)), "IR0", undefined, {
+      shape: "ir/2",
+    });
+    await clock.advance(0);
+    const held = read("HR20"); // queued behind IR0: found held, past the horizon, when IR0 is done
+    let sent = false;
+    const behind = queue
+      .run(() => ((sent = true), Promise.resolve("IR8")), "IR8", undefined, { shape: "ir/4" })
+      .catch((error: unknown) => error);
+    await clock.advance(0);
+    expect(resyncs).toEqual([]); // IR0 is on the wire
+    answer("IR0");
+    expect(await onWire).toBe("IR0");
+    expect((await held) as KilnError).toMatchObject({ details: { sent: false, heldShape: "hr/2" } });
+    await clock.advance(0);
+    expect(resyncs).toHaveLength(1);
+    expect(sent).toBe(false); // never admitted once the resync was due
+    queue.fail(new Error("reconnecting"));
+    expect(await behind).toMatchObject({ message: "reconnecting" });
+    releaseRead();
   });
 
   it("sibling: a new connection opened for any reason (a lost link) releases a held shape; one resync asked per connection", async () => {

@@ -49,9 +49,10 @@ export interface ModbusRequestQueueOptions {
   readonly fenceAfterLateBound?: boolean;
   /**
    * The forget horizon of an answer owed by a device that answers out of order (see `#heldByOwed`): once a
-   * request of its shape is due this long (ms) after the owed request went on the wire, the queue calls
-   * {@link ModbusRequestQueueOptions.onResync} as soon as the line is idle (nothing queued or on the wire, no
-   * background hold: the pause between reads) instead of holding the shape for ever. Only for a transport whose
+   * request of its shape is due this long (ms) after the owed request went on the wire, the queue admits no more
+   * requests and calls {@link ModbusRequestQueueOptions.onResync} as soon as nothing is on the wire (normally the
+   * pause between reads; under reads back to back, right after the requests on the wire) instead of holding the
+   * shape for ever. Only for a transport whose
    * answers are bound to their connection (Modbus TCP): once the caller has closed the connection and opened
    * another ({@link ModbusRequestQueue.newConnection}), no answer owed on the old one can come. Raised to the late
    * bound (`timeoutMs + lateAnswerGuardMs`) if lower. Without it (or without `onResync`): no horizon, a shape
@@ -59,9 +60,9 @@ export interface ModbusRequestQueueOptions {
    */
   readonly resyncAfterMs?: number;
   /**
-   * Called (at most once per connection, after the current call stack, with the line idle) when a held shape
-   * passed its forget horizon: the caller closes the connection and opens a new one, then calls
-   * {@link ModbusRequestQueue.newConnection}. A listener that throws is ignored.
+   * Called (at most once per connection, after the current call stack, with nothing on the wire) when a held shape
+   * passed its forget horizon: the caller fails the requests still queued (they were not admitted), closes the
+   * connection and opens a new one, then calls {@link ModbusRequestQueue.newConnection}. A listener that throws is ignored.
    */
   readonly onResync?: (reason: string) => void;
 }
@@ -307,6 +308,8 @@ export class ModbusRequestQueue {
   readonly #onResync: ((reason: string) => void) | undefined;
   /** A resync was asked on this connection (at most one per connection). */
   #resyncAsked = false;
+  /** A resync was asked and the caller has not failed the queue or opened a new connection since: admit nothing. */
+  #resyncPending = false;
   /** Why a resync is due (a held shape passed its forget horizon), until it is asked (see `#resyncIfIdle`). */
   #resyncReason: string | undefined;
 
@@ -336,20 +339,27 @@ export class ModbusRequestQueue {
   newConnection(): void {
     this.#connection++;
     this.#resyncAsked = false;
+    this.#resyncPending = false;
     this.#resyncReason = undefined;
+    void this.#pump();
   }
 
   /**
    * Asks the caller to resynchronise the link (see {@link ModbusRequestQueueOptions.onResync}) when one is due and
-   * the line is idle: nothing queued or on the wire and no read in progress (no background hold), so the
-   * reconnect fails no request of a read (the pause between scans).
+   * nothing is on the wire. From the moment it is due no request is admitted (see `#pump`), so in the pause between
+   * scans nothing is queued and the reconnect fails no read; a read in progress (reads back to back, or several scan
+   * groups overlapping) has its queued requests failed by the caller's reconnect, retryable, instead of keeping the
+   * shape held for ever (ADR 0041, amendment fix12y).
    */
   #resyncIfIdle(): void {
     const reason = this.#resyncReason;
     const onResync = this.#onResync;
     if (reason === undefined || onResync === undefined || this.#resyncAsked) return;
-    if (this.#queue.length > 0 || this.#inFlight.size > 0 || this.#holds > 0) return;
+    // Nothing on the wire is enough: requests queued meanwhile were not admitted (`#resyncDue`), so a driver whose
+    // reads run back to back, or overlap, resynchronises too (adv12z F3); the caller fails them, retryable.
+    if (this.#inFlight.size > 0 || this.#fencing) return;
     this.#resyncAsked = true;
+    this.#resyncPending = true;
     this.#resyncReason = undefined;
     queueMicrotask(() => {
       try {
@@ -358,6 +368,15 @@ export class ModbusRequestQueue {
         // a listener's failure is its own
       }
     });
+  }
+
+  /**
+   * No request is admitted: a resync is due (a held shape passed its forget horizon, see `#heldError`), or was asked
+   * and the caller has neither failed the queue (`fail`, its reconnect) nor opened a new connection yet.
+   */
+  #resyncDue(): boolean {
+    if (this.#onResync === undefined) return false;
+    return (this.#resyncReason !== undefined && !this.#resyncAsked) || this.#resyncPending;
   }
 
   /**
@@ -528,7 +547,7 @@ export class ModbusRequestQueue {
     else if (releaseAt > now)
       release = `released when it comes, or at ${new Date(releaseAt).toISOString()} by resynchronising the link (closing and reopening the connection, after which no answer of the old one can come)`;
     else {
-      release = `its forget horizon passed at ${new Date(releaseAt).toISOString()}: the link is resynchronised to release it as soon as no read is in progress`;
+      release = `its forget horizon passed at ${new Date(releaseAt).toISOString()}: the link is resynchronised to release it as soon as no request is on the wire (no other request is sent before)`;
       this.#resyncReason ??= `resynchronising the link: the answer to ${owed.what} (${shape}), owed by a device that answers out of order since ${new Date(owed.sentAt).toISOString()}, never came`;
     }
     return notSent(
@@ -652,6 +671,7 @@ export class ModbusRequestQueue {
    * they enter the ledger and the answer stream is not trusted until a fence proves it aligned.
    */
   fail(error: unknown): void {
+    this.#resyncPending = false;
     const inFlight = [...this.#inFlight];
     const queued = this.#queue.splice(0);
     for (const scope of new Set(inFlight.map((entry) => entry.scope)))
@@ -678,6 +698,9 @@ export class ModbusRequestQueue {
     let again = false;
     try {
       while (this.#queue.length > 0 && this.#inFlight.size < this.#maxInFlight && !this.#fencing) {
+        // Past the forget horizon no request is admitted until the link is resynchronised: the resync then goes
+        // as soon as the requests on the wire are done, even while reads keep the queue busy (adv12z F3).
+        if (this.#resyncDue()) break;
         const head = this.#queue[0]!;
         const holder = this.#heldBy(head.shape);
         if (holder !== undefined) {

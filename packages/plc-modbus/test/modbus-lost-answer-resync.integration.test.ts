@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { defineTags, type Sample } from "@kiln/core";
+import { SystemClock, defineTags, type Sample } from "@kiln/core";
 import { ModbusDriver } from "../src/index";
 import { rawRegister, startRawTcpDevice, type RawAnswer } from "./raw-tcp-device";
 
@@ -17,12 +17,15 @@ afterEach(async () => {
 
 const TIMEOUT_MS = 200;
 const HORIZON_MS = 1000;
+const clock = new SystemClock();
 const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 const tags = defineTags({
   ir0: { dataType: "uint16", address: "IR0@1" },
   hr40: { dataType: "uint16", address: "HR40@1" },
   hr10: { dataType: "uint16", address: "HR10@1" },
+  // Another shape again (holding-register/4): the slow read of a scan that overruns, never held itself.
+  hr60: { dataType: "uint32", address: "HR60@1" },
   hr20u2: { dataType: "uint16", address: "HR20@2" },
   // Two registers: another shape (holding-register/4) than the one-register reads (holding-register/2).
   hr30: { dataType: "uint32", address: "HR30@1" },
@@ -32,6 +35,7 @@ const expected = new Map<string, number>([
   ["ir0", rawRegister(1, 0)],
   ["hr40", rawRegister(1, 40)],
   ["hr10", rawRegister(1, 10)],
+  ["hr60", rawRegister(1, 60) * 0x10000 + rawRegister(1, 61)],
   ["hr20u2", rawRegister(2, 20)],
   ["hr30", rawRegister(1, 30) * 0x10000 + rawRegister(1, 31)],
   ["hr50u2", rawRegister(2, 50) * 0x10000 + rawRegister(2, 51)],
@@ -77,9 +81,25 @@ async function driverFor(port: number) {
   return { driver, reconnects };
 }
 
+/**
+ * A read's caller deadline, as the core's `acquisition.timeoutMs` gives it (`withTimeout` records it in the
+ * process-wide registry `signalTimeLeft` reads, under its documented `Symbol.for` key): the read returns with
+ * what it has shortly before `ms`, its requests still on the wire finishing in the background.
+ */
+function deadline(ms: number): AbortSignal {
+  const controller = new AbortController();
+  const registry = (globalThis as Record<symbol, unknown>)[Symbol.for("@kiln/core/signal-deadlines@1")];
+  if (!(registry instanceof WeakMap)) throw new Error("no signal deadline registry: @kiln/core not loaded");
+  registry.set(controller.signal, { clock, at: clock.now() + ms });
+  return controller.signal;
+}
+
 /** Reads `names` together; the samples, each good one with a wrong value noted in `wrong`. */
-async function read(driver: ModbusDriver, names: string[], wrong: string[]): Promise<Sample[]> {
-  const samples = await driver.read(names.map((name) => tags.get(name)));
+async function read(driver: ModbusDriver, names: string[], wrong: string[], signal?: AbortSignal): Promise<Sample[]> {
+  const samples = await driver.read(
+    names.map((name) => tags.get(name)),
+    signal,
+  );
   samples.forEach((sample, index) => {
     const name = names[index]!;
     if (sample.quality.severity === "good" && sample.value !== expected.get(name))
@@ -182,4 +202,50 @@ describe("a lost answer on a device that answers out of order (ADR 0041, amendme
     expect(reconnects).toHaveLength(1);
     expect(wrong).toEqual([]);
   }, 20_000);
+
+  it("sibling (fix12y): two scan groups read back to back, one always overrunning its deadline, resynchronise once (fails without fix12y)", async () => {
+    // adv12z F3: HR60@1 answers in 120 ms, its scan group's deadline is 100 ms, so its request is still on the wire
+    // when the next read starts and the line is never idle; HR10@1's answer never comes.
+    const device = await outOfOrderGateway({ "3/10/1@1": "lost", "3/60/2@1": 120 });
+    const { driver, reconnects } = await driverFor(device.port);
+    const wrong: string[] = [];
+    await showOutOfOrder(driver, wrong);
+    await read(driver, ["hr10"], wrong);
+    const budget = HORIZON_MS + 2500;
+    const [first] = await Promise.all([
+      backToBack(driver, ["hr20u2", "ir0"], wrong, budget),
+      backToBack(driver, ["hr60"], wrong, budget, () => deadline(100)),
+    ]);
+    expect(first.good).toBe(true);
+    expect(reconnects).toHaveLength(1);
+    expect(reconnects[0]).toMatch(/resynchronising the link: the answer to read of 1 registers at holding-register 10/);
+    expect(wrong).toEqual([]);
+  }, 20_000);
 });
+
+/**
+ * Reads `names` back to back (no pause on the line; a read rejected while the resync reconnects is retried after 5
+ * ms; each read with `signal()` if given) for `budgetMs`; whether `names` were ever all good in one read.
+ */
+async function backToBack(
+  driver: ModbusDriver,
+  names: string[],
+  wrong: string[],
+  budgetMs: number,
+  signal?: () => AbortSignal,
+) {
+  const end = Date.now() + budgetMs;
+  let good = false;
+  while (Date.now() < end) {
+    try {
+      const samples = await read(driver, names, wrong, signal?.());
+      good ||= samples.every((sample) => sample.quality.severity === "good") && samples.length > 0;
+    } catch {
+      await pause(5); // not connected while the driver reconnects
+    }
+    // One turn of the event loop, no pause: a read whose requests all fail at once settles in microtasks only, and
+    // a loop of them would starve the reconnect's timer (a scan loop yields to timers too).
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  return { good };
+}
