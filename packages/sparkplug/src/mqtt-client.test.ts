@@ -58,3 +58,26 @@ describe("no error message carries the password", () => {
     );
   });
 });
+
+describe("a password that moves the host into the path is refused (adversarial review 19z, second pass)", () => {
+  test.each([
+    "mqtt://kiln:4711/ss-w0rd@broker.plant:1883",
+    "mqtt://kiln:12?ss@broker.plant:1883",
+    "mqtts://kiln:p@ss/w?0#rd@broker.plant:8883/mqtt",
+  ])("%s: refused naming brokerUrl and percent-encoding, without the password", (url) => {
+    let error: unknown;
+    try {
+      checkBrokerUrl("Sparkplug host options", url);
+    } catch (caught) {
+      error = caught;
+    }
+    expect((error as Error | undefined)?.message).toMatch(/brokerUrl.*percent-encoded/s);
+    expect((error as Error).message).not.toContain("ss-w0rd");
+  });
+
+  test("sibling: the same credentials percent-encoded, and a WebSocket path without @, are accepted", () => {
+    const password = encodeURIComponent("4711/ss@w0rd?#");
+    expect(() => checkBrokerUrl("Sparkplug host options", `mqtt://kiln:${password}@broker.plant:1883`)).not.toThrow();
+    expect(() => checkBrokerUrl("Sparkplug host options", "wss://broker.plant:8884/mqtt?client=kiln")).not.toThrow();
+  });
+});

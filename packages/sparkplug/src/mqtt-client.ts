@@ -171,7 +171,9 @@ const BROKER_SCHEMES = ["mqtt:", "mqtts:", "tcp:", "tls:", "ssl:", "ws:", "wss:"
 /**
  * @internal Checks a `brokerUrl` option: a URL with a scheme MQTT.js connects with and a host,
  * e.g. `mqtt://broker.plant:1883`. Without one (`localhost:1883`) MQTT.js would fail each attempt
- * with an unrelated error and the caller would retry for ever.
+ * with an unrelated error and the caller would retry for ever. An `@` after the host (in the path,
+ * query or fragment) is refused too: it is the mark of a password whose unencoded `/`, `?` or `#`
+ * made the URL point at another host.
  * @throws KilnValidationError (KILN_VALIDATION) naming `brokerUrl`.
  */
 export function checkBrokerUrl(what: string, value: unknown): void {
@@ -181,6 +183,16 @@ export function checkBrokerUrl(what: string, value: unknown): void {
   } catch {
     url = undefined;
   }
+  if (url !== undefined && `${url.pathname}${url.search}${url.hash}`.includes("@"))
+    // `mqtt://kiln:4711/pw@broker` is a valid URL whose host is "kiln" (port 4711, path "/pw@broker"):
+    // an unencoded `/`, `?` or `#` in a password moves the real host into the path, and MQTT.js
+    // would send the credentials' remainder to the wrong host.
+    throw new KilnValidationError(what, [
+      {
+        path: "brokerUrl",
+        message: `has an "@" after its host (${JSON.stringify(redactedBrokerUrl(value as string).slice(0, 200))}): a user name or password holding "/", "?", "#" or "@" must be percent-encoded (encodeURIComponent), e.g. "mqtt://kiln:pa%2Fss@broker.plant:1883"`,
+      },
+    ]);
   if (url === undefined || !BROKER_SCHEMES.includes(url.protocol) || url.hostname === "")
     throw new KilnValidationError(what, [
       {
