@@ -956,13 +956,16 @@ function setOverflowBit(item: MonitoredItem, notification: object): void {
 }
 
 /**
- * Records a value on an item whose filter may be a deadband. node-opcua's deadband check is
- * numeric only: it threw (ending the process) for a value that is not a finite number — a device's
- * ±∞ or NaN, a bad sample's null (a Null Variant), a string, an array holding any of those. Only a
- * change between two values that are both finite numbers (or arrays of them, or Int64/UInt64
- * pairs) is asked of the deadband; any other value is compared here: a change of StatusCode is
- * always reported (the deadband applies to the value, OPC UA Part 4, 7.22.2), a change of value is
- * reported unless the trigger is Status, and an equal value (NaN equal to NaN) is not.
+ * Records a value on an item whose filter may be a deadband. Kiln decides every deadband itself
+ * ({@link outsideDeadband}), never node-opcua: its check threw (ending the process) for a value
+ * that is not a finite number and for a difference beyond `Number.MAX_VALUE`, and it compared
+ * Int64/UInt64 values wrongly (the high-word difference times 2^32 − 1, then the low words alone),
+ * so a 64-bit move larger than a deadband of about 2^32 or more was never notified. A change of
+ * StatusCode is always reported (the deadband applies to the value, OPC UA Part 4, 7.22.2); with an
+ * unchanged StatusCode nothing is reported when the trigger is Status; a change between two
+ * values that are both finite numbers (or arrays of them, or Int64/UInt64 values) is reported when
+ * it exceeds the deadband; any other change of value is reported, and an equal value (NaN equal to
+ * NaN) is not. A value that is not reported leaves the last reported one as the deadband's base.
  */
 function recordThroughDeadband(
   item: MonitoredItem,
@@ -977,25 +980,36 @@ function recordThroughDeadband(
   }
   const old = item.oldDataValue as DataValue | undefined;
   if (old?.statusCode?.value !== dataValue.statusCode?.value) return record(dataValue, true, indexRange);
-  if (
-    deadbandApplies(old?.value) &&
-    deadbandApplies(dataValue.value) &&
-    differencesFinite(old?.value, dataValue.value)
-  ) {
-    return record(dataValue, skipChangeTest, indexRange);
-  }
   if ((filter.trigger as number) === 0) return false; // DataChangeTrigger.Status: the StatusCode is unchanged
+  const deadband = absoluteDeadbandOf(filter, item.node);
+  if (deadband !== undefined && old?.value && deadbandApplies(old.value) && deadbandApplies(dataValue.value)) {
+    return outsideDeadband(old.value, dataValue.value, deadband) ? record(dataValue, true, indexRange) : false;
+  }
   if (sameValueOf(old?.value?.value, dataValue.value?.value)) return false;
   return record(dataValue, true, indexRange);
 }
 
-/** Whether node-opcua's numeric deadband check can compare this Variant: finite numbers only. */
-function deadbandApplies(variant: Variant | null | undefined): boolean {
+/**
+ * The absolute deadband of a DataChangeFilter (OPC UA Part 4, 7.22.2): an Absolute deadband's
+ * value; a Percent deadband's share of the node's EURange span, `(deadbandValue / 100) ×
+ * (high − low)`; none for a Percent deadband on a node without EURange (refused when the item is
+ * created or modified) or an unknown DeadbandType.
+ */
+function absoluteDeadbandOf(filter: DataChangeFilter, node: BaseNode | null | undefined): number | undefined {
+  const type = filter.deadbandType as number;
+  if (type === 1) return filter.deadbandValue;
+  if (type !== 2) return undefined;
+  const range = euRangeOf(node);
+  return range ? (filter.deadbandValue / 100) * (range.high - range.low) : undefined;
+}
+
+/** Whether {@link outsideDeadband} can compare this Variant: finite numbers or [high, low] 64-bit words only. */
+function deadbandApplies(variant: Variant | null | undefined): variant is Variant {
   if (!variant) return false;
-  const pair = variant.dataType === DataType.Int64 || variant.dataType === DataType.UInt64;
+  const pair = isWide(variant);
   const comparable = (element: unknown): boolean =>
     pair
-      ? Array.isArray(element) && element.length === 2 && element.every((part) => Number.isFinite(part))
+      ? Array.isArray(element) && element.length === 2 && element.every((part) => Number.isInteger(part))
       : typeof element === "number" && Number.isFinite(element);
   if (variant.arrayType === VariantArrayType.Scalar) return comparable(variant.value);
   const value: unknown = variant.value;
@@ -1003,25 +1017,45 @@ function deadbandApplies(variant: Variant | null | undefined): boolean {
   return Array.from(value as ArrayLike<unknown>).every(comparable);
 }
 
+/** Whether the Variant holds Int64 or UInt64 values ([high, low] 32-bit words each). */
+function isWide(variant: Variant): boolean {
+  return variant.dataType === DataType.Int64 || variant.dataType === DataType.UInt64;
+}
+
 /**
- * Whether every difference node-opcua's deadband check would compute between these two Variants
- * is finite: it asserts `Number.isFinite(value2 - value1)` per element, so a move from -1.7e308 to
- * 1.7e308 (difference beyond `Number.MAX_VALUE`) would crash the process. Such a move is larger than
- * any finite deadband, so the caller decides it itself (reported whenever the value changed).
- * Int64/UInt64 pairs are compared as (high, low) 32-bit halves, whose differences are always finite.
+ * Kiln's one deadband rule (OPC UA Part 4, 7.22.2): a change is reported when `|after − before| >
+ * deadband`, element by element for an array (any element outside reports the whole array); a
+ * change of DataType, array kind or length is always reported. Differences are exact: Int64 and
+ * UInt64 values as bigints (compared exactly with the Double deadband), Doubles as IEEE
+ * differences, where one beyond `Number.MAX_VALUE` is +∞ and so outside any finite deadband. Both
+ * Variants must satisfy {@link deadbandApplies}.
  */
-function differencesFinite(before: Variant | null | undefined, after: Variant | null | undefined): boolean {
-  if (!before || !after) return false;
-  const list = (value: unknown): unknown[] =>
-    Array.isArray(value) || ArrayBuffer.isView(value) ? Array.from(value as ArrayLike<unknown>) : [value];
-  const a = list(before.value);
-  const b = list(after.value);
-  for (let index = 0; index < Math.min(a.length, b.length); index += 1) {
-    const x = a[index];
-    const y = b[index];
-    if (typeof x === "number" && typeof y === "number" && !Number.isFinite(y - x)) return false;
+function outsideDeadband(before: Variant, after: Variant, deadband: number): boolean {
+  if (before.dataType !== after.dataType || before.arrayType !== after.arrayType) return true;
+  const list = (variant: Variant): unknown[] =>
+    variant.arrayType === VariantArrayType.Scalar
+      ? [variant.value]
+      : Array.from(variant.value as ArrayLike<unknown>);
+  const a = list(before);
+  const b = list(after);
+  if (a.length !== b.length) return true;
+  const wide = isWide(after);
+  const signed = after.dataType === DataType.Int64;
+  for (let index = 0; index < a.length; index += 1) {
+    if (wide) {
+      const difference = wideOf(b[index] as number[], signed) - wideOf(a[index] as number[], signed);
+      if ((difference < 0n ? -difference : difference) > deadband) return true;
+    } else if (Math.abs((b[index] as number) - (a[index] as number)) > deadband) {
+      return true;
+    }
   }
-  return true;
+  return false;
+}
+
+/** An Int64/UInt64 value's [high, low] 32-bit words as a bigint (two's complement when signed). */
+function wideOf(words: number[], signed: boolean): bigint {
+  const whole = (BigInt((words[0] as number) >>> 0) << 32n) | BigInt((words[1] as number) >>> 0);
+  return signed ? BigInt.asIntN(64, whole) : whole;
 }
 
 /** Value equality for change detection: NaN equals NaN, arrays element by element, else a Variant's own equality. */
