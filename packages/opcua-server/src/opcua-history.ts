@@ -689,13 +689,14 @@ export class HistoryService {
   }
 
   /**
-   * The Variant of an aggregate: values picked from the samples (Minimum, Maximum, Start, End) in
-   * the tag's DataType by the same encoding rule as Raw and AtTime (`variantOf`: a value that does
-   * not fit, such as an int16 tag's stored 70000, is `BadTypeMismatch`, never converted); a bigint
-   * (64-bit tags: Delta, Interpolative) exact, see {@link #bigintVariant}; an Interpolative value
-   * of an integer tag outside its DataType's range `BadTypeMismatch`, else as Double (it may be
-   * interpolated); counts as UInt32; durations (DurationGood, ms) and computed values as Double
-   * (Part 13, 5.4.3).
+   * The Variant of an aggregate. Values in the tag's DataType (Part 13, 5.4.3: "Same as Source"),
+   * by the same encoding rule as Raw and AtTime (`variantOf`: a value that does not fit, such as an
+   * int16 tag's stored 70000, is `BadTypeMismatch`, never converted): the values picked from the
+   * samples (Minimum, Maximum, Start, End) and the Interpolative value, see {@link #sourceVariant};
+   * a bigint (64-bit tags: picked values, Delta, Interpolative) exact, see {@link #bigintVariant};
+   * a Delta of a float tag in its DataType, of another tag as Double; counts as UInt32; durations
+   * (DurationGood, ms) and computed values (Average, TimeAverage, Total, PercentGood...) as Double,
+   * a `bool` tag's too.
    * @returns the Variant, or the Bad StatusCode when the value cannot be encoded.
    */
   #aggregateVariant(tag: Tag, name: AggregateName, value: number | bigint): Variant | number {
@@ -709,18 +710,28 @@ export class HistoryService {
       case "Maximum":
       case "Start":
       case "End":
-        if (typeof value === "bigint") return this.#bigintVariant(tag, value);
-        return this.#host.variantOf(tag, value) ?? QualityCodes.BadTypeMismatch;
-      case "Delta":
       case "Interpolative":
         if (typeof value === "bigint") return this.#bigintVariant(tag, value);
+        return this.#sourceVariant(tag, value, name === "Interpolative");
+      case "Delta":
+        if (typeof value === "bigint") return this.#bigintVariant(tag, value);
         if (floating) return this.#host.variantOf(tag, value) ?? QualityCodes.BadTypeMismatch;
-        if (name === "Interpolative" && this.#host.variantOf(tag, Math.round(value)) === undefined) {
-          return QualityCodes.BadTypeMismatch;
-        }
         return double(value);
       default:
         return double(Number(value));
     }
+  }
+
+  /**
+   * A picked or interpolated aggregate value in the tag's own DataType: a `bool` tag's (which Kiln
+   * computes as 0 and 1; its interpolation is always stepped) as Boolean, true when the value is
+   * not 0; an integer tag's Interpolative value, which a sloped line between two samples may put
+   * between integers, rounded to the nearest integer (a half up, `Math.round`); any other value as
+   * it is. A value outside the DataType's range is `BadTypeMismatch`.
+   */
+  #sourceVariant(tag: Tag, value: number, interpolated: boolean): Variant | number {
+    const integer = tag.dataType !== "float32" && tag.dataType !== "float64" && tag.dataType !== "bool";
+    const own = tag.dataType === "bool" ? value !== 0 : interpolated && integer ? Math.round(value) : value;
+    return this.#host.variantOf(tag, own) ?? QualityCodes.BadTypeMismatch;
   }
 }
