@@ -11,7 +11,7 @@ import type {
 } from "node-opcua-types";
 import type { Variant } from "node-opcua-variant";
 import type { ServerRuntime } from "./opcua-server-runtime-loader";
-import { ServerStatusCodes, statusCodeOfServed } from "./opcua-status";
+import { servedValueOf, ServerStatusCodes } from "./opcua-status";
 
 /**
  * History query times lie in [1900-01-01, 2100-01-01] UTC (Kiln's history API refuses others
@@ -298,14 +298,13 @@ export class HistoryService {
   }
 
   /**
-   * A raw sample as a DataValue: its value (Null when it has none, or when it cannot be encoded in
-   * the node's DataType: then Bad, see `statusCodeOfServed`), its own StatusCode (bad stays bad),
-   * its source time.
+   * A raw sample as a DataValue: its value (Null when it has none, when the sample is Bad, or when
+   * it cannot be encoded in the node's DataType: then Bad; the rule live values share,
+   * `servedValueOf`), its own StatusCode (bad stays bad), its source time.
    */
   #dataValueOfSample(tag: Tag, sample: Sample, extraBits = 0): DataValue {
     const runtime = this.#runtime;
-    const variant = this.#host.variantOf(tag, sample.value);
-    const served = statusCodeOfServed(sample, variant !== undefined);
+    const { code: served, variant } = servedValueOf(sample, (value) => this.#host.variantOf(tag, value));
     return new runtime.DataValue({
       value: variant ?? { dataType: runtime.DataType.Null },
       statusCode: runtime.getStatusCodeFromCode((served | (served < QualityCodes.Bad ? extraBits : 0)) >>> 0),
@@ -646,7 +645,11 @@ export class HistoryService {
     const values = rows.map((row) => {
       const result = row.values[aggregate]!;
       const code = statusCodeOfAggregate(aggregate, result);
-      const encoded = result.value === null ? undefined : this.#aggregateVariant(tag, aggregate, result.value);
+      // A Bad result carries no value (Part 4, 7.7.1), as a Bad sample does (`servedValueOf`).
+      const encoded =
+        result.value === null || code >= QualityCodes.Bad
+          ? undefined
+          : this.#aggregateVariant(tag, aggregate, result.value);
       const variant = typeof encoded === "number" ? undefined : encoded;
       // Not encodable (a picked int16 70000, a Delta beyond 64 bits): Bad with no value, never
       // converted or wrapped; a result that was bad already keeps its own code (the shared rule
