@@ -10,6 +10,8 @@ import { checkMonitoringParameters } from "./opcua-request-numbers";
 import { DataType, sameVariant, Variant, VariantArrayType } from "node-opcua-variant";
 import { isolateSampling, isolateValueSources } from "./opcua-value-sources";
 import {
+  type BrowsePath,
+  BrowsePathResult,
   type BrowseRequest,
   BrowseResult,
   type CreateMonitoredItemsRequest,
@@ -28,6 +30,8 @@ import {
   NotificationMessage,
   PermissionType,
   type TransferResult,
+  type TranslateBrowsePathsToNodeIdsRequest,
+  TranslateBrowsePathsToNodeIdsResponse,
   type UserIdentityToken,
   UserNameIdentityToken,
 } from "node-opcua-types";
@@ -171,6 +175,12 @@ export class AuthorizingServer extends OPCUAServer {
 
   /** Most ReqTimes × nodes of one HistoryRead AtTime (beyond: `BadTooManyOperations`, nothing read). */
   maxHistoryReadTimes = 10_000;
+
+  /** Most RelativePath elements of one TranslateBrowsePaths path (beyond: that path `BadQueryTooComplex`, not followed). */
+  maxBrowsePathElements = 32;
+
+  /** Most RelativePath elements of one TranslateBrowsePaths call, its paths together (beyond: `BadTooManyOperations`, nothing followed). */
+  maxBrowsePathElementsPerCall = 10_000;
 
   /** Largest queue of one monitored item (a larger requested QueueSize is revised down to it). */
   maxQueueSize = 100;
@@ -597,6 +607,57 @@ export class AuthorizingServer extends OPCUAServer {
       return;
     }
     super._on_HistoryReadRequest(message, channel);
+  }
+
+  /**
+   * Bounds the RelativePaths of a TranslateBrowsePathsToNodeIds before node-opcua follows them: it
+   * recursed once per element (5,000 elements overflowed the stack: `BadInternalError`, logged as
+   * an error per request) and 4 paths of 60,000 elements held the event loop for seconds. A call
+   * whose paths hold more than {@link AuthorizingServer.maxBrowsePathElementsPerCall} elements
+   * together answers `BadTooManyOperations` (Part 4, 5.9.4.3) and nothing is followed; a path
+   * longer than {@link AuthorizingServer.maxBrowsePathElements} answers `BadQueryTooComplex`
+   * (Part 4, 5.9.4.4: requires too many resources) and the call's other paths are followed.
+   */
+  protected override _on_TranslateBrowsePathsToNodeIdsRequest(
+    message: Message,
+    channel: ServerSecureChannelLayer,
+  ): void {
+    const request = message.request as TranslateBrowsePathsToNodeIdsRequest;
+    const lengths = (request.browsePaths ?? []).map((path) => path?.relativePath?.elements?.length ?? 0);
+    if (lengths.reduce((sum, length) => sum + length, 0) > this.maxBrowsePathElementsPerCall) {
+      void this._apply_on_SessionObject(
+        TranslateBrowsePathsToNodeIdsResponse,
+        message,
+        channel,
+        (_session, _send, sendError) => sendError(StatusCodes.BadTooManyOperations),
+      );
+      return;
+    }
+    this.#boundBrowsePaths();
+    super._on_TranslateBrowsePathsToNodeIdsRequest(message, channel);
+  }
+
+  /** Wraps the engine's translateBrowsePaths once: a path beyond `maxBrowsePathElements` answers `BadQueryTooComplex`. */
+  #boundBrowsePaths(): void {
+    const engine = this.engine as unknown as {
+      translateBrowsePaths(paths: BrowsePath[]): Promise<BrowsePathResult[]>;
+      translateBrowsePath(path: BrowsePath): Promise<BrowsePathResult>;
+      kilnBounded?: true;
+    };
+    if (engine.kilnBounded) return;
+    engine.kilnBounded = true;
+    const translate = engine.translateBrowsePath.bind(engine);
+    engine.translateBrowsePaths = async (paths) => {
+      const results: BrowsePathResult[] = [];
+      for (const path of paths) {
+        results.push(
+          (path?.relativePath?.elements?.length ?? 0) > this.maxBrowsePathElements
+            ? new BrowsePathResult({ statusCode: StatusCodes.BadQueryTooComplex })
+            : await translate(path),
+        );
+      }
+      return results;
+    };
   }
 
   protected override _on_CreateMonitoredItemsRequest(message: Message, channel: ServerSecureChannelLayer): void {

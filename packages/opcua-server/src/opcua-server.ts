@@ -404,6 +404,8 @@ export class OpcuaServer {
     });
     server.maxMonitoredItemsPerSession = options.limits.maxMonitoredItemsPerSession;
     server.maxHistoryReadTimes = options.limits.maxHistoryReadTimes;
+    server.maxBrowsePathElements = options.limits.maxBrowsePathElements;
+    server.maxBrowsePathElementsPerCall = options.limits.maxBrowsePathElementsPerCall;
     server.maxQueueSize = options.limits.maxQueueSize;
     server.maxUnactivatedSessions = options.limits.maxUnactivatedSessions;
     server.unactivatedSessionTimeoutMs = options.limits.unactivatedSessionTimeoutMs;
