@@ -29,6 +29,7 @@ import {
   NodeClass,
   NotificationMessage,
   PermissionType,
+  ReadProcessedDetails,
   type TransferResult,
   type TranslateBrowsePathsToNodeIdsRequest,
   TranslateBrowsePathsToNodeIdsResponse,
@@ -595,6 +596,20 @@ export class AuthorizingServer extends OPCUAServer {
     if ((request.timestampsToReturn as number) === 3 /* TimestampsToReturn.Neither */) {
       void this._apply_on_SessionObject(HistoryReadResponse, message, channel, (_session, _send, sendError) =>
         sendError(StatusCodes.BadTimestampsToReturnInvalid),
+      );
+      return;
+    }
+    const processed = request.historyReadDetails instanceof ReadProcessedDetails ? request.historyReadDetails : null;
+    // Part 11, 6.5.4: a ReadProcessed names one aggregate per node of NodesToRead; another count
+    // is BadAggregateListMismatch for the whole request (node-opcua answered BadInvalidArgument
+    // for one node, or a ServiceFault BadHistoryOperationInvalid).
+    if (
+      processed &&
+      (processed.aggregateType?.length ?? 0) !== (request.nodesToRead?.length ?? 0) &&
+      (request.nodesToRead?.length ?? 0) > 0
+    ) {
+      void this._apply_on_SessionObject(HistoryReadResponse, message, channel, (_session, _send, sendError) =>
+        sendError(StatusCodes.BadAggregateListMismatch),
       );
       return;
     }

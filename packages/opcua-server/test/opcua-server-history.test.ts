@@ -700,6 +700,24 @@ describe.each(STORES)("HistoryRead from $name", ({ make }) => {
     expect(result!.statusCode.value >>> 0).toBe(0x80d50000);
   });
 
+  test("a ReadProcessed whose aggregates are not one per node answers BadAggregateListMismatch (Part 11, 6.5.4); one per node is read", async () => {
+    const details = (aggregates: number[]) =>
+      new ReadProcessedDetails({
+        startTime: new Date(T0),
+        endTime: new Date(T0 + 10_000),
+        processingInterval: 0,
+        aggregateConfiguration: { useServerCapabilitiesDefaults: true },
+        aggregateType: aggregates.map((id) => `i=${id}`),
+      });
+    const { Minimum, Maximum } = AGGREGATE_FUNCTION_NODE_IDS;
+    await expect(read(details([Minimum, Maximum]), [{ nodeId: node }])).rejects.toThrow(/BadAggregateListMismatch/);
+    await expect(read(details([Maximum]), [{ nodeId: node }, { nodeId: node }])).rejects.toThrow(
+      /BadAggregateListMismatch/,
+    );
+    const results = await read(details([Minimum, Maximum]), [{ nodeId: node }, { nodeId: node }]);
+    expect(results.map((result) => valuesOf(result)[0]!.value.value)).toEqual([20, 20 + 9 * 1.5]);
+  });
+
   test("a principal without read is refused BadUserAccessDenied", async () => {
     const blind = await connect(server, pki.trusted, {
       type: UserTokenType.UserName,
