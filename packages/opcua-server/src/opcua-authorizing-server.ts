@@ -1109,9 +1109,7 @@ function isWide(variant: Variant): boolean {
 function outsideDeadband(before: Variant, after: Variant, deadband: number): boolean {
   if (before.dataType !== after.dataType || before.arrayType !== after.arrayType) return true;
   const list = (variant: Variant): unknown[] =>
-    variant.arrayType === VariantArrayType.Scalar
-      ? [variant.value]
-      : Array.from(variant.value as ArrayLike<unknown>);
+    variant.arrayType === VariantArrayType.Scalar ? [variant.value] : Array.from(variant.value as ArrayLike<unknown>);
   const a = list(before);
   const b = list(after);
   if (a.length !== b.length) return true;

@@ -37,7 +37,13 @@ import {
   type ResolvedOpcuaServerOptions,
 } from "./opcua-server-options";
 import { loadServerRuntime, type ServerRuntime } from "./opcua-server-runtime-loader";
-import { servedValueOf, ServerStatusCodes, statusCodeOfError, statusCodeOfSample, statusCodeOfServed } from "./opcua-status";
+import {
+  servedValueOf,
+  ServerStatusCodes,
+  statusCodeOfError,
+  statusCodeOfSample,
+  statusCodeOfServed,
+} from "./opcua-status";
 import { HistoryService } from "./opcua-history";
 import { aggregateNameOf, serveHistory } from "./opcua-history-nodes";
 

@@ -141,15 +141,18 @@ describe("processed values of a bool tag and an interpolated integer tag (advers
     ["Count", 7, 2],
     ["Average", 11, 0.5],
     ["TimeAverage", 11, 0.5],
-  ] as const)("%s of a bool tag (true, then false) is served as DataType %i: %s", async (aggregate, dataType, expected) => {
-    const value = await processed("hist.flag", aggregate);
-    expect([aggregate, value.statusCode.isBad(), value.value.dataType, value.value.value]).toEqual([
-      aggregate,
-      false,
-      dataType,
-      expected,
-    ]);
-  });
+  ] as const)(
+    "%s of a bool tag (true, then false) is served as DataType %i: %s",
+    async (aggregate, dataType, expected) => {
+      const value = await processed("hist.flag", aggregate);
+      expect([aggregate, value.statusCode.isBad(), value.value.dataType, value.value.value]).toEqual([
+        aggregate,
+        false,
+        dataType,
+        expected,
+      ]);
+    },
+  );
 
   test("Interpolative of a sloped int32 tag between 1 and 4 (2.5 at the interval's start) is served as Int32, Same as Source (Part 13), rounded: 3", async () => {
     const value = await processed("hist.n", "Interpolative");
