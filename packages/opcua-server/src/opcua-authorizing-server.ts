@@ -10,6 +10,8 @@ import { checkMonitoringParameters } from "./opcua-request-numbers";
 import { DataType, sameVariant, Variant, VariantArrayType } from "node-opcua-variant";
 import { isolateSampling, isolateValueSources } from "./opcua-value-sources";
 import {
+  type BrowsePath,
+  BrowsePathResult,
   type BrowseRequest,
   BrowseResult,
   type CreateMonitoredItemsRequest,
@@ -27,7 +29,10 @@ import {
   NodeClass,
   NotificationMessage,
   PermissionType,
+  ReadProcessedDetails,
   type TransferResult,
+  type TranslateBrowsePathsToNodeIdsRequest,
+  TranslateBrowsePathsToNodeIdsResponse,
   type UserIdentityToken,
   UserNameIdentityToken,
 } from "node-opcua-types";
@@ -171,6 +176,12 @@ export class AuthorizingServer extends OPCUAServer {
 
   /** Most ReqTimes × nodes of one HistoryRead AtTime (beyond: `BadTooManyOperations`, nothing read). */
   maxHistoryReadTimes = 10_000;
+
+  /** Most RelativePath elements of one TranslateBrowsePaths path (beyond: that path `BadQueryTooComplex`, not followed). */
+  maxBrowsePathElements = 32;
+
+  /** Most RelativePath elements of one TranslateBrowsePaths call, its paths together (beyond: `BadTooManyOperations`, nothing followed). */
+  maxBrowsePathElementsPerCall = 10_000;
 
   /** Largest queue of one monitored item (a larger requested QueueSize is revised down to it). */
   maxQueueSize = 100;
@@ -588,6 +599,20 @@ export class AuthorizingServer extends OPCUAServer {
       );
       return;
     }
+    const processed = request.historyReadDetails instanceof ReadProcessedDetails ? request.historyReadDetails : null;
+    // Part 11, 6.5.4: a ReadProcessed names one aggregate per node of NodesToRead; another count
+    // is BadAggregateListMismatch for the whole request (node-opcua answered BadInvalidArgument
+    // for one node, or a ServiceFault BadHistoryOperationInvalid).
+    if (
+      processed &&
+      (processed.aggregateType?.length ?? 0) !== (request.nodesToRead?.length ?? 0) &&
+      (request.nodesToRead?.length ?? 0) > 0
+    ) {
+      void this._apply_on_SessionObject(HistoryReadResponse, message, channel, (_session, _send, sendError) =>
+        sendError(StatusCodes.BadAggregateListMismatch),
+      );
+      return;
+    }
     const details = request.historyReadDetails as { reqTimes?: readonly unknown[] | null } | null;
     const times = Array.isArray(details?.reqTimes) ? details.reqTimes.length : 0;
     if (times * (request.nodesToRead?.length ?? 0) > this.maxHistoryReadTimes) {
@@ -597,6 +622,57 @@ export class AuthorizingServer extends OPCUAServer {
       return;
     }
     super._on_HistoryReadRequest(message, channel);
+  }
+
+  /**
+   * Bounds the RelativePaths of a TranslateBrowsePathsToNodeIds before node-opcua follows them: it
+   * recursed once per element (5,000 elements overflowed the stack: `BadInternalError`, logged as
+   * an error per request) and 4 paths of 60,000 elements held the event loop for seconds. A call
+   * whose paths hold more than {@link AuthorizingServer.maxBrowsePathElementsPerCall} elements
+   * together answers `BadTooManyOperations` (Part 4, 5.9.4.3) and nothing is followed; a path
+   * longer than {@link AuthorizingServer.maxBrowsePathElements} answers `BadQueryTooComplex`
+   * (Part 4, 5.9.4.4: requires too many resources) and the call's other paths are followed.
+   */
+  protected override _on_TranslateBrowsePathsToNodeIdsRequest(
+    message: Message,
+    channel: ServerSecureChannelLayer,
+  ): void {
+    const request = message.request as TranslateBrowsePathsToNodeIdsRequest;
+    const lengths = (request.browsePaths ?? []).map((path) => path?.relativePath?.elements?.length ?? 0);
+    if (lengths.reduce((sum, length) => sum + length, 0) > this.maxBrowsePathElementsPerCall) {
+      void this._apply_on_SessionObject(
+        TranslateBrowsePathsToNodeIdsResponse,
+        message,
+        channel,
+        (_session, _send, sendError) => sendError(StatusCodes.BadTooManyOperations),
+      );
+      return;
+    }
+    this.#boundBrowsePaths();
+    super._on_TranslateBrowsePathsToNodeIdsRequest(message, channel);
+  }
+
+  /** Wraps the engine's translateBrowsePaths once: a path beyond `maxBrowsePathElements` answers `BadQueryTooComplex`. */
+  #boundBrowsePaths(): void {
+    const engine = this.engine as unknown as {
+      translateBrowsePaths(paths: BrowsePath[]): Promise<BrowsePathResult[]>;
+      translateBrowsePath(path: BrowsePath): Promise<BrowsePathResult>;
+      kilnBounded?: true;
+    };
+    if (engine.kilnBounded) return;
+    engine.kilnBounded = true;
+    const translate = engine.translateBrowsePath.bind(engine);
+    engine.translateBrowsePaths = async (paths) => {
+      const results: BrowsePathResult[] = [];
+      for (const path of paths) {
+        results.push(
+          (path?.relativePath?.elements?.length ?? 0) > this.maxBrowsePathElements
+            ? new BrowsePathResult({ statusCode: StatusCodes.BadQueryTooComplex })
+            : await translate(path),
+        );
+      }
+      return results;
+    };
   }
 
   protected override _on_CreateMonitoredItemsRequest(message: Message, channel: ServerSecureChannelLayer): void {
@@ -956,13 +1032,16 @@ function setOverflowBit(item: MonitoredItem, notification: object): void {
 }
 
 /**
- * Records a value on an item whose filter may be a deadband. node-opcua's deadband check is
- * numeric only: it threw (ending the process) for a value that is not a finite number — a device's
- * ±∞ or NaN, a bad sample's null (a Null Variant), a string, an array holding any of those. Only a
- * change between two values that are both finite numbers (or arrays of them, or Int64/UInt64
- * pairs) is asked of the deadband; any other value is compared here: a change of StatusCode is
- * always reported (the deadband applies to the value, OPC UA Part 4, 7.22.2), a change of value is
- * reported unless the trigger is Status, and an equal value (NaN equal to NaN) is not.
+ * Records a value on an item whose filter may be a deadband. Kiln decides every deadband itself
+ * ({@link outsideDeadband}), never node-opcua: its check threw (ending the process) for a value
+ * that is not a finite number and for a difference beyond `Number.MAX_VALUE`, and it compared
+ * Int64/UInt64 values wrongly (the high-word difference times 2^32 − 1, then the low words alone),
+ * so a 64-bit move larger than a deadband of about 2^32 or more was never notified. A change of
+ * StatusCode is always reported (the deadband applies to the value, OPC UA Part 4, 7.22.2); with an
+ * unchanged StatusCode nothing is reported when the trigger is Status; a change between two
+ * values that are both finite numbers (or arrays of them, or Int64/UInt64 values) is reported when
+ * it exceeds the deadband; any other change of value is reported, and an equal value (NaN equal to
+ * NaN) is not. A value that is not reported leaves the last reported one as the deadband's base.
  */
 function recordThroughDeadband(
   item: MonitoredItem,
@@ -977,25 +1056,36 @@ function recordThroughDeadband(
   }
   const old = item.oldDataValue as DataValue | undefined;
   if (old?.statusCode?.value !== dataValue.statusCode?.value) return record(dataValue, true, indexRange);
-  if (
-    deadbandApplies(old?.value) &&
-    deadbandApplies(dataValue.value) &&
-    differencesFinite(old?.value, dataValue.value)
-  ) {
-    return record(dataValue, skipChangeTest, indexRange);
-  }
   if ((filter.trigger as number) === 0) return false; // DataChangeTrigger.Status: the StatusCode is unchanged
+  const deadband = absoluteDeadbandOf(filter, item.node);
+  if (deadband !== undefined && old?.value && deadbandApplies(old.value) && deadbandApplies(dataValue.value)) {
+    return outsideDeadband(old.value, dataValue.value, deadband) ? record(dataValue, true, indexRange) : false;
+  }
   if (sameValueOf(old?.value?.value, dataValue.value?.value)) return false;
   return record(dataValue, true, indexRange);
 }
 
-/** Whether node-opcua's numeric deadband check can compare this Variant: finite numbers only. */
-function deadbandApplies(variant: Variant | null | undefined): boolean {
+/**
+ * The absolute deadband of a DataChangeFilter (OPC UA Part 4, 7.22.2): an Absolute deadband's
+ * value; a Percent deadband's share of the node's EURange span, `(deadbandValue / 100) ×
+ * (high − low)`; none for a Percent deadband on a node without EURange (refused when the item is
+ * created or modified) or an unknown DeadbandType.
+ */
+function absoluteDeadbandOf(filter: DataChangeFilter, node: BaseNode | null | undefined): number | undefined {
+  const type = filter.deadbandType as number;
+  if (type === 1) return filter.deadbandValue;
+  if (type !== 2) return undefined;
+  const range = euRangeOf(node);
+  return range ? (filter.deadbandValue / 100) * (range.high - range.low) : undefined;
+}
+
+/** Whether {@link outsideDeadband} can compare this Variant: finite numbers or [high, low] 64-bit words only. */
+function deadbandApplies(variant: Variant | null | undefined): variant is Variant {
   if (!variant) return false;
-  const pair = variant.dataType === DataType.Int64 || variant.dataType === DataType.UInt64;
+  const pair = isWide(variant);
   const comparable = (element: unknown): boolean =>
     pair
-      ? Array.isArray(element) && element.length === 2 && element.every((part) => Number.isFinite(part))
+      ? Array.isArray(element) && element.length === 2 && element.every((part) => Number.isInteger(part))
       : typeof element === "number" && Number.isFinite(element);
   if (variant.arrayType === VariantArrayType.Scalar) return comparable(variant.value);
   const value: unknown = variant.value;
@@ -1003,25 +1093,43 @@ function deadbandApplies(variant: Variant | null | undefined): boolean {
   return Array.from(value as ArrayLike<unknown>).every(comparable);
 }
 
+/** Whether the Variant holds Int64 or UInt64 values ([high, low] 32-bit words each). */
+function isWide(variant: Variant): boolean {
+  return variant.dataType === DataType.Int64 || variant.dataType === DataType.UInt64;
+}
+
 /**
- * Whether every difference node-opcua's deadband check would compute between these two Variants
- * is finite: it asserts `Number.isFinite(value2 - value1)` per element, so a move from -1.7e308 to
- * 1.7e308 (difference beyond `Number.MAX_VALUE`) would crash the process. Such a move is larger than
- * any finite deadband, so the caller decides it itself (reported whenever the value changed).
- * Int64/UInt64 pairs are compared as (high, low) 32-bit halves, whose differences are always finite.
+ * Kiln's one deadband rule (OPC UA Part 4, 7.22.2): a change is reported when `|after − before| >
+ * deadband`, element by element for an array (any element outside reports the whole array); a
+ * change of DataType, array kind or length is always reported. Differences are exact: Int64 and
+ * UInt64 values as bigints (compared exactly with the Double deadband), Doubles as IEEE
+ * differences, where one beyond `Number.MAX_VALUE` is +∞ and so outside any finite deadband. Both
+ * Variants must satisfy {@link deadbandApplies}.
  */
-function differencesFinite(before: Variant | null | undefined, after: Variant | null | undefined): boolean {
-  if (!before || !after) return false;
-  const list = (value: unknown): unknown[] =>
-    Array.isArray(value) || ArrayBuffer.isView(value) ? Array.from(value as ArrayLike<unknown>) : [value];
-  const a = list(before.value);
-  const b = list(after.value);
-  for (let index = 0; index < Math.min(a.length, b.length); index += 1) {
-    const x = a[index];
-    const y = b[index];
-    if (typeof x === "number" && typeof y === "number" && !Number.isFinite(y - x)) return false;
+function outsideDeadband(before: Variant, after: Variant, deadband: number): boolean {
+  if (before.dataType !== after.dataType || before.arrayType !== after.arrayType) return true;
+  const list = (variant: Variant): unknown[] =>
+    variant.arrayType === VariantArrayType.Scalar ? [variant.value] : Array.from(variant.value as ArrayLike<unknown>);
+  const a = list(before);
+  const b = list(after);
+  if (a.length !== b.length) return true;
+  const wide = isWide(after);
+  const signed = after.dataType === DataType.Int64;
+  for (let index = 0; index < a.length; index += 1) {
+    if (wide) {
+      const difference = wideOf(b[index] as number[], signed) - wideOf(a[index] as number[], signed);
+      if ((difference < 0n ? -difference : difference) > deadband) return true;
+    } else if (Math.abs((b[index] as number) - (a[index] as number)) > deadband) {
+      return true;
+    }
   }
-  return true;
+  return false;
+}
+
+/** An Int64/UInt64 value's [high, low] 32-bit words as a bigint (two's complement when signed). */
+function wideOf(words: number[], signed: boolean): bigint {
+  const whole = (BigInt((words[0] as number) >>> 0) << 32n) | BigInt((words[1] as number) >>> 0);
+  return signed ? BigInt.asIntN(64, whole) : whole;
 }
 
 /** Value equality for change detection: NaN equals NaN, arrays element by element, else a Variant's own equality. */

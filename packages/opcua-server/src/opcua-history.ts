@@ -11,7 +11,7 @@ import type {
 } from "node-opcua-types";
 import type { Variant } from "node-opcua-variant";
 import type { ServerRuntime } from "./opcua-server-runtime-loader";
-import { ServerStatusCodes, statusCodeOfServed } from "./opcua-status";
+import { servedValueOf, ServerStatusCodes } from "./opcua-status";
 
 /**
  * History query times lie in [1900-01-01, 2100-01-01] UTC (Kiln's history API refuses others
@@ -298,14 +298,13 @@ export class HistoryService {
   }
 
   /**
-   * A raw sample as a DataValue: its value (Null when it has none, or when it cannot be encoded in
-   * the node's DataType: then Bad, see `statusCodeOfServed`), its own StatusCode (bad stays bad),
-   * its source time.
+   * A raw sample as a DataValue: its value (Null when it has none, when the sample is Bad, or when
+   * it cannot be encoded in the node's DataType: then Bad; the rule live values share,
+   * `servedValueOf`), its own StatusCode (bad stays bad), its source time.
    */
   #dataValueOfSample(tag: Tag, sample: Sample, extraBits = 0): DataValue {
     const runtime = this.#runtime;
-    const variant = this.#host.variantOf(tag, sample.value);
-    const served = statusCodeOfServed(sample, variant !== undefined);
+    const { code: served, variant } = servedValueOf(sample, (value) => this.#host.variantOf(tag, value));
     return new runtime.DataValue({
       value: variant ?? { dataType: runtime.DataType.Null },
       statusCode: runtime.getStatusCodeFromCode((served | (served < QualityCodes.Bad ? extraBits : 0)) >>> 0),
@@ -646,7 +645,11 @@ export class HistoryService {
     const values = rows.map((row) => {
       const result = row.values[aggregate]!;
       const code = statusCodeOfAggregate(aggregate, result);
-      const encoded = result.value === null ? undefined : this.#aggregateVariant(tag, aggregate, result.value);
+      // A Bad result carries no value (Part 4, 7.7.1), as a Bad sample does (`servedValueOf`).
+      const encoded =
+        result.value === null || code >= QualityCodes.Bad
+          ? undefined
+          : this.#aggregateVariant(tag, aggregate, result.value);
       const variant = typeof encoded === "number" ? undefined : encoded;
       // Not encodable (a picked int16 70000, a Delta beyond 64 bits): Bad with no value, never
       // converted or wrapped; a result that was bad already keeps its own code (the shared rule
@@ -689,13 +692,14 @@ export class HistoryService {
   }
 
   /**
-   * The Variant of an aggregate: values picked from the samples (Minimum, Maximum, Start, End) in
-   * the tag's DataType by the same encoding rule as Raw and AtTime (`variantOf`: a value that does
-   * not fit, such as an int16 tag's stored 70000, is `BadTypeMismatch`, never converted); a bigint
-   * (64-bit tags: Delta, Interpolative) exact, see {@link #bigintVariant}; an Interpolative value
-   * of an integer tag outside its DataType's range `BadTypeMismatch`, else as Double (it may be
-   * interpolated); counts as UInt32; durations (DurationGood, ms) and computed values as Double
-   * (Part 13, 5.4.3).
+   * The Variant of an aggregate. Values in the tag's DataType (Part 13, 5.4.3: "Same as Source"),
+   * by the same encoding rule as Raw and AtTime (`variantOf`: a value that does not fit, such as an
+   * int16 tag's stored 70000, is `BadTypeMismatch`, never converted): the values picked from the
+   * samples (Minimum, Maximum, Start, End) and the Interpolative value, see {@link #sourceVariant};
+   * a bigint (64-bit tags: picked values, Delta, Interpolative) exact, see {@link #bigintVariant};
+   * a Delta of a float tag in its DataType, of another tag as Double; counts as UInt32; durations
+   * (DurationGood, ms) and computed values (Average, TimeAverage, Total, PercentGood...) as Double,
+   * a `bool` tag's too.
    * @returns the Variant, or the Bad StatusCode when the value cannot be encoded.
    */
   #aggregateVariant(tag: Tag, name: AggregateName, value: number | bigint): Variant | number {
@@ -709,18 +713,28 @@ export class HistoryService {
       case "Maximum":
       case "Start":
       case "End":
-        if (typeof value === "bigint") return this.#bigintVariant(tag, value);
-        return this.#host.variantOf(tag, value) ?? QualityCodes.BadTypeMismatch;
-      case "Delta":
       case "Interpolative":
         if (typeof value === "bigint") return this.#bigintVariant(tag, value);
+        return this.#sourceVariant(tag, value, name === "Interpolative");
+      case "Delta":
+        if (typeof value === "bigint") return this.#bigintVariant(tag, value);
         if (floating) return this.#host.variantOf(tag, value) ?? QualityCodes.BadTypeMismatch;
-        if (name === "Interpolative" && this.#host.variantOf(tag, Math.round(value)) === undefined) {
-          return QualityCodes.BadTypeMismatch;
-        }
         return double(value);
       default:
         return double(Number(value));
     }
+  }
+
+  /**
+   * A picked or interpolated aggregate value in the tag's own DataType: a `bool` tag's (which Kiln
+   * computes as 0 and 1; its interpolation is always stepped) as Boolean, true when the value is
+   * not 0; an integer tag's Interpolative value, which a sloped line between two samples may put
+   * between integers, rounded to the nearest integer (a half up, `Math.round`); any other value as
+   * it is. A value outside the DataType's range is `BadTypeMismatch`.
+   */
+  #sourceVariant(tag: Tag, value: number, interpolated: boolean): Variant | number {
+    const integer = tag.dataType !== "float32" && tag.dataType !== "float64" && tag.dataType !== "bool";
+    const own = tag.dataType === "bool" ? value !== 0 : interpolated && integer ? Math.round(value) : value;
+    return this.#host.variantOf(tag, own) ?? QualityCodes.BadTypeMismatch;
   }
 }

@@ -82,6 +82,8 @@ export const opcuaServerOptionsSchema = z
         maxMonitoredItemsPerCall: z.number().int().min(1).max(100_000).default(1_000),
         maxNodesPerCall: z.number().int().min(1).max(100_000).default(1_000),
         maxHistoryReadTimes: z.number().int().min(1).max(1_000_000).default(10_000),
+        maxBrowsePathElements: z.number().int().min(1).max(1_000).default(32),
+        maxBrowsePathElementsPerCall: z.number().int().min(1).max(1_000_000).default(10_000),
         maxQueueSize: z.number().int().min(1).max(5_000).default(100),
         maxUnactivatedSessions: z.number().int().min(1).max(10_000).default(5),
         unactivatedSessionTimeoutMs: z.number().int().min(100).max(600_000).default(10_000),
@@ -111,6 +113,8 @@ export const opcuaServerOptionsSchema = z
         maxMonitoredItemsPerCall: 1_000,
         maxNodesPerCall: 1_000,
         maxHistoryReadTimes: 10_000,
+        maxBrowsePathElements: 32,
+        maxBrowsePathElementsPerCall: 10_000,
         maxQueueSize: 100,
         maxUnactivatedSessions: 5,
         unactivatedSessionTimeoutMs: 10_000,
@@ -202,6 +206,10 @@ export const opcuaServerOptionsSchema = z
  *   - `maxNodesPerCall`: the operations of one Read, Write, Browse, TranslateBrowsePathsToNodeIds,
  *     Call or RegisterNodes call (served as the OperationLimits MaxNodesPer…) @default 1000
  *   - `maxHistoryReadTimes`: ReqTimes × nodes of one HistoryRead AtTime @default 10000
+ *   - `maxBrowsePathElements`: RelativePath elements of one browse path of a
+ *     TranslateBrowsePathsToNodeIds (a longer path answers `BadQueryTooComplex`, OPC UA Part 4,
+ *     5.9.4.4, and is not followed) @default 32; `maxBrowsePathElementsPerCall`: its paths'
+ *     elements together (beyond: `BadTooManyOperations`, the whole call) @default 10000
  *   - `maxQueueSize`: the largest QueueSize of one monitored item, value or event (a larger
  *     request is revised down to it, not refused) @default 100
  *   - `maxUnactivatedSessions`: sessions created and not yet activated, all clients together

@@ -37,7 +37,13 @@ import {
   type ResolvedOpcuaServerOptions,
 } from "./opcua-server-options";
 import { loadServerRuntime, type ServerRuntime } from "./opcua-server-runtime-loader";
-import { ServerStatusCodes, statusCodeOfError, statusCodeOfSample, statusCodeOfServed } from "./opcua-status";
+import {
+  servedValueOf,
+  ServerStatusCodes,
+  statusCodeOfError,
+  statusCodeOfSample,
+  statusCodeOfServed,
+} from "./opcua-status";
 import { HistoryService } from "./opcua-history";
 import { aggregateNameOf, serveHistory } from "./opcua-history-nodes";
 
@@ -404,6 +410,8 @@ export class OpcuaServer {
     });
     server.maxMonitoredItemsPerSession = options.limits.maxMonitoredItemsPerSession;
     server.maxHistoryReadTimes = options.limits.maxHistoryReadTimes;
+    server.maxBrowsePathElements = options.limits.maxBrowsePathElements;
+    server.maxBrowsePathElementsPerCall = options.limits.maxBrowsePathElementsPerCall;
     server.maxQueueSize = options.limits.maxQueueSize;
     server.maxUnactivatedSessions = options.limits.maxUnactivatedSessions;
     server.unactivatedSessionTimeoutMs = options.limits.unactivatedSessionTimeoutMs;
@@ -1312,8 +1320,9 @@ export class OpcuaServer {
         ? QualityCodes.UncertainNoCommunicationLastUsableValue
         : code;
     try {
-      const variant = variantOf(runtime, tag, sample.value);
-      if (variant === undefined) return bad(statusCodeOfServed(sample, false), sourceTimestamp);
+      // A Bad sample is served with no value (Part 4, 7.7.1), as from history: `servedValueOf`.
+      const { code: encodedCode, variant } = servedValueOf(sample, (value) => variantOf(runtime, tag, value));
+      if (variant === undefined) return bad(encodedCode, sourceTimestamp);
       return new runtime.DataValue({
         value: variant,
         statusCode: this.#statusCode(served),

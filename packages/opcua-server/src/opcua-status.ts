@@ -35,6 +35,24 @@ export function statusCodeOfServed(sample: Sample, encoded: boolean): number {
 }
 
 /**
+ * What a node of the tag's DataType serves for `sample`, live (Read, subscriptions) or from
+ * history (Raw, AtTime, bounds): its StatusCode ({@link statusCodeOfServed}) and the encoded value
+ * that goes with it, none (a Null Variant) whenever that StatusCode is Bad. OPC UA Part 4, 7.7.1:
+ * when the StatusCode indicates an error the value is to be ignored and the Server shall set it
+ * to null; a Bad sample's stored value (a device's last reading, 42.5 under `BadDeviceFailure`) is
+ * never sent. An Uncertain sample keeps its value. `encode` is asked only for a sample that is not
+ * Bad; its `undefined` means the value cannot be encoded in the DataType (`BadTypeMismatch`).
+ */
+export function servedValueOf<TVariant>(
+  sample: Sample,
+  encode: (value: Sample["value"]) => TVariant | undefined,
+): { readonly code: number; readonly variant: TVariant | undefined } {
+  if (statusCodeOfSample(sample) >= QualityCodes.Bad) return { code: statusCodeOfSample(sample), variant: undefined };
+  const variant = encode(sample.value);
+  return { code: statusCodeOfServed(sample, variant !== undefined), variant };
+}
+
+/**
  * The StatusCode a client gets for `sample` (OPC UA Part 4, 7.39): the sample's own code
  * when its severity bits agree with its quality's severity, which keeps the original device code
  * (e.g. `BadSensorFailure` from an upstream OPC UA server, with its info bits); otherwise the

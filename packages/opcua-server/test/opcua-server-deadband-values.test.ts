@@ -30,10 +30,18 @@ const tags = defineTags({
   "line.flow": { dataType: "float64" },
   "line.level": { dataType: "float64", range: { min: 0, max: 100 } },
   "line.count": { dataType: "int64" },
+  "meter.energy": { dataType: "int64" },
+  "meter.total": { dataType: "uint64", range: { min: 0, max: 1e12 } },
 });
 
 /** What each source answers now: a number, or null (a failed read: bad, value null). */
-const now: { flow: number | null; level: number | null; count: number | null } = { flow: 5, level: 5, count: 5 };
+const now: { flow: number | null; level: number | null; count: number | null; energy: bigint; total: bigint } = {
+  flow: 5,
+  level: 5,
+  count: 5,
+  energy: 0n,
+  total: 0n,
+};
 
 let pki: TestPki;
 let served: ServedTestSystem;
@@ -49,6 +57,8 @@ beforeAll(async () => {
       "line.flow": () => now.flow as number,
       "line.level": () => now.level as number,
       "line.count": () => now.count as number,
+      "meter.energy": () => now.energy as never,
+      "meter.total": () => now.total as never,
     },
   });
   vic = await connect(served.server, pki.trusted, user("vic"));
@@ -166,5 +176,40 @@ describe("deadband on values that are not finite numbers", () => {
     expect(read!.statusCode.isGood()).toBe(true); // still serving
     await absolute.item.terminate();
     await percent.item.terminate();
+  }, 30_000);
+});
+
+describe("deadband on 64-bit values (adversarial review 20w, fault 1)", () => {
+  const filter = (deadbandType: DeadbandType, deadbandValue: number) =>
+    new DataChangeFilter({ trigger: DataChangeTrigger.StatusValue, deadbandType, deadbandValue });
+
+  test("a move of 3·2^32 − 1 beyond an absolute deadband of 1e10 (int64) and 1 % of 0–1e12 (uint64) is reported", async () => {
+    now.energy = 0n;
+    now.total = 0n;
+    await scans(2);
+    const energy = await watch("meter.energy", filter(DeadbandType.Absolute, 1e10));
+    const total = await watch("meter.total", filter(DeadbandType.Percent, 1));
+    now.energy = 3n * 2n ** 32n - 1n; // 12,884,901,887 > 1e10
+    now.total = 3n * 2n ** 32n - 1n;
+    await waitFor(() => energy.seen.length >= 2 && total.seen.length >= 2, "the move past the deadband");
+    // node-opcua's check multiplied the high-word difference by 2^32 − 1 (within 1e10) and then compared the low words only.
+    expect(energy.seen).toEqual(["Good [0,0]", "Good [2,4294967295]"]);
+    expect(total.seen).toEqual(["Good [0,0]", "Good [2,4294967295]"]);
+    await energy.item.terminate();
+    await total.item.terminate();
+  }, 30_000);
+
+  test("a negative int64 crossing zero: a difference equal to the deadband is not reported, one more is (|last − current| > deadband)", async () => {
+    now.energy = -5_000_000_000n;
+    await scans(2);
+    const energy = await watch("meter.energy", filter(DeadbandType.Absolute, 1e10));
+    now.energy = 5_000_000_000n; // exactly 1e10 from the last reported value: inside
+    await scans(6);
+    now.energy = 5_000_000_001n; // 1e10 + 1 from the last reported value (-5e9): outside
+    await waitFor(() => energy.seen.length >= 2, "the move past the deadband");
+    await scans(2);
+    // -5e9 is [0xfffffffe, 0xd5fa0e00]; 5e9 is [1, 0x2a05f200]; 5e9 + 1 is [1, 0x2a05f201].
+    expect(energy.seen).toEqual(["Good [4294967294,3589934592]", "Good [1,705032705]"]);
+    await energy.item.terminate();
   }, 30_000);
 });

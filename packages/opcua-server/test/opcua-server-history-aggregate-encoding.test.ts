@@ -22,6 +22,8 @@ const tags = defineTags({
   "hist.i": { dataType: "int64" },
   "hist.s": { dataType: "int16" },
   "hist.b": { dataType: "int16" },
+  "hist.flag": { dataType: "bool" },
+  "hist.n": { dataType: "int32", interpolation: "sloped" },
 });
 const T0 = Date.UTC(2026, 0, 1);
 const sample = (tag: string, i: number, value: Sample["value"], bad = false): Sample => ({
@@ -46,6 +48,10 @@ beforeAll(async () => {
     sample("hist.s", 0, 70000),
     sample("hist.s", 1, 5),
     sample("hist.b", 0, 70000, true),
+    sample("hist.flag", 0, true),
+    sample("hist.flag", 1, false),
+    sample("hist.n", -1, 1),
+    sample("hist.n", 1, 4),
   ]);
   vic = await connect(served.server, pki.trusted, user("vic"));
 }, 60_000);
@@ -121,5 +127,35 @@ describe("processed values the node's DataType cannot carry", () => {
     expect(bad.statusCode.isBad()).toBe(true);
     expect(bad.statusCode.name).not.toBe("BadTypeMismatch");
     expect(bad.value.value ?? null).toBeNull();
+  });
+});
+
+describe("processed values of a bool tag and an interpolated integer tag (adversarial review 20w, fault 2)", () => {
+  // OPC UA DataType ids: Boolean 1, Int32 6, UInt32 7, Double 11.
+  test.each([
+    ["Minimum", 1, false],
+    ["Maximum", 1, true],
+    ["Start", 1, true],
+    ["End", 1, false],
+    ["Interpolative", 1, true],
+    ["Count", 7, 2],
+    ["Average", 11, 0.5],
+    ["TimeAverage", 11, 0.5],
+  ] as const)(
+    "%s of a bool tag (true, then false) is served as DataType %i: %s",
+    async (aggregate, dataType, expected) => {
+      const value = await processed("hist.flag", aggregate);
+      expect([aggregate, value.statusCode.isBad(), value.value.dataType, value.value.value]).toEqual([
+        aggregate,
+        false,
+        dataType,
+        expected,
+      ]);
+    },
+  );
+
+  test("Interpolative of a sloped int32 tag between 1 and 4 (2.5 at the interval's start) is served as Int32, Same as Source (Part 13), rounded: 3", async () => {
+    const value = await processed("hist.n", "Interpolative");
+    expect([value.statusCode.isBad(), value.value.dataType, value.value.value]).toEqual([false, 6, 3]);
   });
 });

@@ -246,16 +246,25 @@ describe.each(STORES)("HistoryRead from $name", ({ make }) => {
     }
   });
 
-  test("raw values, timestamps and status codes equal system.history (bad stays bad)", async () => {
+  test("raw values, timestamps and status codes equal system.history (bad stays bad, with no value)", async () => {
     const [result] = await read(raw(T0, T0 + COUNT * 1_000), [{ nodeId: node }]);
     expect(result!.statusCode.isGood()).toBe(true);
     const expected = await system.history.samples.readSamples({ tag: "hist.temp", from: T0, to: T0 + COUNT * 1_000 });
     expect(expected).toHaveLength(COUNT);
+    // A Bad DataValue carries no value (Part 4, 7.7.1): the stored bad sample keeps its 35, the client gets null.
     expect(asPlain(valuesOf(result!))).toEqual(
-      expected.map((s) => ({ t: s.timestamp, value: s.value, code: statusCodeOfSample(s) })),
+      expected.map((s) => ({
+        t: s.timestamp,
+        value: statusCodeOfSample(s) >= 0x80000000 ? null : s.value,
+        code: statusCodeOfSample(s),
+      })),
     );
+    expect(expected[10]!.value).toBe(35);
     expect(valuesOf(result!)[10]!.statusCode.value >>> 0).toBe(0x808b0000);
+    expect(valuesOf(result!)[10]!.value.value ?? null).toBeNull();
+    // An Uncertain sample keeps its value.
     expect(valuesOf(result!)[20]!.statusCode.value >>> 0).toBe(0x40900000);
+    expect(valuesOf(result!)[20]!.value.value).toBe(50);
   });
 
   test("a long read comes in pages with continuation points, with no gap or duplicate", async () => {
@@ -588,7 +597,10 @@ describe.each(STORES)("HistoryRead from $name", ({ make }) => {
       intervalMs: 10,
       aggregates: ["Count"],
     });
-    expect(values.map((v) => v.value.value ?? null)).toEqual(expected.map((row) => row.values.Count!.value));
+    // An interval without data is Bad (no data) and, Bad, carries no value (Part 4, 7.7.1).
+    expect(values.map((v) => v.value.value ?? null)).toEqual(
+      expected.map((row) => (row.values.Count!.quality.severity === "bad" ? null : row.values.Count!.value)),
+    );
   });
 
   test("64-bit integers stay exact: raw values as UInt64, a negative Delta of a uint64 tag as Int64", async () => {
@@ -686,6 +698,24 @@ describe.each(STORES)("HistoryRead from $name", ({ make }) => {
       [{ nodeId: node }],
     );
     expect(result!.statusCode.value >>> 0).toBe(0x80d50000);
+  });
+
+  test("a ReadProcessed whose aggregates are not one per node answers BadAggregateListMismatch (Part 11, 6.5.4); one per node is read", async () => {
+    const details = (aggregates: number[]) =>
+      new ReadProcessedDetails({
+        startTime: new Date(T0),
+        endTime: new Date(T0 + 10_000),
+        processingInterval: 0,
+        aggregateConfiguration: { useServerCapabilitiesDefaults: true },
+        aggregateType: aggregates.map((id) => `i=${id}`),
+      });
+    const { Minimum, Maximum } = AGGREGATE_FUNCTION_NODE_IDS;
+    await expect(read(details([Minimum, Maximum]), [{ nodeId: node }])).rejects.toThrow(/BadAggregateListMismatch/);
+    await expect(read(details([Maximum]), [{ nodeId: node }, { nodeId: node }])).rejects.toThrow(
+      /BadAggregateListMismatch/,
+    );
+    const results = await read(details([Minimum, Maximum]), [{ nodeId: node }, { nodeId: node }]);
+    expect(results.map((result) => valuesOf(result)[0]!.value.value)).toEqual([20, 20 + 9 * 1.5]);
   });
 
   test("a principal without read is refused BadUserAccessDenied", async () => {

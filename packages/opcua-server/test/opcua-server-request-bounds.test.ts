@@ -73,6 +73,8 @@ beforeAll(async () => {
         maxReferencesPerBrowse: 12,
         maxMessageSize: 1_048_576,
         maxBrowseContinuationPoints: 2,
+        maxBrowsePathElements: 8,
+        maxBrowsePathElementsPerCall: 40,
         maxFailedLogins: 3,
         // Long enough for four logins (each a Basic256Sha256 handshake) on a loaded 2-core CI machine.
         failedLoginWindowMs: LOGIN_WINDOW_MS,
@@ -548,5 +550,38 @@ describe("failed logins", () => {
     const other = await connect(served.server, pki.trusted, user("vic"));
     await other.close();
     await new Promise((resolve) => setTimeout(resolve, LOGIN_WINDOW_MS + 100));
+  });
+});
+
+describe("TranslateBrowsePathsToNodeIds path bounds (adversarial review 20w, fault 4)", () => {
+  /** A path from the chamber folder of `length` elements, bouncing folder → pressure → folder ... */
+  const bouncing = (length: number) => {
+    const ns = served.server.namespaceIndex;
+    return {
+      startingNode: `ns=${ns};s=#chamber`,
+      relativePath: {
+        elements: Array.from({ length }, (_, i) => ({
+          referenceTypeId: "i=33",
+          isInverse: i % 2 === 1,
+          includeSubtypes: true,
+          targetName: { namespaceIndex: ns, name: i % 2 === 0 ? "pressure" : "chamber" },
+        })),
+      },
+    };
+  };
+
+  test("a path longer than maxBrowsePathElements answers BadQueryTooComplex; the call's other paths are followed, one of exactly the bound too", async () => {
+    const results = await olga.session.translateBrowsePath([bouncing(9), bouncing(3), bouncing(8)] as never[]);
+    expect(results.map((result) => result.statusCode.name)).toEqual(["BadQueryTooComplex", "Good", "Good"]);
+    expect(results[1]!.targets![0]!.targetId.toString()).toBe(served.server.nodeIdOf("chamber.pressure").toString());
+  });
+
+  test("paths holding more than maxBrowsePathElementsPerCall elements together refuse the call BadTooManyOperations", async () => {
+    await expect(
+      olga.session.translateBrowsePath(Array.from({ length: 5 }, () => bouncing(9)) as never[]),
+    ).rejects.toThrow(/BadTooManyOperations/);
+    // 5 paths of 8 elements is exactly the bound: answered.
+    const results = await olga.session.translateBrowsePath(Array.from({ length: 5 }, () => bouncing(8)) as never[]);
+    expect(results.map((result) => result.statusCode.name)).toEqual(["Good", "Good", "Good", "Good", "Good"]);
   });
 });

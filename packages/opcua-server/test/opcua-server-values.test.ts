@@ -199,10 +199,12 @@ describe("OpcuaServer values", () => {
     await waitFor(() => subscription.values.length >= 10, "ten notifications");
     served.plc.faults.badQuality.add("chamber.pressure");
     const firstBad = subscription.values.length;
+    // Bad samples carry no value (Part 4, 7.7.1): while the fault lasts nothing changes, one notification.
     await waitFor(
-      () => subscription.values.slice(firstBad).filter((value) => value.statusCode.isNotGood()).length >= 3,
-      "bad notifications",
+      () => subscription.values.slice(firstBad).filter((value) => value.statusCode.isNotGood()).length >= 1,
+      "a bad notification",
     );
+    await new Promise((resolve) => setTimeout(resolve, 300));
     served.plc.faults.badQuality.delete("chamber.pressure");
     await waitFor(() => subscription.values.at(-1)!.statusCode.value === QualityCodes.Good, "good again");
     await subscription.stop();
@@ -211,15 +213,33 @@ describe("OpcuaServer values", () => {
     for (const dataValue of subscription.values) {
       const sample = cvtSampleAt("chamber.pressure", dataValue.sourceTimestamp);
       expect(sample, "every notification is a CVT sample").toBeDefined();
-      expect(dataValue.value.value).toBe(sample!.value);
       if (sample!.quality.severity === "bad") {
         bad++;
         expect(dataValue.statusCode.value).toBe(QualityCodes.BadDeviceFailure);
+        // The simulator's bad sample keeps its reading; a Bad DataValue carries none (Part 4, 7.7.1).
+        expect(sample!.value).not.toBeNull();
+        expect(dataValue.value.value ?? null).toBeNull();
       } else {
+        expect(dataValue.value.value).toBe(sample!.value);
         expect(dataValue.statusCode.value).toBe(QualityCodes.Good);
       }
     }
-    expect(bad).toBeGreaterThanOrEqual(3);
+    expect(bad).toBe(1);
+  });
+
+  test("a Read of a bad sample that holds a value answers its Bad code with a Null value (Part 4, 7.7.1)", async () => {
+    served.plc.faults.badQuality.add("chamber.pressure");
+    try {
+      await waitFor(() => served.system.cvt.get("chamber.pressure")?.quality.severity === "bad", "a bad sample");
+      expect(served.system.cvt.get("chamber.pressure")!.value).not.toBeNull();
+      const [read] = await client.session.read([
+        { nodeId: served.server.nodeIdOf("chamber.pressure"), attributeId: AttributeIds.Value },
+      ]);
+      expect(read!.statusCode.value).toBe(QualityCodes.BadDeviceFailure);
+      expect(read!.value.value ?? null).toBeNull();
+    } finally {
+      served.plc.faults.badQuality.delete("chamber.pressure");
+    }
   });
 
   test("the client's sampling interval is honoured: a 250 ms item gets about a quarter of the 50 ms scans", async () => {
