@@ -336,7 +336,7 @@ describe("deadband filters", () => {
     expect(answers[0]!.value.value).toBe(12.5);
   });
 
-  test("device values +∞, −∞, NaN and back to finite under a deadband are each reported, never a crash", async () => {
+  test("device values +∞, −∞, NaN and back to finite under a deadband are each reported (Bad, without a value), never a crash", async () => {
     served.plc.set("chamber.free", 1);
     served.plc.set("chamber.ranged", 1);
     await new Promise((resolve) => setTimeout(resolve, 200));
@@ -344,7 +344,7 @@ describe("deadband filters", () => {
     const free = await create(subscriptionId, "chamber.free", 0, deadband(DeadbandType.Absolute, 1), 10, 77);
     const ranged = await create(subscriptionId, "chamber.ranged", 0, deadband(DeadbandType.Percent, 10), 10, 77);
     expect([free.statusCode, ranged.statusCode]).toEqual([StatusCodes.Good, StatusCodes.Good]);
-    const seen: unknown[] = [];
+    const seen: { readonly status: number; readonly value: unknown }[] = [];
     const drain = async (): Promise<void> => {
       for (let attempt = 0; attempt < 4; attempt++) {
         const { notificationMessage } = await rawSession(vic.session).publish(
@@ -352,7 +352,8 @@ describe("deadband filters", () => {
         );
         for (const data of notificationMessage.notificationData ?? []) {
           for (const item of data?.monitoredItems ?? [])
-            if (item.clientHandle === 77) seen.push(item.value.value?.value);
+            if (item.clientHandle === 77)
+              seen.push({ status: item.value.statusCode.value, value: item.value.value?.value });
         }
       }
     };
@@ -371,11 +372,18 @@ describe("deadband filters", () => {
       await new Promise((resolve) => setTimeout(resolve, 150));
     }
     await drain();
-    // Both items (client handle 77) report every change to or from a non-finite value.
-    for (const expected of [Number.POSITIVE_INFINITY, 5, Number.NEGATIVE_INFINITY, Number.NaN, 5.5]) {
-      expect(seen.filter((value) => Object.is(value, expected)).length).toBeGreaterThanOrEqual(2);
-    }
-    expect(seen.filter((value) => Number.isNaN(value)).length).toBe(2);
+    // Both items (client handle 77) report every change to or from a non-finite value. The core
+    // turns a non-finite device value Bad (BadOutOfRange for ±∞, Bad for NaN), and a Bad value is
+    // served without one (Part 4, 7.7.1): each change shows as a change of StatusCode.
+    const count = (status: number, value: unknown) =>
+      seen.filter((notification) => notification.status === status && Object.is(notification.value, value)).length;
+    expect(count(StatusCodes.BadOutOfRange.value, null)).toBe(6); // +∞, −∞, +∞ on both items
+    expect(count(StatusCodes.Bad.value, null)).toBe(2); // NaN once per item: unchanged NaN is not reported again
+    expect(count(StatusCodes.Good.value, 5)).toBe(2);
+    expect(count(StatusCodes.Good.value, 5.5)).toBe(2);
+    expect(
+      seen.filter((notification) => notification.status !== StatusCodes.Good.value && notification.value !== null),
+    ).toEqual([]);
     await stillServing();
   });
 });
