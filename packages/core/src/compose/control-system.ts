@@ -40,7 +40,7 @@ import { checkTagWrite, type TagWriter } from "./checked-write";
 import { manualMachineCommand, stopsMachine } from "./manual-machine-command";
 import type { ResolvedControlSystemOptions } from "./control-system-options";
 import type { EventRecorder } from "./event-recorder";
-import { interlockRefusal } from "./interlocks";
+import { interlockHolds, interlockRefusal } from "./interlocks";
 import { portHealth, resetGuards, type PortHealth } from "./port-policies";
 import type { SystemLifecycle, SystemState } from "./system-lifecycle";
 import type { ServiceContainer } from "./service-registry";
@@ -925,6 +925,11 @@ export class ControlSystem {
               authorize: async (request) => {
                 // In the state the process starts from: where the principal could make these writes by hand.
                 authorizeRecipeStart(command, request, this.#machine.state);
+                // Not started while an interlock is active or its state unknown (no sample yet,
+                // bad quality): refused before the commit, naming them (denied; review 15t, H3).
+                // The machine's guard refuses it again if one trips meanwhile.
+                const refusal = interlockRefusal(this.#alarms, this.#machine, "start");
+                if (refusal !== undefined) throw refusal;
                 throwIfCancelled(cancel.signal);
                 await command.commit();
               },
@@ -1380,11 +1385,19 @@ export class ControlSystem {
     }
     // Reported whatever the state: a stop is when they happen.
     problems.push(...audit.journalProblems);
+    // An interlock whose state is unknown holds every start and reset (fail-safe, review 15t).
+    for (const hold of this.#lifecycle.state === "running" ? interlockHolds(this.#alarms) : []) {
+      if (hold.reason === "active") continue;
+      problems.push(`interlock ${hold.id} not permissive (${hold.reason}): starts and resets are refused`);
+    }
     // The machine may not be safe: named until the machine is reset or the tag's safe value is
     // written (adversarial review 15u).
     for (const failure of this.#recipes.safeStateFailures()) {
+      const at = new Date(failure.at).toISOString();
       problems.push(
-        `safe-state write of ${failure.tag} failed at ${new Date(failure.at).toISOString()}: ${failure.reason} (the tag may not be in its safe state; cleared by a reset of the machine)`,
+        failure.stage === "pulse-off"
+          ? `pulse off write of ${failure.tag} failed at ${at}: ${failure.reason} (the tag may still hold its pulse's on value; cleared by a reset of the machine or a later write of the tag by a process)`
+          : `safe-state write of ${failure.tag} failed at ${at}: ${failure.reason} (the tag may not be in its safe state; cleared by a reset of the machine)`,
       );
     }
     if (audit.overflow > 0) {
