@@ -832,7 +832,8 @@ export class ControlSystem {
    * @returns the running process; await `process.finished` for its result.
    * @throws `KILN_VALIDATION` listing every problem with its step path (nothing runs), or for a
    *   `processId` that is not 1 to 256 characters without control characters (path `processId`),
-   *   `KILN_INVALID_TRANSITION` when the machine cannot start (busy, interlock active, a state no
+   *   `KILN_INVALID_TRANSITION` when the machine cannot start (busy, an interlock active or its
+   *   state unknown, i.e. no sample yet or bad quality: `details.holds`, recorded denied; a state no
    *   process starts from: then no process record is left), `KILN_FORBIDDEN`; `KILN_ABORTED`
    *   (`details.cancelled`, nothing ran) when a stop, fault or abort of the machine, an interlock
    *   trip or {@link ControlSystem.stop} came while the start waited for its turn or its audit entry.
@@ -1212,7 +1213,8 @@ export class ControlSystem {
    * {@link ControlSystem.startRecipe}.
    * @returns the machine's state afterwards.
    * A trip is not reset while its condition persists: `start`, Kiln `reset` and PackML `clear`
-   * and `reset` are refused while an interlock alarm is active (ADR 0042, 15u).
+   * and `reset` are refused while an interlock alarm is active (ADR 0042, 15u) or its state is
+   * unknown: no sample yet, or a bad current sample (`details.holds`; ADR 0042, 15t).
    * @throws `KILN_INVALID_TRANSITION` (nothing changes; `details.stage: "process"` for the rules
    *   above, naming the running process to the caller, who holds `machine.mode`; `details.stage:
    *   "guard"` with `details.interlocks`, the active interlock alarms' ids, for an interlocked
