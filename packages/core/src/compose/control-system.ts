@@ -40,7 +40,7 @@ import { checkTagWrite, type TagWriter } from "./checked-write";
 import { manualMachineCommand, stopsMachine } from "./manual-machine-command";
 import type { ResolvedControlSystemOptions } from "./control-system-options";
 import type { EventRecorder } from "./event-recorder";
-import { interlockRefusal } from "./interlocks";
+import { interlockHolds, interlockRefusal } from "./interlocks";
 import { portHealth, resetGuards, type PortHealth } from "./port-policies";
 import type { SystemLifecycle, SystemState } from "./system-lifecycle";
 import type { ServiceContainer } from "./service-registry";
@@ -832,7 +832,8 @@ export class ControlSystem {
    * @returns the running process; await `process.finished` for its result.
    * @throws `KILN_VALIDATION` listing every problem with its step path (nothing runs), or for a
    *   `processId` that is not 1 to 256 characters without control characters (path `processId`),
-   *   `KILN_INVALID_TRANSITION` when the machine cannot start (busy, interlock active, a state no
+   *   `KILN_INVALID_TRANSITION` when the machine cannot start (busy, an interlock active or its
+   *   state unknown, i.e. no sample yet or bad quality: `details.holds`, recorded denied; a state no
    *   process starts from: then no process record is left), `KILN_FORBIDDEN`; `KILN_ABORTED`
    *   (`details.cancelled`, nothing ran) when a stop, fault or abort of the machine, an interlock
    *   trip or {@link ControlSystem.stop} came while the start waited for its turn or its audit entry.
@@ -925,6 +926,11 @@ export class ControlSystem {
               authorize: async (request) => {
                 // In the state the process starts from: where the principal could make these writes by hand.
                 authorizeRecipeStart(command, request, this.#machine.state);
+                // Not started while an interlock is active or its state unknown (no sample yet,
+                // bad quality): refused before the commit, naming them (denied; review 15t, H3).
+                // The machine's guard refuses it again if one trips meanwhile.
+                const refusal = interlockRefusal(this.#alarms, this.#machine, "start");
+                if (refusal !== undefined) throw refusal;
                 throwIfCancelled(cancel.signal);
                 await command.commit();
               },
@@ -1207,7 +1213,8 @@ export class ControlSystem {
    * {@link ControlSystem.startRecipe}.
    * @returns the machine's state afterwards.
    * A trip is not reset while its condition persists: `start`, Kiln `reset` and PackML `clear`
-   * and `reset` are refused while an interlock alarm is active (ADR 0042, 15u).
+   * and `reset` are refused while an interlock alarm is active (ADR 0042, 15u) or its state is
+   * unknown: no sample yet, or a bad current sample (`details.holds`; ADR 0042, 15t).
    * @throws `KILN_INVALID_TRANSITION` (nothing changes; `details.stage: "process"` for the rules
    *   above, naming the running process to the caller, who holds `machine.mode`; `details.stage:
    *   "guard"` with `details.interlocks`, the active interlock alarms' ids, for an interlocked
@@ -1380,11 +1387,19 @@ export class ControlSystem {
     }
     // Reported whatever the state: a stop is when they happen.
     problems.push(...audit.journalProblems);
+    // An interlock whose state is unknown holds every start and reset (fail-safe, review 15t).
+    for (const hold of this.#lifecycle.state === "running" ? interlockHolds(this.#alarms) : []) {
+      if (hold.reason === "active") continue;
+      problems.push(`interlock ${hold.id} not permissive (${hold.reason}): starts and resets are refused`);
+    }
     // The machine may not be safe: named until the machine is reset or the tag's safe value is
     // written (adversarial review 15u).
     for (const failure of this.#recipes.safeStateFailures()) {
+      const at = new Date(failure.at).toISOString();
       problems.push(
-        `safe-state write of ${failure.tag} failed at ${new Date(failure.at).toISOString()}: ${failure.reason} (the tag may not be in its safe state; cleared by a reset of the machine)`,
+        failure.stage === "pulse-off"
+          ? `pulse off write of ${failure.tag} failed at ${at}: ${failure.reason} (the tag may still hold its pulse's on value; cleared by a reset of the machine or a later write of the tag by a process)`
+          : `safe-state write of ${failure.tag} failed at ${at}: ${failure.reason} (the tag may not be in its safe state; cleared by a reset of the machine)`,
       );
     }
     if (audit.overflow > 0) {

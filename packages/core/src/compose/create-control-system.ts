@@ -1,5 +1,5 @@
 import { Acquisition } from "../acquisition/acquisition";
-import { activeInterlocks, interlocksActiveReason } from "./interlocks";
+import { interlockHolds, interlockHoldsReason } from "./interlocks";
 import { AlarmEngine } from "../alarms/alarm-engine";
 import { CurrentValueTable } from "../cvt/current-value-table";
 import type { KilnEvents } from "../events/catalogue";
@@ -227,10 +227,11 @@ function registerDefaults(container: ServiceContainer, options: ResolvedControlS
   singleton(InternalTokens.Machine, (resolve): MachineStateMachine => {
     const alarms = resolve(InternalTokens.AlarmEngine);
     // Refuses a start, and the reset of a trip, while an interlock's condition persists
-    // (ISA-84 / IEC 61511; the reset since adversarial review 15u).
+    // (ISA-84 / IEC 61511; the reset since adversarial review 15u), or its state is unknown (no
+    // sample yet, bad quality: fail-safe, review 15t).
     const interlockGuard = (): true | { allowed: false; reason: string } => {
-      const active = activeInterlocks(alarms);
-      return active.length > 0 ? { allowed: false, reason: interlocksActiveReason(active) } : true;
+      const holds = interlockHolds(alarms);
+      return holds.length > 0 ? { allowed: false, reason: interlockHoldsReason(holds) } : true;
     };
     const model = options.machine.model === "packml" ? packmlModel : kilnMachineModel;
     return new StateMachine<string, string>(model as never, {

@@ -36,6 +36,10 @@ export interface ProcessRunInit {
   readonly safeState: readonly SafeStateWrite[];
   /** Told the outcome of each writing of the safe state (its failures; empty when all were written). */
   readonly onSafeState?: (problems: readonly ProcessProblem[]) => void;
+  /** Told of each step write to `tag` that succeeded. */
+  readonly onStepWrite?: (tag: string) => void;
+  /** Told of a pulse's off write that failed after the pulse was aborted or failed (not awaited by the step). */
+  readonly onPulseOffFailure?: (problem: ProcessProblem) => void;
   readonly progressSaveIntervalMs: number;
   readonly logger: Logger;
   readonly onEnd: (run: ProcessRun) => void;
@@ -74,6 +78,10 @@ export class ProcessRun implements RecipeProcess {
   #settle!: (problems: readonly ProcessProblem[]) => void;
   /** The step writes sent and not settled yet, by tag (each settles, never rejects). */
   readonly #stepWrites = new Map<string, Set<Promise<void>>>();
+  /** The last step write of each tag, settled (never rejects): the next write to the tag goes out after it. */
+  readonly #writeTails = new Map<string, Promise<void>>();
+  /** A pulse's off writes sent at an abort or failure and not awaited by the step (review 15t, M2). */
+  readonly #closing = new Set<Promise<void>>();
   /** True while {@link begin} saves the new process, before the machine is asked to begin. */
   #savingFirst = false;
   /** The effect of a halt asked for while the first save was under way (review 15w, M3). */
@@ -138,6 +146,7 @@ export class ProcessRun implements RecipeProcess {
         this.#requestAbort(reason, false);
         return this.#controller.signal.reason;
       },
+      closeLater: (tag, write) => this.#closeLater(tag, write),
     };
     this.finished = new Promise((resolve) => {
       this.#finish = resolve;
@@ -291,6 +300,10 @@ export class ProcessRun implements RecipeProcess {
     this.#machineSettled = true;
     // The effect is done: a safety function answers now, the record's save continues (review 15z, M4).
     this.#settle([...this.#problems]);
+    // A pulse's off write sent at the abort is not awaited by the effect (unless its tag is a
+    // safe-state tag: then the safe state waited for it), but the result reports its failure
+    // (review 15t, M2).
+    while (this.#closing.size > 0) await Promise.all([...this.#closing]);
     const endedAt = this.#clock.now();
     this.#ended = true;
     this.#journal.update({ status, endedAt, ...(reason === undefined ? {} : { reason }) });
@@ -450,17 +463,28 @@ export class ProcessRun implements RecipeProcess {
       onChange: (tag, listener) => io.onChange(tag, listener),
       write: (tag, value, signal, origin) => {
         if (signal?.aborted === true) return Promise.reject(signal.reason as Error);
-        const sent = io.write(tag, value, undefined, origin);
+        // Chained per tag: a write goes out only once the writes already in flight on its tag
+        // have settled, so a later value (a pulse's off, a ramp's next value) is never overtaken
+        // by an earlier one still on the wire (adversarial review 15t, H1). A write that waits
+        // with a signal is not sent once the signal aborts; one without (a pulse's off) always is.
+        const before = this.#writeTails.get(tag);
+        const send = (): Promise<void> => {
+          if (signal?.aborted === true) return Promise.reject(signal.reason as Error);
+          return io.write(tag, value, undefined, origin);
+        };
+        const sent = before === undefined ? send() : before.then(send);
         const settled = sent.then(
-          () => undefined,
+          () => this.#init.onStepWrite?.(tag),
           () => undefined,
         );
+        this.#writeTails.set(tag, settled);
         const pending = this.#stepWrites.get(tag) ?? new Set<Promise<void>>();
         this.#stepWrites.set(tag, pending);
         pending.add(settled);
         void settled.then(() => {
           pending.delete(settled);
           if (pending.size === 0 && this.#stepWrites.get(tag) === pending) this.#stepWrites.delete(tag);
+          if (this.#writeTails.get(tag) === settled) this.#writeTails.delete(tag);
         });
         if (signal === undefined) return sent;
         return new Promise<void>((resolve, reject) => {
@@ -479,6 +503,25 @@ export class ProcessRun implements RecipeProcess {
         });
       },
     };
+  }
+
+  /**
+   * Takes over a pulse's off write sent at an abort or failure: the step does not wait for it
+   * (a stuck off write to a tag the safe state does not write delays nothing); a failure becomes
+   * a `pulse-off` problem of the result and is reported to the executor (health), never lost.
+   */
+  #closeLater(tag: string, write: Promise<void>): void {
+    const closing = write.then(
+      () => undefined,
+      (error: unknown) => {
+        const problem: ProcessProblem = { stage: "pulse-off", tag, error };
+        this.#problems.push(problem);
+        this.#init.logger.error({ processId: this.id, tag, error }, "a pulse's off value could not be written");
+        this.#init.onPulseOffFailure?.(problem);
+      },
+    );
+    this.#closing.add(closing);
+    void closing.then(() => this.#closing.delete(closing));
   }
 
   /** Resolves once no step write to `tag` is in flight (including ones sent meanwhile); undefined when none is. */

@@ -106,10 +106,19 @@ export interface ProcessStartOptions extends StartRecipeOptions {
   readonly signal?: AbortSignal;
 }
 
-/** A safe-state write the device refused (or that timed out), kept until the trip is reset. */
+/**
+ * A safe-state write the device refused (or that timed out), or a pulse's off write that failed
+ * after the pulse was aborted (review 15t), kept until the trip is reset.
+ */
 export interface SafeStateFailure {
-  /** The safe-state tag whose safe value was not written. */
+  /** The tag whose safe (or off) value was not written. */
   readonly tag: string;
+  /**
+   * `safe-state` (the default when absent): a safe-state write; `pulse-off`: an aborted pulse's
+   * off write (the tag may still hold its on value). Cleared by a reset of the machine, or by a
+   * later successful write of the tag by a process or the safe state.
+   */
+  readonly stage?: "safe-state" | "pulse-off";
   /** Why, in words (`KILN_...: message` for a KilnError). */
   readonly reason: string;
   /** When the write failed, ms since the Unix epoch (the executor's clock). */
@@ -224,12 +233,17 @@ export class RecipeExecutor {
       if (problem.stage !== "safe-state" || problem.tag === undefined) continue;
       failed.add(problem.tag);
       this.#safeStateFailures.set(problem.tag, {
+        stage: "safe-state",
         tag: problem.tag,
         reason: describeProblem(problem.error),
         at: this.#options.clock.now(),
       });
     }
-    for (const write of this.#safeState) if (!failed.has(write.tag)) this.#safeStateFailures.delete(write.tag);
+    for (const write of this.#safeState) {
+      if (failed.has(write.tag)) continue;
+      this.#safeStateFailures.delete(write.tag);
+      this.#safeStateFailures.delete(`pulse-off:${write.tag}`);
+    }
   }
 
   /** The process running (or paused) on the machine, if any. */
@@ -365,6 +379,17 @@ export class RecipeExecutor {
         options: this.#options,
         safeState: this.#safeState,
         onSafeState: (problems) => this.#noteSafeState(problems),
+        // A pulse whose off write failed after its abort: the tag may still be on (review 15t, M2).
+        onPulseOffFailure: (problem) => {
+          if (problem.tag === undefined) return;
+          this.#safeStateFailures.set(`pulse-off:${problem.tag}`, {
+            tag: problem.tag,
+            stage: "pulse-off",
+            reason: describeProblem(problem.error),
+            at: this.#options.clock.now(),
+          });
+        },
+        onStepWrite: (tag) => this.#safeStateFailures.delete(`pulse-off:${tag}`),
         progressSaveIntervalMs: this.#progressSaveIntervalMs,
         logger: this.#logger,
         onEnd: (ended) => {

@@ -47,10 +47,15 @@ export interface StepRunContext {
   readonly pulseErrors: number[];
   /** Wait timing errors (actual − planned, ms), appended by {@link runWait}. */
   readonly waitErrors: number[];
-  /** Problems met that do not fail the step on their own (a pulse that could not close after failing). */
+  /** Problems met that do not fail the step on their own. */
   readonly problems: ProcessProblem[];
   /** Aborts the process (not faulted) and returns the error to throw. */
   abort(reason: string): unknown;
+  /**
+   * Hands over a pulse's off write sent after the pulse was aborted or failed: the step does not
+   * wait for it; the process reports its failure (a `pulse-off` problem) when it settles.
+   */
+  closeLater(tag: string, write: Promise<void>): void;
 }
 
 const INTEGER_TYPES = new Set(["int16", "uint16", "int32", "uint32"]);
@@ -85,7 +90,11 @@ export async function runWait(body: WaitStep["wait"], frame: Frame, context: Ste
 
 /**
  * `pulse`: writes `on`, sleeps, writes `off`. The off value is written even when the pulse
- * failed or was aborted (without the signal: an aborted pulse must still close).
+ * failed or was aborted (without the signal: an aborted pulse must still close). It goes out
+ * after the `on` write has settled (the process's I/O chains writes per tag), so it is never
+ * overtaken by it. An aborted or failed pulse does not wait for its off write: it is handed to
+ * {@link StepRunContext.closeLater}, so the safe state waits for it only when the pulse's tag is
+ * a safe-state tag (adversarial review 15t, M2).
  */
 export async function runPulse(body: PulseStep["pulse"], frame: Frame, context: StepRunContext): Promise<StepOutcome> {
   const { io, clock } = context;
@@ -99,17 +108,12 @@ export async function runPulse(body: PulseStep["pulse"], frame: Frame, context: 
   } catch (error) {
     failure = { error };
   }
-  try {
-    await io.write(body.tag, valueOf(body.off, frame), undefined, context.origin);
-  } catch (error) {
-    if (failure === undefined) throw error;
-    context.problems.push({ stage: "pulse-off", tag: body.tag, error });
-    context.logger.error(
-      { processId: context.processId, tag: body.tag, error },
-      "a pulse's off value could not be written",
-    );
+  const off = io.write(body.tag, valueOf(body.off, frame), undefined, context.origin);
+  if (failure !== undefined) {
+    context.closeLater(body.tag, off);
+    throw failure.error;
   }
-  if (failure !== undefined) throw failure.error;
+  await off;
   const actualMs = monotonicNow(clock) - onAt;
   context.pulseErrors.push(actualMs - planned);
   return { actualMs };

@@ -1,0 +1,183 @@
+import { describe, expect, test } from "vitest";
+import { defineTags } from "../domain/tags";
+import type { RecipeInput } from "../recipes/recipe-schema";
+import { simulatedSystem } from "../../test/support/simulated-system";
+import { admin, engineer, settled } from "../../test/support/safety-harness";
+
+// Adversarial review 15t. H1: an abort while a pulse's `on` write was in flight sent the `off`
+// at once, so the `on` could land last (the PLC received 0 then 50; no problem reported). M2: an
+// aborted pulse awaited its `off` write, so a stuck `off` to a tag outside the safe state held
+// the whole safe state (and the machine) for the write timeout.
+
+const tags = defineTags({
+  "chamber.pressure": { dataType: "float64", range: { min: 0, max: 100 }, scanGroup: "fast" },
+  "heater.setpoint": { dataType: "float64", access: "readwrite", range: { min: 0, max: 400 }, scanGroup: "fast" },
+  "valve.h2o": { dataType: "bool", access: "readwrite", scanGroup: "fast" },
+  "stirrer.speed": { dataType: "float64", access: "readwrite", range: { min: 0, max: 100 }, scanGroup: "fast" },
+});
+
+const FAULTED = { kiln: "error", packml: "aborted" } as const;
+const STOPPED = { kiln: "idle", packml: "stopped" } as const;
+const RESET = { kiln: "reset", packml: "clear" } as const;
+
+const STIR: RecipeInput = {
+  name: "stir",
+  version: 1,
+  steps: [{ pulse: { tag: "stirrer.speed", on: 50, off: 0, durationMs: 5000 } }],
+};
+
+/**
+ * A system whose driver holds one write (`held`) until released, then lands it, or fails it
+ * (`failHeld`) with a device error. Every write is logged in order: sent, landed, wrote, refused.
+ */
+async function build(
+  model: "kiln" | "packml",
+  held: { tag: string; value: number },
+  options: { failHeld?: boolean } = {},
+) {
+  const pressure = { value: 1 };
+  const parts = simulatedSystem({
+    tags,
+    sources: { "chamber.pressure": () => pressure.value },
+    scanGroups: { fast: { periodMs: 50 } },
+    machine: {
+      model,
+      safeState: [
+        { tag: "heater.setpoint", value: 0 },
+        { tag: "valve.h2o", value: false },
+      ],
+    },
+    alarms: [
+      { tag: "chamber.pressure", kind: "HIHI", setpoint: 20, priority: 1, message: "Overpressure", interlock: true },
+    ],
+  });
+  const { plc, clock } = parts;
+  const events: string[] = [];
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  const write = plc.write.bind(plc);
+  plc.write = async (tag, value, signal) => {
+    if (tag.name === held.tag && value === held.value) {
+      events.push(`sent ${tag.name}=${String(value)}`);
+      await released;
+      if (options.failHeld === true) {
+        events.push(`refused ${tag.name}=${String(value)}`);
+        throw new Error("device refused the write");
+      }
+      await write(tag, value);
+      events.push(`landed ${tag.name}=${String(value)}`);
+      return;
+    }
+    await write(tag, value, signal);
+    events.push(`wrote ${tag.name}=${String(value)}`);
+  };
+  await parts.system.start();
+  await clock.advance(100);
+  const scans = async (count: number): Promise<void> => {
+    for (let tick = 0; tick < count; tick++) await clock.advance(50);
+  };
+  const trip = async (): Promise<void> => {
+    pressure.value = 25;
+    await scans(6);
+  };
+  const values = (tag: string): unknown[] =>
+    plc.writes.filter((entry) => entry.tag === tag).map((entry) => entry.value);
+  return { ...parts, pressure, events, release, scans, trip, values };
+}
+
+describe("a pulse's off value is never overtaken by its own on write (review 15t, H1)", () => {
+  for (const model of ["kiln", "packml"] as const) {
+    test(`${model} (the example): a stop while the pulse's on write is in flight; off lands after on`, async () => {
+      const parts = await build(model, { tag: "stirrer.speed", value: 50 });
+      const process = await parts.system.startRecipe(engineer, STIR);
+      await parts.scans(2);
+      const stop = settled(parts.system.sendMachineCommand(admin, "stop"));
+      await parts.scans(2);
+      // The stop is done: the safe state is written; the stirrer's off waits behind its on.
+      expect(stop).toMatchObject({ done: true, value: STOPPED[model] });
+      expect(parts.events).toEqual(["sent stirrer.speed=50", "wrote heater.setpoint=0", "wrote valve.h2o=false"]);
+      parts.release();
+      await parts.scans(2);
+      expect(parts.events.slice(3)).toEqual(["landed stirrer.speed=50", "wrote stirrer.speed=0"]);
+      expect(parts.values("stirrer.speed")).toEqual([50, 0]);
+      const result = await process.finished;
+      expect(result).toMatchObject({ status: "aborted", problems: [] });
+      await parts.system.stop();
+    });
+
+    test(`${model} (sibling): a trip during a pulse on a safe-state tag: on, then off, then the safe value`, async () => {
+      const parts = await build(model, { tag: "heater.setpoint", value: 300 });
+      const process = await parts.system.startRecipe(engineer, {
+        name: "heat",
+        version: 1,
+        steps: [{ pulse: { tag: "heater.setpoint", on: 300, off: 10, durationMs: 5000 } }],
+      });
+      await parts.scans(2);
+      await parts.trip();
+      // valve.h2o does not wait; heater.setpoint's off and safe value wait behind its on.
+      expect(parts.events).toEqual(["sent heater.setpoint=300", "wrote valve.h2o=false"]);
+      parts.release();
+      await parts.scans(2);
+      expect(parts.values("heater.setpoint")).toEqual([300, 10, 0]);
+      expect(parts.system.machineState).toBe(FAULTED[model]);
+      expect((await process.finished).status).toBe("aborted");
+      await parts.system.stop();
+    });
+  }
+});
+
+describe("an aborted pulse's stuck off write holds nothing outside its tag (review 15t, M2)", () => {
+  for (const model of ["kiln", "packml"] as const) {
+    test(`${model} (the example): a stop while the pulse's off write is stuck answers at once, safe state written`, async () => {
+      const parts = await build(model, { tag: "stirrer.speed", value: 0 });
+      const process = await parts.system.startRecipe(engineer, STIR);
+      await parts.scans(2);
+      const stop = settled(parts.system.sendMachineCommand(admin, "stop"));
+      await parts.scans(2);
+      expect(stop).toMatchObject({ done: true, value: STOPPED[model] });
+      expect(parts.events).toEqual([
+        "wrote stirrer.speed=50",
+        "sent stirrer.speed=0",
+        "wrote heater.setpoint=0",
+        "wrote valve.h2o=false",
+      ]);
+      // The result waits for the off write (its outcome belongs in the result).
+      const finished = settled(process.finished);
+      await parts.scans(2);
+      expect(finished.done).toBe(false);
+      parts.release();
+      await parts.scans(2);
+      expect(await process.finished).toMatchObject({ status: "aborted", problems: [] });
+      expect(parts.values("stirrer.speed")).toEqual([50, 0]);
+      await parts.system.stop();
+    });
+
+    test(`${model} (sibling): a trip while the off write is stuck faults at once; the off's failure is reported and named by health() until reset`, async () => {
+      const parts = await build(model, { tag: "stirrer.speed", value: 0 }, { failHeld: true });
+      const process = await parts.system.startRecipe(engineer, STIR);
+      await parts.scans(2);
+      await parts.trip();
+      expect(parts.system.machineState).toBe(FAULTED[model]);
+      expect(parts.events.slice(1)).toEqual([
+        "sent stirrer.speed=0",
+        "wrote heater.setpoint=0",
+        "wrote valve.h2o=false",
+      ]);
+      parts.release();
+      await parts.scans(2);
+      const result = await process.finished;
+      expect(result.status).toBe("aborted");
+      expect(result.problems).toMatchObject([{ stage: "pulse-off", tag: "stirrer.speed" }]);
+      const named = (): string[] =>
+        parts.system.health().problems.filter((problem) => problem.includes("pulse off write of stirrer.speed failed"));
+      expect(named()).toHaveLength(1);
+      expect(named()[0]).toContain("device refused the write");
+      parts.pressure.value = 1;
+      await parts.scans(4);
+      expect(named()).toHaveLength(1);
+      await parts.system.sendMachineCommand(admin, RESET[model]);
+      expect(named()).toHaveLength(0);
+      await parts.system.stop();
+    });
+  }
+});
