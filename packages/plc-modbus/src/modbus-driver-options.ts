@@ -48,11 +48,14 @@ export interface ModbusTcpTransport {
   /**
    * The forget horizon (ms, with `lateAnswerGuard`) of an answer that a device seen answering out of order
    * owes and never sends: from its request's send, requests of the same shape fail unsent (their tags bad,
-   * the reason naming the shape and this release time) until the answer comes or this horizon passes; then,
-   * in the next pause with no read in progress, the driver resynchronises the link: it closes the TCP connection and opens
+   * the reason naming the shape and this release time), and exceptions of its function are not trusted (they
+   * count against no unit and teach no hole), until the answer comes or this horizon passes. Then the driver
+   * sends no further request and resynchronises the link as soon as no request is on the wire (normally the
+   * pause between reads; under reads back to back, right after the requests on the wire, and the requests a
+   * read in progress still has queued fail retryable, "not connected"): it closes the TCP connection and opens
    * a new one, on which no answer of the old one can come (needs `reconnect.enabled`; without it the shape
    * stays held until the answer comes). Values below the late bound (twice `requestTimeoutMs`) are raised to
-   * it. ADR 0041, amendment fix12v. @default 30000
+   * it. ADR 0041, amendments fix12v, fix12y and fix12u (2026-12-01). @default 30000
    */
   readonly lostAnswerResyncMs?: number;
 }

@@ -178,7 +178,7 @@ describe("ModbusRequestQueue", () => {
    * A queue whose device has shown it answers out of order (IR0's answer came after a fence's own) and then lost
    * HR0's answer (shape hr/2): past HR0's late bound, hr/2 is held. Horizon 1000 ms; timeout and guard 100 ms.
    */
-  async function heldQueue(resyncs: string[]) {
+  async function heldQueue(resyncs: string[], exceptionShape?: string) {
     const clock = new SimulatedClock();
     const queue = new ModbusRequestQueue({
       clock,
@@ -197,7 +197,13 @@ describe("ModbusRequestQueue", () => {
     await clock.advance(0); // the fence in the pause gets its own answer
     queue.unasked("IR0's answer, after the fence's", { shape: "ir/2" });
     const lostAt = clock.now();
-    const lost = queue.run(never, "HR0", undefined, { shape: "hr/2", fence }).catch(() => undefined);
+    const lost = queue
+      .run(never, "HR0", undefined, {
+        shape: "hr/2",
+        fence,
+        ...(exceptionShape === undefined ? {} : { exceptionShape }),
+      })
+      .catch(() => undefined);
     await clock.advance(100);
     await lost;
     await clock.advance(100); // past HR0's late bound
@@ -284,6 +290,88 @@ describe("ModbusRequestQueue", () => {
     const next = read("HR20");
     await clock.advance(0);
     expect(await next).toBe("HR20");
+  });
+
+  it("on an out-of-order device an exception of a function whose answer is owed past its late bound is not trusted; past the horizon it asks the resync (ADR 0041 fix12u, adv12v)", async () => {
+    const resyncs: string[] = [];
+    const { clock, queue, lostAt } = await heldQueue(resyncs, "hr");
+    const gatewayFailed = new KilnError("KILN_DEVICE_ERROR", "exception 11", { details: { modbus: 11 } });
+    // Another data shape (not held), the same function: the dead unit's late exception 11 may land on it.
+    // Each untrusted exception leaves its own request's answer owed (its shape held in turn): a new shape each time.
+    let size = 8;
+    const refuse = async () => {
+      size += 2;
+      const outcome = queue
+        .run(() => Promise.reject(gatewayFailed), `HR0 x${size / 2} at the live unit`, undefined, {
+          shape: `hr/${size}`,
+          exceptionShape: "hr",
+        })
+        .catch((caught: unknown) => caught);
+      await clock.advance(0);
+      return outcome;
+    };
+    const untrusted = await refuse();
+    expect(modbusFailureOf(untrusted)).toBeUndefined();
+    expect(untrusted).toMatchObject({ code: "KILN_DEVICE_ERROR", details: { unprovenException: 11 } });
+    expect((untrusted as KilnError).message).toMatch(/the answer to HR0, sent at .*answers out of order/);
+    expect(resyncs).toEqual([]);
+    // An exception of another function is trusted.
+    const inputRefused = await queue
+      .run(() => Promise.reject(gatewayFailed), "IR0", undefined, { shape: "ir/2", exceptionShape: "ir" })
+      .catch((caught: unknown) => caught);
+    expect(modbusFailureOf(inputRefused)).toBe(11);
+    // Past HR0's forget horizon an untrusted exception asks the resync (as a held shape does).
+    await clock.advance(lostAt + 1000 - clock.now());
+    expect(await refuse()).toMatchObject({ details: { unprovenException: 11 } });
+    await clock.advance(0);
+    expect(resyncs).toHaveLength(1);
+    expect(resyncs[0]).toMatch(/the answer to HR0, .*never came, and exceptions of its function are not trusted/);
+    queue.fail(new Error("reconnecting"));
+    queue.newConnection();
+    // On the new connection nothing of the old one can come: past every late bound, an exception is its own again.
+    await clock.advance(300);
+    expect(modbusFailureOf(await refuse())).toBe(11);
+  });
+
+  // Pinned, not a regression test: a fence's own exception shape is counted as sent since the last proof when it
+  // goes, so its exception never proved the stream before either; `#strayOwedBy` in the fence path is defensive.
+  it("sibling (fix12u, pinned): on an out-of-order device a fence answered by an exception of a function whose answer is owed proves nothing", async () => {
+    const resyncs: string[] = [];
+    const { clock, queue } = await heldQueue(resyncs, "hr");
+    const gatewayFailed = new KilnError("KILN_DEVICE_ERROR", "exception 11", { details: { modbus: 11 } });
+    let refuse = false;
+    const fenced: string[] = [];
+    // The fence reads holding registers (like the live unit's last read): HR0's late exception would fit it.
+    const fence = (): ModbusFence => ({
+      shape: "hr/6",
+      exceptionShape: "hr",
+      run: () => (
+        fenced.push(refuse ? "refused" : "answered"),
+        refuse ? Promise.reject(gatewayFailed) : Promise.resolve([])
+      ),
+    });
+    // A fence's own data answer proves the stream (HR0's answer stays owed: the device answers out of order).
+    const answered = queue.run(() => Promise.resolve("IR8"), "IR8", undefined, {
+      shape: "ir/4",
+      exceptionShape: "ir",
+      fence,
+    });
+    await clock.advance(0);
+    expect(await answered).toBe("IR8");
+    expect(queue.alignment.aligned).toBe(true);
+    refuse = true;
+    const silent = queue
+      .run(() => new Promise<string>(() => undefined), "IR16", undefined, {
+        shape: "ir/8",
+        exceptionShape: "ir",
+        fence,
+      })
+      .catch(() => undefined);
+    await clock.advance(100);
+    await silent;
+    await clock.advance(0); // the fence in the pause gets exception 11: maybe HR0's late answer
+    expect(fenced).toEqual(["answered", "refused"]);
+    expect(queue.alignment.aligned).toBe(false);
   });
 
   it("sends the fence in the pause after a timeout: the next scan's request goes at once, no fence of its own (issue 12)", async () => {

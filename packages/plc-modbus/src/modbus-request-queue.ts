@@ -197,9 +197,11 @@ export interface ModbusRequestOptions {
   /**
    * What an exception answer to it looks like (e.g. `"1/holding-register"`: unit and function; an exception
    * carries no size). With the late-answer guard on, an exception answer that came while a request of the same
-   * exception shape was on the wire with it, or had timed out less than `lateAnswerGuardMs` before, may be that
-   * request's late answer: it rejects with `KILN_DEVICE_ERROR` `details.unprovenException` (the code) instead
-   * of the exception, so nothing is learned from it (see docs/drivers/modbus.md, "Learned holes").
+   * exception shape was on the wire with it, or had timed out less than `lateAnswerGuardMs` before, or, on a
+   * device seen answering out of order, whose answer is still owed (until it comes or the forget horizon
+   * resynchronises the link), may be that request's late answer: it rejects with `KILN_DEVICE_ERROR`
+   * `details.unprovenException` (the code) instead of the exception, so nothing is learned from it and it counts
+   * against no unit (see docs/drivers/modbus.md, "Learned holes").
    */
   readonly exceptionShape?: string;
   /**
@@ -934,20 +936,50 @@ export class ModbusRequestQueue {
     const shape = entry.exceptionShape;
     if (shape === undefined || this.#guardMs <= 0) return false;
     if ((this.#strayExceptions.get(shape) ?? Number.NEGATIVE_INFINITY) > this.#clock.now()) return true;
+    if (this.#strayOwedBy(entry) !== undefined) return true;
     if (this.idsProven) return false;
     for (const other of this.#inFlight) if (other !== entry && other.exceptionShape === shape) return true;
     return false;
   }
 
   /**
+   * On a device seen answering out of order, the oldest answer still owed (see `#owedCount`: past its late bound
+   * only on the current connection, so a resync forgets it) that an exception answer to `entry` could be: one of
+   * its exception shape (or of a request without one). Its data shape is held until it comes (`#heldBy`), but an
+   * exception carries no size, so it would fit any request of its function, a live unit's too (adv12v: a dead
+   * unit's exception 11, 700 ms late, took the live unit offline).
+   */
+  #strayOwedBy(entry: Entry): Owed | undefined {
+    const shape = entry.exceptionShape;
+    if (shape === undefined || this.#guardMs <= 0 || !this.#outOfOrder) return undefined;
+    this.#owedCount();
+    let oldest: Owed | undefined;
+    for (const owed of this.#owed) {
+      if (owed.exceptionShape !== undefined && owed.exceptionShape !== shape) continue;
+      if (oldest === undefined || owed.sentAt < oldest.sentAt) oldest = owed;
+    }
+    return oldest;
+  }
+
+  /**
    * `error` (exception `code`) answered `entry`, which was on the wire while a late answer of the same
    * exception shape could come (`#strayExceptionPossible`): an exception carries no size, so it may be
    * that late answer. Not trusted: a `KILN_DEVICE_ERROR` without an exception code, `details.unprovenException`.
+   * When the answer it may be is owed by a device that answers out of order past its forget horizon, the link is
+   * resynchronised (as for a held shape, see `#heldError`), after which that answer cannot come.
    */
   #unprovenException(entry: Entry, error: unknown, code: number): KilnError {
+    const owed = this.#strayOwedBy(entry);
+    let why = "while a late answer to an earlier request of the same function could still arrive";
+    if (owed !== undefined) {
+      why = `while the answer to ${owed.what}, sent at ${new Date(owed.sentAt).toISOString()}, had not come and this device answers out of order (an exception carries no size, so that answer, if an exception, fits any request of the same function)`;
+      const releaseAt = this.#releaseAt(owed);
+      if (releaseAt !== undefined && releaseAt <= this.#clock.now())
+        this.#resyncReason ??= `resynchronising the link: the answer to ${owed.what}, owed by a device that answers out of order since ${new Date(owed.sentAt).toISOString()}, never came, and exceptions of its function are not trusted while it may`;
+    }
     return new KilnError(
       "KILN_DEVICE_ERROR",
-      `Exception ${code} answered ${entry.what} while a late answer to an earlier request of the same function could still arrive; not trusted (it may be that request's), read again next scan.`,
+      `Exception ${code} answered ${entry.what} ${why}; not trusted (it may be that request's), read again next scan.`,
       { retryable: true, cause: error, details: { unprovenException: code } },
     );
   }
@@ -1042,7 +1074,13 @@ export class ModbusRequestQueue {
           if (failure === "disconnected") this.#countUnsure(entry, -1);
           if (entry.fenceFor !== undefined) {
             // An exception answers the fence unless an exception of its function may still be on its way.
-            if (typeof failure === "number" && !this.#sentUnsure(`!${entry.exceptionShape}`)) this.#prove(entry);
+            // Nor while one is owed by a device that answers out of order: it may be that answer.
+            if (
+              typeof failure === "number" &&
+              !this.#sentUnsure(`!${entry.exceptionShape}`) &&
+              this.#strayOwedBy(entry) === undefined
+            )
+              this.#prove(entry);
             else if (failure === "disconnected") this.#fenceFailed(entry, error);
             else {
               if (failure !== "timeout") this.#fenceNotBefore = this.#clock.now() + this.#timeoutMs;

@@ -58,6 +58,8 @@ export type RawAnswer =
       readonly delayMs?: number;
       /** A function is called when the answer is sent (a gateway stamping the newest request's id). */
       readonly transactionId?: number | (() => number);
+      /** A function is called when the answer is sent (a gateway stamping the newest request's unit id). */
+      readonly unitId?: number | (() => number);
     }
   | { readonly kind: "silent" };
 
@@ -182,6 +184,6 @@ function build(request: RawRequest, reply: Exclude<RawAnswer, { kind: "silent" }
   header.writeUInt16BE(transactionId ?? request.transactionId, 0);
   header.writeUInt16BE(normal?.protocolId ?? 0, 2);
   header.writeUInt16BE(pdu.length + 1 + (normal?.lengthDelta ?? 0), 4);
-  header[6] = (typeof normal?.unitId === "function" ? normal.unitId() : normal?.unitId) ?? request.unitId;
+  header[6] = (typeof reply.unitId === "function" ? reply.unitId() : reply.unitId) ?? request.unitId;
   return Buffer.concat([header, pdu]);
 }
