@@ -434,20 +434,34 @@ const DEFAULT_MAX_CLOCK_SKEW_MS = 60_000;
 const FLAP_WINDOW_MS = 60_000;
 const FLAP_LOSSES = 3;
 /**
- * The host's stale mark is stored this far (1 µs) past the last value the host received for the
- * tag, in the edge node's own clock: Sparkplug timestamps are whole milliseconds, so no real
- * sample can fall there, and stores keep microseconds (ADR 0043, amendment 19z).
+ * Microseconds of a time in ms, as Kiln stores key rows (`Math.round(ms * 1000)`): the host keeps
+ * each tag's newest stored time in these whole units (ADR 0043, amendment 19u).
  */
-const STALE_MARK_OFFSET_MS = 0.001;
+function microsOf(ms: number): number {
+  return Math.round(ms * 1000);
+}
 /**
- * Per tag, what the host stored for it, in the edge node's clock (ADR 0043, amendments 19z and
- * 2026-12-01 "by arrival"): `newest`, the latest time of a row it stored (a value not further ahead
- * than `maxClockSkewMs`, or one of its own marks); `newestIsMark`, whether that row is a stale
- * mark; `markDue`, whether a value arrived since the last mark (whatever its time: an edge clock
- * that stepped back sends values older than the mark, and they still need a mark of their own).
+ * The time (ms) of the microsecond right after `micros`, the one place the host puts a row of its
+ * own (a stale mark, a restated birth value) after another: 1 µs later in the edge node's clock.
+ * Sparkplug timestamps are whole milliseconds, so no real sample can fall there. It is computed
+ * from the integer, not as `ms + 0.001`: near 1.8e12 ms a float64 steps by 2^-12 ms, so adding
+ * 0.001 ms moves 0.9765625 µs and after a few dozen steps a row rounds onto the one before it,
+ * and the store drops it as a re-delivery (ADR 0043, amendments 19z and 19u). `(micros + 1) / 1000`
+ * is within 0.13 µs of the exact value, so it always rounds back to `micros + 1`.
+ */
+function microAfter(micros: number): number {
+  return (micros + 1) / 1000;
+}
+/**
+ * Per tag, what the host stored for it, in the edge node's clock (ADR 0043, amendments 19z,
+ * 2026-12-01 "by arrival" and 19u): `newestMicros`, the latest time (whole µs, {@link microsOf})
+ * of a row it stored (a value not further ahead than `maxClockSkewMs`, or one of its own marks);
+ * `newestIsMark`, whether that row is a stale mark; `markDue`, whether a value arrived since the
+ * last mark (whatever its time: an edge clock that stepped back sends values older than the mark,
+ * and they still need a mark of their own).
  */
 interface StoredTrail {
-  newest: number;
+  newestMicros: number;
   newestIsMark: boolean;
   markDue: boolean;
 }
@@ -1586,7 +1600,7 @@ export class SparkplugHost {
    * Marks the live values of `tags` stale: uncertain "last usable value", at `at` (a host time
    * or a wire time already checked by {@link #wireTime}). The stale mark is also stored, once
    * per last value: a row without a value (`null`, bad `BadNoCommunication`, the
-   * same reason) in the edge node's clock, {@link STALE_MARK_OFFSET_MS} after the last value the
+   * same reason) in the edge node's clock, 1 µs ({@link microAfter}) after the last value the
    * host received for the tag — the last moment it knew the value. So it lands after that value
    * and before any data of the next session whatever the skew between the two clocks, and what
    * the edge node measured meanwhile, replayed later as history, lands after it (ADR 0043,
@@ -1602,10 +1616,10 @@ export class SparkplugHost {
       if (entry === undefined) continue;
       const trail = this.#trails.get(tag);
       if (trail?.markDue === true) {
-        const storedAt = trail.newest + STALE_MARK_OFFSET_MS;
+        const storedAt = microAfter(trail.newestMicros);
         if (storedAt <= SAMPLE_TIME_MAX) {
           samples.push({ tag, value: null, timestamp: storedAt, quality: gap });
-          trail.newest = storedAt;
+          trail.newestMicros += 1;
           trail.newestIsMark = true;
           trail.markDue = false;
         }
@@ -1745,7 +1759,7 @@ export class SparkplugHost {
    * Any value received makes a stale mark due at the next loss of trust, whatever its time
    * (tracked by arrival, not by time: an edge clock that stepped back sends older times). A birth
    * value for a tag whose newest stored row is a stale mark, at or before the mark, is stored
-   * {@link STALE_MARK_OFFSET_MS} after the mark instead, its reason ending with
+   * 1 µs ({@link microAfter}) after the mark instead, its reason ending with
    * {@link RESTATED_REASON} and its own time: otherwise it would fall before the mark (or repeat
    * the stored row, dropped as a re-delivery) and history would read "no communication" for the
    * whole new session. A value further ahead than `maxClockSkewMs` does not move `newest` (the
@@ -1754,14 +1768,16 @@ export class SparkplugHost {
   #trace(sample: Sample, isBirth: boolean, ahead: boolean, topic: string): Sample {
     const trail = this.#trails.get(sample.tag);
     if (trail === undefined) {
-      if (!ahead) this.#trails.set(sample.tag, { newest: sample.timestamp, newestIsMark: false, markDue: true });
+      if (!ahead)
+        this.#trails.set(sample.tag, { newestMicros: microsOf(sample.timestamp), newestIsMark: false, markDue: true });
       return sample;
     }
     trail.markDue = true;
-    if (isBirth && trail.newestIsMark && sample.timestamp <= trail.newest && !ahead) {
-      const timestamp = trail.newest + STALE_MARK_OFFSET_MS;
+    const micros = microsOf(sample.timestamp);
+    if (isBirth && trail.newestIsMark && micros <= trail.newestMicros && !ahead) {
+      const timestamp = microAfter(trail.newestMicros);
       if (timestamp <= SAMPLE_TIME_MAX) {
-        trail.newest = timestamp;
+        trail.newestMicros += 1;
         trail.newestIsMark = false;
         const given = sample.quality.reason;
         const restated = `${RESTATED_REASON} (${topic}, measured at ${timeText(sample.timestamp)})`;
@@ -1775,8 +1791,8 @@ export class SparkplugHost {
         };
       }
     }
-    if (!ahead && sample.timestamp > trail.newest) {
-      trail.newest = sample.timestamp;
+    if (!ahead && micros > trail.newestMicros) {
+      trail.newestMicros = micros;
       trail.newestIsMark = false;
     }
     return sample;
