@@ -1214,8 +1214,19 @@ export class SparkplugEdgeNode {
    * ({@link oversizedMetric}) until the message fits: each counted (`metricsNotEncodable`) and
    * named in `health().problems` until it is published whole again. Undefined (not sent, said in
    * health) only when even the message of nulls does not fit.
+   *
+   * The message takes its `seq` here, and only once its bytes exist: a DDATA that is not sent
+   * leaves `seq` where it was, so the host sees no gap and asks for no rebirth (ADR 0043,
+   * amendment 19u).
    */
-  #encodeData(session: Session, payload: SparkplugPayload): Uint8Array | undefined {
+  #encodeData(session: Session, unnumbered: Omit<SparkplugPayload, "seq">): Uint8Array | undefined {
+    const seq = (this.#seq + 1) % 256;
+    const bytes = this.#fitData(session, { ...unnumbered, seq });
+    if (bytes !== undefined) this.#seq = seq;
+    return bytes;
+  }
+
+  #fitData(session: Session, payload: SparkplugPayload): Uint8Array | undefined {
     const bytes = this.#encode(payload, true);
     const limit = session.brokerMaxPacketSize;
     const fits = (encoded: Uint8Array): boolean => publishPacketSize(this.#topics.ddata, encoded.length) <= limit!;
@@ -1469,7 +1480,7 @@ export class SparkplugEdgeNode {
     }
     if (this.#awaitAcks) metrics.push(this.#messageNumber(this.#dataCount + 1, this.#clock.now(), false));
     // [tck-id-payloads-alias-data-cmd-requirement] alias only; [tck-id-payloads-metric-datatype-not-req] no datatype.
-    const bytes = this.#encodeData(session, { timestamp: this.#clock.now(), seq: this.#nextSeq(), metrics });
+    const bytes = this.#encodeData(session, { timestamp: this.#clock.now(), metrics });
     if (bytes === undefined) {
       this.#counts.notPublished += samples.length;
       return;
@@ -1709,7 +1720,7 @@ export class SparkplugEdgeNode {
           const metrics = this.#historicalMetrics(record.bytes);
           let sent = 0;
           if (metrics.length > 0) {
-            const bytes = this.#encodeData(session!, { timestamp: this.#clock.now(), seq: this.#nextSeq(), metrics });
+            const bytes = this.#encodeData(session!, { timestamp: this.#clock.now(), metrics });
             if (bytes === undefined) {
               this.#drop(
                 metrics.length,
@@ -1763,7 +1774,7 @@ export class SparkplugEdgeNode {
       let bytes: Uint8Array | undefined;
       if (metrics.length > 0) {
         const numbered = [...metrics, this.#messageNumber(this.#dataCount + 1, this.#clock.now(), false)];
-        bytes = this.#encodeData(session, { timestamp: this.#clock.now(), seq: this.#nextSeq(), metrics: numbered });
+        bytes = this.#encodeData(session, { timestamp: this.#clock.now(), metrics: numbered });
         if (bytes === undefined)
           this.#drop(
             metrics.length,
