@@ -731,6 +731,11 @@ export class SparkplugHost {
       this.#lastState = { online: false, timestamp: session.timestamp };
       await endSession(session.client, this.#clock, sent && session.client.connected);
     });
+    // Nothing more is taken: every tag whose last stored row is a value gets its stale mark
+    // ("host stopped"), 1 µs after it, before the writer drains. Otherwise history would read the
+    // last value good across the host's downtime, whatever the edge node did meanwhile (ADR 0043,
+    // amendment 19u).
+    this.#markStale([...this.#live.keys()], this.#clock.now(), "host stopped");
     // One budget for both waits on the store: the final acks' and this drain's.
     await this.#writer.drain(Math.max(0, drainUntil - this.#clock.now()));
     this.#writer.reset("host stopped");

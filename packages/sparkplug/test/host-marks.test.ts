@@ -110,3 +110,45 @@ describe("Sparkplug host: its own rows always land on a later microsecond", () =
     expectChain(await db.samples(tag("a")), 2 * outages);
   });
 });
+
+describe("Sparkplug host: its own downtime is marked in history (19v item 2)", () => {
+  test("stop() stores a stale mark 1 µs after each tag's last value: history does not read the last value good across the host's downtime", async () => {
+    const db = await database();
+    const host = newHost(db, "stopping");
+    await host.start();
+    const t0 = Date.now() - 60_000;
+    const node = await edge(0);
+    await node.nbirth(0);
+    await node.dbirth("d", [double("a", 1, 1, t0), double("b", 2, 2, t0 + 5)]);
+    await node.ddata("d", [{ alias: 1, timestamp: t0 + 10, datatype: "Double", value: 11 }]);
+    await eventually(async () => (await db.samples(tag("a"))).length === 2, 10_000, "values stored");
+    await host.stop();
+    for (const [metric, last] of [
+      ["a", t0 + 10],
+      ["b", t0 + 5],
+    ] as const) {
+      const rows = await db.samples(tag(metric));
+      const mark = rows.at(-1)!;
+      expect(mark.value, metric).toBeNull();
+      expect(mark.quality).toMatchObject({ severity: "bad", reason: expect.stringMatching(/host stopped/) });
+      expect(micros(mark.timestamp), metric).toBe(micros(last) + 1);
+    }
+  });
+
+  test("sibling: a tag already marked by its edge node's death gets no second mark when the host stops", async () => {
+    const db = await database();
+    const host = newHost(db, "stopping-2");
+    await host.start();
+    const t0 = Date.now() - 60_000;
+    const node = await edge(0);
+    await node.nbirth(0);
+    await node.dbirth("d", [double("a", 1, 1, t0)]);
+    await eventually(async () => (await db.samples(tag("a"))).length === 1, 10_000, "value stored");
+    await node.ndeath(0);
+    await eventually(async () => (await db.samples(tag("a"))).length === 2, 10_000, "mark stored");
+    await host.stop();
+    const rows = await db.samples(tag("a"));
+    expect(rows).toHaveLength(2);
+    expect(rows[1]!.quality.reason).not.toMatch(/host stopped/);
+  });
+});
