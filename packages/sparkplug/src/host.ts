@@ -705,6 +705,9 @@ export class SparkplugHost {
     await this.#lifecycle.close(async () => {
       const session = this.#session;
       if (session === undefined) return;
+      // The marks of the host's stop (below), pushed now so the writer stores them while the
+      // final acks and the goodbye take their time; a value taken after them gets its own.
+      this.#markStale([...this.#live.keys()], this.#clock.now(), "host stopped");
       let sent = false;
       if (session.client.connected) {
         // While the edge nodes still listen in their sessions: the final acks (ADR 0037).
@@ -731,7 +734,7 @@ export class SparkplugHost {
       this.#lastState = { online: false, timestamp: session.timestamp };
       await endSession(session.client, this.#clock, sent && session.client.connected);
     });
-    // Nothing more is taken: every tag whose last stored row is a value gets its stale mark
+    // Nothing more is taken: every tag whose last stored row is still a value gets its stale mark
     // ("host stopped"), 1 µs after it, before the writer drains. Otherwise history would read the
     // last value good across the host's downtime, whatever the edge node did meanwhile (ADR 0043,
     // amendment 19u).
