@@ -333,7 +333,9 @@ export interface SparkplugHostEvents {
    * another datatype than the birth before it: taken under the new datatype, reported.
    * `future-timestamp`: a value timestamped more than `maxClockSkewMs` ahead of the host's
    * clock: stored, not shown in the live view; for a live one, the live value the metric had is
-   * marked uncertain.
+   * marked uncertain. `clock-step-back`: a live value of the session received after the one shown
+   * but timestamped before it (the edge node's clock stepped back): stored, counted in
+   * `samples.outOfOrder`, not shown; the live value shown is marked uncertain (ADR 0043, 19u).
    */
   "metric-issue": {
     /** The qualified tag name. */
@@ -343,7 +345,7 @@ export interface SparkplugHostEvents {
     readonly deviceId?: string;
     /** The metric name as the edge node gave it. */
     readonly metric: string;
-    readonly issue: "datatype-mismatch" | "unstorable" | "retyped" | "future-timestamp";
+    readonly issue: "datatype-mismatch" | "unstorable" | "retyped" | "future-timestamp" | "clock-step-back";
     readonly detail: string;
   };
   /** A store call failed (`willRetry`: the batch is written again after a backoff). */
@@ -458,12 +460,15 @@ function microAfter(micros: number): number {
  * of a row it stored (a value not further ahead than `maxClockSkewMs`, or one of its own marks);
  * `newestIsMark`, whether that row is a stale mark; `markDue`, whether a value arrived since the
  * last mark (whatever its time: an edge clock that stepped back sends values older than the mark,
- * and they still need a mark of their own).
+ * and they still need a mark of their own); `receivedMicros`, the time of the last live value
+ * received since the last mark, by arrival: when the edge clock stepped back it is older than
+ * `newestMicros`, and the mark also goes right after it (amendment 19u).
  */
 interface StoredTrail {
   newestMicros: number;
   newestIsMark: boolean;
   markDue: boolean;
+  receivedMicros: number | undefined;
 }
 /** Added to the quality reason of a birth value the host stored after its stale mark instead of at its own time. */
 const RESTATED_REASON = "restated by a birth after a loss of trust";
@@ -1626,10 +1631,16 @@ export class SparkplugHost {
       if (trail?.markDue === true) {
         const storedAt = microAfter(trail.newestMicros);
         if (storedAt <= SAMPLE_TIME_MAX) {
+          // The last live value received is older than the newest row (the edge clock stepped
+          // back): a mark right after it too, so history does not read it good across the loss.
+          const received = trail.receivedMicros;
+          if (received !== undefined && received + 1 < trail.newestMicros)
+            samples.push({ tag, value: null, timestamp: microAfter(received), quality: gap });
           samples.push({ tag, value: null, timestamp: storedAt, quality: gap });
           trail.newestMicros += 1;
           trail.newestIsMark = true;
           trail.markDue = false;
+          trail.receivedMicros = undefined;
         }
       }
       if (entry.sample.quality.code === stale.code) continue;
@@ -1773,20 +1784,28 @@ export class SparkplugHost {
    * whole new session. A value further ahead than `maxClockSkewMs` does not move `newest` (the
    * mark is never put at a time no clock can have had yet).
    */
-  #trace(sample: Sample, isBirth: boolean, ahead: boolean, topic: string): Sample {
+  #trace(sample: Sample, isBirth: boolean, ahead: boolean, topic: string, historical: boolean): Sample {
     const trail = this.#trails.get(sample.tag);
+    const micros = microsOf(sample.timestamp);
+    const received = historical || ahead ? undefined : micros;
     if (trail === undefined) {
       if (!ahead)
-        this.#trails.set(sample.tag, { newestMicros: microsOf(sample.timestamp), newestIsMark: false, markDue: true });
+        this.#trails.set(sample.tag, {
+          newestMicros: micros,
+          newestIsMark: false,
+          markDue: true,
+          receivedMicros: received,
+        });
       return sample;
     }
     trail.markDue = true;
-    const micros = microsOf(sample.timestamp);
+    if (received !== undefined) trail.receivedMicros = received;
     if (isBirth && trail.newestIsMark && micros <= trail.newestMicros && !ahead) {
       const timestamp = microAfter(trail.newestMicros);
       if (timestamp <= SAMPLE_TIME_MAX) {
         trail.newestMicros += 1;
         trail.newestIsMark = false;
+        trail.receivedMicros = trail.newestMicros;
         const given = sample.quality.reason;
         const restated = `${RESTATED_REASON} (${topic}, measured at ${timeText(sample.timestamp)})`;
         return {
@@ -1904,7 +1923,10 @@ export class SparkplugHost {
         quality: qualityOfMetric(metric.properties, value === null),
       };
       if (metric.isTransient === true) this.#counts.transient++;
-      else samples.push(this.#trace(sample, isBirth, this.#aheadOfHost(timestamp, now), topic));
+      else
+        samples.push(
+          this.#trace(sample, isBirth, this.#aheadOfHost(timestamp, now), topic, metric.isHistorical === true),
+        );
       if (metric.isHistorical === true) {
         this.#counts.historical++;
         // Stored as the edge node published it, never in the live view; but a time no clock can
@@ -1946,6 +1968,17 @@ export class SparkplugHost {
       const current = held?.sample;
       if (current !== undefined && !isBirth && timestamp < current.timestamp) {
         this.#counts.outOfOrder++;
+        // A live value of this session, received after the one shown but older by its time: the
+        // edge clock stepped back. The one shown is not the current value any more: uncertain,
+        // the step named, never shown good while a newer one was received (amendment 19u).
+        this.#metricIssue(
+          node,
+          deviceId,
+          info,
+          "clock-step-back",
+          `${topic}: a live value timestamped ${timeText(timestamp)} arrived after one timestamped ${timeText(current.timestamp)} (the edge node's clock stepped back): stored, not shown; the value shown is no longer current`,
+          { at: 0, quality: quality("uncertain", undefined, QualityCodes.UncertainLastUsableValue) },
+        );
         continue;
       }
       // (A mark of the host's own is not in the store: a value at its time is not a conflict.)

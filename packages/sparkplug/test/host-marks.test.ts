@@ -152,3 +152,55 @@ describe("Sparkplug host: its own downtime is marked in history (19v item 2)", (
     expect(rows[1]!.quality.reason).not.toMatch(/host stopped/);
   });
 });
+
+describe("Sparkplug host: an edge clock that steps back (19v item 3)", () => {
+  test("values +30 s, +30.5 s, then the clock steps back: 3 @+1 s, 4 @+2 s, NDEATH: the live value is never 2 good, history at +10 s is not 4 good", async () => {
+    const db = await database();
+    const host = newHost(db, "step-back");
+    const issues: string[] = [];
+    host.events.on("metric-issue", (event) => void issues.push(event.issue));
+    await host.start();
+    const t0 = Date.now();
+    const node = await edge(0);
+    await node.nbirth(0);
+    await node.dbirth("d", [double("a", 1, 1, t0 + 30_000)]);
+    await node.ddata("d", [{ alias: 1, timestamp: t0 + 30_500, datatype: "Double", value: 2 }]);
+    await node.ddata("d", [{ alias: 1, timestamp: t0 + 1_000, datatype: "Double", value: 3 }]);
+    await node.ddata("d", [{ alias: 1, timestamp: t0 + 2_000, datatype: "Double", value: 4 }]);
+    await eventually(async () => (await db.samples(tag("a"))).length === 4, 10_000, "values stored");
+    const live = host.latest(tag("a"))!.sample;
+    expect(live.value === 2 && live.quality.severity === "good", "2 shown good while 4 was received").toBe(false);
+    expect(live.quality.reason).toMatch(/clock stepped back/);
+    expect(issues).toContain("clock-step-back");
+    await node.ndeath(0);
+    await eventually(async () => (await db.samples(tag("a"))).length === 6, 10_000, "two marks stored");
+    const rows = await db.samples(tag("a"));
+    const at = (offset: number) => rows.filter((row) => row.timestamp <= t0 + offset).at(-1)!;
+    expect(at(10_000).value).toBeNull();
+    expect(at(10_000).quality.severity).toBe("bad");
+    expect(micros(at(10_000).timestamp)).toBe(micros(t0 + 2_000) + 1);
+    expect(at(31_000).value).toBeNull();
+    expect(micros(at(31_000).timestamp)).toBe(micros(t0 + 30_500) + 1);
+  });
+
+  test("sibling: historical values replayed older than the newest live value add no second mark (only live values by arrival count)", async () => {
+    const db = await database();
+    const host = newHost(db, "step-back-2");
+    await host.start();
+    const t0 = Date.now() - 60_000;
+    const node = await edge(0);
+    await node.nbirth(0);
+    await node.dbirth("d", [double("a", 1, 1, t0 + 30_000)]);
+    await node.ddata("d", [
+      { alias: 1, timestamp: t0 + 10_000, datatype: "Double", value: 5, isHistorical: true },
+      { alias: 1, timestamp: t0 + 20_000, datatype: "Double", value: 6, isHistorical: true },
+    ]);
+    await eventually(async () => (await db.samples(tag("a"))).length === 3, 10_000, "values stored");
+    expect(host.latest(tag("a"))!.sample).toMatchObject({ value: 1, quality: { severity: "good" } });
+    await node.ndeath(0);
+    await eventually(async () => (await db.samples(tag("a"))).length >= 4, 10_000, "mark stored");
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const rows = await db.samples(tag("a"));
+    expect(rows.map((row) => row.value)).toEqual([5, 6, 1, null]);
+  });
+});
