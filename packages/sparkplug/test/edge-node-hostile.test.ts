@@ -898,4 +898,53 @@ describe("adversarial review 19v, item 5: a DDATA that cannot be sent takes no s
       }
     },
   );
+
+  test.skipIf(!mosquittoAvailability().available)(
+    "item 4: a rebirth too large for the broker is not sent and leaves seq and the session unborn: no DDATA after it (none the host would see after a gap), the birth is tried again and sent once it fits (needs mosquitto)",
+    async () => {
+      fixture = await edgeFixture();
+      const broker = await limitedBroker(4_000);
+      try {
+        const watch = await watchSeqs(broker.url);
+        const node = fixture.newNode({
+          brokerUrl: broker.url,
+          mqtt: { protocolVersion: 5 },
+          minRebirthIntervalMs: 200,
+        });
+        await node.start();
+        await expect.poll(() => node.health().publishing, { timeout: 5_000 }).toBe(true);
+        fixture.plc.set("recipe.name", "z".repeat(10_000));
+        await expect.poll(() => node.health().metricsNotEncodable, { timeout: 5_000 }).toBeGreaterThanOrEqual(1);
+        const { connectAsync } = await import("mqtt");
+        const commander = await connectAsync(broker.url, { protocolVersion: 5 });
+        const rebirth = encodePayload({
+          timestamp: Date.now(),
+          metrics: [{ name: "Node Control/Rebirth", datatype: "Boolean", value: true }],
+        });
+        await commander.publishAsync(`spBv1.0/${GROUP}/NCMD/${EDGE}`, Buffer.from(rebirth), { qos: 1 });
+        await expect
+          .poll(() => node.health().problems.join("\n"), { timeout: 5_000 })
+          .toMatch(/DBIRTH .*over the broker's Maximum Packet Size/);
+        expect(node.health().publishing).toBe(false);
+        const afterRefusal = watch.seqs.length;
+        const notPublished = node.health().samplesNotPublished;
+        fixture.plc.set("heater.setpoint", 55);
+        await expect.poll(() => node.health().samplesNotPublished, { timeout: 5_000 }).toBeGreaterThan(notPublished);
+        expect(watch.seqs.length).toBe(afterRefusal);
+        // The value fits again: the birth retried is sent, seq from 0, and data follows without a gap.
+        fixture.plc.set("recipe.name", "short");
+        await expect.poll(() => node.health().publishing, { timeout: 10_000 }).toBe(true);
+        fixture.plc.set("heater.setpoint", 56);
+        await expect.poll(() => watch.seqs.length, { timeout: 5_000 }).toBeGreaterThanOrEqual(afterRefusal + 3);
+        const resumed = watch.seqs.slice(afterRefusal);
+        expect(resumed[0]).toBe(0);
+        expect(gapless(resumed), `seqs ${watch.seqs.join(",")}`).toBe(true);
+        await commander.endAsync();
+        await node.stop();
+        await watch.close();
+      } finally {
+        await broker.stop();
+      }
+    },
+  );
 });
