@@ -1214,8 +1214,19 @@ export class SparkplugEdgeNode {
    * ({@link oversizedMetric}) until the message fits: each counted (`metricsNotEncodable`) and
    * named in `health().problems` until it is published whole again. Undefined (not sent, said in
    * health) only when even the message of nulls does not fit.
+   *
+   * The message takes its `seq` here, and only once its bytes exist: a DDATA that is not sent
+   * leaves `seq` where it was, so the host sees no gap and asks for no rebirth (ADR 0043,
+   * amendment 19u).
    */
-  #encodeData(session: Session, payload: SparkplugPayload): Uint8Array | undefined {
+  #encodeData(session: Session, unnumbered: Omit<SparkplugPayload, "seq">): Uint8Array | undefined {
+    const seq = (this.#seq + 1) % 256;
+    const bytes = this.#fitData(session, { ...unnumbered, seq });
+    if (bytes !== undefined) this.#seq = seq;
+    return bytes;
+  }
+
+  #fitData(session: Session, payload: SparkplugPayload): Uint8Array | undefined {
     const bytes = this.#encode(payload, true);
     const limit = session.brokerMaxPacketSize;
     const fits = (encoded: Uint8Array): boolean => publishPacketSize(this.#topics.ddata, encoded.length) <= limit!;
@@ -1375,11 +1386,6 @@ export class SparkplugEdgeNode {
     this.#pending = [];
     this.#pendingMachineState = undefined;
     const now = this.#clock.now();
-    // [tck-id-topics-nbirth-seq-num]: NBIRTH has seq 0; the rest follow from it.
-    this.#seq = 0;
-    // A new epoch: what was sent and not acknowledged is sent again after these births (ADR 0037).
-    this.#epoch++;
-    this.#acked = undefined;
     const nodeMetrics: SparkplugMetric[] = [
       { name: BDSEQ_METRIC, timestamp: now, datatype: "Int64", value: session.bdSeq },
       { name: REBIRTH_METRIC, timestamp: now, datatype: "Boolean", value: false },
@@ -1398,8 +1404,12 @@ export class SparkplugEdgeNode {
       value: this.#system.machineState,
     });
     if (this.#awaitAcks) metrics.push(this.#messageNumber(this.#dataCount, now, true));
-    const dbirth = this.#encode({ timestamp: now, seq: this.#nextSeq(), metrics });
-    if (nbirth === undefined || dbirth === undefined) return;
+    // [tck-id-topics-nbirth-seq-num]: NBIRTH has seq 0, the DBIRTH 1; taken only once sent.
+    const dbirth = this.#encode({ timestamp: now, seq: 1, metrics });
+    if (nbirth === undefined || dbirth === undefined) {
+      this.#birthNotSent(session);
+      return;
+    }
     // A birth larger than the broker takes (its MQTT 5 CONNACK Maximum Packet Size) would end the
     // session at the broker, and the next birth likewise: not sent, said in health until a birth fits.
     const limit = session.brokerMaxPacketSize;
@@ -1413,10 +1423,15 @@ export class SparkplugEdgeNode {
           "birth-size",
           `the ${topic === this.#topics.nbirth ? "NBIRTH" : "DBIRTH"} (${size} bytes as an MQTT packet) is over the broker's Maximum Packet Size (${limit} bytes, MQTT 5 CONNACK): not sent, so nothing is published; raise the broker's limit (mosquitto max_packet_size) or publish fewer or shorter tag properties. A host's maxPayloadBytes must exceed the largest birth too.`,
         );
+        this.#birthNotSent(session);
         return;
       }
     }
     this.#problems.delete("birth-size");
+    this.#seq = 1;
+    // A new epoch: what was sent and not acknowledged is sent again after these births (ADR 0037).
+    this.#epoch++;
+    this.#acked = undefined;
     // NBIRTH, DBIRTH, NDATA, DDATA: QoS 0, not retained ([tck-id-topics-nbirth-mqtt] and the like).
     session.client.publish(this.#topics.nbirth, Buffer.from(nbirth), { qos: 0, retain: false });
     session.client.publish(this.#topics.dbirth, Buffer.from(dbirth), { qos: 0, retain: false });
@@ -1426,6 +1441,24 @@ export class SparkplugEdgeNode {
     void this.#bus.publish("birth-publish", { bdSeq: session.bdSeq, reason, metrics: metrics.length });
     // The backlog follows the births (the host has the aliases and current values first).
     void this.#replay();
+  }
+
+  /**
+   * A birth that could not be sent (too large for the broker, or not encodable): `seq` and the
+   * epoch stay as they were, the session is not born (its data is journaled with
+   * store-and-forward, else counted in `samplesNotPublished`, never sent as DDATA the host would
+   * see after a seq gap), and the birth is tried again after `minRebirthIntervalMs` while the
+   * session lasts (ADR 0043, amendment 19u).
+   */
+  #birthNotSent(session: Session): void {
+    session.born = false;
+    if (this.#rebirthTimer !== undefined) return;
+    this.#rebirthTimer = this.#clock.setTimeout(() => {
+      this.#rebirthTimer = undefined;
+      if (this.#stopping || this.#session !== session || session.closing || session.born) return;
+      if (this.#topics.state !== undefined && this.#host.state !== "online") return;
+      this.#birth(session, "session");
+    }, this.#options.minRebirthIntervalMs ?? DEFAULT_MIN_REBIRTH_INTERVAL_MS);
   }
 
   #onChange(change: CvtChange): void {
@@ -1469,7 +1502,7 @@ export class SparkplugEdgeNode {
     }
     if (this.#awaitAcks) metrics.push(this.#messageNumber(this.#dataCount + 1, this.#clock.now(), false));
     // [tck-id-payloads-alias-data-cmd-requirement] alias only; [tck-id-payloads-metric-datatype-not-req] no datatype.
-    const bytes = this.#encodeData(session, { timestamp: this.#clock.now(), seq: this.#nextSeq(), metrics });
+    const bytes = this.#encodeData(session, { timestamp: this.#clock.now(), metrics });
     if (bytes === undefined) {
       this.#counts.notPublished += samples.length;
       return;
@@ -1709,7 +1742,7 @@ export class SparkplugEdgeNode {
           const metrics = this.#historicalMetrics(record.bytes);
           let sent = 0;
           if (metrics.length > 0) {
-            const bytes = this.#encodeData(session!, { timestamp: this.#clock.now(), seq: this.#nextSeq(), metrics });
+            const bytes = this.#encodeData(session!, { timestamp: this.#clock.now(), metrics });
             if (bytes === undefined) {
               this.#drop(
                 metrics.length,
@@ -1763,7 +1796,7 @@ export class SparkplugEdgeNode {
       let bytes: Uint8Array | undefined;
       if (metrics.length > 0) {
         const numbered = [...metrics, this.#messageNumber(this.#dataCount + 1, this.#clock.now(), false)];
-        bytes = this.#encodeData(session, { timestamp: this.#clock.now(), seq: this.#nextSeq(), metrics: numbered });
+        bytes = this.#encodeData(session, { timestamp: this.#clock.now(), metrics: numbered });
         if (bytes === undefined)
           this.#drop(
             metrics.length,

@@ -333,7 +333,9 @@ export interface SparkplugHostEvents {
    * another datatype than the birth before it: taken under the new datatype, reported.
    * `future-timestamp`: a value timestamped more than `maxClockSkewMs` ahead of the host's
    * clock: stored, not shown in the live view; for a live one, the live value the metric had is
-   * marked uncertain.
+   * marked uncertain. `clock-step-back`: a live value of the session received after the one shown
+   * but timestamped before it (the edge node's clock stepped back): stored, counted in
+   * `samples.outOfOrder`, not shown; the live value shown is marked uncertain (ADR 0043, 19u).
    */
   "metric-issue": {
     /** The qualified tag name. */
@@ -343,7 +345,7 @@ export interface SparkplugHostEvents {
     readonly deviceId?: string;
     /** The metric name as the edge node gave it. */
     readonly metric: string;
-    readonly issue: "datatype-mismatch" | "unstorable" | "retyped" | "future-timestamp";
+    readonly issue: "datatype-mismatch" | "unstorable" | "retyped" | "future-timestamp" | "clock-step-back";
     readonly detail: string;
   };
   /** A store call failed (`willRetry`: the batch is written again after a backoff). */
@@ -434,22 +436,39 @@ const DEFAULT_MAX_CLOCK_SKEW_MS = 60_000;
 const FLAP_WINDOW_MS = 60_000;
 const FLAP_LOSSES = 3;
 /**
- * The host's stale mark is stored this far (1 µs) past the last value the host received for the
- * tag, in the edge node's own clock: Sparkplug timestamps are whole milliseconds, so no real
- * sample can fall there, and stores keep microseconds (ADR 0043, amendment 19z).
+ * Microseconds of a time in ms, as Kiln stores key rows (`Math.round(ms * 1000)`): the host keeps
+ * each tag's newest stored time in these whole units (ADR 0043, amendment 19u).
  */
-const STALE_MARK_OFFSET_MS = 0.001;
+function microsOf(ms: number): number {
+  return Math.round(ms * 1000);
+}
 /**
- * Per tag, what the host stored for it, in the edge node's clock (ADR 0043, amendments 19z and
- * 2026-12-01 "by arrival"): `newest`, the latest time of a row it stored (a value not further ahead
- * than `maxClockSkewMs`, or one of its own marks); `newestIsMark`, whether that row is a stale
- * mark; `markDue`, whether a value arrived since the last mark (whatever its time: an edge clock
- * that stepped back sends values older than the mark, and they still need a mark of their own).
+ * The time (ms) of the microsecond right after `micros`, the one place the host puts a row of its
+ * own (a stale mark, a restated birth value) after another: 1 µs later in the edge node's clock.
+ * Sparkplug timestamps are whole milliseconds, so no real sample can fall there. It is computed
+ * from the integer, not as `ms + 0.001`: near 1.8e12 ms a float64 steps by 2^-12 ms, so adding
+ * 0.001 ms moves 0.9765625 µs and after a few dozen steps a row rounds onto the one before it,
+ * and the store drops it as a re-delivery (ADR 0043, amendments 19z and 19u). `(micros + 1) / 1000`
+ * is within 0.13 µs of the exact value, so it always rounds back to `micros + 1`.
+ */
+function microAfter(micros: number): number {
+  return (micros + 1) / 1000;
+}
+/**
+ * Per tag, what the host stored for it, in the edge node's clock (ADR 0043, amendments 19z,
+ * 2026-12-01 "by arrival" and 19u): `newestMicros`, the latest time (whole µs, {@link microsOf})
+ * of a row it stored (a value not further ahead than `maxClockSkewMs`, or one of its own marks);
+ * `newestIsMark`, whether that row is a stale mark; `markDue`, whether a value arrived since the
+ * last mark (whatever its time: an edge clock that stepped back sends values older than the mark,
+ * and they still need a mark of their own); `receivedMicros`, the time of the last live value
+ * received since the last mark, by arrival: when the edge clock stepped back it is older than
+ * `newestMicros`, and the mark also goes right after it (amendment 19u).
  */
 interface StoredTrail {
-  newest: number;
+  newestMicros: number;
   newestIsMark: boolean;
   markDue: boolean;
+  receivedMicros: number | undefined;
 }
 /** Added to the quality reason of a birth value the host stored after its stale mark instead of at its own time. */
 const RESTATED_REASON = "restated by a birth after a loss of trust";
@@ -691,6 +710,9 @@ export class SparkplugHost {
     await this.#lifecycle.close(async () => {
       const session = this.#session;
       if (session === undefined) return;
+      // The marks of the host's stop (below), pushed now so the writer stores them while the
+      // final acks and the goodbye take their time; a value taken after them gets its own.
+      this.#markStale([...this.#live.keys()], this.#clock.now(), "host stopped");
       let sent = false;
       if (session.client.connected) {
         // While the edge nodes still listen in their sessions: the final acks (ADR 0037).
@@ -717,6 +739,11 @@ export class SparkplugHost {
       this.#lastState = { online: false, timestamp: session.timestamp };
       await endSession(session.client, this.#clock, sent && session.client.connected);
     });
+    // Nothing more is taken: every tag whose last stored row is still a value gets its stale mark
+    // ("host stopped"), 1 µs after it, before the writer drains. Otherwise history would read the
+    // last value good across the host's downtime, whatever the edge node did meanwhile (ADR 0043,
+    // amendment 19u).
+    this.#markStale([...this.#live.keys()], this.#clock.now(), "host stopped");
     // One budget for both waits on the store: the final acks' and this drain's.
     await this.#writer.drain(Math.max(0, drainUntil - this.#clock.now()));
     this.#writer.reset("host stopped");
@@ -1586,7 +1613,7 @@ export class SparkplugHost {
    * Marks the live values of `tags` stale: uncertain "last usable value", at `at` (a host time
    * or a wire time already checked by {@link #wireTime}). The stale mark is also stored, once
    * per last value: a row without a value (`null`, bad `BadNoCommunication`, the
-   * same reason) in the edge node's clock, {@link STALE_MARK_OFFSET_MS} after the last value the
+   * same reason) in the edge node's clock, 1 µs ({@link microAfter}) after the last value the
    * host received for the tag — the last moment it knew the value. So it lands after that value
    * and before any data of the next session whatever the skew between the two clocks, and what
    * the edge node measured meanwhile, replayed later as history, lands after it (ADR 0043,
@@ -1602,12 +1629,18 @@ export class SparkplugHost {
       if (entry === undefined) continue;
       const trail = this.#trails.get(tag);
       if (trail?.markDue === true) {
-        const storedAt = trail.newest + STALE_MARK_OFFSET_MS;
+        const storedAt = microAfter(trail.newestMicros);
         if (storedAt <= SAMPLE_TIME_MAX) {
+          // The last live value received is older than the newest row (the edge clock stepped
+          // back): a mark right after it too, so history does not read it good across the loss.
+          const received = trail.receivedMicros;
+          if (received !== undefined && received + 1 < trail.newestMicros)
+            samples.push({ tag, value: null, timestamp: microAfter(received), quality: gap });
           samples.push({ tag, value: null, timestamp: storedAt, quality: gap });
-          trail.newest = storedAt;
+          trail.newestMicros += 1;
           trail.newestIsMark = true;
           trail.markDue = false;
+          trail.receivedMicros = undefined;
         }
       }
       if (entry.sample.quality.code === stale.code) continue;
@@ -1745,24 +1778,34 @@ export class SparkplugHost {
    * Any value received makes a stale mark due at the next loss of trust, whatever its time
    * (tracked by arrival, not by time: an edge clock that stepped back sends older times). A birth
    * value for a tag whose newest stored row is a stale mark, at or before the mark, is stored
-   * {@link STALE_MARK_OFFSET_MS} after the mark instead, its reason ending with
+   * 1 µs ({@link microAfter}) after the mark instead, its reason ending with
    * {@link RESTATED_REASON} and its own time: otherwise it would fall before the mark (or repeat
    * the stored row, dropped as a re-delivery) and history would read "no communication" for the
    * whole new session. A value further ahead than `maxClockSkewMs` does not move `newest` (the
    * mark is never put at a time no clock can have had yet).
    */
-  #trace(sample: Sample, isBirth: boolean, ahead: boolean, topic: string): Sample {
+  #trace(sample: Sample, isBirth: boolean, ahead: boolean, topic: string, historical: boolean): Sample {
     const trail = this.#trails.get(sample.tag);
+    const micros = microsOf(sample.timestamp);
+    const received = historical || ahead ? undefined : micros;
     if (trail === undefined) {
-      if (!ahead) this.#trails.set(sample.tag, { newest: sample.timestamp, newestIsMark: false, markDue: true });
+      if (!ahead)
+        this.#trails.set(sample.tag, {
+          newestMicros: micros,
+          newestIsMark: false,
+          markDue: true,
+          receivedMicros: received,
+        });
       return sample;
     }
     trail.markDue = true;
-    if (isBirth && trail.newestIsMark && sample.timestamp <= trail.newest && !ahead) {
-      const timestamp = trail.newest + STALE_MARK_OFFSET_MS;
+    if (received !== undefined) trail.receivedMicros = received;
+    if (isBirth && trail.newestIsMark && micros <= trail.newestMicros && !ahead) {
+      const timestamp = microAfter(trail.newestMicros);
       if (timestamp <= SAMPLE_TIME_MAX) {
-        trail.newest = timestamp;
+        trail.newestMicros += 1;
         trail.newestIsMark = false;
+        trail.receivedMicros = trail.newestMicros;
         const given = sample.quality.reason;
         const restated = `${RESTATED_REASON} (${topic}, measured at ${timeText(sample.timestamp)})`;
         return {
@@ -1775,8 +1818,8 @@ export class SparkplugHost {
         };
       }
     }
-    if (!ahead && sample.timestamp > trail.newest) {
-      trail.newest = sample.timestamp;
+    if (!ahead && micros > trail.newestMicros) {
+      trail.newestMicros = micros;
       trail.newestIsMark = false;
     }
     return sample;
@@ -1880,7 +1923,10 @@ export class SparkplugHost {
         quality: qualityOfMetric(metric.properties, value === null),
       };
       if (metric.isTransient === true) this.#counts.transient++;
-      else samples.push(this.#trace(sample, isBirth, this.#aheadOfHost(timestamp, now), topic));
+      else
+        samples.push(
+          this.#trace(sample, isBirth, this.#aheadOfHost(timestamp, now), topic, metric.isHistorical === true),
+        );
       if (metric.isHistorical === true) {
         this.#counts.historical++;
         // Stored as the edge node published it, never in the live view; but a time no clock can
@@ -1922,6 +1968,17 @@ export class SparkplugHost {
       const current = held?.sample;
       if (current !== undefined && !isBirth && timestamp < current.timestamp) {
         this.#counts.outOfOrder++;
+        // A live value of this session, received after the one shown but older by its time: the
+        // edge clock stepped back. The one shown is not the current value any more: uncertain,
+        // the step named, never shown good while a newer one was received (amendment 19u).
+        this.#metricIssue(
+          node,
+          deviceId,
+          info,
+          "clock-step-back",
+          `${topic}: a live value timestamped ${timeText(timestamp)} arrived after one timestamped ${timeText(current.timestamp)} (the edge node's clock stepped back): stored, not shown; the value shown is no longer current`,
+          { at: 0, quality: quality("uncertain", undefined, QualityCodes.UncertainLastUsableValue) },
+        );
         continue;
       }
       // (A mark of the host's own is not in the store: a value at its time is not a conflict.)

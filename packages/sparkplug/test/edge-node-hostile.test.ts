@@ -790,3 +790,161 @@ describe("adversarial review 19z (second pass): DDATA over the broker's Maximum 
     ]);
   });
 });
+
+describe("adversarial review 19v, item 5: a DDATA that cannot be sent takes no seq", () => {
+  /** The seq of every NBIRTH/DBIRTH/DDATA the broker passes on, in order. */
+  async function watchSeqs(url: string): Promise<{ seqs: (number | undefined)[]; close(): Promise<void> }> {
+    const { connectAsync } = await import("mqtt");
+    const watcher = await connectAsync(url, { protocolVersion: 5 });
+    const seqs: (number | undefined)[] = [];
+    watcher.on("message", (topic, payload) => {
+      if (/\/(NBIRTH|DBIRTH|DDATA)\//.test(topic)) seqs.push(seqOf(payload));
+    });
+    await watcher.subscribeAsync(`spBv1.0/${GROUP}/#`, { qos: 0 });
+    return { seqs, close: () => watcher.endAsync() };
+  }
+
+  /** The payload's top-level `seq` (protobuf field 3, a varint), read off the wire without metric datatypes. */
+  function seqOf(bytes: Uint8Array): number | undefined {
+    let at = 0;
+    const varint = (): number => {
+      let value = 0;
+      for (let shift = 0; ; shift += 7) {
+        const byte = bytes[at++];
+        if (byte === undefined) return Number.NaN;
+        value += (byte & 0x7f) * 2 ** shift;
+        if (byte < 0x80) return value;
+      }
+    };
+    while (at < bytes.length) {
+      const key = varint();
+      if (Number.isNaN(key)) return undefined;
+      const field = Math.floor(key / 8);
+      const wire = key % 8;
+      if (wire === 0) {
+        const value = varint();
+        if (field === 3) return Number.isNaN(value) ? undefined : value;
+      } else if (wire === 2) {
+        const length = varint();
+        at += length;
+      } else if (wire === 1) at += 8;
+      else if (wire === 5) at += 4;
+      else return undefined;
+    }
+    return undefined;
+  }
+
+  const gapless = (seqs: readonly (number | undefined)[]): boolean =>
+    seqs.every((seq, index) => index === 0 || seq === ((seqs[index - 1] ?? -2) + 1) % 256);
+
+  test.skipIf(!mosquittoAvailability().available)(
+    "MQTT 5: 400 changes in one flush, too large for the broker even as nulls, are not sent and counted; the next DDATA follows the last seq sent, no gap (needs mosquitto)",
+    async () => {
+      fixture = await edgeFixture();
+      const broker = await limitedBroker(4_000);
+      try {
+        const watch = await watchSeqs(broker.url);
+        const node = fixture.newNode({ brokerUrl: broker.url, mqtt: { protocolVersion: 5 } });
+        await node.start();
+        await expect.poll(() => node.health().publishing, { timeout: 5_000 }).toBe(true);
+        await expect.poll(() => watch.seqs.length, { timeout: 5_000 }).toBeGreaterThanOrEqual(2);
+        const notPublished = node.health().samplesNotPublished;
+        const base = Date.now();
+        // One flush (the node flushes on a microtask): one DDATA of 400 metrics.
+        for (let change = 0; change < 400; change++)
+          fixture.system.unchecked.cvt.update([
+            { tag: "heater.setpoint", value: (change % 300) + 1, timestamp: base + change, quality: GOOD },
+          ]);
+        await expect.poll(() => node.health().samplesNotPublished - notPublished, { timeout: 5_000 }).toBe(400);
+        expect(node.health().problems.join("\n")).toMatch(/does not fit the broker's Maximum Packet Size/);
+        const before = watch.seqs.length;
+        fixture.system.unchecked.cvt.update([
+          { tag: "heater.setpoint", value: 123, timestamp: Date.now() + 1_000, quality: GOOD },
+        ]);
+        await expect.poll(() => watch.seqs.length, { timeout: 5_000 }).toBeGreaterThan(before);
+        expect(watch.seqs).not.toContain(undefined);
+        expect(gapless(watch.seqs), `seqs ${watch.seqs.join(",")}`).toBe(true);
+        await node.stop();
+        await watch.close();
+      } finally {
+        await broker.stop();
+      }
+    },
+  );
+
+  test.skipIf(!mosquittoAvailability().available)(
+    "sibling: DDATA whose largest value is replaced by null to fit each take exactly one seq, in order (needs mosquitto)",
+    async () => {
+      fixture = await edgeFixture();
+      const broker = await limitedBroker(4_000);
+      try {
+        const watch = await watchSeqs(broker.url);
+        const node = fixture.newNode({ brokerUrl: broker.url, mqtt: { protocolVersion: 5 } });
+        await node.start();
+        await expect.poll(() => node.health().publishing, { timeout: 5_000 }).toBe(true);
+        await expect.poll(() => watch.seqs.length, { timeout: 5_000 }).toBeGreaterThanOrEqual(2);
+        for (let round = 0; round < 3; round++) {
+          const before = watch.seqs.length;
+          fixture.system.unchecked.cvt.update([
+            { tag: "recipe.name", value: `${round}`.repeat(10_000), timestamp: Date.now() + round, quality: GOOD },
+          ]);
+          await expect.poll(() => watch.seqs.length, { timeout: 5_000 }).toBeGreaterThan(before);
+        }
+        expect(gapless(watch.seqs), `seqs ${watch.seqs.join(",")}`).toBe(true);
+        await node.stop();
+        await watch.close();
+      } finally {
+        await broker.stop();
+      }
+    },
+  );
+
+  test.skipIf(!mosquittoAvailability().available)(
+    "item 4: a rebirth too large for the broker is not sent and leaves seq and the session unborn: no DDATA after it (none the host would see after a gap), the birth is tried again and sent once it fits (needs mosquitto)",
+    async () => {
+      fixture = await edgeFixture();
+      const broker = await limitedBroker(4_000);
+      try {
+        const watch = await watchSeqs(broker.url);
+        const node = fixture.newNode({
+          brokerUrl: broker.url,
+          mqtt: { protocolVersion: 5 },
+          minRebirthIntervalMs: 200,
+        });
+        await node.start();
+        await expect.poll(() => node.health().publishing, { timeout: 5_000 }).toBe(true);
+        fixture.plc.set("recipe.name", "z".repeat(10_000));
+        await expect.poll(() => node.health().metricsNotEncodable, { timeout: 5_000 }).toBeGreaterThanOrEqual(1);
+        const { connectAsync } = await import("mqtt");
+        const commander = await connectAsync(broker.url, { protocolVersion: 5 });
+        const rebirth = encodePayload({
+          timestamp: Date.now(),
+          metrics: [{ name: "Node Control/Rebirth", datatype: "Boolean", value: true }],
+        });
+        await commander.publishAsync(`spBv1.0/${GROUP}/NCMD/${EDGE}`, Buffer.from(rebirth), { qos: 1 });
+        await expect
+          .poll(() => node.health().problems.join("\n"), { timeout: 5_000 })
+          .toMatch(/DBIRTH .*over the broker's Maximum Packet Size/);
+        expect(node.health().publishing).toBe(false);
+        const afterRefusal = watch.seqs.length;
+        const notPublished = node.health().samplesNotPublished;
+        fixture.plc.set("heater.setpoint", 55);
+        await expect.poll(() => node.health().samplesNotPublished, { timeout: 5_000 }).toBeGreaterThan(notPublished);
+        expect(watch.seqs.length).toBe(afterRefusal);
+        // The value fits again: the birth retried is sent, seq from 0, and data follows without a gap.
+        fixture.plc.set("recipe.name", "short");
+        await expect.poll(() => node.health().publishing, { timeout: 10_000 }).toBe(true);
+        fixture.plc.set("heater.setpoint", 56);
+        await expect.poll(() => watch.seqs.length, { timeout: 5_000 }).toBeGreaterThanOrEqual(afterRefusal + 3);
+        const resumed = watch.seqs.slice(afterRefusal);
+        expect(resumed[0]).toBe(0);
+        expect(gapless(resumed), `seqs ${watch.seqs.join(",")}`).toBe(true);
+        await commander.endAsync();
+        await node.stop();
+        await watch.close();
+      } finally {
+        await broker.stop();
+      }
+    },
+  );
+});

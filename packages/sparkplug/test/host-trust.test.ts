@@ -756,12 +756,16 @@ describe("adversarial review 19z (second pass): one mark per value received, by 
       "second session stored",
     );
     await edge.ndeath(1);
-    await eventually(async () => marks(await rigged.db.samples(tag("a"))).length === 2, 5_000, "second mark");
+    // Two marks for the second loss (amendment 19u): after the newest row, and right after the
+    // last value received (98, older than the newest row).
+    await eventually(async () => marks(await rigged.db.samples(tag("a"))).length === 3, 5_000, "second marks");
     const rows = byTime(await rigged.db.samples(tag("a")));
     // The newest row is the second mark: history never reads the last value good past the second outage.
     expect(rows.at(-1)).toMatchObject({ value: null, quality: { code: QualityCodes.BadNoCommunication } });
-    const [first, second] = marks(rows);
+    const [first, , second] = byTime(marks(rows));
     expect(second!.timestamp).toBeGreaterThan(first!.timestamp);
+    const after98 = rows[rows.findIndex((each) => each.value === 98) + 1];
+    expect(after98).toMatchObject({ value: null, quality: { code: QualityCodes.BadNoCommunication } });
     expect((await rigged.db.store.history.valueAt([tag("a")], at + 60_000))[0]?.quality.severity).not.toBe("good");
   });
 
