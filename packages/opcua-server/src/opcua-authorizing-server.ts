@@ -37,6 +37,14 @@ import {
   UserNameIdentityToken,
 } from "node-opcua-types";
 
+/** The ExpandedNodeId of a BrowsePathTarget (node-opcua-nodeid is not a dependency of its own). */
+type ExpandedNodeIdOf = NonNullable<ConstructorParameters<typeof BrowsePathResult>[0]>["targets"] extends
+  (infer T)[] | null | undefined
+  ? T extends { targetId?: infer I }
+    ? I
+    : never
+  : never;
+
 /** AttributeId of the Value attribute (OPC UA Part 6, A.1). */
 const VALUE_ATTRIBUTE = 13;
 /** node-opcua's `NumericRangeType` values: Empty (no range), MatrixRange (two dimensions) and InvalidRange. */
@@ -182,6 +190,18 @@ export class AuthorizingServer extends OPCUAServer {
 
   /** Most RelativePath elements of one TranslateBrowsePaths call, its paths together (beyond: `BadTooManyOperations`, nothing followed). */
   maxBrowsePathElementsPerCall = 10_000;
+
+  /**
+   * Most distinct nodes reached at any one element of one TranslateBrowsePaths path, targets
+   * included (beyond: that path `BadQueryTooComplex`, its followed nodes dropped).
+   */
+  maxBrowsePathTargets = 1_000;
+
+  /**
+   * Most nodes one TranslateBrowsePaths call expands, its paths together (a path that would pass it
+   * answers `BadQueryTooComplex`, as does every later path of the call).
+   */
+  maxBrowsePathNodesPerCall = 100_000;
 
   /** Largest queue of one monitored item (a larger requested QueueSize is revised down to it). */
   maxQueueSize = 100;
@@ -652,27 +672,72 @@ export class AuthorizingServer extends OPCUAServer {
     super._on_TranslateBrowsePathsToNodeIdsRequest(message, channel);
   }
 
-  /** Wraps the engine's translateBrowsePaths once: a path beyond `maxBrowsePathElements` answers `BadQueryTooComplex`. */
+  /**
+   * Replaces the engine's translateBrowsePaths once. node-opcua's AddressSpace.browsePath followed
+   * a RelativePath depth first without merging the nodes reached by several routes, so 32 elements
+   * alternating between a node organized twice under one name and its parents reached 2^16 targets
+   * (seconds of a blocked event loop per path). Here each element is followed from the distinct
+   * nodes the previous one reached (breadth first, work linear in nodes × elements), with
+   * node-opcua's own per-node step (`browseNodeByTargetName`: referenceTypeId, isInverse,
+   * includeSubtypes and targetName as Part 4, 7.26 defines) and its StatusCodes.
+   */
   #boundBrowsePaths(): void {
     const engine = this.engine as unknown as {
       translateBrowsePaths(paths: BrowsePath[]): Promise<BrowsePathResult[]>;
-      translateBrowsePath(path: BrowsePath): Promise<BrowsePathResult>;
       kilnBounded?: true;
     };
     if (engine.kilnBounded) return;
     engine.kilnBounded = true;
-    const translate = engine.translateBrowsePath.bind(engine);
-    engine.translateBrowsePaths = async (paths) => {
-      const results: BrowsePathResult[] = [];
-      for (const path of paths) {
-        results.push(
-          (path?.relativePath?.elements?.length ?? 0) > this.maxBrowsePathElements
-            ? new BrowsePathResult({ statusCode: StatusCodes.BadQueryTooComplex })
-            : await translate(path),
-        );
-      }
-      return results;
+    engine.translateBrowsePaths = (paths) => {
+      const budget = { nodes: this.maxBrowsePathNodesPerCall };
+      return Promise.resolve(paths.map((path) => this.#translateBrowsePath(path, budget)));
     };
+  }
+
+  /** One path of a TranslateBrowsePaths, followed breadth first over distinct nodes (see `#boundBrowsePaths`). */
+  #translateBrowsePath(path: BrowsePath, budget: { nodes: number }): BrowsePathResult {
+    const elements = path?.relativePath?.elements ?? [];
+    if (elements.length > this.maxBrowsePathElements || budget.nodes <= 0) {
+      return new BrowsePathResult({ statusCode: StatusCodes.BadQueryTooComplex });
+    }
+    const addressSpace = this.engine.addressSpace;
+    const start = addressSpace?.findNode(path.startingNode);
+    if (!addressSpace || !start) return new BrowsePathResult({ statusCode: StatusCodes.BadNodeIdUnknown });
+    if (elements.length === 0) return new BrowsePathResult({ statusCode: StatusCodes.BadNothingToDo, targets: [] });
+    // Part 4, 7.26: only the last element may omit its targetName, and TranslateBrowsePaths
+    // (Part 4, 5.8.4) requires it there too: node-opcua's BadBrowseNameInvalid for both.
+    if (elements.some((element) => !element?.targetName?.name)) {
+      return new BrowsePathResult({ statusCode: StatusCodes.BadBrowseNameInvalid });
+    }
+    let current: BaseNode[] = [start];
+    let reached: ReturnType<BaseNode["browseNodeByTargetName"]> = [];
+    for (const [index, element] of elements.entries()) {
+      const isLast = index === elements.length - 1;
+      const next = new Map<string, (typeof reached)[number]>();
+      for (const node of current) {
+        budget.nodes -= 1;
+        if (budget.nodes < 0) return new BrowsePathResult({ statusCode: StatusCodes.BadQueryTooComplex });
+        for (const nodeId of node.browseNodeByTargetName(element, isLast)) {
+          next.set(nodeId.toString(), nodeId);
+        }
+        if (next.size > this.maxBrowsePathTargets) {
+          return new BrowsePathResult({ statusCode: StatusCodes.BadQueryTooComplex });
+        }
+      }
+      reached = [...next.values()];
+      if (isLast) break;
+      // A target outside this address space (another server's) is not followed, as node-opcua did.
+      current = reached.map((nodeId) => addressSpace.findNode(nodeId)).filter((node) => node !== null);
+    }
+    if (reached.length === 0) return new BrowsePathResult({ statusCode: StatusCodes.BadNoMatch });
+    return new BrowsePathResult({
+      statusCode: StatusCodes.Good,
+      // The field's initializer coerces a NodeId to the ExpandedNodeId it holds (coerceExpandedNodeId).
+      targets: reached.map((nodeId) => ({
+        targetId: nodeId as unknown as ExpandedNodeIdOf,
+        remainingPathIndex: 0xffffffff, // Part 4, 7.5: the whole path matched
+      })),
+    });
   }
 
   protected override _on_CreateMonitoredItemsRequest(message: Message, channel: ServerSecureChannelLayer): void {

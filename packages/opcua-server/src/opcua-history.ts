@@ -696,7 +696,10 @@ export class HistoryService {
    * by the same encoding rule as Raw and AtTime (`variantOf`: a value that does not fit, such as an
    * int16 tag's stored 70000, is `BadTypeMismatch`, never converted): the values picked from the
    * samples (Minimum, Maximum, Start, End) and the Interpolative value, see {@link #sourceVariant};
-   * a bigint (64-bit tags: picked values, Delta, Interpolative) exact, see {@link #bigintVariant};
+   * a bigint (64-bit tags: picked values, Delta, an Interpolative value at a sample) exact, see
+   * {@link #bigintVariant}; a 64-bit tag's Interpolative value between two samples is interpolated
+   * by core in float64 (a number): within ±2^53 rounded and served exactly, beyond it
+   * `BadTypeMismatch` (never an inexact value served as Good);
    * a Delta of a float tag in its DataType, of another tag as Double; counts as UInt32; durations
    * (DurationGood, ms) and computed values (Average, TimeAverage, Total, PercentGood...) as Double,
    * a `bool` tag's too.

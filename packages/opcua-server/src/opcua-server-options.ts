@@ -84,6 +84,8 @@ export const opcuaServerOptionsSchema = z
         maxHistoryReadTimes: z.number().int().min(1).max(1_000_000).default(10_000),
         maxBrowsePathElements: z.number().int().min(1).max(1_000).default(32),
         maxBrowsePathElementsPerCall: z.number().int().min(1).max(1_000_000).default(10_000),
+        maxBrowsePathTargets: z.number().int().min(1).max(1_000_000).default(1_000),
+        maxBrowsePathNodesPerCall: z.number().int().min(1).max(10_000_000).default(100_000),
         maxQueueSize: z.number().int().min(1).max(5_000).default(100),
         maxUnactivatedSessions: z.number().int().min(1).max(10_000).default(5),
         unactivatedSessionTimeoutMs: z.number().int().min(100).max(600_000).default(10_000),
@@ -115,6 +117,8 @@ export const opcuaServerOptionsSchema = z
         maxHistoryReadTimes: 10_000,
         maxBrowsePathElements: 32,
         maxBrowsePathElementsPerCall: 10_000,
+        maxBrowsePathTargets: 1_000,
+        maxBrowsePathNodesPerCall: 100_000,
         maxQueueSize: 100,
         maxUnactivatedSessions: 5,
         unactivatedSessionTimeoutMs: 10_000,
@@ -210,6 +214,10 @@ export const opcuaServerOptionsSchema = z
  *     TranslateBrowsePathsToNodeIds (a longer path answers `BadQueryTooComplex`, OPC UA Part 4,
  *     5.9.4.4, and is not followed) @default 32; `maxBrowsePathElementsPerCall`: its paths'
  *     elements together (beyond: `BadTooManyOperations`, the whole call) @default 10000
+ *   - `maxBrowsePathTargets`: distinct nodes one browse path reaches at any one element, its
+ *     targets included (beyond: that path `BadQueryTooComplex`, Part 4, 5.9.4.4) @default 1000;
+ *     `maxBrowsePathNodesPerCall`: nodes one TranslateBrowsePathsToNodeIds call expands, its paths
+ *     together (the path that passes it and the call's later paths: `BadQueryTooComplex`) @default 100000
  *   - `maxQueueSize`: the largest QueueSize of one monitored item, value or event (a larger
  *     request is revised down to it, not refused) @default 100
  *   - `maxUnactivatedSessions`: sessions created and not yet activated, all clients together

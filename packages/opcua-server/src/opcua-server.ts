@@ -412,6 +412,8 @@ export class OpcuaServer {
     server.maxHistoryReadTimes = options.limits.maxHistoryReadTimes;
     server.maxBrowsePathElements = options.limits.maxBrowsePathElements;
     server.maxBrowsePathElementsPerCall = options.limits.maxBrowsePathElementsPerCall;
+    server.maxBrowsePathTargets = options.limits.maxBrowsePathTargets;
+    server.maxBrowsePathNodesPerCall = options.limits.maxBrowsePathNodesPerCall;
     server.maxQueueSize = options.limits.maxQueueSize;
     server.maxUnactivatedSessions = options.limits.maxUnactivatedSessions;
     server.unactivatedSessionTimeoutMs = options.limits.unactivatedSessionTimeoutMs;
