@@ -17,6 +17,7 @@ import {
 } from "@kiln/core";
 import {
   type BrowsedVariable,
+  checkTagValue,
   type DriverStatusChange,
   parseOrThrow,
   type PlcDriverCapabilities,
@@ -265,16 +266,35 @@ export class OpcuaDriver implements PlcDriver {
   /**
    * Writes `value` to `tag`'s node, converted to the node's DataType (discovered once per node).
    *
+   * The value is first checked against the tag by the same rules as the control system's writes
+   * (core's `checkTagValue`: the tag's data type, its `range`, its `arrayLength`), so a direct
+   * write is refused exactly as one through the control system would be; an array tag's value may
+   * be a plain array or a typed array (docs/adr/0038-array-tags.md).
+   *
    * @throws KilnError `KILN_TAG_NOT_WRITABLE` for a read-only tag, before any traffic;
+   *   `KILN_VALIDATION` when the value is not of the tag's type (a fraction or 70000 for an `int16`
+   *   tag, a number for a `bool` tag, too many elements for the `arrayLength`; nothing is sent);
+   *   `KILN_OUT_OF_RANGE` when a number is outside the tag's `range` (`details.min`, `details.max`)
+   *   or the value does not fit the node's type (nothing is sent);
    *   `KILN_WRITE_REJECTED` when the server refuses (BadNotWritable, BadUserAccessDenied,
-   *   BadTypeMismatch, BadOutOfRange...) with `details.statusCode` and `details.statusName`;
-   *   `KILN_OUT_OF_RANGE` when the value does not fit the node's type.
+   *   BadTypeMismatch, BadOutOfRange...) with `details.statusCode` and `details.statusName`.
    */
-  async write(tag: Tag, value: TagValue, signal?: AbortSignal): Promise<void> {
+  async write(tag: Tag, given: TagValue, signal?: AbortSignal): Promise<void> {
     if (tag.access !== "readwrite") {
       throw new KilnError("KILN_TAG_NOT_WRITABLE", `Tag "${tag.name}" is read-only; declare access "readwrite".`, {
         details: { tag: tag.name },
       });
+    }
+    const value = plainTagValue(given);
+    const problem = checkTagValue(tag, value);
+    if (problem !== undefined) {
+      const { range } = tag;
+      if (range && typeof value === "number" && Number.isFinite(value) && (value < range.min || value > range.max)) {
+        throw new KilnError("KILN_OUT_OF_RANGE", `Cannot write ${tag.name}: ${problem}.`, {
+          details: { tag: tag.name, value, min: range.min, max: range.max },
+        });
+      }
+      throw new KilnValidationError(`write to ${tag.name}`, [{ path: "value", message: problem }]);
     }
     const connection = this.#requireConnection();
     const address = this.#addressesOf([tag])[0]!;
@@ -803,4 +823,13 @@ export class OpcuaDriver implements PlcDriver {
     }
     return dataType;
   }
+}
+
+/** `value` with a typed array (an array tag's, docs/adr/0038-array-tags.md) as a plain array; anything else as is. */
+function plainTagValue(value: TagValue): TagValue {
+  const view: unknown = value;
+  if (ArrayBuffer.isView(view) && !(view instanceof DataView)) {
+    return Array.from(view as unknown as ArrayLike<number | bigint>) as TagValue;
+  }
+  return value;
 }
