@@ -2,12 +2,15 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { defineTags, type Tag } from "@kiln/core";
+import { DataType } from "node-opcua-client";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { OPCUA_SIMULATOR_NAMESPACE_URI, OpcuaDriver, OpcuaSimulator } from "../src/index";
+import { variantForWrite } from "../src/opcua-values";
 
 // Issue 13 (adversarial review v): a direct driver.write skipped the core's checkTagValue (150 to
 // a 0..100 tag, 70000 to an int16 tag, 5 elements to a float64[4] tag were all sent; a
-// Float64Array was refused).
+// Float64Array was refused), and numbers written to Boolean and DateTime nodes were coerced
+// (0.5 landed as true, 1e20 as an Invalid Date encoded 1970).
 const NS = OPCUA_SIMULATOR_NAMESPACE_URI;
 const served = defineTags({
   flag: { dataType: "bool", address: `nsu=${NS};s=Kiln.Flag`, access: "readwrite" },
@@ -80,5 +83,45 @@ describe("direct writes are checked against the tag like the control system's (c
   test("a typed array for an array tag is written as its elements (ADR 0038)", async () => {
     await driver.write(tag("zones"), new Float64Array([5, 6, 7, 8]) as never);
     expect(await valueOf("zones")).toEqual([5, 6, 7, 8]);
+  });
+});
+
+describe("numbers on Boolean and DateTime nodes: exactly or refused", () => {
+  test("a float64 tag on a Boolean node: 0 and 1 are written, 0.5 / 2.7 / -3 refused", async () => {
+    await driver.write(tag("flag"), false);
+    for (const value of [0.5, 2.7, -3]) {
+      await expect(driver.write(tag("num.on.flag"), value)).rejects.toMatchObject({
+        code: "KILN_OUT_OF_RANGE",
+        message: expect.stringContaining("num.on.flag"),
+      });
+      expect(await valueOf("flag")).toBe(false);
+    }
+    await driver.write(tag("num.on.flag"), 1);
+    expect(await valueOf("flag")).toBe(true);
+    await driver.write(tag("num.on.flag"), 0);
+    expect(await valueOf("flag")).toBe(false);
+  });
+
+  const t = { name: "when", dataType: "int64", address: "x", access: "readwrite" } as unknown as Tag;
+
+  test("bigint 0n/1n on a Boolean node, 2n refused", () => {
+    expect(variantForWrite(1n, DataType.Boolean, t, "n").value).toBe(true);
+    expect(variantForWrite(0n, DataType.Boolean, t, "n").value).toBe(false);
+    expect(() => variantForWrite(2n, DataType.Boolean, t, "n")).toThrow(
+      expect.objectContaining({ code: "KILN_OUT_OF_RANGE" }),
+    );
+  });
+
+  test("DateTime: finite ms within 1601-01-01..9999-12-31 only", () => {
+    const min = Date.UTC(1601, 0, 1);
+    const max = Date.UTC(9999, 11, 31, 23, 59, 59, 999);
+    for (const ok of [0, 4e12, min, max]) {
+      expect((variantForWrite(ok, DataType.DateTime, t, "n").value as Date).getTime()).toBe(ok);
+    }
+    for (const bad of [min - 1, max + 1, 1e20, -1e20, Number.NaN, Number.POSITIVE_INFINITY]) {
+      expect(() => variantForWrite(bad, DataType.DateTime, t, "n")).toThrow(
+        expect.objectContaining({ code: "KILN_OUT_OF_RANGE", message: expect.stringContaining('tag "when"') }),
+      );
+    }
   });
 });
