@@ -285,19 +285,19 @@ export class OpcuaDriver implements PlcDriver {
    *   `KILN_WRITE_REJECTED` when the server refuses (BadNotWritable, BadUserAccessDenied,
    *   BadTypeMismatch, BadOutOfRange...) with `details.statusCode` and `details.statusName`.
    */
-  async write(tag: Tag, given: TagValue, signal?: AbortSignal): Promise<void> {
+  async write(tag: Tag, value: TagValue, signal?: AbortSignal): Promise<void> {
     if (tag.access !== "readwrite") {
       throw new KilnError("KILN_TAG_NOT_WRITABLE", `Tag "${tag.name}" is read-only; declare access "readwrite".`, {
         details: { tag: tag.name },
       });
     }
-    const value = plainTagValue(given);
-    const problem = checkTagValue(tag, value);
+    const plain = plainTagValue(value);
+    const problem = checkTagValue(tag, plain);
     if (problem !== undefined) {
       const { range } = tag;
-      if (range && typeof value === "number" && Number.isFinite(value) && (value < range.min || value > range.max)) {
+      if (range && typeof plain === "number" && Number.isFinite(plain) && (plain < range.min || plain > range.max)) {
         throw new KilnError("KILN_OUT_OF_RANGE", `Cannot write ${tag.name}: ${problem}.`, {
-          details: { tag: tag.name, value, min: range.min, max: range.max },
+          details: { tag: tag.name, value: plain, min: range.min, max: range.max },
         });
       }
       throw new KilnValidationError(`write to ${tag.name}`, [{ path: "value", message: problem }]);
@@ -318,7 +318,7 @@ export class OpcuaDriver implements PlcDriver {
       signal,
       "the OPC UA write",
     );
-    const variant = this.#rt.variantForWrite(value, dataType, tag, address.text);
+    const variant = this.#rt.variantForWrite(plain, dataType, tag, address.text);
     let status;
     try {
       status = await raceAbort(
@@ -551,7 +551,7 @@ export class OpcuaDriver implements PlcDriver {
    * neither dials nor fails nor emits anything), which left the driver `reconnecting` for good
    * (issue 13, HIGH-1). So: when no sign of progress (a reconnect attempt, a back-off step, a
    * failed repair, the connection re-established) has come for `connectionStrategy.maxDelayMs +
-   * timeouts.connectMs` (node-opcua's longest back-off step plus one connect; 50 s by default)
+   * timeouts.connectMs` (node-opcua's longest back-off step plus one connect; 35 s by default)
    * while the status is still `reconnecting`, the connection is dropped and rebuilt on the
    * driver's capped backoff (one rebuild per stall; a refused identity stays fatal, as it stops the
    * repair first). Each progress event re-arms it; `connected`, a rebuild and `close()` stop it.
