@@ -17,6 +17,7 @@ import {
 } from "@kiln/core";
 import {
   type BrowsedVariable,
+  checkTagValue,
   type DriverStatusChange,
   parseOrThrow,
   type PlcDriverCapabilities,
@@ -114,6 +115,11 @@ export class OpcuaDriver implements PlcDriver {
   #recreationFailures: unknown[] = [];
   #repairing: Promise<void> | undefined;
   #repairAgain = false;
+  /**
+   * Stops the repair watchdog ({@link #armRepairWatchdog}) of the connection node-opcua is
+   * repairing; undefined when none runs.
+   */
+  #repairWatchdog: AbortController | undefined;
   /** Counts session losses, so a repair overtaken by a new loss does not report `connected`. */
   #losses = 0;
   #warnedInsecure = false;
@@ -205,6 +211,7 @@ export class OpcuaDriver implements PlcDriver {
   /** Closes subscriptions, the session and the connection, and stops reconnecting. Idempotent. */
   close(): Promise<void> {
     return this.#lifecycle.close(async () => {
+      this.#disarmRepairWatchdog();
       const subscriptions = [...this.#subscriptions];
       this.#subscriptions.clear();
       await Promise.all(subscriptions.map((subscription) => subscription.close(false)));
@@ -265,16 +272,35 @@ export class OpcuaDriver implements PlcDriver {
   /**
    * Writes `value` to `tag`'s node, converted to the node's DataType (discovered once per node).
    *
+   * The value is first checked against the tag by the same rules as the control system's writes
+   * (core's `checkTagValue`: the tag's data type, its `range`, its `arrayLength`), so a direct
+   * write is refused exactly as one through the control system would be; an array tag's value may
+   * be a plain array or a typed array (docs/adr/0038-array-tags.md).
+   *
    * @throws KilnError `KILN_TAG_NOT_WRITABLE` for a read-only tag, before any traffic;
+   *   `KILN_VALIDATION` when the value is not of the tag's type (a fraction or 70000 for an `int16`
+   *   tag, a number for a `bool` tag, too many elements for the `arrayLength`; nothing is sent);
+   *   `KILN_OUT_OF_RANGE` when a number is outside the tag's `range` (`details.min`, `details.max`)
+   *   or the value does not fit the node's type (nothing is sent);
    *   `KILN_WRITE_REJECTED` when the server refuses (BadNotWritable, BadUserAccessDenied,
-   *   BadTypeMismatch, BadOutOfRange...) with `details.statusCode` and `details.statusName`;
-   *   `KILN_OUT_OF_RANGE` when the value does not fit the node's type.
+   *   BadTypeMismatch, BadOutOfRange...) with `details.statusCode` and `details.statusName`.
    */
   async write(tag: Tag, value: TagValue, signal?: AbortSignal): Promise<void> {
     if (tag.access !== "readwrite") {
       throw new KilnError("KILN_TAG_NOT_WRITABLE", `Tag "${tag.name}" is read-only; declare access "readwrite".`, {
         details: { tag: tag.name },
       });
+    }
+    const plain = plainTagValue(value);
+    const problem = checkTagValue(tag, plain);
+    if (problem !== undefined) {
+      const { range } = tag;
+      if (range && typeof plain === "number" && Number.isFinite(plain) && (plain < range.min || plain > range.max)) {
+        throw new KilnError("KILN_OUT_OF_RANGE", `Cannot write ${tag.name}: ${problem}.`, {
+          details: { tag: tag.name, value: plain, min: range.min, max: range.max },
+        });
+      }
+      throw new KilnValidationError(`write to ${tag.name}`, [{ path: "value", message: problem }]);
     }
     const connection = this.#requireConnection();
     const address = this.#addressesOf([tag])[0]!;
@@ -292,7 +318,7 @@ export class OpcuaDriver implements PlcDriver {
       signal,
       "the OPC UA write",
     );
-    const variant = this.#rt.variantForWrite(value, dataType, tag, address.text);
+    const variant = this.#rt.variantForWrite(plain, dataType, tag, address.text);
     let status;
     try {
       status = await raceAbort(
@@ -437,6 +463,7 @@ export class OpcuaDriver implements PlcDriver {
     client.on("reconnection_attempt_has_failed", (error: unknown) => {
       // node-opcua's own reconnect loop (TCP, secure channel, certificate): each attempt's reason.
       if (!current()) return;
+      this.#repairProgress(connection);
       const failure = this.#connectError(error);
       this.#lifecycle.attemptFailed(failure);
       // node-opcua backs off only while the TCP connect fails; once a channel is refused (an
@@ -450,6 +477,7 @@ export class OpcuaDriver implements PlcDriver {
     });
     client.on("backoff", (retry: number, delay: number) => {
       if (!current()) return;
+      this.#repairProgress(connection);
       this.#logger.debug({ retry, delayMs: delay }, "OPC UA reconnect attempt failed; backing off");
       // node-opcua retries the TCP connection inside the secure channel and does not pass on
       // the socket error; the stage is what is known.
@@ -467,7 +495,9 @@ export class OpcuaDriver implements PlcDriver {
       }
     });
     client.on("connection_reestablished", () => {
-      if (current()) this.#afterRepair(connection);
+      if (!current()) return;
+      this.#repairProgress(connection);
+      this.#afterRepair(connection);
     });
     client.on("close", (error?: Error | null) => {
       // node-opcua gave up repairing the connection: rebuild it from scratch.
@@ -492,12 +522,14 @@ export class OpcuaDriver implements PlcDriver {
     session.on("session_repaired_failed", (error: unknown) => {
       // node-opcua retries a failed repair every 2 s forever; a refused identity must stop it.
       if (!current()) return;
+      this.#repairProgress(connection);
       if (this.#rt.isAuthenticationFailure(this.#rt.statusOfError(error))) this.#refused(connection, error);
       else this.#lifecycle.attemptFailed(this.#connectError(error));
     });
     session.on("session_restored", () => {
       // Also after a repair on a live channel (the server had dropped the session).
       if (!current()) return;
+      this.#repairProgress(connection);
       this.#logger.info("OPC UA session restored");
       this.#afterRepair(connection);
     });
@@ -509,6 +541,51 @@ export class OpcuaDriver implements PlcDriver {
     this.#logger.warn({ reason }, "OPC UA session lost; repairing it");
     this.#lifecycle.setStatus("reconnecting", reason);
     for (const subscription of this.#subscriptions) subscription.connectionLost();
+    const connection = this.#connection;
+    if (connection) this.#armRepairWatchdog(connection);
+  }
+
+  /**
+   * Watches node-opcua's repair of `connection`. node-opcua can stall after a burst of outages (a
+   * session repair overlapping a channel loss logs "_repairConnection already in progress", then
+   * neither dials nor fails nor emits anything), which left the driver `reconnecting` for good
+   * (issue 13, HIGH-1). So: when no sign of progress (a reconnect attempt, a back-off step, a
+   * failed repair, the connection re-established) has come for `connectionStrategy.maxDelayMs +
+   * timeouts.connectMs` (node-opcua's longest back-off step plus one connect; 35 s by default)
+   * while the status is still `reconnecting`, the connection is dropped and rebuilt on the
+   * driver's capped backoff (one rebuild per stall; a refused identity stays fatal, as it stops the
+   * repair first). Each progress event re-arms it; `connected`, a rebuild and `close()` stop it.
+   */
+  #armRepairWatchdog(connection: Connection): void {
+    this.#repairWatchdog?.abort();
+    const watchdog = new AbortController();
+    this.#repairWatchdog = watchdog;
+    const boundMs = this.#options.connectionStrategy.maxDelayMs + this.#options.timeouts.connectMs;
+    this.#clock.sleep(boundMs, watchdog.signal).then(
+      () => {
+        if (this.#repairWatchdog !== watchdog) return;
+        this.#repairWatchdog = undefined;
+        if (this.#connection !== connection || this.#lifecycle.signal.aborted) return;
+        if (this.status !== "reconnecting") return;
+        // A re-established connection being reconciled is progress: look again one bound later.
+        if (this.#repairing) {
+          this.#armRepairWatchdog(connection);
+          return;
+        }
+        this.#rebuild(connection, `node-opcua repair stalled: no reconnection progress for ${boundMs} ms`);
+      },
+      () => undefined,
+    );
+  }
+
+  /** Re-arms the repair watchdog of `connection` after a sign of progress, while one runs. */
+  #repairProgress(connection: Connection): void {
+    if (this.#repairWatchdog && this.#connection === connection) this.#armRepairWatchdog(connection);
+  }
+
+  #disarmRepairWatchdog(): void {
+    this.#repairWatchdog?.abort();
+    this.#repairWatchdog = undefined;
   }
 
   /**
@@ -516,6 +593,7 @@ export class OpcuaDriver implements PlcDriver {
    * during a restart): stop here, with status `failed`, after this one log-in attempt.
    */
   #refused(connection: Connection, cause: unknown): void {
+    this.#disarmRepairWatchdog();
     this.#connection = undefined;
     for (const subscription of this.#subscriptions) subscription.connectionLost();
     this.#lifecycle.fail(this.#connectError(cause));
@@ -629,6 +707,7 @@ export class OpcuaDriver implements PlcDriver {
     }
     const failures = this.#recreationFailures;
     this.#recreationFailures = [];
+    this.#disarmRepairWatchdog();
     if (failures.length === 0) {
       this.#lifecycle.setStatus("connected", "connection re-established");
       return;
@@ -687,6 +766,7 @@ export class OpcuaDriver implements PlcDriver {
   #rebuild(old: Connection, reason: string, { delayFirst = false }: { readonly delayFirst?: boolean } = {}): void {
     if (this.#lifecycle.signal.aborted || this.#connection !== old) return;
     this.#logger.warn({ reason }, "OPC UA session lost; opening a new one");
+    this.#disarmRepairWatchdog();
     this.#connection = undefined;
     this.#lifecycle.setStatus("reconnecting", reason);
     for (const subscription of this.#subscriptions) subscription.connectionLost();
@@ -803,4 +883,13 @@ export class OpcuaDriver implements PlcDriver {
     }
     return dataType;
   }
+}
+
+/** `value` with a typed array (an array tag's, docs/adr/0038-array-tags.md) as a plain array; anything else as is. */
+function plainTagValue(value: TagValue): TagValue {
+  const view: unknown = value;
+  if (ArrayBuffer.isView(view) && !(view instanceof DataView)) {
+    return Array.from(view as unknown as ArrayLike<number | bigint>) as TagValue;
+  }
+  return value;
 }

@@ -137,6 +137,11 @@ const INTEGER_RANGES: Partial<Record<DataType, readonly [number, number]>> = {
 
 const FLOAT32_MAX = 3.4028234663852886e38;
 
+/** The first instant an OPC UA DateTime encodes (1601-01-01T00:00:00Z), in ms since 1970 (Part 6 5.2.2.5). */
+const OPCUA_DATETIME_MIN_MS = Date.UTC(1601, 0, 1);
+/** The last instant Kiln writes as an OPC UA DateTime (9999-12-31T23:59:59.999Z), in ms since 1970 (Part 6 5.2.2.5). */
+const OPCUA_DATETIME_MAX_MS = Date.UTC(9999, 11, 31, 23, 59, 59, 999);
+
 /**
  * Builds the variant to write `value` (already checked against `tag`'s type and range by the
  * core) to a node whose built-in type is `dataType`, converting between number, boolean and
@@ -145,8 +150,12 @@ const FLOAT32_MAX = 3.4028234663852886e38;
  * An array value (an array tag's, docs/adr/0038-array-tags.md) becomes a one-dimensional
  * `VariantArrayType.Array` variant, each element converted as a scalar would be.
  *
+ * Conversions are exact or refused: a Boolean node takes a boolean or 0/1 (0n/1n)
+ * only; a DateTime node takes finite ms since 1970 within 1601-01-01..9999-12-31 (UTC) only.
+ *
  * @throws KilnError `KILN_OUT_OF_RANGE` when the value (or an element) does not fit the node's
- *   type (an int32 tag writing 70000 to an Int16 node); `KILN_WRITE_REJECTED` with
+ *   type (an int32 tag writing 70000 to an Int16 node, 0.5 to a Boolean node, 1e20 to a
+ *   DateTime node); `KILN_WRITE_REJECTED` with
  *   `statusName: "BadTypeMismatch"` when the node's type cannot hold the tag's kind of value at
  *   all. No traffic happens.
  */
@@ -189,7 +198,13 @@ function elementForWrite(value: TagScalarValue, dataType: DataType, tag: Tag, no
   switch (dataType) {
     case DataType.Boolean:
       if (typeof value === "boolean") return scalar(value);
-      if (typeof value === "number" || typeof value === "bigint") return scalar(Number(value) !== 0);
+      if (typeof value === "number" || typeof value === "bigint") {
+        // Exactly or refuse: only 0 and 1 mean false and true; 0.5, 2.7 or -3 would
+        // land as `true` and report success.
+        if (value === 0 || value === 0n) return scalar(false);
+        if (value === 1 || value === 1n) return scalar(true);
+        throw outOfRange(`${value} is not 0 or 1; the node is Boolean`);
+      }
       throw mismatch();
     case DataType.String:
       return scalar(String(value));
@@ -219,6 +234,11 @@ function elementForWrite(value: TagScalarValue, dataType: DataType, tag: Tag, no
     case DataType.DateTime: {
       const number = toNumber(value);
       if (number === undefined || typeof value === "boolean") throw mismatch();
+      if (!Number.isFinite(number) || number < OPCUA_DATETIME_MIN_MS || number > OPCUA_DATETIME_MAX_MS) {
+        throw outOfRange(
+          `${number} ms since 1970 is not a time an OPC UA DateTime holds (finite, 1601-01-01T00:00:00.000Z..9999-12-31T23:59:59.999Z, Part 6 5.2.2.5)`,
+        );
+      }
       return scalar(new Date(number));
     }
     default: {
