@@ -216,8 +216,10 @@ export const opcuaServerOptionsSchema = z
  *     elements together (beyond: `BadTooManyOperations`, the whole call) @default 10000
  *   - `maxBrowsePathTargets`: distinct nodes one browse path reaches at any one element, its
  *     targets included (beyond: that path `BadQueryTooComplex`, Part 4, 5.9.4.4) @default 1000;
- *     `maxBrowsePathNodesPerCall`: nodes one TranslateBrowsePathsToNodeIds call expands, its paths
- *     together (the path that passes it and the call's later paths: `BadQueryTooComplex`) @default 100000
+ *     `maxBrowsePathNodesPerCall`: work of one TranslateBrowsePathsToNodeIds call, its paths
+ *     together: 1 per node expanded, plus every reference of the node when the step cannot use the
+ *     node's child index (an inverse, untyped or non-hierarchical step scans them all); the path
+ *     that passes it and the call's later paths: `BadQueryTooComplex` @default 100000
  *   - `maxQueueSize`: the largest QueueSize of one monitored item, value or event (a larger
  *     request is revised down to it, not refused) @default 100
  *   - `maxUnactivatedSessions`: sessions created and not yet activated, all clients together

@@ -175,4 +175,38 @@ describe("TranslateBrowsePathsToNodeIds over nodes reached by several routes", (
       "BadQueryTooComplex",
     ]);
   });
+
+  test("a step that scans every reference of its node (inverse, untyped) is charged its references, not one (adversarial review 20t)", async () => {
+    // Objects (i=85) has more than 5 references; an inverse step scans all of them.
+    const inverse = pathOf("i=85", [["Organizes", true, "Root"]]);
+    const untyped = new BrowsePath({
+      startingNode: resolveNodeId("i=85"),
+      relativePath: new RelativePath({
+        elements: [
+          new RelativePathElement({
+            referenceTypeId: resolveNodeId("i=0"),
+            isInverse: false,
+            includeSubtypes: false,
+            targetName: new QualifiedName({ name: "Server", namespaceIndex: 0 }),
+          }),
+        ],
+      }),
+    });
+    // With the default budget both answer as before.
+    expect((await vic.session.translateBrowsePath([inverse, untyped] as never[])).map(summary)).toEqual([
+      { status: "Good", targets: ["ns=0;i=84@4294967295"] },
+      { status: "Good", targets: ["ns=0;i=2253@4294967295"] },
+    ]);
+    // With a budget of 6, one scan of Objects' references is over it, each path alone.
+    for (const path of [inverse, untyped])
+      expect((await tightVic.session.translateBrowsePath([path] as never[])).map(summary)).toEqual([
+        { status: "BadQueryTooComplex", targets: [] },
+      ]);
+    // Sibling: the forward hierarchical step from the same node is answered by the child index, charged 1.
+    expect(
+      (await tightVic.session.translateBrowsePath([pathOf("i=85", [["Organizes", false, "Server"]])] as never[])).map(
+        summary,
+      ),
+    ).toEqual([{ status: "Good", targets: ["ns=0;i=2253@4294967295"] }]);
+  });
 });
