@@ -1,20 +1,12 @@
 import { describe, expect, test } from "vitest";
-import { defineTags } from "../domain/tags";
 import type { RecipeInput } from "../recipes/recipe-schema";
-import { simulatedSystem } from "../../test/support/simulated-system";
+import { heldWriteSystem as build } from "../../test/support/held-write-system";
 import { admin, engineer, settled } from "../../test/support/safety-harness";
 
 // Adversarial review 15t. H1: an abort while a pulse's `on` write was in flight sent the `off`
 // at once, so the `on` could land last (the PLC received 0 then 50; no problem reported). M2: an
 // aborted pulse awaited its `off` write, so a stuck `off` to a tag outside the safe state held
 // the whole safe state (and the machine) for the write timeout.
-
-const tags = defineTags({
-  "chamber.pressure": { dataType: "float64", range: { min: 0, max: 100 }, scanGroup: "fast" },
-  "heater.setpoint": { dataType: "float64", access: "readwrite", range: { min: 0, max: 400 }, scanGroup: "fast" },
-  "valve.h2o": { dataType: "bool", access: "readwrite", scanGroup: "fast" },
-  "stirrer.speed": { dataType: "float64", access: "readwrite", range: { min: 0, max: 100 }, scanGroup: "fast" },
-});
 
 const FAULTED = { kiln: "error", packml: "aborted" } as const;
 const STOPPED = { kiln: "idle", packml: "stopped" } as const;
@@ -25,65 +17,6 @@ const STIR: RecipeInput = {
   version: 1,
   steps: [{ pulse: { tag: "stirrer.speed", on: 50, off: 0, durationMs: 5000 } }],
 };
-
-/**
- * A system whose driver holds one write (`held`) until released, then lands it, or fails it
- * (`failHeld`) with a device error. Every write is logged in order: sent, landed, wrote, refused.
- */
-async function build(
-  model: "kiln" | "packml",
-  held: { tag: string; value: number },
-  options: { failHeld?: boolean } = {},
-) {
-  const pressure = { value: 1 };
-  const parts = simulatedSystem({
-    tags,
-    sources: { "chamber.pressure": () => pressure.value },
-    scanGroups: { fast: { periodMs: 50 } },
-    machine: {
-      model,
-      safeState: [
-        { tag: "heater.setpoint", value: 0 },
-        { tag: "valve.h2o", value: false },
-      ],
-    },
-    alarms: [
-      { tag: "chamber.pressure", kind: "HIHI", setpoint: 20, priority: 1, message: "Overpressure", interlock: true },
-    ],
-  });
-  const { plc, clock } = parts;
-  const events: string[] = [];
-  let release!: () => void;
-  const released = new Promise<void>((resolve) => (release = resolve));
-  const write = plc.write.bind(plc);
-  plc.write = async (tag, value, signal) => {
-    if (tag.name === held.tag && value === held.value) {
-      events.push(`sent ${tag.name}=${String(value)}`);
-      await released;
-      if (options.failHeld === true) {
-        events.push(`refused ${tag.name}=${String(value)}`);
-        throw new Error("device refused the write");
-      }
-      await write(tag, value);
-      events.push(`landed ${tag.name}=${String(value)}`);
-      return;
-    }
-    await write(tag, value, signal);
-    events.push(`wrote ${tag.name}=${String(value)}`);
-  };
-  await parts.system.start();
-  await clock.advance(100);
-  const scans = async (count: number): Promise<void> => {
-    for (let tick = 0; tick < count; tick++) await clock.advance(50);
-  };
-  const trip = async (): Promise<void> => {
-    pressure.value = 25;
-    await scans(6);
-  };
-  const values = (tag: string): unknown[] =>
-    plc.writes.filter((entry) => entry.tag === tag).map((entry) => entry.value);
-  return { ...parts, pressure, events, release, scans, trip, values };
-}
 
 describe("a pulse's off value is never overtaken by its own on write (review 15t, H1)", () => {
   for (const model of ["kiln", "packml"] as const) {

@@ -1,0 +1,76 @@
+import { defineTags } from "../../src/domain/tags";
+import { simulatedSystem } from "./simulated-system";
+
+// Shared by the safe-state ordering tests (reviews 15u, 15t): a system with an interlocked HIHI
+// on chamber.pressure, a safe state of heater.setpoint=0 and valve.h2o=false, and a driver that
+// holds one chosen write until the test releases it.
+
+/** The tags of {@link heldWriteSystem}: a pressure, two safe-state outputs and an unrelated stirrer. */
+const heldWriteTags = defineTags({
+  "chamber.pressure": { dataType: "float64", range: { min: 0, max: 100 }, scanGroup: "fast" },
+  "heater.setpoint": { dataType: "float64", access: "readwrite", range: { min: 0, max: 400 }, scanGroup: "fast" },
+  "valve.h2o": { dataType: "bool", access: "readwrite", scanGroup: "fast" },
+  "stirrer.speed": { dataType: "float64", access: "readwrite", range: { min: 0, max: 100 }, scanGroup: "fast" },
+});
+
+/**
+ * A started system whose driver holds the write of `held` (tag and value) until `release()`, then
+ * lands it, or fails it (`failHeld`) with a device error. Every write is logged in `events`, in
+ * order: `sent`, `landed`, `wrote`, `refused`. `timeoutMs` sets `acquisition.timeoutMs` (the
+ * driver write timeout) when given. `trip()` raises the pressure over the interlock and runs 6 scans.
+ */
+export async function heldWriteSystem(
+  model: "kiln" | "packml",
+  held: { tag: string; value: number },
+  options: { failHeld?: boolean; timeoutMs?: number } = {},
+) {
+  const pressure = { value: 1 };
+  const parts = simulatedSystem({
+    tags: heldWriteTags,
+    sources: { "chamber.pressure": () => pressure.value },
+    scanGroups: { fast: { periodMs: 50 } },
+    ...(options.timeoutMs === undefined ? {} : { acquisition: { timeoutMs: options.timeoutMs } }),
+    machine: {
+      model,
+      safeState: [
+        { tag: "heater.setpoint", value: 0 },
+        { tag: "valve.h2o", value: false },
+      ],
+    },
+    alarms: [
+      { tag: "chamber.pressure", kind: "HIHI", setpoint: 20, priority: 1, message: "Overpressure", interlock: true },
+    ],
+  });
+  const { plc, clock } = parts;
+  const events: string[] = [];
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  const write = plc.write.bind(plc);
+  plc.write = async (tag, value, signal) => {
+    if (tag.name === held.tag && value === held.value) {
+      events.push(`sent ${tag.name}=${String(value)}`);
+      await released;
+      if (options.failHeld === true) {
+        events.push(`refused ${tag.name}=${String(value)}`);
+        throw new Error("device refused the write");
+      }
+      await write(tag, value);
+      events.push(`landed ${tag.name}=${String(value)}`);
+      return;
+    }
+    await write(tag, value, signal);
+    events.push(`wrote ${tag.name}=${String(value)}`);
+  };
+  await parts.system.start();
+  await clock.advance(100);
+  const scans = async (count: number): Promise<void> => {
+    for (let tick = 0; tick < count; tick++) await clock.advance(50);
+  };
+  const trip = async (): Promise<void> => {
+    pressure.value = 25;
+    await scans(6);
+  };
+  const values = (tag: string): unknown[] =>
+    plc.writes.filter((entry) => entry.tag === tag).map((entry) => entry.value);
+  return { ...parts, pressure, events, release, scans, trip, values };
+}
