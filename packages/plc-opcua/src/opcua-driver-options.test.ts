@@ -35,6 +35,8 @@ describe("opcuaDriverOptionsSchema", () => {
     ],
     [{ endpointUrl: "opc.tcp://plc:4840", limits: { maxNodesPerRead: -1 } }, "limits.maxNodesPerRead"],
     [{ endpointUrl: "opc.tcp://plc:4840", logger: console.log }, "logger"],
+    [{ endpointUrl: "opc.tcp://plc:4840", clock: { now: () => 0 } }, "clock"],
+    [{ endpointUrl: "opc.tcp://plc:4840", random: 0.5 }, "random"],
     [{ endpointUrl: "opc.tcp://plc:4840", colour: "red" }, ""],
     [{ endpointUrl: "tcp://plc:4840" }, "endpointUrl"],
   ])("rejects %j at %s", (input, path) => {
@@ -49,5 +51,13 @@ describe("opcuaDriverOptionsSchema", () => {
       identity: { type: "username", userName: "", password: "topsecret-xyz" },
     });
     expect(JSON.stringify(result.error!.issues)).not.toContain("topsecret-xyz");
+  });
+
+  test("accepts a Clock and a random source as given (tests inject them for determinism)", () => {
+    const clock = { now: () => 0, setTimeout, clearTimeout, sleep: async () => undefined };
+    const random = () => 0.25;
+    const options = opcuaDriverOptionsSchema.parse({ endpointUrl: "opc.tcp://plc:4840", clock, random });
+    expect(options.clock).toBe(clock);
+    expect(options.random).toBe(random);
   });
 });

@@ -130,6 +130,52 @@ describe("OpcuaDriver across a server restart", () => {
     }
   });
 
+  test("when node-opcua gives up repairing, the driver opens a new connection on its own backoff, with exactly one subscription", async () => {
+    const logger = new RecordingLogger();
+    // maxRetry 0: node-opcua's own reconnect gives up at the first failure and closes the client.
+    const driver = new OpcuaDriver({
+      logger,
+      endpointUrl: simulator.endpointUrl,
+      pki: { dir: path.join(workDir, "client"), trustedServerCertificates: [simulator.certificateFile] },
+      connectionStrategy: { maxRetry: 0, initialDelayMs: 100, maxDelayMs: 400, randomisationFactor: 0.1 },
+      timeouts: { keepAliveMs: 1_000, requestMs: 3_000 },
+      monitoredItemRetry: { initialDelayMs: 100, maxDelayMs: 400 },
+    });
+    const changes: DriverStatusChange[] = [];
+    driver.onStatusChange((change) => changes.push(change));
+    await driver.connect();
+    const received: Sample[] = [];
+    try {
+      await driver.subscribe(tags.list(), { samplingIntervalMs: 50 }, (samples) => received.push(...samples));
+      await waitFor(() => counterSamples(received).length >= 2, { what: "counter values before the stop" });
+      await simulator.stop();
+      // The rebuild, not node-opcua's repair: its log line names the loss, and failed attempts
+      // of the new connection are reported while the server is down.
+      await waitFor(() => logger.lines.some((line) => line.message === "OPC UA session lost; opening a new one"), {
+        what: "the driver rebuilding the connection",
+      });
+      await waitFor(
+        () => logger.lines.some((line) => line.message === "opening a new OPC UA session failed; will retry"),
+        {
+          what: "a failed attempt of the new connection",
+        },
+      );
+      expect(driver.status).toBe("reconnecting");
+      const mark = received.length;
+      await simulator.start();
+      await waitFor(() => driver.status === "connected", { what: "status connected again" });
+      await waitFor(
+        () => counterSamples(received, mark).filter((sample) => sample.quality.severity === "good").length >= 2,
+        { what: "fresh counter values through the new connection" },
+      );
+      expect(changes.at(-1)).toMatchObject({ to: "connected", reason: "session re-created" });
+      // The old connection's subscription went with its session: one subscription, both items.
+      expect(simulator.liveSubscriptions()).toMatchObject({ sessions: 1, subscriptions: 1, monitoredItems: 2 });
+    } finally {
+      await driver.close();
+    }
+  });
+
   test("reads during the outage fail fast with a retryable KILN_CONNECTION_FAILED", async () => {
     const driver = newDriver();
     await driver.connect();
