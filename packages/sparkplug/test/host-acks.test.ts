@@ -420,6 +420,7 @@ describe("a host's stop() acknowledges what it stored (ADR 0037, amendment)", ()
     ddata: RecordedMessage[];
     acks: number[];
     offlineAt: number;
+    finalAckAt: number;
   } {
     const messages = fixture.recorder.messages;
     const offlineAt = messages.findIndex(
@@ -440,7 +441,14 @@ describe("a host's stop() acknowledges what it stored (ADR 0037, amendment)", ()
           .filter((metric) => metric.name === STORED_THROUGH_METRIC)
           .map((metric) => Number(metric.value)),
       );
-    return { ddata, acks, offlineAt };
+    const finalAckAt = messages
+      .slice(0, offlineAt)
+      .findLastIndex((message) =>
+        (message.payload?.metrics ?? []).some(
+          (metric) => message.topic === NCMD && metric.name === STORED_THROUGH_METRIC,
+        ),
+      );
+    return { ddata, acks, offlineAt, finalAckAt };
   }
 
   const keys = (messages: readonly RecordedMessage[], historical: boolean): Set<string> =>
@@ -507,20 +515,25 @@ describe("a host's stop() acknowledges what it stored (ADR 0037, amendment)", ()
 
   test("stop() acks everything stored before its STATE offline: the next host gets no resend of it, counted by DDATA number", async () => {
     const { fixture, resent } = await run({ stall: false });
-    const { ddata, acks, offlineAt } = sessionTraffic(fixture);
+    const { ddata, acks, offlineAt, finalAckAt } = sessionTraffic(fixture);
     // The first ack and the final one (without it, only the first: every DDATA after it is sent again).
     expect(acks.length).toBeGreaterThanOrEqual(2);
     const through = acks.at(-1)!;
-    // Every DDATA the broker passed on before the host's STATE offline is covered (one in flight
-    // between the final ack and the STATE offline at most).
-    const beforeOffline = ddata.filter((message) => fixture.recorder.messages.indexOf(message) < offlineAt).length;
-    expect(beforeOffline).toBeGreaterThan(5);
-    expect(through).toBeGreaterThanOrEqual(beforeOffline - 1);
+    const recordedBefore = (index: number) =>
+      ddata.filter((message) => fixture.recorder.messages.indexOf(message) < index).length;
+    expect(recordedBefore(offlineAt)).toBeGreaterThan(5);
+    // Every DDATA the broker passed on before the final ack is covered by it (one the host took
+    // before the recorder saw it at most). What came between the final ack and the STATE offline
+    // depends on the machine's speed; it is not acknowledged, so it is sent again (below).
+    expect(through).toBeGreaterThanOrEqual(recordedBefore(finalAckAt) - 1);
     // DDATA are numbered from 1 in the session: the first `through` are acknowledged.
     const acked = keys(ddata.slice(0, through), false);
     const again = keys(resent, true);
     expect(acked.size).toBeGreaterThan(5);
     expect([...again].filter((key) => acked.has(key))).toEqual([]);
+    // Nothing lost: every DDATA of the session the final ack did not cover reaches the next host.
+    const unacked = keys(ddata.slice(through), false);
+    expect([...unacked].filter((key) => !again.has(key))).toEqual([]);
   }, 30_000);
 
   test("stop() while the store is failing acknowledges nothing it did not store; the next host gets all of it", async () => {
