@@ -98,14 +98,14 @@ export interface AlarmSnapshot {
   readonly state: AlarmState;
   /** Whether the alarm condition holds (after deadband and delays), whatever the state shows. */
   readonly active: boolean;
-  /** The last usable value evaluated, or null before any. */
+  /** The last usable value evaluated, or null before any (older than the current sample when {@link AlarmSnapshot.lastSampleUsable} is false). */
   readonly lastValue: number | boolean | null;
   /** Quality of the last sample observed for the tag. */
   readonly lastQuality?: Quality;
   /**
    * Whether the last sample observed for the tag was evaluated: not bad, with a value of the
    * alarm's kind (a number, not NaN; a boolean for BOOL). False before any sample, and when the
-   * current sample was not usable ({@link lastValue} is then an older value, not the current one).
+   * current sample was not usable (`lastValue` is then an older value, not the current one).
    */
   readonly lastSampleUsable: boolean;
   /** When the condition last became active. */

@@ -162,7 +162,9 @@ describe("a finished pulse's stuck off write holds nothing outside its tag (revi
       const result = await process.finished;
       expect(result.status).toBe("aborted");
       expect(result.problems).toMatchObject([{ stage: "pulse-off", tag: "stirrer.speed" }]);
-      expect(parts.system.health().problems.some((problem) => problem.includes("pulse off write of stirrer.speed failed"))).toBe(true);
+      expect(
+        parts.system.health().problems.some((problem) => problem.includes("pulse off write of stirrer.speed failed")),
+      ).toBe(true);
       await parts.system.stop();
     });
 
@@ -171,7 +173,10 @@ describe("a finished pulse's stuck off write holds nothing outside its tag (revi
       const process = await parts.system.startRecipe(engineer, {
         name: "heat",
         version: 1,
-        steps: [{ pulse: { tag: "heater.setpoint", on: 300, off: 10, durationMs: 100 } }, { wait: { durationMs: 5000 } }],
+        steps: [
+          { pulse: { tag: "heater.setpoint", on: 300, off: 10, durationMs: 100 } },
+          { wait: { durationMs: 5000 } },
+        ],
       });
       await parts.scans(4);
       const stop = settled(parts.system.sendMachineCommand(admin, "stop"));

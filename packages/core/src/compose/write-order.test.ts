@@ -56,7 +56,11 @@ describe("writes to one tag land in the order they were made, by any writer (rev
         system.health().problems.filter((problem) => problem.includes("step write of stirrer.speed"));
       expect(named()).toEqual([expect.stringContaining("device refused the write")]);
       // A later write of the tag by a process clears it.
-      await system.startRecipe(engineer, { name: "s", version: 1, steps: [{ set: { tag: "stirrer.speed", value: 5 } }] });
+      await system.startRecipe(engineer, {
+        name: "s",
+        version: 1,
+        steps: [{ set: { tag: "stirrer.speed", value: 5 } }],
+      });
       await parts.scans(2);
       expect(named()).toEqual([]);
       await system.stop();
