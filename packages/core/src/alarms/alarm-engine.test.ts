@@ -215,6 +215,23 @@ describe("AlarmEngine: evaluation", () => {
     expect(of("alarm-raise")).toHaveLength(1);
   });
 
+  it("says whether the current sample was evaluated: lastValue is older when it was not (review 15s, M2)", () => {
+    const { engine, feed } = setup([pressureHigh()]);
+    expect(engine.get(PRESSURE_HI)).toMatchObject({ lastSampleUsable: false, lastValue: null });
+    feed("chamber.pressure", 3);
+    expect(engine.get(PRESSURE_HI)).toMatchObject({ lastSampleUsable: true, lastValue: 3 });
+    feed("chamber.pressure", Number.NaN, "uncertain");
+    expect(engine.get(PRESSURE_HI)).toMatchObject({
+      lastSampleUsable: false,
+      lastValue: 3,
+      lastQuality: { severity: "uncertain" },
+    });
+    feed("chamber.pressure", Number.NaN);
+    expect(engine.get(PRESSURE_HI)).toMatchObject({ lastSampleUsable: false, lastQuality: { severity: "good" } });
+    feed("chamber.pressure", 4, "uncertain");
+    expect(engine.get(PRESSURE_HI)).toMatchObject({ lastSampleUsable: true, lastValue: 4 });
+  });
+
   it("evaluates BOOL alarms against their alarm value", () => {
     const { engine, feed } = setup([{ tag: "pump.running", kind: "BOOL", alarmValue: false, priority: 2 }]);
     feed("pump.running", true);

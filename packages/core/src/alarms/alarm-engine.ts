@@ -98,10 +98,16 @@ export interface AlarmSnapshot {
   readonly state: AlarmState;
   /** Whether the alarm condition holds (after deadband and delays), whatever the state shows. */
   readonly active: boolean;
-  /** The last usable value evaluated, or null before any. */
+  /** The last usable value evaluated, or null before any (older than the current sample when {@link AlarmSnapshot.lastSampleUsable} is false). */
   readonly lastValue: number | boolean | null;
   /** Quality of the last sample observed for the tag. */
   readonly lastQuality?: Quality;
+  /**
+   * Whether the last sample observed for the tag was evaluated: not bad, with a value of the
+   * alarm's kind (a number, not NaN; a boolean for BOOL). False before any sample, and when the
+   * current sample was not usable (`lastValue` is then an older value, not the current one).
+   */
+  readonly lastSampleUsable: boolean;
   /** When the condition last became active. */
   readonly raisedAt?: number;
   /** When the condition last returned to normal. */
@@ -137,6 +143,7 @@ interface AlarmRecord {
   active: boolean;
   lastValue: number | boolean | null;
   lastQuality: Quality | undefined;
+  lastSampleUsable: boolean;
   raisedAt: number | undefined;
   clearedAt: number | undefined;
   ackedAt: number | undefined;
@@ -229,6 +236,7 @@ export class AlarmEngine {
         active: false,
         lastValue: null,
         lastQuality: undefined,
+        lastSampleUsable: false,
         raisedAt: undefined,
         clearedAt: undefined,
         ackedAt: undefined,
@@ -513,6 +521,7 @@ export class AlarmEngine {
     record.lastQuality = sample.quality;
     const definition = record.definition;
     const value = usableValue(definition, sample);
+    record.lastSampleUsable = value !== undefined;
     if (value === undefined) {
       this.#cancelDelay(record);
       return;
@@ -696,6 +705,7 @@ export class AlarmEngine {
       active: record.active,
       lastValue: record.lastValue,
       lastQuality: record.lastQuality,
+      lastSampleUsable: record.lastSampleUsable,
       raisedAt: record.raisedAt,
       clearedAt: record.clearedAt,
       ackedAt: record.ackedAt,

@@ -1,5 +1,6 @@
 import { KilnError, KilnValidationError } from "../domain/errors";
 import { frozenTagValue, tagValueProblem, type Tag, type TagCatalog, type TagValue } from "../domain/tags";
+import { abortError, raceAbort } from "../driver-kit/abort";
 import type { PlcDriver } from "../ports/plc-driver";
 import type { SystemLifecycle, SystemState } from "./system-lifecycle";
 
@@ -16,12 +17,24 @@ export interface TagWriteOptions {
 /** Writes a value to a tag on the machine's PLC. Operator writes, recipe steps and the safe state all use it. */
 export interface TagWriter {
   /**
-   * Writes `value` to `tag`; `signal` aborts it.
+   * Writes `value` to `tag`. Writes to one tag are sent in the order they are made, by whatever
+   * writer (operator, process step, safe state, the next process): a write goes out once the
+   * writes made before it to its tag have settled. `signal` cancels a write still waiting for
+   * them (it is then not sent, and rejects with the signal's reason); once sent, a write is not cut
+   * off (the request may be on the fieldbus): it settles within the driver's write timeout.
    * @throws `KILN_TAG_UNKNOWN`, `KILN_TAG_NOT_WRITABLE`, `KILN_OUT_OF_RANGE`, `KILN_VALIDATION`,
    *   `KILN_LIFECYCLE` while the system is not running (for `duringStop` writes: not running or
-   *   stopping), or the device's error (`KILN_TIMEOUT`, `KILN_CIRCUIT_OPEN`, `KILN_WRITE_REJECTED`...).
+   *   stopping), the signal's reason (aborted before it was sent), or the device's error
+   *   (`KILN_TIMEOUT`, `KILN_CIRCUIT_OPEN`, `KILN_WRITE_REJECTED`...).
    */
   write(tag: string, value: TagValue, signal?: AbortSignal, options?: TagWriteOptions): Promise<void>;
+  /**
+   * Resolves once every write to `tag` made so far, and any made meanwhile, has settled (never
+   * rejects); undefined when none is in flight. The safe state uses it to defer only the writes
+   * whose tag is busy (adversarial review 15u). Optional: a writer without it keeps no order,
+   * and the safe state then waits for nothing.
+   */
+  settled?(tag: string): Promise<void> | undefined;
 }
 
 /** Options of {@link CheckedTagWriter}. */
@@ -37,21 +50,60 @@ export interface CheckedTagWriterOptions {
 /**
  * The checked write path: the tag exists, is writable, the value fits its type and range, the
  * system is running; only then the guarded driver's `write` (once: a write is not idempotent).
+ * The one place writes to a tag are put in order: chained per tag, for every writer of the
+ * system (adversarial reviews 15t, 15s).
  */
 export class CheckedTagWriter implements TagWriter {
   readonly #options: CheckedTagWriterOptions;
+  /** The last write made to each tag, settled (never rejects); removed once nothing follows it. */
+  readonly #tails = new Map<string, Promise<void | undefined>>();
 
   constructor(options: CheckedTagWriterOptions) {
     this.#options = options;
   }
 
   /** @inheritDoc TagWriter.write */
-  async write(tag: string, value: TagValue, signal?: AbortSignal, options: TagWriteOptions = {}): Promise<void> {
+  write(tag: string, value: TagValue, signal?: AbortSignal, options: TagWriteOptions = {}): Promise<void> {
     const { tags, driver, lifecycle } = this.#options;
     const accepted = options.duringStop === true ? PROCESS_WRITE_STATES : OPERATOR_WRITE_STATES;
     // An array (or a typed array) goes on as a frozen copy: checked once, it cannot change afterwards.
     const written = frozenTagValue(value);
-    await driver.write(checkTagWrite(tags, lifecycle, tag, written, accepted), written, signal);
+    let definition: Tag;
+    try {
+      definition = checkTagWrite(tags, lifecycle, tag, written, accepted);
+      if (signal?.aborted === true) throw abortError(signal, `the write to ${tag}`);
+    } catch (error) {
+      return Promise.reject(error as Error);
+    }
+    const before = this.#tails.get(tag);
+    const send = async (): Promise<void> => {
+      if (before !== undefined) {
+        await raceAbort(before, signal, `the write to ${tag}`);
+        // It waited: the system may have begun to stop meanwhile.
+        checkTagWrite(tags, lifecycle, tag, written, accepted);
+      }
+      await driver.write(definition, written);
+    };
+    const sent = send();
+    // Settles once this write has (or, not sent, once the one before it has); never rejects.
+    const settled = Promise.all([before, sent]).then(
+      () => undefined,
+      () => before,
+    );
+    this.#tails.set(tag, settled);
+    void settled.then(() => {
+      if (this.#tails.get(tag) === settled) this.#tails.delete(tag);
+    });
+    return sent;
+  }
+
+  /** @inheritDoc TagWriter.settled */
+  settled(tag: string): Promise<void> | undefined {
+    if (!this.#tails.has(tag)) return undefined;
+    const drain = async (): Promise<void> => {
+      for (let tail = this.#tails.get(tag); tail !== undefined; tail = this.#tails.get(tag)) await tail;
+    };
+    return drain();
   }
 }
 

@@ -1399,7 +1399,9 @@ export class ControlSystem {
       problems.push(
         failure.stage === "pulse-off"
           ? `pulse off write of ${failure.tag} failed at ${at}: ${failure.reason} (the tag may still hold its pulse's on value; cleared by a reset of the machine or a later write of the tag by a process)`
-          : `safe-state write of ${failure.tag} failed at ${at}: ${failure.reason} (the tag may not be in its safe state; cleared by a reset of the machine)`,
+          : failure.stage === "step-write"
+            ? `step write of ${failure.tag} in flight at the process's abort failed at ${at}: ${failure.reason} (the tag may not hold the value the process wrote last; cleared by a reset of the machine or a later write of the tag by a process)`
+            : `safe-state write of ${failure.tag} failed at ${at}: ${failure.reason} (the tag may not be in its safe state; cleared by a reset of the machine)`,
       );
     }
     if (audit.overflow > 0) {

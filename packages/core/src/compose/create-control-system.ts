@@ -260,11 +260,15 @@ function registerDefaults(container: ServiceContainer, options: ResolvedControlS
         options.machine.model === "packml"
           ? packmlMachineBinding(machine as never)
           : kilnMachineBinding(machine as never),
-      io: tableRecipeIo(resolve(InternalTokens.CurrentValueTable), (tag, value, signal, origin) => {
-        if (origin) logger.debug({ tag, processId: origin.processId, principal: origin.principal }, "process write");
-        // A process's writes (its safe state above all) still reach the PLC while the system stops.
-        return writer.write(tag, value, signal, { duringStop: true });
-      }),
+      io: tableRecipeIo(
+        resolve(InternalTokens.CurrentValueTable),
+        (tag, value, signal, origin) => {
+          if (origin) logger.debug({ tag, processId: origin.processId, principal: origin.principal }, "process write");
+          // A process's writes (its safe state above all) still reach the PLC while the system stops.
+          return writer.write(tag, value, signal, { duringStop: true });
+        },
+        writer.settled === undefined ? undefined : (tag) => writer.settled?.(tag),
+      ),
       catalog: options.tags,
       clock: resolve(InternalTokens.Clock),
       processes: store.processes,

@@ -1,5 +1,6 @@
 import { KilnError } from "../domain/errors";
 import type { AlarmEngine } from "../alarms/alarm-engine";
+import { auditedText } from "../security/command-input";
 
 /**
  * The commands that reset a trip: Kiln `reset` (`error` → `idle`), PackML `clear` (`aborted` →
@@ -13,27 +14,47 @@ export const INTERLOCKED_COMMANDS: ReadonlySet<string> = new Set(["start", "rese
 export interface InterlockHold {
   /** The interlock alarm's id. */
   readonly id: string;
-  /** `active`, `state unknown: no sample yet` or `bad quality: <reason>`. */
+  /**
+   * `active`, `state unknown: no sample yet`, `state unknown: no usable value` (a good sample
+   * whose value is not of the alarm's kind, NaN), `bad quality: <reason>` or
+   * `uncertain quality: <reason>`. The device's reason is shown with control and format
+   * characters written out and cut to {@link QUALITY_REASON_MAX_LENGTH} code units.
+   */
   readonly reason: string;
 }
 
+/** Longest device quality reason an interlock hold shows, in UTF-16 code units (longer: cut, with a marker). */
+const QUALITY_REASON_MAX_LENGTH = 256;
+
 /**
- * The interlock alarms that are not permissive now (IEC 61511: fail-safe, an unknown state is
- * not a permissive): those whose condition is active (acknowledged or not), those whose tag has
- * had no usable (good or uncertain) sample yet, and those whose current sample is bad (bad
- * quality neither activates nor clears an alarm, so its state is unknown; adversarial review
- * 15t, H3). In definition order, whatever the alarm's service state.
+ * The interlock alarms that are not permissive now (IEC 61511: fail-safe, a permissive needs a
+ * known, valid state): those whose condition is active (acknowledged or not), and those whose
+ * tag's current sample is not good and usable: none yet, bad (bad quality neither activates nor
+ * clears an alarm; review 15t, H3), uncertain of any kind (a sensor flagged inaccurate, Kiln's
+ * own "no communication, last usable value" and "stale" markers: the value may not be the
+ * process's now; review 15s, M2), or good without a usable value (NaN). Holds refuse starts and
+ * resets only: an uncertain sample does not trip a running machine (its value is still
+ * evaluated, so an uncertain value beyond the setpoint does). In definition order, whatever
+ * the alarm's service state.
  */
 export function interlockHolds(alarms: Pick<AlarmEngine, "list">): InterlockHold[] {
   const holds: InterlockHold[] = [];
   for (const alarm of alarms.list()) {
     if (!alarm.interlock) continue;
-    if (alarm.active) holds.push({ id: alarm.id, reason: "active" });
-    else if (alarm.lastQuality?.severity === "bad") {
-      holds.push({ id: alarm.id, reason: `bad quality: ${alarm.lastQuality.reason ?? "no reason given"}` });
-    } else if (alarm.lastValue === null) holds.push({ id: alarm.id, reason: "state unknown: no sample yet" });
+    const quality = alarm.lastQuality;
+    let reason: string | undefined;
+    if (alarm.active) reason = "active";
+    else if (quality === undefined) reason = "state unknown: no sample yet";
+    else if (quality.severity !== "good") reason = `${quality.severity} quality: ${shownReason(quality.reason)}`;
+    else if (!alarm.lastSampleUsable) reason = "state unknown: no usable value";
+    if (reason !== undefined) holds.push({ id: alarm.id, reason });
   }
   return holds;
+}
+
+/** A device's quality reason as a hold shows it: escaped and bounded (it reaches messages, audit and health()). */
+function shownReason(reason: string | undefined): string {
+  return reason === undefined || reason === "" ? "no reason given" : auditedText(reason, QUALITY_REASON_MAX_LENGTH);
 }
 
 /** The words of a refusal naming the interlocks that hold: "interlock a is active; interlock b state unknown: no sample yet". */

@@ -114,3 +114,81 @@ describe("an aborted pulse's stuck off write holds nothing outside its tag (revi
     });
   }
 });
+
+// Adversarial review 15s, M1: a pulse that ran its time awaited its off write without the step's
+// signal, so a stuck off (to a tag outside the safe state) held a stop or a trip: the machine
+// stayed processing, the interlock active, until the write timed out.
+describe("a finished pulse's stuck off write holds nothing outside its tag (review 15s, M1)", () => {
+  const STIR_THEN_WAIT: RecipeInput = {
+    name: "stir",
+    version: 1,
+    steps: [{ pulse: { tag: "stirrer.speed", on: 50, off: 0, durationMs: 100 } }, { wait: { durationMs: 5000 } }],
+  };
+
+  for (const model of ["kiln", "packml"] as const) {
+    test(`${model} (the example): a stop while the finished pulse's off write is stuck answers at once, safe state written`, async () => {
+      const parts = await build(model, { tag: "stirrer.speed", value: 0 });
+      const process = await parts.system.startRecipe(engineer, STIR_THEN_WAIT);
+      await parts.scans(4);
+      expect(parts.events).toEqual(["wrote stirrer.speed=50", "sent stirrer.speed=0"]);
+      const stop = settled(parts.system.sendMachineCommand(admin, "stop"));
+      await parts.scans(2);
+      expect(stop).toMatchObject({ done: true, value: STOPPED[model] });
+      expect(parts.events.slice(2)).toEqual(["wrote heater.setpoint=0", "wrote valve.h2o=false"]);
+      const finished = settled(process.finished);
+      await parts.scans(2);
+      expect(finished.done).toBe(false);
+      parts.release();
+      await parts.scans(2);
+      expect(await process.finished).toMatchObject({ status: "aborted", problems: [] });
+      expect(parts.values("stirrer.speed")).toEqual([50, 0]);
+      await parts.system.stop();
+    });
+
+    test(`${model} (sibling): a trip while the finished pulse's off write is stuck faults at once; its failure is a pulse-off problem`, async () => {
+      const parts = await build(model, { tag: "stirrer.speed", value: 0 }, { failHeld: true });
+      const process = await parts.system.startRecipe(engineer, STIR_THEN_WAIT);
+      await parts.scans(4);
+      await parts.trip();
+      expect(parts.system.machineState).toBe(FAULTED[model]);
+      expect(parts.events).toEqual([
+        "wrote stirrer.speed=50",
+        "sent stirrer.speed=0",
+        "wrote heater.setpoint=0",
+        "wrote valve.h2o=false",
+      ]);
+      parts.release();
+      await parts.scans(2);
+      const result = await process.finished;
+      expect(result.status).toBe("aborted");
+      expect(result.problems).toMatchObject([{ stage: "pulse-off", tag: "stirrer.speed" }]);
+      expect(
+        parts.system.health().problems.some((problem) => problem.includes("pulse off write of stirrer.speed failed")),
+      ).toBe(true);
+      await parts.system.stop();
+    });
+
+    test(`${model} (sibling): a stop while a finished pulse's off write to a safe-state tag is stuck: the safe value waits for it and lands last`, async () => {
+      const parts = await build(model, { tag: "heater.setpoint", value: 10 });
+      const process = await parts.system.startRecipe(engineer, {
+        name: "heat",
+        version: 1,
+        steps: [
+          { pulse: { tag: "heater.setpoint", on: 300, off: 10, durationMs: 100 } },
+          { wait: { durationMs: 5000 } },
+        ],
+      });
+      await parts.scans(4);
+      const stop = settled(parts.system.sendMachineCommand(admin, "stop"));
+      await parts.scans(2);
+      expect(stop.done).toBe(false);
+      expect(parts.events.slice(2)).toEqual(["wrote valve.h2o=false"]);
+      parts.release();
+      await parts.scans(2);
+      expect(stop).toMatchObject({ done: true, value: STOPPED[model] });
+      expect(parts.values("heater.setpoint")).toEqual([300, 10, 0]);
+      expect((await process.finished).status).toBe("aborted");
+      await parts.system.stop();
+    });
+  }
+});

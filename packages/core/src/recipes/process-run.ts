@@ -1,4 +1,5 @@
 import { KilnError } from "../domain/errors";
+import { raceAbort } from "../driver-kit/abort";
 import type { KilnEvents } from "../events/catalogue";
 import type { Clock } from "../ports/clock";
 import type { Logger } from "../ports/logger";
@@ -38,8 +39,12 @@ export interface ProcessRunInit {
   readonly onSafeState?: (problems: readonly ProcessProblem[]) => void;
   /** Told of each step write to `tag` that succeeded. */
   readonly onStepWrite?: (tag: string) => void;
-  /** Told of a pulse's off write that failed after the pulse was aborted or failed (not awaited by the step). */
-  readonly onPulseOffFailure?: (problem: ProcessProblem) => void;
+  /**
+   * Told of a write the step no longer waited for that failed: a pulse's off write after the
+   * pulse was aborted or failed (`pulse-off`), a step write sent before the process was aborted
+   * (`step-write`).
+   */
+  readonly onLateWriteFailure?: (problem: ProcessProblem) => void;
   readonly progressSaveIntervalMs: number;
   readonly logger: Logger;
   readonly onEnd: (run: ProcessRun) => void;
@@ -76,11 +81,7 @@ export class ProcessRun implements RecipeProcess {
   /** Resolves once the machine reached the process's end state, with the problems met so far. */
   readonly #effect: Promise<readonly ProcessProblem[]>;
   #settle!: (problems: readonly ProcessProblem[]) => void;
-  /** The step writes sent and not settled yet, by tag (each settles, never rejects). */
-  readonly #stepWrites = new Map<string, Set<Promise<void>>>();
-  /** The last step write of each tag, settled (never rejects): the next write to the tag goes out after it. */
-  readonly #writeTails = new Map<string, Promise<void>>();
-  /** A pulse's off writes sent at an abort or failure and not awaited by the step (review 15t, M2). */
+  /** Writes the steps no longer wait for (a pulse's off, a write in flight at the abort; reviews 15t M2, 15s M3). */
   readonly #closing = new Set<Promise<void>>();
   /** True while {@link begin} saves the new process, before the machine is asked to begin. */
   #savingFirst = false;
@@ -146,7 +147,7 @@ export class ProcessRun implements RecipeProcess {
         this.#requestAbort(reason, false);
         return this.#controller.signal.reason;
       },
-      closeLater: (tag, write) => this.#closeLater(tag, write),
+      closeLater: (tag, write) => this.#closeLater(tag, write, "pulse-off"),
     };
     this.finished = new Promise((resolve) => {
       this.#finish = resolve;
@@ -300,9 +301,9 @@ export class ProcessRun implements RecipeProcess {
     this.#machineSettled = true;
     // The effect is done: a safety function answers now, the record's save continues (review 15z, M4).
     this.#settle([...this.#problems]);
-    // A pulse's off write sent at the abort is not awaited by the effect (unless its tag is a
-    // safe-state tag: then the safe state waited for it), but the result reports its failure
-    // (review 15t, M2).
+    // A write the steps no longer waited for (a pulse's off, a step write in flight at the abort)
+    // is not awaited by the effect (unless its tag is a safe-state tag: then the safe state waited
+    // for it), but the result reports its failure (reviews 15t M2, 15s M3).
     while (this.#closing.size > 0) await Promise.all([...this.#closing]);
     const endedAt = this.#clock.now();
     this.#ended = true;
@@ -451,103 +452,73 @@ export class ProcessRun implements RecipeProcess {
   }
 
   /**
-   * The steps' device access. A step write, once sent, is not cut off by an abort: the request
-   * may be on the fieldbus, so the write goes on (bounded by the driver's write timeout) while
-   * the step itself answers the abort at once. A safe-state write to the same tag waits for
-   * them, so it is the last value written there (adversarial review 15w, H4); the other safe
-   * values do not wait (review 15u). Tracked by tag.
+   * The steps' device access. Writes to one tag go out in order whoever makes them (the system's
+   * write path chains them per tag: a pulse's off after its on, the next process's or an
+   * operator's write after this one's; reviews 15t H1, 15s M3). A step write, once sent, is not
+   * cut off by an abort: the request may be on the fieldbus, so it goes on (bounded by the
+   * driver's write timeout) while the step answers the abort at once, and the run takes it over
+   * ({@link #closeLater}: its failure is a `step-write` problem, never lost). A write still
+   * waiting for its tag is not sent once the step's signal aborts.
    */
   #trackedIo(io: RecipeIo): RecipeIo {
     return {
       current: (tag) => io.current(tag),
       onChange: (tag, listener) => io.onChange(tag, listener),
       write: (tag, value, signal, origin) => {
-        if (signal?.aborted === true) return Promise.reject(signal.reason as Error);
-        // Chained per tag: a write goes out only once the writes already in flight on its tag
-        // have settled, so a later value (a pulse's off, a ramp's next value) is never overtaken
-        // by an earlier one still on the wire (adversarial review 15t, H1). A write that waits
-        // with a signal is not sent once the signal aborts; one without (a pulse's off) always is.
-        const before = this.#writeTails.get(tag);
-        const send = (): Promise<void> => {
-          if (signal?.aborted === true) return Promise.reject(signal.reason as Error);
-          return io.write(tag, value, undefined, origin);
-        };
-        const sent = before === undefined ? send() : before.then(send);
-        const settled = sent.then(
+        const sent = io.write(tag, value, signal, origin);
+        void sent.then(
           () => this.#init.onStepWrite?.(tag),
           () => undefined,
         );
-        this.#writeTails.set(tag, settled);
-        const pending = this.#stepWrites.get(tag) ?? new Set<Promise<void>>();
-        this.#stepWrites.set(tag, pending);
-        pending.add(settled);
-        void settled.then(() => {
-          pending.delete(settled);
-          if (pending.size === 0 && this.#stepWrites.get(tag) === pending) this.#stepWrites.delete(tag);
-          if (this.#writeTails.get(tag) === settled) this.#writeTails.delete(tag);
-        });
         if (signal === undefined) return sent;
-        return new Promise<void>((resolve, reject) => {
-          const onAbort = (): void => reject(signal.reason as Error);
-          signal.addEventListener("abort", onAbort, { once: true });
-          sent.then(
-            () => {
-              signal.removeEventListener("abort", onAbort);
-              resolve();
-            },
-            (error: unknown) => {
-              signal.removeEventListener("abort", onAbort);
-              reject(error as Error);
-            },
+        return raceAbort(sent, signal).catch((error: unknown) => {
+          if (!signal.aborted) throw error;
+          // Not sent (rejected with the signal's reason) or sent and still in flight: taken over.
+          this.#closeLater(
+            tag,
+            sent.catch((failure: unknown) => {
+              if (failure !== signal.reason) throw failure;
+            }),
+            "step-write",
           );
+          throw signal.reason;
         });
       },
     };
   }
 
   /**
-   * Takes over a pulse's off write sent at an abort or failure: the step does not wait for it
-   * (a stuck off write to a tag the safe state does not write delays nothing); a failure becomes
-   * a `pulse-off` problem of the result and is reported to the executor (health), never lost.
+   * Takes over a write the step no longer waits for: a pulse's off write sent at an abort or
+   * failure, a step write in flight at the abort. A stuck write to a tag the safe state does not
+   * write delays nothing; a failure becomes a problem of the result (`pulse-off`, `step-write`)
+   * and is reported to the executor (health), never lost.
    */
-  #closeLater(tag: string, write: Promise<void>): void {
+  #closeLater(tag: string, write: Promise<void>, stage: "pulse-off" | "step-write"): void {
     const closing = write.then(
       () => undefined,
       (error: unknown) => {
-        const problem: ProcessProblem = { stage: "pulse-off", tag, error };
+        const problem: ProcessProblem = { stage, tag, error };
         this.#problems.push(problem);
-        this.#init.logger.error({ processId: this.id, tag, error }, "a pulse's off value could not be written");
-        this.#init.onPulseOffFailure?.(problem);
+        this.#init.logger.error(
+          { processId: this.id, tag, error },
+          stage === "pulse-off"
+            ? "a pulse's off value could not be written"
+            : "a step write sent before the abort failed",
+        );
+        this.#init.onLateWriteFailure?.(problem);
       },
     );
     this.#closing.add(closing);
     void closing.then(() => this.#closing.delete(closing));
   }
 
-  /** Resolves once no step write to `tag` is in flight (including ones sent meanwhile); undefined when none is. */
-  #stepWritesSettled(tag: string): Promise<void> | undefined {
-    if (this.#stepWrites.get(tag) === undefined) return undefined;
-    const drain = async (): Promise<void> => {
-      for (let pending = this.#stepWrites.get(tag); pending !== undefined; pending = this.#stepWrites.get(tag)) {
-        await Promise.all([...pending]);
-      }
-    };
-    return drain();
-  }
-
   /** Writes the safe state in order (every write attempted); its failures become problems. */
   async #writeSafeState(): Promise<readonly ProcessProblem[]> {
     this.#safeStateWritten = true;
-    // A step write already sent to a safe-state tag lands first: that tag's safe value is written
+    // A write already sent to a safe-state tag lands first: that tag's safe value is written
     // after it (review 15w, H4). Only that tag waits: the others are written at once, whatever is
     // in flight elsewhere (review 15u, M1).
-    const problems = await writeSafeState(
-      this.#options.io,
-      this.#init.safeState,
-      this.#init.logger,
-      this.#origin,
-      (tag) => this.#stepWritesSettled(tag),
-    );
+    const problems = await writeSafeState(this.#options.io, this.#init.safeState, this.#init.logger, this.#origin);
     this.#problems.push(...problems);
     this.#init.onSafeState?.(problems);
     return problems;

@@ -107,18 +107,20 @@ export interface ProcessStartOptions extends StartRecipeOptions {
 }
 
 /**
- * A safe-state write the device refused (or that timed out), or a pulse's off write that failed
- * after the pulse was aborted (review 15t), kept until the trip is reset.
+ * A safe-state write the device refused (or that timed out), a pulse's off write that failed
+ * after the pulse was aborted (review 15t), or a step write sent before its process was aborted
+ * that failed afterwards (review 15s), kept until the trip is reset.
  */
 export interface SafeStateFailure {
   /** The tag whose safe (or off) value was not written. */
   readonly tag: string;
   /**
    * `safe-state` (the default when absent): a safe-state write; `pulse-off`: an aborted pulse's
-   * off write (the tag may still hold its on value). Cleared by a reset of the machine, or by a
-   * later successful write of the tag by a process or the safe state.
+   * off write (the tag may still hold its on value); `step-write`: a step write in flight when
+   * its process was aborted (the tag may not hold the value the process wrote last). Cleared by a
+   * reset of the machine, or by a later successful write of the tag by a process or the safe state.
    */
-  readonly stage?: "safe-state" | "pulse-off";
+  readonly stage?: "safe-state" | "pulse-off" | "step-write";
   /** Why, in words (`KILN_...: message` for a KilnError). */
   readonly reason: string;
   /** When the write failed, ms since the Unix epoch (the executor's clock). */
@@ -242,7 +244,7 @@ export class RecipeExecutor {
     for (const write of this.#safeState) {
       if (failed.has(write.tag)) continue;
       this.#safeStateFailures.delete(write.tag);
-      this.#safeStateFailures.delete(`pulse-off:${write.tag}`);
+      this.#safeStateFailures.delete(`late:${write.tag}`);
     }
   }
 
@@ -379,17 +381,18 @@ export class RecipeExecutor {
         options: this.#options,
         safeState: this.#safeState,
         onSafeState: (problems) => this.#noteSafeState(problems),
-        // A pulse whose off write failed after its abort: the tag may still be on (review 15t, M2).
-        onPulseOffFailure: (problem) => {
-          if (problem.tag === undefined) return;
-          this.#safeStateFailures.set(`pulse-off:${problem.tag}`, {
+        // A write the steps no longer waited for failed: a pulse's off (the tag may still be on;
+        // review 15t, M2), a step write in flight at the abort (review 15s, M3).
+        onLateWriteFailure: (problem) => {
+          if (problem.tag === undefined || (problem.stage !== "pulse-off" && problem.stage !== "step-write")) return;
+          this.#safeStateFailures.set(`late:${problem.tag}`, {
             tag: problem.tag,
-            stage: "pulse-off",
+            stage: problem.stage,
             reason: describeProblem(problem.error),
             at: this.#options.clock.now(),
           });
         },
-        onStepWrite: (tag) => this.#safeStateFailures.delete(`pulse-off:${tag}`),
+        onStepWrite: (tag) => this.#safeStateFailures.delete(`late:${tag}`),
         progressSaveIntervalMs: this.#progressSaveIntervalMs,
         logger: this.#logger,
         onEnd: (ended) => {

@@ -24,6 +24,13 @@ export interface RecipeIo {
    * making the write, for logs and audit; every write of a process carries it.
    */
   write(tag: string, value: TagValue, signal?: AbortSignal, origin?: WriteOrigin): Promise<void>;
+  /**
+   * Resolves once the writes to `tag` in flight (by any writer of the system) have settled;
+   * undefined when none is (the control system binds it to `TagWriter.settled`). The safe state defers a write whose tag
+   * is busy, so it lands last without holding the writes after it. Optional: without it the safe
+   * state waits for nothing.
+   */
+  settled?(tag: string): Promise<void> | undefined;
   /** The current sample of `tag`, or undefined before its first value. */
   current(tag: string): Sample | undefined;
   /** Calls `listener` with every new sample of `tag` until the returned disposer is called. */
@@ -32,14 +39,16 @@ export interface RecipeIo {
 
 /**
  * A {@link RecipeIo} reading a {@link CurrentValueTable} and writing through `write` (the
- * system's checked write path).
+ * system's checked write path), with `settled` from the same write path.
  */
 export function tableRecipeIo(
   table: Pick<CurrentValueTable, "get" | "observe">,
   write: (tag: string, value: TagValue, signal?: AbortSignal, origin?: WriteOrigin) => Promise<void>,
+  settled?: (tag: string) => Promise<void> | undefined,
 ): RecipeIo {
   return {
     write,
+    ...(settled === undefined ? {} : { settled }),
     current: (tag) => table.get(tag),
     onChange: (tag, listener) => table.observe(tag, (change) => listener(change.sample)),
   };

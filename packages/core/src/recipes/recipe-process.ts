@@ -34,8 +34,12 @@ export interface ProcessResult {
   readonly timing: { readonly pulse: TimingStats; readonly wait: TimingStats };
   /** Problems met while stopping or saving, in order: what went wrong in addition to the outcome. */
   readonly problems: readonly {
-    /** `pulse-off`: a pulse's off value could not be written; `safe-state`: a safe-state write failed; `machine`: the state machine refused; `save`: the final save failed. */
-    readonly stage: "pulse-off" | "safe-state" | "machine" | "save";
+    /**
+     * `pulse-off`: a pulse's off value could not be written; `step-write`: a step write in flight
+     * when the process was aborted failed afterwards; `safe-state`: a safe-state write failed;
+     * `machine`: the state machine refused; `save`: the final save failed.
+     */
+    readonly stage: "pulse-off" | "step-write" | "safe-state" | "machine" | "save";
     /** The tag concerned, for writes. */
     readonly tag?: string;
     /** The error. */

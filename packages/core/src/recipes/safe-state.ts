@@ -40,19 +40,18 @@ export function checkSafeState(catalog: TagCatalog, writes: readonly SafeStateWr
  * Writes the safe state, in order, each write attempted even when an earlier one fails (and
  * without an abort signal: it must complete). Resolves with the writes that failed.
  *
- * `landAfter(tag)` names what a write must land after: a process's step writes to that tag still
- * in flight (undefined when none). Such a write is deferred until they settle (each bounded by
- * the driver's write timeout) and never holds back the writes after it; later safe-state writes
- * to the same tag follow it, in order. A write with nothing to wait for goes out at once, so a
- * stuck step write to a tag the safe state does not write delays nothing (adversarial review
- * 15u, ADR 0042).
+ * A write whose tag has writes in flight (by any writer: a process's steps, an operator, a
+ * pulse's off; `io.settled(tag)`) is deferred until they settle (each bounded by the driver's
+ * write timeout), so the safe value lands last, and never holds back the writes after it; later
+ * safe-state writes to the same tag follow it, in order. A write with nothing to wait for goes
+ * out at once, so a stuck write to a tag the safe state does not write delays nothing
+ * (adversarial reviews 15u, 15s; ADR 0042).
  */
 export async function writeSafeState(
   io: RecipeIo,
   writes: readonly SafeStateWrite[],
   logger: Logger,
   origin?: WriteOrigin,
-  landAfter?: (tag: string) => Promise<void> | undefined,
 ): Promise<ProcessProblem[]> {
   const problems: ProcessProblem[] = [];
   const writeOne = async (write: SafeStateWrite): Promise<void> => {
@@ -66,7 +65,7 @@ export async function writeSafeState(
   // By tag: the deferred writes, chained so that writes to one tag keep their order.
   const deferred = new Map<string, Promise<void>>();
   for (const write of writes) {
-    const wait = deferred.get(write.tag) ?? landAfter?.(write.tag);
+    const wait = deferred.get(write.tag) ?? io.settled?.(write.tag);
     if (wait === undefined) await writeOne(write);
     else
       deferred.set(

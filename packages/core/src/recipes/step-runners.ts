@@ -1,4 +1,5 @@
 import { KilnError } from "../domain/errors";
+import { raceAbort } from "../driver-kit/abort";
 import type { Sample } from "../domain/sample";
 import type { TagCatalog } from "../domain/tags";
 import type { Disposer } from "../events/event-bus";
@@ -91,10 +92,11 @@ export async function runWait(body: WaitStep["wait"], frame: Frame, context: Ste
 /**
  * `pulse`: writes `on`, sleeps, writes `off`. The off value is written even when the pulse
  * failed or was aborted (without the signal: an aborted pulse must still close). It goes out
- * after the `on` write has settled (the process's I/O chains writes per tag), so it is never
- * overtaken by it. An aborted or failed pulse does not wait for its off write: it is handed to
+ * after the `on` write has settled (writes to one tag go out in order), so it is never
+ * overtaken by it. An aborted or failed pulse does not wait for its off write, nor does a pulse
+ * aborted while its off write is in flight: the write is handed to
  * {@link StepRunContext.closeLater}, so the safe state waits for it only when the pulse's tag is
- * a safe-state tag (adversarial review 15t, M2).
+ * a safe-state tag (adversarial review 15t, M2; 15s, M1).
  */
 export async function runPulse(body: PulseStep["pulse"], frame: Frame, context: StepRunContext): Promise<StepOutcome> {
   const { io, clock } = context;
@@ -113,7 +115,16 @@ export async function runPulse(body: PulseStep["pulse"], frame: Frame, context: 
     context.closeLater(body.tag, off);
     throw failure.error;
   }
-  await off;
+  // The pulse ran its time: the step waits for its off write, but not past an abort (a stop, a
+  // trip): then the off goes to closeLater like an aborted pulse's, so a stuck off holds the safe
+  // state only when its tag is a safe-state tag (adversarial review 15s, M1).
+  try {
+    await raceAbort(off, context.signal);
+  } catch (error) {
+    if (!context.signal.aborted) throw error;
+    context.closeLater(body.tag, off);
+    throw context.signal.reason;
+  }
   const actualMs = monotonicNow(clock) - onAt;
   context.pulseErrors.push(actualMs - planned);
   return { actualMs };
