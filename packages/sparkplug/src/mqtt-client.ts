@@ -99,14 +99,12 @@ export function sessionOptions(
 /**
  * @internal Checks a `maxPayloadBytes` option: an integer from 1 to 268,435,455 (MQTT's largest
  * packet) or absent.
- * @throws KilnValidationError (KILN_VALIDATION) naming `maxPayloadBytes`.
+ * @throws KilnValidationError (KILN_VALIDATION) naming `maxPayloadBytes` (or `path`).
  */
-export function checkMaxPayloadBytes(what: string, value: unknown): void {
+export function checkMaxPayloadBytes(what: string, value: unknown, path = "maxPayloadBytes"): void {
   if (value === undefined) return;
   if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 1 || value > 268_435_455)
-    throw new KilnValidationError(what, [
-      { path: "maxPayloadBytes", message: "must be an integer from 1 to 268435455 (bytes)" },
-    ]);
+    throw new KilnValidationError(what, [{ path, message: "must be an integer from 1 to 268435455 (bytes)" }]);
 }
 
 /**
