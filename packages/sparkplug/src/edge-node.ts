@@ -447,13 +447,22 @@ export interface SparkplugEdgeNodeEvents {
    * reconnect, until the primary host is online again). Both are checked again right before each
    * DCMD write: a DCMD queued while the session was born is not written once it no longer is (its
    * remaining metrics are refused, `command-refuse` `KILN_NOT_CONNECTED`, and audited).
+   * `unknown-node-metric` when an NCMD carried metrics other than `Node Control/Rebirth` and
+   * `Kiln/Stored Through` (a device tag's name, which only a DCMD writes; `metrics` says how
+   * many; each is audited as a refused `sparkplug.ncmd-drop`; the rest of the NCMD is acted on).
    * Nothing of it was written. A dropped DCMD (and one that does not decode) is audited: one
    * refused `sparkplug.dcmd-drop` entry per reason and second, naming how many messages it stands for.
    */
   "command-drop": {
     readonly topic: string;
     readonly reason:
-      "queue-full" | "too-many-metrics" | "too-large" | "retained" | "session-closing" | "session-unborn";
+      | "queue-full"
+      | "too-many-metrics"
+      | "too-large"
+      | "retained"
+      | "session-closing"
+      | "session-unborn"
+      | "unknown-node-metric";
     readonly metrics?: number;
     /** The payload's size, for `too-large`. */
     readonly bytes?: number;
@@ -2076,7 +2085,7 @@ export class SparkplugEdgeNode {
     bytes?: number,
   ): void {
     this.#counts.dropped++;
-    if (topic === this.#topics.dcmd) this.#dropAudit.record(reason);
+    if (topic === this.#topics.dcmd && reason !== "unknown-node-metric") this.#dropAudit.record(reason);
     void this.#bus.publish("command-drop", {
       topic,
       reason,
@@ -2280,8 +2289,38 @@ export class SparkplugEdgeNode {
     if (this.#tooManyMetrics(topic, payload)) return;
     for (const metric of payload.metrics)
       if (metric.name === STORED_THROUGH_METRIC) this.#onStoredThrough(session, topic, metric);
+    const ignored = payload.metrics.filter(
+      (metric) => metric.name !== REBIRTH_METRIC && metric.name !== STORED_THROUGH_METRIC,
+    );
+    if (ignored.length > 0) this.#dropNodeMetrics(topic, ignored);
     const rebirth = payload.metrics.some((metric) => metric.name === REBIRTH_METRIC && metric.value === true);
     if (rebirth && session.born) this.#requestRebirth(session);
+  }
+
+  /**
+   * NCMD metrics the node does not act on (a device tag's name such as `heater.setpoint`, which
+   * only a DCMD writes; a node control it does not support): the message counts as dropped
+   * (`command-drop` `unknown-node-metric`, `commands.dropped`), and each metric is audited as a
+   * refused `tag.write` (`sparkplug.ncmd-drop`, `KILN_TAG_UNKNOWN`) like a DCMD refusal, so a
+   * write that was never done leaves its entry (ADR 0043, amendment fix19s).
+   */
+  #dropNodeMetrics(topic: string, metrics: readonly SparkplugMetric[]): void {
+    this.#dropCommand(topic, "unknown-node-metric", metrics.length);
+    for (const metric of metrics) {
+      const target = metric.name ?? (metric.alias === undefined ? "(no name)" : `alias:${String(metric.alias)}`);
+      const device = metric.name !== undefined && this.#byName.has(metric.name);
+      void this.#system
+        .refuseCommand(this.#principal, {
+          permission: "tag.write",
+          action: "sparkplug.ncmd-drop",
+          target,
+          reason: new KilnError(
+            "KILN_TAG_UNKNOWN",
+            `NCMD metric ${target} on ${topic} is not a node metric the node acts on${device ? ` (${target} is a device tag: write it by DCMD on ${this.#topics.dcmd})` : ""}: not written`,
+          ),
+        })
+        .catch(() => undefined); // it always rejects: with the reason, or why it could not be audited
+    }
   }
 
   /**

@@ -914,3 +914,44 @@ describe("adversarial review 19v, item 5: a DDATA that cannot be sent takes no s
     },
   );
 });
+
+describe("an NCMD naming metrics the node does not act on (adversarial review 19s, item 4)", () => {
+  const NCMD = `spBv1.0/${GROUP}/NCMD/${EDGE}`;
+  async function ncmd(f: EdgeFixture, metrics: Parameters<typeof encodePayload>[0]["metrics"]): Promise<void> {
+    const bytes = encodePayload({ timestamp: Date.now(), metrics });
+    await f.recorder.client.publishAsync(NCMD, Buffer.from(bytes), { qos: 1 });
+  }
+
+  test("an NCMD writing a device tag by name is dropped, counted, evented and audited, never written", async () => {
+    const node = await started();
+    const drops: string[] = [];
+    node.events.on("command-drop", (event) => void drops.push(`${event.reason} ${String(event.metrics)}`));
+    await ncmd(fixture!, [{ name: "heater.setpoint", datatype: "Float", value: 123 }]);
+    await expect.poll(() => drops).toEqual(["unknown-node-metric 1"]);
+    expect(node.health().commands).toMatchObject({ dropped: 1, written: 0 });
+    expect(fixture!.plc.writes).toEqual([]);
+    await expect
+      .poll(async () => {
+        const entries = await fixture!.system.unchecked.store.audit.query({ from: 0, to: Date.now() + 60_000 });
+        return entries.map(({ action, target, outcome }) => ({ action, target, outcome }));
+      })
+      .toEqual([{ action: "sparkplug.ncmd-drop", target: "heater.setpoint", outcome: "denied" }]);
+    const [entry] = await fixture!.system.unchecked.store.audit.query({ from: 0, to: Date.now() + 60_000 });
+    expect(entry!.reason).toMatch(/heater\.setpoint is a device tag: write it by DCMD/);
+  });
+
+  test("sibling: beside Node Control/Rebirth, the rebirth is done and only the other metric dropped; a rebirth alone drops nothing", async () => {
+    const node = await started({ minRebirthIntervalMs: 0 });
+    const drops: string[] = [];
+    node.events.on("command-drop", (event) => void drops.push(`${event.reason} ${String(event.metrics)}`));
+    await ncmd(fixture!, [{ name: "Node Control/Rebirth", datatype: "Boolean", value: true }]);
+    await expect.poll(() => node.health().commands.rebirths).toBe(1);
+    await ncmd(fixture!, [
+      { name: "Node Control/Rebirth", datatype: "Boolean", value: true },
+      { name: "Node Control/Reboot", datatype: "Boolean", value: true },
+    ]);
+    await expect.poll(() => node.health().commands.rebirths).toBe(2);
+    await expect.poll(() => drops).toEqual(["unknown-node-metric 1"]);
+    expect(node.health().commands.dropped).toBe(1);
+  });
+});
