@@ -432,6 +432,20 @@ describe("retained and oversized commands (issue 19)", () => {
     await node.stop();
   });
 
+  test("adversarial review 19s, item 5: a token in a WebSocket brokerUrl's query never shows in health().linkReason, link-change events or a start() error", async () => {
+    fixture = await edgeFixture();
+    const brokerUrl = `ws://127.0.0.1:${await freePort()}/mqtt?token=s3cret-tok`;
+    const node = fixture.newNode({ brokerUrl });
+    const changes: string[] = [];
+    node.events.on("link-change", (change) => void changes.push(JSON.stringify(change)));
+    await node.start();
+    await expect.poll(() => node.health().linkReason ?? "", { timeout: 5_000 }).toContain("/mqtt?***");
+    await expect.poll(() => changes.length, { timeout: 5_000 }).toBeGreaterThan(0);
+    const shown = [node.health().linkReason ?? "", ...changes].join("\n");
+    expect(shown).not.toContain("s3cret-tok");
+    await node.stop();
+  });
+
   test("L1 sibling: a brokerUrl refused as no URL never echoes its password either", async () => {
     fixture = await edgeFixture();
     let message = "";
