@@ -630,7 +630,12 @@ function qualityCode(severity: Sample["quality"]["severity"]): number {
  * - Then DDATA: each CVT change, by alias, with the sample's own timestamp and its quality
  *   (properties `Quality`/`StatusCode`/`StatusReason` when not good); seq 0–255 on every
  *   message but NDEATH.
- * - NCMD `Node Control/Rebirth` = true publishes the births again (same bdSeq, seq from 0).
+ * - NCMD `Node Control/Rebirth` = true publishes the births again (same bdSeq, seq from 0);
+ *   other NCMD metrics are dropped (`command-drop` `unknown-node-metric`) and audited.
+ * - NBIRTH, DBIRTH and DDATA fit the broker's Maximum Packet Size (its MQTT 5 CONNACK, else
+ *   `brokerMaximumPacketSize`): the largest values go as null and bad until they fit; a birth that
+ *   still does not fit is retried, and a host that had this session's births is told (DDEATH, or
+ *   NDEATH by the Will) (ADR 0043, amendment fix19s).
  * - DCMD writes go through `system.writeTag` as the configured principal: authorized, checked
  *   and audited by Kiln; refused ones never reach the PLC.
  * - Reconnects on the driver kit's backoff; `stop()` publishes DDEATH and NDEATH, then disconnects.
@@ -1215,7 +1220,8 @@ export class SparkplugEdgeNode {
   /** Publishes one Sparkplug message (QoS 0, not retained) and notes its size for {@link #likelyTooLarge}. */
   #publish(session: Session, what: string, topic: string, bytes: Uint8Array): void {
     const size = publishPacketSize(topic, bytes.length);
-    if (size > (session.largestPublish?.bytes ?? 0)) session.largestPublish = { what, bytes: size, at: this.#clock.now() };
+    if (size > (session.largestPublish?.bytes ?? 0))
+      session.largestPublish = { what, bytes: size, at: this.#clock.now() };
     session.client.publish(topic, Buffer.from(bytes), { qos: 0, retain: false });
   }
 
@@ -1278,8 +1284,8 @@ export class SparkplugEdgeNode {
   }
 
   /**
-   * The bytes of a DDATA payload (live or replayed), checked against the broker's MQTT 5 Maximum
-   * Packet Size as births are: a packet over it would end the session at the broker (and the
+   * The bytes of a DDATA payload (live or replayed), checked against the broker's Maximum Packet
+   * Size (announced, else `brokerMaximumPacketSize`) as births are ({@link #fit}): a packet over it would end the session at the broker (and the
    * next one likewise). Over it, the largest metrics are sent as null and bad with the reason
    * ({@link oversizedMetric}) until the message fits: each counted (`metricsNotEncodable`) and
    * named in `health().problems` until it is published whole again. Undefined (not sent, said in
@@ -1323,8 +1329,7 @@ export class SparkplugEdgeNode {
     const order = payload.metrics
       .map((metric, index) => ({
         index,
-        size:
-          metric.alias === this.#messageNumberAlias ? -1 : sizeOf(metric) - sizeOf({ ...metric, value: null }),
+        size: metric.alias === this.#messageNumberAlias ? -1 : sizeOf(metric) - sizeOf({ ...metric, value: null }),
       }))
       .filter((each) => each.size >= 0)
       .sort((a, b) => b.size - a.size);

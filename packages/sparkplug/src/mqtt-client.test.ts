@@ -35,7 +35,9 @@ describe("redactedBrokerUrl: no password shape is ever shown", () => {
   test("a query string or fragment is hidden (a token there is a credential), with or without userinfo", () => {
     expect(redactedBrokerUrl("wss://broker.plant/mqtt?token=s3cret-tok")).toBe("wss://broker.plant/mqtt?***");
     expect(redactedBrokerUrl("ws://broker.plant:8080/mqtt#s3cret-tok")).toBe("ws://broker.plant:8080/mqtt#***");
-    expect(redactedBrokerUrl("wss://kiln:pa?ss@broker.plant/mqtt?x=s3cret-tok")).toBe("wss://***@broker.plant/mqtt?***");
+    expect(redactedBrokerUrl("wss://kiln:pa?ss@broker.plant/mqtt?x=s3cret-tok")).toBe(
+      "wss://***@broker.plant/mqtt?***",
+    );
   });
 
   test("sibling: a message carrying the query or its values (raw or decoded) loses them; short values are left", () => {

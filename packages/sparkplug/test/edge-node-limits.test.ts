@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, test, vi } from "vitest";
-import { encodePayload, SparkplugEdgeNode, SparkplugHost, type SparkplugEdgeNodeOptions } from "../src/index";
+import { encodePayload, type SparkplugEdgeNode, SparkplugHost, type SparkplugEdgeNodeOptions } from "../src/index";
 import { mosquittoAvailability } from "../src/testing/index";
 import { DEVICE, EDGE, GROUP, edgeFixture, type EdgeFixture } from "./support/edge-fixture";
 import { openTestDatabase } from "./support/host-harness";
@@ -156,6 +156,8 @@ describe.skipIf(needs)("MQTT 3.1.1: the broker announces no packet limit (advers
     fixture.plc.set("recipe.name", "z".repeat(10_000));
     await expect
       .poll(() => reasons.join("\n"), { timeout: 10_000 })
-      .toMatch(/right after a \d+-byte (DDATA|DBIRTH), the largest the session sent: likely over the broker's packet limit .*brokerMaximumPacketSize/);
+      .toMatch(
+        /right after a \d+-byte (DDATA|DBIRTH), the largest the session sent: likely over the broker's packet limit .*brokerMaximumPacketSize/,
+      );
   });
 });
