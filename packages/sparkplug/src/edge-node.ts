@@ -231,6 +231,19 @@ export interface SparkplugEdgeNodeOptions {
    * @default 65536 (64 KiB: 256 metrics of a command take a few KiB)
    */
   readonly maxPayloadBytes?: number;
+  /**
+   * The broker's Maximum Packet Size in bytes (MQTT 5, section 3.2.2.3.6: the largest packet it
+   * accepts; mosquitto `max_packet_size`), used when the broker announces none — always with
+   * MQTT 3.1.1, and with an MQTT 5 broker that sets no limit in its CONNACK. The node checks each
+   * NBIRTH, DBIRTH and DDATA against it as against an announced one: the largest values are sent
+   * as null and bad `BadEncodingLimitsExceeded` with the reason until the message fits. Without
+   * it (and without an announced limit) nothing is checked, and a broker that limits packet size
+   * ends the session at a message over its limit (health then names the likely cause).
+   * An announced limit always wins. From 1 to 268435455.
+   * @default none (no limit checked unless the broker announces one)
+   * @throws KilnError `KILN_VALIDATION` (path `brokerMaximumPacketSize`) when not a whole number in range.
+   */
+  readonly brokerMaximumPacketSize?: number;
   /** How long one connect attempt may take, in ms. @default 10000 */
   readonly connectTimeoutMs?: number;
   /** Time source (message timestamps, reconnect waits). @default SystemClock */
@@ -434,13 +447,22 @@ export interface SparkplugEdgeNodeEvents {
    * reconnect, until the primary host is online again). Both are checked again right before each
    * DCMD write: a DCMD queued while the session was born is not written once it no longer is (its
    * remaining metrics are refused, `command-refuse` `KILN_NOT_CONNECTED`, and audited).
+   * `unknown-node-metric` when an NCMD carried metrics other than `Node Control/Rebirth` and
+   * `Kiln/Stored Through` (a device tag's name, which only a DCMD writes; `metrics` says how
+   * many; each is audited as a refused `sparkplug.ncmd-drop`; the rest of the NCMD is acted on).
    * Nothing of it was written. A dropped DCMD (and one that does not decode) is audited: one
    * refused `sparkplug.dcmd-drop` entry per reason and second, naming how many messages it stands for.
    */
   "command-drop": {
     readonly topic: string;
     readonly reason:
-      "queue-full" | "too-many-metrics" | "too-large" | "retained" | "session-closing" | "session-unborn";
+      | "queue-full"
+      | "too-many-metrics"
+      | "too-large"
+      | "retained"
+      | "session-closing"
+      | "session-unborn"
+      | "unknown-node-metric";
     readonly metrics?: number;
     /** The payload's size, for `too-large`. */
     readonly bytes?: number;
@@ -460,8 +482,15 @@ interface Session {
   readonly bdSeq: number;
   born: boolean;
   closing: boolean;
-  /** The broker's Maximum Packet Size from its MQTT 5 CONNACK, in bytes, when it gave one. */
+  /**
+   * The broker's Maximum Packet Size in bytes: from its MQTT 5 CONNACK, else the
+   * `brokerMaximumPacketSize` option; undefined when neither gives one.
+   */
   brokerMaxPacketSize?: number;
+  /** Where {@link brokerMaxPacketSize} came from, as said in health. */
+  packetLimitSource?: string;
+  /** The largest message published on the session, as an MQTT packet (to name the likely cause of a dropped session). */
+  largestPublish?: { readonly what: string; readonly bytes: number; readonly at: number };
 }
 
 /**
@@ -472,6 +501,9 @@ interface Session {
 function publishPacketSize(topic: string, payloadBytes: number): number {
   return 1 + 4 + 2 + Buffer.byteLength(topic) + 1 + payloadBytes;
 }
+
+/** How soon after a message larger than any before the broker's ending the session points to its size, in ms. */
+const TOO_LARGE_WINDOW_MS = 2_000;
 
 /** How long each step of a goodbye (DDEATH, NDEATH, DISCONNECT) may take, in ms. */
 const DEFAULT_BACKOFF: ReconnectBackoff = { initialDelayMs: 1_000, maxDelayMs: 30_000 };
@@ -572,7 +604,9 @@ function oversizedMetric(metric: SparkplugMetric, reason: string): SparkplugMetr
     ...(datatype === undefined ? {} : { datatype }),
     ...(isHistorical === true ? { isHistorical } : {}),
     value: null,
+    // A birth's other properties (unit, range, description) stay: the host keeps the tag as defined.
     properties: {
+      ...metric.properties,
       [METRIC_PROPERTIES.quality]: { type: "Int32", value: 0 },
       [METRIC_PROPERTIES.statusCode]: { type: "UInt32", value: BAD_ENCODING_LIMITS_EXCEEDED },
       [METRIC_PROPERTIES.statusReason]: { type: "String", value: reason },
@@ -596,7 +630,12 @@ function qualityCode(severity: Sample["quality"]["severity"]): number {
  * - Then DDATA: each CVT change, by alias, with the sample's own timestamp and its quality
  *   (properties `Quality`/`StatusCode`/`StatusReason` when not good); seq 0–255 on every
  *   message but NDEATH.
- * - NCMD `Node Control/Rebirth` = true publishes the births again (same bdSeq, seq from 0).
+ * - NCMD `Node Control/Rebirth` = true publishes the births again (same bdSeq, seq from 0);
+ *   other NCMD metrics are dropped (`command-drop` `unknown-node-metric`) and audited.
+ * - NBIRTH, DBIRTH and DDATA fit the broker's Maximum Packet Size (its MQTT 5 CONNACK, else
+ *   `brokerMaximumPacketSize`): the largest values go as null and bad until they fit; a birth that
+ *   still does not fit is retried, and a host that had this session's births is told (DDEATH, or
+ *   NDEATH by the Will) (ADR 0043, amendment fix19s).
  * - DCMD writes go through `system.writeTag` as the configured principal: authorized, checked
  *   and audited by Kiln; refused ones never reach the PLC.
  * - Reconnects on the driver kit's backoff; `stop()` publishes DDEATH and NDEATH, then disconnects.
@@ -762,6 +801,7 @@ export class SparkplugEdgeNode {
     };
     this.#forward = options.storeAndForward === undefined ? undefined : forwardSettings(options.storeAndForward);
     checkMaxPayloadBytes("Sparkplug edge node options", options.maxPayloadBytes);
+    checkMaxPayloadBytes("Sparkplug edge node options", options.brokerMaximumPacketSize, "brokerMaximumPacketSize");
     checkBrokerUrl("Sparkplug edge node options", options.brokerUrl);
     if (options.awaitHostAcks !== undefined && typeof options.awaitHostAcks !== "boolean")
       throw new KilnValidationError("Sparkplug edge node options", [
@@ -1095,7 +1135,14 @@ export class SparkplugEdgeNode {
           const onConnect = (connack?: { properties?: { maximumPacketSize?: number } }): void => {
             cleanup();
             const maximum = connack?.properties?.maximumPacketSize;
-            if (typeof maximum === "number" && maximum > 0) session.brokerMaxPacketSize = maximum;
+            const configured = this.#options.brokerMaximumPacketSize;
+            if (typeof maximum === "number" && maximum > 0) {
+              session.brokerMaxPacketSize = maximum;
+              session.packetLimitSource = "MQTT 5 CONNACK";
+            } else if (configured !== undefined) {
+              session.brokerMaxPacketSize = configured;
+              session.packetLimitSource = "the brokerMaximumPacketSize option";
+            }
             resolve();
           };
           const cleanup = (): void => {
@@ -1141,12 +1188,41 @@ export class SparkplugEdgeNode {
   }
 
   #onSessionLost(session: Session): void {
+    void this.#dropSession(session, `connection to the broker lost${this.#likelyTooLarge(session)}`);
+  }
+
+  /**
+   * Ends `session` without DISCONNECT (so the broker publishes its Will, the NDEATH) and
+   * reconnects, with `reason` as the link's reason.
+   */
+  #dropSession(session: Session, reason: string): void {
     if (session.closing || this.#session !== session) return;
     this.#session = undefined;
     session.closing = true;
     session.client.end(true);
     if (this.#stopping) return;
-    void this.#reconnect("connection to the broker lost");
+    void this.#reconnect(reason);
+  }
+
+  /**
+   * The likely cause of a session the broker ended, when the facts point to one: no packet limit
+   * known (MQTT 3.1.1 announces none, nor was `brokerMaximumPacketSize` given), and the link died
+   * within {@link TOO_LARGE_WINDOW_MS} of the largest message of the session (larger than all the
+   * broker took before it; a broker drops a client whose packet exceeds its limit). Else "".
+   */
+  #likelyTooLarge(session: Session): string {
+    const last = session.largestPublish;
+    if (session.brokerMaxPacketSize !== undefined || last === undefined) return "";
+    if (this.#clock.now() - last.at > TOO_LARGE_WINDOW_MS) return "";
+    return ` right after a ${last.bytes}-byte ${last.what}, the largest the session sent: likely over the broker's packet limit (mosquitto max_packet_size); set brokerMaximumPacketSize (MQTT 3.1.1 brokers announce none) so values too large are sent as null and bad instead`;
+  }
+
+  /** Publishes one Sparkplug message (QoS 0, not retained) and notes its size for {@link #likelyTooLarge}. */
+  #publish(session: Session, what: string, topic: string, bytes: Uint8Array): void {
+    const size = publishPacketSize(topic, bytes.length);
+    if (size > (session.largestPublish?.bytes ?? 0))
+      session.largestPublish = { what, bytes: size, at: this.#clock.now() };
+    session.client.publish(topic, Buffer.from(bytes), { qos: 0, retain: false });
   }
 
   #reconnect(reason: string, immediately = false): Promise<void> {
@@ -1208,8 +1284,8 @@ export class SparkplugEdgeNode {
   }
 
   /**
-   * The bytes of a DDATA payload (live or replayed), checked against the broker's MQTT 5 Maximum
-   * Packet Size as births are: a packet over it would end the session at the broker (and the
+   * The bytes of a DDATA payload (live or replayed), checked against the broker's Maximum Packet
+   * Size (announced, else `brokerMaximumPacketSize`) as births are ({@link #fit}): a packet over it would end the session at the broker (and the
    * next one likewise). Over it, the largest metrics are sent as null and bad with the reason
    * ({@link oversizedMetric}) until the message fits: each counted (`metricsNotEncodable`) and
    * named in `health().problems` until it is published whole again. Undefined (not sent, said in
@@ -1221,29 +1297,40 @@ export class SparkplugEdgeNode {
    */
   #encodeData(session: Session, unnumbered: Omit<SparkplugPayload, "seq">): Uint8Array | undefined {
     const seq = (this.#seq + 1) % 256;
-    const bytes = this.#fitData(session, { ...unnumbered, seq });
+    const bytes = this.#fit(session, this.#topics.ddata, { ...unnumbered, seq }, true);
     if (bytes !== undefined) this.#seq = seq;
     return bytes;
   }
 
-  #fitData(session: Session, payload: SparkplugPayload): Uint8Array | undefined {
-    const bytes = this.#encode(payload, true);
+  /**
+   * The bytes of a DDATA or DBIRTH payload fitted to the broker's Maximum Packet Size (the one
+   * mechanism for both, ADR 0043 amendment fix19s): the largest values are sent as null and bad
+   * `BadEncodingLimitsExceeded` with the reason until the packet fits (a birth keeps each
+   * metric's name, datatype and other properties). When even that does not fit: undefined for a
+   * DDATA (not sent, said in health), the smallest bytes for a birth (the birth says its size).
+   */
+  #fit(session: Session, topic: string, payload: SparkplugPayload, omitDatatype: boolean): Uint8Array | undefined {
+    const bytes = this.#encode(payload, omitDatatype);
     const limit = session.brokerMaxPacketSize;
-    const fits = (encoded: Uint8Array): boolean => publishPacketSize(this.#topics.ddata, encoded.length) <= limit!;
+    const fits = (encoded: Uint8Array): boolean => publishPacketSize(topic, encoded.length) <= limit!;
     if (bytes === undefined || limit === undefined || fits(bytes)) {
       if (bytes !== undefined) this.#publishedWhole(payload.metrics);
       return bytes;
     }
     const sizeOf = (metric: SparkplugMetric): number => {
       try {
-        return encodePayload({ metrics: [metric] }, { omitDatatype: true }).length;
+        return encodePayload({ metrics: [metric] }, { omitDatatype }).length;
       } catch {
         return 0;
       }
     };
-    // Largest first; the message number (ADR 0037) is never replaced.
+    // Largest value first (a birth metric's properties stay whatever is done); the message number
+    // (ADR 0037) is never replaced.
     const order = payload.metrics
-      .map((metric, index) => ({ index, size: metric.alias === this.#messageNumberAlias ? -1 : sizeOf(metric) }))
+      .map((metric, index) => ({
+        index,
+        size: metric.alias === this.#messageNumberAlias ? -1 : sizeOf(metric) - sizeOf({ ...metric, value: null }),
+      }))
       .filter((each) => each.size >= 0)
       .sort((a, b) => b.size - a.size);
     const metrics = [...payload.metrics];
@@ -1253,20 +1340,22 @@ export class SparkplugEdgeNode {
       if (fits(fitted)) break;
       const metric = metrics[index]!;
       const name = this.#metricName(metric);
-      const reason = `value of ${size} bytes too large for the broker's Maximum Packet Size (${limit} bytes, MQTT 5 CONNACK): not sent`;
+      const reason = `value of ${size} bytes too large for the broker's Maximum Packet Size (${limit} bytes, ${session.packetLimitSource}): not sent`;
       metrics[index] = oversizedMetric(metric, reason);
       replaced.add(index);
       this.#counts.unencodable++;
       this.#oversized.set(name, reason);
-      fitted = this.#encode({ ...payload, metrics }, true);
+      fitted = this.#encode({ ...payload, metrics }, omitDatatype);
       if (fitted === undefined) return undefined;
     }
     this.#publishedWhole(payload.metrics.filter((_, index) => !replaced.has(index)));
     this.#sayOversized();
     if (fits(fitted)) return fitted;
+    // A birth that does not fit is said (with its size) by the birth ("birth-size").
+    if (topic !== this.#topics.ddata) return fitted;
     this.#problems.set(
       "data-size",
-      `a DDATA of ${payload.metrics.length} metrics does not fit the broker's Maximum Packet Size (${limit} bytes) even without its values: not sent`,
+      `a DDATA of ${payload.metrics.length} metrics does not fit the broker's Maximum Packet Size (${limit} bytes, ${session.packetLimitSource}) even without its values: not sent`,
     );
     return undefined;
   }
@@ -1405,25 +1494,25 @@ export class SparkplugEdgeNode {
     });
     if (this.#awaitAcks) metrics.push(this.#messageNumber(this.#dataCount, now, true));
     // [tck-id-topics-nbirth-seq-num]: NBIRTH has seq 0, the DBIRTH 1; taken only once sent.
-    const dbirth = this.#encode({ timestamp: now, seq: 1, metrics });
-    if (nbirth === undefined || dbirth === undefined) {
-      this.#birthNotSent(session);
-      return;
-    }
-    // A birth larger than the broker takes (its MQTT 5 CONNACK Maximum Packet Size) would end the
-    // session at the broker, and the next birth likewise: not sent, said in health until a birth fits.
+    // The DBIRTH's values too large for the broker go as null and bad, as in DDATA (amendment fix19s).
+    const dbirth = this.#fit(session, this.#topics.dbirth, { timestamp: now, seq: 1, metrics }, false);
+    // A birth larger than the broker takes would end the session at the broker, and the next
+    // birth likewise: not sent, said in health, tried again until it fits.
     const limit = session.brokerMaxPacketSize;
     for (const [topic, bytes] of [
       [this.#topics.nbirth, nbirth],
       [this.#topics.dbirth, dbirth],
     ] as const) {
-      const size = publishPacketSize(topic, bytes.length);
-      if (limit !== undefined && size > limit) {
+      const what = topic === this.#topics.nbirth ? "NBIRTH" : "DBIRTH";
+      const size = bytes === undefined ? undefined : publishPacketSize(topic, bytes.length);
+      if (size === undefined || (limit !== undefined && size > limit)) {
         this.#problems.set(
           "birth-size",
-          `the ${topic === this.#topics.nbirth ? "NBIRTH" : "DBIRTH"} (${size} bytes as an MQTT packet) is over the broker's Maximum Packet Size (${limit} bytes, MQTT 5 CONNACK): not sent, so nothing is published; raise the broker's limit (mosquitto max_packet_size) or publish fewer or shorter tag properties. A host's maxPayloadBytes must exceed the largest birth too.`,
+          size === undefined
+            ? `the ${what} could not be encoded: not sent, so nothing is published`
+            : `the ${what} (${size} bytes as an MQTT packet) is over the broker's Maximum Packet Size (${limit} bytes, ${session.packetLimitSource})${what === "DBIRTH" ? " even with its largest values sent as null" : ""}: not sent, so nothing is published; raise the broker's limit (mosquitto max_packet_size) or publish fewer or shorter tag properties. A host's maxPayloadBytes must exceed the largest birth too.`,
         );
-        this.#birthNotSent(session);
+        this.#birthNotSent(session, what);
         return;
       }
     }
@@ -1433,8 +1522,8 @@ export class SparkplugEdgeNode {
     this.#epoch++;
     this.#acked = undefined;
     // NBIRTH, DBIRTH, NDATA, DDATA: QoS 0, not retained ([tck-id-topics-nbirth-mqtt] and the like).
-    session.client.publish(this.#topics.nbirth, Buffer.from(nbirth), { qos: 0, retain: false });
-    session.client.publish(this.#topics.dbirth, Buffer.from(dbirth), { qos: 0, retain: false });
+    this.#publish(session, "NBIRTH", this.#topics.nbirth, nbirth!);
+    this.#publish(session, "DBIRTH", this.#topics.dbirth, dbirth!);
     session.born = true;
     this.#counts.births++;
     this.#counts.metrics += metrics.length + nodeMetrics.length;
@@ -1449,9 +1538,24 @@ export class SparkplugEdgeNode {
    * store-and-forward, else counted in `samplesNotPublished`, never sent as DDATA the host would
    * see after a seq gap), and the birth is tried again after `minRebirthIntervalMs` while the
    * session lasts (ADR 0043, amendment 19u).
+   *
+   * When the session was born (a rebirth), the host still has its births and would show their
+   * values good while none are published: it is told (amendment fix19s). A DBIRTH not sent: a
+   * DDEATH (next `seq`, small, always fits) so it marks the device's values stale. An NBIRTH not
+   * sent: the session is dropped without DISCONNECT, so the broker publishes the Will (NDEATH)
+   * and the host marks the node stale; the next session starts unborn and retries.
    */
-  #birthNotSent(session: Session): void {
+  #birthNotSent(session: Session, what: "NBIRTH" | "DBIRTH"): void {
+    const wasBorn = session.born;
     session.born = false;
+    if (wasBorn && what === "NBIRTH") {
+      this.#dropSession(session, "an NBIRTH could not be sent: session dropped so the broker publishes NDEATH");
+      return;
+    }
+    if (wasBorn && session.client.connected) {
+      const ddeath = encodePayload({ timestamp: this.#clock.now(), seq: this.#nextSeq(), metrics: [] });
+      this.#publish(session, "DDEATH", this.#topics.ddeath, ddeath);
+    }
     if (this.#rebirthTimer !== undefined) return;
     this.#rebirthTimer = this.#clock.setTimeout(() => {
       this.#rebirthTimer = undefined;
@@ -1507,7 +1611,7 @@ export class SparkplugEdgeNode {
       this.#counts.notPublished += samples.length;
       return;
     }
-    session.client.publish(this.#topics.ddata, Buffer.from(bytes), { qos: 0, retain: false });
+    this.#publish(session, "DDATA", this.#topics.ddata, bytes);
     this.#dataCount++;
     this.#counts.dataMessages++;
     this.#counts.metrics += metrics.length;
@@ -1750,7 +1854,7 @@ export class SparkplugEdgeNode {
                 `store-and-forward could not encode a record of ${metrics.length} samples`,
               );
             } else {
-              session!.client.publish(this.#topics.ddata, Buffer.from(bytes), { qos: 0, retain: false });
+              this.#publish(session!, "DDATA", this.#topics.ddata, bytes);
               this.#counts.dataMessages++;
               this.#counts.metrics += metrics.length;
               sent = metrics.length;
@@ -1805,7 +1909,7 @@ export class SparkplugEdgeNode {
           );
       }
       if (bytes !== undefined) {
-        session.client.publish(this.#topics.ddata, Buffer.from(bytes), { qos: 0, retain: false });
+        this.#publish(session, "DDATA", this.#topics.ddata, bytes);
         this.#dataCount++;
         this.#counts.dataMessages++;
         this.#counts.metrics += metrics.length;
@@ -1986,7 +2090,7 @@ export class SparkplugEdgeNode {
     bytes?: number,
   ): void {
     this.#counts.dropped++;
-    if (topic === this.#topics.dcmd) this.#dropAudit.record(reason);
+    if (topic === this.#topics.dcmd && reason !== "unknown-node-metric") this.#dropAudit.record(reason);
     void this.#bus.publish("command-drop", {
       topic,
       reason,
@@ -2190,8 +2294,38 @@ export class SparkplugEdgeNode {
     if (this.#tooManyMetrics(topic, payload)) return;
     for (const metric of payload.metrics)
       if (metric.name === STORED_THROUGH_METRIC) this.#onStoredThrough(session, topic, metric);
+    const ignored = payload.metrics.filter(
+      (metric) => metric.name !== REBIRTH_METRIC && metric.name !== STORED_THROUGH_METRIC,
+    );
+    if (ignored.length > 0) this.#dropNodeMetrics(topic, ignored);
     const rebirth = payload.metrics.some((metric) => metric.name === REBIRTH_METRIC && metric.value === true);
     if (rebirth && session.born) this.#requestRebirth(session);
+  }
+
+  /**
+   * NCMD metrics the node does not act on (a device tag's name such as `heater.setpoint`, which
+   * only a DCMD writes; a node control it does not support): the message counts as dropped
+   * (`command-drop` `unknown-node-metric`, `commands.dropped`), and each metric is audited as a
+   * refused `tag.write` (`sparkplug.ncmd-drop`, `KILN_TAG_UNKNOWN`) like a DCMD refusal, so a
+   * write that was never done leaves its entry (ADR 0043, amendment fix19s).
+   */
+  #dropNodeMetrics(topic: string, metrics: readonly SparkplugMetric[]): void {
+    this.#dropCommand(topic, "unknown-node-metric", metrics.length);
+    for (const metric of metrics) {
+      const target = metric.name ?? (metric.alias === undefined ? "(no name)" : `alias:${String(metric.alias)}`);
+      const device = metric.name !== undefined && this.#byName.has(metric.name);
+      void this.#system
+        .refuseCommand(this.#principal, {
+          permission: "tag.write",
+          action: "sparkplug.ncmd-drop",
+          target,
+          reason: new KilnError(
+            "KILN_TAG_UNKNOWN",
+            `NCMD metric ${target} on ${topic} is not a node metric the node acts on${device ? ` (${target} is a device tag: write it by DCMD on ${this.#topics.dcmd})` : ""}: not written`,
+          ),
+        })
+        .catch(() => undefined); // it always rejects: with the reason, or why it could not be audited
+    }
   }
 
   /**

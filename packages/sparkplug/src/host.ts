@@ -1636,9 +1636,12 @@ export class SparkplugHost {
           const received = trail.receivedMicros;
           if (received !== undefined && received + 1 < trail.newestMicros)
             samples.push({ tag, value: null, timestamp: microAfter(received), quality: gap });
-          samples.push({ tag, value: null, timestamp: storedAt, quality: gap });
-          trail.newestMicros += 1;
-          trail.newestIsMark = true;
+          // A newest row that is a mark already (a clock step back's, {@link #trace}) needs no second.
+          if (!trail.newestIsMark) {
+            samples.push({ tag, value: null, timestamp: storedAt, quality: gap });
+            trail.newestMicros += 1;
+            trail.newestIsMark = true;
+          }
           trail.markDue = false;
           trail.receivedMicros = undefined;
         }
@@ -1783,8 +1786,23 @@ export class SparkplugHost {
    * the stored row, dropped as a re-delivery) and history would read "no communication" for the
    * whole new session. A value further ahead than `maxClockSkewMs` does not move `newest` (the
    * mark is never put at a time no clock can have had yet).
+   *
+   * The one test of a clock step back (ADR 0043, amendments 19u and fix19s): a live DATA value
+   * (not a birth, not historical, not ahead) older than the tag's newest stored row, whatever
+   * stored that row (a value, a mark, a restated birth). It is stored at its own time and
+   * `steppedBack` is true (the caller shows it nowhere and marks the live value uncertain); when
+   * the newest row is not a mark already, a mark (`null`, bad `BadNoCommunication`, the step
+   * named) is also stored 1 µs after it, so history does not read that row good for a session
+   * whose values all fall before it.
    */
-  #trace(sample: Sample, isBirth: boolean, ahead: boolean, topic: string, historical: boolean): Sample {
+  #trace(
+    sample: Sample,
+    isBirth: boolean,
+    ahead: boolean,
+    topic: string,
+    historical: boolean,
+    samples: Sample[],
+  ): boolean {
     const trail = this.#trails.get(sample.tag);
     const micros = microsOf(sample.timestamp);
     const received = historical || ahead ? undefined : micros;
@@ -1796,10 +1814,27 @@ export class SparkplugHost {
           markDue: true,
           receivedMicros: received,
         });
-      return sample;
+      samples.push(sample);
+      return false;
     }
     trail.markDue = true;
     if (received !== undefined) trail.receivedMicros = received;
+    if (!isBirth && received !== undefined && micros < trail.newestMicros) {
+      samples.push(sample);
+      const markAt = microAfter(trail.newestMicros);
+      if (!trail.newestIsMark && markAt <= SAMPLE_TIME_MAX) {
+        const reason = `${topic}: the edge node's clock stepped back (a live value timestamped ${timeText(sample.timestamp)} arrived after a row stored at ${timeText(trail.newestMicros / 1000)}); this session's values are stored at their own, earlier times`;
+        samples.push({
+          tag: sample.tag,
+          value: null,
+          timestamp: markAt,
+          quality: quality("bad", reason, QualityCodes.BadNoCommunication),
+        });
+        trail.newestMicros += 1;
+        trail.newestIsMark = true;
+      }
+      return true;
+    }
     if (isBirth && trail.newestIsMark && micros <= trail.newestMicros && !ahead) {
       const timestamp = microAfter(trail.newestMicros);
       if (timestamp <= SAMPLE_TIME_MAX) {
@@ -1808,21 +1843,23 @@ export class SparkplugHost {
         trail.receivedMicros = trail.newestMicros;
         const given = sample.quality.reason;
         const restated = `${RESTATED_REASON} (${topic}, measured at ${timeText(sample.timestamp)})`;
-        return {
+        samples.push({
           ...sample,
           timestamp,
           quality: {
             ...sample.quality,
             reason: given === undefined || given === "" ? restated : `${given}; ${restated}`,
           },
-        };
+        });
+        return false;
       }
     }
     if (!ahead && micros > trail.newestMicros) {
       trail.newestMicros = micros;
       trail.newestIsMark = false;
     }
-    return sample;
+    samples.push(sample);
+    return false;
   }
 
   /**
@@ -1922,10 +1959,16 @@ export class SparkplugHost {
         timestamp,
         quality: qualityOfMetric(metric.properties, value === null),
       };
+      let steppedBack = false;
       if (metric.isTransient === true) this.#counts.transient++;
       else
-        samples.push(
-          this.#trace(sample, isBirth, this.#aheadOfHost(timestamp, now), topic, metric.isHistorical === true),
+        steppedBack = this.#trace(
+          sample,
+          isBirth,
+          this.#aheadOfHost(timestamp, now),
+          topic,
+          metric.isHistorical === true,
+          samples,
         );
       if (metric.isHistorical === true) {
         this.#counts.historical++;
@@ -1966,17 +2009,18 @@ export class SparkplugHost {
       // keeps the first), so the live view keeps the first too.
       const held = this.#live.get(info.tag);
       const current = held?.sample;
-      if (current !== undefined && !isBirth && timestamp < current.timestamp) {
+      if (steppedBack || (current !== undefined && !isBirth && timestamp < current.timestamp)) {
         this.#counts.outOfOrder++;
-        // A live value of this session, received after the one shown but older by its time: the
-        // edge clock stepped back. The one shown is not the current value any more: uncertain,
-        // the step named, never shown good while a newer one was received (amendment 19u).
+        // A live value received after the tag's newest stored row (or the one shown) but older by
+        // its time: the edge clock stepped back ({@link #trace}). The one shown is not the current
+        // value any more: uncertain, the step named, never shown good while a newer one was
+        // received (amendments 19u and fix19s).
         this.#metricIssue(
           node,
           deviceId,
           info,
           "clock-step-back",
-          `${topic}: a live value timestamped ${timeText(timestamp)} arrived after one timestamped ${timeText(current.timestamp)} (the edge node's clock stepped back): stored, not shown; the value shown is no longer current`,
+          `${topic}: a live value timestamped ${timeText(timestamp)} arrived after ${current !== undefined && timestamp < current.timestamp ? `one timestamped ${timeText(current.timestamp)}` : "a later row stored for the tag (a restated birth or a mark)"} (the edge node's clock stepped back): stored, not shown; the value shown is no longer current`,
           { at: 0, quality: quality("uncertain", undefined, QualityCodes.UncertainLastUsableValue) },
         );
         continue;

@@ -26,9 +26,29 @@ describe("redactedBrokerUrl: no password shape is ever shown", () => {
     expect(shown).toContain("***@broker.plant");
   });
 
-  test("sibling: a URL without userinfo is shown as it is (nothing to hide), IPv6 and paths included", () => {
-    for (const url of ["mqtt://broker.plant:1883", "mqtt://[::1]:1883", "ws://broker.plant:8080/mqtt?x=1#y"])
+  test("sibling: a URL without userinfo nor query is shown as it is (nothing to hide), IPv6 and paths included", () => {
+    for (const url of ["mqtt://broker.plant:1883", "mqtt://[::1]:1883", "ws://broker.plant:8080/mqtt"])
       expect(redactedBrokerUrl(url)).toBe(url);
+  });
+
+  // Adversarial review 19s, item 5: a WebSocket broker may take its credential in the query string.
+  test("a query string or fragment is hidden (a token there is a credential), with or without userinfo", () => {
+    expect(redactedBrokerUrl("wss://broker.plant/mqtt?token=s3cret-tok")).toBe("wss://broker.plant/mqtt?***");
+    expect(redactedBrokerUrl("ws://broker.plant:8080/mqtt#s3cret-tok")).toBe("ws://broker.plant:8080/mqtt#***");
+    expect(redactedBrokerUrl("wss://kiln:pa?ss@broker.plant/mqtt?x=s3cret-tok")).toBe(
+      "wss://***@broker.plant/mqtt?***",
+    );
+  });
+
+  test("sibling: a message carrying the query or its values (raw or decoded) loses them; short values are left", () => {
+    const url = "wss://broker.plant/mqtt?token=s3cret%2Ftok&v=1";
+    const text = withoutBrokerSecret(
+      `Unexpected server response 401 for ${url}; token s3cret/tok; query token=s3cret%2Ftok&v=1; v1`,
+      url,
+    );
+    expect(text).not.toContain("s3cret");
+    expect(text).toContain("401");
+    expect(text).toContain("v1");
   });
 });
 

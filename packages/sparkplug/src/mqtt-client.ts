@@ -99,14 +99,12 @@ export function sessionOptions(
 /**
  * @internal Checks a `maxPayloadBytes` option: an integer from 1 to 268,435,455 (MQTT's largest
  * packet) or absent.
- * @throws KilnValidationError (KILN_VALIDATION) naming `maxPayloadBytes`.
+ * @throws KilnValidationError (KILN_VALIDATION) naming `maxPayloadBytes` (or `path`).
  */
-export function checkMaxPayloadBytes(what: string, value: unknown): void {
+export function checkMaxPayloadBytes(what: string, value: unknown, path = "maxPayloadBytes"): void {
   if (value === undefined) return;
   if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 1 || value > 268_435_455)
-    throw new KilnValidationError(what, [
-      { path: "maxPayloadBytes", message: "must be an integer from 1 to 268435455 (bytes)" },
-    ]);
+    throw new KilnValidationError(what, [{ path, message: "must be an integer from 1 to 268435455 (bytes)" }]);
 }
 
 /**
@@ -123,18 +121,38 @@ function userinfoSpan(value: string): { readonly from: number; readonly to: numb
 }
 
 /**
+ * Where a `brokerUrl`'s query string and fragment lie (a WebSocket broker may take a token there,
+ * `wss://broker/mqtt?token=…`): from the first `?` or `#` after the userinfo (or the scheme) to
+ * the end. Undefined without one.
+ */
+function querySpan(value: string): { readonly from: number } | undefined {
+  const userinfo = userinfoSpan(value);
+  const scheme = /^[a-z][a-z0-9+.-]*:\/\//i.exec(value);
+  const after = userinfo !== undefined ? userinfo.to : scheme !== null ? scheme[0].length : 0;
+  const rest = value.slice(after).search(/[?#]/);
+  return rest < 0 ? undefined : { from: after + rest };
+}
+
+/**
  * @internal A `brokerUrl` as every message, health entry and event shows it: everything between
  * `//` (or the start) and its last `@` (a user name and password, `mqtt://user:pw@host`) replaced
- * by `***`, so no credential is echoed (IEC 62443-3-3 CR 1.5, authenticator protection), whatever
- * characters the password holds (unencoded space, `/`, `?`, `#`, `@`), and on a string that is not
- * a URL too.
+ * by `***`, and so is everything from the `?` or `#` after the host on (a query string or
+ * fragment, where a WebSocket broker may take a token), so no credential is echoed (IEC 62443-3-3
+ * CR 1.5, authenticator protection), whatever characters the password holds (unencoded space,
+ * `/`, `?`, `#`, `@`), and on a string that is not a URL too.
  * @example redactedBrokerUrl("mqtt://kiln:s3cret@broker:1883") // "mqtt://***@broker:1883"
  * @example redactedBrokerUrl("mqtt://kiln:a/b?c#d@broker:1883") // "mqtt://***@broker:1883"
+ * @example redactedBrokerUrl("wss://broker/mqtt?token=s3cret") // "wss://broker/mqtt?***"
  */
 export function redactedBrokerUrl(value: string): string {
-  const span = userinfoSpan(value);
-  return span === undefined ? value : `${value.slice(0, span.from)}***${value.slice(span.to)}`;
+  const query = querySpan(value);
+  const shown = query === undefined ? value : `${value.slice(0, query.from + 1)}***`;
+  const span = userinfoSpan(shown);
+  return span === undefined ? shown : `${shown.slice(0, span.from)}***${shown.slice(span.to)}`;
 }
+
+/** Shorter query values are not taken as secrets in messages (they would blank unrelated text). */
+const MIN_QUERY_SECRET = 4;
 
 /**
  * @internal `text` (a message from the MQTT client or the network, about to be shown in an error,
@@ -145,10 +163,23 @@ export function redactedBrokerUrl(value: string): string {
  */
 export function withoutBrokerSecret(text: string, brokerUrl: string): string {
   const span = userinfoSpan(brokerUrl);
-  if (span === undefined) return text;
+  const query = querySpan(brokerUrl);
+  if (span === undefined && query === undefined) return text;
+  const secrets = new Set([redactedBrokerUrl(brokerUrl) === brokerUrl ? "" : brokerUrl]);
+  if (query !== undefined) {
+    // The query string and fragment, and each value in them (as written and decoded).
+    const tail = brokerUrl.slice(query.from);
+    secrets.add(tail.slice(1));
+    for (const part of tail.slice(1).split(/[&;#?]/)) {
+      const value = part.slice(part.indexOf("=") + 1);
+      for (const each of [value, safeDecode(value)])
+        if (each !== undefined && each.length >= MIN_QUERY_SECRET) secrets.add(each);
+    }
+  }
+  if (span === undefined) return replaceAll(text, secrets);
   const userinfo = brokerUrl.slice(span.from, span.to);
   const colon = userinfo.indexOf(":");
-  const secrets = new Set([userinfo, redactedBrokerUrl(brokerUrl) === brokerUrl ? "" : brokerUrl]);
+  secrets.add(userinfo);
   if (colon >= 0) {
     const password = userinfo.slice(colon + 1);
     secrets.add(password);
@@ -158,8 +189,20 @@ export function withoutBrokerSecret(text: string, brokerUrl: string): string {
       // Not percent-encoded text: the raw form above covers it.
     }
   }
+  return replaceAll(text, secrets);
+}
+
+function safeDecode(value: string): string | undefined {
+  try {
+    return decodeURIComponent(value.replace(/\+/g, " "));
+  } catch {
+    return undefined;
+  }
+}
+
+/** `text` with every one of `secrets` replaced by `***`, longest first (a password inside the userinfo is not cut before the userinfo is). */
+function replaceAll(text: string, secrets: ReadonlySet<string>): string {
   let shown = text;
-  // Longest first, so a password inside the userinfo is not cut before the userinfo is.
   for (const secret of [...secrets].filter((each) => each !== "").sort((a, b) => b.length - a.length))
     shown = shown.split(secret).join("***");
   return shown;

@@ -1,13 +1,9 @@
 import { GOOD, type ControlSystem, type CvtChange, type Sample } from "@kiln/core";
 import { afterEach, describe, expect, test } from "vitest";
 import { encodePayload, type SparkplugEdgeNode } from "../src/index";
-import { spawn } from "node:child_process";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { connect } from "node:net";
-import { tmpdir } from "node:os";
-import path from "node:path";
-import { freePort, mosquittoAvailability, mosquittoPath } from "../src/testing/index";
+import { freePort, mosquittoAvailability } from "../src/testing/index";
 import { DEVICE, EDGE, GROUP, HOST, edgeFixture, ofType, type EdgeFixture } from "./support/edge-fixture";
+import { dbirthPacketSize, limitedBroker } from "./support/limited-broker";
 
 const DCMD = `spBv1.0/${GROUP}/DCMD/${EDGE}/${DEVICE}`;
 
@@ -436,6 +432,20 @@ describe("retained and oversized commands (issue 19)", () => {
     await node.stop();
   });
 
+  test("adversarial review 19s, item 5: a token in a WebSocket brokerUrl's query never shows in health().linkReason, link-change events or a start() error", async () => {
+    fixture = await edgeFixture();
+    const brokerUrl = `ws://127.0.0.1:${await freePort()}/mqtt?token=s3cret-tok`;
+    const node = fixture.newNode({ brokerUrl });
+    const changes: string[] = [];
+    node.events.on("link-change", (change) => void changes.push(JSON.stringify(change)));
+    await node.start();
+    await expect.poll(() => node.health().linkReason ?? "", { timeout: 5_000 }).toContain("/mqtt?***");
+    await expect.poll(() => changes.length, { timeout: 5_000 }).toBeGreaterThan(0);
+    const shown = [node.health().linkReason ?? "", ...changes].join("\n");
+    expect(shown).not.toContain("s3cret-tok");
+    await node.stop();
+  });
+
   test("L1 sibling: a brokerUrl refused as no URL never echoes its password either", async () => {
     fixture = await edgeFixture();
     let message = "";
@@ -510,37 +520,6 @@ describe("commands reaching a session that is ending (adversarial review 19y, M4
     expect(fixture!.recorder.messages.filter(ofType("NBIRTH"))).toHaveLength(1);
   });
 });
-
-/** A mosquitto of its own with `max_packet_size`, which it announces in its MQTT 5 CONNACK. */
-async function limitedBroker(maxPacketSize: number): Promise<{ url: string; stop(): Promise<void> }> {
-  const dir = await mkdtemp(path.join(tmpdir(), "kiln-maxpacket-"));
-  const port = await freePort();
-  const config = path.join(dir, "mosquitto.conf");
-  await writeFile(config, `listener ${port} 127.0.0.1\nallow_anonymous true\nmax_packet_size ${maxPacketSize}\n`);
-  const child = spawn(mosquittoPath(), ["-c", config], { stdio: "ignore" });
-  for (let attempt = 0; ; attempt++) {
-    const open = await new Promise<boolean>((resolve) => {
-      const socket = connect(port, "127.0.0.1");
-      socket.once("connect", () => {
-        socket.destroy();
-        resolve(true);
-      });
-      socket.once("error", () => resolve(false));
-    });
-    if (open) break;
-    if (attempt > 200) throw new Error("mosquitto did not open its port");
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-  return {
-    url: `mqtt://127.0.0.1:${port}`,
-    stop: async () => {
-      const gone = new Promise((resolve) => child.once("exit", resolve));
-      child.kill("SIGTERM");
-      await gone;
-      await rm(dir, { recursive: true, force: true });
-    },
-  };
-}
 
 describe("a birth over the broker's Maximum Packet Size (adversarial review 19y, L2)", () => {
   test.skipIf(!mosquittoAvailability().available)(
@@ -900,10 +879,11 @@ describe("adversarial review 19v, item 5: a DDATA that cannot be sent takes no s
   );
 
   test.skipIf(!mosquittoAvailability().available)(
-    "item 4: a rebirth too large for the broker is not sent and leaves seq and the session unborn: no DDATA after it (none the host would see after a gap), the birth is tried again and sent once it fits (needs mosquitto)",
+    "item 4: a rebirth too large for the broker (even with its values null, fix19s) is not sent and leaves seq and the session unborn: no DDATA after it (none the host would see after a gap), the birth is tried again and sent once it fits (needs mosquitto)",
     async () => {
       fixture = await edgeFixture();
-      const broker = await limitedBroker(4_000);
+      // Room for the birth as it is, not for the reason a null value carries.
+      const broker = await limitedBroker((await dbirthPacketSize(fixture)) + 60);
       try {
         const watch = await watchSeqs(broker.url);
         const node = fixture.newNode({
@@ -947,4 +927,45 @@ describe("adversarial review 19v, item 5: a DDATA that cannot be sent takes no s
       }
     },
   );
+});
+
+describe("an NCMD naming metrics the node does not act on (adversarial review 19s, item 4)", () => {
+  const NCMD = `spBv1.0/${GROUP}/NCMD/${EDGE}`;
+  async function ncmd(f: EdgeFixture, metrics: Parameters<typeof encodePayload>[0]["metrics"]): Promise<void> {
+    const bytes = encodePayload({ timestamp: Date.now(), metrics });
+    await f.recorder.client.publishAsync(NCMD, Buffer.from(bytes), { qos: 1 });
+  }
+
+  test("an NCMD writing a device tag by name is dropped, counted, evented and audited, never written", async () => {
+    const node = await started();
+    const drops: string[] = [];
+    node.events.on("command-drop", (event) => void drops.push(`${event.reason} ${String(event.metrics)}`));
+    await ncmd(fixture!, [{ name: "heater.setpoint", datatype: "Float", value: 123 }]);
+    await expect.poll(() => drops).toEqual(["unknown-node-metric 1"]);
+    expect(node.health().commands).toMatchObject({ dropped: 1, written: 0 });
+    expect(fixture!.plc.writes).toEqual([]);
+    await expect
+      .poll(async () => {
+        const entries = await fixture!.system.unchecked.store.audit.query({ from: 0, to: Date.now() + 60_000 });
+        return entries.map(({ action, target, outcome }) => ({ action, target, outcome }));
+      })
+      .toEqual([{ action: "sparkplug.ncmd-drop", target: "heater.setpoint", outcome: "denied" }]);
+    const [entry] = await fixture!.system.unchecked.store.audit.query({ from: 0, to: Date.now() + 60_000 });
+    expect(entry!.reason).toMatch(/heater\.setpoint is a device tag: write it by DCMD/);
+  });
+
+  test("sibling: beside Node Control/Rebirth, the rebirth is done and only the other metric dropped; a rebirth alone drops nothing", async () => {
+    const node = await started({ minRebirthIntervalMs: 0 });
+    const drops: string[] = [];
+    node.events.on("command-drop", (event) => void drops.push(`${event.reason} ${String(event.metrics)}`));
+    await ncmd(fixture!, [{ name: "Node Control/Rebirth", datatype: "Boolean", value: true }]);
+    await expect.poll(() => node.health().commands.rebirths).toBe(1);
+    await ncmd(fixture!, [
+      { name: "Node Control/Rebirth", datatype: "Boolean", value: true },
+      { name: "Node Control/Reboot", datatype: "Boolean", value: true },
+    ]);
+    await expect.poll(() => node.health().commands.rebirths).toBe(2);
+    await expect.poll(() => drops).toEqual(["unknown-node-metric 1"]);
+    expect(node.health().commands.dropped).toBe(1);
+  });
 });

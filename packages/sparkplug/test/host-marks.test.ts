@@ -167,13 +167,14 @@ describe("Sparkplug host: an edge clock that steps back (19v item 3)", () => {
     await node.ddata("d", [{ alias: 1, timestamp: t0 + 30_500, datatype: "Double", value: 2 }]);
     await node.ddata("d", [{ alias: 1, timestamp: t0 + 1_000, datatype: "Double", value: 3 }]);
     await node.ddata("d", [{ alias: 1, timestamp: t0 + 2_000, datatype: "Double", value: 4 }]);
-    await eventually(async () => (await db.samples(tag("a"))).length === 4, 10_000, "values stored");
+    // 1, 2, 3, 4 and the step's mark 1 µs after 2 (the newest row when 3 arrived).
+    await eventually(async () => (await db.samples(tag("a"))).length === 5, 10_000, "values stored");
     const live = host.latest(tag("a"))!.sample;
     expect(live.value === 2 && live.quality.severity === "good", "2 shown good while 4 was received").toBe(false);
     expect(live.quality.reason).toMatch(/clock stepped back/);
     expect(issues).toContain("clock-step-back");
     await node.ndeath(0);
-    await eventually(async () => (await db.samples(tag("a"))).length === 6, 10_000, "two marks stored");
+    await eventually(async () => (await db.samples(tag("a"))).length === 6, 10_000, "the loss's mark stored");
     const rows = await db.samples(tag("a"));
     const at = (offset: number) => rows.filter((row) => row.timestamp <= t0 + offset).at(-1)!;
     expect(at(10_000).value).toBeNull();
@@ -202,5 +203,57 @@ describe("Sparkplug host: an edge clock that steps back (19v item 3)", () => {
     await new Promise((resolve) => setTimeout(resolve, 300));
     const rows = await db.samples(tag("a"));
     expect(rows.map((row) => row.value)).toEqual([5, 6, 1, null]);
+  });
+
+  test("a clock 20 s behind across a reconnect: DDATA after the restated birth are a step back, live never shows them good behind the birth and history at now is not the birth value good (fix19s)", async () => {
+    const db = await database();
+    const host = newHost(db, "step-back-3");
+    const issues: string[] = [];
+    host.events.on("metric-issue", (event) => void issues.push(event.issue));
+    await host.start();
+    const t0 = Date.now();
+    let node = await edge(0);
+    await node.nbirth(0);
+    await node.dbirth("d", [double("a", 1, 1, t0)]);
+    await eventually(async () => (await db.samples(tag("a"))).length === 1, 10_000, "birth stored");
+    await node.ndeath(0);
+    await node.close();
+    await eventually(async () => (await db.samples(tag("a"))).length === 2, 10_000, "mark stored");
+    node = await edge(1);
+    await node.nbirth(1);
+    await node.dbirth("d", [double("a", 1, 2, t0 - 20_000)]);
+    for (let i = 0; i < 5; i++)
+      await node.ddata("d", [{ alias: 1, timestamp: t0 - 19_000 + i * 1_000, datatype: "Double", value: 10 + i }]);
+    // 1, mark, 2 restated, 10..14 at their own times, one mark after the restated 2.
+    await eventually(async () => (await db.samples(tag("a"))).length === 9, 10_000, "values stored");
+    const rows = await db.samples(tag("a"));
+    const newest = rows.at(-1)!;
+    expect(newest.value).toBeNull();
+    expect(newest.quality.severity).toBe("bad");
+    expect(newest.quality.reason).toMatch(/clock stepped back/);
+    expect(micros(newest.timestamp)).toBe(micros(t0) + 3);
+    expect(rows.filter((row) => row.value !== null).map((row) => row.value)).toEqual([10, 11, 12, 13, 14, 1, 2]);
+    const live = host.latest(tag("a"))!.sample;
+    expect(live.quality.severity).toBe("uncertain");
+    expect(live.quality.reason).toMatch(/clock stepped back/);
+    expect(issues.filter((issue) => issue === "clock-step-back")).toHaveLength(5);
+  });
+
+  test("sibling: once the edge clock is past the newest row again, its values are shown good and stored without another mark", async () => {
+    const db = await database();
+    const host = newHost(db, "step-back-4");
+    await host.start();
+    const t0 = Date.now() - 60_000;
+    const node = await edge(0);
+    await node.nbirth(0);
+    await node.dbirth("d", [double("a", 1, 1, t0 + 30_000)]);
+    await node.ddata("d", [{ alias: 1, timestamp: t0 + 1_000, datatype: "Double", value: 2 }]);
+    await node.ddata("d", [{ alias: 1, timestamp: t0 + 2_000, datatype: "Double", value: 3 }]);
+    await node.ddata("d", [{ alias: 1, timestamp: t0 + 31_000, datatype: "Double", value: 4 }]);
+    await eventually(async () => (await db.samples(tag("a"))).length === 5, 10_000, "values stored");
+    const rows = await db.samples(tag("a"));
+    expect(rows.map((row) => row.value)).toEqual([2, 3, 1, null, 4]);
+    expect(micros(rows[3]!.timestamp)).toBe(micros(t0 + 30_000) + 1);
+    expect(host.latest(tag("a"))!.sample).toMatchObject({ value: 4, quality: { severity: "good" } });
   });
 });
