@@ -199,8 +199,10 @@ export class AuthorizingServer extends OPCUAServer {
   maxBrowsePathTargets = 1_000;
 
   /**
-   * Most nodes one TranslateBrowsePaths call expands, its paths together (a path that would pass it
-   * answers `BadQueryTooComplex`, as does every later path of the call).
+   * Most work of one TranslateBrowsePaths call, its paths together, in `stepCost` units (1 per node
+   * expanded, and per supertype climbed from a type, plus the references scanned where the child
+   * index cannot answer the step); a path that would pass it answers `BadQueryTooComplex`, as does
+   * every later path of the call.
    */
   maxBrowsePathNodesPerCall = 100_000;
 
@@ -216,7 +218,11 @@ export class AuthorizingServer extends OPCUAServer {
    */
   maxEventFilterCostPerSession = 10_000;
 
-  /** Most references the nodes of one Browse call return together (see {@link AuthorizingServer.initialize}). */
+  /**
+   * Most references the nodes of one Browse call make node-opcua scan together, each node charged 1 +
+   * all its references before it is browsed, whatever it returns (beyond: that node and the later
+   * ones answer `BadNoContinuationPoints`; the first node is always browsed). See `#budgetBrowse`.
+   */
   maxReferencesPerBrowse = 5_000;
 
   /** Most sessions created but not (yet) activated, all clients together; the oldest is closed to make room. */
@@ -352,7 +358,7 @@ export class AuthorizingServer extends OPCUAServer {
         // the channel is gone: nothing to answer
       }
     };
-    const refusedReads = this.#invalidateRanges(message.request);
+    let refusedReads: number[] = [];
     const served = super._apply_on_SessionObject(
       ResponseClass,
       message,
@@ -362,6 +368,8 @@ export class AuthorizingServer extends OPCUAServer {
           answered = true;
           send();
         };
+        resolveRegisteredNodes(session, message.request);
+        refusedReads = this.#invalidateRanges(message.request);
         const action = async (): Promise<void> =>
           this.serveCall(session, (settle) =>
             actionToPerform(
@@ -515,26 +523,36 @@ export class AuthorizingServer extends OPCUAServer {
 
   /**
    * Bounds the work of one Browse call to {@link AuthorizingServer.maxReferencesPerBrowse}
-   * references: node-opcua builds every reference (and its BrowseName, DisplayName, TypeDefinition)
-   * of every node before it truncates each to its RequestedMaxReferencesPerNode, so 1,000 nodes of
-   * 100 children each held the event loop for seconds. Nodes are now browsed in order until their
-   * references reach the budget; each node after that answers `BadNoContinuationPoints` (OPC UA
-   * Part 4, 5.8.2: the server could not keep a place for it now; the client browses it again in
-   * another call), and nothing is built for it. The first node is always browsed.
+   * references scanned. node-opcua's `browseNode` takes every reference of a node (resolving each
+   * target), filters them by reference type, direction, NodeClass and the session's context, builds
+   * a description of each left (BrowseName, DisplayName, TypeDefinition) and only then truncates to
+   * RequestedMaxReferencesPerNode: its work is the node's references, whatever it returns (a
+   * NodeClassMask matching nothing, or 1 reference per node, scanned 1,000 copies of a 4,000-tag
+   * folder and held the event loop 0.8 s). Each BrowseDescription is charged
+   * {@link browseCost} (1 + the node's references) BEFORE it is browsed; the first that would pass
+   * the budget and every later one answer `BadNoContinuationPoints` (OPC UA Part 4, 5.8.2.4: the
+   * server could not keep a place for it now; the client browses it again in another call) and
+   * nothing of them is scanned. The first node is always browsed (a folder larger than the budget
+   * stays browsable, alone). A BrowseNext scans nothing: it hands out slices of the references
+   * its Browse built and was charged for.
    */
   #budgetBrowse(): void {
     const engine = this.engine;
     const browse = engine.browseWithAutomaticExpansion.bind(engine);
     engine.browseWithAutomaticExpansion = async (nodesToBrowse, context) => {
       const results: BrowseResult[] = [];
-      let references = 0;
+      let spent = 0;
+      let refused = false;
       for (const description of nodesToBrowse) {
-        if (results.length > 0 && references >= this.maxReferencesPerBrowse) {
+        if (!refused) {
+          spent += browseCost(this.engine.addressSpace?.findNode(description.nodeId) ?? null);
+          refused = results.length > 0 && spent > this.maxReferencesPerBrowse;
+        }
+        if (refused) {
           results.push(new BrowseResult({ statusCode: StatusCodes.BadNoContinuationPoints }));
           continue;
         }
         const [result] = await browse([description], context);
-        references += result?.references?.length ?? 0;
         results.push(result ?? new BrowseResult({ statusCode: StatusCodes.BadInternalError }));
       }
       return results;
@@ -716,7 +734,7 @@ export class AuthorizingServer extends OPCUAServer {
       const isLast = index === elements.length - 1;
       const next = new Map<string, (typeof reached)[number]>();
       for (const node of current) {
-        budget.nodes -= 1 + scannedReferences(node, element);
+        budget.nodes -= stepCost(node, element);
         if (budget.nodes < 0) return new BrowsePathResult({ statusCode: StatusCodes.BadQueryTooComplex });
         for (const nodeId of node.browseNodeByTargetName(element, isLast)) {
           next.set(nodeId.toString(), nodeId);
@@ -1245,6 +1263,43 @@ function dropUndeliveredOf(subscription: Subscription): void {
   for (const item of internals.monitoredItems.values()) (item as unknown as MonitoredItemInternals)._empty_queue();
 }
 
+/** A NodeId that may be a RegisterNodes alias (node-opcua's decoded NodeId; ServerSession resolves it). */
+type MaybeAlias = Parameters<ServerSession["resolveRegisteredNode"]>[0];
+
+/**
+ * Replaces, in place, every RegisterNodes alias (OPC UA Part 4, 5.8.5: valid for the session that
+ * registered it) a request names by the NodeId it stands for, as node-opcua's own Read and Write do
+ * (`ServerSession.resolveRegisteredNode`): the nodes to read (Read, HistoryRead), to write, to
+ * browse, the starting nodes of TranslateBrowsePaths, the objects and methods of Call and the
+ * nodes of monitored items to create. Run once per request before any check looks a node up: the
+ * IndexRange check of a Read by alias found no node and let a range on a scalar pass (adversarial
+ * review 20s), and HistoryRead, Call and CreateMonitoredItems answered `BadNodeIdUnknown` for an
+ * alias. Anything that is not an alias of this session is left as it is.
+ */
+function resolveRegisteredNodes(session: ServerSession, request: unknown): void {
+  const fields = request as {
+    nodesToRead?: ({ nodeId?: MaybeAlias } | null)[] | null;
+    nodesToWrite?: ({ nodeId?: MaybeAlias } | null)[] | null;
+    nodesToBrowse?: ({ nodeId?: MaybeAlias } | null)[] | null;
+    browsePaths?: ({ startingNode?: MaybeAlias } | null)[] | null;
+    methodsToCall?: ({ objectId?: MaybeAlias; methodId?: MaybeAlias } | null)[] | null;
+    itemsToCreate?: ({ itemToMonitor?: { nodeId?: MaybeAlias } | null } | null)[] | null;
+  };
+  const resolve = <TKey extends string>(holder: { [key in TKey]?: MaybeAlias } | null | undefined, key: TKey): void => {
+    const nodeId = holder?.[key];
+    if (holder && nodeId && typeof nodeId === "object") holder[key] = session.resolveRegisteredNode(nodeId);
+  };
+  for (const operation of fields.nodesToRead ?? []) resolve(operation, "nodeId");
+  for (const operation of fields.nodesToWrite ?? []) resolve(operation, "nodeId");
+  for (const operation of fields.nodesToBrowse ?? []) resolve(operation, "nodeId");
+  for (const path of fields.browsePaths ?? []) resolve(path, "startingNode");
+  for (const call of fields.methodsToCall ?? []) {
+    resolve(call, "objectId");
+    resolve(call, "methodId");
+  }
+  for (const item of fields.itemsToCreate ?? []) resolve(item?.itemToMonitor, "nodeId");
+}
+
 /** The number of operations of a service request (its largest operations array). */
 function operationsOf(request: unknown): number {
   const fields = request as Record<string, unknown>;
@@ -1257,16 +1312,45 @@ function operationsOf(request: unknown): number {
 }
 
 /**
- * The references one step of a TranslateBrowsePath makes node-opcua examine on `node` beyond the
- * node itself: none when its child index answers the step (a forward step through a hierarchical
- * reference type, naming its target), else every reference of the node (an inverse, untyped or
- * non-hierarchical step scans them all, resolving each). Charged to the call's budget, so a
- * path stepping through a folder of thousands of tags by an inverse or untyped reference costs
- * what it makes the server do (adversarial review 20t: 312 such paths held the event loop 13 s).
+ * What one Browse of `node` makes node-opcua scan: 1 for the node, plus every reference of it
+ * (`browseNode` takes `allReferences()` and resolves, filters and describes each before it
+ * truncates; an unknown node costs 1). The unit of {@link AuthorizingServer.maxReferencesPerBrowse}.
  */
-function scannedReferences(node: BaseNode, element: RelativePathElement): number {
-  const indexed = (
-    node as unknown as { _hierarchicalStepCandidates?: (element: RelativePathElement) => readonly unknown[] | null }
-  )._hierarchicalStepCandidates?.(element);
-  return indexed === null || indexed === undefined ? node.allReferences().length : 0;
+function browseCost(node: BaseNode | null): number {
+  return 1 + (node?.allReferences().length ?? 0);
+}
+
+/**
+ * What one step of a TranslateBrowsePath makes node-opcua examine from `node`
+ * (`browseNodeByTargetName`), the unit of {@link AuthorizingServer.maxBrowsePathNodesPerCall}: for
+ * the node and, when it is an ObjectType or VariableType, each of its supertypes (a step that finds
+ * nothing on a type is tried again on its supertype, up to BaseObjectType or BaseVariableType; the
+ * whole chain is charged, found or not), 1 plus the references scanned there: none when the child
+ * index answers the step (a forward step through a hierarchical reference type, naming its
+ * target), else every reference of that node (an inverse, untyped or non-hierarchical step scans
+ * and resolves them all). A path stepping through a folder of thousands of tags by an inverse or
+ * untyped reference costs what it makes the server do (adversarial review 20t: 312 such paths
+ * held the event loop 13 s; 20s: one untyped step at a deep alarm type scanned ~200 references
+ * and was charged 2).
+ */
+function stepCost(node: BaseNode, element: RelativePathElement): number {
+  let cost = 0;
+  const seen = new Set<BaseNode>();
+  for (let level: BaseNode | null = node; level && !seen.has(level); level = supertypeOf(level)) {
+    seen.add(level);
+    const indexed = (
+      level as unknown as {
+        _hierarchicalStepCandidates?: (element: RelativePathElement) => readonly unknown[] | null;
+      }
+    )._hierarchicalStepCandidates?.(element);
+    cost += 1 + (indexed === null || indexed === undefined ? level.allReferences().length : 0);
+  }
+  return cost;
+}
+
+/** The supertype `browseNodeByTargetName` goes on to from an ObjectType or VariableType (none for other nodes). */
+function supertypeOf(node: BaseNode): BaseNode | null {
+  if (node.nodeClass !== NodeClass.ObjectType && node.nodeClass !== NodeClass.VariableType) return null;
+  const subtypeOf = (node as unknown as { subtypeOf?: unknown }).subtypeOf;
+  return subtypeOf ? node.addressSpace.findNode(subtypeOf as never) : null;
 }

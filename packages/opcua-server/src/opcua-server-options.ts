@@ -218,8 +218,10 @@ export const opcuaServerOptionsSchema = z
  *     targets included (beyond: that path `BadQueryTooComplex`, Part 4, 5.9.4.4) @default 1000;
  *     `maxBrowsePathNodesPerCall`: work of one TranslateBrowsePathsToNodeIds call, its paths
  *     together: 1 per node expanded, plus every reference of the node when the step cannot use the
- *     node's child index (an inverse, untyped or non-hierarchical step scans them all); the path
- *     that passes it and the call's later paths: `BadQueryTooComplex` @default 100000
+ *     node's child index (an inverse, untyped or non-hierarchical step scans them all); a step
+ *     from an ObjectType or VariableType is charged so for the type and each of its supertypes
+ *     (node-opcua tries each in turn when the type has no match); the path that passes it and the
+ *     call's later paths: `BadQueryTooComplex` @default 100000
  *   - `maxQueueSize`: the largest QueueSize of one monitored item, value or event (a larger
  *     request is revised down to it, not refused) @default 100
  *   - `maxUnactivatedSessions`: sessions created and not yet activated, all clients together
@@ -252,10 +254,14 @@ export const opcuaServerOptionsSchema = z
  *     `maxReferencesPerNode`: the most references one Browse returns per node (a larger or
  *     unlimited (0) RequestedMaxReferencesPerNode is revised down to it; the rest comes with a
  *     continuation point) @default 1000. HistoryRead holds at most 10 per session.
- *     `maxReferencesPerBrowse`: the references one Browse call builds, its nodes together
- *     (1..1000000) @default 5000: nodes are browsed in order, and once their references reach it
- *     each later node answers `BadNoContinuationPoints` (OPC UA Part 4, 5.8.2; the client browses
- *     it again in another call). The first node is always browsed.
+ *     `maxReferencesPerBrowse`: the references one Browse call makes the server scan, its nodes
+ *     together (1..1000000) @default 5000: each node is charged 1 + all its references (both
+ *     directions, every type) before it is browsed, whatever its filters return (node-opcua scans,
+ *     resolves and describes them all before it filters by NodeClass and truncates); nodes are
+ *     browsed in order, and the first that would pass the budget and each later node answers
+ *     `BadNoContinuationPoints` (OPC UA Part 4, 5.8.2.4; the client browses it again in another
+ *     call). The first node is always browsed, so a folder larger than the budget stays browsable
+ *     alone. BrowseNext scans nothing (it serves what its Browse was charged for).
  *   - `maxMessageSize`: the bytes of one message, request or response (131072..134217728)
  *     @default 4194304 (4 MiB); `maxChunkCount`: its chunks (1..9000) @default 1024. Acknowledged
  *     to every client whatever larger (or unlimited) size its Hello states; a larger message is

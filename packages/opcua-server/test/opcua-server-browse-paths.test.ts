@@ -7,6 +7,7 @@ import {
   RelativePath,
   RelativePathElement,
   resolveNodeId,
+  StatusCodes,
 } from "node-opcua-client";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { connect, makeTestPki, servedSystem, type ServedTestSystem, type TestPki, user } from "./support/opcua-fixture";
@@ -208,5 +209,80 @@ describe("TranslateBrowsePathsToNodeIds over nodes reached by several routes", (
         summary,
       ),
     ).toEqual([{ status: "Good", targets: ["ns=0;i=2253@4294967295"] }]);
+  });
+});
+
+describe("TranslateBrowsePathsToNodeIds charges the climb up a type's supertypes (adversarial review 20s)", () => {
+  /** An alarm type deep in the type tree: NonExclusiveLevelAlarmType (i=10060). */
+  const deepType = "i=10060";
+  const untypedStep = (start: string, name: string) =>
+    new BrowsePath({
+      startingNode: resolveNodeId(start),
+      relativePath: new RelativePath({
+        elements: [
+          new RelativePathElement({
+            referenceTypeId: resolveNodeId("i=0"),
+            isInverse: false,
+            includeSubtypes: false,
+            targetName: new QualifiedName({ name, namespaceIndex: 0 }),
+          }),
+        ],
+      }),
+    });
+  type TypeNode = { allReferences(): unknown[]; nodeClass: number; subtypeOf?: unknown };
+  const nodeOf = (nodeId: unknown) =>
+    (addressSpace as unknown as { findNode(nodeId: unknown): TypeNode | null }).findNode(nodeId);
+  /** The references of the type and of each of its supertypes, and how many levels that is. */
+  const chainOf = (nodeId: string) => {
+    let references = 0;
+    let levels = 0;
+    for (let node = nodeOf(resolveNodeId(nodeId)); node; node = node.subtypeOf ? nodeOf(node.subtypeOf) : null) {
+      references += node.allReferences().length;
+      levels += 1;
+    }
+    return { own: nodeOf(resolveNodeId(deepType))!.allReferences().length, references, levels };
+  };
+
+  test("an untyped step that finds nothing on a type is charged every reference of the type and of its supertypes, not the type's alone", async () => {
+    await vic.session.translateBrowsePath([pathOf("i=85", [["Organizes", false, "Server"]])] as never[]);
+    const chain = chainOf(deepType);
+    expect(chain.references).toBeGreaterThan(chain.own * 2);
+    // A budget that the type's own scan fits (1 + own: the charge before) but the climb does not.
+    const budgeted = await servedSystem({
+      tags,
+      pki,
+      server: { limits: { maxBrowsePathNodesPerCall: 1 + chain.own } },
+    });
+    const viewer = await connect(budgeted.server, pki.trusted, user("vic"));
+    try {
+      const [result] = await viewer.session.translateBrowsePath([untypedStep(deepType, "NoSuchName")] as never[]);
+      expect(result!.statusCode).toBe(StatusCodes.BadQueryTooComplex);
+      // With the default budget node-opcua's climb answers as before: nothing named so anywhere up the chain.
+      const [unbounded] = await vic.session.translateBrowsePath([untypedStep(deepType, "NoSuchName")] as never[]);
+      expect(unbounded!.statusCode).toBe(StatusCodes.BadNoMatch);
+    } finally {
+      await viewer.close();
+      await budgeted.dispose();
+    }
+  });
+
+  test("a forward hierarchical step on a type costs 1 per level climbed (the child index answers each): a component declared on a supertype is found within a budget of the chain's levels", async () => {
+    const chain = chainOf(deepType);
+    const budgeted = await servedSystem({
+      tags,
+      pki,
+      server: { limits: { maxBrowsePathNodesPerCall: chain.levels } },
+    });
+    const viewer = await connect(budgeted.server, pki.trusted, user("vic"));
+    try {
+      // EnabledState is declared by ConditionType, several levels up.
+      const enabled = pathOf(deepType, [["HasComponent", false, "EnabledState"]]);
+      const [found] = await viewer.session.translateBrowsePath([enabled] as never[]);
+      expect(summary(found!)).toEqual(summary((await vic.session.translateBrowsePath([enabled] as never[]))[0]!));
+      expect(found!.statusCode).toBe(StatusCodes.Good);
+    } finally {
+      await viewer.close();
+      await budgeted.dispose();
+    }
   });
 });

@@ -1,6 +1,10 @@
 import { defineTags } from "@kiln/core";
 import {
   AttributeIds,
+  BrowseDescription,
+  BrowseDirection,
+  BrowseRequest,
+  type BrowseResponse,
   type ClientSession,
   constructEventFilter,
   ContentFilter,
@@ -16,6 +20,7 @@ import {
   FilterOperator,
   LiteralOperand,
   ModifyMonitoredItemsRequest,
+  NodeClassMask,
   resolveNodeId,
   MonitoringMode,
   StatusCodes,
@@ -70,7 +75,7 @@ beforeAll(async () => {
         maxEventFilterSelectClauses: 20,
         maxEventFilterCostPerSession: 200,
         maxReferencesPerNode: 3,
-        maxReferencesPerBrowse: 12,
+        maxReferencesPerBrowse: 40,
         maxMessageSize: 1_048_576,
         maxBrowseContinuationPoints: 2,
         maxBrowsePathElements: 8,
@@ -465,7 +470,64 @@ describe("Browse bounds", () => {
     await olga.session.browseNext([result!.continuationPoint!], true);
   });
 
-  test("one Browse builds at most maxReferencesPerBrowse references: the nodes after answer BadNoContinuationPoints", async () => {
+  /** Every reference of a node, both directions, all types: what node-opcua scans to browse it (BrowseNext past maxReferencesPerNode). */
+  async function referencesOf(nodeId: string): Promise<number> {
+    const [first] = await olga.session.browse([
+      { nodeId, browseDirection: 2, resultMask: 0, includeSubtypes: true, referenceTypeId: "References" },
+    ]);
+    let count = first!.references?.length ?? 0;
+    let point = first!.continuationPoint;
+    while (point?.length) {
+      const [next] = await olga.session.browseNext([point], false);
+      count += next!.references?.length ?? 0;
+      point = next!.continuationPoint;
+    }
+    return count;
+  }
+
+  /** `count` copies of a Browse of `nodeId` (NodeClassMask `mask`, RequestedMaxReferencesPerNode `perNode`), sent raw. */
+  async function browseCopies(nodeId: string, count: number, mask: number, perNode: number) {
+    const request = new BrowseRequest({
+      requestedMaxReferencesPerNode: perNode,
+      nodesToBrowse: Array.from(
+        { length: count },
+        () =>
+          new BrowseDescription({
+            nodeId: resolveNodeId(nodeId),
+            referenceTypeId: resolveNodeId("References"),
+            includeSubtypes: true,
+            browseDirection: BrowseDirection.Both,
+            nodeClassMask: mask,
+            resultMask: 63,
+          }),
+      ),
+    });
+    // As a raw client sends it: node-opcua's ClientSession.browse would replace RequestedMaxReferencesPerNode.
+    const transact = (
+      olga.session as unknown as {
+        performMessageTransaction(
+          request: BrowseRequest,
+          callback: (error: Error | null, response?: BrowseResponse) => void,
+        ): void;
+      }
+    ).performMessageTransaction.bind(olga.session);
+    const response = await new Promise<BrowseResponse>((resolve, reject) =>
+      transact(request, (error, answer) =>
+        error || !answer ? reject(error ?? new Error("no response")) : resolve(answer),
+      ),
+    );
+    return response.results ?? [];
+  }
+
+  /** The Goods a budget of 40 lets through when each node costs `cost` (the first always), then refusals. */
+  const charged = (count: number, cost: number): StatusCode[] => {
+    const browsed = Math.max(1, Math.floor(40 / cost));
+    return Array.from({ length: count }, (_, index) =>
+      index < browsed ? StatusCodes.Good : StatusCodes.BadNoContinuationPoints,
+    );
+  };
+
+  test("one Browse scans at most maxReferencesPerBrowse references, each node charged 1 + all its references before it is browsed: the nodes after answer BadNoContinuationPoints", async () => {
     const variable = {
       nodeId: served.server.nodeIdOf("chamber.pressure"),
       browseDirection: 2, // both: its type definition and its folder
@@ -473,23 +535,46 @@ describe("Browse bounds", () => {
       includeSubtypes: true,
       referenceTypeId: "References",
     };
-    const [one] = await olga.session.browse([variable]);
-    const each = one!.references!.length;
-    expect(each).toBeGreaterThan(0);
-    expect(each).toBeLessThanOrEqual(3); // no continuation point needed
-    const browsed = Math.ceil(12 / each);
-    const results = await olga.session.browse(Array.from({ length: browsed + 3 }, () => variable));
-    expect(results.slice(0, browsed).map((result) => result.statusCode)).toEqual(
-      Array.from({ length: browsed }, () => StatusCodes.Good),
-    );
-    expect(results.slice(browsed).map((result) => result.statusCode)).toEqual([
-      StatusCodes.BadNoContinuationPoints,
-      StatusCodes.BadNoContinuationPoints,
-      StatusCodes.BadNoContinuationPoints,
-    ]);
+    const cost = 1 + (await referencesOf(variable.nodeId));
+    const results = await olga.session.browse(Array.from({ length: Math.ceil(40 / cost) + 3 }, () => variable));
+    expect(results.map((result) => result.statusCode)).toEqual(charged(results.length, cost));
     // Browsed again in a call of its own, a refused node answers.
     const [again] = await olga.session.browse([variable]);
-    expect(again!.references).toHaveLength(each);
+    expect(again!.statusCode).toBe(StatusCodes.Good);
+  });
+
+  test("a Browse whose NodeClassMask matches nothing is charged the references it scans, not the none it returns (adversarial review 20s)", async () => {
+    const cost = 1 + (await referencesOf(chamber()));
+    expect(cost).toBeGreaterThan(1);
+    const results = await browseCopies(chamber(), 10, NodeClassMask.Method, 0);
+    expect(results.every((result) => (result.references?.length ?? 0) === 0)).toBe(true);
+    expect(results.map((result) => result.statusCode)).toEqual(charged(10, cost));
+  });
+
+  test("RequestedMaxReferencesPerNode 1 is charged the whole node; the browsed node's BrowseNext still serves the rest, uncharged", async () => {
+    // The Server object: more than 20 references, so one fits a budget of 40; the session's 2
+    // continuation points (maxBrowseContinuationPoints) would have let a second through.
+    const server = "ns=0;i=2253";
+    const all = await referencesOf(server);
+    expect(all).toBeGreaterThan(20);
+    const results = await browseCopies(server, 10, 0, 1);
+    expect(results.map((result) => result.statusCode)).toEqual(charged(10, 1 + all));
+    const [first] = results;
+    expect(first!.references).toHaveLength(1);
+    // The rest of the first node, by BrowseNext (3 per call: maxReferencesPerNode), whatever the budget.
+    let served = 1;
+    let point = first!.continuationPoint;
+    while (point?.length) {
+      const [next] = await olga.session.browseNext([point], false);
+      expect(next!.statusCode).toBe(StatusCodes.Good);
+      served += next!.references?.length ?? 0;
+      point = next!.continuationPoint;
+    }
+    expect(served).toBe(all);
+    const points = results
+      .slice(1)
+      .flatMap((result) => (result.continuationPoint?.length ? [result.continuationPoint] : []));
+    expect(points).toEqual([]);
   });
 
   test("a session holds at most maxBrowseContinuationPoints: the next node answers BadNoContinuationPoints", async () => {

@@ -336,6 +336,54 @@ describe("deadband filters", () => {
     expect(answers[0]!.value.value).toBe(12.5);
   });
 
+  test("through a RegisterNodes alias an IndexRange on a scalar answers BadIndexRangeInvalid as by its NodeId, never the whole value as Good (adversarial review 20s)", async () => {
+    served.plc.set("chamber.free", 12.5);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const free = served.server.nodeIdOf("chamber.free");
+    const [alias] = await vic.session.registerNodes([free] as never);
+    expect(alias!.toString()).not.toBe(free);
+    const answers = (await vic.session.read([
+      { nodeId: alias, attributeId: AttributeIds.Value, indexRange: "0:1" },
+      { nodeId: free, attributeId: AttributeIds.Value, indexRange: "0:1" },
+      { nodeId: alias, attributeId: AttributeIds.Value },
+    ] as never)) as unknown as DataValue[];
+    expect(answers.map((answer) => answer.statusCode)).toEqual([
+      StatusCodes.BadIndexRangeInvalid,
+      StatusCodes.BadIndexRangeInvalid,
+      StatusCodes.Good,
+    ]);
+    expect(answers[0]!.value.value).toBeNull();
+    expect(answers[2]!.value.value).toBe(12.5);
+    await vic.session.unregisterNodes([alias] as never);
+  });
+
+  test("a monitored item created through a RegisterNodes alias is checked as one on its node: an IndexRange on the scalar is refused, without one it is created (node-opcua answered BadNodeIdUnknown)", async () => {
+    const free = served.server.nodeIdOf("chamber.free");
+    const [alias] = await vic.session.registerNodes([free] as never);
+    const { subscriptionId } = await subscription(100);
+    const item = (indexRange: string | undefined, clientHandle: number) => ({
+      itemToMonitor: { nodeId: alias, attributeId: AttributeIds.Value, ...(indexRange ? { indexRange } : {}) },
+      monitoringMode: MonitoringMode.Reporting,
+      requestedParameters: { ...parameters(0), clientHandle },
+    });
+    const answer = await session().createMonitoredItems(
+      new CreateMonitoredItemsRequest({
+        subscriptionId,
+        timestampsToReturn: TimestampsToReturn.Both,
+        itemsToCreate: [item("3", 1), item(undefined, 2)],
+      } as never),
+    );
+    expect(answer.results.map((result) => result.statusCode)).toEqual([
+      StatusCodes.BadIndexRangeInvalid,
+      StatusCodes.Good,
+    ]);
+    // The session holds a few subscriptions (maxSubscriptionsPerSession): give this one back.
+    await (
+      vic.session as unknown as { deleteSubscriptions(request: { subscriptionIds: number[] }): Promise<unknown> }
+    ).deleteSubscriptions({ subscriptionIds: [subscriptionId] });
+    await vic.session.unregisterNodes([alias] as never);
+  });
+
   test("device values +∞, −∞, NaN and back to finite under a deadband are each reported (Bad, without a value), never a crash", async () => {
     served.plc.set("chamber.free", 1);
     served.plc.set("chamber.ranged", 1);
