@@ -66,7 +66,8 @@ const ORPHAN_GRACE_MS = 1_000;
  *   server certificate nothing verifies). Passwords never appear in logs or errors.
  * - `read` sends one ReadRequest per scan, split by the server's MaxNodesPerRead (read once
  *   after connecting); the plan is cached per tag array.
- * - `write` discovers each node's DataType once and converts the value to it; read-only tags
+ * - `write` reads each node's DataType, ValueRank and ArrayDimensions once per session (again
+ *   after a `BadTypeMismatch` reply) and converts the value to it exactly or refuses; read-only tags
  *   fail with `KILN_TAG_NOT_WRITABLE` before any traffic; a server refusal fails with
  *   `KILN_WRITE_REJECTED` carrying `statusCode` and `statusName`.
  * - `subscribe` creates one OPC UA subscription per call, with monitored items created in
@@ -277,7 +278,12 @@ export class OpcuaDriver implements PlcDriver {
   }
 
   /**
-   * Writes `value` to `tag`'s node, converted to the node's DataType (discovered once per node).
+   * Writes `value` to `tag`'s node, converted to the node's DataType and checked against its
+   * ValueRank/ArrayDimensions (read once per node and session, in one request; read again after a
+   * repaired session, and once more when the server answers `BadTypeMismatch`, the write then
+   * re-sent once if the node's type had changed). The conversion is exact or refused (see the
+   * package's `variantForWrite`: integers into Float/Double exactly, a float tag's value into a
+   * Float rounded but never to 0 or ±Infinity, DateTime in whole ms).
    *
    * The value is first checked against the tag by the same rules as the control system's writes
    * (core's `checkTagValue`: the tag's data type, its `range`, its `arrayLength`), so a direct
@@ -287,10 +293,13 @@ export class OpcuaDriver implements PlcDriver {
    * @throws KilnError `KILN_TAG_NOT_WRITABLE` for a read-only tag, before any traffic;
    *   `KILN_VALIDATION` when the value is not of the tag's type (a fraction or 70000 for an `int16`
    *   tag, a number for a `bool` tag, too many elements for the `arrayLength`; nothing is sent);
-   *   `KILN_OUT_OF_RANGE` when a number is outside the tag's `range` (`details.min`, `details.max`)
-   *   or the value does not fit the node's type (nothing is sent);
-   *   `KILN_WRITE_REJECTED` when the server refuses (BadNotWritable, BadUserAccessDenied,
-   *   BadTypeMismatch, BadOutOfRange...) with `details.statusCode` and `details.statusName`.
+   *   `KILN_OUT_OF_RANGE` when a number is outside the tag's `range` (`details.min`, `details.max`;
+   *   a bigint or an array element outside it is `KILN_VALIDATION`) or the value does not fit the
+   *   node's type exactly (`details.value`, `details.nodeDataType`; nothing is sent);
+   *   `KILN_WRITE_REJECTED` `BadTypeMismatch` when the value's shape does not fit the node's
+   *   (`details.valueShape`, `details.nodeShape`; nothing is sent), or when the server refuses
+   *   (BadNotWritable, BadUserAccessDenied, BadTypeMismatch, BadOutOfRange...) with
+   *   `details.statusCode` and `details.statusName`.
    */
   async write(tag: Tag, value: TagValue, signal?: AbortSignal): Promise<void> {
     if (tag.access !== "readwrite") {

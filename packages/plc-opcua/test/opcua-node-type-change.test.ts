@@ -5,7 +5,7 @@ import path from "node:path";
 import { defineTags } from "@kiln/core";
 import { DataType, StatusCodes, Variant } from "node-opcua-client";
 import { nodesets } from "node-opcua-nodesets";
-import { OPCUAServer, type UAVariable } from "node-opcua-server";
+import { OPCUAServer } from "node-opcua-server";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { OpcuaDriver } from "../src/index";
 import { waitFor } from "./support/wait-for";
@@ -23,17 +23,17 @@ const tags = defineTags({
 let workDir: string;
 let port: number;
 let server: OPCUAServer | undefined;
-let variable: UAVariable | undefined;
+let variable:
+  ReturnType<ReturnType<NonNullable<OPCUAServer["engine"]["addressSpace"]>["getNamespace"]>["addVariable"]> | undefined;
 let stored: Variant;
 
 /** Starts a server whose node W is of `dataType`; a write of another type is refused BadTypeMismatch. */
 async function startServer(dataType: DataType): Promise<void> {
   server = new OPCUAServer({ port, nodeset_filename: [nodesets.standard], allowAnonymous: true });
   await server.initialize();
-  const namespace = server.engine.addressSpace!.registerNamespace(NS);
+  server.engine.addressSpace!.registerNamespace(NS);
   addW(dataType);
   await server.start();
-  void namespace;
 }
 
 function addW(dataType: DataType): void {

@@ -149,7 +149,11 @@ describe("session loss and reconnects (issue 13, fault 5)", () => {
       // The attempt's own reason (no connection opened), not the first "connection lost"; it
       // does not claim TCP failed, as node-opcua does not say which stage did (adv13s L5).
       expect(
-        reasons.every((reason) => /^Reconnecting to opc\.tcp:\/\/\S+ failed \(attempt \d+: no TCP connection or secure channel opened\)/.test(reason)),
+        reasons.every((reason) =>
+          /^Reconnecting to opc\.tcp:\/\/\S+ failed \(attempt \d+: no TCP connection or secure channel opened\)/.test(
+            reason,
+          ),
+        ),
       ).toBe(true);
       expect(attempts.every((change) => change.code === "KILN_CONNECTION_FAILED")).toBe(true);
       await waitFor(

@@ -153,7 +153,9 @@ describe("server-side subscription count", () => {
       proxy.drop();
       proxy.restore();
       await waitFor(() => driver.status === "connected", { what: "connected again" });
-      expect(changes.at(-1)?.reason).toMatch(/session re-created; 1 subscription\(s\) not re-created yet.*BadTooManySubscriptions/);
+      expect(changes.at(-1)?.reason).toMatch(
+        /session re-created; 1 subscription\(s\) not re-created yet.*BadTooManySubscriptions/,
+      );
       simulator().setMaxSubscriptionsPerSession(10);
       const mark = received.length;
       await waitFor(() => received.slice(mark).filter((s) => s.quality.severity === "good").length >= 6, {
