@@ -8,9 +8,20 @@ const tag = defineTags({ "line.speed": { dataType: "float64", access: "readwrite
 );
 const nodeId = new NodeId(NodeId.NodeIdType.STRING, "Speed", 1);
 
-/** A session that answers the DataType read with `read` and fails every browse with `browse`. */
-function sessionWith(read: () => Promise<DataValue>, browse: () => Promise<never> = never): ClientSession {
-  return { read, browse, translateBrowsePath: browse } as unknown as ClientSession;
+/**
+ * A session that answers the DataType read with `read` (ValueRank and ArrayDimensions with
+ * `shape`, default: not given) and fails every browse with `browse`.
+ */
+function sessionWith(
+  read: () => Promise<DataValue>,
+  browse: () => Promise<never> = never,
+  shape: readonly DataValue[] = [
+    new DataValue({ statusCode: StatusCodes.BadAttributeIdInvalid }),
+    new DataValue({ statusCode: StatusCodes.BadAttributeIdInvalid }),
+  ],
+): ClientSession {
+  const readAll = async () => [await read(), ...shape];
+  return { read: readAll, browse, translateBrowsePath: browse } as unknown as ClientSession;
 }
 function never(): Promise<never> {
   return Promise.reject(new Error("browse not expected"));
@@ -21,7 +32,23 @@ const dataTypeIs = (id: NodeId) => () =>
 describe("discoverDataType", () => {
   test("a built-in DataType id is taken as is, without browsing", async () => {
     const session = sessionWith(dataTypeIs(new NodeId(NodeId.NodeIdType.NUMERIC, DataType.Double, 0)));
-    await expect(discoverDataType(session, nodeId, tag, "ns=1;s=Speed", undefined)).resolves.toBe(DataType.Double);
+    await expect(discoverDataType(session, nodeId, tag, "ns=1;s=Speed", undefined)).resolves.toEqual({
+      dataType: DataType.Double,
+      valueRank: undefined,
+      arrayDimensions: undefined,
+    });
+  });
+
+  test("ValueRank and ArrayDimensions are read in the same request (adv13s H2)", async () => {
+    const session = sessionWith(dataTypeIs(new NodeId(NodeId.NodeIdType.NUMERIC, DataType.Double, 0)), never, [
+      new DataValue({ value: new Variant({ dataType: DataType.Int32, value: 1 }) }),
+      new DataValue({ value: new Variant({ dataType: DataType.UInt32, value: [10] }) }),
+    ]);
+    await expect(discoverDataType(session, nodeId, tag, "ns=1;s=Speed", undefined)).resolves.toEqual({
+      dataType: DataType.Double,
+      valueRank: 1,
+      arrayDimensions: [10],
+    });
   });
 
   test("a refused DataType read is KILN_WRITE_REJECTED naming the tag, the node and the status", async () => {

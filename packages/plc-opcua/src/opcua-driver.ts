@@ -25,7 +25,7 @@ import {
   type SubscriptionOptions,
 } from "@kiln/core/driver-kit";
 import { ConnectionLifecycle, raceAbort, type Disposer } from "@kiln/core/driver-kit";
-import type { DataType, DataValue, NodeId, ReadValueIdOptions } from "node-opcua-client";
+import type { DataValue, NodeId, ReadValueIdOptions } from "node-opcua-client";
 import type { Connection } from "./opcua-connection";
 import type { ConnectErrorContext } from "./opcua-errors";
 import {
@@ -34,10 +34,17 @@ import {
   type ResolvedOpcuaDriverOptions,
 } from "./opcua-driver-options";
 import type { OpcuaNodeAddress } from "./opcua-node-id";
-import { deleteSubscriptions, heldSubscriptionIds, OrphanSubscriptionSweeper } from "./opcua-orphan-subscriptions";
+import {
+  deleteSubscriptions,
+  heldSubscriptionIds,
+  OrphanSubscriptionSweeper,
+  PENDING_SUBSCRIPTION_ID,
+  reclaimSubscriptions,
+} from "./opcua-orphan-subscriptions";
 import type { ReadPlan } from "./opcua-read-plan";
 import { loadOpcuaRuntime, type OpcuaRuntime } from "./opcua-runtime-loader";
 import type { OpcuaTagSubscription } from "./opcua-tag-subscription";
+import type { OpcuaWriteTarget } from "./opcua-values";
 
 /**
  * How long a subscription id seen in a PublishResponse must stay unknown to node-opcua before
@@ -59,7 +66,8 @@ const ORPHAN_GRACE_MS = 1_000;
  *   server certificate nothing verifies). Passwords never appear in logs or errors.
  * - `read` sends one ReadRequest per scan, split by the server's MaxNodesPerRead (read once
  *   after connecting); the plan is cached per tag array.
- * - `write` discovers each node's DataType once and converts the value to it; read-only tags
+ * - `write` reads each node's DataType, ValueRank and ArrayDimensions once per session (again
+ *   after a `BadTypeMismatch` reply) and converts the value to it exactly or refuses; read-only tags
  *   fail with `KILN_TAG_NOT_WRITABLE` before any traffic; a server refusal fails with
  *   `KILN_WRITE_REJECTED` carrying `statusCode` and `statusName`.
  * - `subscribe` creates one OPC UA subscription per call, with monitored items created in
@@ -101,7 +109,7 @@ export class OpcuaDriver implements PlcDriver {
   readonly #subscriptions = new Set<OpcuaTagSubscription>();
   readonly #readPlans = new WeakMap<readonly Tag[], ReadPlan>();
   readonly #addresses = new WeakMap<Tag, OpcuaNodeAddress>();
-  readonly #dataTypes = new Map<string, Promise<DataType>>();
+  readonly #dataTypes = new Map<string, Promise<OpcuaWriteTarget>>();
   /** Server-side ids of subscriptions closed while the connection was down, to delete once it is repaired. */
   readonly #deleteLater = new Set<number>();
   /** Deletes subscriptions the server holds for the session but nothing here owns (a creation reply lost in an outage). */
@@ -270,7 +278,12 @@ export class OpcuaDriver implements PlcDriver {
   }
 
   /**
-   * Writes `value` to `tag`'s node, converted to the node's DataType (discovered once per node).
+   * Writes `value` to `tag`'s node, converted to the node's DataType and checked against its
+   * ValueRank/ArrayDimensions (read once per node and session, in one request; read again after a
+   * repaired session, and once more when the server answers `BadTypeMismatch`, the write then
+   * re-sent once if the node's type had changed). The conversion is exact or refused (see the
+   * package's `variantForWrite`: integers into Float/Double exactly, a float tag's value into a
+   * Float rounded but never to 0 or ±Infinity, DateTime in whole ms).
    *
    * The value is first checked against the tag by the same rules as the control system's writes
    * (core's `checkTagValue`: the tag's data type, its `range`, its `arrayLength`), so a direct
@@ -280,10 +293,13 @@ export class OpcuaDriver implements PlcDriver {
    * @throws KilnError `KILN_TAG_NOT_WRITABLE` for a read-only tag, before any traffic;
    *   `KILN_VALIDATION` when the value is not of the tag's type (a fraction or 70000 for an `int16`
    *   tag, a number for a `bool` tag, too many elements for the `arrayLength`; nothing is sent);
-   *   `KILN_OUT_OF_RANGE` when a number is outside the tag's `range` (`details.min`, `details.max`)
-   *   or the value does not fit the node's type (nothing is sent);
-   *   `KILN_WRITE_REJECTED` when the server refuses (BadNotWritable, BadUserAccessDenied,
-   *   BadTypeMismatch, BadOutOfRange...) with `details.statusCode` and `details.statusName`.
+   *   `KILN_OUT_OF_RANGE` when a number is outside the tag's `range` (`details.min`, `details.max`;
+   *   a bigint or an array element outside it is `KILN_VALIDATION`) or the value does not fit the
+   *   node's type exactly (`details.value`, `details.nodeDataType`; nothing is sent);
+   *   `KILN_WRITE_REJECTED` `BadTypeMismatch` when the value's shape does not fit the node's
+   *   (`details.valueShape`, `details.nodeShape`; nothing is sent), or when the server refuses
+   *   (BadNotWritable, BadUserAccessDenied, BadTypeMismatch, BadOutOfRange...) with
+   *   `details.statusCode` and `details.statusName`.
    */
   async write(tag: Tag, value: TagValue, signal?: AbortSignal): Promise<void> {
     if (tag.access !== "readwrite") {
@@ -313,24 +329,33 @@ export class OpcuaDriver implements PlcDriver {
         `namespace ${address.namespaceUri} is not on the server`,
       );
     }
-    const dataType = await raceAbort(
-      this.#dataTypeOf(connection, nodeId, tag, address.text),
-      signal,
-      "the OPC UA write",
-    );
-    const variant = this.#rt.variantForWrite(plain, dataType, tag, address.text);
-    let status;
-    try {
-      status = await raceAbort(
-        connection.session.write({ nodeId, attributeId: this.#rt.AttributeIds.Value, value: { value: variant } }),
-        signal,
-        "the OPC UA write",
-      );
-    } catch (error) {
-      throw this.#rt.requestError(error, "write", this.#secret);
+    const secret = this.#secret;
+    const send = async (target: OpcuaWriteTarget): Promise<number> => {
+      const variant = this.#rt.variantForWrite(plain, target, tag, address.text);
+      try {
+        const status = await raceAbort(
+          connection.session.write({ nodeId, attributeId: this.#rt.AttributeIds.Value, value: { value: variant } }),
+          signal,
+          "the OPC UA write",
+        );
+        return status.value;
+      } catch (error) {
+        throw this.#rt.requestError(error, "write", secret);
+      }
+    };
+    const discover = (): Promise<OpcuaWriteTarget> =>
+      raceAbort(this.#dataTypeOf(connection, nodeId, tag, address.text), signal, "the OPC UA write");
+    const target = await discover();
+    let status = await send(target);
+    if (status >>> 0 === QualityCodes.BadTypeMismatch) {
+      // The node may have changed type since it was read (a server restarted with a new
+      // program keeps the session): read it again, and write once more if it did change.
+      this.#forgetDataType(connection, nodeId);
+      const fresh = await discover();
+      if (!sameWriteTarget(fresh, target)) status = await send(fresh);
     }
-    if (severityOfStatusCode(status.value) === "bad") {
-      throw this.#rt.writeRejected(tag, address.text, status.value, undefined);
+    if (severityOfStatusCode(status) === "bad") {
+      throw this.#rt.writeRejected(tag, address.text, status, undefined);
     }
   }
 
@@ -479,13 +504,14 @@ export class OpcuaDriver implements PlcDriver {
       if (!current()) return;
       this.#repairProgress(connection);
       this.#logger.debug({ retry, delayMs: delay }, "OPC UA reconnect attempt failed; backing off");
-      // node-opcua retries the TCP connection inside the secure channel and does not pass on
-      // the socket error; the stage is what is known.
+      // node-opcua backs off after a failed attempt to open the TCP connection or the secure
+      // channel over it (refused, timed out, handshake unanswered) and does not pass on which or
+      // why: the message claims no more than that (adv13s L5).
       this.#lifecycle.attemptFailed(
         new KilnError(
           "KILN_CONNECTION_FAILED",
-          `TCP connection to ${this.#options.endpointUrl} failed (attempt ${retry + 1}); retrying in ${Math.round(delay)} ms`,
-          { retryable: true, details: { endpointUrl: this.#options.endpointUrl, stage: "tcp" } },
+          `Reconnecting to ${this.#options.endpointUrl} failed (attempt ${retry + 1}: no TCP connection or secure channel opened); retrying in ${Math.round(delay)} ms`,
+          { retryable: true, details: { endpointUrl: this.#options.endpointUrl, stage: "connect" } },
         ),
       );
     });
@@ -665,6 +691,8 @@ export class OpcuaDriver implements PlcDriver {
    */
   async #reconcile(connection: Connection): Promise<void> {
     const losses = this.#losses;
+    // A repaired session may face a restarted server whose nodes changed type: read them again.
+    this.#dataTypes.clear();
     if (!(await (this.#certificateChecks.get(connection) ?? true))) return;
     try {
       const info = await this.#rt.readServerInfo(connection.session, this.#options.limits);
@@ -689,13 +717,7 @@ export class OpcuaDriver implements PlcDriver {
     }
     await this.#deleteClosedSubscriptions(connection);
     // Subscriptions first, so a group the server refuses to re-create is reported with the repair.
-    this.#reconciling = connection;
-    this.#recreationFailures = [];
-    try {
-      await this.#reconcileSubscriptions();
-    } finally {
-      this.#reconciling = undefined;
-    }
+    const failures = await this.#recreateSubscriptions(connection);
     // Lost again while re-creating subscriptions: the next repair reports `connected`.
     if (
       this.#connection !== connection ||
@@ -705,8 +727,6 @@ export class OpcuaDriver implements PlcDriver {
     ) {
       return;
     }
-    const failures = this.#recreationFailures;
-    this.#recreationFailures = [];
     this.#disarmRepairWatchdog();
     if (failures.length === 0) {
       this.#lifecycle.setStatus("connected", "connection re-established");
@@ -762,6 +782,14 @@ export class OpcuaDriver implements PlcDriver {
   /**
    * Drops `old` and opens new connections on the capped backoff until one works. `delayFirst`:
    * wait one backoff step before the first attempt (the failure that led here just happened).
+   *
+   * A server that stayed up would keep `old`'s session and subscriptions next to the new ones
+   * (until the session times out), and a server-wide subscription limit could then refuse the
+   * new ones: `old`'s session is closed with its subscriptions when its channel may still work
+   * ({@link #dispose}); failing that, its subscriptions are taken over by the new session
+   * (TransferSubscriptions) and deleted before the groups are re-created. A group the server
+   * still refuses to re-create is named in the `connected` reason (and retried on the backoff),
+   * as after a repair.
    */
   #rebuild(old: Connection, reason: string, { delayFirst = false }: { readonly delayFirst?: boolean } = {}): void {
     if (this.#lifecycle.signal.aborted || this.#connection !== old) return;
@@ -771,14 +799,17 @@ export class OpcuaDriver implements PlcDriver {
     this.#lifecycle.setStatus("reconnecting", reason);
     for (const subscription of this.#subscriptions) subscription.connectionLost();
     const { initialDelayMs, maxDelayMs, randomisationFactor } = this.#options.connectionStrategy;
+    const leftover = [...heldSubscriptionIds(old.session)].filter((id) => id !== PENDING_SUBSCRIPTION_ID);
     // At once: a client still in node-opcua's own reconnect loop must stop dialling now.
     const disposed = this.#dispose(old);
+    let failures: unknown[] = [];
+    let losses = this.#losses;
     void this.#lifecycle.reconnect({
       reason,
       delayFirst,
       backoff: { initialDelayMs, maxDelayMs, jitter: randomisationFactor },
       attempt: async (lifetime) => {
-        await disposed;
+        const closed = await disposed;
         const connection = await this.#open(lifetime);
         if (lifetime.aborted) {
           await this.#dispose(connection);
@@ -786,8 +817,15 @@ export class OpcuaDriver implements PlcDriver {
         }
         this.#connection = connection;
         this.#dataTypes.clear();
-        // Subscriptions belong to their session: those of the old one went with it.
+        losses = this.#losses;
+        // Also those closed while the link was down (they were to be deleted on a repair).
+        const reclaim = [...new Set([...leftover.splice(0), ...this.#deleteLater])];
         this.#deleteLater.clear();
+        if (!closed && reclaim.length > 0) await this.#reclaim(connection, reclaim);
+        failures = await this.#recreateSubscriptions(connection);
+        if (failures.length > 0) {
+          this.#lifecycle.attemptFailed(this.#rt.requestError(failures[0], "subscription re-creation", this.#secret));
+        }
       },
       onAttemptFailed: (error, attempt) => {
         this.#logger.warn(
@@ -796,25 +834,84 @@ export class OpcuaDriver implements PlcDriver {
         );
         return "retry";
       },
-      connectedReason: () => "session re-created",
-      onConnected: () => this.#reconcileSubscriptions(),
+      connectedReason: () =>
+        failures.length === 0
+          ? "session re-created"
+          : `session re-created; ${failures.length} subscription(s) not re-created yet (${this.#rt.requestError(failures[0], "subscription re-creation", this.#secret).message}); retrying`,
+      onConnected: () => {
+        // Lost again while the subscriptions were re-created: node-opcua is repairing it.
+        const connection = this.#connection;
+        if (connection && this.#losses !== losses && connection.client.isReconnecting) {
+          this.#lifecycle.setStatus("reconnecting", "connection lost");
+        }
+      },
     });
   }
 
-  async #dispose(connection: Connection): Promise<void> {
+  /**
+   * Takes over `subscriptionIds` (the subscriptions of a session that could not be closed) on
+   * `connection`'s session and deletes them, so the server does not keep them next to the
+   * re-created ones. A server that refuses (no TransferSubscriptions, another user) keeps them
+   * until the old session times out; that is logged.
+   */
+  async #reclaim(connection: Connection, subscriptionIds: number[]): Promise<void> {
+    try {
+      const deleted = await reclaimSubscriptions(connection.session, subscriptionIds);
+      this.#logger.info(
+        { subscriptionIds: deleted },
+        "deleted the subscriptions of the OPC UA session that could not be closed",
+      );
+    } catch (error) {
+      this.#logger.warn(
+        { err: error, subscriptionIds },
+        "the server keeps the subscriptions of the old OPC UA session until it times out (taking them over failed)",
+      );
+    }
+  }
+
+  /**
+   * Brings every subscription back on `connection` (which the subscriptions use while it is
+   * reconciled, before `connected` is reported); resolves to the re-creation failures.
+   */
+  async #recreateSubscriptions(connection: Connection): Promise<unknown[]> {
+    this.#reconciling = connection;
+    this.#recreationFailures = [];
+    try {
+      await this.#reconcileSubscriptions();
+      return this.#recreationFailures;
+    } finally {
+      this.#reconciling = undefined;
+      this.#recreationFailures = [];
+    }
+  }
+
+  /**
+   * Disconnects `connection`, first closing its session with its subscriptions (bounded by
+   * `timeouts.requestMs`) unless node-opcua is re-opening its channel (then nothing can reach the
+   * server and the client must stop dialling at once). Resolves to whether the session was closed.
+   */
+  async #dispose(connection: Connection): Promise<boolean> {
     connection.client.removeAllListeners();
     connection.session.removeAllListeners();
-    const bound = async <T>(promise: Promise<T>): Promise<void> => {
+    const bound = async <T>(promise: Promise<T>): Promise<boolean> => {
       const deadline = new AbortController();
-      await Promise.race([
-        promise.catch(() => undefined),
-        this.#clock.sleep(this.#options.timeouts.requestMs, deadline.signal).catch(() => undefined),
+      const done = await Promise.race([
+        promise.then(
+          () => true,
+          () => false,
+        ),
+        this.#clock.sleep(this.#options.timeouts.requestMs, deadline.signal).then(
+          () => false,
+          () => false,
+        ),
       ]);
       deadline.abort();
+      return done;
     };
-    if (this.status === "connected") await bound(connection.session.close(true));
+    const closed = connection.client.isReconnecting ? false : await bound(connection.session.close(true));
     await bound(connection.client.disconnect());
     await connection.certificateManager.dispose().catch(() => undefined);
+    return closed;
   }
 
   #requireConnection(): Connection {
@@ -873,7 +970,11 @@ export class OpcuaDriver implements PlcDriver {
     return plan;
   }
 
-  #dataTypeOf(connection: Connection, nodeId: NodeId, tag: Tag, nodeText: string): Promise<DataType> {
+  #forgetDataType(connection: Connection, nodeId: NodeId): void {
+    this.#dataTypes.delete(`${connection.generation}|${nodeId.toString()}`);
+  }
+
+  #dataTypeOf(connection: Connection, nodeId: NodeId, tag: Tag, nodeText: string): Promise<OpcuaWriteTarget> {
     const key = `${connection.generation}|${nodeId.toString()}`;
     let dataType = this.#dataTypes.get(key);
     if (!dataType) {
@@ -883,6 +984,15 @@ export class OpcuaDriver implements PlcDriver {
     }
     return dataType;
   }
+}
+
+/** Whether two reads of a node found the same type and shape. */
+function sameWriteTarget(a: OpcuaWriteTarget, b: OpcuaWriteTarget): boolean {
+  return (
+    a.dataType === b.dataType &&
+    a.valueRank === b.valueRank &&
+    (a.arrayDimensions ?? []).join() === (b.arrayDimensions ?? []).join()
+  );
 }
 
 /** `value` with a typed array (an array tag's, docs/adr/0038-array-tags.md) as a plain array; anything else as is. */

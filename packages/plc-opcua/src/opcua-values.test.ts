@@ -118,6 +118,44 @@ describe("variantForWrite", () => {
     expect((error as KilnError).details).toMatchObject({ tag: "level", nodeId: "ns=2;s=X" });
   });
 
+  test("an integer tag's value to a Float/Double node lands exactly or is refused; a float tag's is rounded (adv13s H1)", () => {
+    const outOfRange = expect.objectContaining({ code: "KILN_OUT_OF_RANGE" });
+    expect(() => variantForWrite(16_777_217, DataType.Float, tag("count"), "n")).toThrow(outOfRange);
+    expect(() => variantForWrite(2n ** 53n + 1n, DataType.Double, tag("counts"), "n")).toThrow(outOfRange);
+    expect(() => variantForWrite(1e-50, DataType.Float, tag("level"), "n")).toThrow(outOfRange);
+    expect(variantForWrite(16_777_216, DataType.Float, tag("count"), "n").value).toBe(16_777_216);
+    expect(variantForWrite(2n ** 53n, DataType.Double, tag("counts"), "n").value).toBe(2 ** 53);
+    expect(variantForWrite(0.1, DataType.Float, tag("level"), "n").value).toBe(0.1);
+    expect(variantForWrite(Number.POSITIVE_INFINITY, DataType.Float, tag("level"), "n").value).toBe(
+      Number.POSITIVE_INFINITY,
+    );
+  });
+
+  test("a DateTime takes whole ms only (adv13s L3)", () => {
+    expect(() => variantForWrite(1_700_000_000_000.5, DataType.DateTime, tag("level"), "n")).toThrow(
+      expect.objectContaining({ code: "KILN_OUT_OF_RANGE", message: expect.stringContaining("whole ms") }),
+    );
+  });
+
+  test("the value's shape must fit the node's ValueRank and ArrayDimensions (adv13s H2)", () => {
+    const mismatch = expect.objectContaining({ code: "KILN_WRITE_REJECTED" });
+    const array4 = { dataType: DataType.Double, valueRank: 1, arrayDimensions: [4] };
+    expect(() => variantForWrite(1, array4, tag("level"), "n")).toThrow(mismatch);
+    expect(() => variantForWrite([1, 2, 3, 4, 5], array4, tag("zones"), "n")).toThrow(mismatch);
+    expect(() => variantForWrite([1], { dataType: DataType.Double, valueRank: -1 }, tag("zones"), "n")).toThrow(
+      mismatch,
+    );
+    expect(() => variantForWrite([1], { dataType: DataType.Double, valueRank: 2 }, tag("zones"), "n")).toThrow(
+      mismatch,
+    );
+    expect(Array.from(variantForWrite([1, 2], array4, tag("zones"), "n").value as number[])).toEqual([1, 2]);
+    for (const valueRank of [-2, -3]) {
+      expect(variantForWrite(1, { dataType: DataType.Double, valueRank }, tag("level"), "n").value).toBe(1);
+      expect(variantForWrite([1], { dataType: DataType.Double, valueRank }, tag("zones"), "n").value).toHaveLength(1);
+    }
+    expect(variantForWrite([1], { dataType: DataType.Double, valueRank: 0 }, tag("zones"), "n").value).toHaveLength(1);
+  });
+
   test("a kind of value the node cannot hold is a BadTypeMismatch rejection", () => {
     let error: unknown;
     try {

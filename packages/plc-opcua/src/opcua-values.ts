@@ -135,31 +135,62 @@ const INTEGER_RANGES: Partial<Record<DataType, readonly [number, number]>> = {
   [DataType.UInt32]: [0, 4294967295],
 };
 
-const FLOAT32_MAX = 3.4028234663852886e38;
-
 /** The first instant an OPC UA DateTime encodes (1601-01-01T00:00:00Z), in ms since 1970 (Part 6 5.2.2.5). */
 const OPCUA_DATETIME_MIN_MS = Date.UTC(1601, 0, 1);
 /** The last instant Kiln writes as an OPC UA DateTime (9999-12-31T23:59:59.999Z), in ms since 1970 (Part 6 5.2.2.5). */
 const OPCUA_DATETIME_MAX_MS = Date.UTC(9999, 11, 31, 23, 59, 59, 999);
 
 /**
+ * What the driver knows of a node it writes to, read once in one ReadRequest
+ * (`discoverDataType`): its built-in DataType, its ValueRank (-1 scalar, -2 any, -3 scalar or
+ * one dimension, 0 one or more dimensions, n ≥ 1 exactly n dimensions; OPC UA Part 3 5.6.2) and
+ * its ArrayDimensions (the maximum length of each dimension, 0 = unknown), where the server
+ * gives them.
+ */
+export interface OpcuaWriteTarget {
+  readonly dataType: DataType;
+  /** Undefined when the server did not give it: the shape is then not checked. */
+  readonly valueRank?: number | undefined;
+  /** Undefined when the server did not give it (or the node is not an array). */
+  readonly arrayDimensions?: readonly number[] | undefined;
+}
+
+/**
  * Builds the variant to write `value` (already checked against `tag`'s type and range by the
- * core) to a node whose built-in type is `dataType`, converting between number, boolean and
- * string where the meaning is plain.
+ * core) to a node whose built-in type is `target` (or `target.dataType`), converting between
+ * number, boolean and string where the meaning is plain.
  *
  * An array value (an array tag's, docs/adr/0038-array-tags.md) becomes a one-dimensional
  * `VariantArrayType.Array` variant, each element converted as a scalar would be.
  *
- * Conversions are exact or refused: a Boolean node takes a boolean or 0/1 (0n/1n)
- * only; a DateTime node takes finite ms since 1970 within 1601-01-01..9999-12-31 (UTC) only.
+ * The value's shape must fit the node's (`target.valueRank`, `target.arrayDimensions`; the same
+ * rule reads use, ADR 0038): a scalar only to a node with ValueRank -1, -2 or -3, an array only
+ * to ValueRank -2, -3, 0 or 1 and no longer than ArrayDimensions[0] when that is non-zero. Many
+ * servers (node-opcua included) do not check it and would replace an array by a scalar.
  *
- * @throws KilnError `KILN_OUT_OF_RANGE` when the value (or an element) does not fit the node's
- *   type (an int32 tag writing 70000 to an Int16 node, 0.5 to a Boolean node, 1e20 to a
- *   DateTime node); `KILN_WRITE_REJECTED` with
- *   `statusName: "BadTypeMismatch"` when the node's type cannot hold the tag's kind of value at
- *   all. No traffic happens.
+ * Conversions are exact or refused: a Boolean node takes a boolean or 0/1 (0n/1n)
+ * only; a DateTime node takes whole ms since 1970 within 1601-01-01..9999-12-31 (UTC) only; an
+ * integer or bool tag's value to a Float or Double node must be held exactly (16777217 does not
+ * fit a Float, 2^53 + 1 does not fit a Double). A float32/float64 tag's value to a Float node is
+ * rounded to the nearest Float, as storing a measurement in a Float means, but a non-zero value
+ * that would become 0 (below ~1.4e-45) or ±Infinity (beyond ~3.4e38) is refused.
+ *
+ * @throws KilnError `KILN_OUT_OF_RANGE` (`details.tag`, `value`, `nodeId`, `nodeDataType`) when
+ *   the value (or an element) does not fit the node's type (an int32 tag writing 70000 to an
+ *   Int16 node or 16777217 to a Float node, 0.5 to a Boolean node, 1e20 to a DateTime node, 1e-50
+ *   to a Float node); `KILN_WRITE_REJECTED` with `statusName: "BadTypeMismatch"` when the node's
+ *   type cannot hold the tag's kind of value at all, or the value's shape does not fit the
+ *   node's (`details.valueShape`, `details.nodeShape`). No traffic happens.
  */
-export function variantForWrite(value: TagValue, dataType: DataType, tag: Tag, nodeText: string): Variant {
+export function variantForWrite(
+  value: TagValue,
+  target: DataType | OpcuaWriteTarget,
+  tag: Tag,
+  nodeText: string,
+): Variant {
+  const node: OpcuaWriteTarget = typeof target === "number" ? { dataType: target } : target;
+  const { dataType } = node;
+  checkShape(value, node, tag, nodeText);
   if (Array.isArray(value)) {
     const elements = (value as readonly TagScalarValue[]).map((element) =>
       elementForWrite(element, dataType, tag, nodeText),
@@ -172,6 +203,46 @@ export function variantForWrite(value: TagValue, dataType: DataType, tag: Tag, n
     value: elementForWrite(value as TagScalarValue, dataType, tag, nodeText),
   });
 }
+
+/** Refuses a value whose shape (scalar, array of n) does not fit the node's; see {@link variantForWrite}. */
+function checkShape(value: TagValue, node: OpcuaWriteTarget, tag: Tag, nodeText: string): void {
+  const { valueRank, arrayDimensions } = node;
+  if (valueRank === undefined) return;
+  const length = Array.isArray(value) ? (value as readonly unknown[]).length : undefined;
+  const maxLength = valueRank === 1 || valueRank === -3 ? (arrayDimensions?.[0] ?? 0) : 0;
+  const fits =
+    length === undefined
+      ? valueRank === -1 || valueRank === -2 || valueRank === -3
+      : (valueRank === -2 || valueRank === -3 || valueRank === 0 || valueRank === 1) &&
+        (maxLength === 0 || length <= maxLength);
+  if (fits) return;
+  const valueShape = length === undefined ? "a scalar" : `an array of ${length}`;
+  const nodeShape =
+    valueRank === -1
+      ? "a scalar (ValueRank -1)"
+      : valueRank > 1
+        ? `a ${valueRank}-dimensional array (ValueRank ${valueRank})`
+        : maxLength > 0
+          ? `an array of at most ${maxLength} (ValueRank ${valueRank}, ArrayDimensions [${arrayDimensions?.join(", ")}])`
+          : `an array (ValueRank ${valueRank})`;
+  throw new KilnError(
+    "KILN_WRITE_REJECTED",
+    `Cannot write ${valueShape} to ${nodeText} (tag "${tag.name}"): the node holds ${nodeShape}. Fix the tag's arrayLength or address.`,
+    {
+      details: {
+        tag: tag.name,
+        nodeId: nodeText,
+        nodeDataType: DataType[node.dataType],
+        valueShape,
+        nodeShape,
+        statusCode: QualityCodes.BadTypeMismatch,
+        statusName: "BadTypeMismatch",
+      },
+    },
+  );
+}
+
+const FLOAT_TAG_TYPES: ReadonlySet<TagDataType> = new Set(["float32", "float64"]);
 
 /** The variant value of one scalar (or one element) for a node of `dataType`; see {@link variantForWrite}. */
 function elementForWrite(value: TagScalarValue, dataType: DataType, tag: Tag, nodeText: string): unknown {
@@ -191,7 +262,7 @@ function elementForWrite(value: TagScalarValue, dataType: DataType, tag: Tag, no
     );
   const outOfRange = (reason: string): KilnError =>
     new KilnError("KILN_OUT_OF_RANGE", `Cannot write to ${nodeText} (tag "${tag.name}"): ${reason}.`, {
-      details: { tag: tag.name, nodeId: nodeText, nodeDataType: DataType[dataType] },
+      details: { tag: tag.name, value: String(value), nodeId: nodeText, nodeDataType: DataType[dataType] },
     });
   const scalar = (variantValue: unknown): unknown => variantValue;
 
@@ -214,8 +285,18 @@ function elementForWrite(value: TagScalarValue, dataType: DataType, tag: Tag, no
     case DataType.Double: {
       const number = toNumber(value);
       if (number === undefined) throw mismatch();
-      if (dataType === DataType.Float && Number.isFinite(number) && Math.abs(number) > FLOAT32_MAX) {
-        throw outOfRange(`${number} does not fit a Float`);
+      const stored = dataType === DataType.Float ? Math.fround(number) : number;
+      if (typeof value === "bigint" ? BigInt(number) !== value : false) {
+        throw outOfRange(`${value} is not held exactly by a ${DataType[dataType]} (it would be ${number})`);
+      }
+      // An integer or bool tag's value must land exactly; a float tag's is rounded to the
+      // node's precision, as storing a measurement in a Float means, unless it would vanish
+      // to 0 or become infinite.
+      if (!FLOAT_TAG_TYPES.has(tag.dataType) && Number.isFinite(number) && stored !== number) {
+        throw outOfRange(`${value} is not held exactly by a ${DataType[dataType]} (it would be ${stored})`);
+      }
+      if (Number.isFinite(number) && (!Number.isFinite(stored) || (stored === 0 && number !== 0))) {
+        throw outOfRange(`${value} does not fit a ${DataType[dataType]} (it would be ${stored})`);
       }
       return scalar(number);
     }
@@ -234,9 +315,9 @@ function elementForWrite(value: TagScalarValue, dataType: DataType, tag: Tag, no
     case DataType.DateTime: {
       const number = toNumber(value);
       if (number === undefined || typeof value === "boolean") throw mismatch();
-      if (!Number.isFinite(number) || number < OPCUA_DATETIME_MIN_MS || number > OPCUA_DATETIME_MAX_MS) {
+      if (!Number.isInteger(number) || number < OPCUA_DATETIME_MIN_MS || number > OPCUA_DATETIME_MAX_MS) {
         throw outOfRange(
-          `${number} ms since 1970 is not a time an OPC UA DateTime holds (finite, 1601-01-01T00:00:00.000Z..9999-12-31T23:59:59.999Z, Part 6 5.2.2.5)`,
+          `${number} ms since 1970 is not a time Kiln writes as an OPC UA DateTime (whole ms, 1601-01-01T00:00:00.000Z..9999-12-31T23:59:59.999Z, Part 6 5.2.2.5)`,
         );
       }
       return scalar(new Date(number));

@@ -2,6 +2,7 @@ import type { Sample } from "@kiln/core";
 import type { DriverStatusChange } from "@kiln/core/driver-kit";
 import { describe, expect, test } from "vitest";
 import { countTags, followLikeTheCore, subscriptionCountFixture } from "./support/subscription-count";
+import { RecordingLogger } from "./support/recording-logger";
 import { TcpProxy } from "./support/tcp-proxy";
 import { waitFor } from "./support/wait-for";
 
@@ -98,4 +99,72 @@ describe("server-side subscription count", () => {
       await driver.close();
     }
   }, 30_000);
+
+  // adv13s M1: a rebuild (the repair watchdog after a stalled link) left the old session's
+  // subscriptions on a server that stayed up, next to the re-created ones.
+  test("after a stalled link the watchdog rebuilds: the old session's subscription is gone, one with three items", async () => {
+    const proxy = new TcpProxy(simulator().port);
+    const logger = new RecordingLogger();
+    const driver = newDriver(await proxy.start(), { connectMs: 2_000, logger });
+    const changes: DriverStatusChange[] = [];
+    driver.onStatusChange((change) => changes.push(change));
+    await driver.connect();
+    const received: Sample[] = [];
+    try {
+      await driver.subscribe(countTags.list(), { samplingIntervalMs: 50 }, (samples) => received.push(...samples));
+      await expectServerHolds(1, 3);
+      proxy.blackhole();
+      await waitFor(() => logger.lines.some((line) => String(line.fields.reason).includes("repair stalled")), {
+        what: "the repair watchdog's rebuild",
+        timeoutMs: 30_000,
+      });
+      proxy.drop();
+      proxy.restore();
+      await waitFor(() => driver.status === "connected", { what: "connected again" });
+      expect(changes.at(-1)?.reason).toBe("session re-created");
+      await expectServerHolds(1, 3);
+      const mark = received.length;
+      await waitFor(() => received.slice(mark).filter((s) => s.quality.severity === "good").length >= 6, {
+        what: "fresh values",
+      });
+    } finally {
+      await driver.close();
+      await proxy.close();
+    }
+  }, 60_000);
+
+  test("a group the server refuses to re-create after a rebuild is named in the connected reason", async () => {
+    const proxy = new TcpProxy(simulator().port);
+    const logger = new RecordingLogger();
+    const driver = newDriver(await proxy.start(), { connectMs: 2_000, logger });
+    const changes: DriverStatusChange[] = [];
+    driver.onStatusChange((change) => changes.push(change));
+    await driver.connect();
+    const received: Sample[] = [];
+    try {
+      await driver.subscribe(countTags.list(), { samplingIntervalMs: 50 }, (samples) => received.push(...samples));
+      await expectServerHolds(1, 3);
+      simulator().setMaxSubscriptionsPerSession(0);
+      proxy.blackhole();
+      await waitFor(() => logger.lines.some((line) => String(line.fields.reason).includes("repair stalled")), {
+        what: "the repair watchdog's rebuild",
+        timeoutMs: 30_000,
+      });
+      proxy.drop();
+      proxy.restore();
+      await waitFor(() => driver.status === "connected", { what: "connected again" });
+      expect(changes.at(-1)?.reason).toMatch(
+        /session re-created; 1 subscription\(s\) not re-created yet.*BadTooManySubscriptions/,
+      );
+      simulator().setMaxSubscriptionsPerSession(10);
+      const mark = received.length;
+      await waitFor(() => received.slice(mark).filter((s) => s.quality.severity === "good").length >= 6, {
+        what: "fresh values once the server accepts the subscription again",
+      });
+    } finally {
+      simulator().setMaxSubscriptionsPerSession(10);
+      await driver.close();
+      await proxy.close();
+    }
+  }, 60_000);
 });

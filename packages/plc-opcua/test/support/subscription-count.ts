@@ -1,7 +1,7 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { defineTags, type Sample } from "@kiln/core";
+import { defineTags, type Logger, type Sample } from "@kiln/core";
 import { afterAll, beforeAll, expect } from "vitest";
 import { OPCUA_SIMULATOR_NAMESPACE_URI, OpcuaDriver, OpcuaSimulator } from "../../src/index";
 import { waitFor } from "./wait-for";
@@ -21,8 +21,11 @@ export const countTags = defineTags({
 export interface SubscriptionCountFixture {
   /** The simulator of the file, started before its tests and disposed after them. */
   readonly simulator: () => OpcuaSimulator;
-  /** A driver with short backoffs, at the simulator or at `endpointUrl` (a proxy). */
-  readonly newDriver: (endpointUrl?: string) => OpcuaDriver;
+  /**
+   * A driver with short backoffs, at the simulator or at `endpointUrl` (a proxy); `connectMs`
+   * shortens the repair watchdog (connectionStrategy.maxDelayMs + timeouts.connectMs); `logger` records.
+   */
+  readonly newDriver: (endpointUrl?: string, extra?: { connectMs?: number; logger?: Logger }) => OpcuaDriver;
   /** Waits until the server has held exactly these counts for a while (no late re-creation). */
   readonly expectServerHolds: (subscriptions: number, monitoredItems: number) => Promise<void>;
 }
@@ -53,13 +56,14 @@ export function subscriptionCountFixture(): SubscriptionCountFixture {
   };
   return {
     simulator: started,
-    newDriver: (endpointUrl = started().endpointUrl) =>
+    newDriver: (endpointUrl = started().endpointUrl, { connectMs, logger } = {}) =>
       new OpcuaDriver({
         endpointUrl,
         security: { mode: "None" },
         pki: { dir: path.join(workDir, "client") },
         connectionStrategy: { maxRetry: 1_000, initialDelayMs: 100, maxDelayMs: 400, randomisationFactor: 0.1 },
-        timeouts: { keepAliveMs: 1_000, requestMs: 3_000 },
+        timeouts: { keepAliveMs: 1_000, requestMs: 3_000, ...(connectMs === undefined ? {} : { connectMs }) },
+        ...(logger ? { logger } : {}),
         monitoredItemRetry: { initialDelayMs: 100, maxDelayMs: 400 },
       }),
     expectServerHolds: async (subscriptions, monitoredItems) => {

@@ -11,6 +11,7 @@ export class TcpProxy {
   readonly #sockets = new Set<net.Socket>();
   readonly #targetPort: number;
   #down = false;
+  #blackholed = false;
   /** Connections clients opened through the proxy, refused ones included. */
   connections = 0;
   #dropOn: { readonly encodingId: number; readonly dropped: () => void } | undefined;
@@ -28,6 +29,7 @@ export class TcpProxy {
   /** Cuts every connection and refuses new ones. */
   drop(): void {
     this.#down = true;
+    this.#blackholed = false;
     for (const socket of this.#sockets) socket.destroy();
     this.#sockets.clear();
   }
@@ -51,9 +53,19 @@ export class TcpProxy {
     });
   }
 
-  /** Accepts connections again. */
+  /**
+   * Swallows every byte in both directions, on open connections and on new ones, without
+   * closing anything: a link that stalls (a switch dropping frames) rather than breaks.
+   * {@link drop} or {@link restore} ends it.
+   */
+  blackhole(): void {
+    this.#blackholed = true;
+  }
+
+  /** Accepts connections again (and forwards again after {@link blackhole}). */
   restore(): void {
     this.#down = false;
+    this.#blackholed = false;
   }
 
   async close(): Promise<void> {
@@ -77,9 +89,12 @@ export class TcpProxy {
         upstream.destroy();
       });
     }
-    client.pipe(upstream);
+    client.on("data", (data: Buffer) => {
+      if (!this.#blackholed) upstream.write(data);
+    });
     let pending = Buffer.alloc(0);
     upstream.on("data", (data: Buffer) => {
+      if (this.#blackholed) return;
       // Forwarded message by message, so an armed cut can swallow exactly one answer.
       pending = Buffer.concat([pending, data]);
       while (pending.length >= 8) {
