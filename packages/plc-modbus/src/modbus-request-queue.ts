@@ -445,13 +445,24 @@ export class ModbusRequestQueue {
    */
   #pay(answer: ModbusAnswerShape | undefined): boolean {
     if (this.#owedCount() === 0) return false;
+    if (answer !== undefined && answer.shape === undefined && answer.exceptionShape !== undefined) {
+      // An exception carries no size: it is the answer of one of the owed requests of its function, but not of
+      // which. It pays an owed answer only when that one is the only one it can be; else every owed answer keeps
+      // holding its shape (until it comes, its late bound, or the forget horizon): paying the oldest released the
+      // hold of another request's data answer, which the next request of that shape then took (adv12s H1).
+      const candidates = this.#owed.filter(
+        (owed) => owed.exceptionShape === undefined || owed.exceptionShape === answer.exceptionShape,
+      );
+      if (candidates.length === 0) return false;
+      if (candidates.every((owed) => owed.proofs < this.#proofCount)) this.#outOfOrder = true;
+      if (candidates.length === 1) this.#owed.splice(this.#owed.indexOf(candidates[0]!), 1);
+      return true;
+    }
     const index =
       answer === undefined
         ? 0
         : this.#owed.findIndex(
-            (owed) =>
-              (answer.shape !== undefined && (owed.shape === undefined || owed.shape === answer.shape)) ||
-              (answer.exceptionShape !== undefined && owed.exceptionShape === answer.exceptionShape),
+            (owed) => answer.shape !== undefined && (owed.shape === undefined || owed.shape === answer.shape),
           );
     if (index < 0) return false;
     const [paid] = this.#owed.splice(index, 1);
