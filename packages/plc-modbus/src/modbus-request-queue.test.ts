@@ -94,6 +94,28 @@ describe("ModbusRequestQueue", () => {
     expect(queue.alignment.aligned).toBe(true);
   });
 
+  it("an answer coming past its late bound after a fence's proof shows the device answers out of order (adv12s M2)", async () => {
+    const clock = new SimulatedClock();
+    const queue = new ModbusRequestQueue({ clock, timeoutMs: 100, lateAnswerGuardMs: 100 });
+    const started: [string, number][] = [];
+    const fence = fences(clock, started, () => Promise.resolve([]));
+    const never = () => new Promise(() => undefined);
+    const first = rejection(queue.run(never, "HR0", undefined, { shape: "hr/2", fence }));
+    await clock.advance(100);
+    await first;
+    const next = queue.run(() => Promise.resolve(1), "HR1", undefined, { shape: "hr/2", fence });
+    await clock.advance(200); // the fence proves the stream; HR1 waits for HR0's late bound (200), then goes
+    await expect(next).resolves.toBe(1);
+    // HR0's answer comes past its bound, after the fence's own: evidence, kept although its bound passed.
+    queue.unasked("late", { shape: "hr/2" });
+    const lost = rejection(queue.run(never, "HR2", undefined, { shape: "hr/2", fence }));
+    await clock.advance(100);
+    await lost;
+    await clock.advance(200);
+    // Known out of order: HR2's owed answer holds its shape past its bound (before: forgotten at the bound).
+    expect(queue.held.map((held) => held.owedBy)).toEqual(["HR2"]);
+  });
+
   it("after a timeout sends a fence alone and trusts nothing before its own answer (adv12s F1)", async () => {
     const clock = new SimulatedClock();
     const changes: boolean[] = [];

@@ -224,6 +224,9 @@ export interface ModbusRequestOptions {
  */
 export const TRANSACTION_ID_PROOFS = 3;
 
+/** Expired owed answers kept as evidence of an out-of-order device (see `ModbusRequestQueue.#lateEvidence`). */
+const EXPIRED_OWED = 32;
+
 /** The longest wait (ms) before the answer stream is resynchronised for want of a fence (see `#noFence`). */
 const NO_FENCE_MAX_BACKOFF_MS = 60_000;
 
@@ -275,6 +278,11 @@ export class ModbusRequestQueue {
    * hold back. When a fence's proof finds none owed, every late answer came and the ledger is cleared early.
    */
   readonly #owed: Owed[] = [];
+  /**
+   * Owed answers whose late bound passed before the device was seen answering out of order, oldest first, at most
+   * {@link EXPIRED_OWED}: evidence only (see `#lateEvidence`), never a hold.
+   */
+  readonly #expired: Owed[] = [];
   /** Fences that proved the stream aligned so far. */
   #proofCount = 0;
   /**
@@ -472,7 +480,7 @@ export class ModbusRequestQueue {
    * out of order.
    */
   #pay(answer: ModbusAnswerShape | undefined): boolean {
-    if (this.#owedCount() === 0) return false;
+    if (this.#owedCount() === 0) return this.#lateEvidence(answer);
     if (answer !== undefined && answer.shape === undefined && answer.exceptionShape !== undefined) {
       // An exception carries no size: it is the answer of one of the owed requests of its function, but not of
       // which. It pays an owed answer only when that one is the only one it can be; else every owed answer keeps
@@ -481,7 +489,7 @@ export class ModbusRequestQueue {
       const candidates = this.#owed.filter(
         (owed) => owed.exceptionShape === undefined || owed.exceptionShape === answer.exceptionShape,
       );
-      if (candidates.length === 0) return false;
+      if (candidates.length === 0) return this.#lateEvidence(answer);
       if (candidates.every((owed) => owed.proofs < this.#proofCount)) this.#outOfOrder = true;
       if (candidates.length === 1) this.#owed.splice(this.#owed.indexOf(candidates[0]!), 1);
       return true;
@@ -492,10 +500,31 @@ export class ModbusRequestQueue {
         : this.#owed.findIndex(
             (owed) => answer.shape !== undefined && (owed.shape === undefined || owed.shape === answer.shape),
           );
-    if (index < 0) return false;
+    if (index < 0) return this.#lateEvidence(answer);
     const [paid] = this.#owed.splice(index, 1);
     if (paid!.proofs < this.#proofCount) this.#outOfOrder = true;
     return true;
+  }
+
+  /**
+   * An answer nobody took that no owed answer accounts for: if it is one whose late bound passed (`#expired`) and
+   * that was owed before a fence's proof, the device answers out of order (an in-order device sends every older
+   * answer before a fence's own). Marks it, so owed answers hold their shape from now on, sooner than waiting for
+   * an answer within its bound to show it (adv12s M2). Always false: the answer is still an anomaly (it came past
+   * every bound, and may have been preceded by one taken by another request).
+   */
+  #lateEvidence(answer: ModbusAnswerShape | undefined): false {
+    if (answer === undefined || this.#outOfOrder) return false;
+    const index = this.#expired.findIndex((owed) =>
+      answer.shape !== undefined
+        ? owed.shape === undefined || owed.shape === answer.shape
+        : answer.exceptionShape !== undefined &&
+          (owed.exceptionShape === undefined || owed.exceptionShape === answer.exceptionShape),
+    );
+    if (index < 0) return false;
+    const [late] = this.#expired.splice(index, 1);
+    if (late!.proofs < this.#proofCount) this.#outOfOrder = true;
+    return false;
   }
 
   #anomaly(reason: string, onTheWireSuspect = true, scope = ""): void {
@@ -565,7 +594,11 @@ export class ModbusRequestQueue {
     const now = this.#clock.now();
     for (let index = this.#owed.length - 1; index >= 0; index--) {
       const owed = this.#owed[index]!;
-      if (owed.until <= now && (!this.#outOfOrder || owed.connection !== this.#connection)) this.#owed.splice(index, 1);
+      if (owed.until > now || (this.#outOfOrder && owed.connection === this.#connection)) continue;
+      this.#owed.splice(index, 1);
+      // Kept as evidence only (never holds a shape): see `#lateEvidence`.
+      if (!this.#outOfOrder) this.#expired.push(owed);
+      if (this.#expired.length > EXPIRED_OWED) this.#expired.shift();
     }
     return this.#owed.length;
   }
