@@ -147,10 +147,19 @@ export class ModbusDriver implements PlcDriver {
   readonly #splitCode: ModbusSplitOptions["splitCode"];
   readonly #compiled = new WeakMap<ModbusReadPlan, readonly ModbusTagDecoder[]>();
   readonly #alignmentListeners = new Set<(change: ModbusAnswerStreamChange) => void>();
-  /** The last read answered: a fence reads like it (a unit and an address that answer), another size. */
-  #lastRead: ModbusReadRequest | undefined;
-  /** On RTU, the last read answered by each unit: a fence before a unit's request reads like it (see `#fenceFor`). */
-  readonly #lastReadOf = new Map<number, ModbusReadRequest>();
+  /**
+   * Reads answered, most recent first, one per block (at most {@link PROVEN_READS}): a fence reads only inside one
+   * of them (an address range the device answered), so it is never refused for reading past the device's map
+   * (see `#fenceFor`; on RTU only its unit's).
+   */
+  readonly #provenReads: ModbusReadRequest[] = [];
+  /**
+   * Where a fence read larger than the reads that answered was refused (`refusedKey`: unit, area, address): no
+   * fence grows from there again (a read past the end of the device's map, adv12s H2). Bounded by `PROVEN_READS`.
+   */
+  readonly #refusedFences = new Set<string>();
+  /** On TCP, a fence got no answer and no read answered since: the next fence reads at its own request. */
+  #fenceAtRequest = false;
   /**
    * The answer shape (`shapeOf`) of each request block of the plans in use (keyed by `blockKey`, of every unit and
    * scan group): a probe's size avoids them all. Bounded by the plans in use: a block leaves it when no plan in use
@@ -353,6 +362,7 @@ export class ModbusDriver implements PlcDriver {
   endpoints(): EndpointHealthSnapshot[] {
     const blocks = this.#blocks.snapshot().filter((block) => block.state === "offline");
     const stream = this.answerStream;
+    const { resyncAt } = this.#queue.alignment;
     const misaligned: EndpointHealthSnapshot[] = stream.aligned
       ? []
       : [
@@ -362,6 +372,8 @@ export class ModbusDriver implements PlcDriver {
             consecutiveFailures: 1,
             lastError: `answers not trusted until a fence proves them aligned: ${stream.reason}`,
             ...(stream.since === undefined ? {} : { lastFailureAt: stream.since }),
+            // No fence could be built: when the stream is resynchronised (see the queue's `alignment.resyncAt`).
+            ...(resyncAt === undefined ? {} : { nextProbeAt: resyncAt }),
           },
         ];
     const held: EndpointHealthSnapshot[] = this.#queue.held.map((hold) => ({
@@ -958,7 +970,8 @@ export class ModbusDriver implements PlcDriver {
     if (!client || this.#fenceUnit === undefined) return;
     this.#timeouts++;
     this.#units.failed(this.#fenceUnit, error);
-    this.#lastRead = undefined;
+    // On TCP the next fence reads in its own request's range until a read answers again (see `#fenceFor`).
+    this.#fenceAtRequest = true;
     this.#linkTimeout(client, this.#sequence);
   }
 
@@ -1105,8 +1118,7 @@ export class ModbusDriver implements PlcDriver {
       request.unitId,
       async (client) => {
         const data = await readArea(client, request);
-        this.#lastRead = request;
-        this.#lastReadOf.set(request.unitId, request);
+        this.#proven(request);
         return data;
       },
       what,
@@ -1159,9 +1171,11 @@ export class ModbusDriver implements PlcDriver {
 
   /**
    * On TCP with the late-answer guard, and on RTU: the fence for a request at `unitId` reading `request`'s area and
-   * address (see `ModbusRequestOptions.fence`): a read of another size like the last read answered (a unit and an
-   * address that answer; else `request`'s), whose answer's shape no answer still on its way has (`fenceSizes`; an
-   * exception answer is as good unless one of its function may still come). On TCP any unit's answer proves the
+   * address (see `ModbusRequestOptions.fence`): a read inside a read that answered (`#provenReads`, most recent
+   * first: at its address, its size or a smaller one; before any answered, inside `request`'s own range), whose
+   * answer's shape no answer still on its way has (`fenceReads`; an exception answer is as good unless one of its
+   * function may still come). None fits (every proven size unsure): the queue resynchronises on a backoff
+   * (ADR 0041, amendment fix12s). On TCP any unit's answer proves the
    * stream: with the guard the unit is not part of a shape, and a dead unit's fence would only time out. On RTU
    * only the unit's own (its scope, see `#guarded`): the client takes an answer only from the unit asked, so a late
    * answer of one unit fits only that unit's requests, and only that unit's answer to the fence proves that it is
@@ -1180,15 +1194,12 @@ export class ModbusDriver implements PlcDriver {
     if (!rtu && !transport.lateAnswerGuard) return {};
     return {
       fence: (unsure) => {
-        const base = (rtu ? this.#lastReadOf.get(unitId) : this.#lastRead) ?? { ...request, unitId };
-        for (const count of fenceSizes(base)) {
-          const fence: ModbusReadRequest = {
-            unitId: base.unitId,
-            area: base.area,
-            address: Math.min(base.address, MODBUS_ADDRESS_SPACE - count),
-            count,
-            items: [],
-          };
+        let proven = rtu ? this.#provenReads.filter((read) => read.unitId === unitId) : this.#provenReads;
+        // After a fence's silence (TCP), its unit may have died: at the request's own unit, like before any answer.
+        if (!rtu && this.#fenceAtRequest) proven = [];
+        // Nothing answered yet: the request's own range, or a larger read where it starts.
+        const bases = proven.length > 0 ? proven : [{ ...request, unitId, items: [] }];
+        for (const { read: fence, inside } of fenceReads(bases, this.#refusedFences)) {
           const { shape, exceptionShape } = this.#guarded(fence.unitId, shapeOf(fence), fence.area);
           if (unsure(shape!)) continue;
           return {
@@ -1200,16 +1211,23 @@ export class ModbusDriver implements PlcDriver {
               client.setID(fence.unitId);
               this.#fenceUnit = fence.unitId;
               client.patientNext?.();
-              const answer = readArea(client, fence);
-              if (!rtu) return answer;
-              // On RTU the fence's own answer (data or exception) comes from its request's unit: the unit answers.
-              return answer.then(
+              return readArea(client, fence).then(
                 (data) => {
-                  this.#units.answered(fence.unitId);
+                  this.#fenceAnswered(fence.unitId, rtu);
                   return data;
                 },
-                (error: unknown) => {
-                  if (typeof modbusFailureOf(error) === "number") this.#units.answered(fence.unitId);
+                (raw: unknown) => {
+                  // Typed like a request's (an exception code in `details.modbus`): the queue tells an exception
+                  // from an answer that did not fit by it (before, every refused fence counted as a mismatch).
+                  const error = kilnErrorFromModbus(raw, describeRead(fence));
+                  if (typeof modbusFailureOf(error) === "number") {
+                    this.#fenceAnswered(fence.unitId, rtu);
+                    // A read reaching past what answered was refused: never grown from there again.
+                    if (!inside) {
+                      if (this.#refusedFences.size >= PROVEN_READS) this.#refusedFences.clear();
+                      this.#refusedFences.add(refusedKey(fence));
+                    }
+                  }
                   throw error;
                 },
               );
@@ -1219,6 +1237,32 @@ export class ModbusDriver implements PlcDriver {
         return undefined;
       },
     };
+  }
+
+  /**
+   * A fence got an answer of its own (data or exception): the link answers (adv12s M1: on TCP a fence's answer
+   * counted for no unit, so timeouts around it took the link down while it answered), and on RTU its unit does
+   * (the client takes an answer only from the unit asked).
+   */
+  #fenceAnswered(unitId: number, rtu: boolean): void {
+    this.#consecutiveTimeouts = 0;
+    if (rtu) this.#units.answered(unitId);
+  }
+
+  /** Records `request` as answered (see `#provenReads`). */
+  #proven(request: ModbusReadRequest): void {
+    this.#fenceAtRequest = false;
+    const index = this.#provenReads.findIndex(
+      (read) =>
+        read.unitId === request.unitId &&
+        read.area === request.area &&
+        read.address === request.address &&
+        read.count === request.count,
+    );
+    if (index === 0) return;
+    if (index > 0) this.#provenReads.splice(index, 1);
+    this.#provenReads.unshift(request);
+    if (this.#provenReads.length > PROVEN_READS) this.#provenReads.pop();
   }
 
   /** The fence of a write whose echo has `shape` (`fc<code>/<address>/...`, see modbus-writer): a read there. */
@@ -1304,6 +1348,8 @@ export class ModbusDriver implements PlcDriver {
     // TCP connection, and an answer to a request of the old connection may come on this one.
     client.onStray?.((reason, answer) => {
       if (client !== this.#client) return;
+      // A well-formed answer nobody took (late, duplicate) still shows that the link answers (adv12s M1).
+      if (answer !== undefined) this.#consecutiveTimeouts = 0;
       if (answer === undefined) this.#queue.unasked(reason);
       else if (answer.refused) this.#queue.unfit(this.#answerShape(answer));
       else this.#queue.unasked(reason, this.#answerShape(answer));
@@ -1428,6 +1474,58 @@ function probeRead(
 }
 
 /**
+ * Fence reads for `bases` (reads that answered, most recent first; see `ModbusDriver.#fenceFor`), in order of
+ * preference, each with whether it stays inside what answered:
+ * 1. inside a base: at its address, every smaller size of another answer shape (not a base's own: a planned
+ *    block's shape, which the fence's answer, if late on a device answering out of order, would hold);
+ * 2. when the bases give no other size (one-register reads): a larger read at the most recent base's address
+ *    (`fenceSizes`), unless one from there was refused (`refused`, see `refusedKey`): it may reach past the map;
+ * 3. by address: a read from one base's address to the end of another of the same unit and area (both ends
+ *    answered; refused if the map has a hole between them), unless one from there was refused.
+ * A read past the device's map is refused (exception 2), and a refused fence proves nothing while a refusal of its
+ * function may still come: a fence of 2 registers at HR99, the last register of a stock pymodbus map, stopped a
+ * live unit for good (adv12s H2).
+ */
+function fenceReads(
+  bases: readonly ModbusReadRequest[],
+  refused: ReadonlySet<string>,
+): { read: ModbusReadRequest; inside: boolean }[] {
+  const reads: { read: ModbusReadRequest; inside: boolean }[] = [];
+  const seen = new Set<string>();
+  const add = (base: ModbusReadRequest, address: number, count: number, inside: boolean) => {
+    const read = { unitId: base.unitId, area: base.area, address, count, items: [] };
+    const key = `${base.unitId}/${shapeOf(read)}`;
+    if (seen.has(key)) return;
+    seen.add(key);
+    reads.push({ read, inside });
+  };
+  for (const base of bases) {
+    const step = isBitArea(base.area) ? 8 : 1;
+    // Not its own size: that is a planned block's shape, which a fence's owed answer would hold.
+    seen.add(`${base.unitId}/${shapeOf(base)}`);
+    for (let count = base.count - 1; count >= 1; count = count > step ? count - step : count - 1)
+      add(base, base.address, count, true);
+  }
+  const last = bases[0];
+  if (last !== undefined && !refused.has(refusedKey(last)))
+    for (const count of fenceSizes(last))
+      if (count > last.count) add(last, Math.min(last.address, MODBUS_ADDRESS_SPACE - count), count, false);
+  for (const from of bases)
+    for (const to of bases) {
+      if (to.unitId !== from.unitId || to.area !== from.area || to.address <= from.address) continue;
+      const count = to.address + to.count - from.address;
+      if (count <= (isBitArea(from.area) ? 2000 : 125) && !refused.has(refusedKey(from)))
+        add(from, from.address, count, false);
+    }
+  return reads;
+}
+
+/** Where a fence read was refused: its unit, area and address (see `ModbusDriver.#refusedFences`). */
+function refusedKey(read: Pick<ModbusReadRequest, "unitId" | "area" | "address">): string {
+  return `${read.unitId}/${read.area}/${read.address}`;
+}
+
+/**
  * Sizes of fence reads for `request` (see `ModbusDriver.#fenceFor`), in order of preference: smaller first (within
  * the block the device serves), then larger; each gives another byte count than `request` and than each other.
  */
@@ -1450,6 +1548,9 @@ const READ_AREAS: Readonly<Partial<Record<number, ModbusArea>>> = {
   3: "holding-register",
   4: "input-register",
 };
+
+/** Reads answered that a fence may read inside (see `ModbusDriver.#provenReads`). */
+const PROVEN_READS = 16;
 
 /** Addresses in each Modbus area (0-65535). */
 const MODBUS_ADDRESS_SPACE = 0x10000;

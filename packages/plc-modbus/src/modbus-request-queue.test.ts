@@ -39,6 +39,83 @@ describe("ModbusRequestQueue", () => {
     };
   }
 
+  it("with no fence to build, resynchronises on a backoff instead of failing for good (adv12s H2)", async () => {
+    const clock = new SimulatedClock();
+    const resyncs: string[] = [];
+    const queue = new ModbusRequestQueue({
+      clock,
+      timeoutMs: 100,
+      lateAnswerGuardMs: 100,
+      onResync: (reason) => resyncs.push(reason),
+    });
+    // The only fence inside what answered has the requests' own shape (one-register reads).
+    const fence = (unsure: (shape: string) => boolean): ModbusFence | undefined =>
+      unsure("hr/2") ? undefined : { shape: "hr/2", exceptionShape: "hr", run: () => Promise.resolve([]) };
+    const options = { shape: "hr/2", exceptionShape: "hr", fence };
+    const silent = rejection(queue.run(() => new Promise(() => undefined), "HR0", undefined, options));
+    await clock.advance(100);
+    expect(modbusFailureOf(await silent)).toBe("timeout");
+    const stuck = await rejection(queue.run(() => Promise.resolve(1), "HR1", undefined, options));
+    expect(stuck).toMatchObject({ details: { sent: false } });
+    expect((stuck as Error).message).toMatch(/no fence of a distinct shape could be built.*resynchronised at/);
+    // Named while it lasts (the driver's "answer stream" endpoint), with when it is resynchronised.
+    expect(queue.alignment).toMatchObject({ aligned: false, reason: expect.stringMatching(/no fence/) });
+    expect(queue.alignment.resyncAt).toBe(clock.now() + 200);
+    // Past the backoff, in the pause: the resync is asked (the caller reconnects), and the shapes sent are forgotten.
+    await clock.advance(200);
+    expect(resyncs).toEqual([expect.stringMatching(/no fence of a distinct shape could be built/)]);
+    queue.fail(new KilnError("KILN_CONNECTION_FAILED", "resync", { details: { modbus: "disconnected" } }));
+    queue.newConnection();
+    await expect(queue.run(() => Promise.resolve(7), "HR1", undefined, options)).resolves.toBe(7);
+    expect(queue.alignment.aligned).toBe(true);
+  });
+
+  it("sibling: a fence refused with an exception proves the stream when no other request of its function can answer (adv12s H2)", async () => {
+    const clock = new SimulatedClock();
+    const queue = new ModbusRequestQueue({ clock, timeoutMs: 100, lateAnswerGuardMs: 100 });
+    const refused = new KilnError("KILN_DEVICE_ERROR", "Modbus exception 2", { details: { modbus: 2 } });
+    let fences = 0;
+    const fence = (): ModbusFence => ({
+      shape: "ir/4",
+      exceptionShape: "ir",
+      run: () => (fences++, Promise.reject(refused)),
+    });
+    const silent = rejection(
+      queue.run(() => new Promise(() => undefined), "HR0", undefined, { shape: "hr/2", exceptionShape: "hr", fence }),
+    );
+    await clock.advance(100);
+    await silent;
+    // The fence's own exception shape was counted as sent: before, no refused fence ever proved anything.
+    await clock.advance(100);
+    const next = queue.run(() => Promise.resolve(3), "HR1", undefined, { shape: "hr/2", exceptionShape: "hr", fence });
+    await clock.advance(200);
+    await expect(next).resolves.toBe(3);
+    expect(fences).toBe(1);
+    expect(queue.alignment.aligned).toBe(true);
+  });
+
+  it("an answer coming past its late bound after a fence's proof shows the device answers out of order (adv12s M2)", async () => {
+    const clock = new SimulatedClock();
+    const queue = new ModbusRequestQueue({ clock, timeoutMs: 100, lateAnswerGuardMs: 100 });
+    const started: [string, number][] = [];
+    const fence = fences(clock, started, () => Promise.resolve([]));
+    const never = () => new Promise(() => undefined);
+    const first = rejection(queue.run(never, "HR0", undefined, { shape: "hr/2", fence }));
+    await clock.advance(100);
+    await first;
+    const next = queue.run(() => Promise.resolve(1), "HR1", undefined, { shape: "hr/2", fence });
+    await clock.advance(200); // the fence proves the stream; HR1 waits for HR0's late bound (200), then goes
+    await expect(next).resolves.toBe(1);
+    // HR0's answer comes past its bound, after the fence's own: evidence, kept although its bound passed.
+    queue.unasked("late", { shape: "hr/2" });
+    const lost = rejection(queue.run(never, "HR2", undefined, { shape: "hr/2", fence }));
+    await clock.advance(100);
+    await lost;
+    await clock.advance(200);
+    // Known out of order: HR2's owed answer holds its shape past its bound (before: forgotten at the bound).
+    expect(queue.held.map((held) => held.owedBy)).toEqual(["HR2"]);
+  });
+
   it("after a timeout sends a fence alone and trusts nothing before its own answer (adv12s F1)", async () => {
     const clock = new SimulatedClock();
     const changes: boolean[] = [];

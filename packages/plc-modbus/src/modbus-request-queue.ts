@@ -61,7 +61,8 @@ export interface ModbusRequestQueueOptions {
   readonly resyncAfterMs?: number;
   /**
    * Called (at most once per connection, after the current call stack, with nothing on the wire) when a held shape
-   * passed its forget horizon: the caller fails the requests still queued (they were not admitted), closes the
+   * passed its forget horizon, or when no fence could be built for a suspect scope and its backoff has passed (its
+   * unsure shapes are forgotten then, see `#noFence`; ADR 0041, amendment fix12s): the caller fails the requests still queued (they were not admitted), closes the
    * connection and opens a new one, then calls {@link ModbusRequestQueue.newConnection}. A listener that throws is ignored.
    */
   readonly onResync?: (reason: string) => void;
@@ -223,6 +224,12 @@ export interface ModbusRequestOptions {
  */
 export const TRANSACTION_ID_PROOFS = 3;
 
+/** Expired owed answers kept as evidence of an out-of-order device (see `ModbusRequestQueue.#lateEvidence`). */
+const EXPIRED_OWED = 32;
+
+/** The longest wait (ms) before the answer stream is resynchronised for want of a fence (see `#noFence`). */
+const NO_FENCE_MAX_BACKOFF_MS = 60_000;
+
 function abortError(what: string, signal: AbortSignal): KilnError {
   return new KilnError("KILN_ABORTED", `${what} was aborted.`, { cause: signal.reason });
 }
@@ -271,6 +278,11 @@ export class ModbusRequestQueue {
    * hold back. When a fence's proof finds none owed, every late answer came and the ledger is cleared early.
    */
   readonly #owed: Owed[] = [];
+  /**
+   * Owed answers whose late bound passed before the device was seen answering out of order, oldest first, at most
+   * {@link EXPIRED_OWED}: evidence only (see `#lateEvidence`), never a hold.
+   */
+  readonly #expired: Owed[] = [];
   /** Fences that proved the stream aligned so far. */
   #proofCount = 0;
   /**
@@ -314,6 +326,17 @@ export class ModbusRequestQueue {
   #resyncPending = false;
   /** Why a resync is due (a held shape passed its forget horizon), until it is asked (see `#resyncIfIdle`). */
   #resyncReason: string | undefined;
+  /**
+   * Scopes for which no fence of a distinct shape could be built (every size inside the reads that answered has an
+   * unsure shape), with when their unsure shapes are forgotten (see `#unstick`): without it such a scope stayed
+   * suspect for good, every request failing unsent (adv12s H2). Backoff: the late bound, doubled per time in a row
+   * without a proof in between (`#noFenceTries`), at most {@link NO_FENCE_MAX_BACKOFF_MS}.
+   */
+  readonly #noFence = new Map<string, { readonly tries: number; readonly resyncAt: number }>();
+  /** Per scope, resynchronisations for want of a fence since its last proof (see `#noFence`). */
+  readonly #noFenceTries = new Map<string, number>();
+  /** Pumps the queue when the first `#noFence` backoff ends, so the resync goes in the pause between reads. */
+  #noFenceTimer: TimerHandle | undefined;
 
   constructor(options: ModbusRequestQueueOptions) {
     this.#clock = options.clock;
@@ -410,8 +433,21 @@ export class ModbusRequestQueue {
    * Whether the answer stream is proven aligned (no anomaly since the last fence's own answer), why not, and
    * how many anomalies were seen. Kept across reconnects: a gateway's serial line outlives its TCP connection.
    */
-  get alignment(): { readonly aligned: boolean; readonly reason: string; readonly anomalies: number } {
-    return { aligned: this.#unaligned.size === 0, reason: this.#alignmentReason, anomalies: this.#anomalies };
+  get alignment(): {
+    readonly aligned: boolean;
+    readonly reason: string;
+    readonly anomalies: number;
+    readonly resyncAt?: number;
+  } {
+    const aligned = this.#unaligned.size === 0;
+    let resyncAt: number | undefined;
+    for (const stuck of this.#noFence.values()) resyncAt = Math.min(resyncAt ?? stuck.resyncAt, stuck.resyncAt);
+    return {
+      aligned,
+      reason: this.#alignmentReason,
+      anomalies: this.#anomalies,
+      ...(aligned || resyncAt === undefined ? {} : { resyncAt }),
+    };
   }
 
   /**
@@ -444,19 +480,51 @@ export class ModbusRequestQueue {
    * out of order.
    */
   #pay(answer: ModbusAnswerShape | undefined): boolean {
-    if (this.#owedCount() === 0) return false;
+    if (this.#owedCount() === 0) return this.#lateEvidence(answer);
+    if (answer !== undefined && answer.shape === undefined && answer.exceptionShape !== undefined) {
+      // An exception carries no size: it is the answer of one of the owed requests of its function, but not of
+      // which. It pays an owed answer only when that one is the only one it can be; else every owed answer keeps
+      // holding its shape (until it comes, its late bound, or the forget horizon): paying the oldest released the
+      // hold of another request's data answer, which the next request of that shape then took (adv12s H1).
+      const candidates = this.#owed.filter(
+        (owed) => owed.exceptionShape === undefined || owed.exceptionShape === answer.exceptionShape,
+      );
+      if (candidates.length === 0) return this.#lateEvidence(answer);
+      if (candidates.every((owed) => owed.proofs < this.#proofCount)) this.#outOfOrder = true;
+      if (candidates.length === 1) this.#owed.splice(this.#owed.indexOf(candidates[0]!), 1);
+      return true;
+    }
     const index =
       answer === undefined
         ? 0
         : this.#owed.findIndex(
-            (owed) =>
-              (answer.shape !== undefined && (owed.shape === undefined || owed.shape === answer.shape)) ||
-              (answer.exceptionShape !== undefined && owed.exceptionShape === answer.exceptionShape),
+            (owed) => answer.shape !== undefined && (owed.shape === undefined || owed.shape === answer.shape),
           );
-    if (index < 0) return false;
+    if (index < 0) return this.#lateEvidence(answer);
     const [paid] = this.#owed.splice(index, 1);
     if (paid!.proofs < this.#proofCount) this.#outOfOrder = true;
     return true;
+  }
+
+  /**
+   * An answer nobody took that no owed answer accounts for: if it is one whose late bound passed (`#expired`) and
+   * that was owed before a fence's proof, the device answers out of order (an in-order device sends every older
+   * answer before a fence's own). Marks it, so owed answers hold their shape from now on, sooner than waiting for
+   * an answer within its bound to show it (adv12s M2). Always false: the answer is still an anomaly (it came past
+   * every bound, and may have been preceded by one taken by another request).
+   */
+  #lateEvidence(answer: ModbusAnswerShape | undefined): false {
+    if (answer === undefined || this.#outOfOrder) return false;
+    const index = this.#expired.findIndex((owed) =>
+      answer.shape !== undefined
+        ? owed.shape === undefined || owed.shape === answer.shape
+        : answer.exceptionShape !== undefined &&
+          (owed.exceptionShape === undefined || owed.exceptionShape === answer.exceptionShape),
+    );
+    if (index < 0) return false;
+    const [late] = this.#expired.splice(index, 1);
+    if (late!.proofs < this.#proofCount) this.#outOfOrder = true;
+    return false;
   }
 
   #anomaly(reason: string, onTheWireSuspect = true, scope = ""): void {
@@ -477,6 +545,8 @@ export class ModbusRequestQueue {
     // keeps their shapes until their bound.
     if (this.#owedCount() === 0) this.#quiet.clear();
     this.#unsure.delete(fence.scope);
+    this.#noFence.delete(fence.scope);
+    this.#noFenceTries.delete(fence.scope);
     if (!this.#unaligned.delete(fence.scope) || this.#unaligned.size > 0) return;
     this.#alignmentReason = `${fence.what} got its own answer`;
     this.#notify({ aligned: true, reason: this.#alignmentReason });
@@ -501,6 +571,22 @@ export class ModbusRequestQueue {
   }
 
   /**
+   * Whether an exception answering the fence `fence` may be another request's: a request of its exception shape
+   * (or a shapeless one) was sent since its scope was last proven, other than the fence itself (it is sent alone
+   * and counted once), or an answer of one is still owed (`#owed`: within its late bound, or on a device seen
+   * answering out of order until it comes). Counting the fence's own shape made every refused fence prove nothing,
+   * so a fence refused once stayed refused for good (adv12s H2).
+   */
+  #strayExceptionBesides(fence: Entry): boolean {
+    const shape = `!${fence.exceptionShape}`;
+    let sent = 0;
+    for (const unsure of this.#unsure.values()) sent += (unsure.get(shape) ?? 0) + (unsure.get(undefined) ?? 0);
+    if (fence.exceptionShape === undefined || sent > 1) return true;
+    this.#owedCount();
+    return this.#owed.some((owed) => owed.exceptionShape === undefined || owed.exceptionShape === fence.exceptionShape);
+  }
+
+  /**
    * Answers owed: whose late bound has not passed, or, once the device answers out of order, every one not come
    * that is owed on the current connection (see newConnection).
    */
@@ -508,7 +594,11 @@ export class ModbusRequestQueue {
     const now = this.#clock.now();
     for (let index = this.#owed.length - 1; index >= 0; index--) {
       const owed = this.#owed[index]!;
-      if (owed.until <= now && (!this.#outOfOrder || owed.connection !== this.#connection)) this.#owed.splice(index, 1);
+      if (owed.until > now || (this.#outOfOrder && owed.connection === this.#connection)) continue;
+      this.#owed.splice(index, 1);
+      // Kept as evidence only (never holds a shape): see `#lateEvidence`.
+      if (!this.#outOfOrder) this.#expired.push(owed);
+      if (this.#expired.length > EXPIRED_OWED) this.#expired.shift();
     }
     return this.#owed.length;
   }
@@ -674,6 +764,9 @@ export class ModbusRequestQueue {
    */
   fail(error: unknown): void {
     this.#resyncPending = false;
+    // Closed or reconnecting: re-armed by the next pump (a new connection), so a closed queue keeps no timer.
+    if (this.#noFenceTimer !== undefined) this.#clock.clearTimeout(this.#noFenceTimer);
+    this.#noFenceTimer = undefined;
     const inFlight = [...this.#inFlight];
     const queued = this.#queue.splice(0);
     for (const scope of new Set(inFlight.map((entry) => entry.scope)))
@@ -713,6 +806,8 @@ export class ModbusRequestQueue {
         if (this.#needsFence(head)) {
           // The fence goes alone: pumped again when the requests on the wire are done.
           if (this.#inFlight.size > 0) break;
+          // No fence could be built and its backoff has passed: resynchronise (the caller's reconnect, if any).
+          if (this.#unstick(head.scope) && this.#resyncDue()) break;
           const wait = this.#fenceAt(head.scope) - this.#clock.now();
           if (wait > 0) {
             await this.#clock.sleep(wait);
@@ -745,6 +840,10 @@ export class ModbusRequestQueue {
       // Nothing waits and the stream is suspect after a request's silence: prove it now, in the pause before
       // the next request, so a dead unit's timeout does not make the next scan's reads (a live unit's) wait for
       // a fence's round trip.
+      // No fence could be built and the backoff has passed: resynchronise in this pause (no read in progress).
+      if (this.#queue.length === 0 && this.#holds === 0)
+        for (const scope of [...this.#noFence.keys()]) this.#unstick(scope);
+      this.#scheduleUnstick();
       if (this.#queue.length === 0 && this.#idleFenceDue() !== undefined) {
         const wait = this.#fenceAt(this.#idleFenceDue()!) - this.#clock.now();
         if (wait > 0) await this.#clock.sleep(wait);
@@ -777,7 +876,7 @@ export class ModbusRequestQueue {
    * its last answered request (`#idleFence`).
    */
   #idleFenceDue(): string | undefined {
-    if (this.idsProven || this.#inFlight.size > 0 || this.#fencing) return undefined;
+    if (this.idsProven || this.#inFlight.size > 0 || this.#fencing || this.#resyncDue()) return undefined;
     for (const scope of this.#unaligned) if (this.#silenceOnly.has(scope) && this.#idleFence.has(scope)) return scope;
     return undefined;
   }
@@ -822,10 +921,22 @@ export class ModbusRequestQueue {
   #sendFence(head: Entry): void {
     const fence = head.fence!((shape) => this.#isUnsure(shape));
     if (fence === undefined) {
+      const stuck = this.#stuckAt(head.scope);
       const index = this.#queue.indexOf(head);
       if (index < 0) return;
       this.#queue.splice(index, 1);
-      this.#settle(head, false, notSent(head.what, "no fence of a distinct shape could be built", "KILN_DEVICE_ERROR"));
+      const when = new Date(stuck.resyncAt).toISOString();
+      const how = this.#onResync === undefined ? "" : " and the link reconnected";
+      this.#settle(
+        head,
+        false,
+        notSent(
+          head.what,
+          `no fence of a distinct shape could be built (every size inside the reads that answered has the shape of a request sent since the answer stream was last proven); the answer stream is resynchronised at ${when} (what was sent since the last proof forgotten${how}), then fenced again`,
+          "KILN_DEVICE_ERROR",
+          { resyncAt: stuck.resyncAt },
+        ),
+      );
       return;
     }
     this.#fencing = true;
@@ -848,6 +959,54 @@ export class ModbusRequestQueue {
       this.#lastEnd = this.#clock.now();
       void this.#pump();
     });
+  }
+
+  /**
+   * `scope`'s state with no fence to build (see `#noFence`): started now with the first backoff, or the one in
+   * progress. The reason is what `alignment` reports (the driver's `answer stream` endpoint).
+   */
+  #stuckAt(scope: string): { readonly tries: number; readonly resyncAt: number } {
+    let stuck = this.#noFence.get(scope);
+    if (stuck === undefined) {
+      const tries = (this.#noFenceTries.get(scope) ?? 0) + 1;
+      this.#noFenceTries.set(scope, tries);
+      const backoff = Math.min((this.#timeoutMs + this.#guardMs) * 2 ** (tries - 1), NO_FENCE_MAX_BACKOFF_MS);
+      stuck = { tries, resyncAt: this.#clock.now() + backoff };
+      this.#noFence.set(scope, stuck);
+      this.#alignmentReason = `no fence of a distinct shape could be built; resynchronising the answer stream at ${new Date(stuck.resyncAt).toISOString()}`;
+    }
+    return stuck;
+  }
+
+  /**
+   * A scope with no fence to build past its backoff (see `#noFence`), with nothing on the wire: forgets what was
+   * sent since its last proof (its unsure shapes), so the next fence may read any size inside the reads that
+   * answered whose answer is not in the ledger (within its late bound, or held by a device answering out of order),
+   * and, with `onResync`, asks the caller to reconnect first (at most once per connection). True when it did.
+   */
+  #unstick(scope: string): boolean {
+    const stuck = this.#noFence.get(scope);
+    if (stuck === undefined || stuck.resyncAt > this.#clock.now() || this.#inFlight.size > 0 || this.#fencing)
+      return false;
+    this.#noFence.delete(scope);
+    this.#unsure.delete(scope);
+    if (this.#onResync !== undefined && !this.#resyncAsked)
+      this.#resyncReason ??= `resynchronising the link: no fence of a distinct shape could be built since ${new Date(stuck.resyncAt).toISOString()} (attempt ${stuck.tries})`;
+    return true;
+  }
+
+  /** Arms `#noFenceTimer` for the earliest `#noFence` backoff (none armed, some pending). */
+  #scheduleUnstick(): void {
+    if (this.#noFenceTimer !== undefined || this.#noFence.size === 0) return;
+    let at = Number.POSITIVE_INFINITY;
+    for (const stuck of this.#noFence.values()) at = Math.min(at, stuck.resyncAt);
+    this.#noFenceTimer = this.#clock.setTimeout(
+      () => {
+        this.#noFenceTimer = undefined;
+        void this.#pump();
+      },
+      Math.max(0, at - this.#clock.now()),
+    );
   }
 
   /** A fence did not prove the stream aligned: the request it went before fails, never sent. */
@@ -1075,12 +1234,7 @@ export class ModbusRequestQueue {
           if (entry.fenceFor !== undefined) {
             // An exception answers the fence unless an exception of its function may still be on its way.
             // Nor while one is owed by a device that answers out of order: it may be that answer.
-            if (
-              typeof failure === "number" &&
-              !this.#sentUnsure(`!${entry.exceptionShape}`) &&
-              this.#strayOwedBy(entry) === undefined
-            )
-              this.#prove(entry);
+            if (typeof failure === "number" && !this.#strayExceptionBesides(entry)) this.#prove(entry);
             else if (failure === "disconnected") this.#fenceFailed(entry, error);
             else {
               if (failure !== "timeout") this.#fenceNotBefore = this.#clock.now() + this.#timeoutMs;
