@@ -1324,24 +1324,27 @@ export class SparkplugEdgeNode {
         return 0;
       }
     };
-    // Largest value first (a birth metric's properties stay whatever is done); the message number
-    // (ADR 0037) is never replaced.
+    // Largest saving first (a birth metric's properties stay whatever is done); the message number
+    // (ADR 0037) is never replaced, nor a value whose null, with its reason and quality, is no
+    // smaller than the value itself (it would grow the message and blame a value that was not
+    // too large; adversarial review 19r).
     const order = payload.metrics
-      .map((metric, index) => ({
-        index,
-        size: metric.alias === this.#messageNumberAlias ? -1 : sizeOf(metric) - sizeOf({ ...metric, value: null }),
-      }))
-      .filter((each) => each.size >= 0)
-      .sort((a, b) => b.size - a.size);
+      .flatMap((metric, index) => {
+        if (metric.alias === this.#messageNumberAlias) return [];
+        const size = sizeOf(metric) - sizeOf({ ...metric, value: null });
+        const reason = `value of ${size} bytes too large for the broker's Maximum Packet Size (${limit} bytes, ${session.packetLimitSource}): not sent`;
+        const replacement = oversizedMetric(metric, reason);
+        const saving = sizeOf(metric) - sizeOf(replacement);
+        return saving > 0 ? [{ index, reason, replacement, saving }] : [];
+      })
+      .sort((a, b) => b.saving - a.saving);
     const metrics = [...payload.metrics];
     const replaced = new Set<number>();
     let fitted: Uint8Array | undefined = bytes;
-    for (const { index, size } of order) {
+    for (const { index, reason, replacement } of order) {
       if (fits(fitted)) break;
-      const metric = metrics[index]!;
-      const name = this.#metricName(metric);
-      const reason = `value of ${size} bytes too large for the broker's Maximum Packet Size (${limit} bytes, ${session.packetLimitSource}): not sent`;
-      metrics[index] = oversizedMetric(metric, reason);
+      const name = this.#metricName(metrics[index]!);
+      metrics[index] = replacement;
       replaced.add(index);
       this.#counts.unencodable++;
       this.#oversized.set(name, reason);

@@ -99,6 +99,11 @@ describe.skipIf(needs)("a rebirth too large for the broker (adversarial review 1
       .poll(() => edge.health().problems.join("\n"), { timeout: 5_000 })
       .toMatch(/DBIRTH .*over the broker's Maximum Packet Size/);
     expect(edge.health().publishing).toBe(false);
+    // Only the value that was too large is blamed: a small value's null, with its reason, is
+    // larger than the value, so it is never sent as null (adversarial review 19r).
+    const blamed = edge.health().problems.filter((problem) => /too large/.test(problem)).join("\n");
+    expect(blamed).toMatch(/recipe\.name/);
+    expect(blamed).not.toMatch(/heater\.setpoint|counter\.total|chamber\.pressure|valve\.ald1|Machine State/);
     fixture.plc.set("heater.setpoint", 99);
     await expect
       .poll(() => host.latest(tag("heater.setpoint"))?.sample.quality.severity, { timeout: 10_000 })
