@@ -33,6 +33,12 @@ export interface Connection extends SubscriptionConnection {
   limits: OperationLimits;
   maxMonitoredItemsPerCall: number;
   generation: number;
+  /**
+   * The server's ServerStatus.StartTime when this connection opened or was last repaired (ms since 1970), undefined
+   * when the server did not give it: tells a restarted server, whose subscription ids may now
+   * belong to other clients, from the same one.
+   */
+  serverStartTime: number | undefined;
 }
 
 const SERVER_INFO_NODES = [
@@ -41,6 +47,7 @@ const SERVER_INFO_NODES = [
   VariableIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerWrite,
   VariableIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerBrowse,
   VariableIds.Server_ServerCapabilities_OperationLimits_MaxMonitoredItemsPerCall,
+  VariableIds.Server_ServerStatus_StartTime,
 ].map((id) => ({ nodeId: resolveNodeId(id), attributeId: AttributeIds.Value }));
 
 const SECURITY_MODES = {
@@ -160,6 +167,7 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
       limits: info.limits,
       maxMonitoredItemsPerCall: info.limits.maxMonitoredItemsPerCall,
       generation: settings.generation(),
+      serverStartTime: info.serverStartTime,
     };
     return connection;
   } catch (error) {
@@ -187,6 +195,8 @@ async function identityOf(identity: ResolvedOpcuaDriverOptions["identity"]): Pro
 export interface ServerInfo {
   readonly namespaceArray: readonly string[];
   readonly limits: OperationLimits;
+  /** ServerStatus.StartTime in ms since 1970, undefined when not given (see {@link Connection.serverStartTime}). */
+  readonly serverStartTime: number | undefined;
 }
 
 export async function readServerInfo(
@@ -205,8 +215,14 @@ export async function readServerInfo(
     if (server > 0 && cap !== undefined) return Math.min(server, cap);
     return server > 0 ? server : (cap ?? 0);
   };
+  const started = values[5];
+  const serverStartTime =
+    started?.statusCode.isGood() && started.value.value instanceof Date && started.value.value.getTime() > 0
+      ? started.value.value.getTime()
+      : undefined;
   return {
     namespaceArray,
+    serverStartTime,
     limits: {
       maxNodesPerRead: limit(1, caps.maxNodesPerRead),
       maxNodesPerWrite: limit(2, caps.maxNodesPerWrite),
@@ -227,4 +243,14 @@ export function sameServerInfo(connection: Connection, info: ServerInfo): boolea
     a.maxNodesPerBrowse === b.maxNodesPerBrowse &&
     a.maxMonitoredItemsPerCall === b.maxMonitoredItemsPerCall
   );
+}
+
+/**
+ * Whether two connections reach the same run of the same server: both gave a ServerStatus.StartTime
+ * and it is the same. Only then may subscription ids of one be taken over on the other: after a
+ * restart the server numbers subscriptions again, and an old id may be another client's
+ * (adversarial review 13r, H1). Unknown start times count as different.
+ */
+export function sameServerRun(a: Pick<Connection, "serverStartTime">, b: Pick<Connection, "serverStartTime">): boolean {
+  return a.serverStartTime !== undefined && a.serverStartTime === b.serverStartTime;
 }

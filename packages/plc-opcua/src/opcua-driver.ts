@@ -694,8 +694,19 @@ export class OpcuaDriver implements PlcDriver {
     // A repaired session may face a restarted server whose nodes changed type: read them again.
     this.#dataTypes.clear();
     if (!(await (this.#certificateChecks.get(connection) ?? true))) return;
+    let restarted = false;
     try {
       const info = await this.#rt.readServerInfo(connection.session, this.#options.limits);
+      // node-opcua's repair transfers its old subscription ids to the new session and keeps those
+      // the server accepts: after a restart an id may be another client's subscription, whose
+      // items would deliver their values as ours (review 13r, H2). A changed start time re-creates
+      // every group.
+      restarted =
+        info.serverStartTime !== undefined &&
+        connection.serverStartTime !== undefined &&
+        info.serverStartTime !== connection.serverStartTime;
+      connection.serverStartTime = info.serverStartTime;
+      if (restarted) this.#logger.info("the server restarted; re-creating every subscription");
       if (!this.#rt.sameServerInfo(connection, info)) {
         connection.namespaceArray = info.namespaceArray;
         connection.limits = info.limits;
@@ -717,7 +728,7 @@ export class OpcuaDriver implements PlcDriver {
     }
     await this.#deleteClosedSubscriptions(connection);
     // Subscriptions first, so a group the server refuses to re-create is reported with the repair.
-    const failures = await this.#recreateSubscriptions(connection);
+    const failures = await this.#recreateSubscriptions(connection, restarted);
     // Lost again while re-creating subscriptions: the next repair reports `connected`.
     if (
       this.#connection !== connection ||
@@ -769,10 +780,10 @@ export class OpcuaDriver implements PlcDriver {
     }
   }
 
-  async #reconcileSubscriptions(): Promise<void> {
+  async #reconcileSubscriptions(fresh = false): Promise<void> {
     await Promise.all(
       [...this.#subscriptions].map((subscription) =>
-        subscription.ensure().catch((error: unknown) => {
+        subscription.ensure({ fresh }).catch((error: unknown) => {
           this.#logger.debug({ err: error }, "re-creating an OPC UA subscription failed; will retry");
         }),
       ),
@@ -821,7 +832,16 @@ export class OpcuaDriver implements PlcDriver {
         // Also those closed while the link was down (they were to be deleted on a repair).
         const reclaim = [...new Set([...leftover.splice(0), ...this.#deleteLater])];
         this.#deleteLater.clear();
-        if (!closed && reclaim.length > 0) await this.#reclaim(connection, reclaim);
+        // Only on the same run of the server: after a restart the old ids are gone with the old
+        // session, and the same numbers may now be another client's subscriptions (review 13r, H1).
+        if (!closed && reclaim.length > 0) {
+          if (this.#rt.sameServerRun(old, connection)) await this.#reclaim(connection, reclaim);
+          else
+            this.#logger.info(
+              { subscriptionIds: reclaim },
+              "not taking over the old OPC UA session's subscriptions: the server restarted (or gives no start time)",
+            );
+        }
         failures = await this.#recreateSubscriptions(connection);
         if (failures.length > 0) {
           this.#lifecycle.attemptFailed(this.#rt.requestError(failures[0], "subscription re-creation", this.#secret));
@@ -873,11 +893,11 @@ export class OpcuaDriver implements PlcDriver {
    * Brings every subscription back on `connection` (which the subscriptions use while it is
    * reconciled, before `connected` is reported); resolves to the re-creation failures.
    */
-  async #recreateSubscriptions(connection: Connection): Promise<unknown[]> {
+  async #recreateSubscriptions(connection: Connection, fresh = false): Promise<unknown[]> {
     this.#reconciling = connection;
     this.#recreationFailures = [];
     try {
-      await this.#reconcileSubscriptions();
+      await this.#reconcileSubscriptions(fresh);
       return this.#recreationFailures;
     } finally {
       this.#reconciling = undefined;

@@ -136,12 +136,14 @@ export class OpcuaTagSubscription {
   /**
    * Brings the server in line with the desired state on the current connection. Serialised:
    * concurrent calls run one after the other. Rejects only when the OPC UA subscription itself
-   * cannot be created; refused items are retried in the background.
+   * cannot be created; refused items are retried in the background. `fresh`: the subscription
+   * node-opcua holds is not trusted (the server restarted: its id may now be another client's)
+   * and is replaced by a new one.
    */
-  ensure(): Promise<void> {
+  ensure({ fresh = false }: { readonly fresh?: boolean } = {}): Promise<void> {
     const run = this.#queue.then(async () => {
       try {
-        await this.#ensureNow();
+        await this.#ensureNow(fresh);
       } catch (error) {
         if (this.#established && !this.#subscription && !this.#closed) this.#recreationFailed(error);
         this.#scheduleRetry();
@@ -193,7 +195,7 @@ export class OpcuaTagSubscription {
     }
   }
 
-  async #ensureNow(): Promise<void> {
+  async #ensureNow(fresh = false): Promise<void> {
     const connection = this.#context.connection();
     if (this.#closed || !connection) return;
     this.#cancelRetry();
@@ -208,7 +210,8 @@ export class OpcuaTagSubscription {
     }
     const subscriptionLost =
       this.#subscription !== undefined &&
-      (this.#session !== connection.session ||
+      (fresh ||
+        this.#session !== connection.session ||
         !this.#subscription.isActive ||
         // node-opcua's repair failed to re-create it (BadTooManySubscriptions...): it keeps the
         // old id but no longer receives anything for it.

@@ -1,0 +1,174 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { defineTags, type Sample } from "@kiln/core";
+import { OpcuaDriver } from "@kiln/plc-opcua";
+import {
+  AttributeIds,
+  DataType,
+  OPCUAClient,
+  OPCUAServer,
+  TimestampsToReturn,
+  Variant,
+  nodesets,
+  type ClientSession,
+} from "node-opcua";
+// node-opcua numbers subscriptions from a process-wide counter; a PLC stack (open62541, many
+// embedded servers) starts again from the same number at every boot. This sets it, as they do.
+import { setNextSubscriptionId } from "node-opcua-server/dist/server_engine.js";
+import { afterEach, describe, expect, test } from "vitest";
+import { TcpProxy } from "../packages/plc-opcua/test/support/tcp-proxy";
+import { waitFor } from "../packages/plc-opcua/test/support/wait-for";
+import "../packages/plc-opcua/test/support/node-opcua-logs-setup";
+
+// Adversarial review 13r: after a server restart that numbers subscriptions from the same start,
+// Kiln's old subscription id is another client's (an HMI's). H2: node-opcua's repair transferred
+// it to Kiln's session, and the HMI's value (-4242) was shown as Kiln's tag, good, then the tag
+// froze. H1: the driver's rebuild took the HMI's subscription over and deleted it.
+const HMI_VALUE = -4242;
+const FIRST_ID = 1000;
+const tags = defineTags({ counter: { dataType: "int32", address: "nsu=urn:kiln:reuse;s=Counter" } });
+
+const cleanups: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => undefined);
+});
+
+/** A port nothing listens on now: the restarted server must come back on the same one. */
+async function freePort(): Promise<number> {
+  const probe = net.createServer();
+  await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", resolve));
+  const { port } = probe.address() as net.AddressInfo;
+  await new Promise((resolve) => probe.close(resolve));
+  return port;
+}
+
+async function rig() {
+  const dir = await mkdtemp(path.join(tmpdir(), "kiln-id-reuse-"));
+  cleanups.push(() => rm(dir, { recursive: true, force: true }));
+  let counter = 0;
+  const ticker = setInterval(() => counter++, 100);
+  cleanups.push(async () => clearInterval(ticker));
+  let server: OPCUAServer | undefined;
+  const port = await freePort();
+  const start = async (): Promise<void> => {
+    setNextSubscriptionId(FIRST_ID);
+    server = new OPCUAServer({ port, nodeset_filename: [nodesets.standard], allowAnonymous: true });
+    await server.initialize();
+    const ns = server.engine.addressSpace!.registerNamespace("urn:kiln:reuse");
+    const folder = ns.addFolder(server.engine.addressSpace!.rootFolder.objects, { browseName: "Reuse" });
+    const variable = (name: string, get: () => number) =>
+      ns.addVariable({
+        componentOf: folder,
+        browseName: name,
+        nodeId: `s=${name}`,
+        dataType: "Int32",
+        minimumSamplingInterval: 100,
+        value: { get: () => new Variant({ dataType: DataType.Int32, value: get() }) },
+      });
+    variable("Counter", () => counter);
+    variable("Hmi", () => HMI_VALUE);
+    await server.start();
+  };
+  await start();
+  cleanups.push(async () => server?.shutdown(0));
+  /** The subscription ids the server holds on the HMI's sessions. */
+  const hmiHolds = (): number[] =>
+    server!.engine
+      .getSessions()
+      .filter((session) => session.sessionName.startsWith("HMI"))
+      .flatMap((session) => session.publishEngine.subscriptions.map((each) => each.id));
+  const restart = async (): Promise<void> => {
+    await server!.shutdown(0);
+    await start();
+  };
+
+  const proxy = new TcpProxy(port);
+  const url = await proxy.start();
+  cleanups.push(() => proxy.close());
+  const driver = new OpcuaDriver({
+    endpointUrl: url,
+    security: { mode: "None" },
+    pki: { dir: path.join(dir, "pki") },
+    connectionStrategy: { maxRetry: 1000, initialDelayMs: 200, maxDelayMs: 1000, randomisationFactor: 0.1 },
+    timeouts: { keepAliveMs: 1000, requestMs: 2000, connectMs: 8000 },
+  });
+  cleanups.push(() => driver.close());
+  await driver.connect();
+  const received: Sample[] = [];
+  await driver.subscribe([tags.get("counter")], { samplingIntervalMs: 200 }, (samples) => received.push(...samples));
+  await waitFor(() => received.some((sample) => sample.quality.severity === "good"), { what: "Kiln's first value" });
+
+  // The HMI: another anonymous client, straight to the server, subscribed to its own node.
+  const hmi = OPCUAClient.create({
+    endpointMustExist: false,
+    clientName: "HMI",
+    connectionStrategy: { maxRetry: 1000, initialDelay: 200, maxDelay: 1000 },
+  });
+  cleanups.push(() => hmi.disconnect());
+  await hmi.connect(`opc.tcp://127.0.0.1:${port}`);
+  const session: ClientSession = await hmi.createSession();
+  const subscription = await session.createSubscription2({
+    requestedPublishingInterval: 200,
+    requestedMaxKeepAliveCount: 10,
+    requestedLifetimeCount: 100,
+    publishingEnabled: true,
+  });
+  const ns = (await session.readNamespaceArray()).indexOf("urn:kiln:reuse");
+  await subscription.monitor(
+    { nodeId: `ns=${ns};s=Hmi`, attributeId: AttributeIds.Value },
+    { samplingInterval: 100, queueSize: 1 },
+    TimestampsToReturn.Both,
+  );
+  expect(hmiHolds()).toHaveLength(1);
+  return { driver, received, proxy, restart, hmiHolds };
+}
+
+describe("a restarted server that numbers subscriptions again (adversarial review 13r)", () => {
+  test("H2: node-opcua's repair transfers the id, now the HMI's: Kiln re-creates its subscription, never shows the HMI's value, and its tag keeps updating", async () => {
+    const { driver, received, proxy, restart, hmiHolds } = await rig();
+    proxy.drop(); // Kiln cannot reach the server until the HMI has its subscription back
+    await restart();
+    // The HMI's client repairs its session and re-creates its subscription: the first id again.
+    await waitFor(() => hmiHolds().includes(FIRST_ID), {
+      what: "the HMI's subscription re-created on the restarted server",
+      timeoutMs: 20_000,
+    });
+    const mark = received.length;
+    proxy.restore();
+    await waitFor(() => driver.status === "connected", { what: "Kiln connected again", timeoutMs: 20_000 });
+    await waitFor(() => received.slice(mark).filter((sample) => sample.quality.severity === "good").length >= 5, {
+      what: "fresh counter values",
+      timeoutMs: 20_000,
+    });
+    expect(received.filter((sample) => sample.value === HMI_VALUE)).toEqual([]);
+    const values = received
+      .slice(mark)
+      .filter((sample) => sample.quality.severity === "good")
+      .map((sample) => sample.value as number);
+    expect(values.at(-1)!).toBeGreaterThan(values[0]!);
+  }, 90_000);
+
+  test("H1: the driver's rebuild (a stalled repair) does not take over the HMI's subscription: the server keeps it on the HMI's session", async () => {
+    const { driver, received, proxy, restart, hmiHolds } = await rig();
+    proxy.blackhole(); // node-opcua's repair stalls; the watchdog rebuilds
+    await restart();
+    // The HMI's client repairs its session and re-creates its subscription: the first id again.
+    await waitFor(() => hmiHolds().includes(FIRST_ID), {
+      what: "the HMI's subscription re-created on the restarted server",
+      timeoutMs: 20_000,
+    });
+    // Past the repair watchdog (maxDelayMs + connectMs = 9 s): the driver is rebuilding.
+    await new Promise((resolve) => setTimeout(resolve, 11_000));
+    const mark = received.length;
+    proxy.restore();
+    await waitFor(() => driver.status === "connected", { what: "Kiln connected again", timeoutMs: 30_000 });
+    await waitFor(() => received.slice(mark).filter((sample) => sample.quality.severity === "good").length >= 3, {
+      what: "fresh counter values",
+      timeoutMs: 20_000,
+    });
+    expect(hmiHolds()).toEqual([FIRST_ID]);
+    expect(received.filter((sample) => sample.value === HMI_VALUE)).toEqual([]);
+  }, 90_000);
+});
