@@ -101,7 +101,10 @@ describe.skipIf(needs)("a rebirth too large for the broker (adversarial review 1
     expect(edge.health().publishing).toBe(false);
     // Only the value that was too large is blamed: a small value's null, with its reason, is
     // larger than the value, so it is never sent as null (adversarial review 19r).
-    const blamed = edge.health().problems.filter((problem) => /too large/.test(problem)).join("\n");
+    const blamed = edge
+      .health()
+      .problems.filter((problem) => /too large/.test(problem))
+      .join("\n");
     expect(blamed).toMatch(/recipe\.name/);
     expect(blamed).not.toMatch(/heater\.setpoint|counter\.total|chamber\.pressure|valve\.ald1|Machine State/);
     fixture.plc.set("heater.setpoint", 99);
