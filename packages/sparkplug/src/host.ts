@@ -466,6 +466,13 @@ function microAfter(micros: number): number {
  */
 interface StoredTrail {
   newestMicros: number;
+  /**
+   * The latest time of a row stored from live data, a restated birth or a mark (not from
+   * historical data): a live value older than this is a clock step back. A replay of what the
+   * edge node measured earlier is not (review 19s-fleet: a replayed row newer than a live value
+   * still in flight made that value "stepped back", and the next birth restated it: stored twice).
+   */
+  liveMicros: number;
   newestIsMark: boolean;
   markDue: boolean;
   receivedMicros: number | undefined;
@@ -1640,6 +1647,7 @@ export class SparkplugHost {
           if (!trail.newestIsMark) {
             samples.push({ tag, value: null, timestamp: storedAt, quality: gap });
             trail.newestMicros += 1;
+            trail.liveMicros = trail.newestMicros;
             trail.newestIsMark = true;
           }
           trail.markDue = false;
@@ -1810,6 +1818,7 @@ export class SparkplugHost {
       if (!ahead)
         this.#trails.set(sample.tag, {
           newestMicros: micros,
+          liveMicros: received ?? Number.NEGATIVE_INFINITY,
           newestIsMark: false,
           markDue: true,
           receivedMicros: received,
@@ -1819,7 +1828,7 @@ export class SparkplugHost {
     }
     trail.markDue = true;
     if (received !== undefined) trail.receivedMicros = received;
-    if (!isBirth && received !== undefined && micros < trail.newestMicros) {
+    if (!isBirth && received !== undefined && micros < trail.liveMicros) {
       samples.push(sample);
       const markAt = microAfter(trail.newestMicros);
       if (!trail.newestIsMark && markAt <= SAMPLE_TIME_MAX) {
@@ -1831,6 +1840,7 @@ export class SparkplugHost {
           quality: quality("bad", reason, QualityCodes.BadNoCommunication),
         });
         trail.newestMicros += 1;
+        trail.liveMicros = trail.newestMicros;
         trail.newestIsMark = true;
       }
       return true;
@@ -1839,6 +1849,7 @@ export class SparkplugHost {
       const timestamp = microAfter(trail.newestMicros);
       if (timestamp <= SAMPLE_TIME_MAX) {
         trail.newestMicros += 1;
+        trail.liveMicros = trail.newestMicros;
         trail.newestIsMark = false;
         trail.receivedMicros = trail.newestMicros;
         const given = sample.quality.reason;
@@ -1854,6 +1865,7 @@ export class SparkplugHost {
         return false;
       }
     }
+    if (received !== undefined && micros > trail.liveMicros) trail.liveMicros = micros;
     if (!ahead && micros > trail.newestMicros) {
       trail.newestMicros = micros;
       trail.newestIsMark = false;

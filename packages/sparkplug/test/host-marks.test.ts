@@ -256,4 +256,26 @@ describe("Sparkplug host: an edge clock that steps back (19v item 3)", () => {
     expect(micros(rows[3]!.timestamp)).toBe(micros(t0 + 30_000) + 1);
     expect(host.latest(tag("a"))!.sample).toMatchObject({ value: 4, quality: { severity: "good" } });
   });
+
+  test("a replayed historical row newer than a live value still in flight is no step back: the live value is shown good, and no mark stored (else a later rebirth restates values stored already; fault suite sparkplug-fleet stored 1,000 twice)", async () => {
+    const db = await database();
+    const host = newHost(db, "step-back-5");
+    const issues: string[] = [];
+    host.events.on("metric-issue", (event) => void issues.push(event.issue));
+    await host.start();
+    const t0 = Date.now() - 60_000;
+    const node = await edge(0);
+    await node.nbirth(0);
+    await node.dbirth("d", [double("a", 1, 1, t0)]);
+    // The replay of what the edge node measured while the host was away reaches t0 + 2 s...
+    await node.ddata("d", [{ alias: 1, timestamp: t0 + 2_000, datatype: "Double", value: 3, isHistorical: true }]);
+    // ...and a live value measured before it was sent behind it.
+    await node.ddata("d", [{ alias: 1, timestamp: t0 + 1_000, datatype: "Double", value: 2 }]);
+    await eventually(async () => (await db.samples(tag("a"))).length === 3, 10_000, "values stored");
+    expect(host.latest(tag("a"))!.sample).toMatchObject({ value: 2, quality: { severity: "good" } });
+    expect(issues).not.toContain("clock-step-back");
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const rows = await db.samples(tag("a"));
+    expect(rows.map((row) => row.value)).toEqual([1, 2, 3]);
+  });
 });
