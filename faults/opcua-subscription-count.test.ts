@@ -4,6 +4,7 @@ import { describe, test } from "vitest";
 import {
   countTags,
   followLikeTheCore,
+  freshValues,
   subscriptionCountFixture,
 } from "../packages/plc-opcua/test/support/subscription-count";
 import { TcpProxy } from "../packages/plc-opcua/test/support/tcp-proxy";
@@ -92,10 +93,7 @@ describe("OPC UA server-side subscription count through restarts and lost replie
           proxy.restore();
           await waitFor(() => driver.status === "connected", { what: "connected again" });
           await expectServerHolds(1, 3);
-          const mark = received.length;
-          await waitFor(() => received.slice(mark).filter((s) => s.quality.severity === "good").length >= 6, {
-            what: "fresh values",
-          });
+          await freshValues(received);
         } finally {
           await driver.close();
           await proxy.close();

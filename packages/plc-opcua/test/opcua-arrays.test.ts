@@ -1,9 +1,7 @@
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import path from "node:path";
 import { defineTags, QualityCodes, type Sample } from "@kiln/core";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { OPCUA_SIMULATOR_NAMESPACE_URI, OpcuaDriver, OpcuaSimulator } from "../src/index";
+import { OPCUA_SIMULATOR_NAMESPACE_URI, type OpcuaDriver, type OpcuaSimulator } from "../src/index";
+import { simulatorWithDriver } from "./support/simulator-with-driver";
 import { waitFor } from "./support/wait-for";
 
 // Issue 13, item 3 (ADR 0038): a Double[10] variable read bad BadTypeMismatch and browsed as a
@@ -25,31 +23,18 @@ const misfits = defineTags({
 const level = defineTags({ level: { dataType: "float64", address: `nsu=${NS};s=Kiln.Level` } });
 const served = [...tags.list(), ...level.list()];
 
-let workDir: string;
 let simulator: OpcuaSimulator;
 let driver: OpcuaDriver;
+let stop: (() => Promise<void>) | undefined;
 
 beforeAll(async () => {
-  workDir = await mkdtemp(path.join(tmpdir(), "kiln-opcua-arrays-"));
-  simulator = new OpcuaSimulator({
+  ({ simulator, driver, stop } = await simulatorWithDriver("arrays", {
     tags: served,
-    securityModes: ["None"],
-    updateIntervalMs: 50,
-    pkiDir: path.join(workDir, "server"),
-  });
-  await simulator.start();
-  driver = new OpcuaDriver({
-    endpointUrl: simulator.endpointUrl,
-    security: { mode: "None" },
-    pki: { dir: path.join(workDir, "client") },
-  });
-  await driver.connect();
+  }));
 });
 
 afterAll(async () => {
-  await driver?.close();
-  await simulator?.dispose();
-  await rm(workDir, { recursive: true, force: true });
+  await stop?.();
 });
 
 const ZONES = [20.5, 21, 22.25, 23, 24, 25, 26, 27, 28, 29.75];

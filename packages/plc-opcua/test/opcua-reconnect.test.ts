@@ -36,12 +36,13 @@ afterAll(async () => {
   await rm(workDir, { recursive: true, force: true });
 });
 
-function newDriver(logger?: RecordingLogger): OpcuaDriver {
+/** `maxRetry`: node-opcua's own reconnect attempts before it gives up and the driver rebuilds. */
+function newDriver(logger?: RecordingLogger, { maxRetry = 1 }: { maxRetry?: number } = {}): OpcuaDriver {
   return new OpcuaDriver({
     ...(logger ? { logger } : {}),
     endpointUrl: simulator.endpointUrl,
     pki: { dir: path.join(workDir, "client"), trustedServerCertificates: [simulator.certificateFile] },
-    connectionStrategy: { maxRetry: 1, initialDelayMs: 100, maxDelayMs: 400, randomisationFactor: 0.1 },
+    connectionStrategy: { maxRetry, initialDelayMs: 100, maxDelayMs: 400, randomisationFactor: 0.1 },
     timeouts: { keepAliveMs: 1_000, requestMs: 3_000 },
     monitoredItemRetry: { initialDelayMs: 100, maxDelayMs: 400 },
   });
@@ -133,14 +134,7 @@ describe("OpcuaDriver across a server restart", () => {
   test("when node-opcua gives up repairing, the driver opens a new connection on its own backoff, with exactly one subscription", async () => {
     const logger = new RecordingLogger();
     // maxRetry 0: node-opcua's own reconnect gives up at the first failure and closes the client.
-    const driver = new OpcuaDriver({
-      logger,
-      endpointUrl: simulator.endpointUrl,
-      pki: { dir: path.join(workDir, "client"), trustedServerCertificates: [simulator.certificateFile] },
-      connectionStrategy: { maxRetry: 0, initialDelayMs: 100, maxDelayMs: 400, randomisationFactor: 0.1 },
-      timeouts: { keepAliveMs: 1_000, requestMs: 3_000 },
-      monitoredItemRetry: { initialDelayMs: 100, maxDelayMs: 400 },
-    });
+    const driver = newDriver(logger, { maxRetry: 0 });
     const changes: DriverStatusChange[] = [];
     driver.onStatusChange((change) => changes.push(change));
     await driver.connect();

@@ -1,7 +1,7 @@
 import type { Sample } from "@kiln/core";
 import type { DriverStatusChange } from "@kiln/core/driver-kit";
 import { describe, expect, test } from "vitest";
-import { countTags, followLikeTheCore, subscriptionCountFixture } from "./support/subscription-count";
+import { countTags, followLikeTheCore, freshValues, subscriptionCountFixture } from "./support/subscription-count";
 import { RecordingLogger } from "./support/recording-logger";
 import { TcpProxy } from "./support/tcp-proxy";
 import { waitFor } from "./support/wait-for";
@@ -29,10 +29,7 @@ describe("server-side subscription count", () => {
         await waitFor(() => driver.status === "connected", { what: "connected again" });
       }
       await expectServerHolds(1, 3);
-      const mark = received.length;
-      await waitFor(() => received.slice(mark).filter((s) => s.quality.severity === "good").length >= 6, {
-        what: "fresh values",
-      });
+      await freshValues(received);
     } finally {
       await driver.close();
       await proxy.close();
@@ -89,10 +86,7 @@ describe("server-side subscription count", () => {
       expect(simulator().liveSubscriptions().subscriptions).toBe(0);
 
       simulator().setMaxSubscriptionsPerSession(10);
-      const back = received.length;
-      await waitFor(() => received.slice(back).filter((sample) => sample.quality.severity === "good").length >= 6, {
-        what: "fresh values once the server accepts the subscription again",
-      });
+      await freshValues(received, "fresh values once the server accepts the subscription again");
       await expectServerHolds(1, 3);
     } finally {
       simulator().setMaxSubscriptionsPerSession(10);
@@ -123,10 +117,7 @@ describe("server-side subscription count", () => {
       await waitFor(() => driver.status === "connected", { what: "connected again" });
       expect(changes.at(-1)?.reason).toBe("session re-created");
       await expectServerHolds(1, 3);
-      const mark = received.length;
-      await waitFor(() => received.slice(mark).filter((s) => s.quality.severity === "good").length >= 6, {
-        what: "fresh values",
-      });
+      await freshValues(received);
     } finally {
       await driver.close();
       await proxy.close();
@@ -157,10 +148,7 @@ describe("server-side subscription count", () => {
         /session re-created; 1 subscription\(s\) not re-created yet.*BadTooManySubscriptions/,
       );
       simulator().setMaxSubscriptionsPerSession(10);
-      const mark = received.length;
-      await waitFor(() => received.slice(mark).filter((s) => s.quality.severity === "good").length >= 6, {
-        what: "fresh values once the server accepts the subscription again",
-      });
+      await freshValues(received, "fresh values once the server accepts the subscription again");
     } finally {
       simulator().setMaxSubscriptionsPerSession(10);
       await driver.close();

@@ -1,9 +1,7 @@
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import path from "node:path";
 import { defineTags, QualityCodes, type Sample } from "@kiln/core";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { OPCUA_SIMULATOR_NAMESPACE_URI, OpcuaDriver, OpcuaSimulator } from "../src/index";
+import { OPCUA_SIMULATOR_NAMESPACE_URI, type OpcuaDriver, type OpcuaSimulator } from "../src/index";
+import { simulatorWithDriver } from "./support/simulator-with-driver";
 import { waitFor } from "./support/wait-for";
 
 // Issue 13, fault 4: a float64 tag on an Int64 node read a bigint marked good; an int32 tag on
@@ -18,32 +16,19 @@ const tags = defineTags({
   "as.int": { dataType: "int32", address: `nsu=${NS};s=Kiln.Real` },
 });
 
-let workDir: string;
 let simulator: OpcuaSimulator;
 let driver: OpcuaDriver;
+let stop: (() => Promise<void>) | undefined;
 
 beforeAll(async () => {
-  workDir = await mkdtemp(path.join(tmpdir(), "kiln-opcua-types-"));
-  simulator = new OpcuaSimulator({
+  ({ simulator, driver, stop } = await simulatorWithDriver("types", {
     tags: served,
     signals: { big: { kind: "constant", value: 7 }, real: { kind: "constant", value: 2 } },
-    securityModes: ["None"],
-    updateIntervalMs: 50,
-    pkiDir: path.join(workDir, "server"),
-  });
-  await simulator.start();
-  driver = new OpcuaDriver({
-    endpointUrl: simulator.endpointUrl,
-    security: { mode: "None" },
-    pki: { dir: path.join(workDir, "client") },
-  });
-  await driver.connect();
+  }));
 });
 
 afterAll(async () => {
-  await driver?.close();
-  await simulator?.dispose();
-  await rm(workDir, { recursive: true, force: true });
+  await stop?.();
 });
 
 const mismatch = (from: string, to: string) => ({

@@ -1,11 +1,9 @@
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import path from "node:path";
 import { defineTags, type Tag } from "@kiln/core";
 import { DataType } from "node-opcua-client";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { OPCUA_SIMULATOR_NAMESPACE_URI, OpcuaDriver, OpcuaSimulator } from "../src/index";
+import { OPCUA_SIMULATOR_NAMESPACE_URI, type OpcuaDriver } from "../src/index";
 import { variantForWrite } from "../src/opcua-values";
+import { simulatorWithDriver } from "./support/simulator-with-driver";
 
 // Issue 13 (adversarial review v): a direct driver.write skipped the core's checkTagValue (150 to
 // a 0..100 tag, 70000 to an int16 tag, 5 elements to a float64[4] tag were all sent; a
@@ -27,32 +25,18 @@ const tags = defineTags({
 });
 const tag = (name: string): Tag => tags.list().find((t) => t.name === name)!;
 
-let workDir: string;
-let simulator: OpcuaSimulator;
 let driver: OpcuaDriver;
+let stop: (() => Promise<void>) | undefined;
 
 beforeAll(async () => {
-  workDir = await mkdtemp(path.join(tmpdir(), "kiln-opcua-write-checks-"));
-  simulator = new OpcuaSimulator({
+  ({ driver, stop } = await simulatorWithDriver("write-checks", {
     tags: served,
     signals: { flag: { kind: "constant", value: false } },
-    securityModes: ["None"],
-    updateIntervalMs: 50,
-    pkiDir: path.join(workDir, "server"),
-  });
-  await simulator.start();
-  driver = new OpcuaDriver({
-    endpointUrl: simulator.endpointUrl,
-    security: { mode: "None" },
-    pki: { dir: path.join(workDir, "client") },
-  });
-  await driver.connect();
+  }));
 });
 
 afterAll(async () => {
-  await driver?.close();
-  await simulator?.dispose();
-  await rm(workDir, { recursive: true, force: true });
+  await stop?.();
 });
 
 const valueOf = async (name: string) => (await driver.read([tag(name)]))[0]!.value;

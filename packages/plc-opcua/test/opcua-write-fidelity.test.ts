@@ -1,9 +1,7 @@
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import path from "node:path";
 import { defineTags, type Tag } from "@kiln/core";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { OPCUA_SIMULATOR_NAMESPACE_URI, OpcuaDriver, OpcuaSimulator } from "../src/index";
+import { OPCUA_SIMULATOR_NAMESPACE_URI, type OpcuaDriver } from "../src/index";
+import { simulatorWithDriver } from "./support/simulator-with-driver";
 
 // Adversarial review adv13s H1/H2: writes that changed the value reported success (2^53 + 1 from
 // an int64 tag landed as 2^53 on a Double node, 16777217 as 16777216 on a Float node, 1e-50 as 0),
@@ -27,35 +25,21 @@ const tags = defineTags({
 });
 const tag = (name: string): Tag => tags.get(name);
 
-let workDir: string;
-let simulator: OpcuaSimulator;
 let driver: OpcuaDriver;
+let stop: (() => Promise<void>) | undefined;
 
 beforeAll(async () => {
-  workDir = await mkdtemp(path.join(tmpdir(), "kiln-opcua-write-fidelity-"));
-  simulator = new OpcuaSimulator({
+  ({ driver, stop } = await simulatorWithDriver("write-fidelity", {
     tags: served,
     signals: {
       f32: { kind: "constant", value: 1 },
       f64: { kind: "constant", value: 1 },
     },
-    securityModes: ["None"],
-    updateIntervalMs: 50,
-    pkiDir: path.join(workDir, "server"),
-  });
-  await simulator.start();
-  driver = new OpcuaDriver({
-    endpointUrl: simulator.endpointUrl,
-    security: { mode: "None" },
-    pki: { dir: path.join(workDir, "client") },
-  });
-  await driver.connect();
+  }));
 });
 
 afterAll(async () => {
-  await driver?.close();
-  await simulator?.dispose();
-  await rm(workDir, { recursive: true, force: true });
+  await stop?.();
 });
 
 const valueOf = async (name: string) => (await driver.read([served.get(name)]))[0]!.value;

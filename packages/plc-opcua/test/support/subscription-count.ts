@@ -82,6 +82,14 @@ export function subscriptionCountFixture(): SubscriptionCountFixture {
   };
 }
 
+/** Waits for `count` good samples received from now on (the subscription delivers again). */
+export async function freshValues(received: readonly Sample[], what = "fresh values", count = 6): Promise<void> {
+  const mark = received.length;
+  await waitFor(() => received.slice(mark).filter((sample) => sample.quality.severity === "good").length >= count, {
+    what,
+  });
+}
+
 /** Mimics the core: dispose on link loss, subscribe again once connected. Returns the disposer. */
 export async function followLikeTheCore(driver: OpcuaDriver, received: Sample[]): Promise<() => void> {
   let dispose: (() => void) | undefined;
