@@ -1,9 +1,9 @@
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { createServer, type AddressInfo } from "node:net";
-import { fileURLToPath } from "node:url";
+import { spawnSync } from "node:child_process";
 import { afterEach, describe, expect, it } from "vitest";
 import { defineTags, type Sample } from "@kiln/core";
 import { ModbusDriver } from "../src/index";
+import { freePort } from "./free-port";
+import { pymodbusPython, startPymodbus } from "./pymodbus-peer";
 import { openSerialPair } from "./serial-pair";
 
 // ADR 0041, amendment fix12s (adv12s H2). A fence read past the end of the device's map: after a dead unit's
@@ -11,10 +11,6 @@ import { openSerialPair } from "./serial-pair";
 // was refused (exception 2), proved nothing, and every later fence too; then "no fence of a distinct shape could be
 // built" and the live unit was bad for good, with no traffic at all. A fence now reads only inside reads that
 // answered, and a scope no fence can be built for is resynchronised on a backoff.
-const script = fileURLToPath(new URL("./pymodbus-server.py", import.meta.url));
-const python = ["python3", "/usr/bin/python3"].find(
-  (command) => spawnSync(command, ["-c", "import pymodbus, serial"], { stdio: "ignore" }).status === 0,
-);
 const hasSocat = spawnSync("socat", ["-V"], { stdio: "ignore" }).status === 0;
 
 const tags = defineTags({
@@ -33,26 +29,6 @@ afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
 const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-function startPymodbus(mode: "tcp" | "rtu", target: string): ChildProcess {
-  const server: ChildProcess = spawn(python!, [script, mode, target], { stdio: "ignore" });
-  cleanups.push(async () => {
-    if (server.exitCode !== null) return;
-    const exited = new Promise((resolve) => server.once("exit", resolve));
-    server.kill("SIGCONT");
-    server.kill();
-    await exited;
-  });
-  return server;
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 /** Scans `names` `scans` times; per scan, the live unit's tags good and values shown good that are wrong. */
 async function scan(driver: ModbusDriver, names: string[], scans: number, each?: (scan: number) => void) {
@@ -79,60 +55,63 @@ async function scan(driver: ModbusDriver, names: string[], scans: number, each?:
   return { goodScans, wrong };
 }
 
-describe.skipIf(!python)("a fence reads only where the device answered (adv12s H2; needs python3-pymodbus)", () => {
-  it("over TCP, a dead unit beside a live one reading HR99 (the map's end): the live unit is good again", async () => {
-    const port = await freePort();
-    startPymodbus("tcp", String(port));
-    const driver = new ModbusDriver({
-      transport: { kind: "tcp", host: "127.0.0.1", port },
-      requestTimeoutMs: 200,
-      reconnect: { initialDelayMs: 20, jitter: 0 },
-    });
-    cleanups.push(() => driver.close());
-    for (let attempt = 0; ; attempt++) {
-      const up = await driver.connect().then(
-        () => true,
-        () => false,
-      );
-      if (up || attempt > 50) break;
-      await pause(100);
-    }
-    // Until pymodbus is up and unit 1 answers.
-    for (let attempt = 0; attempt < 50; attempt++) {
-      const [sample] = await driver.read([tags.get("a")]);
-      if (sample!.quality.severity === "good") break;
-      await pause(100);
-    }
-    const { goodScans, wrong } = await scan(driver, ["a", "b", "c", "d", "e", "f"], 10);
-    expect(wrong).toEqual([]);
-    // Before: bad from the first timeout of unit 2 to the end, nothing sent any more.
-    expect(goodScans.slice(-4)).toEqual([true, true, true, true]);
-  }, 30_000);
-
-  it.skipIf(!hasSocat)(
-    "sibling, over RTU: the device stops for 700 ms (every answered read one register): good again after the backoff",
-    async () => {
-      const pair = await openSerialPair();
-      cleanups.push(() => pair.close());
-      const server = startPymodbus("rtu", pair.device);
-      await pause(1500);
+describe.skipIf(!pymodbusPython)(
+  "a fence reads only where the device answered (adv12s H2; needs python3-pymodbus)",
+  () => {
+    it("over TCP, a dead unit beside a live one reading HR99 (the map's end): the live unit is good again", async () => {
+      const port = await freePort();
+      startPymodbus("tcp", String(port), cleanups);
       const driver = new ModbusDriver({
-        transport: { kind: "rtu", path: pair.master, baudRate: 19200 },
-        requestTimeoutMs: 300,
+        transport: { kind: "tcp", host: "127.0.0.1", port },
+        requestTimeoutMs: 200,
         reconnect: { initialDelayMs: 20, jitter: 0 },
       });
       cleanups.push(() => driver.close());
-      await driver.connect();
-      const { goodScans, wrong } = await scan(driver, ["a", "b", "f"], 12, (index) => {
-        if (index !== 3) return;
-        server.kill("SIGSTOP");
-        setTimeout(() => server.kill("SIGCONT"), 700);
-      });
+      for (let attempt = 0; ; attempt++) {
+        const up = await driver.connect().then(
+          () => true,
+          () => false,
+        );
+        if (up || attempt > 50) break;
+        await pause(100);
+      }
+      // Until pymodbus is up and unit 1 answers.
+      for (let attempt = 0; attempt < 50; attempt++) {
+        const [sample] = await driver.read([tags.get("a")]);
+        if (sample!.quality.severity === "good") break;
+        await pause(100);
+      }
+      const { goodScans, wrong } = await scan(driver, ["a", "b", "c", "d", "e", "f"], 10);
       expect(wrong).toEqual([]);
-      expect(goodScans.slice(0, 3)).toEqual([true, true, true]);
-      // Before: bad from scan 3 to the end ("no fence of a distinct shape could be built").
+      // Before: bad from the first timeout of unit 2 to the end, nothing sent any more.
       expect(goodScans.slice(-4)).toEqual([true, true, true, true]);
-    },
-    30_000,
-  );
-});
+    }, 30_000);
+
+    it.skipIf(!hasSocat)(
+      "sibling, over RTU: the device stops for 700 ms (every answered read one register): good again after the backoff",
+      async () => {
+        const pair = await openSerialPair();
+        cleanups.push(() => pair.close());
+        const server = startPymodbus("rtu", pair.device, cleanups);
+        await pause(1500);
+        const driver = new ModbusDriver({
+          transport: { kind: "rtu", path: pair.master, baudRate: 19200 },
+          requestTimeoutMs: 300,
+          reconnect: { initialDelayMs: 20, jitter: 0 },
+        });
+        cleanups.push(() => driver.close());
+        await driver.connect();
+        const { goodScans, wrong } = await scan(driver, ["a", "b", "f"], 12, (index) => {
+          if (index !== 3) return;
+          server.kill("SIGSTOP");
+          setTimeout(() => server.kill("SIGCONT"), 700);
+        });
+        expect(wrong).toEqual([]);
+        expect(goodScans.slice(0, 3)).toEqual([true, true, true]);
+        // Before: bad from scan 3 to the end ("no fence of a distinct shape could be built").
+        expect(goodScans.slice(-4)).toEqual([true, true, true, true]);
+      },
+      30_000,
+    );
+  },
+);

@@ -1,16 +1,12 @@
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { createServer, type AddressInfo } from "node:net";
-import { fileURLToPath } from "node:url";
+import { spawnSync } from "node:child_process";
 import { afterEach, describe, expect, it } from "vitest";
 import { MemoryStore, QualityCodes, createControlSystem, defineTags, type Sample } from "@kiln/core";
 import { ModbusDriver, type ModbusDriverOptions, type ModbusTransport } from "../src/index";
+import { freePort } from "./free-port";
+import { pymodbusPython, startPymodbus } from "./pymodbus-peer";
 import { openSerialPair, type SerialPair } from "./serial-pair";
 
 // Cross-check against a third-party Modbus stack: pymodbus's server over TCP, and over RTU on a socat pair.
-const script = fileURLToPath(new URL("./pymodbus-server.py", import.meta.url));
-const python = ["python3", "/usr/bin/python3"].find(
-  (command) => spawnSync(command, ["-c", "import pymodbus, serial"], { stdio: "ignore" }).status === 0,
-);
 const hasSocat = spawnSync("socat", ["-V"], { stdio: "ignore" }).status === 0;
 
 const tags = defineTags({
@@ -25,24 +21,6 @@ const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
-
-function startPymodbus(mode: "tcp" | "rtu", target: string): void {
-  const server: ChildProcess = spawn(python!, [script, mode, target], { stdio: "ignore" });
-  cleanups.push(async () => {
-    if (server.exitCode !== null) return;
-    const exited = new Promise((resolve) => server.once("exit", resolve));
-    server.kill();
-    await exited;
-  });
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 /** Connects (and reads) until the server is up: a Python process takes a moment to start. */
 async function readWhenUp(
@@ -99,7 +77,7 @@ async function crossCheck(
   return driver;
 }
 
-describe.skipIf(!python)(
+describe.skipIf(!pymodbusPython)(
   "against pymodbus (needs python3-pymodbus and python3-serial: apt-get install python3-pymodbus python3-serial python3-serial-asyncio)",
   () => {
     it.each([
@@ -108,7 +86,7 @@ describe.skipIf(!python)(
       ["4 requests in flight (each answer proven aligned by the next)", {}, 4],
     ])("reads every area and type, and writes, over Modbus TCP: %s", async (_, framing, maxInFlight) => {
       const port = await freePort();
-      startPymodbus("tcp", String(port));
+      startPymodbus("tcp", String(port), cleanups);
       await untilListening(port);
       const driver = await crossCheck({ kind: "tcp", host: "127.0.0.1", port, ...framing }, { maxInFlight });
       // No answer was taken for a misaligned one: pipelining was never given up.
@@ -117,7 +95,7 @@ describe.skipIf(!python)(
 
     it("NaN and ±Infinity float registers are never shown good through acquisition; the value is kept as sent (adv12q F4)", async () => {
       const port = await freePort();
-      startPymodbus("tcp", String(port));
+      startPymodbus("tcp", String(port), cleanups);
       const floats = defineTags({
         nan: { dataType: "float32", address: "HR60:float32" },
         inf: { dataType: "float32", address: "HR62:float32" },
@@ -169,7 +147,7 @@ describe.skipIf(!python)(
       async () => {
         const pair: SerialPair = await openSerialPair();
         cleanups.push(() => pair.close());
-        startPymodbus("rtu", pair.device);
+        startPymodbus("rtu", pair.device, cleanups);
         await crossCheck({ kind: "rtu", path: pair.master, baudRate: 19200 });
       },
     );

@@ -5,6 +5,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { defineTags, type Sample } from "@kiln/core";
 import { ModbusDriver, type ModbusDriverOptions } from "../src/index";
 import { rtuFrame } from "../src/modbus-rtu-frame";
+import { freePort } from "./free-port";
 import { rawRegister, startRawTcpDevice, type RawRequest } from "./raw-tcp-device";
 
 // A transparent Modbus TCP -> RTU gateway (many serial servers): the MBAP header is stripped, the RTU request
@@ -315,14 +316,6 @@ const script = fileURLToPath(new URL("./pymodbus-server.py", import.meta.url));
 const python = ["python3", "/usr/bin/python3"].find(
   (command) => spawnSync(command, ["-c", "import pymodbus"], { stdio: "ignore" }).status === 0,
 );
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 /** Connects to pymodbus's RTU-over-TCP server, retrying while the Python process starts. */
 async function connectSerialSide(port: number): Promise<net.Socket> {
