@@ -1,5 +1,4 @@
 import { mkdtemp, rm } from "node:fs/promises";
-import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { defineTags, type Sample } from "@kiln/core";
@@ -18,6 +17,7 @@ import {
 // embedded servers) starts again from the same number at every boot. This sets it, as they do.
 import { setNextSubscriptionId } from "node-opcua-server/dist/server_engine.js";
 import { afterEach, describe, expect, test } from "vitest";
+import { freePort } from "./support/cluster";
 import { TcpProxy } from "../packages/plc-opcua/test/support/tcp-proxy";
 import { waitFor } from "../packages/plc-opcua/test/support/wait-for";
 import "../packages/plc-opcua/test/support/node-opcua-logs-setup";
@@ -34,15 +34,6 @@ const cleanups: (() => Promise<unknown>)[] = [];
 afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => undefined);
 });
-
-/** A port nothing listens on now: the restarted server must come back on the same one. */
-async function freePort(): Promise<number> {
-  const probe = net.createServer();
-  await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", resolve));
-  const { port } = probe.address() as net.AddressInfo;
-  await new Promise((resolve) => probe.close(resolve));
-  return port;
-}
 
 async function rig() {
   const dir = await mkdtemp(path.join(tmpdir(), "kiln-id-reuse-"));
@@ -79,9 +70,14 @@ async function rig() {
       .getSessions()
       .filter((session) => session.sessionName.startsWith("HMI"))
       .flatMap((session) => session.publishEngine.subscriptions.map((each) => each.id));
+  /** Restarts the server and waits until the HMI's client has re-created its subscription: the first id again. */
   const restart = async (): Promise<void> => {
     await server!.shutdown(0);
     await start();
+    await waitFor(() => hmiHolds().includes(FIRST_ID), {
+      what: "the HMI's subscription re-created on the restarted server",
+      timeoutMs: 20_000,
+    });
   };
 
   const proxy = new TcpProxy(port);
@@ -127,14 +123,9 @@ async function rig() {
 
 describe("a restarted server that numbers subscriptions again (adversarial review 13r)", () => {
   test("H2: node-opcua's repair transfers the id, now the HMI's: Kiln re-creates its subscription, never shows the HMI's value, and its tag keeps updating", async () => {
-    const { driver, received, proxy, restart, hmiHolds } = await rig();
+    const { driver, received, proxy, restart } = await rig();
     proxy.drop(); // Kiln cannot reach the server until the HMI has its subscription back
     await restart();
-    // The HMI's client repairs its session and re-creates its subscription: the first id again.
-    await waitFor(() => hmiHolds().includes(FIRST_ID), {
-      what: "the HMI's subscription re-created on the restarted server",
-      timeoutMs: 20_000,
-    });
     const mark = received.length;
     proxy.restore();
     await waitFor(() => driver.status === "connected", { what: "Kiln connected again", timeoutMs: 20_000 });
@@ -154,11 +145,6 @@ describe("a restarted server that numbers subscriptions again (adversarial revie
     const { driver, received, proxy, restart, hmiHolds } = await rig();
     proxy.blackhole(); // node-opcua's repair stalls; the watchdog rebuilds
     await restart();
-    // The HMI's client repairs its session and re-creates its subscription: the first id again.
-    await waitFor(() => hmiHolds().includes(FIRST_ID), {
-      what: "the HMI's subscription re-created on the restarted server",
-      timeoutMs: 20_000,
-    });
     // Past the repair watchdog (maxDelayMs + connectMs = 9 s): the driver is rebuilding.
     await new Promise((resolve) => setTimeout(resolve, 11_000));
     const mark = received.length;

@@ -46,7 +46,8 @@ export const clusterUnavailable: string | undefined = (() => {
   return undefined;
 })();
 
-function freePort(): Promise<number> {
+/** A loopback TCP port nothing listens on now. */
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.once("error", reject);
