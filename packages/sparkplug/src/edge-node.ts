@@ -1331,10 +1331,11 @@ export class SparkplugEdgeNode {
     const order = payload.metrics
       .flatMap((metric, index) => {
         if (metric.alias === this.#messageNumberAlias) return [];
-        const size = sizeOf(metric) - sizeOf({ ...metric, value: null });
+        const whole = sizeOf(metric);
+        const size = whole - sizeOf({ ...metric, value: null });
         const reason = `value of ${size} bytes too large for the broker's Maximum Packet Size (${limit} bytes, ${session.packetLimitSource}): not sent`;
         const replacement = oversizedMetric(metric, reason);
-        const saving = sizeOf(metric) - sizeOf(replacement);
+        const saving = whole - sizeOf(replacement);
         return saving > 0 ? [{ index, reason, replacement, saving }] : [];
       })
       .sort((a, b) => b.saving - a.saving);
