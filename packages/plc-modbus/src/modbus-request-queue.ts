@@ -1,6 +1,6 @@
 import { type Clock, KilnError } from "@kiln/core";
 import { type TimerHandle } from "@kiln/core";
-import { onAbort } from "@kiln/core/driver-kit";
+import { onAbort, reconnectDelay } from "@kiln/core/driver-kit";
 import { modbusFailureOf, modbusTimeoutError } from "./modbus-failure";
 
 /** Options of {@link ModbusRequestQueue}. */
@@ -970,7 +970,11 @@ export class ModbusRequestQueue {
     if (stuck === undefined) {
       const tries = (this.#noFenceTries.get(scope) ?? 0) + 1;
       this.#noFenceTries.set(scope, tries);
-      const backoff = Math.min((this.#timeoutMs + this.#guardMs) * 2 ** (tries - 1), NO_FENCE_MAX_BACKOFF_MS);
+      const backoff = reconnectDelay(tries, {
+        initialDelayMs: Math.min(this.#timeoutMs + this.#guardMs, NO_FENCE_MAX_BACKOFF_MS),
+        maxDelayMs: NO_FENCE_MAX_BACKOFF_MS,
+        jitter: "none",
+      });
       stuck = { tries, resyncAt: this.#clock.now() + backoff };
       this.#noFence.set(scope, stuck);
       this.#alignmentReason = `no fence of a distinct shape could be built; resynchronising the answer stream at ${new Date(stuck.resyncAt).toISOString()}`;
