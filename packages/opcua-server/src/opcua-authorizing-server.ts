@@ -5,6 +5,7 @@ import { type MonitoredItem, OPCUAServer, type ServerSession, type Subscription 
 import { StatusCode, StatusCodes } from "node-opcua-status-code";
 // node-opcua's own filter check (exported by no entry of the package): run before a modify applies anything.
 import { validateFilter } from "node-opcua-server/dist/validate_filter.js";
+import { BrowsePages } from "./opcua-browse-pages";
 import { costOfEventFilter, type EventFilterBounds, refusalOfEventFilter } from "./opcua-event-filter";
 import { checkMonitoringParameters } from "./opcua-request-numbers";
 import { DataType, sameVariant, Variant, VariantArrayType } from "node-opcua-variant";
@@ -13,8 +14,10 @@ import {
   type BrowsePath,
   BrowsePathResult,
   type RelativePathElement,
+  type BrowseNextRequest,
+  BrowseNextResponse,
   type BrowseRequest,
-  BrowseResult,
+  BrowseResponse,
   type CreateMonitoredItemsRequest,
   DataChangeFilter,
   DataChangeNotification,
@@ -219,11 +222,12 @@ export class AuthorizingServer extends OPCUAServer {
   maxEventFilterCostPerSession = 10_000;
 
   /**
-   * Most references the nodes of one Browse call make node-opcua scan together, each node charged 1 +
-   * all its references before it is browsed, whatever it returns (beyond: that node and the later
-   * ones answer `BadNoContinuationPoints`; the first node is always browsed). See `#budgetBrowse`.
+   * Most work units of one Browse or BrowseNext call, its nodes or continuation points together
+   * (each reference charged `scanWeight` of its ResultMask before it is scanned; beyond: the later
+   * Browse nodes answer `BadNoContinuationPoints`, the later BrowseNext points an empty piece).
+   * See {@link BrowsePages}.
    */
-  maxReferencesPerBrowse = 5_000;
+  maxReferencesPerBrowse = 2_500;
 
   /** Most sessions created but not (yet) activated, all clients together; the oldest is closed to make room. */
   maxUnactivatedSessions = 5;
@@ -462,7 +466,6 @@ export class AuthorizingServer extends OPCUAServer {
   override async initialize(): Promise<void> {
     await super.initialize();
     isolateValueSources(this, (where, error) => this.onServiceError(where, error));
-    this.#budgetBrowse();
     this.#historyPerNode();
     // A session that ends (CloseSession with DeleteSubscriptions false, or its timeout) takes its
     // subscriptions with it: node-opcua would keep them as orphans (until their lifetime ends)
@@ -521,51 +524,48 @@ export class AuthorizingServer extends OPCUAServer {
     };
   }
 
-  /**
-   * Bounds the work of one Browse call to {@link AuthorizingServer.maxReferencesPerBrowse}
-   * references scanned. node-opcua's `browseNode` takes every reference of a node (resolving each
-   * target), filters them by reference type, direction, NodeClass and the session's context, builds
-   * a description of each left (BrowseName, DisplayName, TypeDefinition) and only then truncates to
-   * RequestedMaxReferencesPerNode: its work is the node's references, whatever it returns (a
-   * NodeClassMask matching nothing, or 1 reference per node, scanned 1,000 copies of a 4,000-tag
-   * folder and held the event loop 0.8 s). Each BrowseDescription is charged
-   * {@link browseCost} (1 + the node's references) BEFORE it is browsed; the first that would pass
-   * the budget and every later one answer `BadNoContinuationPoints` (OPC UA Part 4, 5.8.2.4: the
-   * server could not keep a place for it now; the client browses it again in another call) and
-   * nothing of them is scanned. The first node is always browsed (a folder larger than the budget
-   * stays browsable, alone). A BrowseNext scans nothing: it hands out slices of the references
-   * its Browse built and was charged for.
-   */
-  #budgetBrowse(): void {
-    const engine = this.engine;
-    const browse = engine.browseWithAutomaticExpansion.bind(engine);
-    engine.browseWithAutomaticExpansion = async (nodesToBrowse, context) => {
-      const results: BrowseResult[] = [];
-      let spent = 0;
-      let refused = false;
-      for (const description of nodesToBrowse) {
-        if (!refused) {
-          spent += browseCost(this.engine.addressSpace?.findNode(description.nodeId) ?? null);
-          refused = results.length > 0 && spent > this.maxReferencesPerBrowse;
-        }
-        if (refused) {
-          results.push(new BrowseResult({ statusCode: StatusCodes.BadNoContinuationPoints }));
-          continue;
-        }
-        const [result] = await browse([description], context);
-        results.push(result ?? new BrowseResult({ statusCode: StatusCodes.BadInternalError }));
-      }
-      return results;
-    };
-  }
+  /** Browse and BrowseNext, in pieces and within the per-call budget (see {@link BrowsePages}). */
+  readonly #browsePages = new BrowsePages(
+    () => this.engine.addressSpace as never,
+    () => ({
+      maxWorkPerCall: this.maxReferencesPerBrowse,
+      maxContinuationPoints: this.engine.serverCapabilities.maxBrowseContinuationPoints || Infinity,
+    }),
+  );
 
+  /**
+   * Answers a Browse with {@link BrowsePages}: node-opcua's own handler described every reference
+   * of each node before cutting at RequestedMaxReferencesPerNode, and checked the session's free
+   * continuation points only after. A larger or unlimited RequestedMaxReferencesPerNode is revised
+   * down to {@link AuthorizingServer.maxReferencesPerNode}.
+   */
   protected override _on_BrowseRequest(message: Message, channel: ServerSecureChannelLayer): void {
     const request = message.request as BrowseRequest;
     const requested = request.requestedMaxReferencesPerNode;
-    if (requested === 0 || requested > this.maxReferencesPerNode) {
-      request.requestedMaxReferencesPerNode = this.maxReferencesPerNode;
-    }
-    super._on_BrowseRequest(message, channel);
+    const perPiece = requested === 0 || requested > this.maxReferencesPerNode ? this.maxReferencesPerNode : requested;
+    void this._apply_on_SessionObject(BrowseResponse, message, channel, async (session, sendResponse, sendError) => {
+      const viewId = request.view?.viewId;
+      if (viewId && !viewId.isEmpty() && this.engine.addressSpace?.findNode(viewId)?.nodeClass !== NodeClass.View) {
+        return sendError(StatusCodes.BadViewIdUnknown);
+      }
+      const nodesToBrowse = request.nodesToBrowse ?? [];
+      if (nodesToBrowse.length === 0) return sendError(StatusCodes.BadNothingToDo);
+      const maxNodes = this.engine.serverCapabilities.operationLimits.maxNodesPerBrowse;
+      if (maxNodes > 0 && nodesToBrowse.length > maxNodes) return sendError(StatusCodes.BadTooManyOperations);
+      const results = await this.#browsePages.browse(session, nodesToBrowse, perPiece);
+      sendResponse(new BrowseResponse({ results }));
+    });
+  }
+
+  /** Answers a BrowseNext with {@link BrowsePages}: each continuation point's next piece, described now. */
+  protected override _on_BrowseNextRequest(message: Message, channel: ServerSecureChannelLayer): void {
+    const request = message.request as BrowseNextRequest;
+    void this._apply_on_SessionObject(BrowseNextResponse, message, channel, (session, sendResponse, sendError) => {
+      const points = request.continuationPoints ?? [];
+      if (points.length === 0) return sendError(StatusCodes.BadNothingToDo);
+      const results = this.#browsePages.browseNext(session, points, request.releaseContinuationPoints);
+      sendResponse(new BrowseNextResponse({ results }));
+    });
   }
 
   /**
@@ -1309,15 +1309,6 @@ function operationsOf(request: unknown): number {
     if (Array.isArray(operations)) count = Math.max(count, operations.length);
   }
   return count;
-}
-
-/**
- * What one Browse of `node` makes node-opcua scan: 1 for the node, plus every reference of it
- * (`browseNode` takes `allReferences()` and resolves, filters and describes each before it
- * truncates; an unknown node costs 1). The unit of {@link AuthorizingServer.maxReferencesPerBrowse}.
- */
-function browseCost(node: BaseNode | null): number {
-  return 1 + (node?.allReferences().length ?? 0);
 }
 
 /**

@@ -97,7 +97,7 @@ export const opcuaServerOptionsSchema = z
         minConditionRefreshIntervalMs: z.number().int().min(0).max(600_000).default(1_000),
         maxBrowseContinuationPoints: z.number().int().min(1).max(1_000).default(10),
         maxReferencesPerNode: z.number().int().min(1).max(100_000).default(1_000),
-        maxReferencesPerBrowse: z.number().int().min(1).max(1_000_000).default(5_000),
+        maxReferencesPerBrowse: z.number().int().min(1).max(1_000_000).default(2_500),
         maxMessageSize: z.number().int().min(131_072).max(134_217_728).default(4_194_304),
         maxChunkCount: z.number().int().min(1).max(9_000).default(1_024),
         maxFailedLogins: z.number().int().min(1).max(1_000).default(5),
@@ -130,7 +130,7 @@ export const opcuaServerOptionsSchema = z
         minConditionRefreshIntervalMs: 1_000,
         maxBrowseContinuationPoints: 10,
         maxReferencesPerNode: 1_000,
-        maxReferencesPerBrowse: 5_000,
+        maxReferencesPerBrowse: 2_500,
         maxMessageSize: 4_194_304,
         maxChunkCount: 1_024,
         maxFailedLogins: 5,
@@ -254,14 +254,16 @@ export const opcuaServerOptionsSchema = z
  *     `maxReferencesPerNode`: the most references one Browse returns per node (a larger or
  *     unlimited (0) RequestedMaxReferencesPerNode is revised down to it; the rest comes with a
  *     continuation point) @default 1000. HistoryRead holds at most 10 per session.
- *     `maxReferencesPerBrowse`: the references one Browse call makes the server scan, its nodes
- *     together (1..1000000) @default 5000: each node is charged 1 + all its references (both
- *     directions, every type) before it is browsed, whatever its filters return (node-opcua scans,
- *     resolves and describes them all before it filters by NodeClass and truncates); nodes are
- *     browsed in order, and the first that would pass the budget and each later node answers
- *     `BadNoContinuationPoints` (OPC UA Part 4, 5.8.2.4; the client browses it again in another
- *     call). The first node is always browsed, so a folder larger than the budget stays browsable
- *     alone. BrowseNext scans nothing (it serves what its Browse was charged for).
+ *     `maxReferencesPerBrowse`: the work units of one Browse or BrowseNext call, its nodes or
+ *     continuation points together (1..1000000) @default 2500. Each reference of a node is
+ *     charged before it is scanned, whatever its filters return: 2, plus 1 for each of
+ *     BrowseName, DisplayName and TypeDefinition the ResultMask asks (5 with the full mask: the
+ *     default scans 500 such references a call). Browse answers in pieces: what the budget or
+ *     RequestedMaxReferencesPerNode leaves waits behind a continuation point, undescribed, for
+ *     BrowseNext (a piece may hold fewer references, even none). A Browse node reached with the
+ *     budget spent, or one that may need a continuation point while the session holds
+ *     `maxBrowseContinuationPoints`, answers `BadNoContinuationPoints` (OPC UA Part 4, 5.8.2.4)
+ *     before anything of it is scanned; the first node of a call always progresses.
  *   - `maxMessageSize`: the bytes of one message, request or response (131072..134217728)
  *     @default 4194304 (4 MiB); `maxChunkCount`: its chunks (1..9000) @default 1024. Acknowledged
  *     to every client whatever larger (or unlimited) size its Hello states; a larger message is

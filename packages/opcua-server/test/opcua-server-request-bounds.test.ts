@@ -470,7 +470,7 @@ describe("Browse bounds", () => {
     await olga.session.browseNext([result!.continuationPoint!], true);
   });
 
-  /** Every reference of a node, both directions, all types: what node-opcua scans to browse it (BrowseNext past maxReferencesPerNode). */
+  /** Every reference of a node, both directions, all types (BrowseNext past maxReferencesPerNode). */
   async function referencesOf(nodeId: string): Promise<number> {
     const [first] = await olga.session.browse([
       { nodeId, browseDirection: 2, resultMask: 0, includeSubtypes: true, referenceTypeId: "References" },
@@ -519,62 +519,62 @@ describe("Browse bounds", () => {
     return response.results ?? [];
   }
 
-  /** The Goods a budget of 40 lets through when each node costs `cost` (the first always), then refusals. */
-  const charged = (count: number, cost: number): StatusCode[] => {
-    const browsed = Math.max(1, Math.floor(40 / cost));
-    return Array.from({ length: count }, (_, index) =>
-      index < browsed ? StatusCodes.Good : StatusCodes.BadNoContinuationPoints,
-    );
-  };
-
-  test("one Browse scans at most maxReferencesPerBrowse references, each node charged 1 + all its references before it is browsed: the nodes after answer BadNoContinuationPoints", async () => {
-    const variable = {
-      nodeId: served.server.nodeIdOf("chamber.pressure"),
-      browseDirection: 2, // both: its type definition and its folder
-      resultMask: 63,
-      includeSubtypes: true,
-      referenceTypeId: "References",
-    };
-    const cost = 1 + (await referencesOf(variable.nodeId));
-    const results = await olga.session.browse(Array.from({ length: Math.ceil(40 / cost) + 3 }, () => variable));
-    expect(results.map((result) => result.statusCode)).toEqual(charged(results.length, cost));
+  test("one Browse call scans at most maxReferencesPerBrowse work units, each reference charged before it is scanned whatever the NodeClassMask returns: the node reached with the budget spent answers BadNoContinuationPoints (adversarial review 20s)", async () => {
+    // The chamber folder: 7 references (5 tags, its type definition, its parent). With the full
+    // ResultMask a reference costs 5 units: a budget of 40 scans 8 of them in one call.
+    expect(await referencesOf(chamber())).toBe(7);
+    const results = await browseCopies(chamber(), 4, NodeClassMask.Method, 0);
+    expect(results.every((result) => (result.references?.length ?? 0) === 0)).toBe(true);
+    expect(results.map((result) => result.statusCode)).toEqual([
+      StatusCodes.Good, // all 7 scanned (35 units), none a Method: no continuation point
+      StatusCodes.Good, // 1 scanned with the 5 units left; a continuation point holds the other 6
+      StatusCodes.BadNoContinuationPoints,
+      StatusCodes.BadNoContinuationPoints,
+    ]);
+    expect(results[0]!.continuationPoint?.length ?? 0).toBe(0);
+    expect(results[1]!.continuationPoint?.length).toBeGreaterThan(0);
+    await olga.session.browseNext([results[1]!.continuationPoint!], true);
     // Browsed again in a call of its own, a refused node answers.
-    const [again] = await olga.session.browse([variable]);
+    const [again] = await browseCopies(chamber(), 1, NodeClassMask.Method, 0);
     expect(again!.statusCode).toBe(StatusCodes.Good);
   });
 
-  test("a Browse whose NodeClassMask matches nothing is charged the references it scans, not the none it returns (adversarial review 20s)", async () => {
-    const cost = 1 + (await referencesOf(chamber()));
-    expect(cost).toBeGreaterThan(1);
-    const results = await browseCopies(chamber(), 10, NodeClassMask.Method, 0);
-    expect(results.every((result) => (result.references?.length ?? 0) === 0)).toBe(true);
-    expect(results.map((result) => result.statusCode)).toEqual(charged(10, cost));
-  });
-
-  test("RequestedMaxReferencesPerNode 1 is charged the whole node; the browsed node's BrowseNext still serves the rest, uncharged", async () => {
-    // The Server object: more than 20 references, so one fits a budget of 40; the session's 2
-    // continuation points (maxBrowseContinuationPoints) would have let a second through.
+  test("RequestedMaxReferencesPerNode 1: every piece holds at most one reference and following the points serves every reference once", async () => {
     const server = "ns=0;i=2253";
     const all = await referencesOf(server);
     expect(all).toBeGreaterThan(20);
-    const results = await browseCopies(server, 10, 0, 1);
-    expect(results.map((result) => result.statusCode)).toEqual(charged(10, 1 + all));
-    const [first] = results;
+    const [first] = await browseCopies(server, 1, 0, 1);
     expect(first!.references).toHaveLength(1);
-    // The rest of the first node, by BrowseNext (3 per call: maxReferencesPerNode), whatever the budget.
-    let served = 1;
+    const seen = [first!.references![0]!.nodeId.toString()];
     let point = first!.continuationPoint;
     while (point?.length) {
       const [next] = await olga.session.browseNext([point], false);
       expect(next!.statusCode).toBe(StatusCodes.Good);
-      served += next!.references?.length ?? 0;
+      expect(next!.references?.length ?? 0).toBeLessThanOrEqual(1);
+      seen.push(...(next!.references ?? []).map((reference) => reference.nodeId.toString()));
       point = next!.continuationPoint;
     }
-    expect(served).toBe(all);
-    const points = results
-      .slice(1)
-      .flatMap((result) => (result.continuationPoint?.length ? [result.continuationPoint] : []));
-    expect(points).toEqual([]);
+    expect(seen).toHaveLength(all);
+  });
+
+  test("a BrowseNext of several points scans within the budget too: a point reached with it spent answers Good, no references and the same point", async () => {
+    const description = {
+      nodeId: chamber(),
+      browseDirection: 2,
+      resultMask: 63,
+      includeSubtypes: true,
+      referenceTypeId: "References",
+    };
+    // Two Browses of one node each (3 references a piece, 15 units): two points, 4 references left behind each.
+    const [one] = await olga.session.browse([description]);
+    const [two] = await olga.session.browse([description]);
+    const points = [one!.continuationPoint!, two!.continuationPoint!];
+    // 40 units: the first point's 3 (15), the second's 3 (15), then 2 units: nothing more fits.
+    const first = await olga.session.browseNext(points, false);
+    expect(first.map((result) => result.references?.length ?? 0)).toEqual([3, 3]);
+    const second = await olga.session.browseNext(points, false);
+    expect(second.map((result) => result.references?.length ?? 0)).toEqual([1, 1]);
+    expect(second.map((result) => result.continuationPoint?.length ?? 0)).toEqual([0, 0]);
   });
 
   test("a session holds at most maxBrowseContinuationPoints: the next node answers BadNoContinuationPoints", async () => {
