@@ -231,7 +231,10 @@ export class ControlSystem {
    * write through `unchecked.driver` reaches the PLC with no role check, no machine-state check,
    * no value check and no audit entry; `unchecked.store.audit.record` writes whatever it is given
    * into the audit trail; `unchecked.bus.publish` makes up events (alarms, state changes) that
-   * subscribers and the event recorder trust; `unchecked.cvt.update` sets values no device sent. It exists for hosts that compose their own parts, for diagnostics and
+   * subscribers and the event recorder trust; `unchecked.cvt.update` sets values no device sent.
+   * A write through `unchecked.driver` is not ordered with the checked path's writes to the same
+   * tag (a process's steps, {@link writeTag}, the safe state): it can land after a safe state and
+   * undo it. It exists for hosts that compose their own parts, for diagnostics and
    * for tests. Operator-facing code uses the commands of this class ({@link writeTag},
    * {@link startRecipe}, {@link acknowledgeAlarm}...), each authorized and audited.
    */
