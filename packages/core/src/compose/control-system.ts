@@ -1407,6 +1407,13 @@ export class ControlSystem {
             : `safe-state write of ${failure.tag} failed at ${at}: ${failure.reason} (the tag may not be in its safe state; cleared by a reset of the machine)`,
       );
     }
+    // The machine is back at its ready state, but a start waits for these (ADR 0042, 15r).
+    const ending = this.#recipes.ending();
+    if (ending !== undefined && ending.lateWrites.length > 0) {
+      problems.push(
+        `process ${ending.processId} is ending: its write of ${ending.lateWrites.join(", ")} sent before its abort has not settled (a start waits for it, at most the driver's write timeout)`,
+      );
+    }
     if (audit.overflow > 0) {
       problems.push(
         `${audit.overflow} denied attempt(s) counted while the audit backlog was full or its journal failed, not yet recorded in an audit.overflow entry`,

@@ -277,6 +277,9 @@ function registerDefaults(container: ServiceContainer, options: ResolvedControlS
       bus: resolve(InternalTokens.Bus),
       logger,
       progressSaveIntervalMs: options.recipes.progressSaveIntervalMs,
+      // A start waits for a write the last process sent before its abort (the driver's write
+      // timeout bounds it) and its record's last save (ADR 0042, 15r).
+      endingWaitMs: options.acquisition.timeoutMs + options.storePolicies.processes.timeoutMs,
     });
   });
   singleton(InternalTokens.EventRecorder, (resolve) => new EventRecorder(resolve(InternalTokens.GuardedStore).events));
