@@ -808,6 +808,8 @@ export class ControlSystem {
     // A typed array (for an array tag) is taken as the plain array it holds (ADR 0038).
     const input = snapshotInput(ArrayBuffer.isView(value) ? frozenTagValue(value) : value, "value");
     const comment = commentOf(options);
+    // A write issued before a trip is never sent after its safe state (review 15r, M3).
+    const trips = this.#trips;
     return this.#stateCommand(() =>
       this.#command(
         who,
@@ -816,7 +818,10 @@ export class ControlSystem {
         async (command) => {
           const checked = valueOf(input);
           checkTagWrite(this.tags, this.#lifecycle, tag, checked);
+          this.#refuseIfTripped(trips, tag);
           await command.commit();
+          // Again after the commit: a trip while the entry was written wins (recorded failed).
+          this.#refuseIfTripped(trips, tag);
           await this.#writer.write(tag, checked);
         },
         {
@@ -958,6 +963,24 @@ export class ControlSystem {
     const done = (): void => void this.#waitingStarts.delete(cancel);
     started.then(done, done);
     return started;
+  }
+
+  /** How many interlock trips have begun: a manual write issued before one is not sent after it. */
+  #trips = 0;
+
+  /**
+   * Refuses a manual write issued when `trips` trips had begun, once another trip has begun since
+   * or while one acts (`KILN_INVALID_TRANSITION`, `details.stage: "trip"`): its safe state is in
+   * force, and a write decided before it must not undo it (review 15r, M3). A write issued after
+   * the trip is judged by the role table in the tripped state like any other.
+   */
+  #refuseIfTripped(trips: number, tag: string): void {
+    if (this.#trips === trips && !this.#recipes.tripping) return;
+    throw new KilnError(
+      "KILN_INVALID_TRANSITION",
+      `machine tripped; safe state in force: the write of "${tag}" issued before the trip was not sent. Write it again if it is still wanted.`,
+      { details: { machineId: this.machineId, tag, stage: "trip", tripped: true } },
+    );
   }
 
   /** Starts called and not settled yet (waiting for their turn, validating, or waiting for their entry). */
@@ -1605,6 +1628,8 @@ export class ControlSystem {
       this.#bus.on("interlock-trip", async (event) => {
         this.#logger.error({ alarmId: event.alarmId, value: event.value }, "interlock tripped");
         const reason = `interlock ${event.alarmId} tripped at ${String(event.value)}`;
+        // Before any await: a manual write issued before now is not sent after the safe state.
+        this.#trips++;
         // A start waiting for its turn or its entry never begins on a tripped machine (review 15y, M4).
         this.#cancelStarts(reason);
         const processId = this.#recipes.active?.id;
