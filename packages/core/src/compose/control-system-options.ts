@@ -86,6 +86,7 @@ export const scanGroupSchema = z
     periodMs: positive,
     mode: z.enum(["poll", "subscribe"]).default("poll"),
     staleAfterPeriods: z.number().int().nonnegative().default(3),
+    maxSourceAgeMs: z.number().nonnegative().optional(),
     queueSize: positiveInteger.optional(),
     deadband: z.number().nonnegative().optional(),
   })
@@ -303,6 +304,18 @@ export interface ControlSystemOptions {
         readonly mode?: "poll" | "subscribe";
         /** Periods without a new value after which a polled value turns uncertain (stale). 0 = never. @default 3 */
         readonly staleAfterPeriods?: number;
+        /**
+         * How old (ms, by the host's wall clock) the source timestamp of a good sample of one of
+         * the group's tags may be for an interlock alarm on the tag to be permissive: older, the
+         * interlock holds starts and resets (`stale: tag <tag> source timestamp <age> ms old`), and
+         * a running process is tripped (the device or a gateway serving a cached value whose source
+         * timestamp stopped advancing). 0 = no limit. Where a device keeps the source timestamp at
+         * the value's last change (many OPC UA servers for an unchanged value), set 0 or the longest
+         * time a healthy value may stay unchanged. ≥ 0
+         * @default poll groups: `staleAfterPeriods × periodMs` (3 periods); subscribed groups: 0
+         * (a subscription reports changes only)
+         */
+        readonly maxSourceAgeMs?: number;
         /** Subscription queue size per item (protocol-dependent). */
         readonly queueSize?: number;
         /** Absolute deadband asked of a subscription. ≥ 0 */

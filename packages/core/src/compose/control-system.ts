@@ -40,7 +40,7 @@ import { checkTagWrite, type TagWriter } from "./checked-write";
 import { manualMachineCommand, stopsMachine } from "./manual-machine-command";
 import type { ResolvedControlSystemOptions } from "./control-system-options";
 import type { EventRecorder } from "./event-recorder";
-import { interlockHolds, interlockRefusal } from "./interlocks";
+import { interlockHolds, interlockRefusal, staleSource, type SourceFreshness } from "./interlocks";
 import { portHealth, resetGuards, type PortHealth } from "./port-policies";
 import type { SystemLifecycle, SystemState } from "./system-lifecycle";
 import type { ServiceContainer } from "./service-registry";
@@ -269,6 +269,7 @@ export class ControlSystem {
   readonly #writer: TagWriter;
   readonly #recorder: EventRecorder;
   readonly #eventMetrics: ReturnType<typeof recordEventMetrics>;
+  readonly #freshness: SourceFreshness;
   #storeState: "closed" | "opening" | "open" = "closed";
   #storeError: string | undefined;
   #storeOpening = new AbortController();
@@ -307,6 +308,7 @@ export class ControlSystem {
     this.#recorder = container.resolve(InternalTokens.EventRecorder);
     this.#machine = container.resolve(InternalTokens.Machine);
     this.#recipes = container.resolve(InternalTokens.RecipeExecutor);
+    this.#freshness = container.resolve(InternalTokens.SourceFreshness);
     this.#eventMetrics = recordEventMetrics(this.#bus, container.resolve(InternalTokens.Metrics));
     const store = this.#guardedStore;
     this.history = Object.freeze({
@@ -937,7 +939,7 @@ export class ControlSystem {
                 // Not started while an interlock is active or its state unknown (no sample yet,
                 // bad quality): refused before the commit, naming them (denied; review 15t, H3).
                 // The machine's guard refuses it again if one trips meanwhile.
-                const refusal = interlockRefusal(this.#alarms, this.#machine, "start");
+                const refusal = interlockRefusal(this.#alarms, this.#machine, "start", this.#freshness);
                 if (refusal !== undefined) throw refusal;
                 throwIfCancelled(cancel.signal);
                 await command.commit();
@@ -1315,7 +1317,9 @@ export class ControlSystem {
           // A trip is not reset (nor the machine started) while an interlock's condition persists
           // (ISA-84 / IEC 61511): refused before the commit, naming the interlocks (recorded
           // denied; review 15u). The machine's guard refuses it again if one trips meanwhile.
-          const refusal = this.#machine.can(name) ? interlockRefusal(this.#alarms, this.#machine, name) : undefined;
+          const refusal = this.#machine.can(name)
+            ? interlockRefusal(this.#alarms, this.#machine, name, this.#freshness)
+            : undefined;
           if (refusal !== undefined) throw refusal;
           // An impossible transition is refused before the entry is committed (recorded denied).
           if (this.#machine.can(name)) await context.commit();
@@ -1414,7 +1418,7 @@ export class ControlSystem {
     // Reported whatever the state: a stop is when they happen.
     problems.push(...audit.journalProblems);
     // An interlock whose state is unknown holds every start and reset (fail-safe, review 15t).
-    for (const hold of this.#lifecycle.state === "running" ? interlockHolds(this.#alarms) : []) {
+    for (const hold of this.#lifecycle.state === "running" ? interlockHolds(this.#alarms, this.#freshness) : []) {
       if (hold.reason === "active") continue;
       problems.push(`interlock ${hold.id} not permissive (${hold.reason}): starts and resets are refused`);
     }
@@ -1610,9 +1614,15 @@ export class ControlSystem {
   }
 
   #wire(): void {
+    this.#interlocksByTag = new Map();
+    for (const alarm of this.#alarms.list()) {
+      if (!alarm.interlock) continue;
+      this.#interlocksByTag.set(alarm.tag, [...(this.#interlocksByTag.get(alarm.tag) ?? []), alarm.id]);
+    }
     this.#disposers.push(
       this.#cvt.observeAll((change) => {
         this.#alarms.observe(change.sample);
+        this.#tripIfStale(change.sample);
         const logged = this.#filter.select(change.sample);
         if (logged) this.#sampleLogger.append(logged);
       }),
@@ -1627,34 +1637,70 @@ export class ControlSystem {
       }),
       this.#bus.on("interlock-trip", async (event) => {
         this.#logger.error({ alarmId: event.alarmId, value: event.value }, "interlock tripped");
-        const reason = `interlock ${event.alarmId} tripped at ${String(event.value)}`;
-        // Before any await: a manual write issued before now is not sent after the safe state.
-        this.#trips++;
-        // A start waiting for its turn or its entry never begins on a tripped machine (review 15y, M4).
-        this.#cancelStarts(reason);
-        const processId = this.#recipes.active?.id;
-        // Its safe-state writes reach the device: recorded as the system's action (ADR 0042).
-        // Tracked in flight: a stop waits for it (bounded) before closing the driver and the
-        // audit writer, so its writes and its entry are not lost (adversarial review 15w, H2).
-        await this.#track(
-          this.#commands.runSystemAction(
-            {
-              action: "machine.trip",
-              target: this.machineId,
-              reason,
-              newValue: {
-                alarmId: event.alarmId,
-                value: event.value,
-                ...(processId === undefined ? {} : { processId }),
-                safeState: this.#options.machine.safeState,
-              },
-            },
-            () => this.#recipes.trip(reason),
-            (result) => problemsOf(result.problems),
-          ),
-        );
+        await this.#trip(event.alarmId, event.value, `interlock ${event.alarmId} tripped at ${String(event.value)}`);
       }),
     );
+  }
+
+  /**
+   * The interlock action: writes the safe state and faults the machine, aborting a running process
+   * (recorded as the system's `machine.trip`). Acts at once, from an `interlock-trip` or a stale
+   * interlock source (`#tripIfStale`).
+   */
+  async #trip(alarmId: string, value: unknown, reason: string): Promise<void> {
+    // Before any await: a manual write issued before now is not sent after the safe state (review 15r, M3).
+    this.#trips++;
+    // A start waiting for its turn or its entry never begins on a tripped machine (review 15y, M4).
+    this.#cancelStarts(reason);
+    const processId = this.#recipes.active?.id;
+    // Its safe-state writes reach the device: recorded as the system's action (ADR 0042).
+    // Tracked in flight: a stop waits for it (bounded) before closing the driver and the
+    // audit writer, so its writes and its entry are not lost (adversarial review 15w, H2).
+    await this.#track(
+      this.#commands.runSystemAction(
+        {
+          action: "machine.trip",
+          target: this.machineId,
+          reason,
+          newValue: {
+            alarmId,
+            value,
+            ...(processId === undefined ? {} : { processId }),
+            safeState: this.#options.machine.safeState,
+          },
+        },
+        () => this.#recipes.trip(reason),
+        (result) => problemsOf(result.problems),
+      ),
+    );
+  }
+
+  /** The interlock alarms' ids by tag (set when wired). */
+  #interlocksByTag = new Map<string, string[]>();
+  /** Interlock tags whose stale source has tripped the machine, until a fresh sample (one trip per episode). */
+  readonly #staleTrips = new Set<string>();
+
+  /**
+   * Trips a running process when a good sample of an interlock's tag has a source timestamp older
+   * than the tag's limit (`maxSourceAgeMs`; {@link staleSource}): the device stuck or a link
+   * serving a cached value, so the interlock could not see its condition (review 15r, M1). Once
+   * per episode: a fresh sample re-arms it. Without a running process the interlock holds starts
+   * and resets instead.
+   */
+  #tripIfStale(sample: Sample): void {
+    const interlocks = this.#interlocksByTag.get(sample.tag);
+    if (interlocks === undefined) return;
+    const stale = staleSource(this.#freshness, sample.tag);
+    if (stale === undefined) {
+      this.#staleTrips.delete(sample.tag);
+      return;
+    }
+    const status = this.#recipes.active?.status;
+    if (this.#staleTrips.has(sample.tag) || (status !== "running" && status !== "paused")) return;
+    this.#staleTrips.add(sample.tag);
+    const alarmId = interlocks[0] ?? sample.tag;
+    this.#logger.error({ alarmId, tag: sample.tag, reason: stale }, "interlock source stale");
+    void this.#trip(alarmId, sample.value, `interlock ${alarmId} tripped: ${stale}`);
   }
 
   /**
