@@ -233,7 +233,7 @@ export class ControlSystem {
    * into the audit trail; `unchecked.bus.publish` makes up events (alarms, state changes) that
    * subscribers and the event recorder trust; `unchecked.cvt.update` sets values no device sent.
    * A write through `unchecked.driver` is not ordered with the checked path's writes to the same
-   * tag (a process's steps, {@link writeTag}, the safe state): it can land after a safe state and
+   * tag (a process's steps, `writeTag`, the safe state): it can land after a safe state and
    * undo it. It exists for hosts that compose their own parts, for diagnostics and
    * for tests. Operator-facing code uses the commands of this class ({@link writeTag},
    * {@link startRecipe}, {@link acknowledgeAlarm}...), each authorized and audited.
@@ -1240,8 +1240,8 @@ export class ControlSystem {
    * `stateComplete` from `starting`, `unhold`...) is refused: a process starts with
    * {@link ControlSystem.startRecipe}.
    * @returns the machine's state afterwards.
-   * A trip is not reset while its condition persists: `start`, Kiln `reset` and PackML `clear`
-   * and `reset` are refused while an interlock alarm is active (ADR 0042, 15u) or its state is
+   * A trip is not reset while its condition persists: `start`, Kiln `reset` and `exitMaintenance`
+   * and PackML `clear` and `reset` are refused while an interlock alarm is active (ADR 0042, 15u) or its state is
    * unknown: no sample yet, or a bad current sample (`details.holds`; ADR 0042, 15t).
    * @throws `KILN_INVALID_TRANSITION` (nothing changes; `details.stage: "process"` for the rules
    *   above, naming the running process to the caller, who holds `machine.mode`; `details.stage:

@@ -248,7 +248,7 @@ function registerDefaults(container: ServiceContainer, options: ResolvedControlS
       machineId: options.machineId,
       clock: resolve(InternalTokens.Clock),
       bus: resolve(InternalTokens.Bus),
-      guards: { start: interlockGuard, reset: interlockGuard, clear: interlockGuard },
+      guards: { start: interlockGuard, reset: interlockGuard, clear: interlockGuard, exitMaintenance: interlockGuard },
     });
   });
   singleton(

@@ -5,12 +5,14 @@ import type { AlarmEngine } from "../alarms/alarm-engine";
 import { auditedText } from "../security/command-input";
 
 /**
- * The commands that reset a trip: Kiln `reset` (`error` → `idle`), PackML `clear` (`aborted` →
- * `clearing`) and `reset` (`stopped`/`completed` → `resetting`). Like `start`, they are refused
- * while an interlock alarm is active (ISA-84 / IEC 61511: a trip is not reset while its
- * condition persists; adversarial review 15u, ADR 0042), or its state is unknown (review 15t).
+ * The commands that reset a trip: Kiln `reset` (`error` → `idle`) and `exitMaintenance`
+ * (`maintenance` → `idle`: after `enterMaintenance` from `error` it is a reset too; review 15r),
+ * PackML `clear` (`aborted` → `clearing`) and `reset` (`stopped`/`completed` → `resetting`). Like
+ * `start`, they are refused while an interlock alarm is active (ISA-84 / IEC 61511: a trip is not
+ * reset while its condition persists; adversarial review 15u, ADR 0042), or its state is unknown
+ * or stale (reviews 15t, 15r).
  */
-export const INTERLOCKED_COMMANDS: ReadonlySet<string> = new Set(["start", "reset", "clear"]);
+export const INTERLOCKED_COMMANDS: ReadonlySet<string> = new Set(["start", "reset", "clear", "exitMaintenance"]);
 
 /** An interlock that does not permit a start or a reset now, and why. */
 export interface InterlockHold {
