@@ -311,9 +311,11 @@ export interface ControlSystemOptions {
          * a running process is tripped (the device or a gateway serving a cached value whose source
          * timestamp stopped advancing). 0 = no limit. Where a device keeps the source timestamp at
          * the value's last change (many OPC UA servers for an unchanged value), set 0 or the longest
-         * time a healthy value may stay unchanged. ≥ 0
-         * @default poll groups: `staleAfterPeriods × periodMs` (3 periods); subscribed groups: 0
-         * (a subscription reports changes only)
+         * time a healthy value may stay unchanged. A device that stamps each sample (a PLC's
+         * OPC UA server sampling its inputs) takes a few scan periods, e.g. `3 × periodMs`.
+         * Kiln's Modbus driver stamps the read time, so the limit never fires there. ≥ 0
+         * @default 0 (no limit: not derived from the scan period, because a device that keeps a
+         * steady value's timestamp at its last change would hold starts and trip processes)
          */
         readonly maxSourceAgeMs?: number;
         /** Subscription queue size per item (protocol-dependent). */

@@ -560,7 +560,31 @@ export class ControlSystem {
     }
   }
 
+  /**
+   * The machine state last recorded in the event store when it differs from the machine's state
+   * now (a new system starts in the model's initial state): a restart does not restore a trip
+   * latch or a running machine (ADR 0042, 15t §4), so `health()` names it until the machine
+   * next changes state (an operator acted: a fault to latch it again, a start...). Review 15r.
+   */
+  #restartedFrom: { readonly state: string; readonly at: number } | undefined;
+
+  async #noteRestartedFrom(): Promise<void> {
+    try {
+      const events = this.#guardedStore.events;
+      const version = await events.version(this.machineId);
+      if (version === 0) return;
+      const last = (await events.read(this.machineId, version)).at(-1);
+      const payload = last?.payload as { readonly to?: unknown } | undefined;
+      const to = payload?.to;
+      if (last === undefined || last.type !== "machine-state-change" || typeof to !== "string") return;
+      if (to !== this.#machine.state) this.#restartedFrom = { state: to, at: last.at };
+    } catch (error) {
+      this.#logger.warn({ error: String(error) }, "could not read the machine's last recorded state");
+    }
+  }
+
   async #recoverProcesses(): Promise<void> {
+    await this.#noteRestartedFrom();
     const { recovered } = await recoverInterrupted(this.#guardedStore.processes, {
       clock: this.#clock,
       machineId: this.machineId,
@@ -1434,6 +1458,12 @@ export class ControlSystem {
             : `safe-state write of ${failure.tag} failed at ${at}: ${failure.reason} (the tag may not be in its safe state; cleared by a reset of the machine)`,
       );
     }
+    if (this.#restartedFrom !== undefined) {
+      const { state, at } = this.#restartedFrom;
+      problems.push(
+        `machine was "${state}" when last recorded (${new Date(at).toISOString()}) and restarted "${this.#machine.state}": a restart does not restore a trip or a running process; check the plant, then fault the machine to latch a trip again, or act on it (ADR 0042)`,
+      );
+    }
     // The machine is back at its ready state, but a start waits for these (ADR 0042, 15r).
     const ending = this.#recipes.ending();
     if (ending !== undefined && ending.lateWrites.length > 0) {
@@ -1632,6 +1662,7 @@ export class ControlSystem {
       // (review 15u). PackML's `reset` from `stopped`, which its binding sends to start a
       // recipe, is not: a failure of a stop's safe state stays named until written.
       this.#machine.onTransition((transition) => {
+        this.#restartedFrom = undefined;
         if (transition.from === "error" && transition.command === "reset") this.#recipes.clearSafeStateFailures();
         if (transition.from === "aborted" && transition.command === "clear") this.#recipes.clearSafeStateFailures();
       }),

@@ -7,8 +7,8 @@ import { engineer } from "../../test/support/safety-harness";
 // good but whose source timestamp had stopped advancing (the device stuck, a gateway serving a
 // cached value): the repeats kept the tag "heard from", so it never went stale, and the
 // permissive stayed true on a value of minutes ago. A good sample older than the tag's limit
-// (default: the scan group's staleAfterPeriods × periodMs, here 3 × 50 ms) is now not permissive,
-// and trips a running process.
+// (the scan group's maxSourceAgeMs, here 150 ms = 3 scans) is now not permissive, and trips a
+// running process.
 
 const STIR: RecipeInput = { name: "stir", version: 1, steps: [{ set: { tag: "stirrer.speed", value: 40 } }] };
 const LONG: RecipeInput = {
@@ -18,8 +18,8 @@ const LONG: RecipeInput = {
 };
 
 /** A held-write system whose pressure's source timestamp the test can freeze (the value stays as read). */
-async function build(model: "kiln" | "packml", scanGroup?: { maxSourceAgeMs: number }) {
-  const parts = await heldWriteSystem(model, { tag: "none", value: -1 }, scanGroup === undefined ? {} : { scanGroup });
+async function build(model: "kiln" | "packml", scanGroup: { maxSourceAgeMs?: number } = { maxSourceAgeMs: 150 }) {
+  const parts = await heldWriteSystem(model, { tag: "none", value: -1 }, { scanGroup });
   const frozen: { at?: number } = {};
   const read = parts.plc.read.bind(parts.plc);
   parts.plc.read = async (tags, signal) =>
@@ -89,8 +89,8 @@ describe("an interlock does not trust a good value whose source timestamp stoppe
     });
   }
 
-  test("(sibling) maxSourceAgeMs: 0 turns the limit off for the scan group", async () => {
-    const parts = await build("kiln", { maxSourceAgeMs: 0 });
+  test("(sibling) without maxSourceAgeMs (the default) a steady source timestamp holds nothing", async () => {
+    const parts = await build("kiln", {});
     const { system, clock } = parts;
     await parts.scans(2);
     parts.frozen.at = clock.now();

@@ -39,23 +39,19 @@ export interface SourceFreshness {
 }
 
 /**
- * Each tag's source-age limit (ms) from its scan group: `maxSourceAgeMs` when given, else, for a
- * polled group, `staleAfterPeriods × periodMs`; 0 (no limit) for a subscribed group.
+ * Each tag's source-age limit (ms) from its scan group's `maxSourceAgeMs`; 0 (no limit) when
+ * not given. Not derived from the scan period by default: many OPC UA servers keep a steady
+ * value's source timestamp at its last change, and Modbus has none (review 15r, ADR 0042).
  */
 export function sourceAgeLimits(
   tags: TagCatalog,
-  scanGroups: Readonly<
-    Record<string, { periodMs: number; mode: string; staleAfterPeriods: number; maxSourceAgeMs?: number | undefined }>
-  >,
+  scanGroups: Readonly<Record<string, { readonly maxSourceAgeMs?: number | undefined }>>,
 ): (tag: string) => number {
   const limits = new Map<string, number>();
   for (const tag of tags.list()) {
     const group = scanGroups[tag.scanGroup];
     if (group === undefined) continue;
-    limits.set(
-      tag.name,
-      group.maxSourceAgeMs ?? (group.mode === "poll" ? group.staleAfterPeriods * group.periodMs : 0),
-    );
+    limits.set(tag.name, group.maxSourceAgeMs ?? 0);
   }
   return (tag) => limits.get(tag) ?? 0;
 }

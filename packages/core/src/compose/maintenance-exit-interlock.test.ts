@@ -26,7 +26,7 @@ describe("leaving maintenance is interlocked like a reset (review 15r)", () => {
   });
 
   test("(sibling) a stale interlock source also holds the exit from maintenance", async () => {
-    const parts = await heldWriteSystem("kiln", { tag: "none", value: -1 });
+    const parts = await heldWriteSystem("kiln", { tag: "none", value: -1 }, { scanGroup: { maxSourceAgeMs: 150 } });
     const { system, clock } = parts;
     await system.sendMachineCommand(admin, "enterMaintenance");
     const at = clock.now();

@@ -22,7 +22,7 @@ const heldWriteTags = defineTags({
 export async function heldWriteSystem(
   model: "kiln" | "packml",
   held: { tag: string; value: number },
-  options: { failHeld?: boolean; timeoutMs?: number; scanGroup?: { maxSourceAgeMs: number } } = {},
+  options: { failHeld?: boolean; timeoutMs?: number; scanGroup?: { maxSourceAgeMs?: number } } = {},
 ) {
   const pressure = { value: 1 };
   const parts = simulatedSystem({
