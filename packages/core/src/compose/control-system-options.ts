@@ -86,6 +86,7 @@ export const scanGroupSchema = z
     periodMs: positive,
     mode: z.enum(["poll", "subscribe"]).default("poll"),
     staleAfterPeriods: z.number().int().nonnegative().default(3),
+    maxSourceAgeMs: z.number().nonnegative().optional(),
     queueSize: positiveInteger.optional(),
     deadband: z.number().nonnegative().optional(),
   })
@@ -303,6 +304,20 @@ export interface ControlSystemOptions {
         readonly mode?: "poll" | "subscribe";
         /** Periods without a new value after which a polled value turns uncertain (stale). 0 = never. @default 3 */
         readonly staleAfterPeriods?: number;
+        /**
+         * How old (ms, by the host's wall clock) the source timestamp of a good sample of one of
+         * the group's tags may be for an interlock alarm on the tag to be permissive: older, the
+         * interlock holds starts and resets (`stale: tag <tag> source timestamp <age> ms old`), and
+         * a running process is tripped (the device or a gateway serving a cached value whose source
+         * timestamp stopped advancing). 0 = no limit. Where a device keeps the source timestamp at
+         * the value's last change (many OPC UA servers for an unchanged value), set 0 or the longest
+         * time a healthy value may stay unchanged. A device that stamps each sample (a PLC's
+         * OPC UA server sampling its inputs) takes a few scan periods, e.g. `3 × periodMs`.
+         * Kiln's Modbus driver stamps the read time, so the limit never fires there. ≥ 0
+         * @default 0 (no limit: not derived from the scan period, because a device that keeps a
+         * steady value's timestamp at its last change would hold starts and trip processes)
+         */
+        readonly maxSourceAgeMs?: number;
         /** Subscription queue size per item (protocol-dependent). */
         readonly queueSize?: number;
         /** Absolute deadband asked of a subscription. ≥ 0 */

@@ -40,7 +40,7 @@ import { checkTagWrite, type TagWriter } from "./checked-write";
 import { manualMachineCommand, stopsMachine } from "./manual-machine-command";
 import type { ResolvedControlSystemOptions } from "./control-system-options";
 import type { EventRecorder } from "./event-recorder";
-import { interlockHolds, interlockRefusal } from "./interlocks";
+import { interlockHolds, interlockRefusal, staleSource, type SourceFreshness } from "./interlocks";
 import { portHealth, resetGuards, type PortHealth } from "./port-policies";
 import type { SystemLifecycle, SystemState } from "./system-lifecycle";
 import type { ServiceContainer } from "./service-registry";
@@ -231,7 +231,10 @@ export class ControlSystem {
    * write through `unchecked.driver` reaches the PLC with no role check, no machine-state check,
    * no value check and no audit entry; `unchecked.store.audit.record` writes whatever it is given
    * into the audit trail; `unchecked.bus.publish` makes up events (alarms, state changes) that
-   * subscribers and the event recorder trust; `unchecked.cvt.update` sets values no device sent. It exists for hosts that compose their own parts, for diagnostics and
+   * subscribers and the event recorder trust; `unchecked.cvt.update` sets values no device sent.
+   * A write through `unchecked.driver` is not ordered with the checked path's writes to the same
+   * tag (a process's steps, `writeTag`, the safe state): it can land after a safe state and
+   * undo it. It exists for hosts that compose their own parts, for diagnostics and
    * for tests. Operator-facing code uses the commands of this class ({@link writeTag},
    * {@link startRecipe}, {@link acknowledgeAlarm}...), each authorized and audited.
    */
@@ -266,6 +269,7 @@ export class ControlSystem {
   readonly #writer: TagWriter;
   readonly #recorder: EventRecorder;
   readonly #eventMetrics: ReturnType<typeof recordEventMetrics>;
+  readonly #freshness: SourceFreshness;
   #storeState: "closed" | "opening" | "open" = "closed";
   #storeError: string | undefined;
   #storeOpening = new AbortController();
@@ -304,6 +308,7 @@ export class ControlSystem {
     this.#recorder = container.resolve(InternalTokens.EventRecorder);
     this.#machine = container.resolve(InternalTokens.Machine);
     this.#recipes = container.resolve(InternalTokens.RecipeExecutor);
+    this.#freshness = container.resolve(InternalTokens.SourceFreshness);
     this.#eventMetrics = recordEventMetrics(this.#bus, container.resolve(InternalTokens.Metrics));
     const store = this.#guardedStore;
     this.history = Object.freeze({
@@ -555,7 +560,31 @@ export class ControlSystem {
     }
   }
 
+  /**
+   * The machine state last recorded in the event store when it differs from the machine's state
+   * now (a new system starts in the model's initial state): a restart does not restore a trip
+   * latch or a running machine (ADR 0042, 15t §4), so `health()` names it until the machine
+   * next changes state (an operator acted: a fault to latch it again, a start...). Review 15r.
+   */
+  #restartedFrom: { readonly state: string; readonly at: number } | undefined;
+
+  async #noteRestartedFrom(): Promise<void> {
+    try {
+      const events = this.#guardedStore.events;
+      const version = await events.version(this.machineId);
+      if (version === 0) return;
+      const last = (await events.read(this.machineId, version)).at(-1);
+      const payload = last?.payload as { readonly to?: unknown } | undefined;
+      const to = payload?.to;
+      if (last === undefined || last.type !== "machine-state-change" || typeof to !== "string") return;
+      if (to !== this.#machine.state) this.#restartedFrom = { state: to, at: last.at };
+    } catch (error) {
+      this.#logger.warn({ error: String(error) }, "could not read the machine's last recorded state");
+    }
+  }
+
   async #recoverProcesses(): Promise<void> {
+    await this.#noteRestartedFrom();
     const { recovered } = await recoverInterrupted(this.#guardedStore.processes, {
       clock: this.#clock,
       machineId: this.machineId,
@@ -805,6 +834,8 @@ export class ControlSystem {
     // A typed array (for an array tag) is taken as the plain array it holds (ADR 0038).
     const input = snapshotInput(ArrayBuffer.isView(value) ? frozenTagValue(value) : value, "value");
     const comment = commentOf(options);
+    // A write issued before a trip is never sent after its safe state (review 15r, M3).
+    const trips = this.#trips;
     return this.#stateCommand(() =>
       this.#command(
         who,
@@ -813,7 +844,10 @@ export class ControlSystem {
         async (command) => {
           const checked = valueOf(input);
           checkTagWrite(this.tags, this.#lifecycle, tag, checked);
+          this.#refuseIfTripped(trips, tag);
           await command.commit();
+          // Again after the commit: a trip while the entry was written wins (recorded failed).
+          this.#refuseIfTripped(trips, tag);
           await this.#writer.write(tag, checked);
         },
         {
@@ -929,7 +963,7 @@ export class ControlSystem {
                 // Not started while an interlock is active or its state unknown (no sample yet,
                 // bad quality): refused before the commit, naming them (denied; review 15t, H3).
                 // The machine's guard refuses it again if one trips meanwhile.
-                const refusal = interlockRefusal(this.#alarms, this.#machine, "start");
+                const refusal = interlockRefusal(this.#alarms, this.#machine, "start", this.#freshness);
                 if (refusal !== undefined) throw refusal;
                 throwIfCancelled(cancel.signal);
                 await command.commit();
@@ -955,6 +989,24 @@ export class ControlSystem {
     const done = (): void => void this.#waitingStarts.delete(cancel);
     started.then(done, done);
     return started;
+  }
+
+  /** How many interlock trips have begun: a manual write issued before one is not sent after it. */
+  #trips = 0;
+
+  /**
+   * Refuses a manual write issued when `trips` trips had begun, once another trip has begun since
+   * or while one acts (`KILN_INVALID_TRANSITION`, `details.stage: "trip"`): its safe state is in
+   * force, and a write decided before it must not undo it (review 15r, M3). A write issued after
+   * the trip is judged by the role table in the tripped state like any other.
+   */
+  #refuseIfTripped(trips: number, tag: string): void {
+    if (this.#trips === trips && !this.#recipes.tripping) return;
+    throw new KilnError(
+      "KILN_INVALID_TRANSITION",
+      `machine tripped; safe state in force: the write of "${tag}" issued before the trip was not sent. Write it again if it is still wanted.`,
+      { details: { machineId: this.machineId, tag, stage: "trip", tripped: true } },
+    );
   }
 
   /** Starts called and not settled yet (waiting for their turn, validating, or waiting for their entry). */
@@ -1212,8 +1264,8 @@ export class ControlSystem {
    * `stateComplete` from `starting`, `unhold`...) is refused: a process starts with
    * {@link ControlSystem.startRecipe}.
    * @returns the machine's state afterwards.
-   * A trip is not reset while its condition persists: `start`, Kiln `reset` and PackML `clear`
-   * and `reset` are refused while an interlock alarm is active (ADR 0042, 15u) or its state is
+   * A trip is not reset while its condition persists: `start`, Kiln `reset` and `exitMaintenance`
+   * and PackML `clear` and `reset` are refused while an interlock alarm is active (ADR 0042, 15u) or its state is
    * unknown: no sample yet, or a bad current sample (`details.holds`; ADR 0042, 15t).
    * @throws `KILN_INVALID_TRANSITION` (nothing changes; `details.stage: "process"` for the rules
    *   above, naming the running process to the caller, who holds `machine.mode`; `details.stage:
@@ -1289,7 +1341,9 @@ export class ControlSystem {
           // A trip is not reset (nor the machine started) while an interlock's condition persists
           // (ISA-84 / IEC 61511): refused before the commit, naming the interlocks (recorded
           // denied; review 15u). The machine's guard refuses it again if one trips meanwhile.
-          const refusal = this.#machine.can(name) ? interlockRefusal(this.#alarms, this.#machine, name) : undefined;
+          const refusal = this.#machine.can(name)
+            ? interlockRefusal(this.#alarms, this.#machine, name, this.#freshness)
+            : undefined;
           if (refusal !== undefined) throw refusal;
           // An impossible transition is refused before the entry is committed (recorded denied).
           if (this.#machine.can(name)) await context.commit();
@@ -1388,7 +1442,7 @@ export class ControlSystem {
     // Reported whatever the state: a stop is when they happen.
     problems.push(...audit.journalProblems);
     // An interlock whose state is unknown holds every start and reset (fail-safe, review 15t).
-    for (const hold of this.#lifecycle.state === "running" ? interlockHolds(this.#alarms) : []) {
+    for (const hold of this.#lifecycle.state === "running" ? interlockHolds(this.#alarms, this.#freshness) : []) {
       if (hold.reason === "active") continue;
       problems.push(`interlock ${hold.id} not permissive (${hold.reason}): starts and resets are refused`);
     }
@@ -1402,6 +1456,19 @@ export class ControlSystem {
           : failure.stage === "step-write"
             ? `step write of ${failure.tag} in flight at the process's abort failed at ${at}: ${failure.reason} (the tag may not hold the value the process wrote last; cleared by a reset of the machine or a later write of the tag by a process)`
             : `safe-state write of ${failure.tag} failed at ${at}: ${failure.reason} (the tag may not be in its safe state; cleared by a reset of the machine)`,
+      );
+    }
+    if (this.#restartedFrom !== undefined) {
+      const { state, at } = this.#restartedFrom;
+      problems.push(
+        `machine was "${state}" when last recorded (${new Date(at).toISOString()}) and restarted "${this.#machine.state}": a restart does not restore a trip or a running process; check the plant, then fault the machine to latch a trip again, or act on it (ADR 0042)`,
+      );
+    }
+    // The machine is back at its ready state, but a start waits for these (ADR 0042, 15r).
+    const ending = this.#recipes.ending();
+    if (ending !== undefined && ending.lateWrites.length > 0) {
+      problems.push(
+        `process ${ending.processId} is ending: its write of ${ending.lateWrites.join(", ")} sent before its abort has not settled (a start waits for it, at most the driver's write timeout)`,
       );
     }
     if (audit.overflow > 0) {
@@ -1577,9 +1644,15 @@ export class ControlSystem {
   }
 
   #wire(): void {
+    this.#interlocksByTag = new Map();
+    for (const alarm of this.#alarms.list()) {
+      if (!alarm.interlock) continue;
+      this.#interlocksByTag.set(alarm.tag, [...(this.#interlocksByTag.get(alarm.tag) ?? []), alarm.id]);
+    }
     this.#disposers.push(
       this.#cvt.observeAll((change) => {
         this.#alarms.observe(change.sample);
+        this.#tripIfStale(change.sample);
         const logged = this.#filter.select(change.sample);
         if (logged) this.#sampleLogger.append(logged);
       }),
@@ -1589,37 +1662,76 @@ export class ControlSystem {
       // (review 15u). PackML's `reset` from `stopped`, which its binding sends to start a
       // recipe, is not: a failure of a stop's safe state stays named until written.
       this.#machine.onTransition((transition) => {
+        this.#restartedFrom = undefined;
         if (transition.from === "error" && transition.command === "reset") this.#recipes.clearSafeStateFailures();
         if (transition.from === "aborted" && transition.command === "clear") this.#recipes.clearSafeStateFailures();
       }),
       this.#bus.on("interlock-trip", async (event) => {
         this.#logger.error({ alarmId: event.alarmId, value: event.value }, "interlock tripped");
-        const reason = `interlock ${event.alarmId} tripped at ${String(event.value)}`;
-        // A start waiting for its turn or its entry never begins on a tripped machine (review 15y, M4).
-        this.#cancelStarts(reason);
-        const processId = this.#recipes.active?.id;
-        // Its safe-state writes reach the device: recorded as the system's action (ADR 0042).
-        // Tracked in flight: a stop waits for it (bounded) before closing the driver and the
-        // audit writer, so its writes and its entry are not lost (adversarial review 15w, H2).
-        await this.#track(
-          this.#commands.runSystemAction(
-            {
-              action: "machine.trip",
-              target: this.machineId,
-              reason,
-              newValue: {
-                alarmId: event.alarmId,
-                value: event.value,
-                ...(processId === undefined ? {} : { processId }),
-                safeState: this.#options.machine.safeState,
-              },
-            },
-            () => this.#recipes.trip(reason),
-            (result) => problemsOf(result.problems),
-          ),
-        );
+        await this.#trip(event.alarmId, event.value, `interlock ${event.alarmId} tripped at ${String(event.value)}`);
       }),
     );
+  }
+
+  /**
+   * The interlock action: writes the safe state and faults the machine, aborting a running process
+   * (recorded as the system's `machine.trip`). Acts at once, from an `interlock-trip` or a stale
+   * interlock source (`#tripIfStale`).
+   */
+  async #trip(alarmId: string, value: unknown, reason: string): Promise<void> {
+    // Before any await: a manual write issued before now is not sent after the safe state (review 15r, M3).
+    this.#trips++;
+    // A start waiting for its turn or its entry never begins on a tripped machine (review 15y, M4).
+    this.#cancelStarts(reason);
+    const processId = this.#recipes.active?.id;
+    // Its safe-state writes reach the device: recorded as the system's action (ADR 0042).
+    // Tracked in flight: a stop waits for it (bounded) before closing the driver and the
+    // audit writer, so its writes and its entry are not lost (adversarial review 15w, H2).
+    await this.#track(
+      this.#commands.runSystemAction(
+        {
+          action: "machine.trip",
+          target: this.machineId,
+          reason,
+          newValue: {
+            alarmId,
+            value,
+            ...(processId === undefined ? {} : { processId }),
+            safeState: this.#options.machine.safeState,
+          },
+        },
+        () => this.#recipes.trip(reason),
+        (result) => problemsOf(result.problems),
+      ),
+    );
+  }
+
+  /** The interlock alarms' ids by tag (set when wired). */
+  #interlocksByTag = new Map<string, string[]>();
+  /** Interlock tags whose stale source has tripped the machine, until a fresh sample (one trip per episode). */
+  readonly #staleTrips = new Set<string>();
+
+  /**
+   * Trips a running process when a good sample of an interlock's tag has a source timestamp older
+   * than the tag's limit (`maxSourceAgeMs`; {@link staleSource}): the device stuck or a link
+   * serving a cached value, so the interlock could not see its condition (review 15r, M1). Once
+   * per episode: a fresh sample re-arms it. Without a running process the interlock holds starts
+   * and resets instead.
+   */
+  #tripIfStale(sample: Sample): void {
+    const interlocks = this.#interlocksByTag.get(sample.tag);
+    if (interlocks === undefined) return;
+    const stale = staleSource(this.#freshness, sample.tag);
+    if (stale === undefined) {
+      this.#staleTrips.delete(sample.tag);
+      return;
+    }
+    const status = this.#recipes.active?.status;
+    if (this.#staleTrips.has(sample.tag) || (status !== "running" && status !== "paused")) return;
+    this.#staleTrips.add(sample.tag);
+    const alarmId = interlocks[0] ?? sample.tag;
+    this.#logger.error({ alarmId, tag: sample.tag, reason: stale }, "interlock source stale");
+    void this.#trip(alarmId, sample.value, `interlock ${alarmId} tripped: ${stale}`);
   }
 
   /**

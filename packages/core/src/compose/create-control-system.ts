@@ -1,5 +1,5 @@
 import { Acquisition } from "../acquisition/acquisition";
-import { interlockHolds, interlockHoldsReason } from "./interlocks";
+import { interlockHolds, interlockHoldsReason, sourceAgeLimits } from "./interlocks";
 import { AlarmEngine } from "../alarms/alarm-engine";
 import { CurrentValueTable } from "../cvt/current-value-table";
 import type { KilnEvents } from "../events/catalogue";
@@ -224,13 +224,23 @@ function registerDefaults(container: ServiceContainer, options: ResolvedControlS
         history: resolve(InternalTokens.GuardedStore).alarms,
       }),
   );
+  singleton(InternalTokens.SourceFreshness, (resolve) => {
+    const cvt = resolve(InternalTokens.CurrentValueTable);
+    const clock = resolve(InternalTokens.Clock);
+    return {
+      current: (tag: string) => cvt.get(tag),
+      now: () => clock.now(),
+      maxAgeMs: sourceAgeLimits(options.tags, options.scanGroups),
+    };
+  });
   singleton(InternalTokens.Machine, (resolve): MachineStateMachine => {
     const alarms = resolve(InternalTokens.AlarmEngine);
+    const freshness = resolve(InternalTokens.SourceFreshness);
     // Refuses a start, and the reset of a trip, while an interlock's condition persists
     // (ISA-84 / IEC 61511; the reset since adversarial review 15u), or its state is unknown (no
     // sample yet, bad quality: fail-safe, review 15t).
     const interlockGuard = (): true | { allowed: false; reason: string } => {
-      const holds = interlockHolds(alarms);
+      const holds = interlockHolds(alarms, freshness);
       return holds.length > 0 ? { allowed: false, reason: interlockHoldsReason(holds) } : true;
     };
     const model = options.machine.model === "packml" ? packmlModel : kilnMachineModel;
@@ -238,7 +248,7 @@ function registerDefaults(container: ServiceContainer, options: ResolvedControlS
       machineId: options.machineId,
       clock: resolve(InternalTokens.Clock),
       bus: resolve(InternalTokens.Bus),
-      guards: { start: interlockGuard, reset: interlockGuard, clear: interlockGuard },
+      guards: { start: interlockGuard, reset: interlockGuard, clear: interlockGuard, exitMaintenance: interlockGuard },
     });
   });
   singleton(
@@ -277,6 +287,9 @@ function registerDefaults(container: ServiceContainer, options: ResolvedControlS
       bus: resolve(InternalTokens.Bus),
       logger,
       progressSaveIntervalMs: options.recipes.progressSaveIntervalMs,
+      // A start waits for a write the last process sent before its abort (the driver's write
+      // timeout bounds it) and its record's last save (ADR 0042, 15r).
+      endingWaitMs: options.acquisition.timeoutMs + options.storePolicies.processes.timeoutMs,
     });
   });
   singleton(InternalTokens.EventRecorder, (resolve) => new EventRecorder(resolve(InternalTokens.GuardedStore).events));

@@ -1,14 +1,18 @@
 import { KilnError } from "../domain/errors";
+import type { Sample } from "../domain/sample";
+import type { TagCatalog } from "../domain/tags";
 import type { AlarmEngine } from "../alarms/alarm-engine";
 import { auditedText } from "../security/command-input";
 
 /**
- * The commands that reset a trip: Kiln `reset` (`error` → `idle`), PackML `clear` (`aborted` →
- * `clearing`) and `reset` (`stopped`/`completed` → `resetting`). Like `start`, they are refused
- * while an interlock alarm is active (ISA-84 / IEC 61511: a trip is not reset while its
- * condition persists; adversarial review 15u, ADR 0042), or its state is unknown (review 15t).
+ * The commands that reset a trip: Kiln `reset` (`error` → `idle`) and `exitMaintenance`
+ * (`maintenance` → `idle`: after `enterMaintenance` from `error` it is a reset too; review 15r),
+ * PackML `clear` (`aborted` → `clearing`) and `reset` (`stopped`/`completed` → `resetting`). Like
+ * `start`, they are refused while an interlock alarm is active (ISA-84 / IEC 61511: a trip is not
+ * reset while its condition persists; adversarial review 15u, ADR 0042), or its state is unknown
+ * or stale (reviews 15t, 15r).
  */
-export const INTERLOCKED_COMMANDS: ReadonlySet<string> = new Set(["start", "reset", "clear"]);
+export const INTERLOCKED_COMMANDS: ReadonlySet<string> = new Set(["start", "reset", "clear", "exitMaintenance"]);
 
 /** An interlock that does not permit a start or a reset now, and why. */
 export interface InterlockHold {
@@ -18,9 +22,53 @@ export interface InterlockHold {
    * `active`, `state unknown: no sample yet`, `state unknown: no usable value` (a good sample
    * whose value is not of the alarm's kind, NaN), `bad quality: <reason>` or
    * `uncertain quality: <reason>`. The device's reason is shown with control and format
-   * characters written out and cut to {@link QUALITY_REASON_MAX_LENGTH} code units.
+   * characters written out and cut to {@link QUALITY_REASON_MAX_LENGTH} code units; or
+   * `stale: tag <tag> source timestamp <age> ms old (max <limit> ms)` ({@link staleSource}).
    */
   readonly reason: string;
+}
+
+/**
+ * What an interlock needs to judge a good sample's age: the current sample of a tag (the current
+ * value table's), the wall time now, and how old a source timestamp may be for the tag (0: no limit).
+ */
+export interface SourceFreshness {
+  readonly current: (tag: string) => Sample | undefined;
+  readonly now: () => number;
+  readonly maxAgeMs: (tag: string) => number;
+}
+
+/**
+ * Each tag's source-age limit (ms) from its scan group's `maxSourceAgeMs`; 0 (no limit) when
+ * not given. Not derived from the scan period by default: many OPC UA servers keep a steady
+ * value's source timestamp at its last change, and Modbus has none (review 15r, ADR 0042).
+ */
+export function sourceAgeLimits(
+  tags: TagCatalog,
+  scanGroups: Readonly<Record<string, { readonly maxSourceAgeMs?: number | undefined }>>,
+): (tag: string) => number {
+  const limits = new Map<string, number>();
+  for (const tag of tags.list()) {
+    const group = scanGroups[tag.scanGroup];
+    if (group === undefined) continue;
+    limits.set(tag.name, group.maxSourceAgeMs ?? 0);
+  }
+  return (tag) => limits.get(tag) ?? 0;
+}
+
+/**
+ * The one source-age rule (review 15r, M1): why a good current sample of `tag` is too old to be
+ * trusted (its source timestamp older than the tag's limit: a device stuck, or a link serving a
+ * cached value), or undefined when it is fresh, not good, absent or the tag has no limit.
+ */
+export function staleSource(freshness: SourceFreshness, tag: string): string | undefined {
+  const limit = freshness.maxAgeMs(tag);
+  if (!(limit > 0)) return undefined;
+  const sample = freshness.current(tag);
+  if (sample === undefined || sample.quality.severity !== "good") return undefined;
+  const age = freshness.now() - sample.timestamp;
+  if (!(age > limit)) return undefined;
+  return `stale: tag ${tag} source timestamp ${Math.round(age)} ms old (max ${limit} ms)`;
 }
 
 /** Longest device quality reason an interlock hold shows, in UTF-16 code units (longer: cut, with a marker). */
@@ -34,10 +82,11 @@ const QUALITY_REASON_MAX_LENGTH = 256;
  * own "no communication, last usable value" and "stale" markers: the value may not be the
  * process's now; review 15s, M2), or good without a usable value (NaN). Holds refuse starts and
  * resets only: an uncertain sample does not trip a running machine (its value is still
- * evaluated, so an uncertain value beyond the setpoint does). In definition order, whatever
- * the alarm's service state.
+ * evaluated, so an uncertain value beyond the setpoint does). A good sample whose source
+ * timestamp is older than the tag's limit holds too ({@link staleSource}; with `freshness`). In
+ * definition order, whatever the alarm's service state.
  */
-export function interlockHolds(alarms: Pick<AlarmEngine, "list">): InterlockHold[] {
+export function interlockHolds(alarms: Pick<AlarmEngine, "list">, freshness?: SourceFreshness): InterlockHold[] {
   const holds: InterlockHold[] = [];
   for (const alarm of alarms.list()) {
     if (!alarm.interlock) continue;
@@ -47,6 +96,7 @@ export function interlockHolds(alarms: Pick<AlarmEngine, "list">): InterlockHold
     else if (quality === undefined) reason = "state unknown: no sample yet";
     else if (quality.severity !== "good") reason = `${quality.severity} quality: ${shownReason(quality.reason)}`;
     else if (!alarm.lastSampleUsable) reason = "state unknown: no usable value";
+    else if (freshness !== undefined) reason = staleSource(freshness, alarm.tag);
     if (reason !== undefined) holds.push({ id: alarm.id, reason });
   }
   return holds;
@@ -76,9 +126,10 @@ export function interlockRefusal(
   alarms: Pick<AlarmEngine, "list">,
   machine: { readonly machineId: string; readonly state: string },
   command: string,
+  freshness?: SourceFreshness,
 ): KilnError | undefined {
   if (!INTERLOCKED_COMMANDS.has(command)) return undefined;
-  const holds = interlockHolds(alarms);
+  const holds = interlockHolds(alarms, freshness);
   if (holds.length === 0) return undefined;
   const reason = interlockHoldsReason(holds);
   const interlocks = holds.map((hold) => hold.id);

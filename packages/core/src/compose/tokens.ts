@@ -17,6 +17,7 @@ import type { ResolvedControlSystemOptions } from "./control-system-options";
 import type { ServiceToken } from "./service-registry";
 import type { EventRecorder } from "./event-recorder";
 import type { SystemLifecycle } from "./system-lifecycle";
+import type { SourceFreshness } from "./interlocks";
 
 function token<T>(description: string): ServiceToken<T> {
   return Symbol(`kiln.${description}`) as ServiceToken<T>;
@@ -61,6 +62,8 @@ export const InternalTokens = {
   Lifecycle: token<SystemLifecycle>("lifecycle"),
   /** Runs recipes as processes on the machine. */
   RecipeExecutor: token<RecipeExecutor>("recipe-executor"),
+  /** What the interlocks judge a good sample's source age by (review 15r, M1). */
+  SourceFreshness: token<SourceFreshness>("source-freshness"),
   /** Appends recorded domain events from the bus to the event store. */
   EventRecorder: token<EventRecorder>("event-recorder"),
   CurrentValueTable: token<CurrentValueTable>("cvt"),

@@ -13,7 +13,13 @@ export type MachineStateMachine = StateMachine<string, string>;
  * bypasses authorization and the audit trail.
  */
 export interface UncheckedParts {
-  /** The PLC driver as registered (not even its device policy: no timeout, no breaker). */
+  /**
+   * The PLC driver as registered (not even its device policy: no timeout, no breaker). Its writes
+   * are **not ordered with the checked path**: the system sends a tag's writes (a process's steps,
+   * `writeTag`, the safe state of an abort or an interlock trip) one after the other per tag, and
+   * a write made here is not in that order. It can reach the device before a checked write still
+   * in flight on the same tag, or after the safe state, undoing it; a trip does not refuse it.
+   */
   readonly driver: PlcDriver;
   /** The store as registered (no port policies). */
   readonly store: Store;

@@ -70,6 +70,8 @@ export class ProcessRun implements RecipeProcess {
   readonly #pulseErrors: number[] = [];
   readonly #waitErrors: number[] = [];
   #stepsCompleted = 0;
+  /** `finished` is about to resolve (the record's last save is done). */
+  #finished = false;
   #ended = false;
   #abortRequest: { reason: string; fault: boolean; faultReason?: string } | undefined;
   /** This run wrote the safe state (its abort or failure). */
@@ -82,7 +84,9 @@ export class ProcessRun implements RecipeProcess {
   readonly #effect: Promise<readonly ProcessProblem[]>;
   #settle!: (problems: readonly ProcessProblem[]) => void;
   /** Writes the steps no longer wait for (a pulse's off, a write in flight at the abort; reviews 15t M2, 15s M3). */
-  readonly #closing = new Set<Promise<void>>();
+  readonly #closing = new Map<Promise<void>, string>();
+  /** The effect is done (safe state written, machine at its end state): only late writes and the record's last save remain. */
+  #effectDone = false;
   /** True while {@link begin} saves the new process, before the machine is asked to begin. */
   #savingFirst = false;
   /** The effect of a halt asked for while the first save was under way (review 15w, M3). */
@@ -155,6 +159,17 @@ export class ProcessRun implements RecipeProcess {
     this.#effect = new Promise((resolve) => {
       this.#settle = resolve;
     });
+  }
+
+  /**
+   * While the process is ending after its effect (safe state written, machine at its end state):
+   * the tags of the writes it sent before its abort that have not settled yet (each bounded by the
+   * driver's write timeout), and whether its record's last save is still to come. Undefined while
+   * the process runs, and once it has finished.
+   */
+  get ending(): { readonly lateWrites: readonly string[] } | undefined {
+    if (!this.#effectDone || this.#finished) return undefined;
+    return { lateWrites: [...new Set(this.#closing.values())] };
   }
 
   get pauseRequested(): boolean {
@@ -301,10 +316,11 @@ export class ProcessRun implements RecipeProcess {
     this.#machineSettled = true;
     // The effect is done: a safety function answers now, the record's save continues (review 15z, M4).
     this.#settle([...this.#problems]);
+    this.#effectDone = true;
     // A write the steps no longer waited for (a pulse's off, a step write in flight at the abort)
     // is not awaited by the effect (unless its tag is a safe-state tag: then the safe state waited
     // for it), but the result reports its failure (reviews 15t M2, 15s M3).
-    while (this.#closing.size > 0) await Promise.all([...this.#closing]);
+    while (this.#closing.size > 0) await Promise.all([...this.#closing.keys()]);
     const endedAt = this.#clock.now();
     this.#ended = true;
     this.#journal.update({ status, endedAt, ...(reason === undefined ? {} : { reason }) });
@@ -325,6 +341,7 @@ export class ProcessRun implements RecipeProcess {
     const saveFailure = this.#journal.saveFailure;
     if (saveFailure !== undefined) this.#problems.push({ stage: "save", error: saveFailure.error });
     this.#handshake.end((command) => this.#endedError(command));
+    this.#finished = true;
     this.#init.onEnd(this);
     this.#finish({
       processId: this.id,
@@ -508,7 +525,7 @@ export class ProcessRun implements RecipeProcess {
         this.#init.onLateWriteFailure?.(problem);
       },
     );
-    this.#closing.add(closing);
+    this.#closing.set(closing, tag);
     void closing.then(() => this.#closing.delete(closing));
   }
 

@@ -720,3 +720,60 @@ describe("recoverInterrupted", () => {
     expect((await store.processes.get(process.id))?.status).toBe("interrupted");
   });
 });
+
+describe("RecipeExecutor: a start after an abort whose step write is still on the wire (review 15r, M2)", () => {
+  const HOLD: RecipeInput = {
+    name: "hold",
+    version: 1,
+    steps: [{ set: { tag: "mfc.flow", value: 40 } }, { wait: { durationMs: 60_000 } }],
+  };
+  const NEXT: RecipeInput = { name: "next", version: 1, steps: [{ set: { tag: "mfc.flow", value: 10 } }] };
+
+  /** A setup whose write of mfc.flow=40 stays on the wire until `release()`. */
+  async function heldSetup(endingWaitMs: number) {
+    const parts = await setup({ executor: { endingWaitMs } });
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    const write = parts.plc.write.bind(parts.plc);
+    parts.plc.write = async (tag, value, signal) => {
+      if (tag.name === "mfc.flow" && value === 40) {
+        await released;
+        return write(tag, value);
+      }
+      return write(tag, value, signal);
+    };
+    const first = await parts.executor.start(HOLD);
+    await parts.clock.advance(10);
+    void first.abort("operator stop");
+    await parts.clock.advance(10);
+    expect(parts.state()).toBe("idle");
+    expect(parts.executor.ending()).toEqual({ processId: first.id, lateWrites: ["mfc.flow"] });
+    return { ...parts, first, release };
+  }
+
+  test("(the example) the start waits for the write, then runs after it", async () => {
+    const { executor, clock, first, release, writesOf } = await heldSetup(5_000);
+    const next = executor.start(NEXT);
+    await clock.advance(1_000);
+    release();
+    const process = await next;
+    await process.finished;
+    await first.finished;
+    expect(writesOf("mfc.flow").map((write) => write.value)).toEqual([40, 10]);
+    expect(executor.ending()).toBeUndefined();
+  });
+
+  test("(sibling) still unsettled after endingWaitMs: refused, naming the write; nothing ran", async () => {
+    const { executor, clock, release, writesOf } = await heldSetup(500);
+    const next = executor.start(NEXT);
+    const refused = expect(next).rejects.toMatchObject({
+      code: "KILN_INVALID_TRANSITION",
+      details: { command: "start", ending: { lateWrites: ["mfc.flow"], waitedMs: 500 } },
+    });
+    await clock.advance(600);
+    await refused;
+    await expect(next).rejects.toThrow(/the write of mfc\.flow sent before its abort has not settled/);
+    expect(writesOf("mfc.flow").map((write) => write.value)).toEqual([]);
+    release();
+  });
+});

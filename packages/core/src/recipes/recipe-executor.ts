@@ -52,6 +52,15 @@ export interface RecipeExecutorOptions {
   readonly progressSaveIntervalMs?: number;
   /** Makes process ids. @default crypto.randomUUID */
   readonly createId?: () => string;
+  /**
+   * How long a start waits for the last process to finish ending once its effect is done (the
+   * safe state written, the machine back at its ready state): a step write it sent before its
+   * abort still on the wire (each bounded by the driver's write timeout), then its record's last
+   * save. Past it the start is refused (`KILN_INVALID_TRANSITION`, `details.ending`). The control
+   * system passes `acquisition.timeoutMs + storePolicies.processes.timeoutMs`.
+   * @default 7000
+   */
+  readonly endingWaitMs?: number;
 }
 
 /** Who started a process: recorded on its `process-start` event and passed with each of its writes. */
@@ -140,6 +149,7 @@ export interface TripResult {
 }
 
 const DEFAULT_PROGRESS_SAVE_INTERVAL_MS = 5_000;
+const DEFAULT_ENDING_WAIT_MS = 7_000;
 
 /**
  * Runs validated recipes as processes on one machine, one process at a time.
@@ -309,14 +319,18 @@ export class RecipeExecutor {
    * @throws KilnValidationError (`KILN_VALIDATION`) listing every problem of the recipe, or path
    *   `processId` when `options.processId` names a process already saved; nothing ran.
    * @throws whatever `options.authorize` throws (e.g. `KILN_FORBIDDEN`); nothing ran.
-   * @throws KilnError `KILN_INVALID_TRANSITION` when a process is already active on the machine,
-   * or the machine cannot begin: refused before anything is saved when the binding says so
+   * A process that is only ending (its effect done: safe state written, machine back at its ready
+   * state; a write it sent before its abort still in flight, or its record's last save) does not
+   * refuse the start: the start waits for it, at most `endingWaitMs` (ADR 0042, amendment 2026-12-02 15r).
+   * @throws KilnError `KILN_INVALID_TRANSITION` when a process is already active on the machine
+   * (one still running, or one still ending after `endingWaitMs`: `details.ending.lateWrites`
+   * names the tags whose writes have not settled), or the machine cannot begin: refused before anything is saved when the binding says so
    * (`canBegin`), checked before `authorize` and again once authorized (no record, no event);
    * a `begin()` that still rejects leaves the process saved `failed`, with no process event.
    * @throws the store's error when the new process cannot be saved; nothing ran.
    */
   async start(recipe: RecipeInput, options: ProcessStartOptions = {}): Promise<RecipeProcess> {
-    if (this.#active !== undefined || this.#starting) {
+    if (this.#starting || (this.#active !== undefined && this.#active.ending === undefined)) {
       throw new KilnError(
         "KILN_INVALID_TRANSITION",
         // The running process is not named: the caller may not be allowed to see it (issue 15).
@@ -338,6 +352,7 @@ export class RecipeExecutor {
     // Every wait before the process begins races the cancellation (review 15z, M5).
     const unlessCancelled = <T>(work: Promise<T>): Promise<T> => raceCancel(work, pending);
     try {
+      await this.#awaitEnding(pending);
       const plan = await unlessCancelled(this.plan(recipe, options));
       if (
         options.processId !== undefined &&
@@ -414,6 +429,48 @@ export class RecipeExecutor {
       this.#starting = false;
       if (this.#pending === pending) this.#pending = undefined;
     }
+  }
+
+  /**
+   * Waits, at most `endingWaitMs` (and never past the start's cancellation), for the last process
+   * to finish ending when its effect is done: a write it sent before its abort still on the wire
+   * must land before the next process writes (every writer keeps a tag's order, ADR 0042 15s).
+   * @throws KilnError `KILN_INVALID_TRANSITION` (nothing ran) when it is still ending then.
+   */
+  async #awaitEnding(pending: PendingStart): Promise<void> {
+    const previous = this.#active;
+    if (previous === undefined) return;
+    const waitMs = this.#options.endingWaitMs ?? DEFAULT_ENDING_WAIT_MS;
+    const timer = new AbortController();
+    try {
+      const timeout = this.#options.clock.sleep(waitMs, timer.signal).catch(() => undefined);
+      await raceCancel(Promise.race([previous.finished, timeout]), pending);
+    } finally {
+      timer.abort();
+    }
+    if (this.#active !== previous) return;
+    const lateWrites = previous.ending?.lateWrites ?? [];
+    throw new KilnError(
+      "KILN_INVALID_TRANSITION",
+      // The process is not named: the caller may not be allowed to see it (issue 15).
+      `Machine "${this.machineId}" is still ending its last process after ${waitMs} ms: ` +
+        (lateWrites.length > 0
+          ? `the write of ${lateWrites.join(", ")} sent before its abort has not settled`
+          : "its record's last save has not finished") +
+        `; nothing ran. Start again once it has (health() names it).`,
+      { details: { machineId: this.machineId, command: "start", ending: { lateWrites, waitedMs: waitMs } } },
+    );
+  }
+
+  /**
+   * The last process while it is ending after its effect (see `endingWaitMs`): its id and the
+   * tags of its writes sent before its abort that have not settled. Undefined otherwise.
+   */
+  ending(): { readonly processId: string; readonly lateWrites: readonly string[] } | undefined {
+    const ending = this.#active?.ending;
+    return ending === undefined || this.#active === undefined
+      ? undefined
+      : { processId: this.#active.id, lateWrites: ending.lateWrites };
   }
 
   /** Marks a pending start aborted (the first reason wins) and wakes every wait it races. */

@@ -17,18 +17,18 @@ const heldWriteTags = defineTags({
  * A started system whose driver holds the write of `held` (tag and value) until `release()`, then
  * lands it, or fails it (`failHeld`) with a device error. Every write is logged in `events`, in
  * order: `sent`, `landed`, `wrote`, `refused`. `timeoutMs` sets `acquisition.timeoutMs` (the
- * driver write timeout) when given. `trip()` raises the pressure over the interlock and runs 6 scans.
+ * driver write timeout) when given; `scanGroup` adds to the `fast` scan group's settings. `trip()` raises the pressure over the interlock and runs 6 scans.
  */
 export async function heldWriteSystem(
   model: "kiln" | "packml",
   held: { tag: string; value: number },
-  options: { failHeld?: boolean; timeoutMs?: number } = {},
+  options: { failHeld?: boolean; timeoutMs?: number; scanGroup?: { maxSourceAgeMs?: number } } = {},
 ) {
   const pressure = { value: 1 };
   const parts = simulatedSystem({
     tags: heldWriteTags,
     sources: { "chamber.pressure": () => pressure.value },
-    scanGroups: { fast: { periodMs: 50 } },
+    scanGroups: { fast: { periodMs: 50, ...options.scanGroup } },
     ...(options.timeoutMs === undefined ? {} : { acquisition: { timeoutMs: options.timeoutMs } }),
     machine: {
       model,
