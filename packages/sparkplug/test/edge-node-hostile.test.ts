@@ -1,4 +1,5 @@
 import { GOOD, type ControlSystem, type CvtChange, type Sample } from "@kiln/core";
+import type { MqttClient } from "mqtt";
 import { afterEach, describe, expect, test } from "vitest";
 import { encodePayload, type SparkplugEdgeNode } from "../src/index";
 import { freePort, mosquittoAvailability } from "../src/testing/index";
@@ -12,6 +13,26 @@ afterEach(async () => {
   await fixture?.close();
   fixture = undefined;
 });
+
+/**
+ * Publishes `bytes` to `topic` at QoS 1 from an MQTT 5 client; resolves with the reason code of
+ * the broker's PUBACK (0: taken by a subscriber, 16: No matching subscribers). MQTT.js resolves
+ * `publishAsync` with the stored PUBLISH, not the PUBACK, so the PUBACK is read as it arrives.
+ */
+async function pubackReason(sender: MqttClient, topic: string, bytes: Uint8Array): Promise<number> {
+  let reason: number | undefined;
+  const onPacket = (packet: { cmd: string; reasonCode?: number }): void => {
+    if (packet.cmd === "puback") reason = packet.reasonCode ?? 0;
+  };
+  sender.on("packetreceive", onPacket);
+  try {
+    await sender.publishAsync(topic, Buffer.from(bytes), { qos: 1 });
+  } finally {
+    sender.off("packetreceive", onPacket);
+  }
+  if (reason === undefined) throw new Error(`no PUBACK seen for ${topic}`);
+  return reason;
+}
 
 /** Publishes a DCMD; `omitDatatype: false` lets the sender state a datatype of its own on the wire. */
 async function dcmd(
@@ -468,35 +489,52 @@ describe("retained and oversized commands (issue 19)", () => {
 });
 
 describe("commands reaching a session that is ending (adversarial review 19y, M4)", () => {
-  /** A node born under primary host `scada`, then the host's STATE offline followed at once by `command`. */
+  /**
+   * A node born under primary host `scada`, then the host's STATE offline followed by `command`
+   * (sent by an MQTT 5 client, after the STATE's PUBACK: one round trip behind it). The recorder
+   * is no command subscriber here, so the broker's PUBACK to the sender says whether any session
+   * of the node took the command (reason 0) or none did (16, No matching subscribers).
+   */
   async function goodbyeWith(
     topic: string,
     bytesOf: (node: SparkplugEdgeNode) => Uint8Array,
-  ): Promise<{ node: SparkplugEdgeNode; drops: string[] }> {
+  ): Promise<{ node: SparkplugEdgeNode; drops: string[]; routed: boolean }> {
     fixture = await edgeFixture({ primaryHostId: HOST });
-    const client = fixture.recorder.client;
-    const timestamp = Date.now();
-    const state = (online: boolean) => Buffer.from(JSON.stringify({ online, timestamp }));
-    await client.publishAsync(`spBv1.0/STATE/${HOST}`, state(true), { qos: 1, retain: true });
-    const node = fixture.node;
-    const drops: string[] = [];
-    node.events.on("command-drop", (event) => void drops.push(`${event.topic} ${event.reason}`));
-    await node.start();
-    await fixture.recorder.waitFor(ofType("DBIRTH"));
-    // In order from one publisher: the node takes the STATE offline (and begins its goodbye)
-    // before the command reaches it on the same session.
-    await client.publishAsync(`spBv1.0/STATE/${HOST}`, state(false), { qos: 1, retain: true });
-    await client.publishAsync(topic, Buffer.from(bytesOf(node)), { qos: 1 });
-    // Dropped by the ending session, or by the next one (unborn while the host is offline) when
-    // the goodbye and reconnect beat the command to the broker: counted and reported either way.
-    // Under load MQTT.js may also discard it once the ending session's client is ended (seen
-    // once in a full run): then it reaches no handler at all. Known gap, noted on issue 19.
-    for (const until = Date.now() + 2_000; drops.length === 0 && Date.now() < until;)
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    expect(drops.length).toBeLessThanOrEqual(1);
-    for (const drop of drops)
-      expect(drop).toMatch(new RegExp(`^${topic.replaceAll("/", "\\/")} session-(closing|unborn)$`));
-    return { node, drops };
+    const recorder = fixture.recorder.client;
+    await recorder.subscribeAsync(
+      ["NBIRTH", "NDEATH", "DBIRTH", "DDATA", "DDEATH", "NDATA"].map((type) => `spBv1.0/+/${type}/#`),
+      { qos: 1 },
+    );
+    await recorder.subscribeAsync("spBv1.0/STATE/#", { qos: 1 });
+    await recorder.unsubscribeAsync("spBv1.0/#");
+    const { connectAsync } = await import("mqtt");
+    const sender = await connectAsync(fixture.broker.url, { protocolVersion: 5 });
+    try {
+      const timestamp = Date.now();
+      const state = (online: boolean) => Buffer.from(JSON.stringify({ online, timestamp }));
+      await sender.publishAsync(`spBv1.0/STATE/${HOST}`, state(true), { qos: 1, retain: true });
+      const node = fixture.node;
+      const drops: string[] = [];
+      node.events.on("command-drop", (event) => void drops.push(`${event.topic} ${event.reason}`));
+      await node.start();
+      await fixture.recorder.waitFor(ofType("DBIRTH"));
+      // In order from one publisher: the node takes the STATE offline (and begins its goodbye)
+      // before the command reaches the broker.
+      await sender.publishAsync(`spBv1.0/STATE/${HOST}`, state(false), { qos: 1, retain: true });
+      const routed = (await pubackReason(sender, topic, bytesOf(node))) !== 16;
+      // Routed to a session of the node (the ending one, or the next one, unborn while the host is
+      // offline): the node saw it and dropped it, counted and reported. Not routed (the goodbye
+      // was over and the next session not yet subscribed): the sender was told so. Never both,
+      // never neither: a command taken by the node's session is never lost unseen.
+      for (const until = Date.now() + 3_000; routed && drops.length === 0 && Date.now() < until;)
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      expect({ routed, drops: drops.length }).toEqual({ routed, drops: routed ? 1 : 0 });
+      for (const drop of drops)
+        expect(drop).toMatch(new RegExp(`^${topic.replaceAll("/", "\\/")} session-(closing|unborn)$`));
+      return { node, drops, routed };
+    } finally {
+      await sender.endAsync(true);
+    }
   }
 
   test("a DCMD right behind the primary host's STATE offline is refused, counted, reported and audited; nothing is written", async () => {
@@ -531,6 +569,34 @@ describe("commands reaching a session that is ending (adversarial review 19y, M4
     const { node, drops } = await goodbyeWith(`spBv1.0/${GROUP}/NCMD/${EDGE}`, () => bytes);
     expect(node.health().commands).toMatchObject({ dropped: drops.length, rebirths: 0 });
     expect(fixture!.recorder.messages.filter(ofType("NBIRTH"))).toHaveLength(1);
+  });
+
+  test("sibling: a DCMD racing stop() is written, or dropped and audited, or the sender is told no session took it; never lost unseen", async () => {
+    fixture = await edgeFixture();
+    await fixture.recorder.client.subscribeAsync(`spBv1.0/${GROUP}/DBIRTH/#`, { qos: 1 });
+    await fixture.recorder.client.unsubscribeAsync("spBv1.0/#");
+    const node = fixture.node;
+    const drops: string[] = [];
+    node.events.on("command-drop", (event) => void drops.push(event.reason));
+    await node.start();
+    await fixture.recorder.waitFor(ofType("DBIRTH"));
+    const { connectAsync } = await import("mqtt");
+    const sender = await connectAsync(fixture.broker.url, { protocolVersion: 5 });
+    try {
+      const bytes = encodePayload(
+        {
+          timestamp: Date.now(),
+          metrics: [{ alias: node.aliases.get("heater.setpoint")!, datatype: "Float", value: 20 }],
+        },
+        { omitDatatype: true },
+      );
+      const [reason] = await Promise.all([pubackReason(sender, DCMD, bytes), node.stop()]);
+      const routed = reason !== 16;
+      await expect.poll(() => fixture!.plc.writes.length + drops.length).toBe(routed ? 1 : 0);
+      expect(await dropEntries()).toHaveLength(drops.length);
+    } finally {
+      await sender.endAsync(true);
+    }
   });
 });
 
@@ -601,6 +667,9 @@ describe("commands on a session not born, or no longer (adversarial review 19z, 
     await fixture.recorder.waitFor(ofType("DBIRTH"));
     await client.publishAsync(`spBv1.0/STATE/${HOST}`, state(false), { qos: 1, retain: true });
     await fixture.recorder.waitFor(ofType("NDEATH"), 10_000);
+    // The next session's subscription (the ending session unsubscribed its commands before its
+    // NDEATH), then connected: its #open returns once the SUBACK is in.
+    await fixture.tap.waitFor(({ connection, packet }) => connection > 1 && packet.cmd === "subscribe", 10_000);
     await expect
       .poll(() => node.health().link === "connected" && !node.health().publishing, { timeout: 10_000 })
       .toBe(true);
