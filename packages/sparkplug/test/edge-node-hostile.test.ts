@@ -1,7 +1,7 @@
 import { GOOD, type ControlSystem, type CvtChange, type Sample } from "@kiln/core";
 import type { MqttClient } from "mqtt";
 import { afterEach, describe, expect, test } from "vitest";
-import { encodePayload, type SparkplugEdgeNode } from "../src/index";
+import { decodePayload, encodePayload, type SparkplugEdgeNode } from "../src/index";
 import { freePort, mosquittoAvailability } from "../src/testing/index";
 import { DEVICE, EDGE, GROUP, HOST, edgeFixture, ofType, type EdgeFixture } from "./support/edge-fixture";
 import { dbirthPacketSize, limitedBroker } from "./support/limited-broker";
@@ -1049,5 +1049,87 @@ describe("an NCMD naming metrics the node does not act on (adversarial review 19
     await expect.poll(() => node.health().commands.rebirths).toBe(2);
     await expect.poll(() => drops).toEqual(["unknown-node-metric 1"]);
     expect(node.health().commands.dropped).toBe(1);
+  });
+});
+
+describe("a session lost during its birth sequence (issue 19)", () => {
+  /** What the node sent, per connection through the tap: each PUBLISH's message type and bdSeq (NBIRTH). */
+  function publishedBySession(f: EdgeFixture): Map<number, { type: string; bdSeq?: number }[]> {
+    const sessions = new Map<number, { type: string; bdSeq?: number }[]>();
+    for (const { connection, packet } of f.tap.packets) {
+      if (packet.cmd !== "publish") continue;
+      const type = packet.topic.split("/")[2]!;
+      const bdSeq =
+        type === "NBIRTH"
+          ? Number(decodePayload(packet.payload as Buffer).metrics.find((metric) => metric.name === "bdSeq")?.value)
+          : undefined;
+      sessions.set(connection, [
+        ...(sessions.get(connection) ?? []),
+        { type, ...(bdSeq === undefined ? {} : { bdSeq }) },
+      ]);
+    }
+    return sessions;
+  }
+
+  /**
+   * Starts the node and cuts the network (no DISCONNECT: the broker sends the Will) the moment it
+   * sends its first `type` birth, before the tap forwards it; then waits for the next session's births.
+   */
+  async function cutAt(type: "NBIRTH" | "DBIRTH"): Promise<SparkplugEdgeNode> {
+    fixture = await edgeFixture();
+    const f = fixture;
+    let cut = false;
+    // The predicate runs as the tap parses the packet, before it forwards it.
+    void f.tap.waitFor(({ packet }) => {
+      if (cut || packet.cmd !== "publish" || !packet.topic.includes(`/${type}/`)) return false;
+      cut = true;
+      f.tap.cut();
+      return true;
+    });
+    const node = f.node;
+    await node.start();
+    await f.tap.waitFor(
+      ({ connection, packet }) => connection > 1 && packet.cmd === "publish" && packet.topic.includes("/DDATA/"),
+      10_000,
+    );
+    return node;
+  }
+
+  /** Each session publishes NBIRTH, then DBIRTH, then (only then) DDATA; the next session's bdSeq is one more. */
+  function expectBirthBeforeData(f: EdgeFixture): void {
+    const sessions = [...publishedBySession(f).values()];
+    expect(sessions.length).toBeGreaterThanOrEqual(2);
+    const [first, second] = sessions as [{ type: string; bdSeq?: number }[], { type: string; bdSeq?: number }[]];
+    for (const session of sessions) {
+      const births = session.findIndex((each) => each.type === "DBIRTH");
+      const data = session.findIndex((each) => each.type === "DDATA");
+      if (data >= 0) expect(births).toBeGreaterThanOrEqual(0);
+      if (data >= 0) expect(data).toBeGreaterThan(births);
+      if (session.length > 0) expect(session[0]!.type).toBe("NBIRTH");
+    }
+    expect(first.some((each) => each.type === "DDATA")).toBe(false);
+    expect(second.slice(0, 2).map((each) => each.type)).toEqual(["NBIRTH", "DBIRTH"]);
+    expect(second[0]!.bdSeq).toBe(first[0]!.bdSeq! + 1);
+  }
+
+  test("NBIRTH cut off: the next session takes bdSeq + 1 (Will and NBIRTH), births again, and publishes no DDATA before its births", async () => {
+    const node = await cutAt("NBIRTH");
+    expectBirthBeforeData(fixture!);
+    // The Will of the next CONNECT carries the new bdSeq too.
+    const connects = fixture!.tap.packets.filter(({ packet }) => packet.cmd === "connect");
+    const willBdSeq = connects.map(({ packet }) => {
+      const will = (packet as { will?: { payload: Buffer } }).will!;
+      return Number(decodePayload(will.payload).metrics.find((metric) => metric.name === "bdSeq")?.value);
+    });
+    expect(willBdSeq.slice(0, 2)).toEqual([willBdSeq[0], willBdSeq[0]! + 1]);
+    expect(node.health()).toMatchObject({ link: "connected", publishing: true });
+  });
+
+  test("sibling: cut off at DBIRTH (the NBIRTH went out): the next session births both again, bdSeq + 1, no DDATA before them", async () => {
+    const node = await cutAt("DBIRTH");
+    expectBirthBeforeData(fixture!);
+    // The broker published the Will for the cut session: the host learns that session died.
+    await fixture!.recorder.waitFor(ofType("NDEATH"));
+    expect(node.health()).toMatchObject({ link: "connected", publishing: true });
   });
 });
