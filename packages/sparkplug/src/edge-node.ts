@@ -379,7 +379,9 @@ export interface SparkplugEdgeNodeHealth {
   };
   /**
    * Metrics that could not be encoded as their Sparkplug type and were sent as null with Quality
-   * bad and the reason instead (a value beyond Float's range, say), since start.
+   * bad and the reason instead (a value beyond Float's range, say), or whose value was too large
+   * for the broker's Maximum Packet Size, since start: each sample (metric and timestamp) counted
+   * once, however many births or fitting attempts encode it again.
    */
   readonly metricsNotEncodable: number;
   /** Problems in words; empty when all is well. */
@@ -669,6 +671,12 @@ export class SparkplugEdgeNode {
   readonly #bindings: readonly MetricBinding[];
   /** Metrics last sent as null because their value did not fit the broker's Maximum Packet Size: name → reason. */
   readonly #oversized = new Map<string, string>();
+  /**
+   * Per metric (tag name), the timestamp of the last sample counted in `metricsNotEncodable`: a
+   * sample is counted once, however often it is encoded again (each rebirth, each try at fitting a
+   * message to the broker's limit). Bounded by the number of metrics.
+   */
+  readonly #countedNotEncodable = new Map<string, number | undefined>();
   readonly #byName: ReadonlyMap<string, MetricBinding>;
   readonly #byAlias: ReadonlyMap<number, MetricBinding>;
   readonly #machineStateAlias: number;
@@ -1269,7 +1277,7 @@ export class SparkplugEdgeNode {
           encodePayload({ metrics: [metric] }, { omitDatatype });
           return metric;
         } catch (metricError) {
-          this.#counts.unencodable++;
+          this.#countNotEncodable(this.#metricName(metric), metric.timestamp);
           return unencodableMetric(metric, (metricError as Error).message);
         }
       });
@@ -1345,9 +1353,9 @@ export class SparkplugEdgeNode {
     for (const { index, reason, replacement } of order) {
       if (fits(fitted)) break;
       const name = this.#metricName(metrics[index]!);
+      this.#countNotEncodable(name, metrics[index]!.timestamp);
       metrics[index] = replacement;
       replaced.add(index);
-      this.#counts.unencodable++;
       this.#oversized.set(name, reason);
       fitted = this.#encode({ ...payload, metrics }, omitDatatype);
       if (fitted === undefined) return undefined;
@@ -1362,6 +1370,13 @@ export class SparkplugEdgeNode {
       `a DDATA of ${payload.metrics.length} metrics does not fit the broker's Maximum Packet Size (${limit} bytes, ${session.packetLimitSource}) even without its values: not sent`,
     );
     return undefined;
+  }
+
+  /** Counts the sample of metric `name` at `timestamp` in `metricsNotEncodable` unless it was counted already. */
+  #countNotEncodable(name: string, timestamp: number | undefined): void {
+    if (this.#countedNotEncodable.has(name) && this.#countedNotEncodable.get(name) === timestamp) return;
+    this.#countedNotEncodable.set(name, timestamp);
+    this.#counts.unencodable++;
   }
 
   /** The tag name of a DATA metric (by its alias), else its alias in words. */
@@ -1449,6 +1464,7 @@ export class SparkplugEdgeNode {
     } catch (error) {
       // A value the Sparkplug type cannot hold: sent as null and bad, never as a wrong good value.
       const reason = `value not publishable as ${binding.datatype}: ${(error as Error).message}`;
+      this.#countNotEncodable(binding.tag.name, sample?.timestamp);
       return {
         ...(birth ? { name: binding.tag.name } : {}),
         alias: binding.alias,

@@ -52,6 +52,37 @@ async function started(extra: Parameters<EdgeFixture["newNode"]>[0] = {}): Promi
   return node;
 }
 
+/**
+ * A view of `f`'s system whose CVT hands out 3.5e39 for the float32 `heater.setpoint` (stamped
+ * `timestamp()`, default now), and the observers it was given, to feed such samples to the node.
+ * Core no longer lets such a value into a CVT (coerceToTagType): the view stands for any value a
+ * future type mapping could not encode.
+ */
+function hugeSetpointView(
+  f: EdgeFixture,
+  timestamp: () => number = () => Date.now(),
+): { system: ControlSystem; observers: ((change: CvtChange) => void)[]; huge: (at: number) => Sample } {
+  const real = f.system;
+  const observers: ((change: CvtChange) => void)[] = [];
+  const huge = (at: number): Sample => ({ tag: "heater.setpoint", value: 3.5e39, timestamp: at, quality: GOOD });
+  const cvt = {
+    ...real.cvt,
+    get: (tag: string) => (tag === "heater.setpoint" ? huge(timestamp()) : real.cvt.get(tag)),
+    observeAll: (observer: (change: CvtChange) => void) => {
+      observers.push(observer);
+      return real.cvt.observeAll(observer);
+    },
+  };
+  const system = new Proxy(real, {
+    get: (target, key) => {
+      if (key === "cvt") return cvt;
+      const value: unknown = Reflect.get(target, key, target);
+      return typeof value === "function" ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+    },
+  }) as ControlSystem;
+  return { system, observers, huge };
+}
+
 describe("values a Float cannot carry (issue 15, fault 1)", () => {
   test("a DCMD with Double 3.5e39 for a float32 tag is refused before Kiln, never written; the node keeps publishing", async () => {
     const node = await started();
@@ -78,26 +109,7 @@ describe("values a Float cannot carry (issue 15, fault 1)", () => {
 
   test("a CVT value its metric cannot carry goes out null with Quality bad and the reason, in births and DDATA; nothing escapes", async () => {
     fixture = await edgeFixture();
-    const real = fixture.system;
-    const observers: ((change: CvtChange) => void)[] = [];
-    const huge = (timestamp: number): Sample => ({ tag: "heater.setpoint", value: 3.5e39, timestamp, quality: GOOD });
-    // Core no longer lets such a value into a CVT (coerceToTagType): a view that hands one out
-    // anyway stands for any value a future type mapping could not encode.
-    const cvt = {
-      ...real.cvt,
-      get: (tag: string) => (tag === "heater.setpoint" ? huge(Date.now()) : real.cvt.get(tag)),
-      observeAll: (observer: (change: CvtChange) => void) => {
-        observers.push(observer);
-        return real.cvt.observeAll(observer);
-      },
-    };
-    const system = new Proxy(real, {
-      get: (target, key) => {
-        if (key === "cvt") return cvt;
-        const value: unknown = Reflect.get(target, key, target);
-        return typeof value === "function" ? (value as (...args: unknown[]) => unknown).bind(target) : value;
-      },
-    }) as ControlSystem;
+    const { system, observers, huge } = hugeSetpointView(fixture);
     const node = fixture.newNode({ system });
     const alias = node.aliases.get("heater.setpoint")!;
     await node.start();
@@ -128,6 +140,46 @@ describe("values a Float cannot carry (issue 15, fault 1)", () => {
     expect(metric.properties).toMatchObject({ Quality: { value: 0 } });
     await expect.poll(() => node.health().metricsNotEncodable).toBeGreaterThan(0);
     expect(node.health().publishing).toBe(true);
+  });
+  test("metricsNotEncodable counts a sample once: rebirths that encode the same sample again do not count it again", async () => {
+    fixture = await edgeFixture();
+    const at = Date.now();
+    const { system } = hugeSetpointView(fixture, () => at);
+    const node = fixture.newNode({ system });
+    await node.start();
+    await fixture.recorder.waitFor(ofType("DBIRTH"));
+    expect(node.health().metricsNotEncodable).toBe(1);
+    for (let birth = 2; birth <= 3; birth++) {
+      const rebirth = encodePayload({
+        timestamp: Date.now(),
+        metrics: [{ name: "Node Control/Rebirth", datatype: "Boolean", value: true }],
+      });
+      await fixture.recorder.client.publishAsync(`spBv1.0/${GROUP}/NCMD/${EDGE}`, Buffer.from(rebirth), { qos: 1 });
+      await expect.poll(() => fixture!.recorder.messages.filter(ofType("DBIRTH")).length).toBe(birth);
+    }
+    expect(node.health().metricsNotEncodable).toBe(1);
+  });
+
+  test("sibling: a new sample of the same metric is counted, and sent again it is not", async () => {
+    fixture = await edgeFixture();
+    const at = Date.now();
+    const { system, observers, huge } = hugeSetpointView(fixture, () => at);
+    const node = fixture.newNode({ system });
+    const alias = node.aliases.get("heater.setpoint")!;
+    await node.start();
+    await fixture.recorder.waitFor(ofType("DBIRTH"));
+    for (let copy = 0; copy < 2; copy++)
+      for (const observer of observers)
+        observer({ sample: huge(at + 1), previous: undefined, valueChanged: true, qualityChanged: false } as CvtChange);
+    await expect
+      .poll(
+        () =>
+          fixture!.recorder.messages.filter(
+            (message) => ofType("DDATA")(message) && message.payload!.metrics.some((metric) => metric.alias === alias),
+          ).length,
+      )
+      .toBeGreaterThanOrEqual(1);
+    expect(node.health().metricsNotEncodable).toBe(2);
   });
 });
 
