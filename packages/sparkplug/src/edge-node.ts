@@ -379,7 +379,9 @@ export interface SparkplugEdgeNodeHealth {
   };
   /**
    * Metrics that could not be encoded as their Sparkplug type and were sent as null with Quality
-   * bad and the reason instead (a value beyond Float's range, say), since start.
+   * bad and the reason instead (a value beyond Float's range, say), or whose value was too large
+   * for the broker's Maximum Packet Size, since start: each sample (metric and timestamp) counted
+   * once, however many births or fitting attempts encode it again.
    */
   readonly metricsNotEncodable: number;
   /** Problems in words; empty when all is well. */
@@ -669,6 +671,12 @@ export class SparkplugEdgeNode {
   readonly #bindings: readonly MetricBinding[];
   /** Metrics last sent as null because their value did not fit the broker's Maximum Packet Size: name → reason. */
   readonly #oversized = new Map<string, string>();
+  /**
+   * Per metric (tag name), the timestamp of the last sample counted in `metricsNotEncodable`: a
+   * sample is counted once, however often it is encoded again (each rebirth, each try at fitting a
+   * message to the broker's limit). Bounded by the number of metrics.
+   */
+  readonly #countedNotEncodable = new Map<string, number | undefined>();
   readonly #byName: ReadonlyMap<string, MetricBinding>;
   readonly #byAlias: ReadonlyMap<number, MetricBinding>;
   readonly #machineStateAlias: number;
@@ -1269,7 +1277,7 @@ export class SparkplugEdgeNode {
           encodePayload({ metrics: [metric] }, { omitDatatype });
           return metric;
         } catch (metricError) {
-          this.#counts.unencodable++;
+          this.#countNotEncodable(this.#metricName(metric), metric.timestamp);
           return unencodableMetric(metric, (metricError as Error).message);
         }
       });
@@ -1340,28 +1348,41 @@ export class SparkplugEdgeNode {
       })
       .sort((a, b) => b.saving - a.saving);
     const metrics = [...payload.metrics];
-    const replaced = new Set<number>();
+    const replaced = new Map<number, string>();
     let fitted: Uint8Array | undefined = bytes;
     for (const { index, reason, replacement } of order) {
       if (fits(fitted)) break;
-      const name = this.#metricName(metrics[index]!);
       metrics[index] = replacement;
-      replaced.add(index);
-      this.#counts.unencodable++;
-      this.#oversized.set(name, reason);
+      replaced.set(index, reason);
       fitted = this.#encode({ ...payload, metrics }, omitDatatype);
       if (fitted === undefined) return undefined;
     }
+    if (!fits(fitted) && topic === this.#topics.ddata) {
+      // Not sent: nothing is counted or named for this try (the caller splits the message).
+      this.#problems.set(
+        "data-size",
+        `a DDATA of ${payload.metrics.length} metrics does not fit the broker's Maximum Packet Size (${limit} bytes, ${session.packetLimitSource}) even without its values: not sent`,
+      );
+      return undefined;
+    }
+    // Counted and named only for the message that goes out (a birth that does not fit is said,
+    // with its size, by the birth: "birth-size").
+    for (const [index, reason] of replaced) {
+      const original = payload.metrics[index]!;
+      const name = this.#metricName(original);
+      this.#countNotEncodable(name, original.timestamp);
+      this.#oversized.set(name, reason);
+    }
     this.#publishedWhole(payload.metrics.filter((_, index) => !replaced.has(index)));
     this.#sayOversized();
-    if (fits(fitted)) return fitted;
-    // A birth that does not fit is said (with its size) by the birth ("birth-size").
-    if (topic !== this.#topics.ddata) return fitted;
-    this.#problems.set(
-      "data-size",
-      `a DDATA of ${payload.metrics.length} metrics does not fit the broker's Maximum Packet Size (${limit} bytes, ${session.packetLimitSource}) even without its values: not sent`,
-    );
-    return undefined;
+    return fitted;
+  }
+
+  /** Counts the sample of metric `name` at `timestamp` in `metricsNotEncodable` unless it was counted already. */
+  #countNotEncodable(name: string, timestamp: number | undefined): void {
+    if (this.#countedNotEncodable.has(name) && this.#countedNotEncodable.get(name) === timestamp) return;
+    this.#countedNotEncodable.set(name, timestamp);
+    this.#counts.unencodable++;
   }
 
   /** The tag name of a DATA metric (by its alias), else its alias in words. */
@@ -1449,6 +1470,7 @@ export class SparkplugEdgeNode {
     } catch (error) {
       // A value the Sparkplug type cannot hold: sent as null and bad, never as a wrong good value.
       const reason = `value not publishable as ${binding.datatype}: ${(error as Error).message}`;
+      this.#countNotEncodable(binding.tag.name, sample?.timestamp);
       return {
         ...(birth ? { name: binding.tag.name } : {}),
         alias: binding.alias,
@@ -1608,19 +1630,55 @@ export class SparkplugEdgeNode {
         value: machineState,
       });
     }
-    if (this.#awaitAcks) metrics.push(this.#messageNumber(this.#dataCount + 1, this.#clock.now(), false));
+    const unsent = this.#publishData(session, metrics, this.#awaitAcks, (from, to) => {
+      // Kept until the host acknowledges it (ADR 0037), as the record a replay would send.
+      if (this.#awaitAcks)
+        this.#store(samples.slice(from, to), to > samples.length ? machineState : undefined, {
+          epoch: this.#epoch,
+          message: this.#dataCount,
+        });
+    });
+    this.#counts.notPublished += unsent.filter((index) => index < samples.length).length;
+  }
+
+  /**
+   * Publishes `metrics` as DDATA (with a message number when `numbered`, ADR 0037): in one
+   * message where it fits the broker's Maximum Packet Size ({@link #encodeData}), else split in
+   * halves, each a message of its own, down to single metrics, like any message too large for the
+   * broker: only a metric that does not fit alone, even as null, is not sent. `sent(from, to)` is
+   * called after each message with the range of `metrics` it carried. Returns the indexes of the
+   * metrics not sent.
+   */
+  #publishData(
+    session: Session,
+    metrics: readonly SparkplugMetric[],
+    numbered: boolean,
+    sent: (from: number, to: number) => void,
+    offset = 0,
+  ): number[] {
+    const now = this.#clock.now();
     // [tck-id-payloads-alias-data-cmd-requirement] alias only; [tck-id-payloads-metric-datatype-not-req] no datatype.
-    const bytes = this.#encodeData(session, { timestamp: this.#clock.now(), metrics });
-    if (bytes === undefined) {
-      this.#counts.notPublished += samples.length;
-      return;
+    const bytes = this.#encodeData(session, {
+      timestamp: now,
+      metrics: numbered ? [...metrics, this.#messageNumber(this.#dataCount + 1, now, false)] : [...metrics],
+    });
+    if (bytes !== undefined) {
+      this.#publish(session, "DDATA", this.#topics.ddata, bytes);
+      this.#dataCount++;
+      this.#counts.dataMessages++;
+      this.#counts.metrics += metrics.length;
+      sent(offset, offset + metrics.length);
+      return [];
     }
-    this.#publish(session, "DDATA", this.#topics.ddata, bytes);
-    this.#dataCount++;
-    this.#counts.dataMessages++;
-    this.#counts.metrics += metrics.length;
-    // Kept until the host acknowledges it (ADR 0037), as the record a replay would send.
-    if (this.#awaitAcks) this.#store(samples, machineState, { epoch: this.#epoch, message: this.#dataCount });
+    if (metrics.length <= 1) return metrics.map((_, index) => offset + index);
+    // Said again by the halves when one of them does not fit either.
+    this.#problems.delete("data-size");
+    this.#sayOversized();
+    const half = Math.ceil(metrics.length / 2);
+    return [
+      ...this.#publishData(session, metrics.slice(0, half), numbered, sent, offset),
+      ...this.#publishData(session, metrics.slice(half), numbered, sent, offset + half),
+    ];
   }
 
   // ---- store-and-forward (ADR 0031) ----------------------------------------------------------
@@ -1850,20 +1908,16 @@ export class SparkplugEdgeNode {
           const metrics = this.#historicalMetrics(record.bytes);
           let sent = 0;
           if (metrics.length > 0) {
-            const bytes = this.#encodeData(session!, { timestamp: this.#clock.now(), metrics });
-            if (bytes === undefined) {
-              this.#drop(
-                metrics.length,
-                "unencodable",
-                `store-and-forward could not encode a record of ${metrics.length} samples`,
-              );
-            } else {
-              this.#publish(session!, "DDATA", this.#topics.ddata, bytes);
-              this.#counts.dataMessages++;
-              this.#counts.metrics += metrics.length;
-              sent = metrics.length;
+            const unsent = this.#publishData(session!, metrics, false, (from, to) => {
+              sent += to - from;
               published = true;
-            }
+            });
+            if (unsent.length > 0)
+              this.#drop(
+                unsent.length,
+                "unencodable",
+                `store-and-forward could not send ${unsent.length} of a record's ${metrics.length} samples: too large for the broker even alone`,
+              );
           }
           window.set(record.id, sent);
           last = record.id;
@@ -1901,27 +1955,23 @@ export class SparkplugEdgeNode {
       const record = backlog.nextUnsent(epoch);
       if (record === undefined) return;
       const metrics = this.#historicalMetrics(record.bytes);
-      let bytes: Uint8Array | undefined;
+      let published = false;
       if (metrics.length > 0) {
-        const numbered = [...metrics, this.#messageNumber(this.#dataCount + 1, this.#clock.now(), false)];
-        bytes = this.#encodeData(session, { timestamp: this.#clock.now(), metrics: numbered });
-        if (bytes === undefined)
+        const unsent = this.#publishData(session, metrics, true, (from, to) => {
+          this.#counts.replayed += to - from;
+          published = true;
+        });
+        if (unsent.length > 0)
           this.#drop(
-            metrics.length,
+            unsent.length,
             "unencodable",
-            `store-and-forward could not encode a record of ${metrics.length} samples`,
+            `store-and-forward could not send ${unsent.length} of a record's ${metrics.length} samples: too large for the broker even alone`,
           );
       }
-      if (bytes !== undefined) {
-        this.#publish(session, "DDATA", this.#topics.ddata, bytes);
-        this.#dataCount++;
-        this.#counts.dataMessages++;
-        this.#counts.metrics += metrics.length;
-        this.#counts.replayed += metrics.length;
-      }
-      // A record with nothing to send goes with the next ack that covers what was sent before it.
+      // A record with nothing to send goes with the next ack that covers what was sent before it;
+      // one sent in several messages with the ack that covers the last of them.
       backlog.markSent(record.id, { epoch, message: this.#dataCount });
-      if (bytes !== undefined && !(await this.#barrier(session))) return;
+      if (published && !(await this.#barrier(session))) return;
       await new Promise<void>((resolve) => setImmediate(resolve));
     }
   }
