@@ -98,9 +98,17 @@ export interface ModbusPlannerOptions extends Partial<ModbusReadLimits> {
    * A tag refused while read alone is learned as a hole only after this many reads in a row refused it (a
    * refusal inside a bigger request, confirmed by a split, is learned at once). A read in which a unit refused
    * every address it was asked (more than one, none served) counts for none of them: that unit has a unit-level
-   * problem (misconfigured, starting up), logged once as a warning. @default 3
+   * problem (misconfigured, starting up), logged once as a warning; so does a read in which every address of an
+   * area of a unit was refused (more than one, none of that area served): the area is refusing, not each address.
+   * @default 3
    */
   readonly learnAfterRefusals?: number;
+  /**
+   * Least time (ms) from the first to the last of the `learnAfterRefusals` refusals that teach a hole (a split's
+   * proof needs none): a device that refuses for a moment while it boots or reloads its map teaches nothing,
+   * however fast it is scanned. @default 10000
+   */
+  readonly learnRefusalSpanMs?: number;
 }
 
 /** Write settings. */
@@ -287,6 +295,7 @@ export const modbusDriverOptionsSchema = z
         splitOnExceptions: z.array(z.number().int().min(1).max(255)).default([2, 3]),
         relearnAfterMs: z.number().positive().max(MAX_DURATION_MS, "must be at most 3600000 (1 hour)").default(600_000),
         learnAfterRefusals: z.number().int().min(1).default(3),
+        learnRefusalSpanMs: z.number().min(0).max(MAX_DURATION_MS, "must be at most 3600000 (1 hour)").default(10_000),
       })
       .default({
         maxRegistersPerRead: 125,
@@ -297,6 +306,7 @@ export const modbusDriverOptionsSchema = z
         splitOnExceptions: [2, 3],
         relearnAfterMs: 600_000,
         learnAfterRefusals: 3,
+        learnRefusalSpanMs: 10_000,
       }),
     write: z
       .strictObject({

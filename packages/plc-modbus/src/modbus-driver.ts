@@ -126,8 +126,11 @@ export class ModbusDriver implements PlcDriver {
   #lastProbed = -1;
   /** When to try `maxInFlight` again after falling back to 1 (ms on the driver's clock). */
   #pipelineRetryAt = Number.POSITIVE_INFINITY;
-  /** Units warned about for refusing every address of a read (warned again after they serve one). */
-  readonly #refusingUnits = new Set<number>();
+  /**
+   * Units (`<unit>`) and areas of a unit (`<unit>|<area>`) warned about for refusing every address of a read
+   * (warned again after they serve one).
+   */
+  readonly #refusingAreas = new Set<string>();
   /** Whether the warning that `requestTimeoutMs` outlives a read's deadline was logged. */
   #deadlineWarned = false;
   /** Requests that timed out on this driver (any read's or write's, not a probe's): tells a read that one came. */
@@ -142,6 +145,18 @@ export class ModbusDriver implements PlcDriver {
   readonly #blocks: EndpointHealth;
   /** Blocks whose last request timed out: read after every other request of a read. */
   readonly #silentBlocks = new Set<string>();
+  /**
+   * Blocks (`blockKey`) that missed their turn in their last reads (the read's deadline came first while they
+   * waited or were on the wire), with how many reads in a row: they go first in their rank next read,
+   * most missed first, so every request is read within a bounded number of scans (see `#order`). Bounded by the
+   * plans in use (`#releasePlan`).
+   */
+  readonly #missedTurns = new Map<string, number>();
+  /**
+   * Units of the last read none of whose requests had a turn in it (nothing sent, no health rule applied): a unit
+   * never asked among them goes with the units in good health next read (see `#order`).
+   */
+  #starvedUnits = new Set<number>();
   readonly #learner: Pick<ModbusReadPlanner, "refused" | "learnBarrier">;
   /** Which exception splits a read request (see `ModbusSplitOptions.splitCode`); built once, not per request. */
   readonly #splitCode: ModbusSplitOptions["splitCode"];
@@ -228,6 +243,7 @@ export class ModbusDriver implements PlcDriver {
       defaultUnitId: this.#options.unitId,
       relearnAfterMs: planner.relearnAfterMs,
       learnAfterRefusals: planner.learnAfterRefusals,
+      learnRefusalSpanMs: planner.learnRefusalSpanMs,
       clock: this.#clock,
     });
     this.#learner = {
@@ -340,7 +356,8 @@ export class ModbusDriver implements PlcDriver {
   }
 
   /**
-   * The health of every unit (slave id) this driver has talked to, by unit id: online or offline,
+   * The health of every unit (slave id) this driver has talked to or has tags on, by unit id: online or offline
+   * (or `not-yet-answered`, from the first read of a plan with tags on it until it answers or fails),
    * failures in a row, last error, and when an offline unit is probed next. The connection's own
    * state is {@link ModbusDriver.status}; a unit that stops answering never changes it while
    * other units answer.
@@ -356,7 +373,10 @@ export class ModbusDriver implements PlcDriver {
    * answered other requests; and, while answers are not trusted (see {@link ModbusDriver.answerStream}),
    * `answer stream` (`offline`, the anomaly in `lastError`); and each shape held by an answer owed by a device
    * that answers out of order as `held shape <shape>` (`offline`, `nextProbeAt`: when the link is resynchronised
-   * to release it, see `transport.lostAnswerResyncMs`). The core shows them in `system.health().acquisition.endpoints` and reports
+   * to release it, see `transport.lostAnswerResyncMs`); and each request block not read within the read's deadline
+   * `unitHealth.offlineAfter` reads in a row (`offline`, "not read within the read's deadline for 3 scans in a
+   * row"). A unit of a read plan that has not answered yet is listed too (`online`, no failure, `lastError` "not
+   * answered yet ..."). The core shows them in `system.health().acquisition.endpoints` and reports
    * the system `degraded`, naming the unit or block, while one is offline.
    */
   endpoints(): EndpointHealthSnapshot[] {
@@ -388,7 +408,18 @@ export class ModbusDriver implements PlcDriver {
       lastFailureAt: hold.since,
       ...(hold.releaseAt === undefined ? {} : { nextProbeAt: hold.releaseAt }),
     }));
-    return [...this.#units.snapshot(), ...blocks, ...misaligned, ...held];
+    const named = this.#options.unitHealth.offlineAfter;
+    const starved: EndpointHealthSnapshot[] = [];
+    for (const [block, reads] of this.#missedTurns) {
+      if (reads < named) continue;
+      starved.push({
+        endpoint: block,
+        state: "offline",
+        consecutiveFailures: reads,
+        lastError: `not read within the read's deadline for ${reads} scans in a row (the scan's requests take longer than its deadline)`,
+      });
+    }
+    return [...this.#units.snapshot(), ...blocks, ...starved, ...misaligned, ...held];
   }
 
   /**
@@ -511,8 +542,10 @@ export class ModbusDriver implements PlcDriver {
       expired: false,
       refusals: [],
       served: new Set(),
+      servedAreas: new Set(),
       blockOutcomes: [],
       timeoutsBefore: this.#timeouts,
+      turns: new Set(),
     };
     const deferred = new Map<number, ModbusReadRequest>();
     const defer = (request: ModbusReadRequest, why: Quality): void => {
@@ -525,6 +558,7 @@ export class ModbusDriver implements PlcDriver {
     const worker = async (): Promise<void> => {
       for (const request of pending) {
         if (state.expired) return;
+        state.turns.add(request);
         const unitId = request.unitId;
         const block = blockKey(request);
         if (state.silent.has(unitId)) {
@@ -595,6 +629,7 @@ export class ModbusDriver implements PlcDriver {
     } finally {
       releaseProbes();
     }
+    this.#countTurns(order, state);
     // A suspect unit left out of this read counts it as a failure (a dead unit is named after offlineAfter of its reads).
     for (const unitId of deferred.keys()) this.#units.missedRead(unitId, now);
     this.#scheduleProbes(deferred);
@@ -619,6 +654,7 @@ export class ModbusDriver implements PlcDriver {
     if (holder?.plan === plan) return;
     for (const request of plan.requests) {
       const block = blockKey(request);
+      this.#units.planned(request.unitId);
       this.#plannedUses.set(block, (this.#plannedUses.get(block) ?? 0) + 1);
       this.#plannedShapes.set(block, shapeOf(request));
     }
@@ -642,6 +678,7 @@ export class ModbusDriver implements PlcDriver {
       else {
         this.#plannedUses.delete(block);
         this.#plannedShapes.delete(block);
+        this.#missedTurns.delete(block);
       }
     }
   }
@@ -700,8 +737,10 @@ export class ModbusDriver implements PlcDriver {
   }
 
   /**
-   * The read's requests in the order they go out: units in good health first, then units never asked,
-   * then units that failed since they last answered. The read then waits for at most one request
+   * The read's requests in the order they go out: units in good health first (with units never asked whose
+   * requests missed their turn in the last read), then units never asked, then units that failed since they last
+   * answered; within each, the requests that missed their turn in the last reads first, most missed first (fair:
+   * a request left out by the deadline goes before those that were read). The read then waits for at most one request
    * timeout: after its first timeout only units in good health are asked, the others are deferred
    * (answered bad and probed, not awaited). Before it, suspects are deferred while a unit of the read is
    * in good health (a read of one unit, or of units that all failed, waits for them) unless they failed
@@ -717,10 +756,16 @@ export class ModbusDriver implements PlcDriver {
     let anyHealthy = false;
     let anySuspect = false;
     let anyUnknown = false;
+    const missed = (request: ModbusReadRequest): number =>
+      this.#missedTurns.size === 0 ? 0 : (this.#missedTurns.get(blockKey(request)) ?? 0);
+    // A unit never asked because earlier requests used the last read's time goes with the units in good health:
+    // behind them it would never be asked (adv12 M2). Not one whose request was on the wire at the deadline (it
+    // may be dead: its outcome says so before it is asked again).
+    const starved = this.#starvedUnits;
     for (const request of requests) {
       const unitId = request.unitId;
       if (ranks.has(unitId)) continue;
-      const rank = this.#units.suspect(unitId) ? 2 : this.#units.known(unitId) ? 0 : 1;
+      const rank = this.#units.suspect(unitId) ? 2 : this.#units.known(unitId) || starved.has(unitId) ? 0 : 1;
       ranks.set(unitId, rank);
       if (rank === 0) anyHealthy = true;
       else if (rank === 2) anySuspect = true;
@@ -732,11 +777,43 @@ export class ModbusDriver implements PlcDriver {
     const silent = (request: ModbusReadRequest): number =>
       this.#silentBlocks.size > 0 && this.#silentBlocks.has(blockKey(request)) ? 3 : 0;
     const rank = (request: ModbusReadRequest): number => Math.max(ranks.get(request.unitId)!, silent(request));
+    // Within a rank, the blocks that missed their turn go first, most missed first (stable: the plan's order
+    // otherwise), so a slow unit's requests cannot keep a fast unit's, or its own later ones, out of every read.
     const mixed =
       Number(anyHealthy) + Number(anySuspect) + Number(anyUnknown) > 1 ||
+      requests.some((request) => missed(request) > 0) ||
       (this.#silentBlocks.size > 0 && requests.some((request) => silent(request) > 0));
-    const order = mixed ? [...requests].sort((a, b) => rank(a) - rank(b)) : requests;
+    const order = mixed ? [...requests].sort((a, b) => rank(a) - rank(b) || missed(b) - missed(a)) : requests;
     return { order, anyHealthy, anySuspect };
+  }
+
+  /**
+   * Counts which requests of `order` missed their turn in this read (see `#missedTurns`); a block that missed
+   * `unitHealth.offlineAfter` reads in a row is logged once and named by {@link ModbusDriver.endpoints}.
+   */
+  #countTurns(order: readonly ModbusReadRequest[], state: ReadState): void {
+    if (state.turns.size === order.length && this.#missedTurns.size === 0 && this.#starvedUnits.size === 0) return;
+    const named = this.#options.unitHealth.offlineAfter;
+    const hadTurn = new Set<number>();
+    for (const request of state.turns) hadTurn.add(request.unitId);
+    this.#starvedUnits = new Set(order.map((request) => request.unitId).filter((unitId) => !hadTurn.has(unitId)));
+    for (const request of order) {
+      const block = blockKey(request);
+      // A request still on the wire when the deadline came missed its turn too: else the one at the deadline's
+      // edge could be the same every scan.
+      if (state.turns.has(request) && request.items.every((item) => state.samples[item.index] !== undefined)) {
+        this.#missedTurns.delete(block);
+        continue;
+      }
+      const missed = (this.#missedTurns.get(block) ?? 0) + 1;
+      this.#missedTurns.set(block, missed);
+      if (missed === named) {
+        this.#logger.warn(
+          { block, reads: missed },
+          `modbus ${block} not read within the read's deadline for ${missed} reads in a row: the scan's requests take longer than its deadline (raise acquisition.timeoutMs, lower requestTimeoutMs, or split the scan group)`,
+        );
+      }
+    }
   }
 
   /**
@@ -1047,6 +1124,8 @@ export class ModbusDriver implements PlcDriver {
     for (const outcome of outcomes) {
       if (outcome.ok) {
         state.served.add(outcome.request.unitId);
+        state.servedAreas.add(`${outcome.request.unitId}`);
+        state.servedAreas.add(`${outcome.request.unitId}|${outcome.request.area}`);
         this.#planner.served(outcome.request);
         this.#decode(state, outcome.request, outcome.data);
         continue;
@@ -1286,25 +1365,37 @@ export class ModbusDriver implements PlcDriver {
    * read after read is still learned (`learnAfterRefusals`).
    */
   #learnRefusals(state: ReadState): void {
-    const { refusals, served } = state;
-    for (const unitId of served) this.#refusingUnits.delete(unitId);
+    const { refusals, servedAreas } = state;
+    for (const key of servedAreas) this.#refusingAreas.delete(key);
     if (refusals.length === 0) return;
-    const refusedByUnit = new Map<number, Set<string>>();
-    for (const { item } of refusals) {
-      const addresses = refusedByUnit.get(item.unitId) ?? new Set<string>();
+    // Per unit and per area of a unit: more than one address refused and none of them served in this read is the
+    // unit (or the area: a device reloading its holding-register map while it serves its inputs) refusing, not
+    // one hole per address.
+    const refusedBy = new Map<string, Set<string>>();
+    const count = (key: string, item: RefusedItem): void => {
+      const addresses = refusedBy.get(key) ?? new Set<string>();
       addresses.add(`${item.area}|${item.address}|${item.count}`);
-      refusedByUnit.set(item.unitId, addresses);
+      refusedBy.set(key, addresses);
+    };
+    for (const { item } of refusals) {
+      count(`${item.unitId}`, item);
+      count(`${item.unitId}|${item.area}`, item);
     }
-    const unitLevel = (unitId: number): boolean => !served.has(unitId) && refusedByUnit.get(unitId)!.size > 1;
-    for (const [unitId, addresses] of refusedByUnit) {
-      if (!unitLevel(unitId) || this.#refusingUnits.has(unitId)) continue;
-      this.#refusingUnits.add(unitId);
+    const refusing = (key: string): boolean => !servedAreas.has(key) && refusedBy.get(key)!.size > 1;
+    for (const [key, addresses] of refusedBy) {
+      if (!refusing(key) || this.#refusingAreas.has(key)) continue;
+      this.#refusingAreas.add(key);
+      const [unitId, area] = key.split("|");
       this.#logger.warn(
-        { unitId, addresses: addresses.size },
-        `modbus unit ${unitId} refused every address it was asked; not learning them as holes (check the unit's configuration)`,
+        { unitId: Number(unitId), ...(area === undefined ? {} : { area }), addresses: addresses.size },
+        `modbus unit ${unitId} refused every ${area === undefined ? "address" : `${area} address`} it was asked; not learning them as holes (check the unit's configuration, or it is starting up)`,
       );
     }
-    for (const { item, code } of refusals) if (!unitLevel(item.unitId)) this.#learner.refused(item, code, false);
+    for (const { item, code } of refusals) {
+      if (!refusing(`${item.unitId}`) && !refusing(`${item.unitId}|${item.area}`)) {
+        this.#learner.refused(item, code, false);
+      }
+    }
   }
 
   #decode(state: ReadState, request: ModbusReadRequest, data: boolean[] | number[]): void {
@@ -1405,10 +1496,14 @@ interface ReadState {
   readonly refusals: { item: RefusedItem; code: number }[];
   /** Units that served at least one request of this read. */
   readonly served: Set<number>;
+  /** The same as keys `<unit>` and `<unit>|<area>` (each area of a unit that served a request of this read). */
+  readonly servedAreas: Set<string>;
   /** Each request of the plan read in this read: whether it timed out (and with what), for block health. */
   readonly blockOutcomes: { request: ModbusReadRequest; timeout: unknown }[];
   /** The driver's timeout count when the read started (see `ModbusDriver.#timeouts`). */
   readonly timeoutsBefore: number;
+  /** Requests of the read that got their turn (sent, or answered bad by a health rule; see `#countTurns`). */
+  readonly turns: Set<ModbusReadRequest>;
 }
 
 /** An item the device refused, as the planner's learner is told of it. */

@@ -346,7 +346,8 @@ describe("split on failure", () => {
 
   it("a device that refuses everything for a moment teaches no holes (no part of the split was read)", async () => {
     const tags = holdingTags([0, 1, 2, 3, 10, 11]);
-    const planner = new ModbusReadPlanner();
+    const clock = new SimulatedClock();
+    const planner = new ModbusReadPlanner({ clock });
     const refuseAll = (): Promise<number[]> => Promise.reject<number[]>({ exception: 2 } satisfies FakeError);
     const plan = planner.plan(tags);
     const outcomes = await readModbusRequest(plan.requests[0]!, refuseAll, { splitCode, learner: planner });
@@ -362,8 +363,9 @@ describe("split on failure", () => {
     });
     expect(served.every((outcome) => outcome.ok)).toBe(true);
     planner.served(next.requests[0]!); // as the driver does: the strikes start again
-    // Refused in every part of the split in 3 reads in a row, though, it is learned (unproven strikes).
+    // Refused in every part of the split in 3 reads in a row over 10 s, though, it is learned (unproven strikes).
     for (let read = 0; read < 3; read++) {
+      if (read > 0) await clock.advance(5_000);
       await readModbusRequest(planner.plan(tags).requests[0]!, refuseAll, { splitCode, learner: planner });
     }
     expect(planner.plan(tags).poisoned.size).toBe(tags.length);
@@ -469,16 +471,21 @@ describe("ModbusReadPlanner", () => {
     expect(planner.learned.poisoned[0]!.nextProbeAt - clock.now()).toBe(30_000);
   });
 
-  it("learns a refusal of an item read alone only after refusals in 3 reads in a row, and never a transient code", () => {
+  it("learns a refusal of an item read alone only after refusals in 3 reads in a row over 10 s, and never a transient code", async () => {
     const hole = { unitId: 100, area: "holding-register", address: 266, count: 1 } as const;
-    const planner = new ModbusReadPlanner();
+    const clock = new SimulatedClock();
+    const planner = new ModbusReadPlanner({ clock });
     const alone = (): ModbusReadRequest => ({ ...hole, items: [{ ...hole, index: 0 }] });
     planner.refused(hole, 2, false);
+    await clock.advance(5_000);
     planner.refused(hole, 2, false);
     planner.served(alone());
+    await clock.advance(5_000);
     planner.refused(hole, 2, false);
+    await clock.advance(5_000);
     planner.refused(hole, 2, false);
     expect(planner.learned.poisoned).toEqual([]);
+    await clock.advance(5_000);
     planner.refused(hole, 2, false);
     expect(planner.learned.poisoned).toEqual([expect.objectContaining({ address: 266, exceptionCode: 2 })]);
     for (const code of [4, 5, 6, 10, 11]) {
@@ -488,6 +495,26 @@ describe("ModbusReadPlanner", () => {
     expect(planner.learned.poisoned).toHaveLength(1);
     planner.refused({ ...hole, address: 400 }, 3, true);
     expect(planner.learned.poisoned).toHaveLength(2);
+  });
+
+  it("refusals bunched in less than learnRefusalSpanMs teach nothing, however many reads saw them (adv12 M4)", async () => {
+    const hole = { unitId: 1, area: "holding-register", address: 3, count: 1 } as const;
+    const clock = new SimulatedClock();
+    const planner = new ModbusReadPlanner({ clock });
+    // 15 reads 100 ms apart: a device refusing for 1.5 s while it reloads its map.
+    for (let read = 0; read < 15; read++) {
+      planner.refused(hole, 2, false);
+      await clock.advance(100);
+    }
+    expect(planner.learned.poisoned).toEqual([]);
+    // Still refused 10 s after the first refusal, with no read served between: a hole.
+    await clock.advance(10_000 - 1_500);
+    planner.refused(hole, 2, false);
+    expect(planner.learned.poisoned).toEqual([expect.objectContaining({ address: 3 })]);
+    // A split's proof needs no time.
+    const spanned = new ModbusReadPlanner({ clock, learnRefusalSpanMs: 60_000 });
+    spanned.refused({ ...hole, address: 7 }, 2, true);
+    expect(spanned.learned.poisoned).toEqual([expect.objectContaining({ address: 7 })]);
   });
 
   it("lists every tag with a bad address in one validation error", () => {

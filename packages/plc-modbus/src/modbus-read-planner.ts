@@ -345,6 +345,11 @@ export interface ModbusReadPlannerOptions {
   readonly relearnAfterMs?: number;
   /** Refusals of an item read alone (not proven by a split) in reads in a row before it is learned. @default 3 */
   readonly learnAfterRefusals?: number;
+  /**
+   * Least time (ms) from the first to the last of those refusals: refusals bunched closer than this (a device
+   * refusing for a moment while it reloads its map) teach nothing, however many reads saw them. @default 10000
+   */
+  readonly learnRefusalSpanMs?: number;
   /** Source of time for learned entries. @default new SystemClock() */
   readonly clock?: Clock;
 }
@@ -385,9 +390,10 @@ export class ModbusReadPlanner {
   readonly #poisoned = new Map<string, ModbusLearnedHole>();
   /** Times each hole was learned since the last `forget()`: the probe backoff's attempt number. */
   readonly #learnings = new Map<string, number>();
-  /** Unproven refusals of an item read alone, in reads in a row. */
-  readonly #strikes = new Map<string, number>();
+  /** Unproven refusals of an item read alone, in reads in a row, and when (clock ms) the first of them came. */
+  readonly #strikes = new Map<string, { readonly count: number; readonly since: number }>();
   readonly #learnAfterRefusals: number;
+  readonly #learnRefusalSpanMs: number;
   readonly #barriers = new Map<string, ModbusReadBarrier & { readonly learnedAt: number }>();
   /** Barriers seen once (a joined request refused, its halves served), not learned yet: a second sighting learns. */
   readonly #barrierSightings = new Map<string, ModbusReadBarrier>();
@@ -405,6 +411,7 @@ export class ModbusReadPlanner {
     this.#defaultUnitId = options.defaultUnitId ?? 1;
     this.#relearnAfterMs = options.relearnAfterMs ?? 600_000;
     this.#learnAfterRefusals = options.learnAfterRefusals ?? 3;
+    this.#learnRefusalSpanMs = options.learnRefusalSpanMs ?? 10_000;
     this.#clock = options.clock ?? new SystemClock();
   }
 
@@ -456,8 +463,10 @@ export class ModbusReadPlanner {
 
   /**
    * Records that the device refused `item` read alone with exception `exceptionCode`. It is learned as a
-   * hole when `proven` (it was refused in a bigger request and again alone) or after
-   * `learnAfterRefusals` refusals in reads in a row; never for the transient codes 4, 5, 6, 10 and 11.
+   * hole when `proven` (it was refused in a bigger request and again alone while a neighbour was served) or
+   * after `learnAfterRefusals` refusals in reads in a row spread over at least `learnRefusalSpanMs` (a device
+   * refusing for a moment proves nothing about one address, however fast it is scanned); never for the
+   * transient codes 4, 5, 6, 10 and 11.
    */
   refused(
     item: Pick<ModbusReadItem, "unitId" | "area" | "address" | "count">,
@@ -466,8 +475,11 @@ export class ModbusReadPlanner {
   ): void {
     if (TRANSIENT_MODBUS_EXCEPTIONS.has(exceptionCode)) return;
     const key = poisonKey(item);
-    const strikes = (this.#strikes.get(key) ?? 0) + 1;
-    if (proven || strikes >= this.#learnAfterRefusals) this.poison(item, exceptionCode);
+    const now = this.#clock.now();
+    const before = this.#strikes.get(key);
+    const strikes = { count: (before?.count ?? 0) + 1, since: before?.since ?? now };
+    const spread = now - strikes.since >= this.#learnRefusalSpanMs;
+    if (proven || (strikes.count >= this.#learnAfterRefusals && spread)) this.poison(item, exceptionCode);
     else this.#strikes.set(key, strikes);
   }
 

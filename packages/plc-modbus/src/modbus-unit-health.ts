@@ -6,8 +6,12 @@ import type { ResolvedModbusDriverOptions } from "./modbus-driver-options";
 export interface ModbusUnitHealth {
   /** The unit id. */
   readonly unitId: number;
-  /** `offline` after `unitHealth.offlineAfter` timeouts in a row; `online` again after any answer. */
-  readonly state: EndpointState;
+  /**
+   * `offline` after `unitHealth.offlineAfter` timeouts in a row; `online` again after any answer;
+   * `not-yet-answered` for a unit of a read plan that has neither answered nor failed yet (not asked yet, or its
+   * first request still on the wire).
+   */
+  readonly state: EndpointState | "not-yet-answered";
   /**
    * Timeouts (and gateway exceptions 10/11) since the unit last answered, and reads it was left out of
    * meanwhile (its probe pending): a dead unit is offline after `unitHealth.offlineAfter` of its reads.
@@ -73,6 +77,8 @@ export class ModbusUnitHealthMap {
   readonly #clock: Clock;
   readonly #logger: Logger;
   readonly #listeners = new Set<(change: ModbusUnitStatusChange) => void>();
+  /** Units of the read plans in use, listed from the first plan on (at most 256). */
+  readonly #planned = new Set<number>();
 
   constructor(options: ResolvedModbusDriverOptions["unitHealth"], clock: Clock, logger: Logger, random?: () => number) {
     this.#clock = clock;
@@ -83,6 +89,11 @@ export class ModbusUnitHealthMap {
       probeBackoff: { initialDelayMs: options.probeInitialDelayMs, maxDelayMs: options.probeMaxDelayMs, jitter: 0.2 },
       ...(random ? { random } : {}),
     });
+  }
+
+  /** Records that a read plan has tags on `unitId`: it is listed from now on, answered or not. */
+  planned(unitId: number): void {
+    this.#planned.add(unitId);
   }
 
   /** Records that `unitId` answered (data or an exception). */
@@ -180,16 +191,31 @@ export class ModbusUnitHealthMap {
     return quality("bad", `unit ${unitId} failed its last ${requests}${last}; probing it`, QualityCodes.BadTimeout);
   }
 
-  /** Every unit seen, as the driver kit's endpoint snapshots (keyed `unit <id>`). */
+  /**
+   * Every unit seen or planned, as the driver kit's endpoint snapshots (keyed `unit <id>`): a planned unit that
+   * has not answered yet is `online` with no failure and `lastError` "not answered yet" (the driver kit's states
+   * are online and offline only; {@link ModbusUnitHealthMap.list} says `not-yet-answered`).
+   */
   snapshot(): EndpointHealthSnapshot[] {
-    return this.#health.snapshot();
+    const seen = this.#health.snapshot();
+    const waiting = [...this.#planned]
+      .filter((unitId) => !this.known(unitId))
+      .map((unitId) => ({
+        endpoint: unitKey(unitId),
+        state: "online" as const,
+        consecutiveFailures: 0,
+        lastError: NOT_YET_ANSWERED,
+      }));
+    return waiting.length === 0 ? seen : [...seen, ...waiting];
   }
 
-  /** Every unit seen, by unit id. */
+  /** Every unit seen or planned, by unit id (a planned unit not heard from yet as `not-yet-answered`). */
   list(): ModbusUnitHealth[] {
-    return this.#health
-      .snapshot()
-      .map(({ endpoint, ...rest }) => ({ unitId: Number(endpoint.slice(5)), ...rest }))
+    return this.snapshot()
+      .map(({ endpoint, ...rest }): ModbusUnitHealth => {
+        const unitId = Number(endpoint.slice(5));
+        return this.known(unitId) ? { unitId, ...rest } : { unitId, ...rest, state: "not-yet-answered" };
+      })
       .sort((left, right) => left.unitId - right.unitId);
   }
 
@@ -217,6 +243,8 @@ export class ModbusUnitHealthMap {
     }
   }
 }
+
+const NOT_YET_ANSWERED = "not answered yet (its requests have not had their turn, or the first is on the wire)";
 
 function unitKey(unitId: number): string {
   return `unit ${unitId}`;

@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { QualityCodes, defineTags, type Logger } from "@kiln/core";
 import { ModbusDriver, ModbusSimulator, type ModbusDriverOptions } from "../src/index";
+import { startRawTcpDevice } from "./raw-tcp-device";
 
 // What the driver learns from refusals: only what a split proved or several reads confirmed, re-probed on
 // a growing backoff, forgotten on reconnect, never learned from "not now" exception codes.
@@ -40,7 +41,7 @@ describe("learned holes", () => {
   });
 
   it("a tag refused alone in 3 reads in a row is learned: no traffic, a reason naming it and the next probe", async () => {
-    const { simulator, driver, requests } = await setup();
+    const { simulator, driver, requests } = await setup({ planner: { learnRefusalSpanMs: 0 } });
     simulator.injectException({ area: "holding-register", address: 266, unitId: 100 }, 2);
     for (let read = 0; read < 3; read++) await driver.read(tags.list());
     expect(requests).toHaveLength(3);
@@ -64,7 +65,10 @@ describe("learned holes", () => {
   });
 
   it("forgets a learned hole on reconnect", async () => {
-    const { simulator, driver } = await setup({ reconnect: { initialDelayMs: 10 } });
+    const { simulator, driver } = await setup({
+      reconnect: { initialDelayMs: 10 },
+      planner: { learnRefusalSpanMs: 0 },
+    });
     const refuse = simulator.injectException({ area: "holding-register", address: 266, unitId: 100 }, 2);
     for (let read = 0; read < 3; read++) await driver.read(tags.list());
     expect(driver.learned.poisoned).toHaveLength(1);
@@ -116,5 +120,53 @@ describe("learned holes", () => {
     const served = await driver.read(unitTags.list());
     expect(served.map((sample) => sample.quality.severity)).toEqual(["good", "good", "good"]);
     expect(served.map((sample) => sample.value)).toEqual([42, 7, false]);
+  });
+
+  describe("a refusal explained by a transient condition teaches nothing (adv12 M4)", () => {
+    /** Refuses FC 3 with `code` after 5 reads for 1.5 s, serves input registers throughout; 10 reads/s. */
+    async function blanketRefusal(code: number, spec: Record<string, { dataType: "uint16"; address: string }>) {
+      let refuseUntil = 0;
+      const device = await startRawTcpDevice((request) =>
+        request.functionCode === 3 && Date.now() < refuseUntil ? { kind: "exception", code } : { kind: "normal" },
+      );
+      cleanups.push(() => device.stop());
+      const driver = new ModbusDriver({ transport: { kind: "tcp", host: device.host, port: device.port } });
+      cleanups.push(() => driver.close());
+      await driver.connect();
+      const list = defineTags(spec).list();
+      let refusedReads = 0;
+      for (let read = 0; read < 5; read++) await driver.read(list);
+      refuseUntil = Date.now() + 1_500;
+      while (Date.now() < refuseUntil) {
+        const samples = await driver.read(list);
+        if (samples.some((sample) => sample.quality.severity === "bad")) refusedReads++;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      const after = await driver.read(list);
+      return { driver, after, refusedReads };
+    }
+
+    it("every holding register refused for 1.5 s while input registers are served: no hole learned, good at once after", async () => {
+      const spec: Record<string, { dataType: "uint16"; address: string }> = {
+        ir: { dataType: "uint16", address: "IR0" },
+      };
+      for (let address = 0; address < 8; address++)
+        spec[`hr${address}`] = { dataType: "uint16", address: `HR${address}` };
+      const { driver, after, refusedReads } = await blanketRefusal(2, spec);
+      expect(refusedReads).toBeGreaterThanOrEqual(3);
+      // Before: all 8 learned, bad for 30 s.
+      expect(driver.learned.poisoned).toEqual([]);
+      expect(after.map((sample) => sample.quality.severity)).toEqual(Array(9).fill("good"));
+    });
+
+    it("a tag alone in its request refused in many reads within 1.5 s (exception 3): not learned, good at once after", async () => {
+      const { driver, after, refusedReads } = await blanketRefusal(3, {
+        ir: { dataType: "uint16", address: "IR0" },
+        total: { dataType: "uint16", address: "HR266@1" },
+      });
+      expect(refusedReads).toBeGreaterThanOrEqual(3);
+      expect(driver.learned.poisoned).toEqual([]);
+      expect(after.map((sample) => sample.quality.severity)).toEqual(["good", "good"]);
+    });
   });
 });
