@@ -3,6 +3,8 @@ import {
   MessageSecurityMode,
   OPCUAClient,
   SecurityPolicy,
+  StatusCodes,
+  TransferSubscriptionsResponse,
   UserTokenType,
   VariableIds,
   resolveNodeId,
@@ -33,12 +35,6 @@ export interface Connection extends SubscriptionConnection {
   limits: OperationLimits;
   maxMonitoredItemsPerCall: number;
   generation: number;
-  /**
-   * The server's ServerStatus.StartTime when this connection opened or was last repaired (ms since 1970), undefined
-   * when the server did not give it: tells a restarted server, whose subscription ids may now
-   * belong to other clients, from the same one.
-   */
-  serverStartTime: number | undefined;
 }
 
 const SERVER_INFO_NODES = [
@@ -47,7 +43,6 @@ const SERVER_INFO_NODES = [
   VariableIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerWrite,
   VariableIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerBrowse,
   VariableIds.Server_ServerCapabilities_OperationLimits_MaxMonitoredItemsPerCall,
-  VariableIds.Server_ServerStatus_StartTime,
 ].map((id) => ({ nodeId: resolveNodeId(id), attributeId: AttributeIds.Value }));
 
 const SECURITY_MODES = {
@@ -134,6 +129,7 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
     const attempt = (async () => {
       await opened.connect(endpointUrl);
       const session = await opened.createSession(identity);
+      refuseSubscriptionTransfers(session);
       try {
         const info = await readServerInfo(session, options.limits);
         return { session, info };
@@ -167,7 +163,6 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
       limits: info.limits,
       maxMonitoredItemsPerCall: info.limits.maxMonitoredItemsPerCall,
       generation: settings.generation(),
-      serverStartTime: info.serverStartTime,
     };
     return connection;
   } catch (error) {
@@ -195,8 +190,6 @@ async function identityOf(identity: ResolvedOpcuaDriverOptions["identity"]): Pro
 export interface ServerInfo {
   readonly namespaceArray: readonly string[];
   readonly limits: OperationLimits;
-  /** ServerStatus.StartTime in ms since 1970, undefined when not given (see {@link Connection.serverStartTime}). */
-  readonly serverStartTime: number | undefined;
 }
 
 export async function readServerInfo(
@@ -215,14 +208,8 @@ export async function readServerInfo(
     if (server > 0 && cap !== undefined) return Math.min(server, cap);
     return server > 0 ? server : (cap ?? 0);
   };
-  const started = values[5];
-  const serverStartTime =
-    started?.statusCode.isGood() && started.value.value instanceof Date && started.value.value.getTime() > 0
-      ? started.value.value.getTime()
-      : undefined;
   return {
     namespaceArray,
-    serverStartTime,
     limits: {
       maxNodesPerRead: limit(1, caps.maxNodesPerRead),
       maxNodesPerWrite: limit(2, caps.maxNodesPerWrite),
@@ -246,11 +233,33 @@ export function sameServerInfo(connection: Connection, info: ServerInfo): boolea
 }
 
 /**
- * Whether two connections reach the same run of the same server: both gave a ServerStatus.StartTime
- * and it is the same. Only then may subscription ids of one be taken over on the other: after a
- * restart the server numbers subscriptions again, and an old id may be another client's
- * (adversarial review 13r, H1). Unknown start times count as different.
+ * Stops node-opcua from ever transferring a subscription into `session` (docs/adr/0022, amendment
+ * fix13 2026-12-02).
+ *
+ * When node-opcua repairs a session by creating a new one (the old one is gone: the server
+ * restarted, or dropped it), it asks the server to transfer the old subscription ids to it
+ * (TransferSubscriptions, OPC UA Part 4 5.13.7) and keeps every one the server grants. After a
+ * restart the server may have given those ids to other clients (numbering from the same value at
+ * every boot), and nothing can prove before the transfer that an id is still Kiln's: the server's
+ * StartTime is optional, constant on a PLC without a clock, or unreadable, and GetMonitoredItems
+ * answers only the session that owns the subscription. A transfer cannot be undone: the other
+ * client has lost its subscription. So every transfer is answered here, without asking the server,
+ * as refused (BadUserAccessDenied, which a server may answer too): node-opcua then creates each
+ * subscription anew with its monitored items, and Kiln's session only ever holds subscriptions it
+ * created. Kiln's own old subscriptions left on a server that stayed up expire with their
+ * lifetime (no session sends them Publish requests).
  */
-export function sameServerRun(a: Pick<Connection, "serverStartTime">, b: Pick<Connection, "serverStartTime">): boolean {
-  return a.serverStartTime !== undefined && a.serverStartTime === b.serverStartTime;
+export function refuseSubscriptionTransfers(session: ClientSession): void {
+  const refuse = (
+    request: { subscriptionIds?: number[] | null },
+    callback?: (error: Error | null, response?: TransferSubscriptionsResponse) => void,
+  ): Promise<TransferSubscriptionsResponse> | undefined => {
+    const response = new TransferSubscriptionsResponse({
+      results: (request.subscriptionIds ?? []).map(() => ({ statusCode: StatusCodes.BadUserAccessDenied })),
+    });
+    if (!callback) return Promise.resolve(response);
+    setImmediate(() => callback(null, response));
+    return undefined;
+  };
+  Object.defineProperty(session, "transferSubscriptions", { value: refuse, configurable: true, writable: true });
 }

@@ -34,13 +34,7 @@ import {
   type ResolvedOpcuaDriverOptions,
 } from "./opcua-driver-options";
 import type { OpcuaNodeAddress } from "./opcua-node-id";
-import {
-  deleteSubscriptions,
-  heldSubscriptionIds,
-  OrphanSubscriptionSweeper,
-  PENDING_SUBSCRIPTION_ID,
-  reclaimSubscriptions,
-} from "./opcua-orphan-subscriptions";
+import { deleteSubscriptions, heldSubscriptionIds, OrphanSubscriptionSweeper } from "./opcua-orphan-subscriptions";
 import type { ReadPlan } from "./opcua-read-plan";
 import { loadOpcuaRuntime, type OpcuaRuntime } from "./opcua-runtime-loader";
 import type { OpcuaTagSubscription } from "./opcua-tag-subscription";
@@ -110,8 +104,12 @@ export class OpcuaDriver implements PlcDriver {
   readonly #readPlans = new WeakMap<readonly Tag[], ReadPlan>();
   readonly #addresses = new WeakMap<Tag, OpcuaNodeAddress>();
   readonly #dataTypes = new Map<string, Promise<OpcuaWriteTarget>>();
-  /** Server-side ids of subscriptions closed while the connection was down, to delete once it is repaired. */
-  readonly #deleteLater = new Set<number>();
+  /**
+   * Server-side ids of subscriptions closed while the connection was down, each with the session it
+   * belongs to: deleted once that same session is re-activated (on another session the id is not
+   * provably Kiln's).
+   */
+  readonly #deleteLater = new Map<number, string>();
   /** Deletes subscriptions the server holds for the session but nothing here owns (a creation reply lost in an outage). */
   readonly #orphans: OrphanSubscriptionSweeper;
   /** node-opcua and the modules built on it, loaded by the first `connect()`. */
@@ -389,7 +387,10 @@ export class OpcuaDriver implements PlcDriver {
         this.status === "connected" || (this.#reconciling !== undefined && this.#reconciling === this.#connection)
           ? this.#connection
           : undefined,
-      deleteLater: (subscriptionId) => this.#deleteLater.add(subscriptionId),
+      deleteLater: (subscriptionId) => {
+        const session = this.#connection?.session;
+        if (session) this.#deleteLater.set(subscriptionId, session.sessionId.toString());
+      },
       recreationFailed: (error) => this.#subscriptionFailed(error),
     });
     this.#subscriptions.add(subscription);
@@ -694,19 +695,8 @@ export class OpcuaDriver implements PlcDriver {
     // A repaired session may face a restarted server whose nodes changed type: read them again.
     this.#dataTypes.clear();
     if (!(await (this.#certificateChecks.get(connection) ?? true))) return;
-    let restarted = false;
     try {
       const info = await this.#rt.readServerInfo(connection.session, this.#options.limits);
-      // node-opcua's repair transfers its old subscription ids to the new session and keeps those
-      // the server accepts: after a restart an id may be another client's subscription, whose
-      // items would deliver their values as ours (review 13r, H2). A changed start time re-creates
-      // every group.
-      restarted =
-        info.serverStartTime !== undefined &&
-        connection.serverStartTime !== undefined &&
-        info.serverStartTime !== connection.serverStartTime;
-      connection.serverStartTime = info.serverStartTime;
-      if (restarted) this.#logger.info("the server restarted; re-creating every subscription");
       if (!this.#rt.sameServerInfo(connection, info)) {
         connection.namespaceArray = info.namespaceArray;
         connection.limits = info.limits;
@@ -728,7 +718,7 @@ export class OpcuaDriver implements PlcDriver {
     }
     await this.#deleteClosedSubscriptions(connection);
     // Subscriptions first, so a group the server refuses to re-create is reported with the repair.
-    const failures = await this.#recreateSubscriptions(connection, restarted);
+    const failures = await this.#recreateSubscriptions(connection);
     // Lost again while re-creating subscriptions: the next repair reports `connected`.
     if (
       this.#connection !== connection ||
@@ -762,14 +752,19 @@ export class OpcuaDriver implements PlcDriver {
   }
 
   /**
-   * Deletes on the server the subscriptions closed while the connection was down (a server that
-   * stayed up kept them on the repaired session). Ids node-opcua holds now are skipped: after a
-   * server restart they may number subscriptions it has just re-created. BadSubscriptionIdInvalid
-   * (the server no longer has it) is the expected answer after a restart.
+   * Deletes on the server the subscriptions closed while the connection was down, when node-opcua
+   * re-activated the session they belong to (a server that stayed up kept them on it). After a
+   * repair with a new session they are not deleted: that session never held them (node-opcua
+   * transfers nothing into it: `refuseSubscriptionTransfers`), and after a restart the same
+   * id may be another client's. Kiln's own then expire with their lifetime. Ids node-opcua holds
+   * now are skipped too.
    */
   async #deleteClosedSubscriptions(connection: Connection): Promise<void> {
     const held = heldSubscriptionIds(connection.session);
-    const subscriptionIds = [...this.#deleteLater].filter((id) => !held.has(id));
+    const sessionId = connection.session.sessionId.toString();
+    const subscriptionIds = [...this.#deleteLater]
+      .filter(([id, owner]) => owner === sessionId && !held.has(id))
+      .map(([id]) => id);
     this.#deleteLater.clear();
     if (subscriptionIds.length === 0) return;
     try {
@@ -780,10 +775,10 @@ export class OpcuaDriver implements PlcDriver {
     }
   }
 
-  async #reconcileSubscriptions(fresh = false): Promise<void> {
+  async #reconcileSubscriptions(): Promise<void> {
     await Promise.all(
       [...this.#subscriptions].map((subscription) =>
-        subscription.ensure({ fresh }).catch((error: unknown) => {
+        subscription.ensure().catch((error: unknown) => {
           this.#logger.debug({ err: error }, "re-creating an OPC UA subscription failed; will retry");
         }),
       ),
@@ -797,10 +792,11 @@ export class OpcuaDriver implements PlcDriver {
    * A server that stayed up would keep `old`'s session and subscriptions next to the new ones
    * (until the session times out), and a server-wide subscription limit could then refuse the
    * new ones: `old`'s session is closed with its subscriptions when its channel may still work
-   * ({@link #dispose}); failing that, its subscriptions are taken over by the new session
-   * (TransferSubscriptions) and deleted before the groups are re-created. A group the server
-   * still refuses to re-create is named in the `connected` reason (and retried on the backoff),
-   * as after a repair.
+   * ({@link #dispose}). Failing that, they are left to expire with their lifetime (no session
+   * sends them Publish requests): taking them over on the new session would need proof they are
+   * still Kiln's, which no service gives before the takeover (docs/adr/0022, amendment fix13). A
+   * group the server still refuses to re-create meanwhile (BadTooManySubscriptions) is named in
+   * the `connected` reason and retried on the backoff, as after a repair.
    */
   #rebuild(old: Connection, reason: string, { delayFirst = false }: { readonly delayFirst?: boolean } = {}): void {
     if (this.#lifecycle.signal.aborted || this.#connection !== old) return;
@@ -810,7 +806,8 @@ export class OpcuaDriver implements PlcDriver {
     this.#lifecycle.setStatus("reconnecting", reason);
     for (const subscription of this.#subscriptions) subscription.connectionLost();
     const { initialDelayMs, maxDelayMs, randomisationFactor } = this.#options.connectionStrategy;
-    const leftover = [...heldSubscriptionIds(old.session)].filter((id) => id !== PENDING_SUBSCRIPTION_ID);
+    // They belong to the old session: never deleted on another one.
+    this.#deleteLater.clear();
     // At once: a client still in node-opcua's own reconnect loop must stop dialling now.
     const disposed = this.#dispose(old);
     let failures: unknown[] = [];
@@ -820,7 +817,11 @@ export class OpcuaDriver implements PlcDriver {
       delayFirst,
       backoff: { initialDelayMs, maxDelayMs, jitter: randomisationFactor },
       attempt: async (lifetime) => {
-        const closed = await disposed;
+        if (!(await disposed)) {
+          this.#logger.info(
+            "the old OPC UA session could not be closed; the server deletes its subscriptions when their lifetime ends",
+          );
+        }
         const connection = await this.#open(lifetime);
         if (lifetime.aborted) {
           await this.#dispose(connection);
@@ -829,19 +830,6 @@ export class OpcuaDriver implements PlcDriver {
         this.#connection = connection;
         this.#dataTypes.clear();
         losses = this.#losses;
-        // Also those closed while the link was down (they were to be deleted on a repair).
-        const reclaim = [...new Set([...leftover.splice(0), ...this.#deleteLater])];
-        this.#deleteLater.clear();
-        // Only on the same run of the server: after a restart the old ids are gone with the old
-        // session, and the same numbers may now be another client's subscriptions (review 13r, H1).
-        if (!closed && reclaim.length > 0) {
-          if (this.#rt.sameServerRun(old, connection)) await this.#reclaim(connection, reclaim);
-          else
-            this.#logger.info(
-              { subscriptionIds: reclaim },
-              "not taking over the old OPC UA session's subscriptions: the server restarted (or gives no start time)",
-            );
-        }
         failures = await this.#recreateSubscriptions(connection);
         if (failures.length > 0) {
           this.#lifecycle.attemptFailed(this.#rt.requestError(failures[0], "subscription re-creation", this.#secret));
@@ -869,35 +857,14 @@ export class OpcuaDriver implements PlcDriver {
   }
 
   /**
-   * Takes over `subscriptionIds` (the subscriptions of a session that could not be closed) on
-   * `connection`'s session and deletes them, so the server does not keep them next to the
-   * re-created ones. A server that refuses (no TransferSubscriptions, another user) keeps them
-   * until the old session times out; that is logged.
-   */
-  async #reclaim(connection: Connection, subscriptionIds: number[]): Promise<void> {
-    try {
-      const deleted = await reclaimSubscriptions(connection.session, subscriptionIds);
-      this.#logger.info(
-        { subscriptionIds: deleted },
-        "deleted the subscriptions of the OPC UA session that could not be closed",
-      );
-    } catch (error) {
-      this.#logger.warn(
-        { err: error, subscriptionIds },
-        "the server keeps the subscriptions of the old OPC UA session until it times out (taking them over failed)",
-      );
-    }
-  }
-
-  /**
    * Brings every subscription back on `connection` (which the subscriptions use while it is
    * reconciled, before `connected` is reported); resolves to the re-creation failures.
    */
-  async #recreateSubscriptions(connection: Connection, fresh = false): Promise<unknown[]> {
+  async #recreateSubscriptions(connection: Connection): Promise<unknown[]> {
     this.#reconciling = connection;
     this.#recreationFailures = [];
     try {
-      await this.#reconcileSubscriptions(fresh);
+      await this.#reconcileSubscriptions();
       return this.#recreationFailures;
     } finally {
       this.#reconciling = undefined;

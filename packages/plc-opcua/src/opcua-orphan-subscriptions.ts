@@ -9,10 +9,6 @@ export const PENDING_SUBSCRIPTION_ID = 0xc0cac01a;
 interface SessionInternals {
   getPublishEngine?: () => { getSubscriptionIds(): number[] };
   deleteSubscriptions(request: { subscriptionIds: number[] }): Promise<unknown>;
-  transferSubscriptions(request: {
-    subscriptionIds: number[];
-    sendInitialValues: boolean;
-  }): Promise<{ results?: { statusCode: { isGood(): boolean } }[] | null }>;
 }
 
 /** The server-side ids of the subscriptions node-opcua holds on `session` (its publish engine's). */
@@ -23,20 +19,6 @@ export function heldSubscriptionIds(session: ClientSession): Set<number> {
 /** Deletes `subscriptionIds` on the server through `session` (DeleteSubscriptions). */
 export async function deleteSubscriptions(session: ClientSession, subscriptionIds: number[]): Promise<void> {
   await (session as unknown as SessionInternals).deleteSubscriptions({ subscriptionIds });
-}
-
-/**
- * Takes `subscriptionIds` (subscriptions of another session of the same user, one that could
- * not be closed) over on `session` with TransferSubscriptions (OPC UA Part 4, 5.13.7) and
- * deletes those transferred. Resolves to the ids deleted.
- * @throws what node-opcua throws when the server refuses the service (BadServiceUnsupported...).
- */
-export async function reclaimSubscriptions(session: ClientSession, subscriptionIds: number[]): Promise<number[]> {
-  const internals = session as unknown as SessionInternals;
-  const response = await internals.transferSubscriptions({ subscriptionIds, sendInitialValues: false });
-  const transferred = subscriptionIds.filter((_, index) => response.results?.[index]?.statusCode.isGood());
-  if (transferred.length > 0) await internals.deleteSubscriptions({ subscriptionIds: transferred });
-  return transferred;
 }
 
 /** What an {@link OrphanSubscriptionSweeper} needs from the driver. */

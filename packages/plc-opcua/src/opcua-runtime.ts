@@ -22,7 +22,7 @@ export {
 } from "node-opcua-client";
 export { OPCUACertificateManager } from "node-opcua-certificate-manager";
 export { browseVariables } from "./opcua-browse";
-export { openOpcuaConnection, readServerInfo, sameServerInfo, sameServerRun } from "./opcua-connection";
+export { openOpcuaConnection, readServerInfo, sameServerInfo } from "./opcua-connection";
 export { discoverDataType, writeRejected } from "./opcua-data-types";
 export {
   connectError,

@@ -1,3 +1,4 @@
+import { randomInt } from "node:crypto";
 import { type Clock, type Logger, QualityCodes, type Sample, type Tag, type TagValue } from "@kiln/core";
 import { type SubscriptionOptions } from "@kiln/core/driver-kit";
 import { type TimerHandle } from "@kiln/core";
@@ -136,14 +137,12 @@ export class OpcuaTagSubscription {
   /**
    * Brings the server in line with the desired state on the current connection. Serialised:
    * concurrent calls run one after the other. Rejects only when the OPC UA subscription itself
-   * cannot be created; refused items are retried in the background. `fresh`: the subscription
-   * node-opcua holds is not trusted (the server restarted: its id may now be another client's)
-   * and is replaced by a new one.
+   * cannot be created; refused items are retried in the background.
    */
-  ensure({ fresh = false }: { readonly fresh?: boolean } = {}): Promise<void> {
+  ensure(): Promise<void> {
     const run = this.#queue.then(async () => {
       try {
-        await this.#ensureNow(fresh);
+        await this.#ensureNow();
       } catch (error) {
         if (this.#established && !this.#subscription && !this.#closed) this.#recreationFailed(error);
         this.#scheduleRetry();
@@ -195,7 +194,7 @@ export class OpcuaTagSubscription {
     }
   }
 
-  async #ensureNow(fresh = false): Promise<void> {
+  async #ensureNow(): Promise<void> {
     const connection = this.#context.connection();
     if (this.#closed || !connection) return;
     this.#cancelRetry();
@@ -210,8 +209,7 @@ export class OpcuaTagSubscription {
     }
     const subscriptionLost =
       this.#subscription !== undefined &&
-      (fresh ||
-        this.#session !== connection.session ||
+      (this.#session !== connection.session ||
         !this.#subscription.isActive ||
         // node-opcua's repair failed to re-create it (BadTooManySubscriptions...): it keeps the
         // old id but no longer receives anything for it.
@@ -289,6 +287,7 @@ export class OpcuaTagSubscription {
       priority: 0,
     });
     this.#session = connection.session;
+    unguessableClientHandles(subscription);
     subscription.on("terminated", () => {
       if (this.#closed || subscription !== this.#subscription) return;
       this.#context.logger.warn("the OPC UA subscription was terminated; re-creating it");
@@ -521,6 +520,24 @@ function forgetGroup(subscription: ClientSubscription, group: ClientMonitoredIte
   } catch {
     // Already gone: nothing to forget.
   }
+}
+
+/**
+ * Numbers the monitored items of `subscription` from a random start instead of node-opcua's 1, 2,
+ * 3...: node-opcua delivers a notification to the item with its clientHandle, so a subscription of
+ * another client that numbers from 1 (node-opcua does) could otherwise feed its values to Kiln's
+ * items if it ever came into Kiln's session. None does (`refuseSubscriptionTransfers`); this is
+ * the second wall (docs/adr/0022, amendment fix13). The handles stay below 0xffffffff, which
+ * node-opcua reserves for "not yet created".
+ */
+function unguessableClientHandles(subscription: ClientSubscription): void {
+  const internals = subscription as unknown as { _nextClientHandle?: () => number };
+  if (typeof internals._nextClientHandle !== "function") return;
+  let handle = randomInt(0x1000_0000, 0xf000_0000);
+  internals._nextClientHandle = () => {
+    handle = handle >= 0xffff_fffe ? 1 : handle + 1;
+    return handle;
+  };
 }
 
 /** True when `error` does not prove the server refused the request: it may have carried it out. */

@@ -10,6 +10,7 @@ const tags = defineTags({
   label: { dataType: "string", access: "readwrite" },
   zones: { dataType: "float64", arrayLength: 4, access: "readwrite" },
   counts: { dataType: "int64", arrayLength: 4, access: "readwrite" },
+  labels: { dataType: "string", arrayLength: 4, access: "readwrite" },
 });
 const tag = (name: string): Tag => tags.get(name);
 const variant = (dataType: DataType, value: unknown): Variant =>
@@ -246,6 +247,31 @@ describe("conversions of the less common OPC UA types", () => {
     expect(tagValueFromVariant(variant(DataType.XmlElement, "<a/>"), name)).toMatchObject({ ok: false });
     const array = new Variant({ dataType: DataType.XmlElement, arrayType: VariantArrayType.Array, value: ["<a/>"] });
     expect(tagValueFromVariant(array, tag("zones"))).toMatchObject({ ok: false });
+  });
+
+  // adv13 LOW 4: a null String read bad "String null cannot be carried exactly by string tag", a
+  // null LocalizedText read "" good. Both are null values (not empty ones): bad, saying so.
+  test('a null String, LocalizedText (or one without text), QualifiedName or ByteString is bad, named as null, never ""', () => {
+    const name = text.get("name");
+    for (const [dataType, value, typeName] of [
+      [DataType.String, null, "String"],
+      [DataType.LocalizedText, null, "LocalizedText"],
+      [DataType.LocalizedText, new LocalizedText({ locale: "en" }), "LocalizedText"],
+      [DataType.QualifiedName, null, "QualifiedName"],
+      [DataType.ByteString, null, "ByteString"],
+    ] as const) {
+      const converted = tagValueFromVariant(variant(dataType, value), name);
+      expect(converted).toMatchObject({ ok: false, quality: { severity: "bad" } });
+      expect(converted.ok ? "" : converted.quality.reason).toMatch(new RegExp(`null ${typeName} .*cannot carry null`));
+    }
+    expect(tagValueFromVariant(variant(DataType.String, ""), name)).toEqual({ ok: true, value: "" });
+    const withNull = new Variant({
+      dataType: DataType.LocalizedText,
+      arrayType: VariantArrayType.Array,
+      value: [new LocalizedText({ text: "a" }), null],
+    });
+    const converted = tagValueFromVariant(withNull, tag("labels"));
+    expect(converted.ok ? "" : converted.quality.reason).toMatch(/element 1 is a null LocalizedText/);
   });
 
   test("writes: LocalizedText takes a string, Int64 an exact integer in range, DateTime a number; others refused typed", () => {

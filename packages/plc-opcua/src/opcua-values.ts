@@ -59,6 +59,9 @@ const TWO_POW_32 = 0x1_0000_0000n;
  * tag, an integral in-range Double for an int32 tag), otherwise `bad` BadTypeMismatch naming
  * the OPC UA type and the tag's. Text-like types (LocalizedText, QualifiedName, NodeId, Guid,
  * ByteString as base64) count as strings, DateTime as ms since the epoch, StatusCode as its number.
+ * A null String, LocalizedText (or one without text), QualifiedName or ByteString, scalar or array
+ * element, is `bad` BadTypeMismatch saying so: OPC UA tells null from empty (Part 6, 5.2.2.4), a
+ * Kiln value cannot be null, and reading it as "" would show a value the server did not send.
  * A one-dimensional array (`VariantArrayType.Array`) is converted element by element for an
  * array tag (`arrayLength`, docs/adr/0038-array-tags.md); an array for a scalar tag, a scalar for
  * an array tag or an array longer than `arrayLength` is BadTypeMismatch naming both shapes, and
@@ -79,16 +82,24 @@ export function tagValueFromVariant(variant: Variant | null | undefined, tag: Ta
     for (let index = 0; index < given.length; index++) {
       const element = elementOf(variant.dataType, given[index]);
       if (element === undefined) return mismatch(`OPC UA type ${typeName} cannot be carried by a Kiln tag`);
+      if (element === null) return mismatch(nullValue(`element ${index} is a null ${typeName}`, tag));
       elements[index] = element;
     }
     return coerceToTagType(elements, tag, typeName);
   }
   const raw = elementOf(variant.dataType, variant.value);
   if (raw === undefined) return mismatch(`OPC UA type ${typeName} cannot be carried by a Kiln tag`);
+  if (raw === null) return mismatch(nullValue(`the server sent a null ${typeName}`, tag));
   return coerceToTagType(raw, tag, typeName);
 }
 
-function elementOf(dataType: DataType, value: unknown): TagScalarValue | undefined {
+/** The reason of a null text-like value: `what` was sent, and why it is not read as "". */
+function nullValue(what: string, tag: Tag): string {
+  return `${what} (no value, which OPC UA tells from an empty one); tag "${tag.name}" cannot carry null`;
+}
+
+/** One element as a Kiln scalar; null for a null String/LocalizedText/QualifiedName/ByteString; undefined for an unsupported type. */
+function elementOf(dataType: DataType, value: unknown): TagScalarValue | null | undefined {
   switch (dataType) {
     case DataType.Boolean:
     case DataType.String:
@@ -111,15 +122,16 @@ function elementOf(dataType: DataType, value: unknown): TagScalarValue | undefin
     case DataType.DateTime:
       return value instanceof Date ? value.getTime() : undefined;
     case DataType.LocalizedText:
-      return (value as LocalizedText | null)?.text ?? "";
+      return (value as LocalizedText | null)?.text ?? null;
     case DataType.QualifiedName:
-      return (value as QualifiedName | null)?.name ?? "";
+      return (value as QualifiedName | null)?.name ?? null;
     case DataType.NodeId:
     case DataType.Guid:
       return String(value as NodeId | string);
     case DataType.StatusCode:
       return (value as { value: number }).value;
     case DataType.ByteString:
+      if (value === null || value === undefined) return null;
       return Buffer.isBuffer(value) ? value.toString("base64") : undefined;
     default:
       return undefined;

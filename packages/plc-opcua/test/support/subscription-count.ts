@@ -26,8 +26,11 @@ export interface SubscriptionCountFixture {
    * shortens the repair watchdog (connectionStrategy.maxDelayMs + timeouts.connectMs); `logger` records.
    */
   readonly newDriver: (endpointUrl?: string, extra?: { connectMs?: number; logger?: Logger }) => OpcuaDriver;
-  /** Waits until the server has held exactly these counts for a while (no late re-creation). */
-  readonly expectServerHolds: (subscriptions: number, monitoredItems: number) => Promise<void>;
+  /**
+   * Waits (up to `withinMs`, default 15 s) until the server has held exactly these counts for a
+   * while (no late re-creation).
+   */
+  readonly expectServerHolds: (subscriptions: number, monitoredItems: number, withinMs?: number) => Promise<void>;
 }
 
 /** Registers beforeAll/afterAll that start one simulator for the calling test file. */
@@ -66,7 +69,7 @@ export function subscriptionCountFixture(): SubscriptionCountFixture {
         ...(logger ? { logger } : {}),
         monitoredItemRetry: { initialDelayMs: 100, maxDelayMs: 400 },
       }),
-    expectServerHolds: async (subscriptions, monitoredItems) => {
+    expectServerHolds: async (subscriptions, monitoredItems, withinMs) => {
       const want = { subscriptions, monitoredItems };
       const counts = () => {
         const live = started().liveSubscriptions();
@@ -74,6 +77,7 @@ export function subscriptionCountFixture(): SubscriptionCountFixture {
       };
       await waitFor(() => JSON.stringify(counts()) === JSON.stringify(want), {
         what: `the server to hold ${JSON.stringify(want)}`,
+        ...(withinMs === undefined ? {} : { timeoutMs: withinMs }),
       });
       // Still so a little later: node-opcua re-creates lost subscriptions asynchronously.
       await new Promise((resolve) => setTimeout(resolve, 1_500));
