@@ -304,8 +304,14 @@ export class ModbusDriver implements PlcDriver {
    * counts them since the driver was created; the state is kept across reconnects.
    */
   get answerStream(): ModbusAnswerStream {
-    const { aligned, reason, anomalies } = this.#queue.alignment;
-    return { aligned, reason, anomalies, ...(this.#misalignedAt === undefined ? {} : { since: this.#misalignedAt }) };
+    const { aligned, reason, anomalies, strays } = this.#queue.alignment;
+    return {
+      aligned,
+      reason,
+      anomalies,
+      strays,
+      ...(this.#misalignedAt === undefined ? {} : { since: this.#misalignedAt }),
+    };
   }
 
   /**
@@ -1441,7 +1447,11 @@ export class ModbusDriver implements PlcDriver {
       if (client !== this.#client) return;
       // A well-formed answer nobody took (late, duplicate) still shows that the link answers (adv12s M1).
       if (answer !== undefined) this.#consecutiveTimeouts = 0;
-      if (answer === undefined) this.#queue.unasked(reason);
+      // RTU: a frame makes its unit's answer stream suspect and pays nothing (see `strayOnLine`).
+      if (this.#options.transport.kind === "rtu") {
+        this.#logger.debug({ reason }, "modbus bytes no request was waiting for");
+        this.#queue.strayOnLine(reason, answer && this.#guarded(answer.unitId, "", "").scope);
+      } else if (answer === undefined) this.#queue.unasked(reason);
       else if (answer.refused) this.#queue.unfit(this.#answerShape(answer));
       else this.#queue.unasked(reason, this.#answerShape(answer));
     });

@@ -116,6 +116,56 @@ describe("ModbusRequestQueue", () => {
     expect(queue.held.map((held) => held.owedBy)).toEqual(["HR2"]);
   });
 
+  it("an answer that may be a request's own, sent since the proof, is no evidence of answering out of order (adv12 MEDIUM 3)", async () => {
+    const clock = new SimulatedClock();
+    const queue = new ModbusRequestQueue({ clock, timeoutMs: 100, lateAnswerGuardMs: 100 });
+    const started: [string, number][] = [];
+    const fence = fences(clock, started, () => Promise.resolve([]));
+    const never = () => new Promise(() => undefined);
+    const first = rejection(queue.run(never, "HR0", undefined, { shape: "hr/2", fence }));
+    await clock.advance(100);
+    await first;
+    const next = queue.run(() => Promise.resolve(1), "HR1", undefined, { shape: "hr/2", fence });
+    await clock.advance(200);
+    await expect(next).resolves.toBe(1);
+    // HR3 of the same shape on the wire; an answer of its shape comes with another request's transaction id (an
+    // in-order transparent gateway stamps the newest header) and is refused: it may be HR3's own, not HR0's.
+    const own = deferred<number>();
+    const third = queue.run(() => own.promise, "HR3", undefined, { shape: "hr/2", fence });
+    await clock.advance(1);
+    queue.unfit({ shape: "hr/2" });
+    own.resolve(3);
+    await expect(third).resolves.toBe(3);
+    const lost = rejection(queue.run(never, "HR2", undefined, { shape: "hr/2", fence }));
+    await clock.advance(100);
+    await lost;
+    await clock.advance(200);
+    // Not classified out of order: HR2's shape is free at its bound (before: held until its answer or the horizon).
+    expect(queue.held).toEqual([]);
+  });
+
+  it("sibling: a shapeless dropped answer while a request is on the wire is no evidence either (adv12 MEDIUM 3)", async () => {
+    const clock = new SimulatedClock();
+    const queue = new ModbusRequestQueue({ clock, timeoutMs: 100, lateAnswerGuardMs: 100 });
+    const started: [string, number][] = [];
+    const fence = fences(clock, started, () => Promise.resolve([]));
+    const never = () => new Promise(() => undefined);
+    const first = rejection(queue.run(never, "HR0", undefined, { shape: "hr/2", fence }));
+    await clock.advance(100);
+    await first;
+    const own = deferred<number>();
+    const next = queue.run(() => own.promise, "IR1", undefined, { shape: "ir/2", fence });
+    await clock.advance(50); // the fence proves the stream; IR1 (another shape) goes at once
+    queue.unasked("a cut frame");
+    own.resolve(1);
+    await expect(next).resolves.toBe(1);
+    const lost = rejection(queue.run(never, "HR2", undefined, { shape: "hr/2", fence }));
+    await clock.advance(400);
+    await lost;
+    await clock.advance(200);
+    expect(queue.held).toEqual([]);
+  });
+
   it("after a timeout sends a fence alone and trusts nothing before its own answer (adv12s F1)", async () => {
     const clock = new SimulatedClock();
     const changes: boolean[] = [];

@@ -312,6 +312,8 @@ export class ModbusRequestQueue {
   /** No fence before this (clock ms): after a fence's mismatch, its own answer gets time to arrive first. */
   #fenceNotBefore = Number.NEGATIVE_INFINITY;
   #anomalies = 0;
+  /** Answers or bytes that came with no request to take them (see `unasked`, `strayOnLine`). */
+  #strays = 0;
   #sent = 0;
   #proofs = 0;
   /** Holders keeping background requests back (reads in progress; see holdBackground). */
@@ -431,12 +433,13 @@ export class ModbusRequestQueue {
 
   /**
    * Whether the answer stream is proven aligned (no anomaly since the last fence's own answer), why not, and
-   * how many anomalies were seen. Kept across reconnects: a gateway's serial line outlives its TCP connection.
+   * how many anomalies and stray answers (`strays`) were seen. Kept across reconnects: a gateway's serial line outlives its TCP connection.
    */
   get alignment(): {
     readonly aligned: boolean;
     readonly reason: string;
     readonly anomalies: number;
+    readonly strays: number;
     readonly resyncAt?: number;
   } {
     const aligned = this.#unaligned.size === 0;
@@ -446,6 +449,7 @@ export class ModbusRequestQueue {
       aligned,
       reason: this.#alignmentReason,
       anomalies: this.#anomalies,
+      strays: this.#strays,
       ...(aligned || resyncAt === undefined ? {} : { resyncAt }),
     };
   }
@@ -457,12 +461,25 @@ export class ModbusRequestQueue {
    * every bound, possibly after a request of its shape took the wrong one).
    */
   unasked(reason: string, answer?: ModbusAnswerShape): void {
+    this.#strays++;
     if (this.#pay(answer)) return;
     // Dropped rather than taken by the request on the wire: that one's answer is not suspect for it.
     this.#anomaly(
       `an answer came that no request was waiting for (${reason}): a duplicate or a very late answer`,
       false,
     );
+  }
+
+  /**
+   * Bytes came on a line whose answers carry no id (Modbus RTU) while no request of theirs waited: a repeated
+   * or late answer of the unit whose scope is `scope`, or noise (`scope` undefined). Counted; a frame makes its
+   * scope suspect, so no request of it goes before a fence's own answer (one clean exchange proves nothing: a
+   * repeat may come again). It pays no owed answer: a repeat is no answer owed, and releasing a hold for it
+   * would let the late answer it stood for be taken. Noise is left to the client's own resynchronisation.
+   */
+  strayOnLine(reason: string, scope?: string): void {
+    this.#strays++;
+    if (scope !== undefined) this.#anomaly(reason, false, scope);
   }
 
   /**
@@ -490,7 +507,7 @@ export class ModbusRequestQueue {
         (owed) => owed.exceptionShape === undefined || owed.exceptionShape === answer.exceptionShape,
       );
       if (candidates.length === 0) return this.#lateEvidence(answer);
-      if (candidates.every((owed) => owed.proofs < this.#proofCount)) this.#outOfOrder = true;
+      if (candidates.every((owed) => owed.proofs < this.#proofCount)) this.#outOfOrderIf(answer);
       if (candidates.length === 1) this.#owed.splice(this.#owed.indexOf(candidates[0]!), 1);
       return true;
     }
@@ -502,7 +519,7 @@ export class ModbusRequestQueue {
           );
     if (index < 0) return this.#lateEvidence(answer);
     const [paid] = this.#owed.splice(index, 1);
-    if (paid!.proofs < this.#proofCount) this.#outOfOrder = true;
+    if (paid!.proofs < this.#proofCount) this.#outOfOrderIf(answer);
     return true;
   }
 
@@ -523,8 +540,28 @@ export class ModbusRequestQueue {
     );
     if (index < 0) return false;
     const [late] = this.#expired.splice(index, 1);
-    if (late!.proofs < this.#proofCount) this.#outOfOrder = true;
+    if (late!.proofs < this.#proofCount) this.#outOfOrderIf(answer);
     return false;
+  }
+
+  /**
+   * An answer nobody took came that an answer owed since before a fence's proof accounts for: evidence that the
+   * device answers out of order, unless it may be the answer of a request of its shape sent since that proof
+   * (`#unsure`; its own, stamped with another request's transaction id by a transparent gateway, or refused by
+   * the request whose id it came with). An in-order gateway answering a pipelined or just-sent request that way
+   * was classified out of order for good before (review adv12 MEDIUM 3).
+   */
+  #outOfOrderIf(answer: ModbusAnswerShape | undefined): void {
+    if (this.#sentUnsure(undefined)) return;
+    if (answer === undefined) {
+      // Shapeless (a dropped answer of any request): evidence only when no request went since the proof.
+      for (const unsure of this.#unsure.values()) if (unsure.size > 0) return;
+      this.#outOfOrder = true;
+      return;
+    }
+    if (answer.shape !== undefined ? this.#sentUnsure(answer.shape) : this.#sentUnsure(`!${answer.exceptionShape}`))
+      return;
+    this.#outOfOrder = true;
   }
 
   #anomaly(reason: string, onTheWireSuspect = true, scope = ""): void {

@@ -1,7 +1,15 @@
 import { EventEmitter } from "node:events";
 import { loadSerialSupport, type ModbusClient, type ModbusSerialOptions } from "./modbus-client";
 import { ModbusFunctionCodes } from "./modbus-pdu";
-import { checkRtuAnswer, expectedAnswerLength, rtuFrame, rtuRequest, type RtuRequest } from "./modbus-rtu-frame";
+import type { ModbusStrayAnswer } from "./modbus-client";
+import {
+  checkRtuAnswer,
+  expectedAnswerLength,
+  rtuFrame,
+  rtuRequest,
+  splitRtuFrames,
+  type RtuRequest,
+} from "./modbus-rtu-frame";
 
 /** The part of serialport's `SerialPort` the RTU client uses. */
 export interface SerialPortLike {
@@ -26,6 +34,8 @@ interface Pending {
   readonly request: RtuRequest;
   /** The line was out of step when the request went out: an answer counts only if no more bytes follow it. */
   readonly guarded: boolean;
+  /** When it went on the line (`performance.now()`). */
+  readonly sentAt: number;
   resolve(data: Buffer): void;
   reject(error: unknown): void;
   settled: boolean;
@@ -39,10 +49,23 @@ interface Pending {
  *   treats bytes before or after it as a fault, never skipping over them to a frame further on;
  * - after any fault (an abandoned request, a bad frame, unsolicited bytes) waits for the line to be quiet
  *   and discards what arrived before sending again, and accepts the next answer only when no further
- *   bytes follow it within the quiet time (a late answer to an earlier request is followed by the next one).
+ *   bytes follow it within the quiet time (a late answer to an earlier request is followed by the next one);
+ * - delivers every answer only after the turnaround (3.5 characters, the gap a master leaves before its next
+ *   request anyway, plus 2 ms) passed with no byte after it, and an answer byte-identical to the last frame
+ *   seen, within {@link REPEAT_WINDOW_MS}, only after twice the last answer's latency plus the quiet time: bytes in
+ *   that window make it a mismatch (a repeated frame taken for the answer, the real answer behind it; ADR 0041,
+ *   amendment fix12a);
+ * - reports bytes no request was waiting for to {@link ModbusRtuClient.onStray} (each whole frame with its
+ *   unit and PDU, the rest as noise), never dropping them unseen.
  * A mismatch rejects with an `Error` naming it; an exception answer with `{ modbusCode }`, like modbus-serial.
  * Quiet times run on real time, as they measure the serial line, not the driver's (injectable) clock.
  */
+/**
+ * How long (ms) after a frame the same bytes again are suspect as its repeat: a repeater, radio modem or echoing
+ * converter sends a frame again within a few frame times; 250 ms covers a store-and-forward hop at 1200 baud.
+ */
+export const REPEAT_WINDOW_MS = 250;
+
 export class ModbusRtuClient extends ModbusFunctionCodes implements ModbusClient {
   readonly #opener: SerialPortOpener;
   readonly #events = new EventEmitter();
@@ -52,6 +75,14 @@ export class ModbusRtuClient extends ModbusFunctionCodes implements ModbusClient
   #pending: Pending | undefined;
   #outOfStep = false;
   #quietMs = 50;
+  #turnaroundMs = 5;
+  /** How long the last answer took from its request's send to its last byte (ms). */
+  #latencyMs = 0;
+  /** The last whole frame seen on the line (an answer taken, refused, or no request waited for) and when. */
+  #lastFrame: { readonly frame: Buffer; readonly at: number } | undefined;
+  /** Bytes that came while no request waited, reported when the line is quiet (`#reportStray`). */
+  #stray: Buffer = Buffer.alloc(0);
+  #strayTimer: ReturnType<typeof setTimeout> | undefined;
   #lastByteAt = Number.NEGATIVE_INFINITY;
   #frameTimer: ReturnType<typeof setTimeout> | undefined;
 
@@ -74,6 +105,7 @@ export class ModbusRtuClient extends ModbusFunctionCodes implements ModbusClient
     const bitsPerChar =
       1 + (options.dataBits ?? 8) + (options.parity && options.parity !== "none" ? 1 : 0) + (options.stopBits ?? 1);
     this.#quietMs = Math.max(50, Math.ceil((20 * bitsPerChar * 1000) / (options.baudRate ?? 9600)));
+    this.#turnaroundMs = Math.ceil((3.5 * bitsPerChar * 1000) / (options.baudRate ?? 9600)) + 2;
     port.on("data", (data) => this.#receive(data));
     port.on("close", () => {
       this.#fail(new Error("the serial port closed"));
@@ -104,6 +136,15 @@ export class ModbusRtuClient extends ModbusFunctionCodes implements ModbusClient
     return this;
   }
 
+  /**
+   * Calls `listener` for bytes that came while no request waited for an answer (a repeated or late frame,
+   * noise), once the line is quiet or before the next request goes: once per whole frame (with its unit id and
+   * PDU, `refused: false`), once for the rest without `answer`. See {@link ModbusClient.onStray}.
+   */
+  onStray(listener: (reason: string, answer?: ModbusStrayAnswer) => void): void {
+    this.#events.on("stray", listener);
+  }
+
   protected override async transact(pduBytes: Buffer): Promise<Buffer> {
     const port = this.#port;
     if (!port?.isOpen) throw Object.assign(new Error("Port Not Open"), { name: "PortNotOpenError" });
@@ -113,9 +154,10 @@ export class ModbusRtuClient extends ModbusFunctionCodes implements ModbusClient
       this.#outOfStep = true;
     }
     if (this.#outOfStep) await this.#resync();
+    this.#reportStray();
     const request = rtuRequest(this.#unitId, pduBytes);
     return new Promise<Buffer>((resolve, reject) => {
-      this.#pending = { request, guarded: this.#outOfStep, resolve, reject, settled: false };
+      this.#pending = { request, guarded: this.#outOfStep, sentAt: performance.now(), resolve, reject, settled: false };
       port.write(rtuFrame(request.unitId, pduBytes));
     });
   }
@@ -135,9 +177,13 @@ export class ModbusRtuClient extends ModbusFunctionCodes implements ModbusClient
     this.#buffer = this.#buffer.length === 0 ? data : Buffer.concat([this.#buffer, data]);
     const pending = this.#pending;
     if (!pending || pending.settled) {
-      // Bytes nobody asked for: a late answer or noise. Whatever comes next is suspect until resynchronised.
+      // Bytes nobody asked for: a late or repeated answer, or noise. Whatever comes next is suspect until
+      // resynchronised; they are reported once the line is quiet.
       this.#outOfStep = true;
+      this.#stray = this.#stray.length === 0 ? this.#buffer : Buffer.concat([this.#stray, this.#buffer]);
       this.#buffer = Buffer.alloc(0);
+      if (this.#strayTimer) clearTimeout(this.#strayTimer);
+      this.#strayTimer = setTimeout(() => this.#reportStray(), this.#quietMs);
       return;
     }
     if (this.#frameTimer) clearTimeout(this.#frameTimer);
@@ -166,26 +212,63 @@ export class ModbusRtuClient extends ModbusFunctionCodes implements ModbusClient
       return;
     }
     const complete = (): void => {
+      this.#remember(this.#buffer);
       this.#buffer = Buffer.alloc(0);
       if (answer.kind === "exception") {
         this.#settle(pending, Object.assign(new Error(`Modbus exception ${answer.code}`), { modbusCode: answer.code }));
       } else this.#settle(pending, undefined, Buffer.from(answer.data));
     };
-    if (!pending.guarded) {
-      complete();
-      return;
-    }
-    // Out of step before: take the answer only if the line stays quiet after it.
+    // Take the answer only if the line stays quiet after it (bytes after it make it a mismatch, above): for the
+    // turnaround; for the quiet time when the line was out of step; when the frame repeats a recent answer, until
+    // twice the last answer's latency after the request plus the quiet time (the real answer behind a repeat
+    // comes in the device's own time).
+    const now = performance.now();
+    const latency = now - pending.sentAt;
+    const wait = this.#repeats(this.#buffer)
+      ? Math.max(this.#quietMs, pending.sentAt + 2 * this.#latencyMs + this.#quietMs - now)
+      : pending.guarded
+        ? this.#quietMs
+        : this.#turnaroundMs;
     this.#frameTimer = setTimeout(() => {
       this.#frameTimer = undefined;
       if (this.#pending !== pending || pending.settled) return;
-      this.#outOfStep = false;
+      if (pending.guarded) this.#outOfStep = false;
+      this.#latencyMs = latency;
       complete();
-    }, this.#quietMs);
+    }, wait);
+  }
+
+  /** Whether `frame` is byte-identical to the last frame seen, within {@link REPEAT_WINDOW_MS} (a repeat). */
+  #repeats(frame: Buffer): boolean {
+    const last = this.#lastFrame;
+    return last !== undefined && performance.now() - last.at < REPEAT_WINDOW_MS && last.frame.equals(frame);
+  }
+
+  #remember(frame: Buffer): void {
+    this.#lastFrame = { frame: Buffer.from(frame), at: performance.now() };
+  }
+
+  /** Reports the bytes that came while no request waited (`#stray`): each whole frame, then the rest as noise. */
+  #reportStray(): void {
+    if (this.#strayTimer) clearTimeout(this.#strayTimer);
+    this.#strayTimer = undefined;
+    const bytes = this.#stray;
+    this.#stray = Buffer.alloc(0);
+    if (bytes.length === 0) return;
+    const { frames, rest } = splitRtuFrames(bytes);
+    for (const frame of frames) {
+      const answer = { unitId: frame[0]!, pdu: Buffer.from(frame.subarray(1, frame.length - 2)), refused: false };
+      const repeat = this.#repeats(frame) ? ", a repeat of a recent answer" : "";
+      this.#remember(frame);
+      this.#events.emit("stray", `a frame of unit ${answer.unitId} no request was waiting for${repeat}`, answer);
+    }
+    if (rest > 0) this.#events.emit("stray", `${rest} bytes no request was waiting for (noise or a cut frame)`);
   }
 
   #mismatch(pending: Pending, reason: string): void {
     this.#outOfStep = true;
+    // Whole frames in it may come again (a repeat of one is suspect like a repeat of an answer taken).
+    for (const frame of splitRtuFrames(this.#buffer).frames) this.#remember(frame);
     this.#buffer = Buffer.alloc(0);
     this.#settle(pending, new Error(`${reason}; the line is resynchronised before the next request`));
   }
@@ -201,6 +284,7 @@ export class ModbusRtuClient extends ModbusFunctionCodes implements ModbusClient
   }
 
   #fail(error: unknown): void {
+    this.#reportStray();
     if (this.#pending) this.#settle(this.#pending, error);
   }
 }

@@ -116,3 +116,33 @@ export function checkAnswerPdu(request: RtuRequest, pdu: Buffer): RtuAnswer {
   }
   return { kind: "data", data: pdu.subarray(1) };
 }
+
+/**
+ * Splits bytes that came while no request waited into whole answer frames (their length judged from the
+ * function code and byte count, as an answer's: exception 5 bytes, reads 5 + byte count, writes 8, FC 22 10;
+ * each with a good CRC), from the start; `rest`: the bytes from the first that start no whole frame (noise,
+ * a cut frame).
+ */
+export function splitRtuFrames(bytes: Buffer): { readonly frames: Buffer[]; readonly rest: number } {
+  const frames: Buffer[] = [];
+  let offset = 0;
+  while (bytes.length - offset >= 5) {
+    const functionCode = bytes[offset + 1]!;
+    const length =
+      functionCode & 0x80
+        ? 5
+        : functionCode >= 1 && functionCode <= 4
+          ? 5 + bytes[offset + 2]!
+          : functionCode === 22
+            ? 10
+            : [5, 6, 15, 16].includes(functionCode)
+              ? 8
+              : 0;
+    const frame = bytes.subarray(offset, offset + length);
+    if (length === 0 || frame.length < length) break;
+    if (frame.readUInt16LE(length - 2) !== crc16(frame.subarray(0, length - 2))) break;
+    frames.push(frame);
+    offset += length;
+  }
+  return { frames, rest: bytes.length - offset };
+}

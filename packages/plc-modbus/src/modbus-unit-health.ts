@@ -52,6 +52,12 @@ export interface ModbusAnswerStream {
   readonly reason: string;
   /** Anomalies seen since the driver was created (timeouts, answers that did not fit, duplicates...). */
   readonly anomalies: number;
+  /**
+   * Answers that came with no request to take them, since the driver was created: late or repeated frames, and
+   * on Modbus RTU also runs of noise bytes (each counted once). Each one that is a frame is also an anomaly
+   * unless it paid an answer owed by a request that timed out (TCP).
+   */
+  readonly strays: number;
   /** While not aligned: when the stream was found possibly shifted, ms since epoch on the driver's clock. */
   readonly since?: number;
 }

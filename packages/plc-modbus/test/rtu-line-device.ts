@@ -30,6 +30,11 @@ export class RtuLineDevice {
    * busy (ignoring the requests to it meanwhile), the other units keep answering.
    */
   busyPerUnit = false;
+  /**
+   * How long (ms) after an answer to send the same frame again (a repeater or radio modem echoing it), or 0
+   * for never. `request` is the request frame.
+   */
+  repeatAfter: (request: Buffer) => number = () => 0;
   requests = 0;
   #busy = false;
   readonly #busyUnits = new Set<number>();
@@ -143,6 +148,8 @@ export class RtuLineDevice {
     const fault = this.faults.shift();
     const sent = fault ? fault(answer, request) : answer;
     if (sent && this.#port.isOpen) this.#port.write(sent);
+    const repeat = this.repeatAfter(request);
+    if (sent && repeat > 0) setTimeout(() => this.#port.isOpen && this.#port.write(sent), repeat);
   }
 }
 
