@@ -30,6 +30,7 @@ import {
 } from "@kiln/core/driver-kit";
 import { memoryBdSeqStore, type BdSeqStore } from "./bdseq-store";
 import { CommandDropAudit, type DroppedCommandReason } from "./command-drop-audit";
+import { summarizeRefusals, type EarlyRefusal } from "./refusal-summary";
 import { JournalBacklog, MemoryBacklog, type ForwardBacklog, type SentMark } from "./forward-backlog";
 import {
   boundedGoodbye,
@@ -212,9 +213,9 @@ export interface SparkplugEdgeNodeOptions {
    */
   readonly mqtt?: Omit<IClientOptions, "will" | "clean" | "reconnectPeriod">;
   /**
-   * Most DCMD messages waiting to be handled (they run one after the other, in order). One more
-   * is dropped unhandled (`command-drop`, counted in health), so a flood cannot queue unbounded
-   * work. @default 64
+   * Most command messages, NCMD and DCMD together, waiting to be handled (they run one after the
+   * other, in order). One more is dropped unhandled (`command-drop` `queue-full`, counted in
+   * health, audited summed per second), so a flood cannot queue unbounded work. @default 64
    */
   readonly maxPendingCommands?: number;
   /**
@@ -225,7 +226,7 @@ export interface SparkplugEdgeNodeOptions {
   /**
    * Largest NCMD, DCMD or STATE payload taken, in bytes, checked before it is decoded (a DCMD of
    * megabytes would hold the event loop for seconds). A larger command is dropped unhandled
-   * (`command-drop` `too-large`, counted, a DCMD audited as `sparkplug.dcmd-drop`); a larger
+   * (`command-drop` `too-large`, counted, audited as `sparkplug.dcmd-drop` or `sparkplug.ncmd-drop`); a larger
    * STATE is rejected (`message-reject`). With MQTT 5 it is also sent to the broker as the
    * CONNECT Maximum Packet Size (plus room for the topic), so the broker does not forward more.
    * @default 65536 (64 KiB: 256 metrics of a command take a few KiB)
@@ -437,8 +438,8 @@ export interface SparkplugEdgeNodeEvents {
     readonly message: string;
   };
   /**
-   * A command message was dropped unhandled: `queue-full` when `maxPendingCommands` DCMDs were
-   * already waiting, `too-many-metrics` when it carried more than `maxMetricsPerCommand`,
+   * A command message was dropped unhandled: `queue-full` when `maxPendingCommands` commands (NCMD
+   * and DCMD) were already waiting, `too-many-metrics` when it carried more than `maxMetricsPerCommand`,
    * `too-large` when its payload was over `maxPayloadBytes` (not decoded), `retained` when it
    * came with the MQTT retain flag (Sparkplug 3.0.0 requires NCMD and DCMD with retain false,
    * [tck-id-topics-ncmd-mqtt], [tck-id-topics-dcmd-mqtt]: a retained command is an old one the
@@ -451,9 +452,11 @@ export interface SparkplugEdgeNodeEvents {
    * remaining metrics are refused, `command-refuse` `KILN_NOT_CONNECTED`, and audited).
    * `unknown-node-metric` when an NCMD carried metrics other than `Node Control/Rebirth` and
    * `Kiln/Stored Through` (a device tag's name, which only a DCMD writes; `metrics` says how
-   * many; each is audited as a refused `sparkplug.ncmd-drop`; the rest of the NCMD is acted on).
-   * Nothing of it was written. A dropped DCMD (and one that does not decode) is audited: one
-   * refused `sparkplug.dcmd-drop` entry per reason and second, naming how many messages it stands for.
+   * many; they are audited as one refused `sparkplug.ncmd-drop` entry per message, naming how many
+   * and the first few; the rest of the NCMD is acted on). Nothing of it was written. A dropped
+   * command message (and a DCMD that does not decode) is audited: one refused
+   * `sparkplug.dcmd-drop` (or `sparkplug.ncmd-drop`) entry per topic, reason and second, naming
+   * how many messages it stands for.
    */
   "command-drop": {
     readonly topic: string;
@@ -835,7 +838,9 @@ export class SparkplugEdgeNode {
         { path: "maxHostClockSkewMs", message: "must be a number of ms from 0 (Infinity: no check)" },
       ]);
     this.#clock = options.clock ?? new SystemClock();
-    this.#dropAudit = new CommandDropAudit(this.#clock, (reason, messages) => this.#auditDrops(reason, messages));
+    this.#dropAudit = new CommandDropAudit(this.#clock, (command, reason, messages) =>
+      this.#auditDrops(command, reason, messages),
+    );
     this.#bdSeqStore = options.bdSeqStore ?? memoryBdSeqStore();
     this.#randomFirstBdSeq = options.bdSeqStore === undefined;
     this.#bus = new EventBus<SparkplugEdgeNodeEvents>({ now: () => this.#clock.now() });
@@ -2118,23 +2123,29 @@ export class SparkplugEdgeNode {
       this.#dropCommand(topic, "retained");
       return;
     }
-    if (topic === this.#topics.state) this.#onHostState(session, topic, bytes);
-    else if (topic === this.#topics.ncmd) this.#onNodeCommand(session, topic, bytes);
-    else if (topic === this.#topics.dcmd) {
-      // Bounded: a flood is dropped (and counted) here, before any work is queued for it.
-      if (this.#commandsQueued >= (this.#options.maxPendingCommands ?? DEFAULT_MAX_PENDING_COMMANDS)) {
-        this.#dropCommand(topic, "queue-full");
-        return;
-      }
-      this.#commandsQueued++;
-      // In order, one message after the other: writes of one DCMD, and of successive DCMDs, keep their order.
-      this.#commandChain = this.#commandChain
-        .then(() => this.#onDeviceCommand(session, topic, bytes))
-        .catch(() => undefined)
-        .finally(() => {
-          this.#commandsQueued--;
-        });
+    if (topic === this.#topics.state) {
+      this.#onHostState(session, topic, bytes);
+      return;
     }
+    if (!command) return;
+    // Every command, NCMD and DCMD, is bounded here: a flood is dropped (counted and audited)
+    // before any work is queued for it (issue 19, adversarial HIGH 1).
+    if (this.#commandsQueued >= (this.#options.maxPendingCommands ?? DEFAULT_MAX_PENDING_COMMANDS)) {
+      this.#dropCommand(topic, "queue-full");
+      return;
+    }
+    this.#commandsQueued++;
+    // In order, one message after the other: writes of one DCMD, and of successive commands, keep their order.
+    this.#commandChain = this.#commandChain
+      .then(() =>
+        topic === this.#topics.ncmd
+          ? this.#onNodeCommand(session, topic, bytes)
+          : this.#onDeviceCommand(session, topic, bytes),
+      )
+      .catch(() => undefined)
+      .finally(() => {
+        this.#commandsQueued--;
+      });
   }
 
   #dropCommand(
@@ -2144,7 +2155,7 @@ export class SparkplugEdgeNode {
     bytes?: number,
   ): void {
     this.#counts.dropped++;
-    if (topic === this.#topics.dcmd && reason !== "unknown-node-metric") this.#dropAudit.record(reason);
+    if (reason !== "unknown-node-metric") this.#dropAudit.record(topic === this.#topics.ncmd ? "NCMD" : "DCMD", reason);
     void this.#bus.publish("command-drop", {
       topic,
       reason,
@@ -2154,12 +2165,12 @@ export class SparkplugEdgeNode {
   }
 
   /**
-   * One audit entry for `messages` whole DCMD messages dropped for `reason` (summed per second by
+   * One audit entry for `messages` whole `command` messages dropped for `reason` (summed per second by
    * {@link CommandDropAudit}): a refused `tag.write` of the configured principal, action
-   * `sparkplug.dcmd-drop`, the count and reason in the target, so they survive even when the
+   * `sparkplug.dcmd-drop` (`sparkplug.ncmd-drop` for NCMD), the count and reason in the target, so they survive even when the
    * entry is a `KILN_FORBIDDEN` denial.
    */
-  async #auditDrops(reason: DroppedCommandReason, messages: number): Promise<void> {
+  async #auditDrops(command: "NCMD" | "DCMD", reason: DroppedCommandReason, messages: number): Promise<void> {
     const why =
       reason === "queue-full"
         ? `more than ${String(this.#options.maxPendingCommands ?? DEFAULT_MAX_PENDING_COMMANDS)} waiting`
@@ -2177,15 +2188,15 @@ export class SparkplugEdgeNode {
     await this.#system
       .refuseCommand(this.#principal, {
         permission: "tag.write",
-        action: "sparkplug.dcmd-drop",
-        target: `(${String(messages)} whole DCMD ${messages === 1 ? "message" : "messages"}: ${reason})`,
+        action: command === "NCMD" ? "sparkplug.ncmd-drop" : "sparkplug.dcmd-drop",
+        target: `(${String(messages)} whole ${command} ${messages === 1 ? "message" : "messages"}: ${reason})`,
         reason: new KilnError(
           reason === "queue-full"
             ? "KILN_BUFFER_FULL"
             : reason === "session-closing" || reason === "session-unborn"
               ? "KILN_NOT_CONNECTED"
               : "KILN_VALIDATION",
-          `${String(messages)} DCMD ${messages === 1 ? "message" : "messages"} on ${this.#topics.dcmd} dropped unhandled (${why}); none of their writes done`,
+          `${String(messages)} ${command} ${messages === 1 ? "message" : "messages"} on ${command === "NCMD" ? this.#topics.ncmd : this.#topics.dcmd} dropped unhandled (${why}); none of their writes done`,
           { details: { reason, messages } },
         ),
       })
@@ -2334,7 +2345,13 @@ export class SparkplugEdgeNode {
     if (state.online && this.#host.state !== "online") this.#problems.set("host-state", message);
   }
 
-  #onNodeCommand(session: Session, topic: string, bytes: Uint8Array): void {
+  async #onNodeCommand(session: Session, topic: string, bytes: Uint8Array): Promise<void> {
+    // Queued behind earlier commands: the session may have ended or lost its birth meanwhile.
+    const blocked = this.#commandBlocked(session);
+    if (blocked !== undefined) {
+      this.#dropCommand(topic, blocked);
+      return;
+    }
     let payload: SparkplugPayload;
     try {
       payload = decodePayload(bytes, {
@@ -2343,6 +2360,7 @@ export class SparkplugEdgeNode {
       });
     } catch (error) {
       this.#reject(topic, (error as Error).message);
+      this.#dropAudit.record("NCMD", "undecodable");
       return;
     }
     if (this.#tooManyMetrics(topic, payload)) return;
@@ -2351,32 +2369,52 @@ export class SparkplugEdgeNode {
     const ignored = payload.metrics.filter(
       (metric) => metric.name !== REBIRTH_METRIC && metric.name !== STORED_THROUGH_METRIC,
     );
-    if (ignored.length > 0) this.#dropNodeMetrics(topic, ignored);
     const rebirth = payload.metrics.some((metric) => metric.name === REBIRTH_METRIC && metric.value === true);
     if (rebirth && session.born) this.#requestRebirth(session);
+    if (ignored.length > 0) await this.#dropNodeMetrics(topic, ignored);
   }
 
   /**
    * NCMD metrics the node does not act on (a device tag's name such as `heater.setpoint`, which
    * only a DCMD writes; a node control it does not support): the message counts as dropped
-   * (`command-drop` `unknown-node-metric`, `commands.dropped`), and each metric is audited as a
-   * refused `tag.write` (`sparkplug.ncmd-drop`, `KILN_TAG_UNKNOWN`) like a DCMD refusal, so a
-   * write that was never done leaves its entry (ADR 0043, amendment fix19s).
+   * (`command-drop` `unknown-node-metric`, `commands.dropped`), and the metrics are audited as one
+   * refused `tag.write` (`sparkplug.ncmd-drop`, `KILN_TAG_UNKNOWN`) per message, naming how many
+   * and the first few ({@link summarizeRefusals}), so a write that was never done leaves its entry
+   * (ADR 0043, amendment fix19s) and a flood of them cannot flood the audit trail (fix19b).
    */
-  #dropNodeMetrics(topic: string, metrics: readonly SparkplugMetric[]): void {
+  async #dropNodeMetrics(topic: string, metrics: readonly SparkplugMetric[]): Promise<void> {
     this.#dropCommand(topic, "unknown-node-metric", metrics.length);
-    for (const metric of metrics) {
+    const refusals = metrics.map((metric): EarlyRefusal => {
       const target = metric.name ?? (metric.alias === undefined ? "(no name)" : `alias:${String(metric.alias)}`);
       const device = metric.name !== undefined && this.#byName.has(metric.name);
-      void this.#system
+      return {
+        target,
+        code: "KILN_TAG_UNKNOWN",
+        message: `NCMD metric ${target} on ${topic} is not a node metric the node acts on${device ? ` (${target} is a device tag: write it by DCMD on ${this.#topics.dcmd})` : ""}: not written`,
+      };
+    });
+    await this.#auditRefusals("NCMD", topic, refusals, "sparkplug.ncmd-drop");
+  }
+
+  /**
+   * Audits refusals of one command message made before Kiln's command path, summed per code
+   * ({@link summarizeRefusals}), as refused `tag.write`s of the configured principal through
+   * `system.refuseCommand`; empties `refusals`.
+   */
+  async #auditRefusals(
+    command: "NCMD" | "DCMD",
+    topic: string,
+    refusals: EarlyRefusal[],
+    action?: string,
+  ): Promise<void> {
+    const entries = summarizeRefusals(command, topic, refusals.splice(0));
+    for (const entry of entries) {
+      await this.#system
         .refuseCommand(this.#principal, {
           permission: "tag.write",
-          action: "sparkplug.ncmd-drop",
-          target,
-          reason: new KilnError(
-            "KILN_TAG_UNKNOWN",
-            `NCMD metric ${target} on ${topic} is not a node metric the node acts on${device ? ` (${target} is a device tag: write it by DCMD on ${this.#topics.dcmd})` : ""}: not written`,
-          ),
+          ...(action === undefined ? {} : { action }),
+          target: entry.target,
+          reason: new KilnError(entry.code, entry.message),
         })
         .catch(() => undefined); // it always rejects: with the reason, or why it could not be audited
     }
@@ -2444,10 +2482,26 @@ export class SparkplugEdgeNode {
       });
     } catch (error) {
       this.#reject(topic, (error as Error).message);
-      this.#dropAudit.record("undecodable");
+      this.#dropAudit.record("DCMD", "undecodable");
       return;
     }
     if (this.#tooManyMetrics(topic, payload)) return;
+    // Refusals before Kiln are audited summed (one entry per code) when the message is done or
+    // right before the next checked write, so the trail keeps their order among Kiln's own entries.
+    const early: EarlyRefusal[] = [];
+    try {
+      await this.#writeDeviceMetrics(session, topic, payload, early);
+    } finally {
+      await this.#auditRefusals("DCMD", topic, early);
+    }
+  }
+
+  async #writeDeviceMetrics(
+    session: Session,
+    topic: string,
+    payload: SparkplugPayload,
+    early: EarlyRefusal[],
+  ): Promise<void> {
     for (const metric of payload.metrics) {
       // An alias decides (Sparkplug 3.0.0, 6.4.7: aliases in DATA and CMD): one this device never
       // announced is refused even with a name beside it, never guessed from the name; a name that
@@ -2459,7 +2513,7 @@ export class SparkplugEdgeNode {
             ? this.#byName.get(metric.name)
             : undefined;
       if (metric.alias !== undefined && binding === undefined) {
-        await this.#refuseBeforeKiln({
+        this.#refuseBeforeKiln(early, {
           alias: metric.alias,
           ...(metric.name === undefined ? {} : { tag: metric.name }),
           code: "KILN_TAG_UNKNOWN",
@@ -2468,7 +2522,7 @@ export class SparkplugEdgeNode {
         continue;
       }
       if (metric.alias !== undefined && metric.name !== undefined && metric.name !== binding!.tag.name) {
-        await this.#refuseBeforeKiln({
+        this.#refuseBeforeKiln(early, {
           alias: metric.alias,
           tag: metric.name,
           code: "KILN_VALIDATION",
@@ -2480,7 +2534,7 @@ export class SparkplugEdgeNode {
       // read as that other type (a DateTime 3 for a Float metric), so it is not the value meant
       // for this metric — refused, never converted. Without a datatype, the birth's applies.
       if (binding !== undefined && metric.datatype !== undefined && metric.datatype !== binding.datatype) {
-        await this.#refuseBeforeKiln({
+        this.#refuseBeforeKiln(early, {
           ...(metric.alias === undefined ? {} : { alias: metric.alias }),
           tag: binding.tag.name,
           code: "KILN_VALIDATION",
@@ -2491,7 +2545,7 @@ export class SparkplugEdgeNode {
       // A name this device never announced still goes to Kiln, which refuses and audits it.
       const tag = binding?.tag.name ?? metric.name;
       if (tag === undefined) {
-        await this.#refuseBeforeKiln({
+        this.#refuseBeforeKiln(early, {
           code: "KILN_VALIDATION",
           message: "DCMD metric carries neither an alias nor a name",
         });
@@ -2508,7 +2562,7 @@ export class SparkplugEdgeNode {
           typeof value === "string"
         )
       ) {
-        await this.#refuseBeforeKiln({
+        this.#refuseBeforeKiln(early, {
           tag,
           code: "KILN_VALIDATION",
           message: `DCMD for ${tag} carries no value a tag can take`,
@@ -2519,20 +2573,21 @@ export class SparkplugEdgeNode {
       // refused here, before Kiln; Kiln's own check of the tag's type would refuse it as well.
       const problem = binding === undefined ? undefined : scalarValueProblem(binding.datatype, value);
       if (problem !== undefined) {
-        await this.#refuseBeforeKiln({ tag, code: "KILN_VALIDATION", message: `DCMD for ${tag}: ${problem}` });
+        this.#refuseBeforeKiln(early, { tag, code: "KILN_VALIDATION", message: `DCMD for ${tag}: ${problem}` });
         continue;
       }
       // Right before the checked write (an earlier one may have taken seconds): refused, never
       // written, once the session is no longer born, current and open.
       const late = this.#commandBlocked(session);
       if (late !== undefined) {
-        await this.#refuseBeforeKiln({
+        this.#refuseBeforeKiln(early, {
           tag,
           code: "KILN_NOT_CONNECTED",
           message: `DCMD for ${tag} not written: ${late === "session-closing" ? "the node's session ended (primary host offline, stop() or a reconnect)" : "the node's session is not born"} before its turn came`,
         });
         continue;
       }
+      await this.#auditRefusals("DCMD", topic, early);
       try {
         await this.#system.writeTag(this.#principal, tag, value, { comment: `Sparkplug DCMD on ${topic}` });
         this.#counts.written++;
@@ -2550,24 +2605,21 @@ export class SparkplugEdgeNode {
   /**
    * A DCMD metric refused here, before it could become a Kiln command (an alias this device never
    * announced, a name contradicting its alias, no value, a value its Sparkplug type cannot hold, a session no longer born when its turn came):
-   * counted, announced, and audited as a refused `tag.write` of the configured principal through
-   * `system.refuseCommand`, so every refused command leaves its entry (IEC 62443-3-3 CR 2.8) as
-   * one Kiln refuses itself does. The target is the tag, else `alias:<n>`, else `(no name)`.
+   * counted and announced per metric, and collected in `early` to be audited as a refused
+   * `tag.write` of the configured principal through `system.refuseCommand` — one entry per code
+   * and message ({@link summarizeRefusals}) — so every refused command leaves its entry
+   * (IEC 62443-3-3 CR 2.8) without one message writing hundreds. The target is the tag, else
+   * `alias:<n>`, else `(no name)`.
    */
-  async #refuseBeforeKiln(
+  #refuseBeforeKiln(
+    early: EarlyRefusal[],
     event: SparkplugEdgeNodeEvents["command-refuse"] & {
       readonly code: "KILN_TAG_UNKNOWN" | "KILN_VALIDATION" | "KILN_NOT_CONNECTED";
     },
-  ): Promise<void> {
+  ): void {
     this.#refuse(event);
     const target = event.tag ?? (event.alias === undefined ? "(no name)" : `alias:${String(event.alias)}`);
-    await this.#system
-      .refuseCommand(this.#principal, {
-        permission: "tag.write",
-        target,
-        reason: new KilnError(event.code, event.message),
-      })
-      .catch(() => undefined); // it always rejects: with the reason, or why it could not be audited
+    early.push({ target, code: event.code, message: event.message });
   }
 
   #refuse(event: SparkplugEdgeNodeEvents["command-refuse"]): void {

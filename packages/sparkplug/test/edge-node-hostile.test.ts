@@ -889,8 +889,9 @@ describe("adversarial review 19z (second pass): DDATA over the broker's Maximum 
     ]);
     expect(fixture!.plc.writes.map((write) => [write.tag, write.value])).toEqual([["heater.setpoint", 10]]);
     const entries = await fixture!.system.unchecked.store.audit.query({ from: 0, to: Date.now() + 60_000 });
+    // Refused for the same reason before Kiln: one entry for the message, naming both (fix19b).
     const denied = entries.filter((entry) => entry.action === "tag.write" && entry.outcome === "failed");
-    expect(denied.map((entry) => entry.target)).toEqual(["valve.ald1", "heater.setpoint"]);
+    expect(denied.map((entry) => entry.target)).toEqual(["(2 metrics: valve.ald1, heater.setpoint)"]);
   });
 
   test("sibling: the same DCMD on a session that lives on writes all three, in order", async () => {
@@ -1185,5 +1186,92 @@ describe("a session lost during its birth sequence (issue 19)", () => {
     // The broker published the Will for the cut session: the host learns that session died.
     await fixture!.recorder.waitFor(ofType("NDEATH"));
     expect(node.health()).toMatchObject({ link: "connected", publishing: true });
+  });
+});
+
+describe("adversarial review 19 (fix19b): command floods are bounded and audited per message", () => {
+  const NCMD = `spBv1.0/${GROUP}/NCMD/${EDGE}`;
+  async function ncmd(metrics: Parameters<typeof encodePayload>[0]["metrics"]): Promise<void> {
+    const bytes = encodePayload({ timestamp: Date.now(), metrics });
+    await fixture!.recorder.client.publishAsync(NCMD, Buffer.from(bytes), { qos: 1 });
+  }
+  async function allEntries(): Promise<{ action: string; target: string; outcome: string; reason?: string }[]> {
+    const entries = await fixture!.system.unchecked.store.audit.query({ from: 0, to: Date.now() + 60_000 });
+    return entries.map(({ action, target, outcome, reason }) => ({
+      action,
+      target,
+      outcome,
+      ...(reason === undefined ? {} : { reason }),
+    }));
+  }
+
+  test("NCMDs share the DCMD queue: behind a slow write, NCMDs beyond maxPendingCommands are dropped queue-full and audited as sparkplug.ncmd-drop", async () => {
+    const node = await started({ maxPendingCommands: 2 });
+    const drops: string[] = [];
+    node.events.on(
+      "command-drop",
+      (event) => void drops.push(`${event.topic === NCMD ? "NCMD" : "DCMD"} ${event.reason}`),
+    );
+    fixture!.plc.faults.latencyMs = 500;
+    await dcmd(fixture!, [{ alias: node.aliases.get("heater.setpoint")!, datatype: "Float", value: 1 }]);
+    for (let index = 0; index < 4; index++)
+      await ncmd([{ name: `x${String(index)}`, datatype: "Boolean", value: true }]);
+    await expect.poll(() => drops.filter((drop) => drop.endsWith("queue-full")).length, { timeout: 3_000 }).toBe(3);
+    expect(drops.filter((drop) => drop.endsWith("queue-full"))).toEqual(Array(3).fill("NCMD queue-full"));
+    fixture!.plc.faults.latencyMs = 0;
+    await node.stop(); // audits what is still pending
+    const entries = await allEntries();
+    const queueFull = entries.filter(
+      (entry) => entry.action === "sparkplug.ncmd-drop" && /queue-full/.test(entry.target),
+    );
+    expect(queueFull.reduce((sum, entry) => sum + Number(/^\((\d+) whole NCMD/.exec(entry.target)?.[1]), 0)).toBe(3);
+    // The one NCMD that was queued ran after the write, and its metric was audited.
+    expect(entries.filter((entry) => entry.target === "x0")).toHaveLength(1);
+  });
+
+  test("an NCMD with 256 unknown metrics is audited as one entry naming the count and the first three", async () => {
+    const node = await started();
+    await ncmd(
+      Array.from({ length: 256 }, (_, index) => ({
+        name: `x${String(index)}`,
+        datatype: "Boolean" as const,
+        value: true,
+      })),
+    );
+    await expect.poll(() => node.health().commands.dropped).toBe(1);
+    await expect.poll(allEntries).toHaveLength(1);
+    const [entry] = await allEntries();
+    expect(entry).toMatchObject({
+      action: "sparkplug.ncmd-drop",
+      target: "(256 metrics: x0, x1, x2, … 253 more)",
+      outcome: "denied",
+    });
+    expect(entry!.reason).toMatch(/256 metrics of one NCMD on .* refused \(KILN_TAG_UNKNOWN\), none written/);
+  });
+
+  test("sibling: a DCMD with 256 unknown aliases writes one audit entry; its known write is still audited on its own, in order", async () => {
+    const node = await started();
+    const refusals: string[] = [];
+    node.events.on("command-refuse", (event) => void refusals.push(event.code));
+    const setpoint = node.aliases.get("heater.setpoint")!;
+    const written = node.events.next("command-write");
+    await dcmd(fixture!, [
+      ...Array.from({ length: 255 }, (_, index) => ({
+        alias: 10_000 + index,
+        datatype: "Boolean" as const,
+        value: true,
+      })),
+      { alias: setpoint, datatype: "Float", value: 5 },
+    ]);
+    expect(await written).toMatchObject({ tag: "heater.setpoint", value: 5 });
+    // Counted and evented per metric; audited once for the message, before the write it preceded.
+    expect(refusals).toHaveLength(255);
+    expect(node.health().commands).toMatchObject({ refused: 255, written: 1 });
+    await expect.poll(allEntries).toHaveLength(2);
+    const entries = await allEntries();
+    expect(entries.map(({ action, target, outcome }) => [action, target, outcome])).toEqual([
+      ["tag.write", "(255 metrics: alias:10000, alias:10001, alias:10002, … 252 more)", "denied"],
+      ["tag.write", "heater.setpoint", "allowed"],
+    ]);
   });
 });
