@@ -265,10 +265,16 @@ export class RecipeExecutor {
 
   /**
    * The id of the process a start in progress will run, while its process is not active yet
-   * (the start is validating, authorizing or waiting for its audit entry); undefined otherwise.
+   * (the start is waiting for the last process to finish ending, validating, authorizing or
+   * waiting for its audit entry); undefined otherwise.
    */
   get pendingId(): string | undefined {
-    return this.#active === undefined ? this.#pending?.id : undefined;
+    return this.#waiting()?.id;
+  }
+
+  /** The start in progress whose process is not active yet (the last one may still be ending). */
+  #waiting(): PendingStart | undefined {
+    return this.#pending?.begun === false ? this.#pending : undefined;
   }
 
   /**
@@ -279,7 +285,7 @@ export class RecipeExecutor {
    *   undefined when no start is pending.
    */
   abortPending(reason: string): ProcessResult | undefined {
-    const pending = this.#active === undefined ? this.#pending : undefined;
+    const pending = this.#waiting();
     if (pending === undefined) return undefined;
     this.#cancelPending(pending, reason);
     const now = this.#options.clock.now();
@@ -301,7 +307,7 @@ export class RecipeExecutor {
    * (the process begins and holds at its first step boundary). False when no start is pending.
    */
   pausePending(): boolean {
-    const pending = this.#active === undefined ? this.#pending : undefined;
+    const pending = this.#waiting();
     if (pending === undefined) return false;
     pending.pause = true;
     return true;
@@ -309,7 +315,7 @@ export class RecipeExecutor {
 
   /** True when a pending start was asked to pause ({@link pausePending}). */
   get pendingPause(): boolean {
-    return this.#active === undefined && this.#pending?.pause === true;
+    return this.#waiting()?.pause === true;
   }
 
   /**
@@ -342,6 +348,7 @@ export class RecipeExecutor {
     const pending: PendingStart = {
       id: options.processId ?? (this.#options.createId ?? defaultId)(),
       pause: false,
+      begun: false,
       cancel: new AbortController(),
     };
     this.#pending = pending;
@@ -414,6 +421,7 @@ export class RecipeExecutor {
           if (this.#active === ended) this.#active = undefined;
         },
       });
+      pending.begun = true;
       this.#active = run;
       // A pause asked for while it was starting holds it at its first step boundary.
       if (pending.pause) void run.pause().catch(() => undefined);
@@ -475,7 +483,7 @@ export class RecipeExecutor {
 
   /** Marks a pending start aborted (the first reason wins) and wakes every wait it races. */
   #cancelPending(pending: PendingStart, reason: string): void {
-    if (this.#active !== undefined && this.#pending === pending) return;
+    if (pending.begun) return;
     pending.abortReason ??= reason;
     pending.cancel.abort();
   }
@@ -574,7 +582,7 @@ export class RecipeExecutor {
     this.#tripping++;
     try {
       // A start not active yet never begins on a tripped machine.
-      const pending = this.#active === undefined ? this.#pending : undefined;
+      const pending = this.#waiting();
       if (pending !== undefined) this.#cancelPending(pending, reason);
       const halted = await this.halt(reason, { fault: true });
       if (halted !== undefined) return { processId: halted.processId, problems: halted.problems };
@@ -615,6 +623,8 @@ interface PendingStart {
   readonly id: string;
   abortReason?: string;
   pause: boolean;
+  /** Its process is active (it left the start's waits): an abort now goes to the process. */
+  begun: boolean;
   /** Aborted with the start: the waits before it begins race it. */
   readonly cancel: AbortController;
 }
