@@ -327,7 +327,8 @@ export class RecipeExecutor {
    * @throws whatever `options.authorize` throws (e.g. `KILN_FORBIDDEN`); nothing ran.
    * A process that is only ending (its effect done: safe state written, machine back at its ready
    * state; a write it sent before its abort still in flight, or its record's last save) does not
-   * refuse the start: the start waits for it, at most `endingWaitMs` (ADR 0042, amendment 2026-12-02 15r).
+   * refuse the start: the start waits for it, at most `endingWaitMs` (ADR 0042, amendment 2026-12-02 15r),
+   * once validated and authorized (a start bound to be refused is refused at once).
    * @throws KilnError `KILN_INVALID_TRANSITION` when a process is already active on the machine
    * (one still running, or one still ending after `endingWaitMs`: `details.ending.lateWrites`
    * names the tags whose writes have not settled), or the machine cannot begin: refused before anything is saved when the binding says so
@@ -359,7 +360,6 @@ export class RecipeExecutor {
     // Every wait before the process begins races the cancellation (review 15z, M5).
     const unlessCancelled = <T>(work: Promise<T>): Promise<T> => raceCancel(work, pending);
     try {
-      await this.#awaitEnding(pending);
       const plan = await unlessCancelled(this.plan(recipe, options));
       if (
         options.processId !== undefined &&
@@ -381,6 +381,9 @@ export class RecipeExecutor {
         parameters: { ...plan.parameters },
         processId: pending.id,
       });
+      // Only a start bound to run waits for the last process to finish ending: a bad recipe or a
+      // refused write set is refused at once, never after the wait (adversarial review 15-2, M1).
+      await this.#awaitEnding(pending);
       // Aborted while it waited (for validation, authorization, its audit entry): nothing has run.
       // Checked and acted on in one turn: an abort after this finds the process active.
       if (pending.abortReason !== undefined) throw cancelledError(pending);
