@@ -846,9 +846,9 @@ export class ControlSystem {
           checkTagWrite(this.tags, this.#lifecycle, tag, checked);
           this.#refuseIfTripped(trips, tag);
           await command.commit();
-          // Again after the commit: a trip while the entry was written wins (recorded failed).
-          this.#refuseIfTripped(trips, tag);
-          await this.#writer.write(tag, checked);
+          // Again right before it is sent (after the commit and the tag's earlier writes): a trip
+          // meanwhile wins (recorded failed; adversarial review 15-2, M2).
+          await this.#writer.write(tag, checked, undefined, { beforeSend: () => this.#refuseIfTripped(trips, tag) });
         },
         {
           action: "tag.write",
