@@ -12,6 +12,12 @@ export interface TagWriteOptions {
    * are accepted only while `running`.
    */
   readonly duringStop?: boolean;
+  /**
+   * Checked at the last point before the write reaches the driver (after the writes made before
+   * it to its tag have settled); throwing refuses the write, not sent. An operator write uses it
+   * so a write issued before an interlock trip is never sent after it (adversarial review 15-2, M2).
+   */
+  readonly beforeSend?: () => void;
 }
 
 /** Writes a value to a tag on the machine's PLC. Operator writes, recipe steps and the safe state all use it. */
@@ -82,6 +88,7 @@ export class CheckedTagWriter implements TagWriter {
         // It waited: the system may have begun to stop meanwhile.
         checkTagWrite(tags, lifecycle, tag, written, accepted);
       }
+      options.beforeSend?.();
       await driver.write(definition, written);
     };
     const sent = send();

@@ -846,9 +846,9 @@ export class ControlSystem {
           checkTagWrite(this.tags, this.#lifecycle, tag, checked);
           this.#refuseIfTripped(trips, tag);
           await command.commit();
-          // Again after the commit: a trip while the entry was written wins (recorded failed).
-          this.#refuseIfTripped(trips, tag);
-          await this.#writer.write(tag, checked);
+          // Again right before it is sent (after the commit and the tag's earlier writes): a trip
+          // meanwhile wins (recorded failed; adversarial review 15-2, M2).
+          await this.#writer.write(tag, checked, undefined, { beforeSend: () => this.#refuseIfTripped(trips, tag) });
         },
         {
           action: "tag.write",
@@ -1040,7 +1040,7 @@ export class ControlSystem {
       this.#activeId(),
       async (command) => {
         // A start in progress, its process not active yet: it holds at its first step once it begins.
-        if (this.#recipes.active === undefined && this.#recipes.pendingId !== undefined) {
+        if (this.#recipes.pendingId !== undefined) {
           if (this.#recipes.pendingPause) {
             throw new KilnError("KILN_INVALID_TRANSITION", "The process is already pausing: nothing to do.", {
               details: { command: "pause" },
@@ -1119,13 +1119,26 @@ export class ControlSystem {
       "recipe.abort",
       this.#activeId(),
       async (command) => {
-        // A start in progress, its process not active yet: cancelled before its first effect, answered at once.
-        if (this.#recipes.active === undefined && this.#recipes.pendingId !== undefined) {
+        // A start in progress, its process not active yet (the last one may still be ending):
+        // cancelled before its first effect, answered at once (adversarial review 15-2, H1).
+        if (this.#recipes.pendingId !== undefined) {
           await command.commit();
           const cancelled = this.#recipes.abortPending(reason ?? "aborted by operator");
           if (cancelled !== undefined) return cancelled;
         }
-        return this.#onActive(command, (active) => active.abort(reason ?? "aborted by operator"));
+        return this.#onActive(
+          command,
+          (active) => active.abort(reason ?? "aborted by operator"),
+          (active) => {
+            // Its effect is done (safe state written, machine back at rest): a second abort
+            // would change nothing, so it is refused (denied), never recorded as an abort.
+            if (this.#recipes.ending()?.processId === active.id) {
+              throw new KilnError("KILN_INVALID_TRANSITION", "The process has already ended: nothing to abort.", {
+                details: { command: "abort" },
+              });
+            }
+          },
+        );
       },
       {
         subject: this.machineId,
@@ -1639,7 +1652,8 @@ export class ControlSystem {
    * caller input), fitted to the target rule so a safety command is never refused for its form.
    */
   #activeId(): string {
-    const id = this.#recipes.active?.id ?? this.#recipes.pendingId;
+    // A start waiting for the last process to finish ending is the target, not that process.
+    const id = this.#recipes.pendingId ?? this.#recipes.active?.id;
     return id === undefined ? "(no process)" : fittedName(id);
   }
 

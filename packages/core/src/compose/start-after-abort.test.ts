@@ -2,6 +2,7 @@ import { describe, expect, test } from "vitest";
 import type { RecipeInput } from "../recipes/recipe-schema";
 import { heldWriteSystem } from "../../test/support/held-write-system";
 import { engineer } from "../../test/support/safety-harness";
+import { auditTrailAfterStop } from "../../test/support/simulated-system";
 
 // Adversarial review 15r, M2: a start right after an abort was refused "already running a
 // process" while the machine was already idle, for as long as a step write the aborted process
@@ -78,5 +79,110 @@ describe("a start after an abort waits for the aborted process's write in flight
     expect(parts.values("stirrer.speed")).toEqual([10]);
     parts.release();
     await system.stop();
+  });
+});
+
+// Adversarial review 15 (second pass), HIGH: an abort issued while a start waited for the ending
+// process went to that process (already aborted; answered "aborted", audited a second abort) and
+// the waiting start then ran. The waiting start is the abort's target now, as a stop's.
+describe("an abort while a start waits for the ending process cancels the start (review 15-2, H1)", () => {
+  const HEAT: RecipeInput = {
+    name: "heat",
+    version: 1,
+    steps: [{ set: { tag: "heater.setpoint", value: 300 } }, { wait: { durationMs: 60_000 } }],
+  };
+
+  test("(the example) the waiting start rejects KILN_ABORTED, nothing it holds is written, one abort per process", async () => {
+    const parts = await heldWriteSystem("kiln", { tag: "stirrer.speed", value: 40 }, { timeoutMs: 10_000 });
+    const { system } = parts;
+    const first = await system.startRecipe(engineer, HOLD);
+    await parts.scans(2);
+    const aborted = system.abortProcess(engineer);
+    await parts.scans(1);
+    const next = system.startRecipe(engineer, HEAT).then(
+      () => "started",
+      (error: unknown) => (error as { code?: string }).code,
+    );
+    await parts.scans(1);
+    const second = await system.abortProcess(engineer);
+    expect(second).toMatchObject({ status: "aborted", stepsCompleted: 0, persisted: false });
+    expect(second.processId).not.toBe(first.id);
+    parts.release();
+    await parts.scans(10);
+    expect(await next).toBe("KILN_ABORTED");
+    await aborted;
+    expect(system.machineState).toBe("idle");
+    expect(parts.values("heater.setpoint")).not.toContain(300);
+    const trail = await auditTrailAfterStop(parts);
+    const aborts = trail.filter((entry) => entry.action === "recipe.abort");
+    expect(aborts.map((entry) => entry.target)).toEqual([first.id, second.processId]);
+    // Authorized (its entry committed) before the wait: its cancellation follows as a failed entry.
+    const heat = trail.filter((entry) => entry.action === "recipe.start" && entry.target === "heat");
+    expect(heat.at(-1)).toMatchObject({ outcome: "failed", reason: expect.stringMatching(/^KILN_ABORTED/) });
+  });
+
+  test("(sibling) an abort of the ending process with no start waiting is refused (denied), not a second abort", async () => {
+    const parts = await heldWriteSystem("kiln", { tag: "stirrer.speed", value: 40 }, { timeoutMs: 10_000 });
+    const { system } = parts;
+    const first = await system.startRecipe(engineer, HOLD);
+    await parts.scans(2);
+    const aborted = system.abortProcess(engineer);
+    await parts.scans(1);
+    await expect(system.abortProcess(engineer)).rejects.toMatchObject({ code: "KILN_INVALID_TRANSITION" });
+    parts.release();
+    await aborted;
+    const trail = await auditTrailAfterStop(parts);
+    const aborts = trail.filter((entry) => entry.action === "recipe.abort" && entry.target === first.id);
+    expect(aborts.map((entry) => entry.outcome)).toEqual(["allowed", "denied"]);
+  });
+});
+
+// Adversarial review 15 (second pass), M1: a start bound to fail waited for the ending process
+// before it was validated and authorized, holding other principals' commands behind it, and its
+// late refusal named the tags the previous process was writing. It is refused at once now.
+describe("a start bound to fail is refused at once while the last process is ending (review 15-2, M1)", () => {
+  async function endingSystem() {
+    const parts = await heldWriteSystem("kiln", { tag: "stirrer.speed", value: 40 }, { timeoutMs: 10_000 });
+    await parts.system.startRecipe(engineer, HOLD);
+    await parts.scans(2);
+    const aborted = parts.system.abortProcess(engineer);
+    await parts.scans(1);
+    return { parts, aborted };
+  }
+
+  test("(the example) an invalid recipe: KILN_VALIDATION before the ending write settles", async () => {
+    const { parts, aborted } = await endingSystem();
+    let outcome = "waiting";
+    const bad = parts.system
+      .startRecipe(engineer, { name: "bad", version: 1, steps: [{ set: { tag: "nope.tag", value: 1 } }] })
+      .then(
+        () => (outcome = "started"),
+        (error: unknown) => (outcome = String((error as { code?: string }).code)),
+      );
+    await parts.scans(2);
+    expect(outcome).toBe("KILN_VALIDATION");
+    parts.release();
+    await bad;
+    await aborted;
+    await parts.system.stop();
+  });
+
+  test("(sibling) a write set the principal may not write: KILN_FORBIDDEN before the wait, naming no ending write", async () => {
+    const { parts, aborted } = await endingSystem();
+    const operator = { id: "olga", roles: ["operator"] };
+    let outcome: unknown = "waiting";
+    const sneaky = parts.system
+      .startRecipe(operator, { name: "sneaky", version: 1, steps: [{ set: { tag: "valve.h2o", value: true } }] })
+      .then(
+        () => (outcome = "started"),
+        (error: unknown) => (outcome = error),
+      );
+    await parts.scans(2);
+    expect(outcome).toMatchObject({ code: "KILN_FORBIDDEN" });
+    expect(String((outcome as Error).message)).not.toMatch(/stirrer\.speed/);
+    parts.release();
+    await sneaky;
+    await aborted;
+    await parts.system.stop();
   });
 });

@@ -65,3 +65,49 @@ describe("writes queued before a trip are not sent after its safe state (review 
     });
   }
 });
+
+// Adversarial review 15 (second pass), M2: the trip check ran before the write joined its tag's
+// order; a manual write queued there behind a process's write still on the wire was sent after
+// the trip. The check is now the last thing before the driver write.
+describe("a manual write waiting behind its tag's earlier write is not sent after a trip (review 15-2, M2)", () => {
+  for (const model of ["kiln", "packml"] as const) {
+    test(`${model} (the example): refused for the trip, never sent`, async () => {
+      const parts = await heldWriteSystem(model, { tag: "stirrer.speed", value: 40 }, { timeoutMs: 10_000 });
+      const { system } = parts;
+      await system.startRecipe(engineer, {
+        name: "hold",
+        version: 1,
+        steps: [{ set: { tag: "stirrer.speed", value: 40 } }, { wait: { durationMs: 60_000 } }],
+      });
+      await parts.scans(2);
+      // Committed before the trip; waits in the tag's order behind the step write on the wire.
+      const queued = system.writeTag(admin, "stirrer.speed", 99).catch((error: unknown) => error);
+      await parts.scans(2);
+      await parts.trip();
+      await parts.scans(4);
+      parts.release();
+      expect(await queued).toMatchObject({
+        code: "KILN_INVALID_TRANSITION",
+        details: { stage: "trip", tripped: true },
+      });
+      await parts.scans(6);
+      expect(parts.values("stirrer.speed")).not.toContain(99);
+      await system.stop();
+    });
+  }
+
+  test("(sibling) a manual write waiting behind its tag's write with no trip is sent, in order", async () => {
+    const parts = await heldWriteSystem("kiln", { tag: "stirrer.speed", value: 40 }, { timeoutMs: 10_000 });
+    const { system } = parts;
+    const first = system.writeTag(admin, "stirrer.speed", 40);
+    await parts.scans(1);
+    const second = system.writeTag(admin, "stirrer.speed", 99);
+    await parts.scans(2);
+    parts.release();
+    await first;
+    await second;
+    await parts.scans(2);
+    expect(parts.values("stirrer.speed")).toEqual([40, 99]);
+    await system.stop();
+  });
+});

@@ -265,10 +265,16 @@ export class RecipeExecutor {
 
   /**
    * The id of the process a start in progress will run, while its process is not active yet
-   * (the start is validating, authorizing or waiting for its audit entry); undefined otherwise.
+   * (the start is waiting for the last process to finish ending, validating, authorizing or
+   * waiting for its audit entry); undefined otherwise.
    */
   get pendingId(): string | undefined {
-    return this.#active === undefined ? this.#pending?.id : undefined;
+    return this.#waiting()?.id;
+  }
+
+  /** The start in progress whose process is not active yet (the last one may still be ending). */
+  #waiting(): PendingStart | undefined {
+    return this.#pending?.begun === false ? this.#pending : undefined;
   }
 
   /**
@@ -279,7 +285,7 @@ export class RecipeExecutor {
    *   undefined when no start is pending.
    */
   abortPending(reason: string): ProcessResult | undefined {
-    const pending = this.#active === undefined ? this.#pending : undefined;
+    const pending = this.#waiting();
     if (pending === undefined) return undefined;
     this.#cancelPending(pending, reason);
     const now = this.#options.clock.now();
@@ -301,7 +307,7 @@ export class RecipeExecutor {
    * (the process begins and holds at its first step boundary). False when no start is pending.
    */
   pausePending(): boolean {
-    const pending = this.#active === undefined ? this.#pending : undefined;
+    const pending = this.#waiting();
     if (pending === undefined) return false;
     pending.pause = true;
     return true;
@@ -309,7 +315,7 @@ export class RecipeExecutor {
 
   /** True when a pending start was asked to pause ({@link pausePending}). */
   get pendingPause(): boolean {
-    return this.#active === undefined && this.#pending?.pause === true;
+    return this.#waiting()?.pause === true;
   }
 
   /**
@@ -321,7 +327,8 @@ export class RecipeExecutor {
    * @throws whatever `options.authorize` throws (e.g. `KILN_FORBIDDEN`); nothing ran.
    * A process that is only ending (its effect done: safe state written, machine back at its ready
    * state; a write it sent before its abort still in flight, or its record's last save) does not
-   * refuse the start: the start waits for it, at most `endingWaitMs` (ADR 0042, amendment 2026-12-02 15r).
+   * refuse the start: the start waits for it, at most `endingWaitMs` (ADR 0042, amendment 2026-12-02 15r),
+   * once validated and authorized (a start bound to be refused is refused at once).
    * @throws KilnError `KILN_INVALID_TRANSITION` when a process is already active on the machine
    * (one still running, or one still ending after `endingWaitMs`: `details.ending.lateWrites`
    * names the tags whose writes have not settled), or the machine cannot begin: refused before anything is saved when the binding says so
@@ -342,6 +349,7 @@ export class RecipeExecutor {
     const pending: PendingStart = {
       id: options.processId ?? (this.#options.createId ?? defaultId)(),
       pause: false,
+      begun: false,
       cancel: new AbortController(),
     };
     this.#pending = pending;
@@ -352,7 +360,6 @@ export class RecipeExecutor {
     // Every wait before the process begins races the cancellation (review 15z, M5).
     const unlessCancelled = <T>(work: Promise<T>): Promise<T> => raceCancel(work, pending);
     try {
-      await this.#awaitEnding(pending);
       const plan = await unlessCancelled(this.plan(recipe, options));
       if (
         options.processId !== undefined &&
@@ -374,6 +381,9 @@ export class RecipeExecutor {
         parameters: { ...plan.parameters },
         processId: pending.id,
       });
+      // Only a start bound to run waits for the last process to finish ending: a bad recipe or a
+      // refused write set is refused at once, never after the wait (adversarial review 15-2, M1).
+      await this.#awaitEnding(pending);
       // Aborted while it waited (for validation, authorization, its audit entry): nothing has run.
       // Checked and acted on in one turn: an abort after this finds the process active.
       if (pending.abortReason !== undefined) throw cancelledError(pending);
@@ -414,6 +424,7 @@ export class RecipeExecutor {
           if (this.#active === ended) this.#active = undefined;
         },
       });
+      pending.begun = true;
       this.#active = run;
       // A pause asked for while it was starting holds it at its first step boundary.
       if (pending.pause) void run.pause().catch(() => undefined);
@@ -475,7 +486,7 @@ export class RecipeExecutor {
 
   /** Marks a pending start aborted (the first reason wins) and wakes every wait it races. */
   #cancelPending(pending: PendingStart, reason: string): void {
-    if (this.#active !== undefined && this.#pending === pending) return;
+    if (pending.begun) return;
     pending.abortReason ??= reason;
     pending.cancel.abort();
   }
@@ -574,7 +585,7 @@ export class RecipeExecutor {
     this.#tripping++;
     try {
       // A start not active yet never begins on a tripped machine.
-      const pending = this.#active === undefined ? this.#pending : undefined;
+      const pending = this.#waiting();
       if (pending !== undefined) this.#cancelPending(pending, reason);
       const halted = await this.halt(reason, { fault: true });
       if (halted !== undefined) return { processId: halted.processId, problems: halted.problems };
@@ -615,6 +626,8 @@ interface PendingStart {
   readonly id: string;
   abortReason?: string;
   pause: boolean;
+  /** Its process is active (it left the start's waits): an abort now goes to the process. */
+  begun: boolean;
   /** Aborted with the start: the waits before it begins race it. */
   readonly cancel: AbortController;
 }
