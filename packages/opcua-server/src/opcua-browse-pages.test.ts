@@ -5,7 +5,7 @@ import { OPCUAServer, type ServerSession } from "node-opcua-server";
 import { StatusCodes } from "node-opcua-status-code";
 import { BrowseDescription, type BrowseResult, type ReferenceDescription } from "node-opcua-types";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { BrowsePages, scanWeight } from "./opcua-browse-pages";
+import { BrowsePages, referenceMapsOf, scanWeight } from "./opcua-browse-pages";
 
 const FOLDER_SIZE = 4_000;
 const FULL_MASK = 0x3f;
@@ -114,5 +114,73 @@ describe("BrowsePages", () => {
     expect(results[0]!.references).toHaveLength(2); // 10 units at 5 a reference
     expect(results[0]!.continuationPoint?.length).toBeGreaterThan(0);
     expect(results[1]!.statusCode).toBe(StatusCodes.BadNoContinuationPoints);
+  });
+  test("one Browse naming the 4,000-reference folder 1,000 times copies none of its references and scans at most the call's budget of them (adversarial review, issue 20)", async () => {
+    const browser = pages(2_500, 10);
+    // node-opcua's maps are found: without them every copy would be counted by allReferences()
+    expect(referenceMapsOf(server.engine.addressSpace as never, folder)).toBeDefined();
+    let copies = 0;
+    const allReferences = folder.allReferences;
+    folder.allReferences = function (this: BaseNode) {
+      copies += 1;
+      return allReferences.call(this);
+    };
+    scans = [];
+    try {
+      const results = await browser.browse(
+        session(),
+        Array.from({ length: 1_000 }, () => everything(folder)),
+        1_000,
+      );
+      expect(results[0]!.references).toHaveLength(500); // 2,500 units at 5 a reference
+      expect(results.slice(1).every((result) => result.statusCode === StatusCodes.BadNoContinuationPoints)).toBe(true);
+    } finally {
+      folder.allReferences = allReferences;
+    }
+    expect(copies).toBe(0);
+    expect(scans.reduce((sum, size) => sum + size, 0)).toBeLessThanOrEqual(500);
+  });
+
+  test("a budget left smaller than one reference's weight answers the next node BadNoContinuationPoints, not an empty piece holding a continuation point", async () => {
+    const browser = pages(12, 10); // the folder takes 2 references at 5: 2 units left
+    const owner = session();
+    const [first, next] = await browser.browse(owner, [everything(folder), everything(small)], 1_000);
+    expect(first!.references).toHaveLength(2);
+    expect(next!.statusCode).toBe(StatusCodes.BadNoContinuationPoints);
+    expect(next!.continuationPoint ?? null).toBeNull();
+    // a node with a reference as cheap as the units left is still browsed (mask 0: 2 a reference)
+    const [, cheap] = await browser.browse(owner, [everything(folder), everything(small, 0)], 1_000);
+    expect(cheap!.statusCode).toBe(StatusCodes.Good);
+    expect(cheap!.references?.length).toBeGreaterThan(0);
+  });
+
+  test("references added to a node between its pieces are served in a later piece; none is served twice", async () => {
+    const addressSpace = server.engine.addressSpace!;
+    const namespace = addressSpace.getNamespace("urn:kiln:browse-pages-test");
+    const growing = namespace.addFolder(addressSpace.rootFolder.objects, {
+      browseName: "growing",
+      nodeId: "s=#growing",
+    });
+    for (let index = 0; index < 10; index++) {
+      namespace.addVariable({
+        organizedBy: growing,
+        browseName: `g${index}`,
+        nodeId: `s=growing.g${index}`,
+        dataType: "Double",
+      });
+    }
+    const browser = pages(1_000_000, 10);
+    const owner = session();
+    let [result]: (BrowseResult | undefined)[] = await browser.browse(owner, [everything(growing)], 4);
+    const served = [...(result!.references ?? [])];
+    namespace.addVariable({ organizedBy: growing, browseName: "late", nodeId: "s=growing.late", dataType: "Double" });
+    while (result?.continuationPoint?.length) {
+      [result] = browser.browseNext(owner, [result.continuationPoint], false);
+      served.push(...(result!.references ?? []));
+    }
+    const ids = served.map((reference) => reference.nodeId.toString());
+    expect(new Set(ids).size).toBe(ids.length);
+    expect(ids).toContain(`ns=${namespace.index};s=growing.late`);
+    expect(ids.filter((id) => id.includes("growing.g"))).toHaveLength(10);
   });
 });

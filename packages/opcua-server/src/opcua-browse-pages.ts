@@ -26,12 +26,61 @@ interface BrowsableAddressSpace {
   findNode(nodeId: unknown): BaseNode | null;
 }
 
+/**
+ * node-opcua's private record of a node (node-opcua-address-space, base_node_private.js: held on the
+ * node under `Symbol("BaseNodePrivate")`): its forward and inverse references, each an
+ * insertion-ordered Map. Read to count a node's references and to walk them without copying either
+ * map (`allReferences()` copies both and resolves every target: work the size of the node).
+ */
+interface ReferenceMaps {
+  readonly _referenceIdx: ReadonlyMap<unknown, UAReference>;
+  readonly _back_referenceIdx: ReadonlyMap<unknown, UAReference>;
+}
+
+/**
+ * The key node-opcua keeps its private record under, found once on the RootFolder (i=84): a node's
+ * children are own properties too (a 40,000-tag folder has 40,000), so the key is looked for on a
+ * node with few, never on the node browsed.
+ */
+let privateKey: symbol | null | undefined;
+
+/** The node's reference maps, or `undefined` where node-opcua keeps them otherwise (then {@link walk} copies). */
+export function referenceMapsOf(addressSpace: BrowsableAddressSpace, node: BaseNode): ReferenceMaps | undefined {
+  if (privateKey === undefined) {
+    const root = addressSpace.findNode("i=84");
+    privateKey = root
+      ? (Object.getOwnPropertySymbols(root).find((symbol) => symbol.description === "BaseNodePrivate") ?? null)
+      : null;
+  }
+  const record = privateKey
+    ? (node as unknown as Record<symbol, Partial<ReferenceMaps> | undefined>)[privateKey]
+    : undefined;
+  return record?._referenceIdx instanceof Map && record._back_referenceIdx instanceof Map
+    ? (record as ReferenceMaps)
+    : undefined;
+}
+
+/**
+ * The node's references, forward then inverse, read from node-opcua's maps as they are when each is
+ * reached (a Map iterator is live: a reference added before the walk reaches its place is walked, one
+ * removed before is not; none is walked twice).
+ */
+function* walk(maps: ReferenceMaps | undefined, node: BaseNode): Generator<UAReference> {
+  if (!maps) {
+    yield* node.allReferences();
+    return;
+  }
+  yield* maps._referenceIdx.values();
+  yield* maps._back_referenceIdx.values();
+}
+
 /** A node's Browse in progress: what a continuation point holds. */
 interface Cursor {
   readonly node: BaseNode;
-  /** The node's references when the Browse came (node-opcua's `allReferences()`), scanned from `next` on. */
-  readonly references: readonly UAReference[];
-  next: number;
+  /** The node's references from where the last piece stopped ({@link walk}: a position, no copy). */
+  readonly references: Iterator<UAReference>;
+  /** The next reference not yet scanned, read one ahead so that the end is known. */
+  ahead: IteratorResult<UAReference>;
   /** The Browse's filters, with only the cheap fields asked (the pieces are described with `resultMask`). */
   readonly selection: BrowseDescription;
   readonly resultMask: number;
@@ -72,10 +121,13 @@ let lastKey = 0;
  * continuation point. A piece may so return fewer references than asked, even none, with a
  * continuation point (Part 4, 7.9: a server may return fewer results); the first piece of each
  * call always scans at least one reference, so a client that follows its points progresses.
- * A Browse node reached with the budget spent answers `BadNoContinuationPoints` (Part 4, 5.8.2:
- * browse it again in another call), as does one that may need a continuation point (more
- * references than a piece, or than the budget left) while the session holds its most, before
- * anything of it is scanned.
+ * A Browse node reached with less budget left than one of its references weighs answers
+ * `BadNoContinuationPoints` (Part 4, 5.8.2: browse it again in another call), as does one that may
+ * need a continuation point (more references than a piece, or than the budget left) while the
+ * session holds its most, before anything of it is scanned. Nothing the size of a node happens
+ * before these checks: its references are counted from the sizes of node-opcua's reference maps,
+ * and a continuation point holds a position in those maps ({@link walk}), not a copy of them; each
+ * reference is resolved when its chunk is scanned, after the chunk is charged.
  */
 export class BrowsePages {
   readonly #cursors = new WeakMap<ServerSession, Map<string, Cursor>>();
@@ -104,9 +156,12 @@ export class BrowsePages {
         continue;
       }
       const node = addressSpace.findNode(description.nodeId)!;
-      const references = node.allReferences().length;
-      const mayNeedPoint = references > perPiece || references * scanWeight(description.resultMask) > budget.left;
-      if ((budget.started && budget.left <= 0) || (mayNeedPoint && cursors.size >= maxContinuationPoints)) {
+      const weight = scanWeight(description.resultMask);
+      const maps = referenceMapsOf(addressSpace, node);
+      // counted, not copied: the sizes of node-opcua's maps (unknown without them: may need a point)
+      const count = maps ? maps._referenceIdx.size + maps._back_referenceIdx.size : Infinity;
+      const mayNeedPoint = count > perPiece || count * weight > budget.left;
+      if ((budget.started && budget.left < weight) || (mayNeedPoint && cursors.size >= maxContinuationPoints)) {
         results.push(new BrowseResult({ statusCode: StatusCodes.BadNoContinuationPoints }));
         continue;
       }
@@ -115,10 +170,11 @@ export class BrowsePages {
         await node.onFirstBrowseAction().catch(() => undefined);
         node.onFirstBrowseAction = undefined;
       }
+      const references = walk(maps, node);
       const cursor: Cursor = {
         node,
-        references: node.allReferences(),
-        next: 0,
+        references,
+        ahead: references.next(),
         selection: new BrowseDescription({
           ...description,
           referenceTypeId: description.referenceTypeId?.value === 0 ? null : description.referenceTypeId,
@@ -157,7 +213,7 @@ export class BrowsePages {
     key: string | undefined,
   ): BrowseResult {
     const references = this.#piece(session, cursor, budget);
-    if (cursor.next >= cursor.references.length) {
+    if (cursor.ahead.done) {
       if (key !== undefined) cursors.delete(key);
       return new BrowseResult({ statusCode: StatusCodes.Good, references });
     }
@@ -185,18 +241,22 @@ export class BrowsePages {
       context: ISessionContext,
     ) => ReferenceDescription[];
     const piece: ReferenceDescription[] = [];
-    while (piece.length < cursor.perPiece && cursor.next < cursor.references.length) {
+    const addressSpace = cursor.node.addressSpace;
+    while (piece.length < cursor.perPiece && !cursor.ahead.done) {
       const affordable = Math.floor(budget.left / weight);
       if (affordable <= 0 && budget.started) break;
-      const size = Math.min(
-        Math.max(affordable, 1),
-        cursor.perPiece - piece.length,
-        cursor.references.length - cursor.next,
-      );
-      const chunk = cursor.references.slice(cursor.next, cursor.next + size);
-      cursor.next += size;
+      const size = Math.min(Math.max(affordable, 1), cursor.perPiece - piece.length);
       budget.left -= size * weight;
       budget.started = true;
+      const chunk: UAReference[] = [];
+      while (chunk.length < size && !cursor.ahead.done) {
+        const reference = cursor.ahead.value;
+        // as node-opcua's allReferences() does, for this reference only: its target node, once
+        (reference as { node?: BaseNode | null }).node ??= addressSpace.findNode(reference.nodeId);
+        chunk.push(reference);
+        cursor.ahead = cursor.references.next();
+      }
+      budget.left += (size - chunk.length) * weight; // the references ended: what was not scanned is not spent
       // node-opcua's own Browse of the node (its filters, the session's context), over this chunk only.
       const over = Object.create(cursor.node, { allReferences: { value: () => chunk } }) as BaseNode;
       for (const selected of browseNode.call(over, cursor.selection, session.sessionContext)) {
