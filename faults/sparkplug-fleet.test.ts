@@ -109,6 +109,9 @@ async function latencies(scratch: string, kind: "live" | "historical"): Promise<
   return all.sort();
 }
 
+/** The reason a Sparkplug host gives a birth value it restates after its stale mark (ADR 0043). */
+const RESTATED = "restated by a birth after a loss of trust";
+
 /** Per edge node, what the database holds of each tag's window `[first, last]` (good samples only). */
 async function countWindows(
   url: string,
@@ -118,8 +121,10 @@ async function countWindows(
   stored: number;
   lost: number;
   duplicated: number;
+  restated: number;
   tagsWithLoss: number;
   missing: { edge: string; value: number; after: string | null }[];
+  duplicates: { name: string; value: number; time: string; reason: string | null }[];
 }> {
   const names: string[] = [];
   const lows: number[] = [];
@@ -134,20 +139,28 @@ async function countWindows(
   const client = new pg.Client({ connectionString: url });
   await client.connect();
   try {
-    const { rows } = await client.query<{ name: string; rows: number; distinct: number }>(
-      `SELECT w.name, count(s.value_float)::int4 AS rows, count(DISTINCT s.value_float)::int4 AS distinct
+    // A birth after a loss of trust whose values are older than the host's stale mark is stored
+    // again 1 µs after the mark, its reason saying so (ADR 0043): a restatement, not a second
+    // measurement. Duplicates are counted among the measurements; restatements are reported.
+    const { rows } = await client.query<{ name: string; rows: number; distinct: number; restated: number }>(
+      `SELECT w.name,
+              count(s.value_float) FILTER (WHERE position($4 in coalesce(s.quality_reason, '')) = 0)::int4 AS rows,
+              count(DISTINCT s.value_float) FILTER (WHERE position($4 in coalesce(s.quality_reason, '')) = 0)::int4
+                AS distinct,
+              count(s.value_float) FILTER (WHERE position($4 in coalesce(s.quality_reason, '')) > 0)::int4 AS restated
          FROM unnest($1::text[], $2::float8[], $3::float8[]) AS w(name, low, high)
          LEFT JOIN "${SCHEMA}".tags t ON t.name = w.name
          LEFT JOIN "${SCHEMA}".samples s
            ON s.tag_id = t.id AND s.quality = 0 AND s.value_float BETWEEN w.low AND w.high
         GROUP BY w.name`,
-      [names, lows, highs],
+      [names, lows, highs, RESTATED],
     );
     const windows = new Map(names.map((name, index) => [name, highs[index]! - lows[index]! + 1]));
     let expected = 0;
     let stored = 0;
     let lost = 0;
     let duplicated = 0;
+    let restated = 0;
     let tagsWithLoss = 0;
     for (const row of rows) {
       const size = windows.get(row.name)!;
@@ -155,6 +168,7 @@ async function countWindows(
       stored += row.distinct;
       lost += size - row.distinct;
       duplicated += row.rows - row.distinct;
+      restated += row.restated;
       if (row.distinct < size) tagsWithLoss++;
     }
     // Where the losses are: per edge node, the missing numbers of its first tag with a loss, each
@@ -179,7 +193,23 @@ async function countWindows(
       );
       for (const gap of gaps.rows) missing.push({ edge, value: Number(gap.value), after: gap.after });
     }
-    return { expected, stored, lost, duplicated, tagsWithLoss, missing };
+    // Where the duplicates are, when there are any: the rows of the first few values stored twice.
+    const duplicates: { name: string; value: number; time: string; reason: string | null }[] = [];
+    const doubled = rows.find((row) => row.rows > row.distinct);
+    if (doubled !== undefined) {
+      const index = names.indexOf(doubled.name);
+      const found = await client.query<{ value: number; time: string; reason: string | null }>(
+        `SELECT s.value_float AS value, s.time::text AS time, s.quality_reason AS reason
+           FROM "${SCHEMA}".tags t JOIN "${SCHEMA}".samples s ON s.tag_id = t.id
+          WHERE t.name = $1 AND s.quality = 0 AND s.value_float BETWEEN $2 AND $3
+            AND s.value_float IN (SELECT value_float FROM "${SCHEMA}".samples
+                                   WHERE tag_id = t.id AND quality = 0 GROUP BY value_float HAVING count(*) > 1)
+          ORDER BY s.time LIMIT 6`,
+        [doubled.name, lows[index], highs[index]],
+      );
+      for (const row of found.rows) duplicates.push({ name: doubled.name, ...row });
+    }
+    return { expected, stored, lost, duplicated, restated, tagsWithLoss, missing, duplicates };
   } finally {
     await client.end();
   }
@@ -310,6 +340,8 @@ describe.skipIf(unavailable !== undefined)(
         stored: counts.stored,
         lost: counts.lost,
         duplicated: counts.duplicated,
+        duplicates: counts.duplicates,
+        restated: counts.restated,
         tagsWithLoss: counts.tagsWithLoss,
         missing: counts.missing,
         droppedByKiln,
