@@ -2,10 +2,10 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { monitorEventLoopDelay } from "node:perf_hooks";
-import { MessageSecurityMode, nodesets, OPCUACertificateManager, OPCUAServer, SecurityPolicy } from "node-opcua";
 import { createControlSystem, defineTags, MemoryStore, SimulatedPlc, type TagDefinitionInput } from "@kiln/core";
 import { OpcuaServer } from "@kiln/opcua-server";
 import { fileURLToPath } from "node:url";
+import { bareOpcuaServer } from "./_bare-opcua-server";
 import { forkReady, machine, round, stopChild } from "./harness";
 
 // opcua-browse: the event-loop block one Browse can cause. A Kiln server (default limits) whose
@@ -70,23 +70,7 @@ const BARE_NAMESPACE = "urn:bench:bare-browse";
 /** A bare node-opcua server with the same folder of TAG_COUNT Double variables (node-opcua's own Browse). */
 async function bareServer(): Promise<{ endpointUrl: string; stop(): Promise<void> }> {
   const pkiDir = await mkdtemp(path.join(tmpdir(), "kiln-bench-browse-bare-"));
-  const certificateManager = new OPCUACertificateManager({
-    rootFolder: pkiDir,
-    automaticallyAcceptUnknownCertificate: true,
-  });
-  const server = new OPCUAServer({
-    port: 0,
-    host: "127.0.0.1",
-    hostname: "127.0.0.1",
-    nodeset_filename: [nodesets.standard],
-    serverCertificateManager: certificateManager,
-    securityModes: [MessageSecurityMode.None],
-    securityPolicies: [SecurityPolicy.None],
-    allowAnonymous: true,
-  });
-  await server.initialize();
-  const addressSpace = server.engine.addressSpace!;
-  const namespace = addressSpace.registerNamespace(BARE_NAMESPACE);
+  const { server, certificateManager, addressSpace, namespace } = await bareOpcuaServer(pkiDir, BARE_NAMESPACE);
   const folder = namespace.addFolder(addressSpace.rootFolder.objects, { browseName: "big", nodeId: "s=big" });
   for (let index = 0; index < TAG_COUNT; index++) {
     namespace.addVariable({

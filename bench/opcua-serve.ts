@@ -7,10 +7,8 @@ import {
   ClientMonitoredItemGroup,
   DataType,
   MessageSecurityMode,
-  nodesets,
   OPCUACertificateManager,
   OPCUAClient,
-  OPCUAServer,
   SecurityPolicy,
   StatusCodes,
   TimestampsToReturn,
@@ -18,6 +16,7 @@ import {
 } from "node-opcua";
 import { createControlSystem, defineTags, MemoryStore, SimulatedPlc, type TagDefinitionInput } from "@kiln/core";
 import { OpcuaServer } from "@kiln/opcua-server";
+import { bareOpcuaServer } from "./_bare-opcua-server";
 import { machine, round } from "./harness";
 
 // opcua-serve: 10,000 Double tags that all change once a second, served to one client that
@@ -133,23 +132,10 @@ async function kilnSide(pkiDir: string): Promise<Side> {
 
 async function bareSide(pkiDir: string): Promise<Side> {
   const namespaceUri = "urn:bench:bare";
-  const certificateManager = new OPCUACertificateManager({
-    rootFolder: path.join(pkiDir, "bare-server"),
-    automaticallyAcceptUnknownCertificate: true,
-  });
-  const server = new OPCUAServer({
-    port: 0,
-    host: "127.0.0.1",
-    hostname: "127.0.0.1",
-    nodeset_filename: [nodesets.standard],
-    serverCertificateManager: certificateManager,
-    securityModes: [MessageSecurityMode.None],
-    securityPolicies: [SecurityPolicy.None],
-    allowAnonymous: true,
-  });
-  await server.initialize();
-  const addressSpace = server.engine.addressSpace!;
-  const namespace = addressSpace.registerNamespace(namespaceUri);
+  const { server, certificateManager, addressSpace, namespace } = await bareOpcuaServer(
+    path.join(pkiDir, "bare-server"),
+    namespaceUri,
+  );
   const folder = namespace.addFolder(addressSpace.rootFolder.objects, { browseName: "bench" });
   const variables: UAVariable[] = [];
   for (let index = 0; index < TAG_COUNT; index++) {
