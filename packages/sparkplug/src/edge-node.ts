@@ -767,8 +767,13 @@ export class SparkplugEdgeNode {
   #dataCount = 0;
   /** Bumped at every birth: what was sent before it and not acknowledged is sent again after it. */
   #epoch = 0;
-  /** The newest acknowledgement accepted in this epoch. */
-  #acked: SentMark | undefined;
+  /**
+   * The newest acknowledgement accepted, by epoch: the current one, and earlier ones while live
+   * DDATA of theirs are still being appended (an ack can overtake the fsync of what it covers, and
+   * a birth can come between them: the record is released when the journal has it, never sent
+   * again to the next host).
+   */
+  readonly #ackedThrough = new Map<number, number>();
   #lastAckAt: number | undefined;
   /** Samples published live and not yet appended to the journal. */
   #storingSent = 0;
@@ -1551,7 +1556,7 @@ export class SparkplugEdgeNode {
     this.#seq = 1;
     // A new epoch: what was sent and not acknowledged is sent again after these births (ADR 0037).
     this.#epoch++;
-    this.#acked = undefined;
+    this.#forgetEarlierAcks();
     // NBIRTH, DBIRTH, NDATA, DDATA: QoS 0, not retained ([tck-id-topics-nbirth-mqtt] and the like).
     this.#publish(session, "NBIRTH", this.#topics.nbirth, nbirth!);
     this.#publish(session, "DBIRTH", this.#topics.dbirth, dbirth!);
@@ -1772,7 +1777,10 @@ export class SparkplugEdgeNode {
           .then((append) => append.done)
           .finally(() => {
             if (sent === undefined) this.#storing -= chunk.length;
-            else this.#storingSent -= chunk.length;
+            else {
+              this.#storingSent -= chunk.length;
+              this.#forgetEarlierAcks();
+            }
             const session = this.#session;
             if (session?.born === true) void this.#replay();
           }),
@@ -1816,6 +1824,8 @@ export class SparkplugEdgeNode {
         const oldest = backlog.oldestRecord()!;
         const count = (await backlog.dropOldest()) ?? 0;
         const inFlight = this.#replayInFlight;
+        // Acknowledged: the host stored it (and it was counted then), so nothing is lost.
+        if (oldest.acked) continue;
         if (oldest.sent || (inFlight !== undefined && oldest.id >= inFlight.from && oldest.id <= inFlight.through))
           droppedAfterPublish += count;
         else dropped += count;
@@ -1854,10 +1864,11 @@ export class SparkplugEdgeNode {
         settled();
         this.#counts.stored += samples;
         this.#problems.delete("journal");
-        // An ack may have come before the journal had the record: released now that it has it.
-        const acked = this.#acked;
-        if (sent !== undefined && acked !== undefined && acked.epoch === sent.epoch && sent.message <= acked.message)
-          return this.#releaseAcknowledged(backlog, acked);
+        // An ack may have come before the journal had the record (even before a new birth):
+        // released now that it has it.
+        const through = sent === undefined ? undefined : this.#ackedThrough.get(sent.epoch);
+        if (sent !== undefined && through !== undefined && sent.message <= through)
+          return this.#releaseAcknowledged(backlog, { epoch: sent.epoch, message: through });
         return undefined;
       },
       (error: unknown) => {
@@ -1995,6 +2006,12 @@ export class SparkplugEdgeNode {
     }
   }
 
+  /** Drops the acks of earlier epochs once no live DDATA of theirs awaits its append. */
+  #forgetEarlierAcks(): void {
+    if (this.#storingSent > 0) return;
+    for (const epoch of this.#ackedThrough.keys()) if (epoch !== this.#epoch) this.#ackedThrough.delete(epoch);
+  }
+
   /**
    * An NCMD `Kiln/Stored Through` (ADR 0037): checked, then the records it covers are released.
    * Malformed: refused and counted; another host's or another session's: ignored and counted.
@@ -2021,10 +2038,10 @@ export class SparkplugEdgeNode {
     const backlog = this.#backlog;
     this.#ackCounts.accepted++;
     this.#lastAckAt = this.#clock.now();
-    const acked: SentMark = { epoch: this.#epoch, message: through };
-    if (this.#acked !== undefined && this.#acked.epoch === acked.epoch && this.#acked.message >= through) return;
-    this.#acked = acked;
-    if (backlog !== undefined) this.#forwardTask(this.#releaseAcknowledged(backlog, acked));
+    if ((this.#ackedThrough.get(this.#epoch) ?? -1) >= through) return;
+    this.#ackedThrough.set(this.#epoch, through);
+    if (backlog !== undefined)
+      this.#forwardTask(this.#releaseAcknowledged(backlog, { epoch: this.#epoch, message: through }));
   }
 
   /** The DDATA metrics of a backlog record: by alias, flagged historical; what no longer maps is dropped. */
@@ -2128,20 +2145,25 @@ export class SparkplugEdgeNode {
       return;
     }
     if (!command) return;
-    // Every command, NCMD and DCMD, is bounded here: a flood is dropped (counted and audited)
-    // before any work is queued for it (issue 19, adversarial HIGH 1).
+    if (topic === this.#topics.ncmd)
+      this.#onNodeCommand(session, topic, bytes, (work) => this.#queueCommand(topic, work));
+    else this.#queueCommand(topic, () => this.#onDeviceCommand(session, topic, bytes));
+  }
+
+  /**
+   * Queues a command's work on the command chain: in order, one message after the other, so the
+   * writes of one DCMD, and of successive commands, keep their order. Every queued command, NCMD
+   * and DCMD, is bounded here: a flood is dropped (counted and audited) before any work is queued
+   * for it (issue 19, adversarial HIGH 1).
+   */
+  #queueCommand(topic: string, work: () => Promise<void>): void {
     if (this.#commandsQueued >= (this.#options.maxPendingCommands ?? DEFAULT_MAX_PENDING_COMMANDS)) {
       this.#dropCommand(topic, "queue-full");
       return;
     }
     this.#commandsQueued++;
-    // In order, one message after the other: writes of one DCMD, and of successive commands, keep their order.
     this.#commandChain = this.#commandChain
-      .then(() =>
-        topic === this.#topics.ncmd
-          ? this.#onNodeCommand(session, topic, bytes)
-          : this.#onDeviceCommand(session, topic, bytes),
-      )
+      .then(work)
       .catch(() => undefined)
       .finally(() => {
         this.#commandsQueued--;
@@ -2345,13 +2367,14 @@ export class SparkplugEdgeNode {
     if (state.online && this.#host.state !== "online") this.#problems.set("host-state", message);
   }
 
-  async #onNodeCommand(session: Session, topic: string, bytes: Uint8Array): Promise<void> {
-    // Queued behind earlier commands: the session may have ended or lost its birth meanwhile.
-    const blocked = this.#commandBlocked(session);
-    if (blocked !== undefined) {
-      this.#dropCommand(topic, blocked);
-      return;
-    }
+  /**
+   * An NCMD, read on arrival: its acks (`Kiln/Stored Through`) are applied at once, in message
+   * order, so an ack the host sent before its STATE offline is applied before that STATE ends the
+   * session (queued behind DCMDs, it came after it and was dropped: the host's final ack was lost
+   * and what it had stored was sent again to the next host). A rebirth request and metrics the
+   * node does not act on go on the command chain (`queue`), in order with DCMDs.
+   */
+  #onNodeCommand(session: Session, topic: string, bytes: Uint8Array, queue: (work: () => Promise<void>) => void): void {
     let payload: SparkplugPayload;
     try {
       payload = decodePayload(bytes, {
@@ -2370,8 +2393,17 @@ export class SparkplugEdgeNode {
       (metric) => metric.name !== REBIRTH_METRIC && metric.name !== STORED_THROUGH_METRIC,
     );
     const rebirth = payload.metrics.some((metric) => metric.name === REBIRTH_METRIC && metric.value === true);
-    if (rebirth && session.born) this.#requestRebirth(session);
-    if (ignored.length > 0) await this.#dropNodeMetrics(topic, ignored);
+    if (!rebirth && ignored.length === 0) return;
+    queue(async () => {
+      // Queued behind earlier commands: the session may have ended or lost its birth meanwhile.
+      const blocked = this.#commandBlocked(session);
+      if (blocked !== undefined) {
+        this.#dropCommand(topic, blocked);
+        return;
+      }
+      if (rebirth) this.#requestRebirth(session);
+      if (ignored.length > 0) await this.#dropNodeMetrics(topic, ignored);
+    });
   }
 
   /**

@@ -2,7 +2,7 @@ import { copyFile, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, expect, test } from "vitest";
-import { JournalBacklog } from "./forward-backlog";
+import { JournalBacklog, MemoryBacklog, type ForwardBacklog } from "./forward-backlog";
 import { decodePayload, encodePayload } from "./payload";
 
 let directory: string;
@@ -74,3 +74,34 @@ test("a replay window: records read in order by id, released together with one d
   expect(backlog.records).toBe(15);
   await backlog.close();
 });
+
+test.each([
+  ["in memory", () => Promise.resolve(new MemoryBacklog(1 << 20) as ForwardBacklog)],
+  ["in a journal", async () => (await JournalBacklog.open(join(directory, "acks.journal"), 1 << 20, true)).backlog],
+])(
+  "%s: an acknowledged record behind one sent later under a higher number is never sent again, and released with it (ADR 0037)",
+  async (_, open) => {
+    const backlog: ForwardBacklog = await open();
+    // A record journaled offline (0) is replayed as message 3 while live DDATA 2 and 4 go out.
+    await backlog.append(record(0), 4, 0);
+    backlog.markSent(backlog.nextUnsent(1)!.id, { epoch: 1, message: 3 });
+    await backlog.appendSent(record(1), 4, 4, { epoch: 1, message: 2 });
+    await backlog.appendSent(record(2), 4, 8, { epoch: 1, message: 4 });
+    // Acknowledged through 2: record 1 only, behind record 0 (message 3): kept, but marked.
+    expect(await backlog.releaseAcknowledged(1, 2)).toEqual({ records: 0, samples: 4 });
+    expect(backlog.tally(1)).toEqual({ unsentRecords: 0, unsentSamples: 0, sentRecords: 2, sentSamples: 8 });
+    // A new epoch (a new host): records 0 and 2 are sent again, record 1 is not.
+    const resent: number[] = [];
+    for (let next = backlog.nextUnsent(2); next; next = backlog.nextUnsent(2)) {
+      resent.push(Number(decodePayload(next.bytes).metrics[0]!.timestamp) / 4);
+      backlog.markSent(next.id, { epoch: 2, message: resent.length });
+    }
+    expect(resent).toEqual([0, 2]);
+    expect(backlog.oldestRecord()).toMatchObject({ sent: true, acked: false });
+    // Record 0 acknowledged in the new epoch: it and record 1 behind it leave together.
+    expect(await backlog.releaseAcknowledged(2, 1)).toEqual({ records: 2, samples: 4 });
+    expect(backlog.records).toBe(1);
+    expect(backlog.samples).toBe(4);
+    await backlog.close();
+  },
+);

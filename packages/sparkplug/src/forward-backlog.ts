@@ -22,6 +22,12 @@ interface RecordInfo {
   readonly payload?: Uint8Array;
   /** Set once published in an epoch; a record whose mark is of an older epoch is to be sent again. */
   sent?: SentMark;
+  /**
+   * Set once an acknowledgement covered it: never sent again, released when every record before
+   * it is (the journal releases oldest first; a record sent later under a higher message number
+   * can stand before it).
+   */
+  acked?: true;
 }
 
 /** The oldest record of a backlog, as read for replay. */
@@ -56,22 +62,26 @@ export interface ForwardBacklog {
   releaseThrough(through: number): Promise<number[]>;
   /** Drops the oldest record; returns its sample count, or undefined when empty. */
   dropOldest(): Promise<number | undefined>;
-  /** The oldest record's id and whether it was published (a sent mark, in any epoch), or undefined when empty. */
-  oldestRecord(): { readonly id: number; readonly sent: boolean } | undefined;
+  /**
+   * The oldest record's id, whether it was published (a sent mark, in any epoch) and whether a
+   * host acknowledged it, or undefined when empty.
+   */
+  oldestRecord(): { readonly id: number; readonly sent: boolean; readonly acked: boolean } | undefined;
   close(): Promise<void>;
   // ---- while awaiting host acknowledgements (ADR 0037; payloads kept in memory) ----
   /** Appends a record already published (live DDATA) with its mark. */
   appendSent(bytes: Uint8Array, samples: number, oldest: number | undefined, sent: SentMark): Promise<void>;
-  /** The oldest record not sent in `epoch`, or undefined. */
+  /** The oldest record neither sent in `epoch` nor acknowledged, or undefined. */
   nextUnsent(epoch: number): BacklogRecord | undefined;
   /** Marks a record as sent in an epoch (nothing when it is gone). */
   markSent(id: number, sent: SentMark): void;
-  /** Records and samples not sent in `epoch`, and those sent in it (unacknowledged). */
+  /** Records and samples not sent in `epoch`, and those sent in it (unacknowledged); acknowledged ones in neither. */
   tally(epoch: number): { unsentRecords: number; unsentSamples: number; sentRecords: number; sentSamples: number };
   /**
-   * Releases the oldest records while each was sent in `epoch` with a message number at most
-   * `through`; the last release durably. Takes them all at once (nothing comes between the count
-   * and the releases). Returns the records and samples released.
+   * Marks every record sent in `epoch` with a message number at most `through` as acknowledged
+   * (wherever it stands) and releases the oldest records while each is acknowledged, the last
+   * release durably. Takes them all at once (nothing comes between the count and the releases).
+   * Returns the records released and the samples newly acknowledged.
    */
   releaseAcknowledged(epoch: number, through: number): Promise<{ records: number; samples: number }>;
 }
@@ -144,14 +154,14 @@ abstract class BaseBacklog {
     return count;
   }
 
-  oldestRecord(): { readonly id: number; readonly sent: boolean } | undefined {
+  oldestRecord(): { readonly id: number; readonly sent: boolean; readonly acked: boolean } | undefined {
     const info = this.infos[0];
-    return info === undefined ? undefined : { id: info.id, sent: info.sent !== undefined };
+    return info === undefined ? undefined : { id: info.id, sent: info.sent !== undefined, acked: info.acked === true };
   }
 
   nextUnsent(epoch: number): BacklogRecord | undefined {
     for (const info of this.infos) {
-      if (info.sent?.epoch === epoch) continue;
+      if (info.sent?.epoch === epoch || info.acked) continue;
       return info.payload === undefined ? undefined : { id: info.id, samples: info.samples, bytes: info.payload };
     }
     return undefined;
@@ -165,6 +175,7 @@ abstract class BaseBacklog {
   tally(epoch: number): { unsentRecords: number; unsentSamples: number; sentRecords: number; sentSamples: number } {
     const tally = { unsentRecords: 0, unsentSamples: 0, sentRecords: 0, sentSamples: 0 };
     for (const info of this.infos) {
+      if (info.acked) continue;
       if (info.sent?.epoch === epoch) {
         tally.sentRecords++;
         tally.sentSamples += info.samples;
@@ -176,14 +187,20 @@ abstract class BaseBacklog {
     return tally;
   }
 
-  /** How many of the oldest records an acknowledgement of `through` in `epoch` covers. */
-  protected acknowledged(epoch: number, through: number): number {
-    let count = 0;
+  /**
+   * Marks what an acknowledgement of `through` in `epoch` covers; returns the samples newly
+   * marked and how many of the oldest records are acknowledged (releasable).
+   */
+  protected acknowledge(epoch: number, through: number): { samples: number; releasable: number } {
+    let samples = 0;
     for (const info of this.infos) {
-      if (info.sent === undefined || info.sent.epoch !== epoch || info.sent.message > through) break;
-      count++;
+      if (info.acked || info.sent === undefined || info.sent.epoch !== epoch || info.sent.message > through) continue;
+      info.acked = true;
+      samples += info.samples;
     }
-    return count;
+    let releasable = 0;
+    while (releasable < this.infos.length && this.infos[releasable]!.acked) releasable++;
+    return { samples, releasable };
   }
 }
 
@@ -217,13 +234,12 @@ export class MemoryBacklog extends BaseBacklog implements ForwardBacklog {
   }
 
   releaseAcknowledged(epoch: number, through: number): Promise<{ records: number; samples: number }> {
-    const count = this.acknowledged(epoch, through);
-    let samples = 0;
-    for (let index = 0; index < count; index++) {
+    const { samples, releasable } = this.acknowledge(epoch, through);
+    for (let index = 0; index < releasable; index++) {
       this.#payloads.shift();
-      samples += this.untrack()?.samples ?? 0;
+      this.untrack();
     }
-    return Promise.resolve({ records: count, samples });
+    return Promise.resolve({ records: releasable, samples });
   }
 
   peekAfter(after?: number): Promise<BacklogRecord | undefined> {
@@ -318,17 +334,16 @@ export class JournalBacklog extends BaseBacklog implements ForwardBacklog {
    * never sends them again.
    */
   async releaseAcknowledged(epoch: number, through: number): Promise<{ records: number; samples: number }> {
-    const count = this.acknowledged(epoch, through);
+    const { samples, releasable } = this.acknowledge(epoch, through);
     // All taken at once (no await between them), so a concurrent release or drop cannot come
     // between the count and the releases: the journal releases its oldest records in this order.
     const releases: Promise<unknown>[] = [];
-    let samples = 0;
-    for (let index = 0; index < count; index++) {
-      releases.push(this.#journal.release({ durable: index === count - 1 }));
-      samples += this.untrack()?.samples ?? 0;
+    for (let index = 0; index < releasable; index++) {
+      releases.push(this.#journal.release({ durable: index === releasable - 1 }));
+      this.untrack();
     }
     await Promise.all(releases);
-    return { records: count, samples };
+    return { records: releasable, samples };
   }
 
   async peekAfter(after?: number): Promise<BacklogRecord | undefined> {

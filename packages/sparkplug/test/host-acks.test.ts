@@ -1,5 +1,5 @@
 import { GOOD, KilnError, type Sample, type Store } from "@kiln/core";
-import type { SampleWriteResult } from "@kiln/core/driver-kit";
+import { RecordJournal, type SampleWriteResult } from "@kiln/core/driver-kit";
 import { mkdtemp, open, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -451,6 +451,13 @@ describe("a host's stop() acknowledges what it stored (ADR 0037, amendment)", ()
     return { ddata, acks, offlineAt, finalAckAt };
   }
 
+  /** A DDATA's message number (its transient Kiln/Message Number metric): what acks count. */
+  const numberOf = (message: RecordedMessage): number =>
+    Number(message.payload!.metrics.find((metric) => metric.isTransient === true)?.value);
+  /** The DDATA numbered from `from` through `through` (by their own numbers, not their positions). */
+  const numbered = (ddata: readonly RecordedMessage[], from: number, through = Infinity): RecordedMessage[] =>
+    ddata.filter((message) => numberOf(message) >= from && numberOf(message) <= through);
+
   const keys = (messages: readonly RecordedMessage[], historical: boolean): Set<string> =>
     new Set(
       messages.flatMap((message) =>
@@ -463,11 +470,13 @@ describe("a host's stop() acknowledges what it stored (ADR 0037, amendment)", ()
       ),
     );
 
-  async function run(options: { stall: boolean }): Promise<{
+  async function run(options: { stall: boolean; holdAppends?: boolean; batchAtNode?: boolean }): Promise<{
     fixture: EdgeFixture;
     node: SparkplugEdgeNode;
     first: SparkplugHost;
     storedAtStall: number;
+    /** Recorded messages before the journal's appends were held (with holdAppends). */
+    heldFrom: number;
     resent: RecordedMessage[];
   }> {
     const fixture = await edgeFixture({ primaryHostId: "kiln-central" });
@@ -483,14 +492,27 @@ describe("a host's stop() acknowledges what it stored (ADR 0037, amendment)", ()
     });
     cleanups.push(() => first.stop());
     await first.start();
+    // With holdAppends, the journal's appends wait (a slow fsync) until the next host is online.
+    const { journal } = await RecordJournal.open(await tempJournal());
+    cleanups.push(() => journal.close());
+    let held: Promise<void> = Promise.resolve();
+    let releaseHeld = (): void => undefined;
+    const append = journal.append.bind(journal);
+    journal.append = (payload: Uint8Array) => held.then(() => append(payload));
     const node = fixture.newNode({
       principal: engineer,
-      storeAndForward: { path: await tempJournal(), batchSamples: 20 },
+      storeAndForward: { journal, batchSamples: 20 },
       awaitHostAcks: true,
     });
     await node.start();
     await expect.poll(() => acknowledgement(node).samplesAcknowledged, { timeout: 5_000 }).toBeGreaterThan(0);
     await pause(500);
+    const heldFrom = fixture.recorder.messages.length;
+    if (options.holdAppends === true) {
+      held = new Promise((resolve) => (releaseHeld = resolve));
+      // DDATA go out and are stored by the host; none of them is in the node's journal yet.
+      await pause(400);
+    }
     let storedAtStall = Number.POSITIVE_INFINITY;
     if (options.stall) {
       // The store stops committing: what the host takes from now on is never stored by it.
@@ -500,17 +522,27 @@ describe("a host's stop() acknowledges what it stored (ADR 0037, amendment)", ()
       await pause(300);
       expect(first.health().samples.queued).toBeGreaterThan(0);
     }
+    // With batchAtNode, what the host sends from now on reaches the node in one TCP read: its
+    // final ack and its STATE offline handled in the same tick.
+    if (options.batchAtNode === true) fixture.tap.stall();
     await first.stop();
+    if (options.batchAtNode === true) {
+      await pause(100);
+      fixture.tap.resume();
+    }
     await expect.poll(() => node.health().primaryHost?.state, { timeout: 5_000 }).toBe("offline");
     const from = fixture.recorder.messages.length;
     const second = new SparkplugHost({ ...hostOptions, brokerUrl: fixture.broker.url, store: db.store });
     cleanups.push(() => second.stop());
     await second.start();
     await expect.poll(() => node.health().publishing, { timeout: 5_000 }).toBe(true);
+    // The final ack and the new births came before the journal had the records they cover.
+    await pause(200);
+    releaseHeld();
     await expect.poll(() => node.health().storeAndForward!.backlogSamples, { timeout: 5_000 }).toBe(0);
     await node.stop();
     const resent = fixture.recorder.messages.slice(from).filter(ofType("DDATA"));
-    return { fixture, node, first, storedAtStall, resent };
+    return { fixture, node, first, storedAtStall, heldFrom, resent };
   }
 
   test("stop() acks everything stored before its STATE offline: the next host gets no resend of it, counted by DDATA number", async () => {
@@ -526,13 +558,12 @@ describe("a host's stop() acknowledges what it stored (ADR 0037, amendment)", ()
     // before the recorder saw it at most). What came between the final ack and the STATE offline
     // depends on the machine's speed; it is not acknowledged, so it is sent again (below).
     expect(through).toBeGreaterThanOrEqual(recordedBefore(finalAckAt) - 1);
-    // DDATA are numbered from 1 in the session: the first `through` are acknowledged.
-    const acked = keys(ddata.slice(0, through), false);
+    const acked = keys(numbered(ddata, 1, through), false);
     const again = keys(resent, true);
     expect(acked.size).toBeGreaterThan(5);
     expect([...again].filter((key) => acked.has(key))).toEqual([]);
     // Nothing lost: every DDATA of the session the final ack did not cover reaches the next host.
-    const unacked = keys(ddata.slice(through), false);
+    const unacked = keys(numbered(ddata, through + 1), false);
     expect([...unacked].filter((key) => !again.has(key))).toEqual([]);
   }, 30_000);
 
@@ -542,10 +573,38 @@ describe("a host's stop() acknowledges what it stored (ADR 0037, amendment)", ()
     // The final ack covers what was stored before the stall (held back by ackIntervalMs until
     // stop), nothing the store never committed.
     expect(acks.at(-1)).toBe(storedAtStall);
-    const unstored = keys(ddata.slice(storedAtStall), false);
+    const unstored = keys(numbered(ddata, storedAtStall + 1), false);
     expect(unstored.size).toBeGreaterThan(3);
     const again = keys(resent, true);
     expect([...unstored].filter((key) => !again.has(key))).toEqual([]);
-    expect([...keys(ddata.slice(0, storedAtStall), false)].filter((key) => again.has(key))).toEqual([]);
+    expect([...keys(numbered(ddata, 1, storedAtStall), false)].filter((key) => again.has(key))).toEqual([]);
+  }, 30_000);
+
+  test("the final ack and the STATE offline behind it reach the node in one read: the ack is applied before the session ends, nothing it covers is sent again", async () => {
+    const { fixture, resent } = await run({ stall: false, batchAtNode: true });
+    const { ddata, acks } = sessionTraffic(fixture);
+    const through = acks.at(-1)!;
+    expect(acks.length).toBeGreaterThanOrEqual(2);
+    const acked = keys(numbered(ddata, 1, through), false);
+    expect(acked.size).toBeGreaterThan(5);
+    const again = keys(resent, true);
+    expect([...again].filter((key) => acked.has(key))).toEqual([]);
+    const unacked = keys(numbered(ddata, through + 1), false);
+    expect([...unacked].filter((key) => !again.has(key))).toEqual([]);
+  }, 30_000);
+
+  test("an ack that comes before the journal has what it covers, and a new host's births before the journal does: those records are released, never sent to the next host", async () => {
+    const { fixture, resent, heldFrom } = await run({ stall: false, holdAppends: true });
+    const { ddata, acks } = sessionTraffic(fixture);
+    const through = acks.at(-1)!;
+    // DDATA published while the journal's appends were held, and covered by the final ack.
+    const heldAndAcked = numbered(ddata, 1, through).filter(
+      (message) => fixture.recorder.messages.indexOf(message) >= heldFrom,
+    );
+    expect(heldAndAcked.length).toBeGreaterThan(3);
+    const again = keys(resent, true);
+    expect([...keys(numbered(ddata, 1, through), false)].filter((key) => again.has(key))).toEqual([]);
+    const unacked = keys(numbered(ddata, through + 1), false);
+    expect([...unacked].filter((key) => !again.has(key))).toEqual([]);
   }, 30_000);
 });
