@@ -57,6 +57,39 @@ import {
 const REBIRTH = "Node Control/Rebirth";
 const BDSEQ = "bdSeq";
 
+/**
+ * Caps on what a {@link SparkplugHost} keeps in memory (ADR 0030, amendment of 2026-12-02). The
+ * defaults fit a large fleet (thousands of edge nodes, about 1.5 KB of host memory per metric
+ * held: 2,000,000 metrics is about 3 GB); lower them to what the plant has, with room to grow.
+ */
+export interface SparkplugHostLimits {
+  /**
+   * Edge nodes the host follows (every one it has heard from since it started, online or not).
+   * A message of an edge node not yet followed past this is refused before it is read: no state
+   * is kept for that edge node. @default 10000
+   */
+  readonly maxEdgeNodes?: number;
+  /** Devices of one edge node: a DBIRTH of a device more is refused (as a birth the host cannot take). @default 1000 */
+  readonly maxDevicesPerEdgeNode?: number;
+  /** Metrics in one NBIRTH or DBIRTH: a birth with more is refused. @default 100000 */
+  readonly maxMetricsPerBirth?: number;
+  /**
+   * Metrics of all current births of all edge nodes together: a birth that would take the host
+   * past this is refused. @default 2000000
+   */
+  readonly maxMetrics?: number;
+}
+
+/** Which cap of {@link SparkplugHostLimits} refused something. */
+export type SparkplugHostLimit = keyof SparkplugHostLimits;
+
+const DEFAULT_LIMITS: Required<SparkplugHostLimits> = {
+  maxEdgeNodes: 10_000,
+  maxDevicesPerEdgeNode: 1_000,
+  maxMetricsPerBirth: 100_000,
+  maxMetrics: 2_000_000,
+};
+
 /** Options of {@link SparkplugHost}. */
 export interface SparkplugHostOptions {
   /** The broker, e.g. `mqtt://broker.plant:1883` or `mqtts://...`. */
@@ -133,6 +166,16 @@ export interface SparkplugHostOptions {
    * @default 60000
    */
   readonly maxClockSkewMs?: number;
+  /**
+   * How much of the fleet the host keeps in memory (ADR 0030, amendment of 2026-12-02). Anyone who
+   * may publish on `spBv1.0/<group>/#` can invent edge nodes, devices and metrics, and the host
+   * holds state for each; past these caps what is new is refused (not stored, counted in
+   * `health().refusals`, named in `health().problems` and by a `limit-refusal` event), and what
+   * the host already follows keeps being stored. The caps bound memory; broker ACLs (one
+   * identity per edge node, allowed only its own topics) are still what keeps one client from
+   * publishing as another.
+   */
+  readonly limits?: SparkplugHostLimits;
   /** Time source (STATE and NCMD timestamps, stale marks, waits). @default SystemClock */
   readonly clock?: Clock;
   /** Randomness in [0, 1) for reconnect and retry jitter. @default Math.random */
@@ -287,7 +330,13 @@ export interface SparkplugHostHealth {
    * reaching the store (a problem is listed while it is not closed).
    */
   readonly storeBreaker: CircuitBreakerSnapshot;
-  /** Problems in words (link down, store failing or behind); empty when all is well. */
+  /**
+   * Messages refused by a cap of {@link SparkplugHostLimits}, by cap: `maxEdgeNodes` counts every
+   * message of an edge node not followed (not read), the others count refused births. Nothing of
+   * them is stored.
+   */
+  readonly refusals: { readonly [limit in SparkplugHostLimit]: number };
+  /** Problems in words (link down, store failing or behind, a cap reached); empty when all is well. */
   readonly problems: readonly string[];
 }
 
@@ -346,6 +395,22 @@ export interface SparkplugHostEvents {
     /** The metric name as the edge node gave it. */
     readonly metric: string;
     readonly issue: "datatype-mismatch" | "unstorable" | "retyped" | "future-timestamp" | "clock-step-back";
+    readonly detail: string;
+  };
+  /**
+   * A cap of {@link SparkplugHostLimits} refused a message: for `maxEdgeNodes`, a message of an
+   * edge node not followed (not read, no state kept); for the others, a birth (refused whole,
+   * the edge node distrusted as after any refused birth: its data discarded until a birth within
+   * the caps, a rebirth requested).
+   */
+  "limit-refusal": {
+    readonly limit: SparkplugHostLimit;
+    /** The cap's value. */
+    readonly max: number;
+    readonly groupId: string;
+    readonly edgeNodeId: string;
+    readonly deviceId?: string;
+    readonly topic: string;
     readonly detail: string;
   };
   /** A store call failed (`willRetry`: the batch is written again after a backoff). */
@@ -435,6 +500,10 @@ const DEFAULT_MAX_CLOCK_SKEW_MS = 60_000;
  */
 const FLAP_WINDOW_MS = 60_000;
 const FLAP_LOSSES = 3;
+/** Metrics a birth holds in the host's memory (for `limits.maxMetrics`). */
+function birthSize(birth: Birth | undefined): number {
+  return birth === undefined ? 0 : Math.max(birth.byName.size, birth.byAlias.size);
+}
 /**
  * Microseconds of a time in ms, as Kiln stores key rows (`Math.round(ms * 1000)`): the host keeps
  * each tag's newest stored time in these whole units (ADR 0043, amendment 19u).
@@ -551,6 +620,15 @@ export class SparkplugHost {
     storeErrors: 0,
   };
   #problems = new Map<string, string>();
+  readonly #limits: Required<SparkplugHostLimits>;
+  readonly #refusals: Record<SparkplugHostLimit, number> = {
+    maxEdgeNodes: 0,
+    maxDevicesPerEdgeNode: 0,
+    maxMetricsPerBirth: 0,
+    maxMetrics: 0,
+  };
+  /** Metrics of all current births together (checked against `limits.maxMetrics`). */
+  #heldMetrics = 0;
   /** Every sample the writer accepted before this index is settled. */
   #settledThrough = 0;
 
@@ -596,7 +674,14 @@ export class SparkplugHost {
         issues.push({ path: field, message: "must be a finite number of ms from 0" });
       }
     }
+    for (const [field, value] of Object.entries(options.limits ?? {})) {
+      if (!(field in DEFAULT_LIMITS))
+        issues.push({ path: `limits.${field}`, message: "is not a Sparkplug host limit" });
+      else if (value !== undefined && (!Number.isSafeInteger(value) || (value as number) < 1))
+        issues.push({ path: `limits.${field}`, message: "must be a whole number from 1" });
+    }
     if (issues.length > 0) throw new KilnValidationError("Sparkplug host options", issues);
+    this.#limits = { ...DEFAULT_LIMITS, ...options.limits };
     checkMaxPayloadBytes("Sparkplug host options", options.maxPayloadBytes);
     checkBrokerUrl("Sparkplug host options", options.brokerUrl);
     this.#backoff = options.reconnect ?? DEFAULT_BACKOFF;
@@ -899,6 +984,7 @@ export class SparkplugHost {
       },
       storeErrors: this.#counts.storeErrors,
       storeBreaker: breaker,
+      refusals: { ...this.#refusals },
       problems,
     };
   }
@@ -1067,6 +1153,15 @@ export class SparkplugHost {
       return;
     }
     const node = this.#node(parsed.groupId, parsed.edgeNodeId);
+    if (node === undefined) {
+      this.#refuseByLimit(
+        "maxEdgeNodes",
+        { groupId: parsed.groupId, edgeNodeId: parsed.edgeNodeId },
+        topic,
+        `${topic}: the host already follows ${this.#nodes.size} edge nodes (limits.maxEdgeNodes ${this.#limits.maxEdgeNodes}): a new edge node is refused, its messages not read`,
+      );
+      return;
+    }
     // Before decoding: the size is known without reading it. The message is lost to the host, so
     // what follows from the node cannot be trusted either.
     const limit = this.#options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES;
@@ -1121,10 +1216,12 @@ export class SparkplugHost {
     }
   }
 
-  #node(groupId: string, edgeNodeId: string): EdgeNodeState {
+  /** The edge node's state, made on its first message; undefined past `limits.maxEdgeNodes`. */
+  #node(groupId: string, edgeNodeId: string): EdgeNodeState | undefined {
     const key = `${groupId}/${edgeNodeId}`;
     let node = this.#nodes.get(key);
     if (node === undefined) {
+      if (this.#nodes.size >= this.#limits.maxEdgeNodes) return undefined;
       node = {
         groupId,
         edgeNodeId,
@@ -1284,6 +1381,63 @@ export class SparkplugHost {
   }
 
   /**
+   * Counts a refusal by a cap, names it in `health().problems` (the last one per cap) and reports
+   * it (`limit-refusal`). The caller refuses the message itself.
+   */
+  #refuseByLimit(
+    limit: SparkplugHostLimit,
+    where: { readonly groupId: string; readonly edgeNodeId: string; readonly deviceId?: string },
+    topic: string,
+    detail: string,
+  ): void {
+    this.#refusals[limit]++;
+    this.#problems.set(
+      `limit:${limit}`,
+      `limits.${limit} (${this.#limits[limit]}) reached: ${this.#refusals[limit]} ${limit === "maxEdgeNodes" ? "messages" : "births"} refused, nothing of them stored; the last at ${new Date(this.#clock.now()).toISOString()}: ${detail} (raise the limit if the fleet is this large; otherwise a client on the broker invents them: check its ACLs)`,
+    );
+    void this.#bus.publish("limit-refusal", { limit, max: this.#limits[limit], ...where, topic, detail });
+  }
+
+  /**
+   * A cap a birth would break, refused whole (counted, named, distrusted as any refused birth),
+   * or false. `replaced`: the metrics of the births it ends (an NBIRTH ends its devices' too).
+   */
+  #birthOverLimit(
+    node: EdgeNodeState,
+    deviceId: string | undefined,
+    topic: string,
+    payload: SparkplugPayload,
+    replaced: number,
+  ): boolean {
+    const where = {
+      groupId: node.groupId,
+      edgeNodeId: node.edgeNodeId,
+      ...(deviceId === undefined ? {} : { deviceId }),
+    };
+    let limit: SparkplugHostLimit | undefined;
+    let detail = "";
+    const count = payload.metrics.length;
+    if (
+      deviceId !== undefined &&
+      !node.devices.has(deviceId) &&
+      node.devices.size >= this.#limits.maxDevicesPerEdgeNode
+    ) {
+      limit = "maxDevicesPerEdgeNode";
+      detail = `${topic}: edge node ${node.groupId}/${node.edgeNodeId} already has ${node.devices.size} devices (limits.maxDevicesPerEdgeNode ${this.#limits.maxDevicesPerEdgeNode}): a new device is refused`;
+    } else if (count > this.#limits.maxMetricsPerBirth) {
+      limit = "maxMetricsPerBirth";
+      detail = `${topic}: a birth of ${count} metrics is over limits.maxMetricsPerBirth (${this.#limits.maxMetricsPerBirth})`;
+    } else if (this.#heldMetrics - replaced + count > this.#limits.maxMetrics) {
+      limit = "maxMetrics";
+      detail = `${topic}: its ${count} metrics would take the host to ${this.#heldMetrics - replaced + count} metrics, over limits.maxMetrics (${this.#limits.maxMetrics})`;
+    }
+    if (limit === undefined) return false;
+    this.#refuseByLimit(limit, where, topic, detail);
+    this.#refuseBirth(node, topic, detail, payload);
+    return true;
+  }
+
+  /**
    * Refuses a birth whole (issue 19): counted (`birthsRefused`, `messages.malformed`), reported
    * (`message-reject`), the edge node distrusted (its live values stale, a rebirth requested).
    * Nothing of it is stored. `payload` is undefined when it could not be decoded (already reported).
@@ -1362,11 +1516,15 @@ export class SparkplugHost {
       this.#refuseBirth(node, topic, problem, payload);
       return;
     }
+    let replaced = birthSize(node.birth);
+    for (const device of node.devices.values()) replaced += birthSize(device.birth);
+    if (this.#birthOverLimit(node, undefined, topic, payload, replaced)) return;
     // A new session of the edge node: its devices are gone until they are born again in it.
     for (const [deviceId, device] of node.devices) {
       if (device.online)
         this.#setNodeState(node, "offline", `a new NBIRTH (bdSeq ${bdSeq}) of its edge node`, { deviceId });
       device.online = false;
+      this.#heldMetrics -= birthSize(device.birth);
       device.birth = undefined;
     }
     node.bdSeq = bdSeq;
@@ -1393,6 +1551,7 @@ export class SparkplugHost {
     node.offlineSince = undefined;
     const before = node.birth;
     node.birth = this.#birth(node, undefined, payload);
+    this.#heldMetrics += birthSize(node.birth) - birthSize(before);
     this.#setNodeState(node, "online", `NBIRTH bdSeq ${bdSeq}`);
     this.#take(node, undefined, node.birth, payload, topic, true);
     this.#markAbsent(before, node.birth, `NBIRTH bdSeq ${bdSeq} of ${node.groupId}/${node.edgeNodeId}`);
@@ -1420,7 +1579,9 @@ export class SparkplugHost {
       return;
     }
     const before = node.devices.get(deviceId)?.birth;
+    if (this.#birthOverLimit(node, deviceId, topic, payload, birthSize(before))) return;
     const birth = this.#birth(node, deviceId, payload);
+    this.#heldMetrics += birthSize(birth) - birthSize(before);
     node.devices.set(deviceId, { online: true, birth });
     this.#setNodeState(node, "online", "DBIRTH", { deviceId });
     this.#take(node, deviceId, birth, payload, topic, true);

@@ -60,6 +60,8 @@ export {
   type SparkplugHostEdgeNodeHealth,
   type SparkplugHostEvents,
   type SparkplugHostHealth,
+  type SparkplugHostLimit,
+  type SparkplugHostLimits,
   type SparkplugHostOptions,
   type SparkplugLiveMetric,
   type SparkplugRebirthReason,

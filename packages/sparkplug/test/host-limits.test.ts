@@ -1,0 +1,158 @@
+// Issue 19, adversarial finding (memory): a peer on the broker that invents edge nodes, devices
+// and metrics cannot grow the host's memory without bound. Past the caps of `limits` what is
+// new is refused (not stored, counted, named in problems and by `limit-refusal`), and the edge
+// nodes the host already follows keep being stored (ADR 0030, amendment of 2026-12-02). Against
+// a real broker (the test's own mosquitto, else aedes).
+import { afterEach, beforeAll, describe, expect, test, vi } from "vitest";
+import { SparkplugHost, type SparkplugHostEvents, type SparkplugHostLimits } from "../src/host";
+import { qualifiedTagName } from "../src/host-tag-names";
+import type { SparkplugMetric } from "../src/payload";
+import { startTestBroker, type TestBroker } from "../src/testing/index";
+import { RawEdgeNode, eventually, openTestDatabase } from "./support/host-harness";
+
+const GROUP = "plant-limits";
+const double = (name: string, alias: number, value: number): SparkplugMetric => ({
+  name,
+  alias,
+  timestamp: Date.now(),
+  datatype: "Double",
+  value,
+});
+const tagOf = (edgeNodeId: string, metric: string, deviceId = "d") =>
+  qualifiedTagName({ groupId: GROUP, edgeNodeId, deviceId, metric });
+
+vi.setConfig({ testTimeout: 90_000 });
+
+let broker: TestBroker;
+beforeAll(async () => {
+  broker = await startTestBroker();
+  console.info(`Sparkplug host limit tests: broker ${broker.kind}`);
+  return () => broker.stop();
+});
+
+const cleanups: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => undefined);
+});
+
+async function rig(limits: SparkplugHostLimits) {
+  const db = await openTestDatabase();
+  cleanups.push(() => db.close());
+  const host = new SparkplugHost({
+    brokerUrl: broker.url,
+    hostId: `limits-${Math.random().toString(16).slice(2, 8)}`,
+    groups: [GROUP],
+    store: db.store,
+    rebirthIntervalMs: 0,
+    stopLingerMs: 100,
+    batching: { maxDelayMs: 5 },
+    limits,
+  });
+  cleanups.push(() => host.stop());
+  const refusals: SparkplugHostEvents["limit-refusal"][] = [];
+  host.events.on("limit-refusal", (event) => void refusals.push(event));
+  await host.start();
+  await host.whenConnected();
+  const edge = async (edgeNodeId: string) => {
+    const raw = await RawEdgeNode.connect(broker.url, GROUP, edgeNodeId, 0);
+    cleanups.push(() => raw.close());
+    return raw;
+  };
+  /** An edge node with device `d` and metric `m` (alias 1), born and seen live by the host. */
+  const born = async (edgeNodeId: string, value = 1) => {
+    const raw = await edge(edgeNodeId);
+    await raw.nbirth(0);
+    await raw.dbirth("d", [double("m", 1, value)]);
+    await eventually(() => host.latest(tagOf(edgeNodeId, "m"))?.sample.value === value, 5_000, `${edgeNodeId} born`);
+    return raw;
+  };
+  return { host, db, refusals, edge, born };
+}
+
+describe("limits: the host's memory is bounded whatever the peers on the broker invent", () => {
+  test("edge nodes past limits.maxEdgeNodes are refused before they are read (counted, named, event), no state is kept for them, and the edge nodes followed keep being stored", async () => {
+    const { host, refusals, edge, born } = await rig({ maxEdgeNodes: 2 });
+    const first = await born("real-1");
+    await born("real-2");
+    // A peer invents edge nodes: births, data, all of it refused.
+    for (let index = 0; index < 5; index++) {
+      const invented = await edge(`invented-${index}`);
+      await invented.nbirth(0);
+      await invented.dbirth("d", [double("m", 1, 7)]);
+      await invented.ddata("d", [{ alias: 1, timestamp: Date.now(), datatype: "Double", value: 8 }]);
+    }
+    await eventually(() => host.health().refusals.maxEdgeNodes === 15, 5_000, "15 messages refused");
+    // An edge node already followed keeps being stored while the invented ones are refused.
+    await first.ddata("d", [{ alias: 1, timestamp: Date.now(), datatype: "Double", value: 42 }]);
+    await eventually(() => host.latest(tagOf("real-1", "m"))?.sample.value === 42, 5_000, "real-1 still taken");
+    await eventually(() => host.health().samples.queued === 0 && host.health().samples.stored >= 3, 5_000, "stored");
+
+    const health = host.health();
+    expect(health.edgeNodes.map((node) => node.edgeNodeId)).toEqual(["real-1", "real-2"]);
+    expect(health.refusals).toEqual({
+      maxEdgeNodes: 15,
+      maxDevicesPerEdgeNode: 0,
+      maxMetricsPerBirth: 0,
+      maxMetrics: 0,
+    });
+    expect([...host.live().keys()].some((name) => name.includes("invented"))).toBe(false);
+    // Of the real edge nodes only: two NBIRTHs (bdSeq, rebirth), two DBIRTHs (m) and one DDATA.
+    expect(health.samples.received).toBe(7);
+    const problem = health.problems.find((text) => text.includes("limits.maxEdgeNodes"));
+    expect(problem).toContain("limits.maxEdgeNodes (2) reached: 15 messages refused");
+    expect(problem).toContain("invented-4");
+    expect(refusals).toHaveLength(15);
+    expect(refusals[0]).toMatchObject({ limit: "maxEdgeNodes", max: 2, groupId: GROUP, edgeNodeId: "invented-0" });
+    expect(refusals.at(-1)?.topic).toBe(`spBv1.0/${GROUP}/DDATA/invented-4/d`);
+  });
+
+  test("a birth past limits.maxMetricsPerBirth or limits.maxDevicesPerEdgeNode is refused whole (nothing of it stored, the edge node distrusted and asked for a rebirth), other edge nodes untouched", async () => {
+    const { host, refusals, born } = await rig({ maxMetricsPerBirth: 3, maxDevicesPerEdgeNode: 1 });
+    const other = await born("other");
+    const wide = await born("wide");
+    // A second device of `wide`: over maxDevicesPerEdgeNode.
+    await wide.dbirth("d2", [double("n", 2, 5)]);
+    await eventually(() => host.health().refusals.maxDevicesPerEdgeNode === 1, 5_000, "device refused");
+    expect(host.health().edgeNodes.find((node) => node.edgeNodeId === "wide")?.state).toBe("awaiting-rebirth");
+    expect(host.latest(tagOf("wide", "n", "d2"))).toBeUndefined();
+    // Born again within the caps, then a DBIRTH of 4 metrics: over maxMetricsPerBirth.
+    await wide.nbirth(0);
+    await wide.dbirth("d", [double("m", 1, 1), double("a", 2, 1), double("b", 3, 1), double("c", 4, 1)]);
+    await eventually(() => host.health().refusals.maxMetricsPerBirth === 1, 5_000, "wide birth refused");
+    const health = host.health();
+    const node = health.edgeNodes.find((each) => each.edgeNodeId === "wide");
+    expect(node).toMatchObject({ state: "awaiting-rebirth", birthsRefused: 2 });
+    expect(node?.devices).toEqual([{ deviceId: "d", online: false }]);
+    expect(host.latest(tagOf("wide", "c"))).toBeUndefined();
+    expect(health.problems.join("\n")).toContain(
+      `limits.maxMetricsPerBirth (3) reached: 1 births refused, nothing of them stored`,
+    );
+    expect(health.problems.join("\n")).toContain("limits.maxDevicesPerEdgeNode (1) reached");
+    expect(refusals.map((event) => [event.limit, event.edgeNodeId, event.deviceId])).toEqual([
+      ["maxDevicesPerEdgeNode", "wide", "d2"],
+      ["maxMetricsPerBirth", "wide", "d"],
+    ]);
+    expect(
+      host.health().edgeNodes.find((each) => each.edgeNodeId === "wide")?.rebirthsRequested,
+    ).toBeGreaterThanOrEqual(2);
+    // The other edge node keeps being stored.
+    await other.ddata("d", [{ alias: 1, timestamp: Date.now(), datatype: "Double", value: 9 }]);
+    await eventually(() => host.latest(tagOf("other", "m"))?.sample.value === 9, 5_000, "other still taken");
+  });
+
+  test("limits are checked: a cap that is not a whole number from 1, or no cap at all, is a KILN_VALIDATION naming the field", async () => {
+    const db = await openTestDatabase();
+    cleanups.push(() => db.close());
+    const make = (limits: object) =>
+      new SparkplugHost({
+        brokerUrl: broker.url,
+        hostId: "h",
+        groups: [GROUP],
+        store: db.store,
+        limits: limits as SparkplugHostLimits,
+      });
+    expect(() => make({ maxEdgeNodes: 0 })).toThrow(/limits\.maxEdgeNodes.*whole number from 1/s);
+    expect(() => make({ maxMetrics: 1.5 })).toThrow(/limits\.maxMetrics/);
+    expect(() => make({ maxNodes: 5 })).toThrow(/limits\.maxNodes.*not a Sparkplug host limit/s);
+  });
+});
