@@ -675,6 +675,12 @@ export class SparkplugEdgeNode {
   /** Metrics last sent as null because their value did not fit the broker's Maximum Packet Size: name → reason. */
   readonly #oversized = new Map<string, string>();
   /**
+   * Metrics not sent at all, as they did not fit the broker's Maximum Packet Size even alone and
+   * as null: name → reason. Named in `health().problems` ("data-size") until each was sent again
+   * (whole or as null). Bounded by the number of metrics.
+   */
+  readonly #notSent = new Map<string, string>();
+  /**
    * Per metric (tag name), the timestamp of the last sample counted in `metricsNotEncodable`: a
    * sample is counted once, however often it is encoded again (each rebirth, each try at fitting a
    * message to the broker's limit). Bounded by the number of metrics.
@@ -1368,11 +1374,8 @@ export class SparkplugEdgeNode {
       if (fitted === undefined) return undefined;
     }
     if (!fits(fitted) && topic === this.#topics.ddata) {
-      // Not sent: nothing is counted or named for this try (the caller splits the message).
-      this.#problems.set(
-        "data-size",
-        `a DDATA of ${payload.metrics.length} metrics does not fit the broker's Maximum Packet Size (${limit} bytes, ${session.packetLimitSource}) even without its values: not sent`,
-      );
+      // Not sent: nothing is counted or named for this try (the caller splits the message, and
+      // names a metric that does not fit alone: #notSent).
       return undefined;
     }
     // Counted and named only for the message that goes out (a birth that does not fit is said,
@@ -1382,6 +1385,7 @@ export class SparkplugEdgeNode {
       const name = this.#metricName(original);
       this.#countNotEncodable(name, original.timestamp);
       this.#oversized.set(name, reason);
+      this.#notSent.delete(name);
     }
     this.#publishedWhole(payload.metrics.filter((_, index) => !replaced.has(index)));
     this.#sayOversized();
@@ -1404,23 +1408,36 @@ export class SparkplugEdgeNode {
     );
   }
 
-  /** Metrics published with their values: no longer named as too large. */
+  /** Metrics published with their values: no longer named as too large, nor as not sent. */
   #publishedWhole(metrics: readonly SparkplugMetric[]): void {
-    if (this.#oversized.size === 0) return;
-    for (const metric of metrics) this.#oversized.delete(this.#metricName(metric));
+    if (this.#oversized.size === 0 && this.#notSent.size === 0) return;
+    for (const metric of metrics) {
+      const name = this.#metricName(metric);
+      this.#oversized.delete(name);
+      this.#notSent.delete(name);
+    }
     this.#sayOversized();
   }
 
+  /** The "data-size" problem, from the metrics last sent as null and those not sent; cleared when there are none. */
   #sayOversized(): void {
-    if (this.#oversized.size === 0) {
-      this.#problems.delete("data-size");
-      return;
-    }
+    const said: string[] = [];
+    const notSent = [...this.#notSent.keys()];
+    if (notSent.length > 0)
+      said.push(
+        `${notSent.length} metric(s) not sent, too large for the broker's Maximum Packet Size even alone and without their value: ${notSent.slice(0, 10).join(", ")}${notSent.length > 10 ? ", …" : ""} (${this.#notSent.get(notSent[0]!)!})`,
+      );
     const names = [...this.#oversized.keys()];
-    this.#problems.set(
-      "data-size",
-      `${names.length} metric(s) last sent as null and bad, their value too large for the broker's Maximum Packet Size: ${names.slice(0, 10).join(", ")}${names.length > 10 ? ", …" : ""} (${this.#oversized.get(names[0]!)!}); raise the broker's limit (mosquitto max_packet_size) or shorten the values`,
-    );
+    if (names.length > 0)
+      said.push(
+        `${names.length} metric(s) last sent as null and bad, their value too large for the broker's Maximum Packet Size: ${names.slice(0, 10).join(", ")}${names.length > 10 ? ", …" : ""} (${this.#oversized.get(names[0]!)!})`,
+      );
+    if (said.length === 0) this.#problems.delete("data-size");
+    else
+      this.#problems.set(
+        "data-size",
+        `${said.join("; ")}; raise the broker's limit (mosquitto max_packet_size) or shorten the values`,
+      );
   }
 
   #propertiesOf(
@@ -1680,10 +1697,16 @@ export class SparkplugEdgeNode {
       sent(offset, offset + metrics.length);
       return [];
     }
-    if (metrics.length <= 1) return metrics.map((_, index) => offset + index);
-    // Said again by the halves when one of them does not fit either.
-    this.#problems.delete("data-size");
-    this.#sayOversized();
+    if (metrics.length <= 1) {
+      // Not sent at all: named until it is sent again (#publishedWhole).
+      for (const metric of metrics)
+        this.#notSent.set(
+          this.#metricName(metric),
+          `a DDATA of this one metric does not fit the broker's Maximum Packet Size (${session.brokerMaxPacketSize} bytes, ${session.packetLimitSource}) even without its value: not sent`,
+        );
+      this.#sayOversized();
+      return metrics.map((_, index) => offset + index);
+    }
     const half = Math.ceil(metrics.length / 2);
     return [
       ...this.#publishData(session, metrics.slice(0, half), numbered, sent, offset),

@@ -1,5 +1,12 @@
+import { SimulatedPlc, createControlSystem, defineTags } from "@kiln/core";
 import { afterEach, describe, expect, test, vi } from "vitest";
-import { encodePayload, type SparkplugEdgeNode, SparkplugHost, type SparkplugEdgeNodeOptions } from "../src/index";
+import {
+  encodePayload,
+  memoryBdSeqStore,
+  SparkplugEdgeNode,
+  SparkplugHost,
+  type SparkplugEdgeNodeOptions,
+} from "../src/index";
 import { mosquittoAvailability } from "../src/testing/index";
 import { DEVICE, EDGE, GROUP, edgeFixture, type EdgeFixture } from "./support/edge-fixture";
 import { openTestDatabase } from "./support/host-harness";
@@ -169,3 +176,64 @@ describe.skipIf(needs)("MQTT 3.1.1: the broker announces no packet limit (advers
       );
   });
 });
+
+describe.skipIf(needs)(
+  "the data-size problem clears once every metric it names was sent again (adversarial review fix19c, item 2)",
+  () => {
+    test("a metric that does not fit the broker's limit even alone and as null is named as not sent, and no longer once its value is small again and it was sent (needs mosquitto)", async () => {
+      // One string tag: its DBIRTH fits in 200 bytes, a DDATA of it as null with its reason does not.
+      const tags = defineTags({ r: { dataType: "string" } });
+      const plc = new SimulatedPlc({ tags });
+      const system = createControlSystem({
+        machineId: "m",
+        tags,
+        driver: plc,
+        scanGroups: { default: { periodMs: 50 } },
+      });
+      await system.start();
+      cleanups.push(() => system.stop());
+      await system.ready();
+      const broker = await limitedBroker(200);
+      cleanups.push(() => broker.stop());
+      const edge = new SparkplugEdgeNode({
+        system,
+        brokerUrl: broker.url,
+        groupId: GROUP,
+        edgeNodeId: EDGE,
+        principal: { id: "host", roles: ["engineer"] },
+        bdSeqStore: memoryBdSeqStore(),
+        mqtt: { protocolVersion: 5 },
+      });
+      cleanups.push(() => edge.stop());
+      await edge.start();
+      await expect.poll(() => edge.health().publishing, { timeout: 5_000 }).toBe(true);
+      const sent = edge.health().published.dataMessages;
+      plc.set("r", "z".repeat(1_000));
+      await expect
+        .poll(() => edge.health().problems.join("\n"), { timeout: 5_000 })
+        .toMatch(
+          /1 metric\(s\) not sent, too large for the broker's Maximum Packet Size even alone and without their value: r \(.*200 bytes, MQTT 5 CONNACK/,
+        );
+      expect(edge.health().published.dataMessages).toBe(sent);
+      plc.set("r", "small");
+      await expect.poll(() => edge.health().published.dataMessages, { timeout: 5_000 }).toBeGreaterThan(sent);
+      await expect.poll(() => edge.health().problems, { timeout: 5_000 }).toEqual([]);
+    });
+
+    test("sibling: a value sent as null because it was too large, then small again and sent whole: the problem names it, then clears (needs mosquitto)", async () => {
+      const { fixture, url, host } = await setUp(4_000);
+      const edge = node(fixture, { brokerUrl: url, mqtt: { protocolVersion: 5 } });
+      await edge.start();
+      await expect.poll(() => edge.health().publishing, { timeout: 5_000 }).toBe(true);
+      fixture.plc.set("recipe.name", "z".repeat(10_000));
+      await expect
+        .poll(() => edge.health().problems.join("\n"), { timeout: 5_000 })
+        .toMatch(/last sent as null and bad.*recipe\.name/);
+      fixture.plc.set("recipe.name", "short");
+      await expect
+        .poll(() => host.latest(tag("recipe.name"))?.sample, { timeout: 10_000 })
+        .toMatchObject({ value: "short", quality: { severity: "good" } });
+      expect(edge.health().problems.join("\n")).not.toMatch(/recipe\.name/);
+    });
+  },
+);
