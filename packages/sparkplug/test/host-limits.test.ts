@@ -140,6 +140,27 @@ describe("limits: the host's memory is bounded whatever the peers on the broker 
     await eventually(() => host.latest(tagOf("other", "m"))?.sample.value === 9, 5_000, "other still taken");
   });
 
+  test("limits.maxMetrics counts the metrics of current births only: a birth past it is refused, and an NBIRTH that ends its devices' births gives their room back", async () => {
+    const { host, refusals, edge, born } = await rig({ maxMetrics: 5 });
+    // Each born edge node holds 3 metrics: bdSeq and Node Control/Rebirth (NBIRTH), m (DBIRTH).
+    const first = await born("first");
+    const second = await edge("second");
+    await second.nbirth(0);
+    await second.dbirth("d", [double("m", 1, 2)]); // would make 6
+    await eventually(() => host.health().refusals.maxMetrics === 1, 5_000, "second DBIRTH refused");
+    expect(refusals[0]).toMatchObject({ limit: "maxMetrics", max: 5, edgeNodeId: "second", deviceId: "d" });
+    expect(host.latest(tagOf("second", "m"))).toBeUndefined();
+    // `first` is born again without its device: 2 metrics held, so `second` fits now.
+    await first.nbirth(1);
+    await eventually(
+      () => host.health().edgeNodes.find((node) => node.edgeNodeId === "first")?.births === 2,
+      5_000,
+      "first reborn",
+    );
+    await born("second", 3);
+    expect(host.health().refusals.maxMetrics).toBe(1);
+  });
+
   test("limits are checked: a cap that is not a whole number from 1, or no cap at all, is a KILN_VALIDATION naming the field", async () => {
     const db = await openTestDatabase();
     cleanups.push(() => db.close());
