@@ -39,6 +39,14 @@ describe("opcuaDriverOptionsSchema", () => {
     [{ endpointUrl: "opc.tcp://plc:4840", random: 0.5 }, "random"],
     [{ endpointUrl: "opc.tcp://plc:4840", colour: "red" }, ""],
     [{ endpointUrl: "tcp://plc:4840" }, "endpointUrl"],
+    [
+      { endpointUrl: "opc.tcp://plc:4840", subscriptions: { maxPublishingIntervalMs: 2_000, keepAliveMs: 5_000 } },
+      "subscriptions.keepAliveMs",
+    ],
+    [
+      { endpointUrl: "opc.tcp://plc:4840", timeouts: { sessionMs: 3_000 }, subscriptions: { keepAliveMs: 5_000 } },
+      "subscriptions.keepAliveMs",
+    ],
   ])("rejects %j at %s", (input, path) => {
     const result = opcuaDriverOptionsSchema.safeParse(input);
     expect(result.success).toBe(false);

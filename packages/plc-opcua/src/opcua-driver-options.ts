@@ -78,6 +78,18 @@ export const opcuaDriverOptionsSchema = z
         path: ["initialDelayMs"],
       })
       .prefault({}),
+    subscriptions: z
+      .object({
+        maxPublishingIntervalMs: positiveMs.default(1_000),
+        keepAliveMs: positiveMs.default(5_000),
+      })
+      .strict()
+      .refine((subscriptions) => subscriptions.keepAliveMs >= 3 * subscriptions.maxPublishingIntervalMs, {
+        message:
+          "keepAliveMs must be at least 3 × maxPublishingIntervalMs (OPC UA clients ask for 3 or more publishing intervals per keep-alive)",
+        path: ["keepAliveMs"],
+      })
+      .prefault({}),
     monitoredItemRetry: z
       .object({ initialDelayMs: positiveMs.default(1_000), maxDelayMs: positiveMs.default(30_000) })
       .strict()
@@ -99,7 +111,12 @@ export const opcuaDriverOptionsSchema = z
       .custom<() => number>((value) => typeof value === "function", "must be a function returning a number in [0, 1)")
       .optional(),
   })
-  .strict();
+  .strict()
+  .refine((options) => options.subscriptions.keepAliveMs <= options.timeouts.sessionMs, {
+    message:
+      "subscriptions.keepAliveMs must not exceed timeouts.sessionMs: a session idle for a keep-alive period would time out (node-opcua's NODE-OPCUA-W09 check)",
+    path: ["subscriptions", "keepAliveMs"],
+  });
 
 /**
  * Options of {@link OpcuaDriver}, as a user writes them (defaults not yet applied).
@@ -121,6 +138,17 @@ export const opcuaDriverOptionsSchema = z
  * - `connectionStrategy`: `maxRetry` (attempts of the first connect; once connected, the driver
  *   reconnects until `close()`), `initialDelayMs`, `maxDelayMs`, `randomisationFactor`. Always
  *   passed to node-opcua complete.
+ * - `subscriptions.maxPublishingIntervalMs`: upper bound of each OPC UA subscription's publishing
+ *   interval. A scan group publishes at its period or at this bound, whichever is shorter; its
+ *   monitored items still sample at the group's period. It bounds how long a subscription Kiln can
+ *   no longer reach lingers on the server (see `keepAliveMs`). @default 1000
+ * - `subscriptions.keepAliveMs`: keep-alive period of each subscription with no changes to report
+ *   (`maxKeepAliveCount` = keepAliveMs / publishing interval, rounded down). The subscription's
+ *   lifetime is three keep-alive periods (`lifetimeCount` = 3 × `maxKeepAliveCount`, the minimum
+ *   of OPC UA Part 4 5.13.2): a subscription nobody sends Publish requests to (Kiln's own, left
+ *   behind after a connection loss) is deleted by the server at most `3 × keepAliveMs` (15 s by
+ *   default) after its session is gone. At least 3 × `maxPublishingIntervalMs`, at most
+ *   `timeouts.sessionMs`. @default 5000
  * - `monitoredItemRetry`: backoff for monitored items the server refused (BadNodeIdUnknown...).
  * - `limits`: client-side caps on top of the server's operation limits.
  * - `logger`, `clock`: Kiln ports. @default silentLogger, SystemClock

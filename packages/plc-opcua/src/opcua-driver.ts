@@ -382,6 +382,7 @@ export class OpcuaDriver implements PlcDriver {
       logger: this.#logger,
       clock: this.#clock,
       retry: this.#options.monitoredItemRetry,
+      timing: this.#options.subscriptions,
       ...(this.#options.random ? { random: this.#options.random } : {}),
       connection: () =>
         this.status === "connected" || (this.#reconciling !== undefined && this.#reconciling === this.#connection)

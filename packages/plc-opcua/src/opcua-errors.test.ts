@@ -98,4 +98,28 @@ describe("requestError", () => {
       details: { operation: "read", statusName: "BadTooManyOperations" },
     });
   });
+
+  // Issue 13, MEDIUM-2: node-opcua's refusal of a slow group's subscription mentions the
+  // session timeout and was mapped to a retryable KILN_TIMEOUT by a loose "timeout" match, so
+  // the driver retried it forever.
+  test("node-opcua's NODE-OPCUA-W09 refusal is a non-retryable KILN_VALIDATION naming the option", () => {
+    const error = requestError(
+      new Error("[NODE-OPCUA-W09] The subscription parameters are not compatible with the session timeout "),
+      "subscribe",
+    );
+    expect(error).toMatchObject({ code: "KILN_VALIDATION", retryable: false });
+    expect(error.details.issues).toEqual([expect.objectContaining({ path: "subscriptions.keepAliveMs" })]);
+    expect(error.message).toContain("timeouts.sessionMs");
+  });
+
+  test("only a request that timed out is a timeout: a fault whose text merely mentions a timeout is not", () => {
+    expect(requestError(new Error("BadRequestTimeout (0x80850000)"), "read")).toMatchObject({
+      code: "KILN_TIMEOUT",
+      retryable: true,
+    });
+    expect(requestError(new Error("request timed out after 3000 ms"), "read")).toMatchObject({ code: "KILN_TIMEOUT" });
+    expect(
+      requestError(new Error("BadInvalidArgument (0x80ab0000) sessionTimeout out of range"), "subscribe"),
+    ).toMatchObject({ code: "KILN_DEVICE_ERROR", retryable: false });
+  });
 });

@@ -1,4 +1,4 @@
-import { KilnError } from "@kiln/core";
+import { KilnError, KilnValidationError } from "@kiln/core";
 import { StatusCodes } from "node-opcua-client";
 
 /** An OPC UA status code with its symbolic name. */
@@ -181,10 +181,20 @@ export function serverCertificateUntrusted(
 }
 
 /**
+ * node-opcua's own words for a request that got no answer in time ("Transaction has timed out",
+ * "request timed out"). Matched as a phrase, not as any text mentioning "timeout": node-opcua's
+ * NODE-OPCUA-W09 refusal mentions the session timeout and is a configuration error.
+ */
+const REQUEST_TIMED_OUT = /\btimed out\b/i;
+const TIMEOUT_STATUSES = new Set(["BadTimeout", "BadRequestTimeout"]);
+
+/**
  * Turns the failure of a whole service call (read, write, browse, create monitored items) into
  * a Kiln error: `KILN_TIMEOUT` or `KILN_CONNECTION_FAILED` (both retryable) when the request
- * timed out or the connection or session is gone, `KILN_DEVICE_ERROR` for any other service
- * fault, with the status code in `details`.
+ * timed out or the connection or session is gone, a non-retryable `KILN_VALIDATION` naming
+ * `subscriptions.keepAliveMs` when node-opcua refuses a subscription for the session timeout
+ * (NODE-OPCUA-W09), `KILN_DEVICE_ERROR` for any other service fault, with the status code in
+ * `details`.
  */
 export function requestError(error: unknown, operation: string, secret?: string): KilnError {
   if (KilnError.is(error)) return error;
@@ -192,7 +202,21 @@ export function requestError(error: unknown, operation: string, secret?: string)
   const message = redact(messageOf(error), secret);
   const details: Record<string, unknown> = { operation };
   if (status) Object.assign(details, status);
-  if (/timed out|timeout/i.test(message) || status?.statusName === "BadTimeout") {
+  if (/NODE-OPCUA-W09/.test(message)) {
+    // node-opcua's client refused a subscription whose keep-alive period exceeds the session
+    // timeout: the configuration, not the network. Repeating cannot help.
+    return new KilnValidationError(
+      "OPC UA subscription timing",
+      [
+        {
+          path: "subscriptions.keepAliveMs",
+          message: `node-opcua refused the subscription: its keep-alive period exceeds the session timeout (${message}); lower subscriptions.keepAliveMs or subscriptions.maxPublishingIntervalMs, or raise timeouts.sessionMs`,
+        },
+      ],
+      { cause: error, retryable: false, details },
+    );
+  }
+  if (REQUEST_TIMED_OUT.test(message) || (status !== undefined && TIMEOUT_STATUSES.has(status.statusName))) {
     return new KilnError("KILN_TIMEOUT", `OPC UA ${operation} timed out: ${message}`, {
       cause: error,
       retryable: true,

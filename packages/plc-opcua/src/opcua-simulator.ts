@@ -277,15 +277,17 @@ export class OpcuaSimulator {
   /**
    * The subscriptions and monitored items alive on the server now, from its engine's diagnostics:
    * `subscriptions` is the server's CurrentSubscriptionCount (sessions' subscriptions plus those
-   * orphaned by a dropped session and not yet expired); `monitoredItems` sums the items of every
-   * session's subscriptions; `sessions` counts open sessions. All 0 while stopped. Tests use it to
+   * orphaned by a dropped session and not yet expired); `monitoredItems` sums the items of all
+   * of them, orphans included; `sessions` counts open sessions. All 0 while stopped. Tests use it to
    * prove that reconnects leave exactly one subscription per scan group on the server.
    */
   liveSubscriptions(): { readonly sessions: number; readonly subscriptions: number; readonly monitoredItems: number } {
     const engine = this.#server?.engine;
     if (!engine) return { sessions: 0, subscriptions: 0, monitoredItems: 0 };
     const sessions = engine.getSessions();
-    const monitoredItems = sessions.reduce((sum, session) => sum + session.currentMonitoredItemCount, 0);
+    const monitoredItems =
+      sessions.reduce((sum, session) => sum + session.currentMonitoredItemCount, 0) +
+      orphanSubscriptions(engine).reduce((sum, subscription) => sum + subscription.monitoredItemCount, 0);
     return { sessions: sessions.length, subscriptions: engine.currentSubscriptionCount, monitoredItems };
   }
 
@@ -601,4 +603,15 @@ function coerceScalar(value: TagScalarValue, tag: Tag): TagScalarValue {
       return Number.isFinite(number) ? Math.min(max, Math.max(min, number)) : 0;
     }
   }
+}
+
+/**
+ * The subscriptions node-opcua's server keeps after their session timed out, until their lifetime
+ * ends (its engine's orphan publish engine, private: node-opcua counts them in
+ * CurrentSubscriptionCount but exposes no public list). Empty when node-opcua has none or changed.
+ */
+function orphanSubscriptions(engine: object): readonly { readonly monitoredItemCount: number }[] {
+  const orphans = (engine as { _orphanPublishEngine?: { subscriptions?: unknown } })._orphanPublishEngine;
+  const subscriptions = orphans?.subscriptions;
+  return Array.isArray(subscriptions) ? (subscriptions as { monitoredItemCount: number }[]) : [];
 }

@@ -1,5 +1,5 @@
 import { randomInt } from "node:crypto";
-import { type Clock, type Logger, QualityCodes, type Sample, type Tag, type TagValue } from "@kiln/core";
+import { type Clock, KilnError, type Logger, QualityCodes, type Sample, type Tag, type TagValue } from "@kiln/core";
 import { type SubscriptionOptions } from "@kiln/core/driver-kit";
 import { type TimerHandle } from "@kiln/core";
 import { reconnectDelay } from "@kiln/core/driver-kit";
@@ -21,6 +21,7 @@ import { isConnectionLoss, statusNameOf, statusOfError } from "./opcua-errors";
 import { heldSubscriptionIds, PENDING_SUBSCRIPTION_ID } from "./opcua-orphan-subscriptions";
 import { resolveNodeAddress, type OpcuaNodeAddress } from "./opcua-node-id";
 import { badSample, sampleFromDataValue, staleSample } from "./opcua-samples";
+import { subscriptionTiming, type SubscriptionTimingOptions } from "./opcua-subscription-timing";
 
 /** Items the server refused are retried on the driver kit's backoff, each delay shortened by up to this fraction. */
 const RETRY_JITTER = 0.2;
@@ -38,6 +39,8 @@ export interface TagSubscriptionContext {
   readonly logger: Logger;
   readonly clock: Clock;
   readonly retry: { readonly initialDelayMs: number; readonly maxDelayMs: number };
+  /** Bounds of the subscription's publishing interval and keep-alive (driver option `subscriptions`). */
+  readonly timing: SubscriptionTimingOptions;
   /** Source of randomness in `[0, 1)` for the retry jitter; absent: the driver kit's default. */
   readonly random?: () => number;
   /** The connection to use now, or undefined while there is none that works. */
@@ -145,7 +148,9 @@ export class OpcuaTagSubscription {
         await this.#ensureNow();
       } catch (error) {
         if (this.#established && !this.#subscription && !this.#closed) this.#recreationFailed(error);
-        this.#scheduleRetry();
+        // A configuration the session cannot hold (subscriptionTiming) fails the same way until
+        // the options change: not retried; the next repair or subscribe() tries again.
+        if (!(KilnError.is(error) && !error.retryable)) this.#scheduleRetry();
         throw error;
       }
     });
@@ -275,13 +280,17 @@ export class OpcuaTagSubscription {
   }
 
   async #createSubscription(connection: SubscriptionConnection): Promise<ClientSubscription> {
-    const publishingInterval = Math.max(1, this.#options.samplingIntervalMs);
-    // Keep-alive about every 5 s whatever the publishing interval; lifetime three keep-alives or more.
-    const maxKeepAliveCount = Math.min(1_000, Math.max(2, Math.ceil(5_000 / publishingInterval)));
+    // Publishing interval bounded and decoupled from the items' sampling interval, so keep-alive
+    // and lifetime stay short for slow groups too (docs/adr/0022, amendment fix13c).
+    const timing = subscriptionTiming(
+      this.#options.samplingIntervalMs,
+      connection.session.timeout,
+      this.#context.timing,
+    );
     const subscription = await connection.session.createSubscription2({
-      requestedPublishingInterval: publishingInterval,
-      requestedMaxKeepAliveCount: maxKeepAliveCount,
-      requestedLifetimeCount: maxKeepAliveCount * 6,
+      requestedPublishingInterval: timing.publishingIntervalMs,
+      requestedMaxKeepAliveCount: timing.maxKeepAliveCount,
+      requestedLifetimeCount: timing.lifetimeCount,
       maxNotificationsPerPublish: 0,
       publishingEnabled: true,
       priority: 0,

@@ -97,8 +97,8 @@ describe("server-side subscription count", () => {
   // adv13s M1: a rebuild (the repair watchdog after a stalled link) left the old session's
   // subscriptions on a server that stayed up, next to the re-created ones. The old session cannot be
   // closed (its channel is down) and its subscriptions are not taken over (adv13 HIGH-2: that is
-  // unprovable and took another client's): they expire with their lifetime, 600 publishing
-  // intervals of 50 ms = 30 s (docs/adr/0022, amendment fix13).
+  // unprovable and took another client's): they expire with their lifetime, 3 keep-alive
+  // periods = 15 s (subscriptions.keepAliveMs; docs/adr/0022, amendments fix13 and fix13c).
   test("after a stalled link the watchdog rebuilds: the old session's subscription expires with its lifetime, then one with three items", async () => {
     const proxy = new TcpProxy(simulator().port);
     const logger = new RecordingLogger();
