@@ -117,6 +117,14 @@ async function kilnSide(pkiDir: string): Promise<Side> {
     securityModes: ["None"],
     allowAnonymous: true,
     identify: () => ({ id: "bench", roles: ["viewer"] }),
+    // One client monitoring every tag in one subscription, created in one call: the defaults
+    // (1,000 per call and per subscription, 2,000 per session) refuse it with
+    // BadTooManyOperations / BadTooManyMonitoredItems, so the bench raises them to its size.
+    limits: {
+      maxMonitoredItemsPerCall: TAG_COUNT,
+      maxMonitoredItemsPerSubscription: TAG_COUNT,
+      maxMonitoredItemsPerSession: TAG_COUNT,
+    },
   });
   await system.start();
   await server.start();

@@ -1,4 +1,5 @@
 import { defineTags, type TagDefinitionInput } from "@kiln/core";
+import { browseAll } from "node-opcua-client";
 import { StatusCodes } from "node-opcua-status-code";
 import type { ReferenceDescription } from "node-opcua-types";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
@@ -58,5 +59,31 @@ describe("Browse of a 4,000-tag folder with the full ResultMask (adversarial rev
     expect(variable!.browseName.name).toBe("t7");
     expect(variable!.displayName.text).toBe("t7");
     expect(variable!.typeDefinition.toString()).toBe("ns=0;i=63"); // BaseDataVariableType
+  }, 60_000);
+
+  test("pieces that the filters leave empty still carry their continuation point, and node-opcua's browseAll follows them to the end", async () => {
+    const folder = `ns=${served.server.namespaceIndex};s=#big`;
+    // Forward references of NodeClass Object: none of the folder's 4,000 variables (nor its
+    // ObjectType definition) matches, so each piece (500 references scanned) is empty.
+    const description = {
+      nodeId: folder,
+      browseDirection: 0,
+      includeSubtypes: true,
+      nodeClassMask: 1,
+      resultMask: 0x3f,
+    };
+    const [first] = await olga.session.browse([description]);
+    expect(first!.statusCode).toBe(StatusCodes.Good);
+    expect(first!.references ?? []).toHaveLength(0);
+    expect(first!.continuationPoint?.length).toBeGreaterThan(0);
+    await olga.session.browseNext([first!.continuationPoint], true);
+    const [all] = await browseAll(olga.session, [description]);
+    expect(all!.statusCode).toBe(StatusCodes.Good);
+    expect(all!.references ?? []).toEqual([]);
+    expect(all!.continuationPoint?.length ?? 0).toBe(0);
+    // The session holds no point afterwards: a Browse needing one is still served.
+    const [again] = await olga.session.browse([{ ...description, nodeClassMask: 0 }]);
+    expect(again!.statusCode).toBe(StatusCodes.Good);
+    if (again!.continuationPoint?.length) await olga.session.browseNext([again!.continuationPoint], true);
   }, 60_000);
 });
