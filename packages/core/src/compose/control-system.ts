@@ -40,7 +40,7 @@ import { checkTagWrite, type TagWriter } from "./checked-write";
 import { manualMachineCommand, stopsMachine } from "./manual-machine-command";
 import type { ResolvedControlSystemOptions } from "./control-system-options";
 import type { EventRecorder } from "./event-recorder";
-import { interlockHolds, interlockRefusal, staleSource, type SourceFreshness } from "./interlocks";
+import { interlockHolds, interlockRefusal, staleSource, untrustedInput, type SourceAdvances } from "./interlocks";
 import { portHealth, resetGuards, type PortHealth } from "./port-policies";
 import type { SystemLifecycle, SystemState } from "./system-lifecycle";
 import type { ServiceContainer } from "./service-registry";
@@ -269,7 +269,7 @@ export class ControlSystem {
   readonly #writer: TagWriter;
   readonly #recorder: EventRecorder;
   readonly #eventMetrics: ReturnType<typeof recordEventMetrics>;
-  readonly #freshness: SourceFreshness;
+  readonly #freshness: SourceAdvances;
   #storeState: "closed" | "opening" | "open" = "closed";
   #storeError: string | undefined;
   #storeOpening = new AbortController();
@@ -1666,7 +1666,8 @@ export class ControlSystem {
     this.#disposers.push(
       this.#cvt.observeAll((change) => {
         this.#alarms.observe(change.sample);
-        this.#tripIfStale(change.sample);
+        this.#freshness.observe(change);
+        this.#tripIfUntrusted(change.sample);
         const logged = this.#filter.select(change.sample);
         if (logged) this.#sampleLogger.append(logged);
       }),
@@ -1690,7 +1691,7 @@ export class ControlSystem {
   /**
    * The interlock action: writes the safe state and faults the machine, aborting a running process
    * (recorded as the system's `machine.trip`). Acts at once, from an `interlock-trip` or a stale
-   * interlock source (`#tripIfStale`).
+   * interlock input that cannot be trusted (`#tripIfUntrusted`).
    */
   async #trip(alarmId: string, value: unknown, reason: string): Promise<void> {
     // Before any await: a manual write issued before now is not sent after the safe state (review 15r, M3).
@@ -1722,30 +1723,32 @@ export class ControlSystem {
 
   /** The interlock alarms' ids by tag (set when wired). */
   #interlocksByTag = new Map<string, string[]>();
-  /** Interlock tags whose stale source has tripped the machine, until a fresh sample (one trip per episode). */
-  readonly #staleTrips = new Set<string>();
+  /** Interlock tags whose untrusted input has tripped the machine, until a good, fresh sample (one trip per episode). */
+  readonly #untrustedTrips = new Set<string>();
 
   /**
-   * Trips a running process when a good sample of an interlock's tag has a source timestamp older
-   * than the tag's limit (`maxSourceAgeMs`; {@link staleSource}): the device stuck or a link
-   * serving a cached value, so the interlock could not see its condition (review 15r, M1). Once
-   * per episode: a fresh sample re-arms it. Without a running process the interlock holds starts
-   * and resets instead.
+   * Trips a running process when the current sample of an interlock's tag cannot show its
+   * condition: bad quality or a last usable value (Kiln's stale or no-communication marker;
+   * {@link untrustedInput}, review 15c M4), or a good sample whose source has not advanced within
+   * the tag's limit (`maxSourceAgeMs`; {@link staleSource}: the device stuck, or a link serving a
+   * cached value; review 15r M1). The same path as a value trip: safe state, fault, a
+   * `machine.trip` entry whose reason names the tag and its quality. Once per episode: a good,
+   * fresh sample re-arms it. Without a running process the interlock holds starts and resets instead.
    */
-  #tripIfStale(sample: Sample): void {
+  #tripIfUntrusted(sample: Sample): void {
     const interlocks = this.#interlocksByTag.get(sample.tag);
     if (interlocks === undefined) return;
-    const stale = staleSource(this.#freshness, sample.tag);
-    if (stale === undefined) {
-      this.#staleTrips.delete(sample.tag);
+    const untrusted = untrustedInput(sample) ?? staleSource(this.#freshness, sample.tag);
+    if (untrusted === undefined) {
+      this.#untrustedTrips.delete(sample.tag);
       return;
     }
     const status = this.#recipes.active?.status;
-    if (this.#staleTrips.has(sample.tag) || (status !== "running" && status !== "paused")) return;
-    this.#staleTrips.add(sample.tag);
+    if (this.#untrustedTrips.has(sample.tag) || (status !== "running" && status !== "paused")) return;
+    this.#untrustedTrips.add(sample.tag);
     const alarmId = interlocks[0] ?? sample.tag;
-    this.#logger.error({ alarmId, tag: sample.tag, reason: stale }, "interlock source stale");
-    void this.#trip(alarmId, sample.value, `interlock ${alarmId} tripped: ${stale}`);
+    this.#logger.error({ alarmId, tag: sample.tag, reason: untrusted }, "interlock input untrusted");
+    void this.#trip(alarmId, sample.value, `interlock ${alarmId} tripped: ${untrusted}`);
   }
 
   /**
