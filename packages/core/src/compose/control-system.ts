@@ -938,7 +938,7 @@ export class ControlSystem {
     // waits for its turn or its entry: it then never starts a process (adversarial review 15y, M4).
     const cancel = new AbortController();
     this.#waitingStarts.add(cancel);
-    const started = this.#stateCommand(() =>
+    const started = this.#stateCommand((turn) =>
       this.#command(
         who,
         "recipe.start",
@@ -957,6 +957,9 @@ export class ControlSystem {
               startedBy: command.principal,
               // Its store calls race the cancellation: a cancelled start rejects at once (review 15z, M5).
               signal: cancel.signal,
+              // Its entry is committed by then: the wait for the last process to finish ending
+              // holds no one else's command (review 15c, M1).
+              outsideTurn: (wait) => turn.outside(wait, cancel.signal),
               authorize: async (request) => {
                 // In the state the process starts from: where the principal could make these writes by hand.
                 authorizeRecipeStart(command, request, this.#machine.state);
@@ -1539,15 +1542,39 @@ export class ControlSystem {
    * Runs `task` after every earlier state command has settled: manual writes (checked against
    * the machine state) and the commands that move the machine out of a state (recipe start,
    * resume, machine commands) take turns, so a write authorized in `idle` cannot reach the
-   * driver after a process started. Abort and pause do not wait: they must act at once.
+   * driver after a process started. Abort and pause do not wait: they must act at once. A task
+   * may give its turn up for a wait that needs none (`turn.outside`) and take a new one after it.
    */
-  #stateCommand<TResult>(task: () => Promise<TResult>): Promise<TResult> {
-    const run = this.#track(this.#stateTurn.then(task, task));
-    this.#stateTurn = run.then(
-      () => undefined,
-      () => undefined,
-    );
-    return run;
+  #stateCommand<TResult>(task: (turn: StateTurnControl) => Promise<TResult>): Promise<TResult> {
+    let turn = this.#enterTurn();
+    const control: StateTurnControl = {
+      // A wait that needs no turn (a start waiting for the last process to finish ending) lets
+      // the commands behind it go first, then takes a new turn (review 15c, M1).
+      outside: async (wait, signal) => {
+        turn.end();
+        const result = await wait();
+        turn = this.#enterTurn();
+        await unlessCancelled(turn.ready, signal);
+        return result;
+      },
+    };
+    return this.#track(turn.ready.then(() => task(control)).finally(() => turn.end()));
+  }
+
+  /** Joins the queue of state commands: `ready` once every earlier turn has ended; `end()` ends this one (once, never before it began). */
+  #enterTurn(): { readonly ready: Promise<void>; end(): void } {
+    const previous = this.#stateTurn;
+    let endTurn!: () => void;
+    this.#stateTurn = new Promise<void>((resolve) => (endTurn = resolve));
+    let ended = false;
+    return {
+      ready: previous,
+      end: () => {
+        if (ended) return;
+        ended = true;
+        void previous.then(endTurn);
+      },
+    };
   }
 
   #stateTurn: Promise<void> = Promise.resolve();
@@ -1771,6 +1798,12 @@ export class ControlSystem {
   #unwire(): void {
     for (const dispose of this.#disposers.splice(0)) dispose();
   }
+}
+
+/** What a state command may do with its turn (see `#stateCommand`). */
+interface StateTurnControl {
+  /** Gives the turn up while `wait` runs, then waits for a new turn (rejecting `KILN_ABORTED` when `signal` aborts first). */
+  outside<T>(wait: () => Promise<T>, signal: AbortSignal): Promise<T>;
 }
 
 /** Refuses a start cancelled while it waited (`KILN_ABORTED`, `details.cancelled`: nothing ran). */
