@@ -700,9 +700,15 @@ export class ControlSystem {
     const abortActive = async (): Promise<void> => {
       const active = this.#recipes.active;
       // Not abandoned: the safe state must be written (each write is bounded by the driver's timeout).
-      if (active) {
-        await step("aborting the running process", () => this.#systemAbort(active, "control system stopping"), false);
+      if (active === undefined) return;
+      // A process only ending (its effect done: its abort, or its end, already recorded) is not
+      // aborted again, which recorded a second `recipe.abort` by the system (review 15c): its
+      // writes still on the wire land before the driver closes (each bounded by its timeout).
+      if (this.#recipes.ending() !== undefined) {
+        await step("waiting for the ending process", () => active.finished, false);
+        return;
       }
+      await step("aborting the running process", () => this.#systemAbort(active, "control system stopping"), false);
     };
     try {
       // The running process first: its safe state must reach the PLC now, not after commands

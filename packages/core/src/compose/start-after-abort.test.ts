@@ -250,3 +250,36 @@ describe("a start waiting for the ending process does not hold other commands (r
     await parts.system.stop();
   });
 });
+
+// Adversarial review 15c (LOW): stop() while a process was only ending (aborted, its write still
+// on the wire) aborted it again on the system's account: a second recipe.abort entry by (system).
+describe("stop() while a process is ending waits for it, it does not abort it again (review 15c)", () => {
+  test("(the example) one recipe.abort entry for the aborted process; its write still lands before the driver closes", async () => {
+    const parts = await heldWriteSystem("kiln", { tag: "stirrer.speed", value: 40 }, { timeoutMs: 10_000 });
+    const first = await parts.system.startRecipe(engineer, HOLD);
+    await parts.scans(2);
+    const aborted = parts.system.abortProcess(engineer);
+    await parts.scans(1);
+    const stopped = parts.system.stop();
+    await parts.scans(1);
+    parts.release();
+    await stopped;
+    await aborted;
+    expect(parts.events).toContain("landed stirrer.speed=40");
+    await parts.store.open(parts.system.tags.list());
+    const trail = await parts.store.audit.query({ from: 0, to: parts.clock.now() + 1 });
+    const aborts = trail.filter((entry) => entry.action === "recipe.abort" && entry.target === first.id);
+    expect(aborts.map((entry) => [entry.principal, entry.outcome])).toEqual([[engineer.id, "allowed"]]);
+  });
+
+  test("(sibling) stop() while a process runs still aborts it on the system's account", async () => {
+    const parts = await heldWriteSystem("kiln", { tag: "none", value: -1 }, { timeoutMs: 10_000 });
+    const first = await parts.system.startRecipe(engineer, HOLD);
+    await parts.scans(2);
+    const trail = await auditTrailAfterStop(parts);
+    const aborts = trail.filter((entry) => entry.action === "recipe.abort" && entry.target === first.id);
+    expect(aborts).toHaveLength(1);
+    expect(aborts[0]!.principal).not.toBe(engineer.id);
+    expect(await first.finished).toMatchObject({ status: "aborted" });
+  });
+});
