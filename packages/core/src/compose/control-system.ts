@@ -1343,7 +1343,7 @@ export class ControlSystem {
             // (the table decides; review 15z, M3). Refused there, it answers the state: the
             // waiting starts were cancelled, and that is what its entry says.
             if (halted === undefined && decision.kind === "cancel" && this.#machine.can(name)) {
-              return this.#machine.send(name);
+              return this.#stopWithoutProcess(name);
             }
             return this.#machine.state;
           }
@@ -1370,6 +1370,7 @@ export class ControlSystem {
           // An impossible transition is refused before the entry is committed (recorded denied).
           if (this.#machine.can(name)) await context.commit();
           refuseWhileTripping();
+          if (safetyFunction && this.#machine.can(name)) return this.#stopWithoutProcess(name);
           return this.#machine.send(name);
         },
         {
@@ -1382,6 +1383,19 @@ export class ControlSystem {
     // A safety function acts at once: it never waits behind a start (or a write) waiting for its
     // audit entry (adversarial review 15y, M4). Every other command takes its turn.
     return safetyFunction ? run() : this.#stateCommand(run);
+  }
+
+  /**
+   * A manual stop, fault or abort with no process: the safe state is written first (as a trip
+   * with no process writes it; a failed write is named by health()), then the command is sent,
+   * and an acting state it enters (PackML `stopping`, `aborting`) completes to its end state
+   * (`stopped`, `aborted`): nothing else would complete it (review 15c, LOW).
+   */
+  async #stopWithoutProcess(name: string): Promise<string> {
+    await this.#recipes.applySafeState();
+    const state = await this.#machine.send(name);
+    const acting = this.#machine.model.name === "packml" && (state === "stopping" || state === "aborting");
+    return acting && this.#machine.can("stateComplete") ? this.#machine.send("stateComplete") : state;
   }
 
   /** Driver link, pipeline, the breaker of every port, and alarms in one summary. */
