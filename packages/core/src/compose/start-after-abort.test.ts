@@ -1,5 +1,6 @@
 import { describe, expect, test } from "vitest";
 import type { RecipeInput } from "../recipes/recipe-schema";
+import { defaultRoleTable } from "../security/authorization";
 import { heldWriteSystem } from "../../test/support/held-write-system";
 import { admin, engineer } from "../../test/support/safety-harness";
 import { auditTrailAfterStop } from "../../test/support/simulated-system";
@@ -281,5 +282,38 @@ describe("stop() while a process is ending waits for it, it does not abort it ag
     expect(aborts).toHaveLength(1);
     expect(aborts[0]!.principal).not.toBe(engineer.id);
     expect(await first.finished).toMatchObject({ status: "aborted" });
+  });
+});
+
+// Adversarial review 15c (LOW): enterMaintenance refused while a process ran (or was ending)
+// named that process's id to a caller holding only machine.maintenance, who may not act on it.
+describe("a refused machine command names the process only to a caller who may stop it (review 15c)", () => {
+  const tech = { id: "tina", roles: ["tech"] };
+  const roles = { ...defaultRoleTable(), tech: ["read" as const, "machine.maintenance" as const] };
+
+  test("(the example) machine.maintenance only, process ending: refused without the process id", async () => {
+    const parts = await heldWriteSystem("kiln", { tag: "stirrer.speed", value: 40 }, { timeoutMs: 10_000, roles });
+    const first = await parts.system.startRecipe(engineer, HOLD);
+    await parts.scans(2);
+    const aborted = parts.system.abortProcess(engineer);
+    await parts.scans(1);
+    const refused = await parts.system.sendMachineCommand(tech, "enterMaintenance").catch((error: unknown) => error);
+    expect(refused).toMatchObject({ code: "KILN_INVALID_TRANSITION", details: { stage: "process" } });
+    expect((refused as { details: Record<string, unknown> }).details).not.toHaveProperty("processId");
+    expect(String((refused as Error).message)).not.toContain(first.id);
+    parts.release();
+    await aborted;
+    await parts.system.stop();
+  });
+
+  test("(sibling) an admin (machine.mode) is still told which process", async () => {
+    const parts = await heldWriteSystem("kiln", { tag: "none", value: -1 }, { timeoutMs: 10_000, roles });
+    const first = await parts.system.startRecipe(engineer, HOLD);
+    await parts.scans(2);
+    await expect(parts.system.sendMachineCommand(admin, "enterMaintenance")).rejects.toMatchObject({
+      details: { processId: first.id },
+    });
+    await parts.system.abortProcess(engineer);
+    await parts.system.stop();
   });
 });

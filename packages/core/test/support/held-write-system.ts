@@ -1,5 +1,6 @@
 import type { Sample } from "../../src/domain/sample";
 import { defineTags } from "../../src/domain/tags";
+import type { RoleTable } from "../../src/security/authorization";
 import { simulatedSystem } from "./simulated-system";
 
 // Shared by the safe-state ordering tests (reviews 15u, 15t): a system with an interlocked HIHI
@@ -29,6 +30,8 @@ export async function heldWriteSystem(
     scanGroup?: { maxSourceAgeMs?: number };
     /** A non-interlock HI alarm on chamber.pressure at this setpoint (besides the interlocked HIHI at 20). */
     hiAlarmAt?: number;
+    /** The role table (`authorization.roles`); the default one when absent. */
+    roles?: RoleTable;
     /** Changes each sample the device returns, from the first read on (a device's clock, a stuck source). */
     mapRead?: (sample: Sample) => Sample;
   } = {},
@@ -39,6 +42,7 @@ export async function heldWriteSystem(
     sources: { "chamber.pressure": () => pressure.value },
     scanGroups: { fast: { periodMs: 50, ...options.scanGroup } },
     ...(options.timeoutMs === undefined ? {} : { acquisition: { timeoutMs: options.timeoutMs } }),
+    ...(options.roles === undefined ? {} : { authorization: { roles: options.roles } }),
     machine: {
       model,
       safeState: [
