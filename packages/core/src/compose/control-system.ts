@@ -853,7 +853,7 @@ export class ControlSystem {
           this.#refuseIfTripped(trips, tag);
           await command.commit();
           // Again right before it is sent (after the commit and the tag's earlier writes): a trip
-          // meanwhile wins (recorded failed; adversarial review 15-2, M2).
+          // meanwhile wins (its follow-up `<id>:fail`, denied: nothing sent; adversarial review 15-2, M2).
           await this.#writer.write(tag, checked, undefined, { beforeSend: () => this.#refuseIfTripped(trips, tag) });
         },
         {
