@@ -127,15 +127,15 @@ export function staleSource(freshness: SourceFreshness, tag: string): string | u
 /**
  * Why the current sample of an interlock's tag cannot be trusted to show the process now, so a
  * running process must be tripped (review 15c, M4): bad quality (no value to judge), or a last
- * usable value (Kiln's stale and no-communication markers, or a device saying the same:
- * `UncertainLastUsableValue`, `UncertainNoCommunicationLastUsableValue`). Other uncertain
- * samples do not trip: their value is still evaluated. The words name the tag and its quality.
+ * usable value (`UncertainLastUsableValue`: Kiln's stale marker, or a device saying the same).
+ * Not Kiln's link-loss marker, and not other uncertain samples (their value is still evaluated). The words name the tag and its quality.
  */
 export function untrustedInput(sample: Sample): string | undefined {
   const { severity, code } = sample.quality;
-  const lastUsable =
-    severity === "uncertain" &&
-    (code === QualityCodes.UncertainLastUsableValue || code === QualityCodes.UncertainNoCommunicationLastUsableValue);
+  // Not the link-loss marker (`UncertainNoCommunicationLastUsableValue`): with the device
+  // unreachable the safe state cannot be written either, and the recipe's own writes wait for the
+  // link (the device's own interlocks act); the loss still holds starts and resets.
+  const lastUsable = severity === "uncertain" && code === QualityCodes.UncertainLastUsableValue;
   if (severity !== "bad" && !lastUsable) return undefined;
   return `tag ${sample.tag} ${severity} quality: ${shownReason(sample.quality.reason)}`;
 }
