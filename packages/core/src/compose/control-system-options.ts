@@ -305,11 +305,13 @@ export interface ControlSystemOptions {
         /** Periods without a new value after which a polled value turns uncertain (stale). 0 = never. @default 3 */
         readonly staleAfterPeriods?: number;
         /**
-         * How old (ms, by the host's wall clock) the source timestamp of a good sample of one of
-         * the group's tags may be for an interlock alarm on the tag to be permissive: older, the
-         * interlock holds starts and resets (`stale: tag <tag> source timestamp <age> ms old`), and
+         * How long (ms, on the host's monotonic clock) the source of a good sample of one of the
+         * group's tags may go without advancing (a new source timestamp, value or quality) for an
+         * interlock alarm on the tag to be permissive: longer, the interlock holds starts and
+         * resets (`stale: tag <tag> source not advanced for <age> ms (max <limit> ms)`), and
          * a running process is tripped (the device or a gateway serving a cached value whose source
-         * timestamp stopped advancing). 0 = no limit. Where a device keeps the source timestamp at
+         * timestamp stopped advancing). The device's clock is never compared with the host's: a
+         * device clock hours off does not matter, only whether its timestamps advance. 0 = no limit. Where a device keeps the source timestamp at
          * the value's last change (many OPC UA servers for an unchanged value), set 0 or the longest
          * time a healthy value may stay unchanged. A device that stamps each sample (a PLC's
          * OPC UA server sampling its inputs) takes a few scan periods, e.g. `3 × periodMs`.

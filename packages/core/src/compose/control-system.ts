@@ -40,7 +40,7 @@ import { checkTagWrite, type TagWriter } from "./checked-write";
 import { manualMachineCommand, stopsMachine } from "./manual-machine-command";
 import type { ResolvedControlSystemOptions } from "./control-system-options";
 import type { EventRecorder } from "./event-recorder";
-import { interlockHolds, interlockRefusal, staleSource, type SourceFreshness } from "./interlocks";
+import { interlockHolds, interlockRefusal, staleSource, untrustedInput, type SourceAdvances } from "./interlocks";
 import { portHealth, resetGuards, type PortHealth } from "./port-policies";
 import type { SystemLifecycle, SystemState } from "./system-lifecycle";
 import type { ServiceContainer } from "./service-registry";
@@ -269,7 +269,7 @@ export class ControlSystem {
   readonly #writer: TagWriter;
   readonly #recorder: EventRecorder;
   readonly #eventMetrics: ReturnType<typeof recordEventMetrics>;
-  readonly #freshness: SourceFreshness;
+  readonly #freshness: SourceAdvances;
   #storeState: "closed" | "opening" | "open" = "closed";
   #storeError: string | undefined;
   #storeOpening = new AbortController();
@@ -700,9 +700,15 @@ export class ControlSystem {
     const abortActive = async (): Promise<void> => {
       const active = this.#recipes.active;
       // Not abandoned: the safe state must be written (each write is bounded by the driver's timeout).
-      if (active) {
-        await step("aborting the running process", () => this.#systemAbort(active, "control system stopping"), false);
+      if (active === undefined) return;
+      // A process only ending (its effect done: its abort, or its end, already recorded) is not
+      // aborted again, which recorded a second `recipe.abort` by the system (review 15c): its
+      // writes still on the wire land before the driver closes (each bounded by its timeout).
+      if (this.#recipes.ending() !== undefined) {
+        await step("waiting for the ending process", () => active.finished, false);
+        return;
       }
+      await step("aborting the running process", () => this.#systemAbort(active, "control system stopping"), false);
     };
     try {
       // The running process first: its safe state must reach the PLC now, not after commands
@@ -847,7 +853,7 @@ export class ControlSystem {
           this.#refuseIfTripped(trips, tag);
           await command.commit();
           // Again right before it is sent (after the commit and the tag's earlier writes): a trip
-          // meanwhile wins (recorded failed; adversarial review 15-2, M2).
+          // meanwhile wins (its follow-up `<id>:fail`, denied: nothing sent; adversarial review 15-2, M2).
           await this.#writer.write(tag, checked, undefined, { beforeSend: () => this.#refuseIfTripped(trips, tag) });
         },
         {
@@ -938,7 +944,7 @@ export class ControlSystem {
     // waits for its turn or its entry: it then never starts a process (adversarial review 15y, M4).
     const cancel = new AbortController();
     this.#waitingStarts.add(cancel);
-    const started = this.#stateCommand(() =>
+    const started = this.#stateCommand((turn) =>
       this.#command(
         who,
         "recipe.start",
@@ -957,6 +963,9 @@ export class ControlSystem {
               startedBy: command.principal,
               // Its store calls race the cancellation: a cancelled start rejects at once (review 15z, M5).
               signal: cancel.signal,
+              // Its entry is committed by then: the wait for the last process to finish ending
+              // holds no one else's command (review 15c, M1).
+              outsideTurn: (wait) => turn.outside(wait, cancel.signal),
               authorize: async (request) => {
                 // In the state the process starts from: where the principal could make these writes by hand.
                 authorizeRecipeStart(command, request, this.#machine.state);
@@ -1314,6 +1323,10 @@ export class ControlSystem {
             processId,
             // A stop also reaches a start still waiting for its turn (review 15y, M4).
             startWaiting: safetyFunction && this.#waitingStarts.size > 0,
+            // The process is named only to a caller who may stop or abort it (review 15c).
+            nameProcess:
+              permission === "machine.mode" ||
+              this.#authorizer.can(context.principal, "machine.mode", this.machineId, { inAnyState: true }),
           });
           if (decision.kind !== "send") {
             const waiting = this.#waitingStarts.size;
@@ -1334,7 +1347,7 @@ export class ControlSystem {
             // (the table decides; review 15z, M3). Refused there, it answers the state: the
             // waiting starts were cancelled, and that is what its entry says.
             if (halted === undefined && decision.kind === "cancel" && this.#machine.can(name)) {
-              return this.#machine.send(name);
+              return this.#stopWithoutProcess(name);
             }
             return this.#machine.state;
           }
@@ -1361,6 +1374,7 @@ export class ControlSystem {
           // An impossible transition is refused before the entry is committed (recorded denied).
           if (this.#machine.can(name)) await context.commit();
           refuseWhileTripping();
+          if (safetyFunction && this.#machine.can(name)) return this.#stopWithoutProcess(name);
           return this.#machine.send(name);
         },
         {
@@ -1373,6 +1387,19 @@ export class ControlSystem {
     // A safety function acts at once: it never waits behind a start (or a write) waiting for its
     // audit entry (adversarial review 15y, M4). Every other command takes its turn.
     return safetyFunction ? run() : this.#stateCommand(run);
+  }
+
+  /**
+   * A manual stop, fault or abort with no process: the safe state is written first (as a trip
+   * with no process writes it; a failed write is named by health()), then the command is sent,
+   * and an acting state it enters (PackML `stopping`, `aborting`) completes to its end state
+   * (`stopped`, `aborted`): nothing else would complete it (review 15c, LOW).
+   */
+  async #stopWithoutProcess(name: string): Promise<string> {
+    await this.#recipes.applySafeState();
+    const state = await this.#machine.send(name);
+    const acting = this.#machine.model.name === "packml" && (state === "stopping" || state === "aborting");
+    return acting && this.#machine.can("stateComplete") ? this.#machine.send("stateComplete") : state;
   }
 
   /** Driver link, pipeline, the breaker of every port, and alarms in one summary. */
@@ -1539,15 +1566,39 @@ export class ControlSystem {
    * Runs `task` after every earlier state command has settled: manual writes (checked against
    * the machine state) and the commands that move the machine out of a state (recipe start,
    * resume, machine commands) take turns, so a write authorized in `idle` cannot reach the
-   * driver after a process started. Abort and pause do not wait: they must act at once.
+   * driver after a process started. Abort and pause do not wait: they must act at once. A task
+   * may give its turn up for a wait that needs none (`turn.outside`) and take a new one after it.
    */
-  #stateCommand<TResult>(task: () => Promise<TResult>): Promise<TResult> {
-    const run = this.#track(this.#stateTurn.then(task, task));
-    this.#stateTurn = run.then(
-      () => undefined,
-      () => undefined,
-    );
-    return run;
+  #stateCommand<TResult>(task: (turn: StateTurnControl) => Promise<TResult>): Promise<TResult> {
+    let turn = this.#enterTurn();
+    const control: StateTurnControl = {
+      // A wait that needs no turn (a start waiting for the last process to finish ending) lets
+      // the commands behind it go first, then takes a new turn (review 15c, M1).
+      outside: async (wait, signal) => {
+        turn.end();
+        const result = await wait();
+        turn = this.#enterTurn();
+        await unlessCancelled(turn.ready, signal);
+        return result;
+      },
+    };
+    return this.#track(turn.ready.then(() => task(control)).finally(() => turn.end()));
+  }
+
+  /** Joins the queue of state commands: `ready` once every earlier turn has ended; `end()` ends this one (once, never before it began). */
+  #enterTurn(): { readonly ready: Promise<void>; end(): void } {
+    const previous = this.#stateTurn;
+    let endTurn!: () => void;
+    this.#stateTurn = new Promise<void>((resolve) => (endTurn = resolve));
+    let ended = false;
+    return {
+      ready: previous,
+      end: () => {
+        if (ended) return;
+        ended = true;
+        void previous.then(endTurn);
+      },
+    };
   }
 
   #stateTurn: Promise<void> = Promise.resolve();
@@ -1666,7 +1717,8 @@ export class ControlSystem {
     this.#disposers.push(
       this.#cvt.observeAll((change) => {
         this.#alarms.observe(change.sample);
-        this.#tripIfStale(change.sample);
+        this.#freshness.observe(change);
+        this.#tripIfUntrusted(change.sample);
         const logged = this.#filter.select(change.sample);
         if (logged) this.#sampleLogger.append(logged);
       }),
@@ -1690,7 +1742,7 @@ export class ControlSystem {
   /**
    * The interlock action: writes the safe state and faults the machine, aborting a running process
    * (recorded as the system's `machine.trip`). Acts at once, from an `interlock-trip` or a stale
-   * interlock source (`#tripIfStale`).
+   * interlock input that cannot be trusted (`#tripIfUntrusted`).
    */
   async #trip(alarmId: string, value: unknown, reason: string): Promise<void> {
     // Before any await: a manual write issued before now is not sent after the safe state (review 15r, M3).
@@ -1722,30 +1774,32 @@ export class ControlSystem {
 
   /** The interlock alarms' ids by tag (set when wired). */
   #interlocksByTag = new Map<string, string[]>();
-  /** Interlock tags whose stale source has tripped the machine, until a fresh sample (one trip per episode). */
-  readonly #staleTrips = new Set<string>();
+  /** Interlock tags whose untrusted input has tripped the machine, until a good, fresh sample (one trip per episode). */
+  readonly #untrustedTrips = new Set<string>();
 
   /**
-   * Trips a running process when a good sample of an interlock's tag has a source timestamp older
-   * than the tag's limit (`maxSourceAgeMs`; {@link staleSource}): the device stuck or a link
-   * serving a cached value, so the interlock could not see its condition (review 15r, M1). Once
-   * per episode: a fresh sample re-arms it. Without a running process the interlock holds starts
-   * and resets instead.
+   * Trips a running process when the current sample of an interlock's tag cannot show its
+   * condition: bad quality or a last usable value (Kiln's stale or no-communication marker;
+   * {@link untrustedInput}, review 15c M4), or a good sample whose source has not advanced within
+   * the tag's limit (`maxSourceAgeMs`; {@link staleSource}: the device stuck, or a link serving a
+   * cached value; review 15r M1). The same path as a value trip: safe state, fault, a
+   * `machine.trip` entry whose reason names the tag and its quality. Once per episode: a good,
+   * fresh sample re-arms it. Without a running process the interlock holds starts and resets instead.
    */
-  #tripIfStale(sample: Sample): void {
+  #tripIfUntrusted(sample: Sample): void {
     const interlocks = this.#interlocksByTag.get(sample.tag);
     if (interlocks === undefined) return;
-    const stale = staleSource(this.#freshness, sample.tag);
-    if (stale === undefined) {
-      this.#staleTrips.delete(sample.tag);
+    const untrusted = untrustedInput(sample) ?? staleSource(this.#freshness, sample.tag);
+    if (untrusted === undefined) {
+      this.#untrustedTrips.delete(sample.tag);
       return;
     }
     const status = this.#recipes.active?.status;
-    if (this.#staleTrips.has(sample.tag) || (status !== "running" && status !== "paused")) return;
-    this.#staleTrips.add(sample.tag);
+    if (this.#untrustedTrips.has(sample.tag) || (status !== "running" && status !== "paused")) return;
+    this.#untrustedTrips.add(sample.tag);
     const alarmId = interlocks[0] ?? sample.tag;
-    this.#logger.error({ alarmId, tag: sample.tag, reason: stale }, "interlock source stale");
-    void this.#trip(alarmId, sample.value, `interlock ${alarmId} tripped: ${stale}`);
+    this.#logger.error({ alarmId, tag: sample.tag, reason: untrusted }, "interlock input untrusted");
+    void this.#trip(alarmId, sample.value, `interlock ${alarmId} tripped: ${untrusted}`);
   }
 
   /**
@@ -1768,6 +1822,12 @@ export class ControlSystem {
   #unwire(): void {
     for (const dispose of this.#disposers.splice(0)) dispose();
   }
+}
+
+/** What a state command may do with its turn (see `#stateCommand`). */
+interface StateTurnControl {
+  /** Gives the turn up while `wait` runs, then waits for a new turn (rejecting `KILN_ABORTED` when `signal` aborts first). */
+  outside<T>(wait: () => Promise<T>, signal: AbortSignal): Promise<T>;
 }
 
 /** Refuses a start cancelled while it waited (`KILN_ABORTED`, `details.cancelled`: nothing ran). */

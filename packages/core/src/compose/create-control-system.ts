@@ -1,5 +1,5 @@
 import { Acquisition } from "../acquisition/acquisition";
-import { interlockHolds, interlockHoldsReason, sourceAgeLimits } from "./interlocks";
+import { interlockHolds, interlockHoldsReason, SourceAdvances, sourceAgeLimits } from "./interlocks";
 import { AlarmEngine } from "../alarms/alarm-engine";
 import { CurrentValueTable } from "../cvt/current-value-table";
 import type { KilnEvents } from "../events/catalogue";
@@ -227,11 +227,11 @@ function registerDefaults(container: ServiceContainer, options: ResolvedControlS
   singleton(InternalTokens.SourceFreshness, (resolve) => {
     const cvt = resolve(InternalTokens.CurrentValueTable);
     const clock = resolve(InternalTokens.Clock);
-    return {
+    return new SourceAdvances({
+      clock,
       current: (tag: string) => cvt.get(tag),
-      now: () => clock.now(),
       maxAgeMs: sourceAgeLimits(options.tags, options.scanGroups),
-    };
+    });
   });
   singleton(InternalTokens.Machine, (resolve): MachineStateMachine => {
     const alarms = resolve(InternalTokens.AlarmEngine);

@@ -18,14 +18,24 @@ const LONG: RecipeInput = {
 };
 
 /** A held-write system whose pressure's source timestamp the test can freeze (the value stays as read). */
-async function build(model: "kiln" | "packml", scanGroup: { maxSourceAgeMs?: number } = { maxSourceAgeMs: 150 }) {
-  const parts = await heldWriteSystem(model, { tag: "none", value: -1 }, { scanGroup });
-  const frozen: { at?: number } = {};
-  const read = parts.plc.read.bind(parts.plc);
-  parts.plc.read = async (tags, signal) =>
-    (await read(tags, signal)).map((sample) =>
-      sample.tag === "chamber.pressure" && frozen.at !== undefined ? { ...sample, timestamp: frozen.at } : sample,
-    );
+async function build(
+  model: "kiln" | "packml",
+  scanGroup: { maxSourceAgeMs?: number } = { maxSourceAgeMs: 150 },
+  skewMs = 0,
+) {
+  // `skewMs`: the device's clock runs that far from the host's, from the first read (its timestamps still advance).
+  const frozen: { at?: number; skewMs: number } = { skewMs };
+  const parts = await heldWriteSystem(
+    model,
+    { tag: "none", value: -1 },
+    {
+      scanGroup,
+      mapRead: (sample) =>
+        sample.tag !== "chamber.pressure"
+          ? sample
+          : { ...sample, timestamp: frozen.at !== undefined ? frozen.at : sample.timestamp + frozen.skewMs },
+    },
+  );
   return { ...parts, frozen };
 }
 
@@ -45,7 +55,7 @@ describe("an interlock does not trust a good value whose source timestamp stoppe
             {
               id: "chamber.pressure:HIHI",
               reason: expect.stringMatching(
-                /^stale: tag chamber\.pressure source timestamp \d+ ms old \(max 150 ms\)$/,
+                /^stale: tag chamber\.pressure source not advanced for \d+ ms \(max 150 ms\)$/,
               ),
             },
           ],
@@ -53,7 +63,7 @@ describe("an interlock does not trust a good value whose source timestamp stoppe
       });
       expect(parts.values("stirrer.speed")).toEqual([]);
       expect(system.health().problems.filter((problem) => problem.includes("interlock chamber.pressure:HIHI"))).toEqual(
-        [expect.stringContaining("stale: tag chamber.pressure source timestamp")],
+        [expect.stringContaining("stale: tag chamber.pressure source not advanced for")],
       );
       // Sibling: once the timestamp advances again the interlock is permissive.
       parts.frozen.at = undefined;
@@ -84,7 +94,7 @@ describe("an interlock does not trust a good value whose source timestamp stoppe
         (entry) => entry.action === "machine.trip",
       );
       expect(trips).toHaveLength(1);
-      expect(trips[0]!.reason).toContain("stale: tag chamber.pressure source timestamp");
+      expect(trips[0]!.reason).toContain("stale: tag chamber.pressure source not advanced for");
       await system.stop();
     });
   }
@@ -98,6 +108,75 @@ describe("an interlock does not trust a good value whose source timestamp stoppe
     const process = await system.startRecipe(engineer, STIR);
     await process.finished;
     expect(parts.values("stirrer.speed")).toEqual([40]);
+    await system.stop();
+  });
+});
+
+// Adversarial review 15c, M3: the age was the host's wall clock minus the device's source
+// timestamp, two clocks: a device clock an hour behind made every fresh value look stale (starts
+// refused, processes tripped), one an hour ahead made a frozen value look fresh for that hour.
+// The age is now the host's monotonic time since the source last advanced.
+describe("a source's age is measured on the host's clock only (review 15c, M3)", () => {
+  const HOUR = 3_600_000;
+
+  for (const skewMs of [-HOUR, HOUR]) {
+    test(`(the example) a device clock ${skewMs > 0 ? "an hour ahead" : "an hour behind"}, its timestamps advancing: a start is permitted and a running process is not tripped`, async () => {
+      const parts = await build("kiln", undefined, skewMs);
+      const { system } = parts;
+      await parts.scans(10);
+      expect(system.health().problems).toEqual([]);
+      const process = await system.startRecipe(engineer, LONG);
+      await parts.scans(20);
+      expect(system.machineState).toBe("processing");
+      expect(process.status).toBe("running");
+      await system.abortProcess(engineer);
+      await system.stop();
+    });
+  }
+
+  test("(the example) a device clock an hour ahead whose timestamp stops advancing, value constant: stale after maxSourceAgeMs, not before", async () => {
+    const parts = await build("kiln", undefined, HOUR);
+    const { system, clock } = parts;
+    await parts.scans(2);
+    parts.frozen.at = clock.now() + HOUR;
+    // 100 ms after the last advance (under the 150 ms limit): still permissive.
+    await parts.scans(2);
+    expect(system.health().problems).toEqual([]);
+    await parts.scans(4);
+    await expect(system.startRecipe(engineer, STIR)).rejects.toMatchObject({
+      code: "KILN_INVALID_TRANSITION",
+      details: {
+        holds: [
+          {
+            id: "chamber.pressure:HIHI",
+            reason: expect.stringMatching(
+              /^stale: tag chamber\.pressure source not advanced for \d+ ms \(max 150 ms\)$/,
+            ),
+          },
+        ],
+      },
+    });
+    await system.stop();
+  });
+
+  test("(sibling) a device clock an hour behind whose timestamp stops advancing while a process runs: tripped once, audited", async () => {
+    const parts = await build("kiln", undefined, -HOUR);
+    const { system, clock } = parts;
+    await parts.scans(2);
+    const from = clock.now();
+    const process = await system.startRecipe(engineer, LONG);
+    await parts.scans(2);
+    parts.frozen.at = clock.now() - HOUR;
+    await parts.scans(10);
+    expect(system.machineState).toBe("error");
+    expect(await process.finished).toMatchObject({
+      status: "aborted",
+      reason: expect.stringContaining("stale: tag chamber.pressure"),
+    });
+    const trips = (await system.history.audit.query({ from, to: clock.now() + 1 })).filter(
+      (entry) => entry.action === "machine.trip",
+    );
+    expect(trips).toHaveLength(1);
     await system.stop();
   });
 });

@@ -3,6 +3,10 @@ import type { Sample } from "../domain/sample";
 import type { TagCatalog } from "../domain/tags";
 import type { AlarmEngine } from "../alarms/alarm-engine";
 import { auditedText } from "../security/command-input";
+import type { Clock } from "../ports/clock";
+import { monotonicNow } from "../runtime/system-clock";
+import type { CvtChange } from "../cvt/current-value-table";
+import { QualityCodes } from "../domain/quality";
 
 /**
  * The commands that reset a trip: Kiln `reset` (`error` → `idle`) and `exitMaintenance`
@@ -23,19 +27,66 @@ export interface InterlockHold {
    * whose value is not of the alarm's kind, NaN), `bad quality: <reason>` or
    * `uncertain quality: <reason>`. The device's reason is shown with control and format
    * characters written out and cut to {@link QUALITY_REASON_MAX_LENGTH} code units; or
-   * `stale: tag <tag> source timestamp <age> ms old (max <limit> ms)` ({@link staleSource}).
+   * `stale: tag <tag> source not advanced for <age> ms (max <limit> ms)` ({@link staleSource}).
    */
   readonly reason: string;
 }
 
 /**
  * What an interlock needs to judge a good sample's age: the current sample of a tag (the current
- * value table's), the wall time now, and how old a source timestamp may be for the tag (0: no limit).
+ * value table's), how long (ms, the host's monotonic clock) since the tag's current sample last
+ * advanced (undefined: not observed yet), and how long a source may stay unadvanced for the tag
+ * (0: no limit).
  */
 export interface SourceFreshness {
   readonly current: (tag: string) => Sample | undefined;
-  readonly now: () => number;
+  readonly sinceAdvancedMs: (tag: string) => number | undefined;
   readonly maxAgeMs: (tag: string) => number;
+}
+
+/**
+ * The host-side record of when each limited tag's source last advanced: its source timestamp moved
+ * on, or its value or quality changed (a repeat of the current sample is not an advance). Measured
+ * on the host's monotonic clock only: the device's clock is never subtracted from the host's, so a
+ * device clock set an hour off neither ages a fresh value nor freshens a frozen one (review 15c, M3).
+ * Fed every current value table change (repeats included) by the control system.
+ */
+export class SourceAdvances implements SourceFreshness {
+  readonly #advancedAt = new Map<string, number>();
+  readonly #clock: Pick<Clock, "now" | "monotonicNow">;
+  readonly current: (tag: string) => Sample | undefined;
+  readonly maxAgeMs: (tag: string) => number;
+
+  constructor(options: {
+    readonly clock: Pick<Clock, "now" | "monotonicNow">;
+    readonly current: (tag: string) => Sample | undefined;
+    readonly maxAgeMs: (tag: string) => number;
+  }) {
+    this.#clock = options.clock;
+    this.current = options.current;
+    this.maxAgeMs = options.maxAgeMs;
+  }
+
+  /** Notes `change` of the current value table: an advance restarts the tag's age at 0. */
+  observe(change: CvtChange): void {
+    const tag = change.sample.tag;
+    if (!(this.maxAgeMs(tag) > 0)) return;
+    const previous = change.previous;
+    if (
+      previous === undefined ||
+      change.sample.timestamp !== previous.timestamp ||
+      change.valueChanged ||
+      change.qualityChanged ||
+      !this.#advancedAt.has(tag)
+    ) {
+      this.#advancedAt.set(tag, monotonicNow(this.#clock));
+    }
+  }
+
+  sinceAdvancedMs(tag: string): number | undefined {
+    const at = this.#advancedAt.get(tag);
+    return at === undefined ? undefined : Math.max(0, monotonicNow(this.#clock) - at);
+  }
 }
 
 /**
@@ -57,18 +108,36 @@ export function sourceAgeLimits(
 }
 
 /**
- * The one source-age rule (review 15r, M1): why a good current sample of `tag` is too old to be
- * trusted (its source timestamp older than the tag's limit: a device stuck, or a link serving a
- * cached value), or undefined when it is fresh, not good, absent or the tag has no limit.
+ * The one source-age rule (reviews 15r M1, 15c M3): why a good current sample of `tag` is too old
+ * to be trusted (its source has not advanced, by the host's monotonic clock, for longer than the
+ * tag's limit: a device stuck, or a link serving a cached value), or undefined when it is fresh,
+ * not good, absent or the tag has no limit. The device's timestamp is compared only with its own
+ * earlier timestamps, never with the host's clock.
  */
 export function staleSource(freshness: SourceFreshness, tag: string): string | undefined {
   const limit = freshness.maxAgeMs(tag);
   if (!(limit > 0)) return undefined;
   const sample = freshness.current(tag);
   if (sample === undefined || sample.quality.severity !== "good") return undefined;
-  const age = freshness.now() - sample.timestamp;
-  if (!(age > limit)) return undefined;
-  return `stale: tag ${tag} source timestamp ${Math.round(age)} ms old (max ${limit} ms)`;
+  const age = freshness.sinceAdvancedMs(tag);
+  if (age === undefined || !(age > limit)) return undefined;
+  return `stale: tag ${tag} source not advanced for ${Math.round(age)} ms (max ${limit} ms)`;
+}
+
+/**
+ * Why the current sample of an interlock's tag cannot be trusted to show the process now, so a
+ * running process must be tripped (review 15c, M4): bad quality (no value to judge), or a last
+ * usable value (`UncertainLastUsableValue`: Kiln's stale marker, or a device saying the same).
+ * Not Kiln's link-loss marker, and not other uncertain samples (their value is still evaluated). The words name the tag and its quality.
+ */
+export function untrustedInput(sample: Sample): string | undefined {
+  const { severity, code } = sample.quality;
+  // Not the link-loss marker (`UncertainNoCommunicationLastUsableValue`): with the device
+  // unreachable the safe state cannot be written either, and the recipe's own writes wait for the
+  // link (the device's own interlocks act); the loss still holds starts and resets.
+  const lastUsable = severity === "uncertain" && code === QualityCodes.UncertainLastUsableValue;
+  if (severity !== "bad" && !lastUsable) return undefined;
+  return `tag ${sample.tag} ${severity} quality: ${shownReason(sample.quality.reason)}`;
 }
 
 /** Longest device quality reason an interlock hold shows, in UTF-16 code units (longer: cut, with a marker). */
@@ -81,10 +150,11 @@ const QUALITY_REASON_MAX_LENGTH = 256;
  * clears an alarm; review 15t, H3), uncertain of any kind (a sensor flagged inaccurate, Kiln's
  * own "no communication, last usable value" and "stale" markers: the value may not be the
  * process's now; review 15s, M2), or good without a usable value (NaN). Holds refuse starts and
- * resets only: an uncertain sample does not trip a running machine (its value is still
- * evaluated, so an uncertain value beyond the setpoint does). A good sample whose source
- * timestamp is older than the tag's limit holds too ({@link staleSource}; with `freshness`). In
- * definition order, whatever the alarm's service state.
+ * resets; a running process is tripped by the control system only for an input it cannot trust
+ * at all ({@link untrustedInput}: bad, or a last usable value; review 15c, M4): another uncertain
+ * sample does not trip it (its value is still evaluated, so an uncertain value beyond the
+ * setpoint does). A good sample whose source has not advanced within the tag's limit holds too
+ * ({@link staleSource}; with `freshness`). In definition order, whatever the alarm's service state.
  */
 export function interlockHolds(alarms: Pick<AlarmEngine, "list">, freshness?: SourceFreshness): InterlockHold[] {
   const holds: InterlockHold[] = [];

@@ -75,17 +75,23 @@ interface ManualCommandSituation {
    * command that stops the machine then cancels it, as it would abort a process (review 15y, M4).
    */
   readonly startWaiting?: boolean;
+  /**
+   * Whether a refusal may name the process (its id): only to a caller who may act on it (holds
+   * `machine.mode`, which stops or aborts it). Without it the refusal says a process is active,
+   * not which (review 15c: a `machine.maintenance` caller learnt the id). @default true
+   */
+  readonly nameProcess?: boolean;
 }
 
 /**
  * Decides what the manual machine command `command` does (see {@link ManualMachineCommand}).
  * @throws KilnError `KILN_INVALID_TRANSITION` (`details.stage: "process"`, nothing changes) for
- *   any other command while a process runs (it names the process: the caller holds
- *   `machine.mode`, which may abort it), and, without a process, for a command that would enter a
+ *   any other command while a process runs or ends (it names the process only with
+ *   `situation.nameProcess`), and, without a process, for a command that would enter a
  *   process state (`starting`, `processing`...: a process starts with `startRecipe`).
  */
 export function manualMachineCommand(command: string, situation: ManualCommandSituation): ManualMachineCommand {
-  const { machineId, model, state, accepts, processId, startWaiting = false } = situation;
+  const { machineId, model, state, accepts, processId, startWaiting = false, nameProcess = true } = situation;
   const rules = RULES[model];
   const entersProcess = (next: string | undefined): boolean =>
     next !== undefined && rules?.processStates.includes(next) === true;
@@ -99,7 +105,7 @@ export function manualMachineCommand(command: string, situation: ManualCommandSi
     const abortWith = rules === undefined ? "" : ` or ${Object.keys(rules.aborting).join("/")} to abort it`;
     throw new KilnError(
       "KILN_INVALID_TRANSITION",
-      `Machine "${machineId}" runs process "${processId}": a manual "${command}" would move the machine away from it. ` +
+      `Machine "${machineId}" runs ${nameProcess ? `process "${processId}"` : "a process"}: a manual "${command}" would move the machine away from it. ` +
         `Use pauseProcess, resumeProcess or abortProcess${abortWith}.`,
       {
         details: {
@@ -107,7 +113,7 @@ export function manualMachineCommand(command: string, situation: ManualCommandSi
           state,
           command,
           stage: "process",
-          processId,
+          ...(nameProcess ? { processId } : {}),
           allowed: rules === undefined ? [] : Object.keys(rules.aborting),
           reason: "a process is running",
         },

@@ -71,12 +71,13 @@ async function turns(clock: { advance(ms: number): Promise<void> }): Promise<voi
 describe("a safety function does not wait behind a start waiting for its entry (review 15y, M4)", () => {
   // With no process, the command cancels the waiting start, then goes to the machine as it would
   // with no start waiting: the table decides (review 15z, M3). Kiln idle and PackML stopped take
-  // no stop (the state is answered); Kiln fault faults idle; PackML abort enters aborting.
+  // no stop (the state is answered); Kiln fault faults idle; PackML abort ends aborted (the
+  // acting state completes once the safe state is written, review 15c).
   for (const [model, command, after] of [
     ["kiln", "stop", "idle"],
     ["kiln", "fault", "error"],
     ["packml", "stop", "stopped"],
-    ["packml", "abort", "aborting"],
+    ["packml", "abort", "aborted"],
   ] as const) {
     test(`${model}: ${command} while a start waits on the frozen audit store answers at once; the start never begins a process`, async () => {
       const parts = await build(model);
@@ -187,11 +188,10 @@ describe("a start the machine state refuses leaves no process (review 15y, L8)",
     expect(trail.filter((entry) => entry.action === "recipe.start")).toMatchObject([{ outcome: "denied" }]);
   });
 
-  test("sibling, packml: a start on an aborted machine (manual abort, then stateComplete) is refused the same way", async () => {
+  test("sibling, packml: a start on an aborted machine (manual abort, which completes to aborted) is refused the same way", async () => {
     const parts = await build("packml");
     const { system } = parts;
     await system.sendMachineCommand(admin, "abort");
-    await system.sendMachineCommand(admin, "stateComplete");
     expect(system.machineState).toBe("aborted");
     await expect(system.startRecipe(engineer, RUN)).rejects.toMatchObject({ code: "KILN_INVALID_TRANSITION" });
     expect(parts.processEnds).toEqual([]);

@@ -1,7 +1,8 @@
 import { describe, expect, test } from "vitest";
 import type { RecipeInput } from "../recipes/recipe-schema";
+import { defaultRoleTable } from "../security/authorization";
 import { heldWriteSystem } from "../../test/support/held-write-system";
-import { engineer } from "../../test/support/safety-harness";
+import { admin, engineer } from "../../test/support/safety-harness";
 import { auditTrailAfterStop } from "../../test/support/simulated-system";
 
 // Adversarial review 15r, M2: a start right after an abort was refused "already running a
@@ -183,6 +184,136 @@ describe("a start bound to fail is refused at once while the last process is end
     parts.release();
     await sneaky;
     await aborted;
+    await parts.system.stop();
+  });
+});
+
+// Adversarial review 15c, M1: a start waiting (up to endingWaitMs) for the last process to finish
+// ending held the command turn all that time: another operator's tag write, a machine command,
+// waited behind it. The wait now happens outside the turn; the start takes its turn again to begin.
+describe("a start waiting for the ending process does not hold other commands (review 15c, M1)", () => {
+  async function waitingStart() {
+    const parts = await heldWriteSystem(
+      "kiln",
+      { tag: "stirrer.speed", value: 40 },
+      { timeoutMs: 10_000, hiAlarmAt: 10 },
+    );
+    const first = await parts.system.startRecipe(engineer, HOLD);
+    await parts.scans(2);
+    const aborted = parts.system.abortProcess(engineer);
+    await parts.scans(1);
+    let outcome = "waiting";
+    const next = parts.system.startRecipe(engineer, NEXT).then(
+      () => (outcome = "started"),
+      (error: unknown) => (outcome = String(error)),
+    );
+    await parts.scans(1);
+    return { parts, first, aborted, next, outcome: () => outcome };
+  }
+
+  test("(the example) another principal's tag write and an alarm acknowledge complete during the wait; the start then runs after them", async () => {
+    const { parts, aborted, next, outcome } = await waitingStart();
+    parts.pressure.value = 15;
+    await parts.scans(2);
+    const ack = parts.system.acknowledgeAlarm(admin, "chamber.pressure:HI");
+    const write = parts.system.writeTag(admin, "heater.setpoint", 5);
+    let settled = 0;
+    void ack.then(() => settled++);
+    void write.then(() => settled++);
+    await parts.scans(1);
+    expect(settled).toBe(2);
+    expect(await ack).toMatchObject({ state: { name: "acknowledged" } });
+    // 0: the abort's safe state; 5: the write made during the wait.
+    expect(parts.values("heater.setpoint")).toEqual([0, 5]);
+    expect(outcome()).toBe("waiting");
+    parts.release();
+    await next;
+    expect(outcome()).toBe("started");
+    await aborted;
+    await parts.scans(4);
+    expect(parts.values("stirrer.speed")).toEqual([40, 10]);
+    await parts.system.stop();
+  });
+
+  test("(sibling) a manual write of the next recipe's tag during the wait: sent after the ending write, and the start takes its turn after it", async () => {
+    const { parts, aborted, next, outcome } = await waitingStart();
+    const write = parts.system.writeTag(admin, "stirrer.speed", 7);
+    await parts.scans(1);
+    expect(outcome()).toBe("waiting");
+    parts.release();
+    await write;
+    await next;
+    expect(outcome()).toBe("started");
+    await aborted;
+    await parts.scans(4);
+    // The tag's order: the aborted process's write, the manual one, then the new process's.
+    expect(parts.values("stirrer.speed")).toEqual([40, 7, 10]);
+    await parts.system.stop();
+  });
+});
+
+// Adversarial review 15c (LOW): stop() while a process was only ending (aborted, its write still
+// on the wire) aborted it again on the system's account: a second recipe.abort entry by (system).
+describe("stop() while a process is ending waits for it, it does not abort it again (review 15c)", () => {
+  test("(the example) one recipe.abort entry for the aborted process; its write still lands before the driver closes", async () => {
+    const parts = await heldWriteSystem("kiln", { tag: "stirrer.speed", value: 40 }, { timeoutMs: 10_000 });
+    const first = await parts.system.startRecipe(engineer, HOLD);
+    await parts.scans(2);
+    const aborted = parts.system.abortProcess(engineer);
+    await parts.scans(1);
+    const stopped = parts.system.stop();
+    await parts.scans(1);
+    parts.release();
+    await stopped;
+    await aborted;
+    expect(parts.events).toContain("landed stirrer.speed=40");
+    await parts.store.open(parts.system.tags.list());
+    const trail = await parts.store.audit.query({ from: 0, to: parts.clock.now() + 1 });
+    const aborts = trail.filter((entry) => entry.action === "recipe.abort" && entry.target === first.id);
+    expect(aborts.map((entry) => [entry.principal, entry.outcome])).toEqual([[engineer.id, "allowed"]]);
+  });
+
+  test("(sibling) stop() while a process runs still aborts it on the system's account", async () => {
+    const parts = await heldWriteSystem("kiln", { tag: "none", value: -1 }, { timeoutMs: 10_000 });
+    const first = await parts.system.startRecipe(engineer, HOLD);
+    await parts.scans(2);
+    const trail = await auditTrailAfterStop(parts);
+    const aborts = trail.filter((entry) => entry.action === "recipe.abort" && entry.target === first.id);
+    expect(aborts).toHaveLength(1);
+    expect(aborts[0]!.principal).not.toBe(engineer.id);
+    expect(await first.finished).toMatchObject({ status: "aborted" });
+  });
+});
+
+// Adversarial review 15c (LOW): enterMaintenance refused while a process ran (or was ending)
+// named that process's id to a caller holding only machine.maintenance, who may not act on it.
+describe("a refused machine command names the process only to a caller who may stop it (review 15c)", () => {
+  const tech = { id: "tina", roles: ["tech"] };
+  const roles = { ...defaultRoleTable(), tech: ["read" as const, "machine.maintenance" as const] };
+
+  test("(the example) machine.maintenance only, process ending: refused without the process id", async () => {
+    const parts = await heldWriteSystem("kiln", { tag: "stirrer.speed", value: 40 }, { timeoutMs: 10_000, roles });
+    const first = await parts.system.startRecipe(engineer, HOLD);
+    await parts.scans(2);
+    const aborted = parts.system.abortProcess(engineer);
+    await parts.scans(1);
+    const refused = await parts.system.sendMachineCommand(tech, "enterMaintenance").catch((error: unknown) => error);
+    expect(refused).toMatchObject({ code: "KILN_INVALID_TRANSITION", details: { stage: "process" } });
+    expect((refused as { details: Record<string, unknown> }).details).not.toHaveProperty("processId");
+    expect(String((refused as Error).message)).not.toContain(first.id);
+    parts.release();
+    await aborted;
+    await parts.system.stop();
+  });
+
+  test("(sibling) an admin (machine.mode) is still told which process", async () => {
+    const parts = await heldWriteSystem("kiln", { tag: "none", value: -1 }, { timeoutMs: 10_000, roles });
+    const first = await parts.system.startRecipe(engineer, HOLD);
+    await parts.scans(2);
+    await expect(parts.system.sendMachineCommand(admin, "enterMaintenance")).rejects.toMatchObject({
+      details: { processId: first.id },
+    });
+    await parts.system.abortProcess(engineer);
     await parts.system.stop();
   });
 });

@@ -17,7 +17,7 @@ import type { ResolvedControlSystemOptions } from "./control-system-options";
 import type { ServiceToken } from "./service-registry";
 import type { EventRecorder } from "./event-recorder";
 import type { SystemLifecycle } from "./system-lifecycle";
-import type { SourceFreshness } from "./interlocks";
+import type { SourceAdvances } from "./interlocks";
 
 function token<T>(description: string): ServiceToken<T> {
   return Symbol(`kiln.${description}`) as ServiceToken<T>;
@@ -63,7 +63,7 @@ export const InternalTokens = {
   /** Runs recipes as processes on the machine. */
   RecipeExecutor: token<RecipeExecutor>("recipe-executor"),
   /** What the interlocks judge a good sample's source age by (review 15r, M1). */
-  SourceFreshness: token<SourceFreshness>("source-freshness"),
+  SourceFreshness: token<SourceAdvances>("source-freshness"),
   /** Appends recorded domain events from the bus to the event store. */
   EventRecorder: token<EventRecorder>("event-recorder"),
   CurrentValueTable: token<CurrentValueTable>("cvt"),

@@ -92,6 +92,15 @@ describe("a manual write waiting behind its tag's earlier write is not sent afte
       });
       await parts.scans(6);
       expect(parts.values("stirrer.speed")).not.toContain(99);
+      // Committed `allowed`, then refused by a check with nothing sent: its follow-up `<id>:fail`
+      // is `denied`, as docs/concepts/security.md says (review 15c, LOW).
+      const trail = (await system.history.audit.query({ from: 0, to: parts.clock.now() + 1 })).filter(
+        (entry) => entry.action === "tag.write" && entry.target === "stirrer.speed",
+      );
+      expect(trail.map((entry) => [entry.id.endsWith(":fail"), entry.outcome])).toEqual([
+        [false, "allowed"],
+        [true, "denied"],
+      ]);
       await system.stop();
     });
   }

@@ -113,6 +113,13 @@ export interface ProcessStartOptions extends StartRecipeOptions {
    * audit entry), then the cancellation is checked.
    */
   readonly signal?: AbortSignal;
+  /**
+   * Runs the wait for the last process to finish ending (see `endingWaitMs`) and resolves with
+   * its result. The control system runs it outside its command turn, so other commands go on
+   * meanwhile, and takes its turn again before resolving (review 15c, M1): the start's readiness
+   * is checked again after it. @default runs the wait as it is
+   */
+  readonly outsideTurn?: <T>(wait: () => Promise<T>) => Promise<T>;
 }
 
 /**
@@ -383,7 +390,7 @@ export class RecipeExecutor {
       });
       // Only a start bound to run waits for the last process to finish ending: a bad recipe or a
       // refused write set is refused at once, never after the wait (adversarial review 15-2, M1).
-      await this.#awaitEnding(pending);
+      await this.#awaitEnding(pending, options.outsideTurn);
       // Aborted while it waited (for validation, authorization, its audit entry): nothing has run.
       // Checked and acted on in one turn: an abort after this finds the process active.
       if (pending.abortReason !== undefined) throw cancelledError(pending);
@@ -448,14 +455,17 @@ export class RecipeExecutor {
    * must land before the next process writes (every writer keeps a tag's order, ADR 0042 15s).
    * @throws KilnError `KILN_INVALID_TRANSITION` (nothing ran) when it is still ending then.
    */
-  async #awaitEnding(pending: PendingStart): Promise<void> {
+  async #awaitEnding(
+    pending: PendingStart,
+    outsideTurn: <T>(wait: () => Promise<T>) => Promise<T> = (wait) => wait(),
+  ): Promise<void> {
     const previous = this.#active;
     if (previous === undefined) return;
     const waitMs = this.#options.endingWaitMs ?? DEFAULT_ENDING_WAIT_MS;
     const timer = new AbortController();
     try {
       const timeout = this.#options.clock.sleep(waitMs, timer.signal).catch(() => undefined);
-      await raceCancel(Promise.race([previous.finished, timeout]), pending);
+      await outsideTurn(() => raceCancel(Promise.race([previous.finished, timeout]), pending));
     } finally {
       timer.abort();
     }

@@ -1,4 +1,6 @@
+import type { Sample } from "../../src/domain/sample";
 import { defineTags } from "../../src/domain/tags";
+import type { RoleTable } from "../../src/security/authorization";
 import { simulatedSystem } from "./simulated-system";
 
 // Shared by the safe-state ordering tests (reviews 15u, 15t): a system with an interlocked HIHI
@@ -17,12 +19,22 @@ const heldWriteTags = defineTags({
  * A started system whose driver holds the write of `held` (tag and value) until `release()`, then
  * lands it, or fails it (`failHeld`) with a device error. Every write is logged in `events`, in
  * order: `sent`, `landed`, `wrote`, `refused`. `timeoutMs` sets `acquisition.timeoutMs` (the
- * driver write timeout) when given; `scanGroup` adds to the `fast` scan group's settings. `trip()` raises the pressure over the interlock and runs 6 scans.
+ * driver write timeout) when given; `scanGroup` adds to the `fast` scan group's settings; `mapRead` changes what the device returns. `trip()` raises the pressure over the interlock and runs 6 scans.
  */
 export async function heldWriteSystem(
   model: "kiln" | "packml",
   held: { tag: string; value: number },
-  options: { failHeld?: boolean; timeoutMs?: number; scanGroup?: { maxSourceAgeMs?: number } } = {},
+  options: {
+    failHeld?: boolean;
+    timeoutMs?: number;
+    scanGroup?: { maxSourceAgeMs?: number };
+    /** A non-interlock HI alarm on chamber.pressure at this setpoint (besides the interlocked HIHI at 20). */
+    hiAlarmAt?: number;
+    /** The role table (`authorization.roles`); the default one when absent. */
+    roles?: RoleTable;
+    /** Changes each sample the device returns, from the first read on (a device's clock, a stuck source). */
+    mapRead?: (sample: Sample) => Sample;
+  } = {},
 ) {
   const pressure = { value: 1 };
   const parts = simulatedSystem({
@@ -30,6 +42,7 @@ export async function heldWriteSystem(
     sources: { "chamber.pressure": () => pressure.value },
     scanGroups: { fast: { periodMs: 50, ...options.scanGroup } },
     ...(options.timeoutMs === undefined ? {} : { acquisition: { timeoutMs: options.timeoutMs } }),
+    ...(options.roles === undefined ? {} : { authorization: { roles: options.roles } }),
     machine: {
       model,
       safeState: [
@@ -39,6 +52,17 @@ export async function heldWriteSystem(
     },
     alarms: [
       { tag: "chamber.pressure", kind: "HIHI", setpoint: 20, priority: 1, message: "Overpressure", interlock: true },
+      ...(options.hiAlarmAt === undefined
+        ? []
+        : [
+            {
+              tag: "chamber.pressure",
+              kind: "HI" as const,
+              setpoint: options.hiAlarmAt,
+              priority: 3 as const,
+              message: "Pressure high",
+            },
+          ]),
     ],
   });
   const { plc, clock } = parts;
@@ -61,6 +85,11 @@ export async function heldWriteSystem(
     await write(tag, value, signal);
     events.push(`wrote ${tag.name}=${String(value)}`);
   };
+  const mapRead = options.mapRead;
+  if (mapRead !== undefined) {
+    const read = plc.read.bind(plc);
+    plc.read = async (tags, signal) => (await read(tags, signal)).map(mapRead);
+  }
   await parts.system.start();
   await clock.advance(100);
   const scans = async (count: number): Promise<void> => {
