@@ -209,6 +209,9 @@ export class ModbusDriver implements PlcDriver {
       clock: this.#clock,
       ...(this.#options.random ? { random: this.#options.random } : {}),
       onListenerError: (error) => this.#logger.error({ error }, "status listener failed"),
+      // An accepted TCP connection (or an opened serial port) proves nothing: the reconnect backoff resets only
+      // after the connection answered and stayed up (adv12 M3; see ConnectionLifecycle.reconnect).
+      proofNeedsAnswer: true,
     });
     this.#lifecycle.onStatusChange(({ from, to, reason }) =>
       this.#logger.info({ from, to, reason }, "modbus driver status"),
@@ -991,6 +994,7 @@ export class ModbusDriver implements PlcDriver {
       );
       this.#consecutiveTimeouts = 0;
       this.#answered(unitId);
+      if (client === this.#client) this.#lifecycle.answered();
       return result;
     } catch (error) {
       const failure = modbusFailureOf(error);
@@ -1010,6 +1014,7 @@ export class ModbusDriver implements PlcDriver {
       if (typeof failure === "number") {
         // The gateway answered, so the link is alive; 10 and 11 say the unit behind it did not.
         this.#consecutiveTimeouts = 0;
+        if (client === this.#client) this.#lifecycle.answered();
         if (failure !== 10 && failure !== 11) this.#answers.set(unitId, (this.#answers.get(unitId) ?? 0) + 1);
         if (failure === 10 || failure === 11) this.#units.failed(unitId, error);
         else this.#units.answered(unitId);
