@@ -32,7 +32,7 @@ import {
 import type { ModbusClient, ModbusStrayAnswer } from "./modbus-client";
 import { createModbusRtuClient } from "./modbus-rtu-client";
 import { createModbusTcpClient } from "./modbus-tcp-client";
-import { compileDecoder, rawFromEngineering, type ModbusTagDecoder } from "./modbus-codec";
+import { compileDecoder, rawFromEngineering, writeReadsBack, type ModbusTagDecoder } from "./modbus-codec";
 import { destroyClient, modbusTarget, openModbusClient } from "./modbus-connection";
 import {
   modbusDriverOptionsSchema,
@@ -926,6 +926,10 @@ export class ModbusDriver implements PlcDriver {
     }
     this.#assertOpen();
     const raw = rawFromEngineering(value, address, { tag: tag.name });
+    const unexact = writeReadsBack(value, raw, address, address.order ?? this.#options.byteOrder, tag);
+    if (unexact !== undefined) {
+      throw new KilnValidationError(`write to ${tag.name}`, [{ path: tag.name, message: unexact }]);
+    }
     const unitId = address.unitId ?? this.#options.unitId;
     await this.#writer.write(tag, address, raw, unitId, signal);
   }
