@@ -208,15 +208,22 @@ export interface RawConversionOptions {
 }
 
 /**
- * How far (relative to the step count, at least one) a scaled value may lie from a whole wire step and still
- * be that step: the round-off of `(value - offset) / scale` in binary floating point (`0.3 / 0.1` is
- * `2.9999999999999996`), never a real fraction of a step.
+ * How many units in the last place (of the largest magnitude involved) a scaled value may lie from a whole wire
+ * step and still be that step: the round-off of `(value - offset) / scale` and back in binary floating point
+ * (`0.3 / 0.1` is `2.9999999999999996`), never a real fraction of a step. Relative to the VALUE, not to the step
+ * count: a tolerance relative to the raw magnitude (1e-9 before adv12 M1) let `2000000000.5` land as `2000000001`.
  */
-const STEP_TOLERANCE = 1e-9;
+const STEP_ULPS = 4;
+
+/** Whether `a` and `b` differ by at most {@link STEP_ULPS} units in the last place of the largest of `magnitudes`. */
+function withinUlps(a: number, b: number, ...magnitudes: number[]): boolean {
+  return Math.abs(a - b) <= STEP_ULPS * Number.EPSILON * Math.max(...magnitudes.map(Math.abs));
+}
 
 /**
- * `raw`, the nearest integer to `number`, unless `number` lies between two steps of the integer wire type
- * (beyond {@link STEP_TOLERANCE}): then `KILN_VALIDATION` naming the tag and the rule, unless `options.round`.
+ * `raw`, the nearest integer to `number`, unless `number` lies between two steps of the integer wire type: then
+ * `KILN_VALIDATION` naming the tag and the rule, unless `options.round`. Unscaled, `number` must be a whole
+ * number; scaled, `raw × scale + offset` must give `value` back within {@link STEP_ULPS} ULPs.
  */
 function wholeStep(
   value: unknown,
@@ -225,7 +232,12 @@ function wholeStep(
   options: RawConversionOptions,
 ): number {
   const raw = Math.round(number);
-  if (options.round || Math.abs(number - raw) <= STEP_TOLERANCE * Math.max(1, Math.abs(raw))) return raw;
+  if (options.round || number === raw) return raw;
+  if (address.scale !== 1 || address.offset !== 0) {
+    const engineering = Number(value);
+    const back = raw * address.scale + address.offset;
+    if (withinUlps(back, engineering, engineering, address.offset, raw * address.scale)) return raw;
+  }
   const scaled = address.scale !== 1 || address.offset !== 0;
   const step = scaled
     ? `steps of ${address.scale}${address.offset === 0 ? "" : ` from ${address.offset}`}`
@@ -326,6 +338,45 @@ export function rawFromEngineering(
     throw outOfRange(`${String(value)} does not fit float32`, options, value);
   }
   return number;
+}
+
+/**
+ * The one write rule that matches the read rule (adv12 M1): `raw`, encoded and decoded again exactly as a read of
+ * the tag would (its compiled decoder and core's type check), must read back as a good `value`, so a write never
+ * lands a value the device then holds differently, or that every read reports bad (a `float64` tag on an `int64`
+ * wire written 2^60). Compared exactly when unscaled, within a few ULPs when scaled (the round-off of
+ * `raw × scale + offset`); a float tag on a `float32` wire is the one documented rounding: any finite value in
+ * range is stored as its nearest float32 (what a float32 register holds), an integer tag's value must be exact.
+ *
+ * @returns why the value cannot be written (for a `KILN_VALIDATION` naming the tag), or `undefined`.
+ */
+export function writeReadsBack(
+  value: TagValue,
+  raw: ModbusRawValue,
+  address: Pick<ModbusAddress, "area" | "type" | "bit" | "count" | "scale" | "offset">,
+  order: ModbusByteOrder,
+  tag: Pick<Tag, "name" | "dataType">,
+): string | undefined {
+  if (typeof raw === "boolean" || typeof raw === "string" || typeof value === "boolean") return undefined;
+  if (typeof value !== "number" && typeof value !== "bigint") return undefined;
+  const registers = encodeRegisters(raw, address, order);
+  const read = compileDecoder(address, order, tag)(registers, 0);
+  const wire = `the ${address.type} wire${address.scale !== 1 || address.offset !== 0 ? " (scaled)" : ""}`;
+  if (!read.ok) {
+    return `${String(value)} written to ${wire} would read back bad (${read.quality.reason ?? "type mismatch"}): writes follow the read rule`;
+  }
+  const back = read.value;
+  if (typeof back !== "number" && typeof back !== "bigint") return undefined;
+  if ((tag.dataType === "float32" || tag.dataType === "float64") && address.type === "float32") return undefined;
+  const scaled = address.scale !== 1 || address.offset !== 0;
+  const same =
+    typeof back === "bigint" || typeof value === "bigint"
+      ? Number.isInteger(Number(value)) && Number.isInteger(Number(back)) && BigInt(value) === BigInt(back)
+      : scaled
+        ? withinUlps(back, value, value, back)
+        : back === value;
+  if (same) return undefined;
+  return `${String(value)} is not representable on ${wire}: it would be stored as ${String(back)}, and writes are refused, never rounded`;
 }
 
 /**

@@ -32,7 +32,7 @@ import {
 import type { ModbusClient, ModbusStrayAnswer } from "./modbus-client";
 import { createModbusRtuClient } from "./modbus-rtu-client";
 import { createModbusTcpClient } from "./modbus-tcp-client";
-import { compileDecoder, rawFromEngineering, type ModbusTagDecoder } from "./modbus-codec";
+import { compileDecoder, rawFromEngineering, writeReadsBack, type ModbusTagDecoder } from "./modbus-codec";
 import { destroyClient, modbusTarget, openModbusClient } from "./modbus-connection";
 import {
   modbusDriverOptionsSchema,
@@ -209,6 +209,9 @@ export class ModbusDriver implements PlcDriver {
       clock: this.#clock,
       ...(this.#options.random ? { random: this.#options.random } : {}),
       onListenerError: (error) => this.#logger.error({ error }, "status listener failed"),
+      // An accepted TCP connection (or an opened serial port) proves nothing: the reconnect backoff resets only
+      // after the connection answered and stayed up (adv12 M3; see ConnectionLifecycle.reconnect).
+      proofNeedsAnswer: true,
     });
     this.#lifecycle.onStatusChange(({ from, to, reason }) =>
       this.#logger.info({ from, to, reason }, "modbus driver status"),
@@ -923,6 +926,10 @@ export class ModbusDriver implements PlcDriver {
     }
     this.#assertOpen();
     const raw = rawFromEngineering(value, address, { tag: tag.name });
+    const unexact = writeReadsBack(value, raw, address, address.order ?? this.#options.byteOrder, tag);
+    if (unexact !== undefined) {
+      throw new KilnValidationError(`write to ${tag.name}`, [{ path: tag.name, message: unexact }]);
+    }
     const unitId = address.unitId ?? this.#options.unitId;
     await this.#writer.write(tag, address, raw, unitId, signal);
   }
@@ -991,6 +998,7 @@ export class ModbusDriver implements PlcDriver {
       );
       this.#consecutiveTimeouts = 0;
       this.#answered(unitId);
+      if (client === this.#client) this.#lifecycle.answered();
       return result;
     } catch (error) {
       const failure = modbusFailureOf(error);
@@ -1010,6 +1018,7 @@ export class ModbusDriver implements PlcDriver {
       if (typeof failure === "number") {
         // The gateway answered, so the link is alive; 10 and 11 say the unit behind it did not.
         this.#consecutiveTimeouts = 0;
+        if (client === this.#client) this.#lifecycle.answered();
         if (failure !== 10 && failure !== 11) this.#answers.set(unitId, (this.#answers.get(unitId) ?? 0) + 1);
         if (failure === 10 || failure === 11) this.#units.failed(unitId, error);
         else this.#units.answered(unitId);

@@ -1,5 +1,5 @@
 import { KilnValidationError, SystemClock, type Clock, type Tag, type ValidationIssue } from "@kiln/core";
-import { reconnectDelay } from "@kiln/core/driver-kit";
+import { reconnectDelay, TagListCache } from "@kiln/core/driver-kit";
 import { MODBUS_AREAS, isBitArea, modbusTagAddress, type ModbusAddress, type ModbusArea } from "./modbus-address";
 
 /** One thing to read: a tag's span in one area of one unit. */
@@ -385,7 +385,8 @@ export class ModbusReadPlanner {
   readonly #defaultUnitId: number;
   readonly #relearnAfterMs: number;
   readonly #clock: Clock;
-  readonly #cache = new WeakMap<readonly Tag[], CachedPlan>();
+  /** Hit only while the array holds the same tags in the same order (an array changed in place is planned anew). */
+  readonly #cache = new TagListCache<CachedPlan>();
   readonly #addresses = new WeakMap<Tag, ModbusAddress>();
   readonly #poisoned = new Map<string, ModbusLearnedHole>();
   /** Times each hole was learned since the last `forget()`: the probe backoff's attempt number. */
@@ -421,7 +422,8 @@ export class ModbusReadPlanner {
   }
 
   /**
-   * The plan for `tags`, from cache when this array was planned before and nothing was learned since.
+   * The plan for `tags`, from cache when this array was planned before, still holds the same tags in the same
+   * order, and nothing was learned since.
    * @throws KilnValidationError naming `<tag>.address` for every tag whose address is missing or invalid.
    */
   plan(tags: readonly Tag[]): ModbusReadPlan {

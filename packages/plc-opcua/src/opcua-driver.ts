@@ -24,7 +24,7 @@ import {
   severityOfStatusCode,
   type SubscriptionOptions,
 } from "@kiln/core/driver-kit";
-import { ConnectionLifecycle, raceAbort, type Disposer } from "@kiln/core/driver-kit";
+import { ConnectionLifecycle, raceAbort, TagListCache, type Disposer } from "@kiln/core/driver-kit";
 import type { DataValue, NodeId, ReadValueIdOptions } from "node-opcua-client";
 import type { Connection } from "./opcua-connection";
 import type { ConnectErrorContext } from "./opcua-errors";
@@ -101,7 +101,8 @@ export class OpcuaDriver implements PlcDriver {
   readonly #secret: string | undefined;
   readonly #lifecycle: ConnectionLifecycle;
   readonly #subscriptions = new Set<OpcuaTagSubscription>();
-  readonly #readPlans = new WeakMap<readonly Tag[], ReadPlan>();
+  /** Hit only while the array holds the same tags in the same order (an array changed in place is planned anew). */
+  readonly #readPlans = new TagListCache<ReadPlan>();
   readonly #addresses = new WeakMap<Tag, OpcuaNodeAddress>();
   readonly #dataTypes = new Map<string, Promise<OpcuaWriteTarget>>();
   /**

@@ -58,6 +58,21 @@ describe("OpcuaDriver and the server's operation limits", () => {
     expect(simulator.stats.readRequests).toBe(3);
   });
 
+  test("an array changed in place between reads is planned anew, never read with its old contents' plan (adv12 H1)", async () => {
+    const read = [tags.get("sensor.1")!, tags.get("sensor.2")!];
+    const values = (samples: Sample[]) => samples.map((sample) => [sample.tag, sample.value, sample.quality.severity]);
+    const expected = () => read.map((tag) => [tag.name, Number(tag.name.split(".")[1]), "good"]);
+    expect(values(await driver.read(read))).toEqual(expected());
+    read[1] = tags.get("sensor.7")!;
+    expect(values(await driver.read(read))).toEqual(expected());
+    read.push(tags.get("sensor.9")!);
+    const pushed = await driver.read(read);
+    expect(Object.keys(pushed)).toHaveLength(3);
+    expect(values(pushed)).toEqual(expected());
+    read.reverse();
+    expect(values(await driver.read(read))).toEqual(expected());
+  });
+
   test("a client-side cap below the server's limit splits further", async () => {
     const capped = new OpcuaDriver({
       endpointUrl: simulator.endpointUrl,

@@ -185,6 +185,72 @@ describe("ConnectionLifecycle", () => {
     expect(recovered).toBe(true);
   });
 
+  describe("a peer that accepts connections and drops them (adv12 M3)", () => {
+    const backoff = { initialDelayMs: 100, maxDelayMs: 1_000, jitter: 0 };
+
+    /** Loses the connection `losses` times; each reconnect succeeds at once; returns when each attempt ran. */
+    async function flap(
+      proofNeedsAnswer: boolean,
+      losses: number,
+      between: (lifecycle: ConnectionLifecycle, clock: SimulatedClock) => Promise<void>,
+    ): Promise<number[]> {
+      const clock = new SimulatedClock({ start: 0 });
+      const lifecycle = new ConnectionLifecycle({ name: "test", clock, random: () => 0, proofNeedsAnswer });
+      await lifecycle.connect(async () => undefined);
+      const attempts: number[] = [];
+      for (let loss = 0; loss < losses; loss++) {
+        await between(lifecycle, clock);
+        const loop = lifecycle.reconnect({
+          reason: "closed by peer",
+          backoff,
+          delayFirst: true,
+          attempt: async () => {
+            attempts.push(clock.now());
+          },
+        });
+        while (lifecycle.status !== "connected") await clock.advance(10);
+        await loop;
+      }
+      return attempts;
+    }
+
+    test("connections that never answer: each reconnect waits one backoff step longer, up to the cap", async () => {
+      const attempts = await flap(true, 6, async () => undefined);
+      const waits = attempts.map((at, index) => at - (index === 0 ? 0 : attempts[index - 1]!));
+      expect(waits).toEqual([100, 200, 400, 800, 1_000, 1_000]);
+    });
+
+    test("connections that answer once but drop before one backoff step also back off", async () => {
+      const attempts = await flap(true, 4, async (lifecycle, clock) => {
+        lifecycle.answered();
+        await clock.advance(50);
+      });
+      const waits = attempts.map((at, index) => at - (index === 0 ? 50 : attempts[index - 1]! + 50));
+      expect(waits).toEqual([100, 200, 400, 800]);
+    });
+
+    test("a connection up one step after its first answer resets the backoff; up without an answer, or lost right after it, does not", async () => {
+      let round = 0;
+      const attempts = await flap(true, 4, async (lifecycle, clock) => {
+        round++;
+        if (round === 3) lifecycle.answered();
+        await clock.advance(100);
+        // Answered only now: its proof starts here, and the connection drops at once.
+        if (round === 2) lifecycle.answered();
+      });
+      const waits = attempts.map((at, index) => at - (index === 0 ? 100 : attempts[index - 1]! + 100));
+      // Losses 1 and 2 unproven (100, 200); the third connection answered and lived 100 ms: back to the first step.
+      expect(waits).toEqual([100, 200, 100, 200]);
+    });
+
+    test("without proofNeedsAnswer, staying up one step is the proof (an OPC UA session, an MQTT CONNACK)", async () => {
+      const quick = await flap(false, 3, async () => undefined);
+      expect(quick.map((at, index) => at - (index === 0 ? 0 : quick[index - 1]!))).toEqual([100, 200, 400]);
+      const stable = await flap(false, 3, async (_lifecycle, clock) => clock.advance(100));
+      expect(stable.map((at, index) => at - (index === 0 ? 100 : stable[index - 1]! + 100))).toEqual([100, 100, 100]);
+    });
+  });
+
   test("each failed reconnect attempt reports its own reason and code, not the first one (issue 13, fault 2)", async () => {
     const { clock, lifecycle, changes } = setup();
     await lifecycle.connect(async () => undefined);

@@ -17,6 +17,14 @@ export interface ConnectionLifecycleOptions {
   readonly random?: () => number;
   /** Told about an error thrown by a status listener (it never reaches the driver). @default ignore it */
   readonly onListenerError?: (error: unknown) => void;
+  /**
+   * `true` when opening the connection proves nothing about the peer (Modbus TCP: a socket accepted by a gateway
+   * or a port forwarder that then closes it): the connection counts as proven only from the first time the driver
+   * calls {@link ConnectionLifecycle.answered} for it. `false`: opening it was itself an exchange with the peer (an OPC
+   * UA session, an MQTT CONNACK). Either way it must also have stayed up for one backoff step to reset the
+   * reconnect backoff (see {@link ConnectionLifecycle.reconnect}). @default false
+   */
+  readonly proofNeedsAnswer?: boolean;
 }
 
 /** Options of one background reconnect loop ({@link ConnectionLifecycle.reconnect}). */
@@ -73,9 +81,24 @@ export class ConnectionLifecycle {
   #connecting: Promise<void> | undefined;
   #reconnecting: Promise<void> | undefined;
   #closing: Promise<void> | undefined;
+  readonly #proofNeedsAnswer: boolean;
+  /**
+   * When (clock ms) the peer first answered on the current connection (see {@link ConnectionLifecycle.answered});
+   * without `proofNeedsAnswer`, when the status became `connected`. Undefined before.
+   */
+  #answeredAt: number | undefined;
+  /** The status was `connected` since the last reconnect loop started: the next loop follows a lost connection. */
+  #upSinceLoop = false;
+  /**
+   * Connections lost in a row since the last one that proved itself (answered and up for one backoff step),
+   * counting that one: the next loop after an unproven loss starts this many backoff steps further on, so a peer that accepts and then drops connections
+   * is not redialled at the first step forever (adv12 M3).
+   */
+  #unprovenLosses = 0;
 
   constructor(options: ConnectionLifecycleOptions) {
     this.#name = options.name;
+    this.#proofNeedsAnswer = options.proofNeedsAnswer ?? false;
     this.#clock = options.clock ?? new SystemClock();
     this.#random = options.random;
     this.#onListenerError = options.onListenerError;
@@ -123,7 +146,20 @@ export class ConnectionLifecycle {
     if (from === to) return;
     this.#status = to;
     this.#reason = reason;
+    if (to === "connected") {
+      this.#answeredAt = this.#proofNeedsAnswer ? undefined : this.#clock.now();
+      this.#upSinceLoop = true;
+    } else if (to === "closed") this.#unprovenLosses = 0;
     this.#tell(from, to, reason, code);
+  }
+
+  /**
+   * The peer answered a request on the current connection (a driver with `proofNeedsAnswer` calls it for every
+   * answer, data or exception; cheap): the connection's proof starts at its first answer. Ignored unless
+   * `connected`.
+   */
+  answered(): void {
+    if (this.#status === "connected") this.#answeredAt ??= this.#clock.now();
   }
 
   /**
@@ -289,6 +325,13 @@ export class ConnectionLifecycle {
    * stop (status `disconnected`). A loop already running is
    * left alone. Returns the loop's promise, which never rejects.
    *
+   * The backoff goes on from where the last loop left it unless the connection lost since proved itself: it
+   * answered (see `proofNeedsAnswer`) and stayed `connected` for at least `backoff.initialDelayMs` after its
+   * first answer (without `proofNeedsAnswer`: after it connected). So a peer that
+   * accepts connections and drops them at once, or after one answer, is redialled on the growing backoff up to
+   * `maxDelayMs`, not every first step (adv12 M3); the first loss after a proven connection starts at the first
+   * step again. `close()` resets it.
+   *
    * @throws `KilnValidationError` (`KILN_VALIDATION`) when `options.backoff` breaks its rules
    *   (see `checkBackoff`); nothing starts.
    */
@@ -298,11 +341,19 @@ export class ConnectionLifecycle {
     if (this.#reconnecting) return this.#reconnecting;
     const lifetime = this.#lifetime.signal;
     if (lifetime.aborted) return Promise.resolve();
+    // Only a lost connection counts (a loop started without a connection up since the last one changes nothing).
+    let skipped = 0;
+    if (this.#upSinceLoop) {
+      this.#upSinceLoop = false;
+      const proven = this.#answeredAt !== undefined && clock.now() - this.#answeredAt >= options.backoff.initialDelayMs;
+      skipped = proven ? 0 : this.#unprovenLosses;
+      this.#unprovenLosses = skipped + 1;
+    }
     this.setStatus("reconnecting", options.reason);
     const loop = async (): Promise<void> => {
       for (let attempt = 1; ; attempt++) {
-        if (options.delayFirst || attempt > 1) {
-          const waitFor = options.delayFirst ? attempt : attempt - 1;
+        if (options.delayFirst || attempt > 1 || skipped > 0) {
+          const waitFor = Math.max(1, (options.delayFirst ? attempt : attempt - 1) + skipped);
           try {
             await clock.sleep(reconnectDelay(waitFor, options.backoff, this.#random), lifetime);
           } catch {

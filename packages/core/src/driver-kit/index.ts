@@ -9,6 +9,7 @@ export type { PortCall } from "../resilience/guarded-ports";
 export { signalTimeLeft } from "../resilience/signal-deadline";
 export { coerceToTagType, type TagTypeCoercion } from "./coerce-to-tag-type";
 export { ConnectionLifecycle, type ConnectionLifecycleOptions, type ReconnectOptions } from "./connection-lifecycle";
+export { TagListCache } from "./tag-list-cache";
 export {
   EndpointHealth,
   type EndpointHealthOptions,
