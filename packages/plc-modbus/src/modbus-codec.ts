@@ -373,7 +373,8 @@ export function writeReadsBack(
     typeof back === "bigint" || typeof value === "bigint"
       ? Number.isInteger(Number(value)) && Number.isInteger(Number(back)) && BigInt(value) === BigInt(back)
       : scaled
-        ? withinUlps(back, value, value, back)
+        ? // The round-off of raw × scale + offset grows with |offset| and |raw × scale|, as in wholeStep.
+          withinUlps(back, value, value, back, address.offset, back - address.offset)
         : back === value;
   if (same) return undefined;
   return `${String(value)} is not representable on ${wire}: it would be stored as ${String(back)}, and writes are refused, never rounded`;

@@ -22,6 +22,17 @@ const tags = defineTags({
   i32f: { dataType: "int32", access: "readwrite", address: "HR20:float32" },
   f32: { dataType: "float64", access: "readwrite", address: "HR22:float32" },
   i64: { dataType: "int64", access: "readwrite", address: "HR24:int64" },
+  // adv12b M1: an offset's round-off must not refuse exact steps.
+  offsetC: {
+    dataType: "float64",
+    access: "readwrite",
+    address: { area: "holding-register", address: 30, type: "int16", scale: 0.1, offset: -40 },
+  },
+  kelvin: {
+    dataType: "float64",
+    access: "readwrite",
+    address: { area: "holding-register", address: 31, type: "uint16", scale: 0.01, offset: -273.15 },
+  },
 });
 
 let simulator: ModbusSimulator;
@@ -57,6 +68,8 @@ describe("a write the wire cannot hold exactly is refused, nothing written", () 
     ["tenth", 0.15],
     ["i32f", 16_777_217],
     ["i32f", 2_147_483_647],
+    ["offsetC", -0.15],
+    ["kelvin", 21.505],
   ];
   for (const [name, value] of refused) {
     it(`${name} ← ${value}`, async () => {
@@ -86,6 +99,21 @@ describe("a write the wire holds exactly (or a float tag on a float32 wire) land
     it(`${name} ← ${value}`, async () => {
       await driver.write(tags.get(name)!, value);
       expect(await read(name)).toEqual([stored, "good"]);
+    });
+  }
+  // Every step of a scaled tag with an offset, written as its decimal value, lands on its own step
+  // (before: -0.1 at scale 0.1 offset -40 and 21.5 at scale 0.01 offset -273.15 were refused).
+  for (const [name, values] of [
+    ["offsetC", [-0.1, 0.1, -0.3, -4.7, 21.5, -40, 100]],
+    ["kelvin", [21.5, 0.01, 0.05, -273.15, 26.85, 100]],
+  ] as const) {
+    it(`${name}: every decimal step lands`, async () => {
+      for (const value of values) {
+        await driver.write(tags.get(name)!, value);
+        const [back, severity] = await read(name);
+        expect(severity).toBe("good");
+        expect(Math.abs((back as number) - value)).toBeLessThan(1e-9);
+      }
     });
   }
 });
