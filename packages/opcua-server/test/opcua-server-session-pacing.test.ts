@@ -110,13 +110,6 @@ describe("a Browse flood from one session (issue 20: another client's Read p50 w
     expect(outcomes.tooMany).toBeGreaterThan(0);
     // The waiting ones are delayed, not lost: they are answered once the session is back within its share.
     expect(outcomes.good).toBeGreaterThan(0);
-    // The refusals are audited (coalesced per kind), as the flooding principal's, naming the share.
-    const entries = (await served.store.audit.query({ from: 0, to: Date.now() + 1 })).filter(
-      (entry) => entry.action === "opcua.Browse" || entry.action === "opcua.BrowseNext",
-    );
-    expect(entries.length).toBeGreaterThan(0);
-    expect(entries[0]!.principal).toBe("vic");
-    expect(JSON.stringify(entries[0])).toContain("sessionServiceMsPerSecond");
   }, 120_000);
 
   test("the share is per session: another session of the same principal, browsing and reading as a client does, is not refused during the flood", async () => {
