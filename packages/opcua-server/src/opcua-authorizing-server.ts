@@ -5,9 +5,7 @@ import { type MonitoredItem, OPCUAServer, type ServerSession, type Subscription 
 import { StatusCode, StatusCodes } from "node-opcua-status-code";
 // node-opcua's own filter check (exported by no entry of the package): run before a modify applies anything.
 import { validateFilter } from "node-opcua-server/dist/validate_filter.js";
-import { performance } from "node:perf_hooks";
 import { BrowsePages } from "./opcua-browse-pages";
-import { SessionPacer } from "./opcua-session-pacer";
 import { costOfEventFilter, type EventFilterBounds, refusalOfEventFilter } from "./opcua-event-filter";
 import { checkMonitoringParameters } from "./opcua-request-numbers";
 import { DataType, sameVariant, Variant, VariantArrayType } from "node-opcua-variant";
@@ -97,11 +95,6 @@ export interface RefusedRequest {
   /** How many operations (nodes, items, methods, subscriptions) the request held. */
   readonly operations: number;
   readonly statusCode: StatusCode;
-  /**
-   * Set when the request was refused by the session's pacing ({@link SessionPacer}), not for its
-   * size: how many of the session's calls were already waiting for their turn.
-   */
-  readonly paced?: number;
 }
 
 /** A ConditionRefresh or ConditionRefresh2 call refused by {@link AuthorizingServer.guardConditionRefresh}. */
@@ -167,12 +160,6 @@ const OPERATIONS_OF_REQUEST = [
   "monitoredItemIds",
   "subscriptionIds",
 ] as const;
-
-/**
- * The services paced per session by the server time they take ({@link SessionPacer}): those a
- * viewer can repeat cheaply, each call bounded but many calls not (ADR 0036, amendment fix20c).
- */
-const PACED_SERVICES: ReadonlySet<string> = new Set(["Browse", "BrowseNext", "TranslateBrowsePathsToNodeIds", "Read"]);
 
 /** Decides whether a session activated with an anonymous or X.509 token may proceed. */
 export type SessionAuthorizer = (session: ServerSession, token: UserIdentityToken) => Promise<boolean>;
@@ -241,22 +228,6 @@ export class AuthorizingServer extends OPCUAServer {
    * See {@link BrowsePages}.
    */
   maxReferencesPerBrowse = 2_500;
-
-  /**
-   * Server time (ms) per second one session's paced calls (Browse, BrowseNext,
-   * TranslateBrowsePathsToNodeIds, Read) may take on average, a burst of one second's worth; a
-   * session over it has its next paced calls delayed until it is back within it. See {@link SessionPacer}.
-   */
-  sessionServiceMsPerSecond = 100;
-
-  /** Most paced calls of a session over its share that wait; one more answers `BadTooManyOperations`. */
-  maxPacedCallsWaiting = 8;
-
-  /** Paces each session's expensive calls by the server time they take (see {@link SessionPacer}). */
-  readonly #pacer = new SessionPacer(() => ({
-    msPerSecond: this.sessionServiceMsPerSecond,
-    maxWaiting: this.maxPacedCallsWaiting,
-  }));
 
   /** Most sessions created but not (yet) activated, all clients together; the oldest is closed to make room. */
   maxUnactivatedSessions = 5;
@@ -403,89 +374,31 @@ export class AuthorizingServer extends OPCUAServer {
         };
         resolveRegisteredNodes(session, message.request);
         refusedReads = this.#invalidateRanges(message.request);
-        // The server time the call takes: its handler until it answers, and the answer's encoding
-        // and sending; not the audit its refusals wait for (store I/O, not this session's work).
-        let busy = 0;
-        let since = performance.now();
-        const action = async (charge?: (ms: number) => void): Promise<void> => {
-          const pause = (): void => {
-            busy += performance.now() - since;
-          };
-          const respondTimed = (send: () => void): void => {
-            since = performance.now();
-            try {
-              respond(send);
-            } finally {
-              pause();
-              charge?.(busy);
-            }
-          };
-          since = performance.now();
-          await this.serveCall(session, (settle) =>
+        const action = async (): Promise<void> =>
+          this.serveCall(session, (settle) =>
             actionToPerform(
               session,
               (response) => {
-                pause();
                 refuseReads(response, refusedReads);
-                void settle().finally(() => respondTimed(() => sendResponse(response)));
+                void settle().finally(() => respond(() => sendResponse(response)));
               },
               (statusCode) => {
-                pause();
                 if (statusCode.value !== StatusCodes.BadTooManyOperations.value) {
-                  void settle().finally(() => respondTimed(() => sendError(statusCode)));
+                  void settle().finally(() => respond(() => sendError(statusCode)));
                   return;
                 }
                 const refused: RefusedRequest = { service, operations: operationsOf(message.request), statusCode };
                 this.onRefusedRequest(session, refused).then(
-                  (answer) => void settle().finally(() => respondTimed(() => sendError(answer))),
-                  () => void settle().finally(() => respondTimed(() => sendError(statusCode))),
+                  (answer) => void settle().finally(() => respond(() => sendError(answer))),
+                  () => void settle().finally(() => respond(() => sendError(statusCode))),
                 );
               },
             ),
           );
-        };
-        if (!PACED_SERVICES.has(service)) return action().catch((error: unknown) => fault(error, sendError));
-        return this.#pacer.admit(session).then(async (charge) => {
-          if (!charge) return this.#refusePaced(session, service, message.request, respond, sendError);
-          try {
-            await action(charge);
-          } catch (error) {
-            charge(busy || performance.now() - since);
-            fault(error, sendError);
-          }
-        });
+        return action().catch((error: unknown) => fault(error, sendError));
       },
     );
     return served.catch((error: unknown) => this.onServiceError(service, error));
-  }
-
-  /**
-   * Answers a paced call of a session over its share with `BadTooManyOperations` (told to
-   * {@link AuthorizingServer.onRefusedRequest} to audit it, `paced` set): nothing of it runs.
-   */
-  async #refusePaced(
-    session: ServerSession,
-    service: string,
-    request: unknown,
-    respond: (send: () => void) => void,
-    sendError: (statusCode: StatusCode) => void,
-  ): Promise<void> {
-    const started = performance.now();
-    const statusCode = StatusCodes.BadTooManyOperations;
-    const refused: RefusedRequest = {
-      service,
-      operations: operationsOf(request),
-      statusCode,
-      paced: this.maxPacedCallsWaiting,
-    };
-    const auditing = this.onRefusedRequest(session, refused).catch(() => statusCode);
-    const handled = performance.now() - started;
-    const answer = await auditing;
-    const answering = performance.now();
-    respond(() => sendError(answer));
-    // A refusal is charged too (its handling and its answer, not the audit's wait): a session that
-    // keeps sending over its share pays for the refusals, so its waiting calls wait longer.
-    this.#pacer.charge(session, handled + performance.now() - answering);
   }
 
   /**

@@ -98,8 +98,6 @@ export const opcuaServerOptionsSchema = z
         maxBrowseContinuationPoints: z.number().int().min(1).max(1_000).default(10),
         maxReferencesPerNode: z.number().int().min(1).max(100_000).default(1_000),
         maxReferencesPerBrowse: z.number().int().min(1).max(1_000_000).default(2_500),
-        sessionServiceMsPerSecond: z.number().int().min(1).max(1_000).default(100),
-        maxPacedCallsWaiting: z.number().int().min(1).max(1_000).default(8),
         maxMessageSize: z.number().int().min(131_072).max(134_217_728).default(4_194_304),
         maxChunkCount: z.number().int().min(1).max(9_000).default(1_024),
         maxFailedLogins: z.number().int().min(1).max(1_000).default(5),
@@ -133,8 +131,6 @@ export const opcuaServerOptionsSchema = z
         maxBrowseContinuationPoints: 10,
         maxReferencesPerNode: 1_000,
         maxReferencesPerBrowse: 2_500,
-        sessionServiceMsPerSecond: 100,
-        maxPacedCallsWaiting: 8,
         maxMessageSize: 4_194_304,
         maxChunkCount: 1_024,
         maxFailedLogins: 5,
@@ -268,16 +264,6 @@ export const opcuaServerOptionsSchema = z
  *     budget spent, or one that may need a continuation point while the session holds
  *     `maxBrowseContinuationPoints`, answers `BadNoContinuationPoints` (OPC UA Part 4, 5.8.2.4)
  *     before anything of it is scanned; the first node of a call always progresses.
- *   - `sessionServiceMsPerSecond`: the server time (ms) one session's Browse, BrowseNext,
- *     TranslateBrowsePathsToNodeIds and Read calls may take per second, on average, with a burst
- *     of one second's worth (1..1000) @default 100. Each call is charged after it ran: its
- *     handling and its response's encoding. A session past its share has its next such calls
- *     delayed, in arrival order, until it is back within it (answered later, not refused: OPC UA
- *     Part 4 lets a server take its time within the request's TimeoutHint); other sessions' calls
- *     are not delayed. `maxPacedCallsWaiting`: the most calls of a session past its share that wait;
- *     one more answers `BadTooManyOperations` at once, audited as a request refused whole, and is
- *     charged too (1..1000) @default 8. A session within its share is never delayed or refused,
- *     however many calls it has in flight. ADR 0036, amendment fix20c.
  *   - `maxMessageSize`: the bytes of one message, request or response (131072..134217728)
  *     @default 4194304 (4 MiB); `maxChunkCount`: its chunks (1..9000) @default 1024. Acknowledged
  *     to every client whatever larger (or unlimited) size its Hello states; a larger message is

@@ -426,8 +426,6 @@ export class OpcuaServer {
     server.maxEventFilterCostPerSession = options.limits.maxEventFilterCostPerSession;
     server.maxReferencesPerBrowse = options.limits.maxReferencesPerBrowse;
     server.maxReferencesPerNode = options.limits.maxReferencesPerNode;
-    server.sessionServiceMsPerSecond = options.limits.sessionServiceMsPerSecond;
-    server.maxPacedCallsWaiting = options.limits.maxPacedCallsWaiting;
     server.minConditionRefreshIntervalMs = options.limits.minConditionRefreshIntervalMs;
     server.onRefusedRefresh = (session, refused) => this.#refuseRefresh(session, refused);
     server.refusalOf = (session) =>
@@ -1004,7 +1002,7 @@ export class OpcuaServer {
     const principal = this.#principalOf(session);
     await this.#refuseCoalesced(
       principalScopeOf(principal),
-      `${refused.service}:${refused.statusCode.name}${refused.paced ? ":paced" : ""}`,
+      `${refused.service}:${refused.statusCode.name}`,
       {
         permission: refused.service === "Write" ? "tag.write" : "read",
         action: `opcua.${refused.service}`,
@@ -1012,17 +1010,13 @@ export class OpcuaServer {
         reason: new KilnValidationError(`OPC UA ${refused.service}`, [
           {
             path: "request",
-            message: refused.paced
-              ? `the session's calls took more server time than its share (limits.sessionServiceMsPerSecond) and ${refused.paced} of them already wait (${refused.statusCode.name})`
-              : `more operations in one call than the server's limit per call (${refused.statusCode.name})`,
+            message: `more operations in one call than the server's limit per call (${refused.statusCode.name})`,
           },
         ]),
         statusCode: refused.statusCode.value,
         count: refused.operations,
         names: [],
-        detail: refused.paced
-          ? `1 request of ${refused.operations} operations refused whole: the session is over its server-time share`
-          : `1 request of ${refused.operations} operations refused whole`,
+        detail: `1 request of ${refused.operations} operations refused whole`,
       },
       principal,
       1,
