@@ -99,7 +99,9 @@ export class KlpDriver implements PlcDriver {
     });
   }
 
-  async read(tags: readonly Tag[], signal?: AbortSignal): Promise<Sample[]> {
+  async read(requested: readonly Tag[], signal?: AbortSignal): Promise<Sample[]> {
+    // The tags as asked: the caller may change its array while the read awaits (the conformance suite checks).
+    const tags = requested.slice();
     const request = this.#readRequestOf(tags);
     this.#assertConnected();
     if (tags.length === 0) return [];

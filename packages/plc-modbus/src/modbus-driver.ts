@@ -523,13 +523,16 @@ export class ModbusDriver implements PlcDriver {
    * rejects the whole call with a retryable `KILN_CONNECTION_FAILED`; an aborted `signal` with
    * `KILN_ABORTED` (the driver contract).
    */
-  async read(tags: readonly Tag[], signal?: AbortSignal): Promise<Sample[]> {
+  async read(requested: readonly Tag[], signal?: AbortSignal): Promise<Sample[]> {
     this.#assertOpen();
-    if (signal?.aborted) throw abortError(signal, `Modbus read of ${tags.length} tags`);
-    if (tags.length === 0) return [];
+    if (signal?.aborted) throw abortError(signal, `Modbus read of ${requested.length} tags`);
+    if (requested.length === 0) return [];
     if (this.#pipelineRetryAt !== Number.POSITIVE_INFINITY) this.#retryPipelining();
-    const plan = this.#planner.plan(tags);
-    this.#usePlan(tags, plan);
+    const plan = this.#planner.plan(requested);
+    this.#usePlan(requested, plan);
+    // The tags as planned: a caller changing its array while the read awaits must not rename the samples
+    // (adv12b H1: another register's value under the new tag's name, marked good).
+    const tags = requested.slice();
     const samples = new Array<Sample>(tags.length);
     const now = this.#clock.now();
     for (const [index, hole] of plan.poisoned) {

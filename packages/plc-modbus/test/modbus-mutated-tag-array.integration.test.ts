@@ -19,10 +19,11 @@ const tags = defineTags({
 });
 const values = { a: 1, b: 2, c: 3, e: 4.5 };
 
-async function connected(): Promise<ModbusDriver> {
+async function connected(onSimulator?: (simulator: ModbusSimulator) => void): Promise<ModbusDriver> {
   const simulator = new ModbusSimulator({ tags, initialValues: values });
   const { host, port } = await simulator.start();
   cleanups.push(() => simulator.stop());
+  onSimulator?.(simulator);
   const driver = new ModbusDriver({ transport: { kind: "tcp", host, port } });
   cleanups.push(() => driver.close());
   await driver.connect();
@@ -80,5 +81,23 @@ describe("a tag array changed in place between reads", () => {
     expectExact(await driver.read(first), first);
     // The unchanged arrays still hit their plans and read right.
     expectExact(await driver.read(second), second);
+  });
+});
+
+describe("a tag array changed while its read is in flight (adv12b H1)", () => {
+  it("an element set during the read: the samples name the tags read when it began", async () => {
+    const driver = await connected((simulator) => simulator.injectDelay(50));
+    const read = [tag("a"), tag("b")];
+    const pending = driver.read(read);
+    read[0] = tag("c");
+    expectExact(await pending, [tag("a"), tag("b")]);
+  });
+
+  it("an array emptied during the read: every sample still comes, no TypeError", async () => {
+    const driver = await connected((simulator) => simulator.injectDelay(50));
+    const read = [tag("a"), tag("e")];
+    const pending = driver.read(read);
+    read.length = 0;
+    expectExact(await pending, [tag("a"), tag("e")]);
   });
 });

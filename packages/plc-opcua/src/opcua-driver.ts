@@ -240,10 +240,13 @@ export class OpcuaDriver implements PlcDriver {
    * @throws KilnError `KILN_NOT_CONNECTED`, `KILN_CONNECTION_FAILED` or `KILN_TIMEOUT`
    *   (retryable) when the call as a whole fails.
    */
-  async read(tags: readonly Tag[], signal?: AbortSignal): Promise<Sample[]> {
+  async read(requested: readonly Tag[], signal?: AbortSignal): Promise<Sample[]> {
     const connection = this.#requireConnection();
-    if (tags.length === 0) return [];
-    const plan = this.#planFor(tags, connection);
+    if (requested.length === 0) return [];
+    const plan = this.#planFor(requested, connection);
+    // The tags as planned: a caller changing its array while the read awaits must not rename the samples
+    // (adv12b H1: another node's value under the new tag's name, marked good).
+    const tags = requested.slice();
     let results: DataValue[][];
     try {
       results = await raceAbort(

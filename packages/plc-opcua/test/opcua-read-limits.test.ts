@@ -73,6 +73,23 @@ describe("OpcuaDriver and the server's operation limits", () => {
     expect(values(await driver.read(read))).toEqual(expected());
   });
 
+  test("an array changed while its read is in flight: the samples name the tags read when it began (adv12b H1)", async () => {
+    const read = [tags.get("sensor.1")!, tags.get("sensor.2")!];
+    const pending = driver.read(read);
+    read[0] = tags.get("sensor.3")!;
+    expect((await pending).map((sample) => [sample.tag, sample.value])).toEqual([
+      ["sensor.1", 1],
+      ["sensor.2", 2],
+    ]);
+    // Emptied in flight: still every sample, no TypeError.
+    const emptied = driver.read(read);
+    read.length = 0;
+    expect((await emptied).map((sample) => [sample.tag, sample.value])).toEqual([
+      ["sensor.3", 3],
+      ["sensor.2", 2],
+    ]);
+  });
+
   test("a client-side cap below the server's limit splits further", async () => {
     const capped = new OpcuaDriver({
       endpointUrl: simulator.endpointUrl,

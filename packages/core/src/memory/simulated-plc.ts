@@ -141,8 +141,10 @@ export class SimulatedPlc implements PlcDriver {
   }
 
   /** Reads the simulated value of each tag, one sample per tag in order ({@link PlcDriver.read}). */
-  async read(tags: readonly Tag[], signal?: AbortSignal): Promise<Sample[]> {
+  async read(requested: readonly Tag[], signal?: AbortSignal): Promise<Sample[]> {
     this.#assertConnected();
+    // The tags as asked: the caller may change its array while the read awaits.
+    const tags = requested.slice();
     await this.#latency(signal);
     this.#assertConnected();
     this.readCalls++;

@@ -34,7 +34,11 @@ export type DriverStatus = "disconnected" | "connecting" | "connected" | "reconn
  *   where the protocol allows. A tag the device cannot read comes back with quality `bad`;
  *   a failure of the whole call (connection lost) rejects with a retryable `KilnError`.
  * - The same `tags` array instance is passed for the same scan group on every cycle, so a
- *   driver may cache per-array work (read plans, resolved node ids) in a `WeakMap`.
+ *   driver may cache per-array work (read plans, resolved node ids), but only while the array
+ *   still holds the same tags (a direct caller may change it in place: use the driver kit's
+ *   `TagListCache`), and the samples of a read name the tags the array held when `read` was
+ *   called, whatever the caller does to it meanwhile (copy it before the first await). The
+ *   conformance suite checks both.
  * - `write` of a tag whose access is `read` rejects with `KILN_TAG_NOT_WRITABLE` before any
  *   network traffic; a device refusal rejects with `KILN_WRITE_REJECTED`.
  * - Calls before `connect()` or after `close()` reject with `KILN_NOT_CONNECTED`.

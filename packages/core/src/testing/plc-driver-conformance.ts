@@ -343,6 +343,27 @@ export function plcDriverReadConformance(options: PlcDriverConformanceOptions): 
     expect(second.map((sample) => sample.tag)).toEqual(first.map((sample) => sample.tag));
   });
 
+  define(
+    options,
+    "an array changed in place between reads, or while a read is in flight, never renames a sample (a cached plan must check the array's contents; samples name the tags as read)",
+    async ({ driver, readable }) => {
+      await driver.connect();
+      if (readable.length < 2) return;
+      const tags = [...readable];
+      await driver.read(tags);
+      tags.reverse();
+      const reordered = await driver.read(tags);
+      expect(reordered.map((sample) => sample.tag)).toEqual(tags.map((tag) => tag.name));
+      const asRead = [...tags];
+      const pending = driver.read(tags);
+      tags.reverse();
+      tags.length = 1;
+      const samples = await pending;
+      expect(samples.length).toBe(asRead.length);
+      asRead.forEach((tag, index) => checkSample(expect, samples[index], tag));
+    },
+  );
+
   define(options, "read of no tags returns an empty array", async ({ driver }) => {
     await driver.connect();
     expect(await driver.read([])).toEqual([]);
