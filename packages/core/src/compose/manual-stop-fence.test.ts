@@ -79,6 +79,21 @@ describe("a manual write issued before a manual stop, fault or abort is not sent
   }
 });
 
+test("(sibling) a manual write issued while a manual fault writes the safe state is refused, not sent after it", async () => {
+  const parts = await heldWriteSystem("kiln", { tag: "valve.h2o", value: false }, { timeoutMs: 10_000 });
+  const { system } = parts;
+  const stopped = system.sendMachineCommand(admin, "fault");
+  await parts.scans(1);
+  const written = system.writeTag(engineer, "heater.setpoint", 300).catch((error: unknown) => error);
+  await parts.scans(2);
+  parts.release();
+  expect(await stopped).toBe("error");
+  expect(await written).toMatchObject({ code: "KILN_INVALID_TRANSITION", details: { stage: "trip" } });
+  await parts.scans(4);
+  expect(parts.values("heater.setpoint")).toEqual([0]);
+  await system.stop();
+});
+
 describe("an untrusted interlock input trips only a process actually running, once (review 15d, M3)", () => {
   const HOLD = {
     name: "hold",
