@@ -1000,7 +1000,7 @@ export class ControlSystem {
     return started;
   }
 
-  /** How many interlock trips have begun: a manual write issued before one is not sent after it. */
+  /** How many safety fences (interlock trips, manual stops, faults, aborts) have begun: a manual write issued before one is not sent after it. */
   #trips = 0;
 
   /**
@@ -1013,7 +1013,7 @@ export class ControlSystem {
     if (this.#trips === trips && !this.#recipes.tripping) return;
     throw new KilnError(
       "KILN_INVALID_TRANSITION",
-      `machine tripped; safe state in force: the write of "${tag}" issued before the trip was not sent. Write it again if it is still wanted.`,
+      `machine tripped; safe state in force: the write of "${tag}" issued before or during the trip (or a manual stop, fault or abort) was not sent. Write it again if it is still wanted.`,
       { details: { machineId: this.machineId, tag, stage: "trip", tripped: true } },
     );
   }
