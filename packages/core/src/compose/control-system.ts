@@ -1000,7 +1000,7 @@ export class ControlSystem {
     return started;
   }
 
-  /** How many interlock trips have begun: a manual write issued before one is not sent after it. */
+  /** How many safety fences (interlock trips, manual stops, faults, aborts) have begun: a manual write issued before one is not sent after it. */
   #trips = 0;
 
   /**
@@ -1013,7 +1013,7 @@ export class ControlSystem {
     if (this.#trips === trips && !this.#recipes.tripping) return;
     throw new KilnError(
       "KILN_INVALID_TRANSITION",
-      `machine tripped; safe state in force: the write of "${tag}" issued before the trip was not sent. Write it again if it is still wanted.`,
+      `machine tripped; safe state in force: the write of "${tag}" issued before or during the trip (or a manual stop, fault or abort) was not sent. Write it again if it is still wanted.`,
       { details: { machineId: this.machineId, tag, stage: "trip", tripped: true } },
     );
   }
@@ -1328,28 +1328,29 @@ export class ControlSystem {
               permission === "machine.mode" ||
               this.#authorizer.can(context.principal, "machine.mode", this.machineId, { inAnyState: true }),
           });
+          const reason = `machine command "${name}" by ${context.principal.id}`;
           if (decision.kind !== "send") {
             const waiting = this.#waitingStarts.size;
-            context.recordRequest({
-              command: auditedName(name),
-              ...(decision.kind === "abort" ? { aborts: processId } : {}),
-              ...(waiting > 0 ? { cancelsStarts: waiting } : {}),
+            // Fenced from the decision, as a trip (review 15d, H1/H2): no start begins and no
+            // manual write issued before or during it lands until the machine is at its end state.
+            return this.#safetyFence(reason, async () => {
+              context.recordRequest({
+                command: auditedName(name),
+                ...(decision.kind === "abort" ? { aborts: processId } : {}),
+                ...(waiting > 0 ? { cancelsStarts: waiting } : {}),
+              });
+              await context.commit();
+              // Answers once the effect is done (safe state written, machine at its end state), not
+              // after the process record's final save (review 15z, M4).
+              const halted = await this.#recipes.halt(reason, { fault: decision.fault });
+              // No process: the command then goes to the machine as it would with no start waiting
+              // (the table decides; review 15z, M3). Refused there, it answers the state: the
+              // waiting starts were cancelled, and that is what its entry says.
+              if (halted === undefined && decision.kind === "cancel" && this.#machine.can(name)) {
+                return this.#stopWithoutProcess(name);
+              }
+              return this.#machine.state;
             });
-            await context.commit();
-            const reason = `machine command "${name}" by ${context.principal.id}`;
-            // Read after the commit, in the turn that cancels the waiting starts: a start that
-            // became active meanwhile is aborted, one that did not never begins.
-            this.#cancelStarts(reason);
-            // Answers once the effect is done (safe state written, machine at its end state), not
-            // after the process record's final save (review 15z, M4).
-            const halted = await this.#recipes.halt(reason, { fault: decision.fault });
-            // No process: the command then goes to the machine as it would with no start waiting
-            // (the table decides; review 15z, M3). Refused there, it answers the state: the
-            // waiting starts were cancelled, and that is what its entry says.
-            if (halted === undefined && decision.kind === "cancel" && this.#machine.can(name)) {
-              return this.#stopWithoutProcess(name);
-            }
-            return this.#machine.state;
           }
           // While a trip writes the safe state the machine is about to be faulted: a command
           // other than a safety function (maintenance, reset) would slip in before the fault and
@@ -1371,10 +1372,16 @@ export class ControlSystem {
             ? interlockRefusal(this.#alarms, this.#machine, name, this.#freshness)
             : undefined;
           if (refusal !== undefined) throw refusal;
+          // A stop, fault or abort with no process is fenced from here, as a trip (review 15d, H1/H2).
+          if (safetyFunction && this.#machine.can(name)) {
+            return this.#safetyFence(reason, async () => {
+              await context.commit();
+              return this.#machine.can(name) ? this.#stopWithoutProcess(name) : this.#machine.send(name);
+            });
+          }
           // An impossible transition is refused before the entry is committed (recorded denied).
           if (this.#machine.can(name)) await context.commit();
           refuseWhileTripping();
-          if (safetyFunction && this.#machine.can(name)) return this.#stopWithoutProcess(name);
           return this.#machine.send(name);
         },
         {
@@ -1745,35 +1752,55 @@ export class ControlSystem {
    * interlock input that cannot be trusted (`#tripIfUntrusted`).
    */
   async #trip(alarmId: string, value: unknown, reason: string): Promise<void> {
-    // Before any await: a manual write issued before now is not sent after the safe state (review 15r, M3).
-    this.#trips++;
-    // A start waiting for its turn or its entry never begins on a tripped machine (review 15y, M4).
-    this.#cancelStarts(reason);
     const processId = this.#recipes.active?.id;
     // Its safe-state writes reach the device: recorded as the system's action (ADR 0042).
     // Tracked in flight: a stop waits for it (bounded) before closing the driver and the
     // audit writer, so its writes and its entry are not lost (adversarial review 15w, H2).
-    await this.#track(
-      this.#commands.runSystemAction(
-        {
-          action: "machine.trip",
-          target: this.machineId,
-          reason,
-          newValue: {
-            alarmId,
-            value,
-            ...(processId === undefined ? {} : { processId }),
-            safeState: this.#options.machine.safeState,
+    // Fenced before any await (review 15r M3, 15y M4).
+    await this.#safetyFence(reason, () =>
+      this.#track(
+        this.#commands.runSystemAction(
+          {
+            action: "machine.trip",
+            target: this.machineId,
+            reason,
+            newValue: {
+              alarmId,
+              value,
+              ...(processId === undefined ? {} : { processId }),
+              safeState: this.#options.machine.safeState,
+            },
           },
-        },
-        () => this.#recipes.trip(reason),
-        (result) => problemsOf(result.problems),
+          () => this.#recipes.trip(reason),
+          (result) => problemsOf(result.problems),
+        ),
       ),
     );
   }
 
+  /**
+   * The one safety fence of a trip and of a manual stop, fault or abort (with or without a
+   * process), from the moment it is decided until `work` settles (review 15d, H1/H2): counted in
+   * `#trips` (a manual write issued before it is not sent after it; one issued during it is
+   * refused, as `recipes.tripping` holds), every start not active yet cancelled, and no start
+   * begins meanwhile (`RecipeExecutor.fence`). Called before any await.
+   */
+  #safetyFence<T>(reason: string, work: () => Promise<T>): Promise<T> {
+    this.#trips++;
+    this.#cancelStarts(reason);
+    return this.#recipes.fence(reason, work);
+  }
+
   /** The interlock alarms' ids by tag (set when wired). */
   #interlocksByTag = new Map<string, string[]>();
+  /** The process an untrusted interlock input has tripped (review 15d, M3: one trip per process). */
+  #untrustedTripped: string | undefined;
+
+  /** True when `processId` was tripped already, or is being stopped or aborted (its machine is no longer running it). */
+  #machineSettledFor(processId: string): boolean {
+    return this.#untrustedTripped === processId || this.#recipes.halting;
+  }
+
   /** Interlock tags whose untrusted input has tripped the machine, until a good, fresh sample (one trip per episode). */
   readonly #untrustedTrips = new Set<string>();
 
@@ -1794,9 +1821,16 @@ export class ControlSystem {
       this.#untrustedTrips.delete(sample.tag);
       return;
     }
-    const status = this.#recipes.active?.status;
-    if (this.#untrustedTrips.has(sample.tag) || (status !== "running" && status !== "paused")) return;
+    // Only a process actually running: not one already stopped, aborted or tripped (its status
+    // stays running until its late writes settle), and at most once per process however the
+    // input flaps (review 15d, M3).
+    const active = this.#recipes.active;
+    const status = active?.status;
+    if (this.#untrustedTrips.has(sample.tag) || active === undefined || (status !== "running" && status !== "paused"))
+      return;
+    if (this.#recipes.tripping || this.#recipes.ending() !== undefined || this.#machineSettledFor(active.id)) return;
     this.#untrustedTrips.add(sample.tag);
+    this.#untrustedTripped = active.id;
     const alarmId = interlocks[0] ?? sample.tag;
     this.#logger.error({ alarmId, tag: sample.tag, reason: untrusted }, "interlock input untrusted");
     void this.#trip(alarmId, sample.value, `interlock ${alarmId} tripped: ${untrusted}`);

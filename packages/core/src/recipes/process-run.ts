@@ -172,6 +172,11 @@ export class ProcessRun implements RecipeProcess {
     return { lateWrites: [...new Set(this.#closing.values())] };
   }
 
+  /** True once it was asked to stop, abort or fault, or its machine reached its end state: it no longer runs. */
+  get halting(): boolean {
+    return this.#abortRequest !== undefined || this.#machineSettled;
+  }
+
   get pauseRequested(): boolean {
     return this.#handshake.pauseRequested;
   }

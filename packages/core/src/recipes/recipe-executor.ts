@@ -230,6 +230,11 @@ export class RecipeExecutor {
     return this.#tripping > 0;
   }
 
+  /** True while the active process has been asked to stop, abort or fault (or has ended): it no longer runs (review 15d, M3). */
+  get halting(): boolean {
+    return this.#active?.halting === true;
+  }
+
   /**
    * The safe-state writes that failed (by a process's abort or failure, or a trip), one per tag,
    * the latest: kept until {@link RecipeExecutor.clearSafeStateFailures} (the control system calls
@@ -589,14 +594,8 @@ export class RecipeExecutor {
    * process's machine has stopped writes the safe state again and faults the machine
    * (adversarial review 15z, H1/H2). Answers once that is done, not after the record's save.
    */
-  async trip(reason: string): Promise<TripResult> {
-    // Held until the machine is faulted: a start checks it in the turn that would begin its
-    // process, so none begins while the safe state is written (adversarial review 15w, H1).
-    this.#tripping++;
-    try {
-      // A start not active yet never begins on a tripped machine.
-      const pending = this.#waiting();
-      if (pending !== undefined) this.#cancelPending(pending, reason);
+  trip(reason: string): Promise<TripResult> {
+    return this.fence(reason, async () => {
       const halted = await this.halt(reason, { fault: true });
       if (halted !== undefined) return { processId: halted.processId, problems: halted.problems };
       const problems = await this.applySafeState();
@@ -606,6 +605,22 @@ export class RecipeExecutor {
         problems.push({ stage: "machine", error });
       }
       return { problems };
+    });
+  }
+
+  /**
+   * The safety fence: runs `work` (a trip, or a manual stop, fault or abort, with or without a
+   * process) with {@link tripping} true from this call until `work` settles. A start not active
+   * yet is cancelled now, and every start checks the fence in the turn that would begin its
+   * process, so none begins while the safe state is written and the machine moved (adversarial
+   * reviews 15w H1, 15d H1). Fences nest (a trip during a manual stop).
+   */
+  async fence<T>(reason: string, work: () => Promise<T>): Promise<T> {
+    this.#tripping++;
+    try {
+      const pending = this.#waiting();
+      if (pending !== undefined) this.#cancelPending(pending, reason);
+      return await work();
     } finally {
       this.#tripping--;
     }

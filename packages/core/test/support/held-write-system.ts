@@ -23,7 +23,7 @@ const heldWriteTags = defineTags({
  */
 export async function heldWriteSystem(
   model: "kiln" | "packml",
-  held: { tag: string; value: number },
+  held: { tag: string; value: number | boolean },
   options: {
     failHeld?: boolean;
     timeoutMs?: number;
