@@ -64,18 +64,25 @@ const BDSEQ = "bdSeq";
  */
 export interface SparkplugHostLimits {
   /**
-   * Edge nodes the host follows (every one it has heard from since it started, online or not).
-   * A message of an edge node not yet followed past this is refused before it is read: no state
-   * is kept for that edge node. @default 10000
+   * Edge nodes the host follows (every one it has heard from, online or not). When a new one
+   * would go past this, the one not online seen least recently (one never born first) is
+   * forgotten, with its devices and metrics, to make room; when every one is online, the message
+   * is refused before it is read and no state is kept for it. @default 10000
    */
   readonly maxEdgeNodes?: number;
-  /** Devices of one edge node: a DBIRTH of a device more is refused (as a birth the host cannot take). @default 1000 */
+  /**
+   * Devices of one edge node, online or dead: a DBIRTH of a device more forgets the dead device
+   * seen least recently; with every one online it is refused (as a birth the host cannot take).
+   * @default 1000
+   */
   readonly maxDevicesPerEdgeNode?: number;
   /** Metrics in one NBIRTH or DBIRTH: a birth with more is refused. @default 100000 */
   readonly maxMetricsPerBirth?: number;
   /**
-   * Metrics of all current births of all edge nodes together: a birth that would take the host
-   * past this is refused. @default 2000000
+   * Metrics of all current births of all edge nodes together (a device's birth ended by an NBIRTH
+   * counts until the device is born again or forgotten): a birth that would take the host past
+   * this first forgets dead devices, least recently seen first, then is refused. Per-metric state
+   * of a metric no birth declares any more is released. @default 2000000
    */
   readonly maxMetrics?: number;
 }
@@ -432,6 +439,15 @@ interface Birth {
 interface DeviceState {
   online: boolean;
   birth: Birth | undefined;
+  /**
+   * The birth a new NBIRTH of its edge node ended, until the device is born again (then the
+   * metrics it declared and the new birth does not are released) or forgotten: still counted
+   * against `limits.maxMetrics`, its tags still held (ADR 0030, amendment of 2026-12-02 "release").
+   * At most one of `birth` and `retired` is defined.
+   */
+  retired?: Birth | undefined;
+  /** When it went offline (host time), for forgetting the least recently seen first. */
+  offlineAt?: number | undefined;
 }
 
 interface EdgeNodeState {
@@ -629,6 +645,8 @@ export class SparkplugHost {
   };
   /** Metrics of all current births together (checked against `limits.maxMetrics`). */
   #heldMetrics = 0;
+  /** Offline edge nodes and devices forgotten to make room under a cap (ADR 0030, amendment "release"). */
+  #forgotten = { edgeNodes: 0, devices: 0 };
   /** Every sample the writer accepted before this index is settled. */
   #settledThrough = 0;
 
@@ -1221,7 +1239,7 @@ export class SparkplugHost {
     const key = `${groupId}/${edgeNodeId}`;
     let node = this.#nodes.get(key);
     if (node === undefined) {
-      if (this.#nodes.size >= this.#limits.maxEdgeNodes) return undefined;
+      if (this.#nodes.size >= this.#limits.maxEdgeNodes && !this.#forgetEdgeNode()) return undefined;
       node = {
         groupId,
         edgeNodeId,
@@ -1417,6 +1435,14 @@ export class SparkplugHost {
     let limit: SparkplugHostLimit | undefined;
     let detail = "";
     const count = payload.metrics.length;
+    // Room is made by forgetting offline devices, least recently seen first, never the one born.
+    if (deviceId !== undefined && !node.devices.has(deviceId))
+      while (node.devices.size >= this.#limits.maxDevicesPerEdgeNode && this.#forgetDevice([node], node, deviceId));
+    if (count <= this.#limits.maxMetricsPerBirth)
+      while (
+        this.#heldMetrics - replaced + count > this.#limits.maxMetrics &&
+        this.#forgetDevice(this.#nodes.values(), node, deviceId)
+      );
     if (
       deviceId !== undefined &&
       !node.devices.has(deviceId) &&
@@ -1482,13 +1508,97 @@ export class SparkplugHost {
     return undefined;
   }
 
-  /** Marks stale the live values of metrics `before` announced and `after` does not. */
+  /**
+   * Marks stale the live values of metrics `before` announced and `after` does not (their stale
+   * mark stored), then releases what the host held for them: no current birth declares them, so
+   * what it keeps per metric stays within `limits.maxMetrics` however often an edge node renames
+   * its metrics (ADR 0030, amendment of 2026-12-02 "release").
+   */
   #markAbsent(before: Birth | undefined, after: Birth, what: string): void {
     if (before === undefined) return;
     const gone: string[] = [];
     for (const info of before.byName.values())
       if (info.tag !== undefined && !after.byName.has(info.name)) gone.push(info.tag);
     this.#markStale(gone, this.#clock.now(), `absent from the ${what}`);
+    this.#release(gone);
+  }
+
+  /**
+   * Forgets the offline device (of `nodes`) seen least recently, not `keep` of `keepNode`: its
+   * metrics released, its room under `limits.maxMetrics` and `maxDevicesPerEdgeNode` given back.
+   * A device forgotten and born again later is a new device to the host. False if none.
+   */
+  #forgetDevice(nodes: Iterable<EdgeNodeState>, keepNode: EdgeNodeState, keep: string | undefined): boolean {
+    let oldest: { node: EdgeNodeState; id: string; device: DeviceState } | undefined;
+    for (const node of nodes)
+      for (const [id, device] of node.devices) {
+        if (device.online || (node === keepNode && id === keep)) continue;
+        if (oldest === undefined || (device.offlineAt ?? 0) < (oldest.device.offlineAt ?? 0))
+          oldest = { node, id, device };
+      }
+    if (oldest === undefined) return false;
+    const { node, id, device } = oldest;
+    const birth = device.birth ?? device.retired;
+    this.#heldMetrics -= birthSize(birth);
+    this.#release(this.#tagsOfBirth(birth));
+    node.devices.delete(id);
+    this.#forgotten.devices++;
+    this.#problems.set(
+      "limit:forgotten",
+      `limits: ${this.#forgotten.devices} offline devices and ${this.#forgotten.edgeNodes} edge nodes not online forgotten to make room for new ones; the last: device ${id} of ${node.groupId}/${node.edgeNodeId}`,
+    );
+    return true;
+  }
+
+  /**
+   * Forgets the edge node not online seen least recently (one never born first), with its devices
+   * and metrics, to make room for a new one under `limits.maxEdgeNodes`. False if every one is online.
+   */
+  #forgetEdgeNode(): boolean {
+    let oldest: EdgeNodeState | undefined;
+    const rank = (node: EdgeNodeState) =>
+      node.births === 0 ? Number.NEGATIVE_INFINITY : (node.offlineSince ?? node.awaiting?.since ?? 0);
+    for (const node of this.#nodes.values()) {
+      if (node.state === "online") continue;
+      if (oldest === undefined || rank(node) < rank(oldest)) oldest = node;
+    }
+    if (oldest === undefined) return false;
+    const node = oldest;
+    this.#endAcks(node);
+    this.#heldMetrics -= birthSize(node.birth);
+    this.#release(this.#tagsOfBirth(node.birth));
+    for (const device of node.devices.values()) {
+      const birth = device.birth ?? device.retired;
+      this.#heldMetrics -= birthSize(birth);
+      this.#release(this.#tagsOfBirth(birth));
+    }
+    this.#nodes.delete(`${node.groupId}/${node.edgeNodeId}`);
+    this.#forgotten.edgeNodes++;
+    this.#problems.set(
+      "limit:forgotten",
+      `limits: ${this.#forgotten.devices} offline devices and ${this.#forgotten.edgeNodes} edge nodes not online forgotten to make room for new ones; the last: edge node ${node.groupId}/${node.edgeNodeId}`,
+    );
+    return true;
+  }
+
+  #tagsOfBirth(birth: Birth | undefined): string[] {
+    const tags: string[] = [];
+    for (const info of birth?.byName.values() ?? []) if (info.tag !== undefined) tags.push(info.tag);
+    return tags;
+  }
+
+  /**
+   * Forgets the per-metric state of `tags` (live entry, stored trail, registered signature): for
+   * metrics no current birth declares, once their stale mark is handed to the writer. A name born
+   * again later starts anew: its first value is stored at its own time (the store still drops an
+   * identical re-delivery by tag and time).
+   */
+  #release(tags: readonly string[]): void {
+    for (const tag of tags) {
+      this.#live.delete(tag);
+      this.#trails.delete(tag);
+      this.#registered.delete(tag);
+    }
   }
 
   #onNodeBirth(node: EdgeNodeState, topic: string, bytes: Uint8Array): void {
@@ -1516,15 +1626,16 @@ export class SparkplugHost {
       this.#refuseBirth(node, topic, problem, payload);
       return;
     }
-    let replaced = birthSize(node.birth);
-    for (const device of node.devices.values()) replaced += birthSize(device.birth);
-    if (this.#birthOverLimit(node, undefined, topic, payload, replaced)) return;
+    // Its devices' births end but stay held (and counted) as `retired` until each device is born
+    // again: what a DBIRTH no longer declares is released then.
+    if (this.#birthOverLimit(node, undefined, topic, payload, birthSize(node.birth))) return;
     // A new session of the edge node: its devices are gone until they are born again in it.
     for (const [deviceId, device] of node.devices) {
       if (device.online)
         this.#setNodeState(node, "offline", `a new NBIRTH (bdSeq ${bdSeq}) of its edge node`, { deviceId });
+      if (device.online) device.offlineAt = this.#clock.now();
       device.online = false;
-      this.#heldMetrics -= birthSize(device.birth);
+      if (device.birth !== undefined) device.retired = device.birth;
       device.birth = undefined;
     }
     node.bdSeq = bdSeq;
@@ -1578,7 +1689,8 @@ export class SparkplugHost {
       this.#refuseBirth(node, topic, problem, payload);
       return;
     }
-    const before = node.devices.get(deviceId)?.birth;
+    const known = node.devices.get(deviceId);
+    const before = known?.birth ?? known?.retired;
     if (this.#birthOverLimit(node, deviceId, topic, payload, birthSize(before))) return;
     const birth = this.#birth(node, deviceId, payload);
     this.#heldMetrics += birthSize(birth) - birthSize(before);
@@ -1746,6 +1858,7 @@ export class SparkplugHost {
     const device = node.devices.get(deviceId);
     if (device === undefined || !device.online) return;
     device.online = false;
+    device.offlineAt = this.#clock.now();
     // [tck-id-operational-behavior-edge-node-termination-host-action-ddeath-devices-tags-stale]: the
     // DDEATH's timestamp, unless it is further ahead than a real time can be: then host time.
     const now = this.#clock.now();

@@ -161,6 +161,89 @@ describe("limits: the host's memory is bounded whatever the peers on the broker 
     expect(host.health().refusals.maxMetrics).toBe(1);
   });
 
+  test("an edge node that renames its metrics at every rebirth keeps the host's per-metric state within limits.maxMetrics: what no birth declares any more is released", async () => {
+    const { host, edge } = await rig({ maxMetrics: 12 });
+    const raw = await edge("renamer");
+    for (let round = 0; round < 30; round++) {
+      await raw.nbirth(round);
+      await raw.dbirth(
+        "d",
+        Array.from({ length: 4 }, (_, index) => double(`r${round}_m${index}`, index + 1, round)),
+      );
+    }
+    await eventually(() => host.latest(tagOf("renamer", "r29_m3"))?.sample.value === 29, 10_000, "last round taken");
+    await eventually(() => host.health().samples.queued === 0, 5_000, "stored");
+    // The NBIRTH's 2 metrics and the last DBIRTH's 4: nothing of the 29 rounds before.
+    expect(host.live().size).toBeLessThanOrEqual(12);
+    expect(host.live().size).toBe(6);
+    expect(host.latest(tagOf("renamer", "r0_m0"))).toBeUndefined();
+    expect(host.health().refusals.maxMetrics).toBe(0);
+  });
+
+  test("the same names across rebirths keep their live values (stale between the NBIRTH and the DBIRTH), and the retired device birth stays counted until then", async () => {
+    const { host, edge } = await rig({ maxMetrics: 5 });
+    const raw = await edge("steady");
+    await raw.nbirth(0);
+    await raw.dbirth("d", [double("m", 1, 1), double("n", 2, 2)]);
+    await eventually(() => host.latest(tagOf("steady", "n"))?.sample.value === 2, 5_000, "born");
+    await raw.nbirth(1);
+    await eventually(() => host.latest(tagOf("steady", "m"))?.sample.quality.severity === "uncertain", 5_000, "stale");
+    expect(host.latest(tagOf("steady", "m"))?.sample.value).toBe(1);
+    await raw.dbirth("d", [double("m", 1, 3), double("n", 2, 4)]);
+    await eventually(() => host.latest(tagOf("steady", "n"))?.sample.value === 4, 5_000, "reborn");
+    expect(host.latest(tagOf("steady", "m"))?.sample).toMatchObject({ value: 3, quality: { severity: "good" } });
+    expect(host.live().size).toBe(4);
+    expect(host.health().refusals.maxMetrics).toBe(0);
+  });
+
+  test("devices that died are forgotten (least recently seen first) when limits.maxDevicesPerEdgeNode would refuse a new one: device renames never lock an edge node out", async () => {
+    const { host, edge } = await rig({ maxDevicesPerEdgeNode: 2 });
+    const raw = await edge("churner");
+    await raw.nbirth(0);
+    for (let index = 0; index < 5; index++) {
+      await raw.dbirth(`dev${index}`, [double("x", 1, index)]);
+      await eventually(
+        () => host.latest(tagOf("churner", "x", `dev${index}`))?.sample.value === index,
+        5_000,
+        `dev${index}`,
+      );
+      await raw.ddeath(`dev${index}`);
+      await eventually(
+        () => host.latest(tagOf("churner", "x", `dev${index}`))?.sample.quality.severity === "uncertain",
+        5_000,
+        `dev${index} dead`,
+      );
+    }
+    expect(host.health().refusals.maxDevicesPerEdgeNode).toBe(0);
+    // dev0..dev2 forgotten to make room for dev2..dev4; the two last dead ones still held.
+    expect(host.latest(tagOf("churner", "x", "dev0"))).toBeUndefined();
+    expect(host.latest(tagOf("churner", "x", "dev4"))?.sample.value).toBe(4);
+    expect(host.health().problems.find((text) => text.startsWith("limits: 3 offline devices"))).toContain("dev2");
+    // Sibling: two online devices are never forgotten: a third is refused.
+    await raw.dbirth("a", [double("x", 11, 1)]);
+    await raw.dbirth("b", [double("x", 12, 1)]);
+    await raw.dbirth("c", [double("x", 13, 1)]);
+    await eventually(() => host.health().refusals.maxDevicesPerEdgeNode === 1, 5_000, "third online device refused");
+  });
+
+  test("messages of edge nodes never born do not lock out a real edge node born later: the one not online seen least recently is forgotten", async () => {
+    const { host, edge, born } = await rig({ maxEdgeNodes: 2 });
+    for (let index = 0; index < 2; index++) {
+      const junk = await edge(`junk-${index}`);
+      await junk.ndata([{ alias: 1, timestamp: Date.now(), datatype: "Double", value: 1 }]);
+    }
+    await eventually(() => host.health().edgeNodes.length === 2, 5_000, "junk followed");
+    await born("real", 42);
+    expect(host.health().refusals.maxEdgeNodes).toBe(0);
+    expect(host.health().edgeNodes.map((node) => node.edgeNodeId)).toContain("real");
+    // Sibling: edge nodes online are never forgotten: a third one is refused.
+    await born("real-2", 1);
+    const third = await edge("third");
+    await third.nbirth(0);
+    await eventually(() => host.health().refusals.maxEdgeNodes === 1, 5_000, "third refused");
+    expect(host.latest(tagOf("real", "m"))?.sample.value).toBe(42);
+  });
+
   test("limits are checked: a cap that is not a whole number from 1, or no cap at all, is a KILN_VALIDATION naming the field", async () => {
     const db = await openTestDatabase();
     cleanups.push(() => db.close());

@@ -51,7 +51,7 @@ export interface EdgeFixture {
   readonly plc: SimulatedPlc;
   readonly recorder: SparkplugRecorder;
   readonly node: SparkplugEdgeNode;
-  /** Every sample the CVT saw, in order (to check DDATA against). */
+  /** Every sample the CVT saw that changed a value or a quality (what DDATA carries), in order. */
   readonly samples: Sample[];
   /** A new node on the same system and broker (for restart tests). */
   newNode(options?: Partial<SparkplugEdgeNodeOptions>): SparkplugEdgeNode;
@@ -86,7 +86,10 @@ export async function edgeFixture(
     scanGroups: { fast: { periodMs: options.fastPeriodMs ?? 50 }, default: { periodMs: 200 } },
   });
   const samples: Sample[] = [];
-  system.cvt.observeAll((change) => samples.push(change.sample));
+  // What the edge node publishes: it leaves out observations that change neither value nor quality.
+  system.cvt.observeAll((change) => {
+    if (change.valueChanged || change.qualityChanged) samples.push(change.sample);
+  });
   await system.start();
   await system.ready();
   const datatypes = new Map<number, SparkplugMetric["datatype"]>();
