@@ -18,6 +18,9 @@ const NS = "urn:kiln:test:watchdog";
 const tags = defineTags({
   count: { dataType: "float64", address: `nsu=${NS};s=Count`, scanGroup: "fast" },
 });
+const quietTags = defineTags({
+  still: { dataType: "float64", address: `nsu=${NS};s=Still`, scanGroup: "slow" },
+});
 
 let workDir: string;
 let server: OPCUAServer;
@@ -44,6 +47,14 @@ beforeAll(async () => {
     minimumSamplingInterval: 50,
     value: { get: () => new Variant({ dataType: DataType.Double, value: counter }) },
   });
+  addressSpace.getNamespace(NS)!.addVariable({
+    organizedBy: addressSpace.rootFolder.objects,
+    browseName: "Still",
+    nodeId: "s=Still",
+    dataType: "Double",
+    minimumSamplingInterval: 50,
+    value: { get: () => new Variant({ dataType: DataType.Double, value: 42 }) },
+  });
   timer = setInterval(() => counter++, 50);
   await server.start();
 });
@@ -67,8 +78,8 @@ function deleteSessionSubscriptions(): number {
   return deleted;
 }
 
-test("the server deletes the session's subscription: the tags go bad with the reason, then it is re-created", async () => {
-  const driver = new OpcuaDriver({
+const newDriver = () =>
+  new OpcuaDriver({
     endpointUrl: server.getEndpointUrl(),
     security: { mode: "None" },
     pki: { dir: path.join(workDir, "client") },
@@ -76,6 +87,21 @@ test("the server deletes the session's subscription: the tags go bad with the re
     subscriptions: { keepAliveMs: 600, maxPublishingIntervalMs: 200 },
     monitoredItemRetry: { initialDelayMs: 100, maxDelayMs: 400 },
   });
+
+/** The server's subscriptions, with their publishing-cycle counters. */
+function serverSubscriptions(): { id: number; publishIntervalCount: number; maxKeepAliveCount: number }[] {
+  return server.engine.getSessions().flatMap(
+    (session) =>
+      (
+        session as unknown as {
+          publishEngine: { subscriptions: { id: number; publishIntervalCount: number; maxKeepAliveCount: number }[] };
+        }
+      ).publishEngine.subscriptions,
+  );
+}
+
+test("the server deletes the session's subscription: the tags go bad with the reason, then it is re-created", async () => {
+  const driver = newDriver();
   await driver.connect();
   const received: Sample[] = [];
   try {
@@ -94,6 +120,27 @@ test("the server deletes the session's subscription: the tags go bad with the re
     });
     expect(fresh.timestamp).toBeGreaterThanOrEqual(lost.timestamp);
     await waitFor(() => server.engine.currentSubscriptionCount === 1, { what: "one subscription on the server" });
+  } finally {
+    await driver.close();
+  }
+}, 30_000);
+
+// Sibling: a group whose values never change gets only keep-alives; they keep the watchdog quiet.
+test("a quiet subscription (keep-alives only) is not re-created", async () => {
+  const driver = newDriver();
+  await driver.connect();
+  const received: Sample[] = [];
+  try {
+    await driver.subscribe(quietTags.list(), { samplingIntervalMs: 100 }, (samples) => received.push(...samples));
+    await waitFor(() => received.some((sample) => sample.quality.severity === "good"), { what: "the first value" });
+    const [subscription] = serverSubscriptions();
+    const start = subscription!.publishIntervalCount;
+    // Five keep-alive periods counted on the server: two and a half watchdog periods.
+    await waitFor(() => subscription!.publishIntervalCount >= start + 5 * subscription!.maxKeepAliveCount, {
+      what: "five keep-alive periods on the server",
+    });
+    expect(serverSubscriptions().map(({ id }) => id)).toEqual([subscription!.id]);
+    expect(received.filter((sample) => sample.quality.severity !== "good")).toEqual([]);
   } finally {
     await driver.close();
   }
