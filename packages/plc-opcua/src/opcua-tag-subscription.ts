@@ -12,7 +12,7 @@ import {
   TimestampsToReturn,
   type ClientMonitoredItemBase,
   type ClientSession,
-  type ClientSubscription,
+  ClientSubscription,
   type DataValue,
   type MonitoringParametersOptions,
   type NodeId,
@@ -290,6 +290,14 @@ export class OpcuaTagSubscription {
       connection.session.timeout,
       this.#context.timing,
     );
+    // node-opcua checks the *revised* keep-alive period (publishing interval × max keep-alive
+    // count) against the session timeout inside its CreateSubscription response callback and
+    // throws there (NODE-OPCUA-W09) when a server revised the interval far upwards: the promise
+    // never settled and every retry leaked a subscription on the server (adv13 HIGH-1). The
+    // requested values pass the same check (subscriptionTiming); for the revised ones node-opcua
+    // only logs its warning, and the subscription is logged below. The flag is reset by
+    // node-opcua after each response (docs/adr/0022, amendment fix13d).
+    ClientSubscription.ignoreNextWarning = true;
     const subscription = await connection.session.createSubscription2({
       requestedPublishingInterval: timing.publishingIntervalMs,
       requestedMaxKeepAliveCount: timing.maxKeepAliveCount,
@@ -299,6 +307,17 @@ export class OpcuaTagSubscription {
       priority: 0,
     });
     this.#session = connection.session;
+    const revisedKeepAliveMs = subscription.publishingInterval * subscription.maxKeepAliveCount;
+    if (revisedKeepAliveMs > connection.session.timeout) {
+      this.#context.logger.warn(
+        {
+          publishingIntervalMs: subscription.publishingInterval,
+          maxKeepAliveCount: subscription.maxKeepAliveCount,
+          sessionTimeoutMs: connection.session.timeout,
+        },
+        "the OPC UA server revised the subscription's keep-alive period above the session timeout; the session is kept alive by its own keep-alive requests",
+      );
+    }
     unguessableClientHandles(subscription);
     subscription.on("terminated", () => {
       if (this.#closed || subscription !== this.#subscription) return;

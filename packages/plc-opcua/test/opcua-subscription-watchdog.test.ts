@@ -5,7 +5,7 @@ import path from "node:path";
 import { defineTags, type Sample } from "@kiln/core";
 import { DataType, Variant } from "node-opcua-client";
 import { nodesets } from "node-opcua-nodesets";
-import { OPCUAServer } from "node-opcua-server";
+import { OPCUAServer, Subscription } from "node-opcua-server";
 import { afterAll, beforeAll, expect, test } from "vitest";
 import { OpcuaDriver } from "../src/index";
 import { waitFor } from "./support/wait-for";
@@ -142,6 +142,30 @@ test("a quiet subscription (keep-alives only) is not re-created", async () => {
     expect(serverSubscriptions().map(({ id }) => id)).toEqual([subscription!.id]);
     expect(received.filter((sample) => sample.quality.severity !== "good")).toEqual([]);
   } finally {
+    await driver.close();
+  }
+}, 30_000);
+
+// Issue 13d, HIGH-1: a server whose minimum publishing interval is far above the request made
+// node-opcua's W09 check of the revised values throw inside its CreateSubscription response
+// callback: subscribe() never settled and every retry leaked a subscription on the server.
+test("a server that revises the publishing interval far upwards: subscribe() resolves, one subscription, values good", async () => {
+  const minimum = Subscription.minimumPublishingInterval;
+  Subscription.minimumPublishingInterval = 1_000;
+  const driver = new OpcuaDriver({
+    endpointUrl: server.getEndpointUrl(),
+    security: { mode: "None" },
+    pki: { dir: path.join(workDir, "client") },
+    timeouts: { keepAliveMs: 1_000, requestMs: 3_000, sessionMs: 10_000 },
+  });
+  await driver.connect();
+  const received: Sample[] = [];
+  try {
+    await driver.subscribe(tags.list(), { samplingIntervalMs: 50 }, (samples) => received.push(...samples));
+    await waitFor(() => received.some((sample) => sample.quality.severity === "good"), { what: "values" });
+    expect(serverSubscriptions()).toEqual([expect.objectContaining({ publishingInterval: 1_000 })]);
+  } finally {
+    Subscription.minimumPublishingInterval = minimum;
     await driver.close();
   }
 }, 30_000);
