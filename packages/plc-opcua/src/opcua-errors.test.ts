@@ -112,6 +112,34 @@ describe("requestError", () => {
     expect(error.message).toContain("timeouts.sessionMs");
   });
 
+  // Issue 13d, MEDIUM-1: every Bad service result was non-retryable, so a transient
+  // BadTooManySubscriptions at start (a previous instance's orphans) stopped acquisition for good.
+  test.each([
+    ["BadTooManySubscriptions (0x80770000)", "KILN_DEVICE_ERROR", true],
+    ["BadServerTooBusy (0x80ee0000)", "KILN_DEVICE_ERROR", true],
+    ["BadTcpServerTooBusy (0x807d0000)", "KILN_DEVICE_ERROR", true],
+    ["BadResourceUnavailable (0x80040000)", "KILN_DEVICE_ERROR", true],
+    ["BadOutOfMemory (0x80030000)", "KILN_DEVICE_ERROR", true],
+    ["BadTooManyPublishRequests (0x80780000)", "KILN_DEVICE_ERROR", true],
+    ["BadNoSubscription (0x80790000)", "KILN_DEVICE_ERROR", true],
+    ["BadSecureChannelTokenUnknown (0x80870000)", "KILN_DEVICE_ERROR", true],
+    ["BadTimeout (0x800a0000)", "KILN_TIMEOUT", true],
+    ["BadSessionIdInvalid (0x80250000)", "KILN_CONNECTION_FAILED", true],
+    ["BadSessionClosed (0x80260000)", "KILN_CONNECTION_FAILED", true],
+    ["BadConnectionClosed (0x80ae0000)", "KILN_CONNECTION_FAILED", true],
+    ["BadTooManySessions (0x80560000)", "KILN_CONNECTION_FAILED", true],
+    ["Timeout(A) in waiting for data on socket(timeout was = 10000 ms)", "KILN_TIMEOUT", true],
+    ["ERROR in waiting for data on socket(timeout was = 10000 ms) hadErrorfalse", "KILN_TIMEOUT", true],
+    ["connect ETIMEDOUT 10.0.0.5:4840", "KILN_TIMEOUT", true],
+    ["BadTooManyOperations (0x80100000)", "KILN_DEVICE_ERROR", false],
+    ["BadInvalidArgument (0x80ab0000)", "KILN_DEVICE_ERROR", false],
+    ["BadInvalidState (0x80af0000)", "KILN_DEVICE_ERROR", false],
+    ["BadNodeIdUnknown (0x80340000)", "KILN_DEVICE_ERROR", false],
+    ["BadTooManyMonitoredItems (0x80db0000)", "KILN_DEVICE_ERROR", false],
+  ] as const)("serviceResult = %s maps to %s, retryable %s", (text, code, retryable) => {
+    expect(requestError(new Error(`serviceResult = ${text}`), "subscribe")).toMatchObject({ code, retryable });
+  });
+
   test("only a request that timed out is a timeout: a fault whose text merely mentions a timeout is not", () => {
     expect(requestError(new Error("BadRequestTimeout (0x80850000)"), "read")).toMatchObject({
       code: "KILN_TIMEOUT",

@@ -186,7 +186,37 @@ export function serverCertificateUntrusted(
  * NODE-OPCUA-W09 refusal mentions the session timeout and is a configuration error.
  */
 const REQUEST_TIMED_OUT = /\btimed out\b/i;
+/**
+ * node-opcua's and Node's words for a socket that got no data or no connection in time
+ * ("Timeout(A) in waiting for data on socket", "ERROR in waiting for data on socket(timeout was
+ * = … ms)", "connect ETIMEDOUT"): a timeout, so retryable.
+ */
+const SOCKET_TIMED_OUT = /waiting for data on socket|\bETIMEDOUT\b/;
 const TIMEOUT_STATUSES = new Set(["BadTimeout", "BadRequestTimeout"]);
+
+/**
+ * Service results that say the server is short of a resource right now (OPC UA Part 4 §7.34
+ * "Common StatusCodes", Part 6 §7.1.5 for the TCP ones), so the same request may succeed later
+ * without any change on the client: the server is busy or out of memory, a limit on
+ * subscriptions or publish requests is full (often with a previous instance's orphan
+ * subscriptions, which the server deletes when their lifetime ends), the channel's token was
+ * renewed under the request. Such a fault is a retryable `KILN_DEVICE_ERROR`, so acquisition
+ * retries the group on its backoff. Every other Bad service result (a bad argument, a refused
+ * node, too many operations in one request, …) is non-retryable: repeating the same request
+ * cannot help.
+ */
+const TRANSIENT_STATUSES: ReadonlySet<string> = new Set([
+  "BadResourceUnavailable",
+  "BadOutOfMemory",
+  "BadServerTooBusy",
+  "BadTcpServerTooBusy",
+  "BadTcpNotEnoughResources",
+  "BadMaxConnectionsReached",
+  "BadTooManySubscriptions",
+  "BadTooManyPublishRequests",
+  "BadNoSubscription",
+  "BadSecureChannelTokenUnknown",
+]);
 
 /**
  * Turns the failure of a whole service call (read, write, browse, create monitored items) into
@@ -194,7 +224,8 @@ const TIMEOUT_STATUSES = new Set(["BadTimeout", "BadRequestTimeout"]);
  * timed out or the connection or session is gone, a non-retryable `KILN_VALIDATION` naming
  * `subscriptions.keepAliveMs` when node-opcua refuses a subscription for the session timeout
  * (NODE-OPCUA-W09), `KILN_DEVICE_ERROR` for any other service fault, with the status code in
- * `details`.
+ * `details`: retryable for a transient shortage ({@link TRANSIENT_STATUSES}) and for a fault
+ * without a status, non-retryable for any other Bad status.
  */
 export function requestError(error: unknown, operation: string, secret?: string): KilnError {
   if (KilnError.is(error)) return error;
@@ -216,7 +247,11 @@ export function requestError(error: unknown, operation: string, secret?: string)
       { cause: error, retryable: false, details },
     );
   }
-  if (REQUEST_TIMED_OUT.test(message) || (status !== undefined && TIMEOUT_STATUSES.has(status.statusName))) {
+  if (
+    REQUEST_TIMED_OUT.test(message) ||
+    SOCKET_TIMED_OUT.test(message) ||
+    (status !== undefined && TIMEOUT_STATUSES.has(status.statusName))
+  ) {
     return new KilnError("KILN_TIMEOUT", `OPC UA ${operation} timed out: ${message}`, {
       cause: error,
       retryable: true,
@@ -239,7 +274,7 @@ export function requestError(error: unknown, operation: string, secret?: string)
   }
   return new KilnError("KILN_DEVICE_ERROR", `OPC UA ${operation} failed: ${message}`, {
     cause: error,
-    retryable: status === undefined,
+    retryable: status === undefined || TRANSIENT_STATUSES.has(status.statusName),
     details,
   });
 }

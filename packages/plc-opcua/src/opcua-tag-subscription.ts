@@ -12,7 +12,7 @@ import {
   TimestampsToReturn,
   type ClientMonitoredItemBase,
   type ClientSession,
-  type ClientSubscription,
+  ClientSubscription,
   type DataValue,
   type MonitoringParametersOptions,
   type NodeId,
@@ -98,6 +98,8 @@ export class OpcuaTagSubscription {
   #generation = -1;
   #queue: Promise<void> = Promise.resolve();
   #retryTimer: TimerHandle | undefined;
+  /** The keep-alive watchdog of the current subscription (see {@link keepAliveWatchdogMs}). */
+  #watchdog: TimerHandle | undefined;
   #retryAttempt = 0;
   /** Numbers item-creation batches, so a late reply to an older batch is recognised. */
   #nextAttempt = 1;
@@ -179,6 +181,7 @@ export class OpcuaTagSubscription {
     if (this.#closed) return;
     this.#closed = true;
     this.#cancelRetry();
+    this.#cancelWatchdog();
     this.#buffer = [];
     const subscription = this.#subscription;
     this.#subscription = undefined;
@@ -287,6 +290,14 @@ export class OpcuaTagSubscription {
       connection.session.timeout,
       this.#context.timing,
     );
+    // node-opcua checks the *revised* keep-alive period (publishing interval × max keep-alive
+    // count) against the session timeout inside its CreateSubscription response callback and
+    // throws there (NODE-OPCUA-W09) when a server revised the interval far upwards: the promise
+    // never settled and every retry leaked a subscription on the server (adv13 HIGH-1). The
+    // requested values pass the same check (subscriptionTiming); for the revised ones node-opcua
+    // only logs its warning, and the subscription is logged below. The flag is reset by
+    // node-opcua after each response (docs/adr/0022, amendment fix13d).
+    ClientSubscription.ignoreNextWarning = true;
     const subscription = await connection.session.createSubscription2({
       requestedPublishingInterval: timing.publishingIntervalMs,
       requestedMaxKeepAliveCount: timing.maxKeepAliveCount,
@@ -296,6 +307,17 @@ export class OpcuaTagSubscription {
       priority: 0,
     });
     this.#session = connection.session;
+    const revisedKeepAliveMs = subscription.publishingInterval * subscription.maxKeepAliveCount;
+    if (revisedKeepAliveMs > connection.session.timeout) {
+      this.#context.logger.warn(
+        {
+          publishingIntervalMs: subscription.publishingInterval,
+          maxKeepAliveCount: subscription.maxKeepAliveCount,
+          sessionTimeoutMs: connection.session.timeout,
+        },
+        "the OPC UA server revised the subscription's keep-alive period above the session timeout; the session is kept alive by its own keep-alive requests",
+      );
+    }
     unguessableClientHandles(subscription);
     subscription.on("terminated", () => {
       if (this.#closed || subscription !== this.#subscription) return;
@@ -305,7 +327,64 @@ export class OpcuaTagSubscription {
     subscription.on("internal_error", (error: Error) => {
       this.#context.logger.warn({ err: error }, "OPC UA subscription internal error");
     });
+    // A subscription the server deleted or gave to another session while the session stays up
+    // is never reported by node-opcua: its values would stay frozen but good. Anything the
+    // server publishes for it (a notification or a keep-alive) proves it alive.
+    const alive = () => {
+      if (subscription === this.#subscription || this.#subscription === undefined) this.#armWatchdog(subscription);
+    };
+    subscription.on("keepalive", alive);
+    subscription.on("received_notifications", alive);
+    this.#armWatchdog(subscription);
     return subscription;
+  }
+
+  #armWatchdog(subscription: ClientSubscription): void {
+    this.#cancelWatchdog();
+    if (this.#closed) return;
+    const periodMs = keepAliveWatchdogMs(subscription);
+    this.#watchdog = this.#context.clock.setTimeout(() => {
+      this.#watchdog = undefined;
+      this.#watchdogExpired(subscription, periodMs);
+    }, periodMs);
+  }
+
+  #cancelWatchdog(): void {
+    if (!this.#watchdog) return;
+    this.#context.clock.clearTimeout(this.#watchdog);
+    this.#watchdog = undefined;
+  }
+
+  /**
+   * Nothing arrived for `subscription` within its watchdog period while the session is up: the
+   * server no longer publishes it (deleted, transferred away). Its tags go bad with the reason,
+   * it is deleted best effort and re-created like a subscription lost in a repair.
+   */
+  #watchdogExpired(subscription: ClientSubscription, periodMs: number): void {
+    if (this.#closed || subscription !== this.#subscription) return;
+    const connection = this.#context.connection();
+    if (
+      !connection ||
+      connection.session !== this.#session ||
+      (connection.session as unknown as { isReconnecting?: boolean }).isReconnecting === true
+    ) {
+      // The connection's own loss path owns this case.
+      this.#armWatchdog(subscription);
+      return;
+    }
+    const reason = `no notification or keep-alive from the OPC UA subscription for ${periodMs} ms (2 keep-alive periods); re-creating it`;
+    this.#context.logger.warn({ subscriptionId: subscription.subscriptionId, periodMs }, reason);
+    const now = this.#context.clock.now();
+    this.#emit(
+      this.#entries.map((entry) => {
+        entry.reportedStatus = QualityCodes.BadNoCommunication;
+        return badSample(entry.tag, QualityCodes.BadNoCommunication, reason, now);
+      }),
+    );
+    this.#dropSubscription();
+    this.ensure().catch((error: unknown) => {
+      this.#context.logger.warn({ err: error }, "re-creating the OPC UA subscription failed; will retry");
+    });
   }
 
   async #createItems(
@@ -465,6 +544,7 @@ export class OpcuaTagSubscription {
   }
 
   #dropSubscription(): void {
+    this.#cancelWatchdog();
     for (const entry of this.#entries) {
       entry.item = undefined;
       entry.attempt = 0;
@@ -517,6 +597,19 @@ export class OpcuaTagSubscription {
       }
     });
   }
+}
+
+/**
+ * The keep-alive watchdog period of `subscription`: twice its keep-alive period, the revised
+ * publishing interval (ms) times the revised max keep-alive count. A server sends a
+ * notification or a keep-alive at least once per keep-alive period (OPC UA Part 4 §5.13.1), so
+ * nothing for two periods while the session is up means it no longer publishes the
+ * subscription (docs/adr/0022, amendment fix13d).
+ */
+function keepAliveWatchdogMs(subscription: ClientSubscription): number {
+  const interval = Number(subscription.publishingInterval) || 1_000;
+  const count = Number(subscription.maxKeepAliveCount) || 10;
+  return 2 * interval * count;
 }
 
 /**

@@ -77,3 +77,44 @@ test("a server restart mid-subscription recovers by itself, with one subscriptio
   expect(logged.samplesDropped).toBe(0);
   expect(logged.samplesOut).toBe(logged.samplesIn);
 }, 60_000);
+
+// Issue 13d, MEDIUM-1: every Bad service result was non-retryable, so a server that answered a
+// group's subscription BadTooManySubscriptions at start (its slots taken by a previous
+// instance's orphans until their lifetime ends) stopped acquisition for good. The refusal is
+// transient (docs/adr/0022, amendment fix13d): the group's tags read bad with the status and
+// the group is retried on the backoff until the server has room again.
+test("a group the server refuses at start (BadTooManySubscriptions) is retried until the server has room", async () => {
+  simulator.setMaxSubscriptionsPerSession(0);
+  const system = createControlSystem({
+    machineId: "reactor-1",
+    tags,
+    store: new MemoryStore(),
+    driver: new OpcuaDriver({
+      endpointUrl: simulator.endpointUrl,
+      pki: { dir: pkiDir, trustedServerCertificates: [simulator.certificateFile] },
+    }),
+    scanGroups: { fast: { periodMs: 50, mode: "subscribe" }, slow: { periodMs: 200 } },
+    acquisition: { timeoutMs: 2_000, reconnect: { initialDelayMs: 100, maxDelayMs: 400 } },
+  });
+  try {
+    await system.start();
+    await waitFor(() => system.read("reactor.count")?.quality.reason?.includes("BadTooManySubscriptions"), {
+      what: "the group's tag bad with BadTooManySubscriptions",
+    });
+    expect(system.read("reactor.count")?.quality.severity).toBe("bad");
+    // Retried on the backoff, not stopped at the first refusal.
+    await waitFor(() => system.health().acquisition.reconnectAttempts >= 3, { what: "retries" });
+    // The polled group is not affected.
+    await waitFor(() => system.read("reactor.pressure")?.quality.severity === "good", { what: "polled values" });
+    simulator.setMaxSubscriptionsPerSession(10);
+    await waitFor(() => system.read("reactor.count")?.quality.severity === "good", {
+      what: "subscribed values once the server has room",
+    });
+    const first = system.read("reactor.count")?.value as number;
+    await waitFor(() => (system.read("reactor.count")?.value as number) > first, { what: "the count advancing" });
+    expect(simulator.liveSubscriptions().subscriptions).toBe(1);
+  } finally {
+    simulator.setMaxSubscriptionsPerSession(10);
+    await system.stop();
+  }
+}, 30_000);
