@@ -120,9 +120,7 @@ describe("a gateway with a dead unit", () => {
     // The due probe goes out after unit 1's reads; unit 2 answers it and is read normally from then on.
     await driver.read(list);
     // The probe's answer lands after the read returns (it is not awaited): polled, not slept on.
-    await expect
-      .poll(() => driver.units().find((unit) => unit.unitId === 2)?.state, { timeout: 2_000 })
-      .toBe("online");
+    await expect.poll(() => driver.units().find((unit) => unit.unitId === 2)?.state, { timeout: 2_000 }).toBe("online");
     const probed = await driver.read(list);
     expect(probed.every((sample) => sample.quality.severity === "good")).toBe(true);
     expect(unitChanges.map((change) => `${change.unitId}:${change.to}`)).toEqual(["2:offline", "2:online"]);
