@@ -227,10 +227,14 @@ function registerDefaults(container: ServiceContainer, options: ResolvedControlS
   singleton(InternalTokens.SourceFreshness, (resolve) => {
     const cvt = resolve(InternalTokens.CurrentValueTable);
     const clock = resolve(InternalTokens.Clock);
+    const logger = resolve(InternalTokens.Logger);
     return new SourceAdvances({
       clock,
       current: (tag: string) => cvt.get(tag),
       maxAgeMs: sourceAgeLimits(options.tags, options.scanGroups),
+      // A device clock stepped back: its source is alive (review 15e); the step is worth a look.
+      onStepBack: (tag, stepMs) =>
+        logger.warn({ tag, stepMs }, "source timestamp went back (device clock stepped back?): source still alive"),
     });
   });
   singleton(InternalTokens.Machine, (resolve): MachineStateMachine => {
