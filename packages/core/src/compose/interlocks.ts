@@ -1,4 +1,5 @@
 import { KilnError } from "../domain/errors";
+import { sayingLess } from "../domain/refusal-disclosure";
 import type { Sample } from "../domain/sample";
 import type { TagCatalog } from "../domain/tags";
 import type { AlarmEngine } from "../alarms/alarm-engine";
@@ -205,7 +206,8 @@ export function interlockHoldsReason(holds: readonly InterlockHold[]): string {
 /**
  * The refusal of an interlocked command while interlocks are not permissive ({@link interlockHolds}):
  * `KILN_INVALID_TRANSITION`, `details: { machineId, command, state, stage: "guard", reason,
- * interlocks, holds }` (`interlocks`: the holding interlock alarms' ids; `holds`: each with why);
+ * interlocks, holds }` (`interlocks`: the holding interlock alarms' ids; `holds`: each with why;
+ * `state` only to a caller who may know it, `disclosureFor`);
  * undefined when the command is not interlocked or every interlock is permissive.
  */
 export function interlockRefusal(
@@ -219,20 +221,23 @@ export function interlockRefusal(
   if (holds.length === 0) return undefined;
   const reason = interlockHoldsReason(holds);
   const interlocks = holds.map((hold) => hold.id);
-  return new KilnError(
-    "KILN_INVALID_TRANSITION",
-    `Machine "${machine.machineId}" refused command "${command}" in state "${machine.state}": ${reason}. ` +
+  const refusal = (showState: boolean): { message: string; details: Record<string, unknown> } => ({
+    message:
+      `Machine "${machine.machineId}" refused command "${command}"${showState ? ` in state "${machine.state}"` : ""}: ${reason}. ` +
       `A trip is reset, and a machine started, once every interlock is known and clear.`,
-    {
-      details: {
-        machineId: machine.machineId,
-        command,
-        state: machine.state,
-        stage: "guard",
-        reason,
-        interlocks,
-        holds,
-      },
+    details: {
+      machineId: machine.machineId,
+      command,
+      ...(showState ? { state: machine.state } : {}),
+      stage: "guard",
+      reason,
+      interlocks,
+      holds,
     },
+  });
+  const full = refusal(true);
+  // The interlocks that hold are the reason, told to every caller; the state only to one who may know it (review 15e).
+  return sayingLess(new KilnError("KILN_INVALID_TRANSITION", full.message, { details: full.details }), (disclosure) =>
+    disclosure.machine ? undefined : refusal(false),
   );
 }

@@ -1,3 +1,4 @@
+import { sayingLess } from "../domain/refusal-disclosure";
 import { KilnError } from "../domain/errors";
 import { raceAbort } from "../driver-kit/abort";
 import type { KilnEvents } from "../events/catalogue";
@@ -611,10 +612,17 @@ export class ProcessRun implements RecipeProcess {
   }
 
   #endedError(command: string): KilnError {
-    return new KilnError(
-      "KILN_INVALID_TRANSITION",
-      `Process ${this.id} has ended (${this.record.status}); it cannot ${command}.`,
-      { details: { processId: this.id, status: this.record.status, command } },
+    return sayingLess(
+      new KilnError(
+        "KILN_INVALID_TRANSITION",
+        `Process ${this.id} has ended (${this.record.status}); it cannot ${command}.`,
+        { details: { processId: this.id, status: this.record.status, command } },
+      ),
+      // The process is named only to a caller who may know it (review 15e).
+      (disclosure) =>
+        disclosure.process
+          ? undefined
+          : { message: `The process has ended; it cannot ${command}.`, details: { command } },
     );
   }
 }
