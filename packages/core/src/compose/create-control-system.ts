@@ -1,5 +1,5 @@
 import { Acquisition } from "../acquisition/acquisition";
-import { interlockHolds, interlockHoldsReason, SourceAdvances, sourceAgeLimits } from "./interlocks";
+import { interlockHolds, interlockHoldsReason, SourceAdvances, sourceAgeLimits, staleSource } from "./interlocks";
 import { AlarmEngine } from "../alarms/alarm-engine";
 import { CurrentValueTable } from "../cvt/current-value-table";
 import type { KilnEvents } from "../events/catalogue";
@@ -269,6 +269,7 @@ function registerDefaults(container: ServiceContainer, options: ResolvedControlS
     const writer = resolve(InternalTokens.TagWriter);
     const store = resolve(InternalTokens.GuardedStore);
     const logger = resolve(InternalTokens.Logger);
+    const freshness = resolve(InternalTokens.SourceFreshness);
     return new RecipeExecutor({
       machine:
         options.machine.model === "packml"
@@ -282,6 +283,8 @@ function registerDefaults(container: ServiceContainer, options: ResolvedControlS
           return writer.write(tag, value, signal, { duringStop: true });
         },
         writer.settled === undefined ? undefined : (tag) => writer.settled?.(tag),
+        // The one source-age rule: a waitUntil is not met by a value whose source stopped (review 15e).
+        (tag) => staleSource(freshness, tag),
       ),
       catalog: options.tags,
       clock: resolve(InternalTokens.Clock),

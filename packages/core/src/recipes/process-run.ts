@@ -484,8 +484,10 @@ export class ProcessRun implements RecipeProcess {
    * waiting for its tag is not sent once the step's signal aborts.
    */
   #trackedIo(io: RecipeIo): RecipeIo {
+    const stale = io.stale;
     return {
       current: (tag) => io.current(tag),
+      ...(stale === undefined ? {} : { stale: (tag: string) => stale.call(io, tag) }),
       onChange: (tag, listener) => io.onChange(tag, listener),
       write: (tag, value, signal, origin) => {
         const sent = io.write(tag, value, signal, origin);
