@@ -262,6 +262,10 @@ function registerDefaults(container: ServiceContainer, options: ResolvedControlS
         tags: options.tags,
         driver: resolve(InternalTokens.GuardedDriver),
         lifecycle: resolve(InternalTokens.Lifecycle),
+        // A write given up at its timeout may still land: the tag's next write (a safe state)
+        // waits for it, at most one more write timeout (review 15e).
+        clock: resolve(InternalTokens.Clock),
+        lateWriteWaitMs: options.acquisition.timeoutMs,
       }),
   );
   singleton(InternalTokens.RecipeExecutor, (resolve) => {
