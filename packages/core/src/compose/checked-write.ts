@@ -2,6 +2,8 @@ import { KilnError, KilnValidationError } from "../domain/errors";
 import { frozenTagValue, tagValueProblem, type Tag, type TagCatalog, type TagValue } from "../domain/tags";
 import { abortError, raceAbort } from "../driver-kit/abort";
 import type { PlcDriver } from "../ports/plc-driver";
+import type { Clock } from "../ports/clock";
+import type { GuardedDriver } from "../resilience/guarded-ports";
 import type { SystemLifecycle, SystemState } from "./system-lifecycle";
 
 /** Options of one {@link TagWriter.write}. */
@@ -48,9 +50,18 @@ export interface CheckedTagWriterOptions {
   /** The tag catalog the write is checked against. */
   readonly tags: TagCatalog;
   /** The guarded driver (timeout and the device breaker, applied by composition). */
-  readonly driver: PlcDriver;
+  readonly driver: PlcDriver & Partial<Pick<GuardedDriver, "writeTracked">>;
   /** Writes are refused unless it is `running` (or `stopping`, for a process's writes). */
   readonly lifecycle: SystemLifecycle;
+  /**
+   * How long (ms) a tag stays busy after a write to it gave up (timed out) while the driver's
+   * call may still land at the device: the next write to the tag (the safe state above all) is
+   * held until that call settles, at most this long (review 15e). Needs `clock` and a driver with
+   * `writeTracked` (the guarded driver). @default 0 (not held)
+   */
+  readonly lateWriteWaitMs?: number;
+  /** The clock of `lateWriteWaitMs`. */
+  readonly clock?: Pick<Clock, "sleep">;
 }
 
 /**
@@ -82,6 +93,8 @@ export class CheckedTagWriter implements TagWriter {
       return Promise.reject(error as Error);
     }
     const before = this.#tails.get(tag);
+    // The driver's own call, when it may outlive this write's answer (a timeout): see lateWriteWaitMs.
+    let deviceCall: Promise<void> | undefined;
     const send = async (): Promise<void> => {
       if (before !== undefined) {
         await raceAbort(before, signal, `the write to ${tag}`);
@@ -89,19 +102,41 @@ export class CheckedTagWriter implements TagWriter {
         checkTagWrite(tags, lifecycle, tag, written, accepted);
       }
       options.beforeSend?.();
+      const { lateWriteWaitMs = 0, clock } = this.#options;
+      if (lateWriteWaitMs > 0 && clock !== undefined && driver.writeTracked !== undefined) {
+        const tracked = driver.writeTracked(definition, written);
+        deviceCall = tracked.device;
+        await tracked.result;
+        return;
+      }
       await driver.write(definition, written);
     };
     const sent = send();
-    // Settles once this write has (or, not sent, once the one before it has); never rejects.
+    // Settles once this write has (or, not sent, once the one before it has); never rejects. A
+    // write that gave up with the driver's call still out keeps the tag busy until that call
+    // settles, at most lateWriteWaitMs: the next write to the tag (a safe state) lands after it,
+    // not before (review 15e).
     const settled = Promise.all([before, sent]).then(
       () => undefined,
-      () => before,
+      () => (deviceCall === undefined ? before : this.#lateWrite(deviceCall)),
     );
     this.#tails.set(tag, settled);
     void settled.then(() => {
       if (this.#tails.get(tag) === settled) this.#tails.delete(tag);
     });
     return sent;
+  }
+
+  /** Resolves once `deviceCall` settles or lateWriteWaitMs has passed (never rejects). */
+  async #lateWrite(deviceCall: Promise<void>): Promise<void> {
+    const { lateWriteWaitMs = 0, clock } = this.#options;
+    if (clock === undefined) return;
+    const timer = new AbortController();
+    try {
+      await Promise.race([deviceCall, clock.sleep(lateWriteWaitMs, timer.signal).catch(() => undefined)]);
+    } finally {
+      timer.abort();
+    }
   }
 
   /** @inheritDoc TagWriter.settled */

@@ -1323,10 +1323,6 @@ export class ControlSystem {
             processId,
             // A stop also reaches a start still waiting for its turn (review 15y, M4).
             startWaiting: safetyFunction && this.#waitingStarts.size > 0,
-            // The process is named only to a caller who may stop or abort it (review 15c).
-            nameProcess:
-              permission === "machine.mode" ||
-              this.#authorizer.can(context.principal, "machine.mode", this.machineId, { inAnyState: true }),
           });
           const reason = `machine command "${name}" by ${context.principal.id}`;
           if (decision.kind !== "send") {

@@ -1,5 +1,5 @@
 import { Acquisition } from "../acquisition/acquisition";
-import { interlockHolds, interlockHoldsReason, SourceAdvances, sourceAgeLimits } from "./interlocks";
+import { interlockHolds, interlockHoldsReason, SourceAdvances, sourceAgeLimits, staleSource } from "./interlocks";
 import { AlarmEngine } from "../alarms/alarm-engine";
 import { CurrentValueTable } from "../cvt/current-value-table";
 import type { KilnEvents } from "../events/catalogue";
@@ -227,10 +227,14 @@ function registerDefaults(container: ServiceContainer, options: ResolvedControlS
   singleton(InternalTokens.SourceFreshness, (resolve) => {
     const cvt = resolve(InternalTokens.CurrentValueTable);
     const clock = resolve(InternalTokens.Clock);
+    const logger = resolve(InternalTokens.Logger);
     return new SourceAdvances({
       clock,
       current: (tag: string) => cvt.get(tag),
       maxAgeMs: sourceAgeLimits(options.tags, options.scanGroups),
+      // A device clock stepped back: its source is alive (review 15e); the step is worth a look.
+      onStepBack: (tag, stepMs) =>
+        logger.warn({ tag, stepMs }, "source timestamp went back (device clock stepped back?): source still alive"),
     });
   });
   singleton(InternalTokens.Machine, (resolve): MachineStateMachine => {
@@ -258,6 +262,10 @@ function registerDefaults(container: ServiceContainer, options: ResolvedControlS
         tags: options.tags,
         driver: resolve(InternalTokens.GuardedDriver),
         lifecycle: resolve(InternalTokens.Lifecycle),
+        // A write given up at its timeout may still land: the tag's next write (a safe state)
+        // waits for it, at most one more write timeout (review 15e).
+        clock: resolve(InternalTokens.Clock),
+        lateWriteWaitMs: options.acquisition.timeoutMs,
       }),
   );
   singleton(InternalTokens.RecipeExecutor, (resolve) => {
@@ -265,6 +273,7 @@ function registerDefaults(container: ServiceContainer, options: ResolvedControlS
     const writer = resolve(InternalTokens.TagWriter);
     const store = resolve(InternalTokens.GuardedStore);
     const logger = resolve(InternalTokens.Logger);
+    const freshness = resolve(InternalTokens.SourceFreshness);
     return new RecipeExecutor({
       machine:
         options.machine.model === "packml"
@@ -278,6 +287,8 @@ function registerDefaults(container: ServiceContainer, options: ResolvedControlS
           return writer.write(tag, value, signal, { duringStop: true });
         },
         writer.settled === undefined ? undefined : (tag) => writer.settled?.(tag),
+        // The one source-age rule: a waitUntil is not met by a value whose source stopped (review 15e).
+        (tag) => staleSource(freshness, tag),
       ),
       catalog: options.tags,
       clock: resolve(InternalTokens.Clock),

@@ -1,4 +1,5 @@
 import { KilnError } from "../domain/errors";
+import { sayingLess } from "../domain/refusal-disclosure";
 import type { Sample } from "../domain/sample";
 import type { TagCatalog } from "../domain/tags";
 import type { AlarmEngine } from "../alarms/alarm-engine";
@@ -45,46 +46,62 @@ export interface SourceFreshness {
 }
 
 /**
- * The host-side record of when each limited tag's source last advanced: its source timestamp moved
- * on, or its value or quality changed (a repeat of the current sample is not an advance). Measured
- * on the host's monotonic clock only: the device's clock is never subtracted from the host's, so a
- * device clock set an hour off neither ages a fresh value nor freshens a frozen one (review 15c, M3).
+ * The host-side record of when each limited tag's source last advanced: what the driver delivered
+ * changed (its source timestamp, in either direction, or its value or quality; a repeat of the
+ * same timestamp, value and quality is not an advance). Judged on the delivered timestamp
+ * (`CvtChange.sourceTimestamp`), not on the current value table's sample, whose timestamp only
+ * advances: after a device clock stepped back the table keeps a steady value as a repeat of the
+ * sample stamped before the step, so that sample would show the source frozen for the size of the
+ * step (review 15e). A step back is reported through `onStepBack`. Measured on the host's
+ * monotonic clock only: the device's clock is never subtracted from the host's, so a device clock
+ * set an hour off neither ages a fresh value nor freshens a frozen one (review 15c, M3).
  * Fed every current value table change (repeats included) by the control system.
  */
 export class SourceAdvances implements SourceFreshness {
-  readonly #advancedAt = new Map<string, number>();
+  /** Per limited tag: when (host monotonic ms) its source last advanced, and the timestamp it last delivered. */
+  readonly #sources = new Map<string, { advancedAt: number; delivered: number }>();
   readonly #clock: Pick<Clock, "now" | "monotonicNow">;
+  readonly #onStepBack: ((tag: string, stepMs: number) => void) | undefined;
   readonly current: (tag: string) => Sample | undefined;
   readonly maxAgeMs: (tag: string) => number;
 
+  /**
+   * @param options.onStepBack called when a limited tag's delivered source timestamp went back
+   *   (`stepMs` > 0: how far): the device's clock stepped back. The source counts as alive.
+   */
   constructor(options: {
     readonly clock: Pick<Clock, "now" | "monotonicNow">;
     readonly current: (tag: string) => Sample | undefined;
     readonly maxAgeMs: (tag: string) => number;
+    readonly onStepBack?: (tag: string, stepMs: number) => void;
   }) {
     this.#clock = options.clock;
     this.current = options.current;
     this.maxAgeMs = options.maxAgeMs;
+    this.#onStepBack = options.onStepBack;
   }
 
   /** Notes `change` of the current value table: an advance restarts the tag's age at 0. */
   observe(change: CvtChange): void {
     const tag = change.sample.tag;
     if (!(this.maxAgeMs(tag) > 0)) return;
-    const previous = change.previous;
-    if (
-      previous === undefined ||
-      change.sample.timestamp !== previous.timestamp ||
-      change.valueChanged ||
-      change.qualityChanged ||
-      !this.#advancedAt.has(tag)
-    ) {
-      this.#advancedAt.set(tag, monotonicNow(this.#clock));
+    const delivered = change.sourceTimestamp;
+    const source = this.#sources.get(tag);
+    const now = monotonicNow(this.#clock);
+    if (source === undefined) {
+      this.#sources.set(tag, { advancedAt: now, delivered });
+      return;
     }
+    const moved = !Object.is(delivered, source.delivered);
+    if (moved || change.previous === undefined || change.valueChanged || change.qualityChanged) {
+      source.advancedAt = now;
+    }
+    if (moved && delivered < source.delivered) this.#onStepBack?.(tag, source.delivered - delivered);
+    source.delivered = delivered;
   }
 
   sinceAdvancedMs(tag: string): number | undefined {
-    const at = this.#advancedAt.get(tag);
+    const at = this.#sources.get(tag)?.advancedAt;
     return at === undefined ? undefined : Math.max(0, monotonicNow(this.#clock) - at);
   }
 }
@@ -189,7 +206,8 @@ export function interlockHoldsReason(holds: readonly InterlockHold[]): string {
 /**
  * The refusal of an interlocked command while interlocks are not permissive ({@link interlockHolds}):
  * `KILN_INVALID_TRANSITION`, `details: { machineId, command, state, stage: "guard", reason,
- * interlocks, holds }` (`interlocks`: the holding interlock alarms' ids; `holds`: each with why);
+ * interlocks, holds }` (`interlocks`: the holding interlock alarms' ids; `holds`: each with why;
+ * `state` only to a caller who may know it, `disclosureFor`);
  * undefined when the command is not interlocked or every interlock is permissive.
  */
 export function interlockRefusal(
@@ -203,20 +221,23 @@ export function interlockRefusal(
   if (holds.length === 0) return undefined;
   const reason = interlockHoldsReason(holds);
   const interlocks = holds.map((hold) => hold.id);
-  return new KilnError(
-    "KILN_INVALID_TRANSITION",
-    `Machine "${machine.machineId}" refused command "${command}" in state "${machine.state}": ${reason}. ` +
+  const refusal = (showState: boolean): { message: string; details: Record<string, unknown> } => ({
+    message:
+      `Machine "${machine.machineId}" refused command "${command}"${showState ? ` in state "${machine.state}"` : ""}: ${reason}. ` +
       `A trip is reset, and a machine started, once every interlock is known and clear.`,
-    {
-      details: {
-        machineId: machine.machineId,
-        command,
-        state: machine.state,
-        stage: "guard",
-        reason,
-        interlocks,
-        holds,
-      },
+    details: {
+      machineId: machine.machineId,
+      command,
+      ...(showState ? { state: machine.state } : {}),
+      stage: "guard",
+      reason,
+      interlocks,
+      holds,
     },
+  });
+  const full = refusal(true);
+  // The interlocks that hold are the reason, told to every caller; the state only to one who may know it (review 15e).
+  return sayingLess(new KilnError("KILN_INVALID_TRANSITION", full.message, { details: full.details }), (disclosure) =>
+    disclosure.machine ? undefined : refusal(false),
   );
 }

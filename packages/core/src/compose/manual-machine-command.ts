@@ -1,4 +1,17 @@
 import { KilnError } from "../domain/errors";
+import { sayingLess, type Disclosure } from "../domain/refusal-disclosure";
+
+const EVERYTHING: Disclosure = Object.freeze({ machine: true, process: true, tag: () => true });
+
+/** The `KILN_INVALID_TRANSITION` of `refusal` told in full, saying less to a caller who may not know it all. */
+function refusalSayingLess(
+  refusal: (disclosure: Disclosure) => { message: string; details: Record<string, unknown> },
+): KilnError {
+  const full = refusal(EVERYTHING);
+  return sayingLess(new KilnError("KILN_INVALID_TRANSITION", full.message, { details: full.details }), (disclosure) =>
+    disclosure.machine && disclosure.process ? undefined : refusal(disclosure),
+  );
+}
 
 /**
  * What a manual machine command (`ControlSystem.sendMachineCommand`) does, decided in one place
@@ -75,23 +88,19 @@ interface ManualCommandSituation {
    * command that stops the machine then cancels it, as it would abort a process (review 15y, M4).
    */
   readonly startWaiting?: boolean;
-  /**
-   * Whether a refusal may name the process (its id): only to a caller who may act on it (holds
-   * `machine.mode`, which stops or aborts it). Without it the refusal says a process is active,
-   * not which (review 15c: a `machine.maintenance` caller learnt the id). @default true
-   */
-  readonly nameProcess?: boolean;
 }
 
 /**
  * Decides what the manual machine command `command` does (see {@link ManualMachineCommand}).
  * @throws KilnError `KILN_INVALID_TRANSITION` (`details.stage: "process"`, nothing changes) for
- *   any other command while a process runs or ends (it names the process only with
- *   `situation.nameProcess`), and, without a process, for a command that would enter a
- *   process state (`starting`, `processing`...: a process starts with `startRecipe`).
+ *   any other command while a process runs or ends, and, without a process, for a command that
+ *   would enter a process state (`starting`, `processing`...: a process starts with
+ *   `startRecipe`). The refusal names the process, the state and the commands accepted; the
+ *   audited command runner cuts it to what its caller may know (`disclosureFor`: a
+ *   `machine.maintenance`-only caller learns neither the process nor the state; reviews 15c, 15e).
  */
 export function manualMachineCommand(command: string, situation: ManualCommandSituation): ManualMachineCommand {
-  const { machineId, model, state, accepts, processId, startWaiting = false, nameProcess = true } = situation;
+  const { machineId, model, state, accepts, processId, startWaiting = false } = situation;
   const rules = RULES[model];
   const entersProcess = (next: string | undefined): boolean =>
     next !== undefined && rules?.processStates.includes(next) === true;
@@ -103,40 +112,41 @@ export function manualMachineCommand(command: string, situation: ManualCommandSi
       rules !== undefined && Object.hasOwn(rules.aborting, command) ? rules.aborting[command] : undefined;
     if (aborting !== undefined) return { kind: "abort", fault: aborting.fault };
     const abortWith = rules === undefined ? "" : ` or ${Object.keys(rules.aborting).join("/")} to abort it`;
-    throw new KilnError(
-      "KILN_INVALID_TRANSITION",
-      `Machine "${machineId}" runs ${nameProcess ? `process "${processId}"` : "a process"}: a manual "${command}" would move the machine away from it. ` +
-        `Use pauseProcess, resumeProcess or abortProcess${abortWith}.`,
-      {
-        details: {
-          machineId,
-          state,
-          command,
-          stage: "process",
-          ...(nameProcess ? { processId } : {}),
-          allowed: rules === undefined ? [] : Object.keys(rules.aborting),
-          reason: "a process is running",
-        },
+    const allowed = rules === undefined ? [] : Object.keys(rules.aborting);
+    const refusal = (disclosure: Disclosure): { message: string; details: Record<string, unknown> } => ({
+      message:
+        `Machine "${machineId}" runs ${disclosure.process ? `process "${processId}"` : "a process"}: a manual "${command}" would move the machine away from it. ` +
+        `Use pauseProcess, resumeProcess or abortProcess${disclosure.machine ? abortWith : ""}.`,
+      details: {
+        machineId,
+        ...(disclosure.machine ? { state } : {}),
+        command,
+        stage: "process",
+        ...(disclosure.process ? { processId } : {}),
+        ...(disclosure.machine ? { allowed } : {}),
+        reason: "a process is running",
       },
-    );
+    });
+    throw refusalSayingLess(refusal);
   }
   const target = Object.hasOwn(accepts, command) ? accepts[command] : undefined;
   if (entersProcess(target)) {
-    throw new KilnError(
-      "KILN_INVALID_TRANSITION",
-      `Machine "${machineId}" runs no process: a manual "${command}" would enter "${target}", a state only a ` +
-        `process runs in. Start a process with startRecipe.`,
-      {
-        details: {
-          machineId,
-          state,
-          command,
-          stage: "process",
-          allowed: Object.keys(accepts).filter((next) => !entersProcess(accepts[next])),
-          reason: "no process is running",
-        },
+    const refusal = (disclosure: Disclosure): { message: string; details: Record<string, unknown> } => ({
+      message:
+        `Machine "${machineId}" runs no process: a manual "${command}" would enter ` +
+        `${disclosure.machine ? `"${target}", ` : ""}a state only a process runs in. Start a process with startRecipe.`,
+      details: {
+        machineId,
+        ...(disclosure.machine ? { state } : {}),
+        command,
+        stage: "process",
+        ...(disclosure.machine
+          ? { allowed: Object.keys(accepts).filter((next) => !entersProcess(accepts[next])) }
+          : {}),
+        reason: "no process is running",
       },
-    );
+    });
+    throw refusalSayingLess(refusal);
   }
   return { kind: "send" };
 }

@@ -131,6 +131,20 @@ export function guardDriver(driver: PlcDriver, policy: PortPolicy, context: Port
     close: () => driver.close(),
     read: (tags, signal) => device.executeOnce((attempt) => driver.read(tags, attempt), signal),
     write: (tag, value, signal) => device.executeOnce((attempt) => driver.write(tag, value, attempt), signal),
+    writeTracked: (tag, value, signal) => {
+      let call: Promise<void> | undefined;
+      const result = device.executeOnce((attempt) => (call = driver.write(tag, value, attempt)), signal);
+      // Once `result` settles the driver was called, or never will be.
+      const deviceSettled = result.then(
+        () => undefined,
+        () =>
+          call?.then(
+            () => undefined,
+            () => undefined,
+          ),
+      );
+      return { result, device: deviceSettled };
+    },
     probe: (tags, signal) => timed((attempt) => driver.read(tags, attempt), "read", signal),
     ...(subscribe
       ? {

@@ -319,3 +319,22 @@ describe("CurrentValueTable: a quality is read once", () => {
     expect(Object.getPrototypeOf(cvt.get("a")!.quality)).toBe(Object.prototype);
   });
 });
+
+// Review 15e: a device clock stepped back made a steady value a repeat of the sample stamped
+// before the step; the change now says what the producer delivered, so a source-age judge sees
+// the device alive.
+describe("CurrentValueTable: the change carries the delivered source timestamp (review 15e)", () => {
+  test("a repeat and a restamp keep the current or Kiln's timestamp on the sample, and carry the device's on the change", () => {
+    const cvt = new CurrentValueTable({ tags: tags.list() });
+    const seen: CvtChange[] = [];
+    cvt.observeAll((change) => void seen.push(change));
+    cvt.update([sample("a", 1, 5_000)], 5_000);
+    cvt.update([sample("a", 1, 2_000)], 5_100); // clock stepped back, value steady: a repeat
+    cvt.update([sample("a", 2, 2_100)], 5_200); // clock stepped back, value changed: restamped
+    expect(seen.map((change) => [change.sample.timestamp, change.sourceTimestamp])).toEqual([
+      [5_000, 5_000],
+      [5_000, 2_000],
+      [5_200, 2_100],
+    ]);
+  });
+});

@@ -233,7 +233,13 @@ export class CurrentValueTable implements CurrentValueView {
         synthetic: keepReceivedAt,
         newest: timestamp,
       });
-      change = Object.freeze({ sample, previous: undefined, valueChanged: true, qualityChanged: true });
+      change = Object.freeze({
+        sample,
+        previous: undefined,
+        valueChanged: true,
+        qualityChanged: true,
+        sourceTimestamp: timestamp,
+      });
     } else {
       const previous = entry.sample;
       // Kiln's own markers (keepReceivedAt) come stamped after the current sample already.
@@ -268,6 +274,7 @@ export class CurrentValueTable implements CurrentValueView {
         valueChanged: !sameTagValue(previous.value, sample.value),
         qualityChanged:
           previous.quality.code !== sample.quality.code || previous.quality.severity !== sample.quality.severity,
+        sourceTimestamp: timestamp,
       });
     }
     const tagObservers = this.#tagObservers.size > 0 ? this.#tagObservers.get(tag) : undefined;

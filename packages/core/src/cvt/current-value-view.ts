@@ -11,6 +11,15 @@ export interface CvtChange {
   readonly valueChanged: boolean;
   /** True when severity or code differ from the previous quality (always true for a first value). */
   readonly qualityChanged: boolean;
+  /**
+   * The timestamp (ms since the Unix epoch) the update came with, as its producer delivered it:
+   * the device's source timestamp, or Kiln's own for a quality marker (stale, no communication).
+   * It differs from `sample.timestamp` when the table restamped the sample (its source timestamp
+   * did not advance past the tag's last one) or kept the current sample as a repeat. It may go
+   * back (a device clock stepped back): whether a source is still alive is judged on it, not on
+   * the kept sample's timestamp, which only advances (review 15e).
+   */
+  readonly sourceTimestamp: number;
 }
 
 /** Called synchronously for each update. Must be cheap; hand heavy work off. */

@@ -1,3 +1,4 @@
+import { sayingLess, withoutKeys } from "../domain/refusal-disclosure";
 import { KilnError, isRetryable } from "../domain/errors";
 // The state machine and its model types are homed in "@kiln/core/advanced"; what their declarations
 // name from the main entry is imported by package name (ADR 0027).
@@ -465,10 +466,24 @@ export class StateMachine<TState extends string, TCommand extends string, TConte
   }
 
   #error(message: string, details: Record<string, unknown> & { command: TCommand }, cause?: unknown): KilnError {
-    return new KilnError("KILN_INVALID_TRANSITION", message, {
+    const error = new KilnError("KILN_INVALID_TRANSITION", message, {
       cause,
       retryable: cause === undefined ? false : isRetryable(cause),
       details: { machineId: this.machineId, state: this.#snapshot.state, ...details },
     });
+    // To a caller who may not know the machine's state (review 15e): no state, no accepted
+    // commands, no target state; a guard's reason (the interlocks that hold) is kept.
+    const reason = typeof details.reason === "string" ? details.reason : undefined;
+    const kept = withoutKeys(error.details, ["state", "allowed", "target"]);
+    return sayingLess(error, (disclosure) =>
+      disclosure.machine
+        ? undefined
+        : {
+            message:
+              `Machine "${this.machineId}" refused command "${String(details.command)}"` +
+              `${reason === undefined ? "" : `: ${reason}`}. Its state is not shown to this caller.`,
+            details: kept,
+          },
+    );
   }
 }

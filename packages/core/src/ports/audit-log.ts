@@ -44,6 +44,12 @@ export interface AuditEntry {
    * refers to ran and then failed: `denied` when a check refused it before any effect, `failed`
    * when it may have acted in part (an interlock trip whose safe-state write the device refused
    * took place). The command's outcome is always the follow-up entry (review 15y, L7).
+   *
+   * So an `allowed` entry alone does not say the command ran: pair it by id first. A store that
+   * commits an intent and then throws (the connection lost after the COMMIT, an error raised
+   * after the row was written) or times out after committing leaves both `<id>` `allowed` and
+   * `<id>:refusal` `denied` (`refersTo: "<id>"`) for a command that did not run; Kiln cannot tell
+   * that from an intent never written, so it refuses and records the refusal (review 15e).
    */
   readonly refersTo?: string;
 }
@@ -52,7 +58,10 @@ export interface AuditEntry {
 export interface AuditLog {
   /**
    * Appends one entry, once per `entry.id`: an entry whose id is already recorded is ignored
-   * (resolves without changing anything), so a retry after an unknown outcome is safe.
+   * (resolves without changing anything), so a retry after an unknown outcome is safe. Throw only
+   * when the entry was not recorded where you can: a store that commits and then throws makes
+   * the command it records refused and leaves the intent beside its `<id>:refusal` (see
+   * {@link AuditEntry.refersTo}); the trail stays true, but a reader must pair the two by id.
    * @throws KilnError `KILN_VALIDATION` for a malformed entry; `KILN_STORE_ERROR` (retryable
    *   when repeating may succeed) when the store cannot take it.
    */

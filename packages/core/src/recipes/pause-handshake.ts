@@ -1,4 +1,5 @@
 import { KilnError } from "../domain/errors";
+import { sayingLess } from "../domain/refusal-disclosure";
 import type { Clock } from "../ports/clock";
 import type { MachineBinding } from "./machine-binding";
 
@@ -54,10 +55,17 @@ export class PauseHandshake {
     const pending = this.#pauseRequest;
     this.#pauseRequest = undefined;
     pending?.reject(
-      new KilnError(
-        "KILN_INVALID_TRANSITION",
-        `The pause of process ${this.#options.processId} was cancelled by resume.`,
-        { details: { processId: this.#options.processId, command: "pause" } },
+      sayingLess(
+        new KilnError(
+          "KILN_INVALID_TRANSITION",
+          `The pause of process ${this.#options.processId} was cancelled by resume.`,
+          { details: { processId: this.#options.processId, command: "pause" } },
+        ),
+        // The process is named only to a caller who may know it (review 15e).
+        (disclosure) =>
+          disclosure.process
+            ? undefined
+            : { message: "The pause of the process was cancelled by resume.", details: { command: "pause" } },
       ),
     );
   }

@@ -1,3 +1,4 @@
+import { sayingLess } from "../domain/refusal-disclosure";
 import { KilnError } from "../domain/errors";
 import { raceAbort } from "../driver-kit/abort";
 import type { KilnEvents } from "../events/catalogue";
@@ -483,8 +484,10 @@ export class ProcessRun implements RecipeProcess {
    * waiting for its tag is not sent once the step's signal aborts.
    */
   #trackedIo(io: RecipeIo): RecipeIo {
+    const stale = io.stale;
     return {
       current: (tag) => io.current(tag),
+      ...(stale === undefined ? {} : { stale: (tag: string) => stale.call(io, tag) }),
       onChange: (tag, listener) => io.onChange(tag, listener),
       write: (tag, value, signal, origin) => {
         const sent = io.write(tag, value, signal, origin);
@@ -611,10 +614,17 @@ export class ProcessRun implements RecipeProcess {
   }
 
   #endedError(command: string): KilnError {
-    return new KilnError(
-      "KILN_INVALID_TRANSITION",
-      `Process ${this.id} has ended (${this.record.status}); it cannot ${command}.`,
-      { details: { processId: this.id, status: this.record.status, command } },
+    return sayingLess(
+      new KilnError(
+        "KILN_INVALID_TRANSITION",
+        `Process ${this.id} has ended (${this.record.status}); it cannot ${command}.`,
+        { details: { processId: this.id, status: this.record.status, command } },
+      ),
+      // The process is named only to a caller who may know it (review 15e).
+      (disclosure) =>
+        disclosure.process
+          ? undefined
+          : { message: `The process has ended; it cannot ${command}.`, details: { command } },
     );
   }
 }

@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, test } from "vitest";
 import { KilnError } from "../domain/errors";
+import { disclosedRefusal, type Disclosure } from "../domain/refusal-disclosure";
 import { GOOD } from "../domain/quality";
 import type { Sample } from "../domain/sample";
 import { defineTags } from "../domain/tags";
@@ -774,6 +775,30 @@ describe("RecipeExecutor: a start after an abort whose step write is still on th
     await refused;
     await expect(next).rejects.toThrow(/the write of mfc\.flow sent before its abort has not settled/);
     expect(writesOf("mfc.flow").map((write) => write.value)).toEqual([]);
+    release();
+  });
+
+  // Adversarial review 15e (LOW): the refusal named the late writes' tags to any caller of a start.
+  test("(review 15e) the refusal names a late write's tag only to a caller who may know it; the others are counted", async () => {
+    const { executor, clock, release } = await heldSetup(500);
+    const next = executor.start(NEXT);
+    const caught = next.then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    await clock.advance(600);
+    const refused = await caught;
+    const mayWrite = (tags: readonly string[]): Disclosure => ({
+      machine: false,
+      process: false,
+      tag: (name) => tags.includes(name),
+    });
+    const toStranger = disclosedRefusal(refused, mayWrite([])) as KilnError;
+    expect(toStranger.code).toBe("KILN_INVALID_TRANSITION");
+    expect(toStranger.message).not.toContain("mfc.flow");
+    expect(toStranger.message).toContain("the write of 1 other tag sent before its abort has not settled");
+    expect(toStranger.details).toMatchObject({ ending: { lateWrites: [], lateWritesWithheld: 1 } });
+    expect(disclosedRefusal(refused, mayWrite(["mfc.flow"]))).toBe(refused);
     release();
   });
 });

@@ -1,3 +1,4 @@
+import { sayingLess, withholdingNothing } from "../domain/refusal-disclosure";
 import { KilnError, KilnValidationError } from "../domain/errors";
 import type { TagCatalog } from "../domain/tags";
 import type { KilnEvents } from "../events/catalogue";
@@ -476,15 +477,32 @@ export class RecipeExecutor {
     }
     if (this.#active !== previous) return;
     const lateWrites = previous.ending?.lateWrites ?? [];
-    throw new KilnError(
-      "KILN_INVALID_TRANSITION",
-      // The process is not named: the caller may not be allowed to see it (issue 15).
-      `Machine "${this.machineId}" is still ending its last process after ${waitMs} ms: ` +
-        (lateWrites.length > 0
-          ? `the write of ${lateWrites.join(", ")} sent before its abort has not settled`
-          : "its record's last save has not finished") +
-        `; nothing ran. Start again once it has (health() names it).`,
-      { details: { machineId: this.machineId, command: "start", ending: { lateWrites, waitedMs: waitMs } } },
+    // The process is not named: the caller may not be allowed to see it (issue 15); its late
+    // writes' tags only to a caller who may know each (review 15e: `disclosureFor`).
+    const refusal = (shown: readonly string[]): { message: string; details: Record<string, unknown> } => {
+      const withheld = lateWrites.length - shown.length;
+      const what = [...shown, ...(withheld > 0 ? [`${withheld} other tag${withheld === 1 ? "" : "s"}`] : [])];
+      return {
+        message:
+          `Machine "${this.machineId}" is still ending its last process after ${waitMs} ms: ` +
+          (lateWrites.length > 0
+            ? `the write of ${what.join(", ")} sent before its abort has not settled`
+            : "its record's last save has not finished") +
+          `; nothing ran. Start again once it has (health() names it).`,
+        details: {
+          machineId: this.machineId,
+          command: "start",
+          ending: { lateWrites: shown, ...(withheld > 0 ? { lateWritesWithheld: withheld } : {}), waitedMs: waitMs },
+        },
+      };
+    };
+    const full = refusal(lateWrites);
+    throw sayingLess(
+      new KilnError("KILN_INVALID_TRANSITION", full.message, { details: full.details }),
+      (disclosure) => {
+        const shown = lateWrites.filter((tag) => disclosure.tag(tag));
+        return shown.length === lateWrites.length ? undefined : refusal(shown);
+      },
     );
   }
 
@@ -510,19 +528,24 @@ export class RecipeExecutor {
   #checkReady(pending: PendingStart): void {
     // A trip still writing the safe state has not faulted the machine yet: a start now would
     // begin on a machine about to be faulted (adversarial review 15w, H1).
+    // These name only the caller's own start (its id): nothing withheld (review 15e).
     if (this.#tripping > 0) {
-      throw new KilnError(
-        "KILN_INVALID_TRANSITION",
-        `Machine "${this.machineId}" is tripping (safe state being written): nothing ran. Reset the machine once the trip is over.`,
-        { details: { machineId: this.machineId, command: "start", processId: pending.id, tripping: true } },
+      throw withholdingNothing(
+        new KilnError(
+          "KILN_INVALID_TRANSITION",
+          `Machine "${this.machineId}" is tripping (safe state being written): nothing ran. Reset the machine once the trip is over.`,
+          { details: { machineId: this.machineId, command: "start", processId: pending.id, tripping: true } },
+        ),
       );
     }
     if (this.#options.machine.canBegin?.() !== false) return;
-    throw new KilnError(
-      "KILN_INVALID_TRANSITION",
-      // The state is not named: the caller may not be allowed to see it (ADR 0010 §5).
-      `Machine "${this.machineId}" cannot start a process in its current state: nothing ran. Bring it back to its ready state first.`,
-      { details: { machineId: this.machineId, command: "start", processId: pending.id } },
+    throw withholdingNothing(
+      new KilnError(
+        "KILN_INVALID_TRANSITION",
+        // The state is not named: the caller may not be allowed to see it (ADR 0010 §5).
+        `Machine "${this.machineId}" cannot start a process in its current state: nothing ran. Bring it back to its ready state first.`,
+        { details: { machineId: this.machineId, command: "start", processId: pending.id } },
+      ),
     );
   }
 
@@ -659,10 +682,13 @@ interface PendingStart {
 
 /** The start's `KILN_ABORTED`: `cancelled`, its audited command records the start as cancelled (nothing ran), naming the abort. */
 function cancelledError(pending: PendingStart): KilnError {
-  return new KilnError(
-    "KILN_ABORTED",
-    `The start of process "${pending.id}" was aborted before it began (${pending.abortReason}): nothing ran.`,
-    { details: { processId: pending.id, reason: pending.abortReason, cancelled: true } },
+  // Names only the caller's own start: nothing withheld (review 15e).
+  return withholdingNothing(
+    new KilnError(
+      "KILN_ABORTED",
+      `The start of process "${pending.id}" was aborted before it began (${pending.abortReason}): nothing ran.`,
+      { details: { processId: pending.id, reason: pending.abortReason, cancelled: true } },
+    ),
   );
 }
 

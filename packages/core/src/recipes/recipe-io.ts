@@ -33,22 +33,32 @@ export interface RecipeIo {
   settled?(tag: string): Promise<void> | undefined;
   /** The current sample of `tag`, or undefined before its first value. */
   current(tag: string): Sample | undefined;
+  /**
+   * Why the current good sample of `tag` is too old to be trusted (the source-age rule of the
+   * control system: its source has not advanced within the tag's `maxSourceAgeMs`), or undefined
+   * when it is fresh or the tag has no limit. A `waitUntil` is not satisfied by a stale sample
+   * (review 15e). Optional: without it every good sample counts.
+   */
+  stale?(tag: string): string | undefined;
   /** Calls `listener` with every new sample of `tag` until the returned disposer is called. */
   onChange(tag: string, listener: (sample: Sample) => void): Disposer;
 }
 
 /**
  * A {@link RecipeIo} reading a {@link CurrentValueTable} and writing through `write` (the
- * system's checked write path), with `settled` from the same write path.
+ * system's checked write path), with `settled` from the same write path and `stale` from the
+ * system's source-age rule.
  */
 export function tableRecipeIo(
   table: Pick<CurrentValueTable, "get" | "observe">,
   write: (tag: string, value: TagValue, signal?: AbortSignal, origin?: WriteOrigin) => Promise<void>,
   settled?: (tag: string) => Promise<void> | undefined,
+  stale?: (tag: string) => string | undefined,
 ): RecipeIo {
   return {
     write,
     ...(settled === undefined ? {} : { settled }),
+    ...(stale === undefined ? {} : { stale }),
     current: (tag) => table.get(tag),
     onChange: (tag, listener) => table.observe(tag, (change) => listener(change.sample)),
   };

@@ -131,7 +131,8 @@ export async function runPulse(body: PulseStep["pulse"], frame: Frame, context: 
 }
 
 /**
- * `waitUntil`: resolves once the condition holds on a good sample; on timeout continues,
+ * `waitUntil`: resolves once the condition holds on a good, fresh sample (not stale by the
+ * source-age rule, `RecipeIo.stale`); on timeout continues,
  * aborts the process or fails the step (`KILN_TIMEOUT`) as `onTimeout` says.
  */
 export async function runWaitUntil(
@@ -143,8 +144,13 @@ export async function runWaitUntil(
   const { tag, op } = body.condition;
   const target = valueOf(body.condition.value, frame);
   const timeoutMs = numberOf(body.timeoutMs, frame);
+  // A good sample whose source has stopped advancing (the tag's maxSourceAgeMs) shows the value of
+  // then, not now: it does not meet the condition (review 15e, the interlocks' source-age rule).
   const holds = (sample: Sample | undefined): boolean =>
-    sample !== undefined && sample.quality.severity === "good" && compare(sample.value, op, target);
+    sample !== undefined &&
+    sample.quality.severity === "good" &&
+    compare(sample.value, op, target) &&
+    context.io.stale?.(tag) === undefined;
   const met = await until(tag, holds, timeoutMs, context);
   if (met) return {};
   const condition = `${tag} ${op} ${String(target)}`;

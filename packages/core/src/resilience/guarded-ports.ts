@@ -1,5 +1,5 @@
 import type { Sample } from "../domain/sample";
-import type { Tag } from "../domain/tags";
+import type { Tag, TagValue } from "../domain/tags";
 import type { PlcDriver } from "../ports/plc-driver";
 import type { SampleHistory } from "@kiln/core/driver-kit";
 import type { SampleSink, SampleWriteResult } from "@kiln/core/driver-kit";
@@ -29,6 +29,16 @@ export interface GuardedDriver extends PlcDriver {
    * the link is down. Its caller closes the breaker (`breaker.reset()`) once the link is back.
    */
   probe(tags: readonly Tag[], signal?: AbortSignal): Promise<Sample[]>;
+  /**
+   * `write`, also telling when the driver's own call settled (`device`, never rejects): after the
+   * timeout `result` rejects while the driver's call may still be on its way to the device and
+   * land later (review 15e). `device` resolves at once when the driver was not called (breaker open).
+   */
+  writeTracked(
+    tag: Tag,
+    value: TagValue,
+    signal?: AbortSignal,
+  ): { readonly result: Promise<void>; readonly device: Promise<void> };
 }
 
 /**

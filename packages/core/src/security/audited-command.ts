@@ -1,5 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { appendFile, rm, stat } from "node:fs/promises";
+import { disclosedRefusal } from "../domain/refusal-disclosure";
+import { disclosureFor } from "./refusal-disclosure-rule";
 import { KilnError, KilnValidationError, type KilnErrorCode, type ValidationIssue } from "../domain/errors";
 import type { KilnEvents } from "../events/catalogue";
 import type { EventBus } from "../events/event-bus";
@@ -243,7 +245,9 @@ function outcomeOf(error: unknown): "denied" | "failed" {
  * The principal is read once, validated and frozen first ({@link snapshotPrincipal}); the entry,
  * the check and `execute` (through its {@link CommandContext}) all use that snapshot. A refusal's
  * message names only `subject` and, to a principal who holds the permission in another state,
- * the machine state.
+ * the machine state. Every error `run` hands its caller is cut to what the caller may know
+ * (`disclosureFor`: machine state, process id, tags of a process's writes; review 15e); the
+ * entry's `reason` keeps it all.
  *
  * - `denied`: the authorizer refused (`KILN_FORBIDDEN`, or `KILN_VALIDATION` for a malformed
  *   principal): `execute` never runs, so nothing reaches a PLC; or `execute` was refused by a
@@ -443,12 +447,31 @@ export class AuditedCommandRunner {
    * @returns what `execute` returned.
    * @throws KilnError `KILN_FORBIDDEN` (or `KILN_VALIDATION` for a malformed principal) when not
    *   authorized; `KILN_AUDIT_UNAVAILABLE` (retryable, nothing executed) when its audit entry
-   *   cannot be made durable; otherwise whatever `execute` threw.
+   *   cannot be made durable; otherwise whatever `execute` threw, cut to what the principal may
+   *   know (`disclosedRefusal`: same code and `retryable`; the audit entry keeps the full reason).
    */
   async run<TResult>(command: AuditedCommand<TResult>): Promise<TResult> {
-    const at = this.#options.clock.now();
     // Read once: the audit and every check below see the same principal.
     const read = snapshotPrincipal(command.principal);
+    try {
+      return await this.#run(command, read);
+    } catch (error) {
+      // The one place a refusal reaches its caller: cut to what the caller may know (review 15e).
+      // The audit entry keeps the full reason.
+      throw disclosedRefusal(
+        error,
+        disclosureFor(
+          this.#options.authorizer,
+          read.principal,
+          this.#options.machineId,
+          command.permission.startsWith("recipe.") ? command.target : undefined,
+        ),
+      );
+    }
+  }
+
+  async #run<TResult>(command: AuditedCommand<TResult>, read: PrincipalSnapshot): Promise<TResult> {
+    const at = this.#options.clock.now();
     const action = command.action ?? command.permission;
     const source = typeof read.source === "string" ? read.source : this.#options.source;
     const targetProblem = checkTarget(command.target);
