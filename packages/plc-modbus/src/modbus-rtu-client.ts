@@ -208,7 +208,9 @@ export class ModbusRtuClient extends ModbusFunctionCodes implements ModbusClient
     }
     const answer = checkRtuAnswer(pending.request, this.#buffer);
     if (answer.kind === "mismatch") {
-      this.#mismatch(pending, answer.reason);
+      // A frame of the answer's length that failed only its CRC was the device's answer, corrupted on the line:
+      // no answer of this request is still to come (adv12 fix12e M3).
+      this.#mismatch(pending, answer.reason, answer.corrupted === true && this.#buffer.length === expected);
       return;
     }
     const complete = (): void => {
@@ -265,12 +267,14 @@ export class ModbusRtuClient extends ModbusFunctionCodes implements ModbusClient
     if (rest > 0) this.#events.emit("stray", `${rest} bytes no request was waiting for (noise or a cut frame)`);
   }
 
-  #mismatch(pending: Pending, reason: string): void {
+  /** Refuses `pending`'s answer; `answerConsumed`: the refused frame was its answer (see `ModbusClient`). */
+  #mismatch(pending: Pending, reason: string, answerConsumed = false): void {
     this.#outOfStep = true;
     // Whole frames in it may come again (a repeat of one is suspect like a repeat of an answer taken).
     for (const frame of splitRtuFrames(this.#buffer).frames) this.#remember(frame);
     this.#buffer = Buffer.alloc(0);
-    this.#settle(pending, new Error(`${reason}; the line is resynchronised before the next request`));
+    const error = new Error(`${reason}; the line is resynchronised before the next request`);
+    this.#settle(pending, answerConsumed ? Object.assign(error, { answerConsumed: true }) : error);
   }
 
   #settle(pending: Pending, error: unknown, data?: Buffer): void {
