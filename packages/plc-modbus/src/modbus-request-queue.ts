@@ -1,6 +1,7 @@
 import { type Clock, KilnError } from "@kiln/core";
 import { type TimerHandle } from "@kiln/core";
 import { onAbort, reconnectDelay } from "@kiln/core/driver-kit";
+import { answerDoubt } from "./modbus-answer-repeat";
 import { modbusFailureOf, modbusTimeoutError } from "./modbus-failure";
 
 /** Options of {@link ModbusRequestQueue}. */
@@ -1260,7 +1261,14 @@ export class ModbusRequestQueue {
           } else if (!this.#unaligned.has(entry.scope) && this.#owedCount() === 0 && this.#inFlight.size === 1)
             this.#unsure.delete(entry.scope);
           if (this.#inFlight.size > 1) this.#proveIds(entry);
-          if (entry.fence !== undefined && entry.fenceFor === undefined) this.#idleFence.set(entry.scope, entry.fence);
+          const doubt = typeof value === "object" && value !== null ? answerDoubt(value) : undefined;
+          if (doubt !== undefined && entry.fenceFor === undefined) {
+            // Taken uncertain as a possible repeat (ModbusAnswerRepeats): its real answer may still come, and no
+            // request of its shape may take it (adv12 fix12e H2).
+            this.#startQuiet(entry);
+            this.#anomaly(`${entry.what} got ${doubt.split(":")[0]}`, true, entry.scope);
+          } else if (entry.fence !== undefined && entry.fenceFor === undefined)
+            this.#idleFence.set(entry.scope, entry.fence);
           this.#settle(entry, true, value);
           finish();
         },

@@ -1,6 +1,7 @@
 import { KilnError, type Tag } from "@kiln/core";
 import { formatModbusAddress, type ModbusAddress, type ModbusByteOrder } from "./modbus-address";
 import type { ModbusClient } from "./modbus-client";
+import { answerDoubt } from "./modbus-answer-repeat";
 import { encodeRegisters, type ModbusRawValue } from "./modbus-codec";
 import type { ResolvedModbusDriverOptions } from "./modbus-driver-options";
 import { isRetryableException, modbusFailureOf } from "./modbus-failure";
@@ -234,6 +235,18 @@ export class ModbusWriter {
     // Read-modify-write is not atomic on the device: the caller holds the register's lock (#inRegisterOrder).
     // Read the way a scan reads (shape and fence): a late answer to a read of one register fits this one.
     const current = await this.#request.read(unitId, "holding-register", address.address, 1, call.what, call.signal);
+    const doubt = answerDoubt(current);
+    if (doubt !== undefined) {
+      // Writing a word back that may be another register's would change the register's other bits.
+      throw new KilnError(
+        "KILN_DEVICE_ERROR",
+        `The read half of the ${call.what} is not trusted: ${doubt}; write again.`,
+        {
+          retryable: true,
+          details: { sent: false },
+        },
+      );
+    }
     const word = Number(current[0] ?? 0);
     await this.#writeRegisters(unitId, address.address, [state ? word | mask : word & ~mask & 0xffff], call);
   }
