@@ -281,7 +281,7 @@ export class ModbusRtuClient extends ModbusFunctionCodes implements ModbusClient
     if (rest > 0) this.#events.emit("stray", `${rest} bytes no request was waiting for (noise or a cut frame)`);
   }
 
-  /** Refuses `pending`'s answer; `answerConsumed`: the refused frame was its answer (see `ModbusClient`). */
+  /** Refuses `pending`'s answer; `answerConsumed`: the refused frame was its answer, none is owed (the queue reads it). */
   #mismatch(pending: Pending, reason: string, answerConsumed = false): void {
     this.#outOfStep = true;
     // Whole frames in it may come again (a repeat of one is suspect like a repeat of an answer taken).
