@@ -1,4 +1,12 @@
-import { KilnError, KilnValidationError, type Tag, type TagDataType, type TagValue } from "@kiln/core";
+import {
+  KilnError,
+  KilnValidationError,
+  QualityCodes,
+  quality,
+  type Tag,
+  type TagDataType,
+  type TagValue,
+} from "@kiln/core";
 import { coerceToTagType, type TagTypeCoercion } from "@kiln/core/driver-kit";
 import type { ModbusAddress, ModbusByteOrder, ModbusWireType } from "./modbus-address";
 
@@ -174,24 +182,53 @@ export function encodeRegisters(value: ModbusRawValue, address: ModbusCodecAddre
 /**
  * Converts a raw wire value to the tag's engineering value: `raw × scale + offset` for numbers; integer
  * wire types read by a `bool` tag are true when non-zero. 64-bit integers stay `bigint` unless the tag is a
- * float tag or is scaled and the value is a safe integer (beyond ±2^53 a number would not be exact, so the
- * `bigint` is returned and the tag-type check reports it). The result is not yet checked against the tag's
- * type: the driver's compiled decoders do that.
+ * float tag or is scaled; a scaled 64-bit value is computed exactly in `bigint` when scale and offset are
+ * integers (int64 scale 2 reading 2^60 gives 2^61), and as a number otherwise. Where no exact value exists (a
+ * raw value beyond ±2^53 with a fractional scale or offset) the raw `bigint` is returned unscaled: the driver's
+ * compiled decoders report such a value `bad` and never pass it on. The result is not yet checked against the
+ * tag's type: the driver's compiled decoders do that.
  */
 export function engineeringFromRaw(
   raw: ModbusRawValue,
   address: Pick<ModbusAddress, "scale" | "offset">,
   dataType: TagDataType,
 ): TagValue {
+  if (typeof raw === "bigint") return exactFromRaw64(raw, address, dataType) ?? raw;
   if (typeof raw === "boolean" || typeof raw === "string") return raw;
-  if (dataType === "bool") return raw !== 0 && raw !== 0n;
+  if (dataType === "bool") return raw !== 0;
   const scaled = address.scale !== 1 || address.offset !== 0;
-  if (typeof raw === "bigint") {
-    if (!scaled && dataType !== "float32" && dataType !== "float64") return raw;
-    if (raw > SAFE_BIGINT || raw < -SAFE_BIGINT) return raw;
-    return Number(raw) * address.scale + address.offset;
-  }
   return scaled ? raw * address.scale + address.offset : raw;
+}
+
+/** Whether a scale and offset are whole numbers, so a 64-bit register scales exactly in `bigint`. */
+function integralScaling(address: Pick<ModbusAddress, "scale" | "offset">): boolean {
+  return Number.isSafeInteger(address.scale) && Number.isSafeInteger(address.offset);
+}
+
+/**
+ * The engineering value of a 64-bit raw value, or `undefined` when none is exact (H1 of adv12 fix12e: beyond
+ * ±2^53 the scale was dropped and the raw value passed as good). Integral scaling is exact in `bigint` (a number
+ * when it is a safe integer, or for a float tag when the number holds it exactly); a fractional scale or offset
+ * is applied to the raw value as a number, only when that number is the raw value exactly.
+ */
+function exactFromRaw64(
+  raw: bigint,
+  address: Pick<ModbusAddress, "scale" | "offset">,
+  dataType: TagDataType,
+): TagValue | undefined {
+  if (dataType === "bool") return raw !== 0n;
+  const scaled = address.scale !== 1 || address.offset !== 0;
+  const float = dataType === "float32" || dataType === "float64";
+  if (!scaled && !float) return raw;
+  if (integralScaling(address)) {
+    const exact = raw * BigInt(address.scale) + BigInt(address.offset);
+    if (exact <= SAFE_BIGINT && exact >= -SAFE_BIGINT) return Number(exact);
+    // Beyond ±2^53 a bigint: the type check passes it for an int64 tag and refuses it for a float tag.
+    return exact;
+  }
+  const number = Number(raw);
+  if (BigInt(number) !== raw) return undefined;
+  return number * address.scale + address.offset;
 }
 
 /** Options of {@link rawFromEngineering}. */
@@ -250,6 +287,31 @@ function wholeStep(
   ]);
 }
 
+function isIntegral(value: TagValue): value is number | bigint {
+  return typeof value === "bigint" || (typeof value === "number" && Number.isInteger(value));
+}
+
+/**
+ * `(value − offset) / scale` in `bigint` for a 64-bit wire with integral scaling, the exact inverse of the read
+ * (a number would round 2^61 + 2 before dividing): a value between two steps is refused like {@link wholeStep}.
+ */
+function exactRaw64(
+  value: number | bigint,
+  address: Pick<ModbusAddress, "type" | "scale" | "offset">,
+  options: RawConversionOptions,
+): bigint {
+  const difference = BigInt(value) - BigInt(address.offset);
+  const scale = BigInt(address.scale);
+  if (difference % scale === 0n) return difference / scale;
+  if (options.round) return BigInt(Math.round(Number(difference) / Number(scale)));
+  throw new KilnValidationError("tag value", [
+    {
+      path: options.tag ?? "",
+      message: `${String(value)} is not representable on the ${address.type} wire (steps of ${address.scale}${address.offset === 0 ? "" : ` from ${address.offset}`}): writes are refused, never rounded`,
+    },
+  ]);
+}
+
 function outOfRange(message: string, options: RawConversionOptions, value: unknown): KilnError {
   return new KilnError("KILN_OUT_OF_RANGE", message, {
     details: { ...(options.tag === undefined ? {} : { tag: options.tag }), value: String(value) },
@@ -299,7 +361,9 @@ export function rawFromEngineering(
   if (bigintLimits) {
     let raw: bigint;
     if (typeof value === "bigint" && !scaled) raw = value;
-    else if (typeof value === "number" || typeof value === "bigint") {
+    else if (scaled && integralScaling(address) && isIntegral(value)) {
+      raw = exactRaw64(value, address, options);
+    } else if (typeof value === "number" || typeof value === "bigint") {
       const number = (Number(value) - address.offset) / address.scale;
       if (!Number.isFinite(number)) throw outOfRange(`${String(value)} is not a finite number`, options, value);
       raw = BigInt(wholeStep(value, number, address, options));
@@ -347,6 +411,7 @@ export function rawFromEngineering(
  * wire written 2^60). Compared exactly when unscaled, within a few ULPs when scaled (the round-off of
  * `raw × scale + offset`); a float tag on a `float32` wire is the one documented rounding: any finite value in
  * range is stored as its nearest float32 (what a float32 register holds), an integer tag's value must be exact.
+ * A string must read back identically: a NUL ends it on read, a lone surrogate reads as U+FFFD (adv12 fix12e M2).
  *
  * @returns why the value cannot be written (for a `KILN_VALIDATION` naming the tag), or `undefined`.
  */
@@ -357,7 +422,14 @@ export function writeReadsBack(
   order: ModbusByteOrder,
   tag: Pick<Tag, "name" | "dataType">,
 ): string | undefined {
-  if (typeof raw === "boolean" || typeof raw === "string" || typeof value === "boolean") return undefined;
+  if (typeof raw === "string") {
+    if (typeof value !== "string") return undefined;
+    const read = compileDecoder(address, order, tag)(encodeRegisters(raw, address, order), 0);
+    if (read.ok && read.value === value) return undefined;
+    const back = read.ok ? JSON.stringify(read.value) : `bad (${read.quality.reason ?? "type mismatch"})`;
+    return `${JSON.stringify(value)} would read back as ${back}: a string is written only when it reads back identically (UTF-8 without NUL, no lone surrogate), writes follow the read rule`;
+  }
+  if (typeof raw === "boolean" || typeof value === "boolean") return undefined;
   if (typeof value !== "number" && typeof value !== "bigint") return undefined;
   const registers = encodeRegisters(raw, address, order);
   const read = compileDecoder(address, order, tag)(registers, 0);
@@ -412,9 +484,10 @@ export function compileDecoder(
   order: ModbusByteOrder,
   tag: Pick<Tag, "name" | "dataType">,
 ): ModbusTagDecoder {
-  const decode = compileValueDecoder(address, order, tag.dataType);
   const scaled = address.scale !== 1 || address.offset !== 0;
   const bits = address.area === "coil" || address.area === "discrete-input" || address.type === "bit";
+  if (!bits && (address.type === "int64" || address.type === "uint64")) return compileDecoder64(address, order, tag);
+  const decode = compileValueDecoder(address, order, tag.dataType);
   const fits = bits
     ? tag.dataType === "bool"
     : tag.dataType === "bool" ||
@@ -424,6 +497,27 @@ export function compileDecoder(
   if (fits) return (block, offset) => ({ ok: true, value: decode(block, offset) });
   const source = `${address.area} ${bits ? "bit" : address.type}${scaled ? " (scaled)" : ""}`;
   return (block, offset) => coerceToTagType(decode(block, offset), tag, source);
+}
+
+/**
+ * A 64-bit register's decoder: always checked against the tag's type (a scaled float tag is no exception, H1 of
+ * adv12 fix12e), and `bad` naming the rule when no exact engineering value exists.
+ */
+function compileDecoder64(
+  address: Pick<ModbusAddress, "area" | "type" | "bit" | "count" | "scale" | "offset">,
+  order: ModbusByteOrder,
+  tag: Pick<Tag, "name" | "dataType">,
+): ModbusTagDecoder {
+  const codec = { type: address.type, bit: address.bit, count: address.count };
+  const scaled = address.scale !== 1 || address.offset !== 0;
+  const source = `${address.area} ${address.type}${scaled ? " (scaled)" : ""}`;
+  return (block, offset) => {
+    const raw = decodeRegisters(block as ArrayLike<number>, offset, codec, order) as bigint;
+    const value = exactFromRaw64(raw, address, tag.dataType);
+    if (value !== undefined) return coerceToTagType(value, tag, source);
+    const reason = `${source} raw ${raw} × ${address.scale} + ${address.offset} has no exact value for ${tag.dataType} tag "${tag.name}" (beyond ±2^53 only whole-number scale and offset are exact)`;
+    return { ok: false, quality: quality("bad", reason, QualityCodes.BadTypeMismatch) };
+  };
 }
 
 function compileValueDecoder(

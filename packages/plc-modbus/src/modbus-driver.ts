@@ -32,6 +32,7 @@ import {
 import type { ModbusClient, ModbusStrayAnswer } from "./modbus-client";
 import { createModbusRtuClient } from "./modbus-rtu-client";
 import { createModbusTcpClient } from "./modbus-tcp-client";
+import { answerDoubt } from "./modbus-answer-repeat";
 import { compileDecoder, rawFromEngineering, writeReadsBack, type ModbusTagDecoder } from "./modbus-codec";
 import { destroyClient, modbusTarget, openModbusClient } from "./modbus-connection";
 import {
@@ -1420,11 +1421,14 @@ export class ModbusDriver implements PlcDriver {
     const timestamp = this.#clock.now();
     const { tags, decoders, samples } = state;
     const start = request.address;
+    // An answer its client could not prove is this request's own (a repeat of the previous answer, ModbusAnswerRepeats).
+    const doubt = answerDoubt(data);
+    const shown = doubt === undefined ? GOOD : quality("uncertain", doubt, QualityCodes.Uncertain);
     for (const item of request.items) {
       const index = item.index;
       const decoded = decoders[index]!(data, item.address - start);
       samples[index] = decoded.ok
-        ? { tag: tags[index]!.name, value: decoded.value, timestamp, quality: GOOD }
+        ? { tag: tags[index]!.name, value: decoded.value, timestamp, quality: shown }
         : { tag: tags[index]!.name, value: null, timestamp, quality: decoded.quality };
     }
   }

@@ -1,5 +1,13 @@
 /** Request PDUs and answer data of the Modbus application protocol (v1.1b3, section 6), for RTU and TCP. */
 
+import { answerDoubt, doubtAnswer } from "./modbus-answer-repeat";
+
+/** `decoded`, uncertain for the same reason as the `answer` it was decoded from (see `ModbusAnswerRepeats`). */
+function withDoubt<TData extends object>(answer: Buffer, decoded: TData): TData {
+  const doubt = answerDoubt(answer);
+  return doubt === undefined ? decoded : doubtAnswer(decoded, doubt);
+}
+
 /** A 5-byte PDU: function code, then two 16-bit fields (address and quantity or value). */
 export function modbusPdu(functionCode: number, address: number, value: number): Buffer {
   const bytes = Buffer.alloc(5);
@@ -49,19 +57,23 @@ export abstract class ModbusFunctionCodes {
   protected abstract transact(pdu: Buffer): Promise<Buffer>;
 
   async readCoils(address: number, length: number): Promise<{ data: boolean[] }> {
-    return { data: bitsFromBytes(await this.transact(modbusPdu(1, address, length)), length) };
+    const answer = await this.transact(modbusPdu(1, address, length));
+    return { data: withDoubt(answer, bitsFromBytes(answer, length)) };
   }
 
   async readDiscreteInputs(address: number, length: number): Promise<{ data: boolean[] }> {
-    return { data: bitsFromBytes(await this.transact(modbusPdu(2, address, length)), length) };
+    const answer = await this.transact(modbusPdu(2, address, length));
+    return { data: withDoubt(answer, bitsFromBytes(answer, length)) };
   }
 
   async readHoldingRegisters(address: number, length: number): Promise<{ data: number[] }> {
-    return { data: wordsFromBytes(await this.transact(modbusPdu(3, address, length))) };
+    const answer = await this.transact(modbusPdu(3, address, length));
+    return { data: withDoubt(answer, wordsFromBytes(answer)) };
   }
 
   async readInputRegisters(address: number, length: number): Promise<{ data: number[] }> {
-    return { data: wordsFromBytes(await this.transact(modbusPdu(4, address, length))) };
+    const answer = await this.transact(modbusPdu(4, address, length));
+    return { data: withDoubt(answer, wordsFromBytes(answer)) };
   }
 
   writeCoil(address: number, state: boolean): Promise<unknown> {

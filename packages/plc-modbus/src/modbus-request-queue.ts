@@ -1,6 +1,7 @@
 import { type Clock, KilnError } from "@kiln/core";
 import { type TimerHandle } from "@kiln/core";
 import { onAbort, reconnectDelay } from "@kiln/core/driver-kit";
+import { answerDoubt } from "./modbus-answer-repeat";
 import { modbusFailureOf, modbusTimeoutError } from "./modbus-failure";
 
 /** Options of {@link ModbusRequestQueue}. */
@@ -1260,7 +1261,14 @@ export class ModbusRequestQueue {
           } else if (!this.#unaligned.has(entry.scope) && this.#owedCount() === 0 && this.#inFlight.size === 1)
             this.#unsure.delete(entry.scope);
           if (this.#inFlight.size > 1) this.#proveIds(entry);
-          if (entry.fence !== undefined && entry.fenceFor === undefined) this.#idleFence.set(entry.scope, entry.fence);
+          const doubt = typeof value === "object" && value !== null ? answerDoubt(value) : undefined;
+          if (doubt !== undefined && entry.fenceFor === undefined) {
+            // Taken uncertain as a possible repeat (ModbusAnswerRepeats): its real answer may still come, and no
+            // request of its shape may take it (adv12 fix12e H2).
+            this.#startQuiet(entry);
+            this.#anomaly(`${entry.what} got ${doubt.split(":")[0]}`, true, entry.scope);
+          } else if (entry.fence !== undefined && entry.fenceFor === undefined)
+            this.#idleFence.set(entry.scope, entry.fence);
           this.#settle(entry, true, value);
           finish();
         },
@@ -1278,8 +1286,10 @@ export class ModbusRequestQueue {
             if (typeof failure === "number" && !this.#strayExceptionBesides(entry)) this.#prove(entry);
             else if (failure === "disconnected") this.#fenceFailed(entry, error);
             else {
-              if (failure !== "timeout") this.#fenceNotBefore = this.#clock.now() + this.#timeoutMs;
-              this.#startQuiet(entry, true);
+              if (failure !== "timeout" && !answerConsumed(error)) {
+                this.#fenceNotBefore = this.#clock.now() + this.#timeoutMs;
+                this.#startQuiet(entry, true);
+              }
               this.#anomaly(`${entry.what} got an answer that did not fit it`, true, entry.scope);
               this.#fenceFailed(entry, error);
             }
@@ -1294,7 +1304,7 @@ export class ModbusRequestQueue {
           // An answer that did not fit (a mismatch, a pipeline desync) may not have been this request's own:
           // its own may still come, stamped with a later request's id, like a late one.
           if (typeof failure !== "number" && failure !== "disconnected") {
-            this.#startQuiet(entry, unproven);
+            if (!answerConsumed(error)) this.#startQuiet(entry, unproven);
             if (!unproven) this.#anomaly(`${entry.what} got an answer that did not fit it`, true, entry.scope);
           }
           this.#settle(entry, false, error);
@@ -1316,6 +1326,15 @@ function notSent(
     retryable: true,
     details: { sent: false, unaligned: true, ...(code === "KILN_TIMEOUT" ? { modbus: "timeout" } : {}), ...extra },
   });
+}
+
+/**
+ * Whether `error` refused a frame that was its request's own answer, corrupted (an RTU frame of the answer's length
+ * that failed its CRC): that answer came, so none is owed and no quiet time waits for it (adv12 fix12e M3: every
+ * CRC error stalled its unit for twice the request timeout).
+ */
+function answerConsumed(error: unknown): boolean {
+  return KilnError.is(error) && error.details.answerConsumed === true;
 }
 
 /** `KILN_DEVICE_ERROR` for an answer taken while the answer stream was not proven aligned. */

@@ -1,5 +1,6 @@
 import { EventEmitter } from "node:events";
 import { loadSerialSupport, type ModbusClient, type ModbusSerialOptions } from "./modbus-client";
+import { ModbusAnswerRepeats, doubtAnswer } from "./modbus-answer-repeat";
 import { ModbusFunctionCodes } from "./modbus-pdu";
 import type { ModbusStrayAnswer } from "./modbus-client";
 import {
@@ -32,6 +33,8 @@ const openSerialPort: SerialPortOpener = async (path, options) => {
 
 interface Pending {
   readonly request: RtuRequest;
+  /** The request's identity for {@link ModbusAnswerRepeats}. */
+  readonly key: string;
   /** The line was out of step when the request went out: an answer counts only if no more bytes follow it. */
   readonly guarded: boolean;
   /** When it went on the line (`performance.now()`). */
@@ -85,6 +88,7 @@ export class ModbusRtuClient extends ModbusFunctionCodes implements ModbusClient
   #strayTimer: ReturnType<typeof setTimeout> | undefined;
   #lastByteAt = Number.NEGATIVE_INFINITY;
   #frameTimer: ReturnType<typeof setTimeout> | undefined;
+  readonly #answerRepeats = new ModbusAnswerRepeats();
 
   constructor(opener: SerialPortOpener = openSerialPort) {
     super();
@@ -156,8 +160,11 @@ export class ModbusRtuClient extends ModbusFunctionCodes implements ModbusClient
     if (this.#outOfStep) await this.#resync();
     this.#reportStray();
     const request = rtuRequest(this.#unitId, pduBytes);
+    const key = ModbusAnswerRepeats.keyOf(request.unitId, pduBytes);
+    this.#answerRepeats.sending(key);
     return new Promise<Buffer>((resolve, reject) => {
-      this.#pending = { request, guarded: this.#outOfStep, sentAt: performance.now(), resolve, reject, settled: false };
+      const sentAt = performance.now();
+      this.#pending = { request, key, guarded: this.#outOfStep, sentAt, resolve, reject, settled: false };
       port.write(rtuFrame(request.unitId, pduBytes));
     });
   }
@@ -180,6 +187,7 @@ export class ModbusRtuClient extends ModbusFunctionCodes implements ModbusClient
       // Bytes nobody asked for: a late or repeated answer, or noise. Whatever comes next is suspect until
       // resynchronised; they are reported once the line is quiet.
       this.#outOfStep = true;
+      this.#answerRepeats.disorder();
       this.#stray = this.#stray.length === 0 ? this.#buffer : Buffer.concat([this.#stray, this.#buffer]);
       this.#buffer = Buffer.alloc(0);
       if (this.#strayTimer) clearTimeout(this.#strayTimer);
@@ -208,15 +216,22 @@ export class ModbusRtuClient extends ModbusFunctionCodes implements ModbusClient
     }
     const answer = checkRtuAnswer(pending.request, this.#buffer);
     if (answer.kind === "mismatch") {
-      this.#mismatch(pending, answer.reason);
+      // A frame of the answer's length that failed only its CRC was the device's answer, corrupted on the line:
+      // no answer of this request is still to come (adv12 fix12e M3).
+      this.#mismatch(pending, answer.reason, answer.corrupted === true && this.#buffer.length === expected);
       return;
     }
     const complete = (): void => {
       this.#remember(this.#buffer);
+      // A repeat of the previous answer on the line is delivered uncertain unless proven (ModbusAnswerRepeats).
+      const doubt = this.#answerRepeats.judge(pending.key, this.#buffer.subarray(0, this.#buffer.length - 2));
       this.#buffer = Buffer.alloc(0);
       if (answer.kind === "exception") {
         this.#settle(pending, Object.assign(new Error(`Modbus exception ${answer.code}`), { modbusCode: answer.code }));
-      } else this.#settle(pending, undefined, Buffer.from(answer.data));
+      } else {
+        const data = Buffer.from(answer.data);
+        this.#settle(pending, undefined, doubt === undefined ? data : doubtAnswer(data, doubt));
+      }
     };
     // Take the answer only if the line stays quiet after it (bytes after it make it a mismatch, above): for the
     // turnaround; for the quiet time when the line was out of step; when the frame repeats a recent answer, until
@@ -260,17 +275,23 @@ export class ModbusRtuClient extends ModbusFunctionCodes implements ModbusClient
       const answer = { unitId: frame[0]!, pdu: Buffer.from(frame.subarray(1, frame.length - 2)), refused: false };
       const repeat = this.#repeats(frame) ? ", a repeat of a recent answer" : "";
       this.#remember(frame);
+      this.#answerRepeats.disorder(frame.subarray(0, frame.length - 2));
       this.#events.emit("stray", `a frame of unit ${answer.unitId} no request was waiting for${repeat}`, answer);
     }
     if (rest > 0) this.#events.emit("stray", `${rest} bytes no request was waiting for (noise or a cut frame)`);
   }
 
-  #mismatch(pending: Pending, reason: string): void {
+  /** Refuses `pending`'s answer; `answerConsumed`: the refused frame was its answer, none is owed (the queue reads it). */
+  #mismatch(pending: Pending, reason: string, answerConsumed = false): void {
     this.#outOfStep = true;
     // Whole frames in it may come again (a repeat of one is suspect like a repeat of an answer taken).
     for (const frame of splitRtuFrames(this.#buffer).frames) this.#remember(frame);
+    this.#answerRepeats.disorder(
+      this.#buffer.length > 2 ? this.#buffer.subarray(0, this.#buffer.length - 2) : undefined,
+    );
     this.#buffer = Buffer.alloc(0);
-    this.#settle(pending, new Error(`${reason}; the line is resynchronised before the next request`));
+    const error = new Error(`${reason}; the line is resynchronised before the next request`);
+    this.#settle(pending, answerConsumed ? Object.assign(error, { answerConsumed: true }) : error);
   }
 
   #settle(pending: Pending, error: unknown, data?: Buffer): void {

@@ -1,6 +1,7 @@
 import { KilnError, type Tag } from "@kiln/core";
 import { formatModbusAddress, type ModbusAddress, type ModbusByteOrder } from "./modbus-address";
 import type { ModbusClient } from "./modbus-client";
+import { answerDoubt } from "./modbus-answer-repeat";
 import { encodeRegisters, type ModbusRawValue } from "./modbus-codec";
 import type { ResolvedModbusDriverOptions } from "./modbus-driver-options";
 import { isRetryableException, modbusFailureOf } from "./modbus-failure";
@@ -81,14 +82,16 @@ export function chunkWrite<TValue>(
 
 /**
  * The write path of the Modbus driver: picks the function codes (5/6 or 15/16, 22 for a masked
- * bit), splits long writes, serialises read-modify-write of bits, and turns a device exception
+ * bit), splits long writes, orders every write to a register after the writes before it on that register (a bit's
+ * read-modify-write is not atomic), and turns a device exception
  * into `KILN_WRITE_REJECTED`.
  */
 export class ModbusWriter {
   readonly #options: ResolvedModbusDriverOptions["write"];
   readonly #byteOrder: ModbusByteOrder;
   readonly #request: ModbusRequestRunner;
-  #bitWriteLock: Promise<void> = Promise.resolve();
+  /** Per `unit/register`: the end of the last write queued on it (see {@link ModbusWriter.#inRegisterOrder}). */
+  readonly #registerTails = new Map<string, Promise<void>>();
 
   constructor(options: ResolvedModbusDriverOptions["write"], byteOrder: ModbusByteOrder, request: ModbusRequestRunner) {
     this.#options = options;
@@ -114,10 +117,14 @@ export class ModbusWriter {
       if (address.area === "coil") {
         await this.#writeCoils(unitId, address.address, [raw === true], call);
       } else if (address.type === "bit") {
-        await this.#writeBit(unitId, address, raw === true, call);
+        await this.#inRegisterOrder(unitId, address.address, 1, () =>
+          this.#writeBit(unitId, address, raw === true, call),
+        );
       } else {
         const registers = encodeRegisters(raw, address, address.order ?? this.#byteOrder);
-        await this.#writeRegisters(unitId, address.address, registers, call);
+        await this.#inRegisterOrder(unitId, address.address, registers.length, () =>
+          this.#writeRegisters(unitId, address.address, registers, call),
+        );
       }
     } catch (error) {
       throw withSent(this.#writeError(error, tag, what), call.sent);
@@ -136,6 +143,28 @@ export class ModbusWriter {
       call.signal,
       shape,
     );
+  }
+
+  /**
+   * Runs `write` after every earlier write of this driver touching one of the `count` registers from `address` of
+   * unit `unitId` has ended. A bit's read-modify-write is not atomic on the device: a word write (or a mask write,
+   * or another bit) landing between its read and its write would be overwritten by the stale word (adv12 fix12e
+   * M1: HR5.3 and HR5 = 256 both OK, HR5 ended 8). One lock per register orders them all; the tails are taken in
+   * one synchronous step, so writes spanning several registers cannot deadlock.
+   */
+  async #inRegisterOrder(unitId: number, address: number, count: number, write: () => Promise<void>): Promise<void> {
+    const keys = Array.from({ length: count }, (_, index) => `${unitId}/${address + index}`);
+    const earlier = keys.flatMap((key) => this.#registerTails.get(key) ?? []);
+    let release!: () => void;
+    const tail = new Promise<void>((resolve) => (release = resolve));
+    for (const key of keys) this.#registerTails.set(key, tail);
+    try {
+      await Promise.all(earlier);
+      await write();
+    } finally {
+      release();
+      for (const key of keys) if (this.#registerTails.get(key) === tail) this.#registerTails.delete(key);
+    }
   }
 
   #writeError(error: unknown, tag: Tag, what: string): unknown {
@@ -203,19 +232,22 @@ export class ModbusWriter {
       );
       return;
     }
-    // Read-modify-write is not atomic on the device; serialise it here so two bit writes to one register
-    // from this driver cannot lose each other's update.
-    const previous = this.#bitWriteLock;
-    let release!: () => void;
-    this.#bitWriteLock = new Promise<void>((resolve) => (release = resolve));
-    try {
-      await previous;
-      // Read the way a scan reads (shape and fence): a late answer to a read of one register fits this one.
-      const current = await this.#request.read(unitId, "holding-register", address.address, 1, call.what, call.signal);
-      const word = Number(current[0] ?? 0);
-      await this.#writeRegisters(unitId, address.address, [state ? word | mask : word & ~mask & 0xffff], call);
-    } finally {
-      release();
+    // Read-modify-write is not atomic on the device: the caller holds the register's lock (#inRegisterOrder).
+    // Read the way a scan reads (shape and fence): a late answer to a read of one register fits this one.
+    const current = await this.#request.read(unitId, "holding-register", address.address, 1, call.what, call.signal);
+    const doubt = answerDoubt(current);
+    if (doubt !== undefined) {
+      // Writing a word back that may be another register's would change the register's other bits.
+      throw new KilnError(
+        "KILN_DEVICE_ERROR",
+        `The read half of the ${call.what} is not trusted: ${doubt}; write again.`,
+        {
+          retryable: true,
+          details: { sent: false },
+        },
+      );
     }
+    const word = Number(current[0] ?? 0);
+    await this.#writeRegisters(unitId, address.address, [state ? word | mask : word & ~mask & 0xffff], call);
   }
 }
