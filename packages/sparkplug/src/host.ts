@@ -446,8 +446,6 @@ interface DeviceState {
    * At most one of `birth` and `retired` is defined.
    */
   retired?: Birth | undefined;
-  /** When it went offline (host time), for forgetting the least recently seen first. */
-  offlineAt?: number | undefined;
 }
 
 interface EdgeNodeState {
@@ -458,6 +456,8 @@ interface EdgeNodeState {
   lastSeq: number | undefined;
   birth: Birth | undefined;
   readonly devices: Map<string, DeviceState>;
+  /** Its offline devices, least recently online first (the order {@link SparkplugHost} forgets them in). */
+  readonly downDevices: Map<string, DeviceState>;
   lastRebirthAt: number | undefined;
   offlineSince: number | undefined;
   births: number;
@@ -647,6 +647,19 @@ export class SparkplugHost {
   #heldMetrics = 0;
   /** Offline edge nodes and devices forgotten to make room under a cap (ADR 0030, amendment "release"). */
   #forgotten = { edgeNodes: 0, devices: 0 };
+  /*
+   * What the host may forget to make room under `limits`, each in the order it would be forgotten
+   * (insertion order, re-inserted at each change), so forgetting k of them costs O(k) whatever
+   * their number (ADR 0030, amendment fix19e): edge nodes never born (first under `maxEdgeNodes`),
+   * born edge nodes not online (by when they stopped being online, host time) and offline devices
+   * (by when they went offline). Online ones are in none of them.
+   */
+  readonly #unbornNodes = new Set<EdgeNodeState>();
+  readonly #downNodes = new Map<EdgeNodeState, number>();
+  readonly #downDevices = new Map<
+    DeviceState,
+    { readonly node: EdgeNodeState; readonly id: string; readonly at: number }
+  >();
   /** Every sample the writer accepted before this index is settled. */
   #settledThrough = 0;
 
@@ -1248,6 +1261,7 @@ export class SparkplugHost {
         lastSeq: undefined,
         birth: undefined,
         devices: new Map(),
+        downDevices: new Map(),
         lastRebirthAt: undefined,
         offlineSince: undefined,
         births: 0,
@@ -1266,6 +1280,7 @@ export class SparkplugHost {
         awaiting: undefined,
       };
       this.#nodes.set(key, node);
+      this.#indexNode(node);
     }
     return node;
   }
@@ -1290,6 +1305,7 @@ export class SparkplugHost {
       if (node.state === "online" && state === "awaiting-rebirth") node.trustLost.push({ at: now, birthRefused });
       node.state = state;
       node.awaiting = state === "awaiting-rebirth" ? { since: now, reason } : undefined;
+      this.#indexNode(node);
       // Its numbering holds for one birth only (ADR 0037).
       if (state !== "online") this.#endAcks(node);
     }
@@ -1435,14 +1451,15 @@ export class SparkplugHost {
     let limit: SparkplugHostLimit | undefined;
     let detail = "";
     const count = payload.metrics.length;
-    // Room is made by forgetting offline devices, least recently seen first, never the one born.
+    // Room is made by forgetting what is dead, least recently seen first, never what is born.
     if (deviceId !== undefined && !node.devices.has(deviceId))
-      while (node.devices.size >= this.#limits.maxDevicesPerEdgeNode && this.#forgetDevice([node], node, deviceId));
+      while (node.devices.size >= this.#limits.maxDevicesPerEdgeNode && this.#forgetDeadDevice(node)) {
+        // Each pass forgets one offline device of this edge node.
+      }
     if (count <= this.#limits.maxMetricsPerBirth)
-      while (
-        this.#heldMetrics - replaced + count > this.#limits.maxMetrics &&
-        this.#forgetDevice(this.#nodes.values(), node, deviceId)
-      );
+      while (this.#heldMetrics - replaced + count > this.#limits.maxMetrics && this.#forgetDead(node, deviceId)) {
+        // Each pass forgets the device or edge node seen least recently.
+      }
     if (
       deviceId !== undefined &&
       !node.devices.has(deviceId) &&
@@ -1523,31 +1540,85 @@ export class SparkplugHost {
     this.#release(gone);
   }
 
+  /** Files an edge node in the index of what may be forgotten that its state calls for (none if online). */
+  #indexNode(node: EdgeNodeState): void {
+    this.#unbornNodes.delete(node);
+    this.#downNodes.delete(node);
+    if (node.state === "online") return;
+    if (node.births === 0) this.#unbornNodes.add(node);
+    else this.#downNodes.set(node, this.#clock.now());
+  }
+
+  /** Takes a device offline and files it last in the indexes of what may be forgotten. */
+  #deviceDown(node: EdgeNodeState, id: string, device: DeviceState): void {
+    device.online = false;
+    this.#downDevices.delete(device);
+    node.downDevices.delete(id);
+    this.#downDevices.set(device, { node, id, at: this.#clock.now() });
+    node.downDevices.set(id, device);
+  }
+
+  /** Takes a device out of the indexes of what may be forgotten (it is born again, or forgotten). */
+  #unindexDevice(node: EdgeNodeState, id: string): void {
+    const device = node.devices.get(id);
+    if (device !== undefined) this.#downDevices.delete(device);
+    node.downDevices.delete(id);
+  }
+
+  /** Forgets the offline device of `node` seen least recently. False if it has none. */
+  #forgetDeadDevice(node: EdgeNodeState): boolean {
+    for (const id of node.downDevices.keys()) {
+      this.#forgetDevice(node, id);
+      return true;
+    }
+    return false;
+  }
+
   /**
-   * Forgets the offline device (of `nodes`) seen least recently, not `keep` of `keepNode`: its
-   * metrics released, its room under `limits.maxMetrics` and `maxDevicesPerEdgeNode` given back.
-   * A device forgotten and born again later is a new device to the host. False if none.
+   * Forgets what is dead and seen least recently, an offline device or a born edge node not online
+   * (with its devices and metrics), never `keepNode` itself nor its device `keep`: what makes room
+   * under `limits.maxMetrics`. O(1) to choose. False if nothing is dead.
    */
-  #forgetDevice(nodes: Iterable<EdgeNodeState>, keepNode: EdgeNodeState, keep: string | undefined): boolean {
-    let oldest: { node: EdgeNodeState; id: string; device: DeviceState } | undefined;
-    for (const node of nodes)
-      for (const [id, device] of node.devices) {
-        if (device.online || (node === keepNode && id === keep)) continue;
-        if (oldest === undefined || (device.offlineAt ?? 0) < (oldest.device.offlineAt ?? 0))
-          oldest = { node, id, device };
+  #forgetDead(keepNode: EdgeNodeState, keep: string | undefined): boolean {
+    let device: { readonly node: EdgeNodeState; readonly id: string; readonly at: number } | undefined;
+    for (const entry of this.#downDevices.values())
+      if (entry.node !== keepNode || entry.id !== keep) {
+        device = entry;
+        break;
       }
-    if (oldest === undefined) return false;
-    const { node, id, device } = oldest;
+    let node: [EdgeNodeState, number] | undefined;
+    for (const entry of this.#downNodes)
+      if (entry[0] !== keepNode) {
+        node = entry;
+        break;
+      }
+    if (node !== undefined && (device === undefined || node[1] <= device.at)) {
+      this.#forgetNode(node[0]);
+      return true;
+    }
+    if (device === undefined) return false;
+    this.#forgetDevice(device.node, device.id);
+    return true;
+  }
+
+  /**
+   * Forgets device `id` of `node` (offline): its metrics released, its room under
+   * `limits.maxMetrics` and `maxDevicesPerEdgeNode` given back. A device forgotten and born again
+   * later is a new device to the host.
+   */
+  #forgetDevice(node: EdgeNodeState, id: string): void {
+    const device = node.devices.get(id);
+    if (device === undefined) return;
     const birth = device.birth ?? device.retired;
     this.#heldMetrics -= birthSize(birth);
     this.#release(this.#tagsOfBirth(birth));
+    this.#unindexDevice(node, id);
     node.devices.delete(id);
     this.#forgotten.devices++;
     this.#problems.set(
       "limit:forgotten",
       `limits: ${this.#forgotten.devices} offline devices and ${this.#forgotten.edgeNodes} edge nodes not online forgotten to make room for new ones; the last: device ${id} of ${node.groupId}/${node.edgeNodeId}`,
     );
-    return true;
   }
 
   /**
@@ -1555,30 +1626,36 @@ export class SparkplugHost {
    * and metrics, to make room for a new one under `limits.maxEdgeNodes`. False if every one is online.
    */
   #forgetEdgeNode(): boolean {
-    let oldest: EdgeNodeState | undefined;
-    const rank = (node: EdgeNodeState) =>
-      node.births === 0 ? Number.NEGATIVE_INFINITY : (node.offlineSince ?? node.awaiting?.since ?? 0);
-    for (const node of this.#nodes.values()) {
-      if (node.state === "online") continue;
-      if (oldest === undefined || rank(node) < rank(oldest)) oldest = node;
+    for (const node of this.#unbornNodes) {
+      this.#forgetNode(node);
+      return true;
     }
-    if (oldest === undefined) return false;
-    const node = oldest;
+    for (const node of this.#downNodes.keys()) {
+      this.#forgetNode(node);
+      return true;
+    }
+    return false;
+  }
+
+  /** Forgets an edge node not online with its devices and metrics (O(what it holds)). */
+  #forgetNode(node: EdgeNodeState): void {
     this.#endAcks(node);
     this.#heldMetrics -= birthSize(node.birth);
     this.#release(this.#tagsOfBirth(node.birth));
-    for (const device of node.devices.values()) {
+    for (const [id, device] of node.devices) {
       const birth = device.birth ?? device.retired;
       this.#heldMetrics -= birthSize(birth);
       this.#release(this.#tagsOfBirth(birth));
+      this.#unindexDevice(node, id);
     }
+    this.#unbornNodes.delete(node);
+    this.#downNodes.delete(node);
     this.#nodes.delete(`${node.groupId}/${node.edgeNodeId}`);
     this.#forgotten.edgeNodes++;
     this.#problems.set(
       "limit:forgotten",
       `limits: ${this.#forgotten.devices} offline devices and ${this.#forgotten.edgeNodes} edge nodes not online forgotten to make room for new ones; the last: edge node ${node.groupId}/${node.edgeNodeId}`,
     );
-    return true;
   }
 
   #tagsOfBirth(birth: Birth | undefined): string[] {
@@ -1631,10 +1708,10 @@ export class SparkplugHost {
     if (this.#birthOverLimit(node, undefined, topic, payload, birthSize(node.birth))) return;
     // A new session of the edge node: its devices are gone until they are born again in it.
     for (const [deviceId, device] of node.devices) {
-      if (device.online)
+      if (device.online) {
         this.#setNodeState(node, "offline", `a new NBIRTH (bdSeq ${bdSeq}) of its edge node`, { deviceId });
-      if (device.online) device.offlineAt = this.#clock.now();
-      device.online = false;
+        this.#deviceDown(node, deviceId, device);
+      }
       if (device.birth !== undefined) device.retired = device.birth;
       device.birth = undefined;
     }
@@ -1694,6 +1771,7 @@ export class SparkplugHost {
     if (this.#birthOverLimit(node, deviceId, topic, payload, birthSize(before))) return;
     const birth = this.#birth(node, deviceId, payload);
     this.#heldMetrics += birthSize(birth) - birthSize(before);
+    this.#unindexDevice(node, deviceId);
     node.devices.set(deviceId, { online: true, birth });
     this.#setNodeState(node, "online", "DBIRTH", { deviceId });
     this.#take(node, deviceId, birth, payload, topic, true);
@@ -1841,8 +1919,9 @@ export class SparkplugHost {
     node.offlineSince = now;
     node.lastSeq = undefined;
     for (const [deviceId, device] of node.devices) {
-      if (device.online) this.#setNodeState(node, "offline", "NDEATH of its edge node", { deviceId, at: now });
-      device.online = false;
+      if (!device.online) continue;
+      this.#setNodeState(node, "offline", "NDEATH of its edge node", { deviceId, at: now });
+      this.#deviceDown(node, deviceId, device);
     }
     this.#setNodeState(node, "offline", `NDEATH bdSeq ${String(bdSeq)}`, { at: now });
   }
@@ -1857,8 +1936,7 @@ export class SparkplugHost {
     if (!this.#checkSeq(node, payload, topic)) return;
     const device = node.devices.get(deviceId);
     if (device === undefined || !device.online) return;
-    device.online = false;
-    device.offlineAt = this.#clock.now();
+    this.#deviceDown(node, deviceId, device);
     // [tck-id-operational-behavior-edge-node-termination-host-action-ddeath-devices-tags-stale]: the
     // DDEATH's timestamp, unless it is further ahead than a real time can be: then host time.
     const now = this.#clock.now();
