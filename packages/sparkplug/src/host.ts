@@ -612,6 +612,13 @@ export class SparkplugHost {
   /** Per tag: what the host stored last for it, in the edge node's clock (see {@link StoredTrail}). */
   readonly #trails = new Map<string, StoredTrail>();
   readonly #registered = new Map<string, string>();
+  /**
+   * Per tag released (no current birth declares it) or forgotten: the µs of its newest stored
+   * row, a stale mark, so a birth that restates its unchanged value later still lands after that
+   * mark (ADR 0043, amendment fix19e). Bounded: at most `limits.maxMetrics` entries, the least
+   * recently released dropped first.
+   */
+  readonly #releasedMarks = new Map<string, number>();
   #session: Session | undefined;
   #lastState: { online: boolean; timestamp?: number } = { online: false };
   #started = false;
@@ -1672,10 +1679,41 @@ export class SparkplugHost {
    */
   #release(tags: readonly string[]): void {
     for (const tag of tags) {
+      const trail = this.#trails.get(tag);
+      this.#releasedMarks.delete(tag);
+      if (trail?.newestIsMark === true) {
+        this.#releasedMarks.set(tag, trail.newestMicros);
+        if (this.#releasedMarks.size > this.#limits.maxMetrics)
+          for (const oldest of this.#releasedMarks.keys()) {
+            this.#releasedMarks.delete(oldest);
+            break;
+          }
+      }
       this.#live.delete(tag);
       this.#trails.delete(tag);
       this.#registered.delete(tag);
     }
+  }
+
+  /**
+   * The stored trail of `tag`, or, for a tag released or forgotten with its stale mark newest,
+   * a trail made again from that mark (so a birth restating the value it had lands after it).
+   */
+  #trailOf(tag: string): StoredTrail | undefined {
+    const trail = this.#trails.get(tag);
+    if (trail !== undefined) return trail;
+    const markMicros = this.#releasedMarks.get(tag);
+    if (markMicros === undefined) return undefined;
+    this.#releasedMarks.delete(tag);
+    const revived: StoredTrail = {
+      newestMicros: markMicros,
+      liveMicros: markMicros,
+      newestIsMark: true,
+      markDue: false,
+      receivedMicros: undefined,
+    };
+    this.#trails.set(tag, revived);
+    return revived;
   }
 
   #onNodeBirth(node: EdgeNodeState, topic: string, bytes: Uint8Array): void {
@@ -2163,7 +2201,7 @@ export class SparkplugHost {
     historical: boolean,
     samples: Sample[],
   ): boolean {
-    const trail = this.#trails.get(sample.tag);
+    const trail = this.#trailOf(sample.tag);
     const micros = microsOf(sample.timestamp);
     const received = historical || ahead ? undefined : micros;
     if (trail === undefined) {

@@ -347,6 +347,73 @@ describe("limits: the host's memory is bounded whatever the peers on the broker 
     expect(forgetting).toBeLessThan(3 * plain + 1_000);
   });
 
+  test("a metric released (absent from a birth) and born again unchanged ends good in history, as live: the restated value lands 1 µs after its stale mark (fix19e)", async () => {
+    const { host, db, edge } = await rig({});
+    const t0 = Date.now() - 10_000;
+    const x = (value: number, timestamp = t0) => ({ ...double("x", 1, value), timestamp });
+    const y = { ...double("y", 2, 5), timestamp: t0 };
+    const raw = await edge("rel");
+    await raw.nbirth(0);
+    await raw.dbirth("d", [x(1), y]);
+    await eventually(() => host.latest(tagOf("rel", "x"))?.sample.value === 1, 5_000, "x born");
+    await raw.dbirth("d", [y]); // x released
+    await eventually(() => host.latest(tagOf("rel", "x")) === undefined, 5_000, "x released");
+    await raw.dbirth("d", [x(1), y]); // x back, same value and timestamp
+    await eventually(() => host.latest(tagOf("rel", "x"))?.sample.quality.severity === "good", 5_000, "x reborn");
+    await eventually(() => host.health().samples.queued === 0, 5_000, "stored");
+    let rows = await db.samples(tagOf("rel", "x"));
+    expect(rows.map((row) => [row.value, row.quality.severity])).toEqual([
+      [1, "good"],
+      [null, "bad"],
+      [1, "good"],
+    ]);
+    expect(rows[2]!.quality.reason).toContain("restated by a birth");
+    // Sibling: released again, then born with a new value at a later time: stored at its own time.
+    await raw.dbirth("d", [y]);
+    await eventually(() => host.latest(tagOf("rel", "x")) === undefined, 5_000, "x released again");
+    await raw.dbirth("d", [x(7, t0 + 5_000), y]);
+    await eventually(() => host.latest(tagOf("rel", "x"))?.sample.value === 7, 5_000, "x reborn with 7");
+    await eventually(() => host.health().samples.queued === 0, 5_000, "stored");
+    rows = await db.samples(tagOf("rel", "x"));
+    expect(rows.map((row) => [row.value, row.quality.severity])).toEqual([
+      [1, "good"],
+      [null, "bad"],
+      [1, "good"],
+      [null, "bad"],
+      [7, "good"],
+    ]);
+    expect(rows[4]!.timestamp).toBe(t0 + 5_000);
+  });
+
+  test("an edge node forgotten to make room and born again unchanged ends good in history, as live (fix19e)", async () => {
+    const { host, db, edge, born } = await rig({ maxEdgeNodes: 2 });
+    const t0 = Date.now() - 10_000;
+    const c = await edge("c");
+    await c.nbirth(0);
+    await c.dbirth("d", [{ ...double("x", 1, 1), timestamp: t0 }]);
+    await eventually(() => host.latest(tagOf("c", "x"))?.sample.value === 1, 5_000, "c born");
+    await c.ndeath(0);
+    await eventually(
+      () => host.health().edgeNodes.find((node) => node.edgeNodeId === "c")?.state === "offline",
+      5_000,
+      "c dead",
+    );
+    await born("other");
+    const junk = await edge("junk");
+    await junk.ndata([{ alias: 1, timestamp: Date.now(), datatype: "Double", value: 9 }]);
+    await eventually(() => host.latest(tagOf("c", "x")) === undefined, 5_000, "c forgotten");
+    await c.nbirth(1);
+    await c.dbirth("d", [{ ...double("x", 1, 1), timestamp: t0 }]);
+    await eventually(() => host.latest(tagOf("c", "x"))?.sample.quality.severity === "good", 5_000, "c reborn");
+    await eventually(() => host.health().samples.queued === 0, 5_000, "stored");
+    const rows = await db.samples(tagOf("c", "x"));
+    expect(rows.map((row) => [row.value, row.quality.severity])).toEqual([
+      [1, "good"],
+      [null, "bad"],
+      [1, "good"],
+    ]);
+  });
+
   test("limits are checked: a cap that is not a whole number from 1, or no cap at all, is a KILN_VALIDATION naming the field", async () => {
     const db = await openTestDatabase();
     cleanups.push(() => db.close());
