@@ -43,7 +43,7 @@ import { tagDataTypeOfSparkplug, type SparkplugMetricDataType } from "./datatype
 import { decodeHostState, encodeHostState } from "./host-state";
 import { qualityOfMetric, tagValueOfMetric } from "./host-samples";
 import { HostSampleWriter, type SparkplugHostBatching } from "./host-sample-writer";
-import { qualifiedTagName } from "./host-tag-names";
+import { TAG_NAME_MAX, qualifiedTagName } from "./host-tag-names";
 import { decodePayload, encodePayload, type SparkplugMetric, type SparkplugPayload } from "./payload";
 import {
   checkSparkplugIds,
@@ -654,6 +654,8 @@ export class SparkplugHost {
   #heldMetrics = 0;
   /** Offline edge nodes and devices forgotten to make room under a cap (ADR 0030, amendment "release"). */
   #forgotten = { edgeNodes: 0, devices: 0 };
+  /** Births refused for a metric name whose tag name would be over 256 characters. */
+  #namesTooLong = 0;
   /*
    * What the host may forget to make room under `limits`, each in the order it would be forgotten
    * (insertion order, re-inserted at each change), so forgetting k of them costs O(k) whatever
@@ -1518,6 +1520,10 @@ export class SparkplugHost {
           aliases.set(alias, `${JSON.stringify(info.name)} of ${where}`);
     }
     for (const metric of payload.metrics) {
+      const long = metric.name === undefined ? undefined : this.#nameTooLong(node, deviceId, metric.name);
+      if (long !== undefined) return long;
+    }
+    for (const metric of payload.metrics) {
       const name = metric.name === undefined ? "(no name)" : JSON.stringify(metric.name);
       if (metric.name !== undefined) {
         if (names.has(metric.name)) return `metric name ${name} given twice`;
@@ -1530,6 +1536,38 @@ export class SparkplugHost {
       }
     }
     return undefined;
+  }
+
+  /**
+   * Why a metric name cannot be stored, or undefined: its qualified tag name would be over the
+   * longest Kiln tag name (256 characters), checked on lengths before anything is escaped. Such a
+   * birth is refused whole, so nothing of the name is kept (a 2 MB name in a birth's maps held
+   * 2 MB per birth, outside every cap; ADR 0030, amendment fix19e). Counted and named in
+   * `health().problems` (the name cut to its first 40 characters).
+   */
+  #nameTooLong(node: EdgeNodeState, deviceId: string | undefined, name: string): string | undefined {
+    if (name.length + node.groupId.length + node.edgeNodeId.length + (deviceId?.length ?? 0) + 3 <= TAG_NAME_MAX) {
+      try {
+        qualifiedTagName({
+          groupId: node.groupId,
+          edgeNodeId: node.edgeNodeId,
+          ...(deviceId === undefined ? {} : { deviceId }),
+          metric: name,
+        });
+        return undefined;
+      } catch (error) {
+        if (!(error instanceof KilnValidationError) || error.issues[0]?.path !== "") return undefined;
+      }
+    }
+    this.#namesTooLong++;
+    const shown =
+      name.length > 40 ? `${JSON.stringify(name.slice(0, 40))}… (${name.length} characters)` : JSON.stringify(name);
+    const detail = `metric name ${shown}${deviceId === undefined ? "" : ` of device ${deviceId}`} makes a tag name over ${TAG_NAME_MAX} characters, the longest the host stores`;
+    this.#problems.set(
+      "names-too-long",
+      `${this.#namesTooLong} births refused for a metric name too long to store (tag names have at most ${TAG_NAME_MAX} characters); the last from ${node.groupId}/${node.edgeNodeId}: ${detail}`,
+    );
+    return detail;
   }
 
   /**

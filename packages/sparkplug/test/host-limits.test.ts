@@ -414,6 +414,41 @@ describe("limits: the host's memory is bounded whatever the peers on the broker 
     ]);
   });
 
+  test("a birth with a metric name too long to store (its tag name over 256 characters) is refused whole, counted and named, nothing of the name kept; the length is checked before escaping (fix19e)", async () => {
+    const { host, edge } = await rig({});
+    const raw = await edge("longname");
+    await raw.nbirth(0);
+    const huge = "n".repeat(2_000_000);
+    const rejects: string[] = [];
+    host.events.on("message-reject", (event) => void rejects.push(event.message));
+    await raw.dbirth("d", [double("ok", 1, 1), double(huge, 2, 1)]);
+    await eventually(
+      () => host.health().edgeNodes.find((node) => node.edgeNodeId === "longname")?.birthsRefused === 1,
+      5_000,
+      "refused",
+    );
+    expect(host.latest(tagOf("longname", "ok"))).toBeUndefined();
+    const problem = host.health().problems.find((text) => text.includes("metric name too long"));
+    expect(problem).toContain("1 births refused");
+    expect(problem).toContain("(2000000 characters)");
+    expect(problem!.length).toBeLessThan(600);
+    expect(rejects.at(-1)!.length).toBeLessThan(600);
+    // Sibling: a name short in characters but long once escaped (spaces are `:20`) at the NBIRTH,
+    // and a name whose tag is exactly 256 characters is taken.
+    await raw.nbirth(1, [double(" ".repeat(90), 3, 1)]);
+    await eventually(
+      () => host.health().edgeNodes.find((node) => node.edgeNodeId === "longname")?.birthsRefused === 2,
+      5_000,
+      "escaped name refused",
+    );
+    const prefix = `${GROUP}/longname/d/`.length;
+    const fits = "f".repeat(256 - prefix);
+    await raw.nbirth(2);
+    await raw.dbirth("d", [double(fits, 1, 4)]);
+    await eventually(() => host.latest(tagOf("longname", fits))?.sample.value === 4, 5_000, "256 taken");
+    expect(tagOf("longname", fits)).toHaveLength(256);
+  });
+
   test("limits are checked: a cap that is not a whole number from 1, or no cap at all, is a KILN_VALIDATION naming the field", async () => {
     const db = await openTestDatabase();
     cleanups.push(() => db.close());
