@@ -516,6 +516,10 @@ const DEFAULT_MAX_CLOCK_SKEW_MS = 60_000;
  */
 const FLAP_WINDOW_MS = 60_000;
 const FLAP_LOSSES = 3;
+/** Rebirth request times kept for edge node ids beyond `limits.maxEdgeNodes` (forgotten ones). */
+const REBIRTH_IDS_EXTRA = 10_000;
+/** The most losses of trust kept per edge node for the flap check (the latest). */
+const FLAP_KEPT = 64;
 /** Metrics a birth holds in the host's memory (for `limits.maxMetrics`). */
 function birthSize(birth: Birth | undefined): number {
   return birth === undefined ? 0 : Math.max(birth.byName.size, birth.byAlias.size);
@@ -654,6 +658,11 @@ export class SparkplugHost {
   #heldMetrics = 0;
   /** Offline edge nodes and devices forgotten to make room under a cap (ADR 0030, amendment "release"). */
   #forgotten = { edgeNodes: 0, devices: 0 };
+  /**
+   * When a rebirth was last requested of each edge node id (host time), oldest first: at most
+   * `limits.maxEdgeNodes` + 10,000, none older than `rebirthIntervalMs`.
+   */
+  readonly #rebirthSentAt = new Map<string, number>();
   /** Births refused for a metric name whose tag name would be over 256 characters. */
   #namesTooLong = 0;
   /*
@@ -1311,7 +1320,15 @@ export class SparkplugHost {
     const now = this.#clock.now();
     if (deviceId === undefined) {
       if (node.state === state) return;
-      if (node.state === "online" && state === "awaiting-rebirth") node.trustLost.push({ at: now, birthRefused });
+      if (node.state === "online" && state === "awaiting-rebirth") {
+        // Trimmed here, not only in health(): bounded however long health() is not called.
+        while (
+          node.trustLost.length > 0 &&
+          (node.trustLost[0]!.at < now - FLAP_WINDOW_MS || node.trustLost.length >= FLAP_KEPT)
+        )
+          node.trustLost.shift();
+        node.trustLost.push({ at: now, birthRefused });
+      }
       node.state = state;
       node.awaiting = state === "awaiting-rebirth" ? { since: now, reason } : undefined;
       this.#indexNode(node);
@@ -1389,13 +1406,22 @@ export class SparkplugHost {
     const session = this.#session;
     const now = this.#clock.now();
     const interval = this.#options.rebirthIntervalMs ?? 5_000;
-    const suppressed =
-      session === undefined ||
-      this.#stopping ||
-      (node.lastRebirthAt !== undefined && now - node.lastRebirthAt < interval);
+    const key = `${node.groupId}/${node.edgeNodeId}`;
+    // The last request is also kept apart from the edge node's state, so messages on an edge node
+    // id that was forgotten (its state made again by each) do not send a request each.
+    const last = node.lastRebirthAt ?? this.#rebirthSentAt.get(key);
+    const suppressed = session === undefined || this.#stopping || (last !== undefined && now - last < interval);
     if (suppressed) node.rebirthsSuppressed++;
     else {
       node.lastRebirthAt = now;
+      this.#rebirthSentAt.delete(key);
+      this.#rebirthSentAt.set(key, now);
+      // Oldest first: drop what no longer suppresses anything, and never keep more than
+      // maxEdgeNodes + 10,000 (ids forgotten or refused: at most one request each per interval).
+      for (const [old, at] of this.#rebirthSentAt) {
+        if (now - at < interval && this.#rebirthSentAt.size <= this.#limits.maxEdgeNodes + REBIRTH_IDS_EXTRA) break;
+        this.#rebirthSentAt.delete(old);
+      }
       node.rebirthsRequested++;
       // [tck-id-operational-behavior-host-reordering-rebirth]; NCMD QoS 0, not retained
       // ([tck-id-topics-ncmd-mqtt]), with a timestamp ([tck-id-topics-ncmd-timestamp]).

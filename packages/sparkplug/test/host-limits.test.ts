@@ -38,7 +38,7 @@ afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => undefined);
 });
 
-async function rig(limits: SparkplugHostLimits) {
+async function rig(limits: SparkplugHostLimits, rebirthIntervalMs = 0) {
   const db = await openTestDatabase();
   cleanups.push(() => db.close());
   const host = new SparkplugHost({
@@ -46,7 +46,7 @@ async function rig(limits: SparkplugHostLimits) {
     hostId: `limits-${Math.random().toString(16).slice(2, 8)}`,
     groups: [GROUP],
     store: db.store,
-    rebirthIntervalMs: 0,
+    rebirthIntervalMs,
     stopLingerMs: 100,
     batching: { maxDelayMs: 5 },
     limits,
@@ -447,6 +447,26 @@ describe("limits: the host's memory is bounded whatever the peers on the broker 
     await raw.dbirth("d", [double(fits, 1, 4)]);
     await eventually(() => host.latest(tagOf("longname", fits))?.sample.value === 4, 5_000, "256 taken");
     expect(tagOf("longname", fits)).toHaveLength(256);
+  });
+
+  test("junk messages on edge node ids forgotten in turn do not each send a rebirth request: the rate limit holds without the edge node's state (fix19e)", async () => {
+    const { host, edge } = await rig({ maxEdgeNodes: 1 }, 60_000);
+    const requests: SparkplugHostEvents["rebirth-request"][] = [];
+    host.events.on("rebirth-request", (event) => void requests.push(event));
+    const a = await edge("junk-a");
+    const b = await edge("junk-b");
+    for (let round = 0; round < 3; round++) {
+      await a.ndata([{ alias: 1, timestamp: Date.now(), datatype: "Double", value: 1 }]);
+      await eventually(() => requests.length === 2 * round + 1, 5_000, `a ${round}`);
+      await b.ndata([{ alias: 1, timestamp: Date.now(), datatype: "Double", value: 1 }]);
+      await eventually(() => requests.length === 2 * round + 2, 5_000, `b ${round}`);
+    }
+    // Each message made the other's state anew (maxEdgeNodes 1), yet one request each was sent.
+    expect(host.health().problems.join("\n")).toContain("edge nodes not online forgotten");
+    expect(requests.filter((event) => !event.suppressed).map((event) => event.edgeNodeId)).toEqual([
+      "junk-a",
+      "junk-b",
+    ]);
   });
 
   test("limits are checked: a cap that is not a whole number from 1, or no cap at all, is a KILN_VALIDATION naming the field", async () => {
