@@ -514,6 +514,12 @@ const DEFAULT_MAX_CLOCK_SKEW_MS = 60_000;
  * An edge node that loses the host's trust right after being born {@link FLAP_LOSSES} times
  * within this many ms is named in `health().problems` as flapping.
  */
+/**
+ * The longest metric name the host keeps in a birth (characters): a birth with a longer one is
+ * refused whole. Four times the longest tag name, so a name that escaping lengthens past 256 is
+ * still kept and counted `unstorable` as before.
+ */
+const NAME_KEPT_MAX = 4 * TAG_NAME_MAX;
 const FLAP_WINDOW_MS = 60_000;
 const FLAP_LOSSES = 3;
 /** Rebirth request times kept for edge node ids beyond `limits.maxEdgeNodes` (forgotten ones). */
@@ -1565,33 +1571,23 @@ export class SparkplugHost {
   }
 
   /**
-   * Why a metric name cannot be stored, or undefined: its qualified tag name would be over the
-   * longest Kiln tag name (256 characters), checked on lengths before anything is escaped. Such a
-   * birth is refused whole, so nothing of the name is kept (a 2 MB name in a birth's maps held
-   * 2 MB per birth, outside every cap; ADR 0030, amendment fix19e). Counted and named in
-   * `health().problems` (the name cut to its first 40 characters).
+   * Why a birth cannot be taken for the length of a metric name, or undefined: a name over
+   * {@link NAME_KEPT_MAX} characters. A birth keeps each name in its maps, so such a birth is
+   * refused whole and nothing of the name is kept (98 births of one 2 MB name took the heap from 32
+   * to 230 MB, outside every cap; ADR 0030, amendment fix19e). Counted and named in
+   * `health().problems` (the name cut to its first 40 characters). A shorter name whose tag name
+   * is over 256 characters is kept as before: its values are counted `unstorable`, the rest of the
+   * birth is taken.
    */
   #nameTooLong(node: EdgeNodeState, deviceId: string | undefined, name: string): string | undefined {
-    if (name.length + node.groupId.length + node.edgeNodeId.length + (deviceId?.length ?? 0) + 3 <= TAG_NAME_MAX) {
-      try {
-        qualifiedTagName({
-          groupId: node.groupId,
-          edgeNodeId: node.edgeNodeId,
-          ...(deviceId === undefined ? {} : { deviceId }),
-          metric: name,
-        });
-        return undefined;
-      } catch (error) {
-        if (!(error instanceof KilnValidationError) || error.issues[0]?.path !== "") return undefined;
-      }
-    }
+    if (name.length <= NAME_KEPT_MAX) return undefined;
     this.#namesTooLong++;
     const shown =
       name.length > 40 ? `${JSON.stringify(name.slice(0, 40))}… (${name.length} characters)` : JSON.stringify(name);
-    const detail = `metric name ${shown}${deviceId === undefined ? "" : ` of device ${deviceId}`} makes a tag name over ${TAG_NAME_MAX} characters, the longest the host stores`;
+    const detail = `metric name ${shown}${deviceId === undefined ? "" : ` of device ${deviceId}`} is over ${NAME_KEPT_MAX} characters, the longest the host keeps (tag names have at most ${TAG_NAME_MAX})`;
     this.#problems.set(
       "names-too-long",
-      `${this.#namesTooLong} births refused for a metric name too long to store (tag names have at most ${TAG_NAME_MAX} characters); the last from ${node.groupId}/${node.edgeNodeId}: ${detail}`,
+      `${this.#namesTooLong} births refused for a metric name too long to keep (over ${NAME_KEPT_MAX} characters); the last from ${node.groupId}/${node.edgeNodeId}: ${detail}`,
     );
     return detail;
   }
