@@ -81,8 +81,9 @@ export interface SparkplugHostLimits {
   /**
    * Metrics of all current births of all edge nodes together (a device's birth ended by an NBIRTH
    * counts until the device is born again or forgotten): a birth that would take the host past
-   * this first forgets dead devices, least recently seen first, then is refused. Per-metric state
-   * of a metric no birth declares any more is released. @default 2000000
+   * this first forgets what is dead (offline devices, edge nodes not online with everything they
+   * hold), least recently seen first, then is refused. Per-metric state of a metric no birth
+   * declares any more is released. @default 2000000
    */
   readonly maxMetrics?: number;
 }
