@@ -101,4 +101,18 @@ describe("qualified tag names of a Sparkplug host", () => {
       expect(pathsOf(() => parseQualifiedTagName(name))).not.toBe("accepted");
     }
   });
+
+  test("a name too long is refused on its length before anything is escaped: a 2 MB metric name, fast (fix19e)", () => {
+    const huge = " ".repeat(2_000_000); // each space would escape to 3 characters
+    const started = performance.now();
+    expect(() => qualifiedTagName({ groupId: "g", edgeNodeId: "e", metric: huge })).toThrow(
+      /at least 2000005 characters/,
+    );
+    // Escaping it first took ~0.5 s.
+    expect(performance.now() - started).toBeLessThan(50);
+    // A name short in characters but over once escaped is still refused with its escaped length.
+    expect(() => qualifiedTagName({ groupId: "g", edgeNodeId: "e", metric: " ".repeat(90) })).toThrow(
+      /has 275 characters/,
+    );
+  });
 });

@@ -43,7 +43,7 @@ import { tagDataTypeOfSparkplug, type SparkplugMetricDataType } from "./datatype
 import { decodeHostState, encodeHostState } from "./host-state";
 import { qualityOfMetric, tagValueOfMetric } from "./host-samples";
 import { HostSampleWriter, type SparkplugHostBatching } from "./host-sample-writer";
-import { qualifiedTagName } from "./host-tag-names";
+import { TAG_NAME_MAX, qualifiedTagName } from "./host-tag-names";
 import { decodePayload, encodePayload, type SparkplugMetric, type SparkplugPayload } from "./payload";
 import {
   checkSparkplugIds,
@@ -81,8 +81,9 @@ export interface SparkplugHostLimits {
   /**
    * Metrics of all current births of all edge nodes together (a device's birth ended by an NBIRTH
    * counts until the device is born again or forgotten): a birth that would take the host past
-   * this first forgets dead devices, least recently seen first, then is refused. Per-metric state
-   * of a metric no birth declares any more is released. @default 2000000
+   * this first forgets what is dead (offline devices, edge nodes not online with everything they
+   * hold), least recently seen first, then is refused. Per-metric state of a metric no birth
+   * declares any more is released. @default 2000000
    */
   readonly maxMetrics?: number;
 }
@@ -446,8 +447,6 @@ interface DeviceState {
    * At most one of `birth` and `retired` is defined.
    */
   retired?: Birth | undefined;
-  /** When it went offline (host time), for forgetting the least recently seen first. */
-  offlineAt?: number | undefined;
 }
 
 interface EdgeNodeState {
@@ -458,6 +457,8 @@ interface EdgeNodeState {
   lastSeq: number | undefined;
   birth: Birth | undefined;
   readonly devices: Map<string, DeviceState>;
+  /** Its offline devices, least recently online first (the order {@link SparkplugHost} forgets them in). */
+  readonly downDevices: Map<string, DeviceState>;
   lastRebirthAt: number | undefined;
   offlineSince: number | undefined;
   births: number;
@@ -514,8 +515,18 @@ const DEFAULT_MAX_CLOCK_SKEW_MS = 60_000;
  * An edge node that loses the host's trust right after being born {@link FLAP_LOSSES} times
  * within this many ms is named in `health().problems` as flapping.
  */
+/**
+ * The longest metric name the host keeps in a birth (characters): a birth with a longer one is
+ * refused whole. Four times the longest tag name, so a name that escaping lengthens past 256 is
+ * still kept and counted `unstorable` as before.
+ */
+const NAME_KEPT_MAX = 4 * TAG_NAME_MAX;
 const FLAP_WINDOW_MS = 60_000;
 const FLAP_LOSSES = 3;
+/** Rebirth request times kept for edge node ids beyond `limits.maxEdgeNodes` (forgotten ones). */
+const REBIRTH_IDS_EXTRA = 10_000;
+/** The most losses of trust kept per edge node for the flap check (the latest). */
+const FLAP_KEPT = 64;
 /** Metrics a birth holds in the host's memory (for `limits.maxMetrics`). */
 function birthSize(birth: Birth | undefined): number {
   return birth === undefined ? 0 : Math.max(birth.byName.size, birth.byAlias.size);
@@ -612,6 +623,13 @@ export class SparkplugHost {
   /** Per tag: what the host stored last for it, in the edge node's clock (see {@link StoredTrail}). */
   readonly #trails = new Map<string, StoredTrail>();
   readonly #registered = new Map<string, string>();
+  /**
+   * Per tag released (no current birth declares it) or forgotten: the µs of its newest stored
+   * row, a stale mark, so a birth that restates its unchanged value later still lands after that
+   * mark (ADR 0043, amendment fix19e). Bounded: at most `limits.maxMetrics` entries, the least
+   * recently released dropped first.
+   */
+  readonly #releasedMarks = new Map<string, number>();
   #session: Session | undefined;
   #lastState: { online: boolean; timestamp?: number } = { online: false };
   #started = false;
@@ -647,6 +665,26 @@ export class SparkplugHost {
   #heldMetrics = 0;
   /** Offline edge nodes and devices forgotten to make room under a cap (ADR 0030, amendment "release"). */
   #forgotten = { edgeNodes: 0, devices: 0 };
+  /**
+   * When a rebirth was last requested of each edge node id (host time), oldest first: at most
+   * `limits.maxEdgeNodes` + 10,000, none older than `rebirthIntervalMs`.
+   */
+  readonly #rebirthSentAt = new Map<string, number>();
+  /** Births refused for a metric name whose tag name would be over 256 characters. */
+  #namesTooLong = 0;
+  /*
+   * What the host may forget to make room under `limits`, each in the order it would be forgotten
+   * (insertion order, re-inserted at each change), so forgetting k of them costs O(k) whatever
+   * their number (ADR 0030, amendment fix19e): edge nodes never born (first under `maxEdgeNodes`),
+   * born edge nodes not online (by when they stopped being online, host time) and offline devices
+   * (by when they went offline). Online ones are in none of them.
+   */
+  readonly #unbornNodes = new Set<EdgeNodeState>();
+  readonly #downNodes = new Map<EdgeNodeState, number>();
+  readonly #downDevices = new Map<
+    DeviceState,
+    { readonly node: EdgeNodeState; readonly id: string; readonly at: number }
+  >();
   /** Every sample the writer accepted before this index is settled. */
   #settledThrough = 0;
 
@@ -1248,6 +1286,7 @@ export class SparkplugHost {
         lastSeq: undefined,
         birth: undefined,
         devices: new Map(),
+        downDevices: new Map(),
         lastRebirthAt: undefined,
         offlineSince: undefined,
         births: 0,
@@ -1266,6 +1305,7 @@ export class SparkplugHost {
         awaiting: undefined,
       };
       this.#nodes.set(key, node);
+      this.#indexNode(node);
     }
     return node;
   }
@@ -1287,9 +1327,18 @@ export class SparkplugHost {
     const now = this.#clock.now();
     if (deviceId === undefined) {
       if (node.state === state) return;
-      if (node.state === "online" && state === "awaiting-rebirth") node.trustLost.push({ at: now, birthRefused });
+      if (node.state === "online" && state === "awaiting-rebirth") {
+        // Trimmed here, not only in health(): bounded however long health() is not called.
+        while (
+          node.trustLost.length > 0 &&
+          (node.trustLost[0]!.at < now - FLAP_WINDOW_MS || node.trustLost.length >= FLAP_KEPT)
+        )
+          node.trustLost.shift();
+        node.trustLost.push({ at: now, birthRefused });
+      }
       node.state = state;
       node.awaiting = state === "awaiting-rebirth" ? { since: now, reason } : undefined;
+      this.#indexNode(node);
       // Its numbering holds for one birth only (ADR 0037).
       if (state !== "online") this.#endAcks(node);
     }
@@ -1364,13 +1413,22 @@ export class SparkplugHost {
     const session = this.#session;
     const now = this.#clock.now();
     const interval = this.#options.rebirthIntervalMs ?? 5_000;
-    const suppressed =
-      session === undefined ||
-      this.#stopping ||
-      (node.lastRebirthAt !== undefined && now - node.lastRebirthAt < interval);
+    const key = `${node.groupId}/${node.edgeNodeId}`;
+    // The last request is also kept apart from the edge node's state, so messages on an edge node
+    // id that was forgotten (its state made again by each) do not send a request each.
+    const last = node.lastRebirthAt ?? this.#rebirthSentAt.get(key);
+    const suppressed = session === undefined || this.#stopping || (last !== undefined && now - last < interval);
     if (suppressed) node.rebirthsSuppressed++;
     else {
       node.lastRebirthAt = now;
+      this.#rebirthSentAt.delete(key);
+      this.#rebirthSentAt.set(key, now);
+      // Oldest first: drop what no longer suppresses anything, and never keep more than
+      // maxEdgeNodes + 10,000 (ids forgotten or refused: at most one request each per interval).
+      for (const [old, at] of this.#rebirthSentAt) {
+        if (now - at < interval && this.#rebirthSentAt.size <= this.#limits.maxEdgeNodes + REBIRTH_IDS_EXTRA) break;
+        this.#rebirthSentAt.delete(old);
+      }
       node.rebirthsRequested++;
       // [tck-id-operational-behavior-host-reordering-rebirth]; NCMD QoS 0, not retained
       // ([tck-id-topics-ncmd-mqtt]), with a timestamp ([tck-id-topics-ncmd-timestamp]).
@@ -1435,14 +1493,15 @@ export class SparkplugHost {
     let limit: SparkplugHostLimit | undefined;
     let detail = "";
     const count = payload.metrics.length;
-    // Room is made by forgetting offline devices, least recently seen first, never the one born.
+    // Room is made by forgetting what is dead, least recently seen first, never what is born.
     if (deviceId !== undefined && !node.devices.has(deviceId))
-      while (node.devices.size >= this.#limits.maxDevicesPerEdgeNode && this.#forgetDevice([node], node, deviceId));
+      while (node.devices.size >= this.#limits.maxDevicesPerEdgeNode && this.#forgetDeadDevice(node)) {
+        // Each pass forgets one offline device of this edge node.
+      }
     if (count <= this.#limits.maxMetricsPerBirth)
-      while (
-        this.#heldMetrics - replaced + count > this.#limits.maxMetrics &&
-        this.#forgetDevice(this.#nodes.values(), node, deviceId)
-      );
+      while (this.#heldMetrics - replaced + count > this.#limits.maxMetrics && this.#forgetDead(node, deviceId)) {
+        // Each pass forgets the device or edge node seen least recently.
+      }
     if (
       deviceId !== undefined &&
       !node.devices.has(deviceId) &&
@@ -1494,6 +1553,10 @@ export class SparkplugHost {
           aliases.set(alias, `${JSON.stringify(info.name)} of ${where}`);
     }
     for (const metric of payload.metrics) {
+      const long = metric.name === undefined ? undefined : this.#nameTooLong(node, deviceId, metric.name);
+      if (long !== undefined) return long;
+    }
+    for (const metric of payload.metrics) {
       const name = metric.name === undefined ? "(no name)" : JSON.stringify(metric.name);
       if (metric.name !== undefined) {
         if (names.has(metric.name)) return `metric name ${name} given twice`;
@@ -1506,6 +1569,28 @@ export class SparkplugHost {
       }
     }
     return undefined;
+  }
+
+  /**
+   * Why a birth cannot be taken for the length of a metric name, or undefined: a name over
+   * {@link NAME_KEPT_MAX} characters. A birth keeps each name in its maps, so such a birth is
+   * refused whole and nothing of the name is kept (98 births of one 2 MB name took the heap from 32
+   * to 230 MB, outside every cap; ADR 0030, amendment fix19e). Counted and named in
+   * `health().problems` (the name cut to its first 40 characters). A shorter name whose tag name
+   * is over 256 characters is kept as before: its values are counted `unstorable`, the rest of the
+   * birth is taken.
+   */
+  #nameTooLong(node: EdgeNodeState, deviceId: string | undefined, name: string): string | undefined {
+    if (name.length <= NAME_KEPT_MAX) return undefined;
+    this.#namesTooLong++;
+    const shown =
+      name.length > 40 ? `${JSON.stringify(name.slice(0, 40))}… (${name.length} characters)` : JSON.stringify(name);
+    const detail = `metric name ${shown}${deviceId === undefined ? "" : ` of device ${deviceId}`} is over ${NAME_KEPT_MAX} characters, the longest the host keeps (tag names have at most ${TAG_NAME_MAX})`;
+    this.#problems.set(
+      "names-too-long",
+      `${this.#namesTooLong} births refused for a metric name too long to keep (over ${NAME_KEPT_MAX} characters); the last from ${node.groupId}/${node.edgeNodeId}: ${detail}`,
+    );
+    return detail;
   }
 
   /**
@@ -1523,31 +1608,85 @@ export class SparkplugHost {
     this.#release(gone);
   }
 
+  /** Files an edge node in the index of what may be forgotten that its state calls for (none if online). */
+  #indexNode(node: EdgeNodeState): void {
+    this.#unbornNodes.delete(node);
+    this.#downNodes.delete(node);
+    if (node.state === "online") return;
+    if (node.births === 0) this.#unbornNodes.add(node);
+    else this.#downNodes.set(node, this.#clock.now());
+  }
+
+  /** Takes a device offline and files it last in the indexes of what may be forgotten. */
+  #deviceDown(node: EdgeNodeState, id: string, device: DeviceState): void {
+    device.online = false;
+    this.#downDevices.delete(device);
+    node.downDevices.delete(id);
+    this.#downDevices.set(device, { node, id, at: this.#clock.now() });
+    node.downDevices.set(id, device);
+  }
+
+  /** Takes a device out of the indexes of what may be forgotten (it is born again, or forgotten). */
+  #unindexDevice(node: EdgeNodeState, id: string): void {
+    const device = node.devices.get(id);
+    if (device !== undefined) this.#downDevices.delete(device);
+    node.downDevices.delete(id);
+  }
+
+  /** Forgets the offline device of `node` seen least recently. False if it has none. */
+  #forgetDeadDevice(node: EdgeNodeState): boolean {
+    for (const id of node.downDevices.keys()) {
+      this.#forgetDevice(node, id);
+      return true;
+    }
+    return false;
+  }
+
   /**
-   * Forgets the offline device (of `nodes`) seen least recently, not `keep` of `keepNode`: its
-   * metrics released, its room under `limits.maxMetrics` and `maxDevicesPerEdgeNode` given back.
-   * A device forgotten and born again later is a new device to the host. False if none.
+   * Forgets what is dead and seen least recently, an offline device or a born edge node not online
+   * (with its devices and metrics), never `keepNode` itself nor its device `keep`: what makes room
+   * under `limits.maxMetrics`. O(1) to choose. False if nothing is dead.
    */
-  #forgetDevice(nodes: Iterable<EdgeNodeState>, keepNode: EdgeNodeState, keep: string | undefined): boolean {
-    let oldest: { node: EdgeNodeState; id: string; device: DeviceState } | undefined;
-    for (const node of nodes)
-      for (const [id, device] of node.devices) {
-        if (device.online || (node === keepNode && id === keep)) continue;
-        if (oldest === undefined || (device.offlineAt ?? 0) < (oldest.device.offlineAt ?? 0))
-          oldest = { node, id, device };
+  #forgetDead(keepNode: EdgeNodeState, keep: string | undefined): boolean {
+    let device: { readonly node: EdgeNodeState; readonly id: string; readonly at: number } | undefined;
+    for (const entry of this.#downDevices.values())
+      if (entry.node !== keepNode || entry.id !== keep) {
+        device = entry;
+        break;
       }
-    if (oldest === undefined) return false;
-    const { node, id, device } = oldest;
+    let node: [EdgeNodeState, number] | undefined;
+    for (const entry of this.#downNodes)
+      if (entry[0] !== keepNode) {
+        node = entry;
+        break;
+      }
+    if (node !== undefined && (device === undefined || node[1] <= device.at)) {
+      this.#forgetNode(node[0]);
+      return true;
+    }
+    if (device === undefined) return false;
+    this.#forgetDevice(device.node, device.id);
+    return true;
+  }
+
+  /**
+   * Forgets device `id` of `node` (offline): its metrics released, its room under
+   * `limits.maxMetrics` and `maxDevicesPerEdgeNode` given back. A device forgotten and born again
+   * later is a new device to the host.
+   */
+  #forgetDevice(node: EdgeNodeState, id: string): void {
+    const device = node.devices.get(id);
+    if (device === undefined) return;
     const birth = device.birth ?? device.retired;
     this.#heldMetrics -= birthSize(birth);
     this.#release(this.#tagsOfBirth(birth));
+    this.#unindexDevice(node, id);
     node.devices.delete(id);
     this.#forgotten.devices++;
     this.#problems.set(
       "limit:forgotten",
       `limits: ${this.#forgotten.devices} offline devices and ${this.#forgotten.edgeNodes} edge nodes not online forgotten to make room for new ones; the last: device ${id} of ${node.groupId}/${node.edgeNodeId}`,
     );
-    return true;
   }
 
   /**
@@ -1555,30 +1694,36 @@ export class SparkplugHost {
    * and metrics, to make room for a new one under `limits.maxEdgeNodes`. False if every one is online.
    */
   #forgetEdgeNode(): boolean {
-    let oldest: EdgeNodeState | undefined;
-    const rank = (node: EdgeNodeState) =>
-      node.births === 0 ? Number.NEGATIVE_INFINITY : (node.offlineSince ?? node.awaiting?.since ?? 0);
-    for (const node of this.#nodes.values()) {
-      if (node.state === "online") continue;
-      if (oldest === undefined || rank(node) < rank(oldest)) oldest = node;
+    for (const node of this.#unbornNodes) {
+      this.#forgetNode(node);
+      return true;
     }
-    if (oldest === undefined) return false;
-    const node = oldest;
+    for (const node of this.#downNodes.keys()) {
+      this.#forgetNode(node);
+      return true;
+    }
+    return false;
+  }
+
+  /** Forgets an edge node not online with its devices and metrics (O(what it holds)). */
+  #forgetNode(node: EdgeNodeState): void {
     this.#endAcks(node);
     this.#heldMetrics -= birthSize(node.birth);
     this.#release(this.#tagsOfBirth(node.birth));
-    for (const device of node.devices.values()) {
+    for (const [id, device] of node.devices) {
       const birth = device.birth ?? device.retired;
       this.#heldMetrics -= birthSize(birth);
       this.#release(this.#tagsOfBirth(birth));
+      this.#unindexDevice(node, id);
     }
+    this.#unbornNodes.delete(node);
+    this.#downNodes.delete(node);
     this.#nodes.delete(`${node.groupId}/${node.edgeNodeId}`);
     this.#forgotten.edgeNodes++;
     this.#problems.set(
       "limit:forgotten",
       `limits: ${this.#forgotten.devices} offline devices and ${this.#forgotten.edgeNodes} edge nodes not online forgotten to make room for new ones; the last: edge node ${node.groupId}/${node.edgeNodeId}`,
     );
-    return true;
   }
 
   #tagsOfBirth(birth: Birth | undefined): string[] {
@@ -1595,10 +1740,41 @@ export class SparkplugHost {
    */
   #release(tags: readonly string[]): void {
     for (const tag of tags) {
+      const trail = this.#trails.get(tag);
+      this.#releasedMarks.delete(tag);
+      if (trail?.newestIsMark === true) {
+        this.#releasedMarks.set(tag, trail.newestMicros);
+        if (this.#releasedMarks.size > this.#limits.maxMetrics)
+          for (const oldest of this.#releasedMarks.keys()) {
+            this.#releasedMarks.delete(oldest);
+            break;
+          }
+      }
       this.#live.delete(tag);
       this.#trails.delete(tag);
       this.#registered.delete(tag);
     }
+  }
+
+  /**
+   * The stored trail of `tag`, or, for a tag released or forgotten with its stale mark newest,
+   * a trail made again from that mark (so a birth restating the value it had lands after it).
+   */
+  #trailOf(tag: string): StoredTrail | undefined {
+    const trail = this.#trails.get(tag);
+    if (trail !== undefined) return trail;
+    const markMicros = this.#releasedMarks.get(tag);
+    if (markMicros === undefined) return undefined;
+    this.#releasedMarks.delete(tag);
+    const revived: StoredTrail = {
+      newestMicros: markMicros,
+      liveMicros: markMicros,
+      newestIsMark: true,
+      markDue: false,
+      receivedMicros: undefined,
+    };
+    this.#trails.set(tag, revived);
+    return revived;
   }
 
   #onNodeBirth(node: EdgeNodeState, topic: string, bytes: Uint8Array): void {
@@ -1631,10 +1807,10 @@ export class SparkplugHost {
     if (this.#birthOverLimit(node, undefined, topic, payload, birthSize(node.birth))) return;
     // A new session of the edge node: its devices are gone until they are born again in it.
     for (const [deviceId, device] of node.devices) {
-      if (device.online)
+      if (device.online) {
         this.#setNodeState(node, "offline", `a new NBIRTH (bdSeq ${bdSeq}) of its edge node`, { deviceId });
-      if (device.online) device.offlineAt = this.#clock.now();
-      device.online = false;
+        this.#deviceDown(node, deviceId, device);
+      }
       if (device.birth !== undefined) device.retired = device.birth;
       device.birth = undefined;
     }
@@ -1694,6 +1870,7 @@ export class SparkplugHost {
     if (this.#birthOverLimit(node, deviceId, topic, payload, birthSize(before))) return;
     const birth = this.#birth(node, deviceId, payload);
     this.#heldMetrics += birthSize(birth) - birthSize(before);
+    this.#unindexDevice(node, deviceId);
     node.devices.set(deviceId, { online: true, birth });
     this.#setNodeState(node, "online", "DBIRTH", { deviceId });
     this.#take(node, deviceId, birth, payload, topic, true);
@@ -1841,8 +2018,9 @@ export class SparkplugHost {
     node.offlineSince = now;
     node.lastSeq = undefined;
     for (const [deviceId, device] of node.devices) {
-      if (device.online) this.#setNodeState(node, "offline", "NDEATH of its edge node", { deviceId, at: now });
-      device.online = false;
+      if (!device.online) continue;
+      this.#setNodeState(node, "offline", "NDEATH of its edge node", { deviceId, at: now });
+      this.#deviceDown(node, deviceId, device);
     }
     this.#setNodeState(node, "offline", `NDEATH bdSeq ${String(bdSeq)}`, { at: now });
   }
@@ -1857,8 +2035,7 @@ export class SparkplugHost {
     if (!this.#checkSeq(node, payload, topic)) return;
     const device = node.devices.get(deviceId);
     if (device === undefined || !device.online) return;
-    device.online = false;
-    device.offlineAt = this.#clock.now();
+    this.#deviceDown(node, deviceId, device);
     // [tck-id-operational-behavior-edge-node-termination-host-action-ddeath-devices-tags-stale]: the
     // DDEATH's timestamp, unless it is further ahead than a real time can be: then host time.
     const now = this.#clock.now();
@@ -2085,7 +2262,7 @@ export class SparkplugHost {
     historical: boolean,
     samples: Sample[],
   ): boolean {
-    const trail = this.#trails.get(sample.tag);
+    const trail = this.#trailOf(sample.tag);
     const micros = microsOf(sample.timestamp);
     const received = historical || ahead ? undefined : micros;
     if (trail === undefined) {
