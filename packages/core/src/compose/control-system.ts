@@ -840,8 +840,9 @@ export class ControlSystem {
     // A typed array (for an array tag) is taken as the plain array it holds (ADR 0038).
     const input = snapshotInput(ArrayBuffer.isView(value) ? frozenTagValue(value) : value, "value");
     const comment = commentOf(options);
-    // A write issued before a trip is never sent after its safe state (review 15r, M3).
-    const trips = this.#trips;
+    // A write issued before the safe state (a trip, a manual stop, fault or abort, a process's
+    // abort or its own failure) is never sent after it (reviews 15r M3, 15f H1).
+    const epoch = this.#recipes.safeStateEpoch;
     return this.#stateCommand(() =>
       this.#command(
         who,
@@ -850,11 +851,18 @@ export class ControlSystem {
         async (command) => {
           const checked = valueOf(input);
           checkTagWrite(this.tags, this.#lifecycle, tag, checked);
-          this.#refuseIfTripped(trips, tag);
+          this.#refuseIfTripped(epoch, tag);
           await command.commit();
-          // Again right before it is sent (after the commit and the tag's earlier writes): a trip
-          // meanwhile wins (its follow-up `<id>:fail`, denied: nothing sent; adversarial review 15-2, M2).
-          await this.#writer.write(tag, checked, undefined, { beforeSend: () => this.#refuseIfTripped(trips, tag) });
+          // Again right before it is sent, synchronously (after the commit and the tag's earlier
+          // writes): a safe state begun meanwhile wins, and the state-dependent grant is judged in
+          // the machine state the write lands in, not the one before the audit await (its
+          // follow-up `<id>:fail`, denied: nothing sent; reviews 15-2 M2, 15f H1).
+          await this.#writer.write(tag, checked, undefined, {
+            beforeSend: () => {
+              this.#refuseIfTripped(epoch, tag);
+              this.#refuseIfNoLongerGranted(command.principal, tag);
+            },
+          });
         },
         {
           action: "tag.write",
@@ -1000,22 +1008,33 @@ export class ControlSystem {
     return started;
   }
 
-  /** How many safety fences (interlock trips, manual stops, faults, aborts) have begun: a manual write issued before one is not sent after it. */
-  #trips = 0;
-
   /**
-   * Refuses a manual write issued when `trips` trips had begun, once another trip has begun since
-   * or while one acts (`KILN_INVALID_TRANSITION`, `details.stage: "trip"`): its safe state is in
-   * force, and a write decided before it must not undo it (review 15r, M3). A write issued after
-   * the trip is judged by the role table in the tripped state like any other.
+   * Refuses a manual write issued at safe-state epoch `epoch` ({@link RecipeExecutor.safeStateEpoch})
+   * once the machine has begun to be brought to its safe state since, by any path (an interlock
+   * trip, a manual stop, fault or abort, a process's abort or its own failure), or while that
+   * acts (`KILN_INVALID_TRANSITION`, `details.stage: "trip"`): its safe state is in force, and a
+   * write decided before it must not undo it (reviews 15r M3, 15f H1). A write issued after the
+   * machine reached its end state is judged by the role table in that state like any other.
    */
-  #refuseIfTripped(trips: number, tag: string): void {
-    if (this.#trips === trips && !this.#recipes.tripping) return;
+  #refuseIfTripped(epoch: number, tag: string): void {
+    if (this.#recipes.safeStateEpoch === epoch && !this.#recipes.actingSafeState) return;
     throw new KilnError(
       "KILN_INVALID_TRANSITION",
-      `machine tripped; safe state in force: the write of "${tag}" issued before or during the trip (or a manual stop, fault or abort) was not sent. Write it again if it is still wanted.`,
+      `safe state in force: the write of "${tag}" issued before or during a trip, a manual stop, fault or abort, or the end of a process that was aborted or failed, was not sent. Write it again if it is still wanted.`,
       { details: { machineId: this.machineId, tag, stage: "trip", tripped: true } },
     );
+  }
+
+  /**
+   * Refuses (`KILN_FORBIDDEN`) a manual write whose grant no longer holds in the machine's
+   * current state: checked synchronously right before the driver write, so a grant limited to
+   * some states (a role that may write a tag only while processing) is never used in another
+   * the machine reached while the audit entry was made durable (review 15f, H1).
+   */
+  #refuseIfNoLongerGranted(principal: Principal, tag: string): void {
+    const context = { machineState: this.#machine.state };
+    if (this.#authorizer.can(principal, "tag.write", tag, context)) return;
+    throw this.#authorizer.forbidden(principal, "tag.write", tag, context);
   }
 
   /** Starts called and not settled yet (waiting for their turn, validating, or waiting for their entry). */
@@ -1777,12 +1796,11 @@ export class ControlSystem {
   /**
    * The one safety fence of a trip and of a manual stop, fault or abort (with or without a
    * process), from the moment it is decided until `work` settles (review 15d, H1/H2): counted in
-   * `#trips` (a manual write issued before it is not sent after it; one issued during it is
-   * refused, as `recipes.tripping` holds), every start not active yet cancelled, and no start
+   * the executor's safe-state epoch (a manual write issued before it is not sent after it; one
+   * issued during it is refused, as `recipes.actingSafeState` holds), every start not active yet cancelled, and no start
    * begins meanwhile (`RecipeExecutor.fence`). Called before any await.
    */
   #safetyFence<T>(reason: string, work: () => Promise<T>): Promise<T> {
-    this.#trips++;
     this.#cancelStarts(reason);
     return this.#recipes.fence(reason, work);
   }
