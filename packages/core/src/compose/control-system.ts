@@ -36,7 +36,7 @@ import {
 } from "../security/command-input";
 import type { AuditedCommandRunner, CommandContext } from "../security/audited-command";
 import { authorizeRecipeSave, authorizeRecipeStart } from "../security/recipe-authorization";
-import { checkTagWrite, type TagWriter } from "./checked-write";
+import { checkTagWrite, type LateDeviceSettle, type TagWriter } from "./checked-write";
 import { manualMachineCommand, stopsMachine } from "./manual-machine-command";
 import type { ResolvedControlSystemOptions } from "./control-system-options";
 import type { EventRecorder } from "./event-recorder";
@@ -1508,6 +1508,18 @@ export class ControlSystem {
       if (hold.reason === "active") continue;
       problems.push(`interlock ${hold.id} not permissive (${hold.reason}): starts and resets are refused`);
     }
+    // A write given up at its timeout may still land and undo a later write (the safe state):
+    // named while its driver call is out (review 15f, H2).
+    for (const late of this.#writer.lateCalls?.() ?? []) {
+      problems.push(
+        `write of ${late.tag} given up at ${new Date(late.since).toISOString()} is still out at the device and may yet land (the tag's last value written is then written again)`,
+      );
+    }
+    for (const [tag, reason] of this.#reassertFailures) {
+      problems.push(
+        `a write of ${tag} given up at its timeout landed late and writing the tag's last value again failed: ${reason} (the tag may hold the stale value; cleared by a reset of the machine)`,
+      );
+    }
     // The machine may not be safe: named until the machine is reset or the tag's safe value is
     // written (adversarial review 15u).
     for (const failure of this.#recipes.safeStateFailures()) {
@@ -1751,14 +1763,63 @@ export class ControlSystem {
       // recipe, is not: a failure of a stop's safe state stays named until written.
       this.#machine.onTransition((transition) => {
         this.#restartedFrom = undefined;
-        if (transition.from === "error" && transition.command === "reset") this.#recipes.clearSafeStateFailures();
-        if (transition.from === "aborted" && transition.command === "clear") this.#recipes.clearSafeStateFailures();
+        const reset =
+          (transition.from === "error" && transition.command === "reset") ||
+          (transition.from === "aborted" && transition.command === "clear");
+        if (reset) {
+          this.#recipes.clearSafeStateFailures();
+          this.#reassertFailures.clear();
+        }
       }),
+      this.#writer.onLateSettle?.((settle) => this.#onLateSettle(settle)) ?? (() => undefined),
       this.#bus.on("interlock-trip", async (event) => {
         this.#logger.error({ alarmId: event.alarmId, value: event.value }, "interlock tripped");
         await this.#trip(event.alarmId, event.value, `interlock ${event.alarmId} tripped at ${String(event.value)}`);
       }),
     );
+  }
+
+  /** Tags whose late-landed write could not be overwritten again with their last value, with the reason (until reset). */
+  readonly #reassertFailures = new Map<string, string>();
+
+  /**
+   * A write given up at its timeout settled at the device later (review 15f, H2): published
+   * (`write-late-settle`), and when it landed after a later write to its tag, recorded as the
+   * system's `tag.reassert` entry (the later value written again, or why that failed: then named
+   * by health() until reset).
+   */
+  #onLateSettle(settle: LateDeviceSettle): void {
+    const reassertFailed =
+      settle.reassertError === undefined
+        ? undefined
+        : KilnError.is(settle.reassertError)
+          ? `${settle.reassertError.code}: ${settle.reassertError.message}`
+          : String(settle.reassertError);
+    if (reassertFailed === undefined) this.#reassertFailures.delete(settle.tag);
+    else this.#reassertFailures.set(settle.tag, reassertFailed);
+    this.#logger.warn({ tag: settle.tag, landed: settle.landed, reassertFailed }, "a given-up write settled late");
+    void this.#bus.publish("write-late-settle", {
+      at: this.#clock.now(),
+      aggregateId: this.machineId,
+      tag: settle.tag,
+      value: settle.value,
+      landed: settle.landed,
+      ...(settle.reasserted === undefined ? {} : { reasserted: settle.reasserted }),
+      ...(reassertFailed === undefined ? {} : { reassertFailed }),
+    });
+    if (!settle.landed || settle.reasserted === undefined) return;
+    void this.#track(
+      this.#commands.runSystemAction(
+        {
+          action: "tag.reassert",
+          target: settle.tag,
+          reason: `a write of ${settle.tag} given up at its timeout landed late, after a later write: the later value was written again`,
+          newValue: { late: settle.value, reasserted: settle.reasserted },
+        },
+        () => Promise.resolve(reassertFailed),
+        (failed) => failed,
+      ),
+    ).catch(() => undefined);
   }
 
   /**
