@@ -1871,11 +1871,6 @@ export class ControlSystem {
   /** The process an untrusted interlock input has tripped (review 15d, M3: one trip per process). */
   #untrustedTripped: string | undefined;
 
-  /** True when `processId` was tripped already, or is being stopped or aborted (its machine is no longer running it). */
-  #machineSettledFor(processId: string): boolean {
-    return this.#untrustedTripped === processId || this.#recipes.halting;
-  }
-
   /** Interlock tags whose untrusted input has tripped the machine, until a good, fresh sample (one trip per episode). */
   readonly #untrustedTrips = new Set<string>();
 
@@ -1896,14 +1891,17 @@ export class ControlSystem {
       this.#untrustedTrips.delete(sample.tag);
       return;
     }
-    // Only a process actually running: not one already stopped, aborted or tripped (its status
-    // stays running until its late writes settle), and at most once per process however the
-    // input flaps (review 15d, M3).
+    // Only a process whose machine has not reached its end state: not one already stopped,
+    // aborted or tripped whose machine is at rest (its status stays running until its late writes
+    // settle), and at most once per process however the input flaps (review 15d, M3). One being
+    // stopped or aborted (its safe state still being written) is tripped, as a value trip in
+    // that window is: the stop escalates to a fault, audited `machine.trip`, and the next start
+    // needs a reset (review 15f, M2).
     const active = this.#recipes.active;
     const status = active?.status;
     if (this.#untrustedTrips.has(sample.tag) || active === undefined || (status !== "running" && status !== "paused"))
       return;
-    if (this.#recipes.tripping || this.#recipes.ending() !== undefined || this.#machineSettledFor(active.id)) return;
+    if (this.#recipes.ending() !== undefined || this.#untrustedTripped === active.id) return;
     this.#untrustedTrips.add(sample.tag);
     this.#untrustedTripped = active.id;
     const alarmId = interlocks[0] ?? sample.tag;
