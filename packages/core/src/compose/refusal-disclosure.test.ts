@@ -129,7 +129,7 @@ describe("disclosedRefusal: the net under refusals not marked by their maker (re
 });
 
 describe("a caller who may not know whether a process runs is not told so (review 15f, LOW)", () => {
-  test("(sibling) exitMaintenance refused while a process runs, and a command entering a process state without one: neither names a process", async () => {
+  test("(sibling) exitMaintenance refused while a process runs does not name a process either", async () => {
     const parts = await build();
     const { system } = parts;
     await system.startRecipe(engineer, HOLD);
