@@ -862,6 +862,19 @@ export class ControlSystem {
               this.#refuseIfTripped(epoch, tag);
               this.#refuseIfNoLongerGranted(command.principal, tag);
             },
+            // Answered KILN_TIMEOUT (`<id>:fail`, failed) while the device call was still out: what
+            // became of it is recorded too, `<id>:landed` (allowed) or `<id>:lost` (failed), so the
+            // trail is true (review 15f, LOW).
+            onLateSettle: ({ landed }) =>
+              command.recordAfter(
+                landed ? "landed" : "lost",
+                landed
+                  ? {
+                      outcome: "allowed",
+                      reason: `the write answered KILN_TIMEOUT reached the device later: ${tag} was written`,
+                    }
+                  : { outcome: "failed", reason: "the write answered KILN_TIMEOUT did not reach the device" },
+              ),
           });
         },
         {

@@ -76,3 +76,30 @@ describe("a given-up write that lands after the safe state is overwritten by it 
     await system.stop();
   });
 });
+
+// Adversarial review 15f, LOW: a manual write answered KILN_TIMEOUT that later landed was audited
+// failed only. What became of its driver call is now its own entry: `<id>:landed` or `<id>:lost`.
+describe("a manual write answered KILN_TIMEOUT records what became of it (review 15f, LOW)", () => {
+  for (const failHeld of [false, true]) {
+    test(`${failHeld ? "(sibling) it fails later: <id>:lost, failed" : "(the example) it lands later: <id>:landed, allowed"}`, async () => {
+      const parts = await heldWriteSystem("kiln", { tag: "stirrer.speed", value: 40 }, { timeoutMs: 500, failHeld });
+      const { system, clock } = parts;
+      const from = clock.now();
+      const write = system.writeTag(admin, "stirrer.speed", 40).catch((error: unknown) => error);
+      await parts.scans(12);
+      expect(await write).toMatchObject({ code: "KILN_TIMEOUT" });
+      parts.release();
+      await parts.scans(4);
+      const trail = (await system.history.audit.query({ from, to: clock.now() + 1 })).filter(
+        (entry) => entry.action === "tag.write",
+      );
+      const intent = trail.find((entry) => entry.refersTo === undefined)!;
+      expect(trail.map((entry) => [entry.id.slice(intent.id.length), entry.outcome])).toEqual([
+        ["", "allowed"],
+        [":fail", "failed"],
+        [failHeld ? ":lost" : ":landed", failHeld ? "failed" : "allowed"],
+      ]);
+      await system.stop();
+    });
+  }
+});
