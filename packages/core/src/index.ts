@@ -58,7 +58,7 @@ export { ControlSystem, type ControlSystemHealth, type StoredHistoryView } from 
 export type { BackoffOptions, ControlSystemOptions } from "./compose/control-system-options";
 export type { PortHealth } from "./compose/port-policies";
 export type { SystemState } from "./compose/system-lifecycle";
-export type { LateDeviceCall, LateDeviceSettle, TagWriteOptions, TagWriter } from "./compose/checked-write";
+export type { TagWriteOptions, TagWriter } from "./compose/checked-write";
 export type { CircuitBreakerSnapshot } from "./resilience/circuit-breaker";
 export type { RetryJitter } from "./resilience/retry";
 export type { StatsSummary } from "./stats/rolling-stats";

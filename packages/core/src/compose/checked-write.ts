@@ -74,10 +74,17 @@ export interface TagWriter {
    * and the safe state then waits for nothing.
    */
   settled?(tag: string): Promise<void> | undefined;
-  /** The given-up writes whose driver call is still out (health names them; review 15f, H2). Optional. */
-  lateCalls?(): readonly LateDeviceCall[];
-  /** Subscribes to given-up driver calls settling later (see {@link LateDeviceSettle}); returns the unsubscribe. Optional. */
-  onLateSettle?(listener: (settle: LateDeviceSettle) => void): () => void;
+}
+
+/**
+ * A writer that watches its given-up driver calls (the {@link CheckedTagWriter}): internal, the
+ * control system uses it when the registered writer has it (review 15f, H2).
+ */
+export interface WatchesLateCalls {
+  /** The given-up writes whose driver call is still out (health names them). */
+  lateCalls(): readonly LateDeviceCall[];
+  /** Subscribes to given-up driver calls settling later (see {@link LateDeviceSettle}); returns the unsubscribe. */
+  onLateSettle(listener: (settle: LateDeviceSettle) => void): () => void;
 }
 
 /** Options of {@link CheckedTagWriter}. */
@@ -105,7 +112,7 @@ export interface CheckedTagWriterOptions {
  * The one place writes to a tag are put in order: chained per tag, for every writer of the
  * system (adversarial reviews 15t, 15s).
  */
-export class CheckedTagWriter implements TagWriter {
+export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
   readonly #options: CheckedTagWriterOptions;
   /** The last write made to each tag, settled (never rejects); removed once nothing follows it. */
   readonly #tails = new Map<string, Promise<void | undefined>>();
@@ -225,12 +232,12 @@ export class CheckedTagWriter implements TagWriter {
     });
   }
 
-  /** @inheritDoc TagWriter.lateCalls */
+  /** @inheritDoc WatchesLateCalls.lateCalls */
   lateCalls(): readonly LateDeviceCall[] {
     return [...this.#late];
   }
 
-  /** @inheritDoc TagWriter.onLateSettle */
+  /** @inheritDoc WatchesLateCalls.onLateSettle */
   onLateSettle(listener: (settle: LateDeviceSettle) => void): () => void {
     this.#lateListeners.add(listener);
     return () => void this.#lateListeners.delete(listener);

@@ -36,7 +36,7 @@ import {
 } from "../security/command-input";
 import type { AuditedCommandRunner, CommandContext } from "../security/audited-command";
 import { authorizeRecipeSave, authorizeRecipeStart } from "../security/recipe-authorization";
-import { checkTagWrite, type LateDeviceSettle, type TagWriter } from "./checked-write";
+import { checkTagWrite, type LateDeviceSettle, type TagWriter, type WatchesLateCalls } from "./checked-write";
 import { manualMachineCommand, stopsMachine } from "./manual-machine-command";
 import type { ResolvedControlSystemOptions } from "./control-system-options";
 import type { EventRecorder } from "./event-recorder";
@@ -1523,7 +1523,7 @@ export class ControlSystem {
     }
     // A write given up at its timeout may still land and undo a later write (the safe state):
     // named while its driver call is out (review 15f, H2).
-    for (const late of this.#writer.lateCalls?.() ?? []) {
+    for (const late of this.#lateWatcher?.lateCalls() ?? []) {
       problems.push(
         `write of ${late.tag} given up at ${new Date(late.since).toISOString()} is still out at the device and may yet land (the tag's last value written is then written again)`,
       );
@@ -1784,12 +1784,20 @@ export class ControlSystem {
           this.#reassertFailures.clear();
         }
       }),
-      this.#writer.onLateSettle?.((settle) => this.#onLateSettle(settle)) ?? (() => undefined),
+      this.#lateWatcher?.onLateSettle((settle) => this.#onLateSettle(settle)) ?? (() => undefined),
       this.#bus.on("interlock-trip", async (event) => {
         this.#logger.error({ alarmId: event.alarmId, value: event.value }, "interlock tripped");
         await this.#trip(event.alarmId, event.value, `interlock ${event.alarmId} tripped at ${String(event.value)}`);
       }),
     );
+  }
+
+  /** The writer's watch of its given-up driver calls, when the registered writer keeps one (the default does). */
+  get #lateWatcher(): WatchesLateCalls | undefined {
+    const writer = this.#writer as TagWriter & Partial<WatchesLateCalls>;
+    return writer.lateCalls !== undefined && writer.onLateSettle !== undefined
+      ? (writer as TagWriter & WatchesLateCalls)
+      : undefined;
   }
 
   /** Tags whose late-landed write could not be overwritten again with their last value, with the reason (until reset). */
