@@ -20,6 +20,37 @@ export interface TagWriteOptions {
    * so a write issued before an interlock trip is never sent after it (adversarial review 15-2, M2).
    */
   readonly beforeSend?: () => void;
+  /**
+   * Told when this write's driver call settles after the write was answered (given up at its
+   * timeout while the call was still out): `landed` true when the device took the value after
+   * all. Not called for a write answered by its driver call (review 15f, LOW).
+   */
+  readonly onLateSettle?: (settled: { readonly landed: boolean }) => void;
+}
+
+/** A write given up at its timeout whose driver call is still out: it may yet land at the device (review 15f, H2). */
+export interface LateDeviceCall {
+  /** The tag written. */
+  readonly tag: string;
+  /** The value the given-up call carries. */
+  readonly value: TagValue;
+  /** When the write was given up (ms since the Unix epoch, the writer's clock). */
+  readonly since: number;
+}
+
+/**
+ * A given-up write's driver call that settled after its tag's next writes were sent (review 15f,
+ * H2): `landed` true when the device took it. When it landed after a later write to the tag had
+ * succeeded (a safe state above all), that later value is written again (`reasserted`), so the
+ * device ends with the last value written, not the stale one; `reassertError` when that failed.
+ */
+export interface LateDeviceSettle extends LateDeviceCall {
+  /** True when the device took the value after all; false when the driver's call failed. */
+  readonly landed: boolean;
+  /** The later value written again after the late landing, when one had been written. */
+  readonly reasserted?: TagValue;
+  /** Why writing `reasserted` again failed, when it did. */
+  readonly reassertError?: unknown;
 }
 
 /** Writes a value to a tag on the machine's PLC. Operator writes, recipe steps and the safe state all use it. */
@@ -45,6 +76,17 @@ export interface TagWriter {
   settled?(tag: string): Promise<void> | undefined;
 }
 
+/**
+ * A writer that watches its given-up driver calls (the {@link CheckedTagWriter}): internal, the
+ * control system uses it when the registered writer has it (review 15f, H2).
+ */
+export interface WatchesLateCalls {
+  /** The given-up writes whose driver call is still out (health names them). */
+  lateCalls(): readonly LateDeviceCall[];
+  /** Subscribes to given-up driver calls settling later (see {@link LateDeviceSettle}); returns the unsubscribe. */
+  onLateSettle(listener: (settle: LateDeviceSettle) => void): () => void;
+}
+
 /** Options of {@link CheckedTagWriter}. */
 export interface CheckedTagWriterOptions {
   /** The tag catalog the write is checked against. */
@@ -60,8 +102,8 @@ export interface CheckedTagWriterOptions {
    * `writeTracked` (the guarded driver). @default 0 (not held)
    */
   readonly lateWriteWaitMs?: number;
-  /** The clock of `lateWriteWaitMs`. */
-  readonly clock?: Pick<Clock, "sleep">;
+  /** The clock of `lateWriteWaitMs` (and of {@link LateDeviceCall.since}). */
+  readonly clock?: Pick<Clock, "sleep" | "now">;
 }
 
 /**
@@ -70,10 +112,17 @@ export interface CheckedTagWriterOptions {
  * The one place writes to a tag are put in order: chained per tag, for every writer of the
  * system (adversarial reviews 15t, 15s).
  */
-export class CheckedTagWriter implements TagWriter {
+export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
   readonly #options: CheckedTagWriterOptions;
   /** The last write made to each tag, settled (never rejects); removed once nothing follows it. */
   readonly #tails = new Map<string, Promise<void | undefined>>();
+  /** Numbers the driver calls in the order they are made. */
+  #sequence = 0;
+  /** Per tag: the last write whose driver call succeeded, by its number. */
+  readonly #lastWritten = new Map<string, { readonly sequence: number; readonly value: TagValue }>();
+  /** Given-up writes whose driver call is still out. */
+  readonly #late = new Set<LateDeviceCall>();
+  readonly #lateListeners = new Set<(settle: LateDeviceSettle) => void>();
 
   constructor(options: CheckedTagWriterOptions) {
     this.#options = options;
@@ -94,7 +143,9 @@ export class CheckedTagWriter implements TagWriter {
     }
     const before = this.#tails.get(tag);
     // The driver's own call, when it may outlive this write's answer (a timeout): see lateWriteWaitMs.
-    let deviceCall: Promise<void> | undefined;
+    let deviceCall: Promise<boolean | undefined> | undefined;
+    /** This write's driver call's number (0 until it is made). */
+    let sequence = 0;
     const send = async (): Promise<void> => {
       if (before !== undefined) {
         await raceAbort(before, signal, `the write to ${tag}`);
@@ -103,15 +154,21 @@ export class CheckedTagWriter implements TagWriter {
       }
       options.beforeSend?.();
       const { lateWriteWaitMs = 0, clock } = this.#options;
+      sequence = ++this.#sequence;
       if (lateWriteWaitMs > 0 && clock !== undefined && driver.writeTracked !== undefined) {
         const tracked = driver.writeTracked(definition, written);
         deviceCall = tracked.device;
         await tracked.result;
-        return;
-      }
-      await driver.write(definition, written);
+      } else await driver.write(definition, written);
+      if ((this.#lastWritten.get(tag)?.sequence ?? 0) < sequence)
+        this.#lastWritten.set(tag, { sequence, value: written });
     };
     const sent = send();
+    sent.catch((error: unknown) => {
+      // Given up at its timeout with the driver's call still out: it may land later.
+      const gaveUp = KilnError.is(error) && error.code === "KILN_TIMEOUT";
+      if (gaveUp && deviceCall !== undefined) this.#watchLate(tag, written, sequence, deviceCall, options.onLateSettle);
+    });
     // Settles once this write has (or, not sent, once the one before it has); never rejects. A
     // write that gave up with the driver's call still out keeps the tag busy until that call
     // settles, at most lateWriteWaitMs: the next write to the tag (a safe state) lands after it,
@@ -127,8 +184,67 @@ export class CheckedTagWriter implements TagWriter {
     return sent;
   }
 
+  /**
+   * Watches a given-up write's driver call (`sequence`: its number) until it settles: named by
+   * {@link lateCalls} meanwhile; then `onLateSettle` and the listeners are told, and when it
+   * landed after a later write to the tag had succeeded, that later value is written again
+   * (review 15f, H2).
+   */
+  #watchLate(
+    tag: string,
+    value: TagValue,
+    sequence: number,
+    deviceCall: Promise<boolean | undefined>,
+    onLateSettle: TagWriteOptions["onLateSettle"],
+  ): void {
+    const call: LateDeviceCall = { tag, value, since: this.#options.clock?.now() ?? Number.NaN };
+    this.#late.add(call);
+    const settle = async (landed: boolean): Promise<void> => {
+      this.#late.delete(call);
+      onLateSettle?.({ landed });
+      let reassert: { reasserted?: TagValue; reassertError?: unknown } = {};
+      if (landed) {
+        // The writes sent after it settle first: the last value written is the one to restore.
+        await this.settled(tag);
+        const later = this.#lastWritten.get(tag);
+        if (later !== undefined && later.sequence > sequence) {
+          try {
+            await this.write(tag, later.value, undefined, { duringStop: true });
+            reassert = { reasserted: later.value };
+          } catch (failure) {
+            reassert = { reasserted: later.value, reassertError: failure };
+          }
+        }
+      }
+      const event: LateDeviceSettle = { ...call, landed, ...reassert };
+      for (const listener of this.#lateListeners) {
+        try {
+          listener(event);
+        } catch {
+          // A listener's failure is its own.
+        }
+      }
+    };
+    void deviceCall.then(async (outcome) => {
+      // Not called (the breaker was open): nothing was out.
+      if (outcome === undefined) this.#late.delete(call);
+      else await settle(outcome);
+    });
+  }
+
+  /** @inheritDoc WatchesLateCalls.lateCalls */
+  lateCalls(): readonly LateDeviceCall[] {
+    return [...this.#late];
+  }
+
+  /** @inheritDoc WatchesLateCalls.onLateSettle */
+  onLateSettle(listener: (settle: LateDeviceSettle) => void): () => void {
+    this.#lateListeners.add(listener);
+    return () => void this.#lateListeners.delete(listener);
+  }
+
   /** Resolves once `deviceCall` settles or lateWriteWaitMs has passed (never rejects). */
-  async #lateWrite(deviceCall: Promise<void>): Promise<void> {
+  async #lateWrite(deviceCall: Promise<unknown>): Promise<void> {
     const { lateWriteWaitMs = 0, clock } = this.#options;
     if (clock === undefined) return;
     const timer = new AbortController();

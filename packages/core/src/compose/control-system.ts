@@ -36,7 +36,7 @@ import {
 } from "../security/command-input";
 import type { AuditedCommandRunner, CommandContext } from "../security/audited-command";
 import { authorizeRecipeSave, authorizeRecipeStart } from "../security/recipe-authorization";
-import { checkTagWrite, type TagWriter } from "./checked-write";
+import { checkTagWrite, type LateDeviceSettle, type TagWriter, type WatchesLateCalls } from "./checked-write";
 import { manualMachineCommand, stopsMachine } from "./manual-machine-command";
 import type { ResolvedControlSystemOptions } from "./control-system-options";
 import type { EventRecorder } from "./event-recorder";
@@ -840,8 +840,9 @@ export class ControlSystem {
     // A typed array (for an array tag) is taken as the plain array it holds (ADR 0038).
     const input = snapshotInput(ArrayBuffer.isView(value) ? frozenTagValue(value) : value, "value");
     const comment = commentOf(options);
-    // A write issued before a trip is never sent after its safe state (review 15r, M3).
-    const trips = this.#trips;
+    // A write issued before the safe state (a trip, a manual stop, fault or abort, a process's
+    // abort or its own failure) is never sent after it (reviews 15r M3, 15f H1).
+    const epoch = this.#recipes.safeStateEpoch;
     return this.#stateCommand(() =>
       this.#command(
         who,
@@ -850,11 +851,31 @@ export class ControlSystem {
         async (command) => {
           const checked = valueOf(input);
           checkTagWrite(this.tags, this.#lifecycle, tag, checked);
-          this.#refuseIfTripped(trips, tag);
+          this.#refuseIfTripped(epoch, tag);
           await command.commit();
-          // Again right before it is sent (after the commit and the tag's earlier writes): a trip
-          // meanwhile wins (its follow-up `<id>:fail`, denied: nothing sent; adversarial review 15-2, M2).
-          await this.#writer.write(tag, checked, undefined, { beforeSend: () => this.#refuseIfTripped(trips, tag) });
+          // Again right before it is sent, synchronously (after the commit and the tag's earlier
+          // writes): a safe state begun meanwhile wins, and the state-dependent grant is judged in
+          // the machine state the write lands in, not the one before the audit await (its
+          // follow-up `<id>:fail`, denied: nothing sent; reviews 15-2 M2, 15f H1).
+          await this.#writer.write(tag, checked, undefined, {
+            beforeSend: () => {
+              this.#refuseIfTripped(epoch, tag);
+              this.#refuseIfNoLongerGranted(command.principal, tag);
+            },
+            // Answered KILN_TIMEOUT (`<id>:fail`, failed) while the device call was still out: what
+            // became of it is recorded too, `<id>:landed` (allowed) or `<id>:lost` (failed), so the
+            // trail is true (review 15f, LOW).
+            onLateSettle: ({ landed }) =>
+              command.recordAfter(
+                landed ? "landed" : "lost",
+                landed
+                  ? {
+                      outcome: "allowed",
+                      reason: `the write answered KILN_TIMEOUT reached the device later: ${tag} was written`,
+                    }
+                  : { outcome: "failed", reason: "the write answered KILN_TIMEOUT did not reach the device" },
+              ),
+          });
         },
         {
           action: "tag.write",
@@ -1000,22 +1021,33 @@ export class ControlSystem {
     return started;
   }
 
-  /** How many safety fences (interlock trips, manual stops, faults, aborts) have begun: a manual write issued before one is not sent after it. */
-  #trips = 0;
-
   /**
-   * Refuses a manual write issued when `trips` trips had begun, once another trip has begun since
-   * or while one acts (`KILN_INVALID_TRANSITION`, `details.stage: "trip"`): its safe state is in
-   * force, and a write decided before it must not undo it (review 15r, M3). A write issued after
-   * the trip is judged by the role table in the tripped state like any other.
+   * Refuses a manual write issued at safe-state epoch `epoch` ({@link RecipeExecutor.safeStateEpoch})
+   * once the machine has begun to be brought to its safe state since, by any path (an interlock
+   * trip, a manual stop, fault or abort, a process's abort or its own failure), or while that
+   * acts (`KILN_INVALID_TRANSITION`, `details.stage: "trip"`): its safe state is in force, and a
+   * write decided before it must not undo it (reviews 15r M3, 15f H1). A write issued after the
+   * machine reached its end state is judged by the role table in that state like any other.
    */
-  #refuseIfTripped(trips: number, tag: string): void {
-    if (this.#trips === trips && !this.#recipes.tripping) return;
+  #refuseIfTripped(epoch: number, tag: string): void {
+    if (this.#recipes.safeStateEpoch === epoch && !this.#recipes.actingSafeState) return;
     throw new KilnError(
       "KILN_INVALID_TRANSITION",
-      `machine tripped; safe state in force: the write of "${tag}" issued before or during the trip (or a manual stop, fault or abort) was not sent. Write it again if it is still wanted.`,
+      `safe state in force: the write of "${tag}" issued before or during a trip, a manual stop, fault or abort, or the end of a process that was aborted or failed, was not sent. Write it again if it is still wanted.`,
       { details: { machineId: this.machineId, tag, stage: "trip", tripped: true } },
     );
+  }
+
+  /**
+   * Refuses (`KILN_FORBIDDEN`) a manual write whose grant no longer holds in the machine's
+   * current state: checked synchronously right before the driver write, so a grant limited to
+   * some states (a role that may write a tag only while processing) is never used in another
+   * the machine reached while the audit entry was made durable (review 15f, H1).
+   */
+  #refuseIfNoLongerGranted(principal: Principal, tag: string): void {
+    const context = { machineState: this.#machine.state };
+    if (this.#authorizer.can(principal, "tag.write", tag, context)) return;
+    throw this.#authorizer.forbidden(principal, "tag.write", tag, context);
   }
 
   /** Starts called and not settled yet (waiting for their turn, validating, or waiting for their entry). */
@@ -1489,6 +1521,18 @@ export class ControlSystem {
       if (hold.reason === "active") continue;
       problems.push(`interlock ${hold.id} not permissive (${hold.reason}): starts and resets are refused`);
     }
+    // A write given up at its timeout may still land and undo a later write (the safe state):
+    // named while its driver call is out (review 15f, H2).
+    for (const late of this.#lateWatcher?.lateCalls() ?? []) {
+      problems.push(
+        `write of ${late.tag} given up at ${new Date(late.since).toISOString()} is still out at the device and may yet land (the tag's last value written is then written again)`,
+      );
+    }
+    for (const [tag, reason] of this.#reassertFailures) {
+      problems.push(
+        `a write of ${tag} given up at its timeout landed late and writing the tag's last value again failed: ${reason} (the tag may hold the stale value; cleared by a reset of the machine)`,
+      );
+    }
     // The machine may not be safe: named until the machine is reset or the tag's safe value is
     // written (adversarial review 15u).
     for (const failure of this.#recipes.safeStateFailures()) {
@@ -1732,14 +1776,71 @@ export class ControlSystem {
       // recipe, is not: a failure of a stop's safe state stays named until written.
       this.#machine.onTransition((transition) => {
         this.#restartedFrom = undefined;
-        if (transition.from === "error" && transition.command === "reset") this.#recipes.clearSafeStateFailures();
-        if (transition.from === "aborted" && transition.command === "clear") this.#recipes.clearSafeStateFailures();
+        const reset =
+          (transition.from === "error" && transition.command === "reset") ||
+          (transition.from === "aborted" && transition.command === "clear");
+        if (reset) {
+          this.#recipes.clearSafeStateFailures();
+          this.#reassertFailures.clear();
+        }
       }),
+      this.#lateWatcher?.onLateSettle((settle) => this.#onLateSettle(settle)) ?? (() => undefined),
       this.#bus.on("interlock-trip", async (event) => {
         this.#logger.error({ alarmId: event.alarmId, value: event.value }, "interlock tripped");
         await this.#trip(event.alarmId, event.value, `interlock ${event.alarmId} tripped at ${String(event.value)}`);
       }),
     );
+  }
+
+  /** The writer's watch of its given-up driver calls, when the registered writer keeps one (the default does). */
+  get #lateWatcher(): WatchesLateCalls | undefined {
+    const writer = this.#writer as TagWriter & Partial<WatchesLateCalls>;
+    return writer.lateCalls !== undefined && writer.onLateSettle !== undefined
+      ? (writer as TagWriter & WatchesLateCalls)
+      : undefined;
+  }
+
+  /** Tags whose late-landed write could not be overwritten again with their last value, with the reason (until reset). */
+  readonly #reassertFailures = new Map<string, string>();
+
+  /**
+   * A write given up at its timeout settled at the device later (review 15f, H2): published
+   * (`write-late-settle`), and when it landed after a later write to its tag, recorded as the
+   * system's `tag.reassert` entry (the later value written again, or why that failed: then named
+   * by health() until reset).
+   */
+  #onLateSettle(settle: LateDeviceSettle): void {
+    const reassertFailed =
+      settle.reassertError === undefined
+        ? undefined
+        : KilnError.is(settle.reassertError)
+          ? `${settle.reassertError.code}: ${settle.reassertError.message}`
+          : String(settle.reassertError);
+    if (reassertFailed === undefined) this.#reassertFailures.delete(settle.tag);
+    else this.#reassertFailures.set(settle.tag, reassertFailed);
+    this.#logger.warn({ tag: settle.tag, landed: settle.landed, reassertFailed }, "a given-up write settled late");
+    void this.#bus.publish("write-late-settle", {
+      at: this.#clock.now(),
+      aggregateId: this.machineId,
+      tag: settle.tag,
+      value: settle.value,
+      landed: settle.landed,
+      ...(settle.reasserted === undefined ? {} : { reasserted: settle.reasserted }),
+      ...(reassertFailed === undefined ? {} : { reassertFailed }),
+    });
+    if (!settle.landed || settle.reasserted === undefined) return;
+    void this.#track(
+      this.#commands.runSystemAction(
+        {
+          action: "tag.reassert",
+          target: settle.tag,
+          reason: `a write of ${settle.tag} given up at its timeout landed late, after a later write: the later value was written again`,
+          newValue: { late: settle.value, reasserted: settle.reasserted },
+        },
+        () => Promise.resolve(reassertFailed),
+        (failed) => failed,
+      ),
+    ).catch(() => undefined);
   }
 
   /**
@@ -1777,12 +1878,11 @@ export class ControlSystem {
   /**
    * The one safety fence of a trip and of a manual stop, fault or abort (with or without a
    * process), from the moment it is decided until `work` settles (review 15d, H1/H2): counted in
-   * `#trips` (a manual write issued before it is not sent after it; one issued during it is
-   * refused, as `recipes.tripping` holds), every start not active yet cancelled, and no start
+   * the executor's safe-state epoch (a manual write issued before it is not sent after it; one
+   * issued during it is refused, as `recipes.actingSafeState` holds), every start not active yet cancelled, and no start
    * begins meanwhile (`RecipeExecutor.fence`). Called before any await.
    */
   #safetyFence<T>(reason: string, work: () => Promise<T>): Promise<T> {
-    this.#trips++;
     this.#cancelStarts(reason);
     return this.#recipes.fence(reason, work);
   }
@@ -1791,11 +1891,6 @@ export class ControlSystem {
   #interlocksByTag = new Map<string, string[]>();
   /** The process an untrusted interlock input has tripped (review 15d, M3: one trip per process). */
   #untrustedTripped: string | undefined;
-
-  /** True when `processId` was tripped already, or is being stopped or aborted (its machine is no longer running it). */
-  #machineSettledFor(processId: string): boolean {
-    return this.#untrustedTripped === processId || this.#recipes.halting;
-  }
 
   /** Interlock tags whose untrusted input has tripped the machine, until a good, fresh sample (one trip per episode). */
   readonly #untrustedTrips = new Set<string>();
@@ -1817,14 +1912,17 @@ export class ControlSystem {
       this.#untrustedTrips.delete(sample.tag);
       return;
     }
-    // Only a process actually running: not one already stopped, aborted or tripped (its status
-    // stays running until its late writes settle), and at most once per process however the
-    // input flaps (review 15d, M3).
+    // Only a process whose machine has not reached its end state: not one already stopped,
+    // aborted or tripped whose machine is at rest (its status stays running until its late writes
+    // settle), and at most once per process however the input flaps (review 15d, M3). One being
+    // stopped or aborted (its safe state still being written) is tripped, as a value trip in
+    // that window is: the stop escalates to a fault, audited `machine.trip`, and the next start
+    // needs a reset (review 15f, M2).
     const active = this.#recipes.active;
     const status = active?.status;
     if (this.#untrustedTrips.has(sample.tag) || active === undefined || (status !== "running" && status !== "paused"))
       return;
-    if (this.#recipes.tripping || this.#recipes.ending() !== undefined || this.#machineSettledFor(active.id)) return;
+    if (this.#recipes.ending() !== undefined || this.#untrustedTripped === active.id) return;
     this.#untrustedTrips.add(sample.tag);
     this.#untrustedTripped = active.id;
     const alarmId = interlocks[0] ?? sample.tag;

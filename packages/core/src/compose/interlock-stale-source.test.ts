@@ -180,3 +180,52 @@ describe("a source's age is measured on the host's clock only (review 15c, M3)",
     await system.stop();
   });
 });
+
+// Adversarial review 15f, M1: a frozen source whose quality flapped (good, uncertain, good; same
+// value, same timestamp) counted each flap as an advance and never went stale. An advance is now
+// a changed value or a delivered timestamp not among the source's last few: quality alone is not,
+// nor a timestamp bouncing between two fixed values.
+describe("only a changed value or a new timestamp is an advance (review 15f, M1)", () => {
+  for (const mode of ["quality flaps", "timestamp bounces"] as const) {
+    test(`${mode === "quality flaps" ? "(the example)" : "(sibling)"} a frozen source whose ${mode} trips a running process once, audited`, async () => {
+      const FROZEN_AT = Date.UTC(2026, 10, 22);
+      let reads = 0;
+      let frozen = false;
+      const parts = await heldWriteSystem(
+        "kiln",
+        { tag: "none", value: -1 },
+        {
+          scanGroup: { maxSourceAgeMs: 150 },
+          mapRead: (sample) => {
+            if (sample.tag !== "chamber.pressure" || !frozen) return sample;
+            reads++;
+            if (mode === "timestamp bounces") return { ...sample, timestamp: FROZEN_AT + (reads % 2) * 1000 };
+            return {
+              ...sample,
+              timestamp: FROZEN_AT,
+              quality:
+                reads % 2 === 0 ? sample.quality : { severity: "uncertain", code: 0x40000000, reason: "flapping" },
+            };
+          },
+        },
+      );
+      const { system, clock } = parts;
+      await parts.scans(2);
+      const from = clock.now();
+      const process = await system.startRecipe(engineer, LONG);
+      await parts.scans(2);
+      frozen = true;
+      await parts.scans(12);
+      expect(system.machineState).toBe("error");
+      expect(await process.finished).toMatchObject({
+        status: "aborted",
+        reason: expect.stringContaining("stale: tag chamber.pressure"),
+      });
+      const trips = (await system.history.audit.query({ from, to: clock.now() + 1 })).filter(
+        (entry) => entry.action === "machine.trip",
+      );
+      expect(trips).toHaveLength(1);
+      await system.stop();
+    });
+  }
+});

@@ -45,10 +45,14 @@ export interface SourceFreshness {
   readonly maxAgeMs: (tag: string) => number;
 }
 
+/** How many of a source's last distinct delivered timestamps a new one must differ from to count as an advance (review 15f, M1). */
+const RECENT_TIMESTAMPS = 8;
+
 /**
  * The host-side record of when each limited tag's source last advanced: what the driver delivered
- * changed (its source timestamp, in either direction, or its value or quality; a repeat of the
- * same timestamp, value and quality is not an advance). Judged on the delivered timestamp
+ * changed: its value, or its source timestamp to one not among its last few distinct ones (in
+ * either direction). Quality alone is not an advance, nor a timestamp bouncing between a few
+ * fixed values (review 15f, M1). Judged on the delivered timestamp
  * (`CvtChange.sourceTimestamp`), not on the current value table's sample, whose timestamp only
  * advances: after a device clock stepped back the table keeps a steady value as a repeat of the
  * sample stamped before the step, so that sample would show the source frozen for the size of the
@@ -59,7 +63,7 @@ export interface SourceFreshness {
  */
 export class SourceAdvances implements SourceFreshness {
   /** Per limited tag: when (host monotonic ms) its source last advanced, and the timestamp it last delivered. */
-  readonly #sources = new Map<string, { advancedAt: number; delivered: number }>();
+  readonly #sources = new Map<string, { advancedAt: number; delivered: number; recent: number[] }>();
   readonly #clock: Pick<Clock, "now" | "monotonicNow">;
   readonly #onStepBack: ((tag: string, stepMs: number) => void) | undefined;
   readonly current: (tag: string) => Sample | undefined;
@@ -89,12 +93,20 @@ export class SourceAdvances implements SourceFreshness {
     const source = this.#sources.get(tag);
     const now = monotonicNow(this.#clock);
     if (source === undefined) {
-      this.#sources.set(tag, { advancedAt: now, delivered });
+      this.#sources.set(tag, { advancedAt: now, delivered, recent: [delivered] });
       return;
     }
     const moved = !Object.is(delivered, source.delivered);
-    if (moved || change.previous === undefined || change.valueChanged || change.qualityChanged) {
-      source.advancedAt = now;
+    // An advance is a changed value or a delivered timestamp the source has not delivered among
+    // its last RECENT_TIMESTAMPS distinct ones: a quality that flaps alone is not (a frozen source
+    // whose quality toggles stays frozen), nor a timestamp bouncing between a few fixed values
+    // (review 15f, M1). A clock stepped back reaches new timestamps at once (or after at most
+    // RECENT_TIMESTAMPS samples when it steps back less than that many periods).
+    const fresh = !source.recent.some((seen) => Object.is(seen, delivered));
+    if (fresh || change.previous === undefined || change.valueChanged) source.advancedAt = now;
+    if (fresh) {
+      source.recent.push(delivered);
+      if (source.recent.length > RECENT_TIMESTAMPS) source.recent.shift();
     }
     if (moved && delivered < source.delivered) this.#onStepBack?.(tag, source.delivered - delivered);
     source.delivered = delivered;

@@ -113,40 +113,56 @@ export function manualMachineCommand(command: string, situation: ManualCommandSi
     if (aborting !== undefined) return { kind: "abort", fault: aborting.fault };
     const abortWith = rules === undefined ? "" : ` or ${Object.keys(rules.aborting).join("/")} to abort it`;
     const allowed = rules === undefined ? [] : Object.keys(rules.aborting);
-    const refusal = (disclosure: Disclosure): { message: string; details: Record<string, unknown> } => ({
-      message:
-        `Machine "${machineId}" runs ${disclosure.process ? `process "${processId}"` : "a process"}: a manual "${command}" would move the machine away from it. ` +
-        `Use pauseProcess, resumeProcess or abortProcess${disclosure.machine ? abortWith : ""}.`,
-      details: {
-        machineId,
-        ...(disclosure.machine ? { state } : {}),
-        command,
-        stage: "process",
-        ...(disclosure.process ? { processId } : {}),
-        ...(disclosure.machine ? { allowed } : {}),
-        reason: "a process is running",
-      },
-    });
+    const refusal = (disclosure: Disclosure): { message: string; details: Record<string, unknown> } => {
+      // Whether a process runs at all is a process fact: a caller who may not know it is told
+      // only that the command is refused now (review 15f, LOW).
+      if (!disclosure.process) return unexplained(machineId, command);
+      return {
+        message:
+          `Machine "${machineId}" runs process "${processId}": a manual "${command}" would move the machine away from it. ` +
+          `Use pauseProcess, resumeProcess or abortProcess${disclosure.machine ? abortWith : ""}.`,
+        details: {
+          machineId,
+          ...(disclosure.machine ? { state } : {}),
+          command,
+          stage: "process",
+          ...(disclosure.process ? { processId } : {}),
+          ...(disclosure.machine ? { allowed } : {}),
+          reason: "a process is running",
+        },
+      };
+    };
     throw refusalSayingLess(refusal);
   }
   const target = Object.hasOwn(accepts, command) ? accepts[command] : undefined;
   if (entersProcess(target)) {
-    const refusal = (disclosure: Disclosure): { message: string; details: Record<string, unknown> } => ({
-      message:
-        `Machine "${machineId}" runs no process: a manual "${command}" would enter ` +
-        `${disclosure.machine ? `"${target}", ` : ""}a state only a process runs in. Start a process with startRecipe.`,
-      details: {
-        machineId,
-        ...(disclosure.machine ? { state } : {}),
-        command,
-        stage: "process",
-        ...(disclosure.machine
-          ? { allowed: Object.keys(accepts).filter((next) => !entersProcess(accepts[next])) }
-          : {}),
-        reason: "no process is running",
-      },
-    });
+    const refusal = (disclosure: Disclosure): { message: string; details: Record<string, unknown> } =>
+      !disclosure.process
+        ? unexplained(machineId, command)
+        : {
+            message:
+              `Machine "${machineId}" runs no process: a manual "${command}" would enter ` +
+              `${disclosure.machine ? `"${target}", ` : ""}a state only a process runs in. Start a process with startRecipe.`,
+            details: {
+              machineId,
+              ...(disclosure.machine ? { state } : {}),
+              command,
+              stage: "process",
+              ...(disclosure.machine
+                ? { allowed: Object.keys(accepts).filter((next) => !entersProcess(accepts[next])) }
+                : {}),
+              reason: "no process is running",
+            },
+          };
     throw refusalSayingLess(refusal);
   }
   return { kind: "send" };
+}
+
+/** A manual command's refusal told to a caller who may not know whether a process runs (review 15f, LOW). */
+function unexplained(machineId: string, command: string): { message: string; details: Record<string, unknown> } {
+  return {
+    message: `Machine "${machineId}" cannot take a manual "${command}" now.`,
+    details: { machineId, command, stage: "process" },
+  };
 }

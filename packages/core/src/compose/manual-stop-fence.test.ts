@@ -147,3 +147,44 @@ describe("an untrusted interlock input trips only a process actually running, on
     expect(trail.filter((entry) => entry.action === "machine.trip")).toHaveLength(1);
   });
 });
+
+// Adversarial review 15f, M2: a bad interlock input while a manual stop wrote its safe state was
+// ignored without a trace, where a value trip in the same window escalated the stop to a fault
+// (machine.trip audited, the next start needs a reset). Both now act the same.
+describe("a bad interlock input while a stop or abort acts escalates it as a value trip does (review 15f, M2)", () => {
+  for (const how of ["a manual stop (the example)", "abortProcess (sibling)"]) {
+    test(`${how}: faulted, machine.trip audited, the next start refused until reset`, async () => {
+      const flag = { bad: false };
+      const parts = await heldWriteSystem(
+        "kiln",
+        { tag: "heater.setpoint", value: 0 },
+        {
+          timeoutMs: 2_000,
+          mapRead: (sample) =>
+            sample.tag === "chamber.pressure" && flag.bad
+              ? { ...sample, quality: quality("bad", "sensor broken", QualityCodes.BadDeviceFailure) }
+              : sample,
+        },
+      );
+      const { system } = parts;
+      await parts.scans(2);
+      await system.startRecipe(admin, NEXT);
+      await parts.scans(2);
+      const stopping = how.startsWith("a manual")
+        ? system.sendMachineCommand(admin, "stop")
+        : system.abortProcess(admin).then((result) => result.status);
+      await parts.scans(2);
+      flag.bad = true;
+      await parts.scans(4);
+      flag.bad = false;
+      await parts.scans(4);
+      parts.release();
+      await parts.scans(10);
+      await stopping;
+      expect(system.machineState).toBe("error");
+      await expect(system.startRecipe(admin, NEXT)).rejects.toMatchObject({ code: "KILN_INVALID_TRANSITION" });
+      const trail = await auditTrailAfterStop(parts);
+      expect(trail.filter((entry) => entry.action === "machine.trip")).toHaveLength(1);
+    });
+  }
+});

@@ -136,11 +136,11 @@ export function guardDriver(driver: PlcDriver, policy: PortPolicy, context: Port
       const result = device.executeOnce((attempt) => (call = driver.write(tag, value, attempt)), signal);
       // Once `result` settles the driver was called, or never will be.
       const deviceSettled = result.then(
-        () => undefined,
+        () => true,
         () =>
           call?.then(
-            () => undefined,
-            () => undefined,
+            () => true,
+            () => false,
           ),
       );
       return { result, device: deviceSettled };

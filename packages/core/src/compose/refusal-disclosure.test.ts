@@ -53,6 +53,9 @@ describe("a refusal reveals only what its caller may know (review 15e)", () => {
     expect(refused.details).not.toHaveProperty("processId");
     expect(refused.message).not.toContain(process.id);
     expect(refused.message).not.toContain("processing");
+    // Nor whether a process runs at all (review 15f, LOW).
+    expect(refused.message).not.toMatch(/process/i);
+    expect(JSON.stringify(refused.details)).not.toMatch(/process is running/);
     // Sibling: an admin (machine.mode) is told all of it.
     const told = await rejection(system.sendMachineCommand(admin, "enterMaintenance"));
     expect(told.details).toMatchObject({ state: "processing", processId: process.id, allowed: ["stop", "fault"] });
@@ -122,5 +125,18 @@ describe("disclosedRefusal: the net under refusals not marked by their maker (re
     expect(disclosedRefusal(error, disclosureFor(authorizer, admin, "m-1", undefined))).toBe(error);
     const shown = disclosedRefusal(error, disclosureFor(authorizer, undefined, "m-1", undefined)) as KilnError;
     expect(shown.details).toEqual({ command: "x", retry: 2 });
+  });
+});
+
+describe("a caller who may not know whether a process runs is not told so (review 15f, LOW)", () => {
+  test("(sibling) exitMaintenance refused while a process runs does not name a process either", async () => {
+    const parts = await build();
+    const { system } = parts;
+    await system.startRecipe(engineer, HOLD);
+    const running = await rejection(system.sendMachineCommand(maint, "exitMaintenance"));
+    expect(running.message).not.toMatch(/process/i);
+    parts.release();
+    await system.abortProcess(engineer);
+    await system.stop();
   });
 });

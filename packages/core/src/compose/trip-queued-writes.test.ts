@@ -8,7 +8,7 @@ import { admin, engineer } from "../../test/support/safety-harness";
 // now refused once the trip has begun, audited with the reason; one issued after it is judged in
 // the tripped state like any other.
 
-const TRIPPED = "machine tripped; safe state in force";
+const TRIPPED = "safe state in force";
 
 describe("writes queued before a trip are not sent after its safe state (review 15r, M3)", () => {
   for (const model of ["kiln", "packml"] as const) {

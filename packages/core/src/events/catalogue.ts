@@ -45,6 +45,20 @@ export interface KilnEvents {
     /** The error, `CODE: message`. */
     readonly reason: string;
   };
+  /**
+   * A tag write given up at its timeout (answered `KILN_TIMEOUT`) settled at the device later
+   * (review 15f, H2): `landed` true when the device took `value` after all. When it landed after
+   * a later write to the tag (a safe state above all), that later value was written again
+   * (`reasserted`; `reassertFailed`, `CODE: message`, when that failed: then health() names it
+   * until the machine is reset). Also recorded as the system's `tag.reassert` audit entry.
+   */
+  "write-late-settle": EventBase & {
+    readonly tag: string;
+    readonly value: unknown;
+    readonly landed: boolean;
+    readonly reasserted?: unknown;
+    readonly reassertFailed?: string;
+  };
   /** Kiln lost communication with a PLC; its tags turned uncertain. */
   "plc-connection-lose": EventBase & { readonly driver: string; readonly reason: string };
   /**

@@ -38,6 +38,12 @@ export interface ProcessRunInit {
   readonly safeState: readonly SafeStateWrite[];
   /** Told the outcome of each writing of the safe state (its failures; empty when all were written). */
   readonly onSafeState?: (problems: readonly ProcessProblem[]) => void;
+  /**
+   * Told, before any await, that the run is about to bring the machine to its safe state: its
+   * abort, stop or fault was asked for, or it failed on its own (review 15f, H1). A manual write
+   * issued before this is not sent after it.
+   */
+  readonly onSafeStateBegin?: () => void;
   /** Told of each step write to `tag` that succeeded. */
   readonly onStepWrite?: (tag: string) => void;
   /**
@@ -77,6 +83,8 @@ export class ProcessRun implements RecipeProcess {
   #abortRequest: { reason: string; fault: boolean; faultReason?: string } | undefined;
   /** This run wrote the safe state (its abort or failure). */
   #safeStateWritten = false;
+  /** This run failed on its own and is writing its safe state (review 15f, H1). */
+  #failing = false;
   /** This run asked the machine to fault. */
   #faulted = false;
   /** The machine reached the process's end state (or could not follow): later requests act on their own. */
@@ -176,6 +184,15 @@ export class ProcessRun implements RecipeProcess {
   /** True once it was asked to stop, abort or fault, or its machine reached its end state: it no longer runs. */
   get halting(): boolean {
     return this.#abortRequest !== undefined || this.#machineSettled;
+  }
+
+  /**
+   * True from the moment its abort, stop or fault is asked for (or it fails on its own) until the
+   * machine is at its end state with the safe state written: a manual write meanwhile is refused
+   * (review 15f, H1).
+   */
+  get actingSafeState(): boolean {
+    return (this.#abortRequest !== undefined || this.#failing) && !this.#machineSettled;
   }
 
   get pauseRequested(): boolean {
@@ -304,6 +321,11 @@ export class ProcessRun implements RecipeProcess {
   async #end(status: ProcessResult["status"], reason: string | undefined, failure: unknown): Promise<void> {
     const machine = this.#options.machine;
     const begun = this.record.status !== "created";
+    if (status !== "completed" && begun && this.#abortRequest === undefined) {
+      // Failed on its own: fenced as an abort is, before any await (review 15f, H1).
+      this.#failing = true;
+      this.#init.onSafeStateBegin?.();
+    }
     if (status !== "completed" && begun) await this.#writeSafeState();
     if (begun) {
       const fault = status === "failed" || this.#abortRequest?.fault === true || this.#problems.length > 0;
@@ -601,6 +623,7 @@ export class ProcessRun implements RecipeProcess {
       return;
     }
     this.#abortRequest = { reason, fault };
+    this.#init.onSafeStateBegin?.();
     if (this.#controller.signal.aborted) return;
     this.#controller.abort(
       new KilnError("KILN_ABORTED", `Process ${this.id} was aborted: ${reason}`, {

@@ -201,6 +201,10 @@ export class RecipeExecutor {
   #pending: PendingStart | undefined;
   /** Trips acting now (from the call until the machine is faulted): no start may begin meanwhile. */
   #tripping = 0;
+  /** See {@link safeStateEpoch}. */
+  #safeStateEpoch = 0;
+  /** Safe-state writings by {@link applySafeState} under way. */
+  #applying = 0;
   /** The safe-state writes that failed, by tag, until reset or written (review 15u). */
   readonly #safeStateFailures = new Map<string, SafeStateFailure>();
 
@@ -229,6 +233,26 @@ export class RecipeExecutor {
    */
   get tripping(): boolean {
     return this.#tripping > 0;
+  }
+
+  /**
+   * How many times the machine has begun to be brought to its safe state, by any path: a trip or
+   * a manual stop, fault or abort ({@link fence}), a process's abort, stop or fault, a process
+   * that failed on its own, an {@link applySafeState}. Bumped before any await. A manual write
+   * taken at one epoch is not sent at another: a write issued before the safe state never lands
+   * after it (review 15f, H1).
+   */
+  get safeStateEpoch(): number {
+    return this.#safeStateEpoch;
+  }
+
+  /**
+   * True while the safe state is being brought about: a fence acting, an {@link applySafeState}
+   * under way, or the active process aborting, stopping, faulting or failing until its machine is
+   * at its end state. A manual write meanwhile is refused (review 15f, H1).
+   */
+  get actingSafeState(): boolean {
+    return this.#tripping > 0 || this.#applying > 0 || this.#active?.actingSafeState === true;
   }
 
   /** True while the active process has been asked to stop, abort or fault (or has ended): it no longer runs (review 15d, M3). */
@@ -419,6 +443,7 @@ export class RecipeExecutor {
         options: this.#options,
         safeState: this.#safeState,
         onSafeState: (problems) => this.#noteSafeState(problems),
+        onSafeStateBegin: () => void this.#safeStateEpoch++,
         // A write the steps no longer waited for failed: a pulse's off (the tag may still be on;
         // review 15t, M2), a step write in flight at the abort (review 15s, M3).
         onLateWriteFailure: (problem) => {
@@ -587,9 +612,15 @@ export class RecipeExecutor {
    * Resolves with the writes that failed.
    */
   async applySafeState(): Promise<ProcessProblem[]> {
-    const problems = await writeSafeState(this.#options.io, this.#safeState, this.#logger);
-    this.#noteSafeState(problems);
-    return problems;
+    this.#safeStateEpoch++;
+    this.#applying++;
+    try {
+      const problems = await writeSafeState(this.#options.io, this.#safeState, this.#logger);
+      this.#noteSafeState(problems);
+      return problems;
+    } finally {
+      this.#applying--;
+    }
   }
 
   /**
@@ -639,6 +670,7 @@ export class RecipeExecutor {
    * reviews 15w H1, 15d H1). Fences nest (a trip during a manual stop).
    */
   async fence<T>(reason: string, work: () => Promise<T>): Promise<T> {
+    this.#safeStateEpoch++;
     this.#tripping++;
     try {
       const pending = this.#waiting();

@@ -32,13 +32,15 @@ export interface GuardedDriver extends PlcDriver {
   /**
    * `write`, also telling when the driver's own call settled (`device`, never rejects): after the
    * timeout `result` rejects while the driver's call may still be on its way to the device and
-   * land later (review 15e). `device` resolves at once when the driver was not called (breaker open).
+   * land later (review 15e). `device` resolves with `true` when the driver's call succeeded (the
+   * device took the value), `false` when it failed, and `undefined` at once when the driver was
+   * not called (breaker open; review 15f, H2).
    */
   writeTracked(
     tag: Tag,
     value: TagValue,
     signal?: AbortSignal,
-  ): { readonly result: Promise<void>; readonly device: Promise<void> };
+  ): { readonly result: Promise<void>; readonly device: Promise<boolean | undefined> };
 }
 
 /**

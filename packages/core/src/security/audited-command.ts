@@ -57,6 +57,12 @@ export interface CommandContext {
    *   more and let it propagate (the refusal is already audited and reported).
    */
   commit(): Promise<void>;
+  /**
+   * Records what became of the command after it answered, as its own entry `<id>:<suffix>`
+   * naming it (`refersTo`), timed now: e.g. `landed` for a write answered `KILN_TIMEOUT` whose
+   * driver call reached the device later (review 15f, LOW). Never waits for the store.
+   */
+  recordAfter(suffix: string, fields: Pick<AuditEntry, "outcome" | "reason">): void;
 }
 
 /** One command to authorize, run and audit. */
@@ -685,6 +691,14 @@ export class AuditedCommandRunner {
         newValue = storableAuditValue(value);
       },
       commit,
+      recordAfter: (suffix, fields) =>
+        void this.#recordFollowing({
+          ...withOld(entry(), oldValue),
+          id: `${base.id}:${suffix}`,
+          refersTo: base.id,
+          at: this.#options.clock.now(),
+          ...fields,
+        }),
     };
     let result: TResult;
     try {
