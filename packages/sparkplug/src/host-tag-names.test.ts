@@ -1,5 +1,7 @@
 import { KilnError, defineTags } from "@kiln/core";
 import fc from "fast-check";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import { describe, expect, test } from "vitest";
 import { parseQualifiedTagName, qualifiedTagName, type SparkplugMetricAddress } from "./host-tag-names";
 
@@ -114,5 +116,33 @@ describe("qualified tag names of a Sparkplug host", () => {
     expect(() => qualifiedTagName({ groupId: "g", edgeNodeId: "e", metric: " ".repeat(90) })).toThrow(
       /has 275 characters/,
     );
+  });
+
+  test("names kept as Map keys cost about their length, not a cons-string chain per character (review 19b)", () => {
+    // Built a character at a time, a kept name stayed a chain of V8 cons-string pieces: 1,251
+    // bytes per entry for these 60-character names (125 when built flat), so a host at its
+    // metric caps ran out of heap long before them.
+    setFlagsFromString("--expose-gc");
+    const gc = runInNewContext("gc") as () => void;
+    const count = 20_000;
+    const kept = new Map<string, number>();
+    gc();
+    const before = process.memoryUsage().heapUsed;
+    for (let index = 0; index < count; index++) {
+      const name = qualifiedTagName({
+        groupId: "plant-1",
+        edgeNodeId: "line-3",
+        deviceId: `dev ${index % 1000}`,
+        metric: `Folder/metric number ${index} with spaces`,
+      });
+      kept.set(name, index);
+    }
+    gc();
+    const perEntry = (process.memoryUsage().heapUsed - before) / count;
+    expect(kept.size).toBe(count);
+    expect(perEntry).toBeLessThan(500);
+    // Names that need no escape are the text itself, and escaped ones round-trip.
+    expect(qualifiedTagName({ groupId: "g", edgeNodeId: "n", metric: "a/b.c" })).toBe("g/n//a/b.c");
+    expect(parseQualifiedTagName([...kept.keys()][7]!).metric).toBe("Folder/metric number 7 with spaces");
   });
 });
