@@ -17,6 +17,7 @@ import { raceAbort } from "@kiln/core/driver-kit";
 import { certificateDer, privateKeyPem } from "./opcua-certificates";
 import type { ResolvedOpcuaDriverOptions } from "./opcua-driver-options";
 import { connectError } from "./opcua-errors";
+import { effectiveKeepAliveMs, linkSilenceMs } from "./opcua-subscription-timing";
 import type { SubscriptionConnection } from "./opcua-tag-subscription";
 
 /** The operation limits the driver honours: the server's, capped by the options (0: none). */
@@ -35,6 +36,15 @@ export interface Connection extends SubscriptionConnection {
   limits: OperationLimits;
   maxMonitoredItemsPerCall: number;
   generation: number;
+  /**
+   * The session keep-alive period in effect, ms: `timeouts.keepAliveMs`, or half the session
+   * timeout the server granted when that is shorter ({@link effectiveKeepAliveMs}).
+   */
+  keepAliveMs: number;
+  /** When the server last answered anything on this connection (clock ms); the link watchdog's reference. */
+  heardAt: number;
+  /** The link watchdog declared this connection's link stalled and broke its channel: its loss is already reported. */
+  stalled: boolean;
 }
 
 const SERVER_INFO_NODES = [
@@ -122,8 +132,10 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
       keepAliveInterval: timeouts.keepAliveMs,
       requestedSessionTimeout: timeouts.sessionMs,
       defaultTransactionTimeout: timeouts.requestMs,
-      // The socket's idle timeout: keep-alives must land well within it.
-      transportTimeout: Math.max(60_000, timeouts.keepAliveMs * 3),
+      // Bounds each stage of node-opcua's connect (TCP, HEL/ACK: a stalled link answers neither,
+      // and without a bound a repair attempt waited 60 s) and is the socket's idle timeout, which
+      // the keep-alive reads (one per keep-alive period at most) keep from firing on a live link.
+      transportTimeout: linkSilenceMs(timeouts.keepAliveMs),
     });
     const opened = client;
     const attempt = (async () => {
@@ -163,6 +175,9 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
       limits: info.limits,
       maxMonitoredItemsPerCall: info.limits.maxMonitoredItemsPerCall,
       generation: settings.generation(),
+      keepAliveMs: adaptKeepAlive(opened, session, timeouts.keepAliveMs),
+      heardAt: clock.now(),
+      stalled: false,
     };
     return connection;
   } catch (error) {
@@ -170,6 +185,26 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
     await certificateManager.dispose().catch(() => undefined);
     throw connectError(error, context);
   }
+}
+
+/**
+ * Shortens the session's keep-alive to {@link effectiveKeepAliveMs} when the server granted a
+ * session timeout below twice `keepAliveMs`, for this session and node-opcua's repairs of it;
+ * returns the period in effect.
+ */
+function adaptKeepAlive(client: OPCUAClient, session: ClientSession, keepAliveMs: number): number {
+  const effective = effectiveKeepAliveMs(keepAliveMs, session.timeout);
+  if (effective === keepAliveMs) return keepAliveMs;
+  const internals = client as unknown as { keepAliveInterval?: number; _transportTimeout?: number };
+  internals.keepAliveInterval = effective;
+  internals._transportTimeout = linkSilenceMs(effective);
+  const keepAlive = session as unknown as {
+    stopKeepAliveManager?: () => void;
+    startKeepAliveManager?: (intervalMs: number) => void;
+  };
+  keepAlive.stopKeepAliveManager?.();
+  keepAlive.startKeepAliveManager?.(effective);
+  return effective;
 }
 
 async function identityOf(identity: ResolvedOpcuaDriverOptions["identity"]): Promise<UserIdentityInfo> {

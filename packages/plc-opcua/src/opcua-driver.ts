@@ -13,6 +13,7 @@ import {
   SystemClock,
   type Tag,
   type TagValue,
+  type TimerHandle,
   type ValidationIssue,
 } from "@kiln/core";
 import {
@@ -37,6 +38,7 @@ import type { OpcuaNodeAddress } from "./opcua-node-id";
 import { deleteSubscriptions, heldSubscriptionIds, OrphanSubscriptionSweeper } from "./opcua-orphan-subscriptions";
 import type { ReadPlan } from "./opcua-read-plan";
 import { loadOpcuaRuntime, type OpcuaRuntime } from "./opcua-runtime-loader";
+import { linkSilenceMs } from "./opcua-subscription-timing";
 import type { OpcuaTagSubscription } from "./opcua-tag-subscription";
 import type { OpcuaWriteTarget } from "./opcua-values";
 
@@ -70,6 +72,9 @@ const ORPHAN_GRACE_MS = 1_000;
  *   keep-alive; after a server restart the session, subscriptions and monitored items are
  *   re-created without user action, and items the server refuses (BadNodeIdUnknown while it
  *   starts) are retried with backoff. Subscribed tags turn `uncertain` while the link is down.
+ *   A stalled link (TCP open, no bytes) counts as down once the server has answered nothing for
+ *   2 × the session keep-alive (`timeouts.keepAliveMs`, or half a shorter granted session timeout),
+ *   and is reconnected at once (docs/adr/0022, amendment fix13e).
  *   A subscription the server holds for the session but nothing owns (its creation reply was
  *   lost in an outage) is deleted once its keep-alive arrives (docs/adr/0022).
  * - node-opcua is loaded by the first `connect()` (and `OpcuaSimulator.start()`), not when the
@@ -137,6 +142,8 @@ export class OpcuaDriver implements PlcDriver {
   readonly #certificateChecks = new WeakMap<Connection, Promise<boolean>>();
   /** Numbers each session layout (namespaces, limits), so plans and data types cached for an older one are not reused. */
   #generations = 0;
+  /** The link watchdog's next check of each open connection ({@link #watchLink}). */
+  readonly #linkChecks = new WeakMap<Connection, TimerHandle>();
 
   /**
    * Validates `options` and prepares the driver. No connection is opened: call {@link connect}.
@@ -489,8 +496,14 @@ export class OpcuaDriver implements PlcDriver {
     const { client, session } = connection;
     const current = (): boolean => this.#connection === connection && !this.#lifecycle.signal.aborted;
     client.on("connection_lost", () => {
+      if (connection.stalled) {
+        // The link watchdog broke the channel and already reported the loss with its reason.
+        connection.stalled = false;
+        if (this.status === "reconnecting") return;
+      }
       if (current()) this.#sessionLost("connection lost");
     });
+    this.#watchLink(connection);
     client.on("reconnection_attempt_has_failed", (error: unknown) => {
       // node-opcua's own reconnect loop (TCP, secure channel, certificate): each attempt's reason.
       if (!current()) return;
@@ -522,6 +535,7 @@ export class OpcuaDriver implements PlcDriver {
       );
     });
     client.on("receive_response", (response: unknown) => {
+      connection.heardAt = this.#clock.now();
       if (response instanceof this.#rt.PublishResponse && current()) {
         this.#orphans.published(session, response.subscriptionId);
       }
@@ -567,14 +581,68 @@ export class OpcuaDriver implements PlcDriver {
     });
   }
 
-  /** Status `reconnecting` with `reason`, and every subscribed tag `uncertain` (last value). */
+  /** Status `reconnecting` with `reason`, and every subscribed tag `uncertain` (last value) with the reason. */
   #sessionLost(reason: string): void {
     this.#losses++;
     this.#logger.warn({ reason }, "OPC UA session lost; repairing it");
     this.#lifecycle.setStatus("reconnecting", reason);
-    for (const subscription of this.#subscriptions) subscription.connectionLost();
+    for (const subscription of this.#subscriptions) subscription.connectionLost(reason);
     const connection = this.#connection;
     if (connection) this.#armRepairWatchdog(connection);
+  }
+
+  /**
+   * The link watchdog of `connection` (docs/adr/0022, amendment fix13e). A link that stalls (the
+   * TCP connection stays open, no bytes flow: a proxy or firewall that stops forwarding) gives no
+   * error: node-opcua notices only when its keep-alive read times out (`timeouts.requestMs`, at
+   * least 5 s, after up to one keep-alive period of silence: about 13 s by default), and values
+   * stayed good meanwhile. node-opcua sends a keep-alive read at the latest one keep-alive period
+   * after the server's last answer, so while `connected` a live server has answered something
+   * (any response: a publish, a keep-alive, a read) within {@link linkSilenceMs} (two keep-alive
+   * periods, `connection.keepAliveMs`). Silence for that long proves the link dead:
+   * {@link #linkStalled}. While not `connected` the silence does not count (the repair owns it).
+   */
+  #watchLink(connection: Connection): void {
+    const check = (): void => {
+      this.#linkChecks.delete(connection);
+      if (this.#lifecycle.signal.aborted) return;
+      const now = this.#clock.now();
+      const boundMs = linkSilenceMs(connection.keepAliveMs);
+      const live = this.#connection === connection && this.status === "connected" && !connection.client.isReconnecting;
+      if (!live) {
+        connection.heardAt = now;
+      } else if (now - connection.heardAt >= boundMs) {
+        this.#linkStalled(connection, now - connection.heardAt, boundMs);
+        connection.heardAt = now;
+      }
+      const delay = Math.max(10, connection.heardAt + boundMs - now);
+      this.#linkChecks.set(connection, this.#clock.setTimeout(check, live ? delay : boundMs / 2));
+    };
+    this.#linkChecks.set(connection, this.#clock.setTimeout(check, linkSilenceMs(connection.keepAliveMs)));
+  }
+
+  /** Stops the link watchdog of `connection`. */
+  #unwatchLink(connection: Connection): void {
+    const timer = this.#linkChecks.get(connection);
+    if (timer) this.#clock.clearTimeout(timer);
+    this.#linkChecks.delete(connection);
+  }
+
+  /**
+   * The server sent nothing for `silentMs` (at least `boundMs`) on a connection reported
+   * `connected`: the status turns `reconnecting` and every subscribed tag `uncertain` with this
+   * reason (polled reads fail with it), and the channel is broken at once, so pending requests
+   * fail now and node-opcua's repair re-activates the session on its backoff (each attempt's
+   * TCP and HEL/ACK bounded by the same silence: `transportTimeout`), instead of waiting for a
+   * keep-alive read to time out and then for a connect that a stalled link never answers.
+   */
+  #linkStalled(connection: Connection, silentMs: number, boundMs: number): void {
+    const reason = `no answer from the OPC UA server for ${Math.round(silentMs)} ms (link stalled; bound ${boundMs} ms = 2 keep-alive periods)`;
+    connection.stalled = true;
+    this.#sessionLost(reason);
+    const channel = (connection.client as unknown as { _secureChannel?: { forceConnectionBreak?: () => void } })
+      ._secureChannel;
+    channel?.forceConnectionBreak?.();
   }
 
   /**
@@ -883,6 +951,7 @@ export class OpcuaDriver implements PlcDriver {
    * server and the client must stop dialling at once). Resolves to whether the session was closed.
    */
   async #dispose(connection: Connection): Promise<boolean> {
+    this.#unwatchLink(connection);
     connection.client.removeAllListeners();
     connection.session.removeAllListeners();
     const bound = async <T>(promise: Promise<T>): Promise<boolean> => {

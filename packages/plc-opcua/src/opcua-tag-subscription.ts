@@ -21,7 +21,11 @@ import { isConnectionLoss, statusNameOf, statusOfError } from "./opcua-errors";
 import { heldSubscriptionIds, PENDING_SUBSCRIPTION_ID } from "./opcua-orphan-subscriptions";
 import { resolveNodeAddress, type OpcuaNodeAddress } from "./opcua-node-id";
 import { badSample, sampleFromDataValue, staleSample } from "./opcua-samples";
-import { subscriptionTiming, type SubscriptionTimingOptions } from "./opcua-subscription-timing";
+import {
+  subscriptionTiming,
+  type SubscriptionTiming,
+  type SubscriptionTimingOptions,
+} from "./opcua-subscription-timing";
 
 /** Items the server refused are retried on the driver kit's backoff, each delay shortened by up to this fraction. */
 const RETRY_JITTER = 0.2;
@@ -150,8 +154,8 @@ export class OpcuaTagSubscription {
         await this.#ensureNow();
       } catch (error) {
         if (this.#established && !this.#subscription && !this.#closed) this.#recreationFailed(error);
-        // A configuration the session cannot hold (subscriptionTiming) fails the same way until
-        // the options change: not retried; the next repair or subscribe() tries again.
+        // A configuration error (KILN_VALIDATION: node-opcua's W09 refusal) fails the same way
+        // until the options change: not retried; the next repair or subscribe() tries again.
         if (!(KilnError.is(error) && !error.retryable)) this.#scheduleRetry();
         throw error;
       }
@@ -160,11 +164,11 @@ export class OpcuaTagSubscription {
     return run;
   }
 
-  /** The connection dropped: report every tag `uncertain` (last value) and stop retrying. */
-  connectionLost(): void {
+  /** The connection dropped (`reason`: why): report every tag `uncertain` (last value) and stop retrying. */
+  connectionLost(reason?: string): void {
     this.#cancelRetry();
     const now = this.#context.clock.now();
-    this.#emit(this.#entries.map((entry) => staleSample(entry.tag, entry.lastValue, now)));
+    this.#emit(this.#entries.map((entry) => staleSample(entry.tag, entry.lastValue, now, reason)));
   }
 
   /**
@@ -307,6 +311,13 @@ export class OpcuaTagSubscription {
       priority: 0,
     });
     this.#session = connection.session;
+    if (timing.limitedBySession) {
+      this.#context.logger.warn(
+        { publishingIntervalMs: timing.publishingIntervalMs, sessionTimeoutMs: connection.session.timeout },
+        "the OPC UA server granted a session timeout below three publishing intervals; publishing more often to fit it",
+      );
+    }
+    await this.#shortenRevisedKeepAlive(subscription, timing);
     const revisedKeepAliveMs = subscription.publishingInterval * subscription.maxKeepAliveCount;
     if (revisedKeepAliveMs > connection.session.timeout) {
       this.#context.logger.warn(
@@ -337,6 +348,38 @@ export class OpcuaTagSubscription {
     subscription.on("received_notifications", alive);
     this.#armWatchdog(subscription);
     return subscription;
+  }
+
+  /**
+   * A server that revised the publishing interval upwards keeps the requested keep-alive count,
+   * so its keep-alive period (interval × count) grows by the same factor (a 100 ms request
+   * revised to 1 s: 50 s instead of 5 s), and with it the keep-alive watchdog and the lifetime
+   * of an orphan. The counts are asked again for the revised interval with ModifySubscription
+   * (OPC UA Part 4 5.13.3): keep-alive `max(3, floor(requested keep-alive period / revised
+   * interval))`, lifetime 3 × that. Best effort: on failure the revised values stay, and the
+   * watchdog follows them (docs/adr/0022, amendment fix13e).
+   */
+  async #shortenRevisedKeepAlive(subscription: ClientSubscription, timing: SubscriptionTiming): Promise<void> {
+    const interval = Number(subscription.publishingInterval);
+    if (!(interval > timing.publishingIntervalMs)) return;
+    const wantedMs = timing.publishingIntervalMs * timing.maxKeepAliveCount;
+    const count = Math.max(3, Math.floor(wantedMs / interval));
+    if (count >= subscription.maxKeepAliveCount) return;
+    try {
+      await subscription.modify({
+        requestedPublishingInterval: interval,
+        requestedMaxKeepAliveCount: count,
+        requestedLifetimeCount: 3 * count,
+        maxNotificationsPerPublish: 0,
+        priority: 0,
+      });
+      this.#context.logger.info(
+        { publishingIntervalMs: subscription.publishingInterval, maxKeepAliveCount: subscription.maxKeepAliveCount },
+        "the OPC UA server revised the publishing interval upwards; keep-alive count lowered to keep the keep-alive period",
+      );
+    } catch (error) {
+      this.#context.logger.debug({ err: error }, "lowering the keep-alive count of the OPC UA subscription failed");
+    }
   }
 
   #armWatchdog(subscription: ClientSubscription): void {
