@@ -262,7 +262,7 @@ export class OpcuaDriver implements PlcDriver {
         "the OPC UA read",
       );
     } catch (error) {
-      throw this.#rt.requestError(error, "read", this.#secret);
+      throw this.#requestError(error, "read");
     }
     const now = this.#clock.now();
     const samples = new Array<Sample>(tags.length);
@@ -338,7 +338,6 @@ export class OpcuaDriver implements PlcDriver {
         `namespace ${address.namespaceUri} is not on the server`,
       );
     }
-    const secret = this.#secret;
     const send = async (target: OpcuaWriteTarget): Promise<number> => {
       const variant = this.#rt.variantForWrite(plain, target, tag, address.text);
       try {
@@ -349,7 +348,7 @@ export class OpcuaDriver implements PlcDriver {
         );
         return status.value;
       } catch (error) {
-        throw this.#rt.requestError(error, "write", secret);
+        throw this.#requestError(error, "write");
       }
     };
     const discover = (): Promise<OpcuaWriteTarget> =>
@@ -451,7 +450,7 @@ export class OpcuaDriver implements PlcDriver {
     try {
       return await this.#rt.browseVariables(connection, rootId, root === undefined);
     } catch (error) {
-      throw this.#rt.requestError(error, "browse", this.#secret);
+      throw this.#requestError(error, "browse");
     }
   }
 
@@ -699,6 +698,23 @@ export class OpcuaDriver implements PlcDriver {
     this.#lifecycle.fail(this.#connectError(cause));
     // Disconnecting makes the client unusable, which ends node-opcua's repair loop.
     void this.#dispose(connection);
+  }
+
+  /**
+   * A failed request as a KilnError (`requestError`). A request that failed because the
+   * connection was lost meanwhile (the link watchdog broke a stalled channel, node-opcua lost it)
+   * is a retryable `KILN_CONNECTION_FAILED` naming why the connection is down, not node-opcua's
+   * bare "Connection Break".
+   */
+  #requestError(error: unknown, operation: string): KilnError {
+    const mapped = this.#rt.requestError(error, operation, this.#secret);
+    const reason = this.#lifecycle.reason;
+    if (mapped.code !== "KILN_CONNECTION_FAILED" || this.status !== "reconnecting" || !reason) return mapped;
+    return new KilnError("KILN_CONNECTION_FAILED", `OPC UA ${operation} failed: the connection was lost (${reason}).`, {
+      cause: error,
+      retryable: true,
+      details: { ...mapped.details, reason },
+    });
   }
 
   /** A connection failure as the KilnError `connect()` would throw (its code and specific message). */

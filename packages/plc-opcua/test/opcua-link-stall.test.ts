@@ -1,6 +1,7 @@
-import { KilnError, type Sample } from "@kiln/core";
+import { createControlSystem, defineTags, KilnError, MemoryStore, type Sample } from "@kiln/core";
 import type { DriverStatusChange } from "@kiln/core/driver-kit";
 import { describe, expect, test } from "vitest";
+import { OPCUA_SIMULATOR_NAMESPACE_URI } from "../src/index";
 import { countTags, freshValues, subscriptionCountFixture } from "./support/subscription-count";
 import { TcpProxy } from "./support/tcp-proxy";
 import { waitFor } from "./support/wait-for";
@@ -56,7 +57,8 @@ describe("a stalled link (TCP open, no bytes)", () => {
       const failed = await inFlight;
       expect(failed).toBeDefined();
       expect(failed!.at - stalledAt).toBeLessThan(SILENCE_BOUND_MS + SLACK_MS);
-      expect(KilnError.is(failed!.error) && failed!.error.retryable).toBe(true);
+      expect(KilnError.is(failed!.error, "KILN_CONNECTION_FAILED") && failed!.error.retryable).toBe(true);
+      expect((failed!.error as KilnError).message).toMatch(/link stalled/);
       // A read while it lasts fails at once with the reason.
       const refused = await driver.read(countTags.list()).catch((error: unknown) => error);
       expect(KilnError.is(refused, "KILN_CONNECTION_FAILED")).toBe(true);
@@ -77,7 +79,8 @@ describe("a stalled link (TCP open, no bytes)", () => {
     const received: Sample[] = [];
     try {
       await driver.subscribe(countTags.list(), { samplingIntervalMs: 50 }, (samples) => received.push(...samples));
-      await expectServerHolds(1, 3);
+      // The previous test's session may still hold its subscription until its lifetime ends.
+      await expectServerHolds(1, 3, 45_000);
       proxy.blackhole();
       await waitFor(() => driver.status === "reconnecting", { what: "reconnecting", timeoutMs: 10_000 });
       // Long enough for node-opcua's repair to be dialling through the stalled link.
@@ -114,6 +117,45 @@ describe("a stalled link (TCP open, no bytes)", () => {
       expect(received.filter((sample) => sample.quality.severity !== "good")).toEqual([]);
     } finally {
       await driver.close();
+      await proxy.close();
+    }
+  }, 60_000);
+
+  // The same through a Kiln system, for a subscribed and a polled group; health() names the stall
+  // while it lasts and no longer once the link is back.
+  test("a Kiln system: subscribed and polled tags not good within the bound, the reason in health(), cleared after recovery", async () => {
+    const NS = OPCUA_SIMULATOR_NAMESPACE_URI;
+    const systemTags = defineTags({
+      "kiln.a": { dataType: "int32", address: `nsu=${NS};s=Kiln.A`, scanGroup: "fast" },
+      "kiln.b": { dataType: "int32", address: `nsu=${NS};s=Kiln.B`, scanGroup: "slow" },
+    });
+    const proxy = new TcpProxy(simulator().port);
+    const system = createControlSystem({
+      machineId: "stall-1",
+      tags: systemTags,
+      store: new MemoryStore(),
+      driver: newDriver(await proxy.start()),
+      scanGroups: { fast: { periodMs: 50, mode: "subscribe" }, slow: { periodMs: 200 } },
+      acquisition: { timeoutMs: 5_000, reconnect: { initialDelayMs: 100, maxDelayMs: 400 } },
+      logging: { maxLatencyMs: 100 },
+    });
+    try {
+      await system.start();
+      const good = (name: string) => system.read(name)?.quality.severity === "good";
+      await waitFor(() => good("kiln.a") && good("kiln.b"), { what: "good values" });
+      const stalledAt = Date.now();
+      proxy.blackhole();
+      await waitFor(() => !good("kiln.a") && !good("kiln.b"), { what: "both groups not good" });
+      expect(Date.now() - stalledAt).toBeLessThan(SILENCE_BOUND_MS + SLACK_MS);
+      expect(system.health().acquisition.lastError).toMatch(/link stalled/);
+      await new Promise((resolve) => setTimeout(resolve, 3_000));
+      proxy.restore();
+      await waitFor(() => system.health().acquisition.link === "online" && good("kiln.a") && good("kiln.b"), {
+        what: "recovery",
+      });
+      expect(system.health().acquisition.lastError).toBeUndefined();
+    } finally {
+      await system.stop();
       await proxy.close();
     }
   }, 60_000);
