@@ -2,6 +2,8 @@ import {
   AttributeIds,
   MessageSecurityMode,
   OPCUAClient,
+  PublishRequest,
+  ReadRequest,
   SecurityPolicy,
   StatusCodes,
   TransferSubscriptionsResponse,
@@ -45,6 +47,21 @@ export interface Connection extends SubscriptionConnection {
   heardAt: number;
   /** The link watchdog declared this connection's link stalled and broke its channel: its loss is already reported. */
   stalled: boolean;
+  /**
+   * Requests sent on this connection that the link watchdog waits for (not Publish, which the
+   * server holds on purpose, nor node-opcua's keep-alive reads), by request handle: when each
+   * was sent and its deadline (sent + `timeouts.requestMs`, the bound the driver gives each call; a
+   * keep-alive read has none), clock ms. Silence while one is outstanding is no stall before its deadline.
+   */
+  readonly outstanding: Map<number, { readonly sentAt: number; readonly deadline: number }>;
+  /** Smoothed maximum of the server's response times, ms: part of the link silence bound. */
+  responseMs: number;
+  /** Declared link losses that proved to be a live server: each doubles the link silence bound. */
+  widenings: number;
+  /** The session id when the link watchdog last declared a loss, to tell after the repair whether it was live. */
+  stalledSessionId: string | undefined;
+  /** The link silence bound in effect, ms (updated by the link watchdog). */
+  silenceBoundMs: number;
 }
 
 const SERVER_INFO_NODES = [
@@ -143,8 +160,10 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
       const session = await opened.createSession(identity);
       refuseSubscriptionTransfers(session);
       try {
+        const readAt = clock.now();
         const info = await readServerInfo(session, options.limits);
-        return { session, info };
+        // One round trip: the first measure of the server's response time (link silence bound).
+        return { session, info, responseMs: clock.now() - readAt };
       } catch (error) {
         await session.close().catch(() => undefined);
         throw error;
@@ -162,7 +181,7 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
         ),
       timeouts.connectMs,
     );
-    const { session, info } = await raceAbort(
+    const { session, info, responseMs } = await raceAbort(
       attempt,
       AbortSignal.any([signal, deadline.signal]),
       "connecting",
@@ -178,7 +197,13 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
       keepAliveMs: adaptKeepAlive(opened, session, timeouts.keepAliveMs),
       heardAt: clock.now(),
       stalled: false,
+      outstanding: new Map(),
+      responseMs,
+      widenings: 0,
+      stalledSessionId: undefined,
+      silenceBoundMs: 0,
     };
+    connection.silenceBoundMs = linkSilenceMs(connection.keepAliveMs);
     return connection;
   } catch (error) {
     if (client) await client.disconnect().catch(() => undefined);
@@ -188,16 +213,20 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
 }
 
 /**
- * Shortens the session's keep-alive to {@link effectiveKeepAliveMs} when the server granted a
- * session timeout below twice `keepAliveMs`, for this session and node-opcua's repairs of it;
- * returns the period in effect.
+ * Sets the session's keep-alive to {@link effectiveKeepAliveMs} for the session timeout the
+ * server granted (half of it when below twice `keepAliveMs`), for this session and node-opcua's
+ * repairs of it, and restarts the keep-alive when its period changes; returns the period in
+ * effect. Called when the session is opened and after every repair (a restarted server may grant
+ * another timeout to the re-created session, and node-opcua restarts the keep-alive with the
+ * period it had: docs/adr/0022, amendment fix13f).
  */
-function adaptKeepAlive(client: OPCUAClient, session: ClientSession, keepAliveMs: number): number {
+export function adaptKeepAlive(client: OPCUAClient, session: ClientSession, keepAliveMs: number): number {
   const effective = effectiveKeepAliveMs(keepAliveMs, session.timeout);
-  if (effective === keepAliveMs) return keepAliveMs;
   const internals = client as unknown as { keepAliveInterval?: number; _transportTimeout?: number };
+  const before = internals.keepAliveInterval ?? keepAliveMs;
   internals.keepAliveInterval = effective;
   internals._transportTimeout = linkSilenceMs(effective);
+  if (effective === before) return effective;
   const keepAlive = session as unknown as {
     stopKeepAliveManager?: () => void;
     startKeepAliveManager?: (intervalMs: number) => void;
@@ -205,6 +234,22 @@ function adaptKeepAlive(client: OPCUAClient, session: ClientSession, keepAliveMs
   keepAlive.stopKeepAliveManager?.();
   keepAlive.startKeepAliveManager?.(effective);
   return effective;
+}
+
+const KEEP_ALIVE_NODE = resolveNodeId(VariableIds.Server_ServerStatus_State);
+
+/**
+ * What a request is to the link watchdog: a `publish` (the server holds it until it has something
+ * to send: not waited for, not a response time), node-opcua's `keepAlive` read (one
+ * ServerStatus.State read: its answer is what the bound of 2 keep-alive periods is about; a
+ * response time, not waited for beyond the bound), or `other` (a request the caller allowed its
+ * timeout for: silence is no stall before its deadline).
+ */
+export function linkRequestKind(request: unknown): "publish" | "keepAlive" | "other" {
+  if (request instanceof PublishRequest) return "publish";
+  if (!(request instanceof ReadRequest)) return "other";
+  const nodes = request.nodesToRead ?? [];
+  return nodes.length === 1 && nodes[0]!.nodeId.toString() === KEEP_ALIVE_NODE.toString() ? "keepAlive" : "other";
 }
 
 async function identityOf(identity: ResolvedOpcuaDriverOptions["identity"]): Promise<UserIdentityInfo> {

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "vitest";
-import { effectiveKeepAliveMs, linkSilenceMs, subscriptionTiming } from "./opcua-subscription-timing";
+import { effectiveKeepAliveMs, linkSilenceMs, smoothedMaxMs, subscriptionTiming } from "./opcua-subscription-timing";
 
 const defaults = { maxPublishingIntervalMs: 1_000, keepAliveMs: 5_000 };
 
@@ -61,5 +61,23 @@ describe("effectiveKeepAliveMs and linkSilenceMs", () => {
     expect(effectiveKeepAliveMs(5_000, 4_000)).toBe(2_000);
     expect(effectiveKeepAliveMs(5_000, 150)).toBe(100);
     expect(linkSilenceMs(5_000)).toBe(10_000);
+  });
+});
+
+// Issue 13, pass on fix13e, MEDIUM-2 and LOW-3 (docs/adr/0022, amendment fix13f).
+describe("linkSilenceMs with the measured response time and widenings", () => {
+  test("adds the response time; each widening doubles the two periods up to max(2 keep-alives, requestMs)", () => {
+    expect(linkSilenceMs(1_000, { requestMs: 10_000, widenings: 0, responseMs: 1_200 })).toBe(3_200);
+    expect(linkSilenceMs(1_000, { requestMs: 10_000, widenings: 1, responseMs: 0 })).toBe(4_000);
+    expect(linkSilenceMs(1_000, { requestMs: 10_000, widenings: 3, responseMs: 0 })).toBe(10_000);
+    expect(linkSilenceMs(1_000, { requestMs: 10_000, widenings: 99, responseMs: 0 })).toBe(10_000);
+    // requestMs below 2 keep-alives never narrows the bound; the response time is capped at requestMs.
+    expect(linkSilenceMs(5_000, { requestMs: 3_000, widenings: 2, responseMs: 60_000 })).toBe(13_000);
+  });
+
+  test("smoothedMaxMs takes a longer response at once and forgets it by eighths", () => {
+    expect(smoothedMaxMs(100, 1_200)).toBe(1_200);
+    expect(smoothedMaxMs(1_200, 400)).toBe(1_100);
+    expect(smoothedMaxMs(1_200, Number.NaN)).toBe(1_200);
   });
 });

@@ -36,6 +36,13 @@ export interface SubscriptionConnection {
   readonly namespaceArray: readonly string[];
   readonly maxMonitoredItemsPerCall: number;
   readonly generation: number;
+  /**
+   * How long the server may be silent before the link counts as stalled, ms (the driver's link
+   * watchdog). A subscription's keep-alive watchdog never trips sooner: a server that revised the
+   * publishing interval down (a 1 s group at a server's 50 ms maximum) would otherwise have it
+   * re-create the subscription after 0.5 s of silence that the link bound allows.
+   */
+  readonly silenceBoundMs?: number;
 }
 
 /** The driver-side services a tag subscription uses. */
@@ -385,7 +392,7 @@ export class OpcuaTagSubscription {
   #armWatchdog(subscription: ClientSubscription): void {
     this.#cancelWatchdog();
     if (this.#closed) return;
-    const periodMs = keepAliveWatchdogMs(subscription);
+    const periodMs = Math.max(keepAliveWatchdogMs(subscription), this.#context.connection()?.silenceBoundMs ?? 0);
     this.#watchdog = this.#context.clock.setTimeout(() => {
       this.#watchdog = undefined;
       this.#watchdogExpired(subscription, periodMs);
@@ -415,7 +422,7 @@ export class OpcuaTagSubscription {
       this.#armWatchdog(subscription);
       return;
     }
-    const reason = `no notification or keep-alive from the OPC UA subscription for ${periodMs} ms (2 keep-alive periods); re-creating it`;
+    const reason = `no notification or keep-alive from the OPC UA subscription for ${periodMs} ms (2 keep-alive periods, at least the link silence bound); re-creating it`;
     this.#context.logger.warn({ subscriptionId: subscription.subscriptionId, periodMs }, reason);
     const now = this.#context.clock.now();
     this.#emit(
@@ -647,7 +654,8 @@ export class OpcuaTagSubscription {
  * publishing interval (ms) times the revised max keep-alive count. A server sends a
  * notification or a keep-alive at least once per keep-alive period (OPC UA Part 4 §5.13.1), so
  * nothing for two periods while the session is up means it no longer publishes the
- * subscription (docs/adr/0022, amendment fix13d).
+ * subscription (docs/adr/0022, amendment fix13d). The watchdog uses at least the link silence
+ * bound ({@link SubscriptionConnection.silenceBoundMs}; amendment fix13f).
  */
 function keepAliveWatchdogMs(subscription: ClientSubscription): number {
   const interval = Number(subscription.publishingInterval) || 1_000;

@@ -8,6 +8,7 @@ import { nodesets } from "node-opcua-nodesets";
 import { OPCUAServer, Subscription } from "node-opcua-server";
 import { afterAll, beforeAll, expect, test } from "vitest";
 import { OpcuaDriver } from "../src/index";
+import { TcpProxy } from "./support/tcp-proxy";
 import { waitFor } from "./support/wait-for";
 
 // Issue 13d, HIGH-2: a subscription the server deleted (or gave to another session) while the
@@ -92,7 +93,7 @@ const newDriver = () =>
  * Makes the server grant at most `grantedMs` as session timeout (node-opcua's server has no option
  * for it; a PLC may grant a few seconds). Returns the undo.
  */
-function grantSessionTimeout(grantedMs: number): () => void {
+function grantSessionTimeout(grantedMs: number, onCreate?: () => void): () => void {
   const internals = server as unknown as Record<string, unknown>;
   const original = internals._on_CreateSessionRequest as (message: unknown, channel: unknown) => unknown;
   internals._on_CreateSessionRequest = function (
@@ -101,6 +102,7 @@ function grantSessionTimeout(grantedMs: number): () => void {
     channel: unknown,
   ) {
     message.request.requestedSessionTimeout = Math.min(message.request.requestedSessionTimeout, grantedMs);
+    onCreate?.();
     return original.call(this, message, channel);
   };
   return () => {
@@ -250,5 +252,76 @@ test("a server granting a 1.5 s session timeout: an idle session is kept alive (
   } finally {
     undo();
     await driver.close();
+  }
+}, 30_000);
+
+// Issue 13, MEDIUM-1 (pass on fix13e): the keep-alive was adapted to the granted session timeout
+// only when the session was opened. A server that re-created the session (after a restart, or
+// having dropped it) with a shorter timeout got keep-alives at the old period: the session
+// expired between them and each poll logged in again. Now every restored session adapts it
+// (docs/adr/0022, amendment fix13f).
+test("a session re-created with a shorter granted timeout (1 s): the keep-alive follows it, one re-creation, polls good", async () => {
+  const driver = new OpcuaDriver({
+    endpointUrl: server.getEndpointUrl(),
+    security: { mode: "None" },
+    pki: { dir: path.join(workDir, "client") },
+    timeouts: { requestMs: 3_000 },
+  });
+  let creations = 0;
+  let undo = () => undefined as void;
+  try {
+    await driver.connect();
+    undo = grantSessionTimeout(1_000, () => creations++);
+    for (const session of server.engine.getSessions()) {
+      server.engine.closeSession(session.authenticationToken, true, "Terminated");
+    }
+    await driver.read(quietTags.list()).catch(() => undefined);
+    await waitFor(() => creations === 1 && driver.status === "connected", { what: "the session re-created" });
+    const polls: string[] = [];
+    // Polls further apart than the granted timeout: only the keep-alive holds the session.
+    for (let poll = 0; poll < 3; poll++) {
+      await new Promise((resolve) => setTimeout(resolve, 3_000));
+      const [sample] = await driver.read(quietTags.list());
+      polls.push(sample!.quality.severity);
+    }
+    expect(polls).toEqual(["good", "good", "good"]);
+    expect(creations).toBe(1);
+  } finally {
+    undo();
+    await driver.close();
+  }
+}, 30_000);
+
+// Issue 13, LOW-5 (pass on fix13e): a publishing interval revised downwards (server maximum
+// 50 ms, request 200 ms) shrank the subscription's keep-alive period to 150 ms and its watchdog to
+// 300 ms: half a second of silence that the link allows (2 keep-alive periods) re-created the
+// subscription. The watchdog now waits at least the link silence bound (amendment fix13f).
+test("a publishing interval revised downwards: a pause the link allows does not re-create the subscription", async () => {
+  const maximum = Subscription.maximumPublishingInterval;
+  Subscription.maximumPublishingInterval = 50;
+  const proxy = new TcpProxy(Number(new URL(server.getEndpointUrl().replace("opc.tcp", "http")).port));
+  const driver = new OpcuaDriver({
+    endpointUrl: await proxy.start(),
+    security: { mode: "None" },
+    pki: { dir: path.join(workDir, "client") },
+    timeouts: { keepAliveMs: 1_000, requestMs: 3_000 },
+    subscriptions: { keepAliveMs: 600, maxPublishingIntervalMs: 200 },
+  });
+  const received: Sample[] = [];
+  try {
+    await driver.connect();
+    await driver.subscribe(tags.list(), { samplingIntervalMs: 1_000 }, (samples) => received.push(...samples));
+    await waitFor(() => received.some((sample) => sample.quality.severity === "good"), { what: "values" });
+    const [subscription] = serverSubscriptions();
+    proxy.pause();
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    proxy.restore();
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    expect(received.filter((sample) => sample.quality.severity !== "good")).toEqual([]);
+    expect(serverSubscriptions().map(({ id }) => id)).toEqual([subscription!.id]);
+  } finally {
+    Subscription.maximumPublishingInterval = maximum;
+    await driver.close();
+    await proxy.close();
   }
 }, 30_000);

@@ -15,6 +15,8 @@ export class TcpProxy {
   #paused = false;
   /** Writes held while paused, in order, delivered by {@link restore}. */
   #held: (() => void)[] = [];
+  /** Delay added to every forwarded chunk in each direction, ms (order kept): a slow link. */
+  latencyMs = 0;
   /** Connections clients opened through the proxy, refused ones included. */
   connections = 0;
   #dropOn: { readonly encodingId: number; readonly dropped: () => void } | undefined;
@@ -91,6 +93,12 @@ export class TcpProxy {
     await new Promise<void>((resolve) => this.#server.close(() => resolve()));
   }
 
+  /** Runs `write` after {@link latencyMs} (at once when 0); timers of equal delay keep the order. */
+  #later(write: () => void): void {
+    if (this.latencyMs > 0) setTimeout(write, this.latencyMs);
+    else write();
+  }
+
   #accept(client: net.Socket): void {
     this.connections++;
     if (this.#down) {
@@ -110,7 +118,7 @@ export class TcpProxy {
     client.on("data", (data: Buffer) => {
       if (this.#blackholed) return;
       if (this.#paused) this.#held.push(() => upstream.write(data));
-      else upstream.write(data);
+      else this.#later(() => upstream.write(data));
     });
     let pending = Buffer.alloc(0);
     upstream.on("data", (data: Buffer) => {
@@ -127,7 +135,7 @@ export class TcpProxy {
           return;
         }
         if (this.#paused) this.#held.push(() => client.write(message));
-        else client.write(message);
+        else this.#later(() => client.write(message));
       }
     });
   }
