@@ -79,8 +79,10 @@ const ORPHAN_GRACE_MS = 1_000;
  *   re-created without user action, and items the server refuses (BadNodeIdUnknown while it
  *   starts) are retried with backoff. Subscribed tags turn `uncertain` while the link is down.
  *   A stalled link (TCP open, no bytes) counts as down once the server has answered nothing for
- *   2 × the session keep-alive (`timeouts.keepAliveMs`, or half a shorter granted session timeout),
- *   and is reconnected at once (docs/adr/0022, amendment fix13e).
+ *   2 × the session keep-alive (`timeouts.keepAliveMs`, or half a shorter granted session timeout)
+ *   plus its measured response time, and not before the deadline (`timeouts.requestMs`) of a request
+ *   in flight, and is reconnected at once; a loss that proves a live server widens that bound, see
+ *   {@link OpcuaDriver.endpoints} (docs/adr/0022, amendments fix13e and fix13f).
  *   A subscription the server holds for the session but nothing owns (its creation reply was
  *   lost in an outage) is deleted once its keep-alive arrives (docs/adr/0022).
  * - node-opcua is loaded by the first `connect()` (and `OpcuaSimulator.start()`), not when the
