@@ -2,6 +2,8 @@ import {
   AttributeIds,
   MessageSecurityMode,
   OPCUAClient,
+  PublishRequest,
+  ReadRequest,
   SecurityPolicy,
   StatusCodes,
   TransferSubscriptionsResponse,
@@ -17,6 +19,7 @@ import { raceAbort } from "@kiln/core/driver-kit";
 import { certificateDer, privateKeyPem } from "./opcua-certificates";
 import type { ResolvedOpcuaDriverOptions } from "./opcua-driver-options";
 import { connectError } from "./opcua-errors";
+import { effectiveKeepAliveMs, linkSilenceMs } from "./opcua-subscription-timing";
 import type { SubscriptionConnection } from "./opcua-tag-subscription";
 
 /** The operation limits the driver honours: the server's, capped by the options (0: none). */
@@ -35,6 +38,30 @@ export interface Connection extends SubscriptionConnection {
   limits: OperationLimits;
   maxMonitoredItemsPerCall: number;
   generation: number;
+  /**
+   * The session keep-alive period in effect, ms: `timeouts.keepAliveMs`, or half the session
+   * timeout the server granted when that is shorter ({@link effectiveKeepAliveMs}).
+   */
+  keepAliveMs: number;
+  /** When the server last answered anything on this connection (clock ms); the link watchdog's reference. */
+  heardAt: number;
+  /** The link watchdog declared this connection's link stalled and broke its channel: its loss is already reported. */
+  stalled: boolean;
+  /**
+   * Requests sent on this connection that the link watchdog waits for (not Publish, which the
+   * server holds on purpose, nor node-opcua's keep-alive reads), by request handle: when each
+   * was sent and its deadline (sent + `timeouts.requestMs`, the bound the driver gives each call; a
+   * keep-alive read has none), clock ms. Silence while one is outstanding is no stall before its deadline.
+   */
+  readonly outstanding: Map<number, { readonly sentAt: number; readonly deadline: number }>;
+  /** Smoothed maximum of the server's response times, ms: part of the link silence bound. */
+  responseMs: number;
+  /** Declared link losses that proved to be a live server: each doubles the link silence bound. */
+  widenings: number;
+  /** The session id when the link watchdog last declared a loss, to tell after the repair whether it was live. */
+  stalledSessionId: string | undefined;
+  /** The link silence bound in effect, ms (updated by the link watchdog). */
+  silenceBoundMs: number;
 }
 
 const SERVER_INFO_NODES = [
@@ -122,8 +149,10 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
       keepAliveInterval: timeouts.keepAliveMs,
       requestedSessionTimeout: timeouts.sessionMs,
       defaultTransactionTimeout: timeouts.requestMs,
-      // The socket's idle timeout: keep-alives must land well within it.
-      transportTimeout: Math.max(60_000, timeouts.keepAliveMs * 3),
+      // Bounds each stage of node-opcua's connect (TCP, HEL/ACK: a stalled link answers neither,
+      // and without a bound a repair attempt waited 60 s) and is the socket's idle timeout, which
+      // the keep-alive reads (one per keep-alive period at most) keep from firing on a live link.
+      transportTimeout: linkSilenceMs(timeouts.keepAliveMs),
     });
     const opened = client;
     const attempt = (async () => {
@@ -131,8 +160,10 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
       const session = await opened.createSession(identity);
       refuseSubscriptionTransfers(session);
       try {
+        const readAt = clock.now();
         const info = await readServerInfo(session, options.limits);
-        return { session, info };
+        // One round trip: the first measure of the server's response time (link silence bound).
+        return { session, info, responseMs: clock.now() - readAt };
       } catch (error) {
         await session.close().catch(() => undefined);
         throw error;
@@ -150,7 +181,7 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
         ),
       timeouts.connectMs,
     );
-    const { session, info } = await raceAbort(
+    const { session, info, responseMs } = await raceAbort(
       attempt,
       AbortSignal.any([signal, deadline.signal]),
       "connecting",
@@ -163,13 +194,62 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
       limits: info.limits,
       maxMonitoredItemsPerCall: info.limits.maxMonitoredItemsPerCall,
       generation: settings.generation(),
+      keepAliveMs: adaptKeepAlive(opened, session, timeouts.keepAliveMs),
+      heardAt: clock.now(),
+      stalled: false,
+      outstanding: new Map(),
+      responseMs,
+      widenings: 0,
+      stalledSessionId: undefined,
+      silenceBoundMs: 0,
     };
+    connection.silenceBoundMs = linkSilenceMs(connection.keepAliveMs);
     return connection;
   } catch (error) {
     if (client) await client.disconnect().catch(() => undefined);
     await certificateManager.dispose().catch(() => undefined);
     throw connectError(error, context);
   }
+}
+
+/**
+ * Sets the session's keep-alive to {@link effectiveKeepAliveMs} for the session timeout the
+ * server granted (half of it when below twice `keepAliveMs`), for this session and node-opcua's
+ * repairs of it, and restarts the keep-alive when its period changes; returns the period in
+ * effect. Called when the session is opened and after every repair (a restarted server may grant
+ * another timeout to the re-created session, and node-opcua restarts the keep-alive with the
+ * period it had: docs/adr/0022, amendment fix13f).
+ */
+export function adaptKeepAlive(client: OPCUAClient, session: ClientSession, keepAliveMs: number): number {
+  const effective = effectiveKeepAliveMs(keepAliveMs, session.timeout);
+  const internals = client as unknown as { keepAliveInterval?: number; _transportTimeout?: number };
+  const before = internals.keepAliveInterval ?? keepAliveMs;
+  internals.keepAliveInterval = effective;
+  internals._transportTimeout = linkSilenceMs(effective);
+  if (effective === before) return effective;
+  const keepAlive = session as unknown as {
+    stopKeepAliveManager?: () => void;
+    startKeepAliveManager?: (intervalMs: number) => void;
+  };
+  keepAlive.stopKeepAliveManager?.();
+  keepAlive.startKeepAliveManager?.(effective);
+  return effective;
+}
+
+const KEEP_ALIVE_NODE = resolveNodeId(VariableIds.Server_ServerStatus_State);
+
+/**
+ * What a request is to the link watchdog: a `publish` (the server holds it until it has something
+ * to send: not waited for, not a response time), node-opcua's `keepAlive` read (one
+ * ServerStatus.State read: its answer is what the bound of 2 keep-alive periods is about; a
+ * response time, not waited for beyond the bound), or `other` (a request the caller allowed its
+ * timeout for: silence is no stall before its deadline).
+ */
+export function linkRequestKind(request: unknown): "publish" | "keepAlive" | "other" {
+  if (request instanceof PublishRequest) return "publish";
+  if (!(request instanceof ReadRequest)) return "other";
+  const nodes = request.nodesToRead ?? [];
+  return nodes.length === 1 && nodes[0]!.nodeId.toString() === KEEP_ALIVE_NODE.toString() ? "keepAlive" : "other";
 }
 
 async function identityOf(identity: ResolvedOpcuaDriverOptions["identity"]): Promise<UserIdentityInfo> {

@@ -134,7 +134,11 @@ export const opcuaDriverOptionsSchema = z
  * - `pki.automaticallyAcceptUnknownCertificate`: trust any server certificate on first sight.
  *   Convenient on a lab bench; never in production. @default false
  * - `timeouts`: `connectMs` (whole `connect()`), `requestMs` (each service call), `sessionMs`
- *   (session timeout the server keeps the session for), `keepAliveMs` (dead-session detection).
+ *   (session timeout requested; the driver adapts to a shorter one the server grants), `keepAliveMs`
+ *   (session keep-alive: dead-session and stalled-link detection; `min(keepAliveMs, granted session
+ *   timeout / 2)` in effect). A link on which the server answers nothing for 2 × the keep-alive in
+ *   effect is taken as lost: status `reconnecting`, subscribed tags `uncertain` with the reason,
+ *   reads failing, and a reconnect at once (docs/adr/0022, amendment fix13e).
  * - `connectionStrategy`: `maxRetry` (attempts of the first connect; once connected, the driver
  *   reconnects until `close()`), `initialDelayMs`, `maxDelayMs`, `randomisationFactor`. Always
  *   passed to node-opcua complete.

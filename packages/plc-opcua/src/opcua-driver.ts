@@ -13,6 +13,7 @@ import {
   SystemClock,
   type Tag,
   type TagValue,
+  type TimerHandle,
   type ValidationIssue,
 } from "@kiln/core";
 import {
@@ -24,7 +25,13 @@ import {
   severityOfStatusCode,
   type SubscriptionOptions,
 } from "@kiln/core/driver-kit";
-import { ConnectionLifecycle, raceAbort, TagListCache, type Disposer } from "@kiln/core/driver-kit";
+import {
+  ConnectionLifecycle,
+  raceAbort,
+  TagListCache,
+  type Disposer,
+  type EndpointHealthSnapshot,
+} from "@kiln/core/driver-kit";
 import type { DataValue, NodeId, ReadValueIdOptions } from "node-opcua-client";
 import type { Connection } from "./opcua-connection";
 import type { ConnectErrorContext } from "./opcua-errors";
@@ -37,6 +44,7 @@ import type { OpcuaNodeAddress } from "./opcua-node-id";
 import { deleteSubscriptions, heldSubscriptionIds, OrphanSubscriptionSweeper } from "./opcua-orphan-subscriptions";
 import type { ReadPlan } from "./opcua-read-plan";
 import { loadOpcuaRuntime, type OpcuaRuntime } from "./opcua-runtime-loader";
+import { linkSilenceMs, smoothedMaxMs } from "./opcua-subscription-timing";
 import type { OpcuaTagSubscription } from "./opcua-tag-subscription";
 import type { OpcuaWriteTarget } from "./opcua-values";
 
@@ -70,6 +78,11 @@ const ORPHAN_GRACE_MS = 1_000;
  *   keep-alive; after a server restart the session, subscriptions and monitored items are
  *   re-created without user action, and items the server refuses (BadNodeIdUnknown while it
  *   starts) are retried with backoff. Subscribed tags turn `uncertain` while the link is down.
+ *   A stalled link (TCP open, no bytes) counts as down once the server has answered nothing for
+ *   2 × the session keep-alive (`timeouts.keepAliveMs`, or half a shorter granted session timeout)
+ *   plus its measured response time, and not before the deadline (`timeouts.requestMs`) of a request
+ *   in flight, and is reconnected at once; a loss that proves a live server widens that bound, see
+ *   {@link OpcuaDriver.endpoints} (docs/adr/0022, amendments fix13e and fix13f).
  *   A subscription the server holds for the session but nothing owns (its creation reply was
  *   lost in an outage) is deleted once its keep-alive arrives (docs/adr/0022).
  * - node-opcua is loaded by the first `connect()` (and `OpcuaSimulator.start()`), not when the
@@ -129,6 +142,8 @@ export class OpcuaDriver implements PlcDriver {
   #repairWatchdog: AbortController | undefined;
   /** Counts session losses, so a repair overtaken by a new loss does not report `connected`. */
   #losses = 0;
+  /** Declared link losses that proved to be a live server, for {@link endpoints}. */
+  #widened: { readonly at: number; readonly count: number; readonly message: string } | undefined;
   #warnedInsecure = false;
   /**
    * The trust check of the server certificate of each channel node-opcua re-opened: it does not
@@ -137,6 +152,8 @@ export class OpcuaDriver implements PlcDriver {
   readonly #certificateChecks = new WeakMap<Connection, Promise<boolean>>();
   /** Numbers each session layout (namespaces, limits), so plans and data types cached for an older one are not reused. */
   #generations = 0;
+  /** The link watchdog's next check of each open connection ({@link #watchLink}). */
+  readonly #linkChecks = new WeakMap<Connection, TimerHandle>();
 
   /**
    * Validates `options` and prepares the driver. No connection is opened: call {@link connect}.
@@ -255,7 +272,7 @@ export class OpcuaDriver implements PlcDriver {
         "the OPC UA read",
       );
     } catch (error) {
-      throw this.#rt.requestError(error, "read", this.#secret);
+      throw this.#requestError(error, "read");
     }
     const now = this.#clock.now();
     const samples = new Array<Sample>(tags.length);
@@ -331,7 +348,6 @@ export class OpcuaDriver implements PlcDriver {
         `namespace ${address.namespaceUri} is not on the server`,
       );
     }
-    const secret = this.#secret;
     const send = async (target: OpcuaWriteTarget): Promise<number> => {
       const variant = this.#rt.variantForWrite(plain, target, tag, address.text);
       try {
@@ -342,7 +358,7 @@ export class OpcuaDriver implements PlcDriver {
         );
         return status.value;
       } catch (error) {
-        throw this.#rt.requestError(error, "write", secret);
+        throw this.#requestError(error, "write");
       }
     };
     const discover = (): Promise<OpcuaWriteTarget> =>
@@ -404,7 +420,7 @@ export class OpcuaDriver implements PlcDriver {
     } catch (error) {
       this.#subscriptions.delete(subscription);
       await subscription.close();
-      throw this.#rt.requestError(error, "subscribe", this.#secret);
+      throw this.#requestError(error, "subscribe");
     }
     return () => {
       if (!this.#subscriptions.delete(subscription)) return;
@@ -444,7 +460,7 @@ export class OpcuaDriver implements PlcDriver {
     try {
       return await this.#rt.browseVariables(connection, rootId, root === undefined);
     } catch (error) {
-      throw this.#rt.requestError(error, "browse", this.#secret);
+      throw this.#requestError(error, "browse");
     }
   }
 
@@ -489,10 +505,18 @@ export class OpcuaDriver implements PlcDriver {
     const { client, session } = connection;
     const current = (): boolean => this.#connection === connection && !this.#lifecycle.signal.aborted;
     client.on("connection_lost", () => {
+      if (connection.stalled) {
+        // The link watchdog broke the channel and already reported the loss with its reason.
+        connection.stalled = false;
+        if (this.status === "reconnecting") return;
+      }
       if (current()) this.#sessionLost("connection lost");
     });
+    this.#watchLink(connection);
+    releaseSocketTimeout(connection);
     client.on("reconnection_attempt_has_failed", (error: unknown) => {
       // node-opcua's own reconnect loop (TCP, secure channel, certificate): each attempt's reason.
+      connection.stalledSessionId = undefined;
       if (!current()) return;
       this.#repairProgress(connection);
       const failure = this.#connectError(error);
@@ -504,9 +528,11 @@ export class OpcuaDriver implements PlcDriver {
       if (!failure.retryable) this.#rebuild(connection, failure.message, { delayFirst: true });
     });
     client.on("after_reconnection", () => {
+      releaseSocketTimeout(connection);
       if (current()) this.#certificateChecks.set(connection, this.#recheckServerCertificate(connection));
     });
     client.on("backoff", (retry: number, delay: number) => {
+      connection.stalledSessionId = undefined;
       if (!current()) return;
       this.#repairProgress(connection);
       this.#logger.debug({ retry, delayMs: delay }, "OPC UA reconnect attempt failed; backing off");
@@ -522,6 +548,14 @@ export class OpcuaDriver implements PlcDriver {
       );
     });
     client.on("receive_response", (response: unknown) => {
+      const now = this.#clock.now();
+      connection.heardAt = now;
+      const handle = (response as { responseHeader?: { requestHandle?: number } }).responseHeader?.requestHandle;
+      const sent = handle === undefined ? undefined : connection.outstanding.get(handle);
+      if (sent) {
+        connection.outstanding.delete(handle!);
+        connection.responseMs = smoothedMaxMs(connection.responseMs, now - sent.sentAt);
+      }
       if (response instanceof this.#rt.PublishResponse && current()) {
         this.#orphans.published(session, response.subscriptionId);
       }
@@ -540,6 +574,7 @@ export class OpcuaDriver implements PlcDriver {
       if (current()) this.#rebuild(connection, "the server closed the session");
     });
     client.on("send_request", (request: unknown) => {
+      this.#outstanding(connection, request);
       // node-opcua repairs a session the server dropped (BadSessionIdInvalid, seen on the next
       // keep-alive) by re-activating it, then re-creating it; the channel is up, so no
       // connection_lost. The first re-activation marks the loss: values are not live until the
@@ -563,18 +598,179 @@ export class OpcuaDriver implements PlcDriver {
       if (!current()) return;
       this.#repairProgress(connection);
       this.#logger.info("OPC UA session restored");
+      this.#sessionRenewed(connection);
       this.#afterRepair(connection);
     });
   }
 
-  /** Status `reconnecting` with `reason`, and every subscribed tag `uncertain` (last value). */
+  /** Status `reconnecting` with `reason`, and every subscribed tag `uncertain` (last value) with the reason. */
   #sessionLost(reason: string): void {
     this.#losses++;
     this.#logger.warn({ reason }, "OPC UA session lost; repairing it");
     this.#lifecycle.setStatus("reconnecting", reason);
-    for (const subscription of this.#subscriptions) subscription.connectionLost();
+    for (const subscription of this.#subscriptions) subscription.connectionLost(reason);
     const connection = this.#connection;
     if (connection) this.#armRepairWatchdog(connection);
+  }
+
+  /**
+   * The link watchdog of `connection` (docs/adr/0022, amendment fix13e). A link that stalls (the
+   * TCP connection stays open, no bytes flow: a proxy or firewall that stops forwarding) gives no
+   * error: node-opcua notices only when its keep-alive read times out (`timeouts.requestMs`, at
+   * least 5 s, after up to one keep-alive period of silence: about 13 s by default), and values
+   * stayed good meanwhile. node-opcua sends a keep-alive read at the latest one keep-alive period
+   * after the server's last answer, so while `connected` a live server has answered something
+   * (any response: a publish, a keep-alive, a read) within {@link linkSilenceMs} (two keep-alive
+   * periods, `connection.keepAliveMs`). Silence for that long proves the link dead:
+   * {@link #linkStalled}. While not `connected` the silence does not count (the repair owns it).
+   */
+  #watchLink(connection: Connection): void {
+    const check = (): void => {
+      this.#linkChecks.delete(connection);
+      if (this.#lifecycle.signal.aborted) return;
+      const now = this.#clock.now();
+      const boundMs = this.#silenceBound(connection);
+      const live = this.#connection === connection && this.status === "connected" && !connection.client.isReconnecting;
+      if (!live) connection.heardAt = now;
+      const stallAt = this.#stallAt(connection, boundMs);
+      if (live && now >= stallAt) {
+        this.#linkStalled(connection, now - connection.heardAt, boundMs);
+        connection.heardAt = now;
+      }
+      const delay = Math.max(10, this.#stallAt(connection, boundMs) - now);
+      this.#linkChecks.set(connection, this.#clock.setTimeout(check, live ? delay : boundMs / 2));
+    };
+    this.#linkChecks.set(connection, this.#clock.setTimeout(check, this.#silenceBound(connection)));
+  }
+
+  /**
+   * The link silence bound of `connection` now ({@link linkSilenceMs}: 2 keep-alive periods,
+   * widened after false losses, plus the measured response time), kept on the connection for the
+   * subscriptions' keep-alive watchdogs.
+   */
+  #silenceBound(connection: Connection): number {
+    connection.silenceBoundMs = linkSilenceMs(connection.keepAliveMs, {
+      requestMs: this.#options.timeouts.requestMs,
+      widenings: connection.widenings,
+      responseMs: connection.responseMs,
+    });
+    return connection.silenceBoundMs;
+  }
+
+  /**
+   * When the silence of `connection` proves its link stalled (clock ms): `boundMs` after the last
+   * answer, or, while a request is outstanding that the caller allowed its timeout for (a 20,000
+   * item CreateMonitoredItems, a read a one-request-at-a-time server takes 3 s to answer while it
+   * answers nothing else), not before the deadline of the oldest such request that was sent
+   * before the silence began or within its bound (later ones cannot extend it: a stalled link
+   * polled every second would never be declared). Requests whose deadline passed before the last
+   * answer are forgotten (node-opcua timed them out).
+   */
+  #stallAt(connection: Connection, boundMs: number): number {
+    let stallAt = connection.heardAt + boundMs;
+    let oldest: { readonly sentAt: number; readonly deadline: number } | undefined;
+    for (const [handle, sent] of connection.outstanding) {
+      if (sent.deadline === Number.NEGATIVE_INFINITY) {
+        // A keep-alive read: waited for only to measure its response time.
+        if (sent.sentAt + this.#options.timeouts.requestMs < connection.heardAt) connection.outstanding.delete(handle);
+      } else if (sent.deadline < connection.heardAt) connection.outstanding.delete(handle);
+      else if (sent.sentAt <= stallAt && (!oldest || sent.sentAt < oldest.sentAt)) oldest = sent;
+    }
+    if (oldest) stallAt = Math.max(stallAt, oldest.deadline);
+    return stallAt;
+  }
+
+  /**
+   * Records `request` as outstanding on `connection` (for its response time), and as one the
+   * link watchdog waits for until its deadline unless it is a keep-alive read; a Publish is not
+   * recorded (`linkRequestKind`).
+   */
+  #outstanding(connection: Connection, request: unknown): void {
+    const kind = this.#rt.linkRequestKind(request);
+    if (kind === "publish") return;
+    const header = (request as { requestHeader?: { requestHandle?: number } }).requestHeader;
+    if (header?.requestHandle === undefined) return;
+    const now = this.#clock.now();
+    connection.outstanding.set(header.requestHandle, {
+      sentAt: now,
+      // The driver bounds each of its calls by timeouts.requestMs (node-opcua's own timeout is at least 5 s).
+      deadline: kind === "keepAlive" ? Number.NEGATIVE_INFINITY : now + this.#options.timeouts.requestMs,
+    });
+  }
+
+  /**
+   * node-opcua restored the session of `connection` (re-activated it, or re-created it on a
+   * restarted server). The keep-alive is adapted to the session timeout granted now (a restarted
+   * server may grant a shorter one, and node-opcua restarts the keep-alive with the old period:
+   * the session expired between keep-alives and every poll logged in again). And when the link
+   * watchdog had declared the loss and the same session came back at the first attempt, the
+   * server was alive (slower than the bound, not stalled): the bound is doubled, up to
+   * `timeouts.requestMs`, logged and reported by {@link endpoints}.
+   */
+  #sessionRenewed(connection: Connection): void {
+    const { client, session } = connection;
+    connection.keepAliveMs = this.#rt.adaptKeepAlive(client, session, this.#options.timeouts.keepAliveMs);
+    const stalledSession = connection.stalledSessionId;
+    connection.stalledSessionId = undefined;
+    if (stalledSession === undefined || stalledSession !== session.sessionId.toString()) return;
+    const before = this.#silenceBound(connection);
+    connection.widenings++;
+    const after = this.#silenceBound(connection);
+    if (after === before) {
+      connection.widenings--;
+      return;
+    }
+    this.#widened = {
+      at: this.#clock.now(),
+      count: (this.#widened?.count ?? 0) + 1,
+      message: `the link was declared stalled after ${before} ms of silence but the server was alive (same session at the first attempt); the silence bound is now ${after} ms`,
+    };
+    this.#logger.warn({ beforeMs: before, afterMs: after }, this.#widened.message);
+  }
+
+  /**
+   * Health of the link watchdog, in `system.health().acquisition.endpoints`: after the driver
+   * declared a link loss that proved to be a live server (its session still valid), one entry
+   * `link watchdog` (`online`; `consecutiveFailures`: such losses; `lastError` says how far the
+   * silence bound was widened; `lastFailureAt`: when). Empty otherwise (docs/adr/0022, amendment
+   * fix13f).
+   */
+  endpoints(): EndpointHealthSnapshot[] {
+    if (!this.#widened) return [];
+    return [
+      {
+        endpoint: "link watchdog",
+        state: "online",
+        consecutiveFailures: this.#widened.count,
+        lastError: this.#widened.message,
+        lastFailureAt: this.#widened.at,
+      },
+    ];
+  }
+
+  /** Stops the link watchdog of `connection`. */
+  #unwatchLink(connection: Connection): void {
+    const timer = this.#linkChecks.get(connection);
+    if (timer) this.#clock.clearTimeout(timer);
+    this.#linkChecks.delete(connection);
+  }
+
+  /**
+   * The server sent nothing for `silentMs` (at least `boundMs`) on a connection reported
+   * `connected`: the status turns `reconnecting` and every subscribed tag `uncertain` with this
+   * reason (polled reads fail with it), and the channel is broken at once, so pending requests
+   * fail now and node-opcua's repair re-activates the session on its backoff (each attempt's
+   * TCP and HEL/ACK bounded by the same silence: `transportTimeout`), instead of waiting for a
+   * keep-alive read to time out and then for a connect that a stalled link never answers.
+   */
+  #linkStalled(connection: Connection, silentMs: number, boundMs: number): void {
+    const reason = `no answer from the OPC UA server for ${Math.round(silentMs)} ms (link stalled; bound ${boundMs} ms: 2 keep-alive periods and the server's response time)`;
+    connection.stalled = true;
+    connection.stalledSessionId = connection.session.sessionId.toString();
+    this.#sessionLost(reason);
+    const channel = (connection.client as unknown as { _secureChannel?: { forceConnectionBreak?: () => void } })
+      ._secureChannel;
+    channel?.forceConnectionBreak?.();
   }
 
   /**
@@ -631,6 +827,23 @@ export class OpcuaDriver implements PlcDriver {
     this.#lifecycle.fail(this.#connectError(cause));
     // Disconnecting makes the client unusable, which ends node-opcua's repair loop.
     void this.#dispose(connection);
+  }
+
+  /**
+   * A failed request as a KilnError (`requestError`). A request that failed because the
+   * connection was lost meanwhile (the link watchdog broke a stalled channel, node-opcua lost it)
+   * is a retryable `KILN_CONNECTION_FAILED` naming why the connection is down, not node-opcua's
+   * bare "Connection Break".
+   */
+  #requestError(error: unknown, operation: string): KilnError {
+    const mapped = this.#rt.requestError(error, operation, this.#secret);
+    const reason = this.#lifecycle.reason;
+    if (mapped.code !== "KILN_CONNECTION_FAILED" || this.status !== "reconnecting" || !reason) return mapped;
+    return new KilnError("KILN_CONNECTION_FAILED", `OPC UA ${operation} failed: the connection was lost (${reason}).`, {
+      cause: error,
+      retryable: true,
+      details: { ...mapped.details, reason },
+    });
   }
 
   /** A connection failure as the KilnError `connect()` would throw (its code and specific message). */
@@ -740,7 +953,7 @@ export class OpcuaDriver implements PlcDriver {
     }
     // Reported as the repair's last failed step; the session itself works, so reads go on while
     // the groups' tags stay bad and their subscriptions are retried on the backoff.
-    const error = this.#rt.requestError(failures[0], "subscription re-creation", this.#secret);
+    const error = this.#requestError(failures[0], "subscription re-creation");
     this.#lifecycle.attemptFailed(error);
     this.#lifecycle.setStatus(
       "connected",
@@ -837,7 +1050,7 @@ export class OpcuaDriver implements PlcDriver {
         losses = this.#losses;
         failures = await this.#recreateSubscriptions(connection);
         if (failures.length > 0) {
-          this.#lifecycle.attemptFailed(this.#rt.requestError(failures[0], "subscription re-creation", this.#secret));
+          this.#lifecycle.attemptFailed(this.#requestError(failures[0], "subscription re-creation"));
         }
       },
       onAttemptFailed: (error, attempt) => {
@@ -850,7 +1063,7 @@ export class OpcuaDriver implements PlcDriver {
       connectedReason: () =>
         failures.length === 0
           ? "session re-created"
-          : `session re-created; ${failures.length} subscription(s) not re-created yet (${this.#rt.requestError(failures[0], "subscription re-creation", this.#secret).message}); retrying`,
+          : `session re-created; ${failures.length} subscription(s) not re-created yet (${this.#requestError(failures[0], "subscription re-creation").message}); retrying`,
       onConnected: () => {
         // Lost again while the subscriptions were re-created: node-opcua is repairing it.
         const connection = this.#connection;
@@ -883,6 +1096,7 @@ export class OpcuaDriver implements PlcDriver {
    * server and the client must stop dialling at once). Resolves to whether the session was closed.
    */
   async #dispose(connection: Connection): Promise<boolean> {
+    this.#unwatchLink(connection);
     connection.client.removeAllListeners();
     connection.session.removeAllListeners();
     const bound = async <T>(promise: Promise<T>): Promise<boolean> => {
@@ -994,4 +1208,19 @@ function plainTagValue(value: TagValue): TagValue {
     return Array.from(view as unknown as ArrayLike<number | bigint>) as TagValue;
   }
   return value;
+}
+
+/**
+ * Turns off the idle timeout of the socket of `connection`'s open secure channel. node-opcua gives
+ * the socket its connect-stage bound (`transportTimeout`, 2 keep-alive periods) as idle timeout,
+ * so a live server busy with one long request (nothing sent either way meanwhile: node-opcua
+ * waits for the pending keep-alive) was cut off after 2 keep-alive periods whatever the request's
+ * timeout; on an open channel the link watchdog alone judges silence (docs/adr/0022, amendment
+ * fix13f). Best effort: node-opcua internals.
+ */
+function releaseSocketTimeout(connection: Connection): void {
+  const channel = (connection.client as unknown as { _secureChannel?: { getTransport?: () => unknown } })
+    ._secureChannel;
+  const transport = channel?.getTransport?.() as { _socket?: { setTimeout?: (ms: number) => void } | null } | undefined;
+  transport?._socket?.setTimeout?.(0);
 }

@@ -92,6 +92,11 @@ describe("requestError", () => {
       code: "KILN_CONNECTION_FAILED",
       retryable: true,
     });
+    // node-opcua fails the requests pending on a channel it broke (its keep-alive failure, the link watchdog).
+    expect(requestError(new Error("Connection Break"), "read")).toMatchObject({
+      code: "KILN_CONNECTION_FAILED",
+      retryable: true,
+    });
     expect(requestError(new Error("BadTooManyOperations (0x80100000)"), "read")).toMatchObject({
       code: "KILN_DEVICE_ERROR",
       retryable: false,

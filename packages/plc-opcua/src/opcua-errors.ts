@@ -260,7 +260,7 @@ export function requestError(error: unknown, operation: string, secret?: string)
   }
   if (
     isConnectionLoss(status) ||
-    /disconnected|ECONNRESET|EPIPE|ECONNREFUSED|not usable|closed|canceled|aborted/i.test(message)
+    /disconnected|ECONNRESET|EPIPE|ECONNREFUSED|not usable|closed|canceled|aborted|connection break/i.test(message)
   ) {
     return new KilnError(
       "KILN_CONNECTION_FAILED",

@@ -22,7 +22,13 @@ export {
 } from "node-opcua-client";
 export { OPCUACertificateManager } from "node-opcua-certificate-manager";
 export { browseVariables } from "./opcua-browse";
-export { openOpcuaConnection, readServerInfo, sameServerInfo } from "./opcua-connection";
+export {
+  adaptKeepAlive,
+  linkRequestKind,
+  openOpcuaConnection,
+  readServerInfo,
+  sameServerInfo,
+} from "./opcua-connection";
 export { discoverDataType, writeRejected } from "./opcua-data-types";
 export {
   connectError,

@@ -32,20 +32,22 @@ export function badSample(tag: Tag, statusCode: number, reason: string, now: num
 
 /**
  * The sample of a subscribed tag while the connection is down: the last value with quality
- * `uncertain` (no communication, last usable value), or `bad` when no value was ever received.
+ * `uncertain` (no communication, last usable value), or `bad` when no value was ever received;
+ * the quality's reason starts with `reason` (why the connection is down; default "connection lost").
  */
-export function staleSample(tag: Tag, lastValue: TagValue | undefined, now: number): Sample {
+export function staleSample(
+  tag: Tag,
+  lastValue: TagValue | undefined,
+  now: number,
+  reason = "connection lost",
+): Sample {
   if (lastValue === undefined) {
-    return badSample(tag, QualityCodes.BadNotConnected, "connection lost; no value received yet", now);
+    return badSample(tag, QualityCodes.BadNotConnected, `${reason}; no value received yet`, now);
   }
   return {
     tag: tag.name,
     value: lastValue,
     timestamp: now,
-    quality: quality(
-      "uncertain",
-      "connection lost; last usable value",
-      QualityCodes.UncertainNoCommunicationLastUsableValue,
-    ),
+    quality: quality("uncertain", `${reason}; last usable value`, QualityCodes.UncertainNoCommunicationLastUsableValue),
   };
 }

@@ -1,6 +1,5 @@
-import { KilnError } from "@kiln/core";
 import { describe, expect, test } from "vitest";
-import { subscriptionTiming } from "./opcua-subscription-timing";
+import { effectiveKeepAliveMs, linkSilenceMs, smoothedMaxMs, subscriptionTiming } from "./opcua-subscription-timing";
 
 const defaults = { maxPublishingIntervalMs: 1_000, keepAliveMs: 5_000 };
 
@@ -8,10 +7,10 @@ describe("subscriptionTiming", () => {
   // Issue 13, MEDIUM-1/2: the publishing interval used to be the group's period, so a 5 s group's
   // subscription lived 12 × 5 s and a 30 s group's was refused by node-opcua (W09).
   test.each([
-    [50, { publishingIntervalMs: 50, maxKeepAliveCount: 100, lifetimeCount: 300 }],
-    [1_000, { publishingIntervalMs: 1_000, maxKeepAliveCount: 5, lifetimeCount: 15 }],
-    [5_000, { publishingIntervalMs: 1_000, maxKeepAliveCount: 5, lifetimeCount: 15 }],
-    [30_000, { publishingIntervalMs: 1_000, maxKeepAliveCount: 5, lifetimeCount: 15 }],
+    [50, { publishingIntervalMs: 50, maxKeepAliveCount: 100, lifetimeCount: 300, limitedBySession: false }],
+    [1_000, { publishingIntervalMs: 1_000, maxKeepAliveCount: 5, lifetimeCount: 15, limitedBySession: false }],
+    [5_000, { publishingIntervalMs: 1_000, maxKeepAliveCount: 5, lifetimeCount: 15, limitedBySession: false }],
+    [30_000, { publishingIntervalMs: 1_000, maxKeepAliveCount: 5, lifetimeCount: 15, limitedBySession: false }],
   ])("a %i ms group publishes at most every second, keep-alive 5 s, lifetime 15 s", (period, expected) => {
     const timing = subscriptionTiming(period, 60_000, defaults);
     expect(timing).toEqual(expected);
@@ -21,20 +20,64 @@ describe("subscriptionTiming", () => {
 
   test("a session timeout shorter than the keep-alive shortens the keep-alive to it (never W09)", () => {
     const timing = subscriptionTiming(5_000, 2_000, { maxPublishingIntervalMs: 200, keepAliveMs: 5_000 });
-    expect(timing).toEqual({ publishingIntervalMs: 200, maxKeepAliveCount: 10, lifetimeCount: 30 });
+    expect(timing).toEqual({
+      publishingIntervalMs: 200,
+      maxKeepAliveCount: 10,
+      lifetimeCount: 30,
+      limitedBySession: false,
+    });
   });
 
-  test("a session timeout below three publishing intervals is a non-retryable KILN_VALIDATION naming the option", () => {
-    let caught: unknown;
-    try {
-      subscriptionTiming(5_000, 2_500, defaults);
-    } catch (error) {
-      caught = error;
+  // Issue 13, M/L-4: a granted session timeout below three publishing intervals was refused
+  // (KILN_VALIDATION); the timing now adapts to it.
+  test("a session timeout below three publishing intervals lowers the publishing interval to a third of it", () => {
+    expect(subscriptionTiming(5_000, 2_500, defaults)).toEqual({
+      publishingIntervalMs: 833,
+      maxKeepAliveCount: 3,
+      lifetimeCount: 9,
+      limitedBySession: true,
+    });
+    const timing = subscriptionTiming(100, 1_500, defaults);
+    expect(timing).toEqual({
+      publishingIntervalMs: 100,
+      maxKeepAliveCount: 15,
+      lifetimeCount: 45,
+      limitedBySession: false,
+    });
+  });
+
+  test("the keep-alive period never exceeds the granted session timeout", () => {
+    for (const session of [100, 250, 999, 1_500, 2_999, 4_000]) {
+      const timing = subscriptionTiming(10_000, session, defaults);
+      expect(timing.maxKeepAliveCount).toBeGreaterThanOrEqual(3);
+      expect(timing.maxKeepAliveCount * timing.publishingIntervalMs).toBeLessThanOrEqual(session);
     }
-    expect(KilnError.is(caught, "KILN_VALIDATION")).toBe(true);
-    expect(caught).toMatchObject({ retryable: false });
-    expect((caught as KilnError).details.issues).toEqual([
-      expect.objectContaining({ path: "subscriptions.maxPublishingIntervalMs" }),
-    ]);
+  });
+});
+
+describe("effectiveKeepAliveMs and linkSilenceMs", () => {
+  test("the session keep-alive is the option, or half a shorter granted session timeout", () => {
+    expect(effectiveKeepAliveMs(5_000, 60_000)).toBe(5_000);
+    expect(effectiveKeepAliveMs(5_000, 4_000)).toBe(2_000);
+    expect(effectiveKeepAliveMs(5_000, 150)).toBe(100);
+    expect(linkSilenceMs(5_000)).toBe(10_000);
+  });
+});
+
+// Issue 13, pass on fix13e, MEDIUM-2 and LOW-3 (docs/adr/0022, amendment fix13f).
+describe("linkSilenceMs with the measured response time and widenings", () => {
+  test("adds the response time; each widening doubles the two periods up to max(2 keep-alives, requestMs)", () => {
+    expect(linkSilenceMs(1_000, { requestMs: 10_000, widenings: 0, responseMs: 1_200 })).toBe(3_200);
+    expect(linkSilenceMs(1_000, { requestMs: 10_000, widenings: 1, responseMs: 0 })).toBe(4_000);
+    expect(linkSilenceMs(1_000, { requestMs: 10_000, widenings: 3, responseMs: 0 })).toBe(10_000);
+    expect(linkSilenceMs(1_000, { requestMs: 10_000, widenings: 99, responseMs: 0 })).toBe(10_000);
+    // requestMs below 2 keep-alives never narrows the bound; the response time is capped at requestMs.
+    expect(linkSilenceMs(5_000, { requestMs: 3_000, widenings: 2, responseMs: 60_000 })).toBe(13_000);
+  });
+
+  test("smoothedMaxMs takes a longer response at once and forgets it by eighths", () => {
+    expect(smoothedMaxMs(100, 1_200)).toBe(1_200);
+    expect(smoothedMaxMs(1_200, 400)).toBe(1_100);
+    expect(smoothedMaxMs(1_200, Number.NaN)).toBe(1_200);
   });
 });

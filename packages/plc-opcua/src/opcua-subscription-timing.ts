@@ -1,5 +1,3 @@
-import { KilnValidationError } from "@kiln/core";
-
 /** The `subscriptions` driver options a subscription's timing is computed from (both ms). */
 export interface SubscriptionTimingOptions {
   readonly maxPublishingIntervalMs: number;
@@ -14,6 +12,8 @@ export interface SubscriptionTiming {
   readonly maxKeepAliveCount: number;
   /** Publishing intervals without a Publish request before the server deletes the subscription: 3 keep-alives. */
   readonly lifetimeCount: number;
+  /** The publishing interval was lowered below the group's (bounded) period to fit the session timeout the server granted. */
+  readonly limitedBySession: boolean;
 }
 
 /** node-opcua's client raises a keep-alive count below 3 to 3 itself (client_subscription_impl). */
@@ -29,32 +29,70 @@ const MIN_KEEP_ALIVE_COUNT = 3;
  * (docs/adr/0022, amendment fix13c).
  *
  * The keep-alive period never exceeds the session timeout (node-opcua refuses such a subscription
- * with NODE-OPCUA-W09; a session idle that long would time out).
- *
- * @throws KilnValidationError (`KILN_VALIDATION`, not retryable) naming
- *   `subscriptions.maxPublishingIntervalMs` when the session timeout is shorter than three
- *   publishing intervals: no subscription can be created on that session until the option (or
- *   the server's session timeout) changes.
+ * with NODE-OPCUA-W09; a session idle that long would time out). When the server grants a session
+ * timeout shorter than three publishing intervals, the publishing interval is lowered to a third
+ * of it, so the subscription still has its 3 keep-alive intervals (`limitedBySession` true; the
+ * server may revise it up again), instead of being refused (docs/adr/0022, amendment fix13e).
  */
 export function subscriptionTiming(
   samplingIntervalMs: number,
   sessionTimeoutMs: number,
   options: SubscriptionTimingOptions,
 ): SubscriptionTiming {
-  const publishingIntervalMs = Math.max(1, Math.min(samplingIntervalMs, options.maxPublishingIntervalMs));
-  const keepAliveMs = Math.min(options.keepAliveMs, sessionTimeoutMs);
-  const maxKeepAliveCount = Math.floor(keepAliveMs / publishingIntervalMs);
-  if (maxKeepAliveCount < MIN_KEEP_ALIVE_COUNT) {
-    throw new KilnValidationError(
-      "OPC UA subscription timing",
-      [
-        {
-          path: "subscriptions.maxPublishingIntervalMs",
-          message: `a publishing interval of ${publishingIntervalMs} ms needs a session timeout of at least ${MIN_KEEP_ALIVE_COUNT * publishingIntervalMs} ms (3 publishing intervals per keep-alive), but the server keeps the session for ${sessionTimeoutMs} ms; lower subscriptions.maxPublishingIntervalMs or raise timeouts.sessionMs`,
-        },
-      ],
-      { retryable: false, details: { publishingIntervalMs, sessionTimeoutMs } },
-    );
-  }
-  return { publishingIntervalMs, maxKeepAliveCount, lifetimeCount: 3 * maxKeepAliveCount };
+  const keepAliveMs = Math.max(MIN_KEEP_ALIVE_COUNT, Math.min(options.keepAliveMs, sessionTimeoutMs));
+  const wanted = Math.max(1, Math.min(samplingIntervalMs, options.maxPublishingIntervalMs));
+  const publishingIntervalMs = Math.max(1, Math.min(wanted, Math.floor(keepAliveMs / MIN_KEEP_ALIVE_COUNT)));
+  const maxKeepAliveCount = Math.max(MIN_KEEP_ALIVE_COUNT, Math.floor(keepAliveMs / publishingIntervalMs));
+  return {
+    publishingIntervalMs,
+    maxKeepAliveCount,
+    lifetimeCount: 3 * maxKeepAliveCount,
+    limitedBySession: publishingIntervalMs < wanted,
+  };
+}
+
+/**
+ * The session keep-alive period for a session the server keeps for `sessionTimeoutMs` (its
+ * revised timeout): `keepAliveMs`, or half the session timeout when that is shorter, so the
+ * keep-alive reads of an idle session always reach the server before it expires the session
+ * (docs/adr/0022, amendment fix13e). Never below 100 ms.
+ */
+export function effectiveKeepAliveMs(keepAliveMs: number, sessionTimeoutMs: number): number {
+  return Math.max(100, Math.min(keepAliveMs, Math.floor(sessionTimeoutMs / 2)));
+}
+
+/** What the link silence bound depends on besides the keep-alive period ({@link linkSilenceMs}). */
+export interface LinkSilenceFactors {
+  /** `timeouts.requestMs`: the bound is never widened beyond it (nor beyond 2 keep-alive periods, whichever is larger). */
+  readonly requestMs: number;
+  /** Declared losses that proved to be a live server (its session was still valid): each doubles the base bound. */
+  readonly widenings: number;
+  /** Measured response time of the server, ms ({@link smoothedMaxMs}): added so a slow link is not a stalled one. */
+  readonly responseMs: number;
+}
+
+/**
+ * How long the server may send nothing at all before the driver takes the link for stalled:
+ * two keep-alive periods. node-opcua sends a keep-alive read at the latest one keep-alive period
+ * after the last answer, so a live server has answered something within the second period, plus
+ * the time it takes to answer (`factors.responseMs`: a 1.2 s round trip with a 1 s keep-alive
+ * made every keep-alive answer late). Each declared loss that proved to be a live server doubles
+ * the two periods, up to `max(2 keep-alive periods, requestMs)` (docs/adr/0022, amendments
+ * fix13e and fix13f). Without `factors`: the bare two periods (each connect stage's bound).
+ */
+export function linkSilenceMs(keepAliveMs: number, factors?: LinkSilenceFactors): number {
+  const base = 2 * keepAliveMs;
+  if (!factors) return base;
+  const widened = Math.min(base * 2 ** Math.min(factors.widenings, 16), Math.max(base, factors.requestMs));
+  return Math.round(widened + Math.min(Math.max(0, factors.responseMs), factors.requestMs));
+}
+
+/**
+ * A smoothed maximum of response times: a longer `sampleMs` is taken at once, a shorter one
+ * lowers `previousMs` by an eighth of the difference, so one fast answer does not forget a slow
+ * link but a slow burst fades over a few dozen answers.
+ */
+export function smoothedMaxMs(previousMs: number, sampleMs: number): number {
+  if (!(sampleMs >= 0)) return previousMs;
+  return sampleMs >= previousMs ? sampleMs : previousMs + (sampleMs - previousMs) / 8;
 }

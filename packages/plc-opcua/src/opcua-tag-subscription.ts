@@ -21,7 +21,11 @@ import { isConnectionLoss, statusNameOf, statusOfError } from "./opcua-errors";
 import { heldSubscriptionIds, PENDING_SUBSCRIPTION_ID } from "./opcua-orphan-subscriptions";
 import { resolveNodeAddress, type OpcuaNodeAddress } from "./opcua-node-id";
 import { badSample, sampleFromDataValue, staleSample } from "./opcua-samples";
-import { subscriptionTiming, type SubscriptionTimingOptions } from "./opcua-subscription-timing";
+import {
+  subscriptionTiming,
+  type SubscriptionTiming,
+  type SubscriptionTimingOptions,
+} from "./opcua-subscription-timing";
 
 /** Items the server refused are retried on the driver kit's backoff, each delay shortened by up to this fraction. */
 const RETRY_JITTER = 0.2;
@@ -32,6 +36,13 @@ export interface SubscriptionConnection {
   readonly namespaceArray: readonly string[];
   readonly maxMonitoredItemsPerCall: number;
   readonly generation: number;
+  /**
+   * How long the server may be silent before the link counts as stalled, ms (the driver's link
+   * watchdog). A subscription's keep-alive watchdog never trips sooner: a server that revised the
+   * publishing interval down (a 1 s group at a server's 50 ms maximum) would otherwise have it
+   * re-create the subscription after 0.5 s of silence that the link bound allows.
+   */
+  readonly silenceBoundMs?: number;
 }
 
 /** The driver-side services a tag subscription uses. */
@@ -150,8 +161,8 @@ export class OpcuaTagSubscription {
         await this.#ensureNow();
       } catch (error) {
         if (this.#established && !this.#subscription && !this.#closed) this.#recreationFailed(error);
-        // A configuration the session cannot hold (subscriptionTiming) fails the same way until
-        // the options change: not retried; the next repair or subscribe() tries again.
+        // A configuration error (KILN_VALIDATION: node-opcua's W09 refusal) fails the same way
+        // until the options change: not retried; the next repair or subscribe() tries again.
         if (!(KilnError.is(error) && !error.retryable)) this.#scheduleRetry();
         throw error;
       }
@@ -160,11 +171,11 @@ export class OpcuaTagSubscription {
     return run;
   }
 
-  /** The connection dropped: report every tag `uncertain` (last value) and stop retrying. */
-  connectionLost(): void {
+  /** The connection dropped (`reason`: why): report every tag `uncertain` (last value) and stop retrying. */
+  connectionLost(reason?: string): void {
     this.#cancelRetry();
     const now = this.#context.clock.now();
-    this.#emit(this.#entries.map((entry) => staleSample(entry.tag, entry.lastValue, now)));
+    this.#emit(this.#entries.map((entry) => staleSample(entry.tag, entry.lastValue, now, reason)));
   }
 
   /**
@@ -307,6 +318,13 @@ export class OpcuaTagSubscription {
       priority: 0,
     });
     this.#session = connection.session;
+    if (timing.limitedBySession) {
+      this.#context.logger.warn(
+        { publishingIntervalMs: timing.publishingIntervalMs, sessionTimeoutMs: connection.session.timeout },
+        "the OPC UA server granted a session timeout below three publishing intervals; publishing more often to fit it",
+      );
+    }
+    await this.#shortenRevisedKeepAlive(subscription, timing);
     const revisedKeepAliveMs = subscription.publishingInterval * subscription.maxKeepAliveCount;
     if (revisedKeepAliveMs > connection.session.timeout) {
       this.#context.logger.warn(
@@ -339,10 +357,42 @@ export class OpcuaTagSubscription {
     return subscription;
   }
 
+  /**
+   * A server that revised the publishing interval upwards keeps the requested keep-alive count,
+   * so its keep-alive period (interval × count) grows by the same factor (a 100 ms request
+   * revised to 1 s: 50 s instead of 5 s), and with it the keep-alive watchdog and the lifetime
+   * of an orphan. The counts are asked again for the revised interval with ModifySubscription
+   * (OPC UA Part 4 5.13.3): keep-alive `max(3, floor(requested keep-alive period / revised
+   * interval))`, lifetime 3 × that. Best effort: on failure the revised values stay, and the
+   * watchdog follows them (docs/adr/0022, amendment fix13e).
+   */
+  async #shortenRevisedKeepAlive(subscription: ClientSubscription, timing: SubscriptionTiming): Promise<void> {
+    const interval = Number(subscription.publishingInterval);
+    if (!(interval > timing.publishingIntervalMs)) return;
+    const wantedMs = timing.publishingIntervalMs * timing.maxKeepAliveCount;
+    const count = Math.max(3, Math.floor(wantedMs / interval));
+    if (count >= subscription.maxKeepAliveCount) return;
+    try {
+      await subscription.modify({
+        requestedPublishingInterval: interval,
+        requestedMaxKeepAliveCount: count,
+        requestedLifetimeCount: 3 * count,
+        maxNotificationsPerPublish: 0,
+        priority: 0,
+      });
+      this.#context.logger.info(
+        { publishingIntervalMs: subscription.publishingInterval, maxKeepAliveCount: subscription.maxKeepAliveCount },
+        "the OPC UA server revised the publishing interval upwards; keep-alive count lowered to keep the keep-alive period",
+      );
+    } catch (error) {
+      this.#context.logger.debug({ err: error }, "lowering the keep-alive count of the OPC UA subscription failed");
+    }
+  }
+
   #armWatchdog(subscription: ClientSubscription): void {
     this.#cancelWatchdog();
     if (this.#closed) return;
-    const periodMs = keepAliveWatchdogMs(subscription);
+    const periodMs = Math.max(keepAliveWatchdogMs(subscription), this.#context.connection()?.silenceBoundMs ?? 0);
     this.#watchdog = this.#context.clock.setTimeout(() => {
       this.#watchdog = undefined;
       this.#watchdogExpired(subscription, periodMs);
@@ -372,7 +422,7 @@ export class OpcuaTagSubscription {
       this.#armWatchdog(subscription);
       return;
     }
-    const reason = `no notification or keep-alive from the OPC UA subscription for ${periodMs} ms (2 keep-alive periods); re-creating it`;
+    const reason = `no notification or keep-alive from the OPC UA subscription for ${periodMs} ms (2 keep-alive periods, at least the link silence bound); re-creating it`;
     this.#context.logger.warn({ subscriptionId: subscription.subscriptionId, periodMs }, reason);
     const now = this.#context.clock.now();
     this.#emit(
@@ -604,7 +654,8 @@ export class OpcuaTagSubscription {
  * publishing interval (ms) times the revised max keep-alive count. A server sends a
  * notification or a keep-alive at least once per keep-alive period (OPC UA Part 4 §5.13.1), so
  * nothing for two periods while the session is up means it no longer publishes the
- * subscription (docs/adr/0022, amendment fix13d).
+ * subscription (docs/adr/0022, amendment fix13d). The watchdog uses at least the link silence
+ * bound ({@link SubscriptionConnection.silenceBoundMs}; amendment fix13f).
  */
 function keepAliveWatchdogMs(subscription: ClientSubscription): number {
   const interval = Number(subscription.publishingInterval) || 1_000;

@@ -259,6 +259,37 @@ describe("Acquisition", () => {
     await acquisition.stop();
   });
 
+  // Issue 13, LOW (pass on fix13d): lastError kept the outage's reason after the link was back,
+  // so health() showed a failure that was over.
+  test("lastError is cleared once the link is back online", async () => {
+    const { clock, plc, acquisition } = setup();
+    await acquisition.start();
+    await clock.advance(100);
+    plc.faults.hang = true;
+    await clock.advance(500);
+    expect(acquisition.health().lastError).toContain("KILN_TIMEOUT");
+    plc.faults.hang = false;
+    await clock.advance(3_000);
+    expect(acquisition.link).toBe("online");
+    expect(acquisition.health().lastError).toBeUndefined();
+    await acquisition.stop();
+  });
+
+  // Sibling: one failed read (the link stays online) is over once the same group reads again.
+  test("lastError of a failed scan read is cleared by the group's next good read", async () => {
+    const { clock, plc, acquisition } = setup();
+    await acquisition.start();
+    await clock.advance(100);
+    plc.faults.hang = true;
+    await clock.advance(150);
+    plc.faults.hang = false;
+    expect(acquisition.link).toBe("online");
+    expect(acquisition.health().lastError).toContain("KILN_TIMEOUT");
+    await clock.advance(300);
+    expect(acquisition.health().lastError).toBeUndefined();
+    await acquisition.stop();
+  });
+
   test("reconnection backs off exponentially up to the cap", async () => {
     const { clock, plc, acquisition } = setup({
       policy: { reconnect: { initialDelayMs: 100, maxDelayMs: 800, random: () => 0.999 } },

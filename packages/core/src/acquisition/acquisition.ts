@@ -109,7 +109,13 @@ export interface AcquisitionHealth {
    * lists it as a problem. Also published as `clock-step`.
    */
   readonly lastWallClockStep?: { readonly at: number; readonly stepMs: number; readonly recent: boolean };
-  /** The last driver failure (`CODE: message` for a `KilnError`), absent until one happens. */
+  /**
+   * The driver failure behind the current trouble (`CODE: message` for a `KilnError`): the
+   * driver's reason for reconnecting, a failed reconnect attempt, or a failed scan read. Absent
+   * while nothing is wrong: cleared when the link is back online after a loss, and when the scan
+   * group whose read failed reads again (the history is in the `plc-connection-*` events and the
+   * log).
+   */
   readonly lastError?: string;
   /** Health of each scan group that has tags. */
   readonly groups: readonly {
@@ -184,6 +190,8 @@ export class Acquisition {
   #wake: AbortController | undefined;
   #stopping: AbortController | undefined;
   #lastError: string | undefined;
+  /** The scan group whose failed read set {@link #lastError}; undefined when something else set it. */
+  #lastErrorGroup: string | undefined;
   #unrequested = 0;
   #gaveUp = false;
   readonly #wallWatch: WallClockWatch;
@@ -290,7 +298,7 @@ export class Acquisition {
         if (change.from === "connected" || change.to === "closed") this.#epoch++;
         // The driver's own reconnect loop reports each failed attempt's reason: health() shows the latest.
         if (change.to === "reconnecting" && change.reason) {
-          this.#lastError = change.code ? `${change.code}: ${change.reason}` : change.reason;
+          this.#setLastError(change.code ? `${change.code}: ${change.reason}` : change.reason);
         }
         if (change.to === "failed") {
           this.#giveUp(change.code ?? "KILN_AUTHENTICATION_FAILED", change.reason ?? "the device refused the identity");
@@ -315,10 +323,11 @@ export class Acquisition {
         this.#disposeListeners();
         throw error;
       }
-      this.#lastError = describe(error);
-      this.#logger.warn({ error: this.#lastError }, "PLC not reachable at start; reconnecting in the background");
+      const reason = describe(error);
+      this.#setLastError(reason);
+      this.#logger.warn({ error: reason }, "PLC not reachable at start; reconnecting in the background");
       this.#link = "online"; // so that goOffline runs its full transition
-      this.#goOffline(this.#lastError);
+      this.#goOffline(reason);
     }
     this.#checkFirstScan();
     for (const group of this.#groups) {
@@ -361,6 +370,12 @@ export class Acquisition {
     this.#unsubscribeAll();
     this.#replies.flush();
     this.#disposeListeners();
+  }
+
+  /** Sets {@link #lastError} (undefined: clears it), remembering the scan group whose read failed. */
+  #setLastError(error: string | undefined, group?: string): void {
+    this.#lastError = error;
+    this.#lastErrorGroup = error === undefined ? undefined : group;
   }
 
   /** Closes the driver. Call after {@link stop}. */
@@ -424,10 +439,11 @@ export class Acquisition {
         return;
       }
       await this.#accept(group, samples, true, clock.now());
+      if (this.#lastErrorGroup === group.name) this.#setLastError(undefined);
     } catch (error) {
       if (this.#stopping!.signal.aborted) return;
       group.failedReads++;
-      this.#lastError = describe(error);
+      this.#setLastError(describe(error), group.name);
       this.#instruments?.failures.inc(1, { group: group.name });
       this.#logger.warn({ error: this.#lastError, group: group.name }, "scan read failed");
     } finally {
@@ -644,6 +660,8 @@ export class Acquisition {
     const wasOffline = this.#link === "offline";
     this.#link = "online";
     driver.breaker.reset();
+    // Recovered: the failure that took the link down is no longer current.
+    if (wasOffline) this.#setLastError(undefined);
     if (wasOffline && this.#reconnectAttempts > 0) {
       const now = clock.now();
       this.#logger.info({ downtimeMs: now - this.#lostAt }, "PLC connection restored");
@@ -680,7 +698,7 @@ export class Acquisition {
         await this.#goOnline();
         return;
       } catch (error) {
-        this.#lastError = describe(error);
+        this.#setLastError(describe(error));
         this.#logger.debug({ error: this.#lastError, attempt }, "reconnect attempt failed");
         this.#unsubscribeAll();
         if (KilnError.is(error, "KILN_AUTHENTICATION_FAILED")) {
@@ -697,7 +715,7 @@ export class Acquisition {
    */
   #giveUp(code: KilnErrorCode, reason: string): void {
     if (this.#link === "stopped") return;
-    this.#lastError = `${code}: ${reason}`;
+    this.#setLastError(`${code}: ${reason}`);
     this.#goOffline(reason);
     this.#wake?.abort();
     if (this.#gaveUp) return;

@@ -12,6 +12,11 @@ export class TcpProxy {
   readonly #targetPort: number;
   #down = false;
   #blackholed = false;
+  #paused = false;
+  /** Writes held while paused, in order, delivered by {@link restore}. */
+  #held: (() => void)[] = [];
+  /** Delay added to every forwarded chunk in each direction, ms (order kept): a slow link. */
+  latencyMs = 0;
   /** Connections clients opened through the proxy, refused ones included. */
   connections = 0;
   #dropOn: { readonly encodingId: number; readonly dropped: () => void } | undefined;
@@ -30,6 +35,8 @@ export class TcpProxy {
   drop(): void {
     this.#down = true;
     this.#blackholed = false;
+    this.#paused = false;
+    this.#held = [];
     for (const socket of this.#sockets) socket.destroy();
     this.#sockets.clear();
   }
@@ -62,15 +69,34 @@ export class TcpProxy {
     this.#blackholed = true;
   }
 
-  /** Accepts connections again (and forwards again after {@link blackhole}). */
+  /**
+   * Holds every byte in both directions, without closing or losing anything: a TCP path that
+   * stalls and then resumes (retransmission delivers what was sent meanwhile). {@link restore}
+   * delivers what was held, in order; {@link drop} discards it.
+   */
+  pause(): void {
+    this.#paused = true;
+  }
+
+  /** Accepts connections again, forwards again after {@link blackhole}, delivers what {@link pause} held. */
   restore(): void {
     this.#down = false;
     this.#blackholed = false;
+    this.#paused = false;
+    const held = this.#held;
+    this.#held = [];
+    for (const write of held) write();
   }
 
   async close(): Promise<void> {
     this.drop();
     await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+  }
+
+  /** Runs `write` after {@link latencyMs} (at once when 0); timers of equal delay keep the order. */
+  #later(write: () => void): void {
+    if (this.latencyMs > 0) setTimeout(write, this.latencyMs);
+    else write();
   }
 
   #accept(client: net.Socket): void {
@@ -90,7 +116,9 @@ export class TcpProxy {
       });
     }
     client.on("data", (data: Buffer) => {
-      if (!this.#blackholed) upstream.write(data);
+      if (this.#blackholed) return;
+      if (this.#paused) this.#held.push(() => upstream.write(data));
+      else this.#later(() => upstream.write(data));
     });
     let pending = Buffer.alloc(0);
     upstream.on("data", (data: Buffer) => {
@@ -106,7 +134,8 @@ export class TcpProxy {
           this.#dropOn.dropped();
           return;
         }
-        client.write(message);
+        if (this.#paused) this.#held.push(() => client.write(message));
+        else this.#later(() => client.write(message));
       }
     });
   }
