@@ -161,7 +161,6 @@ export class ModbusRtuClient extends ModbusFunctionCodes implements ModbusClient
     this.#reportStray();
     const request = rtuRequest(this.#unitId, pduBytes);
     const key = ModbusAnswerRepeats.keyOf(request.unitId, pduBytes);
-    this.#answerRepeats.sending(key);
     return new Promise<Buffer>((resolve, reject) => {
       const sentAt = performance.now();
       this.#pending = { request, key, guarded: this.#outOfStep, sentAt, resolve, reject, settled: false };

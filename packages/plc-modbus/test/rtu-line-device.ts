@@ -39,6 +39,8 @@ export class RtuLineDevice {
    */
   repeatAfter: (request: Buffer) => number = () => 0;
   requests = 0;
+  /** The last frame this device put on the line (what a repeater would repeat). */
+  lastSent: Buffer | undefined;
   #busy = false;
   readonly #busyUnits = new Set<number>();
   #port: SerialPortLike;
@@ -75,6 +77,7 @@ export class RtuLineDevice {
 
   /** Puts `frame` on the line now, unasked (a repeater's or radio modem's own retransmission). */
   write(frame: Buffer): void {
+    this.lastSent = frame;
     if (this.#port.isOpen) this.#port.write(frame);
   }
 
