@@ -205,11 +205,49 @@ function integralScaling(address: Pick<ModbusAddress, "scale" | "offset">): bool
   return Number.isSafeInteger(address.scale) && Number.isSafeInteger(address.offset);
 }
 
+/** A rational number `numerator / denominator` in `bigint` (denominator > 0). */
+interface Rational {
+  readonly numerator: bigint;
+  readonly denominator: bigint;
+}
+
+/**
+ * The exact rational a finite number stands for AS WRITTEN: its shortest round-trip decimal (`0.1` is 1/10, not the
+ * binary double next to it; `1.5e-7` is 15/10^8). A scale or offset is configured as a decimal literal, and with the
+ * binary double's value an integer tag scaled by 0.1 would never read a whole number (10 × 0.1 is
+ * 1.0000000000000000555 exactly). Integers beyond 2^53 stand for themselves.
+ */
+function decimalRational(number: number): Rational {
+  if (Number.isInteger(number)) return { numerator: BigInt(number), denominator: 1n };
+  const [mantissa, exponentText] = String(number).toLowerCase().split("e") as [string, string | undefined];
+  const [whole, fraction = ""] = mantissa.split(".") as [string, string | undefined];
+  const exponent = Number(exponentText ?? 0) - fraction.length;
+  const digits = BigInt(`${whole}${fraction}`);
+  return exponent >= 0
+    ? { numerator: digits * 10n ** BigInt(exponent), denominator: 1n }
+    : { numerator: digits, denominator: 10n ** BigInt(-exponent) };
+}
+
+/** `raw × scale + offset` exactly, with scale and offset the decimals they were written as ({@link decimalRational}). */
+function exactScaled(raw: bigint, address: Pick<ModbusAddress, "scale" | "offset">): Rational {
+  const scale = decimalRational(address.scale);
+  const offset = decimalRational(address.offset);
+  return {
+    numerator: raw * scale.numerator * offset.denominator + offset.numerator * scale.denominator,
+    denominator: scale.denominator * offset.denominator,
+  };
+}
+
+const INTEGER_TAGS: ReadonlySet<TagDataType> = new Set(["int16", "uint16", "int32", "uint32", "int64", "uint64"]);
+
 /**
  * The engineering value of a 64-bit raw value, or `undefined` when none is exact (H1 of adv12 fix12e: beyond
  * ±2^53 the scale was dropped and the raw value passed as good). Integral scaling is exact in `bigint` (a number
- * when it is a safe integer, or for a float tag when the number holds it exactly); a fractional scale or offset
- * is applied to the raw value as a number, only when that number is the raw value exactly.
+ * when it is a safe integer, or for a float tag when the number holds it exactly). For an integer tag with a
+ * fractional scale or offset, `raw × scale + offset` is computed exactly as a rational ({@link exactScaled}): the
+ * value is that integer, or none when the exact result is not a whole number (adv12b H1/H2: the double arithmetic
+ * rounded 2^60 × 0.5 − 5 and 6004799503160659 × 1.5 to neighbouring integers, good). For a float tag, a fractional
+ * scale or offset is applied to the raw value as a number, only when that number is the raw value exactly.
  */
 function exactFromRaw64(
   raw: bigint,
@@ -220,8 +258,10 @@ function exactFromRaw64(
   const scaled = address.scale !== 1 || address.offset !== 0;
   const float = dataType === "float32" || dataType === "float64";
   if (!scaled && !float) return raw;
-  if (integralScaling(address)) {
-    const exact = raw * BigInt(address.scale) + BigInt(address.offset);
+  if (integralScaling(address) || INTEGER_TAGS.has(dataType)) {
+    const { numerator, denominator } = exactScaled(raw, address);
+    if (numerator % denominator !== 0n) return undefined;
+    const exact = numerator / denominator;
     if (exact <= SAFE_BIGINT && exact >= -SAFE_BIGINT) return Number(exact);
     // Beyond ±2^53 a bigint: the type check passes it for an int64 tag and refuses it for a float tag.
     return exact;
@@ -292,18 +332,23 @@ function isIntegral(value: TagValue): value is number | bigint {
 }
 
 /**
- * `(value − offset) / scale` in `bigint` for a 64-bit wire with integral scaling, the exact inverse of the read
- * (a number would round 2^61 + 2 before dividing): a value between two steps is refused like {@link wholeStep}.
+ * `(value − offset) / scale` in `bigint` for a whole `value` on a 64-bit wire, the exact inverse of the read with
+ * scale and offset the decimals they were written as ({@link decimalRational}; a number would round 2^61 + 2 before
+ * dividing, and a ULP tolerance let neighbouring integers pass above ~5.6e14, adv12b H2): a value between two steps
+ * is refused like {@link wholeStep}.
  */
 function exactRaw64(
   value: number | bigint,
   address: Pick<ModbusAddress, "type" | "scale" | "offset">,
   options: RawConversionOptions,
 ): bigint {
-  const difference = BigInt(value) - BigInt(address.offset);
-  const scale = BigInt(address.scale);
-  if (difference % scale === 0n) return difference / scale;
-  if (options.round) return BigInt(Math.round(Number(difference) / Number(scale)));
+  // raw = (value − offset) / scale exactly, scale and offset the decimals they were written as (adv12b H1/H2).
+  const scale = decimalRational(address.scale);
+  const offset = decimalRational(address.offset);
+  const numerator = (BigInt(value) * offset.denominator - offset.numerator) * scale.denominator;
+  const denominator = offset.denominator * scale.numerator;
+  if (numerator % denominator === 0n) return numerator / denominator;
+  if (options.round) return BigInt(Math.round(Number(numerator) / Number(denominator)));
   throw new KilnValidationError("tag value", [
     {
       path: options.tag ?? "",
@@ -361,7 +406,7 @@ export function rawFromEngineering(
   if (bigintLimits) {
     let raw: bigint;
     if (typeof value === "bigint" && !scaled) raw = value;
-    else if (scaled && integralScaling(address) && isIntegral(value)) {
+    else if (scaled && isIntegral(value)) {
       raw = exactRaw64(value, address, options);
     } else if (typeof value === "number" || typeof value === "bigint") {
       const number = (Number(value) - address.offset) / address.scale;
@@ -442,7 +487,7 @@ export function writeReadsBack(
   if ((tag.dataType === "float32" || tag.dataType === "float64") && address.type === "float32") return undefined;
   const scaled = address.scale !== 1 || address.offset !== 0;
   const same =
-    typeof back === "bigint" || typeof value === "bigint"
+    typeof back === "bigint" || typeof value === "bigint" || INTEGER_TAGS.has(tag.dataType)
       ? Number.isInteger(Number(value)) && Number.isInteger(Number(back)) && BigInt(value) === BigInt(back)
       : scaled
         ? // The round-off of raw × scale + offset grows with |offset| and |raw × scale|, as in wholeStep.
@@ -515,7 +560,7 @@ function compileDecoder64(
     const raw = decodeRegisters(block as ArrayLike<number>, offset, codec, order) as bigint;
     const value = exactFromRaw64(raw, address, tag.dataType);
     if (value !== undefined) return coerceToTagType(value, tag, source);
-    const reason = `${source} raw ${raw} × ${address.scale} + ${address.offset} has no exact value for ${tag.dataType} tag "${tag.name}" (beyond ±2^53 only whole-number scale and offset are exact)`;
+    const reason = `${source} raw ${raw} × ${address.scale} + ${address.offset} has no exact value for ${tag.dataType} tag "${tag.name}" (${INTEGER_TAGS.has(tag.dataType) ? "an integer tag reads only a whole exact result, scale and offset taken as the decimals written" : "beyond ±2^53 only whole-number scale and offset are exact"})`;
     return { ok: false, quality: quality("bad", reason, QualityCodes.BadTypeMismatch) };
   };
 }

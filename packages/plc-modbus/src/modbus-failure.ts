@@ -91,15 +91,11 @@ export function kilnErrorFromModbus(error: unknown, what: string): KilnError {
     return modbusDisconnectedError(`port not open during ${what}`, error);
   }
   // An answer that does not match its request (modbus-tcp-client, modbus-rtu-client): with several requests
-  // in flight, `pipelineDesync` says the device's transaction ids cannot be trusted; `answerConsumed` says the
-  // refused frame was the request's own answer, corrupted (an RTU CRC error): none of it is still to come.
+  // in flight, `pipelineDesync` says the device's transaction ids cannot be trusted.
   return new KilnError("KILN_DEVICE_ERROR", `Bad reply to ${what}: ${message}`, {
     retryable: true,
     cause: error,
-    details: {
-      ...(record.pipelineDesync === true ? { pipelineDesync: true } : {}),
-      ...(record.answerConsumed === true ? { answerConsumed: true } : {}),
-    },
+    details: record.pipelineDesync === true ? { pipelineDesync: true } : {},
   });
 }
 

@@ -1286,10 +1286,8 @@ export class ModbusRequestQueue {
             if (typeof failure === "number" && !this.#strayExceptionBesides(entry)) this.#prove(entry);
             else if (failure === "disconnected") this.#fenceFailed(entry, error);
             else {
-              if (failure !== "timeout" && !answerConsumed(error)) {
-                this.#fenceNotBefore = this.#clock.now() + this.#timeoutMs;
-                this.#startQuiet(entry, true);
-              }
+              if (failure !== "timeout") this.#fenceNotBefore = this.#clock.now() + this.#timeoutMs;
+              this.#startQuiet(entry, true);
               this.#anomaly(`${entry.what} got an answer that did not fit it`, true, entry.scope);
               this.#fenceFailed(entry, error);
             }
@@ -1304,7 +1302,7 @@ export class ModbusRequestQueue {
           // An answer that did not fit (a mismatch, a pipeline desync) may not have been this request's own:
           // its own may still come, stamped with a later request's id, like a late one.
           if (typeof failure !== "number" && failure !== "disconnected") {
-            if (!answerConsumed(error)) this.#startQuiet(entry, unproven);
+            this.#startQuiet(entry, unproven);
             if (!unproven) this.#anomaly(`${entry.what} got an answer that did not fit it`, true, entry.scope);
           }
           this.#settle(entry, false, error);
@@ -1326,15 +1324,6 @@ function notSent(
     retryable: true,
     details: { sent: false, unaligned: true, ...(code === "KILN_TIMEOUT" ? { modbus: "timeout" } : {}), ...extra },
   });
-}
-
-/**
- * Whether `error` refused a frame that was its request's own answer, corrupted (an RTU frame of the answer's length
- * that failed its CRC): that answer came, so none is owed and no quiet time waits for it (adv12 fix12e M3: every
- * CRC error stalled its unit for twice the request timeout).
- */
-function answerConsumed(error: unknown): boolean {
-  return KilnError.is(error) && error.details.answerConsumed === true;
 }
 
 /** `KILN_DEVICE_ERROR` for an answer taken while the answer stream was not proven aligned. */

@@ -161,7 +161,6 @@ export class ModbusRtuClient extends ModbusFunctionCodes implements ModbusClient
     this.#reportStray();
     const request = rtuRequest(this.#unitId, pduBytes);
     const key = ModbusAnswerRepeats.keyOf(request.unitId, pduBytes);
-    this.#answerRepeats.sending(key);
     return new Promise<Buffer>((resolve, reject) => {
       const sentAt = performance.now();
       this.#pending = { request, key, guarded: this.#outOfStep, sentAt, resolve, reject, settled: false };
@@ -216,9 +215,7 @@ export class ModbusRtuClient extends ModbusFunctionCodes implements ModbusClient
     }
     const answer = checkRtuAnswer(pending.request, this.#buffer);
     if (answer.kind === "mismatch") {
-      // A frame of the answer's length that failed only its CRC was the device's answer, corrupted on the line:
-      // no answer of this request is still to come (adv12 fix12e M3).
-      this.#mismatch(pending, answer.reason, answer.corrupted === true && this.#buffer.length === expected);
+      this.#mismatch(pending, answer.reason);
       return;
     }
     const complete = (): void => {
@@ -281,8 +278,7 @@ export class ModbusRtuClient extends ModbusFunctionCodes implements ModbusClient
     if (rest > 0) this.#events.emit("stray", `${rest} bytes no request was waiting for (noise or a cut frame)`);
   }
 
-  /** Refuses `pending`'s answer; `answerConsumed`: the refused frame was its answer, none is owed (the queue reads it). */
-  #mismatch(pending: Pending, reason: string, answerConsumed = false): void {
+  #mismatch(pending: Pending, reason: string): void {
     this.#outOfStep = true;
     // Whole frames in it may come again (a repeat of one is suspect like a repeat of an answer taken).
     for (const frame of splitRtuFrames(this.#buffer).frames) this.#remember(frame);
@@ -290,8 +286,7 @@ export class ModbusRtuClient extends ModbusFunctionCodes implements ModbusClient
       this.#buffer.length > 2 ? this.#buffer.subarray(0, this.#buffer.length - 2) : undefined,
     );
     this.#buffer = Buffer.alloc(0);
-    const error = new Error(`${reason}; the line is resynchronised before the next request`);
-    this.#settle(pending, answerConsumed ? Object.assign(error, { answerConsumed: true }) : error);
+    this.#settle(pending, new Error(`${reason}; the line is resynchronised before the next request`));
   }
 
   #settle(pending: Pending, error: unknown, data?: Buffer): void {

@@ -58,12 +58,7 @@ export function expectedAnswerLength(request: RtuRequest, received: Buffer): num
 export type RtuAnswer =
   | { readonly kind: "data"; readonly data: Buffer }
   | { readonly kind: "exception"; readonly code: number }
-  | {
-      readonly kind: "mismatch";
-      readonly reason: string;
-      /** The frame failed its CRC only: a corrupted answer, which the device sent instead of its answer. */
-      readonly corrupted?: boolean;
-    };
+  | { readonly kind: "mismatch"; readonly reason: string };
 
 /**
  * Checks one complete RTU answer `frame` against `request`: CRC and unit id, then the PDU by
@@ -73,7 +68,7 @@ export function checkRtuAnswer(request: RtuRequest, frame: Buffer): RtuAnswer {
   if (frame.length < 5) return { kind: "mismatch", reason: `short frame of ${frame.length} bytes` };
   const crc = frame.readUInt16LE(frame.length - 2);
   if (crc !== crc16(frame.subarray(0, frame.length - 2))) {
-    return { kind: "mismatch", reason: "CRC error (the frame was corrupted on the line)", corrupted: true };
+    return { kind: "mismatch", reason: "CRC error (the frame was corrupted on the line)" };
   }
   const unitId = frame[0]!;
   if (unitId !== request.unitId) {

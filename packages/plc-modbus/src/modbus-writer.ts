@@ -117,12 +117,12 @@ export class ModbusWriter {
       if (address.area === "coil") {
         await this.#writeCoils(unitId, address.address, [raw === true], call);
       } else if (address.type === "bit") {
-        await this.#inRegisterOrder(unitId, address.address, 1, () =>
+        await this.#inRegisterOrder(unitId, address.address, 1, call, () =>
           this.#writeBit(unitId, address, raw === true, call),
         );
       } else {
         const registers = encodeRegisters(raw, address, address.order ?? this.#byteOrder);
-        await this.#inRegisterOrder(unitId, address.address, registers.length, () =>
+        await this.#inRegisterOrder(unitId, address.address, registers.length, call, () =>
           this.#writeRegisters(unitId, address.address, registers, call),
         );
       }
@@ -150,20 +150,37 @@ export class ModbusWriter {
    * unit `unitId` has ended. A bit's read-modify-write is not atomic on the device: a word write (or a mask write,
    * or another bit) landing between its read and its write would be overwritten by the stale word (adv12 fix12e
    * M1: HR5.3 and HR5 = 256 both OK, HR5 ended 8). One lock per register orders them all; the tails are taken in
-   * one synchronous step, so writes spanning several registers cannot deadlock.
+   * one synchronous step, so writes spanning several registers cannot deadlock. While waiting, the caller's signal
+   * is heeded: an abort rejects at once with `KILN_ABORTED` (nothing sent; adv12b LOW: it was ignored until the
+   * lock came), and the write's place in the order is kept until the earlier writes end, so later ones still wait
+   * for those.
    */
-  async #inRegisterOrder(unitId: number, address: number, count: number, write: () => Promise<void>): Promise<void> {
+  async #inRegisterOrder(
+    unitId: number,
+    address: number,
+    count: number,
+    call: WriteCall,
+    write: () => Promise<void>,
+  ): Promise<void> {
     const keys = Array.from({ length: count }, (_, index) => `${unitId}/${address + index}`);
-    const earlier = keys.flatMap((key) => this.#registerTails.get(key) ?? []);
+    const earlier = Promise.all(keys.flatMap((key) => this.#registerTails.get(key) ?? []));
     let release!: () => void;
     const tail = new Promise<void>((resolve) => (release = resolve));
     for (const key of keys) this.#registerTails.set(key, tail);
-    try {
-      await Promise.all(earlier);
-      await write();
-    } finally {
+    const done = (): void => {
       release();
       for (const key of keys) if (this.#registerTails.get(key) === tail) this.#registerTails.delete(key);
+    };
+    try {
+      await untilAborted(earlier, call);
+    } catch (error) {
+      void earlier.then(done);
+      throw error;
+    }
+    try {
+      await write();
+    } finally {
+      done();
     }
   }
 
@@ -250,4 +267,29 @@ export class ModbusWriter {
     const word = Number(current[0] ?? 0);
     await this.#writeRegisters(unitId, address.address, [state ? word | mask : word & ~mask & 0xffff], call);
   }
+}
+
+/** `waiting`, or a `KILN_ABORTED` rejection as soon as the call's signal aborts (see `#inRegisterOrder`). */
+function untilAborted(waiting: Promise<unknown>, call: WriteCall): Promise<unknown> {
+  const signal = call.signal;
+  if (signal === undefined) return waiting;
+  const aborted = (): KilnError =>
+    new KilnError("KILN_ABORTED", `${call.what} was aborted while waiting for earlier writes to its registers.`, {
+      cause: signal.reason,
+    });
+  if (signal.aborted) return Promise.reject(aborted());
+  return new Promise((resolve, reject) => {
+    const onAbort = (): void => reject(aborted());
+    signal.addEventListener("abort", onAbort, { once: true });
+    waiting.then(
+      (value) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(error);
+      },
+    );
+  });
 }

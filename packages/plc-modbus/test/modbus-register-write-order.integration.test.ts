@@ -76,3 +76,33 @@ describe("writes to one register keep their order around a bit's read-modify-wri
     await bit;
   });
 });
+
+// adv12b LOW (wlock): a write waiting for the register's lock ignored its caller's abort until the lock came.
+describe("a write waiting for its register's lock heeds its caller's abort", () => {
+  it("rejects KILN_ABORTED at once, sends nothing, and the earlier write lands", async () => {
+    const { simulator, driver } = await setup(1);
+    simulator.injectDelay(600, { area: "holding-register", address: 5, on: "write" });
+    const first = driver.write(tags.get("word"), 1);
+    await later(20);
+    const started = performance.now();
+    const error = await driver.write(tags.get("word"), 2, AbortSignal.timeout(100)).catch((e: unknown) => e);
+    expect(performance.now() - started).toBeLessThan(500);
+    expect(error).toMatchObject({ code: "KILN_ABORTED" });
+    await first;
+    await later(100);
+    expect(simulator.getValue("word")).toBe(1);
+  });
+
+  it("sibling: a write queued behind an aborted one still waits for the earlier write", async () => {
+    const { simulator, driver } = await setup(4);
+    simulator.injectDelay(400, { area: "holding-register", address: 5, on: "write" });
+    const first = driver.write(tags.get("word"), 1);
+    await later(20);
+    const aborted = driver.write(tags.get("word"), 2, AbortSignal.timeout(50)).catch((e: unknown) => e);
+    await later(10);
+    const third = driver.write(tags.get("word"), 3);
+    expect(await aborted).toMatchObject({ code: "KILN_ABORTED" });
+    await Promise.all([first, third]);
+    expect(simulator.getValue("word")).toBe(3);
+  });
+});

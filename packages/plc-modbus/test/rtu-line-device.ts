@@ -2,8 +2,11 @@ import { loadSerialSupport } from "../src/modbus-client";
 import { crc16, rtuFrame } from "../src/modbus-rtu-frame";
 import type { SerialPortLike } from "../src/modbus-rtu-client";
 
-/** Turns the normal answer frame into what goes on the line (a fault), or null to stay silent. */
-export type AnswerFault = (answer: Buffer, request: Buffer) => Buffer | null;
+/**
+ * Turns the normal answer frame into what goes on the line (a fault), or null to stay silent; several frames are
+ * sent 10 ms apart.
+ */
+export type AnswerFault = (answer: Buffer, request: Buffer) => Buffer | readonly Buffer[] | null;
 
 /**
  * A small Modbus RTU device (holding registers and coils per unit) on one end of a serial line, for tests:
@@ -36,6 +39,8 @@ export class RtuLineDevice {
    */
   repeatAfter: (request: Buffer) => number = () => 0;
   requests = 0;
+  /** The last frame this device put on the line (what a repeater would repeat). */
+  lastSent: Buffer | undefined;
   #busy = false;
   readonly #busyUnits = new Set<number>();
   #port: SerialPortLike;
@@ -68,6 +73,12 @@ export class RtuLineDevice {
     this.#paused = false;
     const held = this.#held.splice(0);
     for (const request of held) this.#answer(request);
+  }
+
+  /** Puts `frame` on the line now, unasked (a repeater's or radio modem's own retransmission). */
+  write(frame: Buffer): void {
+    this.lastSent = frame;
+    if (this.#port.isOpen) this.#port.write(frame);
   }
 
   close(): Promise<void> {
@@ -146,8 +157,13 @@ export class RtuLineDevice {
     } else pdu = Buffer.from([functionCode | 0x80, 1]);
     const answer = rtuFrame(unitId, pdu);
     const fault = this.faults.shift();
-    const sent = fault ? fault(answer, request) : answer;
-    if (sent && this.#port.isOpen) this.#port.write(sent);
+    const faulted = fault ? fault(answer, request) : answer;
+    const frames = faulted === null ? [] : Buffer.isBuffer(faulted) ? [faulted] : faulted;
+    frames.forEach((frame, index) => {
+      if (index === 0) this.write(frame);
+      else setTimeout(() => this.write(frame), 10 * index);
+    });
+    const sent = frames.at(-1);
     const repeat = this.repeatAfter(request);
     if (sent && repeat > 0) setTimeout(() => this.#port.isOpen && this.#port.write(sent), repeat);
   }
