@@ -984,6 +984,12 @@ export class SparkplugEdgeNode {
     const client = session.client;
     const bounded = (work: Promise<unknown>): Promise<boolean> => boundedGoodbye(work, this.#clock);
     let sent = client.connected;
+    // Commands first: once the broker acknowledges the UNSUBSCRIBE, every NCMD/DCMD it routed to
+    // this session has been sent ahead of that acknowledgement on this connection and seen here
+    // (dropped as session-closing, counted, audited); later ones go to no session of the node and
+    // their sender is told (MQTT 5 reason 16). Without it a command routed just before the
+    // DISCONNECT was lost with the connection, unseen.
+    if (sent) sent = await bounded(client.unsubscribeAsync([this.#topics.ncmd, this.#topics.dcmd]));
     if (sent && devices) {
       const ddeath = encodePayload({ timestamp: this.#clock.now(), seq: this.#nextSeq(), metrics: [] });
       sent = await bounded(client.publishAsync(this.#topics.ddeath, Buffer.from(ddeath), { qos: 0 }));
