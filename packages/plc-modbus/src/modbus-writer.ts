@@ -1,4 +1,5 @@
 import { KilnError, type Tag } from "@kiln/core";
+import { raceAbort } from "@kiln/core/driver-kit";
 import { formatModbusAddress, type ModbusAddress, type ModbusByteOrder } from "./modbus-address";
 import type { ModbusClient } from "./modbus-client";
 import { answerDoubt } from "./modbus-answer-repeat";
@@ -172,7 +173,7 @@ export class ModbusWriter {
       for (const key of keys) if (this.#registerTails.get(key) === tail) this.#registerTails.delete(key);
     };
     try {
-      await untilAborted(earlier, call);
+      await raceAbort(earlier, call.signal, `${call.what}, waiting for earlier writes to its registers,`);
     } catch (error) {
       void earlier.then(done);
       throw error;
@@ -267,29 +268,4 @@ export class ModbusWriter {
     const word = Number(current[0] ?? 0);
     await this.#writeRegisters(unitId, address.address, [state ? word | mask : word & ~mask & 0xffff], call);
   }
-}
-
-/** `waiting`, or a `KILN_ABORTED` rejection as soon as the call's signal aborts (see `#inRegisterOrder`). */
-function untilAborted(waiting: Promise<unknown>, call: WriteCall): Promise<unknown> {
-  const signal = call.signal;
-  if (signal === undefined) return waiting;
-  const aborted = (): KilnError =>
-    new KilnError("KILN_ABORTED", `${call.what} was aborted while waiting for earlier writes to its registers.`, {
-      cause: signal.reason,
-    });
-  if (signal.aborted) return Promise.reject(aborted());
-  return new Promise((resolve, reject) => {
-    const onAbort = (): void => reject(aborted());
-    signal.addEventListener("abort", onAbort, { once: true });
-    waiting.then(
-      (value) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(value);
-      },
-      (error: unknown) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(error);
-      },
-    );
-  });
 }
