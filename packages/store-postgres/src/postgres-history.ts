@@ -214,7 +214,7 @@ export class PostgresHistory implements HistoryQueries {
       needs.time ||= NEEDS[name].time;
       needs.area ||= NEEDS[name].area;
     }
-    const ids = checkedTags.map((tag) => this.#tags.ids.get(tag)!);
+    const ids = checkedTags.map((tag) => this.#tags.catalogIds.get(tag)!);
     const sql = this.#aggregateSql(needs);
     const parameters = [
       arrayLiteral(ids),
@@ -470,7 +470,7 @@ export class PostgresHistory implements HistoryQueries {
       scanQuery<BoundsRow>(
         client,
         `${carry ? carried : cells} ORDER BY tag_index, k`,
-        [arrayLiteral(tags.map((tag) => this.#tags.ids.get(tag)!)), arrayLiteral(times)],
+        [arrayLiteral(tags.map((tag) => this.#tags.catalogIds.get(tag)!)), arrayLiteral(times)],
         { sortFree: false, timeoutMs: remainingMs, sessionSettings },
       ),
     );
@@ -527,7 +527,7 @@ export class PostgresHistory implements HistoryQueries {
          SELECT ${SAMPLE_ROW_COLUMNS} FROM picked
          JOIN ${samples} ON tag_id = $1 AND time = ${timestampOf("picked.ms")}
          ORDER BY time`,
-        [this.#tags.ids.get(tag)!, start, end, columns],
+        [this.#tags.catalogIds.get(tag)!, start, end, columns],
         { sortFree: false, timeoutMs: remainingMs, sessionSettings },
       ),
     );

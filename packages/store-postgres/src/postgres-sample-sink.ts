@@ -11,7 +11,6 @@ import { scanQuery } from "./postgres-history";
 import { sqlStateOf, UNIQUE_VIOLATION } from "./postgres-error";
 import {
   checkSamples,
-  unregisteredTags,
   encodeBinaryCopy,
   prepareSamples,
   SAMPLE_COLUMNS,
@@ -110,9 +109,8 @@ export class PostgresSampleSink implements SampleSink, SampleHistory {
     if (samples.length === 0) return NO_CONFLICTS;
     checkSamples(samples);
     const conflicts = await this.#context.run("samples.writeBatch", async (client) => {
-      const unregistered = unregisteredTags(samples, this.#tags.ids);
-      if (unregistered.length > 0) await this.#tags.ensure(client, unregistered);
-      const batch = prepareSamples(samples, this.#tags.ids);
+      const ids = await this.#tags.idsFor(client, tagNames(samples));
+      const batch = prepareSamples(samples, ids);
       if (client.copyBinary && !this.#preferInsert && !batch.unsigned && !batch.arrays) {
         try {
           await client.copyBinary(this.#context.table("samples"), SAMPLE_COLUMNS, encodeBinaryCopy(batch));
@@ -124,7 +122,7 @@ export class PostgresSampleSink implements SampleSink, SampleHistory {
           if (sqlStateOf(error) !== UNIQUE_VIOLATION) throw error;
         }
       }
-      return this.#insert(client, samples, batch);
+      return this.#insert(client, samples, batch, ids);
     });
     return conflicts.length === 0 ? NO_CONFLICTS : { conflicts };
   }
@@ -133,7 +131,12 @@ export class PostgresSampleSink implements SampleSink, SampleHistory {
    * Inserts what is not stored yet and returns the conflicts, in batch order. Rows a concurrent
    * writer committed during the statement are tried again in a new statement, which sees them.
    */
-  async #insert(client: SqlClient, samples: readonly Sample[], batch: PreparedSamples): Promise<SampleConflict[]> {
+  async #insert(
+    client: SqlClient,
+    samples: readonly Sample[],
+    batch: PreparedSamples,
+    ids: ReadonlyMap<string, number>,
+  ): Promise<SampleConflict[]> {
     const found: { position: number; conflict: SampleConflict }[] = [];
     let pending = batch;
     // Index in `samples` of each sample of `pending` (the identity for the whole batch).
@@ -160,7 +163,7 @@ export class PostgresSampleSink implements SampleSink, SampleHistory {
       origin = unseen;
       pending = prepareSamples(
         unseen.map((index) => samples[index]!),
-        this.#tags.ids,
+        ids,
       );
     }
     return found.sort((a, b) => a.position - b.position).map((entry) => entry.conflict);
@@ -300,4 +303,9 @@ export class PostgresSampleSink implements SampleSink, SampleHistory {
       count: row.count,
     }));
   }
+}
+
+/** Each tag name of a batch (repeats included; `TagRegistry.idsFor` looks each up once). */
+function* tagNames(samples: readonly Sample[]): Iterable<string> {
+  for (const sample of samples) yield sample.tag;
 }

@@ -91,6 +91,14 @@ export interface PostgresStoreOptions {
    * @default 2
    */
   readonly historyPoolSize?: number;
+  /**
+   * How many ids of tag names outside the catalog given to `open` the store keeps in memory, at
+   * least 2 (names met only in samples, such as a Sparkplug host's metrics). Beyond it the least
+   * recently used are dropped (two generations of half each); a dropped name costs one lookup in
+   * the `tags` table when it comes again. The catalog's ids are always kept.
+   * @default 100000
+   */
+  readonly maxCachedTagNames?: number;
 }
 
 /** A lower-case identifier that needs no quoting rules beyond double quotes; `pg_` is reserved. */
@@ -175,7 +183,7 @@ export class PostgresStore implements Store {
       options.historyPoolSize ?? 2,
     );
     this.#context = context;
-    this.#tags = new TagRegistry(context);
+    this.#tags = new TagRegistry(context, options.maxCachedTagNames);
     this.samples = new PostgresSampleSink(context, this.#tags);
     this.history = new PostgresHistory(context, this.#tags, this.#dataTypes);
     this.events = new PostgresEventStore(context);
@@ -374,6 +382,7 @@ function checkOptions(options: PostgresStoreOptions): void {
   if (options.closeTimeoutMs !== undefined) issues.integer("closeTimeoutMs", options.closeTimeoutMs, 1);
   if (options.connectTimeoutMs !== undefined) issues.integer("connectTimeoutMs", options.connectTimeoutMs, 1);
   if (options.historyPoolSize !== undefined) issues.integer("historyPoolSize", options.historyPoolSize, 1);
+  if (options.maxCachedTagNames !== undefined) issues.integer("maxCachedTagNames", options.maxCachedTagNames, 2);
   if (options.historyTimeoutMs !== undefined) {
     issues.integer("historyTimeoutMs", options.historyTimeoutMs, 1);
     // PostgreSQL's statement_timeout is an int4 of ms.

@@ -1,13 +1,6 @@
 import { GOOD, KilnError, QualityCodes, quality, type Sample } from "@kiln/core";
 import { describe, expect, test } from "vitest";
-import {
-  checkSamples,
-  encodeBinaryCopy,
-  prepareSamples,
-  SAMPLE_COLUMNS,
-  unnestParameters,
-  unregisteredTags,
-} from "./sample-encoding";
+import { checkSamples, encodeBinaryCopy, prepareSamples, SAMPLE_COLUMNS, unnestParameters } from "./sample-encoding";
 
 const T0 = Date.UTC(2026, 0, 1);
 
@@ -69,23 +62,6 @@ function decodeBinaryCopy(data: Uint8Array): Field[][] {
   expect(offset).toBe(buffer.length);
   return rows;
 }
-
-describe("unregisteredTags", () => {
-  test("returns the distinct tag names without an id, in first-seen order; none once all are registered", () => {
-    const batch = [sample("b", 1, T0), sample("a", true, T0), sample("b", 2, T0 + 1), sample("c", 3, T0)];
-    expect(unregisteredTags(batch, new Map([["a", 1]]))).toEqual(["b", "c"]);
-    expect(
-      unregisteredTags(
-        batch,
-        new Map([
-          ["a", 1],
-          ["b", 2],
-          ["c", 3],
-        ]),
-      ),
-    ).toEqual([]);
-  });
-});
 
 describe("checkSamples", () => {
   test("accepts a valid batch", () => {

@@ -35,16 +35,6 @@ export function checkSamples(samples: readonly Sample[]): void {
   if (issues) throw new KilnValidationError("sample batch", issues);
 }
 
-/**
- * The distinct tag names of `samples` that have no id in `ids` yet, in first-seen order. Once
- * every tag is registered, a batch costs one lookup per sample and builds nothing.
- */
-export function unregisteredTags(samples: readonly Sample[], ids: ReadonlyMap<string, number>): string[] {
-  let missing: Set<string> | undefined;
-  for (const sample of samples) if (!ids.has(sample.tag)) (missing ??= new Set()).add(sample.tag);
-  return missing === undefined ? [] : [...missing];
-}
-
 /** A later sample of a (tag, timestamp) that occurs earlier in the same batch. */
 export interface RepeatedSample {
   /** The sample, as it was in the batch. */

@@ -7,21 +7,38 @@ import type { StoreContext } from "./store-context";
 /**
  * The `tags` table and an in-process cache of tag ids. Tags come from the catalog at `open`;
  * a sample of a tag not in the catalog registers the name alone, so nothing is rejected for it.
+ *
+ * The catalog's ids are kept for as long as the store is open (history queries need them). Ids of
+ * names met only in samples (a Sparkplug host's metrics, renamed ones included) are kept in a
+ * bounded cache of two generations: at most `maxCachedNames` of them, the least recently used
+ * dropped first; a dropped name costs one lookup in the `tags` table when it comes again
+ * (adversarial review 19: the cache grew by every name ever written).
  */
 export class TagRegistry {
   readonly #context: StoreContext;
-  readonly #ids = new Map<string, number>();
+  readonly #catalogIds = new Map<string, number>();
+  /** Ids of names outside the catalog used since the last rotation, and before it. */
+  #recent = new Map<string, number>();
+  #older = new Map<string, number>();
+  readonly #generationSize: number;
   readonly #interpolations = new Map<string, Interpolation>();
   readonly #dataTypes = new Map<string, TagDataType>();
   readonly #arrayTags = new Set<string>();
 
-  constructor(context: StoreContext) {
+  /** @param maxCachedNames how many ids of names outside the catalog are cached, at least 2. */
+  constructor(context: StoreContext, maxCachedNames: number = DEFAULT_MAX_CACHED_NAMES) {
     this.#context = context;
+    this.#generationSize = Math.max(1, Math.floor(maxCachedNames / 2));
   }
 
-  /** Tag ids by name, for every tag registered or looked up so far. */
-  get ids(): ReadonlyMap<string, number> {
-    return this.#ids;
+  /** Ids of the catalog's tags (those registered by {@link register}), by name. */
+  get catalogIds(): ReadonlyMap<string, number> {
+    return this.#catalogIds;
+  }
+
+  /** How many ids of names outside the catalog are cached now (at most `maxCachedNames`). */
+  get cachedNames(): number {
+    return this.#recent.size + this.#older.size;
   }
 
   /** Interpolation of each catalog tag registered by {@link register}: the tags history queries accept. */
@@ -61,7 +78,11 @@ export class TagRegistry {
         arrayLiteral(list.map((tag) => tag.description)),
       ],
     );
-    for (const row of rows.rows) this.#ids.set(row.name, row.id);
+    for (const row of rows.rows) {
+      this.#catalogIds.set(row.name, row.id);
+      this.#recent.delete(row.name);
+      this.#older.delete(row.name);
+    }
     for (const tag of list) {
       this.#interpolations.set(tag.name, interpolationOf(tag));
       this.#dataTypes.set(tag.name, tag.dataType);
@@ -70,12 +91,21 @@ export class TagRegistry {
     }
   }
 
-  /** Makes sure every name in `names` has an id, registering unknown names without metadata. */
-  async ensure(client: SqlQueryable, names: Iterable<string>): Promise<void> {
+  /**
+   * The id of every name in `names`, registering unknown names without metadata. The map is the
+   * caller's own: a name the bounded cache drops meanwhile keeps its id there.
+   */
+  async idsFor(client: SqlQueryable, names: Iterable<string>): Promise<ReadonlyMap<string, number>> {
+    const ids = new Map<string, number>();
     const missing: string[] = [];
-    for (const name of names) if (!this.#ids.has(name)) missing.push(name);
-    if (missing.length === 0) return;
-    const literal = arrayLiteral(missing.sort());
+    for (const name of names) {
+      if (ids.has(name)) continue;
+      const id = this.#cached(name);
+      if (id === undefined) missing.push(name);
+      else ids.set(name, id);
+    }
+    if (missing.length === 0) return ids;
+    const literal = arrayLiteral([...new Set(missing)].sort());
     await client.query(
       `INSERT INTO ${this.#context.table("tags")} (name)
        SELECT unnest($1::text::text[]) ORDER BY 1 ON CONFLICT (name) DO NOTHING`,
@@ -85,14 +115,45 @@ export class TagRegistry {
       `SELECT id, name FROM ${this.#context.table("tags")} WHERE name = ANY($1::text::text[])`,
       [literal],
     );
-    for (const row of rows.rows) this.#ids.set(row.name, row.id);
+    for (const row of rows.rows) {
+      ids.set(row.name, row.id);
+      this.#remember(row.name, row.id);
+    }
+    return ids;
+  }
+
+  /** The cached id of `name`, if any; a name of the older generation moves to the recent one. */
+  #cached(name: string): number | undefined {
+    const id = this.#catalogIds.get(name) ?? this.#recent.get(name);
+    if (id !== undefined) return id;
+    const older = this.#older.get(name);
+    if (older !== undefined) this.#remember(name, older);
+    return older;
+  }
+
+  /**
+   * Caches the id of a name outside the catalog. When the recent generation is full, it becomes
+   * the older one and the older one is dropped whole: no per-entry eviction, no `Map` deletes.
+   */
+  #remember(name: string, id: number): void {
+    if (this.#catalogIds.has(name)) return;
+    if (this.#recent.size >= this.#generationSize) {
+      this.#older = this.#recent;
+      this.#recent = new Map();
+    }
+    this.#recent.set(name, id);
   }
 
   /** Forgets every cached id (on close: another database may be opened next). */
   clear(): void {
-    this.#ids.clear();
+    this.#catalogIds.clear();
+    this.#recent = new Map();
+    this.#older = new Map();
     this.#interpolations.clear();
     this.#dataTypes.clear();
     this.#arrayTags.clear();
   }
 }
+
+/** Ids of names outside the catalog cached by default (about 100 bytes each for 60-character names). */
+export const DEFAULT_MAX_CACHED_NAMES = 100_000;
