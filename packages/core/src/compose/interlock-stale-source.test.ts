@@ -99,6 +99,57 @@ describe("an interlock does not trust a good value whose source timestamp stoppe
     });
   }
 
+  test("a frozen source whose link drops more often than maxSourceAgeMs still trips (review 15g, H5: each link-loss marker counted as an advance)", async () => {
+    const parts = await build("kiln", { maxSourceAgeMs: 1_000 });
+    const { system, clock, plc } = parts;
+    await parts.scans(2);
+    const process = await system.startRecipe(engineer, LONG);
+    await parts.scans(2);
+    parts.frozen.at = clock.now();
+    // The link drops every 700 ms (14 scans), under the 1,000 ms limit; Kiln marks the tag
+    // uncertain (no communication) each time and the same frozen sample comes back after.
+    let marked = 0;
+    const off = system.cvt.observe("chamber.pressure", (change) => {
+      if (change.sample.quality.severity === "uncertain") marked++;
+    });
+    for (let drop = 0; drop < 10 && system.machineState === "processing"; drop++) {
+      plc.dropConnection();
+      await parts.scans(14);
+    }
+    off();
+    expect(marked).toBeGreaterThan(0);
+    expect(system.machineState).toBe("error");
+    expect(await process.finished).toMatchObject({
+      status: "aborted",
+      reason: expect.stringContaining("stale: tag chamber.pressure"),
+    });
+    expect(parts.values("heater.setpoint")).toEqual([0]);
+    await system.stop();
+  });
+
+  test("(sibling) a marker is no news from the source: CvtChange.sourceTimestamp of a link-loss marker is the source's last", async () => {
+    const parts = await build("kiln");
+    const { system, plc } = parts;
+    await parts.scans(2);
+    const seen: { severity: string; sourceTimestamp: number; timestamp: number }[] = [];
+    const off = system.cvt.observe("chamber.pressure", (change) =>
+      seen.push({
+        severity: change.sample.quality.severity,
+        sourceTimestamp: change.sourceTimestamp,
+        timestamp: change.sample.timestamp,
+      }),
+    );
+    const before = system.cvt.get("chamber.pressure")!.timestamp;
+    plc.dropConnection();
+    await parts.scans(1);
+    off();
+    const marker = seen.find((change) => change.severity === "uncertain");
+    expect(marker).toBeDefined();
+    expect(marker!.sourceTimestamp).toBe(before);
+    expect(marker!.timestamp).toBeGreaterThan(before);
+    await system.stop();
+  });
+
   test("(sibling) without maxSourceAgeMs (the default) a steady source timestamp holds nothing", async () => {
     const parts = await build("kiln", {});
     const { system, clock } = parts;

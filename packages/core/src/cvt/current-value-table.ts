@@ -23,6 +23,13 @@ interface Entry {
    * a device still sending the same future timestamp would otherwise land on a stored one.
    */
   newest: number;
+  /**
+   * The timestamp the tag's producer last delivered with a value (not Kiln's markers): what
+   * `CvtChange.sourceTimestamp` carries for a marker, so a marker never looks like the source
+   * advancing (review 15g, H5: a link dropping more often than `maxSourceAgeMs` kept a frozen
+   * interlock input fresh, each loss marker stamped with a new time).
+   */
+  delivered: number;
 }
 
 /** A new frozen sample of these fields; `quality` must be frozen already. */
@@ -232,6 +239,7 @@ export class CurrentValueTable implements CurrentValueView {
         stale: false,
         synthetic: keepReceivedAt,
         newest: timestamp,
+        delivered: timestamp,
       });
       change = Object.freeze({
         sample,
@@ -267,6 +275,7 @@ export class CurrentValueTable implements CurrentValueView {
       if (!keepReceivedAt) {
         entry.receivedAt = receivedAtMonotonic;
         entry.stale = false;
+        entry.delivered = timestamp;
       }
       change = Object.freeze({
         sample,
@@ -274,7 +283,7 @@ export class CurrentValueTable implements CurrentValueView {
         valueChanged: !sameTagValue(previous.value, sample.value),
         qualityChanged:
           previous.quality.code !== sample.quality.code || previous.quality.severity !== sample.quality.severity,
-        sourceTimestamp: timestamp,
+        sourceTimestamp: entry.delivered,
       });
     }
     const tagObservers = this.#tagObservers.size > 0 ? this.#tagObservers.get(tag) : undefined;

@@ -12,9 +12,10 @@ export interface CvtChange {
   /** True when severity or code differ from the previous quality (always true for a first value). */
   readonly qualityChanged: boolean;
   /**
-   * The timestamp (ms since the Unix epoch) the update came with, as its producer delivered it:
-   * the device's source timestamp, or Kiln's own for a quality marker (stale, no communication).
-   * It differs from `sample.timestamp` when the table restamped the sample (its source timestamp
+   * The timestamp (ms since the Unix epoch) the tag's producer last delivered, as delivered: the
+   * device's source timestamp of this update, or, for Kiln's own quality marker (stale, no
+   * communication), the one the producer delivered before it (a marker is no news from the
+   * source; its own time is `sample.timestamp`). It differs from `sample.timestamp` when the table restamped the sample (its source timestamp
    * did not advance past the tag's last one) or kept the current sample as a repeat. It may go
    * back (a device clock stepped back): whether a source is still alive is judged on it, not on
    * the kept sample's timestamp, which only advances (review 15e).

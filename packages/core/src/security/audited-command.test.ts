@@ -408,6 +408,35 @@ describe("AuditedCommandRunner", () => {
     await next.runner.close();
   });
 
+  test("a store that fails now and then drains the backlog on the first retry delays, not the longest (review 15g, M4)", async () => {
+    const path = join(await mkdtemp(join(tmpdir(), "kiln-audit-")), "audit.journal");
+    const state = { down: true, calls: 0 };
+    const { plc, writeTag, runner, clock } = await setup({
+      // Down, then every 4th call fails (retryable): the store is alive, only flaky.
+      audit: (store) => ({
+        query: store.audit.query,
+        record: async (entry: AuditEntry) => {
+          state.calls++;
+          if (state.down || state.calls % 4 === 0)
+            throw new KilnError("KILN_STORE_ERROR", "audit store flaky", { retryable: true });
+          await store.audit.record(entry);
+        },
+      }),
+      backlog: { path, maxEntries: 100 },
+    });
+    for (let value = 0; value < 40; value++) await writeTag(engineer, "heater.setpoint", value);
+    expect(plc.writes).toHaveLength(40);
+    // A long outage grows the backoff (1, 2, 4, 8, 16 s...).
+    for (let second = 0; second < 60; second++) await clock.advance(1_000);
+    expect(runner.backlog).toBe(40);
+    state.down = false;
+    // About 13 failures to get through, each retried after the initial delay (at most 1 s).
+    // Before: the delay kept growing to 30 s, and 40 entries took minutes.
+    for (let second = 0; second < 60 && runner.backlog > 0; second++) await clock.advance(1_000);
+    expect(runner.backlog).toBe(0);
+    await runner.close();
+  });
+
   describe("the audit journal's room (issue 15, ADR 0034)", () => {
     /** An audit log that fails while `state.down`, and takes `state.takes` entries first when set. */
     const flaky =

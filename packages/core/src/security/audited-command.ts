@@ -1130,6 +1130,10 @@ export class AuditedCommandRunner {
     try {
       await this.#options.audit.record(entry);
       this.#storedCount++;
+      // The store takes entries: a later failure backs off from the start, not from where a long
+      // outage left the backoff (review 15g, M4: with 20% transient failures the backlog drained
+      // at 3 entries/s, the delay grown to 30 s and reset only once the backlog was empty).
+      this.#retryAttempt = 0;
       this.#storeTookAt = this.#options.clock.now();
       this.#storeFailingSince = undefined;
       return "stored";

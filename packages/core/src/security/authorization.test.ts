@@ -77,6 +77,20 @@ describe("defaultRoleTable + Authorizer", () => {
     });
   });
 
+  test("a refusal names a huge target bounded, as an audit entry does (review 15g, L1)", () => {
+    const huge = "valve." + "x".repeat(300_000);
+    const error = forbidden(() => authorizer.check(operator, "tag.write", huge, { machineState: "idle" }));
+    expect(error.code).toBe("KILN_FORBIDDEN");
+    expect(error.message.length).toBeLessThan(1_000);
+    expect(error.message).toContain(`…(truncated, ${huge.length} chars)`);
+    expect(String(error.details?.["target"]).length).toBeLessThan(400);
+    // Sibling: a target of the longest name a command may name (256) is shown whole.
+    const longest = "valve." + "y".repeat(250);
+    expect(
+      forbidden(() => authorizer.check(operator, "tag.write", longest, { machineState: "idle" })).message,
+    ).toContain(`"${longest}"`);
+  });
+
   test("roles combine; unknown roles and malformed principals get nothing", () => {
     expect(authorizer.can({ id: "x", roles: ["viewer", "engineer"] }, "recipe.save")).toBe(true);
     expect(authorizer.can({ id: "x", roles: ["superuser", "constructor"] }, "read")).toBe(false);

@@ -5,6 +5,7 @@ import { formatPath, issuesFromZod, parseOrThrow } from "../domain/validation";
 import { KILN_MACHINE_STATES } from "../fsm/kiln-machine-model";
 import { PACKML_STATES } from "../fsm/packml-model";
 import {
+  boundedText,
   IDENTIFIER_CHARACTER_MESSAGE,
   identifierCharacterProblem,
   NAME_MAX_LENGTH,
@@ -344,7 +345,9 @@ export class Authorizer {
     shown: string | undefined,
     context: AuthorizationContext = {},
   ): KilnError {
-    const on = shown === undefined ? "" : ` on "${shown}"`;
+    // The caller's text, bounded as in an audit entry: a 300 kB target makes no 300 kB message (review 15g, L1).
+    const named = shown === undefined ? undefined : boundedText(shown, NAME_MAX_LENGTH);
+    const on = named === undefined ? "" : ` on "${named}"`;
     // Granted in some machine state: the refusal is the state rule, not a missing role (review 15z, L8).
     const stateRule = !context.inAnyState && this.can(principal, permission, shown, { inAnyState: true });
     const inState =
@@ -362,7 +365,7 @@ export class Authorizer {
           principal: principal.id,
           roles: [...principal.roles],
           permission,
-          target: shown,
+          target: named,
           ...(inState === "" ? {} : { machineState: context.machineState }),
         },
       },
