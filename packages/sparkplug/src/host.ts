@@ -43,6 +43,7 @@ import { tagDataTypeOfSparkplug, type SparkplugMetricDataType } from "./datatype
 import { decodeHostState, encodeHostState } from "./host-state";
 import { qualityOfMetric, tagValueOfMetric } from "./host-samples";
 import { HostSampleWriter, type SparkplugHostBatching } from "./host-sample-writer";
+import { OldestFirstIndex } from "./oldest-first-index";
 import { TAG_NAME_MAX, qualifiedTagName } from "./host-tag-names";
 import { decodePayload, encodePayload, type SparkplugMetric, type SparkplugPayload } from "./payload";
 import {
@@ -458,7 +459,7 @@ interface EdgeNodeState {
   birth: Birth | undefined;
   readonly devices: Map<string, DeviceState>;
   /** Its offline devices, least recently online first (the order {@link SparkplugHost} forgets them in). */
-  readonly downDevices: Map<string, DeviceState>;
+  readonly downDevices: OldestFirstIndex<string, DeviceState>;
   lastRebirthAt: number | undefined;
   offlineSince: number | undefined;
   births: number;
@@ -629,7 +630,7 @@ export class SparkplugHost {
    * mark (ADR 0043, amendment fix19e). Bounded: at most `limits.maxMetrics` entries, the least
    * recently released dropped first.
    */
-  readonly #releasedMarks = new Map<string, number>();
+  readonly #releasedMarks = new OldestFirstIndex<string, number>();
   #session: Session | undefined;
   #lastState: { online: boolean; timestamp?: number } = { online: false };
   #started = false;
@@ -669,19 +670,19 @@ export class SparkplugHost {
    * When a rebirth was last requested of each edge node id (host time), oldest first: at most
    * `limits.maxEdgeNodes` + 10,000, none older than `rebirthIntervalMs`.
    */
-  readonly #rebirthSentAt = new Map<string, number>();
+  readonly #rebirthSentAt = new OldestFirstIndex<string, number>();
   /** Births refused for a metric name whose tag name would be over 256 characters. */
   #namesTooLong = 0;
   /*
    * What the host may forget to make room under `limits`, each in the order it would be forgotten
-   * (insertion order, re-inserted at each change), so forgetting k of them costs O(k) whatever
-   * their number (ADR 0030, amendment fix19e): edge nodes never born (first under `maxEdgeNodes`),
+   * (filed again at each change), so forgetting k of them costs O(k) whatever their number, and
+   * whatever was forgotten before (ADR 0030, amendments fix19e, fix19g): edge nodes never born (first under `maxEdgeNodes`),
    * born edge nodes not online (by when they stopped being online, host time) and offline devices
    * (by when they went offline). Online ones are in none of them.
    */
-  readonly #unbornNodes = new Set<EdgeNodeState>();
-  readonly #downNodes = new Map<EdgeNodeState, number>();
-  readonly #downDevices = new Map<
+  readonly #unbornNodes = new OldestFirstIndex<EdgeNodeState, true>();
+  readonly #downNodes = new OldestFirstIndex<EdgeNodeState, number>();
+  readonly #downDevices = new OldestFirstIndex<
     DeviceState,
     { readonly node: EdgeNodeState; readonly id: string; readonly at: number }
   >();
@@ -1286,7 +1287,7 @@ export class SparkplugHost {
         lastSeq: undefined,
         birth: undefined,
         devices: new Map(),
-        downDevices: new Map(),
+        downDevices: new OldestFirstIndex(),
         lastRebirthAt: undefined,
         offlineSince: undefined,
         births: 0,
@@ -1421,13 +1422,13 @@ export class SparkplugHost {
     if (suppressed) node.rebirthsSuppressed++;
     else {
       node.lastRebirthAt = now;
-      this.#rebirthSentAt.delete(key);
-      this.#rebirthSentAt.set(key, now);
+      this.#rebirthSentAt.add(key, now);
       // Oldest first: drop what no longer suppresses anything, and never keep more than
       // maxEdgeNodes + 10,000 (ids forgotten or refused: at most one request each per interval).
-      for (const [old, at] of this.#rebirthSentAt) {
-        if (now - at < interval && this.#rebirthSentAt.size <= this.#limits.maxEdgeNodes + REBIRTH_IDS_EXTRA) break;
-        this.#rebirthSentAt.delete(old);
+      for (let old = this.#rebirthSentAt.oldest(); old !== undefined; old = this.#rebirthSentAt.oldest()) {
+        if (now - old.value < interval && this.#rebirthSentAt.size <= this.#limits.maxEdgeNodes + REBIRTH_IDS_EXTRA)
+          break;
+        this.#rebirthSentAt.delete(old.key);
       }
       node.rebirthsRequested++;
       // [tck-id-operational-behavior-host-reordering-rebirth]; NCMD QoS 0, not retained
@@ -1613,17 +1614,15 @@ export class SparkplugHost {
     this.#unbornNodes.delete(node);
     this.#downNodes.delete(node);
     if (node.state === "online") return;
-    if (node.births === 0) this.#unbornNodes.add(node);
-    else this.#downNodes.set(node, this.#clock.now());
+    if (node.births === 0) this.#unbornNodes.add(node, true);
+    else this.#downNodes.add(node, this.#clock.now());
   }
 
   /** Takes a device offline and files it last in the indexes of what may be forgotten. */
   #deviceDown(node: EdgeNodeState, id: string, device: DeviceState): void {
     device.online = false;
-    this.#downDevices.delete(device);
-    node.downDevices.delete(id);
-    this.#downDevices.set(device, { node, id, at: this.#clock.now() });
-    node.downDevices.set(id, device);
+    this.#downDevices.add(device, { node, id, at: this.#clock.now() });
+    node.downDevices.add(id, device);
   }
 
   /** Takes a device out of the indexes of what may be forgotten (it is born again, or forgotten). */
@@ -1635,11 +1634,10 @@ export class SparkplugHost {
 
   /** Forgets the offline device of `node` seen least recently. False if it has none. */
   #forgetDeadDevice(node: EdgeNodeState): boolean {
-    for (const id of node.downDevices.keys()) {
-      this.#forgetDevice(node, id);
-      return true;
-    }
-    return false;
+    const oldest = node.downDevices.oldest();
+    if (oldest === undefined) return false;
+    this.#forgetDevice(node, oldest.key);
+    return true;
   }
 
   /**
@@ -1649,19 +1647,20 @@ export class SparkplugHost {
    */
   #forgetDead(keepNode: EdgeNodeState, keep: string | undefined): boolean {
     let device: { readonly node: EdgeNodeState; readonly id: string; readonly at: number } | undefined;
-    for (const entry of this.#downDevices.values())
-      if (entry.node !== keepNode || entry.id !== keep) {
-        device = entry;
+    // Each loop passes over one entry at most (the device or edge node being born).
+    for (const { value } of this.#downDevices.entries())
+      if (value.node !== keepNode || value.id !== keep) {
+        device = value;
         break;
       }
-    let node: [EdgeNodeState, number] | undefined;
-    for (const entry of this.#downNodes)
-      if (entry[0] !== keepNode) {
+    let node: { readonly key: EdgeNodeState; readonly value: number } | undefined;
+    for (const entry of this.#downNodes.entries())
+      if (entry.key !== keepNode) {
         node = entry;
         break;
       }
-    if (node !== undefined && (device === undefined || node[1] <= device.at)) {
-      this.#forgetNode(node[0]);
+    if (node !== undefined && (device === undefined || node.value <= device.at)) {
+      this.#forgetNode(node.key);
       return true;
     }
     if (device === undefined) return false;
@@ -1694,15 +1693,10 @@ export class SparkplugHost {
    * and metrics, to make room for a new one under `limits.maxEdgeNodes`. False if every one is online.
    */
   #forgetEdgeNode(): boolean {
-    for (const node of this.#unbornNodes) {
-      this.#forgetNode(node);
-      return true;
-    }
-    for (const node of this.#downNodes.keys()) {
-      this.#forgetNode(node);
-      return true;
-    }
-    return false;
+    const node = this.#unbornNodes.oldest() ?? this.#downNodes.oldest();
+    if (node === undefined) return false;
+    this.#forgetNode(node.key);
+    return true;
   }
 
   /** Forgets an edge node not online with its devices and metrics (O(what it holds)). */
@@ -1743,12 +1737,8 @@ export class SparkplugHost {
       const trail = this.#trails.get(tag);
       this.#releasedMarks.delete(tag);
       if (trail?.newestIsMark === true) {
-        this.#releasedMarks.set(tag, trail.newestMicros);
-        if (this.#releasedMarks.size > this.#limits.maxMetrics)
-          for (const oldest of this.#releasedMarks.keys()) {
-            this.#releasedMarks.delete(oldest);
-            break;
-          }
+        this.#releasedMarks.add(tag, trail.newestMicros);
+        if (this.#releasedMarks.size > this.#limits.maxMetrics) this.#releasedMarks.shift();
       }
       this.#live.delete(tag);
       this.#trails.delete(tag);
