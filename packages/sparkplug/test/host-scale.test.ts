@@ -89,8 +89,9 @@ describe("scale: a DBIRTH is checked against the aliases its edge node holds, in
     expect(node("wide")?.devices.filter((device) => device.online)).toHaveLength(DEVICES);
     console.info(`aliases: births of ${DEVICES} devices × ${PER} metrics taken in ${elapsed.toFixed(0)} ms`);
     // Each DBIRTH copied every alias of the edge node's other online devices: O(devices²) per
-    // birth of the edge node (over 30 s here, the test timed out).
-    expect(elapsed).toBeLessThan(10_000);
+    // birth of the edge node: 69 s here (the 30 s wait above ran out); now 2.4-7 s (7 with other test
+    // files running beside it).
+    expect(elapsed).toBeLessThan(15_000);
   });
 
   /** Waits until `edgeNodeId` has refused `count` births; the last reject message. */
