@@ -43,6 +43,7 @@ import { tagDataTypeOfSparkplug, type SparkplugMetricDataType } from "./datatype
 import { decodeHostState, encodeHostState } from "./host-state";
 import { qualityOfMetric, tagValueOfMetric } from "./host-samples";
 import { HostSampleWriter, type SparkplugHostBatching } from "./host-sample-writer";
+import { OldestFirstIndex } from "./oldest-first-index";
 import { TAG_NAME_MAX, qualifiedTagName } from "./host-tag-names";
 import { decodePayload, encodePayload, type SparkplugMetric, type SparkplugPayload } from "./payload";
 import {
@@ -458,7 +459,13 @@ interface EdgeNodeState {
   birth: Birth | undefined;
   readonly devices: Map<string, DeviceState>;
   /** Its offline devices, least recently online first (the order {@link SparkplugHost} forgets them in). */
-  readonly downDevices: Map<string, DeviceState>;
+  readonly downDevices: OldestFirstIndex<string, DeviceState>;
+  /**
+   * Who holds each alias in the edge node's current session: its NBIRTH (`deviceId` undefined)
+   * and its online devices' births, kept as they change, so a DBIRTH checks its own aliases
+   * against it in O(its metrics), not by copying every other device's (ADR 0030, amendment fix19g).
+   */
+  readonly aliases: Map<number | bigint, { readonly deviceId: string | undefined; readonly info: MetricInfo }>;
   lastRebirthAt: number | undefined;
   offlineSince: number | undefined;
   births: number;
@@ -629,7 +636,7 @@ export class SparkplugHost {
    * mark (ADR 0043, amendment fix19e). Bounded: at most `limits.maxMetrics` entries, the least
    * recently released dropped first.
    */
-  readonly #releasedMarks = new Map<string, number>();
+  readonly #releasedMarks = new OldestFirstIndex<string, number>();
   #session: Session | undefined;
   #lastState: { online: boolean; timestamp?: number } = { online: false };
   #started = false;
@@ -669,19 +676,19 @@ export class SparkplugHost {
    * When a rebirth was last requested of each edge node id (host time), oldest first: at most
    * `limits.maxEdgeNodes` + 10,000, none older than `rebirthIntervalMs`.
    */
-  readonly #rebirthSentAt = new Map<string, number>();
+  readonly #rebirthSentAt = new OldestFirstIndex<string, number>();
   /** Births refused for a metric name whose tag name would be over 256 characters. */
   #namesTooLong = 0;
   /*
    * What the host may forget to make room under `limits`, each in the order it would be forgotten
-   * (insertion order, re-inserted at each change), so forgetting k of them costs O(k) whatever
-   * their number (ADR 0030, amendment fix19e): edge nodes never born (first under `maxEdgeNodes`),
+   * (filed again at each change), so forgetting k of them costs O(k) whatever their number, and
+   * whatever was forgotten before (ADR 0030, amendments fix19e, fix19g): edge nodes never born (first under `maxEdgeNodes`),
    * born edge nodes not online (by when they stopped being online, host time) and offline devices
    * (by when they went offline). Online ones are in none of them.
    */
-  readonly #unbornNodes = new Set<EdgeNodeState>();
-  readonly #downNodes = new Map<EdgeNodeState, number>();
-  readonly #downDevices = new Map<
+  readonly #unbornNodes = new OldestFirstIndex<EdgeNodeState, true>();
+  readonly #downNodes = new OldestFirstIndex<EdgeNodeState, number>();
+  readonly #downDevices = new OldestFirstIndex<
     DeviceState,
     { readonly node: EdgeNodeState; readonly id: string; readonly at: number }
   >();
@@ -1286,7 +1293,8 @@ export class SparkplugHost {
         lastSeq: undefined,
         birth: undefined,
         devices: new Map(),
-        downDevices: new Map(),
+        downDevices: new OldestFirstIndex(),
+        aliases: new Map(),
         lastRebirthAt: undefined,
         offlineSince: undefined,
         births: 0,
@@ -1421,13 +1429,13 @@ export class SparkplugHost {
     if (suppressed) node.rebirthsSuppressed++;
     else {
       node.lastRebirthAt = now;
-      this.#rebirthSentAt.delete(key);
-      this.#rebirthSentAt.set(key, now);
+      this.#rebirthSentAt.add(key, now);
       // Oldest first: drop what no longer suppresses anything, and never keep more than
       // maxEdgeNodes + 10,000 (ids forgotten or refused: at most one request each per interval).
-      for (const [old, at] of this.#rebirthSentAt) {
-        if (now - at < interval && this.#rebirthSentAt.size <= this.#limits.maxEdgeNodes + REBIRTH_IDS_EXTRA) break;
-        this.#rebirthSentAt.delete(old);
+      for (let old = this.#rebirthSentAt.oldest(); old !== undefined; old = this.#rebirthSentAt.oldest()) {
+        if (now - old.value < interval && this.#rebirthSentAt.size <= this.#limits.maxEdgeNodes + REBIRTH_IDS_EXTRA)
+          break;
+        this.#rebirthSentAt.delete(old.key);
       }
       node.rebirthsRequested++;
       // [tck-id-operational-behavior-host-reordering-rebirth]; NCMD QoS 0, not retained
@@ -1538,20 +1546,20 @@ export class SparkplugHost {
 
   /**
    * What makes a birth unusable, or undefined: a metric name or an alias given twice in it, or an
-   * alias the NBIRTH or another device of the session already gave (Sparkplug 3.0.0: names and
-   * aliases are unique per edge node). Names that are not UTF-8 never decode.
+   * alias the NBIRTH or another online device of the session already gave (Sparkplug 3.0.0: names
+   * and aliases are unique per edge node). Names that are not UTF-8 never decode. O(its metrics):
+   * the aliases others hold are looked up in the edge node's index (ADR 0030, amendment fix19g).
    */
   #birthProblem(node: EdgeNodeState, deviceId: string | undefined, payload: SparkplugPayload): string | undefined {
     const names = new Set<string>();
     const aliases = new Map<number | bigint, string>();
-    if (deviceId !== undefined) {
-      const others: [string, Birth | undefined][] = [["the NBIRTH", node.birth]];
-      for (const [id, device] of node.devices)
-        if (id !== deviceId && device.online) others.push([`device ${id}`, device.birth]);
-      for (const [where, birth] of others)
-        for (const [alias, info] of birth?.byAlias ?? [])
-          aliases.set(alias, `${JSON.stringify(info.name)} of ${where}`);
-    }
+    const heldByOther = (alias: number | bigint): string | undefined => {
+      // An NBIRTH ends every device's birth and its own: only its own aliases count.
+      if (deviceId === undefined) return undefined;
+      const holder = node.aliases.get(alias);
+      if (holder === undefined || holder.deviceId === deviceId) return undefined;
+      return `${JSON.stringify(holder.info.name)} of ${holder.deviceId === undefined ? "the NBIRTH" : `device ${holder.deviceId}`}`;
+    };
     for (const metric of payload.metrics) {
       const long = metric.name === undefined ? undefined : this.#nameTooLong(node, deviceId, metric.name);
       if (long !== undefined) return long;
@@ -1563,7 +1571,7 @@ export class SparkplugHost {
         names.add(metric.name);
       }
       if (metric.alias !== undefined) {
-        const holder = aliases.get(metric.alias);
+        const holder = aliases.get(metric.alias) ?? heldByOther(metric.alias);
         if (holder !== undefined) return `alias ${String(metric.alias)} of ${name} already given to ${holder}`;
         aliases.set(metric.alias, name);
       }
@@ -1613,17 +1621,32 @@ export class SparkplugHost {
     this.#unbornNodes.delete(node);
     this.#downNodes.delete(node);
     if (node.state === "online") return;
-    if (node.births === 0) this.#unbornNodes.add(node);
-    else this.#downNodes.set(node, this.#clock.now());
+    if (node.births === 0) this.#unbornNodes.add(node, true);
+    else this.#downNodes.add(node, this.#clock.now());
   }
 
-  /** Takes a device offline and files it last in the indexes of what may be forgotten. */
+  /**
+   * Takes a device offline (its aliases free again in the edge node's session) and files it last
+   * in the indexes of what may be forgotten.
+   */
   #deviceDown(node: EdgeNodeState, id: string, device: DeviceState): void {
+    if (device.online) this.#unindexAliases(node, id, device.birth);
     device.online = false;
-    this.#downDevices.delete(device);
-    node.downDevices.delete(id);
-    this.#downDevices.set(device, { node, id, at: this.#clock.now() });
-    node.downDevices.set(id, device);
+    this.#downDevices.add(device, { node, id, at: this.#clock.now() });
+    node.downDevices.add(id, device);
+  }
+
+  /** Files the aliases of `birth` (the NBIRTH's if `deviceId` is undefined) as held in the edge node's session. */
+  #indexAliases(node: EdgeNodeState, deviceId: string | undefined, birth: Birth | undefined): void {
+    for (const [alias, info] of birth?.byAlias ?? []) node.aliases.set(alias, { deviceId, info });
+  }
+
+  /** Frees the aliases `birth` holds in the edge node's session (only those it holds). */
+  #unindexAliases(node: EdgeNodeState, deviceId: string | undefined, birth: Birth | undefined): void {
+    for (const [alias, info] of birth?.byAlias ?? []) {
+      const holder = node.aliases.get(alias);
+      if (holder !== undefined && holder.deviceId === deviceId && holder.info === info) node.aliases.delete(alias);
+    }
   }
 
   /** Takes a device out of the indexes of what may be forgotten (it is born again, or forgotten). */
@@ -1635,11 +1658,10 @@ export class SparkplugHost {
 
   /** Forgets the offline device of `node` seen least recently. False if it has none. */
   #forgetDeadDevice(node: EdgeNodeState): boolean {
-    for (const id of node.downDevices.keys()) {
-      this.#forgetDevice(node, id);
-      return true;
-    }
-    return false;
+    const oldest = node.downDevices.oldest();
+    if (oldest === undefined) return false;
+    this.#forgetDevice(node, oldest.key);
+    return true;
   }
 
   /**
@@ -1649,19 +1671,20 @@ export class SparkplugHost {
    */
   #forgetDead(keepNode: EdgeNodeState, keep: string | undefined): boolean {
     let device: { readonly node: EdgeNodeState; readonly id: string; readonly at: number } | undefined;
-    for (const entry of this.#downDevices.values())
-      if (entry.node !== keepNode || entry.id !== keep) {
-        device = entry;
+    // Each loop passes over one entry at most (the device or edge node being born).
+    for (const { value } of this.#downDevices.entries())
+      if (value.node !== keepNode || value.id !== keep) {
+        device = value;
         break;
       }
-    let node: [EdgeNodeState, number] | undefined;
-    for (const entry of this.#downNodes)
-      if (entry[0] !== keepNode) {
+    let node: { readonly key: EdgeNodeState; readonly value: number } | undefined;
+    for (const entry of this.#downNodes.entries())
+      if (entry.key !== keepNode) {
         node = entry;
         break;
       }
-    if (node !== undefined && (device === undefined || node[1] <= device.at)) {
-      this.#forgetNode(node[0]);
+    if (node !== undefined && (device === undefined || node.value <= device.at)) {
+      this.#forgetNode(node.key);
       return true;
     }
     if (device === undefined) return false;
@@ -1694,15 +1717,10 @@ export class SparkplugHost {
    * and metrics, to make room for a new one under `limits.maxEdgeNodes`. False if every one is online.
    */
   #forgetEdgeNode(): boolean {
-    for (const node of this.#unbornNodes) {
-      this.#forgetNode(node);
-      return true;
-    }
-    for (const node of this.#downNodes.keys()) {
-      this.#forgetNode(node);
-      return true;
-    }
-    return false;
+    const node = this.#unbornNodes.oldest() ?? this.#downNodes.oldest();
+    if (node === undefined) return false;
+    this.#forgetNode(node.key);
+    return true;
   }
 
   /** Forgets an edge node not online with its devices and metrics (O(what it holds)). */
@@ -1743,12 +1761,8 @@ export class SparkplugHost {
       const trail = this.#trails.get(tag);
       this.#releasedMarks.delete(tag);
       if (trail?.newestIsMark === true) {
-        this.#releasedMarks.set(tag, trail.newestMicros);
-        if (this.#releasedMarks.size > this.#limits.maxMetrics)
-          for (const oldest of this.#releasedMarks.keys()) {
-            this.#releasedMarks.delete(oldest);
-            break;
-          }
+        this.#releasedMarks.add(tag, trail.newestMicros);
+        if (this.#releasedMarks.size > this.#limits.maxMetrics) this.#releasedMarks.shift();
       }
       this.#live.delete(tag);
       this.#trails.delete(tag);
@@ -1838,6 +1852,9 @@ export class SparkplugHost {
     node.offlineSince = undefined;
     const before = node.birth;
     node.birth = this.#birth(node, undefined, payload);
+    // Every device is offline now (its aliases freed): the new NBIRTH's are the only ones held.
+    this.#unindexAliases(node, undefined, before);
+    this.#indexAliases(node, undefined, node.birth);
     this.#heldMetrics += birthSize(node.birth) - birthSize(before);
     this.#setNodeState(node, "online", `NBIRTH bdSeq ${bdSeq}`);
     this.#take(node, undefined, node.birth, payload, topic, true);
@@ -1871,7 +1888,9 @@ export class SparkplugHost {
     const birth = this.#birth(node, deviceId, payload);
     this.#heldMetrics += birthSize(birth) - birthSize(before);
     this.#unindexDevice(node, deviceId);
+    if (known?.online === true) this.#unindexAliases(node, deviceId, known.birth);
     node.devices.set(deviceId, { online: true, birth });
+    this.#indexAliases(node, deviceId, birth);
     this.#setNodeState(node, "online", "DBIRTH", { deviceId });
     this.#take(node, deviceId, birth, payload, topic, true);
     this.#markAbsent(before, birth, `DBIRTH of device ${deviceId} of ${node.groupId}/${node.edgeNodeId}`);
