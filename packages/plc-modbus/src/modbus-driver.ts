@@ -293,6 +293,10 @@ export class ModbusDriver implements PlcDriver {
       onFenceTimeout: (error) => this.#fenceTimedOut(error),
       // A busy RTU device ignores the requests it gets while it sends a late answer: its fence waits for the bound.
       fenceAfterLateBound: transport.kind === "rtu",
+      // RTU: no two requests of one answer shape back to back (a read of another shape or a fence between them), so
+      // a byte-identical answer is only ever a repeat (ADR 0041, amendment fix12g).
+      separateShapes: transport.kind === "rtu",
+      ...(transport.kind === "rtu" ? { separationQuietMs: serialQuietMs(transport) } : {}),
       // Only TCP: a new connection proves that no answer of the old one comes (a serial line outlives its port).
       ...(transport.kind === "tcp" && transport.lateAnswerGuard && this.#options.reconnect.enabled
         ? { resyncAfterMs: transport.lostAnswerResyncMs, onResync: (reason: string) => this.#resync(reason) }
@@ -1221,7 +1225,11 @@ export class ModbusDriver implements PlcDriver {
       },
       what,
       signal,
-      { ...this.#guarded(request.unitId, shapeOf(request), request.area), ...this.#fenceFor(request.unitId, request) },
+      {
+        ...this.#guarded(request.unitId, shapeOf(request), request.area),
+        ...this.#fenceFor(request.unitId, request),
+        reorderable: true,
+      },
     );
   }
 
@@ -1660,6 +1668,24 @@ function fenceSizes(request: Pick<ModbusReadRequest, "area" | "count">): number[
   for (let count = request.count - step; count >= 1; count -= step) if (count !== first) sizes.push(count);
   for (let count = request.count + step; count <= max; count += step) if (count !== first) sizes.push(count);
   return sizes;
+}
+
+/**
+ * The quiet time of a serial line (ms): the longer of 50 ms (USB adapters deliver in chunks up to 16-32 ms apart)
+ * and 20 characters, as the RTU client's (see `ModbusRtuClient`).
+ */
+function serialQuietMs(transport: {
+  readonly baudRate?: number;
+  readonly dataBits?: number;
+  readonly stopBits?: number;
+  readonly parity?: string;
+}): number {
+  const bitsPerChar =
+    1 +
+    (transport.dataBits ?? 8) +
+    (transport.parity && transport.parity !== "none" ? 1 : 0) +
+    (transport.stopBits ?? 1);
+  return Math.max(50, Math.ceil((20 * bitsPerChar * 1000) / (transport.baudRate ?? 9600)));
 }
 
 /** The area each read function code (1-4) reads. */
