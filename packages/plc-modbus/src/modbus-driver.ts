@@ -194,6 +194,8 @@ export class ModbusDriver implements PlcDriver {
   );
   /** The unit of the last fence sent. */
   #fenceUnit: number | undefined;
+  /** Why the serial line's local echo is not what `transport.localEcho` says, once the client found it (kept). */
+  #localEchoProblem: { readonly reason: string; readonly at: number } | undefined;
   /** When (clock ms) the answer stream was last found possibly shifted. */
   #misalignedAt: number | undefined;
 
@@ -433,7 +435,19 @@ export class ModbusDriver implements PlcDriver {
         lastError: `not read within the read's deadline for ${reads} scans in a row (the scan's requests take longer than its deadline)`,
       });
     }
-    return [...this.#units.snapshot(), ...blocks, ...starved, ...misaligned, ...held];
+    const echo: EndpointHealthSnapshot[] =
+      this.#localEchoProblem === undefined
+        ? []
+        : [
+            {
+              endpoint: "local echo",
+              state: "offline",
+              consecutiveFailures: 1,
+              lastError: this.#localEchoProblem.reason,
+              lastFailureAt: this.#localEchoProblem.at,
+            },
+          ];
+    return [...this.#units.snapshot(), ...blocks, ...starved, ...misaligned, ...held, ...echo];
   }
 
   /**
@@ -1467,6 +1481,12 @@ export class ModbusDriver implements PlcDriver {
     if (this.#options.transport.kind === "tcp") this.#queue.newConnection();
     // The ledger and the answer stream's alignment are kept: behind a gateway the serial line outlives the
     // TCP connection, and an answer to a request of the old connection may come on this one.
+    // RTU: a line that echoes while `localEcho` is off (or not while it is on) is named in the health (ADR 0041, fix12g).
+    client.onLocalEcho?.((reason) => {
+      if (client !== this.#client) return;
+      this.#localEchoProblem = { reason, at: this.#clock.now() };
+      this.#logger.error({ reason }, "modbus serial line local echo");
+    });
     client.onStray?.((reason, answer) => {
       if (client !== this.#client) return;
       // A well-formed answer nobody took (late, duplicate) still shows that the link answers (adv12s M1).
