@@ -41,6 +41,8 @@ export interface LateDeviceCall {
   readonly value: TagValue;
   /** When the write was given up (ms since the Unix epoch, the writer's clock). */
   readonly since: number;
+  /** The write's number in the writer's issue order (see {@link WatchesLateCalls.confirmedAfter}). */
+  readonly sequence?: number;
   /** The process that made the write, when one did. */
   readonly origin?: { readonly processId: string; readonly principal?: string };
 }
@@ -100,6 +102,8 @@ export interface WatchesLateCalls {
    * or was given up. Each stays until a later write of the tag is confirmed (review 15g, H3).
    */
   unresolvedTags(): readonly UnresolvedTag[];
+  /** True once a write of `tag` issued after write number `sequence` was confirmed at the device. */
+  confirmedAfter(tag: string, sequence: number): boolean;
   /**
    * Waits until every driver call made is settled (its outcome told to the listeners), at most
    * `timeoutMs`; resolves with how many are still out (review 15g, H4).
@@ -159,6 +163,8 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
   readonly #ledger = new Map<string, LedgerEntry[]>();
   /** Tags whose device may hold a value other than their latest write's, with why (review 15g, H3). */
   readonly #unresolved = new Map<string, UnresolvedTag>();
+  /** Per tag: the number of the latest write confirmed as the tag's latest intent. */
+  readonly #confirmed = new Map<string, number>();
   /** Given-up writes whose driver call is still out. */
   readonly #late = new Set<LateDeviceCall>();
   /** Every driver call made and not yet settled (a stop waits for them, bounded; review 15g, H4). */
@@ -253,6 +259,7 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
           tag,
           value: entry.value as TagValue,
           since: this.#options.clock?.now() ?? Number.NaN,
+          sequence: entry.sequence,
           ...(options.origin === undefined ? {} : { origin: options.origin }),
         };
         if (gaveUp) this.#late.add(call);
@@ -353,6 +360,7 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
         );
       } else if (outcome === "landed" && (intent === undefined || sameTagValue(intent.value, entry.value))) {
         this.#unresolved.delete(tag);
+        this.#confirmed.set(tag, Math.max(this.#confirmed.get(tag) ?? 0, entry.sequence));
       }
     } else if (entry.reassert && !this.#unresolved.has(tag)) {
       this.#unresolved.set(tag, {
@@ -392,6 +400,11 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
     return [...this.#unresolved.values()];
   }
 
+  /** @inheritDoc WatchesLateCalls.confirmedAfter */
+  confirmedAfter(tag: string, sequence: number): boolean {
+    return (this.#confirmed.get(tag) ?? 0) > sequence;
+  }
+
   /** @inheritDoc WatchesLateCalls.drain */
   async drain(timeoutMs: number): Promise<number> {
     const { clock } = this.#options;
@@ -400,7 +413,8 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
     try {
       await Promise.race([
         (async () => {
-          while (this.#out.size > 0) await Promise.all([...this.#out]);
+          // Writes still waiting their turn too: a re-assert queued behind a late-write wait.
+          while (this.#out.size > 0 || this.#tails.size > 0) await Promise.all([...this.#out, ...this.#tails.values()]);
         })(),
         clock.sleep(timeoutMs, timer.signal).catch(() => undefined),
       ]);

@@ -1558,7 +1558,10 @@ export class ControlSystem {
         `a write of ${unresolved.tag} landed late and writing the tag's latest value again failed at ${new Date(unresolved.since).toISOString()}: ${unresolved.reason} (the tag may hold a stale value; cleared once a later write of the tag is confirmed)`,
       );
     }
-    for (const text of this.#landedLate.values()) problems.push(text);
+    for (const [tag, late] of this.#landedLate) {
+      if (this.#lateWatcher?.confirmedAfter(tag, late.sequence) === true) this.#landedLate.delete(tag);
+      else problems.push(late.text);
+    }
     // The machine may not be safe: named until the machine is reset or the tag's safe value is
     // written (adversarial review 15u).
     for (const failure of this.#recipes.safeStateFailures()) {
@@ -1853,7 +1856,7 @@ export class ControlSystem {
   }
 
   /** Process writes that landed late after the machine left the process, by tag (until reset; review 15g, M3). */
-  readonly #landedLate = new Map<string, string>();
+  readonly #landedLate = new Map<string, { readonly text: string; readonly sequence: number }>();
 
   /**
    * A write given up at its timeout settled at the device later (review 15f, H2): published
@@ -1885,10 +1888,10 @@ export class ControlSystem {
       const by = `process ${processId}${principal === undefined ? "" : ` started by ${principal}`}`;
       const took = settle.unconfirmed === true ? "may have taken" : "took";
       if (this.#recipes.active?.id !== processId)
-        this.#landedLate.set(
-          settle.tag,
-          `the device ${took} ${settle.tag} = ${String(settle.value)} from ${by} after the write was given up, at ${new Date(this.#clock.now()).toISOString()} (cleared by a reset of the machine)`,
-        );
+        this.#landedLate.set(settle.tag, {
+          text: `the device ${took} ${settle.tag} = ${String(settle.value)} from ${by} after the write was given up, at ${new Date(this.#clock.now()).toISOString()} (cleared by a reset of the machine or a later confirmed write of the tag)`,
+          sequence: settle.sequence ?? Number.POSITIVE_INFINITY,
+        });
       void this.#track(
         this.#commands.runSystemAction(
           {

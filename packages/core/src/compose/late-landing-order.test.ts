@@ -326,6 +326,24 @@ describe("a process's write that lands late is audited and named (review 15g, M3
     await system.stop();
   });
 
+  test("(sibling) the line goes once a later write of the tag is confirmed, without a reset", async () => {
+    const parts = await hostile();
+    const { system } = parts;
+    parts.setHold((tag, value) => tag === "stirrer.speed" && value === 77);
+    const started = await system.startRecipe(admin, {
+      name: "stir",
+      version: 1,
+      steps: [{ set: { tag: "stirrer.speed", value: 77 } }, { wait: { durationMs: 60_000 } }],
+    });
+    await started.finished;
+    parts.heldValue(77).release();
+    await sleep(20);
+    expect(parts.problems()).toContain("the device took stirrer.speed = 77");
+    await system.writeTag(admin, "stirrer.speed", 0);
+    expect(parts.problems()).not.toContain("the device took stirrer.speed");
+    await system.stop();
+  });
+
   test("L2: health names at most five calls still out, then summarises", async () => {
     const parts = await hostile();
     const { system } = parts;
