@@ -384,10 +384,31 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
     });
   }
 
-  /** Forgets a tag's ledger once none of its writes can land any more. */
+  /**
+   * Forgets a tag's ledger once none of its writes can land any more; meanwhile keeps only what
+   * {@link #intent} can reach: the pending writes, and the settled ones up to the latest that
+   * landed (or may have), so a call that never settles does not make the ledger grow with every
+   * later write.
+   */
   #prune(tag: string): void {
     const ledger = this.#ledger.get(tag);
-    if (ledger?.every((entry) => entry.state !== "queued" && entry.state !== "out") === true) this.#ledger.delete(tag);
+    if (ledger === undefined) return;
+    const pending = (entry: LedgerEntry): boolean => entry.state === "queued" || entry.state === "out";
+    if (!ledger.some(pending)) {
+      this.#ledger.delete(tag);
+      return;
+    }
+    const kept: LedgerEntry[] = [];
+    let reached = false;
+    for (let index = ledger.length - 1; index >= 0; index--) {
+      const entry = ledger[index]!;
+      if (pending(entry)) kept.push(entry);
+      else if (!reached) {
+        kept.push(entry);
+        reached = entry.state === "landed" || entry.state === "unknown";
+      }
+    }
+    this.#ledger.set(tag, kept.reverse());
   }
 
   /** @inheritDoc WatchesLateCalls.lateCalls */
