@@ -23,9 +23,14 @@ export interface TagWriteOptions {
   /**
    * Told when this write's driver call settles after the write was answered (given up at its
    * timeout while the call was still out): `landed` true when the device took the value after
-   * all. Not called for a write answered by its driver call (review 15f, LOW).
+   * all. Not called for a write answered by its driver call (review 15f, LOW). Also told when the
+   * driver call failed after its request may have been sent (`details.sent: true`, or a timeout or
+   * abort that does not say `sent: false`): then `landed` is true and `unconfirmed` true, the
+   * device may have taken the value (review 15g, M1).
    */
-  readonly onLateSettle?: (settled: { readonly landed: boolean }) => void;
+  readonly onLateSettle?: (settled: { readonly landed: boolean; readonly unconfirmed?: boolean }) => void;
+  /** The process (and its principal) making the write: named when it lands late (review 15g, M3). */
+  readonly origin?: { readonly processId: string; readonly principal?: string };
 }
 
 /** A write given up at its timeout whose driver call is still out: it may yet land at the device (review 15f, H2). */
@@ -36,17 +41,24 @@ export interface LateDeviceCall {
   readonly value: TagValue;
   /** When the write was given up (ms since the Unix epoch, the writer's clock). */
   readonly since: number;
+  /** The write's number in the writer's issue order (see {@link WatchesLateCalls.confirmedAfter}). */
+  readonly sequence?: number;
+  /** The process that made the write, when one did. */
+  readonly origin?: { readonly processId: string; readonly principal?: string };
 }
 
 /**
- * A given-up write's driver call that settled after its tag's next writes were sent (review 15f,
- * H2): `landed` true when the device took it. When it landed after a later write to the tag had
- * succeeded (a safe state above all), that later value is written again (`reasserted`), so the
- * device ends with the last value written, not the stale one; `reassertError` when that failed.
+ * A given-up write's driver call that settled late (review 15f, H2): `landed` true when the
+ * device took it (or may have: `unconfirmed`). When it landed after a later-issued write to the tag
+ * that may have landed, the value of the latest-issued such write is written again
+ * (`reasserted`), so the device ends with the latest-issued value, never one older than a
+ * safe-state write issued after it (review 15g); `reassertError` when that failed.
  */
 export interface LateDeviceSettle extends LateDeviceCall {
-  /** True when the device took the value after all; false when the driver's call failed. */
+  /** True when the device took the value after all (or may have); false when the driver's call failed. */
   readonly landed: boolean;
+  /** True when the call failed after its request may have been sent: the device may have taken it (review 15g, M1). */
+  readonly unconfirmed?: boolean;
   /** The later value written again after the late landing, when one had been written. */
   readonly reasserted?: TagValue;
   /** Why writing `reasserted` again failed, when it did. */
@@ -85,6 +97,27 @@ export interface WatchesLateCalls {
   lateCalls(): readonly LateDeviceCall[];
   /** Subscribes to given-up driver calls settling later (see {@link LateDeviceSettle}); returns the unsubscribe. */
   onLateSettle(listener: (settle: LateDeviceSettle) => void): () => void;
+  /**
+   * Tags whose device may hold a value other than their latest write's: writing it again failed
+   * or was given up. Each stays until a later write of the tag is confirmed (review 15g, H3).
+   */
+  unresolvedTags(): readonly UnresolvedTag[];
+  /** True once a write of `tag` issued after write number `sequence` was confirmed at the device. */
+  confirmedAfter(tag: string, sequence: number): boolean;
+  /**
+   * Waits until every driver call made is settled (its outcome told to the listeners), at most
+   * `timeoutMs`; resolves with how many are still out (review 15g, H4).
+   */
+  drain(timeoutMs: number): Promise<number>;
+}
+
+/** A tag whose device may hold a stale value (see {@link WatchesLateCalls.unresolvedTags}). */
+export interface UnresolvedTag {
+  readonly tag: string;
+  /** Why: the failure of the write made to restore the latest value. */
+  readonly reason: string;
+  /** When (ms since the Unix epoch, the writer's clock). */
+  readonly since: number;
 }
 
 /** Options of {@link CheckedTagWriter}. */
@@ -102,6 +135,11 @@ export interface CheckedTagWriterOptions {
    * `writeTracked` (the guarded driver). @default 0 (not held)
    */
   readonly lateWriteWaitMs?: number;
+  /**
+   * Whether `value` is `tag`'s safe-state value: such a write is never passed over for an older
+   * value when a late landing is undone (review 15g, H2). @default none is
+   */
+  readonly isSafeValue?: (tag: string, value: TagValue) => boolean;
   /** The clock of `lateWriteWaitMs` (and of {@link LateDeviceCall.since}). */
   readonly clock?: Pick<Clock, "sleep" | "now">;
 }
@@ -118,10 +156,19 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
   readonly #tails = new Map<string, Promise<void | undefined>>();
   /** Numbers the driver calls in the order they are made. */
   #sequence = 0;
-  /** Per tag: the last write whose driver call succeeded, by its number. */
-  readonly #lastWritten = new Map<string, { readonly sequence: number; readonly value: TagValue }>();
+  /**
+   * Per tag: the writes issued to it, in issue order, while any of them may still land (review
+   * 15g): the device must end with the value of the latest-issued write that may have landed.
+   */
+  readonly #ledger = new Map<string, LedgerEntry[]>();
+  /** Tags whose device may hold a value other than their latest write's, with why (review 15g, H3). */
+  readonly #unresolved = new Map<string, UnresolvedTag>();
+  /** Per tag: the number of the latest write confirmed as the tag's latest intent. */
+  readonly #confirmed = new Map<string, number>();
   /** Given-up writes whose driver call is still out. */
   readonly #late = new Set<LateDeviceCall>();
+  /** Every driver call made and not yet settled (a stop waits for them, bounded; review 15g, H4). */
+  readonly #out = new Set<Promise<unknown>>();
   readonly #lateListeners = new Set<(settle: LateDeviceSettle) => void>();
 
   constructor(options: CheckedTagWriterOptions) {
@@ -130,93 +177,203 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
 
   /** @inheritDoc TagWriter.write */
   write(tag: string, value: TagValue, signal?: AbortSignal, options: TagWriteOptions = {}): Promise<void> {
-    const { tags, driver, lifecycle } = this.#options;
+    const { tags, lifecycle } = this.#options;
     const accepted = options.duringStop === true ? PROCESS_WRITE_STATES : OPERATOR_WRITE_STATES;
     // An array (or a typed array) goes on as a frozen copy: checked once, it cannot change afterwards.
     const written = frozenTagValue(value);
-    let definition: Tag;
     try {
-      definition = checkTagWrite(tags, lifecycle, tag, written, accepted);
+      checkTagWrite(tags, lifecycle, tag, written, accepted);
       if (signal?.aborted === true) throw abortError(signal, `the write to ${tag}`);
     } catch (error) {
       return Promise.reject(error as Error);
     }
+    return this.#issue(tag, () => written, signal, options).then(() => undefined);
+  }
+
+  /**
+   * Issues a write to `tag` in the tag's order; `valueAt` gives its value right before it is sent
+   * (undefined: not sent). Resolves with the value sent.
+   */
+  #issue(
+    tag: string,
+    valueAt: (sequence: number) => TagValue | undefined,
+    signal: AbortSignal | undefined,
+    options: TagWriteOptions,
+    reassert = false,
+  ): Promise<TagValue | undefined> {
+    const { tags, driver, lifecycle } = this.#options;
+    const accepted = options.duringStop === true ? PROCESS_WRITE_STATES : OPERATOR_WRITE_STATES;
     const before = this.#tails.get(tag);
+    const entry: LedgerEntry = { sequence: ++this.#sequence, value: undefined, state: "queued", safe: false, reassert };
+    const ledger = this.#ledger.get(tag) ?? [];
+    ledger.push(entry);
+    this.#ledger.set(tag, ledger);
     // The driver's own call, when it may outlive this write's answer (a timeout): see lateWriteWaitMs.
-    let deviceCall: Promise<boolean | undefined> | undefined;
-    /** This write's driver call's number (0 until it is made). */
-    let sequence = 0;
-    const send = async (): Promise<void> => {
-      if (before !== undefined) {
-        await raceAbort(before, signal, `the write to ${tag}`);
-        // It waited: the system may have begun to stop meanwhile.
-        checkTagWrite(tags, lifecycle, tag, written, accepted);
-      }
+    let deviceCall: Promise<DeviceOutcome | undefined> | undefined;
+    const send = async (): Promise<TagValue | undefined> => {
+      if (before !== undefined) await raceAbort(before, signal, `the write to ${tag}`);
+      const value = valueAt(entry.sequence);
+      if (value === undefined) return undefined;
+      // It may have waited: the system may have begun to stop meanwhile.
+      const definition = checkTagWrite(tags, lifecycle, tag, value, accepted);
       options.beforeSend?.();
+      entry.value = value;
+      entry.safe = this.#options.isSafeValue?.(tag, value) ?? false;
+      entry.state = "out";
       const { lateWriteWaitMs = 0, clock } = this.#options;
-      sequence = ++this.#sequence;
       if (lateWriteWaitMs > 0 && clock !== undefined && driver.writeTracked !== undefined) {
-        const tracked = driver.writeTracked(definition, written);
+        const tracked = driver.writeTracked(definition, value);
         deviceCall = tracked.device;
+        this.#trackOut(deviceCall);
         await tracked.result;
-      } else await driver.write(definition, written);
-      if ((this.#lastWritten.get(tag)?.sequence ?? 0) < sequence)
-        this.#lastWritten.set(tag, { sequence, value: written });
+      } else {
+        const call = driver.write(definition, value).then(
+          () => "landed" as const,
+          (error: unknown) => {
+            throw error;
+          },
+        );
+        deviceCall = call.then(
+          (outcome) => outcome,
+          (error: unknown) => deviceOutcomeOf(error),
+        );
+        this.#trackOut(deviceCall);
+        await call;
+      }
+      return value;
     };
     const sent = send();
-    sent.catch((error: unknown) => {
-      // Given up at its timeout with the driver's call still out: it may land later.
-      const gaveUp = KilnError.is(error) && error.code === "KILN_TIMEOUT";
-      if (gaveUp && deviceCall !== undefined) this.#watchLate(tag, written, sequence, deviceCall, options.onLateSettle);
-    });
+    sent.then(
+      () => {
+        if (deviceCall === undefined) this.#fail(tag, entry);
+        else void deviceCall.then((outcome) => this.#settle(tag, entry, outcome ?? "failed", undefined));
+      },
+      (error: unknown) => {
+        if (deviceCall === undefined) {
+          this.#fail(tag, entry);
+          return;
+        }
+        // Given up at its timeout with the driver's call still out: it may land later.
+        const gaveUp = KilnError.is(error) && error.code === "KILN_TIMEOUT";
+        const call: LateDeviceCall = {
+          tag,
+          value: entry.value as TagValue,
+          since: this.#options.clock?.now() ?? Number.NaN,
+          sequence: entry.sequence,
+          ...(options.origin === undefined ? {} : { origin: options.origin }),
+        };
+        if (gaveUp) this.#late.add(call);
+        void deviceCall.then((outcome) => {
+          this.#late.delete(call);
+          // Not called (the breaker was open): nothing was out.
+          if (outcome === undefined) this.#fail(tag, entry);
+          // Answered with the device's refusal: nothing late to tell.
+          else if (outcome === "failed" && !gaveUp) this.#settle(tag, entry, outcome, undefined);
+          else this.#settle(tag, entry, outcome, { call, onLateSettle: options.onLateSettle });
+        });
+      },
+    );
     // Settles once this write has (or, not sent, once the one before it has); never rejects. A
-    // write that gave up with the driver's call still out keeps the tag busy until that call
-    // settles, at most lateWriteWaitMs: the next write to the tag (a safe state) lands after it,
-    // not before (review 15e).
+    // write that gave up with the driver's call still out, or whose call failed after the request
+    // was sent (review 15g, M1), keeps the tag busy until that call settles, at most
+    // lateWriteWaitMs: the next write to the tag (a safe state) lands after it, not before (review 15e).
     const settled = Promise.all([before, sent]).then(
       () => undefined,
-      () => (deviceCall === undefined ? before : this.#lateWrite(deviceCall)),
+      () =>
+        deviceCall === undefined
+          ? before
+          : this.#lateWrite(deviceCall.then((outcome) => (outcome === "unknown" ? NEVER : undefined))),
     );
     this.#tails.set(tag, settled);
     void settled.then(() => {
       if (this.#tails.get(tag) === settled) this.#tails.delete(tag);
     });
+    if (reassert)
+      sent.catch((error: unknown) => {
+        // The device may hold a stale value until a later write of the tag is confirmed (review 15g, H3).
+        this.#unresolved.set(tag, { tag, reason: describe(error), since: this.#options.clock?.now() ?? Number.NaN });
+      });
     return sent;
   }
 
+  #trackOut(call: Promise<unknown>): void {
+    this.#out.add(call);
+    void call.then(() => this.#out.delete(call));
+  }
+
+  /** A write not sent (refused, aborted, not called) or whose driver call failed: it cannot land. */
+  #fail(tag: string, entry: LedgerEntry): void {
+    entry.state = "failed";
+    this.#prune(tag);
+  }
+
   /**
-   * Watches a given-up write's driver call (`sequence`: its number) until it settles: named by
-   * {@link lateCalls} meanwhile; then `onLateSettle` and the listeners are told, and when it
-   * landed after a later write to the tag had succeeded, that later value is written again
-   * (review 15f, H2).
+   * The value the device must end with: the latest-issued write of `tag` that may have landed
+   * (sent or still waiting its turn); a failed safe-state write is not passed over, so a value
+   * older than it is never written again (review 15g, H1/H2).
    */
-  #watchLate(
+  #intent(tag: string, below = Number.POSITIVE_INFINITY): LedgerEntry | undefined {
+    const ledger = this.#ledger.get(tag) ?? [];
+    for (let index = ledger.length - 1; index >= 0; index--) {
+      const entry = ledger[index];
+      if (entry === undefined || entry.sequence >= below) continue;
+      if (entry.value === undefined) continue;
+      if (entry.state !== "failed" || entry.safe) return entry;
+    }
+    return undefined;
+  }
+
+  /**
+   * A write's driver call settled (`late`: the write had been answered first): when it may have
+   * landed after a later-issued write, the latest-issued value that may have landed is written
+   * again, itself a write in the tag's order (review 15g). Then `onLateSettle` and the listeners
+   * are told.
+   */
+  #settle(
     tag: string,
-    value: TagValue,
-    sequence: number,
-    deviceCall: Promise<boolean | undefined>,
-    onLateSettle: TagWriteOptions["onLateSettle"],
+    entry: LedgerEntry,
+    outcome: DeviceOutcome,
+    late: { call: LateDeviceCall; onLateSettle: TagWriteOptions["onLateSettle"] } | undefined,
   ): void {
-    const call: LateDeviceCall = { tag, value, since: this.#options.clock?.now() ?? Number.NaN };
-    this.#late.add(call);
-    const settle = async (landed: boolean): Promise<void> => {
-      this.#late.delete(call);
-      onLateSettle?.({ landed });
-      let reassert: { reasserted?: TagValue; reassertError?: unknown } = {};
-      if (landed) {
-        // The writes sent after it settle first: the last value written is the one to restore.
-        await this.settled(tag);
-        const later = this.#lastWritten.get(tag);
-        if (later !== undefined && later.sequence > sequence) {
-          try {
-            await this.write(tag, later.value, undefined, { duringStop: true });
-            reassert = { reasserted: later.value };
-          } catch (failure) {
-            reassert = { reasserted: later.value, reassertError: failure };
-          }
-        }
+    entry.state = outcome;
+    const landed = outcome !== "failed";
+    const unconfirmed = outcome === "unknown";
+    let reassert: Promise<{ reasserted?: TagValue; reassertError?: unknown }> = Promise.resolve({});
+    if (landed) {
+      const intent = this.#intent(tag);
+      if (intent !== undefined && intent.sequence > entry.sequence && !sameTagValue(intent.value, entry.value)) {
+        let reasserted: TagValue | undefined;
+        const again = this.#issue(
+          tag,
+          (own) => {
+            // Decided right before it is sent: every write issued before it has then been sent or refused.
+            reasserted = this.#intent(tag, own)?.value;
+            return reasserted;
+          },
+          undefined,
+          { duringStop: true },
+          true,
+        );
+        reassert = again.then(
+          (value) => (value === undefined ? {} : { reasserted: value }),
+          (failure: unknown) => ({ ...(reasserted === undefined ? {} : { reasserted }), reassertError: failure }),
+        );
+      } else if (outcome === "landed" && (intent === undefined || sameTagValue(intent.value, entry.value))) {
+        this.#unresolved.delete(tag);
+        this.#confirmed.set(tag, Math.max(this.#confirmed.get(tag) ?? 0, entry.sequence));
       }
-      const event: LateDeviceSettle = { ...call, landed, ...reassert };
+    } else if (entry.reassert && !this.#unresolved.has(tag)) {
+      this.#unresolved.set(tag, {
+        tag,
+        reason: "writing the value again failed at the device",
+        since: this.#options.clock?.now() ?? Number.NaN,
+      });
+    }
+    this.#prune(tag);
+    if (late === undefined) return;
+    late.onLateSettle?.({ landed, ...(unconfirmed ? { unconfirmed } : {}) });
+    void reassert.then((result) => {
+      const event: LateDeviceSettle = { ...late.call, landed, ...(unconfirmed ? { unconfirmed } : {}), ...result };
       for (const listener of this.#lateListeners) {
         try {
           listener(event);
@@ -224,17 +381,70 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
           // A listener's failure is its own.
         }
       }
-    };
-    void deviceCall.then(async (outcome) => {
-      // Not called (the breaker was open): nothing was out.
-      if (outcome === undefined) this.#late.delete(call);
-      else await settle(outcome);
     });
+  }
+
+  /**
+   * Forgets a tag's ledger once none of its writes can land any more; meanwhile keeps only what
+   * {@link #intent} can reach: the pending writes, and the settled ones up to the latest that
+   * landed (or may have), so a call that never settles does not make the ledger grow with every
+   * later write.
+   */
+  #prune(tag: string): void {
+    const ledger = this.#ledger.get(tag);
+    if (ledger === undefined) return;
+    const pending = (entry: LedgerEntry): boolean => entry.state === "queued" || entry.state === "out";
+    if (!ledger.some(pending)) {
+      this.#ledger.delete(tag);
+      return;
+    }
+    const kept: LedgerEntry[] = [];
+    let reached = false;
+    for (let index = ledger.length - 1; index >= 0; index--) {
+      const entry = ledger[index]!;
+      if (pending(entry)) kept.push(entry);
+      else if (!reached) {
+        kept.push(entry);
+        reached = entry.state === "landed" || entry.state === "unknown";
+      }
+    }
+    this.#ledger.set(tag, kept.reverse());
   }
 
   /** @inheritDoc WatchesLateCalls.lateCalls */
   lateCalls(): readonly LateDeviceCall[] {
     return [...this.#late];
+  }
+
+  /** @inheritDoc WatchesLateCalls.unresolvedTags */
+  unresolvedTags(): readonly UnresolvedTag[] {
+    return [...this.#unresolved.values()];
+  }
+
+  /** @inheritDoc WatchesLateCalls.confirmedAfter */
+  confirmedAfter(tag: string, sequence: number): boolean {
+    return (this.#confirmed.get(tag) ?? 0) > sequence;
+  }
+
+  /** @inheritDoc WatchesLateCalls.drain */
+  async drain(timeoutMs: number): Promise<number> {
+    const { clock } = this.#options;
+    if (this.#out.size === 0 || clock === undefined) return this.#out.size;
+    const timer = new AbortController();
+    try {
+      await Promise.race([
+        (async () => {
+          // Writes still waiting their turn too: a re-assert queued behind a late-write wait.
+          while (this.#out.size > 0 || this.#tails.size > 0) await Promise.all([...this.#out, ...this.#tails.values()]);
+        })(),
+        clock.sleep(timeoutMs, timer.signal).catch(() => undefined),
+      ]);
+    } finally {
+      timer.abort();
+    }
+    // Told to the listeners (audited) before the caller goes on to close.
+    await Promise.resolve();
+    return this.#out.size;
   }
 
   /** @inheritDoc WatchesLateCalls.onLateSettle */
@@ -305,6 +515,59 @@ export function checkTagWrite(
     throw new KilnError("KILN_LIFECYCLE", `Cannot write ${tag}: the control system is ${lifecycle.state}.`);
   }
   return definition;
+}
+
+/**
+ * What became of a driver call: `landed` (it succeeded), `failed` (it failed before the request
+ * was sent, or the device refused it), `unknown` (it failed after the request may have been sent:
+ * the device may have taken the value; review 15g, M1).
+ */
+export type DeviceOutcome = "landed" | "failed" | "unknown";
+
+/**
+ * A driver call's rejection read by the driver contract (see `PlcDriver.write`): `details.sent:
+ * true`, or a timeout or abort that does not say `details.sent: false`, means the request may
+ * have reached the device (`unknown`); any other error is a failure (`failed`).
+ */
+export function deviceOutcomeOf(error: unknown): DeviceOutcome {
+  if (!KilnError.is(error)) return "failed";
+  const sent = (error.details as { sent?: unknown } | undefined)?.sent;
+  if (sent === true) return "unknown";
+  if (sent === false) return "failed";
+  return error.code === "KILN_TIMEOUT" || error.code === "KILN_ABORTED" ? "unknown" : "failed";
+}
+
+/** One write in a tag's ledger. */
+interface LedgerEntry {
+  readonly sequence: number;
+  /** The value sent (undefined until it is). */
+  value: TagValue | undefined;
+  state: "queued" | "out" | DeviceOutcome;
+  /** A write of the tag's safe-state value: never passed over for an older value. */
+  safe: boolean;
+  /** Written again by the writer itself after a late landing. */
+  readonly reassert: boolean;
+}
+
+const NEVER = new Promise<never>(() => undefined);
+
+function describe(error: unknown): string {
+  return KilnError.is(error)
+    ? `${error.code}: ${error.message}`
+    : error instanceof Error
+      ? error.message
+      : String(error);
+}
+
+/** Equal tag values (arrays element by element). */
+function sameTagValue(left: TagValue | undefined, right: TagValue | undefined): boolean {
+  if (Object.is(left, right)) return true;
+  if (typeof left !== "object" || typeof right !== "object" || left === null || right === null) return false;
+  const a = left as ArrayLike<unknown>;
+  const b = right as ArrayLike<unknown>;
+  if (a.length !== b.length) return false;
+  for (let index = 0; index < a.length; index++) if (!Object.is(a[index], b[index])) return false;
+  return true;
 }
 
 /** Operator writes: only while running; `stop()` closes the gate first. */

@@ -200,6 +200,8 @@ export interface ControlSystemHealth {
 
 /** How long a journaled audit entry may wait for the store before health names the backlog (ms). */
 const AUDIT_WAIT_GRACE_MS = 1_000;
+/** health() names at most this many given-up writes still out, then summarises (review 15g, L2). */
+const LATE_CALL_LINES = 5;
 
 /**
  * A composed control system for one machine: driver → acquisition → current value table →
@@ -726,6 +728,10 @@ export class ControlSystem {
       await abortActive();
       this.#storeOpening.abort(new KilnError("KILN_ABORTED", "control system stopping"));
       await step("opening the store", async () => this.#storeOpener);
+      // Driver calls still out (given-up writes, re-asserts) settle, bounded by the write timeout,
+      // so a late landing is seen and audited before the audit closes; one still out then is
+      // recorded as unknown (review 15g, H4).
+      await step("waiting for device calls still out", () => this.#settleDeviceCalls(), false);
       // Whatever the audit store did not take stays journaled (or is reported as dropped).
       await step("closing the command runner", () => this.#commands.close());
       await step("stopping acquisition", () => this.#acquisition.stop());
@@ -865,13 +871,18 @@ export class ControlSystem {
             // Answered KILN_TIMEOUT (`<id>:fail`, failed) while the device call was still out: what
             // became of it is recorded too, `<id>:landed` (allowed) or `<id>:lost` (failed), so the
             // trail is true (review 15f, LOW).
-            onLateSettle: ({ landed }) =>
+            // A call that failed after its request may have been sent is `<id>:landed` too, saying
+            // so: the device may have taken it (review 15g, M1).
+            onLateSettle: ({ landed, unconfirmed }) =>
               command.recordAfter(
                 landed ? "landed" : "lost",
                 landed
                   ? {
                       outcome: "allowed",
-                      reason: `the write answered KILN_TIMEOUT reached the device later: ${tag} was written`,
+                      reason:
+                        unconfirmed === true
+                          ? `the write answered as failed may have reached the device (the driver's call failed after its request was sent): ${tag} may have been written`
+                          : `the write answered KILN_TIMEOUT reached the device later: ${tag} was written`,
                     }
                   : { outcome: "failed", reason: "the write answered KILN_TIMEOUT did not reach the device" },
               ),
@@ -1169,7 +1180,11 @@ export class ControlSystem {
         }
         return this.#onActive(
           command,
-          (active) => active.abort(reason ?? "aborted by operator"),
+          async (active) => {
+            const result = await active.abort(reason ?? "aborted by operator");
+            recordSafeStateFailure(command, result.problems);
+            return result;
+          },
           (active) => {
             // Its effect is done (safe state written, machine back at rest): a second abort
             // would change nothing, so it is refused (denied), never recorded as an abort.
@@ -1371,11 +1386,12 @@ export class ControlSystem {
               // Answers once the effect is done (safe state written, machine at its end state), not
               // after the process record's final save (review 15z, M4).
               const halted = await this.#recipes.halt(reason, { fault: decision.fault });
+              if (halted !== undefined) recordSafeStateFailure(context, halted.problems);
               // No process: the command then goes to the machine as it would with no start waiting
               // (the table decides; review 15z, M3). Refused there, it answers the state: the
               // waiting starts were cancelled, and that is what its entry says.
               if (halted === undefined && decision.kind === "cancel" && this.#machine.can(name)) {
-                return this.#stopWithoutProcess(name);
+                return this.#stopWithoutProcess(name, context);
               }
               return this.#machine.state;
             });
@@ -1404,7 +1420,7 @@ export class ControlSystem {
           if (safetyFunction && this.#machine.can(name)) {
             return this.#safetyFence(reason, async () => {
               await context.commit();
-              return this.#machine.can(name) ? this.#stopWithoutProcess(name) : this.#machine.send(name);
+              return this.#machine.can(name) ? this.#stopWithoutProcess(name, context) : this.#machine.send(name);
             });
           }
           // An impossible transition is refused before the entry is committed (recorded denied).
@@ -1430,8 +1446,8 @@ export class ControlSystem {
    * and an acting state it enters (PackML `stopping`, `aborting`) completes to its end state
    * (`stopped`, `aborted`): nothing else would complete it (review 15c, LOW).
    */
-  async #stopWithoutProcess(name: string): Promise<string> {
-    await this.#recipes.applySafeState();
+  async #stopWithoutProcess(name: string, command: Pick<CommandContext, "recordAfter">): Promise<string> {
+    recordSafeStateFailure(command, await this.#recipes.applySafeState());
     const state = await this.#machine.send(name);
     const acting = this.#machine.model.name === "packml" && (state === "stopping" || state === "aborting");
     return acting && this.#machine.can("stateComplete") ? this.#machine.send("stateComplete") : state;
@@ -1523,15 +1539,28 @@ export class ControlSystem {
     }
     // A write given up at its timeout may still land and undo a later write (the safe state):
     // named while its driver call is out (review 15f, H2).
-    for (const late of this.#lateWatcher?.lateCalls() ?? []) {
+    // One line per call up to LATE_CALL_LINES, then a summary (review 15g, L2).
+    const lateCalls = this.#lateWatcher?.lateCalls() ?? [];
+    for (const late of lateCalls.slice(0, LATE_CALL_LINES)) {
       problems.push(
-        `write of ${late.tag} given up at ${new Date(late.since).toISOString()} is still out at the device and may yet land (the tag's last value written is then written again)`,
+        `write of ${late.tag} given up at ${new Date(late.since).toISOString()} is still out at the device and may yet land (the tag's latest-issued value is then written again)`,
       );
     }
-    for (const [tag, reason] of this.#reassertFailures) {
+    if (lateCalls.length > LATE_CALL_LINES) {
+      const tags = new Set(lateCalls.slice(LATE_CALL_LINES).map((late) => late.tag));
       problems.push(
-        `a write of ${tag} given up at its timeout landed late and writing the tag's last value again failed: ${reason} (the tag may hold the stale value; cleared by a reset of the machine)`,
+        `and ${lateCalls.length - LATE_CALL_LINES} more given-up writes still out at the device (${tags.size} tags)`,
       );
+    }
+    // Until a later write of the tag is confirmed: a reset does not clear it (review 15g, H3).
+    for (const unresolved of this.#lateWatcher?.unresolvedTags() ?? []) {
+      problems.push(
+        `a write of ${unresolved.tag} landed late and writing the tag's latest value again failed at ${new Date(unresolved.since).toISOString()}: ${unresolved.reason} (the tag may hold a stale value; cleared once a later write of the tag is confirmed)`,
+      );
+    }
+    for (const [tag, late] of this.#landedLate) {
+      if (this.#lateWatcher?.confirmedAfter(tag, late.sequence) === true) this.#landedLate.delete(tag);
+      else problems.push(late.text);
     }
     // The machine may not be safe: named until the machine is reset or the tag's safe value is
     // written (adversarial review 15u).
@@ -1781,7 +1810,7 @@ export class ControlSystem {
           (transition.from === "aborted" && transition.command === "clear");
         if (reset) {
           this.#recipes.clearSafeStateFailures();
-          this.#reassertFailures.clear();
+          this.#landedLate.clear();
         }
       }),
       this.#lateWatcher?.onLateSettle((settle) => this.#onLateSettle(settle)) ?? (() => undefined),
@@ -1792,6 +1821,32 @@ export class ControlSystem {
     );
   }
 
+  /**
+   * At stop: waits for the driver calls still out, at most one write timeout; a given-up write
+   * still out then is recorded as the system's `tag.unsettled` entry (outcome unknown: the device
+   * may yet take it) and logged (review 15g, H4).
+   */
+  async #settleDeviceCalls(): Promise<void> {
+    const watcher = this.#lateWatcher;
+    if (watcher === undefined) return;
+    const left = await watcher.drain(this.#options.acquisition.timeoutMs);
+    if (left === 0) return;
+    for (const late of watcher.lateCalls()) {
+      this.#logger.error({ tag: late.tag }, "a given-up write was still out at the device at stop");
+      await this.#commands
+        .runSystemAction(
+          {
+            action: "tag.unsettled",
+            target: late.tag,
+            reason: `a write of ${late.tag} given up at its timeout was still out at the device when the control system stopped: its outcome is unknown (the device may have taken it)`,
+            newValue: late.value,
+          },
+          () => Promise.resolve(undefined),
+        )
+        .catch(() => undefined);
+    }
+  }
+
   /** The writer's watch of its given-up driver calls, when the registered writer keeps one (the default does). */
   get #lateWatcher(): WatchesLateCalls | undefined {
     const writer = this.#writer as TagWriter & Partial<WatchesLateCalls>;
@@ -1800,8 +1855,8 @@ export class ControlSystem {
       : undefined;
   }
 
-  /** Tags whose late-landed write could not be overwritten again with their last value, with the reason (until reset). */
-  readonly #reassertFailures = new Map<string, string>();
+  /** Process writes that landed late after the machine left the process, by tag (until reset; review 15g, M3). */
+  readonly #landedLate = new Map<string, { readonly text: string; readonly sequence: number }>();
 
   /**
    * A write given up at its timeout settled at the device later (review 15f, H2): published
@@ -1816,8 +1871,6 @@ export class ControlSystem {
         : KilnError.is(settle.reassertError)
           ? `${settle.reassertError.code}: ${settle.reassertError.message}`
           : String(settle.reassertError);
-    if (reassertFailed === undefined) this.#reassertFailures.delete(settle.tag);
-    else this.#reassertFailures.set(settle.tag, reassertFailed);
     this.#logger.warn({ tag: settle.tag, landed: settle.landed, reassertFailed }, "a given-up write settled late");
     void this.#bus.publish("write-late-settle", {
       at: this.#clock.now(),
@@ -1828,6 +1881,29 @@ export class ControlSystem {
       ...(settle.reasserted === undefined ? {} : { reasserted: settle.reasserted }),
       ...(reassertFailed === undefined ? {} : { reassertFailed }),
     });
+    if (settle.landed && settle.reasserted === undefined && settle.origin !== undefined) {
+      // A process's write that landed after it was given up: audited as the system's entry naming
+      // the process and its principal, and named by health() until reset (review 15g, M3).
+      const { processId, principal } = settle.origin;
+      const by = `process ${processId}${principal === undefined ? "" : ` started by ${principal}`}`;
+      const took = settle.unconfirmed === true ? "may have taken" : "took";
+      if (this.#recipes.active?.id !== processId)
+        this.#landedLate.set(settle.tag, {
+          text: `the device ${took} ${settle.tag} = ${String(settle.value)} from ${by} after the write was given up, at ${new Date(this.#clock.now()).toISOString()} (cleared by a reset of the machine or a later confirmed write of the tag)`,
+          sequence: settle.sequence ?? Number.POSITIVE_INFINITY,
+        });
+      void this.#track(
+        this.#commands.runSystemAction(
+          {
+            action: "tag.late-landing",
+            target: settle.tag,
+            reason: `a write of ${settle.tag} by ${by}, given up at its timeout, ${settle.unconfirmed === true ? "may have reached" : "reached"} the device later`,
+            newValue: { late: settle.value, processId, ...(principal === undefined ? {} : { principal }) },
+          },
+          () => Promise.resolve(undefined),
+        ),
+      ).catch(() => undefined);
+    }
     if (!settle.landed || settle.reasserted === undefined) return;
     void this.#track(
       this.#commands.runSystemAction(
@@ -1990,6 +2066,18 @@ function unlessCancelled<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
       },
     );
   });
+}
+
+/**
+ * One rule for every safe-state path (review 15g, M2): a manual stop, fault or abort whose
+ * safe-state write failed gets its command's `<id>:fail` entry, as a trip does.
+ */
+function recordSafeStateFailure(
+  command: Pick<CommandContext, "recordAfter">,
+  problems: ProcessResult["problems"],
+): void {
+  const text = problemsOf(problems.filter((problem) => problem.stage === "safe-state"));
+  if (text !== undefined) command.recordAfter("fail", { outcome: "failed", reason: text });
 }
 
 /** The problems of an abort or a trip (a safe-state write the device refused), in words; undefined when none. */

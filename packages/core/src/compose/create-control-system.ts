@@ -266,6 +266,9 @@ function registerDefaults(container: ServiceContainer, options: ResolvedControlS
         // waits for it, at most one more write timeout (review 15e).
         clock: resolve(InternalTokens.Clock),
         lateWriteWaitMs: options.acquisition.timeoutMs,
+        // A write of a tag's safe value is never passed over for an older value (review 15g, H2).
+        isSafeValue: (tag, value) =>
+          (options.machine.safeState ?? []).some((write) => write.tag === tag && Object.is(write.value, value)),
       }),
   );
   singleton(InternalTokens.RecipeExecutor, (resolve) => {
@@ -284,7 +287,7 @@ function registerDefaults(container: ServiceContainer, options: ResolvedControlS
         (tag, value, signal, origin) => {
           if (origin) logger.debug({ tag, processId: origin.processId, principal: origin.principal }, "process write");
           // A process's writes (its safe state above all) still reach the PLC while the system stops.
-          return writer.write(tag, value, signal, { duringStop: true });
+          return writer.write(tag, value, signal, { duringStop: true, ...(origin ? { origin } : {}) });
         },
         writer.settled === undefined ? undefined : (tag) => writer.settled?.(tag),
         // The one source-age rule: a waitUntil is not met by a value whose source stopped (review 15e).

@@ -1,3 +1,4 @@
+import { deviceOutcomeOf } from "./checked-write";
 import type { Disposer } from "../domain/disposer";
 import { KilnError, isRetryable } from "../domain/errors";
 import type { Sample } from "../domain/sample";
@@ -136,11 +137,11 @@ export function guardDriver(driver: PlcDriver, policy: PortPolicy, context: Port
       const result = device.executeOnce((attempt) => (call = driver.write(tag, value, attempt)), signal);
       // Once `result` settles the driver was called, or never will be.
       const deviceSettled = result.then(
-        () => true,
+        () => "landed" as const,
         () =>
           call?.then(
-            () => true,
-            () => false,
+            () => "landed" as const,
+            (error: unknown) => deviceOutcomeOf(error),
           ),
       );
       return { result, device: deviceSettled };

@@ -63,7 +63,19 @@ export interface PlcDriver {
   close(): Promise<void>;
   /** Reads `tags` and returns one sample per tag, in order. */
   read(tags: readonly Tag[], signal?: AbortSignal): Promise<Sample[]>;
-  /** Writes `value` (already checked against the tag's type and range) to `tag`. */
+  /**
+   * Writes `value` (already checked against the tag's type and range) to `tag`. Resolves once the
+   * device took it.
+   *
+   * On failure, say whether the request may have reached the device: reject with a `KilnError`
+   * whose `details.sent` is `false` when nothing was sent (queued, not connected, refused before
+   * the wire), `true` when the request may be on the wire or at the device (aborted or timed out
+   * after sending). The core reads it (review 15g, ADR 0042): `sent: true`, or a `KILN_TIMEOUT` /
+   * `KILN_ABORTED` without `sent: false`, is "may have landed": the tag's later writes are held
+   * behind it, the tag's latest value is written again after it, and the audit records it
+   * `<id>:landed` (unconfirmed), never `<id>:lost`. Any other rejection (a device exception,
+   * `KILN_WRITE_REJECTED`) means the device did not take the value.
+   */
   write(tag: Tag, value: TagValue, signal?: AbortSignal): Promise<void>;
   /**
    * Present when `capabilities.subscribe`: delivers value changes of `tags` to `onSamples`

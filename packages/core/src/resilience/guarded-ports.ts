@@ -1,3 +1,4 @@
+import type { DeviceOutcome } from "../compose/checked-write";
 import type { Sample } from "../domain/sample";
 import type { Tag, TagValue } from "../domain/tags";
 import type { PlcDriver } from "../ports/plc-driver";
@@ -32,15 +33,17 @@ export interface GuardedDriver extends PlcDriver {
   /**
    * `write`, also telling when the driver's own call settled (`device`, never rejects): after the
    * timeout `result` rejects while the driver's call may still be on its way to the device and
-   * land later (review 15e). `device` resolves with `true` when the driver's call succeeded (the
-   * device took the value), `false` when it failed, and `undefined` at once when the driver was
-   * not called (breaker open; review 15f, H2).
+   * land later (review 15e). `device` resolves with `"landed"` when the driver's call succeeded
+   * (the device took the value), `"failed"` when it failed before sending or the device refused,
+   * `"unknown"` when it failed after the request may have been sent (`details.sent: true`;
+   * review 15g, M1), and `undefined` at once when the driver was not called (breaker open;
+   * review 15f, H2).
    */
   writeTracked(
     tag: Tag,
     value: TagValue,
     signal?: AbortSignal,
-  ): { readonly result: Promise<void>; readonly device: Promise<boolean | undefined> };
+  ): { readonly result: Promise<void>; readonly device: Promise<DeviceOutcome | undefined> };
 }
 
 /**

@@ -2080,12 +2080,17 @@ export class AuditedCommandRunner {
    * run: reported apart from other drops, by `audit-refusal-drop` and an error log naming both ids.
    */
   #reportRefusalDrop(entry: AuditEntry, why: string): void {
-    if (entry.outcome === "failed" && entry.id.endsWith(FAIL_ID_SUFFIX)) {
-      // A failure after the commit: the command ran (it may have reached the device) and then
-      // failed; "did not run" would be false (adversarial review 15t, F1). A plain drop.
+    if (!entry.id.endsWith(REFUSAL_ID_SUFFIX)) {
+      // Any other follow-up (`:fail`, `:cancel`, `:landed`, `:lost`) tells what became of a command
+      // that ran (it may have reached the device); "did not run" would be false (adversarial
+      // reviews 15t F1, 15g H4). A plain drop, saying what the entry said.
+      const said =
+        entry.outcome === "failed"
+          ? `failed after it was allowed (it may have reached the device)`
+          : `${entry.outcome} after the fact (${entry.reason ?? entry.id.slice(entry.id.lastIndexOf(":") + 1)})`;
       const reason =
-        `${why}: entry ${entry.id}, saying command ${entry.refersTo} (${entry.action} on ${entry.target}) failed ` +
-        "after it was allowed (it may have reached the device), was not recorded; the trail shows that command allowed only";
+        `${why}: entry ${entry.id}, saying command ${entry.refersTo} (${entry.action} on ${entry.target}) ${said}, ` +
+        "was not recorded; the trail shows that command allowed only";
       this.#logger.error({ id: entry.id, intentId: entry.refersTo, action: entry.action }, reason);
       this.#reportDrop(1, reason);
       return;
