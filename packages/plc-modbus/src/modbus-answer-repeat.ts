@@ -4,13 +4,10 @@
  * again where the current request's answer belongs, and the device's real answer comes after it in the device's own
  * time. By its bytes such a repeat cannot be told from a real answer whose values happen to be the same, and no wait
  * and no silence can prove it (a lost real answer leaves no disorder, adv12b H4). So an answer byte-identical (unit and
- * PDU) to the previous answer seen on the line, which answered another request, the same request or none, is NEVER
- * delivered good, whatever it equals (the request's own last answer too, adv12b H3: the real, changed answer then came late into the next read of its shape): it is delivered
+ * PDU) to the previous answer seen on the line, which answered another request or none, is NEVER delivered good, whatever
+ * it equals (the request's own last answer too, adv12b H3: the real, changed answer then came late into the next read of its shape): it is delivered
  * `uncertain`, with the reason, and the request queue holds its shape and fences the stream (a request of another
  * size goes first), so the request's next answer after the fence's own is its proof (a serial line answers in order).
- * The driver never sends two requests of one answer shape back to back on RTU (the request queue's `separateShapes`,
- * ADR 0041 amendment fix12g), so a genuine answer equal to the previous one does not occur there: equal values read
- * good, and a repeat to the same request sent again is caught like any other.
  */
 export class ModbusAnswerRepeats {
   /** The previous answer seen on the line and the request it answered (undefined: no request waited for it). */
@@ -28,16 +25,10 @@ export class ModbusAnswerRepeats {
   judge(key: string, answer: Buffer): string | undefined {
     const last = this.#last;
     this.#last = { key, answer: Buffer.from(answer) };
-    // The same request sent again back to back is judged too (ADR 0041, amendment fix12g): the driver never sends
-    // two requests of one answer shape back to back on RTU (`separateShapes`), so a genuine answer is never
-    // byte-identical to the previous one; a repeat of it, one read stale, is.
-    if (last === undefined || !last.answer.equals(answer)) return undefined;
-    const which =
-      last.key === undefined
-        ? "no request waited for"
-        : last.key === key
-          ? "answered this same request sent just before"
-          : "answered another request";
+    // The same request sent again back to back (one block read every scan) is not judged: a repeat would be its own
+    // previous answer, of the same registers (ADR 0041 amendment fix12f: left open, with the mitigation).
+    if (last === undefined || last.key === key || !last.answer.equals(answer)) return undefined;
+    const which = last.key === undefined ? "no request waited for" : "answered another request";
     return `the answer is byte-identical to the previous answer on the line, which ${which}: a repeater or gateway repeating it cannot be told apart by its bytes (uncertain; read again after a request of another size)`;
   }
 

@@ -10,16 +10,6 @@ export interface ModbusSerialOptions {
   readonly stopBits?: 1 | 2;
   /** @default "none" */
   readonly parity?: "none" | "even" | "odd" | "mark" | "space";
-  /**
-   * The serial adapter echoes every byte it transmits (a 2-wire RS-485 adapter whose receiver stays on while it
-   * sends): the RTU client consumes exactly the request's own bytes before reading its answer (bytes that differ fail
-   * the request). Without it, an echo is detected (at connect, by a read at the reserved unit 248, and on any request
-   * of function 1-4, 15 or 16, whose answer never equals the request): the driver reports a `local echo` endpoint in
-   * `endpoints()` naming this option, reads fail, and writes of function 5, 6 and 22 (whose answer is the request's
-   * own bytes, so an echo passes for it) are refused unsent (`KILN_DEVICE_ERROR`). With it on a line that does not
-   * echo, the same endpoint names the mismatch. ADR 0041, amendment fix12g. @default false
-   */
-  readonly localEcho?: boolean;
 }
 
 /**
@@ -73,12 +63,6 @@ export interface ModbusClient {
    * request keeps waiting for its own). Used for fences; without it a fence's answer that does not fit fails it.
    */
   patientNext?(): void;
-  /**
-   * Optional (the RTU client): calls `listener` once when the serial line is found to echo the requests while
-   * `localEcho` is off, or not to echo while it is on (see {@link ModbusSerialOptions.localEcho}); at once when
-   * that was found already (at connect).
-   */
-  onLocalEcho?(listener: (reason: string) => void): void;
 }
 
 /** An answer a {@link ModbusClient} did not deliver as a request's result (see {@link ModbusClient.onStray}). */

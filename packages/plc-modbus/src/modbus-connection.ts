@@ -46,7 +46,6 @@ export async function openModbusClient(options: ModbusConnectionOptions, signal:
           dataBits: transport.dataBits,
           stopBits: transport.stopBits,
           parity: transport.parity,
-          ...(transport.localEcho === true ? { localEcho: true } : {}),
         });
   const deadline = new AbortController();
   const timer = clock.setTimeout(

@@ -78,16 +78,6 @@ export interface ModbusRtuTransport {
   readonly stopBits?: 1 | 2;
   /** @default "none" */
   readonly parity?: "none" | "even" | "odd" | "mark" | "space";
-  /**
-   * The serial adapter echoes every byte it transmits (a 2-wire RS-485 adapter whose receiver stays on while it
-   * sends): the RTU client consumes exactly the request's own bytes before reading its answer (bytes that differ fail
-   * the request). Without it, an echo is detected (at connect, by a read at the reserved unit 248, and on any request
-   * of function 1-4, 15 or 16, whose answer never equals the request): the driver reports a `local echo` endpoint in
-   * `endpoints()` naming this option, reads fail, and writes of function 5, 6 and 22 (whose answer is the request's
-   * own bytes, so an echo passes for it) are refused unsent (`KILN_DEVICE_ERROR`). With it on a line that does not
-   * echo, the same endpoint names the mismatch. ADR 0041, amendment fix12g. @default false
-   */
-  readonly localEcho?: boolean;
 }
 
 /** Where the driver connects. */
@@ -263,7 +253,6 @@ export const modbusDriverOptionsSchema = z
         dataBits: z.union([z.literal(5), z.literal(6), z.literal(7), z.literal(8)]).default(8),
         stopBits: z.union([z.literal(1), z.literal(2)]).default(1),
         parity: z.enum(["none", "even", "odd", "mark", "space"]).default("none"),
-        localEcho: z.boolean().default(false),
       }),
     ]),
     name: z.string().min(1).optional(),

@@ -194,8 +194,6 @@ export class ModbusDriver implements PlcDriver {
   );
   /** The unit of the last fence sent. */
   #fenceUnit: number | undefined;
-  /** Why the serial line's local echo is not what `transport.localEcho` says, once the client found it (kept). */
-  #localEchoProblem: { readonly reason: string; readonly at: number } | undefined;
   /** When (clock ms) the answer stream was last found possibly shifted. */
   #misalignedAt: number | undefined;
 
@@ -295,10 +293,6 @@ export class ModbusDriver implements PlcDriver {
       onFenceTimeout: (error) => this.#fenceTimedOut(error),
       // A busy RTU device ignores the requests it gets while it sends a late answer: its fence waits for the bound.
       fenceAfterLateBound: transport.kind === "rtu",
-      // RTU: no two requests of one answer shape back to back (a read of another shape or a fence between them), so
-      // a byte-identical answer is only ever a repeat (ADR 0041, amendment fix12g).
-      separateShapes: transport.kind === "rtu",
-      ...(transport.kind === "rtu" ? { separationQuietMs: serialQuietMs(transport) } : {}),
       // Only TCP: a new connection proves that no answer of the old one comes (a serial line outlives its port).
       ...(transport.kind === "tcp" && transport.lateAnswerGuard && this.#options.reconnect.enabled
         ? { resyncAfterMs: transport.lostAnswerResyncMs, onResync: (reason: string) => this.#resync(reason) }
@@ -435,19 +429,7 @@ export class ModbusDriver implements PlcDriver {
         lastError: `not read within the read's deadline for ${reads} scans in a row (the scan's requests take longer than its deadline)`,
       });
     }
-    const echo: EndpointHealthSnapshot[] =
-      this.#localEchoProblem === undefined
-        ? []
-        : [
-            {
-              endpoint: "local echo",
-              state: "offline",
-              consecutiveFailures: 1,
-              lastError: this.#localEchoProblem.reason,
-              lastFailureAt: this.#localEchoProblem.at,
-            },
-          ];
-    return [...this.#units.snapshot(), ...blocks, ...starved, ...misaligned, ...held, ...echo];
+    return [...this.#units.snapshot(), ...blocks, ...starved, ...misaligned, ...held];
   }
 
   /**
@@ -1239,11 +1221,7 @@ export class ModbusDriver implements PlcDriver {
       },
       what,
       signal,
-      {
-        ...this.#guarded(request.unitId, shapeOf(request), request.area),
-        ...this.#fenceFor(request.unitId, request),
-        reorderable: true,
-      },
+      { ...this.#guarded(request.unitId, shapeOf(request), request.area), ...this.#fenceFor(request.unitId, request) },
     );
   }
 
@@ -1481,12 +1459,6 @@ export class ModbusDriver implements PlcDriver {
     if (this.#options.transport.kind === "tcp") this.#queue.newConnection();
     // The ledger and the answer stream's alignment are kept: behind a gateway the serial line outlives the
     // TCP connection, and an answer to a request of the old connection may come on this one.
-    // RTU: a line that echoes while `localEcho` is off (or not while it is on) is named in the health (ADR 0041, fix12g).
-    client.onLocalEcho?.((reason) => {
-      if (client !== this.#client) return;
-      this.#localEchoProblem = { reason, at: this.#clock.now() };
-      this.#logger.error({ reason }, "modbus serial line local echo");
-    });
     client.onStray?.((reason, answer) => {
       if (client !== this.#client) return;
       // A well-formed answer nobody took (late, duplicate) still shows that the link answers (adv12s M1).
@@ -1688,24 +1660,6 @@ function fenceSizes(request: Pick<ModbusReadRequest, "area" | "count">): number[
   for (let count = request.count - step; count >= 1; count -= step) if (count !== first) sizes.push(count);
   for (let count = request.count + step; count <= max; count += step) if (count !== first) sizes.push(count);
   return sizes;
-}
-
-/**
- * The quiet time of a serial line (ms): the longer of 50 ms (USB adapters deliver in chunks up to 16-32 ms apart)
- * and 20 characters, as the RTU client's (see `ModbusRtuClient`).
- */
-function serialQuietMs(transport: {
-  readonly baudRate?: number;
-  readonly dataBits?: number;
-  readonly stopBits?: number;
-  readonly parity?: string;
-}): number {
-  const bitsPerChar =
-    1 +
-    (transport.dataBits ?? 8) +
-    (transport.parity && transport.parity !== "none" ? 1 : 0) +
-    (transport.stopBits ?? 1);
-  return Math.max(50, Math.ceil((20 * bitsPerChar * 1000) / (transport.baudRate ?? 9600)));
 }
 
 /** The area each read function code (1-4) reads. */

@@ -49,23 +49,6 @@ export interface ModbusRequestQueueOptions {
    */
   readonly fenceAfterLateBound?: boolean;
   /**
-   * Never sends a request (with a fence builder and a shape) right after one of the same shape on the line: a
-   * request of another shape queued behind it (`ModbusRequestOptions.reorderable`, both) goes first if there is one,
-   * else its fence (a read of another size) goes first. For Modbus RTU: an answer byte-identical to the previous
-   * answer on the line is then never a genuine answer of equal values, only a repeat (a repeater, radio modem or
-   * one-behind device), which the client never delivers good (`ModbusAnswerRepeats`); and a serial line answers in
-   * order, so the different-size answer between them proves the stream aligned. ADR 0041, amendment fix12g.
-   * @default false
-   */
-  readonly separateShapes?: boolean;
-  /**
-   * With `separateShapes`: how long (ms) after the previous request ended a separating fence waits (the line's
-   * quiet time, 20 characters or 50 ms on RTU), so that a repeat of the previous answer that a repeater sends a
-   * few frame times after it arrives while nothing is asked (reported as a stray, the stream fenced) rather than
-   * into the next request's window after the fence's answer. @default 0
-   */
-  readonly separationQuietMs?: number;
-  /**
    * The forget horizon of an answer owed by a device that answers out of order (see `#heldByOwed`): once a
    * request of its shape is due this long (ms) after the owed request went on the wire, the queue admits no more
    * requests and calls {@link ModbusRequestQueueOptions.onResync} as soon as nothing is on the wire (normally the
@@ -171,8 +154,6 @@ interface Entry {
   readonly shape: string | undefined;
   /** The shape of an exception answer to it; see {@link ModbusRequestOptions.exceptionShape}. */
   readonly exceptionShape?: string | undefined;
-  /** May go before the requests queued ahead of it that are reorderable too (see {@link ModbusRequestOptions.reorderable}). */
-  readonly reorderable?: boolean;
   /** Sent while a late answer of its exception shape could still come (see `#strayExceptions`). */
   strayRisk?: boolean;
   /** Order in which it went on the wire (set by #execute). */
@@ -236,12 +217,6 @@ export interface ModbusRequestOptions {
    * @default ""
    */
   readonly scope?: string;
-  /**
-   * A read whose order among the other reorderable requests queued with it does not matter (a scan's request
-   * blocks): with `separateShapes`, one of another shape may go before it so that two of the same shape are not
-   * sent back to back. Writes are never reordered. @default false
-   */
-  readonly reorderable?: boolean;
 }
 
 /**
@@ -288,15 +263,6 @@ export class ModbusRequestQueue {
   readonly #onAlignment: ((change: ModbusAlignmentChange) => void) | undefined;
   readonly #onFenceTimeout: ((error: unknown) => void) | undefined;
   readonly #fenceAfterLateBound: boolean;
-  readonly #separateShapes: boolean;
-  readonly #separationQuietMs: number;
-  /**
-   * The shape of the last request or fence answered on the line (see `separateShapes`): its answer is the previous
-   * answer on the line (a request that got no answer leaves it); `null`: none yet.
-   */
-  #lastShapeAnswered: string | undefined | null = null;
-  /** Fences sent only to separate two requests of the same shape (`separateShapes`), since the queue was made. */
-  #separations = 0;
   /**
    * Scopes with an anomaly since their last proof (see {@link ModbusRequestOptions.fence} and
    * {@link ModbusRequestOptions.scope}); the stream is aligned when there is none.
@@ -384,8 +350,6 @@ export class ModbusRequestQueue {
     this.#onAlignment = options.onAlignment;
     this.#onFenceTimeout = options.onFenceTimeout;
     this.#fenceAfterLateBound = options.fenceAfterLateBound ?? false;
-    this.#separateShapes = options.separateShapes ?? false;
-    this.#separationQuietMs = options.separationQuietMs ?? 0;
     this.#resyncAfterMs =
       options.resyncAfterMs === undefined
         ? undefined
@@ -808,7 +772,6 @@ export class ModbusRequestQueue {
         exceptionShape: options.exceptionShape,
         fence: options.fence,
         scope: options.scope ?? "",
-        ...(options.reorderable === true ? { reorderable: true } : {}),
         resolve: resolve as (value: unknown) => void,
         reject,
         settled: false,
@@ -878,17 +841,12 @@ export class ModbusRequestQueue {
           this.#settle(head, false, this.#heldError(head, holder));
           continue;
         }
-        // Two requests of the same shape never go back to back with `separateShapes`: one of another shape
-        // queued behind it goes first, else its fence (below).
-        if (!this.#needsFence(head) && this.#sameShapeAsLast(head) && this.#separateByOrder()) continue;
-        if (this.#needsFence(head) || this.#sameShapeAsLast(head)) {
+        if (this.#needsFence(head)) {
           // The fence goes alone: pumped again when the requests on the wire are done.
           if (this.#inFlight.size > 0) break;
           // No fence could be built and its backoff has passed: resynchronise (the caller's reconnect, if any).
           if (this.#unstick(head.scope) && this.#resyncDue()) break;
-          const separating = !this.#needsFence(head);
-          const at = Math.max(this.#fenceAt(head.scope), separating ? this.#lastEnd + this.#separationQuietMs : 0);
-          const wait = at - this.#clock.now();
+          const wait = this.#fenceAt(head.scope) - this.#clock.now();
           if (wait > 0) {
             await this.#clock.sleep(wait);
             continue;
@@ -979,44 +937,6 @@ export class ModbusRequestQueue {
     });
   }
 
-  /**
-   * Fences sent only to separate two requests of the same shape (see {@link ModbusRequestQueueOptions.separateShapes}),
-   * since the queue was made.
-   */
-  get separations(): number {
-    return this.#separations;
-  }
-
-  /** With `separateShapes`: whether `entry` would go right after a request of its own shape (a fence goes first). */
-  #sameShapeAsLast(entry: Entry): boolean {
-    return (
-      this.#separateShapes &&
-      entry.fence !== undefined &&
-      entry.shape !== undefined &&
-      entry.shape === this.#lastShapeAnswered
-    );
-  }
-
-  /**
-   * Moves to the head of the queue the first reorderable request behind the (reorderable) head, with only
-   * reorderable requests between them, whose shape is not the last one sent and that waits for no fence: it
-   * separates the head from the request before it (`separateShapes`) without a fence. False when none is found.
-   */
-  #separateByOrder(): boolean {
-    const head = this.#queue[0]!;
-    if (head.reorderable !== true) return false;
-    for (let index = 1; index < this.#queue.length; index++) {
-      const other = this.#queue[index]!;
-      if (other.reorderable !== true || other.background !== head.background) return false;
-      if (other.shape === this.#lastShapeAnswered || other.shape === undefined || this.#needsFence(other)) continue;
-      if (this.#heldBy(other.shape) !== undefined) continue;
-      this.#queue.splice(index, 1);
-      this.#queue.unshift(other);
-      return true;
-    }
-    return false;
-  }
-
   /** Whether `entry` waits for a fence's proof: the answer stream may be shifted and it has a fence. */
   #needsFence(entry: Entry): boolean {
     return this.#unaligned.has(entry.scope) && entry.fence !== undefined && !this.idsProven;
@@ -1037,9 +957,7 @@ export class ModbusRequestQueue {
    * aligned; anything else fails `head` without sending it.
    */
   #sendFence(head: Entry): void {
-    // A fence that separates two requests of the same shape (`separateShapes`) has another shape than both.
-    const separating = this.#sameShapeAsLast(head);
-    const fence = head.fence!((shape) => this.#isUnsure(shape) || (separating && shape === head.shape));
+    const fence = head.fence!((shape) => this.#isUnsure(shape));
     if (fence === undefined) {
       const stuck = this.#stuckAt(head.scope);
       const index = this.#queue.indexOf(head);
@@ -1060,7 +978,6 @@ export class ModbusRequestQueue {
       return;
     }
     this.#fencing = true;
-    if (separating && !this.#needsFence(head)) this.#separations++;
     const entry: Entry = {
       operation: fence.run,
       what: `fence before ${head.what}`,
@@ -1330,7 +1247,6 @@ export class ModbusRequestQueue {
       promise.then(
         (value) => {
           if (finished) return; // timed out (or failed) already: its outcome was settled then
-          this.#lastShapeAnswered = entry.shape;
           if (entry.fenceFor !== undefined) this.#prove(entry);
           else if (
             this.#unaligned.has(entry.scope) &&
@@ -1360,8 +1276,6 @@ export class ModbusRequestQueue {
           if (finished) return;
           let error = rejection;
           let failure = modbusFailureOf(error);
-          // An exception frame was the last answer on the line: no data answer can be byte-identical to it.
-          if (typeof failure === "number") this.#lastShapeAnswered = `!${entry.exceptionShape ?? ""}`;
           const unproven =
             typeof failure === "number" && (entry.strayRisk === true || this.#strayExceptionPossible(entry));
           // Not connected: the request never went on the wire (one that did was failed by fail() first).

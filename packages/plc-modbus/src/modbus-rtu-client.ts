@@ -33,12 +33,6 @@ const openSerialPort: SerialPortOpener = async (path, options) => {
 
 interface Pending {
   readonly request: RtuRequest;
-  /** The request frame as sent (its local echo, see `localEcho`). */
-  readonly frame: Buffer;
-  /** Bytes of the request's local echo still to consume before its answer (`localEcho: true`). */
-  echoLeft: number;
-  /** A received prefix of the request frame was waited on and turned out to be no echo (see `#echoOf`). */
-  echoChecked?: boolean;
   /** The request's identity for {@link ModbusAnswerRepeats}. */
   readonly key: string;
   /** The line was out of step when the request went out: an answer counts only if no more bytes follow it. */
@@ -75,22 +69,6 @@ interface Pending {
  */
 export const REPEAT_WINDOW_MS = 250;
 
-/**
- * Function codes whose normal answer never equals the request frame byte for byte (reads 1-4: a byte count
- * where the address is; writes 15 and 16: the request carries a byte count and values): bytes equal to the request
- * right after it can only be its local echo (an RS-485 adapter that hears its own transmission).
- */
-const ANSWER_NEVER_EQUALS_REQUEST: ReadonlySet<number> = new Set([1, 2, 3, 4, 15, 16]);
-
-/**
- * Function codes whose normal answer is the request frame itself (write single coil 5, write single register 6,
- * mask write 22): on a line that echoes, the echo is a valid answer and proves nothing.
- */
-const ANSWER_EQUALS_REQUEST: ReadonlySet<number> = new Set([5, 6, 22]);
-
-/** The unit id the connect-time echo check reads at: 248-255 are reserved (Modbus over serial line, 2.2), no device answers. */
-const ECHO_CHECK_UNIT = 248;
-
 export class ModbusRtuClient extends ModbusFunctionCodes implements ModbusClient {
   readonly #opener: SerialPortOpener;
   readonly #events = new EventEmitter();
@@ -111,12 +89,6 @@ export class ModbusRtuClient extends ModbusFunctionCodes implements ModbusClient
   #lastByteAt = Number.NEGATIVE_INFINITY;
   #frameTimer: ReturnType<typeof setTimeout> | undefined;
   readonly #answerRepeats = new ModbusAnswerRepeats();
-  /** `localEcho: true`: every request's own bytes come back before its answer and are consumed. */
-  #localEcho = false;
-  /** Why the line is known to echo while `localEcho` is off (or not to echo while it is on), once seen. */
-  #echoProblem: string | undefined;
-  /** The connect-time echo check in progress: the bytes received since its request went. */
-  #echoCheck: Buffer[] | undefined;
 
   constructor(opener: SerialPortOpener = openSerialPort) {
     super();
@@ -132,9 +104,7 @@ export class ModbusRtuClient extends ModbusFunctionCodes implements ModbusClient
   }
 
   async connectRTUBuffered(path: string, options: ModbusSerialOptions): Promise<void> {
-    const { localEcho, ...serial } = options;
-    this.#localEcho = localEcho === true;
-    const port = await this.#opener(path, serial);
+    const port = await this.#opener(path, options);
     // Quiet time: the longer of 50 ms (USB adapters deliver in chunks up to 16-32 ms apart) and 20 characters.
     const bitsPerChar =
       1 + (options.dataBits ?? 8) + (options.parity && options.parity !== "none" ? 1 : 0) + (options.stopBits ?? 1);
@@ -148,59 +118,6 @@ export class ModbusRtuClient extends ModbusFunctionCodes implements ModbusClient
     port.on("error", (error) => this.#events.emit("error", error));
     await new Promise<void>((resolve, reject) => port.open((error) => (error ? reject(error) : resolve())));
     this.#port = port;
-    await this.#checkEcho(port);
-  }
-
-  /**
-   * Why the line's local echo is not what the `localEcho` option says (see {@link ModbusSerialOptions.localEcho}),
-   * or undefined while nothing says so.
-   */
-  get localEchoProblem(): string | undefined {
-    return this.#echoProblem;
-  }
-
-  /**
-   * Calls `listener` once when the line is found to echo while `localEcho` is off, or not to echo while it is on (at
-   * once when that was found already, e.g. at connect).
-   */
-  onLocalEcho(listener: (reason: string) => void): void {
-    if (this.#echoProblem !== undefined) listener(this.#echoProblem);
-    else this.#events.once("local-echo", listener);
-  }
-
-  /**
-   * At connect, before any request: a read at the reserved unit 248, which no device answers; what comes back within
-   * the frame's time plus the quiet time is the adapter's echo or nothing. Tells the line's echo from the option
-   * before a write of function 5, 6 or 22 (whose answer equals its echo) could be taken for answered.
-   */
-  async #checkEcho(port: SerialPortLike): Promise<void> {
-    const frame = rtuFrame(ECHO_CHECK_UNIT, Buffer.from([3, 0, 0, 0, 1]));
-    this.#echoCheck = [];
-    port.write(frame);
-    const frameMs = Math.ceil((frame.length * this.#turnaroundMs) / 3.5);
-    await new Promise((resolve) => setTimeout(resolve, frameMs + this.#quietMs));
-    await this.#resync();
-    const received = Buffer.concat(this.#echoCheck);
-    this.#echoCheck = undefined;
-    this.#buffer = Buffer.alloc(0);
-    const echoed = received.length >= frame.length && received.subarray(0, frame.length).equals(frame);
-    if (echoed && !this.#localEcho) this.#echoFound();
-    else if (!echoed && this.#localEcho && received.length === 0)
-      this.#echoIssue(
-        "localEcho is set but the serial line did not echo a request at connect: check the adapter (an RS-485 adapter that does not hear its own transmission needs localEcho: false)",
-      );
-  }
-
-  #echoFound(): void {
-    this.#echoIssue(
-      "the serial line echoes every request (an RS-485 adapter that hears its own transmission): set the transport option localEcho: true; until then writes of function 5, 6 and 22, whose answer equals their echo, are refused unsent",
-    );
-  }
-
-  #echoIssue(reason: string): void {
-    if (this.#echoProblem !== undefined) return;
-    this.#echoProblem = reason;
-    this.#events.emit("local-echo", reason);
   }
 
   setID(id: number): void {
@@ -240,31 +157,14 @@ export class ModbusRtuClient extends ModbusFunctionCodes implements ModbusClient
       this.#settle(this.#pending, new Error("abandoned"));
       this.#outOfStep = true;
     }
-    const functionCode = pduBytes[0]!;
-    if (!this.#localEcho && this.#echoProblem !== undefined && ANSWER_EQUALS_REQUEST.has(functionCode))
-      throw new Error(
-        `function ${functionCode} not sent: its answer equals the request's own local echo, so it cannot be told answered (${this.#echoProblem})`,
-      );
     if (this.#outOfStep) await this.#resync();
     this.#reportStray();
     const request = rtuRequest(this.#unitId, pduBytes);
     const key = ModbusAnswerRepeats.keyOf(request.unitId, pduBytes);
-    const frame = rtuFrame(request.unitId, pduBytes);
     return new Promise<Buffer>((resolve, reject) => {
       const sentAt = performance.now();
-      const echoLeft = this.#localEcho ? frame.length : 0;
-      this.#pending = {
-        request,
-        frame,
-        echoLeft,
-        key,
-        guarded: this.#outOfStep,
-        sentAt,
-        resolve,
-        reject,
-        settled: false,
-      };
-      port.write(frame);
+      this.#pending = { request, key, guarded: this.#outOfStep, sentAt, resolve, reject, settled: false };
+      port.write(rtuFrame(request.unitId, pduBytes));
     });
   }
 
@@ -280,10 +180,6 @@ export class ModbusRtuClient extends ModbusFunctionCodes implements ModbusClient
 
   #receive(data: Buffer): void {
     this.#lastByteAt = performance.now();
-    if (this.#echoCheck !== undefined) {
-      this.#echoCheck.push(Buffer.from(data));
-      return;
-    }
     this.#buffer = this.#buffer.length === 0 ? data : Buffer.concat([this.#buffer, data]);
     const pending = this.#pending;
     if (!pending || pending.settled) {
@@ -299,50 +195,6 @@ export class ModbusRtuClient extends ModbusFunctionCodes implements ModbusClient
     }
     if (this.#frameTimer) clearTimeout(this.#frameTimer);
     this.#frameTimer = undefined;
-    this.#examine(pending);
-  }
-
-  /**
-   * With `localEcho`, consumes the request's own bytes before its answer (false: not all came yet, or they differed
-   * and the request failed). Without it, bytes equal to the request of a function whose answer never equals it are
-   * its local echo: the request fails naming the option, and the line is reported echoing (`onLocalEcho`).
-   */
-  #echoOf(pending: Pending): boolean {
-    const frame = pending.frame;
-    if (pending.echoLeft > 0) {
-      const offset = frame.length - pending.echoLeft;
-      const take = Math.min(pending.echoLeft, this.#buffer.length);
-      if (!this.#buffer.subarray(0, take).equals(frame.subarray(offset, offset + take))) {
-        this.#mismatch(
-          pending,
-          "the bytes received after the request are not its local echo (the transport option localEcho: true expects the adapter to echo every request)",
-        );
-        return false;
-      }
-      pending.echoLeft -= take;
-      this.#buffer = this.#buffer.subarray(take);
-      return pending.echoLeft === 0 && this.#buffer.length > 0;
-    }
-    if (this.#localEcho || pending.echoChecked === true || !ANSWER_NEVER_EQUALS_REQUEST.has(frame[1]!)) return true;
-    const length = Math.min(frame.length, this.#buffer.length);
-    if (!this.#buffer.subarray(0, length).equals(frame.subarray(0, length))) return true;
-    if (length < frame.length) {
-      // A prefix of the request so far: its echo, or (rarely) an answer that starts like it; decided on more bytes.
-      this.#frameTimer = setTimeout(() => {
-        this.#frameTimer = undefined;
-        if (this.#pending !== pending || pending.settled) return;
-        pending.echoChecked = true;
-        this.#examine(pending);
-      }, this.#quietMs);
-      return false;
-    }
-    this.#echoFound();
-    this.#mismatch(pending, `the request's own bytes came back: ${this.#echoProblem!}`);
-    return false;
-  }
-
-  #examine(pending: Pending): void {
-    if (!this.#echoOf(pending)) return;
     const expected = expectedAnswerLength(pending.request, this.#buffer);
     if (expected !== undefined && this.#buffer.length > expected) {
       this.#mismatch(

@@ -39,11 +39,6 @@ export class RtuLineDevice {
    */
   repeatAfter: (request: Buffer) => number = () => 0;
   requests = 0;
-  /**
-   * Echo every byte received back onto the line at once, as the master's 2-wire RS-485 adapter does when its
-   * receiver hears its own transmission (the master sees its request again before any answer, also to a dead unit).
-   */
-  echo = false;
   /** The last frame this device put on the line (what a repeater would repeat). */
   lastSent: Buffer | undefined;
   #busy = false;
@@ -91,7 +86,6 @@ export class RtuLineDevice {
   }
 
   #receive(data: Buffer): void {
-    if (this.echo && this.#port.isOpen) this.#port.write(Buffer.from(data));
     this.#buffer = Buffer.concat([this.#buffer, data]);
     for (;;) {
       if (this.#buffer.length < 2) return;
