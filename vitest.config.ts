@@ -109,6 +109,9 @@ export default defineConfig({
     // restores it in its own hooks. See docs/adr/0044-test-files-share-module-cache.md.
     isolate: false,
     passWithNoTests: true,
+    // expect.poll's default of 1 s failed under load (a rebirth over a real broker took longer on a
+    // loaded 2-core machine); a poll that passes is not slowed by a longer bound.
+    expect: { poll: { timeout: 5_000 } },
     testTimeout: 30_000,
     hookTimeout: 60_000,
   },
