@@ -5,6 +5,7 @@ import {
   PublishRequest,
   ReadRequest,
   SecurityPolicy,
+  ServiceFault,
   StatusCodes,
   TransferSubscriptionsResponse,
   UserTokenType,
@@ -56,12 +57,16 @@ export interface Connection extends SubscriptionConnection {
   readonly outstanding: Map<number, { readonly sentAt: number; readonly deadline: number }>;
   /** Smoothed maximum of the server's response times, ms: part of the link silence bound. */
   responseMs: number;
-  /** Declared link losses that proved to be a live server: each doubles the link silence bound. */
-  widenings: number;
-  /** The session id when the link watchdog last declared a loss, to tell after the repair whether it was live. */
-  stalledSessionId: string | undefined;
+  /**
+   * Publish requests in flight, by request handle: when each was sent (clock ms). Their round
+   * trips only ever lower {@link responseMs} (the server holds a Publish, so its round trip is
+   * at least the link's). Cleared when the connection is lost.
+   */
+  readonly publishes: Map<number, number>;
   /** The link silence bound in effect, ms (updated by the link watchdog). */
   silenceBoundMs: number;
+  /** The bound of each connect stage of node-opcua's reconnect attempts, ms (`connectStageMs`). */
+  connectStageMs: number;
 }
 
 const SERVER_INFO_NODES = [
@@ -150,10 +155,13 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
       requestedSessionTimeout: timeouts.sessionMs,
       defaultTransactionTimeout: timeouts.requestMs,
       // Bounds each stage of node-opcua's connect (TCP, HEL/ACK: a stalled link answers neither,
-      // and without a bound a repair attempt waited 60 s) and is the socket's idle timeout, which
-      // the keep-alive reads (one per keep-alive period at most) keep from firing on a live link.
-      transportTimeout: linkSilenceMs(timeouts.keepAliveMs),
+      // and without a bound a repair attempt waited 60 s). connectMs for the first connect, not
+      // the keep-alive silence bound: a link with a 2.4 s round trip and a 1 s keep-alive must
+      // still connect (adv13c M4); reconnect attempts get connectStageMs (set by the driver).
+      // The driver turns the socket idle timeout it also sets off once the channel is open.
+      transportTimeout: timeouts.connectMs,
     });
+    relayServiceFaults(client);
     const opened = client;
     const attempt = (async () => {
       await opened.connect(endpointUrl);
@@ -174,10 +182,14 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
     const timer = clock.setTimeout(
       () =>
         deadline.abort(
-          new KilnError("KILN_CONNECTION_FAILED", `Connecting took longer than ${timeouts.connectMs} ms.`, {
-            retryable: true,
-            details: { timeoutMs: timeouts.connectMs },
-          }),
+          new KilnError(
+            "KILN_CONNECTION_FAILED",
+            `Connecting timed out after ${timeouts.connectMs} ms (timeouts.connectMs).`,
+            {
+              retryable: true,
+              details: { timeoutMs: timeouts.connectMs },
+            },
+          ),
         ),
       timeouts.connectMs,
     );
@@ -199,11 +211,12 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
       stalled: false,
       outstanding: new Map(),
       responseMs,
-      widenings: 0,
-      stalledSessionId: undefined,
+      publishes: new Map(),
       silenceBoundMs: 0,
+      connectStageMs: connectStageMs(timeouts.keepAliveMs, responseMs, timeouts.connectMs),
     };
     connection.silenceBoundMs = linkSilenceMs(connection.keepAliveMs);
+    setConnectStageMs(opened, connection.connectStageMs);
     return connection;
   } catch (error) {
     if (client) await client.disconnect().catch(() => undefined);
@@ -222,10 +235,9 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
  */
 export function adaptKeepAlive(client: OPCUAClient, session: ClientSession, keepAliveMs: number): number {
   const effective = effectiveKeepAliveMs(keepAliveMs, session.timeout);
-  const internals = client as unknown as { keepAliveInterval?: number; _transportTimeout?: number };
+  const internals = client as unknown as { keepAliveInterval?: number };
   const before = internals.keepAliveInterval ?? keepAliveMs;
   internals.keepAliveInterval = effective;
-  internals._transportTimeout = linkSilenceMs(effective);
   if (effective === before) return effective;
   const keepAlive = session as unknown as {
     stopKeepAliveManager?: () => void;
@@ -234,6 +246,69 @@ export function adaptKeepAlive(client: OPCUAClient, session: ClientSession, keep
   keepAlive.stopKeepAliveManager?.();
   keepAlive.startKeepAliveManager?.(effective);
   return effective;
+}
+
+/**
+ * The bound of each stage (TCP connect, HEL/ACK) of node-opcua's reconnect attempts on a link
+ * whose keep-alive is `keepAliveMs` and whose measured response time is `responseMs`: two
+ * keep-alive periods plus two response times (a stage is one round trip; a slow link must still
+ * reconnect, adv13c M4), at most `connectMs` (which bounds the first connect's stages). A stalled
+ * link still fails an attempt within it, so the next one can succeed once the link resumes.
+ */
+export function connectStageMs(keepAliveMs: number, responseMs: number, connectMs: number): number {
+  return Math.round(Math.min(connectMs, linkSilenceMs(keepAliveMs) + 2 * Math.max(0, responseMs)));
+}
+
+/** Sets the bound of each connect stage of `client`'s next reconnect attempts ({@link connectStageMs}). */
+export function setConnectStageMs(client: OPCUAClient, stageMs: number): void {
+  (client as unknown as { _transportTimeout?: number })._transportTimeout = stageMs;
+}
+
+/** The client event {@link relayServiceFaults} emits for each ServiceFault the server answers. */
+const SERVICE_FAULT_EVENT = "kiln_service_fault";
+
+type FaultEmitter = {
+  emit(event: string, answer: ServiceFaultAnswer): boolean;
+  on(event: string, listener: (answer: ServiceFaultAnswer) => void): unknown;
+};
+
+/** Calls `listener` for each ServiceFault the server answers on `client` ({@link relayServiceFaults}). */
+export function onServiceFault(client: OPCUAClient, listener: (answer: ServiceFaultAnswer) => void): void {
+  (client as unknown as FaultEmitter).on(SERVICE_FAULT_EVENT, listener);
+}
+
+/** A ServiceFault the server answered: which request (its handle) and the service result's name. */
+export interface ServiceFaultAnswer {
+  readonly requestHandle: number;
+  readonly statusName: string;
+}
+
+/**
+ * Makes `client` emit {@link SERVICE_FAULT_EVENT} with a {@link ServiceFaultAnswer} for every
+ * ServiceFault the server answers, on every secure channel it opens (first connect and each
+ * reconnect). node-opcua turns a ServiceFault into an error for the caller and emits
+ * `receive_response` only for answers without error (client_secure_channel_layer.js), so without
+ * this the link watchdog saw a faulted request (the Republish of each re-activation, answered
+ * BadMessageNotAvailable; a Publish answered BadSessionClosed) as still outstanding and the server
+ * as silent (docs/adr/0022, amendment fix13g). The secure channel emits `message` for each decoded
+ * answer before it settles the request.
+ */
+function relayServiceFaults(client: OPCUAClient): void {
+  type Channel = { on(event: "message", listener: (response: unknown) => void): unknown };
+  const internals = client as unknown as { _install_secure_channel_event_handlers?: (channel: Channel) => void };
+  const install = internals._install_secure_channel_event_handlers;
+  if (typeof install !== "function") return;
+  internals._install_secure_channel_event_handlers = function (this: unknown, channel: Channel): void {
+    install.call(this, channel);
+    channel.on("message", (response: unknown) => {
+      if (!(response instanceof ServiceFault)) return;
+      const answer: ServiceFaultAnswer = {
+        requestHandle: response.responseHeader.requestHandle,
+        statusName: response.responseHeader.serviceResult.name,
+      };
+      (client as unknown as FaultEmitter).emit(SERVICE_FAULT_EVENT, answer);
+    });
+  };
 }
 
 const KEEP_ALIVE_NODE = resolveNodeId(VariableIds.Server_ServerStatus_State);

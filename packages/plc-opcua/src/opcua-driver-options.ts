@@ -136,9 +136,15 @@ export const opcuaDriverOptionsSchema = z
  * - `timeouts`: `connectMs` (whole `connect()`), `requestMs` (each service call), `sessionMs`
  *   (session timeout requested; the driver adapts to a shorter one the server grants), `keepAliveMs`
  *   (session keep-alive: dead-session and stalled-link detection; `min(keepAliveMs, granted session
- *   timeout / 2)` in effect). A link on which the server answers nothing for 2 × the keep-alive in
- *   effect is taken as lost: status `reconnecting`, subscribed tags `uncertain` with the reason,
- *   reads failing, and a reconnect at once (docs/adr/0022, amendment fix13e).
+ *   timeout / 2)` in effect). A link on which the server answers nothing (no response, no service
+ *   fault) for `max(2 × keep-alive + response time, the deadline of the oldest request in flight)`
+ *   is taken as lost: status `reconnecting`, subscribed tags `uncertain` with the reason, reads
+ *   failing, and a reconnect at once. The response time is a smoothed maximum of measured round
+ *   trips (Publish round trips only lower it), capped at `requestMs`; a request's deadline is
+ *   `requestMs` after it was sent; so with nothing in flight the bound is at most
+ *   `2 × keep-alive + requestMs`, and it is never widened. Each stage (TCP, HEL/ACK) of a
+ *   reconnect attempt is bounded by `2 × keep-alive + 2 × response time`, at most `connectMs`
+ *   (docs/adr/0022, amendments fix13e, fix13f, fix13g).
  * - `connectionStrategy`: `maxRetry` (attempts of the first connect; once connected, the driver
  *   reconnects until `close()`), `initialDelayMs`, `maxDelayMs`, `randomisationFactor`. Always
  *   passed to node-opcua complete.

@@ -33,7 +33,7 @@ import {
   type EndpointHealthSnapshot,
 } from "@kiln/core/driver-kit";
 import type { DataValue, NodeId, ReadValueIdOptions } from "node-opcua-client";
-import type { Connection } from "./opcua-connection";
+import type { Connection, ServiceFaultAnswer } from "./opcua-connection";
 import type { ConnectErrorContext } from "./opcua-errors";
 import {
   opcuaDriverOptionsSchema,
@@ -47,6 +47,9 @@ import { loadOpcuaRuntime, type OpcuaRuntime } from "./opcua-runtime-loader";
 import { linkSilenceMs, smoothedMaxMs } from "./opcua-subscription-timing";
 import type { OpcuaTagSubscription } from "./opcua-tag-subscription";
 import type { OpcuaWriteTarget } from "./opcua-values";
+
+/** Service results that say the server no longer has the session (it closed or dropped it). */
+const SESSION_FAULTS: ReadonlySet<string> = new Set(["BadSessionClosed", "BadSessionIdInvalid"]);
 
 /**
  * How long a subscription id seen in a PublishResponse must stay unknown to node-opcua before
@@ -80,9 +83,11 @@ const ORPHAN_GRACE_MS = 1_000;
  *   starts) are retried with backoff. Subscribed tags turn `uncertain` while the link is down.
  *   A stalled link (TCP open, no bytes) counts as down once the server has answered nothing for
  *   2 × the session keep-alive (`timeouts.keepAliveMs`, or half a shorter granted session timeout)
- *   plus its measured response time, and not before the deadline (`timeouts.requestMs`) of a request
- *   in flight, and is reconnected at once; a loss that proves a live server widens that bound, see
- *   {@link OpcuaDriver.endpoints} (docs/adr/0022, amendments fix13e and fix13f).
+ *   plus its measured response time (decaying with a half-life of 2 keep-alive periods, capped at
+ *   `timeouts.requestMs`), and not before the deadline (`timeouts.requestMs`) of a request in
+ *   flight, and is reconnected at once (docs/adr/0022, amendments fix13e, fix13f and fix13g). A
+ *   request the server answers with a session fault (BadSessionClosed, BadSessionIdInvalid: the
+ *   server dropped the session) turns subscribed tags `uncertain` at once and repairs the session.
  *   A subscription the server holds for the session but nothing owns (its creation reply was
  *   lost in an outage) is deleted once its keep-alive arrives (docs/adr/0022).
  * - node-opcua is loaded by the first `connect()` (and `OpcuaSimulator.start()`), not when the
@@ -142,8 +147,6 @@ export class OpcuaDriver implements PlcDriver {
   #repairWatchdog: AbortController | undefined;
   /** Counts session losses, so a repair overtaken by a new loss does not report `connected`. */
   #losses = 0;
-  /** Declared link losses that proved to be a live server, for {@link endpoints}. */
-  #widened: { readonly at: number; readonly count: number; readonly message: string } | undefined;
   #warnedInsecure = false;
   /**
    * The trust check of the server certificate of each channel node-opcua re-opened: it does not
@@ -185,6 +188,10 @@ export class OpcuaDriver implements PlcDriver {
           { code: change.code, reason: change.reason },
           "the OPC UA server refused the identity; not reconnecting (retrying a refused log-in can lock the account). Fix the identity option and call connect() again.",
         );
+        // No more reconnects (node-opcua's repair or the driver's rebuild): the last values are no
+        // longer "last usable" but bad, with the refusal as reason (adv13c L2).
+        const reason = `the OPC UA server refused the identity; not reconnecting (${change.reason ?? change.code ?? "failed"})`;
+        for (const subscription of this.#subscriptions) subscription.connectionFailed(reason);
       }
     });
   }
@@ -505,6 +512,8 @@ export class OpcuaDriver implements PlcDriver {
     const { client, session } = connection;
     const current = (): boolean => this.#connection === connection && !this.#lifecycle.signal.aborted;
     client.on("connection_lost", () => {
+      // Publish requests of the lost channel are never answered.
+      connection.publishes.clear();
       if (connection.stalled) {
         // The link watchdog broke the channel and already reported the loss with its reason.
         connection.stalled = false;
@@ -516,7 +525,6 @@ export class OpcuaDriver implements PlcDriver {
     releaseSocketTimeout(connection);
     client.on("reconnection_attempt_has_failed", (error: unknown) => {
       // node-opcua's own reconnect loop (TCP, secure channel, certificate): each attempt's reason.
-      connection.stalledSessionId = undefined;
       if (!current()) return;
       this.#repairProgress(connection);
       const failure = this.#connectError(error);
@@ -532,33 +540,44 @@ export class OpcuaDriver implements PlcDriver {
       if (current()) this.#certificateChecks.set(connection, this.#recheckServerCertificate(connection));
     });
     client.on("backoff", (retry: number, delay: number) => {
-      connection.stalledSessionId = undefined;
       if (!current()) return;
       this.#repairProgress(connection);
       this.#logger.debug({ retry, delayMs: delay }, "OPC UA reconnect attempt failed; backing off");
       // node-opcua backs off after a failed attempt to open the TCP connection or the secure
       // channel over it (refused, timed out, handshake unanswered) and does not pass on which or
-      // why: the message claims no more than that (adv13s L5).
+      // why: the message claims no more than that (adv13s L5), but names the stage's time bound
+      // (adv13c M4: a link slower than it could never connect and the reason did not say so):
+      // 2 keep-alives + 2 response times, at most timeouts.connectMs (connectStageMs).
       this.#lifecycle.attemptFailed(
         new KilnError(
           "KILN_CONNECTION_FAILED",
-          `Reconnecting to ${this.#options.endpointUrl} failed (attempt ${retry + 1}: no TCP connection or secure channel opened); retrying in ${Math.round(delay)} ms`,
-          { retryable: true, details: { endpointUrl: this.#options.endpointUrl, stage: "connect" } },
+          `Reconnecting to ${this.#options.endpointUrl} failed (attempt ${retry + 1}: no TCP connection or secure channel opened: refused, or timed out after ${connection.connectStageMs} ms); retrying in ${Math.round(delay)} ms`,
+          {
+            retryable: true,
+            details: {
+              endpointUrl: this.#options.endpointUrl,
+              stage: "connect",
+              timeoutMs: connection.connectStageMs,
+            },
+          },
         ),
       );
     });
     client.on("receive_response", (response: unknown) => {
-      const now = this.#clock.now();
-      connection.heardAt = now;
-      const handle = (response as { responseHeader?: { requestHandle?: number } }).responseHeader?.requestHandle;
-      const sent = handle === undefined ? undefined : connection.outstanding.get(handle);
-      if (sent) {
-        connection.outstanding.delete(handle!);
-        connection.responseMs = smoothedMaxMs(connection.responseMs, now - sent.sentAt);
-      }
+      this.#answered(connection, (response as { responseHeader?: { requestHandle?: number } }).responseHeader);
       if (response instanceof this.#rt.PublishResponse && current()) {
         this.#orphans.published(session, response.subscriptionId);
       }
+    });
+    this.#rt.onServiceFault(client, (fault: ServiceFaultAnswer) => {
+      // A fault is an answer: the server is there (node-opcua emits no receive_response for it).
+      this.#answered(connection, fault);
+      if (!current() || this.status !== "connected" || !SESSION_FAULTS.has(fault.statusName)) return;
+      // The server dropped the session (a Publish it held, or any request, answered
+      // BadSessionClosed / BadSessionIdInvalid): values are not live from now on. Repair it as
+      // node-opcua's keep-alive does on the same fault (break the channel: it re-activates the
+      // session, then re-creates it), instead of waiting up to one keep-alive for that.
+      this.#breakChannel(connection, `the server dropped the session (${fault.statusName}); re-creating it`);
     });
     client.on("connection_reestablished", () => {
       if (!current()) return;
@@ -651,10 +670,40 @@ export class OpcuaDriver implements PlcDriver {
   #silenceBound(connection: Connection): number {
     connection.silenceBoundMs = linkSilenceMs(connection.keepAliveMs, {
       requestMs: this.#options.timeouts.requestMs,
-      widenings: connection.widenings,
       responseMs: connection.responseMs,
     });
+    connection.connectStageMs = this.#rt.connectStageMs(
+      connection.keepAliveMs,
+      connection.responseMs,
+      this.#options.timeouts.connectMs,
+    );
+    this.#rt.setConnectStageMs(connection.client, connection.connectStageMs);
     return connection.silenceBoundMs;
+  }
+
+  /**
+   * The server answered the request with `header.requestHandle` on `connection` (a response or a
+   * ServiceFault): the link is live now, the request is no longer outstanding, and its round
+   * trip updates the response time. A Publish's round trip (the server held it) only lowers it:
+   * one slow answer on a subscribe-only link, where nothing else is measured, no longer keeps the
+   * stall bound long (adv13c M3).
+   */
+  #answered(connection: Connection, header: { requestHandle?: number } | undefined): void {
+    const now = this.#clock.now();
+    connection.heardAt = now;
+    const handle = header?.requestHandle;
+    if (handle === undefined) return;
+    const published = connection.publishes.get(handle);
+    if (published !== undefined) {
+      connection.publishes.delete(handle);
+      const sampleMs = now - published;
+      if (sampleMs < connection.responseMs) connection.responseMs = smoothedMaxMs(connection.responseMs, sampleMs);
+      return;
+    }
+    const sent = connection.outstanding.get(handle);
+    if (!sent) return;
+    connection.outstanding.delete(handle);
+    connection.responseMs = smoothedMaxMs(connection.responseMs, now - sent.sentAt);
   }
 
   /**
@@ -682,15 +731,19 @@ export class OpcuaDriver implements PlcDriver {
 
   /**
    * Records `request` as outstanding on `connection` (for its response time), and as one the
-   * link watchdog waits for until its deadline unless it is a keep-alive read; a Publish is not
-   * recorded (`linkRequestKind`).
+   * link watchdog waits for until its deadline unless it is a keep-alive read; a Publish is
+   * recorded apart, never waited for (the server holds it), its round trip only lowering the
+   * response time (`linkRequestKind`, {@link #answered}).
    */
   #outstanding(connection: Connection, request: unknown): void {
     const kind = this.#rt.linkRequestKind(request);
-    if (kind === "publish") return;
     const header = (request as { requestHeader?: { requestHandle?: number } }).requestHeader;
     if (header?.requestHandle === undefined) return;
     const now = this.#clock.now();
+    if (kind === "publish") {
+      connection.publishes.set(header.requestHandle, now);
+      return;
+    }
     connection.outstanding.set(header.requestHandle, {
       sentAt: now,
       // The driver bounds each of its calls by timeouts.requestMs (node-opcua's own timeout is at least 5 s).
@@ -702,50 +755,24 @@ export class OpcuaDriver implements PlcDriver {
    * node-opcua restored the session of `connection` (re-activated it, or re-created it on a
    * restarted server). The keep-alive is adapted to the session timeout granted now (a restarted
    * server may grant a shorter one, and node-opcua restarts the keep-alive with the old period:
-   * the session expired between keep-alives and every poll logged in again). And when the link
-   * watchdog had declared the loss and the same session came back at the first attempt, the
-   * server was alive (slower than the bound, not stalled): the bound is doubled, up to
-   * `timeouts.requestMs`, logged and reported by {@link endpoints}.
+   * the session expired between keep-alives and every poll logged in again). The link silence
+   * bound is not widened when the same session comes back: that proves the server alive, not the
+   * old path (a NAT that lost the idle flow forwards new connections; docs/adr/0022, amendment
+   * fix13g).
    */
   #sessionRenewed(connection: Connection): void {
     const { client, session } = connection;
     connection.keepAliveMs = this.#rt.adaptKeepAlive(client, session, this.#options.timeouts.keepAliveMs);
-    const stalledSession = connection.stalledSessionId;
-    connection.stalledSessionId = undefined;
-    if (stalledSession === undefined || stalledSession !== session.sessionId.toString()) return;
-    const before = this.#silenceBound(connection);
-    connection.widenings++;
-    const after = this.#silenceBound(connection);
-    if (after === before) {
-      connection.widenings--;
-      return;
-    }
-    this.#widened = {
-      at: this.#clock.now(),
-      count: (this.#widened?.count ?? 0) + 1,
-      message: `the link was declared stalled after ${before} ms of silence but the server was alive (same session at the first attempt); the silence bound is now ${after} ms`,
-    };
-    this.#logger.warn({ beforeMs: before, afterMs: after }, this.#widened.message);
   }
 
   /**
-   * Health of the link watchdog, in `system.health().acquisition.endpoints`: after the driver
-   * declared a link loss that proved to be a live server (its session still valid), one entry
-   * `link watchdog` (`online`; `consecutiveFailures`: such losses; `lastError` says how far the
-   * silence bound was widened; `lastFailureAt`: when). Empty otherwise (docs/adr/0022, amendment
-   * fix13f).
+   * Endpoint health beyond the connection's own. Always empty since docs/adr/0022 amendment
+   * fix13g: it reported the link watchdog's widened silence bound, which is no longer widened.
+   *
+   * @deprecated Kept for compatibility; returns `[]`.
    */
   endpoints(): EndpointHealthSnapshot[] {
-    if (!this.#widened) return [];
-    return [
-      {
-        endpoint: "link watchdog",
-        state: "online",
-        consecutiveFailures: this.#widened.count,
-        lastError: this.#widened.message,
-        lastFailureAt: this.#widened.at,
-      },
-    ];
+    return [];
   }
 
   /** Stops the link watchdog of `connection`. */
@@ -765,8 +792,17 @@ export class OpcuaDriver implements PlcDriver {
    */
   #linkStalled(connection: Connection, silentMs: number, boundMs: number): void {
     const reason = `no answer from the OPC UA server for ${Math.round(silentMs)} ms (link stalled; bound ${boundMs} ms: 2 keep-alive periods and the server's response time)`;
+    this.#breakChannel(connection, reason);
+  }
+
+  /**
+   * Reports the loss of `connection` with `reason` ({@link #sessionLost}) and breaks its secure
+   * channel, as node-opcua's keep-alive failure does: requests in flight fail at once and
+   * node-opcua repairs the session (re-activates it, or re-creates it) on its backoff. The
+   * `connection_lost` that follows is not reported again.
+   */
+  #breakChannel(connection: Connection, reason: string): void {
     connection.stalled = true;
-    connection.stalledSessionId = connection.session.sessionId.toString();
     this.#sessionLost(reason);
     const channel = (connection.client as unknown as { _secureChannel?: { forceConnectionBreak?: () => void } })
       ._secureChannel;
@@ -823,7 +859,7 @@ export class OpcuaDriver implements PlcDriver {
   #refused(connection: Connection, cause: unknown): void {
     this.#disarmRepairWatchdog();
     this.#connection = undefined;
-    for (const subscription of this.#subscriptions) subscription.connectionLost();
+    // Status `failed`: the status listener turns every subscribed tag bad with the reason.
     this.#lifecycle.fail(this.#connectError(cause));
     // Disconnecting makes the client unusable, which ends node-opcua's repair loop.
     void this.#dispose(connection);

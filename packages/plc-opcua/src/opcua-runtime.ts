@@ -24,10 +24,13 @@ export { OPCUACertificateManager } from "node-opcua-certificate-manager";
 export { browseVariables } from "./opcua-browse";
 export {
   adaptKeepAlive,
+  connectStageMs,
   linkRequestKind,
+  onServiceFault,
   openOpcuaConnection,
   readServerInfo,
   sameServerInfo,
+  setConnectStageMs,
 } from "./opcua-connection";
 export { discoverDataType, writeRejected } from "./opcua-data-types";
 export {

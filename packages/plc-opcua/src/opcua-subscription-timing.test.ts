@@ -64,15 +64,13 @@ describe("effectiveKeepAliveMs and linkSilenceMs", () => {
   });
 });
 
-// Issue 13, pass on fix13e, MEDIUM-2 and LOW-3 (docs/adr/0022, amendment fix13f).
-describe("linkSilenceMs with the measured response time and widenings", () => {
-  test("adds the response time; each widening doubles the two periods up to max(2 keep-alives, requestMs)", () => {
-    expect(linkSilenceMs(1_000, { requestMs: 10_000, widenings: 0, responseMs: 1_200 })).toBe(3_200);
-    expect(linkSilenceMs(1_000, { requestMs: 10_000, widenings: 1, responseMs: 0 })).toBe(4_000);
-    expect(linkSilenceMs(1_000, { requestMs: 10_000, widenings: 3, responseMs: 0 })).toBe(10_000);
-    expect(linkSilenceMs(1_000, { requestMs: 10_000, widenings: 99, responseMs: 0 })).toBe(10_000);
-    // requestMs below 2 keep-alives never narrows the bound; the response time is capped at requestMs.
-    expect(linkSilenceMs(5_000, { requestMs: 3_000, widenings: 2, responseMs: 60_000 })).toBe(13_000);
+// Issue 13, pass on fix13e, MEDIUM-2 and LOW-3 (docs/adr/0022, amendments fix13f and fix13g).
+describe("linkSilenceMs with the measured response time", () => {
+  test("adds the response time, capped at requestMs: never more than 2 keep-alives + requestMs; no widening", () => {
+    expect(linkSilenceMs(1_000, { requestMs: 10_000, responseMs: 1_200 })).toBe(3_200);
+    expect(linkSilenceMs(1_000, { requestMs: 10_000, responseMs: 0 })).toBe(2_000);
+    expect(linkSilenceMs(1_000, { requestMs: 10_000, responseMs: 60_000 })).toBe(12_000);
+    expect(linkSilenceMs(5_000, { requestMs: 3_000, responseMs: 60_000 })).toBe(13_000);
   });
 
   test("smoothedMaxMs takes a longer response at once and forgets it by eighths", () => {

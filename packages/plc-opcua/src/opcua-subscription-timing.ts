@@ -63,34 +63,36 @@ export function effectiveKeepAliveMs(keepAliveMs: number, sessionTimeoutMs: numb
 
 /** What the link silence bound depends on besides the keep-alive period ({@link linkSilenceMs}). */
 export interface LinkSilenceFactors {
-  /** `timeouts.requestMs`: the bound is never widened beyond it (nor beyond 2 keep-alive periods, whichever is larger). */
+  /** `timeouts.requestMs`: the response-time term never exceeds it. */
   readonly requestMs: number;
-  /** Declared losses that proved to be a live server (its session was still valid): each doubles the base bound. */
-  readonly widenings: number;
   /** Measured response time of the server, ms ({@link smoothedMaxMs}): added so a slow link is not a stalled one. */
   readonly responseMs: number;
 }
 
 /**
  * How long the server may send nothing at all before the driver takes the link for stalled:
- * two keep-alive periods. node-opcua sends a keep-alive read at the latest one keep-alive period
- * after the last answer, so a live server has answered something within the second period, plus
- * the time it takes to answer (`factors.responseMs`: a 1.2 s round trip with a 1 s keep-alive
- * made every keep-alive answer late). Each declared loss that proved to be a live server doubles
- * the two periods, up to `max(2 keep-alive periods, requestMs)` (docs/adr/0022, amendments
- * fix13e and fix13f). Without `factors`: the bare two periods (each connect stage's bound).
+ * two keep-alive periods plus the server's response time. node-opcua sends a keep-alive read at
+ * the latest one keep-alive period after the last answer, so a live server has answered
+ * something within the second period, plus the time it takes to answer (`factors.responseMs`: a
+ * 1.2 s round trip with a 1 s keep-alive made every keep-alive answer late). The response-time
+ * term is capped at `requestMs`, so the bound is at most `2 × keepAliveMs + requestMs`. It is
+ * never widened by a loss that "proved" a live server: the same session coming back on a new
+ * connection proves the server alive, not the old path (docs/adr/0022, amendments fix13e,
+ * fix13f and fix13g). Without `factors`: the bare two periods.
  */
 export function linkSilenceMs(keepAliveMs: number, factors?: LinkSilenceFactors): number {
   const base = 2 * keepAliveMs;
   if (!factors) return base;
-  const widened = Math.min(base * 2 ** Math.min(factors.widenings, 16), Math.max(base, factors.requestMs));
-  return Math.round(widened + Math.min(Math.max(0, factors.responseMs), factors.requestMs));
+  return Math.round(base + Math.min(Math.max(0, factors.responseMs), factors.requestMs));
 }
 
 /**
  * A smoothed maximum of response times: a longer `sampleMs` is taken at once, a shorter one
  * lowers `previousMs` by an eighth of the difference, so one fast answer does not forget a slow
- * link but a slow burst fades over a few dozen answers.
+ * link but a slow burst fades over a few dozen answers. The driver also lowers it (never raises
+ * it) by the round trips of Publish requests: the server holds those, so each is at least the
+ * link's response time, and on a subscribe-only link they are the only answers measured
+ * (docs/adr/0022, amendment fix13g).
  */
 export function smoothedMaxMs(previousMs: number, sampleMs: number): number {
   if (!(sampleMs >= 0)) return previousMs;

@@ -179,6 +179,22 @@ export class OpcuaTagSubscription {
   }
 
   /**
+   * The connection is gone for good (the server refused the identity: no more reconnects): report
+   * every tag `bad` (BadNoCommunication) with `reason`, not the last value as usable, and stop retrying.
+   */
+  connectionFailed(reason: string): void {
+    this.#cancelRetry();
+    this.#cancelWatchdog();
+    const now = this.#context.clock.now();
+    this.#emit(
+      this.#entries.map((entry) => {
+        entry.reportedStatus = QualityCodes.BadNoCommunication;
+        return badSample(entry.tag, QualityCodes.BadNoCommunication, reason, now);
+      }),
+    );
+  }
+
+  /**
    * Stops every delivery and, with `deleteOnServer` (the default), deletes the subscription on
    * the server, best effort. The driver passes false when it is about to close the session,
    * which deletes the session's subscriptions anyway.

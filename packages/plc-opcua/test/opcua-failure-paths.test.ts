@@ -1,7 +1,15 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { createControlSystem, defineTags, KilnError, type KilnEvents, MemoryStore } from "@kiln/core";
+import {
+  createControlSystem,
+  defineTags,
+  KilnError,
+  type KilnEvents,
+  MemoryStore,
+  QualityCodes,
+  type Sample,
+} from "@kiln/core";
 import type { DriverStatusChange } from "@kiln/core/driver-kit";
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from "vitest";
 import { OPCUA_SIMULATOR_NAMESPACE_URI, OpcuaDriver, OpcuaSimulator } from "../src/index";
@@ -126,6 +134,48 @@ describe("a refused identity stops reconnecting (issue 13, fault 2)", () => {
       await waitFor(() => driver.status === "failed", { what: "status failed" });
       await settle();
       expect(simulator.stats.passwordChecks).toBe(1);
+    } finally {
+      await driver.close();
+    }
+  }, 60_000);
+
+  // adv13c L2: after the refusal nothing reconnects, yet subscribed tags stayed `uncertain`
+  // ("last usable value") forever. They turn bad, with the refusal as reason.
+  test("after a refused log-in (session dropped), subscribed tags turn bad with the refusal as reason", async () => {
+    const driver = newDriver();
+    await driver.connect();
+    const received: Sample[] = [];
+    try {
+      await driver.subscribe(tags.list(), { samplingIntervalMs: 50 }, (samples) => received.push(...samples));
+      await waitFor(() => received.some((sample) => sample.quality.severity === "good"), { what: "a good value" });
+      simulator.setUsers([{ userName: "operator", password: CHANGED }]);
+      simulator.closeSessions();
+      await waitFor(() => driver.status === "failed", { what: "status failed" });
+      const last = await waitFor(() => (received.at(-1)?.quality.severity === "bad" ? received.at(-1) : undefined), {
+        what: "the tag bad",
+      });
+      expect(last.quality.code).toBe(QualityCodes.BadNoCommunication);
+      expect(last.quality.reason).toMatch(/refused the identity/);
+    } finally {
+      await driver.close();
+    }
+  }, 60_000);
+
+  // Sibling: the same after a server restart with a changed password (the driver's rebuild or node-opcua's repair).
+  test("after a refused log-in on a restarted server, subscribed tags turn bad too", async () => {
+    const driver = newDriver();
+    await driver.connect();
+    const received: Sample[] = [];
+    try {
+      await driver.subscribe(tags.list(), { samplingIntervalMs: 50 }, (samples) => received.push(...samples));
+      await waitFor(() => received.some((sample) => sample.quality.severity === "good"), { what: "a good value" });
+      await simulator.stop();
+      await waitFor(() => driver.status === "reconnecting", { what: "reconnecting" });
+      simulator.setUsers([{ userName: "operator", password: CHANGED }]);
+      await simulator.start();
+      await waitFor(() => driver.status === "failed", { what: "status failed" });
+      await waitFor(() => received.at(-1)?.quality.severity === "bad", { what: "the tag bad" });
+      expect(received.at(-1)?.quality.reason).toMatch(/BadUserAccessDenied/);
     } finally {
       await driver.close();
     }

@@ -150,7 +150,7 @@ describe("session loss and reconnects (issue 13, fault 5)", () => {
       // does not claim TCP failed, as node-opcua does not say which stage did (adv13s L5).
       expect(
         reasons.every((reason) =>
-          /^Reconnecting to opc\.tcp:\/\/\S+ failed \(attempt \d+: no TCP connection or secure channel opened\)/.test(
+          /^Reconnecting to opc\.tcp:\/\/\S+ failed \(attempt \d+: no TCP connection or secure channel opened: refused, or timed out after \d+ ms/.test(
             reason,
           ),
         ),

@@ -23,9 +23,13 @@ export interface SubscriptionCountFixture {
   readonly simulator: () => OpcuaSimulator;
   /**
    * A driver with short backoffs, at the simulator or at `endpointUrl` (a proxy); `connectMs`
-   * shortens the repair watchdog (connectionStrategy.maxDelayMs + timeouts.connectMs); `logger` records.
+   * shortens the repair watchdog (connectionStrategy.maxDelayMs + timeouts.connectMs); `logger`
+   * records; `requestMs` (default 3000) and `keepAliveMs` (default 1000) set those timeouts.
    */
-  readonly newDriver: (endpointUrl?: string, extra?: { connectMs?: number; logger?: Logger }) => OpcuaDriver;
+  readonly newDriver: (
+    endpointUrl?: string,
+    extra?: { connectMs?: number; requestMs?: number; keepAliveMs?: number; logger?: Logger },
+  ) => OpcuaDriver;
   /**
    * Waits (up to `withinMs`, default 15 s) until the server has held exactly these counts for a
    * while (no late re-creation).
@@ -59,13 +63,16 @@ export function subscriptionCountFixture(): SubscriptionCountFixture {
   };
   return {
     simulator: started,
-    newDriver: (endpointUrl = started().endpointUrl, { connectMs, logger } = {}) =>
+    newDriver: (
+      endpointUrl = started().endpointUrl,
+      { connectMs, requestMs = 3_000, keepAliveMs = 1_000, logger } = {},
+    ) =>
       new OpcuaDriver({
         endpointUrl,
         security: { mode: "None" },
         pki: { dir: path.join(workDir, "client") },
         connectionStrategy: { maxRetry: 1_000, initialDelayMs: 100, maxDelayMs: 400, randomisationFactor: 0.1 },
-        timeouts: { keepAliveMs: 1_000, requestMs: 3_000, ...(connectMs === undefined ? {} : { connectMs }) },
+        timeouts: { keepAliveMs, requestMs, ...(connectMs === undefined ? {} : { connectMs }) },
         ...(logger ? { logger } : {}),
         monitoredItemRetry: { initialDelayMs: 100, maxDelayMs: 400 },
       }),

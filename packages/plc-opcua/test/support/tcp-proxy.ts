@@ -13,6 +13,8 @@ export class TcpProxy {
   #down = false;
   #blackholed = false;
   #paused = false;
+  /** Client sockets of the connections {@link blackholeOpen} froze. */
+  readonly #frozen = new Set<net.Socket>();
   /** Writes held while paused, in order, delivered by {@link restore}. */
   #held: (() => void)[] = [];
   /** Delay added to every forwarded chunk in each direction, ms (order kept): a slow link. */
@@ -70,6 +72,15 @@ export class TcpProxy {
   }
 
   /**
+   * Swallows every byte in both directions on the connections open now, without closing them,
+   * while new connections are forwarded: a NAT or stateful firewall that lost the state of an
+   * idle flow. {@link drop} or {@link restore} ends it.
+   */
+  blackholeOpen(): void {
+    for (const socket of this.#sockets) this.#frozen.add(socket);
+  }
+
+  /**
    * Holds every byte in both directions, without closing or losing anything: a TCP path that
    * stalls and then resumes (retransmission delivers what was sent meanwhile). {@link restore}
    * delivers what was held, in order; {@link drop} discards it.
@@ -83,6 +94,7 @@ export class TcpProxy {
     this.#down = false;
     this.#blackholed = false;
     this.#paused = false;
+    this.#frozen.clear();
     const held = this.#held;
     this.#held = [];
     for (const write of held) write();
@@ -111,18 +123,19 @@ export class TcpProxy {
       socket.on("error", () => undefined);
       socket.on("close", () => {
         this.#sockets.delete(socket);
+        this.#frozen.delete(socket);
         client.destroy();
         upstream.destroy();
       });
     }
     client.on("data", (data: Buffer) => {
-      if (this.#blackholed) return;
+      if (this.#blackholed || this.#frozen.has(client)) return;
       if (this.#paused) this.#held.push(() => upstream.write(data));
       else this.#later(() => upstream.write(data));
     });
     let pending = Buffer.alloc(0);
     upstream.on("data", (data: Buffer) => {
-      if (this.#blackholed) return;
+      if (this.#blackholed || this.#frozen.has(upstream)) return;
       // Forwarded message by message, so an armed cut can swallow exactly one answer.
       pending = Buffer.concat([pending, data]);
       while (pending.length >= 8) {
