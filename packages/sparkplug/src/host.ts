@@ -84,7 +84,9 @@ export interface SparkplugHostLimits {
    * counts until the device is born again or forgotten): a birth that would take the host past
    * this first forgets what is dead (offline devices, edge nodes not online with everything they
    * hold), least recently seen first, then is refused. Per-metric state of a metric no birth
-   * declares any more is released. @default 2000000
+   * declares any more is released. A birth counts at least 1, metrics or not, and edge node and
+   * device ids longer than 1,024 characters are refused as malformed, so births without metrics
+   * or with huge ids are bounded too. @default 2000000
    */
   readonly maxMetrics?: number;
 }
@@ -534,9 +536,12 @@ const FLAP_LOSSES = 3;
 const REBIRTH_IDS_EXTRA = 10_000;
 /** The most losses of trust kept per edge node for the flap check (the latest). */
 const FLAP_KEPT = 64;
-/** Metrics a birth holds in the host's memory (for `limits.maxMetrics`). */
+/**
+ * Metrics a birth holds in the host's memory (for `limits.maxMetrics`): at least 1, so births
+ * without metrics are bounded too (review 19h, H1: devices born with none escaped every cap).
+ */
 function birthSize(birth: Birth | undefined): number {
-  return birth === undefined ? 0 : Math.max(birth.byName.size, birth.byAlias.size);
+  return birth === undefined ? 0 : Math.max(1, birth.byName.size, birth.byAlias.size);
 }
 /**
  * Microseconds of a time in ms, as Kiln stores key rows (`Math.round(ms * 1000)`): the host keeps
@@ -1215,6 +1220,18 @@ export class SparkplugHost {
       );
       return;
     }
+    // An id is kept in the host's maps and in every tag name: one longer than a kept name is
+    // refused before anything is made for it (review 19h, H1: ids of 32,000 characters, as long as
+    // a topic may be, took 65 KB per device past every cap).
+    const deviceId = "deviceId" in parsed ? parsed.deviceId : undefined;
+    const longId = [parsed.edgeNodeId, deviceId].find((id) => id !== undefined && id.length > NAME_KEPT_MAX);
+    if (longId !== undefined) {
+      this.#reject(
+        `${topic.slice(0, NAME_KEPT_MAX)}…`,
+        `a ${parsed.type} whose ${longId === parsed.edgeNodeId ? "edge node" : "device"} id has ${longId.length} characters, over ${NAME_KEPT_MAX}, the longest the host keeps: refused, not read`,
+      );
+      return;
+    }
     const node = this.#node(parsed.groupId, parsed.edgeNodeId);
     if (node === undefined) {
       this.#refuseByLimit(
@@ -1500,7 +1517,8 @@ export class SparkplugHost {
     };
     let limit: SparkplugHostLimit | undefined;
     let detail = "";
-    const count = payload.metrics.length;
+    // A birth counts at least 1 (see birthSize).
+    const count = Math.max(1, payload.metrics.length);
     // Room is made by forgetting what is dead, least recently seen first, never what is born.
     if (deviceId !== undefined && !node.devices.has(deviceId))
       while (node.devices.size >= this.#limits.maxDevicesPerEdgeNode && this.#forgetDeadDevice(node)) {

@@ -109,6 +109,34 @@ describe("limits: the host's memory is bounded whatever the peers on the broker 
     expect(refusals.at(-1)?.topic).toBe(`spBv1.0/${GROUP}/DDATA/invented-4/d`);
   });
 
+  test("a birth without metrics counts 1 against limits.maxMetrics: devices born empty cannot escape the cap (review 19h, H1)", async () => {
+    const { host, edge } = await rig({ maxMetrics: 6 });
+    const raw = await edge("empty");
+    await raw.nbirth(0);
+    for (let index = 0; index < 10; index++) await raw.dbirth(`d${index}`, []);
+    await eventually(() => host.health().refusals.maxMetrics > 0, 5_000, "a birth refused by maxMetrics");
+    const node = host.health().edgeNodes.find((each) => each.edgeNodeId === "empty");
+    // Before: every empty birth cost 0 and all 10 devices were kept.
+    expect(node?.devices.length).toBeLessThan(10);
+    expect(node?.devices.length).toBeGreaterThan(0);
+  });
+
+  test("an edge node or device id longer than 1,024 characters is refused before anything is kept for it (review 19h, H1)", async () => {
+    const { host, edge, born } = await rig({});
+    const long = "e".repeat(1_025);
+    const raw = await edge(long);
+    await raw.nbirth(0);
+    const other = await born("short");
+    await other.dbirth("x".repeat(2_000), [double("m", 2, 5)]);
+    await eventually(() => host.health().messages.malformed >= 2, 5_000, "both refused as malformed");
+    expect(host.health().edgeNodes.map((node) => node.edgeNodeId)).toEqual(["short"]);
+    expect(host.health().edgeNodes[0]!.devices.map((device) => device.deviceId)).toEqual(["d"]);
+    // Sibling: an id of exactly 1,024 characters is kept (the longest the host keeps).
+    const edge1024 = await edge("f".repeat(1_024));
+    await edge1024.nbirth(0);
+    await eventually(() => host.health().edgeNodes.length === 2, 5_000, "the 1,024-character id kept");
+  });
+
   test("a birth past limits.maxMetricsPerBirth or limits.maxDevicesPerEdgeNode is refused whole (nothing of it stored, the edge node distrusted and asked for a rebirth), other edge nodes untouched", async () => {
     const { host, refusals, born } = await rig({ maxMetricsPerBirth: 3, maxDevicesPerEdgeNode: 1 });
     const other = await born("other");
