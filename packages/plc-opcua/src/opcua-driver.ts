@@ -25,13 +25,7 @@ import {
   severityOfStatusCode,
   type SubscriptionOptions,
 } from "@kiln/core/driver-kit";
-import {
-  ConnectionLifecycle,
-  raceAbort,
-  TagListCache,
-  type Disposer,
-  type EndpointHealthSnapshot,
-} from "@kiln/core/driver-kit";
+import { ConnectionLifecycle, raceAbort, TagListCache, type Disposer } from "@kiln/core/driver-kit";
 import type { DataValue, NodeId, ReadValueIdOptions } from "node-opcua-client";
 import type { Connection, ServiceFaultAnswer } from "./opcua-connection";
 import type { ConnectErrorContext } from "./opcua-errors";
@@ -763,16 +757,6 @@ export class OpcuaDriver implements PlcDriver {
   #sessionRenewed(connection: Connection): void {
     const { client, session } = connection;
     connection.keepAliveMs = this.#rt.adaptKeepAlive(client, session, this.#options.timeouts.keepAliveMs);
-  }
-
-  /**
-   * Endpoint health beyond the connection's own. Always empty since docs/adr/0022 amendment
-   * fix13g: it reported the link watchdog's widened silence bound, which is no longer widened.
-   *
-   * @deprecated Kept for compatibility; returns `[]`.
-   */
-  endpoints(): EndpointHealthSnapshot[] {
-    return [];
   }
 
   /** Stops the link watchdog of `connection`. */

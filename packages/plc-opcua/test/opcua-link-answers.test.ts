@@ -52,7 +52,6 @@ describe("a stall is declared within the documented bound (adv13c)", () => {
         detections.push(await untilNotGood(received, at));
       }
       expect(detections.filter((ms) => ms >= KEEP_ALIVE_BOUND_MS + SLACK_MS)).toEqual([]);
-      expect(driver.endpoints()).toEqual([]);
     } finally {
       await driver.close();
       await proxy.close();

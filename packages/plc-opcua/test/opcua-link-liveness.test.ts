@@ -93,7 +93,6 @@ describe("a live server slower than the keep-alive bound", () => {
         expect(lostAt - pausedAt).toBeLessThan(KEEP_ALIVE_BOUND_MS + 500);
         await sleep(1_000);
       }
-      expect(driver.endpoints()).toEqual([]);
     } finally {
       await driver.close();
       await proxy.close();
