@@ -142,6 +142,13 @@ export interface CheckedTagWriterOptions {
   readonly isSafeValue?: (tag: string, value: TagValue) => boolean;
   /** The clock of `lateWriteWaitMs` (and of {@link LateDeviceCall.since}). */
   readonly clock?: Pick<Clock, "sleep" | "now">;
+  /**
+   * The safe-state epoch (the recipe executor's `safeStateEpoch`, bumped before any await when a
+   * trip or a manual stop, fault or abort is decided): a value written again after a late landing
+   * must have been issued in the current epoch (or be a safe-state value), else it is not sent —
+   * the safe state's own write will be (adversarial review 15h, H1). @default no fence
+   */
+  readonly safeStateEpoch?: () => number;
 }
 
 /**
@@ -154,6 +161,8 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
   readonly #options: CheckedTagWriterOptions;
   /** The last write made to each tag, settled (never rejects); removed once nothing follows it. */
   readonly #tails = new Map<string, Promise<void | undefined>>();
+  /** The tails that are the writer's own re-asserts (see {@link settled}). */
+  readonly #reassertTails = new WeakSet<Promise<void | undefined>>();
   /** Numbers the driver calls in the order they are made. */
   #sequence = 0;
   /**
@@ -170,6 +179,11 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
   /** Every driver call made and not yet settled (a stop waits for them, bounded; review 15g, H4). */
   readonly #out = new Set<Promise<unknown>>();
   readonly #lateListeners = new Set<(settle: LateDeviceSettle) => void>();
+  /**
+   * Per tag: the re-assert queued and not yet decided (its value is chosen right before it is
+   * sent, so one covers every landing meanwhile; review 15h, M1).
+   */
+  readonly #queuedReasserts = new Map<string, Promise<{ reasserted?: TagValue; reassertError?: unknown }>>();
 
   constructor(options: CheckedTagWriterOptions) {
     this.#options = options;
@@ -204,7 +218,14 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
     const { tags, driver, lifecycle } = this.#options;
     const accepted = options.duringStop === true ? PROCESS_WRITE_STATES : OPERATOR_WRITE_STATES;
     const before = this.#tails.get(tag);
-    const entry: LedgerEntry = { sequence: ++this.#sequence, value: undefined, state: "queued", safe: false, reassert };
+    const entry: LedgerEntry = {
+      sequence: ++this.#sequence,
+      epoch: this.#options.safeStateEpoch?.() ?? 0,
+      value: undefined,
+      state: "queued",
+      safe: false,
+      reassert,
+    };
     const ledger = this.#ledger.get(tag) ?? [];
     ledger.push(entry);
     this.#ledger.set(tag, ledger);
@@ -285,6 +306,7 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
           : this.#lateWrite(deviceCall.then((outcome) => (outcome === "unknown" ? NEVER : undefined))),
     );
     this.#tails.set(tag, settled);
+    if (reassert) this.#reassertTails.add(settled);
     void settled.then(() => {
       if (this.#tails.get(tag) === settled) this.#tails.delete(tag);
     });
@@ -341,13 +363,30 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
     let reassert: Promise<{ reasserted?: TagValue; reassertError?: unknown }> = Promise.resolve({});
     if (landed) {
       const intent = this.#intent(tag);
-      if (intent !== undefined && intent.sequence > entry.sequence && !sameTagValue(intent.value, entry.value)) {
+      const queued = this.#queuedReasserts.get(tag);
+      if (queued !== undefined) {
+        // One re-assert per tag waits its turn at a time: its value is chosen when it is sent, so
+        // it answers this landing too (review 15h, M1).
+        reassert = queued;
+      } else if (intent !== undefined && intent.sequence > entry.sequence && !sameTagValue(intent.value, entry.value)) {
         let reasserted: TagValue | undefined;
         const again = this.#issue(
           tag,
           (own) => {
+            this.#queuedReasserts.delete(tag);
             // Decided right before it is sent: every write issued before it has then been sent or refused.
-            reasserted = this.#intent(tag, own)?.value;
+            const chosen = this.#intent(tag, own);
+            if (chosen !== undefined && !this.#inForce(chosen)) {
+              // Issued before a safe state was decided: never sent after it, the safe state's
+              // write will be (review 15h, H1). The device may hold an older value meanwhile.
+              this.#unresolved.set(tag, {
+                tag,
+                reason: `a late landing left an older value; the latest value, issued before a safe state was decided, was not written again`,
+                since: this.#options.clock?.now() ?? Number.NaN,
+              });
+              return undefined;
+            }
+            reasserted = chosen?.value;
             return reasserted;
           },
           undefined,
@@ -358,6 +397,10 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
           (value) => (value === undefined ? {} : { reasserted: value }),
           (failure: unknown) => ({ ...(reasserted === undefined ? {} : { reasserted }), reassertError: failure }),
         );
+        this.#queuedReasserts.set(tag, reassert);
+        void reassert.then(() => {
+          if (this.#queuedReasserts.get(tag) === reassert) this.#queuedReasserts.delete(tag);
+        });
       } else if (outcome === "landed" && (intent === undefined || sameTagValue(intent.value, entry.value))) {
         this.#unresolved.delete(tag);
         this.#confirmed.set(tag, Math.max(this.#confirmed.get(tag) ?? 0, entry.sequence));
@@ -382,6 +425,12 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
         }
       }
     });
+  }
+
+  /** True when `entry` may be written again now: issued in the current safe-state epoch, or a safe-state value (review 15h, H1). */
+  #inForce(entry: LedgerEntry): boolean {
+    const epoch = this.#options.safeStateEpoch;
+    return entry.safe || epoch === undefined || entry.epoch === epoch();
   }
 
   /**
@@ -468,8 +517,16 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
   /** @inheritDoc TagWriter.settled */
   settled(tag: string): Promise<void> | undefined {
     if (!this.#tails.has(tag)) return undefined;
+    // Writes made meanwhile are waited for too, but not the writer's own re-asserts: a late landing
+    // re-asserting with each settle would hold a safe state back without end (review 15h, H1).
     const drain = async (): Promise<void> => {
-      for (let tail = this.#tails.get(tag); tail !== undefined; tail = this.#tails.get(tag)) await tail;
+      await this.#tails.get(tag);
+      for (
+        let tail = this.#tails.get(tag);
+        tail !== undefined && !this.#reassertTails.has(tail);
+        tail = this.#tails.get(tag)
+      )
+        await tail;
     };
     return drain();
   }
@@ -540,6 +597,8 @@ export function deviceOutcomeOf(error: unknown): DeviceOutcome {
 /** One write in a tag's ledger. */
 interface LedgerEntry {
   readonly sequence: number;
+  /** The safe-state epoch it was issued in (see {@link CheckedTagWriterOptions.safeStateEpoch}). */
+  readonly epoch: number;
   /** The value sent (undefined until it is). */
   value: TagValue | undefined;
   state: "queued" | "out" | DeviceOutcome;

@@ -1,0 +1,137 @@
+import { describe, expect, test } from "vitest";
+import { createControlSystem, defineTags, MemoryStore, SimulatedPlc, type Principal } from "../index";
+import type { Tag, TagValue } from "../domain/tags";
+
+// Adversarial review 15h (ADR 0042, amendment 15h): re-asserts of pre-fault values sent after a
+// fault was decided (H1), a stop that did not wait for a queued re-assert (H2), a storm of
+// re-asserts (M1). Helpers as in late-landing-order.test.ts. Review 15g: the late-landing mechanism (ADR 0042, amendments 15e/15f) only counted
+// writes that succeeded within their timeout, so two given-up calls settling in reverse order
+// left the device at the older value (H1), a late landing re-wrote a value older than a hung
+// safe-state write (H2), a re-assert's failure was cleared by its own late settle (H3), a stop
+// closed over calls still out (H4), a rejection after the request was sent counted as "did not
+// land" (M1), a manual safe state refused by the device left no `:fail` (M2), and a process's
+// late landing was not audited (M3). Real timers, small timeouts, a driver whose writes are held.
+
+const admin: Principal = { id: "ada", roles: ["admin"] };
+const TIMEOUT = 60;
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+const tags = defineTags({
+  "heater.setpoint": { dataType: "float64", access: "readwrite", range: { min: 0, max: 400 }, scanGroup: "fast" },
+  "valve.h2o": { dataType: "bool", access: "readwrite", scanGroup: "fast" },
+  "stirrer.speed": { dataType: "float64", access: "readwrite", range: { min: 0, max: 100 }, scanGroup: "fast" },
+  ...Object.fromEntries(
+    Array.from({ length: 8 }, (_, index) => [
+      `aux.${index}`,
+      { dataType: "float64", access: "readwrite", scanGroup: "fast" } as const,
+    ]),
+  ),
+});
+
+interface Held {
+  readonly tag: string;
+  readonly value: TagValue;
+  /** Lands the write (true), or fails it at the device (false), or rejects with `error`. */
+  release(outcome?: boolean | Error): void;
+}
+
+/** A system on a SimulatedPlc whose writes matching `hold` are held until released. */
+async function hostile() {
+  const plc = new SimulatedPlc({ tags });
+  const device: { tag: string; value: TagValue }[] = [];
+  const held: Held[] = [];
+  let hold: (tag: string, value: TagValue) => boolean = () => false;
+  const write = plc.write.bind(plc);
+  plc.write = async (tag: Tag, value: TagValue, signal?: AbortSignal) => {
+    if (hold(tag.name, value)) {
+      const outcome = await new Promise<boolean | Error>((resolve) =>
+        held.push({ tag: tag.name, value, release: (result = true) => resolve(result) }),
+      );
+      if (outcome instanceof Error) throw outcome;
+      if (!outcome) throw new Error("device refused");
+    } else await write(tag, value, signal);
+    device.push({ tag: tag.name, value });
+  };
+  const store = new MemoryStore();
+  const system = createControlSystem({
+    machineId: "reactor-1",
+    tags,
+    driver: plc,
+    store,
+    scanGroups: { fast: { periodMs: 20 } },
+    acquisition: { timeoutMs: TIMEOUT },
+    machine: {
+      model: "kiln",
+      safeState: [
+        { tag: "heater.setpoint", value: 0 },
+        { tag: "valve.h2o", value: false },
+      ],
+    },
+  });
+  await system.start();
+  const from = Date.now() - 1;
+  return {
+    system,
+    held,
+    setHold: (rule: (tag: string, value: TagValue) => boolean) => void (hold = rule),
+    values: (tag: string) => device.filter((write) => write.tag === tag).map((write) => write.value),
+    heldValue: (value: TagValue) => held.find((call) => call.value === value)!,
+    trail: () => system.history.audit.query({ from, to: Date.now() + 1 }),
+    problems: () => system.health().problems.join("\n"),
+  };
+}
+
+const isKilnTimeout = { code: "KILN_TIMEOUT" };
+
+describe("no value issued before a safe state is written again after it (review 15h, H1)", () => {
+  test("H1: a manual write lands late after a fault was decided: its later manual value is not re-asserted, 0 ends", async () => {
+    const parts = await hostile();
+    const { system } = parts;
+    parts.setHold((tag, value) => tag === "heater.setpoint" && value === 399);
+    const first = system.writeTag(admin, "heater.setpoint", 399).catch((error: unknown) => error);
+    await sleep(5);
+    parts.setHold((tag, value) => tag === "heater.setpoint" && (value === 399 || value === 300));
+    const second = system.writeTag(admin, "heater.setpoint", 300).catch((error: unknown) => error);
+    expect(await first).toMatchObject(isKilnTimeout);
+    expect(await second).toMatchObject(isKilnTimeout);
+    const fault = system.sendMachineCommand(admin, "fault");
+    await sleep(5);
+    parts.heldValue(399).release(); // lands after the fault was decided, before its safe write
+    expect(await fault).toBe("error");
+    await sleep(TIMEOUT * 2);
+    parts.setHold(() => false);
+    parts.heldValue(300).release(false);
+    await sleep(TIMEOUT * 2);
+    // 300 (issued before the fault) is never sent after it; the safe 0 ends.
+    expect(parts.values("heater.setpoint")).toEqual([399, 0]);
+    const reasserts = (await parts.trail()).filter((entry) => entry.action === "tag.reassert");
+    for (const entry of reasserts) expect(entry.newValue).not.toMatchObject({ reasserted: 300 });
+    await system.stop();
+  });
+
+  test("H1 (sibling): late landings released one by one do not starve the fault's safe write", async () => {
+    const parts = await hostile();
+    const { system } = parts;
+    parts.setHold((tag, value) => tag === "heater.setpoint" && value !== 0);
+    for (const value of [100, 110, 120, 130, 140])
+      expect(await system.writeTag(admin, "heater.setpoint", value).catch((error: unknown) => error)).toMatchObject(
+        isKilnTimeout,
+      );
+    const begun = Date.now();
+    let answeredAfter = Number.NaN;
+    const fault = system.sendMachineCommand(admin, "fault").finally(() => void (answeredAfter = Date.now() - begun));
+    await sleep(TIMEOUT * 0.5);
+    for (const call of parts.held.slice(0, 4)) {
+      call.release();
+      await sleep(TIMEOUT * 1.5);
+    }
+    expect(await fault).toBe("error");
+    // Bounded by the late-write wait of the calls out when the fault was decided, not by every landing.
+    expect(answeredAfter).toBeLessThan(TIMEOUT * 3);
+    const values = parts.values("heater.setpoint");
+    expect(values).not.toContain(140);
+    expect(values.at(-1)).toBe(0);
+    for (const call of parts.held.splice(0)) call.release(false);
+    await system.stop();
+  });
+});
