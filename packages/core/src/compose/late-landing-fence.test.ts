@@ -40,10 +40,12 @@ async function hostile() {
   const plc = new SimulatedPlc({ tags });
   const device: { tag: string; value: TagValue }[] = [];
   const held: Held[] = [];
-  let hold: (tag: string, value: TagValue) => boolean = () => false;
+  let hold: (tag: string, value: TagValue) => boolean | Error = () => false;
   const write = plc.write.bind(plc);
   plc.write = async (tag: Tag, value: TagValue, signal?: AbortSignal) => {
-    if (hold(tag.name, value)) {
+    const holding = hold(tag.name, value);
+    if (holding instanceof Error) throw holding;
+    if (holding) {
       const outcome = await new Promise<boolean | Error>((resolve) =>
         held.push({ tag: tag.name, value, release: (result = true) => resolve(result) }),
       );
@@ -53,6 +55,13 @@ async function hostile() {
     device.push({ tag: tag.name, value });
   };
   const store = new MemoryStore();
+  // Every entry handed to the store (a store keeps one row per id: a second `:fail` would hide).
+  const recorded: { id: string; outcome: string; reason?: string }[] = [];
+  const record = store.audit.record.bind(store.audit);
+  store.audit.record = async (...args: Parameters<typeof record>) => {
+    await record(...args);
+    recorded.push(args[0] as (typeof recorded)[number]);
+  };
   const system = createControlSystem({
     machineId: "reactor-1",
     tags,
@@ -73,9 +82,10 @@ async function hostile() {
   return {
     system,
     held,
-    setHold: (rule: (tag: string, value: TagValue) => boolean) => void (hold = rule),
+    setHold: (rule: (tag: string, value: TagValue) => boolean | Error) => void (hold = rule),
     values: (tag: string) => device.filter((write) => write.tag === tag).map((write) => write.value),
     heldValue: (value: TagValue) => held.find((call) => call.value === value)!,
+    recorded,
     trail: () => system.history.audit.query({ from, to: Date.now() + 1 }),
     problems: () => system.health().problems.join("\n"),
   };
@@ -132,6 +142,41 @@ describe("no value issued before a safe state is written again after it (review 
     expect(values).not.toContain(140);
     expect(values.at(-1)).toBe(0);
     for (const call of parts.held.splice(0)) call.release(false);
+    await system.stop();
+  });
+});
+
+describe("one command, at most one :fail (review 15h, H3)", () => {
+  test("H3: two concurrent faults with the safe write refused: each has one :fail, the one telling what happened", async () => {
+    const parts = await hostile();
+    const { system } = parts;
+    parts.setHold((tag, value) =>
+      tag === "heater.setpoint" && value === 0 ? new Error("device refused safe write") : false,
+    );
+    const bob: Principal = { id: "bob", roles: ["admin"] };
+    const results = await Promise.allSettled([
+      system.sendMachineCommand(admin, "fault"),
+      system.sendMachineCommand(bob, "fault"),
+    ]);
+    expect(results.map((result) => result.status).sort()).toEqual(["fulfilled", "rejected"]);
+    await sleep(TIMEOUT);
+    const fails = parts.recorded.filter((entry) => entry.id.endsWith(":fail"));
+    expect(new Set(fails.map((entry) => entry.id)).size).toBe(fails.length);
+    expect(fails).toHaveLength(2);
+    for (const entry of fails)
+      expect(entry).toMatchObject({ outcome: "failed", reason: expect.stringContaining("safe-state") });
+    await system.stop();
+  });
+
+  test("(sibling) a single fault with the safe write refused: one :fail, no second from the runner", async () => {
+    const parts = await hostile();
+    const { system } = parts;
+    parts.setHold((tag, value) =>
+      tag === "heater.setpoint" && value === 0 ? new Error("device refused safe write") : false,
+    );
+    expect(await system.sendMachineCommand(admin, "fault")).toBe("error");
+    await sleep(TIMEOUT);
+    expect(parts.recorded.filter((entry) => entry.id.endsWith(":fail"))).toHaveLength(1);
     await system.stop();
   });
 });
