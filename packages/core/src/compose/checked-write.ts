@@ -105,10 +105,14 @@ export interface WatchesLateCalls {
   /** True once a write of `tag` issued after write number `sequence` was confirmed at the device. */
   confirmedAfter(tag: string, sequence: number): boolean;
   /**
-   * Waits until every driver call made is settled (its outcome told to the listeners), at most
-   * `timeoutMs`; resolves with how many are still out (review 15g, H4).
+   * Waits until every driver call made is settled (its outcome told to the listeners) and every
+   * write still waiting its turn (a queued re-assert) has been sent or refused, at most
+   * `timeoutMs`; resolves with how many calls are still out plus writes still queued (reviews
+   * 15g H4, 15h H2).
    */
   drain(timeoutMs: number): Promise<number>;
+  /** The tags whose re-assert is queued and not yet sent (what a bounded {@link drain} left; review 15h, H2). */
+  queuedReasserts(): readonly string[];
 }
 
 /** A tag whose device may hold a stale value (see {@link WatchesLateCalls.unresolvedTags}). */
@@ -478,7 +482,9 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
   /** @inheritDoc WatchesLateCalls.drain */
   async drain(timeoutMs: number): Promise<number> {
     const { clock } = this.#options;
-    if (this.#out.size === 0 || clock === undefined) return this.#out.size;
+    // Queued writes too (a re-assert behind a late-write wait), not only calls out (review 15h, H2).
+    if ((this.#out.size === 0 && this.#tails.size === 0) || clock === undefined)
+      return this.#out.size + this.#tails.size;
     const timer = new AbortController();
     try {
       await Promise.race([
@@ -493,7 +499,12 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
     }
     // Told to the listeners (audited) before the caller goes on to close.
     await Promise.resolve();
-    return this.#out.size;
+    return this.#out.size + this.#tails.size;
+  }
+
+  /** @inheritDoc WatchesLateCalls.queuedReasserts */
+  queuedReasserts(): readonly string[] {
+    return [...this.#queuedReasserts.keys()];
   }
 
   /** @inheritDoc WatchesLateCalls.onLateSettle */

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "vitest";
-import { createControlSystem, defineTags, MemoryStore, SimulatedPlc, type Principal } from "../index";
+import { createControlSystem, defineTags, KilnError, MemoryStore, SimulatedPlc, type Principal } from "../index";
 import type { Tag, TagValue } from "../domain/tags";
 
 // Adversarial review 15h (ADR 0042, amendment 15h): re-asserts of pre-fault values sent after a
@@ -56,7 +56,7 @@ async function hostile() {
   };
   const store = new MemoryStore();
   // Every entry handed to the store (a store keeps one row per id: a second `:fail` would hide).
-  const recorded: { id: string; outcome: string; reason?: string }[] = [];
+  const recorded: { id: string; action: string; outcome: string; reason?: string; newValue?: unknown }[] = [];
   const record = store.audit.record.bind(store.audit);
   store.audit.record = async (...args: Parameters<typeof record>) => {
     await record(...args);
@@ -178,5 +178,59 @@ describe("one command, at most one :fail (review 15h, H3)", () => {
     await sleep(TIMEOUT);
     expect(parts.recorded.filter((entry) => entry.id.endsWith(":fail"))).toHaveLength(1);
     await system.stop();
+  });
+});
+
+describe("stop() waits for a queued re-assert, and what it leaves is recorded (review 15h, H2)", () => {
+  const sentTrue = (): KilnError =>
+    new KilnError("KILN_WRITE_REJECTED", "connection reset after send", { details: { sent: true } });
+
+  test("H2: a late landing just before stop(): the latest value is written again before the system stops", async () => {
+    const parts = await hostile();
+    const { system } = parts;
+    let refused = false;
+    parts.setHold((tag, value) => {
+      if (tag !== "heater.setpoint") return false;
+      if (value === 399) return true;
+      if (value === 200 && !refused) {
+        refused = true;
+        return sentTrue();
+      }
+      return false;
+    });
+    const first = system.writeTag(admin, "heater.setpoint", 399).catch((error: unknown) => error);
+    await sleep(5);
+    expect(await system.writeTag(admin, "heater.setpoint", 200).catch((error: unknown) => error)).toMatchObject({
+      code: "KILN_WRITE_REJECTED",
+    });
+    expect(await first).toMatchObject(isKilnTimeout);
+    parts.heldValue(399).release(); // lands late, after 200 may have landed
+    await sleep(5);
+    await system.stop();
+    expect(parts.values("heater.setpoint")).toEqual([399, 200]);
+    expect(parts.recorded.filter((entry) => entry.action === "tag.reassert")).toMatchObject([
+      { outcome: "allowed", newValue: { late: 399, reasserted: 200 } },
+    ]);
+  });
+
+  test("(sibling) the queued re-assert is refused by the device: its :fail is in the trail before the stop ends", async () => {
+    const parts = await hostile();
+    const { system } = parts;
+    parts.setHold((tag, value) =>
+      tag === "heater.setpoint" && value === 399
+        ? true
+        : tag === "heater.setpoint" && value === 200
+          ? sentTrue()
+          : false,
+    );
+    const first = system.writeTag(admin, "heater.setpoint", 399).catch((error: unknown) => error);
+    await sleep(5);
+    await system.writeTag(admin, "heater.setpoint", 200).catch(() => undefined);
+    await first;
+    parts.heldValue(399).release();
+    await sleep(5);
+    await system.stop();
+    const reasserts = parts.recorded.filter((entry) => entry.action === "tag.reassert");
+    expect(reasserts.map((entry) => entry.outcome)).toEqual(["allowed", "failed"]);
   });
 });
