@@ -370,8 +370,9 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
       const queued = this.#queuedReasserts.get(tag);
       if (queued !== undefined) {
         // One re-assert per tag waits its turn at a time: its value is chosen when it is sent, so
-        // it answers this landing too (review 15h, M1).
-        reassert = queued;
+        // it answers this landing too, and is reported (audited) once, with the landing that
+        // queued it (review 15h, M1).
+        reassert = queued.then(() => ({}));
       } else if (intent !== undefined && intent.sequence > entry.sequence && !sameTagValue(intent.value, entry.value)) {
         let reasserted: TagValue | undefined;
         const again = this.#issue(

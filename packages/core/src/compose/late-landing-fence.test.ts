@@ -1,6 +1,7 @@
 import { describe, expect, test } from "vitest";
 import { createControlSystem, defineTags, KilnError, MemoryStore, SimulatedPlc, type Principal } from "../index";
 import type { Tag, TagValue } from "../domain/tags";
+import { CheckedTagWriter } from "./checked-write";
 
 // Adversarial review 15h (ADR 0042, amendment 15h): re-asserts of pre-fault values sent after a
 // fault was decided (H1), a stop that did not wait for a queued re-assert (H2), a storm of
@@ -232,5 +233,65 @@ describe("stop() waits for a queued re-assert, and what it leaves is recorded (r
     await system.stop();
     const reasserts = parts.recorded.filter((entry) => entry.action === "tag.reassert");
     expect(reasserts.map((entry) => entry.outcome)).toEqual(["allowed", "failed"]);
+  });
+});
+
+describe("late landings coalesce into one re-assert per tag (review 15h, M1)", () => {
+  /** A writer whose driver calls are held (given up at once, KILN_TIMEOUT) until released. */
+  function heldWriter() {
+    const catalog = defineTags({ t: { dataType: "float64", access: "readwrite" } });
+    const releases: (() => void)[] = [];
+    let holding = true;
+    let after = 0;
+    const driver = {
+      write: () => Promise.resolve(),
+      writeTracked: () => {
+        if (!holding) {
+          after++;
+          return { result: Promise.resolve(), device: Promise.resolve("landed" as const) };
+        }
+        let release!: () => void;
+        const device = new Promise<"landed">((resolve) => (release = () => resolve("landed")));
+        releases.push(release);
+        return { result: Promise.reject(new KilnError("KILN_TIMEOUT", "held")), device };
+      },
+    };
+    const clock = {
+      now: () => Date.now(),
+      sleep: (ms: number, signal?: AbortSignal) =>
+        new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, ms);
+          signal?.addEventListener("abort", () => {
+            clearTimeout(timer);
+            resolve();
+          });
+        }),
+    };
+    const writer = new CheckedTagWriter({
+      tags: catalog,
+      driver: driver as never,
+      lifecycle: { state: "running" } as never,
+      clock,
+      lateWriteWaitMs: 1,
+    });
+    return {
+      writer,
+      release: () => {
+        holding = false;
+        for (const release of releases) release();
+      },
+      writesAfter: () => after,
+    };
+  }
+
+  test("M1: 50 hung writes released oldest first: one re-assert of the latest value, reported once", async () => {
+    const { writer, release, writesAfter } = heldWriter();
+    const reasserted: unknown[] = [];
+    writer.onLateSettle((settle) => void (settle.reasserted === undefined || reasserted.push(settle.reasserted)));
+    for (let index = 0; index < 50; index++) await writer.write("t", index).catch(() => undefined);
+    release();
+    await sleep(100);
+    expect(writesAfter()).toBe(1);
+    expect(reasserted).toEqual([49]);
   });
 });
