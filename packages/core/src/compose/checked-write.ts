@@ -74,6 +74,7 @@ export interface TagWriter {
    * them (it is then not sent, and rejects with the signal's reason); once sent, a write is not cut
    * off (the request may be on the fieldbus): it settles within the driver's write timeout.
    * @throws `KILN_TAG_UNKNOWN`, `KILN_TAG_NOT_WRITABLE`, `KILN_OUT_OF_RANGE`, `KILN_VALIDATION`,
+   *   `KILN_BUFFER_FULL` while too many writes of the tag are out (see `maxCallsOutPerTag`),
    *   `KILN_LIFECYCLE` while the system is not running (for `duringStop` writes: not running or
    *   stopping), the signal's reason (aborted before it was sent), or the device's error
    *   (`KILN_TIMEOUT`, `KILN_CIRCUIT_OPEN`, `KILN_WRITE_REJECTED`...).
@@ -153,6 +154,14 @@ export interface CheckedTagWriterOptions {
    * the safe state's own write will be (adversarial review 15h, H1). @default no fence
    */
   readonly safeStateEpoch?: () => number;
+  /**
+   * At most this many writes of one tag may be out at the device or waiting their turn: a further
+   * write of the tag (other than its safe-state value) is refused `KILN_BUFFER_FULL` (`details:
+   * { tag, rule: "maxCallsOutPerTag", limit }`) until some settle, so a driver that never settles
+   * (and ignores abort) cannot make the ledger grow without end (adversarial review 15h, H4).
+   * @default 32
+   */
+  readonly maxCallsOutPerTag?: number;
 }
 
 /**
@@ -202,6 +211,7 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
     try {
       checkTagWrite(tags, lifecycle, tag, written, accepted);
       if (signal?.aborted === true) throw abortError(signal, `the write to ${tag}`);
+      this.#checkCallsOut(tag, written);
     } catch (error) {
       return Promise.reject(error as Error);
     }
@@ -430,6 +440,22 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
         }
       }
     });
+  }
+
+  /** Refuses a write of `tag` while too many of its writes are out or queued (see {@link CheckedTagWriterOptions.maxCallsOutPerTag}). */
+  #checkCallsOut(tag: string, value: TagValue): void {
+    const { maxCallsOutPerTag: limit = 32, isSafeValue } = this.#options;
+    // A safe-state write always goes: the safe state must never be refused for backlog.
+    if (isSafeValue?.(tag, value) === true) return;
+    const out = (this.#ledger.get(tag) ?? []).filter(
+      (entry) => entry.state === "queued" || entry.state === "out",
+    ).length;
+    if (out < limit) return;
+    throw new KilnError(
+      "KILN_BUFFER_FULL",
+      `Cannot write ${tag}: ${out} writes of it are still out at the device or waiting their turn (at most ${limit}, maxCallsOutPerTag); write again once they settle.`,
+      { details: { tag, rule: "maxCallsOutPerTag", limit, out } },
+    );
   }
 
   /** True when `entry` may be written again now: issued in the current safe-state epoch, or a safe-state value (review 15h, H1). */

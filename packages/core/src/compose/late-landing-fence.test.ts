@@ -284,14 +284,33 @@ describe("late landings coalesce into one re-assert per tag (review 15h, M1)", (
     };
   }
 
-  test("M1: 50 hung writes released oldest first: one re-assert of the latest value, reported once", async () => {
+  test("M1: 30 hung writes released oldest first: one re-assert of the latest value, reported once", async () => {
     const { writer, release, writesAfter } = heldWriter();
     const reasserted: unknown[] = [];
     writer.onLateSettle((settle) => void (settle.reasserted === undefined || reasserted.push(settle.reasserted)));
-    for (let index = 0; index < 50; index++) await writer.write("t", index).catch(() => undefined);
+    for (let index = 0; index < 30; index++) await writer.write("t", index).catch(() => undefined);
     release();
     await sleep(100);
     expect(writesAfter()).toBe(1);
-    expect(reasserted).toEqual([49]);
+    expect(reasserted).toEqual([29]);
+  });
+
+  test("H4: a driver that never settles: the 33rd write of a tag is refused KILN_BUFFER_FULL naming the tag and rule", async () => {
+    const { writer } = heldWriter();
+    for (let index = 0; index < 32; index++)
+      expect(await writer.write("t", index).catch((error: unknown) => error)).toMatchObject({ code: "KILN_TIMEOUT" });
+    expect(await writer.write("t", 1).catch((error: unknown) => error)).toMatchObject({
+      code: "KILN_BUFFER_FULL",
+      details: { tag: "t", rule: "maxCallsOutPerTag", limit: 32 },
+    });
+    expect(writer.lateCalls()).toHaveLength(32);
+  });
+
+  test("(sibling H4) once the calls settle, the tag is written again", async () => {
+    const { writer, release } = heldWriter();
+    for (let index = 0; index < 32; index++) await writer.write("t", index).catch(() => undefined);
+    release();
+    await sleep(50);
+    await expect(writer.write("t", 5)).resolves.toBeUndefined();
   });
 });
