@@ -74,6 +74,7 @@ export interface TagWriter {
    * them (it is then not sent, and rejects with the signal's reason); once sent, a write is not cut
    * off (the request may be on the fieldbus): it settles within the driver's write timeout.
    * @throws `KILN_TAG_UNKNOWN`, `KILN_TAG_NOT_WRITABLE`, `KILN_OUT_OF_RANGE`, `KILN_VALIDATION`,
+   *   `KILN_BUFFER_FULL` while too many writes of the tag are out (see `maxCallsOutPerTag`),
    *   `KILN_LIFECYCLE` while the system is not running (for `duringStop` writes: not running or
    *   stopping), the signal's reason (aborted before it was sent), or the device's error
    *   (`KILN_TIMEOUT`, `KILN_CIRCUIT_OPEN`, `KILN_WRITE_REJECTED`...).
@@ -105,10 +106,14 @@ export interface WatchesLateCalls {
   /** True once a write of `tag` issued after write number `sequence` was confirmed at the device. */
   confirmedAfter(tag: string, sequence: number): boolean;
   /**
-   * Waits until every driver call made is settled (its outcome told to the listeners), at most
-   * `timeoutMs`; resolves with how many are still out (review 15g, H4).
+   * Waits until every driver call made is settled (its outcome told to the listeners) and every
+   * write still waiting its turn (a queued re-assert) has been sent or refused, at most
+   * `timeoutMs`; resolves with how many calls are still out plus writes still queued (reviews
+   * 15g H4, 15h H2).
    */
   drain(timeoutMs: number): Promise<number>;
+  /** The tags whose re-assert is queued and not yet sent (what a bounded {@link drain} left; review 15h, H2). */
+  queuedReasserts(): readonly string[];
 }
 
 /** A tag whose device may hold a stale value (see {@link WatchesLateCalls.unresolvedTags}). */
@@ -142,6 +147,21 @@ export interface CheckedTagWriterOptions {
   readonly isSafeValue?: (tag: string, value: TagValue) => boolean;
   /** The clock of `lateWriteWaitMs` (and of {@link LateDeviceCall.since}). */
   readonly clock?: Pick<Clock, "sleep" | "now">;
+  /**
+   * The safe-state epoch (the recipe executor's `safeStateEpoch`, bumped before any await when a
+   * trip or a manual stop, fault or abort is decided): a value written again after a late landing
+   * must have been issued in the current epoch (or be a safe-state value), else it is not sent —
+   * the safe state's own write will be (adversarial review 15h, H1). @default no fence
+   */
+  readonly safeStateEpoch?: () => number;
+  /**
+   * At most this many writes of one tag may be out at the device or waiting their turn: a further
+   * write of the tag (other than its safe-state value) is refused `KILN_BUFFER_FULL` (`details:
+   * { tag, rule: "maxCallsOutPerTag", limit }`) until some settle, so a driver that never settles
+   * (and ignores abort) cannot make the ledger grow without end (adversarial review 15h, H4).
+   * @default 32
+   */
+  readonly maxCallsOutPerTag?: number;
 }
 
 /**
@@ -154,6 +174,8 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
   readonly #options: CheckedTagWriterOptions;
   /** The last write made to each tag, settled (never rejects); removed once nothing follows it. */
   readonly #tails = new Map<string, Promise<void | undefined>>();
+  /** The tails that are the writer's own re-asserts (see {@link settled}). */
+  readonly #reassertTails = new WeakSet<Promise<void | undefined>>();
   /** Numbers the driver calls in the order they are made. */
   #sequence = 0;
   /**
@@ -170,6 +192,11 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
   /** Every driver call made and not yet settled (a stop waits for them, bounded; review 15g, H4). */
   readonly #out = new Set<Promise<unknown>>();
   readonly #lateListeners = new Set<(settle: LateDeviceSettle) => void>();
+  /**
+   * Per tag: the re-assert queued and not yet decided (its value is chosen right before it is
+   * sent, so one covers every landing meanwhile; review 15h, M1).
+   */
+  readonly #queuedReasserts = new Map<string, Promise<{ reasserted?: TagValue; reassertError?: unknown }>>();
 
   constructor(options: CheckedTagWriterOptions) {
     this.#options = options;
@@ -184,6 +211,7 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
     try {
       checkTagWrite(tags, lifecycle, tag, written, accepted);
       if (signal?.aborted === true) throw abortError(signal, `the write to ${tag}`);
+      this.#checkCallsOut(tag, written);
     } catch (error) {
       return Promise.reject(error as Error);
     }
@@ -204,7 +232,14 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
     const { tags, driver, lifecycle } = this.#options;
     const accepted = options.duringStop === true ? PROCESS_WRITE_STATES : OPERATOR_WRITE_STATES;
     const before = this.#tails.get(tag);
-    const entry: LedgerEntry = { sequence: ++this.#sequence, value: undefined, state: "queued", safe: false, reassert };
+    const entry: LedgerEntry = {
+      sequence: ++this.#sequence,
+      epoch: this.#options.safeStateEpoch?.() ?? 0,
+      value: undefined,
+      state: "queued",
+      safe: false,
+      reassert,
+    };
     const ledger = this.#ledger.get(tag) ?? [];
     ledger.push(entry);
     this.#ledger.set(tag, ledger);
@@ -285,6 +320,7 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
           : this.#lateWrite(deviceCall.then((outcome) => (outcome === "unknown" ? NEVER : undefined))),
     );
     this.#tails.set(tag, settled);
+    if (reassert) this.#reassertTails.add(settled);
     void settled.then(() => {
       if (this.#tails.get(tag) === settled) this.#tails.delete(tag);
     });
@@ -341,13 +377,31 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
     let reassert: Promise<{ reasserted?: TagValue; reassertError?: unknown }> = Promise.resolve({});
     if (landed) {
       const intent = this.#intent(tag);
-      if (intent !== undefined && intent.sequence > entry.sequence && !sameTagValue(intent.value, entry.value)) {
+      const queued = this.#queuedReasserts.get(tag);
+      if (queued !== undefined) {
+        // One re-assert per tag waits its turn at a time: its value is chosen when it is sent, so
+        // it answers this landing too, and is reported (audited) once, with the landing that
+        // queued it (review 15h, M1).
+        reassert = queued.then(() => ({}));
+      } else if (intent !== undefined && intent.sequence > entry.sequence && !sameTagValue(intent.value, entry.value)) {
         let reasserted: TagValue | undefined;
         const again = this.#issue(
           tag,
           (own) => {
+            this.#queuedReasserts.delete(tag);
             // Decided right before it is sent: every write issued before it has then been sent or refused.
-            reasserted = this.#intent(tag, own)?.value;
+            const chosen = this.#intent(tag, own);
+            if (chosen !== undefined && !this.#inForce(chosen)) {
+              // Issued before a safe state was decided: never sent after it, the safe state's
+              // write will be (review 15h, H1). The device may hold an older value meanwhile.
+              this.#unresolved.set(tag, {
+                tag,
+                reason: `a late landing left an older value; the latest value, issued before a safe state was decided, was not written again`,
+                since: this.#options.clock?.now() ?? Number.NaN,
+              });
+              return undefined;
+            }
+            reasserted = chosen?.value;
             return reasserted;
           },
           undefined,
@@ -358,6 +412,10 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
           (value) => (value === undefined ? {} : { reasserted: value }),
           (failure: unknown) => ({ ...(reasserted === undefined ? {} : { reasserted }), reassertError: failure }),
         );
+        this.#queuedReasserts.set(tag, reassert);
+        void reassert.then(() => {
+          if (this.#queuedReasserts.get(tag) === reassert) this.#queuedReasserts.delete(tag);
+        });
       } else if (outcome === "landed" && (intent === undefined || sameTagValue(intent.value, entry.value))) {
         this.#unresolved.delete(tag);
         this.#confirmed.set(tag, Math.max(this.#confirmed.get(tag) ?? 0, entry.sequence));
@@ -382,6 +440,28 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
         }
       }
     });
+  }
+
+  /** Refuses a write of `tag` while too many of its writes are out or queued (see {@link CheckedTagWriterOptions.maxCallsOutPerTag}). */
+  #checkCallsOut(tag: string, value: TagValue): void {
+    const { maxCallsOutPerTag: limit = 32, isSafeValue } = this.#options;
+    // A safe-state write always goes: the safe state must never be refused for backlog.
+    if (isSafeValue?.(tag, value) === true) return;
+    const out = (this.#ledger.get(tag) ?? []).filter(
+      (entry) => entry.state === "queued" || entry.state === "out",
+    ).length;
+    if (out < limit) return;
+    throw new KilnError(
+      "KILN_BUFFER_FULL",
+      `Cannot write ${tag}: ${out} writes of it are still out at the device or waiting their turn (at most ${limit}, maxCallsOutPerTag); write again once they settle.`,
+      { details: { tag, rule: "maxCallsOutPerTag", limit, out } },
+    );
+  }
+
+  /** True when `entry` may be written again now: issued in the current safe-state epoch, or a safe-state value (review 15h, H1). */
+  #inForce(entry: LedgerEntry): boolean {
+    const epoch = this.#options.safeStateEpoch;
+    return entry.safe || epoch === undefined || entry.epoch === epoch();
   }
 
   /**
@@ -429,7 +509,9 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
   /** @inheritDoc WatchesLateCalls.drain */
   async drain(timeoutMs: number): Promise<number> {
     const { clock } = this.#options;
-    if (this.#out.size === 0 || clock === undefined) return this.#out.size;
+    // Queued writes too (a re-assert behind a late-write wait), not only calls out (review 15h, H2).
+    if ((this.#out.size === 0 && this.#tails.size === 0) || clock === undefined)
+      return this.#out.size + this.#tails.size;
     const timer = new AbortController();
     try {
       await Promise.race([
@@ -444,7 +526,12 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
     }
     // Told to the listeners (audited) before the caller goes on to close.
     await Promise.resolve();
-    return this.#out.size;
+    return this.#out.size + this.#tails.size;
+  }
+
+  /** @inheritDoc WatchesLateCalls.queuedReasserts */
+  queuedReasserts(): readonly string[] {
+    return [...this.#queuedReasserts.keys()];
   }
 
   /** @inheritDoc WatchesLateCalls.onLateSettle */
@@ -468,8 +555,16 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
   /** @inheritDoc TagWriter.settled */
   settled(tag: string): Promise<void> | undefined {
     if (!this.#tails.has(tag)) return undefined;
+    // Writes made meanwhile are waited for too, but not the writer's own re-asserts: a late landing
+    // re-asserting with each settle would hold a safe state back without end (review 15h, H1).
     const drain = async (): Promise<void> => {
-      for (let tail = this.#tails.get(tag); tail !== undefined; tail = this.#tails.get(tag)) await tail;
+      await this.#tails.get(tag);
+      for (
+        let tail = this.#tails.get(tag);
+        tail !== undefined && !this.#reassertTails.has(tail);
+        tail = this.#tails.get(tag)
+      )
+        await tail;
     };
     return drain();
   }
@@ -540,6 +635,8 @@ export function deviceOutcomeOf(error: unknown): DeviceOutcome {
 /** One write in a tag's ledger. */
 interface LedgerEntry {
   readonly sequence: number;
+  /** The safe-state epoch it was issued in (see {@link CheckedTagWriterOptions.safeStateEpoch}). */
+  readonly epoch: number;
   /** The value sent (undefined until it is). */
   value: TagValue | undefined;
   state: "queued" | "out" | DeviceOutcome;

@@ -1822,15 +1822,31 @@ export class ControlSystem {
   }
 
   /**
-   * At stop: waits for the driver calls still out, at most one write timeout; a given-up write
-   * still out then is recorded as the system's `tag.unsettled` entry (outcome unknown: the device
-   * may yet take it) and logged (review 15g, H4).
+   * At stop: waits for the driver calls still out and the re-asserts still queued, at most two
+   * write timeouts; a given-up write still out then, or a re-assert still unsent, is recorded as
+   * the system's `tag.unsettled` entry (outcome unknown: the device may yet take it, or may hold
+   * an older value) and logged (reviews 15g H4, 15h H2).
    */
   async #settleDeviceCalls(): Promise<void> {
     const watcher = this.#lateWatcher;
     if (watcher === undefined) return;
-    const left = await watcher.drain(this.#options.acquisition.timeoutMs);
+    // A queued re-assert waits for the late call before it (at most one write timeout), then is
+    // sent (at most one more): two write timeouts bound the wait (review 15h, H2).
+    const left = await watcher.drain(2 * this.#options.acquisition.timeoutMs);
     if (left === 0) return;
+    for (const tag of watcher.queuedReasserts?.() ?? []) {
+      this.#logger.error({ tag }, "a re-assert of a tag's latest value was still queued at stop");
+      await this.#commands
+        .runSystemAction(
+          {
+            action: "tag.unsettled",
+            target: tag,
+            reason: `a write of ${tag} that landed late left an older value, and writing the latest value again was still queued when the control system stopped: the device may hold the older value`,
+          },
+          () => Promise.resolve(undefined),
+        )
+        .catch(() => undefined);
+    }
     for (const late of watcher.lateCalls()) {
       this.#logger.error({ tag: late.tag }, "a given-up write was still out at the device at stop");
       await this.#commands

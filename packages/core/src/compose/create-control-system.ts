@@ -269,6 +269,8 @@ function registerDefaults(container: ServiceContainer, options: ResolvedControlS
         // A write of a tag's safe value is never passed over for an older value (review 15g, H2).
         isSafeValue: (tag, value) =>
           (options.machine.safeState ?? []).some((write) => write.tag === tag && Object.is(write.value, value)),
+        // A value issued before a safe state was decided is never written again after it (review 15h, H1).
+        safeStateEpoch: () => resolve(InternalTokens.RecipeExecutor).safeStateEpoch,
       }),
   );
   singleton(InternalTokens.RecipeExecutor, (resolve) => {

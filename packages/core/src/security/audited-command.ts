@@ -673,6 +673,9 @@ export class AuditedCommandRunner {
       }
       throw refusal;
     };
+    // The follow-up entries recorded for this command, by suffix: one command has at most one of
+    // each (one `:fail`), the first, which tells what happened (adversarial review 15h, H3).
+    const followed = new Set<string>();
     const context: CommandContext = {
       principal,
       refused: (permission, targets, options = {}) =>
@@ -691,14 +694,23 @@ export class AuditedCommandRunner {
         newValue = storableAuditValue(value);
       },
       commit,
-      recordAfter: (suffix, fields) =>
+      recordAfter: (suffix, fields) => {
+        if (followed.has(suffix)) {
+          this.#logger.error(
+            { id: base.id, action, suffix, reason: fields.reason },
+            "a second follow-up entry of a command was not recorded",
+          );
+          return;
+        }
+        followed.add(suffix);
         void this.#recordFollowing({
           ...withOld(entry(), oldValue),
           id: `${base.id}:${suffix}`,
           refersTo: base.id,
           at: this.#options.clock.now(),
           ...fields,
-        }),
+        });
+      },
     };
     let result: TResult;
     try {
@@ -717,14 +729,19 @@ export class AuditedCommandRunner {
         // after the commit (a device refusal, a transition an abort raced, a process id already
         // taken): `:fail`, `denied` when a check refused it (nothing happened), else `failed`.
         const cancelled = cancelledBeforeEffect(error);
+        const suffix = cancelled ? CANCEL_ID_SUFFIX : FAIL_ID_SUFFIX;
         await allowedRecorded;
-        await record({
-          ...withOld(entry(), oldValue),
-          id: `${base.id}${cancelled ? CANCEL_ID_SUFFIX : FAIL_ID_SUFFIX}`,
-          refersTo: base.id,
-          outcome: cancelled ? "failed" : outcomeOf(error),
-          reason,
-        });
+        // A `:fail` recorded already (a safe-state write the device refused) is the one that
+        // tells what happened; this failure is logged and published, not a second `:fail`
+        // (adversarial review 15h, H3).
+        if (!followed.has(suffix.slice(1)))
+          await record({
+            ...withOld(entry(), oldValue),
+            id: `${base.id}${suffix}`,
+            refersTo: base.id,
+            outcome: cancelled ? "failed" : outcomeOf(error),
+            reason,
+          });
         if (!cancelled) {
           this.#logger.error({ id: base.id, action, reason }, "a command failed after its audit entry was recorded");
           this.#publish("command-fail", {
