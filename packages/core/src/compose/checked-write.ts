@@ -215,7 +215,7 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
     } catch (error) {
       return Promise.reject(error as Error);
     }
-    return this.#issue(tag, () => written, signal, options).then(() => undefined);
+    return this.#issue(tag, () => written, signal, options, false, written).then(() => undefined);
   }
 
   /**
@@ -228,6 +228,7 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
     signal: AbortSignal | undefined,
     options: TagWriteOptions,
     reassert = false,
+    requested?: TagValue,
   ): Promise<TagValue | undefined> {
     const { tags, driver, lifecycle } = this.#options;
     const accepted = options.duringStop === true ? PROCESS_WRITE_STATES : OPERATOR_WRITE_STATES;
@@ -235,6 +236,7 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
     const entry: LedgerEntry = {
       sequence: ++this.#sequence,
       epoch: this.#options.safeStateEpoch?.() ?? 0,
+      requested,
       value: undefined,
       state: "queued",
       safe: false,
@@ -445,15 +447,21 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
   /** Refuses a write of `tag` while too many of its writes are out or queued (see {@link CheckedTagWriterOptions.maxCallsOutPerTag}). */
   #checkCallsOut(tag: string, value: TagValue): void {
     const { maxCallsOutPerTag: limit = 32, isSafeValue } = this.#options;
-    // A safe-state write always goes: the safe state must never be refused for backlog.
-    if (isSafeValue?.(tag, value) === true) return;
-    const out = (this.#ledger.get(tag) ?? []).filter(
-      (entry) => entry.state === "queued" || entry.state === "out",
-    ).length;
+    const pending = (this.#ledger.get(tag) ?? []).filter((entry) => entry.state === "queued" || entry.state === "out");
+    const out = pending.length;
     if (out < limit) return;
+    // A write of the safe value goes past the bound (the safe state must never be refused for
+    // backlog) unless the tag's latest pending write already asks for that value: one more adds
+    // nothing at the device, and writes of the safe value by anyone grew the ledger without end
+    // (review 15i, H1).
+    if (isSafeValue?.(tag, value) === true) {
+      const latest = pending.at(-1);
+      const asked = latest?.value ?? latest?.requested;
+      if (asked === undefined || !Object.is(asked, value)) return;
+    }
     throw new KilnError(
       "KILN_BUFFER_FULL",
-      `Cannot write ${tag}: ${out} writes of it are still out at the device or waiting their turn (at most ${limit}, maxCallsOutPerTag); write again once they settle.`,
+      `Cannot write ${tag}: ${out} writes of it are still out at the device or waiting their turn (at most ${limit}, maxCallsOutPerTag; a write of the safe value goes past it unless the latest of them already asks for that value); write again once they settle.`,
       { details: { tag, rule: "maxCallsOutPerTag", limit, out } },
     );
   }
@@ -637,6 +645,8 @@ interface LedgerEntry {
   readonly sequence: number;
   /** The safe-state epoch it was issued in (see {@link CheckedTagWriterOptions.safeStateEpoch}). */
   readonly epoch: number;
+  /** The value asked for when the write was issued (undefined for a re-assert, decided when sent). */
+  readonly requested: TagValue | undefined;
   /** The value sent (undefined until it is). */
   value: TagValue | undefined;
   state: "queued" | "out" | DeviceOutcome;

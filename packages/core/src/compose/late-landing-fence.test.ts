@@ -238,7 +238,7 @@ describe("stop() waits for a queued re-assert, and what it leaves is recorded (r
 
 describe("late landings coalesce into one re-assert per tag (review 15h, M1)", () => {
   /** A writer whose driver calls are held (given up at once, KILN_TIMEOUT) until released. */
-  function heldWriter() {
+  function heldWriter(options: { isSafeValue?: (tag: string, value: unknown) => boolean } = {}) {
     const catalog = defineTags({ t: { dataType: "float64", access: "readwrite" } });
     const releases: (() => void)[] = [];
     let holding = true;
@@ -273,6 +273,7 @@ describe("late landings coalesce into one re-assert per tag (review 15h, M1)", (
       lifecycle: { state: "running" } as never,
       clock,
       lateWriteWaitMs: 1,
+      ...(options.isSafeValue === undefined ? {} : { isSafeValue: options.isSafeValue }),
     });
     return {
       writer,
@@ -304,6 +305,22 @@ describe("late landings coalesce into one re-assert per tag (review 15h, M1)", (
       details: { tag: "t", rule: "maxCallsOutPerTag", limit: 32 },
     });
     expect(writer.lateCalls()).toHaveLength(32);
+  });
+
+  test("review 15i, H1: writes of the safe value cannot bypass the bound: past it, one goes when the latest pending asks another value, none when it asks the safe value", async () => {
+    const { writer } = heldWriter({ isSafeValue: (_tag, value) => value === 0 });
+    for (let index = 0; index < 32; index++) await writer.write("t", index + 1).catch(() => undefined);
+    // Past the bound, a non-safe value is refused, the safe value still goes (the safe state is never refused)...
+    expect(await writer.write("t", 7).catch((error: unknown) => error)).toMatchObject({ code: "KILN_BUFFER_FULL" });
+    expect(await writer.write("t", 0).catch((error: unknown) => error)).toMatchObject({ code: "KILN_TIMEOUT" });
+    // ...but once the latest pending write asks for it, more writes of it add nothing and are refused.
+    for (let index = 0; index < 200; index++)
+      expect(await writer.write("t", 0).catch((error: unknown) => error)).toMatchObject({ code: "KILN_BUFFER_FULL" });
+    // Before: every write of the safe value went, 232 calls out.
+    expect(writer.lateCalls()).toHaveLength(33);
+    // Sibling: a non-safe value issued after it is refused too; the bound holds at 33.
+    expect(await writer.write("t", 5).catch((error: unknown) => error)).toMatchObject({ code: "KILN_BUFFER_FULL" });
+    expect(writer.lateCalls()).toHaveLength(33);
   });
 
   test("(sibling H4) once the calls settle, the tag is written again", async () => {
