@@ -1,6 +1,5 @@
 import { describe, expect, test } from "vitest";
-import { createControlSystem, defineTags, KilnError, MemoryStore, SimulatedPlc, type Principal } from "../index";
-import type { Tag, TagValue } from "../domain/tags";
+import { defineTags, KilnError, type Principal } from "../index";
 import { CheckedTagWriter } from "./checked-write";
 
 // Adversarial review 15h (ADR 0042, amendment 15h): re-asserts of pre-fault values sent after a
@@ -13,84 +12,7 @@ import { CheckedTagWriter } from "./checked-write";
 // land" (M1), a manual safe state refused by the device left no `:fail` (M2), and a process's
 // late landing was not audited (M3). Real timers, small timeouts, a driver whose writes are held.
 
-const admin: Principal = { id: "ada", roles: ["admin"] };
-const TIMEOUT = 60;
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-
-const tags = defineTags({
-  "heater.setpoint": { dataType: "float64", access: "readwrite", range: { min: 0, max: 400 }, scanGroup: "fast" },
-  "valve.h2o": { dataType: "bool", access: "readwrite", scanGroup: "fast" },
-  "stirrer.speed": { dataType: "float64", access: "readwrite", range: { min: 0, max: 100 }, scanGroup: "fast" },
-  ...Object.fromEntries(
-    Array.from({ length: 8 }, (_, index) => [
-      `aux.${index}`,
-      { dataType: "float64", access: "readwrite", scanGroup: "fast" } as const,
-    ]),
-  ),
-});
-
-interface Held {
-  readonly tag: string;
-  readonly value: TagValue;
-  /** Lands the write (true), or fails it at the device (false), or rejects with `error`. */
-  release(outcome?: boolean | Error): void;
-}
-
-/** A system on a SimulatedPlc whose writes matching `hold` are held until released. */
-async function hostile() {
-  const plc = new SimulatedPlc({ tags });
-  const device: { tag: string; value: TagValue }[] = [];
-  const held: Held[] = [];
-  let hold: (tag: string, value: TagValue) => boolean | Error = () => false;
-  const write = plc.write.bind(plc);
-  plc.write = async (tag: Tag, value: TagValue, signal?: AbortSignal) => {
-    const holding = hold(tag.name, value);
-    if (holding instanceof Error) throw holding;
-    if (holding) {
-      const outcome = await new Promise<boolean | Error>((resolve) =>
-        held.push({ tag: tag.name, value, release: (result = true) => resolve(result) }),
-      );
-      if (outcome instanceof Error) throw outcome;
-      if (!outcome) throw new Error("device refused");
-    } else await write(tag, value, signal);
-    device.push({ tag: tag.name, value });
-  };
-  const store = new MemoryStore();
-  // Every entry handed to the store (a store keeps one row per id: a second `:fail` would hide).
-  const recorded: { id: string; action: string; outcome: string; reason?: string; newValue?: unknown }[] = [];
-  const record = store.audit.record.bind(store.audit);
-  store.audit.record = async (...args: Parameters<typeof record>) => {
-    await record(...args);
-    recorded.push(args[0] as (typeof recorded)[number]);
-  };
-  const system = createControlSystem({
-    machineId: "reactor-1",
-    tags,
-    driver: plc,
-    store,
-    scanGroups: { fast: { periodMs: 20 } },
-    acquisition: { timeoutMs: TIMEOUT },
-    machine: {
-      model: "kiln",
-      safeState: [
-        { tag: "heater.setpoint", value: 0 },
-        { tag: "valve.h2o", value: false },
-      ],
-    },
-  });
-  await system.start();
-  const from = Date.now() - 1;
-  return {
-    system,
-    held,
-    setHold: (rule: (tag: string, value: TagValue) => boolean | Error) => void (hold = rule),
-    values: (tag: string) => device.filter((write) => write.tag === tag).map((write) => write.value),
-    heldValue: (value: TagValue) => held.find((call) => call.value === value)!,
-    recorded,
-    trail: () => system.history.audit.query({ from, to: Date.now() + 1 }),
-    problems: () => system.health().problems.join("\n"),
-  };
-}
+import { admin, hostile, sleep, TIMEOUT } from "../../test/support/late-landing-system";
 
 const isKilnTimeout = { code: "KILN_TIMEOUT" };
 

@@ -1,6 +1,5 @@
 import { describe, expect, test } from "vitest";
-import { createControlSystem, defineTags, KilnError, MemoryStore, SimulatedPlc, type Principal } from "../index";
-import type { Tag, TagValue } from "../domain/tags";
+import { KilnError } from "../index";
 
 // Adversarial review 15g: the late-landing mechanism (ADR 0042, amendments 15e/15f) only counted
 // writes that succeeded within their timeout, so two given-up calls settling in reverse order
@@ -10,74 +9,7 @@ import type { Tag, TagValue } from "../domain/tags";
 // land" (M1), a manual safe state refused by the device left no `:fail` (M2), and a process's
 // late landing was not audited (M3). Real timers, small timeouts, a driver whose writes are held.
 
-const admin: Principal = { id: "ada", roles: ["admin"] };
-const TIMEOUT = 60;
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-
-const tags = defineTags({
-  "heater.setpoint": { dataType: "float64", access: "readwrite", range: { min: 0, max: 400 }, scanGroup: "fast" },
-  "valve.h2o": { dataType: "bool", access: "readwrite", scanGroup: "fast" },
-  "stirrer.speed": { dataType: "float64", access: "readwrite", range: { min: 0, max: 100 }, scanGroup: "fast" },
-  ...Object.fromEntries(
-    Array.from({ length: 8 }, (_, index) => [
-      `aux.${index}`,
-      { dataType: "float64", access: "readwrite", scanGroup: "fast" } as const,
-    ]),
-  ),
-});
-
-interface Held {
-  readonly tag: string;
-  readonly value: TagValue;
-  /** Lands the write (true), or fails it at the device (false), or rejects with `error`. */
-  release(outcome?: boolean | Error): void;
-}
-
-/** A system on a SimulatedPlc whose writes matching `hold` are held until released. */
-async function hostile() {
-  const plc = new SimulatedPlc({ tags });
-  const device: { tag: string; value: TagValue }[] = [];
-  const held: Held[] = [];
-  let hold: (tag: string, value: TagValue) => boolean = () => false;
-  const write = plc.write.bind(plc);
-  plc.write = async (tag: Tag, value: TagValue, signal?: AbortSignal) => {
-    if (hold(tag.name, value)) {
-      const outcome = await new Promise<boolean | Error>((resolve) =>
-        held.push({ tag: tag.name, value, release: (result = true) => resolve(result) }),
-      );
-      if (outcome instanceof Error) throw outcome;
-      if (!outcome) throw new Error("device refused");
-    } else await write(tag, value, signal);
-    device.push({ tag: tag.name, value });
-  };
-  const store = new MemoryStore();
-  const system = createControlSystem({
-    machineId: "reactor-1",
-    tags,
-    driver: plc,
-    store,
-    scanGroups: { fast: { periodMs: 20 } },
-    acquisition: { timeoutMs: TIMEOUT },
-    machine: {
-      model: "kiln",
-      safeState: [
-        { tag: "heater.setpoint", value: 0 },
-        { tag: "valve.h2o", value: false },
-      ],
-    },
-  });
-  await system.start();
-  const from = Date.now() - 1;
-  return {
-    system,
-    held,
-    setHold: (rule: (tag: string, value: TagValue) => boolean) => void (hold = rule),
-    values: (tag: string) => device.filter((write) => write.tag === tag).map((write) => write.value),
-    heldValue: (value: TagValue) => held.find((call) => call.value === value)!,
-    trail: () => system.history.audit.query({ from, to: Date.now() + 1 }),
-    problems: () => system.health().problems.join("\n"),
-  };
-}
+import { admin, hostile, sleep, TIMEOUT } from "../../test/support/late-landing-system";
 
 describe("the device ends with the latest-issued write that may have landed (review 15g, H1/H2)", () => {
   test("H1: two given-up calls settle in reverse order (the safe 0 first, then the older 399): 0 is written again", async () => {
