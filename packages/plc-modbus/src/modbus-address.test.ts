@@ -124,6 +124,29 @@ describe("parseModbusAddress: object form", () => {
   });
 });
 
+describe("parseModbusAddress: scaling an integer tag can never read good (adv12h LOW)", () => {
+  it.each([
+    [{ area: "holding-register", address: 1, type: "int64", offset: 0.5 }, "int64"],
+    [{ area: "holding-register", address: 1, type: "int16", scale: 0.1, offset: 0.05 }, "int32"],
+    [{ area: "input-register", address: 1, type: "uint32", scale: 2, offset: 0.25 }, "uint32"],
+  ] as const)("refuses %j for a %s tag at address.offset", (input, dataType) => {
+    const issues = issuesOf(() => parseModbusAddress(input, dataType));
+    expect(issues).toEqual([
+      { path: "address.offset", message: expect.stringMatching(/reads only whole numbers.*never whole/) },
+    ]);
+  });
+
+  it.each([
+    // raw × 0.5 + 0.5 is whole for every odd raw; a float wire or a float tag can hold a fraction.
+    [{ area: "holding-register", address: 1, type: "int16", scale: 0.5, offset: 0.5 }, "int32"],
+    [{ area: "holding-register", address: 1, type: "int16", scale: 0.1, offset: 0.3 }, "int16"],
+    [{ area: "holding-register", address: 1, type: "float32", offset: 0.5 }, "int32"],
+    [{ area: "holding-register", address: 1, type: "int64", offset: 0.5 }, "float64"],
+  ] as const)("accepts %j for a %s tag", (input, dataType) => {
+    expect(parseModbusAddress(input, dataType).offset).toBe(input.offset);
+  });
+});
+
 describe("modbusTagAddress", () => {
   it("names the tag in the path when the address is missing or bad", () => {
     const tags = defineTags({

@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { KilnValidationError, type Tag, type TagDataType } from "@kiln/core";
 import { issuesFromZod } from "@kiln/core/driver-kit";
+import { scalingReachesWholeNumbers } from "./modbus-codec";
 
 /** The four Modbus data areas (tables). */
 export const MODBUS_AREAS = ["coil", "discrete-input", "input-register", "holding-register"] as const;
@@ -205,6 +206,16 @@ const NUMERIC_WIRE_TYPES: ReadonlySet<ModbusWireType> = new Set([
   "uint64",
 ]);
 
+const INTEGER_DATA_TYPES: ReadonlySet<TagDataType> = new Set(["int16", "uint16", "int32", "uint32", "int64", "uint64"]);
+const INTEGER_WIRE_TYPES: ReadonlySet<ModbusWireType> = new Set([
+  "int16",
+  "uint16",
+  "int32",
+  "uint32",
+  "int64",
+  "uint64",
+]);
+
 /** True for the areas that hold bits (coils and discrete inputs). */
 export function isBitArea(area: ModbusArea): boolean {
   return area === "coil" || area === "discrete-input";
@@ -297,6 +308,17 @@ function resolveSpec(spec: ModbusAddressSpec, dataType: TagDataType): ModbusAddr
         : numeric;
   if (!compatible) {
     issues.push({ path: "type", message: `a ${dataType} tag cannot be stored as Modbus type "${type}"` });
+  }
+  if (
+    INTEGER_DATA_TYPES.has(dataType) &&
+    INTEGER_WIRE_TYPES.has(type) &&
+    !scalingReachesWholeNumbers({ scale, offset })
+  ) {
+    // An integer tag reads only a whole exact result: with this scaling no raw value gives one (adv12h LOW).
+    issues.push({
+      path: "offset",
+      message: `an integer tag (${dataType}) reads only whole numbers, and raw × ${scale} + ${offset} is never whole for an integer raw value: the offset's fraction must be a multiple of the scale's step`,
+    });
   }
   const count = registerCount(type, spec.length ?? 1);
   if (spec.address + count - 1 > 65535) {

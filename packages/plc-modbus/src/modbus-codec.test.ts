@@ -8,6 +8,7 @@ import {
   encodeRegisters,
   engineeringFromRaw,
   rawFromEngineering,
+  writeReadsBack,
   type ModbusRawValue,
 } from "./modbus-codec";
 
@@ -213,6 +214,41 @@ describe("modbus codec: every type × every byte order", () => {
   it("stops a string at the first NUL and pads a short one with NULs", () => {
     expect(decodeRegisters([0x4142, 0x0043], 0, { type: "string", count: 2 }, "ABCD")).toBe("AB");
     expect(encodeRegisters("A", { type: "string", count: 2 }, "ABCD")).toEqual([0x4100, 0x0000]);
+  });
+});
+
+describe("integer tags on scaled 16- and 32-bit wires are exact", () => {
+  // In floating point -23400 × 0.7 is -16379.999999999998: a whole -16380 read bad and its write was refused.
+  const tag = (dataType: TagDataType) => ({ name: "flow", dataType });
+
+  it.each([
+    ["int16", "int16", 0.7, 0, -23400, -16380],
+    ["int16", "int32", 0.7, 0, 23400, 16380],
+    ["uint16", "uint16", 0.35, 0, 60000, 21000],
+    ["int32", "int32", 0.7, 0.3, 1_999_999_991, 1_399_999_994],
+  ] as const)(
+    "a %s wire read by a %s tag, scale %d offset %d, reads raw %d as %d good",
+    (wire, dataType, scale, offset, raw, value) => {
+      const address = { area: "holding-register" as const, type: wire, count: registerCount(wire), scale, offset };
+      const registers = encodeRegisters(raw, address, "ABCD");
+      expect(compileDecoder(address, "ABCD", tag(dataType))(registers, 0)).toEqual({ ok: true, value });
+      expect(writeReadsBack(value, rawFromEngineering(value, address), address, "ABCD", tag(dataType))).toBeUndefined();
+    },
+  );
+
+  it("reads every whole result of an int16 wire with scale 0.7 good and every other raw value bad with the reason", () => {
+    const address = { area: "holding-register" as const, type: "int16" as const, count: 1, scale: 0.7, offset: 0 };
+    const decode = compileDecoder(address, "ABCD", tag("int16"));
+    let good = 0;
+    const wrong: number[] = [];
+    for (let raw = -32768; raw < 32768; raw++) {
+      const read = decode([raw & 0xffff], 0);
+      const whole = raw % 10 === 0;
+      if (whole && read.ok && read.value === (raw / 10) * 7) good++;
+      else if (whole || read.ok || !/not a whole number/.test(read.quality.reason ?? "")) wrong.push(raw);
+    }
+    expect(wrong).toEqual([]);
+    expect(good).toBe(6553);
   });
 });
 

@@ -238,6 +238,28 @@ function exactScaled(raw: bigint, address: Pick<ModbusAddress, "scale" | "offset
   };
 }
 
+function gcd(a: bigint, b: bigint): bigint {
+  let x = a < 0n ? -a : a;
+  let y = b < 0n ? -b : b;
+  while (y !== 0n) [x, y] = [y, x % y];
+  return x;
+}
+
+/**
+ * Whether `raw × scale + offset` is a whole number for SOME integer raw value, scale and offset taken as the
+ * decimals written ({@link decimalRational}). With scale `p/q` and offset `a/b` in lowest terms, `raw × p/q + a/b`
+ * is whole for some integer `raw` exactly when `b` divides `q`: the offset's fraction must be a multiple of the
+ * scale's step (offset 0.5 with scale 1, or offset 0.05 with scale 0.1, never reads a whole number). An integer tag
+ * on an integer wire with such scaling could never read good; {@link parseModbusAddress} refuses it up front.
+ */
+export function scalingReachesWholeNumbers(address: Pick<ModbusAddress, "scale" | "offset">): boolean {
+  const scale = decimalRational(address.scale);
+  const offset = decimalRational(address.offset);
+  const q = scale.denominator / gcd(scale.numerator, scale.denominator);
+  const b = offset.denominator / gcd(offset.numerator, offset.denominator);
+  return q % b === 0n;
+}
+
 const INTEGER_TAGS: ReadonlySet<TagDataType> = new Set(["int16", "uint16", "int32", "uint32", "int64", "uint64"]);
 
 /**
@@ -532,6 +554,9 @@ export function compileDecoder(
   const scaled = address.scale !== 1 || address.offset !== 0;
   const bits = address.area === "coil" || address.area === "discrete-input" || address.type === "bit";
   if (!bits && (address.type === "int64" || address.type === "uint64")) return compileDecoder64(address, order, tag);
+  if (!bits && scaled && INTEGER_TAGS.has(tag.dataType) && INTEGER_WIRES.has(address.type)) {
+    return compileExactIntegerDecoder(address, order, tag);
+  }
   const decode = compileValueDecoder(address, order, tag.dataType);
   const fits = bits
     ? tag.dataType === "bool"
@@ -561,6 +586,52 @@ function compileDecoder64(
     const value = exactFromRaw64(raw, address, tag.dataType);
     if (value !== undefined) return coerceToTagType(value, tag, source);
     const reason = `${source} raw ${raw} × ${address.scale} + ${address.offset} has no exact value for ${tag.dataType} tag "${tag.name}" (${INTEGER_TAGS.has(tag.dataType) ? "an integer tag reads only a whole exact result, scale and offset taken as the decimals written" : "beyond ±2^53 only whole-number scale and offset are exact"})`;
+    return { ok: false, quality: quality("bad", reason, QualityCodes.BadTypeMismatch) };
+  };
+}
+
+/** The 16- and 32-bit integer wire types: their raw values are safe integers. */
+const INTEGER_WIRES: ReadonlySet<ModbusWireType> = new Set(["int16", "uint16", "int32", "uint32"]);
+
+/**
+ * An integer tag on a scaled 16- or 32-bit integer wire: `raw × scale + offset` computed exactly, scale and offset
+ * the decimals written, as the 64-bit decoder does (in floating point `-23400 × 0.7` is `-16379.999999999998`, so an
+ * `int16` tag read a whole `-16380` as bad, and a write of it was refused). The value is that integer, or `bad`
+ * `BadTypeMismatch` when the exact result is not whole. Integer arithmetic in numbers while it stays below 2^53
+ * (every realistic scale), in `bigint` beyond.
+ */
+function compileExactIntegerDecoder(
+  address: Pick<ModbusAddress, "area" | "type" | "bit" | "count" | "scale" | "offset">,
+  order: ModbusByteOrder,
+  tag: Pick<Tag, "name" | "dataType">,
+): ModbusTagDecoder {
+  const decodeRaw = compileValueDecoder({ ...address, scale: 1, offset: 0 }, order, "float64") as (
+    block: ArrayLike<number | boolean>,
+    offset: number,
+  ) => number;
+  // raw × p/q + a/b = (raw × p·b + a·q) / (q·b)
+  const { numerator: p, denominator: q } = decimalRational(address.scale);
+  const { numerator: a, denominator: b } = decimalRational(address.offset);
+  const factor = p * b;
+  const shift = a * q;
+  const divisor = q * b;
+  const source = `${address.area} ${address.type} (scaled)`;
+  const numbers =
+    (factor < 0n ? -factor : factor) * 2n ** 32n + (shift < 0n ? -shift : shift) <= SAFE_BIGINT &&
+    divisor <= SAFE_BIGINT;
+  const [f, s, d] = [Number(factor), Number(shift), Number(divisor)];
+  return (block, offset) => {
+    const raw = decodeRaw(block, offset);
+    let whole: number | undefined;
+    if (numbers) {
+      const numerator = raw * f + s;
+      if (numerator % d === 0) whole = numerator / d;
+    } else {
+      const numerator = BigInt(raw) * factor + shift;
+      if (numerator % divisor === 0n) whole = Number(numerator / divisor);
+    }
+    if (whole !== undefined) return coerceToTagType(whole === 0 ? 0 : whole, tag, source);
+    const reason = `${source} raw ${raw} × ${address.scale} + ${address.offset} = ${raw * address.scale + address.offset} is not a whole number for ${tag.dataType} tag "${tag.name}" (an integer tag reads only a whole exact result, scale and offset taken as the decimals written)`;
     return { ok: false, quality: quality("bad", reason, QualityCodes.BadTypeMismatch) };
   };
 }
