@@ -1554,8 +1554,12 @@ export class ControlSystem {
     }
     // Until a later write of the tag is confirmed: a reset does not clear it (review 15g, H3).
     for (const unresolved of this.#lateWatcher?.unresolvedTags() ?? []) {
+      const at = new Date(unresolved.since).toISOString();
+      // Says what was tried: a re-write that failed, or none yet (the safe state's write is to come; review 15j, M1).
       problems.push(
-        `a write of ${unresolved.tag} landed late and writing the tag's latest value again failed at ${new Date(unresolved.since).toISOString()}: ${unresolved.reason} (the tag may hold a stale value; cleared once a later write of the tag is confirmed)`,
+        unresolved.tried
+          ? `a write of ${unresolved.tag} landed late and writing the tag's latest value again failed at ${at}: ${unresolved.reason} (the tag may hold a stale value; cleared once a later write of the tag is confirmed)`
+          : `a write of ${unresolved.tag} landed late at ${at} and nothing was written again yet: ${unresolved.reason} (cleared once a later write of the tag is confirmed)`,
       );
     }
     for (const [tag, late] of this.#landedLate) {
