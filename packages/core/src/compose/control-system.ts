@@ -2089,14 +2089,16 @@ function unlessCancelled<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
 }
 
 /**
- * One rule for every safe-state path (review 15g, M2): a manual stop, fault or abort whose
- * safe-state write failed gets its command's `<id>:fail` entry, as a trip does.
+ * One rule for every safe-state path (reviews 15g M2, 15j M3): a manual stop, fault or abort
+ * whose safe state met a problem (a safe-state write, a pulse's off, a step write in flight, the
+ * machine) gets its command's `<id>:fail` entry naming every problem, as a trip's entry does
+ * ({@link problemsOf}, the one text both use).
  */
 function recordSafeStateFailure(
   command: Pick<CommandContext, "recordAfter">,
   problems: ProcessResult["problems"],
 ): void {
-  const text = problemsOf(problems.filter((problem) => problem.stage === "safe-state"));
+  const text = problemsOf(problems);
   if (text !== undefined) command.recordAfter("fail", { outcome: "failed", reason: text });
 }
 
