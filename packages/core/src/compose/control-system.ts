@@ -16,6 +16,7 @@ import type { AlarmHistory, AuditLog, ProcessRepository, RecipeRepository } from
 import type { HistoryQueries, SampleHistory } from "@kiln/core/driver-kit";
 import { withTimeout } from "../resilience/timeout";
 import { recoverInterrupted } from "../recipes/process-recovery";
+import type { ProcessFailure } from "../recipes/process-run";
 import type { ProcessResult, RecipeExecutor, RecipeProcess, StartRecipeOptions } from "../recipes/recipe-executor";
 import { storedRecipeOf, type RecipeInput } from "../recipes/recipe-schema";
 import type { GuardedDriver, GuardedStore } from "../resilience/guarded-ports";
@@ -1818,6 +1819,8 @@ export class ControlSystem {
         }
       }),
       this.#lateWatcher?.onLateSettle((settle) => this.#onLateSettle(settle)) ?? (() => undefined),
+      // A process that fails on its own is audited like every other end (review 15j, M2).
+      this.#recipes.onProcessFailed((failure) => this.#onProcessFailed(failure)),
       this.#bus.on("interlock-trip", async (event) => {
         this.#logger.error({ alarmId: event.alarmId, value: event.value }, "interlock tripped");
         await this.#trip(event.alarmId, event.value, `interlock ${event.alarmId} tripped at ${String(event.value)}`);
@@ -1935,6 +1938,34 @@ export class ControlSystem {
         },
         () => Promise.resolve(reassertFailed),
         (failed) => failed,
+      ),
+    ).catch(() => undefined);
+  }
+
+  /**
+   * A process failed on its own (a step failed; not an abort, stop, fault or trip, whose command
+   * or system entry tells it): recorded as the system's `recipe.fail` entry naming the process,
+   * its recipe, who started it and why, with the safe state it wrote; a problem its safe state met
+   * follows as the entry's `:fail` (the rule of every safe-state path, {@link problemsOf}; review 15j, M2).
+   */
+  #onProcessFailed(failure: ProcessFailure): void {
+    const { processId, recipe, startedBy } = failure;
+    const by = startedBy === undefined ? "" : ` started by ${startedBy.id}`;
+    void this.#track(
+      this.#commands.runSystemAction(
+        {
+          action: "recipe.fail",
+          target: fittedName(processId),
+          reason: `process ${processId} (recipe ${recipe.name} v${recipe.version})${by} failed: ${failure.reason}`,
+          newValue: {
+            processId,
+            recipe: { name: recipe.name, version: recipe.version },
+            ...(startedBy === undefined ? {} : { startedBy: { id: startedBy.id, roles: [...startedBy.roles] } }),
+            safeState: this.#options.machine.safeState,
+          },
+        },
+        () => Promise.resolve(failure.problems),
+        (problems) => problemsOf(problems),
       ),
     ).catch(() => undefined);
   }
