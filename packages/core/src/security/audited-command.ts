@@ -239,9 +239,19 @@ export const DENIAL_CODES: readonly KilnErrorCode[] = [
   "KILN_NOT_FOUND",
 ];
 
-/** The outcome of a command that did not run: `denied` when a check refused it ({@link DENIAL_CODES}), else `failed`. */
+/**
+ * The outcome of a command that did not run: `denied` when a check refused it ({@link DENIAL_CODES},
+ * or a write refused by the per-tag bound: `KILN_BUFFER_FULL` with `details.rule:
+ * "maxCallsOutPerTag"`, checked before anything is sent; review 15j, L1), else `failed`.
+ * `KILN_BUFFER_FULL` is not a denial code as such: its other throwers (the audit and sample
+ * journals, the alarm history, a host's driver) are not checks of a command, and a driver's may
+ * come after its request was sent.
+ */
 function outcomeOf(error: unknown): "denied" | "failed" {
-  return KilnError.is(error) && DENIAL_CODES.includes(error.code) ? "denied" : "failed";
+  if (!KilnError.is(error)) return "failed";
+  if (DENIAL_CODES.includes(error.code)) return "denied";
+  const rule = (error.details as { rule?: unknown } | undefined)?.rule;
+  return error.code === "KILN_BUFFER_FULL" && rule === "maxCallsOutPerTag" ? "denied" : "failed";
 }
 
 /**
