@@ -1,5 +1,12 @@
 import { KilnError, KilnValidationError } from "../domain/errors";
-import { frozenTagValue, tagValueProblem, type Tag, type TagCatalog, type TagValue } from "../domain/tags";
+import {
+  frozenTagValue,
+  sameTagValue,
+  tagValueProblem,
+  type Tag,
+  type TagCatalog,
+  type TagValue,
+} from "../domain/tags";
 import { abortError, raceAbort } from "../driver-kit/abort";
 import type { PlcDriver } from "../ports/plc-driver";
 import type { Clock } from "../ports/clock";
@@ -489,7 +496,7 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
     if (isSafeValue?.(tag, value) === true) {
       const latest = pending.at(-1);
       const asked = latest?.value ?? latest?.requested;
-      if (asked === undefined || !Object.is(asked, value)) return;
+      if (asked === undefined || !sameTagValue(asked, value)) return;
     }
     throw new KilnError(
       "KILN_BUFFER_FULL",
@@ -700,17 +707,6 @@ function describe(error: unknown): string {
     : error instanceof Error
       ? error.message
       : String(error);
-}
-
-/** Equal tag values (arrays element by element). */
-function sameTagValue(left: TagValue | undefined, right: TagValue | undefined): boolean {
-  if (Object.is(left, right)) return true;
-  if (typeof left !== "object" || typeof right !== "object" || left === null || right === null) return false;
-  const a = left as ArrayLike<unknown>;
-  const b = right as ArrayLike<unknown>;
-  if (a.length !== b.length) return false;
-  for (let index = 0; index < a.length; index++) if (!Object.is(a[index], b[index])) return false;
-  return true;
 }
 
 /** Operator writes: only while running; `stop()` closes the gate first. */
