@@ -1,5 +1,12 @@
 import { KilnError, KilnValidationError } from "../domain/errors";
-import { frozenTagValue, tagValueProblem, type Tag, type TagCatalog, type TagValue } from "../domain/tags";
+import {
+  frozenTagValue,
+  sameTagValue,
+  tagValueProblem,
+  type Tag,
+  type TagCatalog,
+  type TagValue,
+} from "../domain/tags";
 import { abortError, raceAbort } from "../driver-kit/abort";
 import type { PlcDriver } from "../ports/plc-driver";
 import type { Clock } from "../ports/clock";
@@ -119,7 +126,12 @@ export interface WatchesLateCalls {
 /** A tag whose device may hold a stale value (see {@link WatchesLateCalls.unresolvedTags}). */
 export interface UnresolvedTag {
   readonly tag: string;
-  /** Why: the failure of the write made to restore the latest value. */
+  /**
+   * True when a write of the value the tag must end with was tried and failed (or was given up);
+   * false when none was tried: the safe state's own write of the tag is still to come (review 15j, M1).
+   */
+  readonly tried: boolean;
+  /** Why: the failure of the write made to restore the value, or what is awaited. */
   readonly reason: string;
   /** When (ms since the Unix epoch, the writer's clock). */
   readonly since: number;
@@ -141,17 +153,25 @@ export interface CheckedTagWriterOptions {
    */
   readonly lateWriteWaitMs?: number;
   /**
-   * Whether `value` is `tag`'s safe-state value: such a write is never passed over for an older
-   * value when a late landing is undone (review 15g, H2). @default none is
+   * Whether `value` is `tag`'s safe-state value: past {@link maxCallsOutPerTag} such a write still
+   * goes while the tag's latest pending write asks another value (review 15i, H1). @default none is
    */
   readonly isSafeValue?: (tag: string, value: TagValue) => boolean;
+  /**
+   * The value the safe state writes to `tag` (the configured `machine.safeState`), undefined when
+   * it writes none: while a safe state is in force (decided after the tag's latest write was
+   * issued, see {@link safeStateEpoch}) it is what the tag must end with (review 15j, M1).
+   * @default none
+   */
+  readonly safeStateValue?: (tag: string) => TagValue | undefined;
   /** The clock of `lateWriteWaitMs` (and of {@link LateDeviceCall.since}). */
   readonly clock?: Pick<Clock, "sleep" | "now">;
   /**
    * The safe-state epoch (the recipe executor's `safeStateEpoch`, bumped before any await when a
-   * trip or a manual stop, fault or abort is decided): a value written again after a late landing
-   * must have been issued in the current epoch (or be a safe-state value), else it is not sent —
-   * the safe state's own write will be (adversarial review 15h, H1). @default no fence
+   * trip, a manual stop, fault or abort, or a process's abort or failure is decided): a safe state
+   * is in force for a tag it writes when the epoch moved after the tag's latest write was issued;
+   * the tag must then end with its safe-state value, and a value issued before it is never written
+   * again after it (reviews 15h H1, 15j M1). @default no safe state is ever in force
    */
   readonly safeStateEpoch?: () => number;
   /**
@@ -239,7 +259,6 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
       requested,
       value: undefined,
       state: "queued",
-      safe: false,
       reassert,
     };
     const ledger = this.#ledger.get(tag) ?? [];
@@ -255,7 +274,6 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
       const definition = checkTagWrite(tags, lifecycle, tag, value, accepted);
       options.beforeSend?.();
       entry.value = value;
-      entry.safe = this.#options.isSafeValue?.(tag, value) ?? false;
       entry.state = "out";
       const { lateWriteWaitMs = 0, clock } = this.#options;
       if (lateWriteWaitMs > 0 && clock !== undefined && driver.writeTracked !== undefined) {
@@ -329,7 +347,12 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
     if (reassert)
       sent.catch((error: unknown) => {
         // The device may hold a stale value until a later write of the tag is confirmed (review 15g, H3).
-        this.#unresolved.set(tag, { tag, reason: describe(error), since: this.#options.clock?.now() ?? Number.NaN });
+        this.#unresolved.set(tag, {
+          tag,
+          tried: true,
+          reason: describe(error),
+          since: this.#options.clock?.now() ?? Number.NaN,
+        });
       });
     return sent;
   }
@@ -346,26 +369,40 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
   }
 
   /**
-   * The value the device must end with: the latest-issued write of `tag` that may have landed
-   * (sent or still waiting its turn); a failed safe-state write is not passed over, so a value
-   * older than it is never written again (review 15g, H1/H2).
+   * What `tag` must end with (review 15j, M1; the one rule replacing 15h's epoch rule and 15g's
+   * "a failed safe write is never passed over"), judged on the writes issued before `below`:
+   * - **the safe-state value** when a safe state is in force for the tag: the safe state writes it
+   *   ({@link CheckedTagWriterOptions.safeStateValue}) and the epoch moved after the tag's latest
+   *   write not known to have failed was issued. `pending` when no write of the tag was issued
+   *   since (the safe state's own write is still to come and will be the last); else the safe
+   *   state's write was tried and failed, and the safe value is to be written again.
+   * - **else the latest-issued write sent and not known to have failed** (one still out counts:
+   *   writing its value again is harmless; one still queued will be sent after anyway); undefined
+   *   when there is none.
    */
-  #intent(tag: string, below = Number.POSITIVE_INFINITY): LedgerEntry | undefined {
-    const ledger = this.#ledger.get(tag) ?? [];
-    for (let index = ledger.length - 1; index >= 0; index--) {
-      const entry = ledger[index];
-      if (entry === undefined || entry.sequence >= below) continue;
-      if (entry.value === undefined) continue;
-      if (entry.state !== "failed" || entry.safe) return entry;
+  #mustEndWith(tag: string, below = Number.POSITIVE_INFINITY): EndValue | undefined {
+    const ledger = (this.#ledger.get(tag) ?? []).filter((entry) => entry.sequence < below);
+    let latest: LedgerEntry | undefined;
+    for (let index = ledger.length - 1; index >= 0 && latest === undefined; index--) {
+      const entry = ledger[index]!;
+      if (entry.state !== "failed" && entry.value !== undefined) latest = entry;
     }
-    return undefined;
+    const safe = this.#options.safeStateValue?.(tag);
+    const epoch = this.#options.safeStateEpoch?.();
+    if (safe !== undefined && epoch !== undefined && (latest === undefined || latest.epoch < epoch)) {
+      // Issued since the safe state was decided and none still to be sent: all failed, its own write among them.
+      const since = ledger.filter((entry) => entry.epoch === epoch);
+      const failed = since.length > 0 && since.every((entry) => entry.state === "failed");
+      return { value: safe, from: failed ? "safe-state-failed" : "safe-state-pending" };
+    }
+    return latest?.value === undefined ? undefined : { value: latest.value, from: "latest", entry: latest };
   }
 
   /**
    * A write's driver call settled (`late`: the write had been answered first): when it may have
-   * landed after a later-issued write, the latest-issued value that may have landed is written
-   * again, itself a write in the tag's order (review 15g). Then `onLateSettle` and the listeners
-   * are told.
+   * landed leaving the tag at another value than the one it must end with ({@link #mustEndWith}),
+   * that value is written again, itself a write in the tag's order (reviews 15g, 15j). Then
+   * `onLateSettle` and the listeners are told.
    */
   #settle(
     tag: string,
@@ -378,31 +415,32 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
     const unconfirmed = outcome === "unknown";
     let reassert: Promise<{ reasserted?: TagValue; reassertError?: unknown }> = Promise.resolve({});
     if (landed) {
-      const intent = this.#intent(tag);
+      const end = this.#mustEndWith(tag);
       const queued = this.#queuedReasserts.get(tag);
+      const differs = end !== undefined && !sameTagValue(end.value, entry.value);
       if (queued !== undefined) {
         // One re-assert per tag waits its turn at a time: its value is chosen when it is sent, so
         // it answers this landing too, and is reported (audited) once, with the landing that
         // queued it (review 15h, M1).
         reassert = queued.then(() => ({}));
-      } else if (intent !== undefined && intent.sequence > entry.sequence && !sameTagValue(intent.value, entry.value)) {
+      } else if (differs && end.from === "safe-state-pending") {
+        // The safe state's own write of the tag is still to come, after this landing: it is the
+        // re-write. Named until a later write is confirmed, in case it never comes (review 15j, M1).
+        this.#unresolved.set(tag, {
+          tag,
+          tried: false,
+          reason: `the device may hold ${String(entry.value)} until the safe state's write of ${String(end.value)} lands`,
+          since: this.#options.clock?.now() ?? Number.NaN,
+        });
+      } else if (differs && (end.from === "safe-state-failed" || end.entry!.sequence > entry.sequence)) {
         let reasserted: TagValue | undefined;
         const again = this.#issue(
           tag,
           (own) => {
             this.#queuedReasserts.delete(tag);
             // Decided right before it is sent: every write issued before it has then been sent or refused.
-            const chosen = this.#intent(tag, own);
-            if (chosen !== undefined && !this.#inForce(chosen)) {
-              // Issued before a safe state was decided: never sent after it, the safe state's
-              // write will be (review 15h, H1). The device may hold an older value meanwhile.
-              this.#unresolved.set(tag, {
-                tag,
-                reason: `a late landing left an older value; the latest value, issued before a safe state was decided, was not written again`,
-                since: this.#options.clock?.now() ?? Number.NaN,
-              });
-              return undefined;
-            }
+            const chosen = this.#mustEndWith(tag, own);
+            if (chosen?.from === "safe-state-pending") return undefined;
             reasserted = chosen?.value;
             return reasserted;
           },
@@ -418,13 +456,14 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
         void reassert.then(() => {
           if (this.#queuedReasserts.get(tag) === reassert) this.#queuedReasserts.delete(tag);
         });
-      } else if (outcome === "landed" && (intent === undefined || sameTagValue(intent.value, entry.value))) {
+      } else if (outcome === "landed" && !differs && end?.from === "latest") {
         this.#unresolved.delete(tag);
         this.#confirmed.set(tag, Math.max(this.#confirmed.get(tag) ?? 0, entry.sequence));
       }
-    } else if (entry.reassert && !this.#unresolved.has(tag)) {
+    } else if (entry.reassert && !this.#unresolved.get(tag)?.tried) {
       this.#unresolved.set(tag, {
         tag,
+        tried: true,
         reason: "writing the value again failed at the device",
         since: this.#options.clock?.now() ?? Number.NaN,
       });
@@ -457,7 +496,7 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
     if (isSafeValue?.(tag, value) === true) {
       const latest = pending.at(-1);
       const asked = latest?.value ?? latest?.requested;
-      if (asked === undefined || !Object.is(asked, value)) return;
+      if (asked === undefined || !sameTagValue(asked, value)) return;
     }
     throw new KilnError(
       "KILN_BUFFER_FULL",
@@ -466,15 +505,9 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
     );
   }
 
-  /** True when `entry` may be written again now: issued in the current safe-state epoch, or a safe-state value (review 15h, H1). */
-  #inForce(entry: LedgerEntry): boolean {
-    const epoch = this.#options.safeStateEpoch;
-    return entry.safe || epoch === undefined || entry.epoch === epoch();
-  }
-
   /**
    * Forgets a tag's ledger once none of its writes can land any more; meanwhile keeps only what
-   * {@link #intent} can reach: the pending writes, and the settled ones up to the latest that
+   * {@link #mustEndWith} can reach: the pending writes, and the settled ones up to the latest that
    * landed (or may have), so a call that never settles does not make the ledger grow with every
    * later write.
    */
@@ -640,6 +673,18 @@ export function deviceOutcomeOf(error: unknown): DeviceOutcome {
   return error.code === "KILN_TIMEOUT" || error.code === "KILN_ABORTED" ? "unknown" : "failed";
 }
 
+/** What a tag must end with (see `CheckedTagWriter.#mustEndWith`). */
+interface EndValue {
+  readonly value: TagValue;
+  /**
+   * `latest`: the latest-issued write not known to have failed (`entry`); `safe-state-pending`: a
+   * safe state in force writes the tag and its write is still to come; `safe-state-failed`: it
+   * was tried and failed, the safe value is to be written again.
+   */
+  readonly from: "latest" | "safe-state-pending" | "safe-state-failed";
+  readonly entry?: LedgerEntry;
+}
+
 /** One write in a tag's ledger. */
 interface LedgerEntry {
   readonly sequence: number;
@@ -650,8 +695,6 @@ interface LedgerEntry {
   /** The value sent (undefined until it is). */
   value: TagValue | undefined;
   state: "queued" | "out" | DeviceOutcome;
-  /** A write of the tag's safe-state value: never passed over for an older value. */
-  safe: boolean;
   /** Written again by the writer itself after a late landing. */
   readonly reassert: boolean;
 }
@@ -664,17 +707,6 @@ function describe(error: unknown): string {
     : error instanceof Error
       ? error.message
       : String(error);
-}
-
-/** Equal tag values (arrays element by element). */
-function sameTagValue(left: TagValue | undefined, right: TagValue | undefined): boolean {
-  if (Object.is(left, right)) return true;
-  if (typeof left !== "object" || typeof right !== "object" || left === null || right === null) return false;
-  const a = left as ArrayLike<unknown>;
-  const b = right as ArrayLike<unknown>;
-  if (a.length !== b.length) return false;
-  for (let index = 0; index < a.length; index++) if (!Object.is(a[index], b[index])) return false;
-  return true;
 }
 
 /** Operator writes: only while running; `stop()` closes the gate first. */

@@ -1,7 +1,7 @@
 import { z } from "zod";
 import type { AlarmDefinitionInput } from "../alarms/alarm-definition";
 import { KilnValidationError, type ValidationIssue } from "../domain/errors";
-import { TagCatalog, type TagValue } from "../domain/tags";
+import { frozenTagValue, TagCatalog, tagValueProblem, type TagValue } from "../domain/tags";
 import { issuesFromZod } from "../domain/validation";
 import { DEFAULT_SPOOL_MAX_BYTES } from "../logging/sample-logger";
 import type { Clock } from "../ports/clock";
@@ -155,8 +155,15 @@ export const storePoliciesSchema = z
   .strict()
   .prefault({});
 
+// The value is checked against its tag below, by the rule of every write (an array tag's shape,
+// length and elements too; review 15j, L2), not by a fixed list of scalar types here.
 const safeStateSchema = z.array(
-  z.object({ tag: z.string().min(1), value: z.union([z.number(), z.boolean(), z.string()]) }).strict(),
+  z
+    .object({
+      tag: z.string().min(1),
+      value: z.custom<TagValue>((value) => value !== undefined && value !== null, "must be a tag value"),
+    })
+    .strict(),
 );
 
 const machineSchema = z
@@ -508,6 +515,16 @@ export function resolveControlSystemOptions(input: ControlSystemOptions): Resolv
     if (!tag) issues.push({ path: `machine.safeState[${index}].tag`, message: `unknown tag "${entry.tag}"` });
     else if (tag.access !== "readwrite") {
       issues.push({ path: `machine.safeState[${index}].tag`, message: `tag "${entry.tag}" is read-only` });
+    } else {
+      // Validated like any write of the tag (scalar or array; the element named: value[3]).
+      const problem = tagValueProblem(tag, entry.value);
+      if (problem !== undefined) {
+        const element = problem.element === undefined ? "" : `[${problem.element}]`;
+        issues.push({ path: `machine.safeState[${index}].value${element}`, message: problem.message });
+      } else {
+        // A frozen copy: the host's array changed later does not change the safe state.
+        (entry as { value: TagValue }).value = frozenTagValue(entry.value);
+      }
     }
   });
   if (issues.length > 0) throw new KilnValidationError("control system options", issues);

@@ -16,6 +16,7 @@ import type { AlarmHistory, AuditLog, ProcessRepository, RecipeRepository } from
 import type { HistoryQueries, SampleHistory } from "@kiln/core/driver-kit";
 import { withTimeout } from "../resilience/timeout";
 import { recoverInterrupted } from "../recipes/process-recovery";
+import type { ProcessFailure } from "../recipes/process-run";
 import type { ProcessResult, RecipeExecutor, RecipeProcess, StartRecipeOptions } from "../recipes/recipe-executor";
 import { storedRecipeOf, type RecipeInput } from "../recipes/recipe-schema";
 import type { GuardedDriver, GuardedStore } from "../resilience/guarded-ports";
@@ -1554,8 +1555,12 @@ export class ControlSystem {
     }
     // Until a later write of the tag is confirmed: a reset does not clear it (review 15g, H3).
     for (const unresolved of this.#lateWatcher?.unresolvedTags() ?? []) {
+      const at = new Date(unresolved.since).toISOString();
+      // Says what was tried: a re-write that failed, or none yet (the safe state's write is to come; review 15j, M1).
       problems.push(
-        `a write of ${unresolved.tag} landed late and writing the tag's latest value again failed at ${new Date(unresolved.since).toISOString()}: ${unresolved.reason} (the tag may hold a stale value; cleared once a later write of the tag is confirmed)`,
+        unresolved.tried
+          ? `a write of ${unresolved.tag} landed late and writing the tag's latest value again failed at ${at}: ${unresolved.reason} (the tag may hold a stale value; cleared once a later write of the tag is confirmed)`
+          : `a write of ${unresolved.tag} landed late at ${at} and nothing was written again yet: ${unresolved.reason} (cleared once a later write of the tag is confirmed)`,
       );
     }
     for (const [tag, late] of this.#landedLate) {
@@ -1814,6 +1819,8 @@ export class ControlSystem {
         }
       }),
       this.#lateWatcher?.onLateSettle((settle) => this.#onLateSettle(settle)) ?? (() => undefined),
+      // A process that fails on its own is audited like every other end (review 15j, M2).
+      this.#recipes.onProcessFailed((failure) => this.#onProcessFailed(failure)),
       this.#bus.on("interlock-trip", async (event) => {
         this.#logger.error({ alarmId: event.alarmId, value: event.value }, "interlock tripped");
         await this.#trip(event.alarmId, event.value, `interlock ${event.alarmId} tripped at ${String(event.value)}`);
@@ -1931,6 +1938,34 @@ export class ControlSystem {
         },
         () => Promise.resolve(reassertFailed),
         (failed) => failed,
+      ),
+    ).catch(() => undefined);
+  }
+
+  /**
+   * A process failed on its own (a step failed; not an abort, stop, fault or trip, whose command
+   * or system entry tells it): recorded as the system's `recipe.fail` entry naming the process,
+   * its recipe, who started it and why, with the safe state it wrote; a problem its safe state met
+   * follows as the entry's `:fail` (the rule of every safe-state path, {@link problemsOf}; review 15j, M2).
+   */
+  #onProcessFailed(failure: ProcessFailure): void {
+    const { processId, recipe, startedBy } = failure;
+    const by = startedBy === undefined ? "" : ` started by ${startedBy.id}`;
+    void this.#track(
+      this.#commands.runSystemAction(
+        {
+          action: "recipe.fail",
+          target: fittedName(processId),
+          reason: `process ${processId} (recipe ${recipe.name} v${recipe.version})${by} failed: ${failure.reason}`,
+          newValue: {
+            processId,
+            recipe: { name: recipe.name, version: recipe.version },
+            ...(startedBy === undefined ? {} : { startedBy: { id: startedBy.id, roles: [...startedBy.roles] } }),
+            safeState: this.#options.machine.safeState,
+          },
+        },
+        () => Promise.resolve(failure.problems),
+        (problems) => problemsOf(problems),
       ),
     ).catch(() => undefined);
   }
@@ -2085,14 +2120,16 @@ function unlessCancelled<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
 }
 
 /**
- * One rule for every safe-state path (review 15g, M2): a manual stop, fault or abort whose
- * safe-state write failed gets its command's `<id>:fail` entry, as a trip does.
+ * One rule for every safe-state path (reviews 15g M2, 15j M3): a manual stop, fault or abort
+ * whose safe state met a problem (a safe-state write, a pulse's off, a step write in flight, the
+ * machine) gets its command's `<id>:fail` entry naming every problem, as a trip's entry does
+ * ({@link problemsOf}, the one text both use).
  */
 function recordSafeStateFailure(
   command: Pick<CommandContext, "recordAfter">,
   problems: ProcessResult["problems"],
 ): void {
-  const text = problemsOf(problems.filter((problem) => problem.stage === "safe-state"));
+  const text = problemsOf(problems);
   if (text !== undefined) command.recordAfter("fail", { outcome: "failed", reason: text });
 }
 

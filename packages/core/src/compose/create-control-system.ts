@@ -2,6 +2,7 @@ import { Acquisition } from "../acquisition/acquisition";
 import { interlockHolds, interlockHoldsReason, SourceAdvances, sourceAgeLimits, staleSource } from "./interlocks";
 import { AlarmEngine } from "../alarms/alarm-engine";
 import { CurrentValueTable } from "../cvt/current-value-table";
+import { sameTagValue } from "../domain/tags";
 import type { KilnEvents } from "../events/catalogue";
 import { EventBus } from "../events/event-bus";
 import { kilnMachineModel } from "../fsm/kiln-machine-model";
@@ -266,10 +267,12 @@ function registerDefaults(container: ServiceContainer, options: ResolvedControlS
         // waits for it, at most one more write timeout (review 15e).
         clock: resolve(InternalTokens.Clock),
         lateWriteWaitMs: options.acquisition.timeoutMs,
-        // A write of a tag's safe value is never passed over for an older value (review 15g, H2).
+        // Past the per-tag bound a write of the safe value still goes, once (review 15i, H1).
         isSafeValue: (tag, value) =>
-          (options.machine.safeState ?? []).some((write) => write.tag === tag && Object.is(write.value, value)),
-        // A value issued before a safe state was decided is never written again after it (review 15h, H1).
+          (options.machine.safeState ?? []).some((write) => write.tag === tag && sameTagValue(write.value, value)),
+        // What a tag must end with: its safe value while a safe state writing it is in force, else
+        // its latest-issued value (review 15j, M1). The safe state writes a tag's last entry last.
+        safeStateValue: (tag) => (options.machine.safeState ?? []).findLast((write) => write.tag === tag)?.value,
         safeStateEpoch: () => resolve(InternalTokens.RecipeExecutor).safeStateEpoch,
       }),
   );

@@ -52,9 +52,27 @@ export interface ProcessRunInit {
    * (`step-write`).
    */
   readonly onLateWriteFailure?: (problem: ProcessProblem) => void;
+  /**
+   * Told once when the run, having begun, fails on its own (a step failed, not an abort, stop or
+   * fault asked for), as soon as its effect is done (safe state written, machine faulted), before
+   * its record's last save: the control system audits it (review 15j, M2).
+   */
+  readonly onFailed?: (failure: ProcessFailure) => void;
   readonly progressSaveIntervalMs: number;
   readonly logger: Logger;
   readonly onEnd: (run: ProcessRun) => void;
+}
+
+/** A run that failed on its own (see {@link ProcessRunInit.onFailed}). */
+export interface ProcessFailure {
+  readonly processId: string;
+  readonly recipe: { readonly name: string; readonly version: number };
+  /** Who started it, when known. */
+  readonly startedBy?: ProcessPrincipal;
+  /** Why it failed (the step's error, in words). */
+  readonly reason: string;
+  /** What its safe state and machine met (the same problems its result reports at that point). */
+  readonly problems: readonly ProcessProblem[];
 }
 
 /**
@@ -77,6 +95,8 @@ export class ProcessRun implements RecipeProcess {
   readonly #pulseErrors: number[] = [];
   readonly #waitErrors: number[] = [];
   #stepsCompleted = 0;
+  /** The steps began to run (begin() returned): a failure now is the run's own (see {@link ProcessRunInit.onFailed}). */
+  #stepsBegun = false;
   /** `finished` is about to resolve (the record's last save is done). */
   #finished = false;
   #ended = false;
@@ -293,6 +313,7 @@ export class ProcessRun implements RecipeProcess {
         : { startedBy: { id: this.#init.startedBy.id, roles: [...this.#init.startedBy.roles] } }),
     });
     await this.#journal.save();
+    this.#stepsBegun = true;
     void this.#run();
   }
 
@@ -345,6 +366,21 @@ export class ProcessRun implements RecipeProcess {
     // The effect is done: a safety function answers now, the record's save continues (review 15z, M4).
     this.#settle([...this.#problems]);
     this.#effectDone = true;
+    // A run that failed on its own is audited like every other end (review 15j, M2): not a failure
+    // of begin() (the start's own `:fail` tells it), nor an abort, stop or fault (their command's entry does).
+    if (status === "failed" && this.#stepsBegun && this.#abortRequest === undefined) {
+      try {
+        this.#init.onFailed?.({
+          processId: this.id,
+          recipe: this.record.recipe,
+          ...(this.#init.startedBy === undefined ? {} : { startedBy: this.#init.startedBy }),
+          reason: reason ?? "failed",
+          problems: [...this.#problems],
+        });
+      } catch (error) {
+        this.#init.logger.error({ processId: this.id, error }, "the process failure listener threw");
+      }
+    }
     // A write the steps no longer waited for (a pulse's off, a step write in flight at the abort)
     // is not awaited by the effect (unless its tag is a safe-state tag: then the safe state waited
     // for it), but the result reports its failure (reviews 15t M2, 15s M3).

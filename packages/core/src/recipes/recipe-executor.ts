@@ -8,7 +8,7 @@ import type { Logger } from "../ports/logger";
 import type { ProcessRepository } from "@kiln/core/driver-kit";
 import { silentLogger } from "../runtime/silent-logger";
 import type { MachineBinding } from "./machine-binding";
-import { ProcessRun } from "./process-run";
+import { ProcessRun, type ProcessFailure } from "./process-run";
 import type { RecipeIo } from "./recipe-io";
 import { timingStats, type ProcessProblem, type ProcessResult, type RecipeProcess } from "./recipe-process";
 import type { RecipePlan } from "./recipe-plan";
@@ -270,6 +270,18 @@ export class RecipeExecutor {
     return [...this.#safeStateFailures.values()];
   }
 
+  /**
+   * Subscribes to processes that fail on their own, told once each as soon as the failure's
+   * effect is done (safe state written, machine faulted); the control system audits them
+   * (review 15j, M2). Returns the unsubscribe. A listener that throws is logged by the run.
+   */
+  onProcessFailed(listener: (failure: ProcessFailure) => void): () => void {
+    this.#failureListeners.add(listener);
+    return () => void this.#failureListeners.delete(listener);
+  }
+
+  readonly #failureListeners = new Set<(failure: ProcessFailure) => void>();
+
   /** Forgets the failed safe-state writes (the machine was reset: an operator took over). */
   clearSafeStateFailures(): void {
     this.#safeStateFailures.clear();
@@ -456,6 +468,9 @@ export class RecipeExecutor {
           });
         },
         onStepWrite: (tag) => this.#safeStateFailures.delete(`late:${tag}`),
+        onFailed: (failure) => {
+          for (const listener of this.#failureListeners) listener(failure);
+        },
         progressSaveIntervalMs: this.#progressSaveIntervalMs,
         logger: this.#logger,
         onEnd: (ended) => {

@@ -239,9 +239,19 @@ export const DENIAL_CODES: readonly KilnErrorCode[] = [
   "KILN_NOT_FOUND",
 ];
 
-/** The outcome of a command that did not run: `denied` when a check refused it ({@link DENIAL_CODES}), else `failed`. */
+/**
+ * The outcome of a command that did not run: `denied` when a check refused it ({@link DENIAL_CODES},
+ * or a write refused by the per-tag bound: `KILN_BUFFER_FULL` with `details.rule:
+ * "maxCallsOutPerTag"`, checked before anything is sent; review 15j, L1), else `failed`.
+ * `KILN_BUFFER_FULL` is not a denial code as such: its other throwers (the audit and sample
+ * journals, the alarm history, a host's driver) are not checks of a command, and a driver's may
+ * come after its request was sent.
+ */
 function outcomeOf(error: unknown): "denied" | "failed" {
-  return KilnError.is(error) && DENIAL_CODES.includes(error.code) ? "denied" : "failed";
+  if (!KilnError.is(error)) return "failed";
+  if (DENIAL_CODES.includes(error.code)) return "denied";
+  const rule = (error.details as { rule?: unknown } | undefined)?.rule;
+  return error.code === "KILN_BUFFER_FULL" && rule === "maxCallsOutPerTag" ? "denied" : "failed";
 }
 
 /**
@@ -674,8 +684,23 @@ export class AuditedCommandRunner {
       throw refusal;
     };
     // The follow-up entries recorded for this command, by suffix: one command has at most one of
-    // each (one `:fail`), the first, which tells what happened (adversarial review 15h, H3).
+    // each (adversarial review 15h, H3).
     const followed = new Set<string>();
+    // A `:fail` told while the command still runs is held until it ends, so its one `:fail` tells
+    // all that happened to this command, in order: its safe state's problems and then its own
+    // refusal, never only the first (adversarial review 15j, M4).
+    let executing = false;
+    let heldFail: Pick<AuditEntry, "outcome" | "reason"> | undefined;
+    const followUp = (suffix: string, fields: Pick<AuditEntry, "outcome" | "reason">): void => {
+      followed.add(suffix);
+      void this.#recordFollowing({
+        ...withOld(entry(), oldValue),
+        id: `${base.id}:${suffix}`,
+        refersTo: base.id,
+        at: this.#options.clock.now(),
+        ...fields,
+      });
+    };
     const context: CommandContext = {
       principal,
       refused: (permission, targets, options = {}) =>
@@ -695,6 +720,16 @@ export class AuditedCommandRunner {
       },
       commit,
       recordAfter: (suffix, fields) => {
+        if (executing && suffix === FAIL_ID_SUFFIX.slice(1)) {
+          heldFail =
+            heldFail === undefined
+              ? fields
+              : {
+                  outcome: heldFail.outcome === "failed" || fields.outcome === "failed" ? "failed" : fields.outcome,
+                  reason: `${heldFail.reason ?? ""}; then ${fields.reason ?? ""}`,
+                };
+          return;
+        }
         if (followed.has(suffix)) {
           this.#logger.error(
             { id: base.id, action, suffix, reason: fields.reason },
@@ -702,14 +737,7 @@ export class AuditedCommandRunner {
           );
           return;
         }
-        followed.add(suffix);
-        void this.#recordFollowing({
-          ...withOld(entry(), oldValue),
-          id: `${base.id}:${suffix}`,
-          refersTo: base.id,
-          at: this.#options.clock.now(),
-          ...fields,
-        });
+        followUp(suffix, fields);
       },
     };
     let result: TResult;
@@ -717,8 +745,11 @@ export class AuditedCommandRunner {
       if (commentProblem !== undefined) throw new KilnValidationError(`${action} command`, [commentProblem]);
       oldValue = storableAuditValue(await command.readOldValue?.());
       if (command.commit !== "in-execute") await commit();
+      executing = true;
       result = await command.execute(context);
+      executing = false;
     } catch (error) {
+      executing = false;
       if (state.committed === "refused") throw error;
       const reason = reasonOf(error, comment);
       if (state.committed === "yes") {
@@ -731,16 +762,20 @@ export class AuditedCommandRunner {
         const cancelled = cancelledBeforeEffect(error);
         const suffix = cancelled ? CANCEL_ID_SUFFIX : FAIL_ID_SUFFIX;
         await allowedRecorded;
-        // A `:fail` recorded already (a safe-state write the device refused) is the one that
-        // tells what happened; this failure is logged and published, not a second `:fail`
-        // (adversarial review 15h, H3).
+        // What the command met before it failed (its safe state's problems), then this failure:
+        // one `:fail` saying both, `failed` when anything failed, `denied` only when a check alone
+        // refused it (reviews 15h H3, 15j M4).
+        const before = cancelled ? undefined : heldFail;
+        if (cancelled && heldFail !== undefined) followUp(FAIL_ID_SUFFIX.slice(1), heldFail);
+        heldFail = undefined;
+        const outcome = cancelled ? "failed" : outcomeOf(error);
         if (!followed.has(suffix.slice(1)))
           await record({
             ...withOld(entry(), oldValue),
             id: `${base.id}${suffix}`,
             refersTo: base.id,
-            outcome: cancelled ? "failed" : outcomeOf(error),
-            reason,
+            outcome: before?.outcome === "failed" ? "failed" : outcome,
+            reason: before === undefined ? reason : `${before.reason ?? ""}; then ${reason}`,
           });
         if (!cancelled) {
           this.#logger.error({ id: base.id, action, reason }, "a command failed after its audit entry was recorded");
@@ -758,6 +793,10 @@ export class AuditedCommandRunner {
       throw error;
     }
     await allowedRecorded;
+    if (heldFail !== undefined) {
+      followUp(FAIL_ID_SUFFIX.slice(1), heldFail);
+      heldFail = undefined;
+    }
     if (state.committed === "no") {
       // An in-execute command that had no effect to commit before: record it now.
       await record({
