@@ -42,6 +42,7 @@ import {
 import { tagDataTypeOfSparkplug, type SparkplugMetricDataType } from "./datatypes";
 import { decodeHostState, encodeHostState } from "./host-state";
 import { qualityOfMetric, tagValueOfMetric } from "./host-samples";
+import { HostInbox } from "./host-inbox";
 import { HostSampleWriter, type SparkplugHostBatching } from "./host-sample-writer";
 import { OldestFirstIndex } from "./oldest-first-index";
 import { TAG_NAME_MAX, qualifiedTagName } from "./host-tag-names";
@@ -516,6 +517,8 @@ interface Session {
   onFarewellProgress?: () => void;
   /** Its own STATE offline, published by `stop()`, came back through the broker. */
   farewellEchoed?: boolean;
+  /** The messages MQTT.js handed over and the host has not taken yet (set once subscribed). */
+  inbox?: HostInbox;
 }
 
 const DEFAULT_MAX_PAYLOAD_BYTES = 4_194_304;
@@ -870,6 +873,7 @@ export class SparkplugHost {
     await this.#lifecycle.close(async () => {
       const session = this.#session;
       if (session === undefined) return;
+      session.inbox?.flush();
       // The marks of the host's stop (below), pushed now so the writer stores them while the
       // final acks and the goodbye take their time; a value taken after them gets its own.
       this.#markStale([...this.#live.keys()], this.#clock.now(), "host stopped");
@@ -894,6 +898,7 @@ export class SparkplugHost {
         // messages until it died keeps the host from dropping it unseen.
         if (sent) await this.#awaitFarewell(session);
       }
+      session.inbox?.flush();
       this.#session = undefined;
       session.closing = true;
       this.#lastState = { online: false, timestamp: session.timestamp };
@@ -1126,12 +1131,18 @@ export class SparkplugHost {
       for (const node of this.#nodes.values()) {
         if (node.state === "online") this.#setNodeState(node, "awaiting-rebirth", "the host reconnected to the broker");
       }
-      client.on("message", (topic, payload, packet) => this.#onMessage(session, topic, payload, packet.retain));
-      // Backpressure: MQTT.js reads the next packet only when this callback runs.
-      client.handleMessage = (_packet, callback) => {
-        if (!this.#writer.congested) callback();
-        else void this.#writer.whenRelieved().then(() => callback());
-      };
+      // Messages are taken in order, a few ms of work per turn of the event loop (ADR 0030,
+      // amendment 19i). Backpressure: MQTT.js reads the next packet only when its callback runs;
+      // the inbox holds it past its bounds and while the writer is congested, and takes no
+      // message while the writer is congested.
+      const inbox = new HostInbox({
+        take: (message) => this.#onMessage(session, message.topic, message.payload, message.retained),
+        congested: () => this.#writer.congested,
+        whenRelieved: () => this.#writer.whenRelieved(),
+      });
+      session.inbox = inbox;
+      client.on("message", (topic, payload, packet) => inbox.receive({ topic, payload, retained: packet.retain }));
+      client.handleMessage = (_packet, callback) => inbox.ready(() => callback());
       client.on("error", () => undefined);
       client.once("close", () => this.#onSessionLost(session));
       // [tck-id-host-topic-phid-birth-sub-required], [tck-id-message-flow-phid-sparkplug-subscription]:
@@ -1164,6 +1175,8 @@ export class SparkplugHost {
 
   #onSessionLost(session: Session): void {
     if (session.closing || this.#session !== session) return;
+    // What MQTT.js handed over before the link went is taken first, as it was received.
+    session.inbox?.flush();
     this.#session = undefined;
     session.closing = true;
     session.client.end(true);
