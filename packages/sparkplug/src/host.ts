@@ -215,6 +215,9 @@ export interface SparkplugLiveMetric {
  * bound, a store refusal) while the node awaited acknowledgements; the node's acks stop until its
  * next birth, after which it sends again what was not acknowledged (ADR 0037). `birth-refused`: an
  * NBIRTH or DBIRTH refused whole (see {@link SparkplugHostEdgeNodeHealth.birthsRefused}).
+ * `death-refused`: an NDEATH with no `bdSeq`, or one that is not an integer 0–255 (Sparkplug B
+ * 3.0: bdSeq is 0–255), so it cannot be paired with a birth: counted in `messages.malformed`, and
+ * the edge node's live values are marked stale until its next NBIRTH.
  */
 export type SparkplugRebirthReason =
   | "seq-gap"
@@ -223,7 +226,8 @@ export type SparkplugRebirthReason =
   | "unknown-device"
   | "samples-dropped"
   | "payload-too-large"
-  | "birth-refused";
+  | "birth-refused"
+  | "death-refused";
 
 /** The state of one edge node as the host sees it. */
 export interface SparkplugHostEdgeNodeHealth {
@@ -1828,16 +1832,14 @@ export class SparkplugHost {
       this.#refuseBirth(node, topic, "undecodable");
       return;
     }
-    const bdSeqMetric = payload.metrics.find((metric) => metric.name === BDSEQ);
-    const bdSeq =
-      typeof bdSeqMetric?.value === "number" || typeof bdSeqMetric?.value === "bigint"
-        ? Number(bdSeqMetric.value)
-        : undefined;
-    if (bdSeq === undefined || payload.seq === undefined) {
+    const bdSeq = bdSeqOf(payload);
+    if (typeof bdSeq === "string" || payload.seq === undefined) {
       this.#refuseBirth(
         node,
         topic,
-        "an NBIRTH needs a bdSeq metric and a seq ([tck-id-payloads-nbirth-bdseq], [tck-id-payloads-nbirth-seq])",
+        typeof bdSeq === "string"
+          ? `an NBIRTH ${bdSeq}`
+          : "an NBIRTH needs a bdSeq metric and a seq ([tck-id-payloads-nbirth-bdseq], [tck-id-payloads-nbirth-seq])",
         payload,
       );
       return;
@@ -2046,11 +2048,17 @@ export class SparkplugHost {
   #onNodeDeath(node: EdgeNodeState, topic: string, bytes: Uint8Array): void {
     const payload = this.#decode(topic, bytes);
     if (payload === undefined) return;
-    const bdSeqMetric = payload.metrics.find((metric) => metric.name === BDSEQ);
-    const bdSeq =
-      typeof bdSeqMetric?.value === "number" || typeof bdSeqMetric?.value === "bigint"
-        ? Number(bdSeqMetric.value)
-        : undefined;
+    const bdSeq = bdSeqOf(payload);
+    // A death that cannot be paired with a birth (no bdSeq, or one outside 0–255) is malformed:
+    // counted and refused, and, since it may be the edge node's own (it died), the edge node is
+    // distrusted as after a refused birth: its live values stale and a rebirth asked for. An edge
+    // node still alive is born again; a dead one is never shown good (ADR 0030, amendment 19i).
+    if (typeof bdSeq === "string") {
+      const detail = `${topic}: an NDEATH ${bdSeq}: refused; the edge node is distrusted until its next NBIRTH`;
+      this.#reject(topic, detail);
+      this.#distrust(node, "death-refused", detail);
+      return;
+    }
     // A death whose bdSeq is not the current birth's belongs to an older session (a Will the
     // broker delivered late): it must not take the new session down.
     if (node.bdSeq !== undefined && bdSeq !== node.bdSeq) {
@@ -2590,4 +2598,22 @@ function messageNumberOf(payload: SparkplugPayload, birth: Birth): number | unde
     return typeof value === "number" || typeof value === "bigint" ? Number(value) : undefined;
   }
   return undefined;
+}
+
+/**
+ * The `bdSeq` of an NBIRTH or NDEATH, or why there is none usable: Sparkplug B 3.0 gives it
+ * 0–255 (an integer metric, UInt64 in the specification, Int64 in Tahu's and Kiln's edge nodes),
+ * [tck-id-payloads-nbirth-bdseq], [tck-id-payloads-ndeath-bdseq]. A value outside it is not
+ * compared as a number: a host would pair a death with a birth the edge node never had.
+ */
+function bdSeqOf(payload: SparkplugPayload): number | string {
+  const metric = payload.metrics.find((each) => each.name === BDSEQ);
+  const value = metric?.value;
+  if (metric === undefined)
+    return "has no bdSeq metric ([tck-id-payloads-nbirth-bdseq], [tck-id-payloads-ndeath-bdseq])";
+  if ((typeof value === "number" && Number.isInteger(value)) || typeof value === "bigint") {
+    if (value >= 0 && value <= 255) return Number(value);
+    return `has bdSeq ${String(value)}, outside 0–255 (Sparkplug B 3.0: bdSeq is 0–255)`;
+  }
+  return `has a bdSeq that is not an integer (${value === undefined || value === null ? "no value" : typeof value === "number" ? String(value) : typeof value}): Sparkplug B 3.0 bdSeq is an integer 0–255`;
 }
