@@ -8,6 +8,7 @@ import {
   type ReconnectBackoff,
   type SampleConflict,
 } from "@kiln/core/driver-kit";
+import { FifoQueue } from "./fifo-queue";
 
 /** How a {@link SparkplugHost} batches samples into its store. */
 export interface SparkplugHostBatching {
@@ -90,8 +91,8 @@ export class HostSampleWriter {
   readonly #maxDelayMs: number;
   readonly #maxQueued: number;
   readonly #concurrency: number;
-  /** Samples waiting for a write, in push order: chunks, the first read from `#waitingHead`. */
-  #waiting: (readonly Sample[])[] = [];
+  /** Samples waiting for a write, in push order: chunks, the oldest read from `#waitingHead`. */
+  readonly #waiting = new FifoQueue<readonly Sample[]>();
   #waitingHead = 0;
   #waitingCount = 0;
   /** The waiting samples are due: `maxDelayMs` passed since the oldest came in, or a drain asked. */
@@ -303,7 +304,11 @@ export class HostSampleWriter {
   #take(count: number): Sample[] {
     const batch: Sample[] = [];
     while (batch.length < count) {
-      const chunk = this.#waiting[0]!;
+      const chunk = this.#waiting.peek();
+      if (chunk === undefined)
+        throw new Error(
+          `HostSampleWriter: ${count} samples asked, ${batch.length} waiting (internal error: the waiting count is wrong)`,
+        );
       const end = Math.min(chunk.length, this.#waitingHead + count - batch.length);
       for (let index = this.#waitingHead; index < end; index++) batch.push(chunk[index]!);
       if (end === chunk.length) {

@@ -42,6 +42,7 @@ import {
 import { tagDataTypeOfSparkplug, type SparkplugMetricDataType } from "./datatypes";
 import { decodeHostState, encodeHostState } from "./host-state";
 import { qualityOfMetric, tagValueOfMetric } from "./host-samples";
+import { HostInbox } from "./host-inbox";
 import { HostSampleWriter, type SparkplugHostBatching } from "./host-sample-writer";
 import { OldestFirstIndex } from "./oldest-first-index";
 import { TAG_NAME_MAX, qualifiedTagName } from "./host-tag-names";
@@ -214,6 +215,9 @@ export interface SparkplugLiveMetric {
  * bound, a store refusal) while the node awaited acknowledgements; the node's acks stop until its
  * next birth, after which it sends again what was not acknowledged (ADR 0037). `birth-refused`: an
  * NBIRTH or DBIRTH refused whole (see {@link SparkplugHostEdgeNodeHealth.birthsRefused}).
+ * `death-refused`: an NDEATH with no `bdSeq`, or one that is not an integer 0–255 (Sparkplug B
+ * 3.0: bdSeq is 0–255), so it cannot be paired with a birth: counted in `messages.malformed`, and
+ * the edge node's live values are marked stale until its next NBIRTH.
  */
 export type SparkplugRebirthReason =
   | "seq-gap"
@@ -222,7 +226,8 @@ export type SparkplugRebirthReason =
   | "unknown-device"
   | "samples-dropped"
   | "payload-too-large"
-  | "birth-refused";
+  | "birth-refused"
+  | "death-refused";
 
 /** The state of one edge node as the host sees it. */
 export interface SparkplugHostEdgeNodeHealth {
@@ -516,6 +521,8 @@ interface Session {
   onFarewellProgress?: () => void;
   /** Its own STATE offline, published by `stop()`, came back through the broker. */
   farewellEchoed?: boolean;
+  /** The messages MQTT.js handed over and the host has not taken yet (set once subscribed). */
+  inbox?: HostInbox;
 }
 
 const DEFAULT_MAX_PAYLOAD_BYTES = 4_194_304;
@@ -870,6 +877,7 @@ export class SparkplugHost {
     await this.#lifecycle.close(async () => {
       const session = this.#session;
       if (session === undefined) return;
+      session.inbox?.flush();
       // The marks of the host's stop (below), pushed now so the writer stores them while the
       // final acks and the goodbye take their time; a value taken after them gets its own.
       this.#markStale([...this.#live.keys()], this.#clock.now(), "host stopped");
@@ -894,6 +902,7 @@ export class SparkplugHost {
         // messages until it died keeps the host from dropping it unseen.
         if (sent) await this.#awaitFarewell(session);
       }
+      session.inbox?.flush();
       this.#session = undefined;
       session.closing = true;
       this.#lastState = { online: false, timestamp: session.timestamp };
@@ -1126,12 +1135,18 @@ export class SparkplugHost {
       for (const node of this.#nodes.values()) {
         if (node.state === "online") this.#setNodeState(node, "awaiting-rebirth", "the host reconnected to the broker");
       }
-      client.on("message", (topic, payload, packet) => this.#onMessage(session, topic, payload, packet.retain));
-      // Backpressure: MQTT.js reads the next packet only when this callback runs.
-      client.handleMessage = (_packet, callback) => {
-        if (!this.#writer.congested) callback();
-        else void this.#writer.whenRelieved().then(() => callback());
-      };
+      // Messages are taken in order, a few ms of work per turn of the event loop (ADR 0030,
+      // amendment 19i). Backpressure: MQTT.js reads the next packet only when its callback runs;
+      // the inbox holds it past its bounds and while the writer is congested, and takes no
+      // message while the writer is congested.
+      const inbox = new HostInbox({
+        take: (message) => this.#onMessage(session, message.topic, message.payload, message.retained),
+        congested: () => this.#writer.congested,
+        whenRelieved: () => this.#writer.whenRelieved(),
+      });
+      session.inbox = inbox;
+      client.on("message", (topic, payload, packet) => inbox.receive({ topic, payload, retained: packet.retain }));
+      client.handleMessage = (_packet, callback) => inbox.ready(() => callback());
       client.on("error", () => undefined);
       client.once("close", () => this.#onSessionLost(session));
       // [tck-id-host-topic-phid-birth-sub-required], [tck-id-message-flow-phid-sparkplug-subscription]:
@@ -1164,6 +1179,8 @@ export class SparkplugHost {
 
   #onSessionLost(session: Session): void {
     if (session.closing || this.#session !== session) return;
+    // What MQTT.js handed over before the link went is taken first, as it was received.
+    session.inbox?.flush();
     this.#session = undefined;
     session.closing = true;
     session.client.end(true);
@@ -1815,16 +1832,14 @@ export class SparkplugHost {
       this.#refuseBirth(node, topic, "undecodable");
       return;
     }
-    const bdSeqMetric = payload.metrics.find((metric) => metric.name === BDSEQ);
-    const bdSeq =
-      typeof bdSeqMetric?.value === "number" || typeof bdSeqMetric?.value === "bigint"
-        ? Number(bdSeqMetric.value)
-        : undefined;
-    if (bdSeq === undefined || payload.seq === undefined) {
+    const bdSeq = bdSeqOf(payload);
+    if (typeof bdSeq === "string" || payload.seq === undefined) {
       this.#refuseBirth(
         node,
         topic,
-        "an NBIRTH needs a bdSeq metric and a seq ([tck-id-payloads-nbirth-bdseq], [tck-id-payloads-nbirth-seq])",
+        typeof bdSeq === "string"
+          ? `an NBIRTH ${bdSeq}`
+          : "an NBIRTH needs a bdSeq metric and a seq ([tck-id-payloads-nbirth-bdseq], [tck-id-payloads-nbirth-seq])",
         payload,
       );
       return;
@@ -2033,11 +2048,17 @@ export class SparkplugHost {
   #onNodeDeath(node: EdgeNodeState, topic: string, bytes: Uint8Array): void {
     const payload = this.#decode(topic, bytes);
     if (payload === undefined) return;
-    const bdSeqMetric = payload.metrics.find((metric) => metric.name === BDSEQ);
-    const bdSeq =
-      typeof bdSeqMetric?.value === "number" || typeof bdSeqMetric?.value === "bigint"
-        ? Number(bdSeqMetric.value)
-        : undefined;
+    const bdSeq = bdSeqOf(payload);
+    // A death that cannot be paired with a birth (no bdSeq, or one outside 0–255) is malformed:
+    // counted and refused, and, since it may be the edge node's own (it died), the edge node is
+    // distrusted as after a refused birth: its live values stale and a rebirth asked for. An edge
+    // node still alive is born again; a dead one is never shown good (ADR 0030, amendment 19i).
+    if (typeof bdSeq === "string") {
+      const detail = `${topic}: an NDEATH ${bdSeq}: refused; the edge node is distrusted until its next NBIRTH`;
+      this.#reject(topic, detail);
+      this.#distrust(node, "death-refused", detail);
+      return;
+    }
     // A death whose bdSeq is not the current birth's belongs to an older session (a Will the
     // broker delivered late): it must not take the new session down.
     if (node.bdSeq !== undefined && bdSeq !== node.bdSeq) {
@@ -2577,4 +2598,22 @@ function messageNumberOf(payload: SparkplugPayload, birth: Birth): number | unde
     return typeof value === "number" || typeof value === "bigint" ? Number(value) : undefined;
   }
   return undefined;
+}
+
+/**
+ * The `bdSeq` of an NBIRTH or NDEATH, or why there is none usable: Sparkplug B 3.0 gives it
+ * 0–255 (an integer metric, UInt64 in the specification, Int64 in Tahu's and Kiln's edge nodes),
+ * [tck-id-payloads-nbirth-bdseq], [tck-id-payloads-ndeath-bdseq]. A value outside it is not
+ * compared as a number: a host would pair a death with a birth the edge node never had.
+ */
+function bdSeqOf(payload: SparkplugPayload): number | string {
+  const metric = payload.metrics.find((each) => each.name === BDSEQ);
+  const value = metric?.value;
+  if (metric === undefined)
+    return "has no bdSeq metric ([tck-id-payloads-nbirth-bdseq], [tck-id-payloads-ndeath-bdseq])";
+  if ((typeof value === "number" && Number.isInteger(value)) || typeof value === "bigint") {
+    if (value >= 0 && value <= 255) return Number(value);
+    return `has bdSeq ${String(value)}, outside 0–255 (Sparkplug B 3.0: bdSeq is 0–255)`;
+  }
+  return `has a bdSeq that is not an integer (${value === undefined || value === null ? "no value" : typeof value === "number" ? String(value) : typeof value}): Sparkplug B 3.0 bdSeq is an integer 0–255`;
 }

@@ -627,6 +627,56 @@ describe("Sparkplug host: seq, bdSeq and rebirth (Sparkplug 3.0.0, 5.9 message o
     await eventually(() => rigged.rebirths() === 1);
   });
 
+  test("[tck-id-payloads-nbirth-bdseq] an NBIRTH whose bdSeq is outside 0–255 (256, -1) is a malformed birth: refused whole, counted, nothing stored, a rebirth asked for; 255 is taken (review 19h, 19i)", async () => {
+    const rigged = await rig();
+    const edge = await rigged.edge(256);
+    for (const bdSeq of [256, -1]) {
+      await edge.nbirth(bdSeq);
+      await edge.dbirth(DEVICE, deviceBirth(Date.now() - 1_000));
+    }
+    await eventually(() => nodeHealth(rigged.host)?.birthsRefused === 2);
+    expect(nodeHealth(rigged.host)).toMatchObject({ births: 0 });
+    expect(nodeHealth(rigged.host)?.state).not.toBe("online");
+    expect(nodeHealth(rigged.host)?.bdSeq).toBeUndefined();
+    expect(rigged.events["message-reject"]?.map((event) => event.message)).toEqual(
+      expect.arrayContaining([
+        expect.stringContaining("bdSeq 256, outside 0–255"),
+        expect.stringContaining("bdSeq -1, outside 0–255"),
+      ]),
+    );
+    await eventually(() => rigged.rebirths() >= 2);
+    expect(rigged.host.latest(PRESSURE)).toBeUndefined();
+    expect(rigged.host.health().messages.malformed).toBeGreaterThanOrEqual(2);
+    await edge.nbirth(255);
+    await edge.dbirth(DEVICE, deviceBirth(Date.now() - 1_000));
+    await eventually(() => rigged.host.latest(PRESSURE)?.sample.quality.severity === "good");
+    expect(nodeHealth(rigged.host)).toMatchObject({ state: "online", bdSeq: 255 });
+  });
+
+  test("[tck-id-payloads-ndeath-bdseq] an NDEATH whose bdSeq is outside 0–255 (261 = 5 + 256) is a malformed death: counted, never paired with bdSeq 5, and the edge node's live values are stale until its next NBIRTH (review 19h, 19i)", async () => {
+    const rigged = await rig();
+    const { edge } = await bornEdge(rigged, 5);
+    expect(rigged.host.latest(PRESSURE)?.sample.quality.severity).toBe("good");
+    const malformed = rigged.host.health().messages.malformed;
+    await edge.ndeath(261);
+    await eventually(() => nodeHealth(rigged.host)?.state === "awaiting-rebirth");
+    expect(nodeHealth(rigged.host)?.staleDeaths).toBe(0);
+    expect(rigged.host.health().messages.malformed).toBe(malformed + 1);
+    expect(rigged.host.latest(PRESSURE)?.sample.quality).toMatchObject({
+      severity: "uncertain",
+      code: QualityCodes.UncertainNoCommunicationLastUsableValue,
+    });
+    expect(rigged.events["message-reject"]?.at(-1)?.message).toContain("bdSeq 261, outside 0–255");
+    await eventually(() => rigged.rebirths() === 1);
+    expect(rigged.events["rebirth-request"]?.at(-1)).toMatchObject({ reason: "death-refused" });
+    // The real death of the session still pairs.
+    await edge.nbirth(5);
+    await edge.dbirth(DEVICE, deviceBirth(Date.now() - 500));
+    await eventually(() => nodeHealth(rigged.host)?.state === "online");
+    await edge.ndeath(5);
+    await eventually(() => nodeHealth(rigged.host)?.state === "offline");
+  });
+
   test("[tck-id-operational-behavior-edge-node-termination-host-action-ddeath-devices-tags-stale] a DDEATH marks the device offline and its metrics stale at the DDEATH's timestamp", async () => {
     const rigged = await rig();
     const { edge, born } = await bornEdge(rigged);

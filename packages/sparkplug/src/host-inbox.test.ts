@@ -1,0 +1,124 @@
+import { describe, expect, test } from "vitest";
+import { HostInbox, type InboxMessage } from "./host-inbox";
+
+/** An inbox on a hand-driven clock and turn queue: each message taken costs `cost` ms. */
+function rig({ cost = 1, maxWaiting = 8, maxWaitingBytes = 1_000_000 } = {}) {
+  let now = 0;
+  const turns: (() => void)[] = [];
+  const taken: string[] = [];
+  const writer = { congested: false, relieve: undefined as (() => void) | undefined };
+  const inbox = new HostInbox({
+    take: (message) => {
+      taken.push(message.topic);
+      now += cost;
+    },
+    congested: () => writer.congested,
+    whenRelieved: () => new Promise<void>((resolve) => (writer.relieve = resolve)),
+    sliceMs: 5,
+    maxWaiting,
+    maxWaitingBytes,
+    now: () => now,
+    later: (turn) => turns.push(turn),
+  });
+  const message = (topic: string, bytes = 10): InboxMessage => ({
+    topic,
+    payload: new Uint8Array(bytes),
+    retained: false,
+  });
+  const nextTurn = (): void => turns.shift()!();
+  return { inbox, taken, turns, writer, message, nextTurn };
+}
+
+describe("HostInbox: the host's messages in order, a slice of work per turn, bounded (ADR 0030, 19i)", () => {
+  test("messages are taken at once until the slice is used, then on later turns, in the order received", () => {
+    const { inbox, taken, turns, message, nextTurn } = rig();
+    const released: number[] = [];
+    for (let index = 0; index < 7; index++) {
+      inbox.receive(message(`m${index}`));
+      inbox.ready(() => released.push(index));
+    }
+    // 5 ms of 1 ms messages taken at once; the rest waits for the next turn.
+    expect(taken).toEqual(["m0", "m1", "m2", "m3", "m4"]);
+    expect(inbox.waiting).toBe(2);
+    expect(released).toEqual([0, 1, 2, 3, 4, 5, 6]);
+    expect(turns).toHaveLength(1);
+    nextTurn();
+    expect(taken).toEqual(["m0", "m1", "m2", "m3", "m4", "m5", "m6"]);
+    expect(inbox.waiting).toBe(0);
+    // A message in the new slice, behind nothing, is taken at once.
+    inbox.receive(message("m7"));
+    expect(taken.at(-1)).toBe("m7");
+  });
+
+  test("past maxWaiting MQTT.js is held (reads nothing more) until the queue is down to half; nothing is dropped or reordered", () => {
+    const { inbox, taken, message, nextTurn } = rig({ cost: 10, maxWaiting: 4 });
+    let count = 0;
+    // MQTT.js hands one message, then waits for its callback before the next.
+    const deliver = (): void => {
+      const index = count++;
+      if (index >= 12) return;
+      inbox.receive(message(`m${index}`));
+      inbox.ready(deliver);
+    };
+    deliver();
+    // m0 taken (10 ms: the slice is used); m1..m4 wait; at 4 waiting MQTT.js is held.
+    expect(taken).toEqual(["m0"]);
+    expect(inbox.waiting).toBe(4);
+    expect(count).toBe(5);
+    nextTurn(); // m1 taken (one message per 5 ms slice at 10 ms each): 3 waiting, over half: still held
+    expect(inbox.waiting).toBe(3);
+    expect(count).toBe(5);
+    nextTurn(); // m2: 2 waiting, half: released, MQTT.js hands m5
+    expect(count).toBeGreaterThan(5);
+    while (inbox.waiting > 0) nextTurn();
+    expect(taken).toEqual(Array.from({ length: 12 }, (_, index) => `m${index}`));
+  });
+
+  test("past maxWaitingBytes MQTT.js is held too; flush takes everything in order", () => {
+    const { inbox, taken, message } = rig({ cost: 10, maxWaitingBytes: 100 });
+    const released: string[] = [];
+    inbox.receive(message("big0", 60));
+    inbox.ready(() => released.push("big0"));
+    expect(taken).toEqual(["big0"]);
+    expect(released).toEqual(["big0"]);
+    inbox.receive(message("big1", 60));
+    inbox.ready(() => released.push("big1"));
+    inbox.receive(message("big2", 60));
+    inbox.ready(() => released.push("big2"));
+    // 120 bytes waiting: over the bound, MQTT.js is held.
+    expect(inbox.waitingBytes).toBe(120);
+    expect(released).toEqual(["big0", "big1"]);
+    inbox.flush();
+    expect(taken).toEqual(["big0", "big1", "big2"]);
+    expect(inbox.waitingBytes).toBe(0);
+    expect(released).toEqual(["big0", "big1", "big2"]);
+  });
+
+  test("while the writer is congested no message is taken and MQTT.js is held; once relieved, everything is taken in order", async () => {
+    const { inbox, taken, writer, message, nextTurn, turns } = rig();
+    const released: string[] = [];
+    writer.congested = true;
+    inbox.receive(message("a"));
+    inbox.ready(() => released.push("a"));
+    expect(taken).toEqual([]);
+    expect(released).toEqual([]);
+    while (turns.length > 0) nextTurn();
+    expect(taken).toEqual([]);
+    writer.congested = false;
+    writer.relieve!();
+    await Promise.resolve();
+    nextTurn();
+    expect(taken).toEqual(["a"]);
+    expect(released).toEqual(["a"]);
+    inbox.receive(message("b"));
+    // Taken at once (the writer no longer congested), but it congests it again: "c" waits.
+    writer.congested = true;
+    inbox.receive(message("c"));
+    expect(taken).toEqual(["a", "b"]);
+    writer.congested = false;
+    writer.relieve!();
+    await Promise.resolve();
+    while (turns.length > 0) nextTurn();
+    expect(taken).toEqual(["a", "b", "c"]);
+  });
+});
