@@ -1,5 +1,6 @@
 import { z } from "zod";
 import type { Clock, Logger } from "@kiln/core";
+import { MAX_DRIVER_DURATION_MS } from "@kiln/core/driver-kit";
 import { MODBUS_AREAS, MODBUS_BYTE_ORDERS, type ModbusByteOrder } from "./modbus-address";
 import type { ModbusClient } from "./modbus-client";
 import type { ModbusAddressRange, ModbusReadLimits } from "./modbus-read-planner";
@@ -217,8 +218,8 @@ export interface ModbusDriverOptions {
 
 const areaSchema = z.enum(MODBUS_AREAS);
 
-/** The longest timeout, delay or probe interval accepted (ms): 1 hour. Longer is a typo, not a setting. */
-const MAX_DURATION_MS = 3_600_000;
+/** The longest timeout, delay or probe interval accepted (ms): 1 hour, core's driver bound. Longer is a typo, not a setting. */
+const MAX_DURATION_MS = MAX_DRIVER_DURATION_MS;
 
 /** The highest `baudRate` accepted: what fast USB-serial adapters (FTDI FT232H class) reach, 12 Mbaud. */
 const MAX_BAUD_RATE = 12_000_000;

@@ -29,6 +29,14 @@ describe("opcuaDriverOptionsSchema", () => {
     [{ endpointUrl: "opc.tcp://plc:4840", identity: { type: "username", userName: "" } }, "identity.userName"],
     [{ endpointUrl: "opc.tcp://plc:4840", security: { policy: "Basic128Rsa15" } }, "security.policy"],
     [{ endpointUrl: "opc.tcp://plc:4840", timeouts: { requestMs: 0 } }, "timeouts.requestMs"],
+    // Past Node's timer limit a keep-alive timer fires at once: a hot loop of reads (review 13j L2).
+    [{ endpointUrl: "opc.tcp://plc:4840", timeouts: { keepAliveMs: 1e12 } }, "timeouts.keepAliveMs"],
+    [{ endpointUrl: "opc.tcp://plc:4840", timeouts: { requestMs: 3_600_001 } }, "timeouts.requestMs"],
+    [
+      { endpointUrl: "opc.tcp://plc:4840", connectionStrategy: { maxDelayMs: 2 ** 31 } },
+      "connectionStrategy.maxDelayMs",
+    ],
+    [{ endpointUrl: "opc.tcp://plc:4840", monitoredItemRetry: { maxDelayMs: 1e10 } }, "monitoredItemRetry.maxDelayMs"],
     [
       { endpointUrl: "opc.tcp://plc:4840", connectionStrategy: { initialDelayMs: 5_000, maxDelayMs: 1_000 } },
       "connectionStrategy.initialDelayMs",
@@ -51,6 +59,16 @@ describe("opcuaDriverOptionsSchema", () => {
     const result = opcuaDriverOptionsSchema.safeParse(input);
     expect(result.success).toBe(false);
     expect(result.error!.issues.map((issue) => issue.path.join("."))).toContain(path);
+  });
+
+  test("accepts durations up to one hour (the driver bound), the limit itself included", () => {
+    const options = opcuaDriverOptionsSchema.parse({
+      endpointUrl: "opc.tcp://plc:4840",
+      timeouts: { connectMs: 3_600_000, requestMs: 3_600_000, sessionMs: 3_600_000, keepAliveMs: 3_600_000 },
+      connectionStrategy: { initialDelayMs: 3_600_000, maxDelayMs: 3_600_000 },
+    });
+    expect(options.timeouts.keepAliveMs).toBe(3_600_000);
+    expect(options.connectionStrategy.maxDelayMs).toBe(3_600_000);
   });
 
   test("validation messages never echo a password", () => {

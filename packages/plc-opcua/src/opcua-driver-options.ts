@@ -1,7 +1,13 @@
 import type { Clock, Logger } from "@kiln/core";
+import { MAX_DRIVER_DURATION_MS } from "@kiln/core/driver-kit";
 import { z } from "zod";
 
-const positiveMs = z.number().int().positive();
+/** A duration option in whole ms, 1 ms to 1 hour (core's driver bound: no timer overflows, review 13j L2). */
+const positiveMs = z
+  .number()
+  .int()
+  .positive()
+  .max(MAX_DRIVER_DURATION_MS, `must be at most ${MAX_DRIVER_DURATION_MS} (1 hour)`);
 const limit = z.number().int().positive().optional();
 
 const isLogger = (value: unknown): value is Logger =>
@@ -133,6 +139,9 @@ export const opcuaDriverOptionsSchema = z
  *   PEM text or DER bytes. An unknown server certificate is otherwise rejected.
  * - `pki.automaticallyAcceptUnknownCertificate`: trust any server certificate on first sight.
  *   Convenient on a lab bench; never in production. @default false
+ * - Every duration option (`timeouts.*`, `connectionStrategy.*DelayMs`, `subscriptions.*Ms`,
+ *   `monitoredItemRetry.*DelayMs`) is a whole number of ms from 1 to 3,600,000 (1 hour,
+ *   `MAX_DRIVER_DURATION_MS`: Node timers overflow past 2^31 − 1 ms and fire at once).
  * - `timeouts`: `connectMs` (whole `connect()`), `requestMs` (each service call), `sessionMs`
  *   (session timeout requested; the driver adapts to a shorter one the server grants), `keepAliveMs`
  *   (session keep-alive: dead-session and stalled-link detection; `min(keepAliveMs, granted session

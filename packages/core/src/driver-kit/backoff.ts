@@ -4,6 +4,15 @@ import { backoffDelay, type RetryJitter } from "../resilience/retry";
 const defaultRandom: () => number = Math.random;
 
 /**
+ * The longest timeout, delay or period a driver option accepts, in ms: 1 hour (3,600,000 ms). Far
+ * below Node's timer limit of 2^31 − 1 ms (about 24.8 days), past which `setTimeout` and
+ * `setInterval` fire after 1 ms instead (a `TimeoutOverflowWarning`): a keep-alive of 1e12 ms
+ * would poll the device in a hot loop. A longer setting is a typo, not a choice; drivers refuse
+ * it with `KILN_VALIDATION` naming the field (adversarial review 13j, L2).
+ */
+export const MAX_DRIVER_DURATION_MS = 3_600_000;
+
+/**
  * How a driver spaces its reconnect attempts: capped exponential backoff with jitter, the same
  * formula as the core's retry policy ({@link backoffDelay}).
  */

@@ -1,5 +1,5 @@
 export { abortError, onAbort, raceAbort, untilAbort } from "./abort";
-export { checkBackoff, reconnectDelay, type ReconnectBackoff } from "./backoff";
+export { MAX_DRIVER_DURATION_MS, checkBackoff, reconnectDelay, type ReconnectBackoff } from "./backoff";
 export type { RetryInfo, RetryJitter, RetryPolicyOptions } from "../resilience/retry";
 // For adapters that write into a Store themselves (a Sparkplug host): the port policy composition
 // applies to a control system's own ingest, so no adapter writes its own retry loop (principle 5).
