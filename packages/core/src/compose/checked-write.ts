@@ -38,7 +38,21 @@ export interface TagWriteOptions {
   readonly onLateSettle?: (settled: { readonly landed: boolean; readonly unconfirmed?: boolean }) => void;
   /** The process (and its principal) making the write: named when it lands late (review 15g, M3). */
   readonly origin?: { readonly processId: string; readonly principal?: string };
+  /**
+   * The safe state's announcement of this write ({@link TagWriter.reserveSafeWrite}): the write is
+   * the safe state's own, never refused for backlog (`maxCallsOutPerTag`), and what the tag must
+   * end with from the moment it was announced (review 15k, H1/H2).
+   */
+  readonly reservation?: { readonly tag: string; release(): void };
 }
+
+/**
+ * A safe-state write announced before it is sent (see {@link TagWriter.reserveSafeWrite}): `tag`, the
+ * tag the safe state writes, and `release()`, which withdraws the announcement of a write that will
+ * not be made (idempotent; no effect once written). Pass it to the write as
+ * {@link TagWriteOptions.reservation}. Internal name; the public signatures spell the shape out.
+ */
+export type SafeWriteReservation = NonNullable<TagWriteOptions["reservation"]>;
 
 /** A write given up at its timeout whose driver call is still out: it may yet land at the device (review 15f, H2). */
 export interface LateDeviceCall {
@@ -94,6 +108,13 @@ export interface TagWriter {
    * and the safe state then waits for nothing.
    */
   settled?(tag: string): Promise<void> | undefined;
+  /**
+   * Announces the safe state's write of `value` to `tag` before it is made (the safe state defers
+   * a write whose tag is busy): from now until it settles, a late landing of an older value is
+   * answered by that write, not by writing an older value again, and if it fails the safe value is
+   * written again (review 15k, H2, M1). Optional: a writer without it keeps no ledger.
+   */
+  reserveSafeWrite?(tag: string, value: TagValue): { readonly tag: string; release(): void };
 }
 
 /**
@@ -152,33 +173,16 @@ export interface CheckedTagWriterOptions {
    * `writeTracked` (the guarded driver). @default 0 (not held)
    */
   readonly lateWriteWaitMs?: number;
-  /**
-   * Whether `value` is `tag`'s safe-state value: past {@link maxCallsOutPerTag} such a write still
-   * goes while the tag's latest pending write asks another value (review 15i, H1). @default none is
-   */
-  readonly isSafeValue?: (tag: string, value: TagValue) => boolean;
-  /**
-   * The value the safe state writes to `tag` (the configured `machine.safeState`), undefined when
-   * it writes none: while a safe state is in force (decided after the tag's latest write was
-   * issued, see {@link safeStateEpoch}) it is what the tag must end with (review 15j, M1).
-   * @default none
-   */
-  readonly safeStateValue?: (tag: string) => TagValue | undefined;
   /** The clock of `lateWriteWaitMs` (and of {@link LateDeviceCall.since}). */
   readonly clock?: Pick<Clock, "sleep" | "now">;
   /**
-   * The safe-state epoch (the recipe executor's `safeStateEpoch`, bumped before any await when a
-   * trip, a manual stop, fault or abort, or a process's abort or failure is decided): a safe state
-   * is in force for a tag it writes when the epoch moved after the tag's latest write was issued;
-   * the tag must then end with its safe-state value, and a value issued before it is never written
-   * again after it (reviews 15h H1, 15j M1). @default no safe state is ever in force
-   */
-  readonly safeStateEpoch?: () => number;
-  /**
    * At most this many writes of one tag may be out at the device or waiting their turn: a further
-   * write of the tag (other than its safe-state value) is refused `KILN_BUFFER_FULL` (`details:
-   * { tag, rule: "maxCallsOutPerTag", limit }`) until some settle, so a driver that never settles
-   * (and ignores abort) cannot make the ledger grow without end (adversarial review 15h, H4).
+   * write of the tag is refused `KILN_BUFFER_FULL` (`details: { tag, rule: "maxCallsOutPerTag",
+   * limit }`) until some settle, so a driver that never settles (and ignores abort) cannot make the
+   * ledger grow without end (adversarial review 15h, H4). The safe state's own writes (announced,
+   * {@link TagWriter.reserveSafeWrite}) are never refused: past the bound one goes unless the tag's
+   * latest pending write is already a safe-state write of that value, which it then joins (review
+   * 15k, H1). Anyone else's write of the safe value is bounded like any write (review 15k, M2).
    * @default 32
    */
   readonly maxCallsOutPerTag?: number;
@@ -203,6 +207,8 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
    * 15g): the device must end with the value of the latest-issued write that may have landed.
    */
   readonly #ledger = new Map<string, LedgerEntry[]>();
+  /** The ledger entry of each announced safe-state write ({@link reserveSafeWrite}). */
+  readonly #reservations = new WeakMap<SafeWriteReservation, LedgerEntry>();
   /** Tags whose device may hold a value other than their latest write's, with why (review 15g, H3). */
   readonly #unresolved = new Map<string, UnresolvedTag>();
   /** Per tag: the number of the latest write confirmed as the tag's latest intent. */
@@ -228,14 +234,71 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
     const accepted = options.duringStop === true ? PROCESS_WRITE_STATES : OPERATOR_WRITE_STATES;
     // An array (or a typed array) goes on as a frozen copy: checked once, it cannot change afterwards.
     const written = frozenTagValue(value);
+    const reserved = this.#reservedEntry(tag, options.reservation);
+    let joined: Promise<TagValue | undefined> | undefined;
     try {
       checkTagWrite(tags, lifecycle, tag, written, accepted);
       if (signal?.aborted === true) throw abortError(signal, `the write to ${tag}`);
-      this.#checkCallsOut(tag, written);
+      if (reserved === undefined) this.#checkCallsOut(tag);
+      else joined = this.#joinedSafeWrite(tag, written, reserved);
     } catch (error) {
+      options.reservation?.release();
       return Promise.reject(error as Error);
     }
-    return this.#issue(tag, () => written, signal, options, false, written).then(() => undefined);
+    if (joined !== undefined) return joined.then(() => undefined);
+    return this.#issue(tag, () => written, signal, options, false, written, reserved).then(() => undefined);
+  }
+
+  /** @inheritDoc TagWriter.reserveSafeWrite */
+  reserveSafeWrite(tag: string, value: TagValue): SafeWriteReservation {
+    const entry: LedgerEntry = {
+      sequence: ++this.#sequence,
+      requested: frozenTagValue(value),
+      value: undefined,
+      state: "queued",
+      reassert: false,
+      safe: true,
+      reserved: true,
+    };
+    const ledger = this.#ledger.get(tag) ?? [];
+    ledger.push(entry);
+    this.#ledger.set(tag, ledger);
+    const reservation: SafeWriteReservation = {
+      tag,
+      release: () => {
+        if (entry.reserved !== true) return;
+        entry.reserved = false;
+        this.#fail(tag, entry);
+      },
+    };
+    this.#reservations.set(reservation, entry);
+    return reservation;
+  }
+
+  /** The ledger entry `reservation` announced for `tag`, while it is not issued yet. */
+  #reservedEntry(tag: string, reservation: SafeWriteReservation | undefined): LedgerEntry | undefined {
+    if (reservation === undefined || reservation.tag !== tag) return undefined;
+    const entry = this.#reservations.get(reservation);
+    return entry?.reserved === true ? entry : undefined;
+  }
+
+  /**
+   * Past the per-tag bound, the safe state's write still goes (never refused for backlog, review
+   * 15k H1) unless the tag's latest pending write is already a safe-state write of that value: it
+   * then joins that write (answered by it) and adds no call, so repeated safe states on a device
+   * that never answers cannot grow the ledger without end (review 15i, H1). Undefined: issue it.
+   */
+  #joinedSafeWrite(tag: string, value: TagValue, reserved: LedgerEntry): Promise<TagValue | undefined> | undefined {
+    const { maxCallsOutPerTag: limit = 32 } = this.#options;
+    const ledger = this.#ledger.get(tag) ?? [];
+    const pending = ledger.filter((entry) => entry !== reserved && (entry.state === "queued" || entry.state === "out"));
+    if (pending.length < limit) return undefined;
+    const latest = pending.at(-1);
+    if (latest?.safe !== true || latest.sent === undefined || !sameTagValue(latest.value ?? latest.requested, value))
+      return undefined;
+    reserved.reserved = false;
+    ledger.splice(ledger.indexOf(reserved), 1);
+    return latest.sent;
   }
 
   /**
@@ -249,19 +312,22 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
     options: TagWriteOptions,
     reassert = false,
     requested?: TagValue,
+    reserved?: LedgerEntry,
   ): Promise<TagValue | undefined> {
     const { tags, driver, lifecycle } = this.#options;
     const accepted = options.duringStop === true ? PROCESS_WRITE_STATES : OPERATOR_WRITE_STATES;
     const before = this.#tails.get(tag);
-    const entry: LedgerEntry = {
-      sequence: ++this.#sequence,
-      epoch: this.#options.safeStateEpoch?.() ?? 0,
-      requested,
-      value: undefined,
-      state: "queued",
-      reassert,
-    };
     const ledger = this.#ledger.get(tag) ?? [];
+    let entry: LedgerEntry;
+    if (reserved !== undefined) {
+      // The announced safe-state write takes its place in the issue order now, the order it is sent in.
+      ledger.splice(ledger.indexOf(reserved), 1);
+      reserved.sequence = ++this.#sequence;
+      reserved.reserved = false;
+      entry = reserved;
+    } else {
+      entry = { sequence: ++this.#sequence, requested, value: undefined, state: "queued", reassert, safe: false };
+    }
     ledger.push(entry);
     this.#ledger.set(tag, ledger);
     // The driver's own call, when it may outlive this write's answer (a timeout): see lateWriteWaitMs.
@@ -298,6 +364,7 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
       return value;
     };
     const sent = send();
+    entry.sent = sent;
     sent.then(
       () => {
         if (deviceCall === undefined) this.#fail(tag, entry);
@@ -365,37 +432,54 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
   /** A write not sent (refused, aborted, not called) or whose driver call failed: it cannot land. */
   #fail(tag: string, entry: LedgerEntry): void {
     entry.state = "failed";
+    this.#afterSafeWriteFailed(tag, entry);
     this.#prune(tag);
   }
 
   /**
-   * What `tag` must end with (review 15j, M1; the one rule replacing 15h's epoch rule and 15g's
-   * "a failed safe write is never passed over"), judged on the writes issued before `below`:
-   * - **the safe-state value** when a safe state is in force for the tag: the safe state writes it
-   *   ({@link CheckedTagWriterOptions.safeStateValue}) and the epoch moved after the tag's latest
-   *   write not known to have failed was issued. `pending` when no write of the tag was issued
-   *   since (the safe state's own write is still to come and will be the last); else the safe
-   *   state's write was tried and failed, and the safe value is to be written again.
+   * A safe-state write that failed while a late landing waited for it (health said "nothing was
+   * written again yet"): the safe value is written again now (review 15k, M1).
+   */
+  #afterSafeWriteFailed(tag: string, entry: LedgerEntry): void {
+    if (!entry.safe || this.#unresolved.get(tag)?.tried !== false || this.#queuedReasserts.has(tag)) return;
+    const end = this.#mustEndWith(tag);
+    if (end?.from === "safe-state-failed") void this.#rewrite(tag);
+  }
+
+  /**
+   * What `tag` must end with (reviews 15j M1, 15k H2: one rule), judged on the writes issued before
+   * `below`, latest first:
+   * - **the safe state's own write** when it is the latest: `pending` while it is announced or
+   *   waits its turn (it is sent after every write issued before it and will be the last); its
+   *   value, to be written again, when it was tried and failed (`safe-state-failed`); else its
+   *   value, as the latest write.
    * - **else the latest-issued write sent and not known to have failed** (one still out counts:
    *   writing its value again is harmless; one still queued will be sent after anyway); undefined
    *   when there is none.
+   * A safe state that writes no value to the tag (a stop with no process) changes nothing here:
+   * only a safe-state write actually announced does (review 15k, H2).
    */
   #mustEndWith(tag: string, below = Number.POSITIVE_INFINITY): EndValue | undefined {
-    const ledger = (this.#ledger.get(tag) ?? []).filter((entry) => entry.sequence < below);
-    let latest: LedgerEntry | undefined;
-    for (let index = ledger.length - 1; index >= 0 && latest === undefined; index--) {
+    const ledger = this.#ledger.get(tag) ?? [];
+    for (let index = ledger.length - 1; index >= 0; index--) {
       const entry = ledger[index]!;
-      if (entry.state !== "failed" && entry.value !== undefined) latest = entry;
+      if (entry.sequence >= below) continue;
+      if (entry.safe) {
+        if (entry.reserved === true || entry.state === "queued")
+          return { value: entry.requested as TagValue, from: "safe-state-pending" };
+        if (entry.state === "failed") return { value: entry.requested as TagValue, from: "safe-state-failed" };
+        return { value: entry.value ?? (entry.requested as TagValue), from: "latest", entry };
+      }
+      if (entry.state !== "failed" && entry.value !== undefined) return { value: entry.value, from: "latest", entry };
     }
-    const safe = this.#options.safeStateValue?.(tag);
-    const epoch = this.#options.safeStateEpoch?.();
-    if (safe !== undefined && epoch !== undefined && (latest === undefined || latest.epoch < epoch)) {
-      // Issued since the safe state was decided and none still to be sent: all failed, its own write among them.
-      const since = ledger.filter((entry) => entry.epoch === epoch);
-      const failed = since.length > 0 && since.every((entry) => entry.state === "failed");
-      return { value: safe, from: failed ? "safe-state-failed" : "safe-state-pending" };
-    }
-    return latest?.value === undefined ? undefined : { value: latest.value, from: "latest", entry: latest };
+    return undefined;
+  }
+
+  /** True when a safe-state write of `tag` issued or announced after write `sequence` has not failed: it will be the last. */
+  #safeWriteFollows(tag: string, sequence: number): boolean {
+    return (this.#ledger.get(tag) ?? []).some(
+      (entry) => entry.safe && entry.sequence > sequence && entry.state !== "failed",
+    );
   }
 
   /**
@@ -433,29 +517,7 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
           since: this.#options.clock?.now() ?? Number.NaN,
         });
       } else if (differs && (end.from === "safe-state-failed" || end.entry!.sequence > entry.sequence)) {
-        let reasserted: TagValue | undefined;
-        const again = this.#issue(
-          tag,
-          (own) => {
-            this.#queuedReasserts.delete(tag);
-            // Decided right before it is sent: every write issued before it has then been sent or refused.
-            const chosen = this.#mustEndWith(tag, own);
-            if (chosen?.from === "safe-state-pending") return undefined;
-            reasserted = chosen?.value;
-            return reasserted;
-          },
-          undefined,
-          { duringStop: true },
-          true,
-        );
-        reassert = again.then(
-          (value) => (value === undefined ? {} : { reasserted: value }),
-          (failure: unknown) => ({ ...(reasserted === undefined ? {} : { reasserted }), reassertError: failure }),
-        );
-        this.#queuedReasserts.set(tag, reassert);
-        void reassert.then(() => {
-          if (this.#queuedReasserts.get(tag) === reassert) this.#queuedReasserts.delete(tag);
-        });
+        reassert = this.#rewrite(tag);
       } else if (outcome === "landed" && !differs && end?.from === "latest") {
         this.#unresolved.delete(tag);
         this.#confirmed.set(tag, Math.max(this.#confirmed.get(tag) ?? 0, entry.sequence));
@@ -467,7 +529,7 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
         reason: "writing the value again failed at the device",
         since: this.#options.clock?.now() ?? Number.NaN,
       });
-    }
+    } else this.#afterSafeWriteFailed(tag, entry);
     this.#prune(tag);
     if (late === undefined) return;
     late.onLateSettle?.({ landed, ...(unconfirmed ? { unconfirmed } : {}) });
@@ -483,24 +545,49 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
     });
   }
 
+  /**
+   * Writes again what `tag` must end with ({@link #mustEndWith}), itself a write in the tag's order;
+   * one queued per tag at a time (its value is chosen right before it is sent, so it answers every
+   * landing meanwhile; review 15h, M1). Not sent when the safe state's write comes after it.
+   */
+  #rewrite(tag: string): Promise<{ reasserted?: TagValue; reassertError?: unknown }> {
+    let reasserted: TagValue | undefined;
+    const again = this.#issue(
+      tag,
+      (own) => {
+        this.#queuedReasserts.delete(tag);
+        // Decided right before it is sent: every write issued before it has then been sent or refused.
+        if (this.#safeWriteFollows(tag, own)) return undefined;
+        const chosen = this.#mustEndWith(tag, own);
+        if (chosen?.from === "safe-state-pending") return undefined;
+        reasserted = chosen?.value;
+        return reasserted;
+      },
+      undefined,
+      { duringStop: true },
+      true,
+    );
+    const reassert = again.then(
+      (value) => (value === undefined ? {} : { reasserted: value }),
+      (failure: unknown) => ({ ...(reasserted === undefined ? {} : { reasserted }), reassertError: failure }),
+    );
+    this.#queuedReasserts.set(tag, reassert);
+    void reassert.then(() => {
+      if (this.#queuedReasserts.get(tag) === reassert) this.#queuedReasserts.delete(tag);
+    });
+    return reassert;
+  }
+
   /** Refuses a write of `tag` while too many of its writes are out or queued (see {@link CheckedTagWriterOptions.maxCallsOutPerTag}). */
-  #checkCallsOut(tag: string, value: TagValue): void {
-    const { maxCallsOutPerTag: limit = 32, isSafeValue } = this.#options;
-    const pending = (this.#ledger.get(tag) ?? []).filter((entry) => entry.state === "queued" || entry.state === "out");
-    const out = pending.length;
+  #checkCallsOut(tag: string): void {
+    const { maxCallsOutPerTag: limit = 32 } = this.#options;
+    const out = (this.#ledger.get(tag) ?? []).filter(
+      (entry) => entry.state === "queued" || entry.state === "out",
+    ).length;
     if (out < limit) return;
-    // A write of the safe value goes past the bound (the safe state must never be refused for
-    // backlog) unless the tag's latest pending write already asks for that value: one more adds
-    // nothing at the device, and writes of the safe value by anyone grew the ledger without end
-    // (review 15i, H1).
-    if (isSafeValue?.(tag, value) === true) {
-      const latest = pending.at(-1);
-      const asked = latest?.value ?? latest?.requested;
-      if (asked === undefined || !sameTagValue(asked, value)) return;
-    }
     throw new KilnError(
       "KILN_BUFFER_FULL",
-      `Cannot write ${tag}: ${out} writes of it are still out at the device or waiting their turn (at most ${limit}, maxCallsOutPerTag; a write of the safe value goes past it unless the latest of them already asks for that value); write again once they settle.`,
+      `Cannot write ${tag}: ${out} writes of it are still out at the device or waiting their turn (at most ${limit}, maxCallsOutPerTag; only the safe state's own writes go past it); write again once they settle.`,
       { details: { tag, rule: "maxCallsOutPerTag", limit, out } },
     );
   }
@@ -525,6 +612,9 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
       const entry = ledger[index]!;
       if (pending(entry)) kept.push(entry);
       else if (!reached) {
+        // A failed ordinary write is never what the tag must end with: dropped at once, so writes
+        // the device refuses behind a call that never settles do not pile up (review 15k, M3).
+        if (entry.state === "failed" && !entry.safe) continue;
         kept.push(entry);
         reached = entry.state === "landed" || entry.state === "unknown";
       }
@@ -677,9 +767,10 @@ export function deviceOutcomeOf(error: unknown): DeviceOutcome {
 interface EndValue {
   readonly value: TagValue;
   /**
-   * `latest`: the latest-issued write not known to have failed (`entry`); `safe-state-pending`: a
-   * safe state in force writes the tag and its write is still to come; `safe-state-failed`: it
-   * was tried and failed, the safe value is to be written again.
+   * `latest`: the latest-issued write not known to have failed (`entry`, a safe-state write
+   * among them); `safe-state-pending`: the safe state's write of the tag is announced or waits its
+   * turn, after every write issued before it; `safe-state-failed`: it was tried and failed, the
+   * safe value is to be written again.
    */
   readonly from: "latest" | "safe-state-pending" | "safe-state-failed";
   readonly entry?: LedgerEntry;
@@ -687,11 +778,16 @@ interface EndValue {
 
 /** One write in a tag's ledger. */
 interface LedgerEntry {
-  readonly sequence: number;
-  /** The safe-state epoch it was issued in (see {@link CheckedTagWriterOptions.safeStateEpoch}). */
-  readonly epoch: number;
+  /** Its place in the issue order (a safe-state write: moved to the end when it is issued). */
+  sequence: number;
   /** The value asked for when the write was issued (undefined for a re-assert, decided when sent). */
   readonly requested: TagValue | undefined;
+  /** The safe state's own write, announced by {@link CheckedTagWriter.reserveSafeWrite} (review 15k). */
+  readonly safe: boolean;
+  /** A safe-state write announced and not issued yet: its value is `requested`. */
+  reserved?: boolean;
+  /** The write's answer once issued (a safe-state write past the bound joins it). */
+  sent?: Promise<TagValue | undefined>;
   /** The value sent (undefined until it is). */
   value: TagValue | undefined;
   state: "queued" | "out" | DeviceOutcome;

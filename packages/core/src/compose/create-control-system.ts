@@ -2,7 +2,6 @@ import { Acquisition } from "../acquisition/acquisition";
 import { interlockHolds, interlockHoldsReason, SourceAdvances, sourceAgeLimits, staleSource } from "./interlocks";
 import { AlarmEngine } from "../alarms/alarm-engine";
 import { CurrentValueTable } from "../cvt/current-value-table";
-import { sameTagValue } from "../domain/tags";
 import type { KilnEvents } from "../events/catalogue";
 import { EventBus } from "../events/event-bus";
 import { kilnMachineModel } from "../fsm/kiln-machine-model";
@@ -267,13 +266,6 @@ function registerDefaults(container: ServiceContainer, options: ResolvedControlS
         // waits for it, at most one more write timeout (review 15e).
         clock: resolve(InternalTokens.Clock),
         lateWriteWaitMs: options.acquisition.timeoutMs,
-        // Past the per-tag bound a write of the safe value still goes, once (review 15i, H1).
-        isSafeValue: (tag, value) =>
-          (options.machine.safeState ?? []).some((write) => write.tag === tag && sameTagValue(write.value, value)),
-        // What a tag must end with: its safe value while a safe state writing it is in force, else
-        // its latest-issued value (review 15j, M1). The safe state writes a tag's last entry last.
-        safeStateValue: (tag) => (options.machine.safeState ?? []).findLast((write) => write.tag === tag)?.value,
-        safeStateEpoch: () => resolve(InternalTokens.RecipeExecutor).safeStateEpoch,
       }),
   );
   singleton(InternalTokens.RecipeExecutor, (resolve) => {
@@ -289,14 +281,20 @@ function registerDefaults(container: ServiceContainer, options: ResolvedControlS
           : kilnMachineBinding(machine as never),
       io: tableRecipeIo(
         resolve(InternalTokens.CurrentValueTable),
-        (tag, value, signal, origin) => {
+        (tag, value, signal, origin, reservation) => {
           if (origin) logger.debug({ tag, processId: origin.processId, principal: origin.principal }, "process write");
           // A process's writes (its safe state above all) still reach the PLC while the system stops.
-          return writer.write(tag, value, signal, { duringStop: true, ...(origin ? { origin } : {}) });
+          return writer.write(tag, value, signal, {
+            duringStop: true,
+            ...(origin ? { origin } : {}),
+            ...(reservation ? { reservation } : {}),
+          });
         },
         writer.settled === undefined ? undefined : (tag) => writer.settled?.(tag),
         // The one source-age rule: a waitUntil is not met by a value whose source stopped (review 15e).
         (tag) => staleSource(freshness, tag),
+        // The safe state announces its writes before it defers them (review 15k).
+        writer.reserveSafeWrite === undefined ? undefined : (tag, value) => writer.reserveSafeWrite!(tag, value),
       ),
       catalog: options.tags,
       clock: resolve(InternalTokens.Clock),

@@ -160,7 +160,7 @@ describe("stop() waits for a queued re-assert, and what it leaves is recorded (r
 
 describe("late landings coalesce into one re-assert per tag (review 15h, M1)", () => {
   /** A writer whose driver calls are held (given up at once, KILN_TIMEOUT) until released. */
-  function heldWriter(options: { isSafeValue?: (tag: string, value: unknown) => boolean } = {}) {
+  function heldWriter() {
     const catalog = defineTags({ t: { dataType: "float64", access: "readwrite" } });
     const releases: (() => void)[] = [];
     let holding = true;
@@ -195,7 +195,6 @@ describe("late landings coalesce into one re-assert per tag (review 15h, M1)", (
       lifecycle: { state: "running" } as never,
       clock,
       lateWriteWaitMs: 1,
-      ...(options.isSafeValue === undefined ? {} : { isSafeValue: options.isSafeValue }),
     });
     return {
       writer,
@@ -229,20 +228,73 @@ describe("late landings coalesce into one re-assert per tag (review 15h, M1)", (
     expect(writer.lateCalls()).toHaveLength(32);
   });
 
-  test("review 15i, H1: writes of the safe value cannot bypass the bound: past it, one goes when the latest pending asks another value, none when it asks the safe value", async () => {
-    const { writer } = heldWriter({ isSafeValue: (_tag, value) => value === 0 });
+  test("review 15k, H1/M2: past the bound only the safe state's own (announced) write goes, once: it joins an in-flight safe write of that value; anyone's write of the safe value is bounded", async () => {
+    const { writer } = heldWriter();
     for (let index = 0; index < 32; index++) await writer.write("t", index + 1).catch(() => undefined);
-    // Past the bound, a non-safe value is refused, the safe value still goes (the safe state is never refused)...
+    // Past the bound, any write is refused, the safe value included (review 15k M2: a tag listed
+    // twice in the safe state made every write of either value "safe", 200 calls out)...
     expect(await writer.write("t", 7).catch((error: unknown) => error)).toMatchObject({ code: "KILN_BUFFER_FULL" });
-    expect(await writer.write("t", 0).catch((error: unknown) => error)).toMatchObject({ code: "KILN_TIMEOUT" });
-    // ...but once the latest pending write asks for it, more writes of it add nothing and are refused.
-    for (let index = 0; index < 200; index++)
-      expect(await writer.write("t", 0).catch((error: unknown) => error)).toMatchObject({ code: "KILN_BUFFER_FULL" });
-    // Before: every write of the safe value went, 232 calls out.
+    expect(await writer.write("t", 0).catch((error: unknown) => error)).toMatchObject({ code: "KILN_BUFFER_FULL" });
+    // ...but the safe state's own write goes (review 15k H1: it was refused when the backlog asked the safe value)...
+    const first = writer.reserveSafeWrite("t", 0);
+    expect(
+      await writer.write("t", 0, undefined, { reservation: first }).catch((error: unknown) => error),
+    ).toMatchObject({
+      code: "KILN_TIMEOUT",
+    });
     expect(writer.lateCalls()).toHaveLength(33);
-    // Sibling: a non-safe value issued after it is refused too; the bound holds at 33.
-    expect(await writer.write("t", 5).catch((error: unknown) => error)).toMatchObject({ code: "KILN_BUFFER_FULL" });
+    // ...and repeated safe states join it rather than add calls (review 15i H1: 232 calls out).
+    for (let index = 0; index < 200; index++) {
+      const again = writer.reserveSafeWrite("t", 0);
+      await writer.write("t", 0, undefined, { reservation: again }).catch(() => undefined);
+    }
     expect(writer.lateCalls()).toHaveLength(33);
+    // Sibling: a safe state writing another value past the bound goes, once.
+    const other = writer.reserveSafeWrite("t", -1);
+    await writer.write("t", -1, undefined, { reservation: other }).catch(() => undefined);
+    expect(writer.lateCalls()).toHaveLength(34);
+  });
+
+  test("review 15k, M3: writes the device refuses behind a call that never settles are not kept (each write stays O(1))", async () => {
+    const catalog = defineTags({ t: { dataType: "float64", access: "readwrite" } });
+    /** A writer whose device refuses every write; with `hung`, after a first call that never settles. */
+    const refusingWriter = (hung: boolean) => {
+      let first = hung;
+      const driver = {
+        write: () => Promise.resolve(),
+        writeTracked: () => {
+          if (first) {
+            first = false;
+            return {
+              result: Promise.reject(new KilnError("KILN_TIMEOUT", "held")),
+              device: new Promise<never>(() => undefined),
+            };
+          }
+          const refused = Promise.reject(new KilnError("KILN_WRITE_REJECTED", "refused"));
+          refused.catch(() => undefined);
+          return { result: refused, device: Promise.resolve("failed" as const) };
+        },
+      };
+      return new CheckedTagWriter({
+        tags: catalog,
+        driver: driver as never,
+        lifecycle: { state: "running" } as never,
+        clock: { now: () => Date.now(), sleep: () => Promise.resolve() },
+        lateWriteWaitMs: 1,
+      });
+    };
+    const lastOf = async (writer: CheckedTagWriter): Promise<number> => {
+      for (let index = 0; index < 12_000; index++) await writer.write("t", index).catch(() => undefined);
+      const started = performance.now();
+      for (let index = 0; index < 6_000; index++) await writer.write("t", index).catch(() => undefined);
+      return performance.now() - started;
+    };
+    const control = await lastOf(refusingWriter(false));
+    const hung = refusingWriter(true);
+    const behindHung = await lastOf(hung);
+    // Before: every refused write was kept behind the hung one, each write scanning them all (4-20× here).
+    expect(behindHung).toBeLessThan(control * 3 + 100);
+    expect(hung.lateCalls()).toHaveLength(1);
   });
 
   test("(sibling H4) once the calls settle, the tag is written again", async () => {

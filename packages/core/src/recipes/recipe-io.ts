@@ -2,6 +2,7 @@ import type { Sample } from "../domain/sample";
 import type { TagValue } from "../domain/tags";
 import type { CurrentValueTable } from "../cvt/current-value-table";
 import type { Disposer } from "../events/event-bus";
+import type { SafeWriteReservation } from "../compose/checked-write";
 
 /** Who a write of a process is made for: the process, and the principal who started it. */
 export interface WriteOrigin {
@@ -23,7 +24,19 @@ export interface RecipeIo {
    * should bound them with its own timeout. `origin` names the process (and its principal)
    * making the write, for logs and audit; every write of a process carries it.
    */
-  write(tag: string, value: TagValue, signal?: AbortSignal, origin?: WriteOrigin): Promise<void>;
+  write(
+    tag: string,
+    value: TagValue,
+    signal?: AbortSignal,
+    origin?: WriteOrigin,
+    reservation?: SafeWriteReservation,
+  ): Promise<void>;
+  /**
+   * Announces the safe state's write of `value` to `tag` before it is made (the control system
+   * binds it to `TagWriter.reserveSafeWrite`); the reservation is passed to that {@link write}, or
+   * released when the write is not made. Optional (review 15k).
+   */
+  reserveSafeWrite?(tag: string, value: TagValue): SafeWriteReservation;
   /**
    * Resolves once the writes to `tag` in flight (by any writer of the system) have settled;
    * undefined when none is (the control system binds it to `TagWriter.settled`). The safe state defers a write whose tag
@@ -51,14 +64,16 @@ export interface RecipeIo {
  */
 export function tableRecipeIo(
   table: Pick<CurrentValueTable, "get" | "observe">,
-  write: (tag: string, value: TagValue, signal?: AbortSignal, origin?: WriteOrigin) => Promise<void>,
+  write: RecipeIo["write"],
   settled?: (tag: string) => Promise<void> | undefined,
   stale?: (tag: string) => string | undefined,
+  reserveSafeWrite?: (tag: string, value: TagValue) => SafeWriteReservation,
 ): RecipeIo {
   return {
     write,
     ...(settled === undefined ? {} : { settled }),
     ...(stale === undefined ? {} : { stale }),
+    ...(reserveSafeWrite === undefined ? {} : { reserveSafeWrite }),
     current: (tag) => table.get(tag),
     onChange: (tag, listener) => table.observe(tag, (change) => listener(change.sample)),
   };

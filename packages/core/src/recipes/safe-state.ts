@@ -2,6 +2,7 @@ import { KilnValidationError, type ValidationIssue } from "../domain/errors";
 import { frozenTagValue, tagValueProblem, type TagCatalog, type TagValue } from "../domain/tags";
 import type { Logger } from "../ports/logger";
 import type { ProcessProblem } from "./recipe-process";
+import type { SafeWriteReservation } from "../compose/checked-write";
 import type { RecipeIo, WriteOrigin } from "./recipe-io";
 
 /** One write of a machine's safe state. */
@@ -54,23 +55,29 @@ export async function writeSafeState(
   origin?: WriteOrigin,
 ): Promise<ProcessProblem[]> {
   const problems: ProcessProblem[] = [];
-  const writeOne = async (write: SafeStateWrite): Promise<void> => {
+  const writeOne = async (write: SafeStateWrite, reservation: SafeWriteReservation | undefined): Promise<void> => {
     try {
-      await io.write(write.tag, write.value, undefined, origin);
+      await io.write(write.tag, write.value, undefined, origin, reservation);
     } catch (error) {
+      reservation?.release();
       problems.push({ stage: "safe-state", tag: write.tag, error });
       logger.error({ tag: write.tag, error }, "a safe-state write failed");
     }
   };
+  // Every write is announced first, before any is deferred or awaited: from now on a late landing
+  // of an older value is answered by the safe state's write, never by writing the older value
+  // again (review 15k, H2).
+  const reserved = writes.map((write) => io.reserveSafeWrite?.(write.tag, write.value));
   // By tag: the deferred writes, chained so that writes to one tag keep their order.
   const deferred = new Map<string, Promise<void>>();
-  for (const write of writes) {
+  for (const [index, write] of writes.entries()) {
+    const reservation = reserved[index];
     const wait = deferred.get(write.tag) ?? io.settled?.(write.tag);
-    if (wait === undefined) await writeOne(write);
+    if (wait === undefined) await writeOne(write, reservation);
     else
       deferred.set(
         write.tag,
-        wait.then(() => writeOne(write)),
+        wait.then(() => writeOne(write, reservation)),
       );
   }
   await Promise.all(deferred.values());

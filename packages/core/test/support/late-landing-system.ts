@@ -52,7 +52,10 @@ export async function hostile() {
   // Every entry handed to the store (a store keeps one row per id: a second `:fail` would hide).
   const recorded: { id: string; action: string; outcome: string; reason?: string; newValue?: unknown }[] = [];
   const record = store.audit.record.bind(store.audit);
+  // An entry the test holds (a start waiting for its entry) is stored once the hold resolves.
+  let auditHold: (entry: { action: string }) => Promise<void> | undefined = () => undefined;
   store.audit.record = async (...args: Parameters<typeof record>) => {
+    await auditHold(args[0] as { action: string });
     await record(...args);
     recorded.push(args[0] as (typeof recorded)[number]);
   };
@@ -77,6 +80,7 @@ export async function hostile() {
     system,
     held,
     setHold: (rule: (tag: string, value: TagValue) => boolean | Error) => void (hold = rule),
+    setAuditHold: (rule: (entry: { action: string }) => Promise<void> | undefined) => void (auditHold = rule),
     values: (tag: string) => device.filter((write) => write.tag === tag).map((write) => write.value),
     heldValue: (value: TagValue) => held.find((call) => call.value === value)!,
     recorded,
