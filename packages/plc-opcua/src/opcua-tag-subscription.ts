@@ -20,6 +20,7 @@ import {
 import { isConnectionLoss, statusNameOf, statusOfError } from "./opcua-errors";
 import { heldSubscriptionIds, PENDING_SUBSCRIPTION_ID } from "./opcua-orphan-subscriptions";
 import { resolveNodeAddress, type OpcuaNodeAddress } from "./opcua-node-id";
+import { isReplayed, replayedSample } from "./opcua-replayed-notifications";
 import { badSample, sampleFromDataValue, staleSample } from "./opcua-samples";
 import {
   subscriptionTiming,
@@ -80,6 +81,8 @@ interface Entry {
   useDeadband: boolean;
   /** The status last reported for a failed item, so a repeated failure is not re-reported. */
   reportedStatus: number | undefined;
+  /** A live (not replayed) notification arrived since the last connection loss. */
+  liveSinceLoss: boolean;
 }
 
 const FILTER_REFUSALS = new Set([
@@ -139,6 +142,7 @@ export class OpcuaTagSubscription {
       lastValue: undefined,
       useDeadband: true,
       reportedStatus: undefined,
+      liveSinceLoss: true,
     }));
     this.#options = options;
     this.#onSamples = onSamples;
@@ -175,6 +179,7 @@ export class OpcuaTagSubscription {
   connectionLost(reason?: string): void {
     this.#cancelRetry();
     const now = this.#context.clock.now();
+    for (const entry of this.#entries) entry.liveSinceLoss = false;
     this.#emit(this.#entries.map((entry) => staleSample(entry.tag, entry.lastValue, now, reason)));
   }
 
@@ -557,7 +562,21 @@ export class OpcuaTagSubscription {
 
   #onValue(entry: Entry, dataValue: DataValue): void {
     if (this.#closed) return;
-    const sample = sampleFromDataValue(entry.tag, dataValue, this.#context.clock.now());
+    const read = sampleFromDataValue(entry.tag, dataValue, this.#context.clock.now());
+    // A notification the server sent again with Republish after a repair is history, never a
+    // current good value; one that comes after a live value of the tag is older than it and is
+    // not delivered, so it cannot take the place of the current value (docs/adr/0022, amendment
+    // fix13k).
+    const replayed = isReplayed(dataValue);
+    if (replayed && entry.liveSinceLoss) {
+      this.#context.logger.debug(
+        { tag: entry.tag.name, timestamp: read.timestamp },
+        "replayed OPC UA notification after a live one; not delivered (older than the current value)",
+      );
+      return;
+    }
+    if (!replayed) entry.liveSinceLoss = true;
+    const sample = replayed ? replayedSample(read) : read;
     if (sample.value !== null) entry.lastValue = sample.value;
     this.#emit([sample]);
   }
