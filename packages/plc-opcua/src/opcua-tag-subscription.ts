@@ -44,6 +44,8 @@ export interface SubscriptionConnection {
    * re-create the subscription after 0.5 s of silence that the link bound allows.
    */
   readonly silenceBoundMs?: number;
+  /** The server's MaxNodesPerRead (0: none), for the read of current values after a repair. */
+  readonly limits?: { readonly maxNodesPerRead: number };
 }
 
 /** The driver-side services a tag subscription uses. */
@@ -285,6 +287,49 @@ export class OpcuaTagSubscription {
 
     if (this.#entries.some((entry) => entry.item === undefined)) this.#scheduleRetry();
     else this.#retryAttempt = 0;
+    // Not awaited: `connected` waits for no value; a late answer is sorted out per tag.
+    void this.#readCurrentValues(connection);
+  }
+
+  /**
+   * After a loss, reads the current value of every tag no live notification has reached since
+   * (its item works on the server): a value unchanged since before the outage is current, but a
+   * server that does not resend values when a session is re-activated (the spec asks that only of
+   * TransferSubscriptions) sends no notification for it, and a replayed one is history. The read
+   * is delivered only to tags still without a live value when it answers; a replay that comes
+   * after it is not delivered (docs/adr/0022, amendment fix13k). Best effort: on failure the tags
+   * stay `uncertain` until their next notification.
+   */
+  async #readCurrentValues(connection: SubscriptionConnection): Promise<void> {
+    const waiting = this.#entries.filter(
+      (entry) => !entry.liveSinceLoss && entry.item !== undefined && entry.nodeId !== undefined,
+    );
+    const perRead = connection.limits?.maxNodesPerRead || waiting.length;
+    for (let start = 0; start < waiting.length; start += perRead) {
+      const chunk = waiting.slice(start, start + perRead);
+      let values: DataValue[];
+      try {
+        values = await connection.session.read(
+          chunk.map((entry) => ({ nodeId: entry.nodeId!, attributeId: AttributeIds.Value })),
+          0,
+        );
+      } catch (error) {
+        this.#context.logger.debug({ err: error }, "reading current values after a repair failed");
+        return;
+      }
+      if (this.#closed) return;
+      const now = this.#context.clock.now();
+      const samples: Sample[] = [];
+      chunk.forEach((entry, index) => {
+        const dataValue = values[index];
+        if (!dataValue || entry.liveSinceLoss) return;
+        entry.liveSinceLoss = true;
+        const sample = sampleFromDataValue(entry.tag, dataValue, now);
+        if (sample.value !== null) entry.lastValue = sample.value;
+        samples.push(sample);
+      });
+      this.#emit(samples);
+    }
   }
 
   async #resolveNodeIds(connection: SubscriptionConnection): Promise<void> {

@@ -2,6 +2,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { defineTags, type Sample } from "@kiln/core";
+import { ServerSession } from "node-opcua-server";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { OPCUA_SIMULATOR_NAMESPACE_URI, OpcuaDriver, OpcuaSimulator } from "../src/index";
 import { TcpProxy } from "./support/tcp-proxy";
@@ -136,6 +137,48 @@ describe("notifications the server replays after a repair (Republish)", () => {
         ),
       ).toBe(true);
     } finally {
+      await driver.close();
+      await proxy.close();
+    }
+  }, 60_000);
+
+  // The same on a server that, like many C stacks, does not resend current values when a session
+  // is re-activated (the spec asks that of TransferSubscriptions only): the unchanged value gets
+  // no notification at all, so the driver reads the values still without a live one after the repair.
+  test("a server that resends nothing on re-activation: the unchanged value comes back good by a read after the repair", async () => {
+    const resend = Object.getOwnPropertyDescriptor(ServerSession.prototype, "resendMonitoredItemInitialValues")!;
+    Object.defineProperty(ServerSession.prototype, "resendMonitoredItemInitialValues", {
+      ...resend,
+      value: () => Promise.resolve(),
+    });
+    const proxy = new TcpProxy(simulator.port);
+    const driver = newDriver(await proxy.start());
+    const received: (Sample & { at: number })[] = [];
+    try {
+      await driver.connect();
+      await driver.subscribe(tags.list(), { samplingIntervalMs: 50 }, (samples) =>
+        received.push(...samples.map((sample) => ({ ...sample, at: Date.now() }))),
+      );
+      await waitFor(() => received.some((sample) => sample.tag === "kiln.k" && sample.quality.severity === "good"), {
+        what: "kiln.k good",
+      });
+      const mutedAt = Date.now();
+      proxy.muteServer();
+      await waitFor(() => driver.status === "reconnecting", { what: "the stall declared", timeoutMs: 10_000 });
+      await new Promise((resolve) => setTimeout(resolve, STALL_MS - (Date.now() - mutedAt)));
+      proxy.restore();
+      await waitFor(() => driver.status === "connected", { what: "connected again", timeoutMs: 20_000 });
+      const k = await waitFor(
+        () => {
+          const last = received.filter((sample) => sample.tag === "kiln.k").at(-1);
+          return last?.quality.severity === "good" && last.at > mutedAt && last;
+        },
+        { what: "kiln.k good again", timeoutMs: 5_000 },
+      );
+      // Stamped by the server when read (the simulator's variables carry no older time).
+      expect(k.value).toBe(7);
+    } finally {
+      Object.defineProperty(ServerSession.prototype, "resendMonitoredItemInitialValues", resend);
       await driver.close();
       await proxy.close();
     }
