@@ -1,7 +1,13 @@
 import { GOOD, quality, QualityCodes, type Sample } from "@kiln/core";
 import type { ClientSession, DataValue } from "node-opcua-client";
 import { describe, expect, test } from "vitest";
-import { isReplayed, markReplayedNotifications, REPLAYED_REASON, replayedSample } from "./opcua-replayed-notifications";
+import {
+  isReplayed,
+  isReplayedMessage,
+  markReplayedNotifications,
+  REPLAYED_REASON,
+  replayedSample,
+} from "./opcua-replayed-notifications";
 
 describe("replayed notifications (docs/adr/0022, amendment fix13k)", () => {
   test("the DataValues of a Republish answer are marked, those of other answers are not", async () => {
@@ -19,6 +25,8 @@ describe("replayed notifications (docs/adr/0022, amendment fix13k)", () => {
     expect(response).toBe(answer);
     expect(isReplayed(replayedValue as unknown as DataValue)).toBe(true);
     expect(isReplayed(liveValue as unknown as DataValue)).toBe(false);
+    expect(isReplayedMessage(answer.notificationMessage)).toBe(true);
+    expect(isReplayedMessage({ notificationData: [] })).toBe(false);
   });
 
   test("a replayed value is never good: good and uncertain become uncertain with the reason, bad stays bad", () => {

@@ -2,7 +2,7 @@ import { quality, QualityCodes, type Sample } from "@kiln/core";
 import type { ClientSession, DataValue } from "node-opcua-client";
 
 /**
- * The DataValues of NotificationMessages the server sent again with Republish. Keyed by object
+ * The NotificationMessages the server sent again with Republish, and their DataValues. Keyed by object
  * identity: node-opcua hands each monitored item the DataValue object of the message it decoded,
  * so a value is found here exactly when it came from a Republish answer. Weak: nothing is kept
  * once node-opcua and the driver let go of it.
@@ -36,7 +36,9 @@ export function markReplayedNotifications(session: ClientSession): void {
   const republish = target.republish;
   if (typeof republish !== "function") return;
   const mark = (response: unknown): void => {
-    const data = (response as RepublishAnswer | undefined)?.notificationMessage?.notificationData ?? [];
+    const message = (response as RepublishAnswer | undefined)?.notificationMessage;
+    if (message) replayed.add(message);
+    const data = message?.notificationData ?? [];
     for (const notification of data) {
       for (const item of notification?.monitoredItems ?? []) {
         if (typeof item.value === "object" && item.value !== null) replayed.add(item.value);
@@ -55,6 +57,11 @@ export function markReplayedNotifications(session: ClientSession): void {
     return answer;
   };
   Object.defineProperty(session, "republish", { value: wrapped, configurable: true, writable: true });
+}
+
+/** True when `message` (a NotificationMessage) came from a Republish answer ({@link markReplayedNotifications}). */
+export function isReplayedMessage(message: object): boolean {
+  return replayed.has(message);
 }
 
 /** True when `dataValue` came from a Republish answer ({@link markReplayedNotifications}). */

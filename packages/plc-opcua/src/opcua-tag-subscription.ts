@@ -20,7 +20,7 @@ import {
 import { isConnectionLoss, statusNameOf, statusOfError } from "./opcua-errors";
 import { heldSubscriptionIds, PENDING_SUBSCRIPTION_ID } from "./opcua-orphan-subscriptions";
 import { resolveNodeAddress, type OpcuaNodeAddress } from "./opcua-node-id";
-import { isReplayed, replayedSample } from "./opcua-replayed-notifications";
+import { isReplayed, isReplayedMessage, replayedSample } from "./opcua-replayed-notifications";
 import { badSample, sampleFromDataValue, staleSample } from "./opcua-samples";
 import {
   subscriptionTiming,
@@ -127,6 +127,12 @@ export class OpcuaTagSubscription {
   #established = false;
   /** The status last reported for a failed (re-)creation of the subscription, so a repeat is not re-reported. */
   #reportedRecreation: number | undefined;
+  /** A read of current values after a loss is in flight ({@link #deliversAgain}). */
+  #readingCurrent = false;
+  /** Since the last loss, no read of current values has yet completed ({@link #deliversAgain}). */
+  #currentUnread = false;
+  /** Counts losses, so a read answered after a newer loss is not delivered. */
+  #losses = 0;
 
   constructor(
     tags: readonly Tag[],
@@ -182,6 +188,8 @@ export class OpcuaTagSubscription {
     this.#cancelRetry();
     const now = this.#context.clock.now();
     for (const entry of this.#entries) entry.liveSinceLoss = false;
+    this.#currentUnread = true;
+    this.#losses++;
     this.#emit(this.#entries.map((entry) => staleSample(entry.tag, entry.lastValue, now, reason)));
   }
 
@@ -192,6 +200,7 @@ export class OpcuaTagSubscription {
   connectionFailed(reason: string): void {
     this.#cancelRetry();
     this.#cancelWatchdog();
+    this.#losses++;
     const now = this.#context.clock.now();
     this.#emit(
       this.#entries.map((entry) => {
@@ -287,23 +296,38 @@ export class OpcuaTagSubscription {
 
     if (this.#entries.some((entry) => entry.item === undefined)) this.#scheduleRetry();
     else this.#retryAttempt = 0;
-    // Not awaited: `connected` waits for no value; a late answer is sorted out per tag.
-    void this.#readCurrentValues(connection);
   }
 
   /**
-   * After a loss, reads the current value of every tag no live notification has reached since
-   * (its item works on the server): a value unchanged since before the outage is current, but a
-   * server that does not resend values when a session is re-activated (the spec asks that only of
-   * TransferSubscriptions) sends no notification for it, and a replayed one is history. The read
-   * is delivered only to tags still without a live value when it answers; a replay that comes
-   * after it is not delivered (docs/adr/0022, amendment fix13k). Best effort: on failure the tags
-   * stay `uncertain` until their next notification.
+   * The subscription answered a Publish live (a keep-alive or a notification, not a replay). After
+   * a loss, tags no live notification has reached since get their current value read once: a value
+   * unchanged since before the outage is current, but a server that does not resend values when a
+   * session is re-activated (the spec asks that only of TransferSubscriptions) sends no
+   * notification for it, and a replayed one is history. Not before the subscription delivers again:
+   * a read value is good only while a working subscription keeps it current (docs/adr/0022,
+   * amendment fix13k).
+   */
+  #deliversAgain(): void {
+    if (!this.#currentUnread || this.#readingCurrent || this.#closed) return;
+    const connection = this.#context.connection();
+    if (!connection || connection.session !== this.#session) return;
+    this.#readingCurrent = true;
+    void this.#readCurrentValues(connection).finally(() => {
+      this.#readingCurrent = false;
+    });
+  }
+
+  /**
+   * Reads the current value of every tag no live notification has reached since the last loss (its
+   * item works on the server). The read is delivered only to tags still without a live value when
+   * it answers; a replay that comes after it is not delivered. Best effort: on failure the tags stay
+   * `uncertain` until their next notification or the next live Publish answer tries again.
    */
   async #readCurrentValues(connection: SubscriptionConnection): Promise<void> {
     const waiting = this.#entries.filter(
       (entry) => !entry.liveSinceLoss && entry.item !== undefined && entry.nodeId !== undefined,
     );
+    const losses = this.#losses;
     const perRead = connection.limits?.maxNodesPerRead || waiting.length;
     for (let start = 0; start < waiting.length; start += perRead) {
       const chunk = waiting.slice(start, start + perRead);
@@ -317,7 +341,8 @@ export class OpcuaTagSubscription {
         this.#context.logger.debug({ err: error }, "reading current values after a repair failed");
         return;
       }
-      if (this.#closed) return;
+      // Lost again while reading: the answer may predate the new loss.
+      if (this.#closed || this.#losses !== losses) return;
       const now = this.#context.clock.now();
       const samples: Sample[] = [];
       chunk.forEach((entry, index) => {
@@ -330,6 +355,7 @@ export class OpcuaTagSubscription {
       });
       this.#emit(samples);
     }
+    this.#currentUnread = false;
   }
 
   async #resolveNodeIds(connection: SubscriptionConnection): Promise<void> {
@@ -414,11 +440,14 @@ export class OpcuaTagSubscription {
     // A subscription the server deleted or gave to another session while the session stays up
     // is never reported by node-opcua: its values would stay frozen but good. Anything the
     // server publishes for it (a notification or a keep-alive) proves it alive.
-    const alive = () => {
+    const alive = (message?: object) => {
       if (subscription === this.#subscription || this.#subscription === undefined) this.#armWatchdog(subscription);
+      // A live Publish answer (not a replay) proves the subscription delivers again after a loss:
+      // only now is a value read for the tags still without a live one kept current (fix13k).
+      if (subscription === this.#subscription && !(message && isReplayedMessage(message))) this.#deliversAgain();
     };
-    subscription.on("keepalive", alive);
-    subscription.on("received_notifications", alive);
+    subscription.on("keepalive", () => alive());
+    subscription.on("received_notifications", (message: object) => alive(message));
     this.#armWatchdog(subscription);
     return subscription;
   }
