@@ -20,6 +20,7 @@ import { raceAbort } from "@kiln/core/driver-kit";
 import { certificateDer, privateKeyPem } from "./opcua-certificates";
 import type { ResolvedOpcuaDriverOptions } from "./opcua-driver-options";
 import { connectError } from "./opcua-errors";
+import { markReplayedNotifications } from "./opcua-replayed-notifications";
 import { effectiveKeepAliveMs, linkSilenceMs } from "./opcua-subscription-timing";
 import type { SubscriptionConnection } from "./opcua-tag-subscription";
 
@@ -167,6 +168,7 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
       await opened.connect(endpointUrl);
       const session = await opened.createSession(identity);
       refuseSubscriptionTransfers(session);
+      markReplayedNotifications(session);
       try {
         const readAt = clock.now();
         const info = await readServerInfo(session, options.limits);

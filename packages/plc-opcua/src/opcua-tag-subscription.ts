@@ -20,6 +20,7 @@ import {
 import { isConnectionLoss, statusNameOf, statusOfError } from "./opcua-errors";
 import { heldSubscriptionIds, PENDING_SUBSCRIPTION_ID } from "./opcua-orphan-subscriptions";
 import { resolveNodeAddress, type OpcuaNodeAddress } from "./opcua-node-id";
+import { isReplayed, isReplayedMessage, replayedSample } from "./opcua-replayed-notifications";
 import { badSample, sampleFromDataValue, staleSample } from "./opcua-samples";
 import {
   subscriptionTiming,
@@ -43,6 +44,8 @@ export interface SubscriptionConnection {
    * re-create the subscription after 0.5 s of silence that the link bound allows.
    */
   readonly silenceBoundMs?: number;
+  /** The server's MaxNodesPerRead (0: none), for the read of current values after a repair. */
+  readonly limits?: { readonly maxNodesPerRead: number };
 }
 
 /** The driver-side services a tag subscription uses. */
@@ -80,6 +83,8 @@ interface Entry {
   useDeadband: boolean;
   /** The status last reported for a failed item, so a repeated failure is not re-reported. */
   reportedStatus: number | undefined;
+  /** A live (not replayed) notification arrived since the last connection loss. */
+  liveSinceLoss: boolean;
 }
 
 const FILTER_REFUSALS = new Set([
@@ -122,6 +127,12 @@ export class OpcuaTagSubscription {
   #established = false;
   /** The status last reported for a failed (re-)creation of the subscription, so a repeat is not re-reported. */
   #reportedRecreation: number | undefined;
+  /** A read of current values after a loss is in flight ({@link #deliversAgain}). */
+  #readingCurrent = false;
+  /** Since the last loss, no read of current values has yet completed ({@link #deliversAgain}). */
+  #currentUnread = false;
+  /** Counts losses, so a read answered after a newer loss is not delivered. */
+  #losses = 0;
 
   constructor(
     tags: readonly Tag[],
@@ -139,6 +150,7 @@ export class OpcuaTagSubscription {
       lastValue: undefined,
       useDeadband: true,
       reportedStatus: undefined,
+      liveSinceLoss: true,
     }));
     this.#options = options;
     this.#onSamples = onSamples;
@@ -175,6 +187,9 @@ export class OpcuaTagSubscription {
   connectionLost(reason?: string): void {
     this.#cancelRetry();
     const now = this.#context.clock.now();
+    for (const entry of this.#entries) entry.liveSinceLoss = false;
+    this.#currentUnread = true;
+    this.#losses++;
     this.#emit(this.#entries.map((entry) => staleSample(entry.tag, entry.lastValue, now, reason)));
   }
 
@@ -185,6 +200,7 @@ export class OpcuaTagSubscription {
   connectionFailed(reason: string): void {
     this.#cancelRetry();
     this.#cancelWatchdog();
+    this.#losses++;
     const now = this.#context.clock.now();
     this.#emit(
       this.#entries.map((entry) => {
@@ -282,6 +298,66 @@ export class OpcuaTagSubscription {
     else this.#retryAttempt = 0;
   }
 
+  /**
+   * The subscription answered a Publish live (a keep-alive or a notification, not a replay). After
+   * a loss, tags no live notification has reached since get their current value read once: a value
+   * unchanged since before the outage is current, but a server that does not resend values when a
+   * session is re-activated (the spec asks that only of TransferSubscriptions) sends no
+   * notification for it, and a replayed one is history. Not before the subscription delivers again:
+   * a read value is good only while a working subscription keeps it current (docs/adr/0022,
+   * amendment fix13k).
+   */
+  #deliversAgain(): void {
+    if (!this.#currentUnread || this.#readingCurrent || this.#closed) return;
+    const connection = this.#context.connection();
+    if (!connection || connection.session !== this.#session) return;
+    this.#readingCurrent = true;
+    void this.#readCurrentValues(connection).finally(() => {
+      this.#readingCurrent = false;
+    });
+  }
+
+  /**
+   * Reads the current value of every tag no live notification has reached since the last loss (its
+   * item works on the server). The read is delivered only to tags still without a live value when
+   * it answers; a replay that comes after it is not delivered. Best effort: on failure the tags stay
+   * `uncertain` until their next notification or the next live Publish answer tries again.
+   */
+  async #readCurrentValues(connection: SubscriptionConnection): Promise<void> {
+    const waiting = this.#entries.filter(
+      (entry) => !entry.liveSinceLoss && entry.item !== undefined && entry.nodeId !== undefined,
+    );
+    const losses = this.#losses;
+    const perRead = connection.limits?.maxNodesPerRead || waiting.length;
+    for (let start = 0; start < waiting.length; start += perRead) {
+      const chunk = waiting.slice(start, start + perRead);
+      let values: DataValue[];
+      try {
+        values = await connection.session.read(
+          chunk.map((entry) => ({ nodeId: entry.nodeId!, attributeId: AttributeIds.Value })),
+          0,
+        );
+      } catch (error) {
+        this.#context.logger.debug({ err: error }, "reading current values after a repair failed");
+        return;
+      }
+      // Lost again while reading: the answer may predate the new loss.
+      if (this.#closed || this.#losses !== losses) return;
+      const now = this.#context.clock.now();
+      const samples: Sample[] = [];
+      chunk.forEach((entry, index) => {
+        const dataValue = values[index];
+        if (!dataValue || entry.liveSinceLoss) return;
+        entry.liveSinceLoss = true;
+        const sample = sampleFromDataValue(entry.tag, dataValue, now);
+        if (sample.value !== null) entry.lastValue = sample.value;
+        samples.push(sample);
+      });
+      this.#emit(samples);
+    }
+    this.#currentUnread = false;
+  }
+
   async #resolveNodeIds(connection: SubscriptionConnection): Promise<void> {
     const now = this.#context.clock.now();
     const moved: ClientMonitoredItemBase[] = [];
@@ -364,11 +440,14 @@ export class OpcuaTagSubscription {
     // A subscription the server deleted or gave to another session while the session stays up
     // is never reported by node-opcua: its values would stay frozen but good. Anything the
     // server publishes for it (a notification or a keep-alive) proves it alive.
-    const alive = () => {
+    const alive = (message?: object) => {
       if (subscription === this.#subscription || this.#subscription === undefined) this.#armWatchdog(subscription);
+      // A live Publish answer (not a replay) proves the subscription delivers again after a loss:
+      // only now is a value read for the tags still without a live one kept current (fix13k).
+      if (subscription === this.#subscription && !(message && isReplayedMessage(message))) this.#deliversAgain();
     };
-    subscription.on("keepalive", alive);
-    subscription.on("received_notifications", alive);
+    subscription.on("keepalive", () => alive());
+    subscription.on("received_notifications", (message: object) => alive(message));
     this.#armWatchdog(subscription);
     return subscription;
   }
@@ -557,7 +636,21 @@ export class OpcuaTagSubscription {
 
   #onValue(entry: Entry, dataValue: DataValue): void {
     if (this.#closed) return;
-    const sample = sampleFromDataValue(entry.tag, dataValue, this.#context.clock.now());
+    const read = sampleFromDataValue(entry.tag, dataValue, this.#context.clock.now());
+    // A notification the server sent again with Republish after a repair is history, never a
+    // current good value; one that comes after a live value of the tag is older than it and is
+    // not delivered, so it cannot take the place of the current value (docs/adr/0022, amendment
+    // fix13k).
+    const replayed = isReplayed(dataValue);
+    if (replayed && entry.liveSinceLoss) {
+      this.#context.logger.debug(
+        { tag: entry.tag.name, timestamp: read.timestamp },
+        "replayed OPC UA notification after a live one; not delivered (older than the current value)",
+      );
+      return;
+    }
+    if (!replayed) entry.liveSinceLoss = true;
+    const sample = replayed ? replayedSample(read) : read;
     if (sample.value !== null) entry.lastValue = sample.value;
     this.#emit([sample]);
   }

@@ -13,6 +13,7 @@ export class TcpProxy {
   #down = false;
   #blackholed = false;
   #paused = false;
+  #serverMuted = false;
   /** Client sockets of the connections {@link blackholeOpen} froze. */
   readonly #frozen = new Set<net.Socket>();
   /** Writes held while paused, in order, delivered by {@link restore}. */
@@ -37,6 +38,7 @@ export class TcpProxy {
   drop(): void {
     this.#down = true;
     this.#blackholed = false;
+    this.#serverMuted = false;
     this.#paused = false;
     this.#held = [];
     for (const socket of this.#sockets) socket.destroy();
@@ -89,10 +91,20 @@ export class TcpProxy {
     this.#paused = true;
   }
 
-  /** Accepts connections again, forwards again after {@link blackhole}, delivers what {@link pause} held. */
+  /**
+   * Swallows every message from the server, on open connections and on new ones, while the
+   * client's bytes still reach it: the server goes on answering (Publish requests it holds too)
+   * and every answer is lost. {@link drop} or {@link restore} ends it.
+   */
+  muteServer(): void {
+    this.#serverMuted = true;
+  }
+
+  /** Accepts connections again, forwards again after {@link blackhole} or {@link muteServer}, delivers what {@link pause} held. */
   restore(): void {
     this.#down = false;
     this.#blackholed = false;
+    this.#serverMuted = false;
     this.#paused = false;
     this.#frozen.clear();
     const held = this.#held;
@@ -147,6 +159,8 @@ export class TcpProxy {
           this.#dropOn.dropped();
           return;
         }
+        // Whole messages, so the framing stays intact when forwarding resumes.
+        if (this.#serverMuted) continue;
         if (this.#paused) this.#held.push(() => client.write(message));
         else this.#later(() => client.write(message));
       }
