@@ -75,6 +75,9 @@ describe("a stalled link (TCP open, no bytes)", () => {
     } finally {
       await driver.close();
       await proxy.close();
+      // The stalled session cannot be closed by its client: the server closes it, with its
+      // subscription, as a session timeout would (the next test counts the server's subscriptions).
+      simulator().closeSessions();
     }
   }, 60_000);
 
@@ -85,7 +88,8 @@ describe("a stalled link (TCP open, no bytes)", () => {
     const received: Sample[] = [];
     try {
       await driver.subscribe(countTags.list(), { samplingIntervalMs: 50 }, (samples) => received.push(...samples));
-      // The previous test's session may still hold its subscription until its lifetime ends.
+      // The previous test's stalled session may still hold its subscription until its lifetime
+      // ends (15 s): the first test closes it on the server side when it ends.
       await expectServerHolds(1, 3, 45_000);
       proxy.blackhole();
       await waitFor(() => driver.status === "reconnecting", { what: "reconnecting", timeoutMs: 10_000 });

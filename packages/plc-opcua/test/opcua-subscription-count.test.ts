@@ -1,7 +1,13 @@
 import type { Sample } from "@kiln/core";
 import type { DriverStatusChange } from "@kiln/core/driver-kit";
 import { describe, expect, test } from "vitest";
-import { countTags, followLikeTheCore, freshValues, subscriptionCountFixture } from "./support/subscription-count";
+import {
+  countTags,
+  followLikeTheCore,
+  freshValues,
+  SHORT_SUBSCRIPTION_LIFETIME,
+  subscriptionCountFixture,
+} from "./support/subscription-count";
 import { RecordingLogger } from "./support/recording-logger";
 import { TcpProxy } from "./support/tcp-proxy";
 import { waitFor } from "./support/wait-for";
@@ -98,11 +104,16 @@ describe("server-side subscription count", () => {
   // subscriptions on a server that stayed up, next to the re-created ones. The old session cannot be
   // closed (its channel is down) and its subscriptions are not taken over (adv13 HIGH-2: that is
   // unprovable and took another client's): they expire with their lifetime, 3 keep-alive
-  // periods = 15 s (subscriptions.keepAliveMs; docs/adr/0022, amendments fix13 and fix13c).
+  // periods = 15 s by default (subscriptions.keepAliveMs; docs/adr/0022, amendments fix13 and
+  // fix13c), 4.5 s here: the test waits that lifetime out.
   test("after a stalled link the watchdog rebuilds: the old session's subscription expires with its lifetime, then one with three items", async () => {
     const proxy = new TcpProxy(simulator().port);
     const logger = new RecordingLogger();
-    const driver = newDriver(await proxy.start(), { connectMs: 2_000, logger });
+    const driver = newDriver(await proxy.start(), {
+      connectMs: 2_000,
+      logger,
+      subscriptions: SHORT_SUBSCRIPTION_LIFETIME,
+    });
     const changes: DriverStatusChange[] = [];
     driver.onStatusChange((change) => changes.push(change));
     await driver.connect();

@@ -10,6 +10,12 @@ import { waitFor } from "./wait-for";
 // the cases that count on the server (packages/plc-opcua/test/opcua-subscription-count.test.ts in
 // `npm test`, faults/opcua-subscription-count.test.ts for the restarts and lost replies).
 const NS = OPCUA_SIMULATOR_NAMESPACE_URI;
+/**
+ * Subscription timings whose lifetime (3 × keepAliveMs = 4.5 s instead of the default 15 s) a test
+ * can wait out when a stalled session leaves its subscription on the server.
+ */
+export const SHORT_SUBSCRIPTION_LIFETIME = { maxPublishingIntervalMs: 500, keepAliveMs: 1_500 } as const;
+
 /** Three counting tags of one subscribed scan group. */
 export const countTags = defineTags({
   "kiln.a": { dataType: "int32", address: `nsu=${NS};s=Kiln.A`, scanGroup: "fast" },
@@ -24,11 +30,19 @@ export interface SubscriptionCountFixture {
   /**
    * A driver with short backoffs, at the simulator or at `endpointUrl` (a proxy); `connectMs`
    * shortens the repair watchdog (connectionStrategy.maxDelayMs + timeouts.connectMs); `logger`
-   * records; `requestMs` (default 3000) and `keepAliveMs` (default 1000) set those timeouts.
+   * records; `requestMs` (default 3000) and `keepAliveMs` (default 1000) set those timeouts;
+   * `subscriptions` sets the driver's option of that name (a test that waits for a subscription
+   * left behind on the server to expire shortens its lifetime, 3 × `subscriptions.keepAliveMs`).
    */
   readonly newDriver: (
     endpointUrl?: string,
-    extra?: { connectMs?: number; requestMs?: number; keepAliveMs?: number; logger?: Logger },
+    extra?: {
+      connectMs?: number;
+      requestMs?: number;
+      keepAliveMs?: number;
+      logger?: Logger;
+      subscriptions?: { maxPublishingIntervalMs: number; keepAliveMs: number };
+    },
   ) => OpcuaDriver;
   /**
    * Waits (up to `withinMs`, default 15 s) until the server has held exactly these counts for a
@@ -65,7 +79,7 @@ export function subscriptionCountFixture(): SubscriptionCountFixture {
     simulator: started,
     newDriver: (
       endpointUrl = started().endpointUrl,
-      { connectMs, requestMs = 3_000, keepAliveMs = 1_000, logger } = {},
+      { connectMs, requestMs = 3_000, keepAliveMs = 1_000, logger, subscriptions } = {},
     ) =>
       new OpcuaDriver({
         endpointUrl,
@@ -75,6 +89,7 @@ export function subscriptionCountFixture(): SubscriptionCountFixture {
         timeouts: { keepAliveMs, requestMs, ...(connectMs === undefined ? {} : { connectMs }) },
         ...(logger ? { logger } : {}),
         monitoredItemRetry: { initialDelayMs: 100, maxDelayMs: 400 },
+        ...(subscriptions ? { subscriptions } : {}),
       }),
     expectServerHolds: async (subscriptions, monitoredItems, withinMs) => {
       const want = { subscriptions, monitoredItems };
