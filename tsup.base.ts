@@ -16,6 +16,11 @@ export function packageBuild(entry: Record<string, string>, overrides: Options =
     format: ["esm", "cjs"],
     dts: { compilerOptions: { customConditions: [] } },
     sourcemap: true,
+    // Maps keep file and line for stack traces (`--enable-source-maps`) without a second copy of
+    // every source in each map: that copy was most of what a package cost installed (docs/install-size.md).
+    esbuildOptions(options) {
+      options.sourcesContent = false;
+    },
     clean: true,
     target: "node20",
     platform: "node",
