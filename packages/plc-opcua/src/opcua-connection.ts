@@ -4,6 +4,7 @@ import {
   OPCUAClient,
   PublishRequest,
   ReadRequest,
+  RepublishRequest,
   SecurityPolicy,
   ServiceFault,
   StatusCodes,
@@ -12,6 +13,8 @@ import {
   VariableIds,
   resolveNodeId,
   type ClientSession,
+  type DataValue,
+  type NodeId,
   type UserIdentityInfo,
 } from "node-opcua-client";
 import { OPCUACertificateManager } from "node-opcua-certificate-manager";
@@ -315,16 +318,49 @@ function relayServiceFaults(client: OPCUAClient): void {
 
 const KEEP_ALIVE_NODE = resolveNodeId(VariableIds.Server_ServerStatus_State);
 
+/** Sessions inside {@link readWithinLinkBound}'s call to `session.read`, which sends synchronously. */
+const readingWithinLinkBound = new WeakSet<ClientSession>();
+
 /**
- * What a request is to the link watchdog: a `publish` (the server holds it until it has something
- * to send: not waited for, not a response time), node-opcua's `keepAlive` read (one
- * ServerStatus.State read: its answer is what the bound of 2 keep-alive periods is about; a
- * response time, not waited for beyond the bound), or `other` (a request the caller allowed its
- * timeout for: silence is no stall before its deadline).
+ * Reads `nodes` (their Value, maxAge 0) on `session` as a read the link watchdog does not wait
+ * for beyond the link silence bound, like node-opcua's keep-alive read ({@link linkRequestKind}).
+ * For the driver's own reads of current values (after a repair): a Read of a few values is
+ * answered within the server's response time, and an application's timeout must not hold the
+ * stall bound at `requestMs` (docs/adr/0022, amendment fix13n). node-opcua sends the request
+ * within the call while the channel is open; a request it queues (channel down) counts as the
+ * application's, the bound of before.
  */
-export function linkRequestKind(request: unknown): "publish" | "keepAlive" | "other" {
+export function readWithinLinkBound(
+  session: ClientSession,
+  nodes: readonly { readonly nodeId: NodeId; readonly attributeId: number }[],
+): Promise<DataValue[]> {
+  readingWithinLinkBound.add(session);
+  try {
+    return session.read(
+      nodes.map((node) => ({ ...node })),
+      0,
+    );
+  } finally {
+    readingWithinLinkBound.delete(session);
+  }
+}
+
+/**
+ * What a request sent on `session` is to the link watchdog: a `publish` (the server holds it
+ * until it has something to send: not waited for, not a response time), a `keepAlive` (a request
+ * the server answers at once, so its answer is what the bound of 2 keep-alive periods is about: a
+ * response time, not waited for beyond the bound: node-opcua's ServerStatus.State read, a read
+ * sent by {@link readWithinLinkBound}, and node-opcua's Republish, answered from the server's
+ * retransmission queue, OPC UA Part 4 5.13.6), or `other` (a request the caller allowed its
+ * timeout for: silence is no stall before its deadline). One of node-opcua's own or the
+ * driver's upkeep requests in flight when the link stalls held the stall bound at `requestMs`
+ * (10 s instead of 2 s in CI on 90b0f66; docs/adr/0022, amendment fix13n).
+ */
+export function linkRequestKind(request: unknown, session?: ClientSession): "publish" | "keepAlive" | "other" {
   if (request instanceof PublishRequest) return "publish";
+  if (request instanceof RepublishRequest) return "keepAlive";
   if (!(request instanceof ReadRequest)) return "other";
+  if (session && readingWithinLinkBound.has(session)) return "keepAlive";
   const nodes = request.nodesToRead ?? [];
   return nodes.length === 1 && nodes[0]!.nodeId.toString() === KEEP_ALIVE_NODE.toString() ? "keepAlive" : "other";
 }

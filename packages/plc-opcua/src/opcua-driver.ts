@@ -730,7 +730,7 @@ export class OpcuaDriver implements PlcDriver {
    * response time (`linkRequestKind`, {@link #answered}).
    */
   #outstanding(connection: Connection, request: unknown): void {
-    const kind = this.#rt.linkRequestKind(request);
+    const kind = this.#rt.linkRequestKind(request, connection.session);
     const header = (request as { requestHeader?: { requestHandle?: number } }).requestHeader;
     if (header?.requestHandle === undefined) return;
     const now = this.#clock.now();

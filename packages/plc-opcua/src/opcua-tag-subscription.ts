@@ -17,6 +17,7 @@ import {
   type MonitoringParametersOptions,
   type NodeId,
 } from "node-opcua-client";
+import { readWithinLinkBound } from "./opcua-connection";
 import { isConnectionLoss, statusNameOf, statusOfError } from "./opcua-errors";
 import { heldSubscriptionIds, PENDING_SUBSCRIPTION_ID } from "./opcua-orphan-subscriptions";
 import { resolveNodeAddress, type OpcuaNodeAddress } from "./opcua-node-id";
@@ -333,9 +334,9 @@ export class OpcuaTagSubscription {
       const chunk = waiting.slice(start, start + perRead);
       let values: DataValue[];
       try {
-        values = await connection.session.read(
+        values = await readWithinLinkBound(
+          connection.session,
           chunk.map((entry) => ({ nodeId: entry.nodeId!, attributeId: AttributeIds.Value })),
-          0,
         );
       } catch (error) {
         this.#context.logger.debug({ err: error }, "reading current values after a repair failed");
