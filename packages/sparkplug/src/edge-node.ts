@@ -30,6 +30,7 @@ import {
 } from "@kiln/core/driver-kit";
 import { memoryBdSeqStore, type BdSeqStore } from "./bdseq-store";
 import { CommandDropAudit, type DroppedCommandReason } from "./command-drop-audit";
+import { durationIssues } from "./duration-options";
 import { summarizeRefusals, type EarlyRefusal } from "./refusal-summary";
 import { JournalBacklog, MemoryBacklog, type ForwardBacklog, type SentMark } from "./forward-backlog";
 import {
@@ -183,7 +184,7 @@ export interface SparkplugEdgeNodeOptions {
    * ms. A request within it is not refused: the requests that come inside it are coalesced into
    * one rebirth when it has passed (counted in `commands.rebirthsCoalesced`), so a flood of
    * requests costs one full birth per interval, and every request is followed by a birth.
-   * @default 1000
+   * From 0 to 3,600,000 (1 hour). @default 1000
    */
   readonly minRebirthIntervalMs?: number;
   /**
@@ -245,7 +246,7 @@ export interface SparkplugEdgeNodeOptions {
    * @throws KilnError `KILN_VALIDATION` (path `brokerMaximumPacketSize`) when not a whole number in range.
    */
   readonly brokerMaximumPacketSize?: number;
-  /** How long one connect attempt may take, in ms. @default 10000 */
+  /** How long one connect attempt may take, in ms, from 1 to 3,600,000 (1 hour). @default 10000 */
   readonly connectTimeoutMs?: number;
   /** Time source (message timestamps, reconnect waits). @default SystemClock */
   readonly clock?: Clock;
@@ -838,11 +839,11 @@ export class SparkplugEdgeNode {
       if (issues.length > 0) throw new KilnValidationError("Sparkplug edge node options", issues);
     }
     this.#awaitAcks = options.awaitHostAcks === true;
-    const rebirthInterval = options.minRebirthIntervalMs;
-    if (rebirthInterval !== undefined && !(Number.isFinite(rebirthInterval) && rebirthInterval >= 0))
-      throw new KilnValidationError("Sparkplug edge node options", [
-        { path: "minRebirthIntervalMs", message: "must be a finite number of ms from 0" },
-      ]);
+    const durations = durationIssues([
+      ["minRebirthIntervalMs", options.minRebirthIntervalMs, 0],
+      ["connectTimeoutMs", options.connectTimeoutMs, 1],
+    ]);
+    if (durations.length > 0) throw new KilnValidationError("Sparkplug edge node options", durations);
     const skew = options.maxHostClockSkewMs;
     if (skew !== undefined && !(typeof skew === "number" && skew >= 0))
       throw new KilnValidationError("Sparkplug edge node options", [

@@ -18,7 +18,7 @@ export interface SparkplugHostBatching {
    * How long a sample may wait for a batch to fill while a write slot is free, in ms. While
    * every slot is busy, samples keep gathering: the write that frees a slot takes everything
    * waiting (up to `maxBatchSize`) as one batch, so batches grow with the store's latency
-   * instead of queuing behind it. @default 50
+   * instead of queuing behind it. From 0 to 3,600,000 (1 hour). @default 50
    */
   readonly maxDelayMs?: number;
   /**
@@ -38,13 +38,14 @@ export interface SparkplugHostBatching {
   readonly retry?: ReconnectBackoff;
   /**
    * Time one `writeBatch` or `open` attempt may take, in ms: a store call that hangs fails with
-   * `KILN_TIMEOUT`, counts towards the store breaker and is retried. @default 10000
+   * `KILN_TIMEOUT`, counts towards the store breaker and is retried. From 1 to 3,600,000 (1 hour).
+   * @default 10000
    */
   readonly writeTimeoutMs?: number;
   /**
    * The store breaker (`store:samples`, shared by writes and tag registrations): consecutive
    * failed or timed-out attempts that open it, and how long it stays open before one probe call
-   * may pass. @default { failureThreshold: 5, recoveryTimeMs: 10000 }
+   * may pass (`recoveryTimeMs` from 1 to 3,600,000, 1 hour). @default { failureThreshold: 5, recoveryTimeMs: 10000 }
    */
   readonly breaker?: PortBreakerSettings;
 }

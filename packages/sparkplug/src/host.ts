@@ -42,6 +42,7 @@ import {
 import { tagDataTypeOfSparkplug, type SparkplugMetricDataType } from "./datatypes";
 import { decodeHostState, encodeHostState } from "./host-state";
 import { qualityOfMetric, tagValueOfMetric } from "./host-samples";
+import { durationIssues } from "./duration-options";
 import { HostInbox } from "./host-inbox";
 import { HostSampleWriter, type SparkplugHostBatching } from "./host-sample-writer";
 import { OldestFirstIndex } from "./oldest-first-index";
@@ -123,13 +124,14 @@ export interface SparkplugHostOptions {
   readonly batching?: SparkplugHostBatching;
   /**
    * The shortest interval between two rebirth requests (NCMD `Node Control/Rebirth`) to one edge
-   * node, in ms: more requests in between are counted as suppressed. @default 5000
+   * node, in ms: more requests in between are counted as suppressed. From 0 to 3,600,000 (1 hour).
+   * @default 5000
    */
   readonly rebirthIntervalMs?: number;
   /**
    * The shortest interval between two acknowledgements (NCMD `Kiln/Stored Through`, ADR 0037) to
    * one edge node, in ms. Only edge nodes whose NBIRTH declares `Kiln/Await Acks` get them.
-   * @default 1000
+   * From 0 to 3,600,000 (1 hour). @default 1000
    */
   readonly ackIntervalMs?: number;
   /**
@@ -144,7 +146,7 @@ export interface SparkplugHostOptions {
   /**
    * How long `stop()` waits for the store to take what is held, in ms: for the final
    * acknowledgements (before STATE offline, ADR 0037) and the drain after disconnecting together.
-   * @default 10000
+   * From 0 to 3,600,000 (1 hour). @default 10000
    */
   readonly drainTimeoutMs?: number;
   /**
@@ -153,7 +155,7 @@ export interface SparkplugHostOptions {
    * until its own STATE offline has come back through the broker and no edge node is online
    * (each sent NDEATH, as Sparkplug 3.0 requires of an edge node whose primary host went offline,
    * `[tck-id-message-flow-edge-node-birth-publish-phid-offline]`), or this long.
-   * @default 2000
+   * From 0 to 3,600,000 (1 hour). @default 2000
    */
   readonly stopLingerMs?: number;
   /** Reconnect spacing, on the driver kit's backoff. @default { initialDelayMs: 1000, maxDelayMs: 30000 } */
@@ -164,7 +166,7 @@ export interface SparkplugHostOptions {
    * for MQTT 5, a session expiry of 0, as Sparkplug requires.
    */
   readonly mqtt?: Omit<IClientOptions, "will" | "clean" | "reconnectPeriod">;
-  /** How long one connect attempt may take, in ms. @default 10000 */
+  /** How long one connect attempt may take, in ms, from 1 to 3,600,000 (1 hour). @default 10000 */
   readonly connectTimeoutMs?: number;
   /**
    * How far ahead of the host's clock a live metric's timestamp may be, in ms. A live value
@@ -728,26 +730,28 @@ export class SparkplugHost {
     const batching = options.batching ?? {};
     for (const [field, value, min] of [
       ["maxBatchSize", batching.maxBatchSize, 1],
-      ["maxDelayMs", batching.maxDelayMs, 0],
       ["maxQueuedSamples", batching.maxQueuedSamples, 1],
       ["concurrency", batching.concurrency, 1],
-      ["writeTimeoutMs", batching.writeTimeoutMs, 1],
     ] as const) {
       if (value !== undefined && (!Number.isSafeInteger(value) || value < min)) {
         issues.push({ path: `batching.${field}`, message: `must be a whole number from ${min}` });
       }
     }
-    for (const field of [
-      "rebirthIntervalMs",
-      "drainTimeoutMs",
-      "stopLingerMs",
-      "ackIntervalMs",
-      "maxClockSkewMs",
-    ] as const) {
-      const value = options[field];
-      if (value !== undefined && (!Number.isFinite(value) || value < 0)) {
-        issues.push({ path: field, message: "must be a finite number of ms from 0" });
-      }
+    issues.push(
+      ...durationIssues([
+        ["rebirthIntervalMs", options.rebirthIntervalMs, 0],
+        ["drainTimeoutMs", options.drainTimeoutMs, 0],
+        ["stopLingerMs", options.stopLingerMs, 0],
+        ["ackIntervalMs", options.ackIntervalMs, 0],
+        ["connectTimeoutMs", options.connectTimeoutMs, 1],
+        ["batching.maxDelayMs", batching.maxDelayMs, 0],
+        ["batching.writeTimeoutMs", batching.writeTimeoutMs, 1],
+        ["batching.breaker.recoveryTimeMs", batching.breaker?.recoveryTimeMs, 1],
+      ]),
+    );
+    const skew = options.maxClockSkewMs;
+    if (skew !== undefined && (!Number.isFinite(skew) || skew < 0)) {
+      issues.push({ path: "maxClockSkewMs", message: "must be a finite number of ms from 0" });
     }
     for (const [field, value] of Object.entries(options.limits ?? {})) {
       if (!(field in DEFAULT_LIMITS))
@@ -766,8 +770,11 @@ export class SparkplugHost {
     if (batching.breaker !== undefined && !(Number.isSafeInteger(failureThreshold) && failureThreshold! >= 1)) {
       issues.push({ path: "batching.breaker.failureThreshold", message: "must be a whole number from 1" });
     }
-    if (batching.breaker !== undefined && !(Number.isFinite(recoveryTimeMs) && recoveryTimeMs! > 0)) {
-      issues.push({ path: "batching.breaker.recoveryTimeMs", message: "must be a finite number of ms above 0" });
+    if (batching.breaker !== undefined && recoveryTimeMs === undefined) {
+      issues.push({
+        path: "batching.breaker.recoveryTimeMs",
+        message: "must be a number of ms from 1 to 3600000 (1 hour)",
+      });
     }
     if (issues.length > 0) throw new KilnValidationError("Sparkplug host options", issues);
     this.#groups = new Set(groups);

@@ -352,6 +352,13 @@ describe("options", () => {
     expect(fields({ primaryHostId: "" })).toEqual(["primaryHostId"]);
     expect(fields({ reconnect: { initialDelayMs: 0, maxDelayMs: 1 } })).toEqual(["reconnect.initialDelayMs"]);
     expect(fields({ principal: undefined as never })).toEqual(["principal"]);
+    // Past Node's timer limit a rebirth timer fires after 1 ms: every request would get a birth.
+    expect(fields({ minRebirthIntervalMs: 3e9, connectTimeoutMs: Number.NaN })).toEqual([
+      "minRebirthIntervalMs",
+      "connectTimeoutMs",
+    ]);
+    expect(fields({ reconnect: { initialDelayMs: 1_000, maxDelayMs: 3_600_001 } })).toEqual(["reconnect.maxDelayMs"]);
+    expect(fields({ minRebirthIntervalMs: 3_600_000, connectTimeoutMs: 1 })).toEqual([]);
   });
 });
 

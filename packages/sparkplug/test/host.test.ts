@@ -829,6 +829,35 @@ describe("Sparkplug host: options", () => {
       "drainTimeoutMs",
       "stopLingerMs",
     ]);
+    // Past Node's timer limit (2^31 − 1 ms) a timeout fires after 1 ms: stop() would not linger,
+    // a write would time out at once. Every duration is bounded by 1 hour, as the drivers' are.
+    expect(
+      codeOf({
+        ...base,
+        stopLingerMs: 3e9,
+        ackIntervalMs: 3_600_001,
+        connectTimeoutMs: 0,
+        batching: {
+          maxDelayMs: 3e9,
+          writeTimeoutMs: Number.POSITIVE_INFINITY,
+          breaker: { failureThreshold: 1, recoveryTimeMs: 3e9 },
+        },
+        reconnect: { initialDelayMs: 1_000, maxDelayMs: 3e9 },
+      }),
+    ).toEqual([
+      "stopLingerMs",
+      "ackIntervalMs",
+      "connectTimeoutMs",
+      "batching.maxDelayMs",
+      "batching.writeTimeoutMs",
+      "batching.breaker.recoveryTimeMs",
+    ]);
+    expect(codeOf({ ...base, reconnect: { initialDelayMs: 1_000, maxDelayMs: 3e9 } })).toEqual([
+      "reconnect.maxDelayMs",
+    ]);
+    expect(codeOf({ ...base, stopLingerMs: 3_600_000, connectTimeoutMs: 1, batching: { maxDelayMs: 0 } })).toBe(
+      "accepted",
+    );
     expect(codeOf(base)).toBe("accepted");
   });
 

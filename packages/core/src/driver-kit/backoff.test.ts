@@ -1,6 +1,6 @@
 import { describe, expect, test } from "vitest";
 import { KilnValidationError } from "../domain/errors";
-import { checkBackoff, reconnectDelay, type ReconnectBackoff } from "./backoff";
+import { checkBackoff, MAX_DRIVER_DURATION_MS, reconnectDelay, type ReconnectBackoff } from "./backoff";
 
 describe("reconnectDelay", () => {
   const backoff = { initialDelayMs: 100, maxDelayMs: 1000, multiplier: 2, jitter: 0.5 };
@@ -34,6 +34,13 @@ describe("reconnectDelay", () => {
       [{ initialDelayMs: 0 }, "backoff.initialDelayMs"],
       [{ maxDelayMs: Number.NaN }, "backoff.maxDelayMs"],
       [{ maxDelayMs: 1 }, "backoff.maxDelayMs"],
+      // Past Node's timer limit (2^31 − 1 ms) a delay fires after 1 ms: a hot reconnect loop.
+      [{ maxDelayMs: 3_000_000_000 }, "backoff.maxDelayMs"],
+      [
+        { initialDelayMs: MAX_DRIVER_DURATION_MS + 1, maxDelayMs: MAX_DRIVER_DURATION_MS + 1 },
+        "backoff.initialDelayMs",
+      ],
+      [{ maxDelayMs: MAX_DRIVER_DURATION_MS + 1 }, "backoff.maxDelayMs"],
       [{ multiplier: 0.5 }, "backoff.multiplier"],
       [{ jitter: "sometimes" as never }, "backoff.jitter"],
     ];
@@ -46,6 +53,9 @@ describe("reconnectDelay", () => {
       }
       expect(issues.map((issue) => issue.path)).toContain(path);
     }
+    expect(() =>
+      checkBackoff({ initialDelayMs: MAX_DRIVER_DURATION_MS, maxDelayMs: MAX_DRIVER_DURATION_MS }),
+    ).not.toThrow();
     for (const jitter of ["full", "equal", "none", 0, 1] as const) {
       expect(() => checkBackoff({ ...backoff, jitter })).not.toThrow();
     }

@@ -17,9 +17,12 @@ export const MAX_DRIVER_DURATION_MS = 3_600_000;
  * formula as the core's retry policy ({@link backoffDelay}).
  */
 export interface ReconnectBackoff {
-  /** Delay before the first reconnect attempt, in ms. > 0 (0 would retry a dead device in a hot loop). */
+  /**
+   * Delay before the first reconnect attempt, in ms. > 0 (0 would retry a dead device in a hot
+   * loop), at most {@link MAX_DRIVER_DURATION_MS} (1 hour).
+   */
   readonly initialDelayMs: number;
-  /** Upper bound of any delay, before jitter, in ms. ≥ `initialDelayMs`. */
+  /** Upper bound of any delay, before jitter, in ms. ≥ `initialDelayMs`, at most {@link MAX_DRIVER_DURATION_MS} (1 hour). */
   readonly maxDelayMs: number;
   /** Growth factor from one attempt to the next. A finite number ≥ 1. @default 2 */
   readonly multiplier?: number;
@@ -69,7 +72,8 @@ const JITTER_KINDS: ReadonlySet<unknown> = new Set(["full", "equal", "none"]);
 
 /**
  * The one check of a {@link ReconnectBackoff}: `initialDelayMs` a finite number > 0,
- * `maxDelayMs` finite and ≥ `initialDelayMs`, `multiplier` (when given) finite and ≥ 1,
+ * `maxDelayMs` finite and ≥ `initialDelayMs`, both at most {@link MAX_DRIVER_DURATION_MS}
+ * (a longer delay overflows Node's timer and retries after 1 ms), `multiplier` (when given) finite and ≥ 1,
  * `jitter` (when given) `"full"`, `"equal"`, `"none"` or a fraction in `[0, 1]`. NaN fails every rule.
  *
  * @param path the field path of `backoff` in the caller's options, for the issues (`"reconnect"`).
@@ -80,16 +84,21 @@ export function checkBackoff(backoff: ReconnectBackoff, path = "backoff"): void 
   const field = (name: string): string => (path === "" ? name : `${path}.${name}`);
   const { initialDelayMs, maxDelayMs, multiplier, jitter } = (backoff ?? {}) as Partial<ReconnectBackoff>;
   const finite = (value: unknown): value is number => typeof value === "number" && Number.isFinite(value);
-  if (!finite(initialDelayMs) || initialDelayMs <= 0) {
+  if (!finite(initialDelayMs) || initialDelayMs <= 0 || initialDelayMs > MAX_DRIVER_DURATION_MS) {
     issues.push({
       path: field("initialDelayMs"),
-      message: `must be a finite number > 0, got ${String(initialDelayMs)}`,
+      message: `must be a finite number > 0 and at most ${MAX_DRIVER_DURATION_MS} (1 hour), got ${String(initialDelayMs)}`,
     });
   }
-  if (!finite(maxDelayMs) || !(maxDelayMs >= (finite(initialDelayMs) ? initialDelayMs : 0)) || maxDelayMs <= 0) {
+  if (
+    !finite(maxDelayMs) ||
+    !(maxDelayMs >= (finite(initialDelayMs) ? initialDelayMs : 0)) ||
+    maxDelayMs <= 0 ||
+    maxDelayMs > MAX_DRIVER_DURATION_MS
+  ) {
     issues.push({
       path: field("maxDelayMs"),
-      message: `must be a finite number > 0 and at least initialDelayMs, got ${String(maxDelayMs)}`,
+      message: `must be a finite number > 0, at least initialDelayMs and at most ${MAX_DRIVER_DURATION_MS} (1 hour), got ${String(maxDelayMs)}`,
     });
   }
   if (multiplier !== undefined && (!finite(multiplier) || multiplier < 1)) {
