@@ -3,11 +3,10 @@ import { MAX_DRIVER_DURATION_MS } from "@kiln/core/driver-kit";
 
 /**
  * The issues of duration options, in ms, that the host or edge node feeds to a timer or compares
- * with a time: each, when given, a finite number from `min` to `MAX_DRIVER_DURATION_MS` (1 hour).
- * Node's timers fire after 1 ms when given more than 2^31 − 1 ms (about 24.8 days), so a
- * `stopLingerMs` of 3e9 would not linger at all and a `minRebirthIntervalMs` of 3e9 would allow
- * a birth per request; a longer setting is a typo, not a choice (as for the drivers, core's
- * driver kit).
+ * with a time: each, when given, a finite number from `min` to `MAX_DRIVER_DURATION_MS` (1 hour),
+ * the drivers' bound. A raw Node timer fires after 1 ms when given more than 2^31 − 1 ms (about
+ * 24.8 days): `stopLingerMs` (a `setTimeout`) and `connectTimeoutMs` (MQTT.js's) would end at
+ * once; a longer setting is a typo, not a choice.
  *
  * @param entries `[path, value, min]` per option; `value` undefined means the default.
  */

@@ -352,7 +352,7 @@ describe("options", () => {
     expect(fields({ primaryHostId: "" })).toEqual(["primaryHostId"]);
     expect(fields({ reconnect: { initialDelayMs: 0, maxDelayMs: 1 } })).toEqual(["reconnect.initialDelayMs"]);
     expect(fields({ principal: undefined as never })).toEqual(["principal"]);
-    // Past Node's timer limit a rebirth timer fires after 1 ms: every request would get a birth.
+    // Durations are bounded by 1 hour, as the drivers' are (a raw timer past 2^31 − 1 ms fires after 1 ms).
     expect(fields({ minRebirthIntervalMs: 3e9, connectTimeoutMs: Number.NaN })).toEqual([
       "minRebirthIntervalMs",
       "connectTimeoutMs",
