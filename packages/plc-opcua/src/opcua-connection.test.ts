@@ -1,5 +1,7 @@
 import {
   AttributeIds,
+  DataType,
+  DataValue as DataValueClass,
   ReadRequest,
   RepublishRequest,
   resolveNodeId,
@@ -10,7 +12,7 @@ import {
   type TransferSubscriptionsResponse,
 } from "node-opcua-client";
 import { describe, expect, test } from "vitest";
-import { linkRequestKind, readWithinLinkBound, refuseSubscriptionTransfers } from "./opcua-connection";
+import { linkRequestKind, readServerInfo, readWithinLinkBound, refuseSubscriptionTransfers } from "./opcua-connection";
 
 // CI on 90b0f66: a stall right after a reconnect was declared at requestMs (10 s), not at 2
 // keep-alive periods: a request of the driver's or node-opcua's own upkeep was in flight, and the
@@ -85,5 +87,87 @@ describe("refuseSubscriptionTransfers", () => {
     const transfer = (session as unknown as { transferSubscriptions: Transfer }).transferSubscriptions;
     expect((await transfer({ subscriptionIds: [] }))?.results).toEqual([]);
     expect((await transfer({ subscriptionIds: [7] }))?.results?.[0]?.statusCode.isGood()).toBe(false);
+  });
+});
+
+// Adversarial review adv13m, MEDIUM-3: a server whose MaxNodesPerRead is below the 5 values of the
+// server-info read refused it (BadTooManyOperations) and the connect failed. The values are read
+// one by one then; a limit the server will not give is "no limit" (docs/adr/0022, amendment fix13o).
+describe("readServerInfo on a server that refuses the combined read", () => {
+  const fault = (name: string, code: number) =>
+    Object.assign(new Error(`serviceResult = ${name} (0x${code.toString(16)})`), {
+      response: { responseHeader: { serviceResult: { value: code } } },
+    });
+  const TOO_MANY = 0x80100000;
+  const number = (value: number) => new DataValueClass({ value: { dataType: DataType.UInt32, value } });
+  const namespaces = new DataValueClass({
+    value: { dataType: DataType.String, value: ["http://opcfoundation.org/UA/", "urn:plc"] },
+  });
+
+  function fakeSession(answer: (count: number, index: number) => DataValue): {
+    session: ClientSession;
+    sizes: number[];
+  } {
+    const sizes: number[] = [];
+    let calls = 0;
+    const session = {
+      read: (nodes: unknown[]) => {
+        sizes.push(nodes.length);
+        const index = calls++ - 1;
+        if (nodes.length > 2) return Promise.reject(fault("BadTooManyOperations", TOO_MANY));
+        try {
+          return Promise.resolve([answer(nodes.length, index)]);
+        } catch (error) {
+          return Promise.reject(error as Error);
+        }
+      },
+    } as unknown as ClientSession;
+    return { session, sizes };
+  }
+
+  test("one Read per value after BadTooManyOperations; the server's limits kept, capped by the options", async () => {
+    const { session, sizes } = fakeSession((_count, index) => (index === 0 ? namespaces : number(2)));
+    const info = await readServerInfo(session, { maxNodesPerWrite: 1 });
+    expect(sizes).toEqual([5, 1, 1, 1, 1, 1]);
+    expect(info.namespaceArray).toEqual(["http://opcfoundation.org/UA/", "urn:plc"]);
+    expect(info.limits).toEqual({
+      maxNodesPerRead: 2,
+      maxNodesPerWrite: 1,
+      maxNodesPerBrowse: 2,
+      maxMonitoredItemsPerCall: 2,
+    });
+  });
+
+  test("a limit whose own Read is refused is no limit (the option's cap if any); a refused namespace array fails", async () => {
+    const { session } = fakeSession((_count, index) => {
+      if (index === 0) return namespaces;
+      if (index === 2) throw fault("BadServiceUnsupported", 0x800b0000);
+      return number(2);
+    });
+    const info = await readServerInfo(session, { maxNodesPerBrowse: 50 });
+    expect(info.limits).toEqual({
+      maxNodesPerRead: 2,
+      maxNodesPerWrite: 0,
+      maxNodesPerBrowse: 2,
+      maxMonitoredItemsPerCall: 2,
+    });
+
+    const refused = fakeSession((_count, index) => {
+      if (index === 0) throw fault("BadUserAccessDenied", 0x801f0000);
+      return number(2);
+    });
+    await expect(readServerInfo(refused.session, {})).rejects.toThrow(/BadUserAccessDenied/);
+  });
+
+  test("a connection loss on the combined read is thrown, not answered by reading one by one", async () => {
+    const sizes: number[] = [];
+    const session = {
+      read: (nodes: unknown[]) => {
+        sizes.push(nodes.length);
+        return Promise.reject(fault("BadConnectionClosed", 0x80ae0000));
+      },
+    } as unknown as ClientSession;
+    await expect(readServerInfo(session, {})).rejects.toThrow(/BadConnectionClosed/);
+    expect(sizes).toEqual([5]);
   });
 });

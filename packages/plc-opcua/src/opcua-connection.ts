@@ -22,7 +22,7 @@ import { KilnError, type Clock } from "@kiln/core";
 import { raceAbort } from "@kiln/core/driver-kit";
 import { certificateDer, privateKeyPem } from "./opcua-certificates";
 import type { ResolvedOpcuaDriverOptions } from "./opcua-driver-options";
-import { connectError } from "./opcua-errors";
+import { connectError, isConnectionLoss, statusOfError } from "./opcua-errors";
 import { markReplayedNotifications } from "./opcua-replayed-notifications";
 import { effectiveKeepAliveMs, linkSilenceMs } from "./opcua-subscription-timing";
 import type { SubscriptionConnection } from "./opcua-tag-subscription";
@@ -385,11 +385,29 @@ export interface ServerInfo {
   readonly limits: OperationLimits;
 }
 
+/**
+ * Reads the server's namespace array and operation limits (capped by `caps`; 0: no limit). In one
+ * Read when the server allows it; a server whose MaxNodesPerRead is below the five values, or that
+ * refuses the combined Read with another service-level status (a ServiceFault such as
+ * BadTooManyOperations), gets them one Read each: the namespace array must be read, each limit is
+ * optional (a refused or bad limit means "no limit", capped by `caps`). Nothing else can be
+ * chunked before MaxNodesPerRead is known (docs/adr/0022, amendment fix13o).
+ *
+ * @throws the combined Read's error when it is a connection loss or carries no status, or the
+ *   namespace array's own Read's error.
+ */
 export async function readServerInfo(
   session: ClientSession,
   caps: ResolvedOpcuaDriverOptions["limits"],
 ): Promise<ServerInfo> {
-  const values = await session.read(SERVER_INFO_NODES.map((node) => ({ ...node })));
+  let values: readonly (DataValue | undefined)[];
+  try {
+    values = await session.read(SERVER_INFO_NODES.map((node) => ({ ...node })));
+  } catch (error) {
+    const status = statusOfError(error);
+    if (status === undefined || isConnectionLoss(status)) throw error;
+    values = await readOneByOne(session, SERVER_INFO_NODES);
+  }
   const namespaces = values[0];
   const namespaceArray =
     namespaces?.statusCode.isGood() && Array.isArray(namespaces.value.value)
@@ -410,6 +428,27 @@ export async function readServerInfo(
       maxMonitoredItemsPerCall: limit(4, caps.maxMonitoredItemsPerCall),
     },
   };
+}
+
+/**
+ * Reads each of `nodes` in a Read of its own ({@link readServerInfo}): the first must succeed (its
+ * error is thrown), a later one that fails yields `undefined` (read as "no limit").
+ */
+async function readOneByOne(
+  session: ClientSession,
+  nodes: readonly { readonly nodeId: NodeId; readonly attributeId: number }[],
+): Promise<(DataValue | undefined)[]> {
+  const values: (DataValue | undefined)[] = [];
+  for (const [index, node] of nodes.entries()) {
+    try {
+      values.push((await session.read([{ ...node }]))[0]);
+    } catch (error) {
+      const status = statusOfError(error);
+      if (index === 0 || status === undefined || isConnectionLoss(status)) throw error;
+      values.push(undefined);
+    }
+  }
+  return values;
 }
 
 export function sameServerInfo(connection: Connection, info: ServerInfo): boolean {

@@ -84,8 +84,13 @@ interface Entry {
   useDeadband: boolean;
   /** The status last reported for a failed item, so a repeated failure is not re-reported. */
   reportedStatus: number | undefined;
-  /** A live (not replayed) notification arrived since the last connection loss. */
+  /** A live (not replayed) notification, or a usable read answer, arrived since the last connection loss. */
   liveSinceLoss: boolean;
+  /**
+   * The reason last delivered for a read of the current value after a repair that gave the tag no
+   * usable value (refused Read, bad or missing result), so a repeat is not delivered again.
+   */
+  unreadReason: string | undefined;
 }
 
 const FILTER_REFUSALS = new Set([
@@ -134,6 +139,12 @@ export class OpcuaTagSubscription {
   #currentUnread = false;
   /** Counts losses, so a read answered after a newer loss is not delivered. */
   #losses = 0;
+  /** Failed reads of current values since the last loss or success: the backoff's attempt ({@link #readFailed}). */
+  #readAttempt = 0;
+  /** Clock ms before which no read of current values is sent (its backoff after a failure). */
+  #readNotBefore = 0;
+  /** The refusal of a whole read last logged as a warning, so a repeat is logged at debug only. */
+  #readRefusal: string | undefined;
 
   constructor(
     tags: readonly Tag[],
@@ -152,6 +163,7 @@ export class OpcuaTagSubscription {
       useDeadband: true,
       reportedStatus: undefined,
       liveSinceLoss: true,
+      unreadReason: undefined,
     }));
     this.#options = options;
     this.#onSamples = onSamples;
@@ -188,9 +200,13 @@ export class OpcuaTagSubscription {
   connectionLost(reason?: string): void {
     this.#cancelRetry();
     const now = this.#context.clock.now();
-    for (const entry of this.#entries) entry.liveSinceLoss = false;
+    for (const entry of this.#entries) {
+      entry.liveSinceLoss = false;
+      entry.unreadReason = undefined;
+    }
     this.#currentUnread = true;
     this.#losses++;
+    this.#resetReadBackoff();
     this.#emit(this.#entries.map((entry) => staleSample(entry.tag, entry.lastValue, now, reason)));
   }
 
@@ -202,6 +218,7 @@ export class OpcuaTagSubscription {
     this.#cancelRetry();
     this.#cancelWatchdog();
     this.#losses++;
+    this.#resetReadBackoff();
     const now = this.#context.clock.now();
     this.#emit(
       this.#entries.map((entry) => {
@@ -310,6 +327,9 @@ export class OpcuaTagSubscription {
    */
   #deliversAgain(): void {
     if (!this.#currentUnread || this.#readingCurrent || this.#closed) return;
+    // After a failed read, the next one waits for its backoff: a server refusing the Read is not
+    // asked again at every Publish answer (docs/adr/0022, amendment fix13o).
+    if (this.#context.clock.now() < this.#readNotBefore) return;
     const connection = this.#context.connection();
     if (!connection || connection.session !== this.#session) return;
     this.#readingCurrent = true;
@@ -321,8 +341,12 @@ export class OpcuaTagSubscription {
   /**
    * Reads the current value of every tag no live notification has reached since the last loss (its
    * item works on the server). The read is delivered only to tags still without a live value when
-   * it answers; a replay that comes after it is not delivered. Best effort: on failure the tags stay
-   * `uncertain` until their next notification or the next live Publish answer tries again.
+   * it answers; a replay that comes after it is not delivered. A Good or Uncertain result is
+   * delivered and the tag is done. A tag the read gives no usable value stays `uncertain` (last
+   * value) with the reason (the per-node status, a missing result, or the Read's refusal) and is
+   * read again at a later live Publish answer, on the monitored-item retry backoff: its monitored
+   * item works, so a value unchanged since the outage gets no notification, and a bad read result
+   * delivered as the tag's value would stay bad forever (docs/adr/0022, amendment fix13o).
    */
   async #readCurrentValues(connection: SubscriptionConnection): Promise<void> {
     const waiting = this.#entries.filter(
@@ -330,33 +354,111 @@ export class OpcuaTagSubscription {
     );
     const losses = this.#losses;
     const perRead = connection.limits?.maxNodesPerRead || waiting.length;
+    let unread = false;
     for (let start = 0; start < waiting.length; start += perRead) {
       const chunk = waiting.slice(start, start + perRead);
-      let values: DataValue[];
+      let values: readonly (DataValue | undefined)[];
       try {
         values = await readWithinLinkBound(
           connection.session,
           chunk.map((entry) => ({ nodeId: entry.nodeId!, attributeId: AttributeIds.Value })),
         );
       } catch (error) {
-        this.#context.logger.debug({ err: error }, "reading current values after a repair failed");
+        if (this.#closed || this.#losses !== losses) return;
+        this.#readRefused(error, waiting.slice(start));
         return;
       }
       // Lost again while reading: the answer may predate the new loss.
       if (this.#closed || this.#losses !== losses) return;
       const now = this.#context.clock.now();
       const samples: Sample[] = [];
+      // Results come in the order of the nodes (OPC UA Part 4 5.10.2); an answer with another
+      // count cannot be attributed to tags, so none of it is delivered.
+      const complete = values.length === chunk.length;
       chunk.forEach((entry, index) => {
-        const dataValue = values[index];
-        if (!dataValue || entry.liveSinceLoss) return;
+        if (entry.liveSinceLoss) return;
+        const dataValue = complete ? values[index] : undefined;
+        if (!dataValue || dataValue.statusCode.isBad()) {
+          unread = true;
+          const why = dataValue
+            ? `answered ${statusNameOf(dataValue.statusCode.value)} for it`
+            : `gave ${values.length} results for ${chunk.length} nodes`;
+          const sample = this.#unreadSample(entry, `the read of the current value after a repair ${why}`, now);
+          if (sample) samples.push(sample);
+          return;
+        }
         entry.liveSinceLoss = true;
+        entry.unreadReason = undefined;
         const sample = sampleFromDataValue(entry.tag, dataValue, now);
         if (sample.value !== null) entry.lastValue = sample.value;
         samples.push(sample);
       });
       this.#emit(samples);
     }
+    if (unread) {
+      this.#readFailed();
+      return;
+    }
     this.#currentUnread = false;
+    this.#resetReadBackoff();
+  }
+
+  /**
+   * The server refused a whole read of current values (a ServiceFault such as BadTooManyOperations
+   * or BadServiceUnsupported, or the call failed): the tags of `entries` still without a live
+   * value stay `uncertain` with the reason, logged once per distinct reason, and the read waits
+   * for its backoff ({@link #readFailed}).
+   */
+  #readRefused(error: unknown, entries: readonly Entry[]): void {
+    const status = statusOfError(error);
+    const why = status?.statusName ?? (error instanceof Error ? error.message : String(error));
+    const reason = `the read of current values after a repair failed (${why})`;
+    if (this.#readRefusal === reason) {
+      this.#context.logger.debug({ err: error }, `${reason}; read again on a backoff`);
+    } else {
+      this.#readRefusal = reason;
+      this.#context.logger.warn(
+        { err: error, statusName: status?.statusName, tags: entries.length },
+        `${reason}; the tags stay uncertain and are read again on a backoff`,
+      );
+    }
+    const now = this.#context.clock.now();
+    const samples: Sample[] = [];
+    for (const entry of entries) {
+      if (entry.liveSinceLoss) continue;
+      const sample = this.#unreadSample(entry, reason, now);
+      if (sample) samples.push(sample);
+    }
+    this.#emit(samples);
+    this.#readFailed();
+  }
+
+  /**
+   * The tag's last value as `uncertain` with `reason` (read again on a backoff), unless that reason
+   * was delivered already.
+   */
+  #unreadSample(entry: Entry, reason: string, now: number): Sample | undefined {
+    const full = `${reason}; read again on a backoff`;
+    if (entry.unreadReason === full) return undefined;
+    entry.unreadReason = full;
+    return staleSample(entry.tag, entry.lastValue, now, full);
+  }
+
+  /** A read of current values left tags without a value: the next one waits for the retry backoff. */
+  #readFailed(): void {
+    this.#readAttempt++;
+    const delay = reconnectDelay(
+      this.#readAttempt,
+      { ...this.#context.retry, jitter: RETRY_JITTER },
+      this.#context.random,
+    );
+    this.#readNotBefore = this.#context.clock.now() + delay;
+  }
+
+  #resetReadBackoff(): void {
+    this.#readAttempt = 0;
+    this.#readNotBefore = 0;
+    this.#readRefusal = undefined;
   }
 
   async #resolveNodeIds(connection: SubscriptionConnection): Promise<void> {
@@ -650,7 +752,10 @@ export class OpcuaTagSubscription {
       );
       return;
     }
-    if (!replayed) entry.liveSinceLoss = true;
+    if (!replayed) {
+      entry.liveSinceLoss = true;
+      entry.unreadReason = undefined;
+    }
     const sample = replayed ? replayedSample(read) : read;
     if (sample.value !== null) entry.lastValue = sample.value;
     this.#emit([sample]);
