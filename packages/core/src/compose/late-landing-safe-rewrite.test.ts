@@ -237,3 +237,32 @@ describe("failed safe writes do not pile up in the tag's ledger (review 15m, M3)
     expect(writer.ledgerSize("t")).toBe(0);
   });
 });
+
+// Review 15m, LOW: a fault answered with the machine's faulted state although its safe write was
+// refused. Kept (a rejection would say the fault did not act, and it did: the machine is
+// faulted); what the answer means is documented (`sendMachineCommand`) and pinned here: the
+// refusal is in the command's `:fail`, in health until the tag is written safe, never hidden.
+describe("a stop or fault whose safe write was refused answers its state and tells the refusal elsewhere (review 15m, LOW)", () => {
+  test("the fault resolves the faulted state; its :fail and health() name the refused safe write until the machine is reset", async () => {
+    const parts = await hostile();
+    const { system } = parts;
+    let refuse = true;
+    parts.setHold((tag, value) =>
+      tag === "heater.setpoint" && value === 0 && refuse
+        ? new KilnError("KILN_WRITE_REJECTED", "device refused 0", { details: { sent: false } })
+        : false,
+    );
+    expect(await system.sendMachineCommand(admin, "fault")).toBe("error");
+    await sleep(20);
+    expect(failsOf(parts)).toMatchObject([
+      { outcome: "failed", reason: expect.stringContaining("safe-state heater.setpoint: KILN_WRITE_REJECTED") },
+    ]);
+    expect(parts.problems()).toContain("safe-state write of heater.setpoint failed");
+    await system.sendMachineCommand(admin, "reset");
+    expect(parts.problems()).not.toContain("safe-state write of heater.setpoint failed");
+    refuse = false;
+    expect(await system.sendMachineCommand(admin, "fault")).toBe("error");
+    expect(parts.problems()).not.toContain("safe-state write of heater.setpoint failed");
+    await system.stop();
+  });
+});
