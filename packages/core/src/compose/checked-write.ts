@@ -40,8 +40,9 @@ export interface TagWriteOptions {
   readonly origin?: { readonly processId: string; readonly principal?: string };
   /**
    * The safe state's announcement of this write ({@link TagWriter.reserveSafeWrite}): the write is
-   * the safe state's own, never refused for backlog (`maxCallsOutPerTag`), and what the tag must
-   * end with from the moment it was announced (review 15k, H1/H2).
+   * the safe state's own, never refused for the backlog of other writes (`maxCallsOutPerTag`;
+   * bounded only by its own, see there), and what the tag must end with from the moment it was
+   * announced (review 15k, H1/H2).
    */
   readonly reservation?: { readonly tag: string; release(): void };
 }
@@ -95,7 +96,8 @@ export interface TagWriter {
    * them (it is then not sent, and rejects with the signal's reason); once sent, a write is not cut
    * off (the request may be on the fieldbus): it settles within the driver's write timeout.
    * @throws `KILN_TAG_UNKNOWN`, `KILN_TAG_NOT_WRITABLE`, `KILN_OUT_OF_RANGE`, `KILN_VALIDATION`,
-   *   `KILN_BUFFER_FULL` while too many writes of the tag are out (see `maxCallsOutPerTag`),
+   *   `KILN_BUFFER_FULL` while too many writes of the tag are out (see `maxCallsOutPerTag`; for
+   *   the safe state's own writes, too many of them: `details.safeState: true`),
    *   `KILN_LIFECYCLE` while the system is not running (for `duringStop` writes: not running or
    *   stopping), the signal's reason (aborted before it was sent), or the device's error
    *   (`KILN_TIMEOUT`, `KILN_CIRCUIT_OPEN`, `KILN_WRITE_REJECTED`...).
@@ -180,9 +182,14 @@ export interface CheckedTagWriterOptions {
    * write of the tag is refused `KILN_BUFFER_FULL` (`details: { tag, rule: "maxCallsOutPerTag",
    * limit }`) until some settle, so a driver that never settles (and ignores abort) cannot make the
    * ledger grow without end (adversarial review 15h, H4). The safe state's own writes (announced,
-   * {@link TagWriter.reserveSafeWrite}) are never refused: past the bound one goes unless the tag's
-   * latest pending write is already a safe-state write of that value, which it then joins (review
-   * 15k, H1). Anyone else's write of the safe value is bounded like any write (review 15k, M2).
+   * {@link TagWriter.reserveSafeWrite}) are not refused for that backlog (review 15k, H1): past
+   * the bound one joins the tag's latest pending write when that is a safe-state write of the same
+   * value still waiting for its answer (answered by it, no call added); else it is sent, as long
+   * as fewer than this many of the safe state's own writes of the tag are out or queued; past
+   * that it is refused `KILN_BUFFER_FULL` with `details.safeState: true` (review 15m, H1). A
+   * safe-state write already answered (given up at its timeout, refused) is never joined: a safe
+   * state asked for again writes again. Anyone else's write of the safe value is bounded like any
+   * write (review 15k, M2).
    * @default 32
    */
   readonly maxCallsOutPerTag?: number;
@@ -283,10 +290,18 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
   }
 
   /**
-   * Past the per-tag bound, the safe state's write still goes (never refused for backlog, review
-   * 15k H1) unless the tag's latest pending write is already a safe-state write of that value: it
-   * then joins that write (answered by it) and adds no call, so repeated safe states on a device
-   * that never answers cannot grow the ledger without end (review 15i, H1). Undefined: issue it.
+   * Past the per-tag bound, the safe state's write still goes (never refused for the backlog of
+   * other writes, review 15k H1), with two limits so a device that never answers cannot grow the
+   * ledger without end (reviews 15i H1, 15m H1):
+   * - while the tag's latest pending write is a safe-state write of the same value **still waiting
+   *   for its answer** (not sent yet, or sent and within its timeout), it joins that write: answered
+   *   by it, no call added. A safe-state write already answered (given up at its timeout, refused)
+   *   is never joined: a safe state asked for again then writes again, with its own answer.
+   * - at most `maxCallsOutPerTag` of the safe state's own writes of the tag may be out or queued
+   *   on top: past them it is refused `KILN_BUFFER_FULL` (`details.safeState: true`), a new
+   *   refusal of its own, never an earlier write's answer.
+   * Undefined: issue it.
+   * @throws `KILN_BUFFER_FULL` past both bounds.
    */
   #joinedSafeWrite(tag: string, value: TagValue, reserved: LedgerEntry): Promise<TagValue | undefined> | undefined {
     const { maxCallsOutPerTag: limit = 32 } = this.#options;
@@ -294,11 +309,24 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
     const pending = ledger.filter((entry) => entry !== reserved && (entry.state === "queued" || entry.state === "out"));
     if (pending.length < limit) return undefined;
     const latest = pending.at(-1);
-    if (latest?.safe !== true || latest.sent === undefined || !sameTagValue(latest.value ?? latest.requested, value))
-      return undefined;
-    reserved.reserved = false;
-    ledger.splice(ledger.indexOf(reserved), 1);
-    return latest.sent;
+    if (
+      latest?.safe === true &&
+      latest.sent !== undefined &&
+      latest.answered !== true &&
+      sameTagValue(latest.value ?? latest.requested, value)
+    ) {
+      reserved.reserved = false;
+      ledger.splice(ledger.indexOf(reserved), 1);
+      return latest.sent;
+    }
+    // Announced writes not made yet are not out: only the safe state's writes issued count.
+    const safeOut = pending.filter((entry) => entry.safe && entry.sent !== undefined).length;
+    if (safeOut < limit) return undefined;
+    throw new KilnError(
+      "KILN_BUFFER_FULL",
+      `Cannot write the safe state's ${String(value)} to ${tag}: ${pending.length} writes of it are out at the device or waiting their turn, ${safeOut} of them the safe state's own (at most ${limit} of each, maxCallsOutPerTag): the device is not settling writes of ${tag}.`,
+      { details: { tag, rule: "maxCallsOutPerTag", limit, out: pending.length, safeState: true } },
+    );
   }
 
   /**
@@ -367,10 +395,12 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
     entry.sent = sent;
     sent.then(
       () => {
+        entry.answered = true;
         if (deviceCall === undefined) this.#fail(tag, entry);
         else void deviceCall.then((outcome) => this.#settle(tag, entry, outcome ?? "failed", undefined));
       },
       (error: unknown) => {
+        entry.answered = true;
         if (deviceCall === undefined) {
           this.#fail(tag, entry);
           return;
@@ -595,8 +625,9 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
   /**
    * Forgets a tag's ledger once none of its writes can land any more; meanwhile keeps only what
    * {@link #mustEndWith} can reach: the pending writes, and the settled ones up to the latest that
-   * landed (or may have), so a call that never settles does not make the ledger grow with every
-   * later write.
+   * landed (or may have) or the latest settled safe-state write (it decides, whatever came
+   * before it), so a call that never settles does not make the ledger grow with every later
+   * write, nor with every safe state the device refuses (review 15m, M3).
    */
   #prune(tag: string): void {
     const ledger = this.#ledger.get(tag);
@@ -616,10 +647,20 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
         // the device refuses behind a call that never settles do not pile up (review 15k, M3).
         if (entry.state === "failed" && !entry.safe) continue;
         kept.push(entry);
-        reached = entry.state === "landed" || entry.state === "unknown";
+        // A settled safe-state write is where #mustEndWith stops: an older failed one is never
+        // reached, nor anything settled before it.
+        reached = entry.state === "landed" || entry.state === "unknown" || entry.safe;
       }
     }
     this.#ledger.set(tag, kept.reverse());
+  }
+
+  /**
+   * How many writes of `tag` the ledger holds (pending, and the settled ones {@link #mustEndWith}
+   * can still reach). Internal, for tests of the ledger's bound (review 15m, M3).
+   */
+  ledgerSize(tag: string): number {
+    return this.#ledger.get(tag)?.length ?? 0;
   }
 
   /** @inheritDoc WatchesLateCalls.lateCalls */
@@ -786,8 +827,10 @@ interface LedgerEntry {
   readonly safe: boolean;
   /** A safe-state write announced and not issued yet: its value is `requested`. */
   reserved?: boolean;
-  /** The write's answer once issued (a safe-state write past the bound joins it). */
+  /** The write's answer once issued (a safe-state write past the bound joins it while it is not `answered`). */
   sent?: Promise<TagValue | undefined>;
+  /** True once `sent` settled: the write was answered (landed, refused, or given up at its timeout; review 15m, H1). */
+  answered?: boolean;
   /** The value sent (undefined until it is). */
   value: TagValue | undefined;
   state: "queued" | "out" | DeviceOutcome;

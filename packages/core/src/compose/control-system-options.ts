@@ -1,7 +1,8 @@
 import { z } from "zod";
 import type { AlarmDefinitionInput } from "../alarms/alarm-definition";
 import { KilnValidationError, type ValidationIssue } from "../domain/errors";
-import { frozenTagValue, TagCatalog, tagValueProblem, type TagValue } from "../domain/tags";
+import { frozenTagValue, TagCatalog, type TagValue } from "../domain/tags";
+import { safeStateIssues } from "../recipes/safe-state";
 import { issuesFromZod } from "../domain/validation";
 import { DEFAULT_SPOOL_MAX_BYTES } from "../logging/sample-logger";
 import type { Clock } from "../ports/clock";
@@ -413,6 +414,15 @@ export interface ControlSystemOptions {
   /** The machine's state model and the safe state applied on abort and interlock trips. */
   readonly machine?: {
     readonly model?: "kiln" | "packml";
+    /**
+     * The writes that make the machine safe, in order: each a writable tag of `tags` with a value
+     * that fits it (checked like any write), **each tag at most once** (a tag listed again is
+     * refused: it would leave two values the tag must end with).
+     * @throws `KILN_VALIDATION` from `createControlSystem` naming the entry:
+     *   `machine.safeState[3].tag` (unknown, read-only, or already listed),
+     *   `machine.safeState[3].value` (`value[1]` for an array tag's element).
+     * @default []
+     */
     readonly safeState?: readonly { readonly tag: string; readonly value: TagValue }[];
   };
   /**
@@ -510,23 +520,12 @@ export function resolveControlSystemOptions(input: ControlSystemOptions): Resolv
       });
     }
   }
-  options.machine.safeState.forEach((entry, index) => {
-    const tag = options.tags.find(entry.tag);
-    if (!tag) issues.push({ path: `machine.safeState[${index}].tag`, message: `unknown tag "${entry.tag}"` });
-    else if (tag.access !== "readwrite") {
-      issues.push({ path: `machine.safeState[${index}].tag`, message: `tag "${entry.tag}" is read-only` });
-    } else {
-      // Validated like any write of the tag (scalar or array; the element named: value[3]).
-      const problem = tagValueProblem(tag, entry.value);
-      if (problem !== undefined) {
-        const element = problem.element === undefined ? "" : `[${problem.element}]`;
-        issues.push({ path: `machine.safeState[${index}].value${element}`, message: problem.message });
-      } else {
-        // A frozen copy: the host's array changed later does not change the safe state.
-        (entry as { value: TagValue }).value = frozenTagValue(entry.value);
-      }
-    }
-  });
+  // The safe state's rules live in one place, the recipe executor's too (review 15m, M2).
+  const safeStateProblems = safeStateIssues(options.tags, options.machine.safeState, "machine.safeState");
+  issues.push(...safeStateProblems);
+  // A frozen copy: the host's array changed later does not change the safe state.
+  if (safeStateProblems.length === 0)
+    for (const entry of options.machine.safeState) (entry as { value: TagValue }).value = frozenTagValue(entry.value);
   if (issues.length > 0) throw new KilnValidationError("control system options", issues);
   return options as ResolvedControlSystemOptions;
 }

@@ -1329,7 +1329,17 @@ export class ControlSystem {
    * waiting; ADR 0042, amendments 15y and 15z). A fault or abort during a stop escalates it (the
    * machine ends faulted). They answer once their effect is done: the safe state written and the
    * machine at its end state, not after the process record's final save (with a journal, once
-   * their entry is journaled). Every other command is refused while a process runs, and without one a command
+   * their entry is journaled). **Their answer says the command acted, not that the plant is
+   * safe** (review 15m, LOW): it resolves with the end state (`error` for a Kiln `fault`) even
+   * when a safe-state write failed (the device refused it, it was given up at its timeout, or the
+   * per-tag bound refused it `KILN_BUFFER_FULL`): rejecting would say the stop did not act, and it
+   * did. Such a failure is told, never hidden: in the command's `<id>:fail` audit entry (outcome
+   * `failed`, reason `safe-state <tag>: <code>: <message>`, with any other problem met, such as
+   * a refused pulse `off`), and in `health().problems` (`safe-state write of <tag> failed ...`)
+   * until the machine is reset or a later safe state writes the tag. A host that must know
+   * whether the safe state was written checks `health()` once the command answers; with a process,
+   * `abortProcess` answers its problems (`ProcessResult.problems`). A stop, fault or abort asked for
+   * again writes the safe state again, each write with its own answer (ADR 0042, 15n). Every other command is refused while a process runs, and without one a command
    * that would enter a process state (`start`, `started`, `resume`; PackML `start`,
    * `stateComplete` from `starting`, `unhold`...) is refused: a process starts with
    * {@link ControlSystem.startRecipe}.

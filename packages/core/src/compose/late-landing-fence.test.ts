@@ -228,7 +228,7 @@ describe("late landings coalesce into one re-assert per tag (review 15h, M1)", (
     expect(writer.lateCalls()).toHaveLength(32);
   });
 
-  test("review 15k, H1/M2: past the bound only the safe state's own (announced) write goes, once: it joins an in-flight safe write of that value; anyone's write of the safe value is bounded", async () => {
+  test("review 15k, H1/M2: past the bound only the safe state's own (announced) writes go, bounded on their own; anyone's write of the safe value is bounded", async () => {
     const { writer } = heldWriter();
     for (let index = 0; index < 32; index++) await writer.write("t", index + 1).catch(() => undefined);
     // Past the bound, any write is refused, the safe value included (review 15k M2: a tag listed
@@ -243,16 +243,20 @@ describe("late landings coalesce into one re-assert per tag (review 15h, M1)", (
       code: "KILN_TIMEOUT",
     });
     expect(writer.lateCalls()).toHaveLength(33);
-    // ...and repeated safe states join it rather than add calls (review 15i H1: 232 calls out).
-    for (let index = 0; index < 200; index++) {
-      const again = writer.reserveSafeWrite("t", 0);
-      await writer.write("t", 0, undefined, { reservation: again }).catch(() => undefined);
-    }
-    expect(writer.lateCalls()).toHaveLength(33);
-    // Sibling: a safe state writing another value past the bound goes, once.
+    // Sibling: a safe state writing another value past the bound goes too.
     const other = writer.reserveSafeWrite("t", -1);
     await writer.write("t", -1, undefined, { reservation: other }).catch(() => undefined);
     expect(writer.lateCalls()).toHaveLength(34);
+    // Repeated safe states, each given up at once, write again (review 15m H1: joining an answered
+    // write repeated its old error and sent nothing), at most maxCallsOutPerTag of the safe
+    // state's own on top (review 15i H1: 232 calls out); past them, refused with their own error.
+    let last: unknown;
+    for (let index = 0; index < 200; index++) {
+      const again = writer.reserveSafeWrite("t", 0);
+      last = await writer.write("t", 0, undefined, { reservation: again }).catch((error: unknown) => error);
+    }
+    expect(writer.lateCalls()).toHaveLength(64);
+    expect(last).toMatchObject({ code: "KILN_BUFFER_FULL", details: { tag: "t", safeState: true } });
   });
 
   test("review 15k, M3: writes the device refuses behind a call that never settles are not kept (each write stays O(1))", async () => {

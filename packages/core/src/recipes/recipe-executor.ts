@@ -35,7 +35,8 @@ export interface RecipeExecutorOptions {
   readonly resolveRecipe?: RecipeResolver;
   /**
    * Written, in order, when a process is aborted or fails, and on {@link RecipeExecutor.trip}.
-   * Not written when a process completes: a recipe ends with its own shutdown steps.
+   * Not written when a process completes: a recipe ends with its own shutdown steps. Each tag at
+   * most once (review 15m, M2).
    * @default []
    */
   readonly safeState?: readonly SafeStateWrite[];
@@ -210,7 +211,7 @@ export class RecipeExecutor {
 
   /**
    * @throws KilnValidationError (`KILN_VALIDATION`) when a safe-state write names an unknown or
-   * read-only tag or a value that does not fit it (paths `safeState[1].tag`).
+   * read-only tag, a value that does not fit it, or a tag listed before (paths `safeState[1].tag`).
    * @throws RangeError when `progressSaveIntervalMs` is not a positive number.
    */
   constructor(options: RecipeExecutorOptions) {

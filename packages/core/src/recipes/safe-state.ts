@@ -14,25 +14,51 @@ export interface SafeStateWrite {
 }
 
 /**
- * Checks a machine's safe state against its catalog and returns a frozen copy.
- * @throws KilnValidationError (`KILN_VALIDATION`) when a write names an unknown or read-only
- * tag or a value that does not fit it (paths `safeState[1].tag`).
+ * The problems of a machine's safe state against its catalog, each naming its entry under `path`
+ * (`machine.safeState` for the control system's options, `safeState` for the recipe executor's):
+ * an unknown or read-only tag (`<path>[1].tag`), a value that does not fit its tag, checked like
+ * any write of it (`<path>[1].value`, an array tag's element `<path>[1].value[3]`), and a tag
+ * listed again (`<path>[3].tag`): each tag at most once, so what it must end with is one value
+ * (adversarial review 15m, M2; ADR 0042, amendment 15n). The one place these rules live.
  */
-export function checkSafeState(catalog: TagCatalog, writes: readonly SafeStateWrite[]): readonly SafeStateWrite[] {
+export function safeStateIssues(
+  catalog: TagCatalog,
+  writes: readonly SafeStateWrite[],
+  path = "safeState",
+): ValidationIssue[] {
   const issues: ValidationIssue[] = [];
+  const first = new Map<string, number>();
   writes.forEach((write, index) => {
     const tag = catalog.find(write.tag);
-    if (tag === undefined) issues.push({ path: `safeState[${index}].tag`, message: `unknown tag "${write.tag}"` });
+    const seen = first.get(write.tag);
+    if (tag === undefined) issues.push({ path: `${path}[${index}].tag`, message: `unknown tag "${write.tag}"` });
     else if (tag.access !== "readwrite") {
-      issues.push({ path: `safeState[${index}].tag`, message: `tag "${write.tag}" is read-only` });
+      issues.push({ path: `${path}[${index}].tag`, message: `tag "${write.tag}" is read-only` });
+    } else if (seen !== undefined) {
+      issues.push({
+        path: `${path}[${index}].tag`,
+        message: `tag "${write.tag}" is already in the safe state at ${path}[${seen}]: list each tag once, with the one value it must end with`,
+      });
     } else {
+      first.set(write.tag, index);
       const problem = tagValueProblem(tag, write.value);
       if (problem !== undefined) {
         const element = problem.element === undefined ? "" : `[${problem.element}]`;
-        issues.push({ path: `safeState[${index}].value${element}`, message: problem.message });
+        issues.push({ path: `${path}[${index}].value${element}`, message: problem.message });
       }
     }
   });
+  return issues;
+}
+
+/**
+ * Checks a machine's safe state against its catalog (see {@link safeStateIssues}) and returns a
+ * frozen copy.
+ * @throws KilnValidationError (`KILN_VALIDATION`) when a write names an unknown or read-only
+ * tag, a value that does not fit it, or a tag listed before (paths `safeState[1].tag`).
+ */
+export function checkSafeState(catalog: TagCatalog, writes: readonly SafeStateWrite[]): readonly SafeStateWrite[] {
+  const issues = safeStateIssues(catalog, writes);
   if (issues.length > 0) throw new KilnValidationError("recipe executor options", issues);
   return Object.freeze(writes.map((write) => Object.freeze({ ...write, value: frozenTagValue(write.value) })));
 }
