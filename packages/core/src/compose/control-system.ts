@@ -1404,6 +1404,10 @@ export class ControlSystem {
               if (halted === undefined && decision.kind === "cancel" && this.#machine.can(name)) {
                 return this.#stopWithoutProcess(name, context);
               }
+              // Refused by the table while a safe-state write failed: written again (review 15p, H1).
+              if (halted === undefined && this.#recipes.safeStateFailures().length > 0) {
+                return this.#reapplySafeState(context);
+              }
               return this.#machine.state;
             });
           }
@@ -1427,6 +1431,17 @@ export class ControlSystem {
             ? interlockRefusal(this.#alarms, this.#machine, name, this.#freshness)
             : undefined;
           if (refusal !== undefined) throw refusal;
+          // A stop, fault or abort the table refuses (the machine is already faulted, stopped or
+          // aborted) while a safe-state write failed and is still named by health() writes the
+          // safe state again and answers the state: asking again is how an operator re-drives it
+          // once the device is back (state-machines.md; review 15p, H1). Audited allowed, with
+          // its own :fail when it fails again. Without a failure it is refused as before.
+          if (safetyFunction && !this.#machine.can(name) && this.#recipes.safeStateFailures().length > 0) {
+            return this.#safetyFence(reason, async () => {
+              await context.commit();
+              return this.#reapplySafeState(context);
+            });
+          }
           // A stop, fault or abort with no process is fenced from here, as a trip (review 15d, H1/H2).
           if (safetyFunction && this.#machine.can(name)) {
             return this.#safetyFence(reason, async () => {
@@ -1462,6 +1477,16 @@ export class ControlSystem {
     const state = await this.#machine.send(name);
     const acting = this.#machine.model.name === "packml" && (state === "stopping" || state === "aborting");
     return acting && this.#machine.can("stateComplete") ? this.#machine.send("stateComplete") : state;
+  }
+
+  /**
+   * Writes the safe state again with no transition (the machine is already at a state the table
+   * does not leave on a stop, fault or abort) and answers the machine's state; a write that fails
+   * again is the command's `:fail` and stays named by health() (review 15p, H1).
+   */
+  async #reapplySafeState(command: Pick<CommandContext, "recordAfter">): Promise<string> {
+    recordSafeStateFailure(command, await this.#recipes.applySafeState());
+    return this.#machine.state;
   }
 
   /** Driver link, pipeline, the breaker of every port, and alarms in one summary. */
