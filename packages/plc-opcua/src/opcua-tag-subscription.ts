@@ -16,6 +16,7 @@ import {
   type DataValue,
   type MonitoringParametersOptions,
   type NodeId,
+  type StatusCode,
 } from "node-opcua-client";
 import { readWithinLinkBound } from "./opcua-connection";
 import { isConnectionLoss, statusNameOf, statusOfError } from "./opcua-errors";
@@ -78,6 +79,13 @@ interface Entry {
   readonly address: OpcuaNodeAddress;
   nodeId: NodeId | undefined;
   item: ClientMonitoredItemBase | undefined;
+  /**
+   * The server-side id of the subscription on which a CreateMonitoredItems result last confirmed
+   * `item` (Good). node-opcua re-creates a subscription after a repair under a new id and then its
+   * items; when that fails the items keep their old Good status but the server holds none of them
+   * (docs/adr/0022, amendment fix13q).
+   */
+  confirmedOn: number | undefined;
   /** Identifies the creation attempt whose notifications are current for this entry. */
   attempt: number;
   lastValue: TagValue | undefined;
@@ -158,6 +166,7 @@ export class OpcuaTagSubscription {
       address: addresses[index]!,
       nodeId: undefined,
       item: undefined,
+      confirmedOn: undefined,
       attempt: 0,
       lastValue: undefined,
       useDeadband: true,
@@ -289,13 +298,17 @@ export class OpcuaTagSubscription {
       this.#generation = connection.generation;
       await this.#resolveNodeIds(connection);
     }
+    const unconfirmed: Entry[] = [];
     for (const entry of this.#entries) {
       if (entry.item && !entry.item.statusCode.isGood()) {
         // node-opcua re-created it after a reconnect and the server refused it this time.
         this.#reportFailure(entry, entry.item.statusCode.value, "monitored item not re-created");
         this.#detach(entry);
+      } else if (entry.item && entry.confirmedOn !== this.#subscription?.subscriptionId) {
+        unconfirmed.push(entry);
       }
     }
+    if (unconfirmed.length > 0) this.#notRecreated(unconfirmed);
 
     if (!this.#subscription) {
       const created = await this.#createSubscription(connection);
@@ -349,8 +362,15 @@ export class OpcuaTagSubscription {
    * delivered as the tag's value would stay bad forever (docs/adr/0022, amendment fix13o).
    */
   async #readCurrentValues(connection: SubscriptionConnection): Promise<void> {
+    // An item no CreateMonitoredItems result confirmed on the current subscription is not on the
+    // server: its value would not be kept current (fix13q).
+    const subscriptionId = this.#subscription?.subscriptionId;
     const waiting = this.#entries.filter(
-      (entry) => !entry.liveSinceLoss && entry.item !== undefined && entry.nodeId !== undefined,
+      (entry) =>
+        !entry.liveSinceLoss &&
+        entry.item !== undefined &&
+        entry.confirmedOn === subscriptionId &&
+        entry.nodeId !== undefined,
     );
     const losses = this.#losses;
     const perRead = connection.limits?.maxNodesPerRead || waiting.length;
@@ -709,7 +729,9 @@ export class OpcuaTagSubscription {
       if (!item) return;
       if (item.statusCode.isGood()) {
         entry.item = item;
+        entry.confirmedOn = subscription.subscriptionId;
         entry.reportedStatus = undefined;
+        watchConfirmation(entry, item, subscription);
         return;
       }
       const statusName = statusNameOf(item.statusCode.value);
@@ -797,10 +819,35 @@ export class OpcuaTagSubscription {
     this.#emit([sample]);
   }
 
+  /**
+   * node-opcua re-created the subscription under a new id after a repair, but no CreateMonitoredItems
+   * result was applied to the items of `entries` (its one Read of 12 operation limits failed on a
+   * server with a lower MaxNodesPerRead, or the server refused the CreateMonitoredItems): they keep
+   * their old Good status while the server holds none of them, and their values would stay frozen.
+   * They turn `uncertain` (last value) with the reason, are forgotten locally (also inside
+   * node-opcua's subscription, so a later repair does not re-create them) and created again on the
+   * driver's own path with its retry backoff (docs/adr/0022, amendment fix13q).
+   */
+  #notRecreated(entries: readonly Entry[]): void {
+    const reason =
+      "node-opcua re-created the OPC UA subscription after a repair but not this monitored item; creating it again";
+    this.#context.logger.warn(
+      { subscriptionId: this.#subscription?.subscriptionId, tags: entries.map((entry) => entry.tag.name) },
+      reason,
+    );
+    const now = this.#context.clock.now();
+    this.#emit(entries.map((entry) => staleSample(entry.tag, entry.lastValue, now, reason)));
+    for (const entry of entries) {
+      entry.liveSinceLoss = false;
+      this.#detach(entry);
+    }
+  }
+
   /** Forgets a monitored item locally without a server call (its server-side id may be stale). */
   #detach(entry: Entry): void {
     const item = entry.item;
     entry.item = undefined;
+    entry.confirmedOn = undefined;
     entry.attempt = 0;
     if (!item) return;
     item.removeAllListeners();
@@ -812,6 +859,7 @@ export class OpcuaTagSubscription {
     this.#cancelWatchdog();
     for (const entry of this.#entries) {
       entry.item = undefined;
+      entry.confirmedOn = undefined;
       entry.attempt = 0;
     }
     const old = this.#subscription;
@@ -876,6 +924,22 @@ function keepAliveWatchdogMs(subscription: ClientSubscription): number {
   const interval = Number(subscription.publishingInterval) || 1_000;
   const count = Number(subscription.maxKeepAliveCount) || 10;
   return 2 * interval * count;
+}
+
+/**
+ * Records on `entry` each Good CreateMonitoredItems result node-opcua applies to `item` when it
+ * re-creates `subscription` after a repair ({@link Entry.confirmedOn}). node-opcua has no event for
+ * it: its `_applyResult` is wrapped. Without that method no repair confirms the item, and it is
+ * created again by the driver after each repair that changes the subscription id.
+ */
+function watchConfirmation(entry: Entry, item: ClientMonitoredItemBase, subscription: ClientSubscription): void {
+  const internals = item as unknown as { _applyResult?: (result: { statusCode: StatusCode }) => void };
+  const applyResult = internals._applyResult;
+  if (typeof applyResult !== "function") return;
+  internals._applyResult = function (this: unknown, result: { statusCode: StatusCode }): void {
+    applyResult.call(this, result);
+    if (entry.item === item && result.statusCode.isGood()) entry.confirmedOn = subscription.subscriptionId;
+  };
 }
 
 /**
