@@ -426,7 +426,9 @@ export interface SparkplugEdgeNodeEvents {
    * for a tag no longer in the catalog (or of another type), `unreadable` for a journal record
    * that is not a Sparkplug payload (its sample count unknown: `samples` 0), `unencodable` for
    * samples no Sparkplug payload could carry even as null metrics, `stopped` for what an
-   * in-memory backlog (no `path` nor `journal`) still held at `stop()`.
+   * in-memory backlog (no `path` nor `journal`) still held at `stop()` and no host had
+   * acknowledged (with `awaitHostAcks`, a record an ack covered can still be held behind an
+   * older one not yet acknowledged: stored by the host, so not counted).
    */
   "samples-drop": {
     readonly samples: number;
@@ -967,11 +969,14 @@ export class SparkplugEdgeNode {
     await Promise.all([...this.#forwardWork]);
     // An in-memory backlog ends with the node: what it still holds is lost, and reported so.
     const backlog = this.#backlog;
-    if (backlog !== undefined && !backlog.durable && backlog.samples > 0)
+    // Lost is what no ack covered: records an ack covered can still be held, behind an older one
+    // not yet acknowledged (released oldest first); the host stored them (fix19m).
+    const lost = backlog === undefined || backlog.durable ? 0 : this.#unacknowledged(backlog);
+    if (lost > 0)
       this.#drop(
-        backlog.samples,
+        lost,
         "stopped",
-        `stop(): the in-memory store-and-forward backlog still held ${backlog.samples} samples (never sent${this.#awaitAcks ? ", or sent and not acknowledged" : ""}); they are discarded (give storeAndForward a path to keep them across restarts)`,
+        `stop(): the in-memory store-and-forward backlog still held ${lost} samples (never sent${this.#awaitAcks ? ", or sent and not acknowledged" : ""}); they are discarded (give storeAndForward a path to keep them across restarts)`,
       );
     await backlog?.close().catch(() => undefined);
   }
@@ -1054,6 +1059,13 @@ export class SparkplugEdgeNode {
       metricsNotEncodable: this.#counts.unencodable,
       problems,
     };
+  }
+
+  /** Samples the backlog holds that no host acknowledged (all of them when not awaiting acks). */
+  #unacknowledged(backlog: ForwardBacklog): number {
+    if (!this.#awaitAcks) return backlog.samples;
+    const tally = backlog.tally(this.#epoch);
+    return tally.unsentSamples + tally.sentSamples;
   }
 
   #forwardHealth(forward: ForwardSettings): SparkplugStoreAndForwardHealth {

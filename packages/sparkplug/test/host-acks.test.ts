@@ -608,3 +608,154 @@ describe("a host's stop() acknowledges what it stored (ADR 0037, amendment)", ()
     expect([...unacked].filter((key) => !again.has(key))).toEqual([]);
   }, 30_000);
 });
+
+describe("stop() with an in-memory backlog while awaiting acks reports exactly what no ack covered (issue 19, fix19m)", () => {
+  /** A node on a broker with its primary host's STATE online (set by hand: the acks are sent by the test). */
+  async function nodeAwaitingAcks(): Promise<{ fixture: EdgeFixture; node: SparkplugEdgeNode; stopped: () => number }> {
+    const fixture = await edgeFixture({ primaryHostId: HOST, fastPeriodMs: 20 });
+    cleanups.push(() => fixture.close());
+    await fixture.recorder.client.publishAsync(
+      `spBv1.0/STATE/${HOST}`,
+      Buffer.from(encodeHostState({ online: true, timestamp: Date.now() })),
+      { qos: 1, retain: true },
+    );
+    const node = fixture.newNode({ storeAndForward: {}, awaitHostAcks: true });
+    let stopped = 0;
+    node.events.on("samples-drop", (event) => {
+      if (event.reason === "stopped") stopped += event.samples;
+    });
+    await node.start();
+    await fixture.recorder.waitFor(ofType("NBIRTH"), 5_000);
+    return { fixture, node, stopped: () => stopped };
+  }
+
+  const sendAck = (fixture: EdgeFixture, node: SparkplugEdgeNode, through: number): Promise<unknown> =>
+    fixture.recorder.client.publishAsync(
+      NCMD,
+      Buffer.from(
+        encodePayload({
+          timestamp: Date.now(),
+          metrics: [
+            {
+              name: STORED_THROUGH_METRIC,
+              timestamp: Date.now(),
+              datatype: "UInt64",
+              value: through,
+              properties: {
+                bdSeq: { type: "UInt64", value: node.health().bdSeq! },
+                hostId: { type: "String", value: HOST },
+              },
+            },
+          ],
+        }),
+      ),
+      { qos: 1 },
+    );
+
+  /** A DDATA's message number (its transient Kiln/Message Number metric). */
+  const numberOf = (message: RecordedMessage): number =>
+    Number(message.payload!.metrics.find((metric) => metric.isTransient === true)?.value);
+  /** The samples a DDATA carries (each a journal record's sample; not the transient message number). */
+  const samplesOf = (message: RecordedMessage): number =>
+    message.payload!.metrics.filter((metric) => metric.isTransient !== true).length;
+
+  /** Stops the node once the recorder has every DDATA it published; returns the DDATA of its last birth on. */
+  async function stopAndRecord(
+    fixture: EdgeFixture,
+    node: SparkplugEdgeNode,
+    births: number,
+  ): Promise<RecordedMessage[]> {
+    await node.stop();
+    const published = node.health().published.dataMessages;
+    const since = (): RecordedMessage[] => {
+      const nbirths = fixture.recorder.messages.filter(ofType("NBIRTH"));
+      const from = fixture.recorder.messages.indexOf(nbirths[births - 1]!);
+      return fixture.recorder.messages.slice(from).filter(ofType("DDATA"));
+    };
+    const last = Number(
+      fixture.recorder.messages
+        .filter(ofType("NBIRTH"))
+        .at(births - 1)!
+        .payload!.metrics.find((metric) => metric.name === AWAIT_ACKS_METRIC)!.value,
+    );
+    await expect.poll(() => since().length, { timeout: 5_000 }).toBe(published - last);
+    return since();
+  }
+
+  test("records an ack covered, held behind a record sent again after a rebirth, are not reported dropped; the drop is exactly the samples of the DDATA no ack covered", async () => {
+    const { fixture, node, stopped } = await nodeAwaitingAcks();
+    await expect.poll(() => acknowledgement(node).unacknowledgedRecords, { timeout: 5_000 }).toBeGreaterThan(5);
+    // At the rebirth the first unacknowledged record is sent again at once, and the next only after
+    // the broker answered the barrier behind it; a change made as the births go out is published
+    // live in between. So that live DDATA, and its record (journaled after every record sent again),
+    // has a lower number than records standing before it.
+    const marker = { tag: "heater.setpoint", value: 123.5, timestamp: 0, quality: GOOD };
+    node.events.on("birth-publish", (event) => {
+      if (event.reason !== "rebirth") return;
+      marker.timestamp = Date.now();
+      fixture.system.unchecked.cvt.update([marker]);
+    });
+    await fixture.recorder.client.publishAsync(
+      NCMD,
+      Buffer.from(
+        encodePayload({
+          timestamp: Date.now(),
+          metrics: [{ name: "Node Control/Rebirth", timestamp: Date.now(), datatype: "Boolean", value: true }],
+        }),
+      ),
+      { qos: 1 },
+    );
+    await expect.poll(() => fixture.recorder.messages.filter(ofType("NBIRTH")).length, { timeout: 5_000 }).toBe(2);
+    await expect.poll(() => node.health().storeAndForward!.backlogSamples, { timeout: 5_000 }).toBe(0);
+    const isMarker = (message: RecordedMessage): boolean =>
+      ofType("DDATA")(message) &&
+      message.payload!.metrics.some((metric) => metric.timestamp === marker.timestamp && metric.value === 123.5);
+    const markerMessage = await fixture.recorder.waitFor(isMarker, 5_000);
+    const acked = numberOf(markerMessage);
+    expect(markerMessage.payload!.metrics.some((metric) => metric.isHistorical === true)).toBe(false);
+    // Sent again after the marker, so standing before it in the backlog: the ack leaves it held.
+    const resentLater = fixture.recorder.messages.filter(
+      (message) =>
+        ofType("DDATA")(message) &&
+        numberOf(message) > acked &&
+        message.payload!.metrics.some((metric) => metric.isHistorical === true),
+    );
+    expect(resentLater.length).toBeGreaterThan(0);
+    const acknowledgedBefore = acknowledgement(node).samplesAcknowledged;
+    await sendAck(fixture, node, acked);
+    await expect
+      .poll(() => acknowledgement(node).samplesAcknowledged, { timeout: 5_000 })
+      .toBeGreaterThan(acknowledgedBefore);
+
+    const ddata = await stopAndRecord(fixture, node, 2);
+    // Lost with the in-memory backlog: every DDATA of this epoch the ack did not cover (the
+    // records sent again are all in it: backlogSamples was 0).
+    const lost = ddata
+      .filter((message) => numberOf(message) > acked)
+      .reduce((sum, message) => sum + samplesOf(message), 0);
+    expect(lost).toBeGreaterThan(0);
+    // Before: every record the backlog still held, the acknowledged ones behind a resent one too.
+    expect(stopped()).toBe(lost);
+    expect(node.health().storeAndForward!.samplesDropped).toBe(lost);
+    const health = node.health().storeAndForward!;
+    expect(health.backlogSamples + health.acknowledgement!.unacknowledgedSamples).toBe(lost);
+  }, 30_000);
+
+  test("without a rebirth, an ack of a prefix: the drop at stop() is exactly the samples of the DDATA after it", async () => {
+    const { fixture, node, stopped } = await nodeAwaitingAcks();
+    await expect.poll(() => acknowledgement(node).unacknowledgedRecords, { timeout: 5_000 }).toBeGreaterThan(5);
+    const acked = node.health().published.dataMessages - 2;
+    await sendAck(fixture, node, acked);
+    await expect.poll(() => acknowledgement(node).samplesAcknowledged, { timeout: 5_000 }).toBeGreaterThan(0);
+    await expect.poll(() => acknowledgement(node).unacknowledgedRecords, { timeout: 5_000 }).toBeGreaterThan(3);
+    const ddata = await stopAndRecord(fixture, node, 1);
+    const lost = ddata
+      .filter((message) => numberOf(message) > acked)
+      .reduce((sum, message) => sum + samplesOf(message), 0);
+    expect(lost).toBeGreaterThan(0);
+    expect(stopped()).toBe(lost);
+    expect(acknowledgement(node).samplesAcknowledged).toBe(
+      ddata.filter((message) => numberOf(message) <= acked).reduce((sum, message) => sum + samplesOf(message), 0),
+    );
+  }, 30_000);
+});
