@@ -675,6 +675,13 @@ export class SparkplugHost {
     storeErrors: 0,
   };
   #problems = new Map<string, string>();
+  /**
+   * The rows of its own the host puts in a data push ({@link #trace}: a clock step's mark, a
+   * value restated after a mark): the writer never drops them for its bound, since the trail
+   * already counts them stored (ADR 0043, amendment fix19n).
+   */
+  readonly #ownRows = new WeakSet<Sample>();
+  readonly #mustStore = (sample: Sample): boolean => this.#ownRows.has(sample);
   readonly #limits: Required<SparkplugHostLimits>;
   readonly #refusals: Record<SparkplugHostLimit, number> = {
     maxEdgeNodes: 0,
@@ -806,6 +813,10 @@ export class SparkplugHost {
         },
         dropped: (count, reason) => {
           this.#counts.dropped += count;
+          this.#problems.set(
+            "dropped",
+            `samples dropped: ${this.#counts.dropped} in all, the last ${count} at ${new Date(this.#clock.now()).toISOString()}: ${reason}`,
+          );
           void this.#bus.publish("samples-drop", { count, reason });
           // Which edge node they belonged to is not known here: no edge node awaiting acks is
           // acknowledged past them. Each is asked for a rebirth, after which it sends again what
@@ -2179,7 +2190,9 @@ export class SparkplugHost {
       this.#marks.add(updated);
       marked.push(updated);
     }
-    if (samples.length > 0) this.#writer.push(samples);
+    // Never dropped for the writer's bound: the trails above already count them stored (one or
+    // two per tag, bounded by limits.maxMetrics; ADR 0043, amendment fix19n).
+    if (samples.length > 0) this.#writer.push(samples, () => true);
     if (marked.length > 0) void this.#bus.publish("live-update", { metrics: marked });
   }
 
@@ -2349,12 +2362,14 @@ export class SparkplugHost {
       const markAt = microAfter(trail.newestMicros);
       if (!trail.newestIsMark && markAt <= SAMPLE_TIME_MAX) {
         const reason = `${topic}: the edge node's clock stepped back (a live value timestamped ${timeText(sample.timestamp)} arrived after a row stored at ${timeText(trail.newestMicros / 1000)}); this session's values are stored at their own, earlier times`;
-        samples.push({
+        const mark: Sample = {
           tag: sample.tag,
           value: null,
           timestamp: markAt,
           quality: quality("bad", reason, QualityCodes.BadNoCommunication),
-        });
+        };
+        this.#ownRows.add(mark);
+        samples.push(mark);
         trail.newestMicros += 1;
         trail.liveMicros = trail.newestMicros;
         trail.newestIsMark = true;
@@ -2370,14 +2385,16 @@ export class SparkplugHost {
         trail.receivedMicros = trail.newestMicros;
         const given = sample.quality.reason;
         const restated = `${RESTATED_REASON} (${topic}, measured at ${timeText(sample.timestamp)})`;
-        samples.push({
+        const row: Sample = {
           ...sample,
           timestamp,
           quality: {
             ...sample.quality,
             reason: given === undefined || given === "" ? restated : `${given}; ${restated}`,
           },
-        });
+        };
+        this.#ownRows.add(row);
+        samples.push(row);
         return false;
       }
     }
@@ -2572,7 +2589,7 @@ export class SparkplugHost {
       this.#live.set(info.tag, entry);
       live.push(entry);
     }
-    this.#writer.push(samples);
+    this.#writer.push(samples, this.#mustStore);
     if (live.length > 0 && this.#bus.listenerCount("live-update") > 0)
       void this.#bus.publish("live-update", { metrics: live });
   }

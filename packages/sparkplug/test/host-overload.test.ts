@@ -1,0 +1,124 @@
+// Issue 19, adversarial review adv19k: what the host says and keeps when more is live than its
+// queue holds, and when an edge node floods it after a gap. Against a real broker (the test's own
+// mosquitto, else aedes) and a real store.
+import { afterEach, describe, expect, test, vi } from "vitest";
+import { SparkplugHost } from "../src/host";
+import { qualifiedTagName } from "../src/host-tag-names";
+import type { SparkplugMetric } from "../src/payload";
+import { startTestBroker, type TestBroker } from "../src/testing/index";
+import { RawEdgeNode, eventually, openTestDatabase, type TestDatabase } from "./support/host-harness";
+
+const GROUP = "plant-adv19k";
+const NODE = "line-1";
+const DEVICES = ["d1", "d2", "d3"];
+const PER_DEVICE = 50;
+const tag = (deviceId: string, index: number) =>
+  qualifiedTagName({ groupId: GROUP, edgeNodeId: NODE, deviceId, metric: `m${index}` });
+/** A device's birth metrics; aliases are unique across the edge node's devices. */
+const metrics = (device: number, at: number): SparkplugMetric[] =>
+  Array.from({ length: PER_DEVICE }, (_unused, index) => ({
+    name: `m${index}`,
+    alias: device * PER_DEVICE + index + 1,
+    timestamp: at,
+    datatype: "Double" as const,
+    value: index,
+  }));
+
+vi.setConfig({ testTimeout: 120_000 });
+
+const cleanups: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => undefined);
+});
+
+async function broker(): Promise<TestBroker> {
+  const started = await startTestBroker();
+  cleanups.push(() => started.stop());
+  return started;
+}
+
+async function database(): Promise<TestDatabase> {
+  const db = await openTestDatabase();
+  cleanups.push(() => db.close());
+  return db;
+}
+
+/** A host whose queue (100 samples) is smaller than what is live (3 × 50 metrics), born and stored. */
+async function bornFleet(db: TestDatabase, url: string) {
+  const host = new SparkplugHost({
+    brokerUrl: url,
+    hostId: "overload",
+    groups: [GROUP],
+    store: db.store,
+    stopLingerMs: 100,
+    batching: { maxDelayMs: 5, maxQueuedSamples: 100 },
+  });
+  cleanups.push(() => host.stop());
+  await host.start();
+  await host.whenConnected();
+  const edge = await RawEdgeNode.connect(url, GROUP, NODE, 1);
+  cleanups.push(() => edge.close());
+  await edge.nbirth(1);
+  const born = Date.now() - 60_000;
+  // One device at a time, each birth under the bound and stored before the next.
+  for (const [device, deviceId] of DEVICES.entries()) {
+    await edge.dbirth(deviceId, metrics(device, born));
+    await eventually(async () => (await db.samples(tag(deviceId, PER_DEVICE - 1))).length === 1, 10_000, deviceId);
+  }
+  expect(host.live().size).toBeGreaterThanOrEqual(DEVICES.length * PER_DEVICE);
+  return { host, edge };
+}
+
+/** Every live tag's newest stored row is its stale mark ("no communication"). */
+async function expectEveryTagMarked(db: TestDatabase): Promise<void> {
+  const unmarked: string[] = [];
+  for (const deviceId of DEVICES)
+    for (let index = 0; index < PER_DEVICE; index++) {
+      const rows = await db.samples(tag(deviceId, index));
+      const last = rows.at(-1);
+      if (rows.length !== 2 || last?.value !== null || last.quality.severity !== "bad") unmarked.push(tag(deviceId, index));
+    }
+  expect(unmarked, "tags whose history reads good across the loss").toEqual([]);
+}
+
+describe("Sparkplug host: more live metrics than batching.maxQueuedSamples (review adv19k H1)", () => {
+  test("stop(): every live tag's stale mark is stored, none dropped for the bound", async () => {
+    const db = await database();
+    const { host } = await bornFleet(db, (await broker()).url);
+    await host.stop();
+    await expectEveryTagMarked(db);
+    expect(host.health().samples.dropped).toBe(0);
+  });
+
+  test("link loss: every live tag's stale mark is stored, none dropped for the bound", async () => {
+    const db = await database();
+    const mqtt = await broker();
+    const { host } = await bornFleet(db, mqtt.url);
+    const drops: string[] = [];
+    host.events.on("samples-drop", (event) => drops.push(event.reason));
+    await mqtt.kill();
+    await eventually(() => host.health().link !== "connected", 10_000, "link lost");
+    await eventually(() => host.health().samples.queued === 0, 10_000, "marks written");
+    await expectEveryTagMarked(db);
+    expect(drops).toEqual([]);
+  });
+
+  test("samples dropped for the bound are named in health().problems with what really happened, and counted", async () => {
+    const db = await database();
+    const { host, edge } = await bornFleet(db, (await broker()).url);
+    expect(host.health().problems.join()).not.toContain("dropped");
+    // One birth larger than the whole queue: what goes past it is dropped.
+    const big = Array.from({ length: 130 }, (_unused, index) => ({
+      name: `b${index}`,
+      alias: 1_000 + index,
+      timestamp: Date.now(),
+      datatype: "Double" as const,
+      value: index,
+    }));
+    await edge.dbirth("d9", big);
+    await eventually(() => host.health().samples.dropped > 0, 10_000, "dropped");
+    const problem = host.health().problems.find((each) => each.startsWith("samples dropped"));
+    expect(problem).toContain(`${host.health().samples.dropped} in all`);
+    expect(problem).toContain("batching.maxQueuedSamples: 100");
+  });
+});
