@@ -525,6 +525,8 @@ interface Session {
   farewellEchoed?: boolean;
   /** The messages MQTT.js handed over and the host has not taken yet (set once subscribed). */
   inbox?: HostInbox;
+  /** Its link went: what its inbox holds is being taken before the session ends. */
+  lost?: boolean;
 }
 
 const DEFAULT_MAX_PAYLOAD_BYTES = 4_194_304;
@@ -895,7 +897,7 @@ export class SparkplugHost {
     await this.#lifecycle.close(async () => {
       const session = this.#session;
       if (session === undefined) return;
-      session.inbox?.flush();
+      await session.inbox?.flush();
       // The marks of the host's stop (below), pushed now so the writer stores them while the
       // final acks and the goodbye take their time; a value taken after them gets its own.
       this.#markStale([...this.#live.keys()], this.#clock.now(), "host stopped");
@@ -920,7 +922,7 @@ export class SparkplugHost {
         // messages until it died keeps the host from dropping it unseen.
         if (sent) await this.#awaitFarewell(session);
       }
-      session.inbox?.flush();
+      await session.inbox?.flush();
       this.#session = undefined;
       session.closing = true;
       this.#lastState = { online: false, timestamp: session.timestamp };
@@ -1196,9 +1198,16 @@ export class SparkplugHost {
   }
 
   #onSessionLost(session: Session): void {
+    if (session.closing || this.#session !== session || session.lost === true) return;
+    session.lost = true;
+    // What MQTT.js handed over before the link went is taken first, as it was received, a slice
+    // per turn of the event loop (review adv19k M1); then the session ends.
+    void (session.inbox?.flush() ?? Promise.resolve()).then(() => this.#endLostSession(session));
+  }
+
+  #endLostSession(session: Session): void {
+    // stop() may have ended it meanwhile (and marks the live values itself).
     if (session.closing || this.#session !== session) return;
-    // What MQTT.js handed over before the link went is taken first, as it was received.
-    session.inbox?.flush();
     this.#session = undefined;
     session.closing = true;
     session.client.end(true);

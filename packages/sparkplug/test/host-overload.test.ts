@@ -95,7 +95,9 @@ describe("Sparkplug host: more live metrics than batching.maxQueuedSamples (revi
     const mqtt = await broker();
     const { host } = await bornFleet(db, mqtt.url);
     const drops: string[] = [];
-    host.events.on("samples-drop", (event) => drops.push(event.reason));
+    host.events.on("samples-drop", (event) => {
+      drops.push(event.reason);
+    });
     await mqtt.kill();
     await eventually(() => host.health().link !== "connected", 10_000, "link lost");
     await eventually(() => host.health().samples.queued === 0, 10_000, "marks written");
