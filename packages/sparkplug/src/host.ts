@@ -124,7 +124,8 @@ export interface SparkplugHostOptions {
   readonly batching?: SparkplugHostBatching;
   /**
    * The shortest interval between two rebirth requests (NCMD `Node Control/Rebirth`) to one edge
-   * node, in ms: more requests in between are counted as suppressed. From 0 to 3,600,000 (1 hour).
+   * node, in ms: more requests in between are counted as suppressed (`rebirthsSuppressed`, and one
+   * `rebirth-request` event with `suppressed` per interval). From 0 to 3,600,000 (1 hour).
    * @default 5000
    */
   readonly rebirthIntervalMs?: number;
@@ -376,7 +377,13 @@ export interface SparkplugHostEvents {
   };
   /** The live view changed: the live (not historical) samples of one message, or stale marks. */
   "live-update": { readonly metrics: readonly SparkplugLiveMetric[] };
-  /** The host asked an edge node for a rebirth (`suppressed`: held back by `rebirthIntervalMs`). */
+  /**
+   * The host asked an edge node for a rebirth: `suppressed` false, an NCMD `Node Control/Rebirth`
+   * was sent. A request held back by `rebirthIntervalMs` (or while the host has no broker session)
+   * is counted in {@link SparkplugHostEdgeNodeHealth.rebirthsSuppressed}, and reported with
+   * `suppressed` true at most once per `rebirthIntervalMs`, and never more than once a second, per edge node:
+   * an edge node that keeps sending after a gap is not one event per message (review adv19k).
+   */
   "rebirth-request": {
     /** The Sparkplug group. */
     readonly groupId: string;
@@ -476,6 +483,8 @@ interface EdgeNodeState {
    */
   readonly aliases: Map<number | bigint, { readonly deviceId: string | undefined; readonly info: MetricInfo }>;
   lastRebirthAt: number | undefined;
+  /** When a held-back request was last reported (`rebirth-request` with `suppressed`). */
+  suppressedReportedAt?: number;
   offlineSince: number | undefined;
   births: number;
   rebirthsRequested: number;
@@ -530,6 +539,8 @@ interface Session {
 }
 
 const DEFAULT_MAX_PAYLOAD_BYTES = 4_194_304;
+/** The shortest spacing of `rebirth-request` events for held-back requests, per edge node, in ms. */
+const SUPPRESSED_REPORT_MS = 1_000;
 const DEFAULT_MAX_CLOCK_SKEW_MS = 60_000;
 /**
  * An edge node that loses the host's trust right after being born {@link FLAP_LOSSES} times
@@ -1487,8 +1498,12 @@ export class SparkplugHost {
     // id that was forgotten (its state made again by each) do not send a request each.
     const last = node.lastRebirthAt ?? this.#rebirthSentAt.get(key);
     const suppressed = session === undefined || this.#stopping || (last !== undefined && now - last < interval);
-    if (suppressed) node.rebirthsSuppressed++;
-    else {
+    if (suppressed) {
+      node.rebirthsSuppressed++;
+      const reported = node.suppressedReportedAt;
+      if (reported !== undefined && now - reported < Math.max(interval, SUPPRESSED_REPORT_MS)) return;
+      node.suppressedReportedAt = now;
+    } else {
       node.lastRebirthAt = now;
       this.#rebirthSentAt.add(key, now);
       // Oldest first: drop what no longer suppresses anything, and never keep more than

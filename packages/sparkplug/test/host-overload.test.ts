@@ -124,3 +124,32 @@ describe("Sparkplug host: more live metrics than batching.maxQueuedSamples (revi
     expect(problem).toContain("batching.maxQueuedSamples: 100");
   });
 });
+
+describe("Sparkplug host: an edge node that keeps sending after a gap (review adv19k M4)", () => {
+  test("one rebirth-request event for the NCMD sent and at most one for the requests held back, each counted", async () => {
+    const db = await database();
+    const url = (await broker()).url;
+    const host = new SparkplugHost({ brokerUrl: url, hostId: "gap", groups: [GROUP], store: db.store, stopLingerMs: 100, rebirthIntervalMs: 60_000 });
+    cleanups.push(() => host.stop());
+    const events: boolean[] = [];
+    host.events.on("rebirth-request", (event) => {
+      events.push(event.suppressed);
+    });
+    await host.start();
+    await host.whenConnected();
+    const edge = await RawEdgeNode.connect(url, GROUP, NODE, 1);
+    cleanups.push(() => edge.close());
+    await edge.nbirth(1);
+    await edge.dbirth("d1", metrics(0, Date.now()));
+    await eventually(() => host.health().edgeNodes[0]?.state === "online", 10_000, "online");
+    // A gap, then 200 more DDATA that ignore the rebirth request (within rebirthIntervalMs, 60 s).
+    edge.seq = 100;
+    for (let message = 0; message < 201; message++)
+      await edge.ddata("d1", [{ alias: 1, timestamp: Date.now(), datatype: "Double", value: message }]);
+    await eventually(() => host.health().edgeNodes[0]!.rebirthsSuppressed >= 200, 10_000, "every request counted");
+    const node = host.health().edgeNodes[0]!;
+    expect(node.rebirthsRequested).toBe(1);
+    expect(node.rebirthsSuppressed).toBe(200);
+    expect(events).toEqual([false, true]);
+  });
+});
