@@ -118,7 +118,12 @@ describe("the host's sample writer", () => {
     release();
     await writer.drain(1_000);
     expect(log.stored).toBe(152);
-    expect(fake.batches.flat().map((sample) => sample.timestamp).slice(-2)).toEqual([1_001, 1_004]);
+    expect(
+      fake.batches
+        .flat()
+        .map((sample) => sample.timestamp)
+        .slice(-2),
+    ).toEqual([1_001, 1_004]);
   });
 
   test("retries a batch whose write failed with a retryable error, and drops (counted) one refused for good", async () => {

@@ -42,7 +42,7 @@ import {
 import { tagDataTypeOfSparkplug, type SparkplugMetricDataType } from "./datatypes";
 import { decodeHostState, encodeHostState } from "./host-state";
 import { qualityOfMetric, tagValueOfMetric } from "./host-samples";
-import { durationIssues } from "./duration-options";
+import { durationIssues, mqttTimingIssues } from "./duration-options";
 import { HostInbox } from "./host-inbox";
 import { HostSampleWriter, type SparkplugHostBatching } from "./host-sample-writer";
 import { OldestFirstIndex } from "./oldest-first-index";
@@ -141,7 +141,10 @@ export interface SparkplugHostOptions {
    * loop for tens of seconds), counted in `messages.oversized`, reported by `message-reject`, and
    * the edge node is distrusted as after a gap (rebirth request, reason `payload-too-large`). With
    * MQTT 5 it is also sent to the broker as the CONNECT Maximum Packet Size (plus room for the
-   * topic), so the broker does not forward more. @default 4194304 (4 MiB)
+   * topic), so the broker does not forward more. With MQTT 3.1.1 (the default) it does not bound
+   * memory: MQTT.js reads a whole packet, up to MQTT's 256 MB, before the host sees it; use
+   * `mqtt: { protocolVersion: 5 }` or the broker's own limit (mosquitto `message_size_limit`).
+   * @default 4194304 (4 MiB)
    */
   readonly maxPayloadBytes?: number;
   /**
@@ -164,7 +167,9 @@ export interface SparkplugHostOptions {
   /**
    * MQTT.js client options (username, password, TLS, clientId, keepalive, protocolVersion 4 or
    * 5...). The host sets `will`, `clean: true`, `reconnectPeriod: 0` (it reconnects itself) and,
-   * for MQTT 5, a session expiry of 0, as Sparkplug requires.
+   * for MQTT 5, a session expiry of 0, as Sparkplug requires. `connectTimeout` (ms, 1 to 3,600,000)
+   * and `keepalive` (whole seconds, 0 to 65,535) are checked like the host's own durations.
+   * @throws KilnValidationError (KILN_VALIDATION) naming `mqtt.connectTimeout` or `mqtt.keepalive`.
    */
   readonly mqtt?: Omit<IClientOptions, "will" | "clean" | "reconnectPeriod">;
   /** How long one connect attempt may take, in ms, from 1 to 3,600,000 (1 hour). @default 10000 */
@@ -768,6 +773,7 @@ export class SparkplugHost {
         ["batching.writeTimeoutMs", batching.writeTimeoutMs, 1],
         ["batching.breaker.recoveryTimeMs", batching.breaker?.recoveryTimeMs, 1],
       ]),
+      ...mqttTimingIssues(options.mqtt),
     );
     const skew = options.maxClockSkewMs;
     if (skew !== undefined && (!Number.isFinite(skew) || skew < 0)) {

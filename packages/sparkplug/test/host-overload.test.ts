@@ -76,7 +76,8 @@ async function expectEveryTagMarked(db: TestDatabase): Promise<void> {
     for (let index = 0; index < PER_DEVICE; index++) {
       const rows = await db.samples(tag(deviceId, index));
       const last = rows.at(-1);
-      if (rows.length !== 2 || last?.value !== null || last.quality.severity !== "bad") unmarked.push(tag(deviceId, index));
+      if (rows.length !== 2 || last?.value !== null || last.quality.severity !== "bad")
+        unmarked.push(tag(deviceId, index));
     }
   expect(unmarked, "tags whose history reads good across the loss").toEqual([]);
 }
@@ -129,7 +130,14 @@ describe("Sparkplug host: an edge node that keeps sending after a gap (review ad
   test("one rebirth-request event for the NCMD sent and at most one for the requests held back, each counted", async () => {
     const db = await database();
     const url = (await broker()).url;
-    const host = new SparkplugHost({ brokerUrl: url, hostId: "gap", groups: [GROUP], store: db.store, stopLingerMs: 100, rebirthIntervalMs: 60_000 });
+    const host = new SparkplugHost({
+      brokerUrl: url,
+      hostId: "gap",
+      groups: [GROUP],
+      store: db.store,
+      stopLingerMs: 100,
+      rebirthIntervalMs: 60_000,
+    });
     cleanups.push(() => host.stop());
     const events: boolean[] = [];
     host.events.on("rebirth-request", (event) => {
