@@ -544,6 +544,10 @@ interface Session {
 }
 
 const DEFAULT_MAX_PAYLOAD_BYTES = 4_194_304;
+/** Work per turn of the event loop when every live tag is marked stale (a link loss, a stop), in ms. */
+const MARK_SLICE_MS = 5;
+/** Tags marked between two looks at the clock. */
+const MARK_STEP = 500;
 /** The shortest spacing of `rebirth-request` events for held-back requests, per edge node, in ms. */
 const SUPPRESSED_REPORT_MS = 1_000;
 const DEFAULT_MAX_CLOCK_SKEW_MS = 60_000;
@@ -917,7 +921,7 @@ export class SparkplugHost {
       await session.inbox?.flush();
       // The marks of the host's stop (below), pushed now so the writer stores them while the
       // final acks and the goodbye take their time; a value taken after them gets its own.
-      this.#markStale([...this.#live.keys()], this.#clock.now(), "host stopped");
+      await this.#markAllStale("host stopped");
       let sent = false;
       if (session.client.connected) {
         // While the edge nodes still listen in their sessions: the final acks (ADR 0037).
@@ -949,7 +953,7 @@ export class SparkplugHost {
     // ("host stopped"), 1 µs after it, before the writer drains. Otherwise history would read the
     // last value good across the host's downtime, whatever the edge node did meanwhile (ADR 0043,
     // amendment 19u).
-    this.#markStale([...this.#live.keys()], this.#clock.now(), "host stopped");
+    await this.#markAllStale("host stopped");
     // One budget for both waits on the store: the final acks' and this drain's.
     await this.#writer.drain(Math.max(0, drainUntil - this.#clock.now()));
     this.#writer.reset("host stopped");
@@ -1232,9 +1236,32 @@ export class SparkplugHost {
     // The host no longer sees the edge nodes: their live values are stale (Sparkplug 3.0.0, 5.x).
     // Stored too, right after the last value the host received: what the edge node measured
     // meanwhile, replayed later as history, lands after it (ADR 0043, amendment 19z).
-    this.#markStale([...this.#live.keys()], this.#clock.now(), "the host lost its broker connection");
-    if (this.#stopping) return;
-    void this.#reconnect("connection to the broker lost");
+    // In slices; the reconnect (whose births restate values after the marks) only once all are in.
+    void this.#markAllStale("the host lost its broker connection").then(() => {
+      if (this.#stopping) return;
+      void this.#reconnect("connection to the broker lost");
+    });
+  }
+
+  /**
+   * {@link #markStale} for every live tag, at the time of the call, {@link MARK_SLICE_MS} of work
+   * per turn of the event loop (`setImmediate` apart); resolves once every tag is marked. One
+   * pass over 400,000 live tags held the loop for seconds at a link loss (review adv19k). Each
+   * slice publishes its own `live-update`.
+   */
+  async #markAllStale(reason: string): Promise<void> {
+    const tags = [...this.#live.keys()];
+    const at = this.#clock.now();
+    let index = 0;
+    while (index < tags.length) {
+      const start = performance.now();
+      do {
+        const end = Math.min(tags.length, index + MARK_STEP);
+        this.#markStale(tags.slice(index, end), at, reason);
+        index = end;
+      } while (index < tags.length && performance.now() - start < MARK_SLICE_MS);
+      if (index < tags.length) await new Promise<void>((resolve) => setImmediate(resolve));
+    }
   }
 
   #reconnect(reason: string): Promise<void> {
