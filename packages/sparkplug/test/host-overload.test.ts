@@ -164,6 +164,47 @@ describe("Sparkplug host: an edge node that keeps sending after a gap (review ad
   });
 });
 
+describe("Sparkplug host: rebirth-request events once the interval passes (review adv19k M4, sibling)", () => {
+  test("after rebirthIntervalMs a new NCMD is sent and reported, and the held-back ones after it are reported once more", async () => {
+    const db = await database();
+    const url = (await broker()).url;
+    const host = new SparkplugHost({
+      brokerUrl: url,
+      hostId: "gap-interval",
+      groups: [GROUP],
+      store: db.store,
+      stopLingerMs: 100,
+      rebirthIntervalMs: 1_500,
+    });
+    cleanups.push(() => host.stop());
+    const events: boolean[] = [];
+    host.events.on("rebirth-request", (event) => {
+      events.push(event.suppressed);
+    });
+    await host.start();
+    await host.whenConnected();
+    const edge = await RawEdgeNode.connect(url, GROUP, NODE, 1);
+    cleanups.push(() => edge.close());
+    await edge.nbirth(1);
+    await edge.dbirth("d1", metrics(0, Date.now()));
+    await eventually(() => host.health().edgeNodes[0]?.state === "online", 10_000, "online");
+    edge.seq = 100;
+    const burst = async () => {
+      for (let message = 0; message < 30; message++)
+        await edge.ddata("d1", [{ alias: 1, timestamp: Date.now(), datatype: "Double", value: message }]);
+    };
+    const started = Date.now();
+    await burst();
+    await eventually(() => host.health().edgeNodes[0]!.rebirthsSuppressed >= 29, 10_000, "first burst taken");
+    expect(Date.now() - started).toBeLessThan(1_500);
+    await new Promise((resolve) => setTimeout(resolve, 1_600));
+    await burst();
+    await eventually(() => host.health().edgeNodes[0]!.rebirthsSuppressed >= 58, 10_000, "second burst taken");
+    expect(host.health().edgeNodes[0]!.rebirthsRequested).toBe(2);
+    expect(events).toEqual([false, true, false, true]);
+  });
+});
+
 describe("Sparkplug host: a link loss with a backlog of messages waiting (review adv19k M1)", () => {
   test("what waits is taken in slices, the event loop never held for the whole backlog; the session ends after it", async () => {
     const mqtt = await broker();
