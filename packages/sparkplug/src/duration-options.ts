@@ -20,3 +20,27 @@ export function durationIssues(entries: readonly (readonly [string, number | und
   }
   return issues;
 }
+
+/**
+ * The issues of the timing fields of the `mqtt` pass-through options (MQTT.js's), which reach a
+ * timer or the CONNECT packet as they are: `connectTimeout` as a duration above (1 ms to 1 hour;
+ * 30 days overflowed MQTT.js's timer: "connack timeout" at once, forever), `keepalive` a whole
+ * number of seconds from 0 to 65,535 (MQTT's two-byte Keep Alive; 0 turns it off).
+ * (`reconnectPeriod` is not taken: Kiln reconnects itself.) Review adv19k.
+ */
+export function mqttTimingIssues(
+  mqtt: { readonly connectTimeout?: unknown; readonly keepalive?: unknown } | undefined,
+): ValidationIssue[] {
+  if (mqtt === undefined) return [];
+  const issues = durationIssues([["mqtt.connectTimeout", mqtt.connectTimeout as number | undefined, 1]]);
+  const keepalive = mqtt.keepalive;
+  if (
+    keepalive !== undefined &&
+    !(Number.isInteger(keepalive) && (keepalive as number) >= 0 && (keepalive as number) <= 65_535)
+  )
+    issues.push({
+      path: "mqtt.keepalive",
+      message: "must be a whole number of seconds from 0 to 65535 (MQTT Keep Alive)",
+    });
+  return issues;
+}

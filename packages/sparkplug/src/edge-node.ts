@@ -30,7 +30,7 @@ import {
 } from "@kiln/core/driver-kit";
 import { memoryBdSeqStore, type BdSeqStore } from "./bdseq-store";
 import { CommandDropAudit, type DroppedCommandReason } from "./command-drop-audit";
-import { durationIssues } from "./duration-options";
+import { durationIssues, mqttTimingIssues } from "./duration-options";
 import { summarizeRefusals, type EarlyRefusal } from "./refusal-summary";
 import { JournalBacklog, MemoryBacklog, type ForwardBacklog, type SentMark } from "./forward-backlog";
 import {
@@ -210,7 +210,9 @@ export interface SparkplugEdgeNodeOptions {
   /**
    * MQTT.js client options (username, password, TLS, clientId, keepalive, protocolVersion 4 or
    * 5...). The node sets `will`, `clean: true`, `reconnectPeriod: 0` (it reconnects itself) and,
-   * for MQTT 5, a session expiry of 0, as Sparkplug requires.
+   * for MQTT 5, a session expiry of 0, as Sparkplug requires. `connectTimeout` (ms, 1 to 3,600,000)
+   * and `keepalive` (whole seconds, 0 to 65,535) are checked like the node's own durations.
+   * @throws KilnValidationError (KILN_VALIDATION) naming `mqtt.connectTimeout` or `mqtt.keepalive`.
    */
   readonly mqtt?: Omit<IClientOptions, "will" | "clean" | "reconnectPeriod">;
   /**
@@ -230,6 +232,9 @@ export interface SparkplugEdgeNodeOptions {
    * (`command-drop` `too-large`, counted, audited as `sparkplug.dcmd-drop` or `sparkplug.ncmd-drop`); a larger
    * STATE is rejected (`message-reject`). With MQTT 5 it is also sent to the broker as the
    * CONNECT Maximum Packet Size (plus room for the topic), so the broker does not forward more.
+   * With MQTT 3.1.1 (the default) it does not bound memory: MQTT.js reads a whole packet, up to
+   * MQTT's 256 MB, first; use `mqtt: { protocolVersion: 5 }` or the broker's own limit (mosquitto
+   * `message_size_limit`).
    * @default 65536 (64 KiB: 256 metrics of a command take a few KiB)
    */
   readonly maxPayloadBytes?: number;
@@ -844,7 +849,7 @@ export class SparkplugEdgeNode {
     const durations = durationIssues([
       ["minRebirthIntervalMs", options.minRebirthIntervalMs, 0],
       ["connectTimeoutMs", options.connectTimeoutMs, 1],
-    ]);
+    ]).concat(mqttTimingIssues(options.mqtt));
     if (durations.length > 0) throw new KilnValidationError("Sparkplug edge node options", durations);
     const skew = options.maxHostClockSkewMs;
     if (skew !== undefined && !(typeof skew === "number" && skew >= 0))

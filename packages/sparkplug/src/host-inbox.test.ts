@@ -74,8 +74,8 @@ describe("HostInbox: the host's messages in order, a slice of work per turn, bou
     expect(taken).toEqual(Array.from({ length: 12 }, (_, index) => `m${index}`));
   });
 
-  test("past maxWaitingBytes MQTT.js is held too; flush takes everything in order", () => {
-    const { inbox, taken, message } = rig({ cost: 10, maxWaitingBytes: 100 });
+  test("past maxWaitingBytes MQTT.js is held too; flush takes everything in order", async () => {
+    const { inbox, taken, message, nextTurn, turns } = rig({ cost: 10, maxWaitingBytes: 100 });
     const released: string[] = [];
     inbox.receive(message("big0", 60));
     inbox.ready(() => released.push("big0"));
@@ -88,7 +88,11 @@ describe("HostInbox: the host's messages in order, a slice of work per turn, bou
     // 120 bytes waiting: over the bound, MQTT.js is held.
     expect(inbox.waitingBytes).toBe(120);
     expect(released).toEqual(["big0", "big1"]);
-    inbox.flush();
+    const flushed = inbox.flush();
+    // One 10 ms message per slice: the flush yields between them.
+    expect(taken).toEqual(["big0", "big1"]);
+    while (turns.length > 0) nextTurn();
+    await flushed;
     expect(taken).toEqual(["big0", "big1", "big2"]);
     expect(inbox.waitingBytes).toBe(0);
     expect(released).toEqual(["big0", "big1", "big2"]);
@@ -120,5 +124,48 @@ describe("HostInbox: the host's messages in order, a slice of work per turn, bou
     await Promise.resolve();
     while (turns.length > 0) nextTurn();
     expect(taken).toEqual(["a", "b", "c"]);
+  });
+
+  test("flush takes what waits in slices of sliceMs, a turn apart, in order, and resolves once all of it is taken (review adv19k M1)", async () => {
+    const { inbox, taken, writer, message, turns } = rig({ maxWaiting: 1_000 });
+    // The writer congested: nothing is taken by the ordinary turns; 20 messages wait.
+    writer.congested = true;
+    for (let index = 0; index < 20; index++) inbox.receive(message(`m${index}`));
+    turns.splice(0);
+    let done = false;
+    const flushed = inbox.flush().then(() => (done = true));
+    // 5 ms of 1 ms messages in the first slice, not all 20 ms at once.
+    expect(taken).toHaveLength(5);
+    // A message received during the flush comes after what the flush takes.
+    inbox.receive(message("late"));
+    let slices = 1;
+    while (turns.length > 0 && !done) {
+      turns.shift()!();
+      slices++;
+      await Promise.resolve();
+    }
+    await flushed;
+    expect(slices).toBe(4);
+    expect(taken).toEqual(Array.from({ length: 20 }, (_unused, index) => `m${index}`));
+    expect(inbox.waiting).toBe(1);
+  });
+
+  test("a second flush while one runs joins it; each resolves once what waited at its call is taken", async () => {
+    const { inbox, taken, writer, message, turns } = rig({ maxWaiting: 1_000 });
+    writer.congested = true;
+    for (let index = 0; index < 8; index++) inbox.receive(message(`a${index}`));
+    turns.splice(0);
+    const order: string[] = [];
+    const first = inbox.flush().then(() => order.push("first"));
+    for (let index = 0; index < 4; index++) inbox.receive(message(`b${index}`));
+    const second = inbox.flush().then(() => order.push("second"));
+    expect(taken).toHaveLength(5);
+    while (turns.length > 0) turns.shift()!();
+    await Promise.all([first, second]);
+    expect(order).toEqual(["first", "second"]);
+    expect(taken).toEqual([...Array.from({ length: 8 }, (_unused, index) => `a${index}`), "b0", "b1", "b2", "b3"]);
+    expect(inbox.waiting).toBe(0);
+    // Nothing waiting: resolves at once.
+    await inbox.flush();
   });
 });

@@ -91,6 +91,41 @@ describe("the host's sample writer", () => {
     expect(log.stored).toBe(100);
   });
 
+  test("samples the host must store (its stale marks) are never dropped for the bound, even past it; the rest is, counted (review adv19k H1)", async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const fake = fakeStore({ hold: () => gate });
+    const { log, listener } = recorder();
+    const writer = new HostSampleWriter(fake.store, new SystemClock(), listener, {
+      maxBatchSize: 10,
+      maxQueuedSamples: 100,
+      concurrency: 1,
+    });
+    // One mark per live tag, more tags than the bound: all of them queued.
+    const marks = samples(150).map((sample) => ({ ...sample, value: null }));
+    writer.push(marks, () => true);
+    expect(log.dropped).toEqual([]);
+    expect(writer.held).toBe(150);
+    expect(writer.accepted).toBe(150);
+    // Sibling: a data push mixing values and the host's own rows (a restated birth value, a
+    // clock step's mark) while over the bound: the own rows are kept, the values dropped, counted.
+    const mixed = samples(6, 1_000);
+    const own = new Set([mixed[1], mixed[4]]);
+    writer.push(mixed, (sample) => own.has(sample));
+    expect(log.dropped).toEqual([[4, expect.stringContaining("batching.maxQueuedSamples: 100") as unknown]]);
+    expect(log.dropped[0]![1]).toContain("held 150 samples");
+    expect(writer.held).toBe(152);
+    release();
+    await writer.drain(1_000);
+    expect(log.stored).toBe(152);
+    expect(
+      fake.batches
+        .flat()
+        .map((sample) => sample.timestamp)
+        .slice(-2),
+    ).toEqual([1_001, 1_004]);
+  });
+
   test("retries a batch whose write failed with a retryable error, and drops (counted) one refused for good", async () => {
     const fake = fakeStore({
       fail: (call) =>

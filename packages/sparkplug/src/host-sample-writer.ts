@@ -24,7 +24,12 @@ export interface SparkplugHostBatching {
   /**
    * Samples held in memory (queued and being written), at most. From half of it the host stops
    * reading from the broker (MQTT.js `handleMessage` backpressure: the broker queues, then drops
-   * by its own policy); what would go beyond it is dropped and counted. @default 200000
+   * by its own policy); what would go beyond it is dropped and counted. The host's own rows are
+   * never dropped for this bound (a stale mark, a value restated after one: history would read
+   * the last value good across a loss of trust, ADR 0043, amendment fix19n): at most one or two
+   * per tag per loss of trust, they may take the count past it by about the number of live
+   * metrics (`limits.maxMetrics` at most) while reading from the broker stays paused.
+   * @default 200000
    */
   readonly maxQueuedSamples?: number;
   /** `writeBatch` calls in flight at once. @default 2 */
@@ -180,23 +185,29 @@ export class HostSampleWriter {
     return new Promise((resolve) => this.#spaceWaiters.push(resolve));
   }
 
-  /** Queues `samples`; what goes beyond the bound is dropped and counted. */
-  push(samples: readonly Sample[]): void {
+  /**
+   * Queues `samples`; what goes beyond the bound is dropped and counted, except the samples
+   * `mustStore` says the host must store (its own stale marks and restated values): those are
+   * always queued, past the bound if need be, so nothing the host believes stored is dropped here.
+   */
+  push(samples: readonly Sample[], mustStore?: (sample: Sample) => boolean): void {
     if (samples.length === 0) return;
-    let accepted = samples.length;
-    if (this.#held + accepted > this.#maxQueued) {
-      accepted = Math.max(0, this.#maxQueued - this.#held);
-      this.#listener.dropped(
-        samples.length - accepted,
-        `the host holds ${this.#maxQueued} samples (maxQueuedSamples): the store cannot keep up`,
-      );
-    }
-    if (accepted === 0) return;
+    const room = Math.max(0, this.#maxQueued - this.#held);
     // A copy: the caller may reuse its array.
-    this.#waiting.push(samples.slice(0, accepted));
-    this.#waitingCount += accepted;
-    this.#held += accepted;
-    this.#accepted += accepted;
+    const kept =
+      samples.length <= room
+        ? samples.slice()
+        : samples.filter((sample, index) => index < room || mustStore?.(sample) === true);
+    if (kept.length < samples.length)
+      this.#listener.dropped(
+        samples.length - kept.length,
+        `the host already held ${this.#held} samples not yet written (batching.maxQueuedSamples: ${this.#maxQueued}); the store is behind`,
+      );
+    if (kept.length === 0) return;
+    this.#waiting.push(kept);
+    this.#waitingCount += kept.length;
+    this.#held += kept.length;
+    this.#accepted += kept.length;
     this.#pump();
     this.#arm();
   }

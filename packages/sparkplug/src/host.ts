@@ -42,7 +42,7 @@ import {
 import { tagDataTypeOfSparkplug, type SparkplugMetricDataType } from "./datatypes";
 import { decodeHostState, encodeHostState } from "./host-state";
 import { qualityOfMetric, tagValueOfMetric } from "./host-samples";
-import { durationIssues } from "./duration-options";
+import { durationIssues, mqttTimingIssues } from "./duration-options";
 import { HostInbox } from "./host-inbox";
 import { HostSampleWriter, type SparkplugHostBatching } from "./host-sample-writer";
 import { OldestFirstIndex } from "./oldest-first-index";
@@ -124,7 +124,8 @@ export interface SparkplugHostOptions {
   readonly batching?: SparkplugHostBatching;
   /**
    * The shortest interval between two rebirth requests (NCMD `Node Control/Rebirth`) to one edge
-   * node, in ms: more requests in between are counted as suppressed. From 0 to 3,600,000 (1 hour).
+   * node, in ms: more requests in between are counted as suppressed (`rebirthsSuppressed`, and one
+   * `rebirth-request` event with `suppressed` per interval). From 0 to 3,600,000 (1 hour).
    * @default 5000
    */
   readonly rebirthIntervalMs?: number;
@@ -140,7 +141,10 @@ export interface SparkplugHostOptions {
    * loop for tens of seconds), counted in `messages.oversized`, reported by `message-reject`, and
    * the edge node is distrusted as after a gap (rebirth request, reason `payload-too-large`). With
    * MQTT 5 it is also sent to the broker as the CONNECT Maximum Packet Size (plus room for the
-   * topic), so the broker does not forward more. @default 4194304 (4 MiB)
+   * topic), so the broker does not forward more. With MQTT 3.1.1 (the default) it does not bound
+   * memory: MQTT.js reads a whole packet, up to MQTT's 256 MB, before the host sees it; use
+   * `mqtt: { protocolVersion: 5 }` or the broker's own limit (mosquitto `message_size_limit`).
+   * @default 4194304 (4 MiB)
    */
   readonly maxPayloadBytes?: number;
   /**
@@ -163,7 +167,9 @@ export interface SparkplugHostOptions {
   /**
    * MQTT.js client options (username, password, TLS, clientId, keepalive, protocolVersion 4 or
    * 5...). The host sets `will`, `clean: true`, `reconnectPeriod: 0` (it reconnects itself) and,
-   * for MQTT 5, a session expiry of 0, as Sparkplug requires.
+   * for MQTT 5, a session expiry of 0, as Sparkplug requires. `connectTimeout` (ms, 1 to 3,600,000)
+   * and `keepalive` (whole seconds, 0 to 65,535) are checked like the host's own durations.
+   * @throws KilnValidationError (KILN_VALIDATION) naming `mqtt.connectTimeout` or `mqtt.keepalive`.
    */
   readonly mqtt?: Omit<IClientOptions, "will" | "clean" | "reconnectPeriod">;
   /** How long one connect attempt may take, in ms, from 1 to 3,600,000 (1 hour). @default 10000 */
@@ -376,7 +382,13 @@ export interface SparkplugHostEvents {
   };
   /** The live view changed: the live (not historical) samples of one message, or stale marks. */
   "live-update": { readonly metrics: readonly SparkplugLiveMetric[] };
-  /** The host asked an edge node for a rebirth (`suppressed`: held back by `rebirthIntervalMs`). */
+  /**
+   * The host asked an edge node for a rebirth: `suppressed` false, an NCMD `Node Control/Rebirth`
+   * was sent. A request held back by `rebirthIntervalMs` (or while the host has no broker session)
+   * is counted in {@link SparkplugHostEdgeNodeHealth.rebirthsSuppressed}, and reported with
+   * `suppressed` true at most once per `rebirthIntervalMs`, and never more than once a second, per edge node:
+   * an edge node that keeps sending after a gap is not one event per message (review adv19k).
+   */
   "rebirth-request": {
     /** The Sparkplug group. */
     readonly groupId: string;
@@ -476,6 +488,8 @@ interface EdgeNodeState {
    */
   readonly aliases: Map<number | bigint, { readonly deviceId: string | undefined; readonly info: MetricInfo }>;
   lastRebirthAt: number | undefined;
+  /** When a held-back request was last reported (`rebirth-request` with `suppressed`). */
+  suppressedReportedAt?: number;
   offlineSince: number | undefined;
   births: number;
   rebirthsRequested: number;
@@ -525,9 +539,17 @@ interface Session {
   farewellEchoed?: boolean;
   /** The messages MQTT.js handed over and the host has not taken yet (set once subscribed). */
   inbox?: HostInbox;
+  /** Its link went: what its inbox holds is being taken before the session ends. */
+  lost?: boolean;
 }
 
 const DEFAULT_MAX_PAYLOAD_BYTES = 4_194_304;
+/** Work per turn of the event loop when every live tag is marked stale (a link loss, a stop), in ms. */
+const MARK_SLICE_MS = 5;
+/** Tags marked between two looks at the clock. */
+const MARK_STEP = 500;
+/** The shortest spacing of `rebirth-request` events for held-back requests, per edge node, in ms. */
+const SUPPRESSED_REPORT_MS = 1_000;
 const DEFAULT_MAX_CLOCK_SKEW_MS = 60_000;
 /**
  * An edge node that loses the host's trust right after being born {@link FLAP_LOSSES} times
@@ -675,6 +697,13 @@ export class SparkplugHost {
     storeErrors: 0,
   };
   #problems = new Map<string, string>();
+  /**
+   * The rows of its own the host puts in a data push ({@link #trace}: a clock step's mark, a
+   * value restated after a mark): the writer never drops them for its bound, since the trail
+   * already counts them stored (ADR 0043, amendment fix19n).
+   */
+  readonly #ownRows = new WeakSet<Sample>();
+  readonly #mustStore = (sample: Sample): boolean => this.#ownRows.has(sample);
   readonly #limits: Required<SparkplugHostLimits>;
   readonly #refusals: Record<SparkplugHostLimit, number> = {
     maxEdgeNodes: 0,
@@ -748,6 +777,7 @@ export class SparkplugHost {
         ["batching.writeTimeoutMs", batching.writeTimeoutMs, 1],
         ["batching.breaker.recoveryTimeMs", batching.breaker?.recoveryTimeMs, 1],
       ]),
+      ...mqttTimingIssues(options.mqtt),
     );
     const skew = options.maxClockSkewMs;
     if (skew !== undefined && (!Number.isFinite(skew) || skew < 0)) {
@@ -806,6 +836,10 @@ export class SparkplugHost {
         },
         dropped: (count, reason) => {
           this.#counts.dropped += count;
+          this.#problems.set(
+            "dropped",
+            `samples dropped: ${this.#counts.dropped} in all, the last ${count} at ${new Date(this.#clock.now()).toISOString()}: ${reason}`,
+          );
           void this.#bus.publish("samples-drop", { count, reason });
           // Which edge node they belonged to is not known here: no edge node awaiting acks is
           // acknowledged past them. Each is asked for a rebirth, after which it sends again what
@@ -884,10 +918,10 @@ export class SparkplugHost {
     await this.#lifecycle.close(async () => {
       const session = this.#session;
       if (session === undefined) return;
-      session.inbox?.flush();
+      await session.inbox?.flush();
       // The marks of the host's stop (below), pushed now so the writer stores them while the
       // final acks and the goodbye take their time; a value taken after them gets its own.
-      this.#markStale([...this.#live.keys()], this.#clock.now(), "host stopped");
+      await this.#markAllStale("host stopped");
       let sent = false;
       if (session.client.connected) {
         // While the edge nodes still listen in their sessions: the final acks (ADR 0037).
@@ -909,7 +943,7 @@ export class SparkplugHost {
         // messages until it died keeps the host from dropping it unseen.
         if (sent) await this.#awaitFarewell(session);
       }
-      session.inbox?.flush();
+      await session.inbox?.flush();
       this.#session = undefined;
       session.closing = true;
       this.#lastState = { online: false, timestamp: session.timestamp };
@@ -919,7 +953,7 @@ export class SparkplugHost {
     // ("host stopped"), 1 µs after it, before the writer drains. Otherwise history would read the
     // last value good across the host's downtime, whatever the edge node did meanwhile (ADR 0043,
     // amendment 19u).
-    this.#markStale([...this.#live.keys()], this.#clock.now(), "host stopped");
+    await this.#markAllStale("host stopped");
     // One budget for both waits on the store: the final acks' and this drain's.
     await this.#writer.drain(Math.max(0, drainUntil - this.#clock.now()));
     this.#writer.reset("host stopped");
@@ -1185,9 +1219,16 @@ export class SparkplugHost {
   }
 
   #onSessionLost(session: Session): void {
+    if (session.closing || this.#session !== session || session.lost === true) return;
+    session.lost = true;
+    // What MQTT.js handed over before the link went is taken first, as it was received, a slice
+    // per turn of the event loop (review adv19k M1); then the session ends.
+    void (session.inbox?.flush() ?? Promise.resolve()).then(() => this.#endLostSession(session));
+  }
+
+  #endLostSession(session: Session): void {
+    // stop() may have ended it meanwhile (and marks the live values itself).
     if (session.closing || this.#session !== session) return;
-    // What MQTT.js handed over before the link went is taken first, as it was received.
-    session.inbox?.flush();
     this.#session = undefined;
     session.closing = true;
     session.client.end(true);
@@ -1195,9 +1236,32 @@ export class SparkplugHost {
     // The host no longer sees the edge nodes: their live values are stale (Sparkplug 3.0.0, 5.x).
     // Stored too, right after the last value the host received: what the edge node measured
     // meanwhile, replayed later as history, lands after it (ADR 0043, amendment 19z).
-    this.#markStale([...this.#live.keys()], this.#clock.now(), "the host lost its broker connection");
-    if (this.#stopping) return;
-    void this.#reconnect("connection to the broker lost");
+    // In slices; the reconnect (whose births restate values after the marks) only once all are in.
+    void this.#markAllStale("the host lost its broker connection").then(() => {
+      if (this.#stopping) return;
+      void this.#reconnect("connection to the broker lost");
+    });
+  }
+
+  /**
+   * {@link #markStale} for every live tag, at the time of the call, {@link MARK_SLICE_MS} of work
+   * per turn of the event loop (`setImmediate` apart); resolves once every tag is marked. One
+   * pass over 400,000 live tags held the loop for seconds at a link loss (review adv19k). Each
+   * slice publishes its own `live-update`.
+   */
+  async #markAllStale(reason: string): Promise<void> {
+    const tags = [...this.#live.keys()];
+    const at = this.#clock.now();
+    let index = 0;
+    while (index < tags.length) {
+      const start = performance.now();
+      do {
+        const end = Math.min(tags.length, index + MARK_STEP);
+        this.#markStale(tags.slice(index, end), at, reason);
+        index = end;
+      } while (index < tags.length && performance.now() - start < MARK_SLICE_MS);
+      if (index < tags.length) await new Promise<void>((resolve) => setImmediate(resolve));
+    }
   }
 
   #reconnect(reason: string): Promise<void> {
@@ -1467,8 +1531,12 @@ export class SparkplugHost {
     // id that was forgotten (its state made again by each) do not send a request each.
     const last = node.lastRebirthAt ?? this.#rebirthSentAt.get(key);
     const suppressed = session === undefined || this.#stopping || (last !== undefined && now - last < interval);
-    if (suppressed) node.rebirthsSuppressed++;
-    else {
+    if (suppressed) {
+      node.rebirthsSuppressed++;
+      const reported = node.suppressedReportedAt;
+      if (reported !== undefined && now - reported < Math.max(interval, SUPPRESSED_REPORT_MS)) return;
+      node.suppressedReportedAt = now;
+    } else {
       node.lastRebirthAt = now;
       this.#rebirthSentAt.add(key, now);
       // Oldest first: drop what no longer suppresses anything, and never keep more than
@@ -2179,7 +2247,9 @@ export class SparkplugHost {
       this.#marks.add(updated);
       marked.push(updated);
     }
-    if (samples.length > 0) this.#writer.push(samples);
+    // Never dropped for the writer's bound: the trails above already count them stored (one or
+    // two per tag, bounded by limits.maxMetrics; ADR 0043, amendment fix19n).
+    if (samples.length > 0) this.#writer.push(samples, () => true);
     if (marked.length > 0) void this.#bus.publish("live-update", { metrics: marked });
   }
 
@@ -2349,12 +2419,14 @@ export class SparkplugHost {
       const markAt = microAfter(trail.newestMicros);
       if (!trail.newestIsMark && markAt <= SAMPLE_TIME_MAX) {
         const reason = `${topic}: the edge node's clock stepped back (a live value timestamped ${timeText(sample.timestamp)} arrived after a row stored at ${timeText(trail.newestMicros / 1000)}); this session's values are stored at their own, earlier times`;
-        samples.push({
+        const mark: Sample = {
           tag: sample.tag,
           value: null,
           timestamp: markAt,
           quality: quality("bad", reason, QualityCodes.BadNoCommunication),
-        });
+        };
+        this.#ownRows.add(mark);
+        samples.push(mark);
         trail.newestMicros += 1;
         trail.liveMicros = trail.newestMicros;
         trail.newestIsMark = true;
@@ -2370,14 +2442,16 @@ export class SparkplugHost {
         trail.receivedMicros = trail.newestMicros;
         const given = sample.quality.reason;
         const restated = `${RESTATED_REASON} (${topic}, measured at ${timeText(sample.timestamp)})`;
-        samples.push({
+        const row: Sample = {
           ...sample,
           timestamp,
           quality: {
             ...sample.quality,
             reason: given === undefined || given === "" ? restated : `${given}; ${restated}`,
           },
-        });
+        };
+        this.#ownRows.add(row);
+        samples.push(row);
         return false;
       }
     }
@@ -2572,7 +2646,7 @@ export class SparkplugHost {
       this.#live.set(info.tag, entry);
       live.push(entry);
     }
-    this.#writer.push(samples);
+    this.#writer.push(samples, this.#mustStore);
     if (live.length > 0 && this.#bus.listenerCount("live-update") > 0)
       void this.#bus.publish("live-update", { metrics: live });
   }

@@ -359,6 +359,12 @@ describe("options", () => {
     ]);
     expect(fields({ reconnect: { initialDelayMs: 1_000, maxDelayMs: 3_600_001 } })).toEqual(["reconnect.maxDelayMs"]);
     expect(fields({ minRebirthIntervalMs: 3_600_000, connectTimeoutMs: 1 })).toEqual([]);
+    // The MQTT.js pass-through too (review adv19k L1).
+    expect(fields({ mqtt: { connectTimeout: 2_592_000_000, keepalive: 70_000 } })).toEqual([
+      "mqtt.connectTimeout",
+      "mqtt.keepalive",
+    ]);
+    expect(fields({ mqtt: { connectTimeout: 3_600_000, keepalive: 65_535 } })).toEqual([]);
   });
 });
 

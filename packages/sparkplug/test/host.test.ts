@@ -859,6 +859,19 @@ describe("Sparkplug host: options", () => {
       "accepted",
     );
     expect(codeOf(base)).toBe("accepted");
+    // The MQTT.js pass-through reaches the same timers and the CONNECT packet (review adv19k L1):
+    // 30 days overflowed MQTT.js's connect timer ("connack timeout" forever); Keep Alive is two bytes.
+    expect(codeOf({ ...base, mqtt: { connectTimeout: 2_592_000_000, keepalive: 70_000 } })).toEqual([
+      "mqtt.connectTimeout",
+      "mqtt.keepalive",
+    ]);
+    expect(codeOf({ ...base, mqtt: { connectTimeout: 0, keepalive: 1.5 } })).toEqual([
+      "mqtt.connectTimeout",
+      "mqtt.keepalive",
+    ]);
+    expect(codeOf({ ...base, mqtt: { keepalive: -1 } })).toEqual(["mqtt.keepalive"]);
+    expect(codeOf({ ...base, mqtt: { connectTimeout: 3_600_000, keepalive: 65_535 } })).toBe("accepted");
+    expect(codeOf({ ...base, mqtt: { keepalive: 0 } })).toBe("accepted");
   });
 
   test("a brokerUrl without a scheme (localhost:1883), with one MQTT.js does not speak, or without a host is refused, naming brokerUrl (adversarial review 19y)", () => {
