@@ -1405,7 +1405,7 @@ export class ControlSystem {
                 return this.#stopWithoutProcess(name, context);
               }
               // Refused by the table while a safe-state write failed: written again (review 15p, H1).
-              if (halted === undefined && this.#recipes.safeStateFailures().length > 0) {
+              if (halted === undefined && this.#redrivesSafeState()) {
                 return this.#reapplySafeState(context);
               }
               return this.#machine.state;
@@ -1436,8 +1436,9 @@ export class ControlSystem {
           // safe state again and answers the state: asking again is how an operator re-drives it
           // once the device is back (state-machines.md; review 15p, H1). Audited allowed, with
           // its own :fail when it fails again. Without a failure it is refused as before.
-          if (safetyFunction && !this.#machine.can(name) && this.#recipes.safeStateFailures().length > 0) {
+          if (safetyFunction && !this.#machine.can(name) && this.#redrivesSafeState()) {
             return this.#safetyFence(reason, async () => {
+              context.recordRequest({ command: auditedName(name), safeStateAgain: true });
               await context.commit();
               return this.#reapplySafeState(context);
             });
@@ -1477,6 +1478,19 @@ export class ControlSystem {
     const state = await this.#machine.send(name);
     const acting = this.#machine.model.name === "packml" && (state === "stopping" || state === "aborting");
     return acting && this.#machine.can("stateComplete") ? this.#machine.send("stateComplete") : state;
+  }
+
+  /**
+   * Whether a stop, fault or abort the table refuses writes the safe state again (review 15p, H1):
+   * only while a safe-state write failed (not a late step write or pulse-off of another tag, which
+   * the safe state does not repair), and never in `maintenance`, where technicians work on the
+   * machine and outputs move only by their writes (review 15q, M1, M2).
+   */
+  #redrivesSafeState(): boolean {
+    return (
+      this.#machine.state !== "maintenance" &&
+      this.#recipes.safeStateFailures().some((failure) => (failure.stage ?? "safe-state") === "safe-state")
+    );
   }
 
   /**

@@ -1,6 +1,9 @@
 import { describe, expect, test } from "vitest";
 import { KilnError } from "../domain/errors";
+import type { RecipeInput } from "../recipes/recipe-schema";
+import { heldWriteSystem } from "../../test/support/held-write-system";
 import { admin, hostile, sleep } from "../../test/support/late-landing-system";
+import { engineer } from "../../test/support/safety-harness";
 
 // Adversarial review 15p, H1: once a fault's safe-state write had failed, no stop, fault or abort
 // could write the safe state again: the machine was already in `error`, the table refused them
@@ -52,4 +55,62 @@ describe("a safe state that failed is written again when a stop, fault or abort 
     expect(parts.values("heater.setpoint")).toEqual([200]);
     await system.stop();
   });
+
+  // Review 15q, M2: the re-drive also ran in `maintenance`: a holder of machine.mode without
+  // maintenance or write rights moved an output a technician had set.
+  test("(15q M2) not in maintenance: a stop there is refused and the technician's value stays", async () => {
+    const parts = await hostile();
+    const { system } = parts;
+    await system.writeTag(admin, "heater.setpoint", 200);
+    parts.setHold((tag, value) => (tag === "heater.setpoint" && value === 0 ? refused(0) : false));
+    expect(await system.sendMachineCommand(admin, "fault")).toBe("error");
+    expect(await system.sendMachineCommand(admin, "enterMaintenance")).toBe("maintenance");
+    parts.setHold(() => false);
+    await system.writeTag(admin, "heater.setpoint", 300);
+    await expect(system.sendMachineCommand(admin, "stop")).rejects.toMatchObject({ code: "KILN_INVALID_TRANSITION" });
+    expect(parts.values("heater.setpoint")).toEqual([200, 300]);
+    await system.stop();
+  });
+
+  test("the entry of a re-drive says so (newValue.safeStateAgain)", async () => {
+    const parts = await hostile();
+    const { system } = parts;
+    await system.writeTag(admin, "heater.setpoint", 200);
+    parts.setHold((tag, value) => (tag === "heater.setpoint" && value === 0 ? refused(0) : false));
+    await system.sendMachineCommand(admin, "fault");
+    parts.setHold(() => false);
+    await system.sendMachineCommand(admin, "stop");
+    const stop = parts.recorded.find((entry) => entry.action === "machine.stop" && !entry.id.endsWith(":fail"));
+    expect(stop).toMatchObject({ outcome: "allowed", newValue: { command: "stop", safeStateAgain: true } });
+    await system.stop();
+  });
+});
+
+// Review 15q, M1: a late step write of a tag outside the safe state (refused after its process was
+// stopped) also switched the re-drive on: every later stop at rest was taken and wrote the safe
+// state over manual values. Only a failed safe-state write does.
+describe("a failed late step write does not make a stop at rest write the safe state (review 15q, M1)", () => {
+  const STIR: RecipeInput = {
+    name: "stir",
+    version: 1,
+    steps: [{ set: { tag: "stirrer.speed", value: 50 } }, { wait: { durationMs: 60_000 } }],
+  };
+  for (const model of ["kiln", "packml"] as const) {
+    test(`${model}: refused as before, the manual value stays`, async () => {
+      const parts = await heldWriteSystem(model, { tag: "stirrer.speed", value: 50 }, { failHeld: true });
+      const { system } = parts;
+      const process = await system.startRecipe(engineer, STIR);
+      await parts.scans(2);
+      await system.sendMachineCommand(admin, "stop");
+      parts.release();
+      await parts.scans(2);
+      await process.finished;
+      expect(system.health().problems.join("\n")).toMatch(/stirrer\.speed/);
+      await system.writeTag(admin, "heater.setpoint", 150);
+      const before = parts.values("heater.setpoint").length;
+      await expect(system.sendMachineCommand(admin, "stop")).rejects.toMatchObject({ code: "KILN_INVALID_TRANSITION" });
+      expect(parts.values("heater.setpoint").slice(before)).toEqual([]);
+      await system.stop();
+    });
+  }
 });
