@@ -1,3 +1,4 @@
+import { relative } from "node:path";
 import type { Reporter, TestCase, TestModule } from "vitest/node";
 
 /** The part of a test or suite name that says what a skipped test needs: `(needs ...)`. */
@@ -7,7 +8,9 @@ const NEEDS = /\((needs [^)]*)\)/;
  * After vitest's own report, prints one line per group of skipped tests with the reason and how
  * to enable them (taken from the `(needs ...)` part of the test or suite name, which every
  * conditional skip in this repository carries), then one plain closing line,
- * `Tests: N passed, N failed, N skipped`, so CI logs end with a count any tool can read.
+ * `Tests: N passed, N failed, N skipped`, so CI logs end with a count any tool can read. Before
+ * that, the slowest test files (import plus tests and hooks, seconds), so a CI log shows where the
+ * suite's time goes (docs/adr/0044-test-files-share-module-cache.md).
  */
 export default class SummaryReporter implements Reporter {
   onTestRunEnd(testModules: readonly TestModule[]): void {
@@ -28,8 +31,28 @@ export default class SummaryReporter implements Reporter {
       }
     }
     const lines = [...skippedGroups].map(([group, count]) => `skipped ${count} in ${group}\n`);
-    process.stdout.write(`\n${lines.join("")}Tests: ${passed} passed, ${failed} failed, ${skipped} skipped\n`);
+    process.stdout.write(
+      `\n${slowest(testModules).join("")}${lines.join("")}Tests: ${passed} passed, ${failed} failed, ${skipped} skipped\n`,
+    );
   }
+}
+
+/** How many of the slowest test files the summary names. */
+const SLOWEST = 12;
+
+/** One line per slowest test file: `slow 52.1 s plc-opcua: packages/plc-opcua/test/x.test.ts`. */
+function slowest(testModules: readonly TestModule[]): string[] {
+  const timed = testModules.map((module) => {
+    const { collectDuration, duration } = module.diagnostic();
+    return { module, seconds: (collectDuration + duration) / 1000 };
+  });
+  timed.sort((a, b) => b.seconds - a.seconds);
+  return timed
+    .slice(0, SLOWEST)
+    .map(
+      ({ module, seconds }) =>
+        `slow ${seconds.toFixed(1)} s ${module.project.name}: ${relative(process.cwd(), module.moduleId)}\n`,
+    );
 }
 
 /** The `(needs ...)` reason of a skipped test, from its own name or its nearest suite's. */
