@@ -95,4 +95,38 @@ describe("the audit backlog's bound holds for the system's own entries (adv15p M
     expect(stored + coalesced(trail, "machine.trip")).toBe(tripped);
     expect(trail.filter((entry) => entry.action === "audit.drop")).toEqual([]);
   }, 120_000);
+
+  test("sibling: trips go on while the store comes back: health names the coalesced entries while they wait, and the trail still accounts for every trip exactly once", async () => {
+    const parts = await build();
+    const { system, store, clock } = parts;
+    store.down = true;
+    await system.start();
+    while (parts.trips.length < 1_000) await clock.advance(50);
+    expect(system.health().audit.coalesced).toBeGreaterThan(0);
+    expect(system.health().problems).toContainEqual(
+      expect.stringContaining("coalesced by kind while the audit backlog was full"),
+    );
+    // The store is back while the input still flaps: the summary is written once the backlog has
+    // room, and later trips are stored behind it (or coalesced again while it is full).
+    store.down = false;
+    while (parts.trips.length < 2_000) await clock.advance(50);
+    parts.flapping.on = false;
+    await clock.advance(5_000);
+    expect(system.health().audit).toMatchObject({ backlog: 0, coalesced: 0, dropped: 0 });
+    expect(system.health().problems.filter((problem) => problem.includes("audit"))).toEqual([]);
+    const tripped = parts.trips.length;
+    const trail = await trailOf(parts);
+    const single = trail.filter((entry) => entry.action === "machine.trip" && entry.refersTo === undefined);
+    // Each stored once (ids unique), none also counted.
+    expect(new Set(single.map((entry) => entry.id)).size).toBe(single.length);
+    expect(single.length + coalesced(trail, "machine.trip")).toBe(tripped);
+    // The summary spans the outage: from the first trip that did not fit to one before the store came back.
+    const summaries = trail.filter((entry) => entry.action === "audit.coalesce");
+    expect(summaries.length).toBeGreaterThanOrEqual(1);
+    for (const summary of summaries) {
+      const value = summary.newValue as { first: number; last: number; count: number };
+      expect(value.last).toBeGreaterThanOrEqual(value.first);
+      expect(summary).toMatchObject({ principal: "(system)", category: "audit", outcome: "allowed", target: "ald-1" });
+    }
+  }, 60_000);
 });

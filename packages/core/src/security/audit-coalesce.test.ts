@@ -48,7 +48,7 @@ async function setup(backlog: AuditBacklogOptions, idPrefix = "entry") {
   const trip = (value: number, fails = false, target = "ald-1") =>
     runner
       .runSystemAction({ action: "machine.trip", target, reason: "interlock", newValue: { value } }, () =>
-        fails ? Promise.reject(new KilnError("KILN_DRIVER_ERROR", "device refused")) : Promise.resolve(value),
+        fails ? Promise.reject(new KilnError("KILN_WRITE_REJECTED", "device refused")) : Promise.resolve(value),
       )
       .catch(() => undefined);
   const trail = () => store.audit.query({ from: 0, to: Number.MAX_SAFE_INTEGER });

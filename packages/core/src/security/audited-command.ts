@@ -152,7 +152,14 @@ export interface AuditBacklogOptions {
    * once that room is used, a denied or failed one is counted instead.
    * At the limit: `refuse-commands` refuses new commands with `KILN_AUDIT_UNAVAILABLE` until the
    * backlog drains and never evicts an entry; an action that runs without a durable entry
-   * (`runWithoutDurableAudit`) is kept beyond the limit. `drop-oldest` keeps commands running
+   * (`runWithoutDurableAudit`, safety functions, the system's own actions and their `:fail`
+   * entries) still runs, and its entry is coalesced with the entries of its kind (principal,
+   * action, target, outcome, follow-up or not; at most 16 kinds) into one `audit.coalesce`
+   * summary entry (`newValue: { action, outcome, count, firstId, first, lastId, last,
+   * firstValue, lastValue }`) recorded once the backlog has room, so the bound holds for every
+   * source; with a journal the runs are kept in its reserve; an entry of a further kind is
+   * counted into the `audit.drop` summary and reported (adversarial review adv15p, M3).
+   * `drop-oldest` keeps commands running
    * and drops the oldest entries, reported by `audit-entry-drop` (and marked in the journal, so
    * they do not come back at the next start) and recorded in the trail as one `audit.drop`
    * summary entry (count, first and last entry id and time, reasons; outcome `failed`), durable
@@ -1711,14 +1718,18 @@ export class AuditedCommandRunner {
   async #flushCoalesced(): Promise<void> {
     let moved = false;
     for (const [key, run] of this.#coalesced) {
-      if (this.#entriesInBacklog() >= this.#maxEntries) break;
+      // drop-oldest that can count a drop durably again (runs began while it could not) makes room itself.
+      if (!this.#mayEvict() && this.#entriesInBacklog() >= this.#maxEntries) break;
       this.#coalesced.delete(key);
       await this.#append(this.#coalescedEntry(run));
       moved = true;
     }
+    if (!moved) return;
+    const dropped = await this.#evictOldest();
+    if (dropped > 0) this.#reportDrop(dropped, `the audit backlog is full (${this.#maxEntries} entries)`);
     // The reserve no longer holds them as runs (a crash before this write summarizes them twice:
     // at least once, as the overflow counts).
-    if (moved) await this.#persistReserve();
+    await this.#persistReserve();
   }
 
   /**
@@ -2861,9 +2872,7 @@ function decodeDrops(value: unknown): DropTally | undefined {
 }
 
 /** The counts and entries of a reserve record, or undefined when there is none or it cannot be decoded. */
-function decodeReserve(
-  payload: Buffer | undefined,
-):
+function decodeReserve(payload: Buffer | undefined):
   | {
       overflow: Map<string, DenialOverflow>;
       held: AuditEntry[];
