@@ -1593,9 +1593,10 @@ export class AuditedCommandRunner {
   /**
    * Appends `entry` to the backlog (and the journal, when there is one); true when it was
    * journaled. At the limit: with `drop-oldest` the oldest entries are dropped (reported);
-   * with `refuse-commands` nothing is ever evicted: an entry of a command that ran (`allowed`,
-   * e.g. an abort that runs without a durable entry) is kept beyond the limit, a denied or
-   * failed one is counted into the overflow summary instead (ADR 0013).
+   * with `refuse-commands` nothing is ever evicted: a denied or failed entry is counted into the
+   * overflow summary (ADR 0013), and any other entry that would go beyond the limit (an abort
+   * that runs without a durable entry, a system trip, a `:fail` follow-up) is coalesced with the
+   * entries of its kind ({@link #mustCoalesce}, adversarial review adv15p M3); false then.
    */
   async #enqueue(entry: AuditEntry, options: { journaledOnly?: boolean } = {}): Promise<boolean> {
     // Denied and failed entries never take more than their share: the rest of the room is kept for
