@@ -174,6 +174,15 @@ export interface ControlSystemHealth {
      */
     readonly overflow: number;
     /**
+     * Entries that came while the backlog was full and would have been kept beyond
+     * `audit.backlog.maxEntries` (the system's own entries such as `machine.trip`, safety
+     * functions, `:fail` follow-ups), held as counts by kind (principal, action, target, outcome)
+     * and not yet in the `audit.coalesce` summary entries they become once the backlog has room
+     * (at most 16 kinds; an entry of a further kind is dropped, counted in `dropped` and an
+     * `audit.drop` summary). A problem while non-zero. ADR 0013, amendment adv15p.
+     */
+    readonly coalesced: number;
+    /**
      * The audit journal's failures in force, in words (each also in `problems`): it could not be
      * opened (retried on the backoff), an append failed (`ENOSPC` and the path), or its reserve
      * could not be written; with how many entries the reserve holds and how many only memory.
@@ -1644,6 +1653,12 @@ export class ControlSystem {
     if (audit.overflow > 0) {
       problems.push(
         `${audit.overflow} denied attempt(s) counted while the audit backlog was full or its journal failed, not yet recorded in an audit.overflow entry`,
+      );
+    }
+    if (audit.coalesced > 0) {
+      problems.push(
+        `${audit.coalesced} audit entr${audit.coalesced === 1 ? "y" : "ies"} coalesced by kind while the audit backlog was full ` +
+          `(held as counts in memory, recorded as audit.coalesce summary entries once the backlog has room)`,
       );
     }
     if (audit.skipped > 0) {

@@ -152,7 +152,14 @@ export interface AuditBacklogOptions {
    * once that room is used, a denied or failed one is counted instead.
    * At the limit: `refuse-commands` refuses new commands with `KILN_AUDIT_UNAVAILABLE` until the
    * backlog drains and never evicts an entry; an action that runs without a durable entry
-   * (`runWithoutDurableAudit`) is kept beyond the limit. `drop-oldest` keeps commands running
+   * (`runWithoutDurableAudit`, safety functions, the system's own actions and their `:fail`
+   * entries) still runs, and its entry is coalesced with the entries of its kind (principal,
+   * action, target, outcome, follow-up or not; at most 16 kinds) into one `audit.coalesce`
+   * summary entry (`newValue: { action, outcome, count, firstId, first, lastId, last,
+   * firstValue, lastValue }`) recorded once the backlog has room, so the bound holds for every
+   * source; with a journal the runs are kept in its reserve; an entry of a further kind is
+   * counted into the `audit.drop` summary and reported (adversarial review adv15p, M3).
+   * `drop-oldest` keeps commands running
    * and drops the oldest entries, reported by `audit-entry-drop` (and marked in the journal, so
    * they do not come back at the next start) and recorded in the trail as one `audit.drop`
    * summary entry (count, first and last entry id and time, reasons; outcome `failed`), durable
@@ -342,6 +349,15 @@ export class AuditedCommandRunner {
    */
   readonly #overflow = new Map<string, DenialOverflow>();
   /**
+   * Entries that came while the backlog was full and would have been kept beyond `maxEntries`
+   * (with `refuse-commands`: the system's own entries, safety functions, follow-ups such as
+   * `:fail`): coalesced by kind (principal, action, target, outcome, follow-up or not), at most
+   * {@link COALESCED_KINDS} kinds, each becoming one `audit.coalesce` summary entry once the
+   * backlog has room (adversarial review adv15p, M3). Past that many kinds an entry is counted
+   * into {@link #drops} and reported. Insertion order is the order the summaries take.
+   */
+  readonly #coalesced = new Map<string, CoalescedRun>();
+  /**
    * Entries dropped (`drop-oldest` at the limit, a damaged journal, tombstones an earlier version
    * left) and not yet recorded as their `audit.drop` summary entry: kept in the reserve with the
    * overflow counts, so a crash does not lose the fact of the drop (ADR 0013, issue 15).
@@ -444,6 +460,7 @@ export class AuditedCommandRunner {
       overflow:
         [...this.#overflow.values()].reduce((sum, overflow) => sum + overflow.count, 0) +
         (this.#unopenedReserve?.overflow ?? 0),
+      coalesced: [...this.#coalesced.values()].reduce((sum, run) => sum + run.count, 0),
       journalProblems: this.#journalProblems(),
       // A journal whose open or append failed leaves entries only in memory: then the backlog
       // does not survive a restart, whatever was configured (health must not say "journaled").
@@ -1010,6 +1027,7 @@ export class AuditedCommandRunner {
     return (
       this.#backlog.length > 0 ||
       this.#overflow.size > 0 ||
+      this.#coalesced.size > 0 ||
       this.#drops !== undefined ||
       this.#journalFailures.has("open") ||
       (this.#reserve === undefined && this.#journalFailures.has("reserve"))
@@ -1151,6 +1169,7 @@ export class AuditedCommandRunner {
       this.#storeFailingSince === undefined &&
       this.#backlog.length === 0 &&
       this.#overflow.size === 0 &&
+      this.#coalesced.size === 0 &&
       (await this.#store(entry)) !== "retry"
     ) {
       return;
@@ -1360,6 +1379,7 @@ export class AuditedCommandRunner {
    * `denied`, with their count, first and last time, principals and actions.
    */
   async #summarizeOverflow(): Promise<void> {
+    await this.#flushCoalesced();
     const drops = this.#drops;
     if (
       drops !== undefined &&
@@ -1400,6 +1420,15 @@ export class AuditedCommandRunner {
    * why (issue 15: a clean stop must not erase what a SIGKILL would have kept).
    */
   async #closeOverflow(): Promise<void> {
+    // Coalesced runs first (they stand for actions that ran): stored when the store takes them and
+    // nothing waits before them, else queued (journaled when possible; held only in memory, a
+    // summary is reported by its count at the stop, as any summary: see close()).
+    for (const [key, run] of [...this.#coalesced]) {
+      this.#coalesced.delete(key);
+      const entry = this.#coalescedEntry(run);
+      if (this.#backlog.length === 0 && (await this.#store(entry)) !== "retry") continue;
+      await this.#append(entry);
+    }
     const drops = this.#drops;
     if (drops !== undefined) {
       const entry = this.#dropEntry(drops);
@@ -1564,9 +1593,10 @@ export class AuditedCommandRunner {
   /**
    * Appends `entry` to the backlog (and the journal, when there is one); true when it was
    * journaled. At the limit: with `drop-oldest` the oldest entries are dropped (reported);
-   * with `refuse-commands` nothing is ever evicted: an entry of a command that ran (`allowed`,
-   * e.g. an abort that runs without a durable entry) is kept beyond the limit, a denied or
-   * failed one is counted into the overflow summary instead (ADR 0013).
+   * with `refuse-commands` nothing is ever evicted: a denied or failed entry is counted into the
+   * overflow summary (ADR 0013), and any other entry that would go beyond the limit (an abort
+   * that runs without a durable entry, a system trip, a `:fail` follow-up) is coalesced with the
+   * entries of its kind ({@link #mustCoalesce}, adversarial review adv15p M3); false then.
    */
   async #enqueue(entry: AuditEntry, options: { journaledOnly?: boolean } = {}): Promise<boolean> {
     // Denied and failed entries never take more than their share: the rest of the room is kept for
@@ -1575,6 +1605,14 @@ export class AuditedCommandRunner {
     // may read `allowed` for a command that did not run (ADR 0013 addendum). It is the last thing dropped.
     if (entry.outcome !== "allowed" && !isIntentRefusal(entry) && !this.#roomForDenied()) {
       await this.#countOverflow(entry);
+      return false;
+    }
+    // Runs coalesced while the backlog was full go first once it has room (their entries came first).
+    await this.#flushCoalesced();
+    if (this.#mustCoalesce(entry)) {
+      // A guarded command's intent is never coalesced: not kept, the command does not run from it.
+      if (options.journaledOnly === true) return false;
+      await this.#coalesce(entry);
       return false;
     }
     const journaled = await this.#append(entry);
@@ -1608,6 +1646,131 @@ export class AuditedCommandRunner {
     if (dropped > 0) this.#reportDrop(dropped, `the audit backlog is full (${this.#maxEntries} entries)`);
     this.#scheduleRetry();
     return journaled;
+  }
+
+  /**
+   * Whether `entry` would be kept beyond `maxEntries` (nothing evicts at the limit: `refuse-commands`,
+   * or `drop-oldest` that cannot count a drop durably) or must go behind runs coalesced before it:
+   * then it is coalesced. Only the refusal of an offered intent (`<id>:refusal`) is exempt: at most
+   * one waits at any time (ADR 0013, seventh review), and it is the last thing dropped.
+   */
+  #mustCoalesce(entry: AuditEntry): boolean {
+    if (entry.id.endsWith(REFUSAL_ID_SUFFIX)) return false;
+    if (this.#coalesced.size > 0) return true;
+    return !this.#mayEvict() && this.#entriesInBacklog() >= this.#maxEntries;
+  }
+
+  /**
+   * Coalesces `entry` into the run of its kind (principal, action, target, outcome, follow-up or
+   * not), or starts one; past {@link COALESCED_KINDS} kinds it is counted into the `audit.drop`
+   * tally and reported by `audit-entry-drop` (counted in `dropped`): never held without a bound,
+   * never lost uncounted (adversarial review adv15p, M3).
+   */
+  async #coalesce(entry: AuditEntry): Promise<void> {
+    if (!this.#coalesced.has(coalesceKey(entry)) && this.#coalesced.size < COALESCED_KINDS) {
+      this.#logger.error(
+        { id: entry.id, action: entry.action, backlog: this.#entriesInBacklog() },
+        "the audit backlog is full: entries of this kind are coalesced into one audit.coalesce summary until it has room",
+      );
+    }
+    this.#mergeRun({ count: 1, first: entry, last: entry });
+    // With a journal, the run is durable (`<journal>.reserve`) before the caller goes on, as the
+    // entry would have been journaled: a crash keeps its count.
+    await this.#persistReserve();
+  }
+
+  /**
+   * Adds a run (one entry, or what the reserve kept) to the run of its kind, or starts one; past
+   * {@link COALESCED_KINDS} kinds it is counted as dropped instead ({@link #foldRun}).
+   */
+  #mergeRun(found: CoalescedRun): void {
+    const key = coalesceKey(found.first);
+    const run = this.#coalesced.get(key);
+    if (run !== undefined) {
+      run.count += found.count;
+      if (found.first.at < run.first.at) run.first = found.first;
+      if (found.last.at >= run.last.at) run.last = found.last;
+    } else if (this.#coalesced.size < COALESCED_KINDS) {
+      this.#coalesced.set(key, { ...found });
+    } else {
+      this.#foldRun(found, `${COALESCED_KINDS} kinds of entries were already coalesced`);
+    }
+    this.#scheduleRetry();
+  }
+
+  /**
+   * Counts a coalesced run as dropped: into the `audit.drop` tally (its count, first and last id
+   * and time), logged and reported by `audit-entry-drop` (counted in `dropped`). The caller makes
+   * the tally durable.
+   */
+  #foldRun(run: CoalescedRun, why: string): void {
+    const reason =
+      `${run.first.action} entries by ${run.first.principal} (${run.first.outcome}) could not be coalesced while the ` +
+      `audit backlog was full (${this.#maxEntries} entries): ${why}`;
+    this.#tallyDrops(run.count === 1 ? [run.first] : [run.first, run.last], run.count, reason);
+    this.#logger.error({ count: run.count, action: run.first.action }, `audit entries were dropped: ${reason}`);
+    this.#reportDrop(run.count, reason);
+  }
+
+  /**
+   * Turns coalesced runs into their entries at the backlog's end while it has room, oldest kind
+   * first: one run of one entry is that entry as it was; longer runs are `audit.coalesce` summaries.
+   */
+  async #flushCoalesced(): Promise<void> {
+    let moved = false;
+    for (const [key, run] of this.#coalesced) {
+      // drop-oldest that can count a drop durably again (runs began while it could not) makes room itself.
+      if (!this.#mayEvict() && this.#entriesInBacklog() >= this.#maxEntries) break;
+      this.#coalesced.delete(key);
+      await this.#append(this.#coalescedEntry(run));
+      moved = true;
+    }
+    if (!moved) return;
+    const dropped = await this.#evictOldest();
+    if (dropped > 0) this.#reportDrop(dropped, `the audit backlog is full (${this.#maxEntries} entries)`);
+    // The reserve no longer holds them as runs (a crash before this write summarizes them twice:
+    // at least once, as the overflow counts).
+    await this.#persistReserve();
+  }
+
+  /**
+   * A run's entry: the entry itself for a run of one; else an `audit.coalesce` summary under the
+   * run's principal, roles, source and target, outcome the run's, `at` its last entry's time, and
+   * `newValue: { action, outcome, count, firstId, first, lastId, last, firstValue, lastValue }`
+   * (`firstRefersTo`, `lastRefersTo` for follow-ups such as `:fail`).
+   */
+  #coalescedEntry(run: CoalescedRun): AuditEntry {
+    const { first, last, count } = run;
+    if (count === 1) return first;
+    return {
+      id: this.#newId(),
+      ...(first.machineId === undefined ? {} : { machineId: first.machineId }),
+      principal: first.principal,
+      roles: [...first.roles],
+      ...(first.source === undefined ? {} : { source: first.source }),
+      category: "audit",
+      action: "audit.coalesce",
+      target: first.target,
+      newValue: {
+        action: first.action,
+        outcome: first.outcome,
+        count,
+        firstId: first.id,
+        first: first.at,
+        lastId: last.id,
+        last: last.at,
+        ...(first.newValue === undefined ? {} : { firstValue: first.newValue }),
+        ...(last.newValue === undefined ? {} : { lastValue: last.newValue }),
+        ...(first.refersTo === undefined ? {} : { firstRefersTo: first.refersTo, lastRefersTo: last.refersTo }),
+      },
+      outcome: first.outcome,
+      reason:
+        `${count} ${first.action} entries (${first.outcome}) by ${first.principal} on ${first.target} coalesced while ` +
+        `the audit backlog was full (${this.#maxEntries} entries), from ${first.id} at ${new Date(first.at).toISOString()} ` +
+        `to ${last.id} at ${new Date(last.at).toISOString()}` +
+        (last.reason === undefined ? "" : `; last reason: ${last.reason}`),
+      at: last.at,
+    };
   }
 
   /**
@@ -1809,7 +1972,14 @@ export class AuditedCommandRunner {
     if (reserve === undefined) return;
     const held = this.#backlog.filter((item) => !item.journaled && item.entry !== undefined).map((item) => item.entry!);
     let overflow = encodeOverflowBuckets(this.#overflow);
-    let payload = encodeReserve(overflow, held, this.#drops);
+    let payload = encodeReserve(overflow, held, this.#drops, [...this.#coalesced.values()]);
+    if (payload.length > reserve.capacity && this.#coalesced.size > 0) {
+      // Coalesced runs that do not fit with their first and last entries become drop counts
+      // (durable with this write, reported): counted, never only in memory.
+      for (const run of this.#coalesced.values()) this.#foldRun(run, "they did not fit the audit reserve");
+      this.#coalesced.clear();
+      payload = encodeReserve(overflow, held, this.#drops);
+    }
     if (payload.length > reserve.capacity) {
       overflow = encodeOverflowBuckets(collapseOverflow(this.#overflow));
       payload = encodeReserve(overflow, held, this.#drops);
@@ -1868,6 +2038,11 @@ export class AuditedCommandRunner {
       if (found.drops !== undefined) {
         // Drops an earlier run counted and had not summarized yet (it stopped or crashed first).
         this.#mergeDrops(found.drops);
+        changed = true;
+      }
+      // Runs an earlier run coalesced and had not summarized yet (adv15p, M3).
+      for (const run of found.coalesced) {
+        this.#mergeRun(run);
         changed = true;
       }
       const known = new Set(this.#backlog.map((item) => item.entry?.id));
@@ -2409,6 +2584,12 @@ interface AuditWriterStatus {
    */
   readonly overflow: number;
   /**
+   * Entries held as counts because the backlog was full (kept beyond it before: the system's own
+   * entries, safety functions, follow-ups), not yet in the `audit.coalesce` summaries they become
+   * once it has room (adversarial review adv15p, M3).
+   */
+  readonly coalesced: number;
+  /**
    * The journal failures in force, in words: the journal could not be opened (retried on the
    * backoff), an append failed (the errno, e.g. `ENOSPC`, and the path), or its reserve could not
    * be written; each with how many entries its reserve holds and how many are only in memory.
@@ -2464,7 +2645,10 @@ function isReservedAction(action: string): boolean {
  * category ({@link isReservedAction}), so the category identifies them, also read back from a journal.
  */
 function isSummary(entry: AuditEntry): boolean {
-  return entry.category === "audit" && (entry.action === "audit.drop" || entry.action === "audit.overflow");
+  return (
+    entry.category === "audit" &&
+    (entry.action === "audit.drop" || entry.action === "audit.overflow" || entry.action === "audit.coalesce")
+  );
 }
 
 /**
@@ -2491,6 +2675,18 @@ function foldedTally(entry: AuditEntry): { tally: DropTally; reported: boolean }
         reasons: new Set(reasons.length === 0 ? [entry.reason ?? "an earlier audit.drop summary"] : reasons),
       },
       reported: true,
+    };
+  }
+  if (entry.action === "audit.coalesce") {
+    return {
+      tally: {
+        count,
+        reasons: new Set([
+          `an audit.coalesce summary of ${count} ${typeof value["action"] === "string" ? value["action"] : "(unknown)"} ` +
+            `entries by ${entry.principal} was dropped from the full audit backlog (drop-oldest)`,
+        ]),
+      },
+      reported: false,
     };
   }
   const list = (key: string) =>
@@ -2591,14 +2787,60 @@ interface JournalFailure {
 }
 
 /** The reserve's record: `{ overflow, held }`. */
-function encodeReserve(overflow: unknown[], held: readonly AuditEntry[], drops: DropTally | undefined): Buffer {
+function encodeReserve(
+  overflow: unknown[],
+  held: readonly AuditEntry[],
+  drops: DropTally | undefined,
+  coalesced: readonly CoalescedRun[] = [],
+): Buffer {
   return Buffer.from(
-    encodeExactJson(
-      drops === undefined ? { overflow, held } : { overflow, held, drops: { ...drops, reasons: [...drops.reasons] } },
-    ),
+    encodeExactJson({
+      overflow,
+      held,
+      ...(drops === undefined ? {} : { drops: { ...drops, reasons: [...drops.reasons] } }),
+      ...(coalesced.length === 0
+        ? {}
+        : { coalesced: coalesced.map(({ count, first, last }) => ({ count, first, last })) }),
+    }),
     "utf8",
   );
 }
+
+/** A reserve record's `coalesced` runs (those that decode: a count and two entries). */
+function decodeCoalesced(value: unknown): CoalescedRun[] {
+  if (!Array.isArray(value)) return [];
+  const isEntry = (entry: unknown): entry is AuditEntry =>
+    typeof entry === "object" &&
+    entry !== null &&
+    typeof (entry as AuditEntry).id === "string" &&
+    typeof (entry as AuditEntry).at === "number";
+  const runs: CoalescedRun[] = [];
+  for (const raw of value as unknown[]) {
+    const { count, first, last } = (typeof raw === "object" && raw !== null ? raw : {}) as Record<string, unknown>;
+    if (Number.isSafeInteger(count) && (count as number) > 0 && isEntry(first) && isEntry(last)) {
+      runs.push({ count: count as number, first, last });
+    }
+  }
+  return runs;
+}
+
+/** A run of entries of one kind coalesced while the backlog was full: how many, the first and the last (by time). */
+interface CoalescedRun {
+  count: number;
+  first: AuditEntry;
+  last: AuditEntry;
+}
+
+/** The kind entries are coalesced by: principal, action, target, outcome, and whether it is a follow-up (`refersTo`). */
+function coalesceKey(entry: AuditEntry): string {
+  return JSON.stringify([entry.principal, entry.action, entry.target, entry.outcome, entry.refersTo !== undefined]);
+}
+
+/**
+ * Most kinds of entries coalesced at once while the backlog is full ({@link coalesceKey}); an
+ * entry of a further kind is counted into the `audit.drop` tally and reported.
+ */
+const COALESCED_KINDS = 16;
 
 /** Entries dropped and not yet summarized: their count, the first and last known (id, time), why. */
 interface DropTally {
@@ -2631,15 +2873,21 @@ function decodeDrops(value: unknown): DropTally | undefined {
 }
 
 /** The counts and entries of a reserve record, or undefined when there is none or it cannot be decoded. */
-function decodeReserve(
-  payload: Buffer | undefined,
-): { overflow: Map<string, DenialOverflow>; held: AuditEntry[]; drops: DropTally | undefined } | undefined {
+function decodeReserve(payload: Buffer | undefined):
+  | {
+      overflow: Map<string, DenialOverflow>;
+      held: AuditEntry[];
+      drops: DropTally | undefined;
+      coalesced: CoalescedRun[];
+    }
+  | undefined {
   if (payload === undefined) return undefined;
   try {
     const record = decodeExactJson(payload.toString("utf8")) as {
       overflow?: unknown;
       held?: unknown;
       drops?: unknown;
+      coalesced?: unknown;
     } | null;
     if (typeof record !== "object" || record === null) return undefined;
     const overflow = decodeOverflow(Buffer.from(encodeExactJson(record.overflow ?? []), "utf8")) ?? new Map();
@@ -2649,7 +2897,7 @@ function decodeReserve(
             typeof entry === "object" && entry !== null && typeof (entry as AuditEntry).id === "string",
         )
       : [];
-    return { overflow, held, drops: decodeDrops(record.drops) };
+    return { overflow, held, drops: decodeDrops(record.drops), coalesced: decodeCoalesced(record.coalesced) };
   } catch {
     return undefined;
   }
