@@ -997,12 +997,13 @@ export class OpcuaDriver implements PlcDriver {
    * on the capped backoff, every subscription re-created there. Only while `connected`: during a
    * repair node-opcua's own path owns the session. The tag subscription spaces these out (its 2nd,
    * 4th, 8th, then every 16th expiry in a row), so a server that never answers Publish is not
-   * stormed.
+   * stormed. Returns whether the connection is rebuilt.
    */
-  #publishingStalled(reason: string): void {
+  #publishingStalled(reason: string): boolean {
     const connection = this.#connection;
-    if (!connection || this.status !== "connected" || connection.client.isReconnecting) return;
+    if (!connection || this.status !== "connected" || connection.client.isReconnecting) return false;
     this.#rebuild(connection, reason);
+    return true;
   }
 
   /**

@@ -77,9 +77,11 @@ export interface TagSubscriptionContext {
    * Called when the keep-alive watchdog expired again on a subscription created after the last
    * expiry, with no Publish answer in between (the 2nd, 4th, 8th... such expiry in a row): the
    * session's publish engine is not to be trusted, and the driver opens a new session (`reason`
-   * says why). Its tags are already `bad` with the reason.
+   * says why), re-creating every subscription there. Its tags are already `bad` with the reason.
+   * Returns false when the driver does not (it is not `connected`: a repair owns the session);
+   * the subscription is then re-created on the current session.
    */
-  readonly publishingStalled: (reason: string) => void;
+  readonly publishingStalled: (reason: string) => boolean;
 }
 
 interface Entry {
@@ -677,11 +679,8 @@ export class OpcuaTagSubscription {
       }),
     );
     this.#dropSubscription();
-    if (escalate) {
-      // The driver re-creates every subscription on the new session.
-      this.#context.publishingStalled(reason);
-      return;
-    }
+    // The driver re-creates every subscription on the new session.
+    if (escalate && this.#context.publishingStalled(reason)) return;
     this.ensure().catch((error: unknown) => {
       this.#context.logger.warn({ err: error }, "re-creating the OPC UA subscription failed; will retry");
     });
