@@ -414,6 +414,7 @@ export class OpcuaDriver implements PlcDriver {
         if (session) this.#deleteLater.set(subscriptionId, session.sessionId.toString());
       },
       recreationFailed: (error) => this.#subscriptionFailed(error),
+      publishingStalled: (reason) => this.#publishingStalled(reason),
     });
     this.#subscriptions.add(subscription);
     try {
@@ -987,6 +988,22 @@ export class OpcuaDriver implements PlcDriver {
    */
   #subscriptionFailed(error: unknown): void {
     if (this.#reconciling) this.#recreationFailures.push(error);
+  }
+
+  /**
+   * A subscription's keep-alive watchdog expired again after it was re-created on the same session,
+   * with no Publish answer in between: node-opcua's publish engine of that session is not trusted
+   * any more (docs/adr/0022, amendment fix13r). The connection is rebuilt: a new client and session
+   * on the capped backoff, every subscription re-created there. Only while `connected`: during a
+   * repair node-opcua's own path owns the session. The tag subscription spaces these out (its 2nd,
+   * 4th, 8th, then every 16th expiry in a row), so a server that never answers Publish is not
+   * stormed. Returns whether the connection is rebuilt.
+   */
+  #publishingStalled(reason: string): boolean {
+    const connection = this.#connection;
+    if (!connection || this.status !== "connected" || connection.client.isReconnecting) return false;
+    this.#rebuild(connection, reason);
+    return true;
   }
 
   /**

@@ -40,6 +40,7 @@ describe("OpcuaTagSubscription", () => {
         connection: () => connection,
         deleteLater: () => undefined,
         recreationFailed: () => undefined,
+        publishingStalled: () => false,
       },
     );
     await subscription.ensure().catch(() => undefined);

@@ -21,6 +21,7 @@ import {
 import { readWithinLinkBound } from "./opcua-connection";
 import { isConnectionLoss, statusNameOf, statusOfError } from "./opcua-errors";
 import { heldSubscriptionIds, PENDING_SUBSCRIPTION_ID } from "./opcua-orphan-subscriptions";
+import { primePublishEngine } from "./opcua-publish-engine";
 import { resolveNodeAddress, type OpcuaNodeAddress } from "./opcua-node-id";
 import { isReplayed, isReplayedMessage, replayedSample } from "./opcua-replayed-notifications";
 import { badSample, sampleFromDataValue, staleSample } from "./opcua-samples";
@@ -72,6 +73,15 @@ export interface TagSubscriptionContext {
    * reason, and it is retried on the driver kit's backoff.
    */
   readonly recreationFailed: (error: unknown) => void;
+  /**
+   * Called when the keep-alive watchdog expired again on a subscription created after the last
+   * expiry, with no Publish answer in between (the 2nd, 4th, 8th... such expiry in a row): the
+   * session's publish engine is not to be trusted, and the driver opens a new session (`reason`
+   * says why), re-creating every subscription there. Its tags are already `bad` with the reason.
+   * Returns false when the driver does not (it is not `connected`: a repair owns the session);
+   * the subscription is then re-created on the current session.
+   */
+  readonly publishingStalled: (reason: string) => boolean;
 }
 
 interface Entry {
@@ -153,6 +163,8 @@ export class OpcuaTagSubscription {
   #readNotBefore = 0;
   /** The refusal of a whole read last logged as a warning, so a repeat is logged at debug only. */
   #readRefusal: string | undefined;
+  /** Keep-alive watchdog expiries in a row with no Publish answer for this group in between ({@link #watchdogExpired}). */
+  #silentExpiries = 0;
 
   constructor(
     tags: readonly Tag[],
@@ -324,6 +336,7 @@ export class OpcuaTagSubscription {
 
     const pending = this.#entries.filter((entry) => entry.item === undefined && entry.nodeId !== undefined);
     if (pending.length > 0) await this.#createItems(connection, this.#subscription, pending);
+    this.#primePublishEngine(connection, false);
 
     if (this.#entries.some((entry) => entry.item === undefined)) this.#scheduleRetry();
     else this.#retryAttempt = 0;
@@ -467,12 +480,12 @@ export class OpcuaTagSubscription {
   /** A read of current values left tags without a value: the next one waits for the retry backoff. */
   #readFailed(): void {
     this.#readAttempt++;
-    const delay = reconnectDelay(
-      this.#readAttempt,
-      { ...this.#context.retry, jitter: RETRY_JITTER },
-      this.#context.random,
-    );
-    this.#readNotBefore = this.#context.clock.now() + delay;
+    this.#readNotBefore = this.#context.clock.now() + this.#retryDelay(this.#readAttempt);
+  }
+
+  /** The wait before retry `attempt` (1, 2...): the driver kit's capped backoff with {@link RETRY_JITTER}. */
+  #retryDelay(attempt: number): number {
+    return reconnectDelay(attempt, { ...this.#context.retry, jitter: RETRY_JITTER }, this.#context.random);
   }
 
   #resetReadBackoff(): void {
@@ -564,7 +577,10 @@ export class OpcuaTagSubscription {
     // is never reported by node-opcua: its values would stay frozen but good. Anything the
     // server publishes for it (a notification or a keep-alive) proves it alive.
     const alive = (message?: object) => {
-      if (subscription === this.#subscription || this.#subscription === undefined) this.#armWatchdog(subscription);
+      if (subscription === this.#subscription || this.#subscription === undefined) {
+        this.#silentExpiries = 0;
+        this.#armWatchdog(subscription);
+      }
       // A live Publish answer (not a replay) proves the subscription delivers again after a loss:
       // only now is a value read for the tags still without a live one kept current (fix13k).
       if (subscription === this.#subscription && !(message && isReplayedMessage(message))) this.#deliversAgain();
@@ -640,8 +656,21 @@ export class OpcuaTagSubscription {
       this.#armWatchdog(subscription);
       return;
     }
-    const reason = `no notification or keep-alive from the OPC UA subscription for ${periodMs} ms (2 keep-alive periods, at least the link silence bound); re-creating it`;
-    this.#context.logger.warn({ subscriptionId: subscription.subscriptionId, periodMs }, reason);
+    // The session's publish engine is not trusted: node-opcua may have stopped sending Publish
+    // requests (its count of active subscriptions drifted, or it stayed suspended after a failed
+    // repair), and a subscription re-created on it would stay silent too (docs/adr/0022,
+    // amendment fix13r). It is corrected first; a second expiry in a row opens a new session.
+    this.#silentExpiries++;
+    const found = this.#primePublishEngine(connection, true);
+    const escalate = opensNewSession(this.#silentExpiries);
+    const silence = `no notification or keep-alive from the OPC UA subscription for ${periodMs} ms (2 keep-alive periods, at least the link silence bound${this.#silentExpiries > 1 ? `; ${this.#silentExpiries} times in a row` : ""})`;
+    const reason = escalate
+      ? `${silence}; not trusting the session's publishing: opening a new session`
+      : `${silence}; re-creating it`;
+    this.#context.logger.warn(
+      { subscriptionId: subscription.subscriptionId, periodMs, expiries: this.#silentExpiries, publishEngine: found },
+      reason,
+    );
     const now = this.#context.clock.now();
     this.#emit(
       this.#entries.map((entry) => {
@@ -650,9 +679,28 @@ export class OpcuaTagSubscription {
       }),
     );
     this.#dropSubscription();
+    // The driver re-creates every subscription on the new session.
+    if (escalate && this.#context.publishingStalled(reason)) return;
     this.ensure().catch((error: unknown) => {
       this.#context.logger.warn({ err: error }, "re-creating the OPC UA subscription failed; will retry");
     });
+  }
+
+  /**
+   * Corrects node-opcua's publish engine of `connection`'s session ({@link primePublishEngine}) and
+   * logs what was wrong; `whenIdle`: also when no Publish request is outstanding. Not while
+   * node-opcua repairs the session (its repair suspends and resumes the engine itself).
+   */
+  #primePublishEngine(connection: SubscriptionConnection, whenIdle: boolean): string[] {
+    if ((connection.session as unknown as { isReconnecting?: boolean }).isReconnecting === true) return [];
+    const found = primePublishEngine(connection.session, { whenIdle });
+    if (found.length > 0) {
+      this.#context.logger.warn(
+        { problems: found },
+        `node-opcua's publish engine had stopped sending Publish requests (${found.join("; ")}); corrected`,
+      );
+    }
+    return found;
   }
 
   async #createItems(
@@ -872,11 +920,7 @@ export class OpcuaTagSubscription {
   #scheduleRetry(): void {
     if (this.#closed || this.#retryTimer) return;
     this.#retryAttempt++;
-    const delay = reconnectDelay(
-      this.#retryAttempt,
-      { ...this.#context.retry, jitter: RETRY_JITTER },
-      this.#context.random,
-    );
+    const delay = this.#retryDelay(this.#retryAttempt);
     this.#retryTimer = this.#context.clock.setTimeout(() => {
       this.#retryTimer = undefined;
       this.ensure().catch((error: unknown) => {
@@ -970,6 +1014,16 @@ function unguessableClientHandles(subscription: ClientSubscription): void {
     handle = handle >= 0xffff_fffe ? 1 : handle + 1;
     return handle;
   };
+}
+
+/**
+ * Whether the `expiries`-th keep-alive watchdog expiry in a row (no Publish answer in between) opens
+ * a new session rather than re-creating the subscription on the same one: the 2nd, 4th and 8th,
+ * then every 16th, so a server that never answers Publish costs a new session at a falling rate
+ * (at most one per 2 watchdog periods, then one per 16), never a storm.
+ */
+function opensNewSession(expiries: number): boolean {
+  return expiries === 2 || expiries === 4 || expiries === 8 || (expiries > 0 && expiries % 16 === 0);
 }
 
 /** True when `error` does not prove the server refused the request: it may have carried it out. */

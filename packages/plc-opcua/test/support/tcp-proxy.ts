@@ -23,6 +23,7 @@ export class TcpProxy {
   /** Connections clients opened through the proxy, refused ones included. */
   connections = 0;
   #dropOn: { readonly encodingId: number; readonly dropped: () => void } | undefined;
+  #freezeOn: { readonly encodingId: number; readonly frozen: () => void } | undefined;
 
   constructor(targetPort: number) {
     this.#targetPort = targetPort;
@@ -58,6 +59,28 @@ export class TcpProxy {
         dropped: () => {
           this.#dropOn = undefined;
           this.drop();
+          resolve();
+        },
+      };
+    });
+  }
+
+  /**
+   * Arms a freeze: when the client sends an OPC UA message whose body is of binary encoding
+   * `encodingId` (e.g. `ObjectIds.CreateSubscriptionRequest_Encoding_DefaultBinary`), that message
+   * and every byte after it, both directions, open and new connections, are held as by
+   * {@link pause} (`"hold"`: {@link restore} delivers them, a TCP path that resumes) or swallowed
+   * as by {@link blackhole} (`"swallow"`). Nothing is closed. Resolves once it happened. Needs
+   * security mode None (the body is read in clear).
+   */
+  freezeOnRequest(encodingId: number, mode: "hold" | "swallow" = "hold"): Promise<void> {
+    return new Promise((resolve) => {
+      this.#freezeOn = {
+        encodingId,
+        frozen: () => {
+          this.#freezeOn = undefined;
+          if (mode === "hold") this.pause();
+          else this.blackhole();
           resolve();
         },
       };
@@ -140,10 +163,21 @@ export class TcpProxy {
         upstream.destroy();
       });
     }
+    let sent = Buffer.alloc(0);
     client.on("data", (data: Buffer) => {
       if (this.#blackholed || this.#frozen.has(client)) return;
-      if (this.#paused) this.#held.push(() => upstream.write(data));
-      else this.#later(() => upstream.write(data));
+      // Message by message (whole messages only), so an armed freeze can start at one request.
+      sent = Buffer.concat([sent, data]);
+      while (sent.length >= 8) {
+        const size = sent.readUInt32LE(4);
+        if (sent.length < size) return;
+        const message = sent.subarray(0, size);
+        sent = sent.subarray(size);
+        if (this.#freezeOn && isMessageOf(message, this.#freezeOn.encodingId)) this.#freezeOn.frozen();
+        if (this.#blackholed) continue;
+        if (this.#paused) this.#held.push(() => upstream.write(message));
+        else this.#later(() => upstream.write(message));
+      }
     });
     let pending = Buffer.alloc(0);
     upstream.on("data", (data: Buffer) => {
@@ -155,7 +189,7 @@ export class TcpProxy {
         if (pending.length < size) return;
         const message = pending.subarray(0, size);
         pending = pending.subarray(size);
-        if (this.#dropOn && isResponse(message, this.#dropOn.encodingId)) {
+        if (this.#dropOn && isMessageOf(message, this.#dropOn.encodingId)) {
           this.#dropOn.dropped();
           return;
         }
@@ -169,10 +203,10 @@ export class TcpProxy {
 }
 
 /**
- * True for an unencrypted MSG chunk whose body starts with the four-byte NodeId `encodingId`
+ * True for an unencrypted MSG chunk (either direction) whose body starts with the four-byte NodeId `encodingId`
  * (header 8 bytes, channel id, token id, sequence number, request id: body at offset 24).
  */
-function isResponse(message: Buffer, encodingId: number): boolean {
+function isMessageOf(message: Buffer, encodingId: number): boolean {
   return (
     message.length >= 28 &&
     message.toString("ascii", 0, 3) === "MSG" &&
