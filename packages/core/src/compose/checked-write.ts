@@ -128,7 +128,11 @@ export interface TagWriter {
    * Announces the safe state's write of `value` to `tag` before it is made (the safe state defers
    * a write whose tag is busy): from now until it settles, a late landing of an older value is
    * answered by that write, not by writing an older value again, and if it fails the safe value is
-   * written again (review 15k, H2, M1). Optional: a writer without it keeps no ledger.
+   * written again (review 15k, H2, M1). The reservation may say `joinable` (a write made with it
+   * now would join the tag's pending safe-state write of the same value still waiting for its
+   * answer: make it at once, do not wait for the tag to settle) and, after the write, `joined`
+   * (it did: no call of its own, answered by that write; fix15s). Optional: a writer without it
+   * keeps no ledger.
    */
   reserveSafeWrite?(
     tag: string,
@@ -280,8 +284,6 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
 
   /** @inheritDoc TagWriter.reserveSafeWrite */
   reserveSafeWrite(tag: string, value: TagValue): SafeWriteReservation {
-    // eslint-disable-next-line @typescript-eslint/no-this-alias -- the reservation's getters read the ledger
-    const self = this;
     const entry: LedgerEntry = {
       sequence: ++this.#sequence,
       requested: frozenTagValue(value),
@@ -294,13 +296,15 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
     const ledger = this.#ledger.get(tag) ?? [];
     ledger.push(entry);
     this.#ledger.set(tag, ledger);
+    const joinable = (): boolean =>
+      entry.reserved === true && this.#joinable(tag, entry.requested as TagValue, entry) !== undefined;
     const reservation: SafeWriteReservation = {
       tag,
       get joined() {
         return entry.joined === true;
       },
       get joinable() {
-        return entry.reserved === true && self.#joinable(tag, entry.requested as TagValue, entry) !== undefined;
+        return joinable();
       },
       release: () => {
         if (entry.reserved !== true) return;
