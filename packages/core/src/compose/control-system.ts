@@ -1345,11 +1345,16 @@ export class ControlSystem {
    * per-tag bound refused it `KILN_BUFFER_FULL`): rejecting would say the stop did not act, and it
    * did. Such a failure is told, never hidden: in the command's `<id>:fail` audit entry (outcome
    * `failed`, reason `safe-state <tag>: <code>: <message>`, with any other problem met, such as
-   * a refused pulse `off`), and in `health().problems` (`safe-state write of <tag> failed ...`)
-   * until the machine is reset or a later safe state writes the tag. A host that must know
+   * a refused pulse `off`), and in `health().problems` (`safe state not confirmed on <tag>: last
+   * write failed <code> at <time> ...`) until the device confirms a value set since: a later write
+   * of the tag landed, or a good read-back of the safe value newer than the failure. A reset does
+   * not clear it (it is taken; its entry lists the tags, `newValue.safeStateUnconfirmed`; ADR 0042,
+   * fix15s). A host that must know
    * whether the safe state was written checks `health()` once the command answers; with a process,
    * `abortProcess` answers its problems (`ProcessResult.problems`). A stop, fault or abort asked for
-   * again writes the safe state again, each write with its own answer (ADR 0042, 15n). Every other command is refused while a process runs, and without one a command
+   * again writes the safe state again, each write with its own answer (ADR 0042, 15n), except
+   * that one asked for while the previous write of a tag's safe value is still waiting for the
+   * device's answer joins that write (answered by it; `<id>:joined` audited; fix15s). Every other command is refused while a process runs, and without one a command
    * that would enter a process state (`start`, `started`, `resume`; PackML `start`,
    * `stateComplete` from `starting`, `unhold`...) is refused: a process starts with
    * {@link ControlSystem.startRecipe}.
