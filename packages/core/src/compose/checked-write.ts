@@ -44,7 +44,21 @@ export interface TagWriteOptions {
    * bounded only by its own, see there), and what the tag must end with from the moment it was
    * announced (review 15k, H1/H2).
    */
-  readonly reservation?: { readonly tag: string; release(): void };
+  readonly reservation?: {
+    readonly tag: string;
+    release(): void;
+    /**
+     * True once the write made with this reservation joined a safe-state write of the same tag
+     * and value still waiting for its answer (no call of its own; answered by that write; fix15s).
+     */
+    readonly joined?: boolean;
+    /**
+     * True while a write made now with this reservation would join (see `joined`): the safe state
+     * then writes at once instead of deferring until the tag settles, which would wait for the
+     * very write it joins (fix15s).
+     */
+    readonly joinable?: boolean;
+  };
 }
 
 /**
@@ -114,9 +128,16 @@ export interface TagWriter {
    * Announces the safe state's write of `value` to `tag` before it is made (the safe state defers
    * a write whose tag is busy): from now until it settles, a late landing of an older value is
    * answered by that write, not by writing an older value again, and if it fails the safe value is
-   * written again (review 15k, H2, M1). Optional: a writer without it keeps no ledger.
+   * written again (review 15k, H2, M1). The reservation may say `joinable` (a write made with it
+   * now would join the tag's pending safe-state write of the same value still waiting for its
+   * answer: make it at once, do not wait for the tag to settle) and, after the write, `joined`
+   * (it did: no call of its own, answered by that write; fix15s). Optional: a writer without it
+   * keeps no ledger.
    */
-  reserveSafeWrite?(tag: string, value: TagValue): { readonly tag: string; release(): void };
+  reserveSafeWrite?(
+    tag: string,
+    value: TagValue,
+  ): { readonly tag: string; release(): void; readonly joined?: boolean; readonly joinable?: boolean };
 }
 
 /**
@@ -135,6 +156,11 @@ export interface WatchesLateCalls {
   unresolvedTags(): readonly UnresolvedTag[];
   /** True once a write of `tag` issued after write number `sequence` was confirmed at the device. */
   confirmedAfter(tag: string, sequence: number): boolean;
+  /**
+   * The number of the latest write issued or announced so far (the writer's issue order): a write
+   * issued from now on has a greater one (see {@link confirmedAfter}; fix15s).
+   */
+  issued(): number;
   /**
    * Waits until every driver call made is settled (its outcome told to the listeners) and every
    * write still waiting its turn (a queued re-assert) has been sent or refused, at most
@@ -182,9 +208,9 @@ export interface CheckedTagWriterOptions {
    * write of the tag is refused `KILN_BUFFER_FULL` (`details: { tag, rule: "maxCallsOutPerTag",
    * limit }`) until some settle, so a driver that never settles (and ignores abort) cannot make the
    * ledger grow without end (adversarial review 15h, H4). The safe state's own writes (announced,
-   * {@link TagWriter.reserveSafeWrite}) are not refused for that backlog (review 15k, H1): past
-   * the bound one joins the tag's latest pending write when that is a safe-state write of the same
-   * value still waiting for its answer (answered by it, no call added); else it is sent, as long
+   * {@link TagWriter.reserveSafeWrite}) are not refused for that backlog (review 15k, H1): one
+   * joins the tag's latest pending write when that is a safe-state write of the same value still
+   * waiting for its answer (answered by it, no call added; at any count since fix15s); else it is sent, as long
    * as fewer than this many of the safe state's own writes of the tag are out or queued; past
    * that it is refused `KILN_BUFFER_FULL` with `details.safeState: true` (review 15m, H1). A
    * safe-state write already answered (given up at its timeout, refused) is never joined: a safe
@@ -270,8 +296,16 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
     const ledger = this.#ledger.get(tag) ?? [];
     ledger.push(entry);
     this.#ledger.set(tag, ledger);
+    const joinable = (): boolean =>
+      entry.reserved === true && this.#joinable(tag, entry.requested as TagValue, entry) !== undefined;
     const reservation: SafeWriteReservation = {
       tag,
+      get joined() {
+        return entry.joined === true;
+      },
+      get joinable() {
+        return joinable();
+      },
       release: () => {
         if (entry.reserved !== true) return;
         entry.reserved = false;
@@ -290,35 +324,31 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
   }
 
   /**
-   * Past the per-tag bound, the safe state's write still goes (never refused for the backlog of
-   * other writes, review 15k H1), with two limits so a device that never answers cannot grow the
-   * ledger without end (reviews 15i H1, 15m H1):
-   * - while the tag's latest pending write is a safe-state write of the same value **still waiting
-   *   for its answer** (not sent yet, or sent and within its timeout), it joins that write: answered
-   *   by it, no call added. A safe-state write already answered (given up at its timeout, refused)
-   *   is never joined: a safe state asked for again then writes again, with its own answer.
-   * - at most `maxCallsOutPerTag` of the safe state's own writes of the tag may be out or queued
-   *   on top: past them it is refused `KILN_BUFFER_FULL` (`details.safeState: true`), a new
-   *   refusal of its own, never an earlier write's answer.
-   * Undefined: issue it.
+   * A safe-state write joins the tag's latest pending write when that is a safe-state write of
+   * the same value **still waiting for its answer** (not sent yet, or sent and within its
+   * timeout), at any count: answered by it, no call added (fix15s, review 15q: each press of a
+   * stop, fault or abort re-driving a failed safe state queued a write of its own behind the one
+   * still out). A safe-state write already answered (given up at its timeout, refused) is never
+   * joined: a safe state asked for again then writes again, with its own answer (review 15m, H1).
+   * Past the per-tag bound the safe state's write still goes (never refused for the backlog of
+   * other writes, review 15k H1), but at most `maxCallsOutPerTag` of the safe state's own writes of
+   * the tag may be out or queued on top: past them it is refused `KILN_BUFFER_FULL`
+   * (`details.safeState: true`), a new refusal of its own, never an earlier write's answer
+   * (reviews 15i H1, 15m H1). Undefined: issue it.
    * @throws `KILN_BUFFER_FULL` past both bounds.
    */
   #joinedSafeWrite(tag: string, value: TagValue, reserved: LedgerEntry): Promise<TagValue | undefined> | undefined {
     const { maxCallsOutPerTag: limit = 32 } = this.#options;
     const ledger = this.#ledger.get(tag) ?? [];
     const pending = ledger.filter((entry) => entry !== reserved && (entry.state === "queued" || entry.state === "out"));
-    if (pending.length < limit) return undefined;
-    const latest = pending.at(-1);
-    if (
-      latest?.safe === true &&
-      latest.sent !== undefined &&
-      latest.answered !== true &&
-      sameTagValue(latest.value ?? latest.requested, value)
-    ) {
+    const latest = this.#joinable(tag, value, reserved);
+    if (latest?.sent !== undefined) {
       reserved.reserved = false;
+      reserved.joined = true;
       ledger.splice(ledger.indexOf(reserved), 1);
       return latest.sent;
     }
+    if (pending.length < limit) return undefined;
     // Announced writes not made yet are not out: only the safe state's writes issued count.
     const safeOut = pending.filter((entry) => entry.safe && entry.sent !== undefined).length;
     if (safeOut < limit) return undefined;
@@ -327,6 +357,25 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
       `Cannot write the safe state's ${String(value)} to ${tag}: ${pending.length} writes of it are out at the device or waiting their turn, ${safeOut} of them the safe state's own (at most ${limit} of each, maxCallsOutPerTag): the device is not settling writes of ${tag}.`,
       { details: { tag, rule: "maxCallsOutPerTag", limit, out: pending.length, safeState: true } },
     );
+  }
+
+  /**
+   * The tag's latest pending write (other than `reserved`) when it is a safe-state write of
+   * `value` issued and still waiting for its answer: a safe-state write of `value` made now joins it.
+   */
+  #joinable(tag: string, value: TagValue, reserved: LedgerEntry): LedgerEntry | undefined {
+    const ledger = this.#ledger.get(tag) ?? [];
+    let latest: LedgerEntry | undefined;
+    for (let index = ledger.length - 1; index >= 0 && latest === undefined; index--) {
+      const entry = ledger[index]!;
+      if (entry !== reserved && (entry.state === "queued" || entry.state === "out")) latest = entry;
+    }
+    return latest?.safe === true &&
+      latest.sent !== undefined &&
+      latest.answered !== true &&
+      sameTagValue(latest.value ?? latest.requested, value)
+      ? latest
+      : undefined;
   }
 
   /**
@@ -678,6 +727,11 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
     return (this.#confirmed.get(tag) ?? 0) > sequence;
   }
 
+  /** @inheritDoc WatchesLateCalls.issued */
+  issued(): number {
+    return this.#sequence;
+  }
+
   /** @inheritDoc WatchesLateCalls.drain */
   async drain(timeoutMs: number): Promise<number> {
     const { clock } = this.#options;
@@ -827,6 +881,8 @@ interface LedgerEntry {
   readonly safe: boolean;
   /** A safe-state write announced and not issued yet: its value is `requested`. */
   reserved?: boolean;
+  /** An announced safe-state write that joined a pending one instead of being issued (fix15s). */
+  joined?: boolean;
   /** The write's answer once issued (a safe-state write past the bound joins it while it is not `answered`). */
   sent?: Promise<TagValue | undefined>;
   /** True once `sent` settled: the write was answered (landed, refused, or given up at its timeout; review 15m, H1). */

@@ -29,6 +29,7 @@ import {
 } from "../security/authorization";
 import {
   auditedName,
+  auditedText,
   checkIdentifier,
   fittedName,
   snapshotInput,
@@ -1344,11 +1345,16 @@ export class ControlSystem {
    * per-tag bound refused it `KILN_BUFFER_FULL`): rejecting would say the stop did not act, and it
    * did. Such a failure is told, never hidden: in the command's `<id>:fail` audit entry (outcome
    * `failed`, reason `safe-state <tag>: <code>: <message>`, with any other problem met, such as
-   * a refused pulse `off`), and in `health().problems` (`safe-state write of <tag> failed ...`)
-   * until the machine is reset or a later safe state writes the tag. A host that must know
+   * a refused pulse `off`), and in `health().problems` (`safe state not confirmed on <tag>: last
+   * write failed <code> at <time> ...`) until the device confirms a value set since: a later write
+   * of the tag landed, or a good read-back of the safe value newer than the failure. A reset does
+   * not clear it (it is taken; its entry lists the tags, `newValue.safeStateUnconfirmed`; ADR 0042,
+   * fix15s). A host that must know
    * whether the safe state was written checks `health()` once the command answers; with a process,
    * `abortProcess` answers its problems (`ProcessResult.problems`). A stop, fault or abort asked for
-   * again writes the safe state again, each write with its own answer (ADR 0042, 15n). Every other command is refused while a process runs, and without one a command
+   * again writes the safe state again, each write with its own answer (ADR 0042, 15n), except
+   * that one asked for while the previous write of a tag's safe value is still waiting for the
+   * device's answer joins that write (answered by it; `<id>:joined` audited; fix15s). Every other command is refused while a process runs, and without one a command
    * that would enter a process state (`start`, `started`, `resume`; PackML `start`,
    * `stateComplete` from `starting`, `unhold`...) is refused: a process starts with
    * {@link ControlSystem.startRecipe}.
@@ -1459,6 +1465,13 @@ export class ControlSystem {
               return this.#machine.can(name) ? this.#stopWithoutProcess(name, context) : this.#machine.send(name);
             });
           }
+          // A reset of a fault is taken while a safe-state write is unconfirmed (operators must be
+          // able to reset), but does not clear it: its entry names the tags, and health() keeps
+          // naming them until the device confirms a value set since (fix15s, ADR 0042).
+          const unconfirmed =
+            this.#machine.can(name) && isFaultReset(this.#machine.state, name) ? this.#unconfirmedTags() : [];
+          if (unconfirmed.length > 0)
+            context.recordRequest({ command: auditedName(name), safeStateUnconfirmed: unconfirmed });
           // An impossible transition is refused before the entry is committed (recorded denied).
           if (this.#machine.can(name)) await context.commit();
           refuseWhileTripping();
@@ -1483,7 +1496,7 @@ export class ControlSystem {
    * (`stopped`, `aborted`): nothing else would complete it (review 15c, LOW).
    */
   async #stopWithoutProcess(name: string, command: Pick<CommandContext, "recordAfter">): Promise<string> {
-    recordSafeStateFailure(command, await this.#recipes.applySafeState());
+    await this.#writeSafeStateFor(command);
     const state = await this.#machine.send(name);
     const acting = this.#machine.model.name === "packml" && (state === "stopping" || state === "aborting");
     return acting && this.#machine.can("stateComplete") ? this.#machine.send("stateComplete") : state;
@@ -1502,14 +1515,45 @@ export class ControlSystem {
     );
   }
 
+  /** The tags of the failed writes health() names (safe state, pulse off, step write), each once. */
+  #unconfirmedTags(): string[] {
+    return [...new Set(this.#recipes.safeStateFailures().map((failure) => failure.tag))];
+  }
+
   /**
    * Writes the safe state again with no transition (the machine is already at a state the table
    * does not leave on a stop, fault or abort) and answers the machine's state; a write that fails
    * again is the command's `:fail` and stays named by health() (review 15p, H1).
    */
   async #reapplySafeState(command: Pick<CommandContext, "recordAfter">): Promise<string> {
-    recordSafeStateFailure(command, await this.#recipes.applySafeState());
+    await this.#writeSafeStateFor(command);
     return this.#machine.state;
+  }
+
+  /**
+   * Writes the safe state for a manual stop, fault or abort with no process. A tag whose safe
+   * write of the same value is still waiting for the device's answer (an earlier press's) is
+   * joined, not written again (the writer's rule, fix15s; review 15q): the command's own
+   * `<id>:joined` entry says so (`allowed`, naming the tags), and its `:fail` names that write's
+   * failure when it fails. A press after that write was answered writes again.
+   */
+  async #writeSafeStateFor(command: Pick<CommandContext, "recordAfter">): Promise<void> {
+    const report = { joined: [] as string[] };
+    const problems = await this.#recipes.applySafeState(report);
+    if (report.joined.length > 0) {
+      command.recordAfter("joined", {
+        outcome: "allowed",
+        reason: `joined the safe-state write of ${report.joined.join(", ")} still waiting for the device's answer (no write of its own sent; answered by that write)`,
+      });
+    }
+    recordSafeStateFailure(command, problems);
+  }
+
+  /** What the device last read back for `tag` (the current value table), in words for health(). */
+  #readBackText(tag: string): string {
+    const sample = this.#cvt.get(tag);
+    if (sample === undefined) return "no read-back from the device yet";
+    return `the device last read back ${auditedText(String(sample.value), SHOWN_VALUE_MAX)} (${sample.quality.severity}) at ${new Date(sample.timestamp).toISOString()}`;
   }
 
   /** Driver link, pipeline, the breaker of every port, and alarms in one summary. */
@@ -1625,16 +1669,20 @@ export class ControlSystem {
       if (this.#lateWatcher?.confirmedAfter(tag, late.sequence) === true) this.#landedLate.delete(tag);
       else problems.push(late.text);
     }
-    // The machine may not be safe: named until the machine is reset or the tag's safe value is
-    // written (adversarial review 15u).
+    // The machine may not be safe: named until the device confirms a value set since (a later
+    // write of the tag landed, or a good read-back of the value not written), never cleared by a
+    // reset (adversarial review 15u, fix15s). Each line says what the device last read back.
     for (const failure of this.#recipes.safeStateFailures()) {
       const at = new Date(failure.at).toISOString();
+      const device = this.#readBackText(failure.tag);
       problems.push(
         failure.stage === "pulse-off"
-          ? `pulse off write of ${failure.tag} failed at ${at}: ${failure.reason} (the tag may still hold its pulse's on value; cleared by a reset of the machine or a later write of the tag by a process)`
+          ? `pulse off write of ${failure.tag} failed at ${at}: ${failure.reason} (the tag may still hold its pulse's on value; ${device}; cleared once a later write of the tag lands, not by a reset)`
           : failure.stage === "step-write"
-            ? `step write of ${failure.tag} in flight at the process's abort failed at ${at}: ${failure.reason} (the tag may not hold the value the process wrote last; cleared by a reset of the machine or a later write of the tag by a process)`
-            : `safe-state write of ${failure.tag} failed at ${at}: ${failure.reason} (the tag may not be in its safe state; cleared by a reset of the machine)`,
+            ? `step write of ${failure.tag} in flight at the process's abort failed at ${at}: ${failure.reason} (the tag may not hold the value the process wrote last; ${device}; cleared once a later write of the tag lands, not by a reset)`
+            : `safe state not confirmed on ${failure.tag}: last write failed ${failure.code ?? "(error)"} at ${at} ` +
+              `(safe-state write of ${failure.tag} failed: ${failure.reason}; ${device}; cleared once a write of the tag lands or the device reads back ` +
+              `${failure.value === undefined ? "its safe value" : auditedText(String(failure.value), SHOWN_VALUE_MAX)}, not by a reset)`,
       );
     }
     if (this.#restartedFrom !== undefined) {
@@ -1863,24 +1911,20 @@ export class ControlSystem {
       this.#cvt.observeAll((change) => {
         this.#alarms.observe(change.sample);
         this.#freshness.observe(change);
+        // A good read-back of a value a failed write did not set clears its line (fix15s).
+        this.#recipes.readBack(change.sample);
         this.#tripIfUntrusted(change.sample);
         const logged = this.#filter.select(change.sample);
         if (logged) this.#sampleLogger.append(logged);
       }),
       this.#bus.tap((type, event) => this.#recorder.record(type, event)),
       // The reset of a fault (Kiln `reset` from `error`, PackML `clear` from `aborted`) is the
-      // operator taking over: the failed safe-state writes named by health() are forgotten
-      // (review 15u). PackML's `reset` from `stopped`, which its binding sends to start a
-      // recipe, is not: a failure of a stop's safe state stays named until written.
+      // operator taking over: the late landings named by health() (the device took a known value)
+      // are forgotten. A failed safe-state write is not (fix15s): the device may still hold the
+      // old, unsafe value; only evidence from the device clears it (RecipeExecutor.safeStateFailures).
       this.#machine.onTransition((transition) => {
         this.#restartedFrom = undefined;
-        const reset =
-          (transition.from === "error" && transition.command === "reset") ||
-          (transition.from === "aborted" && transition.command === "clear");
-        if (reset) {
-          this.#recipes.clearSafeStateFailures();
-          this.#landedLate.clear();
-        }
+        if (isFaultReset(transition.from, transition.command)) this.#landedLate.clear();
       }),
       this.#lateWatcher?.onLateSettle((settle) => this.#onLateSettle(settle)) ?? (() => undefined),
       // A process that fails on its own is audited like every other end (review 15j, M2).
@@ -2182,6 +2226,14 @@ function unlessCancelled<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
     );
   });
 }
+
+/** The reset of a fault: Kiln `reset` from `error`, PackML `clear` from `aborted`. */
+function isFaultReset(state: string, command: string): boolean {
+  return (state === "error" && command === "reset") || (state === "aborted" && command === "clear");
+}
+
+/** At most this many code units of a device value shown in a health() line (fix15s). */
+const SHOWN_VALUE_MAX = 64;
 
 /**
  * One rule for every safe-state path (reviews 15g M2, 15j M3): a manual stop, fault or abort

@@ -20,7 +20,7 @@ import { SystemClock } from "../runtime/system-clock";
 import { silentLogger } from "../runtime/silent-logger";
 import { Authorizer, defaultRoleTable } from "../security/authorization";
 import { AuditedCommandRunner } from "../security/audited-command";
-import { CheckedTagWriter } from "./checked-write";
+import { CheckedTagWriter, type TagWriter, type WatchesLateCalls } from "./checked-write";
 import { ControlSystem } from "./control-system";
 import type { MachineStateMachine } from "./unchecked-parts";
 import {
@@ -307,9 +307,26 @@ function registerDefaults(container: ServiceContainer, options: ResolvedControlS
       // A start waits for a write the last process sent before its abort (the driver's write
       // timeout bounds it) and its record's last save (ADR 0042, 15r).
       endingWaitMs: options.acquisition.timeoutMs + options.storePolicies.processes.timeoutMs,
+      // A failed safe-state write is forgotten only on evidence from the device, never by a reset (fix15s).
+      ...(hasConfirmations(writer)
+        ? {
+            evidence: {
+              mark: () => writer.issued(),
+              landedAfter: (tag: string, mark: number) => writer.confirmedAfter(tag, mark),
+            },
+          }
+        : {}),
     });
   });
   singleton(InternalTokens.EventRecorder, (resolve) => new EventRecorder(resolve(InternalTokens.GuardedStore).events));
+}
+
+/** A writer that numbers its writes and tells which landed (the {@link CheckedTagWriter}). */
+function hasConfirmations(
+  writer: TagWriter,
+): writer is TagWriter & Pick<WatchesLateCalls, "issued" | "confirmedAfter"> {
+  const candidate = writer as TagWriter & Partial<WatchesLateCalls>;
+  return typeof candidate.issued === "function" && typeof candidate.confirmedAfter === "function";
 }
 
 function withoutUndefinedPath<T extends { path?: string | undefined }>(

@@ -243,9 +243,11 @@ describe("failed safe writes do not pile up in the tag's ledger (review 15m, M3)
 // faulted); what the answer means is documented (`sendMachineCommand`) and pinned here: the
 // refusal is in the command's `:fail`, in health until the tag is written safe, never hidden.
 describe("a stop or fault whose safe write was refused answers its state and tells the refusal elsewhere (review 15m, LOW)", () => {
-  test("the fault resolves the faulted state; its :fail and health() name the refused safe write until the machine is reset", async () => {
+  test("the fault resolves the faulted state; its :fail and health() name the refused safe write, a reset included, until the tag is written safe", async () => {
     const parts = await hostile();
     const { system } = parts;
+    // The heater is on (the device reads back 200): a refused safe write leaves it there.
+    await system.writeTag(admin, "heater.setpoint", 200);
     let refuse = true;
     parts.setHold((tag, value) =>
       tag === "heater.setpoint" && value === 0 && refuse
@@ -258,8 +260,9 @@ describe("a stop or fault whose safe write was refused answers its state and tel
       { outcome: "failed", reason: expect.stringContaining("safe-state heater.setpoint: KILN_WRITE_REJECTED") },
     ]);
     expect(parts.problems()).toContain("safe-state write of heater.setpoint failed");
+    // A reset does not clear it: nothing wrote the safe value since (fix15s, adv15p M2).
     await system.sendMachineCommand(admin, "reset");
-    expect(parts.problems()).not.toContain("safe-state write of heater.setpoint failed");
+    expect(parts.problems()).toContain("safe-state write of heater.setpoint failed");
     refuse = false;
     expect(await system.sendMachineCommand(admin, "fault")).toBe("error");
     expect(parts.problems()).not.toContain("safe-state write of heater.setpoint failed");

@@ -36,6 +36,8 @@ async function build(model: "kiln" | "packml", options: { failSafeState?: boolea
     if (fail.safeState && tag.name === "heater.setpoint" && value === 0) throw new Error("device refused the write");
     return write(tag, value, signal);
   };
+  // The heater is on: a refused safe write leaves it there (the device reads back 150, not 0; fix15s).
+  if (fail.safeState) parts.plc.set("heater.setpoint", 150);
   await parts.system.start();
   await parts.clock.advance(100);
   const scans = async (count: number): Promise<void> => {
@@ -101,7 +103,7 @@ describe("a trip is not reset while its interlock is active (review 15u)", () =>
   }
 });
 
-describe("a failed safe-state write is named by health() until reset (review 15u)", () => {
+describe("a failed safe-state write is named by health() until the device confirms the safe value (review 15u, fix15s)", () => {
   for (const model of ["kiln", "packml"] as const) {
     test(`${model} (the example): a trip whose safe-state write fails; health().problems names the tag and reason`, async () => {
       const parts = await build(model, { failSafeState: true });
@@ -114,11 +116,16 @@ describe("a failed safe-state write is named by health() until reset (review 15u
       expect(named()).toHaveLength(1);
       expect(named()[0]).toContain("device refused the write");
       expect(system.health().status).toBe("degraded");
-      // Still named later, and after the condition clears, until the trip is reset.
+      // Still named later, and after the condition clears, and after the trip is reset: the device
+      // still reads back 150 (before fix15s the reset cleared it).
       parts.pressure.value = 1;
       await parts.scans(20);
       expect(named()).toHaveLength(1);
       await system.sendMachineCommand(admin, RESET[model]);
+      await parts.scans(4);
+      expect(named()).toHaveLength(1);
+      // Until the device reads back the safe value (good, newer than the failure).
+      parts.plc.set("heater.setpoint", 0);
       await parts.scans(4);
       expect(named()).toHaveLength(0);
       await system.stop();

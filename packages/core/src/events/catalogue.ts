@@ -50,7 +50,7 @@ export interface KilnEvents {
    * (review 15f, H2): `landed` true when the device took `value` after all. When it landed after
    * a later write to the tag (a safe state above all), that later value was written again
    * (`reasserted`; `reassertFailed`, `CODE: message`, when that failed: then health() names it
-   * until the machine is reset). Also recorded as the system's `tag.reassert` audit entry.
+   * until a later write of the tag is confirmed; a reset does not clear it, review 15g H3). Also recorded as the system's `tag.reassert` audit entry.
    */
   "write-late-settle": EventBase & {
     readonly tag: string;

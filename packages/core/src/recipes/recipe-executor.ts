@@ -1,6 +1,7 @@
 import { sayingLess, withholdingNothing } from "../domain/refusal-disclosure";
 import { KilnError, KilnValidationError } from "../domain/errors";
-import type { TagCatalog } from "../domain/tags";
+import type { Sample } from "../domain/sample";
+import { sameTagValue, type TagCatalog, type TagValue } from "../domain/tags";
 import type { KilnEvents } from "../events/catalogue";
 import type { EventBus } from "../events/event-bus";
 import type { Clock } from "../ports/clock";
@@ -63,6 +64,24 @@ export interface RecipeExecutorOptions {
    * @default 7000
    */
   readonly endingWaitMs?: number;
+  /**
+   * What the device confirmed, for the failure lines of {@link RecipeExecutor.safeStateFailures}
+   * (fix15s): a failed write is forgotten only on evidence, never by a reset. The control system
+   * binds it to its checked writer. Without it only the executor's own later writes of the tag
+   * (and a read-back, {@link RecipeExecutor.readBack}) clear a failure.
+   */
+  readonly evidence?: SafeStateEvidence;
+}
+
+/**
+ * The device facts a failed safe-state (or pulse-off, step-write) write waits for (fix15s),
+ * from the writer every write of the system goes through.
+ */
+export interface SafeStateEvidence {
+  /** The writer's issue order now: a write issued later has a greater number. */
+  mark(): number;
+  /** True once a write of `tag` issued after `mark` landed at the device as the tag's latest intent. */
+  landedAfter(tag: string, mark: number): boolean;
 }
 
 /** Who started a process: recorded on its `process-start` event and passed with each of its writes. */
@@ -127,7 +146,9 @@ export interface ProcessStartOptions extends StartRecipeOptions {
 /**
  * A safe-state write the device refused (or that timed out), a pulse's off write that failed
  * after the pulse was aborted (review 15t), or a step write sent before its process was aborted
- * that failed afterwards (review 15s), kept until the trip is reset.
+ * that failed afterwards (review 15s), kept until the device is known to hold a value set since:
+ * a later write of the tag landed, or the device read back the value that was not written (good
+ * quality, newer than the failure). A reset of the machine does not clear it (fix15s).
  */
 export interface SafeStateFailure {
   /** The tag whose safe (or off) value was not written. */
@@ -135,12 +156,20 @@ export interface SafeStateFailure {
   /**
    * `safe-state` (the default when absent): a safe-state write; `pulse-off`: an aborted pulse's
    * off write (the tag may still hold its on value); `step-write`: a step write in flight when
-   * its process was aborted (the tag may not hold the value the process wrote last). Cleared by a
-   * reset of the machine, or by a later successful write of the tag by a process or the safe state.
+   * its process was aborted (the tag may not hold the value the process wrote last). Cleared once
+   * a later write of the tag lands (any writer: the safe state again, a process, an operator), or
+   * a read-back shows `value`; not by a reset of the machine (fix15s).
    */
   readonly stage?: "safe-state" | "pulse-off" | "step-write";
   /** Why, in words (`KILN_...: message` for a KilnError). */
   readonly reason: string;
+  /** The error's code, when it was a KilnError (`KILN_WRITE_REJECTED`, `KILN_TIMEOUT`...). */
+  readonly code?: string;
+  /**
+   * The value that was not written, when known (the safe value for `safe-state`): a good read-back
+   * of it newer than the failure clears the failure without a write (fix15s).
+   */
+  readonly value?: TagValue;
   /** When the write failed, ms since the Unix epoch (the executor's clock). */
   readonly at: number;
 }
@@ -206,8 +235,10 @@ export class RecipeExecutor {
   #safeStateEpoch = 0;
   /** Safe-state writings by {@link applySafeState} under way. */
   #applying = 0;
-  /** The safe-state writes that failed, by tag, until reset or written (review 15u). */
+  /** The safe-state writes that failed, by tag, until the device confirms a value set since (review 15u, fix15s). */
   readonly #safeStateFailures = new Map<string, SafeStateFailure>();
+  /** Per failure: the writer's issue order when it was noted (see {@link SafeStateEvidence}). */
+  readonly #failureMarks = new WeakMap<SafeStateFailure, number>();
 
   /**
    * @throws KilnValidationError (`KILN_VALIDATION`) when a safe-state write names an unknown or
@@ -262,13 +293,45 @@ export class RecipeExecutor {
   }
 
   /**
-   * The safe-state writes that failed (by a process's abort or failure, or a trip), one per tag,
-   * the latest: kept until {@link RecipeExecutor.clearSafeStateFailures} (the control system calls
-   * it when the machine is reset) or a later safe-state write of the tag succeeds. The control
-   * system's `health().problems` names each (adversarial review 15u).
+   * The safe-state writes that failed (by a process's abort or failure, a trip, a manual stop,
+   * fault or abort), one per tag, the latest, with the late pulse-off and step-write failures:
+   * kept until the device is known to hold a value set since the failure: a later write of the tag
+   * landed (the safe state's again, a process's or an operator's, issued after the failure), or a
+   * good read-back of the value not written arrived ({@link readBack}). A reset of the machine does
+   * not clear them: the device may still hold the old, unsafe value (fix15s; review 15u named them,
+   * 15p M2 found the reset hiding them). The control system's `health().problems` names each.
    */
   safeStateFailures(): readonly SafeStateFailure[] {
+    const evidence = this.#options.evidence;
+    if (evidence !== undefined) {
+      for (const [key, failure] of this.#safeStateFailures) {
+        const mark = this.#failureMarks.get(failure);
+        if (mark !== undefined && evidence.landedAfter(failure.tag, mark)) this.#safeStateFailures.delete(key);
+      }
+    }
     return [...this.#safeStateFailures.values()];
+  }
+
+  /**
+   * A sample read back from the device (the control system passes every sample the current value
+   * table takes): a failure of its tag whose `value` it shows, with good quality and a source
+   * timestamp after the failure, is cleared, no write needed (fix15s). Called as samples arrive,
+   * so the sample was also received after the failure was noted.
+   */
+  readBack(sample: Sample): void {
+    if (this.#safeStateFailures.size === 0 || sample.quality.severity !== "good" || sample.value === null) return;
+    for (const [key, failure] of this.#safeStateFailures) {
+      if (failure.tag !== sample.tag || failure.value === undefined) continue;
+      if (sample.timestamp > failure.at && sameTagValue(sample.value, failure.value))
+        this.#safeStateFailures.delete(key);
+    }
+  }
+
+  /** Keeps a failure, with the writer's issue order now (what a later write must pass). */
+  #keepFailure(key: string, failure: SafeStateFailure): void {
+    this.#safeStateFailures.set(key, failure);
+    const mark = this.#options.evidence?.mark();
+    if (mark !== undefined) this.#failureMarks.set(failure, mark);
   }
 
   /**
@@ -283,21 +346,19 @@ export class RecipeExecutor {
 
   readonly #failureListeners = new Set<(failure: ProcessFailure) => void>();
 
-  /** Forgets the failed safe-state writes (the machine was reset: an operator took over). */
-  clearSafeStateFailures(): void {
-    this.#safeStateFailures.clear();
-  }
-
   /** Keeps the outcome of one writing of the safe state: each failed tag noted, each written one cleared. */
   #noteSafeState(problems: readonly ProcessProblem[]): void {
     const failed = new Set<string>();
     for (const problem of problems) {
       if (problem.stage !== "safe-state" || problem.tag === undefined) continue;
       failed.add(problem.tag);
-      this.#safeStateFailures.set(problem.tag, {
+      const value = this.#safeState.find((write) => write.tag === problem.tag)?.value;
+      this.#keepFailure(problem.tag, {
         stage: "safe-state",
         tag: problem.tag,
         reason: describeProblem(problem.error),
+        ...(KilnError.is(problem.error) ? { code: problem.error.code } : {}),
+        ...(value === undefined ? {} : { value }),
         at: this.#options.clock.now(),
       });
     }
@@ -461,10 +522,11 @@ export class RecipeExecutor {
         // review 15t, M2), a step write in flight at the abort (review 15s, M3).
         onLateWriteFailure: (problem) => {
           if (problem.tag === undefined || (problem.stage !== "pulse-off" && problem.stage !== "step-write")) return;
-          this.#safeStateFailures.set(`late:${problem.tag}`, {
+          this.#keepFailure(`late:${problem.tag}`, {
             tag: problem.tag,
             stage: problem.stage,
             reason: describeProblem(problem.error),
+            ...(KilnError.is(problem.error) ? { code: problem.error.code } : {}),
             at: this.#options.clock.now(),
           });
         },
@@ -625,13 +687,14 @@ export class RecipeExecutor {
 
   /**
    * Writes the safe state, in order, each write attempted even when an earlier one fails.
-   * Resolves with the writes that failed.
+   * Resolves with the writes that failed. `report.joined` collects the tags whose write joined a
+   * safe-state write of the same value still waiting for its answer (no call of its own; fix15s).
    */
-  async applySafeState(): Promise<ProcessProblem[]> {
+  async applySafeState(report?: { readonly joined: string[] }): Promise<ProcessProblem[]> {
     this.#safeStateEpoch++;
     this.#applying++;
     try {
-      const problems = await writeSafeState(this.#options.io, this.#safeState, this.#logger);
+      const problems = await writeSafeState(this.#options.io, this.#safeState, this.#logger, undefined, report?.joined);
       this.#noteSafeState(problems);
       return problems;
     } finally {

@@ -73,12 +73,16 @@ export function checkSafeState(catalog: TagCatalog, writes: readonly SafeStateWr
  * safe-state writes to the same tag follow it, in order. A write with nothing to wait for goes
  * out at once, so a stuck write to a tag the safe state does not write delays nothing
  * (adversarial reviews 15u, 15s; ADR 0042).
+ *
+ * `joined` collects the tags whose write joined a safe-state write of the same value still
+ * waiting for its answer (the writer sent no call of its own; fix15s).
  */
 export async function writeSafeState(
   io: RecipeIo,
   writes: readonly SafeStateWrite[],
   logger: Logger,
   origin?: WriteOrigin,
+  joined?: string[],
 ): Promise<ProcessProblem[]> {
   const problems: ProcessProblem[] = [];
   const writeOne = async (write: SafeStateWrite, reservation: SafeWriteReservation | undefined): Promise<void> => {
@@ -88,6 +92,8 @@ export async function writeSafeState(
       reservation?.release();
       problems.push({ stage: "safe-state", tag: write.tag, error });
       logger.error({ tag: write.tag, error }, "a safe-state write failed");
+    } finally {
+      if (reservation?.joined === true) joined?.push(write.tag);
     }
   };
   // Every write is announced first, before any is deferred or awaited: from now on a late landing
@@ -98,7 +104,9 @@ export async function writeSafeState(
   const deferred = new Map<string, Promise<void>>();
   for (const [index, write] of writes.entries()) {
     const reservation = reserved[index];
-    const wait = deferred.get(write.tag) ?? io.settled?.(write.tag);
+    // A write that joins the tag's pending safe write of the same value goes at once: deferring it
+    // until the tag settles would wait for the very write it joins (fix15s).
+    const wait = reservation?.joinable === true ? undefined : (deferred.get(write.tag) ?? io.settled?.(write.tag));
     if (wait === undefined) await writeOne(write, reservation);
     else
       deferred.set(

@@ -78,6 +78,8 @@ export async function hostile() {
   const from = Date.now() - 1;
   return {
     system,
+    /** The simulated device itself: `plc.set(tag, value)` changes what it reads back, as a local panel would. */
+    plc,
     held,
     setHold: (rule: (tag: string, value: TagValue) => boolean | Error) => void (hold = rule),
     setAuditHold: (rule: (entry: { action: string }) => Promise<void> | undefined) => void (auditHold = rule),
