@@ -710,13 +710,17 @@ export class AuditedCommandRunner {
     let heldFail: Pick<AuditEntry, "outcome" | "reason"> | undefined;
     const followUp = (suffix: string, fields: Pick<AuditEntry, "outcome" | "reason">): void => {
       followed.add(suffix);
-      void this.#recordFollowing({
+      const following: AuditEntry = {
         ...withOld(entry(), oldValue),
         id: `${base.id}:${suffix}`,
         refersTo: base.id,
         at: this.#options.clock.now(),
         ...fields,
-      });
+      };
+      // A `:fail` is published as `command-fail` whatever path makes it (adversarial review adv15r, M2).
+      void (`:${suffix}` === FAIL_ID_SUFFIX
+        ? this.#recordFail(following, (recorded) => this.#recordFollowing(recorded))
+        : this.#recordFollowing(following));
     };
     const context: CommandContext = {
       principal,
@@ -786,23 +790,17 @@ export class AuditedCommandRunner {
         if (cancelled && heldFail !== undefined) followUp(FAIL_ID_SUFFIX.slice(1), heldFail);
         heldFail = undefined;
         const outcome = cancelled ? "failed" : outcomeOf(error);
-        if (!followed.has(suffix.slice(1)))
-          await record({
+        if (!followed.has(suffix.slice(1))) {
+          // One entry of each suffix: a `:fail` told after this one (a late settle) is not recorded twice.
+          followed.add(suffix.slice(1));
+          const following: AuditEntry = {
             ...withOld(entry(), oldValue),
             id: `${base.id}${suffix}`,
             refersTo: base.id,
             outcome: before?.outcome === "failed" ? "failed" : outcome,
             reason: before === undefined ? reason : `${before.reason ?? ""}; then ${reason}`,
-          });
-        if (!cancelled) {
-          this.#logger.error({ id: base.id, action, reason }, "a command failed after its audit entry was recorded");
-          this.#publish("command-fail", {
-            id: base.id,
-            principal: base.principal,
-            action,
-            target: base.target,
-            reason,
-          });
+          };
+          await (cancelled ? record(following) : this.#recordFail(following, record));
         }
         throw error;
       }
@@ -862,13 +860,16 @@ export class AuditedCommandRunner {
     const recorded = this.#recordFollowing(entry);
     const failed = (cause: unknown): Promise<void> =>
       recorded.then(() =>
-        this.#recordFollowing({
-          ...entry,
-          id: `${entry.id}${FAIL_ID_SUFFIX}`,
-          refersTo: entry.id,
-          outcome: "failed",
-          reason: reasonOf(cause, undefined),
-        }),
+        this.#recordFail(
+          {
+            ...entry,
+            id: `${entry.id}${FAIL_ID_SUFFIX}`,
+            refersTo: entry.id,
+            outcome: "failed",
+            reason: reasonOf(cause, undefined),
+          },
+          (recorded) => this.#recordFollowing(recorded),
+        ),
       );
     let result: TResult;
     try {
@@ -2248,6 +2249,33 @@ export class AuditedCommandRunner {
       else memoryOnly++;
     }
     return { reserved, memoryOnly };
+  }
+
+  /**
+   * The one place a `:fail` entry is made: a failure after a command's `allowed` entry (the
+   * command's own error, a safe-state write a manual fault, a re-drive or a trip met, a failure
+   * told after the command answered). It is recorded by `record` and then published as
+   * `command-fail` (the command's id, its action and target, the entry's reason) exactly once (adversarial
+   * review adv15r, M2: the `:fail` of a safety function or a system action was recorded but never
+   * published, so an HMI listening to events did not learn that a safe state failed).
+   */
+  #recordFail(entry: AuditEntry, record: (entry: AuditEntry) => Promise<void>): Promise<void> {
+    const reason = entry.reason ?? "";
+    this.#logger.error(
+      { id: entry.refersTo, action: entry.action, reason },
+      "a command failed after its audit entry was recorded",
+    );
+    // Published once the entry is with the writer (as before: after it was recorded), so a
+    // listener that reads the trail on the event finds it, or finds it waiting in the backlog.
+    return record(entry).finally(() =>
+      this.#publish("command-fail", {
+        id: entry.refersTo!,
+        principal: entry.principal,
+        action: entry.action,
+        target: entry.target,
+        reason,
+      }),
+    );
   }
 
   #publish<TType extends "command-refuse" | "command-fail">(type: TType, event: Omit<KilnEvents[TType], "at">): void {
