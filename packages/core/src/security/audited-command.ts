@@ -60,7 +60,10 @@ export interface CommandContext {
   /**
    * Records what became of the command after it answered, as its own entry `<id>:<suffix>`
    * naming it (`refersTo`), timed now: e.g. `landed` for a write answered `KILN_TIMEOUT` whose
-   * driver call reached the device later (review 15f, LOW). Never waits for the store.
+   * driver call reached the device later (review 15f, LOW). Never waits for the store. A `fail`
+   * told while the command runs is held and joined with its own error, if any, into its one
+   * `:fail`; every `:fail` entry is published as `command-fail` once (adversarial review adv15r, M2).
+   * One entry per suffix: a second is logged, not recorded.
    */
   recordAfter(suffix: string, fields: Pick<AuditEntry, "outcome" | "reason">): void;
 }
@@ -311,7 +314,9 @@ function outcomeOf(error: unknown): "denied" | "failed" {
  * non-retryable error: text the database cannot hold, a malformed field) is skipped and reported
  * by `audit-entry-skip`, so a caller-controlled field can never hold up the trail. An error the
  * store did not classify (not a `KilnError`) is not an answer about the entry: it is kept and
- * retried like a retryable one, never skipped. Stores record once per id, so a retry after an
+ * retried like a retryable one, until the poison rule (see `#drain`) finds it is about the entry:
+ * then it is set aside, and a follow-up entry (a refusal, a `:fail`) is recorded again without
+ * its values and reason, so it never holds the trail (adversarial review adv15r, M3). Stores record once per id, so a retry after an
  * unknown outcome never duplicates an entry.
  *
  * @example
@@ -833,7 +838,7 @@ export class AuditedCommandRunner {
    * principal `(system)` with no roles, `source` the runner's. When `effect`
    * throws, or `problemOf` finds a problem in its result (a safe-state write the device
    * refused), an entry of its own follows, id `<id>:fail`, `refersTo` the first, outcome
-   * `failed`. Resolves once `effect` has and its entries are journaled (with a journal; at once
+   * `failed`, published as `command-fail` (principal `(system)`; adv15r, M2). Resolves once `effect` has and its entries are journaled (with a journal; at once
    * without one), never waiting for the audit store; {@link close} waits for them to be stored
    * or queued before it flushes (ADR 0042, amendment 15y).
    * @returns what `effect` returned. @throws what `effect` threw.
@@ -1264,7 +1269,10 @@ export class AuditedCommandRunner {
    * another entry since (a command's own); when the store takes that one and then fails the head
    * again (an error it does not classify), the head is about its own content: it is set aside
    * (kept in a `<journal>.set-aside` file when there is a journal, reported by `audit-entry-skip`
-   * with its id and error) and the queue moves on. When the store fails that one too, it is an
+   * with its id and error) and the queue moves on; a follow-up entry (`refersTo`) is then
+   * recorded again without its values and reason ({@link #keepAside}). With no other entry to
+   * probe the store with and none taken since, the head waits for one (not retried: each failure
+   * counts towards the audit breaker); {@link close} tries it once more. When the store fails that one too, it is an
    * outage: the head stays and everything is retried, fail closed, for as long as it lasts.
    */
   #drain(): Promise<boolean> {
