@@ -323,6 +323,45 @@ describe("a poison entry (issue 15, fault 4)", () => {
     expect(events.refusalDrops).toHaveLength(1);
   });
 
+  test("(sibling) with a journal: a :fail the store keeps refusing is kept in <journal>.set-aside and recorded again without its reason, once, also across a restart", async () => {
+    const path = await journalPath();
+    const { runner, make, writeTag, entries, events, plc } = await setup({
+      audit: (store) => ({
+        query: store.audit.query,
+        record: async (entry: AuditEntry) => {
+          if (entry.reason?.includes("sensor bus") === true) throw new Error("cannot store this reason");
+          await store.audit.record(entry);
+        },
+      }),
+      backlog: { path },
+    });
+    const write = plc.write.bind(plc);
+    plc.write = () => Promise.reject(new Error("sensor bus error"));
+    expect(await codeOf(writeTag(runner, engineer, "heater.setpoint", 1))).toBe("Error: sensor bus error");
+    plc.write = write;
+    for (const value of [2, 3, 4]) {
+      expect(await codeOf(writeTag(runner, engineer, "heater.setpoint", value))).toBe("resolved");
+      await runner.flush();
+    }
+    expect(await runner.flush()).toBe(true);
+    expect(events.skips.map((event) => event.id)).toEqual(["entry-1:fail"]);
+    const kept = (await readFile(`${path}.set-aside`, "utf8")).trim().split("\n");
+    expect(kept.map((line) => (JSON.parse(line) as AuditEntry).reason)).toEqual([
+      expect.stringContaining("sensor bus"),
+    ]);
+    const fail = (await entries()).find((entry) => entry.id === "entry-1:fail");
+    expect(fail).toMatchObject({ refersTo: "entry-1", outcome: "failed" });
+    expect(fail?.reason).toMatch(/recorded without its values, reason and comment/);
+    await runner.close();
+    // Nothing of it comes back from the journal at the next start.
+    const again = make();
+    await again.open();
+    expect(await again.flush()).toBe(true);
+    expect(events.skips).toHaveLength(1);
+    expect(again.status()).toMatchObject({ backlog: 0 });
+    await again.close();
+  });
+
   test("a whole-store outage (every write fails, unclassified) sets nothing aside: retried, fail closed, stored once it is over", async () => {
     let down = true;
     const { runner, writeTag, entries, events, plc } = await setup({ audit: poisoned(() => down) });
