@@ -305,15 +305,21 @@ export interface KilnEvents {
   /**
    * A command failed after its audit entry was made durable (outcome `allowed`: authorized,
    * checked and issued), e.g. the device refused the write or timed out. The audit entry stays
-   * as recorded; this event carries the failure, and the caller got the error.
+   * as recorded; the failure is its own entry `<id>:fail` (`refersTo` the command's), and this
+   * event carries it: published exactly once for every `:fail` entry, whatever made it. That
+   * includes a safety function's or a system action's safe state that the device refused (a
+   * manual stop or fault, a re-drive, an interlock trip: principal `(system)`), whose command
+   * answered its end state rather than an error, and a failure told after the command answered.
+   * Otherwise the caller got the error.
    */
   "command-fail": EventBase & {
-    /** The command's audit event id. */
+    /** The command's audit event id (the `allowed` entry the `:fail` entry refers to). */
     readonly id: string;
+    /** Who issued it, as the entry records it; `(system)` for an action the system took by itself. */
     readonly principal: string;
     readonly action: string;
     readonly target: string;
-    /** The error, `CODE: message`. */
+    /** The `:fail` entry's reason: the error, `CODE: message`, or the safe state's problems in words. */
     readonly reason: string;
   };
 }

@@ -241,60 +241,125 @@ describe("a poison entry (issue 15, fault 4)", () => {
     expect(events.refusalDrops.map((event) => event.intentId)).toEqual(["entry-1"]);
   });
 
-  test("a refusal naming its intent is never set aside: it stays at the head, retried, and is stored once the store takes it", async () => {
-    let poison = true;
+  // The seventh review exempted refusals from the poison rule (held at the head for good); without
+  // a journal one the store kept refusing then refused every later guarded command once its
+  // retries opened the audit breaker (adversarial review adv15r, M3). A refusal follows the rule
+  // now, and set aside it is recorded again without its values and reason, saying so.
+  const refusalPoisoned = (poison: { on: boolean; stripped?: boolean }) => (store: MemoryStore) => {
     let intentFails = true;
-    const { runner, writeTag, entries, events, plc } = await setup({
-      audit: (store) => ({
-        query: store.audit.query,
-        record: async (entry: AuditEntry) => {
-          // The intent's reply is lost once (it may have landed); the refusal then keeps failing unclassified.
-          if (entry.id === "entry-1" && intentFails) {
-            intentFails = false;
-            throw new Error("socket hang up");
-          }
-          if (poison && entry.refersTo !== undefined) throw new Error("socket hang up");
-          await store.audit.record(entry);
-        },
-      }),
+    return {
+      query: store.audit.query,
+      record: async (entry: AuditEntry) => {
+        // The intent's reply is lost once (it may have landed); the refusal then keeps failing unclassified.
+        if (entry.id === "entry-1" && intentFails) {
+          intentFails = false;
+          throw new Error("socket hang up");
+        }
+        if (poison.on && entry.refersTo !== undefined && (poison.stripped === true || entry.newValue !== undefined))
+          throw new Error("socket hang up");
+        await store.audit.record(entry);
+      },
+    };
+  };
+
+  for (const until of ["the next command", "the stop"] as const) {
+    test(`a refusal that failed only until the store came back is stored whole, at ${until}`, async () => {
+      const poison = { on: true };
+      const { runner, writeTag, entries, events, store } = await setup({ audit: refusalPoisoned(poison) });
+      expect(await codeOf(writeTag(runner, engineer, "heater.setpoint", 1))).toBe("KILN_AUDIT_UNAVAILABLE");
+      expect(await runner.flush()).toBe(false);
+      expect(runner.status()).toMatchObject({ setAside: 0, blockedBy: { id: "entry-1:refusal" } });
+      poison.on = false;
+      if (until === "the next command") {
+        expect(await codeOf(writeTag(runner, engineer, "heater.setpoint", 2))).toBe("resolved");
+        expect(await runner.flush()).toBe(true);
+      } else {
+        await runner.close();
+        expect(events.refusalDrops).toEqual([]);
+      }
+      expect(events.skips).toEqual([]);
+      expect(runner.status()).toMatchObject({ setAside: 0, refusalsDropped: 0, backlog: 0 });
+      if (until === "the stop") await store.open(tags.list());
+      expect((await entries()).find((entry) => entry.id === "entry-1:refusal")).toMatchObject({
+        refersTo: "entry-1",
+        newValue: 1,
+      });
     });
+  }
+
+  test("a refusal that keeps failing while the store takes others is set aside and recorded again without its values (adv15r M3)", async () => {
+    const { runner, writeTag, entries, events, plc } = await setup({ audit: refusalPoisoned({ on: true }) });
     expect(await codeOf(writeTag(runner, engineer, "heater.setpoint", 1))).toBe("KILN_AUDIT_UNAVAILABLE");
     expect(await runner.flush()).toBe(false);
     expect(await runner.flush()).toBe(false);
     // The store takes the next intent (its own entry first, review 15j: the command runs, durably
-    // audited), but the refusal is not set aside.
+    // audited): the refusal is about its own content.
     expect(await codeOf(writeTag(runner, engineer, "heater.setpoint", 2))).toBe("resolved");
-    expect(await runner.flush()).toBe(false);
-    expect(plc.writes.map((write) => write.value)).toEqual([2]);
-    expect(events.skips).toEqual([]);
-    expect(runner.status()).toMatchObject({ setAside: 0, blockedBy: { id: "entry-1:refusal" } });
-    poison = false;
     expect(await runner.flush()).toBe(true);
-    const stored = await entries();
-    expect(stored.find((entry) => entry.id === "entry-1:refusal")).toMatchObject({ refersTo: "entry-1" });
-    expect(stored.find((entry) => entry.id.startsWith("entry-2"))).toMatchObject({ id: "entry-2", outcome: "allowed" });
+    expect(plc.writes.map((write) => write.value)).toEqual([2]);
+    expect(events.skips.map((event) => event.id)).toEqual(["entry-1:refusal"]);
+    expect(runner.status()).toMatchObject({ setAside: 1, backlog: 0, refusalsDropped: 0 });
+    expect(runner.status().blockedBy).toBeUndefined();
+    const refusal = (await entries()).find((entry) => entry.id === "entry-1:refusal");
+    expect(refusal).toMatchObject({ refersTo: "entry-1", outcome: "denied" });
+    expect(refusal?.newValue).toBeUndefined();
+    expect(refusal?.reason).toMatch(
+      /^KILN_AUDIT_UNAVAILABLE: the command was not executed; recorded without its values/,
+    );
     expect(await codeOf(writeTag(runner, engineer, "heater.setpoint", 3))).toBe("resolved");
   });
 
-  test("a refusal that keeps failing is dropped only at stop, through the refusal-drop report", async () => {
-    const { runner, writeTag, events } = await setup({
-      audit: (store) => ({
-        query: store.audit.query,
-        record: async (entry: AuditEntry) => {
-          if (entry.id === "entry-1" || entry.refersTo !== undefined) throw new Error("socket hang up");
-          await store.audit.record(entry);
-        },
-      }),
-    });
+  test("a refusal the store refuses even without its values is reported by audit-refusal-drop when set aside, not held until stop", async () => {
+    const { runner, writeTag, events } = await setup({ audit: refusalPoisoned({ on: true, stripped: true }) });
     await codeOf(writeTag(runner, engineer, "heater.setpoint", 1));
-    for (let round = 0; round < 4; round++) {
+    for (let round = 0; round < 6; round++) {
       await runner.flush();
       await codeOf(writeTag(runner, operator, "valve.tma", true));
     }
-    expect(events.skips).toEqual([]);
-    await runner.close();
+    expect(events.skips.map((event) => event.id)).toEqual(["entry-1:refusal", "entry-1:refusal"]);
     expect(events.refusalDrops.map((event) => event.id)).toEqual(["entry-1:refusal"]);
-    expect(runner.status()).toMatchObject({ refusalsDropped: 1, setAside: 0 });
+    expect(runner.status()).toMatchObject({ refusalsDropped: 1, setAside: 2, backlog: 0 });
+    await runner.close();
+    expect(events.refusalDrops).toHaveLength(1);
+  });
+
+  test("(sibling) with a journal: a :fail the store keeps refusing is kept in <journal>.set-aside and recorded again without its reason, once, also across a restart", async () => {
+    const path = await journalPath();
+    const { runner, make, writeTag, entries, events, plc } = await setup({
+      audit: (store) => ({
+        query: store.audit.query,
+        record: async (entry: AuditEntry) => {
+          if (entry.reason?.includes("sensor bus") === true) throw new Error("cannot store this reason");
+          await store.audit.record(entry);
+        },
+      }),
+      backlog: { path },
+    });
+    const write = plc.write.bind(plc);
+    plc.write = () => Promise.reject(new Error("sensor bus error"));
+    expect(await codeOf(writeTag(runner, engineer, "heater.setpoint", 1))).toBe("Error: sensor bus error");
+    plc.write = write;
+    for (const value of [2, 3, 4]) {
+      expect(await codeOf(writeTag(runner, engineer, "heater.setpoint", value))).toBe("resolved");
+      await runner.flush();
+    }
+    expect(await runner.flush()).toBe(true);
+    expect(events.skips.map((event) => event.id)).toEqual(["entry-1:fail"]);
+    const kept = (await readFile(`${path}.set-aside`, "utf8")).trim().split("\n");
+    expect(kept.map((line) => (JSON.parse(line) as AuditEntry).reason)).toEqual([
+      expect.stringContaining("sensor bus"),
+    ]);
+    const fail = (await entries()).find((entry) => entry.id === "entry-1:fail");
+    expect(fail).toMatchObject({ refersTo: "entry-1", outcome: "failed" });
+    expect(fail?.reason).toMatch(/recorded without its values, reason and comment/);
+    await runner.close();
+    // Nothing of it comes back from the journal at the next start.
+    const again = make();
+    await again.open();
+    expect(await again.flush()).toBe(true);
+    expect(events.skips).toHaveLength(1);
+    expect(again.status()).toMatchObject({ backlog: 0 });
+    await again.close();
   });
 
   test("a whole-store outage (every write fails, unclassified) sets nothing aside: retried, fail closed, stored once it is over", async () => {

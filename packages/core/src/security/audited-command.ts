@@ -60,7 +60,10 @@ export interface CommandContext {
   /**
    * Records what became of the command after it answered, as its own entry `<id>:<suffix>`
    * naming it (`refersTo`), timed now: e.g. `landed` for a write answered `KILN_TIMEOUT` whose
-   * driver call reached the device later (review 15f, LOW). Never waits for the store.
+   * driver call reached the device later (review 15f, LOW). Never waits for the store. A `fail`
+   * told while the command runs is held and joined with its own error, if any, into its one
+   * `:fail`; every `:fail` entry is published as `command-fail` once (adversarial review adv15r, M2).
+   * One entry per suffix: a second is logged, not recorded.
    */
   recordAfter(suffix: string, fields: Pick<AuditEntry, "outcome" | "reason">): void;
 }
@@ -311,7 +314,9 @@ function outcomeOf(error: unknown): "denied" | "failed" {
  * non-retryable error: text the database cannot hold, a malformed field) is skipped and reported
  * by `audit-entry-skip`, so a caller-controlled field can never hold up the trail. An error the
  * store did not classify (not a `KilnError`) is not an answer about the entry: it is kept and
- * retried like a retryable one, never skipped. Stores record once per id, so a retry after an
+ * retried like a retryable one, until the poison rule (see `#drain`) finds it is about the entry:
+ * then it is set aside, and a follow-up entry (a refusal, a `:fail`) is recorded again without
+ * its values and reason, so it never holds the trail (adversarial review adv15r, M3). Stores record once per id, so a retry after an
  * unknown outcome never duplicates an entry.
  *
  * @example
@@ -408,6 +413,8 @@ export class AuditedCommandRunner {
   #storeTookAt: number | undefined;
   /** Entries the store took since construction (the poison rule's evidence that it takes others). */
   #storedCount = 0;
+  /** Set by {@link close} for its flush: a suspect head with no evidence against it is tried once more. */
+  #lastChance = false;
 
   /** @throws RangeError when `backlog.maxEntries` is not a positive integer. */
   constructor(options: AuditedCommandRunnerOptions) {
@@ -710,13 +717,17 @@ export class AuditedCommandRunner {
     let heldFail: Pick<AuditEntry, "outcome" | "reason"> | undefined;
     const followUp = (suffix: string, fields: Pick<AuditEntry, "outcome" | "reason">): void => {
       followed.add(suffix);
-      void this.#recordFollowing({
+      const following: AuditEntry = {
         ...withOld(entry(), oldValue),
         id: `${base.id}:${suffix}`,
         refersTo: base.id,
         at: this.#options.clock.now(),
         ...fields,
-      });
+      };
+      // A `:fail` is published as `command-fail` whatever path makes it (adversarial review adv15r, M2).
+      void (`:${suffix}` === FAIL_ID_SUFFIX
+        ? this.#recordFail(following, (recorded) => this.#recordFollowing(recorded))
+        : this.#recordFollowing(following));
     };
     const context: CommandContext = {
       principal,
@@ -786,23 +797,17 @@ export class AuditedCommandRunner {
         if (cancelled && heldFail !== undefined) followUp(FAIL_ID_SUFFIX.slice(1), heldFail);
         heldFail = undefined;
         const outcome = cancelled ? "failed" : outcomeOf(error);
-        if (!followed.has(suffix.slice(1)))
-          await record({
+        if (!followed.has(suffix.slice(1))) {
+          // One entry of each suffix: a `:fail` told after this one (a late settle) is not recorded twice.
+          followed.add(suffix.slice(1));
+          const following: AuditEntry = {
             ...withOld(entry(), oldValue),
             id: `${base.id}${suffix}`,
             refersTo: base.id,
             outcome: before?.outcome === "failed" ? "failed" : outcome,
             reason: before === undefined ? reason : `${before.reason ?? ""}; then ${reason}`,
-          });
-        if (!cancelled) {
-          this.#logger.error({ id: base.id, action, reason }, "a command failed after its audit entry was recorded");
-          this.#publish("command-fail", {
-            id: base.id,
-            principal: base.principal,
-            action,
-            target: base.target,
-            reason,
-          });
+          };
+          await (cancelled ? record(following) : this.#recordFail(following, record));
         }
         throw error;
       }
@@ -833,7 +838,7 @@ export class AuditedCommandRunner {
    * principal `(system)` with no roles, `source` the runner's. When `effect`
    * throws, or `problemOf` finds a problem in its result (a safe-state write the device
    * refused), an entry of its own follows, id `<id>:fail`, `refersTo` the first, outcome
-   * `failed`. Resolves once `effect` has and its entries are journaled (with a journal; at once
+   * `failed`, published as `command-fail` (principal `(system)`; adv15r, M2). Resolves once `effect` has and its entries are journaled (with a journal; at once
    * without one), never waiting for the audit store; {@link close} waits for them to be stored
    * or queued before it flushes (ADR 0042, amendment 15y).
    * @returns what `effect` returned. @throws what `effect` threw.
@@ -862,13 +867,16 @@ export class AuditedCommandRunner {
     const recorded = this.#recordFollowing(entry);
     const failed = (cause: unknown): Promise<void> =>
       recorded.then(() =>
-        this.#recordFollowing({
-          ...entry,
-          id: `${entry.id}${FAIL_ID_SUFFIX}`,
-          refersTo: entry.id,
-          outcome: "failed",
-          reason: reasonOf(cause, undefined),
-        }),
+        this.#recordFail(
+          {
+            ...entry,
+            id: `${entry.id}${FAIL_ID_SUFFIX}`,
+            refersTo: entry.id,
+            outcome: "failed",
+            reason: reasonOf(cause, undefined),
+          },
+          (recorded) => this.#recordFollowing(recorded),
+        ),
       );
     let result: TResult;
     try {
@@ -1061,7 +1069,12 @@ export class AuditedCommandRunner {
   async close(): Promise<void> {
     // Entries of system actions (the abort at stop) still on their way to the writer.
     while (this.#systemRecords.size > 0) await Promise.all(this.#systemRecords);
-    await this.flush();
+    this.#lastChance = true;
+    try {
+      await this.flush();
+    } finally {
+      this.#lastChance = false;
+    }
     await this.#serial(async () => {
       await this.#closeOverflow();
       this.#closed = true;
@@ -1256,7 +1269,10 @@ export class AuditedCommandRunner {
    * another entry since (a command's own); when the store takes that one and then fails the head
    * again (an error it does not classify), the head is about its own content: it is set aside
    * (kept in a `<journal>.set-aside` file when there is a journal, reported by `audit-entry-skip`
-   * with its id and error) and the queue moves on. When the store fails that one too, it is an
+   * with its id and error) and the queue moves on; a follow-up entry (`refersTo`) is then
+   * recorded again without its values and reason ({@link #keepAside}). With no other entry to
+   * probe the store with and none taken since, the head waits for one (not retried: each failure
+   * counts towards the audit breaker); {@link close} tries it once more. When the store fails that one too, it is an
    * outage: the head stays and everything is retried, fail closed, for as long as it lasts.
    */
   #drain(): Promise<boolean> {
@@ -1287,32 +1303,27 @@ export class AuditedCommandRunner {
         if (!(await this.#keepAside(head.aside.entry, head.aside.error, head))) return false;
         keptAside = true;
       } else if (head.entry !== undefined) {
-        if (isIntentRefusal(head.entry)) {
-          // A refusal (or cancellation) naming its intent is never set aside: without it the
-          // intent may read `allowed` for a command that did not run. It stays at the head and
-          // is retried (health names it); it is the last thing dropped (ADR 0013 addendum).
-          const result = await this.#store(head.entry, { item: head });
-          if (result === "held") return false;
-          keptAside = result === "skipped";
-          if (result === "retry") {
-            if (!KilnError.is(this.#lastError)) head.failures++;
-            return false;
-          }
-        } else if (head.failures >= POISON_ATTEMPTS) {
+        // A follow-up naming its intent (a refusal, a `:fail`) follows the poison rule too: held
+        // at the head for good, one the store refuses with a plain Error blocked every later
+        // guarded command without a journal (adv15r, M3). Set aside, it is recorded again without
+        // its values and reason (#keepAside), so the trail still says what became of the command.
+        if (head.failures >= POISON_ATTEMPTS) {
           const probe = this.#backlog.find((item, index) => index > 0 && item.entry !== undefined)?.entry;
-          if (probe !== undefined) {
-            if ((await this.#store(probe)) === "retry") return false;
-          } else if (this.#storedCount === head.storedCountAtFailure) {
-            // No other entry to try, and the store took none since: the head holds the queue until one comes (health names it).
-            return false;
-          }
+          if (probe !== undefined && (await this.#store(probe)) === "retry") return false;
+          // Without a probe, and the store took no entry since the head failed, there is no
+          // evidence that the store takes others: the head holds the queue until another entry
+          // comes (health names it), not retried meanwhile (each failure would count towards the
+          // audit breaker, which then refuses every command). At close it is tried once more (a
+          // store that came back takes it), never set aside on that try.
+          const evidence = probe !== undefined || this.#storedCount !== head.storedCountAtFailure;
+          if (!evidence && !this.#lastChance) return false;
           // The store takes entries. One more try of the head tells an entry it fails on from a
           // store that has just come back: only a failure it again cannot classify sets it aside.
           const result = await this.#store(head.entry, { item: head });
           if (result === "held") return false;
           keptAside = result === "skipped";
           if (result === "retry") {
-            if (KilnError.is(this.#lastError)) return false;
+            if (KilnError.is(this.#lastError) || !evidence) return false;
             head.failures++;
             setAside = true;
           }
@@ -2250,6 +2261,33 @@ export class AuditedCommandRunner {
     return { reserved, memoryOnly };
   }
 
+  /**
+   * The one place a `:fail` entry is made: a failure after a command's `allowed` entry (the
+   * command's own error, a safe-state write a manual fault, a re-drive or a trip met, a failure
+   * told after the command answered). It is recorded by `record` and then published as
+   * `command-fail` (the command's id, its action and target, the entry's reason) exactly once (adversarial
+   * review adv15r, M2: the `:fail` of a safety function or a system action was recorded but never
+   * published, so an HMI listening to events did not learn that a safe state failed).
+   */
+  #recordFail(entry: AuditEntry, record: (entry: AuditEntry) => Promise<void>): Promise<void> {
+    const reason = entry.reason ?? "";
+    this.#logger.error(
+      { id: entry.refersTo, action: entry.action, reason },
+      "a command failed after its audit entry was recorded",
+    );
+    // Published once the entry is with the writer (as before: after it was recorded), so a
+    // listener that reads the trail on the event finds it, or finds it waiting in the backlog.
+    return record(entry).finally(() =>
+      this.#publish("command-fail", {
+        id: entry.refersTo!,
+        principal: entry.principal,
+        action: entry.action,
+        target: entry.target,
+        reason,
+      }),
+    );
+  }
+
   #publish<TType extends "command-refuse" | "command-fail">(type: TType, event: Omit<KilnEvents[TType], "at">): void {
     void this.#options.bus?.publish(type, { at: this.#options.clock.now(), ...event } as KilnEvents[TType]);
   }
@@ -2286,9 +2324,15 @@ export class AuditedCommandRunner {
     if (item !== undefined) item.aside = undefined;
     this.#skipped++;
     if (!kept) this.#skippedNotKept++;
+    // A follow-up naming its intent (a refusal, a `:fail`) is what the trail says became of that
+    // command: once, it is recorded again under its id without the values and reason the store
+    // may have refused, saying so; a stripped one that leaves unstored too is reported as the
+    // drop of what it said (adversarial review adv15r, M3).
+    const stripped = entry.refersTo !== undefined && !isStrippedFollowUp(entry) ? strippedFollowUp(entry) : undefined;
     const reason =
       (typeof error === "string" ? error : reasonOf(error, undefined)) +
-      (kept ? `; kept in ${path}.set-aside` : "; not kept in a file (no audit journal, or the append failed)");
+      (kept ? `; kept in ${path}.set-aside` : "; not kept in a file (no audit journal, or the append failed)") +
+      (stripped === undefined ? "" : "; recorded again under its id without its values and reason");
     this.#logger.error(
       { id: entry.id, action: entry.action, reason, entry: encodeExactJson(entry) },
       "an audit entry left the backlog unstored",
@@ -2302,6 +2346,18 @@ export class AuditedCommandRunner {
       outcome: entry.outcome,
       reason,
     });
+    if (stripped !== undefined) {
+      // Behind every waiting entry (the journal releases oldest first); its own writer turn.
+      void this.#serial(() => this.#recordNow(stripped)).catch((recordError: unknown) => {
+        this.#logger.error(
+          { id: stripped.id, error: String(recordError) },
+          "a follow-up recorded without its values could not be queued",
+        );
+        this.#reportRefusalDrop(stripped, "its audit entry could not be queued", false);
+      });
+    } else if (entry.refersTo !== undefined) {
+      this.#reportRefusalDrop(entry, "the audit store refused it even without its values", false);
+    }
     return true;
   }
 
@@ -2310,7 +2366,7 @@ export class AuditedCommandRunner {
    * store (a timed-out INSERT), so the trail may show the command `allowed` although it did not
    * run: reported apart from other drops, by `audit-refusal-drop` and an error log naming both ids.
    */
-  #reportRefusalDrop(entry: AuditEntry, why: string): void {
+  #reportRefusalDrop(entry: AuditEntry, why: string, countDropped = true): void {
     if (!entry.id.endsWith(REFUSAL_ID_SUFFIX)) {
       // Any other follow-up (`:fail`, `:cancel`, `:landed`, `:lost`) tells what became of a command
       // that ran (it may have reached the device); "did not run" would be false (adversarial
@@ -2323,11 +2379,13 @@ export class AuditedCommandRunner {
         `${why}: entry ${entry.id}, saying command ${entry.refersTo} (${entry.action} on ${entry.target}) ${said}, ` +
         "was not recorded; the trail shows that command allowed only";
       this.#logger.error({ id: entry.id, intentId: entry.refersTo, action: entry.action }, reason);
-      this.#reportDrop(1, reason);
+      // An entry set aside is counted in `skipped` already: reported, not counted twice.
+      if (countDropped) this.#reportDrop(1, reason);
+      else void this.#options.bus?.publish("audit-entry-drop", { at: this.#options.clock.now(), count: 1, reason });
       return;
     }
     this.#refusalsDropped++;
-    this.#dropped++;
+    if (countDropped) this.#dropped++;
     const reason =
       `${why}: entry ${entry.id}, saying command ${entry.refersTo} (${entry.action} on ${entry.target}) did not run, ` +
       "was not recorded; the trail may show this command allowed; it did not run";
@@ -2628,6 +2686,34 @@ interface AuditWriterStatus {
  * breaker threshold (5 by default), so the probe is tried while the breaker still lets it through.
  */
 const POISON_ATTEMPTS = 2;
+
+/**
+ * What a follow-up entry (one with `refersTo`: a refusal, a `:fail`) that the store kept refusing
+ * says in the trail when it is recorded again without its values and reason (adversarial review
+ * adv15r, M3): the end of its `reason`, which also marks it as stripped.
+ */
+const STRIPPED_NOTE =
+  "recorded without its values, reason and comment: the audit store kept refusing this entry with them " +
+  "(the whole entry is in the error log and the audit-entry-skip event, and in <journal>.set-aside with a journal)";
+
+/** Whether `entry` is a follow-up already recorded again without its values ({@link strippedFollowUp}). */
+function isStrippedFollowUp(entry: AuditEntry): boolean {
+  return entry.reason?.endsWith(STRIPPED_NOTE) === true;
+}
+
+/**
+ * A follow-up entry without what the store may have refused in it: its id, `refersTo`, who, what
+ * and when and its outcome stay; `newValue`, `oldValue` and the reason (an error text, a comment)
+ * go, the reason's code kept (`KILN_AUDIT_UNAVAILABLE` for a refusal: the command did not run).
+ */
+function strippedFollowUp(entry: AuditEntry): AuditEntry {
+  const stripped: AuditEntry = { ...entry };
+  delete (stripped as { newValue?: unknown }).newValue;
+  delete (stripped as { oldValue?: unknown }).oldValue;
+  const code = /^KILN_[A-Z_]+(?=:)/.exec(entry.reason ?? "")?.[0];
+  const said = entry.id.endsWith(REFUSAL_ID_SUFFIX) ? "the command was not executed; " : "";
+  return { ...stripped, reason: `${code ?? "(no code)"}: ${said}${STRIPPED_NOTE}` };
+}
 
 /** True for the refusal of a command whose `allowed` entry was offered to the store (it names the intent). */
 function isIntentRefusal(entry: AuditEntry): boolean {
