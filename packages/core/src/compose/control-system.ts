@@ -1453,7 +1453,12 @@ export class ControlSystem {
           // its own :fail when it fails again. Without a failure it is refused as before.
           if (safetyFunction && !this.#machine.can(name) && this.#redrivesSafeState()) {
             return this.#safetyFence(reason, async () => {
-              context.recordRequest({ command: auditedName(name), safeStateAgain: true });
+              // It names what it writes, as a trip does (adversarial review adv15r, L2).
+              context.recordRequest({
+                command: auditedName(name),
+                safeStateAgain: true,
+                safeState: this.#options.machine.safeState,
+              });
               await context.commit();
               return this.#reapplySafeState(context);
             });

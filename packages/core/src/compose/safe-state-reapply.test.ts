@@ -72,7 +72,7 @@ describe("a safe state that failed is written again when a stop, fault or abort 
     await system.stop();
   });
 
-  test("the entry of a re-drive says so (newValue.safeStateAgain)", async () => {
+  test("the entry of a re-drive says so (newValue.safeStateAgain) and names the safe state it writes", async () => {
     const parts = await hostile();
     const { system } = parts;
     await system.writeTag(admin, "heater.setpoint", 200);
@@ -82,6 +82,11 @@ describe("a safe state that failed is written again when a stop, fault or abort 
     await system.sendMachineCommand(admin, "stop");
     const stop = parts.recorded.find((entry) => entry.action === "machine.stop" && !entry.id.endsWith(":fail"));
     expect(stop).toMatchObject({ outcome: "allowed", newValue: { command: "stop", safeStateAgain: true } });
+    // As a trip's entry does (adversarial review adv15r, L2).
+    expect((stop?.newValue as { safeState?: unknown }).safeState).toEqual([
+      { tag: "heater.setpoint", value: 0 },
+      { tag: "valve.h2o", value: false },
+    ]);
     await system.stop();
   });
 });
