@@ -541,6 +541,12 @@ interface EdgeNodeState {
    * back). Declared offline `rebirthTimeoutMs` after the request if no NBIRTH came.
    */
   verify: { readonly since: number; readonly reason: string; requestedAt: number | undefined } | undefined;
+  /**
+   * While offline: asked for a rebirth after a hold (it died during it, or its death was read on
+   * the watch first), again every `rebirthIntervalMs` until this host time (its answer may have
+   * been dropped too, the broker's queue for the host still full when it came).
+   */
+  reaskUntil?: number;
 }
 
 /** What the host acknowledges to one edge node in its current birth (ADR 0037). */
@@ -2426,10 +2432,9 @@ export class SparkplugHost {
         node.state === "offline" &&
         (node.deathAhead !== undefined || (node.lastDeathAt !== undefined && node.lastDeathAt >= since))
       ) {
-        // Held back by rebirthIntervalMs (an answer to an earlier request may be what was dropped):
-        // sent by the sweep once allowed.
-        if (this.#requestRebirth(node, "messages-maybe-lost", reason)) this.#reask.delete(node);
-        else this.#reask.set(node, reason);
+        this.#reask.set(node, reason);
+        node.reaskUntil = this.#clock.now() + (this.#options.rebirthTimeoutMs ?? 10_000);
+        this.#requestRebirth(node, "messages-maybe-lost", reason);
       }
     }
     this.#scheduleVerify();
@@ -2453,9 +2458,14 @@ export class SparkplugHost {
     if (this.#stopping) return;
     const now = this.#clock.now();
     const timeout = this.#options.rebirthTimeoutMs ?? 10_000;
+    // Asked again every rebirthIntervalMs while the time allows: the broker's queue for the host
+    // may still have been full when an answer came (the inbox is empty before the broker's is).
+    const interval = this.#options.rebirthIntervalMs ?? 5_000;
+    const due = (node: EdgeNodeState): boolean =>
+      node.lastRebirthAt === undefined || now - node.lastRebirthAt >= interval;
     for (const [node, reason] of [...this.#reask]) {
-      if (node.state !== "offline" || this.#requestRebirth(node, "messages-maybe-lost", reason))
-        this.#reask.delete(node);
+      if (node.state !== "offline" || now >= (node.reaskUntil ?? 0)) this.#reask.delete(node);
+      else if (due(node)) this.#requestRebirth(node, "messages-maybe-lost", reason);
     }
     for (const node of [...this.#verifying]) {
       const verify = node.verify;
@@ -2472,7 +2482,7 @@ export class SparkplugHost {
           `no NBIRTH within rebirthTimeoutMs (${timeout} ms) of the rebirth request sent because ${verify.reason}`,
         );
         node.lastSeq = undefined;
-      }
+      } else if (due(node)) this.#requestRebirth(node, "messages-maybe-lost", verify.reason);
     }
     this.#scheduleVerify();
   }

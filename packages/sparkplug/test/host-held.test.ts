@@ -53,7 +53,8 @@ function gatedStore(): { store: MemoryStore; hold(): void; release(): void } {
 /** An edge node that answers every rebirth request (NCMD) with its NBIRTH, as a real one does. */
 async function answeringNode(url: string, bdSeq: number, temp: number): Promise<RawEdgeNode> {
   const node = await RawEdgeNode.connect(url, GROUP, VICTIM, bdSeq);
-  const birth = () => node.nbirth(bdSeq, [{ name: "temp", timestamp: Date.now(), datatype: "Double", value: temp }]);
+  const birth = () =>
+    node.nbirth(bdSeq, [{ name: "temp", alias: 1, timestamp: Date.now(), datatype: "Double", value: temp }]);
   node.client.on("message", () => void birth());
   await node.client.subscribeAsync(sparkplugTopic({ type: "NCMD", groupId: GROUP, edgeNodeId: VICTIM }), { qos: 1 });
   await birth();
@@ -82,9 +83,9 @@ async function heldFleet() {
   const flooder = await RawEdgeNode.connect(broker.url, GROUP, FLOODER, 0);
   cleanups.push(() => flooder.close());
   await flooder.nbirth(0, [{ name: "blob", alias: 1, timestamp: Date.now(), datatype: "String", value: "" }]);
-  /** `count` NDATA of 8 KB each: past the socket buffers and the broker's queue while the host is held. */
-  const flood = async (count: number) => {
-    const blob = "x".repeat(8_192);
+  /** `count` NDATA of `bytes` each (8 KB: past the socket buffers and the broker's queue while the host is held). */
+  const flood = async (count: number, bytes = 8_192) => {
+    const blob = "x".repeat(bytes);
     for (let index = 0; index < count; index++)
       await flooder.ndata([{ alias: 1, timestamp: Date.now(), datatype: "String", value: blob }]);
   };
@@ -145,5 +146,38 @@ describe.skipIf(!mosquitto.available)("a host held by a slow store, messages dro
       20_000,
       `victim online with bdSeq 2 and temp 22 good (state ${victimState(host)?.state}, bdSeq ${victimState(host)?.bdSeq}, temp ${String(host.latest(TEMP)?.sample.value)})`,
     );
+  });
+
+  test("data an edge node sent before its death, still held on the host's session when the death is read on the watch, is stored as history; the node is offline meanwhile and never shown good", async () => {
+    const { broker, host, flood, gated } = await heldFleet();
+    const victim = await answeringNode(broker.url, 1, 21);
+    cleanups.push(() => victim.close());
+    await eventually(() => host.latest(TEMP)?.sample.quality.severity === "good", 5_000, "victim born");
+    gated.hold();
+    // Small messages: enough to congest the writer (the host stops reading), few enough that the
+    // broker drops nothing (they wait in the socket), so the victim's data and death reach the
+    // main session, behind the flood.
+    await flood(150, 16);
+    await eventually(() => host.health().samples.queued >= 100, 5_000, "writer congested");
+    const base = Date.now();
+    for (let index = 0; index < 5; index++)
+      await victim.ndata([{ alias: 1, timestamp: base + index, datatype: "Double", value: 30 + index }]);
+    // Its socket closed after what it wrote (no DISCONNECT): the broker publishes its Will.
+    victim.client.stream.end();
+    // Read on the watch while the data before it still waits on the held session.
+    await eventually(() => victimState(host)?.state === "offline", 5_000, "victim offline while the host is held");
+    expect(host.latest(TEMP)?.sample.quality.severity).not.toBe("good");
+    gated.release();
+    const rows = () => gated.store.samples.readSamples({ tag: TEMP, from: 0, to: 4_102_444_799_999 });
+    await eventually(
+      async () => (await rows()).filter((row) => row.timestamp >= base && row.value !== null).length === 5,
+      10_000,
+      "the five values stored",
+    );
+    await eventually(async () => (await rows()).at(-1)?.value === null, 10_000, "a stale mark after them");
+    const values = (await rows()).filter((row) => row.timestamp >= base && row.value !== null);
+    expect(values.map((row) => row.value)).toEqual([30, 31, 32, 33, 34]);
+    expect(victimState(host)?.state).toBe("offline");
+    expect(host.latest(TEMP)?.sample.quality.severity).not.toBe("good");
   });
 });
