@@ -131,13 +131,15 @@ export interface SparkplugHostOptions {
   readonly rebirthIntervalMs?: number;
   /**
    * How long an edge node has to answer with an NBIRTH, in ms, once the host asked it for one
-   * because the host may have missed its messages (reason `messages-maybe-lost`): after the host
-   * held its broker connection (its store or queue was behind, so the broker queued, and may have
-   * dropped, what it had for the host), or after an NDEATH of another session than the one the
-   * host holds. Meanwhile the edge node is `awaiting-rebirth`, its live values stale, and what it
-   * sends is stored as history; no NBIRTH within this time (counted from the request actually
-   * sent, which `rebirthIntervalMs` may hold back) and it is declared `offline` (ADR 0043,
-   * amendment fix19o). From 1 to 3,600,000 (1 hour).
+   * because the host may have missed its messages (`rebirth-request` reason
+   * `messages-maybe-lost`): after the host held back reading from the broker (its store or queue
+   * was behind), the broker may have dropped what it queued for the host meanwhile (a DDEATH,
+   * data, a birth). Every edge node online then is asked (again every `rebirthIntervalMs` until it
+   * answers), its live values are uncertain and it is named in `health().problems` as unverified;
+   * its data is taken as usual. No NBIRTH within this time of the first request sent, and it is
+   * declared `offline` with its devices (stale marks stored). Deaths themselves are read on a
+   * second MQTT session that is never held (ADR 0043, amendment fix19o).
+   * From 1 to 3,600,000 (1 hour).
    * @throws KilnValidationError (KILN_VALIDATION) naming `rebirthTimeoutMs` otherwise.
    * @default 10000
    */
@@ -239,10 +241,9 @@ export interface SparkplugLiveMetric {
  * `death-refused`: an NDEATH with no `bdSeq`, or one that is not an integer 0–255 (Sparkplug B
  * 3.0: bdSeq is 0–255), so it cannot be paired with a birth: counted in `messages.malformed`, and
  * the edge node's live values are marked stale until its next NBIRTH. `messages-maybe-lost`: the
- * host held its broker connection (its store or queue was behind) and the broker may have dropped
- * messages meanwhile, or an NDEATH of another session than the one the host holds came; the edge
- * node is `awaiting-rebirth` (its data stored as history) and declared offline if no NBIRTH comes
- * within `rebirthTimeoutMs` (ADR 0043, amendment fix19o).
+ * host held back reading from the broker (its store or queue was behind) and the broker may have
+ * dropped messages meanwhile; the edge node's live values are uncertain until its NBIRTH, and it is
+ * declared offline if none comes within `rebirthTimeoutMs` (ADR 0043, amendment fix19o).
  */
 export type SparkplugRebirthReason =
   | "seq-gap"
