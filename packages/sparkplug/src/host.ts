@@ -2425,6 +2425,10 @@ export class SparkplugHost {
     session.heldSince = undefined;
     if (this.#session !== session || session.closing || this.#stopping || since === undefined) return;
     const reason = `the host held its broker connection from ${new Date(since).toISOString()} (its store or queue was behind): messages the broker held for it meanwhile may have been lost`;
+    // Its own STATE offline (an old session's Will delivered late, retained) may have been among
+    // them: said online again (same timestamp, idempotent for edge nodes), so the retained STATE
+    // is not left offline while this host runs.
+    if (session.online) void this.#publishOnline(session).catch(() => undefined);
     for (const node of this.#nodes.values()) {
       if (node.state === "online") this.#unverified(node, reason);
       // Died while the host was held, or before the main session took its death (read on the watch):

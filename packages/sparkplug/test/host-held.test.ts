@@ -4,6 +4,7 @@
 // `max_queued_messages` (the drop is mosquitto's; aedes has no such bound).
 import { MemoryStore, type Sample } from "@kiln/core";
 import type { SampleWriteResult } from "@kiln/core/driver-kit";
+import { connectAsync } from "mqtt";
 import { afterEach, describe, expect, test, vi } from "vitest";
 import { SparkplugHost } from "../src/host";
 import { qualifiedTagName } from "../src/host-tag-names";
@@ -179,5 +180,35 @@ describe.skipIf(!mosquitto.available)("a host held by a slow store, messages dro
     expect(values.map((row) => row.value)).toEqual([30, 31, 32, 33, 34]);
     expect(victimState(host)?.state).toBe("offline");
     expect(host.latest(TEMP)?.sample.quality.severity).not.toBe("good");
+  });
+
+  test("its own STATE offline (a Will of an old session, retained) dropped while the host is held: the retained STATE ends online again", async () => {
+    const { broker, host, flood, gated } = await heldFleet();
+    const { timestamp } = host.health().state;
+    const other = await RawEdgeNode.connect(broker.url, GROUP, "line-other", 0);
+    cleanups.push(() => other.close());
+    gated.hold();
+    await flood(1_500);
+    await other.client.publishAsync(
+      "spBv1.0/STATE/held",
+      Buffer.from(JSON.stringify({ online: false, timestamp: timestamp! - 1_000 })),
+      { qos: 1, retain: true },
+    );
+    await flood(1_000);
+    gated.release();
+    const retained = async () => {
+      const watcher = await connectAsync(broker.url);
+      try {
+        const message = new Promise<string>((resolve) =>
+          watcher.on("message", (_topic, payload) => resolve(payload.toString())),
+        );
+        await watcher.subscribeAsync("spBv1.0/STATE/held", { qos: 1 });
+        return JSON.parse(await message) as { online: boolean; timestamp: number };
+      } finally {
+        await watcher.endAsync();
+      }
+    };
+    await eventually(async () => (await retained()).online, 10_000, "retained STATE online");
+    expect(await retained()).toEqual({ online: true, timestamp });
   });
 });
