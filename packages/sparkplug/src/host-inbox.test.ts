@@ -4,6 +4,7 @@ import { HostInbox, type InboxMessage } from "./host-inbox";
 /** An inbox on a hand-driven clock and turn queue: each message taken costs `cost` ms. */
 function rig({ cost = 1, maxWaiting = 8, maxWaitingBytes = 1_000_000 } = {}) {
   let now = 0;
+  const holds: string[] = [];
   const turns: (() => void)[] = [];
   const taken: string[] = [];
   const writer = { congested: false, relieve: undefined as (() => void) | undefined };
@@ -19,6 +20,8 @@ function rig({ cost = 1, maxWaiting = 8, maxWaitingBytes = 1_000_000 } = {}) {
     maxWaitingBytes,
     now: () => now,
     later: (turn) => turns.push(turn),
+    onHold: () => holds.push(`hold at ${taken.length}`),
+    onRelease: () => holds.push(`caught up at ${taken.length}`),
   });
   const message = (topic: string, bytes = 10): InboxMessage => ({
     topic,
@@ -26,7 +29,7 @@ function rig({ cost = 1, maxWaiting = 8, maxWaitingBytes = 1_000_000 } = {}) {
     retained: false,
   });
   const nextTurn = (): void => turns.shift()!();
-  return { inbox, taken, turns, writer, message, nextTurn };
+  return { inbox, taken, turns, writer, message, nextTurn, holds };
 }
 
 describe("HostInbox: the host's messages in order, a slice of work per turn, bounded (ADR 0030, 19i)", () => {
@@ -167,5 +170,27 @@ describe("HostInbox: the host's messages in order, a slice of work per turn, bou
     expect(inbox.waiting).toBe(0);
     // Nothing waiting: resolves at once.
     await inbox.flush();
+  });
+
+  test("a hold is reported when MQTT.js is first held, and its end once MQTT.js reads on and everything that waited is taken (ADR 0043, fix19o)", async () => {
+    const { inbox, message, nextTurn, writer, holds, turns } = rig({ cost: 1, maxWaiting: 4 });
+    writer.congested = true;
+    for (let index = 0; index < 3; index++) {
+      inbox.receive(message(`m${index}`));
+      inbox.ready(() => undefined);
+    }
+    // Held from the first callback on, reported once.
+    expect(holds).toEqual(["hold at 0"]);
+    writer.congested = false;
+    writer.relieve!();
+    await Promise.resolve();
+    while (turns.length > 0) nextTurn();
+    expect(inbox.waiting).toBe(0);
+    expect(holds).toEqual(["hold at 0", "caught up at 3"]);
+    // Read on without a hold: nothing reported.
+    inbox.receive(message("m3"));
+    inbox.ready(() => undefined);
+    while (turns.length > 0) nextTurn();
+    expect(holds).toHaveLength(2);
   });
 });

@@ -28,6 +28,17 @@ export interface HostInboxOptions {
   readonly now?: () => number;
   /** Runs `turn` on a later turn of the event loop. @default setImmediate */
   readonly later?: (turn: () => void) => void;
+  /**
+   * MQTT.js is held from now on (its callback not run at once): the broker queues what it has for
+   * the host, and may drop it past its own bound (ADR 0043, amendment fix19o).
+   */
+  readonly onHold?: () => void;
+  /**
+   * MQTT.js reads on after a hold ({@link onHold}) and every message that waited has been taken:
+   * the host has caught up with what the broker kept for it (a hold that starts again before
+   * that is the same hold).
+   */
+  readonly onRelease?: () => void;
 }
 
 /**
@@ -60,6 +71,12 @@ export class HostInbox {
   readonly #maxWaiting: number;
   readonly #now: () => number;
   readonly #later: (turn: () => void) => void;
+  readonly #onHold: (() => void) | undefined;
+  readonly #onRelease: (() => void) | undefined;
+  /** MQTT.js's callback was held (reported by `onHold`, until `onRelease`). */
+  #holding = false;
+  /** While {@link #holding}: MQTT.js reads on again; `onRelease` once nothing waits. */
+  #readingOn = false;
   /** Waiting messages, oldest first. */
   readonly #queue = new FifoQueue<InboxMessage>();
   /** Payload bytes waiting. */
@@ -88,6 +105,8 @@ export class HostInbox {
     this.#maxWaiting = options.maxWaiting ?? 65_536;
     this.#now = options.now ?? (() => performance.now());
     this.#later = options.later ?? ((turn) => void setImmediate(turn));
+    this.#onHold = options.onHold;
+    this.#onRelease = options.onRelease;
   }
 
   /** Messages waiting. */
@@ -121,8 +140,16 @@ export class HostInbox {
    */
   ready(callback: () => void): void {
     this.#held.push(callback);
-    if (this.#mayRead(this.#maxWaiting, this.#maxBytes)) this.#release();
-    else if (this.#congested()) this.#awaitRelief();
+    if (this.#mayRead(this.#maxWaiting, this.#maxBytes)) {
+      this.#release();
+      return;
+    }
+    if (!this.#holding) {
+      this.#holding = true;
+      this.#onHold?.();
+    }
+    this.#readingOn = false;
+    if (this.#congested()) this.#awaitRelief();
   }
 
   /**
@@ -212,6 +239,7 @@ export class HostInbox {
       while (this.waiting > 0 && !this.#congested() && this.#now() - this.#sliceStart! < this.#sliceMs);
     }
     if (this.#mayRead(this.#maxWaiting / 2 + 1, this.#maxBytes / 2 + 1)) this.#release();
+    else this.#caughtUp();
     if (this.#congested()) this.#awaitRelief();
     else if (this.waiting > 0) this.#schedule();
   }
@@ -225,6 +253,17 @@ export class HostInbox {
   }
 
   #release(): void {
-    for (const callback of this.#held.splice(0)) callback();
+    const held = this.#held.splice(0);
+    if (this.#holding && held.length > 0) this.#readingOn = true;
+    for (const callback of held) callback();
+    this.#caughtUp();
+  }
+
+  /** Reports the end of a hold (`onRelease`) once MQTT.js reads on and nothing waits. */
+  #caughtUp(): void {
+    if (!this.#holding || !this.#readingOn || this.waiting > 0) return;
+    this.#holding = false;
+    this.#readingOn = false;
+    this.#onRelease?.();
   }
 }

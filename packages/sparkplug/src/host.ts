@@ -130,6 +130,21 @@ export interface SparkplugHostOptions {
    */
   readonly rebirthIntervalMs?: number;
   /**
+   * How long an edge node has to answer with an NBIRTH, in ms, once the host asked it for one
+   * because the host may have missed its messages (`rebirth-request` reason
+   * `messages-maybe-lost`): after the host held back reading from the broker (its store or queue
+   * was behind), the broker may have dropped what it queued for the host meanwhile (a DDEATH,
+   * data, a birth). Every edge node online then is asked (again every `rebirthIntervalMs` until it
+   * answers), its live values are uncertain and it is named in `health().problems` as unverified;
+   * its data is taken as usual. No NBIRTH within this time of the first request sent, and it is
+   * declared `offline` with its devices (stale marks stored). Deaths themselves are read on a
+   * second MQTT session that is never held (ADR 0043, amendment fix19o).
+   * From 1 to 3,600,000 (1 hour).
+   * @throws KilnValidationError (KILN_VALIDATION) naming `rebirthTimeoutMs` otherwise.
+   * @default 10000
+   */
+  readonly rebirthTimeoutMs?: number;
+  /**
    * The shortest interval between two acknowledgements (NCMD `Kiln/Stored Through`, ADR 0037) to
    * one edge node, in ms. Only edge nodes whose NBIRTH declares `Kiln/Await Acks` get them.
    * From 0 to 3,600,000 (1 hour). @default 1000
@@ -225,7 +240,10 @@ export interface SparkplugLiveMetric {
  * NBIRTH or DBIRTH refused whole (see {@link SparkplugHostEdgeNodeHealth.birthsRefused}).
  * `death-refused`: an NDEATH with no `bdSeq`, or one that is not an integer 0–255 (Sparkplug B
  * 3.0: bdSeq is 0–255), so it cannot be paired with a birth: counted in `messages.malformed`, and
- * the edge node's live values are marked stale until its next NBIRTH.
+ * the edge node's live values are marked stale until its next NBIRTH. `messages-maybe-lost`: the
+ * host held back reading from the broker (its store or queue was behind) and the broker may have
+ * dropped messages meanwhile; the edge node's live values are uncertain until its NBIRTH, and it is
+ * declared offline if none comes within `rebirthTimeoutMs` (ADR 0043, amendment fix19o).
  */
 export type SparkplugRebirthReason =
   | "seq-gap"
@@ -235,7 +253,8 @@ export type SparkplugRebirthReason =
   | "samples-dropped"
   | "payload-too-large"
   | "birth-refused"
-  | "death-refused";
+  | "death-refused"
+  | "messages-maybe-lost";
 
 /** The state of one edge node as the host sees it. */
 export interface SparkplugHostEdgeNodeHealth {
@@ -508,6 +527,27 @@ interface EdgeNodeState {
   lastBirthRefusal: { readonly at: number; readonly detail: string } | undefined;
   /** While awaiting-rebirth: since when and why. */
   awaiting: { readonly since: number; readonly reason: string } | undefined;
+  /**
+   * The bdSeq of an NDEATH read on the death watch (a session of its own that is never held)
+   * while the NDEATH of the main session, behind what the broker queued before it, is not taken
+   * yet: a birth of that bdSeq taken later is dead at once, its data stored as history only
+   * (ADR 0043, amendment fix19o).
+   */
+  deathAhead: number | undefined;
+  /** Host time of the last NDEATH of its current birth taken, on either session. */
+  lastDeathAt: number | undefined;
+  /**
+   * Asked for a rebirth because the host may have missed its messages (`messages-maybe-lost`):
+   * since when, why, and when the request went out (undefined while `rebirthIntervalMs` holds it
+   * back). Declared offline `rebirthTimeoutMs` after the request if no NBIRTH came.
+   */
+  verify: { readonly since: number; readonly reason: string; requestedAt: number | undefined } | undefined;
+  /**
+   * While offline: asked for a rebirth after a hold (it died during it, or its death was read on
+   * the watch first), again every `rebirthIntervalMs` until this host time (its answer may have
+   * been dropped too, the broker's queue for the host still full when it came).
+   */
+  reaskUntil?: number;
 }
 
 /** What the host acknowledges to one edge node in its current birth (ADR 0037). */
@@ -541,6 +581,14 @@ interface Session {
   inbox?: HostInbox;
   /** Its link went: what its inbox holds is being taken before the session ends. */
   lost?: boolean;
+  /**
+   * The death watch: a second MQTT session subscribed to the groups' NDEATH only, whose messages
+   * are taken at once (never held), so the broker never has to queue, nor drop, a death while the
+   * main session is held (ADR 0043, amendment fix19o).
+   */
+  watch?: MqttClient;
+  /** Host time at which the inbox began holding MQTT.js, while it does. */
+  heldSince?: number;
 }
 
 const DEFAULT_MAX_PAYLOAD_BYTES = 4_194_304;
@@ -551,6 +599,8 @@ const MARK_STEP = 500;
 /** The shortest spacing of `rebirth-request` events for held-back requests, per edge node, in ms. */
 const SUPPRESSED_REPORT_MS = 1_000;
 const DEFAULT_MAX_CLOCK_SKEW_MS = 60_000;
+/** How often the host looks at edge nodes awaiting a rebirth asked for after a possible loss, ms (at most). */
+const VERIFY_SWEEP_MS = 250;
 /**
  * An edge node that loses the host's trust right after being born {@link FLAP_LOSSES} times
  * within this many ms is named in `health().problems` as flapping.
@@ -737,6 +787,14 @@ export class SparkplugHost {
   >();
   /** Every sample the writer accepted before this index is settled. */
   #settledThrough = 0;
+  /** Edge nodes asked for a rebirth because messages may have been lost (see `EdgeNodeState.verify`). */
+  readonly #verifying = new Set<EdgeNodeState>();
+  /**
+   * Offline edge nodes to ask for a rebirth after a hold, whose request `rebirthIntervalMs` held
+   * back (they may have been born again in a message the broker dropped), with the reason.
+   */
+  readonly #reask = new Map<EdgeNodeState, string>();
+  #verifyTimer: TimerHandle | undefined;
 
   /**
    * Checks the options; connects nothing (see {@link SparkplugHost.start}).
@@ -769,6 +827,7 @@ export class SparkplugHost {
     issues.push(
       ...durationIssues([
         ["rebirthIntervalMs", options.rebirthIntervalMs, 0],
+        ["rebirthTimeoutMs", options.rebirthTimeoutMs, 1],
         ["drainTimeoutMs", options.drainTimeoutMs, 0],
         ["stopLingerMs", options.stopLingerMs, 0],
         ["ackIntervalMs", options.ackIntervalMs, 0],
@@ -913,6 +972,8 @@ export class SparkplugHost {
     if (this.#stopping) return this.#lifecycle.close();
     this.#stopping = true;
     this.#starting.abort(new KilnError("KILN_ABORTED", "the Sparkplug host was stopped while it waited for its store"));
+    if (this.#verifyTimer !== undefined) this.#clock.clearTimeout(this.#verifyTimer);
+    this.#verifyTimer = undefined;
     const drainTimeoutMs = this.#options.drainTimeoutMs ?? 10_000;
     const drainUntil = this.#clock.now() + drainTimeoutMs;
     await this.#lifecycle.close(async () => {
@@ -947,6 +1008,7 @@ export class SparkplugHost {
       this.#session = undefined;
       session.closing = true;
       this.#lastState = { online: false, timestamp: session.timestamp };
+      session.watch?.end(true);
       await endSession(session.client, this.#clock, sent && session.client.connected);
     });
     // Nothing more is taken: every tag whose last stored row is still a value gets its stale mark
@@ -984,9 +1046,14 @@ export class SparkplugHost {
    * `stopLingerMs`, or when the link goes.
    */
   #awaitFarewell(session: Session): Promise<void> {
+    // A death read on the watch is ahead of what the edge node sent before it: the main session's
+    // own NDEATH (behind that data) ends the wait for it.
     const done = (): boolean =>
       !session.client.connected ||
-      (session.farewellEchoed === true && [...this.#nodes.values()].every((node) => node.state !== "online"));
+      (session.farewellEchoed === true &&
+        [...this.#nodes.values()].every(
+          (node) => node.state !== "online" && !(node.deathAhead !== undefined && node.deathAhead === node.bdSeq),
+        ));
     if (done()) return Promise.resolve();
     return new Promise<void>((resolve) => {
       const finish = (): void => {
@@ -1040,6 +1107,10 @@ export class SparkplugHost {
       if (node.awaiting !== undefined)
         problems.push(
           `edge node ${name} awaiting rebirth since ${new Date(node.awaiting.since).toISOString()} (${node.awaiting.reason}): its data is discarded and its live values are stale`,
+        );
+      if (node.verify !== undefined)
+        problems.push(
+          `edge node ${name} unverified since ${new Date(node.verify.since).toISOString()} (${node.verify.reason}): its live values are uncertain until it answers the rebirth request${node.verify.requestedAt === undefined ? " (not sent yet: rebirthIntervalMs)" : ""}; declared offline if no NBIRTH comes within rebirthTimeoutMs`,
         );
       while (node.trustLost.length > 0 && node.trustLost[0]!.at < now - FLAP_WINDOW_MS) node.trustLost.shift();
       // A birth refused for a reason of its own (too large, a name twice...) is refused again at
@@ -1184,12 +1255,18 @@ export class SparkplugHost {
         take: (message) => this.#onMessage(session, message.topic, message.payload, message.retained),
         congested: () => this.#writer.congested,
         whenRelieved: () => this.#writer.whenRelieved(),
+        onHold: () => {
+          session.heldSince ??= this.#clock.now();
+        },
+        onRelease: () => this.#onHoldEnd(session),
       });
       session.inbox = inbox;
       client.on("message", (topic, payload, packet) => inbox.receive({ topic, payload, retained: packet.retain }));
       client.handleMessage = (_packet, callback) => inbox.ready(() => callback());
       client.on("error", () => undefined);
       client.once("close", () => this.#onSessionLost(session));
+      // Before the groups are followed, so every death the main session may see, the watch sees too.
+      await raceAbort(this.#openWatch(session), signal, "Sparkplug host death watch");
       // [tck-id-host-topic-phid-birth-sub-required], [tck-id-message-flow-phid-sparkplug-subscription]:
       // own STATE and the groups, QoS 1, before the STATE birth.
       // With MQTT 5, Retain As Published: a message someone publishes retained while the host is
@@ -1204,8 +1281,54 @@ export class SparkplugHost {
       session.closing = true;
       if (this.#session === session) this.#session = undefined;
       client.end(true);
+      session.watch?.end(true);
       throw error;
     }
+  }
+
+  /**
+   * Opens the session's death watch (see {@link Session.watch}): a clean MQTT session with the
+   * user's MQTT options (its client id, if given, with `-deaths` added), no Will, subscribed at
+   * QoS 1 to `spBv1.0/<group>/NDEATH/+` of every group. Deaths are small and rare, and each is
+   * taken as it comes, so the broker has nothing to queue for it. If it closes, the whole session
+   * is lost (reconnected): without it a death could again be dropped unseen.
+   */
+  async #openWatch(session: Session): Promise<void> {
+    const connect = await mqttConnect();
+    const user = this.#options.mqtt ?? {};
+    const watch = connect(this.#options.brokerUrl, {
+      ...sessionOptions(user, {
+        ...(this.#options.connectTimeoutMs === undefined ? {} : { connectTimeoutMs: this.#options.connectTimeoutMs }),
+        maxPayloadBytes: this.#options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES,
+        will: undefined,
+      }),
+      ...(user.clientId === undefined ? {} : { clientId: `${user.clientId}-deaths` }),
+    });
+    session.watch = watch;
+    watch.on("error", () => undefined);
+    await new Promise<void>((resolve, reject) => {
+      const onConnect = (): void => {
+        watch.off("close", onClose);
+        resolve();
+      };
+      const onClose = (): void => {
+        watch.off("connect", onConnect);
+        reject(
+          new KilnError(
+            "KILN_CONNECTION_FAILED",
+            `MQTT connect of the death watch to ${redactedBrokerUrl(this.#options.brokerUrl)} failed: connection closed`,
+            { retryable: true },
+          ),
+        );
+      };
+      watch.once("connect", onConnect);
+      watch.once("close", onClose);
+    });
+    watch.on("message", (topic, payload, packet) => this.#onWatchedDeath(session, topic, payload, packet.retain));
+    watch.once("close", () => this.#onSessionLost(session));
+    const filters: Record<string, { qos: 1 }> = {};
+    for (const id of this.#groups) filters[`${SPARKPLUG_NAMESPACE}/${id}/NDEATH/+`] = { qos: 1 };
+    await watch.subscribeAsync(filters);
   }
 
   async #publishOnline(session: Session): Promise<void> {
@@ -1232,6 +1355,7 @@ export class SparkplugHost {
     this.#session = undefined;
     session.closing = true;
     session.client.end(true);
+    session.watch?.end(true);
     this.#lastState = { online: false, timestamp: session.timestamp };
     // The host no longer sees the edge nodes: their live values are stale (Sparkplug 3.0.0, 5.x).
     // Stored too, right after the last value the host received: what the edge node measured
@@ -1416,6 +1540,9 @@ export class SparkplugHost {
         trustLost: [],
         lastBirthRefusal: undefined,
         awaiting: undefined,
+        deathAhead: undefined,
+        lastDeathAt: undefined,
+        verify: undefined,
       };
       this.#nodes.set(key, node);
       this.#indexNode(node);
@@ -1440,6 +1567,10 @@ export class SparkplugHost {
     const now = this.#clock.now();
     if (deviceId === undefined) {
       if (node.state === state) return;
+      if (state === "offline" && node.verify !== undefined) {
+        node.verify = undefined;
+        this.#verifying.delete(node);
+      }
       if (node.state === "online" && state === "awaiting-rebirth") {
         // Trimmed here, not only in health(): bounded however long health() is not called.
         while (
@@ -1522,7 +1653,8 @@ export class SparkplugHost {
     this.#requestRebirth(node, reason, detail);
   }
 
-  #requestRebirth(node: EdgeNodeState, reason: SparkplugRebirthReason, detail: string): void {
+  /** Asks the edge node for a rebirth; true when an NCMD went out (not held back by `rebirthIntervalMs`). */
+  #requestRebirth(node: EdgeNodeState, reason: SparkplugRebirthReason, detail: string): boolean {
     const session = this.#session;
     const now = this.#clock.now();
     const interval = this.#options.rebirthIntervalMs ?? 5_000;
@@ -1534,7 +1666,7 @@ export class SparkplugHost {
     if (suppressed) {
       node.rebirthsSuppressed++;
       const reported = node.suppressedReportedAt;
-      if (reported !== undefined && now - reported < Math.max(interval, SUPPRESSED_REPORT_MS)) return;
+      if (reported !== undefined && now - reported < Math.max(interval, SUPPRESSED_REPORT_MS)) return false;
       node.suppressedReportedAt = now;
     } else {
       node.lastRebirthAt = now;
@@ -1566,6 +1698,7 @@ export class SparkplugHost {
       detail,
       suppressed,
     });
+    return !suppressed;
   }
 
   #discard(payload: SparkplugPayload): void {
@@ -1836,6 +1969,8 @@ export class SparkplugHost {
   /** Forgets an edge node not online with its devices and metrics (O(what it holds)). */
   #forgetNode(node: EdgeNodeState): void {
     this.#endAcks(node);
+    this.#verifying.delete(node);
+    this.#reask.delete(node);
     this.#heldMetrics -= birthSize(node.birth);
     this.#release(this.#tagsOfBirth(node.birth));
     for (const [id, device] of node.devices) {
@@ -1964,15 +2099,32 @@ export class SparkplugHost {
     this.#unindexAliases(node, undefined, before);
     this.#indexAliases(node, undefined, node.birth);
     this.#heldMetrics += birthSize(node.birth) - birthSize(before);
+    // Its NDEATH was read on the death watch before this birth was taken (both while the main
+    // session was held): the birth is stored, and the edge node is dead at once (fix19o).
+    const dead = node.deathAhead === bdSeq;
+    if (!dead) node.deathAhead = undefined;
+    // The answer to a request after a possible loss (or any birth): the births restate everything.
+    if (node.verify !== undefined) {
+      node.verify = undefined;
+      this.#verifying.delete(node);
+    }
     this.#setNodeState(node, "online", `NBIRTH bdSeq ${bdSeq}`);
     this.#take(node, undefined, node.birth, payload, topic, true);
     this.#markAbsent(before, node.birth, `NBIRTH bdSeq ${bdSeq} of ${node.groupId}/${node.edgeNodeId}`);
+    if (dead) this.#nodeDied(node, `NDEATH bdSeq ${bdSeq} (read on the death watch before this NBIRTH was taken)`);
   }
 
   #onDeviceBirth(node: EdgeNodeState, deviceId: string, topic: string, bytes: Uint8Array): void {
     const payload = this.#decode(topic, bytes);
     if (payload === undefined) {
       this.#refuseBirth(node, topic, "undecodable");
+      return;
+    }
+    if (this.#historyOnly(node)) {
+      // A device born in a session the host no longer shows live: not taken (its aliases may
+      // change), and nothing more of the session is (ADR 0043, amendment fix19o).
+      node.lastSeq = undefined;
+      this.#discard(payload);
       return;
     }
     if (node.state !== "online") {
@@ -2011,6 +2163,16 @@ export class SparkplugHost {
     // Not read, so not the edge node's for certain (anyone may publish there): if it was, the
     // seq of its next message shows the loss.
     if (payload === undefined) return;
+    if (this.#historyOnly(node)) {
+      if (!this.#checkSeq(node, payload, topic) || birth === undefined) {
+        // From here on its aliases cannot be trusted: discarded until its next NBIRTH.
+        node.lastSeq = undefined;
+        this.#discard(payload);
+        return;
+      }
+      this.#takeAsHistory(node, deviceId, birth, payload, topic);
+      return;
+    }
     if (node.state !== "online") {
       node.dataBeforeBirth++;
       this.#discard(payload);
@@ -2144,23 +2306,207 @@ export class SparkplugHost {
       );
       return;
     }
-    const now = this.#clock.now();
-    // [tck-id-operational-behavior-edge-node-termination-host-action-ndeath-node-offline] and
-    // [...-ndeath-node-tags-stale], [...-ndeath-devices-offline], [...-ndeath-devices-tags-stale]:
-    // host time.
-    node.offlineSince = now;
+    // The watch may have taken it already: the session's messages held before it are all in now.
+    if (node.deathAhead === bdSeq) node.deathAhead = undefined;
+    node.lastDeathAt = this.#clock.now();
+    this.#nodeDied(node, `NDEATH bdSeq ${String(bdSeq)}`);
     node.lastSeq = undefined;
+    this.#session?.onFarewellProgress?.();
+  }
+
+  /**
+   * The edge node's session is over: it and its devices offline, their live values stale.
+   * [tck-id-operational-behavior-edge-node-termination-host-action-ndeath-node-offline] and
+   * [...-ndeath-node-tags-stale], [...-ndeath-devices-offline], [...-ndeath-devices-tags-stale]:
+   * host time. `lastSeq` is kept: after a death read ahead on the watch, the session's messages
+   * still held are checked by it and stored as history ({@link #historyOnly}).
+   */
+  #nodeDied(node: EdgeNodeState, reason: string): void {
+    const now = this.#clock.now();
+    if (node.state !== "offline") node.offlineSince = now;
     for (const [deviceId, device] of node.devices) {
       if (!device.online) continue;
       this.#setNodeState(node, "offline", "NDEATH of its edge node", { deviceId, at: now });
       this.#deviceDown(node, deviceId, device);
     }
-    this.#setNodeState(node, "offline", `NDEATH bdSeq ${String(bdSeq)}`, { at: now });
+    this.#setNodeState(node, "offline", reason, { at: now });
+  }
+
+  /**
+   * An NDEATH read on the death watch (never held), ahead of whatever the main session holds
+   * before it (ADR 0043, amendment fix19o). Malformed, retained or oversized deaths, and deaths of
+   * edge nodes the host does not follow, are left to the main session (which counts them). The
+   * current birth's death takes the edge node offline now; a death of another bdSeq is kept (a
+   * birth of it taken later is dead at once) and otherwise ignored as stale, as on the main
+   * session ([tck-id-operational-behavior-edge-node-termination-host-action-ndeath-node-offline]
+   * pairs a death with its birth by bdSeq).
+   */
+  #onWatchedDeath(session: Session, topic: string, bytes: Uint8Array, retained: boolean): void {
+    if (this.#session !== session || session.closing || retained) return;
+    if (bytes.length > (this.#options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES)) return;
+    let parsed: SparkplugTopic;
+    try {
+      parsed = parseSparkplugTopic(topic);
+    } catch {
+      return;
+    }
+    if (parsed.type !== "NDEATH" || !this.#groups.has(parsed.groupId)) return;
+    const node = this.#nodes.get(`${parsed.groupId}/${parsed.edgeNodeId}`);
+    if (node === undefined) return;
+    let payload: SparkplugPayload;
+    try {
+      payload = decodePayload(bytes);
+    } catch {
+      return;
+    }
+    const bdSeq = bdSeqOf(payload);
+    if (typeof bdSeq === "string") return;
+    node.deathAhead = bdSeq;
+    node.lastDeathAt = this.#clock.now();
+    if (node.bdSeq === bdSeq && node.state !== "offline")
+      this.#nodeDied(node, `NDEATH bdSeq ${bdSeq} (read on the death watch)`);
+  }
+
+  /**
+   * Whether the edge node's messages are taken as history only: its NDEATH was read ahead on the
+   * watch (offline, `deathAhead` is its birth's bdSeq) and the main session still delivers what
+   * the session sent before it. That data, of the birth the host holds and checked by `seq`, is
+   * stored, never shown live, and marked stale again after it; a gap or a DBIRTH ends this (what
+   * follows is discarded, as after any gap).
+   */
+  #historyOnly(node: EdgeNodeState): boolean {
+    if (node.lastSeq === undefined || node.birth === undefined) return false;
+    return node.state === "offline" && node.deathAhead !== undefined && node.deathAhead === node.bdSeq;
+  }
+
+  /** Takes a data message of a session in {@link #historyOnly}: stored as history, then marked stale again. */
+  #takeAsHistory(
+    node: EdgeNodeState,
+    deviceId: string | undefined,
+    birth: Birth,
+    payload: SparkplugPayload,
+    topic: string,
+  ): void {
+    const metrics = payload.metrics.map((metric) => ({ ...metric, isHistorical: true }));
+    this.#take(node, deviceId, birth, { ...payload, metrics }, topic, false);
+    const what = deviceId === undefined ? "edge node" : `device ${deviceId} of`;
+    this.#markStale(
+      this.#tagsOf(node, deviceId),
+      this.#clock.now(),
+      `${what} ${node.groupId}/${node.edgeNodeId} offline: data of its session taken after its NDEATH was read on the death watch, stored as history`,
+    );
+  }
+
+  /**
+   * The host may have missed the edge node's messages (a DDEATH, data, a birth): every live value
+   * it holds of the edge node turns uncertain (live view only: a value received afterwards is
+   * current and shown good; the stored mark follows if it is declared offline), a rebirth is asked
+   * for, and without an NBIRTH `rebirthTimeoutMs` after the request it is declared offline, its
+   * devices too (ADR 0043, amendment fix19o). It stays `online` meanwhile: its deaths are read on
+   * the death watch, which is never held, and its data is taken as usual.
+   */
+  #unverified(node: EdgeNodeState, reason: string): void {
+    if (node.state !== "online") return;
+    const now = this.#clock.now();
+    this.#markLiveUncertain(
+      this.#tagsOf(node, undefined),
+      `edge node ${node.groupId}/${node.edgeNodeId} unverified: ${reason}; a rebirth is asked for`,
+    );
+    const verify: NonNullable<EdgeNodeState["verify"]> = { since: now, reason, requestedAt: undefined };
+    node.verify = verify;
+    this.#verifying.add(node);
+    if (this.#requestRebirth(node, "messages-maybe-lost", reason)) verify.requestedAt = now;
+    this.#scheduleVerify();
+  }
+
+  /** The session's inbox lets MQTT.js read on after holding it: what the broker had may have been dropped. */
+  #onHoldEnd(session: Session): void {
+    const since = session.heldSince;
+    session.heldSince = undefined;
+    if (this.#session !== session || session.closing || this.#stopping || since === undefined) return;
+    const reason = `the host held its broker connection from ${new Date(since).toISOString()} (its store or queue was behind): messages the broker held for it meanwhile may have been lost`;
+    // Its own STATE offline (an old session's Will delivered late, retained) may have been among
+    // them: said online again (same timestamp, idempotent for edge nodes), so the retained STATE
+    // is not left offline while this host runs.
+    if (session.online) void this.#publishOnline(session).catch(() => undefined);
+    for (const node of this.#nodes.values()) {
+      if (node.state === "online") this.#unverified(node, reason);
+      // Died while the host was held, or before the main session took its death (read on the watch):
+      // it may have been born again in a message the broker dropped.
+      else if (
+        node.state === "offline" &&
+        (node.deathAhead !== undefined || (node.lastDeathAt !== undefined && node.lastDeathAt >= since))
+      ) {
+        this.#reask.set(node, reason);
+        node.reaskUntil = this.#clock.now() + (this.#options.rebirthTimeoutMs ?? 10_000);
+        this.#requestRebirth(node, "messages-maybe-lost", reason);
+      }
+    }
+    this.#scheduleVerify();
+  }
+
+  /** Runs {@link #verifySweep} soon while an edge node awaits the rebirth it was asked for. */
+  #scheduleVerify(): void {
+    if (this.#verifyTimer !== undefined || this.#verifying.size + this.#reask.size === 0) return;
+    const timeout = this.#options.rebirthTimeoutMs ?? 10_000;
+    this.#verifyTimer = this.#clock.setTimeout(
+      () => {
+        this.#verifyTimer = undefined;
+        this.#verifySweep();
+      },
+      Math.min(VERIFY_SWEEP_MS, timeout),
+    );
+  }
+
+  /** Sends the requests held back, and declares offline who did not answer within `rebirthTimeoutMs`. */
+  #verifySweep(): void {
+    if (this.#stopping) return;
+    const now = this.#clock.now();
+    const timeout = this.#options.rebirthTimeoutMs ?? 10_000;
+    // Asked again every rebirthIntervalMs while the time allows: the broker's queue for the host
+    // may still have been full when an answer came (the inbox is empty before the broker's is).
+    const interval = this.#options.rebirthIntervalMs ?? 5_000;
+    const due = (node: EdgeNodeState): boolean =>
+      node.lastRebirthAt === undefined || now - node.lastRebirthAt >= interval;
+    for (const [node, reason] of [...this.#reask]) {
+      if (node.state !== "offline" || now >= (node.reaskUntil ?? 0)) this.#reask.delete(node);
+      else if (due(node)) this.#requestRebirth(node, "messages-maybe-lost", reason);
+    }
+    for (const node of [...this.#verifying]) {
+      const verify = node.verify;
+      if (verify === undefined || node.state === "offline") {
+        node.verify = undefined;
+        this.#verifying.delete(node);
+        continue;
+      }
+      if (verify.requestedAt === undefined) {
+        if (this.#requestRebirth(node, "messages-maybe-lost", verify.reason)) verify.requestedAt = now;
+      } else if (now - verify.requestedAt >= timeout) {
+        this.#nodeDied(
+          node,
+          `no NBIRTH within rebirthTimeoutMs (${timeout} ms) of the rebirth request sent because ${verify.reason}`,
+        );
+        node.lastSeq = undefined;
+      } else if (due(node)) this.#requestRebirth(node, "messages-maybe-lost", verify.reason);
+    }
+    this.#scheduleVerify();
   }
 
   #onDeviceDeath(node: EdgeNodeState, deviceId: string, topic: string, bytes: Uint8Array): void {
     const payload = this.#decode(topic, bytes);
     if (payload === undefined) return;
+    if (this.#historyOnly(node)) {
+      if (!this.#checkSeq(node, payload, topic)) {
+        node.lastSeq = undefined;
+        return;
+      }
+      const device = node.devices.get(deviceId);
+      if (device?.online === true) {
+        this.#deviceDown(node, deviceId, device);
+        this.#setNodeState(node, "offline", "DDEATH", { deviceId });
+      }
+      return;
+    }
     if (node.state !== "online") {
       this.#discard(payload);
       return;
@@ -2198,6 +2544,26 @@ export class SparkplugHost {
     for (const birth of births)
       for (const info of birth.byName.values()) if (info.tag !== undefined) tags.push(info.tag);
     return tags;
+  }
+
+  /**
+   * The live part of {@link #markStale} alone: the live values of `tags` uncertain "last usable
+   * value" with `reason`, at their own time, nothing stored (the stored mark is placed, right after the last value
+   * received, if and when trust is lost for good).
+   */
+  #markLiveUncertain(tags: readonly string[], reason: string): void {
+    const stale = quality("uncertain", reason, QualityCodes.UncertainNoCommunicationLastUsableValue);
+    const marked: SparkplugLiveMetric[] = [];
+    for (const tag of tags) {
+      const entry = this.#live.get(tag);
+      if (entry === undefined || entry.sample.quality.code === stale.code) continue;
+      // At the value's own time, so the next value the edge node sends replaces it.
+      const updated: SparkplugLiveMetric = { ...entry, sample: { ...entry.sample, quality: stale } };
+      this.#live.set(tag, updated);
+      this.#marks.add(updated);
+      marked.push(updated);
+    }
+    if (marked.length > 0) void this.#bus.publish("live-update", { metrics: marked });
   }
 
   /**

@@ -319,5 +319,10 @@ describe("Sparkplug host: what it cannot read, store or keep up with", () => {
       { path: "store" },
       { path: "rebirthIntervalMs" },
     ]);
+    for (const rebirthTimeoutMs of [0, -1, 3_600_001, Number.NaN, Number.POSITIVE_INFINITY])
+      expect(paths({ brokerUrl: "mqtt://x", hostId: "h", groups: ["g"], rebirthTimeoutMs })).toMatchObject([
+        { path: "store" },
+        { path: "rebirthTimeoutMs" },
+      ]);
   });
 });

@@ -8,11 +8,16 @@ import { freePort, mosquittoPath } from "../../src/testing/index";
 import { DEVICE, EDGE, GROUP, type EdgeFixture } from "./edge-fixture";
 
 /** A mosquitto of its own with `max_packet_size`, which it announces in its MQTT 5 CONNACK. */
-export async function limitedBroker(maxPacketSize: number): Promise<{ url: string; stop(): Promise<void> }> {
-  const dir = await mkdtemp(path.join(tmpdir(), "kiln-maxpacket-"));
+export function limitedBroker(maxPacketSize: number): Promise<{ url: string; stop(): Promise<void> }> {
+  return configuredBroker([`max_packet_size ${maxPacketSize}`]);
+}
+
+/** A mosquitto of its own (the test's, on a free port) with extra configuration lines. */
+export async function configuredBroker(lines: readonly string[]): Promise<{ url: string; stop(): Promise<void> }> {
+  const dir = await mkdtemp(path.join(tmpdir(), "kiln-mosquitto-"));
   const port = await freePort();
   const config = path.join(dir, "mosquitto.conf");
-  await writeFile(config, `listener ${port} 127.0.0.1\nallow_anonymous true\nmax_packet_size ${maxPacketSize}\n`);
+  await writeFile(config, [`listener ${port} 127.0.0.1`, "allow_anonymous true", ...lines, ""].join("\n"));
   const child = spawn(mosquittoPath(), ["-c", config], { stdio: "ignore" });
   for (let attempt = 0; ; attempt++) {
     const open = await new Promise<boolean>((resolve) => {

@@ -1,0 +1,214 @@
+// Issue 19, adversarial review adv19k H2: while the host holds MQTT.js (its store is slow), the
+// broker queues what it has for the host and, past its queue bound, drops it silently: an edge
+// node's NDEATH (its Will) among it. Against the test's own mosquitto with a small
+// `max_queued_messages` (the drop is mosquitto's; aedes has no such bound).
+import { MemoryStore, type Sample } from "@kiln/core";
+import type { SampleWriteResult } from "@kiln/core/driver-kit";
+import { connectAsync } from "mqtt";
+import { afterEach, describe, expect, test, vi } from "vitest";
+import { SparkplugHost } from "../src/host";
+import { qualifiedTagName } from "../src/host-tag-names";
+import { mosquittoAvailability } from "../src/testing/index";
+import { sparkplugTopic } from "../src/topic";
+import { RawEdgeNode, eventually } from "./support/host-harness";
+import { configuredBroker } from "./support/limited-broker";
+
+const GROUP = "plant-h2";
+const VICTIM = "line-victim";
+const FLOODER = "line-flood";
+const TEMP = qualifiedTagName({ groupId: GROUP, edgeNodeId: VICTIM, deviceId: undefined, metric: "temp" });
+const mosquitto = mosquittoAvailability();
+if (!mosquitto.available) console.log(`host-held.test.ts skipped: ${mosquitto.reason}`);
+
+vi.setConfig({ testTimeout: 120_000 });
+
+const cleanups: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => undefined);
+});
+
+/** A memory store whose writes wait while `held` is true. */
+function gatedStore(): { store: MemoryStore; hold(): void; release(): void } {
+  const store = new MemoryStore();
+  let gate: { promise: Promise<void>; open: () => void } | undefined;
+  const write = store.samples.writeBatch.bind(store.samples);
+  store.samples.writeBatch = async (batch: readonly Sample[]): Promise<SampleWriteResult | void> => {
+    while (gate !== undefined) await gate.promise;
+    return write(batch);
+  };
+  return {
+    store,
+    hold: () => {
+      let open!: () => void;
+      const promise = new Promise<void>((resolve) => (open = resolve));
+      gate = { promise, open };
+    },
+    release: () => {
+      const current = gate;
+      gate = undefined;
+      current?.open();
+    },
+  };
+}
+
+/** An edge node that answers every rebirth request (NCMD) with its NBIRTH, as a real one does. */
+async function answeringNode(url: string, bdSeq: number, temp: number): Promise<RawEdgeNode> {
+  const node = await RawEdgeNode.connect(url, GROUP, VICTIM, bdSeq);
+  const birth = () =>
+    node.nbirth(bdSeq, [{ name: "temp", alias: 1, timestamp: Date.now(), datatype: "Double", value: temp }]);
+  node.client.on("message", () => void birth());
+  await node.client.subscribeAsync(sparkplugTopic({ type: "NCMD", groupId: GROUP, edgeNodeId: VICTIM }), { qos: 1 });
+  await birth();
+  return node;
+}
+
+/** A host on a mosquitto that keeps at most 20 messages queued for a client, and a flooding edge node. */
+async function heldFleet() {
+  const broker = await configuredBroker(["max_queued_messages 20", "max_inflight_messages 10"]);
+  cleanups.push(() => broker.stop());
+  const gated = gatedStore();
+  const host = new SparkplugHost({
+    brokerUrl: broker.url,
+    hostId: "held",
+    groups: [GROUP],
+    store: gated.store,
+    stopLingerMs: 100,
+    drainTimeoutMs: 2_000,
+    rebirthIntervalMs: 500,
+    rebirthTimeoutMs: 2_000,
+    batching: { maxDelayMs: 5, maxQueuedSamples: 200 },
+  });
+  cleanups.push(() => host.stop());
+  await host.start();
+  await host.whenConnected();
+  const flooder = await RawEdgeNode.connect(broker.url, GROUP, FLOODER, 0);
+  cleanups.push(() => flooder.close());
+  await flooder.nbirth(0, [{ name: "blob", alias: 1, timestamp: Date.now(), datatype: "String", value: "" }]);
+  /** `count` NDATA of `bytes` each (8 KB: past the socket buffers and the broker's queue while the host is held). */
+  const flood = async (count: number, bytes = 8_192) => {
+    const blob = "x".repeat(bytes);
+    for (let index = 0; index < count; index++)
+      await flooder.ndata([{ alias: 1, timestamp: Date.now(), datatype: "String", value: blob }]);
+  };
+  return { broker, host, flooder, flood, gated };
+}
+
+const victimState = (host: SparkplugHost) => host.health().edgeNodes.find((node) => node.edgeNodeId === VICTIM);
+
+describe.skipIf(!mosquitto.available)("a host held by a slow store, messages dropped by the broker (adv19k H2)", () => {
+  test("an edge node that dies (its Will NDEATH) while the broker drops what it queued for the held host ends offline, its metrics not good", async () => {
+    const { broker, host, flood, gated } = await heldFleet();
+    const victim = await answeringNode(broker.url, 1, 21);
+    cleanups.push(() => victim.close());
+    await eventually(() => host.latest(TEMP)?.sample.quality.severity === "good", 5_000, "victim born");
+    gated.hold();
+    await flood(1_500);
+    // The victim's socket goes without DISCONNECT: the broker publishes its Will, behind the flood.
+    victim.client.stream.destroy();
+    await flood(1_000);
+    gated.release();
+    await eventually(
+      () => victimState(host)?.state === "offline" && host.latest(TEMP)?.sample.quality.severity !== "good",
+      20_000,
+      `victim offline and its metric not good (state ${victimState(host)?.state}, temp ${host.latest(TEMP)?.sample.quality.severity})`,
+    );
+    // History too: the newest stored row of its metric is the stale mark (no value), not 21 good.
+    await eventually(
+      async () =>
+        (await gated.store.samples.readSamples({ tag: TEMP, from: 0, to: 4_102_444_799_999 })).at(-1)?.value === null,
+      10_000,
+      "stale mark stored",
+    );
+    expect(host.health().problems.join("\n")).not.toContain(`${GROUP}/${VICTIM} unverified`);
+  });
+
+  test("an edge node that is born again (new bdSeq) while the host is held ends online with the new birth, not the old", async () => {
+    const { broker, host, flood, gated } = await heldFleet();
+    const first = await answeringNode(broker.url, 1, 21);
+    cleanups.push(() => first.close());
+    await eventually(() => host.latest(TEMP)?.sample.value === 21, 5_000, "first birth");
+    gated.hold();
+    await flood(1_500);
+    // The old session's Will and the new session's NBIRTH both come while the broker's queue for
+    // the host is full.
+    first.client.stream.destroy();
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    await flood(500);
+    const second = await answeringNode(broker.url, 2, 22);
+    cleanups.push(() => second.close());
+    await flood(1_000);
+    gated.release();
+    await eventually(
+      () =>
+        victimState(host)?.state === "online" &&
+        victimState(host)?.bdSeq === 2 &&
+        host.latest(TEMP)?.sample.value === 22 &&
+        host.latest(TEMP)?.sample.quality.severity === "good",
+      20_000,
+      `victim online with bdSeq 2 and temp 22 good (state ${victimState(host)?.state}, bdSeq ${victimState(host)?.bdSeq}, temp ${String(host.latest(TEMP)?.sample.value)})`,
+    );
+  });
+
+  test("data an edge node sent before its death, still held on the host's session when the death is read on the watch, is stored as history; the node is offline meanwhile and never shown good", async () => {
+    const { broker, host, flood, gated } = await heldFleet();
+    const victim = await answeringNode(broker.url, 1, 21);
+    cleanups.push(() => victim.close());
+    await eventually(() => host.latest(TEMP)?.sample.quality.severity === "good", 5_000, "victim born");
+    gated.hold();
+    // Small messages: enough to congest the writer (the host stops reading), few enough that the
+    // broker drops nothing (they wait in the socket), so the victim's data and death reach the
+    // main session, behind the flood.
+    await flood(150, 16);
+    await eventually(() => host.health().samples.queued >= 100, 5_000, "writer congested");
+    const base = Date.now();
+    for (let index = 0; index < 5; index++)
+      await victim.ndata([{ alias: 1, timestamp: base + index, datatype: "Double", value: 30 + index }]);
+    // Its socket closed after what it wrote (no DISCONNECT): the broker publishes its Will.
+    victim.client.stream.end();
+    // Read on the watch while the data before it still waits on the held session.
+    await eventually(() => victimState(host)?.state === "offline", 5_000, "victim offline while the host is held");
+    expect(host.latest(TEMP)?.sample.quality.severity).not.toBe("good");
+    gated.release();
+    const rows = () => gated.store.samples.readSamples({ tag: TEMP, from: 0, to: 4_102_444_799_999 });
+    await eventually(
+      async () => (await rows()).filter((row) => row.timestamp >= base && row.value !== null).length === 5,
+      10_000,
+      "the five values stored",
+    );
+    await eventually(async () => (await rows()).at(-1)?.value === null, 10_000, "a stale mark after them");
+    const values = (await rows()).filter((row) => row.timestamp >= base && row.value !== null);
+    expect(values.map((row) => row.value)).toEqual([30, 31, 32, 33, 34]);
+    expect(victimState(host)?.state).toBe("offline");
+    expect(host.latest(TEMP)?.sample.quality.severity).not.toBe("good");
+  });
+
+  test("its own STATE offline (a Will of an old session, retained) dropped while the host is held: the retained STATE ends online again", async () => {
+    const { broker, host, flood, gated } = await heldFleet();
+    const { timestamp } = host.health().state;
+    const other = await RawEdgeNode.connect(broker.url, GROUP, "line-other", 0);
+    cleanups.push(() => other.close());
+    gated.hold();
+    await flood(1_500);
+    await other.client.publishAsync(
+      "spBv1.0/STATE/held",
+      Buffer.from(JSON.stringify({ online: false, timestamp: timestamp! - 1_000 })),
+      { qos: 1, retain: true },
+    );
+    await flood(1_000);
+    gated.release();
+    const retained = async () => {
+      const watcher = await connectAsync(broker.url);
+      try {
+        const message = new Promise<string>((resolve) =>
+          watcher.on("message", (_topic, payload) => resolve(payload.toString())),
+        );
+        await watcher.subscribeAsync("spBv1.0/STATE/held", { qos: 1 });
+        return JSON.parse(await message) as { online: boolean; timestamp: number };
+      } finally {
+        await watcher.endAsync();
+      }
+    };
+    await eventually(async () => (await retained()).online, 10_000, "retained STATE online");
+    expect(await retained()).toEqual({ online: true, timestamp });
+  });
+});
