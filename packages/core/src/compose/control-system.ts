@@ -1917,7 +1917,7 @@ export class ControlSystem {
         this.#alarms.observe(change.sample);
         this.#freshness.observe(change);
         // A good read-back of a value a failed write did not set clears its line (fix15s).
-        this.#recipes.readBack(change.sample);
+        this.#recipes.readBack(change);
         this.#tripIfUntrusted(change.sample);
         const logged = this.#filter.select(change.sample);
         if (logged) this.#sampleLogger.append(logged);
