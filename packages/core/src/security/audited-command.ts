@@ -392,6 +392,11 @@ export class AuditedCommandRunner {
   #closed = false;
   /** Set by {@link refuseCommits} until {@link open}: guarded commands not yet committed are refused. */
   #gate: KilnError | undefined;
+  /**
+   * Set by {@link refuseCommits} with `safetyFunctions`: the gate refuses safety functions and
+   * `runWithoutDurableAudit` actions too (fix15v, adv15u M1/L3).
+   */
+  #gateAll = false;
   /** The background retry of a non-empty backlog, when one is scheduled. */
   #retryTimer: TimerHandle | undefined;
   #retryAttempt = 0;
@@ -571,7 +576,10 @@ export class AuditedCommandRunner {
           "subject" in command ? command.subject : command.target,
           checkContext,
         );
-      } else if (this.#gate !== undefined && !this.#unguarded.has(action) && command.safetyFunction !== true) {
+      } else if (
+        this.#gate !== undefined &&
+        (this.#gateAll || (!this.#unguarded.has(action) && command.safetyFunction !== true))
+      ) {
         // The system is stopping (or stopped): refused before its body runs, so it touches no
         // store, device or recipe (a breaker opened by the stop would otherwise answer first).
         refusedBeforeRun = this.#gate;
@@ -663,6 +671,9 @@ export class AuditedCommandRunner {
             contextNow(),
           );
         }
+        // The gate may have closed for safety functions meanwhile (the stop is about to close the
+        // writer): refused before it acts, so nothing acts whose entry the writer cannot take.
+        if (this.#gateAll && this.#gate !== undefined) throw this.#gate;
         state.committed = "yes";
         // Handed to the writer now, before the effect; the command's answer waits for it to be
         // journaled (never for the store) once the effect is done.
@@ -958,6 +969,7 @@ export class AuditedCommandRunner {
   open(): Promise<void> {
     this.#closed = false;
     this.#gate = undefined;
+    this.#gateAll = false;
     this.#droppedWhileStopped = 0;
     this.#retryAttempt = 0;
     return this.#serial(async () => {
@@ -1047,10 +1059,16 @@ export class AuditedCommandRunner {
    * flight): until {@link open}, a command that has not committed yet is refused with `error`
    * (`KILN_LIFECYCLE`), recorded `failed`, never `allowed`; also one already waiting for the
    * audit writer. A command that arrives meanwhile is refused before its body runs (it touches
-   * no store, device or recipe: review 15r). Actions in `runWithoutDurableAudit` (abort, pause) still run.
+   * no store, device or recipe: review 15r). Actions in `runWithoutDurableAudit` (abort, pause)
+   * and safety functions (a machine stop, fault, abort) still run, unless `safetyFunctions` is
+   * true: then they are refused the same way, before they act (the control system's `stop()` once
+   * acquisition and the alarms are stopped, just before it settles what is in flight and closes the
+   * writer, and after the stop: fix15v, adv15u M1/L3: one acting then had its entries dropped).
+   * Once set, `safetyFunctions` stays set until {@link open}.
    */
-  refuseCommits(error: KilnError): void {
+  refuseCommits(error: KilnError, options: { readonly safetyFunctions?: boolean } = {}): void {
     this.#gate = error;
+    if (options.safetyFunctions === true) this.#gateAll = true;
   }
 
   /**
