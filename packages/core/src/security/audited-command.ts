@@ -1690,8 +1690,8 @@ export class AuditedCommandRunner {
   }
 
   /**
-   * Coalesces `entry` into the run of its kind (principal, action, target, outcome, follow-up or
-   * not), or starts one; past {@link COALESCED_KINDS} kinds it is counted into the `audit.drop`
+   * Coalesces `entry` into the run of its kind (principal, source, roles, action, target, outcome,
+   * follow-up or not), or starts one; past {@link COALESCED_KINDS} kinds it is counted into the `audit.drop`
    * tally and reported by `audit-entry-drop` (counted in `dropped`): never held without a bound,
    * never lost uncounted (adversarial review adv15p, M3).
    */
@@ -2935,9 +2935,22 @@ interface CoalescedRun {
   last: AuditEntry;
 }
 
-/** The kind entries are coalesced by: principal, action, target, outcome, and whether it is a follow-up (`refersTo`). */
+/**
+ * The kind entries are coalesced by: principal, its source (session) and roles (as a set), action,
+ * target, outcome, and whether it is a follow-up (`refersTo`). A summary is stored with its first
+ * entry's source and roles: entries of one principal from another session or with other roles are
+ * another kind, never credited to the first's (fix15v, adv15u M2).
+ */
 function coalesceKey(entry: AuditEntry): string {
-  return JSON.stringify([entry.principal, entry.action, entry.target, entry.outcome, entry.refersTo !== undefined]);
+  return JSON.stringify([
+    entry.principal,
+    entry.source ?? null,
+    [...new Set(entry.roles)].sort(),
+    entry.action,
+    entry.target,
+    entry.outcome,
+    entry.refersTo !== undefined,
+  ]);
 }
 
 /**
