@@ -207,3 +207,32 @@ describe("a coalesced run is one session's: source and roles are part of its kin
     await runner.close();
   });
 });
+
+describe("entries dropped past the kinds limit are reported once, also at a stop (fix15v, adv15u L2)", () => {
+  test("stopped without a journal while the store is down: the drop events add up to the entries lost, the audit.drop count not reported again", async () => {
+    const { runner, trip, drops } = await setup({ maxEntries: 5 });
+    for (let value = 0; value < 5; value++) await trip(value);
+    // 20 targets × 3: 16 kinds coalesced (48 entries), 4 kinds past the limit (12 entries) dropped and reported at once.
+    for (let round = 0; round < 3; round++) {
+      for (let target = 0; target < 20; target++) await trip(round, false, `ald-${target}`);
+    }
+    expect(await runner.flush()).toBe(false);
+    expect(drops.reduce((sum, event) => sum + event.count, 0)).toBe(12);
+    await runner.close();
+    // At the stop: the 5 held entries and the 16 coalesced runs (48) are lost and reported now; the
+    // 12 were reported when dropped (before: reported again with the unsaved audit.drop summary).
+    expect(drops.reduce((sum, event) => sum + event.count, 0)).toBe(12 + 5 + 48);
+  });
+
+  test("(sibling) drop-oldest: an evicted entry is reported when evicted, not again with the unsaved audit.drop summary at the stop", async () => {
+    const { runner, trip, drops } = await setup({ maxEntries: 3, whenFull: "drop-oldest" });
+    for (let value = 0; value < 10; value++) await trip(value);
+    expect(await runner.flush()).toBe(false);
+    const atDrop = drops.reduce((sum, event) => sum + event.count, 0);
+    await runner.close();
+    const held = 3;
+    // Every trip is reported exactly once: dropped when evicted, or lost at the stop.
+    expect(drops.reduce((sum, event) => sum + event.count, 0)).toBe(atDrop + held);
+    expect(atDrop + held).toBe(10);
+  });
+});

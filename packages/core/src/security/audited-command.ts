@@ -1445,8 +1445,9 @@ export class AuditedCommandRunner {
    * stored when the store takes them, else journaled for the next start. A count leaves the
    * reserve only once its summary entry is stored or journaled: one neither takes stays counted
    * in `<journal>.reserve` and is summarized at the next start. Only when the reserve cannot hold
-   * it either (no reserve, or its write fails) is the count reported by `audit-entry-drop`, with
-   * why (issue 15: a clean stop must not erase what a SIGKILL would have kept).
+   * it either (no reserve, or its write fails) is an overflow count reported by `audit-entry-drop`,
+   * with why (issue 15: a clean stop must not erase what a SIGKILL would have kept); an
+   * `audit.drop` count was reported when its entries were dropped and is only logged (fix15v, L2).
    */
   async #closeOverflow(): Promise<void> {
     // Coalesced runs first (they stand for actions that ran): stored when the store takes them and
@@ -1494,9 +1495,13 @@ export class AuditedCommandRunner {
           (this.#reserve === undefined
             ? "there is no audit reserve to keep the count"
             : `the audit reserve could not be written (${failure!.message})`);
+        // Its entries were reported (`audit-entry-drop`, `dropped`) when they were dropped: the
+        // summary lost is logged, not reported again (fix15v, adv15u L2; as a memory-only one at close()).
         if (this.#drops !== undefined) {
-          this.#logger.error({ count: this.#drops.count }, "an audit.drop count was lost at the stop");
-          this.#reportDrop(this.#drops.count, `the audit.drop summary of ${this.#drops.count} dropped entries ${why}`);
+          this.#logger.error(
+            { count: this.#drops.count },
+            `the audit.drop summary of ${this.#drops.count} dropped entries (reported when dropped) ${why}`,
+          );
         }
         for (const overflow of this.#overflow.values()) {
           this.#logger.error({ count: overflow.count }, "an audit.overflow count was lost at the stop");
