@@ -167,7 +167,8 @@ describe("stop() with commands in flight (issue 15, third review)", () => {
       system.bus.on("audit-record-fail", (event) => void failures.push(event));
       await system.start();
       await system.stop();
-      await expect(system.abortProcess(admin)).rejects.toMatchObject({ code: "KILN_NOT_FOUND" });
+      // An abort (a safety function) is refused as what it is too: the system is stopped (fix15v, adv15u L3).
+      await expect(system.abortProcess(admin)).rejects.toMatchObject({ code: "KILN_LIFECYCLE" });
       await expect(system.writeTag(viewer, "heater.setpoint", 5)).rejects.toMatchObject({ code: "KILN_FORBIDDEN" });
       await expect(system.writeTag(admin, "heater.setpoint", 6)).rejects.toMatchObject({ code: "KILN_LIFECYCLE" });
       expect(failures).toEqual([]);

@@ -739,13 +739,30 @@ export class ControlSystem {
       await abortActive();
       this.#storeOpening.abort(new KilnError("KILN_ABORTED", "control system stopping"));
       await step("opening the store", async () => this.#storeOpener);
+      // Nothing may act on the device once the audit writer is closed (fix15v, adv15u M1: a trip or
+      // a stop press in that window acted and its entries were dropped, journal or not). So, before
+      // it closes: acquisition stops (no more samples, no more trips), the alarms' delay timers are
+      // cancelled (no delayed trip), safety functions are refused from now on (KILN_LIFECYCLE, before
+      // they act), and what already acted settles, its entries handed to the writer.
+      await step("stopping acquisition", () => this.#acquisition.stop());
+      this.#alarms.suspend();
+      this.#commands.refuseCommits(
+        new KilnError("KILN_LIFECYCLE", "The control system is stopping: the command was not executed."),
+        { safetyFunctions: true },
+      );
+      await step("settling the trips and safety functions in flight", () =>
+        withTimeout(() => this.#settled(), {
+          clock: this.#clock,
+          timeoutMs: this.#options.lifecycleTimeoutMs,
+          name: "trips and safety functions in flight",
+        }),
+      );
       // Driver calls still out (given-up writes, re-asserts) settle, bounded by the write timeout,
       // so a late landing is seen and audited before the audit closes; one still out then is
       // recorded as unknown (review 15g, H4).
       await step("waiting for device calls still out", () => this.#settleDeviceCalls(), false);
       // Whatever the audit store did not take stays journaled (or is reported as dropped).
       await step("closing the command runner", () => this.#commands.close());
-      await step("stopping acquisition", () => this.#acquisition.stop());
       // Bounds itself by the budget it is given, then spools (or counts) what is left: never abandoned.
       // With a spool and an unhealthy store it journals everything first.
       await step("draining the logging pipeline", () => this.#sampleLogger.stop(remaining()), false);
@@ -767,6 +784,7 @@ export class ControlSystem {
       // Commands from now on are refused as what they are: the system is stopped, not stopping.
       this.#commands.refuseCommits(
         new KilnError("KILN_LIFECYCLE", "The control system is stopped: the command was not executed."),
+        { safetyFunctions: true },
       );
       this.#logger.info({ machineId: this.machineId }, "control system stopped");
     }
@@ -1917,7 +1935,7 @@ export class ControlSystem {
         this.#alarms.observe(change.sample);
         this.#freshness.observe(change);
         // A good read-back of a value a failed write did not set clears its line (fix15s).
-        this.#recipes.readBack(change.sample);
+        this.#recipes.readBack(change);
         this.#tripIfUntrusted(change.sample);
         const logged = this.#filter.select(change.sample);
         if (logged) this.#sampleLogger.append(logged);

@@ -79,6 +79,62 @@ describe("a reset does not clear an unconfirmed safe state (fix15s, adv15p M2)",
   });
 });
 
+describe("only a sample the device took after the failure confirms the safe state (fix15v, adv15u H1)", () => {
+  test("an old sample of the safe value answered after the failure (a gateway cache, a redelivery) does not clear the line", async () => {
+    const parts = await hostile();
+    const { system } = parts;
+    await sleep(60);
+    // What the device read before the 200 write: 0, good, its own source timestamp.
+    const old = parts.seen.filter((sample) => sample.tag === "heater.setpoint").at(-1)!;
+    expect(old.value).toBe(0);
+    await system.writeTag(admin, "heater.setpoint", 200);
+    await sleep(60);
+    parts.setHold((tag, value) => (tag === "heater.setpoint" && value === 0 ? refused(0) : false));
+    expect(await system.sendMachineCommand(admin, "fault")).toBe("error");
+    await sleep(60);
+    expect(parts.problems()).toContain(NOT_CONFIRMED);
+    // One read answers the old sample (before: the table restamped it with the receive time, and
+    // that receipt stamp, after the failure, cleared the line while the device held 200).
+    parts.inject(old);
+    await sleep(80);
+    expect(parts.problems()).toContain(NOT_CONFIRMED);
+    // The re-drive still works: a stop writes the safe state again (refused, so a new :fail).
+    expect(await system.sendMachineCommand(admin, "stop")).toBe("error");
+    await sleep(40);
+    expect(parts.problems()).toContain(NOT_CONFIRMED);
+    // The device itself taking 0 (a local panel) is a new sample: it confirms.
+    parts.plc.set("heater.setpoint", 0);
+    await sleep(80);
+    expect(parts.problems()).not.toContain("safe state not confirmed");
+    await system.stop();
+  });
+
+  test("(sibling) a device clock far ahead: a replayed sample stamped after the failure by that clock does not clear; a new one does", async () => {
+    const parts = await hostile();
+    const { system } = parts;
+    parts.setClockAhead(3_600_000);
+    await sleep(60);
+    const old = parts.seen.filter((sample) => sample.tag === "heater.setpoint").at(-1)!;
+    expect(old.value).toBe(0);
+    expect(old.timestamp).toBeGreaterThan(Date.now() + 3_000_000);
+    await system.writeTag(admin, "heater.setpoint", 200);
+    await sleep(60);
+    parts.setHold((tag, value) => (tag === "heater.setpoint" && value === 0 ? refused(0) : false));
+    expect(await system.sendMachineCommand(admin, "fault")).toBe("error");
+    await sleep(60);
+    expect(parts.problems()).toContain(NOT_CONFIRMED);
+    // Its source timestamp lies after the failure on the host's clock, but not after what the
+    // device last delivered: it is old news, not a read-back.
+    parts.inject(old);
+    await sleep(80);
+    expect(parts.problems()).toContain(NOT_CONFIRMED);
+    parts.plc.set("heater.setpoint", 0);
+    await sleep(80);
+    expect(parts.problems()).not.toContain("safe state not confirmed");
+    await system.stop();
+  });
+});
+
 describe("concurrent re-drives join the safe-state write still waiting for its answer (fix15s, adv15q)", () => {
   test("a second press while the first's write is unanswered joins it: one call, both answered by its landing", async () => {
     const parts = await refusedFault();

@@ -35,3 +35,8 @@ export function restamped(sample: Sample, after: number, receivedAt: number): Sa
         : `${given}; ${RESTAMPED_REASON}`;
   return { ...sample, timestamp: receiptStamp(after, receivedAt), quality: { ...sample.quality, reason } };
 }
+
+/** True when the table stamped `sample` with its receive time ({@link restamped}): its source timestamp did not advance (fix15v). */
+export function isRestamped(sample: Sample): boolean {
+  return sample.quality.reason?.endsWith(RESTAMPED_REASON) === true;
+}

@@ -1,6 +1,7 @@
 import { sayingLess, withholdingNothing } from "../domain/refusal-disclosure";
 import { KilnError, KilnValidationError } from "../domain/errors";
-import type { Sample } from "../domain/sample";
+import type { CvtChange } from "../cvt/current-value-view";
+import { isRestamped } from "../cvt/receipt-stamp";
 import { sameTagValue, type TagCatalog, type TagValue } from "../domain/tags";
 import type { KilnEvents } from "../events/catalogue";
 import type { EventBus } from "../events/event-bus";
@@ -239,6 +240,10 @@ export class RecipeExecutor {
   readonly #safeStateFailures = new Map<string, SafeStateFailure>();
   /** Per failure: the writer's issue order when it was noted (see {@link SafeStateEvidence}). */
   readonly #failureMarks = new WeakMap<SafeStateFailure, number>();
+  /** Per failure, the source timestamp its tag's producer had last delivered when it was noted: a read-back must be newer (fix15v). */
+  readonly #failureSources = new WeakMap<SafeStateFailure, number>();
+  /** Per tag, the source timestamp its producer last delivered ({@link readBack}: `CvtChange.sourceTimestamp`). */
+  readonly #lastSource = new Map<string, number>();
 
   /**
    * @throws KilnValidationError (`KILN_VALIDATION`) when a safe-state write names an unknown or
@@ -313,23 +318,35 @@ export class RecipeExecutor {
   }
 
   /**
-   * A sample read back from the device (the control system passes every sample the current value
-   * table takes): a failure of its tag whose `value` it shows, with good quality and a source
-   * timestamp after the failure, is cleared, no write needed (fix15s). Called as samples arrive,
+   * A change of the current value table (the control system passes every one it takes): a failure
+   * of its tag whose `value` the sample shows, with good quality, is cleared, no write needed
+   * (fix15s), when the device took the sample after the failure was noted: its source timestamp
+   * (`change.sourceTimestamp`, as the producer delivered it) is strictly newer than the last one the
+   * tag's producer had delivered when the failure was noted (the same clock, so a device clock
+   * running ahead or behind the host's does not matter), or, for a tag never heard from before the
+   * failure, than the failure's time. A sample the table stamped with its receive time because its
+   * source timestamp did not advance (`RESTAMPED_REASON`: out of order, a cache, a
+   * redelivery) never clears (fix15v, adv15u H1: the table's receipt stamp of an old sample of the
+   * safe value cleared the line while the device held the unsafe value). Called as samples arrive,
    * so the sample was also received after the failure was noted.
    */
-  readBack(sample: Sample): void {
+  readBack(change: Pick<CvtChange, "sample" | "sourceTimestamp">): void {
+    const { sample, sourceTimestamp } = change;
+    this.#lastSource.set(sample.tag, sourceTimestamp);
     if (this.#safeStateFailures.size === 0 || sample.quality.severity !== "good" || sample.value === null) return;
+    if (isRestamped(sample)) return;
     for (const [key, failure] of this.#safeStateFailures) {
       if (failure.tag !== sample.tag || failure.value === undefined) continue;
-      if (sample.timestamp > failure.at && sameTagValue(sample.value, failure.value))
-        this.#safeStateFailures.delete(key);
+      const after = this.#failureSources.get(failure) ?? failure.at;
+      if (sourceTimestamp > after && sameTagValue(sample.value, failure.value)) this.#safeStateFailures.delete(key);
     }
   }
 
   /** Keeps a failure, with the writer's issue order now (what a later write must pass). */
   #keepFailure(key: string, failure: SafeStateFailure): void {
     this.#safeStateFailures.set(key, failure);
+    const source = this.#lastSource.get(failure.tag);
+    if (source !== undefined) this.#failureSources.set(failure, source);
     const mark = this.#options.evidence?.mark();
     if (mark !== undefined) this.#failureMarks.set(failure, mark);
   }

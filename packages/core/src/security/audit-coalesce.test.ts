@@ -146,3 +146,93 @@ describe("entries kept beyond maxEntries are coalesced by kind (adv15p M3)", () 
     await first.runner.close();
   });
 });
+
+describe("a coalesced run is one session's: source and roles are part of its kind (fix15v, adv15u M2)", () => {
+  /** A fault press (a safety function: never refused for a full backlog, coalesced instead) by `ada` from `source` with `roles`. */
+  const press = (runner: AuditedCommandRunner, source: string, roles: readonly string[]) =>
+    runner.run({
+      principal: { id: "ada", roles, source },
+      permission: "machine.mode",
+      action: "machine.fault",
+      target: "ald-1",
+      newValue: { command: "fault" },
+      safetyFunction: true,
+      execute: () => Promise.resolve("error"),
+    });
+
+  test("presses by one principal from two sources are summarized apart, each summary naming its own source", async () => {
+    const { runner, link, trip, trail, drops } = await setup({ maxEntries: 2 });
+    for (let value = 0; value < 2; value++) await trip(value);
+    // Before: one run keyed by principal/action/target/outcome, stored under the first press's source.
+    for (let round = 0; round < 3; round++) {
+      await press(runner, "rogue-laptop", ["admin"]);
+      await press(runner, "hmi-1", ["admin"]);
+      await press(runner, "hmi-1", ["admin"]);
+    }
+    expect(await runner.flush()).toBe(false);
+    link.up = true;
+    expect(await runner.flush()).toBe(true);
+    const summaries = (await trail()).filter(
+      (entry) => entry.action === "audit.coalesce" && (entry.newValue as { action: string }).action === "machine.fault",
+    );
+    const bySource = Object.fromEntries(
+      summaries.map((entry) => [entry.source, (entry.newValue as { count: number }).count]),
+    );
+    expect(bySource).toEqual({ "rogue-laptop": 3, "hmi-1": 6 });
+    expect(drops).toEqual([]);
+    await runner.close();
+  });
+
+  test("(sibling) the same source with other roles is another kind; the same roles in another order are not", async () => {
+    const { runner, link, trip, trail } = await setup({ maxEntries: 2 });
+    for (let value = 0; value < 2; value++) await trip(value);
+    await press(runner, "hmi-2", ["admin", "engineer"]);
+    await press(runner, "hmi-2", ["engineer", "admin"]);
+    await press(runner, "hmi-2", ["admin"]);
+    // Without a journal a safety function does not wait for its entry: let the writer take them all.
+    expect(await runner.flush()).toBe(false);
+    link.up = true;
+    expect(await runner.flush()).toBe(true);
+    // A run of one is stored as its entry; a longer one as its summary.
+    const counted = (await trail()).flatMap((entry): [string, number][] => {
+      const roles = [...entry.roles].sort().join("+");
+      if (entry.action === "machine.fault") return [[roles, 1]];
+      const value = entry.newValue as { action?: string; count?: number };
+      return entry.action === "audit.coalesce" && value.action === "machine.fault" ? [[roles, value.count ?? 0]] : [];
+    });
+    expect(counted.sort()).toEqual([
+      ["admin+engineer", 2],
+      ["admin", 1],
+    ]);
+    await runner.close();
+  });
+});
+
+describe("entries dropped past the kinds limit are reported once, also at a stop (fix15v, adv15u L2)", () => {
+  test("stopped without a journal while the store is down: the drop events add up to the entries lost, the audit.drop count not reported again", async () => {
+    const { runner, trip, drops } = await setup({ maxEntries: 5 });
+    for (let value = 0; value < 5; value++) await trip(value);
+    // 20 targets × 3: 16 kinds coalesced (48 entries), 4 kinds past the limit (12 entries) dropped and reported at once.
+    for (let round = 0; round < 3; round++) {
+      for (let target = 0; target < 20; target++) await trip(round, false, `ald-${target}`);
+    }
+    expect(await runner.flush()).toBe(false);
+    expect(drops.reduce((sum, event) => sum + event.count, 0)).toBe(12);
+    await runner.close();
+    // At the stop: the 5 held entries and the 16 coalesced runs (48) are lost and reported now; the
+    // 12 were reported when dropped (before: reported again with the unsaved audit.drop summary).
+    expect(drops.reduce((sum, event) => sum + event.count, 0)).toBe(12 + 5 + 48);
+  });
+
+  test("(sibling) drop-oldest: an evicted entry is reported when evicted, not again with the unsaved audit.drop summary at the stop", async () => {
+    const { runner, trip, drops } = await setup({ maxEntries: 3, whenFull: "drop-oldest" });
+    for (let value = 0; value < 10; value++) await trip(value);
+    expect(await runner.flush()).toBe(false);
+    const atDrop = drops.reduce((sum, event) => sum + event.count, 0);
+    await runner.close();
+    const held = 3;
+    // Every trip is reported exactly once: dropped when evicted, or lost at the stop.
+    expect(drops.reduce((sum, event) => sum + event.count, 0)).toBe(atDrop + held);
+    expect(atDrop + held).toBe(10);
+  });
+});

@@ -392,6 +392,11 @@ export class AuditedCommandRunner {
   #closed = false;
   /** Set by {@link refuseCommits} until {@link open}: guarded commands not yet committed are refused. */
   #gate: KilnError | undefined;
+  /**
+   * Set by {@link refuseCommits} with `safetyFunctions`: the gate refuses safety functions and
+   * `runWithoutDurableAudit` actions too (fix15v, adv15u M1/L3).
+   */
+  #gateAll = false;
   /** The background retry of a non-empty backlog, when one is scheduled. */
   #retryTimer: TimerHandle | undefined;
   #retryAttempt = 0;
@@ -571,7 +576,10 @@ export class AuditedCommandRunner {
           "subject" in command ? command.subject : command.target,
           checkContext,
         );
-      } else if (this.#gate !== undefined && !this.#unguarded.has(action) && command.safetyFunction !== true) {
+      } else if (
+        this.#gate !== undefined &&
+        (this.#gateAll || (!this.#unguarded.has(action) && command.safetyFunction !== true))
+      ) {
         // The system is stopping (or stopped): refused before its body runs, so it touches no
         // store, device or recipe (a breaker opened by the stop would otherwise answer first).
         refusedBeforeRun = this.#gate;
@@ -663,6 +671,9 @@ export class AuditedCommandRunner {
             contextNow(),
           );
         }
+        // The gate may have closed for safety functions meanwhile (the stop is about to close the
+        // writer): refused before it acts, so nothing acts whose entry the writer cannot take.
+        if (this.#gateAll && this.#gate !== undefined) throw this.#gate;
         state.committed = "yes";
         // Handed to the writer now, before the effect; the command's answer waits for it to be
         // journaled (never for the store) once the effect is done.
@@ -958,6 +969,7 @@ export class AuditedCommandRunner {
   open(): Promise<void> {
     this.#closed = false;
     this.#gate = undefined;
+    this.#gateAll = false;
     this.#droppedWhileStopped = 0;
     this.#retryAttempt = 0;
     return this.#serial(async () => {
@@ -1047,10 +1059,16 @@ export class AuditedCommandRunner {
    * flight): until {@link open}, a command that has not committed yet is refused with `error`
    * (`KILN_LIFECYCLE`), recorded `failed`, never `allowed`; also one already waiting for the
    * audit writer. A command that arrives meanwhile is refused before its body runs (it touches
-   * no store, device or recipe: review 15r). Actions in `runWithoutDurableAudit` (abort, pause) still run.
+   * no store, device or recipe: review 15r). Actions in `runWithoutDurableAudit` (abort, pause)
+   * and safety functions (a machine stop, fault, abort) still run, unless `safetyFunctions` is
+   * true: then they are refused the same way, before they act (the control system's `stop()` once
+   * acquisition and the alarms are stopped, just before it settles what is in flight and closes the
+   * writer, and after the stop: fix15v, adv15u M1/L3: one acting then had its entries dropped).
+   * Once set, `safetyFunctions` stays set until {@link open}.
    */
-  refuseCommits(error: KilnError): void {
+  refuseCommits(error: KilnError, options: { readonly safetyFunctions?: boolean } = {}): void {
     this.#gate = error;
+    if (options.safetyFunctions === true) this.#gateAll = true;
   }
 
   /**
@@ -1427,8 +1445,9 @@ export class AuditedCommandRunner {
    * stored when the store takes them, else journaled for the next start. A count leaves the
    * reserve only once its summary entry is stored or journaled: one neither takes stays counted
    * in `<journal>.reserve` and is summarized at the next start. Only when the reserve cannot hold
-   * it either (no reserve, or its write fails) is the count reported by `audit-entry-drop`, with
-   * why (issue 15: a clean stop must not erase what a SIGKILL would have kept).
+   * it either (no reserve, or its write fails) is an overflow count reported by `audit-entry-drop`,
+   * with why (issue 15: a clean stop must not erase what a SIGKILL would have kept); an
+   * `audit.drop` count was reported when its entries were dropped and is only logged (fix15v, L2).
    */
   async #closeOverflow(): Promise<void> {
     // Coalesced runs first (they stand for actions that ran): stored when the store takes them and
@@ -1476,9 +1495,13 @@ export class AuditedCommandRunner {
           (this.#reserve === undefined
             ? "there is no audit reserve to keep the count"
             : `the audit reserve could not be written (${failure!.message})`);
+        // Its entries were reported (`audit-entry-drop`, `dropped`) when they were dropped: the
+        // summary lost is logged, not reported again (fix15v, adv15u L2; as a memory-only one at close()).
         if (this.#drops !== undefined) {
-          this.#logger.error({ count: this.#drops.count }, "an audit.drop count was lost at the stop");
-          this.#reportDrop(this.#drops.count, `the audit.drop summary of ${this.#drops.count} dropped entries ${why}`);
+          this.#logger.error(
+            { count: this.#drops.count },
+            `the audit.drop summary of ${this.#drops.count} dropped entries (reported when dropped) ${why}`,
+          );
         }
         for (const overflow of this.#overflow.values()) {
           this.#logger.error({ count: overflow.count }, "an audit.overflow count was lost at the stop");
@@ -1672,8 +1695,8 @@ export class AuditedCommandRunner {
   }
 
   /**
-   * Coalesces `entry` into the run of its kind (principal, action, target, outcome, follow-up or
-   * not), or starts one; past {@link COALESCED_KINDS} kinds it is counted into the `audit.drop`
+   * Coalesces `entry` into the run of its kind (principal, source, roles, action, target, outcome,
+   * follow-up or not), or starts one; past {@link COALESCED_KINDS} kinds it is counted into the `audit.drop`
    * tally and reported by `audit-entry-drop` (counted in `dropped`): never held without a bound,
    * never lost uncounted (adversarial review adv15p, M3).
    */
@@ -2917,9 +2940,22 @@ interface CoalescedRun {
   last: AuditEntry;
 }
 
-/** The kind entries are coalesced by: principal, action, target, outcome, and whether it is a follow-up (`refersTo`). */
+/**
+ * The kind entries are coalesced by: principal, its source (session) and roles (as a set), action,
+ * target, outcome, and whether it is a follow-up (`refersTo`). A summary is stored with its first
+ * entry's source and roles: entries of one principal from another session or with other roles are
+ * another kind, never credited to the first's (fix15v, adv15u M2).
+ */
 function coalesceKey(entry: AuditEntry): string {
-  return JSON.stringify([entry.principal, entry.action, entry.target, entry.outcome, entry.refersTo !== undefined]);
+  return JSON.stringify([
+    entry.principal,
+    entry.source ?? null,
+    [...new Set(entry.roles)].sort(),
+    entry.action,
+    entry.target,
+    entry.outcome,
+    entry.refersTo !== undefined,
+  ]);
 }
 
 /**

@@ -1,4 +1,5 @@
 import { createControlSystem, defineTags, MemoryStore, SimulatedPlc, type Principal } from "../../src/index";
+import type { Sample } from "../../src/domain/sample";
 import type { Tag, TagValue } from "../../src/domain/tags";
 
 // Shared by the late-landing tests (reviews 15g, 15h: late-landing-order, late-landing-fence): a
@@ -48,6 +49,23 @@ export async function hostile() {
     } else await write(tag, value, signal);
     device.push({ tag: tag.name, value });
   };
+  // What the device's reads answer: every sample as read, its source timestamp moved by
+  // `clockAheadMs` (a device clock off the host's), or, once, a sample the test hands (`inject`: an
+  // old sample a gateway cache or a redelivery answers with).
+  const seen: Sample[] = [];
+  const inject: Sample[] = [];
+  let clockAheadMs = 0;
+  const read = plc.read.bind(plc);
+  plc.read = async (...args: Parameters<typeof read>) => {
+    const answer = (await read(...args)).map((sample) =>
+      clockAheadMs === 0 ? sample : { ...sample, timestamp: sample.timestamp + clockAheadMs },
+    );
+    seen.push(...answer);
+    return answer.map((sample) => {
+      const index = inject.findIndex((given) => given.tag === sample.tag);
+      return index < 0 ? sample : inject.splice(index, 1)[0]!;
+    });
+  };
   const store = new MemoryStore();
   // Every entry handed to the store (a store keeps one row per id: a second `:fail` would hide).
   const recorded: { id: string; action: string; outcome: string; reason?: string; newValue?: unknown }[] = [];
@@ -81,6 +99,12 @@ export async function hostile() {
     /** The simulated device itself: `plc.set(tag, value)` changes what it reads back, as a local panel would. */
     plc,
     held,
+    /** Every sample the device's reads answered, in order (before `inject`). */
+    seen,
+    /** Samples a next read answers instead of the device's (one each). */
+    inject: (sample: Sample) => void inject.push(sample),
+    /** Moves the device's source timestamps `ms` ahead of the host's clock from the next read on. */
+    setClockAhead: (ms: number) => void (clockAheadMs = ms),
     setHold: (rule: (tag: string, value: TagValue) => boolean | Error) => void (hold = rule),
     setAuditHold: (rule: (entry: { action: string }) => Promise<void> | undefined) => void (auditHold = rule),
     values: (tag: string) => device.filter((write) => write.tag === tag).map((write) => write.value),
