@@ -155,6 +155,8 @@ export class OpcuaDriver implements PlcDriver {
    */
   #namespaceRead: { readonly connection: Connection; readonly timer: TimerHandle } | undefined;
   #namespaceAttempt = 0;
+  /** The last refusal of the namespace table read that was warned about ({@link #readNamespaces}). */
+  #namespaceRefusal: string | undefined;
   /** The namespace URIs of every `nsu=` tag address parsed (read, write, subscribe). */
   readonly #wantedNamespaces = new Set<string>();
   /** The link watchdog's next check of each open connection ({@link #watchLink}). */
@@ -262,7 +264,9 @@ export class OpcuaDriver implements PlcDriver {
   /**
    * Reads `tags` in one ReadRequest (several when the server's MaxNodesPerRead requires) and
    * returns one sample per tag, in order. A tag the server cannot read comes back `bad` with
-   * the server's status code.
+   * the server's status code; an `nsu=` tag whose namespace is not on the server `BadNodeIdUnknown`,
+   * and while the namespace array is not read Good on this session `BadWaitingForInitialData`
+   * ("namespace table not read yet: ...", docs/adr/0022, amendment fix13t).
    *
    * @throws KilnValidationError when a tag has no valid OPC UA address (`<tag>.address`).
    * @throws KilnError `KILN_NOT_CONNECTED`, `KILN_CONNECTION_FAILED` or `KILN_TIMEOUT`
@@ -330,7 +334,10 @@ export class OpcuaDriver implements PlcDriver {
    *   `KILN_WRITE_REJECTED` `BadTypeMismatch` when the value's shape does not fit the node's
    *   (`details.valueShape`, `details.nodeShape`; nothing is sent), or when the server refuses
    *   (BadNotWritable, BadUserAccessDenied, BadTypeMismatch, BadOutOfRange...) with
-   *   `details.statusCode` and `details.statusName`.
+   *   `details.statusCode` and `details.statusName`; `KILN_CONNECTION_FAILED` (retryable) for an
+   *   `nsu=` tag while the server's namespace array is not read Good on this session (after a
+   *   reconnect, or answered Bad), with `details.tag`, `details.nodeId` and `details.reason`
+   *   (nothing is sent: its index may be another namespace's; docs/adr/0022, amendment fix13t).
    */
   async write(tag: Tag, value: TagValue, signal?: AbortSignal): Promise<void> {
     if (tag.access !== "readwrite") {
@@ -1038,10 +1045,15 @@ export class OpcuaDriver implements PlcDriver {
     if (this.#connection !== undefined && this.#connection !== connection) return false;
     const changed = this.#applyServerInfo(connection, info);
     if (info.namespaceArray === undefined) {
-      this.#logger.warn(
+      // Warned once per reason; each retry of the same refusal is logged at debug only.
+      const repeat = this.#namespaceRefusal === info.namespacesUnread;
+      this.#namespaceRefusal = info.namespacesUnread;
+      this.#logger[repeat ? "debug" : "warn"](
         { reason: info.namespacesUnread, attempt: this.#namespaceAttempt },
         `reading the server's namespace table ${when} failed; nsu= tags stay bad until it is read, retrying on the backoff`,
       );
+    } else {
+      this.#namespaceRefusal = undefined;
     }
     this.#keepNamespacesFresh(connection);
     return changed;

@@ -170,10 +170,11 @@ export class OpcuaTagSubscription {
   /** The refusal of a whole read last logged as a warning, so a repeat is logged at debug only. */
   #readRefusal: string | undefined;
   /**
-   * Since a loss, or since node-opcua re-created an item of this group in a repair, the namespace
-   * table has not been seen read Good on the session ({@link #ensureNow}): values of `nsu=` items
-   * are not delivered, their NodeIds may be bound to another server run's indexes
-   * (docs/adr/0022, amendment fix13t).
+   * Since node-opcua re-created an `nsu=` item of this group on a new session in a repair (maybe
+   * another server run's, with other namespace indexes), the namespace table has not been seen read
+   * Good on that session ({@link #ensureNow}): values of `nsu=` items are not delivered
+   * (docs/adr/0022, amendment fix13t). A session that was only re-activated is the same server run
+   * (its namespace indexes cannot move), so the notifications it replays are still delivered.
    */
   #tableUnverified = false;
   /** Keep-alive watchdog expiries in a row with no Publish answer for this group in between ({@link #watchdogExpired}). */
@@ -239,7 +240,6 @@ export class OpcuaTagSubscription {
       entry.unreadReason = undefined;
     }
     this.#currentUnread = true;
-    this.#tableUnverified = true;
     this.#losses++;
     this.#resetReadBackoff();
     this.#emit(this.#entries.map((entry) => staleSample(entry.tag, entry.lastValue, now, reason)));

@@ -221,6 +221,37 @@ describe("the namespace table the driver binds nsu= tags to (adv13s HIGH-1, HIGH
     }
   }, 60_000);
 
+  test("HIGH-2 after a restart: the restarted server answers NamespaceArray Bad at first: nsu= tags bad with that reason, then good", async () => {
+    await startServer([PLANT, OTHER]);
+    const driver = newDriver();
+    await driver.connect();
+    const seen: Sample[] = [];
+    try {
+      await driver.subscribe([tags.get("t")], { samplingIntervalMs: 100 }, (samples) => seen.push(...samples));
+      await waitFor(() => last(seen, "t")?.value === 100, { what: "t good" });
+      await server!.shutdown(0);
+      await waitFor(() => driver.status === "reconnecting", { what: "reconnecting" });
+      const mark = seen.length;
+      booting = true;
+      await startServer([OTHER, PLANT]);
+      await waitFor(() => driver.status === "connected", { what: "connected again", timeoutMs: 30_000 });
+      const t = await waitFor(() => seen.slice(mark).findLast((s) => s.tag === "t" && s.quality.severity === "bad"), {
+        what: "t bad",
+      });
+      expect(t.quality.reason).toMatch(/namespace table not read yet: .*BadWaitingForInitialData/);
+      await expectWriteRefused(driver);
+      booting = false;
+      await waitFor(() => last(seen, "t")?.value === 100 && last(seen, "t")?.quality.severity === "good", {
+        what: "t good once the table is read",
+      });
+      expect(seen.slice(mark).filter((s) => s.tag === "t" && s.quality.severity === "good" && s.value !== 100)).toEqual(
+        [],
+      );
+    } finally {
+      await driver.close();
+    }
+  }, 60_000);
+
   test("sibling: a namespace the server registers after the driver connected is picked up", async () => {
     await startServer([PLANT]);
     const driver = newDriver();
