@@ -988,6 +988,8 @@ export class OpcuaDriver implements PlcDriver {
     if (!(await (this.#certificateChecks.get(connection) ?? true))) return;
     // node-opcua re-created the monitored items with indexes bound to the old table: until this
     // session's table is read Good, no nsu= item is trusted (docs/adr/0022, amendment fix13t).
+    // Marked unread at the loss and at session_restored (which comes before connection_reestablished,
+    // whose coalesced second pass must not un-verify a table the first pass read).
     await this.#readNamespaces(connection, "after a reconnect");
     if (
       this.#connection !== connection ||
@@ -1065,24 +1067,27 @@ export class OpcuaDriver implements PlcDriver {
    * data types are made anew by the generation bump).
    */
   #namespacesToVerify(connection: Connection, reason: string): void {
-    this.#applyServerInfo(connection, {
-      namespaceArray: undefined,
-      namespacesUnread: reason,
-      limits: connection.limits,
-    });
+    if (connection.namespacesUnread !== undefined) return;
+    connection.namespacesUnread = reason;
+    connection.generation = ++this.#generations;
+    this.#dataTypes.clear();
   }
 
   /**
-   * Applies a read of the server's table and limits to `connection`. A table not read Good marks
-   * it unread (the previous table, maybe another server run's, is no longer trusted); a table read
-   * Good clears that. Any change bumps the generation: subscriptions re-resolve their items (nsu=
-   * ones dropped while unread), read plans and data types are made anew. Returns whether it changed.
+   * Applies a read of the server's table and limits to `connection`. A table not read Good keeps
+   * an unread table unread, with the new reason; a table already read Good on this session stays
+   * (a session faces one server run, whose indexes cannot move; a later re-read refused, e.g. while
+   * looking for a late namespace, changes nothing). A table read Good clears the unread state. Any
+   * change bumps the generation: subscriptions re-resolve their items (nsu= ones dropped while
+   * unread), read plans and data types are made anew. Returns whether it changed.
    */
   #applyServerInfo(connection: Connection, info: ServerInfo): boolean {
     if (info.namespaceArray === undefined) {
-      const wasRead = connection.namespacesUnread === undefined;
-      connection.namespacesUnread = info.namespacesUnread ?? "not read";
-      if (!wasRead) return false;
+      if (connection.namespacesUnread === undefined) return false;
+      const reason = info.namespacesUnread ?? "not read";
+      if (connection.namespacesUnread === reason) return false;
+      // A new reason: the tags' reason is updated by the re-resolution the bump causes.
+      connection.namespacesUnread = reason;
     } else {
       // Compared with the last table read Good (maybe another server run's).
       const same = this.#rt.sameServerInfo(connection, info);
