@@ -138,7 +138,7 @@ describe("readServerInfo on a server that refuses the combined read", () => {
     });
   });
 
-  test("a limit whose own Read is refused is no limit (the option's cap if any); a refused namespace array fails", async () => {
+  test("a limit whose own Read is refused is no limit (the option's cap if any); a refused namespace array is not read (no default)", async () => {
     const { session } = fakeSession((_count, index) => {
       if (index === 0) return namespaces;
       if (index === 2) throw fault("BadServiceUnsupported", 0x800b0000);
@@ -156,7 +156,11 @@ describe("readServerInfo on a server that refuses the combined read", () => {
       if (index === 0) throw fault("BadUserAccessDenied", 0x801f0000);
       return number(2);
     });
-    await expect(readServerInfo(refused.session, {})).rejects.toThrow(/BadUserAccessDenied/);
+    // Never replaced by a default table (adv13s HIGH-2): not read, with the refusal.
+    const unread = await readServerInfo(refused.session, {});
+    expect(unread.namespaceArray).toBeUndefined();
+    expect(unread.namespacesUnread).toMatch(/BadUserAccessDenied/);
+    expect(unread.limits.maxNodesPerRead).toBe(2);
   });
 
   test("a connection loss on the combined read is thrown, not answered by reading one by one", async () => {

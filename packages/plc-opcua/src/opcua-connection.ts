@@ -39,7 +39,14 @@ export interface Connection extends SubscriptionConnection {
   readonly client: OPCUAClient;
   readonly session: ClientSession;
   readonly certificateManager: OPCUACertificateManager;
+  /** The server's NamespaceArray as last read Good on this session (only ns 0 before any such read). */
   namespaceArray: readonly string[];
+  /**
+   * Set while the NamespaceArray has not been read Good on this session: why (its status or the
+   * Read's error). Every `nsu=` tag is then bad with that reason and writes to one are refused;
+   * the driver retries the read on its backoff (docs/adr/0022, amendment fix13t).
+   */
+  namespacesUnread: string | undefined;
   limits: OperationLimits;
   maxMonitoredItemsPerCall: number;
   generation: number;
@@ -207,7 +214,8 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
       client: opened,
       session,
       certificateManager,
-      namespaceArray: info.namespaceArray,
+      namespaceArray: info.namespaceArray ?? [OPC_UA_NAMESPACE],
+      namespacesUnread: info.namespacesUnread,
       limits: info.limits,
       maxMonitoredItemsPerCall: info.limits.maxMonitoredItemsPerCall,
       generation: settings.generation(),
@@ -380,8 +388,14 @@ async function identityOf(identity: ResolvedOpcuaDriverOptions["identity"]): Pro
   }
 }
 
+/** Namespace 0, whose index is fixed by the standard. */
+const OPC_UA_NAMESPACE = "http://opcfoundation.org/UA/";
+
 export interface ServerInfo {
-  readonly namespaceArray: readonly string[];
+  /** The server's NamespaceArray; undefined when it was not read Good ({@link namespacesUnread} says why). */
+  readonly namespaceArray: readonly string[] | undefined;
+  /** Why the NamespaceArray was not read: its Bad status name, or the Read's error. Never replaced by a default table. */
+  readonly namespacesUnread: string | undefined;
   readonly limits: OperationLimits;
 }
 
@@ -391,28 +405,41 @@ export interface ServerInfo {
  * refuses the combined Read with another service-level status (a ServiceFault such as
  * BadTooManyOperations), gets them one Read each: the namespace array must be read, each limit is
  * optional (a refused or bad limit means "no limit", capped by `caps`). Nothing else can be
- * chunked before MaxNodesPerRead is known (docs/adr/0022, amendment fix13o).
+ * chunked before MaxNodesPerRead is known (docs/adr/0022, amendment fix13o). A NamespaceArray that
+ * is not Good (BadWaitingForInitialData from a booting server...) or whose own Read the server
+ * refuses is not replaced by a default: `namespaceArray` is undefined and `namespacesUnread` says
+ * why (amendment fix13t).
  *
  * @throws the combined Read's error when it is a connection loss or carries no status, or the
- *   namespace array's own Read's error.
+ *   namespace array's own Read's error when it is one of those.
  */
 export async function readServerInfo(
   session: ClientSession,
   caps: ResolvedOpcuaDriverOptions["limits"],
 ): Promise<ServerInfo> {
   let values: readonly (DataValue | undefined)[];
+  const refusals: string[] = [];
   try {
     values = await session.read(SERVER_INFO_NODES.map((node) => ({ ...node })));
   } catch (error) {
     const status = statusOfError(error);
     if (status === undefined || isConnectionLoss(status)) throw error;
-    values = await readOneByOne(session, SERVER_INFO_NODES);
+    values = await readOneByOne(session, SERVER_INFO_NODES, refusals);
   }
   const namespaces = values[0];
-  const namespaceArray =
-    namespaces?.statusCode.isGood() && Array.isArray(namespaces.value.value)
-      ? (namespaces.value.value as string[])
-      : ["http://opcfoundation.org/UA/"];
+  const good =
+    namespaces?.statusCode.isGood() === true &&
+    Array.isArray(namespaces.value.value) &&
+    (namespaces.value.value as unknown[]).every((uri) => typeof uri === "string") &&
+    namespaces.value.value[0] === OPC_UA_NAMESPACE;
+  const namespaceArray = good ? (namespaces!.value.value as string[]) : undefined;
+  const namespacesUnread = good
+    ? undefined
+    : namespaces === undefined
+      ? `the server refused the Read of its NamespaceArray (${refusals[0] ?? "no result"})`
+      : namespaces.statusCode.isGood()
+        ? "the server's NamespaceArray is not an array of namespace URIs starting with the OPC UA namespace"
+        : `the server answered its NamespaceArray ${namespaces.statusCode.name}`;
   const limit = (index: number, cap: number | undefined): number => {
     const value = values[index];
     const server = value?.statusCode.isGood() && typeof value.value.value === "number" ? value.value.value : 0;
@@ -421,6 +448,7 @@ export async function readServerInfo(
   };
   return {
     namespaceArray,
+    namespacesUnread,
     limits: {
       maxNodesPerRead: limit(1, caps.maxNodesPerRead),
       maxNodesPerWrite: limit(2, caps.maxNodesPerWrite),
@@ -431,12 +459,15 @@ export async function readServerInfo(
 }
 
 /**
- * Reads each of `nodes` in a Read of its own ({@link readServerInfo}): the first must succeed (its
- * error is thrown), a later one that fails yields `undefined` (read as "no limit").
+ * Reads each of `nodes` in a Read of its own ({@link readServerInfo}): one the server refuses
+ * with a status yields `undefined` (the namespace array: not read; a limit: "no limit") and its
+ * status name in `refusals`; a
+ * connection loss or an error without a status is thrown.
  */
 async function readOneByOne(
   session: ClientSession,
   nodes: readonly { readonly nodeId: NodeId; readonly attributeId: number }[],
+  refusals: string[],
 ): Promise<(DataValue | undefined)[]> {
   const values: (DataValue | undefined)[] = [];
   for (const [index, node] of nodes.entries()) {
@@ -444,8 +475,9 @@ async function readOneByOne(
       values.push((await session.read([{ ...node }]))[0]);
     } catch (error) {
       const status = statusOfError(error);
-      if (index === 0 || status === undefined || isConnectionLoss(status)) throw error;
+      if (status === undefined || isConnectionLoss(status)) throw error;
       values.push(undefined);
+      refusals[index] = status.statusName;
     }
   }
   return values;
@@ -455,8 +487,9 @@ export function sameServerInfo(connection: Connection, info: ServerInfo): boolea
   const a = connection.limits;
   const b = info.limits;
   return (
+    info.namespaceArray !== undefined &&
     connection.namespaceArray.length === info.namespaceArray.length &&
-    connection.namespaceArray.every((uri, index) => uri === info.namespaceArray[index]) &&
+    connection.namespaceArray.every((uri, index) => uri === info.namespaceArray![index]) &&
     a.maxNodesPerRead === b.maxNodesPerRead &&
     a.maxNodesPerWrite === b.maxNodesPerWrite &&
     a.maxNodesPerBrowse === b.maxNodesPerBrowse &&

@@ -25,9 +25,9 @@ import {
   severityOfStatusCode,
   type SubscriptionOptions,
 } from "@kiln/core/driver-kit";
-import { ConnectionLifecycle, raceAbort, TagListCache, type Disposer } from "@kiln/core/driver-kit";
+import { ConnectionLifecycle, raceAbort, reconnectDelay, TagListCache, type Disposer } from "@kiln/core/driver-kit";
 import type { DataValue, NodeId, ReadValueIdOptions } from "node-opcua-client";
-import type { Connection, ServiceFaultAnswer } from "./opcua-connection";
+import type { Connection, ServerInfo, ServiceFaultAnswer } from "./opcua-connection";
 import type { ConnectErrorContext } from "./opcua-errors";
 import {
   opcuaDriverOptionsSchema,
@@ -149,6 +149,16 @@ export class OpcuaDriver implements PlcDriver {
   readonly #certificateChecks = new WeakMap<Connection, Promise<boolean>>();
   /** Numbers each session layout (namespaces, limits), so plans and data types cached for an older one are not reused. */
   #generations = 0;
+  /**
+   * The next read of the namespace table ({@link #keepNamespacesFresh}): its connection and timer,
+   * and the attempt of its backoff.
+   */
+  #namespaceRead: { readonly connection: Connection; readonly timer: TimerHandle } | undefined;
+  #namespaceAttempt = 0;
+  /** The last refusal of the namespace table read that was warned about ({@link #readNamespaces}). */
+  #namespaceRefusal: string | undefined;
+  /** The namespace URIs of every `nsu=` tag address parsed (read, write, subscribe). */
+  readonly #wantedNamespaces = new Set<string>();
   /** The link watchdog's next check of each open connection ({@link #watchLink}). */
   readonly #linkChecks = new WeakMap<Connection, TimerHandle>();
 
@@ -237,6 +247,8 @@ export class OpcuaDriver implements PlcDriver {
   close(): Promise<void> {
     return this.#lifecycle.close(async () => {
       this.#disarmRepairWatchdog();
+      if (this.#namespaceRead) this.#clock.clearTimeout(this.#namespaceRead.timer);
+      this.#namespaceRead = undefined;
       const subscriptions = [...this.#subscriptions];
       this.#subscriptions.clear();
       await Promise.all(subscriptions.map((subscription) => subscription.close(false)));
@@ -252,7 +264,9 @@ export class OpcuaDriver implements PlcDriver {
   /**
    * Reads `tags` in one ReadRequest (several when the server's MaxNodesPerRead requires) and
    * returns one sample per tag, in order. A tag the server cannot read comes back `bad` with
-   * the server's status code.
+   * the server's status code; an `nsu=` tag whose namespace is not on the server `BadNodeIdUnknown`,
+   * and while the namespace array is not read Good on this session `BadWaitingForInitialData`
+   * ("namespace table not read yet: ...", docs/adr/0022, amendment fix13t).
    *
    * @throws KilnValidationError when a tag has no valid OPC UA address (`<tag>.address`).
    * @throws KilnError `KILN_NOT_CONNECTED`, `KILN_CONNECTION_FAILED` or `KILN_TIMEOUT`
@@ -291,9 +305,10 @@ export class OpcuaDriver implements PlcDriver {
             );
       });
     });
-    for (const [index, reason] of plan.unresolved) {
-      samples[index] = this.#rt.badSample(tags[index]!, QualityCodes.BadNodeIdUnknown, reason, now);
+    for (const [index, { statusCode, reason }] of plan.unresolved) {
+      samples[index] = this.#rt.badSample(tags[index]!, statusCode, reason, now);
     }
+    if (plan.unresolved.size > 0) this.#keepNamespacesFresh(connection);
     return samples;
   }
 
@@ -319,7 +334,10 @@ export class OpcuaDriver implements PlcDriver {
    *   `KILN_WRITE_REJECTED` `BadTypeMismatch` when the value's shape does not fit the node's
    *   (`details.valueShape`, `details.nodeShape`; nothing is sent), or when the server refuses
    *   (BadNotWritable, BadUserAccessDenied, BadTypeMismatch, BadOutOfRange...) with
-   *   `details.statusCode` and `details.statusName`.
+   *   `details.statusCode` and `details.statusName`; `KILN_CONNECTION_FAILED` (retryable) for an
+   *   `nsu=` tag while the server's namespace array is not read Good on this session (after a
+   *   reconnect, or answered Bad), with `details.tag`, `details.nodeId` and `details.reason`
+   *   (nothing is sent: its index may be another namespace's; docs/adr/0022, amendment fix13t).
    */
   async write(tag: Tag, value: TagValue, signal?: AbortSignal): Promise<void> {
     if (tag.access !== "readwrite") {
@@ -340,13 +358,23 @@ export class OpcuaDriver implements PlcDriver {
     }
     const connection = this.#requireConnection();
     const address = this.#addressesOf([tag])[0]!;
-    const nodeId = this.#rt.resolveNodeAddress(address, connection.namespaceArray);
+    const unbound = this.#rt.namespaceProblem(address, connection);
+    if (unbound?.unread) {
+      // The indexes the address would bind to may be another namespace's on this server run.
+      throw new KilnError(
+        "KILN_CONNECTION_FAILED",
+        `Cannot write tag "${tag.name}" (${address.text}) yet: ${unbound.reason}; the driver retries reading it.`,
+        { retryable: true, details: { tag: tag.name, nodeId: address.text, reason: unbound.reason } },
+      );
+    }
+    const nodeId = this.#rt.bindNodeAddress(address, connection);
     if (!nodeId) {
+      this.#keepNamespacesFresh(connection);
       throw this.#rt.writeRejected(
         tag,
         address.text,
         QualityCodes.BadNodeIdUnknown,
-        `namespace ${address.namespaceUri} is not on the server`,
+        unbound?.reason ?? `namespace ${address.namespaceUri} is not on the server`,
       );
     }
     const send = async (target: OpcuaWriteTarget): Promise<number> => {
@@ -424,6 +452,7 @@ export class OpcuaDriver implements PlcDriver {
       await subscription.close();
       throw this.#requestError(error, "subscribe");
     }
+    if (this.#connection) this.#keepNamespacesFresh(this.#connection);
     return () => {
       if (!this.#subscriptions.delete(subscription)) return;
       subscription.close().catch((error: unknown) => {
@@ -451,7 +480,14 @@ export class OpcuaDriver implements PlcDriver {
       } catch (error) {
         throw new KilnValidationError("browse root", [{ path: "root", message: (error as Error).message }]);
       }
-      const resolved = this.#rt.resolveNodeAddress(address, connection.namespaceArray);
+      const problem = this.#rt.namespaceProblem(address, connection);
+      if (problem?.unread) {
+        throw new KilnError("KILN_CONNECTION_FAILED", `Cannot browse ${root} yet: ${problem.reason}.`, {
+          retryable: true,
+          details: { root, reason: problem.reason },
+        });
+      }
+      const resolved = this.#rt.bindNodeAddress(address, connection);
       if (!resolved) {
         throw new KilnError("KILN_NOT_FOUND", `Namespace ${address.namespaceUri} is not on the server.`, {
           details: { root },
@@ -497,9 +533,21 @@ export class OpcuaDriver implements PlcDriver {
     );
     this.#wire(connection);
     this.#logger.info(
-      { endpointUrl, securityMode: security.mode, namespaces: connection.namespaceArray.length, ...connection.limits },
+      {
+        endpointUrl,
+        securityMode: security.mode,
+        namespaces: connection.namespacesUnread === undefined ? connection.namespaceArray.length : undefined,
+        ...connection.limits,
+      },
       "OPC UA session open",
     );
+    if (connection.namespacesUnread !== undefined) {
+      this.#logger.warn(
+        { reason: connection.namespacesUnread },
+        "the server's namespace table was not read; nsu= tags stay bad until it is, retrying on the backoff",
+      );
+    }
+    this.#keepNamespacesFresh(connection);
     return connection;
   }
 
@@ -612,6 +660,7 @@ export class OpcuaDriver implements PlcDriver {
       if (!current()) return;
       this.#repairProgress(connection);
       this.#logger.info("OPC UA session restored");
+      this.#namespacesToVerify(connection, "not read since the session was re-established");
       this.#sessionRenewed(connection);
       this.#afterRepair(connection);
     });
@@ -624,7 +673,10 @@ export class OpcuaDriver implements PlcDriver {
     this.#lifecycle.setStatus("reconnecting", reason);
     for (const subscription of this.#subscriptions) subscription.connectionLost(reason);
     const connection = this.#connection;
-    if (connection) this.#armRepairWatchdog(connection);
+    if (connection) {
+      this.#namespacesToVerify(connection, "not read since the connection was lost");
+      this.#armRepairWatchdog(connection);
+    }
   }
 
   /**
@@ -934,19 +986,11 @@ export class OpcuaDriver implements PlcDriver {
     // A repaired session may face a restarted server whose nodes changed type: read them again.
     this.#dataTypes.clear();
     if (!(await (this.#certificateChecks.get(connection) ?? true))) return;
-    try {
-      const info = await this.#rt.readServerInfo(connection.session, this.#options.limits);
-      if (!this.#rt.sameServerInfo(connection, info)) {
-        connection.namespaceArray = info.namespaceArray;
-        connection.limits = info.limits;
-        connection.maxMonitoredItemsPerCall = info.limits.maxMonitoredItemsPerCall;
-        connection.generation = ++this.#generations;
-        this.#dataTypes.clear();
-        this.#logger.info("the server's namespaces or operation limits changed; re-planning");
-      }
-    } catch (error) {
-      this.#logger.warn({ err: error }, "reading the server's namespaces after a reconnect failed");
-    }
+    // node-opcua re-created the monitored items with indexes bound to the old table: until this
+    // session's table is read Good, no nsu= item is trusted (docs/adr/0022, amendment fix13t).
+    // Marked unread at the loss and at session_restored (which comes before connection_reestablished,
+    // whose coalesced second pass must not un-verify a table the first pass read).
+    await this.#readNamespaces(connection, "after a reconnect");
     if (
       this.#connection !== connection ||
       this.#lifecycle.signal.aborted ||
@@ -968,8 +1012,12 @@ export class OpcuaDriver implements PlcDriver {
       return;
     }
     this.#disarmRepairWatchdog();
+    const unread =
+      connection.namespacesUnread === undefined
+        ? ""
+        : `; namespace table not read yet (${connection.namespacesUnread}), nsu= tags bad; retrying`;
     if (failures.length === 0) {
-      this.#lifecycle.setStatus("connected", "connection re-established");
+      this.#lifecycle.setStatus("connected", `connection re-established${unread}`);
       return;
     }
     // Reported as the repair's last failed step; the session itself works, so reads go on while
@@ -978,8 +1026,134 @@ export class OpcuaDriver implements PlcDriver {
     this.#lifecycle.attemptFailed(error);
     this.#lifecycle.setStatus(
       "connected",
-      `connection re-established; ${failures.length} subscription(s) not re-created yet (${error.message}); retrying`,
+      `connection re-established; ${failures.length} subscription(s) not re-created yet (${error.message}); retrying${unread}`,
     );
+  }
+
+  /**
+   * Reads the namespace table and operation limits on `connection`'s session and applies them
+   * ({@link #applyServerInfo}); a failed or Bad read leaves the table unread (never a default
+   * one). Then schedules the next read when one is due ({@link #keepNamespacesFresh}). Resolves to
+   * whether the table or limits changed (the generation was bumped).
+   */
+  async #readNamespaces(connection: Connection, when: string): Promise<boolean> {
+    let info: ServerInfo;
+    try {
+      info = await this.#rt.readServerInfo(connection.session, this.#options.limits);
+    } catch (error) {
+      const reason = `reading it failed (${this.#requestError(error, "namespace table read").message})`;
+      info = { namespaceArray: undefined, namespacesUnread: reason, limits: connection.limits };
+    }
+    if (this.#connection !== undefined && this.#connection !== connection) return false;
+    const changed = this.#applyServerInfo(connection, info);
+    if (info.namespaceArray === undefined) {
+      // Warned once per reason; each retry of the same refusal is logged at debug only.
+      const repeat = this.#namespaceRefusal === info.namespacesUnread;
+      this.#namespaceRefusal = info.namespacesUnread;
+      this.#logger[repeat ? "debug" : "warn"](
+        { reason: info.namespacesUnread, attempt: this.#namespaceAttempt },
+        `reading the server's namespace table ${when} failed; nsu= tags stay bad until it is read, retrying on the backoff`,
+      );
+    } else {
+      this.#namespaceRefusal = undefined;
+    }
+    this.#keepNamespacesFresh(connection);
+    return changed;
+  }
+
+  /**
+   * The session of `connection` may face another server run, whose namespace indexes may differ:
+   * until {@link #reconcile} reads the table Good on it, `nsu=` tags are not bound (read plans and
+   * data types are made anew by the generation bump).
+   */
+  #namespacesToVerify(connection: Connection, reason: string): void {
+    if (connection.namespacesUnread !== undefined) return;
+    connection.namespacesUnread = reason;
+    connection.generation = ++this.#generations;
+    this.#dataTypes.clear();
+  }
+
+  /**
+   * Applies a read of the server's table and limits to `connection`. A table not read Good keeps
+   * an unread table unread, with the new reason; a table already read Good on this session stays
+   * (a session faces one server run, whose indexes cannot move; a later re-read refused, e.g. while
+   * looking for a late namespace, changes nothing). A table read Good clears the unread state. Any
+   * change bumps the generation: subscriptions re-resolve their items (nsu= ones dropped while
+   * unread), read plans and data types are made anew. Returns whether it changed.
+   */
+  #applyServerInfo(connection: Connection, info: ServerInfo): boolean {
+    if (info.namespaceArray === undefined) {
+      if (connection.namespacesUnread === undefined) return false;
+      const reason = info.namespacesUnread ?? "not read";
+      if (connection.namespacesUnread === reason) return false;
+      // A new reason: the tags' reason is updated by the re-resolution the bump causes.
+      connection.namespacesUnread = reason;
+    } else {
+      // Compared with the last table read Good (maybe another server run's).
+      const same = this.#rt.sameServerInfo(connection, info);
+      if (same && connection.namespacesUnread === undefined) return false;
+      if (same) this.#logger.debug("the server's namespace table was read; unchanged");
+      else this.#logger.info("the server's namespaces or operation limits changed; re-planning");
+      connection.namespaceArray = info.namespaceArray;
+      connection.namespacesUnread = undefined;
+      connection.limits = info.limits;
+      connection.maxMonitoredItemsPerCall = info.limits.maxMonitoredItemsPerCall;
+    }
+    connection.generation = ++this.#generations;
+    this.#dataTypes.clear();
+    return true;
+  }
+
+  /**
+   * Schedules the next read of `connection`'s namespace table when one is due: while it is unread,
+   * on the connection strategy's backoff until it is read Good; while a tag's namespace is not in
+   * it (a namespace the server registers late), on the `monitoredItemRetry` backoff, as items the
+   * server refused are retried: one small Read per step, capped at its `maxDelayMs`
+   * (docs/adr/0022, amendment fix13t). A repair reads the table itself and then reschedules.
+   */
+  #keepNamespacesFresh(connection: Connection): void {
+    const pending = this.#namespaceRead;
+    if (pending?.connection === connection) return;
+    if (pending) {
+      this.#clock.clearTimeout(pending.timer);
+      this.#namespaceRead = undefined;
+      this.#namespaceAttempt = 0;
+    }
+    if (this.#lifecycle.signal.aborted) return;
+    const unread = connection.namespacesUnread !== undefined;
+    const missing = [...this.#wantedNamespaces].some((uri) => !connection.namespaceArray.includes(uri));
+    if (!unread && !missing) {
+      this.#namespaceAttempt = 0;
+      return;
+    }
+    const backoff = unread ? this.#options.connectionStrategy : this.#options.monitoredItemRetry;
+    const delay = reconnectDelay(
+      ++this.#namespaceAttempt,
+      { initialDelayMs: backoff.initialDelayMs, maxDelayMs: backoff.maxDelayMs, jitter: 0.2 },
+      this.#options.random,
+    );
+    const timer = this.#clock.setTimeout(() => {
+      if (this.#namespaceRead?.timer === timer) this.#namespaceRead = undefined;
+      void this.#rereadNamespaces(connection);
+    }, delay);
+    this.#namespaceRead = { connection, timer };
+  }
+
+  async #rereadNamespaces(connection: Connection): Promise<void> {
+    if (this.#connection !== connection || this.#lifecycle.signal.aborted) return;
+    if (this.status !== "connected" || connection.client.isReconnecting) {
+      // Not now: a repair in progress reads the table itself once the session is back; else try later.
+      this.#keepNamespacesFresh(connection);
+      return;
+    }
+    const wasUnread = connection.namespacesUnread !== undefined;
+    const changed = await this.#readNamespaces(connection, "again");
+    if (!changed || this.#connection !== connection || this.status !== "connected") return;
+    this.#namespaceAttempt = 0;
+    if (wasUnread && connection.namespacesUnread === undefined) {
+      this.#lifecycle.setStatus("connected", "the server's namespace table was read");
+    }
+    await this.#reconcileSubscriptions();
   }
 
   /**
@@ -1194,6 +1368,7 @@ export class OpcuaDriver implements PlcDriver {
         return undefined;
       }
       this.#addresses.set(tag, address);
+      if (address.namespaceUri !== undefined) this.#wantedNamespaces.add(address.namespaceUri);
       return address;
     });
     if (issues.length > 0) throw new KilnValidationError("OPC UA tag addresses", issues);
@@ -1205,7 +1380,7 @@ export class OpcuaDriver implements PlcDriver {
     if (cached && cached.generation === connection.generation) return cached;
     const plan = this.#rt.planReads(
       this.#addressesOf(tags),
-      connection.namespaceArray,
+      connection,
       connection.limits.maxNodesPerRead,
       connection.generation,
     );

@@ -83,6 +83,48 @@ export function resolveNodeAddress(address: OpcuaNodeAddress, namespaceArray: re
 }
 
 /**
+ * The namespace table an address is bound against: the server's NamespaceArray as last read Good
+ * on the current session, or, while it has not been (after a (re)connection or a repair whose
+ * read failed or was Bad), the reason (docs/adr/0022, amendment fix13t).
+ */
+export interface NamespaceTable {
+  readonly namespaceArray: readonly string[];
+  /** Set while the table has not been read Good on this session: why (the status or error). */
+  readonly namespacesUnread?: string | undefined;
+}
+
+/** Why `address` cannot be bound against `table`, with the status a tag then has; undefined when it can. */
+export function namespaceProblem(
+  address: OpcuaNodeAddress,
+  table: NamespaceTable,
+): { readonly statusCode: number; readonly reason: string; readonly unread: boolean } | undefined {
+  if (address.namespaceUri === undefined) return undefined;
+  if (table.namespacesUnread !== undefined) {
+    return {
+      statusCode: 0x80320000, // BadWaitingForInitialData
+      reason: `namespace table not read yet: ${table.namespacesUnread}`,
+      unread: true,
+    };
+  }
+  if (table.namespaceArray.includes(address.namespaceUri)) return undefined;
+  return {
+    statusCode: 0x80340000, // BadNodeIdUnknown
+    reason: `namespace ${address.namespaceUri} is not on the server`,
+    unread: false,
+  };
+}
+
+/**
+ * Binds `address` to `table`: undefined when {@link namespaceProblem} names a problem (a
+ * namespace URI the server does not have, or a table not read yet on this session). Numeric
+ * `ns=` addresses never depend on the table.
+ */
+export function bindNodeAddress(address: OpcuaNodeAddress, table: NamespaceTable): NodeId | undefined {
+  if (namespaceProblem(address, table)) return undefined;
+  return resolveNodeAddress(address, table.namespaceArray);
+}
+
+/**
  * Formats a NodeId as a portable address: `nsu=<uri>;s=...` for every namespace but 0 (whose
  * index is fixed by the standard), so the address survives servers that order namespaces
  * differently.

@@ -2,7 +2,7 @@ import { describe, expect, test } from "vitest";
 import { parseNodeAddress } from "./opcua-node-id";
 import { planReads } from "./opcua-read-plan";
 
-const NAMESPACES = ["http://opcfoundation.org/UA/", "urn:server", "urn:kiln:plant"];
+const NAMESPACES = { namespaceArray: ["http://opcfoundation.org/UA/", "urn:server", "urn:kiln:plant"] };
 const addresses = (count: number) =>
   Array.from({ length: count }, (_, index) => parseNodeAddress(`nsu=urn:kiln:plant;s=T${index}`));
 
@@ -30,7 +30,17 @@ describe("planReads", () => {
     ];
     const plan = planReads(mixed, NAMESPACES, 1, 1);
     expect(plan.chunks.map((chunk) => chunk.indexes)).toEqual([[0], [2]]);
-    expect(plan.unresolved.get(1)).toMatch(/urn:missing/);
+    expect(plan.unresolved.get(1)?.reason).toMatch(/urn:missing/);
+  });
+
+  test("while the namespace table is not read yet, every nsu= tag is unresolved with that reason; ns= tags are read", () => {
+    const mixed = [parseNodeAddress("ns=2;s=A"), parseNodeAddress("nsu=urn:kiln:plant;s=C")];
+    const plan = planReads(mixed, { ...NAMESPACES, namespacesUnread: "BadWaitingForInitialData" }, 0, 1);
+    expect(plan.chunks.map((chunk) => chunk.indexes)).toEqual([[0]]);
+    expect(plan.unresolved.get(1)).toEqual({
+      statusCode: 0x80320000,
+      reason: "namespace table not read yet: BadWaitingForInitialData",
+    });
   });
 
   test("plans nothing for an empty list", () => {

@@ -1,5 +1,5 @@
 import { AttributeIds, type ReadValueIdOptions } from "node-opcua-client";
-import { resolveNodeAddress, type OpcuaNodeAddress } from "./opcua-node-id";
+import { namespaceProblem, resolveNodeAddress, type NamespaceTable, type OpcuaNodeAddress } from "./opcua-node-id";
 
 /** One ReadRequest of a plan: the nodes to read and, for each, the index of its tag. */
 export interface ReadChunk {
@@ -15,27 +15,32 @@ export interface ReadPlan {
   /** The connection generation the plan was made for (namespace indexes and limits). */
   readonly generation: number;
   readonly chunks: readonly ReadChunk[];
-  /** Tags that cannot be read on this server, by index, with the reason. */
-  readonly unresolved: ReadonlyMap<number, string>;
+  /** Tags that cannot be read on this server, by index, with their status code and the reason. */
+  readonly unresolved: ReadonlyMap<number, { readonly statusCode: number; readonly reason: string }>;
 }
 
 /**
  * Plans the reads of `addresses` (one per tag, in tag order) against a server with the given
- * namespace array, in chunks of at most `maxNodesPerRead` nodes (0: no limit).
+ * namespace table, in chunks of at most `maxNodesPerRead` nodes (0: no limit). While the table is
+ * not read yet on this session, every `nsu=` tag is unresolved (BadWaitingForInitialData).
  */
 export function planReads(
   addresses: readonly OpcuaNodeAddress[],
-  namespaceArray: readonly string[],
+  table: NamespaceTable,
   maxNodesPerRead: number,
   generation: number,
 ): ReadPlan {
-  const unresolved = new Map<number, string>();
+  const unresolved = new Map<number, { readonly statusCode: number; readonly reason: string }>();
   const nodes: ReadValueIdOptions[] = [];
   const indexes: number[] = [];
   addresses.forEach((address, index) => {
-    const nodeId = resolveNodeAddress(address, namespaceArray);
+    const problem = namespaceProblem(address, table);
+    const nodeId = problem ? undefined : resolveNodeAddress(address, table.namespaceArray);
     if (!nodeId) {
-      unresolved.set(index, `namespace ${address.namespaceUri} is not on the server`);
+      unresolved.set(index, {
+        statusCode: problem?.statusCode ?? 0x80340000,
+        reason: problem?.reason ?? `namespace ${address.namespaceUri} is not on the server`,
+      });
       return;
     }
     nodes.push({ nodeId, attributeId: AttributeIds.Value });

@@ -41,7 +41,7 @@ export {
   serverCertificateUntrusted,
   statusOfError,
 } from "./opcua-errors";
-export { parseNodeAddress, resolveNodeAddress } from "./opcua-node-id";
+export { bindNodeAddress, namespaceProblem, parseNodeAddress, resolveNodeAddress } from "./opcua-node-id";
 export { planReads } from "./opcua-read-plan";
 export { badSample, sampleFromDataValue } from "./opcua-samples";
 export { OpcuaTagSubscription } from "./opcua-tag-subscription";

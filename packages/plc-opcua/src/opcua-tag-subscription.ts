@@ -22,7 +22,7 @@ import { readWithinLinkBound } from "./opcua-connection";
 import { isConnectionLoss, statusNameOf, statusOfError } from "./opcua-errors";
 import { heldSubscriptionIds, PENDING_SUBSCRIPTION_ID } from "./opcua-orphan-subscriptions";
 import { primePublishEngine } from "./opcua-publish-engine";
-import { resolveNodeAddress, type OpcuaNodeAddress } from "./opcua-node-id";
+import { namespaceProblem, resolveNodeAddress, type OpcuaNodeAddress } from "./opcua-node-id";
 import { isReplayed, isReplayedMessage, replayedSample } from "./opcua-replayed-notifications";
 import { badSample, sampleFromDataValue, staleSample } from "./opcua-samples";
 import {
@@ -38,6 +38,12 @@ const RETRY_JITTER = 0.2;
 export interface SubscriptionConnection {
   readonly session: ClientSession;
   readonly namespaceArray: readonly string[];
+  /**
+   * Set while the namespace array has not been read Good on this session (the reason): every
+   * `nsu=` item is then dropped and its tag bad with "namespace table not read yet: <reason>";
+   * the driver bumps {@link generation} once it is read (docs/adr/0022, amendment fix13t).
+   */
+  readonly namespacesUnread?: string | undefined;
   readonly maxMonitoredItemsPerCall: number;
   readonly generation: number;
   /**
@@ -163,6 +169,14 @@ export class OpcuaTagSubscription {
   #readNotBefore = 0;
   /** The refusal of a whole read last logged as a warning, so a repeat is logged at debug only. */
   #readRefusal: string | undefined;
+  /**
+   * Since node-opcua re-created an `nsu=` item of this group on a new session in a repair (maybe
+   * another server run's, with other namespace indexes), the namespace table has not been seen read
+   * Good on that session ({@link #ensureNow}): values of `nsu=` items are not delivered
+   * (docs/adr/0022, amendment fix13t). A session that was only re-activated is the same server run
+   * (its namespace indexes cannot move), so the notifications it replays are still delivered.
+   */
+  #tableUnverified = false;
   /** Keep-alive watchdog expiries in a row with no Publish answer for this group in between ({@link #watchdogExpired}). */
   #silentExpiries = 0;
 
@@ -310,6 +324,8 @@ export class OpcuaTagSubscription {
       this.#generation = connection.generation;
       await this.#resolveNodeIds(connection);
     }
+    // The table is read Good on this session and every item re-resolved against it.
+    if (connection.namespacesUnread === undefined) this.#tableUnverified = false;
     const unconfirmed: Entry[] = [];
     for (const entry of this.#entries) {
       if (entry.item && !entry.item.statusCode.isGood()) {
@@ -498,23 +514,14 @@ export class OpcuaTagSubscription {
     const now = this.#context.clock.now();
     const moved: ClientMonitoredItemBase[] = [];
     for (const entry of this.#entries) {
-      const nodeId = resolveNodeAddress(entry.address, connection.namespaceArray);
+      const problem = namespaceProblem(entry.address, connection);
+      const nodeId = problem ? undefined : resolveNodeAddress(entry.address, connection.namespaceArray);
       if (entry.item && (!nodeId || entry.item.itemToMonitor.nodeId.toString() !== nodeId.toString())) {
         if (entry.item.statusCode.isGood()) moved.push(entry.item);
         this.#detach(entry);
       }
       entry.nodeId = nodeId;
-      if (!nodeId) {
-        this.#emitFailure(
-          entry,
-          badSample(
-            entry.tag,
-            QualityCodes.BadNodeIdUnknown,
-            `namespace ${entry.address.namespaceUri} is not on the server`,
-            now,
-          ),
-        );
-      }
+      if (problem) this.#emitFailure(entry, badSample(entry.tag, problem.statusCode, problem.reason, now));
     }
     if (moved.length > 0 && this.#subscription?.isActive) {
       await Promise.all(moved.map((item) => item.terminate().catch(() => undefined)));
@@ -779,7 +786,9 @@ export class OpcuaTagSubscription {
         entry.item = item;
         entry.confirmedOn = subscription.subscriptionId;
         entry.reportedStatus = undefined;
-        watchConfirmation(entry, item, subscription);
+        watchConfirmation(entry, item, subscription, () => {
+          if (entry.address.namespaceUri !== undefined) this.#tableUnverified = true;
+        });
         return;
       }
       const statusName = statusNameOf(item.statusCode.value);
@@ -809,6 +818,14 @@ export class OpcuaTagSubscription {
 
   #onValue(entry: Entry, dataValue: DataValue): void {
     if (this.#closed) return;
+    if (this.#tableUnverified && entry.address.namespaceUri !== undefined) {
+      // Maybe another namespace's node: its value waits for the table (it is read afterwards).
+      this.#context.logger.debug(
+        { tag: entry.tag.name },
+        "nsu= item value before the namespace table was read; not delivered",
+      );
+      return;
+    }
     const read = sampleFromDataValue(entry.tag, dataValue, this.#context.clock.now());
     // A notification the server sent again with Republish after a repair is history, never a
     // current good value; one that comes after a live value of the tag is older than it and is
@@ -976,11 +993,18 @@ function keepAliveWatchdogMs(subscription: ClientSubscription): number {
  * it: its `_applyResult` is wrapped. Without that method no repair confirms the item, and it is
  * created again by the driver after each repair that changes the subscription id.
  */
-function watchConfirmation(entry: Entry, item: ClientMonitoredItemBase, subscription: ClientSubscription): void {
+function watchConfirmation(
+  entry: Entry,
+  item: ClientMonitoredItemBase,
+  subscription: ClientSubscription,
+  recreated: () => void,
+): void {
   const internals = item as unknown as { _applyResult?: (result: { statusCode: StatusCode }) => void };
   const applyResult = internals._applyResult;
   if (typeof applyResult !== "function") return;
   internals._applyResult = function (this: unknown, result: { statusCode: StatusCode }): void {
+    // node-opcua re-created it with the NodeId bound to the table of the session it was created on.
+    if (entry.item === item) recreated();
     applyResult.call(this, result);
     if (entry.item === item && result.statusCode.isGood()) entry.confirmedOn = subscription.subscriptionId;
   };
