@@ -94,7 +94,7 @@ describe("the ALD demo, shortened to 3 cycles", { timeout: 120_000 }, () => {
     const metrics = new PrometheusMetrics({ labels: { machine: "ald-1" } });
     const summary = await runAldDemo({ ...shortDemo, outDir, alarms: { hiMbar: 0.9 }, trendPoints: 16, metrics });
 
-    expect(summary).toMatchObject({ ok: true, mode: "normal", store: "pglite" });
+    // What `ok` is made of first, so a failure names the part that failed (seen once under load: ok false).
     expect(summary.process.status).toBe("completed");
     expect(summary.cycles).toEqual({ planned: 3, completed: 3, countedByPlc: 3 });
     expect(summary.pulses).toEqual({ tma: 3, h2o: 3 });
@@ -103,6 +103,7 @@ describe("the ALD demo, shortened to 3 cycles", { timeout: 120_000 }, () => {
     const { samples } = summary;
     expect(samples.in).toBeGreaterThan(20);
     expect(samples).toMatchObject({ out: samples.in, stored: samples.in, dropped: 0, lost: 0 });
+    expect(summary).toMatchObject({ ok: true, mode: "normal", store: "pglite" });
     const scrape = await metrics.registry.metrics();
     expect(scrape).toContain(`kiln_samples_in_total{machine="ald-1"} ${samples.in}\n`);
     expect(scrape).toContain(`kiln_samples_logged_total{machine="ald-1"} ${samples.out}\n`);
