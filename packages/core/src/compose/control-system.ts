@@ -170,8 +170,8 @@ export interface ControlSystemHealth {
     readonly droppedWhileStopped: number;
     /**
      * Entries dropped at the last stop (reset by the next start; counted in `dropped` too), each
-     * reported by `audit-entry-drop` before `stop()` returned: held only in memory when the stop's
-     * budget for closing the audit writer ran out (the store did not answer), or of an action that
+     * reported by `audit-entry-drop` before `stop()` returned: held only in memory when the stop closed
+     * the audit writer (the store had not taken them, or its budget for the close ran out), or of an action that
      * acted during the stop (a trip, a safety function) and reached the writer after it closed.
      * Named in `problems`. ADR 0013, amendment fix15x.
      */
@@ -1792,7 +1792,7 @@ export class ControlSystem {
     }
     if (audit.droppedAtStop > 0) {
       problems.push(
-        `${audit.droppedAtStop} audit entr${audit.droppedAtStop === 1 ? "y was" : "ies were"} dropped at the last stop, not in the audit trail: held only in memory when the stop's budget for the audit store ran out, or of an action that acted during the stop and reached the audit writer after it closed (reported by audit-entry-drop)`,
+        `${audit.droppedAtStop} audit entr${audit.droppedAtStop === 1 ? "y was" : "ies were"} dropped at the last stop, not in the audit trail: held only in memory when the stop closed the audit writer, or of an action that acted during the stop and reached the audit writer after it closed (reported by audit-entry-drop)`,
       );
     }
     if (audit.droppedWhileStopped > 0) {

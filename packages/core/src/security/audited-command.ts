@@ -1141,7 +1141,11 @@ export class AuditedCommandRunner {
             );
         }
       }
-      if (others > 0) this.#reportDrop(others, "the control system stopped before the audit store took them");
+      if (others > 0) {
+        // Named in health like those reported when the stop gives up on the close (fix15x, adv15w L3).
+        this.#droppedAtStop += others;
+        this.#reportDrop(others, "the control system stopped before the audit store took them");
+      }
       this.#backlog.length = 0;
       // The journal is closed, never opened here: a closed runner holds no journal and no lock,
       // so another system in this process (or the next start) can take it.
@@ -2780,8 +2784,8 @@ interface AuditWriterStatus {
   readonly droppedWhileStopped: number;
   /**
    * Entries dropped at the last stop (reset by the next start; counted in `dropped` too), each
-   * reported by `audit-entry-drop` before `stop()` returned: held only in memory when the stop's
-   * budget for closing the audit writer ran out (the store did not answer), or of an action that
+   * reported by `audit-entry-drop` before `stop()` returned: held only in memory when the stop closed
+   * the audit writer (the store had not taken them, or its budget for the close ran out), or of an action that
    * acted during the stop and reached the writer after it closed (fix15x).
    */
   readonly droppedAtStop: number;
