@@ -169,6 +169,14 @@ export interface ControlSystemHealth {
      */
     readonly droppedWhileStopped: number;
     /**
+     * Entries dropped at the last stop (reset by the next start; counted in `dropped` too), each
+     * reported by `audit-entry-drop` before `stop()` returned: held only in memory when the stop closed
+     * the audit writer (the store had not taken them, or its budget for the close ran out), or of an action that
+     * acted during the stop (a trip, a safety function) and reached the writer after it closed.
+     * Named in `problems`. ADR 0013, amendment fix15x.
+     */
+    readonly droppedAtStop: number;
+    /**
      * Denied or failed attempts counted while the backlog was full (or its journal could not take
      * them: a full disk) and not yet recorded in an `audit.overflow` summary entry; durable in
      * `<journal>.reserve` (room reserved when the journal opens), so recovered after a crash.
@@ -666,12 +674,16 @@ export class ControlSystem {
    * Every caller awaits the same stop: a second `stop()` (a signal handler and `await using`)
    * resolves only when the drain and the closes are done. A stop during a start waits for the
    * start (see {@link start}). Each step goes on past a failure of the one before. The whole stop
-   * is bounded: everything up to the drain shares `logging.drainTimeoutMs` from the call (a running
-   * process's safe-state writes are awaited, each bounded by the driver's timeout); alarm history,
-   * events and the driver's and store's `close` get what is left plus {@link STOP_CLOSE_MARGIN_MS}
+   * is bounded: everything up to the drain shares `logging.drainTimeoutMs` from the call, the
+   * abort of a running process included (its safe-state writes are issued first; one still out
+   * is waited for with the other device calls, each bounded by the driver's timeout; a process
+   * save past the budget is abandoned and logged); alarm history, events and the driver's and
+   * store's `close` get what is left until {@link STOP_CLOSE_MARGIN_MS} after the drain's end
    * (and `lifecycleTimeoutMs` at most). A step still running then is abandoned and reported (a
    * close: `lifecycle-step-fail`, `health().lifecycle`) without failing the stop, which always
-   * ends `stopped`. With a spool and an unhealthy store, the buffered samples are journaled
+   * ends `stopped`. When closing the audit writer is abandoned, every entry held only in memory
+   * is reported dropped (`audit-entry-drop`, `health().audit.droppedAtStop`, a health problem)
+   * before `stop()` returns, never afterwards (ADR 0013, amendment fix15x). With a spool and an unhealthy store, the buffered samples are journaled
    * first. Never rejects.
    */
   stop(): Promise<void> {
@@ -697,31 +709,49 @@ export class ControlSystem {
     // STOP_CLOSE_MARGIN_MS after it. A step still running when its time is up is abandoned and reported.
     const drainEnd = monotonicNow(this.#clock) + this.#options.logging.drainTimeoutMs;
     const remaining = (): number => Math.max(0, drainEnd - monotonicNow(this.#clock));
-    const remainingWithMargin = (): number => remaining() + STOP_CLOSE_MARGIN_MS;
+    // Measured from the drain's end, not added to what is left: steps past it (a close given its
+    // floor) use the margin up, and the whole stop stays within drainTimeoutMs + the margin (fix15x).
+    const remainingWithMargin = (): number => Math.max(0, drainEnd + STOP_CLOSE_MARGIN_MS - monotonicNow(this.#clock));
     let afterDrain = false;
-    const step = async (what: string, operation: () => Promise<unknown>, bounded = true): Promise<void> => {
+    // The least a step that hands audit entries over gets, even when the budget is spent (fix15x):
+    // a continuation or a healthy store's flush takes milliseconds; within the close margin.
+    const floor = Math.min(this.#options.lifecycleTimeoutMs, STOP_CLOSE_MARGIN_MS / 4);
+    const step = async (
+      what: string,
+      operation: () => Promise<unknown>,
+      bounded = true,
+      budgetFloor = 0,
+    ): Promise<"ok" | "timeout" | "failed"> => {
       const work = operation();
-      const budget = afterDrain ? remainingWithMargin() : remaining();
+      const budget = Math.max(budgetFloor, afterDrain ? remainingWithMargin() : remaining());
       const outcome = bounded ? await settleWithin(this.#clock, work, budget) : await settle(work);
       if (outcome === "timeout") {
         this.#abandon(what, work);
         this.#logger.error({ step: what }, `${what} at stop ran out of the drain budget; abandoned`);
+        return "timeout";
       } else if (outcome !== "ok") {
         this.#logger.error({ error: String(outcome.error) }, `${what} at stop failed`);
+        return "failed";
       }
+      return "ok";
     };
+    let aborted: RecipeProcess | undefined;
     const abortActive = async (): Promise<void> => {
       const active = this.#recipes.active;
-      // Not abandoned: the safe state must be written (each write is bounded by the driver's timeout).
-      if (active === undefined) return;
+      // The one aborted already (its abort abandoned past the budget, still going on) is not aborted again.
+      if (active === undefined || active === aborted) return;
+      aborted = active;
+      // Bounded by the drain budget (fix15x, adv15w H1): the abort issues its safe-state writes
+      // first (each bounded by the driver's timeout; one still out is waited for below, with the
+      // device calls); what it waits on after them (the process save, a slow store) is abandoned
+      // past the budget and reported, never spending the budget of the audit writer's close.
       // A process only ending (its effect done: its abort, or its end, already recorded) is not
-      // aborted again, which recorded a second `recipe.abort` by the system (review 15c): its
-      // writes still on the wire land before the driver closes (each bounded by its timeout).
+      // aborted again, which recorded a second `recipe.abort` by the system (review 15c).
       if (this.#recipes.ending() !== undefined) {
-        await step("waiting for the ending process", () => active.finished, false);
+        await step("waiting for the ending process", () => active.finished);
         return;
       }
-      await step("aborting the running process", () => this.#systemAbort(active, "control system stopping"), false);
+      await step("aborting the running process", () => this.#systemAbort(active, "control system stopping"));
     };
     try {
       // The running process first: its safe state must reach the PLC now, not after commands
@@ -761,8 +791,28 @@ export class ControlSystem {
       // so a late landing is seen and audited before the audit closes; one still out then is
       // recorded as unknown (review 15g, H4).
       await step("waiting for device calls still out", () => this.#settleDeviceCalls(), false);
-      // Whatever the audit store did not take stays journaled (or is reported as dropped).
-      await step("closing the command runner", () => this.#commands.close());
+      // A trip or safety function whose device call just settled hands its entry (its `:fail`) to
+      // the writer now, before it closes (fix15x, adv15w M1: it was dropped, journal or not).
+      await step(
+        "settling the trips and safety functions after the device calls",
+        () =>
+          withTimeout(() => this.#settled(), {
+            clock: this.#clock,
+            timeoutMs: Math.max(floor, Math.min(this.#options.lifecycleTimeoutMs, remaining())),
+            name: "trips and safety functions in flight",
+          }),
+        true,
+        floor,
+      );
+      // Whatever the audit store did not take stays journaled (or is reported as dropped). When the
+      // budget runs out first, what is held only in memory is reported dropped now, before stop()
+      // returns, never later by the close going on in the background (fix15x, adv15w H1).
+      const closing = await step("closing the command runner", () => this.#commands.close(), true, floor);
+      if (closing === "timeout") {
+        this.#commands.giveUpClose(
+          "the control system stopped before the audit store took them (the stop's drain budget ran out while closing the audit writer)",
+        );
+      }
       // Bounds itself by the budget it is given, then spools (or counts) what is left: never abandoned.
       // With a spool and an unhealthy store it journals everything first.
       await step("draining the logging pipeline", () => this.#sampleLogger.stop(remaining()), false);
@@ -784,7 +834,7 @@ export class ControlSystem {
       // Commands from now on are refused as what they are: the system is stopped, not stopping.
       this.#commands.refuseCommits(
         new KilnError("KILN_LIFECYCLE", "The control system is stopped: the command was not executed."),
-        { safetyFunctions: true },
+        { safetyFunctions: true, stopped: true },
       );
       this.#logger.info({ machineId: this.machineId }, "control system stopped");
     }
@@ -1738,6 +1788,11 @@ export class ControlSystem {
       problems.push(
         `${audit.skipped} audit entr${audit.skipped === 1 ? "y" : "ies"} skipped unstored (refused for good by the audit store, or set aside), not in the audit trail: ` +
           `${kept} kept in the audit journal's .set-aside file, ${audit.skippedNotKept} only in the log and audit-entry-skip events`,
+      );
+    }
+    if (audit.droppedAtStop > 0) {
+      problems.push(
+        `${audit.droppedAtStop} audit entr${audit.droppedAtStop === 1 ? "y was" : "ies were"} dropped at the last stop, not in the audit trail: held only in memory when the stop closed the audit writer, or of an action that acted during the stop and reached the audit writer after it closed (reported by audit-entry-drop)`,
       );
     }
     if (audit.droppedWhileStopped > 0) {

@@ -346,6 +346,10 @@ export class AuditedCommandRunner {
   #setAside = 0;
   /** Entries of commands issued while the runner was closed (the system stopped), dropped and reported; reset by {@link open}. */
   #droppedWhileStopped = 0;
+  /** Entries dropped at a stop (fix15x): held only in memory when stop() gave up on close(), or acted during it and came after the close. */
+  #droppedAtStop = 0;
+  /** Set by the stop once it is over (see {@link refuseCommits}), until {@link open}. */
+  #stopped = false;
   #lastError: unknown;
   /**
    * Denied and failed attempts that came while their share of the backlog was full: counted per
@@ -469,6 +473,7 @@ export class AuditedCommandRunner {
       setAside: this.#setAside,
       refusalsDropped: this.#refusalsDropped,
       droppedWhileStopped: this.#droppedWhileStopped,
+      droppedAtStop: this.#droppedAtStop,
       overflow:
         [...this.#overflow.values()].reduce((sum, overflow) => sum + overflow.count, 0) +
         (this.#unopenedReserve?.overflow ?? 0),
@@ -968,6 +973,10 @@ export class AuditedCommandRunner {
    */
   open(): Promise<void> {
     this.#closed = false;
+    this.#stopped = false;
+    this.#droppedAtStop = 0;
+    this.#gaveUp = undefined;
+    this.#gaveUpIds = new Set();
     this.#gate = undefined;
     this.#gateAll = false;
     this.#droppedWhileStopped = 0;
@@ -1064,11 +1073,17 @@ export class AuditedCommandRunner {
    * true: then they are refused the same way, before they act (the control system's `stop()` once
    * acquisition and the alarms are stopped, just before it settles what is in flight and closes the
    * writer, and after the stop: fix15v, adv15u M1/L3: one acting then had its entries dropped).
-   * Once set, `safetyFunctions` stays set until {@link open}.
+   * Once set, `safetyFunctions` stays set until {@link open}. `stopped`: the stop is over (an entry
+   * dropped after the close is then one of a command issued while stopped, not of an action that
+   * acted during the stop: fix15x); also until {@link open}.
    */
-  refuseCommits(error: KilnError, options: { readonly safetyFunctions?: boolean } = {}): void {
+  refuseCommits(
+    error: KilnError,
+    options: { readonly safetyFunctions?: boolean; readonly stopped?: boolean } = {},
+  ): void {
     this.#gate = error;
     if (options.safetyFunctions === true) this.#gateAll = true;
+    if (options.stopped === true) this.#stopped = true;
   }
 
   /**
@@ -1101,7 +1116,11 @@ export class AuditedCommandRunner {
       this.#lastError = new KilnError("KILN_LIFECYCLE", "The control system is stopped: the audit store is closed.");
       // Entries the reserve holds come back at the next start: not lost.
       const memoryOnly = this.#backlog.filter(
-        (item) => !item.journaled && item.entry !== undefined && !this.#reservedIds.has(item.entry.id),
+        (item) =>
+          !item.journaled &&
+          item.entry !== undefined &&
+          !this.#reservedIds.has(item.entry.id) &&
+          !this.#gaveUpIds.has(item.entry.id),
       );
       const refusals = memoryOnly.filter((item) => isIntentRefusal(item.entry!));
       for (const item of refusals)
@@ -1122,7 +1141,11 @@ export class AuditedCommandRunner {
             );
         }
       }
-      if (others > 0) this.#reportDrop(others, "the control system stopped before the audit store took them");
+      if (others > 0) {
+        // Named in health like those reported when the stop gives up on the close (fix15x, adv15w L3).
+        this.#droppedAtStop += others;
+        this.#reportDrop(others, "the control system stopped before the audit store took them");
+      }
       this.#backlog.length = 0;
       // The journal is closed, never opened here: a closed runner holds no journal and no lock,
       // so another system in this process (or the next start) can take it.
@@ -1137,6 +1160,69 @@ export class AuditedCommandRunner {
     // A background drain begun before the close (the retry timer) may still have a store call in
     // flight: close settles once it has, so nothing calls the store after close (review 15j).
     await this.#drainTail;
+  }
+
+  /** Entries handed to the writer and not yet stored or queued (waiting for the writer's turn or a store call). */
+  readonly #pending = new Set<AuditEntry>();
+  /** Set once stop() gave up on {@link close} (fix15x): why; entries recorded from then on are reported dropped at once. */
+  #gaveUp: string | undefined;
+  /** Ids of entries reported dropped when stop() gave up on {@link close}: not reported again by it. */
+  #gaveUpIds = new Set<string>();
+
+  /**
+   * stop() ran out of its budget for {@link close} (the store does not answer): every entry held
+   * only in memory (queued, waiting for the writer's turn or for a store call, an overflow count,
+   * a coalesced run) is reported dropped now (`audit-entry-drop`, counted in `status().dropped`),
+   * before stop() returns, never later in the background (fix15x, adv15w H1). Journaled entries
+   * and those the reserve holds are not: they come back at the next start. From now until
+   * {@link open}, an entry recorded is reported dropped at once. close() goes on in the background;
+   * an entry reported here that its flush still stores is logged, not reported again. Returns the
+   * count reported. Idempotent.
+   */
+  giveUpClose(reason: string): number {
+    if (this.#gaveUp !== undefined || this.#closed) return 0;
+    this.#gaveUp = reason;
+    let count = 0;
+    const take = (entry: AuditEntry): void => {
+      if (this.#gaveUpIds.has(entry.id)) return;
+      this.#gaveUpIds.add(entry.id);
+      if (isIntentRefusal(entry)) this.#reportRefusalDrop(entry, reason);
+      else count++;
+    };
+    for (const item of this.#backlog) {
+      if (item.journaled || item.entry === undefined || this.#reservedIds.has(item.entry.id)) continue;
+      if (!isSummary(item.entry)) take(item.entry);
+      else {
+        const fold = foldedTally(item.entry);
+        this.#gaveUpIds.add(item.entry.id);
+        if (!fold.reported) count += fold.tally.count;
+      }
+    }
+    for (const entry of this.#pending) take(entry);
+    for (const overflow of this.#overflow.values()) count += overflow.count;
+    this.#overflow.clear();
+    for (const run of this.#coalesced.values()) count += run.count;
+    this.#coalesced.clear();
+    if (count > 0) {
+      this.#droppedAtStop += count;
+      this.#logger.error({ count }, `${reason}: audit entries held only in memory reported dropped`);
+      this.#reportDrop(count, reason);
+    }
+    return count;
+  }
+
+  /** An entry recorded after stop() gave up on {@link close}: reported dropped at once. */
+  #dropAfterGiveUp(entry: AuditEntry): void {
+    if (this.#gaveUpIds.has(entry.id)) return;
+    this.#gaveUpIds.add(entry.id);
+    const what = `${entry.action} on ${entry.target} by ${entry.principal} (${entry.outcome}, entry ${entry.id})`;
+    this.#droppedAtStop++;
+    this.#logger.error(
+      { id: entry.id, action: entry.action, outcome: entry.outcome },
+      "audit entry dropped at the stop",
+    );
+    if (isIntentRefusal(entry)) this.#reportRefusalDrop(entry, this.#gaveUp!);
+    else this.#reportDrop(1, `${this.#gaveUp!}: the entry of ${what} could not be recorded`);
   }
 
   /** Runs `task` after every earlier audit task: one writer, so the store sees entries in order and once. */
@@ -1194,6 +1280,20 @@ export class AuditedCommandRunner {
    * command's entry or the backlog (review 15j).
    */
   async #record(entry: AuditEntry): Promise<void> {
+    // stop() gave up on close(): not held where nothing would write it before the exit (fix15x).
+    if (this.#gaveUp !== undefined) {
+      this.#dropAfterGiveUp(entry);
+      return;
+    }
+    this.#pending.add(entry);
+    try {
+      await this.#recordPending(entry);
+    } finally {
+      this.#pending.delete(entry);
+    }
+  }
+
+  async #recordPending(entry: AuditEntry): Promise<void> {
     if (
       this.#options.backlog?.path === undefined &&
       !this.#closed &&
@@ -1214,6 +1314,12 @@ export class AuditedCommandRunner {
    * closed and nothing would write a held entry: it is reported dropped at once instead.
    */
   async #recordNow(entry: AuditEntry): Promise<void> {
+    // Already reported dropped when stop() gave up on close() (fix15x).
+    if (this.#gaveUpIds.has(entry.id)) return;
+    if (this.#gaveUp !== undefined) {
+      this.#dropAfterGiveUp(entry);
+      return;
+    }
     if (this.#closed) {
       this.#dropWhileClosed(entry);
       return;
@@ -1236,6 +1342,11 @@ export class AuditedCommandRunner {
     try {
       await this.#options.audit.record(entry);
       this.#storedCount++;
+      if (this.#gaveUpIds.has(entry.id))
+        this.#logger.warn(
+          { id: entry.id, action: entry.action },
+          "an audit entry reported dropped when the stop gave up on the audit writer was stored after all",
+        );
       // The store takes entries: a later failure backs off from the start, not from where a long
       // outage left the backoff (review 15g, M4: with 20% transient failures the backlog drained
       // at 3 entries/s, the delay grown to 30 s and reset only once the backlog was empty).
@@ -2431,8 +2542,26 @@ export class AuditedCommandRunner {
    * a health problem). Adversarial review 15s, F2; ADR 0013 addendum.
    */
   #dropWhileClosed(entry: AuditEntry): void {
-    this.#droppedWhileStopped++;
     const what = `${entry.action} on ${entry.target} by ${entry.principal} (${entry.outcome}, entry ${entry.id})`;
+    if (!this.#stopped) {
+      // Still stopping: an action that acted during stop() (a trip, a safety function) whose entry
+      // came after the writer closed. Not "issued while stopped" (fix15x, adv15w M1).
+      this.#droppedAtStop++;
+      this.#logger.error(
+        { id: entry.id, action: entry.action, outcome: entry.outcome },
+        "audit entry dropped: it reached the audit writer after the stop closed it",
+      );
+      if (isIntentRefusal(entry)) {
+        this.#reportRefusalDrop(entry, "the audit writer was closed by the stop before the entry reached it");
+        return;
+      }
+      this.#reportDrop(
+        1,
+        `the control system was stopping: the entry of ${what}, which acted during stop(), reached the audit writer after the stop closed it, so it could not be recorded`,
+      );
+      return;
+    }
+    this.#droppedWhileStopped++;
     this.#logger.error(
       { id: entry.id, action: entry.action, outcome: entry.outcome },
       "audit entry dropped: the control system is stopped",
@@ -2658,6 +2787,13 @@ interface AuditWriterStatus {
    * so each was reported by `audit-entry-drop` at once, not held (counted in `dropped` too).
    */
   readonly droppedWhileStopped: number;
+  /**
+   * Entries dropped at the last stop (reset by the next start; counted in `dropped` too), each
+   * reported by `audit-entry-drop` before `stop()` returned: held only in memory when the stop closed
+   * the audit writer (the store had not taken them, or its budget for the close ran out), or of an action that
+   * acted during the stop and reached the writer after it closed (fix15x).
+   */
+  readonly droppedAtStop: number;
   /**
    * Denied or failed attempts counted while the backlog was full (or the journal could not take
    * them, a full disk) and not yet in an `audit.overflow` summary entry (recovered from
