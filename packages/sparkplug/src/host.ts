@@ -534,6 +534,11 @@ interface EdgeNodeState {
    * (ADR 0043, amendment fix19o).
    */
   deathAhead: number | undefined;
+  /**
+   * The last NDEATH the main session took, stale or not (`<bdSeq>@<payload timestamp>`): the
+   * watch's copy of it, read after, is not ahead of anything (adversarial review adv19p, H1).
+   */
+  deathTaken: string | undefined;
   /** Host time of the last NDEATH of its current birth taken, on either session. */
   lastDeathAt: number | undefined;
   /**
@@ -1541,6 +1546,7 @@ export class SparkplugHost {
         lastBirthRefusal: undefined,
         awaiting: undefined,
         deathAhead: undefined,
+        deathTaken: undefined,
         lastDeathAt: undefined,
         verify: undefined,
       };
@@ -2296,6 +2302,12 @@ export class SparkplugHost {
       this.#distrust(node, "death-refused", detail);
       return;
     }
+    // The watch's copy of this death is now in its place in the main session's order: a death
+    // the watch read ahead is only ahead of a birth that comes BEFORE it on the main session. One
+    // that comes before its birth here (a forged death for the next bdSeq, sent while the edge
+    // node was dead) says nothing about that later birth (adversarial review adv19p, H1).
+    if (node.deathAhead === bdSeq) node.deathAhead = undefined;
+    node.deathTaken = deathKey(bdSeq, payload);
     // A death whose bdSeq is not the current birth's belongs to an older session (a Will the
     // broker delivered late): it must not take the new session down.
     if (node.bdSeq !== undefined && bdSeq !== node.bdSeq) {
@@ -2306,8 +2318,6 @@ export class SparkplugHost {
       );
       return;
     }
-    // The watch may have taken it already: the session's messages held before it are all in now.
-    if (node.deathAhead === bdSeq) node.deathAhead = undefined;
     node.lastDeathAt = this.#clock.now();
     this.#nodeDied(node, `NDEATH bdSeq ${String(bdSeq)}`);
     node.lastSeq = undefined;
@@ -2361,6 +2371,9 @@ export class SparkplugHost {
     }
     const bdSeq = bdSeqOf(payload);
     if (typeof bdSeq === "string") return;
+    // The main session took this very death first (the two sessions' copies race): it is in its
+    // place in that session's order already, not ahead of a later birth (adv19p, H1).
+    if (node.deathTaken === deathKey(bdSeq, payload)) return;
     node.deathAhead = bdSeq;
     node.lastDeathAt = this.#clock.now();
     if (node.bdSeq === bdSeq && node.state !== "offline")
@@ -3063,4 +3076,9 @@ function bdSeqOf(payload: SparkplugPayload): number | string {
     return `has bdSeq ${String(value)}, outside 0–255 (Sparkplug B 3.0: bdSeq is 0–255)`;
   }
   return `has a bdSeq that is not an integer (${value === undefined || value === null ? "no value" : typeof value === "number" ? String(value) : typeof value}): Sparkplug B 3.0 bdSeq is an integer 0–255`;
+}
+
+/** One NDEATH message as both the main session and the watch read it: its bdSeq and payload timestamp. */
+function deathKey(bdSeq: number, payload: SparkplugPayload): string {
+  return `${bdSeq}@${String(payload.timestamp)}`;
 }

@@ -182,6 +182,39 @@ describe.skipIf(!mosquitto.available)("a host held by a slow store, messages dro
     expect(host.latest(TEMP)?.sample.quality.severity).not.toBe("good");
   });
 
+  // Adversarial review adv19p, H1: a forged NDEATH with the bdSeq of the next birth, read on the
+  // watch while the edge node was dead, made that birth "dead at once" for good: the node stayed
+  // offline, its data stored as history only, with nothing in problems.
+  test("a forged NDEATH for the next bdSeq, sent while the edge node is dead, does not keep its next birth offline", async () => {
+    const { broker, host } = await heldFleet();
+    const first = await answeringNode(broker.url, 1, 21);
+    await eventually(() => host.latest(TEMP)?.sample.value === 21, 5_000, "first birth");
+    first.client.stream.destroy();
+    await eventually(() => victimState(host)?.state === "offline", 10_000, "victim offline (its Will)");
+    // Any client may publish on the death topic (Sparkplug has no sender identity).
+    const forger = await connectAsync(broker.url, { reconnectPeriod: 0 });
+    cleanups.push(() => forger.endAsync(true));
+    await forger.publishAsync(
+      sparkplugTopic({ type: "NDEATH", groupId: GROUP, edgeNodeId: VICTIM }),
+      Buffer.from(RawEdgeNode.deathBytes(2)),
+      { qos: 1 },
+    );
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const second = await answeringNode(broker.url, 2, 22);
+    cleanups.push(() => second.close());
+    // A millisecond after the birth's own value (the same millisecond is a conflict, not news).
+    await second.ndata([{ alias: 1, timestamp: Date.now() + 5, datatype: "Double", value: 23 }]);
+    await eventually(
+      () =>
+        victimState(host)?.state === "online" &&
+        host.latest(TEMP)?.sample.value === 23 &&
+        host.latest(TEMP)?.sample.quality.severity === "good",
+      10_000,
+      "victim online with temp 23 good",
+    );
+    expect(host.health().problems).toEqual([]);
+  });
+
   test("its own STATE offline (a Will of an old session, retained) dropped while the host is held: the retained STATE ends online again", async () => {
     const { broker, host, flood, gated } = await heldFleet();
     const { timestamp } = host.health().state;
