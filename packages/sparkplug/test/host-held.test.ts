@@ -182,6 +182,28 @@ describe.skipIf(!mosquitto.available)("a host held by a slow store, messages dro
     expect(host.latest(TEMP)?.sample.quality.severity).not.toBe("good");
   });
 
+  // Adversarial review adv19p, H2: the watch subscribed at QoS 1 was bounded by the broker's
+  // in-flight window and queue for one client like any session: when more nodes died at once
+  // than those hold (a switch fails), the deaths past them were dropped and those nodes stayed
+  // online and good (30 of 300 delivered with this broker's bounds).
+  test("a mass death of more edge nodes than the broker queues for one client takes every one of them offline", async () => {
+    const { broker, host } = await heldFleet();
+    const count = 60;
+    const nodes = await Promise.all(
+      Array.from({ length: count }, async (_, index) => {
+        const node = await RawEdgeNode.connect(broker.url, GROUP, `mass-${index}`, 1);
+        node.client.on("error", () => undefined);
+        await node.nbirth(1, [{ name: "v", alias: 1, timestamp: Date.now(), datatype: "Double", value: index }]);
+        return node;
+      }),
+    );
+    const mass = () => host.health().edgeNodes.filter((node) => node.edgeNodeId.startsWith("mass-"));
+    await eventually(() => mass().filter((node) => node.state === "online").length === count, 20_000, "all born");
+    // Every socket gone without DISCONNECT at once: the broker publishes every Will together.
+    for (const node of nodes) node.client.stream.destroy();
+    await eventually(() => mass().every((node) => node.state === "offline"), 10_000, "every edge node offline");
+  });
+
   // Adversarial review adv19p, H1: a forged NDEATH with the bdSeq of the next birth, read on the
   // watch while the edge node was dead, made that birth "dead at once" for good: the node stayed
   // offline, its data stored as history only, with nothing in problems.
