@@ -3,8 +3,6 @@ import {
   MessageSecurityMode,
   OPCUAClient,
   PublishRequest,
-  ReadRequest,
-  RepublishRequest,
   SecurityPolicy,
   ServiceFault,
   StatusCodes,
@@ -24,6 +22,7 @@ import { certificateDer, privateKeyPem } from "./opcua-certificates";
 import type { ResolvedOpcuaDriverOptions } from "./opcua-driver-options";
 import { connectError, isConnectionLoss, statusOfError } from "./opcua-errors";
 import { markReplayedNotifications } from "./opcua-replayed-notifications";
+import { isApplicationRequest, markApplicationRequests } from "./opcua-request-origin";
 import { effectiveKeepAliveMs, linkSilenceMs } from "./opcua-subscription-timing";
 import type { SubscriptionConnection } from "./opcua-tag-subscription";
 
@@ -179,6 +178,7 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
       const session = await opened.createSession(identity);
       refuseSubscriptionTransfers(session);
       markReplayedNotifications(session);
+      markApplicationRequests(session);
       try {
         const readAt = clock.now();
         const info = await readServerInfo(session, options.limits);
@@ -324,53 +324,20 @@ function relayServiceFaults(client: OPCUAClient): void {
   };
 }
 
-const KEEP_ALIVE_NODE = resolveNodeId(VariableIds.Server_ServerStatus_State);
-
-/** Sessions inside {@link readWithinLinkBound}'s call to `session.read`, which sends synchronously. */
-const readingWithinLinkBound = new WeakSet<ClientSession>();
-
 /**
- * Reads `nodes` (their Value, maxAge 0) on `session` as a read the link watchdog does not wait
- * for beyond the link silence bound, like node-opcua's keep-alive read ({@link linkRequestKind}).
- * For the driver's own reads of current values (after a repair): a Read of a few values is
- * answered within the server's response time, and an application's timeout must not hold the
- * stall bound at `requestMs` (docs/adr/0022, amendment fix13n). node-opcua sends the request
- * within the call while the channel is open; a request it queues (channel down) counts as the
- * application's, the bound of before.
+ * What a request is to the link watchdog: a `publish` (the server holds it until it has something
+ * to send: not waited for, not a response time), an `application` request (sent inside an
+ * application's call to the driver, `isApplicationRequest`: the caller allowed it
+ * `timeouts.requestMs`, so silence is no stall before that deadline), or `upkeep` (every request
+ * the driver or node-opcua sends on its own behalf: keep-alive reads, Republish, subscriptions
+ * re-created, modified or deleted, items created again, reads after a repair, namespace table
+ * reads: a response time, never waited for beyond the stall bound). Upkeep requests in flight
+ * when the link froze held the stall bound at `requestMs` (docs/adr/0022, amendments fix13n and
+ * fix13u).
  */
-export function readWithinLinkBound(
-  session: ClientSession,
-  nodes: readonly { readonly nodeId: NodeId; readonly attributeId: number }[],
-): Promise<DataValue[]> {
-  readingWithinLinkBound.add(session);
-  try {
-    return session.read(
-      nodes.map((node) => ({ ...node })),
-      0,
-    );
-  } finally {
-    readingWithinLinkBound.delete(session);
-  }
-}
-
-/**
- * What a request sent on `session` is to the link watchdog: a `publish` (the server holds it
- * until it has something to send: not waited for, not a response time), a `keepAlive` (a request
- * the server answers at once, so its answer is what the bound of 2 keep-alive periods is about: a
- * response time, not waited for beyond the bound: node-opcua's ServerStatus.State read, a read
- * sent by {@link readWithinLinkBound}, and node-opcua's Republish, answered from the server's
- * retransmission queue, OPC UA Part 4 5.13.6), or `other` (a request the caller allowed its
- * timeout for: silence is no stall before its deadline). One of node-opcua's own or the
- * driver's upkeep requests in flight when the link stalls held the stall bound at `requestMs`
- * (10 s instead of 2 s in CI on 90b0f66; docs/adr/0022, amendment fix13n).
- */
-export function linkRequestKind(request: unknown, session?: ClientSession): "publish" | "keepAlive" | "other" {
+export function linkRequestKind(request: unknown): "publish" | "application" | "upkeep" {
   if (request instanceof PublishRequest) return "publish";
-  if (request instanceof RepublishRequest) return "keepAlive";
-  if (!(request instanceof ReadRequest)) return "other";
-  if (session && readingWithinLinkBound.has(session)) return "keepAlive";
-  const nodes = request.nodesToRead ?? [];
-  return nodes.length === 1 && nodes[0]!.nodeId.toString() === KEEP_ALIVE_NODE.toString() ? "keepAlive" : "other";
+  return isApplicationRequest(request) ? "application" : "upkeep";
 }
 
 async function identityOf(identity: ResolvedOpcuaDriverOptions["identity"]): Promise<UserIdentityInfo> {

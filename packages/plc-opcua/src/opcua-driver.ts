@@ -37,6 +37,7 @@ import {
 import type { OpcuaNodeAddress } from "./opcua-node-id";
 import { deleteSubscriptions, heldSubscriptionIds, OrphanSubscriptionSweeper } from "./opcua-orphan-subscriptions";
 import type { ReadPlan } from "./opcua-read-plan";
+import { asApplicationCall } from "./opcua-request-origin";
 import { loadOpcuaRuntime, type OpcuaRuntime } from "./opcua-runtime-loader";
 import { linkSilenceMs, smoothedMaxMs } from "./opcua-subscription-timing";
 import type { OpcuaTagSubscription } from "./opcua-tag-subscription";
@@ -282,7 +283,11 @@ export class OpcuaDriver implements PlcDriver {
     let results: DataValue[][];
     try {
       results = await raceAbort(
-        Promise.all(plan.chunks.map((chunk) => connection.session.read(chunk.nodesToRead as ReadValueIdOptions[], 0))),
+        asApplicationCall(() =>
+          Promise.all(
+            plan.chunks.map((chunk) => connection.session.read(chunk.nodesToRead as ReadValueIdOptions[], 0)),
+          ),
+        ),
         signal,
         "the OPC UA read",
       );
@@ -381,7 +386,9 @@ export class OpcuaDriver implements PlcDriver {
       const variant = this.#rt.variantForWrite(plain, target, tag, address.text);
       try {
         const status = await raceAbort(
-          connection.session.write({ nodeId, attributeId: this.#rt.AttributeIds.Value, value: { value: variant } }),
+          asApplicationCall(() =>
+            connection.session.write({ nodeId, attributeId: this.#rt.AttributeIds.Value, value: { value: variant } }),
+          ),
           signal,
           "the OPC UA write",
         );
@@ -391,7 +398,11 @@ export class OpcuaDriver implements PlcDriver {
       }
     };
     const discover = (): Promise<OpcuaWriteTarget> =>
-      raceAbort(this.#dataTypeOf(connection, nodeId, tag, address.text), signal, "the OPC UA write");
+      raceAbort(
+        asApplicationCall(() => this.#dataTypeOf(connection, nodeId, tag, address.text)),
+        signal,
+        "the OPC UA write",
+      );
     const target = await discover();
     let status = await send(target);
     if (status >>> 0 === QualityCodes.BadTypeMismatch) {
@@ -446,7 +457,7 @@ export class OpcuaDriver implements PlcDriver {
     });
     this.#subscriptions.add(subscription);
     try {
-      await subscription.ensure();
+      await asApplicationCall(() => subscription.ensure());
     } catch (error) {
       this.#subscriptions.delete(subscription);
       await subscription.close();
@@ -496,7 +507,7 @@ export class OpcuaDriver implements PlcDriver {
       rootId = resolved;
     }
     try {
-      return await this.#rt.browseVariables(connection, rootId, root === undefined);
+      return await asApplicationCall(() => this.#rt.browseVariables(connection, rootId, root === undefined));
     } catch (error) {
       throw this.#requestError(error, "browse");
     }
@@ -767,7 +778,7 @@ export class OpcuaDriver implements PlcDriver {
     let oldest: { readonly sentAt: number; readonly deadline: number } | undefined;
     for (const [handle, sent] of connection.outstanding) {
       if (sent.deadline === Number.NEGATIVE_INFINITY) {
-        // A keep-alive read: waited for only to measure its response time.
+        // An upkeep request: waited for only to measure its response time.
         if (sent.sentAt + this.#options.timeouts.requestMs < connection.heardAt) connection.outstanding.delete(handle);
       } else if (sent.deadline < connection.heardAt) connection.outstanding.delete(handle);
       else if (sent.sentAt <= stallAt && (!oldest || sent.sentAt < oldest.sentAt)) oldest = sent;
@@ -778,12 +789,13 @@ export class OpcuaDriver implements PlcDriver {
 
   /**
    * Records `request` as outstanding on `connection` (for its response time), and as one the
-   * link watchdog waits for until its deadline unless it is a keep-alive read; a Publish is
+   * link watchdog waits for until its deadline only when an application's call sent it; an
+   * upkeep request (the driver's or node-opcua's own) never holds the stall bound; a Publish is
    * recorded apart, never waited for (the server holds it), its round trip only lowering the
-   * response time (`linkRequestKind`, {@link #answered}).
+   * response time (`linkRequestKind`, {@link #answered}; docs/adr/0022, amendment fix13u).
    */
   #outstanding(connection: Connection, request: unknown): void {
-    const kind = this.#rt.linkRequestKind(request, connection.session);
+    const kind = this.#rt.linkRequestKind(request);
     const header = (request as { requestHeader?: { requestHandle?: number } }).requestHeader;
     if (header?.requestHandle === undefined) return;
     const now = this.#clock.now();
@@ -793,8 +805,8 @@ export class OpcuaDriver implements PlcDriver {
     }
     connection.outstanding.set(header.requestHandle, {
       sentAt: now,
-      // The driver bounds each of its calls by timeouts.requestMs (node-opcua's own timeout is at least 5 s).
-      deadline: kind === "keepAlive" ? Number.NEGATIVE_INFINITY : now + this.#options.timeouts.requestMs,
+      // The driver bounds each application call by timeouts.requestMs (node-opcua's own timeout is at least 5 s).
+      deadline: kind === "application" ? now + this.#options.timeouts.requestMs : Number.NEGATIVE_INFINITY,
     });
   }
 
